@@ -1,0 +1,41 @@
+import { ProtocolError } from "./errors.ts";
+import { CONFIG_PAYLOAD_SIZE } from "./limits.ts";
+
+/** The input channel's Config payload: what the microphone frames carry. */
+export interface AudioConfig {
+  sampleRate: number;
+  channels: number;
+  /** Samples per channel per frame (960 = 20 ms at 48 kHz). */
+  frameSize: number;
+}
+
+export const DEFAULT_AUDIO_CONFIG: Readonly<AudioConfig> = {
+  sampleRate: 48000,
+  channels: 2,
+  frameSize: 960,
+};
+
+export function encodeConfigPayload(config: AudioConfig): Uint8Array {
+  const bytes = new Uint8Array(CONFIG_PAYLOAD_SIZE);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, config.sampleRate, true);
+  view.setUint32(4, config.channels, true);
+  view.setUint32(8, config.frameSize, true);
+  return bytes;
+}
+
+export function decodeConfigPayload(payload: Uint8Array): AudioConfig {
+  if (payload.length !== CONFIG_PAYLOAD_SIZE) {
+    throw new ProtocolError(
+      "BadConfig",
+      payload.length,
+      `BadConfig: payload is ${payload.length} bytes, expected ${CONFIG_PAYLOAD_SIZE}`,
+    );
+  }
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  return {
+    sampleRate: view.getUint32(0, true),
+    channels: view.getUint32(4, true),
+    frameSize: view.getUint32(8, true),
+  };
+}

@@ -1,0 +1,76 @@
+import { ProtocolError } from "./errors.ts";
+import { HEADER_SIZE, MAX_PAYLOAD } from "./limits.ts";
+import { isMessageType, type MessageType } from "./message-type.ts";
+import { readTimestampNs, writeTimestampMs, writeTimestampNs } from "./timestamp.ts";
+
+/**
+ * The 17-byte header, little-endian:
+ *   0 magic u32 | 4 type u8 | 5 length u32 | 9 timestamp i64 (Unix ns)
+ */
+export interface Header {
+  magic: number;
+  type: MessageType;
+  length: number;
+  timestampNs: bigint;
+}
+
+/** Hot-path header write: timestamp given as Unix ms (float), no allocation. */
+export function writeHeader(
+  view: DataView,
+  offset: number,
+  magic: number,
+  type: MessageType,
+  length: number,
+  timestampMs: number,
+): void {
+  view.setUint32(offset, magic, true);
+  view.setUint8(offset + 4, type);
+  view.setUint32(offset + 5, length, true);
+  writeTimestampMs(view, offset + 9, timestampMs);
+}
+
+/**
+ * Checks the header at `offset` against the channel's magic and the limits.
+ * Returns the error instead of throwing so callers on the hot path decide.
+ */
+export function validateHeader(
+  view: DataView,
+  offset: number,
+  expectedMagic: number,
+  streamOffset?: number,
+): ProtocolError | undefined {
+  const magic = view.getUint32(offset, true);
+  if (magic !== expectedMagic) return ProtocolError.badMagic(magic, expectedMagic, streamOffset);
+  const type = view.getUint8(offset + 4);
+  if (!isMessageType(type)) return ProtocolError.unknownType(type, streamOffset);
+  const length = view.getUint32(offset + 5, true);
+  if (length > MAX_PAYLOAD) return ProtocolError.frameTooLarge(length, streamOffset);
+  return undefined;
+}
+
+export function readHeader(view: DataView, offset = 0): Header {
+  return {
+    magic: view.getUint32(offset, true),
+    type: view.getUint8(offset + 4) as MessageType,
+    length: view.getUint32(offset + 5, true),
+    timestampNs: readTimestampNs(view, offset + 9),
+  };
+}
+
+/** Builds one whole message (header + payload); for tests and rare messages, not the hot path. */
+export function encodeMessage(
+  magic: number,
+  type: MessageType,
+  payload: Uint8Array = new Uint8Array(0),
+  timestampNs: bigint = 0n,
+): Uint8Array {
+  if (payload.length > MAX_PAYLOAD) throw ProtocolError.frameTooLarge(payload.length);
+  const bytes = new Uint8Array(HEADER_SIZE + payload.length);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, magic, true);
+  view.setUint8(4, type);
+  view.setUint32(5, payload.length, true);
+  writeTimestampNs(view, 9, timestampNs);
+  bytes.set(payload, HEADER_SIZE);
+  return bytes;
+}

@@ -1,0 +1,7 @@
+export * from "./config-payload.ts";
+export * from "./errors.ts";
+export * from "./frame-parser.ts";
+export * from "./header.ts";
+export * from "./limits.ts";
+export * from "./message-type.ts";
+export * from "./timestamp.ts";

@@ -1,0 +1,13 @@
+/** Sizes fixed by the wire protocol (PROTOCOL.md). */
+
+/** magic u32 + type u8 + length u32 + timestamp i64. */
+export const HEADER_SIZE = 17;
+
+/** Largest legal payload; a header announcing more is a protocol error. */
+export const MAX_PAYLOAD = 4096;
+
+/** Largest legal message on the wire. */
+export const MAX_MESSAGE = HEADER_SIZE + MAX_PAYLOAD;
+
+/** The Config payload: sampleRate u32, channels u32, frameSize u32. */
+export const CONFIG_PAYLOAD_SIZE = 12;
