@@ -1,0 +1,82 @@
+import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
+
+/**
+ * A buffered, synchronous byte writer over a file or stdout ("-").
+ * Synchronous on purpose: a slow sink then slows the reader of the socket
+ * (backpressure) instead of piling up memory.
+ */
+export class ByteSink {
+  private readonly buffer: Uint8Array;
+  private used = 0;
+  private closed = false;
+  bytesWritten = 0;
+
+  private constructor(
+    readonly name: string,
+    private readonly fd: number,
+    private readonly ownsFd: boolean,
+    capacity: number,
+  ) {
+    this.buffer = new Uint8Array(capacity);
+  }
+
+  /** "-" is stdout; anything else is created or truncated. */
+  static open(path: string, capacity = 64 * 1024): ByteSink {
+    if (path === "-") return new ByteSink("stdout", 1, false, capacity);
+    return new ByteSink(path, openSync(path, "w", 0o644), true, capacity);
+  }
+
+  write(bytes: Uint8Array): void {
+    if (bytes.length > this.buffer.length - this.used) {
+      this.flush();
+      if (bytes.length > this.buffer.length) {
+        this.writeAll(bytes);
+        return;
+      }
+    }
+    this.buffer.set(bytes, this.used);
+    this.used += bytes.length;
+  }
+
+  /** Hands buffered bytes to the kernel. Throws (e.g. ENOSPC on /dev/full) with the sink named. */
+  flush(): void {
+    if (this.used === 0) return;
+    const used = this.used;
+    this.used = 0;
+    this.writeAll(this.buffer.subarray(0, used));
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.flush();
+      if (this.ownsFd) {
+        try {
+          fsyncSync(this.fd);
+        } catch {
+          // fsync is best effort: pipes and character devices refuse it
+        }
+      }
+    } finally {
+      if (this.ownsFd) closeSync(this.fd);
+    }
+  }
+
+  private writeAll(bytes: Uint8Array): void {
+    let at = 0;
+    while (at < bytes.length) {
+      try {
+        at += writeSync(this.fd, bytes, at, bytes.length - at);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code ?? String(e);
+        if (code === "EAGAIN") {
+          Bun.sleepSync(1);
+          continue;
+        }
+        throw new Error(`cannot write to sink ${this.name}: ${code}`);
+      }
+    }
+    this.bytesWritten += bytes.length;
+  }
+}

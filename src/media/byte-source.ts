@@ -1,0 +1,76 @@
+import { open, type FileHandle } from "node:fs/promises";
+
+/** Chunks of bytes from a file or stdin ("-"), read asynchronously so signals and sockets keep flowing. */
+export interface ByteSource {
+  readonly name: string;
+  /** The next chunk (valid until the next read), or null at end of input. */
+  read(): Promise<Uint8Array | null>;
+  close(): Promise<void>;
+  /** True when the source is a regular file that can be read again from the start (for --loop). */
+  readonly rewindable: boolean;
+  rewind(): void;
+}
+
+const CHUNK = 64 * 1024;
+
+class FileByteSource implements ByteSource {
+  private readonly buffer = new Uint8Array(CHUNK);
+  private position = 0;
+  readonly rewindable = true;
+  constructor(
+    readonly name: string,
+    private readonly handle: FileHandle,
+  ) {}
+
+  async read(): Promise<Uint8Array | null> {
+    const { bytesRead } = await this.handle.read(this.buffer, 0, CHUNK, this.position);
+    if (bytesRead === 0) return null;
+    this.position += bytesRead;
+    return this.buffer.subarray(0, bytesRead);
+  }
+
+  rewind(): void {
+    this.position = 0;
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
+}
+
+class StreamByteSource implements ByteSource {
+  readonly rewindable = false;
+  constructor(
+    readonly name: string,
+    private readonly reader: ReadableStreamDefaultReader<Uint8Array>,
+  ) {}
+
+  async read(): Promise<Uint8Array | null> {
+    const { value, done } = await this.reader.read();
+    return done ? null : value;
+  }
+
+  rewind(): void {
+    throw new Error(`${this.name} cannot be rewound`);
+  }
+
+  async close(): Promise<void> {
+    await this.reader.cancel().catch(() => {});
+  }
+}
+
+/** Opens `path` for reading; "-" is stdin. A FIFO or character device is read as a stream. */
+export async function openByteSource(path: string): Promise<ByteSource> {
+  if (path === "-") return new StreamByteSource("stdin", Bun.stdin.stream().getReader());
+  const handle = await open(path, "r");
+  const stat = await handle.stat();
+  if (stat.isDirectory()) {
+    await handle.close();
+    throw new Error(`source ${path} is a directory, expected a file or "-"`);
+  }
+  if (!stat.isFile()) {
+    await handle.close();
+    return new StreamByteSource(path, Bun.file(path).stream().getReader());
+  }
+  return new FileByteSource(path, handle);
+}

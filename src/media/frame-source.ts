@@ -1,0 +1,28 @@
+import type { AudioConfig } from "../protocol/index.ts";
+
+/** One audio frame from a source. Reused by the source: valid until its next `next()`. */
+export interface SourceFrame {
+  /** The Opus packet, at most MAX_PAYLOAD bytes. */
+  payload: Uint8Array;
+  /** Position on the source's own timeline in ms (drives --realtime pacing). */
+  timeMs: number;
+}
+
+/**
+ * A pull source of Opus frames. `next()` returns a buffered frame or
+ * undefined when it needs input; `fill()` reads more and resolves false at
+ * the end of input. Malformed input throws an Error naming the byte offset;
+ * frames returned before it stay valid.
+ */
+export interface FrameSource {
+  readonly name: string;
+  /** What the source knows of the stream (an Ogg OpusHead), if anything. */
+  readonly audioConfig?: Partial<AudioConfig>;
+  /** Pre-skip from an OpusHead, when the source has one. */
+  readonly preSkip?: number;
+  next(): SourceFrame | undefined;
+  fill(): Promise<boolean>;
+  /** Starts again from the beginning (for --loop); false when the input is a stream. */
+  rewind(): boolean;
+  close(): Promise<void>;
+}
