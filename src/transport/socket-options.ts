@@ -1,0 +1,251 @@
+// Socket buffer control on a raw fd through libc (bun:ffi).
+//
+// Bun's sockets expose `socket.fd` but no sockopt API, so we call setsockopt/getsockopt/ioctl
+// ourselves. Every function returns a result value and never throws: buffer tuning is an
+// optimisation, and a missing libc (or a closed fd) must not take the audio path down.
+
+import { dlopen, read, type Library } from "bun:ffi";
+import { constants as osConstants } from "node:os";
+
+// Linux values, identical on x86_64 and aarch64 (asm-generic); not valid on other kernels.
+export const SOL_SOCKET = 1;
+export const SO_SNDBUF = 7;
+export const SO_RCVBUF = 8;
+/** ioctl: bytes in the send queue not yet consumed by the peer (SIOCOUTQ). */
+export const TIOCOUTQ = 0x5411;
+/** ioctl: bytes waiting in the receive queue (SIOCINQ). */
+export const FIONREAD = 0x541b;
+
+const KiB = 1024;
+/** Smallest buffer size we accept from configuration. */
+export const MIN_SOCKET_BUFFER_BYTES = 32 * KiB;
+/** Largest buffer size we accept from configuration. */
+export const MAX_SOCKET_BUFFER_BYTES = 256 * KiB;
+
+export interface SocketBufferSizes {
+  sendBytes: number;
+  receiveBytes: number;
+}
+
+export type SocketBufferPreset = "default" | "high-load";
+
+/** Requested sizes per preset (the kernel reports roughly double, see getSocketBuffers). */
+export const SOCKET_BUFFER_PRESETS: Readonly<Record<SocketBufferPreset, Readonly<SocketBufferSizes>>> =
+  Object.freeze({
+    default: Object.freeze({ sendBytes: 128 * KiB, receiveBytes: 128 * KiB }),
+    "high-load": Object.freeze({ sendBytes: 256 * KiB, receiveBytes: 256 * KiB }),
+  });
+
+export type SocketOptionCall =
+  | "setsockopt(SO_SNDBUF)"
+  | "setsockopt(SO_RCVBUF)"
+  | "getsockopt(SO_SNDBUF)"
+  | "getsockopt(SO_RCVBUF)"
+  | "ioctl(TIOCOUTQ)"
+  | "ioctl(FIONREAD)";
+
+/** Why a call did not happen or failed; `code` is the errno name ("EBADF") when there is one. */
+export interface SocketOptionFailure {
+  ok: false;
+  kind: "LibcUnavailable" | "InvalidArgument" | "SyscallFailed";
+  call: SocketOptionCall;
+  fd: number;
+  errno: number;
+  code: string;
+  message: string;
+}
+
+export type SetSocketBuffersResult =
+  | { ok: true; fd: number; requested: SocketBufferSizes; applied: SocketBufferSizes }
+  | SocketOptionFailure;
+
+export type GetSocketBuffersResult = ({ ok: true; fd: number } & SocketBufferSizes) | SocketOptionFailure;
+
+export type QueueBytesResult = { ok: true; fd: number; bytes: number } | SocketOptionFailure;
+
+/** Tried in order: glibc, musl by soname (Alpine), musl by loader path, then a generic name. */
+export const LIBC_CANDIDATES: readonly string[] = [
+  "libc.so.6",
+  "libc.musl-aarch64.so.1",
+  "libc.musl-x86_64.so.1",
+  "/lib/ld-musl-aarch64.so.1",
+  "/lib/ld-musl-x86_64.so.1",
+  "libc.so",
+];
+
+const SYMBOLS = {
+  // int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+  setsockopt: { args: ["i32", "i32", "i32", "ptr", "u32"], returns: "i32" },
+  // int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+  getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
+  // int ioctl(int fd, unsigned long req, ...): variadic, but on the x86_64 and aarch64 Linux
+  // ABIs a pointer in the variadic slot is passed exactly like a fixed argument.
+  ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
+  // int *__errno_location(void): exported by glibc and musl alike.
+  __errno_location: { args: [], returns: "ptr" },
+} as const;
+
+type Libc = Library<typeof SYMBOLS>["symbols"];
+
+interface LibcState {
+  libc: Libc | null;
+  /** The candidate that loaded, or why none did. */
+  detail: string;
+}
+
+let state: LibcState | undefined;
+
+function loadLibc(): LibcState {
+  return (state ??= openFirst(LIBC_CANDIDATES));
+}
+
+function openFirst(candidates: readonly string[]): LibcState {
+  const errors: string[] = [];
+  for (const name of candidates) {
+    try {
+      return { libc: dlopen(name, SYMBOLS).symbols, detail: name };
+    } catch (err) {
+      errors.push(`${name}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  return { libc: null, detail: `no libc could be loaded (${errors.join("; ")})` };
+}
+
+/**
+ * Replaces the loaded libc with the first of `candidates` that opens (the default list
+ * normally loads lazily on first use). Lets tests and diagnostics exercise the "no libc" path.
+ */
+export function loadLibcFrom(candidates: readonly string[] = LIBC_CANDIDATES): ReturnType<typeof libcInfo> {
+  state = openFirst(candidates);
+  return libcInfo();
+}
+
+/** Which libc was loaded (loading it now if needed), or null with the reason. */
+export function libcInfo(): { loaded: true; name: string } | { loaded: false; reason: string } {
+  const s = loadLibc();
+  return s.libc ? { loaded: true, name: s.detail } : { loaded: false, reason: s.detail };
+}
+
+// Reused for every call so repeated calls allocate nothing for FFI. Safe because JS calls into
+// libc synchronously on one thread (each Worker gets its own module instance).
+const intValue = new Int32Array(1);
+const intLength = new Uint32Array(1);
+
+let errnoNames: Map<number, string> | undefined;
+
+function errnoName(errno: number): string {
+  // Node's errno table carries this platform's numbers, so no hand-written Linux table.
+  errnoNames ??= new Map(Object.entries(osConstants.errno).map(([name, n]) => [n, name]));
+  return errnoNames.get(errno) ?? `errno ${errno}`;
+}
+
+function failure(
+  kind: SocketOptionFailure["kind"],
+  call: SocketOptionCall,
+  fd: number,
+  errno: number,
+  code: string,
+  message: string,
+): SocketOptionFailure {
+  return { ok: false, kind, call, fd, errno, code, message };
+}
+
+function unavailable(call: SocketOptionCall, fd: number, reason: string): SocketOptionFailure {
+  return failure("LibcUnavailable", call, fd, 0, "", `${call} on fd ${fd}: ${reason}`);
+}
+
+function syscallFailed(libc: Libc, call: SocketOptionCall, fd: number): SocketOptionFailure {
+  // Read errno straight after the failing call, before anything else can overwrite it.
+  const errno = read.i32(libc.__errno_location()!, 0);
+  const code = errnoName(errno);
+  return failure("SyscallFailed", call, fd, errno, code, `${call} on fd ${fd} failed: ${code}`);
+}
+
+function badFd(call: SocketOptionCall, fd: number): SocketOptionFailure | null {
+  // Checked here because FFI would silently coerce a non-integer into some other fd.
+  if (Number.isInteger(fd)) return null;
+  return failure("InvalidArgument", call, fd, 0, "", `${call}: fd must be an integer, got ${fd}`);
+}
+
+function getInt(libc: Libc, fd: number, name: number, call: SocketOptionCall): number | SocketOptionFailure {
+  intValue[0] = 0;
+  intLength[0] = 4;
+  if (libc.getsockopt(fd, SOL_SOCKET, name, intValue, intLength) !== 0) return syscallFailed(libc, call, fd);
+  return intValue[0];
+}
+
+function setInt(libc: Libc, fd: number, name: number, value: number, call: SocketOptionCall): SocketOptionFailure | null {
+  intValue[0] = value;
+  if (libc.setsockopt(fd, SOL_SOCKET, name, intValue, 4) !== 0) return syscallFailed(libc, call, fd);
+  return null;
+}
+
+/**
+ * Sets SO_SNDBUF and SO_RCVBUF, then reads both back: `applied` is what the kernel really uses
+ * (Linux doubles the request for bookkeeping and clamps it to net.core.wmem_max/rmem_max).
+ */
+export function setSocketBuffers(fd: number, sizes: SocketBufferSizes): SetSocketBuffersResult {
+  const bad = badFd("setsockopt(SO_SNDBUF)", fd);
+  if (bad) return bad;
+  for (const [call, value] of [
+    ["setsockopt(SO_SNDBUF)", sizes.sendBytes],
+    ["setsockopt(SO_RCVBUF)", sizes.receiveBytes],
+  ] as const) {
+    if (!Number.isInteger(value) || value <= 0 || value > 0x7fffffff) {
+      return failure("InvalidArgument", call, fd, 0, "", `${call} on fd ${fd}: size must be a positive int, got ${value}`);
+    }
+  }
+  const { libc, detail } = loadLibc();
+  if (!libc) return unavailable("setsockopt(SO_SNDBUF)", fd, detail);
+
+  const sendFailed = setInt(libc, fd, SO_SNDBUF, sizes.sendBytes, "setsockopt(SO_SNDBUF)");
+  if (sendFailed) return sendFailed;
+  const receiveFailed = setInt(libc, fd, SO_RCVBUF, sizes.receiveBytes, "setsockopt(SO_RCVBUF)");
+  if (receiveFailed) return receiveFailed;
+
+  const applied = getSocketBuffers(fd);
+  if (!applied.ok) return applied;
+  return {
+    ok: true,
+    fd,
+    requested: { sendBytes: sizes.sendBytes, receiveBytes: sizes.receiveBytes },
+    applied: { sendBytes: applied.sendBytes, receiveBytes: applied.receiveBytes },
+  };
+}
+
+/** SO_SNDBUF and SO_RCVBUF as the kernel reports them (on Linux, double what was set). */
+export function getSocketBuffers(fd: number): GetSocketBuffersResult {
+  const bad = badFd("getsockopt(SO_SNDBUF)", fd);
+  if (bad) return bad;
+  const { libc, detail } = loadLibc();
+  if (!libc) return unavailable("getsockopt(SO_SNDBUF)", fd, detail);
+
+  const sendBytes = getInt(libc, fd, SO_SNDBUF, "getsockopt(SO_SNDBUF)");
+  if (typeof sendBytes !== "number") return sendBytes;
+  const receiveBytes = getInt(libc, fd, SO_RCVBUF, "getsockopt(SO_RCVBUF)");
+  if (typeof receiveBytes !== "number") return receiveBytes;
+  return { ok: true, fd, sendBytes, receiveBytes };
+}
+
+function queueBytes(fd: number, request: number, call: SocketOptionCall): QueueBytesResult {
+  const bad = badFd(call, fd);
+  if (bad) return bad;
+  const { libc, detail } = loadLibc();
+  if (!libc) return unavailable(call, fd, detail);
+  intValue[0] = 0;
+  if (libc.ioctl(fd, request, intValue) !== 0) return syscallFailed(libc, call, fd);
+  return { ok: true, fd, bytes: intValue[0] };
+}
+
+/**
+ * Bytes written on this socket that the peer has not read yet (ioctl TIOCOUTQ). For Unix
+ * sockets the kernel counts allocated buffer memory, so this includes per-packet overhead.
+ */
+export function sendQueueBytes(fd: number): QueueBytesResult {
+  return queueBytes(fd, TIOCOUTQ, "ioctl(TIOCOUTQ)");
+}
+
+/** Bytes waiting to be read on this socket (ioctl FIONREAD). */
+export function receiveQueueBytes(fd: number): QueueBytesResult {
+  return queueBytes(fd, FIONREAD, "ioctl(FIONREAD)");
+}

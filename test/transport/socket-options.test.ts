@@ -1,0 +1,244 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
+import {
+  getSocketBuffers,
+  LIBC_CANDIDATES,
+  libcInfo,
+  loadLibcFrom,
+  MAX_SOCKET_BUFFER_BYTES,
+  MIN_SOCKET_BUFFER_BYTES,
+  receiveQueueBytes,
+  sendQueueBytes,
+  setSocketBuffers,
+  SOCKET_BUFFER_PRESETS,
+} from "../../src/transport/socket-options.ts";
+
+const KiB = 1024;
+
+interface Pair {
+  listener: UnixSocketListener<undefined> | TCPSocketListener<undefined>;
+  client: Socket<undefined>;
+  server: Socket<undefined>;
+  /** Bytes the server side has seen through its data handler. */
+  received: () => number;
+}
+
+const cleanups: (() => void)[] = [];
+
+afterEach(() => {
+  // Sockets first, then listeners, then directories: the order they were created, reversed.
+  for (const clean of cleanups.splice(0).reverse()) {
+    try {
+      clean();
+    } catch {
+      // Already closed by the test itself.
+    }
+  }
+});
+
+/** A connected Unix socket pair in its own short temp dir (sun_path is 108 bytes). */
+async function unixPair(opts: { pauseServer?: boolean } = {}): Promise<Pair> {
+  const dir = mkdtempSync("/tmp/sockopt-");
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  let received = 0;
+  const { promise: accepted, resolve } = Promise.withResolvers<Socket<undefined>>();
+  const listener = Bun.listen({
+    unix: `${dir}/s.sock`,
+    socket: {
+      open(socket) {
+        // Paused before any data arrives, so everything the client writes stays queued.
+        if (opts.pauseServer) socket.pause();
+        resolve(socket);
+      },
+      data(_socket, chunk) {
+        received += chunk.length;
+      },
+      drain() {},
+    },
+  });
+  cleanups.push(() => listener.stop(true));
+  const client = await Bun.connect({
+    unix: `${dir}/s.sock`,
+    socket: { data() {}, drain() {} },
+  });
+  cleanups.push(() => client.terminate());
+  const server = await accepted;
+  cleanups.push(() => server.terminate());
+  return { listener, client, server, received: () => received };
+}
+
+/** What Linux reports after a set: double the request, capped at the sysctl maximum. */
+function expectedReport(requested: number, sysctl: "wmem_max" | "rmem_max"): number {
+  const max = Number(readFileSync(`/proc/sys/net/core/${sysctl}`, "utf8").trim());
+  return 2 * Math.min(requested, max);
+}
+
+async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("timed out waiting for condition");
+    await Bun.sleep(5);
+  }
+}
+
+describe("libc loading", () => {
+  test("loads one of the known candidates on this machine", () => {
+    const info = libcInfo();
+    expect(info.loaded).toBe(true);
+    if (info.loaded) expect(LIBC_CANDIDATES).toContain(info.name);
+  });
+
+  test("with no loadable libc every call returns a failure instead of throwing", () => {
+    try {
+      const info = loadLibcFrom(["/nonexistent/libc-a.so", "/nonexistent/libc-b.so"]);
+      expect(info.loaded).toBe(false);
+      if (!info.loaded) expect(info.reason).toContain("/nonexistent/libc-b.so");
+
+      const set = setSocketBuffers(0, SOCKET_BUFFER_PRESETS.default);
+      const get = getSocketBuffers(0);
+      const out = sendQueueBytes(0);
+      const inq = receiveQueueBytes(0);
+      for (const r of [set, get, out, inq]) {
+        expect(r.ok).toBe(false);
+        if (!r.ok) expect(r.kind).toBe("LibcUnavailable");
+      }
+    } finally {
+      expect(loadLibcFrom().loaded).toBe(true);
+    }
+  });
+});
+
+describe("presets and bounds", () => {
+  test("default is 128 KiB, high-load 256 KiB, both within 32..256 KiB", () => {
+    expect(MIN_SOCKET_BUFFER_BYTES).toBe(32 * KiB);
+    expect(MAX_SOCKET_BUFFER_BYTES).toBe(256 * KiB);
+    expect(SOCKET_BUFFER_PRESETS.default).toEqual({ sendBytes: 128 * KiB, receiveBytes: 128 * KiB });
+    expect(SOCKET_BUFFER_PRESETS["high-load"]).toEqual({ sendBytes: 256 * KiB, receiveBytes: 256 * KiB });
+  });
+});
+
+describe("setSocketBuffers / getSocketBuffers on real Unix sockets", () => {
+  test("64 KiB reads back as 128 KiB on both the accepted and the connecting socket", async () => {
+    const { client, server } = await unixPair();
+    for (const socket of [client, server]) {
+      const result = setSocketBuffers(socket.fd, { sendBytes: 64 * KiB, receiveBytes: 64 * KiB });
+      expect(result).toEqual({
+        ok: true,
+        fd: socket.fd,
+        requested: { sendBytes: 64 * KiB, receiveBytes: 64 * KiB },
+        applied: { sendBytes: 128 * KiB, receiveBytes: 128 * KiB },
+      });
+      expect(getSocketBuffers(socket.fd)).toEqual({
+        ok: true,
+        fd: socket.fd,
+        sendBytes: 128 * KiB,
+        receiveBytes: 128 * KiB,
+      });
+    }
+  });
+
+  test("send and receive sizes are set independently", async () => {
+    const { client } = await unixPair();
+    const result = setSocketBuffers(client.fd, { sendBytes: 48 * KiB, receiveBytes: 96 * KiB });
+    expect(result.ok && result.applied).toEqual({ sendBytes: 96 * KiB, receiveBytes: 192 * KiB });
+  });
+
+  test("high-load preset reads back as the kernel applied it", async () => {
+    const { client, server } = await unixPair();
+    const preset = SOCKET_BUFFER_PRESETS["high-load"];
+    const expected = {
+      sendBytes: expectedReport(preset.sendBytes, "wmem_max"),
+      receiveBytes: expectedReport(preset.receiveBytes, "rmem_max"),
+    };
+    for (const socket of [client, server]) {
+      const result = setSocketBuffers(socket.fd, preset);
+      expect(result.ok && result.applied).toEqual(expected);
+      const read = getSocketBuffers(socket.fd);
+      expect(read.ok && { sendBytes: read.sendBytes, receiveBytes: read.receiveBytes }).toEqual(expected);
+    }
+  });
+});
+
+describe("failures are values naming errno", () => {
+  test("fd -1 gives EBADF from every call", () => {
+    const results = [
+      setSocketBuffers(-1, SOCKET_BUFFER_PRESETS.default),
+      getSocketBuffers(-1),
+      sendQueueBytes(-1),
+      receiveQueueBytes(-1),
+    ];
+    for (const r of results) {
+      expect(r.ok).toBe(false);
+      if (r.ok) continue;
+      expect(r.kind).toBe("SyscallFailed");
+      expect(r.code).toBe("EBADF");
+      expect(r.errno).toBe(9);
+      expect(r.fd).toBe(-1);
+      expect(r.message).toContain("EBADF");
+    }
+    expect(results.map((r) => !r.ok && r.call)).toEqual([
+      "setsockopt(SO_SNDBUF)",
+      "getsockopt(SO_SNDBUF)",
+      "ioctl(TIOCOUTQ)",
+      "ioctl(FIONREAD)",
+    ]);
+  });
+
+  test("a closed fd gives EBADF", () => {
+    const fd = openSync("/dev/null", "r");
+    closeSync(fd);
+    // Synchronous right after close, so nothing in this test can have reused the number.
+    const r = getSocketBuffers(fd);
+    expect(!r.ok && r.code).toBe("EBADF");
+  });
+
+  test("a file that is not a socket gives ENOTSOCK", () => {
+    const fd = openSync("/dev/null", "r");
+    try {
+      const r = setSocketBuffers(fd, SOCKET_BUFFER_PRESETS.default);
+      expect(!r.ok && r.code).toBe("ENOTSOCK");
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  test("non-integer fd or size is rejected before reaching libc", () => {
+    const r1 = getSocketBuffers(1.5);
+    expect(!r1.ok && r1.kind).toBe("InvalidArgument");
+    const r2 = setSocketBuffers(0, { sendBytes: 64 * KiB, receiveBytes: -1 });
+    expect(!r2.ok && [r2.kind, r2.call]).toEqual(["InvalidArgument", "setsockopt(SO_RCVBUF)"]);
+  });
+});
+
+describe("queue depth via ioctl", () => {
+  test("both queues grow while the peer does not read, and empty once it does", async () => {
+    const pair = await unixPair({ pauseServer: true });
+    const { client, server } = pair;
+    expect(sendQueueBytes(client.fd)).toEqual({ ok: true, fd: client.fd, bytes: 0 });
+    expect(receiveQueueBytes(server.fd)).toEqual({ ok: true, fd: server.fd, bytes: 0 });
+
+    // Bun's write() does not buffer: it returns what the kernel took, so fill until it refuses.
+    const chunk = new Uint8Array(16 * KiB).fill(0x5a);
+    let written = 0;
+    for (let i = 0; i < 10_000; i++) {
+      const n = client.write(chunk);
+      if (n > 0) written += n;
+      if (n < chunk.length) break;
+    }
+    expect(written).toBeGreaterThan(0);
+
+    const out = sendQueueBytes(client.fd);
+    const inq = receiveQueueBytes(server.fd);
+    // Unix sockets count buffer memory (with per-packet overhead) on the sending side, and
+    // exactly the unread bytes on the receiving side.
+    expect(out.ok && out.bytes).toBeGreaterThanOrEqual(written);
+    expect(inq.ok && inq.bytes).toBe(written);
+    expect(pair.received()).toBe(0);
+
+    server.resume();
+    await waitFor(() => pair.received() === written);
+    expect(receiveQueueBytes(server.fd)).toEqual({ ok: true, fd: server.fd, bytes: 0 });
+    expect(sendQueueBytes(client.fd)).toEqual({ ok: true, fd: client.fd, bytes: 0 });
+  });
+});
