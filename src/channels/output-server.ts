@@ -1,0 +1,122 @@
+import type { Socket } from "bun";
+import { MessageType, OUTPUT_MAGIC, wallClockMs } from "../protocol/index.ts";
+import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
+import { DropReason, FrameStats } from "../transport/frame-stats.ts";
+import { FrameWriter, type FrameWriterOptions } from "../transport/frame-writer.ts";
+import type { Report } from "../transport/report.ts";
+import { UnixServer } from "../transport/unix-server.ts";
+
+export interface OutputServerOptions {
+  path: string;
+  mode: number;
+  report: Report;
+  /** Send queue bound, in frames (the Go original starts at 500). */
+  queueFrames: number;
+  dropPolicy: DropPolicy;
+  lossless: boolean;
+  writeDeadlineMs: number;
+  stuckFrames: number;
+  /** A client connected: e.g. apply socket buffer sizes to its fd. */
+  onClient?: (socket: Socket<unknown>) => void;
+  onShortWrite?: FrameWriterOptions["onShortWrite"];
+  onWritten?: FrameWriterOptions["onWritten"];
+}
+
+/**
+ * The capture side of the output channel: streams OpusFrame messages (and
+ * nothing else, so an unchanged Go client accepts them) to the one connected
+ * main-app client.
+ */
+export class OutputServer {
+  readonly stats = new FrameStats();
+  readonly queue: FrameQueue;
+  readonly writer: FrameWriter;
+  private clientWaiters: (() => void)[] = [];
+  /** Bytes the client sent us; the protocol has it send nothing on this channel. */
+  unexpectedBytes = 0;
+
+  private constructor(
+    private readonly options: OutputServerOptions,
+    private server?: UnixServer,
+  ) {
+    this.queue = new FrameQueue(options.queueFrames, OUTPUT_MAGIC, options.dropPolicy, this.stats);
+    this.writer = new FrameWriter(this.queue, {
+      lossless: options.lossless,
+      writeDeadlineMs: options.writeDeadlineMs,
+      stuckFrames: options.stuckFrames,
+      onStuck: (socket) => this.dropStuckClient(socket),
+      onShortWrite: options.onShortWrite,
+      onWritten: options.onWritten,
+    });
+  }
+
+  static async start(options: OutputServerOptions): Promise<OutputServer> {
+    const output = new OutputServer(options);
+    output.server = await UnixServer.listen({
+      path: options.path,
+      mode: options.mode,
+      report: options.report,
+      handler: {
+        open: (socket) => {
+          options.onClient?.(socket);
+          output.writer.attach(socket);
+          for (const wake of output.clientWaiters.splice(0)) wake();
+        },
+        data: (_socket, chunk) => {
+          output.unexpectedBytes += chunk.length;
+        },
+        drain: (socket) => output.writer.onDrain(socket),
+        close: () => output.writer.detach(DropReason.NoClient),
+      },
+    });
+    return output;
+  }
+
+  get connected(): boolean {
+    return this.writer.connected;
+  }
+
+  get listener(): UnixServer {
+    return this.server!;
+  }
+
+  /** Queues one Opus frame stamped now; false if it was dropped (and counted). */
+  sendFrame(payload: Uint8Array, timestampMs: number = wallClockMs()): boolean {
+    return this.writer.submit(MessageType.OpusFrame, payload, timestampMs);
+  }
+
+  waitForClient(): Promise<void> {
+    if (this.connected) return Promise.resolve();
+    return new Promise((resolve) => this.clientWaiters.push(resolve));
+  }
+
+  /** Writes out what is queued, waiting at most `timeoutMs`; true if everything went out. */
+  async flush(timeoutMs: number): Promise<boolean> {
+    if (this.writer.idle) return true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    const done = this.writer.waitForIdle().then(() => true);
+    try {
+      return await Promise.race([done, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Stops listening, closes the client gracefully, removes the socket file. */
+  async stop(): Promise<void> {
+    // Whatever flush() could not write out in time never reaches a client.
+    this.writer.discard(DropReason.Shutdown);
+    this.writer.detach(DropReason.Shutdown);
+    await this.server?.stop();
+  }
+
+  private dropStuckClient(socket: Socket<unknown>): void {
+    this.options.report("warn", "client stuck: accepted nothing while frames kept coming; disconnecting", {
+      socket: this.options.path,
+      frames: this.options.stuckFrames,
+    });
+    this.writer.detach(DropReason.ClientStuck);
+    this.server?.disconnect(socket, `stuck: accepted nothing for ${this.options.stuckFrames} frames`, false);
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * Why a frame was not delivered. Every frame a role submits ends up either
+ * delivered (written whole to a client socket) or dropped for one of these.
+ */
+export const DropReason = {
+  /** The send queue was full (drop-oldest or drop-newest policy). */
+  QueueFull: "queue_full",
+  /** Live mode with no client connected. */
+  NoClient: "no_client",
+  /** The frame waited in the queue longer than the write deadline. */
+  WriteDeadline: "write_deadline",
+  /** Queued for a client that accepted nothing for too long and was disconnected. */
+  ClientStuck: "client_stuck",
+  /** Partly written to a client that then went away. */
+  ClientGone: "client_gone",
+  /** Still queued when the agent stopped and the bounded final flush ran out. */
+  Shutdown: "shutdown",
+} as const;
+export type DropReason = (typeof DropReason)[keyof typeof DropReason];
+export const DROP_REASONS: readonly DropReason[] = Object.values(DropReason);
+
+/**
+ * Plain counters for one send path, bumped on the hot path without allocation
+ * and read by metrics on scrape.
+ */
+export class FrameStats {
+  submitted = 0;
+  delivered = 0;
+  deliveredBytes = 0;
+  /** write() calls, and those the kernel did not take whole (overflow). */
+  writeCalls = 0;
+  shortWrites = 0;
+  readonly dropped: Record<DropReason, number> = {
+    queue_full: 0,
+    no_client: 0,
+    write_deadline: 0,
+    client_stuck: 0,
+    client_gone: 0,
+    shutdown: 0,
+  };
+
+  get droppedTotal(): number {
+    let total = 0;
+    for (const reason of DROP_REASONS) total += this.dropped[reason];
+    return total;
+  }
+}

@@ -1,0 +1,262 @@
+import type { Socket } from "bun";
+import { MAX_MESSAGE } from "../protocol/index.ts";
+import type { FrameQueue } from "./frame-queue.ts";
+import { DropReason } from "./frame-stats.ts";
+
+/** Largest single write: several frames coalesced, one syscall. */
+export const COALESCE_BYTES = 64 * 1024;
+
+export interface FrameWriterOptions {
+  /**
+   * Lossless: nothing is ever dropped; a message cut short by a vanished
+   * client is sent again, whole, to the next one. Live: stale and unsendable
+   * frames are dropped (and counted) so that audio stays current.
+   */
+  lossless: boolean;
+  /** Live mode: drop a frame that waited longer than this (ms) before its write began; 0 = never. */
+  writeDeadlineMs: number;
+  /** Live mode: disconnect a client that took nothing while this many frames arrived. */
+  stuckFrames: number;
+  /** Called (at most once per client) when the client is judged stuck; the owner disconnects it. */
+  onStuck?: (socket: Socket<unknown>) => void;
+  /** A write the kernel did not take whole (socket buffer overflow). */
+  onShortWrite?: (socket: Socket<unknown>) => void;
+  /** After each write that completed messages: how many, and how long the oldest waited (ms). */
+  onWritten?: (messages: number, bytes: number, oldestWaitMs: number, writeCallMs: number) => void;
+}
+
+/**
+ * Moves messages from a FrameQueue to the current client socket, frame-atomic:
+ * a message is written whole or not started. Runs of queued messages go out
+ * in one write; a short write keeps the started message aside (the tail) and
+ * resumes it from `drain` before anything else.
+ */
+export class FrameWriter {
+  private socket: Socket<unknown> | undefined;
+  /** The one started-but-unfinished message: its bytes, size, and how much is out. */
+  private readonly tail = new Uint8Array(MAX_MESSAGE);
+  private tailSize = 0;
+  private tailSent = 0;
+  private tailEnqueuedAt = 0;
+  private blocked = false;
+  private scheduled = false;
+  private framesSinceProgress = 0;
+  private stuckReported = false;
+  private spaceWaiter: (() => void) | undefined;
+  private idleWaiter: (() => void) | undefined;
+  private readonly pumpTask = () => {
+    this.scheduled = false;
+    this.pump();
+  };
+
+  constructor(
+    readonly queue: FrameQueue,
+    private readonly options: FrameWriterOptions,
+  ) {}
+
+  get connected(): boolean {
+    return this.socket !== undefined;
+  }
+
+  get client(): Socket<unknown> | undefined {
+    return this.socket;
+  }
+
+  /** True when nothing is queued or half-written. */
+  get idle(): boolean {
+    return this.queue.length === 0 && this.tailSize === 0;
+  }
+
+  /** Starts writing to `socket` (replacing any previous client). */
+  attach(socket: Socket<unknown>): void {
+    if (this.socket) this.release(false);
+    this.socket = socket;
+    this.blocked = false;
+    this.framesSinceProgress = 0;
+    this.stuckReported = false;
+    this.schedule();
+  }
+
+  /**
+   * The client is gone. Live mode drops what was queued for it (no_client),
+   * and a half-written message as client_gone; lossless keeps everything for
+   * the next client.
+   */
+  detach(reason: DropReason = DropReason.NoClient): void {
+    if (!this.socket) return;
+    this.release(!this.options.lossless, reason);
+    this.socket = undefined;
+  }
+
+  /** Drops everything queued or half-written (e.g. at shutdown), counted under `reason`. */
+  discard(reason: DropReason): void {
+    if (this.tailSize > 0) {
+      this.queue.stats.dropped[reason]++;
+      this.tailSize = 0;
+      this.tailSent = 0;
+    }
+    this.queue.dropAll(reason);
+    this.wake();
+  }
+
+  /** Queues a message for the client, or counts it as no_client in live mode without one. */
+  submit(type: Parameters<FrameQueue["push"]>[0], payload: Uint8Array, timestampMs: number): boolean {
+    const now = performance.now();
+    if (!this.socket && !this.options.lossless) {
+      this.queue.stats.submitted++;
+      this.queue.stats.dropped[DropReason.NoClient]++;
+      return false;
+    }
+    if (this.blocked && !this.options.lossless) {
+      if (this.options.writeDeadlineMs > 0) {
+        this.queue.dropOlderThan(now - this.options.writeDeadlineMs, DropReason.WriteDeadline);
+      }
+      if (++this.framesSinceProgress >= this.options.stuckFrames && !this.stuckReported && this.socket) {
+        this.stuckReported = true;
+        this.options.onStuck?.(this.socket);
+      }
+    }
+    const accepted = this.queue.push(type, payload, timestampMs, now);
+    this.schedule();
+    return accepted;
+  }
+
+  /** Resolves when the queue has room (lossless sources wait here). */
+  waitForSpace(): Promise<void> {
+    if (!this.queue.isFull) return Promise.resolve();
+    return new Promise((resolve) => (this.spaceWaiter = resolve));
+  }
+
+  /** Resolves when everything queued has been written (or dropped). */
+  waitForIdle(): Promise<void> {
+    if (this.idle) return Promise.resolve();
+    return new Promise((resolve) => (this.idleWaiter = resolve));
+  }
+
+  /** Socket `drain` handler: the kernel has room again. */
+  onDrain(socket: Socket<unknown>): void {
+    if (socket !== this.socket) return;
+    this.blocked = false;
+    this.pump();
+  }
+
+  /** Writes as much as the kernel takes now. */
+  pump(): void {
+    const socket = this.socket;
+    if (!socket || this.blocked) return;
+    if (this.tailSize > 0 && !this.writeTail(socket)) return;
+    const queue = this.queue;
+    const stats = queue.stats;
+    const deadline = this.options.lossless ? 0 : this.options.writeDeadlineMs;
+    while (queue.length > 0) {
+      const now = performance.now();
+      if (deadline > 0) queue.dropOlderThan(now - deadline, DropReason.WriteDeadline);
+      const n = queue.contiguousRun(COALESCE_BYTES);
+      if (n === 0) break;
+      const start = queue.runStart;
+      const size = queue.runBytes;
+      const oldest = queue.oldestEnqueuedAt();
+      const written = socket.write(queue.buffer, start, size);
+      const after = performance.now();
+      stats.writeCalls++;
+      if (written < 0) {
+        this.gone(socket);
+        return;
+      }
+      if (written > 0) this.framesSinceProgress = 0;
+      if (written === size) {
+        this.delivered(n, size, after - oldest, after - now);
+        queue.shift(n);
+        continue;
+      }
+      // Short write: count the whole messages that went out, set the started one aside.
+      stats.shortWrites++;
+      this.options.onShortWrite?.(socket);
+      let whole = 0;
+      let wholeBytes = 0;
+      while (whole < n && wholeBytes + queue.sizeAt(whole) <= written) wholeBytes += queue.sizeAt(whole++);
+      if (whole > 0) this.delivered(whole, wholeBytes, after - oldest, after - now);
+      if (written > wholeBytes) {
+        const tailStart = start + wholeBytes;
+        this.tailSize = queue.sizeAt(whole);
+        this.tailSent = written - wholeBytes;
+        this.tailEnqueuedAt = queue.enqueuedAtOf(whole);
+        this.tail.set(queue.buffer.subarray(tailStart, tailStart + this.tailSize));
+        whole++;
+      }
+      queue.shift(whole);
+      this.blocked = true;
+      break;
+    }
+    this.wake();
+  }
+
+  private writeTail(socket: Socket<unknown>): boolean {
+    const remaining = this.tailSize - this.tailSent;
+    const written = socket.write(this.tail, this.tailSent, remaining);
+    this.queue.stats.writeCalls++;
+    if (written < 0) {
+      this.gone(socket);
+      return false;
+    }
+    if (written > 0) this.framesSinceProgress = 0;
+    this.tailSent += written;
+    if (written < remaining) {
+      this.queue.stats.shortWrites++;
+      this.options.onShortWrite?.(socket);
+      this.blocked = true;
+      return false;
+    }
+    const now = performance.now();
+    this.delivered(1, this.tailSize, now - this.tailEnqueuedAt, 0);
+    this.tailSize = 0;
+    this.tailSent = 0;
+    return true;
+  }
+
+  private delivered(messages: number, bytes: number, oldestWaitMs: number, writeCallMs: number): void {
+    const stats = this.queue.stats;
+    stats.delivered += messages;
+    stats.deliveredBytes += bytes;
+    this.options.onWritten?.(messages, bytes, oldestWaitMs, writeCallMs);
+  }
+
+  /** write() returned -1: the socket closed under us. */
+  private gone(socket: Socket<unknown>): void {
+    if (socket === this.socket) this.detach(DropReason.NoClient);
+  }
+
+  private release(dropQueued: boolean, reason: DropReason = DropReason.NoClient): void {
+    if (this.tailSize > 0) {
+      if (this.options.lossless) {
+        this.tailSent = 0; // resend whole to the next client
+      } else {
+        this.queue.stats.dropped[DropReason.ClientGone]++;
+        this.tailSize = 0;
+        this.tailSent = 0;
+      }
+    }
+    if (dropQueued) this.queue.dropAll(reason);
+    this.blocked = false;
+    this.wake();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || !this.socket || this.blocked) return;
+    this.scheduled = true;
+    queueMicrotask(this.pumpTask);
+  }
+
+  private wake(): void {
+    if (this.spaceWaiter && !this.queue.isFull) {
+      const resolve = this.spaceWaiter;
+      this.spaceWaiter = undefined;
+      resolve();
+    }
+    if (this.idleWaiter && this.idle) {
+      const resolve = this.idleWaiter;
+      this.idleWaiter = undefined;
+      resolve();
+    }
+  }
+}

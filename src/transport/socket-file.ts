@@ -1,0 +1,108 @@
+import { constants } from "node:fs";
+import { access, lstat, unlink } from "node:fs/promises";
+import { dirname } from "node:path";
+
+/** sun_path holds 108 bytes including the terminating NUL. */
+export const MAX_SOCKET_PATH = 107;
+
+export type SocketPathProblem = "NotASocket" | "InUse" | "BadDirectory" | "TooLong";
+
+/** The socket path cannot be used; nothing at the path was touched. */
+export class SocketPathError extends Error {
+  constructor(
+    readonly problem: SocketPathProblem,
+    readonly path: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "SocketPathError";
+  }
+}
+
+function errno(e: unknown): string {
+  return (e as NodeJS.ErrnoException)?.code ?? String(e);
+}
+
+/** Does a live server answer on the socket at `path`? */
+async function answers(path: string, timeoutMs: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const attempt = Bun.connect({ unix: path, socket: { data() {} } }).then(
+    (socket) => {
+      socket.end();
+      return true;
+    },
+    (e) => {
+      if (errno(e) === "ECONNREFUSED" || errno(e) === "ENOENT") return false;
+      throw new SocketPathError("InUse", path, `socket ${path} cannot be probed (${errno(e)}); refusing to replace it`);
+    },
+  );
+  const timeout = new Promise<boolean>((resolve) => {
+    // A server that accepts slowly is still alive.
+    timer = setTimeout(() => resolve(true), timeoutMs);
+  });
+  try {
+    return await Promise.race([attempt, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Makes `path` ready for listen(): a stale socket (nothing answers) is
+ * removed; a regular file, a directory, anything else that is not a socket,
+ * or a socket a live server answers on is refused and left as it is. Unlike
+ * the Go original, this never deletes anything that is not a dead socket.
+ * Returns true when a stale socket was removed.
+ */
+export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Promise<boolean> {
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
+    throw new SocketPathError(
+      "TooLong",
+      path,
+      `socket path ${path} is ${Buffer.byteLength(path)} bytes; allowed at most ${MAX_SOCKET_PATH}`,
+    );
+  }
+  let stat;
+  try {
+    stat = await lstat(path);
+  } catch (e) {
+    if (errno(e) !== "ENOENT") throw new SocketPathError("BadDirectory", path, `socket path ${path}: ${errno(e)}`);
+    await checkDirectory(path);
+    return false;
+  }
+  if (!stat.isSocket()) {
+    const kind = stat.isDirectory() ? "a directory" : stat.isFile() ? "a regular file" : "not a socket";
+    throw new SocketPathError("NotASocket", path, `socket path ${path} is ${kind}; refusing to replace it`);
+  }
+  if (await answers(path, probeTimeoutMs)) {
+    throw new SocketPathError("InUse", path, `socket ${path} is in use by a live server; stop it first`);
+  }
+  await unlink(path);
+  return true;
+}
+
+async function checkDirectory(path: string): Promise<void> {
+  const dir = dirname(path);
+  let stat;
+  try {
+    stat = await lstat(dir);
+  } catch (e) {
+    const reason = errno(e) === "ENOENT" ? "does not exist" : `cannot be read (${errno(e)})`;
+    throw new SocketPathError("BadDirectory", path, `socket directory ${dir} ${reason}`);
+  }
+  if (!stat.isDirectory()) throw new SocketPathError("BadDirectory", path, `socket directory ${dir} is not a directory`);
+  try {
+    await access(dir, constants.W_OK | constants.X_OK);
+  } catch (e) {
+    throw new SocketPathError("BadDirectory", path, `socket directory ${dir} is not writable (${errno(e)})`);
+  }
+}
+
+/** Removes the socket at `path` if it is still a socket (clean shutdown). */
+export async function removeSocketFile(path: string): Promise<void> {
+  try {
+    if ((await lstat(path)).isSocket()) await unlink(path);
+  } catch {
+    // already gone
+  }
+}

@@ -1,0 +1,88 @@
+import type { Socket } from "bun";
+import { backoffDelayMs } from "./backoff.ts";
+import type { Report } from "./report.ts";
+
+export interface ConnectionHandler {
+  data(socket: Socket<unknown>, chunk: Uint8Array): void;
+  drain(socket: Socket<unknown>): void;
+  close(socket: Socket<unknown>, reason: string): void;
+}
+
+/** Connecting gave up: the deadline passed or the caller aborted. */
+export class ConnectTimeoutError extends Error {
+  constructor(
+    readonly path: string,
+    readonly waitedMs: number,
+    readonly lastError: string,
+  ) {
+    super(`could not connect to ${path} within ${(waitedMs / 1000).toFixed(1)} s (last error: ${lastError})`);
+    this.name = "ConnectTimeoutError";
+  }
+}
+
+export interface ConnectOptions {
+  path: string;
+  handler: ConnectionHandler;
+  report: Report;
+  /** Give up after this long without a connection; undefined waits forever. */
+  timeoutMs?: number;
+  /** Aborting stops the retries (resolves the pending attempt with an error). */
+  signal?: AbortSignal;
+}
+
+const RETRYABLE = new Set(["ENOENT", "ECONNREFUSED", "ECONNRESET", "EAGAIN"]);
+
+function code(e: unknown): string {
+  return (e as NodeJS.ErrnoException)?.code ?? String((e as Error)?.message ?? e);
+}
+
+/**
+ * Connects to a Unix socket server, retrying with the Go original's backoff
+ * while the server is not there yet (ENOENT, ECONNREFUSED). Resolves with
+ * the connected socket, rejects with ConnectTimeoutError after `timeoutMs`.
+ */
+export async function connectWithBackoff(options: ConnectOptions): Promise<Socket<unknown>> {
+  const { path, handler, report, timeoutMs, signal } = options;
+  const started = performance.now();
+  let lastError = "none";
+  for (let attempt = 0; ; attempt++) {
+    if (signal?.aborted) throw new ConnectTimeoutError(path, performance.now() - started, "aborted");
+    try {
+      const socket = await Bun.connect({
+        unix: path,
+        socket: {
+          binaryType: "uint8array",
+          data: (s, chunk) => handler.data(s, chunk),
+          drain: (s) => handler.drain(s),
+          close: (s, error) => handler.close(s, error ? `error: ${error.message}` : "server closed"),
+          error: () => {},
+        },
+      });
+      if (attempt > 0) report("debug", "connected after retries", { socket: path, attempts: attempt + 1 });
+      return socket;
+    } catch (e) {
+      lastError = code(e);
+      if (!RETRYABLE.has(lastError)) {
+        throw new Error(`cannot connect to ${path}: ${lastError}`);
+      }
+    }
+    const delay = backoffDelayMs(attempt);
+    const elapsed = performance.now() - started;
+    if (timeoutMs !== undefined && elapsed + delay > timeoutMs) {
+      throw new ConnectTimeoutError(path, Math.max(elapsed, timeoutMs), lastError);
+    }
+    await sleep(delay, signal);
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}

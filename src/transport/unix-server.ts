@@ -1,0 +1,139 @@
+import { chmod } from "node:fs/promises";
+import type { Socket, SocketListener } from "bun";
+import type { Report } from "./report.ts";
+import { prepareSocketPath, removeSocketFile } from "./socket-file.ts";
+
+/** What a role does with its one client. */
+export interface ClientHandler {
+  /** A client connected (any previous client has already been closed). */
+  open(socket: Socket<unknown>): void;
+  data(socket: Socket<unknown>, chunk: Uint8Array): void;
+  drain(socket: Socket<unknown>): void;
+  /** The client is gone; `reason` says why (replaced, peer closed, error, server stop). */
+  close(socket: Socket<unknown>, reason: string): void;
+}
+
+export interface UnixServerOptions {
+  path: string;
+  /** File mode of the socket, e.g. 0o660; chmod after listen since bind follows the umask. */
+  mode: number;
+  handler: ClientHandler;
+  report: Report;
+}
+
+interface Connection {
+  id: number;
+  closeReason: string | undefined;
+}
+
+/**
+ * A Unix stream socket server with one client at a time: a newly accepted
+ * client replaces the previous one, whose connection is closed.
+ */
+export class UnixServer {
+  private current: Socket<Connection> | undefined;
+  private nextId = 1;
+  private stopped = false;
+  connections = 0;
+  replacements = 0;
+
+  private constructor(
+    private readonly listener: SocketListener<Connection>,
+    private readonly options: UnixServerOptions,
+  ) {}
+
+  /** Checks the path (stale socket removed, anything else refused), listens and applies the mode. */
+  static async listen(options: UnixServerOptions): Promise<UnixServer> {
+    const { path, report } = options;
+    if (await prepareSocketPath(path)) report("info", "removed stale socket", { socket: path });
+    // Assigned right after listen(); handlers only run once a client connects, later.
+    let server!: UnixServer;
+    const listener = Bun.listen<Connection>({
+      unix: path,
+      data: { id: 0, closeReason: undefined },
+      socket: {
+        binaryType: "uint8array",
+        open: (socket) => server.accept(socket),
+        data: (socket, chunk) => {
+          if (socket === server.current) options.handler.data(socket, chunk);
+        },
+        drain: (socket) => {
+          if (socket === server.current) options.handler.drain(socket);
+        },
+        close: (socket, error) => server.closed(socket, error),
+        error: (socket, error) => {
+          socket.data.closeReason ??= `error: ${error.message}`;
+        },
+      },
+    });
+    server = new UnixServer(listener, options);
+    await chmod(path, options.mode);
+    report("info", "listening", { socket: path, mode: `0${options.mode.toString(8)}` });
+    return server;
+  }
+
+  get path(): string {
+    return this.options.path;
+  }
+
+  get client(): Socket<unknown> | undefined {
+    return this.current;
+  }
+
+  /**
+   * Closes the current client; the server keeps listening. Graceful closes
+   * let the peer read what was written; a stuck client is cut off at once.
+   */
+  disconnect(socket: Socket<unknown>, reason: string, graceful = true): void {
+    if (socket !== this.current) return;
+    (socket as Socket<Connection>).data.closeReason = reason;
+    this.current = undefined;
+    this.options.report("info", "client disconnected", {
+      socket: this.options.path,
+      client: (socket as Socket<Connection>).data.id,
+      reason,
+    });
+    this.options.handler.close(socket, reason);
+    if (graceful) socket.end();
+    else socket.terminate();
+  }
+
+  /** Stops listening, closes the client and removes the socket file. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    const client = this.current;
+    if (client) this.disconnect(client, "server stopping");
+    this.listener.stop(true);
+    await removeSocketFile(this.options.path);
+  }
+
+  private accept(socket: Socket<Connection>): void {
+    socket.data = { id: this.nextId++, closeReason: undefined };
+    if (this.stopped) {
+      socket.terminate();
+      return;
+    }
+    const previous = this.current;
+    if (previous) {
+      this.replacements++;
+      this.disconnect(previous, "replaced by a new client");
+    }
+    this.current = socket;
+    this.connections++;
+    this.options.report("info", "client connected", { socket: this.options.path, client: socket.data.id });
+    this.options.handler.open(socket);
+  }
+
+  private closed(socket: Socket<Connection>, error?: Error): void {
+    if (socket !== this.current) return;
+    this.current = undefined;
+    const reason = socket.data.closeReason ?? (error ? `error: ${error.message}` : "peer closed");
+    this.options.report("info", "client disconnected", {
+      socket: this.options.path,
+      client: socket.data.id,
+      reason,
+    });
+    this.options.handler.close(socket, reason);
+  }
+}

@@ -1,0 +1,37 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** A fresh short temp dir (sun_path is 108 bytes) removed by the returned cleanup. */
+export function tempDir(prefix = "aa-"): { dir: string; path: (name: string) => string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, path: (name) => join(dir, name), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+const POOL = (() => {
+  const pool = new Uint8Array(1 << 16);
+  let x = 0x9e3779b9;
+  for (let j = 0; j < pool.length; j++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    pool[j] = x >>> 24;
+  }
+  return pool;
+})();
+
+/** Deterministic payloads: frame i has a size in 1..maxSize, content derived from i (index in its first bytes). */
+export function testPayload(i: number, maxSize = 4096): Uint8Array {
+  const x = Math.imul(i + 1, 2654435761) >>> 0;
+  const size = 1 + (x % maxSize);
+  const start = (x >>> 7) % (POOL.length - size);
+  const out = POOL.slice(start, start + size);
+  for (let j = 0; j < 4 && j < size; j++) out[j] = (i >>> (8 * j)) & 0xff;
+  return out;
+}
+
+export async function until(check: () => boolean, what: string, timeoutMs = 20000): Promise<void> {
+  const start = Date.now();
+  while (!check()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(5);
+  }
+}
