@@ -1,0 +1,187 @@
+// Latency per operation ("enqueue_to_write", "write_call", "frame_age", "heartbeat_rtt", ...),
+// in seconds: a smoothed level (EMA), its jitter, and percentiles over the recent window.
+//
+// record() sits on the per-frame path, so once an operation has been seen it only does
+// arithmetic on preallocated state. Percentiles are the expensive part and are computed only
+// when someone asks (metrics scrape, optimizer tick).
+
+export type LatencyWarningLevel = "target" | "max";
+
+export type LatencyWarn = (
+  operation: string,
+  level: LatencyWarningLevel,
+  valueSeconds: number,
+  thresholdSeconds: number,
+) => void;
+
+export interface LatencyMonitorOptions {
+  /** EMA weight of each new sample, 0 < alpha <= 1; also smooths jitter. Default 0.1. */
+  alpha?: number;
+  /** Samples kept per operation for percentiles and max. Default 1024. */
+  windowSize?: number;
+  /** A sample above this warns at level "target". Default 0.05 s. */
+  targetSeconds?: number;
+  /** A sample above this warns at level "max" (instead of "target"). Default 0.2 s. */
+  maxSeconds?: number;
+  /** At most one warning per operation and level within this many ms. Default 10 000. */
+  warnIntervalMs?: number;
+  /** Clock in ms for rate limiting; injected so tests are deterministic. Default performance.now. */
+  now?: () => number;
+  /** Called for samples above target/max, subject to the rate limit. Default: no warnings. */
+  warn?: LatencyWarn;
+}
+
+export interface LatencySnapshot {
+  /** Samples recorded since the operation was first seen (not only those in the window). */
+  count: number;
+  ema: number;
+  jitter: number;
+  /** Nearest-rank percentiles and max over the last min(count, windowSize) samples. */
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+}
+
+export const DEFAULT_LATENCY_ALPHA = 0.1;
+export const DEFAULT_LATENCY_WINDOW = 1024;
+export const DEFAULT_LATENCY_TARGET_SECONDS = 0.05;
+export const DEFAULT_LATENCY_MAX_SECONDS = 0.2;
+export const DEFAULT_LATENCY_WARN_INTERVAL_MS = 10_000;
+
+/** Everything one operation needs, allocated once when it is first recorded. */
+interface OperationState {
+  count: number;
+  ema: number;
+  jitter: number;
+  last: number;
+  /** Ring of the most recent samples; `next` is where the next one goes. */
+  window: Float64Array;
+  next: number;
+  filled: number;
+  // -Infinity means "never warned", so the first crossing always warns.
+  lastTargetWarnMs: number;
+  lastMaxWarnMs: number;
+}
+
+export class LatencyMonitor {
+  readonly alpha: number;
+  readonly windowSize: number;
+  readonly targetSeconds: number;
+  readonly maxSeconds: number;
+  readonly warnIntervalMs: number;
+  private readonly now: () => number;
+  private readonly warn: LatencyWarn | undefined;
+  private readonly states = new Map<string, OperationState>();
+  /** Shared sort buffer for snapshot(): one per monitor, not per operation or per call. */
+  private readonly scratch: Float64Array;
+
+  constructor(options: LatencyMonitorOptions = {}) {
+    this.alpha = options.alpha ?? DEFAULT_LATENCY_ALPHA;
+    this.windowSize = options.windowSize ?? DEFAULT_LATENCY_WINDOW;
+    this.targetSeconds = options.targetSeconds ?? DEFAULT_LATENCY_TARGET_SECONDS;
+    this.maxSeconds = options.maxSeconds ?? DEFAULT_LATENCY_MAX_SECONDS;
+    this.warnIntervalMs = options.warnIntervalMs ?? DEFAULT_LATENCY_WARN_INTERVAL_MS;
+    this.now = options.now ?? (() => performance.now());
+    this.warn = options.warn;
+
+    // User input is validated in config; these catch wiring mistakes early and loudly.
+    if (!(this.alpha > 0 && this.alpha <= 1)) throw new RangeError(`alpha must be in (0, 1], got ${this.alpha}`);
+    if (!Number.isInteger(this.windowSize) || this.windowSize < 1) {
+      throw new RangeError(`windowSize must be a positive integer, got ${this.windowSize}`);
+    }
+    if (!(this.targetSeconds > 0 && this.targetSeconds <= this.maxSeconds)) {
+      throw new RangeError(`need 0 < targetSeconds <= maxSeconds, got ${this.targetSeconds} and ${this.maxSeconds}`);
+    }
+    if (!(this.warnIntervalMs >= 0)) throw new RangeError(`warnIntervalMs must be >= 0, got ${this.warnIntervalMs}`);
+
+    this.scratch = new Float64Array(this.windowSize);
+  }
+
+  /**
+   * Adds one sample in seconds. Returns false (and ignores it) when it is negative or not
+   * finite, so one bad clock reading cannot poison the EMA forever.
+   */
+  record(operation: string, seconds: number): boolean {
+    if (!(seconds >= 0 && seconds < Infinity)) return false;
+    let s = this.states.get(operation);
+    if (s === undefined) {
+      s = {
+        count: 0,
+        ema: 0,
+        jitter: 0,
+        last: 0,
+        window: new Float64Array(this.windowSize),
+        next: 0,
+        filled: 0,
+        lastTargetWarnMs: -Infinity,
+        lastMaxWarnMs: -Infinity,
+      };
+      this.states.set(operation, s);
+    }
+
+    if (s.count === 0) {
+      // Seed with the first sample instead of 0, so the EMA does not start far too low.
+      s.ema = seconds;
+    } else {
+      s.ema += this.alpha * (seconds - s.ema);
+      // RFC 3550 style: smooth the absolute change between consecutive samples.
+      s.jitter += this.alpha * (Math.abs(seconds - s.last) - s.jitter);
+    }
+    s.last = seconds;
+    s.count++;
+
+    s.window[s.next] = seconds;
+    s.next = s.next + 1 === this.windowSize ? 0 : s.next + 1;
+    if (s.filled < this.windowSize) s.filled++;
+
+    if (seconds > this.targetSeconds && this.warn !== undefined) this.maybeWarn(operation, s, seconds);
+    return true;
+  }
+
+  private maybeWarn(operation: string, s: OperationState, seconds: number): void {
+    const nowMs = this.now();
+    // A sample above max reports only "max": one event, at its most severe level.
+    if (seconds > this.maxSeconds) {
+      if (nowMs - s.lastMaxWarnMs < this.warnIntervalMs) return;
+      s.lastMaxWarnMs = nowMs;
+      this.warn!(operation, "max", seconds, this.maxSeconds);
+    } else {
+      if (nowMs - s.lastTargetWarnMs < this.warnIntervalMs) return;
+      s.lastTargetWarnMs = nowMs;
+      this.warn!(operation, "target", seconds, this.targetSeconds);
+    }
+  }
+
+  /** Current statistics for one operation, or undefined if it has never been recorded. */
+  snapshot(operation: string): LatencySnapshot | undefined {
+    const s = this.states.get(operation);
+    if (s === undefined) return undefined;
+    const n = s.filled;
+    // Sort a copy: the ring must keep its arrival order for eviction.
+    const sorted = this.scratch.subarray(0, n);
+    sorted.set(s.window.subarray(0, n));
+    sorted.sort();
+    return {
+      count: s.count,
+      ema: s.ema,
+      jitter: s.jitter,
+      p50: nearestRank(sorted, 50),
+      p95: nearestRank(sorted, 95),
+      p99: nearestRank(sorted, 99),
+      max: sorted[n - 1],
+    };
+  }
+
+  /** Operation names in the order they were first recorded. */
+  operations(): string[] {
+    return [...this.states.keys()];
+  }
+}
+
+/** Nearest-rank percentile: the smallest sample with at least `percent`% of samples at or below it. */
+function nearestRank(sorted: Float64Array, percent: number): number {
+  // Integer percent keeps percent * n exact, so ceil() never rounds up a float artefact.
+  const rank = Math.ceil((percent * sorted.length) / 100);
+  return sorted[Math.max(rank, 1) - 1];
+}
