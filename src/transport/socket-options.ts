@@ -63,7 +63,10 @@ export type GetSocketBuffersResult = ({ ok: true; fd: number } & SocketBufferSiz
 
 export type QueueBytesResult = { ok: true; fd: number; bytes: number } | SocketOptionFailure;
 
-/** Tried in order: glibc, musl by soname (Alpine), musl by loader path, then a generic name. */
+/**
+ * Tried in order: glibc, musl by soname (Alpine), musl by loader path, then a generic name.
+ * Under musl the first already succeeds: its loader maps any "libc.*" name to itself.
+ */
 export const LIBC_CANDIDATES: readonly string[] = [
   "libc.so.6",
   "libc.musl-aarch64.so.1",
@@ -120,7 +123,7 @@ export function loadLibcFrom(candidates: readonly string[] = LIBC_CANDIDATES): R
   return libcInfo();
 }
 
-/** Which libc was loaded (loading it now if needed), or null with the reason. */
+/** Which libc was loaded (loading it now if needed), or why none could be. */
 export function libcInfo(): { loaded: true; name: string } | { loaded: false; reason: string } {
   const s = loadLibc();
   return s.libc ? { loaded: true, name: s.detail } : { loaded: false, reason: s.detail };
