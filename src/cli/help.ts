@@ -1,0 +1,42 @@
+import { DEFAULT_SOCKETS, envName, OPTIONS, ROLE_OPTIONS, SOCKET_ENV, type Channel, type OptionName, type Role } from "../config.ts";
+
+export const TOP_HELP = `audio-agent: JetKVM-compatible audio IPC over Unix sockets
+
+Usage:
+  audio-agent output serve --source PATH|- [options]   capture side: stream Opus frames to the main app
+  audio-agent output recv  --sink PATH|-   [options]   main-app side: receive the output channel
+  audio-agent --version
+  audio-agent <command> --help                          options of one command
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+Logs go to stderr; stdout carries data only (--sink -).
+`;
+
+export const CHANNEL_HELP: Record<Channel, string> = {
+  output: `audio-agent output: the output channel (magic JKOU, capture -> main app)
+
+  audio-agent output serve --source PATH|- [options]
+  audio-agent output recv  --sink PATH|-   [options]
+
+Run "audio-agent output serve --help" or "audio-agent output recv --help" for options.
+`,
+  input: `audio-agent input: the input channel (magic JKMI, main app -> playback)
+
+  audio-agent input serve --sink PATH|-    [options]
+  audio-agent input send  --source PATH|-  [options]
+`,
+};
+
+export function roleHelp(role: Role): string {
+  const channel = role.split(" ")[0] as Channel;
+  const lines = [`Usage: audio-agent ${role} [options]`, "", "Options:"];
+  for (const option of ROLE_OPTIONS[role] as readonly OptionName[]) {
+    const spec = OPTIONS[option];
+    const arg = spec.flag === "boolean" ? "" : ` <${spec.allowed}>`;
+    const env = option === "socket" ? SOCKET_ENV[channel] : envName(option);
+    const def = option === "socket" ? ` (default ${DEFAULT_SOCKETS[channel]})` : "";
+    lines.push(`  --${option}${arg}`, `      ${spec.help}${def}; env ${env}`);
+  }
+  lines.push("  --help", "      this text", "");
+  return lines.join("\n");
+}

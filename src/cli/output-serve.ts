@@ -1,0 +1,76 @@
+import { OutputServer } from "../channels/output-server.ts";
+import type { RoleSettings } from "../config.ts";
+import type { Logger } from "../observe/logger.ts";
+import { Pacer } from "../media/pacer.ts";
+import { EXIT_OK } from "./errors.ts";
+import { isLiveSource, openSource } from "./media-open.ts";
+import type { Shutdown } from "./shutdown.ts";
+import { pumpSource } from "./source-pump.ts";
+
+/** Bound on writing out queued frames at shutdown. */
+const FINAL_FLUSH_MS = 1000;
+
+/**
+ * `output serve`: source -> output server. A file source without --realtime
+ * is lossless: wait for a client, read only as fast as the queue drains,
+ * exit after the last frame is written. With --realtime, or from a live pipe,
+ * frames go out as they come and are dropped (counted) when no client keeps up.
+ */
+export async function outputServe(
+  settings: RoleSettings<"output serve">,
+  logger: Logger,
+  shutdown: Shutdown,
+): Promise<number> {
+  const report = logger.for("output-server");
+  const live = settings.realtime || (await isLiveSource(settings.source));
+  const source = await openSource(settings.format, settings.source, { lenient: settings.lenient });
+  const server = await OutputServer.start({
+    path: settings.socket,
+    mode: settings["socket-mode"],
+    report,
+    queueFrames: settings["queue-frames"],
+    dropPolicy: settings.drop,
+    lossless: !live,
+    writeDeadlineMs: settings["write-deadline-ms"],
+    stuckFrames: settings["stuck-frames"],
+  });
+  try {
+    if (!live) {
+      report("info", "waiting for a client (lossless file mode)", { source: source.name });
+      await shutdown.race(server.waitForClient());
+    }
+    const writer = server.writer;
+    const pumped = pumpSource(
+      source,
+      {
+        submit: (payload) => server.sendFrame(payload),
+        hasSpace: () => !server.queue.isFull,
+        waitForSpace: () => writer.waitForSpace(),
+      },
+      {
+        lossless: !live,
+        pacer: settings.realtime ? new Pacer() : undefined,
+        loop: settings.loop,
+        isStopped: () => shutdown.isRequested,
+      },
+    );
+    await shutdown.race(pumped);
+    if (!shutdown.isRequested) {
+      // Lossless: everything must go out, however long a slow client takes; a signal still ends it.
+      if (!live) await shutdown.race(writer.waitForIdle());
+    }
+    await server.flush(FINAL_FLUSH_MS);
+  } finally {
+    await server.stop();
+    await source.close();
+    const s = server.stats;
+    report("info", "stopped", {
+      signal: shutdown.signal,
+      submitted: s.submitted,
+      delivered: s.delivered,
+      dropped: s.droppedTotal,
+      ...Object.fromEntries(Object.entries(s.dropped).filter(([, n]) => n > 0).map(([k, n]) => [`dropped_${k}`, n])),
+    });
+  }
+  return EXIT_OK;
+}

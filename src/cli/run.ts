@@ -1,0 +1,105 @@
+import { parseArgs } from "node:util";
+import { ConfigError, OPTIONS, resolveSettings, ROLE_OPTIONS, type OptionName, type Role } from "../config.ts";
+import { Logger } from "../observe/logger.ts";
+import { ProtocolError } from "../protocol/index.ts";
+import { SocketPathError } from "../transport/socket-file.ts";
+import { ConnectTimeoutError } from "../transport/unix-client.ts";
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from "./errors.ts";
+import { CHANNEL_HELP, roleHelp, TOP_HELP } from "./help.ts";
+import { outputRecv } from "./output-recv.ts";
+import { outputServe } from "./output-serve.ts";
+import { Shutdown } from "./shutdown.ts";
+import { versionLine } from "./version.ts";
+
+type RoleMain = (settings: never, logger: Logger, shutdown: Shutdown) => Promise<number>;
+
+const ROLES: Partial<Record<Role, RoleMain>> = {
+  "output serve": outputServe,
+  "output recv": outputRecv,
+};
+
+export interface CliIo {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  env: Record<string, string | undefined>;
+}
+
+const defaultIo: CliIo = {
+  out: (text) => process.stdout.write(text),
+  err: (text) => process.stderr.write(text),
+  env: process.env,
+};
+
+/** Runs one command line (without the program name); resolves with the exit code. */
+export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
+  try {
+    return await dispatch(argv, io);
+  } catch (e) {
+    const { code, message } = describeFailure(e);
+    io.err(`audio-agent: ${message}\n`);
+    return code;
+  }
+}
+
+async function dispatch(argv: string[], io: CliIo): Promise<number> {
+  const [first, second] = argv;
+  if (first === "--version" || first === "-V" || first === "version") {
+    io.out(versionLine() + "\n");
+    return EXIT_OK;
+  }
+  if (first === undefined || first === "--help" || first === "-h" || first === "help") {
+    io.out(TOP_HELP);
+    return first === undefined ? EXIT_USAGE : EXIT_OK;
+  }
+  if (first !== "output" && first !== "input") {
+    throw new UsageError(`unknown command "${first}"; allowed: output, input (see --help)`);
+  }
+  if (second === undefined || second === "--help" || second === "-h") {
+    io.out(CHANNEL_HELP[first]);
+    return second === undefined ? EXIT_USAGE : EXIT_OK;
+  }
+  const role = `${first} ${second}` as Role;
+  const main = ROLES[role];
+  if (!(role in ROLE_OPTIONS) || !main) {
+    const allowed = first === "output" ? "serve, recv" : "serve, send";
+    throw new UsageError(`unknown ${first} command "${second}"; allowed: ${allowed}`);
+  }
+  const flags = parseFlags(role, argv.slice(2));
+  if (flags.help) {
+    io.out(roleHelp(role));
+    return EXIT_OK;
+  }
+  const settings = resolveSettings(role, { flags, env: io.env });
+  const logger = new Logger({ level: settings["log-level"], format: settings["log-format"] });
+  const shutdown = new Shutdown();
+  try {
+    return await main(settings as never, logger, shutdown);
+  } finally {
+    shutdown.dispose();
+  }
+}
+
+function parseFlags(role: Role, args: string[]): Record<string, unknown> {
+  const names = ROLE_OPTIONS[role] as readonly OptionName[];
+  const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
+  for (const name of names) options[name] = { type: OPTIONS[name].flag };
+  try {
+    const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true });
+    if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (see ${role} --help)`);
+    return values;
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    const message = (e as Error).message.replace(/\. To specify a positional argument.*$/s, "");
+    throw new UsageError(`${message} (see audio-agent ${role} --help)`);
+  }
+}
+
+function describeFailure(e: unknown): { code: number; message: string } {
+  if (e instanceof UsageError || e instanceof ConfigError) return { code: EXIT_USAGE, message: e.message };
+  if (e instanceof SocketPathError) return { code: EXIT_USAGE, message: e.message };
+  if (e instanceof ConnectTimeoutError || e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };
+  const err = e as NodeJS.ErrnoException;
+  if (err?.code === "ENOENT" && err.path) return { code: EXIT_FAILURE, message: `no such file: ${err.path}` };
+  if (err?.code && err.path) return { code: EXIT_FAILURE, message: `${err.path}: ${err.code}` };
+  return { code: EXIT_FAILURE, message: err?.message ?? String(e) };
+}

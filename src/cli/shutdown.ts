@@ -1,0 +1,36 @@
+/**
+ * SIGTERM / SIGINT handling: the first signal resolves `requested` so the
+ * role can stop accepting, flush and clean up; a second one exits at once.
+ */
+export class Shutdown {
+  readonly requested: Promise<string>;
+  signal: string | undefined;
+  private resolve!: (signal: string) => void;
+  private readonly handlers: [NodeJS.Signals, () => void][] = [];
+
+  constructor() {
+    this.requested = new Promise((resolve) => (this.resolve = resolve));
+    for (const name of ["SIGTERM", "SIGINT"] as const) {
+      const handler = () => {
+        if (this.signal) process.exit(130);
+        this.signal = name;
+        this.resolve(name);
+      };
+      process.on(name, handler);
+      this.handlers.push([name, handler]);
+    }
+  }
+
+  get isRequested(): boolean {
+    return this.signal !== undefined;
+  }
+
+  /** Resolves with `work`'s result, or undefined if a signal came first. */
+  async race<T>(work: Promise<T>): Promise<T | undefined> {
+    return Promise.race([work, this.requested.then(() => undefined)]);
+  }
+
+  dispose(): void {
+    for (const [name, handler] of this.handlers) process.off(name, handler);
+  }
+}

@@ -1,0 +1,45 @@
+import type { FrameSource } from "../media/frame-source.ts";
+import type { Pacer } from "../media/pacer.ts";
+
+export interface PumpTarget {
+  /** Queues one frame; false when it was dropped (and counted) instead. */
+  submit(payload: Uint8Array): boolean;
+  /** Lossless mode: is there room for one more frame without dropping? */
+  hasSpace(): boolean;
+  waitForSpace(): Promise<void>;
+}
+
+export interface PumpOptions {
+  /** Wait for queue space instead of letting the queue drop. */
+  lossless: boolean;
+  /** Present with --realtime: send each frame at its time on the source's timeline. */
+  pacer?: Pacer;
+  /** Start the source again at its end (file sources only). */
+  loop: boolean;
+  isStopped: () => boolean;
+}
+
+/**
+ * Moves every frame of a source into a send queue. Runs synchronously while
+ * frames are buffered and the queue has room, so that a burst is queued in
+ * one go and the writer coalesces it into few large writes.
+ */
+export async function pumpSource(source: FrameSource, target: PumpTarget, options: PumpOptions): Promise<number> {
+  let frames = 0;
+  while (!options.isStopped()) {
+    const frame = source.next();
+    if (!frame) {
+      if (await source.fill()) continue;
+      if (options.loop && source.rewind()) continue;
+      break;
+    }
+    if (options.lossless && !target.hasSpace()) await target.waitForSpace();
+    if (options.pacer) {
+      const delay = options.pacer.delayFor(frame.timeMs);
+      if (delay > 0) await Bun.sleep(delay);
+    }
+    target.submit(frame.payload);
+    frames++;
+  }
+  return frames;
+}

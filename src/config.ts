@@ -1,0 +1,177 @@
+import * as v from "valibot";
+
+/**
+ * Every setting of every role, in one table: the flag (`--queue-frames`), the
+ * config-file key (`"queue-frames"`, top level or inside an "output"/"input"
+ * section) and the environment variable (`AUDIO_AGENT_QUEUE_FRAMES`; the
+ * sockets also take JetKVM's JETKVM_AUDIO_OUTPUT_SOCKET / _INPUT_SOCKET).
+ * Precedence: flags > environment > file section > file top level > defaults.
+ */
+
+export type Channel = "output" | "input";
+export type Role = "output serve" | "output recv" | "input serve" | "input send";
+
+interface OptionSpec {
+  /** How parseArgs reads the flag. */
+  flag: "string" | "boolean";
+  help: string;
+  /** What is allowed, for error messages. */
+  allowed: string;
+  /** Validates (and converts text from flags and env into) the value. */
+  schema: v.GenericSchema<unknown, unknown>;
+}
+
+/** Accepts a number, or text that reads as one (flags and env are text). */
+const numberLike = v.union([v.number(), v.pipe(v.string(), v.trim(), v.nonEmpty(), v.transform(Number))]);
+
+function integer(min: number, max: number): v.GenericSchema<unknown, number> {
+  return v.pipe(numberLike, v.number(), v.integer(), v.minValue(min), v.maxValue(max));
+}
+
+const booleanLike = v.union([
+  v.boolean(),
+  v.pipe(
+    v.picklist(["true", "false", "1", "0", "on", "off", "yes", "no"]),
+    v.transform((s) => ["true", "1", "on", "yes"].includes(s)),
+  ),
+]);
+
+function choice<const T extends readonly [string, ...string[]]>(values: T) {
+  return v.picklist(values);
+}
+
+const text = v.pipe(v.string(), v.nonEmpty());
+
+/** "0660" (octal) -> 0o660. */
+const fileMode = v.pipe(
+  v.union([v.pipe(v.string(), v.regex(/^0?[0-7]{3}$/)), v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0o777))]),
+  v.transform((m) => (typeof m === "number" ? m : parseInt(m, 8))),
+);
+
+/** "HOST:PORT", ":PORT" or "PORT"; without a host, loopback. */
+const listenAddress = v.pipe(
+  v.union([v.pipe(v.number(), v.transform(String)), v.string()]),
+  v.regex(/^(?:(\[[0-9a-fA-F:]+\]|[\w.-]*):)?\d{1,5}$/),
+  v.transform((s) => {
+    const at = s.lastIndexOf(":");
+    const host = at <= 0 ? "127.0.0.1" : s.slice(0, at).replace(/^\[|\]$/g, "");
+    return { host, port: Number(s.slice(at + 1)) };
+  }),
+  v.check((a) => a.port >= 0 && a.port <= 65535),
+);
+
+export const OPTIONS = {
+  socket: { flag: "string", help: "Unix socket path", allowed: "a path", schema: text },
+  source: { flag: "string", help: 'frames to send: a file, or "-" for stdin', allowed: 'a path or "-"', schema: text },
+  sink: { flag: "string", help: 'where received frames go: a file, or "-" for stdout', allowed: 'a path or "-"', schema: text },
+  format: { flag: "string", help: "wire (the IPC byte stream) or ogg (Ogg Opus)", allowed: "wire, ogg", schema: choice(["wire", "ogg"]) },
+  realtime: { flag: "boolean", help: "pace a file source by its timestamps/durations; drop what no client takes", allowed: "true, false", schema: booleanLike },
+  loop: { flag: "boolean", help: "replay a file source forever", allowed: "true, false", schema: booleanLike },
+  lenient: { flag: "boolean", help: "skip (and count) Ogg pages with a bad CRC instead of failing", allowed: "true, false", schema: booleanLike },
+  count: { flag: "string", help: "exit after receiving N frames", allowed: "an integer 1..2^53", schema: integer(1, Number.MAX_SAFE_INTEGER) },
+  once: { flag: "boolean", help: "exit when the first connection (session) ends", allowed: "true, false", schema: booleanLike },
+  "connect-timeout": { flag: "string", help: "give up (exit 1) after S seconds without a server", allowed: "seconds > 0", schema: v.pipe(numberLike, v.number(), v.minValue(0.001)) },
+  "socket-mode": { flag: "string", help: "file mode of the socket (octal)", allowed: "octal 000..777, e.g. 0660", schema: fileMode },
+  "queue-frames": { flag: "string", help: "send queue bound in frames", allowed: "an integer 1..100000", schema: integer(1, 100_000) },
+  drop: { flag: "string", help: "which frame to drop when the queue is full", allowed: "oldest, newest", schema: choice(["oldest", "newest"]) },
+  "write-deadline-ms": { flag: "string", help: "live mode: drop frames that waited longer than this (0: never)", allowed: "an integer 0..60000", schema: integer(0, 60_000) },
+  "stuck-frames": { flag: "string", help: "live mode: disconnect a client that takes nothing while this many frames arrive", allowed: "an integer 1..100000", schema: integer(1, 100_000) },
+  "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]) },
+  "log-format": { flag: "string", help: "log line format on stderr", allowed: "text, json", schema: choice(["text", "json"]) },
+} as const satisfies Record<string, OptionSpec>;
+
+export type OptionName = keyof typeof OPTIONS;
+type ValueOf<N extends OptionName> = v.InferOutput<(typeof OPTIONS)[N]["schema"]>;
+export type Settings<N extends OptionName = OptionName> = { [K in N]: ValueOf<K> };
+
+const COMMON = ["log-level", "log-format"] as const satisfies readonly OptionName[];
+
+/** Which settings each role reads. */
+export const ROLE_OPTIONS = {
+  "output serve": ["socket", "source", "format", "realtime", "loop", "lenient", "socket-mode", "queue-frames", "drop", "write-deadline-ms", "stuck-frames", ...COMMON],
+  "output recv": ["socket", "sink", "format", "count", "once", "connect-timeout", ...COMMON],
+  "input serve": ["socket", "sink", "format", "once", "socket-mode", ...COMMON],
+  "input send": ["socket", "source", "format", "realtime", "loop", "lenient", "connect-timeout", "queue-frames", "drop", "write-deadline-ms", ...COMMON],
+} as const satisfies Record<Role, readonly OptionName[]>;
+
+export type RoleSettings<R extends Role> = Settings<(typeof ROLE_OPTIONS)[R][number]>;
+
+export const DEFAULT_SOCKETS: Record<Channel, string> = {
+  output: "/var/run/audio_output.sock",
+  input: "/var/run/audio_input.sock",
+};
+
+/** JetKVM's own variables for the socket paths. */
+export const SOCKET_ENV: Record<Channel, string> = {
+  output: "JETKVM_AUDIO_OUTPUT_SOCKET",
+  input: "JETKVM_AUDIO_INPUT_SOCKET",
+};
+
+const DEFAULTS: Partial<Record<OptionName, unknown>> = {
+  format: "wire",
+  realtime: false,
+  loop: false,
+  lenient: false,
+  once: false,
+  "socket-mode": 0o660,
+  "queue-frames": 500,
+  drop: "oldest",
+  "write-deadline-ms": 50,
+  "stuck-frames": 50,
+  "log-level": "info",
+  "log-format": "text",
+};
+
+/** A setting has a value that is not allowed, or is missing: exit 2. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+export function envName(option: OptionName): string {
+  return `AUDIO_AGENT_${option.toUpperCase().replace(/-/g, "_")}`;
+}
+
+export interface ConfigSources {
+  /** Values from the command line (parseArgs output). */
+  flags: Record<string, unknown>;
+  env: Record<string, string | undefined>;
+}
+
+/** Options a role needs that have no default. */
+const REQUIRED: Partial<Record<Role, OptionName[]>> = {
+  "output serve": ["source"],
+  "output recv": ["sink"],
+  "input serve": ["sink"],
+  "input send": ["source"],
+};
+
+function parseValue(option: OptionName, raw: unknown, where: string): unknown {
+  const spec: OptionSpec = OPTIONS[option];
+  const result = v.safeParse(spec.schema, raw);
+  if (!result.success) {
+    throw new ConfigError(`${where} ${JSON.stringify(raw)} is not allowed: ${spec.allowed}`);
+  }
+  return result.output;
+}
+
+/** Resolves the effective settings of `role` from flags, environment and defaults. */
+export function resolveSettings<R extends Role>(role: R, sources: ConfigSources): RoleSettings<R> {
+  const channel = role.split(" ")[0] as Channel;
+  const out: Record<string, unknown> = {};
+  for (const option of ROLE_OPTIONS[role] as readonly OptionName[]) {
+    const flag = sources.flags[option];
+    const envKey = option === "socket" ? SOCKET_ENV[channel] : envName(option);
+    const env = sources.env[envKey];
+    if (flag !== undefined) out[option] = parseValue(option, flag, `--${option}`);
+    else if (env !== undefined && env !== "") out[option] = parseValue(option, env, `environment ${envKey}=`);
+    else if (option === "socket") out[option] = DEFAULT_SOCKETS[channel];
+    else if (option in DEFAULTS) out[option] = DEFAULTS[option];
+  }
+  for (const option of REQUIRED[role] ?? []) {
+    if (out[option] === undefined) throw new ConfigError(`${role}: --${option} is required (${OPTIONS[option].allowed})`);
+  }
+  return out as RoleSettings<R>;
+}
