@@ -1,0 +1,223 @@
+import { describe, expect, test } from "bun:test";
+import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
+import { computePageCrc, NO_GRANULE, OggPage, PageFlag } from "../../src/media/ogg-page.ts";
+import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
+import { collectingWriter, concat, packetsOf, pagesOf } from "./ogg-helpers.ts";
+
+function packet(size: number, seed: number): Uint8Array {
+  return Uint8Array.from({ length: size }, (_, i) => (i * 31 + seed * 7) & 0xff);
+}
+
+describe("OggPageWriter / OggPageReader", () => {
+  test("lays packets out with RFC 3533 lacing and reads them back unchanged", () => {
+    const sizes = [0, 1, 254, 255, 256, 510, 4000];
+    const packets = sizes.map((s, i) => packet(s, i));
+    const { writer, pages } = collectingWriter(7);
+    packets.forEach((p, i) => writer.addPacket(p, 100 * (i + 1)));
+    writer.flushPage();
+    expect(pages.length).toBe(1);
+    const [info] = pagesOf(pages[0]!);
+    // 255 takes [255, 0] and 510 [255, 255, 0]; 4000 is 15 x 255 + 175.
+    expect(info!.table).toEqual([0, 1, 254, 255, 0, 255, 1, 255, 255, 0, ...Array(15).fill(255), 175]);
+    expect(info!.granule).toBe(700);
+    expect(info!.flags).toBe(PageFlag.BeginOfStream);
+    expect(packetsOf(pages[0]!)).toEqual(packets);
+  });
+
+  test("writes the header fields byte for byte, CRC included", () => {
+    const { writer, pages } = collectingWriter(0xdeadbeef);
+    writer.addPacket(Uint8Array.of(9, 8, 7), 2 ** 40 + 5);
+    writer.flushPage();
+    const page = pages[0]!;
+    expect([...page.subarray(0, 27)]).toEqual([
+      0x4f, 0x67, 0x67, 0x53, // "OggS"
+      0, // version
+      PageFlag.BeginOfStream,
+      5, 0, 0, 0, 0, 1, 0, 0, // granule 2^40 + 5
+      0xef, 0xbe, 0xad, 0xde, // serial
+      0, 0, 0, 0, // sequence
+      ...page.subarray(22, 26), // CRC, checked below
+      1, // one segment
+    ]);
+    expect([...page.subarray(27)]).toEqual([3, 9, 8, 7]);
+    const crc = new DataView(page.buffer).getUint32(22, true);
+    expect(crc).toBe(computePageCrc(page, 0, page.length));
+    expect(crc).not.toBe(0);
+  });
+
+  test("splits a packet too big for a page over continued pages, granule -1 until it ends", () => {
+    const big = packet(4000, 3); // 16 segments
+    const { writer, pages } = collectingWriter(1, { maxSegments: 5 });
+    writer.addPacket(Uint8Array.of(0xaa), 480);
+    writer.addPacket(big, 1440);
+    writer.addPacket(Uint8Array.of(0xbb), 1920);
+    writer.flushPage(true);
+    const infos = pagesOf(concat(pages));
+    // The small first packet keeps its page; the big one starts a fresh page rather than being split early.
+    expect(infos.map((p) => p.segments)).toEqual([1, 5, 5, 5, 2]);
+    expect(infos.map((p) => p.flags)).toEqual([
+      PageFlag.BeginOfStream,
+      0,
+      PageFlag.Continued,
+      PageFlag.Continued,
+      PageFlag.Continued | PageFlag.EndOfStream,
+    ]);
+    expect(infos.map((p) => p.granule)).toEqual([480, NO_GRANULE, NO_GRANULE, NO_GRANULE, 1920]);
+    expect(infos.map((p) => p.sequence)).toEqual([0, 1, 2, 3, 4]);
+    expect(infos.every((p) => p.crcValid && p.serial === 1)).toBe(true);
+    expect(packetsOf(concat(pages))).toEqual([Uint8Array.of(0xaa), big, Uint8Array.of(0xbb)]);
+  });
+
+  test("a packet of a multiple of 255 bytes ending a page gets its 0 lacing on the next", () => {
+    const { writer, pages } = collectingWriter(1, { maxSegments: 2 });
+    const p = packet(510, 1);
+    writer.addPacket(p, 960);
+    writer.flushPage();
+    const infos = pagesOf(concat(pages));
+    expect(infos.map((i) => i.table)).toEqual([[255, 255], [0]]);
+    expect(infos[1]!.flags).toBe(PageFlag.Continued);
+    expect(packetsOf(concat(pages))).toEqual([p]);
+  });
+
+  test("an EOS with nothing pending is an empty page carrying the last granule", () => {
+    const { writer, pages } = collectingWriter(5);
+    writer.addPacket(Uint8Array.of(1), 960);
+    writer.flushPage();
+    expect(writer.flushPage()).toBe(false); // nothing pending, nothing written
+    expect(writer.flushPage(true)).toBe(true);
+    const infos = pagesOf(concat(pages));
+    expect(infos.length).toBe(2);
+    expect(infos[1]).toMatchObject({ size: 27, segments: 0, flags: PageFlag.EndOfStream, granule: 960, sequence: 1 });
+    expect(infos[1]!.crcValid).toBe(true);
+  });
+
+  test("reads the same pages whatever the chunk boundaries", () => {
+    const { writer, pages } = collectingWriter(2, { maxSegments: 3 });
+    for (let i = 0; i < 20; i++) writer.addPacket(packet(100 + i * 61, i), i * 960);
+    writer.flushPage(true);
+    const stream = concat(pages);
+    const expected = pagesOf(stream);
+    expect(expected.length).toBeGreaterThan(10);
+    for (const size of [1, 2, 26, 27, 28, 300, 4096]) {
+      const reader = new OggPageReader();
+      const got: { offset: number; size: number; crc: boolean; first: number }[] = [];
+      for (let at = 0; at < stream.length; at += size) {
+        reader.push(stream.slice(at, at + size));
+        for (let p = reader.next(); p; p = reader.next()) {
+          got.push({ offset: p.streamOffset, size: p.size, crc: p.crcValid(), first: p.bytes[p.bodyOffset]! });
+        }
+      }
+      reader.finish();
+      expect(got.map((g) => [g.offset, g.size])).toEqual(expected.map((e) => [e.offset, e.size]));
+      expect(got.every((g) => g.crc)).toBe(true);
+    }
+  });
+
+  test("rejects a missing capture pattern or another version, naming the offset, and stays failed", () => {
+    const { writer, pages } = collectingWriter(2);
+    writer.addPacket(packet(50, 1), 1);
+    writer.flushPage();
+    const good = pages[0]!;
+    const reader = new OggPageReader();
+    reader.push(concat([good, new TextEncoder().encode("OggX and more bytes here..")]));
+    expect(reader.next()).toBeDefined();
+    expect(() => reader.next()).toThrow(`no Ogg capture pattern "OggS" at byte ${good.length}`);
+    expect(() => reader.next()).toThrow("capture pattern");
+
+    const v1 = good.slice();
+    v1[4] = 1;
+    const other = new OggPageReader();
+    other.push(v1);
+    expect(() => other.next()).toThrow("unsupported Ogg version 1 at byte 0");
+  });
+
+  test("finish() reports a stream cut inside a page", () => {
+    const { writer, pages } = collectingWriter(2);
+    writer.addPacket(packet(50, 1), 1);
+    writer.flushPage();
+    writer.addPacket(packet(50, 2), 2);
+    writer.flushPage();
+    const stream = concat(pages);
+    const reader = new OggPageReader();
+    reader.push(stream.subarray(0, stream.length - 10));
+    expect(reader.next()).toBeDefined();
+    expect(reader.next()).toBeUndefined();
+    expect(() => reader.finish()).toThrow(`truncated: input ends 10 byte(s) short of the page at byte ${pages[0]!.length}`);
+  });
+
+  test("OggPage reads granule -1 and large granules exactly", () => {
+    for (const granule of [NO_GRANULE, 0, 2 ** 32 - 1, 2 ** 32, 2 ** 52 + 3]) {
+      const { writer, pages } = collectingWriter(2);
+      writer.addPacket(Uint8Array.of(1), granule);
+      writer.flushPage();
+      expect(new OggPage().at(pages[0]!, 0, 0).granule).toBe(granule);
+    }
+  });
+});
+
+describe("OggPacketReader", () => {
+  function pageAt(bytes: Uint8Array): OggPage {
+    return new OggPage().at(bytes, 0, 0);
+  }
+
+  test("measures a packet larger than its capacity without storing past it", () => {
+    const big = packet(5000, 4);
+    const { writer, pages } = collectingWriter(1, { maxSegments: 4 });
+    writer.addPacket(big, 1);
+    writer.flushPage();
+    const reader = new OggPacketReader(4096);
+    let found;
+    for (const p of pages) {
+      reader.push(pageAt(p));
+      const got = reader.next();
+      if (got) found = { size: got.size, data: got.data.slice(), offset: got.streamOffset };
+      expect(reader.next()).toBeUndefined();
+    }
+    expect(found!.size).toBe(5000);
+    expect(found!.data).toEqual(big.subarray(0, 4096));
+    expect(found!.offset).toBe(27 + 4); // first body byte of the first page
+  });
+
+  test("rejects a continued page with no open packet, and an open packet not continued", () => {
+    const { writer, pages } = collectingWriter(1, { maxSegments: 2 });
+    writer.addPacket(packet(600, 1), 1); // [255,255] + [90]
+    writer.addPacket(packet(10, 2), 2);
+    writer.flushPage();
+    // OggPage.at was given stream offset 0 for each page here.
+    const fresh = new OggPacketReader(4096);
+    expect(() => fresh.push(pageAt(pages[1]!))).toThrow("page continues a packet that never began at byte 0");
+
+    // The open packet starts right after page 0's 27-byte header and 2 lacing values.
+    const cut = new OggPacketReader(4096);
+    cut.push(pageAt(pages[0]!));
+    expect(cut.next()).toBeUndefined();
+    expect(cut.open).toBe(true);
+    const { writer: w2, pages: other } = collectingWriter(1);
+    w2.addPacket(Uint8Array.of(5), 1);
+    w2.flushPage();
+    expect(() => cut.push(pageAt(other[0]!))).toThrow("packet begun at byte 29 is not continued on the next page at byte 0");
+  });
+
+  test("after a lost page, drops the open packet and the orphaned tail, then goes on", () => {
+    const a = packet(600, 1);
+    const b = packet(30, 2);
+    const c = packet(40, 3);
+    const { writer, pages } = collectingWriter(1, { maxSegments: 2 });
+    writer.addPacket(a, 1); // pages 0 [255,255], 1 [90]
+    writer.addPacket(b, 2); // page 1 [90, 30]
+    writer.addPacket(c, 3); // page 2 [40]
+    writer.flushPage();
+    const infos = pagesOf(concat(pages));
+    expect(infos.map((i) => i.table)).toEqual([[255, 255], [90, 30], [40]]);
+
+    // Lose page 0: the tail of `a` on page 1 must not come out as a packet.
+    const reader = new OggPacketReader(4096);
+    reader.lost();
+    const out: Uint8Array[] = [];
+    for (const p of pages.slice(1)) {
+      reader.push(pageAt(p));
+      for (let k = reader.next(); k; k = reader.next()) out.push(k.data.slice());
+    }
+    expect(out).toEqual([b, c]);
+  });
+});
