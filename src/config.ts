@@ -76,6 +76,11 @@ export const OPTIONS = {
   drop: { flag: "string", help: "which frame to drop when the queue is full", allowed: "oldest, newest", schema: choice(["oldest", "newest"]) },
   "write-deadline-ms": { flag: "string", help: "live mode: drop frames that waited longer than this (0: never)", allowed: "an integer 0..60000", schema: integer(0, 60_000) },
   "stuck-frames": { flag: "string", help: "live mode: disconnect a client that takes nothing while this many frames arrive", allowed: "an integer 1..100000", schema: integer(1, 100_000) },
+  "heartbeat-ms": { flag: "string", help: "send a Heartbeat this often", allowed: "an integer 10..60000", schema: integer(10, 60_000) },
+  "ack-timeout-ms": { flag: "string", help: "no Ack for this long: the server is gone, reconnect", allowed: "an integer 10..600000", schema: integer(10, 600_000) },
+  "sample-rate": { flag: "string", help: "Config: sample rate (default from an Ogg source, else 48000)", allowed: "8000, 12000, 16000, 24000, 48000", schema: v.pipe(numberLike, v.picklist([8000, 12000, 16000, 24000, 48000])) },
+  channels: { flag: "string", help: "Config: channel count (default from an Ogg source, else 2)", allowed: "1, 2", schema: v.pipe(numberLike, v.picklist([1, 2])) },
+  "frame-size": { flag: "string", help: "Config: samples per channel per frame (default from an Ogg source, else 960)", allowed: "an integer 1..5760", schema: integer(1, 5760) },
   "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]) },
   "log-format": { flag: "string", help: "log line format on stderr", allowed: "text, json", schema: choice(["text", "json"]) },
 } as const satisfies Record<string, OptionSpec>;
@@ -91,7 +96,7 @@ export const ROLE_OPTIONS = {
   "output serve": ["socket", "source", "format", "realtime", "loop", "lenient", "socket-mode", "queue-frames", "drop", "write-deadline-ms", "stuck-frames", ...COMMON],
   "output recv": ["socket", "sink", "format", "count", "once", "connect-timeout", ...COMMON],
   "input serve": ["socket", "sink", "format", "once", "socket-mode", ...COMMON],
-  "input send": ["socket", "source", "format", "realtime", "loop", "lenient", "connect-timeout", "queue-frames", "drop", "write-deadline-ms", ...COMMON],
+  "input send": ["socket", "source", "format", "realtime", "loop", "lenient", "connect-timeout", "heartbeat-ms", "ack-timeout-ms", "sample-rate", "channels", "frame-size", "queue-frames", "drop", "write-deadline-ms", "stuck-frames", ...COMMON],
 } as const satisfies Record<Role, readonly OptionName[]>;
 
 export type RoleSettings<R extends Role> = Settings<(typeof ROLE_OPTIONS)[R][number]>;
@@ -118,6 +123,8 @@ const DEFAULTS: Partial<Record<OptionName, unknown>> = {
   drop: "oldest",
   "write-deadline-ms": 50,
   "stuck-frames": 50,
+  "heartbeat-ms": 1000,
+  "ack-timeout-ms": 3000,
   "log-level": "info",
   "log-format": "text",
 };

@@ -5,6 +5,8 @@ export const TOP_HELP = `audio-agent: JetKVM-compatible audio IPC over Unix sock
 Usage:
   audio-agent output serve --source PATH|- [options]   capture side: stream Opus frames to the main app
   audio-agent output recv  --sink PATH|-   [options]   main-app side: receive the output channel
+  audio-agent input serve  --sink PATH|-   [options]   playback side: receive microphone frames, answer with Acks
+  audio-agent input send   --source PATH|- [options]   main-app side: send Config, frames, Heartbeats, Stop
   audio-agent --version
   audio-agent <command> --help                          options of one command
 

@@ -33,3 +33,12 @@ export async function isLiveSource(path: string): Promise<boolean> {
   const { stat } = await import("node:fs/promises");
   return !(await stat(path)).isFile();
 }
+
+/** How often buffered sink output is pushed out, so a live listener hears it promptly. */
+export const SINK_FLUSH_MS = 100;
+
+/** Flushes `sink` every SINK_FLUSH_MS; returns the function that stops it. */
+export function flushPeriodically(sink: FrameSink): () => void {
+  const timer = setInterval(() => sink.flush(), SINK_FLUSH_MS);
+  return () => clearInterval(timer);
+}

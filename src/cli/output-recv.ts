@@ -3,11 +3,8 @@ import type { RoleSettings } from "../config.ts";
 import type { Logger } from "../observe/logger.ts";
 import { MessageType } from "../protocol/index.ts";
 import { EXIT_OK } from "./errors.ts";
-import { openSink } from "./media-open.ts";
+import { flushPeriodically, openSink } from "./media-open.ts";
 import type { Shutdown } from "./shutdown.ts";
-
-/** How often buffered sink output is pushed out, so a live listener hears it promptly. */
-const SINK_FLUSH_MS = 100;
 
 /** `output recv`: output client -> sink, reconnecting whenever the server goes away. */
 export async function outputRecv(
@@ -28,11 +25,11 @@ export async function outputRecv(
       if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();
     },
   });
-  const flusher = setInterval(() => sink.flush(), SINK_FLUSH_MS);
+  const stopFlushing = flushPeriodically(sink);
   try {
     await shutdown.race(client.run(settings.once));
   } finally {
-    clearInterval(flusher);
+    stopFlushing();
     client.stop();
     sink.close();
     report("info", "stopped", {

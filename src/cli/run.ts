@@ -6,6 +6,8 @@ import { SocketPathError } from "../transport/socket-file.ts";
 import { ConnectTimeoutError } from "../transport/unix-client.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from "./errors.ts";
 import { CHANNEL_HELP, roleHelp, TOP_HELP } from "./help.ts";
+import { inputSend } from "./input-send.ts";
+import { inputServe } from "./input-serve.ts";
 import { outputRecv } from "./output-recv.ts";
 import { outputServe } from "./output-serve.ts";
 import { Shutdown } from "./shutdown.ts";
@@ -16,6 +18,8 @@ type RoleMain = (settings: never, logger: Logger, shutdown: Shutdown) => Promise
 const ROLES: Partial<Record<Role, RoleMain>> = {
   "output serve": outputServe,
   "output recv": outputRecv,
+  "input serve": inputServe,
+  "input send": inputSend,
 };
 
 export interface CliIo {

@@ -1,5 +1,5 @@
 import type { Socket } from "bun";
-import { MAX_MESSAGE } from "../protocol/index.ts";
+import { MAX_MESSAGE, MessageType } from "../protocol/index.ts";
 import type { FrameQueue } from "./frame-queue.ts";
 import { DropReason } from "./frame-stats.ts";
 
@@ -23,6 +23,8 @@ export interface FrameWriterOptions {
   onShortWrite?: (socket: Socket<unknown>) => void;
   /** After each write that completed messages: how many, and how long the oldest waited (ms). */
   onWritten?: (messages: number, bytes: number, oldestWaitMs: number, writeCallMs: number) => void;
+  /** Each message other than OpusFrame, once it is written whole (e.g. a Heartbeat awaiting its Ack). */
+  onControlWritten?: (type: MessageType) => void;
 }
 
 /**
@@ -38,6 +40,7 @@ export class FrameWriter {
   private tailSize = 0;
   private tailSent = 0;
   private tailEnqueuedAt = 0;
+  private tailType: MessageType = MessageType.OpusFrame;
   private blocked = false;
   private scheduled = false;
   private framesSinceProgress = 0;
@@ -166,6 +169,7 @@ export class FrameWriter {
       if (written > 0) this.framesSinceProgress = 0;
       if (written === size) {
         this.delivered(n, size, after - oldest, after - now);
+        this.controlWritten(n);
         queue.shift(n);
         continue;
       }
@@ -175,9 +179,13 @@ export class FrameWriter {
       let whole = 0;
       let wholeBytes = 0;
       while (whole < n && wholeBytes + queue.sizeAt(whole) <= written) wholeBytes += queue.sizeAt(whole++);
-      if (whole > 0) this.delivered(whole, wholeBytes, after - oldest, after - now);
+      if (whole > 0) {
+        this.delivered(whole, wholeBytes, after - oldest, after - now);
+        this.controlWritten(whole);
+      }
       if (written > wholeBytes) {
         const tailStart = start + wholeBytes;
+        this.tailType = queue.typeAt(whole);
         this.tailSize = queue.sizeAt(whole);
         this.tailSent = written - wholeBytes;
         this.tailEnqueuedAt = queue.enqueuedAtOf(whole);
@@ -209,6 +217,7 @@ export class FrameWriter {
     }
     const now = performance.now();
     this.delivered(1, this.tailSize, now - this.tailEnqueuedAt, 0);
+    if (this.tailType !== MessageType.OpusFrame) this.options.onControlWritten?.(this.tailType);
     this.tailSize = 0;
     this.tailSent = 0;
     return true;
@@ -219,6 +228,16 @@ export class FrameWriter {
     stats.delivered += messages;
     stats.deliveredBytes += bytes;
     this.options.onWritten?.(messages, bytes, oldestWaitMs, writeCallMs);
+  }
+
+  /** Reports the control messages among the `n` oldest queued (about to be shifted out). */
+  private controlWritten(n: number): void {
+    const report = this.options.onControlWritten;
+    if (!report) return;
+    for (let i = 0; i < n; i++) {
+      const type = this.queue.typeAt(i);
+      if (type !== MessageType.OpusFrame) report(type);
+    }
   }
 
   /** write() returned -1: the socket closed under us. */

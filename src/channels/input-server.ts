@@ -1,0 +1,140 @@
+import type { Socket } from "bun";
+import {
+  decodeConfigPayload,
+  FrameParser,
+  INPUT_MAGIC,
+  MessageType,
+  ProtocolError,
+  wallClockMs,
+  type AudioConfig,
+  type ParsedMessage,
+} from "../protocol/index.ts";
+import { FrameQueue } from "../transport/frame-queue.ts";
+import { DropReason, FrameStats } from "../transport/frame-stats.ts";
+import { FrameWriter } from "../transport/frame-writer.ts";
+import type { Report } from "../transport/report.ts";
+import { UnixServer } from "../transport/unix-server.ts";
+
+export interface InputServerOptions {
+  path: string;
+  mode: number;
+  report: Report;
+  /** Every valid message of a session (OpusFrame, Config, ...): the sink picks what it records. */
+  onMessage: (message: ParsedMessage) => void;
+  /** A session ended: by Stop (clean), a disconnect, or a framing violation. */
+  onSessionEnd?: (reason: string, clean: boolean) => void;
+  /** Frame age at arrival: now minus the header timestamp, in ms. */
+  onFrameAge?: (ms: number) => void;
+  onClient?: (socket: Socket<unknown>) => void;
+  /** Something other than the peer failed (e.g. the sink): the role should stop. */
+  onFailure: (error: Error) => void;
+}
+
+/** Enough room for the Acks of a burst of Heartbeats from a client that reads slowly. */
+const ACK_QUEUE_FRAMES = 64;
+
+/**
+ * The playback side of the input channel: receives Config, OpusFrames,
+ * Heartbeats and Stop from the one main-app client; answers Config and
+ * Heartbeat with an Ack (a bare header stamped now).
+ */
+export class InputServer {
+  framesReceived = 0;
+  bytesReceived = 0;
+  heartbeats = 0;
+  sessions = 0;
+  cleanSessions = 0;
+  protocolErrors = 0;
+  config: AudioConfig | undefined;
+  readonly ackStats = new FrameStats();
+  private readonly acks: FrameWriter;
+  private parser = new FrameParser(INPUT_MAGIC);
+  private server: UnixServer | undefined;
+  private readonly empty = new Uint8Array(0);
+
+  private constructor(private readonly options: InputServerOptions) {
+    const queue = new FrameQueue(ACK_QUEUE_FRAMES, INPUT_MAGIC, "oldest", this.ackStats);
+    this.acks = new FrameWriter(queue, { lossless: false, writeDeadlineMs: 0, stuckFrames: Infinity });
+  }
+
+  static async start(options: InputServerOptions): Promise<InputServer> {
+    const input = new InputServer(options);
+    input.server = await UnixServer.listen({
+      path: options.path,
+      mode: options.mode,
+      report: options.report,
+      handler: {
+        open: (socket) => {
+          input.parser = new FrameParser(INPUT_MAGIC);
+          input.sessions++;
+          options.onClient?.(socket);
+          input.acks.attach(socket);
+        },
+        data: (socket, chunk) => input.receive(socket, chunk),
+        drain: (socket) => input.acks.onDrain(socket),
+        close: (_socket, reason) => {
+          input.acks.detach(DropReason.NoClient);
+          if (reason !== "session stopped") options.onSessionEnd?.(reason, false);
+        },
+      },
+    });
+    return input;
+  }
+
+  get connected(): boolean {
+    return this.acks.connected;
+  }
+
+  async stop(): Promise<void> {
+    await this.server?.stop();
+  }
+
+  private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
+    this.bytesReceived += chunk.length;
+    const parser = this.parser;
+    try {
+      parser.push(chunk);
+      for (let m = parser.next(); m; m = parser.next()) {
+        switch (m.type) {
+          case MessageType.OpusFrame:
+            this.framesReceived++;
+            this.options.onFrameAge?.(wallClockMs() - m.timestampMs);
+            break;
+          case MessageType.Config:
+            this.config = decodeConfigPayload(m.payload);
+            this.ack();
+            this.options.report("info", "config", { ...this.config });
+            break;
+          case MessageType.Heartbeat:
+            this.heartbeats++;
+            this.ack();
+            break;
+          case MessageType.Stop:
+            this.options.onMessage(m);
+            this.endSession(socket);
+            return;
+        }
+        this.options.onMessage(m);
+      }
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) {
+        this.options.onFailure(e as Error);
+        return;
+      }
+      this.protocolErrors++;
+      this.options.report("warn", "framing violation from client; disconnecting", { error: e.message });
+      this.server?.disconnect(socket, `protocol error: ${e.message}`, false);
+    }
+  }
+
+  private ack(): void {
+    this.acks.submit(MessageType.Ack, this.empty, wallClockMs());
+  }
+
+  /** Stop: the client is leaving; the session ends cleanly and the server waits for the next one. */
+  private endSession(socket: Socket<unknown>): void {
+    this.cleanSessions++;
+    this.options.onSessionEnd?.("stop", true);
+    this.server?.disconnect(socket, "session stopped");
+  }
+}

@@ -1,0 +1,79 @@
+import { InputClient } from "../channels/input-client.ts";
+import type { RoleSettings } from "../config.ts";
+import { Pacer } from "../media/pacer.ts";
+import type { Logger } from "../observe/logger.ts";
+import { DEFAULT_AUDIO_CONFIG, type AudioConfig } from "../protocol/index.ts";
+import { EXIT_OK } from "./errors.ts";
+import { isLiveSource, openSource } from "./media-open.ts";
+import type { Shutdown } from "./shutdown.ts";
+import { pumpSource } from "./source-pump.ts";
+
+/**
+ * `input send`: source -> input client. Config comes from the flags, else the
+ * source's OpusHead, else 48000/2/960. A file source without --realtime is
+ * lossless (waits for the server and for queue room); the run ends with Stop.
+ */
+export async function inputSend(
+  settings: RoleSettings<"input send">,
+  logger: Logger,
+  shutdown: Shutdown,
+): Promise<number> {
+  const report = logger.for("input-client");
+  const live = settings.realtime || (await isLiveSource(settings.source));
+  const source = await openSource(settings.format, settings.source, { lenient: settings.lenient });
+  const config: AudioConfig = {
+    sampleRate: settings["sample-rate"] ?? source.audioConfig?.sampleRate ?? DEFAULT_AUDIO_CONFIG.sampleRate,
+    channels: settings.channels ?? source.audioConfig?.channels ?? DEFAULT_AUDIO_CONFIG.channels,
+    frameSize: settings["frame-size"] ?? source.audioConfig?.frameSize ?? DEFAULT_AUDIO_CONFIG.frameSize,
+  };
+  const client = new InputClient({
+    path: settings.socket,
+    report,
+    config,
+    heartbeatMs: settings["heartbeat-ms"],
+    ackTimeoutMs: settings["ack-timeout-ms"],
+    connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
+    queueFrames: settings["queue-frames"],
+    dropPolicy: settings.drop,
+    lossless: !live,
+    writeDeadlineMs: settings["write-deadline-ms"],
+    stuckFrames: settings["stuck-frames"],
+  });
+  const connection = client.start();
+  try {
+    const sending = (async () => {
+      if (!live) await client.waitForConnection();
+      await pumpSource(
+        source,
+        {
+          submit: (payload) => client.sendFrame(payload),
+          hasSpace: () => !client.queue.isFull,
+          waitForSpace: () => client.writer.waitForSpace(),
+        },
+        {
+          lossless: !live,
+          pacer: settings.realtime ? new Pacer() : undefined,
+          loop: settings.loop,
+          isStopped: () => shutdown.isRequested,
+        },
+      );
+      await client.finish();
+    })();
+    // A connect timeout rejects `connection`; otherwise the run ends when sending does.
+    await shutdown.race(Promise.race([sending, connection.then(() => sending)]));
+  } finally {
+    client.stop();
+    await source.close();
+    const s = client.stats;
+    report("info", "stopped", {
+      signal: shutdown.signal,
+      submitted: s.submitted,
+      delivered: s.delivered,
+      dropped: s.droppedTotal,
+      acks: client.acks,
+      ack_timeouts: client.ackTimeouts,
+      connects: client.connects,
+    });
+  }
+  return EXIT_OK;
+}

@@ -1,0 +1,51 @@
+import { InputServer } from "../channels/input-server.ts";
+import type { RoleSettings } from "../config.ts";
+import type { Logger } from "../observe/logger.ts";
+import { EXIT_OK } from "./errors.ts";
+import { flushPeriodically, openSink } from "./media-open.ts";
+import type { Shutdown } from "./shutdown.ts";
+
+/**
+ * `input serve`: input server -> sink. Sessions follow one another: Stop (or
+ * a disconnect) ends one, the sink is flushed, the next client is served;
+ * with --once the first session's end ends the run.
+ */
+export async function inputServe(
+  settings: RoleSettings<"input serve">,
+  logger: Logger,
+  shutdown: Shutdown,
+): Promise<number> {
+  const report = logger.for("input-server");
+  const sink = openSink(settings.format, settings.sink);
+  let finish!: (error?: Error) => void;
+  const finished = new Promise<void>((resolve, reject) => (finish = (e) => (e ? reject(e) : resolve())));
+  const server = await InputServer.start({
+    path: settings.socket,
+    mode: settings["socket-mode"],
+    report,
+    onMessage: (message) => sink.write(message),
+    onSessionEnd: (reason, clean) => {
+      sink.flush();
+      report("info", clean ? "session ended by Stop" : "session ended without Stop", { reason });
+      if (settings.once) finish();
+    },
+    onFailure: (error) => finish(error),
+  });
+  const stopFlushing = flushPeriodically(sink);
+  try {
+    await shutdown.race(finished);
+  } finally {
+    stopFlushing();
+    await server.stop();
+    sink.close();
+    report("info", "stopped", {
+      signal: shutdown.signal,
+      frames: server.framesReceived,
+      heartbeats: server.heartbeats,
+      sessions: server.sessions,
+      clean_sessions: server.cleanSessions,
+      protocol_errors: server.protocolErrors,
+    });
+  }
+  return EXIT_OK;
+}
