@@ -1,0 +1,212 @@
+import { MAX_PAYLOAD, type AudioConfig } from "../protocol/index.ts";
+import { openByteSource, type ByteSource } from "./byte-source.ts";
+import type { FrameSource, SourceFrame } from "./frame-source.ts";
+import { OggError } from "./ogg-error.ts";
+import type { OggPage } from "./ogg-page.ts";
+import { OggPacketReader, type OggPacket } from "./ogg-packet-reader.ts";
+import { OggPageReader } from "./ogg-page-reader.ts";
+import { isOpusHead, parseOpusHead } from "./opus-head.ts";
+import { isOpusTags } from "./opus-tags.ts";
+import { opusPacketSamples } from "./opus-toc.ts";
+
+export interface OggSourceOptions {
+  /** Skip (and count in `skippedPages`) pages with a bad CRC instead of failing. */
+  lenient?: boolean;
+}
+
+type Stage = "head" | "tags" | "audio";
+
+/**
+ * Reads an Ogg Opus file (RFC 7845) and yields each audio packet as one
+ * frame, timed by the packets' TOC durations. Only the first Opus logical
+ * stream is read; pages of other streams are counted and skipped.
+ */
+export class OggSource implements FrameSource {
+  /** Pages dropped for a bad CRC (only in lenient mode). */
+  skippedPages = 0;
+  /** Pages of other logical streams, ignored. */
+  otherStreamPages = 0;
+  audioConfig: Partial<AudioConfig> | undefined;
+  preSkip: number | undefined;
+
+  private pages = new OggPageReader();
+  private readonly packets = new OggPacketReader(MAX_PAYLOAD);
+  private readonly frame: SourceFrame = { payload: new Uint8Array(0), timeMs: 0 };
+  private serial: number | undefined;
+  /** Start of the first non-Opus stream, for the error when no Opus stream follows. */
+  private foreign: string | undefined;
+  private stage: Stage = "head";
+  /** Samples at 48 kHz before the next packet. */
+  private samples = 0;
+  private endOfStream = false;
+  private inputEnded = false;
+  private failure: Error | undefined;
+
+  private constructor(
+    private readonly bytes: ByteSource,
+    private readonly lenient: boolean,
+  ) {}
+
+  static async open(path: string, options: OggSourceOptions = {}): Promise<OggSource> {
+    return OggSource.from(await openByteSource(path), options);
+  }
+
+  /** Reads from any ByteSource (a pipe, or chunks cut on purpose by a test). */
+  static from(bytes: ByteSource, options: OggSourceOptions = {}): OggSource {
+    return new OggSource(bytes, options.lenient ?? false);
+  }
+
+  get name(): string {
+    return this.bytes.name;
+  }
+
+  next(): SourceFrame | undefined {
+    if (this.failure) throw this.failure;
+    try {
+      for (;;) {
+        const packet = this.packets.next();
+        if (packet) {
+          if (this.onPacket(packet)) return this.frame;
+          continue;
+        }
+        const page = this.pages.next();
+        if (!page) return undefined;
+        this.onPage(page);
+      }
+    } catch (e) {
+      throw this.fail(e);
+    }
+  }
+
+  async fill(): Promise<boolean> {
+    if (this.failure) throw this.failure;
+    if (this.inputEnded) return false;
+    const chunk = await this.bytes.read();
+    if (chunk === null) {
+      this.inputEnded = true;
+      try {
+        this.checkEnd();
+      } catch (e) {
+        throw this.fail(e);
+      }
+      return false;
+    }
+    this.pages.push(chunk);
+    return true;
+  }
+
+  rewind(): boolean {
+    if (!this.bytes.rewindable) return false;
+    this.bytes.rewind();
+    this.pages = new OggPageReader();
+    this.packets.reset();
+    this.serial = undefined;
+    this.foreign = undefined;
+    this.stage = "head";
+    this.samples = 0;
+    this.endOfStream = false;
+    this.inputEnded = false;
+    this.failure = undefined;
+    return true;
+  }
+
+  async close(): Promise<void> {
+    await this.bytes.close();
+  }
+
+  private onPage(page: OggPage): void {
+    if (!page.crcValid()) {
+      if (!this.lenient) throw new OggError("bad CRC in page", page.streamOffset);
+      this.skippedPages++;
+      if (page.serial === this.serial) this.packets.lost();
+      return;
+    }
+    if (this.serial === undefined) this.chooseStream(page);
+    // Pages after our EOS belong to a chained stream, which is not read.
+    if (page.serial !== this.serial || this.endOfStream) {
+      this.otherStreamPages++;
+      return;
+    }
+    this.packets.push(page);
+    this.endOfStream = page.endOfStream;
+  }
+
+  /**
+   * Logical streams start with a group of BOS pages, each holding one header
+   * packet; ours is the first whose packet is an OpusHead.
+   */
+  private chooseStream(page: OggPage): void {
+    if (!page.beginOfStream) {
+      throw this.notOpus(this.foreign ?? `page at byte ${page.streamOffset} does not begin a stream`);
+    }
+    const body = page.bytes.subarray(page.bodyOffset, page.bodyOffset + page.bodySize);
+    if (isOpusHead(body)) {
+      this.serial = page.serial;
+      return;
+    }
+    this.foreign ??= `its first stream (at byte ${page.streamOffset}) begins with "${printable(body.subarray(0, 8))}"`;
+  }
+
+  /** Returns true when the packet became `this.frame`. */
+  private onPacket(packet: OggPacket): boolean {
+    switch (this.stage) {
+      case "head": {
+        const head = this.located(packet, parseOpusHead);
+        this.preSkip = head.preSkip;
+        this.audioConfig = { sampleRate: head.inputSampleRate || 48000, channels: head.channels };
+        this.stage = "tags";
+        return false;
+      }
+      case "tags":
+        if (!isOpusTags(packet.data)) throw new OggError("expected an OpusTags packet", packet.streamOffset);
+        this.stage = "audio";
+        return false;
+      case "audio":
+        break;
+    }
+    if (packet.size > MAX_PAYLOAD) {
+      throw new OggError(`audio packet of ${packet.size} bytes exceeds ${MAX_PAYLOAD}`, packet.streamOffset);
+    }
+    const samples = this.located(packet, opusPacketSamples);
+    this.audioConfig!.frameSize ??= samples;
+    this.frame.payload = packet.data;
+    this.frame.timeMs = this.samples / 48;
+    this.samples += samples;
+    return true;
+  }
+
+  private checkEnd(): void {
+    this.pages.finish();
+    if (this.packets.open) {
+      throw new OggError("truncated: input ends inside the packet that starts", this.packets.openOffset);
+    }
+    if (this.serial === undefined) throw this.notOpus(this.foreign ?? "it holds no OpusHead");
+    if (this.stage === "head" || this.stage === "tags") {
+      throw new Error(`ogg source ${this.name}: input ends inside the Opus headers`);
+    }
+  }
+
+  /** Runs `parse` on the packet, turning its error into one naming the packet's offset. */
+  private located<T>(packet: OggPacket, parse: (data: Uint8Array) => T): T {
+    try {
+      return parse(packet.data);
+    } catch (e) {
+      throw new OggError((e as Error).message, packet.streamOffset);
+    }
+  }
+
+  private notOpus(reason: string): Error {
+    return new Error(`ogg source ${this.name} is not an Ogg Opus stream: ${reason}`);
+  }
+
+  private fail(e: unknown): Error {
+    const error =
+      e instanceof OggError ? new Error(`ogg source ${this.name}: ${e.message}`, { cause: e }) : (e as Error);
+    this.failure = error;
+    return error;
+  }
+}
+
+function printable(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : ".")).join("");
+}

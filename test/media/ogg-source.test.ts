@@ -1,0 +1,256 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { OggSource } from "../../src/media/ogg-source.ts";
+import { buildOpusHead } from "../../src/media/opus-head.ts";
+import { buildOpusTags } from "../../src/media/opus-tags.ts";
+import { opusPacketSamples } from "../../src/media/opus-toc.ts";
+import { chunkedSource, collectingWriter, concat, drain, pagesOf } from "./ogg-helpers.ts";
+import {
+  CHANNELS,
+  encodeWith,
+  FIXTURE_SAMPLES,
+  ffmpegPackets,
+  FRAME_MS,
+  key,
+  makeFixtures,
+  md5,
+  requireTool,
+  run,
+  type Fixtures,
+} from "./opus-fixtures.ts";
+
+let fx: Fixtures;
+beforeAll(() => {
+  fx = makeFixtures();
+});
+afterAll(() => fx.cleanup());
+
+const read = (path: string) => new Uint8Array(readFileSync(path));
+
+/** A CELT 20 ms stereo TOC (config 31, code 0), then filler: a valid packet of `size` bytes. */
+function audioPacket(size: number, seed: number): Uint8Array {
+  const p = Uint8Array.from({ length: size }, (_, i) => (i * 13 + seed) & 0xff);
+  p[0] = 0xfc;
+  return p;
+}
+
+/**
+ * An Ogg Opus stream built with our page writer: headers on their own pages,
+ * then `packets` grouped `perPage` to a page, at most `maxSegments` lacing
+ * values per page. Returns the bytes and each page's offset.
+ */
+function buildStream(packets: Uint8Array[], perPage: number, maxSegments = 255, serial = 0x1234) {
+  const { writer, pages } = collectingWriter(serial, { maxSegments });
+  writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 }), 0);
+  writer.flushPage();
+  writer.addPacket(buildOpusTags(), 0);
+  writer.flushPage();
+  let granule = 0;
+  packets.forEach((p, i) => {
+    granule += opusPacketSamples(p);
+    writer.addPacket(p, granule);
+    if ((i + 1) % perPage === 0) writer.flushPage();
+  });
+  writer.flushPage(true);
+  return { bytes: concat(pages), pages };
+}
+
+async function drainFile(path: string) {
+  const src = await OggSource.open(path);
+  try {
+    return await drain(src);
+  } finally {
+    await src.close();
+  }
+}
+
+function source(bytes: Uint8Array, options: { lenient?: boolean } = {}, chunks = [65536]) {
+  return OggSource.from(chunkedSource(bytes, chunks, "t.opus"), options);
+}
+
+describe("OggSource on files made by opusenc", () => {
+  for (const channels of CHANNELS) {
+    for (const frameMs of FRAME_MS) {
+      test(`${key(channels, frameMs)}: same packets as ffmpeg's demuxer, timed by their TOC`, async () => {
+        const path = fx.opus.get(key(channels, frameMs))!;
+        const src = await OggSource.open(path);
+        const { frames, error } = await drain(src);
+        await src.close();
+        expect(error).toBeUndefined();
+
+        const reference = ffmpegPackets(path);
+        expect(reference.length).toBe((FIXTURE_SAMPLES + 312) / (48 * frameMs));
+        expect(frames.map((f) => ({ size: f.payload.length, md5: md5(f.payload) }))).toEqual(reference);
+        expect(frames.map((f) => f.timeMs)).toEqual(frames.map((_, i) => i * frameMs));
+        expect(src.audioConfig).toEqual({ sampleRate: 48000, channels, frameSize: 48 * frameMs });
+        expect(src.preSkip).toBe(312);
+
+        // The sum of the TOC durations is the last granule position opusenc wrote.
+        const total = frames.reduce((n, f) => n + opusPacketSamples(f.payload), 0);
+        expect(total).toBe(pagesOf(read(path)).at(-1)!.granule);
+      });
+    }
+  }
+
+  test("chunk boundaries anywhere give the same frames", async () => {
+    const bytes = read(fx.opus.get(key(2, 20))!);
+    const whole = await drain(source(bytes));
+    for (const chunks of [[1], [7, 3000], [27, 28, 255], [4096]]) {
+      const got = await drain(source(bytes, {}, chunks));
+      expect(got.error).toBeUndefined();
+      expect(got.frames).toEqual(whole.frames);
+    }
+  });
+
+  test("skips an OpusTags packet spread over several pages", async () => {
+    const path = encodeWith(fx.dir, "bigtags", ["--comment", `NOTE=${"x".repeat(70000)}`]);
+    const pages = pagesOf(read(path));
+    expect(pages[2]!.flags & 1).toBe(1); // the tags really do continue onto a second page
+    const { frames, error } = await drainFile(path);
+    expect(error).toBeUndefined();
+    expect(frames.map((f) => md5(f.payload))).toEqual(ffmpegPackets(path).map((p) => p.md5));
+  });
+
+  test("rewind() starts again from the first frame", async () => {
+    const src = await OggSource.open(fx.opus.get(key(1, 10))!);
+    const first = await drain(src);
+    expect(src.rewind()).toBe(true);
+    const second = await drain(src);
+    await src.close();
+    expect(second.frames).toEqual(first.frames);
+  });
+});
+
+describe("OggSource on hand-built streams", () => {
+  test("reassembles a packet spread over several pages", async () => {
+    const packets = [audioPacket(100, 1), audioPacket(4000, 2), audioPacket(300, 3)];
+    const { bytes, pages } = buildStream(packets, 1, 4);
+    expect(pages.length).toBeGreaterThanOrEqual(2 + 1 + 4 + 2); // headers, small, 16 segments over 4 pages, ...
+    const { frames, error } = await drain(source(bytes, {}, [333]));
+    expect(error).toBeUndefined();
+    expect(frames.map((f) => f.payload)).toEqual(packets);
+    expect(frames.map((f) => f.timeMs)).toEqual([0, 20, 40]);
+  });
+
+  test("a packet over 4096 bytes is an error naming its offset, after the frames before it", async () => {
+    const packets = [audioPacket(100, 1), audioPacket(5000, 2), audioPacket(100, 3)];
+    const { bytes, pages } = buildStream(packets, 1);
+    const bigPage = pages[0]!.length + pages[1]!.length + pages[2]!.length;
+    const bigPacket = bigPage + 27 + 20; // its page's header and 20 lacing values
+    const { frames, error } = await drain(source(bytes));
+    expect(frames.map((f) => f.payload)).toEqual([packets[0]!]);
+    expect(error?.message).toBe(`ogg source t.opus: audio packet of 5000 bytes exceeds 4096 at byte ${bigPacket}`);
+  });
+
+  test("a bad CRC is an error naming the page; lenient skips the page and counts it", async () => {
+    const packets = Array.from({ length: 12 }, (_, i) => audioPacket(50 + i, i));
+    const { bytes, pages } = buildStream(packets, 3);
+    const offsets = pages.map((_, i) => pages.slice(0, i).reduce((n, p) => n + p.length, 0));
+    const bad = bytes.slice();
+    bad[offsets[3]! + 40] ^= 0x01; // a body byte of the second audio page (packets 3..5)
+
+    const strict = await drain(source(bad));
+    expect(strict.frames.length).toBe(3);
+    expect(strict.error?.message).toBe(`ogg source t.opus: bad CRC in page at byte ${offsets[3]}`);
+
+    const src = source(bad, { lenient: true });
+    const lenient = await drain(src);
+    expect(lenient.error).toBeUndefined();
+    expect(src.skippedPages).toBe(1);
+    expect(lenient.frames.map((f) => f.payload)).toEqual([...packets.slice(0, 3), ...packets.slice(6)]);
+  });
+
+  test("lenient: a packet that spanned the bad page is dropped, not returned half", async () => {
+    const packets = [audioPacket(100, 1), audioPacket(2000, 2), audioPacket(100, 3), audioPacket(120, 4)];
+    const { bytes, pages } = buildStream(packets, 1, 4); // the 2000-byte packet spans 2 full pages
+    const infos = pagesOf(bytes);
+    const continued = infos.findIndex((p) => p.flags & 1);
+    const bad = bytes.slice();
+    bad[infos[continued]!.offset + 27 + 4 + 10] ^= 0xff; // a body byte, past header and lacing
+    const src = source(bad, { lenient: true });
+    const { frames, error } = await drain(src);
+    expect(error).toBeUndefined();
+    expect(src.skippedPages).toBe(1);
+    expect(frames.map((f) => f.payload)).toEqual([packets[0]!, packets[2]!, packets[3]!]);
+  });
+
+  test("a file cut inside a page is an error naming the page, after the frames before it", async () => {
+    const path = fx.opus.get(key(2, 20))!;
+    const bytes = read(path);
+    const pages = pagesOf(bytes);
+    const last = pages.at(-1)!;
+    const cut = bytes.subarray(0, last.offset + 100);
+    const framesBefore = ffmpegPackets(path).length - last.table.filter((l) => l < 255).length;
+    const { frames, error } = await drain(source(cut));
+    expect(frames.length).toBe(framesBefore);
+    expect(error?.message).toBe(
+      `ogg source t.opus: truncated: input ends ${last.size - 100} byte(s) short of the page at byte ${last.offset}`,
+    );
+  });
+
+  test("a file cut between pages inside a packet is an error naming the packet", async () => {
+    const packets = [audioPacket(100, 1), audioPacket(2000, 2)];
+    const { bytes, pages } = buildStream(packets, 1, 4);
+    const upTo = pages.slice(0, 4).reduce((n, p) => n + p.length, 0); // headers, packet 0, first piece of packet 1
+    const packetStart = upTo - pages[3]!.length + 27 + 4;
+    const { frames, error } = await drain(source(bytes.subarray(0, upTo)));
+    expect(frames.map((f) => f.payload)).toEqual([packets[0]!]);
+    expect(error?.message).toBe(
+      `ogg source t.opus: truncated: input ends inside the packet that starts at byte ${packetStart}`,
+    );
+  });
+
+  test("a Vorbis file is not an Ogg Opus stream", async () => {
+    const ffmpeg = requireTool("ffmpeg", "ffmpeg");
+    const path = join(fx.dir, "vorbis.ogg");
+    const r = run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:duration=0.5",
+      "-c:a", "libvorbis", "-f", "ogg", path]);
+    expect(r.exitCode).toBe(0);
+    const { frames, error } = await drainFile(path);
+    expect(frames.length).toBe(0);
+    expect(error?.message).toBe(
+      `ogg source ${path} is not an Ogg Opus stream: its first stream (at byte 0) begins with ".vorbis."`,
+    );
+  });
+
+  test("a one-page stream whose packet is not OpusHead is not an Ogg Opus stream", async () => {
+    const { writer, pages } = collectingWriter(9);
+    writer.addPacket(new TextEncoder().encode("hello, world"), 0);
+    writer.flushPage(true);
+    const { error } = await drain(source(pages[0]!));
+    expect(error?.message).toBe(
+      `ogg source t.opus is not an Ogg Opus stream: its first stream (at byte 0) begins with "hello, w"`,
+    );
+    const empty = await drain(source(new Uint8Array(0)));
+    expect(empty.error?.message).toBe("ogg source t.opus is not an Ogg Opus stream: it holds no OpusHead");
+  });
+
+  test("reads only the first Opus stream and counts the other stream's pages", async () => {
+    const ours = buildStream([audioPacket(60, 1), audioPacket(70, 2), audioPacket(80, 3)], 1, 255, 1);
+    const theirs = buildStream([audioPacket(90, 4), audioPacket(99, 5)], 1, 255, 2);
+    // BOS pages first (ours, theirs), then the rest interleaved page by page.
+    const mixed: Uint8Array[] = [ours.pages[0]!, theirs.pages[0]!];
+    for (let i = 1; i < Math.max(ours.pages.length, theirs.pages.length); i++) {
+      if (ours.pages[i]) mixed.push(ours.pages[i]!);
+      if (theirs.pages[i]) mixed.push(theirs.pages[i]!);
+    }
+    const src = source(concat(mixed));
+    const { frames, error } = await drain(src);
+    expect(error).toBeUndefined();
+    expect(frames.map((f) => f.payload[1])).toEqual([1, 2, 3].map((s) => audioPacket(10, s)[1]));
+    expect(src.otherStreamPages).toBe(theirs.pages.length);
+  });
+
+  test("a non-Opus stream before the Opus one in the BOS group is skipped", async () => {
+    const { writer, pages: other } = collectingWriter(77);
+    writer.addPacket(new TextEncoder().encode("\x80theora-ish"), 0);
+    writer.flushPage();
+    const ours = buildStream([audioPacket(60, 1)], 1);
+    const src = source(concat([other[0]!, ...ours.pages]));
+    const { frames, error } = await drain(src);
+    expect(error).toBeUndefined();
+    expect(frames.length).toBe(1);
+    expect(src.otherStreamPages).toBe(1);
+  });
+});
