@@ -23,7 +23,6 @@ export class OggPageWriter {
   private bodySize = 0;
   /** Granule of the last packet that ends on the pending page. */
   private granule = NO_GRANULE;
-  private lastGranule = 0;
   private continued = false;
   /** Sequence number of the next page. */
   sequence = 0;
@@ -71,13 +70,13 @@ export class OggPageWriter {
       if (n < 255) break; // a lacing value below 255 ends the packet
     }
     this.granule = granule;
-    this.lastGranule = granule;
   }
 
   /**
    * Emits the pending page, if any. With `endOfStream` it is flagged EOS, and
-   * an empty EOS page (carrying the last granule) is emitted when nothing is
-   * pending. Returns whether a page was emitted.
+   * an empty EOS page is emitted when nothing is pending; like any page on
+   * which no packet ends it carries granule -1 (opusinfo warns about an empty
+   * page claiming a position). Returns whether a page was emitted.
    */
   flushPage(endOfStream = false): boolean {
     if (this.segments === 0 && !endOfStream) return false;
@@ -90,8 +89,7 @@ export class OggPageWriter {
     if (this.continued) flags |= PageFlag.Continued;
     if (this.sequence === 0) flags |= PageFlag.BeginOfStream;
     if (endOfStream) flags |= PageFlag.EndOfStream;
-    const granule = this.segments === 0 ? this.lastGranule : this.granule;
-    sealPage(page, size, flags, granule, this.serial, this.sequence);
+    sealPage(page, size, flags, this.granule, this.serial, this.sequence);
     this.sequence = (this.sequence + 1) >>> 0;
     this.segments = 0;
     this.bodySize = 0;

@@ -79,7 +79,7 @@ describe("OggPageWriter / OggPageReader", () => {
     expect(packetsOf(concat(pages))).toEqual([p]);
   });
 
-  test("an EOS with nothing pending is an empty page carrying the last granule", () => {
+  test("an EOS with nothing pending is an empty page with granule -1", () => {
     const { writer, pages } = collectingWriter(5);
     writer.addPacket(Uint8Array.of(1), 960);
     writer.flushPage();
@@ -87,7 +87,7 @@ describe("OggPageWriter / OggPageReader", () => {
     expect(writer.flushPage(true)).toBe(true);
     const infos = pagesOf(concat(pages));
     expect(infos.length).toBe(2);
-    expect(infos[1]).toMatchObject({ size: 27, segments: 0, flags: PageFlag.EndOfStream, granule: 960, sequence: 1 });
+    expect(infos[1]).toMatchObject({ size: 27, segments: 0, flags: PageFlag.EndOfStream, granule: NO_GRANULE, sequence: 1 });
     expect(infos[1]!.crcValid).toBe(true);
   });
 

@@ -1,0 +1,147 @@
+import { decodeConfigPayload, MessageType, type ParsedMessage } from "../protocol/index.ts";
+import { ByteSink } from "./byte-sink.ts";
+import type { FrameSink } from "./frame-sink.ts";
+import { OggPageWriter } from "./ogg-page-writer.ts";
+import { buildOpusHead } from "./opus-head.ts";
+import { buildOpusTags } from "./opus-tags.ts";
+import { opusPacketChannels, opusPacketSamples } from "./opus-toc.ts";
+
+export interface OggSinkOptions {
+  /** Pre-skip written to OpusHead, samples at 48 kHz; 312 is libopus's lookahead at 48 kHz. */
+  preSkip?: number;
+  /** Audio per page before it is written out, in ms. */
+  pageMs?: number;
+  /** Channels when no Config arrives first; else taken from the first packet's TOC. */
+  channels?: number;
+  /** Input rate written to OpusHead when no Config arrives first. */
+  inputSampleRate?: number;
+  /** Stream serial number; random by default, fixed for reproducible files. */
+  serial?: number;
+}
+
+/**
+ * Records the OpusFrame payloads it receives as an Ogg Opus stream (RFC 7845):
+ * OpusHead and OpusTags on pages of their own, then audio pages whose granule
+ * position counts the samples decoded so far at 48 kHz (the pre-skip
+ * samples being among them, as RFC 7845 section 4 wants).
+ *
+ * Headers are written when the first packet arrives, so that a Config sent
+ * first can set the channel count. A packet whose TOC is invalid cannot be
+ * placed on the timeline and is dropped (counted in `invalidPackets`).
+ */
+export class OggSink implements FrameSink {
+  /** Audio packets written. */
+  packets = 0;
+  /** OpusFrame payloads dropped: empty or with an impossible TOC. */
+  invalidPackets = 0;
+
+  private readonly pages: OggPageWriter;
+  private readonly preSkip: number;
+  private readonly pageSamples: number;
+  private channels: number | undefined;
+  private inputSampleRate: number;
+  private headersWritten = false;
+  /** Granule position: samples at 48 kHz decoded up to the end of the last packet. */
+  private granule = 0;
+  private pendingSamples = 0;
+  private closed = false;
+
+  private constructor(
+    private readonly bytes: ByteSink,
+    options: OggSinkOptions,
+  ) {
+    this.preSkip = options.preSkip ?? 312;
+    this.pageSamples = Math.max(1, Math.round((options.pageMs ?? 100) * 48));
+    if (options.channels !== undefined && !isFamily0Channels(options.channels)) {
+      throw new Error(`ogg sink: channels must be 1 or 2, got ${options.channels}`);
+    }
+    this.channels = options.channels;
+    this.inputSampleRate = options.inputSampleRate ?? 48000;
+    const serial = options.serial ?? crypto.getRandomValues(new Uint32Array(1))[0]!;
+    this.pages = new OggPageWriter(serial, (page) => this.bytes.write(page));
+  }
+
+  static open(path: string, options: OggSinkOptions = {}): OggSink {
+    return new OggSink(ByteSink.open(path), options);
+  }
+
+  get name(): string {
+    return this.bytes.name;
+  }
+
+  write(message: ParsedMessage): void {
+    if (this.closed) return;
+    if (message.type === MessageType.Config) this.onConfig(message.payload);
+    else if (message.type === MessageType.OpusFrame) this.onPacket(message.payload);
+  }
+
+  /** Closes the page being filled and hands everything to the file or pipe, so a live listener hears it now. */
+  flush(): void {
+    if (this.closed) return;
+    if (this.pendingSamples > 0) this.closePage();
+    this.bytes.flush();
+  }
+
+  /** Writes the last page, flagged end-of-stream, and closes the output. A stream with no audio is still valid. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.writeHeaders(this.channels ?? 2);
+      this.pages.flushPage(true);
+    } finally {
+      this.bytes.close();
+    }
+  }
+
+  private onConfig(payload: Uint8Array): void {
+    if (this.headersWritten) return; // OpusHead is written; the stream cannot change now
+    try {
+      const config = decodeConfigPayload(payload);
+      if (isFamily0Channels(config.channels)) this.channels = config.channels;
+      this.inputSampleRate = config.sampleRate;
+    } catch {
+      // A malformed Config is the channel's to report; the recording keeps its defaults.
+    }
+  }
+
+  private onPacket(packet: Uint8Array): void {
+    let samples: number;
+    try {
+      samples = opusPacketSamples(packet);
+    } catch {
+      this.invalidPackets++;
+      return;
+    }
+    this.writeHeaders(this.channels ?? opusPacketChannels(packet));
+    // A full page is closed only when the next packet comes, so that close()
+    // can still flag it EOS; nothing waits for that, as bytes reach the file
+    // only on flush() anyway.
+    if (this.pendingSamples >= this.pageSamples || !this.pages.fits(packet.length)) this.closePage();
+    this.granule += samples;
+    this.pendingSamples += samples;
+    this.pages.addPacket(packet, this.granule);
+    this.packets++;
+  }
+
+  private writeHeaders(channels: number): void {
+    if (this.headersWritten) return;
+    this.headersWritten = true;
+    const head = buildOpusHead({ channels, preSkip: this.preSkip, inputSampleRate: this.inputSampleRate });
+    // RFC 7845: each header packet on a page of its own, granule 0.
+    this.pages.addPacket(head, 0);
+    this.pages.flushPage();
+    this.pages.addPacket(buildOpusTags(), 0);
+    this.pages.flushPage();
+  }
+
+  private closePage(): void {
+    this.pages.flushPage();
+    this.pendingSamples = 0;
+  }
+}
+
+/** OpusHead mapping family 0, the one written here, carries mono or stereo only. */
+function isFamily0Channels(channels: number): boolean {
+  return channels === 1 || channels === 2;
+}

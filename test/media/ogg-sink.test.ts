@@ -1,0 +1,281 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { OggSink, type OggSinkOptions } from "../../src/media/ogg-sink.ts";
+import { OggSource } from "../../src/media/ogg-source.ts";
+import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
+import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
+import { NO_GRANULE, PageFlag } from "../../src/media/ogg-page.ts";
+import { parseOpusHead } from "../../src/media/opus-head.ts";
+import { opusPacketSamples } from "../../src/media/opus-toc.ts";
+import {
+  encodeConfigPayload,
+  encodeMessage,
+  FrameParser,
+  INPUT_MAGIC,
+  MessageType,
+} from "../../src/protocol/index.ts";
+import { drain } from "./ogg-helpers.ts";
+import {
+  CHANNELS,
+  decodedSamples,
+  FIXTURE_SAMPLES,
+  FRAME_MS,
+  key,
+  makeFixtures,
+  requireTool,
+  run,
+  type Fixtures,
+} from "./opus-fixtures.ts";
+
+let fx: Fixtures;
+let count = 0;
+beforeAll(() => {
+  fx = makeFixtures();
+});
+afterAll(() => fx.cleanup());
+
+const outPath = () => join(fx.dir, `out-${count++}.opus`);
+const read = (path: string) => new Uint8Array(readFileSync(path));
+
+/** Hands the sink a real ParsedMessage, as the input channel's parser produces it. */
+function send(sink: OggSink, type: MessageType, payload = new Uint8Array(0)): void {
+  const parser = new FrameParser(INPUT_MAGIC);
+  parser.push(encodeMessage(INPUT_MAGIC, type, payload, 1n));
+  sink.write(parser.next()!);
+}
+
+async function framesOf(path: string) {
+  const src = await OggSource.open(path);
+  try {
+    return { ...(await drain(src)), src };
+  } finally {
+    await src.close();
+  }
+}
+
+interface PageSummary {
+  flags: number;
+  granule: number;
+  sequence: number;
+  serial: number;
+  crcValid: boolean;
+  /** Durations of the packets that end on the page. */
+  samples: number[];
+  first?: Uint8Array;
+}
+
+/** Pages with the packets ending on each (header packets kept whole in `first`). */
+function summarize(bytes: Uint8Array): PageSummary[] {
+  const pages = new OggPageReader();
+  const packets = new OggPacketReader(1 << 16);
+  pages.push(bytes);
+  const out: PageSummary[] = [];
+  let index = 0;
+  for (let page = pages.next(); page; page = pages.next()) {
+    const s: PageSummary = {
+      flags: page.flags,
+      granule: page.granule,
+      sequence: page.sequence,
+      serial: page.serial,
+      crcValid: page.crcValid(),
+      samples: [],
+    };
+    packets.push(page);
+    for (let p = packets.next(); p; p = packets.next()) {
+      if (index++ < 2) s.first = p.data.slice();
+      else s.samples.push(opusPacketSamples(p.data));
+    }
+    out.push(s);
+  }
+  pages.finish();
+  return out;
+}
+
+/** Copies every frame of `input` into a new OggSink; calls flush() every `flushEvery` frames. */
+async function rewrite(input: string, options: OggSinkOptions = {}, flushEvery = 0): Promise<string> {
+  const path = outPath();
+  const sink = OggSink.open(path, options);
+  const { frames, error } = await framesOf(input);
+  expect(error).toBeUndefined();
+  frames.forEach((f, i) => {
+    send(sink, MessageType.OpusFrame, f.payload);
+    if (flushEvery && (i + 1) % flushEvery === 0) sink.flush();
+  });
+  sink.close();
+  return path;
+}
+
+describe("OggSink writing what opusenc made", () => {
+  for (const channels of CHANNELS) {
+    for (const frameMs of FRAME_MS) {
+      test(`${key(channels, frameMs)}: byte-identical packets, accepted by opusinfo, same length from opusdec`, async () => {
+        const original = fx.opus.get(key(channels, frameMs))!;
+        const copy = await rewrite(original, {}, 7);
+
+        const before = await framesOf(original);
+        const after = await framesOf(copy);
+        expect(after.error).toBeUndefined();
+        expect(after.frames.length).toBe(before.frames.length);
+        expect(after.frames).toEqual(before.frames);
+        expect(after.src.audioConfig).toEqual(before.src.audioConfig);
+        expect(after.src.preSkip).toBe(312);
+
+        const info = run([requireTool("opusinfo", "opus-tools"), copy]);
+        expect(info.stderr).toBe("");
+        expect(info.exitCode).toBe(0);
+        expect(info.stdout).toContain("Encoded with audio-agent");
+        expect(info.stdout).toContain(`Channels: ${channels}`);
+
+        expect(decodedSamples(original, fx.dir)).toBe(FIXTURE_SAMPLES);
+        expect(decodedSamples(copy, fx.dir)).toBe(FIXTURE_SAMPLES);
+      });
+
+      test(`${key(channels, frameMs)}: granule = samples decoded so far, pages of >= 100 ms`, async () => {
+        const copy = await rewrite(fx.opus.get(key(channels, frameMs))!, { serial: 42 });
+        const pages = summarize(read(copy));
+        expect(pages.every((p) => p.crcValid && p.serial === 42)).toBe(true);
+        expect(pages.map((p) => p.sequence)).toEqual(pages.map((_, i) => i));
+
+        const [head, tags, ...audio] = pages;
+        expect(head!.flags).toBe(PageFlag.BeginOfStream);
+        expect(head!.granule).toBe(0);
+        expect(parseOpusHead(head!.first!)).toEqual({
+          version: 1,
+          channels,
+          preSkip: 312,
+          inputSampleRate: 48000,
+          outputGain: 0,
+          mappingFamily: 0,
+        });
+        expect(tags!.granule).toBe(0);
+        expect(tags!.flags).toBe(0);
+
+        const frame = 48 * frameMs;
+        const perPage = Math.ceil(100 / frameMs);
+        let decoded = 0;
+        audio.forEach((page, i) => {
+          decoded += page.samples.reduce((a, b) => a + b, 0);
+          expect(page.granule).toBe(decoded);
+          const last = i === audio.length - 1;
+          expect(page.flags).toBe(last ? PageFlag.EndOfStream : 0);
+          if (!last) expect(page.samples).toEqual(Array(perPage).fill(frame));
+        });
+        // 72000 samples: the 312 of pre-skip are among the decoded ones, not added to them.
+        expect(decoded).toBe(FIXTURE_SAMPLES + 312);
+      });
+    }
+  }
+});
+
+describe("OggSink", () => {
+  const stereo20 = Uint8Array.of(0xfc, 1, 2, 3); // CELT FB 20 ms, stereo, one frame
+  const mono10 = Uint8Array.of(0xf0, 4, 5); // CELT FB 10 ms, mono, one frame
+
+  test("a Config before the first audio sets channels and input rate; one after it is ignored", () => {
+    const path = outPath();
+    const sink = OggSink.open(path, { serial: 1 });
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 16000, channels: 1, frameSize: 320 }));
+    send(sink, MessageType.OpusFrame, stereo20);
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 }));
+    send(sink, MessageType.Heartbeat);
+    send(sink, MessageType.Stop);
+    sink.close();
+    const pages = summarize(read(path));
+    expect(parseOpusHead(pages[0]!.first!)).toMatchObject({ channels: 1, inputSampleRate: 16000 });
+    expect(pages.slice(2).flatMap((p) => p.samples)).toEqual([960]);
+    expect(sink.packets).toBe(1);
+  });
+
+  test("without a Config, channels come from the first packet's stereo bit", () => {
+    for (const [packet, channels] of [[mono10, 1], [stereo20, 2]] as const) {
+      const path = outPath();
+      const sink = OggSink.open(path);
+      send(sink, MessageType.OpusFrame, packet);
+      sink.close();
+      expect(parseOpusHead(summarize(read(path))[0]!.first!).channels).toBe(channels);
+    }
+  });
+
+  test("flush() puts the pending audio on disk at once, as a closed page", () => {
+    const path = outPath();
+    const sink = OggSink.open(path, { pageMs: 1000 });
+    for (let i = 0; i < 3; i++) send(sink, MessageType.OpusFrame, stereo20);
+    expect(existsSync(path) ? read(path).length : 0).toBe(0); // still buffered
+    sink.flush();
+    const live = summarize(read(path)); // read while the sink is still open
+    expect(live.length).toBe(3);
+    expect(live[2]).toMatchObject({ granule: 2880, flags: 0, samples: [960, 960, 960] });
+    send(sink, MessageType.OpusFrame, mono10);
+    sink.close();
+    const done = summarize(read(path));
+    expect(done.length).toBe(4);
+    expect(done[3]).toMatchObject({ granule: 2880 + 480, flags: PageFlag.EndOfStream, samples: [480] });
+  });
+
+  test("close() with nothing pending ends the stream with an empty EOS page", () => {
+    const path = outPath();
+    const sink = OggSink.open(path);
+    send(sink, MessageType.OpusFrame, stereo20);
+    sink.flush();
+    sink.close();
+    const pages = summarize(read(path));
+    expect(pages.length).toBe(4);
+    expect(pages[3]).toMatchObject({ flags: PageFlag.EndOfStream, granule: NO_GRANULE, samples: [] });
+    expect(run([requireTool("opusinfo", "opus-tools"), path]).exitCode).toBe(0);
+  });
+
+  test("with no audio at all, close() still writes a valid stream: headers and an EOS page", async () => {
+    const path = outPath();
+    const sink = OggSink.open(path, { channels: 1, inputSampleRate: 44100 });
+    sink.flush();
+    sink.close();
+    const pages = summarize(read(path));
+    expect(pages.map((p) => p.flags)).toEqual([PageFlag.BeginOfStream, 0, PageFlag.EndOfStream]);
+    expect(parseOpusHead(pages[0]!.first!)).toMatchObject({ channels: 1, inputSampleRate: 44100 });
+    const { frames, error } = await framesOf(path);
+    expect(error).toBeUndefined();
+    expect(frames.length).toBe(0);
+    // opusinfo parses it whole; its only complaint, a warning (hence exit 1), is the lack of audio.
+    const info = run([requireTool("opusinfo", "opus-tools"), path]);
+    expect(info.stderr).toBe("");
+    expect(info.stdout).toContain("Encoded with audio-agent");
+    expect(info.stdout.match(/WARNING|ERROR/g)).toEqual(["WARNING"]);
+    expect(info.stdout).toContain("WARNING: stream 1 is empty");
+    expect(info.stdout).toContain("Logical stream 1 ended");
+    expect(info.exitCode).toBe(1);
+  });
+
+  test("drops and counts packets that cannot be timed; writes nothing after close", () => {
+    const path = outPath();
+    const sink = OggSink.open(path);
+    send(sink, MessageType.OpusFrame, new Uint8Array(0));
+    send(sink, MessageType.OpusFrame, Uint8Array.of(0xff)); // code 3 without its count byte
+    send(sink, MessageType.OpusFrame, stereo20);
+    sink.close();
+    const size = read(path).length;
+    send(sink, MessageType.OpusFrame, stereo20);
+    sink.flush();
+    sink.close();
+    expect(sink.invalidPackets).toBe(2);
+    expect(sink.packets).toBe(1);
+    expect(read(path).length).toBe(size);
+  });
+
+  test("starts a new page rather than overflow the segment table", () => {
+    const path = outPath();
+    const sink = OggSink.open(path, { pageMs: 10_000 });
+    const big = new Uint8Array(4000); // 16 lacing values
+    big[0] = 0x80; // CELT NB 2.5 ms
+    for (let i = 0; i < 40; i++) send(sink, MessageType.OpusFrame, big);
+    sink.close();
+    const audio = summarize(read(path)).slice(2);
+    // 15 packets x 16 segments = 240 <= 255 per page
+    expect(audio.map((p) => p.samples.length)).toEqual([15, 15, 10]);
+    expect(audio.map((p) => p.granule)).toEqual([15 * 120, 30 * 120, 40 * 120]);
+  });
+
+  test("rejects a channel count family 0 cannot carry", () => {
+    expect(() => OggSink.open(join(fx.dir, "never.opus"), { channels: 6 })).toThrow("channels must be 1 or 2");
+  });
+});
