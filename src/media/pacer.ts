@@ -1,0 +1,79 @@
+export interface PacerOptions {
+  /** Monotonic clock in ms; injectable for tests. */
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+  /** Lateness beyond which the schedule restarts from now instead of bursting to catch up. */
+  maxLateMs?: number;
+}
+
+/**
+ * Paces frames in real time for --realtime. Every frame is scheduled against
+ * one anchor (clock time of a reference frame), never against the previous
+ * frame, so sleep overshoots do not add up over a long file.
+ *
+ * A frame that is due goes at once. When the sender falls more than
+ * `maxLateMs` behind (a stalled socket, a suspended process), the schedule is
+ * re-anchored at that frame: the lag is dropped, not caught up in a burst.
+ * A timeline that jumps backwards (a --loop restart, wire timestamps) also
+ * re-anchors, the new frame due one frame step after the previous one.
+ */
+export class Pacer {
+  /** Times the schedule was restarted: too late, or the timeline went backwards. */
+  reanchors = 0;
+
+  private readonly now: () => number;
+  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly maxLateMs: number;
+  private anchorClock = 0;
+  private anchorTime = 0;
+  private started = false;
+  private lastTime = 0;
+  private lastDue = 0;
+  private lastStep = 0;
+
+  constructor(options: PacerOptions = {}) {
+    this.now = options.now ?? (() => performance.now());
+    this.sleep = options.sleep ?? ((ms) => Bun.sleep(ms));
+    this.maxLateMs = options.maxLateMs ?? 200;
+  }
+
+  /** Ms to wait before sending the frame at `timeMs` on the source timeline; 0 when it is due. */
+  delayFor(timeMs: number): number {
+    const now = this.now();
+    if (!this.started) {
+      this.started = true;
+      this.anchor(now, timeMs);
+    } else if (timeMs < this.lastTime) {
+      this.reanchors++;
+      this.anchor(Math.max(now, this.lastDue + this.lastStep), timeMs);
+    } else {
+      this.lastStep = timeMs - this.lastTime;
+    }
+    this.lastTime = timeMs;
+    let due = this.anchorClock + (timeMs - this.anchorTime);
+    if (now - due > this.maxLateMs) {
+      this.reanchors++;
+      this.anchor(now, timeMs);
+      due = now;
+    }
+    this.lastDue = due;
+    return Math.max(0, due - now);
+  }
+
+  /** Resolves when the frame at `timeMs` is due. */
+  async wait(timeMs: number): Promise<void> {
+    const delay = this.delayFor(timeMs);
+    if (delay > 0) await this.sleep(delay);
+  }
+
+  /** Forgets the schedule: the next frame goes at once and anchors a new one. */
+  reset(): void {
+    this.started = false;
+    this.lastStep = 0;
+  }
+
+  private anchor(clock: number, timeMs: number): void {
+    this.anchorClock = clock;
+    this.anchorTime = timeMs;
+  }
+}

@@ -1,0 +1,105 @@
+import { describe, expect, test } from "bun:test";
+import { Pacer } from "../../src/media/pacer.ts";
+
+/** A clock the test moves by hand; sleep() advances it by exactly the delay asked. */
+function fakeClock(start = 1000) {
+  const clock = {
+    t: start,
+    now: () => clock.t,
+    sleeps: [] as number[],
+    sleep: async (ms: number) => {
+      clock.sleeps.push(ms);
+      clock.t += ms;
+    },
+  };
+  return clock;
+}
+
+describe("Pacer", () => {
+  test("the first frame goes at once; later ones wait for their offset from it", () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now });
+    expect(pacer.delayFor(500)).toBe(0); // any starting timestamp anchors the schedule
+    expect(pacer.delayFor(520)).toBe(20);
+    c.t += 15;
+    expect(pacer.delayFor(540)).toBe(25);
+    expect(pacer.reanchors).toBe(0);
+  });
+
+  test("schedules against the start, so oversleeping does not accumulate over a long file", async () => {
+    const c = fakeClock();
+    // every sleep overshoots by 3 ms, as timers do
+    const pacer = new Pacer({ now: c.now, sleep: async (ms) => void (c.t += ms + 3) });
+    const start = c.t;
+    for (let i = 0; i <= 3000; i++) await pacer.wait(i * 20); // 60 s of 20 ms frames
+    // frame-to-frame sleeps would be 3000 x 3 ms = 9 s late; this is one overshoot late
+    expect(c.t - start).toBe(60_000 + 3);
+    expect(pacer.reanchors).toBe(0);
+  });
+
+  test("late frames go at once; a small lag is made up, not carried", () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now });
+    pacer.delayFor(0);
+    c.t += 150; // 150 ms stall: under the 200 ms limit
+    expect(pacer.delayFor(20)).toBe(0);
+    expect(pacer.delayFor(40)).toBe(0);
+    expect(pacer.delayFor(160)).toBe(10); // back on the original schedule
+    expect(pacer.reanchors).toBe(0);
+  });
+
+  test("more than 200 ms behind, it re-anchors instead of bursting to catch up", () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now });
+    pacer.delayFor(0);
+    c.t += 1000; // the process was suspended for a second
+    expect(pacer.delayFor(20)).toBe(0);
+    expect(pacer.reanchors).toBe(1);
+    // the lag is dropped: the next frame is due one frame after the late one
+    expect(pacer.delayFor(40)).toBe(20);
+    expect(pacer.delayFor(60)).toBe(40);
+    expect(pacer.reanchors).toBe(1);
+  });
+
+  test("the lateness limit is configurable", () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now, maxLateMs: 50 });
+    pacer.delayFor(0);
+    c.t += 70;
+    pacer.delayFor(10);
+    expect(pacer.reanchors).toBe(1);
+  });
+
+  test("a timeline that jumps back (--loop) re-anchors one frame step after the last frame", async () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now, sleep: c.sleep });
+    for (const t of [0, 20, 40, 60]) await pacer.wait(t);
+    expect(c.sleeps).toEqual([20, 20, 20]);
+    await pacer.wait(0); // loop restarts at 0
+    await pacer.wait(20);
+    expect(c.sleeps).toEqual([20, 20, 20, 20, 20]);
+    expect(pacer.reanchors).toBe(1);
+  });
+
+  test("a jump back in wire timestamps does not stall for the difference", () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now });
+    const unixMs = 1_700_000_000_000;
+    pacer.delayFor(unixMs);
+    c.t += 20;
+    expect(pacer.delayFor(unixMs + 20)).toBe(0);
+    expect(pacer.delayFor(unixMs - 60_000)).toBe(20); // one step after the last, not a minute
+    expect(pacer.reanchors).toBe(1);
+  });
+
+  test("reset() makes the next frame go at once and start a new schedule", () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now });
+    pacer.delayFor(0);
+    pacer.delayFor(20);
+    pacer.reset();
+    expect(pacer.delayFor(5000)).toBe(0);
+    expect(pacer.delayFor(5020)).toBe(20);
+    expect(pacer.reanchors).toBe(0);
+  });
+});
