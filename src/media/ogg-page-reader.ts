@@ -31,6 +31,15 @@ export class OggPageReader {
     this.pos = 0;
   }
 
+  /** Starts afresh at stream offset 0 (for rewinding the input). */
+  reset(): void {
+    this.chunk = new Uint8Array(0);
+    this.pos = 0;
+    this.held = 0;
+    this.consumed = 0;
+    this.failure = undefined;
+  }
+
   /** The next whole page (valid until the next call), or undefined when more bytes are needed. */
   next(): OggPage | undefined {
     if (this.failure) throw this.failure;

@@ -29,7 +29,7 @@ export class OggSource implements FrameSource {
   audioConfig: Partial<AudioConfig> | undefined;
   preSkip: number | undefined;
 
-  private pages = new OggPageReader();
+  private readonly pages = new OggPageReader();
   private readonly packets = new OggPacketReader(MAX_PAYLOAD);
   private readonly frame: SourceFrame = { payload: new Uint8Array(0), timeMs: 0 };
   private serial: number | undefined;
@@ -98,7 +98,7 @@ export class OggSource implements FrameSource {
   rewind(): boolean {
     if (!this.bytes.rewindable) return false;
     this.bytes.rewind();
-    this.pages = new OggPageReader();
+    this.pages.reset();
     this.packets.reset();
     this.serial = undefined;
     this.foreign = undefined;

@@ -120,6 +120,19 @@ describe("OggSource on files made by opusenc", () => {
     await src.close();
     expect(second.frames).toEqual(first.frames);
   });
+
+  test("rewind() in the middle of a page, even mid-chunk, starts cleanly", async () => {
+    const bytes = read(fx.opus.get(key(2, 60))!);
+    const src = source(bytes, {}, [1000]);
+    const whole = await drain(source(bytes));
+    let got = 0;
+    while (got < 3) {
+      if (src.next()) got++;
+      else await src.fill();
+    }
+    expect(src.rewind()).toBe(true);
+    expect((await drain(src)).frames).toEqual(whole.frames);
+  });
 });
 
 describe("OggSource on hand-built streams", () => {
