@@ -52,16 +52,22 @@ export class OggSink implements FrameSink {
   ) {
     this.preSkip = options.preSkip ?? 312;
     this.pageSamples = Math.max(1, Math.round((options.pageMs ?? 100) * 48));
-    if (options.channels !== undefined && !isFamily0Channels(options.channels)) {
-      throw new Error(`ogg sink: channels must be 1 or 2, got ${options.channels}`);
-    }
     this.channels = options.channels;
     this.inputSampleRate = options.inputSampleRate ?? 48000;
     const serial = options.serial ?? crypto.getRandomValues(new Uint32Array(1))[0]!;
     this.pages = new OggPageWriter(serial, (page) => this.bytes.write(page));
   }
 
+  /** Checks the options before creating the file, so a bad one leaves nothing behind. */
   static open(path: string, options: OggSinkOptions = {}): OggSink {
+    const { channels, preSkip, pageMs } = options;
+    if (channels !== undefined && !isFamily0Channels(channels)) {
+      throw new Error(`ogg sink: channels must be 1 or 2, got ${channels}`);
+    }
+    if (preSkip !== undefined && !(Number.isInteger(preSkip) && preSkip >= 0 && preSkip <= 0xffff)) {
+      throw new Error(`ogg sink: preSkip must be an integer 0..65535, got ${preSkip}`);
+    }
+    if (pageMs !== undefined && !(pageMs > 0)) throw new Error(`ogg sink: pageMs must be > 0, got ${pageMs}`);
     return new OggSink(ByteSink.open(path), options);
   }
 

@@ -275,7 +275,19 @@ describe("OggSink", () => {
     expect(audio.map((p) => p.granule)).toEqual([15 * 120, 30 * 120, 40 * 120]);
   });
 
-  test("rejects a channel count family 0 cannot carry", () => {
-    expect(() => OggSink.open(join(fx.dir, "never.opus"), { channels: 6 })).toThrow("channels must be 1 or 2");
+  test("rejects bad options before creating the file", () => {
+    const path = join(fx.dir, "never.opus");
+    expect(() => OggSink.open(path, { channels: 6 })).toThrow("channels must be 1 or 2, got 6");
+    expect(() => OggSink.open(path, { preSkip: 70000 })).toThrow("preSkip must be an integer 0..65535");
+    expect(() => OggSink.open(path, { pageMs: 0 })).toThrow("pageMs must be > 0");
+    expect(existsSync(path)).toBe(false);
+  });
+
+  test("writes the pre-skip and input rate it is given", () => {
+    const path = outPath();
+    const sink = OggSink.open(path, { preSkip: 3840, inputSampleRate: 44100 });
+    send(sink, MessageType.OpusFrame, stereo20);
+    sink.close();
+    expect(parseOpusHead(summarize(read(path))[0]!.first!)).toMatchObject({ preSkip: 3840, inputSampleRate: 44100 });
   });
 });
