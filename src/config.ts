@@ -1,4 +1,10 @@
 import * as v from "valibot";
+import {
+  MAX_SOCKET_BUFFER_BYTES,
+  MIN_SOCKET_BUFFER_BYTES,
+  SOCKET_BUFFER_PRESETS,
+  type SocketBufferPreset,
+} from "./transport/socket-options.ts";
 
 /**
  * Every setting of every role, in one table: the flag (`--queue-frames`), the
@@ -60,6 +66,21 @@ const listenAddress = v.pipe(
   v.check((a) => a.port >= 0 && a.port <= 65535),
 );
 
+/** "default", "high-load", or a size in bytes ("196608", "192k") within the kernel-sane bounds. */
+const socketBuffers = v.pipe(
+  v.union([v.number(), v.string()]),
+  v.transform((x): SocketBufferPreset | number => {
+    if (typeof x === "number") return x;
+    if (x in SOCKET_BUFFER_PRESETS) return x as SocketBufferPreset;
+    const m = /^(\d+)\s*(k|kib)?$/i.exec(x.trim());
+    return m ? Number(m[1]) * (m[2] ? 1024 : 1) : NaN;
+  }),
+  v.union([
+    v.picklist(Object.keys(SOCKET_BUFFER_PRESETS) as SocketBufferPreset[]),
+    v.pipe(v.number(), v.integer(), v.minValue(MIN_SOCKET_BUFFER_BYTES), v.maxValue(MAX_SOCKET_BUFFER_BYTES)),
+  ]),
+);
+
 export const OPTIONS = {
   socket: { flag: "string", help: "Unix socket path", allowed: "a path", schema: text },
   source: { flag: "string", help: 'frames to send: a file, or "-" for stdin', allowed: 'a path or "-"', schema: text },
@@ -81,6 +102,12 @@ export const OPTIONS = {
   "sample-rate": { flag: "string", help: "Config: sample rate (default from an Ogg source, else 48000)", allowed: "8000, 12000, 16000, 24000, 48000", schema: v.pipe(numberLike, v.picklist([8000, 12000, 16000, 24000, 48000])) },
   channels: { flag: "string", help: "Config: channel count (default from an Ogg source, else 2)", allowed: "1, 2", schema: v.pipe(numberLike, v.picklist([1, 2])) },
   "frame-size": { flag: "string", help: "Config: samples per channel per frame (default from an Ogg source, else 960)", allowed: "an integer 1..5760", schema: integer(1, 5760) },
+  "socket-buffers": { flag: "string", help: "SO_SNDBUF/SO_RCVBUF: default (128 KiB), high-load (256 KiB) or a size", allowed: `default, high-load, or bytes ${MIN_SOCKET_BUFFER_BYTES}..${MAX_SOCKET_BUFFER_BYTES} (32k..256k)`, schema: socketBuffers },
+  adaptive: { flag: "string", help: "adaptive optimizer: escalate buffers and queue under pressure, relax when calm", allowed: "on, off", schema: choice(["on", "off"]) },
+  "adaptive-threshold": { flag: "string", help: "pressure events (overflows, deadline drops) within the window that escalate", allowed: "an integer 1..100000", schema: integer(1, 100_000) },
+  "adaptive-window-ms": { flag: "string", help: "window in which the threshold counts", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000) },
+  "adaptive-calm-ms": { flag: "string", help: "quiet time after which the optimizer relaxes to the defaults", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000) },
+  metrics: { flag: "string", help: "serve /metrics and /healthz at HOST:PORT (PORT alone: loopback)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress },
   "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]) },
   "log-format": { flag: "string", help: "log line format on stderr", allowed: "text, json", schema: choice(["text", "json"]) },
 } as const satisfies Record<string, OptionSpec>;
@@ -89,7 +116,16 @@ export type OptionName = keyof typeof OPTIONS;
 type ValueOf<N extends OptionName> = v.InferOutput<(typeof OPTIONS)[N]["schema"]>;
 export type Settings<N extends OptionName = OptionName> = { [K in N]: ValueOf<K> };
 
-const COMMON = ["log-level", "log-format"] as const satisfies readonly OptionName[];
+const COMMON = [
+  "socket-buffers",
+  "adaptive",
+  "adaptive-threshold",
+  "adaptive-window-ms",
+  "adaptive-calm-ms",
+  "metrics",
+  "log-level",
+  "log-format",
+] as const satisfies readonly OptionName[];
 
 /** Which settings each role reads. */
 export const ROLE_OPTIONS = {
@@ -124,6 +160,11 @@ const DEFAULTS: Partial<Record<OptionName, unknown>> = {
   "write-deadline-ms": 50,
   "stuck-frames": 50,
   "heartbeat-ms": 1000,
+  "socket-buffers": "default",
+  adaptive: "on",
+  "adaptive-threshold": 10,
+  "adaptive-window-ms": 5000,
+  "adaptive-calm-ms": 30000,
   "ack-timeout-ms": 3000,
   "log-level": "info",
   "log-format": "text",

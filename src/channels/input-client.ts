@@ -11,7 +11,7 @@ import {
 } from "../protocol/index.ts";
 import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
 import { DropReason, FrameStats } from "../transport/frame-stats.ts";
-import { FrameWriter } from "../transport/frame-writer.ts";
+import { FrameWriter, type FrameWriterOptions } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
 import { connectWithBackoff } from "../transport/unix-client.ts";
 
@@ -29,8 +29,12 @@ export interface InputClientOptions {
   writeDeadlineMs: number;
   stuckFrames: number;
   onConnect?: (socket: Socket<unknown>) => void;
+  /** A connection ended, with the reason. */
+  onDisconnect?: (reason: string) => void;
   /** Round trip of a Heartbeat (or Config) to its Ack, in ms. */
   onRoundTrip?: (ms: number, type: MessageType) => void;
+  onShortWrite?: FrameWriterOptions["onShortWrite"];
+  onWritten?: FrameWriterOptions["onWritten"];
 }
 
 /**
@@ -49,6 +53,8 @@ export class InputClient {
   protocolErrors = 0;
   connects = 0;
   ackTimeouts = 0;
+  /** Heartbeats and Stops written (the rest of stats.delivered are OpusFrames). */
+  controlDelivered = 0;
   private socket: Socket<unknown> | undefined;
   private parser = new FrameParser(INPUT_MAGIC);
   /** Monotonic times at which Config/Heartbeats were written, oldest first, awaiting Acks. */
@@ -68,7 +74,10 @@ export class InputClient {
       writeDeadlineMs: options.writeDeadlineMs,
       stuckFrames: options.stuckFrames,
       onStuck: (socket) => this.drop(socket, "server stuck: took nothing while frames kept coming"),
+      onShortWrite: options.onShortWrite,
+      onWritten: options.onWritten,
       onControlWritten: (type) => {
+        this.controlDelivered++;
         if (type === MessageType.Heartbeat) this.awaiting.push({ type, at: performance.now() });
       },
     });
@@ -142,6 +151,7 @@ export class InputClient {
       this.open(socket);
       const reason = await ended;
       report("info", "disconnected", { socket: path, reason });
+      this.options.onDisconnect?.(reason);
     }
   }
 

@@ -46,6 +46,8 @@ export class InputServer {
   cleanSessions = 0;
   protocolErrors = 0;
   config: AudioConfig | undefined;
+  /** Unix ms of the last OpusFrame; 0 before the first. */
+  lastFrameUnixMs = 0;
   readonly ackStats = new FrameStats();
   private readonly acks: FrameWriter;
   private parser = new FrameParser(INPUT_MAGIC);
@@ -85,6 +87,10 @@ export class InputServer {
     return this.acks.connected;
   }
 
+  get listener(): UnixServer {
+    return this.server!;
+  }
+
   async stop(): Promise<void> {
     await this.server?.stop();
   }
@@ -98,7 +104,8 @@ export class InputServer {
         switch (m.type) {
           case MessageType.OpusFrame:
             this.framesReceived++;
-            this.options.onFrameAge?.(wallClockMs() - m.timestampMs);
+            this.lastFrameUnixMs = wallClockMs();
+            this.options.onFrameAge?.(this.lastFrameUnixMs - m.timestampMs);
             break;
           case MessageType.Config:
             this.config = decodeConfigPayload(m.payload);

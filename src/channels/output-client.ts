@@ -1,5 +1,12 @@
 import type { Socket } from "bun";
-import { FrameParser, MessageType, OUTPUT_MAGIC, ProtocolError, type ParsedMessage } from "../protocol/index.ts";
+import {
+  FrameParser,
+  MessageType,
+  OUTPUT_MAGIC,
+  ProtocolError,
+  wallClockMs,
+  type ParsedMessage,
+} from "../protocol/index.ts";
 import type { Report } from "../transport/report.ts";
 import { connectWithBackoff } from "../transport/unix-client.ts";
 
@@ -14,6 +21,8 @@ export interface OutputClientOptions {
   onConnect?: (socket: Socket<unknown>) => void;
   /** A connection ended, with the reason. */
   onDisconnect?: (reason: string) => void;
+  /** Age (ms) of the first OpusFrame of each read: arrival minus header timestamp. */
+  onFrameAge?: (ms: number) => void;
 }
 
 /**
@@ -28,6 +37,8 @@ export class OutputClient {
   otherMessages = 0;
   protocolErrors = 0;
   connects = 0;
+  /** Unix ms of the last read that brought an OpusFrame; 0 before the first. */
+  lastFrameUnixMs = 0;
   private socket: Socket<unknown> | undefined;
   private parser = new FrameParser(OUTPUT_MAGIC);
   private closedWaiter: ((reason: string) => void) | undefined;
@@ -98,11 +109,18 @@ export class OutputClient {
     if (socket !== this.socket) return;
     this.bytesReceived += chunk.length;
     const parser = this.parser;
+    const before = this.framesReceived;
     try {
       parser.push(chunk);
       for (let m = parser.next(); m; m = parser.next()) {
-        if (m.type === MessageType.OpusFrame) this.framesReceived++;
-        else this.otherMessages++;
+        if (m.type === MessageType.OpusFrame) {
+          // The first frame of a read is its oldest: one age sample per read keeps floods cheap.
+          if (this.framesReceived++ === before) {
+            const now = wallClockMs();
+            this.lastFrameUnixMs = now;
+            this.options.onFrameAge?.(now - m.timestampMs);
+          }
+        } else this.otherMessages++;
         this.options.onMessage(m);
         if (this.socket !== socket) return; // onMessage stopped us
       }

@@ -7,6 +7,7 @@ import { EXIT_OK } from "./errors.ts";
 import { isLiveSource, openSource } from "./media-open.ts";
 import type { Shutdown } from "./shutdown.ts";
 import { pumpSource } from "./source-pump.ts";
+import { Telemetry } from "./telemetry.ts";
 
 /**
  * `input send`: source -> input client. Config comes from the flags, else the
@@ -26,7 +27,9 @@ export async function inputSend(
     channels: settings.channels ?? source.audioConfig?.channels ?? DEFAULT_AUDIO_CONFIG.channels,
     frameSize: settings["frame-size"] ?? source.audioConfig?.frameSize ?? DEFAULT_AUDIO_CONFIG.frameSize,
   };
-  const client = new InputClient({
+  let telemetry!: Telemetry;
+  let connectionDrops = 0;
+  const client: InputClient = new InputClient({
     path: settings.socket,
     report,
     config,
@@ -38,7 +41,40 @@ export async function inputSend(
     lossless: !live,
     writeDeadlineMs: settings["write-deadline-ms"],
     stuckFrames: settings["stuck-frames"],
+    onConnect: (socket) => telemetry.onSocket(socket),
+    onDisconnect: () => connectionDrops++,
+    onShortWrite: (socket) => telemetry.onShortWrite(socket),
+    onWritten: (...args) => telemetry.onWritten(...args),
+    onRoundTrip: (ms) => telemetry.roundTrip(ms),
   });
+  const stats = client.stats;
+  telemetry = new Telemetry({
+    role: "input send",
+    channel: "input",
+    direction: "send",
+    settings,
+    logger,
+    queue: client.queue,
+    read: () => ({
+      frames: stats.delivered - client.controlDelivered,
+      bytes: stats.deliveredBytes,
+      dropped: stats.dropped,
+      connectionDrops,
+      reconnects: Math.max(0, client.connects - 1),
+      queueDepth: client.queue.length,
+      queueCapacity: client.queue.capacity,
+      connected: client.connected,
+      lastFrameUnixMs: stats.lastDeliveredUnixMs,
+      protocolErrors: client.protocolErrors,
+    }),
+  });
+  await telemetry.start(() => ({
+    connected: client.connected,
+    frames: stats.delivered - client.controlDelivered,
+    drops: stats.droppedTotal,
+    dropped: stats.dropped,
+    acks: client.acks,
+  }));
   const connection = client.start();
   try {
     const sending = (async () => {
@@ -63,6 +99,7 @@ export async function inputSend(
     await shutdown.race(Promise.race([sending, connection.then(() => sending)]));
   } finally {
     client.stop();
+    await telemetry.stop();
     await source.close();
     const s = client.stats;
     report("info", "stopped", {

@@ -4,6 +4,7 @@ import type { Logger } from "../observe/logger.ts";
 import { EXIT_OK } from "./errors.ts";
 import { flushPeriodically, openSink } from "./media-open.ts";
 import type { Shutdown } from "./shutdown.ts";
+import { Telemetry } from "./telemetry.ts";
 
 /**
  * `input serve`: input server -> sink. Sessions follow one another: Stop (or
@@ -19,10 +20,13 @@ export async function inputServe(
   const sink = openSink(settings.format, settings.sink);
   let finish!: (error?: Error) => void;
   const finished = new Promise<void>((resolve, reject) => (finish = (e) => (e ? reject(e) : resolve())));
+  let telemetry!: Telemetry;
   const server = await InputServer.start({
     path: settings.socket,
     mode: settings["socket-mode"],
     report,
+    onClient: (socket) => telemetry.onSocket(socket),
+    onFrameAge: (ms) => telemetry.frameAge(ms),
     onMessage: (message) => sink.write(message),
     onSessionEnd: (reason, clean) => {
       sink.flush();
@@ -31,12 +35,39 @@ export async function inputServe(
     },
     onFailure: (error) => finish(error),
   });
+  telemetry = new Telemetry({
+    role: "input serve",
+    channel: "input",
+    direction: "receive",
+    settings,
+    logger,
+    read: () => ({
+      frames: server.framesReceived,
+      bytes: server.bytesReceived,
+      dropped: {},
+      connectionDrops: server.listener.disconnects,
+      reconnects: Math.max(0, server.listener.connections - 1),
+      queueDepth: 0,
+      queueCapacity: 0,
+      connected: server.connected,
+      lastFrameUnixMs: server.lastFrameUnixMs,
+      protocolErrors: server.protocolErrors,
+    }),
+  });
+  await telemetry.start(() => ({
+    connected: server.connected,
+    frames: server.framesReceived,
+    drops: 0,
+    sessions: server.sessions,
+    config: server.config,
+  }));
   const stopFlushing = flushPeriodically(sink);
   try {
     await shutdown.race(finished);
   } finally {
     stopFlushing();
     await server.stop();
+    await telemetry.stop();
     sink.close();
     report("info", "stopped", {
       signal: shutdown.signal,

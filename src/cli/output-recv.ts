@@ -5,6 +5,7 @@ import { MessageType } from "../protocol/index.ts";
 import { EXIT_OK } from "./errors.ts";
 import { flushPeriodically, openSink } from "./media-open.ts";
 import type { Shutdown } from "./shutdown.ts";
+import { Telemetry } from "./telemetry.ts";
 
 /** `output recv`: output client -> sink, reconnecting whenever the server goes away. */
 export async function outputRecv(
@@ -16,21 +17,52 @@ export async function outputRecv(
   const sink = openSink(settings.format, settings.sink);
   const limit = settings.count;
   let frames = 0;
+  let telemetry!: Telemetry;
+  let connectionDrops = 0;
   const client: OutputClient = new OutputClient({
     path: settings.socket,
     report,
     connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
+    onConnect: (socket) => telemetry.onSocket(socket),
+    onDisconnect: () => connectionDrops++,
+    onFrameAge: (ms) => telemetry.frameAge(ms),
     onMessage: (message) => {
       sink.write(message);
       if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();
     },
   });
+  telemetry = new Telemetry({
+    role: "output recv",
+    channel: "output",
+    direction: "receive",
+    settings,
+    logger,
+    read: () => ({
+      frames: client.framesReceived,
+      bytes: client.bytesReceived,
+      dropped: {},
+      connectionDrops,
+      reconnects: Math.max(0, client.connects - 1),
+      queueDepth: 0,
+      queueCapacity: 0,
+      connected: client.connected,
+      lastFrameUnixMs: client.lastFrameUnixMs,
+      protocolErrors: client.protocolErrors,
+    }),
+  });
+  await telemetry.start(() => ({
+    connected: client.connected,
+    frames: client.framesReceived,
+    drops: 0,
+    protocol_errors: client.protocolErrors,
+  }));
   const stopFlushing = flushPeriodically(sink);
   try {
     await shutdown.race(client.run(settings.once));
   } finally {
     stopFlushing();
     client.stop();
+    await telemetry.stop();
     sink.close();
     report("info", "stopped", {
       signal: shutdown.signal,

@@ -6,6 +6,7 @@ import { EXIT_OK } from "./errors.ts";
 import { isLiveSource, openSource } from "./media-open.ts";
 import type { Shutdown } from "./shutdown.ts";
 import { pumpSource } from "./source-pump.ts";
+import { Telemetry } from "./telemetry.ts";
 
 /** Bound on writing out queued frames at shutdown. */
 const FINAL_FLUSH_MS = 1000;
@@ -24,6 +25,7 @@ export async function outputServe(
   const report = logger.for("output-server");
   const live = settings.realtime || (await isLiveSource(settings.source));
   const source = await openSource(settings.format, settings.source, { lenient: settings.lenient });
+  let telemetry!: Telemetry;
   const server = await OutputServer.start({
     path: settings.socket,
     mode: settings["socket-mode"],
@@ -33,7 +35,38 @@ export async function outputServe(
     lossless: !live,
     writeDeadlineMs: settings["write-deadline-ms"],
     stuckFrames: settings["stuck-frames"],
+    onClient: (socket) => telemetry.onSocket(socket),
+    onShortWrite: (socket) => telemetry.onShortWrite(socket),
+    onWritten: (...args) => telemetry.onWritten(...args),
   });
+  const stats = server.stats;
+  telemetry = new Telemetry({
+    role: "output serve",
+    channel: "output",
+    direction: "send",
+    settings,
+    logger,
+    queue: server.queue,
+    read: () => ({
+      frames: stats.delivered,
+      bytes: stats.deliveredBytes,
+      dropped: stats.dropped,
+      connectionDrops: server.listener.disconnects,
+      reconnects: Math.max(0, server.listener.connections - 1),
+      queueDepth: server.queue.length,
+      queueCapacity: server.queue.capacity,
+      connected: server.connected,
+      lastFrameUnixMs: stats.lastDeliveredUnixMs,
+      protocolErrors: 0,
+    }),
+  });
+  await telemetry.start(() => ({
+    connected: server.connected,
+    frames: stats.delivered,
+    drops: stats.droppedTotal,
+    dropped: stats.dropped,
+    queue_depth: server.queue.length,
+  }));
   try {
     if (!live) {
       report("info", "waiting for a client (lossless file mode)", { source: source.name });
@@ -62,6 +95,7 @@ export async function outputServe(
     await server.flush(FINAL_FLUSH_MS);
   } finally {
     await server.stop();
+    await telemetry.stop();
     await source.close();
     const s = server.stats;
     report("info", "stopped", {

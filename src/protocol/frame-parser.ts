@@ -50,8 +50,8 @@ export class ParsedMessage {
  * broken stream is never resynchronised.
  */
 export class FrameParser {
-  private chunk = new Uint8Array(0);
-  private chunkView = new DataView(this.chunk.buffer);
+  private chunk: Uint8Array = new Uint8Array(0);
+  private chunkView: DataView = new DataView(this.chunk.buffer);
   private pos = 0;
   private readonly partial = new Uint8Array(MAX_MESSAGE);
   private readonly partialView = new DataView(this.partial.buffer);

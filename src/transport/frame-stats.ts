@@ -30,6 +30,8 @@ export class FrameStats {
   /** write() calls, and those the kernel did not take whole (overflow). */
   writeCalls = 0;
   shortWrites = 0;
+  /** Unix ms of the last write that completed a message; 0 before the first. */
+  lastDeliveredUnixMs = 0;
   readonly dropped: Record<DropReason, number> = {
     queue_full: 0,
     no_client: 0,

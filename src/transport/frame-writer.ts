@@ -175,7 +175,6 @@ export class FrameWriter {
       }
       // Short write: count the whole messages that went out, set the started one aside.
       stats.shortWrites++;
-      this.options.onShortWrite?.(socket);
       let whole = 0;
       let wholeBytes = 0;
       while (whole < n && wholeBytes + queue.sizeAt(whole) <= written) wholeBytes += queue.sizeAt(whole++);
@@ -194,6 +193,8 @@ export class FrameWriter {
       }
       queue.shift(whole);
       this.blocked = true;
+      // After the bookkeeping: the hook may resize the queue (adaptive optimizer).
+      this.options.onShortWrite?.(socket);
       break;
     }
     this.wake();
@@ -227,6 +228,7 @@ export class FrameWriter {
     const stats = this.queue.stats;
     stats.delivered += messages;
     stats.deliveredBytes += bytes;
+    stats.lastDeliveredUnixMs = Date.now();
     this.options.onWritten?.(messages, bytes, oldestWaitMs, writeCallMs);
   }
 

@@ -36,6 +36,8 @@ export class UnixServer {
   private stopped = false;
   connections = 0;
   replacements = 0;
+  /** Client connections that ended, for any reason. */
+  disconnects = 0;
 
   private constructor(
     private readonly listener: SocketListener<Connection>,
@@ -88,6 +90,7 @@ export class UnixServer {
     if (socket !== this.current) return;
     (socket as Socket<Connection>).data.closeReason = reason;
     this.current = undefined;
+    this.disconnects++;
     this.options.report("info", "client disconnected", {
       socket: this.options.path,
       client: (socket as Socket<Connection>).data.id,
@@ -128,6 +131,7 @@ export class UnixServer {
   private closed(socket: Socket<Connection>, error?: Error): void {
     if (socket !== this.current) return;
     this.current = undefined;
+    this.disconnects++;
     const reason = socket.data.closeReason ?? (error ? `error: ${error.message}` : "peer closed");
     this.options.report("info", "client disconnected", {
       socket: this.options.path,
