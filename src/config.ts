@@ -97,6 +97,8 @@ export const OPTIONS = {
   drop: { flag: "string", help: "which frame to drop when the queue is full", allowed: "oldest, newest", schema: choice(["oldest", "newest"]) },
   "write-deadline-ms": { flag: "string", help: "live mode: drop frames that waited longer than this (0: never)", allowed: "an integer 0..60000", schema: integer(0, 60_000) },
   "stuck-frames": { flag: "string", help: "live mode: disconnect a client that takes nothing while this many frames arrive", allowed: "an integer 1..100000", schema: integer(1, 100_000) },
+  "pre-skip": { flag: "string", help: "ogg sink: OpusHead pre-skip in 48 kHz samples", allowed: "an integer 0..65535", schema: integer(0, 65535) },
+  "page-ms": { flag: "string", help: "ogg sink: write a page at least this often, so live listeners hear audio promptly", allowed: "an integer 1..10000", schema: integer(1, 10_000) },
   "heartbeat-ms": { flag: "string", help: "send a Heartbeat this often", allowed: "an integer 10..60000", schema: integer(10, 60_000) },
   "ack-timeout-ms": { flag: "string", help: "no Ack for this long: the server is gone, reconnect", allowed: "an integer 10..600000", schema: integer(10, 600_000) },
   "sample-rate": { flag: "string", help: "Config: sample rate (default from an Ogg source, else 48000)", allowed: "8000, 12000, 16000, 24000, 48000", schema: v.pipe(numberLike, v.picklist([8000, 12000, 16000, 24000, 48000])) },
@@ -130,8 +132,8 @@ const COMMON = [
 /** Which settings each role reads. */
 export const ROLE_OPTIONS = {
   "output serve": ["socket", "source", "format", "realtime", "loop", "lenient", "socket-mode", "queue-frames", "drop", "write-deadline-ms", "stuck-frames", ...COMMON],
-  "output recv": ["socket", "sink", "format", "count", "once", "connect-timeout", ...COMMON],
-  "input serve": ["socket", "sink", "format", "once", "socket-mode", ...COMMON],
+  "output recv": ["socket", "sink", "format", "count", "once", "connect-timeout", "pre-skip", "page-ms", ...COMMON],
+  "input serve": ["socket", "sink", "format", "once", "socket-mode", "pre-skip", "page-ms", ...COMMON],
   "input send": ["socket", "source", "format", "realtime", "loop", "lenient", "connect-timeout", "heartbeat-ms", "ack-timeout-ms", "sample-rate", "channels", "frame-size", "queue-frames", "drop", "write-deadline-ms", "stuck-frames", ...COMMON],
 } as const satisfies Record<Role, readonly OptionName[]>;
 
@@ -160,6 +162,8 @@ const DEFAULTS: Partial<Record<OptionName, unknown>> = {
   "write-deadline-ms": 50,
   "stuck-frames": 50,
   "heartbeat-ms": 1000,
+  "pre-skip": 312,
+  "page-ms": 100,
   "socket-buffers": "default",
   adaptive: "on",
   "adaptive-threshold": 10,

@@ -17,7 +17,7 @@ export async function inputServe(
   shutdown: Shutdown,
 ): Promise<number> {
   const report = logger.for("input-server");
-  const sink = openSink(settings.format, settings.sink);
+  const sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
   let finish!: (error?: Error) => void;
   const finished = new Promise<void>((resolve, reject) => (finish = (e) => (e ? reject(e) : resolve())));
   let telemetry!: Telemetry;

@@ -1,29 +1,42 @@
 import type { FrameSink } from "../media/frame-sink.ts";
 import type { FrameSource } from "../media/frame-source.ts";
+import { OggSink } from "../media/ogg-sink.ts";
+import { OggSource } from "../media/ogg-source.ts";
 import { WireSink } from "../media/wire-sink.ts";
 import { WireSource } from "../media/wire-source.ts";
 
 export type MediaFormat = "wire" | "ogg";
 
 export interface SourceOptions {
+  /** Ogg: skip (and count) pages with a bad CRC instead of failing. */
   lenient: boolean;
 }
 
-export async function openSource(format: MediaFormat, path: string, _options: SourceOptions): Promise<FrameSource> {
+export interface SinkOptions {
+  /** Ogg: OpusHead pre-skip (48 kHz samples) and the longest a page is held back (ms). */
+  preSkip: number;
+  pageMs: number;
+}
+
+export async function openSource(format: MediaFormat, path: string, options: SourceOptions): Promise<FrameSource> {
   switch (format) {
     case "wire":
       return WireSource.open(path);
-    case "ogg":
-      throw new Error("ogg sources are not available yet");
+    case "ogg": {
+      const source = await OggSource.open(path, { lenient: options.lenient });
+      // Reads the OpusHead now, so the Config of `input send` can come from it.
+      await source.fill();
+      return source;
+    }
   }
 }
 
-export function openSink(format: MediaFormat, path: string): FrameSink {
+export function openSink(format: MediaFormat, path: string, options: SinkOptions): FrameSink {
   switch (format) {
     case "wire":
       return WireSink.open(path);
     case "ogg":
-      throw new Error("ogg sinks are not available yet");
+      return OggSink.open(path, { preSkip: options.preSkip, pageMs: options.pageMs });
   }
 }
 

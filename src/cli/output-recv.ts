@@ -14,7 +14,7 @@ export async function outputRecv(
   shutdown: Shutdown,
 ): Promise<number> {
   const report = logger.for("output-client");
-  const sink = openSink(settings.format, settings.sink);
+  const sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
   const limit = settings.count;
   let frames = 0;
   let telemetry!: Telemetry;
