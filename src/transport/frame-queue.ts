@@ -172,6 +172,7 @@ export class FrameQueue {
    */
   resize(capacity: number): void {
     if (capacity === this.capacityFrames) return;
+    checkCapacity(capacity); // before anything is dropped
     if (this.count > capacity) {
       this.stats.dropped[DropReason.QueueFull] += this.count - capacity;
       this.shift(this.count - capacity);
@@ -200,10 +201,11 @@ export class FrameQueue {
     }
     this.count = old.count;
     this.writeAt = at;
+    this.bytes = at; // allocate() zeroed it; the same messages are still queued
   }
 
   private allocate(capacity: number): void {
-    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`queue capacity ${capacity}: must be >= 1`);
+    checkCapacity(capacity);
     this.capacityFrames = capacity;
     this.ring = new Uint8Array((capacity + 1) * MAX_MESSAGE);
     this.ringView = new DataView(this.ring.buffer);
@@ -216,4 +218,8 @@ export class FrameQueue {
     this.writeAt = 0;
     this.bytes = 0;
   }
+}
+
+function checkCapacity(capacity: number): void {
+  if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`queue capacity ${capacity}: must be >= 1`);
 }
