@@ -28,6 +28,38 @@ export function testPayload(i: number, maxSize = 4096): Uint8Array {
   return out;
 }
 
+/**
+ * Like testPayload, but always at least 4 bytes, so that the frame's index can
+ * be read back from any received payload (payloadIndex) even when frames were
+ * dropped in between. Sizes 4..maxSize.
+ */
+export function indexedPayload(i: number, maxSize = 4096): Uint8Array {
+  const x = Math.imul(i + 1, 2654435761) >>> 0;
+  const size = 4 + (x % (maxSize - 3));
+  const start = (x >>> 7) % (POOL.length - size);
+  const out = POOL.slice(start, start + size);
+  new DataView(out.buffer).setUint32(0, i >>> 0, true);
+  return out;
+}
+
+/** The index an indexedPayload carries. */
+export function payloadIndex(payload: Uint8Array): number {
+  if (payload.length < 4) return -1;
+  return new DataView(payload.buffer, payload.byteOffset, 4).getUint32(0, true);
+}
+
+/** True when `payload` is exactly indexedPayload(its index): whole and uncorrupted. */
+export function isIntactIndexedPayload(payload: Uint8Array, maxSize = 4096): boolean {
+  const i = payloadIndex(payload);
+  return i >= 0 && sameBytes(payload, indexedPayload(i, maxSize));
+}
+
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) return false;
+  return true;
+}
+
 export async function until(check: () => boolean, what: string, timeoutMs = 20000): Promise<void> {
   const start = Date.now();
   while (!check()) {
