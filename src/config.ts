@@ -186,10 +186,89 @@ export function envName(option: OptionName): string {
   return `AUDIO_AGENT_${option.toUpperCase().replace(/-/g, "_")}`;
 }
 
+/** A config file's settings, validated: top level for every role, sections per channel. */
+export interface ConfigFile {
+  path: string;
+  top: Partial<Record<OptionName, unknown>>;
+  sections: Partial<Record<Channel, Partial<Record<OptionName, unknown>>>>;
+}
+
 export interface ConfigSources {
   /** Values from the command line (parseArgs output). */
   flags: Record<string, unknown>;
   env: Record<string, string | undefined>;
+  file?: ConfigFile;
+}
+
+/** Read when it exists and no --config (or AUDIO_AGENT_CONFIG) names another file. */
+export const DEFAULT_CONFIG_FILE = "/etc/audio-agent.json";
+
+const optionSchemas = Object.fromEntries(
+  Object.entries(OPTIONS).map(([name, spec]) => [name, v.optional((spec as OptionSpec).schema)]),
+);
+const sectionSchema = v.strictObject(optionSchemas);
+const configFileSchema = v.strictObject({
+  ...optionSchemas,
+  output: v.optional(sectionSchema),
+  input: v.optional(sectionSchema),
+});
+
+/**
+ * Validates a config file's text. Any problem is a ConfigError naming the
+ * file, the key path, the value and what is allowed.
+ */
+export function parseConfigFile(text: string, path: string): ConfigFile {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`config ${path}: not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new ConfigError(`config ${path}: expected a JSON object of settings, found ${Array.isArray(json) ? "an array" : JSON.stringify(json)}`);
+  }
+  const result = v.safeParse(configFileSchema, json);
+  if (!result.success) {
+    const issue = result.issues[0];
+    const keys = (issue.path ?? []).map((item) => String(item.key));
+    const key = keys[keys.length - 1] ?? "";
+    const keyPath = keys.join(".");
+    const value = JSON.stringify(issue.path?.[issue.path.length - 1]?.value ?? issue.input);
+    if (!(key in OPTIONS) && key !== "output" && key !== "input") {
+      const where = keys.length > 1 ? `the "${keys[0]}" section` : "the top level or an output/input section";
+      throw new ConfigError(`config ${path}: unknown key "${keyPath}"; allowed in ${where}: ${Object.keys(OPTIONS).join(", ")}`);
+    }
+    if (key === "output" || key === "input") {
+      throw new ConfigError(`config ${path}: "${keyPath}" must be an object of settings, found ${value}`);
+    }
+    throw new ConfigError(`config ${path}: "${keyPath}": ${value} is not allowed: ${OPTIONS[key as OptionName].allowed}`);
+  }
+  const { output, input, ...top } = result.output as Record<string, unknown>;
+  return {
+    path,
+    top: top as ConfigFile["top"],
+    sections: { output: output as ConfigFile["top"], input: input as ConfigFile["top"] },
+  };
+}
+
+/**
+ * Loads the config file: `explicit` (from --config or AUDIO_AGENT_CONFIG) must
+ * exist; the default /etc/audio-agent.json is read only when it does.
+ */
+export async function loadConfigFile(explicit: string | undefined): Promise<ConfigFile | undefined> {
+  const path = explicit ?? DEFAULT_CONFIG_FILE;
+  const file = Bun.file(path);
+  if (!(await file.exists())) {
+    if (explicit === undefined) return undefined;
+    throw new ConfigError(`config ${path}: no such file`);
+  }
+  let text: string;
+  try {
+    text = await file.text();
+  } catch (e) {
+    throw new ConfigError(`config ${path}: cannot be read (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+  return parseConfigFile(text, path);
 }
 
 /** Options a role needs that have no default. */
@@ -209,9 +288,15 @@ function parseValue(option: OptionName, raw: unknown, where: string): unknown {
   return result.output;
 }
 
-/** Resolves the effective settings of `role` from flags, environment and defaults. */
-export function resolveSettings<R extends Role>(role: R, sources: ConfigSources): RoleSettings<R> {
+/**
+ * Resolves the effective settings of `role`: flags > environment > the file's
+ * section for the channel > the file's top level > defaults. With
+ * `requireAll` false, missing required settings are left out (config print).
+ */
+export function resolveSettings<R extends Role>(role: R, sources: ConfigSources, requireAll = true): RoleSettings<R> {
   const channel = role.split(" ")[0] as Channel;
+  const section = sources.file?.sections[channel];
+  const top = sources.file?.top;
   const out: Record<string, unknown> = {};
   for (const option of ROLE_OPTIONS[role] as readonly OptionName[]) {
     const flag = sources.flags[option];
@@ -219,10 +304,12 @@ export function resolveSettings<R extends Role>(role: R, sources: ConfigSources)
     const env = sources.env[envKey];
     if (flag !== undefined) out[option] = parseValue(option, flag, `--${option}`);
     else if (env !== undefined && env !== "") out[option] = parseValue(option, env, `environment ${envKey}=`);
+    else if (section?.[option] !== undefined) out[option] = section[option];
+    else if (top?.[option] !== undefined) out[option] = top[option];
     else if (option === "socket") out[option] = DEFAULT_SOCKETS[channel];
     else if (option in DEFAULTS) out[option] = DEFAULTS[option];
   }
-  for (const option of REQUIRED[role] ?? []) {
+  for (const option of requireAll ? (REQUIRED[role] ?? []) : []) {
     if (out[option] === undefined) throw new ConfigError(`${role}: --${option} is required (${OPTIONS[option].allowed})`);
   }
   return out as RoleSettings<R>;

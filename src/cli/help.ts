@@ -7,6 +7,7 @@ Usage:
   audio-agent output recv  --sink PATH|-   [options]   main-app side: receive the output channel
   audio-agent input serve  --sink PATH|-   [options]   playback side: receive microphone frames, answer with Acks
   audio-agent input send   --source PATH|- [options]   main-app side: send Config, frames, Heartbeats, Stop
+  audio-agent config check FILE | config print [ROLE]  validate a config file, show effective settings
   audio-agent --version
   audio-agent <command> --help                          options of one command
 
@@ -39,6 +40,14 @@ export function roleHelp(role: Role): string {
     const def = option === "socket" ? ` (default ${DEFAULT_SOCKETS[channel]})` : "";
     lines.push(`  --${option}${arg}`, `      ${spec.help}${def}; env ${env}`);
   }
-  lines.push("  --help", "      this text", "");
+  lines.push(
+    "  --config <file>",
+    "      JSON config file (default /etc/audio-agent.json when it exists); env AUDIO_AGENT_CONFIG",
+    "  --help",
+    "      this text",
+    "",
+    "Precedence: flags > environment > config file > defaults.",
+    "",
+  );
   return lines.join("\n");
 }

@@ -1,5 +1,14 @@
 import { parseArgs } from "node:util";
-import { ConfigError, OPTIONS, resolveSettings, ROLE_OPTIONS, type OptionName, type Role } from "../config.ts";
+import {
+  ConfigError,
+  loadConfigFile,
+  OPTIONS,
+  resolveSettings,
+  ROLE_OPTIONS,
+  type OptionName,
+  type Role,
+} from "../config.ts";
+import { configCommand } from "./config-command.ts";
 import { Logger } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";
@@ -55,8 +64,9 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     io.out(TOP_HELP);
     return first === undefined ? EXIT_USAGE : EXIT_OK;
   }
+  if (first === "config") return configCommand(argv.slice(1), io);
   if (first !== "output" && first !== "input") {
-    throw new UsageError(`unknown command "${first}"; allowed: output, input (see --help)`);
+    throw new UsageError(`unknown command "${first}"; allowed: output, input, config (see --help)`);
   }
   if (second === undefined || second === "--help" || second === "-h") {
     io.out(CHANNEL_HELP[first]);
@@ -73,7 +83,8 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     io.out(roleHelp(role));
     return EXIT_OK;
   }
-  const settings = resolveSettings(role, { flags, env: io.env });
+  const file = await loadConfigFile((flags.config as string | undefined) ?? io.env.AUDIO_AGENT_CONFIG);
+  const settings = resolveSettings(role, { flags, env: io.env, file });
   const logger = new Logger({ level: settings["log-level"], format: settings["log-format"] });
   const shutdown = new Shutdown();
   try {
@@ -85,7 +96,10 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
 
 function parseFlags(role: Role, args: string[]): Record<string, unknown> {
   const names = ROLE_OPTIONS[role] as readonly OptionName[];
-  const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
+  const options: Record<string, { type: "string" | "boolean" }> = {
+    help: { type: "boolean" },
+    config: { type: "string" },
+  };
   for (const name of names) options[name] = { type: OPTIONS[name].flag };
   try {
     const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true });
