@@ -105,11 +105,6 @@ export class FrameWriter {
   /** Queues a message for the client, or counts it as no_client in live mode without one. */
   submit(type: Parameters<FrameQueue["push"]>[0], payload: Uint8Array, timestampMs: number): boolean {
     const now = performance.now();
-    if (!this.socket && !this.options.lossless) {
-      this.queue.stats.submitted++;
-      this.queue.stats.dropped[DropReason.NoClient]++;
-      return false;
-    }
     if (this.blocked && !this.options.lossless) {
       if (this.options.writeDeadlineMs > 0) {
         this.queue.dropOlderThan(now - this.options.writeDeadlineMs, DropReason.WriteDeadline);
@@ -118,6 +113,12 @@ export class FrameWriter {
         this.stuckReported = true;
         this.options.onStuck?.(this.socket);
       }
+    }
+    // After the stuck check: onStuck may just have disconnected the client.
+    if (!this.socket && !this.options.lossless) {
+      this.queue.stats.submitted++;
+      this.queue.stats.dropped[DropReason.NoClient]++;
+      return false;
     }
     const accepted = this.queue.push(type, payload, timestampMs, now);
     this.schedule();
