@@ -1,0 +1,160 @@
+/** Raw socket peers for tests: a recording client and a scripted fake server, both plain Bun sockets. */
+import type { Socket, UnixSocketListener } from "bun";
+import { FrameParser, OUTPUT_MAGIC, ProtocolError } from "../../src/protocol/index.ts";
+
+export interface ReceivedMessage {
+  type: number;
+  /** A copy of the payload. */
+  payload: Uint8Array;
+}
+
+/**
+ * A client that parses what it receives into whole messages (payload copies)
+ * and counts bytes; `pending` is how many bytes of an unfinished message it
+ * holds. A framing violation is recorded, not thrown.
+ */
+export class RecordingClient {
+  readonly messages: ReceivedMessage[] = [];
+  bytes = 0;
+  isClosed = false;
+  error: ProtocolError | undefined;
+  readonly parser: FrameParser;
+  readonly closed: Promise<void>;
+  socket!: Socket<undefined>;
+  /** Called after each chunk has been parsed (e.g. to pause or terminate at a chosen point). */
+  onChunk: ((client: RecordingClient) => void) | undefined;
+  private readonly chunks: Uint8Array[] | undefined;
+  private markClosed!: () => void;
+
+  private constructor(magic: number, keepRaw: boolean) {
+    this.parser = new FrameParser(magic);
+    this.closed = new Promise((resolve) => (this.markClosed = resolve));
+    this.chunks = keepRaw ? [] : undefined;
+  }
+
+  /**
+   * Connects to `path`; with `paused`, reading is paused from the start
+   * (nothing is read until resume()); with `keepRaw`, every byte received is
+   * kept for rawBytes().
+   */
+  static async connect(path: string, options: { paused?: boolean; magic?: number; keepRaw?: boolean } = {}): Promise<RecordingClient> {
+    const client = new RecordingClient(options.magic ?? OUTPUT_MAGIC, options.keepRaw ?? false);
+    client.socket = await Bun.connect({
+      unix: path,
+      socket: {
+        binaryType: "uint8array",
+        open: (socket) => {
+          if (options.paused) socket.pause();
+        },
+        data: (_socket, chunk) => client.receive(chunk),
+        drain: () => {},
+        close: () => {
+          client.isClosed = true;
+          client.markClosed();
+        },
+        error: () => {},
+      },
+    });
+    return client;
+  }
+
+  get pending(): number {
+    return this.parser.pending;
+  }
+
+  /** Payload copies of the OpusFrames received whole. */
+  get frames(): Uint8Array[] {
+    return this.messages.filter((m) => m.type === 0).map((m) => m.payload);
+  }
+
+  /** Everything received, in one buffer (needs `keepRaw`). */
+  rawBytes(): Uint8Array {
+    if (!this.chunks) throw new Error("RecordingClient: connect with keepRaw to keep the bytes");
+    const out = new Uint8Array(this.bytes);
+    let at = 0;
+    for (const c of this.chunks) {
+      out.set(c, at);
+      at += c.length;
+    }
+    return out;
+  }
+
+  close(): void {
+    if (!this.isClosed) this.socket.terminate();
+  }
+
+  private receive(chunk: Uint8Array): void {
+    this.bytes += chunk.length;
+    this.chunks?.push(chunk.slice());
+    if (!this.error) {
+      try {
+        this.parser.push(chunk);
+        for (let m = this.parser.next(); m; m = this.parser.next()) {
+          this.messages.push({ type: m.type, payload: m.payload.slice() });
+        }
+      } catch (e) {
+        if (!(e instanceof ProtocolError)) throw e;
+        this.error = e;
+      }
+    }
+    this.onChunk?.(this);
+  }
+}
+
+export interface FakeServer {
+  listener: UnixSocketListener<undefined>;
+  /** Every connection accepted, in order. */
+  connections: Socket<undefined>[];
+  /** How many of them have closed. */
+  closedCount: () => number;
+  stop: () => void;
+}
+
+/**
+ * A scripted server speaking raw bytes: `onOpen(socket, n)` runs for the n-th
+ * connection (0-based) and writes whatever the test wants.
+ */
+export function fakeServer(path: string, onOpen: (socket: Socket<undefined>, n: number) => void): FakeServer {
+  const connections: Socket<undefined>[] = [];
+  let closed = 0;
+  const listener = Bun.listen({
+    unix: path,
+    socket: {
+      binaryType: "uint8array",
+      open: (socket) => {
+        connections.push(socket);
+        onOpen(socket, connections.length - 1);
+      },
+      data: () => {},
+      drain: () => {},
+      close: () => {
+        closed++;
+      },
+      error: () => {},
+    },
+  });
+  return {
+    listener,
+    connections,
+    closedCount: () => closed,
+    stop: () => {
+      for (const socket of connections) socket.terminate();
+      listener.stop(true);
+    },
+  };
+}
+
+/** Writes all of `bytes`, in pieces of `piece` bytes with a short pause between, to split headers across reads. */
+export async function writeInPieces(socket: Socket<undefined>, bytes: Uint8Array, piece: number): Promise<void> {
+  for (let at = 0; at < bytes.length; at += piece) {
+    const end = Math.min(bytes.length, at + piece);
+    let written = 0;
+    while (written < end - at) {
+      const n = socket.write(bytes, at + written, end - at - written);
+      if (n < 0) throw new Error("peer closed while writing");
+      written += n;
+      if (n === 0) await Bun.sleep(1);
+    }
+    await Bun.sleep(1);
+  }
+}

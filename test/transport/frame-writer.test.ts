@@ -1,0 +1,309 @@
+/**
+ * FrameWriter behind a real OutputServer on a real Unix socket: accounting of
+ * every submitted frame (delivered or dropped for a counted reason), frame
+ * atomicity under short writes, the stuck-client cut-off, and lossless resend.
+ */
+import { describe, expect, test } from "bun:test";
+import { OutputServer, type OutputServerOptions } from "../../src/channels/output-server.ts";
+import { HEADER_SIZE, MAX_MESSAGE } from "../../src/protocol/index.ts";
+import { silent } from "../../src/transport/report.ts";
+import { setSocketBuffers } from "../../src/transport/socket-options.ts";
+import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { RecordingClient } from "../support/peer.ts";
+import { indexedPayload, isIntactIndexedPayload, payloadIndex, sameBytes, until } from "../support/temp.ts";
+
+const defer = useCleanup();
+
+/**
+ * Unix stream sockets take a write whole or not at all while it fits in half
+ * the send buffer (one skb), so with default buffers a 64 KiB coalesced write
+ * never ends inside a frame. An 8 KiB send buffer (16 KiB effective) splits
+ * writes at arbitrary bytes, which is what the frame-atomic tail logic is for.
+ */
+function smallSendBuffer(socket: { fd: number }): void {
+  const result = setSocketBuffers(socket.fd, { sendBytes: 8192, receiveBytes: 8192 });
+  if (!result.ok) throw new Error(`setSocketBuffers: ${result.message}`);
+}
+
+async function startServer(over: Partial<OutputServerOptions> = {}) {
+  const dir = socketDir(defer, "fw-");
+  const path = dir.path("out.sock");
+  const server = await OutputServer.start({
+    path,
+    mode: 0o660,
+    report: silent,
+    queueFrames: 500,
+    dropPolicy: "oldest",
+    lossless: false,
+    writeDeadlineMs: 20,
+    stuckFrames: 50,
+    ...over,
+  });
+  defer(() => server.stop());
+  return { path, server };
+}
+
+async function connect(path: string, options: Parameters<typeof RecordingClient.connect>[1] = {}) {
+  const client = await RecordingClient.connect(path, options);
+  defer(() => client.close());
+  return client;
+}
+
+/** Lets queued microtasks (the writer's pump) and pending I/O callbacks run. */
+function tick(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * What a client must have seen: whole, uncorrupted frames with strictly
+ * increasing indices (drops only ever remove whole frames). Returns the indices.
+ */
+function checkReceived(client: RecordingClient, maxSize = 4096): number[] {
+  expect(client.error).toBeUndefined();
+  const indices = client.frames.map(payloadIndex);
+  const corrupt = client.frames.filter((p) => !isIntactIndexedPayload(p, maxSize)).length;
+  expect(corrupt).toBe(0);
+  const outOfOrder = indices.filter((i, k) => k > 0 && i <= indices[k - 1]).length;
+  expect(outOfOrder).toBe(0);
+  return indices;
+}
+
+function expectAccounted(server: OutputServer): void {
+  const s = server.stats;
+  expect(server.writer.idle).toBe(true);
+  expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+}
+
+describe("FrameWriter live mode", () => {
+  test("with nobody connected every frame is dropped as no_client, and none reaches a later client", async () => {
+    const { path, server } = await startServer();
+    for (let i = 0; i < 7; i++) expect(server.sendFrame(indexedPayload(i))).toBe(false);
+    expect(server.stats.dropped.no_client).toBe(7);
+    expect(server.queue.length).toBe(0);
+
+    const client = await connect(path);
+    await until(() => server.connected, "client accepted");
+    for (let i = 7; i < 10; i++) expect(server.sendFrame(indexedPayload(i))).toBe(true);
+    await until(() => client.frames.length === 3, "3 frames");
+    expect(checkReceived(client)).toEqual([7, 8, 9]);
+
+    client.close();
+    await until(() => !server.connected, "client gone");
+    for (let i = 10; i < 12; i++) expect(server.sendFrame(indexedPayload(i))).toBe(false);
+    expect(server.stats.dropped.no_client).toBe(9);
+    expect(server.stats.delivered).toBe(3);
+    expectAccounted(server);
+  });
+
+  test("queued frames go out coalesced: a burst of small frames is one write", async () => {
+    const { path, server } = await startServer({ lossless: true });
+    const client = await connect(path);
+    await until(() => server.connected, "client accepted");
+    // Submitted in one synchronous burst: the pump runs once, afterwards.
+    for (let i = 0; i < 100; i++) server.sendFrame(indexedPayload(i, 200));
+    await until(() => client.frames.length === 100, "100 frames");
+    expect(server.stats.writeCalls).toBe(1);
+    expect(server.stats.delivered).toBe(100);
+    expect(checkReceived(client, 200)).toEqual([...Array(100).keys()]);
+  });
+
+  test("a paused reader: stale frames are dropped whole (write_deadline), the rest arrive whole and in order", async () => {
+    const { path, server } = await startServer({ writeDeadlineMs: 20, stuckFrames: 50 });
+    const client = await connect(path, { paused: true });
+    await until(() => server.connected, "client accepted");
+
+    // Fill the kernel buffers until a write comes back short: the writer is now blocked.
+    let next = 0;
+    while (server.stats.shortWrites === 0) {
+      server.sendFrame(indexedPayload(next++));
+      await tick();
+      if (next > 100_000) throw new Error("socket never filled");
+    }
+    // Two batches of 10, each after the queued frames are past the 20 ms deadline:
+    // the second batch's first submit drops the whole first batch. 20 frames < 50: not stuck.
+    for (let batch = 0; batch < 2; batch++) {
+      await Bun.sleep(30);
+      for (let k = 0; k < 10; k++) server.sendFrame(indexedPayload(next++));
+    }
+    expect(server.stats.dropped.write_deadline).toBeGreaterThanOrEqual(10);
+
+    client.socket.resume();
+    await until(() => server.writer.idle && client.bytes === server.stats.deliveredBytes, "queue written out");
+    // Reading again: more frames flow.
+    for (let k = 0; k < 50; k++) {
+      server.sendFrame(indexedPayload(next++));
+      await tick();
+    }
+    await until(() => server.writer.idle && client.bytes === server.stats.deliveredBytes, "queue written out");
+
+    const s = server.stats;
+    expect(s.submitted).toBe(next);
+    expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+    expect(s.dropped.client_stuck).toBe(0);
+    expect(server.connected).toBe(true);
+    expect(client.frames.length).toBe(s.delivered);
+    expect(client.pending).toBe(0);
+    const indices = checkReceived(client);
+    expect(indices.at(-1)).toBe(next - 1);
+    expect(s.delivered).toBeLessThan(next);
+  });
+
+  test("a reader that keeps pausing: submitted = delivered + dropped exactly, received frames whole and in order", async () => {
+    const { path, server } = await startServer({
+      writeDeadlineMs: 20,
+      stuckFrames: 50,
+      queueFrames: 100,
+      onClient: smallSendBuffer,
+    });
+    const client = await connect(path);
+    await until(() => server.connected, "client accepted");
+    // Read 5 ms, pause 40 ms, over and over, while a frame comes about every millisecond.
+    let paused = false;
+    let toggler: ReturnType<typeof setTimeout> | undefined;
+    const toggle = () => {
+      paused = !paused;
+      if (paused) client.socket.pause();
+      else client.socket.resume();
+      toggler = setTimeout(toggle, paused ? 40 : 5);
+    };
+    toggle();
+    defer(() => clearTimeout(toggler));
+    const N = 800;
+    for (let i = 0; i < N; i++) {
+      server.sendFrame(indexedPayload(i));
+      await Bun.sleep(1);
+    }
+    clearTimeout(toggler);
+    clearInterval(toggler);
+    client.socket.resume();
+    await until(() => server.writer.idle || !server.connected, "queue written out");
+    await server.stop();
+    await client.closed;
+
+    const s = server.stats;
+    expect(s.submitted).toBe(N);
+    expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+    expect(s.droppedTotal).toBeGreaterThan(0);
+    expect(s.delivered).toBeGreaterThan(0);
+    // The client read to the end of the stream: it got exactly what was delivered.
+    expect(client.frames.length).toBe(s.delivered);
+    expect(client.pending).toBeLessThan(MAX_MESSAGE);
+    checkReceived(client);
+  });
+
+  test("a client that never reads is cut off after exactly 50 frames; a replacement then receives", async () => {
+    const { path, server } = await startServer({ writeDeadlineMs: 0, stuckFrames: 50, onClient: smallSendBuffer });
+    const stuck = await connect(path, { paused: true });
+    await until(() => server.connected, "client accepted");
+
+    let next = 0;
+    while (server.stats.shortWrites === 0) {
+      server.sendFrame(indexedPayload(next++));
+      await tick();
+      if (next > 100_000) throw new Error("socket never filled");
+    }
+    // The short write left the last frame either partly written (the tail) or not started (still queued).
+    const queuedWhenBlocked = server.queue.length;
+    expect(queuedWhenBlocked).toBeLessThanOrEqual(1);
+    let sinceBlocked = 0;
+    while (server.connected) {
+      server.sendFrame(indexedPayload(next++));
+      sinceBlocked++;
+      await tick();
+      if (sinceBlocked > 1000) throw new Error("stuck client never disconnected");
+    }
+    expect(sinceBlocked).toBe(50);
+    const s = server.stats;
+    // 49 more were queued for it; the 50th found no client any more.
+    expect(s.dropped.client_stuck).toBe(49 + queuedWhenBlocked);
+    expect(s.dropped.no_client).toBe(1);
+    expect(s.dropped.client_gone).toBeLessThanOrEqual(1);
+    expectAccounted(server);
+    const deliveredToStuck = s.delivered;
+
+    // What the kernel took still reaches the stuck client: whole frames, then at most a cut one.
+    stuck.socket.resume();
+    await stuck.closed;
+    expect(stuck.frames.length).toBe(deliveredToStuck);
+    expect(stuck.pending > 0).toBe(s.dropped.client_gone === 1);
+    expect(checkReceived(stuck)).toEqual([...Array(deliveredToStuck).keys()]);
+
+    // The server keeps accepting: a replacement client gets the frames sent from now on.
+    const replacement = await connect(path);
+    await until(() => server.connected, "replacement accepted");
+    const first = next;
+    for (let k = 0; k < 20; k++) server.sendFrame(indexedPayload(next++));
+    await until(() => replacement.frames.length === 20, "20 frames");
+    expect(checkReceived(replacement)).toEqual([...Array(20).keys()].map((k) => first + k));
+    expect(server.stats.delivered).toBe(deliveredToStuck + 20);
+    expect(server.listener.connections).toBe(2);
+    expect(server.listener.replacements).toBe(0);
+    expectAccounted(server);
+  });
+});
+
+describe("FrameWriter lossless mode", () => {
+  test("a frame cut short by a vanished client is resent whole to the next; together they get every frame once", async () => {
+    const { path, server } = await startServer({
+      lossless: true,
+      writeDeadlineMs: 0,
+      queueFrames: 32,
+      onClient: smallSendBuffer,
+    });
+    const writer = server.writer;
+    const first = await connect(path, { keepRaw: true });
+    await until(() => server.connected, "client accepted");
+
+    const N = 4000;
+    let produced = 0;
+    const producer = (async () => {
+      for (; produced < N; produced++) {
+        await writer.waitForSpace();
+        server.sendFrame(indexedPayload(produced));
+      }
+    })();
+
+    // Kill the first client at a moment when it has read everything the server
+    // wrote, including the start of a frame whose rest the server could not write yet.
+    first.onChunk = (c) => {
+      if (c.frames.length > 100 && c.bytes > server.stats.deliveredBytes) {
+        c.onChunk = undefined;
+        c.socket.terminate();
+      }
+    };
+    for (let attempt = 0; !first.isClosed; attempt++) {
+      if (attempt > 200 || produced === N) throw new Error("never caught a half-written frame");
+      // Stop reading until the writer is blocked with its queue full, then read again.
+      first.socket.pause();
+      await until(() => server.queue.isFull || produced === N, "writer blocked");
+      await Bun.sleep(2);
+      first.socket.resume();
+      await Bun.sleep(2);
+    }
+    await until(() => !server.connected, "server saw the client go");
+
+    const second = await connect(path, { keepRaw: true });
+    await producer;
+    await until(() => writer.idle && second.bytes === server.stats.deliveredBytes - first.bytes + first.pending, "all written");
+
+    const s = server.stats;
+    expect(s.submitted).toBe(N);
+    expect(s.delivered).toBe(N);
+    expect(s.droppedTotal).toBe(0);
+
+    const a = checkReceived(first);
+    const b = checkReceived(second);
+    const cut = a.length;
+    expect(a).toEqual([...Array(cut).keys()]);
+    expect(b).toEqual([...Array(N - cut).keys()].map((k) => cut + k));
+    expect(second.pending).toBe(0);
+
+    // The first client holds the start of frame `cut`; the second got that same frame whole.
+    expect(first.pending).toBeGreaterThan(0);
+    const raw = first.rawBytes();
+    const partial = raw.subarray(raw.length - first.pending);
+    const resent = second.rawBytes().subarray(0, HEADER_SIZE + second.frames[0].length);
+    expect(partial.length).toBeLessThan(resent.length);
+    expect(sameBytes(partial, resent.subarray(0, partial.length))).toBe(true);
+  });
+});
