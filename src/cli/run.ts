@@ -86,7 +86,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   const file = await loadConfigFile((flags.config as string | undefined) ?? io.env.AUDIO_AGENT_CONFIG);
   const settings = resolveSettings(role, { flags, env: io.env, file });
   const logger = new Logger({ level: settings["log-level"], format: settings["log-format"] });
-  const shutdown = new Shutdown();
+  const shutdown = new Shutdown(logger.for("agent"));
   try {
     return await main(settings as never, logger, shutdown);
   } finally {

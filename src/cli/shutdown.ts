@@ -1,6 +1,11 @@
+import type { Report } from "../transport/report.ts";
+
 /**
  * SIGTERM / SIGINT handling: the first signal resolves `requested` so the
  * role can stop accepting, flush and clean up; a second one exits at once.
+ * SIGHUP is logged and otherwise ignored: the agent keeps streaming when the
+ * terminal it was started from goes away, and it has no files to reopen
+ * (logs go to stderr, which the init script redirects).
  */
 export class Shutdown {
   readonly requested: Promise<string>;
@@ -8,7 +13,10 @@ export class Shutdown {
   private resolve!: (signal: string) => void;
   private readonly handlers: [NodeJS.Signals, () => void][] = [];
 
-  constructor() {
+  constructor(report?: Report) {
+    const hangup = () => report?.("info", "SIGHUP ignored; use SIGTERM to stop");
+    process.on("SIGHUP", hangup);
+    this.handlers.push(["SIGHUP", hangup]);
     this.requested = new Promise((resolve) => (this.resolve = resolve));
     for (const name of ["SIGTERM", "SIGINT"] as const) {
       const handler = () => {
