@@ -1,6 +1,6 @@
 import { constants } from "node:fs";
-import { access, lstat, unlink } from "node:fs/promises";
-import { dirname } from "node:path";
+import { access, lstat, readFile, unlink } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 
 /** sun_path holds 108 bytes including the terminating NUL. */
 export const MAX_SOCKET_PATH = 107;
@@ -47,6 +47,33 @@ async function answers(path: string, timeoutMs: number): Promise<boolean> {
   }
 }
 
+/** __SO_ACCEPTCON in the Flags column of /proc/net/unix: the socket is listening. */
+const SO_ACCEPTCON = 0x10000;
+
+/**
+ * Is `path` listed as a listening socket in Linux's /proc/net/unix? This
+ * finds a live server without connecting to it: a probe connection would be
+ * accepted by that server as its new client and so replace (disconnect) the
+ * client it is serving. False when the table cannot be read or does not list
+ * the path (bound by a relative name, or in another network namespace); the
+ * connect probe then decides.
+ */
+async function listedAsListening(path: string): Promise<boolean> {
+  let table: string;
+  try {
+    table = await readFile("/proc/net/unix", "utf8");
+  } catch {
+    return false;
+  }
+  const names = new Set([path, resolve(path)]);
+  for (const line of table.split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length < 8 || (parseInt(fields[3], 16) & SO_ACCEPTCON) === 0) continue;
+    if (names.has(fields.slice(7).join(" "))) return true;
+  }
+  return false;
+}
+
 /**
  * Makes `path` ready for listen(): a stale socket (nothing answers) is
  * removed; a regular file, a directory, anything else that is not a socket,
@@ -74,7 +101,7 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
     const kind = stat.isDirectory() ? "a directory" : stat.isFile() ? "a regular file" : "not a socket";
     throw new SocketPathError("NotASocket", path, `socket path ${path} is ${kind}; refusing to replace it`);
   }
-  if (await answers(path, probeTimeoutMs)) {
+  if ((await listedAsListening(path)) || (await answers(path, probeTimeoutMs))) {
     throw new SocketPathError("InUse", path, `socket ${path} is in use by a live server; stop it first`);
   }
   await unlink(path);
