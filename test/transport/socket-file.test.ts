@@ -1,0 +1,221 @@
+/**
+ * Socket path safety: only a stale socket (nothing answers) is ever removed;
+ * a regular file, a directory or a live socket is refused and left exactly as
+ * it was. Mode and clean-up of the socket file.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { unlinkSync } from "node:fs";
+import { prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
+import type { ClientHandler } from "../../src/transport/unix-server.ts";
+import { UnixServer } from "../../src/transport/unix-server.ts";
+import type { Report } from "../../src/transport/report.ts";
+import { silent } from "../../src/transport/report.ts";
+import { makeStaleSocket, spawnListener } from "../support/cli.ts";
+import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { until } from "../support/temp.ts";
+
+const defer = useCleanup();
+
+const idle: ClientHandler = { open() {}, data() {}, drain() {}, close() {} };
+
+async function listen(path: string, options: { mode?: number; report?: Report; handler?: ClientHandler } = {}) {
+  const server = await UnixServer.listen({
+    path,
+    mode: options.mode ?? 0o660,
+    report: options.report ?? silent,
+    handler: options.handler ?? idle,
+  });
+  defer(() => server.stop());
+  return server;
+}
+
+/** Resolves with the SocketPathError that `work` rejects with (fails the test if it resolves). */
+async function refusal(work: Promise<unknown>): Promise<SocketPathError> {
+  try {
+    await work;
+  } catch (e) {
+    expect(e).toBeInstanceOf(SocketPathError);
+    return e as SocketPathError;
+  }
+  throw new Error("expected a SocketPathError, but it succeeded");
+}
+
+/** Connects and closes again; true if a server accepted. */
+async function answers(path: string): Promise<boolean> {
+  try {
+    const socket = await Bun.connect({ unix: path, socket: { data() {} } });
+    socket.end();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe("stale socket", () => {
+  test("a socket left by a killed process is removed, and the server then listens there", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    await makeStaleSocket(path);
+    expect(lstatSync(path).isSocket()).toBe(true);
+    expect(await answers(path)).toBe(false);
+
+    const reports: string[] = [];
+    const server = await listen(path, { report: (_level, message) => reports.push(message) });
+    expect(reports).toContain("removed stale socket");
+    expect(reports).toContain("listening");
+    expect(server.path).toBe(path);
+    expect(await answers(path)).toBe(true);
+  });
+
+  test("prepareSocketPath removes a stale socket and says so; a free path is left alone", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    await makeStaleSocket(path);
+    expect(await prepareSocketPath(path)).toBe(true);
+    expect(existsSync(path)).toBe(false);
+    expect(await prepareSocketPath(path)).toBe(false);
+    expect(existsSync(path)).toBe(false);
+  });
+});
+
+describe("refusals leave the path intact", () => {
+  test("a regular file is refused with SocketPathError and keeps its content and inode", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    writeFileSync(path, "precious data\n");
+    const before = statSync(path);
+
+    const error = await refusal(listen(path));
+    expect(error.problem).toBe("NotASocket");
+    expect(error.path).toBe(path);
+    expect(error.message).toBe(`socket path ${path} is a regular file; refusing to replace it`);
+    expect(readFileSync(path, "utf8")).toBe("precious data\n");
+    expect(statSync(path).ino).toBe(before.ino);
+    expect(statSync(path).mode).toBe(before.mode);
+  });
+
+  test("a directory is refused and left with its content", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    mkdirSync(path);
+    writeFileSync(`${path}/inside`, "x");
+    const before = statSync(path);
+
+    const error = await refusal(listen(path));
+    expect(error.problem).toBe("NotASocket");
+    expect(error.message).toContain("is a directory");
+    expect(statSync(path).isDirectory()).toBe(true);
+    expect(statSync(path).ino).toBe(before.ino);
+    expect(readFileSync(`${path}/inside`, "utf8")).toBe("x");
+  });
+
+  test("a symlink (even to a live socket) is not a socket and is refused", async () => {
+    const dir = socketDir(defer, "sf-");
+    const target = dir.path("real.sock");
+    await listen(target);
+    const path = dir.path("link.sock");
+    symlinkSync(target, path);
+
+    const error = await refusal(prepareSocketPath(path));
+    expect(error.problem).toBe("NotASocket");
+    expect(lstatSync(path).isSymbolicLink()).toBe(true);
+  });
+
+  test("a socket a live server answers on is refused, and that server keeps serving", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    const opened: number[] = [];
+    let n = 0;
+    const live = await listen(path, { handler: { ...idle, open: () => opened.push(++n) } });
+    const before = statSync(path);
+
+    const error = await refusal(listen(path));
+    expect(error.problem).toBe("InUse");
+    expect(error.message).toBe(`socket ${path} is in use by a live server; stop it first`);
+    expect(statSync(path).ino).toBe(before.ino);
+    expect(lstatSync(path).isSocket()).toBe(true);
+    expect(live.path).toBe(path);
+    const connectionsBefore = live.connections;
+    expect(await answers(path)).toBe(true);
+    await until(() => live.connections === connectionsBefore + 1, "the live server accepted");
+  });
+
+  test("a live socket another process bound by a relative name is found by probing, and refused", async () => {
+    const dir = socketDir(defer, "sf-");
+    const listener = await spawnListener("rel.sock", dir.dir);
+    defer(listener.kill);
+    const path = dir.path("rel.sock");
+    const error = await refusal(prepareSocketPath(path));
+    expect(error.problem).toBe("InUse");
+    expect(lstatSync(path).isSocket()).toBe(true);
+    expect(await answers(path)).toBe(true);
+  });
+
+  test("a missing directory gives a clear BadDirectory error", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("no/such/dir/s.sock");
+    const error = await refusal(listen(path));
+    expect(error.problem).toBe("BadDirectory");
+    expect(error.message).toBe(`socket directory ${dir.path("no/such/dir")} does not exist`);
+    expect(existsSync(dir.path("no"))).toBe(false);
+  });
+
+  test("a parent that is a file is a BadDirectory too", async () => {
+    const dir = socketDir(defer, "sf-");
+    writeFileSync(dir.path("file"), "x");
+    const error = await refusal(prepareSocketPath(dir.path("file/s.sock")));
+    expect(error.problem).toBe("BadDirectory");
+    expect(readFileSync(dir.path("file"), "utf8")).toBe("x");
+  });
+
+  test("a path longer than sun_path allows is refused before anything else", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("x".repeat(120));
+    const error = await refusal(listen(path));
+    expect(error.problem).toBe("TooLong");
+    expect(error.message).toContain("allowed at most 107");
+    expect(existsSync(path)).toBe(false);
+  });
+});
+
+describe("socket file mode and removal", () => {
+  test("the mode asked for is applied after listen, whatever the umask", async () => {
+    const dir = socketDir(defer, "sf-");
+    const umask = process.umask(0o077);
+    try {
+      for (const mode of [0o660, 0o600, 0o666]) {
+        const path = dir.path(`m${mode.toString(8)}.sock`);
+        const server = await listen(path, { mode });
+        expect(statSync(path).mode & 0o777).toBe(mode);
+        await server.stop();
+      }
+    } finally {
+      process.umask(umask);
+    }
+  });
+
+  test("stop() removes the socket file; a second stop() is harmless", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    const server = await listen(path);
+    expect(lstatSync(path).isSocket()).toBe(true);
+    await server.stop();
+    expect(existsSync(path)).toBe(false);
+    expect(await answers(path)).toBe(false);
+    await server.stop();
+  });
+
+  test("removeSocketFile removes a socket but never anything else", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    writeFileSync(path, "not a socket");
+    await removeSocketFile(path);
+    expect(readFileSync(path, "utf8")).toBe("not a socket");
+    await removeSocketFile(dir.path("missing.sock"));
+    const stale = dir.path("stale.sock");
+    await makeStaleSocket(stale);
+    await removeSocketFile(stale);
+    expect(existsSync(stale)).toBe(false);
+  });
+});

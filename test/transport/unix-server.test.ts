@@ -1,0 +1,169 @@
+/**
+ * UnixServer: one client at a time, a new client replaces the old one (which
+ * is closed), the server keeps listening through disconnects, and stop()
+ * closes the client and the socket.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import type { Socket } from "bun";
+import { OutputServer } from "../../src/channels/output-server.ts";
+import { SocketPathError } from "../../src/transport/socket-file.ts";
+import { silent } from "../../src/transport/report.ts";
+import { UnixServer, type ClientHandler } from "../../src/transport/unix-server.ts";
+import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { RecordingClient } from "../support/peer.ts";
+import { indexedPayload, payloadIndex, until } from "../support/temp.ts";
+
+const defer = useCleanup();
+
+/** A handler that logs every event as "open 1", "data 1 5", "close 1 <reason>" (clients numbered by connection order). */
+function recordingHandler() {
+  const events: string[] = [];
+  const ids = new Map<Socket<unknown>, number>();
+  const id = (s: Socket<unknown>) => {
+    if (!ids.has(s)) ids.set(s, ids.size + 1);
+    return ids.get(s)!;
+  };
+  const handler: ClientHandler = {
+    open: (s) => events.push(`open ${id(s)}`),
+    data: (s, chunk) => events.push(`data ${id(s)} ${chunk.length}`),
+    drain: () => {},
+    close: (s, reason) => events.push(`close ${id(s)} ${reason}`),
+  };
+  return { events, handler };
+}
+
+async function startUnixServer(handler: ClientHandler) {
+  const dir = socketDir(defer, "us-");
+  const path = dir.path("s.sock");
+  const server = await UnixServer.listen({ path, mode: 0o660, report: silent, handler });
+  defer(() => server.stop());
+  return { path, server };
+}
+
+async function connect(path: string, options?: Parameters<typeof RecordingClient.connect>[1]) {
+  const client = await RecordingClient.connect(path, options);
+  defer(() => client.close());
+  return client;
+}
+
+describe("UnixServer: one client at a time", () => {
+  test("a second client replaces the first, which is closed; only the current client's data is delivered", async () => {
+    const { events, handler } = recordingHandler();
+    const { path, server } = await startUnixServer(handler);
+    const first = await connect(path);
+    await until(() => events.length === 1, "first open");
+    first.socket.write(new Uint8Array(5));
+    await until(() => events.length === 2, "first data");
+
+    const second = await connect(path);
+    await first.closed;
+    await until(() => events.length === 4, "replacement");
+    expect(events).toEqual(["open 1", "data 1 5", "close 1 replaced by a new client", "open 2"]);
+    expect(server.connections).toBe(2);
+    expect(server.replacements).toBe(1);
+    expect(server.client).toBeDefined();
+
+    second.socket.write(new Uint8Array(7));
+    await until(() => events.length === 5, "second data");
+    expect(events[4]).toBe("data 2 7");
+    expect(second.isClosed).toBe(false);
+  });
+
+  test("a client that leaves is reported as peer closed and the server accepts the next one", async () => {
+    const { events, handler } = recordingHandler();
+    const { path, server } = await startUnixServer(handler);
+    const first = await connect(path);
+    await until(() => events.length === 1, "open");
+    first.socket.end();
+    await until(() => events.length === 2, "close");
+    expect(events[1]).toBe("close 1 peer closed");
+    expect(server.client).toBeUndefined();
+
+    await connect(path);
+    await until(() => events.length === 3, "second open");
+    expect(events[2]).toBe("open 2");
+    expect(server.replacements).toBe(0);
+  });
+
+  test("disconnect() closes the client with the given reason; the server keeps listening", async () => {
+    const { events, handler } = recordingHandler();
+    const { path, server } = await startUnixServer(handler);
+    const client = await connect(path);
+    await until(() => server.client !== undefined, "accepted");
+    server.disconnect(server.client!, "told to go");
+    await client.closed;
+    expect(events).toEqual(["open 1", "close 1 told to go"]);
+    await connect(path);
+    await until(() => events.length === 3, "next client");
+  });
+
+  test("stop() closes the client, removes the socket file and refuses new connections", async () => {
+    const { events, handler } = recordingHandler();
+    const { path, server } = await startUnixServer(handler);
+    const client = await connect(path);
+    await until(() => events.length === 1, "open");
+    await server.stop();
+    await client.closed;
+    expect(events).toEqual(["open 1", "close 1 server stopping"]);
+    expect(existsSync(path)).toBe(false);
+    const refused = await Bun.connect({ unix: path, socket: { data() {} } }).then(
+      (s) => (s.end(), "connected"),
+      (e) => (e as NodeJS.ErrnoException).code,
+    );
+    expect(refused).toBe("ENOENT");
+  });
+
+  test("a second server on the same path is refused and the first keeps its client", async () => {
+    const { events, handler } = recordingHandler();
+    const { path, server } = await startUnixServer(handler);
+    const client = await connect(path);
+    await until(() => events.length === 1, "open");
+
+    const error = await UnixServer.listen({ path, mode: 0o660, report: silent, handler: recordingHandler().handler }).then(
+      (other) => (defer(() => other.stop()), undefined),
+      (e) => e,
+    );
+    expect(error).toBeInstanceOf(SocketPathError);
+    expect((error as SocketPathError).problem).toBe("InUse");
+    await Bun.sleep(50);
+    expect(client.isClosed).toBe(false);
+    expect(events).toEqual(["open 1"]);
+    expect(server.replacements).toBe(0);
+  });
+});
+
+describe("OutputServer client replacement", () => {
+  test("frames go to the new client; the replaced one is closed and gets nothing more", async () => {
+    const dir = socketDir(defer, "us-");
+    const path = dir.path("out.sock");
+    const server = await OutputServer.start({
+      path,
+      mode: 0o660,
+      report: silent,
+      queueFrames: 100,
+      dropPolicy: "oldest",
+      lossless: false,
+      writeDeadlineMs: 50,
+      stuckFrames: 50,
+    });
+    defer(() => server.stop());
+
+    const first = await connect(path);
+    await until(() => server.connected, "first accepted");
+    for (let i = 0; i < 5; i++) server.sendFrame(indexedPayload(i));
+    await until(() => first.frames.length === 5, "first gets 5");
+
+    const second = await connect(path);
+    await first.closed;
+    await until(() => server.listener.replacements === 1 && server.connected, "second accepted");
+    for (let i = 5; i < 15; i++) server.sendFrame(indexedPayload(i));
+    await until(() => second.frames.length === 10, "second gets 10");
+
+    expect(first.frames.map(payloadIndex)).toEqual([0, 1, 2, 3, 4]);
+    expect(first.pending).toBe(0);
+    expect(second.frames.map(payloadIndex)).toEqual([5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+    expect(server.stats.delivered).toBe(15);
+    expect(server.stats.droppedTotal).toBe(0);
+  });
+});
