@@ -110,6 +110,7 @@ export const OPTIONS = {
   "adaptive-window-ms": { flag: "string", help: "window in which the threshold counts", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000) },
   "adaptive-calm-ms": { flag: "string", help: "quiet time after which the optimizer relaxes to the defaults", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000) },
   metrics: { flag: "string", help: "serve /metrics and /healthz at HOST:PORT (PORT alone: loopback)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress },
+  monitor: { flag: "string", help: "serve the live web monitor at HOST:PORT (PORT alone: loopback; may equal --metrics)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress },
   "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]) },
   "log-format": { flag: "string", help: "log line format on stderr", allowed: "text, json", schema: choice(["text", "json"]) },
 } as const satisfies Record<string, OptionSpec>;
@@ -125,6 +126,7 @@ const COMMON = [
   "adaptive-window-ms",
   "adaptive-calm-ms",
   "metrics",
+  "monitor",
   "log-level",
   "log-format",
 ] as const satisfies readonly OptionName[];

@@ -18,6 +18,8 @@ export interface OutputServerOptions {
   stuckFrames: number;
   /** A client connected: e.g. apply socket buffer sizes to its fd. */
   onClient?: (socket: Socket<unknown>) => void;
+  /** The client went away, with the reason (peer closed, replaced, stuck, ...). */
+  onClientGone?: (reason: string) => void;
   onShortWrite?: FrameWriterOptions["onShortWrite"];
   onWritten?: FrameWriterOptions["onWritten"];
 }
@@ -66,7 +68,10 @@ export class OutputServer {
           output.unexpectedBytes += chunk.length;
         },
         drain: (socket) => output.writer.onDrain(socket),
-        close: () => output.writer.detach(DropReason.NoClient),
+        close: (_socket, reason) => {
+          output.writer.detach(DropReason.NoClient);
+          options.onClientGone?.(reason);
+        },
       },
     });
     return output;

@@ -2,7 +2,7 @@ import { InputClient } from "../channels/input-client.ts";
 import type { RoleSettings } from "../config.ts";
 import { Pacer } from "../media/pacer.ts";
 import type { Logger } from "../observe/logger.ts";
-import { DEFAULT_AUDIO_CONFIG, type AudioConfig } from "../protocol/index.ts";
+import { DEFAULT_AUDIO_CONFIG, wallClockMs, type AudioConfig } from "../protocol/index.ts";
 import { EXIT_OK } from "./errors.ts";
 import { isLiveSource, openSource } from "./media-open.ts";
 import type { Shutdown } from "./shutdown.ts";
@@ -42,7 +42,10 @@ export async function inputSend(
     writeDeadlineMs: settings["write-deadline-ms"],
     stuckFrames: settings["stuck-frames"],
     onConnect: (socket) => telemetry.onSocket(socket),
-    onDisconnect: () => connectionDrops++,
+    onDisconnect: (reason) => {
+      connectionDrops++;
+      telemetry.connectionEvent("disconnected", reason);
+    },
     onShortWrite: (socket) => telemetry.onShortWrite(socket),
     onWritten: (...args) => telemetry.onWritten(...args),
     onRoundTrip: (ms) => telemetry.roundTrip(ms),
@@ -82,7 +85,11 @@ export async function inputSend(
       await pumpSource(
         source,
         {
-          submit: (payload) => client.sendFrame(payload),
+          submit: (payload) => {
+            const tap = telemetry.frameTap;
+            if (tap) tap(payload, wallClockMs());
+            return client.sendFrame(payload);
+          },
           hasSpace: () => !client.queue.isFull,
           waitForSpace: () => client.writer.waitForSpace(),
         },

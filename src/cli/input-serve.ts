@@ -3,6 +3,7 @@ import type { RoleSettings } from "../config.ts";
 import type { Logger } from "../observe/logger.ts";
 import { EXIT_OK } from "./errors.ts";
 import { flushPeriodically, openSink } from "./media-open.ts";
+import { MessageType } from "../protocol/index.ts";
 import type { Shutdown } from "./shutdown.ts";
 import { Telemetry } from "./telemetry.ts";
 
@@ -27,8 +28,13 @@ export async function inputServe(
     report,
     onClient: (socket) => telemetry.onSocket(socket),
     onFrameAge: (ms) => telemetry.frameAge(ms),
-    onMessage: (message) => sink.write(message),
+    onMessage: (message) => {
+      sink.write(message);
+      const tap = telemetry.frameTap;
+      if (tap && message.type === MessageType.OpusFrame) tap(message.payload, message.timestampMs);
+    },
     onSessionEnd: (reason, clean) => {
+      telemetry.connectionEvent("disconnected", clean ? "Stop" : reason);
       sink.flush();
       report("info", clean ? "session ended by Stop" : "session ended without Stop", { reason });
       if (settings.once) finish();

@@ -24,11 +24,17 @@ export async function outputRecv(
     report,
     connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
     onConnect: (socket) => telemetry.onSocket(socket),
-    onDisconnect: () => connectionDrops++,
+    onDisconnect: (reason) => {
+      connectionDrops++;
+      telemetry.connectionEvent("disconnected", reason);
+    },
     onFrameAge: (ms) => telemetry.frameAge(ms),
     onMessage: (message) => {
       sink.write(message);
-      if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();
+      if (message.type !== MessageType.OpusFrame) return;
+      const tap = telemetry.frameTap;
+      if (tap) tap(message.payload, message.timestampMs);
+      if (++frames === limit) client.stop();
     },
   });
   telemetry = new Telemetry({

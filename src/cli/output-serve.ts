@@ -1,4 +1,5 @@
 import { OutputServer } from "../channels/output-server.ts";
+import { wallClockMs } from "../protocol/index.ts";
 import type { RoleSettings } from "../config.ts";
 import type { Logger } from "../observe/logger.ts";
 import { Pacer } from "../media/pacer.ts";
@@ -36,6 +37,7 @@ export async function outputServe(
     writeDeadlineMs: settings["write-deadline-ms"],
     stuckFrames: settings["stuck-frames"],
     onClient: (socket) => telemetry.onSocket(socket),
+    onClientGone: (reason) => telemetry.connectionEvent("disconnected", reason),
     onShortWrite: (socket) => telemetry.onShortWrite(socket),
     onWritten: (...args) => telemetry.onWritten(...args),
   });
@@ -76,7 +78,11 @@ export async function outputServe(
     const pumped = pumpSource(
       source,
       {
-        submit: (payload) => server.sendFrame(payload),
+        submit: (payload) => {
+          const tap = telemetry.frameTap;
+          if (tap) tap(payload, wallClockMs());
+          return server.sendFrame(payload);
+        },
         hasSpace: () => !server.queue.isFull,
         waitForSpace: () => writer.waitForSpace(),
       },

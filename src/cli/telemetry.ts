@@ -1,7 +1,8 @@
 import type { Socket } from "bun";
 import type { Settings } from "../config.ts";
 import { AdaptiveOptimizer, DEFAULT_ADAPTIVE, type AdaptiveState } from "../observe/adaptive-optimizer.ts";
-import { MetricsServer, type HealthFigures } from "../observe/http-server.ts";
+import { AgentHttpServer, type HealthFigures, type HealthReport, type ListenAddress } from "../observe/http-server.ts";
+import { MonitorHub, type ConnectionEvent } from "../observe/monitor-hub.ts";
 import { LatencyMonitor } from "../observe/latency-monitor.ts";
 import type { Logger } from "../observe/logger.ts";
 import { AgentMetrics, type ChannelReadings, type MetricsChannel } from "../observe/metrics.ts";
@@ -18,7 +19,14 @@ import {
 } from "../transport/socket-options.ts";
 
 type TelemetrySettings = Settings<
-  "socket-buffers" | "adaptive" | "adaptive-threshold" | "adaptive-window-ms" | "adaptive-calm-ms" | "metrics"
+  | "socket"
+  | "socket-buffers"
+  | "adaptive"
+  | "adaptive-threshold"
+  | "adaptive-window-ms"
+  | "adaptive-calm-ms"
+  | "metrics"
+  | "monitor"
 >;
 
 export interface TelemetryOptions {
@@ -52,7 +60,9 @@ export class Telemetry {
   readonly latency: LatencyMonitor;
   readonly metrics: AgentMetrics | undefined;
   readonly optimizer: AdaptiveOptimizer | undefined;
-  private server: MetricsServer | undefined;
+  readonly monitor: MonitorHub | undefined;
+  private servers: AgentHttpServer[] = [];
+  private utilization = { send: 0, receive: 0 };
   private socket: Socket<unknown> | undefined;
   private buffers: SocketBufferSizes;
   private kernelBuffers: SocketBufferSizes = { sendBytes: 0, receiveBytes: 0 };
@@ -85,6 +95,12 @@ export class Telemetry {
         latency: this.latency,
       });
     }
+    if (settings.monitor) {
+      this.monitor = new MonitorHub(
+        { role: options.role, channel: options.channel, socket: settings.socket },
+        () => this.monitorFigures(),
+      );
+    }
     const queue = options.queue;
     if (settings.adaptive === "on") {
       const high = SOCKET_BUFFER_PRESETS["high-load"];
@@ -106,27 +122,45 @@ export class Telemetry {
     this.sampler = setInterval(() => this.sample(), Math.min(SAMPLE_MS, settings["adaptive-calm-ms"]));
   }
 
-  /** Starts the HTTP endpoint when --metrics asked for one. */
+  /** Starts the HTTP endpoints --metrics and --monitor asked for (one server when they share an address). */
   async start(health: () => HealthFigures): Promise<void> {
-    const address = this.options.settings.metrics;
-    if (!address || !this.metrics) return;
-    this.server = MetricsServer.start(address, this.metrics, () => ({
+    const { metrics: metricsAt, monitor: monitorAt } = this.options.settings;
+    const healthReport = (): HealthReport => ({
       role: this.options.role,
       channel: this.options.channel,
       ...health(),
       uptime_seconds: +((performance.now() - this.started) / 1000).toFixed(3),
-    }));
-    this.report("info", "metrics listening", { url: this.server.url });
+    });
+    const metrics = this.metrics && { registry: this.metrics, health: healthReport };
+    const same = (a?: ListenAddress, b?: ListenAddress) => !!a && !!b && a.host === b.host && a.port === b.port;
+    if (metricsAt && same(metricsAt, monitorAt)) {
+      this.servers.push(AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }));
+    } else {
+      if (metricsAt) this.servers.push(AgentHttpServer.start(metricsAt, { metrics }));
+      if (monitorAt) this.servers.push(AgentHttpServer.start(monitorAt, { monitor: this.monitor }));
+    }
+    for (const server of this.servers) this.report("info", "http listening", { url: server.url });
   }
 
-  get metricsUrl(): string | undefined {
-    return this.server?.url;
+  /** The URLs the HTTP endpoints listen on (the first serves /metrics when there is one). */
+  get urls(): string[] {
+    return this.servers.map((s) => s.url);
+  }
+
+  /** Set only while a browser listens on the monitor: roles pass every frame to it. */
+  get frameTap(): ((payload: Uint8Array, timestampMs: number) => void) | undefined {
+    return this.monitor?.frameTap;
+  }
+
+  connectionEvent(kind: ConnectionEvent["kind"], detail: string): void {
+    this.monitor?.event(kind, detail);
   }
 
   /** A new connection: apply the socket buffers we promise, read back what the kernel holds. */
   onSocket = (socket: Socket<unknown>): void => {
     this.socket = socket;
     this.applyBuffers(socket, this.buffers);
+    this.connectionEvent("connected", this.options.settings.socket);
   };
 
   onWritten = (_messages: number, _bytes: number, oldestWaitMs: number, writeCallMs: number): void => {
@@ -158,7 +192,31 @@ export class Telemetry {
 
   async stop(): Promise<void> {
     clearInterval(this.sampler);
-    await this.server?.stop();
+    this.monitor?.stop();
+    await Promise.all(this.servers.map((s) => s.stop()));
+  }
+
+  private monitorFigures() {
+    const r = this.options.read();
+    const latency: Record<string, { p50: number; p95: number; p99: number; max: number }> = {};
+    for (const source of this.latency.operations()) {
+      const s = this.latency.snapshot(source);
+      if (s) latency[source] = { p50: s.p50, p95: s.p95, p99: s.p99, max: s.max };
+    }
+    return {
+      connected: r.connected,
+      frames: r.frames,
+      bytes: r.bytes,
+      dropped: { ...r.dropped },
+      queueDepth: r.queueDepth,
+      queueCapacity: r.queueCapacity,
+      sendUtilization: this.utilization.send,
+      receiveUtilization: this.utilization.receive,
+      sendBufferBytes: this.kernelBuffers.sendBytes,
+      receiveBufferBytes: this.kernelBuffers.receiveBytes,
+      latency,
+      adaptiveLevel: this.optimizer?.state.level ?? 0,
+    };
   }
 
   private applyBuffers(socket: Socket<unknown>, sizes: SocketBufferSizes): void {
@@ -196,11 +254,13 @@ export class Telemetry {
     if (typeof fd !== "number" || fd < 0) return;
     const out = sendQueueBytes(fd);
     if (out.ok && this.kernelBuffers.sendBytes > 0) {
-      this.metrics?.utilization("send", Math.min(100, (out.bytes / this.kernelBuffers.sendBytes) * 100));
+      this.utilization.send = Math.min(100, (out.bytes / this.kernelBuffers.sendBytes) * 100);
+      this.metrics?.utilization("send", this.utilization.send);
     }
     const inq = receiveQueueBytes(fd);
     if (inq.ok && this.kernelBuffers.receiveBytes > 0) {
-      this.metrics?.utilization("receive", Math.min(100, (inq.bytes / this.kernelBuffers.receiveBytes) * 100));
+      this.utilization.receive = Math.min(100, (inq.bytes / this.kernelBuffers.receiveBytes) * 100);
+      this.metrics?.utilization("receive", this.utilization.receive);
     }
   }
 

@@ -1,5 +1,10 @@
 import type { Server } from "bun";
 import type { AgentMetrics } from "./metrics.ts";
+import type { MonitorHub } from "./monitor-hub.ts";
+import pageText from "./monitor-page.html" with { type: "text" };
+
+// Imported as text (embedded in the compiled binary); the type declarations only know HTML bundles.
+const page = pageText as unknown as string;
 
 export interface ListenAddress {
   host: string;
@@ -20,27 +25,45 @@ export interface HealthReport extends HealthFigures {
   uptime_seconds: number;
 }
 
-/**
- * `/metrics` (Prometheus text format) and `/healthz` (JSON) over HTTP.
- * Binds where it is told; the CLI defaults the host to loopback.
- */
-export class MetricsServer {
-  private constructor(private readonly server: Server<undefined>) {}
+/** What one HTTP listener serves: metrics and health, the monitor, or both. */
+export interface HttpRoutes {
+  metrics?: { registry: AgentMetrics; health: () => HealthReport };
+  monitor?: MonitorHub;
+}
 
-  static start(address: ListenAddress, metrics: AgentMetrics, health: () => HealthReport): MetricsServer {
-    const server = Bun.serve({
+/**
+ * The agent's HTTP endpoint: `/metrics` (Prometheus text format) and
+ * `/healthz` (JSON) with --metrics; the monitor page at `/` and its
+ * WebSocket at `/ws` with --monitor. Both can share one address. Binds where
+ * it is told; the CLI defaults the host to loopback.
+ */
+export class AgentHttpServer {
+  private constructor(private readonly server: Server<unknown>) {}
+
+  static start(address: ListenAddress, routes: HttpRoutes): AgentHttpServer {
+    const { metrics, monitor } = routes;
+    const server = Bun.serve<{ listening: boolean; dropped: number }>({
       hostname: address.host,
       port: address.port,
-      fetch: async (request) => {
+      fetch: async (request, srv) => {
         const { pathname } = new URL(request.url);
-        if (pathname === "/metrics") {
-          return new Response(await metrics.text(), { headers: { "content-type": metrics.contentType } });
+        if (metrics && pathname === "/metrics") {
+          return new Response(await metrics.registry.text(), {
+            headers: { "content-type": metrics.registry.contentType },
+          });
         }
-        if (pathname === "/healthz") return Response.json(health());
-        return new Response("not found: try /metrics or /healthz\n", { status: 404 });
+        if (metrics && pathname === "/healthz") return Response.json(metrics.health());
+        if (monitor && (pathname === "/" || pathname === "/monitor")) {
+          return new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } });
+        }
+        if (monitor && pathname === "/ws") return monitor.upgrade(request, srv);
+        if (monitor && pathname === "/figures") return Response.json(monitor.current());
+        const paths = [...(metrics ? ["/metrics", "/healthz"] : []), ...(monitor ? ["/", "/ws"] : [])];
+        return new Response(`not found; try ${paths.join(", ")}\n`, { status: 404 });
       },
+      websocket: monitor?.websocket ?? { message() {} },
     });
-    return new MetricsServer(server);
+    return new AgentHttpServer(server as Server<unknown>);
   }
 
   get url(): string {
@@ -49,6 +72,10 @@ export class MetricsServer {
 
   get port(): number {
     return this.server.port ?? 0;
+  }
+
+  get hostname(): string {
+    return this.server.hostname ?? "";
   }
 
   async stop(): Promise<void> {

@@ -1,0 +1,174 @@
+import type { ServerWebSocket } from "bun";
+
+/** One second of what a role is doing: the same numbers the Prometheus metrics hold. */
+export interface MonitorFigures {
+  /** Unix ms when the figures were taken. */
+  t: number;
+  connected: boolean;
+  frames: number;
+  bytes: number;
+  dropped: Record<string, number>;
+  queueDepth: number;
+  queueCapacity: number;
+  /** Socket buffer utilization in percent, and the sizes the kernel holds. */
+  sendUtilization: number;
+  receiveUtilization: number;
+  sendBufferBytes: number;
+  receiveBufferBytes: number;
+  /** Per latency source (frame_age, enqueue_to_write, ...): seconds. */
+  latency: Record<string, { p50: number; p95: number; p99: number; max: number }>;
+  adaptiveLevel: number;
+  /** Frames the browser listeners missed because they could not keep up. */
+  listenerDrops: number;
+  listeners: number;
+}
+
+export interface ConnectionEvent {
+  t: number;
+  kind: "connected" | "disconnected" | "replaced";
+  detail: string;
+}
+
+export interface MonitorIdentity {
+  role: string;
+  channel: string;
+  socket: string;
+}
+
+interface Viewer {
+  listening: boolean;
+  dropped: number;
+}
+
+/** Five minutes of one-second figures for the charts of a newly opened page. */
+const HISTORY = 300;
+const EVENTS = 100;
+/** A listener further behind than this (bytes queued in its WebSocket) misses frames. */
+const LISTENER_BACKLOG_BYTES = 64 * 1024;
+
+/** Binary message kind for an audio frame: [u8 kind][f64 timestamp ms][Opus packet]. */
+export const MONITOR_FRAME = 1;
+
+/**
+ * The live monitor behind `--monitor`: a page, figures once a second over a
+ * WebSocket, connection history, and the live Opus frames for browsers that
+ * pressed Listen. Nothing here runs on the frame path unless someone
+ * listens: `frameTap` is undefined without listeners, and a slow browser has
+ * frames dropped for it alone (counted), never back-pressuring the socket.
+ */
+export class MonitorHub {
+  private readonly viewers = new Set<ServerWebSocket<Viewer>>();
+  private readonly history: MonitorFigures[] = [];
+  private readonly events: ConnectionEvent[] = [];
+  private listening = 0;
+  private listenerDrops = 0;
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private frameBuffer = new Uint8Array(9 + 4096);
+  private frameView = new DataView(this.frameBuffer.buffer);
+  /** Set while at least one browser listens; roles call it for every frame. */
+  frameTap: ((payload: Uint8Array, timestampMs: number) => void) | undefined;
+
+  constructor(
+    readonly identity: MonitorIdentity,
+    private readonly figures: () => Omit<MonitorFigures, "t" | "listenerDrops" | "listeners">,
+    intervalMs = 1000,
+  ) {
+    this.timer = setInterval(() => this.tick(), intervalMs);
+  }
+
+  event(kind: ConnectionEvent["kind"], detail: string): void {
+    const e = { t: Date.now(), kind, detail };
+    this.events.push(e);
+    if (this.events.length > EVENTS) this.events.shift();
+    this.broadcast(JSON.stringify({ type: "event", event: e }));
+  }
+
+  /** WebSocket handlers for Bun.serve. */
+  readonly websocket = {
+    open: (ws: ServerWebSocket<Viewer>) => {
+      this.viewers.add(ws);
+      ws.send(
+        JSON.stringify({ type: "hello", identity: this.identity, history: this.history, events: this.events }),
+      );
+    },
+    message: (ws: ServerWebSocket<Viewer>, message: string | Uint8Array) => {
+      if (typeof message !== "string") return;
+      let request: { listen?: unknown };
+      try {
+        request = JSON.parse(message);
+      } catch {
+        return;
+      }
+      if (typeof request.listen === "boolean" && request.listen !== ws.data.listening) {
+        ws.data.listening = request.listen;
+        this.listening += request.listen ? 1 : -1;
+        this.updateTap();
+      }
+    },
+    close: (ws: ServerWebSocket<Viewer>) => {
+      this.viewers.delete(ws);
+      if (ws.data.listening) {
+        ws.data.listening = false;
+        this.listening--;
+        this.updateTap();
+      }
+    },
+  };
+
+  /** Upgrades a request for /ws; returns undefined when it was upgraded. */
+  upgrade(request: Request, server: Bun.Server<Viewer>): Response | undefined {
+    if (server.upgrade(request, { data: { listening: false, dropped: 0 } })) return undefined;
+    return new Response("expected a WebSocket upgrade", { status: 400 });
+  }
+
+  get listeners(): number {
+    return this.listening;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.frameTap = undefined;
+    for (const ws of this.viewers) ws.close(1001, "agent stopping");
+  }
+
+  current(): MonitorFigures {
+    return { t: Date.now(), ...this.figures(), listenerDrops: this.listenerDrops, listeners: this.listening };
+  }
+
+  private tick(): void {
+    const figures = this.current();
+    this.history.push(figures);
+    if (this.history.length > HISTORY) this.history.shift();
+    if (this.viewers.size > 0) this.broadcast(JSON.stringify({ type: "figures", figures }));
+  }
+
+  private broadcast(text: string): void {
+    for (const ws of this.viewers) ws.send(text);
+  }
+
+  private updateTap(): void {
+    this.frameTap = this.listening > 0 ? this.sendFrame : undefined;
+  }
+
+  private readonly sendFrame = (payload: Uint8Array, timestampMs: number): void => {
+    const size = 9 + payload.length;
+    this.frameView.setUint8(0, MONITOR_FRAME);
+    this.frameView.setFloat64(1, timestampMs, true);
+    this.frameBuffer.set(payload, 9);
+    const message = this.frameBuffer.subarray(0, size);
+    for (const ws of this.viewers) {
+      if (!ws.data.listening) continue;
+      if (ws.getBufferedAmount() > LISTENER_BACKLOG_BYTES) {
+        ws.data.dropped++;
+        this.listenerDrops++;
+        continue;
+      }
+      // 0: the socket dropped it (closing or over its own limit).
+      if (ws.sendBinary(message) === 0) {
+        ws.data.dropped++;
+        this.listenerDrops++;
+      }
+    }
+  };
+}
