@@ -105,6 +105,8 @@ export class InputClient {
 
   /** Sends Stop after everything queued, waits for it to be written, and closes. */
   async finish(): Promise<void> {
+    // A full queue would make room for the Stop by dropping a frame (or the Stop itself).
+    if (this.queue.isFull) await this.writer.waitForSpace();
     this.writer.submit(MessageType.Stop, this.empty, wallClockMs());
     await this.writer.waitForIdle();
     this.stop();
@@ -189,6 +191,8 @@ export class InputClient {
       this.drop(this.socket, `no Ack within ${this.options.ackTimeoutMs} ms`);
       return;
     }
+    // Frames are flowing but queued: a Heartbeat now would only push one out (or be dropped itself).
+    if (this.queue.isFull) return;
     this.writer.submit(MessageType.Heartbeat, this.empty, wallClockMs());
   }
 
