@@ -64,6 +64,7 @@ export class InputClient {
   private connectedWaiters: (() => void)[] = [];
   private readonly abort = new AbortController();
   private stopping = false;
+  private finishing = false;
   private readonly empty = new Uint8Array(0);
   private running: Promise<void> | undefined;
 
@@ -105,6 +106,8 @@ export class InputClient {
 
   /** Sends Stop after everything queued, waits for it to be written, and closes. */
   async finish(): Promise<void> {
+    // Stop is the last message of a session: no Heartbeat may follow it.
+    this.finishing = true;
     // A full queue would make room for the Stop by dropping a frame (or the Stop itself).
     if (this.queue.isFull) await this.writer.waitForSpace();
     this.writer.submit(MessageType.Stop, this.empty, wallClockMs());
@@ -192,7 +195,7 @@ export class InputClient {
       return;
     }
     // Frames are flowing but queued: a Heartbeat now would only push one out (or be dropped itself).
-    if (this.queue.isFull) return;
+    if (this.queue.isFull || this.finishing) return;
     this.writer.submit(MessageType.Heartbeat, this.empty, wallClockMs());
   }
 
