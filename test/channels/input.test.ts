@@ -1,0 +1,328 @@
+import { describe, expect, test } from "bun:test";
+import { InputClient, type InputClientOptions } from "../../src/channels/input-client.ts";
+import { InputServer, type InputServerOptions } from "../../src/channels/input-server.ts";
+import {
+  decodeConfigPayload,
+  encodeConfigPayload,
+  encodeMessage,
+  INPUT_MAGIC,
+  MessageType,
+  OUTPUT_MAGIC,
+  type AudioConfig,
+} from "../../src/protocol/index.ts";
+import type { Report, ReportLevel } from "../../src/transport/report.ts";
+import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { silentServer } from "../support/silent-server.ts";
+import { sameBytes, testPayload, until } from "../support/temp.ts";
+import { parseWire } from "../support/wire.ts";
+
+const defer = useCleanup();
+
+interface LogEntry {
+  level: ReportLevel;
+  message: string;
+  fields?: Record<string, unknown>;
+}
+
+function recorder(): { logs: LogEntry[]; report: Report } {
+  const logs: LogEntry[] = [];
+  return { logs, report: (level, message, fields) => logs.push({ level, message, fields }) };
+}
+
+interface Recorded {
+  type: number;
+  payload: Uint8Array;
+}
+
+interface ServerUnderTest {
+  server: InputServer;
+  /** Every message onMessage saw, payloads copied, across all sessions. */
+  messages: Recorded[];
+  /** onSessionEnd calls in order. */
+  ends: { reason: string; clean: boolean }[];
+  logs: LogEntry[];
+}
+
+async function startServer(path: string, over: Partial<InputServerOptions> = {}): Promise<ServerUnderTest> {
+  const messages: Recorded[] = [];
+  const ends: { reason: string; clean: boolean }[] = [];
+  const { logs, report } = recorder();
+  const server = await InputServer.start({
+    path,
+    mode: 0o660,
+    report,
+    onMessage: (m) => messages.push({ type: m.type, payload: m.payload.slice() }),
+    onSessionEnd: (reason, clean) => ends.push({ reason, clean }),
+    onFailure: (e) => {
+      throw e;
+    },
+    ...over,
+  });
+  defer(() => server.stop());
+  return { server, messages, ends, logs };
+}
+
+const NO_DROPS = { queue_full: 0, no_client: 0, write_deadline: 0, client_stuck: 0, client_gone: 0, shutdown: 0 };
+
+const MONO: AudioConfig = { sampleRate: 48000, channels: 1, frameSize: 960 };
+
+function newClient(path: string, over: Partial<InputClientOptions> = {}): InputClient & { logs: LogEntry[] } {
+  const { logs, report } = recorder();
+  const client = new InputClient({
+    path,
+    report,
+    config: MONO,
+    heartbeatMs: 5,
+    ackTimeoutMs: 10_000,
+    connectTimeoutMs: 10_000,
+    queueFrames: 64,
+    dropPolicy: "oldest",
+    lossless: true,
+    writeDeadlineMs: 0,
+    stuckFrames: 50,
+    ...over,
+  });
+  defer(() => client.stop());
+  return Object.assign(client, { logs });
+}
+
+/** Sends frames `from` .. `to - 1` (testPayload) losslessly: waits for queue room, never drops. */
+async function sendFrames(client: InputClient, from: number, to: number): Promise<void> {
+  for (let i = from; i < to; i++) {
+    if (client.queue.isFull) await client.writer.waitForSpace();
+    client.sendFrame(testPayload(i));
+    // Let timers run now and then, so Heartbeats fall between frames.
+    if (i % 500 === 0) await Bun.sleep(1);
+  }
+}
+
+/** Checks one session's messages: Config first, `frames` in order, Heartbeats anywhere, Stop last. */
+function checkSession(messages: Recorded[], config: AudioConfig, firstFrame: number, frames: number): { heartbeats: number } {
+  expect(messages.length).toBeGreaterThan(1);
+  expect(messages[0].type).toBe(MessageType.Config);
+  expect(decodeConfigPayload(messages[0].payload)).toEqual(config);
+  expect(messages[messages.length - 1].type).toBe(MessageType.Stop);
+  expect(messages[messages.length - 1].payload.length).toBe(0);
+  let next = firstFrame;
+  let heartbeats = 0;
+  let mismatch = -1;
+  for (const m of messages.slice(1, -1)) {
+    if (m.type === MessageType.Heartbeat) {
+      expect(m.payload.length).toBe(0);
+      heartbeats++;
+      continue;
+    }
+    expect(m.type).toBe(MessageType.OpusFrame);
+    if (mismatch < 0 && !sameBytes(m.payload, testPayload(next))) mismatch = next;
+    next++;
+  }
+  expect(mismatch).toBe(-1);
+  expect(next - firstFrame).toBe(frames);
+  return { heartbeats };
+}
+
+/** Splits recorded messages into sessions, each starting with a Config. */
+function sessions(messages: Recorded[]): Recorded[][] {
+  const out: Recorded[][] = [];
+  for (const m of messages) {
+    if (m.type === MessageType.Config) out.push([]);
+    out[out.length - 1]?.push(m);
+  }
+  return out;
+}
+
+describe("input channel in-process", () => {
+  test("a session: Config, 10k frames byte-identical in order, Heartbeats counted both sides, Stop last", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    const { server, messages, ends } = await startServer(sock);
+    const client = newClient(sock, { heartbeatMs: 5 });
+    const running = client.start();
+    await client.waitForConnection();
+    const N = 10_000;
+    await sendFrames(client, 0, N);
+    // Keep the session open until at least a few Heartbeats went out.
+    await until(() => client.controlDelivered >= 3, "heartbeats written");
+    await client.finish();
+    await running;
+    await until(() => ends.length === 1, "session end");
+
+    // Lossless: nothing dropped (a Heartbeat must never push a frame out of a full queue).
+    expect(client.stats.dropped).toEqual(NO_DROPS);
+    const { heartbeats } = checkSession(messages, MONO, 0, N);
+    expect(heartbeats).toBeGreaterThanOrEqual(3);
+    expect(ends).toEqual([{ reason: "stop", clean: true }]);
+    expect(server.sessions).toBe(1);
+    expect(server.cleanSessions).toBe(1);
+    expect(server.protocolErrors).toBe(0);
+    expect(server.framesReceived).toBe(N);
+    expect(server.config).toEqual(MONO);
+    // Every Heartbeat the client wrote reached the server: controlDelivered = Heartbeats + the Stop.
+    expect(server.heartbeats).toBe(heartbeats);
+    expect(client.controlDelivered).toBe(heartbeats + 1);
+    // Lossless: nothing dropped, every frame delivered (Heartbeats must never push frames out).
+    expect(client.stats.droppedTotal).toBe(0);
+    expect(client.stats.delivered - client.controlDelivered).toBe(N);
+    expect(client.acks).toBeGreaterThanOrEqual(1);
+    expect(client.connects).toBe(1);
+    expect(client.ackTimeouts).toBe(0);
+  });
+
+  test("Stop after a full queue does not push out the last frames", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    const { server, messages, ends } = await startServer(sock);
+    // Heartbeats out of the way: only the Stop competes with frames for queue room.
+    const client = newClient(sock, { heartbeatMs: 60_000, queueFrames: 8 });
+    const running = client.start();
+    await client.waitForConnection();
+    const N = 2000;
+    // Fill the queue to the brim without yielding after the last frame, then finish at once.
+    for (let i = 0; i < N; i++) {
+      if (client.queue.isFull) await client.writer.waitForSpace();
+      client.sendFrame(testPayload(i));
+    }
+    expect(client.queue.length).toBeGreaterThan(0);
+    await client.finish();
+    await running;
+    await until(() => ends.length === 1, "session end");
+    expect(client.stats.dropped).toEqual(NO_DROPS);
+    checkSession(messages, MONO, 0, N);
+    expect(server.framesReceived).toBe(N);
+    expect(client.stats.droppedTotal).toBe(0);
+  });
+
+  test("Ack round trip: every Config/Heartbeat is acked, one onRoundTrip per Ack, Config first", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    const { server } = await startServer(sock);
+    const trips: { ms: number; type: number }[] = [];
+    const client = newClient(sock, { heartbeatMs: 10, onRoundTrip: (ms, type) => trips.push({ ms, type }) });
+    void client.start();
+    await client.waitForConnection();
+    // A quiet moment when every Heartbeat written has been answered.
+    await until(
+      () => server.heartbeats >= 5 && client.controlDelivered === server.heartbeats && client.acks === server.heartbeats + 1,
+      "5 heartbeats acked",
+    );
+    const acks = client.acks;
+    const heartbeats = server.heartbeats;
+    expect(acks).toBe(heartbeats + 1);
+    expect(trips.length).toBe(acks);
+    expect(trips[0].type).toBe(MessageType.Config);
+    expect(trips.slice(1, acks).every((t) => t.type === MessageType.Heartbeat)).toBe(true);
+    expect(trips.every((t) => t.ms >= 0 && Number.isFinite(t.ms))).toBe(true);
+    expect(client.unexpectedMessages).toBe(0);
+    expect(server.ackStats.delivered).toBeGreaterThanOrEqual(acks);
+    expect(client.ackTimeouts).toBe(0);
+  });
+
+  test("a server that never acks: the client gives up after ack-timeout, reconnects and sends a fresh Config", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    const silent = silentServer(sock);
+    defer(() => silent.stop());
+    const disconnects: string[] = [];
+    const client = newClient(sock, { heartbeatMs: 10, ackTimeoutMs: 100, onDisconnect: (r) => disconnects.push(r) });
+    void client.start();
+    await until(() => silent.connections >= 2 && silent.bytesOf(1).length >= 29, "a second connection with its Config");
+
+    expect(client.ackTimeouts).toBeGreaterThanOrEqual(1);
+    expect(client.connects).toBeGreaterThanOrEqual(2);
+    expect(client.acks).toBe(0);
+    expect(disconnects[0]).toBe("no Ack within 100 ms");
+    expect(client.logs.some((l) => l.message === "dropping connection" && l.fields?.reason === "no Ack within 100 ms")).toBe(true);
+    for (const n of [0, 1]) {
+      const wire = parseWire(silent.bytesOf(n), INPUT_MAGIC);
+      expect(wire.error).toBeUndefined();
+      expect(wire.messages[0].type).toBe(MessageType.Config);
+      expect(decodeConfigPayload(wire.messages[0].payload)).toEqual(MONO);
+      // After the Config only Heartbeats: no frames were sent.
+      expect(wire.messages.slice(1).every((m) => m.type === MessageType.Heartbeat)).toBe(true);
+    }
+    // The first connection carried Heartbeats while waiting (ack timeout 100 ms, heartbeat 10 ms).
+    expect(parseWire(silent.bytesOf(0), INPUT_MAGIC).messages.length).toBeGreaterThan(1);
+  });
+
+  test("two clients one after another: the server keeps serving, both sessions recorded", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    const { server, messages, ends } = await startServer(sock);
+    const stereo: AudioConfig = { sampleRate: 16000, channels: 2, frameSize: 320 };
+    for (const [config, from, to] of [
+      [MONO, 0, 300],
+      [stereo, 300, 700],
+    ] as const) {
+      const client = newClient(sock, { config, heartbeatMs: 10 });
+      const running = client.start();
+      await client.waitForConnection();
+      await sendFrames(client, from, to);
+      await client.finish();
+      await running;
+      await until(() => ends.length === (from === 0 ? 1 : 2), "session end");
+    }
+    const [first, second] = sessions(messages);
+    expect(sessions(messages).length).toBe(2);
+    checkSession(first, MONO, 0, 300);
+    checkSession(second, stereo, 300, 400);
+    expect(ends).toEqual([
+      { reason: "stop", clean: true },
+      { reason: "stop", clean: true },
+    ]);
+    expect(server.sessions).toBe(2);
+    expect(server.cleanSessions).toBe(2);
+    expect(server.framesReceived).toBe(700);
+    expect(server.config).toEqual(stereo);
+  });
+
+  test("garbage after a valid Config: disconnected with a logged reason, next client served", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    const { server, messages, ends, logs } = await startServer(sock);
+
+    let closed = false;
+    let answered = 0;
+    const raw = await Bun.connect({
+      unix: sock,
+      socket: {
+        binaryType: "uint8array",
+        data: (_s, chunk) => (answered += chunk.length),
+        close: () => (closed = true),
+        drain: () => {},
+        error: () => {},
+      },
+    });
+    defer(() => raw.terminate());
+    const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(MONO), 1n);
+    // A whole OpusFrame of the wrong channel: bad magic.
+    const garbage = encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, new Uint8Array([1, 2, 3]), 2n);
+    expect(raw.write(config)).toBe(config.length);
+    await until(() => server.config !== undefined, "config received");
+    expect(raw.write(garbage)).toBe(garbage.length);
+    await until(() => closed, "garbage client disconnected");
+
+    expect(server.protocolErrors).toBe(1);
+    const warn = logs.find((l) => l.message === "framing violation from client; disconnecting");
+    expect(warn?.level).toBe("warn");
+    expect(String(warn?.fields?.error)).toContain("BadMagic");
+    expect(ends.length).toBe(1);
+    expect(ends[0].clean).toBe(false);
+    expect(ends[0].reason).toContain("protocol error: BadMagic");
+    expect(messages.map((m) => m.type)).toEqual([MessageType.Config]);
+    expect(server.framesReceived).toBe(0);
+
+    // The server keeps serving: a proper client has a clean session.
+    const client = newClient(sock, { heartbeatMs: 10 });
+    const running = client.start();
+    await client.waitForConnection();
+    await sendFrames(client, 0, 50);
+    await client.finish();
+    await running;
+    await until(() => ends.length === 2, "second session end");
+    checkSession(messages.slice(1), MONO, 0, 50);
+    expect(ends[1]).toEqual({ reason: "stop", clean: true });
+    expect(server.sessions).toBe(2);
+    expect(server.cleanSessions).toBe(1);
+    expect(server.protocolErrors).toBe(1);
+  });
+});
