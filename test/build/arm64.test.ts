@@ -1,0 +1,63 @@
+/**
+ * The device build (linux-arm64, glibc), cross-compiled by build.ts and run
+ * under qemu user-mode emulation: it starts, and two of them really stream
+ * frames to each other over a Unix socket. Needs qemu-aarch64-static and the
+ * aarch64 glibc (Debian: qemu-user-static, libc6-arm64-cross; .ci/run installs them).
+ */
+import { afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import pkg from "../../package.json" with { type: "json" };
+import { built, capturedFrames, firstMismatch, killStarted, run, start, writeCapture, type Built } from "./support.ts";
+
+const QEMU = Bun.which("qemu-aarch64-static");
+const SYSROOT = "/usr/aarch64-linux-gnu";
+
+let arm64: Built;
+let dir: string | undefined;
+
+function qemu(args: string[]): string[] {
+  return [QEMU!, "-L", SYSROOT, arm64.path, ...args];
+}
+
+beforeAll(async () => {
+  if (!QEMU) throw new Error("qemu-aarch64-static not found: install qemu-user-static (and libc6-arm64-cross) to test the arm64 build");
+  if (!existsSync(join(SYSROOT, "lib/ld-linux-aarch64.so.1"))) throw new Error(`${SYSROOT} has no aarch64 glibc: install libc6-arm64-cross`);
+  arm64 = await built("arm64");
+}, 120_000);
+
+afterEach(async () => {
+  await killStarted();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("compiled arm64 binary under qemu", () => {
+  test("is an aarch64 executable and --version prints the version and commit", async () => {
+    const header = new Uint8Array(await Bun.file(arm64.path).slice(0, 20).arrayBuffer());
+    expect([...header.subarray(0, 4)]).toEqual([0x7f, 0x45, 0x4c, 0x46]); // ELF
+    expect(header[18] | (header[19] << 8)).toBe(183); // e_machine EM_AARCH64
+    const { code, stdout, stderr } = await run(qemu(["--version"]), { timeoutMs: 30_000 });
+    expect(code, stderr).toBe(0);
+    expect(stdout.trim()).toBe(`audio-agent ${pkg.version} (commit ${arm64.commit}, bun ${Bun.version})`);
+  }, 30_000);
+
+  test("output serve -> output recv, both arm64, stream a wire capture over a Unix socket", async () => {
+    dir = mkdtempSync("/tmp/aa-arm-");
+    const count = 300;
+    const source = join(dir, "in.wire");
+    const sink = join(dir, "out.wire");
+    const socket = join(dir, "o.sock");
+    await writeCapture(source, count);
+
+    const serve = start(qemu(["output", "serve", "--source", source, "--socket", socket]), { cwd: dir, timeoutMs: 40_000 });
+    const recv = start(qemu(["output", "recv", "--socket", socket, "--sink", sink, "--once", "--connect-timeout", "30"]), { cwd: dir, timeoutMs: 40_000 });
+    const [served, received] = await Promise.all([serve.done, recv.done]);
+    expect(served.code, served.stderr).toBe(0);
+    expect(received.code, received.stderr).toBe(0);
+
+    const frames = await capturedFrames(sink);
+    expect(frames.length).toBe(count);
+    expect(firstMismatch(frames, count)).toBe(-1);
+    expect(readdirSync(dir).sort()).toEqual(["in.wire", "out.wire"]);
+  }, 45_000);
+});

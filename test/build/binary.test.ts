@@ -1,0 +1,145 @@
+/**
+ * The compiled linux-x64 executable, built by build.ts: version and commit
+ * baked in, argument parsing on the real argv of a compiled binary, no .env /
+ * bunfig.toml autoloading, a real stream between two binaries, and the CLI
+ * end-to-end tests rerun against it.
+ */
+import { afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import pkg from "../../package.json" with { type: "json" };
+import { BUN, built, capturedFrames, cleanEnv, firstMismatch, killStarted, peakRss, REPO, run, start, writeCapture, type Built } from "./support.ts";
+
+let x64: Built;
+let dir: string;
+
+beforeAll(async () => {
+  x64 = await built("x64");
+}, 120_000);
+
+afterEach(async () => {
+  await killStarted();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  dir = mkdtempSync("/tmp/aa-bin-");
+  return dir;
+}
+
+describe("compiled x64 binary", () => {
+  test("--version prints the package version and the commit it was built from", async () => {
+    const { code, stdout } = await run([x64.path, "--version"]);
+    expect(code).toBe(0);
+    expect(stdout.trim()).toBe(`audio-agent ${pkg.version} (commit ${x64.commit}, bun ${Bun.version})`);
+    // The commit is a real one (git might be absent: then build.ts says "unknown").
+    if (x64.commit !== "unknown") {
+      const hash = x64.commit.replace(/-dirty$/, "");
+      expect(hash).toMatch(/^[0-9a-f]{7,}$/);
+      expect((await run(["git", "cat-file", "-e", `${hash}^{commit}`], { cwd: REPO })).code).toBe(0);
+    }
+  });
+
+  test("--help prints the usage and exits 0", async () => {
+    const top = await run([x64.path, "--help"]);
+    expect(top.code).toBe(0);
+    expect(top.stdout).toContain("audio-agent output serve --source");
+    const role = await run([x64.path, "output", "serve", "--help"]);
+    expect(role.code).toBe(0);
+    expect(role.stdout).toContain("--queue-frames");
+  });
+
+  test("an unknown flag exits 2 with one line naming it", async () => {
+    const { code, stdout, stderr } = await run([x64.path, "output", "serve", "--source", "x.wire", "--bogus-flag"]);
+    expect(code).toBe(2);
+    expect(stdout).toBe("");
+    expect(stderr.trim().split("\n")).toHaveLength(1);
+    expect(stderr).toContain("--bogus-flag");
+  });
+
+  test("a bad value exits 2 naming the flag and the allowed values", async () => {
+    const { code, stderr } = await run([x64.path, "output", "serve", "--source", "x.wire", "--drop", "sideways"]);
+    expect(code).toBe(2);
+    expect(stderr.trim().split("\n")).toHaveLength(1);
+    expect(stderr).toContain("--drop");
+    expect(stderr).toContain("sideways");
+    expect(stderr).toContain("oldest, newest");
+  });
+
+  test("a missing --source exits 2 naming it", async () => {
+    const { code, stderr } = await run([x64.path, "output", "serve"]);
+    expect(code).toBe(2);
+    expect(stderr).toContain("--source");
+  });
+
+  test("ignores .env and bunfig.toml in its working directory", async () => {
+    const cwd = tempDir();
+    // Loaded, the .env would make the agent's config fail (exit 2) and the
+    // bunfig.toml would make Bun itself fail before the agent runs.
+    writeFileSync(join(cwd, ".env"), "AUDIO_AGENT_LOG_LEVEL=bogus\nAUDIO_AGENT_DROP=sideways\n");
+    writeFileSync(join(cwd, "bunfig.toml"), "this is [not toml\n");
+    const version = await run([x64.path, "--version"], { cwd });
+    expect(version.stderr).toBe("");
+    expect(version.code).toBe(0);
+    const serve = await run([x64.path, "output", "serve", "--source", join(cwd, "missing.wire"), "--socket", join(cwd, "o.sock")], { cwd });
+    expect(serve.stderr).toContain("no such file");
+    expect(serve.code).toBe(1);
+    // The same .env in the environment is read by the agent: the check above is not vacuous.
+    const withEnv = await run([x64.path, "output", "serve", "--source", join(cwd, "missing.wire")], { cwd, env: cleanEnv({ AUDIO_AGENT_LOG_LEVEL: "bogus" }) });
+    expect(withEnv.code).toBe(2);
+    expect(withEnv.stderr).toContain("AUDIO_AGENT_LOG_LEVEL");
+  });
+
+  test("streams a wire capture between two binaries over a Unix socket; every frame arrives intact", async () => {
+    const cwd = tempDir();
+    const count = 3000;
+    const source = join(cwd, "in.wire");
+    const sink = join(cwd, "out.wire");
+    const socket = join(cwd, "o.sock");
+    await writeCapture(source, count);
+
+    const serve = start([x64.path, "output", "serve", "--source", source, "--socket", socket], { cwd });
+    const recv = start([x64.path, "output", "recv", "--socket", socket, "--sink", sink, "--once", "--connect-timeout", "20"], { cwd });
+    const [servePeak, recvPeak, served, received] = await Promise.all([peakRss(serve.pid, serve.done), peakRss(recv.pid, recv.done), serve.done, recv.done]);
+    expect(served.code, served.stderr).toBe(0);
+    expect(received.code, received.stderr).toBe(0);
+
+    const frames = await capturedFrames(sink);
+    expect(frames.length).toBe(count);
+    expect(firstMismatch(frames, count)).toBe(-1);
+    // The server removed its socket on the way out.
+    expect(readdirSync(cwd).sort()).toEqual(["in.wire", "out.wire"]);
+
+    // Peak resident memory of each side while streaming (reported, and a loose guard against leaks).
+    console.log(`x64 binary VmRSS peak while streaming ${count} frames: output serve ${(servePeak / 1024).toFixed(1)} MiB, output recv ${(recvPeak / 1024).toFixed(1)} MiB`);
+    expect(servePeak).toBeGreaterThan(0);
+    expect(servePeak).toBeLessThan(256 * 1024);
+    expect(recvPeak).toBeLessThan(256 * 1024);
+  }, 60_000);
+
+  // test/cli runs the agent through test/support/cli.ts, which runs AUDIO_AGENT_BIN
+  // instead of `bun src/main.ts` when it is set: rerun those tests on the binary.
+  // Not when this process already runs against a binary (no recursion).
+  const cliTests = (() => {
+    try {
+      return readdirSync(join(REPO, "test/cli")).filter((f) => f.endsWith(".test.ts"));
+    } catch {
+      return [];
+    }
+  })();
+  test.skipIf(cliTests.length === 0 || process.env.AUDIO_AGENT_BIN !== undefined)(
+    "the CLI end-to-end tests pass against the binary (AUDIO_AGENT_BIN)",
+    async () => {
+      const { code, stdout, stderr } = await run([BUN, "test", "--timeout", "60000", "test/cli"], {
+        cwd: REPO,
+        env: { ...(process.env as Record<string, string>), AUDIO_AGENT_BIN: x64.path },
+        timeoutMs: 170_000,
+      });
+      const output = stdout + stderr;
+      expect(code, output).toBe(0);
+      expect(output).toMatch(/^\s*0 fail$/m);
+      expect(output).not.toMatch(/^\s*0 pass$/m);
+    },
+    180_000,
+  );
+});
