@@ -1,10 +1,12 @@
-import type { Report, ReportLevel } from "../transport/report.ts";
-
 export type LogFormat = "text" | "json";
-export const LOG_LEVELS: readonly ReportLevel[] = ["debug", "info", "warn", "error"];
+export type LogLevel = "debug" | "info" | "warn" | "error";
+export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+
+/** Same shape as the transport layer's Report callback, which the CLI passes down. */
+export type LogFunction = (level: LogLevel, message: string, fields?: Record<string, unknown>) => void;
 
 export interface LoggerOptions {
-  level: ReportLevel;
+  level: LogLevel;
   format: LogFormat;
   /** Where lines go; stderr by default so stdout stays free for data (`--sink -`). */
   write?: (line: string) => void;
@@ -23,11 +25,11 @@ export class Logger {
     this.write = options.write ?? ((line) => process.stderr.write(line + "\n"));
   }
 
-  for(component: string): Report {
+  for(component: string): LogFunction {
     return (level, message, fields) => this.log(component, level, message, fields);
   }
 
-  log(component: string, level: ReportLevel, message: string, fields?: Record<string, unknown>): void {
+  log(component: string, level: LogLevel, message: string, fields?: Record<string, unknown>): void {
     if (LOG_LEVELS.indexOf(level) < this.threshold) return;
     const time = new Date().toISOString();
     if (this.options.format === "json") {
