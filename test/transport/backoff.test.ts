@@ -1,0 +1,109 @@
+/**
+ * The connect backoff (the Go original's schedule) and connectWithBackoff:
+ * retries while the server is absent, gives up with ConnectTimeoutError,
+ * stops on abort, fails at once on errors retrying cannot fix.
+ */
+import { describe, expect, test } from "bun:test";
+import { backoffDelayMs } from "../../src/transport/backoff.ts";
+import { silent, type Report } from "../../src/transport/report.ts";
+import { connectWithBackoff, ConnectTimeoutError, type ConnectionHandler } from "../../src/transport/unix-client.ts";
+import { makeStaleSocket } from "../support/cli.ts";
+import { socketDir, useCleanup } from "../support/cleanup.ts";
+
+const defer = useCleanup();
+
+const SCHEDULE = [50, 50, 50, 100, 100, 100, 200, 200, 200, 400, 400, 400, 400, 400, 400];
+
+const ignore: ConnectionHandler = { data() {}, drain() {}, close() {} };
+
+describe("backoffDelayMs", () => {
+  test("is 50,50,50,100,100,100,200,200,200 and then 400 for ever", () => {
+    expect(SCHEDULE.map((_, attempt) => backoffDelayMs(attempt))).toEqual(SCHEDULE);
+    expect(backoffDelayMs(100)).toBe(400);
+    expect(backoffDelayMs(1_000_000)).toBe(400);
+  });
+});
+
+describe("connectWithBackoff", () => {
+  test("waits between attempts exactly on the schedule", async () => {
+    const dir = socketDir(defer, "bo-");
+    const abort = new AbortController();
+    const waits: number[] = [];
+    const realSetTimeout = globalThis.setTimeout;
+    // Record each wait the client asks for and let it pass at once; abort after 15.
+    globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+      waits.push(ms ?? 0);
+      if (waits.length === SCHEDULE.length) abort.abort();
+      return realSetTimeout(fn, 0);
+    }) as typeof setTimeout;
+    let error: unknown;
+    try {
+      await connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report: silent, signal: abort.signal });
+    } catch (e) {
+      error = e;
+    } finally {
+      globalThis.setTimeout = realSetTimeout;
+    }
+    expect(waits).toEqual(SCHEDULE);
+    expect(error).toBeInstanceOf(ConnectTimeoutError);
+    expect((error as ConnectTimeoutError).lastError).toBe("aborted");
+  });
+
+  test("keeps retrying until the server appears, then connects", async () => {
+    const dir = socketDir(defer, "bo-");
+    const path = dir.path("late.sock");
+    const reports: { message: string; fields?: Record<string, unknown> }[] = [];
+    const report: Report = (_level, message, fields) => reports.push({ message, fields });
+    const connecting = connectWithBackoff({ path, handler: ignore, report, timeoutMs: 20_000 });
+    await Bun.sleep(150);
+    const listener = Bun.listen({ unix: path, socket: { data() {} } });
+    defer(() => listener.stop(true));
+    const socket = await connecting;
+    defer(() => socket.terminate());
+    const retried = reports.find((r) => r.message === "connected after retries");
+    expect(retried).toBeDefined();
+    expect(retried!.fields!.attempts as number).toBeGreaterThan(1);
+  });
+
+  test("gives up after timeoutMs with ConnectTimeoutError naming the path and the last error", async () => {
+    const dir = socketDir(defer, "bo-");
+    const path = dir.path("absent.sock");
+    const error = await connectWithBackoff({ path, handler: ignore, report: silent, timeoutMs: 300 }).catch((e) => e);
+    expect(error).toBeInstanceOf(ConnectTimeoutError);
+    expect(error.path).toBe(path);
+    expect(error.lastError).toBe("ENOENT");
+    expect(error.waitedMs).toBeGreaterThanOrEqual(300);
+    expect(error.message).toMatch(new RegExp(`^could not connect to ${path} within \\d+\\.\\d s \\(last error: ENOENT\\)$`));
+  });
+
+  test("a stale socket is retried as ECONNREFUSED", async () => {
+    const dir = socketDir(defer, "bo-");
+    const path = dir.path("stale.sock");
+    await makeStaleSocket(path);
+    const error = await connectWithBackoff({ path, handler: ignore, report: silent, timeoutMs: 200 }).catch((e) => e);
+    expect(error).toBeInstanceOf(ConnectTimeoutError);
+    expect(error.lastError).toBe("ECONNREFUSED");
+  });
+
+  test("an error retrying cannot fix fails at once, not as a timeout", async () => {
+    // A path longer than sun_path: connect(2) says EINVAL. (Bun reports ENOTDIR
+    // and most other failures as ECONNREFUSED, which is retried.)
+    const dir = socketDir(defer, "bo-");
+    const path = dir.path("x".repeat(120));
+    const error = await connectWithBackoff({ path, handler: ignore, report: silent }).catch((e) => e);
+    expect(error).toBeInstanceOf(Error);
+    expect(error).not.toBeInstanceOf(ConnectTimeoutError);
+    expect(error.message).toBe(`cannot connect to ${path}: EINVAL`);
+  });
+
+  test("an abort while waiting ends the wait", async () => {
+    const dir = socketDir(defer, "bo-");
+    const abort = new AbortController();
+    const connecting = connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report: silent, signal: abort.signal });
+    await Bun.sleep(20);
+    abort.abort();
+    const error = await connecting.catch((e) => e);
+    expect(error).toBeInstanceOf(ConnectTimeoutError);
+    expect(error.lastError).toBe("aborted");
+  });
+});
