@@ -1,0 +1,232 @@
+/**
+ * packaging/S95audio-agent under Debian's BusyBox, as on the device: `busybox
+ * sh` runs it with every applet (start-stop-daemon, logger, sleep, ...) first
+ * on PATH, against a temp dir, starting the compiled x64 agent.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { built, capturedFrames, cleanEnv, payloadOf, REPO, run, writeCapture, type Result } from "./support.ts";
+
+const SCRIPT = join(REPO, "packaging/S95audio-agent");
+const BUSYBOX = Bun.which("busybox");
+
+let agentBin: string;
+let applets: string;
+let t: { dir: string; path: (name: string) => string };
+const daemons = new Set<number>();
+
+beforeAll(async () => {
+  if (!BUSYBOX) throw new Error("busybox not found: install Debian's busybox package to test the init script");
+  applets = mkdtempSync("/tmp/aa-bb-");
+  const installed = await run([BUSYBOX, "--install", "-s", applets]);
+  if (installed.code !== 0 || !existsSync(join(applets, "start-stop-daemon"))) throw new Error(`busybox --install failed: ${installed.stderr}`);
+  agentBin = (await built("x64")).path;
+}, 120_000);
+
+afterAll(() => {
+  if (applets) rmSync(applets, { recursive: true, force: true });
+});
+
+afterEach(() => {
+  // Whatever a failed test left running.
+  for (const pid of daemons) if (alive(pid)) process.kill(pid, "SIGKILL");
+  daemons.clear();
+  if (t) rmSync(t.dir, { recursive: true, force: true });
+});
+
+/** Live and not a zombie (nothing may reap the daemon's orphans in a container). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
+function tempDir(): void {
+  const dir = mkdtempSync("/tmp/aa-init-");
+  t = { dir, path: (name) => join(dir, name) };
+}
+
+/** The script's settings pointing into the temp dir: a looping realtime stream of a wire capture. */
+function settings(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    AUDIO_AGENT_BIN: agentBin,
+    AUDIO_AGENT_ARGS: `output serve --source ${t.path("in.wire")} --realtime --loop --socket ${t.path("o.sock")}`,
+    AUDIO_AGENT_PIDFILE: t.path("run/audio-agent.pid"),
+    AUDIO_AGENT_LOG_FILE: t.path("log/audio-agent.log"),
+    AUDIO_AGENT_FIFO: "",
+    AUDIO_AGENT_DEFAULTS: t.path("default/audio-agent"),
+    ...extra,
+  };
+}
+
+async function initScript(action: string, env: Record<string, string>): Promise<Result> {
+  const result = await run([BUSYBOX!, "sh", SCRIPT, action], {
+    cwd: t.dir,
+    env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env },
+    timeoutMs: 20_000,
+  });
+  const pid = pidIn(env);
+  if (pid) daemons.add(pid);
+  return result;
+}
+
+function pidIn(env: Record<string, string>): number | undefined {
+  try {
+    return Number(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").trim()) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function waitFor(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const start = Date.now();
+  while (!check()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(10);
+  }
+}
+
+describe("S95audio-agent under busybox sh", () => {
+  test("start, status, stop, status, restart: a daemon that serves, and nothing left behind", async () => {
+    tempDir();
+    await writeCapture(t.path("in.wire"), 50);
+    const env = settings();
+
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    const pid = pidIn(env)!;
+    expect(pid).toBeGreaterThan(1);
+    expect(alive(pid)).toBe(true);
+    // The pid file names the agent itself (the wrapper shell exec'd it), not a shell.
+    expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0]).toBe(agentBin);
+    await waitFor(() => existsSync(t.path("o.sock")), "the socket");
+    expect(statSync(t.path("o.sock")).isSocket()).toBe(true);
+
+    // It really serves: a client receives frames of the capture.
+    const recv = await run([agentBin, "output", "recv", "--socket", t.path("o.sock"), "--sink", t.path("out.wire"), "--count", "5", "--connect-timeout", "5"], { cwd: t.dir, timeoutMs: 15_000 });
+    expect(recv.code, recv.stderr).toBe(0);
+    const frames = await capturedFrames(t.path("out.wire"));
+    expect(frames.length).toBe(5);
+    const known = Array.from({ length: 50 }, (_, i) => payloadOf(i).join(","));
+    for (const frame of frames) expect(known).toContain(frame.join(","));
+
+    const status = await initScript("status", env);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toContain(`running (pid ${pid})`);
+
+    const again = await initScript("start", env);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain("already running");
+    expect(pidIn(env)).toBe(pid);
+
+    const t0 = Date.now();
+    const stopped = await initScript("stop", env);
+    expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(4000); // TERM was enough: no KILL after the timeout
+    expect(stopped.stdout).not.toContain("KILL");
+    expect(alive(pid)).toBe(false);
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+    expect(existsSync(t.path("o.sock"))).toBe(false);
+    // A clean exit on TERM, logged to the log file.
+    expect(readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8")).toContain("stopped signal=SIGTERM");
+
+    const statusStopped = await initScript("status", env);
+    expect(statusStopped.code).toBe(3);
+    expect(statusStopped.stdout).toContain("not running");
+    expect((await initScript("stop", env)).code).toBe(0); // stopping a stopped service is fine
+
+    expect((await initScript("start", env)).code).toBe(0);
+    const first = pidIn(env)!;
+    const restarted = await initScript("restart", env);
+    expect(restarted.code, restarted.stdout + restarted.stderr).toBe(0);
+    const second = pidIn(env)!;
+    expect(second).not.toBe(first);
+    expect(alive(first)).toBe(false);
+    expect(alive(second)).toBe(true);
+    await waitFor(() => existsSync(t.path("o.sock")), "the socket after restart");
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(alive(second)).toBe(false);
+    expect(existsSync(t.path("o.sock"))).toBe(false);
+  }, 60_000);
+
+  test("settings come from the defaults file, exported to the agent too", async () => {
+    tempDir();
+    await writeCapture(t.path("in.wire"), 50);
+    const { AUDIO_AGENT_ARGS, ...env } = settings();
+    mkdirSync(t.path("default"));
+    writeFileSync(
+      env.AUDIO_AGENT_DEFAULTS,
+      `# sourced by the init script\nAUDIO_AGENT_ARGS="${AUDIO_AGENT_ARGS}"\nAUDIO_AGENT_LOG_FORMAT=json\n`,
+    );
+    expect((await initScript("start", env)).code).toBe(0);
+    await waitFor(() => existsSync(t.path("o.sock")), "the socket");
+    expect((await initScript("stop", env)).code).toBe(0);
+    const lines = readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8").trim().split("\n");
+    expect(lines.length).toBeGreaterThan(0);
+    for (const line of lines) expect(() => JSON.parse(line)).not.toThrow();
+  }, 30_000);
+
+  test("start fails (1) when the agent exits at once, and leaves no pid file", async () => {
+    tempDir();
+    const env = settings({ AUDIO_AGENT_ARGS: `output serve --source ${t.path("in.wire")} --bogus-flag` });
+    const started = await initScript("start", env);
+    expect(started.code).toBe(1);
+    expect(started.stdout).toContain("exited right after start");
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+    expect(readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8")).toContain("--bogus-flag");
+    expect((await initScript("status", env)).code).toBe(3);
+  }, 30_000);
+
+  test("stop sends KILL only after the timeout when TERM is ignored", async () => {
+    tempDir();
+    const stubborn = t.path("stubborn");
+    writeFileSync(stubborn, "#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 0.1; done\n");
+    chmodSync(stubborn, 0o755);
+    const env = settings({ AUDIO_AGENT_BIN: stubborn, AUDIO_AGENT_ARGS: "x", AUDIO_AGENT_STOP_TIMEOUT: "1" });
+    expect((await initScript("start", env)).code).toBe(0);
+    const pid = pidIn(env)!;
+    const t0 = Date.now();
+    const stopped = await initScript("stop", env);
+    const took = Date.now() - t0;
+    expect(stopped.code, stopped.stdout).toBe(0);
+    expect(stopped.stdout).toContain("sending KILL");
+    expect(took).toBeGreaterThanOrEqual(900);
+    expect(took).toBeLessThan(5000);
+    expect(alive(pid)).toBe(false);
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+  }, 30_000);
+
+  test("status is 1 for a pid file whose process is gone; stop clears it", async () => {
+    tempDir();
+    const env = settings();
+    mkdirSync(t.path("run"));
+    const gone = Bun.spawnSync(["true"]).pid; // exited and reaped
+    writeFileSync(env.AUDIO_AGENT_PIDFILE, `${gone}\n`);
+    const status = await initScript("status", env);
+    expect(status.code).toBe(1);
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+  });
+
+  test("logs to syslog through logger when no log file is set; creates the capture FIFO", async () => {
+    tempDir();
+    await writeCapture(t.path("in.wire"), 50);
+    const fifo = t.path("capture/capture.ogg");
+    const env = settings({ AUDIO_AGENT_LOG_FILE: "", AUDIO_AGENT_FIFO: fifo });
+    expect((await initScript("start", env)).code).toBe(0);
+    expect(statSync(fifo).isFIFO()).toBe(true);
+    const pid = pidIn(env)!;
+    await waitFor(() => existsSync(t.path("o.sock")), "the socket");
+    // The agent's stdout/stderr is a pipe read by `logger -t audio-agent`.
+    expect(existsSync(t.path("run/audio-agent.log-pipe"))).toBe(true);
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(alive(pid)).toBe(false);
+    expect(existsSync(t.path("run/audio-agent.log-pipe"))).toBe(false);
+    expect(existsSync(t.path("log"))).toBe(false);
+  }, 30_000);
+});
