@@ -1,5 +1,6 @@
 import { InputClient } from "../channels/input-client.ts";
 import type { RoleSettings } from "../config.ts";
+import type { FrameSource, SourceFrame } from "../media/frame-source.ts";
 import { Pacer } from "../media/pacer.ts";
 import type { Logger } from "../observe/logger.ts";
 import { DEFAULT_AUDIO_CONFIG, wallClockMs, type AudioConfig } from "../protocol/index.ts";
@@ -21,7 +22,10 @@ export async function inputSend(
 ): Promise<number> {
   const report = logger.for("input-client");
   const live = settings.realtime || (await isLiveSource(settings.source));
-  const source = await openSource(settings.format, settings.source, { lenient: settings.lenient });
+  const opened = await openSource(settings.format, settings.source, { lenient: settings.lenient });
+  // An Ogg source knows its channels and rate only once the OpusHead packet is parsed, and its
+  // frame size once the first audio packet is: read up to that packet before building the Config.
+  const source = settings.format === "ogg" ? await withFirstFrameRead(opened) : opened;
   const config: AudioConfig = {
     sampleRate: settings["sample-rate"] ?? source.audioConfig?.sampleRate ?? DEFAULT_AUDIO_CONFIG.sampleRate,
     channels: settings.channels ?? source.audioConfig?.channels ?? DEFAULT_AUDIO_CONFIG.channels,
@@ -120,4 +124,40 @@ export async function inputSend(
     });
   }
   return EXIT_OK;
+}
+
+/**
+ * Reads `source` up to its first frame (parsing any header on the way), and
+ * returns a source that yields that frame first, then the rest.
+ */
+async function withFirstFrameRead(source: FrameSource): Promise<FrameSource> {
+  let first: SourceFrame | undefined;
+  for (;;) {
+    const frame = source.next();
+    if (frame) {
+      first = { payload: frame.payload.slice(), timeMs: frame.timeMs };
+      break;
+    }
+    if (!(await source.fill())) break;
+  }
+  return {
+    get name() {
+      return source.name;
+    },
+    get audioConfig() {
+      return source.audioConfig;
+    },
+    get preSkip() {
+      return source.preSkip;
+    },
+    next() {
+      if (!first) return source.next();
+      const frame = first;
+      first = undefined;
+      return frame;
+    },
+    fill: () => source.fill(),
+    rewind: () => source.rewind(),
+    close: () => source.close(),
+  };
 }
