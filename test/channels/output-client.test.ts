@@ -1,0 +1,269 @@
+/**
+ * OutputClient against a real OutputServer (restarts) and against a raw fake
+ * server writing encoded bytes: tolerated control messages, framing
+ * violations that end the connection (then a reconnect), and how run() ends.
+ */
+import { describe, expect, test } from "bun:test";
+import { OutputClient, type OutputClientOptions } from "../../src/channels/output-client.ts";
+import { OutputServer } from "../../src/channels/output-server.ts";
+import {
+  encodeConfigPayload,
+  encodeMessage,
+  HEADER_SIZE,
+  INPUT_MAGIC,
+  MessageType,
+  OUTPUT_MAGIC,
+  type ParsedMessage,
+} from "../../src/protocol/index.ts";
+import { silent } from "../../src/transport/report.ts";
+import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
+import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { fakeServer, writeInPieces } from "../support/peer.ts";
+import { indexedPayload, isIntactIndexedPayload, payloadIndex, until } from "../support/temp.ts";
+
+const defer = useCleanup();
+
+/** Payloads here are small: many messages split into many small writes stay quick. */
+const MAX_SIZE = 300;
+const payload = (i: number) => indexedPayload(i, MAX_SIZE);
+
+interface Seen {
+  type: number;
+  index: number;
+  intact: boolean;
+}
+
+/** An OutputClient recording what it receives and why its connections ended; stopped after the test. */
+function recordingClient(path: string, over: Partial<OutputClientOptions> = {}) {
+  const seen: Seen[] = [];
+  const disconnects: string[] = [];
+  const client = new OutputClient({
+    path,
+    report: silent,
+    onMessage: (m: ParsedMessage) => {
+      const payload = m.payload;
+      seen.push({ type: m.type, index: m.type === 0 ? payloadIndex(payload) : -1, intact: m.type !== 0 || isIntactIndexedPayload(payload, MAX_SIZE) });
+    },
+    onDisconnect: (reason) => disconnects.push(reason),
+    ...over,
+  });
+  defer(() => client.stop());
+  return { client, seen, disconnects, frames: () => seen.filter((s) => s.type === 0).map((s) => s.index) };
+}
+
+async function startOutputServer(path: string) {
+  const server = await OutputServer.start({
+    path,
+    mode: 0o660,
+    report: silent,
+    queueFrames: 100,
+    dropPolicy: "oldest",
+    lossless: true,
+    writeDeadlineMs: 0,
+    stuckFrames: 50,
+  });
+  defer(() => server.stop());
+  return server;
+}
+
+function frame(i: number): Uint8Array {
+  return encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payload(i), BigInt(i));
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+function header(magic: number, type: number, length: number): Uint8Array {
+  const bytes = new Uint8Array(HEADER_SIZE);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, magic, true);
+  view.setUint8(4, type);
+  view.setUint32(5, length, true);
+  return bytes;
+}
+
+describe("OutputClient reconnects", () => {
+  test("after a server restart it reconnects and receives from the new server", async () => {
+    const path = socketDir(defer, "oc-").path("out.sock");
+    const first = await startOutputServer(path);
+    const { client, disconnects, frames } = recordingClient(path);
+    const running = client.run();
+    await first.waitForClient();
+    for (let i = 0; i < 10; i++) first.sendFrame(payload(i));
+    await until(() => frames().length === 10, "10 frames from the first server");
+
+    await first.stop();
+    await until(() => !client.connected, "client noticed");
+    await Bun.sleep(200); // no server at all for a while: the client keeps trying
+    const second = await startOutputServer(path);
+    await second.waitForClient();
+    for (let i = 10; i < 20; i++) second.sendFrame(payload(i));
+    await until(() => frames().length === 20, "10 frames from the second server");
+
+    expect(frames()).toEqual([...Array(20).keys()]);
+    expect(client.connects).toBe(2);
+    expect(disconnects).toEqual(["server closed"]);
+    client.stop();
+    await running;
+  });
+
+  test("started before any server, it waits for one and then receives", async () => {
+    const path = socketDir(defer, "oc-").path("out.sock");
+    const { client, frames } = recordingClient(path);
+    const running = client.run();
+    await Bun.sleep(150);
+    expect(client.connects).toBe(0);
+    const server = await startOutputServer(path);
+    await server.waitForClient();
+    for (let i = 0; i < 3; i++) server.sendFrame(payload(i));
+    await until(() => frames().length === 3, "3 frames");
+    expect(frames()).toEqual([0, 1, 2]);
+    client.stop();
+    await running;
+  });
+});
+
+describe("OutputClient against a raw server", () => {
+  test("tolerates Heartbeat, Ack, Config and Stop between frames, split at odd places", async () => {
+    const path = socketDir(defer, "oc-").path("raw.sock");
+    const stream = concat(
+      frame(0),
+      encodeMessage(OUTPUT_MAGIC, MessageType.Heartbeat, undefined, 1n),
+      frame(1),
+      encodeMessage(OUTPUT_MAGIC, MessageType.Ack, undefined, -1n),
+      encodeMessage(OUTPUT_MAGIC, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 })),
+      frame(2),
+      encodeMessage(OUTPUT_MAGIC, MessageType.Stop),
+      frame(3),
+    );
+    const server = fakeServer(path, (socket) => void writeInPieces(socket, stream, 7));
+    defer(server.stop);
+    const { client, seen, frames } = recordingClient(path);
+    const running = client.run();
+    await until(() => seen.length === 8, "8 messages");
+
+    expect(seen.map((s) => s.type)).toEqual([0, 3, 0, 4, 1, 0, 2, 0]);
+    expect(frames()).toEqual([0, 1, 2, 3]);
+    expect(seen.every((s) => s.intact)).toBe(true);
+    expect(client.framesReceived).toBe(4);
+    expect(client.otherMessages).toBe(4);
+    expect(client.protocolErrors).toBe(0);
+    expect(client.bytesReceived).toBe(stream.length);
+    expect(client.connected).toBe(true);
+    expect(client.connects).toBe(1);
+    expect(server.closedCount()).toBe(0);
+    client.stop();
+    await running;
+  });
+
+  const violations = [
+    { name: "bad magic (the input channel's)", bytes: header(INPUT_MAGIC, 0, 3), reason: 'BadMagic: 0x4a4b4d49 ("JKMI"), expected 0x4a4b4f55 ("JKOU")' },
+    { name: "unknown type 5", bytes: header(OUTPUT_MAGIC, 5, 0), reason: "UnknownType: 5, allowed 0..4" },
+    { name: "length 4097", bytes: header(OUTPUT_MAGIC, 0, 4097), reason: "FrameTooLarge: 4097 > 4096" },
+  ];
+  for (const violation of violations) {
+    test(`disconnects on ${violation.name}, then reconnects and receives again`, async () => {
+      const path = socketDir(defer, "oc-").path("raw.sock");
+      const server = fakeServer(path, (socket, n) => {
+        // First connection: a good frame, then the violation (header split across writes). Later: a good frame.
+        if (n === 0) void writeInPieces(socket, concat(frame(0), violation.bytes, new Uint8Array(64)), 9);
+        else socket.write(frame(n));
+      });
+      defer(server.stop);
+      const { client, disconnects, frames, seen } = recordingClient(path);
+      const running = client.run();
+      await until(() => frames().length === 2, "a frame from each connection");
+
+      expect(frames()).toEqual([0, 1]);
+      expect(seen.every((s) => s.intact)).toBe(true);
+      expect(client.protocolErrors).toBe(1);
+      expect(client.connects).toBe(2);
+      expect(disconnects).toEqual([`protocol error: ${violation.reason} at byte ${frame(0).length}`]);
+      // The client, not the server, ended the first connection.
+      await until(() => server.closedCount() === 1, "first connection closed");
+      expect(server.connections.length).toBe(2);
+      client.stop();
+      await running;
+    });
+  }
+});
+
+describe("OutputClient run() endings", () => {
+  test("with once, run() returns when the server closes the connection", async () => {
+    const path = socketDir(defer, "oc-").path("raw.sock");
+    const server = fakeServer(path, (socket) => {
+      socket.write(concat(frame(0), frame(1)));
+      socket.end();
+    });
+    defer(server.stop);
+    const { client, frames, disconnects } = recordingClient(path);
+    await client.run(true);
+    expect(frames()).toEqual([0, 1]);
+    expect(disconnects).toEqual(["server closed"]);
+    expect(client.connects).toBe(1);
+    expect(server.connections.length).toBe(1);
+  });
+
+  test("a server that closes inside a message is reported with the bytes lost", async () => {
+    const path = socketDir(defer, "oc-").path("raw.sock");
+    const cut = frame(1).subarray(0, 30);
+    const server = fakeServer(path, (socket) => {
+      socket.write(concat(frame(0), cut));
+      socket.end();
+    });
+    defer(server.stop);
+    const { client, frames, disconnects } = recordingClient(path);
+    await client.run(true);
+    expect(frames()).toEqual([0]);
+    expect(disconnects).toEqual(["server closed mid-message (30 byte(s) of a message lost)"]);
+  });
+
+  test("with no server within connectTimeoutMs, run() rejects with ConnectTimeoutError", async () => {
+    const path = socketDir(defer, "oc-").path("none.sock");
+    const { client } = recordingClient(path, { connectTimeoutMs: 200 });
+    const error = await client.run().catch((e) => e);
+    expect(error).toBeInstanceOf(ConnectTimeoutError);
+    expect(error.path).toBe(path);
+    expect(client.connects).toBe(0);
+  });
+
+  test("stop() while waiting for a server ends run() without an error", async () => {
+    const path = socketDir(defer, "oc-").path("none.sock");
+    const { client } = recordingClient(path);
+    const running = client.run();
+    await Bun.sleep(60);
+    client.stop();
+    await running;
+    expect(client.connects).toBe(0);
+  });
+
+  test("a failing onMessage (e.g. the sink) ends run() with that error instead of reconnecting", async () => {
+    const path = socketDir(defer, "oc-").path("raw.sock");
+    const server = fakeServer(path, (socket) => socket.write(concat(frame(0), frame(1), frame(2))));
+    defer(server.stop);
+    let calls = 0;
+    const client = new OutputClient({
+      path,
+      report: silent,
+      onMessage: () => {
+        if (++calls === 2) throw new Error("cannot write to sink out.wire: ENOSPC");
+      },
+    });
+    defer(() => client.stop());
+    const error = await client.run().catch((e) => e);
+    expect(error).toBeInstanceOf(Error);
+    expect(error.message).toBe("cannot write to sink out.wire: ENOSPC");
+    expect(calls).toBe(2);
+    expect(client.connects).toBe(1);
+    expect(client.protocolErrors).toBe(0);
+    await Bun.sleep(100);
+    expect(server.connections.length).toBe(1);
+  });
+});
