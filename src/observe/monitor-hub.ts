@@ -141,6 +141,10 @@ export class MonitorHub {
     this.history.push(figures);
     if (this.history.length > HISTORY) this.history.shift();
     if (this.viewers.size > 0) this.broadcast(JSON.stringify({ type: "figures", figures }));
+    // Each listening page hears how many frames it alone missed (figures.listenerDrops sums them all).
+    for (const ws of this.viewers) {
+      if (ws.data.listening) ws.send(JSON.stringify({ type: "listener", dropped: ws.data.dropped }));
+    }
   }
 
   private broadcast(text: string): void {
