@@ -1,0 +1,41 @@
+/**
+ * `bun run bench [-- --quick | --only live,startup | --no-native | --help]`
+ *
+ * The benchmark lives in src/cli/bench.ts (so the compiled binary carries it
+ * as `audio-agent bench`); this entry adds what only a checkout has: results
+ * written to bench/results/, and a fresh compiled binary for the start-up
+ * scenario built with the project's own build.ts.
+ */
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { bench } from "../src/cli/bench.ts";
+import { runCli } from "../src/cli/run.ts";
+
+const ROOT = resolve(import.meta.dir, "..");
+
+/** Builds src/main.ts for this machine with build.ts; falls back to dist/ when the build fails. */
+async function agentBinary(log: (line: string) => void): Promise<string | undefined> {
+  const outdir = mkdtempSync(join(tmpdir(), "aab-bin-"));
+  const target = process.arch === "arm64" ? "arm64" : "x64";
+  log(`building the agent (bun build.ts --target ${target}) for the start-up scenario`);
+  const built = Bun.spawnSync([process.execPath, join(ROOT, "build.ts"), "--target", target, "--outdir", outdir], {
+    cwd: ROOT,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const fresh = join(outdir, `audio-agent-linux-${target}`);
+  if (built.exitCode === 0 && existsSync(fresh)) return fresh;
+  log(`build failed (${built.stderr.toString().trim().split("\n").pop()}); trying dist/`);
+  const dist = join(ROOT, "dist", `audio-agent-linux-${target}`);
+  return existsSync(dist) ? dist : undefined;
+}
+
+// Drivers re-enter as `<bun> bench/run.ts bench --driver ...`, the same shape as the compiled `audio-agent bench`;
+// compiled itself, this file also answers the agent's own commands (the start-up scenario runs `output serve`).
+const argv = process.argv.slice(2);
+const isBench = argv.length === 0 || argv[0] === "bench" || argv[0].startsWith("--");
+const code = isBench
+  ? await bench(argv[0] === "bench" ? argv.slice(1) : argv, { resultsDir: join(ROOT, "bench", "results"), agentBinary })
+  : await runCli(argv);
+process.exit(code);

@@ -1,0 +1,439 @@
+/**
+ * The agent side of `audio-agent bench`: one process per role, started by
+ * the orchestrator (bench.ts) as `<self> bench --driver send|recv ...`.
+ *
+ * Each driver builds its role exactly as the CLI does (output-serve.ts and
+ * output-recv.ts): settings resolved from the same option table and
+ * defaults, an OutputServer or OutputClient, and a Telemetry with --metrics
+ * on (latency monitor, adaptive optimizer, Prometheus registry and its HTTP
+ * endpoint). The sender feeds frames through the CLI's own pumpSource, from
+ * an in-memory source instead of a file, so that what is measured is the
+ * IPC path and not disk reads. Both print "LISTENING" / "RESULT {json}"
+ * lines on stdout, like the native baseline.
+ */
+import { heapStats } from "bun:jsc";
+import { readFileSync } from "node:fs";
+import { OutputClient } from "../channels/output-client.ts";
+import { OutputServer } from "../channels/output-server.ts";
+import { resolveSettings } from "../config.ts";
+import type { FrameSource, SourceFrame } from "../media/frame-source.ts";
+import { Pacer } from "../media/pacer.ts";
+import { Logger } from "../observe/logger.ts";
+import { HEADER_SIZE, MessageType, wallClockMs, type ParsedMessage } from "../protocol/index.ts";
+import { pumpSource } from "./source-pump.ts";
+import { Telemetry } from "./telemetry.ts";
+
+export interface DriverArgs {
+  role: "send" | "recv";
+  socket: string;
+  mode: "flood" | "live";
+  frames: number;
+  /** Payload bytes per frame; bytes 0..3 carry the sequence number. */
+  size: number;
+  /** Live: frames per second. */
+  rate: number;
+  /** Frames before the CPU (and latency) window opens. */
+  warmup: number;
+  /** > 0: force a GC and sample the heap this often (soak). */
+  heapEveryMs: number;
+}
+
+export interface HeapSample {
+  /** ms since the driver started. */
+  t: number;
+  /** Frames sent or received so far. */
+  frames: number;
+  /** JavaScriptCore heap after a full GC (bun:jsc heapStats().heapSize). */
+  heapSize: number;
+  objectCount: number;
+  rss: number;
+}
+
+export interface DriverResult {
+  side: "send" | "recv";
+  frames: number;
+  bytes: number;
+  windowMs: number;
+  cpuSeconds: number;
+  /** Frames inside the timing window. */
+  windowFrames: number;
+  latencyMs?: { p50: number; p99: number; max: number; maxAll: number; frames: number };
+  maxRssKiB: number;
+  heap?: HeapSample[];
+  /** What the role's own /metrics endpoint counted (frames sent or received). */
+  metricsFrames?: number;
+  writeCalls?: number;
+  shortWrites?: number;
+  /** Receiver: socket reads that brought frames (the native baseline counts every read). */
+  reads?: number;
+  dropped?: number;
+  errors?: string[];
+}
+
+const USAGE = "bench --driver send|recv --socket PATH --mode flood|live --frames N --size BYTES [--rate R] [--warmup N] [--heap-ms MS]";
+
+export function parseDriverArgs(argv: string[]): DriverArgs {
+  const get = (name: string): string | undefined => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const int = (name: string, fallback?: number): number => {
+    const text = get(name);
+    const n = text === undefined ? fallback : Number(text);
+    if (n === undefined || !Number.isInteger(n) || n < 0) throw new Error(`--${name}: need an integer >= 0 (${USAGE})`);
+    return n;
+  };
+  const role = get("driver");
+  const mode = get("mode") ?? "flood";
+  const socket = get("socket");
+  if ((role !== "send" && role !== "recv") || (mode !== "flood" && mode !== "live") || !socket) {
+    throw new Error(`usage: ${USAGE}`);
+  }
+  const size = int("size", 160);
+  if (size < 4 || size > 4096) throw new Error("--size: 4..4096 bytes");
+  return {
+    role,
+    mode,
+    socket,
+    frames: int("frames"),
+    size,
+    rate: int("rate", 50),
+    warmup: int("warmup", 0),
+    heapEveryMs: int("heap-ms", 0),
+  };
+}
+
+export async function runDriver(args: DriverArgs): Promise<number> {
+  const result = args.role === "send" ? await runSender(args) : await runReceiver(args);
+  process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
+  return result.errors && result.errors.length > 0 ? 1 : 0;
+}
+
+/** N frames of `size` bytes, numbered in bytes 0..3, on a timeline of 1000/rate ms steps. */
+class CountingSource implements FrameSource {
+  readonly name = "bench";
+  private index = 0;
+  private readonly frame: SourceFrame;
+  private readonly view: DataView;
+
+  constructor(
+    private readonly frames: number,
+    size: number,
+    private readonly stepMs: number,
+  ) {
+    const payload = new Uint8Array(size).fill(0xa5);
+    this.view = new DataView(payload.buffer);
+    this.frame = { payload, timeMs: 0 };
+  }
+
+  next(): SourceFrame | undefined {
+    if (this.index >= this.frames) return undefined;
+    this.view.setUint32(0, this.index, true);
+    this.frame.timeMs = this.index * this.stepMs;
+    this.index++;
+    return this.frame;
+  }
+
+  async fill(): Promise<boolean> {
+    return false;
+  }
+
+  rewind(): boolean {
+    return false;
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** CPU seconds (user + system) of this process so far. */
+function cpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+function statusKiB(field: "VmRSS" | "VmHWM"): number {
+  try {
+    const match = new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(readFileSync("/proc/self/status", "utf8"));
+    return match ? Number(match[1]) : 0;
+  } catch {
+    return Math.round(process.memoryUsage().rss / 1024); // no procfs
+  }
+}
+
+/** The timing window: wall time and CPU between two frames (calls kept off the per-frame path). */
+class Window {
+  startMs = NaN;
+  startCpu = 0;
+  startFrames = 0;
+  endMs = NaN;
+  endCpu = 0;
+  endFrames = 0;
+
+  open(frames: number): void {
+    this.startMs = performance.now();
+    this.startCpu = cpuSeconds();
+    this.startFrames = frames;
+  }
+
+  close(frames: number): void {
+    this.endMs = performance.now();
+    this.endCpu = cpuSeconds();
+    this.endFrames = frames;
+  }
+
+  get opened(): boolean {
+    return !Number.isNaN(this.startMs);
+  }
+
+  figures(): { windowMs: number; cpuSeconds: number; windowFrames: number } {
+    if (!this.opened || Number.isNaN(this.endMs)) return { windowMs: 0, cpuSeconds: 0, windowFrames: 0 };
+    return {
+      windowMs: this.endMs - this.startMs,
+      cpuSeconds: this.endCpu - this.startCpu,
+      windowFrames: this.endFrames - this.startFrames,
+    };
+  }
+}
+
+/** Samples the heap after a full GC every `everyMs` (soak); returns the stopper. */
+function heapSampler(everyMs: number, frames: () => number): { samples: HeapSample[]; stop: () => void } {
+  const samples: HeapSample[] = [];
+  if (everyMs <= 0) return { samples, stop: () => {} };
+  const started = performance.now();
+  const sample = () => {
+    Bun.gc(true);
+    const h = heapStats();
+    samples.push({
+      t: Math.round(performance.now() - started),
+      frames: frames(),
+      heapSize: h.heapSize,
+      objectCount: h.objectCount,
+      rss: process.memoryUsage().rss,
+    });
+  };
+  sample();
+  const timer = setInterval(sample, everyMs);
+  return { samples, stop: () => (clearInterval(timer), sample()) };
+}
+
+/** The Prometheus counter `name` as the role's own endpoint reports it. */
+async function scrapeCounter(url: string | undefined, name: string): Promise<number | undefined> {
+  if (!url) return undefined;
+  try {
+    const text = await (await fetch(new URL("/metrics", url))).text();
+    const match = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text);
+    return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `output serve`, wired as output-serve.ts wires it, fed from memory. */
+async function runSender(args: DriverArgs): Promise<DriverResult> {
+  const live = args.mode === "live";
+  const logger = new Logger({ level: "warn", format: "text" });
+  const settings = resolveSettings("output serve", {
+    flags: { socket: args.socket, source: "-", realtime: live, metrics: "127.0.0.1:0" },
+    env: {},
+  });
+  const report = logger.for("output-server");
+  let telemetry!: Telemetry;
+  const server = await OutputServer.start({
+    path: settings.socket,
+    mode: settings["socket-mode"],
+    report,
+    queueFrames: settings["queue-frames"],
+    dropPolicy: settings.drop,
+    lossless: !live,
+    writeDeadlineMs: settings["write-deadline-ms"],
+    stuckFrames: settings["stuck-frames"],
+    onClient: (socket) => telemetry.onSocket(socket),
+    onClientGone: (reason) => telemetry.connectionEvent("disconnected", reason),
+    onShortWrite: (socket) => telemetry.onShortWrite(socket),
+    onWritten: (...a) => telemetry.onWritten(...a),
+  });
+  const stats = server.stats;
+  telemetry = new Telemetry({
+    role: "output serve",
+    channel: "output",
+    direction: "send",
+    settings,
+    logger,
+    queue: server.queue,
+    read: () => ({
+      frames: stats.delivered,
+      bytes: stats.deliveredBytes,
+      dropped: stats.dropped,
+      connectionDrops: server.listener.disconnects,
+      reconnects: Math.max(0, server.listener.connections - 1),
+      queueDepth: server.queue.length,
+      queueCapacity: server.queue.capacity,
+      connected: server.connected,
+      lastFrameUnixMs: stats.lastDeliveredUnixMs,
+      protocolErrors: 0,
+    }),
+  });
+  await telemetry.start(() => ({
+    connected: server.connected,
+    frames: stats.delivered,
+    drops: stats.droppedTotal,
+    queue_depth: server.queue.length,
+  }));
+  process.stdout.write("LISTENING\n");
+  await server.waitForClient();
+
+  const window = new Window();
+  const heap = heapSampler(args.heapEveryMs, () => stats.submitted);
+  let submitted = 0;
+  const writer = server.writer;
+  await pumpSource(
+    new CountingSource(args.frames, args.size, 1000 / args.rate),
+    {
+      submit: (payload) => {
+        if (submitted === args.warmup) window.open(submitted);
+        submitted++;
+        const tap = telemetry.frameTap; // as output-serve.ts: only set while a monitor page listens
+        if (tap) tap(payload, wallClockMs());
+        return server.sendFrame(payload);
+      },
+      hasSpace: () => !server.queue.isFull,
+      waitForSpace: () => writer.waitForSpace(),
+    },
+    { lossless: !live, pacer: live ? new Pacer() : undefined, loop: false, isStopped: () => false },
+  );
+  await writer.waitForIdle();
+  window.close(submitted);
+  heap.stop();
+  const maxRssKiB = statusKiB("VmHWM");
+  const metricsFrames = await scrapeCounter(telemetry.urls[0], "jetkvm_audio_frames_sent_total");
+  // The receiver closes once it has every frame; the flush bound covers a receiver that died.
+  await server.flush(1000);
+  await Promise.race([closedByPeer(server), Bun.sleep(10_000)]);
+  await server.stop();
+  await telemetry.stop();
+
+  const errors: string[] = [];
+  if (stats.delivered !== args.frames) errors.push(`delivered ${stats.delivered} of ${args.frames} frames`);
+  return {
+    side: "send",
+    frames: stats.delivered,
+    bytes: stats.deliveredBytes,
+    ...window.figures(),
+    maxRssKiB,
+    heap: args.heapEveryMs > 0 ? heap.samples : undefined,
+    metricsFrames,
+    writeCalls: stats.writeCalls,
+    shortWrites: stats.shortWrites,
+    dropped: stats.droppedTotal,
+    errors,
+  };
+}
+
+function closedByPeer(server: OutputServer): Promise<void> {
+  return new Promise((resolve) => {
+    const poll = () => (server.connected ? setTimeout(poll, 5) : resolve());
+    poll();
+  });
+}
+
+/** `output recv`, wired as output-recv.ts wires it, into a counting, validating sink. */
+async function runReceiver(args: DriverArgs): Promise<DriverResult> {
+  const live = args.mode === "live";
+  const logger = new Logger({ level: "warn", format: "text" });
+  const settings = resolveSettings("output recv", {
+    flags: { socket: args.socket, sink: "-", metrics: "127.0.0.1:0" },
+    env: {},
+  });
+  const report = logger.for("output-client");
+  const window = new Window();
+  const latency = live ? new Float64Array(args.frames) : undefined;
+  const errors: string[] = [];
+  let received = 0;
+  let reads = 0;
+  let telemetry!: Telemetry;
+  let connectionDrops = 0;
+  const heap = heapSampler(args.heapEveryMs, () => received);
+  const client: OutputClient = new OutputClient({
+    path: settings.socket,
+    report,
+    connectTimeoutMs: 30_000,
+    onConnect: (socket) => telemetry.onSocket(socket),
+    onDisconnect: (reason) => {
+      connectionDrops++;
+      telemetry.connectionEvent("disconnected", reason);
+    },
+    onFrameAge: (ms) => {
+      reads++; // one call per socket read that brought an OpusFrame
+      telemetry.frameAge(ms);
+    },
+    onMessage: (m: ParsedMessage) => {
+      if (m.type !== MessageType.OpusFrame) return;
+      const tap = telemetry.frameTap;
+      if (tap) tap(m.payload, m.timestampMs);
+      if (latency) latency[received] = wallClockMs() - m.timestampMs;
+      if (received === args.warmup) window.open(received);
+      if (m.length !== args.size || m.view.getUint32(m.offset + HEADER_SIZE, true) !== received) {
+        if (errors.length < 5) errors.push(`frame ${received}: length ${m.length}, sequence ${m.view.getUint32(m.offset + HEADER_SIZE, true)}`);
+      }
+      if (++received === args.frames) {
+        window.close(received);
+        client.stop();
+      }
+    },
+  });
+  telemetry = new Telemetry({
+    role: "output recv",
+    channel: "output",
+    direction: "receive",
+    settings,
+    logger,
+    read: () => ({
+      frames: client.framesReceived,
+      bytes: client.bytesReceived,
+      dropped: {},
+      connectionDrops,
+      reconnects: Math.max(0, client.connects - 1),
+      queueDepth: 0,
+      queueCapacity: 0,
+      connected: client.connected,
+      lastFrameUnixMs: client.lastFrameUnixMs,
+      protocolErrors: client.protocolErrors,
+    }),
+  });
+  await telemetry.start(() => ({
+    connected: client.connected,
+    frames: client.framesReceived,
+    drops: 0,
+    protocol_errors: client.protocolErrors,
+  }));
+  await client.run(true);
+  heap.stop();
+  const maxRssKiB = statusKiB("VmHWM");
+  const metricsFrames = await scrapeCounter(telemetry.urls[0], "jetkvm_audio_frames_received_total");
+  await telemetry.stop();
+
+  if (received !== args.frames) errors.push(`received ${received} of ${args.frames} frames`);
+  if (client.protocolErrors > 0) errors.push(`${client.protocolErrors} protocol error(s)`);
+  return {
+    side: "recv",
+    frames: received,
+    bytes: client.bytesReceived,
+    ...window.figures(),
+    latencyMs: latency ? latencyFigures(latency.subarray(0, received), args.warmup) : undefined,
+    maxRssKiB,
+    heap: args.heapEveryMs > 0 ? heap.samples : undefined,
+    metricsFrames,
+    reads,
+    errors,
+  };
+}
+
+/** Nearest-rank percentiles over the frames after warm-up; maxAll over every frame. */
+export function latencyFigures(all: Float64Array, warmup: number): NonNullable<DriverResult["latencyMs"]> {
+  let maxAll = 0;
+  for (const x of all) if (x > maxAll) maxAll = x;
+  const from = warmup < all.length ? warmup : 0;
+  const sorted = Float64Array.from(all.subarray(from)).sort();
+  const rank = (p: number) => sorted[Math.max(1, Math.ceil((p * sorted.length) / 100)) - 1] ?? 0;
+  return { p50: rank(50), p99: rank(99), max: sorted[sorted.length - 1] ?? 0, maxAll, frames: sorted.length };
+}

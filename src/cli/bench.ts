@@ -1,0 +1,597 @@
+/**
+ * `audio-agent bench` (and `bun run bench`): measures the real agent against
+ * a native C baseline built and run on the same machine in the same run.
+ *
+ * Every scenario runs a sender and a receiver in two processes over a Unix
+ * socket: the agent's pair is this same program re-entered as
+ * `<self> bench --driver send|recv` (bench-driver.ts: the CLI's own
+ * OutputServer / OutputClient / Telemetry wiring, metrics on), the native
+ * pair is bench/native-baseline.c compiled with the machine's `cc -O2` into
+ * a temp dir (the source is embedded, so a compiled binary carries it; with
+ * no `cc` the native column stays empty). Figures are goals, not
+ * assertions: each line says PASS or MISS and the exit code stays 0 unless a
+ * scenario itself failed (lost frames, a crash).
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import NATIVE_SOURCE from "../../bench/native-baseline.c" with { type: "text" };
+import { parseDriverArgs, runDriver, type DriverResult, type HeapSample } from "./bench-driver.ts";
+import { formatTable, framesPerSecond, judge, type Row } from "./bench-report.ts";
+
+export interface BenchHost {
+  /** The command that re-enters `bench` in a child process (the agent drivers). */
+  self?: string[];
+  /** Where `<timestamp>.json` and `latest.md` are written; none: print only. */
+  resultsDir?: string;
+  /** The compiled agent for the start-up scenario (built or found by the host). */
+  agentBinary?: (log: (line: string) => void) => Promise<string | undefined>;
+}
+
+/** Sizes of one run; `--quick` is the smoke version. */
+export interface BenchPlan {
+  name: "full" | "quick";
+  flood160: number;
+  flood4096: number;
+  liveRate: number;
+  liveSeconds: number;
+  soakFrames: number;
+  startupRuns: number;
+  /** Flood runs per side; the best counts (a shared machine only ever makes a run slower). */
+  floodRepeats: number;
+}
+
+export const PLANS: Record<BenchPlan["name"], BenchPlan> = {
+  full: { name: "full", flood160: 2_000_000, flood4096: 300_000, liveRate: 50, liveSeconds: 30, soakFrames: 5_000_000, startupRuns: 9, floodRepeats: 3 },
+  quick: { name: "quick", flood160: 200_000, flood4096: 30_000, liveRate: 50, liveSeconds: 3, soakFrames: 500_000, startupRuns: 3, floodRepeats: 1 },
+};
+
+export const SCENARIOS = ["flood160", "flood4096", "live", "soak", "startup"] as const;
+export type ScenarioName = (typeof SCENARIOS)[number];
+
+/** Goals (PASS/MISS), in one place. */
+export const TARGETS = {
+  flood160Ratio: 0.4,
+  flood4096Ratio: 0.7,
+  liveP99VsNative: 2,
+  liveCpuPercent: 0.5,
+  liveRssMiB: 32,
+  /** Heap growth from the start of the soak to its steady state that still counts as "none". */
+  soakHeapGrowthBytes: 1024 * 1024,
+  startupMs: 50,
+} as const;
+
+const HELP = `usage: audio-agent bench [--quick] [--only LIST] [--no-native] [--binary PATH] [--out DIR]
+
+Measures the agent (sender and receiver in separate processes, through the
+real OutputServer/OutputClient paths with metrics on) against a native C
+baseline compiled with cc -O2 in the same run, and prints a table.
+
+  --quick        short smoke run (small N, 3 s live); also AUDIO_AGENT_BENCH_QUICK=1
+  --only LIST    comma-separated subset of: ${SCENARIOS.join(", ")}
+  --no-native    skip the C baseline (agent figures only)
+  --binary PATH  compiled agent for the start-up scenario
+  --out DIR      write <timestamp>.json and latest.md there
+`;
+
+interface Pair {
+  send: DriverResult;
+  recv: DriverResult;
+  /** Largest VmRSS (KiB) sampled from outside while the pair ran. */
+  rssKiB: { send: number; recv: number };
+  wallMs: number;
+}
+
+interface StartupFigures {
+  runs: number[];
+  medianMs: number;
+  minMs: number;
+  appearMedianMs: number;
+}
+
+export interface BenchReport {
+  version: 1;
+  date: string;
+  plan: BenchPlan;
+  machine: Record<string, string | number>;
+  scenarios: Partial<Record<ScenarioName, { agent?: unknown; native?: unknown; runs?: unknown }>>;
+  rows: Row[];
+  failures: string[];
+}
+
+/** `audio-agent bench ...`; resolves with the exit code. */
+export async function bench(argv: string[], host: BenchHost = {}): Promise<number> {
+  if (argv.includes("--driver")) return runDriver(parseDriverArgs(argv));
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: "boolean" },
+      only: { type: "string" },
+      "no-native": { type: "boolean" },
+      binary: { type: "string" },
+      out: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const quick = values.quick || ["1", "true", "yes"].includes(process.env.AUDIO_AGENT_BENCH_QUICK ?? "");
+  const plan = PLANS[quick ? "quick" : "full"];
+  const only = values.only ? values.only.split(",").map((s) => s.trim()) : [...SCENARIOS];
+  for (const name of only) {
+    if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`--only: unknown scenario "${name}"; allowed: ${SCENARIOS.join(", ")}`);
+  }
+  const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+  const self = host.self ?? selfCommand();
+  const work = mkdtempSync(join(tmpdir(), "aab-"));
+  const runner = new Runner(work, log);
+  const report: BenchReport = {
+    version: 1,
+    date: new Date().toISOString(),
+    plan,
+    machine: machine(),
+    scenarios: {},
+    rows: [],
+    failures: [],
+  };
+  const started = performance.now();
+  try {
+    const native = values["no-native"] ? undefined : prepareNative(work, log);
+    if (native?.cc) report.machine.cc = native.cc;
+    const nativeBin = native?.path;
+    log(`${plan.name} run; agent drivers: ${self.join(" ")}; native: ${nativeBin ?? "skipped"}`);
+    const load = loadAverage();
+    if (load !== null && load > cpus().length / 2) {
+      log(`load average ${load} on ${cpus().length} cores: other work shares this machine, figures will be noisy`);
+    }
+
+    const agentDriver = (role: "send" | "recv", socket: string, extra: Record<string, number | string>) => [
+      ...self, "--driver", role, "--socket", socket,
+      ...Object.entries(extra).flatMap(([k, v]) => [`--${k}`, String(v)]),
+    ];
+    const attempt = async <T>(name: string, what: string, run: () => Promise<T>): Promise<T | undefined> => {
+      try {
+        return await run();
+      } catch (e) {
+        const message = `${name} (${what}): ${(e as Error).message}`;
+        report.failures.push(message);
+        log(`FAILED ${message}`);
+        return undefined;
+      }
+    };
+
+    const flood = async (name: "flood160" | "flood4096" | "soak", frames: number, size: number, heapMs = 0) => {
+      const timeout = 60_000 + frames / 1000; // generous: a stuck pair is killed, not waited on forever
+      const repeats = name === "soak" ? 1 : plan.floodRepeats;
+      const runs: { agent: (number | null)[]; native: (number | null)[] } = { agent: [], native: [] };
+      let nativePair: Pair | undefined;
+      let agentPair: Pair | undefined;
+      const best = (a: Pair | undefined, b: Pair | undefined) => ((framesPerSecond(b) ?? 0) > (framesPerSecond(a) ?? 0) ? b : a);
+      // Alternating native and agent runs, so both meet the same background load.
+      for (let i = 0; i < repeats; i++) {
+        if (nativeBin) {
+          const socket = runner.socketPath();
+          const p = await attempt(name, "native", () =>
+            runner.pair(
+              [nativeBin, "send", socket, "flood", String(frames), String(size)],
+              [nativeBin, "recv", socket, String(frames), String(size), "0"],
+              timeout,
+            ),
+          );
+          runs.native.push(framesPerSecond(p));
+          nativePair = best(nativePair, p);
+        }
+        const socket = runner.socketPath();
+        const p = await attempt(name, "agent", () =>
+          runner.pair(
+            agentDriver("send", socket, { mode: "flood", frames, size, "heap-ms": heapMs }),
+            agentDriver("recv", socket, { mode: "flood", frames, size, "heap-ms": heapMs }),
+            timeout * 4,
+          ),
+        );
+        runs.agent.push(framesPerSecond(p));
+        agentPair = best(agentPair, p);
+      }
+      report.scenarios[name] = { agent: agentPair, native: nativePair, runs };
+      return { agentPair, nativePair };
+    };
+
+    if (only.includes("flood160")) {
+      log(`flood: ${plan.flood160} frames of 160 B`);
+      const { agentPair, nativePair } = await flood("flood160", plan.flood160, 160);
+      report.rows.push(...judge.flood("flood 160 B", agentPair, nativePair, TARGETS.flood160Ratio));
+    }
+    if (only.includes("flood4096")) {
+      log(`flood: ${plan.flood4096} frames of 4096 B`);
+      const { agentPair, nativePair } = await flood("flood4096", plan.flood4096, 4096);
+      report.rows.push(...judge.flood("flood 4096 B", agentPair, nativePair, TARGETS.flood4096Ratio));
+    }
+    if (only.includes("live")) {
+      const { liveRate: rate, liveSeconds: seconds } = plan;
+      const frames = rate * seconds;
+      log(`live: ${rate} frames/s of 160 B for ${seconds} s (native, then agent)`);
+      const socket = runner.socketPath();
+      const timeout = seconds * 1000 + 60_000;
+      const nativePair = nativeBin
+        ? await attempt("live", "native", () =>
+            runner.pair(
+              [nativeBin, "send", socket, "live", String(rate), String(seconds), "160"],
+              [nativeBin, "recv", socket, String(frames), "160", String(rate), "live"],
+              timeout,
+            ),
+          )
+        : undefined;
+      const agentPair = await attempt("live", "agent", () =>
+        runner.pair(
+          agentDriver("send", socket, { mode: "live", frames, size: 160, rate, warmup: rate }),
+          agentDriver("recv", socket, { mode: "live", frames, size: 160, rate, warmup: rate }),
+          timeout,
+        ),
+      );
+      report.scenarios.live = { agent: agentPair, native: nativePair };
+      report.rows.push(...judge.live(agentPair, nativePair, TARGETS));
+    }
+    if (only.includes("soak")) {
+      log(`soak: ${plan.soakFrames} frames of 160 B, heap sampled after a full GC every 250 ms`);
+      const { agentPair, nativePair } = await flood("soak", plan.soakFrames, 160, 250);
+      report.rows.push(...judge.soak(agentPair, nativePair, TARGETS.soakHeapGrowthBytes));
+    }
+    if (only.includes("startup")) {
+      const binary = values.binary ?? (await findAgentBinary(host, log));
+      let agent: StartupFigures | undefined;
+      let nativeStartup: StartupFigures | undefined;
+      if (!binary) {
+        report.failures.push("startup: no compiled agent binary (build one, or pass --binary)");
+      } else {
+        log(`start-up: ${binary}, ${plan.startupRuns} warm runs after one discarded`);
+        report.machine.agentBinary = binary;
+        const empty = join(work, "empty.wire");
+        writeFileSync(empty, "");
+        agent = await attempt("startup", "agent", () =>
+          runner.startup((socket) => [binary, "output", "serve", "--source", empty, "--socket", socket, "--log-level", "error"], plan.startupRuns),
+        );
+        if (nativeBin) {
+          nativeStartup = await attempt("startup", "native", () =>
+            runner.startup((socket) => [nativeBin, "listen", socket], plan.startupRuns),
+          );
+        }
+      }
+      report.scenarios.startup = { agent, native: nativeStartup };
+      report.rows.push(...judge.startup(agent, nativeStartup, TARGETS.startupMs));
+    }
+  } finally {
+    runner.dispose();
+    rmSync(work, { recursive: true, force: true });
+  }
+  report.machine.benchSeconds = Math.round((performance.now() - started) / 1000);
+  report.machine.loadAverageAtEnd = loadAverage() ?? "unknown";
+
+  const table = formatTable(report.rows);
+  process.stdout.write(`\n${describeMachine(report)}\n\n${table}\n`);
+  for (const failure of report.failures) process.stdout.write(`FAILED: ${failure}\n`);
+  const outDir = values.out ?? host.resultsDir;
+  if (outDir) {
+    mkdirSync(outDir, { recursive: true });
+    const stamp = report.date.replace(/[:.]/g, "-");
+    const json = join(outDir, `${stamp}-${plan.name}.json`);
+    writeFileSync(json, JSON.stringify(report, null, 2) + "\n");
+    if (plan.name === "full" && report.failures.length === 0) {
+      // Only a complete full run replaces the committed summary; smoke runs leave it alone.
+      writeFileSync(join(outDir, "latest.md"), markdownReport(report, table));
+      log(`wrote ${json} and ${join(outDir, "latest.md")}`);
+    } else log(`wrote ${json} (latest.md is only written by a complete full run)`);
+  }
+  return report.failures.length > 0 ? 1 : 0;
+}
+
+/** How to start this program again as a bench driver. */
+export function selfCommand(): string[] {
+  const compiled = Bun.main.startsWith("/$bunfs/") || import.meta.path.startsWith("/$bunfs/");
+  // Compiled: argv is [binary, ...args]. From source: [bun, entry script, ...args]; both entries take "bench" first.
+  return compiled ? [process.execPath, "bench"] : [process.execPath, Bun.main, "bench"];
+}
+
+async function findAgentBinary(host: BenchHost, log: (line: string) => void): Promise<string | undefined> {
+  // Inside a compiled agent: the binary running now is the one to measure.
+  const compiled = Bun.main.startsWith("/$bunfs/");
+  if (!compiled) return host.agentBinary?.(log);
+  const check = Bun.spawnSync([process.execPath, "--version"], { stdout: "pipe", stderr: "ignore" });
+  return check.exitCode === 0 && check.stdout.toString().startsWith("audio-agent") ? process.execPath : undefined;
+}
+
+interface NativeBaseline {
+  path?: string;
+  cc?: string;
+}
+
+/** Compiles the embedded baseline with `cc -O2`; without cc, says so and returns no path. */
+function prepareNative(work: string, log: (line: string) => void): NativeBaseline | undefined {
+  const cc = Bun.which("cc");
+  if (!cc) {
+    log("no cc on PATH: native baseline skipped, agent figures only");
+    return undefined;
+  }
+  const source = join(work, "native-baseline.c");
+  const binary = join(work, "native-baseline");
+  writeFileSync(source, NATIVE_SOURCE);
+  const built = Bun.spawnSync([cc, "-O2", "-o", binary, source], { stdout: "pipe", stderr: "pipe" });
+  if (built.exitCode !== 0) {
+    log(`cc -O2 failed, native baseline skipped:\n${built.stderr.toString()}`);
+    return undefined;
+  }
+  const version = Bun.spawnSync([cc, "--version"], { stdout: "pipe", stderr: "ignore" }).stdout.toString().split("\n")[0];
+  return { path: binary, cc: version };
+}
+
+/** Environment for children: ours without anything that configures the agent behind the bench's back. */
+function childEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (value === undefined || key.startsWith("AUDIO_AGENT_") || key.startsWith("JETKVM_AUDIO_")) continue;
+    env[key] = value;
+  }
+  return env;
+}
+
+/** VmRSS of a process in KiB, 0 when it is gone. */
+export function rssKiB(pid: number): number {
+  try {
+    const match = /^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return match ? Number(match[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Reads a child's stdout as lines; `seen(text)` resolves when a line equal to `text` arrives. */
+class LineReader {
+  readonly lines: string[] = [];
+  readonly done: Promise<void>;
+  private waiters: { text: string; resolve: () => void }[] = [];
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.done = this.read(stream);
+  }
+
+  seen(text: string): Promise<void> {
+    if (this.lines.includes(text)) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ text, resolve }));
+  }
+
+  result(): DriverResult | undefined {
+    const line = this.lines.findLast((l) => l.startsWith("RESULT "));
+    return line ? (JSON.parse(line.slice("RESULT ".length)) as DriverResult) : undefined;
+  }
+
+  private async read(stream: ReadableStream<Uint8Array>): Promise<void> {
+    const decoder = new TextDecoder();
+    let pending = "";
+    for await (const chunk of stream) {
+      pending += decoder.decode(chunk, { stream: true });
+      let at: number;
+      while ((at = pending.indexOf("\n")) >= 0) {
+        const line = pending.slice(0, at);
+        pending = pending.slice(at + 1);
+        this.lines.push(line);
+        for (const w of this.waiters.filter((w) => w.text === line)) w.resolve();
+        this.waiters = this.waiters.filter((w) => w.text !== line);
+      }
+    }
+    if (pending) this.lines.push(pending);
+  }
+}
+
+/** Runs pairs of processes and start-up probes in a private temp dir. */
+class Runner {
+  private next = 0;
+  private readonly live = new Set<Bun.Subprocess>();
+
+  constructor(
+    private readonly work: string,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  socketPath(): string {
+    return join(this.work, `s${this.next++}.sock`);
+  }
+
+  /** Starts the sender, waits for LISTENING, starts the receiver, waits for both results. */
+  async pair(sendCmd: string[], recvCmd: string[], timeoutMs: number): Promise<Pair> {
+    const started = performance.now();
+    const sender = this.spawn(sendCmd);
+    const senderOut = new LineReader(sender.stdout);
+    const senderErr = new Response(sender.stderr).text();
+    const ready = await Promise.race([
+      senderOut.seen("LISTENING").then(() => true),
+      sender.exited.then(() => false),
+      Bun.sleep(30_000).then(() => false),
+    ]);
+    if (!ready) {
+      this.kill(sender);
+      throw new Error(`sender never listened: ${tail(await senderErr)}`);
+    }
+    const receiver = this.spawn(recvCmd);
+    const receiverOut = new LineReader(receiver.stdout);
+    const receiverErr = new Response(receiver.stderr).text();
+    const rss = { send: 0, recv: 0 };
+    const sampler = setInterval(() => {
+      rss.send = Math.max(rss.send, rssKiB(sender.pid));
+      rss.recv = Math.max(rss.recv, rssKiB(receiver.pid));
+    }, 250);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<true>((resolve) => (timer = setTimeout(() => resolve(true), timeoutMs)));
+    const finished = await Promise.race([Promise.all([sender.exited, receiver.exited]).then(() => false), timedOut]);
+    clearTimeout(timer);
+    clearInterval(sampler);
+    if (finished) {
+      this.kill(sender);
+      this.kill(receiver);
+      throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s`);
+    }
+    await Promise.all([senderOut.done, receiverOut.done]);
+    this.live.delete(sender);
+    this.live.delete(receiver);
+    const send = senderOut.result();
+    const recv = receiverOut.result();
+    const problems: string[] = [];
+    if (!send || sender.exitCode !== 0) problems.push(`sender exit ${sender.exitCode}: ${send?.errors?.join("; ") ?? ""} ${tail(await senderErr)}`);
+    if (!recv || receiver.exitCode !== 0) problems.push(`receiver exit ${receiver.exitCode}: ${recv?.errors?.join("; ") ?? ""} ${tail(await receiverErr)}`);
+    if (problems.length > 0 || !send || !recv) throw new Error(problems.join(" | "));
+    // A run shorter than one sampling period: fall back to the peak the process reported itself.
+    if (rss.send === 0) rss.send = send.maxRssKiB;
+    if (rss.recv === 0) rss.recv = recv.maxRssKiB;
+    return { send, recv, rssKiB: rss, wallMs: performance.now() - started };
+  }
+
+  /** Exec -> socket connectable, `runs` times after one discarded run; median and min. */
+  async startup(command: (socket: string) => string[], runs: number): Promise<StartupFigures> {
+    const connect: number[] = [];
+    const appear: number[] = [];
+    for (let i = 0; i <= runs; i++) {
+      const socket = this.socketPath();
+      const t = await this.timeToListen(command(socket), socket);
+      if (i === 0) continue; // cold: page cache, first exec of the file
+      connect.push(t.connectMs);
+      appear.push(t.appearMs);
+    }
+    return { runs: connect, medianMs: median(connect), minMs: Math.min(...connect), appearMedianMs: median(appear) };
+  }
+
+  dispose(): void {
+    for (const proc of this.live) this.kill(proc);
+  }
+
+  private async timeToListen(cmd: string[], socket: string): Promise<{ appearMs: number; connectMs: number }> {
+    // inotify on the directory wakes us when the socket file appears; a 1 ms poll covers a missed event.
+    let wake: () => void = () => {};
+    const watcher = watch(this.work, () => wake());
+    const t0 = performance.now();
+    const proc = this.spawn(cmd, "ignore");
+    const errText = new Response(proc.stderr).text();
+    let appearMs = NaN;
+    try {
+      for (;;) {
+        if (proc.exitCode !== null) throw new Error(`exited ${proc.exitCode} before listening: ${tail(await errText)}`);
+        if (performance.now() - t0 > 10_000) throw new Error("not listening after 10 s");
+        if (Number.isNaN(appearMs) && existsSync(socket)) appearMs = performance.now() - t0;
+        if (!Number.isNaN(appearMs) && (await canConnect(socket))) break;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 1);
+          wake = () => (clearTimeout(timer), resolve());
+        });
+      }
+      const connectMs = performance.now() - t0;
+      return { appearMs, connectMs };
+    } finally {
+      watcher.close();
+      // The baseline exits after one accept, the agent once its empty source is done; when our probe
+      // left before the agent began waiting for a client, it waits for the next one: SIGTERM ends it.
+      const exited = () => Promise.race([proc.exited.then(() => true), Bun.sleep(2000).then(() => false)]);
+      if (!(await exited())) {
+        proc.kill("SIGTERM");
+        if (!(await exited())) this.kill(proc);
+      }
+      this.live.delete(proc);
+    }
+  }
+
+  private spawn(cmd: string[], stdout: "pipe" | "ignore" = "pipe") {
+    const proc = Bun.spawn(cmd, { cwd: this.work, env: childEnv(), stdin: "ignore", stdout, stderr: "pipe" });
+    this.live.add(proc);
+    return proc as Bun.Subprocess<"ignore", "pipe", "pipe">;
+  }
+
+  private kill(proc: Bun.Subprocess): void {
+    try {
+      proc.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    this.live.delete(proc);
+    this.log(`killed pid ${proc.pid}`);
+  }
+}
+
+function canConnect(path: string): Promise<boolean> {
+  return Bun.connect({
+    unix: path,
+    socket: { data() {}, open() {}, close() {}, error() {} },
+  }).then(
+    (socket) => {
+      socket.end();
+      return true;
+    },
+    () => false,
+  );
+}
+
+function tail(text: string, lines = 6): string {
+  return text.trim().split("\n").slice(-lines).join("\n");
+}
+
+export function median(values: number[]): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** CPU, cores, memory, kernel, Bun: enough to compare two result files. */
+function machine(): Record<string, string | number> {
+  const info: Record<string, string | number> = {};
+  const list = cpus();
+  info.cpu = list[0]?.model?.trim() || "unknown";
+  info.cores = list.length;
+  info.memoryGiB = +(totalmem() / 2 ** 30).toFixed(1);
+  try {
+    info.kernel = readFileSync("/proc/sys/kernel/osrelease", "utf8").trim();
+  } catch {
+    info.kernel = process.platform;
+  }
+  info.arch = process.arch;
+  info.bun = Bun.version;
+  info.loadAverageAtStart = loadAverage() ?? "unknown";
+  return info;
+}
+
+/** 1-minute load average, null without procfs. */
+function loadAverage(): number | null {
+  try {
+    return Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
+  } catch {
+    return null;
+  }
+}
+
+function describeMachine(report: BenchReport): string {
+  const m = report.machine;
+  const parts = [`${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB`, `Linux ${m.kernel} ${m.arch}`, `bun ${m.bun}`];
+  if (m.cc) parts.push(String(m.cc));
+  parts.push(`load average ${m.loadAverageAtStart} at start, ${m.loadAverageAtEnd} at end`);
+  return `${report.plan.name} run ${report.date} on ${parts.join("; ")} (${m.benchSeconds} s)`;
+}
+
+function markdownReport(report: BenchReport, table: string): string {
+  const p = report.plan;
+  return [
+    "# audio-agent benchmark: latest run",
+    "",
+    `Written by \`bun run bench\` (src/cli/bench.ts). ${describeMachine(report)}.`,
+    "",
+    `Plan (${p.name}): flood ${p.flood160} x 160 B and ${p.flood4096} x 4096 B; live ${p.liveRate} frames/s for ${p.liveSeconds} s;` +
+      ` soak ${p.soakFrames} x 160 B; start-up median of ${p.startupRuns} warm runs.` +
+      " Agent: sender and receiver in separate processes through OutputServer/FrameQueue/FrameWriter and" +
+      " OutputClient/FrameParser with Telemetry and --metrics on. Native: bench/native-baseline.c, cc -O2," +
+      " 64 KiB batched writes. Ratio = agent / native (for latency, CPU and RSS: agent is that many times native).",
+    "",
+    table,
+    "",
+    ...(report.failures.length > 0 ? ["Failures:", ...report.failures.map((f) => `- ${f}`), ""] : []),
+  ].join("\n");
+}
+
+export type { HeapSample, Pair, StartupFigures };
