@@ -65,6 +65,7 @@ export class InputClient {
   private readonly abort = new AbortController();
   private stopping = false;
   private finishing = false;
+  private finished: Promise<void> | undefined;
   private readonly empty = new Uint8Array(0);
   private running: Promise<void> | undefined;
 
@@ -104,8 +105,16 @@ export class InputClient {
     return this.writer.submit(MessageType.OpusFrame, payload, wallClockMs());
   }
 
-  /** Sends Stop after everything queued, waits for it to be written, and closes. */
-  async finish(): Promise<void> {
+  /**
+   * Sends Stop after everything queued, waits for it to be written, and closes.
+   * Calling it again (a signal and the end of the source) returns the same promise: one Stop.
+   */
+  finish(): Promise<void> {
+    this.finished ??= this.sendStop();
+    return this.finished;
+  }
+
+  private async sendStop(): Promise<void> {
     // Stop is the last message of a session: no Heartbeat may follow it.
     this.finishing = true;
     // A full queue would make room for the Stop by dropping a frame (or the Stop itself).

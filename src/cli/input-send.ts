@@ -10,6 +10,9 @@ import type { Shutdown } from "./shutdown.ts";
 import { pumpSource } from "./source-pump.ts";
 import { Telemetry } from "./telemetry.ts";
 
+/** Bound on writing out what is queued, and the Stop, after a signal. */
+const FINAL_FLUSH_MS = 1000;
+
 /**
  * `input send`: source -> input client. Config comes from the flags, else the
  * source's OpusHead, else 48000/2/960. A file source without --realtime is
@@ -108,6 +111,8 @@ export async function inputSend(
     })();
     // A connect timeout rejects `connection`; otherwise the run ends when sending does.
     await shutdown.race(Promise.race([sending, connection.then(() => sending)]));
+    // A signal stops the source mid-stream, but the session still ends with Stop (bounded wait).
+    if (shutdown.isRequested && client.connected) await withinMs(client.finish(), FINAL_FLUSH_MS);
   } finally {
     client.stop();
     await telemetry.stop();
@@ -160,4 +165,14 @@ async function withFirstFrameRead(source: FrameSource): Promise<FrameSource> {
     rewind: () => source.rewind(),
     close: () => source.close(),
   };
+}
+
+/** Waits for `work`, at most `ms`. */
+async function withinMs(work: Promise<void>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
