@@ -1,0 +1,271 @@
+import { describe, expect, test } from "bun:test";
+import { readFileSync, writeFileSync } from "node:fs";
+import { OggSource } from "../../src/media/ogg-source.ts";
+import {
+  decodeConfigPayload,
+  encodeConfigPayload,
+  encodeMessage,
+  INPUT_MAGIC,
+  MessageType,
+  OUTPUT_MAGIC,
+  type AudioConfig,
+} from "../../src/protocol/index.ts";
+import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
+import { healthz, metricsUrl } from "../support/metrics.ts";
+import { requireTool, run, wav } from "../media/opus-fixtures.ts";
+import { sameBytes, testPayload, until } from "../support/temp.ts";
+import { parseWire, wireBytes, writeWireFile, type WireMessage } from "../support/wire.ts";
+
+const defer = useCleanup();
+const DEFAULT_CONFIG: AudioConfig = { sampleRate: 48000, channels: 2, frameSize: 960 };
+
+function setup() {
+  const t = socketDir(defer, "aai-");
+  defer(() => stopAgents());
+  return { ...t, sock: t.path("in.sock"), sink: t.path("sink.wire") };
+}
+
+async function serve(sock: string, sink: string, extra: string[] = []): Promise<AgentProcess> {
+  const agent = spawnAgent(["input", "serve", "--socket", sock, "--sink", sink, "--format", "wire", ...extra]);
+  await agent.waitForStderr("listening");
+  return agent;
+}
+
+function sinkMessages(path: string): WireMessage[] {
+  const wire = parseWire(new Uint8Array(readFileSync(path)), INPUT_MAGIC);
+  expect(wire.error).toBeUndefined();
+  expect(wire.trailing).toBe(0);
+  return wire.messages;
+}
+
+/** Splits a sink's messages into sessions, each starting at a Config. */
+function sessions(messages: WireMessage[]): WireMessage[][] {
+  const out: WireMessage[][] = [];
+  for (const m of messages) {
+    if (m.type === MessageType.Config) out.push([]);
+    if (out.length === 0) throw new Error(`sink starts with type ${m.type}, not a Config`);
+    out[out.length - 1].push(m);
+  }
+  return out;
+}
+
+/** Config first (with `config`), then frames payloadOf(0..frames-1) in order, Heartbeats anywhere, Stop last. */
+function checkSession(
+  session: WireMessage[],
+  config: AudioConfig,
+  frames: number,
+  payloadOf: (i: number) => Uint8Array = testPayload,
+): { heartbeats: number } {
+  expect(session[0].type).toBe(MessageType.Config);
+  expect(decodeConfigPayload(session[0].payload)).toEqual(config);
+  expect(session[session.length - 1].type).toBe(MessageType.Stop);
+  let n = 0;
+  let heartbeats = 0;
+  let mismatch = -1;
+  for (const m of session.slice(1, -1)) {
+    if (m.type === MessageType.Heartbeat) {
+      heartbeats++;
+      continue;
+    }
+    expect(m.type).toBe(MessageType.OpusFrame);
+    if (mismatch < 0 && !sameBytes(m.payload, payloadOf(n))) mismatch = n;
+    n++;
+  }
+  expect(mismatch).toBe(-1);
+  expect(n).toBe(frames);
+  return { heartbeats };
+}
+
+/** The fields of the last log line containing `message`, as key=value text. */
+function logFields(stderr: string, message: string): Record<string, string> {
+  const line = stderr
+    .split("\n")
+    .filter((l) => l.includes(message))
+    .pop();
+  if (!line) throw new Error(`no log line "${message}" in:\n${stderr}`);
+  return Object.fromEntries([...line.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)].map((m) => [m[1], m[2]]));
+}
+
+/** Writes all of `bytes` to a spawned agent's stdin. */
+async function feed(agent: AgentProcess, bytes: Uint8Array): Promise<void> {
+  const stdin = agent.proc.stdin as import("bun").FileSink;
+  stdin.write(bytes);
+  await stdin.flush();
+}
+
+describe("input serve / input send as processes", () => {
+  test("a session of Config, 10k frames, Heartbeats and Stop lands in the wire sink exactly", async () => {
+    const { sock, sink } = setup();
+    const server = await serve(sock, sink, ["--once"]);
+    // stdin is a live source: a queue that holds everything and no deadline keep it lossless.
+    const sender = spawnAgent(
+      ["input", "send", "--socket", sock, "--source", "-", "--heartbeat-ms", "10", "--queue-frames", "20000", "--write-deadline-ms", "0", "--stuck-frames", "100000"],
+      { stdin: "pipe" },
+    );
+    await sender.waitForStderr("connected");
+    await feed(sender, wireBytes(0, 5000, testPayload, INPUT_MAGIC));
+    // A pause mid-stream: Heartbeats go out and reach the sink between the two halves.
+    await until(() => {
+      try {
+        return parseWire(new Uint8Array(readFileSync(sink)), INPUT_MAGIC).messages.filter((m) => m.type === MessageType.Heartbeat).length >= 3;
+      } catch {
+        return false;
+      }
+    }, "heartbeats in the sink");
+    await feed(sender, wireBytes(5000, 10_000, testPayload, INPUT_MAGIC));
+    (sender.proc.stdin as import("bun").FileSink).end();
+
+    expect(await sender.exited).toBe(0);
+    expect(await server.exited).toBe(0);
+    const all = sessions(sinkMessages(sink));
+    expect(all.length).toBe(1);
+    const { heartbeats } = checkSession(all[0], DEFAULT_CONFIG, 10_000);
+    expect(heartbeats).toBeGreaterThanOrEqual(3);
+    const stopped = logFields(server.stderr, "input-server: stopped");
+    expect(stopped).toMatchObject({ frames: "10000", heartbeats: String(heartbeats), sessions: "1", clean_sessions: "1", protocol_errors: "0" });
+    expect(server.stderr).toContain("session ended by Stop");
+    const sent = logFields(sender.stderr, "input-client: stopped");
+    // delivered = frames + Heartbeats + Stop; the Config is written apart.
+    expect(sent).toMatchObject({ dropped: "0", delivered: String(10_000 + heartbeats + 1), connects: "1", ack_timeouts: "0" });
+    expect(Number(sent.acks)).toBeGreaterThanOrEqual(1);
+  });
+
+  test("two clients one after another: the server keeps serving, both sessions in the sink", async () => {
+    const { sock, sink, path } = setup();
+    const server = await serve(sock, sink);
+    const first = (i: number) => testPayload(i);
+    const second = (i: number) => testPayload(i + 500);
+    await writeWireFile(path("a.wire"), 500, first);
+    await writeWireFile(path("b.wire"), 700, second);
+    for (const source of ["a.wire", "b.wire"]) {
+      const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path(source), "--heartbeat-ms", "10"]);
+      expect(await sender.exited).toBe(0);
+      expect(sender.stderr).toContain("dropped=0");
+    }
+    await until(() => (server.stderr.match(/session ended by Stop/g) ?? []).length === 2, "two sessions ended");
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+    const all = sessions(sinkMessages(sink));
+    expect(all.length).toBe(2);
+    checkSession(all[0], DEFAULT_CONFIG, 500, first);
+    checkSession(all[1], DEFAULT_CONFIG, 700, second);
+    expect(logFields(server.stderr, "input-server: stopped")).toMatchObject({
+      frames: "1200",
+      sessions: "2",
+      clean_sessions: "2",
+      protocol_errors: "0",
+      signal: "SIGTERM",
+    });
+  });
+
+  test("Stop mid-stream: SIGTERM to input send after N frames ends the session with Stop; serve --once exits 0 with a flushed sink", async () => {
+    const { sock, sink } = setup();
+    const server = await serve(sock, sink, ["--once", "--metrics", "127.0.0.1:0"]);
+    const base = await metricsUrl(server);
+    const sender = spawnAgent(
+      // Lossless enough for a burst on stdin (see the first test); the stuck check counts frames, not time.
+      ["input", "send", "--socket", sock, "--source", "-", "--heartbeat-ms", "20", "--write-deadline-ms", "0", "--stuck-frames", "100000"],
+      { stdin: "pipe" },
+    );
+    await sender.waitForStderr("connected");
+    const N = 300;
+    await feed(sender, wireBytes(0, N, testPayload, INPUT_MAGIC));
+    const start = Date.now();
+    for (;;) {
+      const health = await healthz(base).catch((e) => {
+        throw new Error(`${e}\nserver:\n${server.stderr}\nsender:\n${sender.stderr}`);
+      });
+      if (health.frames === N) break;
+      if (Date.now() - start > 20000) throw new Error("server never received the frames");
+      await Bun.sleep(10);
+    }
+    // The source is still open: the sender is mid-stream when the signal comes.
+    sender.kill("SIGTERM");
+    expect(await sender.exited).toBe(0);
+    expect(await server.exited).toBe(0);
+    expect(server.stderr).toContain("session ended by Stop");
+    const all = sessions(sinkMessages(sink));
+    expect(all.length).toBe(1);
+    checkSession(all[0], DEFAULT_CONFIG, N);
+    expect(logFields(server.stderr, "input-server: stopped")).toMatchObject({ frames: String(N), clean_sessions: "1" });
+  });
+
+  test("garbage after a valid Config: the server drops that client with a logged reason and serves the next", async () => {
+    const { sock, sink, path } = setup();
+    const server = await serve(sock, sink);
+    let closed = false;
+    const raw = await Bun.connect({
+      unix: sock,
+      socket: { data() {}, drain() {}, close: () => void (closed = true), error() {} },
+    });
+    defer(() => raw.terminate());
+    const mono: AudioConfig = { sampleRate: 48000, channels: 1, frameSize: 960 };
+    raw.write(encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(mono), 1n));
+    await server.waitForStderr("input-server: config");
+    raw.write(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, new Uint8Array([9, 9, 9]), 2n));
+    await until(() => closed, "garbage client disconnected");
+    await server.waitForStderr("framing violation from client; disconnecting");
+    const violation = logFields(server.stderr, "framing violation from client");
+    expect(violation.error).toContain("BadMagic");
+    expect(server.stderr).toMatch(/session ended without Stop reason="protocol error: BadMagic/);
+
+    await writeWireFile(path("a.wire"), 100);
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("a.wire")]);
+    expect(await sender.exited).toBe(0);
+    await server.waitForStderr("session ended by Stop");
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+
+    const all = sessions(sinkMessages(sink));
+    expect(all.length).toBe(2);
+    // The bad client's valid Config was recorded, nothing after it.
+    expect(all[0].length).toBe(1);
+    expect(decodeConfigPayload(all[0][0].payload)).toEqual(mono);
+    checkSession(all[1], DEFAULT_CONFIG, 100);
+    expect(logFields(server.stderr, "input-server: stopped")).toMatchObject({
+      frames: "100",
+      sessions: "2",
+      clean_sessions: "1",
+      protocol_errors: "1",
+    });
+  });
+
+  test("Config from an Ogg source's OpusHead (opusenc mono), and flags that override it", async () => {
+    const { sock, path } = setup();
+    const opusenc = requireTool("opusenc", "opus-tools");
+    writeFileSync(path("mono.wav"), wav(1, 48000));
+    const encoded = run([opusenc, "--quiet", "--framesize", "60", path("mono.wav"), path("mono.opus")]);
+    expect(encoded.exitCode).toBe(0);
+    // The packets our Ogg reader finds: what the server must receive, in order.
+    const packets: Uint8Array[] = [];
+    const source = await OggSource.open(path("mono.opus"), { lenient: false });
+    for (;;) {
+      const frame = source.next();
+      if (frame) packets.push(frame.payload.slice());
+      else if (!(await source.fill())) break;
+    }
+    await source.close();
+    expect(packets.length).toBeGreaterThan(10);
+
+    const cases: [string[], AudioConfig][] = [
+      [[], { sampleRate: 48000, channels: 1, frameSize: 2880 }],
+      [["--channels", "2", "--sample-rate", "16000", "--frame-size", "480"], { sampleRate: 16000, channels: 2, frameSize: 480 }],
+    ];
+    for (const [flags, config] of cases) {
+      const sink = path(`sink-${flags.length}.wire`);
+      const server = await serve(sock, sink, ["--once"]);
+      const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("mono.opus"), "--format", "ogg", ...flags]);
+      expect(await sender.exited).toBe(0);
+      expect(await server.exited).toBe(0);
+      expect(logFields(server.stderr, "input-server: config")).toMatchObject({
+        sampleRate: String(config.sampleRate),
+        channels: String(config.channels),
+        frameSize: String(config.frameSize),
+      });
+      const all = sessions(sinkMessages(sink));
+      expect(all.length).toBe(1);
+      checkSession(all[0], config, packets.length, (i) => packets[i]);
+    }
+  });
+});

@@ -1,0 +1,103 @@
+/**
+ * Scraping a running agent's /metrics and /healthz over HTTP, reading values
+ * out of the Prometheus text format, and checking it with promtool.
+ */
+import { readFileSync } from "node:fs";
+import type { AgentProcess } from "./cli.ts";
+
+/** The metrics base URL a spawned agent logged ("... url=http://127.0.0.1:PORT/"). */
+export async function metricsUrl(agent: AgentProcess): Promise<string> {
+  const pattern = /url=(http:\/\/[^\s"]+)/;
+  await agent.waitForStderr(pattern);
+  return pattern.exec(agent.stderr)![1].replace(/\/$/, "");
+}
+
+export async function scrape(base: string): Promise<string> {
+  const response = await fetch(`${base}/metrics`);
+  if (response.status !== 200) throw new Error(`GET ${base}/metrics: ${response.status}`);
+  return response.text();
+}
+
+export async function healthz(base: string): Promise<Record<string, unknown>> {
+  const response = await fetch(`${base}/healthz`);
+  if (response.status !== 200) throw new Error(`GET ${base}/healthz: ${response.status}`);
+  return (await response.json()) as Record<string, unknown>;
+}
+
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Every sample line of a text exposition. */
+export function parseSamples(text: string): Sample[] {
+  const out: Sample[] = [];
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$/.exec(line);
+    if (!m) throw new Error(`not a sample line: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
+    out.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+/** Samples of `name` whose labels include `labels`. */
+export function samples(text: string, name: string, labels: Record<string, string> = {}): Sample[] {
+  return parseSamples(text).filter(
+    (s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v),
+  );
+}
+
+/** The one sample of `name` with `labels`; throws when there is none or more than one. */
+export function value(text: string, name: string, labels: Record<string, string> = {}): number {
+  const found = samples(text, name, labels);
+  if (found.length !== 1) {
+    throw new Error(`${name}${JSON.stringify(labels)}: ${found.length} samples in the scrape`);
+  }
+  return found[0].value;
+}
+
+/** Metric families announced by # TYPE lines, name -> type. */
+export function families(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const m of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) out.set(m[1], m[2]);
+  return out;
+}
+
+/** Pipes `text` through `promtool check metrics`; exit code and everything it printed. */
+export async function promtoolCheck(text: string): Promise<{ code: number; output: string }> {
+  const proc = Bun.spawn(["promtool", "check", "metrics"], {
+    stdin: new Blob([text]),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [out, err, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  return { code, output: (out + err).trim() };
+}
+
+/**
+ * What getsockopt reports after setsockopt(requested): Linux clamps the
+ * request to net.core.{w,r}mem_max and doubles it for bookkeeping.
+ */
+export function kernelBufferBytes(requested: number, which: "send" | "receive" = "send"): number {
+  const max = Number(readFileSync(`/proc/sys/net/core/${which === "send" ? "wmem_max" : "rmem_max"}`, "utf8"));
+  return 2 * Math.min(requested, max);
+}
+
+/** Polls `check` against fresh scrapes until it holds; returns the last scrape. */
+export async function scrapeUntil(base: string, check: (text: string) => boolean, what: string, timeoutMs = 20000): Promise<string> {
+  const start = Date.now();
+  for (;;) {
+    const text = await scrape(base);
+    if (check(text)) return text;
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}; last scrape:\n${text}`);
+    await Bun.sleep(20);
+  }
+}
