@@ -4,7 +4,7 @@
  * the same tests against it.
  */
 import type { Subprocess } from "bun";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 const REPO = resolve(import.meta.dir, "../..");
@@ -19,9 +19,21 @@ export const AGENT: string[] = process.env.AUDIO_AGENT_BIN
   : [BUN, join(REPO, "src/main.ts")];
 
 /**
+ * An empty config file, so that a spawned agent never reads the machine's
+ * /etc/audio-agent.json; removed when the test process exits.
+ */
+const EMPTY_CONFIG = (() => {
+  const dir = mkdtempSync("/tmp/aa-config-");
+  process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, "empty.json");
+  writeFileSync(path, "{}\n");
+  return path;
+})();
+
+/**
  * The environment of a spawned agent: the test's own, minus anything that
  * would configure the agent behind the test's back (AUDIO_AGENT_*, the
- * JetKVM socket variables), plus `extra`.
+ * JetKVM socket variables, the default config file), plus `extra`.
  */
 export function agentEnv(extra: Record<string, string> = {}): Record<string, string> {
   const env: Record<string, string> = {};
@@ -30,7 +42,7 @@ export function agentEnv(extra: Record<string, string> = {}): Record<string, str
     if (key.startsWith("AUDIO_AGENT_") || key.startsWith("JETKVM_AUDIO_")) continue;
     env[key] = value;
   }
-  return { ...env, ...extra };
+  return { ...env, AUDIO_AGENT_CONFIG: EMPTY_CONFIG, ...extra };
 }
 
 export interface AgentOptions {

@@ -28,6 +28,19 @@ export function testPayload(i: number, maxSize = 4096): Uint8Array {
   return out;
 }
 
+/** True when `bytes` equals testPayload(i, maxSize), without building it (for long streams). */
+export function isTestPayload(i: number, bytes: Uint8Array, maxSize = 4096): boolean {
+  const x = Math.imul(i + 1, 2654435761) >>> 0;
+  const size = 1 + (x % maxSize);
+  if (bytes.length !== size) return false;
+  const start = (x >>> 7) % (POOL.length - size);
+  for (let j = 0; j < size; j++) {
+    const want = j < 4 ? (i >>> (8 * j)) & 0xff : POOL[start + j];
+    if (bytes[j] !== want) return false;
+  }
+  return true;
+}
+
 /**
  * Like testPayload, but always at least 4 bytes, so that the frame's index can
  * be read back from any received payload (payloadIndex) even when frames were

@@ -1,5 +1,16 @@
 /** Builders and readers of wire captures (PROTOCOL.md "wire" format) for tests. */
-import { encodeMessage, FrameParser, MessageType, OUTPUT_MAGIC, ProtocolError } from "../../src/protocol/index.ts";
+import { closeSync, openSync, readSync, writeSync } from "node:fs";
+import {
+  encodeMessage,
+  FrameParser,
+  HEADER_SIZE,
+  MAX_MESSAGE,
+  MessageType,
+  OUTPUT_MAGIC,
+  ProtocolError,
+  writeTimestampNs,
+  type ParsedMessage,
+} from "../../src/protocol/index.ts";
 import { testPayload } from "./temp.ts";
 
 /** Header timestamp of frame i in generated captures: a fixed epoch, 20 ms apart. */
@@ -25,19 +36,72 @@ export function wireBytes(from: number, to: number, payloadOf: (i: number) => Ui
   return out;
 }
 
-/** Writes a capture of frames 0 .. count-1 to `path`; resolves with its size in bytes. */
+/**
+ * Writes a capture of frames 0 .. count-1 to `path` through one reused
+ * buffer (fresh large allocations are slow on some machines); resolves with
+ * its size in bytes.
+ */
 export async function writeWireFile(path: string, count: number, payloadOf: (i: number) => Uint8Array = testPayload): Promise<number> {
-  const writer = Bun.file(path).writer({ highWaterMark: 1 << 20 });
+  const buffer = new Uint8Array(1 << 20);
+  const view = new DataView(buffer.buffer);
+  const fd = openSync(path, "w");
+  let used = 0;
   let bytes = 0;
-  const BATCH = 1000;
-  for (let from = 0; from < count; from += BATCH) {
-    const chunk = wireBytes(from, Math.min(count, from + BATCH), payloadOf);
-    writer.write(chunk);
-    bytes += chunk.length;
-    await writer.flush();
+  try {
+    for (let i = 0; i < count; i++) {
+      const payload = payloadOf(i);
+      if (used + HEADER_SIZE + payload.length > buffer.length) {
+        writeSync(fd, buffer, 0, used);
+        used = 0;
+      }
+      view.setUint32(used, OUTPUT_MAGIC, true);
+      view.setUint8(used + 4, MessageType.OpusFrame);
+      view.setUint32(used + 5, payload.length, true);
+      writeTimestampNs(view, used + 9, frameTimestampNs(i));
+      buffer.set(payload, used + HEADER_SIZE);
+      used += HEADER_SIZE + payload.length;
+      bytes += HEADER_SIZE + payload.length;
+    }
+    if (used > 0) writeSync(fd, buffer, 0, used);
+  } finally {
+    closeSync(fd);
   }
-  await writer.end();
   return bytes;
+}
+
+export interface WireScan {
+  /** Whole messages seen. */
+  messages: number;
+  /** Bytes at the end that do not make a whole message. */
+  trailing: number;
+  /** A framing violation, if the file has one (messages before it were visited). */
+  error?: ProtocolError;
+}
+
+/**
+ * Streams through a capture file in small chunks, calling `visit` with each
+ * whole message (valid only during the call) and its position. For captures
+ * too large to hold comfortably in memory.
+ */
+export function scanWireFile(path: string, visit: (message: ParsedMessage, k: number) => void, magic = OUTPUT_MAGIC): WireScan {
+  const parser = new FrameParser(magic);
+  const chunk = new Uint8Array(Math.max(1 << 20, MAX_MESSAGE));
+  const fd = openSync(path, "r");
+  let messages = 0;
+  try {
+    for (;;) {
+      const n = readSync(fd, chunk, 0, chunk.length, null);
+      if (n === 0) break;
+      parser.push(chunk.subarray(0, n));
+      for (let m = parser.next(); m; m = parser.next()) visit(m, messages++);
+    }
+  } catch (e) {
+    if (!(e instanceof ProtocolError)) throw e;
+    return { messages, trailing: parser.pending, error: e };
+  } finally {
+    closeSync(fd);
+  }
+  return { messages, trailing: parser.pending };
 }
 
 export interface WireMessage {

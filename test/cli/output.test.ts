@@ -1,0 +1,268 @@
+/**
+ * `output serve` and `output recv` as real processes (AUDIO_AGENT_BIN runs a
+ * compiled binary instead of `bun src/main.ts`): end-to-end streaming, exit
+ * codes and one-line messages, signals, socket file mode and clean-up.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { MessageType } from "../../src/protocol/index.ts";
+import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { runAgent, spawnAgent, stopAgents } from "../support/cli.ts";
+import { RecordingClient } from "../support/peer.ts";
+import { isTestPayload, testPayload, until } from "../support/temp.ts";
+import { parseWire, scanWireFile, wireBytes, writeWireFile, type WireMessage } from "../support/wire.ts";
+
+const defer = useCleanup();
+
+function setup() {
+  const dir = socketDir(defer, "aao-");
+  defer(() => stopAgents());
+  return { ...dir, sock: dir.path("out.sock"), source: dir.path("in.wire"), sink: dir.path("out.wire") };
+}
+
+/** The messages of a wire capture that must consist of whole messages only. */
+function wholeMessages(path: string): WireMessage[] {
+  const wire = parseWire(new Uint8Array(readFileSync(path)));
+  expect(wire.error).toBeUndefined();
+  expect(wire.trailing).toBe(0);
+  return wire.messages;
+}
+
+/** Index of the first frame whose payload differs from testPayload(first + k), or -1. */
+function firstMismatch(messages: WireMessage[], first = 0): number {
+  const k = messages.findIndex((m, k) => m.type !== MessageType.OpusFrame || !isTestPayload(first + k, m.payload));
+  return k < 0 ? -1 : first + k;
+}
+
+/**
+ * Streams through a (large) capture that must hold whole OpusFrames only,
+ * whose k-th payload must be testPayload(indexOf(k)); returns the count and
+ * the first k that did not match (-1 if none).
+ */
+function scanFrames(path: string, indexOf: (k: number) => number = (k) => k): { count: number; mismatch: number; sizes: Set<number> } {
+  let mismatch = -1;
+  const sizes = new Set<number>();
+  const scan = scanWireFile(path, (m, k) => {
+    sizes.add(m.length);
+    if (mismatch < 0 && (m.type !== MessageType.OpusFrame || !isTestPayload(indexOf(k), m.payload))) mismatch = k;
+  });
+  expect(scan.error).toBeUndefined();
+  expect(scan.trailing).toBe(0);
+  return { count: scan.messages, mismatch, sizes };
+}
+
+/** stderr must be exactly one line, starting with the program name (nothing ran, nothing logged). */
+function oneLine(stderr: string): string {
+  const lines = stderr.trimEnd().split("\n");
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toStartWith("audio-agent: ");
+  return lines[0];
+}
+
+/** A role that ran may have logged first; its failure is one last line starting with the program name. */
+function errorLine(stderr: string): string {
+  const lines = stderr.trimEnd().split("\n");
+  expect(lines.filter((line) => line.startsWith("audio-agent: "))).toHaveLength(1);
+  expect(lines.at(-1)!).toStartWith("audio-agent: ");
+  return lines.at(-1)!;
+}
+
+describe("output serve -> output recv", () => {
+  test("100k frames of sizes 1..4096 arrive byte-identical and in order; both exit 0; the socket is removed", async () => {
+    const t = setup();
+    const N = 100_000;
+    await writeWireFile(t.source, N);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
+    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--once", "--connect-timeout", "20"]);
+    const [served, received] = await Promise.all([serve.exited, recv.exited]);
+    expect(served, serve.stderr).toBe(0);
+    expect(received, recv.stderr).toBe(0);
+    expect(existsSync(t.sock)).toBe(false);
+
+    const source = scanFrames(t.source);
+    const sink = scanFrames(t.sink);
+    expect(source).toMatchObject({ count: N, mismatch: -1 });
+    expect(sink).toMatchObject({ count: N, mismatch: -1 });
+    expect(sink.sizes.has(1)).toBe(true);
+    expect(sink.sizes.has(4096)).toBe(true);
+  }, 60_000);
+
+  test("recv --count N exits 0 after exactly N frames; the file source keeps the rest for the next client", async () => {
+    const t = setup();
+    const N = 2000;
+    await writeWireFile(t.source, N);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
+    await serve.waitForStderr("listening");
+    const first = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--count", "300"]);
+    expect(first.code, first.stderr).toBe(0);
+    const got = wholeMessages(t.sink);
+    expect(got.length).toBe(300);
+    expect(firstMismatch(got)).toBe(-1);
+
+    // Whatever the first client left unread in its socket is gone with it; from the
+    // first frame the server had not yet handed to the kernel on, the next client gets everything.
+    const rest = t.path("rest.wire");
+    const second = await runAgent(["output", "recv", "--socket", t.sock, "--sink", rest, "--once"]);
+    expect(second.code, second.stderr).toBe(0);
+    expect(await serve.exited).toBe(0);
+    const tail = wholeMessages(rest);
+    expect(tail.length).toBeGreaterThan(0);
+    const from = N - tail.length;
+    expect(from).toBeGreaterThanOrEqual(300);
+    expect(firstMismatch(tail, from)).toBe(-1);
+    expect(existsSync(t.sock)).toBe(false);
+  }, 30_000);
+});
+
+describe("exit codes and messages", () => {
+  test("bad usage exits 2 with one line naming the problem", async () => {
+    const t = setup();
+    writeFileSync(t.source, wireBytes(0, 3));
+    const cases: [string[], RegExp][] = [
+      [["output", "serve", "--source", t.source, "--bogus"], /Unknown option '--bogus'/],
+      [["output", "serve", "--source", t.source, "--drop", "sideways"], /--drop "sideways" is not allowed: oldest, newest$/],
+      [["output", "serve", "--source", t.source, "--queue-frames", "0"], /--queue-frames "0" is not allowed: an integer 1\.\.100000$/],
+      [["output", "serve", "--source", t.source, "--socket-mode", "999"], /--socket-mode "999" is not allowed: octal/],
+      [["output", "recv", "--sink", t.sink, "--count", "many"], /--count "many" is not allowed: an integer/],
+      [["output", "recv", "--sink", t.sink, "--format", "mp3"], /--format "mp3" is not allowed: wire, ogg/],
+      [["output", "serve", "--socket", t.sock], /output serve: --source is required/],
+      [["output", "recv", "--socket", t.sock], /output recv: --sink is required/],
+      [["output", "serve", "--source", t.source, "stray"], /unexpected argument "stray"/],
+      [["output", "listen"], /unknown output command "listen"; allowed: serve, recv/],
+      [["outptu"], /unknown command "outptu"/],
+    ];
+    const results = await Promise.all(cases.map(([args]) => runAgent([...args])));
+    results.forEach((result, k) => {
+      const [args, pattern] = cases[k];
+      expect({ args, code: result.code }).toEqual({ args, code: 2 });
+      expect(oneLine(result.stderr)).toMatch(pattern);
+      expect(result.stdout).toBe("");
+    });
+    expect(existsSync(t.sock)).toBe(false);
+    expect(existsSync(t.sink)).toBe(false);
+  });
+
+  test("no server within --connect-timeout exits 1 with one line", async () => {
+    const t = setup();
+    const result = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--connect-timeout", "0.3"]);
+    expect(result.code).toBe(1);
+    expect(errorLine(result.stderr)).toMatch(new RegExp(`could not connect to ${t.sock} within \\d+\\.\\d s \\(last error: ENOENT\\)`));
+  });
+
+  test("a socket path that is a regular file exits 2 and the file is left intact", async () => {
+    const t = setup();
+    writeFileSync(t.source, wireBytes(0, 3));
+    writeFileSync(t.sock, "do not delete\n");
+    const ino = statSync(t.sock).ino;
+    const result = await runAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
+    expect(result.code).toBe(2);
+    expect(errorLine(result.stderr)).toBe(`audio-agent: socket path ${t.sock} is a regular file; refusing to replace it`);
+    expect(readFileSync(t.sock, "utf8")).toBe("do not delete\n");
+    expect(statSync(t.sock).ino).toBe(ino);
+  });
+
+  test("a socket in a missing directory exits 2 naming the directory", async () => {
+    const t = setup();
+    writeFileSync(t.source, wireBytes(0, 3));
+    const result = await runAgent(["output", "serve", "--source", t.source, "--socket", t.path("gone/out.sock")]);
+    expect(result.code).toBe(2);
+    expect(errorLine(result.stderr)).toBe(`audio-agent: socket directory ${t.path("gone")} does not exist`);
+  });
+
+  test("a missing source file exits 1", async () => {
+    const t = setup();
+    const result = await runAgent(["output", "serve", "--source", t.path("missing.wire"), "--socket", t.sock]);
+    expect(result.code).toBe(1);
+    expect(errorLine(result.stderr)).toContain(t.path("missing.wire"));
+    expect(existsSync(t.sock)).toBe(false);
+  });
+});
+
+describe("signals", () => {
+  test("SIGTERM to output serve reading stdin (pipe still open) exits 0 and removes the socket", async () => {
+    const t = setup();
+    const serve = spawnAgent(["output", "serve", "--source", "-", "--socket", t.sock], { stdin: "pipe" });
+    await serve.waitForStderr("listening");
+    const client = await RecordingClient.connect(t.sock);
+    defer(() => client.close());
+    await serve.waitForStderr("client connected");
+    // Live from stdin: what arrives on stdin goes to the connected client.
+    const stdin = serve.proc.stdin as import("bun").FileSink;
+    stdin.write(wireBytes(0, 50));
+    await stdin.flush();
+    await until(() => client.frames.length === 50, "50 frames through stdin");
+
+    serve.kill("SIGTERM");
+    expect(await serve.exited, serve.stderr).toBe(0);
+    expect(existsSync(t.sock)).toBe(false);
+    await client.closed;
+    expect(client.pending).toBe(0);
+    expect(client.frames.every((p, i) => Buffer.from(p).equals(testPayload(i)))).toBe(true);
+  });
+
+  test("SIGTERM to output recv exits 0 and leaves a sink of whole messages", async () => {
+    const t = setup();
+    const N = 500;
+    await writeWireFile(t.source, N);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--loop"]);
+    await serve.waitForStderr("listening");
+    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink]);
+    // The sink is flushed every 100 ms: wait until it has a good amount in it.
+    await until(() => existsSync(t.sink) && statSync(t.sink).size > 4 << 20, "sink filling");
+    recv.kill("SIGTERM");
+    expect(await recv.exited, recv.stderr).toBe(0);
+
+    const got = scanFrames(t.sink, (k) => k % N);
+    expect(got.count).toBeGreaterThan(N);
+    expect(got.mismatch).toBe(-1);
+
+    serve.kill("SIGTERM");
+    expect(await serve.exited, serve.stderr).toBe(0);
+    expect(existsSync(t.sock)).toBe(false);
+  });
+});
+
+describe("socket file mode", () => {
+  test("0660 by default, --socket-mode when given", async () => {
+    const t = setup();
+    writeFileSync(t.source, wireBytes(0, 3));
+    for (const [extra, mode] of [[[], 0o660], [["--socket-mode", "0600"], 0o600]] as const) {
+      const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, ...extra]);
+      await serve.waitForStderr("listening");
+      expect(statSync(t.sock).mode & 0o777).toBe(mode);
+      serve.kill("SIGTERM");
+      expect(await serve.exited, serve.stderr).toBe(0);
+      expect(existsSync(t.sock)).toBe(false);
+    }
+  });
+});
+
+describe("help and version", () => {
+  test("--help on every level exits 0 and prints usage on stdout", async () => {
+    const levels = [["--help"], ["-h"], ["help"], ["output", "--help"], ["output", "serve", "--help"], ["output", "recv", "--help"]];
+    const results = await Promise.all(levels.map((args) => runAgent(args)));
+    results.forEach((result, k) => {
+      expect({ args: levels[k], code: result.code }).toEqual({ args: levels[k], code: 0 });
+      expect(result.stdout).toContain("audio-agent");
+      expect(result.stderr).toBe("");
+    });
+    expect(results[0].stdout).toContain("output serve --source PATH|-");
+    expect(results[4].stdout).toContain("--socket-mode");
+    expect(results[5].stdout).toContain("--connect-timeout");
+  });
+
+  test("without a command it prints the usage and exits 2", async () => {
+    const result = await runAgent([]);
+    expect(result.code).toBe(2);
+    expect(result.stdout).toContain("Usage:");
+  });
+
+  test("--version prints one version line and exits 0", async () => {
+    const version = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")).version;
+    for (const flag of ["--version", "-V"]) {
+      const result = await runAgent([flag]);
+      expect(result.code).toBe(0);
+      expect(result.stdout).toMatch(new RegExp(`^audio-agent ${version.replace(/\./g, "\\.")} \\(commit \\S+, bun \\S+\\)\\n$`));
+    }
+  });
+});
