@@ -1,0 +1,339 @@
+/**
+ * Peers that break the framing, against real servers and clients on real
+ * sockets: a client sending a bad magic, an unknown type, or a length of
+ * 4097 or 2^32-1 to the input server; a server sending the same to a
+ * spawned `output recv`; a header cut off by a close; a stream written one
+ * byte at a time. Each time: the offender is disconnected with a logged,
+ * counted reason, the frames before the fault arrive whole and in order, and
+ * the next peer is served normally, every frame accounted for.
+ */
+import { describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
+import { InputClient } from "../../src/channels/input-client.ts";
+import { InputServer } from "../../src/channels/input-server.ts";
+import {
+  DEFAULT_AUDIO_CONFIG,
+  encodeConfigPayload,
+  encodeMessage,
+  FrameParser,
+  HEADER_SIZE,
+  INPUT_MAGIC,
+  MessageType,
+  OUTPUT_MAGIC,
+  ProtocolError,
+  writeHeader,
+  type ProtocolErrorKind,
+} from "../../src/protocol/index.ts";
+import type { ReportLevel } from "../../src/transport/report.ts";
+import { silent } from "../../src/transport/report.ts";
+import { sendQueueBytes } from "../../src/transport/socket-options.ts";
+import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { spawnAgent, stopAgents } from "../support/cli.ts";
+import { fakeServer, RecordingClient, writeInPieces } from "../support/peer.ts";
+import { indexedPayload, until } from "../support/temp.ts";
+import { expectAccountedStats, expectIntactInOrder, FEED_MAX_SIZE, indexedWire, logFields, wireFileFrames } from "./support.ts";
+
+const defer = useCleanup();
+
+interface Violation {
+  name: string;
+  kind: ProtocolErrorKind;
+  /** A header that breaks the framing on a channel with `magic`. */
+  header(magic: number): Uint8Array;
+}
+
+function header(magic: number, type: number, length: number): Uint8Array {
+  const h = new Uint8Array(HEADER_SIZE);
+  writeHeader(new DataView(h.buffer), 0, magic, type as MessageType, length, Date.now());
+  return h;
+}
+
+const VIOLATIONS: Violation[] = [
+  { name: "bad magic (the other channel's)", kind: "BadMagic", header: (m) => header(m === INPUT_MAGIC ? OUTPUT_MAGIC : INPUT_MAGIC, 0, 3) },
+  { name: "unknown type 5", kind: "UnknownType", header: (m) => header(m, 5, 3) },
+  { name: "length 4097", kind: "FrameTooLarge", header: (m) => header(m, 0, 4097) },
+  { name: "length 2^32-1", kind: "FrameTooLarge", header: (m) => header(m, 0, 2 ** 32 - 1) },
+];
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+const configMessage = () => encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG), 1n);
+
+interface LoggedReport {
+  level: ReportLevel;
+  message: string;
+  fields?: Record<string, unknown>;
+}
+
+/** An input server recording what reaches its sink and how sessions end. */
+async function startInputServer() {
+  const dir = socketDir(defer, "hp-");
+  const path = dir.path("in.sock");
+  const frames: Uint8Array[] = [];
+  const sessions: { reason: string; clean: boolean }[] = [];
+  const reports: LoggedReport[] = [];
+  const failures: Error[] = [];
+  const server = await InputServer.start({
+    path,
+    mode: 0o660,
+    report: (level, message, fields) => reports.push({ level, message, fields }),
+    onMessage: (m) => {
+      if (m.type === MessageType.OpusFrame) frames.push(m.payload.slice());
+    },
+    onSessionEnd: (reason, clean) => sessions.push({ reason, clean }),
+    onFailure: (e) => failures.push(e),
+  });
+  defer(() => server.stop());
+  return { path, server, frames, sessions, reports, failures };
+}
+
+/**
+ * A well-behaved main app (the real InputClient) sending frames `from` ..
+ * `from + count - 1` losslessly, then Stop. Checks its own accounting.
+ */
+async function cleanSession(path: string, from: number, count: number): Promise<InputClient> {
+  const client = new InputClient({
+    path,
+    report: silent,
+    config: DEFAULT_AUDIO_CONFIG,
+    heartbeatMs: 1000,
+    ackTimeoutMs: 10_000,
+    connectTimeoutMs: 10_000,
+    queueFrames: 64,
+    dropPolicy: "oldest",
+    lossless: true,
+    writeDeadlineMs: 0,
+    stuckFrames: 50,
+  });
+  defer(() => client.stop());
+  const running = client.start();
+  await client.waitForConnection();
+  for (let i = from; i < from + count; i++) {
+    await client.writer.waitForSpace();
+    client.sendFrame(indexedPayload(i, FEED_MAX_SIZE));
+  }
+  await client.finish();
+  await running;
+  expectAccountedStats(client.stats);
+  expect(client.stats.droppedTotal).toBe(0);
+  expect(client.stats.delivered - client.controlDelivered).toBe(count);
+  return client;
+}
+
+/** Resolves once `check` holds, polling on every turn of the event loop (for byte-by-byte exchanges). */
+async function soon(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const start = performance.now();
+  while (!check()) {
+    if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+/**
+ * Closes `socket` once the client has read everything written to it
+ * (TIOCOUTQ is 0). Closing at once races the client's connect: Bun.connect
+ * rejects with ECONNRESET when the peer has already hung up by the time the
+ * connection completes, and the bytes waiting for it are lost.
+ */
+async function endOnceRead(socket: Socket<undefined>): Promise<void> {
+  const fd = (socket as unknown as { fd: number }).fd;
+  await soon(() => {
+    const q = sendQueueBytes(fd);
+    return q.ok && q.bytes === 0;
+  }, "the client to read everything");
+  socket.end();
+}
+
+describe("a client breaking the framing, against the input server", () => {
+  for (const violation of VIOLATIONS) {
+    test(`${violation.name}: disconnected, counted and logged; frames before it kept; the next client is served`, async () => {
+      const { path, server, frames, sessions, reports, failures } = await startInputServer();
+      const peer = await RecordingClient.connect(path, { magic: INPUT_MAGIC });
+      defer(() => peer.close());
+      // Config, three frames, the violation, and bytes after it that must never be read as frames.
+      const garbage = indexedWire(1000, 1003, FEED_MAX_SIZE, INPUT_MAGIC);
+      await writeInPieces(peer.socket, concat([configMessage(), indexedWire(0, 3, FEED_MAX_SIZE, INPUT_MAGIC), violation.header(INPUT_MAGIC), garbage]), 1 << 16);
+      await peer.closed;
+
+      expect(server.protocolErrors).toBe(1);
+      expect(expectIntactInOrder(frames)).toEqual([0, 1, 2]);
+      // The Config's Ack was still queued when the violation came: written or dropped, never lost.
+      expectAccountedStats(server.ackStats);
+      expect(server.ackStats.submitted).toBe(1);
+      expect(peer.messages.map((m) => m.type)).toEqual(Array(server.ackStats.delivered).fill(MessageType.Ack));
+      const warning = reports.find((r) => r.message === "framing violation from client; disconnecting");
+      expect(warning?.level).toBe("warn");
+      expect(String(warning?.fields?.error)).toStartWith(`${violation.kind}: `);
+      expect(sessions).toEqual([{ reason: expect.stringContaining(`protocol error: ${violation.kind}`), clean: false }]);
+
+      // The server keeps serving: a real client's whole session arrives.
+      await cleanSession(path, 3, 200);
+      await until(() => sessions.length === 2, "second session ended");
+      expect(sessions[1]).toEqual({ reason: "stop", clean: true });
+      expect(expectIntactInOrder(frames)).toEqual([...Array(203).keys()]);
+      expect(server.protocolErrors).toBe(1);
+      expect(server.sessions).toBe(2);
+      expect(failures).toEqual([]);
+      expectAccountedStats(server.ackStats);
+      expect(server.ackStats.submitted).toBeGreaterThanOrEqual(2); // and the second session's Config was acked
+    });
+  }
+
+  test("a header cut off by a close: the session ends unclean, nothing half is delivered, the next client is served", async () => {
+    const { path, server, frames, sessions } = await startInputServer();
+    const peer = await RecordingClient.connect(path, { magic: INPUT_MAGIC });
+    defer(() => peer.close());
+    const cut = indexedWire(3, 4, FEED_MAX_SIZE, INPUT_MAGIC).subarray(0, 9);
+    await writeInPieces(peer.socket, concat([configMessage(), indexedWire(0, 3, FEED_MAX_SIZE, INPUT_MAGIC), cut]), 1 << 16);
+    peer.socket.end();
+    await peer.closed;
+    await until(() => sessions.length === 1, "session ended");
+    expect(sessions[0]!.clean).toBe(false);
+    expect(server.protocolErrors).toBe(0);
+    expect(expectIntactInOrder(frames)).toEqual([0, 1, 2]);
+
+    await cleanSession(path, 3, 50);
+    await until(() => sessions.length === 2, "second session ended");
+    expect(expectIntactInOrder(frames)).toEqual([...Array(53).keys()]);
+  });
+
+  test("one byte per read: every frame arrives intact, Config and Heartbeat are acked, Stop ends the session cleanly", async () => {
+    const { path, server, frames, sessions } = await startInputServer();
+    const peer = await RecordingClient.connect(path, { magic: INPUT_MAGIC });
+    defer(() => peer.close());
+    const stream = concat([
+      configMessage(),
+      indexedWire(0, 20, 64, INPUT_MAGIC),
+      encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, undefined, 2n),
+      indexedWire(20, 25, 64, INPUT_MAGIC),
+      encodeMessage(INPUT_MAGIC, MessageType.Stop, undefined, 3n),
+    ]);
+    for (let at = 0; at < stream.length; at++) {
+      expect(peer.socket.write(stream, at, 1)).toBe(1);
+      // The server has read this byte on its own before the next one is written.
+      await soon(() => server.bytesReceived === at + 1, `byte ${at} read`);
+    }
+    await peer.closed;
+    expect(sessions).toEqual([{ reason: "stop", clean: true }]);
+    expect(server.protocolErrors).toBe(0);
+    expect(expectIntactInOrder(frames, 64)).toEqual([...Array(25).keys()]);
+    expect(peer.messages.map((m) => m.type)).toEqual([MessageType.Ack, MessageType.Ack]);
+    expect(server.heartbeats).toBe(1);
+  });
+});
+
+describe("a server breaking the framing, against `output recv`", () => {
+  async function recvAgainstFakeServer(script: (socket: Socket<undefined>, n: number) => void | Promise<void>) {
+    const dir = socketDir(defer, "hp-");
+    const path = dir.path("out.sock");
+    const sink = dir.path("got.wire");
+    const fake = fakeServer(path, (socket, n) => void script(socket, n));
+    defer(() => fake.stop());
+    const recv = spawnAgent(["output", "recv", "--socket", path, "--sink", sink, "--format", "wire", "--log-level", "debug"]);
+    defer(stopAgents);
+    return { path, sink, fake, recv };
+  }
+
+  for (const violation of VIOLATIONS) {
+    test(`${violation.name}: the client disconnects, counts it, reconnects and receives the next server's frames`, async () => {
+      const { sink, fake, recv } = await recvAgainstFakeServer((socket, n) => {
+        if (n === 0) socket.write(concat([indexedWire(0, 3), violation.header(OUTPUT_MAGIC), indexedWire(1000, 1003)]));
+        else if (n === 1) {
+          socket.write(indexedWire(3, 8));
+          return endOnceRead(socket);
+        }
+      });
+      await recv.waitForStderr("framing violation from server; disconnecting");
+      await until(() => fake.connections.length >= 3, "reconnected after the good server closed");
+      recv.kill("SIGTERM");
+      expect(await recv.exited).toBe(0);
+
+      const warning = logFields(recv.stderr, "output-client", "framing violation from server; disconnecting");
+      expect(warning?.error).toStartWith(`${violation.kind}: `);
+      const stopped = logFields(recv.stderr, "output-client", "stopped")!;
+      expect(stopped.protocol_errors).toBe("1");
+      expect(stopped.frames).toBe("8");
+      expect(Number(stopped.connects)).toBeGreaterThanOrEqual(3);
+      // The offending connection was closed by the client, not by the server.
+      expect(fake.closedCount()).toBeGreaterThanOrEqual(2);
+      const got = wireFileFrames(sink);
+      expect(got.trailing).toBe(0);
+      expect(expectIntactInOrder(got.frames)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    });
+  }
+
+  test("a header cut off by the server's close: reported as a lost partial message, then the next connection's frames arrive", async () => {
+    const { sink, fake, recv } = await recvAgainstFakeServer((socket, n) => {
+      if (n === 0) {
+        socket.write(concat([indexedWire(0, 3), indexedWire(3, 4).subarray(0, 9)]));
+        return endOnceRead(socket);
+      }
+      if (n === 1) {
+        socket.write(indexedWire(3, 8));
+        return endOnceRead(socket);
+      }
+    });
+    await recv.waitForStderr("server closed mid-message (9 byte(s) of a message lost)");
+    await until(() => fake.connections.length >= 3, "reconnected twice");
+    recv.kill("SIGTERM");
+    expect(await recv.exited).toBe(0);
+    const stopped = logFields(recv.stderr, "output-client", "stopped")!;
+    expect(stopped.protocol_errors).toBe("0");
+    expect(stopped.frames).toBe("8");
+    const got = wireFileFrames(sink);
+    expect(got.trailing).toBe(0);
+    expect(expectIntactInOrder(got.frames)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+  });
+
+  test("one byte per write (each read by the client before the next): every frame arrives intact", async () => {
+    const stream = indexedWire(0, 30, 64);
+    let written = 0;
+    const { sink, recv } = await recvAgainstFakeServer(async (socket, n) => {
+      if (n !== 0) return;
+      const fd = (socket as unknown as { fd: number }).fd;
+      for (let at = 0; at < stream.length; at++) {
+        if (socket.write(stream, at, 1) !== 1) throw new Error(`byte ${at} not taken`);
+        written++;
+        // TIOCOUTQ: bytes the client has not read yet.
+        await soon(() => {
+          const q = sendQueueBytes(fd);
+          return q.ok && q.bytes === 0;
+        }, `byte ${at} read`);
+      }
+      socket.end();
+    });
+    await until(() => written === stream.length, "stream written", 30_000);
+    await recv.waitForStderr(/reconnected|disconnected/);
+    recv.kill("SIGTERM");
+    expect(await recv.exited).toBe(0);
+    expect(logFields(recv.stderr, "output-client", "stopped")!.frames).toBe("30");
+    const got = wireFileFrames(sink);
+    expect(got.trailing).toBe(0);
+    expect(expectIntactInOrder(got.frames, 64)).toEqual([...Array(30).keys()]);
+  });
+});
+
+test("the violations used here really are violations (the parser rejects each with its kind)", () => {
+  for (const v of VIOLATIONS) {
+    for (const magic of [INPUT_MAGIC, OUTPUT_MAGIC]) {
+      const parser = new FrameParser(magic);
+      parser.push(v.header(magic));
+      let error: unknown;
+      try {
+        parser.next();
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(ProtocolError);
+      expect((error as ProtocolError).kind).toBe(v.kind);
+    }
+  }
+});

@@ -1,0 +1,182 @@
+/**
+ * Helpers of the fault suite (test/faults): reading the agent's final
+ * "stopped" log line, the accounting invariant, checks on received frames,
+ * feeding a spawned server's stdin, counting a process's file descriptors.
+ */
+import { expect } from "bun:test";
+import { readdirSync, readFileSync } from "node:fs";
+import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { DROP_REASONS, type FrameStats } from "../../src/transport/frame-stats.ts";
+import type { AgentProcess } from "../support/cli.ts";
+import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/temp.ts";
+import { parseWire } from "../support/wire.ts";
+
+/** Frames fed to spawned servers stay small so that a flood is many frames, not many bytes. */
+export const FEED_MAX_SIZE = 600;
+
+/** The fields of the last log line `<component>: <message> k=v ...` (text format), or undefined. */
+export function logFields(stderr: string, component: string, message: string): Record<string, string> | undefined {
+  const marker = ` ${component}: ${message}`;
+  const line = stderr
+    .split("\n")
+    .filter((l) => l.includes(marker + " ") || l.endsWith(marker))
+    .at(-1);
+  if (line === undefined) return undefined;
+  const rest = line.slice(line.indexOf(marker) + marker.length);
+  const fields: Record<string, string> = {};
+  for (const m of rest.matchAll(/ ([\w-]+)=("(?:[^"\\]|\\.)*"|\S*)/g)) {
+    fields[m[1]!] = m[2]!.startsWith('"') ? JSON.parse(m[2]!) : m[2]!;
+  }
+  return fields;
+}
+
+export interface Accounting {
+  submitted: number;
+  delivered: number;
+  dropped: number;
+  /** dropped_<reason> counts (only the non-zero ones are logged). */
+  byReason: Record<string, number>;
+}
+
+/**
+ * The invariant on a sender's final "stopped" line: submitted = delivered +
+ * dropped, and dropped is exactly the sum of the per-reason counts, each a
+ * known reason.
+ */
+export function expectAccountedLine(stderr: string, component = "output-server"): Accounting {
+  const fields = logFields(stderr, component, "stopped");
+  if (!fields) throw new Error(`no "${component}: stopped" line in:\n${stderr}`);
+  const num = (key: string) => {
+    const n = Number(fields[key]);
+    if (!Number.isInteger(n)) throw new Error(`stopped line: ${key}=${fields[key]} is not a count`);
+    return n;
+  };
+  const byReason: Record<string, number> = {};
+  for (const key of Object.keys(fields)) {
+    if (!key.startsWith("dropped_")) continue;
+    const reason = key.slice("dropped_".length);
+    expect(DROP_REASONS as readonly string[]).toContain(reason);
+    byReason[reason] = num(key);
+  }
+  const accounting = { submitted: num("submitted"), delivered: num("delivered"), dropped: num("dropped"), byReason };
+  expect(accounting.submitted).toBe(accounting.delivered + accounting.dropped);
+  expect(Object.values(byReason).reduce((a, b) => a + b, 0)).toBe(accounting.dropped);
+  return accounting;
+}
+
+/** The same invariant on an in-process FrameStats. */
+export function expectAccountedStats(stats: FrameStats): void {
+  expect(stats.submitted).toBe(stats.delivered + stats.droppedTotal);
+}
+
+/**
+ * Received payloads must be whole indexed payloads, none corrupt, none
+ * duplicated, none out of order (strictly increasing indices). Returns the indices.
+ */
+export function expectIntactInOrder(payloads: Uint8Array[], maxSize = FEED_MAX_SIZE): number[] {
+  const corrupt = payloads.filter((p) => !isIntactIndexedPayload(p, maxSize)).length;
+  expect(corrupt).toBe(0);
+  const indices = payloads.map(payloadIndex);
+  const notIncreasing = indices.filter((i, k) => k > 0 && i <= indices[k - 1]!).length;
+  expect(notIncreasing).toBe(0);
+  return indices;
+}
+
+/** The OpusFrame payloads of a wire capture file, and how it ends. */
+export function wireFileFrames(path: string): { frames: Uint8Array[]; trailing: number; error?: Error } {
+  const parsed = parseWire(new Uint8Array(readFileSync(path)));
+  return {
+    frames: parsed.messages.filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload),
+    trailing: parsed.trailing,
+    error: parsed.error,
+  };
+}
+
+/** Wire messages of indexed frames `from` .. `to - 1` (what a capture of them holds). */
+export function indexedWire(from: number, to: number, maxSize = FEED_MAX_SIZE, magic = OUTPUT_MAGIC): Uint8Array {
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  for (let i = from; i < to; i++) {
+    const m = encodeMessage(magic, MessageType.OpusFrame, indexedPayload(i, maxSize), BigInt(i) * 20_000_000n);
+    parts.push(m);
+    total += m.length;
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/**
+ * Feeds indexed frames as a wire stream into a spawned agent's stdin
+ * (`--source -`: a live source). `next` is the index of the next frame.
+ */
+export class StdinFeeder {
+  next: number;
+  private flooding: Promise<void> | undefined;
+  private stopFlood = false;
+  private ended = false;
+
+  constructor(
+    private readonly agent: AgentProcess,
+    first = 0,
+  ) {
+    this.next = first;
+  }
+
+  private get sink(): import("bun").FileSink {
+    return this.agent.proc.stdin as unknown as import("bun").FileSink;
+  }
+
+  /** Writes `count` more frames and waits until the pipe took them. */
+  async send(count: number): Promise<void> {
+    if (this.ended) throw new Error("StdinFeeder: stdin already closed");
+    const from = this.next;
+    this.next += count;
+    this.sink.write(indexedWire(from, from + count));
+    await this.sink.flush();
+  }
+
+  /** Keeps sending batches of `batch` frames, `pauseMs` apart, until stopFlooding(). */
+  flood(batch = 50, pauseMs = 1): void {
+    this.stopFlood = false;
+    this.flooding = (async () => {
+      while (!this.stopFlood && !this.agent.hasExited) {
+        try {
+          await this.send(batch);
+        } catch {
+          return; // the agent went away
+        }
+        await Bun.sleep(pauseMs);
+      }
+    })();
+  }
+
+  async stopFlooding(): Promise<void> {
+    this.stopFlood = true;
+    await this.flooding;
+  }
+
+  /** Ends the source: the agent sees end of input. */
+  async end(): Promise<void> {
+    await this.stopFlooding();
+    if (this.ended) return;
+    this.ended = true;
+    await this.sink.end();
+  }
+}
+
+/** Open file descriptors of a process. */
+export function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** VmRSS of a process in bytes. */
+export function rssBytes(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  if (!m) throw new Error(`no VmRSS for ${pid}`);
+  return Number(m[1]) * 1024;
+}
