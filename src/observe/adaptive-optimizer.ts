@@ -71,6 +71,8 @@ export class AdaptiveOptimizer {
     if (this.state.level === 0) return;
     if (this.now() - this.lastEventAt < this.options.calmMs) return;
     this.relaxations++;
+    // Pressure from before the calm period must not count toward the next escalation.
+    this.filled = 0;
     this.state = { level: 0, ...this.options.base };
     this.options.apply(this.state, "relax", `no pressure for ${this.options.calmMs} ms`);
   }
