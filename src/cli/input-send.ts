@@ -25,7 +25,9 @@ export async function inputSend(
 ): Promise<number> {
   const report = logger.for("input-client");
   const live = settings.realtime || (await isLiveSource(settings.source));
-  const opened = await openSource(settings.format, settings.source, { lenient: settings.lenient });
+  // Opening a FIFO waits for its writer (the encoder): a signal must still end the wait.
+  const opened = await shutdown.race(openSource(settings.format, settings.source, { lenient: settings.lenient }));
+  if (!opened) return EXIT_OK;
   // An Ogg source knows its channels and rate only once the OpusHead packet is parsed, and its
   // frame size once the first audio packet is: read up to that packet before building the Config.
   const source = settings.format === "ogg" ? await withFirstFrameRead(opened) : opened;

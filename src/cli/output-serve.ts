@@ -25,7 +25,9 @@ export async function outputServe(
 ): Promise<number> {
   const report = logger.for("output-server");
   const live = settings.realtime || (await isLiveSource(settings.source));
-  const source = await openSource(settings.format, settings.source, { lenient: settings.lenient });
+  // Opening a FIFO waits for its writer (the encoder): a signal must still end the wait.
+  const source = await shutdown.race(openSource(settings.format, settings.source, { lenient: settings.lenient }));
+  if (!source) return EXIT_OK;
   let telemetry!: Telemetry;
   const server = await OutputServer.start({
     path: settings.socket,
