@@ -1,0 +1,271 @@
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import {
+  ConfigError,
+  DEFAULT_SOCKETS,
+  loadConfigFile,
+  OPTIONS,
+  parseConfigFile,
+  resolveSettings,
+  type ConfigFile,
+} from "../src/config.ts";
+import { tempDir } from "./support/temp.ts";
+import { useCleanup } from "./support/cleanup.ts";
+
+const defer = useCleanup();
+
+function file(json: unknown): ConfigFile {
+  return parseConfigFile(JSON.stringify(json), "/etc/test.json");
+}
+
+/** The ConfigError message parseConfigFile throws for `text`. */
+function fileError(text: string): string {
+  try {
+    parseConfigFile(text, "/etc/bad.json");
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as Error).message;
+  }
+  throw new Error(`accepted: ${text}`);
+}
+
+function resolveError(run: () => unknown): string {
+  try {
+    run();
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as Error).message;
+  }
+  throw new Error("resolved without an error");
+}
+
+describe("resolveSettings precedence: flags > env > file section > file top > defaults", () => {
+  const layers = {
+    top: { "queue-frames": 100, "log-level": "warn", "socket-buffers": "high-load", realtime: true },
+    section: { "queue-frames": 200, "log-level": "error", "socket-buffers": "48k" },
+    env: { AUDIO_AGENT_QUEUE_FRAMES: "300", AUDIO_AGENT_LOG_LEVEL: "debug", AUDIO_AGENT_SOCKET_BUFFERS: "96k" },
+    flags: { "queue-frames": "400", "log-level": "info", "socket-buffers": "128k" },
+  };
+
+  function settings(use: { flags?: boolean; env?: boolean; section?: boolean; top?: boolean }) {
+    const json: Record<string, unknown> = {};
+    if (use.top) Object.assign(json, layers.top);
+    if (use.section) json.output = layers.section;
+    return resolveSettings(
+      "output serve",
+      {
+        flags: { source: "/dev/null", ...(use.flags ? layers.flags : {}) },
+        env: use.env ? layers.env : {},
+        file: use.top || use.section ? file(json) : undefined,
+      },
+    );
+  }
+
+  test("each layer wins over the ones below it, for several options at once", () => {
+    const all = { flags: true, env: true, section: true, top: true };
+    expect(settings(all)).toMatchObject({ "queue-frames": 400, "log-level": "info", "socket-buffers": 128 * 1024 });
+    expect(settings({ ...all, flags: false })).toMatchObject({ "queue-frames": 300, "log-level": "debug", "socket-buffers": 96 * 1024 });
+    expect(settings({ section: true, top: true })).toMatchObject({ "queue-frames": 200, "log-level": "error", "socket-buffers": 48 * 1024 });
+    expect(settings({ top: true })).toMatchObject({ "queue-frames": 100, "log-level": "warn", "socket-buffers": "high-load", realtime: true });
+    expect(settings({})).toMatchObject({ "queue-frames": 500, "log-level": "info", "socket-buffers": "default", realtime: false });
+  });
+
+  test("a lower layer fills what a higher one leaves out", () => {
+    const s = resolveSettings("output serve", {
+      flags: { source: "/dev/null", drop: "newest" },
+      env: { AUDIO_AGENT_STUCK_FRAMES: "77" },
+      file: file({ "write-deadline-ms": 20, output: { loop: true } }),
+    });
+    expect(s).toMatchObject({ drop: "newest", "stuck-frames": 77, loop: true, "write-deadline-ms": 20, format: "wire" });
+  });
+
+  test("a section applies to its channel only", () => {
+    const f = file({ "heartbeat-ms": 500, output: { "queue-frames": 42 }, input: { "queue-frames": 7, "heartbeat-ms": 250 } });
+    expect(resolveSettings("output serve", { flags: { source: "x" }, env: {}, file: f })["queue-frames"]).toBe(42);
+    const send = resolveSettings("input send", { flags: { source: "x" }, env: {}, file: f });
+    expect(send["queue-frames"]).toBe(7);
+    expect(send["heartbeat-ms"]).toBe(250);
+    // A setting a role does not read is not in its settings at all.
+    expect("heartbeat-ms" in resolveSettings("output serve", { flags: { source: "x" }, env: {}, file: f })).toBe(false);
+  });
+
+  test("an empty environment variable counts as unset", () => {
+    const s = resolveSettings("output serve", {
+      flags: { source: "x" },
+      env: { AUDIO_AGENT_QUEUE_FRAMES: "" },
+      file: file({ "queue-frames": 123 }),
+    });
+    expect(s["queue-frames"]).toBe(123);
+  });
+
+  test("flag and env text is converted like file values: sizes, octal modes, booleans, listen addresses", () => {
+    const s = resolveSettings("output serve", {
+      flags: { source: "x", "socket-buffers": "192k", "socket-mode": "0640", metrics: "9100" },
+      env: { AUDIO_AGENT_REALTIME: "yes", AUDIO_AGENT_LOOP: "0", AUDIO_AGENT_MONITOR: "[::1]:8080" },
+    });
+    expect(s["socket-buffers"]).toBe(196608);
+    expect(s["socket-mode"]).toBe(0o640);
+    expect(s.realtime).toBe(true);
+    expect(s.loop).toBe(false);
+    expect(s.metrics).toEqual({ host: "127.0.0.1", port: 9100 });
+    expect(s.monitor).toEqual({ host: "::1", port: 8080 });
+    const t = resolveSettings("output recv", { flags: { sink: "x", metrics: "0.0.0.0:0" }, env: {} });
+    expect(t.metrics).toEqual({ host: "0.0.0.0", port: 0 });
+    expect(resolveSettings("output recv", { flags: { sink: "x", metrics: ":9200" }, env: {} }).metrics).toEqual({
+      host: "127.0.0.1",
+      port: 9200,
+    });
+  });
+});
+
+describe("socket paths from JetKVM's variables", () => {
+  const env = { JETKVM_AUDIO_OUTPUT_SOCKET: "/run/o.sock", JETKVM_AUDIO_INPUT_SOCKET: "/run/i.sock", AUDIO_AGENT_SOCKET: "/run/generic.sock" };
+
+  test("output roles read JETKVM_AUDIO_OUTPUT_SOCKET, input roles JETKVM_AUDIO_INPUT_SOCKET", () => {
+    expect(resolveSettings("output serve", { flags: { source: "x" }, env }).socket).toBe("/run/o.sock");
+    expect(resolveSettings("output recv", { flags: { sink: "x" }, env }).socket).toBe("/run/o.sock");
+    expect(resolveSettings("input serve", { flags: { sink: "x" }, env }).socket).toBe("/run/i.sock");
+    expect(resolveSettings("input send", { flags: { source: "x" }, env }).socket).toBe("/run/i.sock");
+  });
+
+  test("the other channel's variable is ignored; the default path stays", () => {
+    expect(resolveSettings("input send", { flags: { source: "x" }, env: { JETKVM_AUDIO_OUTPUT_SOCKET: "/run/o.sock" } }).socket).toBe(
+      DEFAULT_SOCKETS.input,
+    );
+    expect(resolveSettings("output serve", { flags: { source: "x" }, env: { JETKVM_AUDIO_INPUT_SOCKET: "/run/i.sock" } }).socket).toBe(
+      DEFAULT_SOCKETS.output,
+    );
+  });
+
+  test("--socket beats the variable, the variable beats the file", () => {
+    const f = file({ input: { socket: "/file/i.sock" }, socket: "/file/any.sock" });
+    expect(resolveSettings("input serve", { flags: { sink: "x", socket: "/flag.sock" }, env, file: f }).socket).toBe("/flag.sock");
+    expect(resolveSettings("input serve", { flags: { sink: "x" }, env, file: f }).socket).toBe("/run/i.sock");
+    expect(resolveSettings("input serve", { flags: { sink: "x" }, env: {}, file: f }).socket).toBe("/file/i.sock");
+    expect(resolveSettings("output serve", { flags: { source: "x" }, env: {}, file: f }).socket).toBe("/file/any.sock");
+  });
+});
+
+describe("resolveSettings errors name the source, the value and what is allowed", () => {
+  test("a bad flag", () => {
+    const message = resolveError(() => resolveSettings("output serve", { flags: { source: "x", "queue-frames": "0" }, env: {} }));
+    expect(message).toBe('--queue-frames "0" is not allowed: an integer 1..100000');
+  });
+
+  test("a bad environment value", () => {
+    const message = resolveError(() =>
+      resolveSettings("input send", { flags: { source: "x" }, env: { AUDIO_AGENT_HEARTBEAT_MS: "fast" } }),
+    );
+    expect(message).toBe('environment AUDIO_AGENT_HEARTBEAT_MS= "fast" is not allowed: an integer 10..60000');
+  });
+
+  test("a socket buffer size outside 32k..256k", () => {
+    for (const bad of ["16k", "300k", "1000", "lots"]) {
+      const message = resolveError(() => resolveSettings("output recv", { flags: { sink: "x", "socket-buffers": bad }, env: {} }));
+      expect(message).toContain(`--socket-buffers "${bad}"`);
+      expect(message).toContain("32768..262144");
+    }
+  });
+
+  test("a missing required setting, unless requireAll is off (config print)", () => {
+    expect(resolveError(() => resolveSettings("output serve", { flags: {}, env: {} }))).toBe(
+      `output serve: --source is required (${OPTIONS.source.allowed})`,
+    );
+    expect(resolveError(() => resolveSettings("input serve", { flags: {}, env: {} }))).toContain("--sink is required");
+    const partial = resolveSettings("output serve", { flags: {}, env: {} }, false);
+    expect("source" in partial).toBe(false);
+    expect(partial["queue-frames"]).toBe(500);
+  });
+});
+
+describe("parseConfigFile", () => {
+  test("a valid file: top level and sections, values converted", () => {
+    const f = file({ "socket-mode": "0600", "socket-buffers": "64k", output: { "queue-frames": 50 }, input: { realtime: "on" } });
+    expect(f.path).toBe("/etc/test.json");
+    expect(f.top).toEqual({ "socket-mode": 0o600, "socket-buffers": 65536 });
+    expect(f.sections.output).toEqual({ "queue-frames": 50 });
+    expect(f.sections.input).toEqual({ realtime: true });
+    expect(file({})).toMatchObject({ top: {}, sections: {} });
+  });
+
+  test("an unknown top-level key names the key and the allowed keys", () => {
+    const message = fileError(`{"queue-frames": 10, "bogus": 1}`);
+    expect(message).toStartWith('config /etc/bad.json: unknown key "bogus"; allowed in the top level or an output/input section: ');
+    expect(message).toContain("queue-frames");
+    expect(message).toContain("socket-buffers");
+  });
+
+  test("an unknown key in a section names the section path", () => {
+    const message = fileError(`{"input": {"heartbeat-ms": 100, "heartbeat": 100}}`);
+    expect(message).toStartWith('config /etc/bad.json: unknown key "input.heartbeat"; allowed in the "input" section: ');
+    expect(message).toContain("heartbeat-ms");
+  });
+
+  test("a value of the wrong type names the key path, the value and what is allowed", () => {
+    expect(fileError(`{"output": {"queue-frames": "many"}}`)).toBe(
+      'config /etc/bad.json: "output.queue-frames": "many" is not allowed: an integer 1..100000',
+    );
+    expect(fileError(`{"realtime": "maybe"}`)).toBe('config /etc/bad.json: "realtime": "maybe" is not allowed: true, false');
+    expect(fileError(`{"format": 3}`)).toBe('config /etc/bad.json: "format": 3 is not allowed: wire, ogg');
+  });
+
+  test("an out-of-range value names the range", () => {
+    expect(fileError(`{"queue-frames": 100001}`)).toBe(
+      'config /etc/bad.json: "queue-frames": 100001 is not allowed: an integer 1..100000',
+    );
+    expect(fileError(`{"queue-frames": 1.5}`)).toBe('config /etc/bad.json: "queue-frames": 1.5 is not allowed: an integer 1..100000');
+    expect(fileError(`{"input": {"heartbeat-ms": 5}}`)).toBe(
+      'config /etc/bad.json: "input.heartbeat-ms": 5 is not allowed: an integer 10..60000',
+    );
+    expect(fileError(`{"socket-buffers": 16384}`)).toBe(
+      'config /etc/bad.json: "socket-buffers": 16384 is not allowed: default, high-load, or bytes 32768..262144 (32k..256k)',
+    );
+    expect(fileError(`{"metrics": "127.0.0.1:70000"}`)).toContain('"metrics": "127.0.0.1:70000" is not allowed: HOST:PORT, :PORT or PORT');
+    expect(fileError(`{"socket-mode": "0999"}`)).toContain('"socket-mode": "0999" is not allowed: octal 000..777');
+  });
+
+  test("a section that is not an object", () => {
+    expect(fileError(`{"output": 5}`)).toBe('config /etc/bad.json: "output" must be an object of settings, found 5');
+    expect(fileError(`{"input": "str"}`)).toBe('config /etc/bad.json: "input" must be an object of settings, found "str"');
+    expect(fileError(`{"input": null}`)).toBe('config /etc/bad.json: "input" must be an object of settings, found null');
+  });
+
+  // Known bugs in src/config.ts (reported, not fixed here): these document the right behaviour and
+  // start failing, as a reminder to make them plain tests, once config.ts is fixed.
+  test.failing("KNOWN BUG: an array section is refused as not an object ([] is accepted as an empty section today)", () => {
+    expect(fileError(`{"input": []}`)).toBe('config /etc/bad.json: "input" must be an object of settings, found []');
+  });
+
+  test.failing('KNOWN BUG: an array section with items is "not an object", not an unknown key "input.0"', () => {
+    expect(fileError(`{"input": [1]}`)).toBe('config /etc/bad.json: "input" must be an object of settings, found [1]');
+  });
+
+  test.failing("KNOWN BUG: a section inside a section is an unknown key, not an object that must be an object", () => {
+    expect(fileError(`{"output": {"input": {}}}`)).toStartWith('config /etc/bad.json: unknown key "output.input"');
+  });
+
+  test("a file that is not an object", () => {
+    expect(fileError(`[1, 2]`)).toBe("config /etc/bad.json: expected a JSON object of settings, found an array");
+    expect(fileError(`"text"`)).toBe('config /etc/bad.json: expected a JSON object of settings, found "text"');
+    expect(fileError(`null`)).toBe("config /etc/bad.json: expected a JSON object of settings, found null");
+    expect(fileError(`42`)).toBe("config /etc/bad.json: expected a JSON object of settings, found 42");
+  });
+
+  test("invalid JSON", () => {
+    expect(fileError(`{"queue-frames": 5,`)).toStartWith("config /etc/bad.json: not valid JSON (");
+    expect(fileError(``)).toStartWith("config /etc/bad.json: not valid JSON (");
+  });
+});
+
+describe("loadConfigFile", () => {
+  test("an explicit file must exist; one that does is parsed", async () => {
+    const t = tempDir("aac-");
+    defer(t.cleanup);
+    await expect(loadConfigFile(t.path("missing.json"))).rejects.toThrow(`config ${t.path("missing.json")}: no such file`);
+    writeFileSync(t.path("ok.json"), `{"output": {"drop": "newest"}}`);
+    const f = await loadConfigFile(t.path("ok.json"));
+    expect(f?.sections.output).toEqual({ drop: "newest" });
+    writeFileSync(t.path("bad.json"), `{"drop": "middle"}`);
+    await expect(loadConfigFile(t.path("bad.json"))).rejects.toThrow(`config ${t.path("bad.json")}: "drop": "middle" is not allowed: oldest, newest`);
+  });
+});
