@@ -1,0 +1,203 @@
+import { describe, expect, test } from "bun:test";
+import { existsSync, writeFileSync } from "node:fs";
+import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { runCli } from "../../src/cli/run.ts";
+import { agentEnv, runAgent, stopAgents } from "../support/cli.ts";
+
+const defer = useCleanup();
+
+function setup() {
+  const t = socketDir(defer, "aacc-");
+  defer(() => stopAgents());
+  const write = (name: string, text: string) => {
+    writeFileSync(t.path(name), text);
+    return t.path(name);
+  };
+  return { ...t, write };
+}
+
+/**
+ * The same command line run in this process (runCli, as main.ts calls it): much cheaper than a
+ * process, used for the many message cases; exit codes are also checked on real processes below.
+ */
+async function cli(argv: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = "";
+  let stderr = "";
+  const code = await runCli(argv, { out: (t) => (stdout += t), err: (t) => (stderr += t), env });
+  return { code, stdout, stderr };
+}
+
+const GOOD = JSON.stringify({
+  "queue-frames": 100,
+  "log-level": "warn",
+  output: { "socket-buffers": "192k", "socket-mode": "0640" },
+  input: { "heartbeat-ms": 250, "queue-frames": 64 },
+});
+
+describe("config check", () => {
+  test("a valid file: exit 0 and the number of settings", async () => {
+    const { write, dir } = setup();
+    const path = write("good.json", GOOD);
+    const r = await runAgent(["config", "check", path], { cwd: dir, env: agentEnv() });
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toBe(`${path}: ok (6 settings)\n`);
+    expect(r.code).toBe(0);
+  });
+
+  test("an invalid file: exit 2 naming the key path, the value and what is allowed", async () => {
+    const { write, dir } = setup();
+    const cases: [string, string][] = [
+      [`{"input": {"heartbeat-ms": 5}}`, '"input.heartbeat-ms": 5 is not allowed: an integer 10..60000'],
+      [`{"output": {"bogus": true}}`, 'unknown key "output.bogus"; allowed in the "output" section: socket, '],
+      [`{"bogus": true}`, 'unknown key "bogus"; allowed in the top level or an output/input section: socket, '],
+      [`{"drop": 7}`, '"drop": 7 is not allowed: oldest, newest'],
+      [`[]`, "expected a JSON object of settings, found an array"],
+      [`{"drop":`, "not valid JSON ("],
+    ];
+    const paths = cases.map(([text], i) => write(`bad${i}.json`, text));
+    const results = [];
+    for (const path of paths) results.push(await cli(["config", "check", path]));
+    // And once as a real process: the exit code and the one line on stderr.
+    const real = await runAgent(["config", "check", paths[0]], { cwd: dir, env: agentEnv() });
+    expect(real).toEqual(results[0]);
+    for (const [i, [, expected]] of cases.entries()) {
+      const path = paths[i];
+      const r = results[i];
+      expect(r.stdout).toBe("");
+      expect(r.stderr).toStartWith(`audio-agent: config ${path}: `);
+      expect(r.stderr).toContain(expected);
+      expect(r.stderr.trim().split("\n").length).toBe(1);
+      expect(r.code).toBe(2);
+    }
+  });
+
+  test("a missing file, or no file named: exit 2", async () => {
+    const { path, dir } = setup();
+    const missing = await cli(["config", "check", path("nope.json")]);
+    const none = await cli(["config", "check"]);
+    expect(missing.stderr).toBe(`audio-agent: config ${path("nope.json")}: no such file\n`);
+    expect(missing.code).toBe(2);
+    expect(none.stderr).toContain("config check takes one argument");
+    expect(none.code).toBe(2);
+  });
+});
+
+describe("config print", () => {
+  test("one role: the effective settings from file and environment, flags of other roles left out", async () => {
+    const { write, dir } = setup();
+    const path = write("good.json", GOOD);
+    const env = agentEnv({ AUDIO_AGENT_QUEUE_FRAMES: "300", JETKVM_AUDIO_OUTPUT_SOCKET: "/run/test-out.sock" });
+    const r = await runAgent(["config", "print", "output", "serve", "--config", path], { cwd: dir, env });
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const printed = JSON.parse(r.stdout);
+    expect(printed).toMatchObject({
+      socket: "/run/test-out.sock", // environment
+      "queue-frames": 300, // environment beats the file's 100
+      "log-level": "warn", // file top level
+      "socket-buffers": 196608, // file output section, "192k"
+      "socket-mode": "0640", // file output section, shown in octal
+      drop: "oldest", // default
+    });
+    expect("heartbeat-ms" in printed).toBe(false);
+    expect("source" in printed).toBe(false); // required at run time, not known here
+  });
+
+  test("all roles: the file path, each role with its channel's section", async () => {
+    const { write } = setup();
+    const path = write("good.json", GOOD);
+    const env = agentEnv({ AUDIO_AGENT_CONFIG: path, JETKVM_AUDIO_INPUT_SOCKET: "/run/test-in.sock" });
+    // No --config: AUDIO_AGENT_CONFIG names the file.
+    const r = await cli(["config", "print"], env);
+    expect(r.code).toBe(0);
+    const printed = JSON.parse(r.stdout);
+    expect(printed.config_file).toBe(path);
+    expect(Object.keys(printed).sort()).toEqual(["config_file", "input send", "input serve", "output recv", "output serve"]);
+    expect(printed["output serve"]).toMatchObject({ "queue-frames": 100, "socket-mode": "0640", socket: "/var/run/audio_output.sock" });
+    expect(printed["input send"]).toMatchObject({ "queue-frames": 64, "heartbeat-ms": 250, socket: "/run/test-in.sock" });
+    expect(printed["input serve"]).toMatchObject({ "socket-mode": "0660", socket: "/run/test-in.sock" });
+    expect(printed["output recv"]).toMatchObject({ "socket-buffers": 196608, "log-level": "warn" });
+  });
+
+  test("without any file: defaults only, config_file null", async () => {
+    // agentEnv() points AUDIO_AGENT_CONFIG at an empty file; here there is none at all.
+    const { AUDIO_AGENT_CONFIG: _, ...env } = agentEnv();
+    const r = await cli(["config", "print", "input", "serve"], env);
+    const all = await cli(["config", "print"], env);
+    expect(r.code).toBe(0);
+    if (existsSync("/etc/audio-agent.json")) return; // the machine has a default file: nothing to compare
+    expect(JSON.parse(r.stdout)).toEqual({
+      socket: "/var/run/audio_input.sock",
+      format: "wire",
+      once: false,
+      "socket-mode": "0660",
+      "pre-skip": 312,
+      "page-ms": 100,
+      "socket-buffers": "default",
+      adaptive: "on",
+      "adaptive-threshold": 10,
+      "adaptive-window-ms": 5000,
+      "adaptive-calm-ms": 30000,
+      "log-level": "info",
+      "log-format": "text",
+    });
+    expect(JSON.parse(all.stdout).config_file).toBe(null);
+  });
+
+  test("an unknown role or a bad file: exit 2", async () => {
+    const { write } = setup();
+    const bad = write("bad.json", `{"output": {"queue-frames": 0}}`);
+    const role = await cli(["config", "print", "output", "play"]);
+    const r = await cli(["config", "print", "--config", bad]);
+    expect(role.stderr).toContain('config print: unknown role "output play"');
+    expect(role.code).toBe(2);
+    expect(r.stderr).toBe(`audio-agent: config ${bad}: "output.queue-frames": 0 is not allowed: an integer 1..100000\n`);
+    expect(r.code).toBe(2);
+  });
+});
+
+describe("roles refuse bad configuration with exit 2 before doing anything", () => {
+  test("--config with a bad value names the key, and no socket is created", async () => {
+    const { write, path, dir } = setup();
+    const bad = write("bad.json", `{"output": {"write-deadline-ms": -1}}`);
+    const r = await runAgent(["output", "serve", "--socket", path("o.sock"), "--source", "/dev/null", "--config", bad], { cwd: dir, env: agentEnv() });
+    expect(r.stderr).toBe(`audio-agent: config ${bad}: "output.write-deadline-ms": -1 is not allowed: an integer 0..60000\n`);
+    expect(r.code).toBe(2);
+    expect(existsSync(path("o.sock"))).toBe(false);
+  });
+
+  test("AUDIO_AGENT_CONFIG naming a missing file", async () => {
+    const { path } = setup();
+    const r = await cli(["input", "serve", "--socket", path("i.sock"), "--sink", path("x.wire")], { AUDIO_AGENT_CONFIG: path("gone.json") });
+    expect(r.stderr).toBe(`audio-agent: config ${path("gone.json")}: no such file\n`);
+    expect(r.code).toBe(2);
+    expect(existsSync(path("x.wire"))).toBe(false);
+  });
+
+  test("--socket-buffers 16k names the range 32768..262144", async () => {
+    const { path, dir } = setup();
+    const r = await runAgent(["output", "recv", "--socket", path("o.sock"), "--sink", path("x.wire"), "--socket-buffers", "16k"], {
+      cwd: dir,
+      env: agentEnv(),
+    });
+    expect(r.stderr).toBe(
+      'audio-agent: --socket-buffers "16k" is not allowed: default, high-load, or bytes 32768..262144 (32k..256k)\n',
+    );
+    expect(r.code).toBe(2);
+  });
+
+  test("a bad environment value names the variable", async () => {
+    const { path } = setup();
+    const r = await cli(["input", "send", "--socket", path("i.sock"), "--source", "/dev/null"], { AUDIO_AGENT_ACK_TIMEOUT_MS: "5" });
+    expect(r.stderr).toBe('audio-agent: environment AUDIO_AGENT_ACK_TIMEOUT_MS= "5" is not allowed: an integer 10..600000\n');
+    expect(r.code).toBe(2);
+  });
+
+  test("a flag does not excuse a bad file value: the file is checked whole, first", async () => {
+    const { write, path } = setup();
+    const bad = write("bad.json", `{"queue-frames": "lots"}`);
+    const r = await cli(["output", "serve", "--socket", path("o.sock"), "--source", "/dev/null", "--queue-frames", "10", "--config", bad]);
+    expect(r.stderr).toContain(`config ${bad}: "queue-frames": "lots" is not allowed`);
+    expect(r.code).toBe(2);
+  });
+});
