@@ -66,12 +66,11 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
         throw new Error(`cannot connect to ${path}: ${lastError}`);
       }
     }
-    const delay = backoffDelayMs(attempt);
     const elapsed = performance.now() - started;
-    if (timeoutMs !== undefined && elapsed + delay > timeoutMs) {
-      throw new ConnectTimeoutError(path, Math.max(elapsed, timeoutMs), lastError);
-    }
-    await sleep(delay, signal);
+    if (timeoutMs !== undefined && elapsed >= timeoutMs) throw new ConnectTimeoutError(path, elapsed, lastError);
+    // The last wait is cut short so that the final attempt is made at the deadline.
+    const delay = backoffDelayMs(attempt);
+    await sleep(timeoutMs === undefined ? delay : Math.min(delay, timeoutMs - elapsed), signal);
   }
 }
 
