@@ -76,6 +76,36 @@ describe("connectWithBackoff", () => {
     expect(error.message).toMatch(new RegExp(`^could not connect to ${path} within \\d+\\.\\d s \\(last error: ENOENT\\)$`));
   });
 
+  test("the last attempt is made at the deadline, not a backoff step before it", async () => {
+    const dir = socketDir(defer, "bo-");
+    const path = dir.path("late.sock");
+    // A fake clock that each wait advances: the server appears at 280 ms, the deadline is 300 ms.
+    let clock = 0;
+    const waits: number[] = [];
+    let listener: ReturnType<typeof Bun.listen> | undefined;
+    const realNow = performance.now;
+    const realSetTimeout = globalThis.setTimeout;
+    performance.now = () => clock;
+    globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+      waits.push(ms ?? 0);
+      clock += ms ?? 0;
+      if (clock >= 280 && !listener) listener = Bun.listen({ unix: path, socket: { data() {} } });
+      return realSetTimeout(fn, 0);
+    }) as typeof setTimeout;
+    let outcome: unknown;
+    try {
+      outcome = await connectWithBackoff({ path, handler: ignore, report: silent, timeoutMs: 300 }).catch((e) => e);
+    } finally {
+      performance.now = realNow;
+      globalThis.setTimeout = realSetTimeout;
+      defer(() => listener?.stop(true));
+    }
+    expect(outcome).not.toBeInstanceOf(Error);
+    defer(() => (outcome as { terminate(): void }).terminate());
+    expect(waits).toEqual([50, 50, 50, 100, 50]);
+    expect(clock).toBe(300);
+  });
+
   test("a stale socket is retried as ECONNREFUSED", async () => {
     const dir = socketDir(defer, "bo-");
     const path = dir.path("stale.sock");
