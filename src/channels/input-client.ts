@@ -66,6 +66,9 @@ export class InputClient {
   private stopping = false;
   private finishing = false;
   private finished: Promise<void> | undefined;
+  private lastWriteUnixMs = 0;
+  private lastFrameAt = 0;
+  private framesSettled = 0;
   private readonly empty = new Uint8Array(0);
   private running: Promise<void> | undefined;
 
@@ -77,7 +80,12 @@ export class InputClient {
       stuckFrames: options.stuckFrames,
       onStuck: (socket) => this.drop(socket, "server stuck: took nothing while frames kept coming"),
       onShortWrite: options.onShortWrite,
-      onWritten: options.onWritten,
+      onWritten: (messages, bytes, oldestWaitMs, writeCallMs) => {
+        // The previous write's Heartbeats/Stop are counted by now; this one's come right after.
+        this.settleLastFrame(this.stats.delivered - messages);
+        this.lastWriteUnixMs = this.stats.lastDeliveredUnixMs;
+        options.onWritten?.(messages, bytes, oldestWaitMs, writeCallMs);
+      },
       onControlWritten: (type) => {
         this.controlDelivered++;
         if (type === MessageType.Heartbeat) this.awaiting.push({ type, at: performance.now() });
@@ -87,6 +95,24 @@ export class InputClient {
 
   get connected(): boolean {
     return this.socket !== undefined;
+  }
+
+  /**
+   * Unix ms of the last write that completed an OpusFrame; 0 before the first.
+   * Unlike stats.lastDeliveredUnixMs, Heartbeats and the Stop do not move it.
+   */
+  get lastFrameUnixMs(): number {
+    this.settleLastFrame(this.stats.delivered);
+    return this.lastFrameAt;
+  }
+
+  /** `delivered` messages are fully accounted for: if frames are among the new ones, the last write carried one. */
+  private settleLastFrame(delivered: number): void {
+    const frames = delivered - this.controlDelivered;
+    if (frames > this.framesSettled) {
+      this.framesSettled = frames;
+      this.lastFrameAt = this.lastWriteUnixMs;
+    }
   }
 
   /** Connects and keeps a connection up (reconnecting) until finish()/stop(). Rejects on connect timeout. */

@@ -76,7 +76,7 @@ export async function inputSend(
       queueDepth: client.queue.length,
       queueCapacity: client.queue.capacity,
       connected: client.connected,
-      lastFrameUnixMs: stats.lastDeliveredUnixMs,
+      lastFrameUnixMs: client.lastFrameUnixMs,
       protocolErrors: client.protocolErrors,
     }),
   });
