@@ -217,6 +217,28 @@ describe("input channel in-process", () => {
     expect(client.ackTimeouts).toBe(0);
   });
 
+  test("lastFrameUnixMs marks the last OpusFrame written: Heartbeats do not move it", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    const { server } = await startServer(sock);
+    const client = newClient(sock, { heartbeatMs: 10 });
+    void client.start();
+    await client.waitForConnection();
+    // Heartbeats only: no frame yet.
+    await until(() => server.heartbeats >= 2, "heartbeats before any frame");
+    expect(client.lastFrameUnixMs).toBe(0);
+    const before = Date.now();
+    await sendFrames(client, 0, 20);
+    await until(() => server.framesReceived === 20, "frames received");
+    const last = client.lastFrameUnixMs;
+    expect(last).toBeGreaterThanOrEqual(before);
+    expect(last).toBeLessThanOrEqual(Date.now());
+    // More Heartbeats, written later than the frames: the mark stays on the last frame.
+    const heartbeats = server.heartbeats;
+    await until(() => server.heartbeats >= heartbeats + 3 && client.stats.lastDeliveredUnixMs > last, "later heartbeats");
+    expect(client.lastFrameUnixMs).toBe(last);
+  });
+
   test("a server that never acks: the client gives up after ack-timeout, reconnects and sends a fresh Config", async () => {
     const { path } = socketDir(defer);
     const sock = path("in.sock");
