@@ -164,7 +164,8 @@ describe("monitor page in a browser", () => {
       expect(listening.level).toBeLessThanOrEqual(1.5);
       expect((await figures(base)).listeners).toBe(1);
       await page.waitForFunction(() => (window as any).monitorState.listenerDrops === 0, null, { polling: 50, timeout: 5000 });
-      expect(await page.textContent("#listen-figures")).toContain("48,000 Hz · stereo");
+      await page.waitForFunction(() => document.querySelector("#listen-figures")!.textContent!.includes("48,000 Hz · stereo"), null, { polling: 50, timeout: 5000 });
+      expect(await page.textContent("#listen-status")).toBe("playing");
 
       // A little more history for the charts, then the screenshot.
       await page.waitForFunction((n) => (window as any).monitorState.figuresReceived >= n, second.figuresReceived + 3, { polling: 100, timeout: 5000 });
