@@ -1,0 +1,283 @@
+/**
+ * Faults of whole peers against spawned agents: a client that never reads,
+ * a client SIGKILLed while a flood is coming in, a server SIGKILLed and
+ * restarted under a reconnecting client, and a storm of connections. The
+ * server is `output serve --source -` fed indexed frames through its stdin
+ * (a live source), so every frame can be traced: its final "stopped" line
+ * must account for every frame it read (submitted = delivered + dropped by
+ * reason), and what the clients got must be whole, uncorrupted, unrepeated
+ * frames in order.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync, lstatSync, statSync } from "node:fs";
+import { MessageType, encodeConfigPayload, encodeMessage, DEFAULT_AUDIO_CONFIG, INPUT_MAGIC } from "../../src/protocol/index.ts";
+import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
+import { RecordingClient } from "../support/peer.ts";
+import { until } from "../support/temp.ts";
+import { expectAccountedLine, expectIntactInOrder, fdCount, logFields, StdinFeeder, wireFileFrames } from "./support.ts";
+
+const defer = useCleanup();
+
+function setup(prefix: string) {
+  const dir = socketDir(defer, prefix);
+  defer(stopAgents);
+  return dir;
+}
+
+/** `output serve` reading frames from its stdin: live mode, drops counted. */
+async function startFedServer(socket: string, extra: string[] = []): Promise<{ server: AgentProcess; feed: StdinFeeder }> {
+  const server = spawnAgent(["output", "serve", "--socket", socket, "--source", "-", ...extra], { stdin: "pipe" });
+  await server.waitForStderr("listening");
+  return { server, feed: new StdinFeeder(server) };
+}
+
+async function connect(path: string, options: Parameters<typeof RecordingClient.connect>[1] = {}): Promise<RecordingClient> {
+  const client = await RecordingClient.connect(path, options);
+  defer(() => client.close());
+  return client;
+}
+
+/** Frames in a wire sink written by a running `output recv` (it flushes every 100 ms). */
+function framesIn(path: string): number {
+  return existsSync(path) ? wireFileFrames(path).frames.length : 0;
+}
+
+describe("a client that connects and never reads", () => {
+  test("the server keeps reading its source, cuts the client off after 50 frames without progress, serves a replacement; whole frames only", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const { server, feed } = await startFedServer(path);
+    const stuck = await connect(path, { paused: true });
+    await server.waitForStderr("client connected");
+    feed.flood(20, 2);
+    // Its socket buffers fill, then 50 frames come with no progress: disconnected as stuck.
+    await server.waitForStderr("client stuck: accepted nothing while frames kept coming; disconnecting");
+    const stuckLine = logFields(server.stderr, "output-server", "client stuck: accepted nothing while frames kept coming; disconnecting");
+    expect(stuckLine?.frames).toBe("50");
+
+    const replacement = await connect(path);
+    await until(() => replacement.frames.length >= 500, "the replacement to receive 500 frames");
+    await feed.end();
+    expect(await server.exited).toBe(0);
+
+    // What the kernel held for the stuck client is still readable, then EOF.
+    stuck.socket.resume();
+    await stuck.closed;
+    await replacement.closed;
+
+    const acc = expectAccountedLine(server.stderr);
+    expect(acc.submitted).toBe(feed.next); // the source was read to its end throughout
+    expect(acc.byReason.client_stuck ?? 0).toBeGreaterThan(0);
+    // Every delivered frame is in one of the two clients, whole; a cut one was counted client_gone.
+    expect(stuck.frames.length + replacement.frames.length).toBe(acc.delivered);
+    const cut = (stuck.pending > 0 ? 1 : 0) + (replacement.pending > 0 ? 1 : 0);
+    expect(acc.byReason.client_gone ?? 0).toBeGreaterThanOrEqual(cut);
+    expect(stuck.error).toBeUndefined();
+    expect(replacement.error).toBeUndefined();
+    const a = expectIntactInOrder(stuck.frames);
+    const b = expectIntactInOrder(replacement.frames);
+    expect(a.length).toBeGreaterThan(0);
+    expect(b[0]!).toBeGreaterThan(a.at(-1)!);
+  });
+});
+
+describe("a client killed with SIGKILL while receiving a flood", () => {
+  test("the server keeps going, counts what had no client, and the next client gets whole frames", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const first = dir.path("first.wire");
+    const second = dir.path("second.wire");
+    // Small socket buffers: writes come back short, so frames are often half-written when the client dies.
+    const { server, feed } = await startFedServer(path, ["--socket-buffers", "32768"]);
+    const recv1 = spawnAgent(["output", "recv", "--socket", path, "--sink", first]);
+    await server.waitForStderr("client connected");
+    feed.flood(20, 1);
+    await until(() => existsSync(first) && statSync(first).size > 200_000, "the first client to record 200 kB");
+    recv1.kill("SIGKILL");
+    await recv1.exited;
+    expect(recv1.proc.signalCode).toBe("SIGKILL");
+    await server.waitForStderr(/client disconnected socket=\S+ client=1 /);
+    // Frames keep coming with nobody connected: counted, not queued.
+    const noClientFrom = feed.next;
+    await until(() => feed.next > noClientFrom + 500, "500 frames with no client");
+
+    const recv2 = spawnAgent(["output", "recv", "--socket", path, "--sink", second]);
+    await until(() => framesIn(second) >= 1000, "the second client to record 1000 frames");
+    await feed.end();
+    expect(await server.exited).toBe(0);
+    recv2.kill("SIGTERM");
+    expect(await recv2.exited).toBe(0);
+
+    const acc = expectAccountedLine(server.stderr);
+    expect(acc.submitted).toBe(feed.next);
+    expect(acc.byReason.no_client ?? 0).toBeGreaterThan(0);
+    // The killed client's file: whole frames in order (at most a cut message at its very end).
+    const a = wireFileFrames(first);
+    expect(a.error).toBeUndefined();
+    const ia = expectIntactInOrder(a.frames);
+    // The next client: whole frames only, in order, all after the first client's, and its own count agrees.
+    const b = wireFileFrames(second);
+    expect(b.trailing).toBe(0);
+    expect(b.error).toBeUndefined();
+    const ib = expectIntactInOrder(b.frames);
+    expect(ib[0]!).toBeGreaterThan(ia.at(-1)!);
+    expect(logFields(recv2.stderr, "output-client", "stopped")!.frames).toBe(String(b.frames.length));
+    // Frames the kernel held for the killed client died with it; nothing else is missing.
+    expect(a.frames.length + b.frames.length).toBeLessThanOrEqual(acc.delivered);
+  });
+});
+
+describe("a server killed with SIGKILL and restarted", () => {
+  test("`output recv` reconnects to the new server and records its frames; the stale socket is removed", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const sink = dir.path("got.wire");
+    const first = await startFedServer(path);
+    const recv = spawnAgent(["output", "recv", "--socket", path, "--sink", sink]);
+    await first.server.waitForStderr("client connected");
+    await first.feed.send(300);
+    await until(() => framesIn(sink) === 300, "300 frames from the first server");
+
+    first.server.kill("SIGKILL");
+    await first.server.exited;
+    expect(lstatSync(path).isSocket()).toBe(true); // left behind, nothing answers on it
+    await recv.waitForStderr("disconnected");
+
+    const second = await startFedServer(path);
+    expect(second.server.stderr).toContain("removed stale socket");
+    await second.server.waitForStderr("client connected");
+    second.feed.next = 100_000;
+    await second.feed.send(300);
+    await until(() => framesIn(sink) === 600, "300 frames from the second server");
+    await second.feed.end();
+    expect(await second.server.exited).toBe(0);
+    recv.kill("SIGTERM");
+    expect(await recv.exited).toBe(0);
+
+    const acc = expectAccountedLine(second.server.stderr);
+    expect(acc.submitted).toBe(300);
+    const got = wireFileFrames(sink);
+    expect(got.trailing).toBe(0);
+    const indices = expectIntactInOrder(got.frames);
+    expect(indices.slice(0, 300)).toEqual([...Array(300).keys()]);
+    // Everything the second server delivered reached the sink.
+    expect(indices.filter((i) => i >= 100_000).length).toBe(acc.delivered);
+    expect(acc.delivered).toBe(300);
+    const stopped = logFields(recv.stderr, "output-client", "stopped")!;
+    expect(stopped.frames).toBe("600");
+    // 2, or 3 when it reconnected once more while the second server was stopping (accepted, then reset).
+    expect(Number(stopped.connects)).toBeGreaterThanOrEqual(2);
+    expect(existsSync(path)).toBe(false); // the second server removed its socket on a clean stop
+  });
+});
+
+describe("a storm of connections", () => {
+  /**
+   * Opens and closes `cycles` connections, `parallel` at a time; half end
+   * gracefully, half are cut. A connect refused because the listen backlog
+   * is full (Bun reports EAGAIN as ECONNREFUSED) is tried again. With several
+   * at once the server replaces one client by the next, and a connection it
+   * closed that fast can fail on our side with ECONNRESET (Bun.connect sees
+   * the hang-up first): the server accepted it all the same.
+   */
+  async function storm(path: string, cycles: number, parallel: number, greeting?: Uint8Array): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < cycles) {
+        const n = next++;
+        let done!: () => void;
+        const closed = new Promise<void>((resolve) => (done = resolve));
+        let socket;
+        for (;;) {
+          try {
+            socket = await Bun.connect({
+              unix: path,
+              socket: { data() {}, drain() {}, close: () => done(), error() {} },
+            });
+            break;
+          } catch (e) {
+            const code = (e as NodeJS.ErrnoException).code;
+            if (code === "ECONNREFUSED") {
+              await Bun.sleep(1);
+              continue;
+            }
+            if (code === "ECONNRESET") break;
+            throw e;
+          }
+        }
+        if (!socket) continue;
+        if (greeting && n % 2 === 0) socket.write(greeting);
+        if (n % 2 === 0) socket.end();
+        else socket.terminate();
+        await closed;
+      }
+    };
+    await Promise.all(Array.from({ length: parallel }, worker));
+  }
+
+  function count(text: string, what: string): number {
+    return text.split(what).length - 1;
+  }
+
+  /** Waits until the server has accepted `cycles` clients in all and logged each one's disconnect. */
+  async function allClosed(server: AgentProcess, cycles: number): Promise<void> {
+    const connected = () => count(server.stderr, "client connected");
+    const disconnected = () => count(server.stderr, "client disconnected");
+    await until(() => connected() === cycles && disconnected() === cycles, "every client accepted and closed").catch(() => {
+      throw new Error(`${cycles} connections made; the server logged ${connected()} connected, ${disconnected()} disconnected`);
+    });
+  }
+
+  test("1000 connect/disconnect cycles against `output serve` leak no file descriptor, and it still serves", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const { server, feed } = await startFedServer(path);
+    await storm(path, 10, 1); // anything opened lazily on the first connections is open now
+    await allClosed(server, 10);
+    const before = fdCount(server.pid);
+
+    await storm(path, 1000, 10);
+    await allClosed(server, 1010);
+    await until(() => fdCount(server.pid) <= before, `fd count back to ${before}`).catch(() => {
+      throw new Error(`server fds: ${before} before the storm, ${fdCount(server.pid)} after`);
+    });
+    expect(fdCount(server.pid)).toBeLessThanOrEqual(before);
+
+    const client = await connect(path);
+    await until(() => count(server.stderr, "client connected") === 1011, "client accepted");
+    await feed.send(200);
+    await until(() => client.frames.length === 200, "200 frames");
+    await feed.end();
+    expect(await server.exited).toBe(0);
+    const acc = expectAccountedLine(server.stderr);
+    expect(acc.submitted).toBe(200);
+    expect(acc.delivered).toBe(200);
+    expect(expectIntactInOrder(client.frames)).toEqual([...Array(200).keys()]);
+  });
+
+  test("1000 connect/disconnect cycles against `input serve` (half sending Config and Stop) leak no file descriptor", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("in.sock");
+    const server = spawnAgent(["input", "serve", "--socket", path, "--sink", dir.path("in.wire")]);
+    await server.waitForStderr("listening");
+    const greeting = new Uint8Array([
+      ...encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG), 1n),
+      ...encodeMessage(INPUT_MAGIC, MessageType.Stop, undefined, 2n),
+    ]);
+    await storm(path, 10, 1, greeting);
+    await allClosed(server, 10);
+    const before = fdCount(server.pid);
+    await storm(path, 1000, 10, greeting);
+    await allClosed(server, 1010);
+    await until(() => fdCount(server.pid) <= before, `fd count back to ${before}`).catch(() => {
+      throw new Error(`server fds: ${before} before the storm, ${fdCount(server.pid)} after`);
+    });
+    expect(fdCount(server.pid)).toBeLessThanOrEqual(before);
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+    const stopped = logFields(server.stderr, "input-server", "stopped")!;
+    expect(stopped.sessions).toBe("1010");
+    expect(stopped.protocol_errors).toBe("0");
+  });
+});
