@@ -70,6 +70,21 @@ static double cpu_seconds(void) {
   return u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec / 1e6;
 }
 
+/* The window's CPU split, faults and switches, as the agent's drivers report them. */
+static struct rusage usage_at(void) {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return u;
+}
+
+static void print_usage(struct rusage a, struct rusage b) {
+  double user = (b.ru_utime.tv_sec - a.ru_utime.tv_sec) + (b.ru_utime.tv_usec - a.ru_utime.tv_usec) / 1e6;
+  double sys = (b.ru_stime.tv_sec - a.ru_stime.tv_sec) + (b.ru_stime.tv_usec - a.ru_stime.tv_usec) / 1e6;
+  printf("\"usage\":{\"userSeconds\":%.6f,\"systemSeconds\":%.6f,\"minorFaults\":%ld,\"voluntarySwitches\":%ld,"
+         "\"involuntarySwitches\":%ld},",
+         user, sys, b.ru_minflt - a.ru_minflt, b.ru_nvcsw - a.ru_nvcsw, b.ru_nivcsw - a.ru_nivcsw);
+}
+
 /* Peak RSS of this image: VmHWM (getrusage's ru_maxrss survives exec, so it can report the parent's). */
 static long max_rss_kib(void) {
   char line[256];
@@ -161,6 +176,7 @@ static int send_flood(const char *path, long frames, uint32_t size) {
   uint32_t message = HEADER + size;
   long per_batch = BATCH / message;
   int fd = listen_and_accept(path, 1);
+  struct rusage u0 = usage_at();
   double cpu0 = cpu_seconds();
   int64_t t0 = monotonic_ns();
   long writes = 0;
@@ -174,11 +190,14 @@ static int send_flood(const char *path, long frames, uint32_t size) {
   }
   int64_t t1 = monotonic_ns();
   double cpu1 = cpu_seconds();
+  struct rusage u1 = usage_at();
   shutdown(fd, SHUT_WR);
   char sink[256];
   while (read(fd, sink, sizeof sink) > 0) {} /* wait for the receiver to finish and close */
   close(fd);
-  printf("RESULT {\"side\":\"send\",\"frames\":%ld,\"bytes\":%ld,\"writes\":%ld,\"windowMs\":%.3f,"
+  printf("RESULT {");
+  print_usage(u0, u1);
+  printf("\"side\":\"send\",\"frames\":%ld,\"bytes\":%ld,\"writes\":%ld,\"windowMs\":%.3f,"
          "\"cpuSeconds\":%.6f,\"windowFrames\":%ld,\"maxRssKiB\":%ld}\n",
          frames, frames * (long)message, writes, (t1 - t0) / 1e6, cpu1 - cpu0, frames, max_rss_kib());
   return 0;
@@ -191,6 +210,7 @@ static int send_live(const char *path, long rate, double seconds, uint32_t size)
   int fd = listen_and_accept(path, 1);
   memset(frame, 0xA5, sizeof frame);
   double cpu_start = 0;
+  struct rusage u0 = usage_at();
   int64_t window_start = 0;
   struct timespec anchor;
   clock_gettime(CLOCK_MONOTONIC, &anchor);
@@ -202,6 +222,7 @@ static int send_live(const char *path, long rate, double seconds, uint32_t size)
     /* The first second is warm-up: CPU is counted from frame `rate` on. */
     if (seq == rate || (seq == 0 && frames <= rate)) {
       cpu_start = cpu_seconds();
+      u0 = usage_at();
       window_start = monotonic_ns();
     }
     encode(frame, (uint32_t)seq, size);
@@ -209,11 +230,14 @@ static int send_live(const char *path, long rate, double seconds, uint32_t size)
   }
   int64_t window_end = monotonic_ns();
   double cpu_end = cpu_seconds();
+  struct rusage u1 = usage_at();
   shutdown(fd, SHUT_WR);
   char sink[256];
   while (read(fd, sink, sizeof sink) > 0) {}
   close(fd);
-  printf("RESULT {\"side\":\"send\",\"frames\":%ld,\"bytes\":%ld,\"windowMs\":%.3f,\"cpuSeconds\":%.6f,"
+  printf("RESULT {");
+  print_usage(u0, u1);
+  printf("\"side\":\"send\",\"frames\":%ld,\"bytes\":%ld,\"windowMs\":%.3f,\"cpuSeconds\":%.6f,"
          "\"windowFrames\":%ld,\"maxRssKiB\":%ld}\n",
          frames, frames * (long)(HEADER + size), (window_end - window_start) / 1e6, cpu_end - cpu_start,
          frames > rate ? frames - rate : frames, max_rss_kib());
@@ -256,6 +280,7 @@ static int recv_frames(const char *path, long frames, uint32_t size, long warmup
   long received = 0, bytes = 0, reads = 0;
   int64_t first = 0, last = 0;
   double cpu_start = 0, cpu_end = 0;
+  struct rusage u0 = usage_at(), u1;
   long window_frames = -1; /* frames received before the timing window opened */
   while (received < frames) {
     ssize_t r = read(fd, buffer + held, BATCH);
@@ -272,6 +297,7 @@ static int recv_frames(const char *path, long frames, uint32_t size, long warmup
       window_frames = received;
       first = now;
       cpu_start = cpu_seconds();
+      u0 = usage_at();
     }
     bytes += r;
     size_t end = held + (size_t)r, at = 0;
@@ -295,6 +321,7 @@ static int recv_frames(const char *path, long frames, uint32_t size, long warmup
     last = now;
   }
   cpu_end = cpu_seconds();
+  u1 = usage_at();
   close(fd);
   /* Percentiles over the frames after warm-up (like the CPU window); the max also over all frames. */
   double p50 = 0, p99 = 0, max = 0, max_all = 0;
@@ -306,7 +333,9 @@ static int recv_frames(const char *path, long frames, uint32_t size, long warmup
     p99 = percentile(latency + from, counted, 99);
     max = latency[received - 1];
   }
-  printf("RESULT {\"side\":\"recv\",\"frames\":%ld,\"bytes\":%ld,\"reads\":%ld,\"windowMs\":%.3f,"
+  printf("RESULT {");
+  print_usage(u0, u1);
+  printf("\"side\":\"recv\",\"frames\":%ld,\"bytes\":%ld,\"reads\":%ld,\"windowMs\":%.3f,"
          "\"cpuSeconds\":%.6f,\"windowFrames\":%ld,\"latencyMs\":{\"p50\":%.4f,\"p99\":%.4f,\"max\":%.4f,\"maxAll\":%.4f,\"frames\":%ld},"
          "\"maxRssKiB\":%ld}\n",
          received, bytes, reads, (last - first) / 1e6, cpu_end - cpu_start, received - (window_frames < 0 ? 0 : window_frames), p50, p99, max, max_all, counted,

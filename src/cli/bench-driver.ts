@@ -36,6 +36,8 @@ export interface DriverArgs {
   warmup: number;
   /** > 0: force a GC and sample the heap this often (soak). */
   heapEveryMs: number;
+  /** Agent settings as flags would give them (`--set socket-buffers=32k`), for experiments. */
+  settings: Record<string, string>;
 }
 
 export interface HeapSample {
@@ -57,6 +59,8 @@ export interface DriverResult {
   cpuSeconds: number;
   /** Frames inside the timing window. */
   windowFrames: number;
+  /** The window's CPU split, page faults and context switches. */
+  usage?: WindowUsage;
   latencyMs?: { p50: number; p99: number; max: number; maxAll: number; frames: number };
   maxRssKiB: number;
   heap?: HeapSample[];
@@ -70,7 +74,8 @@ export interface DriverResult {
   errors?: string[];
 }
 
-const USAGE = "bench --driver send|recv --socket PATH --mode flood|live --frames N --size BYTES [--rate R] [--warmup N] [--heap-ms MS]";
+const USAGE =
+  "bench --driver send|recv --socket PATH --mode flood|live --frames N --size BYTES [--rate R] [--warmup N] [--heap-ms MS] [--set OPTION=VALUE]...";
 
 export function parseDriverArgs(argv: string[]): DriverArgs {
   const get = (name: string): string | undefined => {
@@ -89,6 +94,13 @@ export function parseDriverArgs(argv: string[]): DriverArgs {
   if ((role !== "send" && role !== "recv") || (mode !== "flood" && mode !== "live") || !socket) {
     throw new Error(`usage: ${USAGE}`);
   }
+  const settings: Record<string, string> = {};
+  argv.forEach((arg, i) => {
+    if (arg !== "--set") return;
+    const [key, ...rest] = (argv[i + 1] ?? "").split("=");
+    if (!key || rest.length === 0) throw new Error(`--set needs OPTION=VALUE (${USAGE})`);
+    settings[key] = rest.join("=");
+  });
   const size = int("size", 160);
   if (size < 4 || size > 4096) throw new Error("--size: 4..4096 bytes");
   return {
@@ -100,6 +112,7 @@ export function parseDriverArgs(argv: string[]): DriverArgs {
     rate: int("rate", 50),
     warmup: int("warmup", 0),
     heapEveryMs: int("heap-ms", 0),
+    settings,
   };
 }
 
@@ -145,10 +158,24 @@ class CountingSource implements FrameSource {
   async close(): Promise<void> {}
 }
 
-/** CPU seconds (user + system) of this process so far. */
-function cpuSeconds(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
+/** Where this process's time and faults went within the window (getrusage). */
+export interface WindowUsage {
+  userSeconds: number;
+  systemSeconds: number;
+  minorFaults: number;
+  voluntarySwitches: number;
+  involuntarySwitches: number;
+}
+
+function usage(): WindowUsage {
+  const u = process.resourceUsage();
+  return {
+    userSeconds: u.userCPUTime / 1e6,
+    systemSeconds: u.systemCPUTime / 1e6,
+    minorFaults: u.minorPageFault,
+    voluntarySwitches: u.voluntaryContextSwitches,
+    involuntarySwitches: u.involuntaryContextSwitches,
+  };
 }
 
 function statusKiB(field: "VmRSS" | "VmHWM"): number {
@@ -163,21 +190,21 @@ function statusKiB(field: "VmRSS" | "VmHWM"): number {
 /** The timing window: wall time and CPU between two frames (calls kept off the per-frame path). */
 class Window {
   startMs = NaN;
-  startCpu = 0;
+  start = usage();
   startFrames = 0;
   endMs = NaN;
-  endCpu = 0;
+  end = usage();
   endFrames = 0;
 
   open(frames: number): void {
     this.startMs = performance.now();
-    this.startCpu = cpuSeconds();
+    this.start = usage();
     this.startFrames = frames;
   }
 
   close(frames: number): void {
     this.endMs = performance.now();
-    this.endCpu = cpuSeconds();
+    this.end = usage();
     this.endFrames = frames;
   }
 
@@ -185,12 +212,16 @@ class Window {
     return !Number.isNaN(this.startMs);
   }
 
-  figures(): { windowMs: number; cpuSeconds: number; windowFrames: number } {
+  figures(): { windowMs: number; cpuSeconds: number; windowFrames: number; usage?: WindowUsage } {
     if (!this.opened || Number.isNaN(this.endMs)) return { windowMs: 0, cpuSeconds: 0, windowFrames: 0 };
+    const d = Object.fromEntries(
+      Object.keys(this.end).map((k) => [k, this.end[k as keyof WindowUsage] - this.start[k as keyof WindowUsage]]),
+    ) as unknown as WindowUsage;
     return {
       windowMs: this.endMs - this.startMs,
-      cpuSeconds: this.endCpu - this.startCpu,
+      cpuSeconds: d.userSeconds + d.systemSeconds,
       windowFrames: this.endFrames - this.startFrames,
+      usage: d,
     };
   }
 }
@@ -233,7 +264,7 @@ async function runSender(args: DriverArgs): Promise<DriverResult> {
   const live = args.mode === "live";
   const logger = new Logger({ level: "warn", format: "text" });
   const settings = resolveSettings("output serve", {
-    flags: { socket: args.socket, source: "-", realtime: live, metrics: "127.0.0.1:0" },
+    flags: { socket: args.socket, source: "-", realtime: live, metrics: "127.0.0.1:0", ...args.settings },
     env: {},
   });
   const report = logger.for("output-server");
@@ -341,7 +372,7 @@ async function runReceiver(args: DriverArgs): Promise<DriverResult> {
   const live = args.mode === "live";
   const logger = new Logger({ level: "warn", format: "text" });
   const settings = resolveSettings("output recv", {
-    flags: { socket: args.socket, sink: "-", metrics: "127.0.0.1:0" },
+    flags: { socket: args.socket, sink: "-", metrics: "127.0.0.1:0", ...args.settings },
     env: {},
   });
   const report = logger.for("output-client");

@@ -103,7 +103,13 @@ export function heapGrowth(samples: HeapSample[] | undefined, totalFrames: numbe
 }
 
 export const judge = {
-  flood(label: string, agent: PairLike | undefined, native: PairLike | undefined, ratioGoal: number): Row[] {
+  flood(
+    label: string,
+    agent: PairLike | undefined,
+    native: PairLike | undefined,
+    ratioGoal: number,
+    mixed: { agentSender?: PairLike; agentReceiver?: PairLike } = {},
+  ): Row[] {
     const a = framesPerSecond(agent);
     const n = framesPerSecond(native);
     const bytesPerFrame = (p: PairLike | undefined) => (p && p.recv.frames > 0 ? p.recv.bytes / p.recv.frames : 0);
@@ -112,6 +118,8 @@ export const judge = {
     return [
       row(label, "throughput", "frames/s", a, n, `>= ${ratioGoal * 100}% of native`, r === null ? null : r >= ratioGoal),
       row(label, "throughput (wire bytes)", "MB/s", mbs(a, agent), mbs(n, native)),
+      row(label, "agent sender -> C receiver", "frames/s", framesPerSecond(mixed.agentSender), n),
+      row(label, "C sender -> agent receiver", "frames/s", framesPerSecond(mixed.agentReceiver), n),
       row(label, "sender CPU per frame", "us", cpuMicrosPerFrame(agent?.send), cpuMicrosPerFrame(native?.send)),
       row(label, "receiver CPU per frame", "us", cpuMicrosPerFrame(agent?.recv), cpuMicrosPerFrame(native?.recv)),
     ];

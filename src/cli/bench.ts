@@ -75,7 +75,7 @@ baseline compiled with cc -O2 in the same run, and prints a table.
   --out DIR      write <timestamp>.json and latest.md there
 `;
 
-interface Pair {
+export interface Pair {
   send: DriverResult;
   recv: DriverResult;
   /** Largest VmRSS (KiB) sampled from outside while the pair ran. */
@@ -95,7 +95,7 @@ export interface BenchReport {
   date: string;
   plan: BenchPlan;
   machine: Record<string, string | number>;
-  scenarios: Partial<Record<ScenarioName, { agent?: unknown; native?: unknown; runs?: unknown }>>;
+  scenarios: Partial<Record<ScenarioName, Record<string, unknown>>>;
   rows: Row[];
   failures: string[];
 }
@@ -167,48 +167,46 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
     const flood = async (name: "flood160" | "flood4096" | "soak", frames: number, size: number, heapMs = 0) => {
       const timeout = 60_000 + frames / 1000; // generous: a stuck pair is killed, not waited on forever
       const repeats = name === "soak" ? 1 : plan.floodRepeats;
-      const runs: { agent: (number | null)[]; native: (number | null)[] } = { agent: [], native: [] };
-      let nativePair: Pair | undefined;
-      let agentPair: Pair | undefined;
-      const best = (a: Pair | undefined, b: Pair | undefined) => ((framesPerSecond(b) ?? 0) > (framesPerSecond(a) ?? 0) ? b : a);
-      // Alternating native and agent runs, so both meet the same background load.
-      for (let i = 0; i < repeats; i++) {
-        if (nativeBin) {
-          const socket = runner.socketPath();
-          const p = await attempt(name, "native", () =>
-            runner.pair(
-              [nativeBin, "send", socket, "flood", String(frames), String(size)],
-              [nativeBin, "recv", socket, String(frames), String(size), "0"],
-              timeout,
-            ),
-          );
-          runs.native.push(framesPerSecond(p));
-          nativePair = best(nativePair, p);
-        }
+      type Kind = "native" | "agent" | "agentToNative" | "nativeToAgent";
+      const runs: Record<Kind, (number | null)[]> = { native: [], agent: [], agentToNative: [], nativeToAgent: [] };
+      const bestOf: Partial<Record<Kind, Pair>> = {};
+      const sender = (kind: "native" | "agent", socket: string) =>
+        kind === "native"
+          ? [nativeBin!, "send", socket, "flood", String(frames), String(size)]
+          : agentDriver("send", socket, { mode: "flood", frames, size, "heap-ms": heapMs });
+      const receiver = (kind: "native" | "agent", socket: string) =>
+        kind === "native"
+          ? [nativeBin!, "recv", socket, String(frames), String(size), "0"]
+          : agentDriver("recv", socket, { mode: "flood", frames, size, "heap-ms": heapMs });
+      const one = async (kind: Kind, send: "native" | "agent", recv: "native" | "agent") => {
         const socket = runner.socketPath();
-        const p = await attempt(name, "agent", () =>
-          runner.pair(
-            agentDriver("send", socket, { mode: "flood", frames, size, "heap-ms": heapMs }),
-            agentDriver("recv", socket, { mode: "flood", frames, size, "heap-ms": heapMs }),
-            timeout * 4,
-          ),
-        );
-        runs.agent.push(framesPerSecond(p));
-        agentPair = best(agentPair, p);
+        const p = await attempt(name, kind, () => runner.pair(sender(send, socket), receiver(recv, socket), timeout * (kind === "native" ? 1 : 4)));
+        runs[kind].push(framesPerSecond(p));
+        if ((framesPerSecond(p) ?? 0) > (framesPerSecond(bestOf[kind]) ?? 0)) bestOf[kind] = p;
+      };
+      // Alternating runs, so every kind meets the same background load; the mixed pairs
+      // (agent sender -> C receiver, C sender -> agent receiver) show which agent side limits.
+      for (let i = 0; i < repeats; i++) {
+        if (nativeBin) await one("native", "native", "native");
+        await one("agent", "agent", "agent");
+        if (nativeBin && name !== "soak") {
+          await one("agentToNative", "agent", "native");
+          await one("nativeToAgent", "native", "agent");
+        }
       }
-      report.scenarios[name] = { agent: agentPair, native: nativePair, runs };
-      return { agentPair, nativePair };
+      report.scenarios[name] = { ...bestOf, runs };
+      return { agentPair: bestOf.agent, nativePair: bestOf.native, mixed: { agentSender: bestOf.agentToNative, agentReceiver: bestOf.nativeToAgent } };
     };
 
     if (only.includes("flood160")) {
       log(`flood: ${plan.flood160} frames of 160 B`);
-      const { agentPair, nativePair } = await flood("flood160", plan.flood160, 160);
-      report.rows.push(...judge.flood("flood 160 B", agentPair, nativePair, TARGETS.flood160Ratio));
+      const { agentPair, nativePair, mixed } = await flood("flood160", plan.flood160, 160);
+      report.rows.push(...judge.flood("flood 160 B", agentPair, nativePair, TARGETS.flood160Ratio, mixed));
     }
     if (only.includes("flood4096")) {
       log(`flood: ${plan.flood4096} frames of 4096 B`);
-      const { agentPair, nativePair } = await flood("flood4096", plan.flood4096, 4096);
-      report.rows.push(...judge.flood("flood 4096 B", agentPair, nativePair, TARGETS.flood4096Ratio));
+      const { agentPair, nativePair, mixed } = await flood("flood4096", plan.flood4096, 4096);
+      report.rows.push(...judge.flood("flood 4096 B", agentPair, nativePair, TARGETS.flood4096Ratio, mixed));
     }
     if (only.includes("live")) {
       const { liveRate: rate, liveSeconds: seconds } = plan;
@@ -386,7 +384,7 @@ class LineReader {
 }
 
 /** Runs pairs of processes and start-up probes in a private temp dir. */
-class Runner {
+export class Runner {
   private next = 0;
   private readonly live = new Set<Bun.Subprocess>();
 
