@@ -14,7 +14,7 @@ import { MessageType, encodeConfigPayload, encodeMessage, DEFAULT_AUDIO_CONFIG, 
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { until } from "../support/temp.ts";
+import { payloadIndex, until } from "../support/temp.ts";
 import { expectAccountedLine, expectIntactInOrder, fdCount, logFields, StdinFeeder, wireFileFrames } from "./support.ts";
 
 const defer = useCleanup();
@@ -79,6 +79,36 @@ describe("a client that connects and never reads", () => {
     const b = expectIntactInOrder(replacement.frames);
     expect(a.length).toBeGreaterThan(0);
     expect(b[0]!).toBeGreaterThan(a.at(-1)!);
+  });
+
+  test("while it is still connected (no cut-off configured), a new client replaces it at once and receives", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const { server, feed } = await startFedServer(path, ["--stuck-frames", "100000"]);
+    const stuck = await connect(path, { paused: true });
+    await server.waitForStderr("client connected");
+    // Far more than its socket buffers hold: the writer is blocked on it, dropping stale frames.
+    await feed.send(3000);
+    const replacement = await connect(path);
+    await server.waitForStderr('reason="replaced by a new client"');
+    await feed.send(300);
+    await until(() => replacement.frames.some((p) => payloadIndex(p) === 3299), "the last frame at the replacement");
+    await feed.end();
+    expect(await server.exited).toBe(0);
+    stuck.socket.resume();
+    await stuck.closed;
+    await replacement.closed;
+
+    const acc = expectAccountedLine(server.stderr);
+    expect(acc.submitted).toBe(3300);
+    expect(acc.byReason.client_stuck ?? 0).toBe(0);
+    expect(stuck.frames.length).toBeLessThan(3000); // it really was blocked
+    expect(stuck.frames.length + replacement.frames.length).toBe(acc.delivered);
+    const a = expectIntactInOrder(stuck.frames);
+    const b = expectIntactInOrder(replacement.frames);
+    expect(b[0]!).toBeGreaterThan(a.at(-1)!);
+    expect(b.at(-1)).toBe(3299);
+    expect(replacement.pending).toBe(0);
   });
 });
 
