@@ -4,7 +4,7 @@
  * the same tests against it.
  */
 import type { Subprocess } from "bun";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 const REPO = resolve(import.meta.dir, "../..");
@@ -18,17 +18,8 @@ export const AGENT: string[] = process.env.AUDIO_AGENT_BIN
   ? [resolve(process.env.AUDIO_AGENT_BIN)]
   : [BUN, join(REPO, "src/main.ts")];
 
-/**
- * An empty config file, so that a spawned agent never reads the machine's
- * /etc/audio-agent.json; removed when the test process exits.
- */
-const EMPTY_CONFIG = (() => {
-  const dir = mkdtempSync("/tmp/aa-config-");
-  process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
-  const path = join(dir, "empty.json");
-  writeFileSync(path, "{}\n");
-  return path;
-})();
+/** An empty config file, so that a spawned agent never reads the machine's /etc/audio-agent.json. */
+const EMPTY_CONFIG = join(import.meta.dir, "empty-config.json");
 
 /**
  * The environment of a spawned agent: the test's own, minus anything that
