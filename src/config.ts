@@ -96,7 +96,7 @@ export const OPTIONS = {
   "queue-frames": { flag: "string", help: "send queue bound in frames", allowed: "an integer 1..100000", schema: integer(1, 100_000) },
   drop: { flag: "string", help: "which frame to drop when the queue is full", allowed: "oldest, newest", schema: choice(["oldest", "newest"]) },
   "write-deadline-ms": { flag: "string", help: "live mode: drop frames that waited longer than this (0: never)", allowed: "an integer 0..60000", schema: integer(0, 60_000) },
-  "stuck-frames": { flag: "string", help: "live mode: disconnect a client that takes nothing while this many frames arrive", allowed: "an integer 1..100000", schema: integer(1, 100_000) },
+  "stuck-frames": { flag: "string", help: "live mode: disconnect a client that takes nothing while this many frames are dropped for it", allowed: "an integer 1..100000", schema: integer(1, 100_000) },
   "pre-skip": { flag: "string", help: "ogg sink: OpusHead pre-skip in 48 kHz samples", allowed: "an integer 0..65535", schema: integer(0, 65535) },
   "page-ms": { flag: "string", help: "ogg sink: write a page at least this often, so live listeners hear audio promptly", allowed: "an integer 1..10000", schema: integer(1, 10_000) },
   "heartbeat-ms": { flag: "string", help: "send a Heartbeat this often", allowed: "an integer 10..60000", schema: integer(10, 60_000) },

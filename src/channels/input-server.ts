@@ -54,14 +54,22 @@ export class InputServer {
   private server: UnixServer | undefined;
   private readonly empty = new Uint8Array(0);
 
-  private constructor(private readonly options: InputServerOptions) {
+  /** Builds the server; `listen()` opens the socket (so hooks can be wired in between). */
+  constructor(private readonly options: InputServerOptions) {
     const queue = new FrameQueue(ACK_QUEUE_FRAMES, INPUT_MAGIC, "oldest", this.ackStats);
     this.acks = new FrameWriter(queue, { lossless: false, writeDeadlineMs: 0, stuckFrames: Infinity });
   }
 
   static async start(options: InputServerOptions): Promise<InputServer> {
     const input = new InputServer(options);
-    input.server = await UnixServer.listen({
+    await input.listen();
+    return input;
+  }
+
+  async listen(): Promise<void> {
+    const options = this.options;
+    const input = this;
+    this.server = await UnixServer.listen({
       path: options.path,
       mode: options.mode,
       report: options.report,
@@ -80,7 +88,6 @@ export class InputServer {
         },
       },
     });
-    return input;
   }
 
   get connected(): boolean {

@@ -37,10 +37,10 @@ export class OutputServer {
   /** Bytes the client sent us; the protocol has it send nothing on this channel. */
   unexpectedBytes = 0;
 
-  private constructor(
-    private readonly options: OutputServerOptions,
-    private server?: UnixServer,
-  ) {
+  private server: UnixServer | undefined;
+
+  /** Builds the queue and writer; `listen()` opens the socket (so hooks can be wired in between). */
+  constructor(private readonly options: OutputServerOptions) {
     this.queue = new FrameQueue(options.queueFrames, OUTPUT_MAGIC, options.dropPolicy, this.stats);
     this.writer = new FrameWriter(this.queue, {
       lossless: options.lossless,
@@ -54,7 +54,14 @@ export class OutputServer {
 
   static async start(options: OutputServerOptions): Promise<OutputServer> {
     const output = new OutputServer(options);
-    output.server = await UnixServer.listen({
+    await output.listen();
+    return output;
+  }
+
+  async listen(): Promise<void> {
+    const options = this.options;
+    const output = this;
+    this.server = await UnixServer.listen({
       path: options.path,
       mode: options.mode,
       report: options.report,
@@ -74,7 +81,6 @@ export class OutputServer {
         },
       },
     });
-    return output;
   }
 
   get connected(): boolean {

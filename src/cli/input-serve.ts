@@ -22,7 +22,7 @@ export async function inputServe(
   let finish!: (error?: Error) => void;
   const finished = new Promise<void>((resolve, reject) => (finish = (e) => (e ? reject(e) : resolve())));
   let telemetry!: Telemetry;
-  const server = await InputServer.start({
+  const server = new InputServer({
     path: settings.socket,
     mode: settings["socket-mode"],
     report,
@@ -60,6 +60,7 @@ export async function inputServe(
       protocolErrors: server.protocolErrors,
     }),
   });
+  await server.listen();
   await telemetry.start(() => ({
     connected: server.connected,
     frames: server.framesReceived,

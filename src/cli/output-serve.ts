@@ -29,7 +29,7 @@ export async function outputServe(
   const source = await shutdown.race(openSource(settings.format, settings.source, { lenient: settings.lenient }));
   if (!source) return EXIT_OK;
   let telemetry!: Telemetry;
-  const server = await OutputServer.start({
+  const server = new OutputServer({
     path: settings.socket,
     mode: settings["socket-mode"],
     report,
@@ -64,6 +64,7 @@ export async function outputServe(
       protocolErrors: 0,
     }),
   });
+  await server.listen();
   await telemetry.start(() => ({
     connected: server.connected,
     frames: stats.delivered,

@@ -15,7 +15,7 @@ export interface FrameWriterOptions {
   lossless: boolean;
   /** Live mode: drop a frame that waited longer than this (ms) before its write began; 0 = never. */
   writeDeadlineMs: number;
-  /** Live mode: disconnect a client that took nothing while this many frames arrived. */
+  /** Live mode: disconnect a client that took nothing while this many frames were dropped for it. */
   stuckFrames: number;
   /** Called (at most once per client) when the client is judged stuck; the owner disconnects it. */
   onStuck?: (socket: Socket<unknown>) => void;
@@ -43,7 +43,8 @@ export class FrameWriter {
   private tailType: MessageType = MessageType.OpusFrame;
   private blocked = false;
   private scheduled = false;
-  private framesSinceProgress = 0;
+  /** Queue-full and deadline drops counted when the client last took bytes. */
+  private dropsAtProgress = 0;
   private stuckReported = false;
   private spaceWaiter: (() => void) | undefined;
   private idleWaiter: (() => void) | undefined;
@@ -75,7 +76,7 @@ export class FrameWriter {
     if (this.socket) this.release(false);
     this.socket = socket;
     this.blocked = false;
-    this.framesSinceProgress = 0;
+    this.dropsAtProgress = this.pressureDrops();
     this.stuckReported = false;
     this.schedule();
   }
@@ -105,22 +106,24 @@ export class FrameWriter {
   /** Queues a message for the client, or counts it as no_client in live mode without one. */
   submit(type: Parameters<FrameQueue["push"]>[0], payload: Uint8Array, timestampMs: number): boolean {
     const now = performance.now();
-    if (this.blocked && !this.options.lossless) {
-      if (this.options.writeDeadlineMs > 0) {
-        this.queue.dropOlderThan(now - this.options.writeDeadlineMs, DropReason.WriteDeadline);
-      }
-      if (++this.framesSinceProgress >= this.options.stuckFrames && !this.stuckReported && this.socket) {
-        this.stuckReported = true;
-        this.options.onStuck?.(this.socket);
-      }
-    }
-    // After the stuck check: onStuck may just have disconnected the client.
-    if (!this.socket && !this.options.lossless) {
+    const live = !this.options.lossless;
+    if (!this.socket && live) {
       this.queue.stats.submitted++;
       this.queue.stats.dropped[DropReason.NoClient]++;
       return false;
     }
+    if (this.blocked && live && this.options.writeDeadlineMs > 0) {
+      this.queue.dropOlderThan(now - this.options.writeDeadlineMs, DropReason.WriteDeadline);
+    }
     const accepted = this.queue.push(type, payload, timestampMs, now);
+    // Stuck: the client took nothing while `stuckFrames` frames were dropped for it. Counting
+    // drops, not arrivals, lets a healthy client ride out a burst the queue can absorb.
+    if (this.blocked && live && !this.stuckReported && this.socket) {
+      if (this.pressureDrops() - this.dropsAtProgress >= this.options.stuckFrames) {
+        this.stuckReported = true;
+        this.options.onStuck?.(this.socket);
+      }
+    }
     this.schedule();
     return accepted;
   }
@@ -167,7 +170,7 @@ export class FrameWriter {
         this.gone(socket);
         return;
       }
-      if (written > 0) this.framesSinceProgress = 0;
+      if (written > 0) this.dropsAtProgress = this.pressureDrops();
       if (written === size) {
         this.delivered(n, size, after - oldest, after - now);
         this.controlWritten(n);
@@ -209,7 +212,7 @@ export class FrameWriter {
       this.gone(socket);
       return false;
     }
-    if (written > 0) this.framesSinceProgress = 0;
+    if (written > 0) this.dropsAtProgress = this.pressureDrops();
     this.tailSent += written;
     if (written < remaining) {
       this.queue.stats.shortWrites++;
@@ -231,6 +234,11 @@ export class FrameWriter {
     stats.deliveredBytes += bytes;
     stats.lastDeliveredUnixMs = Date.now();
     this.options.onWritten?.(messages, bytes, oldestWaitMs, writeCallMs);
+  }
+
+  private pressureDrops(): number {
+    const dropped = this.queue.stats.dropped;
+    return dropped[DropReason.QueueFull] + dropped[DropReason.WriteDeadline];
   }
 
   /** Reports the control messages among the `n` oldest queued (about to be shifted out). */

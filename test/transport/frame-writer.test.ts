@@ -191,8 +191,13 @@ describe("FrameWriter live mode", () => {
     checkReceived(client);
   });
 
-  test("a client that never reads is cut off after exactly 50 frames; a replacement then receives", async () => {
-    const { path, server } = await startServer({ writeDeadlineMs: 0, stuckFrames: 50, onClient: smallSendBuffer });
+  test("a client that never reads is cut off after exactly 50 drops; a replacement then receives", async () => {
+    const { path, server } = await startServer({
+      writeDeadlineMs: 0,
+      stuckFrames: 50,
+      queueFrames: 20,
+      onClient: smallSendBuffer,
+    });
     const stuck = await connect(path, { paused: true });
     await until(() => server.connected, "client accepted");
 
@@ -212,11 +217,13 @@ describe("FrameWriter live mode", () => {
       await tick();
       if (sinceBlocked > 1000) throw new Error("stuck client never disconnected");
     }
-    expect(sinceBlocked).toBe(50);
+    // The queue (20) absorbs the first frames; then each frame drops the oldest, and the 50th drop cuts it off.
+    expect(sinceBlocked).toBe(20 - queuedWhenBlocked + 50);
     const s = server.stats;
-    // 49 more were queued for it; the 50th found no client any more.
-    expect(s.dropped.client_stuck).toBe(49 + queuedWhenBlocked);
-    expect(s.dropped.no_client).toBe(1);
+    expect(s.dropped.queue_full).toBe(50);
+    // The 20 frames still queued for it when it was cut off.
+    expect(s.dropped.client_stuck).toBe(20);
+    expect(s.dropped.no_client).toBe(0);
     expect(s.dropped.client_gone).toBeLessThanOrEqual(1);
     expectAccounted(server);
     const deliveredToStuck = s.delivered;
