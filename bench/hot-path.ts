@@ -8,9 +8,11 @@
  * steady enough on a shared machine to compare variants of src/transport
  * and src/protocol, which the two-process flood cannot resolve.
  *
- *   bun bench/hot-path.ts [--frames N] [--runs R] [--root DIR] [--no-metrics]
+ *   bun bench/hot-path.ts [--frames N] [--runs R] [--root DIR] [--no-metrics] [--no-hooks] [--read BYTES]
  *
- * --root runs another copy of the repository (a variant under test).
+ * --root runs another copy of the repository (a variant under test);
+ * --no-metrics leaves the Prometheus registry out, --no-hooks the writer's
+ * per-write Telemetry hooks (to price them); --read sets the read size.
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -22,6 +24,7 @@ const { values } = parseArgs({
     runs: { type: "string", default: "7" },
     root: { type: "string", default: resolve(import.meta.dir, "..") },
     "no-metrics": { type: "boolean", default: false },
+    "no-hooks": { type: "boolean", default: false },
     read: { type: "string", default: String(64 * 1024) },
   },
 });
@@ -61,8 +64,12 @@ async function sendRun(size: number): Promise<number> {
     lossless: true,
     writeDeadlineMs: settings["write-deadline-ms"],
     stuckFrames: settings["stuck-frames"],
-    onShortWrite: (s: never) => telemetry.onShortWrite(s),
-    onWritten: (...a: [number, number, number, number]) => telemetry.onWritten(...a),
+    ...(values["no-hooks"]
+      ? {}
+      : {
+          onShortWrite: (s: never) => telemetry.onShortWrite(s),
+          onWritten: (...a: [number, number, number, number]) => telemetry.onWritten(...a),
+        }),
   });
   telemetry = new Telemetry({ role: "output serve", channel: "output", direction: "send", settings, logger, queue, read: () => ({}) as never });
   writer.attach(fakeSocket() as never);
@@ -113,7 +120,7 @@ async function recvRun(size: number, bytes: Uint8Array, framesInStream: number):
   const client = new OutputClient({
     path: "/nonexistent",
     report: () => {},
-    onFrameAge: (ms: number) => telemetry.frameAge(ms),
+    onFrameAge: values["no-hooks"] ? undefined : (ms: number) => telemetry.frameAge(ms),
     onMessage: (m: { type: number; length: number }) => {
       if (m.type === MessageType.OpusFrame && m.length === size) received++;
     },
@@ -136,7 +143,7 @@ async function recvRun(size: number, bytes: Uint8Array, framesInStream: number):
   return (ms * 1e6) / received;
 }
 
-console.log(`hot path, ${root}, ${FRAMES} frames, best of ${RUNS}, metrics ${values["no-metrics"] ? "off" : "on"}, reads of ${READ_BYTES} B`);
+console.log(`hot path, ${root}, ${FRAMES} frames, best of ${RUNS}, metrics ${values["no-metrics"] ? "off" : "on"}, hooks ${values["no-hooks"] ? "off" : "on"}, reads of ${READ_BYTES} B`);
 for (const size of [160, 4096]) {
   const framesInStream = Math.floor((4 * 1024 * 1024) / (HEADER_SIZE + size));
   const bytes = stream(framesInStream, size);

@@ -31,11 +31,13 @@ async function agentBinary(log: (line: string) => void): Promise<string | undefi
   return existsSync(dist) ? dist : undefined;
 }
 
-// Drivers re-enter as `<bun> bench/run.ts bench --driver ...`, the same shape as the compiled `audio-agent bench`;
-// compiled itself, this file also answers the agent's own commands (the start-up scenario runs `output serve`).
+// Drivers re-enter as `<bun> bench/run.ts bench --driver ...`, the same shape as the compiled `audio-agent bench`.
+// Compiled itself (to try `audio-agent bench` before run.ts routes it), this file also answers the agent's own
+// commands, so the start-up scenario can run `output serve` from it; only a checkout has bench/results/ and build.ts.
 const argv = process.argv.slice(2);
-const isBench = argv.length === 0 || argv[0] === "bench" || argv[0].startsWith("--");
+const compiled = Bun.main.startsWith("/$bunfs/");
+const isBench = argv.length === 0 || argv[0] === "bench" || (argv[0].startsWith("-") && !["--version", "-V"].includes(argv[0]));
 const code = isBench
-  ? await bench(argv[0] === "bench" ? argv.slice(1) : argv, { resultsDir: join(ROOT, "bench", "results"), agentBinary })
+  ? await bench(argv[0] === "bench" ? argv.slice(1) : argv, compiled ? {} : { resultsDir: join(ROOT, "bench", "results"), agentBinary })
   : await runCli(argv);
 process.exit(code);

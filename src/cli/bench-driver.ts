@@ -11,6 +11,7 @@
  * IPC path and not disk reads. Both print "LISTENING" / "RESULT {json}"
  * lines on stdout, like the native baseline.
  */
+import { dlopen, FFIType, ptr } from "bun:ffi";
 import { heapStats } from "bun:jsc";
 import { readFileSync } from "node:fs";
 import { OutputClient } from "../channels/output-client.ts";
@@ -20,6 +21,7 @@ import type { FrameSource, SourceFrame } from "../media/frame-source.ts";
 import { Pacer } from "../media/pacer.ts";
 import { Logger } from "../observe/logger.ts";
 import { HEADER_SIZE, MessageType, wallClockMs, type ParsedMessage } from "../protocol/index.ts";
+import { LIBC_CANDIDATES } from "../transport/socket-options.ts";
 import { pumpSource } from "./source-pump.ts";
 import { Telemetry } from "./telemetry.ts";
 
@@ -70,6 +72,11 @@ export interface DriverResult {
   shortWrites?: number;
   /** Receiver: socket reads that brought frames (the native baseline counts every read). */
   reads?: number;
+  /**
+   * CLOCK_REALTIME minus the agent's clock (performance.timeOrigin + performance.now()),
+   * mean over 200 readings, in microseconds: how far the header timestamps can be off.
+   */
+  clockOffsetUs?: number;
   dropped?: number;
   errors?: string[];
 }
@@ -118,6 +125,7 @@ export function parseDriverArgs(argv: string[]): DriverArgs {
 
 export async function runDriver(args: DriverArgs): Promise<number> {
   const result = args.role === "send" ? await runSender(args) : await runReceiver(args);
+  result.clockOffsetUs = clockOffsetUs();
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
   return result.errors && result.errors.length > 0 ? 1 : 0;
 }
@@ -156,6 +164,30 @@ class CountingSource implements FrameSource {
   }
 
   async close(): Promise<void> {}
+}
+
+/** See DriverResult.clockOffsetUs; undefined without a libc to ask. */
+function clockOffsetUs(): number | undefined {
+  for (const name of LIBC_CANDIDATES) {
+    try {
+      const libc = dlopen(name, { clock_gettime: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 } });
+      const ts = new BigInt64Array(2);
+      const at = ptr(ts);
+      let sum = 0;
+      const n = 200;
+      for (let i = 0; i < n; i++) {
+        const before = wallClockMs();
+        libc.symbols.clock_gettime(0 /* CLOCK_REALTIME */, at);
+        const after = wallClockMs();
+        sum += Number(ts[0]) * 1e3 + Number(ts[1]) / 1e6 - (before + after) / 2;
+      }
+      libc.close();
+      return +((sum / n) * 1000).toFixed(2);
+    } catch {
+      // next candidate
+    }
+  }
+  return undefined;
 }
 
 /** Where this process's time and faults went within the window (getrusage). */

@@ -163,6 +163,7 @@ export const judge = {
       rows.push(
         row(label, `${who} heap growth (start -> steady)`, "KiB", g ? g.growthBytes / 1024 : null, null, `<= ${growthGoal / 1024} KiB`, g ? g.growthBytes <= growthGoal : null),
         row(label, `${who} heap trend`, "KiB/M frames", g ? g.bytesPerMillionFrames / 1024 : null, null),
+        row(label, `${who} heap after GC (steady)`, "MiB", g ? g.steadyBytes / 2 ** 20 : null, null),
       );
     }
     rows.push(

@@ -98,6 +98,8 @@ export interface BenchReport {
   scenarios: Partial<Record<ScenarioName, Record<string, unknown>>>;
   rows: Row[];
   failures: string[];
+  /** What was skipped or looked off, and why. */
+  notes: string[];
 }
 
 /** `audio-agent bench ...`; resolves with the exit code. */
@@ -137,10 +139,12 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
     scenarios: {},
     rows: [],
     failures: [],
+    notes: [],
   };
   const started = performance.now();
   try {
     const native = values["no-native"] ? undefined : prepareNative(work, log);
+    if (!native?.path) report.notes.push(values["no-native"] ? "native baseline skipped (--no-native)" : "native baseline skipped: no working cc");
     if (native?.cc) report.machine.cc = native.cc;
     const nativeBin = native?.path;
     log(`${plan.name} run; agent drivers: ${self.join(" ")}; native: ${nativeBin ?? "skipped"}`);
@@ -243,7 +247,7 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
       let agent: StartupFigures | undefined;
       let nativeStartup: StartupFigures | undefined;
       if (!binary) {
-        report.failures.push("startup: no compiled agent binary (build one, or pass --binary)");
+        report.notes.push("start-up skipped: no compiled agent (bun run build, or pass --binary)");
       } else {
         log(`start-up: ${binary}, ${plan.startupRuns} warm runs after one discarded`);
         report.machine.agentBinary = binary;
@@ -270,6 +274,8 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
 
   const table = formatTable(report.rows);
   process.stdout.write(`\n${describeMachine(report)}\n\n${table}\n`);
+  for (const note of clockNotes(report)) report.notes.push(note);
+  for (const note of report.notes) process.stdout.write(`note: ${note}\n`);
   for (const failure of report.failures) process.stdout.write(`FAILED: ${failure}\n`);
   const outDir = values.out ?? host.resultsDir;
   if (outDir) {
@@ -293,10 +299,24 @@ export function selfCommand(): string[] {
   return compiled ? [process.execPath, "bench"] : [process.execPath, Bun.main, "bench"];
 }
 
+/** Latency comes from two processes' clocks: say so when one of them is off CLOCK_REALTIME. */
+function clockNotes(report: BenchReport): string[] {
+  const live = report.scenarios.live as { agent?: Pair } | undefined;
+  const offsets = [live?.agent?.send.clockOffsetUs, live?.agent?.recv.clockOffsetUs];
+  return offsets.some((o) => o !== undefined && Math.abs(o) > 20)
+    ? [`agent clocks differ from CLOCK_REALTIME by ${offsets.join(" / ")} us (sender / receiver): latency is off by their difference`]
+    : [];
+}
+
 async function findAgentBinary(host: BenchHost, log: (line: string) => void): Promise<string | undefined> {
   // Inside a compiled agent: the binary running now is the one to measure.
   const compiled = Bun.main.startsWith("/$bunfs/");
-  if (!compiled) return host.agentBinary?.(log);
+  if (!compiled) {
+    if (host.agentBinary) return host.agentBinary(log);
+    // From source without a host that builds one: a binary from `bun run build`, if there is one.
+    const dist = join(import.meta.dir, "../../dist", `audio-agent-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
+    return existsSync(dist) ? dist : undefined;
+  }
   const check = Bun.spawnSync([process.execPath, "--version"], { stdout: "pipe", stderr: "ignore" });
   return check.exitCode === 0 && check.stdout.toString().startsWith("audio-agent") ? process.execPath : undefined;
 }
