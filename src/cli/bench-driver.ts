@@ -301,7 +301,7 @@ async function runSender(args: DriverArgs): Promise<DriverResult> {
   });
   const report = logger.for("output-server");
   let telemetry!: Telemetry;
-  const server = await OutputServer.start({
+  const server = new OutputServer({
     path: settings.socket,
     mode: settings["socket-mode"],
     report,
@@ -336,6 +336,7 @@ async function runSender(args: DriverArgs): Promise<DriverResult> {
       protocolErrors: 0,
     }),
   });
+  await server.listen();
   await telemetry.start(() => ({
     connected: server.connected,
     frames: stats.delivered,
