@@ -109,7 +109,9 @@ export async function inputSend(
           isStopped: () => shutdown.isRequested,
         },
       );
-      await client.finish();
+      // After a signal the Stop is sent below, once; a Stop queued here too would go
+      // after the final discard, neither delivered nor counted as dropped.
+      if (!shutdown.isRequested) await client.finish();
     })();
     // A connect timeout rejects `connection`; otherwise the run ends when sending does.
     await shutdown.race(Promise.race([sending, connection.then(() => sending)]));

@@ -38,6 +38,9 @@ export async function pumpSource(source: FrameSource, target: PumpTarget, option
       const delay = options.pacer.delayFor(frame.timeMs);
       if (delay > 0) await Bun.sleep(delay);
     }
+    // A stop while we waited: the role has discarded its queue and counted
+    // every frame; one submitted now would be neither delivered nor dropped.
+    if (options.isStopped()) break;
     target.submit(frame.payload);
     frames++;
   }
