@@ -96,12 +96,16 @@ export async function outputServe(
         isStopped: () => shutdown.isRequested,
       },
     );
-    await shutdown.race(pumped);
+    // A source that fails part-way (a file cut mid-page) still ends the run with an error,
+    // but only after the frames read before the failure went out like at a normal end.
+    let sourceFailure: unknown;
+    await shutdown.race(pumped.catch((e) => void (sourceFailure = e ?? new Error("source failed"))));
     if (!shutdown.isRequested) {
       // Lossless: everything must go out, however long a slow client takes; a signal still ends it.
       if (!live) await shutdown.race(writer.waitForIdle());
     }
     await server.flush(FINAL_FLUSH_MS);
+    if (sourceFailure !== undefined) throw sourceFailure;
   } finally {
     await server.stop();
     await telemetry.stop();
