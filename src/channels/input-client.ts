@@ -13,7 +13,7 @@ import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
 import { DropReason, FrameStats } from "../transport/frame-stats.ts";
 import { FrameWriter, type FrameWriterOptions } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
-import { connectWithBackoff } from "../transport/unix-client.ts";
+import { ReconnectingConnection } from "../transport/reconnecting-connection.ts";
 
 export interface InputClientOptions {
   path: string;
@@ -51,19 +51,14 @@ export class InputClient {
   acks = 0;
   unexpectedMessages = 0;
   protocolErrors = 0;
-  connects = 0;
   ackTimeouts = 0;
   /** Heartbeats and Stops written (the rest of stats.delivered are OpusFrames). */
   controlDelivered = 0;
-  private socket: Socket<unknown> | undefined;
   private parser = new FrameParser(INPUT_MAGIC);
   /** Monotonic times at which Config/Heartbeats were written, oldest first, awaiting Acks. */
   private awaiting: { type: MessageType; at: number }[] = [];
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
-  private closedWaiter: ((reason: string) => void) | undefined;
   private connectedWaiters: (() => void)[] = [];
-  private readonly abort = new AbortController();
-  private stopping = false;
   private finishing = false;
   private finished: Promise<void> | undefined;
   private lastWriteUnixMs = 0;
@@ -71,8 +66,21 @@ export class InputClient {
   private framesSettled = 0;
   private readonly empty = new Uint8Array(0);
   private running: Promise<void> | undefined;
+  private readonly connection: ReconnectingConnection;
 
   constructor(private readonly options: InputClientOptions) {
+    this.connection = new ReconnectingConnection({
+      path: options.path,
+      report: options.report,
+      connectTimeoutMs: options.connectTimeoutMs,
+      data: (socket, chunk) => this.receive(socket, chunk),
+      drain: (socket) => this.writer.onDrain(socket),
+      onOpen: (socket) => this.open(socket),
+      onClose: (_socket, reason) => {
+        this.writer.detach(DropReason.NoClient);
+        options.onDisconnect?.(reason);
+      },
+    });
     this.queue = new FrameQueue(options.queueFrames, INPUT_MAGIC, options.dropPolicy, this.stats);
     this.writer = new FrameWriter(this.queue, {
       lossless: options.lossless,
@@ -94,7 +102,11 @@ export class InputClient {
   }
 
   get connected(): boolean {
-    return this.socket !== undefined;
+    return this.connection.socket !== undefined;
+  }
+
+  get connects(): number {
+    return this.connection.connects;
   }
 
   /**
@@ -117,13 +129,13 @@ export class InputClient {
 
   /** Connects and keeps a connection up (reconnecting) until finish()/stop(). Rejects on connect timeout. */
   start(): Promise<void> {
-    this.running ??= this.maintain();
+    this.running ??= this.connection.run();
     this.heartbeatTimer = setInterval(() => this.tick(), this.options.heartbeatMs);
     return this.running;
   }
 
   waitForConnection(): Promise<void> {
-    if (this.socket) return Promise.resolve();
+    if (this.connected) return Promise.resolve();
     return new Promise((resolve) => this.connectedWaiters.push(resolve));
   }
 
@@ -152,54 +164,14 @@ export class InputClient {
 
   /** Closes at once; anything still queued is counted as dropped at shutdown. */
   stop(): void {
-    this.stopping = true;
-    this.abort.abort();
     clearInterval(this.heartbeatTimer);
     this.writer.discard(DropReason.Shutdown);
-    const socket = this.socket;
-    if (socket) {
-      this.closed(socket, "stopped");
-      socket.end();
-    }
-  }
-
-  private async maintain(): Promise<void> {
-    const { path, report } = this.options;
-    while (!this.stopping) {
-      let socket: Socket<unknown>;
-      try {
-        socket = await connectWithBackoff({
-          path,
-          report,
-          timeoutMs: this.options.connectTimeoutMs,
-          signal: this.abort.signal,
-          handler: {
-            data: (s, chunk) => this.receive(s, chunk),
-            drain: (s) => this.writer.onDrain(s),
-            close: (s, reason) => this.closed(s, reason),
-          },
-        });
-      } catch (e) {
-        if (this.stopping) return;
-        throw e;
-      }
-      if (this.stopping) {
-        socket.end();
-        return;
-      }
-      const ended = new Promise<string>((resolve) => (this.closedWaiter = resolve));
-      this.open(socket);
-      const reason = await ended;
-      report("info", "disconnected", { socket: path, reason });
-      this.options.onDisconnect?.(reason);
-    }
+    this.connection.stop();
   }
 
   private open(socket: Socket<unknown>): void {
-    this.socket = socket;
     this.parser = new FrameParser(INPUT_MAGIC);
     this.awaiting = [];
-    this.connects++;
     this.options.onConnect?.(socket);
     // Config goes first on every connection, ahead of anything queued meanwhile.
     const config = encodeMessage(
@@ -222,11 +194,12 @@ export class InputClient {
   }
 
   private tick(): void {
-    if (!this.socket) return;
+    const socket = this.connection.socket;
+    if (!socket) return;
     const oldest = this.awaiting[0];
     if (oldest && performance.now() - oldest.at > this.options.ackTimeoutMs) {
       this.ackTimeouts++;
-      this.drop(this.socket, `no Ack within ${this.options.ackTimeoutMs} ms`);
+      this.drop(socket, `no Ack within ${this.options.ackTimeoutMs} ms`);
       return;
     }
     // Frames are flowing but queued: a Heartbeat now would only push one out (or be dropped itself).
@@ -235,7 +208,6 @@ export class InputClient {
   }
 
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
-    if (socket !== this.socket) return;
     const parser = this.parser;
     try {
       parser.push(chunk);
@@ -255,19 +227,9 @@ export class InputClient {
     }
   }
 
-  /** Gives up on this connection; the maintain loop reconnects. */
+  /** Gives up on this connection; the connection loop reconnects. */
   private drop(socket: Socket<unknown>, reason: string): void {
     this.options.report("warn", "dropping connection", { socket: this.options.path, reason });
-    this.closed(socket, reason);
-    socket.terminate();
-  }
-
-  private closed(socket: Socket<unknown>, reason: string): void {
-    if (socket !== this.socket) return;
-    this.socket = undefined;
-    this.writer.detach(DropReason.NoClient);
-    const wake = this.closedWaiter;
-    this.closedWaiter = undefined;
-    wake?.(reason);
+    this.connection.close(socket, reason);
   }
 }

@@ -7,8 +7,8 @@ import {
   wallClockMs,
   type ParsedMessage,
 } from "../protocol/index.ts";
+import { ReconnectingConnection } from "../transport/reconnecting-connection.ts";
 import type { Report } from "../transport/report.ts";
-import { connectWithBackoff } from "../transport/unix-client.ts";
 
 export interface OutputClientOptions {
   path: string;
@@ -36,77 +36,58 @@ export class OutputClient {
   bytesReceived = 0;
   otherMessages = 0;
   protocolErrors = 0;
-  connects = 0;
   /** Unix ms of the last read that brought an OpusFrame; 0 before the first. */
   lastFrameUnixMs = 0;
-  private socket: Socket<unknown> | undefined;
   private parser = new FrameParser(OUTPUT_MAGIC);
-  private closedWaiter: ((reason: string) => void) | undefined;
-  private readonly abort = new AbortController();
-  private stopping = false;
   private failure: Error | undefined;
+  private readonly connection: ReconnectingConnection;
 
-  constructor(private readonly options: OutputClientOptions) {}
+  constructor(private readonly options: OutputClientOptions) {
+    this.connection = new ReconnectingConnection({
+      path: options.path,
+      report: options.report,
+      connectTimeoutMs: options.connectTimeoutMs,
+      data: (socket, chunk) => this.receive(socket, chunk),
+      drain: () => {},
+      onOpen: (socket) => {
+        this.parser = new FrameParser(OUTPUT_MAGIC);
+        options.report("info", this.connects === 1 ? "connected" : "reconnected", { socket: options.path });
+        options.onConnect?.(socket);
+      },
+      onClose: (_socket, reason) => {
+        if (reason === "server closed" && this.parser.pending > 0) {
+          reason = `server closed mid-message (${this.parser.pending} byte(s) of a message lost)`;
+        }
+        options.onDisconnect?.(reason);
+        return reason;
+      },
+    });
+  }
 
   get connected(): boolean {
-    return this.socket !== undefined;
+    return this.connection.socket !== undefined;
+  }
+
+  get connects(): number {
+    return this.connection.connects;
   }
 
   /**
    * Receives until stop() (or, with `once`, until the first connection ends).
-   * Rejects with ConnectTimeoutError when no server appears in time.
+   * Rejects with ConnectTimeoutError when no server appears in time, and with
+   * the sink's error when the sink fails.
    */
   async run(once = false): Promise<void> {
-    const { path, report } = this.options;
-    while (!this.stopping) {
-      let socket: Socket<unknown>;
-      try {
-        socket = await connectWithBackoff({
-          path,
-          report,
-          timeoutMs: this.options.connectTimeoutMs,
-          signal: this.abort.signal,
-          handler: {
-            data: (s, chunk) => this.receive(s, chunk),
-            drain: () => {},
-            close: (s, reason) => this.closed(s, reason),
-          },
-        });
-      } catch (e) {
-        if (this.stopping) return;
-        throw e;
-      }
-      if (this.stopping) {
-        socket.end();
-        return;
-      }
-      const ended = new Promise<string>((resolve) => (this.closedWaiter = resolve));
-      this.socket = socket;
-      this.parser = new FrameParser(OUTPUT_MAGIC);
-      this.connects++;
-      report("info", this.connects === 1 ? "connected" : "reconnected", { socket: path });
-      this.options.onConnect?.(socket);
-      const reason = await ended;
-      if (this.failure) throw this.failure;
-      report("info", "disconnected", { socket: path, reason });
-      this.options.onDisconnect?.(reason);
-      if (once) return;
-    }
+    await this.connection.run(once);
+    if (this.failure) throw this.failure;
   }
 
   /** Stops receiving and closes the connection. */
   stop(): void {
-    this.stopping = true;
-    this.abort.abort();
-    const socket = this.socket;
-    if (socket) {
-      this.closed(socket, "stopped");
-      socket.end();
-    }
+    this.connection.stop();
   }
 
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
-    if (socket !== this.socket) return;
     this.bytesReceived += chunk.length;
     const parser = this.parser;
     const before = this.framesReceived;
@@ -122,7 +103,7 @@ export class OutputClient {
           }
         } else this.otherMessages++;
         this.options.onMessage(m);
-        if (this.socket !== socket) return; // onMessage stopped us
+        if (this.connection.socket !== socket) return; // onMessage stopped us
       }
     } catch (e) {
       if (!(e instanceof ProtocolError)) {
@@ -136,23 +117,7 @@ export class OutputClient {
         socket: this.options.path,
         error: e.message,
       });
-      this.end(socket, `protocol error: ${e.message}`);
+      this.connection.close(socket, `protocol error: ${e.message}`);
     }
-  }
-
-  private end(socket: Socket<unknown>, reason: string): void {
-    this.closed(socket, reason);
-    socket.terminate();
-  }
-
-  private closed(socket: Socket<unknown>, reason: string): void {
-    if (socket !== this.socket) return;
-    this.socket = undefined;
-    if (reason === "server closed" && this.parser.pending > 0) {
-      reason = `server closed mid-message (${this.parser.pending} byte(s) of a message lost)`;
-    }
-    const wake = this.closedWaiter;
-    this.closedWaiter = undefined;
-    wake?.(reason);
   }
 }
