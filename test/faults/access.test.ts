@@ -1,0 +1,244 @@
+/**
+ * Who may talk to the agent: the socket's mode (0660 unless --socket-mode
+ * says otherwise) is what the kernel enforces against another user, an
+ * unwritable socket directory is refused up front, and the metrics endpoint
+ * listens on loopback unless given a host.
+ *
+ * The other user is nobody (uid/gid 65534, no groups) via setpriv
+ * (util-linux), so these tests need root; without it they are skipped, and
+ * they say so.
+ */
+import { describe, expect, test } from "bun:test";
+import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { networkInterfaces } from "node:os";
+import { join } from "node:path";
+import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { AGENT, BUN, agentEnv, spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
+import { until } from "../support/temp.ts";
+import { expectAccountedLine, expectIntactInOrder, indexedWire, StdinFeeder, wireFileFrames } from "./support.ts";
+
+const defer = useCleanup();
+const NOBODY = 65534;
+const isRoot = process.getuid?.() === 0;
+const setpriv = Bun.which("setpriv");
+const canSwitchUser = isRoot && setpriv !== null;
+if (!canSwitchUser) console.warn("access tests as another user skipped: they need root and setpriv (util-linux)");
+
+/** A temp dir other users can enter and read (the socket itself keeps its own mode). */
+function openDir(prefix = "acc-") {
+  const dir = socketDir(defer, prefix);
+  chmodSync(dir.dir, 0o755);
+  defer(stopAgents);
+  return dir;
+}
+
+/**
+ * The agent command run as nobody. Its Bun must be executable by nobody:
+ * when the repository's is not (a home directory of mode 0700, say), a copy
+ * in a world-readable temp dir is used.
+ */
+function agentAsNobody(dir: string): string[] {
+  const probe = Bun.spawnSync([setpriv!, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--", AGENT[0]!, "--version"], {
+    cwd: dir,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  let command = AGENT;
+  if (probe.exitCode !== 0 && AGENT[0] === BUN) {
+    const copy = join(dir, "bun");
+    copyFileSync(BUN, copy);
+    chmodSync(copy, 0o755);
+    command = [copy, ...AGENT.slice(1)];
+  }
+  return [setpriv!, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--", ...command];
+}
+
+/** Runs the agent as nobody to completion. */
+async function runAsNobody(dir: string, args: string[]): Promise<{ code: number; stderr: string }> {
+  const proc = Bun.spawn([...agentAsNobody(dir), ...args], { cwd: dir, env: agentEnv(), stdout: "ignore", stderr: "pipe" });
+  const stderr = await new Response(proc.stderr).text();
+  return { code: await proc.exited, stderr };
+}
+
+function failureLine(stderr: string): string {
+  const lines = stderr.split("\n").filter((l) => l.startsWith("audio-agent: "));
+  expect(lines.length).toBe(1);
+  return lines[0]!;
+}
+
+async function fedServer(socket: string, extra: string[] = []): Promise<{ server: AgentProcess; feed: StdinFeeder }> {
+  const server = spawnAgent(["output", "serve", "--socket", socket, "--source", "-", ...extra], { stdin: "pipe" });
+  await server.waitForStderr("listening");
+  return { server, feed: new StdinFeeder(server) };
+}
+
+describe("the socket's mode", () => {
+  for (const [role, args] of [
+    ["output serve", (s: string, _d: string) => ["output", "serve", "--socket", s, "--source", "-"]],
+    ["input serve", (s: string, d: string) => ["input", "serve", "--socket", s, "--sink", join(d, "in.wire")]],
+  ] as const) {
+    test(`${role}: 0660 by default, --socket-mode when given, whatever the umask`, async () => {
+      const dir = openDir();
+      for (const [extra, mode, umask] of [
+        [[], 0o660, 0o077],
+        [["--socket-mode", "0600"], 0o600, 0o000],
+        [["--socket-mode", "0666"], 0o666, 0o027],
+      ] as const) {
+        const socket = dir.path(`m${mode.toString(8)}.sock`);
+        // The child inherits the umask in force when it is spawned.
+        const previous = process.umask(umask);
+        let agent: AgentProcess;
+        try {
+          agent = spawnAgent([...args(socket, dir.dir), ...extra], { stdin: "pipe" });
+        } finally {
+          process.umask(previous);
+        }
+        await agent.waitForStderr("listening");
+        const st = statSync(socket);
+        expect(st.isSocket()).toBe(true);
+        expect(st.mode & 0o777).toBe(mode);
+        agent.kill("SIGTERM");
+        expect(await agent.exited).toBe(0);
+      }
+    });
+  }
+});
+
+describe.skipIf(!canSwitchUser)("another user (nobody, no groups)", () => {
+  test("is refused by the kernel on a 0660 root socket: `output recv` exits 1 with EACCES; the server keeps serving", async () => {
+    const dir = openDir();
+    const socket = dir.path("out.sock");
+    const { server, feed } = await fedServer(socket);
+    const st = statSync(socket);
+    expect([st.uid, st.gid, st.mode & 0o777]).toEqual([0, 0, 0o660]);
+
+    const recv = await runAsNobody(dir.dir, ["output", "recv", "--socket", socket, "--sink", "/dev/null", "--connect-timeout", "5"]);
+    expect(recv.code).toBe(1);
+    const line = failureLine(recv.stderr);
+    expect(line).toContain(socket);
+    expect(line).toMatch(/EACCES|permission denied/i);
+    expect(server.stderr).not.toContain("client connected");
+
+    // The owner's group may connect: root here.
+    const sink = dir.path("root.wire");
+    const own = spawnAgent(["output", "recv", "--socket", socket, "--sink", sink, "--count", "50"]);
+    await server.waitForStderr("client connected");
+    await feed.send(50);
+    expect(await own.exited).toBe(0);
+    await feed.end();
+    expect(await server.exited).toBe(0);
+    expect(expectIntactInOrder(wireFileFrames(sink).frames)).toEqual([...Array(50).keys()]);
+    expectAccountedLine(server.stderr);
+  });
+
+  test("with --socket-mode 0666 the same user connects and receives", async () => {
+    const dir = openDir();
+    const socket = dir.path("out.sock");
+    const { server, feed } = await fedServer(socket, ["--socket-mode", "0666"]);
+    const home = dir.path("nobody");
+    mkdirSync(home);
+    chownSync(home, NOBODY, NOBODY);
+    const sink = join(home, "got.wire");
+    const proc = Bun.spawn([...agentAsNobody(dir.dir), "output", "recv", "--socket", socket, "--sink", sink, "--count", "50"], {
+      cwd: dir.dir,
+      env: agentEnv(),
+      stdout: "ignore",
+      stderr: "pipe",
+    });
+    defer(() => proc.kill("SIGKILL"));
+    const stderr = new Response(proc.stderr).text();
+    await server.waitForStderr("client connected");
+    await feed.send(50);
+    expect(await proc.exited).toBe(0);
+    expect(await stderr).toContain("connected");
+    expect(statSync(sink).uid).toBe(NOBODY);
+    expect(expectIntactInOrder(wireFileFrames(sink).frames)).toEqual([...Array(50).keys()]);
+    await feed.end();
+    expect(await server.exited).toBe(0);
+    const acc = expectAccountedLine(server.stderr);
+    expect(acc.delivered).toBe(50);
+  });
+
+  test("a socket directory it cannot write is refused up front: exit 2, naming the directory", async () => {
+    const dir = openDir();
+    const locked = dir.path("locked");
+    mkdirSync(locked);
+    chmodSync(locked, 0o755); // root's; nobody may enter but not create
+    const source = dir.path("src.wire");
+    writeFileSync(source, indexedWire(0, 10));
+    chmodSync(source, 0o644);
+    const result = await runAsNobody(dir.dir, ["output", "serve", "--socket", join(locked, "out.sock"), "--source", source]);
+    expect(result.code).toBe(2);
+    const line = failureLine(result.stderr);
+    expect(line).toContain(locked);
+    expect(line).toContain("not writable");
+  });
+});
+
+/** Listening TCP sockets on `port` from /proc/net/tcp and tcp6, as "address:port" in the kernel's hex. */
+function listeners(port: number): string[] {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  const found: string[] = [];
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text = "";
+    try {
+      text = readFileSync(table, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length < 4) continue;
+      const [address, p] = cols[1]!.split(":");
+      if (p === hexPort && cols[3] === "0A") found.push(`${address}:${p}`);
+    }
+  }
+  return found;
+}
+
+function nonLoopbackAddress(): string | undefined {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
+  }
+  return undefined;
+}
+
+async function connectTcp(host: string, port: number): Promise<string> {
+  try {
+    const socket = await Bun.connect({ hostname: host, port, socket: { data() {} } });
+    socket.end();
+    return "connected";
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code ?? String(e);
+  }
+}
+
+describe("the metrics endpoint", () => {
+  async function metricsPort(agent: AgentProcess): Promise<{ host: string; port: number }> {
+    await agent.waitForStderr(/listening url=http/);
+    const url = new URL(/listening url=(\S+)/.exec(agent.stderr)![1]!);
+    return { host: url.hostname, port: Number(url.port) };
+  }
+
+  test("--metrics PORT listens on 127.0.0.1 only; a host given explicitly is honoured", async () => {
+    const dir = openDir();
+    const loopback = spawnAgent(["output", "serve", "--socket", dir.path("a.sock"), "--source", "-", "--metrics", "0"], { stdin: "pipe" });
+    const { host, port } = await metricsPort(loopback);
+    expect(host).toBe("127.0.0.1");
+    expect(listeners(port)).toEqual([`0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`]);
+    expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(200);
+    const outside = nonLoopbackAddress();
+    if (outside) expect(await connectTcp(outside, port)).toBe("ECONNREFUSED");
+
+    // The check can tell: all addresses when asked for.
+    const everywhere = spawnAgent(["output", "serve", "--socket", dir.path("b.sock"), "--source", "-", "--metrics", "0.0.0.0:0"], { stdin: "pipe" });
+    const wide = await metricsPort(everywhere);
+    expect(listeners(wide.port)).toEqual([`00000000:${wide.port.toString(16).toUpperCase().padStart(4, "0")}`]);
+    if (outside) expect(await connectTcp(outside, wide.port)).toBe("connected");
+
+    for (const agent of [loopback, everywhere]) {
+      agent.kill("SIGTERM");
+      expect(await agent.exited).toBe(0);
+    }
+  });
+});
