@@ -13,7 +13,7 @@
  */
 import { dlopen, FFIType, ptr } from "bun:ffi";
 import { heapStats } from "bun:jsc";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { OutputClient } from "../channels/output-client.ts";
 import { OutputServer } from "../channels/output-server.ts";
 import { resolveSettings } from "../config.ts";
@@ -63,6 +63,8 @@ export interface DriverResult {
   windowFrames: number;
   /** The window's CPU split, page faults and context switches. */
   usage?: WindowUsage;
+  /** CPU seconds in the window by thread name (JS thread, JIT, GC helpers, allocator, pools). */
+  threads?: Record<string, number>;
   latencyMs?: { p50: number; p99: number; max: number; maxAll: number; frames: number };
   maxRssKiB: number;
   heap?: HeapSample[];
@@ -220,15 +222,40 @@ function statusKiB(field: "VmRSS" | "VmHWM"): number {
 }
 
 /** The timing window: wall time and CPU between two frames (calls kept off the per-frame path). */
+/** CPU seconds so far by thread name, from /proc/self/task (10 ms ticks); empty without procfs. */
+function threadCpu(): Record<string, number> {
+  const out: Record<string, number> = {};
+  try {
+    for (const tid of readdirSync("/proc/self/task")) {
+      try {
+        const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+        const close = stat.lastIndexOf(")");
+        const name = stat.slice(stat.indexOf("(") + 1, close);
+        const fields = stat.slice(close + 2).split(" ");
+        // Fields after the name: state is [0]; utime and stime are [11] and [12], in clock ticks.
+        out[name] = (out[name] ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100;
+      } catch {
+        // the thread ended
+      }
+    }
+  } catch {
+    // no procfs
+  }
+  return out;
+}
+
 class Window {
   startMs = NaN;
   start = usage();
+  startThreads: Record<string, number> = {};
+  endThreads: Record<string, number> = {};
   startFrames = 0;
   endMs = NaN;
   end = usage();
   endFrames = 0;
 
   open(frames: number): void {
+    this.startThreads = threadCpu();
     this.startMs = performance.now();
     this.start = usage();
     this.startFrames = frames;
@@ -238,22 +265,29 @@ class Window {
     this.endMs = performance.now();
     this.end = usage();
     this.endFrames = frames;
+    this.endThreads = threadCpu();
   }
 
   get opened(): boolean {
     return !Number.isNaN(this.startMs);
   }
 
-  figures(): { windowMs: number; cpuSeconds: number; windowFrames: number; usage?: WindowUsage } {
+  figures(): { windowMs: number; cpuSeconds: number; windowFrames: number; usage?: WindowUsage; threads?: Record<string, number> } {
     if (!this.opened || Number.isNaN(this.endMs)) return { windowMs: 0, cpuSeconds: 0, windowFrames: 0 };
     const d = Object.fromEntries(
       Object.keys(this.end).map((k) => [k, this.end[k as keyof WindowUsage] - this.start[k as keyof WindowUsage]]),
     ) as unknown as WindowUsage;
+    const threads: Record<string, number> = {};
+    for (const [name, seconds] of Object.entries(this.endThreads)) {
+      const used = seconds - (this.startThreads[name] ?? 0);
+      if (used > 0) threads[name] = +used.toFixed(2);
+    }
     return {
       windowMs: this.endMs - this.startMs,
       cpuSeconds: d.userSeconds + d.systemSeconds,
       windowFrames: this.endFrames - this.startFrames,
       usage: d,
+      threads,
     };
   }
 }

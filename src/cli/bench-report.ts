@@ -44,6 +44,12 @@ function cpuPercent(r: DriverResult | undefined): number | null {
   return (r.cpuSeconds / (r.windowMs / 1000)) * 100;
 }
 
+/** Voluntary context switches per frame: how often the process slept and woke (every thread). */
+function wakeupsPerFrame(r: DriverResult | undefined): number | null {
+  if (!r?.usage || r.windowFrames <= 0) return null;
+  return r.usage.voluntarySwitches / r.windowFrames;
+}
+
 function cpuMicrosPerFrame(r: DriverResult | undefined): number | null {
   if (!r || r.windowFrames <= 0) return null;
   return (r.cpuSeconds / r.windowFrames) * 1e6;
@@ -149,6 +155,8 @@ export const judge = {
       row(label, "one-way latency max", "ms", lat(agent, "max"), lat(native, "max")),
       cpu("send"),
       cpu("recv"),
+      row(label, "sender wake-ups per frame", "switches", wakeupsPerFrame(agent?.send), wakeupsPerFrame(native?.send)),
+      row(label, "receiver wake-ups per frame", "switches", wakeupsPerFrame(agent?.recv), wakeupsPerFrame(native?.recv)),
       rss("send"),
       rss("recv"),
     ];
