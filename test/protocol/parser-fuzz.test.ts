@@ -11,7 +11,7 @@ import { parseSeed } from "../long/rng.ts";
 import { runParserFuzz, type ParsedView, type ParserFactory, type StreamParser } from "../long/parser-fuzzer.ts";
 
 const SEED = parseSeed(process.env.PARSER_FUZZ_SEED ?? "0x5eed1234");
-const ITERATIONS = Number(process.env.PARSER_FUZZ_ITERATIONS ?? 4000);
+const ITERATIONS = Number(process.env.PARSER_FUZZ_ITERATIONS ?? 3000);
 
 describe("FrameParser fuzzing", () => {
   test(`seed ${SEED}: ${ITERATIONS} valid and mutated streams in random chunks parse exactly as the reference`, () => {
