@@ -7,7 +7,7 @@
  *   native-baseline send <socket> flood <frames> <size>
  *   native-baseline send <socket> live <frames/s> <seconds> <size>
  *   native-baseline recv <socket> <frames> <size> <warm-up frames> [live]
- *   native-baseline listen <socket>        (start-up: listen, accept one client, exit)
+ *   native-baseline listen <socket>        (start-up: listen, accept one client, exit when it hangs up)
  *
  * The sender is the server (like the agent's `output serve`): it listens,
  * prints "LISTENING", accepts one client and streams. Flood batches whole
@@ -347,7 +347,10 @@ static int recv_frames(const char *path, long frames, uint32_t size, long warmup
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc >= 3 && strcmp(argv[1], "listen") == 0) {
+    /* Wait for the prober to hang up: closing first can fail its connect with ECONNRESET. */
     int fd = listen_and_accept(argv[2], 0);
+    char sink[64];
+    while (read(fd, sink, sizeof sink) > 0) {}
     close(fd);
     return 0;
   }
