@@ -102,31 +102,55 @@ export interface BenchReport {
   notes: string[];
 }
 
-/** `audio-agent bench ...`; resolves with the exit code. */
+const OPTIONS = {
+  quick: { type: "boolean" },
+  only: { type: "string" },
+  "no-native": { type: "boolean" },
+  binary: { type: "string" },
+  out: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+type BenchOptions = ReturnType<typeof parseArgs<{ args: string[]; options: typeof OPTIONS; strict: true }>>["values"];
+
+/** The orchestrator's options, or an Error to print with the usage. */
+function parseOptions(argv: string[]): { values: BenchOptions; only: string[] } | Error {
+  try {
+    const { values } = parseArgs({ args: argv, options: OPTIONS, strict: true });
+    const only = values.only ? values.only.split(",").map((s) => s.trim()) : [...SCENARIOS];
+    for (const name of only) {
+      if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`--only: unknown scenario "${name}"; allowed: ${SCENARIOS.join(", ")}`);
+    }
+    return { values, only };
+  } catch (e) {
+    return e as Error;
+  }
+}
+
+/** `audio-agent bench ...`; resolves with the exit code (2: bad arguments, 1: a scenario broke). */
 export async function bench(argv: string[], host: BenchHost = {}): Promise<number> {
-  if (argv.includes("--driver")) return runDriver(parseDriverArgs(argv));
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      quick: { type: "boolean" },
-      only: { type: "string" },
-      "no-native": { type: "boolean" },
-      binary: { type: "string" },
-      out: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-    strict: true,
-  });
+  const usage = (e: Error) => {
+    process.stderr.write(`audio-agent bench: ${e.message}\n\n${HELP}`);
+    return 2;
+  };
+  if (argv.includes("--driver")) {
+    let driver: ReturnType<typeof parseDriverArgs>;
+    try {
+      driver = parseDriverArgs(argv);
+    } catch (e) {
+      return usage(e as Error);
+    }
+    return runDriver(driver);
+  }
+  const parsed = parseOptions(argv);
+  if (parsed instanceof Error) return usage(parsed);
+  const { values, only } = parsed;
   if (values.help) {
     process.stdout.write(HELP);
     return 0;
   }
   const quick = values.quick || ["1", "true", "yes"].includes(process.env.AUDIO_AGENT_BENCH_QUICK ?? "");
   const plan = PLANS[quick ? "quick" : "full"];
-  const only = values.only ? values.only.split(",").map((s) => s.trim()) : [...SCENARIOS];
-  for (const name of only) {
-    if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`--only: unknown scenario "${name}"; allowed: ${SCENARIOS.join(", ")}`);
-  }
   const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
   const self = host.self ?? selfCommand();
   const work = mkdtempSync(join(tmpdir(), "aab-"));
