@@ -259,6 +259,7 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
         ),
       );
       report.scenarios.live = { agent: agentPair, native: nativePair };
+      if (agentPair?.send.dropped) report.notes.push(`live: the agent dropped ${agentPair.send.dropped} of ${frames} frames (write deadline or queue full)`);
       report.rows.push(...judge.live(agentPair, nativePair, TARGETS));
     }
     if (only.includes("soak")) {
