@@ -70,9 +70,10 @@ function row(
 /**
  * Heap of one side over the soak, after warm-up (the first 10% of frames:
  * JIT, socket buffers, and the adaptive optimizer growing the send queue
- * under flood pressure all settle there): the first sample after it, the
- * steady state (median of the last third), their difference, and the trend
- * in bytes per million frames (a leak keeps climbing; a warm-up step does not).
+ * under flood pressure all settle there): the start (median of the first
+ * third of the samples after it), the steady state (median of the last
+ * third), their difference, and the trend in bytes per million frames (a
+ * leak keeps climbing; a warm-up step does not).
  */
 export function heapGrowth(samples: HeapSample[] | undefined, totalFrames: number) {
   if (!samples || samples.length < 3) return null;
@@ -85,7 +86,8 @@ export function heapGrowth(samples: HeapSample[] | undefined, totalFrames: numbe
   };
   const last = use.slice(-third);
   const steady = med(last.map((s) => s.heapSize));
-  const start = use[0].heapSize;
+  const first = use.slice(0, third);
+  const start = med(first.map((s) => s.heapSize));
   // Least squares of heap bytes on frames.
   const n = use.length;
   const mx = use.reduce((a, s) => a + s.frames, 0) / n;
@@ -100,7 +102,7 @@ export function heapGrowth(samples: HeapSample[] | undefined, totalFrames: numbe
     startBytes: start,
     steadyBytes: steady,
     growthBytes: steady - start,
-    objectGrowth: med(last.map((s) => s.objectCount)) - use[0].objectCount,
+    objectGrowth: med(last.map((s) => s.objectCount)) - med(first.map((s) => s.objectCount)),
     bytesPerMillionFrames: sxx > 0 ? (sxy / sxx) * 1e6 : 0,
     samples: use.length,
     /** Before any traffic, for scale. */
@@ -164,7 +166,7 @@ export const judge = {
 
   soak(agent: PairLike | undefined, native: PairLike | undefined, growthGoal: number): Row[] {
     const label = "soak";
-    const rows = [row(label, "throughput (full GC every 250 ms)", "frames/s", framesPerSecond(agent), framesPerSecond(native))];
+    const rows = [row(label, "throughput (agent: full GC every 100 ms)", "frames/s", framesPerSecond(agent), framesPerSecond(native))];
     for (const side of ["send", "recv"] as const) {
       const g = heapGrowth(agent?.[side].heap, agent?.[side].frames ?? 0);
       const who = side === "send" ? "sender" : "receiver";

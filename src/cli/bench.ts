@@ -47,6 +47,9 @@ export const PLANS: Record<BenchPlan["name"], BenchPlan> = {
   quick: { name: "quick", flood160: 200_000, flood4096: 30_000, liveRate: 50, liveSeconds: 3, soakFrames: 500_000, startupRuns: 3, floodRepeats: 1 },
 };
 
+/** Heap sampling period of the soak (each sample is a full GC, which slows the flood a little). */
+export const SOAK_SAMPLE_MS = 100;
+
 export const SCENARIOS = ["flood160", "flood4096", "live", "soak", "startup"] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
@@ -263,8 +266,8 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
       report.rows.push(...judge.live(agentPair, nativePair, TARGETS));
     }
     if (only.includes("soak")) {
-      log(`soak: ${plan.soakFrames} frames of 160 B, heap sampled after a full GC every 250 ms`);
-      const { agentPair, nativePair } = await flood("soak", plan.soakFrames, 160, 250);
+      log(`soak: ${plan.soakFrames} frames of 160 B, heap sampled after a full GC every ${SOAK_SAMPLE_MS} ms`);
+      const { agentPair, nativePair } = await flood("soak", plan.soakFrames, 160, SOAK_SAMPLE_MS);
       report.rows.push(...judge.soak(agentPair, nativePair, TARGETS.soakHeapGrowthBytes));
     }
     if (only.includes("startup")) {
