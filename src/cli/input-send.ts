@@ -88,10 +88,13 @@ export async function inputSend(
     acks: client.acks,
   }));
   const connection = client.start();
+  // A source that fails part-way still ends the run with an error, but only after the
+  // frames read before the failure went out and the session ended with Stop.
+  let sourceFailure: unknown;
   try {
     const sending = (async () => {
       if (!live) await client.waitForConnection();
-      await pumpSource(
+      const pumped = pumpSource(
         source,
         {
           submit: (payload) => {
@@ -109,6 +112,7 @@ export async function inputSend(
           isStopped: () => shutdown.isRequested,
         },
       );
+      await pumped.catch((e) => void (sourceFailure = e ?? new Error("source failed")));
       // After a signal the Stop is sent below, once; a Stop queued here too would go
       // after the final discard, neither delivered nor counted as dropped.
       if (!shutdown.isRequested) await client.finish();
@@ -117,16 +121,14 @@ export async function inputSend(
     await shutdown.race(Promise.race([sending, connection.then(() => sending)]));
     // A signal stops the source mid-stream, but the session still ends with Stop (bounded wait).
     if (shutdown.isRequested && client.connected) await withinMs(client.finish(), FINAL_FLUSH_MS);
+    if (sourceFailure !== undefined) throw sourceFailure;
   } finally {
     client.stop();
     await telemetry.stop();
     await source.close();
-    const s = client.stats;
     report("info", "stopped", {
       signal: shutdown.signal,
-      submitted: s.submitted,
-      delivered: s.delivered,
-      dropped: s.droppedTotal,
+      ...client.stats.toFields(),
       acks: client.acks,
       ack_timeouts: client.ackTimeouts,
       connects: client.connects,

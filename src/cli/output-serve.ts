@@ -110,14 +110,7 @@ export async function outputServe(
     await server.stop();
     await telemetry.stop();
     await source.close();
-    const s = server.stats;
-    report("info", "stopped", {
-      signal: shutdown.signal,
-      submitted: s.submitted,
-      delivered: s.delivered,
-      dropped: s.droppedTotal,
-      ...Object.fromEntries(Object.entries(s.dropped).filter(([, n]) => n > 0).map(([k, n]) => [`dropped_${k}`, n])),
-    });
+    report("info", "stopped", { signal: shutdown.signal, ...server.stats.toFields() });
   }
   return EXIT_OK;
 }

@@ -105,9 +105,10 @@ export class UnixServer {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    // Stop accepting first, so a client reconnecting right now is refused rather than accepted and cut.
+    this.listener.stop();
     const client = this.current;
     if (client) this.disconnect(client, "server stopping");
-    this.listener.stop(true);
     await removeSocketFile(this.options.path);
   }
 
