@@ -6,8 +6,7 @@
  * written to bench/results/, and a fresh compiled binary for the start-up
  * scenario built with the project's own build.ts.
  */
-import { existsSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { bench } from "../src/cli/bench.ts";
 import { runCli } from "../src/cli/run.ts";
@@ -15,8 +14,7 @@ import { runCli } from "../src/cli/run.ts";
 const ROOT = resolve(import.meta.dir, "..");
 
 /** Builds src/main.ts for this machine with build.ts; falls back to dist/ when the build fails. */
-async function agentBinary(log: (line: string) => void): Promise<string | undefined> {
-  const outdir = mkdtempSync(join(tmpdir(), "aab-bin-"));
+async function agentBinary(log: (line: string) => void, outdir: string): Promise<string | undefined> {
   const target = process.arch === "arm64" ? "arm64" : "x64";
   log(`building the agent (bun build.ts --target ${target}) for the start-up scenario`);
   const built = Bun.spawnSync([process.execPath, join(ROOT, "build.ts"), "--target", target, "--outdir", outdir], {

@@ -25,8 +25,8 @@ export interface BenchHost {
   self?: string[];
   /** Where `<timestamp>.json` and `latest.md` are written; none: print only. */
   resultsDir?: string;
-  /** The compiled agent for the start-up scenario (built or found by the host). */
-  agentBinary?: (log: (line: string) => void) => Promise<string | undefined>;
+  /** The compiled agent for the start-up scenario (built into `workDir`, removed after the run, or found). */
+  agentBinary?: (log: (line: string) => void, workDir: string) => Promise<string | undefined>;
 }
 
 /** Sizes of one run; `--quick` is the smoke version. */
@@ -271,7 +271,7 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
       report.rows.push(...judge.soak(agentPair, nativePair, TARGETS.soakHeapGrowthBytes));
     }
     if (only.includes("startup")) {
-      const binary = values.binary ?? (await findAgentBinary(host, log));
+      const binary = values.binary ?? (await findAgentBinary(host, log, work));
       let agent: StartupFigures | undefined;
       let nativeStartup: StartupFigures | undefined;
       if (!binary) {
@@ -336,11 +336,11 @@ function clockNotes(report: BenchReport): string[] {
     : [];
 }
 
-async function findAgentBinary(host: BenchHost, log: (line: string) => void): Promise<string | undefined> {
+async function findAgentBinary(host: BenchHost, log: (line: string) => void, work: string): Promise<string | undefined> {
   // Inside a compiled agent: the binary running now is the one to measure.
   const compiled = Bun.main.startsWith("/$bunfs/");
   if (!compiled) {
-    if (host.agentBinary) return host.agentBinary(log);
+    if (host.agentBinary) return host.agentBinary(log, work);
     // From source without a host that builds one: a binary from `bun run build`, if there is one.
     const dist = join(import.meta.dir, "../../dist", `audio-agent-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
     return existsSync(dist) ? dist : undefined;
