@@ -34,6 +34,8 @@ export interface OutputClientOptions {
 export class OutputClient {
   framesReceived = 0;
   bytesReceived = 0;
+  /** Socket reads (data events): bytes per read shows how well the sender coalesces. */
+  reads = 0;
   otherMessages = 0;
   protocolErrors = 0;
   /** Unix ms of the last read that brought an OpusFrame; 0 before the first. */
@@ -89,6 +91,7 @@ export class OutputClient {
 
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
     this.bytesReceived += chunk.length;
+    this.reads++;
     const parser = this.parser;
     const before = this.framesReceived;
     try {

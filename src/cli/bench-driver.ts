@@ -11,19 +11,19 @@
  * IPC path and not disk reads. Both print "LISTENING" / "RESULT {json}"
  * lines on stdout, like the native baseline.
  */
+import type { OutputServer } from "../channels/output-server.ts";
 import { dlopen, FFIType, ptr } from "bun:ffi";
 import { heapStats } from "bun:jsc";
 import { readdirSync, readFileSync } from "node:fs";
-import { OutputClient } from "../channels/output-client.ts";
-import { OutputServer } from "../channels/output-server.ts";
 import { resolveSettings } from "../config.ts";
 import type { FrameSource, SourceFrame } from "../media/frame-source.ts";
 import { Pacer } from "../media/pacer.ts";
 import { Logger } from "../observe/logger.ts";
 import { HEADER_SIZE, MessageType, wallClockMs, type ParsedMessage } from "../protocol/index.ts";
 import { LIBC_CANDIDATES } from "../transport/socket-options.ts";
+import { startOutputClient } from "./output-recv.ts";
+import { startOutputServer } from "./output-serve.ts";
 import { pumpSource } from "./source-pump.ts";
-import { Telemetry } from "./telemetry.ts";
 
 export interface DriverArgs {
   role: "send" | "recv";
@@ -72,7 +72,7 @@ export interface DriverResult {
   metricsFrames?: number;
   writeCalls?: number;
   shortWrites?: number;
-  /** Receiver: socket reads that brought frames (the native baseline counts every read). */
+  /** Receiver: socket reads (the native baseline counts every read too). */
   reads?: number;
   /**
    * CLOCK_REALTIME minus the agent's clock (performance.timeOrigin + performance.now()),
@@ -333,50 +333,8 @@ async function runSender(args: DriverArgs): Promise<DriverResult> {
     flags: { socket: args.socket, source: "-", realtime: live, metrics: "127.0.0.1:0", ...args.settings },
     env: {},
   });
-  const report = logger.for("output-server");
-  let telemetry!: Telemetry;
-  const server = new OutputServer({
-    path: settings.socket,
-    mode: settings["socket-mode"],
-    report,
-    queueFrames: settings["queue-frames"],
-    dropPolicy: settings.drop,
-    lossless: !live,
-    writeDeadlineMs: settings["write-deadline-ms"],
-    stuckFrames: settings["stuck-frames"],
-    onClient: (socket) => telemetry.onSocket(socket),
-    onClientGone: (reason) => telemetry.connectionEvent("disconnected", reason),
-    onShortWrite: (socket) => telemetry.onShortWrite(socket),
-    onWritten: (...a) => telemetry.onWritten(...a),
-  });
+  const { server, telemetry } = await startOutputServer(settings, logger, live);
   const stats = server.stats;
-  telemetry = new Telemetry({
-    role: "output serve",
-    channel: "output",
-    direction: "send",
-    settings,
-    logger,
-    queue: server.queue,
-    read: () => ({
-      frames: stats.delivered,
-      bytes: stats.deliveredBytes,
-      dropped: stats.dropped,
-      connectionDrops: server.listener.disconnects,
-      reconnects: Math.max(0, server.listener.connections - 1),
-      queueDepth: server.queue.length,
-      queueCapacity: server.queue.capacity,
-      connected: server.connected,
-      lastFrameUnixMs: stats.lastDeliveredUnixMs,
-      protocolErrors: 0,
-    }),
-  });
-  await server.listen();
-  await telemetry.start(() => ({
-    connected: server.connected,
-    frames: stats.delivered,
-    drops: stats.droppedTotal,
-    queue_depth: server.queue.length,
-  }));
   process.stdout.write("LISTENING\n");
   await server.waitForClient();
 
@@ -441,76 +399,31 @@ async function runReceiver(args: DriverArgs): Promise<DriverResult> {
   const live = args.mode === "live";
   const logger = new Logger({ level: "warn", format: "text" });
   const settings = resolveSettings("output recv", {
-    flags: { socket: args.socket, sink: "-", metrics: "127.0.0.1:0", ...args.settings },
+    flags: { socket: args.socket, sink: "-", metrics: "127.0.0.1:0", "connect-timeout": 30, ...args.settings },
     env: {},
   });
-  const report = logger.for("output-client");
   const window = new Window();
   const latency = live ? new Float64Array(args.frames) : undefined;
   const errors: string[] = [];
   let received = 0;
   let nextSequence = 0;
-  let reads = 0;
-  let telemetry!: Telemetry;
-  let connectionDrops = 0;
   const heap = heapSampler(args.heapEveryMs, () => received);
-  const client: OutputClient = new OutputClient({
-    path: settings.socket,
-    report,
-    connectTimeoutMs: 30_000,
-    onConnect: (socket) => telemetry.onSocket(socket),
-    onDisconnect: (reason) => {
-      connectionDrops++;
-      telemetry.connectionEvent("disconnected", reason);
-    },
-    onFrameAge: (ms) => {
-      reads++; // one call per socket read that brought an OpusFrame
-      telemetry.frameAge(ms);
-    },
-    onMessage: (m: ParsedMessage) => {
-      if (m.type !== MessageType.OpusFrame) return;
-      const tap = telemetry.frameTap;
-      if (tap) tap(m.payload, m.timestampMs);
-      if (latency) latency[received] = wallClockMs() - m.timestampMs;
-      if (received === args.warmup) window.open(received);
-      // Lossless floods deliver every frame in order; live mode may drop (counted by the sender), never reorder.
-      const sequence = m.view.getUint32(m.offset + HEADER_SIZE, true);
-      if (m.length !== args.size || sequence < nextSequence || (!live && sequence !== nextSequence)) {
-        if (errors.length < 5) errors.push(`frame ${received}: length ${m.length}, sequence ${sequence}, expected ${nextSequence}`);
-      }
-      nextSequence = sequence + 1;
-      received++;
-      if (nextSequence >= args.frames) {
-        window.close(received);
-        client.stop();
-      }
-    },
+  const { client, telemetry } = await startOutputClient(settings, logger, (m: ParsedMessage) => {
+    if (m.type !== MessageType.OpusFrame) return;
+    if (latency) latency[received] = wallClockMs() - m.timestampMs;
+    if (received === args.warmup) window.open(received);
+    // Lossless floods deliver every frame in order; live mode may drop (counted by the sender), never reorder.
+    const sequence = m.view.getUint32(m.offset + HEADER_SIZE, true);
+    if (m.length !== args.size || sequence < nextSequence || (!live && sequence !== nextSequence)) {
+      if (errors.length < 5) errors.push(`frame ${received}: length ${m.length}, sequence ${sequence}, expected ${nextSequence}`);
+    }
+    nextSequence = sequence + 1;
+    received++;
+    if (nextSequence >= args.frames) {
+      window.close(received);
+      client.stop();
+    }
   });
-  telemetry = new Telemetry({
-    role: "output recv",
-    channel: "output",
-    direction: "receive",
-    settings,
-    logger,
-    read: () => ({
-      frames: client.framesReceived,
-      bytes: client.bytesReceived,
-      dropped: {},
-      connectionDrops,
-      reconnects: Math.max(0, client.connects - 1),
-      queueDepth: 0,
-      queueCapacity: 0,
-      connected: client.connected,
-      lastFrameUnixMs: client.lastFrameUnixMs,
-      protocolErrors: client.protocolErrors,
-    }),
-  });
-  await telemetry.start(() => ({
-    connected: client.connected,
-    frames: client.framesReceived,
-    drops: 0,
-    protocol_errors: client.protocolErrors,
-  }));
   await client.run(true);
   heap.stop();
   const maxRssKiB = statusKiB("VmHWM");
@@ -530,7 +443,7 @@ async function runReceiver(args: DriverArgs): Promise<DriverResult> {
     maxRssKiB,
     heap: args.heapEveryMs > 0 ? heap.samples : undefined,
     metricsFrames,
-    reads,
+    reads: client.reads,
     errors,
   };
 }

@@ -640,4 +640,4 @@ function markdownReport(report: BenchReport, table: string): string {
   ].join("\n");
 }
 
-export type { HeapSample, Pair, StartupFigures };
+export type { HeapSample, StartupFigures };

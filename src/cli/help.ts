@@ -8,6 +8,7 @@ Usage:
   audio-agent input serve  --sink PATH|-   [options]   playback side: receive microphone frames, answer with Acks
   audio-agent input send   --source PATH|- [options]   main-app side: send Config, frames, Heartbeats, Stop
   audio-agent config check FILE | config print [ROLE]  validate a config file, show effective settings
+  audio-agent bench [--quick]                           measure throughput, latency, CPU and memory
   audio-agent --version
   audio-agent <command> --help                          options of one command
 

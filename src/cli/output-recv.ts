@@ -1,27 +1,27 @@
 import { OutputClient } from "../channels/output-client.ts";
 import type { RoleSettings } from "../config.ts";
 import type { Logger } from "../observe/logger.ts";
-import { MessageType } from "../protocol/index.ts";
+import { MessageType, type ParsedMessage } from "../protocol/index.ts";
 import { EXIT_OK } from "./errors.ts";
 import { flushPeriodically, openSink } from "./media-open.ts";
 import type { Shutdown } from "./shutdown.ts";
 import { Telemetry } from "./telemetry.ts";
 
-/** `output recv`: output client -> sink, reconnecting whenever the server goes away. */
-export async function outputRecv(
-  settings: RoleSettings<"output recv">,
+/**
+ * The output client and its telemetry, wired as `output recv` runs them (the
+ * benchmark's receiver too). `onMessage` gets every valid message; OpusFrames
+ * are also passed to a listening monitor. Call `client.run()` to connect.
+ */
+export async function startOutputClient(
+  settings: Parameters<typeof outputRecv>[0],
   logger: Logger,
-  shutdown: Shutdown,
-): Promise<number> {
-  const report = logger.for("output-client");
-  const sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
-  const limit = settings.count;
-  let frames = 0;
+  onMessage: (message: ParsedMessage) => void,
+): Promise<{ client: OutputClient; telemetry: Telemetry }> {
   let telemetry!: Telemetry;
   let connectionDrops = 0;
   const client: OutputClient = new OutputClient({
     path: settings.socket,
-    report,
+    report: logger.for("output-client"),
     connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
     onConnect: (socket) => telemetry.onSocket(socket),
     onDisconnect: (reason) => {
@@ -30,11 +30,11 @@ export async function outputRecv(
     },
     onFrameAge: (ms) => telemetry.frameAge(ms),
     onMessage: (message) => {
-      sink.write(message);
-      if (message.type !== MessageType.OpusFrame) return;
-      const tap = telemetry.frameTap;
-      if (tap) tap(message.payload, message.timestampMs);
-      if (++frames === limit) client.stop();
+      if (message.type === MessageType.OpusFrame) {
+        const tap = telemetry.frameTap;
+        if (tap) tap(message.payload, message.timestampMs);
+      }
+      onMessage(message);
     },
   });
   telemetry = new Telemetry({
@@ -62,6 +62,23 @@ export async function outputRecv(
     drops: 0,
     protocol_errors: client.protocolErrors,
   }));
+  return { client, telemetry };
+}
+
+/** `output recv`: output client -> sink, reconnecting whenever the server goes away. */
+export async function outputRecv(
+  settings: RoleSettings<"output recv">,
+  logger: Logger,
+  shutdown: Shutdown,
+): Promise<number> {
+  const report = logger.for("output-client");
+  const sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
+  const limit = settings.count;
+  let frames = 0;
+  const { client, telemetry } = await startOutputClient(settings, logger, (message) => {
+    sink.write(message);
+    if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();
+  });
   const stopFlushing = flushPeriodically(sink);
   try {
     await shutdown.race(client.run(settings.once));

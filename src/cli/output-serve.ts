@@ -13,26 +13,20 @@ import { Telemetry } from "./telemetry.ts";
 const FINAL_FLUSH_MS = 1000;
 
 /**
- * `output serve`: source -> output server. A file source without --realtime
- * is lossless: wait for a client, read only as fast as the queue drains,
- * exit after the last frame is written. With --realtime, or from a live pipe,
- * frames go out as they come and are dropped (counted) when no client keeps up.
+ * The output server and its telemetry, wired as `output serve` runs them, and
+ * listening. The benchmark builds its sender with this too, so it measures
+ * exactly what ships.
  */
-export async function outputServe(
-  settings: RoleSettings<"output serve">,
+export async function startOutputServer(
+  settings: Parameters<typeof outputServe>[0],
   logger: Logger,
-  shutdown: Shutdown,
-): Promise<number> {
-  const report = logger.for("output-server");
-  const live = settings.realtime || (await isLiveSource(settings.source));
-  // Opening a FIFO waits for its writer (the encoder): a signal must still end the wait.
-  const source = await shutdown.race(openSource(settings.format, settings.source, { lenient: settings.lenient }));
-  if (!source) return EXIT_OK;
+  live: boolean,
+): Promise<{ server: OutputServer; telemetry: Telemetry }> {
   let telemetry!: Telemetry;
   const server = new OutputServer({
     path: settings.socket,
     mode: settings["socket-mode"],
-    report,
+    report: logger.for("output-server"),
     queueFrames: settings["queue-frames"],
     dropPolicy: settings.drop,
     lossless: !live,
@@ -64,6 +58,7 @@ export async function outputServe(
       protocolErrors: 0,
     }),
   });
+  // Telemetry first, then listen: a client connecting at once finds every hook in place.
   await server.listen();
   await telemetry.start(() => ({
     connected: server.connected,
@@ -72,6 +67,26 @@ export async function outputServe(
     dropped: stats.dropped,
     queue_depth: server.queue.length,
   }));
+  return { server, telemetry };
+}
+
+/**
+ * `output serve`: source -> output server. A file source without --realtime
+ * is lossless: wait for a client, read only as fast as the queue drains,
+ * exit after the last frame is written. With --realtime, or from a live pipe,
+ * frames go out as they come and are dropped (counted) when no client keeps up.
+ */
+export async function outputServe(
+  settings: RoleSettings<"output serve">,
+  logger: Logger,
+  shutdown: Shutdown,
+): Promise<number> {
+  const report = logger.for("output-server");
+  const live = settings.realtime || (await isLiveSource(settings.source));
+  // Opening a FIFO waits for its writer (the encoder): a signal must still end the wait.
+  const source = await shutdown.race(openSource(settings.format, settings.source, { lenient: settings.lenient }));
+  if (!source) return EXIT_OK;
+  const { server, telemetry } = await startOutputServer(settings, logger, live);
   try {
     if (!live) {
       report("info", "waiting for a client (lossless file mode)", { source: source.name });

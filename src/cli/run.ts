@@ -8,6 +8,7 @@ import {
   type OptionName,
   type Role,
 } from "../config.ts";
+import { bench } from "./bench.ts";
 import { configCommand } from "./config-command.ts";
 import { Logger } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
@@ -65,8 +66,9 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     return first === undefined ? EXIT_USAGE : EXIT_OK;
   }
   if (first === "config") return configCommand(argv.slice(1), io);
+  if (first === "bench") return bench(argv.slice(1));
   if (first !== "output" && first !== "input") {
-    throw new UsageError(`unknown command "${first}"; allowed: output, input, config (see --help)`);
+    throw new UsageError(`unknown command "${first}"; allowed: output, input, config, bench (see --help)`);
   }
   if (second === undefined || second === "--help" || second === "-h") {
     io.out(CHANNEL_HELP[first]);

@@ -12,7 +12,7 @@ import { hasCapturePattern, MAX_PAGE_SIZE, OggPage, PAGE_HEADER_SIZE } from "./o
  * whether a bad page is fatal.
  */
 export class OggPageReader {
-  private chunk = new Uint8Array(0);
+  private chunk: Uint8Array = new Uint8Array(0);
   private pos = 0;
   private readonly partial = new Uint8Array(MAX_PAGE_SIZE);
   private held = 0;
