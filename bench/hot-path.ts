@@ -71,7 +71,7 @@ async function sendRun(size: number): Promise<number> {
           onWritten: (...a: [number, number, number, number]) => telemetry.onWritten(...a),
         }),
   });
-  telemetry = new Telemetry({ role: "output serve", channel: "output", direction: "send", settings, logger, queue, read: () => ({}) as never });
+  telemetry = await Telemetry.create({ role: "output serve", channel: "output", direction: "send", settings, logger, queue, read: () => ({}) as never });
   writer.attach(fakeSocket() as never);
   const payload = new Uint8Array(size).fill(0xa5);
   const view = new DataView(payload.buffer);
@@ -137,7 +137,7 @@ async function recvRun(size: number, bytes: Uint8Array, framesInStream: number):
       if (m.type === MessageType.OpusFrame && m.length === size) received++;
     },
   });
-  telemetry = new Telemetry({ role: "output recv", channel: "output", direction: "receive", settings, logger, read: () => ({}) as never });
+  telemetry = await Telemetry.create({ role: "output recv", channel: "output", direction: "receive", settings, logger, read: () => ({}) as never });
   const socket = fakeSocket();
   attachFakeSocket(client, socket);
   const receive = (client as unknown as { receive(s: unknown, c: Uint8Array): void }).receive.bind(client);

@@ -140,7 +140,7 @@ export class InputClient {
   }
 
   sendFrame(payload: Uint8Array): boolean {
-    return this.writer.submit(MessageType.OpusFrame, payload, wallClockMs());
+    return this.writer.submit(MessageType.OpusFrame, payload);
   }
 
   /**
@@ -157,7 +157,7 @@ export class InputClient {
     this.finishing = true;
     // A full queue would make room for the Stop by dropping a frame (or the Stop itself).
     if (this.queue.isFull) await this.writer.waitForSpace();
-    this.writer.submit(MessageType.Stop, this.empty, wallClockMs());
+    this.writer.submit(MessageType.Stop, this.empty);
     await this.writer.waitForIdle();
     this.stop();
   }
@@ -204,7 +204,7 @@ export class InputClient {
     }
     // Frames are flowing but queued: a Heartbeat now would only push one out (or be dropped itself).
     if (this.queue.isFull || this.finishing) return;
-    this.writer.submit(MessageType.Heartbeat, this.empty, wallClockMs());
+    this.writer.submit(MessageType.Heartbeat, this.empty);
   }
 
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {

@@ -142,7 +142,7 @@ export class InputServer {
   }
 
   private ack(): void {
-    this.acks.submit(MessageType.Ack, this.empty, wallClockMs());
+    this.acks.submit(MessageType.Ack, this.empty);
   }
 
   /** Stop: the client is leaving; the session ends cleanly and the server waits for the next one. */

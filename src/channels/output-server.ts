@@ -1,5 +1,5 @@
 import type { Socket } from "bun";
-import { MessageType, OUTPUT_MAGIC, wallClockMs } from "../protocol/index.ts";
+import { MessageType, OUTPUT_MAGIC } from "../protocol/index.ts";
 import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
 import { DropReason, FrameStats } from "../transport/frame-stats.ts";
 import { FrameWriter, type FrameWriterOptions } from "../transport/frame-writer.ts";
@@ -92,7 +92,7 @@ export class OutputServer {
   }
 
   /** Queues one Opus frame stamped now; false if it was dropped (and counted). */
-  sendFrame(payload: Uint8Array, timestampMs: number = wallClockMs()): boolean {
+  sendFrame(payload: Uint8Array, timestampMs?: number): boolean {
     return this.writer.submit(MessageType.OpusFrame, payload, timestampMs);
   }
 

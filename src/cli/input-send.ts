@@ -60,7 +60,7 @@ export async function inputSend(
     onRoundTrip: (ms) => telemetry.roundTrip(ms),
   });
   const stats = client.stats;
-  telemetry = new Telemetry({
+  telemetry = await Telemetry.create({
     role: "input send",
     channel: "input",
     direction: "send",

@@ -41,7 +41,7 @@ export async function inputServe(
     },
     onFailure: (error) => finish(error),
   });
-  telemetry = new Telemetry({
+  telemetry = await Telemetry.create({
     role: "input serve",
     channel: "input",
     direction: "receive",

@@ -37,7 +37,7 @@ export async function startOutputClient(
       onMessage(message);
     },
   });
-  telemetry = new Telemetry({
+  telemetry = await Telemetry.create({
     role: "output recv",
     channel: "output",
     direction: "receive",

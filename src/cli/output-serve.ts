@@ -38,7 +38,7 @@ export async function startOutputServer(
     onWritten: (...args) => telemetry.onWritten(...args),
   });
   const stats = server.stats;
-  telemetry = new Telemetry({
+  telemetry = await Telemetry.create({
     role: "output serve",
     channel: "output",
     direction: "send",

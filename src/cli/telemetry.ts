@@ -5,7 +5,7 @@ import { AgentHttpServer, type HealthFigures, type HealthReport, type ListenAddr
 import { MonitorHub, type ConnectionEvent } from "../observe/monitor-hub.ts";
 import { LatencyMonitor } from "../observe/latency-monitor.ts";
 import type { Logger } from "../observe/logger.ts";
-import { AgentMetrics, type ChannelReadings, type MetricsChannel } from "../observe/metrics.ts";
+import type { AgentMetrics, ChannelReadings, MetricsChannel } from "../observe/metrics.ts";
 import type { FrameQueue } from "../transport/frame-queue.ts";
 import type { Report } from "../transport/report.ts";
 import {
@@ -72,7 +72,19 @@ export class Telemetry {
   private readonly report: Report;
   private readonly started = performance.now();
 
-  constructor(private readonly options: TelemetryOptions) {
+  /**
+   * Builds the telemetry of a role. prom-client is loaded only when --metrics
+   * asks for it: it costs tens of milliseconds of start-up and megabytes.
+   */
+  static async create(options: TelemetryOptions): Promise<Telemetry> {
+    const metricsModule = options.settings.metrics ? await import("../observe/metrics.ts") : undefined;
+    return new Telemetry(options, metricsModule?.AgentMetrics);
+  }
+
+  private constructor(
+    private readonly options: TelemetryOptions,
+    Metrics: typeof AgentMetrics | undefined,
+  ) {
     const { settings, logger } = options;
     this.report = logger.for("telemetry");
     this.buffers = bufferSizes(settings["socket-buffers"]);
@@ -86,8 +98,8 @@ export class Telemetry {
         });
       },
     });
-    if (settings.metrics) {
-      this.metrics = new AgentMetrics({
+    if (Metrics) {
+      this.metrics = new Metrics({
         role: options.role,
         channel: options.channel,
         direction: options.direction,

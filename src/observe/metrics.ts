@@ -300,7 +300,8 @@ export class AgentMetrics {
 
   private addProcessMetrics(): void {
     const defaults = new Registry();
-    collectDefaultMetrics({ register: defaults });
+    // Lag sampled once a second, not every 10 ms: the default would wake an idle agent 100 times a second.
+    collectDefaultMetrics({ register: defaults, eventLoopMonitoringPrecision: 1000 });
     for (const name of PROCESS_METRICS) {
       const metric = defaults.getSingleMetric(name);
       if (metric) this.registry.registerMetric(metric);

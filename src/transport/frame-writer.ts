@@ -3,8 +3,8 @@ import { MAX_MESSAGE, MessageType } from "../protocol/index.ts";
 import type { FrameQueue } from "./frame-queue.ts";
 import { DropReason } from "./frame-stats.ts";
 
-/** Largest single write: several frames coalesced, one syscall. */
-export const COALESCE_BYTES = 64 * 1024;
+/** Largest single write: several frames coalesced, one syscall (the high-load SO_SNDBUF size; measured in the benchmark). */
+export const COALESCE_BYTES = 256 * 1024;
 
 export interface FrameWriterOptions {
   /**
@@ -103,9 +103,14 @@ export class FrameWriter {
     this.wake();
   }
 
-  /** Queues a message for the client, or counts it as no_client in live mode without one. */
-  submit(type: Parameters<FrameQueue["push"]>[0], payload: Uint8Array, timestampMs: number): boolean {
+  /**
+   * Queues a message stamped `timestampMs` (Unix ms; now when omitted) for the
+   * client, or counts it as no_client in live mode without one.
+   */
+  submit(type: Parameters<FrameQueue["push"]>[0], payload: Uint8Array, timestampMs?: number): boolean {
+    // One clock read per frame: the header timestamp (wall clock) derives from the monotonic one.
     const now = performance.now();
+    timestampMs ??= performance.timeOrigin + now;
     const live = !this.options.lossless;
     if (!this.socket && live) {
       this.queue.stats.submitted++;
