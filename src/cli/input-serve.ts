@@ -68,7 +68,7 @@ export async function inputServe(
     sessions: server.sessions,
     config: server.config,
   }));
-  const stopFlushing = flushPeriodically(sink);
+  const stopFlushing = flushPeriodically(sink, settings["page-ms"]);
   try {
     await shutdown.race(finished);
   } finally {

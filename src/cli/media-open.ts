@@ -47,11 +47,12 @@ export async function isLiveSource(path: string): Promise<boolean> {
   return !(await stat(path)).isFile();
 }
 
-/** How often buffered sink output is pushed out, so a live listener hears it promptly. */
-export const SINK_FLUSH_MS = 100;
-
-/** Flushes `sink` every SINK_FLUSH_MS; returns the function that stops it. */
-export function flushPeriodically(sink: FrameSink): () => void {
-  const timer = setInterval(() => sink.flush(), SINK_FLUSH_MS);
+/**
+ * Flushes `sink` every `everyMs` (--page-ms), so a live listener downstream
+ * hears audio promptly: an Ogg sink closes its page, a wire sink writes out its
+ * buffer. Returns the function that stops it.
+ */
+export function flushPeriodically(sink: FrameSink, everyMs: number): () => void {
+  const timer = setInterval(() => sink.flush(), everyMs);
   return () => clearInterval(timer);
 }

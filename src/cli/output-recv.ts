@@ -79,7 +79,7 @@ export async function outputRecv(
     sink.write(message);
     if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();
   });
-  const stopFlushing = flushPeriodically(sink);
+  const stopFlushing = flushPeriodically(sink, settings["page-ms"]);
   try {
     await shutdown.race(client.run(settings.once));
   } finally {
