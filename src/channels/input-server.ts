@@ -68,22 +68,21 @@ export class InputServer {
 
   async listen(): Promise<void> {
     const options = this.options;
-    const input = this;
     this.server = await UnixServer.listen({
       path: options.path,
       mode: options.mode,
       report: options.report,
       handler: {
         open: (socket) => {
-          input.parser = new FrameParser(INPUT_MAGIC);
-          input.sessions++;
+          this.parser = new FrameParser(INPUT_MAGIC);
+          this.sessions++;
           options.onClient?.(socket);
-          input.acks.attach(socket);
+          this.acks.attach(socket);
         },
-        data: (socket, chunk) => input.receive(socket, chunk),
-        drain: (socket) => input.acks.onDrain(socket),
+        data: (socket, chunk) => this.receive(socket, chunk),
+        drain: (socket) => this.acks.onDrain(socket),
         close: (_socket, reason) => {
-          input.acks.detach(DropReason.NoClient);
+          this.acks.detach(DropReason.NoClient);
           if (reason !== "session stopped") options.onSessionEnd?.(reason, false);
         },
       },

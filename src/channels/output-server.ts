@@ -60,7 +60,6 @@ export class OutputServer {
 
   async listen(): Promise<void> {
     const options = this.options;
-    const output = this;
     this.server = await UnixServer.listen({
       path: options.path,
       mode: options.mode,
@@ -68,15 +67,15 @@ export class OutputServer {
       handler: {
         open: (socket) => {
           options.onClient?.(socket);
-          output.writer.attach(socket);
-          for (const wake of output.clientWaiters.splice(0)) wake();
+          this.writer.attach(socket);
+          for (const wake of this.clientWaiters.splice(0)) wake();
         },
         data: (_socket, chunk) => {
-          output.unexpectedBytes += chunk.length;
+          this.unexpectedBytes += chunk.length;
         },
-        drain: (socket) => output.writer.onDrain(socket),
+        drain: (socket) => this.writer.onDrain(socket),
         close: (_socket, reason) => {
-          output.writer.detach(DropReason.NoClient);
+          this.writer.detach(DropReason.NoClient);
           options.onClientGone?.(reason);
         },
       },
