@@ -27,8 +27,11 @@ interface OptionSpec {
   schema: v.GenericSchema<unknown, unknown>;
 }
 
-/** Accepts a number, or text that reads as one (flags and env are text). */
-const numberLike = v.union([v.number(), v.pipe(v.string(), v.trim(), v.nonEmpty(), v.transform(Number))]);
+/** Accepts a number, or decimal text (flags and env are text); not "0x10" or "1e3". */
+const numberLike = v.union([
+  v.number(),
+  v.pipe(v.string(), v.trim(), v.regex(/^-?\d+(?:\.\d+)?$/), v.transform(Number)),
+]);
 
 function integer(min: number, max: number): v.GenericSchema<unknown, number> {
   return v.pipe(numberLike, v.number(), v.integer(), v.minValue(min), v.maxValue(max));
@@ -229,6 +232,12 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw new ConfigError(`config ${path}: expected a JSON object of settings, found ${Array.isArray(json) ? "an array" : JSON.stringify(json)}`);
   }
+  for (const section of ["output", "input"] as const) {
+    const value = (json as Record<string, unknown>)[section];
+    if (value !== undefined && (typeof value !== "object" || value === null || Array.isArray(value))) {
+      throw new ConfigError(`config ${path}: "${section}" must be an object of settings, found ${JSON.stringify(value)}`);
+    }
+  }
   const result = v.safeParse(configFileSchema, json);
   if (!result.success) {
     const issue = result.issues[0];
@@ -236,11 +245,12 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
     const key = keys[keys.length - 1] ?? "";
     const keyPath = keys.join(".");
     const value = JSON.stringify(issue.path?.[issue.path.length - 1]?.value ?? issue.input);
-    if (!(key in OPTIONS) && key !== "output" && key !== "input") {
+    const isSection = keys.length === 1 && (key === "output" || key === "input");
+    if (!(key in OPTIONS) && !isSection) {
       const where = keys.length > 1 ? `the "${keys[0]}" section` : "the top level or an output/input section";
       throw new ConfigError(`config ${path}: unknown key "${keyPath}"; allowed in ${where}: ${Object.keys(OPTIONS).join(", ")}`);
     }
-    if (key === "output" || key === "input") {
+    if (isSection) {
       throw new ConfigError(`config ${path}: "${keyPath}" must be an object of settings, found ${value}`);
     }
     throw new ConfigError(`config ${path}: "${keyPath}": ${value} is not allowed: ${OPTIONS[key as OptionName].allowed}`);

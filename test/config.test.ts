@@ -230,17 +230,20 @@ describe("parseConfigFile", () => {
     expect(fileError(`{"input": null}`)).toBe('config /etc/bad.json: "input" must be an object of settings, found null');
   });
 
-  // Known bugs in src/config.ts (reported, not fixed here): these document the right behaviour and
-  // start failing, as a reminder to make them plain tests, once config.ts is fixed.
-  test.failing("KNOWN BUG: an array section is refused as not an object ([] is accepted as an empty section today)", () => {
+  test("an array section is refused as not an object", () => {
     expect(fileError(`{"input": []}`)).toBe('config /etc/bad.json: "input" must be an object of settings, found []');
   });
 
-  test.failing('KNOWN BUG: an array section with items is "not an object", not an unknown key "input.0"', () => {
+  test('an array section with items is "not an object", not an unknown key "input.0"', () => {
     expect(fileError(`{"input": [1]}`)).toBe('config /etc/bad.json: "input" must be an object of settings, found [1]');
   });
 
-  test.failing("KNOWN BUG: a section inside a section is an unknown key, not an object that must be an object", () => {
+  test("hexadecimal or exponent text is not a number", () => {
+    expect(fileError(`{"queue-frames": "0x10"}`)).toBe('config /etc/bad.json: "queue-frames": "0x10" is not allowed: an integer 1..100000');
+    expect(fileError(`{"queue-frames": "1e3"}`)).toBe('config /etc/bad.json: "queue-frames": "1e3" is not allowed: an integer 1..100000');
+  });
+
+  test("a section inside a section is an unknown key", () => {
     expect(fileError(`{"output": {"input": {}}}`)).toStartWith('config /etc/bad.json: unknown key "output.input"');
   });
 
