@@ -109,6 +109,10 @@ export class InputClient {
     return this.connection.connects;
   }
 
+  get connectionDrops(): number {
+    return this.connection.connectionDrops;
+  }
+
   /**
    * Unix ms of the last write that completed an OpusFrame; 0 before the first.
    * Unlike stats.lastDeliveredUnixMs, Heartbeats and the Stop do not move it.

@@ -148,6 +148,6 @@ export class InputServer {
   private endSession(socket: Socket<unknown>): void {
     this.cleanSessions++;
     this.options.onSessionEnd?.("stop", true);
-    this.server?.disconnect(socket, "session stopped");
+    this.server?.disconnect(socket, "session stopped", true, true);
   }
 }

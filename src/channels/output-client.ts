@@ -74,6 +74,10 @@ export class OutputClient {
     return this.connection.connects;
   }
 
+  get connectionDrops(): number {
+    return this.connection.connectionDrops;
+  }
+
   /**
    * Receives until stop() (or, with `once`, until the first connection ends).
    * Rejects with ConnectTimeoutError when no server appears in time, and with

@@ -37,7 +37,6 @@ export async function inputSend(
     frameSize: settings["frame-size"] ?? source.audioConfig?.frameSize ?? DEFAULT_AUDIO_CONFIG.frameSize,
   };
   let telemetry!: Telemetry;
-  let connectionDrops = 0;
   const client: InputClient = new InputClient({
     path: settings.socket,
     report,
@@ -51,10 +50,7 @@ export async function inputSend(
     writeDeadlineMs: settings["write-deadline-ms"],
     stuckFrames: settings["stuck-frames"],
     onConnect: (socket) => telemetry.onSocket(socket),
-    onDisconnect: (reason) => {
-      connectionDrops++;
-      telemetry.connectionEvent("disconnected", reason);
-    },
+    onDisconnect: (reason) => telemetry.connectionEvent("disconnected", reason),
     onShortWrite: (socket) => telemetry.onShortWrite(socket),
     onWritten: (...args) => telemetry.onWritten(...args),
     onRoundTrip: (ms) => telemetry.roundTrip(ms),
@@ -71,7 +67,7 @@ export async function inputSend(
       frames: stats.delivered - client.controlDelivered,
       bytes: stats.deliveredBytes,
       dropped: stats.dropped,
-      connectionDrops,
+      connectionDrops: client.connectionDrops,
       reconnects: Math.max(0, client.connects - 1),
       queueDepth: client.queue.length,
       queueCapacity: client.queue.capacity,

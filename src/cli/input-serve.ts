@@ -51,7 +51,7 @@ export async function inputServe(
       frames: server.framesReceived,
       bytes: server.bytesReceived,
       dropped: {},
-      connectionDrops: server.listener.disconnects,
+      connectionDrops: server.listener.connectionDrops,
       reconnects: Math.max(0, server.listener.connections - 1),
       queueDepth: 0,
       queueCapacity: 0,

@@ -18,16 +18,12 @@ export async function startOutputClient(
   onMessage: (message: ParsedMessage) => void,
 ): Promise<{ client: OutputClient; telemetry: Telemetry }> {
   let telemetry!: Telemetry;
-  let connectionDrops = 0;
   const client: OutputClient = new OutputClient({
     path: settings.socket,
     report: logger.for("output-client"),
     connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
     onConnect: (socket) => telemetry.onSocket(socket),
-    onDisconnect: (reason) => {
-      connectionDrops++;
-      telemetry.connectionEvent("disconnected", reason);
-    },
+    onDisconnect: (reason) => telemetry.connectionEvent("disconnected", reason),
     onFrameAge: (ms) => telemetry.frameAge(ms),
     onMessage: (message) => {
       if (message.type === MessageType.OpusFrame) {
@@ -47,7 +43,7 @@ export async function startOutputClient(
       frames: client.framesReceived,
       bytes: client.bytesReceived,
       dropped: {},
-      connectionDrops,
+      connectionDrops: client.connectionDrops,
       reconnects: Math.max(0, client.connects - 1),
       queueDepth: 0,
       queueCapacity: 0,

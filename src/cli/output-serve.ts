@@ -49,7 +49,7 @@ export async function startOutputServer(
       frames: stats.delivered,
       bytes: stats.deliveredBytes,
       dropped: stats.dropped,
-      connectionDrops: server.listener.disconnects,
+      connectionDrops: server.listener.connectionDrops,
       reconnects: Math.max(0, server.listener.connections - 1),
       queueDepth: server.queue.length,
       queueCapacity: server.queue.capacity,

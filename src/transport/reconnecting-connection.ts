@@ -26,6 +26,8 @@ export interface ReconnectingConnectionOptions {
 export class ReconnectingConnection {
   /** Connections made so far. */
   connects = 0;
+  /** Connections that ended other than by stop(): the server left, or we gave up on it. */
+  connectionDrops = 0;
   private current: Socket<unknown> | undefined;
   private closedWaiter: ((reason: string) => void) | undefined;
   private readonly abort = new AbortController();
@@ -101,6 +103,7 @@ export class ReconnectingConnection {
   private closed(socket: Socket<unknown>, reason: string): boolean {
     if (socket !== this.current) return false;
     this.current = undefined;
+    if (!this.stopping) this.connectionDrops++;
     const precise = this.options.onClose(socket, reason) ?? reason;
     const wake = this.closedWaiter;
     this.closedWaiter = undefined;

@@ -36,8 +36,11 @@ export class UnixServer {
   private stopped = false;
   connections = 0;
   replacements = 0;
-  /** Client connections that ended, for any reason. */
-  disconnects = 0;
+  /**
+   * Client connections that ended other than by the server's own stop or an
+   * `expected` disconnect (a client's clean Stop): the connection drops.
+   */
+  connectionDrops = 0;
 
   private constructor(
     private readonly listener: SocketListener<Connection>,
@@ -86,11 +89,11 @@ export class UnixServer {
    * Closes the current client; the server keeps listening. Graceful closes
    * let the peer read what was written; a stuck client is cut off at once.
    */
-  disconnect(socket: Socket<unknown>, reason: string, graceful = true): void {
+  disconnect(socket: Socket<unknown>, reason: string, graceful = true, expected = false): void {
     if (socket !== this.current) return;
     (socket as Socket<Connection>).data.closeReason = reason;
     this.current = undefined;
-    this.disconnects++;
+    if (!expected) this.connectionDrops++;
     this.options.report("info", "client disconnected", {
       socket: this.options.path,
       client: (socket as Socket<Connection>).data.id,
@@ -108,7 +111,7 @@ export class UnixServer {
     // Stop accepting first, so a client reconnecting right now is refused rather than accepted and cut.
     this.listener.stop();
     const client = this.current;
-    if (client) this.disconnect(client, "server stopping");
+    if (client) this.disconnect(client, "server stopping", true, true);
     await removeSocketFile(this.options.path);
   }
 
@@ -132,7 +135,7 @@ export class UnixServer {
   private closed(socket: Socket<Connection>, error?: Error): void {
     if (socket !== this.current) return;
     this.current = undefined;
-    this.disconnects++;
+    this.connectionDrops++;
     const reason = socket.data.closeReason ?? (error ? `error: ${error.message}` : "peer closed");
     this.options.report("info", "client disconnected", {
       socket: this.options.path,

@@ -167,3 +167,30 @@ describe("OutputServer client replacement", () => {
     expect(server.stats.droppedTotal).toBe(0);
   });
 });
+
+describe("UnixServer: connection drops", () => {
+  test("a client leaving, being replaced or cut off counts; an expected end and the server's own stop do not", async () => {
+    const { events, handler } = recordingHandler();
+    const { path, server } = await startUnixServer(handler);
+
+    const first = await connect(path);
+    await until(() => events.length === 1, "first open");
+    await connect(path); // replaces the first: its connection dropped
+    await first.closed;
+    await until(() => server.connectionDrops === 1, "replacement counted");
+
+    server.disconnect(server.client!, "session stopped", true, true); // a clean end the protocol asked for
+    await until(() => server.client === undefined, "expected end");
+    expect(server.connectionDrops).toBe(1);
+
+    const third = await connect(path);
+    await until(() => server.client !== undefined, "third open");
+    third.socket.end(); // the peer leaves
+    await until(() => server.connectionDrops === 2, "peer close counted");
+
+    await connect(path);
+    await until(() => server.client !== undefined, "fourth open");
+    await server.stop();
+    expect(server.connectionDrops).toBe(2);
+  });
+});
