@@ -232,7 +232,7 @@ export class Telemetry {
   }
 
   private applyBuffers(socket: Socket<unknown>, sizes: SocketBufferSizes): void {
-    const fd = (socket as unknown as { fd?: number }).fd;
+    const fd = socket.fd;
     if (typeof fd !== "number" || fd < 0) return;
     const set = setSocketBuffers(fd, sizes);
     if (!set.ok) {
@@ -262,7 +262,7 @@ export class Telemetry {
   }
 
   private sampleSocket(socket: Socket<unknown>): void {
-    const fd = (socket as unknown as { fd?: number }).fd;
+    const fd = socket.fd;
     if (typeof fd !== "number" || fd < 0) return;
     const out = sendQueueBytes(fd);
     if (out.ok && this.kernelBuffers.sendBytes > 0) {

@@ -63,7 +63,7 @@ export function encodeMessage(
   type: MessageType,
   payload: Uint8Array = new Uint8Array(0),
   timestampNs: bigint = 0n,
-): Uint8Array {
+): Uint8Array<ArrayBuffer> {
   if (payload.length > MAX_PAYLOAD) throw ProtocolError.frameTooLarge(payload.length);
   const bytes = new Uint8Array(HEADER_SIZE + payload.length);
   const view = new DataView(bytes.buffer);

@@ -149,7 +149,7 @@ export function payloadOf(i: number): Uint8Array {
 
 /** A wire capture of `count` OpusFrames (payloadOf(i), 20 ms apart) at `path`. */
 export async function writeCapture(path: string, count: number): Promise<void> {
-  const parts: Uint8Array[] = [];
+  const parts: Uint8Array<ArrayBuffer>[] = [];
   for (let i = 0; i < count; i++) {
     parts.push(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payloadOf(i), 1_700_000_000_000_000_000n + BigInt(i) * 20_000_000n));
   }

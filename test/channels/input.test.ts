@@ -308,8 +308,8 @@ describe("input channel in-process", () => {
       unix: sock,
       socket: {
         binaryType: "uint8array",
-        data: (_s, chunk) => (answered += chunk.length),
-        close: () => (closed = true),
+        data: (_s, chunk) => void (answered += chunk.length),
+        close: () => void (closed = true),
         drain: () => {},
         error: () => {},
       },

@@ -454,7 +454,7 @@ export function runCase(c: FuzzCase, factory: ParserFactory = frameParserFactory
     if (!(thrown instanceof ProtocolError)) fail(`threw ${describeError(thrown)}, expected only ProtocolErrors`);
     const e = thrown as ProtocolError;
     if (!ALLOWED_KINDS.has(e.kind)) fail(`ProtocolError of kind ${e.kind}, allowed ${[...ALLOWED_KINDS].join("/")}`);
-    if (end.kind === "ok" || end.kind === "Truncated") fail(`threw ${describeError(e)} but the reference sees ${JSON.stringify(end)}`);
+    if (end.kind === "ok" || end.kind === "Truncated") return fail(`threw ${describeError(e)} but the reference sees ${JSON.stringify(end)}`);
     if (e.kind !== end.kind || e.value !== end.value >>> 0 || e.offset !== end.offset) {
       fail(`threw ${describeError(e)}, expected ${end.kind} value ${end.value >>> 0} at ${end.offset}`);
     }
@@ -487,7 +487,7 @@ export function runCase(c: FuzzCase, factory: ParserFactory = frameParserFactory
     if (e instanceof FuzzFailure) throw e;
     if (!(e instanceof ProtocolError)) fail(`finish() threw ${describeError(e)}`);
     const p = e as ProtocolError;
-    if (end.kind !== "Truncated") fail(`finish() threw ${describeError(p)} at a message boundary`);
+    if (end.kind !== "Truncated") return fail(`finish() threw ${describeError(p)} at a message boundary`);
     if (p.kind !== "Truncated" || p.value !== end.value || p.offset !== end.offset) {
       fail(`finish() threw ${describeError(p)}, expected Truncated value ${end.value} at ${end.offset}`);
     }

@@ -166,7 +166,7 @@ describe("OggPacketReader", () => {
     writer.addPacket(big, 1);
     writer.flushPage();
     const reader = new OggPacketReader(4096);
-    let found;
+    let found: { size: number; data: Uint8Array; offset: number } | undefined;
     for (const p of pages) {
       reader.push(pageAt(p));
       const got = reader.next();

@@ -39,7 +39,7 @@ const outPath = () => join(fx.dir, `out-${count++}.opus`);
 const read = (path: string) => new Uint8Array(readFileSync(path));
 
 /** Hands the sink a real ParsedMessage, as the input channel's parser produces it. */
-function send(sink: OggSink, type: MessageType, payload = new Uint8Array(0)): void {
+function send(sink: OggSink, type: MessageType, payload: Uint8Array = new Uint8Array(0)): void {
   const parser = new FrameParser(INPUT_MAGIC);
   parser.push(encodeMessage(INPUT_MAGIC, type, payload, 1n));
   sink.write(parser.next()!);

@@ -243,7 +243,7 @@ describe("monitor hub", () => {
       const STEP_MS = 1;
       const sockets = socketDir(defer);
       const capture = sockets.path("flood.wire");
-      const parts: Uint8Array[] = [];
+      const parts: Uint8Array<ArrayBuffer>[] = [];
       for (let i = 0; i < FRAMES; i++) {
         const payload = new Uint8Array(4096).fill(i & 0xff);
         parts.push(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payload, 1_700_000_000_000_000_000n + BigInt(i * STEP_MS) * 1_000_000n));
@@ -258,7 +258,8 @@ describe("monitor hub", () => {
       const wsUrl = `${base.replace(/^http/, "ws")}/ws`;
 
       // The slow listener: asks for frames, then stops reading its socket.
-      const slow = new WebSocket(wsUrl);
+      // Bun's WebSocket client has pause()/terminate(); the DOM type does not list them.
+      const slow = new WebSocket(wsUrl) as WebSocket & { pause(): boolean; terminate(): void };
       defer(() => slow.terminate());
       await new Promise((open) => (slow.onopen = open));
       slow.send(JSON.stringify({ listen: true }));
