@@ -75,6 +75,9 @@ export async function buildTarget(target: TargetName, outdir: string, commit = g
     // With `compile` the map is embedded in the executable (traces point at
     // src/*.ts lines even without the .map file); "linked" also writes it beside.
     sourcemap: "linked",
+    // Precompiled JavaScriptCore bytecode: the binary skips parsing its bundle at start-up
+    // (measured: --version 50-60 ms -> 40 ms). Needs an entry without top-level await.
+    bytecode: true,
     define: { AUDIO_AGENT_COMMIT: JSON.stringify(commit) },
   });
   if (!result.success) {

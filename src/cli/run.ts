@@ -8,28 +8,26 @@ import {
   type OptionName,
   type Role,
 } from "../config.ts";
-import { bench } from "./bench.ts";
-import { configCommand } from "./config-command.ts";
 import { Logger } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";
 import { ConnectTimeoutError } from "../transport/unix-client.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from "./errors.ts";
 import { CHANNEL_HELP, roleHelp, TOP_HELP } from "./help.ts";
-import { inputSend } from "./input-send.ts";
-import { inputServe } from "./input-serve.ts";
-import { outputRecv } from "./output-recv.ts";
-import { outputServe } from "./output-serve.ts";
 import { Shutdown } from "./shutdown.ts";
 import { versionLine } from "./version.ts";
 
 type RoleMain = (settings: never, logger: Logger, shutdown: Shutdown) => Promise<number>;
 
-const ROLES: Partial<Record<Role, RoleMain>> = {
-  "output serve": outputServe,
-  "output recv": outputRecv,
-  "input serve": inputServe,
-  "input send": inputSend,
+/**
+ * Each role's module is loaded only when that role runs: a process plays one
+ * role, and loading them all (and the benchmark) cost start-up time.
+ */
+const ROLES: Record<Role, () => Promise<RoleMain>> = {
+  "output serve": async () => (await import("./output-serve.ts")).outputServe,
+  "output recv": async () => (await import("./output-recv.ts")).outputRecv,
+  "input serve": async () => (await import("./input-serve.ts")).inputServe,
+  "input send": async () => (await import("./input-send.ts")).inputSend,
 };
 
 export interface CliIo {
@@ -65,8 +63,8 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     io.out(TOP_HELP);
     return first === undefined ? EXIT_USAGE : EXIT_OK;
   }
-  if (first === "config") return configCommand(argv.slice(1), io);
-  if (first === "bench") return bench(argv.slice(1));
+  if (first === "config") return (await import("./config-command.ts")).configCommand(argv.slice(1), io);
+  if (first === "bench") return (await import("./bench.ts")).bench(argv.slice(1));
   if (first !== "output" && first !== "input") {
     throw new UsageError(`unknown command "${first}"; allowed: output, input, config, bench (see --help)`);
   }
@@ -75,8 +73,8 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     return second === undefined ? EXIT_USAGE : EXIT_OK;
   }
   const role = `${first} ${second}` as Role;
-  const main = ROLES[role];
-  if (!(role in ROLE_OPTIONS) || !main) {
+  const load = ROLES[role];
+  if (!(role in ROLE_OPTIONS) || !load) {
     const allowed = first === "output" ? "serve, recv" : "serve, send";
     throw new UsageError(`unknown ${first} command "${second}"; allowed: ${allowed}`);
   }
@@ -90,6 +88,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   const logger = new Logger({ level: settings["log-level"], format: settings["log-format"] });
   const shutdown = new Shutdown(logger.for("agent"));
   try {
+    const main = await load();
     return await main(settings as never, logger, shutdown);
   } finally {
     shutdown.dispose();
