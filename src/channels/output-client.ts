@@ -93,6 +93,12 @@ export class OutputClient {
     this.connection.stop();
   }
 
+  /** Ends the run with `error` (e.g. the sink failed): run() rejects with it. */
+  fail(error: Error): void {
+    this.failure ??= error;
+    this.stop();
+  }
+
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
     this.bytesReceived += chunk.length;
     this.reads++;
@@ -115,8 +121,7 @@ export class OutputClient {
     } catch (e) {
       if (!(e instanceof ProtocolError)) {
         // The sink failed (e.g. disk full): that ends the run, not just this connection.
-        this.failure = e as Error;
-        this.stop();
+        this.fail(e as Error);
         return;
       }
       this.protocolErrors++;

@@ -68,22 +68,26 @@ export async function inputServe(
     sessions: server.sessions,
     config: server.config,
   }));
-  const stopFlushing = flushPeriodically(sink, settings["page-ms"]);
+  const stopFlushing = flushPeriodically(sink, settings["page-ms"], (error) => finish(error));
   try {
     await shutdown.race(finished);
   } finally {
     stopFlushing();
     await server.stop();
     await telemetry.stop();
-    sink.close();
-    report("info", "stopped", {
-      signal: shutdown.signal,
-      frames: server.framesReceived,
-      heartbeats: server.heartbeats,
-      sessions: server.sessions,
-      clean_sessions: server.cleanSessions,
-      protocol_errors: server.protocolErrors,
-    });
+    try {
+      // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.
+      sink.close();
+    } finally {
+      report("info", "stopped", {
+        signal: shutdown.signal,
+        frames: server.framesReceived,
+        heartbeats: server.heartbeats,
+        sessions: server.sessions,
+        clean_sessions: server.cleanSessions,
+        protocol_errors: server.protocolErrors,
+      });
+    }
   }
   return EXIT_OK;
 }

@@ -75,21 +75,25 @@ export async function outputRecv(
     sink.write(message);
     if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();
   });
-  const stopFlushing = flushPeriodically(sink, settings["page-ms"]);
+  const stopFlushing = flushPeriodically(sink, settings["page-ms"], (error) => client.fail(error));
   try {
     await shutdown.race(client.run(settings.once));
   } finally {
     stopFlushing();
     client.stop();
     await telemetry.stop();
-    sink.close();
-    report("info", "stopped", {
-      signal: shutdown.signal,
-      frames: client.framesReceived,
-      other_messages: client.otherMessages,
-      protocol_errors: client.protocolErrors,
-      connects: client.connects,
-    });
+    try {
+      // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.
+      sink.close();
+    } finally {
+      report("info", "stopped", {
+        signal: shutdown.signal,
+        frames: client.framesReceived,
+        other_messages: client.otherMessages,
+        protocol_errors: client.protocolErrors,
+        connects: client.connects,
+      });
+    }
   }
   return EXIT_OK;
 }

@@ -20,6 +20,7 @@ import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { fakeServer, writeInPieces } from "../support/peer.ts";
 import { indexedPayload, isIntactIndexedPayload, payloadIndex, until } from "../support/temp.ts";
+import { concatBytes } from "../support/bytes.ts";
 
 const defer = useCleanup();
 
@@ -68,16 +69,6 @@ async function startOutputServer(path: string) {
 
 function frame(i: number): Uint8Array {
   return encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payload(i), BigInt(i));
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 function header(magic: number, type: number, length: number): Uint8Array {
@@ -133,7 +124,7 @@ describe("OutputClient reconnects", () => {
 describe("OutputClient against a raw server", () => {
   test("tolerates Heartbeat, Ack, Config and Stop between frames, split at odd places", async () => {
     const path = socketDir(defer, "oc-").path("raw.sock");
-    const stream = concat(
+    const stream = concatBytes([
       frame(0),
       encodeMessage(OUTPUT_MAGIC, MessageType.Heartbeat, undefined, 1n),
       frame(1),
@@ -142,7 +133,7 @@ describe("OutputClient against a raw server", () => {
       frame(2),
       encodeMessage(OUTPUT_MAGIC, MessageType.Stop),
       frame(3),
-    );
+    ]);
     const server = fakeServer(path, (socket) => void writeInPieces(socket, stream, 7));
     defer(server.stop);
     const { client, seen, frames } = recordingClient(path);
@@ -173,7 +164,7 @@ describe("OutputClient against a raw server", () => {
       const path = socketDir(defer, "oc-").path("raw.sock");
       const server = fakeServer(path, (socket, n) => {
         // First connection: a good frame, then the violation (header split across writes). Later: a good frame.
-        if (n === 0) void writeInPieces(socket, concat(frame(0), violation.bytes, new Uint8Array(64)), 9);
+        if (n === 0) void writeInPieces(socket, concatBytes([frame(0), violation.bytes, new Uint8Array(64)]), 9);
         else socket.write(frame(n));
       });
       defer(server.stop);
@@ -199,7 +190,7 @@ describe("OutputClient run() endings", () => {
   test("with once, run() returns when the server closes the connection", async () => {
     const path = socketDir(defer, "oc-").path("raw.sock");
     const server = fakeServer(path, (socket) => {
-      socket.write(concat(frame(0), frame(1)));
+      socket.write(concatBytes([frame(0), frame(1)]));
       socket.end();
     });
     defer(server.stop);
@@ -215,7 +206,7 @@ describe("OutputClient run() endings", () => {
     const path = socketDir(defer, "oc-").path("raw.sock");
     const cut = frame(1).subarray(0, 30);
     const server = fakeServer(path, (socket) => {
-      socket.write(concat(frame(0), cut));
+      socket.write(concatBytes([frame(0), cut]));
       socket.end();
     });
     defer(server.stop);
@@ -246,7 +237,7 @@ describe("OutputClient run() endings", () => {
 
   test("a failing onMessage (e.g. the sink) ends run() with that error instead of reconnecting", async () => {
     const path = socketDir(defer, "oc-").path("raw.sock");
-    const server = fakeServer(path, (socket) => socket.write(concat(frame(0), frame(1), frame(2))));
+    const server = fakeServer(path, (socket) => socket.write(concatBytes([frame(0), frame(1), frame(2)])));
     defer(server.stop);
     let calls = 0;
     const client = new OutputClient({

@@ -15,7 +15,7 @@ import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { sameBytes, until } from "../support/temp.ts";
 import { drain, pagesOf } from "../media/ogg-helpers.ts";
-import { concatBytes } from "../long/parser-fuzzer.ts";
+import { concatBytes } from "../support/bytes.ts";
 import { expectAccountedLine, expectIntactInOrder, indexedWire, logFields, StdinFeeder, wireFileFrames } from "./support.ts";
 
 const defer = useCleanup();

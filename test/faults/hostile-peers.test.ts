@@ -32,6 +32,7 @@ import { spawnAgent, stopAgents } from "../support/cli.ts";
 import { fakeServer, RecordingClient, writeInPieces } from "../support/peer.ts";
 import { indexedPayload, until } from "../support/temp.ts";
 import { expectAccountedStats, expectIntactInOrder, FEED_MAX_SIZE, indexedWire, logFields, wireFileFrames } from "./support.ts";
+import { concatBytes } from "../support/bytes.ts";
 
 const defer = useCleanup();
 
@@ -54,16 +55,6 @@ const VIOLATIONS: Violation[] = [
   { name: "length 4097", kind: "FrameTooLarge", header: (m) => header(m, 0, 4097) },
   { name: "length 2^32-1", kind: "FrameTooLarge", header: (m) => header(m, 0, 2 ** 32 - 1) },
 ];
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 const configMessage = () => encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG), 1n);
 
@@ -160,7 +151,7 @@ describe("a client breaking the framing, against the input server", () => {
       defer(() => peer.close());
       // Config, three frames, the violation, and bytes after it that must never be read as frames.
       const garbage = indexedWire(1000, 1003, FEED_MAX_SIZE, INPUT_MAGIC);
-      await writeInPieces(peer.socket, concat([configMessage(), indexedWire(0, 3, FEED_MAX_SIZE, INPUT_MAGIC), violation.header(INPUT_MAGIC), garbage]), 1 << 16);
+      await writeInPieces(peer.socket, concatBytes([configMessage(), indexedWire(0, 3, FEED_MAX_SIZE, INPUT_MAGIC), violation.header(INPUT_MAGIC), garbage]), 1 << 16);
       await peer.closed;
 
       expect(server.protocolErrors).toBe(1);
@@ -192,7 +183,7 @@ describe("a client breaking the framing, against the input server", () => {
     const peer = await RecordingClient.connect(path, { magic: INPUT_MAGIC });
     defer(() => peer.close());
     const cut = indexedWire(3, 4, FEED_MAX_SIZE, INPUT_MAGIC).subarray(0, 9);
-    await writeInPieces(peer.socket, concat([configMessage(), indexedWire(0, 3, FEED_MAX_SIZE, INPUT_MAGIC), cut]), 1 << 16);
+    await writeInPieces(peer.socket, concatBytes([configMessage(), indexedWire(0, 3, FEED_MAX_SIZE, INPUT_MAGIC), cut]), 1 << 16);
     peer.socket.end();
     await peer.closed;
     await until(() => sessions.length === 1, "session ended");
@@ -209,7 +200,7 @@ describe("a client breaking the framing, against the input server", () => {
     const { path, server, frames, sessions } = await startInputServer();
     const peer = await RecordingClient.connect(path, { magic: INPUT_MAGIC });
     defer(() => peer.close());
-    const stream = concat([
+    const stream = concatBytes([
       configMessage(),
       indexedWire(0, 20, 64, INPUT_MAGIC),
       encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, undefined, 2n),
@@ -245,7 +236,7 @@ describe("a server breaking the framing, against `output recv`", () => {
   for (const violation of VIOLATIONS) {
     test(`${violation.name}: the client disconnects, counts it, reconnects and receives the next server's frames`, async () => {
       const { sink, fake, recv } = await recvAgainstFakeServer((socket, n) => {
-        if (n === 0) socket.write(concat([indexedWire(0, 3), violation.header(OUTPUT_MAGIC), indexedWire(1000, 1003)]));
+        if (n === 0) socket.write(concatBytes([indexedWire(0, 3), violation.header(OUTPUT_MAGIC), indexedWire(1000, 1003)]));
         else if (n === 1) {
           socket.write(indexedWire(3, 8));
           return endOnceRead(socket);
@@ -273,7 +264,7 @@ describe("a server breaking the framing, against `output recv`", () => {
   test("a header cut off by the server's close: reported as a lost partial message, then the next connection's frames arrive", async () => {
     const { sink, fake, recv } = await recvAgainstFakeServer((socket, n) => {
       if (n === 0) {
-        socket.write(concat([indexedWire(0, 3), indexedWire(3, 4).subarray(0, 9)]));
+        socket.write(concatBytes([indexedWire(0, 3), indexedWire(3, 4).subarray(0, 9)]));
         return endOnceRead(socket);
       }
       if (n === 1) {

@@ -9,7 +9,7 @@ import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/ind
 import { DROP_REASONS, type FrameStats } from "../../src/transport/frame-stats.ts";
 import type { AgentProcess } from "../support/cli.ts";
 import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/temp.ts";
-import { parseWire } from "../support/wire.ts";
+import { parseWire, wireBytes } from "../support/wire.ts";
 
 /** Frames fed to spawned servers stay small so that a flood is many frames, not many bytes. */
 export const FEED_MAX_SIZE = 600;
@@ -95,20 +95,7 @@ export function wireFileFrames(path: string): { frames: Uint8Array[]; trailing: 
 
 /** Wire messages of indexed frames `from` .. `to - 1` (what a capture of them holds). */
 export function indexedWire(from: number, to: number, maxSize = FEED_MAX_SIZE, magic = OUTPUT_MAGIC): Uint8Array {
-  const parts: Uint8Array[] = [];
-  let total = 0;
-  for (let i = from; i < to; i++) {
-    const m = encodeMessage(magic, MessageType.OpusFrame, indexedPayload(i, maxSize), BigInt(i) * 20_000_000n);
-    parts.push(m);
-    total += m.length;
-  }
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return wireBytes(from, to, (i) => indexedPayload(i, maxSize), magic);
 }
 
 /**

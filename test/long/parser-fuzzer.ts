@@ -32,6 +32,7 @@ import {
   type MessageType,
 } from "../../src/protocol/index.ts";
 import { Rng } from "./rng.ts";
+import { concatBytes } from "../support/bytes.ts";
 
 /** What the fuzzer drives: FrameParser, or a stand-in in the fuzzer's own self-test. */
 export interface StreamParser {
@@ -124,16 +125,6 @@ function header(magic: number, type: number, length: number, tsLo: number, tsHi:
   view.setUint32(9, tsLo >>> 0, true);
   view.setUint32(13, tsHi >>> 0, true);
   return h;
-}
-
-export function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** A valid stream of random messages, at most about `budget` bytes. */

@@ -15,7 +15,8 @@ import { OggSource } from "../../src/media/ogg-source.ts";
 import { computePageCrc, PAGE_HEADER_SIZE } from "../../src/media/ogg-page.ts";
 import { WireSource } from "../../src/media/wire-source.ts";
 import { HEADER_SIZE, INPUT_MAGIC, MAX_PAYLOAD, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
-import { concatBytes, makeCase, referenceParse } from "./parser-fuzzer.ts";
+import { concatBytes } from "../support/bytes.ts";
+import { makeCase, referenceParse } from "./parser-fuzzer.ts";
 import { Rng } from "./rng.ts";
 
 export interface SourceFuzzRun {

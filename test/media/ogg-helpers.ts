@@ -4,16 +4,7 @@ import type { FrameSource } from "../../src/media/frame-source.ts";
 import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
 import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
 import { OggPageWriter, type OggPageWriterOptions } from "../../src/media/ogg-page-writer.ts";
-
-export function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
+import { concatBytes } from "../support/bytes.ts";
 
 /** A page writer whose pages are collected as separate copies. */
 export function collectingWriter(serial: number, options?: OggPageWriterOptions) {

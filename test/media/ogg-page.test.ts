@@ -2,7 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
 import { computePageCrc, NO_GRANULE, OggPage, PageFlag } from "../../src/media/ogg-page.ts";
 import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
-import { collectingWriter, concat, packetsOf, pagesOf } from "./ogg-helpers.ts";
+import { collectingWriter, packetsOf, pagesOf } from "./ogg-helpers.ts";
+import { concatBytes } from "../support/bytes.ts";
 
 function packet(size: number, seed: number): Uint8Array {
   return Uint8Array.from({ length: size }, (_, i) => (i * 31 + seed * 7) & 0xff);
@@ -52,7 +53,7 @@ describe("OggPageWriter / OggPageReader", () => {
     writer.addPacket(big, 1440);
     writer.addPacket(Uint8Array.of(0xbb), 1920);
     writer.flushPage(true);
-    const infos = pagesOf(concat(pages));
+    const infos = pagesOf(concatBytes(pages));
     // The small first packet keeps its page; the big one starts a fresh page rather than being split early.
     expect(infos.map((p) => p.segments)).toEqual([1, 5, 5, 5, 2]);
     expect(infos.map((p) => p.flags)).toEqual([
@@ -65,7 +66,7 @@ describe("OggPageWriter / OggPageReader", () => {
     expect(infos.map((p) => p.granule)).toEqual([480, NO_GRANULE, NO_GRANULE, NO_GRANULE, 1920]);
     expect(infos.map((p) => p.sequence)).toEqual([0, 1, 2, 3, 4]);
     expect(infos.every((p) => p.crcValid && p.serial === 1)).toBe(true);
-    expect(packetsOf(concat(pages))).toEqual([Uint8Array.of(0xaa), big, Uint8Array.of(0xbb)]);
+    expect(packetsOf(concatBytes(pages))).toEqual([Uint8Array.of(0xaa), big, Uint8Array.of(0xbb)]);
   });
 
   test("a packet of a multiple of 255 bytes ending a page gets its 0 lacing on the next", () => {
@@ -73,10 +74,10 @@ describe("OggPageWriter / OggPageReader", () => {
     const p = packet(510, 1);
     writer.addPacket(p, 960);
     writer.flushPage();
-    const infos = pagesOf(concat(pages));
+    const infos = pagesOf(concatBytes(pages));
     expect(infos.map((i) => i.table)).toEqual([[255, 255], [0]]);
     expect(infos[1]!.flags).toBe(PageFlag.Continued);
-    expect(packetsOf(concat(pages))).toEqual([p]);
+    expect(packetsOf(concatBytes(pages))).toEqual([p]);
   });
 
   test("an EOS with nothing pending is an empty page with granule -1", () => {
@@ -85,7 +86,7 @@ describe("OggPageWriter / OggPageReader", () => {
     writer.flushPage();
     expect(writer.flushPage()).toBe(false); // nothing pending, nothing written
     expect(writer.flushPage(true)).toBe(true);
-    const infos = pagesOf(concat(pages));
+    const infos = pagesOf(concatBytes(pages));
     expect(infos.length).toBe(2);
     expect(infos[1]).toMatchObject({ size: 27, segments: 0, flags: PageFlag.EndOfStream, granule: NO_GRANULE, sequence: 1 });
     expect(infos[1]!.crcValid).toBe(true);
@@ -95,7 +96,7 @@ describe("OggPageWriter / OggPageReader", () => {
     const { writer, pages } = collectingWriter(2, { maxSegments: 3 });
     for (let i = 0; i < 20; i++) writer.addPacket(packet(100 + i * 61, i), i * 960);
     writer.flushPage(true);
-    const stream = concat(pages);
+    const stream = concatBytes(pages);
     const expected = pagesOf(stream);
     expect(expected.length).toBeGreaterThan(10);
     for (const size of [1, 2, 26, 27, 28, 300, 4096]) {
@@ -119,7 +120,7 @@ describe("OggPageWriter / OggPageReader", () => {
     writer.flushPage();
     const good = pages[0]!;
     const reader = new OggPageReader();
-    reader.push(concat([good, new TextEncoder().encode("OggX and more bytes here..")]));
+    reader.push(concatBytes([good, new TextEncoder().encode("OggX and more bytes here..")]));
     expect(reader.next()).toBeDefined();
     expect(() => reader.next()).toThrow(`no Ogg capture pattern "OggS" at byte ${good.length}`);
     expect(() => reader.next()).toThrow("capture pattern");
@@ -137,7 +138,7 @@ describe("OggPageWriter / OggPageReader", () => {
     writer.flushPage();
     writer.addPacket(packet(50, 2), 2);
     writer.flushPage();
-    const stream = concat(pages);
+    const stream = concatBytes(pages);
     const reader = new OggPageReader();
     reader.push(stream.subarray(0, stream.length - 10));
     expect(reader.next()).toBeDefined();
@@ -207,7 +208,7 @@ describe("OggPacketReader", () => {
     writer.addPacket(b, 2); // page 1 [90, 30]
     writer.addPacket(c, 3); // page 2 [40]
     writer.flushPage();
-    const infos = pagesOf(concat(pages));
+    const infos = pagesOf(concatBytes(pages));
     expect(infos.map((i) => i.table)).toEqual([[255, 255], [90, 30], [40]]);
 
     // Lose page 0: the tail of `a` on page 1 must not come out as a packet.

@@ -5,7 +5,7 @@ import { OggSource } from "../../src/media/ogg-source.ts";
 import { buildOpusHead } from "../../src/media/opus-head.ts";
 import { buildOpusTags } from "../../src/media/opus-tags.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
-import { chunkedSource, collectingWriter, concat, drain, pagesOf } from "./ogg-helpers.ts";
+import { chunkedSource, collectingWriter, drain, pagesOf } from "./ogg-helpers.ts";
 import {
   CHANNELS,
   encodeWith,
@@ -19,6 +19,7 @@ import {
   run,
   type Fixtures,
 } from "./opus-fixtures.ts";
+import { concatBytes } from "../support/bytes.ts";
 
 let fx: Fixtures;
 beforeAll(() => {
@@ -53,7 +54,7 @@ function buildStream(packets: Uint8Array[], perPage: number, maxSegments = 255, 
     if ((i + 1) % perPage === 0) writer.flushPage();
   });
   writer.flushPage(true);
-  return { bytes: concat(pages), pages };
+  return { bytes: concatBytes(pages), pages };
 }
 
 async function drainFile(path: string) {
@@ -248,7 +249,7 @@ describe("OggSource on hand-built streams", () => {
       if (ours.pages[i]) mixed.push(ours.pages[i]!);
       if (theirs.pages[i]) mixed.push(theirs.pages[i]!);
     }
-    const src = source(concat(mixed));
+    const src = source(concatBytes(mixed));
     const { frames, error } = await drain(src);
     expect(error).toBeUndefined();
     expect(frames.map((f) => f.payload[1])).toEqual([1, 2, 3].map((s) => audioPacket(10, s)[1]));
@@ -260,7 +261,7 @@ describe("OggSource on hand-built streams", () => {
     writer.addPacket(new TextEncoder().encode("\x80theora-ish"), 0);
     writer.flushPage();
     const ours = buildStream([audioPacket(60, 1)], 1);
-    const src = source(concat([other[0]!, ...ours.pages]));
+    const src = source(concatBytes([other[0]!, ...ours.pages]));
     const { frames, error } = await drain(src);
     expect(error).toBeUndefined();
     expect(frames.length).toBe(1);

@@ -8,16 +8,7 @@ import {
   ProtocolError,
   writeHeader,
 } from "../../src/protocol/index.ts";
-
-function stream(messages: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(messages.reduce((n, m) => n + m.length, 0));
-  let at = 0;
-  for (const m of messages) {
-    out.set(m, at);
-    at += m.length;
-  }
-  return out;
-}
+import { concatBytes } from "../support/bytes.ts";
 
 function drain(parser: FrameParser, into: { type: number; payload: number[]; ts: bigint }[]) {
   for (let m = parser.next(); m; m = parser.next()) {
@@ -32,7 +23,7 @@ const messages = [
   encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, new Uint8Array(0), 14n),
   encodeMessage(OUTPUT_MAGIC, MessageType.Ack, undefined, -5n),
 ];
-const whole = stream(messages);
+const whole = concatBytes(messages);
 
 function expected() {
   const parser = new FrameParser(OUTPUT_MAGIC);
@@ -92,7 +83,7 @@ describe("FrameParser", () => {
 
   test("a bad magic is rejected naming the value and its stream offset", () => {
     const parser = new FrameParser(OUTPUT_MAGIC);
-    const bad = stream([messages[0], encodeMessage(INPUT_MAGIC, 0, Uint8Array.of(9))]);
+    const bad = concatBytes([messages[0], encodeMessage(INPUT_MAGIC, 0, Uint8Array.of(9))]);
     parser.push(bad);
     expect(parser.next()).toBeDefined();
     expect(() => parser.next()).toThrow('BadMagic: 0x4a4b4d49 ("JKMI"), expected 0x4a4b4f55 ("JKOU") at byte 20');
@@ -150,6 +141,6 @@ describe("FrameParser", () => {
     for (let m = parser.next(); m; m = parser.next()) got.push(m.raw.slice());
     parser.push(whole.subarray(30));
     for (let m = parser.next(); m; m = parser.next()) got.push(m.raw.slice());
-    expect(stream(got)).toEqual(whole);
+    expect(concatBytes(got)).toEqual(whole);
   });
 });

@@ -12,6 +12,7 @@ import {
   type ParsedMessage,
 } from "../../src/protocol/index.ts";
 import { testPayload } from "./temp.ts";
+import { concatBytes } from "./bytes.ts";
 
 /** Header timestamp of frame i in generated captures: a fixed epoch, 20 ms apart. */
 export function frameTimestampNs(i: number): bigint {
@@ -21,19 +22,8 @@ export function frameTimestampNs(i: number): bigint {
 /** The OpusFrame messages of frames `from` .. `to - 1`, back to back. */
 export function wireBytes(from: number, to: number, payloadOf: (i: number) => Uint8Array = testPayload, magic = OUTPUT_MAGIC): Uint8Array {
   const parts: Uint8Array[] = [];
-  let total = 0;
-  for (let i = from; i < to; i++) {
-    const m = encodeMessage(magic, MessageType.OpusFrame, payloadOf(i), frameTimestampNs(i));
-    parts.push(m);
-    total += m.length;
-  }
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  for (let i = from; i < to; i++) parts.push(encodeMessage(magic, MessageType.OpusFrame, payloadOf(i), frameTimestampNs(i)));
+  return concatBytes(parts);
 }
 
 /**
