@@ -1,4 +1,5 @@
 import type { Socket } from "bun";
+import { lstat } from "node:fs/promises";
 import { backoffDelayMs } from "./backoff.ts";
 import type { Report } from "./report.ts";
 
@@ -65,12 +66,27 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
       if (!RETRYABLE.has(lastError)) {
         throw new Error(`cannot connect to ${path}: ${lastError}`);
       }
+      // Bun reports most failures as ECONNREFUSED: a path that can never become a socket
+      // (a regular file there, or a file where a directory should be) fails now, not at the timeout.
+      const hopeless = await neverASocket(path);
+      if (hopeless) throw new Error(`cannot connect to ${path}: ${hopeless}`);
     }
     const elapsed = performance.now() - started;
     if (timeoutMs !== undefined && elapsed >= timeoutMs) throw new ConnectTimeoutError(path, elapsed, lastError);
     // The last wait is cut short so that the final attempt is made at the deadline.
     const delay = backoffDelayMs(attempt);
     await sleep(timeoutMs === undefined ? delay : Math.min(delay, timeoutMs - elapsed), signal);
+  }
+}
+
+/** Why `path` cannot be a socket a server will listen on, or undefined while it still may be. */
+async function neverASocket(path: string): Promise<string | undefined> {
+  try {
+    const stat = await lstat(path);
+    if (stat.isSocket()) return undefined;
+    return `it is ${stat.isDirectory() ? "a directory" : stat.isFile() ? "a regular file" : "not a socket"}, not a socket`;
+  } catch (e) {
+    return code(e) === "ENOTDIR" ? "a parent in the path is not a directory (ENOTDIR)" : undefined;
   }
 }
 

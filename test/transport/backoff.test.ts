@@ -116,14 +116,27 @@ describe("connectWithBackoff", () => {
   });
 
   test("an error retrying cannot fix fails at once, not as a timeout", async () => {
-    // A path longer than sun_path: connect(2) says EINVAL. (Bun reports ENOTDIR
-    // and most other failures as ECONNREFUSED, which is retried.)
+    // A path longer than sun_path: connect(2) says EINVAL.
     const dir = socketDir(defer, "bo-");
     const path = dir.path("x".repeat(120));
     const error = await connectWithBackoff({ path, handler: ignore, report: silent }).catch((e) => e);
     expect(error).toBeInstanceOf(Error);
     expect(error).not.toBeInstanceOf(ConnectTimeoutError);
     expect(error.message).toBe(`cannot connect to ${path}: EINVAL`);
+  });
+
+  test("a path that can never be a socket fails at once, although Bun reports it as ECONNREFUSED", async () => {
+    const dir = socketDir(defer, "bo-");
+    const file = dir.path("plain");
+    await Bun.write(file, "x");
+    // No timeout given: without the check these would retry for ever.
+    const regular = await connectWithBackoff({ path: file, handler: ignore, report: silent }).catch((e) => e);
+    expect(regular.message).toBe(`cannot connect to ${file}: it is a regular file, not a socket`);
+    const under = `${file}/s.sock`;
+    const notDir = await connectWithBackoff({ path: under, handler: ignore, report: silent }).catch((e) => e);
+    expect(notDir.message).toBe(`cannot connect to ${under}: a parent in the path is not a directory (ENOTDIR)`);
+    const directory = await connectWithBackoff({ path: dir.dir, handler: ignore, report: silent }).catch((e) => e);
+    expect(directory.message).toBe(`cannot connect to ${dir.dir}: it is a directory, not a socket`);
   });
 
   test("an abort while waiting ends the wait", async () => {
