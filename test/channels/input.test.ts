@@ -266,6 +266,45 @@ describe("input channel in-process", () => {
     expect(parseWire(silent.bytesOf(0), INPUT_MAGIC).messages.length).toBeGreaterThan(1);
   });
 
+  test("a server that answers with bad framing: the client counts it, drops that connection and reconnects; other types are tolerated", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    let connections = 0;
+    const listener = Bun.listen({
+      unix: sock,
+      socket: {
+        binaryType: "uint8array",
+        open: (socket) => {
+          connections++;
+          // First connection: a Heartbeat (not an Ack: tolerated), then a message with the output channel's magic.
+          if (connections === 1) {
+            socket.write(encodeMessage(INPUT_MAGIC, MessageType.Heartbeat));
+            socket.write(encodeMessage(OUTPUT_MAGIC, MessageType.Ack));
+          } else {
+            socket.write(encodeMessage(INPUT_MAGIC, MessageType.Ack)); // the Config's Ack
+          }
+        },
+        data: () => {},
+        drain: () => {},
+        close: () => {},
+        error: () => {},
+      },
+    });
+    defer(() => listener.stop(true));
+    const disconnects: string[] = [];
+    const client = newClient(sock, { heartbeatMs: 1000, ackTimeoutMs: 10_000, onDisconnect: (r) => disconnects.push(r) });
+    void client.start();
+    await until(() => client.acks === 1, "the second connection's Ack");
+
+    expect(client.protocolErrors).toBe(1);
+    expect(client.unexpectedMessages).toBe(1);
+    expect(connections).toBe(2);
+    expect(client.connects).toBe(2);
+    expect(client.connectionDrops).toBe(1);
+    expect(disconnects[0]).toStartWith("protocol error: BadMagic: 0x4a4b4f55");
+    expect(client.connected).toBe(true);
+  });
+
   test("two clients one after another: the server keeps serving, both sessions recorded", async () => {
     const { path } = socketDir(defer);
     const sock = path("in.sock");
