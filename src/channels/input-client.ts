@@ -52,8 +52,6 @@ export class InputClient {
   unexpectedMessages = 0;
   protocolErrors = 0;
   ackTimeouts = 0;
-  /** Heartbeats and Stops written (the rest of stats.delivered are OpusFrames). */
-  controlDelivered = 0;
   private parser = new FrameParser(INPUT_MAGIC);
   /** Monotonic times at which Config/Heartbeats were written, oldest first, awaiting Acks. */
   private awaiting: { type: MessageType; at: number }[] = [];
@@ -61,9 +59,6 @@ export class InputClient {
   private connectedWaiters: (() => void)[] = [];
   private finishing = false;
   private finished: Promise<void> | undefined;
-  private lastWriteUnixMs = 0;
-  private lastFrameAt = 0;
-  private framesSettled = 0;
   private readonly empty = new Uint8Array(0);
   private running: Promise<void> | undefined;
   private readonly connection: ReconnectingConnection;
@@ -88,14 +83,8 @@ export class InputClient {
       stuckFrames: options.stuckFrames,
       onStuck: (socket) => this.drop(socket, "server stuck: took nothing while frames kept coming"),
       onShortWrite: options.onShortWrite,
-      onWritten: (messages, bytes, oldestWaitMs, writeCallMs) => {
-        // The previous write's Heartbeats/Stop are counted by now; this one's come right after.
-        this.settleLastFrame(this.stats.delivered - messages);
-        this.lastWriteUnixMs = this.stats.lastDeliveredUnixMs;
-        options.onWritten?.(messages, bytes, oldestWaitMs, writeCallMs);
-      },
+      onWritten: options.onWritten,
       onControlWritten: (type) => {
-        this.controlDelivered++;
         if (type === MessageType.Heartbeat) this.awaiting.push({ type, at: performance.now() });
       },
     });
@@ -118,17 +107,12 @@ export class InputClient {
    * Unlike stats.lastDeliveredUnixMs, Heartbeats and the Stop do not move it.
    */
   get lastFrameUnixMs(): number {
-    this.settleLastFrame(this.stats.delivered);
-    return this.lastFrameAt;
+    return this.stats.lastFrameUnixMs;
   }
 
-  /** `delivered` messages are fully accounted for: if frames are among the new ones, the last write carried one. */
-  private settleLastFrame(delivered: number): void {
-    const frames = delivered - this.controlDelivered;
-    if (frames > this.framesSettled) {
-      this.framesSettled = frames;
-      this.lastFrameAt = this.lastWriteUnixMs;
-    }
+  /** Heartbeats and Stops written (the rest of stats.delivered are OpusFrames). */
+  get controlDelivered(): number {
+    return this.stats.delivered - this.stats.framesDelivered;
   }
 
   /** Connects and keeps a connection up (reconnecting) until finish()/stop(). Rejects on connect timeout. */

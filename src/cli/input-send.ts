@@ -64,7 +64,7 @@ export async function inputSend(
     logger,
     queue: client.queue,
     read: () => ({
-      frames: stats.delivered - client.controlDelivered,
+      frames: stats.framesDelivered,
       bytes: stats.deliveredBytes,
       dropped: stats.dropped,
       connectionDrops: client.connectionDrops,
@@ -78,7 +78,7 @@ export async function inputSend(
   });
   await telemetry.start(() => ({
     connected: client.connected,
-    frames: stats.delivered - client.controlDelivered,
+    frames: stats.framesDelivered,
     drops: stats.droppedTotal,
     dropped: stats.dropped,
     acks: client.acks,

@@ -46,7 +46,7 @@ export async function startOutputServer(
     logger,
     queue: server.queue,
     read: () => ({
-      frames: stats.delivered,
+      frames: stats.framesDelivered,
       bytes: stats.deliveredBytes,
       dropped: stats.dropped,
       connectionDrops: server.listener.connectionDrops,
@@ -54,7 +54,7 @@ export async function startOutputServer(
       queueDepth: server.queue.length,
       queueCapacity: server.queue.capacity,
       connected: server.connected,
-      lastFrameUnixMs: stats.lastDeliveredUnixMs,
+      lastFrameUnixMs: stats.lastFrameUnixMs,
       protocolErrors: 0,
     }),
   });
@@ -62,7 +62,7 @@ export async function startOutputServer(
   await server.listen();
   await telemetry.start(() => ({
     connected: server.connected,
-    frames: stats.delivered,
+    frames: stats.framesDelivered,
     drops: stats.droppedTotal,
     dropped: stats.dropped,
     queue_depth: server.queue.length,

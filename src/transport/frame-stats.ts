@@ -32,6 +32,10 @@ export class FrameStats {
   shortWrites = 0;
   /** Unix ms of the last write that completed a message; 0 before the first. */
   lastDeliveredUnixMs = 0;
+  /** Of `delivered`, the OpusFrames (the rest are Heartbeats, Stop, Acks). */
+  framesDelivered = 0;
+  /** Unix ms of the last write that completed an OpusFrame; 0 before the first. */
+  lastFrameUnixMs = 0;
   readonly dropped: Record<DropReason, number> = {
     queue_full: 0,
     no_client: 0,

@@ -62,10 +62,6 @@ export class FrameWriter {
     return this.socket !== undefined;
   }
 
-  get client(): Socket<unknown> | undefined {
-    return this.socket;
-  }
-
   /** True when nothing is queued or half-written. */
   get idle(): boolean {
     return this.queue.length === 0 && this.tailSize === 0;
@@ -177,8 +173,7 @@ export class FrameWriter {
       }
       if (written > 0) this.dropsAtProgress = this.pressureDrops();
       if (written === size) {
-        this.delivered(n, size, after - oldest, after - now);
-        this.controlWritten(n);
+        this.delivered(n, this.framesAmong(n), size, after - oldest, after - now);
         queue.shift(n);
         continue;
       }
@@ -188,8 +183,7 @@ export class FrameWriter {
       let wholeBytes = 0;
       while (whole < n && wholeBytes + queue.sizeAt(whole) <= written) wholeBytes += queue.sizeAt(whole++);
       if (whole > 0) {
-        this.delivered(whole, wholeBytes, after - oldest, after - now);
-        this.controlWritten(whole);
+        this.delivered(whole, this.framesAmong(whole), wholeBytes, after - oldest, after - now);
       }
       if (written > wholeBytes) {
         const tailStart = start + wholeBytes;
@@ -226,18 +220,25 @@ export class FrameWriter {
       return false;
     }
     const now = performance.now();
-    this.delivered(1, this.tailSize, now - this.tailEnqueuedAt, 0);
-    if (this.tailType !== MessageType.OpusFrame) this.options.onControlWritten?.(this.tailType);
+    const isFrame = this.tailType === MessageType.OpusFrame;
+    if (!isFrame) this.options.onControlWritten?.(this.tailType);
+    this.delivered(1, isFrame ? 1 : 0, this.tailSize, now - this.tailEnqueuedAt, 0);
     this.tailSize = 0;
     this.tailSent = 0;
     return true;
   }
 
-  private delivered(messages: number, bytes: number, oldestWaitMs: number, writeCallMs: number): void {
+  /** Messages fully written, `frames` of them OpusFrames. */
+  private delivered(messages: number, frames: number, bytes: number, oldestWaitMs: number, writeCallMs: number): void {
     const stats = this.queue.stats;
+    const now = Date.now();
     stats.delivered += messages;
     stats.deliveredBytes += bytes;
-    stats.lastDeliveredUnixMs = Date.now();
+    stats.lastDeliveredUnixMs = now;
+    if (frames > 0) {
+      stats.framesDelivered += frames;
+      stats.lastFrameUnixMs = now;
+    }
     this.options.onWritten?.(messages, bytes, oldestWaitMs, writeCallMs);
   }
 
@@ -246,14 +247,16 @@ export class FrameWriter {
     return dropped[DropReason.QueueFull] + dropped[DropReason.WriteDeadline];
   }
 
-  /** Reports the control messages among the `n` oldest queued (about to be shifted out). */
-  private controlWritten(n: number): void {
+  /** Counts the OpusFrames among the `n` oldest queued messages (just written) and reports the others. */
+  private framesAmong(n: number): number {
     const report = this.options.onControlWritten;
-    if (!report) return;
+    let frames = 0;
     for (let i = 0; i < n; i++) {
       const type = this.queue.typeAt(i);
-      if (type !== MessageType.OpusFrame) report(type);
+      if (type === MessageType.OpusFrame) frames++;
+      else report?.(type);
     }
+    return frames;
   }
 
   /** write() returned -1: the socket closed under us. */
