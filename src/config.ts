@@ -1,4 +1,5 @@
 import * as v from "valibot";
+import type { Channel } from "./protocol/index.ts";
 import {
   MAX_SOCKET_BUFFER_BYTES,
   MIN_SOCKET_BUFFER_BYTES,
@@ -14,7 +15,7 @@ import {
  * Precedence: flags > environment > file section > file top level > defaults.
  */
 
-export type Channel = "output" | "input";
+export type { Channel };
 export type Role = "output serve" | "output recv" | "input serve" | "input send";
 
 interface OptionSpec {

@@ -34,8 +34,6 @@ export class OutputServer {
   readonly queue: FrameQueue;
   readonly writer: FrameWriter;
   private clientWaiters: (() => void)[] = [];
-  /** Bytes the client sent us; the protocol has it send nothing on this channel. */
-  unexpectedBytes = 0;
 
   private server: UnixServer | undefined;
 
@@ -70,9 +68,8 @@ export class OutputServer {
           this.writer.attach(socket);
           for (const wake of this.clientWaiters.splice(0)) wake();
         },
-        data: (_socket, chunk) => {
-          this.unexpectedBytes += chunk.length;
-        },
+        // The protocol has a client send nothing on this channel; an unchanged Go client never does.
+        data: () => {},
         drain: (socket) => this.writer.onDrain(socket),
         close: (_socket, reason) => {
           this.writer.detach(DropReason.NoClient);

@@ -5,7 +5,8 @@ import { AgentHttpServer, type HealthFigures, type HealthReport, type ListenAddr
 import { MonitorHub, type ConnectionEvent } from "../observe/monitor-hub.ts";
 import { LatencyMonitor } from "../observe/latency-monitor.ts";
 import type { Logger } from "../observe/logger.ts";
-import type { AgentMetrics, ChannelReadings, MetricsChannel } from "../observe/metrics.ts";
+import type { AgentMetrics, ChannelReadings } from "../observe/metrics.ts";
+import type { Channel } from "../protocol/index.ts";
 import type { FrameQueue } from "../transport/frame-queue.ts";
 import type { Report } from "../transport/report.ts";
 import {
@@ -31,7 +32,7 @@ type TelemetrySettings = Settings<
 
 export interface TelemetryOptions {
   role: string;
-  channel: MetricsChannel;
+  channel: Channel;
   direction: "send" | "receive";
   settings: TelemetrySettings;
   logger: Logger;

@@ -74,10 +74,6 @@ export class AgentHttpServer {
     return this.server.port ?? 0;
   }
 
-  get hostname(): string {
-    return this.server.hostname ?? "";
-  }
-
   async stop(): Promise<void> {
     await this.server.stop(true);
   }

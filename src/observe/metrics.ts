@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { LatencyMonitor } from "./latency-monitor.ts";
+import type { Channel } from "../protocol/index.ts";
 
-export type MetricsChannel = "output" | "input";
 export type BufferType = "send" | "receive";
 
 /** What a role's pieces count, read at scrape time (plain numbers, no work on the hot path). */
@@ -25,7 +25,7 @@ export interface ChannelReadings {
 
 export interface MetricsOptions {
   role: string;
-  channel: MetricsChannel;
+  channel: Channel;
   /** A sender counts frames_sent, a receiver frames_received (JetKVM's names where it has them). */
   direction: "send" | "receive";
   read: () => ChannelReadings;

@@ -25,7 +25,7 @@ export interface MonitorFigures {
 
 export interface ConnectionEvent {
   t: number;
-  kind: "connected" | "disconnected" | "replaced";
+  kind: "connected" | "disconnected";
   detail: string;
 }
 

@@ -9,14 +9,8 @@ export const MessageType = {
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
-const TYPE_NAMES = ["OpusFrame", "Config", "Stop", "Heartbeat", "Ack"] as const;
-
 export function isMessageType(value: number): value is MessageType {
-  return value >= 0 && value < TYPE_NAMES.length;
-}
-
-export function messageTypeName(value: number): string {
-  return TYPE_NAMES[value] ?? `unknown(${value})`;
+  return value >= MessageType.OpusFrame && value <= MessageType.Ack;
 }
 
 export type Channel = "output" | "input";
@@ -25,10 +19,6 @@ export type Channel = "output" | "input";
 export const OUTPUT_MAGIC = 0x4a4b4f55;
 /** "JKMI": main app -> playback process. */
 export const INPUT_MAGIC = 0x4a4b4d49;
-
-export function magicOf(channel: Channel): number {
-  return channel === "output" ? OUTPUT_MAGIC : INPUT_MAGIC;
-}
 
 /** Magic as printable text for error messages, e.g. 0x4a4b4f55 ("JKOU"). */
 export function describeMagic(magic: number): string {
