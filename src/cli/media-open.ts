@@ -22,12 +22,8 @@ export async function openSource(format: MediaFormat, path: string, options: Sou
   switch (format) {
     case "wire":
       return WireSource.open(path);
-    case "ogg": {
-      const source = await OggSource.open(path, { lenient: options.lenient });
-      // Reads the OpusHead now, so the Config of `input send` can come from it.
-      await source.fill();
-      return source;
-    }
+    case "ogg":
+      return OggSource.open(path, { lenient: options.lenient });
   }
 }
 
