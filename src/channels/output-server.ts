@@ -5,6 +5,7 @@ import { DropReason, FrameStats } from "../transport/frame-stats.ts";
 import { FrameWriter, type FrameWriterOptions } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
 import { UnixServer } from "../transport/unix-server.ts";
+import { within } from "../transport/within.ts";
 
 export interface OutputServerOptions {
   path: string;
@@ -100,14 +101,7 @@ export class OutputServer {
   /** Writes out what is queued, waiting at most `timeoutMs`; true if everything went out. */
   async flush(timeoutMs: number): Promise<boolean> {
     if (this.writer.idle) return true;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
-    const done = this.writer.waitForIdle().then(() => true);
-    try {
-      return await Promise.race([done, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return within(this.writer.waitForIdle().then(() => true), timeoutMs, false);
   }
 
   /** Stops listening, closes the client gracefully, removes the socket file. */

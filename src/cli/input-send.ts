@@ -9,6 +9,7 @@ import { isLiveSource, openSource } from "./media-open.ts";
 import type { Shutdown } from "./shutdown.ts";
 import { pumpSource } from "./source-pump.ts";
 import { Telemetry } from "./telemetry.ts";
+import { within } from "../transport/within.ts";
 
 /** Bound on writing out what is queued, and the Stop, after a signal. */
 const FINAL_FLUSH_MS = 1000;
@@ -116,7 +117,7 @@ export async function inputSend(
     // A connect timeout rejects `connection`; otherwise the run ends when sending does.
     await shutdown.race(Promise.race([sending, connection.then(() => sending)]));
     // A signal stops the source mid-stream, but the session still ends with Stop (bounded wait).
-    if (shutdown.isRequested && client.connected) await withinMs(client.finish(), FINAL_FLUSH_MS);
+    if (shutdown.isRequested && client.connected) await within(client.finish(), FINAL_FLUSH_MS, undefined);
     if (sourceFailure !== undefined) throw sourceFailure;
   } finally {
     client.stop();
@@ -167,14 +168,4 @@ async function withFirstFrameRead(source: FrameSource): Promise<FrameSource> {
     rewind: () => source.rewind(),
     close: () => source.close(),
   };
-}
-
-/** Waits for `work`, at most `ms`. */
-async function withinMs(work: Promise<void>, ms: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

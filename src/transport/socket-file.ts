@@ -1,6 +1,7 @@
 import { constants } from "node:fs";
 import { access, lstat, readFile, unlink } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
+import { within } from "./within.ts";
 
 /** sun_path holds 108 bytes including the terminating NUL. */
 export const MAX_SOCKET_PATH = 107;
@@ -25,7 +26,6 @@ function errno(e: unknown): string {
 
 /** Does a live server answer on the socket at `path`? */
 async function answers(path: string, timeoutMs: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
   const attempt = Bun.connect({ unix: path, socket: { data() {} } }).then(
     (socket) => {
       socket.end();
@@ -36,15 +36,8 @@ async function answers(path: string, timeoutMs: number): Promise<boolean> {
       throw new SocketPathError("InUse", path, `socket ${path} cannot be probed (${errno(e)}); refusing to replace it`);
     },
   );
-  const timeout = new Promise<boolean>((resolve) => {
-    // A server that accepts slowly is still alive.
-    timer = setTimeout(() => resolve(true), timeoutMs);
-  });
-  try {
-    return await Promise.race([attempt, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+  // A server that accepts slowly is still alive.
+  return within(attempt, timeoutMs, true);
 }
 
 /** __SO_ACCEPTCON in the Flags column of /proc/net/unix: the socket is listening. */
