@@ -16,8 +16,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { median, Runner, type Pair } from "../src/cli/bench.ts";
-import { framesPerSecond } from "../src/cli/bench-report.ts";
+import { median, Runner, type Pair } from "../src/bench/runner.ts";
+import { framesPerSecond } from "../src/bench/report.ts";
 
 const { values, positionals } = parseArgs({
   args: process.argv.slice(2),

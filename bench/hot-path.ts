@@ -1,9 +1,10 @@
 /**
  * The agent's per-frame JavaScript cost without the kernel: the real send
- * path (pumpSource -> FrameWriter.submit -> FrameQueue -> FrameWriter.pump,
- * Telemetry hooks with metrics) into a socket stand-in that takes every
- * write whole, and the real receive path (OutputClient's read handler ->
- * FrameParser -> onMessage, frame age into Telemetry) over a prepared byte
+ * path (pumpSource -> OutputServer.sendFrame -> FrameWriter -> FrameQueue ->
+ * FrameWriter.pump, the Instruments' hooks with metrics) into a socket
+ * stand-in that takes every write whole, and the real receive path
+ * (OutputClient's read handler -> FrameParser -> onMessage, frame age into
+ * the Instruments) over a prepared byte
  * stream cut into 64 KiB reads. Single process, CPU-bound, best of R runs:
  * steady enough on a shared machine to compare variants of src/transport
  * and src/protocol, which the two-process flood cannot resolve.
@@ -11,8 +12,8 @@
  *   bun bench/hot-path.ts [--frames N] [--runs R] [--root DIR] [--no-metrics] [--no-hooks] [--read BYTES]
  *
  * --root runs another copy of the repository (a variant under test);
- * --no-metrics leaves the Prometheus registry out, --no-hooks the writer's
- * per-write Telemetry hooks (to price them); --read sets the read size.
+ * --no-metrics leaves the Prometheus registry out, --no-hooks the
+ * Instruments and their hooks (to price them); --read sets the read size.
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -33,20 +34,19 @@ const FRAMES = Number(values.frames);
 const RUNS = Number(values.runs);
 const READ_BYTES = Number(values.read);
 
-const { FrameQueue } = await import(`${root}/src/transport/frame-queue.ts`);
-const { FrameWriter } = await import(`${root}/src/transport/frame-writer.ts`);
+const { OutputServer } = await import(`${root}/src/channels/output-server.ts`);
 const { OutputClient } = await import(`${root}/src/channels/output-client.ts`);
-const { pumpSource } = await import(`${root}/src/cli/source-pump.ts`);
-const { Telemetry } = await import(`${root}/src/cli/telemetry.ts`);
+const { pumpSource } = await import(`${root}/src/media/pump.ts`);
+const { Instruments } = await import(`${root}/src/roles/instruments.ts`);
 const { Logger } = await import(`${root}/src/observe/logger.ts`);
-const { resolveSettings } = await import(`${root}/src/config.ts`);
+const { resolveSettings, socketBufferSizes } = await import(`${root}/src/config.ts`);
 const protocol = await import(`${root}/src/protocol/index.ts`);
 const { MessageType, OUTPUT_MAGIC, HEADER_SIZE, wallClockMs, encodeMessage } = protocol;
 
 const metrics = values["no-metrics"] ? {} : { metrics: "127.0.0.1:0" };
 const logger = new Logger({ level: "error", format: "text" });
 
-/** A connected socket as far as the writer and Telemetry can tell; takes every write whole. */
+/** A connected socket as far as the writer and the Instruments can tell; takes every write whole. */
 function fakeSocket() {
   return { write: (_b: Uint8Array, _o?: number, len?: number) => len ?? _b.length, fd: -1, readyState: 1, end() {}, terminate() {} };
 }
@@ -58,21 +58,19 @@ function cpu(): number {
 
 async function sendRun(size: number): Promise<number> {
   const settings = resolveSettings("output serve", { flags: { source: "-", ...metrics }, env: {} });
-  const queue = new FrameQueue(settings["queue-frames"], OUTPUT_MAGIC, settings.drop);
-  let telemetry: InstanceType<typeof Telemetry>;
-  const writer = new FrameWriter(queue, {
+  const server = new OutputServer({
+    path: "/nonexistent",
+    mode: 0o600,
+    report: () => {},
+    queueFrames: settings["queue-frames"],
+    dropPolicy: settings.drop,
     lossless: true,
     writeDeadlineMs: settings["write-deadline-ms"],
     stuckFrames: settings["stuck-frames"],
-    ...(values["no-hooks"]
-      ? {}
-      : {
-          onShortWrite: (s: never) => telemetry.onShortWrite(s),
-          onWritten: (...a: [number, number, number, number]) => telemetry.onWritten(...a),
-        }),
+    socketBuffers: socketBufferSizes(settings["socket-buffers"]),
   });
-  telemetry = await Telemetry.create({ role: "output serve", channel: "output", direction: "send", settings, logger, queue, read: () => ({}) as never });
-  writer.attach(fakeSocket() as never);
+  const instruments = values["no-hooks"] ? undefined : await Instruments.attach(server, { role: "output serve", settings, logger });
+  attachWriterSocket(server, fakeSocket());
   const payload = new Uint8Array(size).fill(0xa5);
   const view = new DataView(payload.buffer);
   let i = 0;
@@ -85,21 +83,22 @@ async function sendRun(size: number): Promise<number> {
     close: async () => {},
   };
   const t0 = cpu();
-  await pumpSource(
-    source,
-    {
-      // output-serve.ts: OutputServer.sendFrame stamps the frame with wallClockMs().
-      submit: (p: Uint8Array) => writer.submit(MessageType.OpusFrame, p, wallClockMs()),
-      hasSpace: () => !queue.isFull,
-      waitForSpace: () => writer.waitForSpace(),
-    },
-    { lossless: true, loop: false, isStopped: () => false },
-  );
-  await writer.waitForIdle();
+  await pumpSource(source, server, { lossless: true, loop: false, isStopped: () => false });
+  await server.waitForIdle();
   const ms = cpu() - t0;
-  await telemetry.stop();
-  if (queue.stats.delivered !== FRAMES) throw new Error(`send: delivered ${queue.stats.delivered}`);
+  await instruments?.stop();
+  if (server.stats.delivered !== FRAMES) throw new Error(`send: delivered ${server.stats.delivered}`);
   return (ms * 1e6) / FRAMES;
+}
+
+/**
+ * Hands the server's writer a socket without a listener. Like attachFakeSocket
+ * below, this reaches into internals on purpose: when they change, fix it here.
+ */
+function attachWriterSocket(server: object, socket: object): void {
+  const writer = (server as { writer?: { attach?: (s: unknown) => void } }).writer;
+  if (!writer?.attach) throw new Error("hot-path.ts: OutputServer internals changed; update attachWriterSocket()");
+  writer.attach(socket);
 }
 
 /**
@@ -127,17 +126,16 @@ function stream(frames: number, size: number): Uint8Array {
 
 async function recvRun(size: number, bytes: Uint8Array, framesInStream: number): Promise<number> {
   const settings = resolveSettings("output recv", { flags: { sink: "-", ...metrics }, env: {} });
-  let telemetry: InstanceType<typeof Telemetry>;
   let received = 0;
   const client = new OutputClient({
     path: "/nonexistent",
     report: () => {},
-    onFrameAge: values["no-hooks"] ? undefined : (ms: number) => telemetry.frameAge(ms),
+    socketBuffers: socketBufferSizes(settings["socket-buffers"]),
     onMessage: (m: { type: number; length: number }) => {
       if (m.type === MessageType.OpusFrame && m.length === size) received++;
     },
   });
-  telemetry = await Telemetry.create({ role: "output recv", channel: "output", direction: "receive", settings, logger, read: () => ({}) as never });
+  const instruments = values["no-hooks"] ? undefined : await Instruments.attach(client, { role: "output recv", settings, logger });
   const socket = fakeSocket();
   attachFakeSocket(client, socket);
   const receive = (client as unknown as { receive(s: unknown, c: Uint8Array): void }).receive.bind(client);
@@ -150,7 +148,7 @@ async function recvRun(size: number, bytes: Uint8Array, framesInStream: number):
     }
   }
   const ms = cpu() - t0;
-  await telemetry.stop();
+  await instruments?.stop();
   if (received !== passes * framesInStream) throw new Error(`recv: ${received} of ${passes * framesInStream}`);
   return (ms * 1e6) / received;
 }

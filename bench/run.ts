@@ -1,14 +1,14 @@
 /**
  * `bun run bench [-- --quick | --only live,startup | --no-native | --help]`
  *
- * The benchmark lives in src/cli/bench.ts (so the compiled binary carries it
+ * The benchmark lives in src/bench/bench.ts (so the compiled binary carries it
  * as `audio-agent bench`); this entry adds what only a checkout has: results
  * written to bench/results/, and a fresh compiled binary for the start-up
  * scenario built with the project's own build.ts.
  */
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { bench } from "../src/cli/bench.ts";
+import { bench } from "../src/bench/bench.ts";
 import { runCli } from "../src/cli/run.ts";
 
 const ROOT = resolve(import.meta.dir, "..");

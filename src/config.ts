@@ -1,17 +1,13 @@
 import * as v from "valibot";
 import type { Channel } from "./protocol/index.ts";
-import {
-  MAX_SOCKET_BUFFER_BYTES,
-  MIN_SOCKET_BUFFER_BYTES,
-  SOCKET_BUFFER_PRESETS,
-  type SocketBufferPreset,
-} from "./transport/socket-options.ts";
 
 /**
- * Every setting of every role, in one table: the flag (`--queue-frames`), the
- * config-file key (`"queue-frames"`, top level or inside an "output"/"input"
- * section) and the environment variable (`AUDIO_AGENT_QUEUE_FRAMES`; the
- * sockets also take JetKVM's JETKVM_AUDIO_OUTPUT_SOCKET / _INPUT_SOCKET).
+ * Every setting of every role, one row per option: the flag (`--queue-frames`,
+ * also the config-file key `"queue-frames"`, top level or inside an
+ * "output"/"input" section), how it is validated, its default, whether a role
+ * that reads it requires it, and its environment variable
+ * (`AUDIO_AGENT_QUEUE_FRAMES`; the sockets take JetKVM's
+ * JETKVM_AUDIO_OUTPUT_SOCKET / _INPUT_SOCKET instead).
  * Precedence: flags > environment > file section > file top level > defaults.
  */
 
@@ -26,6 +22,35 @@ interface OptionSpec {
   allowed: string;
   /** Validates (and converts text from flags and env into) the value. */
   schema: v.GenericSchema<unknown, unknown>;
+  /** The value when nothing sets it; per channel where the channels differ. */
+  default?: unknown;
+  /** Every role that reads the option needs a value (there is no default). */
+  required?: true;
+  /** The environment variable, when it is not AUDIO_AGENT_<NAME>; per channel where they differ. */
+  env?: Record<Channel, string>;
+}
+
+export interface SocketBufferSizes {
+  sendBytes: number;
+  receiveBytes: number;
+}
+
+export type SocketBufferPreset = "default" | "high-load";
+
+const KiB = 1024;
+/** Smallest and largest socket buffer size (bytes) accepted from configuration. */
+export const MIN_SOCKET_BUFFER_BYTES = 32 * KiB;
+export const MAX_SOCKET_BUFFER_BYTES = 256 * KiB;
+
+/** SO_SNDBUF/SO_RCVBUF requested per preset, as the Go original's SocketBufferConfig (the kernel reports double). */
+export const SOCKET_BUFFER_PRESETS: Readonly<Record<SocketBufferPreset, Readonly<SocketBufferSizes>>> = Object.freeze({
+  default: Object.freeze({ sendBytes: 128 * KiB, receiveBytes: 128 * KiB }),
+  "high-load": Object.freeze({ sendBytes: 256 * KiB, receiveBytes: 256 * KiB }),
+});
+
+/** The sizes a --socket-buffers value asks for. */
+export function socketBufferSizes(setting: SocketBufferPreset | number): SocketBufferSizes {
+  return typeof setting === "number" ? { sendBytes: setting, receiveBytes: setting } : { ...SOCKET_BUFFER_PRESETS[setting] };
 }
 
 /** Accepts a number, or decimal text (flags and env are text); not "0x10" or "1e3". */
@@ -86,37 +111,37 @@ const socketBuffers = v.pipe(
 );
 
 export const OPTIONS = {
-  socket: { flag: "string", help: "Unix socket path", allowed: "a path", schema: text },
-  source: { flag: "string", help: 'frames to send: a file, or "-" for stdin', allowed: 'a path or "-"', schema: text },
-  sink: { flag: "string", help: 'where received frames go: a file, or "-" for stdout', allowed: 'a path or "-"', schema: text },
-  format: { flag: "string", help: "wire (the IPC byte stream) or ogg (Ogg Opus)", allowed: "wire, ogg", schema: choice(["wire", "ogg"]) },
-  realtime: { flag: "boolean", help: "pace a file source by its timestamps/durations; drop what no client takes", allowed: "true, false", schema: booleanLike },
-  loop: { flag: "boolean", help: "replay a file source forever", allowed: "true, false", schema: booleanLike },
-  lenient: { flag: "boolean", help: "skip (and count) Ogg pages with a bad CRC instead of failing", allowed: "true, false", schema: booleanLike },
+  socket: { flag: "string", help: "Unix socket path", allowed: "a path", schema: text, default: { output: "/var/run/audio_output.sock", input: "/var/run/audio_input.sock" }, env: { output: "JETKVM_AUDIO_OUTPUT_SOCKET", input: "JETKVM_AUDIO_INPUT_SOCKET" } },
+  source: { flag: "string", help: 'frames to send: a file, or "-" for stdin', allowed: 'a path or "-"', schema: text, required: true },
+  sink: { flag: "string", help: 'where received frames go: a file, or "-" for stdout', allowed: 'a path or "-"', schema: text, required: true },
+  format: { flag: "string", help: "wire (the IPC byte stream) or ogg (Ogg Opus)", allowed: "wire, ogg", schema: choice(["wire", "ogg"]), default: "wire" },
+  realtime: { flag: "boolean", help: "pace a file source by its timestamps/durations; drop what no client takes", allowed: "true, false", schema: booleanLike, default: false },
+  loop: { flag: "boolean", help: "replay a file source forever", allowed: "true, false", schema: booleanLike, default: false },
+  lenient: { flag: "boolean", help: "skip (and count) Ogg pages with a bad CRC instead of failing", allowed: "true, false", schema: booleanLike, default: false },
   count: { flag: "string", help: "exit after receiving N frames", allowed: "an integer 1..2^53", schema: integer(1, Number.MAX_SAFE_INTEGER) },
-  once: { flag: "boolean", help: "exit when the first connection (session) ends", allowed: "true, false", schema: booleanLike },
+  once: { flag: "boolean", help: "exit when the first connection (session) ends", allowed: "true, false", schema: booleanLike, default: false },
   "connect-timeout": { flag: "string", help: "give up (exit 1) after S seconds without a server", allowed: "seconds > 0", schema: v.pipe(numberLike, v.number(), v.minValue(0.001)) },
-  "socket-mode": { flag: "string", help: "file mode of the socket (octal)", allowed: "octal 000..777, e.g. 0660", schema: fileMode },
-  "queue-frames": { flag: "string", help: "send queue bound in frames", allowed: "an integer 1..100000", schema: integer(1, 100_000) },
-  drop: { flag: "string", help: "which frame to drop when the queue is full", allowed: "oldest, newest", schema: choice(["oldest", "newest"]) },
-  "write-deadline-ms": { flag: "string", help: "live mode: drop frames that waited longer than this (0: never)", allowed: "an integer 0..60000", schema: integer(0, 60_000) },
-  "stuck-frames": { flag: "string", help: "live mode: disconnect a client that takes nothing while this many frames are dropped for it", allowed: "an integer 1..100000", schema: integer(1, 100_000) },
-  "pre-skip": { flag: "string", help: "ogg sink: OpusHead pre-skip in 48 kHz samples", allowed: "an integer 0..65535", schema: integer(0, 65535) },
-  "page-ms": { flag: "string", help: "sink: write out (an Ogg sink: close a page) at least this often, so live listeners hear audio promptly", allowed: "an integer 1..10000", schema: integer(1, 10_000) },
-  "heartbeat-ms": { flag: "string", help: "send a Heartbeat this often", allowed: "an integer 10..60000", schema: integer(10, 60_000) },
-  "ack-timeout-ms": { flag: "string", help: "no Ack for this long: the server is gone, reconnect", allowed: "an integer 10..600000", schema: integer(10, 600_000) },
+  "socket-mode": { flag: "string", help: "file mode of the socket (octal)", allowed: "octal 000..777, e.g. 0660", schema: fileMode, default: 0o660 },
+  "queue-frames": { flag: "string", help: "send queue bound in frames", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 500 },
+  drop: { flag: "string", help: "which frame to drop when the queue is full", allowed: "oldest, newest", schema: choice(["oldest", "newest"]), default: "oldest" },
+  "write-deadline-ms": { flag: "string", help: "live mode: drop frames that waited longer than this (0: never)", allowed: "an integer 0..60000", schema: integer(0, 60_000), default: 50 },
+  "stuck-frames": { flag: "string", help: "live mode: disconnect a client that takes nothing while this many frames are dropped for it", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 50 },
+  "pre-skip": { flag: "string", help: "ogg sink: OpusHead pre-skip in 48 kHz samples", allowed: "an integer 0..65535", schema: integer(0, 65535), default: 312 },
+  "page-ms": { flag: "string", help: "sink: write out (an Ogg sink: close a page) at least this often, so live listeners hear audio promptly", allowed: "an integer 1..10000", schema: integer(1, 10_000), default: 100 },
+  "heartbeat-ms": { flag: "string", help: "send a Heartbeat this often", allowed: "an integer 10..60000", schema: integer(10, 60_000), default: 1000 },
+  "ack-timeout-ms": { flag: "string", help: "no Ack for this long: the server is gone, reconnect", allowed: "an integer 10..600000", schema: integer(10, 600_000), default: 3000 },
   "sample-rate": { flag: "string", help: "Config: sample rate (default from an Ogg source, else 48000)", allowed: "8000, 12000, 16000, 24000, 48000", schema: v.pipe(numberLike, v.picklist([8000, 12000, 16000, 24000, 48000])) },
   channels: { flag: "string", help: "Config: channel count (default from an Ogg source, else 2)", allowed: "1, 2", schema: v.pipe(numberLike, v.picklist([1, 2])) },
   "frame-size": { flag: "string", help: "Config: samples per channel per frame (default from an Ogg source, else 960)", allowed: "an integer 1..5760", schema: integer(1, 5760) },
-  "socket-buffers": { flag: "string", help: "SO_SNDBUF/SO_RCVBUF: default (128 KiB), high-load (256 KiB) or a size", allowed: `default, high-load, or bytes ${MIN_SOCKET_BUFFER_BYTES}..${MAX_SOCKET_BUFFER_BYTES} (32k..256k)`, schema: socketBuffers },
-  adaptive: { flag: "string", help: "adaptive optimizer: escalate buffers and queue under pressure, relax when calm", allowed: "on, off", schema: choice(["on", "off"]) },
-  "adaptive-threshold": { flag: "string", help: "pressure events (overflows, deadline drops) within the window that escalate", allowed: "an integer 1..100000", schema: integer(1, 100_000) },
-  "adaptive-window-ms": { flag: "string", help: "window in which the threshold counts", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000) },
-  "adaptive-calm-ms": { flag: "string", help: "quiet time after which the optimizer relaxes to the defaults", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000) },
+  "socket-buffers": { flag: "string", help: "SO_SNDBUF/SO_RCVBUF: default (128 KiB), high-load (256 KiB) or a size", allowed: `default, high-load, or bytes ${MIN_SOCKET_BUFFER_BYTES}..${MAX_SOCKET_BUFFER_BYTES} (32k..256k)`, schema: socketBuffers, default: "default" },
+  adaptive: { flag: "string", help: "adaptive optimizer: escalate buffers and queue under pressure, relax when calm", allowed: "on, off", schema: choice(["on", "off"]), default: "on" },
+  "adaptive-threshold": { flag: "string", help: "pressure events (overflows, deadline drops) within the window that escalate", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 10 },
+  "adaptive-window-ms": { flag: "string", help: "window in which the threshold counts", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000), default: 5000 },
+  "adaptive-calm-ms": { flag: "string", help: "quiet time after which the optimizer relaxes to the defaults", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000), default: 30000 },
   metrics: { flag: "string", help: "serve /metrics and /healthz at HOST:PORT (PORT alone: loopback)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress },
   monitor: { flag: "string", help: "serve the live web monitor at HOST:PORT (PORT alone: loopback; may equal --metrics)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress },
-  "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]) },
-  "log-format": { flag: "string", help: "log line format on stderr", allowed: "text, json", schema: choice(["text", "json"]) },
+  "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]), default: "info" },
+  "log-format": { flag: "string", help: "log line format on stderr", allowed: "text, json", schema: choice(["text", "json"]), default: "text" },
 } as const satisfies Record<string, OptionSpec>;
 
 export type OptionName = keyof typeof OPTIONS;
@@ -145,40 +170,8 @@ export const ROLE_OPTIONS = {
 
 export type RoleSettings<R extends Role> = Settings<(typeof ROLE_OPTIONS)[R][number]>;
 
-export const DEFAULT_SOCKETS: Record<Channel, string> = {
-  output: "/var/run/audio_output.sock",
-  input: "/var/run/audio_input.sock",
-};
 
-/** JetKVM's own variables for the socket paths. */
-export const SOCKET_ENV: Record<Channel, string> = {
-  output: "JETKVM_AUDIO_OUTPUT_SOCKET",
-  input: "JETKVM_AUDIO_INPUT_SOCKET",
-};
 
-const DEFAULTS: Partial<Record<OptionName, unknown>> = {
-  format: "wire",
-  realtime: false,
-  loop: false,
-  lenient: false,
-  once: false,
-  "socket-mode": 0o660,
-  "queue-frames": 500,
-  drop: "oldest",
-  "write-deadline-ms": 50,
-  "stuck-frames": 50,
-  "heartbeat-ms": 1000,
-  "pre-skip": 312,
-  "page-ms": 100,
-  "socket-buffers": "default",
-  adaptive: "on",
-  "adaptive-threshold": 10,
-  "adaptive-window-ms": 5000,
-  "adaptive-calm-ms": 30000,
-  "ack-timeout-ms": 3000,
-  "log-level": "info",
-  "log-format": "text",
-};
 
 /** A setting has a value that is not allowed, or is missing: exit 2. */
 export class ConfigError extends Error {
@@ -188,8 +181,17 @@ export class ConfigError extends Error {
   }
 }
 
-export function envName(option: OptionName): string {
-  return `AUDIO_AGENT_${option.toUpperCase().replace(/-/g, "_")}`;
+/** The environment variable of `option` for a role of `channel`. */
+export function envName(option: OptionName, channel: Channel): string {
+  const spec: OptionSpec = OPTIONS[option];
+  return spec.env?.[channel] ?? `AUDIO_AGENT_${option.toUpperCase().replace(/-/g, "_")}`;
+}
+
+/** The default of `option` for a role of `channel`, undefined when it has none. */
+export function defaultOf(option: OptionName, channel: Channel): unknown {
+  const spec: OptionSpec = OPTIONS[option];
+  const value = spec.default;
+  return typeof value === "object" && value !== null && channel in value ? (value as Record<Channel, unknown>)[channel] : value;
 }
 
 /** A config file's settings, validated: top level for every role, sections per channel. */
@@ -284,13 +286,6 @@ export async function loadConfigFile(explicit: string | undefined): Promise<Conf
   return parseConfigFile(text, path);
 }
 
-/** Options a role needs that have no default. */
-const REQUIRED: Partial<Record<Role, OptionName[]>> = {
-  "output serve": ["source"],
-  "output recv": ["sink"],
-  "input serve": ["sink"],
-  "input send": ["source"],
-};
 
 function parseValue(option: OptionName, raw: unknown, where: string): unknown {
   const spec: OptionSpec = OPTIONS[option];
@@ -313,17 +308,16 @@ export function resolveSettings<R extends Role>(role: R, sources: ConfigSources,
   const out: Record<string, unknown> = {};
   for (const option of ROLE_OPTIONS[role] as readonly OptionName[]) {
     const flag = sources.flags[option];
-    const envKey = option === "socket" ? SOCKET_ENV[channel] : envName(option);
+    const envKey = envName(option, channel);
     const env = sources.env[envKey];
     if (flag !== undefined) out[option] = parseValue(option, flag, `--${option}`);
     else if (env !== undefined && env !== "") out[option] = parseValue(option, env, `environment ${envKey}=`);
     else if (section?.[option] !== undefined) out[option] = section[option];
     else if (top?.[option] !== undefined) out[option] = top[option];
-    else if (option === "socket") out[option] = DEFAULT_SOCKETS[channel];
-    else if (option in DEFAULTS) out[option] = DEFAULTS[option];
-  }
-  for (const option of requireAll ? (REQUIRED[role] ?? []) : []) {
-    if (out[option] === undefined) throw new ConfigError(`${role}: --${option} is required (${OPTIONS[option].allowed})`);
+    else if (defaultOf(option, channel) !== undefined) out[option] = defaultOf(option, channel);
+    else if (requireAll && (OPTIONS[option] as OptionSpec).required) {
+      throw new ConfigError(`${role}: --${option} is required (${OPTIONS[option].allowed})`);
+    }
   }
   return out as RoleSettings<R>;
 }

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import {
   ConfigError,
-  DEFAULT_SOCKETS,
+  defaultOf,
   loadConfigFile,
   OPTIONS,
   parseConfigFile,
@@ -130,10 +130,10 @@ describe("socket paths from JetKVM's variables", () => {
 
   test("the other channel's variable is ignored; the default path stays", () => {
     expect(resolveSettings("input send", { flags: { source: "x" }, env: { JETKVM_AUDIO_OUTPUT_SOCKET: "/run/o.sock" } }).socket).toBe(
-      DEFAULT_SOCKETS.input,
+      defaultOf("socket", "input") as string,
     );
     expect(resolveSettings("output serve", { flags: { source: "x" }, env: { JETKVM_AUDIO_INPUT_SOCKET: "/run/i.sock" } }).socket).toBe(
-      DEFAULT_SOCKETS.output,
+      defaultOf("socket", "output") as string,
     );
   });
 

@@ -11,9 +11,12 @@ import {
 } from "../protocol/index.ts";
 import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
 import { DropReason, FrameStats } from "../transport/frame-stats.ts";
-import { FrameWriter, type FrameWriterOptions } from "../transport/frame-writer.ts";
+import { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
 import { ReconnectingConnection } from "../transport/reconnecting-connection.ts";
+import type { SocketBufferSizes } from "../transport/socket-options.ts";
+import { SocketTuner } from "../transport/socket-tuner.ts";
+import { endReadings, NO_OBSERVER, type ChannelEnd, type ChannelObserver } from "./channel-end.ts";
 
 export interface InputClientOptions {
   path: string;
@@ -28,13 +31,12 @@ export interface InputClientOptions {
   lossless: boolean;
   writeDeadlineMs: number;
   stuckFrames: number;
-  onConnect?: (socket: Socket<unknown>) => void;
+  /** SO_SNDBUF/SO_RCVBUF applied to every connection; none leaves the kernel defaults. */
+  socketBuffers?: SocketBufferSizes;
   /** A connection ended, with the reason. */
   onDisconnect?: (reason: string) => void;
   /** Round trip of a Heartbeat (or Config) to its Ack, in ms. */
   onRoundTrip?: (ms: number, type: MessageType) => void;
-  onShortWrite?: FrameWriterOptions["onShortWrite"];
-  onWritten?: FrameWriterOptions["onWritten"];
 }
 
 /**
@@ -44,10 +46,12 @@ export interface InputClientOptions {
  * answers the oldest Config/Heartbeat written, giving a round-trip time, and
  * a server that stops acking is treated as gone.
  */
-export class InputClient {
+export class InputClient implements ChannelEnd {
   readonly stats = new FrameStats();
-  readonly queue: FrameQueue;
-  readonly writer: FrameWriter;
+  readonly tuner: SocketTuner;
+  private readonly queue: FrameQueue;
+  private readonly writer: FrameWriter;
+  private observer: ChannelObserver = NO_OBSERVER;
   acks = 0;
   unexpectedMessages = 0;
   protocolErrors = 0;
@@ -64,6 +68,7 @@ export class InputClient {
   private readonly connection: ReconnectingConnection;
 
   constructor(private readonly options: InputClientOptions) {
+    this.tuner = new SocketTuner(options.socketBuffers, options.report);
     this.connection = new ReconnectingConnection({
       path: options.path,
       report: options.report,
@@ -73,6 +78,7 @@ export class InputClient {
       onOpen: (socket) => this.open(socket),
       onClose: (_socket, reason) => {
         this.writer.detach(DropReason.NoClient);
+        this.observer.connection("disconnected", reason);
         options.onDisconnect?.(reason);
       },
     });
@@ -82,12 +88,16 @@ export class InputClient {
       writeDeadlineMs: options.writeDeadlineMs,
       stuckFrames: options.stuckFrames,
       onStuck: (socket) => this.drop(socket, "server stuck: took nothing while frames kept coming"),
-      onShortWrite: options.onShortWrite,
-      onWritten: options.onWritten,
+      onWritten: (messages, bytes, oldestWaitMs, writeCallMs) =>
+        this.observer.written(messages, bytes, oldestWaitMs, writeCallMs),
       onControlWritten: (type) => {
         if (type === MessageType.Heartbeat) this.awaiting.push({ type, at: performance.now() });
       },
     });
+  }
+
+  observe(observer: ChannelObserver): void {
+    this.observer = observer;
   }
 
   get connected(): boolean {
@@ -127,8 +137,45 @@ export class InputClient {
     return new Promise((resolve) => this.connectedWaiters.push(resolve));
   }
 
+  /** Queues one Opus frame stamped now; false if it was dropped (and counted). */
   sendFrame(payload: Uint8Array): boolean {
+    const tap = this.observer.frameTap;
+    if (tap) tap(payload, wallClockMs());
     return this.writer.submit(MessageType.OpusFrame, payload);
+  }
+
+  /** Is there room for one more frame without dropping one? */
+  hasSpace(): boolean {
+    return !this.queue.isFull;
+  }
+
+  /** True when nothing is queued or half-written. */
+  get idle(): boolean {
+    return this.writer.idle;
+  }
+
+  /** Resolves when the send queue has room (lossless sources wait here). */
+  waitForSpace(): Promise<void> {
+    return this.writer.waitForSpace();
+  }
+
+  resizeQueue(frames: number): void {
+    this.queue.resize(frames);
+  }
+
+  readings() {
+    return endReadings({
+      channel: "input",
+      direction: "send",
+      connected: this.connected,
+      connects: this.connects,
+      connectionDrops: this.connectionDrops,
+      protocolErrors: this.protocolErrors,
+      tuner: this.tuner,
+      stats: this.stats,
+      queue: this.queue,
+      counts: { acks: this.acks, ack_timeouts: this.ackTimeouts },
+    });
   }
 
   /**
@@ -160,7 +207,8 @@ export class InputClient {
   private open(socket: Socket<unknown>): void {
     this.parser = new FrameParser(INPUT_MAGIC);
     this.awaiting = [];
-    this.options.onConnect?.(socket);
+    this.tuner.attach(socket);
+    this.observer.connection("connected", this.options.path);
     // Config goes first on every connection, ahead of anything queued meanwhile.
     const config = encodeMessage(
       INPUT_MAGIC,
@@ -206,7 +254,11 @@ export class InputClient {
         }
         this.acks++;
         const answered = this.awaiting.shift();
-        if (answered) this.options.onRoundTrip?.(performance.now() - answered.at, answered.type);
+        if (answered) {
+          const ms = performance.now() - answered.at;
+          this.observer.roundTrip(ms);
+          this.options.onRoundTrip?.(ms, answered.type);
+        }
       }
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;

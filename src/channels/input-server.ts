@@ -13,7 +13,10 @@ import { FrameQueue } from "../transport/frame-queue.ts";
 import { DropReason, FrameStats } from "../transport/frame-stats.ts";
 import { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
+import type { SocketBufferSizes } from "../transport/socket-options.ts";
+import { SocketTuner } from "../transport/socket-tuner.ts";
 import { UnixServer } from "../transport/unix-server.ts";
+import { endReadings, NO_OBSERVER, type ChannelEnd, type ChannelObserver } from "./channel-end.ts";
 
 export interface InputServerOptions {
   path: string;
@@ -23,9 +26,8 @@ export interface InputServerOptions {
   onMessage: (message: ParsedMessage) => void;
   /** A session ended: by Stop (clean), a disconnect, or a framing violation. */
   onSessionEnd?: (reason: string, clean: boolean) => void;
-  /** Frame age at arrival: now minus the header timestamp, in ms. */
-  onFrameAge?: (ms: number) => void;
-  onClient?: (socket: Socket<unknown>) => void;
+  /** SO_SNDBUF/SO_RCVBUF applied to every client connection; none leaves the kernel defaults. */
+  socketBuffers?: SocketBufferSizes;
   /** Something other than the peer failed (e.g. the sink): the role should stop. */
   onFailure: (error: Error) => void;
 }
@@ -38,7 +40,8 @@ const ACK_QUEUE_FRAMES = 64;
  * Heartbeats and Stop from the one main-app client; answers Config and
  * Heartbeat with an Ack (a bare header stamped now).
  */
-export class InputServer {
+export class InputServer implements ChannelEnd {
+  readonly tuner: SocketTuner;
   framesReceived = 0;
   bytesReceived = 0;
   heartbeats = 0;
@@ -53,9 +56,11 @@ export class InputServer {
   private parser = new FrameParser(INPUT_MAGIC);
   private server: UnixServer | undefined;
   private readonly empty = new Uint8Array(0);
+  private observer: ChannelObserver = NO_OBSERVER;
 
-  /** Builds the server; `listen()` opens the socket (so hooks can be wired in between). */
+  /** Builds the server; `listen()` opens the socket. */
   constructor(private readonly options: InputServerOptions) {
+    this.tuner = new SocketTuner(options.socketBuffers, options.report);
     const queue = new FrameQueue(ACK_QUEUE_FRAMES, INPUT_MAGIC, "oldest", this.ackStats);
     this.acks = new FrameWriter(queue, { lossless: false, writeDeadlineMs: 0, stuckFrames: Infinity });
   }
@@ -76,17 +81,23 @@ export class InputServer {
         open: (socket) => {
           this.parser = new FrameParser(INPUT_MAGIC);
           this.sessions++;
-          options.onClient?.(socket);
+          this.tuner.attach(socket);
+          this.observer.connection("connected", options.path);
           this.acks.attach(socket);
         },
         data: (socket, chunk) => this.receive(socket, chunk),
         drain: (socket) => this.acks.onDrain(socket),
         close: (_socket, reason) => {
           this.acks.detach(DropReason.NoClient);
+          this.observer.connection("disconnected", reason === "session stopped" ? "Stop" : reason);
           if (reason !== "session stopped") options.onSessionEnd?.(reason, false);
         },
       },
     });
+  }
+
+  observe(observer: ChannelObserver): void {
+    this.observer = observer;
   }
 
   get connected(): boolean {
@@ -101,6 +112,22 @@ export class InputServer {
     await this.server?.stop();
   }
 
+  readings() {
+    const listener = this.server;
+    return endReadings({
+      channel: "input",
+      direction: "receive",
+      connected: this.connected,
+      connects: listener?.connections ?? 0,
+      connectionDrops: listener?.connectionDrops ?? 0,
+      protocolErrors: this.protocolErrors,
+      tuner: this.tuner,
+      received: { frames: this.framesReceived, bytes: this.bytesReceived, lastFrameUnixMs: this.lastFrameUnixMs },
+      counts: { heartbeats: this.heartbeats, sessions: this.sessions, clean_sessions: this.cleanSessions },
+      config: this.config,
+    });
+  }
+
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
     this.bytesReceived += chunk.length;
     const parser = this.parser;
@@ -111,7 +138,8 @@ export class InputServer {
           case MessageType.OpusFrame:
             this.framesReceived++;
             this.lastFrameUnixMs = wallClockMs();
-            this.options.onFrameAge?.(this.lastFrameUnixMs - m.timestampMs);
+            this.observer.frameAge(this.lastFrameUnixMs - m.timestampMs);
+            if (this.observer.frameTap) this.observer.frameTap(m.payload, m.timestampMs);
             break;
           case MessageType.Config:
             this.config = decodeConfigPayload(m.payload);

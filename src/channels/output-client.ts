@@ -9,6 +9,9 @@ import {
 } from "../protocol/index.ts";
 import { ReconnectingConnection } from "../transport/reconnecting-connection.ts";
 import type { Report } from "../transport/report.ts";
+import type { SocketBufferSizes } from "../transport/socket-options.ts";
+import { SocketTuner } from "../transport/socket-tuner.ts";
+import { endReadings, NO_OBSERVER, type ChannelEnd, type ChannelObserver } from "./channel-end.ts";
 
 export interface OutputClientOptions {
   path: string;
@@ -17,12 +20,10 @@ export interface OutputClientOptions {
   onMessage: (message: ParsedMessage) => void;
   /** Give up with ConnectTimeoutError after this long without a server; undefined waits forever. */
   connectTimeoutMs?: number;
-  /** Connected: e.g. apply socket buffer sizes to its fd. */
-  onConnect?: (socket: Socket<unknown>) => void;
+  /** SO_SNDBUF/SO_RCVBUF applied to every connection; none leaves the kernel defaults. */
+  socketBuffers?: SocketBufferSizes;
   /** A connection ended, with the reason. */
   onDisconnect?: (reason: string) => void;
-  /** Age (ms) of the first OpusFrame of each read: arrival minus header timestamp. */
-  onFrameAge?: (ms: number) => void;
 }
 
 /**
@@ -31,7 +32,8 @@ export interface OutputClientOptions {
  * Heartbeat/Ack/Config/Stop from a server are tolerated and passed on; a
  * framing violation ends that connection (no resync) and a new one is made.
  */
-export class OutputClient {
+export class OutputClient implements ChannelEnd {
+  readonly tuner: SocketTuner;
   framesReceived = 0;
   bytesReceived = 0;
   /** Socket reads (data events): bytes per read shows how well the sender coalesces. */
@@ -42,9 +44,11 @@ export class OutputClient {
   lastFrameUnixMs = 0;
   private parser = new FrameParser(OUTPUT_MAGIC);
   private failure: Error | undefined;
+  private observer: ChannelObserver = NO_OBSERVER;
   private readonly connection: ReconnectingConnection;
 
   constructor(private readonly options: OutputClientOptions) {
+    this.tuner = new SocketTuner(options.socketBuffers, options.report);
     this.connection = new ReconnectingConnection({
       path: options.path,
       report: options.report,
@@ -54,16 +58,22 @@ export class OutputClient {
       onOpen: (socket) => {
         this.parser = new FrameParser(OUTPUT_MAGIC);
         options.report("info", this.connects === 1 ? "connected" : "reconnected", { socket: options.path });
-        options.onConnect?.(socket);
+        this.tuner.attach(socket);
+        this.observer.connection("connected", options.path);
       },
       onClose: (_socket, reason) => {
         if (reason === "server closed" && this.parser.pending > 0) {
           reason = `server closed mid-message (${this.parser.pending} byte(s) of a message lost)`;
         }
+        this.observer.connection("disconnected", reason);
         options.onDisconnect?.(reason);
         return reason;
       },
     });
+  }
+
+  observe(observer: ChannelObserver): void {
+    this.observer = observer;
   }
 
   get connected(): boolean {
@@ -99,6 +109,20 @@ export class OutputClient {
     this.stop();
   }
 
+  readings() {
+    return endReadings({
+      channel: "output",
+      direction: "receive",
+      connected: this.connected,
+      connects: this.connects,
+      connectionDrops: this.connectionDrops,
+      protocolErrors: this.protocolErrors,
+      tuner: this.tuner,
+      received: { frames: this.framesReceived, bytes: this.bytesReceived, lastFrameUnixMs: this.lastFrameUnixMs },
+      counts: { other_messages: this.otherMessages },
+    });
+  }
+
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
     this.bytesReceived += chunk.length;
     this.reads++;
@@ -112,8 +136,10 @@ export class OutputClient {
           if (this.framesReceived++ === before) {
             const now = wallClockMs();
             this.lastFrameUnixMs = now;
-            this.options.onFrameAge?.(now - m.timestampMs);
+            this.observer.frameAge(now - m.timestampMs);
           }
+          const tap = this.observer.frameTap;
+          if (tap) tap(m.payload, m.timestampMs);
         } else this.otherMessages++;
         this.options.onMessage(m);
         if (this.connection.socket !== socket) return; // onMessage stopped us

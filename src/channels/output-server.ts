@@ -2,10 +2,13 @@ import type { Socket } from "bun";
 import { MessageType, OUTPUT_MAGIC } from "../protocol/index.ts";
 import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
 import { DropReason, FrameStats } from "../transport/frame-stats.ts";
-import { FrameWriter, type FrameWriterOptions } from "../transport/frame-writer.ts";
+import { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
+import type { SocketBufferSizes } from "../transport/socket-options.ts";
+import { SocketTuner } from "../transport/socket-tuner.ts";
 import { UnixServer } from "../transport/unix-server.ts";
 import { within } from "../transport/within.ts";
+import { endReadings, NO_OBSERVER, type ChannelEnd, type ChannelObserver } from "./channel-end.ts";
 
 export interface OutputServerOptions {
   path: string;
@@ -17,37 +20,35 @@ export interface OutputServerOptions {
   lossless: boolean;
   writeDeadlineMs: number;
   stuckFrames: number;
-  /** A client connected: e.g. apply socket buffer sizes to its fd. */
-  onClient?: (socket: Socket<unknown>) => void;
-  /** The client went away, with the reason (peer closed, replaced, stuck, ...). */
-  onClientGone?: (reason: string) => void;
-  onShortWrite?: FrameWriterOptions["onShortWrite"];
-  onWritten?: FrameWriterOptions["onWritten"];
+  /** SO_SNDBUF/SO_RCVBUF applied to every client connection; none leaves the kernel defaults. */
+  socketBuffers?: SocketBufferSizes;
 }
 
 /**
  * The capture side of the output channel: streams OpusFrame messages (and
  * nothing else, so an unchanged Go client accepts them) to the one connected
- * main-app client.
+ * main-app client. A source feeds it through sendFrame / hasSpace / waitForSpace.
  */
-export class OutputServer {
+export class OutputServer implements ChannelEnd {
   readonly stats = new FrameStats();
-  readonly queue: FrameQueue;
-  readonly writer: FrameWriter;
+  readonly tuner: SocketTuner;
+  private readonly queue: FrameQueue;
+  private readonly writer: FrameWriter;
+  private observer: ChannelObserver = NO_OBSERVER;
   private clientWaiters: (() => void)[] = [];
-
   private server: UnixServer | undefined;
 
-  /** Builds the queue and writer; `listen()` opens the socket (so hooks can be wired in between). */
+  /** Builds the queue and writer; `listen()` opens the socket. */
   constructor(private readonly options: OutputServerOptions) {
+    this.tuner = new SocketTuner(options.socketBuffers, options.report);
     this.queue = new FrameQueue(options.queueFrames, OUTPUT_MAGIC, options.dropPolicy, this.stats);
     this.writer = new FrameWriter(this.queue, {
       lossless: options.lossless,
       writeDeadlineMs: options.writeDeadlineMs,
       stuckFrames: options.stuckFrames,
       onStuck: (socket) => this.dropStuckClient(socket),
-      onShortWrite: options.onShortWrite,
-      onWritten: options.onWritten,
+      onWritten: (messages, bytes, oldestWaitMs, writeCallMs) =>
+        this.observer.written(messages, bytes, oldestWaitMs, writeCallMs),
     });
   }
 
@@ -65,7 +66,8 @@ export class OutputServer {
       report: options.report,
       handler: {
         open: (socket) => {
-          options.onClient?.(socket);
+          this.tuner.attach(socket);
+          this.observer.connection("connected", options.path);
           this.writer.attach(socket);
           for (const wake of this.clientWaiters.splice(0)) wake();
         },
@@ -74,10 +76,14 @@ export class OutputServer {
         drain: (socket) => this.writer.onDrain(socket),
         close: (_socket, reason) => {
           this.writer.detach(DropReason.NoClient);
-          options.onClientGone?.(reason);
+          this.observer.connection("disconnected", reason);
         },
       },
     });
+  }
+
+  observe(observer: ChannelObserver): void {
+    this.observer = observer;
   }
 
   get connected(): boolean {
@@ -90,7 +96,33 @@ export class OutputServer {
 
   /** Queues one Opus frame stamped now; false if it was dropped (and counted). */
   sendFrame(payload: Uint8Array, timestampMs?: number): boolean {
+    const tap = this.observer.frameTap;
+    if (tap) tap(payload, timestampMs ?? performance.timeOrigin + performance.now());
     return this.writer.submit(MessageType.OpusFrame, payload, timestampMs);
+  }
+
+  /** Is there room for one more frame without dropping one? */
+  hasSpace(): boolean {
+    return !this.queue.isFull;
+  }
+
+  /** True when nothing is queued or half-written. */
+  get idle(): boolean {
+    return this.writer.idle;
+  }
+
+  /** Resolves when the send queue has room (lossless sources wait here). */
+  waitForSpace(): Promise<void> {
+    return this.writer.waitForSpace();
+  }
+
+  /** Resolves when everything queued has been written (or dropped). */
+  waitForIdle(): Promise<void> {
+    return this.writer.waitForIdle();
+  }
+
+  resizeQueue(frames: number): void {
+    this.queue.resize(frames);
   }
 
   waitForClient(): Promise<void> {
@@ -110,6 +142,21 @@ export class OutputServer {
     this.writer.discard(DropReason.Shutdown);
     this.writer.detach(DropReason.Shutdown);
     await this.server?.stop();
+  }
+
+  readings() {
+    const listener = this.server;
+    return endReadings({
+      channel: "output",
+      direction: "send",
+      connected: this.connected,
+      connects: listener?.connections ?? 0,
+      connectionDrops: listener?.connectionDrops ?? 0,
+      protocolErrors: 0,
+      tuner: this.tuner,
+      stats: this.stats,
+      queue: this.queue,
+    });
   }
 
   private dropStuckClient(socket: Socket<unknown>): void {

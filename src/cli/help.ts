@@ -1,4 +1,4 @@
-import { DEFAULT_SOCKETS, envName, OPTIONS, ROLE_OPTIONS, SOCKET_ENV, type Channel, type OptionName, type Role } from "../config.ts";
+import { defaultOf, envName, OPTIONS, ROLE_OPTIONS, type Channel, type OptionName, type Role } from "../config.ts";
 
 export const TOP_HELP = `audio-agent: JetKVM-compatible audio IPC over Unix sockets
 
@@ -37,8 +37,8 @@ export function roleHelp(role: Role): string {
   for (const option of ROLE_OPTIONS[role] as readonly OptionName[]) {
     const spec = OPTIONS[option];
     const arg = spec.flag === "boolean" ? "" : ` <${spec.allowed}>`;
-    const env = option === "socket" ? SOCKET_ENV[channel] : envName(option);
-    const def = option === "socket" ? ` (default ${DEFAULT_SOCKETS[channel]})` : "";
+    const env = envName(option, channel);
+    const def = option === "socket" ? ` (default ${defaultOf(option, channel)})` : "";
     lines.push(`  --${option}${arg}`, `      ${spec.help}${def}; env ${env}`);
   }
   lines.push(

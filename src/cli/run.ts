@@ -14,20 +14,20 @@ import { SocketPathError } from "../transport/socket-file.ts";
 import { ConnectTimeoutError } from "../transport/unix-client.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from "./errors.ts";
 import { CHANNEL_HELP, roleHelp, TOP_HELP } from "./help.ts";
-import { Shutdown } from "./shutdown.ts";
+import { Shutdown } from "../roles/shutdown.ts";
 import { versionLine } from "./version.ts";
 
-type RoleMain = (settings: never, logger: Logger, shutdown: Shutdown) => Promise<number>;
+type RoleMain = (settings: never, logger: Logger, shutdown: Shutdown) => Promise<void>;
 
 /**
  * Each role's module is loaded only when that role runs: a process plays one
  * role, and loading them all (and the benchmark) cost start-up time.
  */
 const ROLES: Record<Role, () => Promise<RoleMain>> = {
-  "output serve": async () => (await import("./output-serve.ts")).outputServe,
-  "output recv": async () => (await import("./output-recv.ts")).outputRecv,
-  "input serve": async () => (await import("./input-serve.ts")).inputServe,
-  "input send": async () => (await import("./input-send.ts")).inputSend,
+  "output serve": async () => (await import("../roles/output-serve.ts")).outputServe,
+  "output recv": async () => (await import("../roles/output-recv.ts")).outputRecv,
+  "input serve": async () => (await import("../roles/input-serve.ts")).inputServe,
+  "input send": async () => (await import("../roles/input-send.ts")).inputSend,
 };
 
 export interface CliIo {
@@ -64,7 +64,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     return first === undefined ? EXIT_USAGE : EXIT_OK;
   }
   if (first === "config") return (await import("./config-command.ts")).configCommand(argv.slice(1), io);
-  if (first === "bench") return (await import("./bench.ts")).bench(argv.slice(1));
+  if (first === "bench") return (await import("../bench/bench.ts")).bench(argv.slice(1));
   if (first !== "output" && first !== "input") {
     throw new UsageError(`unknown command "${first}"; allowed: output, input, config, bench (see --help)`);
   }
@@ -89,7 +89,8 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   const shutdown = new Shutdown(logger.for("agent"));
   try {
     const main = await load();
-    return await main(settings as never, logger, shutdown);
+    await main(settings as never, logger, shutdown);
+    return EXIT_OK;
   } finally {
     shutdown.dispose();
   }

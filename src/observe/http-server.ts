@@ -1,7 +1,7 @@
 import type { Server } from "bun";
 import type { AgentMetrics } from "./metrics.ts";
-import type { MonitorHub } from "./monitor-hub.ts";
-import pageText from "./monitor-page.html" with { type: "text" };
+import type { MonitorHub } from "./monitor/hub.ts";
+import pageText from "./monitor/page.html" with { type: "text" };
 
 // Imported as text (embedded in the compiled binary); the type declarations only know HTML bundles.
 const page = pageText as unknown as string;
@@ -11,18 +11,12 @@ export interface ListenAddress {
   port: number;
 }
 
-/** What a role says about itself on /healthz. */
-export interface HealthFigures {
-  connected: boolean;
-  frames: number;
-  drops: number;
-  [key: string]: unknown;
-}
-
-export interface HealthReport extends HealthFigures {
+/** What a role says about itself on /healthz: its role, channel and uptime, and its channel end's readings. */
+export interface HealthReport {
   role: string;
   channel: string;
   uptime_seconds: number;
+  [field: string]: unknown;
 }
 
 /** What one HTTP listener serves: metrics and health, the monitor, or both. */

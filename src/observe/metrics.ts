@@ -1,33 +1,9 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { LatencyMonitor } from "./latency-monitor.ts";
-import type { Channel } from "../protocol/index.ts";
-
-export type BufferType = "send" | "receive";
-
-/** What a role's pieces count, read at scrape time (plain numbers, no work on the hot path). */
-export interface ChannelReadings {
-  /** Frames delivered (a sender) or received (a receiver). */
-  frames: number;
-  bytes: number;
-  /** Frames dropped, by reason (a sender); empty for a receiver. */
-  dropped: Record<string, number>;
-  /** Connections that ended (peer gone, replaced, stuck, protocol error). */
-  connectionDrops: number;
-  /** Connections made after the first (clients) or clients accepted after the first (servers). */
-  reconnects: number;
-  queueDepth: number;
-  queueCapacity: number;
-  connected: boolean;
-  /** Unix ms of the last frame sent or received; 0 before the first. */
-  lastFrameUnixMs: number;
-  protocolErrors: number;
-}
+import { droppedTotal, reconnects, utilizationPercent, type ChannelReadings } from "./readings.ts";
 
 export interface MetricsOptions {
-  role: string;
-  channel: Channel;
-  /** A sender counts frames_sent, a receiver frames_received (JetKVM's names where it has them). */
-  direction: "send" | "receive";
+  /** The channel end's readings, taken at scrape time. A sender counts frames_sent, a receiver frames_received. */
   read: () => ChannelReadings;
   latency: LatencyMonitor;
 }
@@ -76,10 +52,6 @@ export class AgentMetrics {
   readonly writeCall: Histogram;
   readonly frameAge: Histogram;
   readonly roundTrip: Histogram;
-  private readonly socketBufferSize: Gauge<"component" | "buffer_type">;
-  private readonly socketBufferUtilization: Gauge<"component" | "buffer_type">;
-  private readonly socketBufferOverflow: Counter<"component" | "buffer_type">;
-  private readonly socketOptionFailures: Counter<"component" | "call">;
   private readonly adaptiveBufferSize: Gauge;
   private readonly adaptiveQueueFrames: Gauge;
   private readonly adaptiveLevel: Gauge;
@@ -88,7 +60,8 @@ export class AgentMetrics {
   private readonly latencyWarnings: Counter<"source" | "level">;
 
   constructor(private readonly options: MetricsOptions) {
-    const { channel, direction, read, latency } = options;
+    const { read, latency } = options;
+    const { channel, direction } = read();
     const registers = [this.registry];
     const prefix = channel === "output" ? "jetkvm_audio" : "jetkvm_microphone";
     this.component = channel === "output" ? "audio-output" : "audio-input";
@@ -121,7 +94,7 @@ export class AgentMetrics {
     const frameVerb = direction === "send" ? "sent" : "received";
     counterFrom(`${prefix}_frames_${frameVerb}_total`, `Total number of ${what} frames ${frameVerb}`, (r) => r.frames);
     counterFrom(`${prefix}_frames_dropped_total`, `Total number of ${what} frames dropped`, (r) =>
-      Object.values(r.dropped).reduce((a, b) => a + b, 0),
+      droppedTotal(r),
     );
     counterFrom(`${prefix}_bytes_processed_total`, `Total number of ${what} bytes processed`, (r) => r.bytes);
     counterFrom(`${prefix}_connection_drops_total`, `Total number of ${what} connection drops`, (r) => r.connectionDrops);
@@ -146,7 +119,7 @@ export class AgentMetrics {
         }
       },
     });
-    counterFrom("audio_agent_reconnects_total", "Connections after the first (clients) or clients accepted after the first (servers)", (r) => r.reconnects);
+    counterFrom("audio_agent_reconnects_total", "Connections after the first (clients) or clients accepted after the first (servers)", reconnects);
     counterFrom("audio_agent_protocol_errors_total", "Framing violations by the peer (connection closed)", (r) => r.protocolErrors);
     gaugeFrom("audio_agent_queue_depth_frames", "Frames waiting in the send queue", (r) => r.queueDepth);
     gaugeFrom("audio_agent_queue_capacity_frames", "Send queue bound in frames", (r) => r.queueCapacity);
@@ -198,34 +171,58 @@ export class AgentMetrics {
       registers,
     });
 
-    const bufferLabels = ["component", "buffer_type"] as const;
-    this.socketBufferSize = new Gauge({
+    const component = this.component;
+    const buffers = ["send", "receive"] as const;
+    new Gauge({
       name: "jetkvm_audio_socket_buffer_size_bytes",
       help: "Current socket buffer size in bytes (as the kernel reports it)",
-      labelNames: bufferLabels,
+      labelNames: ["component", "buffer_type"],
       registers,
+      collect() {
+        const { kernel } = read().socketBuffers;
+        if (kernel.sendBytes === 0) return; // no connection yet
+        this.set({ component, buffer_type: "send" }, kernel.sendBytes);
+        this.set({ component, buffer_type: "receive" }, kernel.receiveBytes);
+      },
     });
-    this.socketBufferUtilization = new Gauge({
+    new Gauge({
       name: "jetkvm_audio_socket_buffer_utilization_percent",
       help: "Socket buffer utilization percentage",
-      labelNames: bufferLabels,
+      labelNames: ["component", "buffer_type"],
       registers,
+      collect() {
+        const r = read();
+        if (r.socketBuffers.kernel.sendBytes === 0) return;
+        for (const buffer_type of buffers) this.set({ component, buffer_type }, utilizationPercent(r, buffer_type));
+      },
     });
-    this.socketBufferOverflow = new Counter({
+    // Writes the kernel did not take whole; a receive buffer never overflows on a stream socket.
+    const overflows = { send: 0, receive: 0 };
+    new Counter({
       name: "jetkvm_audio_socket_buffer_overflow_total",
       help: "Total number of socket buffer overflows (writes the kernel could not take whole)",
-      labelNames: bufferLabels,
+      labelNames: ["component", "buffer_type"],
       registers,
+      collect() {
+        const now = read().shortWrites;
+        this.inc({ component, buffer_type: "send" }, Math.max(0, now - overflows.send));
+        this.inc({ component, buffer_type: "receive" }, 0);
+        overflows.send = now;
+      },
     });
-    this.socketOptionFailures = new Counter({
+    const failuresSeen: Record<string, number> = {};
+    new Counter({
       name: "audio_agent_socket_option_failures_total",
       help: "Socket option calls that failed (buffers left at the kernel default)",
       labelNames: ["component", "call"],
       registers,
+      collect() {
+        for (const [call, now] of Object.entries(read().socketBuffers.failures)) {
+          this.inc({ component, call }, Math.max(0, now - (failuresSeen[call] ?? 0)));
+          failuresSeen[call] = now;
+        }
+      },
     });
-    for (const buffer_type of ["send", "receive"] as const) {
-      this.socketBufferOverflow.inc({ component: this.component, buffer_type }, 0);
-    }
 
     this.adaptiveBufferSize = new Gauge({
       name: channel === "output" ? "jetkvm_adaptive_output_buffer_size_bytes" : "jetkvm_adaptive_input_buffer_size_bytes",
@@ -256,23 +253,6 @@ export class AgentMetrics {
     for (const decision of ["escalate", "relax"]) this.adaptiveDecisions.inc({ decision }, 0);
 
     this.addProcessMetrics();
-  }
-
-  socketBuffers(sendBytes: number, receiveBytes: number): void {
-    this.socketBufferSize.set({ component: this.component, buffer_type: "send" }, sendBytes);
-    this.socketBufferSize.set({ component: this.component, buffer_type: "receive" }, receiveBytes);
-  }
-
-  utilization(bufferType: BufferType, percent: number): void {
-    this.socketBufferUtilization.set({ component: this.component, buffer_type: bufferType }, percent);
-  }
-
-  overflow(bufferType: BufferType): void {
-    this.socketBufferOverflow.inc({ component: this.component, buffer_type: bufferType });
-  }
-
-  socketOptionFailure(call: string): void {
-    this.socketOptionFailures.inc({ component: this.component, call });
   }
 
   latencyWarning(source: string, level: string): void {

@@ -19,8 +19,6 @@ export interface FrameWriterOptions {
   stuckFrames: number;
   /** Called (at most once per client) when the client is judged stuck; the owner disconnects it. */
   onStuck?: (socket: Socket<unknown>) => void;
-  /** A write the kernel did not take whole (socket buffer overflow). */
-  onShortWrite?: (socket: Socket<unknown>) => void;
   /** After each write that completed messages: how many, and how long the oldest waited (ms). */
   onWritten?: (messages: number, bytes: number, oldestWaitMs: number, writeCallMs: number) => void;
   /** Each message other than OpusFrame, once it is written whole (e.g. a Heartbeat awaiting its Ack). */
@@ -196,8 +194,6 @@ export class FrameWriter {
       }
       queue.shift(whole);
       this.blocked = true;
-      // After the bookkeeping: the hook may resize the queue (adaptive optimizer).
-      this.options.onShortWrite?.(socket);
       break;
     }
     this.wake();
@@ -215,7 +211,6 @@ export class FrameWriter {
     this.tailSent += written;
     if (written < remaining) {
       this.queue.stats.shortWrites++;
-      this.options.onShortWrite?.(socket);
       this.blocked = true;
       return false;
     }

@@ -16,25 +16,10 @@ export const TIOCOUTQ = 0x5411;
 /** ioctl: bytes waiting in the receive queue (SIOCINQ). */
 export const FIONREAD = 0x541b;
 
-const KiB = 1024;
-/** Smallest buffer size we accept from configuration. */
-export const MIN_SOCKET_BUFFER_BYTES = 32 * KiB;
-/** Largest buffer size we accept from configuration. */
-export const MAX_SOCKET_BUFFER_BYTES = 256 * KiB;
-
 export interface SocketBufferSizes {
   sendBytes: number;
   receiveBytes: number;
 }
-
-export type SocketBufferPreset = "default" | "high-load";
-
-/** Requested sizes per preset (the kernel reports roughly double, see getSocketBuffers). */
-export const SOCKET_BUFFER_PRESETS: Readonly<Record<SocketBufferPreset, Readonly<SocketBufferSizes>>> =
-  Object.freeze({
-    default: Object.freeze({ sendBytes: 128 * KiB, receiveBytes: 128 * KiB }),
-    "high-load": Object.freeze({ sendBytes: 256 * KiB, receiveBytes: 256 * KiB }),
-  });
 
 export type SocketOptionCall =
   | "setsockopt(SO_SNDBUF)"

@@ -53,7 +53,7 @@ describe("output channel in-process", () => {
     const running = client.run();
     await server.waitForClient();
     for (let i = 0; i < N; i++) {
-      await server.writer.waitForSpace();
+      await server.waitForSpace();
       server.sendFrame(testPayload(i));
     }
     await running;

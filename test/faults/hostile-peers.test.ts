@@ -108,7 +108,7 @@ async function cleanSession(path: string, from: number, count: number): Promise<
   const running = client.start();
   await client.waitForConnection();
   for (let i = from; i < from + count; i++) {
-    await client.writer.waitForSpace();
+    await client.waitForSpace();
     client.sendFrame(indexedPayload(i, FEED_MAX_SIZE));
   }
   await client.finish();

@@ -35,7 +35,6 @@ import { DEFAULT_ADAPTIVE } from "../../src/observe/adaptive-optimizer.ts";
 import { FrameParser, MAX_MESSAGE, MessageType, OUTPUT_MAGIC, ProtocolError } from "../../src/protocol/index.ts";
 import { DROP_REASONS } from "../../src/transport/frame-stats.ts";
 import { silent } from "../../src/transport/report.ts";
-import { setSocketBuffers } from "../../src/transport/socket-options.ts";
 import { spawnAgent, stopAgents } from "../support/cli.ts";
 import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/temp.ts";
 import { FEED_MAX_SIZE, logFields, rssBytes, StdinFeeder } from "../faults/support.ts";
@@ -241,7 +240,7 @@ async function accountingRun(dir: string): Promise<void> {
     writeDeadlineMs: 20,
     stuckFrames: 50,
     // Small buffers: short writes and half-written frames happen all the time.
-    onClient: (socket) => void setSocketBuffers((socket as unknown as { fd: number }).fd, { sendBytes: 16384, receiveBytes: 16384 }),
+    socketBuffers: { sendBytes: 16384, receiveBytes: 16384 },
   });
   const clients: VerifyingClient[] = [];
   /** Frames delivered to connections the client hung up itself (in flight ones are lost, legitimately). */

@@ -170,21 +170,32 @@ describe("AdaptiveOptimizer on an injected clock", () => {
 
   test("decisions show up in the metrics: level, sizes, decision and adjustment counters", async () => {
     const metrics = new AgentMetrics({
-      role: "output serve",
-      channel: "output",
-      direction: "send",
       latency: new LatencyMonitor(),
       read: () => ({
+        channel: "output",
+        direction: "send",
+        connected: false,
         frames: 0,
         bytes: 0,
+        submitted: 0,
+        delivered: 0,
         dropped: {},
+        connects: 0,
         connectionDrops: 0,
-        reconnects: 0,
+        protocolErrors: 0,
         queueDepth: 0,
         queueCapacity: 0,
-        connected: false,
         lastFrameUnixMs: 0,
-        protocolErrors: 0,
+        writeCalls: 0,
+        shortWrites: 0,
+        socketBuffers: {
+          requested: { sendBytes: 0, receiveBytes: 0 },
+          kernel: { sendBytes: 0, receiveBytes: 0 },
+          sendQueueBytes: 0,
+          receiveQueueBytes: 0,
+          failures: {},
+        },
+        counts: {},
       }),
     });
     const { opt, at, tickAt } = optimizer({

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { AgentHttpServer } from "../../src/observe/http-server.ts";
-import { MonitorHub, type MonitorFigures } from "../../src/observe/monitor-hub.ts";
+import { MonitorHub, type MonitorFigures } from "../../src/observe/monitor/hub.ts";
 import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";

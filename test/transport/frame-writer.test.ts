@@ -7,7 +7,6 @@ import { describe, expect, test } from "bun:test";
 import { OutputServer, type OutputServerOptions } from "../../src/channels/output-server.ts";
 import { HEADER_SIZE, MAX_MESSAGE } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
-import { setSocketBuffers } from "../../src/transport/socket-options.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { indexedPayload, isIntactIndexedPayload, payloadIndex, sameBytes, until } from "../support/temp.ts";
@@ -20,10 +19,7 @@ const defer = useCleanup();
  * never ends inside a frame. An 8 KiB send buffer (16 KiB effective) splits
  * writes at arbitrary bytes, which is what the frame-atomic tail logic is for.
  */
-function smallSendBuffer(socket: { fd: number }): void {
-  const result = setSocketBuffers(socket.fd, { sendBytes: 8192, receiveBytes: 8192 });
-  if (!result.ok) throw new Error(`setSocketBuffers: ${result.message}`);
-}
+const SMALL_SEND_BUFFER = { sendBytes: 8192, receiveBytes: 8192 };
 
 async function startServer(over: Partial<OutputServerOptions> = {}) {
   const dir = socketDir(defer, "fw-");
@@ -70,7 +66,7 @@ function checkReceived(client: RecordingClient, maxSize = 4096): number[] {
 
 function expectAccounted(server: OutputServer): void {
   const s = server.stats;
-  expect(server.writer.idle).toBe(true);
+  expect(server.idle).toBe(true);
   expect(s.submitted).toBe(s.delivered + s.droppedTotal);
 }
 
@@ -79,7 +75,7 @@ describe("FrameWriter live mode", () => {
     const { path, server } = await startServer();
     for (let i = 0; i < 7; i++) expect(server.sendFrame(indexedPayload(i))).toBe(false);
     expect(server.stats.dropped.no_client).toBe(7);
-    expect(server.queue.length).toBe(0);
+    expect(server.readings().queueDepth).toBe(0);
 
     const client = await connect(path);
     await until(() => server.connected, "client accepted");
@@ -128,13 +124,13 @@ describe("FrameWriter live mode", () => {
     expect(server.stats.dropped.write_deadline).toBeGreaterThanOrEqual(10);
 
     client.socket.resume();
-    await until(() => server.writer.idle && client.bytes === server.stats.deliveredBytes, "queue written out");
+    await until(() => server.idle && client.bytes === server.stats.deliveredBytes, "queue written out");
     // Reading again: more frames flow.
     for (let k = 0; k < 50; k++) {
       server.sendFrame(indexedPayload(next++));
       await tick();
     }
-    await until(() => server.writer.idle && client.bytes === server.stats.deliveredBytes, "queue written out");
+    await until(() => server.idle && client.bytes === server.stats.deliveredBytes, "queue written out");
 
     const s = server.stats;
     expect(s.submitted).toBe(next);
@@ -153,7 +149,7 @@ describe("FrameWriter live mode", () => {
       writeDeadlineMs: 20,
       stuckFrames: 50,
       queueFrames: 100,
-      onClient: smallSendBuffer,
+      socketBuffers: SMALL_SEND_BUFFER,
     });
     const client = await connect(path);
     await until(() => server.connected, "client accepted");
@@ -176,7 +172,7 @@ describe("FrameWriter live mode", () => {
     clearTimeout(toggler);
     clearInterval(toggler);
     client.socket.resume();
-    await until(() => server.writer.idle || !server.connected, "queue written out");
+    await until(() => server.idle || !server.connected, "queue written out");
     await server.stop();
     await client.closed;
 
@@ -196,7 +192,7 @@ describe("FrameWriter live mode", () => {
       writeDeadlineMs: 0,
       stuckFrames: 50,
       queueFrames: 20,
-      onClient: smallSendBuffer,
+      socketBuffers: SMALL_SEND_BUFFER,
     });
     const stuck = await connect(path, { paused: true });
     await until(() => server.connected, "client accepted");
@@ -208,7 +204,7 @@ describe("FrameWriter live mode", () => {
       if (next > 100_000) throw new Error("socket never filled");
     }
     // The short write left the last frame either partly written (the tail) or not started (still queued).
-    const queuedWhenBlocked = server.queue.length;
+    const queuedWhenBlocked = server.readings().queueDepth;
     expect(queuedWhenBlocked).toBeLessThanOrEqual(1);
     let sinceBlocked = 0;
     while (server.connected) {
@@ -255,9 +251,8 @@ describe("FrameWriter lossless mode", () => {
       lossless: true,
       writeDeadlineMs: 0,
       queueFrames: 32,
-      onClient: smallSendBuffer,
+      socketBuffers: SMALL_SEND_BUFFER,
     });
-    const writer = server.writer;
     const first = await connect(path, { keepRaw: true });
     await until(() => server.connected, "client accepted");
 
@@ -265,7 +260,7 @@ describe("FrameWriter lossless mode", () => {
     let produced = 0;
     const producer = (async () => {
       for (; produced < N; produced++) {
-        await writer.waitForSpace();
+        await server.waitForSpace();
         server.sendFrame(indexedPayload(produced));
       }
     })();
@@ -282,7 +277,7 @@ describe("FrameWriter lossless mode", () => {
       if (attempt > 200 || produced === N) throw new Error("never caught a half-written frame");
       // Stop reading until the writer is blocked with its queue full, then read again.
       first.socket.pause();
-      await until(() => server.queue.isFull || produced === N, "writer blocked");
+      await until(() => !server.hasSpace() || produced === N, "writer blocked");
       await Bun.sleep(2);
       first.socket.resume();
       await Bun.sleep(2);
@@ -291,7 +286,7 @@ describe("FrameWriter lossless mode", () => {
 
     const second = await connect(path, { keepRaw: true });
     await producer;
-    await until(() => writer.idle && second.bytes === server.stats.deliveredBytes - first.bytes + first.pending, "all written");
+    await until(() => server.idle && second.bytes === server.stats.deliveredBytes - first.bytes + first.pending, "all written");
 
     const s = server.stats;
     expect(s.submitted).toBe(N);

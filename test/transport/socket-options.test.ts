@@ -6,13 +6,11 @@ import {
   LIBC_CANDIDATES,
   libcInfo,
   loadLibcFrom,
-  MAX_SOCKET_BUFFER_BYTES,
-  MIN_SOCKET_BUFFER_BYTES,
   receiveQueueBytes,
   sendQueueBytes,
   setSocketBuffers,
-  SOCKET_BUFFER_PRESETS,
 } from "../../src/transport/socket-options.ts";
+import { MAX_SOCKET_BUFFER_BYTES, MIN_SOCKET_BUFFER_BYTES, SOCKET_BUFFER_PRESETS } from "../../src/config.ts";
 
 const KiB = 1024;
 

@@ -4,21 +4,22 @@
  *
  * Every scenario runs a sender and a receiver in two processes over a Unix
  * socket: the agent's pair is this same program re-entered as
- * `<self> bench --driver send|recv` (bench-driver.ts: the CLI's own
- * OutputServer / OutputClient / Telemetry wiring, metrics on), the native
- * pair is bench/native-baseline.c compiled with the machine's `cc -O2` into
+ * `<self> bench --driver send|recv` (driver.ts: the roles' own builders of
+ * OutputServer / OutputClient with their Instruments, metrics on), the native
+ * pair is native-baseline.c (beside this file) compiled with the machine's `cc -O2` into
  * a temp dir (the source is embedded, so a compiled binary carries it; with
  * no `cc` the native column stays empty). Figures are goals, not
  * assertions: each line says PASS or MISS and the exit code stays 0 unless a
  * scenario itself failed (lost frames, a crash).
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import NATIVE_SOURCE from "../../bench/native-baseline.c" with { type: "text" };
-import { parseDriverArgs, runDriver, type DriverResult, type HeapSample } from "./bench-driver.ts";
-import { formatTable, framesPerSecond, judge, type Row } from "./bench-report.ts";
+import { parseDriverArgs, runDriver, type HeapSample } from "./driver.ts";
+import NATIVE_SOURCE from "./native-baseline.c" with { type: "text" };
+import { formatTable, framesPerSecond, judge, type Row } from "./report.ts";
+import { Runner, type Pair, type StartupFigures } from "./runner.ts";
 
 export interface BenchHost {
   /** The command that re-enters `bench` in a child process (the agent drivers). */
@@ -77,21 +78,6 @@ baseline compiled with cc -O2 in the same run, and prints a table.
   --binary PATH  compiled agent for the start-up scenario
   --out DIR      write <timestamp>.json and latest.md there
 `;
-
-export interface Pair {
-  send: DriverResult;
-  recv: DriverResult;
-  /** Largest VmRSS (KiB) sampled from outside while the pair ran. */
-  rssKiB: { send: number; recv: number };
-  wallMs: number;
-}
-
-interface StartupFigures {
-  runs: number[];
-  medianMs: number;
-  minMs: number;
-  appearMedianMs: number;
-}
 
 export interface BenchReport {
   version: 1;
@@ -373,219 +359,6 @@ function prepareNative(work: string, log: (line: string) => void): NativeBaselin
   return { path: binary, cc: version };
 }
 
-/** Environment for children: ours without anything that configures the agent behind the bench's back. */
-function childEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (value === undefined || key.startsWith("AUDIO_AGENT_") || key.startsWith("JETKVM_AUDIO_")) continue;
-    env[key] = value;
-  }
-  return env;
-}
-
-/** VmRSS of a process in KiB, 0 when it is gone. */
-export function rssKiB(pid: number): number {
-  try {
-    const match = /^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return match ? Number(match[1]) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** Reads a child's stdout as lines; `seen(text)` resolves when a line equal to `text` arrives. */
-class LineReader {
-  readonly lines: string[] = [];
-  readonly done: Promise<void>;
-  private waiters: { text: string; resolve: () => void }[] = [];
-
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.done = this.read(stream);
-  }
-
-  seen(text: string): Promise<void> {
-    if (this.lines.includes(text)) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push({ text, resolve }));
-  }
-
-  result(): DriverResult | undefined {
-    const line = this.lines.findLast((l) => l.startsWith("RESULT "));
-    return line ? (JSON.parse(line.slice("RESULT ".length)) as DriverResult) : undefined;
-  }
-
-  private async read(stream: ReadableStream<Uint8Array>): Promise<void> {
-    const decoder = new TextDecoder();
-    let pending = "";
-    for await (const chunk of stream) {
-      pending += decoder.decode(chunk, { stream: true });
-      let at: number;
-      while ((at = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, at);
-        pending = pending.slice(at + 1);
-        this.lines.push(line);
-        for (const w of this.waiters.filter((w) => w.text === line)) w.resolve();
-        this.waiters = this.waiters.filter((w) => w.text !== line);
-      }
-    }
-    if (pending) this.lines.push(pending);
-  }
-}
-
-/** Runs pairs of processes and start-up probes in a private temp dir. */
-export class Runner {
-  private next = 0;
-  private readonly live = new Set<Bun.Subprocess>();
-
-  constructor(
-    private readonly work: string,
-    private readonly log: (line: string) => void,
-  ) {}
-
-  socketPath(): string {
-    return join(this.work, `s${this.next++}.sock`);
-  }
-
-  /** Starts the sender, waits for LISTENING, starts the receiver, waits for both results. */
-  async pair(sendCmd: string[], recvCmd: string[], timeoutMs: number): Promise<Pair> {
-    const started = performance.now();
-    const sender = this.spawn(sendCmd);
-    const senderOut = new LineReader(sender.stdout);
-    const senderErr = new Response(sender.stderr).text();
-    const ready = await Promise.race([
-      senderOut.seen("LISTENING").then(() => true),
-      sender.exited.then(() => false),
-      Bun.sleep(30_000).then(() => false),
-    ]);
-    if (!ready) {
-      this.kill(sender);
-      throw new Error(`sender never listened: ${tail(await senderErr)}`);
-    }
-    const receiver = this.spawn(recvCmd);
-    const receiverOut = new LineReader(receiver.stdout);
-    const receiverErr = new Response(receiver.stderr).text();
-    const rss = { send: 0, recv: 0 };
-    const sampler = setInterval(() => {
-      rss.send = Math.max(rss.send, rssKiB(sender.pid));
-      rss.recv = Math.max(rss.recv, rssKiB(receiver.pid));
-    }, 250);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<true>((resolve) => (timer = setTimeout(() => resolve(true), timeoutMs)));
-    const finished = await Promise.race([Promise.all([sender.exited, receiver.exited]).then(() => false), timedOut]);
-    clearTimeout(timer);
-    clearInterval(sampler);
-    if (finished) {
-      this.kill(sender);
-      this.kill(receiver);
-      throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s`);
-    }
-    await Promise.all([senderOut.done, receiverOut.done]);
-    this.live.delete(sender);
-    this.live.delete(receiver);
-    const send = senderOut.result();
-    const recv = receiverOut.result();
-    const problems: string[] = [];
-    if (!send || sender.exitCode !== 0) problems.push(`sender exit ${sender.exitCode}: ${send?.errors?.join("; ") ?? ""} ${tail(await senderErr)}`);
-    if (!recv || receiver.exitCode !== 0) problems.push(`receiver exit ${receiver.exitCode}: ${recv?.errors?.join("; ") ?? ""} ${tail(await receiverErr)}`);
-    if (problems.length > 0 || !send || !recv) throw new Error(problems.join(" | "));
-    // A run shorter than one sampling period: fall back to the peak the process reported itself.
-    if (rss.send === 0) rss.send = send.maxRssKiB;
-    if (rss.recv === 0) rss.recv = recv.maxRssKiB;
-    return { send, recv, rssKiB: rss, wallMs: performance.now() - started };
-  }
-
-  /** Exec -> socket connectable, `runs` times after one discarded run; median and min. */
-  async startup(command: (socket: string) => string[], runs: number): Promise<StartupFigures> {
-    const connect: number[] = [];
-    const appear: number[] = [];
-    for (let i = 0; i <= runs; i++) {
-      const socket = this.socketPath();
-      const t = await this.timeToListen(command(socket), socket);
-      if (i === 0) continue; // cold: page cache, first exec of the file
-      connect.push(t.connectMs);
-      appear.push(t.appearMs);
-    }
-    return { runs: connect, medianMs: median(connect), minMs: Math.min(...connect), appearMedianMs: median(appear) };
-  }
-
-  dispose(): void {
-    for (const proc of this.live) this.kill(proc);
-  }
-
-  private async timeToListen(cmd: string[], socket: string): Promise<{ appearMs: number; connectMs: number }> {
-    // inotify on the directory wakes us when the socket file appears; a 1 ms poll covers a missed event.
-    let wake: () => void = () => {};
-    const watcher = watch(this.work, () => wake());
-    const t0 = performance.now();
-    const proc = this.spawn(cmd, "ignore");
-    const errText = new Response(proc.stderr).text();
-    let appearMs = NaN;
-    try {
-      for (;;) {
-        if (proc.exitCode !== null) throw new Error(`exited ${proc.exitCode} before listening: ${tail(await errText)}`);
-        if (performance.now() - t0 > 10_000) throw new Error("not listening after 10 s");
-        if (Number.isNaN(appearMs) && existsSync(socket)) appearMs = performance.now() - t0;
-        if (!Number.isNaN(appearMs) && (await canConnect(socket))) break;
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, 1);
-          wake = () => (clearTimeout(timer), resolve());
-        });
-      }
-      const connectMs = performance.now() - t0;
-      return { appearMs, connectMs };
-    } finally {
-      watcher.close();
-      // The baseline exits after one accept, the agent once its empty source is done; when our probe
-      // left before the agent began waiting for a client, it waits for the next one: SIGTERM ends it.
-      const exited = () => Promise.race([proc.exited.then(() => true), Bun.sleep(2000).then(() => false)]);
-      if (!(await exited())) {
-        proc.kill("SIGTERM");
-        if (!(await exited())) this.kill(proc);
-      }
-      this.live.delete(proc);
-    }
-  }
-
-  private spawn(cmd: string[], stdout: "pipe" | "ignore" = "pipe") {
-    const proc = Bun.spawn(cmd, { cwd: this.work, env: childEnv(), stdin: "ignore", stdout, stderr: "pipe" });
-    this.live.add(proc);
-    return proc as Bun.Subprocess<"ignore", "pipe", "pipe">;
-  }
-
-  private kill(proc: Bun.Subprocess): void {
-    try {
-      proc.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    this.live.delete(proc);
-    this.log(`killed pid ${proc.pid}`);
-  }
-}
-
-function canConnect(path: string): Promise<boolean> {
-  return Bun.connect({
-    unix: path,
-    socket: { data() {}, open() {}, close() {}, error() {} },
-  }).then(
-    (socket) => {
-      socket.end();
-      return true;
-    },
-    () => false,
-  );
-}
-
-function tail(text: string, lines = 6): string {
-  return text.trim().split("\n").slice(-lines).join("\n");
-}
-
-export function median(values: number[]): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
 /** CPU, cores, memory, kernel, Bun: enough to compare two result files. */
 function machine(): Record<string, string | number> {
   const info: Record<string, string | number> = {};
@@ -626,12 +399,12 @@ function markdownReport(report: BenchReport, table: string): string {
   return [
     "# audio-agent benchmark: latest run",
     "",
-    `Written by \`bun run bench\` (src/cli/bench.ts). ${describeMachine(report)}.`,
+    `Written by \`bun run bench\` (src/bench/bench.ts). ${describeMachine(report)}.`,
     "",
     `Plan (${p.name}): flood ${p.flood160} x 160 B and ${p.flood4096} x 4096 B; live ${p.liveRate} frames/s for ${p.liveSeconds} s;` +
       ` soak ${p.soakFrames} x 160 B; start-up median of ${p.startupRuns} warm runs.` +
       " Agent: sender and receiver in separate processes through OutputServer/FrameQueue/FrameWriter and" +
-      " OutputClient/FrameParser with Telemetry and --metrics on. Native: bench/native-baseline.c, cc -O2," +
+      " OutputClient/FrameParser with their Instruments and --metrics on. Native: src/bench/native-baseline.c, cc -O2," +
       " 64 KiB batched writes. Ratio = agent / native (for latency, CPU and RSS: agent is that many times native).",
     "",
     table,
@@ -640,4 +413,4 @@ function markdownReport(report: BenchReport, table: string): string {
   ].join("\n");
 }
 
-export type { HeapSample, StartupFigures };
+export type { HeapSample, Pair, StartupFigures };

@@ -1,4 +1,6 @@
 import type { ServerWebSocket } from "bun";
+import type { LatencyMonitor } from "../latency-monitor.ts";
+import { utilizationPercent, type ChannelReadings } from "../readings.ts";
 
 /** One second of what a role is doing: the same numbers the Prometheus metrics hold. */
 export interface MonitorFigures {
@@ -21,6 +23,33 @@ export interface MonitorFigures {
   /** Frames the browser listeners missed because they could not keep up. */
   listenerDrops: number;
   listeners: number;
+}
+
+/** The page's figures from a channel end's readings, its latency monitor and the optimizer's level. */
+export function monitorFigures(
+  r: ChannelReadings,
+  latency: LatencyMonitor,
+  adaptiveLevel: number,
+): Omit<MonitorFigures, "t" | "listenerDrops" | "listeners"> {
+  const percentiles: MonitorFigures["latency"] = {};
+  for (const source of latency.operations()) {
+    const s = latency.snapshot(source);
+    if (s) percentiles[source] = { p50: s.p50, p95: s.p95, p99: s.p99, max: s.max };
+  }
+  return {
+    connected: r.connected,
+    frames: r.frames,
+    bytes: r.bytes,
+    dropped: { ...r.dropped },
+    queueDepth: r.queueDepth,
+    queueCapacity: r.queueCapacity,
+    sendUtilization: utilizationPercent(r, "send"),
+    receiveUtilization: utilizationPercent(r, "receive"),
+    sendBufferBytes: r.socketBuffers.kernel.sendBytes,
+    receiveBufferBytes: r.socketBuffers.kernel.receiveBytes,
+    latency: percentiles,
+    adaptiveLevel,
+  };
 }
 
 export interface ConnectionEvent {

@@ -3,7 +3,7 @@
  * side by side, their ratio, the goal and PASS / MISS. Goals are not
  * assertions; a row without a goal is information.
  */
-import type { DriverResult, HeapSample } from "./bench-driver.ts";
+import type { DriverResult, HeapSample } from "./driver.ts";
 
 export interface Row {
   scenario: string;

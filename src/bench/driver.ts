@@ -2,11 +2,11 @@
  * The agent side of `audio-agent bench`: one process per role, started by
  * the orchestrator (bench.ts) as `<self> bench --driver send|recv ...`.
  *
- * Each driver builds its role exactly as the CLI does (output-serve.ts and
- * output-recv.ts): settings resolved from the same option table and
- * defaults, an OutputServer or OutputClient, and a Telemetry with --metrics
- * on (latency monitor, adaptive optimizer, Prometheus registry and its HTTP
- * endpoint). The sender feeds frames through the CLI's own pumpSource, from
+ * Each driver builds its role with the roles' own builders (src/roles/
+ * output-serve.ts and output-recv.ts): settings resolved from the same option
+ * table and defaults, an OutputServer or OutputClient, and its Instruments with
+ * --metrics on (latency monitor, adaptive optimizer, Prometheus registry and its
+ * HTTP endpoint). The sender feeds frames through the same pumpSource, from
  * an in-memory source instead of a file, so that what is measured is the
  * IPC path and not disk reads. Both print "LISTENING" / "RESULT {json}"
  * lines on stdout, like the native baseline.
@@ -18,12 +18,12 @@ import { readdirSync, readFileSync } from "node:fs";
 import { resolveSettings } from "../config.ts";
 import type { FrameSource, SourceFrame } from "../media/frame-source.ts";
 import { Pacer } from "../media/pacer.ts";
+import { pumpSource, type PumpTarget } from "../media/pump.ts";
 import { Logger } from "../observe/logger.ts";
 import { HEADER_SIZE, MessageType, wallClockMs, type ParsedMessage } from "../protocol/index.ts";
+import { startOutputClient } from "../roles/output-recv.ts";
+import { startOutputServer } from "../roles/output-serve.ts";
 import { LIBC_CANDIDATES } from "../transport/socket-options.ts";
-import { startOutputClient } from "./output-recv.ts";
-import { startOutputServer } from "./output-serve.ts";
-import { pumpSource } from "./source-pump.ts";
 
 export interface DriverArgs {
   role: "send" | "recv";
@@ -325,7 +325,7 @@ async function scrapeCounter(url: string | undefined, name: string): Promise<num
   }
 }
 
-/** `output serve`, wired as output-serve.ts wires it, fed from memory. */
+/** `output serve`, built by the role's own builder, fed from memory. */
 async function runSender(args: DriverArgs): Promise<DriverResult> {
   const live = args.mode === "live";
   const logger = new Logger({ level: "warn", format: "text" });
@@ -333,7 +333,7 @@ async function runSender(args: DriverArgs): Promise<DriverResult> {
     flags: { socket: args.socket, source: "-", realtime: live, metrics: "127.0.0.1:0", ...args.settings },
     env: {},
   });
-  const { server, telemetry } = await startOutputServer(settings, logger, live);
+  const { server, instruments } = await startOutputServer(settings, logger, live);
   const stats = server.stats;
   process.stdout.write("LISTENING\n");
   await server.waitForClient();
@@ -341,32 +341,32 @@ async function runSender(args: DriverArgs): Promise<DriverResult> {
   const window = new Window();
   const heap = heapSampler(args.heapEveryMs, () => stats.submitted);
   let submitted = 0;
-  const writer = server.writer;
-  await pumpSource(
-    new CountingSource(args.frames, args.size, 1000 / args.rate),
-    {
-      submit: (payload) => {
-        if (submitted === args.warmup) window.open(submitted);
-        submitted++;
-        const tap = telemetry.frameTap; // as output-serve.ts: only set while a monitor page listens
-        if (tap) tap(payload, wallClockMs());
-        return server.sendFrame(payload);
-      },
-      hasSpace: () => !server.queue.isFull,
-      waitForSpace: () => writer.waitForSpace(),
+  // The server itself is the pump target, as in output serve; the window opens after warm-up.
+  const target: PumpTarget = {
+    sendFrame: (payload) => {
+      if (submitted === args.warmup) window.open(submitted);
+      submitted++;
+      return server.sendFrame(payload);
     },
-    { lossless: !live, pacer: live ? new Pacer() : undefined, loop: false, isStopped: () => false },
-  );
-  await writer.waitForIdle();
+    hasSpace: () => server.hasSpace(),
+    waitForSpace: () => server.waitForSpace(),
+  };
+  await pumpSource(new CountingSource(args.frames, args.size, 1000 / args.rate), target, {
+    lossless: !live,
+    pacer: live ? new Pacer() : undefined,
+    loop: false,
+    isStopped: () => false,
+  });
+  await server.waitForIdle();
   window.close(submitted);
   heap.stop();
   const maxRssKiB = statusKiB("VmHWM");
-  const metricsFrames = await scrapeCounter(telemetry.urls[0], "jetkvm_audio_frames_sent_total");
+  const metricsFrames = await scrapeCounter(instruments.urls[0], "jetkvm_audio_frames_sent_total");
   // The receiver closes once it has every frame; the flush bound covers a receiver that died.
   await server.flush(1000);
   await Promise.race([closedByPeer(server), Bun.sleep(10_000)]);
   await server.stop();
-  await telemetry.stop();
+  await instruments.stop();
 
   const errors: string[] = [];
   // Live mode may drop (write deadline, queue full): counted, not an error; every frame must be accounted for.
@@ -394,7 +394,7 @@ function closedByPeer(server: OutputServer): Promise<void> {
   });
 }
 
-/** `output recv`, wired as output-recv.ts wires it, into a counting, validating sink. */
+/** `output recv`, built by the role's own builder, into a counting, validating sink. */
 async function runReceiver(args: DriverArgs): Promise<DriverResult> {
   const live = args.mode === "live";
   const logger = new Logger({ level: "warn", format: "text" });
@@ -408,7 +408,7 @@ async function runReceiver(args: DriverArgs): Promise<DriverResult> {
   let received = 0;
   let nextSequence = 0;
   const heap = heapSampler(args.heapEveryMs, () => received);
-  const { client, telemetry } = await startOutputClient(settings, logger, (m: ParsedMessage) => {
+  const { client, instruments } = await startOutputClient(settings, logger, (m: ParsedMessage) => {
     if (m.type !== MessageType.OpusFrame) return;
     if (latency) latency[received] = wallClockMs() - m.timestampMs;
     if (received === args.warmup) window.open(received);
@@ -427,8 +427,8 @@ async function runReceiver(args: DriverArgs): Promise<DriverResult> {
   await client.run(true);
   heap.stop();
   const maxRssKiB = statusKiB("VmHWM");
-  const metricsFrames = await scrapeCounter(telemetry.urls[0], "jetkvm_audio_frames_received_total");
-  await telemetry.stop();
+  const metricsFrames = await scrapeCounter(instruments.urls[0], "jetkvm_audio_frames_received_total");
+  await instruments.stop();
 
   // Live: the server went away before the last frame (it was dropped): the window ends here.
   if (live && window.opened && Number.isNaN(window.endMs)) window.close(received);

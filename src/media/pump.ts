@@ -1,9 +1,10 @@
-import type { FrameSource } from "../media/frame-source.ts";
-import type { Pacer } from "../media/pacer.ts";
+import type { FrameSource } from "./frame-source.ts";
+import type { Pacer } from "./pacer.ts";
 
+/** What a source feeds: a sending channel end (OutputServer, InputClient). */
 export interface PumpTarget {
   /** Queues one frame; false when it was dropped (and counted) instead. */
-  submit(payload: Uint8Array): boolean;
+  sendFrame(payload: Uint8Array): boolean;
   /** Lossless mode: is there room for one more frame without dropping? */
   hasSpace(): boolean;
   waitForSpace(): Promise<void>;
@@ -41,7 +42,7 @@ export async function pumpSource(source: FrameSource, target: PumpTarget, option
     // A stop while we waited: the role has discarded its queue and counted
     // every frame; one submitted now would be neither delivered nor dropped.
     if (options.isStopped()) break;
-    target.submit(frame.payload);
+    target.sendFrame(frame.payload);
     frames++;
   }
   return frames;

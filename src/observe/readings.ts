@@ -1,0 +1,103 @@
+import type { AudioConfig, Channel } from "../protocol/index.ts";
+
+/** Socket buffer sizes as asked for and as the kernel holds them (bytes). */
+export interface BufferSizes {
+  sendBytes: number;
+  receiveBytes: number;
+}
+
+/**
+ * What one channel end counts, in one shape: read by the metrics on scrape,
+ * by /healthz, by the monitor, and by the final "stopped" log line. Plain
+ * numbers, so reading costs the audio path nothing.
+ */
+export interface ChannelReadings {
+  channel: Channel;
+  /** A sender (output serve, input send) or a receiver (output recv, input serve). */
+  direction: "send" | "receive";
+  connected: boolean;
+  /** OpusFrames delivered (a sender) or received (a receiver). */
+  frames: number;
+  /** Bytes delivered or received, headers included. */
+  bytes: number;
+  /** A sender's accounting: messages submitted = delivered + dropped (by reason). */
+  submitted: number;
+  delivered: number;
+  dropped: Record<string, number>;
+  /** Connections made (clients) or accepted (servers). */
+  connects: number;
+  /** Connections that ended other than by our own stop or the peer's clean Stop. */
+  connectionDrops: number;
+  /** Framing violations by the peer (each ended its connection). */
+  protocolErrors: number;
+  queueDepth: number;
+  queueCapacity: number;
+  /** Unix ms of the last OpusFrame delivered or received; 0 before the first. */
+  lastFrameUnixMs: number;
+  /** write() calls, and those the kernel did not take whole (socket buffer overflows). */
+  writeCalls: number;
+  shortWrites: number;
+  socketBuffers: {
+    requested: BufferSizes;
+    kernel: BufferSizes;
+    /** Bytes queued unread in the kernel at the last sample, each way. */
+    sendQueueBytes: number;
+    receiveQueueBytes: number;
+    /** Failed socket option calls, by call ("setsockopt(SO_SNDBUF)", ...). */
+    failures: Record<string, number>;
+  };
+  /** Counts only this channel end has (acks, heartbeats, sessions, ...), named as they are logged. */
+  counts: Record<string, number>;
+  /** The input channel's Config, as the server last received it. */
+  config?: AudioConfig;
+}
+
+export function droppedTotal(r: ChannelReadings): number {
+  let total = 0;
+  for (const n of Object.values(r.dropped)) total += n;
+  return total;
+}
+
+/** Connections after the first. */
+export function reconnects(r: ChannelReadings): number {
+  return Math.max(0, r.connects - 1);
+}
+
+/** How full a kernel socket buffer was at the last sample, in percent (0 before the first connection). */
+export function utilizationPercent(r: ChannelReadings, buffer: "send" | "receive"): number {
+  const size = buffer === "send" ? r.socketBuffers.kernel.sendBytes : r.socketBuffers.kernel.receiveBytes;
+  const queued = buffer === "send" ? r.socketBuffers.sendQueueBytes : r.socketBuffers.receiveQueueBytes;
+  return size > 0 ? Math.min(100, (queued / size) * 100) : 0;
+}
+
+/**
+ * The accounting as log fields (the final "stopped" line): a sender's
+ * submitted, delivered, dropped and dropped_<reason> for each reason seen; a
+ * receiver's frames and protocol errors; then connects and the end's own counts.
+ */
+export function summaryFields(r: ChannelReadings): Record<string, number> {
+  const fields: Record<string, number> = {};
+  if (r.direction === "send") {
+    fields.submitted = r.submitted;
+    fields.delivered = r.delivered;
+    fields.dropped = droppedTotal(r);
+    for (const [reason, n] of Object.entries(r.dropped)) if (n > 0) fields[`dropped_${reason}`] = n;
+  }
+  fields.frames = r.frames;
+  if (r.direction === "receive") fields.protocol_errors = r.protocolErrors;
+  fields.connects = r.connects;
+  return Object.assign(fields, r.counts);
+}
+
+/** What /healthz says of a channel end. */
+export function healthFields(r: ChannelReadings): Record<string, unknown> {
+  return {
+    connected: r.connected,
+    frames: r.frames,
+    drops: droppedTotal(r),
+    ...(r.direction === "send" ? { dropped: { ...r.dropped }, queue_depth: r.queueDepth } : { protocol_errors: r.protocolErrors }),
+    connects: r.connects,
+    ...r.counts,
+    ...(r.config ? { config: r.config } : {}),
+  };
+}

@@ -1,0 +1,80 @@
+import { InputClient } from "../channels/input-client.ts";
+import { socketBufferSizes, type RoleSettings } from "../config.ts";
+import { isLiveSource, openSource, readUpToFirstFrame } from "../media/open.ts";
+import { Pacer } from "../media/pacer.ts";
+import { pumpSource } from "../media/pump.ts";
+import type { Logger } from "../observe/logger.ts";
+import { summaryFields } from "../observe/readings.ts";
+import { DEFAULT_AUDIO_CONFIG, type AudioConfig } from "../protocol/index.ts";
+import { within } from "../transport/within.ts";
+import { Instruments } from "./instruments.ts";
+import type { Shutdown } from "./shutdown.ts";
+
+/** Bound on writing out what is queued, and the Stop, after a signal. */
+const FINAL_FLUSH_MS = 1000;
+
+/**
+ * `input send`: source -> input client. Config comes from the flags, else the
+ * source's OpusHead, else 48000/2/960. A file source without --realtime is
+ * lossless (waits for the server and for queue room); the run ends with Stop.
+ */
+export async function inputSend(settings: RoleSettings<"input send">, logger: Logger, shutdown: Shutdown): Promise<void> {
+  const report = logger.for("input-client");
+  const live = settings.realtime || (await isLiveSource(settings.source));
+  // Opening a FIFO waits for its writer (the encoder): a signal must still end the wait.
+  const opened = await shutdown.race(openSource(settings.format, settings.source, { lenient: settings.lenient }));
+  if (!opened) return;
+  // An Ogg source knows its channels and rate only once the OpusHead packet is parsed, and its
+  // frame size once the first audio packet is: read up to that packet before building the Config.
+  const source = settings.format === "ogg" ? await readUpToFirstFrame(opened) : opened;
+  const config: AudioConfig = {
+    sampleRate: settings["sample-rate"] ?? source.audioConfig?.sampleRate ?? DEFAULT_AUDIO_CONFIG.sampleRate,
+    channels: settings.channels ?? source.audioConfig?.channels ?? DEFAULT_AUDIO_CONFIG.channels,
+    frameSize: settings["frame-size"] ?? source.audioConfig?.frameSize ?? DEFAULT_AUDIO_CONFIG.frameSize,
+  };
+  const client = new InputClient({
+    path: settings.socket,
+    report,
+    config,
+    heartbeatMs: settings["heartbeat-ms"],
+    ackTimeoutMs: settings["ack-timeout-ms"],
+    connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
+    queueFrames: settings["queue-frames"],
+    dropPolicy: settings.drop,
+    lossless: !live,
+    writeDeadlineMs: settings["write-deadline-ms"],
+    stuckFrames: settings["stuck-frames"],
+    socketBuffers: socketBufferSizes(settings["socket-buffers"]),
+  });
+  const instruments = await Instruments.attach(client, { role: "input send", settings, logger });
+  await instruments.start();
+  const connection = client.start();
+  // A source that fails part-way still ends the run with an error, but only after the
+  // frames read before the failure went out and the session ended with Stop.
+  let sourceFailure: unknown;
+  try {
+    const sending = (async () => {
+      if (!live) await client.waitForConnection();
+      const pumped = pumpSource(source, client, {
+        lossless: !live,
+        pacer: settings.realtime ? new Pacer() : undefined,
+        loop: settings.loop,
+        isStopped: () => shutdown.isRequested,
+      });
+      await pumped.catch((e) => void (sourceFailure = e ?? new Error("source failed")));
+      // After a signal the Stop is sent below, once; a Stop queued here too would go
+      // after the final discard, neither delivered nor counted as dropped.
+      if (!shutdown.isRequested) await client.finish();
+    })();
+    // A connect timeout rejects `connection`; otherwise the run ends when sending does.
+    await shutdown.race(Promise.race([sending, connection.then(() => sending)]));
+    // A signal stops the source mid-stream, but the session still ends with Stop (bounded wait).
+    if (shutdown.isRequested && client.connected) await within(client.finish(), FINAL_FLUSH_MS, undefined);
+    if (sourceFailure !== undefined) throw sourceFailure;
+  } finally {
+    client.stop();
+    await instruments.stop();
+    await source.close();
+    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
+  }
+}

@@ -1,0 +1,50 @@
+import { InputServer } from "../channels/input-server.ts";
+import { socketBufferSizes, type RoleSettings } from "../config.ts";
+import { openSink } from "../media/open.ts";
+import { flushPeriodically } from "../media/periodic-flush.ts";
+import type { Logger } from "../observe/logger.ts";
+import { summaryFields } from "../observe/readings.ts";
+import { Instruments } from "./instruments.ts";
+import type { Shutdown } from "./shutdown.ts";
+
+/**
+ * `input serve`: input server -> sink. Sessions follow one another: Stop (or
+ * a disconnect) ends one, the sink is flushed, the next client is served;
+ * with --once the first session's end ends the run.
+ */
+export async function inputServe(settings: RoleSettings<"input serve">, logger: Logger, shutdown: Shutdown): Promise<void> {
+  const report = logger.for("input-server");
+  const sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
+  const { promise: finished, resolve, reject } = Promise.withResolvers<void>();
+  const finish = (error?: Error) => (error ? reject(error) : resolve());
+  const server = new InputServer({
+    path: settings.socket,
+    mode: settings["socket-mode"],
+    report,
+    socketBuffers: socketBufferSizes(settings["socket-buffers"]),
+    onMessage: (message) => sink.write(message),
+    onSessionEnd: (reason, clean) => {
+      sink.flush();
+      report("info", clean ? "session ended by Stop" : "session ended without Stop", { reason });
+      if (settings.once) finish();
+    },
+    onFailure: (error) => finish(error),
+  });
+  const instruments = await Instruments.attach(server, { role: "input serve", settings, logger });
+  await server.listen();
+  await instruments.start();
+  const stopFlushing = flushPeriodically(sink, settings["page-ms"], (error) => finish(error));
+  try {
+    await shutdown.race(finished);
+  } finally {
+    stopFlushing();
+    await server.stop();
+    await instruments.stop();
+    try {
+      // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.
+      sink.close();
+    } finally {
+      report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()) });
+    }
+  }
+}

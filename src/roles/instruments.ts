@@ -1,0 +1,202 @@
+import type { ChannelEnd, ChannelObserver } from "../channels/channel-end.ts";
+import { SOCKET_BUFFER_PRESETS, socketBufferSizes, type Role, type Settings } from "../config.ts";
+import { AdaptiveOptimizer, DEFAULT_ADAPTIVE, type AdaptiveState } from "../observe/adaptive-optimizer.ts";
+import { AgentHttpServer, type HealthReport, type ListenAddress } from "../observe/http-server.ts";
+import { LatencyMonitor } from "../observe/latency-monitor.ts";
+import type { Logger } from "../observe/logger.ts";
+import type { AgentMetrics } from "../observe/metrics.ts";
+import { MonitorHub, monitorFigures } from "../observe/monitor/hub.ts";
+import { healthFields, type ChannelReadings } from "../observe/readings.ts";
+import type { Report } from "../transport/report.ts";
+import { DropReason } from "../transport/frame-stats.ts";
+
+type InstrumentSettings = Settings<
+  | "socket"
+  | "socket-buffers"
+  | "adaptive"
+  | "adaptive-threshold"
+  | "adaptive-window-ms"
+  | "adaptive-calm-ms"
+  | "metrics"
+  | "monitor"
+>;
+
+export interface InstrumentsOptions {
+  role: Role;
+  settings: InstrumentSettings;
+  logger: Logger;
+}
+
+/** Socket buffers are sampled, and the optimizer fed and ticked, this often (or faster for short windows). */
+const SAMPLE_MS = 1000;
+
+/**
+ * Everything a role measures and adapts, attached to its channel end: the
+ * latency monitor, socket buffer sampling, the adaptive optimizer, and (with
+ * --metrics / --monitor) the Prometheus registry, the monitor and their HTTP
+ * server. The channel reports through the observer hooks, each cheap; the
+ * optimizer is fed from the channel's readings and its decisions are applied
+ * on the sampler's tick, never from inside a write.
+ */
+export class Instruments implements ChannelObserver {
+  readonly latency: LatencyMonitor;
+  readonly metrics: AgentMetrics | undefined;
+  readonly optimizer: AdaptiveOptimizer | undefined;
+  readonly monitor: MonitorHub | undefined;
+  private servers: AgentHttpServer[] = [];
+  private readonly sampler: ReturnType<typeof setInterval>;
+  /** Pressure already fed to the optimizer: short writes and deadline drops. */
+  private pressureSeen = { shortWrites: 0, deadlineDrops: 0 };
+  private readonly report: Report;
+  private readonly started = performance.now();
+
+  /**
+   * Builds the instruments of a role and attaches them to its channel end.
+   * prom-client is loaded only when --metrics asks for it: it costs tens of
+   * milliseconds of start-up and megabytes.
+   */
+  static async attach(end: ChannelEnd, options: InstrumentsOptions): Promise<Instruments> {
+    const metricsModule = options.settings.metrics ? await import("../observe/metrics.ts") : undefined;
+    const instruments = new Instruments(end, options, metricsModule?.AgentMetrics);
+    end.observe(instruments);
+    return instruments;
+  }
+
+  private constructor(
+    private readonly end: ChannelEnd,
+    private readonly options: InstrumentsOptions,
+    Metrics: typeof AgentMetrics | undefined,
+  ) {
+    const { settings, logger } = options;
+    this.report = logger.for("instruments");
+    const read = (): ChannelReadings => end.readings();
+    this.latency = new LatencyMonitor({
+      warn: (operation, level, value, threshold) => {
+        this.metrics?.latencyWarning(operation, level);
+        this.report("warn", `latency above ${level === "max" ? "maximum" : "target"}`, {
+          operation,
+          ms: +(value * 1000).toFixed(3),
+          threshold_ms: threshold * 1000,
+        });
+      },
+    });
+    if (Metrics) this.metrics = new Metrics({ read, latency: this.latency });
+    const first = read();
+    if (settings.monitor) {
+      this.monitor = new MonitorHub({ role: options.role, channel: first.channel, socket: settings.socket }, () =>
+        monitorFigures(read(), this.latency, this.optimizer?.state.level ?? 0),
+      );
+    }
+    if (settings.adaptive === "on") {
+      const buffers = socketBufferSizes(settings["socket-buffers"]);
+      const high = SOCKET_BUFFER_PRESETS["high-load"];
+      const baseQueue = first.queueCapacity;
+      this.optimizer = new AdaptiveOptimizer({
+        base: { sendBufferBytes: buffers.sendBytes, receiveBufferBytes: buffers.receiveBytes, queueFrames: baseQueue },
+        highLoad: {
+          sendBufferBytes: Math.max(high.sendBytes, buffers.sendBytes),
+          receiveBufferBytes: Math.max(high.receiveBytes, buffers.receiveBytes),
+        },
+        maxQueueFrames: baseQueue * DEFAULT_ADAPTIVE.queueGrowth,
+        threshold: settings["adaptive-threshold"],
+        windowMs: settings["adaptive-window-ms"],
+        calmMs: settings["adaptive-calm-ms"],
+        apply: (state, decision, why) => this.adapt(state, decision, why),
+      });
+      this.metrics?.adaptive(this.optimizer.state);
+    }
+    const every = Math.min(SAMPLE_MS, settings["adaptive-calm-ms"], settings["adaptive-window-ms"]);
+    this.sampler = setInterval(() => this.sample(), every);
+  }
+
+  /** Starts the HTTP endpoints --metrics and --monitor asked for (one server when they share an address). */
+  async start(): Promise<void> {
+    const { metrics: metricsAt, monitor: monitorAt } = this.options.settings;
+    const health = (): HealthReport => {
+      const r = this.end.readings();
+      return {
+        role: this.options.role,
+        channel: r.channel,
+        ...healthFields(r),
+        uptime_seconds: +((performance.now() - this.started) / 1000).toFixed(3),
+      };
+    };
+    const metrics = this.metrics && { registry: this.metrics, health };
+    const same = (a?: ListenAddress, b?: ListenAddress) => !!a && !!b && a.host === b.host && a.port === b.port;
+    if (metricsAt && same(metricsAt, monitorAt)) {
+      this.servers.push(AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }));
+    } else {
+      if (metricsAt) this.servers.push(AgentHttpServer.start(metricsAt, { metrics }));
+      if (monitorAt) this.servers.push(AgentHttpServer.start(monitorAt, { monitor: this.monitor }));
+    }
+    for (const server of this.servers) this.report("info", "http listening", { url: server.url });
+  }
+
+  /** The URLs the HTTP endpoints listen on (the first serves /metrics when there is one). */
+  get urls(): string[] {
+    return this.servers.map((s) => s.url);
+  }
+
+  /** Set only while a browser listens on the monitor: the channel passes every frame to it. */
+  get frameTap(): ((payload: Uint8Array, timestampMs: number) => void) | undefined {
+    return this.monitor?.frameTap;
+  }
+
+  connection(kind: "connected" | "disconnected", detail: string): void {
+    this.monitor?.event(kind, detail);
+  }
+
+  written(_messages: number, _bytes: number, oldestWaitMs: number, writeCallMs: number): void {
+    this.latency.record("enqueue_to_write", oldestWaitMs / 1000);
+    this.latency.record("write_call", writeCallMs / 1000);
+    this.metrics?.enqueueToWrite.observe(oldestWaitMs / 1000);
+    this.metrics?.writeCall.observe(writeCallMs / 1000);
+  }
+
+  frameAge(ms: number): void {
+    this.latency.record("frame_age", ms / 1000);
+    this.metrics?.frameAge.observe(ms / 1000);
+  }
+
+  roundTrip(ms: number): void {
+    this.latency.record("heartbeat_rtt", ms / 1000);
+    this.metrics?.roundTrip.observe(ms / 1000);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.sampler);
+    this.monitor?.stop();
+    await Promise.all(this.servers.map((s) => s.stop()));
+  }
+
+  /** The sampler's tick: socket buffers sampled, the optimizer fed with new pressure and ticked. */
+  private sample(): void {
+    this.end.tuner.sample();
+    const optimizer = this.optimizer;
+    if (!optimizer) return;
+    const r = this.end.readings();
+    const seen = this.pressureSeen;
+    const deadlineDrops = r.dropped[DropReason.WriteDeadline] ?? 0;
+    // More than a threshold's worth at once escalates once, like a burst noted event by event.
+    const overflows = Math.min(r.shortWrites - seen.shortWrites, optimizer.threshold);
+    const late = Math.min(deadlineDrops - seen.deadlineDrops, optimizer.threshold);
+    this.pressureSeen = { shortWrites: r.shortWrites, deadlineDrops };
+    for (let i = 0; i < overflows; i++) optimizer.note("overflow");
+    for (let i = 0; i < late; i++) optimizer.note("deadline drop");
+    optimizer.tick();
+  }
+
+  private adapt(state: AdaptiveState, decision: "escalate" | "relax", why: string): void {
+    const end = this.end;
+    end.tuner.resize({ sendBytes: state.sendBufferBytes, receiveBytes: state.receiveBufferBytes });
+    if (state.queueFrames > 0) end.resizeQueue?.(state.queueFrames);
+    this.metrics?.adaptive(state, decision);
+    this.report("info", `adaptive: ${decision}`, {
+      why,
+      level: state.level,
+      send_buffer: state.sendBufferBytes,
+      kernel_send_buffer: end.tuner.readings().kernel.sendBytes,
+      queue_frames: state.queueFrames,
+    });
+  }
+}

@@ -1,0 +1,57 @@
+import { OutputClient } from "../channels/output-client.ts";
+import { socketBufferSizes, type RoleSettings } from "../config.ts";
+import { openSink } from "../media/open.ts";
+import { flushPeriodically } from "../media/periodic-flush.ts";
+import type { Logger } from "../observe/logger.ts";
+import { summaryFields } from "../observe/readings.ts";
+import { MessageType, type ParsedMessage } from "../protocol/index.ts";
+import { Instruments } from "./instruments.ts";
+import type { Shutdown } from "./shutdown.ts";
+
+/**
+ * The output client with its instruments attached: `output recv` as it runs
+ * (the benchmark's receiver too). `onMessage` gets every valid message; call
+ * `client.run()` to connect.
+ */
+export async function startOutputClient(
+  settings: RoleSettings<"output recv">,
+  logger: Logger,
+  onMessage: (message: ParsedMessage) => void,
+): Promise<{ client: OutputClient; instruments: Instruments }> {
+  const client = new OutputClient({
+    path: settings.socket,
+    report: logger.for("output-client"),
+    connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
+    socketBuffers: socketBufferSizes(settings["socket-buffers"]),
+    onMessage,
+  });
+  const instruments = await Instruments.attach(client, { role: "output recv", settings, logger });
+  await instruments.start();
+  return { client, instruments };
+}
+
+/** `output recv`: output client -> sink, reconnecting whenever the server goes away. */
+export async function outputRecv(settings: RoleSettings<"output recv">, logger: Logger, shutdown: Shutdown): Promise<void> {
+  const report = logger.for("output-client");
+  const sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
+  const limit = settings.count;
+  let frames = 0;
+  const { client, instruments } = await startOutputClient(settings, logger, (message) => {
+    sink.write(message);
+    if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();
+  });
+  const stopFlushing = flushPeriodically(sink, settings["page-ms"], (error) => client.fail(error));
+  try {
+    await shutdown.race(client.run(settings.once));
+  } finally {
+    stopFlushing();
+    client.stop();
+    await instruments.stop();
+    try {
+      // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.
+      sink.close();
+    } finally {
+      report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
+    }
+  }
+}
