@@ -1,0 +1,293 @@
+/**
+ * The mutation run: `npm run mutants [-- options]`. Not part of `npm test`.
+ *
+ * Puts small deliberate bugs into a copy of src/, one at a time, and runs the
+ * unit tests of the mutated file's folder against each: a mutant the tests
+ * fail on is killed, one they pass with survived (a missing test, or dead
+ * code). Prints the score per folder and every survivor.
+ *
+ * Mutants come from two places: a curated list (test/long/curated-mutants.ts:
+ * bugs that once went unnoticed, each kept so it stays caught) and mutants
+ * generated from the source by simple operators (comparisons, equality,
+ * boolean connectives and literals, off-by-one, min/max, dropped calls),
+ * sampled per file with a seed. A mutant that no longer parses is discarded,
+ * not counted as killed.
+ *
+ *   --only protocol,transport   folders (default: protocol, transport, channels, media)
+ *   --max-per-file N            generated mutants per file (default 10; 0: curated only)
+ *   --seed N                    sampling seed (default 1)
+ *   --jobs N                    mutants run in parallel, each in its own copy (default 2)
+ *   --list                      print the mutants without running them
+ */
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { CURATED, type CuratedMutant } from "./curated-mutants.ts";
+import { Rng } from "./rng.ts";
+
+const ROOT = resolve(import.meta.dir, "../..");
+const FOLDERS = ["protocol", "transport", "channels", "media"] as const;
+type Folder = (typeof FOLDERS)[number];
+/** A mutant's tests may take this many times the unmutated run (a hang counts as killed). */
+const TIMEOUT_FACTOR = 4;
+
+interface Mutant {
+  id: string;
+  folder: Folder;
+  /** Path relative to the repository root. */
+  file: string;
+  line: number;
+  operator: string;
+  before: string;
+  after: string;
+  curated?: CuratedMutant;
+}
+
+type Outcome = "killed" | "survived" | "timeout";
+
+const { values } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    only: { type: "string" },
+    "max-per-file": { type: "string", default: "10" },
+    seed: { type: "string", default: "1" },
+    jobs: { type: "string", default: "2" },
+    list: { type: "boolean", default: false },
+    help: { type: "boolean", default: false },
+  },
+});
+if (values.help) {
+  console.log(readFileSync(import.meta.path, "utf8").split("*/")[0]);
+  process.exit(0);
+}
+const folders = (values.only ? values.only.split(",").map((s) => s.trim()) : [...FOLDERS]) as Folder[];
+for (const f of folders) {
+  if (!FOLDERS.includes(f)) {
+    console.error(`--only: unknown folder "${f}"; allowed: ${FOLDERS.join(", ")}`);
+    process.exit(2);
+  }
+}
+const maxPerFile = Number(values["max-per-file"]);
+const jobs = Math.max(1, Number(values.jobs));
+const seed = Number(values.seed);
+
+/** Operators over one line of code: each yields the mutated line, or nothing where it does not apply. */
+const OPERATORS: { name: string; pattern: RegExp; replace: (match: string) => string }[] = [
+  { name: "=== to !==", pattern: / === /g, replace: () => " !== " },
+  { name: "!== to ===", pattern: / !== /g, replace: () => " === " },
+  { name: "< to <=", pattern: / < /g, replace: () => " <= " },
+  { name: "<= to <", pattern: / <= /g, replace: () => " < " },
+  { name: "> to >=", pattern: / > /g, replace: () => " >= " },
+  { name: ">= to >", pattern: / >= /g, replace: () => " > " },
+  { name: "&& to ||", pattern: / && /g, replace: () => " || " },
+  { name: "|| to &&", pattern: / \|\| /g, replace: () => " && " },
+  { name: "true to false", pattern: /\btrue\b/g, replace: () => "false" },
+  { name: "false to true", pattern: /\bfalse\b/g, replace: () => "true" },
+  { name: "+ 1 to - 1", pattern: / \+ 1\b/g, replace: () => " - 1" },
+  { name: "- 1 to + 1", pattern: / - 1\b/g, replace: () => " + 1" },
+  { name: "min to max", pattern: /Math\.min\(/g, replace: () => "Math.max(" },
+  { name: "max to min", pattern: /Math\.max\(/g, replace: () => "Math.min(" },
+  { name: "++ to --", pattern: /\+\+/g, replace: () => "--" },
+];
+
+/** `if (cond)` -> `if (!(cond))`, when the condition closes on the same line. */
+function negateIf(line: string, code: string): string | undefined {
+  const at = code.search(/\bif \(/);
+  if (at < 0) return undefined;
+  const open = at + 3;
+  let depth = 0;
+  for (let i = open; i < code.length; i++) {
+    if (code[i] === "(") depth++;
+    else if (code[i] === ")" && --depth === 0) {
+      return `${line.slice(0, open + 1)}!(${line.slice(open + 1, i)})${line.slice(i)}`;
+    }
+  }
+  return undefined;
+}
+
+/** A statement that is one call, e.g. `this.wake();`: dropping it is a mutant of its own. */
+const CALL_STATEMENT = /^(\s*)(?:this\.|await )?[\w.]+\([^;]*\);\s*$/;
+
+function isCode(line: string): boolean {
+  const t = line.trim();
+  return !(
+    t === "" ||
+    t.startsWith("//") ||
+    t.startsWith("*") ||
+    t.startsWith("/*") ||
+    t.startsWith("import ") ||
+    t.startsWith("export type ") ||
+    t.startsWith("export interface ") ||
+    t.startsWith("type ") ||
+    t.startsWith("interface ") ||
+    t.startsWith("throw ") ||
+    /^\w+\??: /.test(t) // a property declaration
+  );
+}
+
+function sourceFiles(folder: Folder): string[] {
+  const dir = join(ROOT, "src", folder);
+  return readdirSync(dir)
+    .filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))
+    .map((f) => relative(ROOT, join(dir, f)))
+    .sort();
+}
+
+/** Every mutant the operators give for `file`, in source order. */
+function generated(folder: Folder, file: string): Mutant[] {
+  const lines = readFileSync(join(ROOT, file), "utf8").split("\n");
+  const out: Mutant[] = [];
+  lines.forEach((line, i) => {
+    if (!isCode(line)) return;
+    const code = line.replace(/\/\/.*$/, "").replace(/"(?:[^"\\]|\\.)*"|`(?:[^`\\]|\\.)*`|'(?:[^'\\]|\\.)*'/g, (s) => "_".repeat(s.length));
+    for (const op of OPERATORS) {
+      for (const m of code.matchAll(op.pattern)) {
+        const at = m.index!;
+        const after = line.slice(0, at) + op.replace(m[0]) + line.slice(at + m[0].length);
+        out.push({ id: "", folder, file, line: i + 1, operator: op.name, before: line, after });
+      }
+    }
+    const negated = negateIf(line, code);
+    if (negated) out.push({ id: "", folder, file, line: i + 1, operator: "negate if", before: line, after: negated });
+    if (CALL_STATEMENT.test(code) && !/\b(?:return|super)\b/.test(code)) {
+      out.push({ id: "", folder, file, line: i + 1, operator: "drop call", before: line, after: line.replace(/\S.*$/, ";") });
+    }
+  });
+  return out;
+}
+
+function curated(folder: Folder): Mutant[] {
+  return CURATED.filter((c) => c.file.startsWith(`src/${folder}/`)).map((c) => {
+    const lines = readFileSync(join(ROOT, c.file), "utf8").split("\n");
+    const i = lines.findIndex((l) => l.includes(c.find));
+    if (i < 0) throw new Error(`curated mutant "${c.name}": "${c.find}" not found in ${c.file}; update test/long/curated-mutants.ts`);
+    return { id: "", folder, file: c.file, line: i + 1, operator: `curated: ${c.name}`, before: lines[i]!, after: lines[i]!.replace(c.find, c.replace), curated: c };
+  });
+}
+
+function parses(file: string, source: string): boolean {
+  try {
+    new Bun.Transpiler({ loader: file.endsWith(".tsx") ? "tsx" : "ts" }).transformSync(source);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function planMutants(): Mutant[] {
+  const rng = new Rng(seed);
+  const all: Mutant[] = [];
+  for (const folder of folders) {
+    all.push(...curated(folder));
+    for (const file of sourceFiles(folder)) {
+      const candidates = generated(folder, file);
+      // Sample without replacement, then restore source order for a readable report.
+      const picked = new Set<number>();
+      while (picked.size < Math.min(maxPerFile, candidates.length)) picked.add(rng.int(0, candidates.length - 1));
+      all.push(...[...picked].sort((a, b) => a - b).map((k) => candidates[k]!));
+    }
+  }
+  all.forEach((m, k) => (m.id = `M${String(k + 1).padStart(3, "0")}`));
+  return all;
+}
+
+/** A copy of what the tests need: src, test, the config files; node_modules linked. */
+function makeCopy(): string {
+  const dir = mkdtempSync(join(tmpdir(), "aa-mut-"));
+  for (const entry of ["src", "test", "package.json", "bunfig.toml", "tsconfig.json", "examples"]) {
+    if (existsSync(join(ROOT, entry))) cpSync(join(ROOT, entry), join(dir, entry), { recursive: true });
+  }
+  symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
+  return dir;
+}
+
+function testsOf(folder: Folder): string[] {
+  return readdirSync(join(ROOT, "test", folder))
+    .filter((f) => f.endsWith(".test.ts"))
+    .map((f) => `test/${folder}/${f}`);
+}
+
+async function runTests(copy: string, folder: Folder, timeoutMs: number): Promise<{ ok: boolean; timedOut: boolean; ms: number }> {
+  const started = performance.now();
+  const proc = Bun.spawn([process.execPath, "test", "--bail", "--timeout", "60000", ...testsOf(folder)], {
+    cwd: copy,
+    stdout: "ignore",
+    stderr: "ignore",
+    env: { ...process.env, AUDIO_AGENT_BIN: "" },
+  });
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    proc.kill("SIGKILL");
+  }, timeoutMs);
+  const code = await proc.exited;
+  clearTimeout(timer);
+  return { ok: code === 0 && !timedOut, timedOut, ms: performance.now() - started };
+}
+
+const mutants = planMutants();
+if (values.list) {
+  for (const m of mutants) console.log(`${m.id} ${m.file}:${m.line} [${m.operator}]\n  - ${m.before.trim()}\n  + ${m.after.trim()}`);
+  process.exit(0);
+}
+
+const copies = Array.from({ length: jobs }, makeCopy);
+const baselineMs: Partial<Record<Folder, number>> = {};
+try {
+  console.log(`mutation run: ${mutants.length} mutants in ${folders.join(", ")} (seed ${seed}, ${maxPerFile} generated per file, ${jobs} jobs)`);
+  for (const folder of folders) {
+    const base = await runTests(copies[0]!, folder, 600_000);
+    if (!base.ok) throw new Error(`the unmutated tests of ${folder} fail; fix them before a mutation run`);
+    baselineMs[folder] = base.ms;
+  }
+  const results = new Map<Mutant, Outcome | "invalid">();
+  let next = 0;
+  let done = 0;
+  const worker = async (copy: string) => {
+    while (next < mutants.length) {
+      const m = mutants[next++]!;
+      const path = join(copy, m.file);
+      const original = readFileSync(path, "utf8");
+      const lines = original.split("\n");
+      lines[m.line - 1] = m.after;
+      const mutated = lines.join("\n");
+      if (!parses(m.file, mutated)) {
+        results.set(m, "invalid");
+        continue;
+      }
+      writeFileSync(path, mutated);
+      try {
+        const r = await runTests(copy, m.folder, Math.max(30_000, baselineMs[m.folder]! * TIMEOUT_FACTOR));
+        results.set(m, r.timedOut ? "timeout" : r.ok ? "survived" : "killed");
+      } finally {
+        writeFileSync(path, original);
+      }
+      done++;
+      if (results.get(m) === "survived") console.log(`  survived ${m.id} ${m.file}:${m.line} [${m.operator}]`);
+      if (done % 20 === 0) console.log(`  ${done} run`);
+    }
+  };
+  await Promise.all(copies.map(worker));
+
+  console.log("\nscore per folder (killed, including timeouts, of valid mutants):");
+  for (const folder of folders) {
+    const mine = mutants.filter((m) => m.folder === folder && results.get(m) !== "invalid");
+    const killed = mine.filter((m) => results.get(m) !== "survived").length;
+    const score = mine.length ? ((killed / mine.length) * 100).toFixed(1) : "n/a";
+    console.log(`  ${folder.padEnd(10)} ${killed}/${mine.length} killed (${score} %)`);
+  }
+  const survivors = mutants.filter((m) => results.get(m) === "survived");
+  const curatedSurvivors = survivors.filter((m) => m.curated);
+  console.log(`\nsurvivors (${survivors.length}):`);
+  for (const m of survivors) console.log(`${m.id} ${m.file}:${m.line} [${m.operator}]\n  - ${m.before.trim()}\n  + ${m.after.trim()}`);
+  const invalid = mutants.filter((m) => results.get(m) === "invalid").length;
+  if (invalid > 0) console.log(`\n${invalid} mutant(s) did not parse and were left out`);
+  // A curated mutant stands for a bug that once went unnoticed: its survival fails the run.
+  if (curatedSurvivors.length > 0) {
+    console.log(`\nFAILED: ${curatedSurvivors.length} curated mutant(s) survived`);
+    process.exitCode = 1;
+  }
+} finally {
+  for (const copy of copies) rmSync(copy, { recursive: true, force: true });
+}
