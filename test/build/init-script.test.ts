@@ -6,7 +6,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { built, capturedFrames, cleanEnv, payloadOf, REPO, run, writeCapture, type Result } from "./support.ts";
+import { built, capturedFrames, cleanEnv, REPO, run, writeCapture, type Result } from "./support.ts";
+import { testPayload } from "../support/payloads.ts";
 
 const SCRIPT = join(REPO, "packaging/S95audio-agent");
 const BUSYBOX = Bun.which("busybox");
@@ -112,7 +113,7 @@ describe("S95audio-agent under busybox sh", () => {
     expect(recv.code, recv.stderr).toBe(0);
     const frames = await capturedFrames(t.path("out.wire"));
     expect(frames.length).toBe(5);
-    const known = Array.from({ length: 50 }, (_, i) => payloadOf(i).join(","));
+    const known = Array.from({ length: 50 }, (_, i) => testPayload(i).join(","));
     for (const frame of frames) expect(known).toContain(frame.join(","));
 
     const status = await initScript("status", env);

@@ -7,6 +7,7 @@ import type { Subprocess } from "bun";
 import { existsSync, mkdtempSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { encodeMessage, FrameParser, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { testPayload } from "../support/payloads.ts";
 
 export const REPO = resolve(import.meta.dir, "../..");
 const PINNED_BUN = join(REPO, "node_modules/.bin/bun");
@@ -135,23 +136,11 @@ export async function killStarted(): Promise<void> {
   await Promise.all(left.map((r) => r.done.catch(() => {})));
 }
 
-/** Payload of frame i: 1..4096 bytes, derived from i (its index in the first 4 bytes where they fit). */
-export function payloadOf(i: number): Uint8Array {
-  let x = Math.imul(i + 1, 2654435761) >>> 0;
-  const size = 1 + (x % 4096);
-  const out = new Uint8Array(size);
-  for (let j = 0; j < size; j++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    out[j] = j < 4 ? (i >>> (8 * j)) & 0xff : x >>> 24;
-  }
-  return out;
-}
-
-/** A wire capture of `count` OpusFrames (payloadOf(i), 20 ms apart) at `path`. */
+/** A wire capture of `count` OpusFrames (testPayload(i), 20 ms apart) at `path`. */
 export async function writeCapture(path: string, count: number): Promise<void> {
   const parts: Uint8Array<ArrayBuffer>[] = [];
   for (let i = 0; i < count; i++) {
-    parts.push(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payloadOf(i), 1_700_000_000_000_000_000n + BigInt(i) * 20_000_000n));
+    parts.push(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i), 1_700_000_000_000_000_000n + BigInt(i) * 20_000_000n));
   }
   await Bun.write(path, new Blob(parts));
 }
@@ -169,10 +158,10 @@ export async function capturedFrames(path: string): Promise<Uint8Array[]> {
   return frames;
 }
 
-/** Index of the first frame that differs from payloadOf(i), or -1 when frames are exactly 0..count-1. */
+/** Index of the first frame that differs from testPayload(i), or -1 when frames are exactly 0..count-1. */
 export function firstMismatch(frames: Uint8Array[], count: number): number {
   for (let i = 0; i < Math.max(frames.length, count); i++) {
-    const want = i < count ? payloadOf(i) : undefined;
+    const want = i < count ? testPayload(i) : undefined;
     const got = frames[i];
     if (!want || !got || got.length !== want.length) return i;
     for (let j = 0; j < got.length; j++) if (got[j] !== want[j]) return i;

@@ -13,7 +13,9 @@ import {
 import type { Report, ReportLevel } from "../../src/transport/report.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { silentServer } from "../support/silent-server.ts";
-import { sameBytes, testPayload, until } from "../support/temp.ts";
+import { until } from "../support/temp.ts";
+import { sameBytes } from "../support/bytes.ts";
+import { testPayload } from "../support/payloads.ts";
 import { parseWire } from "../support/wire.ts";
 
 const defer = useCleanup();

@@ -19,7 +19,8 @@ import { silent } from "../../src/transport/report.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { fakeServer, writeInPieces } from "../support/peer.ts";
-import { indexedPayload, isIntactIndexedPayload, payloadIndex, until } from "../support/temp.ts";
+import { until } from "../support/temp.ts";
+import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/payloads.ts";
 import { concatBytes } from "../support/bytes.ts";
 
 const defer = useCleanup();

@@ -14,7 +14,9 @@ import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
 import { healthz, metricsUrl } from "../support/metrics.ts";
 import { requireTool, run, wav } from "../media/opus-fixtures.ts";
-import { sameBytes, testPayload, until } from "../support/temp.ts";
+import { until } from "../support/temp.ts";
+import { sameBytes } from "../support/bytes.ts";
+import { testPayload } from "../support/payloads.ts";
 import { parseWire, wireBytes, writeWireFile, type WireMessage } from "../support/wire.ts";
 
 const defer = useCleanup();

@@ -9,7 +9,8 @@ import { MessageType } from "../../src/protocol/index.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { runAgent, spawnAgent, stopAgents } from "../support/cli.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { isTestPayload, testPayload, until } from "../support/temp.ts";
+import { until } from "../support/temp.ts";
+import { isTestPayload, testPayload } from "../support/payloads.ts";
 import { parseWire, scanWireFile, wireBytes, writeWireFile, type WireMessage } from "../support/wire.ts";
 
 const defer = useCleanup();

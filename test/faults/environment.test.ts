@@ -13,10 +13,11 @@ import { OggSource } from "../../src/media/ogg-source.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { sameBytes, until } from "../support/temp.ts";
+import { until } from "../support/temp.ts";
 import { drain, pagesOf } from "../media/ogg-helpers.ts";
-import { concatBytes } from "../support/bytes.ts";
-import { expectAccountedLine, expectIntactInOrder, indexedWire, logFields, StdinFeeder, wireFileFrames } from "./support.ts";
+import { concatBytes, sameBytes } from "../support/bytes.ts";
+import { expectAccountedLine, indexedWire, logFields, StdinFeeder, wireFileFrames } from "./support.ts";
+import { expectIntactInOrder } from "../support/payloads.ts";
 
 const defer = useCleanup();
 const TONE = resolve(import.meta.dir, "../../examples/tone.opus");

@@ -30,8 +30,9 @@ import { sendQueueBytes } from "../../src/transport/socket-options.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents } from "../support/cli.ts";
 import { fakeServer, RecordingClient, writeInPieces } from "../support/peer.ts";
-import { indexedPayload, until } from "../support/temp.ts";
-import { expectAccountedStats, expectIntactInOrder, FEED_MAX_SIZE, indexedWire, logFields, wireFileFrames } from "./support.ts";
+import { until } from "../support/temp.ts";
+import { indexedPayload, expectIntactInOrder, FEED_MAX_SIZE } from "../support/payloads.ts";
+import { expectAccountedStats, indexedWire, logFields, wireFileFrames } from "./support.ts";
 import { concatBytes } from "../support/bytes.ts";
 
 const defer = useCleanup();

@@ -14,8 +14,9 @@ import { MessageType, encodeConfigPayload, encodeMessage, DEFAULT_AUDIO_CONFIG, 
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { payloadIndex, until } from "../support/temp.ts";
-import { expectAccountedLine, expectIntactInOrder, fdCount, logFields, StdinFeeder, wireFileFrames } from "./support.ts";
+import { until } from "../support/temp.ts";
+import { payloadIndex, expectIntactInOrder } from "../support/payloads.ts";
+import { expectAccountedLine, fdCount, logFields, StdinFeeder, wireFileFrames } from "./support.ts";
 
 const defer = useCleanup();
 

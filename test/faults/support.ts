@@ -8,11 +8,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { DROP_REASONS, type FrameStats } from "../../src/transport/frame-stats.ts";
 import type { AgentProcess } from "../support/cli.ts";
-import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/temp.ts";
+import { FEED_MAX_SIZE, indexedPayload } from "../support/payloads.ts";
 import { parseWire, wireBytes } from "../support/wire.ts";
-
-/** Frames fed to spawned servers stay small so that a flood is many frames, not many bytes. */
-export const FEED_MAX_SIZE = 600;
 
 /** The fields of the last log line `<component>: <message> k=v ...` (text format), or undefined. */
 export function logFields(stderr: string, component: string, message: string): Record<string, string> | undefined {
@@ -68,19 +65,6 @@ export function expectAccountedLine(stderr: string, component = "output-server",
 /** The same invariant on an in-process FrameStats. */
 export function expectAccountedStats(stats: FrameStats): void {
   expect(stats.submitted).toBe(stats.delivered + stats.droppedTotal);
-}
-
-/**
- * Received payloads must be whole indexed payloads, none corrupt, none
- * duplicated, none out of order (strictly increasing indices). Returns the indices.
- */
-export function expectIntactInOrder(payloads: Uint8Array[], maxSize = FEED_MAX_SIZE): number[] {
-  const corrupt = payloads.filter((p) => !isIntactIndexedPayload(p, maxSize)).length;
-  expect(corrupt).toBe(0);
-  const indices = payloads.map(payloadIndex);
-  const notIncreasing = indices.filter((i, k) => k > 0 && i <= indices[k - 1]!).length;
-  expect(notIncreasing).toBe(0);
-  return indices;
 }
 
 /** The OpusFrame payloads of a wire capture file, and how it ends. */

@@ -37,8 +37,8 @@ import { DROP_REASONS } from "../../src/transport/frame-stats.ts";
 import { silent } from "../../src/transport/report.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
 import { spawnAgent, stopAgents } from "../support/cli.ts";
-import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/temp.ts";
-import { FEED_MAX_SIZE, logFields, rssBytes, StdinFeeder } from "../faults/support.ts";
+import { indexedPayload, isIntactIndexedPayload, payloadIndex, FEED_MAX_SIZE } from "../support/payloads.ts";
+import { logFields, rssBytes, StdinFeeder } from "../faults/support.ts";
 import { parseSeed, randomSeed, Rng } from "./rng.ts";
 
 const { values } = parseArgs({

@@ -7,7 +7,7 @@ import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents } from "../support/cli.ts";
 import { kernelBufferBytes, metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { testPayload } from "../support/temp.ts";
+import { testPayload } from "../support/payloads.ts";
 
 const defer = useCleanup();
 

@@ -14,7 +14,9 @@ import {
   scrapeUntil,
   value,
 } from "../support/metrics.ts";
-import { sameBytes, testPayload, until } from "../support/temp.ts";
+import { until } from "../support/temp.ts";
+import { sameBytes } from "../support/bytes.ts";
+import { testPayload } from "../support/payloads.ts";
 import { parseWire, wireBytes } from "../support/wire.ts";
 
 const defer = useCleanup();

@@ -11,7 +11,7 @@ import {
   writeTimestampNs,
   type ParsedMessage,
 } from "../../src/protocol/index.ts";
-import { testPayload } from "./temp.ts";
+import { testPayload } from "./payloads.ts";
 import { concatBytes } from "./bytes.ts";
 
 /** Header timestamp of frame i in generated captures: a fixed epoch, 20 ms apart. */

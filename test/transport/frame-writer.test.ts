@@ -10,7 +10,9 @@ import { silent } from "../../src/transport/report.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { indexedPayload, isIntactIndexedPayload, payloadIndex, sameBytes, until } from "../support/temp.ts";
+import { until } from "../support/temp.ts";
+import { expectIntactInOrder, indexedPayload } from "../support/payloads.ts";
+import { sameBytes } from "../support/bytes.ts";
 
 const defer = useCleanup();
 
@@ -60,12 +62,7 @@ function tick(): Promise<void> {
  */
 function checkReceived(client: RecordingClient, maxSize = 4096): number[] {
   expect(client.error).toBeUndefined();
-  const indices = client.frames.map(payloadIndex);
-  const corrupt = client.frames.filter((p) => !isIntactIndexedPayload(p, maxSize)).length;
-  expect(corrupt).toBe(0);
-  const outOfOrder = indices.filter((i, k) => k > 0 && i <= indices[k - 1]).length;
-  expect(outOfOrder).toBe(0);
-  return indices;
+  return expectIntactInOrder(client.frames, maxSize);
 }
 
 function expectAccounted(server: OutputServer): void {

@@ -12,7 +12,8 @@ import { silent } from "../../src/transport/report.ts";
 import { UnixServer, type ClientHandler } from "../../src/transport/unix-server.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { indexedPayload, payloadIndex, until } from "../support/temp.ts";
+import { until } from "../support/temp.ts";
+import { indexedPayload, payloadIndex } from "../support/payloads.ts";
 
 const defer = useCleanup();
 
