@@ -8,7 +8,9 @@ import { afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
-import { built, capturedFrames, firstMismatch, killStarted, run, start, writeCapture, type Built } from "./support.ts";
+import { built, killStarted, run, start, type Built } from "./support.ts";
+import { firstMismatch } from "../support/payloads.ts";
+import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 
 const QEMU = Bun.which("qemu-aarch64-static");
 const SYSROOT = "/usr/aarch64-linux-gnu";
@@ -47,7 +49,7 @@ describe("compiled arm64 binary under qemu", () => {
     const source = join(dir, "in.wire");
     const sink = join(dir, "out.wire");
     const socket = join(dir, "o.sock");
-    await writeCapture(source, count);
+    await writeWireFile(source, count);
 
     const serve = start(qemu(["output", "serve", "--source", source, "--socket", socket]), { cwd: dir, timeoutMs: 40_000 });
     const recv = start(qemu(["output", "recv", "--socket", socket, "--sink", sink, "--once", "--connect-timeout", "30"]), { cwd: dir, timeoutMs: 40_000 });
@@ -55,9 +57,9 @@ describe("compiled arm64 binary under qemu", () => {
     expect(served.code, served.stderr).toBe(0);
     expect(received.code, received.stderr).toBe(0);
 
-    const frames = await capturedFrames(sink);
+    const frames = wholeWireFrames(sink);
     expect(frames.length).toBe(count);
-    expect(firstMismatch(frames, count)).toBe(-1);
+    expect(firstMismatch(frames)).toBe(-1);
     expect(readdirSync(dir).sort()).toEqual(["in.wire", "out.wire"]);
   }, 45_000);
 });

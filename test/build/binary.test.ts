@@ -8,7 +8,9 @@ import { afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
-import { BUN, built, capturedFrames, cleanEnv, firstMismatch, killStarted, peakRss, REPO, run, start, writeCapture, type Built } from "./support.ts";
+import { BUN, built, cleanEnv, killStarted, peakRss, REPO, run, start, type Built } from "./support.ts";
+import { firstMismatch } from "../support/payloads.ts";
+import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 
 let x64: Built;
 let dir: string;
@@ -96,7 +98,7 @@ describe("compiled x64 binary", () => {
     const source = join(cwd, "in.wire");
     const sink = join(cwd, "out.wire");
     const socket = join(cwd, "o.sock");
-    await writeCapture(source, count);
+    await writeWireFile(source, count);
 
     const serve = start([x64.path, "output", "serve", "--source", source, "--socket", socket], { cwd });
     const recv = start([x64.path, "output", "recv", "--socket", socket, "--sink", sink, "--once", "--connect-timeout", "20"], { cwd });
@@ -104,9 +106,9 @@ describe("compiled x64 binary", () => {
     expect(served.code, served.stderr).toBe(0);
     expect(received.code, received.stderr).toBe(0);
 
-    const frames = await capturedFrames(sink);
+    const frames = wholeWireFrames(sink);
     expect(frames.length).toBe(count);
-    expect(firstMismatch(frames, count)).toBe(-1);
+    expect(firstMismatch(frames)).toBe(-1);
     // The server removed its socket on the way out.
     expect(readdirSync(cwd).sort()).toEqual(["in.wire", "out.wire"]);
 

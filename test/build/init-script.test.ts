@@ -6,8 +6,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { built, capturedFrames, cleanEnv, REPO, run, writeCapture, type Result } from "./support.ts";
+import { built, cleanEnv, REPO, run, type Result } from "./support.ts";
 import { testPayload } from "../support/payloads.ts";
+import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 
 const SCRIPT = join(REPO, "packaging/S95audio-agent");
 const BUSYBOX = Bun.which("busybox");
@@ -95,7 +96,7 @@ async function waitFor(check: () => boolean, what: string, timeoutMs = 10_000): 
 describe("S95audio-agent under busybox sh", () => {
   test("start, status, stop, status, restart: a daemon that serves, and nothing left behind", async () => {
     tempDir();
-    await writeCapture(t.path("in.wire"), 50);
+    await writeWireFile(t.path("in.wire"), 50);
     const env = settings();
 
     const started = await initScript("start", env);
@@ -111,7 +112,7 @@ describe("S95audio-agent under busybox sh", () => {
     // It really serves: a client receives frames of the capture.
     const recv = await run([agentBin, "output", "recv", "--socket", t.path("o.sock"), "--sink", t.path("out.wire"), "--count", "5", "--connect-timeout", "5"], { cwd: t.dir, timeoutMs: 15_000 });
     expect(recv.code, recv.stderr).toBe(0);
-    const frames = await capturedFrames(t.path("out.wire"));
+    const frames = wholeWireFrames(t.path("out.wire"));
     expect(frames.length).toBe(5);
     const known = Array.from({ length: 50 }, (_, i) => testPayload(i).join(","));
     for (const frame of frames) expect(known).toContain(frame.join(","));
@@ -157,7 +158,7 @@ describe("S95audio-agent under busybox sh", () => {
 
   test("settings come from the defaults file, exported to the agent too", async () => {
     tempDir();
-    await writeCapture(t.path("in.wire"), 50);
+    await writeWireFile(t.path("in.wire"), 50);
     const { AUDIO_AGENT_ARGS, ...env } = settings();
     mkdirSync(t.path("default"));
     writeFileSync(
@@ -216,7 +217,7 @@ describe("S95audio-agent under busybox sh", () => {
 
   test("logs to syslog through logger when no log file is set; creates the capture FIFO", async () => {
     tempDir();
-    await writeCapture(t.path("in.wire"), 50);
+    await writeWireFile(t.path("in.wire"), 50);
     const fifo = t.path("capture/capture.ogg");
     const env = settings({ AUDIO_AGENT_LOG_FILE: "", AUDIO_AGENT_FIFO: fifo });
     expect((await initScript("start", env)).code).toBe(0);

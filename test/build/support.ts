@@ -6,8 +6,6 @@
 import type { Subprocess } from "bun";
 import { existsSync, mkdtempSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { encodeMessage, FrameParser, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
-import { testPayload } from "../support/payloads.ts";
 
 export const REPO = resolve(import.meta.dir, "../..");
 const PINNED_BUN = join(REPO, "node_modules/.bin/bun");
@@ -134,39 +132,6 @@ export async function killStarted(): Promise<void> {
   const left = [...started];
   for (const r of left) r.proc.kill("SIGKILL");
   await Promise.all(left.map((r) => r.done.catch(() => {})));
-}
-
-/** A wire capture of `count` OpusFrames (testPayload(i), 20 ms apart) at `path`. */
-export async function writeCapture(path: string, count: number): Promise<void> {
-  const parts: Uint8Array<ArrayBuffer>[] = [];
-  for (let i = 0; i < count; i++) {
-    parts.push(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i), 1_700_000_000_000_000_000n + BigInt(i) * 20_000_000n));
-  }
-  await Bun.write(path, new Blob(parts));
-}
-
-/** The OpusFrame payloads of a wire capture (copies), parsed with the agent's own FrameParser; throws on a framing error or a torn tail. */
-export async function capturedFrames(path: string): Promise<Uint8Array[]> {
-  const bytes = new Uint8Array(await Bun.file(path).arrayBuffer());
-  const parser = new FrameParser(OUTPUT_MAGIC);
-  const frames: Uint8Array[] = [];
-  parser.push(bytes);
-  for (let m = parser.next(); m; m = parser.next()) {
-    if (m.type === MessageType.OpusFrame) frames.push(m.payload.slice());
-  }
-  parser.finish();
-  return frames;
-}
-
-/** Index of the first frame that differs from testPayload(i), or -1 when frames are exactly 0..count-1. */
-export function firstMismatch(frames: Uint8Array[], count: number): number {
-  for (let i = 0; i < Math.max(frames.length, count); i++) {
-    const want = i < count ? testPayload(i) : undefined;
-    const got = frames[i];
-    if (!want || !got || got.length !== want.length) return i;
-    for (let j = 0; j < got.length; j++) if (got[j] !== want[j]) return i;
-  }
-  return -1;
 }
 
 /** Resident set size of `pid` in KiB (VmRSS in /proc/<pid>/status), or undefined once it is gone. */

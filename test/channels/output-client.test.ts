@@ -9,7 +9,6 @@ import { OutputServer } from "../../src/channels/output-server.ts";
 import {
   encodeConfigPayload,
   encodeMessage,
-  HEADER_SIZE,
   INPUT_MAGIC,
   MessageType,
   OUTPUT_MAGIC,
@@ -22,6 +21,7 @@ import { fakeServer, writeInPieces } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
 import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/payloads.ts";
 import { concatBytes } from "../support/bytes.ts";
+import { wireHeader } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -70,15 +70,6 @@ async function startOutputServer(path: string) {
 
 function frame(i: number): Uint8Array {
   return encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payload(i), BigInt(i));
-}
-
-function header(magic: number, type: number, length: number): Uint8Array {
-  const bytes = new Uint8Array(HEADER_SIZE);
-  const view = new DataView(bytes.buffer);
-  view.setUint32(0, magic, true);
-  view.setUint8(4, type);
-  view.setUint32(5, length, true);
-  return bytes;
 }
 
 describe("OutputClient reconnects", () => {
@@ -156,9 +147,9 @@ describe("OutputClient against a raw server", () => {
   });
 
   const violations = [
-    { name: "bad magic (the input channel's)", bytes: header(INPUT_MAGIC, 0, 3), reason: 'BadMagic: 0x4a4b4d49 ("JKMI"), expected 0x4a4b4f55 ("JKOU")' },
-    { name: "unknown type 5", bytes: header(OUTPUT_MAGIC, 5, 0), reason: "UnknownType: 5, allowed 0..4" },
-    { name: "length 4097", bytes: header(OUTPUT_MAGIC, 0, 4097), reason: "FrameTooLarge: 4097 > 4096" },
+    { name: "bad magic (the input channel's)", bytes: wireHeader(INPUT_MAGIC, 0, 3), reason: 'BadMagic: 0x4a4b4d49 ("JKMI"), expected 0x4a4b4f55 ("JKOU")' },
+    { name: "unknown type 5", bytes: wireHeader(OUTPUT_MAGIC, 5, 0), reason: "UnknownType: 5, allowed 0..4" },
+    { name: "length 4097", bytes: wireHeader(OUTPUT_MAGIC, 0, 4097), reason: "FrameTooLarge: 4097 > 4096" },
   ];
   for (const violation of violations) {
     test(`disconnects on ${violation.name}, then reconnects and receives again`, async () => {

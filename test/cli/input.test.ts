@@ -17,7 +17,7 @@ import { requireTool, run, wav } from "../media/opus-fixtures.ts";
 import { until } from "../support/temp.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { testPayload } from "../support/payloads.ts";
-import { parseWire, wireBytes, writeWireFile, type WireMessage } from "../support/wire.ts";
+import { parseWire, wholeWireMessages, wireBytes, writeWireFile, type WireMessage } from "../support/wire.ts";
 
 const defer = useCleanup();
 const DEFAULT_CONFIG: AudioConfig = { sampleRate: 48000, channels: 2, frameSize: 960 };
@@ -32,13 +32,6 @@ async function serve(sock: string, sink: string, extra: string[] = []): Promise<
   const agent = spawnAgent(["input", "serve", "--socket", sock, "--sink", sink, "--format", "wire", ...extra]);
   await agent.waitForStderr("listening");
   return agent;
-}
-
-function sinkMessages(path: string): WireMessage[] {
-  const wire = parseWire(new Uint8Array(readFileSync(path)), INPUT_MAGIC);
-  expect(wire.error).toBeUndefined();
-  expect(wire.trailing).toBe(0);
-  return wire.messages;
 }
 
 /** Splits a sink's messages into sessions, each starting at a Config. */
@@ -120,7 +113,7 @@ describe("input serve / input send as processes", () => {
 
     expect(await sender.exited).toBe(0);
     expect(await server.exited).toBe(0);
-    const all = sessions(sinkMessages(sink));
+    const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
     expect(all.length).toBe(1);
     const { heartbeats } = checkSession(all[0], DEFAULT_CONFIG, 10_000);
     expect(heartbeats).toBeGreaterThanOrEqual(3);
@@ -148,7 +141,7 @@ describe("input serve / input send as processes", () => {
     await until(() => (server.stderr.match(/session ended by Stop/g) ?? []).length === 2, "two sessions ended");
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
-    const all = sessions(sinkMessages(sink));
+    const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
     expect(all.length).toBe(2);
     checkSession(all[0], DEFAULT_CONFIG, 500, first);
     checkSession(all[1], DEFAULT_CONFIG, 700, second);
@@ -187,7 +180,7 @@ describe("input serve / input send as processes", () => {
     expect(await sender.exited).toBe(0);
     expect(await server.exited).toBe(0);
     expect(server.stderr).toContain("session ended by Stop");
-    const all = sessions(sinkMessages(sink));
+    const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
     expect(all.length).toBe(1);
     checkSession(all[0], DEFAULT_CONFIG, N);
     expect(logFields(server.stderr, "input-server: stopped")).toMatchObject({ frames: String(N), clean_sessions: "1" });
@@ -219,7 +212,7 @@ describe("input serve / input send as processes", () => {
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
 
-    const all = sessions(sinkMessages(sink));
+    const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
     expect(all.length).toBe(2);
     // The bad client's valid Config was recorded, nothing after it.
     expect(all[0].length).toBe(1);
@@ -265,7 +258,7 @@ describe("input serve / input send as processes", () => {
         channels: String(config.channels),
         frameSize: String(config.frameSize),
       });
-      const all = sessions(sinkMessages(sink));
+      const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
       expect(all.length).toBe(1);
       checkSession(all[0], config, packets.length, (i) => packets[i]);
     }

@@ -10,8 +10,8 @@ import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { runAgent, spawnAgent, stopAgents } from "../support/cli.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
-import { isTestPayload, testPayload } from "../support/payloads.ts";
-import { parseWire, scanWireFile, wireBytes, writeWireFile, type WireMessage } from "../support/wire.ts";
+import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
+import { scanWireFile, wholeWireFrames, wireBytes, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -19,20 +19,6 @@ function setup() {
   const dir = socketDir(defer, "aao-");
   defer(() => stopAgents());
   return { ...dir, sock: dir.path("out.sock"), source: dir.path("in.wire"), sink: dir.path("out.wire") };
-}
-
-/** The messages of a wire capture that must consist of whole messages only. */
-function wholeMessages(path: string): WireMessage[] {
-  const wire = parseWire(new Uint8Array(readFileSync(path)));
-  expect(wire.error).toBeUndefined();
-  expect(wire.trailing).toBe(0);
-  return wire.messages;
-}
-
-/** Index of the first frame whose payload differs from testPayload(first + k), or -1. */
-function firstMismatch(messages: WireMessage[], first = 0): number {
-  const k = messages.findIndex((m, k) => m.type !== MessageType.OpusFrame || !isTestPayload(first + k, m.payload));
-  return k < 0 ? -1 : first + k;
 }
 
 /**
@@ -96,7 +82,7 @@ describe("output serve -> output recv", () => {
     await serve.waitForStderr("listening");
     const first = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--count", "300"]);
     expect(first.code, first.stderr).toBe(0);
-    const got = wholeMessages(t.sink);
+    const got = wholeWireFrames(t.sink);
     expect(got.length).toBe(300);
     expect(firstMismatch(got)).toBe(-1);
 
@@ -106,7 +92,7 @@ describe("output serve -> output recv", () => {
     const second = await runAgent(["output", "recv", "--socket", t.sock, "--sink", rest, "--once"]);
     expect(second.code, second.stderr).toBe(0);
     expect(await serve.exited).toBe(0);
-    const tail = wholeMessages(rest);
+    const tail = wholeWireFrames(rest);
     expect(tail.length).toBeGreaterThan(0);
     const from = N - tail.length;
     expect(from).toBeGreaterThanOrEqual(300);

@@ -15,7 +15,8 @@ import { join } from "node:path";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { AGENT, BUN, agentEnv, spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
 import { until } from "../support/temp.ts";
-import { expectAccountedLine, indexedWire, StdinFeeder, wireFileFrames } from "./support.ts";
+import { expectAccountedLine, StdinFeeder } from "./support.ts";
+import { indexedWire, wireFileFrames } from "../support/wire.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 
 const defer = useCleanup();

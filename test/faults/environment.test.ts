@@ -16,7 +16,8 @@ import { RecordingClient } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
 import { drain, pagesOf } from "../media/ogg-helpers.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
-import { expectAccountedLine, indexedWire, logFields, StdinFeeder, wireFileFrames } from "./support.ts";
+import { expectAccountedLine, logFields, StdinFeeder } from "./support.ts";
+import { indexedWire, wireFileFrames } from "../support/wire.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 
 const defer = useCleanup();

@@ -16,12 +16,10 @@ import {
   encodeConfigPayload,
   encodeMessage,
   FrameParser,
-  HEADER_SIZE,
   INPUT_MAGIC,
   MessageType,
   OUTPUT_MAGIC,
   ProtocolError,
-  writeHeader,
   type ProtocolErrorKind,
 } from "../../src/protocol/index.ts";
 import type { ReportLevel } from "../../src/transport/report.ts";
@@ -32,7 +30,8 @@ import { spawnAgent, stopAgents } from "../support/cli.ts";
 import { fakeServer, RecordingClient, writeInPieces } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
 import { indexedPayload, expectIntactInOrder, FEED_MAX_SIZE } from "../support/payloads.ts";
-import { expectAccountedStats, indexedWire, logFields, wireFileFrames } from "./support.ts";
+import { expectAccountedStats, logFields } from "./support.ts";
+import { indexedWire, wireFileFrames, wireHeader } from "../support/wire.ts";
 import { concatBytes } from "../support/bytes.ts";
 
 const defer = useCleanup();
@@ -44,17 +43,11 @@ interface Violation {
   header(magic: number): Uint8Array;
 }
 
-function header(magic: number, type: number, length: number): Uint8Array {
-  const h = new Uint8Array(HEADER_SIZE);
-  writeHeader(new DataView(h.buffer), 0, magic, type as MessageType, length, Date.now());
-  return h;
-}
-
 const VIOLATIONS: Violation[] = [
-  { name: "bad magic (the other channel's)", kind: "BadMagic", header: (m) => header(m === INPUT_MAGIC ? OUTPUT_MAGIC : INPUT_MAGIC, 0, 3) },
-  { name: "unknown type 5", kind: "UnknownType", header: (m) => header(m, 5, 3) },
-  { name: "length 4097", kind: "FrameTooLarge", header: (m) => header(m, 0, 4097) },
-  { name: "length 2^32-1", kind: "FrameTooLarge", header: (m) => header(m, 0, 2 ** 32 - 1) },
+  { name: "bad magic (the other channel's)", kind: "BadMagic", header: (m) => wireHeader(m === INPUT_MAGIC ? OUTPUT_MAGIC : INPUT_MAGIC, 0, 3) },
+  { name: "unknown type 5", kind: "UnknownType", header: (m) => wireHeader(m, 5, 3) },
+  { name: "length 4097", kind: "FrameTooLarge", header: (m) => wireHeader(m, 0, 4097) },
+  { name: "length 2^32-1", kind: "FrameTooLarge", header: (m) => wireHeader(m, 0, 2 ** 32 - 1) },
 ];
 
 const configMessage = () => encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG), 1n);

@@ -16,7 +16,8 @@ import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
 import { payloadIndex, expectIntactInOrder } from "../support/payloads.ts";
-import { expectAccountedLine, fdCount, logFields, StdinFeeder, wireFileFrames } from "./support.ts";
+import { expectAccountedLine, fdCount, logFields, StdinFeeder } from "./support.ts";
+import { wireFileFrames } from "../support/wire.ts";
 
 const defer = useCleanup();
 

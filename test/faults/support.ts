@@ -5,11 +5,9 @@
  */
 import { expect } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
-import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { DROP_REASONS, type FrameStats } from "../../src/transport/frame-stats.ts";
 import type { AgentProcess } from "../support/cli.ts";
-import { FEED_MAX_SIZE, indexedPayload } from "../support/payloads.ts";
-import { parseWire, wireBytes } from "../support/wire.ts";
+import { indexedWire } from "../support/wire.ts";
 
 /** The fields of the last log line `<component>: <message> k=v ...` (text format), or undefined. */
 export function logFields(stderr: string, component: string, message: string): Record<string, string> | undefined {
@@ -65,21 +63,6 @@ export function expectAccountedLine(stderr: string, component = "output-server",
 /** The same invariant on an in-process FrameStats. */
 export function expectAccountedStats(stats: FrameStats): void {
   expect(stats.submitted).toBe(stats.delivered + stats.droppedTotal);
-}
-
-/** The OpusFrame payloads of a wire capture file, and how it ends. */
-export function wireFileFrames(path: string): { frames: Uint8Array[]; trailing: number; error?: Error } {
-  const parsed = parseWire(new Uint8Array(readFileSync(path)));
-  return {
-    frames: parsed.messages.filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload),
-    trailing: parsed.trailing,
-    error: parsed.error,
-  };
-}
-
-/** Wire messages of indexed frames `from` .. `to - 1` (what a capture of them holds). */
-export function indexedWire(from: number, to: number, maxSize = FEED_MAX_SIZE, magic = OUTPUT_MAGIC): Uint8Array {
-  return wireBytes(from, to, (i) => indexedPayload(i, maxSize), magic);
 }
 
 /**

@@ -2,12 +2,13 @@ import { describe, expect, test } from "bun:test";
 import { AdaptiveOptimizer, type AdaptiveOptions, type AdaptiveState } from "../../src/observe/adaptive-optimizer.ts";
 import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
 import { AgentMetrics } from "../../src/observe/metrics.ts";
-import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents } from "../support/cli.ts";
 import { kernelBufferBytes, metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { testPayload } from "../support/payloads.ts";
+import { wireBytes } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -223,10 +224,7 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     defer(() => stopAgents());
     // 1 ms apart, up to 2 KB each: ~1 MB/s fills a paused reader's socket buffer in well under a second.
     const FRAMES = 2000;
-    const parts = Array.from({ length: FRAMES }, (_, i) =>
-      encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i, 2048), 1_700_000_000_000_000_000n + BigInt(i) * 1_000_000n),
-    );
-    await Bun.write(path("src.wire"), Buffer.concat(parts));
+    await Bun.write(path("src.wire"), wireBytes(0, FRAMES, (i) => testPayload(i, 2048), OUTPUT_MAGIC, 1));
     const sock = path("out.sock");
     const server = spawnAgent([
       "output", "serve", "--socket", sock, "--source", path("src.wire"), "--realtime", "--loop",

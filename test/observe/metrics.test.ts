@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
 import {
@@ -290,10 +290,7 @@ describe("metrics over HTTP from real roles", () => {
 
     const N = 120;
     // 1 ms apart on the source timeline: --realtime paces them over ~0.1 s.
-    const parts = Array.from({ length: N }, (_, i) =>
-      encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i, 200), 1_700_000_000_000_000_000n + BigInt(i) * 1_000_000n),
-    );
-    await feed(server, new Uint8Array(Buffer.concat(parts)));
+    await feed(server, wireBytes(0, N, (i) => testPayload(i, 200), OUTPUT_MAGIC, 1));
     const text = await scrapeUntil(
       base,
       (t) => value(t, "audio_agent_frames_dropped_by_reason_total", { channel: "output", reason: "no_client" }) === N,

@@ -11,10 +11,11 @@ import { join, resolve } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { AgentHttpServer } from "../../src/observe/http-server.ts";
 import { MonitorHub, type MonitorFigures } from "../../src/observe/monitor-hub.ts";
-import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
 import { until } from "../support/temp.ts";
+import { wireBytes } from "../support/wire.ts";
 
 const REPO = resolve(import.meta.dir, "../..");
 const FIXTURE = join(REPO, "examples/tone.opus");
@@ -243,12 +244,7 @@ describe("monitor hub", () => {
       const STEP_MS = 1;
       const sockets = socketDir(defer);
       const capture = sockets.path("flood.wire");
-      const parts: Uint8Array<ArrayBuffer>[] = [];
-      for (let i = 0; i < FRAMES; i++) {
-        const payload = new Uint8Array(4096).fill(i & 0xff);
-        parts.push(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payload, 1_700_000_000_000_000_000n + BigInt(i * STEP_MS) * 1_000_000n));
-      }
-      await Bun.write(capture, new Blob(parts));
+      await Bun.write(capture, wireBytes(0, FRAMES, (i) => new Uint8Array(4096).fill(i & 0xff), OUTPUT_MAGIC, STEP_MS));
       const socket = sockets.path("out.sock");
       const serve = spawnAgent([
         "output", "serve", "--socket", socket, "--source", capture, "--format", "wire", "--realtime", "--loop",

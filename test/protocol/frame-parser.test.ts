@@ -6,9 +6,9 @@ import {
   MessageType,
   OUTPUT_MAGIC,
   ProtocolError,
-  writeHeader,
 } from "../../src/protocol/index.ts";
 import { concatBytes } from "../support/bytes.ts";
+import { wireHeader } from "../support/wire.ts";
 
 function drain(parser: FrameParser, into: { type: number; payload: number[]; ts: bigint }[]) {
   for (let m = parser.next(); m; m = parser.next()) {
@@ -101,8 +101,7 @@ describe("FrameParser", () => {
 
   test("a length over 4096 is rejected before the payload arrives, even when split", () => {
     for (const length of [4097, 2 ** 32 - 1]) {
-      const header = new Uint8Array(17);
-      writeHeader(new DataView(header.buffer), 0, OUTPUT_MAGIC, 0, length, 0);
+      const header = wireHeader(OUTPUT_MAGIC, MessageType.OpusFrame, length);
       const parser = new FrameParser(OUTPUT_MAGIC);
       parser.push(header.subarray(0, 9));
       expect(parser.next()).toBeUndefined();

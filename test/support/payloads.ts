@@ -83,3 +83,9 @@ export function expectIntactInOrder(payloads: Uint8Array[], maxSize = FEED_MAX_S
   expect(notIncreasing).toBe(0);
   return indices;
 }
+
+/** Index (first + k) of the first payload that is not testPayload(first + k), or -1 when every one is. */
+export function firstMismatch(payloads: Uint8Array[], first = 0): number {
+  const k = payloads.findIndex((p, k) => !isTestPayload(first + k, p));
+  return k < 0 ? -1 : first + k;
+}
