@@ -8,7 +8,8 @@ import { afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
-import { built, killStarted, run, start, type Built } from "./support.ts";
+import { built, type Built } from "./support.ts";
+import { stopAgents, run, start } from "../support/processes.ts";
 import { firstMismatch } from "../support/payloads.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 
@@ -29,7 +30,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterEach(async () => {
-  await killStarted();
+  await stopAgents();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

@@ -8,7 +8,8 @@ import { afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
-import { BUN, built, cleanEnv, killStarted, peakRss, REPO, run, start, type Built } from "./support.ts";
+import { built, peakRss, type Built } from "./support.ts";
+import { BUN, cleanEnv, stopAgents, REPO, run, start } from "../support/processes.ts";
 import { firstMismatch } from "../support/payloads.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 
@@ -20,7 +21,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterEach(async () => {
-  await killStarted();
+  await stopAgents();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -119,7 +120,7 @@ describe("compiled x64 binary", () => {
     expect(recvPeak).toBeLessThan(256 * 1024);
   }, 60_000);
 
-  // test/cli runs the agent through test/support/cli.ts, which runs AUDIO_AGENT_BIN
+  // test/cli runs the agent through test/support/processes.ts, which runs AUDIO_AGENT_BIN
   // instead of `bun src/main.ts` when it is set: rerun those tests on the binary.
   // Not when this process already runs against a binary (no recursion).
   const cliTests = (() => {

@@ -3,13 +3,9 @@
  * test process (with build.ts, into a temp dir removed at exit), run and
  * stream with the result, and check what arrived.
  */
-import type { Subprocess } from "bun";
 import { existsSync, mkdtempSync } from "node:fs";
-import { join, resolve } from "node:path";
-
-export const REPO = resolve(import.meta.dir, "../..");
-const PINNED_BUN = join(REPO, "node_modules/.bin/bun");
-export const BUN = existsSync(PINNED_BUN) ? PINNED_BUN : process.execPath;
+import { join } from "node:path";
+import { BUN, REPO, run } from "../support/processes.ts";
 
 export type Target = "x64" | "arm64" | "arm64-musl";
 
@@ -58,80 +54,6 @@ function removeWhenGone(dir: string): void {
     stdio: ["ignore", "ignore", "ignore"],
   });
   watcher.unref();
-}
-
-/** The environment of a spawned agent: ours minus anything that would configure it (AUDIO_AGENT_*, JETKVM_AUDIO_*). */
-export function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (value === undefined || key.startsWith("AUDIO_AGENT_") || key.startsWith("JETKVM_AUDIO_")) continue;
-    env[key] = value;
-  }
-  return { ...env, ...extra };
-}
-
-export interface RunOptions {
-  cwd?: string;
-  env?: Record<string, string>;
-  /** SIGKILL after this long (the result then has code -1). */
-  timeoutMs?: number;
-}
-
-export interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** A running process whose output is collected as it comes (so pipes never fill). */
-export class Running {
-  stdout = "";
-  stderr = "";
-  readonly done: Promise<Result>;
-  constructor(readonly proc: Subprocess<"ignore", "pipe", "pipe">, timeoutMs: number) {
-    const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
-    const text = async (stream: ReadableStream<Uint8Array>, add: (s: string) => void) => {
-      const decoder = new TextDecoder();
-      for await (const chunk of stream) add(decoder.decode(chunk, { stream: true }));
-    };
-    this.done = Promise.all([text(proc.stdout, (s) => (this.stdout += s)), text(proc.stderr, (s) => (this.stderr += s)), proc.exited]).then(
-      ([, , code]) => {
-        clearTimeout(timer);
-        return { code: proc.signalCode ? -1 : code, stdout: this.stdout, stderr: this.stderr };
-      },
-    );
-  }
-
-  get pid(): number {
-    return this.proc.pid;
-  }
-}
-
-const started = new Set<Running>();
-
-export function start(cmd: string[], options: RunOptions = {}): Running {
-  const proc = Bun.spawn(cmd, {
-    cwd: options.cwd ?? "/tmp",
-    env: options.env ?? cleanEnv(),
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const running = new Running(proc as Subprocess<"ignore", "pipe", "pipe">, options.timeoutMs ?? 60_000);
-  started.add(running);
-  running.done.finally(() => started.delete(running));
-  return running;
-}
-
-export function run(cmd: string[], options: RunOptions = {}): Promise<Result> {
-  return start(cmd, options).done;
-}
-
-/** SIGKILLs and reaps whatever start() began and is still running; for afterEach. */
-export async function killStarted(): Promise<void> {
-  const left = [...started];
-  for (const r of left) r.proc.kill("SIGKILL");
-  await Promise.all(left.map((r) => r.done.catch(() => {})));
 }
 
 /** Resident set size of `pid` in KiB (VmRSS in /proc/<pid>/status), or undefined once it is gone. */

@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { REPO, run } from "./support.ts";
+import { REPO, run } from "../support/processes.ts";
 
 const UNIT = join(REPO, "packaging/audio-agent.service");
 const text = await Bun.file(UNIT).text();

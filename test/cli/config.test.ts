@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, writeFileSync } from "node:fs";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { runCli } from "../../src/cli/run.ts";
-import { agentEnv, runAgent, stopAgents } from "../support/cli.ts";
+import { agentEnv, runAgent, stopAgents } from "../support/processes.ts";
 
 const defer = useCleanup();
 

@@ -11,7 +11,7 @@ import {
   type AudioConfig,
 } from "../../src/protocol/index.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
+import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { healthz, metricsUrl } from "../support/metrics.ts";
 import { requireTool, run, wav } from "../media/opus-fixtures.ts";
 import { until } from "../support/temp.ts";
@@ -28,7 +28,7 @@ function setup() {
   return { ...t, sock: t.path("in.sock"), sink: t.path("sink.wire") };
 }
 
-async function serve(sock: string, sink: string, extra: string[] = []): Promise<AgentProcess> {
+async function serve(sock: string, sink: string, extra: string[] = []): Promise<Spawned> {
   const agent = spawnAgent(["input", "serve", "--socket", sock, "--sink", sink, "--format", "wire", ...extra]);
   await agent.waitForStderr("listening");
   return agent;
@@ -82,13 +82,6 @@ function logFields(stderr: string, message: string): Record<string, string> {
   return Object.fromEntries([...line.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)].map((m) => [m[1], m[2]]));
 }
 
-/** Writes all of `bytes` to a spawned agent's stdin. */
-async function feed(agent: AgentProcess, bytes: Uint8Array): Promise<void> {
-  const stdin = agent.proc.stdin as import("bun").FileSink;
-  stdin.write(bytes);
-  await stdin.flush();
-}
-
 describe("input serve / input send as processes", () => {
   test("a session of Config, 10k frames, Heartbeats and Stop lands in the wire sink exactly", async () => {
     const { sock, sink } = setup();
@@ -99,7 +92,7 @@ describe("input serve / input send as processes", () => {
       { stdin: "pipe" },
     );
     await sender.waitForStderr("connected");
-    await feed(sender, wireBytes(0, 5000, testPayload, INPUT_MAGIC));
+    await sender.writeStdin(wireBytes(0, 5000, testPayload, INPUT_MAGIC));
     // A pause mid-stream: Heartbeats go out and reach the sink between the two halves.
     await until(() => {
       try {
@@ -108,8 +101,8 @@ describe("input serve / input send as processes", () => {
         return false;
       }
     }, "heartbeats in the sink");
-    await feed(sender, wireBytes(5000, 10_000, testPayload, INPUT_MAGIC));
-    (sender.proc.stdin as import("bun").FileSink).end();
+    await sender.writeStdin(wireBytes(5000, 10_000, testPayload, INPUT_MAGIC));
+    sender.endStdin();
 
     expect(await sender.exited).toBe(0);
     expect(await server.exited).toBe(0);
@@ -165,7 +158,7 @@ describe("input serve / input send as processes", () => {
     );
     await sender.waitForStderr("connected");
     const N = 300;
-    await feed(sender, wireBytes(0, N, testPayload, INPUT_MAGIC));
+    await sender.writeStdin(wireBytes(0, N, testPayload, INPUT_MAGIC));
     const start = Date.now();
     for (;;) {
       const health = await healthz(base).catch((e) => {

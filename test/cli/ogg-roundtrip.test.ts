@@ -20,7 +20,7 @@ import {
   run,
   type Fixtures,
 } from "../media/opus-fixtures.ts";
-import { spawnAgent, stopAgents } from "../support/cli.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { tempDir } from "../support/temp.ts";
 
 let fx: Fixtures;

@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { MessageType } from "../../src/protocol/index.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { runAgent, spawnAgent, stopAgents } from "../support/cli.ts";
+import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
@@ -174,9 +174,7 @@ describe("signals", () => {
     defer(() => client.close());
     await serve.waitForStderr("client connected");
     // Live from stdin: what arrives on stdin goes to the connected client.
-    const stdin = serve.proc.stdin as import("bun").FileSink;
-    stdin.write(wireBytes(0, 50));
-    await stdin.flush();
+    await serve.writeStdin(wireBytes(0, 50));
     await until(() => client.frames.length === 50, "50 frames through stdin");
 
     serve.kill("SIGTERM");

@@ -13,9 +13,10 @@ import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, statSync, 
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { AGENT, BUN, agentEnv, spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
+import { AGENT, BUN, agentEnv, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { until } from "../support/temp.ts";
-import { expectAccountedLine, StdinFeeder } from "./support.ts";
+import { expectAccountedLine } from "./support.ts";
+import { startFedServer } from "../support/feeder.ts";
 import { indexedWire, wireFileFrames } from "../support/wire.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 
@@ -68,12 +69,6 @@ function failureLine(stderr: string): string {
   return lines[0]!;
 }
 
-async function fedServer(socket: string, extra: string[] = []): Promise<{ server: AgentProcess; feed: StdinFeeder }> {
-  const server = spawnAgent(["output", "serve", "--socket", socket, "--source", "-", ...extra], { stdin: "pipe" });
-  await server.waitForStderr("listening");
-  return { server, feed: new StdinFeeder(server) };
-}
-
 describe("the socket's mode", () => {
   for (const [role, args] of [
     ["output serve", (s: string, _d: string) => ["output", "serve", "--socket", s, "--source", "-"]],
@@ -89,7 +84,7 @@ describe("the socket's mode", () => {
         const socket = dir.path(`m${mode.toString(8)}.sock`);
         // The child inherits the umask in force when it is spawned.
         const previous = process.umask(umask);
-        let agent: AgentProcess;
+        let agent: Spawned;
         try {
           agent = spawnAgent([...args(socket, dir.dir), ...extra], { stdin: "pipe" });
         } finally {
@@ -110,7 +105,7 @@ describe.skipIf(!canSwitchUser)("another user (nobody, no groups)", () => {
   test("is refused by the kernel on a 0660 root socket: `output recv` exits 1 with EACCES; the server keeps serving", async () => {
     const dir = openDir();
     const socket = dir.path("out.sock");
-    const { server, feed } = await fedServer(socket);
+    const { server, feed } = await startFedServer(socket);
     const st = statSync(socket);
     expect([st.uid, st.gid, st.mode & 0o777]).toEqual([0, 0, 0o660]);
 
@@ -136,7 +131,7 @@ describe.skipIf(!canSwitchUser)("another user (nobody, no groups)", () => {
   test("with --socket-mode 0666 the same user connects and receives", async () => {
     const dir = openDir();
     const socket = dir.path("out.sock");
-    const { server, feed } = await fedServer(socket, ["--socket-mode", "0666"]);
+    const { server, feed } = await startFedServer(socket, ["--socket-mode", "0666"]);
     const home = dir.path("nobody");
     mkdirSync(home);
     chownSync(home, NOBODY, NOBODY);
@@ -216,7 +211,7 @@ async function connectTcp(host: string, port: number): Promise<string> {
 }
 
 describe("the metrics endpoint", () => {
-  async function metricsPort(agent: AgentProcess): Promise<{ host: string; port: number }> {
+  async function metricsPort(agent: Spawned): Promise<{ host: string; port: number }> {
     await agent.waitForStderr(/listening url=http/);
     const url = new URL(/listening url=(\S+)/.exec(agent.stderr)![1]!);
     return { host: url.hostname, port: Number(url.port) };

@@ -11,12 +11,13 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileS
 import { join, resolve } from "node:path";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
+import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
 import { drain, pagesOf } from "../media/ogg-helpers.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
-import { expectAccountedLine, logFields, StdinFeeder } from "./support.ts";
+import { expectAccountedLine, logFields } from "./support.ts";
+import { StdinFeeder } from "../support/feeder.ts";
 import { indexedWire, wireFileFrames } from "../support/wire.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 
@@ -37,7 +38,7 @@ function failureLine(stderr: string): string {
 }
 
 /** The URL of the agent's HTTP endpoint, from its log. */
-async function httpUrl(agent: AgentProcess): Promise<string> {
+async function httpUrl(agent: Spawned): Promise<string> {
   await agent.waitForStderr(/listening url=http/);
   return /listening url=(http:\/\/\S+?)\/?(\s|$)/.exec(agent.stderr)![1]!;
 }

@@ -26,7 +26,7 @@ import type { ReportLevel } from "../../src/transport/report.ts";
 import { silent } from "../../src/transport/report.ts";
 import { sendQueueBytes } from "../../src/transport/socket-options.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents } from "../support/cli.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { fakeServer, RecordingClient, writeInPieces } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
 import { indexedPayload, expectIntactInOrder, FEED_MAX_SIZE } from "../support/payloads.ts";

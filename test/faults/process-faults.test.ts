@@ -12,11 +12,12 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, statSync } from "node:fs";
 import { MessageType, encodeConfigPayload, encodeMessage, DEFAULT_AUDIO_CONFIG, INPUT_MAGIC } from "../../src/protocol/index.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
+import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
 import { payloadIndex, expectIntactInOrder } from "../support/payloads.ts";
-import { expectAccountedLine, fdCount, logFields, StdinFeeder } from "./support.ts";
+import { expectAccountedLine, fdCount, logFields } from "./support.ts";
+import { startFedServer } from "../support/feeder.ts";
 import { wireFileFrames } from "../support/wire.ts";
 
 const defer = useCleanup();
@@ -25,13 +26,6 @@ function setup(prefix: string) {
   const dir = socketDir(defer, prefix);
   defer(stopAgents);
   return dir;
-}
-
-/** `output serve` reading frames from its stdin: live mode, drops counted. */
-async function startFedServer(socket: string, extra: string[] = []): Promise<{ server: AgentProcess; feed: StdinFeeder }> {
-  const server = spawnAgent(["output", "serve", "--socket", socket, "--source", "-", ...extra], { stdin: "pipe" });
-  await server.waitForStderr("listening");
-  return { server, feed: new StdinFeeder(server) };
 }
 
 async function connect(path: string, options: Parameters<typeof RecordingClient.connect>[1] = {}): Promise<RecordingClient> {
@@ -253,7 +247,7 @@ describe("a storm of connections", () => {
   }
 
   /** Waits until the server has accepted `cycles` clients in all and logged each one's disconnect. */
-  async function allClosed(server: AgentProcess, cycles: number): Promise<void> {
+  async function allClosed(server: Spawned, cycles: number): Promise<void> {
     const connected = () => count(server.stderr, "client connected");
     const disconnected = () => count(server.stderr, "client disconnected");
     await until(() => connected() === cycles && disconnected() === cycles, "every client accepted and closed").catch(() => {

@@ -6,8 +6,6 @@
 import { expect } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { DROP_REASONS, type FrameStats } from "../../src/transport/frame-stats.ts";
-import type { AgentProcess } from "../support/cli.ts";
-import { indexedWire } from "../support/wire.ts";
 
 /** The fields of the last log line `<component>: <message> k=v ...` (text format), or undefined. */
 export function logFields(stderr: string, component: string, message: string): Record<string, string> | undefined {
@@ -63,65 +61,6 @@ export function expectAccountedLine(stderr: string, component = "output-server",
 /** The same invariant on an in-process FrameStats. */
 export function expectAccountedStats(stats: FrameStats): void {
   expect(stats.submitted).toBe(stats.delivered + stats.droppedTotal);
-}
-
-/**
- * Feeds indexed frames as a wire stream into a spawned agent's stdin
- * (`--source -`: a live source). `next` is the index of the next frame.
- */
-export class StdinFeeder {
-  next: number;
-  private flooding: Promise<void> | undefined;
-  private stopFlood = false;
-  private ended = false;
-
-  constructor(
-    private readonly agent: AgentProcess,
-    first = 0,
-  ) {
-    this.next = first;
-  }
-
-  private get sink(): import("bun").FileSink {
-    return this.agent.proc.stdin as unknown as import("bun").FileSink;
-  }
-
-  /** Writes `count` more frames and waits until the pipe took them. */
-  async send(count: number): Promise<void> {
-    if (this.ended) throw new Error("StdinFeeder: stdin already closed");
-    const from = this.next;
-    this.next += count;
-    this.sink.write(indexedWire(from, from + count));
-    await this.sink.flush();
-  }
-
-  /** Keeps sending batches of `batch` frames, `pauseMs` apart, until stopFlooding(). */
-  flood(batch = 50, pauseMs = 1): void {
-    this.stopFlood = false;
-    this.flooding = (async () => {
-      while (!this.stopFlood && !this.agent.hasExited) {
-        try {
-          await this.send(batch);
-        } catch {
-          return; // the agent went away
-        }
-        await Bun.sleep(pauseMs);
-      }
-    })();
-  }
-
-  async stopFlooding(): Promise<void> {
-    this.stopFlood = true;
-    await this.flooding;
-  }
-
-  /** Ends the source: the agent sees end of input. */
-  async end(): Promise<void> {
-    await this.stopFlooding();
-    if (this.ended) return;
-    this.ended = true;
-    await this.sink.end();
-  }
 }
 
 /** Open file descriptors of a process. */

@@ -36,9 +36,10 @@ import { FrameParser, MAX_MESSAGE, MessageType, OUTPUT_MAGIC, ProtocolError } fr
 import { DROP_REASONS } from "../../src/transport/frame-stats.ts";
 import { silent } from "../../src/transport/report.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
-import { spawnAgent, stopAgents } from "../support/cli.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { indexedPayload, isIntactIndexedPayload, payloadIndex, FEED_MAX_SIZE } from "../support/payloads.ts";
-import { logFields, rssBytes, StdinFeeder } from "../faults/support.ts";
+import { logFields, rssBytes } from "../faults/support.ts";
+import { StdinFeeder } from "../support/feeder.ts";
 import { parseSeed, randomSeed, Rng } from "./rng.ts";
 
 const { values } = parseArgs({

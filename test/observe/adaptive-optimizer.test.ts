@@ -4,7 +4,7 @@ import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
 import { AgentMetrics } from "../../src/observe/metrics.ts";
 import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents } from "../support/cli.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { kernelBufferBytes, metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { testPayload } from "../support/payloads.ts";

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
 import {
   families,
   healthz,
@@ -31,16 +31,6 @@ function setup() {
 const LOSSLESS_LIVE = ["--source", "-", "--queue-frames", "5000", "--write-deadline-ms", "0", "--stuck-frames", "100000"];
 /** A burst overflows the socket buffer now and then: keep the optimizer on but out of reach, so sizes stay as set. */
 const NO_ESCALATION = ["--adaptive-threshold", "100000"];
-
-async function feed(agent: AgentProcess, bytes: Uint8Array): Promise<void> {
-  const stdin = agent.proc.stdin as import("bun").FileSink;
-  stdin.write(bytes);
-  await stdin.flush();
-}
-
-function endInput(agent: AgentProcess): void {
-  (agent.proc.stdin as import("bun").FileSink).end();
-}
 
 async function waitConnected(base: string): Promise<void> {
   const start = Date.now();
@@ -117,7 +107,7 @@ describe("metrics over HTTP from real roles", () => {
 
     const N = 2000;
     const bytes = wireBytes(0, N, testPayload, OUTPUT_MAGIC);
-    await feed(server, bytes);
+    await server.writeStdin(bytes);
     // Utilization is sampled once a second while connected: wait for a sample of both buffers.
     const sampled = (t: string) => samples(t, "jetkvm_audio_socket_buffer_utilization_percent", { component: "audio-output" }).length === 2;
     const received = await scrapeUntil(
@@ -206,7 +196,7 @@ describe("metrics over HTTP from real roles", () => {
     expect(wire.messages.every((m, i) => m.type === MessageType.OpusFrame && sameBytes(m.payload, testPayload(i)))).toBe(true);
     const after = await scrapeUntil(serverUrl, (t) => value(t, "jetkvm_audio_connection_drops_total") === 1, "connection drop");
     expect(value(after, "audio_agent_connected")).toBe(0);
-    endInput(server);
+    server.endStdin();
     expect(await server.exited).toBe(0);
   });
 
@@ -228,7 +218,7 @@ describe("metrics over HTTP from real roles", () => {
 
     const N = 1500;
     const bytes = wireBytes(0, N, testPayload, INPUT_MAGIC);
-    await feed(client, bytes);
+    await client.writeStdin(bytes);
     const received = await scrapeUntil(serverUrl, (t) => value(t, "jetkvm_microphone_frames_received_total") === N, "frames received");
     // The Config's Ack has come back by now: one round trip.
     const sent = await scrapeUntil(clientUrl, (t) => value(t, "audio_agent_heartbeat_rtt_seconds_count") === 1, "config round trip");
@@ -270,7 +260,7 @@ describe("metrics over HTTP from real roles", () => {
     expect(sendHealth).toMatchObject({ role: "input send", channel: "input", connected: true, frames: N, drops: 0, acks: 1 });
     expect(sendHealth.uptime_seconds as number).toBeGreaterThan(0);
 
-    endInput(client);
+    client.endStdin();
     expect(await client.exited).toBe(0);
     const ended = await scrapeUntil(serverUrl, (t) => value(t, "audio_agent_connected") === 0, "session end");
     expect(value(ended, "jetkvm_microphone_frames_received_total")).toBe(N);
@@ -290,7 +280,7 @@ describe("metrics over HTTP from real roles", () => {
 
     const N = 120;
     // 1 ms apart on the source timeline: --realtime paces them over ~0.1 s.
-    await feed(server, wireBytes(0, N, (i) => testPayload(i, 200), OUTPUT_MAGIC, 1));
+    await server.writeStdin(wireBytes(0, N, (i) => testPayload(i, 200), OUTPUT_MAGIC, 1));
     const text = await scrapeUntil(
       base,
       (t) => value(t, "audio_agent_frames_dropped_by_reason_total", { channel: "output", reason: "no_client" }) === N,
@@ -307,7 +297,7 @@ describe("metrics over HTTP from real roles", () => {
     await expectPromtoolClean(text);
     expect(await healthz(base)).toMatchObject({ role: "output serve", connected: false, frames: 0, drops: N });
 
-    endInput(server);
+    server.endStdin();
     expect(await server.exited).toBe(0);
     const stopped = logFields(server.stderr, "output-server: stopped");
     expect(Number(stopped.dropped_no_client)).toBe(N);

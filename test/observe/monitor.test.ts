@@ -7,17 +7,16 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { AgentHttpServer } from "../../src/observe/http-server.ts";
 import { MonitorHub, type MonitorFigures } from "../../src/observe/monitor-hub.ts";
 import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
+import { REPO, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { until } from "../support/temp.ts";
 import { wireBytes } from "../support/wire.ts";
 
-const REPO = resolve(import.meta.dir, "../..");
 const FIXTURE = join(REPO, "examples/tone.opus");
 /** examples/tone.opus: stereo, 20 ms packets. */
 const FIXTURE_CHANNELS = 2;
@@ -55,7 +54,7 @@ interface PageState {
 }
 
 /** The base URL (http://127.0.0.1:PORT) the agent logged for its HTTP server. */
-async function httpBase(agent: AgentProcess): Promise<string> {
+async function httpBase(agent: Spawned): Promise<string> {
   const pattern = /http listening url=(http:\/\/[^\s"]+)/;
   await agent.waitForStderr(pattern);
   return pattern.exec(agent.stderr)![1].replace(/\/$/, "");

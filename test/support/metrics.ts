@@ -3,10 +3,10 @@
  * out of the Prometheus text format, and checking it with promtool.
  */
 import { readFileSync } from "node:fs";
-import type { AgentProcess } from "./cli.ts";
+import type { Spawned } from "./processes.ts";
 
 /** The metrics base URL a spawned agent logged ("... url=http://127.0.0.1:PORT/"). */
-export async function metricsUrl(agent: AgentProcess): Promise<string> {
+export async function metricsUrl(agent: Spawned): Promise<string> {
   const pattern = /url=(http:\/\/[^\s"]+)/;
   await agent.waitForStderr(pattern);
   return pattern.exec(agent.stderr)![1].replace(/\/$/, "");

@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { backoffDelayMs } from "../../src/transport/backoff.ts";
 import { silent, type Report } from "../../src/transport/report.ts";
 import { connectWithBackoff, ConnectTimeoutError, type ConnectionHandler } from "../../src/transport/unix-client.ts";
-import { makeStaleSocket } from "../support/cli.ts";
+import { makeStaleSocket } from "../support/processes.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 
 const defer = useCleanup();

@@ -11,7 +11,7 @@ import type { ClientHandler } from "../../src/transport/unix-server.ts";
 import { UnixServer } from "../../src/transport/unix-server.ts";
 import type { Report } from "../../src/transport/report.ts";
 import { silent } from "../../src/transport/report.ts";
-import { makeStaleSocket, spawnListener } from "../support/cli.ts";
+import { makeStaleSocket, spawnListener } from "../support/processes.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { until } from "../support/temp.ts";
 
