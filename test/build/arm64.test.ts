@@ -8,7 +8,7 @@ import { afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
-import { built, type Built } from "./support.ts";
+import { built, type Built } from "../support/binaries.ts";
 import { stopAgents, run, start } from "../support/processes.ts";
 import { firstMismatch } from "../support/payloads.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";

@@ -6,7 +6,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { built } from "./support.ts";
+import { built } from "../support/binaries.ts";
 import { cleanEnv, REPO, run, type Result } from "../support/processes.ts";
 import { testPayload } from "../support/payloads.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";

@@ -16,7 +16,8 @@ import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
 import { payloadIndex, expectIntactInOrder } from "../support/payloads.ts";
-import { expectAccountedLine, fdCount, logFields } from "./support.ts";
+import { expectAccountedLine, logFields } from "./support.ts";
+import { fdCount } from "../support/proc.ts";
 import { startFedServer } from "../support/feeder.ts";
 import { wireFileFrames } from "../support/wire.ts";
 

@@ -4,7 +4,6 @@
  * feeding a spawned server's stdin, counting a process's file descriptors.
  */
 import { expect } from "bun:test";
-import { readdirSync, readFileSync } from "node:fs";
 import { DROP_REASONS, type FrameStats } from "../../src/transport/frame-stats.ts";
 
 /** The fields of the last log line `<component>: <message> k=v ...` (text format), or undefined. */
@@ -61,16 +60,4 @@ export function expectAccountedLine(stderr: string, component = "output-server",
 /** The same invariant on an in-process FrameStats. */
 export function expectAccountedStats(stats: FrameStats): void {
   expect(stats.submitted).toBe(stats.delivered + stats.droppedTotal);
-}
-
-/** Open file descriptors of a process. */
-export function fdCount(pid: number): number {
-  return readdirSync(`/proc/${pid}/fd`).length;
-}
-
-/** VmRSS of a process in bytes. */
-export function rssBytes(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  if (!m) throw new Error(`no VmRSS for ${pid}`);
-  return Number(m[1]) * 1024;
 }

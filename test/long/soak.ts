@@ -38,7 +38,8 @@ import { silent } from "../../src/transport/report.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { indexedPayload, isIntactIndexedPayload, payloadIndex, FEED_MAX_SIZE } from "../support/payloads.ts";
-import { logFields, rssBytes } from "../faults/support.ts";
+import { logFields } from "../faults/support.ts";
+import { rssKiB } from "../support/proc.ts";
 import { StdinFeeder } from "../support/feeder.ts";
 import { parseSeed, randomSeed, Rng } from "./rng.ts";
 
@@ -195,7 +196,7 @@ async function memoryScenario(name: string, dir: string, mode: "realtime" | "flo
   const result: MemoryResult = { start: 0, max: 0, end: 0 };
   while (performance.now() - started < SECONDS * 1000) {
     await Bun.sleep(250);
-    const rss = rssBytes(server.pid);
+    const rss = rssKiB(server.pid) * 1024;
     samples.push(rss);
     if (performance.now() - started < warmup) continue;
     if (result.start === 0) result.start = rss;

@@ -3,17 +3,8 @@ import { readFileSync } from "node:fs";
 import { INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
-import {
-  families,
-  healthz,
-  kernelBufferBytes,
-  metricsUrl,
-  promtoolCheck,
-  samples,
-  scrape,
-  scrapeUntil,
-  value,
-} from "../support/metrics.ts";
+import { families, healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeUntil, value } from "../support/metrics.ts";
+import { kernelBufferBytes, listeners } from "../support/proc.ts";
 import { until } from "../support/temp.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { testPayload } from "../support/payloads.ts";
@@ -44,20 +35,6 @@ async function expectPromtoolClean(text: string): Promise<void> {
   const { code, output } = await promtoolCheck(text);
   expect(output).toBe("");
   expect(code).toBe(0);
-}
-
-/** The address a TCP port listens on, from /proc/net/tcp (e.g. "127.0.0.1"). */
-function listeningAddress(port: number): string | undefined {
-  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
-  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    if (fields.length < 4 || fields[3] !== "0A") continue; // LISTEN
-    const [addr, p] = fields[1].split(":");
-    if (p !== hexPort) continue;
-    const bytes = addr.match(/../g)!.map((h) => parseInt(h, 16)).reverse();
-    return bytes.join(".");
-  }
-  return undefined;
 }
 
 /** Fields of the last log line containing `message`. */
@@ -276,7 +253,7 @@ describe("metrics over HTTP from real roles", () => {
     // Only a port was given: loopback, in the URL and in the kernel's table of listening sockets.
     const url = new URL(base);
     expect(url.hostname).toBe("127.0.0.1");
-    expect(listeningAddress(Number(url.port))).toBe("127.0.0.1");
+    expect(listeners(Number(url.port))[0]).toBe("0100007F"); // 127.0.0.1
 
     const N = 120;
     // 1 ms apart on the source timeline: --realtime paces them over ~0.1 s.

@@ -2,7 +2,6 @@
  * Scraping a running agent's /metrics and /healthz over HTTP, reading values
  * out of the Prometheus text format, and checking it with promtool.
  */
-import { readFileSync } from "node:fs";
 import type { Spawned } from "./processes.ts";
 
 /** The metrics base URL a spawned agent logged ("... url=http://127.0.0.1:PORT/"). */
@@ -80,15 +79,6 @@ export async function promtoolCheck(text: string): Promise<{ code: number; outpu
     proc.exited,
   ]);
   return { code, output: (out + err).trim() };
-}
-
-/**
- * What getsockopt reports after setsockopt(requested): Linux clamps the
- * request to net.core.{w,r}mem_max and doubles it for bookkeeping.
- */
-export function kernelBufferBytes(requested: number, which: "send" | "receive" = "send"): number {
-  const max = Number(readFileSync(`/proc/sys/net/core/${which === "send" ? "wmem_max" : "rmem_max"}`, "utf8"));
-  return 2 * Math.min(requested, max);
 }
 
 /** Polls `check` against fresh scrapes until it holds; returns the last scrape. */

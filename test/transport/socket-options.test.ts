@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
 import {
   getSocketBuffers,
@@ -13,6 +13,7 @@ import {
   setSocketBuffers,
   SOCKET_BUFFER_PRESETS,
 } from "../../src/transport/socket-options.ts";
+import { kernelBufferBytes } from "../support/proc.ts";
 
 const KiB = 1024;
 
@@ -66,12 +67,6 @@ async function unixPair(opts: { pauseServer?: boolean } = {}): Promise<Pair> {
   const server = await accepted;
   cleanups.push(() => server.terminate());
   return { listener, client, server, received: () => received };
-}
-
-/** What Linux reports after a set: double the request, capped at the sysctl maximum. */
-function expectedReport(requested: number, sysctl: "wmem_max" | "rmem_max"): number {
-  const max = Number(readFileSync(`/proc/sys/net/core/${sysctl}`, "utf8").trim());
-  return 2 * Math.min(requested, max);
 }
 
 async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<void> {
@@ -148,8 +143,8 @@ describe("setSocketBuffers / getSocketBuffers on real Unix sockets", () => {
     const { client, server } = await unixPair();
     const preset = SOCKET_BUFFER_PRESETS["high-load"];
     const expected = {
-      sendBytes: expectedReport(preset.sendBytes, "wmem_max"),
-      receiveBytes: expectedReport(preset.receiveBytes, "rmem_max"),
+      sendBytes: kernelBufferBytes(preset.sendBytes, "send"),
+      receiveBytes: kernelBufferBytes(preset.receiveBytes, "receive"),
     };
     for (const socket of [client, server]) {
       const result = setSocketBuffers(socket.fd, preset);

@@ -1,11 +1,10 @@
 /**
- * Helpers for the tests of the compiled executables: build a target once per
- * test process (with build.ts, into a temp dir removed at exit), run and
- * stream with the result, and check what arrived.
+ * The compiled executables the build tests run: each target built by
+ * build.ts once per test process, into a temp dir removed when it ends.
  */
 import { existsSync, mkdtempSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, REPO, run } from "../support/processes.ts";
+import { BUN, REPO, run } from "./processes.ts";
 
 export type Target = "x64" | "arm64" | "arm64-musl";
 
@@ -54,28 +53,4 @@ function removeWhenGone(dir: string): void {
     stdio: ["ignore", "ignore", "ignore"],
   });
   watcher.unref();
-}
-
-/** Resident set size of `pid` in KiB (VmRSS in /proc/<pid>/status), or undefined once it is gone. */
-export async function rssKiB(pid: number): Promise<number | undefined> {
-  try {
-    const status = await Bun.file(`/proc/${pid}/status`).text();
-    const kib = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
-    return kib === undefined ? undefined : Number(kib);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Samples the VmRSS of `pid` every `everyMs` until `until` settles; resolves with the peak (KiB, 0 if never seen). */
-export async function peakRss(pid: number, until: Promise<unknown>, everyMs = 10): Promise<number> {
-  let peak = 0;
-  let settled = false;
-  until.finally(() => (settled = true)).catch(() => {});
-  while (!settled) {
-    const kib = await rssKiB(pid);
-    if (kib !== undefined && kib > peak) peak = kib;
-    await Bun.sleep(everyMs);
-  }
-  return peak;
 }
