@@ -10,6 +10,7 @@ import {
   OUTPUT_MAGIC,
   type AudioConfig,
 } from "../../src/protocol/index.ts";
+import { logFields } from "../support/agent-log.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { healthz, metricsUrl } from "../support/metrics.ts";
@@ -72,16 +73,6 @@ function checkSession(
   return { heartbeats };
 }
 
-/** The fields of the last log line containing `message`, as key=value text. */
-function logFields(stderr: string, message: string): Record<string, string> {
-  const line = stderr
-    .split("\n")
-    .filter((l) => l.includes(message))
-    .pop();
-  if (!line) throw new Error(`no log line "${message}" in:\n${stderr}`);
-  return Object.fromEntries([...line.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)].map((m) => [m[1], m[2]]));
-}
-
 describe("input serve / input send as processes", () => {
   test("a session of Config, 10k frames, Heartbeats and Stop lands in the wire sink exactly", async () => {
     const { sock, sink } = setup();
@@ -110,10 +101,10 @@ describe("input serve / input send as processes", () => {
     expect(all.length).toBe(1);
     const { heartbeats } = checkSession(all[0], DEFAULT_CONFIG, 10_000);
     expect(heartbeats).toBeGreaterThanOrEqual(3);
-    const stopped = logFields(server.stderr, "input-server: stopped");
+    const stopped = logFields(server.stderr, "input-server", "stopped");
     expect(stopped).toMatchObject({ frames: "10000", heartbeats: String(heartbeats), sessions: "1", clean_sessions: "1", protocol_errors: "0" });
     expect(server.stderr).toContain("session ended by Stop");
-    const sent = logFields(sender.stderr, "input-client: stopped");
+    const sent = logFields(sender.stderr, "input-client", "stopped");
     // delivered = frames + Heartbeats + Stop; the Config is written apart.
     expect(sent).toMatchObject({ dropped: "0", delivered: String(10_000 + heartbeats + 1), connects: "1", ack_timeouts: "0" });
     expect(Number(sent.acks)).toBeGreaterThanOrEqual(1);
@@ -138,7 +129,7 @@ describe("input serve / input send as processes", () => {
     expect(all.length).toBe(2);
     checkSession(all[0], DEFAULT_CONFIG, 500, first);
     checkSession(all[1], DEFAULT_CONFIG, 700, second);
-    expect(logFields(server.stderr, "input-server: stopped")).toMatchObject({
+    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({
       frames: "1200",
       sessions: "2",
       clean_sessions: "2",
@@ -176,7 +167,7 @@ describe("input serve / input send as processes", () => {
     const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
     expect(all.length).toBe(1);
     checkSession(all[0], DEFAULT_CONFIG, N);
-    expect(logFields(server.stderr, "input-server: stopped")).toMatchObject({ frames: String(N), clean_sessions: "1" });
+    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({ frames: String(N), clean_sessions: "1" });
   });
 
   test("garbage after a valid Config: the server drops that client with a logged reason and serves the next", async () => {
@@ -194,7 +185,7 @@ describe("input serve / input send as processes", () => {
     raw.write(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, new Uint8Array([9, 9, 9]), 2n));
     await until(() => closed, "garbage client disconnected");
     await server.waitForStderr("framing violation from client; disconnecting");
-    const violation = logFields(server.stderr, "framing violation from client");
+    const violation = logFields(server.stderr, "input-server", "framing violation from client; disconnecting");
     expect(violation.error).toContain("BadMagic");
     expect(server.stderr).toMatch(/session ended without Stop reason="protocol error: BadMagic/);
 
@@ -211,7 +202,7 @@ describe("input serve / input send as processes", () => {
     expect(all[0].length).toBe(1);
     expect(decodeConfigPayload(all[0][0].payload)).toEqual(mono);
     checkSession(all[1], DEFAULT_CONFIG, 100);
-    expect(logFields(server.stderr, "input-server: stopped")).toMatchObject({
+    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({
       frames: "100",
       sessions: "2",
       clean_sessions: "1",
@@ -246,7 +237,7 @@ describe("input serve / input send as processes", () => {
       const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("mono.opus"), "--format", "ogg", ...flags]);
       expect(await sender.exited).toBe(0);
       expect(await server.exited).toBe(0);
-      expect(logFields(server.stderr, "input-server: config")).toMatchObject({
+      expect(logFields(server.stderr, "input-server", "config")).toMatchObject({
         sampleRate: String(config.sampleRate),
         channels: String(config.channels),
         frameSize: String(config.frameSize),

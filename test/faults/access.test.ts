@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { AGENT, BUN, agentEnv, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { until } from "../support/temp.ts";
-import { expectAccountedLine } from "./support.ts";
+import { expectAccountedLine, failureLine } from "../support/agent-log.ts";
 import { startFedServer } from "../support/feeder.ts";
 import { indexedWire, wireFileFrames } from "../support/wire.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
@@ -62,12 +62,6 @@ async function runAsNobody(dir: string, args: string[]): Promise<{ code: number;
   const proc = Bun.spawn([...agentAsNobody(dir), ...args], { cwd: dir, env: agentEnv(), stdout: "ignore", stderr: "pipe" });
   const stderr = await new Response(proc.stderr).text();
   return { code: await proc.exited, stderr };
-}
-
-function failureLine(stderr: string): string {
-  const lines = stderr.split("\n").filter((l) => l.startsWith("audio-agent: "));
-  expect(lines.length).toBe(1);
-  return lines[0]!;
 }
 
 describe("the socket's mode", () => {

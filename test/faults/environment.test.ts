@@ -16,7 +16,7 @@ import { RecordingClient } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
 import { drain, pagesOf } from "../media/ogg-helpers.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
-import { expectAccountedLine, logFields } from "./support.ts";
+import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { StdinFeeder } from "../support/feeder.ts";
 import { indexedWire, wireFileFrames } from "../support/wire.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
@@ -28,13 +28,6 @@ function setup(prefix = "env-") {
   const dir = socketDir(defer, prefix);
   defer(stopAgents);
   return dir;
-}
-
-/** The one line the CLI prints for a failure ("audio-agent: ..."), and that it is the only one. */
-function failureLine(stderr: string): string {
-  const lines = stderr.split("\n").filter((l) => l.startsWith("audio-agent: "));
-  expect(lines.length).toBe(1);
-  return lines[0]!;
 }
 
 /** The URL of the agent's HTTP endpoint, from its log. */
@@ -257,7 +250,7 @@ describe("signals", () => {
       const summary = await oggSummary(out);
       expect(summary.error).toBeUndefined();
       expect(summary.eos).toBe(true);
-      const stopped = logFields(recv.stderr, "output-client", "stopped")!;
+      const stopped = logFields(recv.stderr, "output-client", "stopped");
       expect(stopped.signal).toBe("SIGTERM");
       expect(summary.packets).toBe(Number(stopped.frames));
       expectAccountedLine(server.stderr);

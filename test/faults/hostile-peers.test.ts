@@ -30,7 +30,7 @@ import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { fakeServer, RecordingClient, writeInPieces } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
 import { indexedPayload, expectIntactInOrder, FEED_MAX_SIZE } from "../support/payloads.ts";
-import { expectAccountedStats, logFields } from "./support.ts";
+import { expectAccountedStats, logFields } from "../support/agent-log.ts";
 import { indexedWire, wireFileFrames, wireHeader } from "../support/wire.ts";
 import { concatBytes } from "../support/bytes.ts";
 
@@ -242,8 +242,8 @@ describe("a server breaking the framing, against `output recv`", () => {
       expect(await recv.exited).toBe(0);
 
       const warning = logFields(recv.stderr, "output-client", "framing violation from server; disconnecting");
-      expect(warning?.error).toStartWith(`${violation.kind}: `);
-      const stopped = logFields(recv.stderr, "output-client", "stopped")!;
+      expect(warning.error).toStartWith(`${violation.kind}: `);
+      const stopped = logFields(recv.stderr, "output-client", "stopped");
       expect(stopped.protocol_errors).toBe("1");
       expect(stopped.frames).toBe("8");
       expect(Number(stopped.connects)).toBeGreaterThanOrEqual(3);
@@ -270,7 +270,7 @@ describe("a server breaking the framing, against `output recv`", () => {
     await until(() => fake.connections.length >= 3, "reconnected twice");
     recv.kill("SIGTERM");
     expect(await recv.exited).toBe(0);
-    const stopped = logFields(recv.stderr, "output-client", "stopped")!;
+    const stopped = logFields(recv.stderr, "output-client", "stopped");
     expect(stopped.protocol_errors).toBe("0");
     expect(stopped.frames).toBe("8");
     const got = wireFileFrames(sink);
@@ -299,7 +299,7 @@ describe("a server breaking the framing, against `output recv`", () => {
     await recv.waitForStderr(/reconnected|disconnected/);
     recv.kill("SIGTERM");
     expect(await recv.exited).toBe(0);
-    expect(logFields(recv.stderr, "output-client", "stopped")!.frames).toBe("30");
+    expect(logFields(recv.stderr, "output-client", "stopped").frames).toBe("30");
     const got = wireFileFrames(sink);
     expect(got.trailing).toBe(0);
     expect(expectIntactInOrder(got.frames, 64)).toEqual([...Array(30).keys()]);

@@ -16,7 +16,7 @@ import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
 import { payloadIndex, expectIntactInOrder } from "../support/payloads.ts";
-import { expectAccountedLine, logFields } from "./support.ts";
+import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { fdCount } from "../support/proc.ts";
 import { startFedServer } from "../support/feeder.ts";
 import { wireFileFrames } from "../support/wire.ts";
@@ -51,7 +51,7 @@ describe("a client that connects and never reads", () => {
     // Its socket buffers fill, then 50 frames come with no progress: disconnected as stuck.
     await server.waitForStderr("client stuck: accepted nothing while frames kept coming; disconnecting");
     const stuckLine = logFields(server.stderr, "output-server", "client stuck: accepted nothing while frames kept coming; disconnecting");
-    expect(stuckLine?.frames).toBe("50");
+    expect(stuckLine.frames).toBe("50");
 
     const replacement = await connect(path);
     await until(() => replacement.frames.length >= 500, "the replacement to receive 500 frames");
@@ -149,7 +149,7 @@ describe("a client killed with SIGKILL while receiving a flood", () => {
     expect(b.error).toBeUndefined();
     const ib = expectIntactInOrder(b.frames);
     expect(ib[0]!).toBeGreaterThan(ia.at(-1)!);
-    expect(logFields(recv2.stderr, "output-client", "stopped")!.frames).toBe(String(b.frames.length));
+    expect(logFields(recv2.stderr, "output-client", "stopped").frames).toBe(String(b.frames.length));
     // Frames the kernel held for the killed client died with it; nothing else is missing.
     expect(a.frames.length + b.frames.length).toBeLessThanOrEqual(acc.delivered);
   });
@@ -191,7 +191,7 @@ describe("a server killed with SIGKILL and restarted", () => {
     // Everything the second server delivered reached the sink.
     expect(indices.filter((i) => i >= 100_000).length).toBe(acc.delivered);
     expect(acc.delivered).toBe(300);
-    const stopped = logFields(recv.stderr, "output-client", "stopped")!;
+    const stopped = logFields(recv.stderr, "output-client", "stopped");
     expect(stopped.frames).toBe("600");
     // 2, or 3 when it reconnected once more while the second server was stopping (accepted, then reset).
     expect(Number(stopped.connects)).toBeGreaterThanOrEqual(2);
@@ -303,7 +303,7 @@ describe("a storm of connections", () => {
     expect(fdCount(server.pid)).toBeLessThanOrEqual(before);
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
-    const stopped = logFields(server.stderr, "input-server", "stopped")!;
+    const stopped = logFields(server.stderr, "input-server", "stopped");
     expect(stopped.sessions).toBe("1010");
     expect(stopped.protocol_errors).toBe("0");
   });

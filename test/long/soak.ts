@@ -38,7 +38,7 @@ import { silent } from "../../src/transport/report.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { indexedPayload, isIntactIndexedPayload, payloadIndex, FEED_MAX_SIZE } from "../support/payloads.ts";
-import { logFields } from "../faults/support.ts";
+import { findLogFields } from "../support/agent-log.ts";
 import { rssKiB } from "../support/proc.ts";
 import { StdinFeeder } from "../support/feeder.ts";
 import { parseSeed, randomSeed, Rng } from "./rng.ts";
@@ -210,7 +210,7 @@ async function memoryScenario(name: string, dir: string, mode: "realtime" | "flo
   const code = await server.exited;
   client.socket?.terminate();
 
-  const stopped = logFields(server.stderr, "output-server", "stopped");
+  const stopped = findLogFields(server.stderr, "output-server", "stopped");
   const growth = result.max - result.start;
   console.log(
     `memory/${name}: ${SECONDS} s, RSS start ${mb(result.start)} max ${mb(result.max)} end ${mb(result.end)} (growth ${mb(growth)}, allowed ${mb(QUEUE_BOUND)} queue + ${mb(SLACK)} slack); ` +

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { logFields } from "../support/agent-log.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { families, healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeUntil, value } from "../support/metrics.ts";
@@ -35,16 +36,6 @@ async function expectPromtoolClean(text: string): Promise<void> {
   const { code, output } = await promtoolCheck(text);
   expect(output).toBe("");
   expect(code).toBe(0);
-}
-
-/** Fields of the last log line containing `message`. */
-function logFields(stderr: string, message: string): Record<string, string> {
-  const line = stderr
-    .split("\n")
-    .filter((l) => l.includes(message))
-    .pop();
-  if (!line) throw new Error(`no log line "${message}" in:\n${stderr}`);
-  return Object.fromEntries([...line.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)].map((m) => [m[1], m[2]]));
 }
 
 const LATENCY_PERCENTILES = ["p50", "p95", "p99", "max", "avg"];
@@ -276,7 +267,7 @@ describe("metrics over HTTP from real roles", () => {
 
     server.endStdin();
     expect(await server.exited).toBe(0);
-    const stopped = logFields(server.stderr, "output-server: stopped");
+    const stopped = logFields(server.stderr, "output-server", "stopped");
     expect(Number(stopped.dropped_no_client)).toBe(N);
     expect(Number(stopped.dropped)).toBe(N);
     expect(Number(stopped.delivered)).toBe(0);

@@ -8,6 +8,7 @@ import { OutputServer, type OutputServerOptions } from "../../src/channels/outpu
 import { HEADER_SIZE, MAX_MESSAGE } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
+import { expectAccountedStats } from "../support/agent-log.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
@@ -66,9 +67,8 @@ function checkReceived(client: RecordingClient, maxSize = 4096): number[] {
 }
 
 function expectAccounted(server: OutputServer): void {
-  const s = server.stats;
   expect(server.writer.idle).toBe(true);
-  expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+  expectAccountedStats(server.stats);
 }
 
 describe("FrameWriter live mode", () => {

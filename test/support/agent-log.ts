@@ -1,13 +1,14 @@
 /**
- * Helpers of the fault suite (test/faults): reading the agent's final
- * "stopped" log line, the accounting invariant, checks on received frames,
- * feeding a spawned server's stdin, counting a process's file descriptors.
+ * Reading what a spawned agent logged (the text format on stderr,
+ * `<time> <LEVEL> <component>: <message> key=value ...`): the fields of a
+ * line, the one line a failing command prints, and the accounting
+ * invariant on a sender's final "stopped" line.
  */
 import { expect } from "bun:test";
 import { DROP_REASONS, type FrameStats } from "../../src/transport/frame-stats.ts";
 
-/** The fields of the last log line `<component>: <message> k=v ...` (text format), or undefined. */
-export function logFields(stderr: string, component: string, message: string): Record<string, string> | undefined {
+/** The fields of the last log line `<component>: <message> k=v ...` (quoted values unquoted), or undefined when there is none. */
+export function findLogFields(stderr: string, component: string, message: string): Record<string, string> | undefined {
   const marker = ` ${component}: ${message}`;
   const line = stderr
     .split("\n")
@@ -20,6 +21,20 @@ export function logFields(stderr: string, component: string, message: string): R
     fields[m[1]!] = m[2]!.startsWith('"') ? JSON.parse(m[2]!) : m[2]!;
   }
   return fields;
+}
+
+/** The fields of the last log line `<component>: <message> k=v ...`; throws when there is none. */
+export function logFields(stderr: string, component: string, message: string): Record<string, string> {
+  const fields = findLogFields(stderr, component, message);
+  if (!fields) throw new Error(`no "${component}: ${message}" line in:\n${stderr}`);
+  return fields;
+}
+
+/** The one line the CLI prints for a failure ("audio-agent: ..."), and that it is the only one. */
+export function failureLine(stderr: string): string {
+  const lines = stderr.split("\n").filter((l) => l.startsWith("audio-agent: "));
+  expect(lines.length).toBe(1);
+  return lines[0]!;
 }
 
 export interface Accounting {
@@ -38,7 +53,6 @@ export interface Accounting {
  */
 export function expectAccountedLine(stderr: string, component = "output-server", byReasonLogged = component === "output-server"): Accounting {
   const fields = logFields(stderr, component, "stopped");
-  if (!fields) throw new Error(`no "${component}: stopped" line in:\n${stderr}`);
   const num = (key: string) => {
     const n = Number(fields[key]);
     if (!Number.isInteger(n)) throw new Error(`stopped line: ${key}=${fields[key]} is not a count`);
