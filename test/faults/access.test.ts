@@ -13,6 +13,7 @@ import { chmodSync, chownSync, copyFileSync, mkdirSync, statSync, writeFileSync 
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { metricsUrl } from "../support/metrics.ts";
 import { AGENT, BUN, agentEnv, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { until } from "../support/temp.ts";
 import { expectAccountedLine, failureLine } from "../support/agent-log.ts";
@@ -186,8 +187,7 @@ async function connectTcp(host: string, port: number): Promise<string> {
 
 describe("the metrics endpoint", () => {
   async function metricsPort(agent: Spawned): Promise<{ host: string; port: number }> {
-    await agent.waitForStderr(/listening url=http/);
-    const url = new URL(/listening url=(\S+)/.exec(agent.stderr)![1]!);
+    const url = new URL(await metricsUrl(agent));
     return { host: url.hostname, port: Number(url.port) };
   }
 

@@ -11,7 +11,8 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileS
 import { join, resolve } from "node:path";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
+import { metricsUrl, scrapeValue } from "../support/metrics.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
 import { drain, pagesOf } from "../media/ogg-helpers.ts";
@@ -28,19 +29,6 @@ function setup(prefix = "env-") {
   const dir = socketDir(defer, prefix);
   defer(stopAgents);
   return dir;
-}
-
-/** The URL of the agent's HTTP endpoint, from its log. */
-async function httpUrl(agent: Spawned): Promise<string> {
-  await agent.waitForStderr(/listening url=http/);
-  return /listening url=(http:\/\/\S+?)\/?(\s|$)/.exec(agent.stderr)![1]!;
-}
-
-async function metricValue(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text);
-  if (!m) throw new Error(`no ${name} in /metrics`);
-  return Number(m[1]);
 }
 
 describe("a sink that cannot be written", () => {
@@ -311,13 +299,13 @@ describe("signals", () => {
     const source = dir.path("src.wire");
     writeFileSync(source, indexedWire(0, 20_000));
     const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--metrics", "0", "--adaptive", "off"]);
-    const url = await httpUrl(server);
+    const url = await metricsUrl(server);
     const client = await RecordingClient.connect(path, { paused: true });
     defer(() => client.close());
     // Socket buffers full, then the queue (500): the source waits for room.
     let depth = 0;
     for (const start = Date.now(); depth < 500 && Date.now() - start < 20_000; await Bun.sleep(20)) {
-      depth = await metricValue(url, "audio_agent_queue_depth_frames");
+      depth = await scrapeValue(url, "audio_agent_queue_depth_frames");
     }
     expect(depth).toBe(500);
     server.kill("SIGTERM");

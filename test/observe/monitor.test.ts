@@ -13,7 +13,8 @@ import { AgentHttpServer } from "../../src/observe/http-server.ts";
 import { MonitorHub, type MonitorFigures } from "../../src/observe/monitor-hub.ts";
 import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { REPO, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
+import { metricsUrl, scrapeValue } from "../support/metrics.ts";
+import { REPO, spawnAgent, stopAgents } from "../support/processes.ts";
 import { until } from "../support/temp.ts";
 import { wireBytes } from "../support/wire.ts";
 
@@ -53,25 +54,10 @@ interface PageState {
   errors: string[];
 }
 
-/** The base URL (http://127.0.0.1:PORT) the agent logged for its HTTP server. */
-async function httpBase(agent: Spawned): Promise<string> {
-  const pattern = /http listening url=(http:\/\/[^\s"]+)/;
-  await agent.waitForStderr(pattern);
-  return pattern.exec(agent.stderr)![1].replace(/\/$/, "");
-}
-
 async function figures(base: string): Promise<MonitorFigures> {
   const response = await fetch(`${base}/figures`);
   if (response.status !== 200) throw new Error(`GET ${base}/figures: ${response.status}`);
   return (await response.json()) as MonitorFigures;
-}
-
-/** The value of an unlabelled-or-labelled sample `name` in a Prometheus text scrape. */
-async function metric(base: string, name: string): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
-  if (!line) throw new Error(`${name} not in the scrape:\n${text}`);
-  return Number(line.slice(line.lastIndexOf(" ") + 1));
 }
 
 async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
@@ -99,7 +85,7 @@ describe("monitor page in a browser", () => {
         "output", "serve", "--socket", socket, "--source", FIXTURE, "--format", "ogg", "--realtime", "--loop",
         "--monitor", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
       ]);
-      const base = await httpBase(serve);
+      const base = await metricsUrl(serve);
       const recv = spawnAgent(["output", "recv", "--socket", socket, "--sink", "/dev/null"]);
       await eventually(async () => (await figures(base)).connected, "the receiver to connect");
 
@@ -133,7 +119,7 @@ describe("monitor page in a browser", () => {
       // The page's figures are the metrics: right after a fresh figures message, a scrape is at most a second ahead.
       await page.waitForFunction((n) => (window as any).monitorState.figuresReceived > n, second.figuresReceived, { polling: 20, timeout: 5000 });
       const shown = (await pageState(page)).lastFigures!;
-      const sent = await metric(base, "jetkvm_audio_frames_sent_total");
+      const sent = await scrapeValue(base, "jetkvm_audio_frames_sent_total");
       expect(shown.connected).toBe(true);
       expect(sent - shown.frames).toBeGreaterThanOrEqual(0);
       expect(sent - shown.frames).toBeLessThanOrEqual(FIXTURE_FRAMES_PER_SECOND);
@@ -249,7 +235,7 @@ describe("monitor hub", () => {
         "output", "serve", "--socket", socket, "--source", capture, "--format", "wire", "--realtime", "--loop",
         "--monitor", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
       ]);
-      const base = await httpBase(serve);
+      const base = await metricsUrl(serve);
       const wsUrl = `${base.replace(/^http/, "ws")}/ws`;
 
       // The slow listener: asks for frames, then stops reading its socket.
@@ -277,15 +263,15 @@ describe("monitor hub", () => {
 
       spawnAgent(["output", "recv", "--socket", socket, "--sink", "/dev/null"]);
       await eventually(async () => (await figures(base)).connected, "the receiver to connect");
-      const sent0 = await metric(base, "jetkvm_audio_frames_sent_total");
-      const dropped0 = await metric(base, "jetkvm_audio_frames_dropped_total");
+      const sent0 = await scrapeValue(base, "jetkvm_audio_frames_sent_total");
+      const dropped0 = await scrapeValue(base, "jetkvm_audio_frames_dropped_total");
       const t0 = performance.now();
 
       await eventually(async () => (await figures(base)).listenerDrops > 0, "frames dropped for the slow listener", 15_000);
       await Bun.sleep(1000);
       const fastAt = fastFrames;
-      const sent1 = await metric(base, "jetkvm_audio_frames_sent_total");
-      const dropped1 = await metric(base, "jetkvm_audio_frames_dropped_total");
+      const sent1 = await scrapeValue(base, "jetkvm_audio_frames_sent_total");
+      const dropped1 = await scrapeValue(base, "jetkvm_audio_frames_dropped_total");
       const seconds = (performance.now() - t0) / 1000;
       const after = await figures(base);
 

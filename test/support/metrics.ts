@@ -4,9 +4,9 @@
  */
 import type { Spawned } from "./processes.ts";
 
-/** The metrics base URL a spawned agent logged ("... url=http://127.0.0.1:PORT/"). */
+/** The base URL (no trailing slash) of a spawned agent's HTTP server (/metrics, /healthz, /figures), from its "http listening url=..." line. */
 export async function metricsUrl(agent: Spawned): Promise<string> {
-  const pattern = /url=(http:\/\/[^\s"]+)/;
+  const pattern = /http listening url=(http:\/\/[^\s"]+)/;
   await agent.waitForStderr(pattern);
   return pattern.exec(agent.stderr)![1].replace(/\/$/, "");
 }
@@ -79,6 +79,11 @@ export async function promtoolCheck(text: string): Promise<{ code: number; outpu
     proc.exited,
   ]);
   return { code, output: (out + err).trim() };
+}
+
+/** The one sample of `name` with `labels` in a fresh scrape. */
+export async function scrapeValue(base: string, name: string, labels: Record<string, string> = {}): Promise<number> {
+  return value(await scrape(base), name, labels);
 }
 
 /** Polls `check` against fresh scrapes until it holds; returns the last scrape. */
