@@ -1,6 +1,5 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
-import { OggSource } from "../../src/media/ogg-source.ts";
 import {
   decodeConfigPayload,
   encodeConfigPayload,
@@ -14,7 +13,8 @@ import { logFields } from "../support/agent-log.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { healthz, metricsUrl } from "../support/metrics.ts";
-import { requireTool, run, wav } from "../media/opus-fixtures.ts";
+import { drainFile } from "../support/sources.ts";
+import { requireTool, runTool, wav } from "../support/opus-fixtures.ts";
 import { until } from "../support/temp.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { testPayload } from "../support/payloads.ts";
@@ -214,17 +214,12 @@ describe("input serve / input send as processes", () => {
     const { sock, path } = setup();
     const opusenc = requireTool("opusenc", "opus-tools");
     writeFileSync(path("mono.wav"), wav(1, 48000));
-    const encoded = run([opusenc, "--quiet", "--framesize", "60", path("mono.wav"), path("mono.opus")]);
+    const encoded = runTool([opusenc, "--quiet", "--framesize", "60", path("mono.wav"), path("mono.opus")]);
     expect(encoded.exitCode).toBe(0);
     // The packets our Ogg reader finds: what the server must receive, in order.
-    const packets: Uint8Array[] = [];
-    const source = await OggSource.open(path("mono.opus"), { lenient: false });
-    for (;;) {
-      const frame = source.next();
-      if (frame) packets.push(frame.payload.slice());
-      else if (!(await source.fill())) break;
-    }
-    await source.close();
+    const read = await drainFile(path("mono.opus"), { lenient: false });
+    expect(read.error).toBeUndefined();
+    const packets = read.frames.map((f) => f.payload);
     expect(packets.length).toBeGreaterThan(10);
 
     const cases: [string[], AudioConfig][] = [

@@ -8,14 +8,15 @@
  */
 import { describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { OggSource } from "../../src/media/ogg-source.ts";
+import { join } from "node:path";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { until } from "../support/temp.ts";
-import { drain, pagesOf } from "../media/ogg-helpers.ts";
+import { drainFile } from "../support/sources.ts";
+import { pagesOf } from "../support/ogg.ts";
+import { TONE } from "../support/opus-fixtures.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { StdinFeeder } from "../support/feeder.ts";
@@ -23,7 +24,6 @@ import { indexedWire, wireFileFrames } from "../support/wire.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 
 const defer = useCleanup();
-const TONE = resolve(import.meta.dir, "../../examples/tone.opus");
 
 function setup(prefix = "env-") {
   const dir = socketDir(defer, prefix);
@@ -79,7 +79,7 @@ describe("a source that ends in the middle", () => {
     const page = pagesOf(tone)[4]!;
     const cut = dir.path("cut.opus");
     writeFileSync(cut, tone.subarray(0, page.offset + Math.floor(page.size / 2)));
-    const expected = await readOgg(cut);
+    const expected = await drainFile(cut);
     expect(expected.error?.message).toContain(`at byte ${page.offset}`);
     expect(expected.frames.length).toBeGreaterThan(0);
 
@@ -190,16 +190,6 @@ describe("a socket path that cannot be used", () => {
   });
 });
 
-/** Every frame of an Ogg Opus file, and the error that ended it if any. */
-async function readOgg(path: string) {
-  const source = await OggSource.open(path);
-  try {
-    return await drain(source);
-  } finally {
-    await source.close();
-  }
-}
-
 function writeSource(dir: string): string {
   const source = join(dir, "src.wire");
   if (!existsSync(source)) writeFileSync(source, indexedWire(0, 10));
@@ -210,7 +200,7 @@ function writeSource(dir: string): string {
 async function oggSummary(path: string): Promise<{ packets: number; eos: boolean; error?: Error }> {
   const bytes = new Uint8Array(readFileSync(path));
   const pages = pagesOf(bytes);
-  const read = await readOgg(path);
+  const read = await drainFile(path);
   return { packets: read.frames.length, eos: (pages.at(-1)!.flags & 4) !== 0, error: read.error };
 }
 

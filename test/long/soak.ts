@@ -28,7 +28,7 @@
  */
 import type { Socket } from "bun";
 import { mkdtempSync, rmSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { OutputServer } from "../../src/channels/output-server.ts";
 import { DEFAULT_ADAPTIVE } from "../../src/observe/adaptive-optimizer.ts";
@@ -36,6 +36,7 @@ import { FrameParser, MAX_MESSAGE, MessageType, OUTPUT_MAGIC, ProtocolError } fr
 import { DROP_REASONS } from "../../src/transport/frame-stats.ts";
 import { silent } from "../../src/transport/report.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
+import { TONE } from "../support/opus-fixtures.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { indexedPayload, isIntactIndexedPayload, payloadIndex, FEED_MAX_SIZE } from "../support/payloads.ts";
 import { findLogFields } from "../support/agent-log.ts";
@@ -60,7 +61,6 @@ const SLACK = Number(values["slack-mb"]) * 1024 * 1024;
 const seed = values.seed === undefined ? randomSeed() : parseSeed(values.seed);
 const QUEUE_FRAMES = 500; // the agent's default --queue-frames
 const QUEUE_BOUND = (QUEUE_FRAMES * DEFAULT_ADAPTIVE.queueGrowth + 1) * MAX_MESSAGE;
-const TONE = resolve(import.meta.dir, "../../examples/tone.opus");
 const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MB`;
 
 const failures: string[] = [];

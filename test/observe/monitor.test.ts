@@ -16,10 +16,10 @@ import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { REPO, spawnAgent, stopAgents } from "../support/processes.ts";
 import { until } from "../support/temp.ts";
+import { TONE } from "../support/opus-fixtures.ts";
 import { wireBytes } from "../support/wire.ts";
 
-const FIXTURE = join(REPO, "examples/tone.opus");
-/** examples/tone.opus: stereo, 20 ms packets. */
+/** TONE: stereo, 20 ms packets. */
 const FIXTURE_CHANNELS = 2;
 const FIXTURE_FRAMES_PER_SECOND = 50;
 const ARTIFACTS = join(REPO, "test/artifacts");
@@ -82,7 +82,7 @@ describe("monitor page in a browser", () => {
       const sockets = socketDir(defer);
       const socket = sockets.path("out.sock");
       const serve = spawnAgent([
-        "output", "serve", "--socket", socket, "--source", FIXTURE, "--format", "ogg", "--realtime", "--loop",
+        "output", "serve", "--socket", socket, "--source", TONE, "--format", "ogg", "--realtime", "--loop",
         "--monitor", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
       ]);
       const base = await metricsUrl(serve);
