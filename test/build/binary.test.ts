@@ -5,30 +5,29 @@
  * end-to-end tests rerun against it.
  */
 import { afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { built, type Built } from "../support/binaries.ts";
 import { peakRss } from "../support/proc.ts";
 import { BUN, cleanEnv, stopAgents, REPO, run, start } from "../support/processes.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { firstMismatch } from "../support/payloads.ts";
+import { socketDir } from "../support/temp.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 
 let x64: Built;
-let dir: string;
 
 beforeAll(async () => {
   x64 = await built("x64");
 }, 120_000);
 
-afterEach(async () => {
-  await stopAgents();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+// Processes first, then their directories (afterEach hooks run in this order).
+afterEach(stopAgents);
+const defer = useCleanup();
 
 function tempDir(): string {
-  dir = mkdtempSync("/tmp/aa-bin-");
-  return dir;
+  return socketDir(defer, "aa-bin-").dir;
 }
 
 describe("compiled x64 binary", () => {

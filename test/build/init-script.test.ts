@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { built } from "../support/binaries.ts";
 import { cleanEnv, REPO, run, type Result } from "../support/processes.ts";
 import { testPayload } from "../support/payloads.ts";
+import { until } from "../support/wait.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 
 const SCRIPT = join(REPO, "packaging/S95audio-agent");
@@ -86,14 +87,6 @@ function pidIn(env: Record<string, string>): number | undefined {
   }
 }
 
-async function waitFor(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const start = Date.now();
-  while (!check()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(10);
-  }
-}
-
 describe("S95audio-agent under busybox sh", () => {
   test("start, status, stop, status, restart: a daemon that serves, and nothing left behind", async () => {
     tempDir();
@@ -107,7 +100,7 @@ describe("S95audio-agent under busybox sh", () => {
     expect(alive(pid)).toBe(true);
     // The pid file names the agent itself (the wrapper shell exec'd it), not a shell.
     expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0]).toBe(agentBin);
-    await waitFor(() => existsSync(t.path("o.sock")), "the socket");
+    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
     expect(statSync(t.path("o.sock")).isSocket()).toBe(true);
 
     // It really serves: a client receives frames of the capture.
@@ -151,7 +144,7 @@ describe("S95audio-agent under busybox sh", () => {
     expect(second).not.toBe(first);
     expect(alive(first)).toBe(false);
     expect(alive(second)).toBe(true);
-    await waitFor(() => existsSync(t.path("o.sock")), "the socket after restart");
+    await until(() => existsSync(t.path("o.sock")), "the socket after restart", 10_000);
     expect((await initScript("stop", env)).code).toBe(0);
     expect(alive(second)).toBe(false);
     expect(existsSync(t.path("o.sock"))).toBe(false);
@@ -167,7 +160,7 @@ describe("S95audio-agent under busybox sh", () => {
       `# sourced by the init script\nAUDIO_AGENT_ARGS="${AUDIO_AGENT_ARGS}"\nAUDIO_AGENT_LOG_FORMAT=json\n`,
     );
     expect((await initScript("start", env)).code).toBe(0);
-    await waitFor(() => existsSync(t.path("o.sock")), "the socket");
+    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
     expect((await initScript("stop", env)).code).toBe(0);
     const lines = readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8").trim().split("\n");
     expect(lines.length).toBeGreaterThan(0);
@@ -224,7 +217,7 @@ describe("S95audio-agent under busybox sh", () => {
     expect((await initScript("start", env)).code).toBe(0);
     expect(statSync(fifo).isFIFO()).toBe(true);
     const pid = pidIn(env)!;
-    await waitFor(() => existsSync(t.path("o.sock")), "the socket");
+    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
     // The agent's stdout/stderr is a pipe read by `logger -t audio-agent`.
     expect(existsSync(t.path("run/audio-agent.log-pipe"))).toBe(true);
     expect((await initScript("stop", env)).code).toBe(0);

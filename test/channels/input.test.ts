@@ -11,9 +11,10 @@ import {
   type AudioConfig,
 } from "../../src/protocol/index.ts";
 import type { Report, ReportLevel } from "../../src/transport/report.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { silentServer } from "../support/silent-server.ts";
-import { until } from "../support/temp.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { testPayload } from "../support/payloads.ts";
 import { parseWire } from "../support/wire.ts";

@@ -16,9 +16,10 @@ import {
 } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { fakeServer, writeInPieces } from "../support/peer.ts";
-import { until } from "../support/temp.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/payloads.ts";
 import { concatBytes } from "../support/bytes.ts";
 import { wireHeader } from "../support/wire.ts";

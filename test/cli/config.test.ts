@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, writeFileSync } from "node:fs";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { socketDir } from "../support/temp.ts";
 import { runCli } from "../../src/cli/run.ts";
 import { agentEnv, runAgent, stopAgents } from "../support/processes.ts";
 

@@ -10,12 +10,13 @@ import {
   type AudioConfig,
 } from "../../src/protocol/index.ts";
 import { logFields } from "../support/agent-log.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { healthz, metricsUrl } from "../support/metrics.ts";
 import { drainFile } from "../support/sources.ts";
 import { requireTool, runTool, wav } from "../support/opus-fixtures.ts";
-import { until } from "../support/temp.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { testPayload } from "../support/payloads.ts";
 import { parseWire, wholeWireMessages, wireBytes, writeWireFile, type WireMessage } from "../support/wire.ts";
@@ -150,15 +151,17 @@ describe("input serve / input send as processes", () => {
     await sender.waitForStderr("connected");
     const N = 300;
     await sender.writeStdin(wireBytes(0, N, testPayload, INPUT_MAGIC));
-    const start = Date.now();
-    for (;;) {
-      const health = await healthz(base).catch((e) => {
-        throw new Error(`${e}\nserver:\n${server.stderr}\nsender:\n${sender.stderr}`);
-      });
-      if (health.frames === N) break;
-      if (Date.now() - start > 20000) throw new Error("server never received the frames");
-      await Bun.sleep(10);
-    }
+    await until(
+      async () =>
+        (
+          await healthz(base).catch((e) => {
+            throw new Error(`${e}\nserver:\n${server.stderr}\nsender:\n${sender.stderr}`);
+          })
+        ).frames === N,
+      "the server to receive the frames",
+      20000,
+      10,
+    );
     // The source is still open: the sender is mid-stream when the signal comes.
     sender.kill("SIGTERM");
     expect(await sender.exited).toBe(0);

@@ -6,10 +6,11 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { MessageType } from "../../src/protocol/index.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { until } from "../support/temp.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
 import { scanWireFile, wholeWireFrames, wireBytes, writeWireFile } from "../support/wire.ts";
 

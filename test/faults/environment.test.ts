@@ -9,11 +9,12 @@
 import { describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { until } from "../support/temp.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { drainFile } from "../support/sources.ts";
 import { pagesOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";

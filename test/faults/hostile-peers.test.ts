@@ -25,10 +25,11 @@ import {
 import type { ReportLevel } from "../../src/transport/report.ts";
 import { silent } from "../../src/transport/report.ts";
 import { sendQueueBytes } from "../../src/transport/socket-options.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { fakeServer, RecordingClient, writeInPieces } from "../support/peer.ts";
-import { until } from "../support/temp.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { indexedPayload, expectIntactInOrder, FEED_MAX_SIZE } from "../support/payloads.ts";
 import { expectAccountedStats, logFields } from "../support/agent-log.ts";
 import { indexedWire, wireFileFrames, wireHeader } from "../support/wire.ts";

@@ -11,10 +11,11 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, statSync } from "node:fs";
 import { MessageType, encodeConfigPayload, encodeMessage, DEFAULT_AUDIO_CONFIG, INPUT_MAGIC } from "../../src/protocol/index.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { until } from "../support/temp.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { payloadIndex, expectIntactInOrder } from "../support/payloads.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { fdCount } from "../support/proc.ts";

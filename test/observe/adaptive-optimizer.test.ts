@@ -3,7 +3,8 @@ import { AdaptiveOptimizer, type AdaptiveOptions, type AdaptiveState } from "../
 import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
 import { AgentMetrics } from "../../src/observe/metrics.ts";
 import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { socketDir } from "../support/temp.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { kernelBufferBytes } from "../support/proc.ts";

@@ -2,11 +2,12 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { logFields } from "../support/agent-log.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { families, healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { kernelBufferBytes, listeners } from "../support/proc.ts";
-import { until } from "../support/temp.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { testPayload } from "../support/payloads.ts";
 import { parseWire, wireBytes } from "../support/wire.ts";
@@ -24,12 +25,8 @@ const LOSSLESS_LIVE = ["--source", "-", "--queue-frames", "5000", "--write-deadl
 /** A burst overflows the socket buffer now and then: keep the optimizer on but out of reach, so sizes stay as set. */
 const NO_ESCALATION = ["--adaptive-threshold", "100000"];
 
-async function waitConnected(base: string): Promise<void> {
-  const start = Date.now();
-  while ((await healthz(base)).connected !== true) {
-    if (Date.now() - start > 20000) throw new Error(`${base} never connected`);
-    await Bun.sleep(10);
-  }
+function waitConnected(base: string): Promise<void> {
+  return until(async () => (await healthz(base)).connected === true, `${base} to connect`, 20000, 10);
 }
 
 async function expectPromtoolClean(text: string): Promise<void> {

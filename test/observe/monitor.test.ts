@@ -5,17 +5,17 @@
  * listener, no cost; a slow listener loses frames alone.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { AgentHttpServer } from "../../src/observe/http-server.ts";
 import { MonitorHub, type MonitorFigures } from "../../src/observe/monitor-hub.ts";
 import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { REPO, spawnAgent, stopAgents } from "../support/processes.ts";
-import { until } from "../support/temp.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { wireBytes } from "../support/wire.ts";
 
@@ -60,14 +60,6 @@ async function figures(base: string): Promise<MonitorFigures> {
   return (await response.json()) as MonitorFigures;
 }
 
-async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const start = Date.now();
-  while (!(await check())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(50);
-  }
-}
-
 const pageState = (page: Page) => page.evaluate(() => (window as unknown as { monitorState: PageState }).monitorState);
 
 describe("monitor page in a browser", () => {
@@ -87,10 +79,9 @@ describe("monitor page in a browser", () => {
       ]);
       const base = await metricsUrl(serve);
       const recv = spawnAgent(["output", "recv", "--socket", socket, "--sink", "/dev/null"]);
-      await eventually(async () => (await figures(base)).connected, "the receiver to connect");
+      await until(async () => (await figures(base)).connected, "the receiver to connect", 10_000, 50);
 
-      const profile = mkdtempSync(join(tmpdir(), "aa-chromium-"));
-      defer(() => rmSync(profile, { recursive: true, force: true }));
+      const profile = socketDir(defer, "aa-chromium-").dir;
       const context = await chromium.launchPersistentContext(profile, {
         executablePath: CHROMIUM,
         headless: true,
@@ -161,7 +152,7 @@ describe("monitor page in a browser", () => {
       // Stop: the page leaves the listeners and the agent's tap goes away.
       await page.click("#listen-button");
       expect((await pageState(page)).listening).toBe(false);
-      await eventually(async () => (await figures(base)).listeners === 0, "the listener to leave");
+      await until(async () => (await figures(base)).listeners === 0, "the listener to leave", 10_000, 50);
 
       // The receiver goes away: the page shows the disconnect and its reason.
       recv.kill("SIGTERM");
@@ -244,7 +235,7 @@ describe("monitor hub", () => {
       defer(() => slow.terminate());
       await new Promise((open) => (slow.onopen = open));
       slow.send(JSON.stringify({ listen: true }));
-      await eventually(async () => (await figures(base)).listeners === 1, "the slow listener to listen");
+      await until(async () => (await figures(base)).listeners === 1, "the slow listener to listen", 10_000, 50);
       expect(slow.pause()).toBe(true);
 
       // A listener that keeps up, counting what it gets and what the hub says it missed.
@@ -259,15 +250,15 @@ describe("monitor hub", () => {
       };
       await new Promise((open) => (fast.onopen = open));
       fast.send(JSON.stringify({ listen: true }));
-      await eventually(async () => (await figures(base)).listeners === 2, "the fast listener to listen");
+      await until(async () => (await figures(base)).listeners === 2, "the fast listener to listen", 10_000, 50);
 
       spawnAgent(["output", "recv", "--socket", socket, "--sink", "/dev/null"]);
-      await eventually(async () => (await figures(base)).connected, "the receiver to connect");
+      await until(async () => (await figures(base)).connected, "the receiver to connect", 10_000, 50);
       const sent0 = await scrapeValue(base, "jetkvm_audio_frames_sent_total");
       const dropped0 = await scrapeValue(base, "jetkvm_audio_frames_dropped_total");
       const t0 = performance.now();
 
-      await eventually(async () => (await figures(base)).listenerDrops > 0, "frames dropped for the slow listener", 15_000);
+      await until(async () => (await figures(base)).listenerDrops > 0, "frames dropped for the slow listener", 15_000, 50);
       await Bun.sleep(1000);
       const fastAt = fastFrames;
       const sent1 = await scrapeValue(base, "jetkvm_audio_frames_sent_total");

@@ -3,6 +3,7 @@
  * out of the Prometheus text format, and checking it with promtool.
  */
 import type { Spawned } from "./processes.ts";
+import { until } from "./wait.ts";
 
 /** The base URL (no trailing slash) of a spawned agent's HTTP server (/metrics, /healthz, /figures), from its "http listening url=..." line. */
 export async function metricsUrl(agent: Spawned): Promise<string> {
@@ -88,11 +89,11 @@ export async function scrapeValue(base: string, name: string, labels: Record<str
 
 /** Polls `check` against fresh scrapes until it holds; returns the last scrape. */
 export async function scrapeUntil(base: string, check: (text: string) => boolean, what: string, timeoutMs = 20000): Promise<string> {
-  const start = Date.now();
-  for (;;) {
-    const text = await scrape(base);
-    if (check(text)) return text;
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}; last scrape:\n${text}`);
-    await Bun.sleep(20);
+  let text = "";
+  try {
+    await until(async () => check((text = await scrape(base))), what, timeoutMs, 20);
+  } catch (e) {
+    throw new Error(`${(e as Error).message}; last scrape:\n${text}`);
   }
+  return text;
 }

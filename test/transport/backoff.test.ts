@@ -8,7 +8,8 @@ import { backoffDelayMs } from "../../src/transport/backoff.ts";
 import { silent, type Report } from "../../src/transport/report.ts";
 import { connectWithBackoff, ConnectTimeoutError, type ConnectionHandler } from "../../src/transport/unix-client.ts";
 import { makeStaleSocket } from "../support/processes.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { socketDir } from "../support/temp.ts";
 
 const defer = useCleanup();
 

@@ -12,8 +12,9 @@ import { UnixServer } from "../../src/transport/unix-server.ts";
 import type { Report } from "../../src/transport/report.ts";
 import { silent } from "../../src/transport/report.ts";
 import { makeStaleSocket, spawnListener } from "../support/processes.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { until } from "../support/temp.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
 

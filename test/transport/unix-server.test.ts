@@ -10,9 +10,10 @@ import { OutputServer } from "../../src/channels/output-server.ts";
 import { SocketPathError } from "../../src/transport/socket-file.ts";
 import { silent } from "../../src/transport/report.ts";
 import { UnixServer, type ClientHandler } from "../../src/transport/unix-server.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { until } from "../support/temp.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { indexedPayload, payloadIndex } from "../support/payloads.ts";
 
 const defer = useCleanup();
