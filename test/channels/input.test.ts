@@ -12,7 +12,7 @@ import {
 } from "../../src/protocol/index.ts";
 import type { Report, ReportLevel } from "../../src/transport/report.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { silentServer } from "../support/silent-server.ts";
+import { silentServer } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { sameBytes } from "../support/bytes.ts";

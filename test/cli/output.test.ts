@@ -8,7 +8,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { MessageType } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
-import { RecordingClient } from "../support/peer.ts";
+import { connectClient } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
@@ -171,8 +171,7 @@ describe("signals", () => {
     const t = setup();
     const serve = spawnAgent(["output", "serve", "--source", "-", "--socket", t.sock], { stdin: "pipe" });
     await serve.waitForStderr("listening");
-    const client = await RecordingClient.connect(t.sock);
-    defer(() => client.close());
+    const client = await connectClient(defer, t.sock);
     await serve.waitForStderr("client connected");
     // Live from stdin: what arrives on stdin goes to the connected client.
     await serve.writeStdin(wireBytes(0, 50));

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { useCleanup } from "../support/cleanup.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
-import { RecordingClient } from "../support/peer.ts";
+import { connectClient } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { drainFile } from "../support/sources.ts";
@@ -114,8 +114,7 @@ describe("a source that ends in the middle", () => {
     writeFileSync(cut, concatBytes([indexedWire(0, frames, 4096), next.subarray(0, 20)]));
     const server = spawnAgent(["output", "serve", "--socket", path, "--source", cut]);
     await server.waitForStderr("listening");
-    const client = await RecordingClient.connect(path, { paused: true });
-    defer(() => client.close());
+    const client = await connectClient(defer, path, { paused: true });
     await server.waitForStderr("client connected");
     // Not reading yet while the server runs into the cut (setup only: if it were later, the test
     // would merely check less).
@@ -177,8 +176,7 @@ describe("a socket path that cannot be used", () => {
 
     const accepted = () => (live.stderr.match(/client connected/g) ?? []).length;
     const before = accepted();
-    const client = await RecordingClient.connect(path);
-    defer(() => client.close());
+    const client = await connectClient(defer, path);
     await until(() => accepted() === before + 1, "client accepted");
     await feed.send(100);
     await until(() => client.frames.length === 100, "100 frames");
@@ -271,8 +269,7 @@ describe("signals", () => {
     const path = dir.path("out.sock");
     const server = spawnAgent(["output", "serve", "--socket", path, "--source", "-"], { stdin: "pipe" });
     await server.waitForStderr("listening");
-    const client = await RecordingClient.connect(path);
-    defer(() => client.close());
+    const client = await connectClient(defer, path);
     await server.waitForStderr("client connected");
     const feed = new StdinFeeder(server);
     await feed.send(100);
@@ -291,8 +288,7 @@ describe("signals", () => {
     writeFileSync(source, indexedWire(0, 20_000));
     const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--metrics", "0", "--adaptive", "off"]);
     const url = await metricsUrl(server);
-    const client = await RecordingClient.connect(path, { paused: true });
-    defer(() => client.close());
+    await connectClient(defer, path, { paused: true }); // connected, never reading
     // Socket buffers full, then the queue (500): the source waits for room.
     let depth = 0;
     for (const start = Date.now(); depth < 500 && Date.now() - start < 20_000; await Bun.sleep(20)) {

@@ -27,7 +27,7 @@ import { silent } from "../../src/transport/report.ts";
 import { sendQueueBytes } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
-import { fakeServer, RecordingClient, writeInPieces } from "../support/peer.ts";
+import { connectClient, fakeServer, writeInPieces } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { indexedPayload, expectIntactInOrder, FEED_MAX_SIZE } from "../support/payloads.ts";
@@ -142,8 +142,7 @@ describe("a client breaking the framing, against the input server", () => {
   for (const violation of VIOLATIONS) {
     test(`${violation.name}: disconnected, counted and logged; frames before it kept; the next client is served`, async () => {
       const { path, server, frames, sessions, reports, failures } = await startInputServer();
-      const peer = await RecordingClient.connect(path, { magic: INPUT_MAGIC });
-      defer(() => peer.close());
+      const peer = await connectClient(defer, path, { magic: INPUT_MAGIC });
       // Config, three frames, the violation, and bytes after it that must never be read as frames.
       const garbage = indexedWire(1000, 1003, FEED_MAX_SIZE, INPUT_MAGIC);
       await writeInPieces(peer.socket, concatBytes([configMessage(), indexedWire(0, 3, FEED_MAX_SIZE, INPUT_MAGIC), violation.header(INPUT_MAGIC), garbage]), 1 << 16);
@@ -175,8 +174,7 @@ describe("a client breaking the framing, against the input server", () => {
 
   test("a header cut off by a close: the session ends unclean, nothing half is delivered, the next client is served", async () => {
     const { path, server, frames, sessions } = await startInputServer();
-    const peer = await RecordingClient.connect(path, { magic: INPUT_MAGIC });
-    defer(() => peer.close());
+    const peer = await connectClient(defer, path, { magic: INPUT_MAGIC });
     const cut = indexedWire(3, 4, FEED_MAX_SIZE, INPUT_MAGIC).subarray(0, 9);
     await writeInPieces(peer.socket, concatBytes([configMessage(), indexedWire(0, 3, FEED_MAX_SIZE, INPUT_MAGIC), cut]), 1 << 16);
     peer.socket.end();
@@ -193,8 +191,7 @@ describe("a client breaking the framing, against the input server", () => {
 
   test("one byte per read: every frame arrives intact, Config and Heartbeat are acked, Stop ends the session cleanly", async () => {
     const { path, server, frames, sessions } = await startInputServer();
-    const peer = await RecordingClient.connect(path, { magic: INPUT_MAGIC });
-    defer(() => peer.close());
+    const peer = await connectClient(defer, path, { magic: INPUT_MAGIC });
     const stream = concatBytes([
       configMessage(),
       indexedWire(0, 20, 64, INPUT_MAGIC),

@@ -13,7 +13,7 @@ import { existsSync, lstatSync, statSync } from "node:fs";
 import { MessageType, encodeConfigPayload, encodeMessage, DEFAULT_AUDIO_CONFIG, INPUT_MAGIC } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
-import { RecordingClient } from "../support/peer.ts";
+import { connectClient } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { payloadIndex, expectIntactInOrder } from "../support/payloads.ts";
@@ -30,12 +30,6 @@ function setup(prefix: string) {
   return dir;
 }
 
-async function connect(path: string, options: Parameters<typeof RecordingClient.connect>[1] = {}): Promise<RecordingClient> {
-  const client = await RecordingClient.connect(path, options);
-  defer(() => client.close());
-  return client;
-}
-
 /** Frames in a wire sink written by a running `output recv` (it flushes every 100 ms). */
 function framesIn(path: string): number {
   return existsSync(path) ? wireFileFrames(path).frames.length : 0;
@@ -46,7 +40,7 @@ describe("a client that connects and never reads", () => {
     const dir = setup("pf-");
     const path = dir.path("out.sock");
     const { server, feed } = await startFedServer(path);
-    const stuck = await connect(path, { paused: true });
+    const stuck = await connectClient(defer, path, { paused: true });
     await server.waitForStderr("client connected");
     feed.flood(20, 2);
     // Its socket buffers fill, then 50 frames come with no progress: disconnected as stuck.
@@ -54,7 +48,7 @@ describe("a client that connects and never reads", () => {
     const stuckLine = logFields(server.stderr, "output-server", "client stuck: accepted nothing while frames kept coming; disconnecting");
     expect(stuckLine.frames).toBe("50");
 
-    const replacement = await connect(path);
+    const replacement = await connectClient(defer, path);
     await until(() => replacement.frames.length >= 500, "the replacement to receive 500 frames");
     await feed.end();
     expect(await server.exited).toBe(0);
@@ -83,11 +77,11 @@ describe("a client that connects and never reads", () => {
     const dir = setup("pf-");
     const path = dir.path("out.sock");
     const { server, feed } = await startFedServer(path, ["--stuck-frames", "100000"]);
-    const stuck = await connect(path, { paused: true });
+    const stuck = await connectClient(defer, path, { paused: true });
     await server.waitForStderr("client connected");
     // Far more than its socket buffers hold: the writer is blocked on it, dropping stale frames.
     await feed.send(3000);
-    const replacement = await connect(path);
+    const replacement = await connectClient(defer, path);
     await server.waitForStderr('reason="replaced by a new client"');
     await feed.send(300);
     await until(() => replacement.frames.some((p) => payloadIndex(p) === 3299), "the last frame at the replacement");
@@ -272,7 +266,7 @@ describe("a storm of connections", () => {
     });
     expect(fdCount(server.pid)).toBeLessThanOrEqual(before);
 
-    const client = await connect(path);
+    const client = await connectClient(defer, path);
     await until(() => count(server.stderr, "client connected") === 1011, "client accepted");
     await feed.send(200);
     await until(() => client.frames.length === 200, "200 frames");

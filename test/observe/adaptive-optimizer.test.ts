@@ -8,7 +8,7 @@ import { socketDir } from "../support/temp.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
-import { RecordingClient } from "../support/peer.ts";
+import { connectClient } from "../support/peer.ts";
 import { testPayload } from "../support/payloads.ts";
 import { wireBytes } from "../support/wire.ts";
 
@@ -237,8 +237,7 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     const base = await metricsUrl(server);
     const sendBuffer = { component: "audio-output", buffer_type: "send" };
 
-    const reader = await RecordingClient.connect(sock, { paused: true });
-    defer(() => reader.close());
+    const reader = await connectClient(defer, sock, { paused: true });
     await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "client connected");
     const before = await scrape(base);
     // (Unless a loaded machine let the optimizer act before this first look.)

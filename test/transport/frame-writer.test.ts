@@ -10,7 +10,7 @@ import { silent } from "../../src/transport/report.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
 import { expectAccountedStats } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { RecordingClient } from "../support/peer.ts";
+import { connectClient, RecordingClient } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { expectIntactInOrder, indexedPayload } from "../support/payloads.ts";
@@ -47,12 +47,6 @@ async function startServer(over: Partial<OutputServerOptions> = {}) {
   return { path, server };
 }
 
-async function connect(path: string, options: Parameters<typeof RecordingClient.connect>[1] = {}) {
-  const client = await RecordingClient.connect(path, options);
-  defer(() => client.close());
-  return client;
-}
-
 /** Lets queued microtasks (the writer's pump) and pending I/O callbacks run. */
 function tick(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -79,7 +73,7 @@ describe("FrameWriter live mode", () => {
     expect(server.stats.dropped.no_client).toBe(7);
     expect(server.queue.length).toBe(0);
 
-    const client = await connect(path);
+    const client = await connectClient(defer, path);
     await until(() => server.connected, "client accepted");
     for (let i = 7; i < 10; i++) expect(server.sendFrame(indexedPayload(i))).toBe(true);
     await until(() => client.frames.length === 3, "3 frames");
@@ -95,7 +89,7 @@ describe("FrameWriter live mode", () => {
 
   test("queued frames go out coalesced: a burst of small frames is one write", async () => {
     const { path, server } = await startServer({ lossless: true });
-    const client = await connect(path);
+    const client = await connectClient(defer, path);
     await until(() => server.connected, "client accepted");
     // Submitted in one synchronous burst: the pump runs once, afterwards.
     for (let i = 0; i < 100; i++) server.sendFrame(indexedPayload(i, 200));
@@ -107,7 +101,7 @@ describe("FrameWriter live mode", () => {
 
   test("a paused reader: stale frames are dropped whole (write_deadline), the rest arrive whole and in order", async () => {
     const { path, server } = await startServer({ writeDeadlineMs: 20, stuckFrames: 50 });
-    const client = await connect(path, { paused: true });
+    const client = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
 
     // Fill the kernel buffers until a write comes back short: the writer is now blocked.
@@ -153,7 +147,7 @@ describe("FrameWriter live mode", () => {
       queueFrames: 100,
       onClient: smallSendBuffer,
     });
-    const client = await connect(path);
+    const client = await connectClient(defer, path);
     await until(() => server.connected, "client accepted");
     // Read 5 ms, pause 40 ms, over and over, while a frame comes about every millisecond.
     let paused = false;
@@ -196,7 +190,7 @@ describe("FrameWriter live mode", () => {
       queueFrames: 20,
       onClient: smallSendBuffer,
     });
-    const stuck = await connect(path, { paused: true });
+    const stuck = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
 
     let next = 0;
@@ -234,7 +228,7 @@ describe("FrameWriter live mode", () => {
     expect(checkReceived(stuck)).toEqual([...Array(deliveredToStuck).keys()]);
 
     // The server keeps accepting: a replacement client gets the frames sent from now on.
-    const replacement = await connect(path);
+    const replacement = await connectClient(defer, path);
     await until(() => server.connected, "replacement accepted");
     const first = next;
     for (let k = 0; k < 20; k++) server.sendFrame(indexedPayload(next++));
@@ -256,7 +250,7 @@ describe("FrameWriter lossless mode", () => {
       onClient: smallSendBuffer,
     });
     const writer = server.writer;
-    const first = await connect(path, { keepRaw: true });
+    const first = await connectClient(defer, path, { keepRaw: true });
     await until(() => server.connected, "client accepted");
 
     const N = 4000;
@@ -287,7 +281,7 @@ describe("FrameWriter lossless mode", () => {
     }
     await until(() => !server.connected, "server saw the client go");
 
-    const second = await connect(path, { keepRaw: true });
+    const second = await connectClient(defer, path, { keepRaw: true });
     await producer;
     await until(() => writer.idle && second.bytes === server.stats.deliveredBytes - first.bytes + first.pending, "all written");
 
