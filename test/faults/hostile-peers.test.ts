@@ -22,10 +22,10 @@ import {
   ProtocolError,
   type ProtocolErrorKind,
 } from "../../src/protocol/index.ts";
-import type { ReportLevel } from "../../src/transport/report.ts";
 import { silent } from "../../src/transport/report.ts";
 import { sendQueueBytes } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { recordingReport } from "../support/reports.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { connectClient, fakeServer, writeInPieces } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
@@ -53,24 +53,18 @@ const VIOLATIONS: Violation[] = [
 
 const configMessage = () => encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG), 1n);
 
-interface LoggedReport {
-  level: ReportLevel;
-  message: string;
-  fields?: Record<string, unknown>;
-}
-
 /** An input server recording what reaches its sink and how sessions end. */
 async function startInputServer() {
   const dir = socketDir(defer, "hp-");
   const path = dir.path("in.sock");
   const frames: Uint8Array[] = [];
   const sessions: { reason: string; clean: boolean }[] = [];
-  const reports: LoggedReport[] = [];
+  const { reports, report } = recordingReport();
   const failures: Error[] = [];
   const server = await InputServer.start({
     path,
     mode: 0o660,
-    report: (level, message, fields) => reports.push({ level, message, fields }),
+    report,
     onMessage: (m) => {
       if (m.type === MessageType.OpusFrame) frames.push(m.payload.slice());
     },
