@@ -22,7 +22,7 @@ import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/payloads.ts";
 import { concatBytes } from "../support/bytes.ts";
-import { wireHeader } from "../support/wire.ts";
+import { indexedWire, wireHeader } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -69,8 +69,9 @@ async function startOutputServer(path: string) {
   return server;
 }
 
+/** The OpusFrame message of frame i. */
 function frame(i: number): Uint8Array {
-  return encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payload(i), BigInt(i));
+  return indexedWire(i, i + 1, MAX_SIZE);
 }
 
 describe("OutputClient reconnects", () => {

@@ -10,6 +10,7 @@ import { useCleanup } from "../support/cleanup.ts";
 import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
 import { connectClient } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
+import { failureLine } from "../support/agent-log.ts";
 import { until } from "../support/wait.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
 import { scanWireFile, wholeWireFrames, wireBytes, writeWireFile } from "../support/wire.ts";
@@ -49,10 +50,9 @@ function oneLine(stderr: string): string {
 
 /** A role that ran may have logged first; its failure is one last line starting with the program name. */
 function errorLine(stderr: string): string {
-  const lines = stderr.trimEnd().split("\n");
-  expect(lines.filter((line) => line.startsWith("audio-agent: "))).toHaveLength(1);
-  expect(lines.at(-1)!).toStartWith("audio-agent: ");
-  return lines.at(-1)!;
+  const line = failureLine(stderr);
+  expect(stderr.trimEnd().split("\n").at(-1)).toBe(line);
+  return line;
 }
 
 describe("output serve -> output recv", () => {
