@@ -19,7 +19,6 @@ import {
   INPUT_MAGIC,
   MessageType,
   OUTPUT_MAGIC,
-  ProtocolError,
   type ProtocolErrorKind,
 } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
@@ -32,7 +31,7 @@ import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { indexedPayload, expectIntactInOrder, FEED_MAX_SIZE } from "../support/payloads.ts";
 import { expectAccountedStats, logFields } from "../support/agent-log.ts";
-import { indexedWire, wireFileFrames, wireHeader } from "../support/wire.ts";
+import { indexedWire, protocolErrorOf, wireFileFrames, wireHeader } from "../support/wire.ts";
 import { concatBytes } from "../support/bytes.ts";
 
 const defer = useCleanup();
@@ -303,14 +302,7 @@ test("the violations used here really are violations (the parser rejects each wi
     for (const magic of [INPUT_MAGIC, OUTPUT_MAGIC]) {
       const parser = new FrameParser(magic);
       parser.push(v.header(magic));
-      let error: unknown;
-      try {
-        parser.next();
-      } catch (e) {
-        error = e;
-      }
-      expect(error).toBeInstanceOf(ProtocolError);
-      expect((error as ProtocolError).kind).toBe(v.kind);
+      expect(protocolErrorOf(() => parser.next()).kind).toBe(v.kind);
     }
   }
 });

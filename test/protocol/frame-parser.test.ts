@@ -8,7 +8,7 @@ import {
   ProtocolError,
 } from "../../src/protocol/index.ts";
 import { concatBytes } from "../support/bytes.ts";
-import { wireHeader } from "../support/wire.ts";
+import { protocolErrorOf, wireHeader } from "../support/wire.ts";
 
 function drain(parser: FrameParser, into: { type: number; payload: number[]; ts: bigint }[]) {
   for (let m = parser.next(); m; m = parser.next()) {
@@ -106,15 +106,9 @@ describe("FrameParser", () => {
       parser.push(header.subarray(0, 9));
       expect(parser.next()).toBeUndefined();
       parser.push(header.subarray(9));
-      let error: unknown;
-      try {
-        parser.next();
-      } catch (e) {
-        error = e;
-      }
-      expect(error).toBeInstanceOf(ProtocolError);
-      expect((error as ProtocolError).kind).toBe("FrameTooLarge");
-      expect((error as ProtocolError).value).toBe(length);
+      const error = protocolErrorOf(() => parser.next());
+      expect(error.kind).toBe("FrameTooLarge");
+      expect(error.value).toBe(length);
     }
   });
 

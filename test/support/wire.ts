@@ -86,6 +86,18 @@ export async function writeWireFile(path: string, count: number, payloadOf: (i: 
   return bytes;
 }
 
+/** The ProtocolError `parse` throws (e.g. () => parser.next()); fails the test when it throws nothing or something else. */
+export function protocolErrorOf(parse: () => unknown): ProtocolError {
+  let error: unknown;
+  try {
+    parse();
+  } catch (e) {
+    error = e;
+  }
+  expect(error).toBeInstanceOf(ProtocolError);
+  return error as ProtocolError;
+}
+
 export interface WireScan {
   /** Whole messages seen. */
   messages: number;
