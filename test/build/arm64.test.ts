@@ -9,9 +9,9 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { built, type Built } from "../support/binaries.ts";
-import { stopAgents, run, start } from "../support/processes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { firstMismatch } from "../support/payloads.ts";
+import { stopAgents, run, start } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 

@@ -9,10 +9,10 @@ import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { built, type Built } from "../support/binaries.ts";
-import { peakRss } from "../support/proc.ts";
-import { BUN, cleanEnv, stopAgents, REPO, run, start } from "../support/processes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { firstMismatch } from "../support/payloads.ts";
+import { peakRss } from "../support/proc.ts";
+import { BUN, cleanEnv, stopAgents, REPO, run, start } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 

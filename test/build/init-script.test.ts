@@ -7,8 +7,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { built } from "../support/binaries.ts";
-import { cleanEnv, REPO, run, type Result } from "../support/processes.ts";
 import { testPayload } from "../support/payloads.ts";
+import { cleanEnv, REPO, run, type Result } from "../support/processes.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 

@@ -10,13 +10,13 @@ import {
   OUTPUT_MAGIC,
   type AudioConfig,
 } from "../../src/protocol/index.ts";
+import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { recordingReport, type Reported } from "../support/reports.ts";
+import { testPayload } from "../support/payloads.ts";
 import { silentServer } from "../support/peer.ts";
+import { recordingReport, type Reported } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { sameBytes } from "../support/bytes.ts";
-import { testPayload } from "../support/payloads.ts";
 import { parseWire } from "../support/wire.ts";
 
 const defer = useCleanup();

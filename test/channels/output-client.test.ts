@@ -16,12 +16,12 @@ import {
 } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
+import { concatBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/payloads.ts";
 import { fakeServer, writeInPieces } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/payloads.ts";
-import { concatBytes } from "../support/bytes.ts";
 import { indexedWire, wireHeader } from "../support/wire.ts";
 
 const defer = useCleanup();

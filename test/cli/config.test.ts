@@ -1,9 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, writeFileSync } from "node:fs";
-import { useCleanup } from "../support/cleanup.ts";
-import { socketDir } from "../support/temp.ts";
 import { runCli } from "../../src/cli/run.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { agentEnv, runAgent, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
 
 const defer = useCleanup();
 

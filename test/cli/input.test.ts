@@ -10,15 +10,15 @@ import {
   type AudioConfig,
 } from "../../src/protocol/index.ts";
 import { logFields } from "../support/agent-log.ts";
+import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { healthz, metricsUrl } from "../support/metrics.ts";
-import { drainFile } from "../support/sources.ts";
 import { requireTool, runTool, wav } from "../support/opus-fixtures.ts";
+import { testPayload } from "../support/payloads.ts";
+import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
+import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { sameBytes } from "../support/bytes.ts";
-import { testPayload } from "../support/payloads.ts";
 import { parseWire, wholeWireMessages, wireBytes, writeWireFile, type WireMessage } from "../support/wire.ts";
 
 const defer = useCleanup();

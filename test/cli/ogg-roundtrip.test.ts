@@ -7,7 +7,6 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { drainFile } from "../support/sources.ts";
 import {
   CHANNELS,
   decodedSamples,
@@ -20,6 +19,7 @@ import {
   type Fixtures,
 } from "../support/opus-fixtures.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { drainFile } from "../support/sources.ts";
 import { tempDir } from "../support/temp.ts";
 
 let fx: Fixtures;

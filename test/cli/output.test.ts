@@ -6,13 +6,13 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { MessageType } from "../../src/protocol/index.ts";
-import { useCleanup } from "../support/cleanup.ts";
-import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
-import { connectClient } from "../support/peer.ts";
-import { socketDir } from "../support/temp.ts";
 import { failureLine } from "../support/agent-log.ts";
-import { until } from "../support/wait.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
+import { connectClient } from "../support/peer.ts";
+import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { scanWireFile, wholeWireFrames, wireBytes, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();

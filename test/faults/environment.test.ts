@@ -7,22 +7,22 @@
  * account for every frame.
  */
 import { describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
+import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { StdinFeeder } from "../support/feeder.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
-import { spawnAgent, stopAgents } from "../support/processes.ts";
-import { connectClient } from "../support/peer.ts";
-import { socketDir } from "../support/temp.ts";
-import { until } from "../support/wait.ts";
-import { drainFile } from "../support/sources.ts";
 import { pagesOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
-import { concatBytes, sameBytes } from "../support/bytes.ts";
-import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
-import { StdinFeeder } from "../support/feeder.ts";
-import { indexedWire, wireFileFrames } from "../support/wire.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
+import { connectClient } from "../support/peer.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { drainFile } from "../support/sources.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { indexedWire, wireFileFrames } from "../support/wire.ts";
 
 const defer = useCleanup();
 

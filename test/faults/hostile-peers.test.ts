@@ -23,16 +23,16 @@ import {
 } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
 import { sendQueueBytes } from "../../src/transport/socket-options.ts";
+import { expectAccountedStats, logFields } from "../support/agent-log.ts";
+import { concatBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { recordingReport } from "../support/reports.ts";
-import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { indexedPayload, expectIntactInOrder, FEED_MAX_SIZE } from "../support/payloads.ts";
 import { connectClient, fakeServer, writeInPieces } from "../support/peer.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { indexedPayload, expectIntactInOrder, FEED_MAX_SIZE } from "../support/payloads.ts";
-import { expectAccountedStats, logFields } from "../support/agent-log.ts";
 import { indexedWire, protocolErrorOf, wireFileFrames, wireHeader } from "../support/wire.ts";
-import { concatBytes } from "../support/bytes.ts";
 
 const defer = useCleanup();
 

@@ -11,15 +11,15 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, statSync } from "node:fs";
 import { MessageType, encodeConfigPayload, encodeMessage, DEFAULT_AUDIO_CONFIG, INPUT_MAGIC } from "../../src/protocol/index.ts";
+import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
+import { startFedServer } from "../support/feeder.ts";
+import { payloadIndex, expectIntactInOrder } from "../support/payloads.ts";
 import { connectClient } from "../support/peer.ts";
+import { fdCount } from "../support/proc.ts";
+import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { payloadIndex, expectIntactInOrder } from "../support/payloads.ts";
-import { expectAccountedLine, logFields } from "../support/agent-log.ts";
-import { fdCount } from "../support/proc.ts";
-import { startFedServer } from "../support/feeder.ts";
 import { wireFileFrames } from "../support/wire.ts";
 
 const defer = useCleanup();

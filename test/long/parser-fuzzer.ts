@@ -31,9 +31,9 @@ import {
   ProtocolError,
   type MessageType,
 } from "../../src/protocol/index.ts";
-import { Rng } from "./rng.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { wireHeader } from "../support/wire.ts";
+import { Rng } from "./rng.ts";
 
 /** What the fuzzer drives: FrameParser, or a stand-in in the fuzzer's own self-test. */
 export interface StreamParser {

@@ -36,12 +36,12 @@ import { FrameParser, MAX_MESSAGE, MessageType, OUTPUT_MAGIC, ProtocolError } fr
 import { DROP_REASONS } from "../../src/transport/frame-stats.ts";
 import { silent } from "../../src/transport/report.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
-import { TONE } from "../support/opus-fixtures.ts";
-import { spawnAgent, stopAgents } from "../support/processes.ts";
-import { indexedPayload, isIntactIndexedPayload, payloadIndex, FEED_MAX_SIZE } from "../support/payloads.ts";
 import { findLogFields } from "../support/agent-log.ts";
-import { rssKiB } from "../support/proc.ts";
 import { StdinFeeder } from "../support/feeder.ts";
+import { TONE } from "../support/opus-fixtures.ts";
+import { indexedPayload, isIntactIndexedPayload, payloadIndex, FEED_MAX_SIZE } from "../support/payloads.ts";
+import { rssKiB } from "../support/proc.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { parseSeed, randomSeed, Rng } from "./rng.ts";
 
 const { values } = parseArgs({

@@ -14,7 +14,6 @@ import {
   INPUT_MAGIC,
   MessageType,
 } from "../../src/protocol/index.ts";
-import { drainFile } from "../support/sources.ts";
 import {
   CHANNELS,
   decodedSamples,
@@ -26,6 +25,7 @@ import {
   runTool,
   type Fixtures,
 } from "../support/opus-fixtures.ts";
+import { drainFile } from "../support/sources.ts";
 
 let fx: Fixtures;
 let count = 0;

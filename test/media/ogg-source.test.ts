@@ -5,7 +5,7 @@ import { OggSource } from "../../src/media/ogg-source.ts";
 import { buildOpusHead } from "../../src/media/opus-head.ts";
 import { buildOpusTags } from "../../src/media/opus-tags.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
-import { chunkedSource, drain, drainFile } from "../support/sources.ts";
+import { concatBytes } from "../support/bytes.ts";
 import { collectingWriter, pagesOf } from "../support/ogg.ts";
 import {
   CHANNELS,
@@ -20,7 +20,7 @@ import {
   runTool,
   type Fixtures,
 } from "../support/opus-fixtures.ts";
-import { concatBytes } from "../support/bytes.ts";
+import { chunkedSource, drain, drainFile } from "../support/sources.ts";
 
 let fx: Fixtures;
 beforeAll(() => {

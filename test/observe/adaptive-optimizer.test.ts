@@ -4,12 +4,12 @@ import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
 import { AgentMetrics } from "../../src/observe/metrics.ts";
 import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { socketDir } from "../support/temp.ts";
-import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
-import { kernelBufferBytes } from "../support/proc.ts";
-import { connectClient } from "../support/peer.ts";
 import { testPayload } from "../support/payloads.ts";
+import { connectClient } from "../support/peer.ts";
+import { kernelBufferBytes } from "../support/proc.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
 import { wireBytes } from "../support/wire.ts";
 
 const defer = useCleanup();

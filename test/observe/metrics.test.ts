@@ -2,14 +2,14 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { logFields } from "../support/agent-log.ts";
+import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents } from "../support/processes.ts";
-import { families, healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeUntil, value } from "../support/metrics.ts";
+import { families, healthz, metricsUrl, promtoolCheck, samples, scrapeUntil, value } from "../support/metrics.ts";
+import { testPayload } from "../support/payloads.ts";
 import { kernelBufferBytes, listeners } from "../support/proc.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { sameBytes } from "../support/bytes.ts";
-import { testPayload } from "../support/payloads.ts";
 import { parseWire, wireBytes } from "../support/wire.ts";
 
 const defer = useCleanup();

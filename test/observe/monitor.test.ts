@@ -13,10 +13,10 @@ import { MonitorHub, type MonitorFigures } from "../../src/observe/monitor-hub.t
 import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
+import { TONE } from "../support/opus-fixtures.ts";
 import { REPO, spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { TONE } from "../support/opus-fixtures.ts";
 import { wireBytes } from "../support/wire.ts";
 
 /** TONE: stereo, 20 ms packets. */

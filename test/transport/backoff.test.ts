@@ -7,8 +7,8 @@ import { describe, expect, test } from "bun:test";
 import { backoffDelayMs } from "../../src/transport/backoff.ts";
 import { silent } from "../../src/transport/report.ts";
 import { connectWithBackoff, ConnectTimeoutError, type ConnectionHandler } from "../../src/transport/unix-client.ts";
-import { makeStaleSocket } from "../support/processes.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { makeStaleSocket } from "../support/processes.ts";
 import { recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 

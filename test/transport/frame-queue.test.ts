@@ -9,9 +9,9 @@ import {
 } from "../../src/protocol/index.ts";
 import { FrameQueue } from "../../src/transport/frame-queue.ts";
 import { DropReason } from "../../src/transport/frame-stats.ts";
-import { parseWire } from "../support/wire.ts";
-import { payloadIndex, payloadOfSize } from "../support/payloads.ts";
 import { sameBytes } from "../support/bytes.ts";
+import { payloadIndex, payloadOfSize } from "../support/payloads.ts";
+import { parseWire } from "../support/wire.ts";
 
 /** The bytes of the current contiguous run, parsed: must be exactly `n` whole messages. */
 function readRun(queue: FrameQueue, maxBytes = Infinity) {

@@ -9,12 +9,12 @@ import { HEADER_SIZE, MAX_MESSAGE } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
 import { expectAccountedStats } from "../support/agent-log.ts";
+import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { expectIntactInOrder, indexedPayload } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { expectIntactInOrder, indexedPayload } from "../support/payloads.ts";
-import { sameBytes } from "../support/bytes.ts";
 
 const defer = useCleanup();
 

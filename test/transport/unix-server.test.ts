@@ -11,10 +11,10 @@ import { SocketPathError } from "../../src/transport/socket-file.ts";
 import { silent } from "../../src/transport/report.ts";
 import { UnixServer, type ClientHandler } from "../../src/transport/unix-server.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { indexedPayload, payloadIndex } from "../support/payloads.ts";
 import { connectClient } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { indexedPayload, payloadIndex } from "../support/payloads.ts";
 
 const defer = useCleanup();
 
