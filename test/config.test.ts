@@ -9,8 +9,8 @@ import {
   resolveSettings,
   type ConfigFile,
 } from "../src/config.ts";
-import { tempDir } from "./support/temp.ts";
 import { useCleanup } from "./support/cleanup.ts";
+import { tempDir } from "./support/temp.ts";
 
 const defer = useCleanup();
 

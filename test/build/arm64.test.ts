@@ -5,16 +5,20 @@
  * aarch64 glibc (Debian: qemu-user-static, libc6-arm64-cross; .ci/run installs them).
  */
 import { afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
-import { built, capturedFrames, firstMismatch, killStarted, run, start, writeCapture, type Built } from "./support.ts";
+import { built, type Built } from "../support/binaries.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { firstMismatch } from "../support/payloads.ts";
+import { stopAgents, run, start } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 
 const QEMU = Bun.which("qemu-aarch64-static");
 const SYSROOT = "/usr/aarch64-linux-gnu";
 
 let arm64: Built;
-let dir: string | undefined;
 
 function qemu(args: string[]): string[] {
   return [QEMU!, "-L", SYSROOT, arm64.path, ...args];
@@ -26,10 +30,9 @@ beforeAll(async () => {
   arm64 = await built("arm64");
 }, 120_000);
 
-afterEach(async () => {
-  await killStarted();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+// Processes first, then their directories (afterEach hooks run in this order).
+afterEach(stopAgents);
+const defer = useCleanup();
 
 describe("compiled arm64 binary under qemu", () => {
   test("is an aarch64 executable and --version prints the version and commit", async () => {
@@ -42,12 +45,12 @@ describe("compiled arm64 binary under qemu", () => {
   }, 30_000);
 
   test("output serve -> output recv, both arm64, stream a wire capture over a Unix socket", async () => {
-    dir = mkdtempSync("/tmp/aa-arm-");
+    const { dir } = socketDir(defer, "aa-arm-");
     const count = 300;
     const source = join(dir, "in.wire");
     const sink = join(dir, "out.wire");
     const socket = join(dir, "o.sock");
-    await writeCapture(source, count);
+    await writeWireFile(source, count);
 
     const serve = start(qemu(["output", "serve", "--source", source, "--socket", socket]), { cwd: dir, timeoutMs: 40_000 });
     const recv = start(qemu(["output", "recv", "--socket", socket, "--sink", sink, "--once", "--connect-timeout", "30"]), { cwd: dir, timeoutMs: 40_000 });
@@ -55,9 +58,9 @@ describe("compiled arm64 binary under qemu", () => {
     expect(served.code, served.stderr).toBe(0);
     expect(received.code, received.stderr).toBe(0);
 
-    const frames = await capturedFrames(sink);
+    const frames = wholeWireFrames(sink);
     expect(frames.length).toBe(count);
-    expect(firstMismatch(frames, count)).toBe(-1);
+    expect(firstMismatch(frames)).toBe(-1);
     expect(readdirSync(dir).sort()).toEqual(["in.wire", "out.wire"]);
   }, 45_000);
 });

@@ -5,26 +5,29 @@
  * end-to-end tests rerun against it.
  */
 import { afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
-import { BUN, built, capturedFrames, cleanEnv, firstMismatch, killStarted, peakRss, REPO, run, start, writeCapture, type Built } from "./support.ts";
+import { built, type Built } from "../support/binaries.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { firstMismatch } from "../support/payloads.ts";
+import { peakRss } from "../support/proc.ts";
+import { BUN, cleanEnv, stopAgents, REPO, run, start } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 
 let x64: Built;
-let dir: string;
 
 beforeAll(async () => {
   x64 = await built("x64");
 }, 120_000);
 
-afterEach(async () => {
-  await killStarted();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+// Processes first, then their directories (afterEach hooks run in this order).
+afterEach(stopAgents);
+const defer = useCleanup();
 
 function tempDir(): string {
-  dir = mkdtempSync("/tmp/aa-bin-");
-  return dir;
+  return socketDir(defer, "aa-bin-").dir;
 }
 
 describe("compiled x64 binary", () => {
@@ -96,7 +99,7 @@ describe("compiled x64 binary", () => {
     const source = join(cwd, "in.wire");
     const sink = join(cwd, "out.wire");
     const socket = join(cwd, "o.sock");
-    await writeCapture(source, count);
+    await writeWireFile(source, count);
 
     const serve = start([x64.path, "output", "serve", "--source", source, "--socket", socket], { cwd });
     const recv = start([x64.path, "output", "recv", "--socket", socket, "--sink", sink, "--once", "--connect-timeout", "20"], { cwd });
@@ -104,9 +107,9 @@ describe("compiled x64 binary", () => {
     expect(served.code, served.stderr).toBe(0);
     expect(received.code, received.stderr).toBe(0);
 
-    const frames = await capturedFrames(sink);
+    const frames = wholeWireFrames(sink);
     expect(frames.length).toBe(count);
-    expect(firstMismatch(frames, count)).toBe(-1);
+    expect(firstMismatch(frames)).toBe(-1);
     // The server removed its socket on the way out.
     expect(readdirSync(cwd).sort()).toEqual(["in.wire", "out.wire"]);
 
@@ -117,7 +120,7 @@ describe("compiled x64 binary", () => {
     expect(recvPeak).toBeLessThan(256 * 1024);
   }, 60_000);
 
-  // test/cli runs the agent through test/support/cli.ts, which runs AUDIO_AGENT_BIN
+  // test/cli runs the agent through test/support/processes.ts, which runs AUDIO_AGENT_BIN
   // instead of `bun src/main.ts` when it is set: rerun those tests on the binary.
   // Not when this process already runs against a binary (no recursion).
   const cliTests = (() => {

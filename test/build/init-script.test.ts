@@ -6,7 +6,11 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { built, capturedFrames, cleanEnv, payloadOf, REPO, run, writeCapture, type Result } from "./support.ts";
+import { built } from "../support/binaries.ts";
+import { testPayload } from "../support/payloads.ts";
+import { cleanEnv, REPO, run, type Result } from "../support/processes.ts";
+import { until } from "../support/wait.ts";
+import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 
 const SCRIPT = join(REPO, "packaging/S95audio-agent");
 const BUSYBOX = Bun.which("busybox");
@@ -83,18 +87,10 @@ function pidIn(env: Record<string, string>): number | undefined {
   }
 }
 
-async function waitFor(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const start = Date.now();
-  while (!check()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(10);
-  }
-}
-
 describe("S95audio-agent under busybox sh", () => {
   test("start, status, stop, status, restart: a daemon that serves, and nothing left behind", async () => {
     tempDir();
-    await writeCapture(t.path("in.wire"), 50);
+    await writeWireFile(t.path("in.wire"), 50);
     const env = settings();
 
     const started = await initScript("start", env);
@@ -104,15 +100,15 @@ describe("S95audio-agent under busybox sh", () => {
     expect(alive(pid)).toBe(true);
     // The pid file names the agent itself (the wrapper shell exec'd it), not a shell.
     expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0]).toBe(agentBin);
-    await waitFor(() => existsSync(t.path("o.sock")), "the socket");
+    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
     expect(statSync(t.path("o.sock")).isSocket()).toBe(true);
 
     // It really serves: a client receives frames of the capture.
     const recv = await run([agentBin, "output", "recv", "--socket", t.path("o.sock"), "--sink", t.path("out.wire"), "--count", "5", "--connect-timeout", "5"], { cwd: t.dir, timeoutMs: 15_000 });
     expect(recv.code, recv.stderr).toBe(0);
-    const frames = await capturedFrames(t.path("out.wire"));
+    const frames = wholeWireFrames(t.path("out.wire"));
     expect(frames.length).toBe(5);
-    const known = Array.from({ length: 50 }, (_, i) => payloadOf(i).join(","));
+    const known = Array.from({ length: 50 }, (_, i) => testPayload(i).join(","));
     for (const frame of frames) expect(known).toContain(frame.join(","));
 
     const status = await initScript("status", env);
@@ -148,7 +144,7 @@ describe("S95audio-agent under busybox sh", () => {
     expect(second).not.toBe(first);
     expect(alive(first)).toBe(false);
     expect(alive(second)).toBe(true);
-    await waitFor(() => existsSync(t.path("o.sock")), "the socket after restart");
+    await until(() => existsSync(t.path("o.sock")), "the socket after restart", 10_000);
     expect((await initScript("stop", env)).code).toBe(0);
     expect(alive(second)).toBe(false);
     expect(existsSync(t.path("o.sock"))).toBe(false);
@@ -156,7 +152,7 @@ describe("S95audio-agent under busybox sh", () => {
 
   test("settings come from the defaults file, exported to the agent too", async () => {
     tempDir();
-    await writeCapture(t.path("in.wire"), 50);
+    await writeWireFile(t.path("in.wire"), 50);
     const { AUDIO_AGENT_ARGS, ...env } = settings();
     mkdirSync(t.path("default"));
     writeFileSync(
@@ -164,7 +160,7 @@ describe("S95audio-agent under busybox sh", () => {
       `# sourced by the init script\nAUDIO_AGENT_ARGS="${AUDIO_AGENT_ARGS}"\nAUDIO_AGENT_LOG_FORMAT=json\n`,
     );
     expect((await initScript("start", env)).code).toBe(0);
-    await waitFor(() => existsSync(t.path("o.sock")), "the socket");
+    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
     expect((await initScript("stop", env)).code).toBe(0);
     const lines = readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8").trim().split("\n");
     expect(lines.length).toBeGreaterThan(0);
@@ -215,13 +211,13 @@ describe("S95audio-agent under busybox sh", () => {
 
   test("logs to syslog through logger when no log file is set; creates the capture FIFO", async () => {
     tempDir();
-    await writeCapture(t.path("in.wire"), 50);
+    await writeWireFile(t.path("in.wire"), 50);
     const fifo = t.path("capture/capture.ogg");
     const env = settings({ AUDIO_AGENT_LOG_FILE: "", AUDIO_AGENT_FIFO: fifo });
     expect((await initScript("start", env)).code).toBe(0);
     expect(statSync(fifo).isFIFO()).toBe(true);
     const pid = pidIn(env)!;
-    await waitFor(() => existsSync(t.path("o.sock")), "the socket");
+    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
     // The agent's stdout/stderr is a pipe read by `logger -t audio-agent`.
     expect(existsSync(t.path("run/audio-agent.log-pipe"))).toBe(true);
     expect((await initScript("stop", env)).code).toBe(0);

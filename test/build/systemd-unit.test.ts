@@ -2,10 +2,12 @@
  * packaging/audio-agent.service: the settings the daemon relies on are there,
  * and where systemd-analyze exists the unit verifies without a warning.
  */
-import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { REPO, run } from "./support.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { REPO, run } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
 
 const UNIT = join(REPO, "packaging/audio-agent.service");
 const text = await Bun.file(UNIT).text();
@@ -35,11 +37,7 @@ const unit = parseUnit(text);
 const service = unit.get("Service")!;
 const value = (key: string) => service.get(key)?.at(-1);
 
-let dir: string | undefined;
-afterEach(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-  dir = undefined;
-});
+const defer = useCleanup();
 
 describe("audio-agent.service", () => {
   test("runs /usr/bin/audio-agent, restarts on failure, stops with TERM", () => {
@@ -75,7 +73,7 @@ describe("audio-agent.service", () => {
 
   test.skipIf(!Bun.which("systemd-analyze"))("systemd-analyze verify reports nothing", async () => {
     // verify wants ExecStart's binary to exist: point it at something executable.
-    dir = mkdtempSync("/tmp/aa-unit-");
+    const { dir } = socketDir(defer, "aa-unit-");
     const copy = join(dir, "audio-agent.service");
     writeFileSync(copy, text.replaceAll("/usr/bin/audio-agent", "/bin/true"));
     const { code, stdout, stderr } = await run(["systemd-analyze", "verify", copy], { timeoutMs: 30_000 });

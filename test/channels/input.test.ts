@@ -10,24 +10,16 @@ import {
   OUTPUT_MAGIC,
   type AudioConfig,
 } from "../../src/protocol/index.ts";
-import type { Report, ReportLevel } from "../../src/transport/report.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { silentServer } from "../support/silent-server.ts";
-import { sameBytes, testPayload, until } from "../support/temp.ts";
+import { sameBytes } from "../support/bytes.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { testPayload } from "../support/payloads.ts";
+import { silentServer } from "../support/peer.ts";
+import { recordingReport, type Reported } from "../support/reports.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { parseWire } from "../support/wire.ts";
 
 const defer = useCleanup();
-
-interface LogEntry {
-  level: ReportLevel;
-  message: string;
-  fields?: Record<string, unknown>;
-}
-
-function recorder(): { logs: LogEntry[]; report: Report } {
-  const logs: LogEntry[] = [];
-  return { logs, report: (level, message, fields) => logs.push({ level, message, fields }) };
-}
 
 interface Recorded {
   type: number;
@@ -40,13 +32,13 @@ interface ServerUnderTest {
   messages: Recorded[];
   /** onSessionEnd calls in order. */
   ends: { reason: string; clean: boolean }[];
-  logs: LogEntry[];
+  logs: Reported[];
 }
 
 async function startServer(path: string, over: Partial<InputServerOptions> = {}): Promise<ServerUnderTest> {
   const messages: Recorded[] = [];
   const ends: { reason: string; clean: boolean }[] = [];
-  const { logs, report } = recorder();
+  const { reports: logs, report } = recordingReport();
   const server = await InputServer.start({
     path,
     mode: 0o660,
@@ -66,8 +58,8 @@ const NO_DROPS = { queue_full: 0, no_client: 0, write_deadline: 0, client_stuck:
 
 const MONO: AudioConfig = { sampleRate: 48000, channels: 1, frameSize: 960 };
 
-function newClient(path: string, over: Partial<InputClientOptions> = {}): InputClient & { logs: LogEntry[] } {
-  const { logs, report } = recorder();
+function newClient(path: string, over: Partial<InputClientOptions> = {}): InputClient & { logs: Reported[] } {
+  const { reports: logs, report } = recordingReport();
   const client = new InputClient({
     path,
     report,

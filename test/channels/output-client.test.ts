@@ -9,7 +9,6 @@ import { OutputServer } from "../../src/channels/output-server.ts";
 import {
   encodeConfigPayload,
   encodeMessage,
-  HEADER_SIZE,
   INPUT_MAGIC,
   MessageType,
   OUTPUT_MAGIC,
@@ -17,10 +16,13 @@ import {
 } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { fakeServer, writeInPieces } from "../support/peer.ts";
-import { indexedPayload, isIntactIndexedPayload, payloadIndex, until } from "../support/temp.ts";
 import { concatBytes } from "../support/bytes.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/payloads.ts";
+import { fakeServer, writeInPieces } from "../support/peer.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { indexedWire, wireHeader } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -67,17 +69,9 @@ async function startOutputServer(path: string) {
   return server;
 }
 
+/** The OpusFrame message of frame i. */
 function frame(i: number): Uint8Array {
-  return encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payload(i), BigInt(i));
-}
-
-function header(magic: number, type: number, length: number): Uint8Array {
-  const bytes = new Uint8Array(HEADER_SIZE);
-  const view = new DataView(bytes.buffer);
-  view.setUint32(0, magic, true);
-  view.setUint8(4, type);
-  view.setUint32(5, length, true);
-  return bytes;
+  return indexedWire(i, i + 1, MAX_SIZE);
 }
 
 describe("OutputClient reconnects", () => {
@@ -155,9 +149,9 @@ describe("OutputClient against a raw server", () => {
   });
 
   const violations = [
-    { name: "bad magic (the input channel's)", bytes: header(INPUT_MAGIC, 0, 3), reason: 'BadMagic: 0x4a4b4d49 ("JKMI"), expected 0x4a4b4f55 ("JKOU")' },
-    { name: "unknown type 5", bytes: header(OUTPUT_MAGIC, 5, 0), reason: "UnknownType: 5, allowed 0..4" },
-    { name: "length 4097", bytes: header(OUTPUT_MAGIC, 0, 4097), reason: "FrameTooLarge: 4097 > 4096" },
+    { name: "bad magic (the input channel's)", bytes: wireHeader(INPUT_MAGIC, 0, 3), reason: 'BadMagic: 0x4a4b4d49 ("JKMI"), expected 0x4a4b4f55 ("JKOU")' },
+    { name: "unknown type 5", bytes: wireHeader(OUTPUT_MAGIC, 5, 0), reason: "UnknownType: 5, allowed 0..4" },
+    { name: "length 4097", bytes: wireHeader(OUTPUT_MAGIC, 0, 4097), reason: "FrameTooLarge: 4097 > 4096" },
   ];
   for (const violation of violations) {
     test(`disconnects on ${violation.name}, then reconnects and receives again`, async () => {

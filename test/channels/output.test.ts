@@ -3,7 +3,8 @@ import { OutputClient } from "../../src/channels/output-client.ts";
 import { OutputServer, type OutputServerOptions } from "../../src/channels/output-server.ts";
 import { MessageType } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
-import { tempDir, testPayload, until } from "../support/temp.ts";
+import { testPayload } from "../support/payloads.ts";
+import { tempDir } from "../support/temp.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {

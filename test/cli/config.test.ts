@@ -1,8 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, writeFileSync } from "node:fs";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { runCli } from "../../src/cli/run.ts";
-import { agentEnv, runAgent, stopAgents } from "../support/cli.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { agentEnv, runAgent, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
 
 const defer = useCleanup();
 

@@ -1,6 +1,5 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
-import { OggSource } from "../../src/media/ogg-source.ts";
 import {
   decodeConfigPayload,
   encodeConfigPayload,
@@ -10,12 +9,17 @@ import {
   OUTPUT_MAGIC,
   type AudioConfig,
 } from "../../src/protocol/index.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
+import { logFields } from "../support/agent-log.ts";
+import { sameBytes } from "../support/bytes.ts";
+import { useCleanup } from "../support/cleanup.ts";
 import { healthz, metricsUrl } from "../support/metrics.ts";
-import { requireTool, run, wav } from "../media/opus-fixtures.ts";
-import { sameBytes, testPayload, until } from "../support/temp.ts";
-import { parseWire, wireBytes, writeWireFile, type WireMessage } from "../support/wire.ts";
+import { requireTool, runTool, wav } from "../support/opus-fixtures.ts";
+import { testPayload } from "../support/payloads.ts";
+import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
+import { drainFile } from "../support/sources.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { parseWire, wholeWireMessages, wireBytes, writeWireFile, type WireMessage } from "../support/wire.ts";
 
 const defer = useCleanup();
 const DEFAULT_CONFIG: AudioConfig = { sampleRate: 48000, channels: 2, frameSize: 960 };
@@ -26,17 +30,10 @@ function setup() {
   return { ...t, sock: t.path("in.sock"), sink: t.path("sink.wire") };
 }
 
-async function serve(sock: string, sink: string, extra: string[] = []): Promise<AgentProcess> {
+async function serve(sock: string, sink: string, extra: string[] = []): Promise<Spawned> {
   const agent = spawnAgent(["input", "serve", "--socket", sock, "--sink", sink, "--format", "wire", ...extra]);
   await agent.waitForStderr("listening");
   return agent;
-}
-
-function sinkMessages(path: string): WireMessage[] {
-  const wire = parseWire(new Uint8Array(readFileSync(path)), INPUT_MAGIC);
-  expect(wire.error).toBeUndefined();
-  expect(wire.trailing).toBe(0);
-  return wire.messages;
 }
 
 /** Splits a sink's messages into sessions, each starting at a Config. */
@@ -77,23 +74,6 @@ function checkSession(
   return { heartbeats };
 }
 
-/** The fields of the last log line containing `message`, as key=value text. */
-function logFields(stderr: string, message: string): Record<string, string> {
-  const line = stderr
-    .split("\n")
-    .filter((l) => l.includes(message))
-    .pop();
-  if (!line) throw new Error(`no log line "${message}" in:\n${stderr}`);
-  return Object.fromEntries([...line.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)].map((m) => [m[1], m[2]]));
-}
-
-/** Writes all of `bytes` to a spawned agent's stdin. */
-async function feed(agent: AgentProcess, bytes: Uint8Array): Promise<void> {
-  const stdin = agent.proc.stdin as import("bun").FileSink;
-  stdin.write(bytes);
-  await stdin.flush();
-}
-
 describe("input serve / input send as processes", () => {
   test("a session of Config, 10k frames, Heartbeats and Stop lands in the wire sink exactly", async () => {
     const { sock, sink } = setup();
@@ -104,7 +84,7 @@ describe("input serve / input send as processes", () => {
       { stdin: "pipe" },
     );
     await sender.waitForStderr("connected");
-    await feed(sender, wireBytes(0, 5000, testPayload, INPUT_MAGIC));
+    await sender.writeStdin(wireBytes(0, 5000, testPayload, INPUT_MAGIC));
     // A pause mid-stream: Heartbeats go out and reach the sink between the two halves.
     await until(() => {
       try {
@@ -113,19 +93,19 @@ describe("input serve / input send as processes", () => {
         return false;
       }
     }, "heartbeats in the sink");
-    await feed(sender, wireBytes(5000, 10_000, testPayload, INPUT_MAGIC));
-    (sender.proc.stdin as import("bun").FileSink).end();
+    await sender.writeStdin(wireBytes(5000, 10_000, testPayload, INPUT_MAGIC));
+    sender.endStdin();
 
     expect(await sender.exited).toBe(0);
     expect(await server.exited).toBe(0);
-    const all = sessions(sinkMessages(sink));
+    const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
     expect(all.length).toBe(1);
     const { heartbeats } = checkSession(all[0], DEFAULT_CONFIG, 10_000);
     expect(heartbeats).toBeGreaterThanOrEqual(3);
-    const stopped = logFields(server.stderr, "input-server: stopped");
+    const stopped = logFields(server.stderr, "input-server", "stopped");
     expect(stopped).toMatchObject({ frames: "10000", heartbeats: String(heartbeats), sessions: "1", clean_sessions: "1", protocol_errors: "0" });
     expect(server.stderr).toContain("session ended by Stop");
-    const sent = logFields(sender.stderr, "input-client: stopped");
+    const sent = logFields(sender.stderr, "input-client", "stopped");
     // delivered = frames + Heartbeats + Stop; the Config is written apart.
     expect(sent).toMatchObject({ dropped: "0", delivered: String(10_000 + heartbeats + 1), connects: "1", ack_timeouts: "0" });
     expect(Number(sent.acks)).toBeGreaterThanOrEqual(1);
@@ -146,11 +126,11 @@ describe("input serve / input send as processes", () => {
     await until(() => (server.stderr.match(/session ended by Stop/g) ?? []).length === 2, "two sessions ended");
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
-    const all = sessions(sinkMessages(sink));
+    const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
     expect(all.length).toBe(2);
     checkSession(all[0], DEFAULT_CONFIG, 500, first);
     checkSession(all[1], DEFAULT_CONFIG, 700, second);
-    expect(logFields(server.stderr, "input-server: stopped")).toMatchObject({
+    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({
       frames: "1200",
       sessions: "2",
       clean_sessions: "2",
@@ -170,25 +150,27 @@ describe("input serve / input send as processes", () => {
     );
     await sender.waitForStderr("connected");
     const N = 300;
-    await feed(sender, wireBytes(0, N, testPayload, INPUT_MAGIC));
-    const start = Date.now();
-    for (;;) {
-      const health = await healthz(base).catch((e) => {
-        throw new Error(`${e}\nserver:\n${server.stderr}\nsender:\n${sender.stderr}`);
-      });
-      if (health.frames === N) break;
-      if (Date.now() - start > 20000) throw new Error("server never received the frames");
-      await Bun.sleep(10);
-    }
+    await sender.writeStdin(wireBytes(0, N, testPayload, INPUT_MAGIC));
+    await until(
+      async () =>
+        (
+          await healthz(base).catch((e) => {
+            throw new Error(`${e}\nserver:\n${server.stderr}\nsender:\n${sender.stderr}`);
+          })
+        ).frames === N,
+      "the server to receive the frames",
+      20000,
+      10,
+    );
     // The source is still open: the sender is mid-stream when the signal comes.
     sender.kill("SIGTERM");
     expect(await sender.exited).toBe(0);
     expect(await server.exited).toBe(0);
     expect(server.stderr).toContain("session ended by Stop");
-    const all = sessions(sinkMessages(sink));
+    const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
     expect(all.length).toBe(1);
     checkSession(all[0], DEFAULT_CONFIG, N);
-    expect(logFields(server.stderr, "input-server: stopped")).toMatchObject({ frames: String(N), clean_sessions: "1" });
+    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({ frames: String(N), clean_sessions: "1" });
   });
 
   test("garbage after a valid Config: the server drops that client with a logged reason and serves the next", async () => {
@@ -206,7 +188,7 @@ describe("input serve / input send as processes", () => {
     raw.write(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, new Uint8Array([9, 9, 9]), 2n));
     await until(() => closed, "garbage client disconnected");
     await server.waitForStderr("framing violation from client; disconnecting");
-    const violation = logFields(server.stderr, "framing violation from client");
+    const violation = logFields(server.stderr, "input-server", "framing violation from client; disconnecting");
     expect(violation.error).toContain("BadMagic");
     expect(server.stderr).toMatch(/session ended without Stop reason="protocol error: BadMagic/);
 
@@ -217,13 +199,13 @@ describe("input serve / input send as processes", () => {
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
 
-    const all = sessions(sinkMessages(sink));
+    const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
     expect(all.length).toBe(2);
     // The bad client's valid Config was recorded, nothing after it.
     expect(all[0].length).toBe(1);
     expect(decodeConfigPayload(all[0][0].payload)).toEqual(mono);
     checkSession(all[1], DEFAULT_CONFIG, 100);
-    expect(logFields(server.stderr, "input-server: stopped")).toMatchObject({
+    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({
       frames: "100",
       sessions: "2",
       clean_sessions: "1",
@@ -235,17 +217,12 @@ describe("input serve / input send as processes", () => {
     const { sock, path } = setup();
     const opusenc = requireTool("opusenc", "opus-tools");
     writeFileSync(path("mono.wav"), wav(1, 48000));
-    const encoded = run([opusenc, "--quiet", "--framesize", "60", path("mono.wav"), path("mono.opus")]);
+    const encoded = runTool([opusenc, "--quiet", "--framesize", "60", path("mono.wav"), path("mono.opus")]);
     expect(encoded.exitCode).toBe(0);
     // The packets our Ogg reader finds: what the server must receive, in order.
-    const packets: Uint8Array[] = [];
-    const source = await OggSource.open(path("mono.opus"), { lenient: false });
-    for (;;) {
-      const frame = source.next();
-      if (frame) packets.push(frame.payload.slice());
-      else if (!(await source.fill())) break;
-    }
-    await source.close();
+    const read = await drainFile(path("mono.opus"), { lenient: false });
+    expect(read.error).toBeUndefined();
+    const packets = read.frames.map((f) => f.payload);
     expect(packets.length).toBeGreaterThan(10);
 
     const cases: [string[], AudioConfig][] = [
@@ -258,12 +235,12 @@ describe("input serve / input send as processes", () => {
       const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("mono.opus"), "--format", "ogg", ...flags]);
       expect(await sender.exited).toBe(0);
       expect(await server.exited).toBe(0);
-      expect(logFields(server.stderr, "input-server: config")).toMatchObject({
+      expect(logFields(server.stderr, "input-server", "config")).toMatchObject({
         sampleRate: String(config.sampleRate),
         channels: String(config.channels),
         frameSize: String(config.frameSize),
       });
-      const all = sessions(sinkMessages(sink));
+      const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
       expect(all.length).toBe(1);
       checkSession(all[0], config, packets.length, (i) => packets[i]);
     }

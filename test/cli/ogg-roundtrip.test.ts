@@ -7,8 +7,6 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { OggSource } from "../../src/media/ogg-source.ts";
-import { drain } from "../media/ogg-helpers.ts";
 import {
   CHANNELS,
   decodedSamples,
@@ -17,10 +15,11 @@ import {
   key,
   makeFixtures,
   requireTool,
-  run,
+  runTool,
   type Fixtures,
-} from "../media/opus-fixtures.ts";
-import { spawnAgent, stopAgents } from "../support/cli.ts";
+} from "../support/opus-fixtures.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { drainFile } from "../support/sources.ts";
 import { tempDir } from "../support/temp.ts";
 
 let fx: Fixtures;
@@ -36,14 +35,9 @@ afterAll(() => {
 afterEach(stopAgents);
 
 async function packets(path: string) {
-  const source = await OggSource.open(path);
-  try {
-    const drained = await drain(source);
-    expect(drained.error).toBeUndefined();
-    return drained;
-  } finally {
-    await source.close();
-  }
+  const drained = await drainFile(path);
+  expect(drained.error).toBeUndefined();
+  return drained;
 }
 
 async function expectSameAudio(original: string, received: string, channels: number) {
@@ -52,7 +46,7 @@ async function expectSameAudio(original: string, received: string, channels: num
   expect(after.frames.length).toBe(before.frames.length);
   after.frames.forEach((f, i) => expect(f.payload).toEqual(before.frames[i]!.payload));
 
-  const info = run([requireTool("opusinfo", "opus-tools"), received]);
+  const info = runTool([requireTool("opusinfo", "opus-tools"), received]);
   expect(info.exitCode).toBe(0);
   expect(info.stdout).toContain(`Channels: ${channels}`);
   expect(decodedSamples(received, tmp.dir)).toBe(FIXTURE_SAMPLES);

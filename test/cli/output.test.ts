@@ -6,11 +6,14 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { MessageType } from "../../src/protocol/index.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { runAgent, spawnAgent, stopAgents } from "../support/cli.ts";
-import { RecordingClient } from "../support/peer.ts";
-import { isTestPayload, testPayload, until } from "../support/temp.ts";
-import { parseWire, scanWireFile, wireBytes, writeWireFile, type WireMessage } from "../support/wire.ts";
+import { failureLine } from "../support/agent-log.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
+import { connectClient } from "../support/peer.ts";
+import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { scanWireFile, wholeWireFrames, wireBytes, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -18,20 +21,6 @@ function setup() {
   const dir = socketDir(defer, "aao-");
   defer(() => stopAgents());
   return { ...dir, sock: dir.path("out.sock"), source: dir.path("in.wire"), sink: dir.path("out.wire") };
-}
-
-/** The messages of a wire capture that must consist of whole messages only. */
-function wholeMessages(path: string): WireMessage[] {
-  const wire = parseWire(new Uint8Array(readFileSync(path)));
-  expect(wire.error).toBeUndefined();
-  expect(wire.trailing).toBe(0);
-  return wire.messages;
-}
-
-/** Index of the first frame whose payload differs from testPayload(first + k), or -1. */
-function firstMismatch(messages: WireMessage[], first = 0): number {
-  const k = messages.findIndex((m, k) => m.type !== MessageType.OpusFrame || !isTestPayload(first + k, m.payload));
-  return k < 0 ? -1 : first + k;
 }
 
 /**
@@ -61,10 +50,9 @@ function oneLine(stderr: string): string {
 
 /** A role that ran may have logged first; its failure is one last line starting with the program name. */
 function errorLine(stderr: string): string {
-  const lines = stderr.trimEnd().split("\n");
-  expect(lines.filter((line) => line.startsWith("audio-agent: "))).toHaveLength(1);
-  expect(lines.at(-1)!).toStartWith("audio-agent: ");
-  return lines.at(-1)!;
+  const line = failureLine(stderr);
+  expect(stderr.trimEnd().split("\n").at(-1)).toBe(line);
+  return line;
 }
 
 describe("output serve -> output recv", () => {
@@ -95,7 +83,7 @@ describe("output serve -> output recv", () => {
     await serve.waitForStderr("listening");
     const first = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--count", "300"]);
     expect(first.code, first.stderr).toBe(0);
-    const got = wholeMessages(t.sink);
+    const got = wholeWireFrames(t.sink);
     expect(got.length).toBe(300);
     expect(firstMismatch(got)).toBe(-1);
 
@@ -105,7 +93,7 @@ describe("output serve -> output recv", () => {
     const second = await runAgent(["output", "recv", "--socket", t.sock, "--sink", rest, "--once"]);
     expect(second.code, second.stderr).toBe(0);
     expect(await serve.exited).toBe(0);
-    const tail = wholeMessages(rest);
+    const tail = wholeWireFrames(rest);
     expect(tail.length).toBeGreaterThan(0);
     const from = N - tail.length;
     expect(from).toBeGreaterThanOrEqual(300);
@@ -183,13 +171,10 @@ describe("signals", () => {
     const t = setup();
     const serve = spawnAgent(["output", "serve", "--source", "-", "--socket", t.sock], { stdin: "pipe" });
     await serve.waitForStderr("listening");
-    const client = await RecordingClient.connect(t.sock);
-    defer(() => client.close());
+    const client = await connectClient(defer, t.sock);
     await serve.waitForStderr("client connected");
     // Live from stdin: what arrives on stdin goes to the connected client.
-    const stdin = serve.proc.stdin as import("bun").FileSink;
-    stdin.write(wireBytes(0, 50));
-    await stdin.flush();
+    await serve.writeStdin(wireBytes(0, 50));
     await until(() => client.frames.length === 50, "50 frames through stdin");
 
     serve.kill("SIGTERM");

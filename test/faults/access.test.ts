@@ -9,13 +9,18 @@
  * they say so.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { AGENT, BUN, agentEnv, spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
-import { until } from "../support/temp.ts";
-import { expectAccountedLine, expectIntactInOrder, indexedWire, StdinFeeder, wireFileFrames } from "./support.ts";
+import { expectAccountedLine, failureLine } from "../support/agent-log.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { startFedServer } from "../support/feeder.ts";
+import { metricsUrl } from "../support/metrics.ts";
+import { expectIntactInOrder } from "../support/payloads.ts";
+import { listeners } from "../support/proc.ts";
+import { AGENT, BUN, agentEnv, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { indexedWire, wireFileFrames } from "../support/wire.ts";
 
 const defer = useCleanup();
 const NOBODY = 65534;
@@ -60,18 +65,6 @@ async function runAsNobody(dir: string, args: string[]): Promise<{ code: number;
   return { code: await proc.exited, stderr };
 }
 
-function failureLine(stderr: string): string {
-  const lines = stderr.split("\n").filter((l) => l.startsWith("audio-agent: "));
-  expect(lines.length).toBe(1);
-  return lines[0]!;
-}
-
-async function fedServer(socket: string, extra: string[] = []): Promise<{ server: AgentProcess; feed: StdinFeeder }> {
-  const server = spawnAgent(["output", "serve", "--socket", socket, "--source", "-", ...extra], { stdin: "pipe" });
-  await server.waitForStderr("listening");
-  return { server, feed: new StdinFeeder(server) };
-}
-
 describe("the socket's mode", () => {
   for (const [role, args] of [
     ["output serve", (s: string, _d: string) => ["output", "serve", "--socket", s, "--source", "-"]],
@@ -87,7 +80,7 @@ describe("the socket's mode", () => {
         const socket = dir.path(`m${mode.toString(8)}.sock`);
         // The child inherits the umask in force when it is spawned.
         const previous = process.umask(umask);
-        let agent: AgentProcess;
+        let agent: Spawned;
         try {
           agent = spawnAgent([...args(socket, dir.dir), ...extra], { stdin: "pipe" });
         } finally {
@@ -108,7 +101,7 @@ describe.skipIf(!canSwitchUser)("another user (nobody, no groups)", () => {
   test("is refused by the kernel on a 0660 root socket: `output recv` exits 1 with EACCES; the server keeps serving", async () => {
     const dir = openDir();
     const socket = dir.path("out.sock");
-    const { server, feed } = await fedServer(socket);
+    const { server, feed } = await startFedServer(socket);
     const st = statSync(socket);
     expect([st.uid, st.gid, st.mode & 0o777]).toEqual([0, 0, 0o660]);
 
@@ -134,7 +127,7 @@ describe.skipIf(!canSwitchUser)("another user (nobody, no groups)", () => {
   test("with --socket-mode 0666 the same user connects and receives", async () => {
     const dir = openDir();
     const socket = dir.path("out.sock");
-    const { server, feed } = await fedServer(socket, ["--socket-mode", "0666"]);
+    const { server, feed } = await startFedServer(socket, ["--socket-mode", "0666"]);
     const home = dir.path("nobody");
     mkdirSync(home);
     chownSync(home, NOBODY, NOBODY);
@@ -175,27 +168,6 @@ describe.skipIf(!canSwitchUser)("another user (nobody, no groups)", () => {
   });
 });
 
-/** Listening TCP sockets on `port` from /proc/net/tcp and tcp6, as "address:port" in the kernel's hex. */
-function listeners(port: number): string[] {
-  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
-  const found: string[] = [];
-  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    let text = "";
-    try {
-      text = readFileSync(table, "utf8");
-    } catch {
-      continue;
-    }
-    for (const line of text.split("\n").slice(1)) {
-      const cols = line.trim().split(/\s+/);
-      if (cols.length < 4) continue;
-      const [address, p] = cols[1]!.split(":");
-      if (p === hexPort && cols[3] === "0A") found.push(`${address}:${p}`);
-    }
-  }
-  return found;
-}
-
 function nonLoopbackAddress(): string | undefined {
   for (const list of Object.values(networkInterfaces())) {
     for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
@@ -214,9 +186,8 @@ async function connectTcp(host: string, port: number): Promise<string> {
 }
 
 describe("the metrics endpoint", () => {
-  async function metricsPort(agent: AgentProcess): Promise<{ host: string; port: number }> {
-    await agent.waitForStderr(/listening url=http/);
-    const url = new URL(/listening url=(\S+)/.exec(agent.stderr)![1]!);
+  async function metricsPort(agent: Spawned): Promise<{ host: string; port: number }> {
+    const url = new URL(await metricsUrl(agent));
     return { host: url.hostname, port: Number(url.port) };
   }
 
@@ -225,7 +196,7 @@ describe("the metrics endpoint", () => {
     const loopback = spawnAgent(["output", "serve", "--socket", dir.path("a.sock"), "--source", "-", "--metrics", "0"], { stdin: "pipe" });
     const { host, port } = await metricsPort(loopback);
     expect(host).toBe("127.0.0.1");
-    expect(listeners(port)).toEqual([`0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`]);
+    expect(listeners(port)).toEqual(["0100007F"]);
     expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(200);
     const outside = nonLoopbackAddress();
     if (outside) expect(await connectTcp(outside, port)).toBe("ECONNREFUSED");
@@ -233,7 +204,7 @@ describe("the metrics endpoint", () => {
     // The check can tell: all addresses when asked for.
     const everywhere = spawnAgent(["output", "serve", "--socket", dir.path("b.sock"), "--source", "-", "--metrics", "0.0.0.0:0"], { stdin: "pipe" });
     const wide = await metricsPort(everywhere);
-    expect(listeners(wide.port)).toEqual([`00000000:${wide.port.toString(16).toUpperCase().padStart(4, "0")}`]);
+    expect(listeners(wide.port)).toEqual(["00000000"]);
     if (outside) expect(await connectTcp(outside, wide.port)).toBe("connected");
 
     for (const agent of [loopback, everywhere]) {

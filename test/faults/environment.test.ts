@@ -7,44 +7,29 @@
  * account for every frame.
  */
 import { describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { OggSource } from "../../src/media/ogg-source.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
-import { RecordingClient } from "../support/peer.ts";
-import { sameBytes, until } from "../support/temp.ts";
-import { drain, pagesOf } from "../media/ogg-helpers.ts";
-import { concatBytes } from "../support/bytes.ts";
-import { expectAccountedLine, expectIntactInOrder, indexedWire, logFields, StdinFeeder, wireFileFrames } from "./support.ts";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
+import { concatBytes, sameBytes } from "../support/bytes.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { StdinFeeder } from "../support/feeder.ts";
+import { metricsUrl, scrapeValue } from "../support/metrics.ts";
+import { pagesOf } from "../support/ogg.ts";
+import { TONE } from "../support/opus-fixtures.ts";
+import { expectIntactInOrder } from "../support/payloads.ts";
+import { connectClient } from "../support/peer.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { drainFile } from "../support/sources.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { indexedWire, wireFileFrames } from "../support/wire.ts";
 
 const defer = useCleanup();
-const TONE = resolve(import.meta.dir, "../../examples/tone.opus");
 
 function setup(prefix = "env-") {
   const dir = socketDir(defer, prefix);
   defer(stopAgents);
   return dir;
-}
-
-/** The one line the CLI prints for a failure ("audio-agent: ..."), and that it is the only one. */
-function failureLine(stderr: string): string {
-  const lines = stderr.split("\n").filter((l) => l.startsWith("audio-agent: "));
-  expect(lines.length).toBe(1);
-  return lines[0]!;
-}
-
-/** The URL of the agent's HTTP endpoint, from its log. */
-async function httpUrl(agent: AgentProcess): Promise<string> {
-  await agent.waitForStderr(/listening url=http/);
-  return /listening url=(http:\/\/\S+?)\/?(\s|$)/.exec(agent.stderr)![1]!;
-}
-
-async function metricValue(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text);
-  if (!m) throw new Error(`no ${name} in /metrics`);
-  return Number(m[1]);
 }
 
 describe("a sink that cannot be written", () => {
@@ -95,7 +80,7 @@ describe("a source that ends in the middle", () => {
     const page = pagesOf(tone)[4]!;
     const cut = dir.path("cut.opus");
     writeFileSync(cut, tone.subarray(0, page.offset + Math.floor(page.size / 2)));
-    const expected = await readOgg(cut);
+    const expected = await drainFile(cut);
     expect(expected.error?.message).toContain(`at byte ${page.offset}`);
     expect(expected.frames.length).toBeGreaterThan(0);
 
@@ -129,8 +114,7 @@ describe("a source that ends in the middle", () => {
     writeFileSync(cut, concatBytes([indexedWire(0, frames, 4096), next.subarray(0, 20)]));
     const server = spawnAgent(["output", "serve", "--socket", path, "--source", cut]);
     await server.waitForStderr("listening");
-    const client = await RecordingClient.connect(path, { paused: true });
-    defer(() => client.close());
+    const client = await connectClient(defer, path, { paused: true });
     await server.waitForStderr("client connected");
     // Not reading yet while the server runs into the cut (setup only: if it were later, the test
     // would merely check less).
@@ -192,8 +176,7 @@ describe("a socket path that cannot be used", () => {
 
     const accepted = () => (live.stderr.match(/client connected/g) ?? []).length;
     const before = accepted();
-    const client = await RecordingClient.connect(path);
-    defer(() => client.close());
+    const client = await connectClient(defer, path);
     await until(() => accepted() === before + 1, "client accepted");
     await feed.send(100);
     await until(() => client.frames.length === 100, "100 frames");
@@ -206,16 +189,6 @@ describe("a socket path that cannot be used", () => {
   });
 });
 
-/** Every frame of an Ogg Opus file, and the error that ended it if any. */
-async function readOgg(path: string) {
-  const source = await OggSource.open(path);
-  try {
-    return await drain(source);
-  } finally {
-    await source.close();
-  }
-}
-
 function writeSource(dir: string): string {
   const source = join(dir, "src.wire");
   if (!existsSync(source)) writeFileSync(source, indexedWire(0, 10));
@@ -226,7 +199,7 @@ function writeSource(dir: string): string {
 async function oggSummary(path: string): Promise<{ packets: number; eos: boolean; error?: Error }> {
   const bytes = new Uint8Array(readFileSync(path));
   const pages = pagesOf(bytes);
-  const read = await readOgg(path);
+  const read = await drainFile(path);
   return { packets: read.frames.length, eos: (pages.at(-1)!.flags & 4) !== 0, error: read.error };
 }
 
@@ -254,7 +227,7 @@ describe("signals", () => {
       const summary = await oggSummary(out);
       expect(summary.error).toBeUndefined();
       expect(summary.eos).toBe(true);
-      const stopped = logFields(recv.stderr, "output-client", "stopped")!;
+      const stopped = logFields(recv.stderr, "output-client", "stopped");
       expect(stopped.signal).toBe("SIGTERM");
       expect(summary.packets).toBe(Number(stopped.frames));
       expectAccountedLine(server.stderr);
@@ -296,8 +269,7 @@ describe("signals", () => {
     const path = dir.path("out.sock");
     const server = spawnAgent(["output", "serve", "--socket", path, "--source", "-"], { stdin: "pipe" });
     await server.waitForStderr("listening");
-    const client = await RecordingClient.connect(path);
-    defer(() => client.close());
+    const client = await connectClient(defer, path);
     await server.waitForStderr("client connected");
     const feed = new StdinFeeder(server);
     await feed.send(100);
@@ -315,13 +287,12 @@ describe("signals", () => {
     const source = dir.path("src.wire");
     writeFileSync(source, indexedWire(0, 20_000));
     const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--metrics", "0", "--adaptive", "off"]);
-    const url = await httpUrl(server);
-    const client = await RecordingClient.connect(path, { paused: true });
-    defer(() => client.close());
+    const url = await metricsUrl(server);
+    await connectClient(defer, path, { paused: true }); // connected, never reading
     // Socket buffers full, then the queue (500): the source waits for room.
     let depth = 0;
     for (const start = Date.now(); depth < 500 && Date.now() - start < 20_000; await Bun.sleep(20)) {
-      depth = await metricValue(url, "audio_agent_queue_depth_frames");
+      depth = await scrapeValue(url, "audio_agent_queue_depth_frames");
     }
     expect(depth).toBe(500);
     server.kill("SIGTERM");

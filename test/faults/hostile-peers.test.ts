@@ -16,23 +16,23 @@ import {
   encodeConfigPayload,
   encodeMessage,
   FrameParser,
-  HEADER_SIZE,
   INPUT_MAGIC,
   MessageType,
   OUTPUT_MAGIC,
-  ProtocolError,
-  writeHeader,
   type ProtocolErrorKind,
 } from "../../src/protocol/index.ts";
-import type { ReportLevel } from "../../src/transport/report.ts";
 import { silent } from "../../src/transport/report.ts";
 import { sendQueueBytes } from "../../src/transport/socket-options.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents } from "../support/cli.ts";
-import { fakeServer, RecordingClient, writeInPieces } from "../support/peer.ts";
-import { indexedPayload, until } from "../support/temp.ts";
-import { expectAccountedStats, expectIntactInOrder, FEED_MAX_SIZE, indexedWire, logFields, wireFileFrames } from "./support.ts";
+import { expectAccountedStats, logFields } from "../support/agent-log.ts";
 import { concatBytes } from "../support/bytes.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { indexedPayload, expectIntactInOrder, FEED_MAX_SIZE } from "../support/payloads.ts";
+import { connectClient, fakeServer, writeInPieces } from "../support/peer.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { recordingReport } from "../support/reports.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { indexedWire, protocolErrorOf, wireFileFrames, wireHeader } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -43,26 +43,14 @@ interface Violation {
   header(magic: number): Uint8Array;
 }
 
-function header(magic: number, type: number, length: number): Uint8Array {
-  const h = new Uint8Array(HEADER_SIZE);
-  writeHeader(new DataView(h.buffer), 0, magic, type as MessageType, length, Date.now());
-  return h;
-}
-
 const VIOLATIONS: Violation[] = [
-  { name: "bad magic (the other channel's)", kind: "BadMagic", header: (m) => header(m === INPUT_MAGIC ? OUTPUT_MAGIC : INPUT_MAGIC, 0, 3) },
-  { name: "unknown type 5", kind: "UnknownType", header: (m) => header(m, 5, 3) },
-  { name: "length 4097", kind: "FrameTooLarge", header: (m) => header(m, 0, 4097) },
-  { name: "length 2^32-1", kind: "FrameTooLarge", header: (m) => header(m, 0, 2 ** 32 - 1) },
+  { name: "bad magic (the other channel's)", kind: "BadMagic", header: (m) => wireHeader(m === INPUT_MAGIC ? OUTPUT_MAGIC : INPUT_MAGIC, 0, 3) },
+  { name: "unknown type 5", kind: "UnknownType", header: (m) => wireHeader(m, 5, 3) },
+  { name: "length 4097", kind: "FrameTooLarge", header: (m) => wireHeader(m, 0, 4097) },
+  { name: "length 2^32-1", kind: "FrameTooLarge", header: (m) => wireHeader(m, 0, 2 ** 32 - 1) },
 ];
 
 const configMessage = () => encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG), 1n);
-
-interface LoggedReport {
-  level: ReportLevel;
-  message: string;
-  fields?: Record<string, unknown>;
-}
 
 /** An input server recording what reaches its sink and how sessions end. */
 async function startInputServer() {
@@ -70,12 +58,12 @@ async function startInputServer() {
   const path = dir.path("in.sock");
   const frames: Uint8Array[] = [];
   const sessions: { reason: string; clean: boolean }[] = [];
-  const reports: LoggedReport[] = [];
+  const { reports, report } = recordingReport();
   const failures: Error[] = [];
   const server = await InputServer.start({
     path,
     mode: 0o660,
-    report: (level, message, fields) => reports.push({ level, message, fields }),
+    report,
     onMessage: (m) => {
       if (m.type === MessageType.OpusFrame) frames.push(m.payload.slice());
     },
@@ -147,8 +135,7 @@ describe("a client breaking the framing, against the input server", () => {
   for (const violation of VIOLATIONS) {
     test(`${violation.name}: disconnected, counted and logged; frames before it kept; the next client is served`, async () => {
       const { path, server, frames, sessions, reports, failures } = await startInputServer();
-      const peer = await RecordingClient.connect(path, { magic: INPUT_MAGIC });
-      defer(() => peer.close());
+      const peer = await connectClient(defer, path, { magic: INPUT_MAGIC });
       // Config, three frames, the violation, and bytes after it that must never be read as frames.
       const garbage = indexedWire(1000, 1003, FEED_MAX_SIZE, INPUT_MAGIC);
       await writeInPieces(peer.socket, concatBytes([configMessage(), indexedWire(0, 3, FEED_MAX_SIZE, INPUT_MAGIC), violation.header(INPUT_MAGIC), garbage]), 1 << 16);
@@ -180,8 +167,7 @@ describe("a client breaking the framing, against the input server", () => {
 
   test("a header cut off by a close: the session ends unclean, nothing half is delivered, the next client is served", async () => {
     const { path, server, frames, sessions } = await startInputServer();
-    const peer = await RecordingClient.connect(path, { magic: INPUT_MAGIC });
-    defer(() => peer.close());
+    const peer = await connectClient(defer, path, { magic: INPUT_MAGIC });
     const cut = indexedWire(3, 4, FEED_MAX_SIZE, INPUT_MAGIC).subarray(0, 9);
     await writeInPieces(peer.socket, concatBytes([configMessage(), indexedWire(0, 3, FEED_MAX_SIZE, INPUT_MAGIC), cut]), 1 << 16);
     peer.socket.end();
@@ -198,8 +184,7 @@ describe("a client breaking the framing, against the input server", () => {
 
   test("one byte per read: every frame arrives intact, Config and Heartbeat are acked, Stop ends the session cleanly", async () => {
     const { path, server, frames, sessions } = await startInputServer();
-    const peer = await RecordingClient.connect(path, { magic: INPUT_MAGIC });
-    defer(() => peer.close());
+    const peer = await connectClient(defer, path, { magic: INPUT_MAGIC });
     const stream = concatBytes([
       configMessage(),
       indexedWire(0, 20, 64, INPUT_MAGIC),
@@ -248,8 +233,8 @@ describe("a server breaking the framing, against `output recv`", () => {
       expect(await recv.exited).toBe(0);
 
       const warning = logFields(recv.stderr, "output-client", "framing violation from server; disconnecting");
-      expect(warning?.error).toStartWith(`${violation.kind}: `);
-      const stopped = logFields(recv.stderr, "output-client", "stopped")!;
+      expect(warning.error).toStartWith(`${violation.kind}: `);
+      const stopped = logFields(recv.stderr, "output-client", "stopped");
       expect(stopped.protocol_errors).toBe("1");
       expect(stopped.frames).toBe("8");
       expect(Number(stopped.connects)).toBeGreaterThanOrEqual(3);
@@ -276,7 +261,7 @@ describe("a server breaking the framing, against `output recv`", () => {
     await until(() => fake.connections.length >= 3, "reconnected twice");
     recv.kill("SIGTERM");
     expect(await recv.exited).toBe(0);
-    const stopped = logFields(recv.stderr, "output-client", "stopped")!;
+    const stopped = logFields(recv.stderr, "output-client", "stopped");
     expect(stopped.protocol_errors).toBe("0");
     expect(stopped.frames).toBe("8");
     const got = wireFileFrames(sink);
@@ -305,7 +290,7 @@ describe("a server breaking the framing, against `output recv`", () => {
     await recv.waitForStderr(/reconnected|disconnected/);
     recv.kill("SIGTERM");
     expect(await recv.exited).toBe(0);
-    expect(logFields(recv.stderr, "output-client", "stopped")!.frames).toBe("30");
+    expect(logFields(recv.stderr, "output-client", "stopped").frames).toBe("30");
     const got = wireFileFrames(sink);
     expect(got.trailing).toBe(0);
     expect(expectIntactInOrder(got.frames, 64)).toEqual([...Array(30).keys()]);
@@ -317,14 +302,7 @@ test("the violations used here really are violations (the parser rejects each wi
     for (const magic of [INPUT_MAGIC, OUTPUT_MAGIC]) {
       const parser = new FrameParser(magic);
       parser.push(v.header(magic));
-      let error: unknown;
-      try {
-        parser.next();
-      } catch (e) {
-        error = e;
-      }
-      expect(error).toBeInstanceOf(ProtocolError);
-      expect((error as ProtocolError).kind).toBe(v.kind);
+      expect(protocolErrorOf(() => parser.next()).kind).toBe(v.kind);
     }
   }
 });

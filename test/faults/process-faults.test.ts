@@ -11,11 +11,16 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, statSync } from "node:fs";
 import { MessageType, encodeConfigPayload, encodeMessage, DEFAULT_AUDIO_CONFIG, INPUT_MAGIC } from "../../src/protocol/index.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
-import { RecordingClient } from "../support/peer.ts";
-import { payloadIndex, until } from "../support/temp.ts";
-import { expectAccountedLine, expectIntactInOrder, fdCount, logFields, StdinFeeder, wireFileFrames } from "./support.ts";
+import { expectAccountedLine, logFields } from "../support/agent-log.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { startFedServer } from "../support/feeder.ts";
+import { payloadIndex, expectIntactInOrder } from "../support/payloads.ts";
+import { connectClient } from "../support/peer.ts";
+import { fdCount } from "../support/proc.ts";
+import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { wireFileFrames } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -23,19 +28,6 @@ function setup(prefix: string) {
   const dir = socketDir(defer, prefix);
   defer(stopAgents);
   return dir;
-}
-
-/** `output serve` reading frames from its stdin: live mode, drops counted. */
-async function startFedServer(socket: string, extra: string[] = []): Promise<{ server: AgentProcess; feed: StdinFeeder }> {
-  const server = spawnAgent(["output", "serve", "--socket", socket, "--source", "-", ...extra], { stdin: "pipe" });
-  await server.waitForStderr("listening");
-  return { server, feed: new StdinFeeder(server) };
-}
-
-async function connect(path: string, options: Parameters<typeof RecordingClient.connect>[1] = {}): Promise<RecordingClient> {
-  const client = await RecordingClient.connect(path, options);
-  defer(() => client.close());
-  return client;
 }
 
 /** Frames in a wire sink written by a running `output recv` (it flushes every 100 ms). */
@@ -48,15 +40,15 @@ describe("a client that connects and never reads", () => {
     const dir = setup("pf-");
     const path = dir.path("out.sock");
     const { server, feed } = await startFedServer(path);
-    const stuck = await connect(path, { paused: true });
+    const stuck = await connectClient(defer, path, { paused: true });
     await server.waitForStderr("client connected");
     feed.flood(20, 2);
     // Its socket buffers fill, then 50 frames come with no progress: disconnected as stuck.
     await server.waitForStderr("client stuck: accepted nothing while frames kept coming; disconnecting");
     const stuckLine = logFields(server.stderr, "output-server", "client stuck: accepted nothing while frames kept coming; disconnecting");
-    expect(stuckLine?.frames).toBe("50");
+    expect(stuckLine.frames).toBe("50");
 
-    const replacement = await connect(path);
+    const replacement = await connectClient(defer, path);
     await until(() => replacement.frames.length >= 500, "the replacement to receive 500 frames");
     await feed.end();
     expect(await server.exited).toBe(0);
@@ -85,11 +77,11 @@ describe("a client that connects and never reads", () => {
     const dir = setup("pf-");
     const path = dir.path("out.sock");
     const { server, feed } = await startFedServer(path, ["--stuck-frames", "100000"]);
-    const stuck = await connect(path, { paused: true });
+    const stuck = await connectClient(defer, path, { paused: true });
     await server.waitForStderr("client connected");
     // Far more than its socket buffers hold: the writer is blocked on it, dropping stale frames.
     await feed.send(3000);
-    const replacement = await connect(path);
+    const replacement = await connectClient(defer, path);
     await server.waitForStderr('reason="replaced by a new client"');
     await feed.send(300);
     await until(() => replacement.frames.some((p) => payloadIndex(p) === 3299), "the last frame at the replacement");
@@ -152,7 +144,7 @@ describe("a client killed with SIGKILL while receiving a flood", () => {
     expect(b.error).toBeUndefined();
     const ib = expectIntactInOrder(b.frames);
     expect(ib[0]!).toBeGreaterThan(ia.at(-1)!);
-    expect(logFields(recv2.stderr, "output-client", "stopped")!.frames).toBe(String(b.frames.length));
+    expect(logFields(recv2.stderr, "output-client", "stopped").frames).toBe(String(b.frames.length));
     // Frames the kernel held for the killed client died with it; nothing else is missing.
     expect(a.frames.length + b.frames.length).toBeLessThanOrEqual(acc.delivered);
   });
@@ -194,7 +186,7 @@ describe("a server killed with SIGKILL and restarted", () => {
     // Everything the second server delivered reached the sink.
     expect(indices.filter((i) => i >= 100_000).length).toBe(acc.delivered);
     expect(acc.delivered).toBe(300);
-    const stopped = logFields(recv.stderr, "output-client", "stopped")!;
+    const stopped = logFields(recv.stderr, "output-client", "stopped");
     expect(stopped.frames).toBe("600");
     // 2, or 3 when it reconnected once more while the second server was stopping (accepted, then reset).
     expect(Number(stopped.connects)).toBeGreaterThanOrEqual(2);
@@ -251,7 +243,7 @@ describe("a storm of connections", () => {
   }
 
   /** Waits until the server has accepted `cycles` clients in all and logged each one's disconnect. */
-  async function allClosed(server: AgentProcess, cycles: number): Promise<void> {
+  async function allClosed(server: Spawned, cycles: number): Promise<void> {
     const connected = () => count(server.stderr, "client connected");
     const disconnected = () => count(server.stderr, "client disconnected");
     await until(() => connected() === cycles && disconnected() === cycles, "every client accepted and closed").catch(() => {
@@ -274,7 +266,7 @@ describe("a storm of connections", () => {
     });
     expect(fdCount(server.pid)).toBeLessThanOrEqual(before);
 
-    const client = await connect(path);
+    const client = await connectClient(defer, path);
     await until(() => count(server.stderr, "client connected") === 1011, "client accepted");
     await feed.send(200);
     await until(() => client.frames.length === 200, "200 frames");
@@ -306,7 +298,7 @@ describe("a storm of connections", () => {
     expect(fdCount(server.pid)).toBeLessThanOrEqual(before);
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
-    const stopped = logFields(server.stderr, "input-server", "stopped")!;
+    const stopped = logFields(server.stderr, "input-server", "stopped");
     expect(stopped.sessions).toBe("1010");
     expect(stopped.protocol_errors).toBe("0");
   });

@@ -12,9 +12,8 @@
  * seed, the case and the command that replays it, and the exit code is 1.
  */
 import { readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { FIXTURE_SAMPLES, makeFixtures } from "../media/opus-fixtures.ts";
+import { FIXTURE_SAMPLES, makeFixtures, TONE } from "../support/opus-fixtures.ts";
 import type { FuzzJob } from "./fuzz-worker.ts";
 import { parseSeed, randomSeed } from "./rng.ts";
 
@@ -98,9 +97,8 @@ async function runTarget(target: Target, bases: Uint8Array[]): Promise<boolean> 
 }
 
 async function oggBases(): Promise<{ bases: Uint8Array[]; cleanup: () => void }> {
-  const repo = resolve(import.meta.dir, "../..");
   const fixtures = makeFixtures(); // six opusenc files: mono/stereo, 10/20/60 ms frames
-  const paths = [join(repo, "examples/tone.opus"), ...fixtures.opus.values()];
+  const paths = [TONE, ...fixtures.opus.values()];
   const bases = paths.map((p) => new Uint8Array(readFileSync(p)));
   console.log(`ogg bases: ${paths.length} files (opusenc, ${FIXTURE_SAMPLES} samples each, and examples/tone.opus)`);
   return { bases, cleanup: fixtures.cleanup };

@@ -31,8 +31,9 @@ import {
   ProtocolError,
   type MessageType,
 } from "../../src/protocol/index.ts";
+import { concatBytes, sameBytes } from "../support/bytes.ts";
+import { wireHeader } from "../support/wire.ts";
 import { Rng } from "./rng.ts";
-import { concatBytes } from "../support/bytes.ts";
 
 /** What the fuzzer drives: FrameParser, or a stand-in in the fuzzer's own self-test. */
 export interface StreamParser {
@@ -116,15 +117,9 @@ function pickLength(rng: Rng): number {
   }
 }
 
+/** A header whose timestamp is given as its low and high 32-bit words. */
 function header(magic: number, type: number, length: number, tsLo: number, tsHi: number): Uint8Array {
-  const h = new Uint8Array(HEADER_SIZE);
-  const view = new DataView(h.buffer);
-  view.setUint32(0, magic >>> 0, true);
-  view.setUint8(4, type);
-  view.setUint32(5, length >>> 0, true);
-  view.setUint32(9, tsLo >>> 0, true);
-  view.setUint32(13, tsHi >>> 0, true);
-  return h;
+  return wireHeader(magic, type, length, (BigInt(tsHi >>> 0) << 32n) | BigInt(tsLo >>> 0));
 }
 
 /** A valid stream of random messages, at most about `budget` bytes. */
@@ -370,12 +365,6 @@ function describeError(e: unknown): string {
   return `non-Error ${String(e)}`;
 }
 
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 export interface CaseResult {
   messages: number;
   /** "ok", or the error kind the stream ended with. */
@@ -428,8 +417,8 @@ export function runCase(c: FuzzCase, factory: ParserFactory = frameParserFactory
       if (m.type !== want!.type) fail(`message #${got}: type ${m.type}, expected ${want!.type}`);
       if (m.length !== want!.length) fail(`message #${got}: length ${m.length}, expected ${want!.length}`);
       if (m.timestampNs !== want!.timestampNs) fail(`message #${got}: timestamp ${m.timestampNs}, expected ${want!.timestampNs}`);
-      if (!equalBytes(m.payload, c.bytes.subarray(want!.offset + HEADER_SIZE, end))) fail(`message #${got}: payload differs`);
-      if (!equalBytes(m.raw, c.bytes.subarray(want!.offset, end))) fail(`message #${got}: raw bytes differ`);
+      if (!sameBytes(m.payload, c.bytes.subarray(want!.offset + HEADER_SIZE, end))) fail(`message #${got}: payload differs`);
+      if (!sameBytes(m.raw, c.bytes.subarray(want!.offset, end))) fail(`message #${got}: raw bytes differ`);
       got++;
       if (parser.streamOffset !== end) fail(`after message #${got - 1}: parser.streamOffset ${parser.streamOffset}, expected ${end}`);
     }

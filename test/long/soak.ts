@@ -28,16 +28,19 @@
  */
 import type { Socket } from "bun";
 import { mkdtempSync, rmSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { OutputServer } from "../../src/channels/output-server.ts";
 import { DEFAULT_ADAPTIVE } from "../../src/observe/adaptive-optimizer.ts";
 import { FrameParser, MAX_MESSAGE, MessageType, OUTPUT_MAGIC, ProtocolError } from "../../src/protocol/index.ts";
 import { DROP_REASONS } from "../../src/transport/frame-stats.ts";
 import { silent } from "../../src/transport/report.ts";
-import { spawnAgent, stopAgents } from "../support/cli.ts";
-import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/temp.ts";
-import { FEED_MAX_SIZE, logFields, rssBytes, StdinFeeder } from "../faults/support.ts";
+import { findLogFields } from "../support/agent-log.ts";
+import { StdinFeeder } from "../support/feeder.ts";
+import { TONE } from "../support/opus-fixtures.ts";
+import { indexedPayload, isIntactIndexedPayload, payloadIndex, FEED_MAX_SIZE } from "../support/payloads.ts";
+import { rssKiB } from "../support/proc.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { parseSeed, randomSeed, Rng } from "./rng.ts";
 
 const { values } = parseArgs({
@@ -57,7 +60,6 @@ const SLACK = Number(values["slack-mb"]) * 1024 * 1024;
 const seed = values.seed === undefined ? randomSeed() : parseSeed(values.seed);
 const QUEUE_FRAMES = 500; // the agent's default --queue-frames
 const QUEUE_BOUND = (QUEUE_FRAMES * DEFAULT_ADAPTIVE.queueGrowth + 1) * MAX_MESSAGE;
-const TONE = resolve(import.meta.dir, "../../examples/tone.opus");
 const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MB`;
 
 const failures: string[] = [];
@@ -193,7 +195,7 @@ async function memoryScenario(name: string, dir: string, mode: "realtime" | "flo
   const result: MemoryResult = { start: 0, max: 0, end: 0 };
   while (performance.now() - started < SECONDS * 1000) {
     await Bun.sleep(250);
-    const rss = rssBytes(server.pid);
+    const rss = rssKiB(server.pid) * 1024;
     samples.push(rss);
     if (performance.now() - started < warmup) continue;
     if (result.start === 0) result.start = rss;
@@ -207,7 +209,7 @@ async function memoryScenario(name: string, dir: string, mode: "realtime" | "flo
   const code = await server.exited;
   client.socket?.terminate();
 
-  const stopped = logFields(server.stderr, "output-server", "stopped");
+  const stopped = findLogFields(server.stderr, "output-server", "stopped");
   const growth = result.max - result.start;
   console.log(
     `memory/${name}: ${SECONDS} s, RSS start ${mb(result.start)} max ${mb(result.max)} end ${mb(result.end)} (growth ${mb(growth)}, allowed ${mb(QUEUE_BOUND)} queue + ${mb(SLACK)} slack); ` +

@@ -10,12 +10,12 @@
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { ByteSource } from "../../src/media/byte-source.ts";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { computePageCrc, PAGE_HEADER_SIZE } from "../../src/media/ogg-page.ts";
 import { WireSource } from "../../src/media/wire-source.ts";
 import { HEADER_SIZE, INPUT_MAGIC, MAX_PAYLOAD, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { concatBytes } from "../support/bytes.ts";
+import { chunkedSource } from "../support/sources.ts";
 import { makeCase, referenceParse } from "./parser-fuzzer.ts";
 import { Rng } from "./rng.ts";
 
@@ -30,38 +30,6 @@ export interface SourceFuzzStats {
   cases: number;
   frames: number;
   outcomes: Record<string, number>;
-}
-
-/** Bytes handed out in chunks of the given sizes, through one reused buffer like a file read. */
-class MemoryByteSource implements ByteSource {
-  readonly rewindable = true;
-  private at = 0;
-  private index = 0;
-  private readonly buffer: Uint8Array;
-
-  constructor(
-    readonly name: string,
-    private readonly bytes: Uint8Array,
-    private readonly sizes: number[],
-  ) {
-    this.buffer = new Uint8Array(Math.max(1, ...sizes));
-  }
-
-  async read(): Promise<Uint8Array | null> {
-    if (this.at >= this.bytes.length) return null;
-    const size = Math.min(this.sizes[this.index++ % this.sizes.length]!, this.bytes.length - this.at);
-    this.buffer.set(this.bytes.subarray(this.at, this.at + size));
-    this.at += size;
-    // The previous chunk's bytes are overwritten: a reader must have copied what it keeps.
-    return this.buffer.subarray(0, size);
-  }
-
-  rewind(): void {
-    this.at = 0;
-    this.index = 0;
-  }
-
-  async close(): Promise<void> {}
 }
 
 function chunkSizes(rng: Rng): number[] {
@@ -310,7 +278,7 @@ export async function runOggFuzz(run: SourceFuzzRun, bases: Uint8Array[]): Promi
   const stats: SourceFuzzStats = { cases: 0, frames: 0, outcomes: {} };
   const originals: string[][] = [];
   for (const base of bases) {
-    const r = await drain(OggSource.from(new MemoryByteSource("base", base, [65536])), 1e7);
+    const r = await drain(OggSource.from(chunkedSource(base, [65536], "base")), 1e7);
     if (r.error) throw new Error(`ogg fuzz: a base file does not read cleanly: ${r.error.message}`);
     originals.push(r.frames);
   }
@@ -346,11 +314,11 @@ export async function runOggFuzz(run: SourceFuzzRun, bases: Uint8Array[]): Promi
       const limit = 4 * bytes.length + 1000;
       const sizesA = chunkSizes(rng);
       const sizesB = chunkSizes(rng);
-      const source = OggSource.from(new MemoryByteSource(name, bytes, sizesA), { lenient });
+      const source = OggSource.from(chunkedSource(bytes, sizesA, name), { lenient });
       const a = await drain(source, limit);
       if (a.error) checkError(a.error, `ogg source ${name}`, bytes.length, OGG_WHOLE_STREAM);
       // The same bytes in other chunks: the same frames, the same error.
-      const b = await drain(OggSource.from(new MemoryByteSource(name, bytes, sizesB), { lenient }), limit);
+      const b = await drain(OggSource.from(chunkedSource(bytes, sizesB, name), { lenient }), limit);
       if (a.frames.join() !== b.frames.join()) fail(`other chunking gave other frames: ${a.frames.length} vs ${b.frames.length}`);
       if (a.error?.message !== b.error?.message) fail(`other chunking gave another ending: ${a.error?.message} vs ${b.error?.message}`);
       if (truncateOnly) {

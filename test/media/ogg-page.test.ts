@@ -2,8 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
 import { computePageCrc, NO_GRANULE, OggPage, PageFlag } from "../../src/media/ogg-page.ts";
 import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
-import { collectingWriter, packetsOf, pagesOf } from "./ogg-helpers.ts";
 import { concatBytes } from "../support/bytes.ts";
+import { collectingWriter, packetsOf, pagesOf } from "../support/ogg.ts";
 
 function packet(size: number, seed: number): Uint8Array {
   return Uint8Array.from({ length: size }, (_, i) => (i * 31 + seed * 7) & 0xff);

@@ -2,7 +2,6 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { OggSink, type OggSinkOptions } from "../../src/media/ogg-sink.ts";
-import { OggSource } from "../../src/media/ogg-source.ts";
 import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
 import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
 import { NO_GRANULE, PageFlag } from "../../src/media/ogg-page.ts";
@@ -15,7 +14,6 @@ import {
   INPUT_MAGIC,
   MessageType,
 } from "../../src/protocol/index.ts";
-import { drain } from "./ogg-helpers.ts";
 import {
   CHANNELS,
   decodedSamples,
@@ -24,9 +22,10 @@ import {
   key,
   makeFixtures,
   requireTool,
-  run,
+  runTool,
   type Fixtures,
-} from "./opus-fixtures.ts";
+} from "../support/opus-fixtures.ts";
+import { drainFile } from "../support/sources.ts";
 
 let fx: Fixtures;
 let count = 0;
@@ -43,15 +42,6 @@ function send(sink: OggSink, type: MessageType, payload: Uint8Array = new Uint8A
   const parser = new FrameParser(INPUT_MAGIC);
   parser.push(encodeMessage(INPUT_MAGIC, type, payload, 1n));
   sink.write(parser.next()!);
-}
-
-async function framesOf(path: string) {
-  const src = await OggSource.open(path);
-  try {
-    return { ...(await drain(src)), src };
-  } finally {
-    await src.close();
-  }
 }
 
 interface PageSummary {
@@ -96,7 +86,7 @@ function summarize(bytes: Uint8Array): PageSummary[] {
 async function rewrite(input: string, options: OggSinkOptions = {}, flushEvery = 0): Promise<string> {
   const path = outPath();
   const sink = OggSink.open(path, options);
-  const { frames, error } = await framesOf(input);
+  const { frames, error } = await drainFile(input);
   expect(error).toBeUndefined();
   frames.forEach((f, i) => {
     send(sink, MessageType.OpusFrame, f.payload);
@@ -113,15 +103,15 @@ describe("OggSink writing what opusenc made", () => {
         const original = fx.opus.get(key(channels, frameMs))!;
         const copy = await rewrite(original, {}, 7);
 
-        const before = await framesOf(original);
-        const after = await framesOf(copy);
+        const before = await drainFile(original);
+        const after = await drainFile(copy);
         expect(after.error).toBeUndefined();
         expect(after.frames.length).toBe(before.frames.length);
         expect(after.frames).toEqual(before.frames);
-        expect(after.src.audioConfig).toEqual(before.src.audioConfig);
-        expect(after.src.preSkip).toBe(312);
+        expect(after.source.audioConfig).toEqual(before.source.audioConfig);
+        expect(after.source.preSkip).toBe(312);
 
-        const info = run([requireTool("opusinfo", "opus-tools"), copy]);
+        const info = runTool([requireTool("opusinfo", "opus-tools"), copy]);
         expect(info.stderr).toBe("");
         expect(info.exitCode).toBe(0);
         expect(info.stdout).toContain("Encoded with audio-agent");
@@ -222,7 +212,7 @@ describe("OggSink", () => {
     const pages = summarize(read(path));
     expect(pages.length).toBe(4);
     expect(pages[3]).toMatchObject({ flags: PageFlag.EndOfStream, granule: NO_GRANULE, samples: [] });
-    expect(run([requireTool("opusinfo", "opus-tools"), path]).exitCode).toBe(0);
+    expect(runTool([requireTool("opusinfo", "opus-tools"), path]).exitCode).toBe(0);
   });
 
   test("with no audio at all, close() still writes a valid stream: headers and an EOS page", async () => {
@@ -233,11 +223,11 @@ describe("OggSink", () => {
     const pages = summarize(read(path));
     expect(pages.map((p) => p.flags)).toEqual([PageFlag.BeginOfStream, 0, PageFlag.EndOfStream]);
     expect(parseOpusHead(pages[0]!.first!)).toMatchObject({ channels: 1, inputSampleRate: 44100 });
-    const { frames, error } = await framesOf(path);
+    const { frames, error } = await drainFile(path);
     expect(error).toBeUndefined();
     expect(frames.length).toBe(0);
     // opusinfo parses it whole; its only complaint, a warning (hence exit 1), is the lack of audio.
-    const info = run([requireTool("opusinfo", "opus-tools"), path]);
+    const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
     expect(info.stderr).toBe("");
     expect(info.stdout).toContain("Encoded with audio-agent");
     expect(info.stdout.match(/WARNING|ERROR/g)).toEqual(["WARNING"]);

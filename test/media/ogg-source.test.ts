@@ -5,7 +5,8 @@ import { OggSource } from "../../src/media/ogg-source.ts";
 import { buildOpusHead } from "../../src/media/opus-head.ts";
 import { buildOpusTags } from "../../src/media/opus-tags.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
-import { chunkedSource, collectingWriter, drain, pagesOf } from "./ogg-helpers.ts";
+import { concatBytes } from "../support/bytes.ts";
+import { collectingWriter, pagesOf } from "../support/ogg.ts";
 import {
   CHANNELS,
   encodeWith,
@@ -16,10 +17,10 @@ import {
   makeFixtures,
   md5,
   requireTool,
-  run,
+  runTool,
   type Fixtures,
-} from "./opus-fixtures.ts";
-import { concatBytes } from "../support/bytes.ts";
+} from "../support/opus-fixtures.ts";
+import { chunkedSource, drain, drainFile } from "../support/sources.ts";
 
 let fx: Fixtures;
 beforeAll(() => {
@@ -57,15 +58,6 @@ function buildStream(packets: Uint8Array[], perPage: number, maxSegments = 255, 
   return { bytes: concatBytes(pages), pages };
 }
 
-async function drainFile(path: string) {
-  const src = await OggSource.open(path);
-  try {
-    return await drain(src);
-  } finally {
-    await src.close();
-  }
-}
-
 function source(bytes: Uint8Array, options: { lenient?: boolean } = {}, chunks = [65536]) {
   return OggSource.from(chunkedSource(bytes, chunks, "t.opus"), options);
 }
@@ -75,9 +67,7 @@ describe("OggSource on files made by opusenc", () => {
     for (const frameMs of FRAME_MS) {
       test(`${key(channels, frameMs)}: same packets as ffmpeg's demuxer, timed by their TOC`, async () => {
         const path = fx.opus.get(key(channels, frameMs))!;
-        const src = await OggSource.open(path);
-        const { frames, error } = await drain(src);
-        await src.close();
+        const { frames, error, source: src } = await drainFile(path);
         expect(error).toBeUndefined();
 
         const reference = ffmpegPackets(path);
@@ -218,7 +208,7 @@ describe("OggSource on hand-built streams", () => {
   test("a Vorbis file is not an Ogg Opus stream", async () => {
     const ffmpeg = requireTool("ffmpeg", "ffmpeg");
     const path = join(fx.dir, "vorbis.ogg");
-    const r = run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:duration=0.5",
+    const r = runTool([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:duration=0.5",
       "-c:a", "libvorbis", "-f", "ogg", path]);
     expect(r.exitCode).toBe(0);
     const { frames, error } = await drainFile(path);

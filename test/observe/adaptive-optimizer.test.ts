@@ -2,12 +2,15 @@ import { describe, expect, test } from "bun:test";
 import { AdaptiveOptimizer, type AdaptiveOptions, type AdaptiveState } from "../../src/observe/adaptive-optimizer.ts";
 import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
 import { AgentMetrics } from "../../src/observe/metrics.ts";
-import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents } from "../support/cli.ts";
-import { kernelBufferBytes, metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
-import { RecordingClient } from "../support/peer.ts";
-import { testPayload } from "../support/temp.ts";
+import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
+import { testPayload } from "../support/payloads.ts";
+import { connectClient } from "../support/peer.ts";
+import { kernelBufferBytes } from "../support/proc.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { wireBytes } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -234,10 +237,7 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     defer(() => stopAgents());
     // 1 ms apart, up to 2 KB each: ~1 MB/s fills a paused reader's socket buffer in well under a second.
     const FRAMES = 2000;
-    const parts = Array.from({ length: FRAMES }, (_, i) =>
-      encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i, 2048), 1_700_000_000_000_000_000n + BigInt(i) * 1_000_000n),
-    );
-    await Bun.write(path("src.wire"), Buffer.concat(parts));
+    await Bun.write(path("src.wire"), wireBytes(0, FRAMES, (i) => testPayload(i, 2048), OUTPUT_MAGIC, 1));
     const sock = path("out.sock");
     const server = spawnAgent([
       "output", "serve", "--socket", sock, "--source", path("src.wire"), "--realtime", "--loop",
@@ -248,8 +248,7 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     const base = await metricsUrl(server);
     const sendBuffer = { component: "audio-output", buffer_type: "send" };
 
-    const reader = await RecordingClient.connect(sock, { paused: true });
-    defer(() => reader.close());
+    const reader = await connectClient(defer, sock, { paused: true });
     await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "client connected");
     const before = await scrape(base);
     // (Unless a loaded machine let the optimizer act before this first look.)

@@ -1,20 +1,15 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
-import {
-  families,
-  healthz,
-  kernelBufferBytes,
-  metricsUrl,
-  promtoolCheck,
-  samples,
-  scrape,
-  scrapeUntil,
-  value,
-} from "../support/metrics.ts";
-import { sameBytes, testPayload, until } from "../support/temp.ts";
+import { INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { logFields } from "../support/agent-log.ts";
+import { sameBytes } from "../support/bytes.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { families, healthz, metricsUrl, promtoolCheck, samples, scrapeUntil, value } from "../support/metrics.ts";
+import { testPayload } from "../support/payloads.ts";
+import { kernelBufferBytes, listeners } from "../support/proc.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { parseWire, wireBytes } from "../support/wire.ts";
 
 const defer = useCleanup();
@@ -30,52 +25,14 @@ const LOSSLESS_LIVE = ["--source", "-", "--queue-frames", "5000", "--write-deadl
 /** A burst overflows the socket buffer now and then: keep the optimizer on but out of reach, so sizes stay as set. */
 const NO_ESCALATION = ["--adaptive-threshold", "100000"];
 
-async function feed(agent: AgentProcess, bytes: Uint8Array): Promise<void> {
-  const stdin = agent.proc.stdin as import("bun").FileSink;
-  stdin.write(bytes);
-  await stdin.flush();
-}
-
-function endInput(agent: AgentProcess): void {
-  (agent.proc.stdin as import("bun").FileSink).end();
-}
-
-async function waitConnected(base: string): Promise<void> {
-  const start = Date.now();
-  while ((await healthz(base)).connected !== true) {
-    if (Date.now() - start > 20000) throw new Error(`${base} never connected`);
-    await Bun.sleep(10);
-  }
+function waitConnected(base: string): Promise<void> {
+  return until(async () => (await healthz(base)).connected === true, `${base} to connect`, 20000, 10);
 }
 
 async function expectPromtoolClean(text: string): Promise<void> {
   const { code, output } = await promtoolCheck(text);
   expect(output).toBe("");
   expect(code).toBe(0);
-}
-
-/** The address a TCP port listens on, from /proc/net/tcp (e.g. "127.0.0.1"). */
-function listeningAddress(port: number): string | undefined {
-  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
-  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    if (fields.length < 4 || fields[3] !== "0A") continue; // LISTEN
-    const [addr, p] = fields[1].split(":");
-    if (p !== hexPort) continue;
-    const bytes = addr.match(/../g)!.map((h) => parseInt(h, 16)).reverse();
-    return bytes.join(".");
-  }
-  return undefined;
-}
-
-/** Fields of the last log line containing `message`. */
-function logFields(stderr: string, message: string): Record<string, string> {
-  const line = stderr
-    .split("\n")
-    .filter((l) => l.includes(message))
-    .pop();
-  if (!line) throw new Error(`no log line "${message}" in:\n${stderr}`);
-  return Object.fromEntries([...line.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)].map((m) => [m[1], m[2]]));
 }
 
 const LATENCY_PERCENTILES = ["p50", "p95", "p99", "max", "avg"];
@@ -115,7 +72,7 @@ describe("metrics over HTTP from real roles", () => {
 
     const N = 2000;
     const bytes = wireBytes(0, N, testPayload, OUTPUT_MAGIC);
-    await feed(server, bytes);
+    await server.writeStdin(bytes);
     // Utilization is sampled once a second while connected: wait for a sample of both buffers.
     const sampled = (t: string) => samples(t, "jetkvm_audio_socket_buffer_utilization_percent", { component: "audio-output" }).length === 2;
     const received = await scrapeUntil(
@@ -204,7 +161,7 @@ describe("metrics over HTTP from real roles", () => {
     expect(wire.messages.every((m, i) => m.type === MessageType.OpusFrame && sameBytes(m.payload, testPayload(i)))).toBe(true);
     const after = await scrapeUntil(serverUrl, (t) => value(t, "jetkvm_audio_connection_drops_total") === 1, "connection drop");
     expect(value(after, "audio_agent_connected")).toBe(0);
-    endInput(server);
+    server.endStdin();
     expect(await server.exited).toBe(0);
   });
 
@@ -226,7 +183,7 @@ describe("metrics over HTTP from real roles", () => {
 
     const N = 1500;
     const bytes = wireBytes(0, N, testPayload, INPUT_MAGIC);
-    await feed(client, bytes);
+    await client.writeStdin(bytes);
     const received = await scrapeUntil(serverUrl, (t) => value(t, "jetkvm_microphone_frames_received_total") === N, "frames received");
     // The Config's Ack has come back by now: one round trip.
     const sent = await scrapeUntil(clientUrl, (t) => value(t, "audio_agent_heartbeat_rtt_seconds_count") === 1, "config round trip");
@@ -268,7 +225,7 @@ describe("metrics over HTTP from real roles", () => {
     expect(sendHealth).toMatchObject({ role: "input send", channel: "input", connected: true, frames: N, drops: 0, acks: 1 });
     expect(sendHealth.uptime_seconds as number).toBeGreaterThan(0);
 
-    endInput(client);
+    client.endStdin();
     expect(await client.exited).toBe(0);
     const ended = await scrapeUntil(serverUrl, (t) => value(t, "audio_agent_connected") === 0, "session end");
     expect(value(ended, "jetkvm_microphone_frames_received_total")).toBe(N);
@@ -284,14 +241,11 @@ describe("metrics over HTTP from real roles", () => {
     // Only a port was given: loopback, in the URL and in the kernel's table of listening sockets.
     const url = new URL(base);
     expect(url.hostname).toBe("127.0.0.1");
-    expect(listeningAddress(Number(url.port))).toBe("127.0.0.1");
+    expect(listeners(Number(url.port))[0]).toBe("0100007F"); // 127.0.0.1
 
     const N = 120;
     // 1 ms apart on the source timeline: --realtime paces them over ~0.1 s.
-    const parts = Array.from({ length: N }, (_, i) =>
-      encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i, 200), 1_700_000_000_000_000_000n + BigInt(i) * 1_000_000n),
-    );
-    await feed(server, new Uint8Array(Buffer.concat(parts)));
+    await server.writeStdin(wireBytes(0, N, (i) => testPayload(i, 200), OUTPUT_MAGIC, 1));
     const text = await scrapeUntil(
       base,
       (t) => value(t, "audio_agent_frames_dropped_by_reason_total", { channel: "output", reason: "no_client" }) === N,
@@ -308,9 +262,9 @@ describe("metrics over HTTP from real roles", () => {
     await expectPromtoolClean(text);
     expect(await healthz(base)).toMatchObject({ role: "output serve", connected: false, frames: 0, drops: N });
 
-    endInput(server);
+    server.endStdin();
     expect(await server.exited).toBe(0);
-    const stopped = logFields(server.stderr, "output-server: stopped");
+    const stopped = logFields(server.stderr, "output-server", "stopped");
     expect(Number(stopped.dropped_no_client)).toBe(N);
     expect(Number(stopped.dropped)).toBe(N);
     expect(Number(stopped.delivered)).toBe(0);

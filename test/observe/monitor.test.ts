@@ -5,20 +5,21 @@
  * listener, no cost; a slow listener loses frames alone.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { AgentHttpServer } from "../../src/observe/http-server.ts";
 import { MonitorHub, type MonitorFigures } from "../../src/observe/monitor/hub.ts";
-import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
-import { until } from "../support/temp.ts";
+import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { metricsUrl, scrapeValue } from "../support/metrics.ts";
+import { TONE } from "../support/opus-fixtures.ts";
+import { REPO, spawnAgent, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { wireBytes } from "../support/wire.ts";
 
-const REPO = resolve(import.meta.dir, "../..");
-const FIXTURE = join(REPO, "examples/tone.opus");
-/** examples/tone.opus: stereo, 20 ms packets. */
+/** TONE: stereo, 20 ms packets. */
 const FIXTURE_CHANNELS = 2;
 const FIXTURE_FRAMES_PER_SECOND = 50;
 const ARTIFACTS = join(REPO, "test/artifacts");
@@ -53,33 +54,10 @@ interface PageState {
   errors: string[];
 }
 
-/** The base URL (http://127.0.0.1:PORT) the agent logged for its HTTP server. */
-async function httpBase(agent: AgentProcess): Promise<string> {
-  const pattern = /http listening url=(http:\/\/[^\s"]+)/;
-  await agent.waitForStderr(pattern);
-  return pattern.exec(agent.stderr)![1].replace(/\/$/, "");
-}
-
 async function figures(base: string): Promise<MonitorFigures> {
   const response = await fetch(`${base}/figures`);
   if (response.status !== 200) throw new Error(`GET ${base}/figures: ${response.status}`);
   return (await response.json()) as MonitorFigures;
-}
-
-/** The value of an unlabelled-or-labelled sample `name` in a Prometheus text scrape. */
-async function metric(base: string, name: string): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
-  if (!line) throw new Error(`${name} not in the scrape:\n${text}`);
-  return Number(line.slice(line.lastIndexOf(" ") + 1));
-}
-
-async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const start = Date.now();
-  while (!(await check())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(50);
-  }
 }
 
 const pageState = (page: Page) => page.evaluate(() => (window as unknown as { monitorState: PageState }).monitorState);
@@ -96,15 +74,14 @@ describe("monitor page in a browser", () => {
       const sockets = socketDir(defer);
       const socket = sockets.path("out.sock");
       const serve = spawnAgent([
-        "output", "serve", "--socket", socket, "--source", FIXTURE, "--format", "ogg", "--realtime", "--loop",
+        "output", "serve", "--socket", socket, "--source", TONE, "--format", "ogg", "--realtime", "--loop",
         "--monitor", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
       ]);
-      const base = await httpBase(serve);
+      const base = await metricsUrl(serve);
       const recv = spawnAgent(["output", "recv", "--socket", socket, "--sink", "/dev/null"]);
-      await eventually(async () => (await figures(base)).connected, "the receiver to connect");
+      await until(async () => (await figures(base)).connected, "the receiver to connect", 10_000, 50);
 
-      const profile = mkdtempSync(join(tmpdir(), "aa-chromium-"));
-      defer(() => rmSync(profile, { recursive: true, force: true }));
+      const profile = socketDir(defer, "aa-chromium-").dir;
       const context = await chromium.launchPersistentContext(profile, {
         executablePath: CHROMIUM,
         headless: true,
@@ -133,7 +110,7 @@ describe("monitor page in a browser", () => {
       // The page's figures are the metrics: right after a fresh figures message, a scrape is at most a second ahead.
       await page.waitForFunction((n) => (window as any).monitorState.figuresReceived > n, second.figuresReceived, { polling: 20, timeout: 5000 });
       const shown = (await pageState(page)).lastFigures!;
-      const sent = await metric(base, "jetkvm_audio_frames_sent_total");
+      const sent = await scrapeValue(base, "jetkvm_audio_frames_sent_total");
       expect(shown.connected).toBe(true);
       expect(sent - shown.frames).toBeGreaterThanOrEqual(0);
       expect(sent - shown.frames).toBeLessThanOrEqual(FIXTURE_FRAMES_PER_SECOND);
@@ -175,7 +152,7 @@ describe("monitor page in a browser", () => {
       // Stop: the page leaves the listeners and the agent's tap goes away.
       await page.click("#listen-button");
       expect((await pageState(page)).listening).toBe(false);
-      await eventually(async () => (await figures(base)).listeners === 0, "the listener to leave");
+      await until(async () => (await figures(base)).listeners === 0, "the listener to leave", 10_000, 50);
 
       // The receiver goes away: the page shows the disconnect and its reason.
       recv.kill("SIGTERM");
@@ -243,18 +220,13 @@ describe("monitor hub", () => {
       const STEP_MS = 1;
       const sockets = socketDir(defer);
       const capture = sockets.path("flood.wire");
-      const parts: Uint8Array<ArrayBuffer>[] = [];
-      for (let i = 0; i < FRAMES; i++) {
-        const payload = new Uint8Array(4096).fill(i & 0xff);
-        parts.push(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payload, 1_700_000_000_000_000_000n + BigInt(i * STEP_MS) * 1_000_000n));
-      }
-      await Bun.write(capture, new Blob(parts));
+      await Bun.write(capture, wireBytes(0, FRAMES, (i) => new Uint8Array(4096).fill(i & 0xff), OUTPUT_MAGIC, STEP_MS));
       const socket = sockets.path("out.sock");
       const serve = spawnAgent([
         "output", "serve", "--socket", socket, "--source", capture, "--format", "wire", "--realtime", "--loop",
         "--monitor", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
       ]);
-      const base = await httpBase(serve);
+      const base = await metricsUrl(serve);
       const wsUrl = `${base.replace(/^http/, "ws")}/ws`;
 
       // The slow listener: asks for frames, then stops reading its socket.
@@ -263,7 +235,7 @@ describe("monitor hub", () => {
       defer(() => slow.terminate());
       await new Promise((open) => (slow.onopen = open));
       slow.send(JSON.stringify({ listen: true }));
-      await eventually(async () => (await figures(base)).listeners === 1, "the slow listener to listen");
+      await until(async () => (await figures(base)).listeners === 1, "the slow listener to listen", 10_000, 50);
       expect(slow.pause()).toBe(true);
 
       // A listener that keeps up, counting what it gets and what the hub says it missed.
@@ -278,19 +250,19 @@ describe("monitor hub", () => {
       };
       await new Promise((open) => (fast.onopen = open));
       fast.send(JSON.stringify({ listen: true }));
-      await eventually(async () => (await figures(base)).listeners === 2, "the fast listener to listen");
+      await until(async () => (await figures(base)).listeners === 2, "the fast listener to listen", 10_000, 50);
 
       spawnAgent(["output", "recv", "--socket", socket, "--sink", "/dev/null"]);
-      await eventually(async () => (await figures(base)).connected, "the receiver to connect");
-      const sent0 = await metric(base, "jetkvm_audio_frames_sent_total");
-      const dropped0 = await metric(base, "jetkvm_audio_frames_dropped_total");
+      await until(async () => (await figures(base)).connected, "the receiver to connect", 10_000, 50);
+      const sent0 = await scrapeValue(base, "jetkvm_audio_frames_sent_total");
+      const dropped0 = await scrapeValue(base, "jetkvm_audio_frames_dropped_total");
       const t0 = performance.now();
 
-      await eventually(async () => (await figures(base)).listenerDrops > 0, "frames dropped for the slow listener", 15_000);
+      await until(async () => (await figures(base)).listenerDrops > 0, "frames dropped for the slow listener", 15_000, 50);
       await Bun.sleep(1000);
       const fastAt = fastFrames;
-      const sent1 = await metric(base, "jetkvm_audio_frames_sent_total");
-      const dropped1 = await metric(base, "jetkvm_audio_frames_dropped_total");
+      const sent1 = await scrapeValue(base, "jetkvm_audio_frames_sent_total");
+      const dropped1 = await scrapeValue(base, "jetkvm_audio_frames_dropped_total");
       const seconds = (performance.now() - t0) / 1000;
       const after = await figures(base);
 

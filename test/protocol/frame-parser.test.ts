@@ -6,9 +6,9 @@ import {
   MessageType,
   OUTPUT_MAGIC,
   ProtocolError,
-  writeHeader,
 } from "../../src/protocol/index.ts";
 import { concatBytes } from "../support/bytes.ts";
+import { protocolErrorOf, wireHeader } from "../support/wire.ts";
 
 function drain(parser: FrameParser, into: { type: number; payload: number[]; ts: bigint }[]) {
   for (let m = parser.next(); m; m = parser.next()) {
@@ -101,21 +101,14 @@ describe("FrameParser", () => {
 
   test("a length over 4096 is rejected before the payload arrives, even when split", () => {
     for (const length of [4097, 2 ** 32 - 1]) {
-      const header = new Uint8Array(17);
-      writeHeader(new DataView(header.buffer), 0, OUTPUT_MAGIC, 0, length, 0);
+      const header = wireHeader(OUTPUT_MAGIC, MessageType.OpusFrame, length);
       const parser = new FrameParser(OUTPUT_MAGIC);
       parser.push(header.subarray(0, 9));
       expect(parser.next()).toBeUndefined();
       parser.push(header.subarray(9));
-      let error: unknown;
-      try {
-        parser.next();
-      } catch (e) {
-        error = e;
-      }
-      expect(error).toBeInstanceOf(ProtocolError);
-      expect((error as ProtocolError).kind).toBe("FrameTooLarge");
-      expect((error as ProtocolError).value).toBe(length);
+      const error = protocolErrorOf(() => parser.next());
+      expect(error.kind).toBe("FrameTooLarge");
+      expect(error.value).toBe(length);
     }
   });
 

@@ -1,6 +1,4 @@
 import { afterEach } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { join } from "node:path";
 
 /**
  * Registers an afterEach that runs every deferred cleanup of the test, newest
@@ -22,17 +20,4 @@ export function useCleanup(): (cleanup: () => unknown) => void {
   return (cleanup) => {
     pending.push(cleanup);
   };
-}
-
-/**
- * A fresh directory directly under /tmp, whatever TMPDIR says: socket paths
- * must fit sun_path (108 bytes). Removed by `defer`.
- */
-export function socketDir(defer: (cleanup: () => unknown) => void, prefix = "aa-"): {
-  dir: string;
-  path: (name: string) => string;
-} {
-  const dir = mkdtempSync(join("/tmp", prefix));
-  defer(() => rmSync(dir, { recursive: true, force: true }));
-  return { dir, path: (name) => join(dir, name) };
 }

@@ -2,12 +2,12 @@
  * Scraping a running agent's /metrics and /healthz over HTTP, reading values
  * out of the Prometheus text format, and checking it with promtool.
  */
-import { readFileSync } from "node:fs";
-import type { AgentProcess } from "./cli.ts";
+import type { Spawned } from "./processes.ts";
+import { until } from "./wait.ts";
 
-/** The metrics base URL a spawned agent logged ("... url=http://127.0.0.1:PORT/"). */
-export async function metricsUrl(agent: AgentProcess): Promise<string> {
-  const pattern = /url=(http:\/\/[^\s"]+)/;
+/** The base URL (no trailing slash) of a spawned agent's HTTP server (/metrics, /healthz, /figures), from its "http listening url=..." line. */
+export async function metricsUrl(agent: Spawned): Promise<string> {
+  const pattern = /http listening url=(http:\/\/[^\s"]+)/;
   await agent.waitForStderr(pattern);
   return pattern.exec(agent.stderr)![1].replace(/\/$/, "");
 }
@@ -82,22 +82,18 @@ export async function promtoolCheck(text: string): Promise<{ code: number; outpu
   return { code, output: (out + err).trim() };
 }
 
-/**
- * What getsockopt reports after setsockopt(requested): Linux clamps the
- * request to net.core.{w,r}mem_max and doubles it for bookkeeping.
- */
-export function kernelBufferBytes(requested: number, which: "send" | "receive" = "send"): number {
-  const max = Number(readFileSync(`/proc/sys/net/core/${which === "send" ? "wmem_max" : "rmem_max"}`, "utf8"));
-  return 2 * Math.min(requested, max);
+/** The one sample of `name` with `labels` in a fresh scrape. */
+export async function scrapeValue(base: string, name: string, labels: Record<string, string> = {}): Promise<number> {
+  return value(await scrape(base), name, labels);
 }
 
 /** Polls `check` against fresh scrapes until it holds; returns the last scrape. */
 export async function scrapeUntil(base: string, check: (text: string) => boolean, what: string, timeoutMs = 20000): Promise<string> {
-  const start = Date.now();
-  for (;;) {
-    const text = await scrape(base);
-    if (check(text)) return text;
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}; last scrape:\n${text}`);
-    await Bun.sleep(20);
+  let text = "";
+  try {
+    await until(async () => check((text = await scrape(base))), what, timeoutMs, 20);
+  } catch (e) {
+    throw new Error(`${(e as Error).message}; last scrape:\n${text}`);
   }
+  return text;
 }

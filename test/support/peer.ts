@@ -1,6 +1,7 @@
-/** Raw socket peers for tests: a recording client and a scripted fake server, both plain Bun sockets. */
+/** Raw socket peers for tests, all plain Bun sockets: a recording client, a scripted fake server, a silent server. */
 import type { Socket, UnixSocketListener } from "bun";
 import { FrameParser, OUTPUT_MAGIC, ProtocolError } from "../../src/protocol/index.ts";
+import { concatBytes } from "./bytes.ts";
 
 export interface ReceivedMessage {
   type: number;
@@ -70,13 +71,7 @@ export class RecordingClient {
   /** Everything received, in one buffer (needs `keepRaw`). */
   rawBytes(): Uint8Array {
     if (!this.chunks) throw new Error("RecordingClient: connect with keepRaw to keep the bytes");
-    const out = new Uint8Array(this.bytes);
-    let at = 0;
-    for (const c of this.chunks) {
-      out.set(c, at);
-      at += c.length;
-    }
-    return out;
+    return concatBytes(this.chunks);
   }
 
   close(): void {
@@ -99,6 +94,17 @@ export class RecordingClient {
     }
     this.onChunk?.(this);
   }
+}
+
+/** RecordingClient.connect, the client closed by `defer` (see useCleanup) after the test. */
+export async function connectClient(
+  defer: (cleanup: () => unknown) => void,
+  path: string,
+  options: Parameters<typeof RecordingClient.connect>[1] = {},
+): Promise<RecordingClient> {
+  const client = await RecordingClient.connect(path, options);
+  defer(() => client.close());
+  return client;
 }
 
 export interface FakeServer {
@@ -162,4 +168,57 @@ export async function writeInPieces(socket: Socket<undefined>, bytes: Uint8Array
     await Bun.sleep(1);
   }
   return true;
+}
+
+export interface SilentServer {
+  listener: UnixSocketListener<{ index: number }>;
+  /** Bytes received, per connection, in connection order. */
+  received: Uint8Array[][];
+  /** Connections accepted so far. */
+  readonly connections: number;
+  /** Everything connection `n` sent, in one buffer. */
+  bytesOf(n: number): Uint8Array;
+  stop(): void;
+}
+
+/**
+ * A raw fake server that records every byte each connection sends and never
+ * answers (no Ack): what a hung or foreign playback process looks like to an
+ * input client.
+ */
+export function silentServer(path: string): SilentServer {
+  const received: Uint8Array[][] = [];
+  const sockets: Socket<{ index: number }>[] = [];
+  const listener = Bun.listen<{ index: number }>({
+    unix: path,
+    data: { index: -1 },
+    socket: {
+      binaryType: "uint8array",
+      open: (socket) => {
+        socket.data = { index: received.length };
+        received.push([]);
+        sockets.push(socket);
+      },
+      data: (socket, chunk) => {
+        received[socket.data.index].push(chunk.slice());
+      },
+      drain: () => {},
+      close: () => {},
+      error: () => {},
+    },
+  });
+  return {
+    listener,
+    received,
+    get connections() {
+      return received.length;
+    },
+    bytesOf(n) {
+      return concatBytes(received[n] ?? []);
+    },
+    stop() {
+      for (const s of sockets) s.terminate();
+      listener.stop(true);
+    },
+  };
 }

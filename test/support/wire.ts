@@ -1,5 +1,6 @@
 /** Builders and readers of wire captures (PROTOCOL.md "wire" format) for tests. */
-import { closeSync, openSync, readSync, writeSync } from "node:fs";
+import { expect } from "bun:test";
+import { closeSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
 import {
   encodeMessage,
   FrameParser,
@@ -11,19 +12,45 @@ import {
   writeTimestampNs,
   type ParsedMessage,
 } from "../../src/protocol/index.ts";
-import { testPayload } from "./temp.ts";
 import { concatBytes } from "./bytes.ts";
+import { FEED_MAX_SIZE, indexedPayload, testPayload } from "./payloads.ts";
 
-/** Header timestamp of frame i in generated captures: a fixed epoch, 20 ms apart. */
-export function frameTimestampNs(i: number): bigint {
-  return 1_700_000_000_000_000_000n + BigInt(i) * 20_000_000n;
+/** Header timestamp of frame i in generated captures: a fixed epoch, `frameMs` apart. */
+export function frameTimestampNs(i: number, frameMs = 20): bigint {
+  return 1_700_000_000_000_000_000n + BigInt(i * frameMs) * 1_000_000n;
 }
 
-/** The OpusFrame messages of frames `from` .. `to - 1`, back to back. */
-export function wireBytes(from: number, to: number, payloadOf: (i: number) => Uint8Array = testPayload, magic = OUTPUT_MAGIC): Uint8Array {
+/** The OpusFrame messages of frames `from` .. `to - 1`, back to back, `frameMs` apart. */
+export function wireBytes(
+  from: number,
+  to: number,
+  payloadOf: (i: number) => Uint8Array = testPayload,
+  magic = OUTPUT_MAGIC,
+  frameMs = 20,
+): Uint8Array<ArrayBuffer> {
   const parts: Uint8Array[] = [];
-  for (let i = from; i < to; i++) parts.push(encodeMessage(magic, MessageType.OpusFrame, payloadOf(i), frameTimestampNs(i)));
+  for (let i = from; i < to; i++) parts.push(encodeMessage(magic, MessageType.OpusFrame, payloadOf(i), frameTimestampNs(i, frameMs)));
   return concatBytes(parts);
+}
+
+/** Wire messages of indexed frames `from` .. `to - 1` (what a capture of them holds). */
+export function indexedWire(from: number, to: number, maxSize = FEED_MAX_SIZE, magic = OUTPUT_MAGIC): Uint8Array<ArrayBuffer> {
+  return wireBytes(from, to, (i) => indexedPayload(i, maxSize), magic);
+}
+
+/**
+ * A bare message header, written field by field rather than by the code
+ * under test: what a peer that breaks the framing (a wrong magic, an unknown
+ * type, a length over the limit) sends.
+ */
+export function wireHeader(magic: number, type: number, length: number, timestampNs = 0n): Uint8Array {
+  const bytes = new Uint8Array(HEADER_SIZE);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, magic >>> 0, true);
+  view.setUint8(4, type);
+  view.setUint32(5, length >>> 0, true);
+  view.setBigUint64(9, BigInt.asUintN(64, timestampNs), true);
+  return bytes;
 }
 
 /**
@@ -57,6 +84,18 @@ export async function writeWireFile(path: string, count: number, payloadOf: (i: 
     closeSync(fd);
   }
   return bytes;
+}
+
+/** The ProtocolError `parse` throws (e.g. () => parser.next()); fails the test when it throws nothing or something else. */
+export function protocolErrorOf(parse: () => unknown): ProtocolError {
+  let error: unknown;
+  try {
+    parse();
+  } catch (e) {
+    error = e;
+  }
+  expect(error).toBeInstanceOf(ProtocolError);
+  return error as ProtocolError;
 }
 
 export interface WireScan {
@@ -124,4 +163,29 @@ export function parseWire(bytes: Uint8Array, magic = OUTPUT_MAGIC): ParsedWire {
     return { messages, trailing: parser.pending, error: e };
   }
   return { messages, trailing: parser.pending };
+}
+
+/** The messages of a capture file that must hold whole messages only: a framing error or a torn tail fails the test. */
+export function wholeWireMessages(path: string, magic = OUTPUT_MAGIC): WireMessage[] {
+  const wire = parseWire(new Uint8Array(readFileSync(path)), magic);
+  expect(wire.error).toBeUndefined();
+  expect(wire.trailing).toBe(0);
+  return wire.messages;
+}
+
+/** The payloads of a capture file that must hold whole OpusFrames only (anything else fails the test). */
+export function wholeWireFrames(path: string): Uint8Array[] {
+  const messages = wholeWireMessages(path);
+  expect(messages.filter((m) => m.type !== MessageType.OpusFrame).length).toBe(0);
+  return messages.map((m) => m.payload);
+}
+
+/** The OpusFrame payloads of a capture file, and how it ends (a torn tail or a framing error is returned, not failed). */
+export function wireFileFrames(path: string): { frames: Uint8Array[]; trailing: number; error?: Error } {
+  const parsed = parseWire(new Uint8Array(readFileSync(path)));
+  return {
+    frames: parsed.messages.filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload),
+    trailing: parsed.trailing,
+    error: parsed.error,
+  };
 }

@@ -5,10 +5,12 @@
  */
 import { describe, expect, test } from "bun:test";
 import { backoffDelayMs } from "../../src/transport/backoff.ts";
-import { silent, type Report } from "../../src/transport/report.ts";
+import { silent } from "../../src/transport/report.ts";
 import { connectWithBackoff, ConnectTimeoutError, type ConnectionHandler } from "../../src/transport/unix-client.ts";
-import { makeStaleSocket } from "../support/cli.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { makeStaleSocket } from "../support/processes.ts";
+import { recordingReport } from "../support/reports.ts";
+import { socketDir } from "../support/temp.ts";
 
 const defer = useCleanup();
 
@@ -52,8 +54,7 @@ describe("connectWithBackoff", () => {
   test("keeps retrying until the server appears, then connects", async () => {
     const dir = socketDir(defer, "bo-");
     const path = dir.path("late.sock");
-    const reports: { message: string; fields?: Record<string, unknown> }[] = [];
-    const report: Report = (_level, message, fields) => reports.push({ message, fields });
+    const { reports, report } = recordingReport();
     const connecting = connectWithBackoff({ path, handler: ignore, report, timeoutMs: 20_000 });
     await Bun.sleep(150);
     const listener = Bun.listen({ unix: path, socket: { data() {} } });

@@ -9,15 +9,9 @@ import {
 } from "../../src/protocol/index.ts";
 import { FrameQueue } from "../../src/transport/frame-queue.ts";
 import { DropReason } from "../../src/transport/frame-stats.ts";
+import { sameBytes } from "../support/bytes.ts";
+import { payloadIndex, payloadOfSize } from "../support/payloads.ts";
 import { parseWire } from "../support/wire.ts";
-import { indexedPayload, payloadIndex, sameBytes } from "../support/temp.ts";
-
-/** A payload of exactly `size` bytes (>= 4) carrying index `i`. */
-function sized(i: number, size: number): Uint8Array {
-  const p = new Uint8Array(size).fill(i & 0xff);
-  new DataView(p.buffer).setUint32(0, i, true);
-  return p;
-}
 
 /** The bytes of the current contiguous run, parsed: must be exactly `n` whole messages. */
 function readRun(queue: FrameQueue, maxBytes = Infinity) {
@@ -55,7 +49,7 @@ function indices(payloads: Uint8Array[]): number[] {
 describe("FrameQueue push / shift / contiguousRun", () => {
   test("messages are encoded whole, header and payload, and come out in order", () => {
     const q = new FrameQueue(8, OUTPUT_MAGIC);
-    const payloads = [sized(0, 4), sized(1, 100), new Uint8Array(0), sized(3, MAX_PAYLOAD)];
+    const payloads = [payloadOfSize(0, 4), payloadOfSize(1, 100), new Uint8Array(0), payloadOfSize(3, MAX_PAYLOAD)];
     const tsMs = 1_700_000_000_123;
     payloads.forEach((p, i) => expect(q.push(MessageType.OpusFrame, p, tsMs + i, i)).toBe(true));
     q.push(MessageType.Heartbeat, new Uint8Array(0), tsMs + 9, 9);
@@ -92,7 +86,7 @@ describe("FrameQueue push / shift / contiguousRun", () => {
 
   test("contiguousRun stops at maxBytes but always returns at least one message", () => {
     const q = new FrameQueue(8, OUTPUT_MAGIC);
-    for (let i = 0; i < 4; i++) q.push(MessageType.OpusFrame, sized(i, 100), 0, 0);
+    for (let i = 0; i < 4; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 100), 0, 0);
     expect(q.contiguousRun(2 * (HEADER_SIZE + 100))).toBe(2);
     expect(q.runBytes).toBe(2 * (HEADER_SIZE + 100));
     expect(q.contiguousRun(2 * (HEADER_SIZE + 100) - 1)).toBe(1);
@@ -107,10 +101,10 @@ describe("FrameQueue push / shift / contiguousRun", () => {
     // Capacity 3: the ring holds 4 largest messages.
     const q = new FrameQueue(3, OUTPUT_MAGIC);
     expect(q.buffer.length).toBe(4 * MAX_MESSAGE);
-    for (let i = 0; i < 3; i++) q.push(MessageType.OpusFrame, sized(i, MAX_PAYLOAD), 0, 0);
+    for (let i = 0; i < 3; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, MAX_PAYLOAD), 0, 0);
     q.shift(2); // frame 2 at 2*MAX_MESSAGE, next write at 3*MAX_MESSAGE
-    q.push(MessageType.OpusFrame, sized(3, MAX_PAYLOAD), 0, 0); // fills the ring to its very end
-    q.push(MessageType.OpusFrame, sized(4, 100), 0, 0); // does not fit at the end: starts at 0
+    q.push(MessageType.OpusFrame, payloadOfSize(3, MAX_PAYLOAD), 0, 0); // fills the ring to its very end
+    q.push(MessageType.OpusFrame, payloadOfSize(4, 100), 0, 0); // does not fit at the end: starts at 0
     expect(q.length).toBe(3);
 
     const before = readRun(q);
@@ -140,7 +134,7 @@ describe("FrameQueue push / shift / contiguousRun", () => {
         if (rand(3) !== 0) {
           const size = rand(2) === 0 ? MAX_PAYLOAD - rand(64) : 4 + rand(900);
           const i = next++;
-          const accepted = q.push(MessageType.OpusFrame, indexedPayloadOfSize(i, size), 0, step);
+          const accepted = q.push(MessageType.OpusFrame, payloadOfSize(i, size), 0, step);
           if (model.length === 7) {
             dropped++;
             if (policy === "oldest") model.shift();
@@ -170,19 +164,10 @@ describe("FrameQueue push / shift / contiguousRun", () => {
   });
 });
 
-/** indexedPayload's content, cut or padded to `size`, index kept in the first 4 bytes. */
-function indexedPayloadOfSize(i: number, size: number): Uint8Array {
-  const base = indexedPayload(i);
-  const out = new Uint8Array(size);
-  out.set(base.subarray(0, Math.min(size, base.length)));
-  new DataView(out.buffer).setUint32(0, i, true);
-  return out;
-}
-
 describe("FrameQueue drop policies", () => {
   test("drop-oldest keeps the newest and counts each drop as queue_full", () => {
     const q = new FrameQueue(3, OUTPUT_MAGIC, "oldest");
-    const accepted = [0, 1, 2, 3, 4].map((i) => q.push(MessageType.OpusFrame, sized(i, 10 + i), 0, i));
+    const accepted = [0, 1, 2, 3, 4].map((i) => q.push(MessageType.OpusFrame, payloadOfSize(i, 10 + i), 0, i));
     expect(accepted).toEqual([true, true, true, true, true]);
     expect(q.length).toBe(3);
     expect(q.isFull).toBe(true);
@@ -195,7 +180,7 @@ describe("FrameQueue drop policies", () => {
 
   test("drop-newest refuses the new frame and counts it as queue_full", () => {
     const q = new FrameQueue(3, OUTPUT_MAGIC, "newest");
-    const accepted = [0, 1, 2, 3, 4].map((i) => q.push(MessageType.OpusFrame, sized(i, 10 + i), 0, i));
+    const accepted = [0, 1, 2, 3, 4].map((i) => q.push(MessageType.OpusFrame, payloadOfSize(i, 10 + i), 0, i));
     expect(accepted).toEqual([true, true, true, false, false]);
     expect(q.stats.dropped.queue_full).toBe(2);
     expect(q.stats.submitted).toBe(5);
@@ -204,9 +189,9 @@ describe("FrameQueue drop policies", () => {
 
   test("the policy can be switched at run time", () => {
     const q = new FrameQueue(2, OUTPUT_MAGIC, "newest");
-    for (let i = 0; i < 3; i++) q.push(MessageType.OpusFrame, sized(i, 8), 0, i);
+    for (let i = 0; i < 3; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 8), 0, i);
     q.policy = "oldest";
-    q.push(MessageType.OpusFrame, sized(3, 8), 0, 3);
+    q.push(MessageType.OpusFrame, payloadOfSize(3, 8), 0, 3);
     expect(q.stats.dropped.queue_full).toBe(2);
     expect(indices(drainAll(q))).toEqual([1, 3]);
   });
@@ -222,7 +207,7 @@ describe("FrameQueue drop policies", () => {
 describe("FrameQueue dropOlderThan / dropAll / resize", () => {
   test("dropOlderThan drops exactly the frames enqueued before the cutoff, oldest first", () => {
     const q = new FrameQueue(8, OUTPUT_MAGIC);
-    [10, 20, 30, 40].forEach((t, i) => q.push(MessageType.OpusFrame, sized(i, 50), 0, t));
+    [10, 20, 30, 40].forEach((t, i) => q.push(MessageType.OpusFrame, payloadOfSize(i, 50), 0, t));
     expect(q.dropOlderThan(10, DropReason.WriteDeadline)).toBe(0); // strictly older only
     expect(q.dropOlderThan(30, DropReason.WriteDeadline)).toBe(2);
     expect(q.stats.dropped.write_deadline).toBe(2);
@@ -239,7 +224,7 @@ describe("FrameQueue dropOlderThan / dropAll / resize", () => {
 
   test("dropAll counts every queued frame under its reason and leaves a usable empty queue", () => {
     const q = new FrameQueue(4, OUTPUT_MAGIC);
-    for (let i = 0; i < 6; i++) q.push(MessageType.OpusFrame, sized(i, 200), 0, i); // 2 queue_full
+    for (let i = 0; i < 6; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 200), 0, i); // 2 queue_full
     expect(q.dropAll(DropReason.Shutdown)).toBe(4);
     expect(q.length).toBe(0);
     expect(q.byteLength).toBe(0);
@@ -248,7 +233,7 @@ describe("FrameQueue dropOlderThan / dropAll / resize", () => {
     expect(q.stats.submitted).toBe(q.stats.delivered + q.stats.droppedTotal);
     expect(q.dropAll(DropReason.NoClient)).toBe(0);
     expect(q.stats.dropped.no_client).toBe(0);
-    q.push(MessageType.OpusFrame, sized(9, 7), 0, 9);
+    q.push(MessageType.OpusFrame, payloadOfSize(9, 7), 0, 9);
     const run = readRun(q);
     expect(run.start).toBe(0);
     expect(indices(drainAll(q))).toEqual([9]);
@@ -256,10 +241,10 @@ describe("FrameQueue dropOlderThan / dropAll / resize", () => {
 
   test("resize up keeps every frame in order (also from a wrapped ring) and makes room", () => {
     const q = new FrameQueue(3, OUTPUT_MAGIC);
-    for (let i = 0; i < 3; i++) q.push(MessageType.OpusFrame, sized(i, MAX_PAYLOAD), 0, i);
+    for (let i = 0; i < 3; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, MAX_PAYLOAD), 0, i);
     q.shift(2);
-    q.push(MessageType.OpusFrame, sized(3, MAX_PAYLOAD), 0, 3);
-    q.push(MessageType.OpusFrame, sized(4, 100), 0, 4); // wrapped: 2, 3 at the end, 4 at the start
+    q.push(MessageType.OpusFrame, payloadOfSize(3, MAX_PAYLOAD), 0, 3);
+    q.push(MessageType.OpusFrame, payloadOfSize(4, 100), 0, 4); // wrapped: 2, 3 at the end, 4 at the start
     expect(q.contiguousRun(Infinity)).toBe(2);
     q.resize(10);
     expect(q.capacity).toBe(10);
@@ -268,14 +253,14 @@ describe("FrameQueue dropOlderThan / dropAll / resize", () => {
     expect(q.contiguousRun(Infinity)).toBe(3); // laid out contiguously again
     expect(q.enqueuedAtOf(0)).toBe(2);
     expect(q.enqueuedAtOf(2)).toBe(4);
-    for (let i = 5; i < 12; i++) q.push(MessageType.OpusFrame, sized(i, 300), 0, i);
+    for (let i = 5; i < 12; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 300), 0, i);
     expect(q.stats.dropped.queue_full).toBe(0);
     expect(indices(drainAll(q))).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
   });
 
   test("resize down keeps the newest in order and counts the rest as queue_full", () => {
     const q = new FrameQueue(10, OUTPUT_MAGIC);
-    for (let i = 0; i < 8; i++) q.push(MessageType.OpusFrame, sized(i, 40 + i), 0, i);
+    for (let i = 0; i < 8; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 40 + i), 0, i);
     q.shift(1);
     q.resize(3);
     expect(q.capacity).toBe(3);
@@ -283,14 +268,14 @@ describe("FrameQueue dropOlderThan / dropAll / resize", () => {
     expect(q.stats.dropped.queue_full).toBe(4);
     expect(q.byteLength).toBe(3 * HEADER_SIZE + 45 + 46 + 47);
     expect(q.isFull).toBe(true);
-    q.push(MessageType.OpusFrame, sized(8, 10), 0, 8); // drop-oldest at the new bound
+    q.push(MessageType.OpusFrame, payloadOfSize(8, 10), 0, 8); // drop-oldest at the new bound
     expect(q.stats.dropped.queue_full).toBe(5);
     expect(indices(drainAll(q))).toEqual([6, 7, 8]);
   });
 
   test("resize to the same capacity changes nothing", () => {
     const q = new FrameQueue(4, OUTPUT_MAGIC);
-    for (let i = 0; i < 4; i++) q.push(MessageType.OpusFrame, sized(i, 20), 0, i);
+    for (let i = 0; i < 4; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 20), 0, i);
     q.resize(4);
     expect(q.stats.droppedTotal).toBe(0);
     expect(indices(drainAll(q))).toEqual([0, 1, 2, 3]);
@@ -300,7 +285,7 @@ describe("FrameQueue dropOlderThan / dropAll / resize", () => {
     expect(() => new FrameQueue(0, OUTPUT_MAGIC)).toThrow(RangeError);
     expect(() => new FrameQueue(1.5, OUTPUT_MAGIC)).toThrow(RangeError);
     const q = new FrameQueue(4, OUTPUT_MAGIC);
-    for (let i = 0; i < 3; i++) q.push(MessageType.OpusFrame, sized(i, 20), 0, i);
+    for (let i = 0; i < 3; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 20), 0, i);
     expect(() => q.resize(0)).toThrow(RangeError);
     expect(q.capacity).toBe(4);
     expect(q.stats.droppedTotal).toBe(0);

@@ -7,9 +7,13 @@ import { describe, expect, test } from "bun:test";
 import { OutputServer, type OutputServerOptions } from "../../src/channels/output-server.ts";
 import { HEADER_SIZE, MAX_MESSAGE } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { RecordingClient } from "../support/peer.ts";
-import { indexedPayload, isIntactIndexedPayload, payloadIndex, sameBytes, until } from "../support/temp.ts";
+import { expectAccountedStats } from "../support/agent-log.ts";
+import { sameBytes } from "../support/bytes.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { expectIntactInOrder, indexedPayload } from "../support/payloads.ts";
+import { connectClient, RecordingClient } from "../support/peer.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
 
@@ -39,12 +43,6 @@ async function startServer(over: Partial<OutputServerOptions> = {}) {
   return { path, server };
 }
 
-async function connect(path: string, options: Parameters<typeof RecordingClient.connect>[1] = {}) {
-  const client = await RecordingClient.connect(path, options);
-  defer(() => client.close());
-  return client;
-}
-
 /** Lets queued microtasks (the writer's pump) and pending I/O callbacks run. */
 function tick(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -56,18 +54,12 @@ function tick(): Promise<void> {
  */
 function checkReceived(client: RecordingClient, maxSize = 4096): number[] {
   expect(client.error).toBeUndefined();
-  const indices = client.frames.map(payloadIndex);
-  const corrupt = client.frames.filter((p) => !isIntactIndexedPayload(p, maxSize)).length;
-  expect(corrupt).toBe(0);
-  const outOfOrder = indices.filter((i, k) => k > 0 && i <= indices[k - 1]).length;
-  expect(outOfOrder).toBe(0);
-  return indices;
+  return expectIntactInOrder(client.frames, maxSize);
 }
 
 function expectAccounted(server: OutputServer): void {
-  const s = server.stats;
   expect(server.idle).toBe(true);
-  expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+  expectAccountedStats(server.stats);
 }
 
 describe("FrameWriter live mode", () => {
@@ -77,7 +69,7 @@ describe("FrameWriter live mode", () => {
     expect(server.stats.dropped.no_client).toBe(7);
     expect(server.readings().queueDepth).toBe(0);
 
-    const client = await connect(path);
+    const client = await connectClient(defer, path);
     await until(() => server.connected, "client accepted");
     for (let i = 7; i < 10; i++) expect(server.sendFrame(indexedPayload(i))).toBe(true);
     await until(() => client.frames.length === 3, "3 frames");
@@ -93,7 +85,7 @@ describe("FrameWriter live mode", () => {
 
   test("queued frames go out coalesced: a burst of small frames is one write", async () => {
     const { path, server } = await startServer({ lossless: true });
-    const client = await connect(path);
+    const client = await connectClient(defer, path);
     await until(() => server.connected, "client accepted");
     // Submitted in one synchronous burst: the pump runs once, afterwards.
     for (let i = 0; i < 100; i++) server.sendFrame(indexedPayload(i, 200));
@@ -105,7 +97,7 @@ describe("FrameWriter live mode", () => {
 
   test("a paused reader: stale frames are dropped whole (write_deadline), the rest arrive whole and in order", async () => {
     const { path, server } = await startServer({ writeDeadlineMs: 20, stuckFrames: 50 });
-    const client = await connect(path, { paused: true });
+    const client = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
 
     // Fill the kernel buffers until a write comes back short: the writer is now blocked.
@@ -151,7 +143,7 @@ describe("FrameWriter live mode", () => {
       queueFrames: 100,
       socketBuffers: SMALL_SEND_BUFFER,
     });
-    const client = await connect(path);
+    const client = await connectClient(defer, path);
     await until(() => server.connected, "client accepted");
     // Read 5 ms, pause 40 ms, over and over, while a frame comes about every millisecond.
     let paused = false;
@@ -194,7 +186,7 @@ describe("FrameWriter live mode", () => {
       queueFrames: 20,
       socketBuffers: SMALL_SEND_BUFFER,
     });
-    const stuck = await connect(path, { paused: true });
+    const stuck = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
 
     let next = 0;
@@ -232,7 +224,7 @@ describe("FrameWriter live mode", () => {
     expect(checkReceived(stuck)).toEqual([...Array(deliveredToStuck).keys()]);
 
     // The server keeps accepting: a replacement client gets the frames sent from now on.
-    const replacement = await connect(path);
+    const replacement = await connectClient(defer, path);
     await until(() => server.connected, "replacement accepted");
     const first = next;
     for (let k = 0; k < 20; k++) server.sendFrame(indexedPayload(next++));
@@ -253,7 +245,7 @@ describe("FrameWriter lossless mode", () => {
       queueFrames: 32,
       socketBuffers: SMALL_SEND_BUFFER,
     });
-    const first = await connect(path, { keepRaw: true });
+    const first = await connectClient(defer, path, { keepRaw: true });
     await until(() => server.connected, "client accepted");
 
     const N = 4000;
@@ -284,7 +276,7 @@ describe("FrameWriter lossless mode", () => {
     }
     await until(() => !server.connected, "server saw the client go");
 
-    const second = await connect(path, { keepRaw: true });
+    const second = await connectClient(defer, path, { keepRaw: true });
     await producer;
     await until(() => server.idle && second.bytes === server.stats.deliveredBytes - first.bytes + first.pending, "all written");
 

@@ -5,15 +5,15 @@
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
-import { unlinkSync } from "node:fs";
 import { prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
 import type { ClientHandler } from "../../src/transport/unix-server.ts";
 import { UnixServer } from "../../src/transport/unix-server.ts";
 import type { Report } from "../../src/transport/report.ts";
 import { silent } from "../../src/transport/report.ts";
-import { makeStaleSocket, spawnListener } from "../support/cli.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { until } from "../support/temp.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { makeStaleSocket, spawnListener } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
 

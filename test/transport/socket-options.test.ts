@@ -1,5 +1,5 @@
-import { afterEach, describe, expect, test } from "bun:test";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { describe, expect, test } from "bun:test";
+import { closeSync, openSync } from "node:fs";
 import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
 import {
   getSocketBuffers,
@@ -11,6 +11,10 @@ import {
   setSocketBuffers,
 } from "../../src/transport/socket-options.ts";
 import { MAX_SOCKET_BUFFER_BYTES, MIN_SOCKET_BUFFER_BYTES, SOCKET_BUFFER_PRESETS } from "../../src/config.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { kernelBufferBytes } from "../support/proc.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 
 const KiB = 1024;
 
@@ -22,23 +26,11 @@ interface Pair {
   received: () => number;
 }
 
-const cleanups: (() => void)[] = [];
-
-afterEach(() => {
-  // Sockets first, then listeners, then directories: the order they were created, reversed.
-  for (const clean of cleanups.splice(0).reverse()) {
-    try {
-      clean();
-    } catch {
-      // Already closed by the test itself.
-    }
-  }
-});
+const defer = useCleanup();
 
 /** A connected Unix socket pair in its own short temp dir (sun_path is 108 bytes). */
 async function unixPair(opts: { pauseServer?: boolean } = {}): Promise<Pair> {
-  const dir = mkdtempSync("/tmp/sockopt-");
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const { dir } = socketDir(defer, "sockopt-");
   let received = 0;
   const { promise: accepted, resolve } = Promise.withResolvers<Socket<undefined>>();
   const listener = Bun.listen({
@@ -55,29 +47,15 @@ async function unixPair(opts: { pauseServer?: boolean } = {}): Promise<Pair> {
       drain() {},
     },
   });
-  cleanups.push(() => listener.stop(true));
+  defer(() => listener.stop(true));
   const client = await Bun.connect({
     unix: `${dir}/s.sock`,
     socket: { data() {}, drain() {} },
   });
-  cleanups.push(() => client.terminate());
+  defer(() => client.terminate());
   const server = await accepted;
-  cleanups.push(() => server.terminate());
+  defer(() => server.terminate());
   return { listener, client, server, received: () => received };
-}
-
-/** What Linux reports after a set: double the request, capped at the sysctl maximum. */
-function expectedReport(requested: number, sysctl: "wmem_max" | "rmem_max"): number {
-  const max = Number(readFileSync(`/proc/sys/net/core/${sysctl}`, "utf8").trim());
-  return 2 * Math.min(requested, max);
-}
-
-async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error("timed out waiting for condition");
-    await Bun.sleep(5);
-  }
 }
 
 describe("libc loading", () => {
@@ -146,8 +124,8 @@ describe("setSocketBuffers / getSocketBuffers on real Unix sockets", () => {
     const { client, server } = await unixPair();
     const preset = SOCKET_BUFFER_PRESETS["high-load"];
     const expected = {
-      sendBytes: expectedReport(preset.sendBytes, "wmem_max"),
-      receiveBytes: expectedReport(preset.receiveBytes, "rmem_max"),
+      sendBytes: kernelBufferBytes(preset.sendBytes, "send"),
+      receiveBytes: kernelBufferBytes(preset.receiveBytes, "receive"),
     };
     for (const socket of [client, server]) {
       const result = setSocketBuffers(socket.fd, preset);
@@ -235,7 +213,7 @@ describe("queue depth via ioctl", () => {
     expect(pair.received()).toBe(0);
 
     server.resume();
-    await waitFor(() => pair.received() === written);
+    await until(() => pair.received() === written, "everything written to arrive", 5000);
     expect(receiveQueueBytes(server.fd)).toEqual({ ok: true, fd: server.fd, bytes: 0 });
     expect(sendQueueBytes(client.fd)).toEqual({ ok: true, fd: client.fd, bytes: 0 });
   });

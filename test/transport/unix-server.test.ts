@@ -10,9 +10,11 @@ import { OutputServer } from "../../src/channels/output-server.ts";
 import { SocketPathError } from "../../src/transport/socket-file.ts";
 import { silent } from "../../src/transport/report.ts";
 import { UnixServer, type ClientHandler } from "../../src/transport/unix-server.ts";
-import { socketDir, useCleanup } from "../support/cleanup.ts";
-import { RecordingClient } from "../support/peer.ts";
-import { indexedPayload, payloadIndex, until } from "../support/temp.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { indexedPayload, payloadIndex } from "../support/payloads.ts";
+import { connectClient } from "../support/peer.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
 
@@ -41,22 +43,16 @@ async function startUnixServer(handler: ClientHandler) {
   return { path, server };
 }
 
-async function connect(path: string, options?: Parameters<typeof RecordingClient.connect>[1]) {
-  const client = await RecordingClient.connect(path, options);
-  defer(() => client.close());
-  return client;
-}
-
 describe("UnixServer: one client at a time", () => {
   test("a second client replaces the first, which is closed; only the current client's data is delivered", async () => {
     const { events, handler } = recordingHandler();
     const { path, server } = await startUnixServer(handler);
-    const first = await connect(path);
+    const first = await connectClient(defer, path);
     await until(() => events.length === 1, "first open");
     first.socket.write(new Uint8Array(5));
     await until(() => events.length === 2, "first data");
 
-    const second = await connect(path);
+    const second = await connectClient(defer, path);
     await first.closed;
     await until(() => events.length === 4, "replacement");
     expect(events).toEqual(["open 1", "data 1 5", "close 1 replaced by a new client", "open 2"]);
@@ -73,14 +69,14 @@ describe("UnixServer: one client at a time", () => {
   test("a client that leaves is reported as peer closed and the server accepts the next one", async () => {
     const { events, handler } = recordingHandler();
     const { path, server } = await startUnixServer(handler);
-    const first = await connect(path);
+    const first = await connectClient(defer, path);
     await until(() => events.length === 1, "open");
     first.socket.end();
     await until(() => events.length === 2, "close");
     expect(events[1]).toBe("close 1 peer closed");
     expect(server.client).toBeUndefined();
 
-    await connect(path);
+    await connectClient(defer, path);
     await until(() => events.length === 3, "second open");
     expect(events[2]).toBe("open 2");
     expect(server.replacements).toBe(0);
@@ -89,19 +85,19 @@ describe("UnixServer: one client at a time", () => {
   test("disconnect() closes the client with the given reason; the server keeps listening", async () => {
     const { events, handler } = recordingHandler();
     const { path, server } = await startUnixServer(handler);
-    const client = await connect(path);
+    const client = await connectClient(defer, path);
     await until(() => server.client !== undefined, "accepted");
     server.disconnect(server.client!, "told to go");
     await client.closed;
     expect(events).toEqual(["open 1", "close 1 told to go"]);
-    await connect(path);
+    await connectClient(defer, path);
     await until(() => events.length === 3, "next client");
   });
 
   test("stop() closes the client, removes the socket file and refuses new connections", async () => {
     const { events, handler } = recordingHandler();
     const { path, server } = await startUnixServer(handler);
-    const client = await connect(path);
+    const client = await connectClient(defer, path);
     await until(() => events.length === 1, "open");
     await server.stop();
     await client.closed;
@@ -117,7 +113,7 @@ describe("UnixServer: one client at a time", () => {
   test("a second server on the same path is refused and the first keeps its client", async () => {
     const { events, handler } = recordingHandler();
     const { path, server } = await startUnixServer(handler);
-    const client = await connect(path);
+    const client = await connectClient(defer, path);
     await until(() => events.length === 1, "open");
 
     const error = await UnixServer.listen({ path, mode: 0o660, report: silent, handler: recordingHandler().handler }).then(
@@ -149,12 +145,12 @@ describe("OutputServer client replacement", () => {
     });
     defer(() => server.stop());
 
-    const first = await connect(path);
+    const first = await connectClient(defer, path);
     await until(() => server.connected, "first accepted");
     for (let i = 0; i < 5; i++) server.sendFrame(indexedPayload(i));
     await until(() => first.frames.length === 5, "first gets 5");
 
-    const second = await connect(path);
+    const second = await connectClient(defer, path);
     await first.closed;
     await until(() => server.listener.replacements === 1 && server.connected, "second accepted");
     for (let i = 5; i < 15; i++) server.sendFrame(indexedPayload(i));
@@ -173,9 +169,9 @@ describe("UnixServer: connection drops", () => {
     const { events, handler } = recordingHandler();
     const { path, server } = await startUnixServer(handler);
 
-    const first = await connect(path);
+    const first = await connectClient(defer, path);
     await until(() => events.length === 1, "first open");
-    await connect(path); // replaces the first: its connection dropped
+    await connectClient(defer, path); // replaces the first: its connection dropped
     await first.closed;
     await until(() => server.connectionDrops === 1, "replacement counted");
 
@@ -183,12 +179,12 @@ describe("UnixServer: connection drops", () => {
     await until(() => server.client === undefined, "expected end");
     expect(server.connectionDrops).toBe(1);
 
-    const third = await connect(path);
+    const third = await connectClient(defer, path);
     await until(() => server.client !== undefined, "third open");
     third.socket.end(); // the peer leaves
     await until(() => server.connectionDrops === 2, "peer close counted");
 
-    await connect(path);
+    await connectClient(defer, path);
     await until(() => server.client !== undefined, "fourth open");
     await server.stop();
     expect(server.connectionDrops).toBe(2);

@@ -1,12 +1,16 @@
 /**
- * Real Ogg Opus files made by a real encoder (opus-tools' opusenc), from a
- * synthetic WAV written here, into a temp dir. The tests that use them need
- * opus-tools (opusenc, opusinfo, opusdec) on PATH, and ffmpeg for the
- * independent demuxer and the Vorbis file; a missing tool fails loudly.
+ * Ogg Opus files for tests: the repository's example, and real files made by
+ * a real encoder (opus-tools' opusenc) from a synthetic WAV written here,
+ * into a temp dir. The tests that use the latter need opus-tools (opusenc,
+ * opusinfo, opusdec) on PATH, and ffmpeg for the independent demuxer and the
+ * Vorbis file; a missing tool fails loudly.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+
+/** examples/tone.opus: stereo, 20 ms packets. */
+export const TONE = resolve(import.meta.dir, "../../examples/tone.opus");
 
 /**
  * 25 x 60 ms minus opusenc's 312-sample pre-skip: every frame size used
@@ -24,13 +28,14 @@ export function requireTool(name: string, pkg: string): string {
   return path;
 }
 
-export function run(cmd: string[]): { exitCode: number; stdout: string; stderr: string } {
+/** Runs a media tool to completion. */
+export function runTool(cmd: string[]): { exitCode: number; stdout: string; stderr: string } {
   const p = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" });
   return { exitCode: p.exitCode ?? -1, stdout: p.stdout.toString(), stderr: p.stderr.toString() };
 }
 
 function runOk(cmd: string[]): string {
-  const r = run(cmd);
+  const r = runTool(cmd);
   if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} exited ${r.exitCode}: ${r.stderr}`);
   return r.stdout;
 }

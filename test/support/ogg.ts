@@ -1,10 +1,7 @@
-/** Builders and readers shared by the Ogg tests. */
-import type { ByteSource } from "../../src/media/byte-source.ts";
-import type { FrameSource } from "../../src/media/frame-source.ts";
+/** Ogg pages and packets for tests: a page writer that collects its pages, and the pages and packets of a stream. */
 import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
 import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
 import { OggPageWriter, type OggPageWriterOptions } from "../../src/media/ogg-page-writer.ts";
-import { concatBytes } from "../support/bytes.ts";
 
 /** A page writer whose pages are collected as separate copies. */
 export function collectingWriter(serial: number, options?: OggPageWriterOptions) {
@@ -59,51 +56,4 @@ export function packetsOf(bytes: Uint8Array, capacity = 1 << 20): Uint8Array[] {
   }
   pages.finish();
   return out;
-}
-
-/** Serves `bytes` in chunks of the given sizes, cycling through them. */
-export function chunkedSource(bytes: Uint8Array, sizes: number[], name = "test"): ByteSource {
-  let at = 0;
-  let turn = 0;
-  // One buffer reused for every read, as FileByteSource does, so a reader
-  // that keeps a view into an old chunk sees it overwritten.
-  const buffer = new Uint8Array(Math.max(...sizes));
-  return {
-    name,
-    rewindable: true,
-    async read() {
-      if (at >= bytes.length) return null;
-      const size = Math.min(sizes[turn++ % sizes.length]!, bytes.length - at);
-      buffer.set(bytes.subarray(at, at + size));
-      at += size;
-      return buffer.subarray(0, size);
-    },
-    rewind() {
-      at = 0;
-      turn = 0;
-    },
-    async close() {},
-  };
-}
-
-export interface Drained {
-  frames: { payload: Uint8Array; timeMs: number }[];
-  error?: Error;
-}
-
-/** Pulls a source to its end, copying every frame; an error ends the pull and is returned. */
-export async function drain(source: FrameSource): Promise<Drained> {
-  const frames: Drained["frames"] = [];
-  try {
-    for (;;) {
-      const frame = source.next();
-      if (frame) {
-        frames.push({ payload: frame.payload.slice(), timeMs: frame.timeMs });
-        continue;
-      }
-      if (!(await source.fill())) return { frames };
-    }
-  } catch (e) {
-    return { frames, error: e as Error };
-  }
 }

@@ -1,0 +1,60 @@
+/**
+ * What Linux reports under /proc: the resident memory and open file
+ * descriptors of a process, the TCP sockets listening on a port, and the
+ * socket buffer sizes it grants.
+ */
+import { readdirSync, readFileSync } from "node:fs";
+import { rssKiB } from "../../src/bench/runner.ts";
+
+/** VmRSS of a process in KiB, 0 when it is gone (the bench's own reader). */
+export { rssKiB };
+
+/** Samples the VmRSS of `pid` every `everyMs` until `until` settles; resolves with the peak (KiB, 0 if never seen). */
+export async function peakRss(pid: number, until: Promise<unknown>, everyMs = 10): Promise<number> {
+  let peak = 0;
+  let settled = false;
+  until.finally(() => (settled = true)).catch(() => {});
+  while (!settled) {
+    peak = Math.max(peak, rssKiB(pid));
+    await Bun.sleep(everyMs);
+  }
+  return peak;
+}
+
+/** Open file descriptors of a process. */
+export function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/**
+ * Addresses of the TCP sockets listening on `port`, from /proc/net/tcp then
+ * /proc/net/tcp6, in the kernel's hex ("0100007F" is 127.0.0.1).
+ */
+export function listeners(port: number): string[] {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  const found: string[] = [];
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text = "";
+    try {
+      text = readFileSync(table, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length < 4) continue;
+      const [address, p] = cols[1]!.split(":");
+      if (p === hexPort && cols[3] === "0A") found.push(address!); // 0A: LISTEN
+    }
+  }
+  return found;
+}
+
+/**
+ * What getsockopt reports after setsockopt(requested): Linux clamps the
+ * request to net.core.{w,r}mem_max and doubles it for bookkeeping.
+ */
+export function kernelBufferBytes(requested: number, which: "send" | "receive" = "send"): number {
+  const max = Number(readFileSync(`/proc/sys/net/core/${which === "send" ? "wmem_max" : "rmem_max"}`, "utf8"));
+  return 2 * Math.min(requested, max);
+}
