@@ -8,6 +8,7 @@ import {
   type OptionName,
   type Role,
 } from "../config.ts";
+import { SourceFormatError } from "../media/file-format.ts";
 import { Logger } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";
@@ -116,7 +117,7 @@ function parseFlags(role: Role, args: string[]): Record<string, unknown> {
 
 function describeFailure(e: unknown): { code: number; message: string } {
   if (e instanceof UsageError || e instanceof ConfigError) return { code: EXIT_USAGE, message: e.message };
-  if (e instanceof SocketPathError) return { code: EXIT_USAGE, message: e.message };
+  if (e instanceof SocketPathError || e instanceof SourceFormatError) return { code: EXIT_USAGE, message: e.message };
   if (e instanceof ConnectTimeoutError || e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };
   const err = e as NodeJS.ErrnoException;
   if (err?.code === "ENOENT" && err.path) return { code: EXIT_FAILURE, message: `no such file: ${err.path}` };

@@ -2,6 +2,7 @@ import { realpath, stat } from "node:fs/promises";
 import { isAbsolute } from "node:path";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
 import { FifoSource, type FifoReport } from "./fifo-source.ts";
+import { checkFileFormat, type MediaFormat } from "./file-format.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import type { FrameSource, SourceFrame } from "./frame-source.ts";
 import { OggSink } from "./ogg-sink.ts";
@@ -9,7 +10,7 @@ import { OggSource } from "./ogg-source.ts";
 import { WireSink } from "./wire-sink.ts";
 import { WireSource } from "./wire-source.ts";
 
-export type MediaFormat = "wire" | "ogg";
+export type { MediaFormat };
 
 export interface SourceOptions {
   /** Ogg: skip (and count) pages with a bad CRC instead of failing. */
@@ -25,9 +26,10 @@ export interface SinkOptions {
 }
 
 /**
- * Opens a source of `format` without waiting for anything: a named pipe
- * follows its writers one after another, each read only once it comes; a
- * file, stdin ("-") and devices are read once, to their end.
+ * Opens a source of `format` without waiting for anything: a regular file's
+ * format is checked now (a mistake is told at start); a named pipe follows
+ * its writers one after another, each read only once it comes; stdin ("-")
+ * and devices are read once, to their end.
  */
 export async function openSource(format: MediaFormat, path: string, options: SourceOptions): Promise<FrameSource> {
   const read = (bytes: ByteSource): FrameSource => {
@@ -43,6 +45,7 @@ export async function openSource(format: MediaFormat, path: string, options: Sou
     // A FIFO in the file system, which the next writer opens again; not an anonymous pipe reached
     // through /dev/stdin or /proc/self/fd (its "real path" is pipe:[inode]), which ends with its writer.
     if (kind.isFIFO() && isAbsolute(await realpath(path))) return new FifoSource(path, read, options.report);
+    if (kind.isFile()) await checkFileFormat(path, format);
   }
   return read(await openByteSource(path));
 }
