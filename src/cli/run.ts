@@ -1,10 +1,11 @@
-import { parseArgs } from "node:util";
 import {
   ConfigError,
   loadConfigFile,
   OPTIONS,
+  readFlags,
   resolveSettings,
   ROLE_OPTIONS,
+  type FlagSpecs,
   type OptionName,
   type Role,
 } from "../config.ts";
@@ -98,21 +99,11 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
 }
 
 function parseFlags(role: Role, args: string[]): Record<string, unknown> {
-  const names = ROLE_OPTIONS[role] as readonly OptionName[];
-  const options: Record<string, { type: "string" | "boolean" }> = {
-    help: { type: "boolean" },
-    config: { type: "string" },
-  };
-  for (const name of names) options[name] = { type: OPTIONS[name].flag };
-  try {
-    const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true });
-    if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (see ${role} --help)`);
-    return values;
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-    const message = (e as Error).message.replace(/\. To specify a positional argument.*$/s, "");
-    throw new UsageError(`${message} (see audio-agent ${role} --help)`);
-  }
+  const flags: FlagSpecs = { help: { type: "boolean", short: "h" }, config: { type: "string", allowed: "a JSON file" } };
+  for (const name of ROLE_OPTIONS[role] as readonly OptionName[]) flags[name] = { type: OPTIONS[name].flag, allowed: OPTIONS[name].allowed };
+  const { values, positionals } = readFlags(args, flags, role);
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (see audio-agent ${role} --help)`);
+  return values;
 }
 
 function describeFailure(e: unknown): { code: number; message: string } {
