@@ -152,6 +152,7 @@ export const OPTIONS = {
   "adaptive-calm-ms": { flag: "string", help: "quiet time after which the optimizer relaxes to the defaults", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000), default: 30000 },
   metrics: { flag: "string", help: "serve /metrics and /healthz at HOST:PORT (PORT alone: loopback)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress, written: hostPort },
   monitor: { flag: "string", help: "serve the live web monitor at HOST:PORT (PORT alone: loopback; may equal --metrics)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress, written: hostPort },
+  "stats-interval": { flag: "string", help: "log a summary (frames, bytes, drops by reason, clients, latency p99) of each interval of this many seconds (0: never)", allowed: "seconds 0..86400 (0: off)", schema: v.pipe(numberLike, v.number(), v.minValue(0), v.maxValue(86_400)), default: 60 },
   "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]), default: "info" },
   "log-format": { flag: "string", help: "log line format on stderr", allowed: "text, json", schema: choice(["text", "json"]), default: "text" },
 } as const satisfies Record<string, OptionSpec>;
@@ -168,6 +169,7 @@ const COMMON = [
   "adaptive-calm-ms",
   "metrics",
   "monitor",
+  "stats-interval",
   "log-level",
   "log-format",
 ] as const satisfies readonly OptionName[];

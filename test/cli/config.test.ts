@@ -138,6 +138,7 @@ describe("config print", () => {
       "adaptive-threshold": 10,
       "adaptive-window-ms": 5000,
       "adaptive-calm-ms": 30000,
+      "stats-interval": 60,
       "log-level": "info",
       "log-format": "text",
     });
