@@ -1,3 +1,4 @@
+import { parseArgs } from "node:util";
 import * as v from "valibot";
 import type { Channel } from "./protocol/index.ts";
 
@@ -28,6 +29,8 @@ interface OptionSpec {
   required?: true;
   /** The environment variable, when it is not AUDIO_AGENT_<NAME>; per channel where they differ. */
   env?: Record<Channel, string>;
+  /** Writes a validated value back as a flag or config file gives it, where the two differ (a mode, an address). */
+  written?: (value: unknown) => string;
 }
 
 export interface SocketBufferSizes {
@@ -83,6 +86,15 @@ const fileMode = v.pipe(
   v.transform((m) => (typeof m === "number" ? m : parseInt(m, 8))),
 );
 
+/** 0o660 -> "0660". */
+const octal = (mode: unknown) => `0${(mode as number).toString(8).padStart(3, "0")}`;
+
+/** { host: "::1", port: 9100 } -> "[::1]:9100". */
+function hostPort(address: unknown): string {
+  const { host, port } = address as { host: string; port: number };
+  return `${host.includes(":") ? `[${host}]` : host}:${port}`;
+}
+
 /** "HOST:PORT", ":PORT" or "PORT"; without a host, loopback. */
 const listenAddress = v.pipe(
   v.union([v.pipe(v.number(), v.transform(String)), v.string()]),
@@ -121,7 +133,7 @@ export const OPTIONS = {
   count: { flag: "string", help: "exit after receiving N frames", allowed: "an integer 1..2^53", schema: integer(1, Number.MAX_SAFE_INTEGER) },
   once: { flag: "boolean", help: "exit when the first connection (session) ends", allowed: "true, false", schema: booleanLike, default: false },
   "connect-timeout": { flag: "string", help: "give up (exit 1) after S seconds without a server", allowed: "seconds > 0", schema: v.pipe(numberLike, v.number(), v.minValue(0.001)) },
-  "socket-mode": { flag: "string", help: "file mode of the socket (octal)", allowed: "octal 000..777, e.g. 0660", schema: fileMode, default: 0o660 },
+  "socket-mode": { flag: "string", help: "file mode of the socket (octal)", allowed: "octal 000..777, e.g. 0660", schema: fileMode, default: 0o660, written: octal },
   "queue-frames": { flag: "string", help: "send queue bound in frames", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 500 },
   drop: { flag: "string", help: "which frame to drop when the queue is full", allowed: "oldest, newest", schema: choice(["oldest", "newest"]), default: "oldest" },
   "write-deadline-ms": { flag: "string", help: "live mode: drop frames that waited longer than this (0: never)", allowed: "an integer 0..60000", schema: integer(0, 60_000), default: 50 },
@@ -138,8 +150,9 @@ export const OPTIONS = {
   "adaptive-threshold": { flag: "string", help: "pressure events (overflows, deadline drops) within the window that escalate", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 10 },
   "adaptive-window-ms": { flag: "string", help: "window in which the threshold counts", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000), default: 5000 },
   "adaptive-calm-ms": { flag: "string", help: "quiet time after which the optimizer relaxes to the defaults", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000), default: 30000 },
-  metrics: { flag: "string", help: "serve /metrics and /healthz at HOST:PORT (PORT alone: loopback)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress },
-  monitor: { flag: "string", help: "serve the live web monitor at HOST:PORT (PORT alone: loopback; may equal --metrics)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress },
+  metrics: { flag: "string", help: "serve /metrics and /healthz at HOST:PORT (PORT alone: loopback)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress, written: hostPort },
+  monitor: { flag: "string", help: "serve the live web monitor at HOST:PORT (PORT alone: loopback; may equal --metrics)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress, written: hostPort },
+  "stats-interval": { flag: "string", help: "log a summary (frames, bytes, drops by reason, clients, latency p99) of each interval of this many seconds (0: never)", allowed: "seconds 0..86400 (0: off)", schema: v.pipe(numberLike, v.number(), v.minValue(0), v.maxValue(86_400)), default: 60 },
   "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]), default: "info" },
   "log-format": { flag: "string", help: "log line format on stderr", allowed: "text, json", schema: choice(["text", "json"]), default: "text" },
 } as const satisfies Record<string, OptionSpec>;
@@ -156,6 +169,7 @@ const COMMON = [
   "adaptive-calm-ms",
   "metrics",
   "monitor",
+  "stats-interval",
   "log-level",
   "log-format",
 ] as const satisfies readonly OptionName[];
@@ -192,6 +206,12 @@ export function defaultOf(option: OptionName, channel: Channel): unknown {
   const spec: OptionSpec = OPTIONS[option];
   const value = spec.default;
   return typeof value === "object" && value !== null && channel in value ? (value as Record<Channel, unknown>)[channel] : value;
+}
+
+/** A validated value as a flag or a config file writes it: what the option's schema reads back. */
+export function writtenValue(option: OptionName, value: unknown): unknown {
+  const spec: OptionSpec = OPTIONS[option];
+  return spec.written ? spec.written(value) : value;
 }
 
 /** A config file's settings, validated: top level for every role, sections per channel. */
@@ -320,4 +340,30 @@ export function resolveSettings<R extends Role>(role: R, sources: ConfigSources,
     }
   }
   return out as RoleSettings<R>;
+}
+
+/** The flags a command takes: how each is read, and for a value what is allowed. */
+export type FlagSpecs = Record<string, { type: "string" | "boolean"; short?: string; allowed?: string }>;
+
+/**
+ * Reads a command line's flags and positional arguments. parseArgs finds the
+ * tokens; each mistake (an unknown flag, a flag missing its value, a value
+ * given to a switch) is a ConfigError of one line naming the flag.
+ */
+export function readFlags(args: string[], flags: FlagSpecs, command: string): { values: Record<string, string | boolean>; positionals: string[] } {
+  const { values, positionals, tokens } = parseArgs({ args, options: flags, strict: false, allowPositionals: true, tokens: true });
+  const see = `see audio-agent ${command} --help`;
+  for (const token of tokens) {
+    if (token.kind !== "option") continue;
+    const spec = flags[token.name];
+    if (!spec) throw new ConfigError(`${command}: unknown option ${token.rawName} (${see})`);
+    if (spec.type === "boolean" && token.value !== undefined) {
+      throw new ConfigError(`${command}: ${token.rawName} takes no value, found "${token.value}" (${see})`);
+    }
+    // "--count --once": the next flag is not a value, the value is missing.
+    if (spec.type === "string" && (token.value === undefined || (!token.inlineValue && token.value.startsWith("--")))) {
+      throw new ConfigError(`${command}: ${token.rawName} needs a value${spec.allowed ? ` (${spec.allowed})` : ""}`);
+    }
+  }
+  return { values: values as Record<string, string | boolean>, positionals };
 }

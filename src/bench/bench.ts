@@ -15,7 +15,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { ConfigError, readFlags, type FlagSpecs } from "../config.ts";
 import { parseDriverArgs, runDriver, type HeapSample } from "./driver.ts";
 import NATIVE_SOURCE from "./native-baseline.c" with { type: "text" };
 import { formatTable, framesPerSecond, judge, type Row } from "./report.ts";
@@ -91,21 +91,30 @@ export interface BenchReport {
   notes: string[];
 }
 
-const OPTIONS = {
+const OPTIONS: FlagSpecs = {
   quick: { type: "boolean" },
-  only: { type: "string" },
+  only: { type: "string", allowed: `a comma-separated list of ${SCENARIOS.join(", ")}` },
   "no-native": { type: "boolean" },
-  binary: { type: "string" },
-  out: { type: "string" },
+  binary: { type: "string", allowed: "a path" },
+  out: { type: "string", allowed: "a directory" },
   help: { type: "boolean", short: "h" },
-} as const;
+};
 
-type BenchOptions = ReturnType<typeof parseArgs<{ args: string[]; options: typeof OPTIONS; strict: true }>>["values"];
+interface BenchOptions {
+  quick?: boolean;
+  only?: string;
+  "no-native"?: boolean;
+  binary?: string;
+  out?: string;
+  help?: boolean;
+}
 
-/** The orchestrator's options, or an Error to print with the usage. */
+/** The orchestrator's options, or an Error to print. */
 function parseOptions(argv: string[]): { values: BenchOptions; only: string[] } | Error {
   try {
-    const { values } = parseArgs({ args: argv, options: OPTIONS, strict: true });
+    const { values: read, positionals } = readFlags(argv, OPTIONS, "bench");
+    if (positionals.length > 0) throw new Error(`unexpected argument "${positionals[0]}" (see audio-agent bench --help)`);
+    const values = read as BenchOptions;
     const only = values.only ? values.only.split(",").map((s) => s.trim()) : [...SCENARIOS];
     for (const name of only) {
       if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`--only: unknown scenario "${name}"; allowed: ${SCENARIOS.join(", ")}`);
@@ -119,7 +128,8 @@ function parseOptions(argv: string[]): { values: BenchOptions; only: string[] } 
 /** `audio-agent bench ...`; resolves with the exit code (2: bad arguments, 1: a scenario broke). */
 export async function bench(argv: string[], host: BenchHost = {}): Promise<number> {
   const usage = (e: Error) => {
-    process.stderr.write(`audio-agent bench: ${e.message}\n\n${HELP}`);
+    // readFlags' errors name the command already.
+    process.stderr.write(`audio-agent: ${e instanceof ConfigError ? e.message : `bench: ${e.message}`}\n`);
     return 2;
   };
   if (argv.includes("--driver")) {

@@ -1,4 +1,4 @@
-import { defaultOf, envName, OPTIONS, ROLE_OPTIONS, type Channel, type OptionName, type Role } from "../config.ts";
+import { defaultOf, envName, OPTIONS, ROLE_OPTIONS, writtenValue, type Channel, type OptionName, type Role } from "../config.ts";
 
 export const TOP_HELP = `audio-agent: JetKVM-compatible audio IPC over Unix sockets
 
@@ -38,13 +38,14 @@ export function roleHelp(role: Role): string {
     const spec = OPTIONS[option];
     const arg = spec.flag === "boolean" ? "" : ` <${spec.allowed}>`;
     const env = envName(option, channel);
-    const def = option === "socket" ? ` (default ${defaultOf(option, channel)})` : "";
+    const value = defaultOf(option, channel);
+    const def = value === undefined ? "" : ` (default: ${typeof value === "boolean" ? (value ? "on" : "off") : writtenValue(option, value)})`;
     lines.push(`  --${option}${arg}`, `      ${spec.help}${def}; env ${env}`);
   }
   lines.push(
     "  --config <file>",
     "      JSON config file (default /etc/audio-agent.json when it exists); env AUDIO_AGENT_CONFIG",
-    "  --help",
+    "  -h, --help",
     "      this text",
     "",
     "Precedence: flags > environment > config file > defaults.",

@@ -1,13 +1,15 @@
-import { parseArgs } from "node:util";
 import {
   ConfigError,
   loadConfigFile,
   OPTIONS,
+  readFlags,
   resolveSettings,
   ROLE_OPTIONS,
+  type FlagSpecs,
   type OptionName,
   type Role,
 } from "../config.ts";
+import { SourceFormatError } from "../media/file-format.ts";
 import { Logger } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";
@@ -97,26 +99,16 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
 }
 
 function parseFlags(role: Role, args: string[]): Record<string, unknown> {
-  const names = ROLE_OPTIONS[role] as readonly OptionName[];
-  const options: Record<string, { type: "string" | "boolean" }> = {
-    help: { type: "boolean" },
-    config: { type: "string" },
-  };
-  for (const name of names) options[name] = { type: OPTIONS[name].flag };
-  try {
-    const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true });
-    if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (see ${role} --help)`);
-    return values;
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-    const message = (e as Error).message.replace(/\. To specify a positional argument.*$/s, "");
-    throw new UsageError(`${message} (see audio-agent ${role} --help)`);
-  }
+  const flags: FlagSpecs = { help: { type: "boolean", short: "h" }, config: { type: "string", allowed: "a JSON file" } };
+  for (const name of ROLE_OPTIONS[role] as readonly OptionName[]) flags[name] = { type: OPTIONS[name].flag, allowed: OPTIONS[name].allowed };
+  const { values, positionals } = readFlags(args, flags, role);
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (see audio-agent ${role} --help)`);
+  return values;
 }
 
 function describeFailure(e: unknown): { code: number; message: string } {
   if (e instanceof UsageError || e instanceof ConfigError) return { code: EXIT_USAGE, message: e.message };
-  if (e instanceof SocketPathError) return { code: EXIT_USAGE, message: e.message };
+  if (e instanceof SocketPathError || e instanceof SourceFormatError) return { code: EXIT_USAGE, message: e.message };
   if (e instanceof ConnectTimeoutError || e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };
   const err = e as NodeJS.ErrnoException;
   if (err?.code === "ENOENT" && err.path) return { code: EXIT_FAILURE, message: `no such file: ${err.path}` };

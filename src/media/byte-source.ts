@@ -1,4 +1,4 @@
-import { open, type FileHandle } from "node:fs/promises";
+import { open, stat, type FileHandle } from "node:fs/promises";
 
 /** Chunks of bytes from a file or stdin ("-"), read asynchronously so signals and sockets keep flowing. */
 export interface ByteSource {
@@ -59,18 +59,21 @@ class StreamByteSource implements ByteSource {
   }
 }
 
-/** Opens `path` for reading; "-" is stdin. A FIFO or character device is read as a stream. */
+/**
+ * Opens `path` for reading; "-" is stdin. A FIFO or character device is read
+ * as a stream. Nothing here waits for a FIFO's writer: that happens at the
+ * first read, off the event loop.
+ */
 export async function openByteSource(path: string): Promise<ByteSource> {
+  if (path === "-") return streamByteSource(path);
+  const kind = await stat(path);
+  if (kind.isDirectory()) throw new Error(`source ${path} is a directory, expected a file or "-"`);
+  if (!kind.isFile()) return streamByteSource(path);
+  return new FileByteSource(path, await open(path, "r"));
+}
+
+/** Stdin ("-"), a FIFO or a device as a stream; opened afresh on each call (a FIFO: for its next writer). */
+export function streamByteSource(path: string): ByteSource {
   if (path === "-") return new StreamByteSource("stdin", Bun.stdin.stream().getReader());
-  const handle = await open(path, "r");
-  const stat = await handle.stat();
-  if (stat.isDirectory()) {
-    await handle.close();
-    throw new Error(`source ${path} is a directory, expected a file or "-"`);
-  }
-  if (!stat.isFile()) {
-    await handle.close();
-    return new StreamByteSource(path, Bun.file(path).stream().getReader());
-  }
-  return new FileByteSource(path, handle);
+  return new StreamByteSource(path, Bun.file(path).stream().getReader());
 }

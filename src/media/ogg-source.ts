@@ -1,5 +1,6 @@
 import { MAX_PAYLOAD, type AudioConfig } from "../protocol/index.ts";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
+import { printable } from "./file-format.ts";
 import type { FrameSource, SourceFrame } from "./frame-source.ts";
 import { OggError } from "./ogg-error.ts";
 import type { OggPage } from "./ogg-page.ts";
@@ -205,8 +206,4 @@ export class OggSource implements FrameSource {
     this.failure = error;
     return error;
   }
-}
-
-function printable(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : ".")).join("");
 }

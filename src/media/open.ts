@@ -1,3 +1,8 @@
+import { realpath, stat } from "node:fs/promises";
+import { isAbsolute } from "node:path";
+import { openByteSource, type ByteSource } from "./byte-source.ts";
+import { FifoSource, type FifoReport } from "./fifo-source.ts";
+import { checkFileFormat, type MediaFormat } from "./file-format.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import type { FrameSource, SourceFrame } from "./frame-source.ts";
 import { OggSink } from "./ogg-sink.ts";
@@ -5,11 +10,13 @@ import { OggSource } from "./ogg-source.ts";
 import { WireSink } from "./wire-sink.ts";
 import { WireSource } from "./wire-source.ts";
 
-export type MediaFormat = "wire" | "ogg";
+export type { MediaFormat };
 
 export interface SourceOptions {
   /** Ogg: skip (and count) pages with a bad CRC instead of failing. */
   lenient: boolean;
+  /** A FIFO source tells of its writers coming and going here. */
+  report: FifoReport;
 }
 
 export interface SinkOptions {
@@ -18,13 +25,29 @@ export interface SinkOptions {
   pageMs: number;
 }
 
+/**
+ * Opens a source of `format` without waiting for anything: a regular file's
+ * format is checked now (a mistake is told at start); a named pipe follows
+ * its writers one after another, each read only once it comes; stdin ("-")
+ * and devices are read once, to their end.
+ */
 export async function openSource(format: MediaFormat, path: string, options: SourceOptions): Promise<FrameSource> {
-  switch (format) {
-    case "wire":
-      return WireSource.open(path);
-    case "ogg":
-      return OggSource.open(path, { lenient: options.lenient });
+  const read = (bytes: ByteSource): FrameSource => {
+    switch (format) {
+      case "wire":
+        return WireSource.from(bytes);
+      case "ogg":
+        return OggSource.from(bytes, { lenient: options.lenient });
+    }
+  };
+  if (path !== "-") {
+    const kind = await stat(path);
+    // A FIFO in the file system, which the next writer opens again; not an anonymous pipe reached
+    // through /dev/stdin or /proc/self/fd (its "real path" is pipe:[inode]), which ends with its writer.
+    if (kind.isFIFO() && isAbsolute(await realpath(path))) return new FifoSource(path, read, options.report);
+    if (kind.isFile()) await checkFileFormat(path, format);
   }
+  return read(await openByteSource(path));
 }
 
 export function openSink(format: MediaFormat, path: string, options: SinkOptions): FrameSink {
@@ -39,7 +62,6 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
 /** Is the source a live stream (stdin, a FIFO) rather than a file that can be read at leisure? */
 export async function isLiveSource(path: string): Promise<boolean> {
   if (path === "-") return true;
-  const { stat } = await import("node:fs/promises");
   return !(await stat(path)).isFile();
 }
 

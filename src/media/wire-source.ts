@@ -29,6 +29,11 @@ export class WireSource implements FrameSource {
     return new WireSource(await openByteSource(path));
   }
 
+  /** Reads from any ByteSource (one writer's stream on a FIFO, chunks cut by a test). */
+  static from(bytes: ByteSource): WireSource {
+    return new WireSource(bytes);
+  }
+
   next(): SourceFrame | undefined {
     const parser = this.parser;
     if (!parser) return undefined;

@@ -153,14 +153,24 @@ export class LatencyMonitor {
     }
   }
 
-  /** Current statistics for one operation, or undefined if it has never been recorded. */
-  snapshot(operation: string): LatencySnapshot | undefined {
+  /**
+   * Current statistics for one operation, or undefined if it has never been
+   * recorded; percentiles and max over the window, or over only its `latest`
+   * samples (those since an earlier look, as far as the window holds them).
+   */
+  snapshot(operation: string, latest = Infinity): LatencySnapshot | undefined {
     const s = this.states.get(operation);
     if (s === undefined) return undefined;
-    const n = s.filled;
-    // Sort a copy: the ring must keep its arrival order for eviction.
+    const n = Math.max(1, Math.min(s.filled, latest));
+    // Sort a copy: the ring must keep its arrival order for eviction. The newest n samples end
+    // just before `next`, wrapping round to the end of a full ring.
     const sorted = this.scratch.subarray(0, n);
-    sorted.set(s.window.subarray(0, n));
+    const wrapped = n - s.next;
+    if (wrapped <= 0) sorted.set(s.window.subarray(s.next - n, s.next));
+    else {
+      sorted.set(s.window.subarray(s.filled - wrapped, s.filled));
+      sorted.set(s.window.subarray(0, s.next), wrapped);
+    }
     sorted.sort();
     return {
       count: s.count,
@@ -171,6 +181,11 @@ export class LatencyMonitor {
       p99: nearestRank(sorted, 99),
       max: sorted[n - 1],
     };
+  }
+
+  /** Samples recorded for `operation` so far (0 when never). */
+  recorded(operation: string): number {
+    return this.states.get(operation)?.count ?? 0;
   }
 
   /** Operation names in the order they were first recorded. */

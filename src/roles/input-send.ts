@@ -21,12 +21,16 @@ const FINAL_FLUSH_MS = 1000;
 export async function inputSend(settings: RoleSettings<"input send">, logger: Logger, shutdown: Shutdown): Promise<void> {
   const report = logger.for("input-client");
   const live = settings.realtime || (await isLiveSource(settings.source));
-  // Opening a FIFO waits for its writer (the encoder): a signal must still end the wait.
-  const opened = await shutdown.race(openSource(settings.format, settings.source, { lenient: settings.lenient }));
-  if (!opened) return;
+  const opened = await openSource(settings.format, settings.source, { lenient: settings.lenient, report: logger.for("source") });
   // An Ogg source knows its channels and rate only once the OpusHead packet is parsed, and its
-  // frame size once the first audio packet is: read up to that packet before building the Config.
-  const source = settings.format === "ogg" ? await readUpToFirstFrame(opened) : opened;
+  // frame size once the first audio packet is: unless the flags give all three, read up to that
+  // packet (from a FIFO: its first writer's) before building the Config; a signal ends the wait.
+  const configFromFlags = settings["sample-rate"] !== undefined && settings.channels !== undefined && settings["frame-size"] !== undefined;
+  const source = settings.format === "ogg" && !configFromFlags ? await shutdown.race(readUpToFirstFrame(opened)) : opened;
+  if (!source) {
+    await opened.close();
+    return;
+  }
   const config: AudioConfig = {
     sampleRate: settings["sample-rate"] ?? source.audioConfig?.sampleRate ?? DEFAULT_AUDIO_CONFIG.sampleRate,
     channels: settings.channels ?? source.audioConfig?.channels ?? DEFAULT_AUDIO_CONFIG.channels,

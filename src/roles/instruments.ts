@@ -6,7 +6,7 @@ import { LatencyMonitor } from "../observe/latency-monitor.ts";
 import type { Logger } from "../observe/logger.ts";
 import type { AgentMetrics } from "../observe/metrics.ts";
 import { MonitorHub, monitorFigures } from "../observe/monitor/hub.ts";
-import { healthFields, type ChannelReadings } from "../observe/readings.ts";
+import { healthFields, summaryFields, type ChannelReadings } from "../observe/readings.ts";
 import type { Report } from "../transport/report.ts";
 import { DropReason } from "../transport/frame-stats.ts";
 
@@ -19,6 +19,7 @@ type InstrumentSettings = Settings<
   | "adaptive-calm-ms"
   | "metrics"
   | "monitor"
+  | "stats-interval"
 >;
 
 export interface InstrumentsOptions {
@@ -45,6 +46,9 @@ export class Instruments implements ChannelObserver {
   readonly monitor: MonitorHub | undefined;
   private servers: AgentHttpServer[] = [];
   private readonly sampler: ReturnType<typeof setInterval>;
+  /** The --stats-interval timer, and what the last summary line had seen. */
+  private readonly statsTimer: ReturnType<typeof setInterval> | undefined;
+  private statsSeen: { at: number; counts: Record<string, number>; samples: Map<string, number> };
   /** Pressure already fed to the optimizer: short writes and deadline drops. */
   private pressureSeen = { shortWrites: 0, deadlineDrops: 0 };
   private readonly report: Report;
@@ -107,6 +111,9 @@ export class Instruments implements ChannelObserver {
     }
     const every = Math.min(SAMPLE_MS, settings["adaptive-calm-ms"], settings["adaptive-window-ms"]);
     this.sampler = setInterval(() => this.sample(), every);
+    this.statsSeen = { at: this.started, counts: statsCounts(first), samples: new Map() };
+    const statsMs = settings["stats-interval"] * 1000;
+    if (statsMs > 0) this.statsTimer = setInterval(() => this.logStats(), statsMs);
   }
 
   /** Starts the HTTP endpoints --metrics and --monitor asked for (one server when they share an address). */
@@ -165,6 +172,7 @@ export class Instruments implements ChannelObserver {
 
   async stop(): Promise<void> {
     clearInterval(this.sampler);
+    clearInterval(this.statsTimer);
     this.monitor?.stop();
     await Promise.all(this.servers.map((s) => s.stop()));
   }
@@ -186,6 +194,36 @@ export class Instruments implements ChannelObserver {
     optimizer.tick();
   }
 
+  /**
+   * The --stats-interval line: what happened since the last one (frames,
+   * bytes, drops by reason, connects, the end's own counts) and each
+   * latency's p99 over the samples taken since (as far as the window holds).
+   * Runs on its own timer; nothing is added to the audio path.
+   */
+  private logStats(): void {
+    const r = this.end.readings();
+    const now = performance.now();
+    const counts = statsCounts(r);
+    const seen = this.statsSeen;
+    const fields: Record<string, unknown> = { seconds: +((now - seen.at) / 1000).toFixed(3) };
+    for (const [key, value] of Object.entries(counts)) {
+      const delta = value - (seen.counts[key] ?? 0);
+      // Reasons nothing was dropped for in this interval are left out, as in the final line.
+      if (delta === 0 && key.startsWith("dropped_")) continue;
+      fields[key] = delta;
+    }
+    fields.connected = r.connected;
+    const samples = new Map<string, number>();
+    for (const operation of this.latency.operations()) {
+      const count = this.latency.recorded(operation);
+      const fresh = count - (seen.samples.get(operation) ?? 0);
+      samples.set(operation, count);
+      if (fresh > 0) fields[`p99_${operation}_ms`] = +(this.latency.snapshot(operation, fresh)!.p99 * 1000).toFixed(3);
+    }
+    this.statsSeen = { at: now, counts, samples };
+    this.report("info", "stats", fields);
+  }
+
   private adapt(state: AdaptiveState, decision: "escalate" | "relax", why: string): void {
     const end = this.end;
     end.tuner.resize({ sendBytes: state.sendBufferBytes, receiveBytes: state.receiveBufferBytes });
@@ -199,4 +237,9 @@ export class Instruments implements ChannelObserver {
       queue_frames: state.queueFrames,
     });
   }
+}
+
+/** The counters a summary line reports the change of: the final line's accounting, and bytes. */
+function statsCounts(r: ChannelReadings): Record<string, number> {
+  return { ...summaryFields(r), bytes: r.bytes };
 }

@@ -42,15 +42,16 @@ export async function startOutputServer(
 /**
  * `output serve`: source -> output server. A file source without --realtime
  * is lossless: wait for a client, read only as fast as the queue drains,
- * exit after the last frame is written. With --realtime, or from a live pipe,
- * frames go out as they come and are dropped (counted) when no client keeps up.
+ * exit after the last frame is written. With --realtime, or from stdin or a
+ * FIFO, frames go out as they come and are dropped (counted) when no client
+ * keeps up; a FIFO is served from one writer to the next until a signal.
  */
 export async function outputServe(settings: RoleSettings<"output serve">, logger: Logger, shutdown: Shutdown): Promise<void> {
   const report = logger.for("output-server");
   const live = settings.realtime || (await isLiveSource(settings.source));
-  // Opening a FIFO waits for its writer (the encoder): a signal must still end the wait.
-  const source = await shutdown.race(openSource(settings.format, settings.source, { lenient: settings.lenient }));
-  if (!source) return;
+  // Opening waits for nothing: a file's format is checked before anything listens, and a
+  // FIFO is read once the socket and endpoints are up, from one writer to the next.
+  const source = await openSource(settings.format, settings.source, { lenient: settings.lenient, report: logger.for("source") });
   const { server, instruments } = await startOutputServer(settings, logger, live);
   try {
     if (!live) {

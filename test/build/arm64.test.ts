@@ -2,7 +2,7 @@
  * The device build (linux-arm64, glibc), cross-compiled by build.ts and run
  * under qemu user-mode emulation: it starts, and two of them really stream
  * frames to each other over a Unix socket. Needs qemu-aarch64-static and the
- * aarch64 glibc (Debian: qemu-user-static, libc6-arm64-cross; .ci/run installs them).
+ * aarch64 glibc (Debian: qemu-user-static, libc6-arm64-cross; npm test installs them).
  */
 import { afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";

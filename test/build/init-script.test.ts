@@ -4,11 +4,14 @@
  * on PATH, against a temp dir, starting the compiled x64 agent.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { built } from "../support/binaries.ts";
+import { writeIntoFifo } from "../support/fifo.ts";
+import { packetsOf } from "../support/ogg.ts";
+import { encodeWith } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
-import { cleanEnv, REPO, run, type Result } from "../support/processes.ts";
+import { cleanEnv, REPO, type Result, run, start } from "../support/processes.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 
@@ -17,6 +20,8 @@ const BUSYBOX = Bun.which("busybox");
 
 let agentBin: string;
 let applets: string;
+/** The applets of a BusyBox built without logger, logread and syslogd, as on many boards. */
+let appletsWithoutSyslog: string;
 let t: { dir: string; path: (name: string) => string };
 const daemons = new Set<number>();
 
@@ -25,11 +30,14 @@ beforeAll(async () => {
   applets = mkdtempSync("/tmp/aa-bb-");
   const installed = await run([BUSYBOX, "--install", "-s", applets]);
   if (installed.code !== 0 || !existsSync(join(applets, "start-stop-daemon"))) throw new Error(`busybox --install failed: ${installed.stderr}`);
+  appletsWithoutSyslog = mkdtempSync("/tmp/aa-bb-nolog-");
+  await run([BUSYBOX, "--install", "-s", appletsWithoutSyslog]);
+  for (const applet of ["logger", "logread", "syslogd"]) unlinkSync(join(appletsWithoutSyslog, applet));
   agentBin = (await built("x64")).path;
 }, 120_000);
 
 afterAll(() => {
-  if (applets) rmSync(applets, { recursive: true, force: true });
+  for (const dir of [applets, appletsWithoutSyslog]) if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 afterEach(() => {
@@ -225,4 +233,54 @@ describe("S95audio-agent under busybox sh", () => {
     expect(existsSync(t.path("run/audio-agent.log-pipe"))).toBe(false);
     expect(existsSync(t.path("log"))).toBe(false);
   }, 30_000);
+
+  test("a BusyBox without logger: logs to the fallback file and says so; serves the FIFO before and after an encoder run", async () => {
+    tempDir();
+    const fifo = t.path("capture/capture.ogg");
+    const sock = t.path("o.sock");
+    const fallback = t.path("log/fallback.log");
+    const env = settings({
+      AUDIO_AGENT_ARGS: `output serve --source ${fifo} --format ogg --socket ${sock} --write-deadline-ms 0`,
+      AUDIO_AGENT_FIFO: fifo,
+      AUDIO_AGENT_LOG_FILE: "",
+      AUDIO_AGENT_LOG_FALLBACK: fallback,
+      // Only these applets: no logger, logread or syslogd anywhere on PATH (nor util-linux's in /usr/bin).
+      PATH: appletsWithoutSyslog,
+    });
+    const log = () => (existsSync(fallback) ? readFileSync(fallback, "utf8") : "");
+
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(started.stdout).toContain(`no logger for syslog here: logging to ${fallback}`);
+    expect(started.stdout).toContain(`; logs: ${fallback}`);
+    const pid = pidIn(env)!;
+    expect(statSync(fifo).isFIFO()).toBe(true);
+    // Listening before any encoder opened the FIFO.
+    await until(() => existsSync(sock), "the socket");
+    await until(() => log().includes("source: waiting for a writer"), "the agent's log lines in the fallback file");
+
+    const opus = encodeWith(t.dir, "encoder", ["--max-delay", "20"]);
+    const packets = packetsOf(new Uint8Array(readFileSync(opus))).slice(2);
+    const sink = t.path("out.wire");
+    const recv = start([agentBin, "output", "recv", "--socket", sock, "--sink", sink, "--count", String(packets.length), "--connect-timeout", "5"], { cwd: t.dir, timeoutMs: 30_000 });
+    await until(() => log().includes("client connected"), "the client");
+    expect(await writeIntoFifo(fifo, opus)).toBe(0);
+    const received = await recv.done;
+    expect(received.code, received.stderr).toBe(0);
+    const frames = wholeWireFrames(sink);
+    expect(frames.map((f) => f.join(","))).toEqual(packets.map((p) => p.join(",")));
+
+    // The encoder closed the FIFO: the service keeps running, waiting for the next one.
+    await until(() => log().includes("source: writer closed the stream"), "the end of the encoder's stream");
+    const status = await initScript("status", env);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toContain(`running (pid ${pid})`);
+
+    const stopped = await initScript("stop", env);
+    expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
+    expect(alive(pid)).toBe(false);
+    expect(existsSync(sock)).toBe(false);
+    expect(existsSync(t.path("run/audio-agent.log-pipe"))).toBe(false);
+    expect(log()).toContain("stopped signal=SIGTERM");
+  }, 60_000);
 });

@@ -139,10 +139,29 @@ describe("config print", () => {
       "adaptive-threshold": 10,
       "adaptive-window-ms": 5000,
       "adaptive-calm-ms": 30000,
+      "stats-interval": 60,
       "log-level": "info",
       "log-format": "text",
     });
     expect(JSON.parse(all.stdout).config_file).toBe(null);
+  });
+
+  test("what config print ROLE writes passes config check, and reads back as the same settings", async () => {
+    const { write, path } = setup();
+    const file = write("in.json", JSON.stringify({ metrics: "0.0.0.0:9100", output: { monitor: "[::1]:8080", "socket-mode": "0600" }, input: { monitor: 8081 } }));
+    for (const role of ["output serve", "output recv", "input serve", "input send"]) {
+      const printed = await cli(["config", "print", ...role.split(" "), "--config", file], { AUDIO_AGENT_SOCKET_BUFFERS: "64k" });
+      expect(printed.code, printed.stderr).toBe(0);
+      const saved = path(`${role.replace(" ", "-")}.json`);
+      writeFileSync(saved, printed.stdout);
+      const checked = await cli(["config", "check", saved]);
+      expect({ role, code: checked.code, stderr: checked.stderr }).toEqual({ role, code: 0, stderr: "" });
+      const again = await cli(["config", "print", ...role.split(" "), "--config", saved]);
+      expect(again.stdout).toBe(printed.stdout);
+    }
+    const serve = JSON.parse((await cli(["config", "print", "output", "serve", "--config", file])).stdout);
+    expect(serve).toMatchObject({ metrics: "0.0.0.0:9100", monitor: "[::1]:8080", "socket-mode": "0600" });
+    expect(JSON.parse((await cli(["config", "print", "input", "send", "--config", file])).stdout).monitor).toBe("127.0.0.1:8081");
   });
 
   test("an unknown role or a bad file: exit 2", async () => {

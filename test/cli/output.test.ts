@@ -107,7 +107,7 @@ describe("exit codes and messages", () => {
     const t = setup();
     writeFileSync(t.source, wireBytes(0, 3));
     const cases: [string[], RegExp][] = [
-      [["output", "serve", "--source", t.source, "--bogus"], /Unknown option '--bogus'/],
+      [["output", "serve", "--source", t.source, "--bogus"], /^audio-agent: output serve: unknown option --bogus \(see audio-agent output serve --help\)$/],
       [["output", "serve", "--source", t.source, "--drop", "sideways"], /--drop "sideways" is not allowed: oldest, newest$/],
       [["output", "serve", "--source", t.source, "--queue-frames", "0"], /--queue-frames "0" is not allowed: an integer 1\.\.100000$/],
       [["output", "serve", "--source", t.source, "--socket-mode", "999"], /--socket-mode "999" is not allowed: octal/],

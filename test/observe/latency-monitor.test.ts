@@ -121,6 +121,29 @@ describe("window eviction", () => {
   });
 });
 
+describe("the latest samples only", () => {
+  test("percentiles over the newest n samples, before and after the ring wraps; recorded() counts all", () => {
+    const m = new LatencyMonitor({ windowSize: 8 });
+    for (const x of [5, 1, 2]) m.record("write_call", x);
+    expect(m.snapshot("write_call", 2)).toMatchObject({ count: 3, p50: 1, p99: 2, max: 2 });
+    // 4..14, eleven samples: the ring of 8 holds 7..14 and has wrapped; the newest 5 are 10..14.
+    for (let x = 4; x <= 11; x++) m.record("frame_age", x);
+    for (const x of [1, 2, 3]) m.record("enqueue_to_write", x);
+    expect(m.recorded("frame_age")).toBe(8);
+    m.record("frame_age", 12);
+    m.record("frame_age", 13);
+    m.record("frame_age", 14);
+    expect(m.recorded("frame_age")).toBe(11);
+    expect(m.snapshot("frame_age", 5)).toMatchObject({ p50: 12, p99: 14, max: 14 });
+    expect(m.snapshot("frame_age", 3)).toMatchObject({ p50: 13, max: 14 });
+    expect(m.snapshot("frame_age", 4)).toMatchObject({ p50: 12, max: 14 });
+    // More than the window asks for the whole window: 7..14.
+    expect(m.snapshot("frame_age", 100)).toMatchObject({ p50: 10, max: 14 });
+    expect(m.snapshot("frame_age")).toMatchObject({ p50: 10, max: 14 });
+    expect(m.recorded("heartbeat_rtt")).toBe(0);
+  });
+});
+
 describe("operations", () => {
   test("are tracked independently and listed in first-seen order", () => {
     const m = new LatencyMonitor({ alpha: 0.5 });

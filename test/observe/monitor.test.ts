@@ -68,7 +68,7 @@ describe("monitor page in a browser", () => {
     async () => {
       if (!existsSync(CHROMIUM)) {
         throw new Error(
-          `${CHROMIUM} is missing: the monitor page test needs Debian's chromium (.ci/run installs it: apt-get install chromium fonts-dejavu-core)`,
+          `${CHROMIUM} is missing: the monitor page test needs Debian's chromium (npm test installs it: apt-get install chromium fonts-dejavu-core)`,
         );
       }
       const sockets = socketDir(defer);

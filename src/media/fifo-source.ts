@@ -1,0 +1,111 @@
+import { streamByteSource, type ByteSource } from "./byte-source.ts";
+import type { FrameSource, SourceFrame } from "./frame-source.ts";
+
+/** How the source tells the role about its writers (the role's logger). */
+export type FifoReport = (level: "info" | "warn", message: string, fields?: Record<string, unknown>) => void;
+
+/**
+ * The frames of a named pipe (FIFO) across its writers. Each writer's bytes
+ * are one stream, read by a fresh source of the format (an Ogg stream with
+ * its own OpusHead and serial, a wire capture with its own magic); when the
+ * writer goes away the source waits for the next one and carries on, so an
+ * encoder that restarts is heard again. It ends only when closed.
+ *
+ * A stream that is malformed or cut short ends with a warning: the frames
+ * before the fault went out, the rest of that writer's bytes are read and
+ * discarded (the writer is not left blocked), and the next writer is
+ * awaited. An error of the pipe itself (removed, not readable) ends the run.
+ */
+export class FifoSource implements FrameSource {
+  private bytes: ByteSource | undefined;
+  private stream: FrameSource | undefined;
+  /** The stream failed: its writer's remaining bytes are discarded until it closes. */
+  private discarding = false;
+  private closed = false;
+  /** Frames of the current writer's stream, for the log line at its end. */
+  private frames = 0;
+
+  constructor(
+    readonly name: string,
+    private readonly openStream: (bytes: ByteSource) => FrameSource,
+    private readonly report: FifoReport,
+  ) {}
+
+  get audioConfig() {
+    return this.stream?.audioConfig;
+  }
+
+  get preSkip() {
+    return this.stream?.preSkip;
+  }
+
+  next(): SourceFrame | undefined {
+    const stream = this.stream;
+    if (!stream || this.discarding) return undefined;
+    try {
+      const frame = stream.next();
+      if (frame) this.frames++;
+      return frame;
+    } catch (e) {
+      this.failed(e);
+      return undefined;
+    }
+  }
+
+  /** Reads more of the current writer's stream, or waits for the next writer; false once closed. */
+  async fill(): Promise<boolean> {
+    if (this.closed) return false;
+    if (!this.bytes) this.begin();
+    try {
+      if (this.discarding) {
+        if ((await this.bytes!.read()) !== null) return true;
+      } else if (await this.stream!.fill()) {
+        return true;
+      }
+    } catch (e) {
+      // Closing cuts the stream short: that is the end, not a fault.
+      if (this.closed) return false;
+      if (isSystemError(e)) throw e;
+      this.failed(e);
+      return true;
+    }
+    await this.end();
+    return !this.closed;
+  }
+
+  /** A pipe cannot be read again from its start; its next writer follows by itself. */
+  rewind(): boolean {
+    return false;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.bytes?.close();
+  }
+
+  private begin(): void {
+    this.bytes = streamByteSource(this.name);
+    this.stream = this.openStream(this.bytes);
+    this.discarding = false;
+    this.frames = 0;
+    this.report("info", "waiting for a writer", { source: this.name });
+  }
+
+  private failed(e: unknown): void {
+    this.discarding = true;
+    this.report("warn", "stream failed; discarding the rest of it", { source: this.name, frames: this.frames, error: (e as Error).message });
+  }
+
+  /** The writer went away: its stream is over. */
+  private async end(): Promise<void> {
+    const bytes = this.bytes!;
+    this.bytes = undefined;
+    await bytes.close();
+    if (!this.closed && !this.discarding) this.report("info", "writer closed the stream", { source: this.name, frames: this.frames });
+  }
+}
+
+/** An error of the file system (a removed or unreadable pipe), as opposed to bad content. */
+function isSystemError(e: unknown): boolean {
+  return typeof (e as NodeJS.ErrnoException)?.code === "string";
+}

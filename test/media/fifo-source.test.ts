@@ -1,0 +1,189 @@
+/**
+ * A FIFO source, as the packaged service uses it: the agent listens before
+ * any encoder opens the FIFO, and when an encoder closes it the agent waits
+ * for the next one and carries on with its new Ogg stream (new OpusHead, new
+ * serial). Real processes: the agent, `cat FILE > FIFO` writers, opusenc files.
+ */
+import { describe, expect, test } from "bun:test";
+import { closeSync, constants, existsSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
+//X
+import { openSource } from "../../src/media/open.ts";
+import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
+import { expectAccountedLine, logFields } from "../support/agent-log.ts";
+import { sameBytes } from "../support/bytes.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
+import { healthz, metricsUrl, scrape, value } from "../support/metrics.ts";
+import { packetsOf, pagesOf } from "../support/ogg.ts";
+import { encodeWith } from "../support/opus-fixtures.ts";
+import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { drain } from "../support/sources.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { parseWire, wireFileFrames } from "../support/wire.ts";
+
+const defer = useCleanup();
+
+function setup() {
+  const t = socketDir(defer, "aa-fifo-");
+  defer(() => stopAgents());
+  // Two encoder runs: different frame sizes, and opusenc picks a new serial each time; pages
+  // every 20 ms, as a live encoder writes them.
+  const first = encodeWith(t.dir, "first", ["--framesize", "20", "--max-delay", "20"]);
+  const second = encodeWith(t.dir, "second", ["--framesize", "10", "--max-delay", "20"]);
+  return { ...t, fifo: makeFifo(t.path("capture.ogg")), sock: t.path("o.sock"), first, second };
+}
+
+/** The audio packets of an Ogg Opus file (after OpusHead and OpusTags). */
+function audioPackets(path: string): Uint8Array[] {
+  return packetsOf(new Uint8Array(readFileSync(path))).slice(2);
+}
+
+function count(text: string, part: string): number {
+  return text.split(part).length - 1;
+}
+
+describe("output serve --source FIFO --format ogg", () => {
+  test("listens before any writer, serves two encoder runs one after the other, stays up, exits 0 on SIGTERM", async () => {
+    const t = setup();
+    const streams = [audioPackets(t.first), audioPackets(t.second)];
+    const serials = [t.first, t.second].map((f) => pagesOf(new Uint8Array(readFileSync(f)))[0]!.serial);
+    expect(serials[0]).not.toBe(serials[1]);
+    const total = streams[0]!.length + streams[1]!.length;
+
+    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock, "--metrics", "0", "--write-deadline-ms", "0"]);
+    // Nothing has opened the FIFO for writing yet: the socket and /metrics already answer.
+    const base = await metricsUrl(serve);
+    expect(statSync(t.sock).isSocket()).toBe(true);
+    expect(value(await scrape(base), "jetkvm_audio_frames_sent_total")).toBe(0);
+    await serve.waitForStderr("source: waiting for a writer");
+
+    const sink = t.path("out.wire");
+    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", sink, "--count", String(total)]);
+    await serve.waitForStderr("client connected");
+
+    expect(await writeIntoFifo(t.fifo, t.first)).toBe(0);
+    await until(() => count(serve.stderr, "source: writer closed the stream") === 1, "the first writer's end");
+    expect(serve.hasExited).toBe(false);
+    expect(await writeIntoFifo(t.fifo, t.second)).toBe(0);
+
+    expect(await recv.exited, recv.stderr).toBe(0);
+    const got = wireFileFrames(sink);
+    expect(got.error).toBeUndefined();
+    const expected = [...streams[0]!, ...streams[1]!];
+    expect(got.frames.length).toBe(expected.length);
+    expect(got.frames.findIndex((frame, i) => !sameBytes(frame, expected[i]!))).toBe(-1);
+
+    await until(() => count(serve.stderr, "source: writer closed the stream") === 2, "the second writer's end");
+    expect(logFields(serve.stderr, "source", "writer closed the stream")?.frames).toBe(String(streams[1]!.length));
+    // Still running, waiting for the next encoder.
+    expect(serve.hasExited).toBe(false);
+    expect((await healthz(base)).frames).toBe(total);
+
+    serve.kill("SIGTERM");
+    expect(await serve.exited, serve.stderr).toBe(0);
+    const accounting = expectAccountedLine(serve.stderr);
+    expect(accounting.delivered).toBe(total);
+  }, 60_000);
+
+  test("a SIGTERM while no writer ever came stops it at once, exit 0, socket removed", async () => {
+    const t = setup();
+    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
+    await serve.waitForStderr("source: waiting for a writer");
+    serve.kill("SIGTERM");
+    expect(await serve.exited, serve.stderr).toBe(0);
+    expect(serve.stderr).toContain("stopped signal=SIGTERM");
+    expect(existsSync(t.sock)).toBe(false);
+  }, 30_000);
+});
+
+describe("input send --source FIFO --format ogg", () => {
+  test("the input channel carries on across encoder runs too", async () => {
+    const t = setup();
+    const streams = [audioPackets(t.first), audioPackets(t.second)];
+    const total = streams[0]!.length + streams[1]!.length;
+    const sock = t.path("i.sock");
+    const sink = t.path("in.wire");
+    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", sink, "--metrics", "0"]);
+    const serverBase = await metricsUrl(server);
+    // With the Config from the flags nothing waits for the first writer: /metrics is up before it.
+    const send = spawnAgent(["input", "send", "--source", t.fifo, "--format", "ogg", "--socket", sock, "--metrics", "0", "--write-deadline-ms", "0", "--sample-rate", "48000", "--channels", "2", "--frame-size", "960"]);
+    const base = await metricsUrl(send);
+    expect((await healthz(base)).frames).toBe(0);
+    await server.waitForStderr("connected");
+
+    expect(await writeIntoFifo(t.fifo, t.first)).toBe(0);
+    await until(() => count(send.stderr, "source: writer closed the stream") === 1, "the first writer's end");
+    expect(await writeIntoFifo(t.fifo, t.second)).toBe(0);
+    await until(() => count(send.stderr, "source: writer closed the stream") === 2, "the second writer's end");
+    const deadline = Date.now() + 20_000;
+    while ((await healthz(serverBase)).frames !== total && Date.now() < deadline) await Bun.sleep(20);
+    expect(send.hasExited).toBe(false);
+    send.kill("SIGTERM");
+    expect(await send.exited, send.stderr).toBe(0);
+    server.kill("SIGTERM");
+    expect(await server.exited, server.stderr).toBe(0);
+    const wire = parseWire(new Uint8Array(readFileSync(sink)), INPUT_MAGIC);
+    expect(wire.error).toBeUndefined();
+    const got = wire.messages.filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload);
+    const expected = [...streams[0]!, ...streams[1]!];
+    expect(got.length).toBe(expected.length);
+    expect(got.findIndex((frame, i) => !sameBytes(frame, expected[i]!))).toBe(-1);
+  }, 60_000);
+});
+
+describe("FifoSource", () => {
+  test("a writer's malformed or cut-short stream is discarded whole (the writer is not left blocked); the next stream follows", async () => {
+    const t = setup();
+    const reports: string[] = [];
+    const source = await openSource("ogg", t.fifo, { lenient: false, report: (level, message, fields) => reports.push(`${level} ${message} ${JSON.stringify(fields)}`) });
+    //Y
+    // More garbage than a pipe holds (64 KiB): the writer finishes only if it is read to its end.
+    writeFileSync(t.path("garbage"), new Uint8Array(300_000).fill(0x41));
+    const whole = new Uint8Array(readFileSync(t.second));
+    writeFileSync(t.path("cut.opus"), whole.subarray(0, whole.length - 100));
+
+    const writers = (async () => {
+      expect(await writeIntoFifo(t.fifo, t.path("garbage"))).toBe(0);
+      expect(await writeIntoFifo(t.fifo, t.path("cut.opus"))).toBe(0);
+      expect(await writeIntoFifo(t.fifo, t.first)).toBe(0);
+    })();
+    const frames: Uint8Array[] = [];
+    const reading = (async () => {
+      for (;;) {
+        const frame = source.next();
+        if (frame) frames.push(frame.payload.slice());
+        else if (!(await source.fill())) return;
+      }
+    })();
+    await writers;
+    await until(() => reports.filter((r) => r.startsWith("info writer closed")).length === 1, "the good stream's end");
+    await source.close();
+    await reading;
+
+    const warnings = reports.filter((r) => r.startsWith("warn"));
+    expect(warnings.length).toBe(2);
+    expect(warnings[0]).toContain('no Ogg capture pattern \\"OggS\\" at byte 0');
+    expect(warnings[1]).toMatch(/truncated: input ends/);
+    // The cut stream's whole packets went out before its fault; then all of the next stream.
+    const expected = audioPackets(t.first);
+    const cut = audioPackets(t.second);
+    const tail = frames.slice(frames.length - expected.length);
+    expect(tail.findIndex((frame, i) => !sameBytes(frame, expected[i]!))).toBe(-1);
+    const head = frames.slice(0, frames.length - expected.length);
+    expect(head.length).toBeGreaterThan(0);
+    expect(head.findIndex((frame, i) => !sameBytes(frame, cut[i]!))).toBe(-1);
+  }, 60_000);
+
+  test("closed while waiting for a writer: fill resolves false, and no reader is left on the FIFO", async () => {
+    const t = setup();
+    const source = await openSource("wire", t.fifo, { lenient: false, report: () => {} });
+    const filling = source.fill();
+    await Bun.sleep(50);
+    await source.close();
+    expect(await filling).toBe(false);
+    expect(await drain(source)).toEqual({ frames: [] });
+    // A writer finds no reader left behind (ENXIO), so it cannot be swallowed by a closed source.
+    expect(() => closeSync(openSync(t.fifo, constants.O_WRONLY | constants.O_NONBLOCK))).toThrow(/ENXIO/);
+  });
+});

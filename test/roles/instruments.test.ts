@@ -1,0 +1,100 @@
+/**
+ * The --stats-interval summary line of a running agent: each line tells what
+ * happened since the previous one, so the lines add up exactly to the totals
+ * of the final "stopped" line, drops by reason included. A spawned `output
+ * serve` on a FIFO, fed by writer processes, with a short interval.
+ */
+import { describe, expect, test } from "bun:test";
+import { statSync } from "node:fs";
+import { expectAccountedLine, logFields } from "../support/agent-log.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
+import { runAgent, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { writeWireFile } from "../support/wire.ts";
+
+const defer = useCleanup();
+
+/** The fields of every "instruments: stats" line so far, numbers as numbers. */
+function statsLines(agent: Spawned): Record<string, number | string>[] {
+  return agent.stderr
+    .split("\n")
+    .filter((line) => line.includes(" instruments: stats "))
+    .map((line) => {
+      const fields = logFields(line, "instruments", "stats")!;
+      return Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, Number.isNaN(Number(v)) ? v : Number(v)]));
+    });
+}
+
+function sum(lines: Record<string, number | string>[], key: string): number {
+  return lines.reduce((total, line) => total + (typeof line[key] === "number" ? (line[key] as number) : 0), 0);
+}
+
+describe("--stats-interval", () => {
+  test("one line per interval with the changes since the last; the lines add up to the totals", async () => {
+    const t = socketDir(defer, "aa-stats-");
+    defer(() => stopAgents());
+    const fifo = makeFifo(t.path("capture.wire"));
+    const unheard = t.path("unheard.wire");
+    const heard = t.path("heard.wire");
+    await writeWireFile(unheard, 30);
+    await writeWireFile(heard, 200);
+    const sock = t.path("o.sock");
+    const serve = spawnAgent(["output", "serve", "--source", fifo, "--socket", sock, "--stats-interval", "0.2", "--write-deadline-ms", "0"]);
+    await serve.waitForStderr("source: waiting for a writer");
+
+    // No client yet: every frame of the first writer is dropped, no_client.
+    expect(await writeIntoFifo(fifo, unheard)).toBe(0);
+    await until(() => sum(statsLines(serve), "dropped_no_client") === 30, "30 no_client drops in the stats lines");
+    const recv = spawnAgent(["output", "recv", "--socket", sock, "--sink", t.path("out.wire"), "--count", "200"]);
+    await serve.waitForStderr("client connected");
+    expect(await writeIntoFifo(fifo, heard)).toBe(0);
+    expect(await recv.exited, recv.stderr).toBe(0);
+    await until(() => sum(statsLines(serve), "frames") === 200, "200 frames in the stats lines");
+    // Another line after it all: nothing new, so zeros (and no drop reasons).
+    const before = statsLines(serve).length;
+    await until(() => statsLines(serve).length > before, "one more stats line");
+
+    serve.kill("SIGTERM");
+    expect(await serve.exited, serve.stderr).toBe(0);
+    const lines = statsLines(serve);
+    const totals = expectAccountedLine(serve.stderr);
+    expect(totals).toMatchObject({ submitted: 230, delivered: 200, dropped: 30, byReason: { no_client: 30 } });
+    // Changes, not running totals: they add up to what the final line says.
+    expect(sum(lines, "submitted")).toBe(230);
+    expect(sum(lines, "delivered")).toBe(200);
+    expect(sum(lines, "dropped")).toBe(30);
+    expect(sum(lines, "dropped_no_client")).toBe(30);
+    expect(sum(lines, "connects")).toBe(1);
+    expect(sum(lines, "bytes")).toBe(statSync(heard).size);
+    expect(lines.at(-1)).toMatchObject({ submitted: 0, delivered: 0, frames: 0, bytes: 0, connects: 0 });
+    expect(Object.keys(lines.at(-1)!).some((key) => key.startsWith("dropped_"))).toBe(false);
+    // Latency p99 where frames were written in the interval, and only there.
+    for (const line of lines) {
+      expect({ line, has: "p99_enqueue_to_write_ms" in line }).toEqual({ line, has: (line.delivered as number) > 0 });
+      if ((line.delivered as number) > 0) expect(line.p99_enqueue_to_write_ms as number).toBeGreaterThanOrEqual(0);
+      expect(line.seconds as number).toBeGreaterThan(0);
+    }
+  }, 60_000);
+
+  test("0 turns it off; a bad value exits 2 naming what is allowed", async () => {
+    const t = socketDir(defer, "aa-stats-");
+    const source = t.path("capture.wire");
+    await writeWireFile(source, 50);
+    const sock = t.path("o.sock");
+    const serve = spawnAgent(["output", "serve", "--source", source, "--socket", sock, "--stats-interval", "0", "--realtime", "--loop"]);
+    await serve.waitForStderr("listening");
+    // 50 frames paced at 20 ms: a second of streaming, five times the shortest interval tested above.
+    const recv = await runAgent(["output", "recv", "--socket", sock, "--sink", t.path("out.wire"), "--count", "50"]);
+    expect(recv.code, recv.stderr).toBe(0);
+    serve.kill("SIGTERM");
+    expect(await serve.exited).toBe(0);
+    expect(serve.stderr).toContain("stopped signal=SIGTERM");
+    expect(serve.stderr).not.toContain("instruments: stats");
+
+    const bad = await runAgent(["output", "serve", "--source", source, "--socket", sock, "--stats-interval", "-1"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe('audio-agent: --stats-interval "-1" is not allowed: seconds 0..86400 (0: off)\n');
+  }, 60_000);
+});
