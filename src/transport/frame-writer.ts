@@ -44,8 +44,9 @@ export class FrameWriter {
   /** Queue-full and deadline drops counted when the client last took bytes. */
   private dropsAtProgress = 0;
   private stuckReported = false;
-  private spaceWaiter: (() => void) | undefined;
-  private idleWaiter: (() => void) | undefined;
+  /** Everyone waiting for queue room, and for the queue to empty: each is woken once. */
+  private readonly spaceWaiters: (() => void)[] = [];
+  private readonly idleWaiters: (() => void)[] = [];
   private readonly pumpTask = () => {
     this.scheduled = false;
     this.pump();
@@ -130,13 +131,13 @@ export class FrameWriter {
   /** Resolves when the queue has room (lossless sources wait here). */
   waitForSpace(): Promise<void> {
     if (!this.queue.isFull) return Promise.resolve();
-    return new Promise((resolve) => (this.spaceWaiter = resolve));
+    return new Promise((resolve) => this.spaceWaiters.push(resolve));
   }
 
   /** Resolves when everything queued has been written (or dropped). */
   waitForIdle(): Promise<void> {
     if (this.idle) return Promise.resolve();
-    return new Promise((resolve) => (this.idleWaiter = resolve));
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   /** Socket `drain` handler: the kernel has room again. */
@@ -281,15 +282,13 @@ export class FrameWriter {
   }
 
   private wake(): void {
-    if (this.spaceWaiter && !this.queue.isFull) {
-      const resolve = this.spaceWaiter;
-      this.spaceWaiter = undefined;
-      resolve();
-    }
-    if (this.idleWaiter && this.idle) {
-      const resolve = this.idleWaiter;
-      this.idleWaiter = undefined;
-      resolve();
-    }
+    if (this.spaceWaiters.length > 0 && !this.queue.isFull) release(this.spaceWaiters);
+    if (this.idleWaiters.length > 0 && this.idle) release(this.idleWaiters);
   }
+}
+
+/** Resolves every waiter (their callbacks run later, as microtasks, so none can join meanwhile) and forgets them. */
+function release(waiters: (() => void)[]): void {
+  for (const resolve of waiters) resolve();
+  waiters.length = 0;
 }

@@ -246,6 +246,31 @@ describe("FrameWriter live mode", () => {
 });
 
 describe("FrameWriter lossless mode", () => {
+  test("every waiter is woken: two waiting for room and two waiting for idle all resolve", async () => {
+    const { path, server } = await startServer({ lossless: true, writeDeadlineMs: 0, queueFrames: 8, socketBuffers: SMALL_SEND_BUFFER });
+    const client = await connect(path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    let next = 0;
+    while (server.hasSpace()) {
+      server.sendFrame(indexedPayload(next++));
+      await tick();
+    }
+    const woken: string[] = [];
+    const waits = [
+      server.waitForSpace().then(() => woken.push("space 1")),
+      server.waitForSpace().then(() => woken.push("space 2")),
+      server.waitForIdle().then(() => woken.push("idle 1")),
+      server.waitForIdle().then(() => woken.push("idle 2")),
+    ];
+    await Bun.sleep(20);
+    expect(woken).toEqual([]);
+    client.socket.resume();
+    await Promise.all(waits);
+    expect(woken.sort()).toEqual(["idle 1", "idle 2", "space 1", "space 2"]);
+    await until(() => client.frames.length === next, "every frame");
+    expect(checkReceived(client)).toEqual([...Array(next).keys()]);
+  });
+
   test("a frame cut short by a vanished client is resent whole to the next; together they get every frame once", async () => {
     const { path, server } = await startServer({
       lossless: true,
