@@ -122,7 +122,7 @@ export const OPTIONS = {
   once: { flag: "boolean", help: "exit when the first connection (session) ends", allowed: "true, false", schema: booleanLike, default: false },
   "connect-timeout": { flag: "string", help: "give up (exit 1) after S seconds without a server", allowed: "seconds > 0", schema: v.pipe(numberLike, v.number(), v.minValue(0.001)) },
   "socket-mode": { flag: "string", help: "file mode of the socket (octal)", allowed: "octal 000..777, e.g. 0660", schema: fileMode, default: 0o660 },
-  "queue-frames": { flag: "string", help: "send queue bound in frames", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 500 },
+  "queue-frames": { flag: "string", help: "send queue bound in frames (the queue also never holds more than 8 MiB)", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 500 },
   drop: { flag: "string", help: "which frame to drop when the queue is full", allowed: "oldest, newest", schema: choice(["oldest", "newest"]), default: "oldest" },
   "write-deadline-ms": { flag: "string", help: "live mode: drop frames that waited longer than this (0: never)", allowed: "an integer 0..60000", schema: integer(0, 60_000), default: 50 },
   "stuck-frames": { flag: "string", help: "live mode: disconnect a client that takes nothing while this many frames are dropped for it", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 50 },

@@ -15,7 +15,8 @@ import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { payloadIndex, until } from "../support/temp.ts";
-import { expectAccountedLine, expectIntactInOrder, fdCount, logFields, StdinFeeder, wireFileFrames } from "./support.ts";
+import { writeWireFile } from "../support/wire.ts";
+import { expectAccountedLine, expectIntactInOrder, fdCount, logFields, rssBytes, StdinFeeder, wireFileFrames } from "./support.ts";
 
 const defer = useCleanup();
 
@@ -109,6 +110,40 @@ describe("a client that connects and never reads", () => {
     expect(b[0]!).toBeGreaterThan(a.at(-1)!);
     expect(b.at(-1)).toBe(3299);
     expect(replacement.pending).toBe(0);
+  });
+});
+
+describe("a lossless server whose client never reads", () => {
+  test("its memory is bounded in bytes: --queue-frames 100000 of 4 KiB frames stays under 100 MiB RSS", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const source = dir.path("big.wire");
+    // 40,000 frames of 4096 bytes: 164 MB, far more than the queue may hold.
+    const payload = new Uint8Array(4096);
+    await writeWireFile(source, 40_000, (i) => {
+      new DataView(payload.buffer).setUint32(0, i, true);
+      return payload;
+    });
+    const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--queue-frames", "100000"]);
+    await server.waitForStderr("waiting for a client");
+    const client = await connect(path, { paused: true });
+    await server.waitForStderr("client connected");
+    // The server reads its file until the queue is full, then waits: RSS climbs, then stays.
+    let largest = 0;
+    let lastGrowth = Date.now();
+    while (Date.now() - lastGrowth < 2000) {
+      const rss = rssBytes(server.pid);
+      if (rss > largest + 1024 * 1024) lastGrowth = Date.now();
+      largest = Math.max(largest, rss);
+      await Bun.sleep(100);
+    }
+    expect(largest).toBeLessThan(100 * 1024 * 1024);
+    expect(client.frames.length).toBe(0);
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+    const acc = expectAccountedLine(server.stderr);
+    // Lossless until the signal: nothing was dropped but what was queued at shutdown.
+    expect(acc.dropped).toBe(acc.byReason.shutdown ?? 0);
   });
 });
 

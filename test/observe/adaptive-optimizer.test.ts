@@ -7,7 +7,9 @@ import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents } from "../support/cli.ts";
 import { kernelBufferBytes, metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { testPayload } from "../support/temp.ts";
+import { payloadIndex, testPayload } from "../support/temp.ts";
+import { writeWireFile } from "../support/wire.ts";
+import { expectAccountedLine } from "../faults/support.ts";
 
 const defer = useCleanup();
 
@@ -293,5 +295,53 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
 
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
+  });
+});
+
+describe("adaptive optimizer in lossless mode", () => {
+  test("a bursty reader makes it escalate and relax; nothing is dropped and every frame arrives in order", async () => {
+    const { path } = socketDir(defer, "aal-");
+    defer(() => stopAgents());
+    const FRAMES = 100_000;
+    const payload = new Uint8Array(160);
+    await writeWireFile(path("src.wire"), FRAMES, (i) => {
+      new DataView(payload.buffer).setUint32(0, i, true);
+      return payload;
+    });
+    const sock = path("out.sock");
+    const server = spawnAgent([
+      "output", "serve", "--socket", sock, "--source", path("src.wire"),
+      "--adaptive-threshold", "1", "--adaptive-window-ms", "200", "--adaptive-calm-ms", "300",
+    ]);
+    await server.waitForStderr("waiting for a client");
+    const reader = await RecordingClient.connect(sock);
+    defer(() => reader.close());
+    // Reads for 0.3 s, pauses for 0.8 s, in turn: each pause fills the socket (escalate), then stays calm (relax).
+    let toggler: ReturnType<typeof setTimeout> | undefined;
+    const read = () => {
+      reader.socket.resume();
+      toggler = setTimeout(pause, 300);
+    };
+    const pause = () => {
+      reader.socket.pause();
+      toggler = setTimeout(read, 800);
+    };
+    toggler = setTimeout(pause, 300);
+    defer(() => clearTimeout(toggler));
+    expect(await server.exited).toBe(0);
+    clearTimeout(toggler);
+    reader.socket.resume();
+    await reader.closed;
+
+    const relaxed = server.stderr.split("\n").filter((l) => l.includes("adaptive: relax")).length;
+    expect(server.stderr).toContain("adaptive: escalate");
+    expect(relaxed).toBeGreaterThanOrEqual(1);
+    const acc = expectAccountedLine(server.stderr);
+    expect(acc.submitted).toBe(FRAMES);
+    expect(acc.dropped).toBe(0);
+    expect(reader.error).toBeUndefined();
+    expect(reader.frames.length).toBe(FRAMES);
+    const holes = reader.frames.filter((p, k) => payloadIndex(p) !== k).length;
+    expect(holes).toBe(0);
   });
 });
