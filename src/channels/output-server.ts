@@ -1,5 +1,5 @@
 import type { Socket } from "bun";
-import { MessageType, OUTPUT_MAGIC } from "../protocol/index.ts";
+import { MessageType, OUTPUT_MAGIC, wallClockMs, type WallClock } from "../protocol/index.ts";
 import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
 import { DropReason, FrameStats } from "../transport/frame-stats.ts";
 import { FrameWriter } from "../transport/frame-writer.ts";
@@ -22,6 +22,8 @@ export interface OutputServerOptions {
   stuckFrames: number;
   /** SO_SNDBUF/SO_RCVBUF applied to every client connection; none leaves the kernel defaults. */
   socketBuffers?: SocketBufferSizes;
+  /** Stamps frames; the process's wall clock unless a test injects one. */
+  clock?: WallClock;
 }
 
 /**
@@ -47,6 +49,7 @@ export class OutputServer implements ChannelEnd {
       writeDeadlineMs: options.writeDeadlineMs,
       stuckFrames: options.stuckFrames,
       onStuck: (socket) => this.dropStuckClient(socket),
+      clock: options.clock,
       onWritten: (messages, bytes, oldestWaitMs, writeCallMs) =>
         this.observer.written(messages, bytes, oldestWaitMs, writeCallMs),
     });
@@ -97,7 +100,7 @@ export class OutputServer implements ChannelEnd {
   /** Queues one Opus frame stamped now; false if it was dropped (and counted). */
   sendFrame(payload: Uint8Array, timestampMs?: number): boolean {
     const tap = this.observer.frameTap;
-    if (tap) tap(payload, timestampMs ?? performance.timeOrigin + performance.now());
+    if (tap) tap(payload, timestampMs ?? wallClockMs());
     return this.writer.submit(MessageType.OpusFrame, payload, timestampMs);
   }
 

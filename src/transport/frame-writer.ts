@@ -1,5 +1,5 @@
 import type { Socket } from "bun";
-import { MAX_MESSAGE, MessageType } from "../protocol/index.ts";
+import { MAX_MESSAGE, MessageType, wallClock, type WallClock } from "../protocol/index.ts";
 import type { FrameQueue } from "./frame-queue.ts";
 import { DropReason } from "./frame-stats.ts";
 
@@ -23,6 +23,8 @@ export interface FrameWriterOptions {
   onWritten?: (messages: number, bytes: number, oldestWaitMs: number, writeCallMs: number) => void;
   /** Each message other than OpusFrame, once it is written whole (e.g. a Heartbeat awaiting its Ack). */
   onControlWritten?: (type: MessageType) => void;
+  /** Stamps messages; the process's wall clock unless a test injects one. */
+  clock?: WallClock;
 }
 
 /**
@@ -47,6 +49,7 @@ export class FrameWriter {
   /** Everyone waiting for queue room, and for the queue to empty: each is woken once. */
   private readonly spaceWaiters: (() => void)[] = [];
   private readonly idleWaiters: (() => void)[] = [];
+  private readonly clock: WallClock;
   private readonly pumpTask = () => {
     this.scheduled = false;
     this.pump();
@@ -55,7 +58,9 @@ export class FrameWriter {
   constructor(
     readonly queue: FrameQueue,
     private readonly options: FrameWriterOptions,
-  ) {}
+  ) {
+    this.clock = options.clock ?? wallClock;
+  }
 
   get connected(): boolean {
     return this.socket !== undefined;
@@ -105,7 +110,7 @@ export class FrameWriter {
   submit(type: Parameters<FrameQueue["push"]>[0], payload: Uint8Array, timestampMs?: number): boolean {
     // One clock read per frame: the header timestamp (wall clock) derives from the monotonic one.
     const now = performance.now();
-    timestampMs ??= performance.timeOrigin + now;
+    timestampMs ??= this.clock.at(now);
     const live = !this.options.lossless;
     if (!this.socket && live) {
       this.queue.stats.submitted++;

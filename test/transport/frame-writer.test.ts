@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { OutputServer, type OutputServerOptions } from "../../src/channels/output-server.ts";
-import { HEADER_SIZE, MAX_MESSAGE } from "../../src/protocol/index.ts";
+import { HEADER_SIZE, MAX_MESSAGE, WallClock } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { RecordingClient } from "../support/peer.ts";
@@ -332,5 +332,43 @@ describe("FrameWriter lossless mode", () => {
     const resent = second.rawBytes().subarray(0, HEADER_SIZE + second.frames[0].length);
     expect(partial.length).toBeLessThan(resent.length);
     expect(sameBytes(partial, resent.subarray(0, partial.length))).toBe(true);
+  });
+});
+
+describe("FrameWriter timestamps", () => {
+  test("header timestamps follow a step of the wall clock within a second (injected clock)", async () => {
+    let step = 0;
+    const clock = new WallClock({ realtimeMs: () => Date.now() + step });
+    const { path, server } = await startServer({ clock });
+    const client = await connect(path);
+    await until(() => server.connected, "client accepted");
+    // A frame every 10 ms for 2.5 s; 0.5 s in, the wall clock is set a minute ahead. Each send
+    // is bracketed by readings of the (stepped) wall clock, so a pause in between cannot matter.
+    const sent: { i: number; from: number; to: number; monotonicMs: number }[] = [];
+    let steppedAt = Infinity;
+    const started = performance.now();
+    for (let i = 0; performance.now() - started < 2500; i++) {
+      if (step === 0 && performance.now() - started >= 500) {
+        step = 60_000;
+        steppedAt = performance.now();
+      }
+      const payload = indexedPayload(i, 100);
+      const monotonicMs = performance.now();
+      const from = Date.now() + step;
+      server.sendFrame(payload);
+      sent.push({ i, from, to: Date.now() + step, monotonicMs });
+      await Bun.sleep(10);
+    }
+    await until(() => client.frames.length === sent.length, "every frame");
+    const stamps = client.messages.map((m) => m.timestampMs);
+    // Frames sent a second or more after the step carry the stepped time (within 2 ms: Date.now() has
+    // whole milliseconds, and after a step the offset is exact to half of one).
+    const after = sent.filter((s) => s.monotonicMs - steppedAt >= 1000);
+    const before = sent.filter((s) => s.monotonicMs < steppedAt);
+    expect(after.length).toBeGreaterThan(10);
+    expect(before.length).toBeGreaterThan(10);
+    const off = (s: (typeof sent)[number]) => stamps[s.i] < s.from - 2 || stamps[s.i] > s.to + 2;
+    expect(after.filter(off)).toEqual([]);
+    expect(before.filter(off)).toEqual([]);
   });
 });
