@@ -30,6 +30,8 @@ export interface InputClientOptions {
   dropPolicy: DropPolicy;
   lossless: boolean;
   writeDeadlineMs: number;
+  /** Live mode's latency budget in ms (FrameWriterOptions.maxLatencyMs); absent: none. */
+  maxLatencyMs?: number;
   stuckFrames: number;
   /** SO_SNDBUF/SO_RCVBUF applied to every connection; none leaves the kernel defaults. */
   socketBuffers?: SocketBufferSizes;
@@ -86,6 +88,7 @@ export class InputClient implements ChannelEnd {
     this.writer = new FrameWriter(this.queue, {
       lossless: options.lossless,
       writeDeadlineMs: options.writeDeadlineMs,
+      maxLatencyMs: options.maxLatencyMs,
       stuckFrames: options.stuckFrames,
       onStuck: (socket) => this.drop(socket, "server stuck: took nothing while frames kept coming"),
       onWritten: (messages, bytes, oldestWaitMs, writeCallMs) =>

@@ -19,6 +19,8 @@ export interface OutputServerOptions {
   dropPolicy: DropPolicy;
   lossless: boolean;
   writeDeadlineMs: number;
+  /** Live mode's latency budget in ms (FrameWriterOptions.maxLatencyMs); absent: none. */
+  maxLatencyMs?: number;
   stuckFrames: number;
   /** SO_SNDBUF/SO_RCVBUF applied to every client connection; none leaves the kernel defaults. */
   socketBuffers?: SocketBufferSizes;
@@ -47,6 +49,7 @@ export class OutputServer implements ChannelEnd {
     this.writer = new FrameWriter(this.queue, {
       lossless: options.lossless,
       writeDeadlineMs: options.writeDeadlineMs,
+      maxLatencyMs: options.maxLatencyMs,
       stuckFrames: options.stuckFrames,
       onStuck: (socket) => this.dropStuckClient(socket),
       clock: options.clock,

@@ -43,6 +43,7 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     dropPolicy: settings.drop,
     lossless: !live,
     writeDeadlineMs: settings["write-deadline-ms"],
+    maxLatencyMs: settings["max-latency-ms"],
     stuckFrames: settings["stuck-frames"],
     socketBuffers: socketBufferSizes(settings["socket-buffers"]),
   });

@@ -2,9 +2,13 @@ import type { Socket } from "bun";
 import { MAX_MESSAGE, MessageType, wallClock, type WallClock } from "../protocol/index.ts";
 import type { FrameQueue } from "./frame-queue.ts";
 import { DropReason } from "./frame-stats.ts";
+import { InFlight } from "./in-flight.ts";
 
 /** Largest single write: several frames coalesced, one syscall (the high-load SO_SNDBUF size; measured in the benchmark). */
 export const COALESCE_BYTES = 256 * 1024;
+
+/** While writing is held by the latency budget, look again this often (a new frame looks at once). */
+const HOLD_RECHECK_MS = 10;
 
 export interface FrameWriterOptions {
   /**
@@ -13,8 +17,14 @@ export interface FrameWriterOptions {
    * frames are dropped (and counted) so that audio stays current.
    */
   lossless: boolean;
-  /** Live mode: drop a frame that waited longer than this (ms) before its write began; 0 = never. */
+  /** Live mode: drop a frame that waited longer than this (ms) for room in the socket buffer; 0 = never. */
   writeDeadlineMs: number;
+  /**
+   * Live mode's latency budget (ms; 0 or absent: none): writing holds while
+   * what the client has not read yet was enqueued longer ago than this, and
+   * queued frames older than this are dropped (latency_budget).
+   */
+  maxLatencyMs?: number;
   /** Live mode: disconnect a client that took nothing while this many frames were dropped for it. */
   stuckFrames: number;
   /** Called (at most once per client) when the client is judged stuck; the owner disconnects it. */
@@ -41,9 +51,17 @@ export class FrameWriter {
   private tailSent = 0;
   private tailEnqueuedAt = 0;
   private tailType: MessageType = MessageType.OpusFrame;
+  /** The kernel took less than asked: wait for `drain`. */
   private blocked = false;
+  /** The latency budget holds writing: the client has not read what is in flight. */
+  private held = false;
+  private holdTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly inFlight = new InFlight();
+  /** Live mode's limits in ms (0: none); lossless mode has none. */
+  private readonly deadlineMs: number;
+  private readonly budgetMs: number;
   private scheduled = false;
-  /** Queue-full and deadline drops counted when the client last took bytes. */
+  /** Pressure drops (queue full, deadline, budget) counted when the client last took bytes. */
   private dropsAtProgress = 0;
   private stuckReported = false;
   /** Everyone waiting for queue room, and for the queue to empty: each is woken once. */
@@ -54,12 +72,18 @@ export class FrameWriter {
     this.scheduled = false;
     this.pump();
   };
+  private readonly recheckTask = () => {
+    this.holdTimer = undefined;
+    this.pump();
+  };
 
   constructor(
     readonly queue: FrameQueue,
     private readonly options: FrameWriterOptions,
   ) {
     this.clock = options.clock ?? wallClock;
+    this.deadlineMs = options.lossless ? 0 : options.writeDeadlineMs;
+    this.budgetMs = options.lossless ? 0 : (options.maxLatencyMs ?? 0);
   }
 
   get connected(): boolean {
@@ -76,6 +100,8 @@ export class FrameWriter {
     if (this.socket) this.release(false);
     this.socket = socket;
     this.blocked = false;
+    const fd = socket.fd;
+    this.inFlight.reset(typeof fd === "number" ? fd : -1);
     this.dropsAtProgress = this.pressureDrops();
     this.stuckReported = false;
     this.schedule();
@@ -117,13 +143,11 @@ export class FrameWriter {
       this.queue.stats.dropped[DropReason.NoClient]++;
       return false;
     }
-    if (this.blocked && live && this.options.writeDeadlineMs > 0) {
-      this.queue.dropOlderThan(now - this.options.writeDeadlineMs, DropReason.WriteDeadline);
-    }
+    if (this.blocked && live) this.dropStale(now);
     const accepted = this.queue.push(type, payload, timestampMs, now);
     // Stuck: the client took nothing while `stuckFrames` frames were dropped for it. Counting
     // drops, not arrivals, lets a healthy client ride out a burst the queue can absorb.
-    if (this.blocked && live && !this.stuckReported && this.socket) {
+    if ((this.blocked || this.held) && live && !this.stuckReported && this.socket) {
       if (this.pressureDrops() - this.dropsAtProgress >= this.options.stuckFrames) {
         this.stuckReported = true;
         this.options.onStuck?.(this.socket);
@@ -149,25 +173,26 @@ export class FrameWriter {
   onDrain(socket: Socket<unknown>): void {
     if (socket !== this.socket) return;
     this.blocked = false;
+    if (!this.options.lossless) this.dropStale(performance.now());
     this.pump();
   }
 
-  /** Writes as much as the kernel takes now. */
+  /** Writes as much as the kernel takes now (live mode: as the latency budget allows). */
   pump(): void {
     const socket = this.socket;
     if (!socket || this.blocked) return;
+    if (this.budgetMs > 0 && this.overBudget()) return;
     if (this.tailSize > 0 && !this.writeTail(socket)) return;
     const queue = this.queue;
     const stats = queue.stats;
-    const deadline = this.options.lossless ? 0 : this.options.writeDeadlineMs;
+    const tracking = this.budgetMs > 0;
     while (queue.length > 0) {
-      const now = performance.now();
-      if (deadline > 0) queue.dropOlderThan(now - deadline, DropReason.WriteDeadline);
       const n = queue.contiguousRun(COALESCE_BYTES);
       if (n === 0) break;
       const start = queue.runStart;
       const size = queue.runBytes;
       const oldest = queue.oldestEnqueuedAt();
+      const now = performance.now();
       const written = socket.write(queue.buffer, start, size);
       const after = performance.now();
       stats.writeCalls++;
@@ -175,7 +200,10 @@ export class FrameWriter {
         this.gone(socket);
         return;
       }
-      if (written > 0) this.dropsAtProgress = this.pressureDrops();
+      if (written > 0) {
+        this.dropsAtProgress = this.pressureDrops();
+        if (tracking) this.inFlight.wrote(written, oldest);
+      }
       if (written === size) {
         this.delivered(n, this.framesAmong(n), size, after - oldest, after - now);
         queue.shift(n);
@@ -213,7 +241,10 @@ export class FrameWriter {
       this.gone(socket);
       return false;
     }
-    if (written > 0) this.dropsAtProgress = this.pressureDrops();
+    if (written > 0) {
+      this.dropsAtProgress = this.pressureDrops();
+      if (this.budgetMs > 0) this.inFlight.wrote(written, this.tailEnqueuedAt);
+    }
     this.tailSent += written;
     if (written < remaining) {
       this.queue.stats.shortWrites++;
@@ -243,9 +274,36 @@ export class FrameWriter {
     this.options.onWritten?.(messages, bytes, oldestWaitMs, writeCallMs);
   }
 
+  /**
+   * The latency budget, checked before each pump: drops what grew older than
+   * the budget in the queue, and holds writing while data the client has not
+   * read yet is that old, since whatever is written now would reach it later
+   * still. Looked at again by the next frame, or after HOLD_RECHECK_MS.
+   */
+  private overBudget(): boolean {
+    const cutoff = performance.now() - this.budgetMs;
+    this.queue.dropOlderThan(cutoff, DropReason.LatencyBudget);
+    const inFlight = this.inFlight;
+    if (!inFlight.olderThan(cutoff)) {
+      this.held = false;
+      return false;
+    }
+    if (inFlight.clientRead) this.dropsAtProgress = this.pressureDrops();
+    this.held = true;
+    this.holdTimer ??= setTimeout(this.recheckTask, HOLD_RECHECK_MS);
+    this.wake();
+    return true;
+  }
+
+  /** Live mode, while the socket buffer is full: what waited too long for room is stale. */
+  private dropStale(now: number): void {
+    if (this.budgetMs > 0) this.queue.dropOlderThan(now - this.budgetMs, DropReason.LatencyBudget);
+    if (this.deadlineMs > 0) this.queue.dropOlderThan(now - this.deadlineMs, DropReason.WriteDeadline);
+  }
+
   private pressureDrops(): number {
     const dropped = this.queue.stats.dropped;
-    return dropped[DropReason.QueueFull] + dropped[DropReason.WriteDeadline];
+    return dropped[DropReason.QueueFull] + dropped[DropReason.WriteDeadline] + dropped[DropReason.LatencyBudget];
   }
 
   /** Counts the OpusFrames among the `n` oldest queued messages (just written) and reports the others. */
@@ -277,6 +335,10 @@ export class FrameWriter {
     }
     if (dropQueued) this.queue.dropAll(reason);
     this.blocked = false;
+    this.held = false;
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+    this.inFlight.reset(-1);
     this.wake();
   }
 

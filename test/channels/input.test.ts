@@ -62,7 +62,7 @@ async function startServer(path: string, over: Partial<InputServerOptions> = {})
   return { server, messages, ends, logs };
 }
 
-const NO_DROPS = { queue_full: 0, no_client: 0, write_deadline: 0, client_stuck: 0, client_gone: 0, shutdown: 0 };
+const NO_DROPS = { queue_full: 0, no_client: 0, write_deadline: 0, latency_budget: 0, client_stuck: 0, client_gone: 0, shutdown: 0 };
 
 const MONO: AudioConfig = { sampleRate: 48000, channels: 1, frameSize: 960 };
 

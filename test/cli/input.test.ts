@@ -100,7 +100,7 @@ describe("input serve / input send as processes", () => {
     const server = await serve(sock, sink, ["--once"]);
     // stdin is a live source: a queue that holds everything and no deadline keep it lossless.
     const sender = spawnAgent(
-      ["input", "send", "--socket", sock, "--source", "-", "--heartbeat-ms", "10", "--queue-frames", "20000", "--write-deadline-ms", "0", "--stuck-frames", "100000"],
+      ["input", "send", "--socket", sock, "--source", "-", "--heartbeat-ms", "10", "--queue-frames", "20000", "--write-deadline-ms", "0", "--max-latency-ms", "60000", "--stuck-frames", "100000"],
       { stdin: "pipe" },
     );
     await sender.waitForStderr("connected");
@@ -165,7 +165,7 @@ describe("input serve / input send as processes", () => {
     const base = await metricsUrl(server);
     const sender = spawnAgent(
       // Lossless enough for a burst on stdin (see the first test); the stuck check counts frames, not time.
-      ["input", "send", "--socket", sock, "--source", "-", "--heartbeat-ms", "20", "--write-deadline-ms", "0", "--stuck-frames", "100000"],
+      ["input", "send", "--socket", sock, "--source", "-", "--heartbeat-ms", "20", "--write-deadline-ms", "0", "--max-latency-ms", "60000", "--stuck-frames", "100000"],
       { stdin: "pipe" },
     );
     await sender.waitForStderr("connected");

@@ -14,7 +14,7 @@ import { MessageType, encodeConfigPayload, encodeMessage, DEFAULT_AUDIO_CONFIG, 
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { payloadIndex, until } from "../support/temp.ts";
+import { indexedPayload, payloadIndex, until } from "../support/temp.ts";
 import { writeWireFile } from "../support/wire.ts";
 import { expectAccountedLine, expectIntactInOrder, fdCount, logFields, rssBytes, StdinFeeder, wireFileFrames } from "./support.ts";
 
@@ -110,6 +110,42 @@ describe("a client that connects and never reads", () => {
     expect(b[0]!).toBeGreaterThan(a.at(-1)!);
     expect(b.at(-1)).toBe(3299);
     expect(replacement.pending).toBe(0);
+  });
+});
+
+describe("a live client that stalls for 3 s with its socket open", () => {
+  test("after it resumes it gets at most 10 frames older than 300 ms, then current audio; every frame is accounted for", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const source = dir.path("second.wire");
+    // One second of 20 ms frames, looped.
+    await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
+    // A 3 s stall drops far more than 50 frames for the client: it must not be cut off as stuck here.
+    const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--realtime", "--loop", "--stuck-frames", "1000"]);
+    await server.waitForStderr("listening");
+    const client = await connect(path);
+    await Bun.sleep(1000);
+    client.socket.pause();
+    await Bun.sleep(3000);
+    const beforeStall = client.messages.length;
+    client.socket.resume();
+    await Bun.sleep(2000);
+    client.close();
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+
+    // Age at arrival: the client's clock minus the header timestamp (both this machine's wall clock).
+    const isStale = (m: (typeof client.messages)[number]) => m.receivedAtMs - m.timestampMs > 300;
+    expect(beforeStall).toBeGreaterThan(20);
+    const resumed = client.messages.slice(beforeStall);
+    expect(resumed.length).toBeGreaterThan(50);
+    expect(resumed.filter(isStale).length).toBeLessThanOrEqual(10);
+    expect(resumed.slice(10).filter(isStale).length).toBe(0);
+    expect(client.error).toBeUndefined();
+
+    const acc = expectAccountedLine(server.stderr);
+    expect(acc.byReason.latency_budget ?? 0).toBeGreaterThan(0);
+    expect(acc.byReason.client_stuck ?? 0).toBe(0);
   });
 });
 

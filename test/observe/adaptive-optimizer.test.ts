@@ -243,7 +243,8 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     const sock = path("out.sock");
     const server = spawnAgent([
       "output", "serve", "--socket", sock, "--source", path("src.wire"), "--realtime", "--loop",
-      "--queue-frames", "100", "--stuck-frames", "100000", "--socket-buffers", "default",
+      // No latency budget: it would stop writing long before a paused reader's socket buffer overflows.
+      "--queue-frames", "100", "--stuck-frames", "100000", "--max-latency-ms", "60000", "--socket-buffers", "default",
       "--adaptive-threshold", "3", "--adaptive-window-ms", "1000", "--adaptive-calm-ms", "300",
       "--metrics", "0",
     ]);

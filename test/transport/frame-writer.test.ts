@@ -245,6 +245,52 @@ describe("FrameWriter live mode", () => {
   });
 });
 
+describe("FrameWriter latency budget", () => {
+  test("a paused reader: writing holds once what it has not read spans the budget; older frames are dropped as latency_budget", async () => {
+    const { path, server } = await startServer({ maxLatencyMs: 100, writeDeadlineMs: 50, stuckFrames: 100_000 });
+    const client = await connect(path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    // 20 ms frames for 1.5 s, none read: the kernel would hold them all (seconds of audio).
+    let next = 0;
+    for (; next < 75; next++) {
+      server.sendFrame(indexedPayload(next, 160));
+      await Bun.sleep(20);
+    }
+    const s = server.stats;
+    // Written: what spanned the budget before the hold (a 100 ms budget: a handful of 20 ms frames).
+    expect(s.delivered).toBeLessThanOrEqual(10);
+    expect(s.dropped.latency_budget).toBeGreaterThan(50);
+    expect(s.shortWrites).toBe(0);
+    expect(server.readings().queueDepth).toBeLessThanOrEqual(10);
+    // The reader comes back: what was held goes out, then every new frame.
+    client.socket.resume();
+    for (let k = 0; k < 10; k++, next++) {
+      server.sendFrame(indexedPayload(next, 160));
+      await Bun.sleep(20);
+    }
+    await until(() => server.idle && client.frames.length === s.delivered, "queue written out");
+    expect(s.submitted).toBe(next);
+    expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+    const indices = checkReceived(client, 160);
+    expect(indices.slice(-5)).toEqual([next - 5, next - 4, next - 3, next - 2, next - 1]);
+  });
+
+  test("lossless mode is not limited by the budget: a paused reader gets every frame once it reads", async () => {
+    const { path, server } = await startServer({ lossless: true, maxLatencyMs: 10, writeDeadlineMs: 0, queueFrames: 1000 });
+    const client = await connect(path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    for (let i = 0; i < 300; i++) {
+      server.sendFrame(indexedPayload(i, 160));
+      if (i % 50 === 0) await Bun.sleep(20);
+    }
+    await Bun.sleep(50);
+    client.socket.resume();
+    await until(() => client.frames.length === 300, "every frame");
+    expect(server.stats.droppedTotal).toBe(0);
+    expect(checkReceived(client, 160)).toEqual([...Array(300).keys()]);
+  });
+});
+
 describe("FrameWriter lossless mode", () => {
   test("every waiter is woken: two waiting for room and two waiting for idle all resolve", async () => {
     const { path, server } = await startServer({ lossless: true, writeDeadlineMs: 0, queueFrames: 8, socketBuffers: SMALL_SEND_BUFFER });
