@@ -149,6 +149,45 @@ describe("a live client that stalls for 3 s with its socket open", () => {
   });
 });
 
+describe("clients that cannot keep a connection", () => {
+  test("two `output recv` competing for one server back off: at most 40 connections in 5 s", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const source = dir.path("second.wire");
+    await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
+    const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--realtime", "--loop"]);
+    await server.waitForStderr("listening");
+    const recv = (name: string) => spawnAgent(["output", "recv", "--socket", path, "--sink", dir.path(name)]);
+    const clients = [recv("a.wire"), recv("b.wire")];
+    await Bun.sleep(5000);
+    for (const client of clients) client.kill("SIGTERM");
+    for (const client of clients) expect(await client.exited).toBe(0);
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+    const connects = Number(logFields(server.stderr, "output-server", "stopped")?.connects);
+    expect(connects).toBeGreaterThanOrEqual(3); // they really did replace each other
+    expect(connects).toBeLessThanOrEqual(40);
+    expectAccountedLine(server.stderr);
+  });
+
+  for (const role of ["output recv", "input send"] as const) {
+    test(`\`${role}\` without a server says at once that it waits, naming the socket`, async () => {
+      const dir = setup("pf-");
+      const path = dir.path("absent.sock");
+      await Bun.write(dir.path("src.wire"), "");
+      const args = role === "output recv" ? ["--sink", dir.path("got.wire")] : ["--source", dir.path("src.wire")];
+      const agent = spawnAgent([...role.split(" "), "--socket", path, ...args]);
+      await agent.waitForStderr("waiting for the server");
+      expect(logFields(agent.stderr, role === "output recv" ? "output-client" : "input-client", "waiting for the server")).toEqual({
+        socket: path,
+        error: "ENOENT",
+      });
+      agent.kill("SIGTERM");
+      expect(await agent.exited).toBe(0);
+    });
+  }
+});
+
 describe("a lossless server whose client never reads", () => {
   test("its memory is bounded in bytes: --queue-frames 100000 of 4 KiB frames stays under 100 MiB RSS", async () => {
     const dir = setup("pf-");
