@@ -14,6 +14,7 @@ import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
 import { healthz, metricsUrl } from "../support/metrics.ts";
 import { requireTool, run, wav } from "../media/opus-fixtures.ts";
+import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { sameBytes, testPayload, until } from "../support/temp.ts";
 import { parseWire, wireBytes, writeWireFile, type WireMessage } from "../support/wire.ts";
 
@@ -267,5 +268,23 @@ describe("input serve / input send as processes", () => {
       expect(all.length).toBe(1);
       checkSession(all[0], config, packets.length, (i) => packets[i]);
     }
+  });
+
+  test("an input server that skips the Ack of every third Heartbeat keeps its one connection and gets frames to the end", async () => {
+    const { sock, path } = setup();
+    const server = ackSkippingServer(sock);
+    defer(() => server.stop());
+    // 6 s of 20 ms frames, sent in real time.
+    await writeWireFile(path("six.wire"), 300);
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("six.wire"), "--realtime", "--heartbeat-ms", "200", "--ack-timeout-ms", "700"]);
+    expect(await sender.exited).toBe(0);
+    expect(server.connections).toBe(1);
+    expect(server.heartbeats).toBeGreaterThanOrEqual(20);
+    expect(server.stopped).toBe(true);
+    // Whole and in order up to the very last frame.
+    const first = 300 - server.frames.length;
+    expect(server.frames.every((p, k) => sameBytes(p, testPayload(first + k)))).toBe(true);
+    expect(first).toBeLessThanOrEqual(1);
+    expect(logFields(sender.stderr, "input-client: stopped")).toMatchObject({ connects: "1", ack_timeouts: "0" });
   });
 });
