@@ -139,6 +139,11 @@ export class InputClient implements ChannelEnd {
     return this.running;
   }
 
+  /** Resolves once the first connection attempt is decided: connected, or no server there yet. */
+  firstAttempt(): Promise<void> {
+    return this.connection.firstAttempt;
+  }
+
   waitForConnection(): Promise<void> {
     if (this.connected) return Promise.resolve();
     return new Promise((resolve) => this.connectedWaiters.push(resolve));
