@@ -1,6 +1,7 @@
 /**
  * Why a frame was not delivered. Every frame a role submits ends up either
- * delivered (written whole to a client socket) or dropped for one of these.
+ * delivered (accepted whole by the kernel for the peer's socket; not
+ * necessarily read by the peer) or dropped for one of these.
  */
 export const DropReason = {
   /** The send queue was full (drop-oldest or drop-newest policy). */
