@@ -13,6 +13,7 @@ import {
 import { socketDir, useCleanup } from "../support/cleanup.ts";
 import { spawnAgent, stopAgents, type AgentProcess } from "../support/cli.ts";
 import { healthz, metricsUrl } from "../support/metrics.ts";
+import { drain } from "../media/ogg-helpers.ts";
 import { requireTool, run, wav } from "../media/opus-fixtures.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { sameBytes, testPayload, until } from "../support/temp.ts";
@@ -86,6 +87,18 @@ function logFields(stderr: string, message: string): Record<string, string> {
     .pop();
   if (!line) throw new Error(`no log line "${message}" in:\n${stderr}`);
   return Object.fromEntries([...line.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)].map((m) => [m[1], m[2]]));
+}
+
+/** The packets our Ogg reader finds in a file: what a server must receive, in order. */
+async function oggPackets(path: string): Promise<Uint8Array[]> {
+  const source = await OggSource.open(path, { lenient: false });
+  try {
+    const drained = await drain(source);
+    expect(drained.error).toBeUndefined();
+    return drained.frames.map((f) => f.payload);
+  } finally {
+    await source.close();
+  }
 }
 
 /** Writes all of `bytes` to a spawned agent's stdin. */
@@ -238,15 +251,7 @@ describe("input serve / input send as processes", () => {
     writeFileSync(path("mono.wav"), wav(1, 48000));
     const encoded = run([opusenc, "--quiet", "--framesize", "60", path("mono.wav"), path("mono.opus")]);
     expect(encoded.exitCode).toBe(0);
-    // The packets our Ogg reader finds: what the server must receive, in order.
-    const packets: Uint8Array[] = [];
-    const source = await OggSource.open(path("mono.opus"), { lenient: false });
-    for (;;) {
-      const frame = source.next();
-      if (frame) packets.push(frame.payload.slice());
-      else if (!(await source.fill())) break;
-    }
-    await source.close();
+    const packets = await oggPackets(path("mono.opus"));
     expect(packets.length).toBeGreaterThan(10);
 
     const cases: [string[], AudioConfig][] = [
@@ -292,14 +297,7 @@ describe("input serve / input send as processes", () => {
     const opusenc = requireTool("opusenc", "opus-tools");
     writeFileSync(path("two.wav"), wav(2, 96_000));
     expect(run([opusenc, "--quiet", path("two.wav"), path("two.opus")]).exitCode).toBe(0);
-    const packets: Uint8Array[] = [];
-    const source = await OggSource.open(path("two.opus"), { lenient: false });
-    for (;;) {
-      const frame = source.next();
-      if (frame) packets.push(frame.payload.slice());
-      else if (!(await source.fill())) break;
-    }
-    await source.close();
+    const packets = await oggPackets(path("two.opus"));
     expect(packets.length).toBeGreaterThanOrEqual(100); // 2 s of 20 ms packets (and one for the encoder delay)
 
     const server = await serve(sock, sink, ["--once"]);

@@ -33,6 +33,15 @@ async function startFedServer(socket: string, extra: string[] = []): Promise<{ s
   return { server, feed: new StdinFeeder(server) };
 }
 
+/** `output serve --realtime --loop` over one second of 20 ms indexed frames: live audio. */
+async function startLiveServer(dir: { path: (name: string) => string }, socket: string, extra: string[] = []): Promise<AgentProcess> {
+  const source = dir.path("second.wire");
+  await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
+  const server = spawnAgent(["output", "serve", "--socket", socket, "--source", source, "--realtime", "--loop", ...extra]);
+  await server.waitForStderr("listening");
+  return server;
+}
+
 async function connect(path: string, options: Parameters<typeof RecordingClient.connect>[1] = {}): Promise<RecordingClient> {
   const client = await RecordingClient.connect(path, options);
   defer(() => client.close());
@@ -117,12 +126,8 @@ describe("a live client that stalls for 3 s with its socket open", () => {
   test("after it resumes it gets at most 10 frames older than 300 ms, then current audio; every frame is accounted for", async () => {
     const dir = setup("pf-");
     const path = dir.path("out.sock");
-    const source = dir.path("second.wire");
-    // One second of 20 ms frames, looped.
-    await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
     // A 3 s stall drops far more than 50 frames for the client: it must not be cut off as stuck here.
-    const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--realtime", "--loop", "--stuck-frames", "1000"]);
-    await server.waitForStderr("listening");
+    const server = await startLiveServer(dir, path, ["--stuck-frames", "1000"]);
     const client = await connect(path);
     await Bun.sleep(1000);
     client.socket.pause();
@@ -153,10 +158,7 @@ describe("clients that cannot keep a connection", () => {
   test("two `output recv` competing for one server back off: at most 40 connections in 5 s", async () => {
     const dir = setup("pf-");
     const path = dir.path("out.sock");
-    const source = dir.path("second.wire");
-    await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
-    const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--realtime", "--loop"]);
-    await server.waitForStderr("listening");
+    const server = await startLiveServer(dir, path);
     const recv = (name: string) => spawnAgent(["output", "recv", "--socket", path, "--sink", dir.path(name)]);
     const clients = [recv("a.wire"), recv("b.wire")];
     await Bun.sleep(5000);
