@@ -173,7 +173,7 @@ export class FrameWriter {
   onDrain(socket: Socket<unknown>): void {
     if (socket !== this.socket) return;
     this.blocked = false;
-    if (!this.options.lossless) this.dropStale(performance.now());
+    this.dropStale(performance.now());
     this.pump();
   }
 
@@ -290,12 +290,12 @@ export class FrameWriter {
     }
     if (inFlight.clientRead) this.dropsAtProgress = this.pressureDrops();
     this.held = true;
-    this.holdTimer ??= setTimeout(this.recheckTask, HOLD_RECHECK_MS);
+    if (!this.idle) this.holdTimer ??= setTimeout(this.recheckTask, HOLD_RECHECK_MS);
     this.wake();
     return true;
   }
 
-  /** Live mode, while the socket buffer is full: what waited too long for room is stale. */
+  /** Live mode, while the socket buffer is full: what waited too long for room is stale (lossless: nothing). */
   private dropStale(now: number): void {
     if (this.budgetMs > 0) this.queue.dropOlderThan(now - this.budgetMs, DropReason.LatencyBudget);
     if (this.deadlineMs > 0) this.queue.dropOlderThan(now - this.deadlineMs, DropReason.WriteDeadline);
