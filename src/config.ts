@@ -134,10 +134,11 @@ export const OPTIONS = {
   once: { flag: "boolean", help: "exit when the first connection (session) ends", allowed: "true, false", schema: booleanLike, default: false },
   "connect-timeout": { flag: "string", help: "give up (exit 1) after S seconds without a server", allowed: "seconds > 0", schema: v.pipe(numberLike, v.number(), v.minValue(0.001)) },
   "socket-mode": { flag: "string", help: "file mode of the socket (octal)", allowed: "octal 000..777, e.g. 0660", schema: fileMode, default: 0o660, written: octal },
-  "queue-frames": { flag: "string", help: "send queue bound in frames", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 500 },
+  "queue-frames": { flag: "string", help: "send queue bound in frames (the queue also never holds more than 8 MiB)", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 500 },
   drop: { flag: "string", help: "which frame to drop when the queue is full", allowed: "oldest, newest", schema: choice(["oldest", "newest"]), default: "oldest" },
-  "write-deadline-ms": { flag: "string", help: "live mode: drop frames that waited longer than this (0: never)", allowed: "an integer 0..60000", schema: integer(0, 60_000), default: 50 },
-  "stuck-frames": { flag: "string", help: "live mode: disconnect a client that takes nothing while this many frames are dropped for it", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 50 },
+  "write-deadline-ms": { flag: "string", help: "live mode: drop frames that waited longer than this for room in the socket buffer (0: never)", allowed: "an integer 0..60000", schema: integer(0, 60_000), default: 50 },
+  "max-latency-ms": { flag: "string", help: "live mode: latency budget; stop writing while what the peer has not read yet is older than this, drop queued frames older than this", allowed: "an integer 10..60000", schema: integer(10, 60_000), default: 100 },
+  "stuck-frames": { flag: "string", help: "live mode: disconnect a client that takes nothing while this many frames are dropped for it", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 250 },
   "pre-skip": { flag: "string", help: "ogg sink: OpusHead pre-skip in 48 kHz samples", allowed: "an integer 0..65535", schema: integer(0, 65535), default: 312 },
   "page-ms": { flag: "string", help: "sink: write out (an Ogg sink: close a page) at least this often, so live listeners hear audio promptly", allowed: "an integer 1..10000", schema: integer(1, 10_000), default: 100 },
   "heartbeat-ms": { flag: "string", help: "send a Heartbeat this often", allowed: "an integer 10..60000", schema: integer(10, 60_000), default: 1000 },
@@ -176,10 +177,10 @@ const COMMON = [
 
 /** Which settings each role reads. */
 export const ROLE_OPTIONS = {
-  "output serve": ["socket", "source", "format", "realtime", "loop", "lenient", "socket-mode", "queue-frames", "drop", "write-deadline-ms", "stuck-frames", ...COMMON],
+  "output serve": ["socket", "source", "format", "realtime", "loop", "lenient", "socket-mode", "queue-frames", "drop", "write-deadline-ms", "max-latency-ms", "stuck-frames", ...COMMON],
   "output recv": ["socket", "sink", "format", "count", "once", "connect-timeout", "pre-skip", "page-ms", ...COMMON],
   "input serve": ["socket", "sink", "format", "once", "socket-mode", "pre-skip", "page-ms", ...COMMON],
-  "input send": ["socket", "source", "format", "realtime", "loop", "lenient", "connect-timeout", "heartbeat-ms", "ack-timeout-ms", "sample-rate", "channels", "frame-size", "queue-frames", "drop", "write-deadline-ms", "stuck-frames", ...COMMON],
+  "input send": ["socket", "source", "format", "realtime", "loop", "lenient", "connect-timeout", "heartbeat-ms", "ack-timeout-ms", "sample-rate", "channels", "frame-size", "queue-frames", "drop", "write-deadline-ms", "max-latency-ms", "stuck-frames", ...COMMON],
 } as const satisfies Record<Role, readonly OptionName[]>;
 
 export type RoleSettings<R extends Role> = Settings<(typeof ROLE_OPTIONS)[R][number]>;

@@ -75,7 +75,7 @@ export interface DriverResult {
   /** Receiver: socket reads (the native baseline counts every read too). */
   reads?: number;
   /**
-   * CLOCK_REALTIME minus the agent's clock (performance.timeOrigin + performance.now()),
+   * CLOCK_REALTIME minus the agent's clock (wallClockMs(): performance.now() plus an offset to the wall clock),
    * mean over 200 readings, in microseconds: how far the header timestamps can be off.
    */
   clockOffsetUs?: number;

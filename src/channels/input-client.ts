@@ -30,6 +30,8 @@ export interface InputClientOptions {
   dropPolicy: DropPolicy;
   lossless: boolean;
   writeDeadlineMs: number;
+  /** Live mode's latency budget in ms (FrameWriterOptions.maxLatencyMs); absent: none. */
+  maxLatencyMs?: number;
   stuckFrames: number;
   /** SO_SNDBUF/SO_RCVBUF applied to every connection; none leaves the kernel defaults. */
   socketBuffers?: SocketBufferSizes;
@@ -42,9 +44,11 @@ export interface InputClientOptions {
 /**
  * The main-app side of the input channel: sends Config on every connection,
  * then microphone frames, a Heartbeat every `heartbeatMs`, and Stop before
- * leaving. Unlike the Go original it reads the server's Acks: each Ack
- * answers the oldest Config/Heartbeat written, giving a round-trip time, and
- * a server that stops acking is treated as gone.
+ * leaving. Unlike the Go original it reads the server's Acks. An Ack does
+ * not say what it answers, and a server under load may skip some, so any Ack
+ * proves the server alive and answers everything outstanding; a round trip
+ * is measured only when exactly one Config/Heartbeat was outstanding. A
+ * server that leaves the oldest unanswered one for `ackTimeoutMs` is gone.
  */
 export class InputClient implements ChannelEnd {
   readonly stats = new FrameStats();
@@ -57,8 +61,10 @@ export class InputClient implements ChannelEnd {
   protocolErrors = 0;
   ackTimeouts = 0;
   private parser = new FrameParser(INPUT_MAGIC);
-  /** Monotonic times at which Config/Heartbeats were written, oldest first, awaiting Acks. */
-  private awaiting: { type: MessageType; at: number }[] = [];
+  /** Config/Heartbeats written since the last Ack, when the oldest of them was written (monotonic ms), and its type. */
+  private unacked = 0;
+  private oldestUnackedAt = 0;
+  private oldestUnackedType: MessageType = MessageType.Config;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   private connectedWaiters: (() => void)[] = [];
   private finishing = false;
@@ -86,12 +92,13 @@ export class InputClient implements ChannelEnd {
     this.writer = new FrameWriter(this.queue, {
       lossless: options.lossless,
       writeDeadlineMs: options.writeDeadlineMs,
+      maxLatencyMs: options.maxLatencyMs,
       stuckFrames: options.stuckFrames,
       onStuck: (socket) => this.drop(socket, "server stuck: took nothing while frames kept coming"),
       onWritten: (messages, bytes, oldestWaitMs, writeCallMs) =>
         this.observer.written(messages, bytes, oldestWaitMs, writeCallMs),
       onControlWritten: (type) => {
-        if (type === MessageType.Heartbeat) this.awaiting.push({ type, at: performance.now() });
+        if (type === MessageType.Heartbeat) this.awaitAck(type);
       },
     });
   }
@@ -130,6 +137,11 @@ export class InputClient implements ChannelEnd {
     this.running ??= this.connection.run();
     this.heartbeatTimer = setInterval(() => this.tick(), this.options.heartbeatMs);
     return this.running;
+  }
+
+  /** Resolves once the first connection attempt is decided: connected, or no server there yet. */
+  firstAttempt(): Promise<void> {
+    return this.connection.firstAttempt;
   }
 
   waitForConnection(): Promise<void> {
@@ -206,7 +218,7 @@ export class InputClient implements ChannelEnd {
 
   private open(socket: Socket<unknown>): void {
     this.parser = new FrameParser(INPUT_MAGIC);
-    this.awaiting = [];
+    this.unacked = 0;
     this.tuner.attach(socket);
     this.observer.connection("connected", this.options.path);
     // Config goes first on every connection, ahead of anything queued meanwhile.
@@ -220,7 +232,7 @@ export class InputClient implements ChannelEnd {
       this.drop(socket, "could not write Config to a fresh connection");
       return;
     }
-    this.awaiting.push({ type: MessageType.Config, at: performance.now() });
+    this.awaitAck(MessageType.Config);
     this.options.report("info", this.connects === 1 ? "connected" : "reconnected", {
       socket: this.options.path,
       ...this.options.config,
@@ -229,11 +241,18 @@ export class InputClient implements ChannelEnd {
     for (const wake of this.connectedWaiters.splice(0)) wake();
   }
 
+  /** A Config or Heartbeat was written whole: it awaits an Ack. */
+  private awaitAck(type: MessageType): void {
+    if (this.unacked++ === 0) {
+      this.oldestUnackedAt = performance.now();
+      this.oldestUnackedType = type;
+    }
+  }
+
   private tick(): void {
     const socket = this.connection.socket;
     if (!socket) return;
-    const oldest = this.awaiting[0];
-    if (oldest && performance.now() - oldest.at > this.options.ackTimeoutMs) {
+    if (this.unacked > 0 && performance.now() - this.oldestUnackedAt > this.options.ackTimeoutMs) {
       this.ackTimeouts++;
       this.drop(socket, `no Ack within ${this.options.ackTimeoutMs} ms`);
       return;
@@ -253,12 +272,12 @@ export class InputClient implements ChannelEnd {
           continue;
         }
         this.acks++;
-        const answered = this.awaiting.shift();
-        if (answered) {
-          const ms = performance.now() - answered.at;
+        if (this.unacked === 1) {
+          const ms = performance.now() - this.oldestUnackedAt;
           this.observer.roundTrip(ms);
-          this.options.onRoundTrip?.(ms, answered.type);
+          this.options.onRoundTrip?.(ms, this.oldestUnackedType);
         }
+        this.unacked = 0;
       }
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;

@@ -1,5 +1,5 @@
 import type { Socket } from "bun";
-import { MessageType, OUTPUT_MAGIC } from "../protocol/index.ts";
+import { MessageType, OUTPUT_MAGIC, wallClockMs, type WallClock } from "../protocol/index.ts";
 import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
 import { DropReason, FrameStats } from "../transport/frame-stats.ts";
 import { FrameWriter } from "../transport/frame-writer.ts";
@@ -19,9 +19,13 @@ export interface OutputServerOptions {
   dropPolicy: DropPolicy;
   lossless: boolean;
   writeDeadlineMs: number;
+  /** Live mode's latency budget in ms (FrameWriterOptions.maxLatencyMs); absent: none. */
+  maxLatencyMs?: number;
   stuckFrames: number;
   /** SO_SNDBUF/SO_RCVBUF applied to every client connection; none leaves the kernel defaults. */
   socketBuffers?: SocketBufferSizes;
+  /** Stamps frames; the process's wall clock unless a test injects one. */
+  clock?: WallClock;
 }
 
 /**
@@ -45,8 +49,10 @@ export class OutputServer implements ChannelEnd {
     this.writer = new FrameWriter(this.queue, {
       lossless: options.lossless,
       writeDeadlineMs: options.writeDeadlineMs,
+      maxLatencyMs: options.maxLatencyMs,
       stuckFrames: options.stuckFrames,
       onStuck: (socket) => this.dropStuckClient(socket),
+      clock: options.clock,
       onWritten: (messages, bytes, oldestWaitMs, writeCallMs) =>
         this.observer.written(messages, bytes, oldestWaitMs, writeCallMs),
     });
@@ -97,7 +103,7 @@ export class OutputServer implements ChannelEnd {
   /** Queues one Opus frame stamped now; false if it was dropped (and counted). */
   sendFrame(payload: Uint8Array, timestampMs?: number): boolean {
     const tap = this.observer.frameTap;
-    if (tap) tap(payload, timestampMs ?? performance.timeOrigin + performance.now());
+    if (tap) tap(payload, timestampMs ?? wallClockMs());
     return this.writer.submit(MessageType.OpusFrame, payload, timestampMs);
   }
 

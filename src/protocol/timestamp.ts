@@ -8,9 +8,63 @@
 
 const TWO_32 = 4294967296;
 
+/** Where a WallClock reads the time (ms); injectable so that tests can step the wall clock. */
+export interface ClockSources {
+  /** A clock that never steps: performance.now(). */
+  monotonicMs?: () => number;
+  /** The system's wall clock (CLOCK_REALTIME): Date.now(). */
+  realtimeMs?: () => number;
+}
+
+/**
+ * Unix time in ms from one monotonic clock read: performance.now() plus an
+ * offset to the wall clock. The offset is read again about once a second, so
+ * timestamps follow a step of the system clock (a device setting its clock
+ * after boot, or NTP stepping it) within a second, where
+ * `performance.timeOrigin + performance.now()` keeps the start-up offset for
+ * the life of the process. Between steps the offset keeps its microsecond
+ * resolution; after one it is exact to half a millisecond (Date.now() has only ms).
+ */
+export class WallClock {
+  private readonly monotonic: () => number;
+  private readonly realtime: () => number;
+  private offset = performance.timeOrigin;
+  private checkedAt = -Infinity;
+
+  constructor(
+    sources: ClockSources = {},
+    /** How often (ms of monotonic time) the wall clock is read again. */
+    readonly recheckMs = 1000,
+  ) {
+    this.monotonic = sources.monotonicMs ?? (() => performance.now());
+    this.realtime = sources.realtimeMs ?? Date.now;
+  }
+
+  /** Unix ms now. */
+  now(): number {
+    return this.at(this.monotonic());
+  }
+
+  /** Unix ms at the monotonic reading `monotonicMs`, taken just now (the hot path's one clock read). */
+  at(monotonicMs: number): number {
+    if (monotonicMs - this.checkedAt >= this.recheckMs) this.recheck(monotonicMs);
+    return this.offset + monotonicMs;
+  }
+
+  private recheck(monotonicMs: number): void {
+    this.checkedAt = monotonicMs;
+    // Date.now() truncates to whole ms: the true offset lies within half a ms of sample + 0.5.
+    const sample = this.realtime() - monotonicMs + 0.5;
+    if (Math.abs(sample - this.offset) > 1) this.offset = sample;
+  }
+}
+
+/** The process's wall clock, shared by everything that stamps or ages messages. */
+export const wallClock = new WallClock();
+
 /** Wall-clock Unix time in ms with microsecond resolution (Date.now() has only ms). */
 export function wallClockMs(): number {
-  return performance.timeOrigin + performance.now();
+  return wallClock.now();
 }
 
 /** Writes `ms` (Unix milliseconds, fractional) as i64 nanoseconds at `offset`. */

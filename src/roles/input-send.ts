@@ -47,6 +47,7 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     dropPolicy: settings.drop,
     lossless: !live,
     writeDeadlineMs: settings["write-deadline-ms"],
+    maxLatencyMs: settings["max-latency-ms"],
     stuckFrames: settings["stuck-frames"],
     socketBuffers: socketBufferSizes(settings["socket-buffers"]),
   });
@@ -58,7 +59,9 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
   let sourceFailure: unknown;
   try {
     const sending = (async () => {
-      if (!live) await client.waitForConnection();
+      // Lossless waits for the server. Live starts once the first attempt is decided: frames
+      // before it would be dropped as no_client although a server that is up is about to answer.
+      await (live ? client.firstAttempt() : client.waitForConnection());
       const pumped = pumpSource(source, client, {
         lossless: !live,
         pacer: settings.realtime ? new Pacer() : undefined,

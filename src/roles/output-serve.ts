@@ -29,6 +29,7 @@ export async function startOutputServer(
     dropPolicy: settings.drop,
     lossless: !live,
     writeDeadlineMs: settings["write-deadline-ms"],
+    maxLatencyMs: settings["max-latency-ms"],
     stuckFrames: settings["stuck-frames"],
     socketBuffers: socketBufferSizes(settings["socket-buffers"]),
   });

@@ -4,6 +4,17 @@ import { DropReason, FrameStats } from "./frame-stats.ts";
 export type DropPolicy = "oldest" | "newest";
 
 /**
+ * The most bytes a send queue's ring ever takes, whatever its bound in frames: 8 MiB, which the
+ * default queue (500 frames, 2000 at the adaptive optimizer's top level) never reaches even
+ * with the largest frames.
+ */
+export const QUEUE_MAX_BYTES = 8 * 1024 * 1024;
+
+/** The ring and the per-message arrays start this small and double as messages need room. */
+const FIRST_RING_BYTES = 64 * 1024;
+const FIRST_SLOTS = 64;
+
+/**
  * A bounded send queue of whole, encoded messages in one byte ring.
  *
  * Messages are stored header-and-payload, back to back, so a run of queued
@@ -12,17 +23,21 @@ export type DropPolicy = "oldest" | "newest";
  * messages live here: the writer takes a message out as soon as any of its
  * bytes reach the socket, so dropping from the queue can never cut a frame.
  *
- * The ring holds (capacity + 1) largest messages: with fewer than `capacity`
- * queued, either the end or the start of the ring always has room for one
- * more, so a message never needs to wrap.
+ * Two bounds: `capacity` messages, and `maxBytes` of ring (8 MiB by
+ * default). The ring is sized by what it holds: it starts at 64 KiB and
+ * doubles only when a message finds no room, up to `maxBytes`, so a queue of
+ * small Opus frames never reserves room for 4 KiB ones. A message never wraps:
+ * it goes at the end of the data or, when the end has no room, at the start
+ * of the ring. The queue counts as full while it holds more than
+ * `maxBytes - 2 x MAX_MESSAGE`: below that a largest message always fits.
  */
 export class FrameQueue {
-  private ring!: Uint8Array;
-  private ringView!: DataView;
-  private starts!: Int32Array;
-  private sizes!: Int32Array;
-  private types!: Uint8Array;
-  private enqueuedAt!: Float64Array;
+  private ring: Uint8Array;
+  private ringView: DataView;
+  private starts: Int32Array;
+  private sizes: Int32Array;
+  private types: Uint8Array;
+  private enqueuedAt: Float64Array;
   private head = 0;
   private count = 0;
   private writeAt = 0;
@@ -34,8 +49,20 @@ export class FrameQueue {
     readonly magic: number,
     public policy: DropPolicy = "oldest",
     readonly stats: FrameStats = new FrameStats(),
+    readonly maxBytes: number = QUEUE_MAX_BYTES,
   ) {
-    this.allocate(capacity);
+    checkCapacity(capacity);
+    if (!Number.isInteger(maxBytes) || maxBytes < 4 * MAX_MESSAGE) {
+      throw new RangeError(`queue bytes ${maxBytes}: must be an integer >= ${4 * MAX_MESSAGE}`);
+    }
+    this.capacityFrames = capacity;
+    this.ring = new Uint8Array(Math.min(maxBytes, FIRST_RING_BYTES));
+    this.ringView = new DataView(this.ring.buffer);
+    const slots = Math.min(capacity, FIRST_SLOTS);
+    this.starts = new Int32Array(slots);
+    this.sizes = new Int32Array(slots);
+    this.types = new Uint8Array(slots);
+    this.enqueuedAt = new Float64Array(slots);
   }
 
   get capacity(): number {
@@ -51,28 +78,42 @@ export class FrameQueue {
   }
 
   get isFull(): boolean {
-    return this.count >= this.capacityFrames;
+    return this.count >= this.capacityFrames || this.bytes > this.maxBytes - 2 * MAX_MESSAGE;
   }
 
   /**
    * Encodes and queues one message stamped with `timestampMs` (Unix ms).
-   * When full, applies the drop policy and counts the drop as queue_full.
+   * When full, applies the drop policy and counts the drop as queue_full:
+   * drop-oldest removes the oldest until the queue is within its bounds again
+   * (more than one only after a shrink), drop-newest refuses the new message.
    * Returns false when the new message itself was dropped.
    */
   push(type: MessageType, payload: Uint8Array, timestampMs: number, nowMs: number): boolean {
     if (payload.length > MAX_PAYLOAD) throw new RangeError(`FrameTooLarge: ${payload.length} > ${MAX_PAYLOAD}`);
     this.stats.submitted++;
-    if (this.count >= this.capacityFrames) {
-      this.stats.dropped[DropReason.QueueFull]++;
-      if (this.policy === "newest") return false;
-      this.shift(1);
+    if (this.isFull) {
+      if (this.policy === "newest") {
+        this.stats.dropped[DropReason.QueueFull]++;
+        return false;
+      }
+      let n = 0;
+      while (this.isFull) {
+        this.shift(1);
+        n++;
+      }
+      this.stats.dropped[DropReason.QueueFull] += n;
     }
     const size = HEADER_SIZE + payload.length;
-    let at = this.count === 0 ? 0 : this.writeAt;
-    if (at + size > this.ring.length) at = 0;
+    let at = this.place(size);
+    if (at < 0) {
+      this.grow(size);
+      at = this.place(size);
+    }
+    if (this.count === this.starts.length) this.growSlots();
     writeHeader(this.ringView, at, this.magic, type, payload.length, timestampMs);
     this.ring.set(payload, at + HEADER_SIZE);
-    const slot = (this.head + this.count) % this.capacityFrames;
+    let slot = this.head + this.count;
+    if (slot >= this.starts.length) slot -= this.starts.length;
     this.starts[slot] = at;
     this.sizes[slot] = size;
     this.types[slot] = type;
@@ -90,16 +131,16 @@ export class FrameQueue {
 
   /** Type of the i-th queued message (0 = oldest). */
   typeAt(i: number): MessageType {
-    return this.types[(this.head + i) % this.capacityFrames] as MessageType;
+    return this.types[this.slotOf(i)] as MessageType;
   }
 
   /** Size in bytes of the i-th queued message. */
   sizeAt(i: number): number {
-    return this.sizes[(this.head + i) % this.capacityFrames];
+    return this.sizes[this.slotOf(i)];
   }
 
   enqueuedAtOf(i: number): number {
-    return this.enqueuedAt[(this.head + i) % this.capacityFrames];
+    return this.enqueuedAt[this.slotOf(i)];
   }
 
   /**
@@ -112,12 +153,13 @@ export class FrameQueue {
       this.runBytes = 0;
       return 0;
     }
+    const slots = this.starts.length;
     let slot = this.head;
     const start = this.starts[slot];
     let end = start + this.sizes[slot];
     let n = 1;
     while (n < this.count) {
-      slot = slot + 1 === this.capacityFrames ? 0 : slot + 1;
+      slot = slot + 1 === slots ? 0 : slot + 1;
       if (this.starts[slot] !== end || end - start + this.sizes[slot] > maxBytes) break;
       end += this.sizes[slot];
       n++;
@@ -129,16 +171,17 @@ export class FrameQueue {
   runStart = 0;
   runBytes = 0;
 
-  /** The ring buffer itself, for writes of a contiguous run. */
+  /** The ring buffer itself, for writes of a contiguous run (replaced when the ring grows). */
   get buffer(): Uint8Array {
     return this.ring;
   }
 
   /** Removes the `n` oldest messages (they were written, or are being dropped by the caller). */
   shift(n: number): void {
+    const slots = this.starts.length;
     for (let i = 0; i < n; i++) {
       this.bytes -= this.sizes[this.head];
-      this.head = this.head + 1 === this.capacityFrames ? 0 : this.head + 1;
+      this.head = this.head + 1 === slots ? 0 : this.head + 1;
     }
     this.count -= n;
     if (this.count === 0) {
@@ -158,7 +201,7 @@ export class FrameQueue {
   /** Drops queued messages enqueued before `cutoffMs` (monotonic), oldest first. */
   dropOlderThan(cutoffMs: number, reason: DropReason): number {
     let n = 0;
-    while (n < this.count && this.enqueuedAt[(this.head + n) % this.capacityFrames] < cutoffMs) n++;
+    while (n < this.count && this.enqueuedAt[this.slotOf(n)] < cutoffMs) n++;
     if (n > 0) {
       this.stats.dropped[reason] += n;
       this.shift(n);
@@ -167,56 +210,72 @@ export class FrameQueue {
   }
 
   /**
-   * Changes the capacity, keeping queued messages in order. Shrinking below
-   * the current length keeps the newest and drops the rest as queue_full.
+   * Changes the bound in messages. Nothing queued is ever dropped here: after
+   * a shrink below the current length the queue counts as full until it has
+   * drained below the new bound, so a lossless source waits, and a live push
+   * drops the excess oldest (drop-oldest) or itself (drop-newest).
    */
   resize(capacity: number): void {
-    if (capacity === this.capacityFrames) return;
-    checkCapacity(capacity); // before anything is dropped
-    if (this.count > capacity) {
-      this.stats.dropped[DropReason.QueueFull] += this.count - capacity;
-      this.shift(this.count - capacity);
-    }
-    const old = {
-      ring: this.ring,
-      starts: this.starts,
-      sizes: this.sizes,
-      types: this.types,
-      enqueuedAt: this.enqueuedAt,
-      head: this.head,
-      count: this.count,
-      capacity: this.capacityFrames,
-    };
-    this.allocate(capacity);
-    let at = 0;
-    for (let i = 0; i < old.count; i++) {
-      const slot = (old.head + i) % old.capacity;
-      const size = old.sizes[slot];
-      this.ring.set(old.ring.subarray(old.starts[slot], old.starts[slot] + size), at);
-      this.starts[i] = at;
-      this.sizes[i] = size;
-      this.types[i] = old.types[slot];
-      this.enqueuedAt[i] = old.enqueuedAt[slot];
-      at += size;
-    }
-    this.count = old.count;
-    this.writeAt = at;
-    this.bytes = at; // allocate() zeroed it; the same messages are still queued
-  }
-
-  private allocate(capacity: number): void {
     checkCapacity(capacity);
     this.capacityFrames = capacity;
-    this.ring = new Uint8Array((capacity + 1) * MAX_MESSAGE);
-    this.ringView = new DataView(this.ring.buffer);
-    this.starts = new Int32Array(capacity);
-    this.sizes = new Int32Array(capacity);
-    this.types = new Uint8Array(capacity);
-    this.enqueuedAt = new Float64Array(capacity);
+  }
+
+  private slotOf(i: number): number {
+    const slot = this.head + i;
+    return slot < this.starts.length ? slot : slot - this.starts.length;
+  }
+
+  /** Where a message of `size` bytes goes without wrapping, or -1 when the ring has no room for it. */
+  private place(size: number): number {
+    if (this.count === 0) return 0;
+    const headAt = this.starts[this.head];
+    if (this.writeAt > headAt) {
+      if (this.writeAt + size <= this.ring.length) return this.writeAt;
+      return size <= headAt ? 0 : -1;
+    }
+    return this.writeAt + size <= headAt ? this.writeAt : -1;
+  }
+
+  /** Doubles the ring (up to maxBytes) until `size` more bytes fit, and lays the messages out from its start. */
+  private grow(size: number): void {
+    let length = this.ring.length;
+    while (length < this.bytes + size) length *= 2;
+    length = Math.min(this.maxBytes, Math.max(length, this.ring.length * 2));
+    if (length < this.bytes + size) throw new RangeError(`FrameQueue: no room for ${size} bytes within ${this.maxBytes}`);
+    const ring = new Uint8Array(length);
+    let at = 0;
+    for (let i = 0; i < this.count; i++) {
+      const slot = this.slotOf(i);
+      const start = this.starts[slot];
+      const bytes = this.sizes[slot];
+      ring.set(this.ring.subarray(start, start + bytes), at);
+      this.starts[slot] = at;
+      at += bytes;
+    }
+    this.ring = ring;
+    this.ringView = new DataView(ring.buffer);
+    this.writeAt = at;
+  }
+
+  /** Doubles the per-message arrays, oldest message first. */
+  private growSlots(): void {
+    const slots = this.starts.length * 2;
+    const starts = new Int32Array(slots);
+    const sizes = new Int32Array(slots);
+    const types = new Uint8Array(slots);
+    const enqueuedAt = new Float64Array(slots);
+    for (let i = 0; i < this.count; i++) {
+      const slot = this.slotOf(i);
+      starts[i] = this.starts[slot];
+      sizes[i] = this.sizes[slot];
+      types[i] = this.types[slot];
+      enqueuedAt[i] = this.enqueuedAt[slot];
+    }
+    this.starts = starts;
+    this.sizes = sizes;
+    this.types = types;
+    this.enqueuedAt = enqueuedAt;
     this.head = 0;
-    this.count = 0;
-    this.writeAt = 0;
-    this.bytes = 0;
   }
 }
 

@@ -1,14 +1,20 @@
 /**
  * Why a frame was not delivered. Every frame a role submits ends up either
- * delivered (written whole to a client socket) or dropped for one of these.
+ * delivered (accepted whole by the kernel for the peer's socket; not
+ * necessarily read by the peer) or dropped for one of these.
  */
 export const DropReason = {
   /** The send queue was full (drop-oldest or drop-newest policy). */
   QueueFull: "queue_full",
   /** Live mode with no client connected. */
   NoClient: "no_client",
-  /** The frame waited in the queue longer than the write deadline. */
+  /** The frame waited longer than the write deadline for room in the socket buffer. */
   WriteDeadline: "write_deadline",
+  /**
+   * Live mode: the frame grew older than the latency budget in the queue, held back
+   * while what the client had not read yet already spanned the budget.
+   */
+  LatencyBudget: "latency_budget",
   /** Queued for a client that accepted nothing for too long and was disconnected. */
   ClientStuck: "client_stuck",
   /** Partly written to a client that then went away. */
@@ -40,6 +46,7 @@ export class FrameStats {
     queue_full: 0,
     no_client: 0,
     write_deadline: 0,
+    latency_budget: 0,
     client_stuck: 0,
     client_gone: 0,
     shutdown: 0,

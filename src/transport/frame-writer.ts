@@ -1,10 +1,14 @@
 import type { Socket } from "bun";
-import { MAX_MESSAGE, MessageType } from "../protocol/index.ts";
+import { MAX_MESSAGE, MessageType, wallClock, type WallClock } from "../protocol/index.ts";
 import type { FrameQueue } from "./frame-queue.ts";
 import { DropReason } from "./frame-stats.ts";
+import { InFlight } from "./in-flight.ts";
 
 /** Largest single write: several frames coalesced, one syscall (the high-load SO_SNDBUF size; measured in the benchmark). */
 export const COALESCE_BYTES = 256 * 1024;
+
+/** While writing is held by the latency budget, look again this often (a new frame looks at once). */
+const HOLD_RECHECK_MS = 10;
 
 export interface FrameWriterOptions {
   /**
@@ -13,8 +17,14 @@ export interface FrameWriterOptions {
    * frames are dropped (and counted) so that audio stays current.
    */
   lossless: boolean;
-  /** Live mode: drop a frame that waited longer than this (ms) before its write began; 0 = never. */
+  /** Live mode: drop a frame that waited longer than this (ms) for room in the socket buffer; 0 = never. */
   writeDeadlineMs: number;
+  /**
+   * Live mode's latency budget (ms; 0 or absent: none): writing holds while
+   * what the client has not read yet was enqueued longer ago than this, and
+   * queued frames older than this are dropped (latency_budget).
+   */
+  maxLatencyMs?: number;
   /** Live mode: disconnect a client that took nothing while this many frames were dropped for it. */
   stuckFrames: number;
   /** Called (at most once per client) when the client is judged stuck; the owner disconnects it. */
@@ -23,6 +33,8 @@ export interface FrameWriterOptions {
   onWritten?: (messages: number, bytes: number, oldestWaitMs: number, writeCallMs: number) => void;
   /** Each message other than OpusFrame, once it is written whole (e.g. a Heartbeat awaiting its Ack). */
   onControlWritten?: (type: MessageType) => void;
+  /** Stamps messages; the process's wall clock unless a test injects one. */
+  clock?: WallClock;
 }
 
 /**
@@ -39,22 +51,40 @@ export class FrameWriter {
   private tailSent = 0;
   private tailEnqueuedAt = 0;
   private tailType: MessageType = MessageType.OpusFrame;
+  /** The kernel took less than asked: wait for `drain`. */
   private blocked = false;
+  /** The latency budget holds writing: the client has not read what is in flight. */
+  private held = false;
+  private holdTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly inFlight = new InFlight();
+  /** Live mode's limits in ms (0: none); lossless mode has none. */
+  private readonly deadlineMs: number;
+  private readonly budgetMs: number;
   private scheduled = false;
-  /** Queue-full and deadline drops counted when the client last took bytes. */
+  /** Pressure drops (queue full, deadline, budget) counted when the client last took bytes. */
   private dropsAtProgress = 0;
   private stuckReported = false;
-  private spaceWaiter: (() => void) | undefined;
-  private idleWaiter: (() => void) | undefined;
+  /** Everyone waiting for queue room, and for the queue to empty: each is woken once. */
+  private readonly spaceWaiters: (() => void)[] = [];
+  private readonly idleWaiters: (() => void)[] = [];
+  private readonly clock: WallClock;
   private readonly pumpTask = () => {
     this.scheduled = false;
+    this.pump();
+  };
+  private readonly recheckTask = () => {
+    this.holdTimer = undefined;
     this.pump();
   };
 
   constructor(
     readonly queue: FrameQueue,
     private readonly options: FrameWriterOptions,
-  ) {}
+  ) {
+    this.clock = options.clock ?? wallClock;
+    this.deadlineMs = options.lossless ? 0 : options.writeDeadlineMs;
+    this.budgetMs = options.lossless ? 0 : (options.maxLatencyMs ?? 0);
+  }
 
   get connected(): boolean {
     return this.socket !== undefined;
@@ -70,6 +100,8 @@ export class FrameWriter {
     if (this.socket) this.release(false);
     this.socket = socket;
     this.blocked = false;
+    const fd = socket.fd;
+    this.inFlight.reset(typeof fd === "number" ? fd : -1);
     this.dropsAtProgress = this.pressureDrops();
     this.stuckReported = false;
     this.schedule();
@@ -104,20 +136,18 @@ export class FrameWriter {
   submit(type: Parameters<FrameQueue["push"]>[0], payload: Uint8Array, timestampMs?: number): boolean {
     // One clock read per frame: the header timestamp (wall clock) derives from the monotonic one.
     const now = performance.now();
-    timestampMs ??= performance.timeOrigin + now;
+    timestampMs ??= this.clock.at(now);
     const live = !this.options.lossless;
     if (!this.socket && live) {
       this.queue.stats.submitted++;
       this.queue.stats.dropped[DropReason.NoClient]++;
       return false;
     }
-    if (this.blocked && live && this.options.writeDeadlineMs > 0) {
-      this.queue.dropOlderThan(now - this.options.writeDeadlineMs, DropReason.WriteDeadline);
-    }
+    if (this.blocked && live) this.dropStale(now);
     const accepted = this.queue.push(type, payload, timestampMs, now);
     // Stuck: the client took nothing while `stuckFrames` frames were dropped for it. Counting
     // drops, not arrivals, lets a healthy client ride out a burst the queue can absorb.
-    if (this.blocked && live && !this.stuckReported && this.socket) {
+    if ((this.blocked || this.held) && live && !this.stuckReported && this.socket) {
       if (this.pressureDrops() - this.dropsAtProgress >= this.options.stuckFrames) {
         this.stuckReported = true;
         this.options.onStuck?.(this.socket);
@@ -130,38 +160,39 @@ export class FrameWriter {
   /** Resolves when the queue has room (lossless sources wait here). */
   waitForSpace(): Promise<void> {
     if (!this.queue.isFull) return Promise.resolve();
-    return new Promise((resolve) => (this.spaceWaiter = resolve));
+    return new Promise((resolve) => this.spaceWaiters.push(resolve));
   }
 
   /** Resolves when everything queued has been written (or dropped). */
   waitForIdle(): Promise<void> {
     if (this.idle) return Promise.resolve();
-    return new Promise((resolve) => (this.idleWaiter = resolve));
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   /** Socket `drain` handler: the kernel has room again. */
   onDrain(socket: Socket<unknown>): void {
     if (socket !== this.socket) return;
     this.blocked = false;
+    this.dropStale(performance.now());
     this.pump();
   }
 
-  /** Writes as much as the kernel takes now. */
+  /** Writes as much as the kernel takes now (live mode: as the latency budget allows). */
   pump(): void {
     const socket = this.socket;
     if (!socket || this.blocked) return;
+    if (this.budgetMs > 0 && this.overBudget()) return;
     if (this.tailSize > 0 && !this.writeTail(socket)) return;
     const queue = this.queue;
     const stats = queue.stats;
-    const deadline = this.options.lossless ? 0 : this.options.writeDeadlineMs;
+    const tracking = this.budgetMs > 0;
     while (queue.length > 0) {
-      const now = performance.now();
-      if (deadline > 0) queue.dropOlderThan(now - deadline, DropReason.WriteDeadline);
       const n = queue.contiguousRun(COALESCE_BYTES);
       if (n === 0) break;
       const start = queue.runStart;
       const size = queue.runBytes;
       const oldest = queue.oldestEnqueuedAt();
+      const now = performance.now();
       const written = socket.write(queue.buffer, start, size);
       const after = performance.now();
       stats.writeCalls++;
@@ -169,7 +200,10 @@ export class FrameWriter {
         this.gone(socket);
         return;
       }
-      if (written > 0) this.dropsAtProgress = this.pressureDrops();
+      if (written > 0) {
+        this.dropsAtProgress = this.pressureDrops();
+        if (tracking) this.inFlight.wrote(written, oldest);
+      }
       if (written === size) {
         this.delivered(n, this.framesAmong(n), size, after - oldest, after - now);
         queue.shift(n);
@@ -207,7 +241,10 @@ export class FrameWriter {
       this.gone(socket);
       return false;
     }
-    if (written > 0) this.dropsAtProgress = this.pressureDrops();
+    if (written > 0) {
+      this.dropsAtProgress = this.pressureDrops();
+      if (this.budgetMs > 0) this.inFlight.wrote(written, this.tailEnqueuedAt);
+    }
     this.tailSent += written;
     if (written < remaining) {
       this.queue.stats.shortWrites++;
@@ -237,9 +274,36 @@ export class FrameWriter {
     this.options.onWritten?.(messages, bytes, oldestWaitMs, writeCallMs);
   }
 
+  /**
+   * The latency budget, checked before each pump: drops what grew older than
+   * the budget in the queue, and holds writing while data the client has not
+   * read yet is that old, since whatever is written now would reach it later
+   * still. Looked at again by the next frame, or after HOLD_RECHECK_MS.
+   */
+  private overBudget(): boolean {
+    const cutoff = performance.now() - this.budgetMs;
+    this.queue.dropOlderThan(cutoff, DropReason.LatencyBudget);
+    const inFlight = this.inFlight;
+    if (!inFlight.olderThan(cutoff)) {
+      this.held = false;
+      return false;
+    }
+    if (inFlight.clientRead) this.dropsAtProgress = this.pressureDrops();
+    this.held = true;
+    if (!this.idle) this.holdTimer ??= setTimeout(this.recheckTask, HOLD_RECHECK_MS);
+    this.wake();
+    return true;
+  }
+
+  /** Live mode, while the socket buffer is full: what waited too long for room is stale (lossless: nothing). */
+  private dropStale(now: number): void {
+    if (this.budgetMs > 0) this.queue.dropOlderThan(now - this.budgetMs, DropReason.LatencyBudget);
+    if (this.deadlineMs > 0) this.queue.dropOlderThan(now - this.deadlineMs, DropReason.WriteDeadline);
+  }
+
   private pressureDrops(): number {
     const dropped = this.queue.stats.dropped;
-    return dropped[DropReason.QueueFull] + dropped[DropReason.WriteDeadline];
+    return dropped[DropReason.QueueFull] + dropped[DropReason.WriteDeadline] + dropped[DropReason.LatencyBudget];
   }
 
   /** Counts the OpusFrames among the `n` oldest queued messages (just written) and reports the others. */
@@ -271,6 +335,10 @@ export class FrameWriter {
     }
     if (dropQueued) this.queue.dropAll(reason);
     this.blocked = false;
+    this.held = false;
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+    this.inFlight.reset(-1);
     this.wake();
   }
 
@@ -281,15 +349,13 @@ export class FrameWriter {
   }
 
   private wake(): void {
-    if (this.spaceWaiter && !this.queue.isFull) {
-      const resolve = this.spaceWaiter;
-      this.spaceWaiter = undefined;
-      resolve();
-    }
-    if (this.idleWaiter && this.idle) {
-      const resolve = this.idleWaiter;
-      this.idleWaiter = undefined;
-      resolve();
-    }
+    if (this.spaceWaiters.length > 0 && !this.queue.isFull) release(this.spaceWaiters);
+    if (this.idleWaiters.length > 0 && this.idle) release(this.idleWaiters);
   }
+}
+
+/** Resolves every waiter (their callbacks run later, as microtasks, so none can join meanwhile) and forgets them. */
+function release(waiters: (() => void)[]): void {
+  for (const resolve of waiters) resolve();
+  waiters.length = 0;
 }

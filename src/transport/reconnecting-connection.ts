@@ -1,12 +1,15 @@
 import type { Socket } from "bun";
+import { HEALTHY_SESSION_MS, sessionBackoffMs } from "./backoff.ts";
 import type { Report } from "./report.ts";
-import { connectWithBackoff } from "./unix-client.ts";
+import { connectWithBackoff, sleep } from "./unix-client.ts";
 
 export interface ReconnectingConnectionOptions {
   path: string;
   report: Report;
   /** Give up with ConnectTimeoutError after this long without a server; undefined waits forever. */
   connectTimeoutMs?: number;
+  /** While no server answers: say so at once, then remind this often (ms); 30 s by default. */
+  remindEveryMs?: number;
   data: (socket: Socket<unknown>, chunk: Uint8Array) => void;
   drain: (socket: Socket<unknown>) => void;
   /** A connection is up; it may already be closed again from here (close()). */
@@ -22,6 +25,11 @@ export interface ReconnectingConnectionOptions {
  * A client connection that comes back: connects with the Go original's
  * backoff, and after each disconnect connects again, until stop(). Both
  * clients (output recv, input send) keep their protocol logic and share this.
+ *
+ * Sessions that end early (within HEALTHY_SESSION_MS: a server that drops us
+ * at once, a competing client that takes our place) make the next connection
+ * wait, longer after each one in a row (sessionBackoffMs); a healthy session
+ * resets that, so a restarted server is found again at once.
  */
 export class ReconnectingConnection {
   /** Connections made so far. */
@@ -32,6 +40,9 @@ export class ReconnectingConnection {
   private closedWaiter: ((reason: string) => void) | undefined;
   private readonly abort = new AbortController();
   private stopping = false;
+  private settle!: () => void;
+  /** Resolves once the first connection attempt has an outcome: connected, or no server there yet. */
+  readonly firstAttempt = new Promise<void>((resolve) => (this.settle = resolve));
 
   constructor(private readonly options: ReconnectingConnectionOptions) {}
 
@@ -49,40 +60,61 @@ export class ReconnectingConnection {
    */
   async run(once = false): Promise<void> {
     const { path, report } = this.options;
-    while (!this.stopping) {
-      let socket: Socket<unknown>;
-      try {
-        socket = await connectWithBackoff({
-          path,
-          report,
-          timeoutMs: this.options.connectTimeoutMs,
-          signal: this.abort.signal,
-          handler: {
-            data: (s, chunk) => {
-              if (s === this.current) this.options.data(s, chunk);
-            },
-            drain: (s) => {
-              if (s === this.current) this.options.drain(s);
-            },
-            close: (s, reason) => this.closed(s, reason),
-          },
-        });
-      } catch (e) {
-        if (this.stopping) return;
-        throw e;
+    /** Sessions in a row that ended early, and the wait they earned. */
+    let early = 0;
+    let wait = 0;
+    try {
+      while (!this.stopping) {
+        if (wait > 0) await sleep(wait, this.abort.signal);
+        const socket = this.stopping ? undefined : await this.connect();
+        if (!socket) return;
+        const ended = new Promise<string>((resolve) => (this.closedWaiter = resolve));
+        const openedAt = performance.now();
+        this.current = socket;
+        this.connects++;
+        this.options.onOpen(socket);
+        this.settle();
+        const reason = await ended;
+        early = performance.now() - openedAt >= HEALTHY_SESSION_MS ? 0 : early + 1;
+        wait = once || this.stopping ? 0 : sessionBackoffMs(early);
+        report("info", "disconnected", { socket: path, reason, ...(wait > 0 ? { reconnect_in_ms: wait } : {}) });
+        if (once) return;
       }
-      if (this.stopping) {
-        socket.end();
-        return;
-      }
-      const ended = new Promise<string>((resolve) => (this.closedWaiter = resolve));
-      this.current = socket;
-      this.connects++;
-      this.options.onOpen(socket);
-      const reason = await ended;
-      report("info", "disconnected", { socket: path, reason });
-      if (once) return;
+    } finally {
+      this.settle();
     }
+  }
+
+  /** Connects, retrying while there is no server; undefined when stopped meanwhile. */
+  private async connect(): Promise<Socket<unknown> | undefined> {
+    let socket: Socket<unknown>;
+    try {
+      socket = await connectWithBackoff({
+        path: this.options.path,
+        report: this.options.report,
+        timeoutMs: this.options.connectTimeoutMs,
+        signal: this.abort.signal,
+        remindEveryMs: this.options.remindEveryMs,
+        onWaiting: () => this.settle(),
+        handler: {
+          data: (s, chunk) => {
+            if (s === this.current) this.options.data(s, chunk);
+          },
+          drain: (s) => {
+            if (s === this.current) this.options.drain(s);
+          },
+          close: (s, reason) => this.closed(s, reason),
+        },
+      });
+    } catch (e) {
+      if (this.stopping) return undefined;
+      throw e;
+    }
+    if (this.stopping) {
+      socket.end();
+      return undefined;
+    }
+    return socket;
   }
 
   /** Ends this connection (the peer misbehaved, or it is stuck); run() connects again. */

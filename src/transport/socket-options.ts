@@ -233,6 +233,17 @@ export function sendQueueBytes(fd: number): QueueBytesResult {
   return queueBytes(fd, TIOCOUTQ, "ioctl(TIOCOUTQ)");
 }
 
+/**
+ * sendQueueBytes for the writer's hot path: no result object, just the count,
+ * or -1 when it cannot be had (no libc, a closed fd).
+ */
+export function sendQueueBytesNow(fd: number): number {
+  const { libc } = loadLibc();
+  if (!libc || !Number.isInteger(fd) || fd < 0) return -1;
+  intValue[0] = 0;
+  return libc.ioctl(fd, TIOCOUTQ, intValue) === 0 ? intValue[0] : -1;
+}
+
 /** Bytes waiting to be read on this socket (ioctl FIONREAD). */
 export function receiveQueueBytes(fd: number): QueueBytesResult {
   return queueBytes(fd, FIONREAD, "ioctl(FIONREAD)");

@@ -29,7 +29,14 @@ export interface ConnectOptions {
   timeoutMs?: number;
   /** Aborting stops the retries (resolves the pending attempt with an error). */
   signal?: AbortSignal;
+  /** While no server answers: said at the first failed attempt, then again this often (ms); 30 s by default. */
+  remindEveryMs?: number;
+  /** Called at the first failed attempt: no server is there yet. */
+  onWaiting?: () => void;
 }
+
+/** How often a client still without a server says so. */
+export const WAITING_REMINDER_MS = 30_000;
 
 const RETRYABLE = new Set(["ENOENT", "ECONNREFUSED", "ECONNRESET", "EAGAIN"]);
 
@@ -44,8 +51,10 @@ function code(e: unknown): string {
  */
 export async function connectWithBackoff(options: ConnectOptions): Promise<Socket<unknown>> {
   const { path, handler, report, timeoutMs, signal } = options;
+  const remindEveryMs = options.remindEveryMs ?? WAITING_REMINDER_MS;
   const started = performance.now();
   let lastError = "none";
+  let remindedAt = 0;
   for (let attempt = 0; ; attempt++) {
     if (signal?.aborted) throw new ConnectTimeoutError(path, performance.now() - started, "aborted");
     try {
@@ -72,6 +81,13 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
       if (hopeless) throw new Error(`cannot connect to ${path}: ${hopeless}`);
     }
     const elapsed = performance.now() - started;
+    if (attempt === 0) {
+      report("info", "waiting for the server", { socket: path, error: lastError });
+      options.onWaiting?.();
+    } else if (elapsed - remindedAt >= remindEveryMs) {
+      remindedAt = elapsed;
+      report("info", "still waiting for the server", { socket: path, waited_s: +(elapsed / 1000).toFixed(1), error: lastError });
+    }
     if (timeoutMs !== undefined && elapsed >= timeoutMs) throw new ConnectTimeoutError(path, elapsed, lastError);
     // The last wait is cut short so that the final attempt is made at the deadline.
     const delay = backoffDelayMs(attempt);
@@ -90,7 +106,8 @@ async function neverASocket(path: string): Promise<string | undefined> {
   }
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(done, ms);
     function done() {

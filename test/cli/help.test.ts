@@ -54,7 +54,7 @@ describe("--help", () => {
       ["drop", "oldest"],
       ["format", "wire"],
       ["write-deadline-ms", "50"],
-      ["stuck-frames", "50"],
+      ["stuck-frames", "250"],
       ["socket-mode", "0660"],
       ["realtime", "off"],
       ["socket-buffers", "default"],

@@ -9,6 +9,7 @@ import {
   OUTPUT_MAGIC,
   type AudioConfig,
 } from "../../src/protocol/index.ts";
+import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -80,7 +81,7 @@ describe("input serve / input send as processes", () => {
     const server = await serve(sock, sink, ["--once"]);
     // stdin is a live source: a queue that holds everything and no deadline keep it lossless.
     const sender = spawnAgent(
-      ["input", "send", "--socket", sock, "--source", "-", "--heartbeat-ms", "10", "--queue-frames", "20000", "--write-deadline-ms", "0", "--stuck-frames", "100000"],
+      ["input", "send", "--socket", sock, "--source", "-", "--heartbeat-ms", "10", "--queue-frames", "20000", "--write-deadline-ms", "0", "--max-latency-ms", "60000", "--stuck-frames", "100000"],
       { stdin: "pipe" },
     );
     await sender.waitForStderr("connected");
@@ -145,7 +146,7 @@ describe("input serve / input send as processes", () => {
     const base = await metricsUrl(server);
     const sender = spawnAgent(
       // Lossless enough for a burst on stdin (see the first test); the stuck check counts frames, not time.
-      ["input", "send", "--socket", sock, "--source", "-", "--heartbeat-ms", "20", "--write-deadline-ms", "0", "--stuck-frames", "100000"],
+      ["input", "send", "--socket", sock, "--source", "-", "--heartbeat-ms", "20", "--write-deadline-ms", "0", "--max-latency-ms", "60000", "--stuck-frames", "100000"],
       { stdin: "pipe" },
     );
     await sender.waitForStderr("connected");
@@ -244,5 +245,42 @@ describe("input serve / input send as processes", () => {
       expect(all.length).toBe(1);
       checkSession(all[0], config, packets.length, (i) => packets[i]);
     }
+  });
+
+  test("an input server that skips the Ack of every third Heartbeat keeps its one connection and gets frames to the end", async () => {
+    const { sock, path } = setup();
+    const server = ackSkippingServer(sock);
+    defer(() => server.stop());
+    // 6 s of 20 ms frames, sent in real time.
+    await writeWireFile(path("six.wire"), 300);
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("six.wire"), "--realtime", "--heartbeat-ms", "200", "--ack-timeout-ms", "700"]);
+    expect(await sender.exited).toBe(0);
+    expect(server.connections).toBe(1);
+    expect(server.heartbeats).toBeGreaterThanOrEqual(20);
+    expect(server.stopped).toBe(true);
+    // Every frame, whole and in order, up to the very last.
+    expect(server.frames.length).toBe(300);
+    expect(server.frames.every((p, k) => sameBytes(p, testPayload(k)))).toBe(true);
+    expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ connects: "1", ack_timeouts: "0" });
+  });
+
+  test("--realtime delivers every packet of a 2 s opusenc file to a server that is up, the first one too", async () => {
+    const { sock, sink, path } = setup();
+    const opusenc = requireTool("opusenc", "opus-tools");
+    writeFileSync(path("two.wav"), wav(2, 96_000));
+    expect(runTool([opusenc, "--quiet", path("two.wav"), path("two.opus")]).exitCode).toBe(0);
+    const read = await drainFile(path("two.opus"), { lenient: false });
+    expect(read.error).toBeUndefined();
+    const packets = read.frames.map((f) => f.payload);
+    expect(packets.length).toBeGreaterThanOrEqual(100); // 2 s of 20 ms packets (and one for the encoder delay)
+
+    const server = await serve(sock, sink, ["--once"]);
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("two.opus"), "--format", "ogg", "--realtime"]);
+    expect(await sender.exited).toBe(0);
+    expect(await server.exited).toBe(0);
+    const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
+    expect(all.length).toBe(1);
+    checkSession(all[0], DEFAULT_CONFIG, packets.length, (i) => packets[i]);
+    expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ dropped: "0" });
   });
 });

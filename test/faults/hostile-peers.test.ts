@@ -297,6 +297,35 @@ describe("a server breaking the framing, against `output recv`", () => {
   });
 });
 
+describe("a server that sends a bad magic and closes, again and again", () => {
+  const clients = [
+    { role: "output recv", args: (sock: string, dir: string) => ["output", "recv", "--socket", sock, "--sink", `${dir}/got.wire`], magic: INPUT_MAGIC },
+    { role: "input send", args: (sock: string, dir: string) => ["input", "send", "--socket", sock, "--source", `${dir}/src.wire`, "--realtime", "--loop"], magic: OUTPUT_MAGIC },
+  ];
+  for (const client of clients) {
+    test(`\`${client.role}\` backs off: at most 40 connections in 5 s`, async () => {
+      const dir = socketDir(defer, "hp-");
+      const path = dir.path("bad.sock");
+      await Bun.write(dir.path("src.wire"), indexedWire(0, 50));
+      // The other channel's magic: a framing violation for either client.
+      const fake = fakeServer(path, (socket) => {
+        socket.write(wireHeader(client.magic, 0, 3));
+        socket.end();
+      });
+      defer(() => fake.stop());
+      const agent = spawnAgent(client.args(path, dir.dir));
+      defer(stopAgents);
+      await Bun.sleep(5000);
+      const connections = fake.connections.length;
+      agent.kill("SIGTERM");
+      expect(await agent.exited).toBe(0);
+      expect(connections).toBeGreaterThanOrEqual(3);
+      expect(connections).toBeLessThanOrEqual(40);
+      expect(agent.stderr).toContain("reconnect_in_ms=");
+    });
+  }
+});
+
 test("the violations used here really are violations (the parser rejects each with its kind)", () => {
   for (const v of VIOLATIONS) {
     for (const magic of [INPUT_MAGIC, OUTPUT_MAGIC]) {

@@ -10,17 +10,18 @@
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, statSync } from "node:fs";
-import { MessageType, encodeConfigPayload, encodeMessage, DEFAULT_AUDIO_CONFIG, INPUT_MAGIC } from "../../src/protocol/index.ts";
+import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
+import { rssKiB } from "../support/proc.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { startFedServer } from "../support/feeder.ts";
-import { payloadIndex, expectIntactInOrder } from "../support/payloads.ts";
-import { connectClient } from "../support/peer.ts";
+import { startFedServer, StdinFeeder } from "../support/feeder.ts";
+import { expectIntactInOrder, indexedPayload, payloadIndex } from "../support/payloads.ts";
+import { connectClient, RecordingClient } from "../support/peer.ts";
 import { fdCount } from "../support/proc.ts";
-import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
+import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { wireFileFrames } from "../support/wire.ts";
+import { wireFileFrames, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -28,6 +29,15 @@ function setup(prefix: string) {
   const dir = socketDir(defer, prefix);
   defer(stopAgents);
   return dir;
+}
+
+/** `output serve --realtime --loop` over one second of 20 ms indexed frames: live audio. */
+async function startLiveServer(dir: { path: (name: string) => string }, socket: string, extra: string[] = []): Promise<Spawned> {
+  const source = dir.path("second.wire");
+  await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
+  const server = spawnAgent(["output", "serve", "--socket", socket, "--source", source, "--realtime", "--loop", ...extra]);
+  await server.waitForStderr("listening");
+  return server;
 }
 
 /** Frames in a wire sink written by a running `output recv` (it flushes every 100 ms). */
@@ -39,7 +49,7 @@ describe("a client that connects and never reads", () => {
   test("the server keeps reading its source, cuts the client off after 50 frames without progress, serves a replacement; whole frames only", async () => {
     const dir = setup("pf-");
     const path = dir.path("out.sock");
-    const { server, feed } = await startFedServer(path);
+    const { server, feed } = await startFedServer(path, ["--stuck-frames", "50"]);
     const stuck = await connectClient(defer, path, { paused: true });
     await server.waitForStderr("client connected");
     feed.flood(20, 2);
@@ -101,6 +111,108 @@ describe("a client that connects and never reads", () => {
     expect(b[0]!).toBeGreaterThan(a.at(-1)!);
     expect(b.at(-1)).toBe(3299);
     expect(replacement.pending).toBe(0);
+  });
+});
+
+describe("a live client that stalls for 3 s with its socket open", () => {
+  test("after it resumes it gets at most 10 frames older than 300 ms, then current audio; every frame is accounted for", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    // A 3 s stall drops far more than 50 frames for the client: it must not be cut off as stuck here.
+    const server = await startLiveServer(dir, path);
+    const client = await connectClient(defer, path);
+    await Bun.sleep(1000);
+    client.socket.pause();
+    await Bun.sleep(3000);
+    const beforeStall = client.messages.length;
+    client.socket.resume();
+    await Bun.sleep(2000);
+    client.close();
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+
+    // Age at arrival: the client's clock minus the header timestamp (both this machine's wall clock).
+    const isStale = (m: (typeof client.messages)[number]) => m.receivedAtMs - m.timestampMs > 300;
+    expect(beforeStall).toBeGreaterThan(20);
+    const resumed = client.messages.slice(beforeStall);
+    expect(resumed.length).toBeGreaterThan(50);
+    expect(resumed.filter(isStale).length).toBeLessThanOrEqual(10);
+    expect(resumed.slice(10).filter(isStale).length).toBe(0);
+    expect(client.error).toBeUndefined();
+
+    const acc = expectAccountedLine(server.stderr);
+    expect(acc.byReason.latency_budget ?? 0).toBeGreaterThan(0);
+    expect(acc.byReason.client_stuck ?? 0).toBe(0);
+  });
+});
+
+describe("clients that cannot keep a connection", () => {
+  test("two `output recv` competing for one server back off: at most 40 connections in 5 s", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const server = await startLiveServer(dir, path);
+    const recv = (name: string) => spawnAgent(["output", "recv", "--socket", path, "--sink", dir.path(name)]);
+    const clients = [recv("a.wire"), recv("b.wire")];
+    await Bun.sleep(5000);
+    for (const client of clients) client.kill("SIGTERM");
+    for (const client of clients) expect(await client.exited).toBe(0);
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+    const connects = Number(logFields(server.stderr, "output-server", "stopped")?.connects);
+    expect(connects).toBeGreaterThanOrEqual(3); // they really did replace each other
+    expect(connects).toBeLessThanOrEqual(40);
+    expectAccountedLine(server.stderr);
+  });
+
+  for (const role of ["output recv", "input send"] as const) {
+    test(`\`${role}\` without a server says at once that it waits, naming the socket`, async () => {
+      const dir = setup("pf-");
+      const path = dir.path("absent.sock");
+      await Bun.write(dir.path("src.wire"), "");
+      const args = role === "output recv" ? ["--sink", dir.path("got.wire")] : ["--source", dir.path("src.wire")];
+      const agent = spawnAgent([...role.split(" "), "--socket", path, ...args]);
+      await agent.waitForStderr("waiting for the server");
+      expect(logFields(agent.stderr, role === "output recv" ? "output-client" : "input-client", "waiting for the server")).toEqual({
+        socket: path,
+        error: "ENOENT",
+      });
+      agent.kill("SIGTERM");
+      expect(await agent.exited).toBe(0);
+    });
+  }
+});
+
+describe("a lossless server whose client never reads", () => {
+  test("its memory is bounded in bytes: --queue-frames 100000 of 4 KiB frames stays under 100 MiB RSS", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const source = dir.path("big.wire");
+    // 40,000 frames of 4096 bytes: 164 MB, far more than the queue may hold.
+    const payload = new Uint8Array(4096);
+    await writeWireFile(source, 40_000, (i) => {
+      new DataView(payload.buffer).setUint32(0, i, true);
+      return payload;
+    });
+    const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--queue-frames", "100000"]);
+    await server.waitForStderr("waiting for a client");
+    const client = await connectClient(defer, path, { paused: true });
+    await server.waitForStderr("client connected");
+    // The server reads its file until the queue is full, then waits: RSS climbs, then stays.
+    let largest = 0;
+    let lastGrowth = Date.now();
+    while (Date.now() - lastGrowth < 2000) {
+      const rss = rssKiB(server.pid) * 1024;
+      if (rss > largest + 1024 * 1024) lastGrowth = Date.now();
+      largest = Math.max(largest, rss);
+      await Bun.sleep(100);
+    }
+    expect(largest).toBeLessThan(100 * 1024 * 1024);
+    expect(client.frames.length).toBe(0);
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+    const acc = expectAccountedLine(server.stderr);
+    // Lossless until the signal: nothing was dropped but what was queued at shutdown.
+    expect(acc.dropped).toBe(acc.byReason.shutdown ?? 0);
   });
 });
 

@@ -14,7 +14,8 @@
  *    really backs up), and a live flood through stdin. The server's VmRSS
  *    is sampled throughout; start (after a warm-up), max and end are
  *    reported, and the run fails if it grew by more than the send queue can
- *    hold at its largest (queue-frames x adaptive growth x largest message)
+ *    hold at its largest (queue-frames x adaptive growth x largest message,
+ *    at most the queue's byte bound)
  *    plus slack. Every frame the client got must be whole and in order, and
  *    the server's final line must account for every frame.
  *
@@ -33,6 +34,7 @@ import { parseArgs } from "node:util";
 import { OutputServer } from "../../src/channels/output-server.ts";
 import { DEFAULT_ADAPTIVE } from "../../src/observe/adaptive-optimizer.ts";
 import { FrameParser, MAX_MESSAGE, MessageType, OUTPUT_MAGIC, ProtocolError } from "../../src/protocol/index.ts";
+import { QUEUE_MAX_BYTES } from "../../src/transport/frame-queue.ts";
 import { DROP_REASONS } from "../../src/transport/frame-stats.ts";
 import { silent } from "../../src/transport/report.ts";
 import { findLogFields } from "../support/agent-log.ts";
@@ -59,7 +61,7 @@ const FRAMES = Number(values.frames);
 const SLACK = Number(values["slack-mb"]) * 1024 * 1024;
 const seed = values.seed === undefined ? randomSeed() : parseSeed(values.seed);
 const QUEUE_FRAMES = 500; // the agent's default --queue-frames
-const QUEUE_BOUND = (QUEUE_FRAMES * DEFAULT_ADAPTIVE.queueGrowth + 1) * MAX_MESSAGE;
+const QUEUE_BOUND = Math.min((QUEUE_FRAMES * DEFAULT_ADAPTIVE.queueGrowth + 1) * MAX_MESSAGE, QUEUE_MAX_BYTES);
 const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MB`;
 
 const failures: string[] = [];

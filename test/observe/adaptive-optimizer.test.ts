@@ -2,15 +2,16 @@ import { describe, expect, test } from "bun:test";
 import { AdaptiveOptimizer, type AdaptiveOptions, type AdaptiveState } from "../../src/observe/adaptive-optimizer.ts";
 import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
 import { AgentMetrics } from "../../src/observe/metrics.ts";
-import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { expectAccountedLine } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
-import { testPayload } from "../support/payloads.ts";
-import { connectClient } from "../support/peer.ts";
+import { payloadIndex, testPayload } from "../support/payloads.ts";
+import { connectClient, RecordingClient } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
-import { wireBytes } from "../support/wire.ts";
+import { wireBytes, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -241,7 +242,8 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     const sock = path("out.sock");
     const server = spawnAgent([
       "output", "serve", "--socket", sock, "--source", path("src.wire"), "--realtime", "--loop",
-      "--queue-frames", "100", "--stuck-frames", "100000", "--socket-buffers", "default",
+      // No latency budget: it would stop writing long before a paused reader's socket buffer overflows.
+      "--queue-frames", "100", "--stuck-frames", "100000", "--max-latency-ms", "60000", "--socket-buffers", "default",
       "--adaptive-threshold", "3", "--adaptive-window-ms", "1000", "--adaptive-calm-ms", "300",
       "--metrics", "0",
     ]);
@@ -292,5 +294,54 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
 
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
+  });
+});
+
+describe("adaptive optimizer in lossless mode", () => {
+  test("a bursty reader makes it escalate and relax; nothing is dropped and every frame arrives in order", async () => {
+    const { path } = socketDir(defer, "aal-");
+    defer(() => stopAgents());
+    const FRAMES = 100_000;
+    const payload = new Uint8Array(160);
+    await writeWireFile(path("src.wire"), FRAMES, (i) => {
+      new DataView(payload.buffer).setUint32(0, i, true);
+      return payload;
+    });
+    const sock = path("out.sock");
+    const server = spawnAgent([
+      "output", "serve", "--socket", sock, "--source", path("src.wire"),
+      "--adaptive-threshold", "1", "--adaptive-window-ms", "200", "--adaptive-calm-ms", "300",
+    ]);
+    await server.waitForStderr("waiting for a client");
+    // Paused at first: the socket fills (escalate: a doubled queue, filled too), then all is calm
+    // (relax: the queue's bound halves while it is full). Then it reads for 0.3 s and pauses for
+    // 0.8 s in turn, which may make the optimizer go up and down again.
+    const reader = await RecordingClient.connect(sock, { paused: true });
+    defer(() => reader.close());
+    await server.waitForStderr("adaptive: escalate");
+    await server.waitForStderr("adaptive: relax");
+    let toggler: ReturnType<typeof setTimeout> | undefined;
+    const read = () => {
+      reader.socket.resume();
+      toggler = setTimeout(pause, 300);
+    };
+    const pause = () => {
+      reader.socket.pause();
+      toggler = setTimeout(read, 800);
+    };
+    read();
+    defer(() => clearTimeout(toggler));
+    expect(await server.exited).toBe(0);
+    clearTimeout(toggler);
+    reader.socket.resume();
+    await reader.closed;
+
+    const acc = expectAccountedLine(server.stderr);
+    expect(acc.submitted).toBe(FRAMES);
+    expect(acc.dropped).toBe(0);
+    expect(reader.error).toBeUndefined();
+    expect(reader.frames.length).toBe(FRAMES);
+    const holes = reader.frames.filter((p, k) => payloadIndex(p) !== k).length;
+    expect(holes).toBe(0);
   });
 });

@@ -20,8 +20,8 @@ function setup() {
   return t;
 }
 
-/** Live sources on stdin, made loss-free for the counts to be exact: room for everything, no deadline, no stuck check. */
-const LOSSLESS_LIVE = ["--source", "-", "--queue-frames", "5000", "--write-deadline-ms", "0", "--stuck-frames", "100000"];
+/** Live sources on stdin, made loss-free for the counts to be exact: room for everything, no deadline or latency budget, no stuck check. */
+const LOSSLESS_LIVE = ["--source", "-", "--queue-frames", "5000", "--write-deadline-ms", "0", "--max-latency-ms", "60000", "--stuck-frames", "100000"];
 /** A burst overflows the socket buffer now and then: keep the optimizer on but out of reach, so sizes stay as set. */
 const NO_ESCALATION = ["--adaptive-threshold", "100000"];
 
@@ -123,7 +123,7 @@ describe("metrics over HTTP from real roles", () => {
     expect(value(sent, "audio_agent_queue_capacity_frames")).toBe(5000);
     const reasons = samples(sent, "audio_agent_frames_dropped_by_reason_total", { channel: "output" });
     expect(reasons.map((s) => s.labels.reason).sort()).toEqual(
-      ["client_gone", "client_stuck", "no_client", "queue_full", "shutdown", "write_deadline"],
+      ["client_gone", "client_stuck", "latency_budget", "no_client", "queue_full", "shutdown", "write_deadline"],
     );
     expect(reasons.every((s) => s.value === 0)).toBe(true);
     // Histograms and latency percentiles: the sender times its writes, the receiver frame ages.

@@ -7,6 +7,10 @@ export interface ReceivedMessage {
   type: number;
   /** A copy of the payload. */
   payload: Uint8Array;
+  /** The header timestamp, Unix ms. */
+  timestampMs: number;
+  /** Date.now() when the chunk that completed it arrived. */
+  receivedAtMs: number;
 }
 
 /**
@@ -82,10 +86,11 @@ export class RecordingClient {
     this.bytes += chunk.length;
     this.chunks?.push(chunk.slice());
     if (!this.error) {
+      const receivedAtMs = Date.now();
       try {
         this.parser.push(chunk);
         for (let m = this.parser.next(); m; m = this.parser.next()) {
-          this.messages.push({ type: m.type, payload: m.payload.slice() });
+          this.messages.push({ type: m.type, payload: m.payload.slice(), timestampMs: m.timestampMs, receivedAtMs });
         }
       } catch (e) {
         if (!(e instanceof ProtocolError)) throw e;

@@ -4,8 +4,8 @@
  * stops on abort, fails at once on errors retrying cannot fix.
  */
 import { describe, expect, test } from "bun:test";
-import { backoffDelayMs } from "../../src/transport/backoff.ts";
-import { silent } from "../../src/transport/report.ts";
+import { backoffDelayMs, sessionBackoffMs } from "../../src/transport/backoff.ts";
+import { silent, type Report } from "../../src/transport/report.ts";
 import { connectWithBackoff, ConnectTimeoutError, type ConnectionHandler } from "../../src/transport/unix-client.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeStaleSocket } from "../support/processes.ts";
@@ -23,6 +23,21 @@ describe("backoffDelayMs", () => {
     expect(SCHEDULE.map((_, attempt) => backoffDelayMs(attempt))).toEqual(SCHEDULE);
     expect(backoffDelayMs(100)).toBe(400);
     expect(backoffDelayMs(1_000_000)).toBe(400);
+  });
+});
+
+describe("sessionBackoffMs", () => {
+  test("nothing after a healthy session; 50 ms doubling per early session, capped at 5 s; a random half to all of it", () => {
+    expect(sessionBackoffMs(0)).toBe(0);
+    const full = [1, 2, 3, 4, 5, 6, 7, 8, 20].map((n) => sessionBackoffMs(n, () => 1));
+    expect(full).toEqual([50, 100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    const least = [1, 2, 3, 4, 5, 6, 7, 8, 20].map((n) => sessionBackoffMs(n, () => 0));
+    expect(least).toEqual([25, 50, 100, 200, 400, 800, 1600, 2500, 2500]);
+    for (let i = 0; i < 100; i++) {
+      const wait = sessionBackoffMs(3);
+      expect(wait).toBeGreaterThanOrEqual(100);
+      expect(wait).toBeLessThanOrEqual(200);
+    }
   });
 });
 

@@ -1,12 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import {
-  HEADER_SIZE,
-  MAX_MESSAGE,
-  MAX_PAYLOAD,
-  MessageType,
-  OUTPUT_MAGIC,
-  readHeader,
-} from "../../src/protocol/index.ts";
+import { HEADER_SIZE, MAX_MESSAGE, MAX_PAYLOAD, MessageType, OUTPUT_MAGIC, readHeader } from "../../src/protocol/index.ts";
 import { FrameQueue } from "../../src/transport/frame-queue.ts";
 import { DropReason } from "../../src/transport/frame-stats.ts";
 import { sameBytes } from "../support/bytes.ts";
@@ -98,8 +91,8 @@ describe("FrameQueue push / shift / contiguousRun", () => {
   });
 
   test("a message never wraps: it goes to the ring start, and a run stops at the wrap", () => {
-    // Capacity 3: the ring holds 4 largest messages.
-    const q = new FrameQueue(3, OUTPUT_MAGIC);
+    // A ring of 4 largest messages.
+    const q = new FrameQueue(3, OUTPUT_MAGIC, "oldest", undefined, 4 * MAX_MESSAGE);
     expect(q.buffer.length).toBe(4 * MAX_MESSAGE);
     for (let i = 0; i < 3; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, MAX_PAYLOAD), 0, 0);
     q.shift(2); // frame 2 at 2*MAX_MESSAGE, next write at 3*MAX_MESSAGE
@@ -125,7 +118,8 @@ describe("FrameQueue push / shift / contiguousRun", () => {
       return (seed >>> 8) % n;
     };
     for (const policy of ["oldest", "newest"] as const) {
-      const q = new FrameQueue(7, OUTPUT_MAGIC, policy);
+      // A ring of 9 largest messages: the frame bound (7) is reached before the byte bound.
+      const q = new FrameQueue(7, OUTPUT_MAGIC, policy, undefined, 9 * MAX_MESSAGE);
       const model: number[] = [];
       let next = 0;
       let wrapsSeen = 0;
@@ -239,38 +233,58 @@ describe("FrameQueue dropOlderThan / dropAll / resize", () => {
     expect(indices(drainAll(q))).toEqual([9]);
   });
 
-  test("resize up keeps every frame in order (also from a wrapped ring) and makes room", () => {
+  test("resize up makes room for more frames, keeping every frame in order", () => {
     const q = new FrameQueue(3, OUTPUT_MAGIC);
-    for (let i = 0; i < 3; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, MAX_PAYLOAD), 0, i);
-    q.shift(2);
-    q.push(MessageType.OpusFrame, payloadOfSize(3, MAX_PAYLOAD), 0, 3);
-    q.push(MessageType.OpusFrame, payloadOfSize(4, 100), 0, 4); // wrapped: 2, 3 at the end, 4 at the start
-    expect(q.contiguousRun(Infinity)).toBe(2);
+    for (let i = 0; i < 3; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 300), 0, i);
+    expect(q.isFull).toBe(true);
     q.resize(10);
     expect(q.capacity).toBe(10);
-    expect(q.length).toBe(3);
-    expect(q.byteLength).toBe(2 * MAX_MESSAGE + HEADER_SIZE + 100);
-    expect(q.contiguousRun(Infinity)).toBe(3); // laid out contiguously again
-    expect(q.enqueuedAtOf(0)).toBe(2);
-    expect(q.enqueuedAtOf(2)).toBe(4);
-    for (let i = 5; i < 12; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 300), 0, i);
+    expect(q.isFull).toBe(false);
+    for (let i = 3; i < 10; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 300), 0, i);
     expect(q.stats.dropped.queue_full).toBe(0);
-    expect(indices(drainAll(q))).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    expect(q.isFull).toBe(true);
+    expect(indices(drainAll(q))).toEqual([...Array(10).keys()]);
   });
 
-  test("resize down keeps the newest in order and counts the rest as queue_full", () => {
+  test("resize down drops nothing: the queue is full until it has drained below the new bound", () => {
     const q = new FrameQueue(10, OUTPUT_MAGIC);
     for (let i = 0; i < 8; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 40 + i), 0, i);
     q.shift(1);
     q.resize(3);
     expect(q.capacity).toBe(3);
-    expect(q.length).toBe(3);
-    expect(q.stats.dropped.queue_full).toBe(4);
-    expect(q.byteLength).toBe(3 * HEADER_SIZE + 45 + 46 + 47);
+    expect(q.length).toBe(7);
+    expect(q.stats.droppedTotal).toBe(0);
+    // Drained one by one (as a writer does), it stays full until fewer than 3 are left.
+    const full: boolean[] = [];
+    for (let i = 0; i < 5; i++) {
+      full.push(q.isFull);
+      q.shift(1);
+    }
+    expect(full).toEqual([true, true, true, true, true]);
+    expect(q.length).toBe(2);
+    expect(q.isFull).toBe(false);
+    q.push(MessageType.OpusFrame, payloadOfSize(8, 10), 0, 8);
     expect(q.isFull).toBe(true);
-    q.push(MessageType.OpusFrame, payloadOfSize(8, 10), 0, 8); // drop-oldest at the new bound
-    expect(q.stats.dropped.queue_full).toBe(5);
+    expect(q.stats.droppedTotal).toBe(0);
     expect(indices(drainAll(q))).toEqual([6, 7, 8]);
+  });
+
+  test("after a shrink, a drop-oldest push drops the excess oldest at once (queue_full); drop-newest refuses until drained", () => {
+    const oldest = new FrameQueue(10, OUTPUT_MAGIC, "oldest");
+    for (let i = 0; i < 8; i++) oldest.push(MessageType.OpusFrame, payloadOfSize(i, 20), 0, i);
+    oldest.resize(3);
+    expect(oldest.push(MessageType.OpusFrame, payloadOfSize(8, 20), 0, 8)).toBe(true);
+    expect(oldest.stats.dropped.queue_full).toBe(6);
+    expect(oldest.length).toBe(3);
+    expect(oldest.stats.submitted).toBe(9);
+    expect(indices(drainAll(oldest))).toEqual([6, 7, 8]);
+
+    const newest = new FrameQueue(10, OUTPUT_MAGIC, "newest");
+    for (let i = 0; i < 8; i++) newest.push(MessageType.OpusFrame, payloadOfSize(i, 20), 0, i);
+    newest.resize(3);
+    expect(newest.push(MessageType.OpusFrame, payloadOfSize(8, 20), 0, 8)).toBe(false);
+    expect(newest.stats.dropped.queue_full).toBe(1);
+    expect(indices(drainAll(newest))).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
   });
 
   test("resize to the same capacity changes nothing", () => {
@@ -282,6 +296,7 @@ describe("FrameQueue dropOlderThan / dropAll / resize", () => {
   });
 
   test("an invalid capacity is refused and the queue is left as it was", () => {
+    expect(() => new FrameQueue(4, OUTPUT_MAGIC, "oldest", undefined, 4 * MAX_MESSAGE - 1)).toThrow(RangeError);
     expect(() => new FrameQueue(0, OUTPUT_MAGIC)).toThrow(RangeError);
     expect(() => new FrameQueue(1.5, OUTPUT_MAGIC)).toThrow(RangeError);
     const q = new FrameQueue(4, OUTPUT_MAGIC);
@@ -290,5 +305,94 @@ describe("FrameQueue dropOlderThan / dropAll / resize", () => {
     expect(q.capacity).toBe(4);
     expect(q.stats.droppedTotal).toBe(0);
     expect(indices(drainAll(q))).toEqual([0, 1, 2]);
+  });
+});
+
+describe("FrameQueue memory: sized by the bytes it holds", () => {
+  test("the ring starts small and grows with the bytes queued, never reserving room for largest messages", () => {
+    const q = new FrameQueue(100_000, OUTPUT_MAGIC);
+    expect(q.buffer.length).toBe(64 * 1024);
+    // 500 frames of 160 bytes (the default queue, typical Opus frames): 88,500 bytes, a 128 KiB ring.
+    for (let i = 0; i < 500; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 160), 0, i);
+    expect(q.byteLength).toBe(500 * (HEADER_SIZE + 160));
+    expect(q.buffer.length).toBe(128 * 1024);
+    expect(indices(drainAll(q))).toEqual([...Array(500).keys()]);
+  });
+
+  test("the byte bound holds whatever the frame bound: full below it, never larger", () => {
+    const maxBytes = 64 * 1024;
+    const q = new FrameQueue(100_000, OUTPUT_MAGIC, "oldest", undefined, maxBytes);
+    let pushed = 0;
+    while (!q.isFull) q.push(MessageType.OpusFrame, payloadOfSize(pushed++, MAX_PAYLOAD), 0, 0);
+    // Full once fewer than two largest messages' worth of ring is left.
+    expect(pushed).toBe(Math.floor((maxBytes - 2 * MAX_MESSAGE) / MAX_MESSAGE) + 1);
+    expect(q.byteLength).toBeLessThanOrEqual(maxBytes);
+    // Live pushes beyond it drop the oldest; the ring stays within the bound.
+    for (let i = 0; i < 100; i++) q.push(MessageType.OpusFrame, payloadOfSize(pushed++, 4 + ((i * 997) % (MAX_PAYLOAD - 4))), 0, 0);
+    expect(q.buffer.length).toBeLessThanOrEqual(maxBytes);
+    expect(q.byteLength).toBeLessThanOrEqual(maxBytes);
+    expect(q.stats.submitted).toBe(pushed);
+    expect(q.stats.submitted).toBe(q.length + q.stats.dropped.queue_full);
+    const out = indices(drainAll(q));
+    expect(out.at(-1)).toBe(pushed - 1);
+    expect(out.every((v, k) => k === 0 || v === out[k - 1] + 1)).toBe(true);
+  });
+
+  test("growing a wrapped ring lays its messages out in order from the start", () => {
+    const q = new FrameQueue(1000, OUTPUT_MAGIC, "oldest", undefined, 256 * 1024);
+    expect(q.buffer.length).toBe(64 * 1024);
+    for (let i = 0; i < 15; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, MAX_PAYLOAD), 0, i);
+    q.shift(10);
+    // No room at the end: frames 15..24 go to the start of the ring, before the oldest.
+    for (let i = 15; i < 25; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, MAX_PAYLOAD), 0, i);
+    expect(q.buffer.length).toBe(64 * 1024);
+    expect(q.contiguousRun(Infinity)).toBe(5);
+    // One more does not fit anywhere: the ring doubles and the queue is contiguous again.
+    q.push(MessageType.OpusFrame, payloadOfSize(25, 100), 0, 25);
+    expect(q.buffer.length).toBe(128 * 1024);
+    expect(q.contiguousRun(Infinity)).toBe(16);
+    expect(q.runStart).toBe(0);
+    expect(q.enqueuedAtOf(0)).toBe(10);
+    expect(q.enqueuedAtOf(15)).toBe(25);
+    expect(q.stats.droppedTotal).toBe(0);
+    expect(indices(drainAll(q))).toEqual([...Array(16).keys()].map((k) => 10 + k));
+  });
+
+  test("random pushes, growth and partial consumption keep every message whole and in order (model check)", () => {
+    let seed = 777;
+    const rand = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    const q = new FrameQueue(400, OUTPUT_MAGIC, "oldest", undefined, 256 * 1024);
+    const model: number[] = [];
+    const delivered: number[] = [];
+    let next = 0;
+    let largest = 0;
+    for (let step = 0; step < 20000; step++) {
+      if (rand(10) !== 0) {
+        // Mostly small frames with bursts of large ones; now and then a resize.
+        const size = rand(8) === 0 ? MAX_PAYLOAD - rand(64) : 4 + rand(300);
+        if (rand(200) === 0) q.resize(1 + rand(500));
+        const i = next++;
+        q.push(MessageType.OpusFrame, payloadOfSize(i, size), 0, step);
+        model.push(i);
+      } else if (q.length > 0) {
+        const run = readRun(q, HEADER_SIZE + rand(3 * MAX_MESSAGE));
+        delivered.push(...indices(run.messages.map((m) => m.payload)));
+        q.shift(run.n);
+      }
+      largest = Math.max(largest, q.buffer.length);
+      expect(q.byteLength).toBeLessThanOrEqual(256 * 1024);
+    }
+    expect(largest).toBeLessThanOrEqual(256 * 1024);
+    expect(largest).toBeGreaterThan(64 * 1024);
+    const left = indices(drainAll(q));
+    // What is left is the newest, in order; everything else was delivered, in order, or counted as queue_full.
+    expect(left).toEqual(model.slice(model.length - left.length));
+    const out = [...delivered, ...left];
+    expect(out.filter((v, k) => k > 0 && v <= out[k - 1]).length).toBe(0);
+    expect(q.stats.submitted).toBe(out.length + q.stats.dropped.queue_full);
+    expect(q.stats.submitted).toBe(next);
   });
 });

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { OutputServer, type OutputServerOptions } from "../../src/channels/output-server.ts";
-import { HEADER_SIZE, MAX_MESSAGE } from "../../src/protocol/index.ts";
+import { HEADER_SIZE, MAX_MESSAGE, WallClock } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
 import { expectAccountedStats } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
@@ -237,7 +237,78 @@ describe("FrameWriter live mode", () => {
   });
 });
 
+describe("FrameWriter latency budget", () => {
+  test("a paused reader: writing holds once what it has not read spans the budget; older frames are dropped as latency_budget", async () => {
+    const { path, server } = await startServer({ maxLatencyMs: 100, writeDeadlineMs: 50, stuckFrames: 100_000 });
+    const client = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    // 20 ms frames for 1.5 s, none read: the kernel would hold them all (seconds of audio).
+    let next = 0;
+    for (; next < 75; next++) {
+      server.sendFrame(indexedPayload(next, 160));
+      await Bun.sleep(20);
+    }
+    const s = server.stats;
+    // Written: what spanned the budget before the hold (a 100 ms budget: a handful of 20 ms frames).
+    expect(s.delivered).toBeLessThanOrEqual(10);
+    expect(s.dropped.latency_budget).toBeGreaterThan(50);
+    expect(s.shortWrites).toBe(0);
+    expect(server.readings().queueDepth).toBeLessThanOrEqual(10);
+    // The reader comes back: what was held goes out, then every new frame.
+    client.socket.resume();
+    for (let k = 0; k < 10; k++, next++) {
+      server.sendFrame(indexedPayload(next, 160));
+      await Bun.sleep(20);
+    }
+    await until(() => server.idle && client.frames.length === s.delivered, "queue written out");
+    expect(s.submitted).toBe(next);
+    expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+    const indices = checkReceived(client, 160);
+    expect(indices.slice(-5)).toEqual([next - 5, next - 4, next - 3, next - 2, next - 1]);
+  });
+
+  test("lossless mode is not limited by the budget: a paused reader gets every frame once it reads", async () => {
+    const { path, server } = await startServer({ lossless: true, maxLatencyMs: 10, writeDeadlineMs: 0, queueFrames: 1000 });
+    const client = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    for (let i = 0; i < 300; i++) {
+      server.sendFrame(indexedPayload(i, 160));
+      if (i % 50 === 0) await Bun.sleep(20);
+    }
+    await Bun.sleep(50);
+    client.socket.resume();
+    await until(() => client.frames.length === 300, "every frame");
+    expect(server.stats.droppedTotal).toBe(0);
+    expect(checkReceived(client, 160)).toEqual([...Array(300).keys()]);
+  });
+});
+
 describe("FrameWriter lossless mode", () => {
+  test("every waiter is woken: two waiting for room and two waiting for idle all resolve", async () => {
+    const { path, server } = await startServer({ lossless: true, writeDeadlineMs: 0, queueFrames: 8, socketBuffers: SMALL_SEND_BUFFER });
+    const client = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    let next = 0;
+    while (server.hasSpace()) {
+      server.sendFrame(indexedPayload(next++));
+      await tick();
+    }
+    const woken: string[] = [];
+    const waits = [
+      server.waitForSpace().then(() => woken.push("space 1")),
+      server.waitForSpace().then(() => woken.push("space 2")),
+      server.waitForIdle().then(() => woken.push("idle 1")),
+      server.waitForIdle().then(() => woken.push("idle 2")),
+    ];
+    await Bun.sleep(20);
+    expect(woken).toEqual([]);
+    client.socket.resume();
+    await Promise.all(waits);
+    expect(woken.sort()).toEqual(["idle 1", "idle 2", "space 1", "space 2"]);
+    await until(() => client.frames.length === next, "every frame");
+    expect(checkReceived(client)).toEqual([...Array(next).keys()]);
+  });
+
   test("a frame cut short by a vanished client is resent whole to the next; together they get every frame once", async () => {
     const { path, server } = await startServer({
       lossless: true,
@@ -299,5 +370,43 @@ describe("FrameWriter lossless mode", () => {
     const resent = second.rawBytes().subarray(0, HEADER_SIZE + second.frames[0].length);
     expect(partial.length).toBeLessThan(resent.length);
     expect(sameBytes(partial, resent.subarray(0, partial.length))).toBe(true);
+  });
+});
+
+describe("FrameWriter timestamps", () => {
+  test("header timestamps follow a step of the wall clock within a second (injected clock)", async () => {
+    let step = 0;
+    const clock = new WallClock({ realtimeMs: () => Date.now() + step });
+    const { path, server } = await startServer({ clock });
+    const client = await connectClient(defer, path);
+    await until(() => server.connected, "client accepted");
+    // A frame every 10 ms for 2.5 s; 0.5 s in, the wall clock is set a minute ahead. Each send
+    // is bracketed by readings of the (stepped) wall clock, so a pause in between cannot matter.
+    const sent: { i: number; from: number; to: number; monotonicMs: number }[] = [];
+    let steppedAt = Infinity;
+    const started = performance.now();
+    for (let i = 0; performance.now() - started < 2500; i++) {
+      if (step === 0 && performance.now() - started >= 500) {
+        step = 60_000;
+        steppedAt = performance.now();
+      }
+      const payload = indexedPayload(i, 100);
+      const monotonicMs = performance.now();
+      const from = Date.now() + step;
+      server.sendFrame(payload);
+      sent.push({ i, from, to: Date.now() + step, monotonicMs });
+      await Bun.sleep(10);
+    }
+    await until(() => client.frames.length === sent.length, "every frame");
+    const stamps = client.messages.map((m) => m.timestampMs);
+    // Frames sent a second or more after the step carry the stepped time (within 2 ms: Date.now() has
+    // whole milliseconds, and after a step the offset is exact to half of one).
+    const after = sent.filter((s) => s.monotonicMs - steppedAt >= 1000);
+    const before = sent.filter((s) => s.monotonicMs < steppedAt);
+    expect(after.length).toBeGreaterThan(10);
+    expect(before.length).toBeGreaterThan(10);
+    const off = (s: (typeof sent)[number]) => stamps[s.i] < s.from - 2 || stamps[s.i] > s.to + 2;
+    expect(after.filter(off)).toEqual([]);
+    expect(before.filter(off)).toEqual([]);
   });
 });
