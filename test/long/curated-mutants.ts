@@ -13,9 +13,9 @@ export interface CuratedMutant {
 
 export const CURATED: readonly CuratedMutant[] = [
   {
-    name: "no write-deadline drop at write time",
+    name: "no write-deadline drop",
     file: "src/transport/frame-writer.ts",
-    find: "if (deadline > 0) queue.dropOlderThan(now - deadline, DropReason.WriteDeadline);",
+    find: "if (this.deadlineMs > 0) this.queue.dropOlderThan(now - this.deadlineMs, DropReason.WriteDeadline);",
     replace: ";",
   },
   {
