@@ -8,7 +8,7 @@ import {
   type OptionName,
   type Role,
 } from "../config.ts";
-import { Logger } from "../observe/logger.ts";
+import { Logger, type LogFormat } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";
 import { ConnectTimeoutError } from "../transport/unix-client.ts";
@@ -42,18 +42,46 @@ const defaultIo: CliIo = {
   env: process.env,
 };
 
+/** What a run has set up so far: the failure line is written with its logger once there is one. */
+interface Run {
+  logger?: Logger;
+}
+
 /** Runs one command line (without the program name); resolves with the exit code. */
 export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
+  const run: Run = {};
   try {
-    return await dispatch(argv, io);
+    const code = await dispatch(argv, io, run);
+    run.logger?.flush();
+    return code;
   } catch (e) {
     const { code, message } = describeFailure(e);
-    io.err(`audio-agent: ${message}\n`);
+    run.logger?.flush();
+    const logger = run.logger ?? new Logger({ level: "error", format: requestedLogFormat(argv, io.env), write: writeLine(io) });
+    logger.fatal(message, { exit_code: code });
     return code;
   }
 }
 
-async function dispatch(argv: string[], io: CliIo): Promise<number> {
+function writeLine(io: CliIo): (line: string) => void {
+  return (line) => io.err(line + "\n");
+}
+
+/**
+ * The log format a command line asks for, read directly from its flag or
+ * environment variable: a run that fails before its settings are resolved
+ * (a bad flag, say) still ends with a line in that format.
+ */
+function requestedLogFormat(argv: string[], env: CliIo["env"]): LogFormat {
+  let value = env.AUDIO_AGENT_LOG_FORMAT;
+  argv.forEach((arg, i) => {
+    if (arg === "--log-format") value = argv[i + 1];
+    else if (arg.startsWith("--log-format=")) value = arg.slice("--log-format=".length);
+  });
+  return value === "json" ? "json" : "text";
+}
+
+async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
   const [first, second] = argv;
   if (first === "--version" || first === "-V" || first === "version") {
     io.out(versionLine() + "\n");
@@ -85,7 +113,8 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   }
   const file = await loadConfigFile((flags.config as string | undefined) ?? io.env.AUDIO_AGENT_CONFIG);
   const settings = resolveSettings(role, { flags, env: io.env, file });
-  const logger = new Logger({ level: settings["log-level"], format: settings["log-format"] });
+  const logger = new Logger({ level: settings["log-level"], format: settings["log-format"], write: writeLine(io) });
+  run.logger = logger;
   const shutdown = new Shutdown(logger.for("agent"));
   try {
     const main = await load();

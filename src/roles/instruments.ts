@@ -193,7 +193,7 @@ export class Instruments implements ChannelObserver {
     this.metrics?.adaptive(state, decision);
     this.report("info", `adaptive: ${decision}`, {
       why,
-      level: state.level,
+      adaptive_level: state.level,
       send_buffer: state.sendBufferBytes,
       kernel_send_buffer: end.tuner.readings().kernel.sendBytes,
       queue_frames: state.queueFrames,
