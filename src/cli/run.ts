@@ -1,3 +1,5 @@
+import { existsSync } from "node:fs";
+import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import {
   ConfigError,
@@ -8,6 +10,7 @@ import {
   type OptionName,
   type Role,
 } from "../config.ts";
+import { HttpListenError } from "../observe/http-server.ts";
 import { Logger, type LogFormat } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";
@@ -42,8 +45,9 @@ const defaultIo: CliIo = {
   env: process.env,
 };
 
-/** What a run has set up so far: the failure line is written with its logger once there is one. */
+/** What a run has set up so far: a failure is described with its settings and written with its logger once there are. */
 interface Run {
+  settings?: Record<string, unknown>;
   logger?: Logger;
 }
 
@@ -55,7 +59,7 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
     run.logger?.flush();
     return code;
   } catch (e) {
-    const { code, message } = describeFailure(e);
+    const { code, message } = describeFailure(e, run.settings);
     run.logger?.flush();
     const logger = run.logger ?? new Logger({ level: "error", format: requestedLogFormat(argv, io.env), write: writeLine(io) });
     logger.fatal(message, { exit_code: code });
@@ -113,6 +117,7 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
   }
   const file = await loadConfigFile((flags.config as string | undefined) ?? io.env.AUDIO_AGENT_CONFIG);
   const settings = resolveSettings(role, { flags, env: io.env, file });
+  run.settings = settings;
   const logger = new Logger({ level: settings["log-level"], format: settings["log-format"], write: writeLine(io) });
   run.logger = logger;
   const shutdown = new Shutdown(logger.for("agent"));
@@ -143,12 +148,63 @@ function parseFlags(role: Role, args: string[]): Record<string, unknown> {
   }
 }
 
-function describeFailure(e: unknown): { code: number; message: string } {
+function describeFailure(e: unknown, settings: Record<string, unknown> = {}): { code: number; message: string } {
   if (e instanceof UsageError || e instanceof ConfigError) return { code: EXIT_USAGE, message: e.message };
-  if (e instanceof SocketPathError) return { code: EXIT_USAGE, message: e.message };
+  // A port another process holds is refused like a socket a live server answers on.
+  if (e instanceof HttpListenError) {
+    return { code: EXIT_USAGE, message: `${optionsSetTo(settings, e.address)} ${hostPort(e.address)}: cannot listen${errnoWords(e.code)}` };
+  }
+  if (e instanceof SocketPathError) {
+    const message = e.code ? `--socket ${e.path}: cannot listen${errnoWords(e.code)}` : e.message;
+    return { code: EXIT_USAGE, message };
+  }
   if (e instanceof ConnectTimeoutError || e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };
   const err = e as NodeJS.ErrnoException;
-  if (err?.code === "ENOENT" && err.path) return { code: EXIT_FAILURE, message: `no such file: ${err.path}` };
-  if (err?.code && err.path) return { code: EXIT_FAILURE, message: `${err.path}: ${err.code}` };
+  if (err?.code && err.path) {
+    const option = optionsSetTo(settings, err.path);
+    const what = option ? `${option} ${err.path}` : err.path;
+    return { code: EXIT_FAILURE, message: `${what}: ${fileProblem(err.path, err.code)}` };
+  }
   return { code: EXIT_FAILURE, message: err?.message ?? String(e) };
+}
+
+/** The flags whose value is `value` ("--metrics", or "--metrics and --monitor" when they share it). */
+function optionsSetTo(settings: Record<string, unknown>, value: unknown): string {
+  const same = (a: unknown) =>
+    a === value || (typeof a === "object" && a !== null && JSON.stringify(a) === JSON.stringify(value));
+  return Object.keys(settings)
+    .filter((name) => same(settings[name]))
+    .map((name) => `--${name}`)
+    .join(" and ");
+}
+
+function hostPort({ host, port }: { host: string; port: number }): string {
+  return `${host.includes(":") ? `[${host}]` : host}:${port}`;
+}
+
+const ERRNO_WORDS: Record<string, string> = {
+  EADDRINUSE: "address in use",
+  EADDRNOTAVAIL: "not an address of this machine",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  ENOENT: "no such file or directory",
+  ENOTDIR: "a parent is not a directory",
+  EROFS: "read-only file system",
+  ENOSPC: "no space left on the device",
+  EISDIR: "is a directory",
+};
+
+/** ": address in use (EADDRINUSE)", or " (ECODE)" for an errno without words here. */
+function errnoWords(code: string): string {
+  const words = ERRNO_WORDS[code];
+  return words ? `: ${words} (${code})` : ` (${code})`;
+}
+
+/** What went wrong with a file path, naming its directory when that is what is missing. */
+function fileProblem(path: string, code: string): string {
+  if (code === "ENOENT") {
+    const dir = dirname(path);
+    return existsSync(dir) ? `no such file (ENOENT)` : `directory ${dir} does not exist (ENOENT)`;
+  }
+  return (ERRNO_WORDS[code] ?? "failed") + ` (${code})`;
 }

@@ -19,6 +19,17 @@ export interface HealthReport {
   [field: string]: unknown;
 }
 
+/** An HTTP endpoint could not listen at its address; `code` is the errno (EADDRINUSE, EADDRNOTAVAIL, ...). */
+export class HttpListenError extends Error {
+  constructor(
+    readonly address: ListenAddress,
+    readonly code: string,
+  ) {
+    super(`cannot listen at ${address.host}:${address.port} (${code})`);
+    this.name = "HttpListenError";
+  }
+}
+
 /** What one HTTP listener serves: metrics and health, the monitor, or both. */
 export interface HttpRoutes {
   metrics?: { registry: AgentMetrics; health: () => HealthReport };
@@ -34,9 +45,17 @@ export interface HttpRoutes {
 export class AgentHttpServer {
   private constructor(private readonly server: Server<unknown>) {}
 
+  /** Listens at `address`; throws HttpListenError when it cannot (a port in use, say). */
   static start(address: ListenAddress, routes: HttpRoutes): AgentHttpServer {
-    const { metrics, monitor } = routes;
-    const server = Bun.serve<{ listening: boolean; dropped: number }>({
+    try {
+      return new AgentHttpServer(AgentHttpServer.serve(address, routes) as Server<unknown>);
+    } catch (e) {
+      throw new HttpListenError(address, (e as NodeJS.ErrnoException).code ?? (e as Error).message);
+    }
+  }
+
+  private static serve(address: ListenAddress, { metrics, monitor }: HttpRoutes) {
+    return Bun.serve<{ listening: boolean; dropped: number }>({
       hostname: address.host,
       port: address.port,
       fetch: async (request, srv) => {
@@ -57,7 +76,6 @@ export class AgentHttpServer {
       },
       websocket: monitor?.websocket ?? { message() {} },
     });
-    return new AgentHttpServer(server as Server<unknown>);
   }
 
   get url(): string {

@@ -123,13 +123,33 @@ export class Instruments implements ChannelObserver {
     };
     const metrics = this.metrics && { registry: this.metrics, health };
     const same = (a?: ListenAddress, b?: ListenAddress) => !!a && !!b && a.host === b.host && a.port === b.port;
-    if (metricsAt && same(metricsAt, monitorAt)) {
-      this.servers.push(AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }));
-    } else {
-      if (metricsAt) this.servers.push(AgentHttpServer.start(metricsAt, { metrics }));
-      if (monitorAt) this.servers.push(AgentHttpServer.start(monitorAt, { monitor: this.monitor }));
+    try {
+      if (metricsAt && same(metricsAt, monitorAt)) {
+        this.servers.push(AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }));
+      } else {
+        if (metricsAt) this.servers.push(AgentHttpServer.start(metricsAt, { metrics }));
+        if (monitorAt) this.servers.push(AgentHttpServer.start(monitorAt, { monitor: this.monitor }));
+      }
+    } catch (e) {
+      await this.stop();
+      throw e;
     }
     for (const server of this.servers) this.report("info", "http listening", { url: server.url });
+  }
+
+  /**
+   * Starts the HTTP endpoints, then `listen` (the channel end's socket): a
+   * port in use fails before any socket file exists, and a socket that
+   * cannot be bound stops the endpoints again.
+   */
+  async startThen(listen: () => Promise<void>): Promise<void> {
+    await this.start();
+    try {
+      await listen();
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
   }
 
   /** The URLs the HTTP endpoints listen on (the first serves /metrics when there is one). */
@@ -166,7 +186,7 @@ export class Instruments implements ChannelObserver {
   async stop(): Promise<void> {
     clearInterval(this.sampler);
     this.monitor?.stop();
-    await Promise.all(this.servers.map((s) => s.stop()));
+    await Promise.all(this.servers.splice(0).map((s) => s.stop()));
   }
 
   /** The sampler's tick: socket buffers sampled, the optimizer fed with new pressure and ticked. */

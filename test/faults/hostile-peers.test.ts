@@ -236,7 +236,7 @@ describe("a server breaking the framing, against `output recv`", () => {
   }
 
   test("a server hanging up on every connection: `output recv` reconnects each time, its log stays short and says how many lines it held back", async () => {
-    const { fake, recv } = await recvAgainstFakeServer((socket) => socket.end());
+    const { fake, recv } = await recvAgainstFakeServer((socket) => void socket.end());
     await until(() => fake.connections.length >= 300, "300 connections", 30_000);
     recv.kill("SIGTERM");
     expect(await recv.exited).toBe(0);

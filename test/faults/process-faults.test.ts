@@ -28,7 +28,7 @@ function setup(prefix: string) {
 /** `output serve` reading frames from its stdin: live mode, drops counted. */
 async function startFedServer(socket: string, extra: string[] = []): Promise<{ server: AgentProcess; feed: StdinFeeder }> {
   const server = spawnAgent(["output", "serve", "--socket", socket, "--source", "-", ...extra], { stdin: "pipe" });
-  await server.waitForStderr("listening");
+  await server.waitForStderr("listening socket=");
   return { server, feed: new StdinFeeder(server) };
 }
 
@@ -296,7 +296,7 @@ describe("a storm of connections", () => {
     const dir = setup("pf-");
     const path = dir.path("in.sock");
     const server = spawnAgent(["input", "serve", "--socket", path, "--sink", dir.path("in.wire"), "--metrics", "127.0.0.1:0"]);
-    await server.waitForStderr("listening");
+    await server.waitForStderr("listening socket=");
     const greeting = new Uint8Array([
       ...encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG), 1n),
       ...encodeMessage(INPUT_MAGIC, MessageType.Stop, undefined, 2n),
