@@ -19,6 +19,7 @@ type InstrumentSettings = Settings<
   | "adaptive-calm-ms"
   | "metrics"
   | "monitor"
+  | "http-allow-host"
 >;
 
 export interface InstrumentsOptions {
@@ -111,7 +112,7 @@ export class Instruments implements ChannelObserver {
 
   /** Starts the HTTP endpoints --metrics and --monitor asked for (one server when they share an address). */
   async start(): Promise<void> {
-    const { metrics: metricsAt, monitor: monitorAt } = this.options.settings;
+    const { metrics: metricsAt, monitor: monitorAt, "http-allow-host": allowHosts } = this.options.settings;
     const health = (): HealthReport => {
       const r = this.end.readings();
       return {
@@ -125,10 +126,10 @@ export class Instruments implements ChannelObserver {
     const same = (a?: ListenAddress, b?: ListenAddress) => !!a && !!b && a.host === b.host && a.port === b.port;
     try {
       if (metricsAt && same(metricsAt, monitorAt)) {
-        this.servers.push(AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }));
+        this.servers.push(AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }, allowHosts));
       } else {
-        if (metricsAt) this.servers.push(AgentHttpServer.start(metricsAt, { metrics }));
-        if (monitorAt) this.servers.push(AgentHttpServer.start(monitorAt, { monitor: this.monitor }));
+        if (metricsAt) this.servers.push(AgentHttpServer.start(metricsAt, { metrics }, allowHosts));
+        if (monitorAt) this.servers.push(AgentHttpServer.start(monitorAt, { monitor: this.monitor }, allowHosts));
       }
     } catch (e) {
       await this.stop();
