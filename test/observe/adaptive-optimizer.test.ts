@@ -248,6 +248,8 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     const base = await metricsUrl(server);
     const sendBuffer = { component: "audio-output", buffer_type: "send" };
 
+    // The HTTP endpoint listens first, then the socket.
+    await server.waitForStderr("listening socket=");
     const reader = await RecordingClient.connect(sock, { paused: true });
     defer(() => reader.close());
     await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "client connected");

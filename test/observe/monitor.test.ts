@@ -121,6 +121,20 @@ async function viewer(url: string): Promise<WebSocket> {
   return ws;
 }
 
+/** A bare TCP peer that asks for a WebSocket at `port`, then never reads again (nor answers a ping). */
+async function stalledPeer(port: number): Promise<void> {
+  const socket = await Bun.connect({
+    hostname: "127.0.0.1",
+    port,
+    socket: { open: (s) => void s.pause(), data() {}, close() {}, error() {} },
+  });
+  defer(() => socket.terminate());
+  socket.write(
+    `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+  );
+}
+
 const pageState = (page: Page) => page.evaluate(() => (window as unknown as { monitorState: PageState }).monitorState);
 
 describe("monitor page in a browser", () => {
@@ -463,17 +477,7 @@ describe("a hostile viewer", () => {
   test("a viewer that reads nothing is closed once its backlog passes the limit; a reading one is not", async () => {
     const { hub, server, url } = hubOnHttp();
     const reading = await viewer(url);
-    // Upgraded by hand, then never read from again.
-    const stalled = await Bun.connect({
-      hostname: "127.0.0.1",
-      port: server.port,
-      socket: { open: (s) => void s.pause(), data() {}, close() {}, error() {} },
-    });
-    defer(() => stalled.terminate());
-    stalled.write(
-      `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    );
+    await stalledPeer(server.port);
     await until(() => hub.viewerCount === 2, "the stalled viewer upgraded", 5000);
     let got = 0;
     reading.onmessage = () => got++;
@@ -489,17 +493,7 @@ describe("a hostile viewer", () => {
 
   test("a peer that answers no ping is closed after the idle timeout", async () => {
     const { hub, server } = hubOnHttp({ ...VIEWER_LIMITS, idleSeconds: 8 }, 60_000);
-    // A bare TCP peer: upgrades, then neither reads nor answers pings.
-    const silent = await Bun.connect({
-      hostname: "127.0.0.1",
-      port: server.port,
-      socket: { open: (s) => void s.pause(), data() {}, close() {}, error() {} },
-    });
-    defer(() => silent.terminate());
-    silent.write(
-      `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    );
+    await stalledPeer(server.port);
     await until(() => hub.viewerCount === 1, "the peer upgraded", 5000);
     const start = performance.now();
     await until(() => hub.viewerCount === 0, "the idle peer closed", 40_000);
