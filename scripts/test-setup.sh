@@ -34,6 +34,7 @@ check() {
 	need fonts-dejavu-core /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 	need systemd systemd-analyze                 # the systemd unit verifies
 	need util-linux setpriv                      # another user on the socket
+	need strace strace                           # the mode each bind() creates
 }
 
 check

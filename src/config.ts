@@ -107,6 +107,17 @@ const listenAddress = v.pipe(
   v.check((a) => a.port >= 0 && a.port <= 65535),
 );
 
+/**
+ * Host names (as a browser sends them in Host) the HTTP endpoints answer to
+ * besides their own address: "NAME[:PORT],..." or a list; IPv6 in brackets.
+ * Lower-cased; a name without a port is completed by the server.
+ */
+const hostNames = v.pipe(
+  v.union([v.pipe(v.string(), v.transform((s) => s.split(","))), v.array(v.string())]),
+  v.transform((names) => names.map((name) => name.trim().toLowerCase()).filter((name) => name !== "")),
+  v.check((names) => names.every((name) => /^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|\[[0-9a-f:.]+\])(?::\d{1,5})?$/.test(name))),
+);
+
 /** "default", "high-load", or a size in bytes ("196608", "192k") within the kernel-sane bounds. */
 const socketBuffers = v.pipe(
   v.union([v.number(), v.string()]),
@@ -154,6 +165,7 @@ export const OPTIONS = {
   metrics: { flag: "string", help: "serve /metrics and /healthz at HOST:PORT (PORT alone: loopback)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress, written: hostPort },
   monitor: { flag: "string", help: "serve the live web monitor at HOST:PORT (PORT alone: loopback; may equal --metrics)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress, written: hostPort },
   "stats-interval": { flag: "string", help: "log a summary (frames, bytes, drops by reason, clients, latency p99) of each interval of this many seconds (0: never)", allowed: "seconds 0..86400 (0: off)", schema: v.pipe(numberLike, v.number(), v.minValue(0), v.maxValue(86_400)), default: 60 },
+  "http-allow-host": { flag: "string", help: "more names (Host header) --metrics and --monitor answer to, e.g. a DNS name or a tunnel's localhost:PORT; others get 421", allowed: "NAME[:PORT][,NAME[:PORT]...] (IPv6 in brackets)", schema: hostNames },
   "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]), default: "info" },
   "log-format": { flag: "string", help: "log line format on stderr", allowed: "text, json", schema: choice(["text", "json"]), default: "text" },
 } as const satisfies Record<string, OptionSpec>;
@@ -171,6 +183,7 @@ const COMMON = [
   "metrics",
   "monitor",
   "stats-interval",
+  "http-allow-host",
   "log-level",
   "log-format",
 ] as const satisfies readonly OptionName[];

@@ -1,3 +1,5 @@
+import { existsSync } from "node:fs";
+import { dirname } from "node:path";
 import {
   ConfigError,
   loadConfigFile,
@@ -10,7 +12,8 @@ import {
   type Role,
 } from "../config.ts";
 import { SourceFormatError } from "../media/file-format.ts";
-import { Logger } from "../observe/logger.ts";
+import { HttpListenError } from "../observe/http-server.ts";
+import { Logger, type LogFormat } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";
 import { ConnectTimeoutError } from "../transport/unix-client.ts";
@@ -44,18 +47,47 @@ const defaultIo: CliIo = {
   env: process.env,
 };
 
+/** What a run has set up so far: a failure is described with its settings and written with its logger once there are. */
+interface Run {
+  settings?: Record<string, unknown>;
+  logger?: Logger;
+}
+
 /** Runs one command line (without the program name); resolves with the exit code. */
 export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
+  const run: Run = {};
   try {
-    return await dispatch(argv, io);
+    const code = await dispatch(argv, io, run);
+    run.logger?.flush();
+    return code;
   } catch (e) {
-    const { code, message } = describeFailure(e);
-    io.err(`audio-agent: ${message}\n`);
+    const { code, message } = describeFailure(e, run.settings);
+    run.logger?.flush();
+    const logger = run.logger ?? new Logger({ level: "error", format: requestedLogFormat(argv, io.env), write: writeLine(io) });
+    logger.fatal(message, { exit_code: code });
     return code;
   }
 }
 
-async function dispatch(argv: string[], io: CliIo): Promise<number> {
+function writeLine(io: CliIo): (line: string) => void {
+  return (line) => io.err(line + "\n");
+}
+
+/**
+ * The log format a command line asks for, read directly from its flag or
+ * environment variable: a run that fails before its settings are resolved
+ * (a bad flag, say) still ends with a line in that format.
+ */
+function requestedLogFormat(argv: string[], env: CliIo["env"]): LogFormat {
+  let value = env.AUDIO_AGENT_LOG_FORMAT;
+  argv.forEach((arg, i) => {
+    if (arg === "--log-format") value = argv[i + 1];
+    else if (arg.startsWith("--log-format=")) value = arg.slice("--log-format=".length);
+  });
+  return value === "json" ? "json" : "text";
+}
+
+async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
   const [first, second] = argv;
   if (first === "--version" || first === "-V" || first === "version") {
     io.out(versionLine() + "\n");
@@ -87,7 +119,9 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
   }
   const file = await loadConfigFile((flags.config as string | undefined) ?? io.env.AUDIO_AGENT_CONFIG);
   const settings = resolveSettings(role, { flags, env: io.env, file });
-  const logger = new Logger({ level: settings["log-level"], format: settings["log-format"] });
+  run.settings = settings;
+  const logger = new Logger({ level: settings["log-level"], format: settings["log-format"], write: writeLine(io) });
+  run.logger = logger;
   const shutdown = new Shutdown(logger.for("agent"));
   try {
     const main = await load();
@@ -106,12 +140,64 @@ function parseFlags(role: Role, args: string[]): Record<string, unknown> {
   return values;
 }
 
-function describeFailure(e: unknown): { code: number; message: string } {
+function describeFailure(e: unknown, settings: Record<string, unknown> = {}): { code: number; message: string } {
   if (e instanceof UsageError || e instanceof ConfigError) return { code: EXIT_USAGE, message: e.message };
-  if (e instanceof SocketPathError || e instanceof SourceFormatError) return { code: EXIT_USAGE, message: e.message };
+  if (e instanceof SourceFormatError) return { code: EXIT_USAGE, message: e.message };
+  // A port another process holds is refused like a socket a live server answers on.
+  if (e instanceof HttpListenError) {
+    return { code: EXIT_USAGE, message: `${optionsSetTo(settings, e.address)} ${hostPort(e.address)}: cannot listen${errnoWords(e.code)}` };
+  }
+  if (e instanceof SocketPathError) {
+    const message = e.code ? `--socket ${e.path}: cannot listen${errnoWords(e.code)}` : e.message;
+    return { code: EXIT_USAGE, message };
+  }
   if (e instanceof ConnectTimeoutError || e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };
   const err = e as NodeJS.ErrnoException;
-  if (err?.code === "ENOENT" && err.path) return { code: EXIT_FAILURE, message: `no such file: ${err.path}` };
-  if (err?.code && err.path) return { code: EXIT_FAILURE, message: `${err.path}: ${err.code}` };
+  if (err?.code && err.path) {
+    const option = optionsSetTo(settings, err.path);
+    const what = option ? `${option} ${err.path}` : err.path;
+    return { code: EXIT_FAILURE, message: `${what}: ${fileProblem(err.path, err.code)}` };
+  }
   return { code: EXIT_FAILURE, message: err?.message ?? String(e) };
+}
+
+/** The flags whose value is `value` ("--metrics", or "--metrics and --monitor" when they share it). */
+function optionsSetTo(settings: Record<string, unknown>, value: unknown): string {
+  const same = (a: unknown) =>
+    a === value || (typeof a === "object" && a !== null && JSON.stringify(a) === JSON.stringify(value));
+  return Object.keys(settings)
+    .filter((name) => same(settings[name]))
+    .map((name) => `--${name}`)
+    .join(" and ");
+}
+
+function hostPort({ host, port }: { host: string; port: number }): string {
+  return `${host.includes(":") ? `[${host}]` : host}:${port}`;
+}
+
+const ERRNO_WORDS: Record<string, string> = {
+  EADDRINUSE: "address in use",
+  EADDRNOTAVAIL: "not an address of this machine",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  ENOENT: "no such file or directory",
+  ENOTDIR: "a parent is not a directory",
+  EROFS: "read-only file system",
+  ENOSPC: "no space left on the device",
+  EISDIR: "is a directory",
+};
+
+/** ": address in use (EADDRINUSE)", or " (ECODE)" for an errno without words here. */
+function errnoWords(code: string): string {
+  const words = ERRNO_WORDS[code];
+  return words ? `: ${words} (${code})` : ` (${code})`;
+}
+
+/** What went wrong with a file path, naming its directory when that is what is missing. */
+function fileProblem(path: string, code: string): string {
+  if (code === "ENOENT") {
+    const dir = dirname(path);
+    return existsSync(dir) ? `no such file (ENOENT)` : `directory ${dir} does not exist (ENOENT)`;
+  }
+  return (ERRNO_WORDS[code] ?? "failed") + ` (${code})`;
 }

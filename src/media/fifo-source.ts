@@ -1,3 +1,4 @@
+import { closeSync, constants, openSync } from "node:fs";
 import { streamByteSource, type ByteSource } from "./byte-source.ts";
 import type { FrameSource, SourceFrame } from "./frame-source.ts";
 
@@ -80,7 +81,9 @@ export class FifoSource implements FrameSource {
 
   async close(): Promise<void> {
     this.closed = true;
+    const waiting = this.bytes !== undefined;
     await this.bytes?.close();
+    if (waiting) await releasePendingOpen(this.name);
   }
 
   private begin(): void {
@@ -102,6 +105,23 @@ export class FifoSource implements FrameSource {
     this.bytes = undefined;
     await bytes.close();
     if (!this.closed && !this.discarding) this.report("info", "writer closed the stream", { source: this.name, frames: this.frames });
+  }
+}
+
+/**
+ * Cancelling a stream that still waits for a writer leaves its open() of the
+ * FIFO blocked in a worker thread: a later writer would be taken by it and its
+ * bytes lost. Opening the FIFO for writing, without blocking, completes that
+ * open (at end of file, so it closes again); ENXIO says no reader is left.
+ */
+async function releasePendingOpen(path: string): Promise<void> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    try {
+      closeSync(openSync(path, constants.O_WRONLY | constants.O_NONBLOCK));
+    } catch {
+      return; // ENXIO: no reader left (or the FIFO is gone)
+    }
+    await Bun.sleep(5);
   }
 }
 

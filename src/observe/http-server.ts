@@ -1,4 +1,5 @@
 import type { Server } from "bun";
+import { allowedHosts, crossOrigin, misdirected } from "./host-check.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { MonitorHub } from "./monitor/hub.ts";
 import pageText from "./monitor/page.html" with { type: "text" };
@@ -19,6 +20,17 @@ export interface HealthReport {
   [field: string]: unknown;
 }
 
+/** An HTTP endpoint could not listen at its address; `code` is the errno (EADDRINUSE, EADDRNOTAVAIL, ...). */
+export class HttpListenError extends Error {
+  constructor(
+    readonly address: ListenAddress,
+    readonly code: string,
+  ) {
+    super(`cannot listen at ${address.host}:${address.port} (${code})`);
+    this.name = "HttpListenError";
+  }
+}
+
 /** What one HTTP listener serves: metrics and health, the monitor, or both. */
 export interface HttpRoutes {
   metrics?: { registry: AgentMetrics; health: () => HealthReport };
@@ -29,34 +41,31 @@ export interface HttpRoutes {
  * The agent's HTTP endpoint: `/metrics` (Prometheus text format) and
  * `/healthz` (JSON) with --metrics; the monitor page at `/` and its
  * WebSocket at `/ws` with --monitor. Both can share one address. Binds where
- * it is told; the CLI defaults the host to loopback.
+ * it is told (the CLI defaults the host to loopback) and answers only
+ * requests sent to it by its own address or an allowed name (host-check.ts).
  */
 export class AgentHttpServer {
   private constructor(private readonly server: Server<unknown>) {}
 
-  static start(address: ListenAddress, routes: HttpRoutes): AgentHttpServer {
-    const { metrics, monitor } = routes;
-    const server = Bun.serve<{ listening: boolean; dropped: number }>({
-      hostname: address.host,
-      port: address.port,
-      fetch: async (request, srv) => {
-        const { pathname } = new URL(request.url);
-        if (metrics && pathname === "/metrics") {
-          return new Response(await metrics.registry.text(), {
-            headers: { "content-type": metrics.registry.contentType },
-          });
-        }
-        if (metrics && pathname === "/healthz") return Response.json(metrics.health());
-        if (monitor && (pathname === "/" || pathname === "/monitor")) {
-          return new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } });
-        }
-        if (monitor && pathname === "/ws") return monitor.upgrade(request, srv);
-        if (monitor && pathname === "/figures") return Response.json(monitor.current());
-        const paths = [...(metrics ? ["/metrics", "/healthz"] : []), ...(monitor ? ["/", "/ws"] : [])];
-        return new Response(`not found; try ${paths.join(", ")}\n`, { status: 404 });
-      },
-      websocket: monitor?.websocket ?? { message() {} },
-    });
+  /**
+   * Listens at `address`, answering requests whose Host is its own or one of
+   * `allowHosts`; throws HttpListenError when it cannot (a port in use, say).
+   */
+  static start(address: ListenAddress, routes: HttpRoutes, allowHosts: readonly string[] = []): AgentHttpServer {
+    // Known once bound (port 0 picks the port); no request is handled before.
+    let hosts = new Set<string>();
+    let server;
+    try {
+      server = Bun.serve<{ listening: boolean; dropped: number }>({
+        hostname: address.host,
+        port: address.port,
+        fetch: (request, srv) => misdirected(request, hosts) ?? route(request, srv, routes),
+        websocket: routes.monitor?.websocket ?? { message() {} },
+      });
+    } catch (e) {
+      throw new HttpListenError(address, (e as NodeJS.ErrnoException).code ?? (e as Error).message);
+    }
+    hosts = allowedHosts({ host: address.host, port: server.port ?? address.port }, allowHosts);
     return new AgentHttpServer(server as Server<unknown>);
   }
 
@@ -71,4 +80,21 @@ export class AgentHttpServer {
   async stop(): Promise<void> {
     await this.server.stop(true);
   }
+}
+
+async function route(request: Request, server: Bun.Server<{ listening: boolean; dropped: number }>, { metrics, monitor }: HttpRoutes) {
+  const { pathname } = new URL(request.url);
+  if (metrics && pathname === "/metrics") {
+    return new Response(await metrics.registry.text(), {
+      headers: { "content-type": metrics.registry.contentType },
+    });
+  }
+  if (metrics && pathname === "/healthz") return Response.json(metrics.health());
+  if (monitor && (pathname === "/" || pathname === "/monitor")) {
+    return new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } });
+  }
+  if (monitor && pathname === "/ws") return crossOrigin(request) ?? monitor.upgrade(request, server);
+  if (monitor && pathname === "/figures") return Response.json(monitor.current());
+  const paths = [...(metrics ? ["/metrics", "/healthz"] : []), ...(monitor ? ["/", "/ws"] : [])];
+  return new Response(`not found; try ${paths.join(", ")}\n`, { status: 404 });
 }

@@ -1,6 +1,12 @@
+import { hostname } from "node:os";
+import { DEFAULT_LOG_RATE_LIMIT, LogRateLimiter, type LogRateLimit, type SuppressedLines } from "./log-rate-limiter.ts";
+
 export type LogFormat = "text" | "json";
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+
+/** pino's numeric levels (10 trace .. 60 fatal), which the Node ecosystem's log tools read. */
+const PINO_LEVEL = { debug: 20, info: 30, warn: 40, error: 50, fatal: 60 } as const;
 
 /** Same shape as the transport layer's Report callback, which the CLI passes down. */
 export type LogFunction = (level: LogLevel, message: string, fields?: Record<string, unknown>) => void;
@@ -10,19 +16,27 @@ export interface LoggerOptions {
   format: LogFormat;
   /** Where lines go; stderr by default so stdout stays free for data (`--sink -`). */
   write?: (line: string) => void;
+  /** Lines of one kind per window before the rest are only counted and summarized. */
+  rateLimit?: LogRateLimit;
 }
 
 /**
- * One structured line per event: level, time, component, message, fields.
+ * One structured line per event. Text: time, level, component, message,
+ * key=value fields. JSON: pino's shape (numeric `level`, `time` in epoch ms,
+ * `pid`, `hostname`, `msg`, then `component` and the fields), so pino-pretty
+ * and the like read it as it is. Lines of one kind are rate-limited.
  * `logger.for(component)` gives the Report callback lower layers take.
  */
 export class Logger {
   private readonly threshold: number;
   private readonly write: (line: string) => void;
+  private readonly limiter: LogRateLimiter<LogLevel>;
+  private readonly host = hostname();
 
   constructor(private readonly options: LoggerOptions) {
     this.threshold = LOG_LEVELS.indexOf(options.level);
     this.write = options.write ?? ((line) => process.stderr.write(line + "\n"));
+    this.limiter = new LogRateLimiter(options.rateLimit ?? DEFAULT_LOG_RATE_LIMIT, (s) => this.summary(s));
   }
 
   for(component: string): LogFunction {
@@ -31,19 +45,49 @@ export class Logger {
 
   log(component: string, level: LogLevel, message: string, fields?: Record<string, unknown>): void {
     if (LOG_LEVELS.indexOf(level) < this.threshold) return;
-    const time = new Date().toISOString();
+    if (!this.limiter.admit(component, level, message)) return;
+    this.emit(component, level, message, fields);
+  }
+
+  /**
+   * The line a failed run ends with, never held back. Text keeps the
+   * command line's `audio-agent: message`; JSON is a pino fatal (60) line.
+   */
+  fatal(message: string, fields?: Record<string, unknown>): void {
+    if (this.options.format === "json") this.write(this.json("agent", "fatal", message, fields));
+    else this.write(`audio-agent: ${message}`);
+  }
+
+  /** Writes the summaries of lines still held back (at exit). */
+  flush(): void {
+    this.limiter.flush();
+  }
+
+  private summary({ component, message, level, count, windowMs }: SuppressedLines<LogLevel>): void {
+    const seconds = +(windowMs / 1000).toFixed(1);
+    this.emit(component, level, `${count} more ${JSON.stringify(message)} lines in the last ${seconds} s`, {
+      suppressed: count,
+    });
+  }
+
+  private emit(component: string, level: LogLevel, message: string, fields?: Record<string, unknown>): void {
     if (this.options.format === "json") {
-      // JSON.stringify leaves out undefined fields by itself.
-      this.write(JSON.stringify({ level, time, component, msg: message, ...fields }));
+      this.write(this.json(component, level, message, fields));
       return;
     }
-    let line = `${time} ${level.toUpperCase().padEnd(5)} ${component}: ${message}`;
+    let line = `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${component}: ${message}`;
     if (fields) {
       for (const [key, value] of Object.entries(fields)) {
         if (value !== undefined) line += ` ${key}=${formatValue(value)}`;
       }
     }
     this.write(line);
+  }
+
+  private json(component: string, level: keyof typeof PINO_LEVEL, message: string, fields?: Record<string, unknown>): string {
+    const head = { level: PINO_LEVEL[level], time: Date.now(), pid: process.pid, hostname: this.host, msg: message, component };
+    // The fields follow, but never replace what a log tool reads first; JSON.stringify leaves out undefined ones.
+    return JSON.stringify(Object.assign({ ...head }, fields, head));
   }
 }
 

@@ -1,5 +1,6 @@
 import { InputServer } from "../channels/input-server.ts";
 import { socketBufferSizes, type RoleSettings } from "../config.ts";
+import type { FrameSink } from "../media/frame-sink.ts";
 import { openSink } from "../media/open.ts";
 import { flushPeriodically } from "../media/periodic-flush.ts";
 import type { Logger } from "../observe/logger.ts";
@@ -10,11 +11,14 @@ import type { Shutdown } from "./shutdown.ts";
 /**
  * `input serve`: input server -> sink. Sessions follow one another: Stop (or
  * a disconnect) ends one, the sink is flushed, the next client is served;
- * with --once the first session's end ends the run.
+ * with --once the first session's end ends the run. The sink is opened (an
+ * existing file truncated) only once the endpoints and the socket listen, so
+ * a port in use or a socket path refused leaves it as it was.
  */
 export async function inputServe(settings: RoleSettings<"input serve">, logger: Logger, shutdown: Shutdown): Promise<void> {
   const report = logger.for("input-server");
-  const sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
+  // Set right after listening, before any client's message can arrive (that takes an I/O event).
+  let sink!: FrameSink;
   const { promise: finished, resolve, reject } = Promise.withResolvers<void>();
   const finish = (error?: Error) => (error ? reject(error) : resolve());
   const server = new InputServer({
@@ -31,8 +35,14 @@ export async function inputServe(settings: RoleSettings<"input serve">, logger: 
     onFailure: (error) => finish(error),
   });
   const instruments = await Instruments.attach(server, { role: "input serve", settings, logger });
-  await server.listen();
-  await instruments.start();
+  await instruments.startThen(() => server.listen());
+  try {
+    sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
+  } catch (e) {
+    await server.stop();
+    await instruments.stop();
+    throw e;
+  }
   const stopFlushing = flushPeriodically(sink, settings["page-ms"], (error) => finish(error));
   try {
     await shutdown.race(finished);

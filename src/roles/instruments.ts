@@ -20,6 +20,7 @@ type InstrumentSettings = Settings<
   | "metrics"
   | "monitor"
   | "stats-interval"
+  | "http-allow-host"
 >;
 
 export interface InstrumentsOptions {
@@ -118,7 +119,7 @@ export class Instruments implements ChannelObserver {
 
   /** Starts the HTTP endpoints --metrics and --monitor asked for (one server when they share an address). */
   async start(): Promise<void> {
-    const { metrics: metricsAt, monitor: monitorAt } = this.options.settings;
+    const { metrics: metricsAt, monitor: monitorAt, "http-allow-host": allowHosts } = this.options.settings;
     const health = (): HealthReport => {
       const r = this.end.readings();
       return {
@@ -130,13 +131,33 @@ export class Instruments implements ChannelObserver {
     };
     const metrics = this.metrics && { registry: this.metrics, health };
     const same = (a?: ListenAddress, b?: ListenAddress) => !!a && !!b && a.host === b.host && a.port === b.port;
-    if (metricsAt && same(metricsAt, monitorAt)) {
-      this.servers.push(AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }));
-    } else {
-      if (metricsAt) this.servers.push(AgentHttpServer.start(metricsAt, { metrics }));
-      if (monitorAt) this.servers.push(AgentHttpServer.start(monitorAt, { monitor: this.monitor }));
+    try {
+      if (metricsAt && same(metricsAt, monitorAt)) {
+        this.servers.push(AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }, allowHosts));
+      } else {
+        if (metricsAt) this.servers.push(AgentHttpServer.start(metricsAt, { metrics }, allowHosts));
+        if (monitorAt) this.servers.push(AgentHttpServer.start(monitorAt, { monitor: this.monitor }, allowHosts));
+      }
+    } catch (e) {
+      await this.stop();
+      throw e;
     }
     for (const server of this.servers) this.report("info", "http listening", { url: server.url });
+  }
+
+  /**
+   * Starts the HTTP endpoints, then `listen` (the channel end's socket): a
+   * port in use fails before any socket file exists, and a socket that
+   * cannot be bound stops the endpoints again.
+   */
+  async startThen(listen: () => Promise<void>): Promise<void> {
+    await this.start();
+    try {
+      await listen();
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
   }
 
   /** The URLs the HTTP endpoints listen on (the first serves /metrics when there is one). */
@@ -174,7 +195,7 @@ export class Instruments implements ChannelObserver {
     clearInterval(this.sampler);
     clearInterval(this.statsTimer);
     this.monitor?.stop();
-    await Promise.all(this.servers.map((s) => s.stop()));
+    await Promise.all(this.servers.splice(0).map((s) => s.stop()));
   }
 
   /** The sampler's tick: socket buffers sampled, the optimizer fed with new pressure and ticked. */
@@ -231,7 +252,7 @@ export class Instruments implements ChannelObserver {
     this.metrics?.adaptive(state, decision);
     this.report("info", `adaptive: ${decision}`, {
       why,
-      level: state.level,
+      adaptive_level: state.level,
       send_buffer: state.sendBufferBytes,
       kernel_send_buffer: end.tuner.readings().kernel.sendBytes,
       queue_frames: state.queueFrames,

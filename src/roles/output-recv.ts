@@ -1,5 +1,6 @@
 import { OutputClient } from "../channels/output-client.ts";
 import { socketBufferSizes, type RoleSettings } from "../config.ts";
+import type { FrameSink } from "../media/frame-sink.ts";
 import { openSink } from "../media/open.ts";
 import { flushPeriodically } from "../media/periodic-flush.ts";
 import type { Logger } from "../observe/logger.ts";
@@ -30,16 +31,27 @@ export async function startOutputClient(
   return { client, instruments };
 }
 
-/** `output recv`: output client -> sink, reconnecting whenever the server goes away. */
+/**
+ * `output recv`: output client -> sink, reconnecting whenever the server goes
+ * away. The sink is opened (an existing file truncated) once the endpoints
+ * listen, so a port in use leaves it as it was.
+ */
 export async function outputRecv(settings: RoleSettings<"output recv">, logger: Logger, shutdown: Shutdown): Promise<void> {
   const report = logger.for("output-client");
-  const sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
   const limit = settings.count;
   let frames = 0;
+  // Set before client.run() connects, the first time a message can arrive.
+  let sink!: FrameSink;
   const { client, instruments } = await startOutputClient(settings, logger, (message) => {
     sink.write(message);
     if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();
   });
+  try {
+    sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
+  } catch (e) {
+    await instruments.stop();
+    throw e;
+  }
   const stopFlushing = flushPeriodically(sink, settings["page-ms"], (error) => client.fail(error));
   try {
     await shutdown.race(client.run(settings.once));

@@ -35,8 +35,7 @@ export async function startOutputServer(
   });
   // Attached before listening: a client connecting at once is observed.
   const instruments = await Instruments.attach(server, { role: "output serve", settings, logger });
-  await server.listen();
-  await instruments.start();
+  await instruments.startThen(() => server.listen());
   return { server, instruments };
 }
 

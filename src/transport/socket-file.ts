@@ -1,12 +1,12 @@
-import { constants } from "node:fs";
-import { access, lstat, readFile, unlink } from "node:fs/promises";
-import { dirname, resolve } from "node:path";
+import { chmodSync, constants, linkSync, lstatSync } from "node:fs";
+import { access, lstat, readdir, readFile, unlink } from "node:fs/promises";
+import { basename, dirname, join, resolve } from "node:path";
 import { within } from "./within.ts";
 
 /** sun_path holds 108 bytes including the terminating NUL. */
 export const MAX_SOCKET_PATH = 107;
 
-export type SocketPathProblem = "NotASocket" | "InUse" | "BadDirectory" | "TooLong";
+export type SocketPathProblem = "NotASocket" | "InUse" | "BadDirectory" | "TooLong" | "CannotListen";
 
 /** The socket path cannot be used; nothing at the path was touched. */
 export class SocketPathError extends Error {
@@ -14,6 +14,8 @@ export class SocketPathError extends Error {
     readonly problem: SocketPathProblem,
     readonly path: string,
     message: string,
+    /** The errno of the system call that failed, when one did. */
+    readonly code?: string,
   ) {
     super(message);
     this.name = "SocketPathError";
@@ -44,14 +46,16 @@ async function answers(path: string, timeoutMs: number): Promise<boolean> {
 const SO_ACCEPTCON = 0x10000;
 
 /**
- * Is `path` listed as a listening socket in Linux's /proc/net/unix? This
- * finds a live server without connecting to it: a probe connection would be
- * accepted by that server as its new client and so replace (disconnect) the
- * client it is serving. False when the table cannot be read or does not list
- * the path (bound by a relative name, or in another network namespace); the
- * connect probe then decides.
+ * Is the socket file at `path` (`file`, its lstat) listed as listening in
+ * Linux's /proc/net/unix? This finds a live server without connecting to
+ * it: a probe connection would be accepted by that server as its new client
+ * and so replace (disconnect) the client it is serving. The table lists the
+ * name a socket was bound by: `path` itself, or (bindSocketFile) a hidden
+ * name in the same directory that is another link to the same file. False
+ * when the table cannot be read or does not list it (bound by a relative
+ * name, or in another network namespace); the connect probe then decides.
  */
-async function listedAsListening(path: string): Promise<boolean> {
+async function listedAsListening(path: string, file: SocketFileIdentity): Promise<boolean> {
   let table: string;
   try {
     table = await readFile("/proc/net/unix", "utf8");
@@ -59,12 +63,33 @@ async function listedAsListening(path: string): Promise<boolean> {
     return false;
   }
   const names = new Set([path, resolve(path)]);
+  const dir = dirname(resolve(path));
   for (const line of table.split("\n").slice(1)) {
     const fields = line.trim().split(/\s+/);
     if (fields.length < 8 || (parseInt(fields[3], 16) & SO_ACCEPTCON) === 0) continue;
-    if (names.has(fields.slice(7).join(" "))) return true;
+    const name = fields.slice(7).join(" ");
+    if (names.has(name)) return true;
+    if (dirname(name) === dir && (await sameFile(name, file))) return true;
   }
   return false;
+}
+
+async function sameFile(path: string, file: SocketFileIdentity): Promise<boolean> {
+  try {
+    const stat = await lstat(path);
+    return stat.dev === file.dev && stat.ino === file.ino;
+  } catch {
+    return false;
+  }
+}
+
+/** The other names of a dead socket file in its directory (the hidden name it was bound by), removed with it. */
+async function removeOtherLinks(path: string, file: SocketFileIdentity): Promise<void> {
+  const dir = dirname(path);
+  for (const name of await readdir(dir)) {
+    const other = join(dir, name);
+    if (other !== join(dir, basename(path)) && (await sameFile(other, file))) await unlink(other).catch(() => {});
+  }
 }
 
 /**
@@ -90,14 +115,18 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
     await checkDirectory(path);
     return false;
   }
+  if (stat.isSymbolicLink()) {
+    throw new SocketPathError("NotASocket", path, `socket path ${path} is a symbolic link; refusing to follow or replace it`);
+  }
   if (!stat.isSocket()) {
     const kind = stat.isDirectory() ? "a directory" : stat.isFile() ? "a regular file" : "not a socket";
     throw new SocketPathError("NotASocket", path, `socket path ${path} is ${kind}; refusing to replace it`);
   }
-  if ((await listedAsListening(path)) || (await answers(path, probeTimeoutMs))) {
+  if ((await listedAsListening(path, stat)) || (await answers(path, probeTimeoutMs))) {
     throw new SocketPathError("InUse", path, `socket ${path} is in use by a live server; stop it first`);
   }
   await unlink(path);
+  if (stat.nlink > 1) await removeOtherLinks(path, stat);
   return true;
 }
 
@@ -118,10 +147,89 @@ async function checkDirectory(path: string): Promise<void> {
   }
 }
 
-/** Removes the socket at `path` if it is still a socket (clean shutdown). */
-export async function removeSocketFile(path: string): Promise<void> {
+/** Which file a socket is: it is still ours while the path leads to the same device and inode. */
+export interface SocketFileIdentity {
+  dev: number;
+  ino: number;
+}
+
+/** Attempts at a fresh hidden name before giving up (another file taking the same random name). */
+const BIND_ATTEMPTS = 8;
+
+/**
+ * Binds a listening socket at `path` (made ready by prepareSocketPath) so
+ * that it is never reachable with a wider mode than `mode`, never replaces
+ * anything, and can later be told apart from a socket someone else bound
+ * there. `listen` binds the name it is given and returns the listener.
+ *
+ * The socket is bound under a hidden random name beside `path`, under a
+ * umask that leaves exactly `mode` (process-wide, so it is restored before
+ * any other code runs: listen is synchronous), and chmod-ed as well for a
+ * directory with a default ACL, where the umask does not apply. It is then
+ * hard-linked to `path`: link fails rather than replace anything that
+ * appeared there meanwhile, and never follows a symlink. The hidden name
+ * stays while the listener lives: Bun's listener.stop() unlinks the name
+ * it bound, so it removes that name, never `path`, which removeSocketFile
+ * removes only while it is still ours. Synchronous throughout, so no client
+ * is accepted before the caller holds the listener.
+ */
+export function bindSocketFile<L extends { stop(closeActive?: boolean): void }>(
+  path: string,
+  mode: number,
+  listen: (name: string) => L,
+): { listener: L; identity: SocketFileIdentity } {
+  for (let attempt = 1; ; attempt++) {
+    const hidden = hiddenName(path);
+    let listener: L;
+    const umask = process.umask(0o777 & ~mode);
+    try {
+      listener = listen(hidden);
+    } catch (e) {
+      if (errno(e) === "EADDRINUSE" && attempt < BIND_ATTEMPTS) continue;
+      throw new SocketPathError("CannotListen", path, `socket path ${path}: cannot listen (${errno(e)})`, errno(e));
+    } finally {
+      process.umask(umask);
+    }
+    try {
+      chmodSync(hidden, mode);
+      const stat = lstatSync(hidden);
+      linkSync(hidden, path);
+      return { listener, identity: { dev: stat.dev, ino: stat.ino } };
+    } catch (e) {
+      // Unlinks the hidden name too.
+      listener.stop(true);
+      if (errno(e) === "EEXIST") {
+        throw new SocketPathError("InUse", path, `socket path ${path} was taken by another process while binding; refusing to replace it`);
+      }
+      throw new SocketPathError("CannotListen", path, `socket path ${path}: cannot listen (${errno(e)})`, errno(e));
+    }
+  }
+}
+
+/**
+ * A random hidden name in the socket's directory that fits sun_path:
+ * `.NAME.XXXXXXXX` beside NAME, or shorter where the path is near the limit.
+ */
+function hiddenName(path: string): string {
+  const readable = join(dirname(path), `.${basename(path)}.`);
+  const prefix = Buffer.byteLength(readable) + 8 <= MAX_SOCKET_PATH ? readable : join(dirname(path), ".");
+  const room = Math.min(8, MAX_SOCKET_PATH - Buffer.byteLength(prefix));
+  if (room < 1) {
+    throw new SocketPathError("TooLong", path, `socket directory ${dirname(path)} leaves no room in sun_path for a name to bind; allowed at most ${MAX_SOCKET_PATH - 2} bytes`);
+  }
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  return prefix + Array.from(crypto.getRandomValues(new Uint8Array(room)), (b) => alphabet[b % alphabet.length]).join("");
+}
+
+/**
+ * Removes the socket at `path` if it is still the one we bound (same device
+ * and inode): a socket another instance bound there since, after ours was
+ * moved or removed, is left alone, as is anything that is not a socket.
+ */
+export async function removeSocketFile(path: string, ours: SocketFileIdentity): Promise<void> {
   try {
-    if ((await lstat(path)).isSocket()) await unlink(path);
+    const stat = await lstat(path);
+    if (stat.isSocket() && stat.dev === ours.dev && stat.ino === ours.ino) await unlink(path);
   } catch {
     // already gone
   }

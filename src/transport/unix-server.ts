@@ -1,7 +1,6 @@
-import { chmod } from "node:fs/promises";
 import type { Socket, SocketListener } from "bun";
 import type { Report } from "./report.ts";
-import { prepareSocketPath, removeSocketFile } from "./socket-file.ts";
+import { bindSocketFile, prepareSocketPath, removeSocketFile, type SocketFileIdentity } from "./socket-file.ts";
 
 /** What a role does with its one client. */
 export interface ClientHandler {
@@ -15,7 +14,7 @@ export interface ClientHandler {
 
 export interface UnixServerOptions {
   path: string;
-  /** File mode of the socket, e.g. 0o660; chmod after listen since bind follows the umask. */
+  /** File mode of the socket, e.g. 0o660; it is never reachable with a wider one. */
   mode: number;
   handler: ClientHandler;
   report: Report;
@@ -45,16 +44,18 @@ export class UnixServer {
   private constructor(
     private readonly listener: SocketListener<Connection>,
     private readonly options: UnixServerOptions,
+    /** The socket file we bound: removed at stop only if the path still leads to it. */
+    private readonly file: SocketFileIdentity,
   ) {}
 
-  /** Checks the path (stale socket removed, anything else refused), listens and applies the mode. */
+  /** Checks the path (stale socket removed, anything else refused) and listens there with the mode asked for. */
   static async listen(options: UnixServerOptions): Promise<UnixServer> {
     const { path, report } = options;
     if (await prepareSocketPath(path)) report("info", "removed stale socket", { socket: path });
-    // Assigned right after listen(); handlers only run once a client connects, later.
+    // Assigned once bound; handlers only run once a client connects, later.
     let server!: UnixServer;
-    const listener = Bun.listen<Connection>({
-      unix: path,
+    const listen = (name: string) => Bun.listen<Connection>({
+      unix: name,
       data: { id: 0, closeReason: undefined },
       socket: {
         binaryType: "uint8array",
@@ -71,8 +72,8 @@ export class UnixServer {
         },
       },
     });
-    server = new UnixServer(listener, options);
-    await chmod(path, options.mode);
+    const { listener, identity } = bindSocketFile(path, options.mode, listen);
+    server = new UnixServer(listener, options, identity);
     report("info", "listening", { socket: path, mode: `0${options.mode.toString(8)}` });
     return server;
   }
@@ -104,7 +105,7 @@ export class UnixServer {
     else socket.terminate();
   }
 
-  /** Stops listening, closes the client and removes the socket file. */
+  /** Stops listening, closes the client and removes the socket file if it is still ours. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
@@ -112,7 +113,7 @@ export class UnixServer {
     this.listener.stop();
     const client = this.current;
     if (client) this.disconnect(client, "server stopping", true, true);
-    await removeSocketFile(this.options.path);
+    await removeSocketFile(this.options.path, this.file);
   }
 
   private accept(socket: Socket<Connection>): void {

@@ -33,7 +33,7 @@ function setup() {
 
 async function serve(sock: string, sink: string, extra: string[] = []): Promise<Spawned> {
   const agent = spawnAgent(["input", "serve", "--socket", sock, "--sink", sink, "--format", "wire", ...extra]);
-  await agent.waitForStderr("listening");
+  await agent.waitForStderr("listening socket=");
   return agent;
 }
 

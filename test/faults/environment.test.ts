@@ -7,8 +7,9 @@
  * account for every frame.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { OggSource } from "../../src/media/ogg-source.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -17,9 +18,9 @@ import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { pagesOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
-import { connectClient } from "../support/peer.ts";
-import { spawnAgent, stopAgents } from "../support/processes.ts";
-import { drainFile } from "../support/sources.ts";
+import { connectClient, RecordingClient } from "../support/peer.ts";
+import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { drain, drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { indexedWire, wireFileFrames } from "../support/wire.ts";
@@ -203,6 +204,64 @@ async function oggSummary(path: string): Promise<{ packets: number; eos: boolean
   return { packets: read.frames.length, eos: (pages.at(-1)!.flags & 4) !== 0, error: read.error };
 }
 
+describe("an address or path the system refuses: one line naming the option, the value and the errno; nothing left behind", () => {
+  /** A port held by another listener for the length of the test. */
+  function busyPort(): number {
+    const holder = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("taken") });
+    defer(() => holder.stop(true));
+    return holder.port!;
+  }
+
+  for (const role of ["output serve", "input serve"] as const) {
+    test(`${role} --metrics on a port in use: exit 2, no socket file, the sink untouched`, async () => {
+      const dir = setup();
+      const port = busyPort();
+      const socket = dir.path("s.sock");
+      const sink = dir.path("kept.wire");
+      writeFileSync(sink, "an earlier recording\n");
+      const args = role === "output serve" ? ["output", "serve", "--source", writeSource(dir.dir)] : ["input", "serve", "--sink", sink];
+      const agent = spawnAgent([...args, "--socket", socket, "--metrics", String(port)]);
+      expect(await agent.exited).toBe(2);
+      expect(failureLine(agent.stderr)).toBe(`audio-agent: --metrics 127.0.0.1:${port}: cannot listen: address in use (EADDRINUSE)`);
+      expect(readdirSync(dir.dir).sort()).toEqual(["kept.wire", "src.wire"].filter((name) => existsSync(dir.path(name))).sort());
+      expect(existsSync(socket)).toBe(false);
+      expect(readFileSync(sink, "utf8")).toBe("an earlier recording\n");
+    });
+  }
+
+  test("--monitor and --metrics sharing a port in use name both", async () => {
+    const dir = setup();
+    const port = busyPort();
+    const agent = spawnAgent(["output", "serve", "--source", writeSource(dir.dir), "--socket", dir.path("s.sock"), "--metrics", `${port}`, "--monitor", `127.0.0.1:${port}`]);
+    expect(await agent.exited).toBe(2);
+    expect(failureLine(agent.stderr)).toBe(`audio-agent: --metrics and --monitor 127.0.0.1:${port}: cannot listen: address in use (EADDRINUSE)`);
+    expect(existsSync(dir.path("s.sock"))).toBe(false);
+  });
+
+  test("a socket path under /proc: exit 2 naming --socket, the path and the errno", async () => {
+    const dir = setup();
+    const socket = "/proc/audio-agent-test.sock";
+    const agent = spawnAgent(["output", "serve", "--source", writeSource(dir.dir), "--socket", socket, "--metrics", "0"]);
+    expect(await agent.exited).toBe(2);
+    expect(failureLine(agent.stderr)).toMatch(new RegExp(`^audio-agent: --socket ${socket}: cannot listen: .* \\(E[A-Z]+\\)$`));
+    expect(existsSync(socket)).toBe(false);
+  });
+
+  for (const role of ["output recv", "input serve"] as const) {
+    test(`${role} with a sink in a missing directory: exit 1 naming --sink, the path and that the directory does not exist`, async () => {
+      const dir = setup();
+      const missing = dir.path("no/such");
+      const sink = join(missing, "got.wire");
+      const socket = dir.path("s.sock");
+      const args = role === "output recv" ? ["output", "recv", "--connect-timeout", "5"] : ["input", "serve"];
+      const agent = spawnAgent([...args, "--socket", socket, "--sink", sink]);
+      expect(await agent.exited).toBe(1);
+      expect(failureLine(agent.stderr)).toBe(`audio-agent: --sink ${sink}: directory ${missing} does not exist (ENOENT)`);
+      expect(readdirSync(dir.dir)).toEqual([]);
+    });
+  }
+});
+
 describe("signals", () => {
   for (const mode of ["flood", "realtime"] as const) {
     test(`SIGTERM while an Ogg sink records a ${mode} stream: exit 0, a complete file opusinfo accepts, every received frame in it`, async () => {
@@ -288,6 +347,7 @@ describe("signals", () => {
     writeFileSync(source, indexedWire(0, 20_000));
     const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--metrics", "0", "--adaptive", "off"]);
     const url = await metricsUrl(server);
+    await server.waitForStderr("listening socket=");
     await connectClient(defer, path, { paused: true }); // connected, never reading
     // Socket buffers full, then the queue (500): the source waits for room.
     let depth = 0;

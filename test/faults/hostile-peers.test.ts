@@ -8,9 +8,22 @@
  * the next peer is served normally, every frame accounted for.
  */
 import { describe, expect, test } from "bun:test";
-import type { Socket } from "bun";
+import { type Socket } from "bun";
 import { InputClient } from "../../src/channels/input-client.ts";
 import { InputServer } from "../../src/channels/input-server.ts";
+import { silent } from "../../src/transport/report.ts";
+import { sendQueueBytes } from "../../src/transport/socket-options.ts";
+import { readFileSync } from "node:fs";
+import { expectAccountedStats, logFields } from "../support/agent-log.ts";
+import { concatBytes } from "../support/bytes.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { expectIntactInOrder, FEED_MAX_SIZE, indexedPayload } from "../support/payloads.ts";
+import { connectClient, fakeServer, writeInPieces } from "../support/peer.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { recordingReport } from "../support/reports.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { indexedWire, parseWire, protocolErrorOf, wireFileFrames, wireHeader } from "../support/wire.ts";
 import {
   DEFAULT_AUDIO_CONFIG,
   encodeConfigPayload,
@@ -21,18 +34,6 @@ import {
   OUTPUT_MAGIC,
   type ProtocolErrorKind,
 } from "../../src/protocol/index.ts";
-import { silent } from "../../src/transport/report.ts";
-import { sendQueueBytes } from "../../src/transport/socket-options.ts";
-import { expectAccountedStats, logFields } from "../support/agent-log.ts";
-import { concatBytes } from "../support/bytes.ts";
-import { useCleanup } from "../support/cleanup.ts";
-import { indexedPayload, expectIntactInOrder, FEED_MAX_SIZE } from "../support/payloads.ts";
-import { connectClient, fakeServer, writeInPieces } from "../support/peer.ts";
-import { spawnAgent, stopAgents } from "../support/processes.ts";
-import { recordingReport } from "../support/reports.ts";
-import { socketDir } from "../support/temp.ts";
-import { until } from "../support/wait.ts";
-import { indexedWire, protocolErrorOf, wireFileFrames, wireHeader } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -218,6 +219,25 @@ describe("a server breaking the framing, against `output recv`", () => {
     return { path, sink, fake, recv };
   }
 
+  test("a server hanging up on every connection: `output recv` reconnects each time, backing off; every connection is logged or counted in a summary", async () => {
+    const { fake, recv } = await recvAgainstFakeServer((socket) => void socket.end());
+    await until(() => fake.connections.length >= 3, "3 connections", 30_000);
+    await Bun.sleep(8000);
+    recv.kill("SIGTERM");
+    expect(await recv.exited).toBe(0);
+    const connects = Number(logFields(recv.stderr, "output-client", "stopped")!.connects);
+    // Short sessions back off (50 ms doubling, up to 5 s): a few connections, not thousands.
+    expect(connects).toBeGreaterThanOrEqual(3);
+    expect(fake.connections.length).toBeLessThanOrEqual(40);
+    const said = (message: string) => recv.stderr.split("\n").filter((l) => l.endsWith(`output-client: ${message}`) || l.includes(`output-client: ${message} `));
+    const heldBack = (message: string) =>
+      [...recv.stderr.matchAll(new RegExp(`output-client: (\\d+) more "${message}" lines`, "g"))].reduce((sum, m) => sum + Number(m[1]), 0);
+    // Each connection is one "reconnected" (the first one "connected") and one "disconnected": logged or held back and counted.
+    expect(said("reconnected").length + heldBack("reconnected")).toBe(connects - 1);
+    expect(said("disconnected").length + heldBack("disconnected")).toBeGreaterThanOrEqual(connects - 1);
+    expect(recv.stderr.trimEnd().split("\n").length).toBeLessThanOrEqual(100);
+  }, 60_000);
+
   for (const violation of VIOLATIONS) {
     test(`${violation.name}: the client disconnects, counts it, reconnects and receives the next server's frames`, async () => {
       const { sink, fake, recv } = await recvAgainstFakeServer((socket, n) => {
@@ -334,4 +354,41 @@ test("the violations used here really are violations (the parser rejects each wi
       expect(protocolErrorOf(() => parser.next()).kind).toBe(v.kind);
     }
   }
+});
+
+describe("a flood of bad peers against a spawned `input serve`", () => {
+  test("1000 connections with a bad magic write at most 200 log lines, every one counted; a good client is served afterwards", async () => {
+    const dir = socketDir(defer, "hp-");
+    defer(stopAgents);
+    const path = dir.path("in.sock");
+    const sink = dir.path("in.wire");
+    const server = spawnAgent(["input", "serve", "--socket", path, "--sink", sink]);
+    await server.waitForStderr("listening");
+    const bad = wireHeader(OUTPUT_MAGIC, 0, 3);
+    for (let n = 0; n < 1000; n++) {
+      let closed!: () => void;
+      const gone = new Promise<void>((resolve) => (closed = resolve));
+      const socket = await Bun.connect({ unix: path, socket: { data() {}, drain() {}, close: () => closed(), error() {} } });
+      socket.write(bad);
+      await gone;
+    }
+
+    const source = dir.path("good.wire");
+    await Bun.write(source, indexedWire(0, 100, FEED_MAX_SIZE, INPUT_MAGIC));
+    const send = spawnAgent(["input", "send", "--socket", path, "--source", source]);
+    expect(await send.exited).toBe(0);
+    await server.waitForStderr("session ended by Stop");
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+
+    const received = parseWire(new Uint8Array(readFileSync(sink)), INPUT_MAGIC).messages.filter((m) => m.type === MessageType.OpusFrame);
+    expect(expectIntactInOrder(received.map((m) => m.payload))).toEqual([...Array(100).keys()]);
+    const stopped = logFields(server.stderr, "input-server", "stopped")!;
+    expect(stopped.protocol_errors).toBe("1000");
+    expect(stopped.connects).toBe("1001");
+    const lines = server.stderr.trimEnd().split("\n");
+    expect(lines.length).toBeLessThanOrEqual(200);
+    // What was held back is said, by kind.
+    expect(server.stderr).toMatch(/input-server: \d+ more "framing violation from client; disconnecting" lines in the last/);
+  }, 60_000);
 });

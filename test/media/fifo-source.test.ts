@@ -54,6 +54,7 @@ describe("output serve --source FIFO --format ogg", () => {
     const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock, "--metrics", "0", "--write-deadline-ms", "0"]);
     // Nothing has opened the FIFO for writing yet: the socket and /metrics already answer.
     const base = await metricsUrl(serve);
+    await serve.waitForStderr("listening socket=");
     expect(statSync(t.sock).isSocket()).toBe(true);
     expect(value(await scrape(base), "jetkvm_audio_frames_sent_total")).toBe(0);
     await serve.waitForStderr("source: waiting for a writer");

@@ -250,6 +250,8 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     const base = await metricsUrl(server);
     const sendBuffer = { component: "audio-output", buffer_type: "send" };
 
+    // The HTTP endpoint listens first, then the socket.
+    await server.waitForStderr("listening socket=");
     const reader = await connectClient(defer, sock, { paused: true });
     await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "client connected");
     const before = await scrape(base);
@@ -270,7 +272,7 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     expect(value(escalated, "audio_agent_frames_dropped_by_reason_total", { channel: "output", reason: "write_deadline" })).toBeGreaterThan(0);
     await server.waitForStderr("adaptive: escalate");
     const first = server.stderr.split("\n").find((l) => l.includes("adaptive: escalate"))!;
-    expect(first).toContain("level=1");
+    expect(first).toContain("adaptive_level=1");
     expect(first).toContain("queue_frames=200");
     expect(first).toContain(`send_buffer=${256 * KiB}`);
     expect(first).toContain(`kernel_send_buffer=${kernelBufferBytes(256 * KiB)}`);
@@ -287,7 +289,7 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     expect(value(relaxed, "audio_agent_queue_capacity_frames")).toBe(100);
     expect(value(relaxed, "audio_agent_connected")).toBe(1);
     await server.waitForStderr("adaptive: relax");
-    expect(server.stderr).toMatch(/adaptive: relax why="no pressure for 300 ms" level=0 send_buffer=131072/);
+    expect(server.stderr).toMatch(/adaptive: relax why="no pressure for 300 ms" adaptive_level=0 send_buffer=131072/);
     // The reader got whole frames throughout: nothing cut or corrupted by the resizes.
     expect(reader.error).toBeUndefined();
     expect(reader.frames.length).toBeGreaterThan(0);

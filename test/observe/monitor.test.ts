@@ -9,15 +9,18 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { AgentHttpServer } from "../../src/observe/http-server.ts";
-import { MonitorHub, type MonitorFigures } from "../../src/observe/monitor/hub.ts";
-import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { type MonitorFigures, MonitorHub, VIEWER_LIMITS, type ViewerLimits } from "../../src/observe/monitor/hub.ts";
+import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { rawUpgrade } from "../support/http.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { TONE } from "../support/opus-fixtures.ts";
-import { REPO, spawnAgent, stopAgents } from "../support/processes.ts";
+import { expectIntactInOrder } from "../support/payloads.ts";
+import { connectClient, RecordingClient } from "../support/peer.ts";
+import { BUN, REPO, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { wireBytes } from "../support/wire.ts";
+import { indexedWire, wireBytes } from "../support/wire.ts";
 
 /** TONE: stereo, 20 ms packets. */
 const FIXTURE_CHANNELS = 2;
@@ -58,6 +61,56 @@ async function figures(base: string): Promise<MonitorFigures> {
   const response = await fetch(`${base}/figures`);
   if (response.status !== 200) throw new Error(`GET ${base}/figures: ${response.status}`);
   return (await response.json()) as MonitorFigures;
+}
+
+/** A hub with still figures, served on a loopback port; both stopped after the test. */
+function hubOnHttp(limits: ViewerLimits = VIEWER_LIMITS, intervalMs = 1000): { hub: MonitorHub; server: AgentHttpServer; url: string } {
+  const still = () => ({
+    connected: true,
+    frames: 0,
+    bytes: 0,
+    dropped: {},
+    queueDepth: 0,
+    queueCapacity: 0,
+    sendUtilization: 0,
+    receiveUtilization: 0,
+    sendBufferBytes: 0,
+    receiveBufferBytes: 0,
+    latency: {},
+    adaptiveLevel: 0,
+  });
+  const hub = new MonitorHub({ role: "output serve", channel: "output", socket: "/tmp/x.sock" }, still, intervalMs, limits);
+  defer(() => hub.stop());
+  const server = AgentHttpServer.start({ host: "127.0.0.1", port: 0 }, { monitor: hub });
+  defer(() => server.stop());
+  return { hub, server, url: `ws://127.0.0.1:${server.port}/ws` };
+}
+
+/** A WebSocket viewer that resolves once the hub's hello arrives, or rejects if it is closed first. */
+async function viewer(url: string): Promise<WebSocket> {
+  const ws = new WebSocket(url);
+  defer(() => ws.close());
+  await new Promise<void>((resolve, reject) => {
+    ws.onmessage = (e) => {
+      if (typeof e.data === "string" && JSON.parse(e.data).type === "hello") resolve();
+    };
+    ws.onclose = (e) => reject(new Error(`closed before hello: ${e.code}`));
+  });
+  return ws;
+}
+
+/** A bare TCP peer that asks for a WebSocket at `port`, then never reads again (nor answers a ping). */
+async function stalledPeer(port: number): Promise<void> {
+  const socket = await Bun.connect({
+    hostname: "127.0.0.1",
+    port,
+    socket: { open: (s) => void s.pause(), data() {}, close() {}, error() {} },
+  });
+  defer(() => socket.terminate());
+  socket.write(
+    `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+  );
 }
 
 const pageState = (page: Page) => page.evaluate(() => (window as unknown as { monitorState: PageState }).monitorState);
@@ -167,23 +220,7 @@ describe("monitor page in a browser", () => {
 
 describe("monitor hub", () => {
   test("no listener, no cost: frameTap exists only while a page listens", async () => {
-    const hub = new MonitorHub({ role: "output serve", channel: "output", socket: "/tmp/x.sock" }, () => ({
-      connected: true,
-      frames: 0,
-      bytes: 0,
-      dropped: {},
-      queueDepth: 0,
-      queueCapacity: 0,
-      sendUtilization: 0,
-      receiveUtilization: 0,
-      sendBufferBytes: 0,
-      receiveBufferBytes: 0,
-      latency: {},
-      adaptiveLevel: 0,
-    }));
-    defer(() => hub.stop());
-    const server = AgentHttpServer.start({ host: "127.0.0.1", port: 0 }, { monitor: hub });
-    defer(() => server.stop());
+    const { hub, server } = hubOnHttp();
     expect(hub.frameTap).toBeUndefined();
 
     const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws`);
@@ -278,4 +315,159 @@ describe("monitor hub", () => {
     },
     30_000,
   );
+});
+
+describe("a hostile viewer", () => {
+  /** Arrival times (performance.now()) of whole frames at a Unix-socket client, as they come. */
+  function frameClock(client: RecordingClient): number[] {
+    const times: number[] = [];
+    client.onChunk = (c) => {
+      while (times.length < c.frames.length) times.push(performance.now());
+    };
+    return times;
+  }
+
+  /** The largest gap between consecutive arrivals within [from, to). */
+  function largestGap(times: number[], from: number, to: number): number {
+    const within = times.filter((t) => t >= from && t < to);
+    let gap = 0;
+    for (let i = 1; i < within.length; i++) gap = Math.max(gap, within[i]! - within[i - 1]!);
+    return gap;
+  }
+
+  /**
+   * A separate process that builds a 16 MiB text message, opens /ws like
+   * a page and says "ready"; on a line from stdin it sends it six times, then prints
+   * how it ended. Building and connecting happen before the attack is timed,
+   * and it runs niced: what is measured is the agent's cost, not the CPU the
+   * attacker itself takes from the other processes on a small machine.
+   */
+  const ATTACKER = `
+    // Just under Bun's own default limit (16 MiB), so only a limit of the agent's refuses it.
+    const big = '{"listen":true,"pad":"' + "x".repeat(16 * 1024 * 1024 - 64) + '"}';
+    const ws = new WebSocket(process.argv.at(-1));
+    let closed = null;
+    ws.onclose = (e) => (closed = { code: e.code });
+    await new Promise((open, fail) => { ws.onopen = open; ws.onerror = fail; });
+    console.log("ready");
+    for await (const line of console) break;
+    let sent = 0;
+    // One after the other, each once the last is out (or the agent hung up).
+    for (let i = 0; i < 6 && closed === null; i++) {
+      ws.send(big);
+      sent++;
+      for (const start = Date.now(); closed === null && ws.bufferedAmount > 0 && Date.now() - start < 15000; ) await Bun.sleep(5);
+    }
+    await Bun.sleep(500);
+    console.log(JSON.stringify({ sent, closed }));
+    process.exit(0);
+  `;
+
+  test(
+    "six 16 MiB messages: refused unread (1009); frames at a Unix-socket client stay whole, in order, and no further apart than without the attack",
+    async () => {
+      const sockets = socketDir(defer);
+      const capture = sockets.path("live.wire");
+      await Bun.write(capture, indexedWire(0, 1500, 200)); // 30 s, one frame every 20 ms
+      const socket = sockets.path("out.sock");
+      const serve = spawnAgent(["output", "serve", "--socket", socket, "--source", capture, "--realtime", "--monitor", "127.0.0.1:0"]);
+      const base = await metricsUrl(serve);
+      await serve.waitForStderr("listening socket=");
+      const client = await connectClient(defer, socket);
+      const times = frameClock(client);
+      await until(() => times.length >= 25, "the stream to flow", 10_000);
+
+      const attacker = Bun.spawn(["nice", "-n", "19", BUN, "-e", ATTACKER, `${base.replace(/^http/, "ws")}/ws`], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+      defer(() => attacker.kill("SIGKILL"));
+      let printed = "";
+      const output = (async () => {
+        for await (const chunk of attacker.stdout) printed += new TextDecoder().decode(chunk);
+        return printed;
+      })();
+      await until(() => printed.includes("ready\n"), "the attacker to be ready", 30_000);
+
+      // The same stream, windows of the same length: quiet, under attack, quiet again.
+      const WINDOW_MS = 4000;
+      const quietFrom = performance.now();
+      await Bun.sleep(WINDOW_MS);
+      const attackFrom = performance.now();
+      attacker.stdin.write("go\n");
+      await attacker.stdin.flush();
+      expect(await attacker.exited).toBe(0);
+      const attackTo = Math.max(performance.now(), attackFrom + WINDOW_MS);
+      const afterTo = attackTo + WINDOW_MS;
+      await until(() => performance.now() > afterTo + 100, "the last window to end", 2 * WINDOW_MS + 10_000);
+
+      const { sent, closed } = JSON.parse((await output).split("\n")[1]!) as { sent: number; closed: { code: number } | null };
+      // Message Too Big, from the frame header: refused unread, and the attacker was cut off before the rest.
+      expect(closed?.code).toBe(1009);
+      expect(sent).toBeLessThan(6);
+      expect((await figures(base)).listeners).toBe(0);
+
+      const quiet = Math.max(largestGap(times, quietFrom, attackFrom), largestGap(times, attackTo, afterTo));
+      const attacked = largestGap(times, attackFrom, attackTo);
+      console.log(`largest gap between frames: ${quiet.toFixed(1)} ms without the attack, ${attacked.toFixed(1)} ms during it`);
+      // The promise is 60 ms; on a loaded shared machine the quiet windows' own largest gap (with a
+      // margin) is the floor, so that only the attack's own cost can fail this (it added about 100 ms).
+      expect(attacked).toBeLessThanOrEqual(Math.max(60, 1.5 * quiet + 40));
+      expect(expectIntactInOrder(client.frames, 200).length).toBe(client.frames.length);
+    },
+    60_000,
+  );
+
+  test("at most 16 viewers: the 17th is refused (503), and served once another leaves", async () => {
+    const { hub, server, url } = hubOnHttp();
+    const open: WebSocket[] = [];
+    for (let i = 0; i < 16; i++) open.push(await viewer(url));
+    expect(hub.viewerCount).toBe(16);
+    const refused = await rawUpgrade("127.0.0.1", server.port, { Host: `127.0.0.1:${server.port}` });
+    expect(refused.status).toBe(503);
+    expect(refused.body).toContain("too many monitor viewers");
+    await expect(viewer(url)).rejects.toThrow("closed before hello");
+    expect(hub.viewerCount).toBe(16);
+
+    open.pop()!.close();
+    await until(() => hub.viewerCount === 15, "a viewer to leave", 5000);
+    await viewer(url);
+    expect(hub.viewerCount).toBe(16);
+  });
+
+  test("a message longer than the page ever sends closes that viewer (1009) unread; the others stay", async () => {
+    const { hub, url } = hubOnHttp();
+    const calm = await viewer(url);
+    const loud = await viewer(url);
+    const closed = new Promise<number>((resolve) => (loud.onclose = (e) => resolve(e.code)));
+    loud.send(JSON.stringify({ listen: true, pad: "x".repeat(VIEWER_LIMITS.messageBytes) }));
+    expect(await closed).toBe(1009);
+    expect(hub.listeners).toBe(0);
+    await until(() => hub.viewerCount === 1, "the loud viewer gone", 5000);
+    calm.send(JSON.stringify({ listen: true }));
+    await until(() => hub.listeners === 1, "the calm viewer listening", 5000);
+  });
+
+  test("a viewer that reads nothing is closed once its backlog passes the limit; a reading one is not", async () => {
+    const { hub, server, url } = hubOnHttp();
+    const reading = await viewer(url);
+    await stalledPeer(server.port);
+    await until(() => hub.viewerCount === 2, "the stalled viewer upgraded", 5000);
+    let got = 0;
+    reading.onmessage = () => got++;
+    // Connection events of 64 KiB each: far more than the socket buffers and the backlog limit together.
+    for (let i = 0; i < 400 && hub.viewerCount === 2; i++) {
+      hub.event("connected", "x".repeat(64 * 1024));
+      await Bun.sleep(1);
+    }
+    await until(() => hub.viewerCount === 1, "the stalled viewer closed", 10_000);
+    await until(() => got > 0, "the reading viewer still served", 5000);
+    expect(reading.readyState).toBe(WebSocket.OPEN);
+  });
+
+  test("a peer that answers no ping is closed after the idle timeout", async () => {
+    const { hub, server } = hubOnHttp({ ...VIEWER_LIMITS, idleSeconds: 8 }, 60_000);
+    await stalledPeer(server.port);
+    await until(() => hub.viewerCount === 1, "the peer upgraded", 5000);
+    const start = performance.now();
+    await until(() => hub.viewerCount === 0, "the idle peer closed", 40_000);
+    expect(performance.now() - start).toBeGreaterThanOrEqual(4000);
+  }, 60_000);
 });

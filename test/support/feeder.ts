@@ -59,6 +59,6 @@ export class StdinFeeder {
 /** `output serve` reading indexed frames from its stdin (`--source -`: live mode, drops counted), once it listens. */
 export async function startFedServer(socket: string, extra: string[] = []): Promise<{ server: Spawned; feed: StdinFeeder }> {
   const server = spawnAgent(["output", "serve", "--socket", socket, "--source", "-", ...extra], { stdin: "pipe" });
-  await server.waitForStderr("listening");
+  await server.waitForStderr("listening socket=");
   return { server, feed: new StdinFeeder(server) };
 }

@@ -4,12 +4,10 @@
  * it was. Mode and clean-up of the socket file.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
-import type { ClientHandler } from "../../src/transport/unix-server.ts";
-import { UnixServer } from "../../src/transport/unix-server.ts";
-import type { Report } from "../../src/transport/report.ts";
-import { silent } from "../../src/transport/report.ts";
+import { type ClientHandler, UnixServer } from "../../src/transport/unix-server.ts";
+import { type Report, silent } from "../../src/transport/report.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeStaleSocket, spawnListener } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -119,6 +117,7 @@ describe("refusals leave the path intact", () => {
 
     const error = await refusal(prepareSocketPath(path));
     expect(error.problem).toBe("NotASocket");
+    expect(error.message).toBe(`socket path ${path} is a symbolic link; refusing to follow or replace it`);
     expect(lstatSync(path).isSymbolicLink()).toBe(true);
   });
 
@@ -180,7 +179,7 @@ describe("refusals leave the path intact", () => {
 });
 
 describe("socket file mode and removal", () => {
-  test("the mode asked for is applied after listen, whatever the umask", async () => {
+  test("the mode asked for is the socket's, whatever the umask, and the umask is restored", async () => {
     const dir = socketDir(defer, "sf-");
     const umask = process.umask(0o077);
     try {
@@ -188,6 +187,7 @@ describe("socket file mode and removal", () => {
         const path = dir.path(`m${mode.toString(8)}.sock`);
         const server = await listen(path, { mode });
         expect(statSync(path).mode & 0o777).toBe(mode);
+        expect(process.umask()).toBe(0o077);
         await server.stop();
       }
     } finally {
@@ -206,16 +206,65 @@ describe("socket file mode and removal", () => {
     await server.stop();
   });
 
-  test("removeSocketFile removes a socket but never anything else", async () => {
+  test("removeSocketFile removes the socket it is given (same device and inode) and nothing else", async () => {
     const dir = socketDir(defer, "sf-");
     const path = dir.path("s.sock");
     writeFileSync(path, "not a socket");
-    await removeSocketFile(path);
+    const file = statSync(path);
+    await removeSocketFile(path, { dev: file.dev, ino: file.ino });
     expect(readFileSync(path, "utf8")).toBe("not a socket");
-    await removeSocketFile(dir.path("missing.sock"));
-    const stale = dir.path("stale.sock");
-    await makeStaleSocket(stale);
-    await removeSocketFile(stale);
-    expect(existsSync(stale)).toBe(false);
+    await removeSocketFile(dir.path("missing.sock"), { dev: file.dev, ino: file.ino });
+
+    const ours = dir.path("ours.sock");
+    await makeStaleSocket(ours);
+    const identity = { dev: lstatSync(ours).dev, ino: lstatSync(ours).ino };
+    const theirs = dir.path("theirs.sock");
+    await makeStaleSocket(theirs);
+    await removeSocketFile(theirs, identity);
+    expect(lstatSync(theirs).isSocket()).toBe(true);
+    await removeSocketFile(ours, identity);
+    expect(existsSync(ours)).toBe(false);
+  });
+
+  test("stop() leaves a socket another server bound at the path after ours was moved away", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    const first = await listen(path);
+    renameSync(path, dir.path("moved.sock"));
+    const second = await listen(path);
+    const theirs = statSync(path).ino;
+
+    await first.stop();
+    expect(lstatSync(path).isSocket()).toBe(true);
+    expect(statSync(path).ino).toBe(theirs);
+    const connectionsBefore = second.connections;
+    expect(await answers(path)).toBe(true);
+    await until(() => second.connections === connectionsBefore + 1, "the second server accepted");
+    await second.stop();
+    expect(existsSync(path)).toBe(false);
+  });
+
+  test("the socket is bound by a hidden name beside it, another link to the same file; stop() removes both", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    const server = await listen(path);
+    const names = readdirSync(dir.dir).sort();
+    expect(names.length).toBe(2);
+    expect(names[1]).toBe("s.sock");
+    expect(names[0]).toMatch(/^\.s\.sock\.[a-z0-9]{8}$/);
+    expect(lstatSync(dir.path(names[0]!)).ino).toBe(lstatSync(path).ino);
+    await server.stop();
+    expect(readdirSync(dir.dir)).toEqual([]);
+  });
+
+  test("a live server is found by its hidden name, without a probe connection that would replace its client", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    const live = await listen(path);
+    // A probe connection would be accepted: the count would move.
+    const error = await refusal(prepareSocketPath(path, 1));
+    expect(error.problem).toBe("InUse");
+    await Bun.sleep(50);
+    expect(live.connections).toBe(0);
   });
 });

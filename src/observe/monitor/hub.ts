@@ -75,6 +75,23 @@ const EVENTS = 100;
 /** A listener further behind than this (bytes queued in its WebSocket) misses frames. */
 const LISTENER_BACKLOG_BYTES = 64 * 1024;
 
+/**
+ * What one viewer may cost. The page sends only `{"listen":true|false}`, so
+ * a longer message is refused by Bun before it is read whole (let alone
+ * parsed on the thread that carries the audio); each viewer holds at most
+ * `backlogBytes` queued (frames stop at LISTENER_BACKLOG_BYTES, the hello
+ * and figures go on) and is closed past it; a peer that answers no ping for
+ * `idleSeconds` is closed; and only `viewers` pages are served at once.
+ */
+export interface ViewerLimits {
+  viewers: number;
+  messageBytes: number;
+  backlogBytes: number;
+  idleSeconds: number;
+}
+
+export const VIEWER_LIMITS: ViewerLimits = { viewers: 16, messageBytes: 1024, backlogBytes: 1024 * 1024, idleSeconds: 30 };
+
 /** Binary message kind for an audio frame: [u8 kind][f64 timestamp ms][Opus packet]. */
 export const MONITOR_FRAME = 1;
 
@@ -101,8 +118,10 @@ export class MonitorHub {
     readonly identity: MonitorIdentity,
     private readonly figures: () => Omit<MonitorFigures, "t" | "listenerDrops" | "listeners">,
     intervalMs = 1000,
+    private readonly limits: ViewerLimits = VIEWER_LIMITS,
   ) {
     this.timer = setInterval(() => this.tick(), intervalMs);
+    this.websocket = this.handlers();
   }
 
   event(kind: ConnectionEvent["kind"], detail: string): void {
@@ -112,42 +131,64 @@ export class MonitorHub {
     this.broadcast(JSON.stringify({ type: "event", event: e }));
   }
 
-  /** WebSocket handlers for Bun.serve. */
-  readonly websocket = {
-    open: (ws: ServerWebSocket<Viewer>) => {
-      this.viewers.add(ws);
-      ws.send(
-        JSON.stringify({ type: "hello", identity: this.identity, history: this.history, events: this.events }),
-      );
-    },
-    message: (ws: ServerWebSocket<Viewer>, message: string | Uint8Array) => {
-      if (typeof message !== "string") return;
-      let request: { listen?: unknown };
-      try {
-        request = JSON.parse(message);
-      } catch {
-        return;
-      }
-      if (typeof request.listen === "boolean" && request.listen !== ws.data.listening) {
-        ws.data.listening = request.listen;
-        this.listening += request.listen ? 1 : -1;
-        this.updateTap();
-      }
-    },
-    close: (ws: ServerWebSocket<Viewer>) => {
-      this.viewers.delete(ws);
-      if (ws.data.listening) {
-        ws.data.listening = false;
-        this.listening--;
-        this.updateTap();
-      }
-    },
-  };
+  /** WebSocket handlers and limits for Bun.serve. */
+  readonly websocket: ReturnType<MonitorHub["handlers"]>;
 
-  /** Upgrades a request for /ws; returns undefined when it was upgraded. */
+  private handlers() {
+    return {
+      maxPayloadLength: this.limits.messageBytes,
+      backpressureLimit: this.limits.backlogBytes,
+      closeOnBackpressureLimit: true,
+      idleTimeout: this.limits.idleSeconds,
+      sendPings: true,
+      open: (ws: ServerWebSocket<Viewer>) => {
+        // Upgrades are refused once full; this catches several completing at once.
+        if (this.viewers.size >= this.limits.viewers) {
+          ws.close(1013, "too many monitor viewers");
+          return;
+        }
+        this.viewers.add(ws);
+        ws.send(
+          JSON.stringify({ type: "hello", identity: this.identity, history: this.history, events: this.events }),
+        );
+      },
+      message: (ws: ServerWebSocket<Viewer>, message: string | Uint8Array) => {
+        if (typeof message !== "string" || !this.viewers.has(ws)) return;
+        let request: { listen?: unknown };
+        try {
+          request = JSON.parse(message);
+        } catch {
+          return;
+        }
+        if (typeof request.listen === "boolean" && request.listen !== ws.data.listening) {
+          ws.data.listening = request.listen;
+          this.listening += request.listen ? 1 : -1;
+          this.updateTap();
+        }
+      },
+      close: (ws: ServerWebSocket<Viewer>) => {
+        if (!this.viewers.delete(ws)) return;
+        if (ws.data.listening) {
+          ws.data.listening = false;
+          this.listening--;
+          this.updateTap();
+        }
+      },
+    };
+  }
+
+  /** Upgrades a request for /ws; returns undefined when it was upgraded, 503 when enough pages are open. */
   upgrade(request: Request, server: Bun.Server<Viewer>): Response | undefined {
+    if (this.viewers.size >= this.limits.viewers) {
+      return new Response(`too many monitor viewers (at most ${this.limits.viewers} at once)\n`, { status: 503 });
+    }
     if (server.upgrade(request, { data: { listening: false, dropped: 0 } })) return undefined;
     return new Response("expected a WebSocket upgrade", { status: 400 });
+  }
+
+  /** Pages connected now. */
+  get viewerCount(): number {
+    return this.viewers.size;
   }
 
   get listeners(): number {

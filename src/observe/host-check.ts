@@ -1,0 +1,80 @@
+import { networkInterfaces } from "node:os";
+
+/**
+ * Which requests the HTTP endpoints answer: a page elsewhere must not reach
+ * them through the operator's browser. DNS rebinding points a name the
+ * attacker owns at this machine, so the browser sends that name in Host: a
+ * request is answered only when its Host is this server's own address (the
+ * loopback names for a loopback bind, this machine's addresses for a
+ * wildcard bind) or a name the operator allowed, with the right port. A
+ * WebSocket is not bound by the same-origin policy, so an upgrade that
+ * carries an Origin (every browser sends one) must come from this very host.
+ */
+
+export interface BoundAddress {
+  host: string;
+  port: number;
+}
+
+const LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]"];
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+function isWildcard(host: string): boolean {
+  return host === "" || host === "0.0.0.0" || host === "::";
+}
+
+/** A host as it appears in a Host header: IPv6 in brackets, lower case. */
+function hostForm(host: string): string {
+  return (host.includes(":") && !host.startsWith("[") ? `[${host}]` : host).toLowerCase();
+}
+
+/**
+ * Every Host header value the server at `bound` answers to. Its own names
+ * count with its port (and alone on port 80, where browsers leave the port
+ * out); an allowed name given with a port counts as given, one without a
+ * port with the server's port or alone (behind a proxy on 80 or 443).
+ */
+export function allowedHosts(bound: BoundAddress, allowed: readonly string[] = []): Set<string> {
+  const own = [hostForm(bound.host)];
+  if (isLoopback(bound.host) || isWildcard(bound.host)) own.push(...LOOPBACK_NAMES);
+  if (isWildcard(bound.host)) {
+    for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) own.push(hostForm(a.address));
+  }
+  const hosts = new Set<string>();
+  for (const name of own) {
+    hosts.add(`${name}:${bound.port}`);
+    if (bound.port === 80) hosts.add(name);
+  }
+  for (const entry of allowed) {
+    const name = entry.toLowerCase();
+    if (/:\d+$/.test(name)) hosts.add(name);
+    else hosts.add(`${name}:${bound.port}`).add(name);
+  }
+  return hosts;
+}
+
+/** 421 for a request whose Host is not one this server answers to; undefined when it is. */
+export function misdirected(request: Request, hosts: ReadonlySet<string>): Response | undefined {
+  const host = request.headers.get("host")?.toLowerCase();
+  if (host !== undefined && hosts.has(host)) return undefined;
+  return new Response(`misdirected request: Host ${JSON.stringify(host ?? "")} is not this server's (see --http-allow-host)\n`, {
+    status: 421,
+  });
+}
+
+/** 403 for a WebSocket upgrade whose Origin is present and is not the Host it was sent to; undefined otherwise. */
+export function crossOrigin(request: Request): Response | undefined {
+  const origin = request.headers.get("origin");
+  if (origin === null) return undefined;
+  let originHost: string | undefined;
+  try {
+    originHost = new URL(origin).host.toLowerCase();
+  } catch {
+    // "null" (a sandboxed or file page) or garbage: not this host.
+  }
+  if (originHost !== undefined && originHost === request.headers.get("host")?.toLowerCase()) return undefined;
+  return new Response(`cross-origin WebSocket refused: Origin ${JSON.stringify(origin)} is not this host\n`, { status: 403 });
+}

@@ -1,0 +1,156 @@
+/**
+ * The socket file stays ours, on spawned agents: a stopping agent removes
+ * only the socket it bound (not one a second agent bound at the same path
+ * after the first one's file was moved away), a symlink at the path is
+ * refused and never followed, the socket never exists with a wider mode
+ * than --socket-mode (the mode each bind creates is read from the system
+ * calls the agent makes, traced with strace), and a killed agent's socket
+ * is cleaned up whole by the next one.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
+import { useCleanup } from "../support/cleanup.ts";
+import { StdinFeeder } from "../support/feeder.ts";
+import { expectIntactInOrder } from "../support/payloads.ts";
+import { RecordingClient } from "../support/peer.ts";
+import { AGENT, agentEnv, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+
+const defer = useCleanup();
+
+function setup() {
+  const dir = socketDir(defer, "own-");
+  defer(stopAgents);
+  return dir;
+}
+
+async function fedServer(socket: string, extra: string[] = []): Promise<{ server: Spawned; feed: StdinFeeder }> {
+  const server = spawnAgent(["output", "serve", "--socket", socket, "--source", "-", ...extra], { stdin: "pipe" });
+  await server.waitForStderr("listening");
+  return { server, feed: new StdinFeeder(server) };
+}
+
+function failureLine(stderr: string): string {
+  const lines = stderr.split("\n").filter((l) => l.startsWith("audio-agent: "));
+  expect(lines.length).toBe(1);
+  return lines[0]!;
+}
+
+describe("a stopping agent removes only its own socket", () => {
+  test("the first agent's file moved away, a second one listening at the path: the first stopping leaves the second's socket", async () => {
+    const dir = setup();
+    const path = dir.path("out.sock");
+    const first = await fedServer(path);
+    renameSync(path, dir.path("moved.sock"));
+    const second = await fedServer(path);
+    const theirs = lstatSync(path).ino;
+
+    first.server.kill("SIGTERM");
+    expect(await first.server.exited).toBe(0);
+    expect(lstatSync(path).isSocket()).toBe(true);
+    expect(lstatSync(path).ino).toBe(theirs);
+
+    // The second agent still serves at the path.
+    const client = await RecordingClient.connect(path);
+    defer(() => client.close());
+    await second.server.waitForStderr("client connected");
+    await second.feed.send(50);
+    await until(() => client.frames.length === 50, "50 frames from the second agent");
+    expect(expectIntactInOrder(client.frames)).toEqual([...Array(50).keys()]);
+    await second.feed.end();
+    expect(await second.server.exited).toBe(0);
+    expect(existsSync(path)).toBe(false);
+  });
+
+  test("a killed agent's socket (and the hidden name it was bound by) is removed whole by the next agent", async () => {
+    const dir = setup();
+    const path = dir.path("out.sock");
+    const killed = await fedServer(path);
+    const left = readdirSync(dir.dir).sort();
+    expect(left.length).toBe(2);
+    killed.server.kill("SIGKILL");
+    await killed.server.exited;
+    expect(readdirSync(dir.dir).sort()).toEqual(left);
+
+    const next = await fedServer(path);
+    expect(next.server.stderr).toContain("removed stale socket");
+    const now = readdirSync(dir.dir).sort();
+    expect(now.length).toBe(2);
+    expect(now.filter((name) => left.includes(name))).toEqual(["out.sock"]);
+    await next.feed.end();
+    expect(await next.server.exited).toBe(0);
+    expect(readdirSync(dir.dir)).toEqual([]);
+  });
+});
+
+describe("a symlink at the socket path", () => {
+  for (const [what, target] of [
+    ["to a file", "precious.txt"],
+    ["to nothing", "nowhere.sock"],
+  ] as const) {
+    test(`${what}: refused (exit 2, naming it), not followed, left as it was`, async () => {
+      const dir = setup();
+      const path = dir.path("out.sock");
+      const aim = dir.path(target);
+      if (target === "precious.txt") writeFileSync(aim, "precious\n");
+      symlinkSync(aim, path);
+      const agent = spawnAgent(["output", "serve", "--socket", path, "--source", "-"], { stdin: "pipe" });
+      expect(await agent.exited).toBe(2);
+      expect(failureLine(agent.stderr)).toBe(`audio-agent: socket path ${path} is a symbolic link; refusing to follow or replace it`);
+      expect(lstatSync(path).isSymbolicLink()).toBe(true);
+      expect(readlinkSync(path)).toBe(aim);
+      if (target === "precious.txt") expect(readFileSync(aim, "utf8")).toBe("precious\n");
+      else expect(existsSync(aim)).toBe(false);
+      expect(readdirSync(dir.dir).sort()).toEqual(target === "precious.txt" ? ["out.sock", "precious.txt"] : ["out.sock"]);
+    });
+  }
+});
+
+const STRACE = Bun.which("strace");
+
+/**
+ * The mode of every socket file the traced agent's bind() calls created in
+ * `dir`: 0777 less the umask in force at that moment (umask is per process,
+ * shared by its threads, so one running value follows the whole trace).
+ */
+function boundModes(trace: string, dir: string, initialUmask: number): { name: string; mode: number }[] {
+  let umask = initialUmask;
+  const bound: { name: string; mode: number }[] = [];
+  for (const line of trace.split("\n")) {
+    const set = /\bumask\((0?[0-7]+)\)/.exec(line);
+    if (set) umask = parseInt(set[1]!, 8);
+    const bind = /\bbind\(\d+, \{sa_family=AF_UNIX, sun_path="([^"]+)"\}/.exec(line);
+    if (bind && bind[1]!.startsWith(dir + "/")) bound.push({ name: bind[1]!, mode: 0o777 & ~umask });
+  }
+  return bound;
+}
+
+describe("the socket's mode from the moment it exists", () => {
+  test("bind creates the socket with --socket-mode at most, even under umask 000", async () => {
+    if (!STRACE) throw new Error("strace is missing: this test traces the agent's bind() (.ci/run installs it: apt-get install strace)");
+    const dir = setup();
+    for (const mode of [0o600, 0o660]) {
+      const path = dir.path(`m${mode.toString(8)}.sock`);
+      const trace = dir.path(`m${mode.toString(8)}.trace`);
+      const previous = process.umask(0);
+      let proc;
+      try {
+        proc = Bun.spawn(
+          [STRACE, "-f", "-qq", "-e", "trace=umask,bind", "-o", trace, ...AGENT, "output", "serve", "--socket", path, "--source", "-", "--socket-mode", `0${mode.toString(8)}`],
+          { cwd: dir.dir, env: agentEnv(), stdin: "pipe", stdout: "ignore", stderr: "pipe" },
+        );
+      } finally {
+        process.umask(previous);
+      }
+      defer(() => proc.kill("SIGKILL"));
+      await until(() => existsSync(path), "the socket", 30_000);
+      expect(lstatSync(path).mode & 0o777).toBe(mode);
+      (proc.stdin as import("bun").FileSink).end();
+      expect(await proc.exited).toBe(0);
+      const binds = boundModes(readFileSync(trace, "utf8"), dir.dir, 0);
+      expect(binds.length).toBe(1);
+      expect((binds[0]!.mode & ~mode).toString(8)).toBe("0");
+    }
+  }, 60_000);
+});

@@ -1,0 +1,143 @@
+/**
+ * Who the HTTP endpoints answer, on spawned agents: requests are sent raw
+ * over TCP so that Host and Origin are exactly what a DNS-rebinding page or
+ * a hostile page in the operator's browser would send. A Host that is not
+ * the server's own address (or a loopback name for a loopback bind, or a
+ * name given with --http-allow-host) gets 421 on every path; a WebSocket
+ * upgrade whose Origin is not its Host gets 403, also from a real WebSocket
+ * client, which then hears nothing; same-origin use keeps working.
+ */
+import { describe, expect, test } from "bun:test";
+import { networkInterfaces } from "node:os";
+import { indexedWire } from "../support/wire.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { rawRequest, rawUpgrade } from "../support/http.ts";
+import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+
+const defer = useCleanup();
+const PATHS = ["/", "/figures", "/ws", "/metrics", "/healthz"];
+
+/** `output serve` from stdin with --metrics and --monitor on one address; resolves with its port. */
+async function agentWithHttp(listen: string, extra: string[] = []): Promise<{ agent: Spawned; port: number }> {
+  const dir = socketDir(defer, "http-");
+  defer(stopAgents);
+  const agent = spawnAgent(
+    ["output", "serve", "--socket", dir.path("out.sock"), "--source", "-", "--realtime", "--metrics", listen, "--monitor", listen, ...extra],
+    { stdin: "pipe" },
+  );
+  await agent.waitForStderr(/http listening url=http/);
+  const port = Number(new URL(/http listening url=(\S+)/.exec(agent.stderr)![1]!).port);
+  return { agent, port };
+}
+
+async function statusOf(connectTo: string, port: number, path: string, host: string | undefined): Promise<number> {
+  const head = [`GET ${path} HTTP/1.1`, ...(host === undefined ? [] : [`Host: ${host}`])].join("\r\n");
+  return (await rawRequest(connectTo, port, head)).status;
+}
+
+function nonLoopbackAddress(): string | undefined {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
+  }
+  return undefined;
+}
+
+describe("Host: only the server's own names", () => {
+  test("a loopback bind answers localhost, 127.0.0.1 and [::1] with its port; any other Host gets 421 on every path", async () => {
+    const { port } = await agentWithHttp("127.0.0.1:0");
+    for (const path of ["/", "/figures", "/metrics", "/healthz"]) {
+      for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`, `LOCALHOST:${port}`]) {
+        expect([path, host, await statusOf("127.0.0.1", port, path, host)]).toEqual([path, host, 200]);
+      }
+    }
+    for (const path of PATHS) {
+      for (const host of [`evil.example:${port}`, "evil.example", `localhost:${port + 1}`, "localhost", `127.0.0.2:${port}`]) {
+        expect([path, host, await statusOf("127.0.0.1", port, path, host)]).toEqual([path, host, 421]);
+      }
+      // HTTP/1.1 without Host: Bun refuses it itself.
+      expect([path, await statusOf("127.0.0.1", port, path, undefined)]).toEqual([path, 400]);
+    }
+    const refused = await rawRequest("127.0.0.1", port, `GET /metrics HTTP/1.1\r\nHost: rebound.example:${port}`);
+    expect(refused.body).toContain("misdirected request");
+    expect(refused.body).not.toContain("jetkvm_");
+  });
+
+  test("--http-allow-host adds names: alone (the server's port, or none behind a proxy) or with a port (a tunnel)", async () => {
+    const { port } = await agentWithHttp("127.0.0.1:0", ["--http-allow-host", "monitor.example, localhost:9000"]);
+    for (const host of [`monitor.example:${port}`, "monitor.example", "localhost:9000", `localhost:${port}`]) {
+      expect([host, await statusOf("127.0.0.1", port, "/figures", host)]).toEqual([host, 200]);
+    }
+    for (const host of ["monitor.example:9000", "localhost:9001", `other.example:${port}`]) {
+      expect([host, await statusOf("127.0.0.1", port, "/figures", host)]).toEqual([host, 421]);
+    }
+  });
+
+  const outside = nonLoopbackAddress();
+  test.skipIf(!outside)("a non-loopback bind answers its own address only; a wildcard bind also this machine's addresses and loopback", async () => {
+    const own = await agentWithHttp(`${outside}:0`);
+    expect(await statusOf(outside!, own.port, "/metrics", `${outside}:${own.port}`)).toBe(200);
+    expect(await statusOf(outside!, own.port, "/metrics", `localhost:${own.port}`)).toBe(421);
+    expect(await statusOf(outside!, own.port, "/metrics", `rebound.example:${own.port}`)).toBe(421);
+
+    const wildcard = await agentWithHttp("0.0.0.0:0");
+    expect(await statusOf(outside!, wildcard.port, "/metrics", `${outside}:${wildcard.port}`)).toBe(200);
+    expect(await statusOf("127.0.0.1", wildcard.port, "/metrics", `localhost:${wildcard.port}`)).toBe(200);
+    expect(await statusOf(outside!, wildcard.port, "/metrics", `rebound.example:${wildcard.port}`)).toBe(421);
+  });
+});
+
+describe("WebSocket upgrades: Origin must be the Host", () => {
+  test("raw upgrades: same origin (either loopback name) or no Origin is accepted; another Origin gets 403", async () => {
+    const { port } = await agentWithHttp("127.0.0.1:0");
+    const upgrade = async (host: string, origin?: string) =>
+      (await rawUpgrade("127.0.0.1", port, { Host: host, ...(origin === undefined ? {} : { Origin: origin }) })).status;
+    expect(await upgrade(`localhost:${port}`, `http://localhost:${port}`)).toBe(101);
+    expect(await upgrade(`127.0.0.1:${port}`, `http://127.0.0.1:${port}`)).toBe(101);
+    expect(await upgrade(`localhost:${port}`)).toBe(101);
+    expect(await upgrade(`localhost:${port}`, "https://evil.example")).toBe(403);
+    expect(await upgrade(`localhost:${port}`, `http://127.0.0.1:${port}`)).toBe(403);
+    expect(await upgrade(`localhost:${port}`, `http://localhost:${port + 1}`)).toBe(403);
+    expect(await upgrade(`localhost:${port}`, "null")).toBe(403);
+    // A rebound name is refused before its Origin is even looked at.
+    expect(await upgrade(`evil.example:${port}`, `http://evil.example:${port}`)).toBe(421);
+  });
+
+  test("a real WebSocket client with a foreign Origin is refused and hears no frame; with its own origin it listens", async () => {
+    const { agent, port } = await agentWithHttp("127.0.0.1:0");
+    const feed = agent.proc.stdin as import("bun").FileSink;
+    const url = `ws://localhost:${port}/ws`;
+
+    // Bun's WebSocket takes extra headers; a browser sends the page's origin here.
+    const evil = new WebSocket(url, { headers: { Origin: "https://evil.example" } } as unknown as string[]);
+    let evilMessages = 0;
+    evil.onmessage = () => evilMessages++;
+    const evilEnd = await new Promise<string>((resolve) => {
+      evil.onopen = () => resolve("open");
+      evil.onerror = () => resolve("error");
+      evil.onclose = () => resolve("close");
+    });
+    expect(evilEnd).not.toBe("open");
+
+    const own = new WebSocket(url, { headers: { Origin: `http://localhost:${port}` } } as unknown as string[]);
+    own.binaryType = "arraybuffer";
+    defer(() => own.close());
+    let frames = 0;
+    const hello = new Promise<{ type: string }>((resolve) => {
+      own.onmessage = (e) => {
+        if (typeof e.data !== "string") frames++;
+        else if (JSON.parse(e.data).type === "hello") resolve(JSON.parse(e.data));
+      };
+    });
+    expect((await hello).type).toBe("hello");
+    own.send(JSON.stringify({ listen: true }));
+    await Bun.sleep(200);
+    for (let i = 0; i < 20 && frames === 0; i++) {
+      feed.write(indexedWire(i * 10, i * 10 + 10));
+      await feed.flush();
+      await Bun.sleep(100);
+    }
+    expect(frames).toBeGreaterThan(0);
+    expect(evilMessages).toBe(0);
+  });
+});

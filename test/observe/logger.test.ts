@@ -1,0 +1,207 @@
+/**
+ * The log: JSON lines in pino's shape that pino-pretty (a dev dependency,
+ * run as a process) renders as they are, the failure line included; text
+ * lines as before; and the rate limit per kind of line (component and
+ * message), with one summary per window for what it held back.
+ */
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { join, resolve } from "node:path";
+import { Logger } from "../../src/observe/logger.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { RecordingClient } from "../support/peer.ts";
+import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { indexedWire } from "../support/wire.ts";
+
+const defer = useCleanup();
+const PINO_PRETTY = resolve(import.meta.dir, "../../node_modules/.bin/pino-pretty");
+
+function setup() {
+  const dir = socketDir(defer, "log-");
+  defer(stopAgents);
+  return dir;
+}
+
+interface PinoLine {
+  level: number;
+  time: number;
+  pid: number;
+  hostname: string;
+  msg: string;
+  component: string;
+  [field: string]: unknown;
+}
+
+/** Every stderr line parsed as JSON (a line that is not JSON fails the test). */
+function jsonLines(stderr: string): PinoLine[] {
+  return stderr
+    .trim()
+    .split("\n")
+    .map((line) => {
+      try {
+        return JSON.parse(line) as PinoLine;
+      } catch {
+        throw new Error(`not a JSON line: ${line}`);
+      }
+    });
+}
+
+/** pino-pretty, run as a process on `input`, without colours, one line per record. */
+async function pinoPretty(input: string): Promise<string> {
+  const proc = Bun.spawn([PINO_PRETTY, "--singleLine", "--translateTime", "SYS:standard"], {
+    stdin: new Blob([input]),
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0" },
+  });
+  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  expect(err).toBe("");
+  expect(code).toBe(0);
+  return out;
+}
+
+const PRETTY_LEVEL: Record<number, string> = { 20: "DEBUG", 30: "INFO", 40: "WARN", 50: "ERROR", 60: "FATAL" };
+
+/** pino-pretty's output must be each record rendered, never a line passed through as it came. */
+async function expectRendered(stderr: string): Promise<void> {
+  const records = jsonLines(stderr);
+  const pretty = (await pinoPretty(stderr)).trimEnd().split("\n");
+  expect(pretty.length).toBe(records.length);
+  records.forEach((record, i) => {
+    const line = pretty[i]!;
+    expect(line.startsWith("{")).toBe(false);
+    expect(line).toMatch(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}/);
+    expect(line).toContain(`${PRETTY_LEVEL[record.level]} (${record.pid}`);
+    expect(line).toContain(record.msg);
+    expect(line).toContain(`"component":"${record.component}"`);
+  });
+}
+
+describe("JSON lines in pino's shape", () => {
+  test("a whole run of `output serve`: every line is pino's shape, and pino-pretty renders each one", async () => {
+    const dir = setup();
+    const socket = dir.path("out.sock");
+    const source = dir.path("src.wire");
+    writeFileSync(source, indexedWire(0, 20));
+    const before = Date.now();
+    const server = spawnAgent(["output", "serve", "--socket", socket, "--source", source, "--log-format", "json"]);
+    await server.waitForStderr('"msg":"listening"');
+    const client = await RecordingClient.connect(socket);
+    defer(() => client.close());
+    expect(await server.exited).toBe(0);
+    const after = Date.now();
+    expect(client.frames.length).toBe(20);
+
+    const records = jsonLines(server.stderr);
+    expect(records.map((r) => r.msg)).toEqual(expect.arrayContaining(["listening", "client connected", "stopped"]));
+    for (const record of records) {
+      expect(Object.keys(record).slice(0, 6)).toEqual(["level", "time", "pid", "hostname", "msg", "component"]);
+      expect([20, 30, 40, 50]).toContain(record.level);
+      expect(record.time).toBeGreaterThanOrEqual(before);
+      expect(record.time).toBeLessThanOrEqual(after);
+      expect(record.pid).toBe(server.pid);
+      expect(record.hostname).toBe(hostname());
+    }
+    const stopped = records.find((r) => r.msg === "stopped")!;
+    expect(stopped).toMatchObject({ level: 30, component: "output-server", submitted: 20, delivered: 20, dropped: 0 });
+    await expectRendered(server.stderr);
+  });
+
+  test("the failure line is JSON too (pino fatal, 60), also for a usage error; pino-pretty renders it", async () => {
+    const dir = setup();
+    const missing = join(dir.dir, "gone", "out.sock");
+    const failed = await runAgent(["output", "serve", "--socket", missing, "--source", "-", "--log-format", "json"]);
+    expect(failed.code).toBe(2);
+    const last = jsonLines(failed.stderr).at(-1)!;
+    expect(last).toMatchObject({ level: 60, component: "agent", exit_code: 2, msg: `socket directory ${join(dir.dir, "gone")} does not exist` });
+    await expectRendered(failed.stderr);
+
+    const usage = await runAgent(["output", "serve", "--bogus", "--log-format=json"]);
+    expect(usage.code).toBe(2);
+    const lines = jsonLines(usage.stderr);
+    expect(lines.length).toBe(1);
+    expect(lines[0]).toMatchObject({ level: 60, exit_code: 2 });
+    expect(lines[0]!.msg).toContain("--bogus");
+    await expectRendered(usage.stderr);
+
+    const fromEnv = spawnAgent(["output", "serve", "--bogus"], { env: { ...process.env, AUDIO_AGENT_LOG_FORMAT: "json" } as Record<string, string> });
+    expect(await fromEnv.exited).toBe(2);
+    expect(jsonLines(fromEnv.stderr)[0]).toMatchObject({ level: 60, exit_code: 2 });
+  });
+
+  test("text mode is unchanged: `audio-agent: message` for the failure", async () => {
+    const usage = await runAgent(["output", "serve", "--bogus"]);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toMatch(/^audio-agent: .*--bogus/);
+  });
+});
+
+describe("rate limit per kind of line", () => {
+  function capture(lines = 5, windowMs = 300) {
+    const out: string[] = [];
+    const logger = new Logger({ level: "debug", format: "text", write: (line) => out.push(line), rateLimit: { lines, windowMs } });
+    return { out, logger };
+  }
+
+  test("a flood of one kind is cut to the limit, then one summary naming it; another kind is not starved", async () => {
+    const { out, logger } = capture();
+    const server = logger.for("input-server");
+    for (let i = 0; i < 25; i++) {
+      server("info", "client disconnected", { client: i });
+      server("warn", "framing violation from client; disconnecting", { client: i });
+    }
+    server("error", "cannot write", { n: 1 });
+    expect(out.filter((l) => l.includes("client disconnected")).length).toBe(5);
+    expect(out.filter((l) => l.includes("framing violation")).length).toBe(5);
+    expect(out.filter((l) => l.includes("ERROR input-server: cannot write n=1")).length).toBe(1);
+    expect(out.length).toBe(11);
+
+    await until(() => out.length === 13, "the two summaries", 5000);
+    const summaries = out.slice(11);
+    expect(summaries).toContainEqual(expect.stringMatching(/ INFO  input-server: 20 more "client disconnected" lines in the last \d+(\.\d)? s suppressed=20$/));
+    expect(summaries).toContainEqual(
+      expect.stringMatching(/ WARN  input-server: 20 more "framing violation from client; disconnecting" lines in the last \d+(\.\d)? s suppressed=20$/),
+    );
+    // The cannot-write window held nothing back: no summary for it.
+    await Bun.sleep(400);
+    expect(out.length).toBe(13);
+
+    // A new window: lines of the kind are written again.
+    server("info", "client disconnected", { client: 99 });
+    expect(out.at(-1)).toContain("client disconnected client=99");
+  });
+
+  test("the same message from another component is another kind", () => {
+    const { out, logger } = capture(2);
+    for (let i = 0; i < 5; i++) {
+      logger.for("output-client")("info", "disconnected");
+      logger.for("input-client")("info", "disconnected");
+    }
+    expect(out.filter((l) => l.includes("output-client: disconnected")).length).toBe(2);
+    expect(out.filter((l) => l.includes("input-client: disconnected")).length).toBe(2);
+  });
+
+  test("flush() writes what is held back at once (at exit); the failure line is never held back", () => {
+    const { out, logger } = capture(1, 60_000);
+    for (let i = 0; i < 4; i++) logger.for("output-client")("info", "reconnected");
+    for (let i = 0; i < 3; i++) logger.fatal("gone");
+    logger.flush();
+    expect(out.filter((l) => l === "audio-agent: gone").length).toBe(3);
+    expect(out.at(-1)).toMatch(/output-client: 3 more "reconnected" lines in the last \d+(\.\d)? s suppressed=3$/);
+    logger.flush();
+    expect(out.length).toBe(5);
+  });
+
+  test("JSON summaries keep pino's shape", () => {
+    const out: string[] = [];
+    const logger = new Logger({ level: "info", format: "json", write: (line) => out.push(line), rateLimit: { lines: 1, windowMs: 60_000 } });
+    logger.for("output-server")("warn", "client stuck");
+    logger.for("output-server")("warn", "client stuck");
+    logger.flush();
+    const summary = JSON.parse(out.at(-1)!);
+    expect(summary).toMatchObject({ level: 40, component: "output-server", suppressed: 1, msg: expect.stringMatching(/^1 more "client stuck" lines/) });
+  });
+});
