@@ -1,4 +1,3 @@
-import { parseArgs } from "node:util";
 import * as v from "valibot";
 import type { Channel } from "./protocol/index.ts";
 
@@ -16,7 +15,7 @@ export type { Channel };
 export type Role = "output serve" | "output recv" | "input serve" | "input send";
 
 interface OptionSpec {
-  /** How parseArgs reads the flag. */
+  /** How the command line gives it: a value, or a switch. */
   flag: "string" | "boolean";
   help: string;
   /** What is allowed, for error messages. */
@@ -236,7 +235,7 @@ export interface ConfigFile {
 }
 
 export interface ConfigSources {
-  /** Values from the command line (parseArgs output). */
+  /** Values from the command line (readFlags output). */
   flags: Record<string, unknown>;
   env: Record<string, string | undefined>;
   file?: ConfigFile;
@@ -360,24 +359,47 @@ export function resolveSettings<R extends Role>(role: R, sources: ConfigSources,
 export type FlagSpecs = Record<string, { type: "string" | "boolean"; short?: string; allowed?: string }>;
 
 /**
- * Reads a command line's flags and positional arguments. parseArgs finds the
- * tokens; each mistake (an unknown flag, a flag missing its value, a value
- * given to a switch) is a ConfigError of one line naming the flag.
+ * Reads a command line's flags and positional arguments: `--name value`,
+ * `--name=value`, a switch `--name`, a short `-h`, `--` ending the flags.
+ * Each mistake (an unknown flag, a flag missing its value, a value given to a
+ * switch) is a ConfigError of one line naming the flag. (Written here rather
+ * than with node:util's parseArgs: loading node:util costs every process
+ * megabytes of memory.)
  */
 export function readFlags(args: string[], flags: FlagSpecs, command: string): { values: Record<string, string | boolean>; positionals: string[] } {
-  const { values, positionals, tokens } = parseArgs({ args, options: flags, strict: false, allowPositionals: true, tokens: true });
   const see = `see audio-agent ${command} --help`;
-  for (const token of tokens) {
-    if (token.kind !== "option") continue;
-    const spec = flags[token.name];
-    if (!spec) throw new ConfigError(`${command}: unknown option ${token.rawName} (${see})`);
-    if (spec.type === "boolean" && token.value !== undefined) {
-      throw new ConfigError(`${command}: ${token.rawName} takes no value, found "${token.value}" (${see})`);
+  const shorts = new Map(Object.entries(flags).flatMap(([name, spec]) => (spec.short ? [[spec.short, name] as const] : [])));
+  const values: Record<string, string | boolean> = {};
+  const positionals: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--") {
+      positionals.push(...args.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith("-") || arg === "-") {
+      positionals.push(arg);
+      continue;
+    }
+    const long = arg.startsWith("--");
+    const at = long ? arg.indexOf("=") : -1;
+    const rawName = at > 0 ? arg.slice(0, at) : arg;
+    const name = long ? rawName.slice(2) : shorts.get(rawName.slice(1));
+    const spec = name === undefined ? undefined : flags[name];
+    if (name === undefined || !spec) throw new ConfigError(`${command}: unknown option ${rawName} (${see})`);
+    const inline = at > 0 ? arg.slice(at + 1) : undefined;
+    if (spec.type === "boolean") {
+      if (inline !== undefined) throw new ConfigError(`${command}: ${rawName} takes no value, found "${inline}" (${see})`);
+      values[name] = true;
+      continue;
     }
     // "--count --once": the next flag is not a value, the value is missing.
-    if (spec.type === "string" && (token.value === undefined || (!token.inlineValue && token.value.startsWith("--")))) {
-      throw new ConfigError(`${command}: ${token.rawName} needs a value${spec.allowed ? ` (${spec.allowed})` : ""}`);
+    const value = inline ?? args[i + 1];
+    if (value === undefined || (inline === undefined && value.startsWith("--"))) {
+      throw new ConfigError(`${command}: ${rawName} needs a value${spec.allowed ? ` (${spec.allowed})` : ""}`);
     }
+    if (inline === undefined) i++;
+    values[name] = value;
   }
-  return { values: values as Record<string, string | boolean>, positionals };
+  return { values, positionals };
 }

@@ -12,7 +12,7 @@ import {
   type Role,
 } from "../config.ts";
 import { SourceFormatError } from "../media/file-format.ts";
-import { HttpListenError } from "../observe/http-server.ts";
+import { HttpListenError } from "../observe/http-listen-error.ts";
 import { Logger, type LogFormat } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";

@@ -1,16 +1,14 @@
 import type { Server } from "bun";
+import { HttpListenError, type ListenAddress } from "./http-listen-error.ts";
 import { allowedHosts, crossOrigin, misdirected } from "./host-check.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { MonitorHub } from "./monitor/hub.ts";
 import pageText from "./monitor/page.html" with { type: "text" };
 
+export { HttpListenError, type ListenAddress };
+
 // Imported as text (embedded in the compiled binary); the type declarations only know HTML bundles.
 const page = pageText as unknown as string;
-
-export interface ListenAddress {
-  host: string;
-  port: number;
-}
 
 /** What a role says about itself on /healthz: its role, channel and uptime, and its channel end's readings. */
 export interface HealthReport {
@@ -18,17 +16,6 @@ export interface HealthReport {
   channel: string;
   uptime_seconds: number;
   [field: string]: unknown;
-}
-
-/** An HTTP endpoint could not listen at its address; `code` is the errno (EADDRINUSE, EADDRNOTAVAIL, ...). */
-export class HttpListenError extends Error {
-  constructor(
-    readonly address: ListenAddress,
-    readonly code: string,
-  ) {
-    super(`cannot listen at ${address.host}:${address.port} (${code})`);
-    this.name = "HttpListenError";
-  }
 }
 
 /** What one HTTP listener serves: metrics and health, the monitor, or both. */

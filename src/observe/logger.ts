@@ -1,4 +1,4 @@
-import { hostname } from "node:os";
+import { writeSync } from "node:fs";
 import { DEFAULT_LOG_RATE_LIMIT, LogRateLimiter, type LogRateLimit, type SuppressedLines } from "./log-rate-limiter.ts";
 
 export type LogFormat = "text" | "json";
@@ -31,11 +31,11 @@ export class Logger {
   private readonly threshold: number;
   private readonly write: (line: string) => void;
   private readonly limiter: LogRateLimiter<LogLevel>;
-  private readonly host = hostname();
+  private host: string | undefined;
 
   constructor(private readonly options: LoggerOptions) {
     this.threshold = LOG_LEVELS.indexOf(options.level);
-    this.write = options.write ?? ((line) => process.stderr.write(line + "\n"));
+    this.write = options.write ?? writeStderrLine;
     this.limiter = new LogRateLimiter(options.rateLimit ?? DEFAULT_LOG_RATE_LIMIT, (s) => this.summary(s));
   }
 
@@ -85,7 +85,7 @@ export class Logger {
   }
 
   private json(component: string, level: keyof typeof PINO_LEVEL, message: string, fields?: Record<string, unknown>): string {
-    const head = { level: PINO_LEVEL[level], time: Date.now(), pid: process.pid, hostname: this.host, msg: message, component };
+    const head = { level: PINO_LEVEL[level], time: Date.now(), pid: process.pid, hostname: (this.host ??= hostName()), msg: message, component };
     // The fields follow, but never replace what a log tool reads first; JSON.stringify leaves out undefined ones.
     return JSON.stringify(Object.assign({ ...head }, fields, head));
   }
@@ -94,4 +94,32 @@ export class Logger {
 function formatValue(value: unknown): string {
   const text = typeof value === "string" ? value : JSON.stringify(value);
   return /[\s"=]/.test(text) ? JSON.stringify(text) : text;
+}
+
+/**
+ * Writes a line to stderr synchronously (the order of lines, and the last
+ * ones before an exit, are kept). node:fs rather than process.stderr: the
+ * stream machinery behind process.stderr costs every process megabytes.
+ */
+function writeStderrLine(line: string): void {
+  const bytes = Buffer.from(line + "\n");
+  let at = 0;
+  for (let tries = 0; at < bytes.length && tries < 1000; tries++) {
+    try {
+      at += writeSync(2, bytes, at, bytes.length - at);
+    } catch (e) {
+      // A non-blocking stderr that is full: wait a moment; anything else: the line is lost.
+      if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return;
+      Bun.sleepSync(1);
+    }
+  }
+}
+
+/** The machine's name for JSON lines, read only in JSON mode (node:os costs memory). */
+function hostName(): string {
+  try {
+    return (require("node:os") as typeof import("node:os")).hostname();
+  } catch {
+    return "localhost";
+  }
 }

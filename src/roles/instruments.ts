@@ -1,7 +1,8 @@
 import type { ChannelEnd, ChannelObserver } from "../channels/channel-end.ts";
 import { SOCKET_BUFFER_PRESETS, socketBufferSizes, type Role, type Settings } from "../config.ts";
 import { AdaptiveOptimizer, DEFAULT_ADAPTIVE, type AdaptiveState } from "../observe/adaptive-optimizer.ts";
-import { AgentHttpServer, type HealthReport, type ListenAddress } from "../observe/http-server.ts";
+import type { ListenAddress } from "../observe/http-listen-error.ts";
+import type { AgentHttpServer, HealthReport } from "../observe/http-server.ts";
 import { LatencyMonitor } from "../observe/latency-monitor.ts";
 import type { Logger } from "../observe/logger.ts";
 import type { AgentMetrics } from "../observe/metrics.ts";
@@ -130,6 +131,9 @@ export class Instruments implements ChannelObserver {
       };
     };
     const metrics = this.metrics && { registry: this.metrics, health };
+    if (!metricsAt && !monitorAt) return;
+    // Loaded only when asked for: the HTTP server (and the monitor page) cost memory.
+    const { AgentHttpServer } = await import("../observe/http-server.ts");
     const same = (a?: ListenAddress, b?: ListenAddress) => !!a && !!b && a.host === b.host && a.port === b.port;
     try {
       if (metricsAt && same(metricsAt, monitorAt)) {

@@ -5,7 +5,6 @@
 // optimisation, and a missing libc (or a closed fd) must not take the audio path down.
 
 import { dlopen, read, type Library } from "bun:ffi";
-import { constants as osConstants } from "node:os";
 
 // Linux values, identical on x86_64 and aarch64 (asm-generic); not valid on other kernels.
 export const SOL_SOCKET = 1;
@@ -123,7 +122,9 @@ let errnoNames: Map<number, string> | undefined;
 
 function errnoName(errno: number): string {
   // Node's errno table carries this platform's numbers, so no hand-written Linux table.
-  errnoNames ??= new Map(Object.entries(osConstants.errno).map(([name, n]) => [n, name]));
+  // Loaded on the first failure only: node:os costs every process memory.
+  const { constants } = require("node:os") as typeof import("node:os");
+  errnoNames ??= new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
   return errnoNames.get(errno) ?? `errno ${errno}`;
 }
 
