@@ -283,15 +283,14 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
       report.rows.push(...judge.live(figures, TARGETS));
     }
     if (only.includes("startup")) {
-      log(`start-up: exec -> connectable, ${plan.startupRuns} warm runs after one discarded`);
-      const measure = (what: string, command: (socket: string) => string[]) =>
-        attempt("startup", what, () => runner.startup(command, plan.startupRuns));
+      log(`start-up: exec -> connectable, ${plan.startupRuns} warm rounds after one discarded, the programs taking turns`);
+      const commands: Partial<Record<"agent" | "floor" | "native", (socket: string) => string[]>> = {};
       // The device's command: a real Ogg source, paced in real time.
-      const agent = agentBin
-        ? await measure("agent", (socket) => [agentBin, "output", "serve", "--source", opus, "--format", "ogg", "--realtime", "--loop", "--socket", socket])
-        : undefined;
-      const floor = bareBunBin ? await measure("bare Bun.listen", (socket) => [bareBunBin, "send", socket]) : undefined;
-      const nativeStartup = nativeBin ? await measure("native", (socket) => [nativeBin, "listen", socket]) : undefined;
+      if (agentBin) commands.agent = (socket) => [agentBin, "output", "serve", "--source", opus, "--format", "ogg", "--realtime", "--loop", "--socket", socket];
+      if (bareBunBin) commands.floor = (socket) => [bareBunBin, "send", socket];
+      if (nativeBin) commands.native = (socket) => [nativeBin, "listen", socket];
+      const figures = await attempt("startup", Object.keys(commands).join(", "), () => runner.startup(commands, plan.startupRuns));
+      const { agent, floor, native: nativeStartup } = figures ?? {};
       report.scenarios.startup = { agent, floor, native: nativeStartup };
       report.rows.push(...judge.startup(agent, floor, nativeStartup, TARGETS));
     }

@@ -217,18 +217,28 @@ export class Runner {
     return { windowMs, windowFrames, processes };
   }
 
-  /** Exec -> socket connectable, `runs` times after one discarded run; median and min. */
-  async startup(command: (socket: string) => string[], runs: number): Promise<StartupFigures> {
-    const connect: number[] = [];
-    const appear: number[] = [];
-    for (let i = 0; i <= runs; i++) {
-      const socket = this.socketPath();
-      const t = await this.timeToListen(command(socket), socket);
-      if (i === 0) continue; // cold: page cache, first exec of the file
-      connect.push(t.connectMs);
-      appear.push(t.appearMs);
+  /**
+   * Exec -> socket connectable for each program, `runs` rounds after one
+   * discarded (cold: page cache, first exec of the file); the programs take
+   * turns within a round, so each meets the same background load.
+   */
+  async startup<Name extends string>(commands: Partial<Record<Name, (socket: string) => string[]>>, runs: number): Promise<Partial<Record<Name, StartupFigures>>> {
+    const names = (Object.keys(commands) as Name[]).filter((name) => commands[name]);
+    const times = new Map(names.map((name) => [name, { connect: [] as number[], appear: [] as number[] }]));
+    for (let round = 0; round <= runs; round++) {
+      for (const name of names) {
+        const socket = this.socketPath();
+        const t = await this.timeToListen(commands[name]!(socket), socket);
+        if (round === 0) continue;
+        times.get(name)!.connect.push(t.connectMs);
+        times.get(name)!.appear.push(t.appearMs);
+      }
     }
-    return { runs: connect, medianMs: median(connect), minMs: Math.min(...connect), appearMedianMs: median(appear) };
+    const figures: Partial<Record<Name, StartupFigures>> = {};
+    for (const [name, { connect, appear }] of times) {
+      figures[name] = { runs: connect, medianMs: median(connect), minMs: Math.min(...connect), appearMedianMs: median(appear) };
+    }
+    return figures;
   }
 
   dispose(): void {
