@@ -8,11 +8,13 @@
  * Each binary has the package version (imported from package.json by
  * src/cli/version.ts) and the git commit baked in, and ignores `.env` and
  * `bunfig.toml` in its working directory: an init script's cwd must not
- * configure the agent behind its back. Cross targets download that
+ * configure the agent behind its back (src/bench/compile.ts, which also
+ * compiles the benchmark's bare Bun floor the same way). Cross targets download that
  * platform's Bun from the npm registry on first use (cached afterwards).
  */
 import { statSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
+import { compileExecutable } from "./src/bench/compile.ts";
 
 const ROOT = import.meta.dir;
 
@@ -59,30 +61,14 @@ export function targetName(text: string): TargetName {
 
 export async function buildTarget(target: TargetName, outdir: string, commit = gitCommit()): Promise<Artifact> {
   const outfile = join(outdir, `audio-agent-${target}`);
-  const result = await Bun.build({
-    entrypoints: [join(ROOT, "src/main.ts")],
-    compile: {
+  let result: Bun.BuildOutput;
+  try {
+    result = await compileExecutable(join(ROOT, "src/main.ts"), outfile, {
       target: TARGETS[target],
-      outfile,
-      autoloadDotenv: false,
-      autoloadBunfig: false,
-      autoloadTsconfig: false,
-      autoloadPackageJson: false,
-    },
-    // Identifiers keep their names so stack traces show real function names;
-    // renaming them would save a few KB of a ~100 MB executable.
-    minify: { whitespace: true, syntax: true, identifiers: false },
-    // With `compile` the map is embedded in the executable (traces point at
-    // src/*.ts lines even without the .map file); "linked" also writes it beside.
-    sourcemap: "linked",
-    // Precompiled JavaScriptCore bytecode: the binary skips parsing its bundle at start-up
-    // (measured: --version 50-60 ms -> 40 ms). Needs an entry without top-level await.
-    bytecode: true,
-    define: { AUDIO_AGENT_COMMIT: JSON.stringify(commit) },
-  });
-  if (!result.success) {
-    const logs = result.logs.map((log) => String(log)).join("\n");
-    throw new Error(`build of ${target} failed:\n${logs}`);
+      define: { AUDIO_AGENT_COMMIT: JSON.stringify(commit) },
+    });
+  } catch (e) {
+    throw new Error(`build of ${target} failed:\n${(e as Error).message}`);
   }
   const sourcemap = result.outputs.find((o) => o.kind === "sourcemap")?.path;
   return { target, path: outfile, bytes: statSync(outfile).size, sourcemap };

@@ -3,8 +3,9 @@
  *
  * The benchmark lives in src/bench/bench.ts (so the compiled binary carries it
  * as `audio-agent bench`); this entry adds what only a checkout has: results
- * written to bench/results/, and a fresh compiled binary for the start-up
- * scenario built with the project's own build.ts.
+ * written to bench/results/, a fresh compiled binary for the live and
+ * start-up scenarios built with the project's own build.ts, and
+ * examples/tone.opus as the live source.
  */
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -16,7 +17,7 @@ const ROOT = resolve(import.meta.dir, "..");
 /** Builds src/main.ts for this machine with build.ts; falls back to dist/ when the build fails. */
 async function agentBinary(log: (line: string) => void, outdir: string): Promise<string | undefined> {
   const target = process.arch === "arm64" ? "arm64" : "x64";
-  log(`building the agent (bun build.ts --target ${target}) for the start-up scenario`);
+  log(`building the agent (bun build.ts --target ${target}) for the live and start-up scenarios`);
   const built = Bun.spawnSync([process.execPath, join(ROOT, "build.ts"), "--target", target, "--outdir", outdir], {
     cwd: ROOT,
     stdout: "pipe",
@@ -36,6 +37,9 @@ const argv = process.argv.slice(2);
 const compiled = Bun.main.startsWith("/$bunfs/");
 const isBench = argv.length === 0 || argv[0] === "bench" || (argv[0].startsWith("-") && !["--version", "-V"].includes(argv[0]));
 const code = isBench
-  ? await bench(argv[0] === "bench" ? argv.slice(1) : argv, compiled ? {} : { resultsDir: join(ROOT, "bench", "results"), agentBinary })
+  ? await bench(
+      argv[0] === "bench" ? argv.slice(1) : argv,
+      compiled ? {} : { resultsDir: join(ROOT, "bench", "results"), agentBinary, opusSource: join(ROOT, "examples", "tone.opus") },
+    )
   : await runCli(argv);
 process.exit(code);

@@ -1,22 +1,28 @@
 /**
  * `audio-agent bench` (and `bun run bench`): measures the real agent against
- * a native C baseline built and run on the same machine in the same run.
+ * Bun's own floor and a native C baseline, all built and run on the same
+ * machine in the same run.
  *
  * Every scenario runs a sender and a receiver in two processes over a Unix
- * socket: the agent's pair is this same program re-entered as
+ * socket. Flood and soak: the agent's pair is this same program re-entered as
  * `<self> bench --driver send|recv` (driver.ts: the roles' own builders of
- * OutputServer / OutputClient with their Instruments, metrics on), the native
- * pair is native-baseline.c (beside this file) compiled with the machine's `cc -O2` into
- * a temp dir (the source is embedded, so a compiled binary carries it; with
- * no `cc` the native column stays empty). Figures are goals, not
+ * OutputServer / OutputClient with their Instruments, metrics on, fed from
+ * memory). Live and start-up: the compiled agent runs its real roles, beside
+ * the bare Bun program (floors/bare-bun.js, compiled in the run like the
+ * agent; floor.ts) and measured from outside (live.ts). The native pair is
+ * native-baseline.c (beside this file) compiled with the machine's `cc -O2`
+ * into a temp dir (the sources are embedded, so a compiled binary carries
+ * them; with no `cc` the native column stays empty). Figures are goals, not
  * assertions: each line says PASS or MISS and the exit code stays 0 unless a
  * scenario itself failed (lost frames, a crash).
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { ConfigError, readFlags, type FlagSpecs } from "../config.ts";
 import { parseDriverArgs, runDriver, type HeapSample } from "./driver.ts";
+import { buildBareBun } from "./floor.ts";
+import { LIVE_RATE, runLive, writeGeneratedOpus } from "./live.ts";
 import NATIVE_SOURCE from "./native-baseline.c" with { type: "text" };
 import { formatTable, framesPerSecond, judge, type Row } from "./report.ts";
 import { Runner, type Pair, type StartupFigures } from "./runner.ts";
@@ -26,8 +32,10 @@ export interface BenchHost {
   self?: string[];
   /** Where `<timestamp>.json` and `latest.md` are written; none: print only. */
   resultsDir?: string;
-  /** The compiled agent for the start-up scenario (built into `workDir`, removed after the run, or found). */
+  /** The compiled agent for the live and start-up scenarios (built into `workDir`, removed after the run, or found). */
   agentBinary?: (log: (line: string) => void, workDir: string) => Promise<string | undefined>;
+  /** An Ogg Opus file of 20 ms packets for the agent to loop over live; else one is generated. */
+  opusSource?: string;
 }
 
 /** Sizes of one run; `--quick` is the smoke version. */
@@ -35,8 +43,9 @@ export interface BenchPlan {
   name: "full" | "quick";
   flood160: number;
   flood4096: number;
-  liveRate: number;
+  /** Live: each program's measured window, after a warm-up (start-up, connecting, the JIT settling). */
   liveSeconds: number;
+  liveWarmupSeconds: number;
   soakFrames: number;
   startupRuns: number;
   /** Flood runs per side; the best counts (a shared machine only ever makes a run slower). */
@@ -44,8 +53,8 @@ export interface BenchPlan {
 }
 
 export const PLANS: Record<BenchPlan["name"], BenchPlan> = {
-  full: { name: "full", flood160: 2_000_000, flood4096: 300_000, liveRate: 50, liveSeconds: 30, soakFrames: 5_000_000, startupRuns: 9, floodRepeats: 3 },
-  quick: { name: "quick", flood160: 200_000, flood4096: 30_000, liveRate: 50, liveSeconds: 3, soakFrames: 500_000, startupRuns: 3, floodRepeats: 1 },
+  full: { name: "full", flood160: 2_000_000, flood4096: 300_000, liveSeconds: 30, liveWarmupSeconds: 5, soakFrames: 5_000_000, startupRuns: 9, floodRepeats: 3 },
+  quick: { name: "quick", flood160: 200_000, flood4096: 30_000, liveSeconds: 3, liveWarmupSeconds: 1, soakFrames: 500_000, startupRuns: 3, floodRepeats: 1 },
 };
 
 /** Heap sampling period of the soak (each sample is a full GC, which slows the flood a little). */
@@ -54,28 +63,40 @@ export const SOAK_SAMPLE_MS = 100;
 export const SCENARIOS = ["flood160", "flood4096", "live", "soak", "startup"] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
-/** Goals (PASS/MISS), in one place. */
+/**
+ * Goals (PASS/MISS), in one place. The live and start-up ones are set against
+ * the bare Bun program doing the same job ("bare"), measured in the same run.
+ */
 export const TARGETS = {
   flood160Ratio: 0.4,
   flood4096Ratio: 0.7,
-  liveP99VsNative: 2,
-  liveCpuPercent: 0.5,
-  liveRssMiB: 32,
+  /** Live one-way latency p99, as a multiple of the bare pair's; and its max, in ms. */
+  liveP99VsFloor: 1.5,
+  liveMaxMs: 5,
+  /** CPU per side, as a multiple of the bare sender's or receiver's. */
+  liveCpuVsFloor: 1.5,
+  /** Voluntary context switches per frame, on each side. */
+  liveWakeupsPerFrame: 1.1,
+  /** Peak RSS per side above the bare sender's or receiver's. */
+  liveRssOverFloorMiB: 6,
   /** Heap growth from the start of the soak to its steady state that still counts as "none". */
   soakHeapGrowthBytes: 1024 * 1024,
-  startupMs: 50,
+  /** Exec to a connectable socket, above a bare `Bun.listen` program's. */
+  startupOverFloorMs: 10,
 } as const;
 
 const HELP = `usage: audio-agent bench [--quick] [--only LIST] [--no-native] [--binary PATH] [--out DIR]
 
-Measures the agent (sender and receiver in separate processes, through the
-real OutputServer/OutputClient paths with metrics on) against a native C
-baseline compiled with cc -O2 in the same run, and prints a table.
+Measures the agent (sender and receiver in separate processes) against
+Bun's own floor (a bare Bun program compiled in the same run) and a native
+C baseline compiled with cc -O2, and prints a table. Flood and soak drive
+the OutputServer/OutputClient paths from memory with metrics on; live and
+start-up run the compiled agent's real output serve and output recv.
 
   --quick        short smoke run (small N, 3 s live); also AUDIO_AGENT_BENCH_QUICK=1
   --only LIST    comma-separated subset of: ${SCENARIOS.join(", ")}
   --no-native    skip the C baseline (agent figures only)
-  --binary PATH  compiled agent for the start-up scenario
+  --binary PATH  compiled agent for the live and start-up scenarios
   --out DIR      write <timestamp>.json and latest.md there
 `;
 
@@ -84,7 +105,7 @@ export interface BenchReport {
   date: string;
   plan: BenchPlan;
   machine: Record<string, string | number>;
-  scenarios: Partial<Record<ScenarioName, Record<string, unknown>>>;
+  scenarios: Partial<Record<ScenarioName, object>>;
   rows: Row[];
   failures: string[];
   /** What was skipped or looked off, and why. */
@@ -170,7 +191,21 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
     if (!native?.path) report.notes.push(values["no-native"] ? "native baseline skipped (--no-native)" : "native baseline skipped: no working cc");
     if (native?.cc) report.machine.cc = native.cc;
     const nativeBin = native?.path;
-    log(`${plan.name} run; agent drivers: ${self.join(" ")}; native: ${nativeBin ?? "skipped"}`);
+    // The live and start-up scenarios run compiled programs: the agent, and the bare Bun floor built here by this same Bun.
+    const compiled = only.includes("live") || only.includes("startup");
+    const agentBin = compiled ? (values.binary ?? (await findAgentBinary(host, log, work))) : undefined;
+    if (compiled && !agentBin) report.notes.push("live and start-up: no compiled agent (bun run build, or pass --binary); its figures are missing");
+    if (agentBin) report.machine.agentBinary = agentBin;
+    let bareBunBin: string | undefined;
+    if (compiled) {
+      log("building the bare Bun floor (floors/bare-bun.js, compile + bytecode)");
+      const built = await buildBareBun(work);
+      if (built instanceof Error) report.notes.push(`bare Bun floor skipped: it could not be built here (${built.message.split("\n")[0]})`);
+      else bareBunBin = built;
+    }
+    const opus = compiled ? (host.opusSource ?? writeGeneratedOpus(join(work, "generated.opus"), 10)) : "";
+    if (compiled && !host.opusSource) report.notes.push("live and start-up: no Opus file given; the agent's source was generated (160-byte 20 ms packets)");
+    log(`${plan.name} run; agent drivers: ${self.join(" ")}; compiled agent: ${agentBin ?? "none"}; native: ${nativeBin ?? "skipped"}`);
     const load = loadAverage();
     if (load !== null && load > cpus().length / 2) {
       log(`load average ${load} on ${cpus().length} cores: other work shares this machine, figures will be noisy`);
@@ -235,59 +270,39 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
       const { agentPair, nativePair, mixed } = await flood("flood4096", plan.flood4096, 4096);
       report.rows.push(...judge.flood("flood 4096 B", agentPair, nativePair, TARGETS.flood4096Ratio, mixed));
     }
-    if (only.includes("live")) {
-      const { liveRate: rate, liveSeconds: seconds } = plan;
-      const frames = rate * seconds;
-      log(`live: ${rate} frames/s of 160 B for ${seconds} s (native, then agent)`);
-      const socket = runner.socketPath();
-      const timeout = seconds * 1000 + 60_000;
-      const nativePair = nativeBin
-        ? await attempt("live", "native", () =>
-            runner.pair(
-              [nativeBin, "send", socket, "live", String(rate), String(seconds), "160"],
-              [nativeBin, "recv", socket, String(frames), "160", String(rate), "live"],
-              timeout,
-            ),
-          )
-        : undefined;
-      const agentPair = await attempt("live", "agent", () =>
-        runner.pair(
-          agentDriver("send", socket, { mode: "live", frames, size: 160, rate, warmup: rate }),
-          agentDriver("recv", socket, { mode: "live", frames, size: 160, rate, warmup: rate }),
-          timeout,
-        ),
-      );
-      report.scenarios.live = { agent: agentPair, native: nativePair };
-      if (agentPair?.send.dropped) report.notes.push(`live: the agent dropped ${agentPair.send.dropped} of ${frames} frames (write deadline or queue full)`);
-      report.rows.push(...judge.live(agentPair, nativePair, TARGETS));
-    }
     if (only.includes("soak")) {
       log(`soak: ${plan.soakFrames} frames of 160 B, heap sampled after a full GC every ${SOAK_SAMPLE_MS} ms`);
       const { agentPair, nativePair } = await flood("soak", plan.soakFrames, 160, SOAK_SAMPLE_MS);
       report.rows.push(...judge.soak(agentPair, nativePair, TARGETS.soakHeapGrowthBytes));
     }
+    if (only.includes("live")) {
+      const { figures, notes } = await runLive({
+        runner,
+        work,
+        warmupMs: plan.liveWarmupSeconds * 1000,
+        windowMs: plan.liveSeconds * 1000,
+        agent: agentBin,
+        bareBun: bareBunBin,
+        native: nativeBin,
+        source: opus,
+        attempt: (what, run) => attempt("live", what, run),
+        log,
+      });
+      report.scenarios.live = figures;
+      report.notes.push(...notes);
+      report.rows.push(...judge.live(figures, TARGETS));
+    }
     if (only.includes("startup")) {
-      const binary = values.binary ?? (await findAgentBinary(host, log, work));
-      let agent: StartupFigures | undefined;
-      let nativeStartup: StartupFigures | undefined;
-      if (!binary) {
-        report.notes.push("start-up skipped: no compiled agent (bun run build, or pass --binary)");
-      } else {
-        log(`start-up: ${binary}, ${plan.startupRuns} warm runs after one discarded`);
-        report.machine.agentBinary = binary;
-        const empty = join(work, "empty.wire");
-        writeFileSync(empty, "");
-        agent = await attempt("startup", "agent", () =>
-          runner.startup((socket) => [binary, "output", "serve", "--source", empty, "--socket", socket, "--log-level", "error"], plan.startupRuns),
-        );
-        if (nativeBin) {
-          nativeStartup = await attempt("startup", "native", () =>
-            runner.startup((socket) => [nativeBin, "listen", socket], plan.startupRuns),
-          );
-        }
-      }
-      report.scenarios.startup = { agent, native: nativeStartup };
-      report.rows.push(...judge.startup(agent, nativeStartup, TARGETS.startupMs));
+      log(`start-up: exec -> connectable, ${plan.startupRuns} warm rounds after one discarded, the programs taking turns`);
+      const commands: Partial<Record<"agent" | "floor" | "native", (socket: string) => string[]>> = {};
+      // The device's command: a real Ogg source, paced in real time.
+      if (agentBin) commands.agent = (socket) => [agentBin, "output", "serve", "--source", opus, "--format", "ogg", "--realtime", "--loop", "--socket", socket];
+      if (bareBunBin) commands.floor = (socket) => [bareBunBin, "send", socket];
+      if (nativeBin) commands.native = (socket) => [nativeBin, "listen", socket];
+      const figures = await attempt("startup", Object.keys(commands).join(", "), () => runner.startup(commands, plan.startupRuns));
+      const { agent, floor, native: nativeStartup } = figures ?? {};
+      report.scenarios.startup = { agent, floor, native: nativeStartup };
+      report.rows.push(...judge.startup(agent, floor, nativeStartup, TARGETS));
     }
   } finally {
     runner.dispose();
@@ -298,7 +313,6 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
 
   const table = formatTable(report.rows);
   process.stdout.write(`\n${describeMachine(report)}\n\n${table}\n`);
-  for (const note of clockNotes(report)) report.notes.push(note);
   for (const note of report.notes) process.stdout.write(`note: ${note}\n`);
   for (const failure of report.failures) process.stdout.write(`FAILED: ${failure}\n`);
   const outDir = values.out ?? host.resultsDir;
@@ -321,15 +335,6 @@ export function selfCommand(): string[] {
   const compiled = Bun.main.startsWith("/$bunfs/") || import.meta.path.startsWith("/$bunfs/");
   // Compiled: argv is [binary, ...args]. From source: [bun, entry script, ...args]; both entries take "bench" first.
   return compiled ? [process.execPath, "bench"] : [process.execPath, Bun.main, "bench"];
-}
-
-/** Latency comes from two processes' clocks: say so when one of them is off CLOCK_REALTIME. */
-function clockNotes(report: BenchReport): string[] {
-  const live = report.scenarios.live as { agent?: Pair } | undefined;
-  const offsets = [live?.agent?.send.clockOffsetUs, live?.agent?.recv.clockOffsetUs];
-  return offsets.some((o) => o !== undefined && Math.abs(o) > 20)
-    ? [`agent clocks differ from CLOCK_REALTIME by ${offsets.join(" / ")} us (sender / receiver): latency is off by their difference`]
-    : [];
 }
 
 async function findAgentBinary(host: BenchHost, log: (line: string) => void, work: string): Promise<string | undefined> {
@@ -406,19 +411,23 @@ function describeMachine(report: BenchReport): string {
 
 function markdownReport(report: BenchReport, table: string): string {
   const p = report.plan;
+  const live = report.scenarios.live as { source?: string } | undefined;
   return [
     "# audio-agent benchmark: latest run",
     "",
     `Written by \`bun run bench\` (src/bench/bench.ts). ${describeMachine(report)}.`,
     "",
-    `Plan (${p.name}): flood ${p.flood160} x 160 B and ${p.flood4096} x 4096 B; live ${p.liveRate} frames/s for ${p.liveSeconds} s;` +
-      ` soak ${p.soakFrames} x 160 B; start-up median of ${p.startupRuns} warm runs.` +
-      " Agent: sender and receiver in separate processes through OutputServer/FrameQueue/FrameWriter and" +
-      " OutputClient/FrameParser with their Instruments and --metrics on. Native: src/bench/native-baseline.c, cc -O2," +
-      " 64 KiB batched writes. Ratio = agent / native (for latency, CPU and RSS: agent is that many times native).",
+    `Plan (${p.name}): flood ${p.flood160} x 160 B and ${p.flood4096} x 4096 B, soak ${p.soakFrames} x 160 B (in-memory drivers` +
+      " through OutputServer/FrameQueue/FrameWriter and OutputClient/FrameParser with their Instruments and --metrics on);" +
+      ` live ${LIVE_RATE} frames/s, a ${p.liveSeconds} s window after ${p.liveWarmupSeconds} s of warm-up: the compiled agent's` +
+      ` \`output serve --source ${live?.source ? basename(live.source) : "FILE"} --format ogg --realtime --loop\` -> \`output recv --sink FILE --format ogg\`` +
+      " (no --metrics), each process measured from outside (/proc: schedstat, voluntary switches, VmHWM), latency over" +
+      ` each receiver's last 1024 frames; start-up median of ${p.startupRuns} warm rounds. Bare Bun: src/bench/floors/bare-bun.js, compiled in the run like the agent.` +
+      " Native: src/bench/native-baseline.c, cc -O2. \"agent vs\" sets the agent against bare Bun where there is a figure, else native.",
     "",
     table,
     "",
+    ...(report.notes.length > 0 ? ["Notes:", ...report.notes.map((n) => `- ${n}`), ""] : []),
     ...(report.failures.length > 0 ? ["Failures:", ...report.failures.map((f) => `- ${f}`), ""] : []),
   ].join("\n");
 }

@@ -24,6 +24,7 @@ import { HEADER_SIZE, MessageType, wallClockMs, type ParsedMessage } from "../pr
 import { startOutputClient } from "../roles/output-recv.ts";
 import { startOutputServer } from "../roles/output-serve.ts";
 import { LIBC_CANDIDATES } from "../transport/socket-options.ts";
+import { statusKiB } from "./process-figures.ts";
 
 export interface DriverArgs {
   role: "send" | "recv";
@@ -212,13 +213,9 @@ function usage(): WindowUsage {
   };
 }
 
-function statusKiB(field: "VmRSS" | "VmHWM"): number {
-  try {
-    const match = new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(readFileSync("/proc/self/status", "utf8"));
-    return match ? Number(match[1]) : 0;
-  } catch {
-    return Math.round(process.memoryUsage().rss / 1024); // no procfs
-  }
+/** Peak RSS of this process, from procfs or (without it) the current figure. */
+function peakRssKiB(): number {
+  return statusKiB("self", "VmHWM") || Math.round(process.memoryUsage().rss / 1024);
 }
 
 /** The timing window: wall time and CPU between two frames (calls kept off the per-frame path). */
@@ -360,7 +357,7 @@ async function runSender(args: DriverArgs): Promise<DriverResult> {
   await server.waitForIdle();
   window.close(submitted);
   heap.stop();
-  const maxRssKiB = statusKiB("VmHWM");
+  const maxRssKiB = peakRssKiB();
   const metricsFrames = await scrapeCounter(instruments.urls[0], "jetkvm_audio_frames_sent_total");
   // The receiver closes once it has every frame; the flush bound covers a receiver that died.
   await server.flush(1000);
@@ -426,7 +423,7 @@ async function runReceiver(args: DriverArgs): Promise<DriverResult> {
   });
   await client.run(true);
   heap.stop();
-  const maxRssKiB = statusKiB("VmHWM");
+  const maxRssKiB = peakRssKiB();
   const metricsFrames = await scrapeCounter(instruments.urls[0], "jetkvm_audio_frames_received_total");
   await instruments.stop();
 

@@ -1,18 +1,22 @@
 /**
- * Turns bench results into table rows: one figure per row, agent and native
- * side by side, their ratio, the goal and PASS / MISS. Goals are not
- * assertions; a row without a goal is information.
+ * Turns bench results into table rows: one figure per row, the agent beside
+ * bare Bun doing the same job (the floor) and the native baseline, the agent
+ * against its reference, the goal and PASS / MISS. Goals are not assertions;
+ * a row without a goal is information.
  */
 import type { DriverResult, HeapSample } from "./driver.ts";
+import type { Footprint, LiveFigures, PairFigures } from "./live.ts";
 
 export interface Row {
   scenario: string;
   metric: string;
   unit: string;
   agent: number | null;
+  /** A bare Bun program doing the same job (on the "Bun floor" rows: Bun alone). */
+  floor: number | null;
   native: number | null;
-  /** agent / native. */
-  ratio: number | null;
+  /** The agent against its reference (the floor when there is one, else native), e.g. "1.31x bare", "+18.2 over bare". */
+  versus: string;
   /** The goal in words, e.g. ">= 40% of native". */
   target: string;
   status: "PASS" | "MISS" | "";
@@ -30,8 +34,19 @@ interface StartupLike {
   appearMedianMs: number;
 }
 
+/** The live and start-up goals (TARGETS in bench.ts). */
+export interface FootprintGoals {
+  liveP99VsFloor: number;
+  liveMaxMs: number;
+  liveCpuVsFloor: number;
+  liveWakeupsPerFrame: number;
+  liveRssOverFloorMiB: number;
+  startupOverFloorMs: number;
+}
+
 const ratio = (a: number | null, n: number | null) => (a === null || n === null || n === 0 ? null : a / n);
 const status = (ok: boolean | null): Row["status"] => (ok === null ? "" : ok ? "PASS" : "MISS");
+const known = (...xs: (number | null | undefined)[]) => xs.every((x) => x !== null && x !== undefined);
 
 /** Frames per second through the pair, as the receiver saw them (first frame of its window to the last). */
 export function framesPerSecond(p: PairLike | undefined): number | null {
@@ -39,32 +54,35 @@ export function framesPerSecond(p: PairLike | undefined): number | null {
   return (p.recv.windowFrames / p.recv.windowMs) * 1000;
 }
 
-function cpuPercent(r: DriverResult | undefined): number | null {
-  if (!r || r.windowMs <= 0) return null;
-  return (r.cpuSeconds / (r.windowMs / 1000)) * 100;
-}
-
-/** Voluntary context switches per frame: how often the process slept and woke (every thread). */
-function wakeupsPerFrame(r: DriverResult | undefined): number | null {
-  if (!r?.usage || r.windowFrames <= 0) return null;
-  return r.usage.voluntarySwitches / r.windowFrames;
-}
-
 function cpuMicrosPerFrame(r: DriverResult | undefined): number | null {
   if (!r || r.windowFrames <= 0) return null;
   return (r.cpuSeconds / r.windowFrames) * 1e6;
 }
 
-function row(
-  scenario: string,
-  metric: string,
-  unit: string,
-  agent: number | null,
-  native: number | null,
-  target = "",
-  ok: boolean | null = null,
-): Row {
-  return { scenario, metric, unit, agent, native, ratio: ratio(agent, native), target, status: status(ok) };
+interface Figures {
+  agent?: number | null;
+  floor?: number | null;
+  native?: number | null;
+}
+
+/**
+ * One row; the agent is set against the floor when there is one, else against
+ * native: as a ratio, or as a difference where the goal is one (memory, time).
+ */
+function row(scenario: string, metric: string, unit: string, f: Figures, target = "", ok: boolean | null = null, by: "ratio" | "difference" = "ratio"): Row {
+  const agent = f.agent ?? null;
+  const floor = f.floor ?? null;
+  const native = f.native ?? null;
+  const [reference, name] = floor !== null ? [floor, "bare"] : [native, "native"];
+  let versus = "-";
+  if (agent !== null && reference !== null) {
+    if (by === "difference") versus = `${agent >= reference ? "+" : ""}${formatNumber(agent - reference)} over ${name}`;
+    else {
+      const r = ratio(agent, reference);
+      if (r !== null) versus = `${r >= 10 ? r.toFixed(0) : r >= 0.1 ? r.toFixed(2) : r.toFixed(3)}x ${name}`;
+    }
+  }
+  return { scenario, metric, unit, agent, floor, native, versus, target, status: status(ok) };
 }
 
 /**
@@ -124,70 +142,89 @@ export const judge = {
     const mbs = (fps: number | null, p: PairLike | undefined) => (fps === null ? null : (fps * bytesPerFrame(p)) / 1e6);
     const r = ratio(a, n);
     return [
-      row(label, "throughput", "frames/s", a, n, `>= ${ratioGoal * 100}% of native`, r === null ? null : r >= ratioGoal),
-      row(label, "throughput (wire bytes)", "MB/s", mbs(a, agent), mbs(n, native)),
-      row(label, "agent sender -> C receiver", "frames/s", framesPerSecond(mixed.agentSender), n),
-      row(label, "C sender -> agent receiver", "frames/s", framesPerSecond(mixed.agentReceiver), n),
-      row(label, "sender CPU per frame", "us", cpuMicrosPerFrame(agent?.send), cpuMicrosPerFrame(native?.send)),
-      row(label, "receiver CPU per frame", "us", cpuMicrosPerFrame(agent?.recv), cpuMicrosPerFrame(native?.recv)),
+      row(label, "throughput", "frames/s", { agent: a, native: n }, `>= ${ratioGoal * 100}% of native`, r === null ? null : r >= ratioGoal),
+      row(label, "throughput (wire bytes)", "MB/s", { agent: mbs(a, agent), native: mbs(n, native) }),
+      row(label, "agent sender -> C receiver", "frames/s", { agent: framesPerSecond(mixed.agentSender), native: n }),
+      row(label, "C sender -> agent receiver", "frames/s", { agent: framesPerSecond(mixed.agentReceiver), native: n }),
+      row(label, "sender CPU per frame", "us", { agent: cpuMicrosPerFrame(agent?.send), native: cpuMicrosPerFrame(native?.send) }),
+      row(label, "receiver CPU per frame", "us", { agent: cpuMicrosPerFrame(agent?.recv), native: cpuMicrosPerFrame(native?.recv) }),
     ];
   },
 
-  live(
-    agent: PairLike | undefined,
-    native: PairLike | undefined,
-    goals: { liveP99VsNative: number; liveCpuPercent: number; liveRssMiB: number },
-  ): Row[] {
-    const lat = (p: PairLike | undefined, k: "p50" | "p99" | "max") => p?.recv.latencyMs?.[k] ?? null;
+  /**
+   * The agent's real roles at 50 frames/s against the bare Bun pair (the floor
+   * for the same job) and native; then Bun alone, idle and waking 50 times a
+   * second, which no Bun program goes below.
+   */
+  live(live: LiveFigures | undefined, goals: FootprintGoals): Row[] {
     const label = "live 50/s";
-    const ap99 = lat(agent, "p99");
-    const np99 = lat(native, "p99");
-    const mib = (kib: number | undefined) => (kib ? kib / 1024 : null);
-    const cpu = (side: "send" | "recv") => {
-      const a = cpuPercent(agent?.[side]);
-      return row(label, `${side === "send" ? "sender" : "receiver"} CPU`, "% core", a, cpuPercent(native?.[side]), `<= ${goals.liveCpuPercent}%`, a === null ? null : a <= goals.liveCpuPercent);
-    };
-    const rss = (side: "send" | "recv") => {
-      const a = mib(agent?.rssKiB[side]);
-      return row(label, `${side === "send" ? "sender" : "receiver"} RSS (max)`, "MiB", a, mib(native?.rssKiB[side]), `<= ${goals.liveRssMiB} MiB`, a === null ? null : a <= goals.liveRssMiB);
-    };
-    return [
-      row(label, "one-way latency p50", "ms", lat(agent, "p50"), lat(native, "p50")),
-      row(label, "one-way latency p99", "ms", ap99, np99, `<= ${goals.liveP99VsNative}x native`, ap99 === null || np99 === null ? null : ap99 <= goals.liveP99VsNative * np99),
-      row(label, "one-way latency max", "ms", lat(agent, "max"), lat(native, "max")),
-      cpu("send"),
-      cpu("recv"),
-      row(label, "sender wake-ups per frame", "switches", wakeupsPerFrame(agent?.send), wakeupsPerFrame(native?.send)),
-      row(label, "receiver wake-ups per frame", "switches", wakeupsPerFrame(agent?.recv), wakeupsPerFrame(native?.recv)),
-      rss("send"),
-      rss("recv"),
+    const figure = (get: (p: PairFigures) => number | null | undefined): Figures => ({
+      agent: live?.agent ? get(live.agent) : null,
+      floor: live?.bare ? get(live.bare) : null,
+      native: live?.native ? get(live.native) : null,
+    });
+    const latency = (k: "p50" | "p99" | "max") => figure((p) => p.latencyMs?.[k]);
+    const p99 = latency("p99");
+    const max = latency("max");
+    const rows = [
+      row(label, "one-way latency p50", "ms", latency("p50")),
+      row(label, "one-way latency p99", "ms", p99, `<= ${goals.liveP99VsFloor}x bare`, known(p99.agent, p99.floor) ? p99.agent! <= goals.liveP99VsFloor * p99.floor! : null),
+      row(label, "one-way latency max", "ms", max, `<= ${goals.liveMaxMs} ms`, known(max.agent) ? max.agent! <= goals.liveMaxMs : null),
     ];
+    for (const side of ["send", "recv"] as const) {
+      const who = side === "send" ? "sender" : "receiver";
+      const cpu = figure((p) => p[side].cpuPercent);
+      const wakeups = figure((p) => p[side].wakeupsPerFrame);
+      const rss = figure((p) => p[side].peakRssMiB);
+      rows.push(
+        row(label, `${who} CPU`, "% core", cpu, `<= ${goals.liveCpuVsFloor}x bare`, known(cpu.agent, cpu.floor) ? cpu.agent! <= goals.liveCpuVsFloor * cpu.floor! : null),
+        row(label, `${who} wake-ups per frame`, "switches", wakeups, `<= ${goals.liveWakeupsPerFrame}`, known(wakeups.agent) ? wakeups.agent! <= goals.liveWakeupsPerFrame : null),
+        row(label, `${who} wake-ups per frame, main thread`, "switches", figure((p) => p[side].mainThreadWakeupsPerFrame)),
+        row(label, `${who} RSS (max)`, "MiB", rss, `<= bare + ${goals.liveRssOverFloorMiB} MiB`, known(rss.agent, rss.floor) ? rss.agent! <= rss.floor! + goals.liveRssOverFloorMiB : null, "difference"),
+      );
+    }
+    const bun = (what: string, f: Footprint | undefined, wakeups: "per second" | "per tick") => [
+      row("Bun floor", `${what}: RSS (max)`, "MiB", { floor: f?.peakRssMiB }),
+      row("Bun floor", `${what}: CPU`, "% core", { floor: f?.cpuPercent }),
+      row("Bun floor", `${what}: wake-ups ${wakeups}`, "switches", { floor: wakeups === "per tick" ? f?.wakeupsPerFrame : f?.wakeupsPerSecond }),
+      ...(wakeups === "per tick" ? [row("Bun floor", `${what}: wake-ups per tick, main thread`, "switches", { floor: f?.mainThreadWakeupsPerFrame })] : []),
+    ];
+    return [...rows, ...bun("idle", live?.idle, "per second"), ...bun("waking 50/s", live?.tick, "per tick")];
   },
 
   soak(agent: PairLike | undefined, native: PairLike | undefined, growthGoal: number): Row[] {
     const label = "soak";
-    const rows = [row(label, "throughput (agent: full GC every 100 ms)", "frames/s", framesPerSecond(agent), framesPerSecond(native))];
+    const rows = [row(label, "throughput (agent: full GC every 100 ms)", "frames/s", { agent: framesPerSecond(agent), native: framesPerSecond(native) })];
     for (const side of ["send", "recv"] as const) {
       const g = heapGrowth(agent?.[side].heap, agent?.[side].frames ?? 0);
       const who = side === "send" ? "sender" : "receiver";
       rows.push(
-        row(label, `${who} heap growth (start -> steady)`, "KiB", g ? g.growthBytes / 1024 : null, null, `<= ${growthGoal / 1024} KiB`, g ? g.growthBytes <= growthGoal : null),
-        row(label, `${who} heap trend`, "KiB/M frames", g ? g.bytesPerMillionFrames / 1024 : null, null),
-        row(label, `${who} heap after GC (steady)`, "MiB", g ? g.steadyBytes / 2 ** 20 : null, null),
+        row(label, `${who} heap growth (start -> steady)`, "KiB", { agent: g ? g.growthBytes / 1024 : null }, `<= ${growthGoal / 1024} KiB`, g ? g.growthBytes <= growthGoal : null),
+        row(label, `${who} heap trend`, "KiB/M frames", { agent: g ? g.bytesPerMillionFrames / 1024 : null }),
+        row(label, `${who} heap after GC (steady)`, "MiB", { agent: g ? g.steadyBytes / 2 ** 20 : null }),
       );
     }
     rows.push(
-      row(label, "sender RSS (max)", "MiB", agent ? agent.rssKiB.send / 1024 : null, native ? native.rssKiB.send / 1024 : null),
-      row(label, "receiver RSS (max)", "MiB", agent ? agent.rssKiB.recv / 1024 : null, native ? native.rssKiB.recv / 1024 : null),
+      row(label, "sender RSS (max)", "MiB", { agent: agent ? agent.rssKiB.send / 1024 : null, native: native ? native.rssKiB.send / 1024 : null }),
+      row(label, "receiver RSS (max)", "MiB", { agent: agent ? agent.rssKiB.recv / 1024 : null, native: native ? native.rssKiB.recv / 1024 : null }),
     );
     return rows;
   },
 
-  startup(agent: StartupLike | undefined, native: StartupLike | undefined, goalMs: number): Row[] {
-    const a = agent?.medianMs ?? null;
+  /** Exec to a connectable socket: the agent's `output serve` against a bare `Bun.listen` program and a C listener. */
+  startup(agent: StartupLike | undefined, floor: StartupLike | undefined, native: StartupLike | undefined, goals: FootprintGoals): Row[] {
+    const connect = { agent: agent?.medianMs, floor: floor?.medianMs, native: native?.medianMs };
     return [
-      row("start-up", "exec -> connectable (median)", "ms", a, native?.medianMs ?? null, `<= ${goalMs} ms`, a === null ? null : a <= goalMs),
-      row("start-up", "exec -> socket file (median)", "ms", agent?.appearMedianMs ?? null, native?.appearMedianMs ?? null),
+      row(
+        "start-up",
+        "exec -> connectable (median)",
+        "ms",
+        connect,
+        `<= bare + ${goals.startupOverFloorMs} ms`,
+        known(connect.agent, connect.floor) ? connect.agent! <= connect.floor! + goals.startupOverFloorMs : null,
+        "difference",
+      ),
+      row("start-up", "exec -> socket file (median)", "ms", { agent: agent?.appearMedianMs, floor: floor?.appearMedianMs, native: native?.appearMedianMs }, "", null, "difference"),
     ];
   },
 };
@@ -206,19 +243,11 @@ export function formatNumber(x: number | null): string {
 
 /** A Markdown table (readable as plain text too). */
 export function formatTable(rows: Row[]): string {
-  const head = ["scenario", "metric", "unit", "agent", "native", "agent/native", "goal", ""];
-  const body = rows.map((r) => [
-    r.scenario,
-    r.metric,
-    r.unit,
-    formatNumber(r.agent),
-    formatNumber(r.native),
-    r.ratio === null ? "-" : `${r.ratio >= 10 ? r.ratio.toFixed(0) : r.ratio >= 0.1 ? r.ratio.toFixed(2) : r.ratio.toFixed(3)}x`,
-    r.target,
-    r.status,
-  ]);
+  const head = ["scenario", "metric", "unit", "agent", "bare Bun", "native", "agent vs", "goal", ""];
+  const body = rows.map((r) => [r.scenario, r.metric, r.unit, formatNumber(r.agent), formatNumber(r.floor), formatNumber(r.native), r.versus, r.target, r.status]);
+  const numeric = (i: number) => i >= 3 && i <= 6;
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => (i >= 3 && i <= 5 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(" | ")} |`;
-  const rule = `|${widths.map((w, i) => (i >= 3 && i <= 5 ? `${"-".repeat(w + 1)}:` : "-".repeat(w + 2))).join("|")}|`;
+  const line = (cells: string[]) => `| ${cells.map((c, i) => (numeric(i) ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(" | ")} |`;
+  const rule = `|${widths.map((w, i) => (numeric(i) ? `${"-".repeat(w + 1)}:` : "-".repeat(w + 2))).join("|")}|`;
   return [line(head), rule, ...body.map(line)].join("\n");
 }

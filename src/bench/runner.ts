@@ -1,11 +1,13 @@
 /**
  * Runs the benchmark's processes: a sender and a receiver as a pair (the
- * agent's drivers or the native baseline), and start-up probes that time
- * exec to a connectable socket. Everything lives in one private temp dir.
+ * agent's drivers or the native baseline), programs measured from outside
+ * over a window while they stream (live), and start-up probes that time exec
+ * to a connectable socket. Everything lives in one private temp dir.
  */
-import { existsSync, readFileSync, watch } from "node:fs";
+import { existsSync, watch } from "node:fs";
 import { join } from "node:path";
 import type { DriverResult } from "./driver.ts";
+import { sampleProcess, statusKiB, used, type ProcessUse } from "./process-figures.ts";
 
 export interface Pair {
   send: DriverResult;
@@ -13,6 +15,35 @@ export interface Pair {
   /** Largest VmRSS (KiB) sampled from outside while the pair ran. */
   rssKiB: { send: number; recv: number };
   wallMs: number;
+}
+
+/** One program of a live run. */
+export interface LiveProgram {
+  name: string;
+  cmd: string[];
+  /** The next program starts once this holds (e.g. this one's socket file exists). */
+  ready?: () => boolean;
+  /** "signal": SIGTERM after the window (its final log lines follow); "exit": it ends by itself. */
+  ends: "signal" | "exit";
+}
+
+/** One program of a live run, measured from outside. */
+export interface LiveProcess {
+  /** CPU time, voluntary switches and threads within the window. */
+  used: ProcessUse;
+  /** VmHWM at the end of the window: the most it was resident since it started. */
+  peakRssKiB: number;
+  exitCode: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface LiveRun {
+  windowMs: number;
+  /** Frames the run's counter saw within the window, when it has one. */
+  windowFrames?: number;
+  processes: Record<string, LiveProcess>;
 }
 
 export interface StartupFigures {
@@ -30,16 +61,6 @@ function childEnv(): Record<string, string> {
     env[key] = value;
   }
   return env;
-}
-
-/** VmRSS of a process in KiB, 0 when it is gone. */
-export function rssKiB(pid: number): number {
-  try {
-    const match = /^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return match ? Number(match[1]) : 0;
-  } catch {
-    return 0;
-  }
 }
 
 /** Reads a child's stdout as lines; `seen(text)` resolves when a line equal to `text` arrives. */
@@ -83,7 +104,7 @@ class LineReader {
 /** Runs pairs of processes and start-up probes in a private temp dir. */
 export class Runner {
   private next = 0;
-  private readonly live = new Set<Bun.Subprocess>();
+  private readonly running = new Set<Bun.Subprocess>();
 
   constructor(
     private readonly work: string,
@@ -114,8 +135,8 @@ export class Runner {
     const receiverErr = new Response(receiver.stderr).text();
     const rss = { send: 0, recv: 0 };
     const sampler = setInterval(() => {
-      rss.send = Math.max(rss.send, rssKiB(sender.pid));
-      rss.recv = Math.max(rss.recv, rssKiB(receiver.pid));
+      rss.send = Math.max(rss.send, statusKiB(sender.pid, "VmRSS"));
+      rss.recv = Math.max(rss.recv, statusKiB(receiver.pid, "VmRSS"));
     }, 250);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<true>((resolve) => (timer = setTimeout(() => resolve(true), timeoutMs)));
@@ -128,8 +149,8 @@ export class Runner {
       throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s`);
     }
     await Promise.all([senderOut.done, receiverOut.done]);
-    this.live.delete(sender);
-    this.live.delete(receiver);
+    this.running.delete(sender);
+    this.running.delete(receiver);
     const send = senderOut.result();
     const recv = receiverOut.result();
     const problems: string[] = [];
@@ -142,22 +163,86 @@ export class Runner {
     return { send, recv, rssKiB: rss, wallMs: performance.now() - started };
   }
 
-  /** Exec -> socket connectable, `runs` times after one discarded run; median and min. */
-  async startup(command: (socket: string) => string[], runs: number): Promise<StartupFigures> {
-    const connect: number[] = [];
-    const appear: number[] = [];
-    for (let i = 0; i <= runs; i++) {
-      const socket = this.socketPath();
-      const t = await this.timeToListen(command(socket), socket);
-      if (i === 0) continue; // cold: page cache, first exec of the file
-      connect.push(t.connectMs);
-      appear.push(t.appearMs);
+  /**
+   * Starts `programs` in order, lets them run `warmupMs`, then measures each
+   * from outside over `windowMs` (and `frames()` at both ends, when given);
+   * then SIGTERMs the "signal" programs, the last started first, and waits
+   * for every program to end.
+   */
+  async live(programs: LiveProgram[], options: { warmupMs: number; windowMs: number; frames?: () => number }): Promise<LiveRun> {
+    const started: { program: LiveProgram; proc: Bun.Subprocess<"ignore", "pipe", "pipe">; out: Promise<string>; err: Promise<string> }[] = [];
+    const failure = async (what: string) => {
+      for (const { proc } of started) this.kill(proc);
+      const tails = await Promise.all(started.map(async (s) => `${s.program.name} (exit ${s.proc.exitCode ?? s.proc.signalCode}): ${tail(await s.err, 3)}`));
+      return new Error(`${what}; ${tails.join(" | ")}`);
+    };
+    const sample = () => started.map((s) => sampleProcess(s.proc.pid));
+    for (const program of programs) {
+      const proc = this.spawn(program.cmd);
+      started.push({ program, proc, out: new Response(proc.stdout).text(), err: new Response(proc.stderr).text() });
+      const t0 = performance.now();
+      while (program.ready && !program.ready()) {
+        if (proc.exitCode !== null || performance.now() - t0 > 10_000) throw await failure(`${program.name} never got ready`);
+        await Bun.sleep(2);
+      }
     }
-    return { runs: connect, medianMs: median(connect), minMs: Math.min(...connect), appearMedianMs: median(appear) };
+    await Bun.sleep(options.warmupMs);
+    const framesBefore = options.frames?.();
+    const before = sample();
+    const t0 = performance.now();
+    await Bun.sleep(options.windowMs);
+    const after = sample();
+    const windowMs = performance.now() - t0;
+    const framesAfter = options.frames?.();
+    const peaks = started.map((s) => statusKiB(s.proc.pid, "VmHWM"));
+    const gone = started.findIndex((_, i) => !before[i] || !after[i]);
+    if (gone >= 0) throw await failure(`${started[gone].program.name} ended within the window`);
+
+    for (const { program, proc } of [...started].reverse()) if (program.ends === "signal") proc.kill("SIGTERM");
+    const ended = await Promise.race([Promise.all(started.map((s) => s.proc.exited)).then(() => true), Bun.sleep(15_000).then(() => false)]);
+    if (!ended) throw await failure("still running 15 s after the window");
+    const processes: Record<string, LiveProcess> = {};
+    for (const [i, { program, proc, out, err }] of started.entries()) {
+      this.running.delete(proc);
+      processes[program.name] = {
+        used: used(before[i]!, after[i]!),
+        peakRssKiB: peaks[i]!,
+        exitCode: proc.exitCode,
+        signal: proc.signalCode === null ? null : String(proc.signalCode),
+        stdout: await out,
+        stderr: await err,
+      };
+    }
+    const windowFrames = framesBefore === undefined || framesAfter === undefined ? undefined : framesAfter - framesBefore;
+    return { windowMs, windowFrames, processes };
+  }
+
+  /**
+   * Exec -> socket connectable for each program, `runs` rounds after one
+   * discarded (cold: page cache, first exec of the file); the programs take
+   * turns within a round, so each meets the same background load.
+   */
+  async startup<Name extends string>(commands: Partial<Record<Name, (socket: string) => string[]>>, runs: number): Promise<Partial<Record<Name, StartupFigures>>> {
+    const names = (Object.keys(commands) as Name[]).filter((name) => commands[name]);
+    const times = new Map(names.map((name) => [name, { connect: [] as number[], appear: [] as number[] }]));
+    for (let round = 0; round <= runs; round++) {
+      for (const name of names) {
+        const socket = this.socketPath();
+        const t = await this.timeToListen(commands[name]!(socket), socket);
+        if (round === 0) continue;
+        times.get(name)!.connect.push(t.connectMs);
+        times.get(name)!.appear.push(t.appearMs);
+      }
+    }
+    const figures: Partial<Record<Name, StartupFigures>> = {};
+    for (const [name, { connect, appear }] of times) {
+      figures[name] = { runs: connect, medianMs: median(connect), minMs: Math.min(...connect), appearMedianMs: median(appear) };
+    }
+    return figures;
   }
 
   dispose(): void {
-    for (const proc of this.live) this.kill(proc);
+    for (const proc of this.running) this.kill(proc);
   }
 
   private async timeToListen(cmd: string[], socket: string): Promise<{ appearMs: number; connectMs: number }> {
@@ -183,20 +268,16 @@ export class Runner {
       return { appearMs, connectMs };
     } finally {
       watcher.close();
-      // The baseline exits after one accept, the agent once its empty source is done; when our probe
-      // left before the agent began waiting for a client, it waits for the next one: SIGTERM ends it.
-      const exited = () => Promise.race([proc.exited.then(() => true), Bun.sleep(2000).then(() => false)]);
-      if (!(await exited())) {
-        proc.kill("SIGTERM");
-        if (!(await exited())) this.kill(proc);
-      }
-      this.live.delete(proc);
+      // Measured: the program's work is done. SIGTERM ends each of them (the agent cleanly).
+      if (proc.exitCode === null) proc.kill("SIGTERM");
+      if (!(await Promise.race([proc.exited.then(() => true), Bun.sleep(5000).then(() => false)]))) this.kill(proc);
+      this.running.delete(proc);
     }
   }
 
   private spawn(cmd: string[], stdout: "pipe" | "ignore" = "pipe") {
     const proc = Bun.spawn(cmd, { cwd: this.work, env: childEnv(), stdin: "ignore", stdout, stderr: "pipe" });
-    this.live.add(proc);
+    this.running.add(proc);
     return proc as Bun.Subprocess<"ignore", "pipe", "pipe">;
   }
 
@@ -206,7 +287,7 @@ export class Runner {
     } catch {
       // already gone
     }
-    this.live.delete(proc);
+    this.running.delete(proc);
     this.log(`killed pid ${proc.pid}`);
   }
 }

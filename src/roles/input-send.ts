@@ -82,6 +82,6 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     client.stop();
     await instruments.stop();
     await source.close();
-    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
+    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...instruments.latencyFields() });
   }
 }

@@ -54,7 +54,7 @@ export async function inputServe(settings: RoleSettings<"input serve">, logger: 
       // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.
       sink.close();
     } finally {
-      report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()) });
+      report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
     }
   }
 }

@@ -195,6 +195,23 @@ export class Instruments implements ChannelObserver {
     this.metrics?.roundTrip.observe(ms / 1000);
   }
 
+  /**
+   * Latency of every operation the monitor has seen, for a role's final "stopped" line:
+   * `<operation>_p50_ms`, `_p99_ms` and `_max_ms` over the monitor's window, its last 1024
+   * samples (about 20 s of frames at 50 a second), to the microsecond.
+   */
+  latencyFields(): Record<string, number> {
+    const fields: Record<string, number> = {};
+    const ms = (seconds: number) => +(seconds * 1000).toFixed(3);
+    for (const operation of this.latency.operations()) {
+      const s = this.latency.snapshot(operation)!;
+      fields[`${operation}_p50_ms`] = ms(s.p50);
+      fields[`${operation}_p99_ms`] = ms(s.p99);
+      fields[`${operation}_max_ms`] = ms(s.max);
+    }
+    return fields;
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.sampler);
     clearInterval(this.statsTimer);

@@ -76,6 +76,6 @@ export async function outputServe(settings: RoleSettings<"output serve">, logger
     await server.stop();
     await instruments.stop();
     await source.close();
-    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()) });
+    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
   }
 }

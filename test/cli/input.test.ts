@@ -110,6 +110,10 @@ describe("input serve / input send as processes", () => {
     // delivered = frames + Heartbeats + Stop; the Config is written apart.
     expect(sent).toMatchObject({ dropped: "0", delivered: String(10_000 + heartbeats + 1), connects: "1", ack_timeouts: "0" });
     expect(Number(sent.acks)).toBeGreaterThanOrEqual(1);
+    // The latency monitor's percentiles (ms) close both lines: Ack round trips at the sender, frame age at the server.
+    expect(Number(sent.heartbeat_rtt_p99_ms)).toBeGreaterThanOrEqual(Number(sent.heartbeat_rtt_p50_ms));
+    expect(Number(sent.write_call_max_ms)).toBeGreaterThanOrEqual(Number(sent.write_call_p99_ms));
+    expect(Number(stopped.frame_age_max_ms)).toBeGreaterThanOrEqual(Number(stopped.frame_age_p50_ms));
   });
 
   test("two clients one after another: the server keeps serving, both sessions in the sink", async () => {

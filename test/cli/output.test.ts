@@ -6,14 +6,14 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { MessageType } from "../../src/protocol/index.ts";
-import { failureLine } from "../support/agent-log.ts";
+import { failureLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
-import { connectClient } from "../support/peer.ts";
+import { connectClient, RecordingClient } from "../support/peer.ts";
 import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { scanWireFile, wholeWireFrames, wireBytes, writeWireFile } from "../support/wire.ts";
+import { parseWire, scanWireFile, wholeWireFrames, wireBytes, type WireMessage, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -74,6 +74,25 @@ describe("output serve -> output recv", () => {
     expect(sink.sizes.has(1)).toBe(true);
     expect(sink.sizes.has(4096)).toBe(true);
   }, 60_000);
+
+  test("the final stopped lines carry latency p50 <= p99 <= max in ms: frame_age at recv, enqueue_to_write and write_call at serve", async () => {
+    const t = setup();
+    await writeWireFile(t.source, 2000);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
+    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--once", "--connect-timeout", "20"]);
+    expect(await serve.exited, serve.stderr).toBe(0);
+    expect(await recv.exited, recv.stderr).toBe(0);
+    const ordered = (fields: Record<string, string> | undefined, operation: string) => {
+      const [p50, p99, max] = ["p50", "p99", "max"].map((p) => Number(fields?.[`${operation}_${p}_ms`]));
+      expect([operation, p50 >= 0, p50 <= p99, p99 <= max]).toEqual([operation, true, true, true]);
+    };
+    const received = logFields(recv.stderr, "output-client", "stopped");
+    expect(received?.frames).toBe("2000");
+    ordered(received, "frame_age");
+    const served = logFields(serve.stderr, "output-server", "stopped");
+    ordered(served, "enqueue_to_write");
+    ordered(served, "write_call");
+  }, 30_000);
 
   test("recv --count N exits 0 after exactly N frames; the file source keeps the rest for the next client", async () => {
     const t = setup();

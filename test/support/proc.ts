@@ -4,10 +4,12 @@
  * socket buffer sizes it grants.
  */
 import { readdirSync, readFileSync } from "node:fs";
-import { rssKiB } from "../../src/bench/runner.ts";
+import { statusKiB } from "../../src/bench/process-figures.ts";
 
 /** VmRSS of a process in KiB, 0 when it is gone (the bench's own reader). */
-export { rssKiB };
+export function rssKiB(pid: number): number {
+  return statusKiB(pid, "VmRSS");
+}
 
 /** Samples the VmRSS of `pid` every `everyMs` until `until` settles; resolves with the peak (KiB, 0 if never seen). */
 export async function peakRss(pid: number, until: Promise<unknown>, everyMs = 10): Promise<number> {

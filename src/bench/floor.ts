@@ -1,0 +1,24 @@
+/**
+ * The bare Bun floor (floors/bare-bun.js): embedded as text, so the compiled
+ * agent carries it too, and compiled in the run by the Bun running the
+ * benchmark, the way build.ts compiles the agent. Inside a compiled agent
+ * that Bun is the agent's own, so the floor and the agent share one runtime
+ * wherever the benchmark runs.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { compileExecutable } from "./compile.ts";
+import BARE_BUN_SOURCE from "./floors/bare-bun.js" with { type: "text" };
+
+/** Builds the floor into `work`; its path, or an Error saying why it could not be built. */
+export async function buildBareBun(work: string): Promise<string | Error> {
+  const source = join(work, "bare-bun.js");
+  const binary = join(work, "bare-bun");
+  writeFileSync(source, BARE_BUN_SOURCE);
+  try {
+    await compileExecutable(source, binary);
+    return binary;
+  } catch (e) {
+    return e as Error;
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * The bare Bun floor the benchmark measures the agent against: what Bun
+ * itself costs for the same job, with nothing of the agent in it. Compiled
+ * by the benchmark like the agent (compile + bytecode), one program, one mode
+ * per run:
+ *
+ *   bare-bun idle            stays alive, never wakes
+ *   bare-bun tick            wakes every 20 ms and does nothing
+ *   bare-bun send SOCKET     Bun.listen; every 20 ms one OpusFrame (17-byte header + 160 bytes) to the client
+ *   bare-bun recv SOCKET     Bun.connect; parses the frames, records each one's age (arrival minus
+ *                            header timestamp); on SIGTERM logs "stopped" with frames= and
+ *                            frame_age_p50_ms / _p99_ms / _max_ms over the last 1024 frames, as the agent does
+ *
+ * Plain JavaScript, so the benchmark can embed it as text and build it wherever it runs.
+ */
+const MAGIC = 0x4a4b4f55; // "JKOU", the output channel
+const HEADER = 17;
+const PAYLOAD = 160;
+const PERIOD_MS = 20;
+const WINDOW = 1024;
+const TWO_32 = 2 ** 32;
+
+const wallClockMs = () => performance.timeOrigin + performance.now();
+
+/** Calls `tick` every 20 ms against one anchor, so the rate does not drift (as the agent's pacer). */
+function every20ms(tick) {
+  const anchor = performance.now();
+  let n = 0;
+  const next = () => {
+    tick();
+    n++;
+    setTimeout(next, Math.max(0, anchor + n * PERIOD_MS - performance.now()));
+  };
+  setTimeout(next, PERIOD_MS);
+}
+
+function send(path) {
+  const frame = new Uint8Array(HEADER + PAYLOAD).fill(0xa5);
+  const view = new DataView(frame.buffer);
+  view.setUint32(0, MAGIC, true);
+  view.setUint8(4, 0); // OpusFrame
+  view.setUint32(5, PAYLOAD, true);
+  let client;
+  Bun.listen({
+    unix: path,
+    socket: {
+      open(socket) {
+        client?.end();
+        client = socket;
+      },
+      close(socket) {
+        if (client === socket) client = undefined;
+      },
+      data() {},
+    },
+  });
+  every20ms(() => {
+    if (!client) return;
+    const ns = Math.round(wallClockMs() * 1e6);
+    const hi = Math.floor(ns / TWO_32);
+    view.setUint32(9, ns - hi * TWO_32, true);
+    view.setInt32(13, hi, true);
+    // A frame cut short would break the framing: that client is let go.
+    if (client.write(frame) !== frame.length) client.end();
+  });
+}
+
+function recv(path) {
+  const ages = new Float64Array(WINDOW);
+  let frames = 0;
+  let held = new Uint8Array(0);
+  const onData = (chunk) => {
+    const now = wallClockMs();
+    let bytes = chunk;
+    if (held.length > 0) {
+      bytes = new Uint8Array(held.length + chunk.length);
+      bytes.set(held);
+      bytes.set(chunk, held.length);
+    }
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let at = 0;
+    while (bytes.length - at >= HEADER) {
+      if (view.getUint32(at, true) !== MAGIC) throw new Error(`bad magic at byte ${at}`);
+      const length = view.getUint32(at + 5, true);
+      if (bytes.length - at < HEADER + length) break;
+      if (view.getUint8(at + 4) === 0) {
+        const sentMs = (view.getInt32(at + 13, true) * TWO_32 + view.getUint32(at + 9, true)) / 1e6;
+        ages[frames++ % WINDOW] = now - sentMs;
+      }
+      at += HEADER + length;
+    }
+    held = bytes.slice(at);
+  };
+  Bun.connect({ unix: path, socket: { data: (_socket, chunk) => onData(chunk), close: () => {}, error: () => {} } });
+  process.on("SIGTERM", () => {
+    const sorted = ages.slice(0, Math.min(frames, WINDOW)).sort();
+    const rank = (p) => sorted[Math.max(1, Math.ceil((p * sorted.length) / 100)) - 1] ?? 0;
+    const ms = (x) => +x.toFixed(3);
+    console.error(
+      `bare-bun recv: stopped frames=${frames} frame_age_p50_ms=${ms(rank(50))} frame_age_p99_ms=${ms(rank(99))} frame_age_max_ms=${ms(sorted[sorted.length - 1] ?? 0)}`,
+    );
+    process.exit(0);
+  });
+}
+
+const [mode, path] = process.argv.slice(2);
+if (mode === "idle") setInterval(() => {}, 2 ** 30);
+else if (mode === "tick") every20ms(() => {});
+else if (mode === "send" && path) send(path);
+else if (mode === "recv" && path) recv(path);
+else {
+  console.error("usage: bare-bun idle | tick | send SOCKET | recv SOCKET");
+  process.exit(2);
+}

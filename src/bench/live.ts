@@ -1,0 +1,266 @@
+/**
+ * The live scenario: what the agent costs at the device's rate. The compiled
+ * agent runs its real roles the way a device runs them (no --metrics):
+ * `output serve --source FILE --format ogg --realtime --loop` ->
+ * `output recv --sink FILE --format ogg`. Beside it, in turn, for the same
+ * warm-up and window: Bun's own floor (the bare Bun program idle, waking 50
+ * times a second, and as a sender/receiver pair) and the native baseline.
+ * Every process is measured from outside (process-figures.ts); latency comes
+ * from each receiver's own account (the agent's and the bare pair's final
+ * "stopped" line, the native RESULT line).
+ */
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { OggPageReader } from "../media/ogg-page-reader.ts";
+import { OggPageWriter } from "../media/ogg-page-writer.ts";
+import { buildOpusHead } from "../media/opus-head.ts";
+import { buildOpusTags } from "../media/opus-tags.ts";
+import type { DriverResult } from "./driver.ts";
+import type { ProcessUse } from "./process-figures.ts";
+import type { LiveProcess, LiveProgram, LiveRun, Runner } from "./runner.ts";
+
+/** The device's rate: 20 ms Opus frames. The bare Bun program and the generated source are fixed at it. */
+export const LIVE_RATE = 50;
+/** Payload of the bare pair's and the native pair's frames (the agent sends the source's packets). */
+const FRAME_BYTES = 160;
+
+/** What one process cost within the window. */
+export interface Footprint {
+  /** CPU time as a share of one core. */
+  cpuPercent: number;
+  /** Voluntary context switches (sleeps woken from) per frame, or per tick of the waking floor. */
+  wakeupsPerFrame: number | null;
+  /** The same, of the main (JavaScript) thread alone: the other threads are the runtime's. */
+  mainThreadWakeupsPerFrame: number | null;
+  wakeupsPerSecond: number;
+  /** VmHWM: the most it held resident since it started. */
+  peakRssMiB: number;
+  threads: number;
+  /** CPU ms and voluntary switches within the window by thread name: who wakes the process. */
+  byThread: ProcessUse["byThread"];
+}
+
+export interface LatencyFigures {
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+export interface PairFigures {
+  send: Footprint;
+  recv: Footprint;
+  /** One-way, ms: arrival minus header timestamp. */
+  latencyMs?: LatencyFigures;
+  /** Frames within the window, and per second. */
+  windowFrames: number;
+  framesPerSecond: number;
+}
+
+export interface LiveFigures {
+  warmupSeconds: number;
+  windowSeconds: number;
+  /** The Ogg Opus file the agent's sender loops over. */
+  source: string;
+  idle?: Footprint;
+  tick?: Footprint;
+  bare?: PairFigures;
+  agent?: PairFigures;
+  native?: PairFigures;
+  /** The agent roles' final "stopped" lines, as fields. */
+  agentStopped?: { serve: Record<string, string>; recv: Record<string, string> };
+}
+
+export interface LiveSetup {
+  runner: Runner;
+  work: string;
+  warmupMs: number;
+  windowMs: number;
+  /** The compiled agent, the compiled bare Bun program, the native baseline: each optional. */
+  agent?: string;
+  bareBun?: string;
+  native?: string;
+  /** The Ogg Opus file of 20 ms packets the agent's sender loops over. */
+  source: string;
+  /** Runs one part; a part that throws is recorded as a failure and the rest goes on. */
+  attempt: <T>(what: string, run: () => Promise<T>) => Promise<T | undefined>;
+  log: (line: string) => void;
+}
+
+export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures; notes: string[] }> {
+  const { runner, work, warmupMs, windowMs, attempt, log } = setup;
+  const notes: string[] = [];
+  const window = { warmupMs, windowMs };
+  const source = setup.source;
+  const figures: LiveFigures = { warmupSeconds: warmupMs / 1000, windowSeconds: windowMs / 1000, source };
+  const socketReady = (socket: string) => () => existsSync(socket);
+  // The bare Bun programs and the native sender pace against one anchor, so their frames are the window's ticks.
+  const ticks = (run: LiveRun) => Math.round((run.windowMs / 1000) * LIVE_RATE);
+
+  if (setup.bareBun) {
+    const bare = setup.bareBun;
+    log(`live: Bun's floor, idle and waking ${LIVE_RATE} times a second, ${windowMs / 1000} s`);
+    const run = await attempt("bare Bun idle/tick", () =>
+      runner.live(
+        [
+          { name: "idle", cmd: [bare, "idle"], ends: "signal" },
+          { name: "tick", cmd: [bare, "tick"], ends: "signal" },
+        ],
+        window,
+      ),
+    );
+    if (run) {
+      figures.idle = footprint(run.processes.idle!, run.windowMs, null);
+      figures.tick = footprint(run.processes.tick!, run.windowMs, ticks(run));
+    }
+    log("live: the bare Bun pair (Bun.listen -> Bun.connect, 17-byte header + 160 bytes every 20 ms)");
+    figures.bare = await attempt("bare Bun pair", async () => {
+      const socket = runner.socketPath();
+      const run = await runner.live(
+        [
+          { name: "send", cmd: [bare, "send", socket], ready: socketReady(socket), ends: "signal" },
+          { name: "recv", cmd: [bare, "recv", socket], ends: "signal" },
+        ],
+        window,
+      );
+      const stopped = stoppedFields(run.processes.recv!);
+      if (!(Number(stopped.frames) > 0)) throw new Error("the bare receiver got no frames");
+      return pair(run, ticks(run), latencyFrom(stopped));
+    });
+  }
+
+  if (setup.agent) {
+    const agent = setup.agent;
+    log(`live: the agent, output serve --source ${source} --format ogg --realtime --loop -> output recv --sink FILE --format ogg`);
+    figures.agent = await attempt("agent roles", async () => {
+      const socket = runner.socketPath();
+      const sink = join(work, `received-${Date.now()}.opus`);
+      const serve = [agent, "output", "serve", "--source", source, "--format", "ogg", "--realtime", "--loop", "--socket", socket];
+      const recv = [agent, "output", "recv", "--sink", sink, "--format", "ogg", "--socket", socket];
+      // Frames are counted in the recording, which the receiver flushes every 100 ms: a few frames' slack at each end.
+      const run = await runner.live(
+        [
+          { name: "serve", cmd: serve, ready: socketReady(socket), ends: "signal" },
+          { name: "recv", cmd: recv, ends: "signal" },
+        ],
+        { ...window, frames: () => oggPackets(sink) },
+      );
+      for (const name of ["serve", "recv"]) {
+        const p = run.processes[name]!;
+        if (p.exitCode !== 0) throw new Error(`output ${name} exited ${p.exitCode ?? p.signal} after SIGTERM: ${p.stderr.trim().split("\n").at(-1)}`);
+      }
+      const stopped = { serve: stoppedFields(run.processes.serve!), recv: stoppedFields(run.processes.recv!) };
+      figures.agentStopped = stopped;
+      const lost = Object.entries(stopped.serve).filter(([k, v]) => k.startsWith("dropped_") && k !== "dropped_no_client" && v !== "0");
+      if (lost.length > 0) notes.push(`live: output serve dropped frames while streaming (${lost.map(([k, v]) => `${k}=${v}`).join(", ")})`);
+      const frames = run.windowFrames ?? 0;
+      if (Math.abs(frames - ticks(run)) > LIVE_RATE / 5) {
+        notes.push(`live: the agent delivered ${frames} frames in the ${(run.windowMs / 1000).toFixed(1)} s window (${ticks(run)} at ${LIVE_RATE}/s)`);
+      }
+      return pair(run, frames, latencyFrom(stopped.recv, "frame_age"));
+    });
+  }
+
+  if (setup.native) {
+    const native = setup.native;
+    log("live: the native baseline");
+    figures.native = await attempt("native pair", async () => {
+      const socket = runner.socketPath();
+      // It ends by itself: a second past the window.
+      const seconds = Math.ceil((warmupMs + windowMs) / 1000) + 1;
+      const frames = seconds * LIVE_RATE;
+      const run = await runner.live(
+        [
+          { name: "send", cmd: [native, "send", socket, "live", String(LIVE_RATE), String(seconds), String(FRAME_BYTES)], ready: socketReady(socket), ends: "exit" },
+          { name: "recv", cmd: [native, "recv", socket, String(frames), String(FRAME_BYTES), String((warmupMs / 1000) * LIVE_RATE), "live"], ends: "exit" },
+        ],
+        window,
+      );
+      const result = resultLine(run.processes.recv!);
+      if (run.processes.recv!.exitCode !== 0 || !result) throw new Error(`native receiver exited ${run.processes.recv!.exitCode}`);
+      return pair(run, ticks(run), result.latencyMs);
+    });
+  }
+  return { figures, notes };
+}
+
+function footprint(p: LiveProcess, windowMs: number, frames: number | null): Footprint {
+  const seconds = windowMs / 1000;
+  return {
+    cpuPercent: (p.used.cpuNs / 1e9 / seconds) * 100,
+    wakeupsPerFrame: frames ? p.used.voluntarySwitches / frames : null,
+    mainThreadWakeupsPerFrame: frames ? p.used.mainThreadSwitches / frames : null,
+    wakeupsPerSecond: p.used.voluntarySwitches / seconds,
+    peakRssMiB: p.peakRssKiB / 1024,
+    threads: p.used.threads,
+    byThread: p.used.byThread,
+  };
+}
+
+function pair(run: LiveRun, frames: number, latencyMs: LatencyFigures | undefined): PairFigures {
+  const [send, recv] = [run.processes.send ?? run.processes.serve!, run.processes.recv!];
+  return {
+    send: footprint(send, run.windowMs, frames),
+    recv: footprint(recv, run.windowMs, frames),
+    latencyMs,
+    windowFrames: frames,
+    framesPerSecond: frames / (run.windowMs / 1000),
+  };
+}
+
+/** The fields of a process's last "stopped" log line (`key=value ...`). */
+export function stoppedFields(p: LiveProcess): Record<string, string> {
+  const line = p.stderr.split("\n").findLast((l) => / stopped( |$)/.test(l));
+  if (!line) throw new Error(`no "stopped" line in its log: ${p.stderr.trim().split("\n").slice(-3).join(" | ")}`);
+  return Object.fromEntries([...line.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1]!, m[2]!]));
+}
+
+function latencyFrom(fields: Record<string, string>, operation = "frame_age"): LatencyFigures {
+  const get = (p: string) => {
+    const value = Number(fields[`${operation}_${p}_ms`]);
+    if (!Number.isFinite(value)) throw new Error(`the stopped line has no ${operation}_${p}_ms`);
+    return value;
+  };
+  return { p50: get("p50"), p99: get("p99"), max: get("max") };
+}
+
+function resultLine(p: LiveProcess): DriverResult | undefined {
+  const line = p.stdout.split("\n").findLast((l) => l.startsWith("RESULT "));
+  return line ? (JSON.parse(line.slice("RESULT ".length)) as DriverResult) : undefined;
+}
+
+/** Audio packets in an Ogg Opus file being written (its two header packets left out); 0 before it exists. */
+export function oggPackets(path: string): number {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(path);
+  } catch {
+    return 0;
+  }
+  const reader = new OggPageReader();
+  reader.push(bytes);
+  let packets = 0;
+  // A page still being written stays in the reader: only whole pages count.
+  for (let page = reader.next(); page; page = reader.next()) {
+    for (let i = 0; i < page.segments; i++) if (page.lacing(i) < 255) packets++;
+  }
+  return Math.max(0, packets - 2);
+}
+
+/** Writes `seconds` of 20 ms stereo Opus packets (a valid TOC, filler after it) as an Ogg Opus file. */
+export function writeGeneratedOpus(path: string, seconds: number): string {
+  const pages: Uint8Array[] = [];
+  const writer = new OggPageWriter(0x61756469, (page) => pages.push(page.slice()));
+  writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 }), 0);
+  writer.flushPage();
+  writer.addPacket(buildOpusTags(), 0);
+  writer.flushPage();
+  const packet = new Uint8Array(FRAME_BYTES).fill(0xa5);
+  packet[0] = 0xfc; // TOC: CELT fullband 20 ms, stereo, one frame
+  const frames = seconds * LIVE_RATE;
+  for (let i = 1; i <= frames; i++) {
+    writer.addPacket(packet, i * 960);
+    if (i % 5 === 0 || i === frames) writer.flushPage(i === frames);
+  }
+  writeFileSync(path, Buffer.concat(pages));
+  return path;
+}

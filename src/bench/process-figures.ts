@@ -1,0 +1,89 @@
+/**
+ * A process measured from outside, through /proc, so the agent's roles run
+ * exactly as shipped (no instrumentation of their own) and every program in
+ * the benchmark is measured the same way. Linux only; without procfs the
+ * figures are empty.
+ */
+import { readdirSync, readFileSync } from "node:fs";
+
+/** What one thread has used so far. */
+interface ThreadUse {
+  name: string;
+  /** The process's first thread, where its JavaScript runs. */
+  main: boolean;
+  /** Time on a CPU, ns (/proc/PID/task/TID/schedstat; the tick-based utime/stime are 10 ms coarse). */
+  cpuNs: number;
+  /** Voluntary context switches: each is a sleep the thread woke from. */
+  voluntarySwitches: number;
+}
+
+/** Every live thread of a process at one moment, by thread id. */
+export type ProcessSample = Map<string, ThreadUse>;
+
+/** What a process used between two samples: in all, and by thread name (JS thread, mimalloc's scavenger, GC helpers...). */
+export interface ProcessUse {
+  cpuNs: number;
+  voluntarySwitches: number;
+  /** Those of the main (JavaScript) thread alone. */
+  mainThreadSwitches: number;
+  threads: number;
+  byThread: Record<string, { cpuMs: number; voluntarySwitches: number }>;
+}
+
+/** A `/proc/PID/status` field in KiB (VmRSS, VmHWM), 0 when the process is gone or has no procfs. */
+export function statusKiB(pid: number | "self", field: "VmRSS" | "VmHWM"): number {
+  try {
+    const match = new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return match ? Number(match[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU time and voluntary switches of every live thread of `pid`; undefined when the process is gone. */
+export function sampleProcess(pid: number): ProcessSample | undefined {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  const sample: ProcessSample = new Map();
+  for (const tid of tids) {
+    try {
+      const task = `/proc/${pid}/task/${tid}`;
+      const status = readFileSync(`${task}/status`, "utf8");
+      sample.set(tid, {
+        main: tid === String(pid),
+        name: /^Name:\s+(.*)$/m.exec(status)?.[1] ?? "?",
+        cpuNs: Number(readFileSync(`${task}/schedstat`, "utf8").split(" ")[0]),
+        voluntarySwitches: Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0),
+      });
+    } catch {
+      // the thread ended while we read
+    }
+  }
+  return sample;
+}
+
+/**
+ * What a process used between two samples, thread by thread: a thread born
+ * in between counts from zero; one that ended in between takes its share
+ * with it (the runtime's threads live as long as the process; a GC helper
+ * may come and go).
+ */
+export function used(before: ProcessSample, after: ProcessSample): ProcessUse {
+  const use: ProcessUse = { cpuNs: 0, voluntarySwitches: 0, mainThreadSwitches: 0, threads: after.size, byThread: {} };
+  for (const [tid, now] of after) {
+    const then = before.get(tid);
+    const cpuNs = now.cpuNs - (then?.cpuNs ?? 0);
+    const switches = now.voluntarySwitches - (then?.voluntarySwitches ?? 0);
+    use.cpuNs += cpuNs;
+    use.voluntarySwitches += switches;
+    if (now.main) use.mainThreadSwitches += switches;
+    const named = (use.byThread[now.name] ??= { cpuMs: 0, voluntarySwitches: 0 });
+    named.cpuMs = +(named.cpuMs + cpuNs / 1e6).toFixed(3);
+    named.voluntarySwitches += switches;
+  }
+  return use;
+}

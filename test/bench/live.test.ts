@@ -1,0 +1,97 @@
+/**
+ * The benchmark's live scenario, on a short window: the compiled agent's real
+ * roles and the bare Bun floor (built in the run, as `bun run bench` does) are
+ * measured from outside, and every figure the table shows is there. Figures
+ * are never judged here (the machine is shared); what is checked is that each
+ * was measured: frames counted, latency read from the receivers' stopped
+ * lines, CPU, wake-ups and memory read from /proc.
+ */
+import { describe, expect, test } from "bun:test";
+import { readFileSync, writeFileSync } from "node:fs";
+import { buildBareBun } from "../../src/bench/floor.ts";
+import { LIVE_RATE, oggPackets, runLive, writeGeneratedOpus, type Footprint } from "../../src/bench/live.ts";
+import { Runner } from "../../src/bench/runner.ts";
+import { OggSource } from "../../src/media/ogg-source.ts";
+import { built } from "../support/binaries.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { socketDir } from "../support/temp.ts";
+
+const defer = useCleanup();
+
+/** Frames the agent's own Ogg source reads from `path`. */
+async function sourceFrames(path: string): Promise<number> {
+  const source = await OggSource.open(path);
+  let frames = 0;
+  for (;;) {
+    while (source.next()) frames++;
+    if (!(await source.fill())) break;
+  }
+  await source.close();
+  return frames;
+}
+
+describe("counting frames in the receiver's recording", () => {
+  test("oggPackets counts the audio packets the Ogg source reads; a page cut short is not counted", async () => {
+    const dir = socketDir(defer, "aab-");
+    const file = writeGeneratedOpus(dir.path("g.opus"), 3);
+    expect(await sourceFrames(file)).toBe(3 * LIVE_RATE);
+    expect(oggPackets(file)).toBe(3 * LIVE_RATE);
+
+    // A recording being written: its last page (five packets here) is only partly there.
+    const bytes = readFileSync(file);
+    const cut = dir.path("cut.opus");
+    writeFileSync(cut, bytes.subarray(0, bytes.length - 100));
+    expect(oggPackets(cut)).toBe(3 * LIVE_RATE - 5);
+    expect(oggPackets(dir.path("none.opus"))).toBe(0);
+  });
+});
+
+describe("live scenario", () => {
+  test("the compiled agent's roles, the bare Bun floor and its pair: every figure measured, the agent's roles stopped cleanly", async () => {
+    const dir = socketDir(defer, "aab-");
+    const runner = new Runner(dir.dir, () => {});
+    defer(() => runner.dispose());
+    const [agent, bareBun] = await Promise.all([built("x64"), buildBareBun(dir.dir)]);
+    if (bareBun instanceof Error) throw bareBun;
+    const failures: string[] = [];
+    const { figures } = await runLive({
+      runner,
+      work: dir.dir,
+      warmupMs: 500,
+      windowMs: 1500,
+      agent: agent.path,
+      bareBun,
+      source: writeGeneratedOpus(dir.path("g.opus"), 2),
+      attempt: async (what, run) => {
+        try {
+          return await run();
+        } catch (e) {
+          failures.push(`${what}: ${(e as Error).message}`);
+          return undefined;
+        }
+      },
+      log: () => {},
+    });
+    expect(failures).toEqual([]);
+
+    const measured = (f: Footprint | undefined, perFrame: boolean) => {
+      expect(f).toBeDefined();
+      expect(f!.peakRssMiB).toBeGreaterThan(1);
+      expect(f!.cpuPercent).toBeGreaterThan(0);
+      expect(f!.wakeupsPerSecond).toBeGreaterThan(0);
+      expect(f!.threads).toBeGreaterThanOrEqual(1);
+      if (perFrame) expect(f!.wakeupsPerFrame).toBeGreaterThan(0);
+    };
+    measured(figures.idle, false);
+    measured(figures.tick, true);
+    for (const pair of [figures.bare, figures.agent]) {
+      measured(pair?.send, true);
+      measured(pair?.recv, true);
+      expect(pair!.windowFrames).toBeGreaterThan(0);
+      const { p50, p99, max } = pair!.latencyMs!;
+      expect([p50 > 0, p50 <= p99, p99 <= max]).toEqual([true, true, true]);
+    }
+    expect(figures.agentStopped?.serve.signal).toBe("SIGTERM");
+    expect(figures.agentStopped?.recv).toMatchObject({ signal: "SIGTERM", protocol_errors: "0", connects: "1" });
+  }, 60_000);
+});
