@@ -2,7 +2,7 @@ import { InputServer } from "../channels/input-server.ts";
 import { socketBufferSizes, type RoleSettings } from "../config.ts";
 import type { FrameSink } from "../media/frame-sink.ts";
 import { openSink } from "../media/open.ts";
-import { flushPeriodically } from "../media/periodic-flush.ts";
+import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
 import { Instruments } from "./instruments.ts";
@@ -19,6 +19,7 @@ export async function inputServe(settings: RoleSettings<"input serve">, logger: 
   const report = logger.for("input-server");
   // Set right after listening, before any client's message can arrive (that takes an I/O event).
   let sink!: FrameSink;
+  let flusher!: SinkFlusher;
   const { promise: finished, resolve, reject } = Promise.withResolvers<void>();
   const finish = (error?: Error) => (error ? reject(error) : resolve());
   const server = new InputServer({
@@ -26,7 +27,10 @@ export async function inputServe(settings: RoleSettings<"input serve">, logger: 
     mode: settings["socket-mode"],
     report,
     socketBuffers: socketBufferSizes(settings["socket-buffers"]),
-    onMessage: (message) => sink.write(message),
+    onMessage: (message) => {
+      sink.write(message);
+      flusher.wrote();
+    },
     onSessionEnd: (reason, clean) => {
       sink.flush();
       report("info", clean ? "session ended by Stop" : "session ended without Stop", { reason });
@@ -43,11 +47,11 @@ export async function inputServe(settings: RoleSettings<"input serve">, logger: 
     await instruments.stop();
     throw e;
   }
-  const stopFlushing = flushPeriodically(sink, settings["page-ms"], (error) => finish(error));
+  flusher = new SinkFlusher(sink, settings["page-ms"], (error) => finish(error));
   try {
     await shutdown.race(finished);
   } finally {
-    stopFlushing();
+    flusher.stop();
     await server.stop();
     await instruments.stop();
     try {

@@ -2,7 +2,7 @@ import { OutputClient } from "../channels/output-client.ts";
 import { socketBufferSizes, type RoleSettings } from "../config.ts";
 import type { FrameSink } from "../media/frame-sink.ts";
 import { openSink } from "../media/open.ts";
-import { flushPeriodically } from "../media/periodic-flush.ts";
+import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
 import { MessageType, type ParsedMessage } from "../protocol/index.ts";
@@ -42,8 +42,10 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
   let frames = 0;
   // Set before client.run() connects, the first time a message can arrive.
   let sink!: FrameSink;
+  let flusher!: SinkFlusher;
   const { client, instruments } = await startOutputClient(settings, logger, (message) => {
     sink.write(message);
+    flusher.wrote();
     if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();
   });
   try {
@@ -52,11 +54,11 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     await instruments.stop();
     throw e;
   }
-  const stopFlushing = flushPeriodically(sink, settings["page-ms"], (error) => client.fail(error));
+  flusher = new SinkFlusher(sink, settings["page-ms"], (error) => client.fail(error));
   try {
     await shutdown.race(client.run(settings.once));
   } finally {
-    stopFlushing();
+    flusher.stop();
     client.stop();
     await instruments.stop();
     try {

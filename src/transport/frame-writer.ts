@@ -53,6 +53,8 @@ export class FrameWriter {
   private tailType: MessageType = MessageType.OpusFrame;
   /** The kernel took less than asked: wait for `drain`. */
   private blocked = false;
+  /** Set by discard(): the writer is finished, submits are dropped for this reason. */
+  private closedFor: DropReason | undefined;
   /** The latency budget holds writing: the client has not read what is in flight. */
   private held = false;
   private holdTimer: ReturnType<typeof setTimeout> | undefined;
@@ -118,8 +120,12 @@ export class FrameWriter {
     this.socket = undefined;
   }
 
-  /** Drops everything queued or half-written (e.g. at shutdown), counted under `reason`. */
+  /**
+   * The end (shutdown): drops everything queued or half-written, and
+   * whatever is submitted from now on, counted under `reason`.
+   */
   discard(reason: DropReason): void {
+    this.closedFor = reason;
     if (this.tailSize > 0) {
       this.queue.stats.dropped[reason]++;
       this.tailSize = 0;
@@ -138,6 +144,13 @@ export class FrameWriter {
     const now = performance.now();
     timestampMs ??= this.clock.at(now);
     const live = !this.options.lossless;
+    // After the final discard nothing can go out: a late submit (a waiter woken by that very
+    // discard) is counted under the same reason, not left in the queue uncounted.
+    if (this.closedFor) {
+      this.queue.stats.submitted++;
+      this.queue.stats.dropped[this.closedFor]++;
+      return false;
+    }
     if (!this.socket && live) {
       this.queue.stats.submitted++;
       this.queue.stats.dropped[DropReason.NoClient]++;

@@ -284,6 +284,20 @@ describe("FrameWriter latency budget", () => {
 });
 
 describe("FrameWriter lossless mode", () => {
+  test("a frame submitted by a waiter that the shutdown itself woke is counted as dropped (shutdown), not lost", async () => {
+    const { server } = await startServer({ lossless: true, writeDeadlineMs: 0, queueFrames: 4 });
+    for (let i = 0; i < 4; i++) server.sendFrame(indexedPayload(i));
+    expect(server.hasSpace()).toBe(false);
+    // A source waiting for room: the discard at stop makes room, and it submits one more.
+    const late = server.waitForSpace().then(() => server.sendFrame(indexedPayload(4)));
+    await server.stop();
+    expect(await late).toBe(false);
+    const s = server.stats;
+    expect(s.submitted).toBe(5);
+    expect(s.dropped.shutdown).toBe(5);
+    expectAccountedStats(s);
+  });
+
   test("every waiter is woken: two waiting for room and two waiting for idle all resolve", async () => {
     const { path, server } = await startServer({ lossless: true, writeDeadlineMs: 0, queueFrames: 8, socketBuffers: SMALL_SEND_BUFFER });
     const client = await connectClient(defer, path, { paused: true });
