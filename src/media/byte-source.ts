@@ -1,4 +1,5 @@
-import { open, stat, type FileHandle } from "node:fs/promises";
+import { readFileSync, statSync } from "node:fs";
+import { open, type FileHandle } from "node:fs/promises";
 
 /** Chunks of bytes from a file or stdin ("-"), read asynchronously so signals and sockets keep flowing. */
 export interface ByteSource {
@@ -90,17 +91,13 @@ class StreamByteSource implements ByteSource {
  */
 export async function openByteSource(path: string): Promise<ByteSource> {
   if (path === "-") return streamByteSource(path);
-  const kind = await stat(path);
+  // Synchronous at open (start-up): quicker than hops through the thread pool.
+  const kind = statSync(path);
   if (kind.isDirectory()) throw new Error(`source ${path} is a directory, expected a file or "-"`);
   if (!kind.isFile()) return streamByteSource(path);
-  const handle = await open(path, "r");
-  if (kind.size > HELD_FILE_BYTES) return new FileByteSource(path, handle);
-  try {
-    // Looping a short file (the usual test tone) then costs no read, and no thread-pool wake-up, per pass.
-    return new HeldFileByteSource(path, new Uint8Array(await handle.readFile()));
-  } finally {
-    await handle.close();
-  }
+  if (kind.size > HELD_FILE_BYTES) return new FileByteSource(path, await open(path, "r"));
+  // Looping a short file (the usual test tone) then costs no read, and no thread-pool wake-up, per pass.
+  return new HeldFileByteSource(path, new Uint8Array(readFileSync(path)));
 }
 
 /** Stdin ("-"), a FIFO or a device as a stream; opened afresh on each call (a FIFO: for its next writer). */

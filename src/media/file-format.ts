@@ -1,3 +1,4 @@
+import { closeSync, openSync, readSync } from "node:fs";
 import { INPUT_MAGIC, OUTPUT_MAGIC } from "../protocol/index.ts";
 import { hasCapturePattern } from "./ogg-page.ts";
 
@@ -30,7 +31,7 @@ const NAMES: Record<MediaFormat | "wav", string> = { ogg: "Ogg", wav: "WAV", wir
  * (empty: no frames) passes; its source judges it when read.
  */
 export async function checkFileFormat(path: string, format: MediaFormat): Promise<void> {
-  const head = await Bun.file(path).slice(0, 12).bytes();
+  const head = readHead(path, 12);
   if (head.length < 4) return;
   const seen = recognise(head);
   if (seen === format) return;
@@ -46,4 +47,15 @@ export async function checkFileFormat(path: string, format: MediaFormat): Promis
 /** Bytes as text, with a dot for each byte that is not printable ASCII. */
 export function printable(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : ".")).join("");
+}
+
+/** The first `n` bytes of a file (fewer when it is shorter), read synchronously: this runs at start-up. */
+function readHead(path: string, n: number): Uint8Array {
+  const fd = openSync(path, "r");
+  try {
+    const head = new Uint8Array(n);
+    return head.subarray(0, readSync(fd, head, 0, n, 0));
+  } finally {
+    closeSync(fd);
+  }
 }

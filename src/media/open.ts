@@ -1,4 +1,4 @@
-import { realpath, stat } from "node:fs/promises";
+import { realpathSync, statSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
 import { FifoSource, type FifoReport } from "./fifo-source.ts";
@@ -41,10 +41,11 @@ export async function openSource(format: MediaFormat, path: string, options: Sou
     }
   };
   if (path !== "-") {
-    const kind = await stat(path);
+    // Synchronous: a stat of a local file is quicker than a hop through the thread pool, at start-up.
+    const kind = statSync(path);
     // A FIFO in the file system, which the next writer opens again; not an anonymous pipe reached
     // through /dev/stdin or /proc/self/fd (its "real path" is pipe:[inode]), which ends with its writer.
-    if (kind.isFIFO() && isAbsolute(await realpath(path))) return new FifoSource(path, read, options.report);
+    if (kind.isFIFO() && isAbsolute(realpathSync(path))) return new FifoSource(path, read, options.report);
     if (kind.isFile()) await checkFileFormat(path, format);
   }
   return read(await openByteSource(path));
@@ -62,7 +63,7 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
 /** Is the source a live stream (stdin, a FIFO) rather than a file that can be read at leisure? */
 export async function isLiveSource(path: string): Promise<boolean> {
   if (path === "-") return true;
-  return !(await stat(path)).isFile();
+  return !statSync(path).isFile();
 }
 
 /**

@@ -1,5 +1,4 @@
-import { chmodSync, constants, linkSync, lstatSync } from "node:fs";
-import { access, lstat, readdir, readFile, unlink } from "node:fs/promises";
+import { accessSync, chmodSync, constants, linkSync, lstatSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { within } from "./within.ts";
 
@@ -58,7 +57,7 @@ const SO_ACCEPTCON = 0x10000;
 async function listedAsListening(path: string, file: SocketFileIdentity): Promise<boolean> {
   let table: string;
   try {
-    table = await readFile("/proc/net/unix", "utf8");
+    table = readFileSync("/proc/net/unix", "utf8");
   } catch {
     return false;
   }
@@ -69,14 +68,14 @@ async function listedAsListening(path: string, file: SocketFileIdentity): Promis
     if (fields.length < 8 || (parseInt(fields[3], 16) & SO_ACCEPTCON) === 0) continue;
     const name = fields.slice(7).join(" ");
     if (names.has(name)) return true;
-    if (dirname(name) === dir && (await sameFile(name, file))) return true;
+    if (dirname(name) === dir && sameFile(name, file)) return true;
   }
   return false;
 }
 
-async function sameFile(path: string, file: SocketFileIdentity): Promise<boolean> {
+function sameFile(path: string, file: SocketFileIdentity): boolean {
   try {
-    const stat = await lstat(path);
+    const stat = lstatSync(path);
     return stat.dev === file.dev && stat.ino === file.ino;
   } catch {
     return false;
@@ -84,11 +83,17 @@ async function sameFile(path: string, file: SocketFileIdentity): Promise<boolean
 }
 
 /** The other names of a dead socket file in its directory (the hidden name it was bound by), removed with it. */
-async function removeOtherLinks(path: string, file: SocketFileIdentity): Promise<void> {
+function removeOtherLinks(path: string, file: SocketFileIdentity): void {
   const dir = dirname(path);
-  for (const name of await readdir(dir)) {
+  for (const name of readdirSync(dir)) {
     const other = join(dir, name);
-    if (other !== join(dir, basename(path)) && (await sameFile(other, file))) await unlink(other).catch(() => {});
+    if (other !== join(dir, basename(path)) && sameFile(other, file)) {
+      try {
+        unlinkSync(other);
+      } catch {
+        // already gone
+      }
+    }
   }
 }
 
@@ -97,7 +102,8 @@ async function removeOtherLinks(path: string, file: SocketFileIdentity): Promise
  * removed; a regular file, a directory, anything else that is not a socket,
  * or a socket a live server answers on is refused and left as it is. Unlike
  * the Go original, this never deletes anything that is not a dead socket.
- * Returns true when a stale socket was removed.
+ * Returns true when a stale socket was removed. The file system calls are
+ * synchronous: at start-up they are quicker than hops through the thread pool.
  */
 export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Promise<boolean> {
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
@@ -109,10 +115,10 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
   }
   let stat;
   try {
-    stat = await lstat(path);
+    stat = lstatSync(path);
   } catch (e) {
     if (errno(e) !== "ENOENT") throw new SocketPathError("BadDirectory", path, `socket path ${path}: ${errno(e)}`);
-    await checkDirectory(path);
+    checkDirectory(path);
     return false;
   }
   if (stat.isSymbolicLink()) {
@@ -125,23 +131,23 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
   if ((await listedAsListening(path, stat)) || (await answers(path, probeTimeoutMs))) {
     throw new SocketPathError("InUse", path, `socket ${path} is in use by a live server; stop it first`);
   }
-  await unlink(path);
-  if (stat.nlink > 1) await removeOtherLinks(path, stat);
+  unlinkSync(path);
+  if (stat.nlink > 1) removeOtherLinks(path, stat);
   return true;
 }
 
-async function checkDirectory(path: string): Promise<void> {
+function checkDirectory(path: string): void {
   const dir = dirname(path);
   let stat;
   try {
-    stat = await lstat(dir);
+    stat = lstatSync(dir);
   } catch (e) {
     const reason = errno(e) === "ENOENT" ? "does not exist" : `cannot be read (${errno(e)})`;
     throw new SocketPathError("BadDirectory", path, `socket directory ${dir} ${reason}`);
   }
   if (!stat.isDirectory()) throw new SocketPathError("BadDirectory", path, `socket directory ${dir} is not a directory`);
   try {
-    await access(dir, constants.W_OK | constants.X_OK);
+    accessSync(dir, constants.W_OK | constants.X_OK);
   } catch (e) {
     throw new SocketPathError("BadDirectory", path, `socket directory ${dir} is not writable (${errno(e)})`);
   }
@@ -226,10 +232,10 @@ function hiddenName(path: string): string {
  * and inode): a socket another instance bound there since, after ours was
  * moved or removed, is left alone, as is anything that is not a socket.
  */
-export async function removeSocketFile(path: string, ours: SocketFileIdentity): Promise<void> {
+export function removeSocketFile(path: string, ours: SocketFileIdentity): void {
   try {
-    const stat = await lstat(path);
-    if (stat.isSocket() && stat.dev === ours.dev && stat.ino === ours.ino) await unlink(path);
+    const stat = lstatSync(path);
+    if (stat.isSocket() && stat.dev === ours.dev && stat.ino === ours.ino) unlinkSync(path);
   } catch {
     // already gone
   }
