@@ -79,6 +79,8 @@ export const TARGETS = {
   liveWakeupsPerFrame: 1.1,
   /** Peak RSS per side above the bare sender's or receiver's. */
   liveRssOverFloorMiB: 6,
+  /** Peak RSS of serve (both channels streaming in one process) above the bare sender's. */
+  liveServeRssOverFloorMiB: 8,
   /** Heap growth from the start of the soak to its steady state that still counts as "none". */
   soakHeapGrowthBytes: 1024 * 1024,
   /** Exec to a connectable socket, above a bare `Bun.listen` program's. */
