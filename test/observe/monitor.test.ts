@@ -133,6 +133,20 @@ async function openPage(base: string): Promise<{ page: Page; pageErrors: string[
   return { page, pageErrors };
 }
 
+/** Presses Listen and waits until the page has decoded half a second of audio with a level (or failed). */
+async function listen(page: Page): Promise<PageState> {
+  await page.click("#listen-button");
+  await page.waitForFunction(
+    () => {
+      const s = (window as any).monitorState;
+      return s.errors.length > 0 || (s.decodedFrames >= 25 && s.level > 0);
+    },
+    null,
+    { polling: 50, timeout: 10_000 },
+  );
+  return pageState(page);
+}
+
 const pageState = (page: Page) => page.evaluate(() => (window as unknown as { monitorState: PageState }).monitorState);
 
 describe("monitor page in a browser", () => {
@@ -182,16 +196,7 @@ describe("monitor page in a browser", () => {
       expect(await page.textContent("#peer")).toContain("connected");
 
       // Listen: WebCodecs decodes the live Opus frames.
-      await page.click("#listen-button");
-      await page.waitForFunction(
-        () => {
-          const s = (window as any).monitorState;
-          return s.errors.length > 0 || (s.decodedFrames >= 25 && s.level > 0);
-        },
-        null,
-        { polling: 50, timeout: 10_000 },
-      );
-      const listening = await pageState(page);
+      const listening = await listen(page);
       expect(listening.errors).toEqual([]);
       expect(listening.listening).toBe(true);
       expect(listening.decodedSampleRate).toBe(48000);
@@ -273,16 +278,7 @@ describe("monitor page of serve", () => {
       expect(history).toContain(`input: ${input}`);
 
       // Listen plays the output channel.
-      await page.click("#listen-button");
-      await page.waitForFunction(
-        () => {
-          const s = (window as any).monitorState;
-          return s.errors.length > 0 || (s.decodedFrames >= 25 && s.level > 0);
-        },
-        null,
-        { polling: 50, timeout: 10_000 },
-      );
-      const listening = await pageState(page);
+      const listening = await listen(page);
       expect(listening.errors).toEqual([]);
       expect(listening.decodedChannels).toBe(FIXTURE_CHANNELS);
 
