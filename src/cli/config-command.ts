@@ -24,10 +24,12 @@ export const CONFIG_HELP = `audio-agent config: check and show configuration
 ROLE is one of: ${COMMANDS.map((r) => `"${r}"`).join(", ")} (all when omitted).
 The config file is JSON: any option name (as in --help, without dashes) at the top level applies
 to every role; an "output" or "input" section applies to that channel only and wins over the
-top level. serve reads each channel's settings like that channel's role, and its process-wide
-ones (${PROCESS_OPTIONS.join(", ")}) once: a section may give one only where
-the other section does not disagree. Flags win over the environment (AUDIO_AGENT_*, JETKVM_AUDIO_*_SOCKET), which wins over
-the file. Without --config, AUDIO_AGENT_CONFIG or /etc/audio-agent.json (when it exists) is read.
+top level. serve reads each channel's settings as that channel's role does, and its process-wide
+ones (${PROCESS_OPTIONS.join(", ")}) once:
+a section may give one where the other section agrees or is silent. Flags win over the
+environment (AUDIO_AGENT_*; in serve AUDIO_AGENT_OUTPUT_* and AUDIO_AGENT_INPUT_* for a channel's
+options; JETKVM_AUDIO_*_SOCKET), which wins over the file. Without --config, AUDIO_AGENT_CONFIG or
+/etc/audio-agent.json (when it exists) is read.
 `;
 
 export interface ConfigIo {
