@@ -197,6 +197,16 @@ describe("serve: both channels in one process", () => {
     expect(await Bun.file(t.in).text()).toBe("not a socket");
   });
 
+  test("an input socket that cannot be bound: exit 2 naming --input-socket and the errno; the output socket removed again", async () => {
+    const t = setup();
+    const refused = "/proc/audio-agent-serve-test.sock";
+    await writeWireFile(t.path("capture.wire"), 5);
+    const result = await spawnAgent(["serve", "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--input-socket", refused, "--input-sink", t.path("sink")]).done;
+    expect(result.code).toBe(2);
+    expect(failureLine(result.stderr)).toMatch(new RegExp(`^audio-agent: --input-socket ${refused}: cannot listen: .* \\(E[A-Z]+\\)$`));
+    expect(existsSync(t.out) || existsSync(t.path("sink"))).toBe(false);
+  });
+
   test("bad settings exit 2 naming the prefixed flag or variable, before anything listens", async () => {
     const t = setup();
     const base = ["serve", "--output-socket", t.out, "--output-source", "/dev/null", "--input-socket", t.in, "--input-sink", t.path("sink")];
