@@ -13,6 +13,7 @@ import {
   type ConfigSources,
   type FlagSpecs,
   type Role,
+  type ServeSettings,
 } from "../config.ts";
 import { SourceFormatError } from "../media/file-format.ts";
 import { HttpListenError } from "../observe/http-listen-error.ts";
@@ -128,7 +129,7 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
   const file = await loadConfigFile((flags.config as string | undefined) ?? io.env.AUDIO_AGENT_CONFIG);
   const sources: ConfigSources = { flags, env: io.env, file };
   const settings = command === "serve" ? resolveServeSettings(sources) : resolveSettings(command, sources);
-  run.settings = command === "serve" ? flatServeSettings(settings as ReturnType<typeof resolveServeSettings>) : settings;
+  run.settings = command === "serve" ? flatServeSettings(settings as ServeSettings) : settings;
   const logger = new Logger({ level: settings["log-level"], format: settings["log-format"], write: writeLine(io) });
   run.logger = logger;
   const shutdown = new Shutdown(logger.for("agent"));
@@ -142,12 +143,9 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
 }
 
 /** serve's settings by flag name ("output-socket", "metrics"), so a failure names the flag it came from. */
-function flatServeSettings(settings: ReturnType<typeof resolveServeSettings>): Record<string, unknown> {
-  const flat: Record<string, unknown> = {};
-  for (const { flag, option, channel } of commandFlags("serve")) {
-    flat[flag] = channel ? settings[channel][option as keyof (typeof settings)[typeof channel]] : settings[option as keyof typeof settings];
-  }
-  return flat;
+function flatServeSettings(settings: ServeSettings): Record<string, unknown> {
+  const read = (from: object, option: string) => (from as Record<string, unknown>)[option];
+  return Object.fromEntries(commandFlags("serve").map(({ flag, option, channel }) => [flag, read(channel ? settings[channel] : settings, option)]));
 }
 
 function parseFlags(command: Command, args: string[]): Record<string, unknown> {
