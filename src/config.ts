@@ -197,8 +197,73 @@ export const ROLE_OPTIONS = {
 
 export type RoleSettings<R extends Role> = Settings<(typeof ROLE_OPTIONS)[R][number]>;
 
+/**
+ * `serve`: `output serve` and `input serve` in one process. Each channel takes
+ * its role's options with the channel's prefix (`--output-source`,
+ * `--input-sink`, environment AUDIO_AGENT_OUTPUT_SOURCE, ...); the options of
+ * the whole process are given once, unprefixed.
+ */
+export type Command = Role | "serve";
+export const SERVE_ROLES = { output: "output serve", input: "input serve" } as const satisfies Record<Channel, Role>;
+export const PROCESS_OPTIONS = ["metrics", "monitor", "stats-interval", "http-allow-host", "log-level", "log-format"] as const satisfies readonly OptionName[];
+type ProcessOption = (typeof PROCESS_OPTIONS)[number];
 
+export type ServeSettings = Settings<ProcessOption> & {
+  /** Each channel's settings as its own role reads them, the process-wide ones included. */
+  output: RoleSettings<"output serve">;
+  input: RoleSettings<"input serve">;
+};
 
+/** One flag of a command: the option it sets, and in serve the channel it belongs to. */
+export interface CommandFlag {
+  flag: string;
+  option: OptionName;
+  channel?: Channel;
+  /** Its environment variable and default, as this command reads them. */
+  env: string;
+  default: unknown;
+}
+
+const isProcessOption = (option: OptionName): option is ProcessOption => (PROCESS_OPTIONS as readonly string[]).includes(option);
+
+/** The options of one channel of serve: its role's, less the process-wide ones. */
+function serveChannelOptions(channel: Channel): OptionName[] {
+  return (ROLE_OPTIONS[SERVE_ROLES[channel]] as readonly OptionName[]).filter((option) => !isProcessOption(option));
+}
+
+/**
+ * The environment variable of a channel's option in serve: the channel's own
+ * where the option has one (JETKVM_AUDIO_OUTPUT_SOCKET), else
+ * AUDIO_AGENT_<CHANNEL>_<NAME> (AUDIO_AGENT_OUTPUT_SOURCE).
+ */
+export function serveEnvName(option: OptionName, channel: Channel): string {
+  const spec: OptionSpec = OPTIONS[option];
+  return spec.env?.[channel] ?? agentVariable(`${channel}-${option}`);
+}
+
+/** Every flag `command` takes, in help order. */
+export function commandFlags(command: Command): CommandFlag[] {
+  if (command !== "serve") {
+    const channel = command.split(" ")[0] as Channel;
+    return (ROLE_OPTIONS[command] as readonly OptionName[]).map((option) => ({
+      flag: option,
+      option,
+      env: envName(option, channel),
+      default: defaultOf(option, channel),
+    }));
+  }
+  const channels = (Object.keys(SERVE_ROLES) as Channel[]).flatMap((channel) =>
+    serveChannelOptions(channel).map((option) => ({
+      flag: `${channel}-${option}`,
+      option,
+      channel,
+      env: serveEnvName(option, channel),
+      default: defaultOf(option, channel),
+    })),
+  );
+  const shared = PROCESS_OPTIONS.map((option) => ({ flag: option, option, env: envName(option), default: defaultOf(option) }));
+  return [...channels, ...shared];
+}
 
 /** A setting has a value that is not allowed, or is missing: exit 2. */
 export class ConfigError extends Error {
@@ -208,17 +273,22 @@ export class ConfigError extends Error {
   }
 }
 
-/** The environment variable of `option` for a role of `channel`. */
-export function envName(option: OptionName, channel: Channel): string {
+/** AUDIO_AGENT_<NAME> of a flag name ("queue-frames" -> AUDIO_AGENT_QUEUE_FRAMES). */
+function agentVariable(flag: string): string {
+  return `AUDIO_AGENT_${flag.toUpperCase().replace(/-/g, "_")}`;
+}
+
+/** The environment variable of `option` for a role of `channel` (options that differ per channel need one). */
+export function envName(option: OptionName, channel?: Channel): string {
   const spec: OptionSpec = OPTIONS[option];
-  return spec.env?.[channel] ?? `AUDIO_AGENT_${option.toUpperCase().replace(/-/g, "_")}`;
+  return (channel && spec.env?.[channel]) || agentVariable(option);
 }
 
 /** The default of `option` for a role of `channel`, undefined when it has none. */
-export function defaultOf(option: OptionName, channel: Channel): unknown {
+export function defaultOf(option: OptionName, channel?: Channel): unknown {
   const spec: OptionSpec = OPTIONS[option];
   const value = spec.default;
-  return typeof value === "object" && value !== null && channel in value ? (value as Record<Channel, unknown>)[channel] : value;
+  return typeof value === "object" && value !== null && channel && channel in value ? (value as Record<Channel, unknown>)[channel] : value;
 }
 
 /** A validated value as a flag or a config file writes it: what the option's schema reads back. */
@@ -329,6 +399,45 @@ function parseValue(option: OptionName, raw: unknown, where: string): unknown {
   return result.output;
 }
 
+/** How a command names an option: its flag (without dashes) and its environment variable. */
+interface Naming {
+  command: string;
+  flag: (option: OptionName) => string;
+  env: (option: OptionName) => string;
+}
+
+/**
+ * Resolves `options`: flags > environment > the file's `section` > the file's
+ * top level > defaults (of `channel`). With `requireAll` false, missing
+ * required settings are left out (config print).
+ */
+function resolveOptions(
+  options: readonly OptionName[],
+  channel: Channel | undefined,
+  section: ConfigFile["top"] | undefined,
+  sources: ConfigSources,
+  requireAll: boolean,
+  naming: Naming,
+): Record<string, unknown> {
+  const top = sources.file?.top;
+  const out: Record<string, unknown> = {};
+  for (const option of options) {
+    const flagName = naming.flag(option);
+    const flag = sources.flags[flagName];
+    const envKey = naming.env(option);
+    const env = sources.env[envKey];
+    if (flag !== undefined) out[option] = parseValue(option, flag, `--${flagName}`);
+    else if (env !== undefined && env !== "") out[option] = parseValue(option, env, `environment ${envKey}=`);
+    else if (section?.[option] !== undefined) out[option] = section[option];
+    else if (top?.[option] !== undefined) out[option] = top[option];
+    else if (defaultOf(option, channel) !== undefined) out[option] = defaultOf(option, channel);
+    else if (requireAll && (OPTIONS[option] as OptionSpec).required) {
+      throw new ConfigError(`${naming.command}: --${flagName} is required (${OPTIONS[option].allowed})`);
+    }
+  }
+  return out;
+}
+
 /**
  * Resolves the effective settings of `role`: flags > environment > the file's
  * section for the channel > the file's top level > defaults. With
@@ -336,23 +445,41 @@ function parseValue(option: OptionName, raw: unknown, where: string): unknown {
  */
 export function resolveSettings<R extends Role>(role: R, sources: ConfigSources, requireAll = true): RoleSettings<R> {
   const channel = role.split(" ")[0] as Channel;
-  const section = sources.file?.sections[channel];
-  const top = sources.file?.top;
-  const out: Record<string, unknown> = {};
-  for (const option of ROLE_OPTIONS[role] as readonly OptionName[]) {
-    const flag = sources.flags[option];
-    const envKey = envName(option, channel);
-    const env = sources.env[envKey];
-    if (flag !== undefined) out[option] = parseValue(option, flag, `--${option}`);
-    else if (env !== undefined && env !== "") out[option] = parseValue(option, env, `environment ${envKey}=`);
-    else if (section?.[option] !== undefined) out[option] = section[option];
-    else if (top?.[option] !== undefined) out[option] = top[option];
-    else if (defaultOf(option, channel) !== undefined) out[option] = defaultOf(option, channel);
-    else if (requireAll && (OPTIONS[option] as OptionSpec).required) {
-      throw new ConfigError(`${role}: --${option} is required (${OPTIONS[option].allowed})`);
+  const naming = { command: role, flag: (option: OptionName) => option, env: (option: OptionName) => envName(option, channel) };
+  return resolveOptions(ROLE_OPTIONS[role], channel, sources.file?.sections[channel], sources, requireAll, naming) as RoleSettings<R>;
+}
+
+/**
+ * Resolves the settings of `serve`. Each channel's options resolve as its
+ * role's do (the file's section for the channel, then the top level), read
+ * from the prefixed flags and variables. A process-wide option comes from a
+ * flag, the environment, a section (both sections, where both give it, must
+ * agree: there is one process), the top level, or its default.
+ */
+export function resolveServeSettings(sources: ConfigSources, requireAll = true): ServeSettings {
+  const file = sources.file;
+  const fromSections: ConfigFile["top"] = {};
+  for (const option of PROCESS_OPTIONS) {
+    const [output, input] = [file?.sections.output?.[option], file?.sections.input?.[option]];
+    if (output !== undefined && input !== undefined && JSON.stringify(output) !== JSON.stringify(input)) {
+      throw new ConfigError(
+        `config ${file!.path}: "output.${option}" and "input.${option}" differ, and serve runs both channels in one process: ` +
+          `give "${option}" once, at the top level`,
+      );
     }
+    fromSections[option] = output ?? input;
   }
-  return out as RoleSettings<R>;
+  const shared = resolveOptions(PROCESS_OPTIONS, undefined, fromSections, sources, requireAll, {
+    command: "serve",
+    flag: (option) => option,
+    env: (option) => envName(option),
+  }) as Settings<ProcessOption>;
+  const channel = <C extends Channel>(c: C) => {
+    const naming = { command: "serve", flag: (option: OptionName) => `${c}-${option}`, env: (option: OptionName) => serveEnvName(option, c) };
+    const own = resolveOptions(serveChannelOptions(c), c, file?.sections[c], sources, requireAll, naming);
+    return { ...own, ...shared } as RoleSettings<(typeof SERVE_ROLES)[C]>;
+  };
+  return { ...shared, output: channel("output"), input: channel("input") };
 }
 
 /** The flags a command takes: how each is read, and for a value what is allowed. */

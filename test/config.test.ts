@@ -6,7 +6,10 @@ import {
   loadConfigFile,
   OPTIONS,
   parseConfigFile,
+  PROCESS_OPTIONS,
+  resolveServeSettings,
   resolveSettings,
+  ROLE_OPTIONS,
   type ConfigFile,
 } from "../src/config.ts";
 import { useCleanup } from "./support/cleanup.ts";
@@ -143,6 +146,99 @@ describe("socket paths from JetKVM's variables", () => {
     expect(resolveSettings("input serve", { flags: { sink: "x" }, env, file: f }).socket).toBe("/run/i.sock");
     expect(resolveSettings("input serve", { flags: { sink: "x" }, env: {}, file: f }).socket).toBe("/file/i.sock");
     expect(resolveSettings("output serve", { flags: { source: "x" }, env: {}, file: f }).socket).toBe("/file/any.sock");
+  });
+});
+
+describe("serve: each channel's settings as its role reads them, the process-wide ones once", () => {
+  const required = { "output-source": "/o.ogg", "input-sink": "/i.ogg" };
+
+  test("prefixed flags reach their channel only; process-wide flags reach both", () => {
+    const s = resolveServeSettings({
+      flags: { ...required, "output-format": "ogg", "input-format": "wire", "output-socket-mode": "0600", "input-once": true, metrics: "9100", "log-level": "debug" },
+      env: {},
+    });
+    expect(s.output).toMatchObject({ source: "/o.ogg", format: "ogg", "socket-mode": 0o600, socket: "/var/run/audio_output.sock" });
+    expect(s.input).toMatchObject({ sink: "/i.ogg", format: "wire", "socket-mode": 0o660, once: true, socket: "/var/run/audio_input.sock" });
+    for (const settings of [s, s.output, s.input]) {
+      expect(settings.metrics).toEqual({ host: "127.0.0.1", port: 9100 });
+      expect(settings["log-level"]).toBe("debug");
+    }
+    // Each channel has its role's options and no others.
+    expect(ROLE_OPTIONS["output serve"].filter((o) => !(o in s.output))).toEqual(["monitor", "http-allow-host"]);
+    expect(Object.keys(s.output).filter((o) => !(ROLE_OPTIONS["output serve"] as readonly string[]).includes(o))).toEqual([]);
+    expect(ROLE_OPTIONS["input serve"].filter((o) => !(o in s.input))).toEqual(["monitor", "http-allow-host"]);
+    expect(Object.keys(s.input).filter((o) => !(ROLE_OPTIONS["input serve"] as readonly string[]).includes(o))).toEqual([]);
+  });
+
+  test("environment: the channel's own variables; process-wide ones as every role reads them", () => {
+    const s = resolveServeSettings({
+      flags: {},
+      env: {
+        AUDIO_AGENT_OUTPUT_SOURCE: "/env/o.ogg",
+        AUDIO_AGENT_OUTPUT_QUEUE_FRAMES: "42",
+        AUDIO_AGENT_INPUT_SINK: "/env/i.ogg",
+        AUDIO_AGENT_INPUT_FORMAT: "ogg",
+        JETKVM_AUDIO_OUTPUT_SOCKET: "/run/o.sock",
+        JETKVM_AUDIO_INPUT_SOCKET: "/run/i.sock",
+        AUDIO_AGENT_STATS_INTERVAL: "5",
+        // Unprefixed channel variables would be ambiguous in serve: not read.
+        AUDIO_AGENT_FORMAT: "ogg",
+        AUDIO_AGENT_SOCKET_MODE: "0600",
+      },
+    });
+    expect(s.output).toMatchObject({ source: "/env/o.ogg", "queue-frames": 42, socket: "/run/o.sock", format: "wire", "socket-mode": 0o660 });
+    expect(s.input).toMatchObject({ sink: "/env/i.ogg", format: "ogg", socket: "/run/i.sock", "socket-mode": 0o660 });
+    expect(s["stats-interval"]).toBe(5);
+  });
+
+  test("the file's sections apply to their channel, the top level to both; flags > env > section > top", () => {
+    const f = file({
+      "socket-buffers": "64k",
+      format: "ogg",
+      monitor: 8080,
+      output: { socket: "/file/o.sock", "queue-frames": 9 },
+      input: { socket: "/file/i.sock", "socket-buffers": "96k", "log-format": "json" },
+    });
+    const s = resolveServeSettings({ flags: { ...required, "output-queue-frames": "11" }, env: { JETKVM_AUDIO_INPUT_SOCKET: "/env/i.sock" }, file: f });
+    expect(s.output).toMatchObject({ socket: "/file/o.sock", "queue-frames": 11, "socket-buffers": 64 * 1024, format: "ogg" });
+    expect(s.input).toMatchObject({ socket: "/env/i.sock", "socket-buffers": 96 * 1024, format: "ogg" });
+    // A process-wide setting one section gives applies to the process.
+    expect(s["log-format"]).toBe("json");
+    expect(s.output["log-format"]).toBe("json");
+    expect(s.monitor).toEqual({ host: "127.0.0.1", port: 8080 });
+  });
+
+  test("a process-wide setting the two sections give differently is refused, naming both keys", () => {
+    const f = file({ output: { metrics: 9100 }, input: { metrics: 9101 } });
+    expect(resolveError(() => resolveServeSettings({ flags: required, env: {}, file: f }))).toBe(
+      'config /etc/test.json: "output.metrics" and "input.metrics" differ, and serve runs both channels in one process: give "metrics" once, at the top level',
+    );
+    // The same value twice is no conflict.
+    const same = file({ output: { metrics: 9100 }, input: { metrics: "127.0.0.1:9100" } });
+    expect(resolveServeSettings({ flags: required, env: {}, file: same }).metrics).toEqual({ host: "127.0.0.1", port: 9100 });
+  });
+
+  test("errors name the prefixed flag or variable", () => {
+    expect(resolveError(() => resolveServeSettings({ flags: { ...required, "output-format": "mp3" }, env: {} }))).toBe(
+      '--output-format "mp3" is not allowed: wire, ogg',
+    );
+    expect(resolveError(() => resolveServeSettings({ flags: required, env: { AUDIO_AGENT_INPUT_PAGE_MS: "0" } }))).toBe(
+      'environment AUDIO_AGENT_INPUT_PAGE_MS= "0" is not allowed: an integer 1..10000',
+    );
+    expect(resolveError(() => resolveServeSettings({ flags: { "output-source": "x" }, env: {} }))).toBe(
+      `serve: --input-sink is required (${OPTIONS.sink.allowed})`,
+    );
+    expect(resolveError(() => resolveServeSettings({ flags: { "input-sink": "x" }, env: {} }))).toBe(
+      `serve: --output-source is required (${OPTIONS.source.allowed})`,
+    );
+    expect("source" in resolveServeSettings({ flags: {}, env: {} }, false).output).toBe(false);
+  });
+
+  test("the process-wide options are read by both channel roles", () => {
+    for (const option of PROCESS_OPTIONS) {
+      expect(ROLE_OPTIONS["output serve"]).toContain(option);
+      expect(ROLE_OPTIONS["input serve"]).toContain(option);
+    }
   });
 });
 

@@ -79,6 +79,8 @@ export const TARGETS = {
   liveWakeupsPerFrame: 1.1,
   /** Peak RSS per side above the bare sender's or receiver's. */
   liveRssOverFloorMiB: 6,
+  /** Peak RSS of serve (both channels streaming in one process) above the bare sender's. */
+  liveServeRssOverFloorMiB: 8,
   /** Heap growth from the start of the soak to its steady state that still counts as "none". */
   soakHeapGrowthBytes: 1024 * 1024,
   /** Exec to a connectable socket, above a bare `Bun.listen` program's. */
@@ -91,7 +93,8 @@ Measures the agent (sender and receiver in separate processes) against
 Bun's own floor (a bare Bun program compiled in the same run) and a native
 C baseline compiled with cc -O2, and prints a table. Flood and soak drive
 the OutputServer/OutputClient paths from memory with metrics on; live and
-start-up run the compiled agent's real output serve and output recv.
+start-up run the compiled agent's real output serve and output recv (live
+also both channels in one serve process, beside input serve alone).
 
   --quick        short smoke run (small N, 3 s live); also AUDIO_AGENT_BENCH_QUICK=1
   --only LIST    comma-separated subset of: ${SCENARIOS.join(", ")}

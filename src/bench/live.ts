@@ -68,6 +68,17 @@ export interface LiveFigures {
   native?: PairFigures;
   /** The agent roles' final "stopped" lines, as fields. */
   agentStopped?: { serve: Record<string, string>; recv: Record<string, string> };
+  /** Both channels streaming: in one process (serve), and the input channel's server alone (beside `agent.send`, the two-process way). */
+  both?: BothChannels;
+}
+
+export interface BothChannels {
+  /** `serve`; wake-ups per frame count the frames of both channels. */
+  serve: Footprint;
+  /** `input serve` on its own, fed the same way. */
+  inputServe: Footprint;
+  /** Frames per second through serve, both channels together. */
+  framesPerSecond: number;
 }
 
 export interface LiveSetup {
@@ -157,6 +168,49 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
         notes.push(`live: the agent delivered ${frames} frames in the ${(run.windowMs / 1000).toFixed(1)} s window (${ticks(run)} at ${LIVE_RATE}/s)`);
       }
       return pair(run, frames, latencyFrom(stopped.recv, "frame_age"));
+    });
+  }
+
+  if (setup.agent) {
+    const agent = setup.agent;
+    log("live: both channels in one process (serve: output as above, input from input send --realtime --loop), then input serve alone");
+    figures.both = await attempt("serve", async () => {
+      const [out, input, alone] = [runner.socketPath(), runner.socketPath(), runner.socketPath()];
+      const sinks = ["serve-out", "serve-in", "input-alone"].map((name) => join(work, `${name}-${Date.now()}.opus`));
+      const recv = (socket: string) => [agent, "output", "recv", "--sink", sinks[0]!, "--format", "ogg", "--socket", socket];
+      const send = (socket: string) => [agent, "input", "send", "--source", source, "--format", "ogg", "--realtime", "--loop", "--socket", socket];
+      const serve = [
+        agent, "serve", "--output-source", source, "--output-format", "ogg", "--output-realtime", "--output-loop", "--output-socket", out,
+        "--input-sink", sinks[1]!, "--input-format", "ogg", "--input-socket", input,
+      ];
+      const both = await runner.live(
+        [
+          { name: "serve", cmd: serve, ready: () => existsSync(out) && existsSync(input), ends: "signal" },
+          { name: "recv", cmd: recv(out), ends: "signal" },
+          { name: "send", cmd: send(input), ends: "signal" },
+        ],
+        { ...window, frames: () => oggPackets(sinks[0]!) + oggPackets(sinks[1]!) },
+      );
+      const inputServe = [agent, "input", "serve", "--sink", sinks[2]!, "--format", "ogg", "--socket", alone];
+      const single = await runner.live(
+        [
+          { name: "serve", cmd: inputServe, ready: socketReady(alone), ends: "signal" },
+          { name: "send", cmd: send(alone), ends: "signal" },
+        ],
+        { ...window, frames: () => oggPackets(sinks[2]!) },
+      );
+      for (const [name, p] of [["serve", both.processes.serve!], ["input serve", single.processes.serve!]] as const) {
+        if (p.exitCode !== 0) throw new Error(`${name} exited ${p.exitCode ?? p.signal} after SIGTERM: ${p.stderr.trim().split("\n").at(-1)}`);
+      }
+      const frames = both.windowFrames ?? 0;
+      if (Math.abs(frames - 2 * ticks(both)) > (2 * LIVE_RATE) / 5) {
+        notes.push(`live: serve carried ${frames} frames over both channels in the ${(both.windowMs / 1000).toFixed(1)} s window (${2 * ticks(both)} at ${LIVE_RATE}/s each)`);
+      }
+      return {
+        serve: footprint(both.processes.serve!, both.windowMs, frames),
+        inputServe: footprint(single.processes.serve!, single.windowMs, single.windowFrames ?? ticks(single)),
+        framesPerSecond: frames / (both.windowMs / 1000),
+      };
     });
   }
 

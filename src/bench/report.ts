@@ -41,6 +41,7 @@ export interface FootprintGoals {
   liveCpuVsFloor: number;
   liveWakeupsPerFrame: number;
   liveRssOverFloorMiB: number;
+  liveServeRssOverFloorMiB: number;
   startupOverFloorMs: number;
 }
 
@@ -189,7 +190,27 @@ export const judge = {
       row("Bun floor", `${what}: wake-ups ${wakeups}`, "switches", { floor: wakeups === "per tick" ? f?.wakeupsPerFrame : f?.wakeupsPerSecond }),
       ...(wakeups === "per tick" ? [row("Bun floor", `${what}: wake-ups per tick, main thread`, "switches", { floor: f?.mainThreadWakeupsPerFrame })] : []),
     ];
-    return [...rows, ...bun("idle", live?.idle, "per second"), ...bun("waking 50/s", live?.tick, "per tick")];
+    return [...rows, ...this.both(live, goals), ...bun("idle", live?.idle, "per second"), ...bun("waking 50/s", live?.tick, "per tick")];
+  },
+
+  /**
+   * Both channels streaming: `serve` in one process against the bare sender
+   * (the floor one process pays), and the two-process way (output serve and
+   * input serve) against two bare processes.
+   */
+  both(live: LiveFigures | undefined, goals: FootprintGoals): Row[] {
+    const label = "live, both channels";
+    const serve = live?.both?.serve;
+    const rss = { agent: serve?.peakRssMiB, floor: live?.bare?.send.peakRssMiB };
+    const apart = live?.both && live.agent ? live.agent.send.peakRssMiB + live.both.inputServe.peakRssMiB : null;
+    const bareTwo = live?.bare ? live.bare.send.peakRssMiB + live.bare.recv.peakRssMiB : null;
+    return [
+      row(label, "serve RSS (max)", "MiB", rss, `<= bare + ${goals.liveServeRssOverFloorMiB} MiB`, known(rss.agent, rss.floor) ? rss.agent! <= rss.floor! + goals.liveServeRssOverFloorMiB : null, "difference"),
+      row(label, "output serve + input serve RSS (max), two processes", "MiB", { agent: apart, floor: bareTwo }, "", null, "difference"),
+      row(label, "serve CPU", "% core", { agent: serve?.cpuPercent }),
+      row(label, "serve wake-ups per frame (both channels' frames)", "switches", { agent: serve?.wakeupsPerFrame }),
+      row(label, "serve frames", "frames/s", { agent: live?.both?.framesPerSecond }),
+    ];
   },
 
   soak(agent: PairLike | undefined, native: PairLike | undefined, growthGoal: number): Row[] {

@@ -1,5 +1,19 @@
-import { loadConfigFile, readFlags, resolveSettings, ROLE_OPTIONS, writtenValue, type OptionName, type Role } from "../config.ts";
+import {
+  loadConfigFile,
+  PROCESS_OPTIONS,
+  readFlags,
+  resolveServeSettings,
+  resolveSettings,
+  ROLE_OPTIONS,
+  SERVE_ROLES,
+  writtenValue,
+  type Command,
+  type ConfigSources,
+  type OptionName,
+} from "../config.ts";
 import { EXIT_OK, EXIT_USAGE, UsageError } from "./errors.ts";
+
+const COMMANDS = [...Object.keys(ROLE_OPTIONS), "serve"] as Command[];
 
 export const CONFIG_HELP = `audio-agent config: check and show configuration
 
@@ -7,11 +21,15 @@ export const CONFIG_HELP = `audio-agent config: check and show configuration
   audio-agent config print [ROLE] [--config F]  the effective settings as JSON (defaults < file < environment);
                                                 one role's output is itself a valid config file
 
-ROLE is one of: ${Object.keys(ROLE_OPTIONS).map((r) => `"${r}"`).join(", ")} (all when omitted).
+ROLE is one of: ${COMMANDS.map((r) => `"${r}"`).join(", ")} (all when omitted).
 The config file is JSON: any option name (as in --help, without dashes) at the top level applies
 to every role; an "output" or "input" section applies to that channel only and wins over the
-top level. Flags win over the environment (AUDIO_AGENT_*, JETKVM_AUDIO_*_SOCKET), which wins over
-the file. Without --config, AUDIO_AGENT_CONFIG or /etc/audio-agent.json (when it exists) is read.
+top level. serve reads each channel's settings as that channel's role does, and its process-wide
+ones (${PROCESS_OPTIONS.join(", ")}) once:
+a section may give one where the other section agrees or is silent. Flags win over the
+environment (AUDIO_AGENT_*; in serve AUDIO_AGENT_OUTPUT_* and AUDIO_AGENT_INPUT_* for a channel's
+options; JETKVM_AUDIO_*_SOCKET), which wins over the file. Without --config, AUDIO_AGENT_CONFIG or
+/etc/audio-agent.json (when it exists) is read.
 `;
 
 export interface ConfigIo {
@@ -40,25 +58,35 @@ export async function configCommand(args: string[], io: ConfigIo): Promise<numbe
   if (verb === "print") {
     const { values, positionals } = readFlags(rest, { help: HELP_FLAG, config: { type: "string", allowed: "a JSON file" } }, "config print");
     if (values.help) return help(io);
-    const roles = (positionals.length === 0 ? Object.keys(ROLE_OPTIONS) : [positionals.join(" ")]) as Role[];
+    const roles = positionals.length === 0 ? COMMANDS : [positionals.join(" ") as Command];
     for (const role of roles) {
-      if (!(role in ROLE_OPTIONS)) {
-        throw new UsageError(`config print: unknown role "${role}"; allowed: ${Object.keys(ROLE_OPTIONS).join(", ")}`);
+      if (!COMMANDS.includes(role)) {
+        throw new UsageError(`config print: unknown role "${role}"; allowed: ${COMMANDS.join(", ")}`);
       }
     }
     const file = await loadConfigFile((values.config as string | undefined) ?? io.env.AUDIO_AGENT_CONFIG);
     // Each role's settings as a config file writes them: `config print ROLE > f.json` passes `config check f.json`.
-    const effective = Object.fromEntries(
-      roles.map((role) => {
-        const settings = resolveSettings(role, { flags: {}, env: io.env, file }, false) as Record<string, unknown>;
-        return [role, Object.fromEntries(Object.entries(settings).map(([name, value]) => [name, writtenValue(name as OptionName, value)]))];
-      }),
-    );
+    const sources: ConfigSources = { flags: {}, env: io.env, file };
+    const effective = Object.fromEntries(roles.map((role) => [role, role === "serve" ? serveFile(sources) : written(resolveSettings(role, sources, false))]));
     const shown = roles.length === 1 ? effective[roles[0]] : { config_file: file?.path ?? null, ...effective };
     io.out(JSON.stringify(shown, null, 2) + "\n");
     return EXIT_OK;
   }
   throw new UsageError(`unknown config command "${verb}"; allowed: check, print`);
+}
+
+/** Settings as a config file writes them. */
+function written(settings: object): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(settings).map(([name, value]) => [name, writtenValue(name as OptionName, value)]));
+}
+
+/** serve's settings as a config file: the process-wide ones at the top level, each channel's own in its section. */
+function serveFile(sources: ConfigSources): Record<string, unknown> {
+  const settings = resolveServeSettings(sources, false);
+  const shared = (name: string) => (PROCESS_OPTIONS as readonly string[]).includes(name);
+  const section = (channel: keyof typeof SERVE_ROLES) => written(Object.fromEntries(Object.entries(settings[channel]).filter(([name]) => !shared(name))));
+  const top = written(Object.fromEntries(Object.entries(settings).filter(([name]) => shared(name))));
+  return { ...top, output: section("output"), input: section("input") };
 }
 
 function help(io: ConfigIo): number {

@@ -1,4 +1,4 @@
-import { defaultOf, envName, OPTIONS, ROLE_OPTIONS, writtenValue, type Channel, type OptionName, type Role } from "../config.ts";
+import { commandFlags, OPTIONS, writtenValue, type Channel, type Command } from "../config.ts";
 
 export const TOP_HELP = `audio-agent: JetKVM-compatible audio IPC over Unix sockets
 
@@ -7,6 +7,8 @@ Usage:
   audio-agent output recv  --sink PATH|-   [options]   main-app side: receive the output channel
   audio-agent input serve  --sink PATH|-   [options]   playback side: receive microphone frames, answer with Acks
   audio-agent input send   --source PATH|- [options]   main-app side: send Config, frames, Heartbeats, Stop
+  audio-agent serve --output-source PATH|- --input-sink PATH|- [options]
+                                                        output serve and input serve in one process
   audio-agent config check FILE | config print [ROLE]  validate a config file, show effective settings
   audio-agent bench [--quick]                           measure throughput, latency, CPU and memory
   audio-agent --version
@@ -31,16 +33,23 @@ Run "audio-agent output serve --help" or "audio-agent output recv --help" for op
 `,
 };
 
-export function roleHelp(role: Role): string {
-  const channel = role.split(" ")[0] as Channel;
-  const lines = [`Usage: audio-agent ${role} [options]`, "", "Options:"];
-  for (const option of ROLE_OPTIONS[role] as readonly OptionName[]) {
+export function roleHelp(command: Command): string {
+  const lines = [`Usage: audio-agent ${command} [options]`, ""];
+  if (command === "serve") {
+    lines.push(
+      "Runs output serve and input serve in one process. Each channel takes its role's options",
+      "with the channel's prefix (--output-*, --input-*); the process-wide ones are given once.",
+      "A channel that ends (a file played out, --input-once) stops alone; a failure of either",
+      "stops the other and ends the process with that failure.",
+      "",
+    );
+  }
+  lines.push("Options:");
+  for (const { flag, option, env, default: value } of commandFlags(command)) {
     const spec = OPTIONS[option];
     const arg = spec.flag === "boolean" ? "" : ` <${spec.allowed}>`;
-    const env = envName(option, channel);
-    const value = defaultOf(option, channel);
     const def = value === undefined ? "" : ` (default: ${typeof value === "boolean" ? (value ? "on" : "off") : writtenValue(option, value)})`;
-    lines.push(`  --${option}${arg}`, `      ${spec.help}${def}; env ${env}`);
+    lines.push(`  --${flag}${arg}`, `      ${spec.help}${def}; env ${env}`);
   }
   lines.push(
     "  --config <file>",

@@ -1,15 +1,19 @@
 import { existsSync } from "node:fs";
 import { dirname } from "node:path";
 import {
+  commandFlags,
   ConfigError,
   loadConfigFile,
   OPTIONS,
   readFlags,
+  resolveServeSettings,
   resolveSettings,
   ROLE_OPTIONS,
+  type Command,
+  type ConfigSources,
   type FlagSpecs,
-  type OptionName,
   type Role,
+  type ServeSettings,
 } from "../config.ts";
 import { SourceFormatError } from "../media/file-format.ts";
 import { HttpListenError } from "../observe/http-listen-error.ts";
@@ -28,11 +32,12 @@ type RoleMain = (settings: never, logger: Logger, shutdown: Shutdown) => Promise
  * Each role's module is loaded only when that role runs: a process plays one
  * role, and loading them all (and the benchmark) cost start-up time.
  */
-const ROLES: Record<Role, () => Promise<RoleMain>> = {
+const ROLES: Record<Command, () => Promise<RoleMain>> = {
   "output serve": async () => (await import("../roles/output-serve.ts")).outputServe,
   "output recv": async () => (await import("../roles/output-recv.ts")).outputRecv,
   "input serve": async () => (await import("../roles/input-serve.ts")).inputServe,
   "input send": async () => (await import("../roles/input-send.ts")).inputSend,
+  serve: async () => (await import("../roles/serve.ts")).serve,
 };
 
 export interface CliIo {
@@ -99,32 +104,37 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
   }
   if (first === "config") return (await import("./config-command.ts")).configCommand(argv.slice(1), io);
   if (first === "bench") return (await import("../bench/bench.ts")).bench(argv.slice(1));
+  if (first === "serve") return runCommand("serve", argv.slice(1), io, run);
   if (first !== "output" && first !== "input") {
-    throw new UsageError(`unknown command "${first}"; allowed: output, input, config, bench (see --help)`);
+    throw new UsageError(`unknown command "${first}"; allowed: output, input, serve, config, bench (see --help)`);
   }
   if (second === undefined || second === "--help" || second === "-h") {
     io.out(CHANNEL_HELP[first]);
     return second === undefined ? EXIT_USAGE : EXIT_OK;
   }
   const role = `${first} ${second}` as Role;
-  const load = ROLES[role];
-  if (!(role in ROLE_OPTIONS) || !load) {
+  if (!(role in ROLE_OPTIONS)) {
     const allowed = first === "output" ? "serve, recv" : "serve, send";
     throw new UsageError(`unknown ${first} command "${second}"; allowed: ${allowed}`);
   }
-  const flags = parseFlags(role, argv.slice(2));
+  return runCommand(role, argv.slice(2), io, run);
+}
+
+async function runCommand(command: Command, args: string[], io: CliIo, run: Run): Promise<number> {
+  const flags = parseFlags(command, args);
   if (flags.help) {
-    io.out(roleHelp(role));
+    io.out(roleHelp(command));
     return EXIT_OK;
   }
   const file = await loadConfigFile((flags.config as string | undefined) ?? io.env.AUDIO_AGENT_CONFIG);
-  const settings = resolveSettings(role, { flags, env: io.env, file });
-  run.settings = settings;
+  const sources: ConfigSources = { flags, env: io.env, file };
+  const settings = command === "serve" ? resolveServeSettings(sources) : resolveSettings(command, sources);
+  run.settings = command === "serve" ? flatServeSettings(settings as ServeSettings) : settings;
   const logger = new Logger({ level: settings["log-level"], format: settings["log-format"], write: writeLine(io) });
   run.logger = logger;
   const shutdown = new Shutdown(logger.for("agent"));
   try {
-    const main = await load();
+    const main = await ROLES[command]();
     await main(settings as never, logger, shutdown);
     return EXIT_OK;
   } finally {
@@ -132,11 +142,17 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
   }
 }
 
-function parseFlags(role: Role, args: string[]): Record<string, unknown> {
+/** serve's settings by flag name ("output-socket", "metrics"), so a failure names the flag it came from. */
+function flatServeSettings(settings: ServeSettings): Record<string, unknown> {
+  const read = (from: object, option: string) => (from as Record<string, unknown>)[option];
+  return Object.fromEntries(commandFlags("serve").map(({ flag, option, channel }) => [flag, read(channel ? settings[channel] : settings, option)]));
+}
+
+function parseFlags(command: Command, args: string[]): Record<string, unknown> {
   const flags: FlagSpecs = { help: { type: "boolean", short: "h" }, config: { type: "string", allowed: "a JSON file" } };
-  for (const name of ROLE_OPTIONS[role] as readonly OptionName[]) flags[name] = { type: OPTIONS[name].flag, allowed: OPTIONS[name].allowed };
-  const { values, positionals } = readFlags(args, flags, role);
-  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (see audio-agent ${role} --help)`);
+  for (const { flag, option } of commandFlags(command)) flags[flag] = { type: OPTIONS[option].flag, allowed: OPTIONS[option].allowed };
+  const { values, positionals } = readFlags(args, flags, command);
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (see audio-agent ${command} --help)`);
   return values;
 }
 
@@ -148,7 +164,7 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}): { 
     return { code: EXIT_USAGE, message: `${optionsSetTo(settings, e.address)} ${hostPort(e.address)}: cannot listen${errnoWords(e.code)}` };
   }
   if (e instanceof SocketPathError) {
-    const message = e.code ? `--socket ${e.path}: cannot listen${errnoWords(e.code)}` : e.message;
+    const message = e.code ? `${optionsSetTo(settings, e.path) || "--socket"} ${e.path}: cannot listen${errnoWords(e.code)}` : e.message;
     return { code: EXIT_USAGE, message };
   }
   if (e instanceof ConnectTimeoutError || e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };

@@ -10,10 +10,12 @@ export { HttpListenError, type ListenAddress };
 // Imported as text (embedded in the compiled binary); the type declarations only know HTML bundles.
 const page = pageText as unknown as string;
 
-/** What a role says about itself on /healthz: its role, channel and uptime, and its channel end's readings. */
+/**
+ * What a role says about itself on /healthz: its role and uptime, and its
+ * channel with its channel end's readings (serve: `channels`, each channel's).
+ */
 export interface HealthReport {
   role: string;
-  channel: string;
   uptime_seconds: number;
   [field: string]: unknown;
 }

@@ -2,10 +2,25 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { LatencyMonitor } from "./latency-monitor.ts";
 import { droppedTotal, reconnects, utilizationPercent, type ChannelReadings } from "./readings.ts";
 
-export interface MetricsOptions {
-  /** The channel end's readings, taken at scrape time. A sender counts frames_sent, a receiver frames_received. */
+/** A channel end the metrics read: its readings (taken at scrape time) and its latency monitor. */
+export interface MetricsChannel {
+  /** A sender counts frames_sent, a receiver frames_received. */
   read: () => ChannelReadings;
   latency: LatencyMonitor;
+}
+
+/** What one channel end's instruments record as it happens. */
+export interface ChannelMetrics {
+  readonly enqueueToWrite: Observer;
+  readonly writeCall: Observer;
+  readonly frameAge: Observer;
+  readonly roundTrip: Observer;
+  latencyWarning(source: string, level: string): void;
+  adaptive(state: { level: number; sendBufferBytes: number; queueFrames: number }, decision?: "escalate" | "relax"): void;
+}
+
+interface Observer {
+  observe(value: number): void;
 }
 
 /** Latency buckets in seconds: 50 us .. 1 s, dense where live audio lives (1-50 ms). */
@@ -43,135 +58,154 @@ export type LatencySource = (typeof LATENCY_SOURCES)[number];
  * All metrics of one agent process, in a private registry. JetKVM's names are
  * kept where they exist (jetkvm_audio_* for the output channel,
  * jetkvm_microphone_* for the input channel) so existing dashboards work;
- * what they lack is added under audio_agent_*.
+ * what they lack is added under audio_agent_*. A process with both channels
+ * (serve) has one registry: the families both channels share carry a
+ * `channel` label there (the socket buffer families tell them apart by
+ * `component` already); a single role's names and labels stay as they are.
  */
 export class AgentMetrics {
   readonly registry = new Registry();
-  readonly component: string;
-  readonly enqueueToWrite: Histogram;
-  readonly writeCall: Histogram;
-  readonly frameAge: Histogram;
-  readonly roundTrip: Histogram;
-  private readonly adaptiveBufferSize: Gauge;
-  private readonly adaptiveQueueFrames: Gauge;
-  private readonly adaptiveLevel: Gauge;
-  private readonly adaptiveAdjustments: Counter;
-  private readonly adaptiveDecisions: Counter<"decision">;
-  private readonly latencyWarnings: Counter<"source" | "level">;
+  /** One per channel end, in the order given. */
+  readonly channels: ChannelMetrics[];
 
-  constructor(private readonly options: MetricsOptions) {
-    const { read, latency } = options;
-    const { channel, direction } = read();
+  constructor(ends: readonly MetricsChannel[]) {
     const registers = [this.registry];
-    const prefix = channel === "output" ? "jetkvm_audio" : "jetkvm_microphone";
-    this.component = channel === "output" ? "audio-output" : "audio-input";
-    const what = channel === "output" ? "audio" : "microphone";
+    const several = ends.length > 1;
+    const withChannel = (names: string[]) => (several ? [...names, "channel"] : names);
+    const parts = ends.map(({ read, latency }) => {
+      const { channel, direction } = read();
+      return {
+        read,
+        latency,
+        direction,
+        labels: several ? { channel } : {},
+        prefix: channel === "output" ? "jetkvm_audio" : "jetkvm_microphone",
+        what: channel === "output" ? "audio" : "microphone",
+        component: channel === "output" ? "audio-output" : "audio-input",
+        channel,
+      };
+    });
+    type Part = (typeof parts)[number];
 
-    const counterFrom = (name: string, help: string, value: (r: ChannelReadings) => number) => {
-      let seen = 0;
+    /** Labels of a series of a family over `of`: the channel, where the family has several. */
+    const seriesLabels = (of: Part[], part: Part) => (of.length > 1 ? { channel: part.channel } : {});
+    /** A counter over `of` following a reading's running total. */
+    const counterFrom = (name: string, help: string, of: Part[], value: (r: ChannelReadings) => number) => {
+      const seen = of.map(() => 0);
       new Counter({
         name,
         help,
+        labelNames: of.length > 1 ? ["channel"] : [],
         registers,
         collect() {
-          const now = value(read());
-          if (now > seen) this.inc(now - seen);
-          seen = now;
+          of.forEach((part, i) => {
+            const now = value(part.read());
+            this.inc(seriesLabels(of, part), Math.max(0, now - seen[i]!));
+            seen[i] = Math.max(seen[i]!, now);
+          });
         },
       });
     };
-    const gaugeFrom = (name: string, help: string, value: (r: ChannelReadings) => number) => {
+    const gaugeFrom = (name: string, help: string, of: Part[], value: (r: ChannelReadings) => number) => {
       new Gauge({
         name,
         help,
+        labelNames: of.length > 1 ? ["channel"] : [],
         registers,
         collect() {
-          this.set(value(read()));
+          for (const part of of) this.set(seriesLabels(of, part), value(part.read()));
         },
       });
     };
 
-    const frameVerb = direction === "send" ? "sent" : "received";
-    counterFrom(`${prefix}_frames_${frameVerb}_total`, `Total number of ${what} frames ${frameVerb}`, (r) => r.frames);
-    counterFrom(`${prefix}_frames_dropped_total`, `Total number of ${what} frames dropped`, (r) =>
-      droppedTotal(r),
-    );
-    counterFrom(`${prefix}_bytes_processed_total`, `Total number of ${what} bytes processed`, (r) => r.bytes);
-    counterFrom(`${prefix}_connection_drops_total`, `Total number of ${what} connection drops`, (r) => r.connectionDrops);
-    gaugeFrom(
-      `${prefix}_last_frame_timestamp_seconds`,
-      `Timestamp of the last ${what} frame ${frameVerb}`,
-      (r) => r.lastFrameUnixMs / 1000,
-    );
+    // JetKVM's families: named per channel.
+    for (const part of parts) {
+      const { prefix, what } = part;
+      const frameVerb = part.direction === "send" ? "sent" : "received";
+      counterFrom(`${prefix}_frames_${frameVerb}_total`, `Total number of ${what} frames ${frameVerb}`, [part], (r) => r.frames);
+      counterFrom(`${prefix}_frames_dropped_total`, `Total number of ${what} frames dropped`, [part], (r) => droppedTotal(r));
+      counterFrom(`${prefix}_bytes_processed_total`, `Total number of ${what} bytes processed`, [part], (r) => r.bytes);
+      counterFrom(`${prefix}_connection_drops_total`, `Total number of ${what} connection drops`, [part], (r) => r.connectionDrops);
+      gaugeFrom(`${prefix}_last_frame_timestamp_seconds`, `Timestamp of the last ${what} frame ${frameVerb}`, [part], (r) => r.lastFrameUnixMs / 1000);
+    }
 
-    const droppedSeen: Record<string, number> = {};
+    const droppedSeen = parts.map(() => ({}) as Record<string, number>);
     new Counter({
       name: "audio_agent_frames_dropped_by_reason_total",
       help: "Frames dropped, by reason",
       labelNames: ["channel", "reason"],
       registers,
       collect() {
-        for (const [reason, now] of Object.entries(read().dropped)) {
-          const seen = droppedSeen[reason] ?? 0;
-          // Touch every reason so each shows up (at 0) before its first drop.
-          this.inc({ channel, reason }, Math.max(0, now - seen));
-          droppedSeen[reason] = now;
-        }
+        parts.forEach(({ read, channel }, i) => {
+          const seen = droppedSeen[i]!;
+          for (const [reason, now] of Object.entries(read().dropped)) {
+            // Touch every reason so each shows up (at 0) before its first drop.
+            this.inc({ channel, reason }, Math.max(0, now - (seen[reason] ?? 0)));
+            seen[reason] = now;
+          }
+        });
       },
     });
-    counterFrom("audio_agent_reconnects_total", "Connections after the first (clients) or clients accepted after the first (servers)", reconnects);
-    counterFrom("audio_agent_protocol_errors_total", "Framing violations by the peer (connection closed)", (r) => r.protocolErrors);
-    gaugeFrom("audio_agent_queue_depth_frames", "Frames waiting in the send queue", (r) => r.queueDepth);
-    gaugeFrom("audio_agent_queue_capacity_frames", "Send queue bound in frames", (r) => r.queueCapacity);
-    gaugeFrom("audio_agent_connected", "1 while a peer is connected", (r) => (r.connected ? 1 : 0));
+    counterFrom("audio_agent_reconnects_total", "Connections after the first (clients) or clients accepted after the first (servers)", parts, reconnects);
+    counterFrom("audio_agent_protocol_errors_total", "Framing violations by the peer (connection closed)", parts, (r) => r.protocolErrors);
+    gaugeFrom("audio_agent_queue_depth_frames", "Frames waiting in the send queue", parts, (r) => r.queueDepth);
+    gaugeFrom("audio_agent_queue_capacity_frames", "Send queue bound in frames", parts, (r) => r.queueCapacity);
+    gaugeFrom("audio_agent_connected", "1 while a peer is connected", parts, (r) => (r.connected ? 1 : 0));
 
-    const histogram = (name: string, help: string) =>
-      new Histogram({ name, help, buckets: LATENCY_BUCKETS, registers });
-    this.enqueueToWrite = histogram(
-      "audio_agent_enqueue_to_write_seconds",
-      "Time the oldest frame of each write waited in the send queue",
-    );
-    this.writeCall = histogram("audio_agent_write_call_seconds", "Duration of each socket write call");
-    this.frameAge = histogram(
+    /** A histogram family, and each channel's series of it (at zero until its first sample). */
+    const histogram = (name: string, help: string): Observer[] => {
+      const family = new Histogram({ name, help, buckets: LATENCY_BUCKETS, labelNames: withChannel([]), registers });
+      if (!several) return parts.map(() => family);
+      return parts.map(({ labels }) => {
+        family.zero(labels);
+        return family.labels(labels);
+      });
+    };
+    const enqueueToWrite = histogram("audio_agent_enqueue_to_write_seconds", "Time the oldest frame of each write waited in the send queue");
+    const writeCall = histogram("audio_agent_write_call_seconds", "Duration of each socket write call");
+    const frameAge = histogram(
       "audio_agent_frame_age_seconds",
       "Frame age at the receiver: arrival time minus the header timestamp (first frame of each read)",
     );
-    this.roundTrip = histogram("audio_agent_heartbeat_rtt_seconds", "Heartbeat to Ack round trip");
+    const roundTrip = histogram("audio_agent_heartbeat_rtt_seconds", "Heartbeat to Ack round trip");
 
     new Gauge({
       name: "jetkvm_audio_latency_percentile_seconds",
       help: "Audio latency percentiles in seconds",
-      labelNames: ["source", "percentile"],
+      labelNames: withChannel(["source", "percentile"]),
       registers,
       collect() {
-        for (const source of latency.operations()) {
-          const s = latency.snapshot(source);
-          if (!s) continue;
-          this.set({ source, percentile: "p50" }, s.p50);
-          this.set({ source, percentile: "p95" }, s.p95);
-          this.set({ source, percentile: "p99" }, s.p99);
-          this.set({ source, percentile: "max" }, s.max);
-          this.set({ source, percentile: "avg" }, s.ema);
+        for (const { latency, labels } of parts) {
+          for (const source of latency.operations()) {
+            const s = latency.snapshot(source);
+            if (!s) continue;
+            this.set({ source, percentile: "p50", ...labels }, s.p50);
+            this.set({ source, percentile: "p95", ...labels }, s.p95);
+            this.set({ source, percentile: "p99", ...labels }, s.p99);
+            this.set({ source, percentile: "max", ...labels }, s.max);
+            this.set({ source, percentile: "avg", ...labels }, s.ema);
+          }
         }
       },
     });
     new Gauge({
       name: "audio_agent_latency_jitter_seconds",
       help: "Latency jitter (smoothed difference between consecutive samples)",
-      labelNames: ["source"],
+      labelNames: withChannel(["source"]),
       registers,
       collect() {
-        for (const source of latency.operations()) this.set({ source }, latency.snapshot(source)?.jitter ?? 0);
+        for (const { latency, labels } of parts) {
+          for (const source of latency.operations()) this.set({ source, ...labels }, latency.snapshot(source)?.jitter ?? 0);
+        }
       },
     });
-    this.latencyWarnings = new Counter({
+    const latencyWarnings = new Counter({
       name: "audio_agent_latency_warnings_total",
       help: "Latency samples above the target or the maximum (warnings are rate limited, this is not)",
-      labelNames: ["source", "level"],
+      labelNames: withChannel(["source", "level"]),
       registers,
     });
 
-    const component = this.component;
     const buffers = ["send", "receive"] as const;
     new Gauge({
       name: "jetkvm_audio_socket_buffer_size_bytes",
@@ -179,10 +213,12 @@ export class AgentMetrics {
       labelNames: ["component", "buffer_type"],
       registers,
       collect() {
-        const { kernel } = read().socketBuffers;
-        if (kernel.sendBytes === 0) return; // no connection yet
-        this.set({ component, buffer_type: "send" }, kernel.sendBytes);
-        this.set({ component, buffer_type: "receive" }, kernel.receiveBytes);
+        for (const { read, component } of parts) {
+          const { kernel } = read().socketBuffers;
+          if (kernel.sendBytes === 0) continue; // no connection yet
+          this.set({ component, buffer_type: "send" }, kernel.sendBytes);
+          this.set({ component, buffer_type: "receive" }, kernel.receiveBytes);
+        }
       },
     });
     new Gauge({
@@ -191,82 +227,98 @@ export class AgentMetrics {
       labelNames: ["component", "buffer_type"],
       registers,
       collect() {
-        const r = read();
-        if (r.socketBuffers.kernel.sendBytes === 0) return;
-        for (const buffer_type of buffers) this.set({ component, buffer_type }, utilizationPercent(r, buffer_type));
+        for (const { read, component } of parts) {
+          const r = read();
+          if (r.socketBuffers.kernel.sendBytes === 0) continue;
+          for (const buffer_type of buffers) this.set({ component, buffer_type }, utilizationPercent(r, buffer_type));
+        }
       },
     });
     // Writes the kernel did not take whole; a receive buffer never overflows on a stream socket.
-    const overflows = { send: 0, receive: 0 };
+    const overflowsSeen = parts.map(() => 0);
     new Counter({
       name: "jetkvm_audio_socket_buffer_overflow_total",
       help: "Total number of socket buffer overflows (writes the kernel could not take whole)",
       labelNames: ["component", "buffer_type"],
       registers,
       collect() {
-        const now = read().shortWrites;
-        this.inc({ component, buffer_type: "send" }, Math.max(0, now - overflows.send));
-        this.inc({ component, buffer_type: "receive" }, 0);
-        overflows.send = now;
+        parts.forEach(({ read, component }, i) => {
+          const now = read().shortWrites;
+          this.inc({ component, buffer_type: "send" }, Math.max(0, now - overflowsSeen[i]!));
+          this.inc({ component, buffer_type: "receive" }, 0);
+          overflowsSeen[i] = now;
+        });
       },
     });
-    const failuresSeen: Record<string, number> = {};
+    const failuresSeen = parts.map(() => ({}) as Record<string, number>);
     new Counter({
       name: "audio_agent_socket_option_failures_total",
       help: "Socket option calls that failed (buffers left at the kernel default)",
       labelNames: ["component", "call"],
       registers,
       collect() {
-        for (const [call, now] of Object.entries(read().socketBuffers.failures)) {
-          this.inc({ component, call }, Math.max(0, now - (failuresSeen[call] ?? 0)));
-          failuresSeen[call] = now;
-        }
+        parts.forEach(({ read, component }, i) => {
+          const seen = failuresSeen[i]!;
+          for (const [call, now] of Object.entries(read().socketBuffers.failures)) {
+            this.inc({ component, call }, Math.max(0, now - (seen[call] ?? 0)));
+            seen[call] = now;
+          }
+        });
       },
     });
 
-    this.adaptiveBufferSize = new Gauge({
-      name: channel === "output" ? "jetkvm_adaptive_output_buffer_size_bytes" : "jetkvm_adaptive_input_buffer_size_bytes",
-      help: "Current adaptive socket send buffer size in bytes",
-      registers,
-    });
-    this.adaptiveQueueFrames = new Gauge({
+    const adaptiveQueueFrames = new Gauge({
       name: "audio_agent_adaptive_queue_frames",
       help: "Send queue bound chosen by the adaptive optimizer",
+      labelNames: withChannel([]),
       registers,
     });
-    this.adaptiveLevel = new Gauge({
+    const adaptiveLevel = new Gauge({
       name: "audio_agent_adaptive_level",
       help: "Adaptive optimizer level: 0 default, higher after each escalation",
+      labelNames: withChannel([]),
       registers,
     });
-    this.adaptiveAdjustments = new Counter({
+    const adaptiveAdjustments = new Counter({
       name: "jetkvm_adaptive_buffer_adjustments_total",
       help: "Total number of adaptive buffer size adjustments",
+      labelNames: withChannel([]),
       registers,
     });
-    this.adaptiveDecisions = new Counter({
+    const adaptiveDecisions = new Counter({
       name: "audio_agent_adaptive_decisions_total",
       help: "Adaptive optimizer decisions",
-      labelNames: ["decision"],
+      labelNames: withChannel(["decision"]),
       registers,
     });
-    for (const decision of ["escalate", "relax"]) this.adaptiveDecisions.inc({ decision }, 0);
+
+    this.channels = parts.map(({ channel, labels }, i) => {
+      const adaptiveBufferSize = new Gauge({
+        name: channel === "output" ? "jetkvm_adaptive_output_buffer_size_bytes" : "jetkvm_adaptive_input_buffer_size_bytes",
+        help: "Current adaptive socket send buffer size in bytes",
+        registers,
+      });
+      for (const decision of ["escalate", "relax"]) adaptiveDecisions.inc({ decision, ...labels }, 0);
+      adaptiveAdjustments.inc(labels, 0);
+      return {
+        enqueueToWrite: enqueueToWrite[i]!,
+        writeCall: writeCall[i]!,
+        frameAge: frameAge[i]!,
+        roundTrip: roundTrip[i]!,
+        latencyWarning: (source, level) => latencyWarnings.inc({ source, level, ...labels }),
+        adaptive: (state, decision) => {
+          adaptiveLevel.set(labels, state.level);
+          adaptiveBufferSize.set(state.sendBufferBytes);
+          adaptiveQueueFrames.set(labels, state.queueFrames);
+          if (decision) {
+            adaptiveDecisions.inc({ decision, ...labels });
+            adaptiveAdjustments.inc(labels);
+          }
+        },
+      };
+    });
 
     this.addProcessMetrics();
-  }
-
-  latencyWarning(source: string, level: string): void {
-    this.latencyWarnings.inc({ source, level });
-  }
-
-  adaptive(state: { level: number; sendBufferBytes: number; queueFrames: number }, decision?: "escalate" | "relax"): void {
-    this.adaptiveLevel.set(state.level);
-    this.adaptiveBufferSize.set(state.sendBufferBytes);
-    this.adaptiveQueueFrames.set(state.queueFrames);
-    if (decision) {
-      this.adaptiveDecisions.inc({ decision });
-      this.adaptiveAdjustments.inc();
-    }
   }
 
   /** The Prometheus text exposition. */

@@ -5,17 +5,22 @@ import { openSink } from "../media/open.ts";
 import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
-import { Instruments } from "./instruments.ts";
+import { Instruments, type ChannelInstruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
 
+type Settings = RoleSettings<"input serve">;
+
 /**
- * `input serve`: input server -> sink. Sessions follow one another: Stop (or
- * a disconnect) ends one, the sink is flushed, the next client is served;
- * with --once the first session's end ends the run. The sink is opened (an
- * existing file truncated) only once the endpoints and the socket listen, so
- * a port in use or a socket path refused leaves it as it was.
+ * The input server `settings` ask for, not listening yet, and how it runs
+ * once it listens: `serve` opens the sink (an existing file truncated only
+ * now, so a port in use or a socket path refused leaves it as it was) and
+ * writes every message into it. Sessions follow one another: Stop (or a
+ * disconnect) ends one, the sink is flushed, the next client is served; with
+ * --once the first session's end ends the channel. Then the server stops,
+ * the sink is closed (an Ogg sink gets its end-of-stream page) and the
+ * "stopped" line logged.
  */
-export async function inputServe(settings: RoleSettings<"input serve">, logger: Logger, shutdown: Shutdown): Promise<void> {
+export function inputChannel(settings: Settings, logger: Logger): { server: InputServer; serve: (shutdown: Shutdown, instruments: ChannelInstruments) => Promise<void> } {
   const report = logger.for("input-server");
   // Set right after listening, before any client's message can arrive (that takes an I/O event).
   let sink!: FrameSink;
@@ -38,27 +43,38 @@ export async function inputServe(settings: RoleSettings<"input serve">, logger: 
     },
     onFailure: (error) => finish(error),
   });
+  const serve = async (shutdown: Shutdown, instruments: ChannelInstruments) => {
+    try {
+      sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
+    } catch (e) {
+      await server.stop();
+      throw e;
+    }
+    flusher = new SinkFlusher(sink, settings["page-ms"], (error) => finish(error));
+    try {
+      await shutdown.race(finished);
+    } finally {
+      flusher.stop();
+      await server.stop();
+      try {
+        // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.
+        sink.close();
+      } finally {
+        report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
+      }
+    }
+  };
+  return { server, serve };
+}
+
+/** `input serve`: input server -> sink (see inputChannel). */
+export async function inputServe(settings: Settings, logger: Logger, shutdown: Shutdown): Promise<void> {
+  const { server, serve } = inputChannel(settings, logger);
   const instruments = await Instruments.attach(server, { role: "input serve", settings, logger });
   await instruments.startThen(() => server.listen());
   try {
-    sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
-  } catch (e) {
-    await server.stop();
-    await instruments.stop();
-    throw e;
-  }
-  flusher = new SinkFlusher(sink, settings["page-ms"], (error) => finish(error));
-  try {
-    await shutdown.race(finished);
+    await serve(shutdown, instruments.channels[0]!);
   } finally {
-    flusher.stop();
-    await server.stop();
     await instruments.stop();
-    try {
-      // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.
-      sink.close();
-    } finally {
-      report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
-    }
   }
 }

@@ -5,132 +5,111 @@ import type { ListenAddress } from "../observe/http-listen-error.ts";
 import type { AgentHttpServer, HealthReport } from "../observe/http-server.ts";
 import { LatencyMonitor } from "../observe/latency-monitor.ts";
 import type { Logger } from "../observe/logger.ts";
-import type { AgentMetrics } from "../observe/metrics.ts";
-import { MonitorHub, monitorFigures } from "../observe/monitor/hub.ts";
+import type { AgentMetrics, ChannelMetrics } from "../observe/metrics.ts";
+import { MonitorHub, monitorFigures, type ChannelFigures, type MonitorIdentity, type RoleFigures } from "../observe/monitor/hub.ts";
 import { healthFields, summaryFields, type ChannelReadings } from "../observe/readings.ts";
 import type { Report } from "../transport/report.ts";
 import { DropReason } from "../transport/frame-stats.ts";
 
-type InstrumentSettings = Settings<
-  | "socket"
-  | "socket-buffers"
-  | "adaptive"
-  | "adaptive-threshold"
-  | "adaptive-window-ms"
-  | "adaptive-calm-ms"
-  | "metrics"
-  | "monitor"
-  | "stats-interval"
-  | "http-allow-host"
->;
+/** What a channel end's instruments read: its socket, buffers and optimizer. */
+type ChannelSettings = Settings<"socket" | "socket-buffers" | "adaptive" | "adaptive-threshold" | "adaptive-window-ms" | "adaptive-calm-ms">;
+/** What the whole process's instruments read: its HTTP endpoints and stats lines. */
+type ProcessSettings = Settings<"metrics" | "monitor" | "stats-interval" | "http-allow-host">;
 
 export interface InstrumentsOptions {
   role: Role;
-  settings: InstrumentSettings;
+  settings: ChannelSettings & ProcessSettings;
   logger: Logger;
+}
+
+/** One channel end of a process and its settings. */
+export interface InstrumentedEnd {
+  end: ChannelEnd;
+  settings: ChannelSettings;
 }
 
 /** Socket buffers are sampled, and the optimizer fed and ticked, this often (or faster for short windows). */
 const SAMPLE_MS = 1000;
 
 /**
- * Everything a role measures and adapts, attached to its channel end: the
- * latency monitor, socket buffer sampling, the adaptive optimizer, and (with
- * --metrics / --monitor) the Prometheus registry, the monitor and their HTTP
- * server. The channel reports through the observer hooks, each cheap; the
- * optimizer is fed from the channel's readings and its decisions are applied
- * on the sampler's tick, never from inside a write.
+ * Everything a process measures and adapts, attached to its channel ends
+ * (one, or both in serve): per end the latency monitor, socket buffer
+ * sampling and the adaptive optimizer (ChannelInstruments); for the process
+ * one sampler tick, the --stats-interval timer and, with --metrics /
+ * --monitor, one Prometheus registry, the monitor and their HTTP server. The
+ * channels report through the observer hooks, each cheap; the optimizer is
+ * fed from the channel's readings and its decisions are applied on the
+ * sampler's tick, never from inside a write.
  */
-export class Instruments implements ChannelObserver {
-  readonly latency: LatencyMonitor;
+export class Instruments {
+  /** One per channel end, in the order given; the first is the one the monitor shows. */
+  readonly channels: ChannelInstruments[];
   readonly metrics: AgentMetrics | undefined;
-  readonly optimizer: AdaptiveOptimizer | undefined;
   readonly monitor: MonitorHub | undefined;
   private servers: AgentHttpServer[] = [];
   private readonly sampler: ReturnType<typeof setInterval>;
-  /** The --stats-interval timer, and what the last summary line had seen. */
+  /** The --stats-interval timer. */
   private readonly statsTimer: ReturnType<typeof setInterval> | undefined;
-  private statsSeen: { at: number; counts: Record<string, number>; samples: Map<string, number> };
-  /** Pressure already fed to the optimizer: short writes and deadline drops. */
-  private pressureSeen = { shortWrites: 0, deadlineDrops: 0 };
   private readonly report: Report;
   private readonly started = performance.now();
 
+  /** The instruments of a role with one channel end. */
+  static attach(end: ChannelEnd, { role, settings, logger }: InstrumentsOptions): Promise<Instruments> {
+    return Instruments.attachAll([{ end, settings }], { role, settings, logger });
+  }
+
   /**
-   * Builds the instruments of a role and attaches them to its channel end.
-   * prom-client is loaded only when --metrics asks for it: it costs tens of
-   * milliseconds of start-up and megabytes.
+   * Builds the instruments of a process and attaches them to its channel
+   * ends. prom-client is loaded only when --metrics asks for it: it costs
+   * tens of milliseconds of start-up and megabytes.
    */
-  static async attach(end: ChannelEnd, options: InstrumentsOptions): Promise<Instruments> {
+  static async attachAll(ends: InstrumentedEnd[], options: { role: string; settings: ProcessSettings; logger: Logger }): Promise<Instruments> {
     const metricsModule = options.settings.metrics ? await import("../observe/metrics.ts") : undefined;
-    const instruments = new Instruments(end, options, metricsModule?.AgentMetrics);
-    end.observe(instruments);
+    const instruments = new Instruments(ends, options, metricsModule?.AgentMetrics);
+    instruments.channels.forEach((channel, i) => ends[i]!.end.observe(channel));
     return instruments;
   }
 
   private constructor(
-    private readonly end: ChannelEnd,
-    private readonly options: InstrumentsOptions,
+    ends: InstrumentedEnd[],
+    private readonly options: { role: string; settings: ProcessSettings; logger: Logger },
     Metrics: typeof AgentMetrics | undefined,
   ) {
     const { settings, logger } = options;
+    const several = ends.length > 1;
     this.report = logger.for("instruments");
-    const read = (): ChannelReadings => end.readings();
-    this.latency = new LatencyMonitor({
-      warn: (operation, level, value, threshold) => {
-        this.metrics?.latencyWarning(operation, level);
-        this.report("warn", `latency above ${level === "max" ? "maximum" : "target"}`, {
-          operation,
-          ms: +(value * 1000).toFixed(3),
-          threshold_ms: threshold * 1000,
-        });
-      },
-    });
-    if (Metrics) this.metrics = new Metrics({ read, latency: this.latency });
-    const first = read();
-    if (settings.monitor) {
-      this.monitor = new MonitorHub({ role: options.role, channel: first.channel, socket: settings.socket }, () =>
-        monitorFigures(read(), this.latency, this.optimizer?.state.level ?? 0),
-      );
-    }
-    if (settings.adaptive === "on") {
-      const buffers = socketBufferSizes(settings["socket-buffers"]);
-      const high = SOCKET_BUFFER_PRESETS["high-load"];
-      const baseQueue = first.queueCapacity;
-      this.optimizer = new AdaptiveOptimizer({
-        base: { sendBufferBytes: buffers.sendBytes, receiveBufferBytes: buffers.receiveBytes, queueFrames: baseQueue },
-        highLoad: {
-          sendBufferBytes: Math.max(high.sendBytes, buffers.sendBytes),
-          receiveBufferBytes: Math.max(high.receiveBytes, buffers.receiveBytes),
-        },
-        maxQueueFrames: baseQueue * DEFAULT_ADAPTIVE.queueGrowth,
-        threshold: settings["adaptive-threshold"],
-        windowMs: settings["adaptive-window-ms"],
-        calmMs: settings["adaptive-calm-ms"],
-        apply: (state, decision, why) => this.adapt(state, decision, why),
+    const latencies = ends.map(
+      (_, i) => new LatencyMonitor({ warn: (operation, level, value, threshold) => this.channels[i]!.latencyWarned(operation, level, value, threshold) }),
+    );
+    this.metrics = Metrics && new Metrics(ends.map(({ end }, i) => ({ read: () => end.readings(), latency: latencies[i]! })));
+    if (settings.monitor) this.monitor = new MonitorHub(this.identity(ends), () => this.figures());
+    this.channels = ends.map(({ end, settings: channelSettings }, i) => {
+      const channel = end.readings().channel;
+      return new ChannelInstruments(end, channelSettings, {
+        latency: latencies[i]!,
+        metrics: this.metrics?.channels[i],
+        // Each channel's lines have their own kind, so one channel's stats never hold back the other's.
+        report: logger.for(several ? `${channel}-instruments` : "instruments"),
+        monitor: this.monitor,
+        shown: i === 0,
       });
-      this.metrics?.adaptive(this.optimizer.state);
-    }
-    const every = Math.min(SAMPLE_MS, settings["adaptive-calm-ms"], settings["adaptive-window-ms"]);
-    this.sampler = setInterval(() => this.sample(), every);
-    this.statsSeen = { at: this.started, counts: statsCounts(first), samples: new Map() };
+    });
+    const every = Math.min(SAMPLE_MS, ...ends.flatMap(({ settings: s }) => [s["adaptive-calm-ms"], s["adaptive-window-ms"]]));
+    this.sampler = setInterval(() => {
+      for (const channel of this.channels) channel.sample();
+    }, every);
     const statsMs = settings["stats-interval"] * 1000;
-    if (statsMs > 0) this.statsTimer = setInterval(() => this.logStats(), statsMs);
+    if (statsMs > 0) {
+      this.statsTimer = setInterval(() => {
+        for (const channel of this.channels) channel.logStats();
+      }, statsMs);
+    }
   }
 
   /** Starts the HTTP endpoints --metrics and --monitor asked for (one server when they share an address). */
   async start(): Promise<void> {
     const { metrics: metricsAt, monitor: monitorAt, "http-allow-host": allowHosts } = this.options.settings;
-    const health = (): HealthReport => {
-      const r = this.end.readings();
-      return {
-        role: this.options.role,
-        channel: r.channel,
-        ...healthFields(r),
-        uptime_seconds: +((performance.now() - this.started) / 1000).toFixed(3),
-      };
-    };
-    const metrics = this.metrics && { registry: this.metrics, health };
+    const metrics = this.metrics && { registry: this.metrics, health: () => this.health() };
     if (!metricsAt && !monitorAt) return;
     // Loaded only when asked for: the HTTP server (and the monitor page) cost memory.
     const { AgentHttpServer } = await import("../observe/http-server.ts");
@@ -150,7 +129,7 @@ export class Instruments implements ChannelObserver {
   }
 
   /**
-   * Starts the HTTP endpoints, then `listen` (the channel end's socket): a
+   * Starts the HTTP endpoints, then `listen` (the channel ends' sockets): a
    * port in use fails before any socket file exists, and a socket that
    * cannot be bound stops the endpoints again.
    */
@@ -169,13 +148,98 @@ export class Instruments implements ChannelObserver {
     return this.servers.map((s) => s.url);
   }
 
-  /** Set only while a browser listens on the monitor: the channel passes every frame to it. */
+  /** Latency of every operation of a single role's channel end (see ChannelInstruments.latencyFields). */
+  latencyFields(): Record<string, number> {
+    return this.channels[0]!.latencyFields();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.sampler);
+    clearInterval(this.statsTimer);
+    this.monitor?.stop();
+    await Promise.all(this.servers.splice(0).map((s) => s.stop()));
+  }
+
+  /** /healthz: the role and its channel with its readings; with several channels, each under `channels`. */
+  private health(): HealthReport {
+    const uptime_seconds = +((performance.now() - this.started) / 1000).toFixed(3);
+    const readings = this.channels.map((c) => c.end.readings());
+    if (readings.length === 1) return { role: this.options.role, channel: readings[0]!.channel, ...healthFields(readings[0]!), uptime_seconds };
+    return { role: this.options.role, channels: Object.fromEntries(readings.map((r) => [r.channel, healthFields(r)])), uptime_seconds };
+  }
+
+  /** The monitor's identity: the first channel is the one the page shows and listens to. */
+  private identity(ends: InstrumentedEnd[]): MonitorIdentity {
+    const [shown, ...others] = ends.map(({ end, settings }) => ({ channel: end.readings().channel, socket: settings.socket }));
+    const identity: MonitorIdentity = { role: this.options.role, channel: shown!.channel, socket: shown!.socket };
+    if (others.length > 0) identity.channels = Object.fromEntries(others.map(({ channel, socket }) => [channel, { socket }]));
+    return identity;
+  }
+
+  private figures(): RoleFigures {
+    const [shown, ...others] = this.channels;
+    const figures: RoleFigures = shown!.figures();
+    if (others.length > 0) figures.channels = Object.fromEntries(others.map((c) => [c.end.readings().channel, c.figures()]));
+    return figures;
+  }
+}
+
+/**
+ * The instruments of one channel end: its latency monitor (fed by the
+ * observer hooks), socket buffer sampling, its adaptive optimizer (whose
+ * decisions it applies on the process's sampler tick), its metrics, its
+ * stats lines and its part of the monitor.
+ */
+export class ChannelInstruments implements ChannelObserver {
+  readonly latency: LatencyMonitor;
+  readonly optimizer: AdaptiveOptimizer | undefined;
+  private readonly metrics: ChannelMetrics | undefined;
+  private readonly report: Report;
+  private readonly monitor: MonitorHub | undefined;
+  /** The channel the monitor shows: its connection events and frames go to the page as they are. */
+  private readonly shown: boolean;
+  private readonly channel: string;
+  /** What the last summary line had seen. */
+  private statsSeen: { at: number; counts: Record<string, number>; samples: Map<string, number> };
+  /** Pressure already fed to the optimizer: short writes and deadline drops. */
+  private pressureSeen = { shortWrites: 0, deadlineDrops: 0 };
+
+  constructor(
+    readonly end: ChannelEnd,
+    settings: ChannelSettings,
+    parts: { latency: LatencyMonitor; metrics?: ChannelMetrics; report: Report; monitor?: MonitorHub; shown: boolean },
+  ) {
+    ({ latency: this.latency, metrics: this.metrics, report: this.report, monitor: this.monitor, shown: this.shown } = parts);
+    const first = end.readings();
+    this.channel = first.channel;
+    if (settings.adaptive === "on") {
+      const buffers = socketBufferSizes(settings["socket-buffers"]);
+      const high = SOCKET_BUFFER_PRESETS["high-load"];
+      const baseQueue = first.queueCapacity;
+      this.optimizer = new AdaptiveOptimizer({
+        base: { sendBufferBytes: buffers.sendBytes, receiveBufferBytes: buffers.receiveBytes, queueFrames: baseQueue },
+        highLoad: {
+          sendBufferBytes: Math.max(high.sendBytes, buffers.sendBytes),
+          receiveBufferBytes: Math.max(high.receiveBytes, buffers.receiveBytes),
+        },
+        maxQueueFrames: baseQueue * DEFAULT_ADAPTIVE.queueGrowth,
+        threshold: settings["adaptive-threshold"],
+        windowMs: settings["adaptive-window-ms"],
+        calmMs: settings["adaptive-calm-ms"],
+        apply: (state, decision, why) => this.adapt(state, decision, why),
+      });
+      this.metrics?.adaptive(this.optimizer.state);
+    }
+    this.statsSeen = { at: performance.now(), counts: statsCounts(first), samples: new Map() };
+  }
+
+  /** Set only while a browser listens on the monitor to this channel: the channel passes every frame to it. */
   get frameTap(): ((payload: Uint8Array, timestampMs: number) => void) | undefined {
-    return this.monitor?.frameTap;
+    return this.shown ? this.monitor?.frameTap : undefined;
   }
 
   connection(kind: "connected" | "disconnected", detail: string): void {
-    this.monitor?.event(kind, detail);
+    this.monitor?.event(kind, detail, this.shown ? undefined : this.channel);
   }
 
   written(_messages: number, _bytes: number, oldestWaitMs: number, writeCallMs: number): void {
@@ -195,6 +259,16 @@ export class Instruments implements ChannelObserver {
     this.metrics?.roundTrip.observe(ms / 1000);
   }
 
+  /** A latency sample crossed the target or the maximum (the monitor's warnings are rate limited). */
+  latencyWarned(operation: string, level: "target" | "max", value: number, threshold: number): void {
+    this.metrics?.latencyWarning(operation, level);
+    this.report("warn", `latency above ${level === "max" ? "maximum" : "target"}`, {
+      operation,
+      ms: +(value * 1000).toFixed(3),
+      threshold_ms: threshold * 1000,
+    });
+  }
+
   /**
    * Latency of every operation the monitor has seen, for a role's final "stopped" line:
    * `<operation>_p50_ms`, `_p99_ms` and `_max_ms` over the monitor's window, its last 1024
@@ -212,15 +286,12 @@ export class Instruments implements ChannelObserver {
     return fields;
   }
 
-  async stop(): Promise<void> {
-    clearInterval(this.sampler);
-    clearInterval(this.statsTimer);
-    this.monitor?.stop();
-    await Promise.all(this.servers.splice(0).map((s) => s.stop()));
+  figures(): ChannelFigures {
+    return monitorFigures(this.end.readings(), this.latency, this.optimizer?.state.level ?? 0);
   }
 
   /** The sampler's tick: socket buffers sampled, the optimizer fed with new pressure and ticked. */
-  private sample(): void {
+  sample(): void {
     this.end.tuner.sample();
     const optimizer = this.optimizer;
     if (!optimizer) return;
@@ -242,7 +313,7 @@ export class Instruments implements ChannelObserver {
    * latency's p99 over the samples taken since (as far as the window holds).
    * Runs on its own timer; nothing is added to the audio path.
    */
-  private logStats(): void {
+  logStats(): void {
     const r = this.end.readings();
     const now = performance.now();
     const counts = statsCounts(r);

@@ -1,27 +1,22 @@
 import { OutputServer } from "../channels/output-server.ts";
 import { socketBufferSizes, type RoleSettings } from "../config.ts";
+import type { FrameSource } from "../media/frame-source.ts";
 import { isLiveSource, openSource } from "../media/open.ts";
 import { Pacer } from "../media/pacer.ts";
 import { pumpSource } from "../media/pump.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
-import { Instruments } from "./instruments.ts";
+import { Instruments, type ChannelInstruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
+
+type Settings = RoleSettings<"output serve">;
 
 /** Bound on writing out queued frames at shutdown. */
 const FINAL_FLUSH_MS = 1000;
 
-/**
- * The output server with its instruments attached, listening: `output serve`
- * as it runs (the benchmark builds its sender with this too, so it measures
- * exactly what ships).
- */
-export async function startOutputServer(
-  settings: RoleSettings<"output serve">,
-  logger: Logger,
-  live: boolean,
-): Promise<{ server: OutputServer; instruments: Instruments }> {
-  const server = new OutputServer({
+/** The output server `settings` ask for, not listening yet; `live` drops what no client takes, else lossless. */
+export function outputServer(settings: Settings, logger: Logger, live: boolean): OutputServer {
+  return new OutputServer({
     path: settings.socket,
     mode: settings["socket-mode"],
     report: logger.for("output-server"),
@@ -33,6 +28,15 @@ export async function startOutputServer(
     stuckFrames: settings["stuck-frames"],
     socketBuffers: socketBufferSizes(settings["socket-buffers"]),
   });
+}
+
+/**
+ * The output server with its instruments attached, listening: `output serve`
+ * as it runs (the benchmark builds its sender with this too, so it measures
+ * exactly what ships).
+ */
+export async function startOutputServer(settings: Settings, logger: Logger, live: boolean): Promise<{ server: OutputServer; instruments: Instruments }> {
+  const server = outputServer(settings, logger, live);
   // Attached before listening: a client connecting at once is observed.
   const instruments = await Instruments.attach(server, { role: "output serve", settings, logger });
   await instruments.startThen(() => server.listen());
@@ -40,19 +44,34 @@ export async function startOutputServer(
 }
 
 /**
- * `output serve`: source -> output server. A file source without --realtime
- * is lossless: wait for a client, read only as fast as the queue drains,
- * exit after the last frame is written. With --realtime, or from stdin or a
- * FIFO, frames go out as they come and are dropped (counted) when no client
- * keeps up; a FIFO is served from one writer to the next until a signal.
+ * The source of `output serve`, opened without waiting for anything: a
+ * file's format is checked before anything listens, and a FIFO is read once
+ * the socket and endpoints are up, from one writer to the next. Live with
+ * --realtime, or from stdin or a FIFO; a file without --realtime is lossless.
  */
-export async function outputServe(settings: RoleSettings<"output serve">, logger: Logger, shutdown: Shutdown): Promise<void> {
-  const report = logger.for("output-server");
+export async function openOutputSource(settings: Settings, logger: Logger): Promise<{ source: FrameSource; live: boolean }> {
   const live = settings.realtime || (await isLiveSource(settings.source));
-  // Opening waits for nothing: a file's format is checked before anything listens, and a
-  // FIFO is read once the socket and endpoints are up, from one writer to the next.
   const source = await openSource(settings.format, settings.source, { lenient: settings.lenient, report: logger.for("source") });
-  const { server, instruments } = await startOutputServer(settings, logger, live);
+  return { source, live };
+}
+
+/**
+ * Streams `source` through the listening `server` until the source ends
+ * (lossless: until a client has taken everything) or a stop is requested;
+ * then writes out what is queued, stops the server, closes the source and
+ * logs the "stopped" line. A source that fails part-way ends it with that
+ * failure, after the frames read before it went out like at a normal end.
+ */
+export async function streamOutput(
+  server: OutputServer,
+  source: FrameSource,
+  settings: Settings,
+  live: boolean,
+  shutdown: Shutdown,
+  logger: Logger,
+  instruments: ChannelInstruments,
+): Promise<void> {
+  const report = logger.for("output-server");
   try {
     if (!live) {
       report("info", "waiting for a client (lossless file mode)", { source: source.name });
@@ -64,8 +83,6 @@ export async function outputServe(settings: RoleSettings<"output serve">, logger
       loop: settings.loop,
       isStopped: () => shutdown.isRequested,
     });
-    // A source that fails part-way (a file cut mid-page) still ends the run with an error,
-    // but only after the frames read before the failure went out like at a normal end.
     let sourceFailure: unknown;
     await shutdown.race(pumped.catch((e) => void (sourceFailure = e ?? new Error("source failed"))));
     // Lossless: everything must go out, however long a slow client takes; a signal still ends it.
@@ -74,8 +91,24 @@ export async function outputServe(settings: RoleSettings<"output serve">, logger
     if (sourceFailure !== undefined) throw sourceFailure;
   } finally {
     await server.stop();
-    await instruments.stop();
     await source.close();
     report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
+  }
+}
+
+/**
+ * `output serve`: source -> output server. A file source without --realtime
+ * is lossless: wait for a client, read only as fast as the queue drains,
+ * exit after the last frame is written. With --realtime, or from stdin or a
+ * FIFO, frames go out as they come and are dropped (counted) when no client
+ * keeps up; a FIFO is served from one writer to the next until a signal.
+ */
+export async function outputServe(settings: Settings, logger: Logger, shutdown: Shutdown): Promise<void> {
+  const { source, live } = await openOutputSource(settings, logger);
+  const { server, instruments } = await startOutputServer(settings, logger, live);
+  try {
+    await streamOutput(server, source, settings, live, shutdown, logger, instruments.channels[0]!);
+  } finally {
+    await instruments.stop();
   }
 }

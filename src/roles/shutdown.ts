@@ -3,6 +3,8 @@ import type { Report } from "../transport/report.ts";
 /**
  * SIGTERM / SIGINT handling: the first signal resolves `requested` so the
  * role can stop accepting, flush and clean up; a second one exits at once.
+ * `request()` asks for the same clean stop without a signal (serve: one
+ * channel failed, the other stops).
  * SIGHUP is logged and otherwise ignored: the agent keeps streaming when the
  * terminal it was started from goes away, and it has no files to reopen
  * (logs go to stderr, which the init script redirects).
@@ -10,7 +12,8 @@ import type { Report } from "../transport/report.ts";
 export class Shutdown {
   readonly requested: Promise<string>;
   signal: string | undefined;
-  private resolve!: (signal: string) => void;
+  private stopping = false;
+  private resolve!: (reason: string) => void;
   private readonly handlers: [NodeJS.Signals, () => void][] = [];
 
   constructor(report?: Report) {
@@ -22,7 +25,7 @@ export class Shutdown {
       const handler = () => {
         if (this.signal) process.exit(130);
         this.signal = name;
-        this.resolve(name);
+        this.request(name);
       };
       process.on(name, handler);
       this.handlers.push([name, handler]);
@@ -30,7 +33,14 @@ export class Shutdown {
   }
 
   get isRequested(): boolean {
-    return this.signal !== undefined;
+    return this.stopping;
+  }
+
+  /** Stops the run as the first signal would; `reason` is what `requested` resolves with. */
+  request(reason: string): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.resolve(reason);
   }
 
   /** Resolves with `work`'s result, or undefined if a signal came first. */

@@ -47,7 +47,7 @@ describe("counting frames in the receiver's recording", () => {
 });
 
 describe("live scenario", () => {
-  test("the compiled agent's roles, the bare Bun floor and its pair: every figure measured, the agent's roles stopped cleanly", async () => {
+  test("the compiled agent's roles (serve too), the bare Bun floor and its pair: every figure measured, the agent's roles stopped cleanly", async () => {
     const dir = socketDir(defer, "aab-");
     const runner = new Runner(dir.dir, () => {});
     defer(() => runner.dispose());
@@ -91,6 +91,10 @@ describe("live scenario", () => {
       const { p50, p99, max } = pair!.latencyMs!;
       expect([p50 > 0, p50 <= p99, p99 <= max]).toEqual([true, true, true]);
     }
+    // Both channels in one process, and the input channel's server alone for the two-process sum.
+    measured(figures.both?.serve, true);
+    measured(figures.both?.inputServe, true);
+    expect(figures.both!.framesPerSecond).toBeGreaterThan(0);
     expect(figures.agentStopped?.serve.signal).toBe("SIGTERM");
     expect(figures.agentStopped?.recv).toMatchObject({ signal: "SIGTERM", protocol_errors: "0", connects: "1" });
   }, 60_000);

@@ -13,7 +13,8 @@ import { encodeWith } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
 import { cleanEnv, REPO, type Result, run, start } from "../support/processes.ts";
 import { until } from "../support/wait.ts";
-import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
+import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
+import { wholeWireFrames, wholeWireMessages, writeWireFile } from "../support/wire.ts";
 
 const SCRIPT = join(REPO, "packaging/S95audio-agent");
 const BUSYBOX = Bun.which("busybox");
@@ -174,6 +175,57 @@ describe("S95audio-agent under busybox sh", () => {
     expect(lines.length).toBeGreaterThan(0);
     for (const line of lines) expect(() => JSON.parse(line)).not.toThrow();
   }, 30_000);
+
+  test("AUDIO_AGENT_ROLE=serve: one process serves the capture FIFO on the output socket and the input socket into its sink", async () => {
+    tempDir();
+    const fifo = t.path("capture/capture.ogg");
+    const [out, input, sink] = [t.path("o.sock"), t.path("i.sock"), t.path("mic.wire")];
+    const { AUDIO_AGENT_ARGS: _, ...env } = settings({ AUDIO_AGENT_FIFO: fifo, JETKVM_AUDIO_OUTPUT_SOCKET: out, JETKVM_AUDIO_INPUT_SOCKET: input });
+    mkdirSync(t.path("default"));
+    // The role and the input sink from the settings file, as on a device; the rest are the script's defaults.
+    writeFileSync(env.AUDIO_AGENT_DEFAULTS, `AUDIO_AGENT_ROLE=serve\nAUDIO_AGENT_INPUT_SINK=${sink}\n`);
+
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    const pid = pidIn(env)!;
+    expect(statSync(fifo).isFIFO()).toBe(true);
+    await until(() => existsSync(out) && existsSync(input), "both sockets", 10_000);
+    expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").slice(0, 2)).toEqual([agentBin, "serve"]);
+
+    // The output channel: an encoder's Ogg stream through the FIFO, to a client.
+    const opus = encodeWith(t.dir, "encoder", ["--max-delay", "20"]);
+    const packets = packetsOf(new Uint8Array(readFileSync(opus))).slice(2);
+    const recv = start([agentBin, "output", "recv", "--socket", out, "--sink", t.path("out.wire"), "--count", String(packets.length), "--connect-timeout", "5"], { cwd: t.dir, timeoutMs: 30_000 });
+    await until(() => readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8").includes("output-server: client connected"), "the output client");
+    // The input channel at the same time: a sender's frames into the sink.
+    await writeWireFile(t.path("send.wire"), 30);
+    const send = start([agentBin, "input", "send", "--socket", input, "--source", t.path("send.wire"), "--connect-timeout", "5"], { cwd: t.dir, timeoutMs: 30_000 });
+    expect(await writeIntoFifo(fifo, opus)).toBe(0);
+    const [received, sent] = await Promise.all([recv.done, send.done]);
+    expect(received.code, received.stderr).toBe(0);
+    expect(sent.code, sent.stderr).toBe(0);
+    expect(wholeWireFrames(t.path("out.wire")).map((f) => f.join(","))).toEqual(packets.map((p) => p.join(",")));
+    await until(() => readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8").includes("input-server: session ended by Stop"), "the input session's end");
+    const micFrames = wholeWireMessages(sink, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame);
+    expect(micFrames.map((m) => m.payload.join(","))).toEqual(Array.from({ length: 30 }, (_, i) => testPayload(i).join(",")));
+
+    const stopped = await initScript("stop", env);
+    expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
+    expect(alive(pid)).toBe(false);
+    expect(existsSync(out) || existsSync(input)).toBe(false);
+    const log = readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8");
+    expect(log).toContain("output-server: stopped signal=SIGTERM");
+    expect(log).toContain("input-server: stopped signal=SIGTERM");
+  }, 60_000);
+
+  test("an unknown AUDIO_AGENT_ROLE: start fails (1) naming it and the roles allowed", async () => {
+    tempDir();
+    const { AUDIO_AGENT_ARGS: _, ...env } = settings({ AUDIO_AGENT_ROLE: "both" });
+    const started = await initScript("start", env);
+    expect(started.code).toBe(1);
+    expect(started.stdout).toContain("AUDIO_AGENT_ROLE=both is not a role here; allowed: output, serve");
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+  });
 
   test("start fails (1) when the agent exits at once, and leaves no pid file", async () => {
     tempDir();

@@ -113,11 +113,41 @@ describe("config print", () => {
     expect(r.code).toBe(0);
     const printed = JSON.parse(r.stdout);
     expect(printed.config_file).toBe(path);
-    expect(Object.keys(printed).sort()).toEqual(["config_file", "input send", "input serve", "output recv", "output serve"]);
+    expect(Object.keys(printed).sort()).toEqual(["config_file", "input send", "input serve", "output recv", "output serve", "serve"]);
     expect(printed["output serve"]).toMatchObject({ "queue-frames": 100, "socket-mode": "0640", socket: "/var/run/audio_output.sock" });
     expect(printed["input send"]).toMatchObject({ "queue-frames": 64, "heartbeat-ms": 250, socket: "/run/test-in.sock" });
     expect(printed["input serve"]).toMatchObject({ "socket-mode": "0660", socket: "/run/test-in.sock" });
     expect(printed["output recv"]).toMatchObject({ "socket-buffers": 196608, "log-level": "warn" });
+    // serve: the process-wide settings at the top level, each channel's in its section.
+    expect(printed.serve).toMatchObject({
+      "log-level": "warn",
+      output: { "queue-frames": 100, "socket-buffers": 196608, "socket-mode": "0640", socket: "/var/run/audio_output.sock" },
+      input: { socket: "/run/test-in.sock", "socket-mode": "0660" },
+    });
+    expect("log-level" in printed.serve.output || "queue-frames" in printed.serve.input).toBe(false);
+  });
+
+  test("serve: what it prints passes config check and reads back as the same settings; sections that disagree exit 2", async () => {
+    const { write, path } = setup();
+    const file = write("serve.json", JSON.stringify({ metrics: "0.0.0.0:9100", output: { monitor: "[::1]:8080", "socket-mode": "0600" }, input: { format: "ogg" } }));
+    const printed = await cli(["config", "print", "serve", "--config", file], { AUDIO_AGENT_INPUT_SOCKET_BUFFERS: "64k", AUDIO_AGENT_OUTPUT_SOURCE: "/o.ogg" });
+    expect(printed.code, printed.stderr).toBe(0);
+    const shown = JSON.parse(printed.stdout);
+    expect(shown).toMatchObject({
+      metrics: "0.0.0.0:9100",
+      monitor: "[::1]:8080",
+      output: { "socket-mode": "0600", source: "/o.ogg", format: "wire" },
+      input: { "socket-buffers": 65536, format: "ogg", "socket-mode": "0660" },
+    });
+    const saved = path("printed.json");
+    writeFileSync(saved, printed.stdout);
+    expect(await cli(["config", "check", saved])).toMatchObject({ code: 0, stderr: "" });
+    expect((await cli(["config", "print", "serve", "--config", saved])).stdout).toBe(printed.stdout);
+
+    const split = write("split.json", JSON.stringify({ output: { monitor: 8080 }, input: { monitor: 8081 } }));
+    const refused = await cli(["config", "print", "serve", "--config", split]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`"output.monitor" and "input.monitor" differ`);
   });
 
   test("without any file: defaults only, config_file null", async () => {

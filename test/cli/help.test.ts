@@ -4,7 +4,7 @@
  * never the text of Node's argument parser. Real processes.
  */
 import { describe, expect, test } from "bun:test";
-import { defaultOf, OPTIONS, ROLE_OPTIONS, type Channel, type OptionName, type Role } from "../../src/config.ts";
+import { defaultOf, OPTIONS, PROCESS_OPTIONS, ROLE_OPTIONS, SERVE_ROLES, type Channel, type OptionName, type Role } from "../../src/config.ts";
 import { runAgent } from "../support/processes.ts";
 
 /** The help rows of one option: its flag line and the description below it. */
@@ -22,6 +22,8 @@ describe("--help", () => {
       ["output", "--help"],
       ["input", "-h"],
       ...Object.keys(ROLE_OPTIONS).flatMap((role) => [[...role.split(" "), "--help"], [...role.split(" "), "-h"]]),
+      ["serve", "--help"],
+      ["serve", "-h"],
       ["config", "--help"],
       ["config", "print", "--help"],
       ["config", "print", "-h"],
@@ -65,6 +67,33 @@ describe("--help", () => {
     for (const [option, shown] of expected) expect(row(serve, option)).toContain(`(default: ${shown})`);
     expect(row((await runAgent(["input", "send", "--help"])).stdout, "heartbeat-ms")).toContain("(default: 1000)");
   }, 30_000);
+
+  test("serve's help: every option of both channels with its prefix, default and variable; the process-wide ones once", async () => {
+    const { code, stdout } = await runAgent(["serve", "--help"]);
+    expect(code).toBe(0);
+    for (const [channel, role] of Object.entries(SERVE_ROLES) as [Channel, Role][]) {
+      for (const option of ROLE_OPTIONS[role] as readonly OptionName[]) {
+        if ((PROCESS_OPTIONS as readonly string[]).includes(option)) continue;
+        const text = row(stdout, `${channel}-${option}`);
+        const value = defaultOf(option, channel);
+        expect({ option, text }).toEqual({ option, text: value === undefined ? expect.not.stringContaining("(default: ") : expect.stringContaining("(default: ") });
+        const env = option === "socket" ? `JETKVM_AUDIO_${channel.toUpperCase()}_SOCKET` : `AUDIO_AGENT_${`${channel}_${option}`.toUpperCase().replace(/-/g, "_")}`;
+        expect(text).toEndWith(`; env ${env}`);
+      }
+    }
+    for (const option of PROCESS_OPTIONS) {
+      expect(stdout.split("\n").filter((line) => line.startsWith(`  --${option} `)).length).toBe(1);
+      expect(stdout).not.toContain(`--output-${option}`);
+      expect(stdout).not.toContain(`--input-${option}`);
+    }
+    expect(row(stdout, "output-socket")).toContain("(default: /var/run/audio_output.sock)");
+    expect(row(stdout, "input-socket")).toContain("(default: /var/run/audio_input.sock)");
+    expect(row(stdout, "output-queue-frames")).toContain("(default: 500)");
+    expect(row(stdout, "input-page-ms")).toContain("(default: 100)");
+    expect(row(stdout, "log-level")).toContain("(default: info); env AUDIO_AGENT_LOG_LEVEL");
+    const top = await runAgent(["--help"]);
+    expect(top.stdout).toContain("audio-agent serve --output-source PATH|- --input-sink PATH|-");
+  }, 30_000);
 });
 
 describe("usage errors", () => {
@@ -83,6 +112,13 @@ describe("usage errors", () => {
       [["bench", "--bogus"], "audio-agent: bench: unknown option --bogus (see audio-agent bench --help)"],
       [["bench", "--only"], "audio-agent: bench: --only needs a value (a comma-separated list of flood160, flood4096, live, soak, startup)"],
       [["bench", "--quick=yes"], 'audio-agent: bench: --quick takes no value, found "yes" (see audio-agent bench --help)'],
+      [["serve", "--output-source", "x", "--input-sink", "y", "--source", "z"], "audio-agent: serve: unknown option --source (see audio-agent serve --help)"],
+      [["serve", "--output-source", "x", "--input-sink", "y", "--output-sink", "z"], "audio-agent: serve: unknown option --output-sink (see audio-agent serve --help)"],
+      [["serve", "--output-source", "x", "--input-sink", "y", "--output-metrics", "9100"], "audio-agent: serve: unknown option --output-metrics (see audio-agent serve --help)"],
+      [["serve", "--output-source", "x", "--input-sink", "y", "--input-format", "mp3"], 'audio-agent: --input-format "mp3" is not allowed: wire, ogg'],
+      [["serve", "--output-source", "x", "--input-sink", "y", "--output-loop=yes"], 'audio-agent: serve: --output-loop takes no value, found "yes" (see audio-agent serve --help)'],
+      [["serve", "--input-sink", "y"], `audio-agent: serve: --output-source is required (${OPTIONS.source.allowed})`],
+      [["serve", "--output-source", "x", "--input-sink", "y", "extra"], 'audio-agent: unexpected argument "extra" (see audio-agent serve --help)'],
     ];
     const results = await Promise.all(cases.map(([args]) => runAgent(args)));
     results.forEach((result, k) => {

@@ -173,7 +173,7 @@ describe("AdaptiveOptimizer on an injected clock", () => {
   });
 
   test("decisions show up in the metrics: level, sizes, decision and adjustment counters", async () => {
-    const metrics = new AgentMetrics({
+    const metrics = new AgentMetrics([{
       latency: new LatencyMonitor(),
       read: () => ({
         channel: "output",
@@ -201,12 +201,13 @@ describe("AdaptiveOptimizer on an injected clock", () => {
         },
         counts: {},
       }),
-    });
+    }]);
+    const channel = metrics.channels[0]!;
     const { opt, at, tickAt } = optimizer({
       calmMs: 100,
-      apply: (state, decision) => metrics.adaptive(state, decision),
+      apply: (state, decision) => channel.adaptive(state, decision),
     });
-    metrics.adaptive(opt.state);
+    channel.adaptive(opt.state);
     let text = await metrics.text();
     expect(value(text, "audio_agent_adaptive_level")).toBe(0);
     expect(value(text, "jetkvm_adaptive_output_buffer_size_bytes")).toBe(128 * KiB);

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { AgentHttpServer } from "../../src/observe/http-server.ts";
 import { type MonitorFigures, MonitorHub, VIEWER_LIMITS, type ViewerLimits } from "../../src/observe/monitor/hub.ts";
-import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { rawUpgrade } from "../support/http.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
@@ -113,17 +113,46 @@ async function stalledPeer(port: number): Promise<void> {
   );
 }
 
+/** The monitor page at `base` in Debian's Chromium (closed after the test), and the errors it throws. */
+async function openPage(base: string): Promise<{ page: Page; pageErrors: string[] }> {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`${CHROMIUM} is missing: the monitor page test needs Debian's chromium (npm test installs it: apt-get install chromium fonts-dejavu-core)`);
+  }
+  const profile = socketDir(defer, "aa-chromium-").dir;
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1280, height: 800 },
+  });
+  defer(() => context.close());
+  const page = context.pages()[0] ?? (await context.newPage());
+  const pageErrors: string[] = [];
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
+  await page.goto(`${base}/`);
+  return { page, pageErrors };
+}
+
+/** Presses Listen and waits until the page has decoded half a second of audio with a level (or failed). */
+async function listen(page: Page): Promise<PageState> {
+  await page.click("#listen-button");
+  await page.waitForFunction(
+    () => {
+      const s = (window as any).monitorState;
+      return s.errors.length > 0 || (s.decodedFrames >= 25 && s.level > 0);
+    },
+    null,
+    { polling: 50, timeout: 10_000 },
+  );
+  return pageState(page);
+}
+
 const pageState = (page: Page) => page.evaluate(() => (window as unknown as { monitorState: PageState }).monitorState);
 
 describe("monitor page in a browser", () => {
   test(
     "shows identity, live figures matching /metrics, the connection history, and plays the stream",
     async () => {
-      if (!existsSync(CHROMIUM)) {
-        throw new Error(
-          `${CHROMIUM} is missing: the monitor page test needs Debian's chromium (npm test installs it: apt-get install chromium fonts-dejavu-core)`,
-        );
-      }
       const sockets = socketDir(defer);
       const socket = sockets.path("out.sock");
       const serve = spawnAgent([
@@ -134,22 +163,13 @@ describe("monitor page in a browser", () => {
       const recv = spawnAgent(["output", "recv", "--socket", socket, "--sink", "/dev/null"]);
       await until(async () => (await figures(base)).connected, "the receiver to connect", 10_000, 50);
 
-      const profile = socketDir(defer, "aa-chromium-").dir;
-      const context = await chromium.launchPersistentContext(profile, {
-        executablePath: CHROMIUM,
-        headless: true,
-        args: CHROMIUM_ARGS,
-        viewport: { width: 1280, height: 800 },
-      });
-      defer(() => context.close());
-      const page = context.pages()[0] ?? (await context.newPage());
-      const pageErrors: string[] = [];
-      page.on("pageerror", (e) => pageErrors.push(String(e)));
-      await page.goto(`${base}/`);
+      const { page, pageErrors } = await openPage(base);
 
       // Identity, and figures that move.
       await page.waitForFunction(() => (window as any).monitorState.figuresReceived >= 1, null, { polling: 50, timeout: 10_000 });
       expect(await page.textContent("#id-role")).toBe("output serve");
+      expect(await page.textContent("#now-title")).toBe("Now");
+      expect(await page.locator("#other-channels").isVisible()).toBe(false);
       expect(await page.textContent("#id-channel")).toBe("output");
       expect(await page.textContent("#id-socket")).toBe(socket);
       const first = await pageState(page);
@@ -176,16 +196,7 @@ describe("monitor page in a browser", () => {
       expect(await page.textContent("#peer")).toContain("connected");
 
       // Listen: WebCodecs decodes the live Opus frames.
-      await page.click("#listen-button");
-      await page.waitForFunction(
-        () => {
-          const s = (window as any).monitorState;
-          return s.errors.length > 0 || (s.decodedFrames >= 25 && s.level > 0);
-        },
-        null,
-        { polling: 50, timeout: 10_000 },
-      );
-      const listening = await pageState(page);
+      const listening = await listen(page);
       expect(listening.errors).toEqual([]);
       expect(listening.listening).toBe(true);
       expect(listening.decodedSampleRate).toBe(48000);
@@ -212,6 +223,70 @@ describe("monitor page in a browser", () => {
       await page.waitForFunction(() => document.querySelector("#events")!.textContent!.includes("disconnected"), null, { polling: 50, timeout: 10_000 });
       await page.waitForFunction(() => (window as any).monitorState.lastFigures.connected === false, null, { polling: 50, timeout: 5000 });
       expect(await page.textContent("#peer")).toContain("not connected");
+      expect(pageErrors).toEqual([]);
+    },
+    40_000,
+  );
+});
+
+describe("monitor page of serve", () => {
+  test(
+    "shows and plays the output channel, and the input channel's figures and connections beside it",
+    async () => {
+      const sockets = socketDir(defer);
+      const out = sockets.path("o.sock");
+      const input = sockets.path("i.sock");
+      const mic = sockets.path("mic.wire");
+      await Bun.write(mic, wireBytes(0, 250, (i) => new Uint8Array(160).fill(i & 0xff), INPUT_MAGIC));
+      const serve = spawnAgent([
+        "serve", "--output-socket", out, "--output-source", TONE, "--output-format", "ogg", "--output-realtime", "--output-loop",
+        "--input-socket", input, "--input-sink", sockets.path("sink.wire"),
+        "--monitor", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+      ]);
+      const base = await metricsUrl(serve);
+      spawnAgent(["output", "recv", "--socket", out, "--sink", "/dev/null"]);
+      const send = spawnAgent(["input", "send", "--socket", input, "--source", mic, "--realtime", "--loop"]);
+      await until(async () => {
+        const f = await figures(base);
+        return f.connected && f.channels?.input?.connected === true;
+      }, "both peers to connect", 10_000, 50);
+
+      const { page, pageErrors } = await openPage(base);
+      await page.waitForFunction(() => (window as any).monitorState.figuresReceived >= 2, null, { polling: 50, timeout: 10_000 });
+      expect(await page.textContent("#id-role")).toBe("serve");
+      expect(await page.textContent("#now-title")).toBe("Now · output channel");
+      expect(await page.textContent("#id-channel")).toBe("output");
+      expect(await page.textContent("#id-socket")).toBe(out);
+      expect(await page.textContent("#peer")).toContain("connected");
+
+      // The input channel's card: its socket and figures that move, as the metrics count them.
+      const others = page.locator("#other-channels");
+      expect(await others.isVisible()).toBe(true);
+      expect(await others.textContent()).toContain(`input channel ${input}`);
+      const shown = (await pageState(page)).lastFigures!.channels!.input!;
+      expect(shown.connected).toBe(true);
+      const received = await scrapeValue(base, "jetkvm_microphone_frames_received_total");
+      expect(received - shown.frames).toBeGreaterThanOrEqual(0);
+      expect(received - shown.frames).toBeLessThanOrEqual(2 * FIXTURE_FRAMES_PER_SECOND);
+      expect(await others.textContent()).toContain(shown.frames.toLocaleString("en-US"));
+      const before = shown.frames;
+      await page.waitForFunction((n) => (window as any).monitorState.lastFigures.channels.input.frames > n, before, { polling: 50, timeout: 5000 });
+
+      // Both channels' connections in the history, the input one named as such.
+      const history = await page.textContent("#events");
+      expect(history).toContain(out);
+      expect(history).toContain(`input: ${input}`);
+
+      // Listen plays the output channel.
+      const listening = await listen(page);
+      expect(listening.errors).toEqual([]);
+      expect(listening.decodedChannels).toBe(FIXTURE_CHANNELS);
+
+      // The input peer leaves: its card says so, the output channel's badge does not change.
+      send.kill("SIGTERM");
+      await page.waitForFunction(() => (window as any).monitorState.lastFigures.channels.input.connected === false, null, { polling: 50, timeout: 10_000 });
+      await page.waitForFunction(() => document.querySelector("#events")!.textContent!.includes("disconnected"), null, { polling: 50, timeout: 10_000 });
+      expect(await page.textContent("#peer")).toContain("connected for");
       expect(pageErrors).toEqual([]);
     },
     40_000,

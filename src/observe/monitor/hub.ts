@@ -2,10 +2,8 @@ import type { ServerWebSocket } from "bun";
 import type { LatencyMonitor } from "../latency-monitor.ts";
 import { utilizationPercent, type ChannelReadings } from "../readings.ts";
 
-/** One second of what a role is doing: the same numbers the Prometheus metrics hold. */
-export interface MonitorFigures {
-  /** Unix ms when the figures were taken. */
-  t: number;
+/** One second of what a channel end is doing: the same numbers the Prometheus metrics hold. */
+export interface ChannelFigures {
   connected: boolean;
   frames: number;
   bytes: number;
@@ -20,18 +18,22 @@ export interface MonitorFigures {
   /** Per latency source (frame_age, enqueue_to_write, ...): seconds. */
   latency: Record<string, { p50: number; p95: number; p99: number; max: number }>;
   adaptiveLevel: number;
+}
+
+/** What the page gets each second: the figures of the channel it shows (and listens to), and of any other channel of the process. */
+export type RoleFigures = ChannelFigures & { channels?: Record<string, ChannelFigures> };
+
+export interface MonitorFigures extends RoleFigures {
+  /** Unix ms when the figures were taken. */
+  t: number;
   /** Frames the browser listeners missed because they could not keep up. */
   listenerDrops: number;
   listeners: number;
 }
 
 /** The page's figures from a channel end's readings, its latency monitor and the optimizer's level. */
-export function monitorFigures(
-  r: ChannelReadings,
-  latency: LatencyMonitor,
-  adaptiveLevel: number,
-): Omit<MonitorFigures, "t" | "listenerDrops" | "listeners"> {
-  const percentiles: MonitorFigures["latency"] = {};
+export function monitorFigures(r: ChannelReadings, latency: LatencyMonitor, adaptiveLevel: number): ChannelFigures {
+  const percentiles: ChannelFigures["latency"] = {};
   for (const source of latency.operations()) {
     const s = latency.snapshot(source);
     if (s) percentiles[source] = { p50: s.p50, p95: s.p95, p99: s.p99, max: s.max };
@@ -56,12 +58,17 @@ export interface ConnectionEvent {
   t: number;
   kind: "connected" | "disconnected";
   detail: string;
+  /** Set for a channel other than the one the page shows. */
+  channel?: string;
 }
 
 export interface MonitorIdentity {
   role: string;
+  /** The channel the page shows and listens to, and its socket. */
   channel: string;
   socket: string;
+  /** The process's other channels (serve), by name: their sockets. */
+  channels?: Record<string, { socket: string }>;
 }
 
 interface Viewer {
@@ -116,7 +123,7 @@ export class MonitorHub {
 
   constructor(
     readonly identity: MonitorIdentity,
-    private readonly figures: () => Omit<MonitorFigures, "t" | "listenerDrops" | "listeners">,
+    private readonly figures: () => RoleFigures,
     intervalMs = 1000,
     private readonly limits: ViewerLimits = VIEWER_LIMITS,
   ) {
@@ -124,8 +131,8 @@ export class MonitorHub {
     this.websocket = this.handlers();
   }
 
-  event(kind: ConnectionEvent["kind"], detail: string): void {
-    const e = { t: Date.now(), kind, detail };
+  event(kind: ConnectionEvent["kind"], detail: string, channel?: string): void {
+    const e: ConnectionEvent = { t: Date.now(), kind, detail, ...(channel ? { channel } : {}) };
     this.events.push(e);
     if (this.events.length > EVENTS) this.events.shift();
     this.broadcast(JSON.stringify({ type: "event", event: e }));

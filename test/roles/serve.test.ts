@@ -1,0 +1,224 @@
+/**
+ * `audio-agent serve`: output serve and input serve in one process, as real
+ * processes with real peers (`output recv`, `input send`) on real sockets.
+ * Both channels carry their frames at once, one /metrics and /healthz cover
+ * both, a channel that ends stops alone, a channel that fails stops the
+ * other and ends the run with its failure.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync, writeFileSync } from "node:fs";
+import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
+import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
+import { sameBytes } from "../support/bytes.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
+import { healthz, metricsUrl, promtoolCheck, samples, scrape, value } from "../support/metrics.ts";
+import { testPayload } from "../support/payloads.ts";
+import { agentEnv, spawnAgent, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { wholeWireFrames, wholeWireMessages, writeWireFile } from "../support/wire.ts";
+
+const defer = useCleanup();
+
+function setup() {
+  const t = socketDir(defer, "aasv-");
+  defer(() => stopAgents());
+  return { ...t, out: t.path("o.sock"), in: t.path("i.sock") };
+}
+
+/** The microphone frames: told apart from the output channel's by their payloads. */
+const micPayload = (i: number) => testPayload(i + 10_000);
+
+/** The OpusFrame payloads of an input sink in wire format, after checking it holds whole sessions (Config first, Stop last). */
+function sinkFrames(path: string): { frames: Uint8Array[]; sessions: number } {
+  const messages = wholeWireMessages(path, INPUT_MAGIC);
+  const sessions = messages.filter((m) => m.type === MessageType.Config).length;
+  expect(messages[0]?.type).toBe(MessageType.Config);
+  expect(messages.at(-1)?.type).toBe(MessageType.Stop);
+  return { frames: messages.filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload), sessions };
+}
+
+function expectFrames(frames: Uint8Array[], count: number, payloadOf: (i: number) => Uint8Array): void {
+  expect(frames.length).toBe(count);
+  expect(frames.findIndex((frame, i) => !sameBytes(frame, payloadOf(i)))).toBe(-1);
+}
+
+describe("serve: both channels in one process", () => {
+  test(
+    "an encoder's FIFO reaches output recv while input send's frames land in the sink, both at once; metrics and /healthz cover both; SIGTERM exits 0 and removes both sockets",
+    async () => {
+      const t = setup();
+      const fifo = makeFifo(t.path("capture.wire"));
+      const capture = t.path("capture-file.wire");
+      const mic = t.path("mic.wire");
+      const sink = t.path("sink.wire");
+      await writeWireFile(capture, 300);
+      await writeWireFile(mic, 150, micPayload);
+      // A live FIFO source: a queue that holds the encoder's burst, no deadline or budget, so nothing is dropped.
+      const agent = spawnAgent([
+        "serve",
+        "--output-socket", t.out, "--output-source", fifo, "--output-queue-frames", "1000", "--output-write-deadline-ms", "0", "--output-max-latency-ms", "60000",
+        "--input-socket", t.in, "--input-sink", sink,
+        "--metrics", "127.0.0.1:0",
+      ]);
+      const base = await metricsUrl(agent);
+      await agent.waitForStderr("input-server: listening");
+      expect(agent.stderr).toContain("output-server: listening");
+
+      const recv = spawnAgent(["output", "recv", "--socket", t.out, "--sink", t.path("out.wire"), "--count", "300"]);
+      await agent.waitForStderr("output-server: client connected");
+      // Both channels at once: the encoder writes the FIFO while input send streams its file in real time (3 s).
+      const send = spawnAgent(["input", "send", "--socket", t.in, "--source", mic, "--realtime", "--heartbeat-ms", "200"]);
+      await agent.waitForStderr("input-server: client connected");
+      const [written, received, sent] = await Promise.all([writeIntoFifo(fifo, capture), recv.exited, send.exited]);
+      expect(written).toBe(0);
+      expect(received, recv.stderr).toBe(0);
+      expect(sent, send.stderr).toBe(0);
+      await agent.waitForStderr("input-server: session ended by Stop");
+
+      expectFrames(wholeWireFrames(t.path("out.wire")), 300, testPayload);
+      const input = sinkFrames(sink);
+      expect(input.sessions).toBe(1);
+      expectFrames(input.frames, 150, micPayload);
+
+      // One registry: both channels' families, the process metrics once; promtool is happy.
+      const text = await scrape(base);
+      const { code, output } = await promtoolCheck(text);
+      expect(output).toBe("");
+      expect(code).toBe(0);
+      expect(value(text, "jetkvm_audio_frames_sent_total")).toBe(300);
+      expect(value(text, "jetkvm_microphone_frames_received_total")).toBe(150);
+      expect(value(text, "audio_agent_frames_dropped_by_reason_total", { channel: "output", reason: "no_client" })).toBe(0);
+      expect(value(text, "audio_agent_queue_capacity_frames", { channel: "output" })).toBe(1000);
+      expect(value(text, "audio_agent_frame_age_seconds_count", { channel: "input" })).toBeGreaterThan(0);
+      expect(value(text, "audio_agent_enqueue_to_write_seconds_count", { channel: "output" })).toBeGreaterThan(0);
+      expect(value(text, "audio_agent_enqueue_to_write_seconds_count", { channel: "input" })).toBe(0);
+      expect(samples(text, "process_resident_memory_bytes").length).toBe(1);
+      expect(samples(text, "audio_agent_connected").map((s) => s.labels.channel).sort()).toEqual(["input", "output"]);
+
+      const health = await healthz(base);
+      expect(health).toMatchObject({
+        role: "serve",
+        channels: {
+          output: { frames: 300, drops: 0, connects: 1 },
+          input: { frames: 150, sessions: 1, clean_sessions: 1, config: { sampleRate: 48000, channels: 2, frameSize: 960 } },
+        },
+      });
+      expect(health.uptime_seconds as number).toBeGreaterThan(0);
+
+      agent.kill("SIGTERM");
+      expect(await agent.exited, agent.stderr).toBe(0);
+      expect(existsSync(t.out)).toBe(false);
+      expect(existsSync(t.in)).toBe(false);
+      // Each channel's own final line, its accounting whole.
+      expect(expectAccountedLine(agent.stderr)).toMatchObject({ submitted: 300, delivered: 300, dropped: 0 });
+      expect(logFields(agent.stderr, "output-server", "stopped").signal).toBe("SIGTERM");
+      expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ signal: "SIGTERM", frames: "150", sessions: "1" });
+    },
+    60_000,
+  );
+
+  test("settings from the config file's sections; a channel that ends stops alone, and the run ends when both have", async () => {
+    const t = setup();
+    const capture = t.path("capture.wire");
+    const sink = t.path("sink.wire");
+    await writeWireFile(capture, 50);
+    await writeWireFile(t.path("mic.wire"), 20, micPayload);
+    const config = t.path("agent.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        "stats-interval": 0,
+        output: { socket: t.out, source: capture },
+        input: { socket: t.in, sink, once: true },
+      }),
+    );
+    const agent = spawnAgent(["serve", "--config", config]);
+    await agent.waitForStderr("input-server: listening");
+
+    // A file without --output-realtime is lossless: once a client has it all, the output channel ends...
+    const recv = spawnAgent(["output", "recv", "--socket", t.out, "--sink", t.path("out.wire"), "--count", "50"]);
+    expect(await recv.exited, recv.stderr).toBe(0);
+    expectFrames(wholeWireFrames(t.path("out.wire")), 50, testPayload);
+    await agent.waitForStderr("output-server: stopped");
+    await until(() => !existsSync(t.out), "the output socket to go");
+    expect(agent.hasExited).toBe(false);
+    expect(expectAccountedLine(agent.stderr)).toMatchObject({ submitted: 50, delivered: 50, dropped: 0 });
+
+    // ...and the input channel keeps serving; its first session ends it (once), and with it the run.
+    const send = spawnAgent(["input", "send", "--socket", t.in, "--source", t.path("mic.wire")]);
+    expect(await send.exited, send.stderr).toBe(0);
+    expect(await agent.exited, agent.stderr).toBe(0);
+    expect(existsSync(t.in)).toBe(false);
+    expectFrames(sinkFrames(sink).frames, 20, micPayload);
+    expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ frames: "20", sessions: "1" });
+  }, 60_000);
+
+  test("a channel that fails stops the other cleanly: the input sink on a full disk ends the run with exit 1 naming it", async () => {
+    const t = setup();
+    const fifo = makeFifo(t.path("capture.wire"));
+    await writeWireFile(t.path("mic.wire"), 200, micPayload);
+    const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", fifo, "--input-socket", t.in, "--input-sink", "/dev/full"]);
+    await agent.waitForStderr("input-server: listening");
+    const recv = spawnAgent(["output", "recv", "--socket", t.out, "--sink", "/dev/null"]);
+    await agent.waitForStderr("output-server: client connected");
+    const send = spawnAgent(["input", "send", "--socket", t.in, "--source", t.path("mic.wire")]);
+
+    expect(await agent.exited).toBe(1);
+    const line = failureLine(agent.stderr);
+    expect(line).toContain("/dev/full");
+    expect(line).toContain("ENOSPC");
+    // The output channel stopped as on a signal: its final line, its client told, its socket gone.
+    expect(agent.stderr).toContain("agent: input channel failed; stopping the other");
+    expectAccountedLine(agent.stderr);
+    expect(logFields(agent.stderr, "input-server", "stopped")).toBeDefined();
+    expect(existsSync(t.out)).toBe(false);
+    expect(existsSync(t.in)).toBe(false);
+    await recv.waitForStderr("output-client: disconnected");
+    recv.kill("SIGTERM");
+    send.kill("SIGTERM");
+    expect(await recv.exited).toBe(0);
+    expect(await send.exited).toBe(0);
+  }, 60_000);
+
+  test("an input socket path that cannot be used: exit 2 naming it, the output socket removed again, the sink untouched", async () => {
+    const t = setup();
+    writeFileSync(t.in, "not a socket");
+    writeFileSync(t.path("sink.wire"), "keep");
+    await writeWireFile(t.path("capture.wire"), 5);
+    const result = await spawnAgent([
+      "serve", "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--input-socket", t.in, "--input-sink", t.path("sink.wire"),
+    ]).done;
+    expect(result.code).toBe(2);
+    expect(failureLine(result.stderr)).toBe(`audio-agent: socket path ${t.in} is a regular file; refusing to replace it`);
+    expect(existsSync(t.out)).toBe(false);
+    expect(await Bun.file(t.path("sink.wire")).text()).toBe("keep");
+    expect(await Bun.file(t.in).text()).toBe("not a socket");
+  });
+
+  test("an input socket that cannot be bound: exit 2 naming --input-socket and the errno; the output socket removed again", async () => {
+    const t = setup();
+    const refused = "/proc/audio-agent-serve-test.sock";
+    await writeWireFile(t.path("capture.wire"), 5);
+    const result = await spawnAgent(["serve", "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--input-socket", refused, "--input-sink", t.path("sink")]).done;
+    expect(result.code).toBe(2);
+    expect(failureLine(result.stderr)).toMatch(new RegExp(`^audio-agent: --input-socket ${refused}: cannot listen: .* \\(E[A-Z]+\\)$`));
+    expect(existsSync(t.out) || existsSync(t.path("sink"))).toBe(false);
+  });
+
+  test("bad settings exit 2 naming the prefixed flag or variable, before anything listens", async () => {
+    const t = setup();
+    const base = ["serve", "--output-socket", t.out, "--output-source", "/dev/null", "--input-socket", t.in, "--input-sink", t.path("sink")];
+    const flag = await spawnAgent([...base, "--output-queue-frames", "0"]).done;
+    expect(flag.code).toBe(2);
+    expect(failureLine(flag.stderr)).toBe('audio-agent: --output-queue-frames "0" is not allowed: an integer 1..100000');
+    const env = await spawnAgent(base, { env: agentEnv({ AUDIO_AGENT_INPUT_FORMAT: "mp3" }) }).done;
+    expect(env.code).toBe(2);
+    expect(failureLine(env.stderr)).toBe('audio-agent: environment AUDIO_AGENT_INPUT_FORMAT= "mp3" is not allowed: wire, ogg');
+    const missing = await spawnAgent(["serve", "--output-source", "/dev/null"]).done;
+    expect(missing.code).toBe(2);
+    expect(failureLine(missing.stderr)).toBe('audio-agent: serve: --input-sink is required (a path or "-")');
+    expect(existsSync(t.out) || existsSync(t.in) || existsSync(t.path("sink"))).toBe(false);
+  });
+});
