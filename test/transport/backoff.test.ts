@@ -7,10 +7,12 @@ import { describe, expect, test } from "bun:test";
 import { backoffDelayMs } from "../../src/transport/backoff.ts";
 import { silent } from "../../src/transport/report.ts";
 import { connectWithBackoff, ConnectTimeoutError, type ConnectionHandler } from "../../src/transport/unix-client.ts";
+import { within } from "../../src/transport/within.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeStaleSocket } from "../support/processes.ts";
 import { recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
 
@@ -140,14 +142,29 @@ describe("connectWithBackoff", () => {
     expect(directory.message).toBe(`cannot connect to ${dir.dir}: it is a directory, not a socket`);
   });
 
-  test("an abort while waiting ends the wait", async () => {
+  test("an abort while waiting ends the wait at once, not when the wait is over", async () => {
     const dir = socketDir(defer, "bo-");
     const abort = new AbortController();
-    const connecting = connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report: silent, signal: abort.signal });
-    await Bun.sleep(20);
+    // The client's first wait between attempts is made an hour long: only the abort can end it.
+    const realSetTimeout = globalThis.setTimeout;
+    const waits: number[] = [];
+    globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+      globalThis.setTimeout = realSetTimeout;
+      waits.push(ms ?? 0);
+      return realSetTimeout(fn, 3_600_000);
+    }) as typeof setTimeout;
+    let connecting: Promise<unknown>;
+    try {
+      connecting = connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report: silent, signal: abort.signal }).catch((e) => e);
+      await until(() => waits.length === 1, "the first wait");
+    } finally {
+      globalThis.setTimeout = realSetTimeout;
+    }
+    expect(waits).toEqual([50]);
     abort.abort();
-    const error = await connecting.catch((e) => e);
+    // Generous: an ended wait settles within microseconds; one that is not ended takes the hour.
+    const error = await within(connecting, 10_000, "still waiting");
     expect(error).toBeInstanceOf(ConnectTimeoutError);
-    expect(error.lastError).toBe("aborted");
+    expect((error as ConnectTimeoutError).lastError).toBe("aborted");
   });
 });
