@@ -11,6 +11,7 @@ import { UnixServer } from "../../src/transport/unix-server.ts";
 import type { Report } from "../../src/transport/report.ts";
 import { silent } from "../../src/transport/report.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { connectClient } from "../support/peer.ts";
 import { makeStaleSocket, spawnListener } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -122,12 +123,22 @@ describe("refusals leave the path intact", () => {
     expect(lstatSync(path).isSymbolicLink()).toBe(true);
   });
 
-  test("a socket a live server answers on is refused, and that server keeps serving", async () => {
+  test("a socket a live server answers on is refused without connecting: the client it serves is not replaced", async () => {
     const dir = socketDir(defer, "sf-");
     const path = dir.path("s.sock");
-    const opened: number[] = [];
-    let n = 0;
-    const live = await listen(path, { handler: { ...idle, open: () => opened.push(++n) } });
+    // Connections in the order the live server accepts them, and who sent bytes.
+    const events: string[] = [];
+    const ids = new Map<unknown, number>();
+    const live = await listen(path, {
+      handler: {
+        ...idle,
+        open: (socket) => events.push(`open ${ids.set(socket, ids.size + 1).get(socket)}`),
+        data: (socket, chunk) => events.push(`data ${ids.get(socket)} ${chunk.length}`),
+        close: (socket, reason) => events.push(`close ${ids.get(socket)} ${reason}`),
+      },
+    });
+    const served = await connectClient(defer, path);
+    await until(() => events.length === 1, "the client accepted");
     const before = statSync(path);
 
     const error = await refusal(listen(path));
@@ -135,10 +146,16 @@ describe("refusals leave the path intact", () => {
     expect(error.message).toBe(`socket ${path} is in use by a live server; stop it first`);
     expect(statSync(path).ino).toBe(before.ino);
     expect(lstatSync(path).isSocket()).toBe(true);
-    expect(live.path).toBe(path);
-    const connectionsBefore = live.connections;
-    expect(await answers(path)).toBe(true);
-    await until(() => live.connections === connectionsBefore + 1, "the live server accepted");
+
+    // A marker connection, accepted after anything that connected before it: had the check
+    // connected, the live server would have accepted that probe as its new client first.
+    const marker = await connectClient(defer, path);
+    marker.socket.write(new Uint8Array(3));
+    await until(() => events.includes("data 2 3") || events.includes("data 3 3"), "the marker's bytes");
+    expect(events).toEqual(["open 1", "close 1 replaced by a new client", "open 2", "data 2 3"]);
+    expect(live.connections).toBe(2);
+    // The served client was replaced by the marker, and by nothing before it.
+    await served.closed;
   });
 
   test("a live socket another process bound by a relative name is found by probing, and refused", async () => {
