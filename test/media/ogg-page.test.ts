@@ -146,6 +146,21 @@ describe("OggPageWriter / OggPageReader", () => {
     expect(() => reader.finish()).toThrow(`truncated: input ends 10 byte(s) short of the page at byte ${pages[0]!.length}`);
   });
 
+  test("crcValid() is false when any byte of the page changed: header, CRC field or body", () => {
+    const { writer, pages } = collectingWriter(3);
+    writer.addPacket(packet(300, 1), 960);
+    writer.flushPage();
+    const good = pages[0]!;
+    // Inside a larger buffer, at an offset: the CRC covers exactly this page.
+    const inside = (page: Uint8Array) => concatBytes([Uint8Array.of(1, 2, 3), page, Uint8Array.of(4)]);
+    expect(new OggPage().at(inside(good), 3, 0).crcValid()).toBe(true);
+    for (const at of [5, 6, 14, 18, 22, 25, 26, 27, good.length - 1]) {
+      const bad = good.slice();
+      bad[at]! ^= 0x01;
+      expect({ at, valid: new OggPage().at(inside(bad), 3, 0).crcValid() }).toEqual({ at, valid: false });
+    }
+  });
+
   test("OggPage reads granule -1 and large granules exactly", () => {
     for (const granule of [NO_GRANULE, 0, 2 ** 32 - 1, 2 ** 32, 2 ** 52 + 3]) {
       const { writer, pages } = collectingWriter(2);
