@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
 import { InputClient, type InputClientOptions } from "../../src/channels/input-client.ts";
 import { InputServer, type InputServerOptions } from "../../src/channels/input-server.ts";
 import {
@@ -10,7 +11,7 @@ import {
   OUTPUT_MAGIC,
   type AudioConfig,
 } from "../../src/protocol/index.ts";
-import { sameBytes } from "../support/bytes.ts";
+import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { testPayload } from "../support/payloads.ts";
 import { silentServer } from "../support/peer.ts";
@@ -182,6 +183,55 @@ describe("input channel in-process", () => {
     checkSession(messages, MONO, 0, N);
     expect(server.framesReceived).toBe(N);
     expect(client.stats.droppedTotal).toBe(0);
+  });
+
+  test("no Heartbeat follows the Stop, however long the Stop waits to be written", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    // A server that reads nothing until told to, and never acks.
+    const chunks: Uint8Array[] = [];
+    let peer: Socket<undefined> | undefined;
+    const listener = Bun.listen({
+      unix: sock,
+      socket: {
+        binaryType: "uint8array",
+        open: (socket) => {
+          socket.pause();
+          peer = socket;
+        },
+        data: (_socket, chunk) => void chunks.push(chunk.slice()),
+        drain: () => {},
+        close: () => {},
+        error: () => {},
+      },
+    });
+    defer(() => listener.stop(true));
+    const client = newClient(sock, { heartbeatMs: 5, ackTimeoutMs: 60_000, socketBuffers: { sendBytes: 8192, receiveBytes: 8192 } });
+    const running = client.start();
+    await client.waitForConnection();
+    // Frames until the kernel takes no more: the writer is blocked, its queue far from full.
+    let i = 0;
+    while (client.stats.shortWrites === 0) {
+      client.sendFrame(testPayload(i++));
+      await new Promise((resolve) => setImmediate(resolve));
+      if (i > 10_000) throw new Error("the socket never filled");
+    }
+    expect(client.hasSpace()).toBe(true);
+
+    const finished = client.finish(); // the Stop is queued behind the frames
+    const submitted = client.stats.submitted;
+    // Twenty Heartbeat periods (timers run in deadline order: the client's ticks run meanwhile).
+    await Bun.sleep(100);
+    expect(client.stats.submitted).toBe(submitted);
+
+    peer!.resume();
+    await finished;
+    await running;
+    await until(() => chunks.reduce((n, c) => n + c.length, 0) === client.stats.deliveredBytes + 29, "everything read");
+    const types = parseWire(concatBytes(chunks), INPUT_MAGIC).messages.map((m) => m.type);
+    expect(types.filter((t) => t === MessageType.OpusFrame).length).toBe(i);
+    expect(types.indexOf(MessageType.Stop)).toBe(types.length - 1);
+    expect(client.stats.dropped).toEqual(NO_DROPS);
   });
 
   test("Ack round trip: every Config/Heartbeat is acked, one onRoundTrip per Ack, Config first", async () => {
