@@ -5,12 +5,12 @@
  */
 import { describe, expect, test } from "bun:test";
 import { OutputServer, type OutputServerOptions } from "../../src/channels/output-server.ts";
-import { HEADER_SIZE, MAX_MESSAGE } from "../../src/protocol/index.ts";
+import { encodeMessage, HEADER_SIZE, MAX_MESSAGE, MAX_PAYLOAD, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
 import { expectAccountedStats } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { expectIntactInOrder, indexedPayload } from "../support/payloads.ts";
+import { expectIntactInOrder, indexedPayload, payloadOfSize } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -179,28 +179,65 @@ describe("FrameWriter live mode", () => {
     checkReceived(client);
   });
 
-  test("a client that never reads is cut off after exactly 50 drops; a replacement then receives", async () => {
-    const { path, server } = await startServer({
-      writeDeadlineMs: 0,
-      stuckFrames: 50,
-      queueFrames: 20,
-      socketBuffers: SMALL_SEND_BUFFER,
-    });
-    const stuck = await connectClient(defer, path, { paused: true });
+  test("frames that went stale while the writer was blocked are dropped when it can write again, not sent late", async () => {
+    const { path, server } = await startServer({ writeDeadlineMs: 20, stuckFrames: 1000, socketBuffers: SMALL_SEND_BUFFER });
+    const client = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
-
     let next = 0;
     while (server.stats.shortWrites === 0) {
       server.sendFrame(indexedPayload(next++));
       await tick();
       if (next > 100_000) throw new Error("socket never filled");
     }
-    // The short write left the last frame either partly written (the tail) or not started (still queued).
+    // Ten more wait in the queue behind the blocked write; nothing is submitted after them.
+    const lastTen = next;
+    for (let k = 0; k < 10; k++) server.sendFrame(indexedPayload(next++));
+    const stale = server.readings().queueDepth;
+    expect(stale).toBeGreaterThanOrEqual(10);
+    const droppedBefore = server.stats.dropped.write_deadline;
+    const deliveredWhenBlocked = server.stats.delivered;
+    await Bun.sleep(60); // three deadlines: every queued frame is stale now
+
+    client.socket.resume();
+    await until(() => server.idle && client.bytes === server.stats.deliveredBytes, "writer idle");
+    const s = server.stats;
+    // Every queued frame was dropped at write time; at most the one a short write had started went out, whole.
+    expect(s.dropped.write_deadline - droppedBefore).toBe(stale);
+    expect(s.delivered - deliveredWhenBlocked).toBeLessThanOrEqual(1);
+    expect(s.submitted).toBe(next);
+    expectAccounted(server);
+    const indices = checkReceived(client);
+    expect(indices.length).toBe(s.delivered);
+    expect(indices.filter((i) => i >= lastTen)).toEqual([]);
+  });
+
+  test("a client that never reads is cut off after exactly 50 drops; its half-written frame is dropped as client_gone; a replacement then receives", async () => {
+    const { path, server } = await startServer({
+      writeDeadlineMs: 0,
+      stuckFrames: 50,
+      queueFrames: 20,
+      socketBuffers: SMALL_SEND_BUFFER,
+    });
+    const stuck = await connectClient(defer, path, { paused: true, keepRaw: true });
+    await until(() => server.connected, "client accepted");
+
+    // Frames of 4113 bytes on the wire, four at a time: each write is larger than the kernel
+    // takes in one piece, so the one that comes back short ends inside a frame (4113 shares no
+    // factor with the kernel's power-of-two piece sizes).
+    const frame = (i: number) => payloadOfSize(i, MAX_PAYLOAD);
+    let next = 0;
+    while (server.stats.shortWrites === 0) {
+      for (let k = 0; k < 4; k++) server.sendFrame(frame(next++));
+      await tick();
+      if (next > 100_000) throw new Error("socket never filled");
+    }
+    const deliveredWhenBlocked = server.stats.delivered;
+    // The frame the short write started is out of the queue (set aside, half-written), not in it.
     const queuedWhenBlocked = server.readings().queueDepth;
-    expect(queuedWhenBlocked).toBeLessThanOrEqual(1);
+    expect(queuedWhenBlocked).toBe(next - deliveredWhenBlocked - 1);
     let sinceBlocked = 0;
     while (server.connected) {
-      server.sendFrame(indexedPayload(next++));
+      server.sendFrame(frame(next++));
       sinceBlocked++;
       await tick();
       if (sinceBlocked > 1000) throw new Error("stuck client never disconnected");
@@ -208,29 +245,37 @@ describe("FrameWriter live mode", () => {
     // The queue (20) absorbs the first frames; then each frame drops the oldest, and the 50th drop cuts it off.
     expect(sinceBlocked).toBe(20 - queuedWhenBlocked + 50);
     const s = server.stats;
+    expect(s.delivered).toBe(deliveredWhenBlocked);
     expect(s.dropped.queue_full).toBe(50);
-    // The 20 frames still queued for it when it was cut off.
+    // The 20 frames still queued for it when it was cut off, and the half-written one.
     expect(s.dropped.client_stuck).toBe(20);
+    expect(s.dropped.client_gone).toBe(1);
     expect(s.dropped.no_client).toBe(0);
-    expect(s.dropped.client_gone).toBeLessThanOrEqual(1);
     expectAccounted(server);
-    const deliveredToStuck = s.delivered;
 
-    // What the kernel took still reaches the stuck client: whole frames, then at most a cut one.
+    // What the kernel took still reaches the stuck client: the whole frames, then the start of the next.
     stuck.socket.resume();
     await stuck.closed;
-    expect(stuck.frames.length).toBe(deliveredToStuck);
-    expect(stuck.pending > 0).toBe(s.dropped.client_gone === 1);
-    expect(checkReceived(stuck)).toEqual([...Array(deliveredToStuck).keys()]);
+    expect(stuck.error).toBeUndefined();
+    expect(stuck.frames.length).toBe(deliveredWhenBlocked);
+    expect(stuck.frames.every((p, k) => sameBytes(p, frame(k)))).toBe(true);
+    const cut = encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, frame(deliveredWhenBlocked));
+    expect(stuck.pending).toBeGreaterThan(0);
+    expect(stuck.pending).toBeLessThan(cut.length);
+    const raw = stuck.rawBytes();
+    const partial = raw.subarray(raw.length - stuck.pending);
+    // The header's timestamp is the server's; everything else is the frame's own bytes.
+    expect(sameBytes(partial.subarray(0, 9), cut.subarray(0, 9))).toBe(true);
+    expect(sameBytes(partial.subarray(HEADER_SIZE), cut.subarray(HEADER_SIZE, partial.length))).toBe(true);
 
-    // The server keeps accepting: a replacement client gets the frames sent from now on.
+    // The server keeps accepting: a replacement gets the frames sent from now on, never the cut one.
     const replacement = await connectClient(defer, path);
     await until(() => server.connected, "replacement accepted");
     const first = next;
     for (let k = 0; k < 20; k++) server.sendFrame(indexedPayload(next++));
     await until(() => replacement.frames.length === 20, "20 frames");
     expect(checkReceived(replacement)).toEqual([...Array(20).keys()].map((k) => first + k));
-    expect(server.stats.delivered).toBe(deliveredToStuck + 20);
+    expect(server.stats.delivered).toBe(deliveredWhenBlocked + 20);
     expect(server.listener.connections).toBe(2);
     expect(server.listener.replacements).toBe(0);
     expectAccounted(server);
