@@ -68,6 +68,17 @@ describe("connectWithBackoff", () => {
     expect(retried!.fields!.attempts as number).toBeGreaterThan(1);
   });
 
+  test("a server already listening is connected at the first attempt, with no retry reported", async () => {
+    const dir = socketDir(defer, "bo-");
+    const path = dir.path("here.sock");
+    const listener = Bun.listen({ unix: path, socket: { data() {} } });
+    defer(() => listener.stop(true));
+    const { reports, report } = recordingReport();
+    const socket = await connectWithBackoff({ path, handler: ignore, report, timeoutMs: 20_000 });
+    defer(() => socket.terminate());
+    expect(reports).toEqual([]);
+  });
+
   test("gives up after timeoutMs with ConnectTimeoutError naming the path and the last error", async () => {
     const dir = socketDir(defer, "bo-");
     const path = dir.path("absent.sock");
@@ -109,6 +120,31 @@ describe("connectWithBackoff", () => {
     expect(clock).toBe(300);
   });
 
+  test("with no server, gives up at the deadline itself: the last wait is cut short, then no more attempts", async () => {
+    const dir = socketDir(defer, "bo-");
+    let clock = 0;
+    const waits: number[] = [];
+    const realNow = performance.now;
+    const realSetTimeout = globalThis.setTimeout;
+    performance.now = () => clock;
+    globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+      waits.push(ms ?? 0);
+      clock += ms ?? 0;
+      if (waits.length > 100) throw new Error("still waiting after 100 waits");
+      return realSetTimeout(fn, 0);
+    }) as typeof setTimeout;
+    let outcome: unknown;
+    try {
+      outcome = await connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report: silent, timeoutMs: 300 }).catch((e) => e);
+    } finally {
+      performance.now = realNow;
+      globalThis.setTimeout = realSetTimeout;
+    }
+    expect(waits).toEqual([50, 50, 50, 100, 50]);
+    expect(outcome).toBeInstanceOf(ConnectTimeoutError);
+    expect((outcome as ConnectTimeoutError).waitedMs).toBe(300);
+  });
+
   test("a stale socket is retried as ECONNREFUSED", async () => {
     const dir = socketDir(defer, "bo-");
     const path = dir.path("stale.sock");
@@ -148,11 +184,21 @@ describe("connectWithBackoff", () => {
     // The client's first wait between attempts is made an hour long: only the abort can end it.
     const realSetTimeout = globalThis.setTimeout;
     const waits: number[] = [];
+    let hour: ReturnType<typeof setTimeout> | undefined;
     globalThis.setTimeout = ((fn: () => void, ms?: number) => {
       globalThis.setTimeout = realSetTimeout;
       waits.push(ms ?? 0);
-      return realSetTimeout(fn, 3_600_000);
+      hour = realSetTimeout(fn, 3_600_000);
+      return hour;
     }) as typeof setTimeout;
+    // Which timers get cleared: the ended wait's must be, or it would keep the process alive for the hour.
+    const realClearTimeout = globalThis.clearTimeout;
+    const cleared: unknown[] = [];
+    globalThis.clearTimeout = ((timer?: ReturnType<typeof setTimeout>) => {
+      cleared.push(timer);
+      realClearTimeout(timer);
+    }) as typeof clearTimeout;
+    defer(() => (globalThis.clearTimeout = realClearTimeout));
     let connecting: Promise<unknown>;
     try {
       connecting = connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report: silent, signal: abort.signal }).catch((e) => e);
@@ -164,7 +210,9 @@ describe("connectWithBackoff", () => {
     abort.abort();
     // Generous: an ended wait settles within microseconds; one that is not ended takes the hour.
     const error = await within(connecting, 10_000, "still waiting");
+    globalThis.clearTimeout = realClearTimeout;
     expect(error).toBeInstanceOf(ConnectTimeoutError);
     expect((error as ConnectTimeoutError).lastError).toBe("aborted");
+    expect(cleared).toContain(hour);
   });
 });
