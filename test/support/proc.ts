@@ -1,7 +1,7 @@
 /**
  * What Linux reports under /proc: the resident memory and open file
- * descriptors of a process, the TCP sockets listening on a port, and the
- * socket buffer sizes it grants.
+ * descriptors of a process, the TCP sockets listening on a port, the Unix
+ * sockets listening at a path, and the socket buffer sizes it grants.
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { rssKiB } from "../../src/bench/runner.ts";
@@ -48,6 +48,16 @@ export function listeners(port: number): string[] {
     }
   }
   return found;
+}
+
+/** How many Unix sockets listen at `path` (bound by that name), from /proc/net/unix. */
+export function unixListeners(path: string): number {
+  const SO_ACCEPTCON = 0x10000;
+  return readFileSync("/proc/net/unix", "utf8")
+    .split("\n")
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((cols) => cols.length >= 8 && (parseInt(cols[3]!, 16) & SO_ACCEPTCON) !== 0 && cols.slice(7).join(" ") === path).length;
 }
 
 /**

@@ -4,7 +4,7 @@
  * closes the client and the socket.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, lstatSync } from "node:fs";
 import type { Socket } from "bun";
 import { OutputServer } from "../../src/channels/output-server.ts";
 import { SocketPathError } from "../../src/transport/socket-file.ts";
@@ -13,6 +13,7 @@ import { UnixServer, type ClientHandler } from "../../src/transport/unix-server.
 import { useCleanup } from "../support/cleanup.ts";
 import { indexedPayload, payloadIndex } from "../support/payloads.ts";
 import { connectClient } from "../support/peer.ts";
+import { unixListeners } from "../support/proc.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -108,6 +109,23 @@ describe("UnixServer: one client at a time", () => {
       (e) => (e as NodeJS.ErrnoException).code,
     );
     expect(refused).toBe("ENOENT");
+  });
+
+  test("stop() closes the listening socket itself; a second stop() leaves alone a server that listens there now", async () => {
+    const { path, server } = await startUnixServer(recordingHandler().handler);
+    expect(unixListeners(path)).toBe(1);
+    await server.stop();
+    expect(unixListeners(path)).toBe(0);
+    expect(existsSync(path)).toBe(false);
+
+    const next = await UnixServer.listen({ path, mode: 0o660, report: silent, handler: recordingHandler().handler });
+    defer(() => next.stop());
+    await server.stop();
+    expect(unixListeners(path)).toBe(1);
+    expect(lstatSync(path).isSocket()).toBe(true);
+    const client = await connectClient(defer, path);
+    await until(() => next.connections === 1, "the new server accepted");
+    expect(client.isClosed).toBe(false);
   });
 
   test("a second server on the same path is refused and the first keeps its client", async () => {
