@@ -4,9 +4,13 @@
  * atomicity under short writes, the stuck-client cut-off, and lossless resend.
  */
 import { describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
 import { OutputServer, type OutputServerOptions } from "../../src/channels/output-server.ts";
 import { encodeMessage, HEADER_SIZE, MAX_MESSAGE, MAX_PAYLOAD, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { FrameQueue } from "../../src/transport/frame-queue.ts";
+import { FrameWriter } from "../../src/transport/frame-writer.ts";
 import { silent } from "../../src/transport/report.ts";
+import { setSocketBuffers } from "../../src/transport/socket-options.ts";
 import { expectAccountedStats } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -60,6 +64,8 @@ function checkReceived(client: RecordingClient, maxSize = 4096): number[] {
 function expectAccounted(server: OutputServer): void {
   expect(server.idle).toBe(true);
   expectAccountedStats(server.stats);
+  // The output channel carries OpusFrames only: every message delivered is a frame.
+  expect(server.stats.framesDelivered).toBe(server.stats.delivered);
 }
 
 describe("FrameWriter live mode", () => {
@@ -328,6 +334,7 @@ describe("FrameWriter lossless mode", () => {
     const s = server.stats;
     expect(s.submitted).toBe(N);
     expect(s.delivered).toBe(N);
+    expect(s.framesDelivered).toBe(N);
     expect(s.droppedTotal).toBe(0);
 
     const a = checkReceived(first);
@@ -344,5 +351,44 @@ describe("FrameWriter lossless mode", () => {
     const resent = second.rawBytes().subarray(0, HEADER_SIZE + second.frames[0].length);
     expect(partial.length).toBeLessThan(resent.length);
     expect(sameBytes(partial, resent.subarray(0, partial.length))).toBe(true);
+  });
+});
+
+describe("FrameWriter attached to another socket", () => {
+  test("lossless: what was queued for the old socket goes to the new one, the frame it had started resent whole", async () => {
+    const path = socketDir(defer, "fw-").path("w.sock");
+    const queue = new FrameQueue(64, OUTPUT_MAGIC);
+    const writer = new FrameWriter(queue, { lossless: true, writeDeadlineMs: 0, stuckFrames: 50 });
+    const accepted: Socket<undefined>[] = [];
+    const listener = Bun.listen({
+      unix: path,
+      socket: { open: (socket) => void accepted.push(socket), data() {}, drain: (socket) => writer.onDrain(socket), close() {} },
+    });
+    defer(() => listener.stop(true));
+    const frame = (i: number) => payloadOfSize(i, MAX_PAYLOAD);
+
+    const first = await connectClient(defer, path, { paused: true });
+    await until(() => accepted.length === 1, "first accepted");
+    expect(setSocketBuffers(accepted[0]!.fd, SMALL_SEND_BUFFER).ok).toBe(true);
+    writer.attach(accepted[0]!);
+    // One write larger than the small buffer takes: it comes back short, inside a 4113-byte frame.
+    for (let i = 0; i < 8; i++) writer.submit(MessageType.OpusFrame, frame(i));
+    await until(() => queue.stats.shortWrites === 1, "a short write", 5000);
+    const whole = queue.stats.delivered;
+    expect(queue.length).toBe(8 - whole - 1);
+
+    const second = await connectClient(defer, path);
+    await until(() => accepted.length === 2, "second accepted");
+    writer.attach(accepted[1]!);
+    await until(() => second.frames.length === 8 - whole, "the rest at the new socket", 5000);
+    expect(second.frames.every((p, k) => sameBytes(p, frame(whole + k)))).toBe(true);
+    expect(second.pending).toBe(0);
+    expect(queue.stats.delivered).toBe(8);
+    expect(queue.stats.droppedTotal).toBe(0);
+    expect(writer.idle).toBe(true);
+
+    // The old socket got the whole frames and the start of the next, nothing after.
+    first.socket.resume();
+    await until(() => first.frames.length === whole && first.pending > 0, "the old socket's bytes", 5000);
   });
 });
