@@ -4,7 +4,7 @@
  * it was. Mode and clean-up of the socket file.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, linkSync, lstatSync, mkdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
 import type { ClientHandler } from "../../src/transport/unix-server.ts";
 import { UnixServer } from "../../src/transport/unix-server.ts";
@@ -12,6 +12,7 @@ import type { Report } from "../../src/transport/report.ts";
 import { silent } from "../../src/transport/report.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { connectClient } from "../support/peer.ts";
+import { unixListeners } from "../support/proc.ts";
 import { makeStaleSocket, spawnListener } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -67,6 +68,24 @@ describe("stale socket", () => {
     expect(reports).toContain("listening");
     expect(server.path).toBe(path);
     expect(await answers(path)).toBe(true);
+  });
+
+  test("a socket nothing listens on is stale even while its old server still holds a connection named by it", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    const listener = Bun.listen({ unix: path, socket: { data() {} } });
+    defer(() => listener.stop(true));
+    const client = await connectClient(defer, path);
+    // Stop listening but keep serving the client (Bun unlinks the path: a second name keeps the file).
+    linkSync(path, dir.path("kept.sock"));
+    listener.stop();
+    renameSync(dir.path("kept.sock"), path);
+    expect(unixListeners(path)).toBe(0);
+    expect(readFileSync("/proc/net/unix", "utf8")).toContain(` ${path}\n`); // the connection, under the path
+    expect(client.isClosed).toBe(false);
+
+    expect(await prepareSocketPath(path)).toBe(true);
+    expect(existsSync(path)).toBe(false);
   });
 
   test("prepareSocketPath removes a stale socket and says so; a free path is left alone", async () => {
