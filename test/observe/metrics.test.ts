@@ -1,14 +1,13 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { OutputServer } from "../../src/channels/output-server.ts";
 import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
 import { AgentMetrics } from "../../src/observe/metrics.ts";
 import { INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
-import { silent } from "../../src/transport/report.ts";
 import { logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { families, healthz, metricsUrl, promtoolCheck, samples, scrapeUntil, value } from "../support/metrics.ts";
+import { startOutputServer } from "../support/output-server.ts";
 import { testPayload } from "../support/payloads.ts";
 import { connectClient } from "../support/peer.ts";
 import { kernelBufferBytes, listeners } from "../support/proc.ts";
@@ -89,20 +88,12 @@ function drained(text: string, component: string): boolean {
 
 describe("metrics read exactly what the channel end counts", () => {
   test("a paused reader: overflows are the writes that came back short, utilization and sizes are the kernel's; percentiles are the monitor's", async () => {
-    const dir = socketDir(defer, "aam-");
-    const path = dir.path("out.sock");
-    const server = await OutputServer.start({
-      path,
-      mode: 0o660,
-      report: silent,
+    const { path, server } = await startOutputServer(defer, {
       queueFrames: 1000,
-      dropPolicy: "oldest",
-      lossless: false,
       writeDeadlineMs: 0,
       stuckFrames: 100_000,
       socketBuffers: { sendBytes: 8192, receiveBytes: 16384 },
     });
-    defer(() => server.stop());
     const reader = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
     // A burst larger than the kernel takes: the write comes back short and the writer waits.

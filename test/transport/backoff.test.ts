@@ -20,6 +20,33 @@ const SCHEDULE = [50, 50, 50, 100, 100, 100, 200, 200, 200, 400, 400, 400, 400, 
 
 const ignore: ConnectionHandler = { data() {}, drain() {}, close() {} };
 
+/**
+ * Runs `work` on a fake clock: performance.now() reads it, and each wait the
+ * client asks for (setTimeout) advances it and passes at once; `onWait` sees
+ * the clock after each. More than 100 waits fail the work (a wait that never ends).
+ */
+async function onFakeClock(work: () => Promise<unknown>, onWait: (now: number) => void = () => {}) {
+  let clock = 0;
+  const waits: number[] = [];
+  const realNow = performance.now;
+  const realSetTimeout = globalThis.setTimeout;
+  performance.now = () => clock;
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    waits.push(ms ?? 0);
+    clock += ms ?? 0;
+    if (waits.length > 100) throw new Error("still waiting after 100 waits");
+    onWait(clock);
+    return realSetTimeout(fn, 0);
+  }) as typeof setTimeout;
+  try {
+    const outcome = await work().catch((e) => e);
+    return { outcome, waits, clock };
+  } finally {
+    performance.now = realNow;
+    globalThis.setTimeout = realSetTimeout;
+  }
+}
+
 describe("backoffDelayMs", () => {
   test("is 50,50,50,100,100,100,200,200,200 and then 400 for ever", () => {
     expect(SCHEDULE.map((_, attempt) => backoffDelayMs(attempt))).toEqual(SCHEDULE);
@@ -93,27 +120,15 @@ describe("connectWithBackoff", () => {
   test("the last attempt is made at the deadline, not a backoff step before it", async () => {
     const dir = socketDir(defer, "bo-");
     const path = dir.path("late.sock");
-    // A fake clock that each wait advances: the server appears at 280 ms, the deadline is 300 ms.
-    let clock = 0;
-    const waits: number[] = [];
+    // The server appears at 280 ms, the deadline is 300 ms.
     let listener: ReturnType<typeof Bun.listen> | undefined;
-    const realNow = performance.now;
-    const realSetTimeout = globalThis.setTimeout;
-    performance.now = () => clock;
-    globalThis.setTimeout = ((fn: () => void, ms?: number) => {
-      waits.push(ms ?? 0);
-      clock += ms ?? 0;
-      if (clock >= 280 && !listener) listener = Bun.listen({ unix: path, socket: { data() {} } });
-      return realSetTimeout(fn, 0);
-    }) as typeof setTimeout;
-    let outcome: unknown;
-    try {
-      outcome = await connectWithBackoff({ path, handler: ignore, report: silent, timeoutMs: 300 }).catch((e) => e);
-    } finally {
-      performance.now = realNow;
-      globalThis.setTimeout = realSetTimeout;
-      defer(() => listener?.stop(true));
-    }
+    defer(() => listener?.stop(true));
+    const { outcome, waits, clock } = await onFakeClock(
+      () => connectWithBackoff({ path, handler: ignore, report: silent, timeoutMs: 300 }),
+      (now) => {
+        if (now >= 280 && !listener) listener = Bun.listen({ unix: path, socket: { data() {} } });
+      },
+    );
     expect(outcome).not.toBeInstanceOf(Error);
     defer(() => (outcome as { terminate(): void }).terminate());
     expect(waits).toEqual([50, 50, 50, 100, 50]);
@@ -122,24 +137,9 @@ describe("connectWithBackoff", () => {
 
   test("with no server, gives up at the deadline itself: the last wait is cut short, then no more attempts", async () => {
     const dir = socketDir(defer, "bo-");
-    let clock = 0;
-    const waits: number[] = [];
-    const realNow = performance.now;
-    const realSetTimeout = globalThis.setTimeout;
-    performance.now = () => clock;
-    globalThis.setTimeout = ((fn: () => void, ms?: number) => {
-      waits.push(ms ?? 0);
-      clock += ms ?? 0;
-      if (waits.length > 100) throw new Error("still waiting after 100 waits");
-      return realSetTimeout(fn, 0);
-    }) as typeof setTimeout;
-    let outcome: unknown;
-    try {
-      outcome = await connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report: silent, timeoutMs: 300 }).catch((e) => e);
-    } finally {
-      performance.now = realNow;
-      globalThis.setTimeout = realSetTimeout;
-    }
+    const { outcome, waits } = await onFakeClock(() =>
+      connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report: silent, timeoutMs: 300 }),
+    );
     expect(waits).toEqual([50, 50, 50, 100, 50]);
     expect(outcome).toBeInstanceOf(ConnectTimeoutError);
     expect((outcome as ConnectTimeoutError).waitedMs).toBe(300);

@@ -5,15 +5,15 @@
  */
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
-import { OutputServer, type OutputServerOptions } from "../../src/channels/output-server.ts";
+import type { OutputServer } from "../../src/channels/output-server.ts";
 import { encodeMessage, HEADER_SIZE, MAX_MESSAGE, MAX_PAYLOAD, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { FrameQueue } from "../../src/transport/frame-queue.ts";
 import { FrameWriter } from "../../src/transport/frame-writer.ts";
-import { silent } from "../../src/transport/report.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
 import { expectAccountedStats } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { startOutputServer } from "../support/output-server.ts";
 import { expectIntactInOrder, indexedPayload, payloadOfSize } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
@@ -29,27 +29,23 @@ const defer = useCleanup();
  */
 const SMALL_SEND_BUFFER = { sendBytes: 8192, receiveBytes: 8192 };
 
-async function startServer(over: Partial<OutputServerOptions> = {}) {
-  const dir = socketDir(defer, "fw-");
-  const path = dir.path("out.sock");
-  const server = await OutputServer.start({
-    path,
-    mode: 0o660,
-    report: silent,
-    queueFrames: 500,
-    dropPolicy: "oldest",
-    lossless: false,
-    writeDeadlineMs: 20,
-    stuckFrames: 50,
-    ...over,
-  });
-  defer(() => server.stop());
-  return { path, server };
-}
-
 /** Lets queued microtasks (the writer's pump) and pending I/O callbacks run. */
 function tick(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Sends frames 0, 1, ... one per pump until a write comes back short: the
+ * kernel's buffers are full and the writer waits. Returns the next index.
+ */
+async function fillUntilBlocked(server: OutputServer): Promise<number> {
+  let next = 0;
+  while (server.stats.shortWrites === 0) {
+    server.sendFrame(indexedPayload(next++));
+    await tick();
+    if (next > 100_000) throw new Error("socket never filled");
+  }
+  return next;
 }
 
 /**
@@ -70,7 +66,7 @@ function expectAccounted(server: OutputServer): void {
 
 describe("FrameWriter live mode", () => {
   test("with nobody connected every frame is dropped as no_client, and none reaches a later client", async () => {
-    const { path, server } = await startServer();
+    const { path, server } = await startOutputServer(defer);
     for (let i = 0; i < 7; i++) expect(server.sendFrame(indexedPayload(i))).toBe(false);
     expect(server.stats.dropped.no_client).toBe(7);
     expect(server.readings().queueDepth).toBe(0);
@@ -90,7 +86,7 @@ describe("FrameWriter live mode", () => {
   });
 
   test("queued frames go out coalesced: a burst of small frames is one write", async () => {
-    const { path, server } = await startServer({ lossless: true });
+    const { path, server } = await startOutputServer(defer, { lossless: true });
     const client = await connectClient(defer, path);
     await until(() => server.connected, "client accepted");
     // Submitted in one synchronous burst: the pump runs once, afterwards.
@@ -102,17 +98,11 @@ describe("FrameWriter live mode", () => {
   });
 
   test("a paused reader: stale frames are dropped whole (write_deadline), the rest arrive whole and in order", async () => {
-    const { path, server } = await startServer({ writeDeadlineMs: 20, stuckFrames: 50 });
+    const { path, server } = await startOutputServer(defer, { writeDeadlineMs: 20, stuckFrames: 50 });
     const client = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
 
-    // Fill the kernel buffers until a write comes back short: the writer is now blocked.
-    let next = 0;
-    while (server.stats.shortWrites === 0) {
-      server.sendFrame(indexedPayload(next++));
-      await tick();
-      if (next > 100_000) throw new Error("socket never filled");
-    }
+    let next = await fillUntilBlocked(server);
     // Two batches of 10, each after the queued frames are past the 20 ms deadline:
     // the second batch's first submit drops the whole first batch. 20 frames < 50: not stuck.
     for (let batch = 0; batch < 2; batch++) {
@@ -143,7 +133,7 @@ describe("FrameWriter live mode", () => {
   });
 
   test("a reader that keeps pausing: submitted = delivered + dropped exactly, received frames whole and in order", async () => {
-    const { path, server } = await startServer({
+    const { path, server } = await startOutputServer(defer, {
       writeDeadlineMs: 20,
       stuckFrames: 50,
       queueFrames: 100,
@@ -186,15 +176,10 @@ describe("FrameWriter live mode", () => {
   });
 
   test("frames that went stale while the writer was blocked are dropped when it can write again, not sent late", async () => {
-    const { path, server } = await startServer({ writeDeadlineMs: 20, stuckFrames: 1000, socketBuffers: SMALL_SEND_BUFFER });
+    const { path, server } = await startOutputServer(defer, { writeDeadlineMs: 20, stuckFrames: 1000, socketBuffers: SMALL_SEND_BUFFER });
     const client = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
-    let next = 0;
-    while (server.stats.shortWrites === 0) {
-      server.sendFrame(indexedPayload(next++));
-      await tick();
-      if (next > 100_000) throw new Error("socket never filled");
-    }
+    let next = await fillUntilBlocked(server);
     // Ten more wait in the queue behind the blocked write; nothing is submitted after them.
     const lastTen = next;
     for (let k = 0; k < 10; k++) server.sendFrame(indexedPayload(next++));
@@ -219,7 +204,7 @@ describe("FrameWriter live mode", () => {
   });
 
   test("a client that never reads is cut off after exactly 50 drops; its half-written frame is dropped as client_gone; a replacement then receives", async () => {
-    const { path, server } = await startServer({
+    const { path, server } = await startOutputServer(defer, {
       writeDeadlineMs: 0,
       stuckFrames: 50,
       queueFrames: 20,
@@ -291,7 +276,7 @@ describe("FrameWriter live mode", () => {
 
 describe("FrameWriter lossless mode", () => {
   test("a frame cut short by a vanished client is resent whole to the next; together they get every frame once", async () => {
-    const { path, server } = await startServer({
+    const { path, server } = await startOutputServer(defer, {
       lossless: true,
       writeDeadlineMs: 0,
       queueFrames: 32,

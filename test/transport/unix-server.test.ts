@@ -6,11 +6,11 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync } from "node:fs";
 import type { Socket } from "bun";
-import { OutputServer } from "../../src/channels/output-server.ts";
 import { SocketPathError } from "../../src/transport/socket-file.ts";
 import { silent } from "../../src/transport/report.ts";
 import { UnixServer, type ClientHandler } from "../../src/transport/unix-server.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { startOutputServer } from "../support/output-server.ts";
 import { indexedPayload, payloadIndex } from "../support/payloads.ts";
 import { connectClient } from "../support/peer.ts";
 import { unixListeners } from "../support/proc.ts";
@@ -149,19 +149,7 @@ describe("UnixServer: one client at a time", () => {
 
 describe("OutputServer client replacement", () => {
   test("frames go to the new client; the replaced one is closed and gets nothing more", async () => {
-    const dir = socketDir(defer, "us-");
-    const path = dir.path("out.sock");
-    const server = await OutputServer.start({
-      path,
-      mode: 0o660,
-      report: silent,
-      queueFrames: 100,
-      dropPolicy: "oldest",
-      lossless: false,
-      writeDeadlineMs: 50,
-      stuckFrames: 50,
-    });
-    defer(() => server.stop());
+    const { path, server } = await startOutputServer(defer, { queueFrames: 100, writeDeadlineMs: 50 });
 
     const first = await connectClient(defer, path);
     await until(() => server.connected, "first accepted");
