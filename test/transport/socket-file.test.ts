@@ -4,16 +4,18 @@
  * it was. Mode and clean-up of the socket file.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, linkSync, lstatSync, mkdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
 import type { ClientHandler } from "../../src/transport/unix-server.ts";
 import { UnixServer } from "../../src/transport/unix-server.ts";
 import type { Report } from "../../src/transport/report.ts";
 import { silent } from "../../src/transport/report.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { asNobody, canSwitchUser } from "../support/nobody.ts";
 import { connectClient } from "../support/peer.ts";
 import { unixListeners } from "../support/proc.ts";
-import { makeStaleSocket, spawnListener } from "../support/processes.ts";
+import { BUN, makeStaleSocket, REPO, run, spawnListener } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -212,6 +214,23 @@ describe("refusals leave the path intact", () => {
     expect(error.problem).toBe("TooLong");
     expect(error.message).toContain("allowed at most 107");
     expect(existsSync(path)).toBe(false);
+  });
+});
+
+describe.skipIf(!canSwitchUser)("as another user (nobody)", () => {
+  test("a socket it may not connect to (EACCES) cannot be probed: refused and left alone, never taken for stale", async () => {
+    const dir = socketDir(defer, "sf-");
+    chmodSync(dir.dir, 0o777); // nobody could remove the socket: only the check stops it
+    const path = dir.path("s.sock");
+    await makeStaleSocket(path);
+    chmodSync(path, 0o600);
+    // The module under test, where nobody can read it whatever the checkout's permissions.
+    for (const file of ["socket-file.ts", "within.ts"]) copyFileSync(join(REPO, "src/transport", file), dir.path(file));
+    const script = `const { prepareSocketPath } = await import("./socket-file.ts");
+      try { console.log("removed:", await prepareSocketPath(${JSON.stringify(path)})); } catch (e) { console.log(e.message); }`;
+    const result = await run(asNobody(dir.dir, [BUN, "-e", script]), { cwd: dir.dir });
+    expect(result.stdout.trim()).toBe(`socket ${path} cannot be probed (EACCES); refusing to replace it`);
+    expect(lstatSync(path).isSocket()).toBe(true);
   });
 });
 
