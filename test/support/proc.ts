@@ -1,9 +1,9 @@
 /**
- * What Linux reports under /proc: the resident memory and open file
- * descriptors of a process, the TCP sockets listening on a port, the Unix
- * sockets listening at a path, and the socket buffer sizes it grants.
+ * What Linux reports under /proc: the resident memory and open files of a
+ * process, the TCP sockets listening on a port, the Unix sockets listening
+ * at a path, and the socket buffer sizes it grants.
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { rssKiB } from "../../src/bench/runner.ts";
 
 /** VmRSS of a process in KiB, 0 when it is gone (the bench's own reader). */
@@ -24,6 +24,19 @@ export async function peakRss(pid: number, until: Promise<unknown>, everyMs = 10
 /** Open file descriptors of a process. */
 export function fdCount(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** What the open file descriptors of a process refer to (paths, "socket:[...]", "pipe:[...]"). */
+export function openFiles(pid: number): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      out.push(readlinkSync(`/proc/${pid}/fd/${fd}`));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
 }
 
 /**
