@@ -99,4 +99,46 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     after: 'return typeof fd === "number" && fd > 0 ? fd : undefined;',
     why: "fd 0 is stdin: a socket gets it only in an agent started with stdin closed",
   },
+  {
+    file: "src/media/ogg-crc.ts",
+    before: "for (let i = 0; i < 256; i++) {",
+    after: "for (let i = 0; i <= 256; i++) {",
+    why: "the table is a Uint32Array(256): the write at index 256 is ignored",
+  },
+  {
+    file: "src/media/ogg-packet-reader.ts",
+    before: "return this.carried >= 0;",
+    after: "return this.carried > 0;",
+    why: "between pages an open packet has carried at least one byte: carried is -1 or above 0, never 0",
+  },
+  {
+    file: "src/media/ogg-packet-reader.ts",
+    before: "if (this.carried >= 0) {",
+    after: "if (this.carried > 0) {",
+    why: "between pages an open packet has carried at least one byte: carried is -1 or above 0, never 0",
+  },
+  {
+    file: "src/media/ogg-packet-reader.ts",
+    before: "if (room > 0) this.buffer.set(page.bytes.subarray(start, start + Math.min(room, this.bodyPos - start)), this.carried);",
+    after: "if (room >= 0) this.buffer.set(page.bytes.subarray(start, start + Math.min(room, this.bodyPos - start)), this.carried);",
+    why: "with no room the subarray is empty, and setting it copies nothing",
+  },
+  {
+    file: "src/media/ogg-page-writer.ts",
+    before: "for (let first = true; ; first = false) {",
+    after: "for (let first = false; ; first = false) {",
+    why: "a packet that does not fit has already started a fresh page, so the first segment never meets a full page",
+  },
+  {
+    file: "src/media/opus-toc.ts",
+    before: "if (config < 12) return [480, 960, 1920, 2880][config & 3]!;",
+    after: "if (config <= 12) return [480, 960, 1920, 2880][config & 3]!;",
+    why: "config 12 (hybrid, 10 ms) is 480 samples either way",
+  },
+  {
+    file: "src/media/opus-toc.ts",
+    before: "return packet.length > 0 && (packet[0]! & 0x04) !== 0 ? 2 : 1;",
+    after: "return packet.length >= 0 && (packet[0]! & 0x04) !== 0 ? 2 : 1;",
+    why: "for an empty packet packet[0] is undefined, and undefined & 4 is 0: mono either way",
+  },
 ];

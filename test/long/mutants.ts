@@ -10,10 +10,11 @@
  * bugs that once went unnoticed, each kept so it stays caught) and mutants
  * generated from the source by simple operators (comparisons, equality,
  * boolean connectives and literals, off-by-one, min/max, dropped calls),
- * sampled per file with a seed. Not run and not counted: a mutant that no
- * longer parses, one that compiles to the same JavaScript (it changed only
- * types), and one on the reviewed list of equivalent mutants (each with the
- * reason it cannot change behaviour, in curated-mutants.ts).
+ * sampled per file from the seed and the file's name. Not run and not
+ * counted: a mutant that no longer parses, one that compiles to the same
+ * JavaScript (it changed only types), and one on the reviewed list of
+ * equivalent mutants (each with the reason it cannot change behaviour, in
+ * curated-mutants.ts).
  *
  *   --only protocol,transport   folders (default: protocol, transport, channels, media)
  *   --max-per-file N            generated mutants per file (default 10; 0: curated only)
@@ -196,12 +197,13 @@ function classify(mutants: Mutant[]): void {
 }
 
 function planMutants(): Mutant[] {
-  const rng = new Rng(seed);
   const all: Mutant[] = [];
   for (const folder of folders) {
     all.push(...curated(folder));
     for (const file of sourceFiles(folder)) {
       const candidates = generated(folder, file);
+      // Seeded per file: a file's sample does not depend on which folders run or what other files hold.
+      const rng = new Rng((seed ^ Bun.hash.crc32(file)) >>> 0);
       // Sample without replacement, then restore source order for a readable report.
       const picked = new Set<number>();
       while (picked.size < Math.min(maxPerFile, candidates.length)) picked.add(rng.int(0, candidates.length - 1));

@@ -125,6 +125,12 @@ describe("OggPageWriter / OggPageReader", () => {
     expect(() => reader.next()).toThrow(`no Ogg capture pattern "OggS" at byte ${good.length}`);
     expect(() => reader.next()).toThrow("capture pattern");
 
+    // Exactly four bytes that are not "OggS" are refused at once, not held as a page still to come.
+    const four = new OggPageReader();
+    four.push(concatBytes([good, new TextEncoder().encode("OggX")]));
+    expect(four.next()).toBeDefined();
+    expect(() => four.next()).toThrow(`no Ogg capture pattern "OggS" at byte ${good.length}`);
+
     const v1 = good.slice();
     v1[4] = 1;
     const other = new OggPageReader();
