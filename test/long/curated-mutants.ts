@@ -96,8 +96,38 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
   {
     file: "src/transport/socket-tuner.ts",
     before: 'return typeof fd === "number" && fd >= 0 ? fd : undefined;',
-    after: 'return typeof fd === "number" && fd > 0 ? fd : undefined;',
-    why: "fd 0 is stdin: a socket gets it only in an agent started with stdin closed",
+    after: 'return typeof fd === "number" || fd >= 0 ? fd : undefined;',
+    why: "only an open socket gets here, and an open Bun socket always has a numeric fd >= 0",
+  },
+  {
+    file: "src/transport/frame-writer.ts",
+    before: "while (queue.length > 0) {",
+    after: "while (queue.length >= 0) {",
+    why: "with the queue empty, contiguousRun() finds no run and the loop breaks",
+  },
+  {
+    file: "src/transport/frame-writer.ts",
+    before: "this.scheduled = true;",
+    after: "this.scheduled = false;",
+    why: "only more pump calls per burst: the first writes the whole run, the others find the queue empty",
+  },
+  {
+    file: "src/transport/reconnecting-connection.ts",
+    before: "close(socket: Socket<unknown>, reason: string, graceful = false): void {",
+    after: "close(socket: Socket<unknown>, reason: string, graceful = true): void {",
+    why: "end() or terminate(): Bun keeps no unsent bytes and a Unix socket's peer reads what the kernel holds either way, then sees the close",
+  },
+  {
+    file: "src/transport/reconnecting-connection.ts",
+    before: "if (graceful) socket.end();",
+    after: "if (!(graceful)) socket.end();",
+    why: "end() or terminate(): Bun keeps no unsent bytes and a Unix socket's peer reads what the kernel holds either way, then sees the close",
+  },
+  {
+    file: "src/transport/reconnecting-connection.ts",
+    before: 'if (socket) this.close(socket, "stopped", true);',
+    after: 'if (socket) this.close(socket, "stopped", false);',
+    why: "end() or terminate(): Bun keeps no unsent bytes and a Unix socket's peer reads what the kernel holds either way, then sees the close",
   },
   {
     file: "src/media/ogg-crc.ts",

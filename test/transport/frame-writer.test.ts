@@ -10,6 +10,7 @@ import { encodeMessage, HEADER_SIZE, MAX_MESSAGE, MAX_PAYLOAD, MessageType, OUTP
 import { FrameQueue } from "../../src/transport/frame-queue.ts";
 import { FrameWriter } from "../../src/transport/frame-writer.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
+import { within } from "../../src/transport/within.ts";
 import { expectAccountedStats } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -201,6 +202,23 @@ describe("FrameWriter live mode", () => {
     const indices = checkReceived(client);
     expect(indices.length).toBe(s.delivered);
     expect(indices.filter((i) => i >= lastTen)).toEqual([]);
+  });
+
+  test("a client that leaves wakes whoever waits for the queue to empty: its frames were dropped", async () => {
+    const { path, server } = await startOutputServer(defer, { writeDeadlineMs: 0, stuckFrames: 100_000, socketBuffers: SMALL_SEND_BUFFER });
+    const client = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    const next = await fillUntilBlocked(server);
+    for (let k = 0; k < 10; k++) server.sendFrame(indexedPayload(next + k));
+    let idle = false;
+    const waiting = server.waitForIdle().then(() => (idle = true));
+    await tick();
+    expect(idle).toBe(false);
+    client.close();
+    // Without a wake-up this would wait for ever: nothing is left to write, and nothing writes.
+    expect(await within(waiting, 10_000, false)).toBe(true);
+    expect(server.stats.dropped.no_client).toBeGreaterThanOrEqual(10);
+    expectAccounted(server);
   });
 
   test("a client that never reads is cut off after exactly 50 drops; its half-written frame is dropped as client_gone; a replacement then receives", async () => {

@@ -7,6 +7,7 @@ import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { ReconnectingConnection, type ReconnectingConnectionOptions } from "../../src/transport/reconnecting-connection.ts";
 import { silent } from "../../src/transport/report.ts";
+import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { fakeServer, type FakeServer } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
@@ -106,6 +107,21 @@ describe("ReconnectingConnection", () => {
     expect(events).toEqual(["open 1", "close server closed"]);
     expect(conn.connects).toBe(1);
     expect(server.connections.length).toBe(1);
+  });
+
+  test("no server within connectTimeoutMs: run() rejects with ConnectTimeoutError; a stop while waiting ends it quietly", async () => {
+    const path = socketDir(defer, "rc-").path("absent.sock");
+    const { conn } = connection(path, { connectTimeoutMs: 200 });
+    const error = await conn.run().catch((e) => e);
+    expect(error).toBeInstanceOf(ConnectTimeoutError);
+    expect((error as ConnectTimeoutError).path).toBe(path);
+
+    const { conn: waiting } = connection(path);
+    const running = waiting.run();
+    await Bun.sleep(60);
+    waiting.stop();
+    expect(await running).toBeUndefined();
+    expect(waiting.connects).toBe(0);
   });
 
   test("a stop while connecting leaves no connection open", async () => {

@@ -207,6 +207,14 @@ describe("refusals leave the path intact", () => {
     expect(readFileSync(dir.path("file"), "utf8")).toBe("x");
   });
 
+  test("a path of exactly 107 bytes, the most sun_path holds, is used", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("x".repeat(107 - dir.dir.length - 1));
+    expect(Buffer.byteLength(path)).toBe(107);
+    await listen(path);
+    expect(await answers(path)).toBe(true);
+  });
+
   test("a path longer than sun_path allows is refused before anything else", async () => {
     const dir = socketDir(defer, "sf-");
     const path = dir.path("x".repeat(120));
@@ -217,6 +225,19 @@ describe("refusals leave the path intact", () => {
   });
 });
 
+/**
+ * What prepareSocketPath(path) gives when nobody calls it: "removed: <bool>"
+ * or the error's message. The module is copied into `dir` (which nobody must
+ * be able to enter), so that nobody can read it whatever the checkout's permissions.
+ */
+async function prepareAsNobody(dir: string, path: string): Promise<string> {
+  for (const file of ["socket-file.ts", "within.ts"]) copyFileSync(join(REPO, "src/transport", file), join(dir, file));
+  const script = `const { prepareSocketPath } = await import("./socket-file.ts");
+    try { console.log("removed:", await prepareSocketPath(${JSON.stringify(path)})); } catch (e) { console.log(e.message); }`;
+  const result = await run(asNobody(dir, [BUN, "-e", script]), { cwd: dir });
+  return result.stdout.trim();
+}
+
 describe.skipIf(!canSwitchUser)("as another user (nobody)", () => {
   test("a socket it may not connect to (EACCES) cannot be probed: refused and left alone, never taken for stale", async () => {
     const dir = socketDir(defer, "sf-");
@@ -224,13 +245,15 @@ describe.skipIf(!canSwitchUser)("as another user (nobody)", () => {
     const path = dir.path("s.sock");
     await makeStaleSocket(path);
     chmodSync(path, 0o600);
-    // The module under test, where nobody can read it whatever the checkout's permissions.
-    for (const file of ["socket-file.ts", "within.ts"]) copyFileSync(join(REPO, "src/transport", file), dir.path(file));
-    const script = `const { prepareSocketPath } = await import("./socket-file.ts");
-      try { console.log("removed:", await prepareSocketPath(${JSON.stringify(path)})); } catch (e) { console.log(e.message); }`;
-    const result = await run(asNobody(dir.dir, [BUN, "-e", script]), { cwd: dir.dir });
-    expect(result.stdout.trim()).toBe(`socket ${path} cannot be probed (EACCES); refusing to replace it`);
+    expect(await prepareAsNobody(dir.dir, path)).toBe(`socket ${path} cannot be probed (EACCES); refusing to replace it`);
     expect(lstatSync(path).isSocket()).toBe(true);
+  });
+
+  test("a socket directory it may not write is refused before anything else", async () => {
+    const dir = socketDir(defer, "sf-");
+    chmodSync(dir.dir, 0o755);
+    const path = dir.path("s.sock");
+    expect(await prepareAsNobody(dir.dir, path)).toBe(`socket directory ${dir.dir} is not writable (EACCES)`);
   });
 });
 

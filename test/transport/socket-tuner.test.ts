@@ -17,12 +17,13 @@ const KiB = 1024;
 const NOTHING_QUEUED = { sendQueueBytes: 0, receiveQueueBytes: 0 };
 
 describe("SocketTuner", () => {
-  test("before any connection it holds zeros, and sampling does nothing", () => {
+  test("before any connection it holds zeros: sampling does nothing, a resize is remembered", () => {
     const { reports, report } = recordingReport();
     const tuner = new SocketTuner({ sendBytes: 64 * KiB, receiveBytes: 64 * KiB }, report);
     tuner.sample();
+    tuner.resize({ sendBytes: 96 * KiB, receiveBytes: 96 * KiB }); // only remembered, for the first connection
     expect(tuner.readings()).toEqual({
-      requested: { sendBytes: 64 * KiB, receiveBytes: 64 * KiB },
+      requested: { sendBytes: 96 * KiB, receiveBytes: 96 * KiB },
       kernel: { sendBytes: 0, receiveBytes: 0 },
       ...NOTHING_QUEUED,
       failures: {},

@@ -14,6 +14,7 @@ import { startOutputServer } from "../support/output-server.ts";
 import { indexedPayload, payloadIndex } from "../support/payloads.ts";
 import { connectClient } from "../support/peer.ts";
 import { unixListeners } from "../support/proc.ts";
+import { recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -65,6 +66,24 @@ describe("UnixServer: one client at a time", () => {
     await until(() => events.length === 5, "second data");
     expect(events[4]).toBe("data 2 7");
     expect(second.isClosed).toBe(false);
+  });
+
+  test("clients are numbered in the order they connect, in what the server reports", async () => {
+    const { reports, report } = recordingReport();
+    const path = socketDir(defer, "us-").path("s.sock");
+    const server = await UnixServer.listen({ path, mode: 0o660, report, handler: recordingHandler().handler });
+    defer(() => server.stop());
+    for (let n = 1; n <= 3; n++) {
+      await connectClient(defer, path);
+      await until(() => server.connections === n, `client ${n}`);
+    }
+    const connected = reports.filter((r) => r.message === "client connected").map((r) => r.fields!.client);
+    expect(connected).toEqual([1, 2, 3]);
+    const replaced = reports.filter((r) => r.message === "client disconnected").map((r) => [r.fields!.client, r.fields!.reason]);
+    expect(replaced).toEqual([
+      [1, "replaced by a new client"],
+      [2, "replaced by a new client"],
+    ]);
   });
 
   test("a client that leaves is reported as peer closed and the server accepts the next one", async () => {
