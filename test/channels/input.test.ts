@@ -11,11 +11,13 @@ import {
   OUTPUT_MAGIC,
   type AudioConfig,
 } from "../../src/protocol/index.ts";
+import { within } from "../../src/transport/within.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { testPayload } from "../support/payloads.ts";
 import { silentServer } from "../support/peer.ts";
-import { recordingReport, type Reported } from "../support/reports.ts";
+import { kernelBufferBytes } from "../support/proc.ts";
+import { recordingObserver, recordingReport, type Reported } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { parseWire } from "../support/wire.ts";
@@ -148,6 +150,8 @@ describe("input channel in-process", () => {
     expect(server.sessions).toBe(1);
     expect(server.cleanSessions).toBe(1);
     expect(server.protocolErrors).toBe(0);
+    // A session the client ended with Stop is not a dropped connection.
+    expect(server.readings().connectionDrops).toBe(0);
     expect(server.framesReceived).toBe(N);
     expect(server.config).toEqual(MONO);
     // Every Heartbeat the client wrote reached the server: controlDelivered = Heartbeats + the Stop.
@@ -232,6 +236,51 @@ describe("input channel in-process", () => {
     expect(types.filter((t) => t === MessageType.OpusFrame).length).toBe(i);
     expect(types.indexOf(MessageType.Stop)).toBe(types.length - 1);
     expect(client.stats.dropped).toEqual(NO_DROPS);
+  });
+
+  test("both ends apply their socket buffers, report to their observers, and the client's queue resizes", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    const { server } = await startServer(sock, { socketBuffers: { sendBytes: 40 * 1024, receiveBytes: 72 * 1024 } });
+    const serverSeen = recordingObserver();
+    server.observe(serverSeen.observer);
+    const client = newClient(sock, { heartbeatMs: 60_000, socketBuffers: { sendBytes: 48 * 1024, receiveBytes: 56 * 1024 } });
+    const clientSeen = recordingObserver();
+    client.observe(clientSeen.observer);
+    const running = client.start();
+    await client.waitForConnection();
+    expect(client.connected).toBe(true);
+    // Connected already: it resolves at once.
+    expect(await within(client.waitForConnection().then(() => true), 5000, false)).toBe(true);
+    await until(() => server.connected, "the server accepted");
+    expect(client.readings().socketBuffers.kernel).toEqual({ sendBytes: kernelBufferBytes(48 * 1024, "send"), receiveBytes: kernelBufferBytes(56 * 1024, "receive") });
+    expect(server.readings().socketBuffers.kernel).toEqual({ sendBytes: kernelBufferBytes(40 * 1024, "send"), receiveBytes: kernelBufferBytes(72 * 1024, "receive") });
+    client.resizeQueue(128);
+    expect(client.readings().queueCapacity).toBe(128);
+
+    await client.finish();
+    await running;
+    await until(() => server.readings().counts.clean_sessions === 1, "the session end");
+    expect(clientSeen.events.filter((e) => !e.startsWith("written") && e !== "round trip")).toEqual([`connected ${sock}`, "disconnected stopped"]);
+    expect(serverSeen.events.filter((e) => !e.startsWith("written"))).toEqual([`connected ${sock}`, "disconnected Stop"]);
+  });
+
+  test("a message the server's owner cannot take (the sink failed) is reported through onFailure", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    const failures: string[] = [];
+    await startServer(sock, {
+      onMessage: (m) => {
+        if (m.type === MessageType.OpusFrame) throw new Error("cannot write to sink in.wire: ENOSPC");
+      },
+      onFailure: (e) => failures.push(e.message),
+    });
+    const client = newClient(sock, { heartbeatMs: 60_000 });
+    void client.start();
+    await client.waitForConnection();
+    client.sendFrame(testPayload(0));
+    await until(() => failures.length === 1, "the failure");
+    expect(failures).toEqual(["cannot write to sink in.wire: ENOSPC"]);
   });
 
   test("Ack round trip: every Config/Heartbeat is acked, one onRoundTrip per Ack, Config first", async () => {

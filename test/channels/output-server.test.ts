@@ -8,7 +8,8 @@ import { useCleanup } from "../support/cleanup.ts";
 import { startOutputServer } from "../support/output-server.ts";
 import { expectIntactInOrder, indexedPayload } from "../support/payloads.ts";
 import { connectClient } from "../support/peer.ts";
-import { recordingObserver } from "../support/reports.ts";
+import { kernelBufferBytes } from "../support/proc.ts";
+import { recordingObserver, recordingReport } from "../support/reports.ts";
 import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
@@ -94,5 +95,46 @@ describe("OutputServer", () => {
     expect(await server.flush(20_000)).toBe(true);
     await until(() => reader.frames.length === 200, "every frame read");
     expect(server.stats.delivered).toBe(200);
+  });
+
+  test("each client's socket gets the buffers asked for, as the readings show", async () => {
+    const { path, server } = await startOutputServer(defer, { socketBuffers: { sendBytes: 40 * 1024, receiveBytes: 72 * 1024 } });
+    await connectClient(defer, path);
+    await until(() => server.connected, "client accepted");
+    expect(server.readings().socketBuffers.kernel).toEqual({
+      sendBytes: kernelBufferBytes(40 * 1024, "send"),
+      receiveBytes: kernelBufferBytes(72 * 1024, "receive"),
+    });
+  });
+
+  test("lossless: what stop() finds still queued is counted as shutdown, so every frame is accounted for", async () => {
+    const { path, server } = await startOutputServer(defer, { lossless: true, writeDeadlineMs: 0, socketBuffers: { sendBytes: 8192, receiveBytes: 8192 } });
+    await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    for (let i = 0; i < 100; i++) server.sendFrame(indexedPayload(i));
+    await tick();
+    expect(server.idle).toBe(false);
+    await server.stop();
+    const s = server.stats;
+    expect(s.dropped.shutdown).toBeGreaterThan(0);
+    expect(s.submitted).toBe(100);
+    expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+    expect(server.idle).toBe(true);
+  });
+
+  test("a stuck client is cut off: the frames queued for it count as client_stuck, and the reason is logged", async () => {
+    const { reports, report } = recordingReport();
+    const { path, server } = await startOutputServer(defer, { report, writeDeadlineMs: 0, stuckFrames: 10, queueFrames: 5, socketBuffers: { sendBytes: 8192, receiveBytes: 8192 } });
+    await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    for (let i = 0; server.connected; i++) {
+      if (i > 100_000) throw new Error("never cut off");
+      server.sendFrame(indexedPayload(i));
+      await tick();
+    }
+    expect(server.stats.dropped.client_stuck).toBe(5);
+    expect(server.stats.dropped.no_client).toBe(0);
+    expect(reports.find((r) => r.message.startsWith("client stuck"))?.level).toBe("warn");
+    expect(reports.find((r) => r.message === "client disconnected")?.fields?.reason).toBe("stuck: accepted nothing for 10 frames");
   });
 });

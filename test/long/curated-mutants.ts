@@ -160,6 +160,24 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     why: "a packet that does not fit has already started a fresh page, so the first segment never meets a full page",
   },
   {
+    file: "src/media/ogg-page-writer.ts",
+    before: "if (this.segments > 0 && !this.fits(packet.length)) this.flushPage();",
+    after: "if (this.segments >= 0 && !this.fits(packet.length)) this.flushPage();",
+    why: "flushing a page with no segments writes nothing",
+  },
+  {
+    file: "src/media/opus-head.ts",
+    before: "view.setUint8(18, 0);",
+    after: ";",
+    why: "the header is a fresh, zero-filled buffer: byte 18 is 0 already",
+  },
+  {
+    file: "src/media/pump.ts",
+    before: "if (delay > 0) await Bun.sleep(delay);",
+    after: "if (delay >= 0) await Bun.sleep(delay);",
+    why: "Bun.sleep(0) only yields once to the event loop",
+  },
+  {
     file: "src/media/opus-toc.ts",
     before: "if (config < 12) return [480, 960, 1920, 2880][config & 3]!;",
     after: "if (config <= 12) return [480, 960, 1920, 2880][config & 3]!;",

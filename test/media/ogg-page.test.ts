@@ -69,6 +69,17 @@ describe("OggPageWriter / OggPageReader", () => {
     expect(packetsOf(concatBytes(pages))).toEqual([Uint8Array.of(0xaa), big, Uint8Array.of(0xbb)]);
   });
 
+  test("one segment per page is the smallest page allowed; zero and 256 are refused", () => {
+    const { writer, pages } = collectingWriter(1, { maxSegments: 1 });
+    const p = packet(300, 2); // [255] + [45]
+    writer.addPacket(p, 960);
+    writer.flushPage();
+    expect(pagesOf(concatBytes(pages)).map((i) => i.table)).toEqual([[255], [45]]);
+    expect(packetsOf(concatBytes(pages))).toEqual([p]);
+    expect(() => collectingWriter(1, { maxSegments: 0 })).toThrow("maxSegments must be 1..255, got 0");
+    expect(() => collectingWriter(1, { maxSegments: 256 })).toThrow("maxSegments must be 1..255, got 256");
+  });
+
   test("a packet of a multiple of 255 bytes ending a page gets its 0 lacing on the next", () => {
     const { writer, pages } = collectingWriter(1, { maxSegments: 2 });
     const p = packet(510, 1);

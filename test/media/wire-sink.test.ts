@@ -42,13 +42,18 @@ describe("ByteSink", () => {
     expect(sink.bytesWritten).toBe(0);
     sink.write(Uint8Array.of(9)); // no room: the full buffer goes out first
     expect(statSync(path).size).toBe(8);
+    // Exactly the buffer's size, with 9 held: 9 goes out, the eight are held.
+    sink.write(Uint8Array.from({ length: 8 }, (_, i) => 50 + i));
+    expect(statSync(path).size).toBe(9);
+    sink.flush();
     const large = Uint8Array.from({ length: 20 }, (_, i) => 100 + i);
-    sink.write(large); // larger than the buffer: what is held, then the write itself
-    expect(statSync(path).size).toBe(29);
     sink.write(Uint8Array.of(10));
+    sink.write(large); // larger than the buffer: what is held, then the write itself
+    expect(statSync(path).size).toBe(38);
+    sink.write(Uint8Array.of(11));
     sink.close();
-    expect([...readFileSync(path)]).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, ...large, 10]);
-    expect(sink.bytesWritten).toBe(30);
+    expect([...readFileSync(path)]).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 50, 51, 52, 53, 54, 55, 56, 57, 10, ...large, 11]);
+    expect(sink.bytesWritten).toBe(39);
     sink.close(); // a second close is harmless
   });
 
