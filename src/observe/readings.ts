@@ -72,8 +72,9 @@ export function utilizationPercent(r: ChannelReadings, buffer: "send" | "receive
 
 /**
  * The accounting as log fields (the final "stopped" line): a sender's
- * submitted, delivered, dropped and dropped_<reason> for each reason seen; a
- * receiver's frames and protocol errors; then connects and the end's own counts.
+ * submitted, delivered, dropped and dropped_<reason> for each reason seen,
+ * write_calls and short_writes; a receiver's frames and protocol errors; then
+ * connects and the end's own counts.
  */
 export function summaryFields(r: ChannelReadings): Record<string, number> {
   const fields: Record<string, number> = {};
@@ -82,6 +83,9 @@ export function summaryFields(r: ChannelReadings): Record<string, number> {
     fields.delivered = r.delivered;
     fields.dropped = droppedTotal(r);
     for (const [reason, n] of Object.entries(r.dropped)) if (n > 0) fields[`dropped_${reason}`] = n;
+    // How often the peer fell behind: writes the kernel did not take whole (the overflow metric).
+    fields.write_calls = r.writeCalls;
+    fields.short_writes = r.shortWrites;
   }
   fields.frames = r.frames;
   if (r.direction === "receive") fields.protocol_errors = r.protocolErrors;

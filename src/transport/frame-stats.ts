@@ -52,17 +52,6 @@ export class FrameStats {
     shutdown: 0,
   };
 
-  /** The accounting as log fields: submitted, delivered, dropped, and dropped_<reason> for each reason seen. */
-  toFields(): Record<string, number> {
-    const fields: Record<string, number> = {
-      submitted: this.submitted,
-      delivered: this.delivered,
-      dropped: this.droppedTotal,
-    };
-    for (const reason of DROP_REASONS) if (this.dropped[reason] > 0) fields[`dropped_${reason}`] = this.dropped[reason];
-    return fields;
-  }
-
   get droppedTotal(): number {
     let total = 0;
     for (const reason of DROP_REASONS) total += this.dropped[reason];

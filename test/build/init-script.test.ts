@@ -129,10 +129,9 @@ describe("S95audio-agent under busybox sh", () => {
     expect(again.stdout).toContain("already running");
     expect(pidIn(env)).toBe(pid);
 
-    const t0 = Date.now();
     const stopped = await initScript("stop", env);
     expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
-    expect(Date.now() - t0).toBeLessThan(4000); // TERM was enough: no KILL after the timeout
+    // TERM was enough: the agent exited cleanly on it (logged below), no KILL followed.
     expect(stopped.stdout).not.toContain("KILL");
     expect(alive(pid)).toBe(false);
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
@@ -250,9 +249,9 @@ describe("S95audio-agent under busybox sh", () => {
     const stopped = await initScript("stop", env);
     const took = Date.now() - t0;
     expect(stopped.code, stopped.stdout).toBe(0);
-    expect(stopped.stdout).toContain("sending KILL");
-    expect(took).toBeGreaterThanOrEqual(900);
-    expect(took).toBeLessThan(5000);
+    // After the configured 1 s, not the default 5 s; and never before it (a slow machine only makes it later).
+    expect(stopped.stdout).toContain("still running 1 s after TERM; sending KILL");
+    expect(took).toBeGreaterThanOrEqual(1000);
     expect(alive(pid)).toBe(false);
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
   }, 30_000);

@@ -1,14 +1,25 @@
 import { describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
 import { InputClient, type InputClientOptions } from "../../src/channels/input-client.ts";
 import { InputServer, type InputServerOptions } from "../../src/channels/input-server.ts";
-import { type AudioConfig, decodeConfigPayload, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import {
+  decodeConfigPayload,
+  encodeConfigPayload,
+  encodeMessage,
+  INPUT_MAGIC,
+  MessageType,
+  OUTPUT_MAGIC,
+  type AudioConfig,
+} from "../../src/protocol/index.ts";
+import { within } from "../../src/transport/within.ts";
 import { type Report, type ReportLevel } from "../../src/transport/report.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
-import { sameBytes } from "../support/bytes.ts";
+import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { testPayload } from "../support/payloads.ts";
 import { silentServer } from "../support/peer.ts";
-import { recordingReport, type Reported } from "../support/reports.ts";
+import { kernelBufferBytes } from "../support/proc.ts";
+import { recordingObserver, recordingReport, type Reported } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { parseWire } from "../support/wire.ts";
@@ -141,6 +152,8 @@ describe("input channel in-process", () => {
     expect(server.sessions).toBe(1);
     expect(server.cleanSessions).toBe(1);
     expect(server.protocolErrors).toBe(0);
+    // A session the client ended with Stop is not a dropped connection.
+    expect(server.readings().connectionDrops).toBe(0);
     expect(server.framesReceived).toBe(N);
     expect(server.config).toEqual(MONO);
     // Every Heartbeat the client wrote reached the server: controlDelivered = Heartbeats + the Stop.
@@ -176,6 +189,100 @@ describe("input channel in-process", () => {
     checkSession(messages, MONO, 0, N);
     expect(server.framesReceived).toBe(N);
     expect(client.stats.droppedTotal).toBe(0);
+  });
+
+  test("no Heartbeat follows the Stop, however long the Stop waits to be written", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    // A server that reads nothing until told to, and never acks.
+    const chunks: Uint8Array[] = [];
+    let peer: Socket<undefined> | undefined;
+    const listener = Bun.listen({
+      unix: sock,
+      socket: {
+        binaryType: "uint8array",
+        open: (socket) => {
+          socket.pause();
+          peer = socket;
+        },
+        data: (_socket, chunk) => void chunks.push(chunk.slice()),
+        drain: () => {},
+        close: () => {},
+        error: () => {},
+      },
+    });
+    defer(() => listener.stop(true));
+    const client = newClient(sock, { heartbeatMs: 5, ackTimeoutMs: 60_000, socketBuffers: { sendBytes: 8192, receiveBytes: 8192 } });
+    const running = client.start();
+    await client.waitForConnection();
+    // Frames until the kernel takes no more: the writer is blocked, its queue far from full.
+    let i = 0;
+    while (client.stats.shortWrites === 0) {
+      client.sendFrame(testPayload(i++));
+      await new Promise((resolve) => setImmediate(resolve));
+      if (i > 10_000) throw new Error("the socket never filled");
+    }
+    expect(client.hasSpace()).toBe(true);
+
+    const finished = client.finish(); // the Stop is queued behind the frames
+    const submitted = client.stats.submitted;
+    // Twenty Heartbeat periods (timers run in deadline order: the client's ticks run meanwhile).
+    await Bun.sleep(100);
+    expect(client.stats.submitted).toBe(submitted);
+
+    peer!.resume();
+    await finished;
+    await running;
+    await until(() => chunks.reduce((n, c) => n + c.length, 0) === client.stats.deliveredBytes + 29, "everything read");
+    const types = parseWire(concatBytes(chunks), INPUT_MAGIC).messages.map((m) => m.type);
+    expect(types.filter((t) => t === MessageType.OpusFrame).length).toBe(i);
+    expect(types.indexOf(MessageType.Stop)).toBe(types.length - 1);
+    expect(client.stats.dropped).toEqual(NO_DROPS);
+  });
+
+  test("both ends apply their socket buffers, report to their observers, and the client's queue resizes", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    const { server } = await startServer(sock, { socketBuffers: { sendBytes: 40 * 1024, receiveBytes: 72 * 1024 } });
+    const serverSeen = recordingObserver();
+    server.observe(serverSeen.observer);
+    const client = newClient(sock, { heartbeatMs: 60_000, socketBuffers: { sendBytes: 48 * 1024, receiveBytes: 56 * 1024 } });
+    const clientSeen = recordingObserver();
+    client.observe(clientSeen.observer);
+    const running = client.start();
+    await client.waitForConnection();
+    expect(client.connected).toBe(true);
+    // Connected already: it resolves at once.
+    expect(await within(client.waitForConnection().then(() => true), 5000, false)).toBe(true);
+    await until(() => server.connected, "the server accepted");
+    expect(client.readings().socketBuffers.kernel).toEqual({ sendBytes: kernelBufferBytes(48 * 1024, "send"), receiveBytes: kernelBufferBytes(56 * 1024, "receive") });
+    expect(server.readings().socketBuffers.kernel).toEqual({ sendBytes: kernelBufferBytes(40 * 1024, "send"), receiveBytes: kernelBufferBytes(72 * 1024, "receive") });
+    client.resizeQueue(128);
+    expect(client.readings().queueCapacity).toBe(128);
+
+    await client.finish();
+    await running;
+    await until(() => server.readings().counts.clean_sessions === 1, "the session end");
+    expect(clientSeen.events.filter((e) => !e.startsWith("written") && e !== "round trip")).toEqual([`connected ${sock}`, "disconnected stopped"]);
+    expect(serverSeen.events.filter((e) => !e.startsWith("written"))).toEqual([`connected ${sock}`, "disconnected Stop"]);
+  });
+
+  test("a message the server's owner cannot take (the sink failed) is reported through onFailure", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    const failures: string[] = [];
+    await startServer(sock, {
+      onMessage: (m) => {
+        if (m.type === MessageType.OpusFrame) throw new Error("cannot write to sink in.wire: ENOSPC");
+      },
+      onFailure: (e) => failures.push(e.message),
+    });
+    const client = newClient(sock, { heartbeatMs: 60_000 });
+    void client.start();
+    await client.waitForConnection();
+    client.sendFrame(testPayload(0));
+    await until(() => failures.length === 1, "the failure");
+    expect(failures).toEqual(["cannot write to sink in.wire: ENOSPC"]);
   });
 
   test("Ack round trip: every Config/Heartbeat is acked; a round trip for each Ack that answers the one message outstanding", async () => {

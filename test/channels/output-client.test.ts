@@ -20,6 +20,7 @@ import { concatBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/payloads.ts";
 import { fakeServer, writeInPieces } from "../support/peer.ts";
+import { recordingObserver, recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { indexedWire, wireHeader } from "../support/wire.ts";
@@ -97,6 +98,32 @@ describe("OutputClient reconnects", () => {
     expect(disconnects).toEqual(["server closed"]);
     client.stop();
     await running;
+  });
+
+  test("it says connected, then reconnected; its observer sees each connection, each end, and frame ages", async () => {
+    const path = socketDir(defer, "oc-").path("raw.sock");
+    // The first connection brings frames 0 and 1 and ends; the second brings frame 2 and stays.
+    const server = fakeServer(path, (socket, n) => {
+      if (n === 0) {
+        socket.write(concatBytes([frame(0), frame(1)]));
+        socket.end();
+      } else socket.write(frame(2));
+    });
+    defer(server.stop);
+    const { reports, report } = recordingReport();
+    const { client, frames } = recordingClient(path, { report });
+    const { events, ages, observer } = recordingObserver();
+    client.observe(observer);
+    void client.run();
+    await until(() => frames().length === 3, "3 frames");
+    expect(reports.filter((r) => r.message.endsWith("connected")).map((r) => r.message)).toEqual(["connected", "disconnected", "reconnected"]);
+    expect(events.filter((e) => e !== "frame age")).toEqual([`connected ${path}`, "disconnected server closed", `connected ${path}`]);
+    // One age per read that brought frames: the frames' stamps are from 2023, so each is years old.
+    expect(ages.length).toBeGreaterThanOrEqual(2);
+    expect(ages.length).toBeLessThanOrEqual(3);
+    expect(ages.every((ms) => ms > 365 * 24 * 3600 * 1000)).toBe(true);
+    // Every read counts, those that brought frames and any others.
+    expect(client.reads).toBeGreaterThanOrEqual(ages.length);
   });
 
   test("started before any server, it waits for one and then receives", async () => {

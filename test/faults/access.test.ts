@@ -9,24 +9,21 @@
  * they say so.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, copyFileSync, mkdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { expectAccountedLine, failureLine } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { startFedServer } from "../support/feeder.ts";
 import { metricsUrl } from "../support/metrics.ts";
+import { asNobody, canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 import { listeners } from "../support/proc.ts";
-import { AGENT, BUN, agentEnv, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
+import { AGENT, agentEnv, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { indexedWire, wireFileFrames } from "../support/wire.ts";
 
 const defer = useCleanup();
-const NOBODY = 65534;
-const isRoot = process.getuid?.() === 0;
-const setpriv = Bun.which("setpriv");
-const canSwitchUser = isRoot && setpriv !== null;
 if (!canSwitchUser) console.warn("access tests as another user skipped: they need root and setpriv (util-linux)");
 
 /** A temp dir other users can enter and read (the socket itself keeps its own mode). */
@@ -37,25 +34,9 @@ function openDir(prefix = "acc-") {
   return dir;
 }
 
-/**
- * The agent command run as nobody. Its Bun must be executable by nobody:
- * when the repository's is not (a home directory of mode 0700, say), a copy
- * in a world-readable temp dir is used.
- */
+/** The agent command run as nobody. */
 function agentAsNobody(dir: string): string[] {
-  const probe = Bun.spawnSync([setpriv!, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--", AGENT[0]!, "--version"], {
-    cwd: dir,
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  let command = AGENT;
-  if (probe.exitCode !== 0 && AGENT[0] === BUN) {
-    const copy = join(dir, "bun");
-    copyFileSync(BUN, copy);
-    chmodSync(copy, 0o755);
-    command = [copy, ...AGENT.slice(1)];
-  }
-  return [setpriv!, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--", ...command];
+  return asNobody(dir, AGENT);
 }
 
 /** Runs the agent as nobody to completion. */

@@ -43,3 +43,150 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: "if (this.queue.isFull) return;",
   },
 ];
+
+/**
+ * Generated mutants reviewed and found unable to change what the code does;
+ * the run lists them with the reason instead of running them. `before` and
+ * `after` are the mutated line, trimmed, before and after the change.
+ */
+export interface EquivalentMutant {
+  file: string;
+  before: string;
+  after: string;
+  why: string;
+}
+
+export const EQUIVALENT: readonly EquivalentMutant[] = [
+  {
+    file: "src/protocol/frame-parser.ts",
+    before: "if (this.held < HEADER_SIZE) {",
+    after: "if (this.held <= HEADER_SIZE) {",
+    why: "with the whole header held, take(0) copies nothing and the same header is validated again, with the same result",
+  },
+  {
+    file: "src/protocol/frame-parser.ts",
+    before: "if (count > 0) this.partial.set(this.chunk.subarray(this.pos, this.pos + count), 0);",
+    after: "if (count >= 0) this.partial.set(this.chunk.subarray(this.pos, this.pos + count), 0);",
+    why: "setting an empty subarray copies nothing",
+  },
+  {
+    file: "src/transport/unix-client.ts",
+    before: 'signal?.addEventListener("abort", done, { once: true });',
+    after: 'signal?.addEventListener("abort", done, { once: false });',
+    why: "done() removes the listener itself",
+  },
+  {
+    file: "src/transport/unix-server.ts",
+    before: "await removeSocketFile(this.options.path);",
+    after: ";",
+    why: "Bun's listener.stop() already unlinks the socket path; the call is a guard should a Bun version stop doing so",
+  },
+  {
+    file: "src/transport/socket-tuner.ts",
+    before: "if (this.socket && this.socket.readyState > 0) this.apply(this.socket);",
+    after: "if (this.socket && this.socket.readyState >= 0) this.apply(this.socket);",
+    why: "an attached Bun socket is open (1) or closed (-1), never 0; a closed one also has fd -1, which apply() skips",
+  },
+  {
+    file: "src/transport/socket-tuner.ts",
+    before: "if (!socket || socket.readyState <= 0) return undefined;",
+    after: "if (!socket || socket.readyState < 0) return undefined;",
+    why: "an attached Bun socket is open (1) or closed (-1), never 0",
+  },
+  {
+    file: "src/transport/socket-tuner.ts",
+    before: 'return typeof fd === "number" && fd >= 0 ? fd : undefined;',
+    after: 'return typeof fd === "number" || fd >= 0 ? fd : undefined;',
+    why: "only an open socket gets here, and an open Bun socket always has a numeric fd >= 0",
+  },
+  {
+    file: "src/transport/frame-writer.ts",
+    before: "while (queue.length > 0) {",
+    after: "while (queue.length >= 0) {",
+    why: "with the queue empty, contiguousRun() finds no run and the loop breaks",
+  },
+  {
+    file: "src/transport/frame-writer.ts",
+    before: "this.scheduled = true;",
+    after: "this.scheduled = false;",
+    why: "only more pump calls per burst: the first writes the whole run, the others find the queue empty",
+  },
+  {
+    file: "src/transport/reconnecting-connection.ts",
+    before: "close(socket: Socket<unknown>, reason: string, graceful = false): void {",
+    after: "close(socket: Socket<unknown>, reason: string, graceful = true): void {",
+    why: "end() or terminate(): Bun keeps no unsent bytes and a Unix socket's peer reads what the kernel holds either way, then sees the close",
+  },
+  {
+    file: "src/transport/reconnecting-connection.ts",
+    before: "if (graceful) socket.end();",
+    after: "if (!(graceful)) socket.end();",
+    why: "end() or terminate(): Bun keeps no unsent bytes and a Unix socket's peer reads what the kernel holds either way, then sees the close",
+  },
+  {
+    file: "src/transport/reconnecting-connection.ts",
+    before: 'if (socket) this.close(socket, "stopped", true);',
+    after: 'if (socket) this.close(socket, "stopped", false);',
+    why: "end() or terminate(): Bun keeps no unsent bytes and a Unix socket's peer reads what the kernel holds either way, then sees the close",
+  },
+  {
+    file: "src/media/ogg-crc.ts",
+    before: "for (let i = 0; i < 256; i++) {",
+    after: "for (let i = 0; i <= 256; i++) {",
+    why: "the table is a Uint32Array(256): the write at index 256 is ignored",
+  },
+  {
+    file: "src/media/ogg-packet-reader.ts",
+    before: "return this.carried >= 0;",
+    after: "return this.carried > 0;",
+    why: "between pages an open packet has carried at least one byte: carried is -1 or above 0, never 0",
+  },
+  {
+    file: "src/media/ogg-packet-reader.ts",
+    before: "if (this.carried >= 0) {",
+    after: "if (this.carried > 0) {",
+    why: "between pages an open packet has carried at least one byte: carried is -1 or above 0, never 0",
+  },
+  {
+    file: "src/media/ogg-packet-reader.ts",
+    before: "if (room > 0) this.buffer.set(page.bytes.subarray(start, start + Math.min(room, this.bodyPos - start)), this.carried);",
+    after: "if (room >= 0) this.buffer.set(page.bytes.subarray(start, start + Math.min(room, this.bodyPos - start)), this.carried);",
+    why: "with no room the subarray is empty, and setting it copies nothing",
+  },
+  {
+    file: "src/media/ogg-page-writer.ts",
+    before: "for (let first = true; ; first = false) {",
+    after: "for (let first = false; ; first = false) {",
+    why: "a packet that does not fit has already started a fresh page, so the first segment never meets a full page",
+  },
+  {
+    file: "src/media/ogg-page-writer.ts",
+    before: "if (this.segments > 0 && !this.fits(packet.length)) this.flushPage();",
+    after: "if (this.segments >= 0 && !this.fits(packet.length)) this.flushPage();",
+    why: "flushing a page with no segments writes nothing",
+  },
+  {
+    file: "src/media/opus-head.ts",
+    before: "view.setUint8(18, 0);",
+    after: ";",
+    why: "the header is a fresh, zero-filled buffer: byte 18 is 0 already",
+  },
+  {
+    file: "src/media/pump.ts",
+    before: "if (delay > 0) await Bun.sleep(delay);",
+    after: "if (delay >= 0) await Bun.sleep(delay);",
+    why: "Bun.sleep(0) only yields once to the event loop",
+  },
+  {
+    file: "src/media/opus-toc.ts",
+    before: "if (config < 12) return [480, 960, 1920, 2880][config & 3]!;",
+    after: "if (config <= 12) return [480, 960, 1920, 2880][config & 3]!;",
+    why: "config 12 (hybrid, 10 ms) is 480 samples either way",
+  },
+  {
+    file: "src/media/opus-toc.ts",
+    before: "return packet.length > 0 && (packet[0]! & 0x04) !== 0 ? 2 : 1;",
+    after: "return packet.length >= 0 && (packet[0]! & 0x04) !== 0 ? 2 : 1;",
+    why: "for an empty packet packet[0] is undefined, and undefined & 4 is 0: mono either way",
+  },
+];

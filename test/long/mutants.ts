@@ -10,8 +10,11 @@
  * bugs that once went unnoticed, each kept so it stays caught) and mutants
  * generated from the source by simple operators (comparisons, equality,
  * boolean connectives and literals, off-by-one, min/max, dropped calls),
- * sampled per file with a seed. A mutant that no longer parses is discarded,
- * not counted as killed.
+ * sampled per file from the seed and the file's name. Not run and not
+ * counted: a mutant that no longer parses, one that compiles to the same
+ * JavaScript (it changed only types), and one on the reviewed list of
+ * equivalent mutants (each with the reason it cannot change behaviour, in
+ * curated-mutants.ts).
  *
  *   --only protocol,transport   folders (default: protocol, transport, channels, media)
  *   --max-per-file N            generated mutants per file (default 10; 0: curated only)
@@ -23,7 +26,7 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, sym
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { CURATED, type CuratedMutant } from "./curated-mutants.ts";
+import { CURATED, EQUIVALENT, type CuratedMutant } from "./curated-mutants.ts";
 import { Rng } from "./rng.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
@@ -42,6 +45,8 @@ interface Mutant {
   before: string;
   after: string;
   curated?: CuratedMutant;
+  /** Why it is not run: it does not parse, changes only types, or was reviewed as equivalent. */
+  skip?: string;
 }
 
 type Outcome = "killed" | "survived" | "timeout";
@@ -166,22 +171,39 @@ function curated(folder: Folder): Mutant[] {
   });
 }
 
-function parses(file: string, source: string): boolean {
+/** The JavaScript `source` compiles to, or undefined when it does not parse. */
+function compiled(file: string, source: string): string | undefined {
   try {
-    new Bun.Transpiler({ loader: file.endsWith(".tsx") ? "tsx" : "ts" }).transformSync(source);
-    return true;
+    return new Bun.Transpiler({ loader: file.endsWith(".tsx") ? "tsx" : "ts" }).transformSync(source);
   } catch {
-    return false;
+    return undefined;
+  }
+}
+
+/** Marks the mutants that would prove nothing if run (see the header). */
+function classify(mutants: Mutant[]): void {
+  const output = new Map<string, string | undefined>();
+  for (const m of mutants) {
+    const source = readFileSync(join(ROOT, m.file), "utf8");
+    if (!output.has(m.file)) output.set(m.file, compiled(m.file, source));
+    const lines = source.split("\n");
+    lines[m.line - 1] = m.after;
+    const mutated = compiled(m.file, lines.join("\n"));
+    const reviewed = EQUIVALENT.find((e) => e.file === m.file && e.before === m.before.trim() && e.after === m.after.trim());
+    if (mutated === undefined) m.skip = "does not parse";
+    else if (mutated === output.get(m.file)) m.skip = "changes only types";
+    else if (reviewed) m.skip = `equivalent: ${reviewed.why}`;
   }
 }
 
 function planMutants(): Mutant[] {
-  const rng = new Rng(seed);
   const all: Mutant[] = [];
   for (const folder of folders) {
     all.push(...curated(folder));
     for (const file of sourceFiles(folder)) {
       const candidates = generated(folder, file);
+      // Seeded per file: a file's sample does not depend on which folders run or what other files hold.
+      const rng = new Rng((seed ^ Bun.hash.crc32(file)) >>> 0);
       // Sample without replacement, then restore source order for a readable report.
       const picked = new Set<number>();
       while (picked.size < Math.min(maxPerFile, candidates.length)) picked.add(rng.int(0, candidates.length - 1));
@@ -189,6 +211,7 @@ function planMutants(): Mutant[] {
     }
   }
   all.forEach((m, k) => (m.id = `M${String(k + 1).padStart(3, "0")}`));
+  classify(all);
   return all;
 }
 
@@ -226,64 +249,68 @@ async function runTests(copy: string, folder: Folder, timeoutMs: number): Promis
   return { ok: code === 0 && !timedOut, timedOut, ms: performance.now() - started };
 }
 
+/** One mutant as the report shows it: where, which operator, the line before and after. */
+function describe(m: Mutant): string {
+  return `${m.id} ${m.file}:${m.line} [${m.operator}]\n  - ${m.before.trim()}\n  + ${m.after.trim()}`;
+}
+
 const mutants = planMutants();
 if (values.list) {
-  for (const m of mutants) console.log(`${m.id} ${m.file}:${m.line} [${m.operator}]\n  - ${m.before.trim()}\n  + ${m.after.trim()}`);
+  for (const m of mutants) console.log(`${describe(m)}${m.skip ? `\n  (not run: ${m.skip})` : ""}`);
   process.exit(0);
 }
 
+const toRun = mutants.filter((m) => !m.skip);
 const copies = Array.from({ length: jobs }, makeCopy);
 const baselineMs: Partial<Record<Folder, number>> = {};
 try {
-  console.log(`mutation run: ${mutants.length} mutants in ${folders.join(", ")} (seed ${seed}, ${maxPerFile} generated per file, ${jobs} jobs)`);
+  console.log(
+    `mutation run: ${toRun.length} mutants to run in ${folders.join(", ")} (seed ${seed}, ${maxPerFile} generated per file, ${jobs} jobs; ${mutants.length - toRun.length} left out)`,
+  );
   for (const folder of folders) {
     const base = await runTests(copies[0]!, folder, 600_000);
     if (!base.ok) throw new Error(`the unmutated tests of ${folder} fail; fix them before a mutation run`);
     baselineMs[folder] = base.ms;
   }
-  const results = new Map<Mutant, Outcome | "invalid">();
+  const results = new Map<Mutant, Outcome>();
   let next = 0;
-  let done = 0;
   const worker = async (copy: string) => {
-    while (next < mutants.length) {
-      const m = mutants[next++]!;
+    while (next < toRun.length) {
+      const m = toRun[next++]!;
       const path = join(copy, m.file);
       const original = readFileSync(path, "utf8");
       const lines = original.split("\n");
       lines[m.line - 1] = m.after;
-      const mutated = lines.join("\n");
-      if (!parses(m.file, mutated)) {
-        results.set(m, "invalid");
-        continue;
-      }
-      writeFileSync(path, mutated);
+      writeFileSync(path, lines.join("\n"));
       try {
         const r = await runTests(copy, m.folder, Math.max(30_000, baselineMs[m.folder]! * TIMEOUT_FACTOR));
         results.set(m, r.timedOut ? "timeout" : r.ok ? "survived" : "killed");
       } finally {
         writeFileSync(path, original);
       }
-      done++;
       if (results.get(m) === "survived") console.log(`  survived ${m.id} ${m.file}:${m.line} [${m.operator}]`);
-      if (done % 20 === 0) console.log(`  ${done} run`);
+      if (results.size % 20 === 0) console.log(`  ${results.size} run`);
     }
   };
   await Promise.all(copies.map(worker));
 
-  console.log("\nscore per folder (killed, including timeouts, of valid mutants):");
+  console.log("\nscore per folder (killed, including timeouts, of the mutants run):");
   for (const folder of folders) {
-    const mine = mutants.filter((m) => m.folder === folder && results.get(m) !== "invalid");
+    const mine = toRun.filter((m) => m.folder === folder);
     const killed = mine.filter((m) => results.get(m) !== "survived").length;
     const score = mine.length ? ((killed / mine.length) * 100).toFixed(1) : "n/a";
     console.log(`  ${folder.padEnd(10)} ${killed}/${mine.length} killed (${score} %)`);
   }
-  const survivors = mutants.filter((m) => results.get(m) === "survived");
-  const curatedSurvivors = survivors.filter((m) => m.curated);
+  const survivors = toRun.filter((m) => results.get(m) === "survived");
   console.log(`\nsurvivors (${survivors.length}):`);
-  for (const m of survivors) console.log(`${m.id} ${m.file}:${m.line} [${m.operator}]\n  - ${m.before.trim()}\n  + ${m.after.trim()}`);
-  const invalid = mutants.filter((m) => results.get(m) === "invalid").length;
-  if (invalid > 0) console.log(`\n${invalid} mutant(s) did not parse and were left out`);
+  for (const m of survivors) console.log(describe(m));
+  const left = mutants.filter((m) => m.skip);
+  if (left.length > 0) {
+    console.log(`\nleft out (${left.length}):`);
+    for (const m of left) console.log(`${describe(m)}\n  (${m.skip})`);
+  }
   // A curated mutant stands for a bug that once went unnoticed: its survival fails the run.
+  const curatedSurvivors = survivors.filter((m) => m.curated);
   if (curatedSurvivors.length > 0) {
     console.log(`\nFAILED: ${curatedSurvivors.length} curated mutant(s) survived`);
     process.exitCode = 1;

@@ -69,6 +69,17 @@ describe("OggPageWriter / OggPageReader", () => {
     expect(packetsOf(concatBytes(pages))).toEqual([Uint8Array.of(0xaa), big, Uint8Array.of(0xbb)]);
   });
 
+  test("one segment per page is the smallest page allowed; zero and 256 are refused", () => {
+    const { writer, pages } = collectingWriter(1, { maxSegments: 1 });
+    const p = packet(300, 2); // [255] + [45]
+    writer.addPacket(p, 960);
+    writer.flushPage();
+    expect(pagesOf(concatBytes(pages)).map((i) => i.table)).toEqual([[255], [45]]);
+    expect(packetsOf(concatBytes(pages))).toEqual([p]);
+    expect(() => collectingWriter(1, { maxSegments: 0 })).toThrow("maxSegments must be 1..255, got 0");
+    expect(() => collectingWriter(1, { maxSegments: 256 })).toThrow("maxSegments must be 1..255, got 256");
+  });
+
   test("a packet of a multiple of 255 bytes ending a page gets its 0 lacing on the next", () => {
     const { writer, pages } = collectingWriter(1, { maxSegments: 2 });
     const p = packet(510, 1);
@@ -125,6 +136,12 @@ describe("OggPageWriter / OggPageReader", () => {
     expect(() => reader.next()).toThrow(`no Ogg capture pattern "OggS" at byte ${good.length}`);
     expect(() => reader.next()).toThrow("capture pattern");
 
+    // Exactly four bytes that are not "OggS" are refused at once, not held as a page still to come.
+    const four = new OggPageReader();
+    four.push(concatBytes([good, new TextEncoder().encode("OggX")]));
+    expect(four.next()).toBeDefined();
+    expect(() => four.next()).toThrow(`no Ogg capture pattern "OggS" at byte ${good.length}`);
+
     const v1 = good.slice();
     v1[4] = 1;
     const other = new OggPageReader();
@@ -144,6 +161,21 @@ describe("OggPageWriter / OggPageReader", () => {
     expect(reader.next()).toBeDefined();
     expect(reader.next()).toBeUndefined();
     expect(() => reader.finish()).toThrow(`truncated: input ends 10 byte(s) short of the page at byte ${pages[0]!.length}`);
+  });
+
+  test("crcValid() is false when any byte of the page changed: header, CRC field or body", () => {
+    const { writer, pages } = collectingWriter(3);
+    writer.addPacket(packet(300, 1), 960);
+    writer.flushPage();
+    const good = pages[0]!;
+    // Inside a larger buffer, at an offset: the CRC covers exactly this page.
+    const inside = (page: Uint8Array) => concatBytes([Uint8Array.of(1, 2, 3), page, Uint8Array.of(4)]);
+    expect(new OggPage().at(inside(good), 3, 0).crcValid()).toBe(true);
+    for (const at of [5, 6, 14, 18, 22, 25, 26, 27, good.length - 1]) {
+      const bad = good.slice();
+      bad[at]! ^= 0x01;
+      expect({ at, valid: new OggPage().at(inside(bad), 3, 0).crcValid() }).toEqual({ at, valid: false });
+    }
   });
 
   test("OggPage reads granule -1 and large granules exactly", () => {

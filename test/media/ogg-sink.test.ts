@@ -269,15 +269,19 @@ describe("OggSink", () => {
     const path = join(fx.dir, "never.opus");
     expect(() => OggSink.open(path, { channels: 6 })).toThrow("channels must be 1 or 2, got 6");
     expect(() => OggSink.open(path, { preSkip: 70000 })).toThrow("preSkip must be an integer 0..65535");
+    expect(() => OggSink.open(path, { preSkip: 65536 })).toThrow("preSkip must be an integer 0..65535, got 65536");
+    expect(() => OggSink.open(path, { preSkip: -1 })).toThrow("preSkip must be an integer 0..65535, got -1");
     expect(() => OggSink.open(path, { pageMs: 0 })).toThrow("pageMs must be > 0");
     expect(existsSync(path)).toBe(false);
   });
 
-  test("writes the pre-skip and input rate it is given", () => {
-    const path = outPath();
-    const sink = OggSink.open(path, { preSkip: 3840, inputSampleRate: 44100 });
-    send(sink, MessageType.OpusFrame, stereo20);
-    sink.close();
-    expect(parseOpusHead(summarize(read(path))[0]!.first!)).toMatchObject({ preSkip: 3840, inputSampleRate: 44100 });
+  test("writes the pre-skip and input rate it is given, up to the largest pre-skip", () => {
+    for (const preSkip of [3840, 65535]) {
+      const path = outPath();
+      const sink = OggSink.open(path, { preSkip, inputSampleRate: 44100 });
+      send(sink, MessageType.OpusFrame, stereo20);
+      sink.close();
+      expect(parseOpusHead(summarize(read(path))[0]!.first!)).toMatchObject({ preSkip, inputSampleRate: 44100 });
+    }
   });
 });

@@ -66,6 +66,14 @@ describe("OpusTags", () => {
     expect(tags.length).toBe(27);
   });
 
+  test("is recognised by its 8-byte magic alone, and nothing else is", () => {
+    const magic = new TextEncoder().encode("OpusTags");
+    expect(isOpusTags(magic)).toBe(true);
+    expect(isOpusTags(magic.subarray(0, 7))).toBe(false);
+    expect(isOpusTags(new TextEncoder().encode("OpusTagz and more"))).toBe(false);
+    expect(isOpusTags(buildOpusHead({ channels: 1, preSkip: 0, inputSampleRate: 48000 }))).toBe(false);
+  });
+
   test("lays out comments as length-prefixed strings", () => {
     const tags = buildOpusTags("v", ["A=1", "TITLE=é"]);
     const view = new DataView(tags.buffer);

@@ -37,6 +37,15 @@ describe("Pacer", () => {
     expect(pacer.reanchors).toBe(0);
   });
 
+  test("a frame with the same time as the one before is due with it: no re-anchoring, no extra step", () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now });
+    expect(pacer.delayFor(0)).toBe(0);
+    expect(pacer.delayFor(20)).toBe(20);
+    expect(pacer.delayFor(20)).toBe(20);
+    expect(pacer.reanchors).toBe(0);
+  });
+
   test("late frames go at once; a small lag is made up, not carried", () => {
     const c = fakeClock();
     const pacer = new Pacer({ now: c.now });

@@ -3,10 +3,10 @@ import { AdaptiveOptimizer, type AdaptiveOptions, type AdaptiveState } from "../
 import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
 import { AgentMetrics } from "../../src/observe/metrics.ts";
 import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
-import { expectAccountedLine } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
-import { payloadIndex, testPayload } from "../support/payloads.ts";
+import { expectAccountedLine } from "../support/agent-log.ts";
+import { expectIntactInOrder, indexedPayload, payloadIndex, testPayload } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
@@ -234,20 +234,21 @@ describe("AdaptiveOptimizer on an injected clock", () => {
 });
 
 describe("adaptive optimizer in a real role with a slow reader", () => {
-  test("output serve --realtime escalates under a paused reader (buffers, queue, overflows) and relaxes once it catches up", async () => {
+  test("output serve --realtime escalates under a paused reader (buffers, queue, overflows) and relaxes once it catches up; every frame accounted for", async () => {
     const { path } = socketDir(defer, "aaa-");
     defer(() => stopAgents());
-    // 1 ms apart, up to 2 KB each: ~1 MB/s fills a paused reader's socket buffer in well under a second.
-    const FRAMES = 2000;
-    await Bun.write(path("src.wire"), wireBytes(0, FRAMES, (i) => testPayload(i, 2048), OUTPUT_MAGIC, 1));
     const sock = path("out.sock");
-    const server = spawnAgent([
-      "output", "serve", "--socket", sock, "--source", path("src.wire"), "--realtime", "--loop",
-      // No latency budget: it would stop writing long before a paused reader's socket buffer overflows.
-      "--queue-frames", "100", "--stuck-frames", "100000", "--max-latency-ms", "60000", "--socket-buffers", "default",
-      "--adaptive-threshold", "3", "--adaptive-window-ms", "1000", "--adaptive-calm-ms", "300",
-      "--metrics", "0",
-    ]);
+    // The source is a pipe the test feeds: nothing is sent before the test says so.
+    const server = spawnAgent(
+      [
+        "output", "serve", "--socket", sock, "--source", "-", "--realtime",
+        // No latency budget: it would stop writing long before a paused reader's socket buffer overflows.
+        "--queue-frames", "100", "--stuck-frames", "100000", "--max-latency-ms", "60000", "--socket-buffers", "default",
+        "--adaptive-threshold", "3", "--adaptive-window-ms", "1000", "--adaptive-calm-ms", "300",
+        "--metrics", "0",
+      ],
+      { stdin: "pipe" },
+    );
     const base = await metricsUrl(server);
     const sendBuffer = { component: "audio-output", buffer_type: "send" };
 
@@ -255,12 +256,16 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     await server.waitForStderr("listening socket=");
     const reader = await connectClient(defer, sock, { paused: true });
     await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "client connected");
+    // No frame yet, so no pressure yet: the defaults, always.
     const before = await scrape(base);
-    // (Unless a loaded machine let the optimizer act before this first look.)
-    if (value(before, "audio_agent_adaptive_level") === 0) {
-      expect(value(before, "jetkvm_audio_socket_buffer_size_bytes", sendBuffer)).toBe(kernelBufferBytes(128 * KiB));
-      expect(value(before, "audio_agent_queue_capacity_frames")).toBe(100);
-    }
+    expect(value(before, "audio_agent_adaptive_level")).toBe(0);
+    expect(value(before, "jetkvm_audio_socket_buffer_size_bytes", sendBuffer)).toBe(kernelBufferBytes(128 * KiB));
+    expect(value(before, "audio_agent_queue_capacity_frames")).toBe(100);
+
+    // 1 ms apart, up to 2 KB each: ~1 MB/s fills a paused reader's socket buffer in well under a second.
+    const FRAMES = 2000;
+    const MAX_SIZE = 2048;
+    const feeding = server.writeStdin(wireBytes(0, FRAMES, (i) => indexedPayload(i, MAX_SIZE), OUTPUT_MAGIC, 1));
 
     // Paused: the kernel buffer fills, writes come up short, frames miss their deadline.
     const escalated = await scrapeUntil(base, (t) => value(t, "audio_agent_adaptive_level") >= 1, "escalation");
@@ -291,12 +296,23 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     expect(value(relaxed, "audio_agent_connected")).toBe(1);
     await server.waitForStderr("adaptive: relax");
     expect(server.stderr).toMatch(/adaptive: relax why="no pressure for 300 ms" adaptive_level=0 send_buffer=131072/);
-    // The reader got whole frames throughout: nothing cut or corrupted by the resizes.
-    expect(reader.error).toBeUndefined();
-    expect(reader.frames.length).toBeGreaterThan(0);
 
-    server.kill("SIGTERM");
+    // The source ends: the server writes out its queue and stops, and the reader reads to the end.
+    await feeding;
+    server.endStdin();
     expect(await server.exited).toBe(0);
+    await reader.closed;
+    // Every frame is accounted for, and the reader got exactly the delivered ones: whole,
+    // uncorrupted, in order (the resizes cut or reordered nothing).
+    const accounting = expectAccountedLine(server.stderr);
+    expect(accounting.submitted).toBe(FRAMES);
+    expect(accounting.byReason.write_deadline).toBeGreaterThan(0);
+    expect(accounting.byReason.client_gone ?? 0).toBe(0);
+    expect(reader.error).toBeUndefined();
+    expect(reader.frames.length).toBe(accounting.delivered);
+    // A frame cut short is possible only if the final flush ran out of time (counted as shutdown).
+    expect(reader.pending === 0 || (accounting.byReason.shutdown ?? 0) > 0).toBe(true);
+    expectIntactInOrder(reader.frames, MAX_SIZE);
   });
 });
 

@@ -91,10 +91,11 @@ describe("hot path", () => {
     for (let i = 0; i < 1_000; i++) m.record("write_call", (i % 300) / 1000);
     Bun.gc(true);
     // Live-object counts miss short-lived garbage; heap capacity has to grow to hold it.
-    // One small object per call adds ~1.6 MB over 50k calls here; no allocation adds ~0.
+    // One small object per call adds ~16 MB over 500k calls; no allocation adds ~0. The
+    // margin is wide so that whatever else the process does meanwhile cannot decide.
     const before = heapStats().heapCapacity;
-    for (let i = 0; i < 50_000; i++) m.record("write_call", (i % 300) / 1000);
-    expect(heapStats().heapCapacity - before).toBeLessThan(256 * 1024);
+    for (let i = 0; i < 500_000; i++) m.record("write_call", (i % 300) / 1000);
+    expect(heapStats().heapCapacity - before).toBeLessThan(1024 * 1024);
   });
 });
 

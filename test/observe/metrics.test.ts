@@ -1,11 +1,15 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
+import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
+import { AgentMetrics } from "../../src/observe/metrics.ts";
 import { INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { families, healthz, metricsUrl, promtoolCheck, samples, scrapeUntil, value } from "../support/metrics.ts";
+import { startOutputServer } from "../support/output-server.ts";
 import { testPayload } from "../support/payloads.ts";
+import { connectClient } from "../support/peer.ts";
 import { kernelBufferBytes, listeners } from "../support/proc.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -37,21 +41,118 @@ async function expectPromtoolClean(text: string): Promise<void> {
 
 const LATENCY_PERCENTILES = ["p50", "p95", "p99", "max", "avg"];
 
-function expectPercentiles(text: string, source: string): void {
-  for (const percentile of LATENCY_PERCENTILES) {
-    const v = value(text, "jetkvm_audio_latency_percentile_seconds", { source, percentile });
-    expect(v).toBeGreaterThanOrEqual(0);
-    expect(v).toBeLessThan(60);
-  }
+/** The latency figures of `source`, by percentile label (p50, p95, p99, max, avg). */
+function percentiles(text: string, source: string): Record<string, number> {
+  return Object.fromEntries(
+    LATENCY_PERCENTILES.map((percentile) => [percentile, value(text, "jetkvm_audio_latency_percentile_seconds", { source, percentile })]),
+  );
 }
 
-function expectHistogram(text: string, name: string): number {
+/** Percentiles of real measurements: each label holds its own figure (ordered), none is empty or absurd. */
+function expectPercentiles(text: string, source: string): Record<string, number> {
+  const p = percentiles(text, source);
+  expect(p.p50).toBeGreaterThan(0);
+  expect(p.p95).toBeGreaterThanOrEqual(p.p50);
+  expect(p.p99).toBeGreaterThanOrEqual(p.p95);
+  expect(p.max).toBeGreaterThanOrEqual(p.p99);
+  expect(p.max).toBeLessThan(60);
+  expect(p.avg).toBeGreaterThan(0);
+  return p;
+}
+
+/** A histogram of real measurements: cumulative buckets ending at the count, a positive sum; returns count and sum. */
+function expectHistogram(text: string, name: string): { count: number; sum: number } {
   expect(families(text).get(name)).toBe("histogram");
   const count = value(text, `${name}_count`);
+  const buckets = samples(text, `${name}_bucket`).map((b) => b.value);
+  expect(buckets.every((n, k) => k === 0 || n >= buckets[k - 1]!)).toBe(true);
   expect(value(text, `${name}_bucket`, { le: "+Inf" })).toBe(count);
-  expect(value(text, `${name}_sum`)).toBeGreaterThanOrEqual(0);
-  return count;
+  const sum = value(text, `${name}_sum`);
+  if (count > 0) expect(sum).toBeGreaterThan(0);
+  return { count, sum };
 }
+
+const overflowTotal = (text: string, component: string, buffer_type: string) =>
+  value(text, "jetkvm_audio_socket_buffer_overflow_total", { component, buffer_type });
+const utilization = (text: string, component: string, buffer_type: string) =>
+  value(text, "jetkvm_audio_socket_buffer_utilization_percent", { component, buffer_type });
+
+/** Both buffers sampled, and the last sample found nothing left unread either way. */
+function drained(text: string, component: string): boolean {
+  return (
+    samples(text, "jetkvm_audio_socket_buffer_utilization_percent", { component }).length === 2 &&
+    utilization(text, component, "send") === 0 &&
+    utilization(text, component, "receive") === 0
+  );
+}
+
+describe("metrics read exactly what the channel end counts", () => {
+  test("a paused reader: overflows are the writes that came back short, utilization and sizes are the kernel's; percentiles are the monitor's", async () => {
+    const { path, server } = await startOutputServer(defer, {
+      queueFrames: 1000,
+      writeDeadlineMs: 0,
+      stuckFrames: 100_000,
+      socketBuffers: { sendBytes: 8192, receiveBytes: 16384 },
+    });
+    const reader = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    // A burst larger than the kernel takes: the write comes back short and the writer waits.
+    let next = 0;
+    const burst = async () => {
+      for (let k = 0; k < 8; k++) server.sendFrame(testPayload(next++));
+      await new Promise((resolve) => setImmediate(resolve));
+    };
+    while (server.stats.shortWrites === 0) {
+      await burst();
+      if (next > 100_000) throw new Error("the socket never filled");
+    }
+    server.tuner.sample();
+
+    const latency = new LatencyMonitor({ alpha: 1 });
+    // 1/1024 .. 100/1024 s: binary fractions, so every figure below is exact.
+    for (let k = 1; k <= 100; k++) latency.record("enqueue_to_write", k / 1024);
+    const metrics = new AgentMetrics([{ read: () => server.readings(), latency }]);
+    const text = await metrics.text();
+    const r = server.readings();
+
+    const send = { component: "audio-output", buffer_type: "send" };
+    const receive = { component: "audio-output", buffer_type: "receive" };
+    expect(r.shortWrites).toBeGreaterThan(0);
+    expect(value(text, "jetkvm_audio_socket_buffer_overflow_total", send)).toBe(r.shortWrites);
+    expect(value(text, "jetkvm_audio_socket_buffer_overflow_total", receive)).toBe(0);
+    expect(value(text, "jetkvm_audio_socket_buffer_size_bytes", send)).toBe(kernelBufferBytes(8192, "send"));
+    expect(value(text, "jetkvm_audio_socket_buffer_size_bytes", receive)).toBe(kernelBufferBytes(16384, "receive"));
+    // What the paused reader left unread, as a share of the kernel's send buffer; nothing comes the other way.
+    expect(r.socketBuffers.sendQueueBytes).toBeGreaterThan(0);
+    const sendUtilization = Math.min(100, (r.socketBuffers.sendQueueBytes / kernelBufferBytes(8192, "send")) * 100);
+    expect(value(text, "jetkvm_audio_socket_buffer_utilization_percent", send)).toBe(sendUtilization);
+    expect(value(text, "jetkvm_audio_socket_buffer_utilization_percent", receive)).toBe(0);
+    expect(value(text, "jetkvm_audio_frames_sent_total")).toBe(r.frames);
+    expect(value(text, "audio_agent_queue_depth_frames")).toBe(r.queueDepth);
+    expect(r.queueDepth).toBeGreaterThan(0);
+
+    const percentile = (p: string) => value(text, "jetkvm_audio_latency_percentile_seconds", { source: "enqueue_to_write", percentile: p });
+    expect(percentile("p50")).toBe(50 / 1024);
+    expect(percentile("p95")).toBe(95 / 1024);
+    expect(percentile("p99")).toBe(99 / 1024);
+    expect(percentile("max")).toBe(100 / 1024);
+    expect(percentile("avg")).toBe(100 / 1024); // alpha 1: the last sample
+    expect(value(text, "audio_agent_latency_jitter_seconds", { source: "enqueue_to_write" })).toBe(1 / 1024);
+
+    // The reader reads again; bursts still come back short now and then. A later scrape adds only
+    // what is new: the counter is still exactly the channel's count.
+    reader.socket.resume();
+    const before = r.shortWrites;
+    while (server.stats.shortWrites < before + 2) {
+      await burst();
+      if (next > 100_000) throw new Error("no further short writes");
+    }
+    await until(() => server.idle, "everything written");
+    const again = await metrics.text();
+    expect(value(again, "jetkvm_audio_socket_buffer_overflow_total", send)).toBe(server.readings().shortWrites);
+    expect(value(again, "jetkvm_audio_frames_sent_total")).toBe(next);
+  });
+});
 
 describe("metrics over HTTP from real roles", () => {
   test("output serve -> output recv: counters match the frames and bytes that flowed; promtool is happy", async () => {
@@ -73,14 +174,14 @@ describe("metrics over HTTP from real roles", () => {
     const N = 2000;
     const bytes = wireBytes(0, N, testPayload, OUTPUT_MAGIC);
     await server.writeStdin(bytes);
-    // Utilization is sampled once a second while connected: wait for a sample of both buffers.
-    const sampled = (t: string) => samples(t, "jetkvm_audio_socket_buffer_utilization_percent", { component: "audio-output" }).length === 2;
+    // Utilization is sampled once a second while connected: once everything is read, a sample
+    // finds both kernel buffers empty at both ends (a wrong reading never settles at 0).
     const received = await scrapeUntil(
       clientUrl,
-      (t) => value(t, "jetkvm_audio_frames_received_total") === N && sampled(t),
-      "all frames received",
+      (t) => value(t, "jetkvm_audio_frames_received_total") === N && drained(t, "audio-output"),
+      "all frames received, buffers empty",
     );
-    const sent = await scrapeUntil(serverUrl, sampled, "utilization sampled");
+    const sent = await scrapeUntil(serverUrl, (t) => drained(t, "audio-output"), "server buffers empty");
 
     // What flowed: frames and bytes (headers included) agree on both ends and with what the test wrote.
     expect(value(sent, "jetkvm_audio_frames_sent_total")).toBe(N);
@@ -97,14 +198,11 @@ describe("metrics over HTTP from real roles", () => {
       expect(last).toBeLessThanOrEqual(Date.now() / 1000 + 1);
       expect(value(text, "process_resident_memory_bytes")).toBeGreaterThan(1 << 20);
       expect(value(text, "jetkvm_adaptive_buffer_adjustments_total")).toBe(0);
-      for (const buffer_type of ["send", "receive"]) {
-        const labels = { component: "audio-output", buffer_type };
-        const utilization = value(text, "jetkvm_audio_socket_buffer_utilization_percent", labels);
-        expect(utilization).toBeGreaterThanOrEqual(0);
-        expect(utilization).toBeLessThanOrEqual(100);
-        expect(value(text, "jetkvm_audio_socket_buffer_overflow_total", labels)).toBeGreaterThanOrEqual(0);
-      }
+      // A stream socket's receive buffer never overflows.
+      expect(overflowTotal(text, "audio-output", "receive")).toBe(0);
     }
+    // The client never writes on the output channel; the server's count is checked against its final line below.
+    expect(overflowTotal(received, "audio-output", "send")).toBe(0);
     // Linux doubles the requested SO_SNDBUF / SO_RCVBUF.
     for (const [text, requested] of [
       [sent, 65536],
@@ -127,15 +225,19 @@ describe("metrics over HTTP from real roles", () => {
     );
     expect(reasons.every((s) => s.value === 0)).toBe(true);
     // Histograms and latency percentiles: the sender times its writes, the receiver frame ages.
-    const writes = expectHistogram(sent, "audio_agent_enqueue_to_write_seconds");
-    expect(writes).toBeGreaterThan(0);
-    expect(writes).toBeLessThanOrEqual(N);
-    expect(expectHistogram(sent, "audio_agent_write_call_seconds")).toBe(writes);
+    const waited = expectHistogram(sent, "audio_agent_enqueue_to_write_seconds");
+    expect(waited.count).toBeGreaterThan(0);
+    expect(waited.count).toBeLessThanOrEqual(N);
+    // One sample of each per write; a frame waits at least as long as the write call that sends it.
+    const calls = expectHistogram(sent, "audio_agent_write_call_seconds");
+    expect(calls.count).toBe(waited.count);
+    expect(calls.sum).toBeLessThanOrEqual(waited.sum);
     const reads = expectHistogram(received, "audio_agent_frame_age_seconds");
-    expect(reads).toBeGreaterThan(0);
-    expect(reads).toBeLessThanOrEqual(N);
-    expectPercentiles(sent, "enqueue_to_write");
-    expectPercentiles(sent, "write_call");
+    expect(reads.count).toBeGreaterThan(0);
+    expect(reads.count).toBeLessThanOrEqual(N);
+    const wait = expectPercentiles(sent, "enqueue_to_write");
+    const call = expectPercentiles(sent, "write_call");
+    for (const p of LATENCY_PERCENTILES) expect(call[p]).toBeLessThanOrEqual(wait[p]!);
     expectPercentiles(received, "frame_age");
 
     await expectPromtoolClean(sent);
@@ -163,6 +265,10 @@ describe("metrics over HTTP from real roles", () => {
     expect(value(after, "audio_agent_connected")).toBe(0);
     server.endStdin();
     expect(await server.exited).toBe(0);
+    // Nothing was written after the last scrape: the overflow counter is exactly the writes that came back short.
+    const stopped = logFields(server.stderr, "output-server", "stopped");
+    expect(overflowTotal(after, "audio-output", "send")).toBe(Number(stopped.short_writes));
+    expect(Number(stopped.write_calls)).toBeGreaterThanOrEqual(calls.count);
   });
 
   test("input send -> input serve: jetkvm_microphone_* counters match; heartbeat RTT observed; promtool is happy", async () => {
@@ -184,9 +290,17 @@ describe("metrics over HTTP from real roles", () => {
     const N = 1500;
     const bytes = wireBytes(0, N, testPayload, INPUT_MAGIC);
     await client.writeStdin(bytes);
-    const received = await scrapeUntil(serverUrl, (t) => value(t, "jetkvm_microphone_frames_received_total") === N, "frames received");
+    const received = await scrapeUntil(
+      serverUrl,
+      (t) => value(t, "jetkvm_microphone_frames_received_total") === N && drained(t, "audio-input"),
+      "frames received, buffers empty",
+    );
     // The Config's Ack has come back by now: one round trip.
-    const sent = await scrapeUntil(clientUrl, (t) => value(t, "audio_agent_heartbeat_rtt_seconds_count") === 1, "config round trip");
+    const sent = await scrapeUntil(
+      clientUrl,
+      (t) => value(t, "audio_agent_heartbeat_rtt_seconds_count") === 1 && drained(t, "audio-input"),
+      "config round trip, buffers empty",
+    );
 
     expect(value(sent, "jetkvm_microphone_frames_sent_total")).toBe(N);
     expect(value(sent, "jetkvm_microphone_bytes_processed_total")).toBe(bytes.length);
@@ -201,8 +315,10 @@ describe("metrics over HTTP from real roles", () => {
       expect(value(text, "audio_agent_protocol_errors_total")).toBe(0);
       expect(value(text, "audio_agent_reconnects_total")).toBe(0);
       expect(value(text, "process_resident_memory_bytes")).toBeGreaterThan(1 << 20);
-      expect(value(text, "jetkvm_audio_socket_buffer_overflow_total", { component: "audio-input", buffer_type: "send" })).toBeGreaterThanOrEqual(0);
+      expect(overflowTotal(text, "audio-input", "receive")).toBe(0);
     }
+    // The server writes one Ack, into an empty buffer; the client's count is checked against its final line below.
+    expect(overflowTotal(received, "audio-input", "send")).toBe(0);
     expect(value(received, "jetkvm_audio_socket_buffer_size_bytes", { component: "audio-input", buffer_type: "receive" })).toBe(
       kernelBufferBytes(98304, "receive"),
     );
@@ -212,9 +328,12 @@ describe("metrics over HTTP from real roles", () => {
     expect(value(sent, "jetkvm_adaptive_input_buffer_size_bytes")).toBe(256 * 1024);
     expect(value(sent, "audio_agent_queue_capacity_frames")).toBe(5000);
     expect(value(sent, "audio_agent_queue_depth_frames")).toBe(0);
-    expectHistogram(sent, "audio_agent_heartbeat_rtt_seconds");
-    expectPercentiles(sent, "heartbeat_rtt");
-    expect(expectHistogram(received, "audio_agent_frame_age_seconds")).toBe(N);
+    // One round trip: its histogram sample and its percentiles are the same figure.
+    const rtt = expectHistogram(sent, "audio_agent_heartbeat_rtt_seconds");
+    expect(rtt.count).toBe(1);
+    const trip = expectPercentiles(sent, "heartbeat_rtt");
+    for (const p of LATENCY_PERCENTILES) expect(trip[p]).toBe(rtt.sum);
+    expect(expectHistogram(received, "audio_agent_frame_age_seconds").count).toBe(N);
     expectPercentiles(received, "frame_age");
 
     await expectPromtoolClean(sent);
@@ -227,6 +346,8 @@ describe("metrics over HTTP from real roles", () => {
 
     client.endStdin();
     expect(await client.exited).toBe(0);
+    // After the last scrape only the Stop went out, into an empty buffer.
+    expect(overflowTotal(sent, "audio-input", "send")).toBe(Number(logFields(client.stderr, "input-client", "stopped").short_writes));
     const ended = await scrapeUntil(serverUrl, (t) => value(t, "audio_agent_connected") === 0, "session end");
     expect(value(ended, "jetkvm_microphone_frames_received_total")).toBe(N);
     server.kill("SIGTERM");

@@ -341,15 +341,6 @@ describe("monitor hub", () => {
       const base = await metricsUrl(serve);
       const wsUrl = `${base.replace(/^http/, "ws")}/ws`;
 
-      // The slow listener: asks for frames, then stops reading its socket.
-      // Bun's WebSocket client has pause()/terminate(); the DOM type does not list them.
-      const slow = new WebSocket(wsUrl) as WebSocket & { pause(): boolean; terminate(): void };
-      defer(() => slow.terminate());
-      await new Promise((open) => (slow.onopen = open));
-      slow.send(JSON.stringify({ listen: true }));
-      await until(async () => (await figures(base)).listeners === 1, "the slow listener to listen", 10_000, 50);
-      expect(slow.pause()).toBe(true);
-
       // A listener that keeps up, counting what it gets and what the hub says it missed.
       let fastFrames = 0;
       let fastDropped = -1;
@@ -362,31 +353,49 @@ describe("monitor hub", () => {
       };
       await new Promise((open) => (fast.onopen = open));
       fast.send(JSON.stringify({ listen: true }));
-      await until(async () => (await figures(base)).listeners === 2, "the fast listener to listen", 10_000, 50);
+      await until(async () => (await figures(base)).listeners === 1, "the fast listener to listen", 10_000, 50);
 
       spawnAgent(["output", "recv", "--socket", socket, "--sink", "/dev/null"]);
       await until(async () => (await figures(base)).connected, "the receiver to connect", 10_000, 50);
-      const sent0 = await scrapeValue(base, "jetkvm_audio_frames_sent_total");
-      const dropped0 = await scrapeValue(base, "jetkvm_audio_frames_dropped_total");
-      const t0 = performance.now();
 
+      /** Frames sent on the socket over the next second, per second, and how many. */
+      const pace = async () => {
+        const sent0 = await scrapeValue(base, "jetkvm_audio_frames_sent_total");
+        const t0 = performance.now();
+        await Bun.sleep(1000);
+        const sent = (await scrapeValue(base, "jetkvm_audio_frames_sent_total")) - sent0;
+        return { sent, perSecond: sent / ((performance.now() - t0) / 1000) };
+      };
+      // The pace with every listener keeping up: the baseline, on this machine, under its load now.
+      const baseline = await pace();
+
+      // The slow listener: asks for frames, then stops reading its socket.
+      // Bun's WebSocket client has pause()/terminate(); the DOM type does not list them.
+      const slow = new WebSocket(wsUrl) as WebSocket & { pause(): boolean; terminate(): void };
+      defer(() => slow.terminate());
+      await new Promise((open) => (slow.onopen = open));
+      slow.send(JSON.stringify({ listen: true }));
+      await until(async () => (await figures(base)).listeners === 2, "the slow listener to listen", 10_000, 50);
+      expect(slow.pause()).toBe(true);
       await until(async () => (await figures(base)).listenerDrops > 0, "frames dropped for the slow listener", 15_000, 50);
-      await Bun.sleep(1000);
+
+      const dropped0 = await scrapeValue(base, "jetkvm_audio_frames_dropped_total");
+      const stalled = await pace();
       const fastAt = fastFrames;
-      const sent1 = await scrapeValue(base, "jetkvm_audio_frames_sent_total");
       const dropped1 = await scrapeValue(base, "jetkvm_audio_frames_dropped_total");
-      const seconds = (performance.now() - t0) / 1000;
       const after = await figures(base);
 
       expect(after.listenerDrops).toBeGreaterThan(0);
       expect(dropped1 - dropped0).toBe(0);
       expect(Object.entries(after.dropped).filter(([reason, n]) => reason !== "no_client" && n > 0)).toEqual([]);
-      // Real time is 1000 frames/s; the socket path must not have slowed down for the stalled browser.
-      expect((sent1 - sent0) / seconds).toBeGreaterThan(0.7 * (1000 / STEP_MS));
+      // The socket path did not slow down for the stalled browser: against the baseline just taken
+      // (not a fixed rate, which a loaded machine could miss either way), with a wide margin.
+      expect(baseline.sent).toBeGreaterThan(0);
+      expect(stalled.perSecond).toBeGreaterThan(0.5 * baseline.perSecond);
       // The drops were the slow listener's alone: the other one got every frame.
       await until(() => fastDropped >= 0, "the fast listener's own drop count", 3000);
       expect(fastDropped).toBe(0);
-      expect(fastAt).toBeGreaterThanOrEqual(0.9 * (sent1 - sent0));
+      expect(fastAt).toBeGreaterThanOrEqual(0.9 * stalled.sent);
     },
     30_000,
   );

@@ -1,62 +1,62 @@
 /**
- * Header timestamps follow the wall clock: WallClock derives Unix time from
- * one monotonic read and reads the wall clock again about once a second, so
- * a step of the system clock shows in the stamps within a second. The wall
- * clock is injected; the machine's clock is never touched.
+ * Header timestamps: the hot path writes float milliseconds as two u32
+ * halves; the bytes must be exactly the little-endian i64 of the rounded
+ * nanoseconds, and reading them back must give the same milliseconds.
  */
 import { describe, expect, test } from "bun:test";
-import { WallClock, wallClockMs } from "../../src/protocol/index.ts";
+import { readTimestampMs, readTimestampNs, writeTimestampMs, writeTimestampNs } from "../../src/protocol/index.ts";
 
-/** A hand-driven monotonic clock and a wall clock that can be stepped, with Date.now()'s whole-ms resolution. */
-function clocks(start = 1_700_000_000_000.25) {
-  const c = { monotonic: 5000, offset: start - 5000 };
-  const sources = {
-    monotonicMs: () => c.monotonic,
-    realtimeMs: () => Math.floor(c.offset + c.monotonic),
-  };
-  return { c, sources, truth: () => c.offset + c.monotonic };
+/** Milliseconds covering both halves, a low half with its top bit set, negative times and the far future. */
+const MILLISECONDS = [
+  0,
+  1e-6, // 1 ns
+  -1e-6, // -1 ns: every byte 0xff
+  4294.967295, // 2^32 - 1 ns: low half all ones, high half 0
+  4294.967296, // 2^32 ns: low half 0, high half 1
+  2147.483648, // 2^31 ns: top bit of the low half
+  1_700_000_000_123.456, // a current wall clock
+  -86_400_000.5, // a day before 1970
+  2 ** 62 / 1e6,
+];
+
+/** The exact i64 the hot path must write for `ms`: its nanoseconds rounded, as a bigint. */
+const exactNs = (ms: number) => BigInt(Math.round(ms * 1e6));
+
+function written(write: (view: DataView) => void): number[] {
+  // Surrounded by marker bytes: nothing outside the 8 bytes at offset 3 may change.
+  const bytes = new Uint8Array(14).fill(0xa5);
+  write(new DataView(bytes.buffer));
+  return [...bytes];
 }
 
-describe("WallClock", () => {
-  test("follows a step of the wall clock within a second, forwards and backwards, to half a millisecond", () => {
-    const { c, sources, truth } = clocks();
-    const clock = new WallClock(sources);
-    expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(0.5);
-    // The device sets its clock 10 minutes ahead: stamps keep the old offset for less than a second.
-    c.offset += 600_000;
-    c.monotonic += 400;
-    expect(truth() - clock.now()).toBeCloseTo(600_000, 0);
-    c.monotonic += 600;
-    expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(0.5);
-    // And back by 3.5 s.
-    c.offset -= 3_500;
-    c.monotonic += 1000;
-    expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(0.5);
-    // Every stamp in between is one monotonic read plus the offset: no other clock read per call.
-    let realtimeReads = 0;
-    const counted = new WallClock({ ...sources, realtimeMs: () => (realtimeReads++, sources.realtimeMs()) });
-    for (let i = 0; i < 1000; i++) {
-      c.monotonic += 0.02;
-      counted.now();
-    }
-    expect(realtimeReads).toBe(1);
-  });
-
-  test("without a step the offset stays put: re-reading a whole-ms clock adds no jitter", () => {
-    const { c, sources } = clocks(1_700_000_000_000.731);
-    const clock = new WallClock(sources);
-    const offset = clock.now() - c.monotonic;
-    for (let i = 0; i < 100; i++) {
-      c.monotonic += 1000.37;
-      expect(clock.now() - c.monotonic).toBe(offset);
+describe("timestamps", () => {
+  test("writeTimestampMs writes the same 8 bytes as writeTimestampNs of the rounded nanoseconds", () => {
+    for (const ms of MILLISECONDS) {
+      const viaMs = written((view) => writeTimestampMs(view, 3, ms));
+      const viaNs = written((view) => writeTimestampNs(view, 3, exactNs(ms)));
+      expect({ ms, bytes: viaMs }).toEqual({ ms, bytes: viaNs });
     }
   });
 
-  test("the process clock agrees with Date.now() to a millisecond", () => {
-    const before = Date.now();
-    const now = wallClockMs();
-    const after = Date.now();
-    expect(now).toBeGreaterThanOrEqual(before - 1);
-    expect(now).toBeLessThanOrEqual(after + 1);
+  test("the i64 is little-endian, low half first", () => {
+    const bytes = written((view) => writeTimestampMs(view, 3, (2 ** 32 + 2) / 1e6));
+    expect(bytes.slice(3, 11)).toEqual([2, 0, 0, 0, 1, 0, 0, 0]);
+    expect(bytes.slice(0, 3)).toEqual([0xa5, 0xa5, 0xa5]);
+    expect(bytes.slice(11)).toEqual([0xa5, 0xa5, 0xa5]);
+    const minusOne = written((view) => writeTimestampMs(view, 3, -1e-6));
+    expect(minusOne.slice(3, 11)).toEqual(Array(8).fill(0xff));
+  });
+
+  test("readTimestampMs reads back exactly the nanoseconds, in milliseconds", () => {
+    for (const ms of MILLISECONDS) {
+      const bytes = new Uint8Array(16);
+      const view = new DataView(bytes.buffer);
+      writeTimestampNs(view, 5, exactNs(ms));
+      expect({ ms, read: readTimestampMs(view, 5) }).toEqual({ ms, read: Number(exactNs(ms)) / 1e6 });
+      expect(readTimestampNs(view, 5)).toBe(exactNs(ms));
+    }
+    // A stamp from another sender, to the nanosecond (PROTOCOL.md's first vector).
+    const bytes = Uint8Array.of(0x15, 0xcd, 0x85, 0x3d, 0xfe, 0x9c, 0x97, 0x17);
+    expect(readTimestampMs(new DataView(bytes.buffer), 0)).toBe(Number(1700000000123456789n) / 1e6);
   });
 });

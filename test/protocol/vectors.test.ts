@@ -7,8 +7,8 @@ import {
   INPUT_MAGIC,
   MessageType,
   OUTPUT_MAGIC,
-  ProtocolError,
 } from "../../src/protocol/index.ts";
+import { protocolErrorOf } from "../support/wire.ts";
 
 const hex = (s: string) => Uint8Array.from(s.trim().split(/\s+/).map((b) => parseInt(b, 16)));
 
@@ -93,14 +93,12 @@ describe("PROTOCOL.md test vectors", () => {
   test("header announcing 4097 is rejected as FrameTooLarge naming 4097", () => {
     const parser = new FrameParser(OUTPUT_MAGIC);
     parser.push(hex("55 4f 4b 4a 00 01 10 00 00 00 00 00 00 00 00 00 00"));
-    expect(() => parser.next()).toThrow("FrameTooLarge: 4097 > 4096");
-    try {
-      parser.next();
-    } catch (e) {
-      expect(e).toBeInstanceOf(ProtocolError);
-      expect((e as ProtocolError).kind).toBe("FrameTooLarge");
-      expect((e as ProtocolError).value).toBe(4097);
-    }
+    const error = protocolErrorOf(() => parser.next());
+    expect(error.message).toBe("FrameTooLarge: 4097 > 4096 at byte 0");
+    expect(error.kind).toBe("FrameTooLarge");
+    expect(error.value).toBe(4097);
+    // No resync: the parser stays failed with the same error.
+    expect(protocolErrorOf(() => parser.next())).toBe(error);
   });
 
   test("encodeMessage refuses a payload over 4096", () => {

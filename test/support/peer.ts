@@ -2,6 +2,7 @@
 import type { Socket, UnixSocketListener } from "bun";
 import { FrameParser, OUTPUT_MAGIC, ProtocolError } from "../../src/protocol/index.ts";
 import { concatBytes } from "./bytes.ts";
+import { socketDir } from "./temp.ts";
 
 export interface ReceivedMessage {
   type: number;
@@ -226,4 +227,47 @@ export function silentServer(path: string): SilentServer {
       listener.stop(true);
     },
   };
+}
+
+export interface UnixPair {
+  listener: UnixSocketListener<undefined>;
+  /** The connecting side and the accepted side. */
+  client: Socket<undefined>;
+  server: Socket<undefined>;
+  /** Bytes the server side has seen through its data handler. */
+  received: () => number;
+}
+
+/**
+ * A connected Unix socket pair in its own short temp dir (sun_path is 108
+ * bytes), closed by `defer` (see useCleanup); with `pauseServer` the accepted
+ * side reads nothing until resumed.
+ */
+export async function unixPair(defer: (cleanup: () => unknown) => void, opts: { pauseServer?: boolean } = {}): Promise<UnixPair> {
+  const { dir } = socketDir(defer, "pair-");
+  let received = 0;
+  const { promise: accepted, resolve } = Promise.withResolvers<Socket<undefined>>();
+  const listener = Bun.listen({
+    unix: `${dir}/s.sock`,
+    socket: {
+      open(socket) {
+        // Paused before any data arrives, so everything the client writes stays queued.
+        if (opts.pauseServer) socket.pause();
+        resolve(socket);
+      },
+      data(_socket, chunk) {
+        received += chunk.length;
+      },
+      drain() {},
+    },
+  });
+  defer(() => listener.stop(true));
+  const client = await Bun.connect({
+    unix: `${dir}/s.sock`,
+    socket: { data() {}, drain() {} },
+  });
+  defer(() => client.terminate());
+  const server = await accepted;
+  defer(() => server.terminate());
+  return { listener, client, server, received: () => received };
 }

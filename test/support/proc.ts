@@ -1,9 +1,9 @@
 /**
- * What Linux reports under /proc: the resident memory and open file
- * descriptors of a process, the TCP sockets listening on a port, and the
- * socket buffer sizes it grants.
+ * What Linux reports under /proc: the resident memory and open files of a
+ * process, the TCP sockets listening on a port, the Unix sockets listening
+ * at a path, and the socket buffer sizes it grants.
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { statusKiB } from "../../src/bench/process-figures.ts";
 
 /** VmRSS of a process in KiB, 0 when it is gone (the bench's own reader). */
@@ -28,6 +28,19 @@ export function fdCount(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
 
+/** What the open file descriptors of a process refer to (paths, "socket:[...]", "pipe:[...]"). */
+export function openFiles(pid: number): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      out.push(readlinkSync(`/proc/${pid}/fd/${fd}`));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
+
 /**
  * Addresses of the TCP sockets listening on `port`, from /proc/net/tcp then
  * /proc/net/tcp6, in the kernel's hex ("0100007F" is 127.0.0.1).
@@ -50,6 +63,24 @@ export function listeners(port: number): string[] {
     }
   }
   return found;
+}
+
+/** How many Unix sockets listen at `path` (bound by that name), from /proc/net/unix. */
+export function unixListeners(path: string): number {
+  const SO_ACCEPTCON = 0x10000;
+  // The agent binds a hidden name beside the path (".NAME.xxxxxxxx") and links it into place:
+  // the table lists the name it was bound by.
+  const slash = path.lastIndexOf("/");
+  const hidden = `${path.slice(0, slash + 1)}.${path.slice(slash + 1)}.`;
+  return readFileSync("/proc/net/unix", "utf8")
+    .split("\n")
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((cols) => {
+      if (cols.length < 8 || (parseInt(cols[3]!, 16) & SO_ACCEPTCON) === 0) return false;
+      const name = cols.slice(7).join(" ");
+      return name === path || (name.startsWith(hidden) && !name.slice(hidden.length).includes("/"));
+    }).length;
 }
 
 /**

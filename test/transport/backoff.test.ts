@@ -7,16 +7,45 @@ import { describe, expect, test } from "bun:test";
 import { backoffDelayMs, sessionBackoffMs } from "../../src/transport/backoff.ts";
 import { silent, type Report } from "../../src/transport/report.ts";
 import { connectWithBackoff, ConnectTimeoutError, type ConnectionHandler } from "../../src/transport/unix-client.ts";
+import { within } from "../../src/transport/within.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeStaleSocket } from "../support/processes.ts";
 import { recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
 
 const SCHEDULE = [50, 50, 50, 100, 100, 100, 200, 200, 200, 400, 400, 400, 400, 400, 400];
 
 const ignore: ConnectionHandler = { data() {}, drain() {}, close() {} };
+
+/**
+ * Runs `work` on a fake clock: performance.now() reads it, and each wait the
+ * client asks for (setTimeout) advances it and passes at once; `onWait` sees
+ * the clock after each. More than 100 waits fail the work (a wait that never ends).
+ */
+async function onFakeClock(work: () => Promise<unknown>, onWait: (now: number) => void = () => {}) {
+  let clock = 0;
+  const waits: number[] = [];
+  const realNow = performance.now;
+  const realSetTimeout = globalThis.setTimeout;
+  performance.now = () => clock;
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    waits.push(ms ?? 0);
+    clock += ms ?? 0;
+    if (waits.length > 100) throw new Error("still waiting after 100 waits");
+    onWait(clock);
+    return realSetTimeout(fn, 0);
+  }) as typeof setTimeout;
+  try {
+    const outcome = await work().catch((e) => e);
+    return { outcome, waits, clock };
+  } finally {
+    performance.now = realNow;
+    globalThis.setTimeout = realSetTimeout;
+  }
+}
 
 describe("backoffDelayMs", () => {
   test("is 50,50,50,100,100,100,200,200,200 and then 400 for ever", () => {
@@ -81,6 +110,17 @@ describe("connectWithBackoff", () => {
     expect(retried!.fields!.attempts as number).toBeGreaterThan(1);
   });
 
+  test("a server already listening is connected at the first attempt, with no retry reported", async () => {
+    const dir = socketDir(defer, "bo-");
+    const path = dir.path("here.sock");
+    const listener = Bun.listen({ unix: path, socket: { data() {} } });
+    defer(() => listener.stop(true));
+    const { reports, report } = recordingReport();
+    const socket = await connectWithBackoff({ path, handler: ignore, report, timeoutMs: 20_000 });
+    defer(() => socket.terminate());
+    expect(reports).toEqual([]);
+  });
+
   test("gives up after timeoutMs with ConnectTimeoutError naming the path and the last error", async () => {
     const dir = socketDir(defer, "bo-");
     const path = dir.path("absent.sock");
@@ -95,31 +135,29 @@ describe("connectWithBackoff", () => {
   test("the last attempt is made at the deadline, not a backoff step before it", async () => {
     const dir = socketDir(defer, "bo-");
     const path = dir.path("late.sock");
-    // A fake clock that each wait advances: the server appears at 280 ms, the deadline is 300 ms.
-    let clock = 0;
-    const waits: number[] = [];
+    // The server appears at 280 ms, the deadline is 300 ms.
     let listener: ReturnType<typeof Bun.listen> | undefined;
-    const realNow = performance.now;
-    const realSetTimeout = globalThis.setTimeout;
-    performance.now = () => clock;
-    globalThis.setTimeout = ((fn: () => void, ms?: number) => {
-      waits.push(ms ?? 0);
-      clock += ms ?? 0;
-      if (clock >= 280 && !listener) listener = Bun.listen({ unix: path, socket: { data() {} } });
-      return realSetTimeout(fn, 0);
-    }) as typeof setTimeout;
-    let outcome: unknown;
-    try {
-      outcome = await connectWithBackoff({ path, handler: ignore, report: silent, timeoutMs: 300 }).catch((e) => e);
-    } finally {
-      performance.now = realNow;
-      globalThis.setTimeout = realSetTimeout;
-      defer(() => listener?.stop(true));
-    }
+    defer(() => listener?.stop(true));
+    const { outcome, waits, clock } = await onFakeClock(
+      () => connectWithBackoff({ path, handler: ignore, report: silent, timeoutMs: 300 }),
+      (now) => {
+        if (now >= 280 && !listener) listener = Bun.listen({ unix: path, socket: { data() {} } });
+      },
+    );
     expect(outcome).not.toBeInstanceOf(Error);
     defer(() => (outcome as { terminate(): void }).terminate());
     expect(waits).toEqual([50, 50, 50, 100, 50]);
     expect(clock).toBe(300);
+  });
+
+  test("with no server, gives up at the deadline itself: the last wait is cut short, then no more attempts", async () => {
+    const dir = socketDir(defer, "bo-");
+    const { outcome, waits } = await onFakeClock(() =>
+      connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report: silent, timeoutMs: 300 }),
+    );
+    expect(waits).toEqual([50, 50, 50, 100, 50]);
+    expect(outcome).toBeInstanceOf(ConnectTimeoutError);
+    expect((outcome as ConnectTimeoutError).waitedMs).toBe(300);
   });
 
   test("a stale socket is retried as ECONNREFUSED", async () => {
@@ -155,14 +193,41 @@ describe("connectWithBackoff", () => {
     expect(directory.message).toBe(`cannot connect to ${dir.dir}: it is a directory, not a socket`);
   });
 
-  test("an abort while waiting ends the wait", async () => {
+  test("an abort while waiting ends the wait at once, not when the wait is over", async () => {
     const dir = socketDir(defer, "bo-");
     const abort = new AbortController();
-    const connecting = connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report: silent, signal: abort.signal });
-    await Bun.sleep(20);
+    // The client's first wait between attempts is made an hour long: only the abort can end it.
+    const realSetTimeout = globalThis.setTimeout;
+    const waits: number[] = [];
+    let hour: ReturnType<typeof setTimeout> | undefined;
+    globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+      globalThis.setTimeout = realSetTimeout;
+      waits.push(ms ?? 0);
+      hour = realSetTimeout(fn, 3_600_000);
+      return hour;
+    }) as typeof setTimeout;
+    // Which timers get cleared: the ended wait's must be, or it would keep the process alive for the hour.
+    const realClearTimeout = globalThis.clearTimeout;
+    const cleared: unknown[] = [];
+    globalThis.clearTimeout = ((timer?: ReturnType<typeof setTimeout>) => {
+      cleared.push(timer);
+      realClearTimeout(timer);
+    }) as typeof clearTimeout;
+    defer(() => (globalThis.clearTimeout = realClearTimeout));
+    let connecting: Promise<unknown>;
+    try {
+      connecting = connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report: silent, signal: abort.signal }).catch((e) => e);
+      await until(() => waits.length === 1, "the first wait");
+    } finally {
+      globalThis.setTimeout = realSetTimeout;
+    }
+    expect(waits).toEqual([50]);
     abort.abort();
-    const error = await connecting.catch((e) => e);
+    // Generous: an ended wait settles within microseconds; one that is not ended takes the hour.
+    const error = await within(connecting, 10_000, "still waiting");
+    globalThis.clearTimeout = realClearTimeout;
     expect(error).toBeInstanceOf(ConnectTimeoutError);
-    expect(error.lastError).toBe("aborted");
+    expect((error as ConnectTimeoutError).lastError).toBe("aborted");
+    expect(cleared).toContain(hour);
   });
 });

@@ -4,13 +4,19 @@
  * atomicity under short writes, the stuck-client cut-off, and lossless resend.
  */
 import { describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
 import { OutputServer, type OutputServerOptions } from "../../src/channels/output-server.ts";
-import { HEADER_SIZE, MAX_MESSAGE, WallClock } from "../../src/protocol/index.ts";
+import { encodeMessage, HEADER_SIZE, MAX_MESSAGE, MAX_PAYLOAD, MessageType, OUTPUT_MAGIC, WallClock } from "../../src/protocol/index.ts";
+import { FrameQueue } from "../../src/transport/frame-queue.ts";
+import { FrameWriter } from "../../src/transport/frame-writer.ts";
 import { silent } from "../../src/transport/report.ts";
+import { setSocketBuffers } from "../../src/transport/socket-options.ts";
+import { within } from "../../src/transport/within.ts";
 import { expectAccountedStats } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { expectIntactInOrder, indexedPayload } from "../support/payloads.ts";
+import { startOutputServer } from "../support/output-server.ts";
+import { expectIntactInOrder, indexedPayload, payloadOfSize } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -25,27 +31,23 @@ const defer = useCleanup();
  */
 const SMALL_SEND_BUFFER = { sendBytes: 8192, receiveBytes: 8192 };
 
-async function startServer(over: Partial<OutputServerOptions> = {}) {
-  const dir = socketDir(defer, "fw-");
-  const path = dir.path("out.sock");
-  const server = await OutputServer.start({
-    path,
-    mode: 0o660,
-    report: silent,
-    queueFrames: 500,
-    dropPolicy: "oldest",
-    lossless: false,
-    writeDeadlineMs: 20,
-    stuckFrames: 50,
-    ...over,
-  });
-  defer(() => server.stop());
-  return { path, server };
-}
-
 /** Lets queued microtasks (the writer's pump) and pending I/O callbacks run. */
 function tick(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Sends frames 0, 1, ... one per pump until a write comes back short: the
+ * kernel's buffers are full and the writer waits. Returns the next index.
+ */
+async function fillUntilBlocked(server: OutputServer): Promise<number> {
+  let next = 0;
+  while (server.stats.shortWrites === 0) {
+    server.sendFrame(indexedPayload(next++));
+    await tick();
+    if (next > 100_000) throw new Error("socket never filled");
+  }
+  return next;
 }
 
 /**
@@ -60,11 +62,13 @@ function checkReceived(client: RecordingClient, maxSize = 4096): number[] {
 function expectAccounted(server: OutputServer): void {
   expect(server.idle).toBe(true);
   expectAccountedStats(server.stats);
+  // The output channel carries OpusFrames only: every message delivered is a frame.
+  expect(server.stats.framesDelivered).toBe(server.stats.delivered);
 }
 
 describe("FrameWriter live mode", () => {
   test("with nobody connected every frame is dropped as no_client, and none reaches a later client", async () => {
-    const { path, server } = await startServer();
+    const { path, server } = await startOutputServer(defer);
     for (let i = 0; i < 7; i++) expect(server.sendFrame(indexedPayload(i))).toBe(false);
     expect(server.stats.dropped.no_client).toBe(7);
     expect(server.readings().queueDepth).toBe(0);
@@ -84,7 +88,7 @@ describe("FrameWriter live mode", () => {
   });
 
   test("queued frames go out coalesced: a burst of small frames is one write", async () => {
-    const { path, server } = await startServer({ lossless: true });
+    const { path, server } = await startOutputServer(defer, { lossless: true });
     const client = await connectClient(defer, path);
     await until(() => server.connected, "client accepted");
     // Submitted in one synchronous burst: the pump runs once, afterwards.
@@ -96,17 +100,11 @@ describe("FrameWriter live mode", () => {
   });
 
   test("a paused reader: stale frames are dropped whole (write_deadline), the rest arrive whole and in order", async () => {
-    const { path, server } = await startServer({ writeDeadlineMs: 20, stuckFrames: 50 });
+    const { path, server } = await startOutputServer(defer, { writeDeadlineMs: 20, stuckFrames: 50 });
     const client = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
 
-    // Fill the kernel buffers until a write comes back short: the writer is now blocked.
-    let next = 0;
-    while (server.stats.shortWrites === 0) {
-      server.sendFrame(indexedPayload(next++));
-      await tick();
-      if (next > 100_000) throw new Error("socket never filled");
-    }
+    let next = await fillUntilBlocked(server);
     // Two batches of 10, each after the queued frames are past the 20 ms deadline:
     // the second batch's first submit drops the whole first batch. 20 frames < 50: not stuck.
     for (let batch = 0; batch < 2; batch++) {
@@ -137,7 +135,7 @@ describe("FrameWriter live mode", () => {
   });
 
   test("a reader that keeps pausing: submitted = delivered + dropped exactly, received frames whole and in order", async () => {
-    const { path, server } = await startServer({
+    const { path, server } = await startOutputServer(defer, {
       writeDeadlineMs: 20,
       stuckFrames: 50,
       queueFrames: 100,
@@ -179,28 +177,78 @@ describe("FrameWriter live mode", () => {
     checkReceived(client);
   });
 
-  test("a client that never reads is cut off after exactly 50 drops; a replacement then receives", async () => {
-    const { path, server } = await startServer({
+  test("frames that went stale while the writer was blocked are dropped when it can write again, not sent late", async () => {
+    const { path, server } = await startOutputServer(defer, { writeDeadlineMs: 20, stuckFrames: 1000, socketBuffers: SMALL_SEND_BUFFER });
+    const client = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    let next = await fillUntilBlocked(server);
+    // Ten more wait in the queue behind the blocked write; nothing is submitted after them.
+    const lastTen = next;
+    for (let k = 0; k < 10; k++) server.sendFrame(indexedPayload(next++));
+    const stale = server.readings().queueDepth;
+    expect(stale).toBeGreaterThanOrEqual(10);
+    const droppedBefore = server.stats.dropped.write_deadline;
+    const deliveredWhenBlocked = server.stats.delivered;
+    await Bun.sleep(60); // three deadlines: every queued frame is stale now
+
+    client.socket.resume();
+    await until(() => server.idle && client.bytes === server.stats.deliveredBytes, "writer idle");
+    const s = server.stats;
+    // A single frame fits one piece of the small send buffer, so the write that came back short
+    // took nothing: no frame was started, every queued one was stale and dropped at write time.
+    expect(s.dropped.write_deadline - droppedBefore).toBe(stale);
+    expect(s.delivered).toBe(deliveredWhenBlocked);
+    expect(s.submitted).toBe(next);
+    expectAccounted(server);
+    const indices = checkReceived(client);
+    expect(indices.length).toBe(s.delivered);
+    expect(indices.filter((i) => i >= lastTen)).toEqual([]);
+  });
+
+  test("a client that leaves wakes whoever waits for the queue to empty: its frames were dropped", async () => {
+    const { path, server } = await startOutputServer(defer, { writeDeadlineMs: 0, stuckFrames: 100_000, socketBuffers: SMALL_SEND_BUFFER });
+    const client = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    const next = await fillUntilBlocked(server);
+    for (let k = 0; k < 10; k++) server.sendFrame(indexedPayload(next + k));
+    let idle = false;
+    const waiting = server.waitForIdle().then(() => (idle = true));
+    await tick();
+    expect(idle).toBe(false);
+    client.close();
+    // Without a wake-up this would wait for ever: nothing is left to write, and nothing writes.
+    expect(await within(waiting, 10_000, false)).toBe(true);
+    expect(server.stats.dropped.no_client).toBeGreaterThanOrEqual(10);
+    expectAccounted(server);
+  });
+
+  test("a client that never reads is cut off after exactly 50 drops; its half-written frame is dropped as client_gone; a replacement then receives", async () => {
+    const { path, server } = await startOutputServer(defer, {
       writeDeadlineMs: 0,
       stuckFrames: 50,
       queueFrames: 20,
       socketBuffers: SMALL_SEND_BUFFER,
     });
-    const stuck = await connectClient(defer, path, { paused: true });
+    const stuck = await connectClient(defer, path, { paused: true, keepRaw: true });
     await until(() => server.connected, "client accepted");
 
+    // Frames of 4113 bytes on the wire, four at a time: each write is larger than the kernel
+    // takes in one piece, so the one that comes back short ends inside a frame (4113 shares no
+    // factor with the kernel's power-of-two piece sizes).
+    const frame = (i: number) => payloadOfSize(i, MAX_PAYLOAD);
     let next = 0;
     while (server.stats.shortWrites === 0) {
-      server.sendFrame(indexedPayload(next++));
+      for (let k = 0; k < 4; k++) server.sendFrame(frame(next++));
       await tick();
       if (next > 100_000) throw new Error("socket never filled");
     }
-    // The short write left the last frame either partly written (the tail) or not started (still queued).
+    const deliveredWhenBlocked = server.stats.delivered;
+    // The frame the short write started is out of the queue (set aside, half-written), not in it.
     const queuedWhenBlocked = server.readings().queueDepth;
-    expect(queuedWhenBlocked).toBeLessThanOrEqual(1);
+    expect(queuedWhenBlocked).toBe(next - deliveredWhenBlocked - 1);
     let sinceBlocked = 0;
     while (server.connected) {
-      server.sendFrame(indexedPayload(next++));
+      server.sendFrame(frame(next++));
       sinceBlocked++;
       await tick();
       if (sinceBlocked > 1000) throw new Error("stuck client never disconnected");
@@ -208,29 +256,37 @@ describe("FrameWriter live mode", () => {
     // The queue (20) absorbs the first frames; then each frame drops the oldest, and the 50th drop cuts it off.
     expect(sinceBlocked).toBe(20 - queuedWhenBlocked + 50);
     const s = server.stats;
+    expect(s.delivered).toBe(deliveredWhenBlocked);
     expect(s.dropped.queue_full).toBe(50);
-    // The 20 frames still queued for it when it was cut off.
+    // The 20 frames still queued for it when it was cut off, and the half-written one.
     expect(s.dropped.client_stuck).toBe(20);
+    expect(s.dropped.client_gone).toBe(1);
     expect(s.dropped.no_client).toBe(0);
-    expect(s.dropped.client_gone).toBeLessThanOrEqual(1);
     expectAccounted(server);
-    const deliveredToStuck = s.delivered;
 
-    // What the kernel took still reaches the stuck client: whole frames, then at most a cut one.
+    // What the kernel took still reaches the stuck client: the whole frames, then the start of the next.
     stuck.socket.resume();
     await stuck.closed;
-    expect(stuck.frames.length).toBe(deliveredToStuck);
-    expect(stuck.pending > 0).toBe(s.dropped.client_gone === 1);
-    expect(checkReceived(stuck)).toEqual([...Array(deliveredToStuck).keys()]);
+    expect(stuck.error).toBeUndefined();
+    expect(stuck.frames.length).toBe(deliveredWhenBlocked);
+    expect(stuck.frames.every((p, k) => sameBytes(p, frame(k)))).toBe(true);
+    const cut = encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, frame(deliveredWhenBlocked));
+    expect(stuck.pending).toBeGreaterThan(0);
+    expect(stuck.pending).toBeLessThan(cut.length);
+    const raw = stuck.rawBytes();
+    const partial = raw.subarray(raw.length - stuck.pending);
+    // The header's timestamp is the server's; everything else is the frame's own bytes.
+    expect(sameBytes(partial.subarray(0, 9), cut.subarray(0, 9))).toBe(true);
+    expect(sameBytes(partial.subarray(HEADER_SIZE), cut.subarray(HEADER_SIZE, partial.length))).toBe(true);
 
-    // The server keeps accepting: a replacement client gets the frames sent from now on.
+    // The server keeps accepting: a replacement gets the frames sent from now on, never the cut one.
     const replacement = await connectClient(defer, path);
     await until(() => server.connected, "replacement accepted");
     const first = next;
     for (let k = 0; k < 20; k++) server.sendFrame(indexedPayload(next++));
     await until(() => replacement.frames.length === 20, "20 frames");
     expect(checkReceived(replacement)).toEqual([...Array(20).keys()].map((k) => first + k));
-    expect(server.stats.delivered).toBe(deliveredToStuck + 20);
+    expect(server.stats.delivered).toBe(deliveredWhenBlocked + 20);
     expect(server.listener.connections).toBe(2);
     expect(server.listener.replacements).toBe(0);
     expectAccounted(server);
@@ -239,7 +295,7 @@ describe("FrameWriter live mode", () => {
 
 describe("FrameWriter latency budget", () => {
   test("a paused reader: writing holds once what it has not read spans the budget; older frames are dropped as latency_budget", async () => {
-    const { path, server } = await startServer({ maxLatencyMs: 100, writeDeadlineMs: 50, stuckFrames: 100_000 });
+    const { path, server } = await startOutputServer(defer, { maxLatencyMs: 100, writeDeadlineMs: 50, stuckFrames: 100_000 });
     const client = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
     // 20 ms frames for 1.5 s, none read: the kernel would hold them all (seconds of audio).
@@ -268,7 +324,7 @@ describe("FrameWriter latency budget", () => {
   });
 
   test("lossless mode is not limited by the budget: a paused reader gets every frame once it reads", async () => {
-    const { path, server } = await startServer({ lossless: true, maxLatencyMs: 10, writeDeadlineMs: 0, queueFrames: 1000 });
+    const { path, server } = await startOutputServer(defer, { lossless: true, maxLatencyMs: 10, writeDeadlineMs: 0, queueFrames: 1000 });
     const client = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
     for (let i = 0; i < 300; i++) {
@@ -285,7 +341,7 @@ describe("FrameWriter latency budget", () => {
 
 describe("FrameWriter lossless mode", () => {
   test("a frame submitted by a waiter that the shutdown itself woke is counted as dropped (shutdown), not lost", async () => {
-    const { server } = await startServer({ lossless: true, writeDeadlineMs: 0, queueFrames: 4 });
+    const { server } = await startOutputServer(defer, { lossless: true, writeDeadlineMs: 0, queueFrames: 4 });
     for (let i = 0; i < 4; i++) server.sendFrame(indexedPayload(i));
     expect(server.hasSpace()).toBe(false);
     // A source waiting for room: the discard at stop makes room, and it submits one more.
@@ -299,7 +355,7 @@ describe("FrameWriter lossless mode", () => {
   });
 
   test("every waiter is woken: two waiting for room and two waiting for idle all resolve", async () => {
-    const { path, server } = await startServer({ lossless: true, writeDeadlineMs: 0, queueFrames: 8, socketBuffers: SMALL_SEND_BUFFER });
+    const { path, server } = await startOutputServer(defer, { lossless: true, writeDeadlineMs: 0, queueFrames: 8, socketBuffers: SMALL_SEND_BUFFER });
     const client = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
     let next = 0;
@@ -324,7 +380,7 @@ describe("FrameWriter lossless mode", () => {
   });
 
   test("a frame cut short by a vanished client is resent whole to the next; together they get every frame once", async () => {
-    const { path, server } = await startServer({
+    const { path, server } = await startOutputServer(defer, {
       lossless: true,
       writeDeadlineMs: 0,
       queueFrames: 32,
@@ -368,6 +424,7 @@ describe("FrameWriter lossless mode", () => {
     const s = server.stats;
     expect(s.submitted).toBe(N);
     expect(s.delivered).toBe(N);
+    expect(s.framesDelivered).toBe(N);
     expect(s.droppedTotal).toBe(0);
 
     const a = checkReceived(first);
@@ -391,7 +448,7 @@ describe("FrameWriter timestamps", () => {
   test("header timestamps follow a step of the wall clock within a second (injected clock)", async () => {
     let step = 0;
     const clock = new WallClock({ realtimeMs: () => Date.now() + step });
-    const { path, server } = await startServer({ clock });
+    const { path, server } = await startOutputServer(defer, { clock });
     const client = await connectClient(defer, path);
     await until(() => server.connected, "client accepted");
     // A frame every 10 ms for 2.5 s; 0.5 s in, the wall clock is set a minute ahead. Each send
@@ -422,5 +479,44 @@ describe("FrameWriter timestamps", () => {
     const off = (s: (typeof sent)[number]) => stamps[s.i] < s.from - 2 || stamps[s.i] > s.to + 2;
     expect(after.filter(off)).toEqual([]);
     expect(before.filter(off)).toEqual([]);
+  });
+});
+
+describe("FrameWriter attached to another socket", () => {
+  test("lossless: what was queued for the old socket goes to the new one, the frame it had started resent whole", async () => {
+    const path = socketDir(defer, "fw-").path("w.sock");
+    const queue = new FrameQueue(64, OUTPUT_MAGIC);
+    const writer = new FrameWriter(queue, { lossless: true, writeDeadlineMs: 0, stuckFrames: 50 });
+    const accepted: Socket<undefined>[] = [];
+    const listener = Bun.listen({
+      unix: path,
+      socket: { open: (socket) => void accepted.push(socket), data() {}, drain: (socket) => writer.onDrain(socket), close() {} },
+    });
+    defer(() => listener.stop(true));
+    const frame = (i: number) => payloadOfSize(i, MAX_PAYLOAD);
+
+    const first = await connectClient(defer, path, { paused: true });
+    await until(() => accepted.length === 1, "first accepted");
+    expect(setSocketBuffers(accepted[0]!.fd, SMALL_SEND_BUFFER).ok).toBe(true);
+    writer.attach(accepted[0]!);
+    // One write larger than the small buffer takes: it comes back short, inside a 4113-byte frame.
+    for (let i = 0; i < 8; i++) writer.submit(MessageType.OpusFrame, frame(i));
+    await until(() => queue.stats.shortWrites === 1, "a short write", 5000);
+    const whole = queue.stats.delivered;
+    expect(queue.length).toBe(8 - whole - 1);
+
+    const second = await connectClient(defer, path);
+    await until(() => accepted.length === 2, "second accepted");
+    writer.attach(accepted[1]!);
+    await until(() => second.frames.length === 8 - whole, "the rest at the new socket", 5000);
+    expect(second.frames.every((p, k) => sameBytes(p, frame(whole + k)))).toBe(true);
+    expect(second.pending).toBe(0);
+    expect(queue.stats.delivered).toBe(8);
+    expect(queue.stats.droppedTotal).toBe(0);
+    expect(writer.idle).toBe(true);
+
+    // The old socket got the whole frames and the start of the next, nothing after.
+    first.socket.resume();
+    await until(() => first.frames.length === whole && first.pending > 0, "the old socket's bytes", 5000);
   });
 });

@@ -1,74 +1,138 @@
 /**
- * ReconnectingConnection against real sockets: it says when it waits for a
- * server (and reminds), and sessions that end early make the next connection
- * wait longer each time, until a healthy session resets it.
+ * ReconnectingConnection against scripted servers: it passes on the current
+ * connection's bytes and drains, connects again after every end but stop(),
+ * counts connects and drops, and leaves no connection open behind a stop.
  */
 import { describe, expect, test } from "bun:test";
-import { ReconnectingConnection } from "../../src/transport/reconnecting-connection.ts";
-import type { Report } from "../../src/transport/report.ts";
+import type { Socket } from "bun";
+import { ReconnectingConnection, type ReconnectingConnectionOptions } from "../../src/transport/reconnecting-connection.ts";
+import { silent } from "../../src/transport/report.ts";
+import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { fakeServer } from "../support/peer.ts";
+import { fakeServer, type FakeServer } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
 
-interface Logged {
-  at: number;
-  message: string;
-  fields: Record<string, unknown>;
+/** A scripted server at a fresh path, stopped after the test. */
+function serve(onOpen: (socket: Socket<undefined>, n: number) => void): { path: string; server: FakeServer } {
+  const path = socketDir(defer, "rc-").path("s.sock");
+  const server = fakeServer(path, onOpen);
+  defer(() => server.stop());
+  return { path, server };
 }
 
-function connection(path: string, remindEveryMs?: number) {
-  const logs: Logged[] = [];
-  const report: Report = (_level, message, fields = {}) => logs.push({ at: performance.now(), message, fields });
-  const rc = new ReconnectingConnection({
+/** A connection that logs its events as "open N", "data 1,2", "drain", "close <reason>". */
+function connection(path: string, over: Partial<ReconnectingConnectionOptions> = {}) {
+  const events: string[] = [];
+  const conn: ReconnectingConnection = new ReconnectingConnection({
     path,
-    report,
-    remindEveryMs,
-    data() {},
-    drain() {},
-    onOpen() {},
-    onClose() {},
+    report: silent,
+    connectTimeoutMs: 10_000,
+    data: (_socket, chunk) => events.push(`data ${[...chunk]}`),
+    drain: () => events.push("drain"),
+    onOpen: () => events.push(`open ${conn.connects}`),
+    onClose: (_socket, reason) => void events.push(`close ${reason}`),
+    ...over,
   });
-  defer(() => rc.stop());
-  return { rc, logs };
+  defer(() => conn.stop());
+  return { conn, events };
 }
 
 describe("ReconnectingConnection", () => {
-  test("without a server it says at once that it waits and for which socket, then reminds every interval", async () => {
-    const { path } = socketDir(defer, "rc-");
-    const sock = path("absent.sock");
-    const { rc, logs } = connection(sock, 100);
-    const running = rc.run();
-    await rc.firstAttempt;
-    expect(logs[0]).toMatchObject({ message: "waiting for the server", fields: { socket: sock, error: "ENOENT" } });
-    const reminders = () => logs.filter((l) => l.message === "still waiting for the server");
-    await until(() => reminders().length >= 3, "three reminders");
-    rc.stop();
+  test("passes on the current connection's bytes; after the server ends it, connects again and counts one drop", async () => {
+    // The first connection gets one byte and is ended; the second gets one byte and stays.
+    const { path, server } = serve((socket, n) => {
+      socket.write(Uint8Array.of(n));
+      if (n === 0) socket.end();
+    });
+    const { conn, events } = connection(path);
+    const running = conn.run();
+    await until(() => events.includes("data 1"), "the second connection's byte");
+    expect(events).toEqual(["open 1", "data 0", "close server closed", "open 2", "data 1"]);
+    expect(conn.connects).toBe(2);
+    expect(conn.connectionDrops).toBe(1);
+    expect(conn.socket).toBeDefined();
+
+    // stop() closes gracefully (the server sees the end), ends run(), and is not a drop.
+    conn.stop();
     await running;
-    const times = reminders().map((l) => l.at);
-    for (let k = 1; k < times.length; k++) expect(times[k] - times[k - 1]).toBeGreaterThanOrEqual(99);
-    for (const l of reminders()) expect(l.fields.socket).toBe(sock);
-    expect(logs.filter((l) => l.message === "waiting for the server").length).toBe(1);
+    expect(conn.stopped).toBe(true);
+    expect(conn.socket).toBeUndefined();
+    expect(conn.connectionDrops).toBe(1);
+    expect(events.at(-1)).toBe("close stopped");
+    await until(() => server.closedCount() === 2, "the server saw both connections end", 5000);
+    expect(server.connections.length).toBe(2);
   });
 
-  test("each session that ends at once doubles the wait before the next; a healthy one resets it", async () => {
-    const { path } = socketDir(defer, "rc-");
-    const sock = path("s.sock");
-    // Connections 0-3 and 5 are closed at once; connection 4 is kept for 1.2 s (a healthy session).
-    const server = fakeServer(sock, (socket, n) => {
-      if (n === 4) setTimeout(() => socket.end(), 1200);
-      else socket.end();
+  test("drains of the current connection are passed on", async () => {
+    let peer: Socket<undefined> | undefined;
+    const { path } = serve((socket) => {
+      socket.pause();
+      peer = socket;
     });
-    defer(() => server.stop());
-    const { rc, logs } = connection(sock);
-    const running = rc.run();
-    await until(() => server.connections.length >= 7, "seven connections");
-    rc.stop();
+    const { conn, events } = connection(path);
+    void conn.run();
+    await until(() => conn.socket !== undefined && peer !== undefined, "connected");
+    // Write until the kernel takes no more, then let the server read: the socket drains.
+    const chunk = new Uint8Array(64 * 1024);
+    for (let i = 0; i < 1000 && conn.socket!.write(chunk) === chunk.length; i++);
+    expect(events).not.toContain("drain");
+    peer!.resume();
+    await until(() => events.includes("drain"), "a drain", 5000);
+  });
+
+  test("close() ends this connection, counts a drop and connects again; closing an old connection again does nothing", async () => {
+    const { path, server } = serve(() => {});
+    const { conn, events } = connection(path);
+    void conn.run();
+    await until(() => conn.connects === 1, "connected");
+    const first = conn.socket!;
+    conn.close(first, "peer misbehaved");
+    await until(() => conn.connects === 2, "connected again");
+    const second = conn.socket!;
+    expect(second).not.toBe(first);
+    conn.close(first, "again");
+    expect(conn.socket).toBe(second);
+    expect(conn.connectionDrops).toBe(1);
+    expect(events).toEqual(["open 1", "close peer misbehaved", "open 2"]);
+    await until(() => server.closedCount() === 1, "the server saw the first connection end", 5000);
+  });
+
+  test("run(true) returns when its one connection ends, without connecting again", async () => {
+    const { path, server } = serve((socket) => socket.end());
+    const { conn, events } = connection(path);
+    await conn.run(true);
+    expect(events).toEqual(["open 1", "close server closed"]);
+    expect(conn.connects).toBe(1);
+    expect(server.connections.length).toBe(1);
+  });
+
+  test("no server within connectTimeoutMs: run() rejects with ConnectTimeoutError; a stop while waiting ends it quietly", async () => {
+    const path = socketDir(defer, "rc-").path("absent.sock");
+    const { conn } = connection(path, { connectTimeoutMs: 200 });
+    const error = await conn.run().catch((e) => e);
+    expect(error).toBeInstanceOf(ConnectTimeoutError);
+    expect((error as ConnectTimeoutError).path).toBe(path);
+
+    const { conn: waiting } = connection(path);
+    const running = waiting.run();
+    await Bun.sleep(60);
+    waiting.stop();
+    expect(await running).toBeUndefined();
+    expect(waiting.connects).toBe(0);
+  });
+
+  test("a stop while connecting leaves no connection open", async () => {
+    const { path, server } = serve(() => {});
+    const { conn, events } = connection(path);
+    const running = conn.run();
+    conn.stop(); // the connect is already under way
     await running;
-    const waits = logs.filter((l) => l.message === "disconnected").slice(0, 6).map((l) => l.fields.reconnect_in_ms as number | undefined);
-    const within = (wait: number | undefined, full: number) => wait !== undefined && wait >= full / 2 && wait <= full;
-    expect(waits.map((w, k) => (k === 4 ? w === undefined : within(w, [50, 100, 200, 400, 0, 50][k]!)))).toEqual([true, true, true, true, true, true]);
+    expect(conn.connects).toBe(0);
+    expect(events).toEqual([]);
+    // The connection that was under way was made, and ended at once.
+    await until(() => server.connections.length === 1 && server.closedCount() === 1, "the connection made to end", 5000);
   });
 });

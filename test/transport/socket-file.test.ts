@@ -4,12 +4,16 @@
  * it was. Mode and clean-up of the socket file.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
 import { type ClientHandler, UnixServer } from "../../src/transport/unix-server.ts";
 import { type Report, silent } from "../../src/transport/report.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { makeStaleSocket, spawnListener } from "../support/processes.ts";
+import { asNobody, canSwitchUser } from "../support/nobody.ts";
+import { connectClient } from "../support/peer.ts";
+import { unixListeners } from "../support/proc.ts";
+import { BUN, makeStaleSocket, REPO, run, spawnListener } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -64,6 +68,24 @@ describe("stale socket", () => {
     expect(reports).toContain("listening");
     expect(server.path).toBe(path);
     expect(await answers(path)).toBe(true);
+  });
+
+  test("a socket nothing listens on is stale even while its old server still holds a connection named by it", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    const listener = Bun.listen({ unix: path, socket: { data() {} } });
+    defer(() => listener.stop(true));
+    const client = await connectClient(defer, path);
+    // Stop listening but keep serving the client (Bun unlinks the path: a second name keeps the file).
+    linkSync(path, dir.path("kept.sock"));
+    listener.stop();
+    renameSync(dir.path("kept.sock"), path);
+    expect(unixListeners(path)).toBe(0);
+    expect(readFileSync("/proc/net/unix", "utf8")).toContain(` ${path}\n`); // the connection, under the path
+    expect(client.isClosed).toBe(false);
+
+    expect(await prepareSocketPath(path)).toBe(true);
+    expect(existsSync(path)).toBe(false);
   });
 
   test("prepareSocketPath removes a stale socket and says so; a free path is left alone", async () => {
@@ -121,12 +143,22 @@ describe("refusals leave the path intact", () => {
     expect(lstatSync(path).isSymbolicLink()).toBe(true);
   });
 
-  test("a socket a live server answers on is refused, and that server keeps serving", async () => {
+  test("a socket a live server answers on is refused without connecting: the client it serves is not replaced", async () => {
     const dir = socketDir(defer, "sf-");
     const path = dir.path("s.sock");
-    const opened: number[] = [];
-    let n = 0;
-    const live = await listen(path, { handler: { ...idle, open: () => opened.push(++n) } });
+    // Connections in the order the live server accepts them, and who sent bytes.
+    const events: string[] = [];
+    const ids = new Map<unknown, number>();
+    const live = await listen(path, {
+      handler: {
+        ...idle,
+        open: (socket) => events.push(`open ${ids.set(socket, ids.size + 1).get(socket)}`),
+        data: (socket, chunk) => events.push(`data ${ids.get(socket)} ${chunk.length}`),
+        close: (socket, reason) => events.push(`close ${ids.get(socket)} ${reason}`),
+      },
+    });
+    const served = await connectClient(defer, path);
+    await until(() => events.length === 1, "the client accepted");
     const before = statSync(path);
 
     const error = await refusal(listen(path));
@@ -134,10 +166,16 @@ describe("refusals leave the path intact", () => {
     expect(error.message).toBe(`socket ${path} is in use by a live server; stop it first`);
     expect(statSync(path).ino).toBe(before.ino);
     expect(lstatSync(path).isSocket()).toBe(true);
-    expect(live.path).toBe(path);
-    const connectionsBefore = live.connections;
-    expect(await answers(path)).toBe(true);
-    await until(() => live.connections === connectionsBefore + 1, "the live server accepted");
+
+    // A marker connection, accepted after anything that connected before it: had the check
+    // connected, the live server would have accepted that probe as its new client first.
+    const marker = await connectClient(defer, path);
+    marker.socket.write(new Uint8Array(3));
+    await until(() => events.includes("data 2 3") || events.includes("data 3 3"), "the marker's bytes");
+    expect(events).toEqual(["open 1", "close 1 replaced by a new client", "open 2", "data 2 3"]);
+    expect(live.connections).toBe(2);
+    // The served client was replaced by the marker, and by nothing before it.
+    await served.closed;
   });
 
   test("a live socket another process bound by a relative name is found by probing, and refused", async () => {
@@ -168,6 +206,14 @@ describe("refusals leave the path intact", () => {
     expect(readFileSync(dir.path("file"), "utf8")).toBe("x");
   });
 
+  test("a path of exactly 107 bytes, the most sun_path holds, is used", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("x".repeat(107 - dir.dir.length - 1));
+    expect(Buffer.byteLength(path)).toBe(107);
+    await listen(path);
+    expect(await answers(path)).toBe(true);
+  });
+
   test("a path longer than sun_path allows is refused before anything else", async () => {
     const dir = socketDir(defer, "sf-");
     const path = dir.path("x".repeat(120));
@@ -175,6 +221,38 @@ describe("refusals leave the path intact", () => {
     expect(error.problem).toBe("TooLong");
     expect(error.message).toContain("allowed at most 107");
     expect(existsSync(path)).toBe(false);
+  });
+});
+
+/**
+ * What prepareSocketPath(path) gives when nobody calls it: "removed: <bool>"
+ * or the error's message. The module is copied into `dir` (which nobody must
+ * be able to enter), so that nobody can read it whatever the checkout's permissions.
+ */
+async function prepareAsNobody(dir: string, path: string): Promise<string> {
+  for (const file of ["socket-file.ts", "within.ts"]) copyFileSync(join(REPO, "src/transport", file), join(dir, file));
+  const script = `const { prepareSocketPath } = await import("./socket-file.ts");
+    try { console.log("removed:", await prepareSocketPath(${JSON.stringify(path)})); } catch (e) { console.log(e.message); }`;
+  const result = await run(asNobody(dir, [BUN, "-e", script]), { cwd: dir });
+  return result.stdout.trim();
+}
+
+describe.skipIf(!canSwitchUser)("as another user (nobody)", () => {
+  test("a socket it may not connect to (EACCES) cannot be probed: refused and left alone, never taken for stale", async () => {
+    const dir = socketDir(defer, "sf-");
+    chmodSync(dir.dir, 0o777); // nobody could remove the socket: only the check stops it
+    const path = dir.path("s.sock");
+    await makeStaleSocket(path);
+    chmodSync(path, 0o600);
+    expect(await prepareAsNobody(dir.dir, path)).toBe(`socket ${path} cannot be probed (EACCES); refusing to replace it`);
+    expect(lstatSync(path).isSocket()).toBe(true);
+  });
+
+  test("a socket directory it may not write is refused before anything else", async () => {
+    const dir = socketDir(defer, "sf-");
+    chmodSync(dir.dir, 0o755);
+    const path = dir.path("s.sock");
+    expect(await prepareAsNobody(dir.dir, path)).toBe(`socket directory ${dir.dir} is not writable (EACCES)`);
   });
 });
 

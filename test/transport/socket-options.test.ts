@@ -1,6 +1,5 @@
 import { describe, expect, test } from "bun:test";
 import { closeSync, openSync } from "node:fs";
-import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
 import {
   getSocketBuffers,
   LIBC_CANDIDATES,
@@ -12,51 +11,13 @@ import {
 } from "../../src/transport/socket-options.ts";
 import { MAX_SOCKET_BUFFER_BYTES, MIN_SOCKET_BUFFER_BYTES, SOCKET_BUFFER_PRESETS } from "../../src/config.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { unixPair } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
-import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
 const KiB = 1024;
 
-interface Pair {
-  listener: UnixSocketListener<undefined> | TCPSocketListener<undefined>;
-  client: Socket<undefined>;
-  server: Socket<undefined>;
-  /** Bytes the server side has seen through its data handler. */
-  received: () => number;
-}
-
 const defer = useCleanup();
-
-/** A connected Unix socket pair in its own short temp dir (sun_path is 108 bytes). */
-async function unixPair(opts: { pauseServer?: boolean } = {}): Promise<Pair> {
-  const { dir } = socketDir(defer, "sockopt-");
-  let received = 0;
-  const { promise: accepted, resolve } = Promise.withResolvers<Socket<undefined>>();
-  const listener = Bun.listen({
-    unix: `${dir}/s.sock`,
-    socket: {
-      open(socket) {
-        // Paused before any data arrives, so everything the client writes stays queued.
-        if (opts.pauseServer) socket.pause();
-        resolve(socket);
-      },
-      data(_socket, chunk) {
-        received += chunk.length;
-      },
-      drain() {},
-    },
-  });
-  defer(() => listener.stop(true));
-  const client = await Bun.connect({
-    unix: `${dir}/s.sock`,
-    socket: { data() {}, drain() {} },
-  });
-  defer(() => client.terminate());
-  const server = await accepted;
-  defer(() => server.terminate());
-  return { listener, client, server, received: () => received };
-}
 
 describe("libc loading", () => {
   test("loads one of the known candidates on this machine", () => {
@@ -96,7 +57,7 @@ describe("presets and bounds", () => {
 
 describe("setSocketBuffers / getSocketBuffers on real Unix sockets", () => {
   test("64 KiB reads back as 128 KiB on both the accepted and the connecting socket", async () => {
-    const { client, server } = await unixPair();
+    const { client, server } = await unixPair(defer);
     for (const socket of [client, server]) {
       const result = setSocketBuffers(socket.fd, { sendBytes: 64 * KiB, receiveBytes: 64 * KiB });
       expect(result).toEqual({
@@ -115,13 +76,13 @@ describe("setSocketBuffers / getSocketBuffers on real Unix sockets", () => {
   });
 
   test("send and receive sizes are set independently", async () => {
-    const { client } = await unixPair();
+    const { client } = await unixPair(defer);
     const result = setSocketBuffers(client.fd, { sendBytes: 48 * KiB, receiveBytes: 96 * KiB });
     expect(result.ok && result.applied).toEqual({ sendBytes: 96 * KiB, receiveBytes: 192 * KiB });
   });
 
   test("high-load preset reads back as the kernel applied it", async () => {
-    const { client, server } = await unixPair();
+    const { client, server } = await unixPair(defer);
     const preset = SOCKET_BUFFER_PRESETS["high-load"];
     const expected = {
       sendBytes: kernelBufferBytes(preset.sendBytes, "send"),
@@ -187,9 +148,28 @@ describe("failures are values naming errno", () => {
   });
 });
 
+describe("size bounds", () => {
+  test("any positive int is passed to the kernel (which clamps it); 0 and 2^31 are refused before it", async () => {
+    const { client } = await unixPair(defer);
+    const largest = setSocketBuffers(client.fd, { sendBytes: 0x7fffffff, receiveBytes: 0x7fffffff });
+    expect(largest.ok && largest.applied).toEqual({
+      sendBytes: kernelBufferBytes(0x7fffffff, "send"),
+      receiveBytes: kernelBufferBytes(0x7fffffff, "receive"),
+    });
+    for (const size of [0, 0x80000000]) {
+      const r = setSocketBuffers(client.fd, { sendBytes: size, receiveBytes: 64 * KiB });
+      expect(!r.ok && [r.kind, r.call, r.message]).toEqual([
+        "InvalidArgument",
+        "setsockopt(SO_SNDBUF)",
+        `setsockopt(SO_SNDBUF) on fd ${client.fd}: size must be a positive int, got ${size}`,
+      ]);
+    }
+  });
+});
+
 describe("queue depth via ioctl", () => {
   test("both queues grow while the peer does not read, and empty once it does", async () => {
-    const pair = await unixPair({ pauseServer: true });
+    const pair = await unixPair(defer, { pauseServer: true });
     const { client, server } = pair;
     expect(sendQueueBytes(client.fd)).toEqual({ ok: true, fd: client.fd, bytes: 0 });
     expect(receiveQueueBytes(server.fd)).toEqual({ ok: true, fd: server.fd, bytes: 0 });

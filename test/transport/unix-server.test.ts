@@ -4,15 +4,17 @@
  * closes the client and the socket.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, lstatSync } from "node:fs";
 import type { Socket } from "bun";
-import { OutputServer } from "../../src/channels/output-server.ts";
 import { SocketPathError } from "../../src/transport/socket-file.ts";
 import { silent } from "../../src/transport/report.ts";
 import { UnixServer, type ClientHandler } from "../../src/transport/unix-server.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { startOutputServer } from "../support/output-server.ts";
 import { indexedPayload, payloadIndex } from "../support/payloads.ts";
 import { connectClient } from "../support/peer.ts";
+import { unixListeners } from "../support/proc.ts";
+import { recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -66,6 +68,24 @@ describe("UnixServer: one client at a time", () => {
     expect(second.isClosed).toBe(false);
   });
 
+  test("clients are numbered in the order they connect, in what the server reports", async () => {
+    const { reports, report } = recordingReport();
+    const path = socketDir(defer, "us-").path("s.sock");
+    const server = await UnixServer.listen({ path, mode: 0o660, report, handler: recordingHandler().handler });
+    defer(() => server.stop());
+    for (let n = 1; n <= 3; n++) {
+      await connectClient(defer, path);
+      await until(() => server.connections === n, `client ${n}`);
+    }
+    const connected = reports.filter((r) => r.message === "client connected").map((r) => r.fields!.client);
+    expect(connected).toEqual([1, 2, 3]);
+    const replaced = reports.filter((r) => r.message === "client disconnected").map((r) => [r.fields!.client, r.fields!.reason]);
+    expect(replaced).toEqual([
+      [1, "replaced by a new client"],
+      [2, "replaced by a new client"],
+    ]);
+  });
+
   test("a client that leaves is reported as peer closed and the server accepts the next one", async () => {
     const { events, handler } = recordingHandler();
     const { path, server } = await startUnixServer(handler);
@@ -110,6 +130,23 @@ describe("UnixServer: one client at a time", () => {
     expect(refused).toBe("ENOENT");
   });
 
+  test("stop() closes the listening socket itself; a second stop() leaves alone a server that listens there now", async () => {
+    const { path, server } = await startUnixServer(recordingHandler().handler);
+    expect(unixListeners(path)).toBe(1);
+    await server.stop();
+    expect(unixListeners(path)).toBe(0);
+    expect(existsSync(path)).toBe(false);
+
+    const next = await UnixServer.listen({ path, mode: 0o660, report: silent, handler: recordingHandler().handler });
+    defer(() => next.stop());
+    await server.stop();
+    expect(unixListeners(path)).toBe(1);
+    expect(lstatSync(path).isSocket()).toBe(true);
+    const client = await connectClient(defer, path);
+    await until(() => next.connections === 1, "the new server accepted");
+    expect(client.isClosed).toBe(false);
+  });
+
   test("a second server on the same path is refused and the first keeps its client", async () => {
     const { events, handler } = recordingHandler();
     const { path, server } = await startUnixServer(handler);
@@ -131,19 +168,7 @@ describe("UnixServer: one client at a time", () => {
 
 describe("OutputServer client replacement", () => {
   test("frames go to the new client; the replaced one is closed and gets nothing more", async () => {
-    const dir = socketDir(defer, "us-");
-    const path = dir.path("out.sock");
-    const server = await OutputServer.start({
-      path,
-      mode: 0o660,
-      report: silent,
-      queueFrames: 100,
-      dropPolicy: "oldest",
-      lossless: false,
-      writeDeadlineMs: 50,
-      stuckFrames: 50,
-    });
-    defer(() => server.stop());
+    const { path, server } = await startOutputServer(defer, { queueFrames: 100, writeDeadlineMs: 50 });
 
     const first = await connectClient(defer, path);
     await until(() => server.connected, "first accepted");

@@ -1,0 +1,140 @@
+/**
+ * OutputServer as its owner sees it: what it tells its observer, what
+ * happens to frames queued for a client that leaves, a queue resized by the
+ * optimizer, and the bounded flush at shutdown.
+ */
+import { describe, expect, test } from "bun:test";
+import { useCleanup } from "../support/cleanup.ts";
+import { startOutputServer } from "../support/output-server.ts";
+import { expectIntactInOrder, indexedPayload } from "../support/payloads.ts";
+import { connectClient } from "../support/peer.ts";
+import { kernelBufferBytes } from "../support/proc.ts";
+import { recordingObserver, recordingReport } from "../support/reports.ts";
+import { until } from "../support/wait.ts";
+
+const defer = useCleanup();
+
+/** Lets the writer's pump and pending I/O callbacks run. */
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+describe("OutputServer", () => {
+  test("its observer sees each client come and go, with the socket and the reason, and every write", async () => {
+    const { path, server } = await startOutputServer(defer);
+    const { events, observer } = recordingObserver();
+    server.observe(observer);
+    const first = await connectClient(defer, path);
+    await until(() => server.connected, "first client");
+    server.sendFrame(indexedPayload(0, 100));
+    await until(() => first.frames.length === 1, "a frame");
+    first.close();
+    await until(() => !server.connected, "first client gone");
+    await connectClient(defer, path);
+    await until(() => server.connected, "second client");
+    expect(events).toEqual([
+      `connected ${path}`,
+      `written 1 ${17 + indexedPayload(0, 100).length}`,
+      "disconnected peer closed",
+      `connected ${path}`,
+    ]);
+  });
+
+  test("live: frames queued for a client that leaves are dropped at once as no_client; the next client gets only new ones", async () => {
+    const { path, server } = await startOutputServer(defer, { writeDeadlineMs: 0, stuckFrames: 100_000, socketBuffers: { sendBytes: 8192, receiveBytes: 8192 } });
+    const leaving = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    let next = 0;
+    while (server.stats.shortWrites === 0) {
+      server.sendFrame(indexedPayload(next++));
+      await tick();
+    }
+    for (let k = 0; k < 10; k++) server.sendFrame(indexedPayload(next++));
+    const queued = server.readings().queueDepth;
+    expect(queued).toBeGreaterThanOrEqual(10);
+
+    leaving.close();
+    await until(() => !server.connected, "the server saw the client go");
+    expect(server.readings().queueDepth).toBe(0);
+    expect(server.stats.dropped.no_client).toBe(queued);
+
+    const staying = await connectClient(defer, path);
+    await until(() => server.connected, "next client");
+    const first = next;
+    for (let k = 0; k < 5; k++) server.sendFrame(indexedPayload(next++));
+    await until(() => staying.frames.length === 5, "5 frames");
+    expect(expectIntactInOrder(staying.frames, 4096)).toEqual([0, 1, 2, 3, 4].map((k) => first + k));
+    expect(server.stats.submitted).toBe(server.stats.delivered + server.stats.droppedTotal);
+  });
+
+  test("resizeQueue changes the bound the queue keeps, queued frames included", async () => {
+    const { path, server } = await startOutputServer(defer, { queueFrames: 20, writeDeadlineMs: 0, stuckFrames: 100_000 });
+    const reader = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    server.resizeQueue(40);
+    expect(server.readings().queueCapacity).toBe(40);
+    // With the reader paused, the queue now takes 40 before the first queue_full drop.
+    let next = 0;
+    while (server.stats.dropped.queue_full === 0) {
+      server.sendFrame(indexedPayload(next++));
+      await tick();
+    }
+    expect(server.readings().queueDepth).toBe(40);
+    reader.socket.resume();
+    await until(() => server.idle && reader.bytes === server.stats.deliveredBytes, "written out and read");
+    expect(expectIntactInOrder(reader.frames, 4096).length).toBe(server.stats.delivered);
+  });
+
+  test("flush(ms) is true once everything went out, false when a reader that does not read keeps it from going out in time", async () => {
+    const { path, server } = await startOutputServer(defer, { lossless: true, writeDeadlineMs: 0, socketBuffers: { sendBytes: 8192, receiveBytes: 8192 } });
+    expect(await server.flush(10)).toBe(true); // nothing queued
+    const reader = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    for (let i = 0; i < 200; i++) server.sendFrame(indexedPayload(i));
+    expect(await server.flush(100)).toBe(false);
+    expect(server.idle).toBe(false);
+    reader.socket.resume();
+    expect(await server.flush(20_000)).toBe(true);
+    await until(() => reader.frames.length === 200, "every frame read");
+    expect(server.stats.delivered).toBe(200);
+  });
+
+  test("each client's socket gets the buffers asked for, as the readings show", async () => {
+    const { path, server } = await startOutputServer(defer, { socketBuffers: { sendBytes: 40 * 1024, receiveBytes: 72 * 1024 } });
+    await connectClient(defer, path);
+    await until(() => server.connected, "client accepted");
+    expect(server.readings().socketBuffers.kernel).toEqual({
+      sendBytes: kernelBufferBytes(40 * 1024, "send"),
+      receiveBytes: kernelBufferBytes(72 * 1024, "receive"),
+    });
+  });
+
+  test("lossless: what stop() finds still queued is counted as shutdown, so every frame is accounted for", async () => {
+    const { path, server } = await startOutputServer(defer, { lossless: true, writeDeadlineMs: 0, socketBuffers: { sendBytes: 8192, receiveBytes: 8192 } });
+    await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    for (let i = 0; i < 100; i++) server.sendFrame(indexedPayload(i));
+    await tick();
+    expect(server.idle).toBe(false);
+    await server.stop();
+    const s = server.stats;
+    expect(s.dropped.shutdown).toBeGreaterThan(0);
+    expect(s.submitted).toBe(100);
+    expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+    expect(server.idle).toBe(true);
+  });
+
+  test("a stuck client is cut off: the frames queued for it count as client_stuck, and the reason is logged", async () => {
+    const { reports, report } = recordingReport();
+    const { path, server } = await startOutputServer(defer, { report, writeDeadlineMs: 0, stuckFrames: 10, queueFrames: 5, socketBuffers: { sendBytes: 8192, receiveBytes: 8192 } });
+    await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    for (let i = 0; server.connected; i++) {
+      if (i > 100_000) throw new Error("never cut off");
+      server.sendFrame(indexedPayload(i));
+      await tick();
+    }
+    expect(server.stats.dropped.client_stuck).toBe(5);
+    expect(server.stats.dropped.no_client).toBe(0);
+    expect(reports.find((r) => r.message.startsWith("client stuck"))?.level).toBe("warn");
+    expect(reports.find((r) => r.message === "client disconnected")?.fields?.reason).toBe("stuck: accepted nothing for 10 frames");
+  });
+});

@@ -1,0 +1,53 @@
+/** Opening sources: which are live streams, and a source read up to its first frame that still yields every frame. */
+import { describe, expect, test } from "bun:test";
+import { isLiveSource, openSource, readUpToFirstFrame } from "../../src/media/open.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { payloadIndex } from "../support/payloads.ts";
+import { openFiles } from "../support/proc.ts";
+import { drain } from "../support/sources.ts";
+import { socketDir } from "../support/temp.ts";
+import { indexedWire } from "../support/wire.ts";
+
+const defer = useCleanup();
+
+describe("isLiveSource", () => {
+  test("stdin and a FIFO are live, a regular file is not", async () => {
+    const dir = socketDir(defer, "open-");
+    await Bun.write(dir.path("in.wire"), indexedWire(0, 1));
+    expect(Bun.spawnSync(["mkfifo", dir.path("in.fifo")]).exitCode).toBe(0);
+    expect(await isLiveSource("-")).toBe(true);
+    expect(await isLiveSource(dir.path("in.fifo"))).toBe(true);
+    expect(await isLiveSource(dir.path("in.wire"))).toBe(false);
+  });
+});
+
+describe("openSource", () => {
+  test("a directory is refused, naming it, and leaves nothing open", async () => {
+    const dir = socketDir(defer, "open-");
+    const error = await openSource("wire", dir.dir, { lenient: false, report: () => {} }).catch((e) => e);
+    expect((error as Error).message).toBe(`source ${dir.dir} is a directory, expected a file or "-"`);
+    expect(openFiles(process.pid)).not.toContain(dir.dir);
+  });
+});
+
+describe("readUpToFirstFrame", () => {
+  test("has read the first frame, yet yields it first and then every other frame once", async () => {
+    const path = socketDir(defer, "open-").path("in.wire");
+    await Bun.write(path, indexedWire(0, 5));
+    const opened = await openSource("wire", path, { lenient: false, report: () => {} });
+    defer(() => opened.close());
+    const source = await readUpToFirstFrame(opened);
+    expect(source.name).toBe(path);
+    const { frames, error } = await drain(source);
+    expect(error).toBeUndefined();
+    expect(frames.map((f) => payloadIndex(f.payload))).toEqual([0, 1, 2, 3, 4]);
+  });
+
+  test("a source without frames yields none", async () => {
+    const path = socketDir(defer, "open-").path("empty.wire");
+    await Bun.write(path, new Uint8Array(0));
+    const opened = await openSource("wire", path, { lenient: false, report: () => {} });
+    defer(() => opened.close());
+    expect(await drain(await readUpToFirstFrame(opened))).toEqual({ frames: [] });
+  });
+});

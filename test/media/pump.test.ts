@@ -1,0 +1,109 @@
+/**
+ * pumpSource from a real capture file into a recording target: every frame
+ * once and in order, waiting for room when lossless, looping, pacing, and
+ * nothing submitted once stopped.
+ */
+import { describe, expect, test } from "bun:test";
+import { Pacer } from "../../src/media/pacer.ts";
+import { pumpSource, type PumpTarget } from "../../src/media/pump.ts";
+import { WireSource } from "../../src/media/wire-source.ts";
+import { OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { payloadIndex } from "../support/payloads.ts";
+import { socketDir } from "../support/temp.ts";
+import { indexedWire, wireBytes } from "../support/wire.ts";
+
+const defer = useCleanup();
+
+async function source(bytes: Uint8Array): Promise<WireSource> {
+  const path = socketDir(defer, "pump-").path("in.wire");
+  await Bun.write(path, bytes);
+  const opened = await WireSource.open(path);
+  defer(() => opened.close());
+  return opened;
+}
+
+/**
+ * A send queue of `room` frames that the test empties by hand: records the
+ * index of each frame it is given, and whether it had room when it was.
+ */
+function target(room = Infinity) {
+  const sent: number[] = [];
+  let queued = 0;
+  let overfull = 0;
+  let waiter: (() => void) | undefined;
+  const t: PumpTarget & { sent: number[]; overfull: () => number; take: () => void } = {
+    sent,
+    sendFrame(payload) {
+      if (queued >= room) overfull++;
+      queued++;
+      sent.push(payloadIndex(payload));
+      return true;
+    },
+    hasSpace: () => queued < room,
+    waitForSpace: () => new Promise<void>((resolve) => (waiter = resolve)),
+    overfull: () => overfull,
+    /** Takes every queued frame out and wakes a waiting pump. */
+    take() {
+      queued = 0;
+      waiter?.();
+      waiter = undefined;
+    },
+  };
+  return t;
+}
+
+const running = { lossless: false, loop: false, isStopped: () => false };
+
+describe("pumpSource", () => {
+  test("sends every frame of the source once, in order, and returns the count", async () => {
+    const to = target();
+    const n = await pumpSource(await source(indexedWire(0, 300)), to, running);
+    expect(n).toBe(300);
+    expect(to.sent).toEqual([...Array(300).keys()]);
+  });
+
+  test("lossless: waits for room before each frame, so a full queue is never pushed", async () => {
+    const to = target(8);
+    const pumping = pumpSource(await source(indexedWire(0, 50)), to, { ...running, lossless: true });
+    for (let k = 0; to.sent.length < 50; k++) {
+      if (k > 10_000) throw new Error(`the pump stopped after ${to.sent.length} frames`);
+      await Bun.sleep(1);
+      to.take();
+    }
+    expect(await pumping).toBe(50);
+    expect(to.overfull()).toBe(0);
+    expect(to.sent).toEqual([...Array(50).keys()]);
+  });
+
+  test("live: a full queue does not hold the source back (the queue's drop policy decides)", async () => {
+    const to = target(8);
+    expect(await pumpSource(await source(indexedWire(0, 50)), to, running)).toBe(50);
+    expect(to.overfull()).toBe(42);
+  });
+
+  test("loop starts the source again at its end, until stopped", async () => {
+    const to = target();
+    const n = await pumpSource(await source(indexedWire(0, 3)), to, { ...running, loop: true, isStopped: () => to.sent.length >= 8 });
+    expect(n).toBe(8);
+    expect(to.sent).toEqual([0, 1, 2, 0, 1, 2, 0, 1]);
+  });
+
+  test("nothing is sent once stopped, even a frame already read", async () => {
+    const to = target();
+    let checks = 0;
+    // Stopped at the check between reading the fourth frame and sending it.
+    const n = await pumpSource(await source(indexedWire(0, 10)), to, { ...running, isStopped: () => ++checks > 7 });
+    expect(n).toBe(3);
+    expect(to.sent).toEqual([0, 1, 2]);
+  });
+
+  test("with a pacer, frames go out at their times on the source's timeline, not at once", async () => {
+    const to = target();
+    const started = performance.now();
+    // Five frames 40 ms apart: the last is due 160 ms after the first (a slow machine only adds to it).
+    const n = await pumpSource(await source(wireBytes(0, 5, (i) => Uint8Array.of(i, 0, 0, 0), OUTPUT_MAGIC, 40)), to, { ...running, pacer: new Pacer() });
+    expect(n).toBe(5);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(160);
+  });
+});
