@@ -27,11 +27,21 @@ export interface PumpOptions {
  */
 export async function pumpSource(source: FrameSource, target: PumpTarget, options: PumpOptions): Promise<number> {
   let frames = 0;
+  /** Frames at the last start from the beginning (--loop): a pass that added none would repeat forever. */
+  let framesAtPass = 0;
   while (!options.isStopped()) {
     const frame = source.next();
     if (!frame) {
       if (await source.fill()) continue;
-      if (options.loop && source.rewind()) continue;
+      if (options.loop && source.rewind()) {
+        if (frames === framesAtPass) throw new Error(`source ${source.name} has no audio frames to loop`);
+        framesAtPass = frames;
+        // A source held in memory, with nothing to pace it (timestamps that never advance) and a
+        // queue that never fills, would pass after pass without a turn of the event loop: no
+        // socket I/O, no signal. One turn per pass keeps the agent serving and stoppable.
+        await new Promise((resolve) => setImmediate(resolve));
+        continue;
+      }
       break;
     }
     if (options.lossless && !target.hasSpace()) await target.waitForSpace();

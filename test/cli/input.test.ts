@@ -80,12 +80,14 @@ describe("input serve / input send as processes", () => {
     const { sock, sink } = setup();
     const server = await serve(sock, sink, ["--once"]);
     // stdin is a live source: a queue that holds everything and no deadline keep it lossless.
+    // Everything means in bytes too: 5000 frames of at most 1 KiB stay far below the queue's 8 MiB.
+    const payloadOf = (i: number) => testPayload(i, 1024);
     const sender = spawnAgent(
       ["input", "send", "--socket", sock, "--source", "-", "--heartbeat-ms", "10", "--queue-frames", "20000", "--write-deadline-ms", "0", "--max-latency-ms", "60000", "--stuck-frames", "100000"],
       { stdin: "pipe" },
     );
     await sender.waitForStderr("connected");
-    await sender.writeStdin(wireBytes(0, 5000, testPayload, INPUT_MAGIC));
+    await sender.writeStdin(wireBytes(0, 5000, payloadOf, INPUT_MAGIC));
     // A pause mid-stream: Heartbeats go out and reach the sink between the two halves.
     await until(() => {
       try {
@@ -94,14 +96,14 @@ describe("input serve / input send as processes", () => {
         return false;
       }
     }, "heartbeats in the sink");
-    await sender.writeStdin(wireBytes(5000, 10_000, testPayload, INPUT_MAGIC));
+    await sender.writeStdin(wireBytes(5000, 10_000, payloadOf, INPUT_MAGIC));
     sender.endStdin();
 
     expect(await sender.exited).toBe(0);
     expect(await server.exited).toBe(0);
     const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
     expect(all.length).toBe(1);
-    const { heartbeats } = checkSession(all[0], DEFAULT_CONFIG, 10_000);
+    const { heartbeats } = checkSession(all[0], DEFAULT_CONFIG, 10_000, payloadOf);
     expect(heartbeats).toBeGreaterThanOrEqual(3);
     const stopped = logFields(server.stderr, "input-server", "stopped");
     expect(stopped).toMatchObject({ frames: "10000", heartbeats: String(heartbeats), sessions: "1", clean_sessions: "1", protocol_errors: "0" });

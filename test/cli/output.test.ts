@@ -5,8 +5,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { MessageType } from "../../src/protocol/index.ts";
-import { failureLine, logFields } from "../support/agent-log.ts";
+import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
@@ -176,6 +176,22 @@ describe("exit codes and messages", () => {
     expect(errorLine(result.stderr)).toBe(`audio-agent: socket directory ${t.path("gone")} does not exist`);
   });
 
+  test("--loop over a source without an audio frame exits 1 naming it, rather than looping over nothing", async () => {
+    const t = setup();
+    const sources = {
+      empty: t.path("empty.wire"),
+      // Well-formed, but no OpusFrame among its messages.
+      heartbeats: t.path("heartbeats.wire"),
+    };
+    writeFileSync(sources.empty, "");
+    writeFileSync(sources.heartbeats, Buffer.concat([1n, 2n, 3n].map((ns) => encodeMessage(OUTPUT_MAGIC, MessageType.Heartbeat, undefined, ns))));
+    for (const source of Object.values(sources)) {
+      const result = await runAgent(["output", "serve", "--source", source, "--socket", t.sock, "--realtime", "--loop"], { timeoutMs: 20_000 });
+      expect({ source, code: result.code }).toEqual({ source, code: 1 });
+      expect(errorLine(result.stderr)).toBe(`audio-agent: source ${source} has no audio frames to loop`);
+    }
+  });
+
   test("a missing source file exits 1", async () => {
     const t = setup();
     const result = await runAgent(["output", "serve", "--source", t.path("missing.wire"), "--socket", t.sock]);
@@ -202,6 +218,19 @@ describe("signals", () => {
     await client.closed;
     expect(client.pending).toBe(0);
     expect(client.frames.every((p, i) => Buffer.from(p).equals(testPayload(i)))).toBe(true);
+  });
+
+  test("SIGTERM stops a --realtime --loop whose frames all carry one timestamp (nothing to pace by)", async () => {
+    const t = setup();
+    writeFileSync(t.source, Buffer.concat([...Array(50).keys()].map((i) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i), 0n))));
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--realtime", "--loop"], { timeoutMs: 20_000 });
+    await serve.waitForStderr("listening");
+    const client = await connectClient(defer, t.sock);
+    await until(() => client.frames.length >= 50, "frames at the client");
+    serve.kill("SIGTERM");
+    expect(await serve.exited, serve.stderr).toBe(0);
+    expect(existsSync(t.sock)).toBe(false);
+    expectAccountedLine(serve.stderr);
   });
 
   test("SIGTERM to output recv exits 0 and leaves a sink of whole messages", async () => {

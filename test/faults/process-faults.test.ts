@@ -11,6 +11,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, statSync } from "node:fs";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
+import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { startFedServer, StdinFeeder } from "../support/feeder.ts";
@@ -140,6 +141,41 @@ describe("a live client that stalls for 3 s with its socket open", () => {
     expect(client.error).toBeUndefined();
 
     const acc = expectAccountedLine(server.stderr);
+    expect(acc.byReason.latency_budget ?? 0).toBeGreaterThan(0);
+    expect(acc.byReason.client_stuck ?? 0).toBe(0);
+  });
+});
+
+describe("a live input server that stalls for 3 s with its socket open", () => {
+  test("`input send` then delivers at most 10 frames older than 300 ms, then current audio; every frame is accounted for", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("in.sock");
+    const server = ackSkippingServer(path, Infinity);
+    defer(() => server.stop());
+    const source = dir.path("second.wire");
+    await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
+    // An Ack timeout longer than the stall: the budget is under test here, not giving up on a server.
+    const sender = spawnAgent(["input", "send", "--socket", path, "--source", source, "--realtime", "--loop", "--ack-timeout-ms", "10000"]);
+    await until(() => server.frames.length > 0, "the first frame");
+    await Bun.sleep(1000);
+    server.pause();
+    await Bun.sleep(3000);
+    const beforeStall = server.arrivals.length;
+    server.resume();
+    await Bun.sleep(2000);
+    sender.kill("SIGTERM");
+    expect(await sender.exited).toBe(0);
+
+    // Age at arrival: the server's clock minus the header timestamp (both this machine's wall clock).
+    const isStale = (a: (typeof server.arrivals)[number]) => a.receivedAtMs - a.timestampMs > 300;
+    expect(beforeStall).toBeGreaterThan(20);
+    const resumed = server.arrivals.slice(beforeStall);
+    expect(resumed.length).toBeGreaterThan(50);
+    expect(resumed.filter(isStale).length).toBeLessThanOrEqual(10);
+    expect(resumed.slice(10).filter(isStale).length).toBe(0);
+    expect(server.connections).toBe(1);
+
+    const acc = expectAccountedLine(sender.stderr, "input-client", true);
     expect(acc.byReason.latency_budget ?? 0).toBeGreaterThan(0);
     expect(acc.byReason.client_stuck ?? 0).toBe(0);
   });

@@ -1,9 +1,11 @@
 /**
  * A raw input server that answers Config and Heartbeats with an Ack but
  * skips the Ack of every `skipEvery`-th Heartbeat, as a Go input server
- * under load may: what an input client must ride out.
+ * under load may: what an input client must ride out. With `skipEvery`
+ * Infinity it answers every one; pause() makes it stop reading, like a
+ * playback process that stalls with its socket open.
  */
-import type { UnixSocketListener } from "bun";
+import type { Socket, UnixSocketListener } from "bun";
 import { encodeMessage, FrameParser, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 
 export interface AckSkippingServer {
@@ -14,32 +16,44 @@ export interface AckSkippingServer {
   acks: number;
   /** OpusFrame payloads received (copies), across connections. */
   frames: Uint8Array[];
+  /** For each of `frames`: its header timestamp and Date.now() when it arrived (Unix ms). */
+  arrivals: { timestampMs: number; receivedAtMs: number }[];
   /** A Stop arrived. */
   stopped: boolean;
+  /** Stops and resumes reading the current connection. */
+  pause(): void;
+  resume(): void;
   stop(): void;
 }
 
 export function ackSkippingServer(path: string, skipEvery = 3): AckSkippingServer {
   let parser = new FrameParser(INPUT_MAGIC);
+  let current: Socket<undefined> | undefined;
   const state = {
     connections: 0,
     heartbeats: 0,
     acks: 0,
     frames: [] as Uint8Array[],
+    arrivals: [] as { timestampMs: number; receivedAtMs: number }[],
     stopped: false,
   };
   const listener = Bun.listen({
     unix: path,
     socket: {
       binaryType: "uint8array",
-      open: () => {
+      open: (socket) => {
         state.connections++;
+        current = socket;
         parser = new FrameParser(INPUT_MAGIC);
       },
       data: (socket, chunk) => {
+        const receivedAtMs = Date.now();
         parser.push(chunk);
         for (let m = parser.next(); m; m = parser.next()) {
-          if (m.type === MessageType.OpusFrame) state.frames.push(m.payload.slice());
+          if (m.type === MessageType.OpusFrame) {
+            state.frames.push(m.payload.slice());
+            state.arrivals.push({ timestampMs: m.timestampMs, receivedAtMs });
+          }
           if (m.type === MessageType.Stop) state.stopped = true;
           if (m.type === MessageType.Heartbeat && ++state.heartbeats % skipEvery === 0) continue;
           if (m.type === MessageType.Config || m.type === MessageType.Heartbeat) {
@@ -55,6 +69,8 @@ export function ackSkippingServer(path: string, skipEvery = 3): AckSkippingServe
   });
   return Object.assign(state, {
     listener,
+    pause: () => current?.pause(),
+    resume: () => current?.resume(),
     stop: () => listener.stop(true),
   });
 }

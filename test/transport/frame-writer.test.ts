@@ -323,6 +323,52 @@ describe("FrameWriter latency budget", () => {
     expect(indices.slice(-5)).toEqual([next - 5, next - 4, next - 3, next - 2, next - 1]);
   });
 
+  test("frames held by the budget go out once the reader is back, with no new frame to prompt the writer", async () => {
+    const { path, server } = await startServer({ maxLatencyMs: 1000, writeDeadlineMs: 0, stuckFrames: 100_000 });
+    const client = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    // 20 ms frames for 1.3 s, none read: after about a second what is in flight spans the budget.
+    let next = 0;
+    for (const started = performance.now(); performance.now() - started < 1300; next++) {
+      server.sendFrame(indexedPayload(next, 160));
+      await Bun.sleep(20);
+    }
+    const s = server.stats;
+    const deliveredWhileHeld = s.delivered;
+    expect(server.idle).toBe(false);
+    // The source has gone quiet; the reader comes back. Nothing else happens on the server's side.
+    client.socket.resume();
+    await until(() => server.idle, "the held frames written or dropped");
+    await until(() => client.frames.length === s.delivered, "the client to read what was written");
+    expect(s.delivered).toBeGreaterThan(deliveredWhileHeld);
+    expect(s.submitted).toBe(next);
+    expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+    expect(checkReceived(client, 160).at(-1)).toBe(next - 1);
+  });
+
+  test("a reader that stops is cut off as stuck by the frames dropped under the budget alone", async () => {
+    const { path, server } = await startServer({ maxLatencyMs: 100, writeDeadlineMs: 50, stuckFrames: 25 });
+    const client = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    // Paced 20 ms frames: the queue never fills and the socket buffer never does either, so
+    // latency_budget is the only pressure there is.
+    let next = 0;
+    while (server.connected) {
+      server.sendFrame(indexedPayload(next++, 160));
+      await Bun.sleep(20);
+      if (next > 500) throw new Error("a client that reads nothing was never cut off");
+    }
+    const s = server.stats;
+    expect(s.dropped.queue_full).toBe(0);
+    expect(s.dropped.write_deadline).toBe(0);
+    expect(s.dropped.latency_budget).toBeGreaterThanOrEqual(25);
+    expect(s.submitted).toBe(next);
+    expectAccounted(server);
+    client.socket.resume();
+    await client.closed;
+    expect(client.frames.length).toBe(s.delivered);
+  });
+
   test("lossless mode is not limited by the budget: a paused reader gets every frame once it reads", async () => {
     const { path, server } = await startOutputServer(defer, { lossless: true, maxLatencyMs: 10, writeDeadlineMs: 0, queueFrames: 1000 });
     const client = await connectClient(defer, path, { paused: true });
