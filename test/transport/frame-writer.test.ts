@@ -324,7 +324,7 @@ describe("FrameWriter latency budget", () => {
   });
 
   test("frames held by the budget go out once the reader is back, with no new frame to prompt the writer", async () => {
-    const { path, server } = await startServer({ maxLatencyMs: 1000, writeDeadlineMs: 0, stuckFrames: 100_000 });
+    const { path, server } = await startOutputServer(defer, { maxLatencyMs: 1000, writeDeadlineMs: 0, stuckFrames: 100_000 });
     const client = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
     // 20 ms frames for 1.3 s, none read: after about a second what is in flight spans the budget.
@@ -347,7 +347,7 @@ describe("FrameWriter latency budget", () => {
   });
 
   test("a reader that stops is cut off as stuck by the frames dropped under the budget alone", async () => {
-    const { path, server } = await startServer({ maxLatencyMs: 100, writeDeadlineMs: 50, stuckFrames: 25 });
+    const { path, server } = await startOutputServer(defer, { maxLatencyMs: 100, writeDeadlineMs: 50, stuckFrames: 25 });
     const client = await connectClient(defer, path, { paused: true });
     await until(() => server.connected, "client accepted");
     // Paced 20 ms frames: the queue never fills and the socket buffer never does either, so
