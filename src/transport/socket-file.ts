@@ -213,18 +213,27 @@ export function bindSocketFile<L extends { stop(closeActive?: boolean): void }>(
 }
 
 /**
- * A random hidden name in the socket's directory that fits sun_path:
- * `.NAME.XXXXXXXX` beside NAME, or shorter where the path is near the limit.
+ * A random hidden name in the socket's own directory that fits sun_path:
+ * `.NAME.XXXXXXXX` beside NAME, or `.XXXXXXXX` where the path is near the
+ * limit. Absolute where it fits: /proc/net/unix lists the name a socket was
+ * bound by, and only an absolute one lets another process starting at the
+ * same path find this server there (listedAsListening) instead of probing it.
  */
 function hiddenName(path: string): string {
-  const readable = join(dirname(path), `.${basename(path)}.`);
-  const prefix = Buffer.byteLength(readable) + 8 <= MAX_SOCKET_PATH ? readable : join(dirname(path), ".");
+  const prefixes = [resolve(path), path].flatMap((p) => [inDirectoryOf(p, `.${basename(p)}.`), inDirectoryOf(p, ".")]);
+  const prefix = prefixes.find((p) => Buffer.byteLength(p) + 8 <= MAX_SOCKET_PATH) ?? prefixes[prefixes.length - 1]!;
   const room = Math.min(8, MAX_SOCKET_PATH - Buffer.byteLength(prefix));
   if (room < 1) {
     throw new SocketPathError("TooLong", path, `socket directory ${dirname(path)} leaves no room in sun_path for a name to bind; allowed at most ${MAX_SOCKET_PATH - 2} bytes`);
   }
   const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   return prefix + Array.from(crypto.getRandomValues(new Uint8Array(room)), (b) => alphabet[b % alphabet.length]).join("");
+}
+
+/** `name` in the directory of `path`, as text (path.join would fold a name of "." into the directory itself). */
+function inDirectoryOf(path: string, name: string): string {
+  const dir = dirname(path);
+  return dir.endsWith("/") ? dir + name : `${dir}/${name}`;
 }
 
 /**

@@ -257,6 +257,41 @@ describe("socket file mode and removal", () => {
     expect(readdirSync(dir.dir)).toEqual([]);
   });
 
+  test("a path at the sun_path limit: the hidden name is still in the socket's own directory, and a live server there is found without a probe", async () => {
+    const dir = socketDir(defer, "sf-");
+    // "/tmp/sf-XXXXXX/" + d...d + "/s": 105 bytes, too long for ".s.XXXXXXXX" beside it.
+    const deep = `${dir.dir}/${"d".repeat(105 - dir.dir.length - 3)}`;
+    mkdirSync(deep);
+    const path = `${deep}/s`;
+    expect(Buffer.byteLength(path)).toBe(105);
+    const live = await listen(path);
+    const links = readdirSync(deep);
+    expect(links.length).toBe(2);
+    for (const name of links) expect(lstatSync(`${deep}/${name}`).ino).toBe(lstatSync(path).ino);
+    // Nothing beside the directory: the socket's directory alone decides who reaches it.
+    expect(readdirSync(dir.dir)).toEqual([deep.slice(dir.dir.length + 1)]);
+    expect((await refusal(prepareSocketPath(path, 1))).problem).toBe("InUse");
+    await Bun.sleep(50);
+    expect(live.connections).toBe(0);
+    await live.stop();
+    expect(readdirSync(deep)).toEqual([]);
+  });
+
+  test("a server listening by a relative name is found by another process's absolute name without a probe", async () => {
+    const dir = socketDir(defer, "sf-");
+    const home = process.cwd();
+    process.chdir(dir.dir);
+    let live;
+    try {
+      live = await listen("s.sock");
+    } finally {
+      process.chdir(home);
+    }
+    expect((await refusal(prepareSocketPath(dir.path("s.sock"), 1))).problem).toBe("InUse");
+    await Bun.sleep(50);
+    expect(live.connections).toBe(0);
+  });
+
   test("a live server is found by its hidden name, without a probe connection that would replace its client", async () => {
     const dir = socketDir(defer, "sf-");
     const path = dir.path("s.sock");
