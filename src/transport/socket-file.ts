@@ -170,8 +170,10 @@ const BIND_ATTEMPTS = 8;
  *
  * The socket is bound under a hidden random name beside `path`, under a
  * umask that leaves exactly `mode` (process-wide, so it is restored before
- * any other code runs: listen is synchronous), and chmod-ed as well for a
- * directory with a default ACL, where the umask does not apply. It is then
+ * any other code runs: listen is synchronous; Linux applies the umask to a
+ * socket even under a default ACL), and chmod-ed to `mode` as well: a
+ * directory's default ACL can narrow it further (the group could not
+ * connect), never widen it. It is then
  * hard-linked to `path`: link fails rather than replace anything that
  * appeared there meanwhile, and never follows a symlink. The hidden name
  * stays while the listener lives: Bun's listener.stop() unlinks the name

@@ -8,6 +8,7 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync
 import { prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
 import { type ClientHandler, UnixServer } from "../../src/transport/unix-server.ts";
 import { type Report, silent } from "../../src/transport/report.ts";
+import { setDefaultAcl } from "../support/acl.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeStaleSocket, spawnListener } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -193,6 +194,17 @@ describe("socket file mode and removal", () => {
     } finally {
       process.umask(umask);
     }
+  });
+
+  test("in a directory whose default ACL grants only the owner, the socket still has the mode asked for (the group can connect)", async () => {
+    const dir = socketDir(defer, "sf-");
+    setDefaultAcl(dir.dir, { owner: 0o7, group: 0, other: 0 });
+    // The ACL really narrows what is created here: a plain file comes out for its owner alone.
+    writeFileSync(dir.path("plain"), "");
+    expect(statSync(dir.path("plain")).mode & 0o777).toBe(0o600);
+    const path = dir.path("s.sock");
+    await listen(path, { mode: 0o660 });
+    expect(statSync(path).mode & 0o777).toBe(0o660);
   });
 
   test("stop() removes the socket file; a second stop() is harmless", async () => {
