@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
-import { prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
+import { bindSocketFile, prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
 import { type ClientHandler, UnixServer } from "../../src/transport/unix-server.ts";
 import { type Report, silent } from "../../src/transport/report.ts";
 import { setDefaultAcl } from "../support/acl.ts";
@@ -205,6 +205,25 @@ describe("socket file mode and removal", () => {
     const path = dir.path("s.sock");
     await listen(path, { mode: 0o660 });
     expect(statSync(path).mode & 0o777).toBe(0o660);
+  });
+
+  test("a file that appears at the path while the socket is bound is refused and left as it was, with nothing of ours beside it", () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    let error: unknown;
+    try {
+      bindSocketFile(path, 0o660, (name) => {
+        // Another process, between the path's check and our link to it.
+        writeFileSync(path, "theirs\n");
+        return Bun.listen({ unix: name, socket: { data() {} } });
+      });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(SocketPathError);
+    expect((error as SocketPathError).problem).toBe("InUse");
+    expect(readFileSync(path, "utf8")).toBe("theirs\n");
+    expect(readdirSync(dir.dir)).toEqual(["s.sock"]);
   });
 
   test("stop() removes the socket file; a second stop() is harmless", async () => {
