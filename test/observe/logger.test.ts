@@ -137,6 +137,16 @@ describe("JSON lines in pino's shape", () => {
     expect(usage.code).toBe(2);
     expect(usage.stderr).toMatch(/^audio-agent: .*--bogus/);
   });
+
+  test("a field named like one of pino's keys never replaces it", () => {
+    const out: string[] = [];
+    const logger = new Logger({ level: "info", format: "json", write: (line) => out.push(line) });
+    const clash = { level: "loud", time: "noon", pid: -1, hostname: "elsewhere", msg: "other", component: "other", kept: 1 };
+    logger.for("output-server")("warn", "client stuck", clash);
+    const line = JSON.parse(out[0]!) as PinoLine;
+    expect(line).toMatchObject({ level: 40, pid: process.pid, hostname: hostname(), msg: "client stuck", component: "output-server", kept: 1 });
+    expect(typeof line.time).toBe("number");
+  });
 });
 
 describe("rate limit per kind of line", () => {
