@@ -263,7 +263,7 @@ export class Instruments implements ChannelObserver {
       if (fresh > 0) fields[`p99_${operation}_ms`] = +(this.latency.snapshot(operation, fresh)!.p99 * 1000).toFixed(3);
     }
     this.statsSeen = { at: now, counts, samples };
-    this.report("info", "stats", fields);
+    this.options.logger.periodic("instruments", "stats", fields);
   }
 
   private adapt(state: AdaptiveState, decision: "escalate" | "relax", why: string): void {

@@ -78,6 +78,17 @@ describe("--stats-interval", () => {
     }
   }, 60_000);
 
+  test("lines closer together than the log's rate limit allows are all written: none is held back", async () => {
+    const t = socketDir(defer, "aa-stats-");
+    defer(() => stopAgents());
+    const serve = spawnAgent(["output", "serve", "--source", makeFifo(t.path("capture.wire")), "--socket", t.path("o.sock"), "--stats-interval", "0.05"]);
+    // Three times the 10 lines of one kind the limit lets through in 10 s.
+    await until(() => statsLines(serve).length >= 30, "30 stats lines", 20_000);
+    serve.kill("SIGTERM");
+    expect(await serve.exited).toBe(0);
+    expect(serve.stderr).not.toContain('"stats" lines');
+  }, 60_000);
+
   test("0 turns it off; a bad value exits 2 naming what is allowed", async () => {
     const t = socketDir(defer, "aa-stats-");
     const source = t.path("capture.wire");
