@@ -69,6 +69,8 @@ describe("--stats-interval", () => {
     expect(sum(lines, "connects")).toBe(1);
     expect(sum(lines, "bytes")).toBe(statSync(heard).size);
     expect(lines.at(-1)).toMatchObject({ submitted: 0, delivered: 0, frames: 0, bytes: 0, connects: 0 });
+    // Whether a client is connected: not while the first writer's frames were dropped.
+    expect(lines[0]!.connected).toBe("false");
     expect(Object.keys(lines.at(-1)!).some((key) => key.startsWith("dropped_"))).toBe(false);
     // Latency p99 where frames were written in the interval, and only there.
     for (const line of lines) {
