@@ -102,7 +102,8 @@ function removeOtherLinks(path: string, file: SocketFileIdentity): void {
  * removed; a regular file, a directory, anything else that is not a socket,
  * or a socket a live server answers on is refused and left as it is. Unlike
  * the Go original, this never deletes anything that is not a dead socket.
- * Returns true when a stale socket was removed. The file system calls are
+ * Returns true when a stale socket was removed (false when there was none,
+ * or it went while it was checked). The file system calls are
  * synchronous: at start-up they are quicker than hops through the thread pool.
  */
 export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Promise<boolean> {
@@ -131,9 +132,16 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
   if ((await listedAsListening(path, stat)) || (await answers(path, probeTimeoutMs))) {
     throw new SocketPathError("InUse", path, `socket ${path} is in use by a live server; stop it first`);
   }
-  unlinkSync(path);
+  let removed = true;
+  try {
+    unlinkSync(path);
+  } catch (e) {
+    // Gone meanwhile (its server removed it as it stopped): the path is free all the same.
+    if (errno(e) !== "ENOENT") throw e;
+    removed = false;
+  }
   if (stat.nlink > 1) removeOtherLinks(path, stat);
-  return true;
+  return removed;
 }
 
 function checkDirectory(path: string): void {

@@ -76,6 +76,18 @@ describe("stale socket", () => {
     expect(await prepareSocketPath(path)).toBe(false);
     expect(existsSync(path)).toBe(false);
   });
+  test("a stale socket that vanishes while it is checked (its server removing it as it stops) leaves the path free, no error", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    await makeStaleSocket(path);
+    const preparing = prepareSocketPath(path);
+    // The check waits for its probe; the socket goes meanwhile.
+    unlinkSync(path);
+    expect(await preparing).toBe(false);
+    const server = await listen(path);
+    expect(server.path).toBe(path);
+    expect(await answers(path)).toBe(true);
+  });
 });
 
 describe("refusals leave the path intact", () => {
