@@ -83,7 +83,7 @@ describe("--stats-interval", () => {
   test("lines closer together than the log's rate limit allows are all written: none is held back", async () => {
     const t = socketDir(defer, "aa-stats-");
     defer(() => stopAgents());
-    const serve = spawnAgent(["output", "serve", "--source", makeFifo(t.path("capture.wire")), "--socket", t.path("o.sock"), "--stats-interval", "0.05"]);
+    const serve = spawnAgent(["output", "serve", "--source", makeFifo(t.path("capture.wire")), "--socket", t.path("o.sock"), "--stats-interval", "0.1"]);
     // Three times the 10 lines of one kind the limit lets through in 10 s.
     await until(() => statsLines(serve).length >= 30, "30 stats lines", 20_000);
     serve.kill("SIGTERM");
@@ -106,8 +106,11 @@ describe("--stats-interval", () => {
     expect(serve.stderr).toContain("stopped signal=SIGTERM");
     expect(serve.stderr).not.toContain("instruments: stats");
 
-    const bad = await runAgent(["output", "serve", "--source", source, "--socket", sock, "--stats-interval", "-1"]);
-    expect(bad.code).toBe(2);
-    expect(bad.stderr).toBe('audio-agent: --stats-interval "-1" is not allowed: seconds 0..86400 (0: off)\n');
+    // A negative interval, and one so short its lines would flood the log and the audio thread.
+    for (const value of ["-1", "0.001"]) {
+      const bad = await runAgent(["output", "serve", "--source", source, "--socket", sock, "--stats-interval", value]);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toBe(`audio-agent: --stats-interval "${value}" is not allowed: 0 (off) or seconds 0.1..86400\n`);
+    }
   }, 60_000);
 });
