@@ -155,14 +155,27 @@ describe("connectWithBackoff", () => {
     expect(directory.message).toBe(`cannot connect to ${dir.dir}: it is a directory, not a socket`);
   });
 
-  test("an abort while waiting ends the wait", async () => {
+  test("an abort while it sleeps between attempts ends the sleep at once, before any timer fires", async () => {
     const dir = socketDir(defer, "bo-");
     const abort = new AbortController();
-    const connecting = connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report: silent, signal: abort.signal });
-    await Bun.sleep(20);
-    abort.abort();
-    const error = await connecting.catch((e) => e);
+    let outcome: Promise<unknown> | undefined;
+    const connecting: Promise<unknown> = connectWithBackoff({
+      path: dir.path("absent.sock"),
+      handler: ignore,
+      signal: abort.signal,
+      report: (_level, message) => {
+        if (message !== "waiting for the server") return;
+        // The first attempt failed; the 50 ms sleep after it starts as this returns.
+        setTimeout(() => {
+          abort.abort();
+          // Ended by the abort itself: settled before even a 0 ms timer (the sleep's own timer would come later).
+          outcome = Promise.race([connecting.catch((e) => e), new Promise((resolve) => setTimeout(() => resolve("a timer fired first"), 0))]);
+        }, 0);
+      },
+    });
+    while (outcome === undefined) await Bun.sleep(5);
+    const error = await outcome;
     expect(error).toBeInstanceOf(ConnectTimeoutError);
-    expect(error.lastError).toBe("aborted");
+    expect((error as ConnectTimeoutError).lastError).toBe("aborted");
   });
 });
