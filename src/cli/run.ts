@@ -9,6 +9,7 @@ import {
   resolveServeSettings,
   resolveSettings,
   ROLE_OPTIONS,
+  type Channel,
   type Command,
   type ConfigSources,
   type FlagSpecs,
@@ -68,7 +69,7 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
   } catch (e) {
     const { code, message } = describeFailure(e, run.settings);
     run.logger?.flush();
-    const logger = run.logger ?? new Logger({ level: "error", format: requestedLogFormat(argv, io.env), write: writeLine(io) });
+    const logger = run.logger ?? new Logger({ level: "error", format: await requestedLogFormat(argv, io.env), write: writeLine(io) });
     logger.fatal(message, { exit_code: code });
     return code;
   }
@@ -79,16 +80,30 @@ function writeLine(io: CliIo): (line: string) => void {
 }
 
 /**
- * The log format a command line asks for, read directly from its flag or
- * environment variable: a run that fails before its settings are resolved
- * (a bad flag, say) still ends with a line in that format.
+ * The log format a command line asks for, read directly from its flag, its
+ * environment variable or its config file (the channel's section, then the
+ * top level), with the settings' precedence: a run that fails before its
+ * settings are resolved (a bad flag, say) still ends with a line in that
+ * format. A config file that cannot be read asks for nothing.
  */
-function requestedLogFormat(argv: string[], env: CliIo["env"]): LogFormat {
-  let value = env.AUDIO_AGENT_LOG_FORMAT;
-  argv.forEach((arg, i) => {
-    if (arg === "--log-format") value = argv[i + 1];
-    else if (arg.startsWith("--log-format=")) value = arg.slice("--log-format=".length);
-  });
+async function requestedLogFormat(argv: string[], env: CliIo["env"]): Promise<LogFormat> {
+  const flag = (name: string) => {
+    let value: string | undefined;
+    argv.forEach((arg, i) => {
+      if (arg === `--${name}`) value = argv[i + 1];
+      else if (arg.startsWith(`--${name}=`)) value = arg.slice(name.length + 3);
+    });
+    return value;
+  };
+  let value = flag("log-format") ?? (env.AUDIO_AGENT_LOG_FORMAT || undefined);
+  if (value === undefined) {
+    try {
+      const file = await loadConfigFile(flag("config") ?? env.AUDIO_AGENT_CONFIG);
+      value = (file?.sections[argv[0] as Channel]?.["log-format"] ?? file?.top["log-format"]) as string | undefined;
+    } catch {
+      // The file itself is what failed, or cannot be read: text.
+    }
+  }
   return value === "json" ? "json" : "text";
 }
 

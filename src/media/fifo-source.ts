@@ -1,9 +1,12 @@
-import { closeSync, constants, openSync } from "node:fs";
+import { closeSync, constants, openSync, statSync } from "node:fs";
 import { streamByteSource, type ByteSource } from "./byte-source.ts";
 import type { FrameSource, SourceFrame } from "./frame-source.ts";
 
 /** How the source tells the role about its writers (the role's logger). */
 export type FifoReport = (level: "info" | "warn", message: string, fields?: Record<string, unknown>) => void;
+
+/** How often a source waiting for a writer checks that its path still leads to the FIFO it holds. */
+const PATH_CHECK_MS = 1000;
 
 /**
  * The frames of a named pipe (FIFO) across its writers. Each writer's bytes
@@ -15,7 +18,11 @@ export type FifoReport = (level: "info" | "warn", message: string, fields?: Reco
  * A stream that is malformed or cut short ends with a warning: the frames
  * before the fault went out, the rest of that writer's bytes are read and
  * discarded (the writer is not left blocked), and the next writer is
- * awaited. An error of the pipe itself (removed, not readable) ends the run.
+ * awaited. While it waits, the source checks that its path still leads to
+ * the FIFO it holds open: a writer can only reach the one at the path, so
+ * a new FIFO made there (a restarted capture pipeline) is opened instead,
+ * and a path that is gone or no longer a FIFO ends the run, as does any
+ * other error of the pipe itself (not readable).
  */
 export class FifoSource implements FrameSource {
   private bytes: ByteSource | undefined;
@@ -23,6 +30,10 @@ export class FifoSource implements FrameSource {
   /** The stream failed: its writer's remaining bytes are discarded until it closes. */
   private discarding = false;
   private closed = false;
+  /** The FIFO the current stream reads (device and inode), and whether a writer has sent it anything yet. */
+  private fifo = { dev: 0, ino: 0 };
+  private heard = false;
+  private pathCheck: ReturnType<typeof setInterval> | undefined;
   /** Frames of the current writer's stream, for the log line at its end. */
   private frames = 0;
 
@@ -81,40 +92,79 @@ export class FifoSource implements FrameSource {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.pathCheck);
     const waiting = this.bytes !== undefined;
     await this.bytes?.close();
-    if (waiting) await releasePendingOpen(this.name);
+    if (waiting) await untilNoReader(this.name);
   }
 
   private begin(): void {
-    this.bytes = streamByteSource(this.name);
+    const stat = statSync(this.name);
+    if (!stat.isFIFO()) throw new Error(`source ${this.name} is no longer a named pipe (FIFO)`);
+    this.fifo = { dev: stat.dev, ino: stat.ino };
+    this.heard = false;
+    const bytes = streamByteSource(this.name);
+    this.bytes = {
+      name: bytes.name,
+      rewindable: false,
+      read: async () => {
+        const chunk = await bytes.read();
+        if (chunk !== null) this.heard = true;
+        return chunk;
+      },
+      rewind: () => bytes.rewind(),
+      close: () => bytes.close(),
+    };
     this.stream = this.openStream(this.bytes);
     this.discarding = false;
     this.frames = 0;
+    this.pathCheck = setInterval(() => this.checkPath(), PATH_CHECK_MS);
+    this.pathCheck.unref?.();
     this.report("info", "waiting for a writer", { source: this.name });
+  }
+
+  /**
+   * No writer can reach a FIFO whose path now leads elsewhere or nowhere:
+   * stop waiting on it, so the next stream opens the path again (and a path
+   * that is gone ends the run there). A writer that has begun is read to its end.
+   */
+  private checkPath(): void {
+    if (this.heard || !this.bytes) return;
+    let stat;
+    try {
+      stat = statSync(this.name);
+    } catch {
+      // Gone: told by the next open.
+    }
+    if (stat && stat.dev === this.fifo.dev && stat.ino === this.fifo.ino) return;
+    this.report("warn", "the FIFO at the path was replaced or removed; opening the path again", { source: this.name });
+    void this.bytes.close();
   }
 
   private failed(e: unknown): void {
     this.discarding = true;
-    this.report("warn", "stream failed; discarding the rest of it", { source: this.name, frames: this.frames, error: (e as Error).message });
+    // Without a byte there was no stream to fault (a writer that sent nothing, a FIFO let go).
+    if (this.heard) this.report("warn", "stream failed; discarding the rest of it", { source: this.name, frames: this.frames, error: (e as Error).message });
   }
 
   /** The writer went away: its stream is over. */
   private async end(): Promise<void> {
+    clearInterval(this.pathCheck);
     const bytes = this.bytes!;
     this.bytes = undefined;
     await bytes.close();
-    if (!this.closed && !this.discarding) this.report("info", "writer closed the stream", { source: this.name, frames: this.frames });
+    if (!this.closed && !this.discarding && this.heard) this.report("info", "writer closed the stream", { source: this.name, frames: this.frames });
   }
 }
 
 /**
- * Cancelling a stream that still waits for a writer leaves its open() of the
- * FIFO blocked in a worker thread: a later writer would be taken by it and its
- * bytes lost. Opening the FIFO for writing, without blocking, completes that
- * open (at end of file, so it closes again); ENXIO says no reader is left.
+ * A cancelled stream closes its read end of the FIFO a moment after cancel()
+ * resolves: until then a writer would be taken by a reader that reads nothing,
+ * and its bytes lost. Waits until no reader is left, testing with a
+ * non-blocking open for writing (ENXIO: none); one it opens meanwhile is
+ * closed at once, which the reader sees as end of file.
  */
-async function releasePendingOpen(path: string): Promise<void> {
+async function untilNoReader(path: string): Promise<void> {
   for (let attempt = 0; attempt < 20; attempt++) {
     try {
       closeSync(openSync(path, constants.O_WRONLY | constants.O_NONBLOCK));

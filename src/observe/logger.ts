@@ -50,6 +50,15 @@ export class Logger {
   }
 
   /**
+   * A line the agent writes on its own timer (the --stats-interval summary),
+   * never held back: its rate is the operator's choice, not a peer's, and
+   * each line counts what happened since the one before, so none may be missing.
+   */
+  periodic(component: string, message: string, fields?: Record<string, unknown>): void {
+    if (LOG_LEVELS.indexOf("info") >= this.threshold) this.emit(component, "info", message, fields);
+  }
+
+  /**
    * The line a failed run ends with, never held back. Text keeps the
    * command line's `audio-agent: message`; JSON is a pino fatal (60) line.
    */

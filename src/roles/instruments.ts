@@ -85,11 +85,13 @@ export class Instruments {
     if (settings.monitor) this.monitor = new MonitorHub(this.identity(ends), () => this.figures());
     this.channels = ends.map(({ end, settings: channelSettings }, i) => {
       const channel = end.readings().channel;
+      const component = several ? `${channel}-instruments` : "instruments";
       return new ChannelInstruments(end, channelSettings, {
         latency: latencies[i]!,
         metrics: this.metrics?.channels[i],
-        // Each channel's lines have their own kind, so one channel's stats never hold back the other's.
-        report: logger.for(several ? `${channel}-instruments` : "instruments"),
+        report: logger.for(component),
+        // Never held back by the log's rate limit, so the stats lines always add up to the totals.
+        stats: (fields) => logger.periodic(component, "stats", fields),
         monitor: this.monitor,
         shown: i === 0,
       });
@@ -195,6 +197,7 @@ export class ChannelInstruments implements ChannelObserver {
   readonly optimizer: AdaptiveOptimizer | undefined;
   private readonly metrics: ChannelMetrics | undefined;
   private readonly report: Report;
+  private readonly stats: (fields: Record<string, unknown>) => void;
   private readonly monitor: MonitorHub | undefined;
   /** The channel the monitor shows: its connection events and frames go to the page as they are. */
   private readonly shown: boolean;
@@ -207,9 +210,16 @@ export class ChannelInstruments implements ChannelObserver {
   constructor(
     readonly end: ChannelEnd,
     settings: ChannelSettings,
-    parts: { latency: LatencyMonitor; metrics?: ChannelMetrics; report: Report; monitor?: MonitorHub; shown: boolean },
+    parts: {
+      latency: LatencyMonitor;
+      metrics?: ChannelMetrics;
+      report: Report;
+      stats: (fields: Record<string, unknown>) => void;
+      monitor?: MonitorHub;
+      shown: boolean;
+    },
   ) {
-    ({ latency: this.latency, metrics: this.metrics, report: this.report, monitor: this.monitor, shown: this.shown } = parts);
+    ({ latency: this.latency, metrics: this.metrics, report: this.report, stats: this.stats, monitor: this.monitor, shown: this.shown } = parts);
     const first = end.readings();
     this.channel = first.channel;
     if (settings.adaptive === "on") {
@@ -334,7 +344,7 @@ export class ChannelInstruments implements ChannelObserver {
       if (fresh > 0) fields[`p99_${operation}_ms`] = +(this.latency.snapshot(operation, fresh)!.p99 * 1000).toFixed(3);
     }
     this.statsSeen = { at: now, counts, samples };
-    this.report("info", "stats", fields);
+    this.stats(fields);
   }
 
   private adapt(state: AdaptiveState, decision: "escalate" | "relax", why: string): void {

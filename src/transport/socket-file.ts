@@ -102,7 +102,8 @@ function removeOtherLinks(path: string, file: SocketFileIdentity): void {
  * removed; a regular file, a directory, anything else that is not a socket,
  * or a socket a live server answers on is refused and left as it is. Unlike
  * the Go original, this never deletes anything that is not a dead socket.
- * Returns true when a stale socket was removed. The file system calls are
+ * Returns true when a stale socket was removed (false when there was none,
+ * or it went while it was checked). The file system calls are
  * synchronous: at start-up they are quicker than hops through the thread pool.
  */
 export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Promise<boolean> {
@@ -131,9 +132,16 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
   if ((await listedAsListening(path, stat)) || (await answers(path, probeTimeoutMs))) {
     throw new SocketPathError("InUse", path, `socket ${path} is in use by a live server; stop it first`);
   }
-  unlinkSync(path);
+  let removed = true;
+  try {
+    unlinkSync(path);
+  } catch (e) {
+    // Gone meanwhile (its server removed it as it stopped): the path is free all the same.
+    if (errno(e) !== "ENOENT") throw e;
+    removed = false;
+  }
   if (stat.nlink > 1) removeOtherLinks(path, stat);
-  return true;
+  return removed;
 }
 
 function checkDirectory(path: string): void {
@@ -170,8 +178,10 @@ const BIND_ATTEMPTS = 8;
  *
  * The socket is bound under a hidden random name beside `path`, under a
  * umask that leaves exactly `mode` (process-wide, so it is restored before
- * any other code runs: listen is synchronous), and chmod-ed as well for a
- * directory with a default ACL, where the umask does not apply. It is then
+ * any other code runs: listen is synchronous; Linux applies the umask to a
+ * socket even under a default ACL), and chmod-ed to `mode` as well: a
+ * directory's default ACL can narrow it further (the group could not
+ * connect), never widen it. It is then
  * hard-linked to `path`: link fails rather than replace anything that
  * appeared there meanwhile, and never follows a symlink. The hidden name
  * stays while the listener lives: Bun's listener.stop() unlinks the name
@@ -213,18 +223,27 @@ export function bindSocketFile<L extends { stop(closeActive?: boolean): void }>(
 }
 
 /**
- * A random hidden name in the socket's directory that fits sun_path:
- * `.NAME.XXXXXXXX` beside NAME, or shorter where the path is near the limit.
+ * A random hidden name in the socket's own directory that fits sun_path:
+ * `.NAME.XXXXXXXX` beside NAME, or `.XXXXXXXX` where the path is near the
+ * limit. Absolute where it fits: /proc/net/unix lists the name a socket was
+ * bound by, and only an absolute one lets another process starting at the
+ * same path find this server there (listedAsListening) instead of probing it.
  */
 function hiddenName(path: string): string {
-  const readable = join(dirname(path), `.${basename(path)}.`);
-  const prefix = Buffer.byteLength(readable) + 8 <= MAX_SOCKET_PATH ? readable : join(dirname(path), ".");
+  const prefixes = [resolve(path), path].flatMap((p) => [inDirectoryOf(p, `.${basename(p)}.`), inDirectoryOf(p, ".")]);
+  const prefix = prefixes.find((p) => Buffer.byteLength(p) + 8 <= MAX_SOCKET_PATH) ?? prefixes[prefixes.length - 1]!;
   const room = Math.min(8, MAX_SOCKET_PATH - Buffer.byteLength(prefix));
   if (room < 1) {
     throw new SocketPathError("TooLong", path, `socket directory ${dirname(path)} leaves no room in sun_path for a name to bind; allowed at most ${MAX_SOCKET_PATH - 2} bytes`);
   }
   const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   return prefix + Array.from(crypto.getRandomValues(new Uint8Array(room)), (b) => alphabet[b % alphabet.length]).join("");
+}
+
+/** `name` in the directory of `path`, as text (path.join would fold a name of "." into the directory itself). */
+function inDirectoryOf(path: string, name: string): string {
+  const dir = dirname(path);
+  return dir.endsWith("/") ? dir + name : `${dir}/${name}`;
 }
 
 /**

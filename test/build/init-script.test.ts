@@ -23,6 +23,8 @@ let agentBin: string;
 let applets: string;
 /** The applets of a BusyBox built without logger, logread and syslogd, as on many boards. */
 let appletsWithoutSyslog: string;
+/** The applets of a BusyBox with logger but a syslogd without its log buffer (no logread). */
+let appletsWithoutLogread: string;
 let t: { dir: string; path: (name: string) => string };
 const daemons = new Set<number>();
 
@@ -34,11 +36,14 @@ beforeAll(async () => {
   appletsWithoutSyslog = mkdtempSync("/tmp/aa-bb-nolog-");
   await run([BUSYBOX, "--install", "-s", appletsWithoutSyslog]);
   for (const applet of ["logger", "logread", "syslogd"]) unlinkSync(join(appletsWithoutSyslog, applet));
+  appletsWithoutLogread = mkdtempSync("/tmp/aa-bb-noread-");
+  await run([BUSYBOX, "--install", "-s", appletsWithoutLogread]);
+  unlinkSync(join(appletsWithoutLogread, "logread"));
   agentBin = (await built("x64")).path;
 }, 120_000);
 
 afterAll(() => {
-  for (const dir of [applets, appletsWithoutSyslog]) if (dir) rmSync(dir, { recursive: true, force: true });
+  for (const dir of [applets, appletsWithoutSyslog, appletsWithoutLogread]) if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 afterEach(() => {
@@ -273,7 +278,9 @@ describe("S95audio-agent under busybox sh", () => {
     await writeWireFile(t.path("in.wire"), 50);
     const fifo = t.path("capture/capture.ogg");
     const env = settings({ AUDIO_AGENT_LOG_FILE: "", AUDIO_AGENT_FIFO: fifo });
-    expect((await initScript("start", env)).code).toBe(0);
+    const started = await initScript("start", env);
+    expect(started.code).toBe(0);
+    expect(started.stdout).toContain("; logs: the system log (logread)");
     expect(statSync(fifo).isFIFO()).toBe(true);
     const pid = pidIn(env)!;
     await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
@@ -283,6 +290,17 @@ describe("S95audio-agent under busybox sh", () => {
     expect(alive(pid)).toBe(false);
     expect(existsSync(t.path("run/audio-agent.log-pipe"))).toBe(false);
     expect(existsSync(t.path("log"))).toBe(false);
+  }, 30_000);
+
+  test("a BusyBox with logger but no logread: the start line points at the system log, not at logread", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings({ AUDIO_AGENT_LOG_FILE: "", PATH: appletsWithoutLogread });
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(started.stdout).toContain("; logs: the system log\n");
+    expect(started.stdout).not.toContain("logread");
+    expect((await initScript("stop", env)).code).toBe(0);
   }, 30_000);
 
   test("a BusyBox without logger: logs to the fallback file and says so; serves the FIFO before and after an encoder run", async () => {

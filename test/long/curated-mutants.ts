@@ -37,6 +37,30 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: "if (await answers(path, probeTimeoutMs)) {",
   },
   {
+    name: "hidden socket name bound by a relative name, which /proc/net/unix cannot match",
+    file: "src/transport/socket-file.ts",
+    find: "const prefixes = [resolve(path), path].flatMap(",
+    replace: "const prefixes = [path].flatMap(",
+  },
+  {
+    name: "socket left with the mode a directory's default ACL narrowed it to",
+    file: "src/transport/socket-file.ts",
+    find: "chmodSync(hidden, mode);",
+    replace: ";",
+  },
+  {
+    name: "a stale socket that went while it was checked fails the start",
+    file: "src/transport/socket-file.ts",
+    find: 'if (errno(e) !== "ENOENT") throw e;',
+    replace: "throw e;",
+  },
+  {
+    name: "a new FIFO made at the source's path never followed",
+    file: "src/media/fifo-source.ts",
+    find: "if (stat && stat.dev === this.fifo.dev && stat.ino === this.fifo.ino) return;",
+    replace: "return;",
+  },
+  {
     name: "Heartbeats allowed after Stop",
     file: "src/channels/input-client.ts",
     find: "if (this.queue.isFull || this.finishing) return;",

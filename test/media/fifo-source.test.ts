@@ -5,11 +5,10 @@
  * serial). Real processes: the agent, `cat FILE > FIFO` writers, opusenc files.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, existsSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
-//X
+import { closeSync, constants, existsSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { openSource } from "../../src/media/open.ts";
 import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
-import { expectAccountedLine, logFields } from "../support/agent-log.ts";
+import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
@@ -98,6 +97,37 @@ describe("output serve --source FIFO --format ogg", () => {
   }, 30_000);
 });
 
+describe("output serve --source FIFO: the FIFO itself replaced or removed", () => {
+  test("a new FIFO made at the path (a restarted capture pipeline) is followed: its writer is read, not left blocked", async () => {
+    const t = setup();
+    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
+    await serve.waitForStderr("source: waiting for a writer");
+    expect(await writeIntoFifo(t.fifo, t.first)).toBe(0);
+    await until(() => count(serve.stderr, "source: writer closed the stream") === 1, "the first writer's end");
+    unlinkSync(t.fifo);
+    makeFifo(t.fifo);
+    // Without a reader on the new FIFO this writer would wait for ever: 20 s is far more than the agent needs.
+    expect(await writeIntoFifo(t.fifo, t.second, 20_000)).toBe(0);
+    await until(() => count(serve.stderr, "source: writer closed the stream") === 2, "the second writer's end");
+    expect(logFields(serve.stderr, "source", "writer closed the stream")?.frames).toBe(String(audioPackets(t.second).length));
+    expect(serve.stderr).toContain("the FIFO at the path was replaced or removed");
+    // Letting go of the old FIFO, where no byte came, is no stream that failed.
+    expect(serve.stderr).not.toContain("stream failed");
+    expect(serve.hasExited).toBe(false);
+  }, 60_000);
+
+  test("the FIFO removed while the agent waits for a writer: exit 1 naming --source and ENOENT, socket removed", async () => {
+    const t = setup();
+    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
+    await serve.waitForStderr("source: waiting for a writer");
+    unlinkSync(t.fifo);
+    const code = await Promise.race([serve.exited, Bun.sleep(20_000).then(() => "still waiting on a FIFO nobody can open")]);
+    expect(code).toBe(1);
+    expect(failureLine(serve.stderr)).toBe(`audio-agent: --source ${t.fifo}: no such file (ENOENT)`);
+    expect(existsSync(t.sock)).toBe(false);
+  }, 60_000);
+});
+
 describe("input send --source FIFO --format ogg", () => {
   test("the input channel carries on across encoder runs too", async () => {
     const t = setup();
@@ -138,7 +168,6 @@ describe("FifoSource", () => {
     const t = setup();
     const reports: string[] = [];
     const source = await openSource("ogg", t.fifo, { lenient: false, report: (level, message, fields) => reports.push(`${level} ${message} ${JSON.stringify(fields)}`) });
-    //Y
     // More garbage than a pipe holds (64 KiB): the writer finishes only if it is read to its end.
     writeFileSync(t.path("garbage"), new Uint8Array(300_000).fill(0x41));
     const whole = new Uint8Array(readFileSync(t.second));

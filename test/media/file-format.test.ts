@@ -6,10 +6,12 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, writeFileSync } from "node:fs";
 import { useCleanup } from "../support/cleanup.ts";
+import { checkFileFormat } from "../../src/media/file-format.ts";
+import { INPUT_MAGIC } from "../../src/protocol/index.ts";
 import { encodeWith, requireTool, runTool } from "../support/opus-fixtures.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
-import { writeWireFile } from "../support/wire.ts";
+import { indexedWire, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -73,4 +75,16 @@ describe("a file source is checked at start", () => {
       expect(await serve.exited, serve.stderr).toBe(0);
     }
   }, 60_000);
+
+  test("a capture of either channel passes as wire, and a file too short to tell is left to its source", async () => {
+    const t = socketDir(defer, "aa-fmt-");
+    const input = t.path("input.wire");
+    writeFileSync(input, indexedWire(0, 3, 200, INPUT_MAGIC));
+    await checkFileFormat(input, "wire");
+    for (const [name, bytes] of [["empty", ""], ["three", "Ogg"]] as const) {
+      writeFileSync(t.path(name), bytes);
+      await checkFileFormat(t.path(name), "wire");
+      await checkFileFormat(t.path(name), "ogg");
+    }
+  });
 });

@@ -68,7 +68,8 @@ describe("Host: only the server's own names", () => {
     for (const host of [`monitor.example:${port}`, "monitor.example", "localhost:9000", `localhost:${port}`]) {
       expect([host, await statusOf("127.0.0.1", port, "/figures", host)]).toEqual([host, 200]);
     }
-    for (const host of ["monitor.example:9000", "localhost:9001", `other.example:${port}`]) {
+    // A name given with a port counts with that port only: not bare, not with another.
+    for (const host of ["monitor.example:9000", "localhost:9001", "localhost", `other.example:${port}`]) {
       expect([host, await statusOf("127.0.0.1", port, "/figures", host)]).toEqual([host, 421]);
     }
   });

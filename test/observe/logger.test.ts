@@ -11,7 +11,7 @@ import { join, resolve } from "node:path";
 import { Logger } from "../../src/observe/logger.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
+import { agentEnv, runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { indexedWire } from "../support/wire.ts";
@@ -132,10 +132,46 @@ describe("JSON lines in pino's shape", () => {
     expect(jsonLines(fromEnv.stderr)[0]).toMatchObject({ level: 60, exit_code: 2 });
   });
 
+  test("JSON set in the config file (top level or the channel's section): a usage error's line is JSON too", async () => {
+    const dir = setup();
+    const top = join(dir.dir, "top.json");
+    const section = join(dir.dir, "section.json");
+    writeFileSync(top, JSON.stringify({ "log-format": "json" }));
+    writeFileSync(section, JSON.stringify({ output: { "log-format": "json" } }));
+    const cases = [
+      ["output", "serve", "--bogus", "--config", top],
+      ["output", "serve", "--config", section, "--queue-frames", "0", "--source", "-"],
+      ["output", "recv", "--sink"],
+    ];
+    for (const args of cases) {
+      const failed = await runAgent(args, { env: agentEnv({ AUDIO_AGENT_CONFIG: args.includes("recv") ? section : top }) });
+      expect(failed.code).toBe(2);
+      const lines = jsonLines(failed.stderr);
+      expect(lines.length).toBe(1);
+      expect(lines[0]).toMatchObject({ level: 60, exit_code: 2 });
+    }
+    // The file sets text for input roles, a flag still asks for JSON.
+    writeFileSync(section, JSON.stringify({ "log-format": "json", input: { "log-format": "text" } }));
+    const text = await runAgent(["input", "send", "--bogus"], { env: agentEnv({ AUDIO_AGENT_CONFIG: section }) });
+    expect(text.stderr).toMatch(/^audio-agent: .*--bogus/);
+    const flag = await runAgent(["input", "send", "--bogus", "--log-format", "json"], { env: agentEnv({ AUDIO_AGENT_CONFIG: section }) });
+    expect(jsonLines(flag.stderr)[0]).toMatchObject({ level: 60, exit_code: 2 });
+  });
+
   test("text mode is unchanged: `audio-agent: message` for the failure", async () => {
     const usage = await runAgent(["output", "serve", "--bogus"]);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toMatch(/^audio-agent: .*--bogus/);
+  });
+
+  test("a field named like one of pino's keys never replaces it", () => {
+    const out: string[] = [];
+    const logger = new Logger({ level: "info", format: "json", write: (line) => out.push(line) });
+    const clash = { level: "loud", time: "noon", pid: -1, hostname: "elsewhere", msg: "other", component: "other", kept: 1 };
+    logger.for("output-server")("warn", "client stuck", clash);
+    const line = JSON.parse(out[0]!) as PinoLine;
+    expect(line).toMatchObject({ level: 40, pid: process.pid, hostname: hostname(), msg: "client stuck", component: "output-server", kept: 1 });
+    expect(typeof line.time).toBe("number");
   });
 });
 

@@ -529,6 +529,27 @@ describe("a hostile viewer", () => {
     await until(() => hub.listeners === 1, "the calm viewer listening", 5000);
   });
 
+  test("messages that are JSON but not the page's object (null, a number, a string, an array) are ignored; the agent keeps serving", async () => {
+    const sockets = socketDir(defer);
+    const capture = sockets.path("live.wire");
+    await Bun.write(capture, indexedWire(0, 500, 200));
+    const serve = spawnAgent(["output", "serve", "--socket", sockets.path("out.sock"), "--source", capture, "--realtime", "--loop", "--monitor", "127.0.0.1:0"]);
+    const url = `${(await metricsUrl(serve)).replace(/^http/, "ws")}/ws`;
+    const odd = await viewer(url);
+    for (const message of ["null", "5", '"listen"', "[true]", "true", '{"listen":"yes"}']) odd.send(message);
+    // A page's own request after them: it is heard, so the odd ones before it were read and passed over.
+    const frame = new Promise<void>((resolve, reject) => {
+      odd.onmessage = (e) => {
+        if (typeof e.data !== "string") resolve();
+      };
+      odd.onclose = (e) => reject(new Error(`closed before a frame came: ${e.code}`));
+    });
+    odd.send(JSON.stringify({ listen: true }));
+    await frame;
+    expect(serve.hasExited).toBe(false);
+    await viewer(url);
+  });
+
   test("a viewer that reads nothing is closed once its backlog passes the limit; a reading one is not", async () => {
     const { hub, server, url } = hubOnHttp();
     const reading = await viewer(url);

@@ -69,6 +69,8 @@ describe("--stats-interval", () => {
     expect(sum(lines, "connects")).toBe(1);
     expect(sum(lines, "bytes")).toBe(statSync(heard).size);
     expect(lines.at(-1)).toMatchObject({ submitted: 0, delivered: 0, frames: 0, bytes: 0, connects: 0 });
+    // Whether a client is connected: not while the first writer's frames were dropped.
+    expect(lines[0]!.connected).toBe("false");
     expect(Object.keys(lines.at(-1)!).some((key) => key.startsWith("dropped_"))).toBe(false);
     // Latency p99 where frames were written in the interval, and only there.
     for (const line of lines) {
@@ -76,6 +78,17 @@ describe("--stats-interval", () => {
       if ((line.delivered as number) > 0) expect(line.p99_enqueue_to_write_ms as number).toBeGreaterThanOrEqual(0);
       expect(line.seconds as number).toBeGreaterThan(0);
     }
+  }, 60_000);
+
+  test("lines closer together than the log's rate limit allows are all written: none is held back", async () => {
+    const t = socketDir(defer, "aa-stats-");
+    defer(() => stopAgents());
+    const serve = spawnAgent(["output", "serve", "--source", makeFifo(t.path("capture.wire")), "--socket", t.path("o.sock"), "--stats-interval", "0.1"]);
+    // Three times the 10 lines of one kind the limit lets through in 10 s.
+    await until(() => statsLines(serve).length >= 30, "30 stats lines", 20_000);
+    serve.kill("SIGTERM");
+    expect(await serve.exited).toBe(0);
+    expect(serve.stderr).not.toContain('"stats" lines');
   }, 60_000);
 
   test("0 turns it off; a bad value exits 2 naming what is allowed", async () => {
@@ -93,8 +106,11 @@ describe("--stats-interval", () => {
     expect(serve.stderr).toContain("stopped signal=SIGTERM");
     expect(serve.stderr).not.toContain("instruments: stats");
 
-    const bad = await runAgent(["output", "serve", "--source", source, "--socket", sock, "--stats-interval", "-1"]);
-    expect(bad.code).toBe(2);
-    expect(bad.stderr).toBe('audio-agent: --stats-interval "-1" is not allowed: seconds 0..86400 (0: off)\n');
+    // A negative interval, and one so short its lines would flood the log and the audio thread.
+    for (const value of ["-1", "0.001"]) {
+      const bad = await runAgent(["output", "serve", "--source", source, "--socket", sock, "--stats-interval", value]);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toBe(`audio-agent: --stats-interval "${value}" is not allowed: 0 (off) or seconds 0.1..86400\n`);
+    }
   }, 60_000);
 });

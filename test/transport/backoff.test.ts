@@ -230,4 +230,28 @@ describe("connectWithBackoff", () => {
     expect((error as ConnectTimeoutError).lastError).toBe("aborted");
     expect(cleared).toContain(hour);
   });
+
+  test("an abort while it sleeps between attempts ends the sleep at once, before any timer fires", async () => {
+    const dir = socketDir(defer, "bo-");
+    const abort = new AbortController();
+    let outcome: Promise<unknown> | undefined;
+    const connecting: Promise<unknown> = connectWithBackoff({
+      path: dir.path("absent.sock"),
+      handler: ignore,
+      signal: abort.signal,
+      report: (_level, message) => {
+        if (message !== "waiting for the server") return;
+        // The first attempt failed; the 50 ms sleep after it starts as this returns.
+        setTimeout(() => {
+          abort.abort();
+          // Ended by the abort itself: settled before even a 0 ms timer (the sleep's own timer would come later).
+          outcome = Promise.race([connecting.catch((e) => e), new Promise((resolve) => setTimeout(() => resolve("a timer fired first"), 0))]);
+        }, 0);
+      },
+    });
+    while (outcome === undefined) await Bun.sleep(5);
+    const error = await outcome;
+    expect(error).toBeInstanceOf(ConnectTimeoutError);
+    expect((error as ConnectTimeoutError).lastError).toBe("aborted");
+  });
 });

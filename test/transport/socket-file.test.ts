@@ -6,9 +6,10 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
+import { bindSocketFile, prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
 import { type ClientHandler, UnixServer } from "../../src/transport/unix-server.ts";
 import { type Report, silent } from "../../src/transport/report.ts";
+import { setDefaultAcl } from "../support/acl.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { asNobody, canSwitchUser } from "../support/nobody.ts";
 import { connectClient } from "../support/peer.ts";
@@ -96,6 +97,18 @@ describe("stale socket", () => {
     expect(existsSync(path)).toBe(false);
     expect(await prepareSocketPath(path)).toBe(false);
     expect(existsSync(path)).toBe(false);
+  });
+  test("a stale socket that vanishes while it is checked (its server removing it as it stops) leaves the path free, no error", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    await makeStaleSocket(path);
+    const preparing = prepareSocketPath(path);
+    // The check waits for its probe; the socket goes meanwhile.
+    unlinkSync(path);
+    expect(await preparing).toBe(false);
+    const server = await listen(path);
+    expect(server.path).toBe(path);
+    expect(await answers(path)).toBe(true);
   });
 });
 
@@ -273,6 +286,36 @@ describe("socket file mode and removal", () => {
     }
   });
 
+  test("in a directory whose default ACL grants only the owner, the socket still has the mode asked for (the group can connect)", async () => {
+    const dir = socketDir(defer, "sf-");
+    setDefaultAcl(dir.dir, { owner: 0o7, group: 0, other: 0 });
+    // The ACL really narrows what is created here: a plain file comes out for its owner alone.
+    writeFileSync(dir.path("plain"), "");
+    expect(statSync(dir.path("plain")).mode & 0o777).toBe(0o600);
+    const path = dir.path("s.sock");
+    await listen(path, { mode: 0o660 });
+    expect(statSync(path).mode & 0o777).toBe(0o660);
+  });
+
+  test("a file that appears at the path while the socket is bound is refused and left as it was, with nothing of ours beside it", () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    let error: unknown;
+    try {
+      bindSocketFile(path, 0o660, (name) => {
+        // Another process, between the path's check and our link to it.
+        writeFileSync(path, "theirs\n");
+        return Bun.listen({ unix: name, socket: { data() {} } });
+      });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(SocketPathError);
+    expect((error as SocketPathError).problem).toBe("InUse");
+    expect(readFileSync(path, "utf8")).toBe("theirs\n");
+    expect(readdirSync(dir.dir)).toEqual(["s.sock"]);
+  });
+
   test("stop() removes the socket file; a second stop() is harmless", async () => {
     const dir = socketDir(defer, "sf-");
     const path = dir.path("s.sock");
@@ -333,6 +376,41 @@ describe("socket file mode and removal", () => {
     expect(lstatSync(dir.path(names[0]!)).ino).toBe(lstatSync(path).ino);
     await server.stop();
     expect(readdirSync(dir.dir)).toEqual([]);
+  });
+
+  test("a path at the sun_path limit: the hidden name is still in the socket's own directory, and a live server there is found without a probe", async () => {
+    const dir = socketDir(defer, "sf-");
+    // "/tmp/sf-XXXXXX/" + d...d + "/s": 105 bytes, too long for ".s.XXXXXXXX" beside it.
+    const deep = `${dir.dir}/${"d".repeat(105 - dir.dir.length - 3)}`;
+    mkdirSync(deep);
+    const path = `${deep}/s`;
+    expect(Buffer.byteLength(path)).toBe(105);
+    const live = await listen(path);
+    const links = readdirSync(deep);
+    expect(links.length).toBe(2);
+    for (const name of links) expect(lstatSync(`${deep}/${name}`).ino).toBe(lstatSync(path).ino);
+    // Nothing beside the directory: the socket's directory alone decides who reaches it.
+    expect(readdirSync(dir.dir)).toEqual([deep.slice(dir.dir.length + 1)]);
+    expect((await refusal(prepareSocketPath(path, 1))).problem).toBe("InUse");
+    await Bun.sleep(50);
+    expect(live.connections).toBe(0);
+    await live.stop();
+    expect(readdirSync(deep)).toEqual([]);
+  });
+
+  test("a server listening by a relative name is found by another process's absolute name without a probe", async () => {
+    const dir = socketDir(defer, "sf-");
+    const home = process.cwd();
+    process.chdir(dir.dir);
+    let live;
+    try {
+      live = await listen("s.sock");
+    } finally {
+      process.chdir(home);
+    }
+    expect((await refusal(prepareSocketPath(dir.path("s.sock"), 1))).problem).toBe("InUse");
+    await Bun.sleep(50);
+    expect(live.connections).toBe(0);
   });
 
   test("a live server is found by its hidden name, without a probe connection that would replace its client", async () => {

@@ -161,15 +161,16 @@ export class MonitorHub {
       },
       message: (ws: ServerWebSocket<Viewer>, message: string | Uint8Array) => {
         if (typeof message !== "string" || !this.viewers.has(ws)) return;
-        let request: { listen?: unknown };
+        let listen: unknown;
         try {
-          request = JSON.parse(message);
+          // Any JSON at all may come: null has no fields to read.
+          listen = (JSON.parse(message) as { listen?: unknown } | null)?.listen;
         } catch {
           return;
         }
-        if (typeof request.listen === "boolean" && request.listen !== ws.data.listening) {
-          ws.data.listening = request.listen;
-          this.listening += request.listen ? 1 : -1;
+        if (typeof listen === "boolean" && listen !== ws.data.listening) {
+          ws.data.listening = listen;
+          this.listening += listen ? 1 : -1;
           this.updateTap();
         }
       },
