@@ -4,9 +4,11 @@ import type { FrameSink } from "./frame-sink.ts";
  * Writes a sink out (an Ogg sink: closes its page) at most `everyMs`
  * (--page-ms) after data reached it, so a live listener downstream hears
  * audio promptly. While frames flow the flush rides on a write once `everyMs`
- * has passed; a timer is armed only for data still waiting when the stream
- * pauses, so a steady stream costs no wake-ups of its own (a fixed interval
- * timer woke the process ten times a second).
+ * has passed since the last flush; a timer, armed `everyMs` after the oldest
+ * write not yet flushed, only fires when the stream pauses. A steady stream
+ * therefore costs no wake-ups of its own (a fixed interval timer woke the
+ * process ten times a second, and a timer due exactly at the next flush
+ * would race the frame that brings it).
  */
 export class SinkFlusher {
   private lastFlush = performance.now();
@@ -30,7 +32,7 @@ export class SinkFlusher {
     const now = performance.now();
     const since = now - this.lastFlush;
     if (since >= this.everyMs) this.flush(now);
-    else this.timer ??= setTimeout(this.onTimer, this.everyMs - since);
+    else this.timer ??= setTimeout(this.onTimer, this.everyMs);
   }
 
   stop(): void {
