@@ -1,5 +1,5 @@
 import { InputClient } from "../channels/input-client.ts";
-import { socketBufferSizes, type RoleSettings } from "../config.ts";
+import type { RoleSettings } from "../config.ts";
 import { isLiveSource, openSource, readUpToFirstFrame } from "../media/open.ts";
 import { Pacer } from "../media/pacer.ts";
 import { pumpSource } from "../media/pump.ts";
@@ -8,6 +8,7 @@ import { summaryFields } from "../observe/readings.ts";
 import { DEFAULT_AUDIO_CONFIG, type AudioConfig } from "../protocol/index.ts";
 import { within } from "../transport/within.ts";
 import { Instruments } from "./instruments.ts";
+import { senderOptions } from "./sender-options.ts";
 import type { Shutdown } from "./shutdown.ts";
 
 /** Bound on writing out what is queued, and the Stop, after a signal. */
@@ -43,13 +44,7 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     heartbeatMs: settings["heartbeat-ms"],
     ackTimeoutMs: settings["ack-timeout-ms"],
     connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
-    queueFrames: settings["queue-frames"],
-    dropPolicy: settings.drop,
-    lossless: !live,
-    writeDeadlineMs: settings["write-deadline-ms"],
-    maxLatencyMs: settings["max-latency-ms"],
-    stuckFrames: settings["stuck-frames"],
-    socketBuffers: socketBufferSizes(settings["socket-buffers"]),
+    ...senderOptions(settings, live),
   });
   const instruments = await Instruments.attach(client, { role: "input send", settings, logger });
   await instruments.start();

@@ -1,5 +1,5 @@
 import { OutputServer } from "../channels/output-server.ts";
-import { socketBufferSizes, type RoleSettings } from "../config.ts";
+import type { RoleSettings } from "../config.ts";
 import type { FrameSource } from "../media/frame-source.ts";
 import { isLiveSource, openSource } from "../media/open.ts";
 import { Pacer } from "../media/pacer.ts";
@@ -7,6 +7,7 @@ import { pumpSource } from "../media/pump.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
 import { Instruments, type ChannelInstruments } from "./instruments.ts";
+import { senderOptions } from "./sender-options.ts";
 import type { Shutdown } from "./shutdown.ts";
 
 type Settings = RoleSettings<"output serve">;
@@ -20,13 +21,7 @@ export function outputServer(settings: Settings, logger: Logger, live: boolean):
     path: settings.socket,
     mode: settings["socket-mode"],
     report: logger.for("output-server"),
-    queueFrames: settings["queue-frames"],
-    dropPolicy: settings.drop,
-    lossless: !live,
-    writeDeadlineMs: settings["write-deadline-ms"],
-    maxLatencyMs: settings["max-latency-ms"],
-    stuckFrames: settings["stuck-frames"],
-    socketBuffers: socketBufferSizes(settings["socket-buffers"]),
+    ...senderOptions(settings, live),
   });
 }
 

@@ -1,0 +1,16 @@
+import { socketBufferSizes, type Settings } from "../config.ts";
+
+type SenderSettings = Settings<"queue-frames" | "drop" | "write-deadline-ms" | "max-latency-ms" | "stuck-frames" | "socket-buffers">;
+
+/** How a sending channel end (output serve's server, input send's client) queues and drops, from its settings. */
+export function senderOptions(settings: SenderSettings, live: boolean) {
+  return {
+    queueFrames: settings["queue-frames"],
+    dropPolicy: settings.drop,
+    lossless: !live,
+    writeDeadlineMs: settings["write-deadline-ms"],
+    maxLatencyMs: settings["max-latency-ms"],
+    stuckFrames: settings["stuck-frames"],
+    socketBuffers: socketBufferSizes(settings["socket-buffers"]),
+  };
+}
