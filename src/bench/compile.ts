@@ -1,3 +1,5 @@
+import { LIVE_JIT_POLICY } from "../roles/jit-policy.ts";
+
 /**
  * How a Bun program becomes a single-file executable here: the agent
  * (build.ts) and the benchmark's bare Bun floor are compiled the same way, so
@@ -21,6 +23,8 @@ export async function compileExecutable(entry: string, outfile: string, options:
       autoloadBunfig: false,
       autoloadTsconfig: false,
       autoloadPackageJson: false,
+      // Starts with the JIT's tier-up thresholds scaled for the device's rate (src/roles/jit-policy.ts).
+      jitPolicy: LIVE_JIT_POLICY,
     },
     // Identifiers keep their names so stack traces show real function names;
     // renaming them would save a few KB of a ~100 MB executable.

@@ -23,6 +23,7 @@ import { Logger } from "../observe/logger.ts";
 import { HEADER_SIZE, MessageType, wallClockMs, type ParsedMessage } from "../protocol/index.ts";
 import { startOutputClient } from "../roles/output-recv.ts";
 import { startOutputServer } from "../roles/output-serve.ts";
+import { NORMAL_JIT_POLICY } from "../roles/jit-policy.ts";
 import { LIBC_CANDIDATES } from "../transport/socket-options.ts";
 import { statusKiB } from "./process-figures.ts";
 
@@ -127,6 +128,9 @@ export function parseDriverArgs(argv: string[]): DriverArgs {
 }
 
 export async function runDriver(args: DriverArgs): Promise<number> {
+  // A flood measures the compiled hot path: in the compiled `audio-agent bench` it would otherwise
+  // start at the executable's live thresholds and tier up only after the first sample.
+  if (args.mode === "flood") Bun.unsafe.setJITPolicy(NORMAL_JIT_POLICY);
   const result = args.role === "send" ? await runSender(args) : await runReceiver(args);
   result.clockOffsetUs = clockOffsetUs();
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);

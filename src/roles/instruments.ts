@@ -10,6 +10,7 @@ import { MonitorHub, monitorFigures, type ChannelFigures, type MonitorIdentity, 
 import { healthFields, summaryFields, type ChannelReadings } from "../observe/readings.ts";
 import type { Report } from "../transport/report.ts";
 import { DropReason } from "../transport/frame-stats.ts";
+import { JitPolicy } from "./jit-policy.ts";
 
 /** What a channel end's instruments read: its socket, buffers and optimizer. */
 type ChannelSettings = Settings<"socket" | "socket-buffers" | "adaptive" | "adaptive-threshold" | "adaptive-window-ms" | "adaptive-calm-ms">;
@@ -35,8 +36,9 @@ const SAMPLE_MS = 1000;
  * Everything a process measures and adapts, attached to its channel ends
  * (one, or both in serve): per end the latency monitor, socket buffer
  * sampling and the adaptive optimizer (ChannelInstruments); for the process
- * one sampler tick, the --stats-interval timer and, with --metrics /
- * --monitor, one Prometheus registry, the monitor and their HTTP server. The
+ * one sampler tick (which also watches for a flood, see JitPolicy), the
+ * --stats-interval timer and, with --metrics / --monitor, one Prometheus
+ * registry, the monitor and their HTTP server. The
  * channels report through the observer hooks, each cheap; the optimizer is
  * fed from the channel's readings and its decisions are applied on the
  * sampler's tick, never from inside a write.
@@ -48,6 +50,8 @@ export class Instruments {
   readonly monitor: MonitorHub | undefined;
   private servers: AgentHttpServer[] = [];
   private readonly sampler: ReturnType<typeof setInterval>;
+  /** Hands the process back to the JIT's normal thresholds when it floods. */
+  private readonly jit: JitPolicy;
   /** The --stats-interval timer. */
   private readonly statsTimer: ReturnType<typeof setInterval> | undefined;
   private readonly report: Report;
@@ -97,8 +101,10 @@ export class Instruments {
       });
     });
     const every = Math.min(SAMPLE_MS, ...ends.flatMap(({ settings: s }) => [s["adaptive-calm-ms"], s["adaptive-window-ms"]]));
+    this.jit = new JitPolicy(this.report, this.frames());
     this.sampler = setInterval(() => {
       for (const channel of this.channels) channel.sample();
+      this.jit.sample(this.frames());
     }, every);
     const statsMs = settings["stats-interval"] * 1000;
     if (statsMs > 0) {
@@ -160,6 +166,13 @@ export class Instruments {
     clearInterval(this.statsTimer);
     this.monitor?.stop();
     await Promise.all(this.servers.splice(0).map((s) => s.stop()));
+  }
+
+  /** OpusFrames so far over all channel ends (delivered or received). */
+  private frames(): number {
+    let frames = 0;
+    for (const channel of this.channels) frames += channel.end.readings().frames;
+    return frames;
   }
 
   /** /healthz: the role and its channel with its readings; with several channels, each under `channels`. */

@@ -8,6 +8,8 @@ import { afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
+import { compileExecutable } from "../../src/bench/compile.ts";
+import { logFields } from "../support/agent-log.ts";
 import { built, type Built } from "../support/binaries.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { firstMismatch } from "../support/payloads.ts";
@@ -118,6 +120,57 @@ describe("compiled x64 binary", () => {
     expect(servePeak).toBeGreaterThan(0);
     expect(servePeak).toBeLessThan(256 * 1024);
     expect(recvPeak).toBeLessThan(256 * 1024);
+  }, 60_000);
+
+  test("streams live at the lean JIT thresholds and returns to the normal ones when it floods", async () => {
+    const cwd = tempDir();
+    const source = join(cwd, "in.wire");
+    await writeWireFile(source, 500);
+    const pair = (name: string, live: boolean) => {
+      const socket = join(cwd, `${name}.sock`);
+      const serve = start([x64.path, "output", "serve", "--source", source, "--loop", ...(live ? ["--realtime"] : []), "--socket", socket], { cwd });
+      const recv = start([x64.path, "output", "recv", "--socket", socket, "--sink", "/dev/null", "--format", "wire", "--connect-timeout", "20"], { cwd });
+      return [serve, recv];
+    };
+    // A lossless loop floods (many thousands of frames a second); --realtime carries 50 a second.
+    const flood = pair("flood", false);
+    const live = pair("live", true);
+    await Promise.all(flood.map((p) => p.waitForStderr("jit: normal thresholds from now on")));
+    // Two of the live pair's sampler ticks after it connected, each of which would have seen a flood.
+    await live[1]!.waitForStderr("output-client: connected");
+    await Bun.sleep(2500);
+    for (const p of [...flood, ...live]) p.kill();
+    const [floodServe, floodRecv, liveServe, liveRecv] = await Promise.all([...flood, ...live].map((p) => p.done));
+    for (const r of [floodServe, floodRecv]) {
+      expect(Number(logFields(r!.stderr, "instruments", "jit: normal thresholds from now on").frames_per_second)).toBeGreaterThan(1000);
+    }
+    for (const r of [liveServe, liveRecv]) expect(r!.stderr).not.toContain("jit:");
+    // The live pair did stream meanwhile, at its rate.
+    expect(Number(logFields(liveRecv!.stderr, "output-client", "stopped").frames)).toBeGreaterThan(50);
+  }, 60_000);
+
+  test("a compiled program starts at the live JIT thresholds (compile.ts bakes them in)", async () => {
+    const cwd = tempDir();
+    const entry = join(cwd, "hot.ts");
+    // A function hot enough for the optimizing JIT at normal thresholds, and the DFG compiles it got.
+    writeFileSync(
+      entry,
+      `import { numberOfDFGCompiles } from "bun:jsc";
+const add = (a: number, b: number) => (a * 31 + b) | 0;
+let x = 0;
+for (let i = 0; i < 200_000; i++) x = add(x, i);
+if (process.argv[2] === "normal") { Bun.unsafe.setJITPolicy(1); for (let i = 0; i < 200_000; i++) x = add(x, i); }
+console.log(numberOfDFGCompiles(add), x === 7 ? "" : "ok");
+`,
+    );
+    const outfile = join(cwd, "hot");
+    await compileExecutable(entry, outfile);
+    const lean = await run([outfile]);
+    const normal = await run([outfile, "normal"]);
+    expect(lean.code, lean.stderr).toBe(0);
+    expect(lean.stdout.trim()).toBe("0 ok");
+    // The same program, handed back to the normal thresholds, gets optimized: the check above is not vacuous.
+    expect(Number(normal.stdout.trim().split(" ")[0])).toBeGreaterThan(0);
   }, 60_000);
 
   // test/cli runs the agent through test/support/processes.ts, which runs AUDIO_AGENT_BIN
