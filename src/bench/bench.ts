@@ -24,6 +24,7 @@ import { parseDriverArgs, runDriver, type HeapSample } from "./driver.ts";
 import { buildBareBun } from "./floor.ts";
 import { LIVE_RATE, runLive, writeGeneratedOpus } from "./live.ts";
 import NATIVE_SOURCE from "./native-baseline.c" with { type: "text" };
+import { dropPageCache } from "./page-cache.ts";
 import { formatTable, framesPerSecond, judge, type Row } from "./report.ts";
 import { Runner, type Pair, type StartupFigures } from "./runner.ts";
 
@@ -205,6 +206,10 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
       const built = await buildBareBun(work);
       if (built instanceof Error) report.notes.push(`bare Bun floor skipped: it could not be built here (${built.message.split("\n")[0]})`);
       else bareBunBin = built;
+    }
+    // As a device runs them: from disk, not from the page cache of the build that wrote them (page-cache.ts).
+    for (const program of [agentBin, bareBunBin]) {
+      if (program && !dropPageCache(program)) report.notes.push(`${program}: its page cache could not be dropped; resident memory may read high`);
     }
     const opus = compiled ? (host.opusSource ?? writeGeneratedOpus(join(work, "generated.opus"), 10)) : "";
     if (compiled && !host.opusSource) report.notes.push("live and start-up: no Opus file given; the agent's source was generated (160-byte 20 ms packets)");
