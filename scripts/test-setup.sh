@@ -33,7 +33,8 @@ check() {
 	need chromium /usr/bin/chromium              # the monitor page
 	need fonts-dejavu-core /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 	need systemd systemd-analyze                 # the systemd unit verifies
-	need util-linux setpriv fincore              # another user on the socket; page-cache residency
+	need util-linux setpriv                      # another user on the socket
+	need util-linux-extra fincore                # page-cache residency (the benchmark drops it)
 	need strace strace                           # the mode each bind() creates
 }
 
