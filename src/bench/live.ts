@@ -264,7 +264,10 @@ function pair(run: LiveRun, frames: number, latencyMs: LatencyFigures | undefine
 /** The fields of a process's last "stopped" log line (`key=value ...`). */
 export function stoppedFields(p: LiveProcess): Record<string, string> {
   const line = p.stderr.split("\n").findLast((l) => / stopped( |$)/.test(l));
-  if (!line) throw new Error(`no "stopped" line in its log: ${p.stderr.trim().split("\n").slice(-3).join(" | ")}`);
+  if (!line) {
+    const ended = p.signal ? `killed by ${p.signal}` : `exit ${p.exitCode}`;
+    throw new Error(`no "stopped" line in its log (${ended}): ${p.stderr.trim().split("\n").slice(-3).join(" | ")}`);
+  }
   return Object.fromEntries([...line.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1]!, m[2]!]));
 }
 

@@ -96,8 +96,11 @@ function recv(path) {
     const sorted = ages.slice(0, Math.min(frames, WINDOW)).sort();
     const rank = (p) => sorted[Math.max(1, Math.ceil((p * sorted.length) / 100)) - 1] ?? 0;
     const ms = (x) => +x.toFixed(3);
-    console.error(
-      `bare-bun recv: stopped frames=${frames} frame_age_p50_ms=${ms(rank(50))} frame_age_p99_ms=${ms(rank(99))} frame_age_max_ms=${ms(sorted[sorted.length - 1] ?? 0)}`,
+    // Written synchronously: console.error to a pipe may still be buffered when process.exit() runs.
+    // node:fs is loaded only now, after the measured window, as the agent's own logger loads it at start.
+    require("node:fs").writeSync(
+      2,
+      `bare-bun recv: stopped frames=${frames} frame_age_p50_ms=${ms(rank(50))} frame_age_p99_ms=${ms(rank(99))} frame_age_max_ms=${ms(sorted[sorted.length - 1] ?? 0)}\n`,
     );
     process.exit(0);
   });
