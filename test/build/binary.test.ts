@@ -5,7 +5,7 @@
  * end-to-end tests rerun against it.
  */
 import { afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { readdirSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { compileExecutable } from "../../src/bench/compile.ts";
@@ -172,6 +172,40 @@ console.log(numberOfDFGCompiles(add), x === 7 ? "" : "ok");
     // The same program, handed back to the normal thresholds, gets optimized: the check above is not vacuous.
     expect(Number(normal.stdout.trim().split(" ")[0])).toBeGreaterThan(0);
   }, 60_000);
+
+  test("a compiled program lays out its bytecode by an order file a run of it recorded (compile.ts)", async () => {
+    const cwd = tempDir();
+    const entry = join(cwd, "ordered.ts");
+    writeFileSync(
+      entry,
+      `import { bytecodeOrderStats } from "bun:jsc";
+const used = (n: number) => n + 1;
+const unused = (n: number) => n - 1;
+console.log(JSON.stringify({ n: process.argv[2] === "never" ? unused(1) : used(1), stats: bytecodeOrderStats() }));
+`,
+    );
+    const plain = join(cwd, "plain");
+    await compileExecutable(entry, plain);
+    const order = join(cwd, "run.order");
+    const recorded = await run([plain], { env: cleanEnv({ BUN_BYTECODE_ORDER_OUT: order }) });
+    expect(recorded.code, recorded.stderr).toBe(0);
+    expect(JSON.parse(recorded.stdout).stats).toBeNull();
+    const ordered = join(cwd, "ordered");
+    await compileExecutable(entry, ordered, { bytecodeOrder: [order] });
+    const stats = JSON.parse((await run([ordered])).stdout).stats;
+    expect(stats).not.toBeNull();
+    expect(stats.hot).toBeGreaterThan(0);
+  }, 60_000);
+
+  test("the build has a bytecode order profile for each run it lays out (build.ts --record-order)", () => {
+    for (const run of ["serve", "output-recv", "input-send"]) {
+      const text = readFileSync(join(REPO, "packaging", "bytecode-order", `${run}.order`), "utf8");
+      const lines = text.trim().split("\n");
+      expect(lines[0]).toBe("v2");
+      expect(lines.length).toBeGreaterThan(1000);
+      expect(lines.slice(1).every((line) => /^[A-Z] [0-9a-f]{16}$/.test(line))).toBe(true);
+    }
+  });
 
   // test/cli runs the agent through test/support/processes.ts, which runs AUDIO_AGENT_BIN
   // instead of `bun src/main.ts` when it is set: rerun those tests on the binary.
