@@ -18,7 +18,7 @@ import {
 } from "../config.ts";
 import { SourceFormatError } from "../media/file-format.ts";
 import { HttpListenError } from "../observe/http-listen-error.ts";
-import { Logger, type LogFormat } from "../observe/logger.ts";
+import { Logger, writeText, type LogFormat } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";
 import { ConnectTimeoutError } from "../transport/unix-client.ts";
@@ -48,8 +48,8 @@ export interface CliIo {
 }
 
 const defaultIo: CliIo = {
-  out: (text) => process.stdout.write(text),
-  err: (text) => process.stderr.write(text),
+  out: (text) => writeText(1, text),
+  err: (text) => writeText(2, text),
   env: process.env,
 };
 

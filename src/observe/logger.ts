@@ -105,19 +105,24 @@ function formatValue(value: unknown): string {
   return /[\s"=]/.test(text) ? JSON.stringify(text) : text;
 }
 
-/**
- * Writes a line to stderr synchronously (the order of lines, and the last
- * ones before an exit, are kept). node:fs rather than process.stderr: the
- * stream machinery behind process.stderr costs every process megabytes.
- */
 function writeStderrLine(line: string): void {
-  const bytes = Buffer.from(line + "\n");
+  writeText(2, line + "\n");
+}
+
+/**
+ * Writes text to a file descriptor (1: stdout, 2: stderr) synchronously: the
+ * order of lines, and the last ones before an exit, are kept. node:fs rather
+ * than process.stdout/stderr: the stream machinery behind them costs every
+ * process megabytes, and its first write several milliseconds of start-up.
+ */
+export function writeText(fd: number, text: string): void {
+  const bytes = Buffer.from(text);
   let at = 0;
   for (let tries = 0; at < bytes.length && tries < 1000; tries++) {
     try {
-      at += writeSync(2, bytes, at, bytes.length - at);
+      at += writeSync(fd, bytes, at, bytes.length - at);
     } catch (e) {
-      // A non-blocking stderr that is full: wait a moment; anything else: the line is lost.
+      // A non-blocking pipe that is full: wait a moment; anything else: the text is lost.
       if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return;
       Bun.sleepSync(1);
     }
