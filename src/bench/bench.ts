@@ -209,7 +209,8 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
     }
     // As a device runs them: from disk, not from the page cache of the build that wrote them (page-cache.ts).
     for (const program of [agentBin, bareBunBin]) {
-      if (program && !dropPageCache(program)) report.notes.push(`${program}: its page cache could not be dropped; resident memory may read high`);
+      const kept = program && dropPageCache(program);
+      if (kept) report.notes.push(`${program} was run from the page cache (${kept}): its resident memory may read several MiB high`);
     }
     const opus = compiled ? (host.opusSource ?? writeGeneratedOpus(join(work, "generated.opus"), 10)) : "";
     if (compiled && !host.opusSource) report.notes.push("live and start-up: no Opus file given; the agent's source was generated (160-byte 20 ms packets)");

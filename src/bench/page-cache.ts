@@ -8,30 +8,50 @@
  * runs back to disk and drops its cached pages first.
  */
 import { dlopen, FFIType } from "bun:ffi";
-import { closeSync, fsyncSync, openSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, realpathSync, statfsSync } from "node:fs";
 import { LIBC_CANDIDATES } from "../transport/socket-options.ts";
 
 const POSIX_FADV_DONTNEED = 4;
+/** statfs f_type of tmpfs: its page cache is the file's only storage. */
+const TMPFS_MAGIC = 0x01021994;
 
-/** Writes `path` back to disk and drops its pages from the page cache; false (nothing dropped) where libc cannot be had. */
-export function dropPageCache(path: string): boolean {
-  const fd = openSync(path, "r");
+/**
+ * Writes the executable at `path` back to disk and drops its pages from the
+ * page cache. Returns why it could not (undefined when done): on tmpfs the
+ * cache is the file; the running executable's mapped pages stay (the
+ * compiled `audio-agent bench` measuring itself); or no libc.
+ */
+export function dropPageCache(path: string): string | undefined {
   try {
-    fsyncSync(fd);
-    for (const name of LIBC_CANDIDATES) {
-      try {
-        const libc = dlopen(name, { posix_fadvise: { args: [FFIType.i32, FFIType.i64, FFIType.i64, FFIType.i32], returns: FFIType.i32 } });
-        try {
-          return libc.symbols.posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) === 0;
-        } finally {
-          libc.close();
-        }
-      } catch {
-        // Not this libc: the next one.
-      }
+    if (statfsSync(path).type === TMPFS_MAGIC) return "it is on tmpfs, whose page cache is the file itself";
+    if (realpathSync(path) === realpathSync(process.execPath)) return "it is the running benchmark, whose pages stay mapped";
+    const fd = openSync(path, "r");
+    try {
+      fsyncSync(fd);
+      return fadviseDontNeed(fd);
+    } finally {
+      closeSync(fd);
     }
-    return false;
-  } finally {
-    closeSync(fd);
+  } catch (e) {
+    return (e as Error).message;
   }
+}
+
+function fadviseDontNeed(fd: number): string | undefined {
+  for (const name of LIBC_CANDIDATES) {
+    let libc;
+    try {
+      libc = dlopen(name, { posix_fadvise: { args: [FFIType.i32, FFIType.i64, FFIType.i64, FFIType.i32], returns: FFIType.i32 } });
+    } catch {
+      continue; // not this libc: the next one
+    }
+    try {
+      // posix_fadvise returns the error number itself (0: done), not -1 and errno.
+      const error = libc.symbols.posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+      return error === 0 ? undefined : `posix_fadvise failed with error ${error}`;
+    } finally {
+      libc.close();
+    }
+  }
+  return "no libc to call posix_fadvise";
 }

@@ -22,6 +22,13 @@ export const NORMAL_JIT_POLICY = 1;
 export const FLOOD_FRAMES_PER_SECOND = 1000;
 
 /**
+ * The rate is judged over at least this long, however often the sampler
+ * ticks (--adaptive-window-ms can make it 10 ms): a live sender catching up
+ * after a stall sends up to 200 ms of frames at once, a burst, not a flood.
+ */
+export const FLOOD_JUDGED_OVER_MS = 1000;
+
+/**
  * Hands the process back to the JIT's normal thresholds, once and for the
  * rest of its life, when a sample shows it flooding: live audio keeps the
  * lean start, bulk transfers get compiled code within a sample's interval.
@@ -48,9 +55,8 @@ export class JitPolicy {
 
   /** `frames`: the process's OpusFrames so far (delivered or received, over all channels). */
   sample(frames: number, now = performance.now()): void {
-    if (this.normal) return;
-    const seconds = (now - this.at) / 1000;
-    const rate = seconds > 0 ? (frames - this.frames) / seconds : 0;
+    if (this.normal || now - this.at < FLOOD_JUDGED_OVER_MS) return;
+    const rate = (frames - this.frames) / ((now - this.at) / 1000);
     this.frames = frames;
     this.at = now;
     if (rate <= FLOOD_FRAMES_PER_SECOND) return;

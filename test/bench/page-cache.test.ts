@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { dropPageCache } from "../../src/bench/page-cache.ts";
 import { run } from "../support/processes.ts";
@@ -20,6 +20,18 @@ test("a program's file is written back and leaves the page cache, as after a reb
   writeFileSync(path, new Uint8Array(4 << 20).fill(7));
   // Just written: all of it cached (and dirty).
   expect(await cachedBytes(path)).toBe(4 << 20);
-  expect(dropPageCache(path)).toBe(true);
+  expect(dropPageCache(path)).toBeUndefined();
   expect(await cachedBytes(path)).toBe(0);
+});
+
+test("where the pages cannot leave, it says why instead: tmpfs, the running program itself, no file", async () => {
+  const onTmpfs = "/dev/shm/aa-pc-" + process.pid;
+  defer(() => rmSync(onTmpfs, { force: true }));
+  if (existsSync("/dev/shm")) {
+    writeFileSync(onTmpfs, new Uint8Array(1 << 20));
+    expect(dropPageCache(onTmpfs)).toContain("tmpfs");
+    expect(await cachedBytes(onTmpfs)).toBe(1 << 20);
+  }
+  expect(dropPageCache(process.execPath)).toContain("running");
+  expect(dropPageCache("/nonexistent/agent")).toContain("no such file");
 });

@@ -135,7 +135,16 @@ describe("compiled x64 binary", () => {
     // A lossless loop floods (many thousands of frames a second); --realtime carries 50 a second.
     const flood = pair("flood", false);
     const live = pair("live", true);
-    await Promise.all(flood.map((p) => p.waitForStderr("jit: normal thresholds from now on")));
+    // serve with both channels, only its input flooded (a lossless input send): it counts every channel.
+    const tone = join(REPO, "examples", "tone.opus");
+    const [output, input] = [join(cwd, "serve-out.sock"), join(cwd, "serve-in.sock")];
+    const serve = start(
+      [x64.path, "serve", "--output-socket", output, "--output-source", source, "--output-realtime", "--output-loop", "--input-socket", input, "--input-sink", "/dev/null", "--input-format", "wire"],
+      { cwd },
+    );
+    const send = start([x64.path, "input", "send", "--socket", input, "--source", tone, "--format", "ogg", "--loop", "--connect-timeout", "20"], { cwd });
+    await Promise.all([...flood, serve].map((p) => p.waitForStderr("jit: normal thresholds from now on")));
+    for (const p of [serve, send]) p.kill();
     // Two of the live pair's sampler ticks after it connected, each of which would have seen a flood.
     await live[1]!.waitForStderr("output-client: connected");
     await Bun.sleep(2500);

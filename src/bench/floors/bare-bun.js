@@ -91,7 +91,7 @@ function recv(path) {
     }
     held = bytes.slice(at);
   };
-  Bun.connect({ unix: path, socket: { data: (_socket, chunk) => onData(chunk), close: () => {}, error: () => {} } });
+  // The handler first: a SIGTERM that came before it would end the process without its line.
   process.on("SIGTERM", () => {
     const sorted = ages.slice(0, Math.min(frames, WINDOW)).sort();
     const rank = (p) => sorted[Math.max(1, Math.ceil((p * sorted.length) / 100)) - 1] ?? 0;
@@ -104,6 +104,7 @@ function recv(path) {
     );
     process.exit(0);
   });
+  Bun.connect({ unix: path, socket: { data: (_socket, chunk) => onData(chunk), close: () => {}, error: () => {} } });
 }
 
 const [mode, path] = process.argv.slice(2);
