@@ -373,6 +373,14 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
  * Loads the config file: `explicit` (from --config or AUDIO_AGENT_CONFIG) must
  * exist; the default /etc/audio-agent.json is read only when it does.
  */
+/**
+ * The config file a command line names: --config, else AUDIO_AGENT_CONFIG; an
+ * empty variable is unset, as for every other option's variable.
+ */
+export function namedConfigFile(flag: unknown, env: Record<string, string | undefined>): string | undefined {
+  return (flag as string | undefined) ?? (env.AUDIO_AGENT_CONFIG || undefined);
+}
+
 export async function loadConfigFile(explicit: string | undefined): Promise<ConfigFile | undefined> {
   const path = explicit ?? DEFAULT_CONFIG_FILE;
   const file = Bun.file(path);

@@ -1,5 +1,6 @@
 import {
   loadConfigFile,
+  namedConfigFile,
   PROCESS_OPTIONS,
   readFlags,
   resolveServeSettings,
@@ -64,7 +65,7 @@ export async function configCommand(args: string[], io: ConfigIo): Promise<numbe
         throw new UsageError(`config print: unknown role "${role}"; allowed: ${COMMANDS.join(", ")}`);
       }
     }
-    const file = await loadConfigFile((values.config as string | undefined) ?? io.env.AUDIO_AGENT_CONFIG);
+    const file = await loadConfigFile(namedConfigFile(values.config, io.env));
     // Each role's settings as a config file writes them: `config print ROLE > f.json` passes `config check f.json`.
     const sources: ConfigSources = { flags: {}, env: io.env, file };
     const effective = Object.fromEntries(roles.map((role) => [role, role === "serve" ? serveFile(sources) : written(resolveSettings(role, sources, false))]));

@@ -4,6 +4,7 @@ import {
   commandFlags,
   ConfigError,
   loadConfigFile,
+  namedConfigFile,
   OPTIONS,
   readFlags,
   resolveServeSettings,
@@ -98,7 +99,7 @@ async function requestedLogFormat(argv: string[], env: CliIo["env"]): Promise<Lo
   let value = flag("log-format") ?? (env.AUDIO_AGENT_LOG_FORMAT || undefined);
   if (value === undefined) {
     try {
-      const file = await loadConfigFile(flag("config") ?? env.AUDIO_AGENT_CONFIG);
+      const file = await loadConfigFile(namedConfigFile(flag("config"), env));
       value = (file?.sections[argv[0] as Channel]?.["log-format"] ?? file?.top["log-format"]) as string | undefined;
     } catch {
       // The file itself is what failed, or cannot be read: text.
@@ -141,7 +142,7 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
     io.out(roleHelp(command));
     return EXIT_OK;
   }
-  const file = await loadConfigFile((flags.config as string | undefined) ?? io.env.AUDIO_AGENT_CONFIG);
+  const file = await loadConfigFile(namedConfigFile(flags.config, io.env));
   const sources: ConfigSources = { flags, env: io.env, file };
   const settings = command === "serve" ? resolveServeSettings(sources) : resolveSettings(command, sources);
   run.settings = command === "serve" ? flatServeSettings(settings as ServeSettings) : settings;

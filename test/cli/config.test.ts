@@ -104,6 +104,18 @@ describe("config print", () => {
     expect("source" in printed).toBe(false); // required at run time, not known here
   });
 
+  test("an empty AUDIO_AGENT_CONFIG is unset, like every other variable: no file named \"\"", async () => {
+    const env = agentEnv({ AUDIO_AGENT_CONFIG: "" });
+    const printed = await cli(["config", "print", "output", "serve"], env);
+    expect(printed.stderr).toBe("");
+    expect(printed.code).toBe(0);
+    // A role too: it fails on its own missing source, not on a config file.
+    const run = await cli(["output", "serve", "--source", "/nonexistent/in.wire"], env);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain("/nonexistent/in.wire");
+    expect(run.stderr).not.toContain("config");
+  });
+
   test("all roles: the file path, each role with its channel's section", async () => {
     const { write } = setup();
     const path = write("good.json", GOOD);
