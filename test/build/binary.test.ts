@@ -158,17 +158,22 @@ describe("compiled x64 binary", () => {
     expect(Number(logFields(liveRecv!.stderr, "output-client", "stopped").frames)).toBeGreaterThan(50);
   }, 60_000);
 
-  test("a compiled program starts at the live JIT thresholds (compile.ts bakes them in)", async () => {
+  test("a compiled program starts at the live JIT thresholds (compile.ts bakes them in); a flood hands it the normal ones", async () => {
     const cwd = tempDir();
     const entry = join(cwd, "hot.ts");
-    // A function hot enough for the optimizing JIT at normal thresholds, and the DFG compiles it got.
+    // A function hot enough for the optimizing JIT at normal thresholds, and the DFG compiles it got;
+    // "normal": a JitPolicy (as the agent's instruments hold one) shown a second of flood first.
     writeFileSync(
       entry,
       `import { numberOfDFGCompiles } from "bun:jsc";
+import { JitPolicy } from ${JSON.stringify(join(REPO, "src/roles/jit-policy.ts"))};
 const add = (a: number, b: number) => (a * 31 + b) | 0;
 let x = 0;
 for (let i = 0; i < 200_000; i++) x = add(x, i);
-if (process.argv[2] === "normal") { Bun.unsafe.setJITPolicy(1); for (let i = 0; i < 200_000; i++) x = add(x, i); }
+if (process.argv[2] === "normal") {
+  new JitPolicy(() => {}, 0, 0).sample(5000, 1000);
+  for (let i = 0; i < 200_000; i++) x = add(x, i);
+}
 console.log(numberOfDFGCompiles(add), x === 7 ? "" : "ok");
 `,
     );
