@@ -1,6 +1,7 @@
 import type { Socket } from "bun";
 import {
   encodeConfigPayload,
+  sameAudioConfig,
   FrameParser,
   INPUT_MAGIC,
   MessageType,
@@ -72,8 +73,11 @@ export class InputClient implements ChannelEnd {
   private readonly empty = new Uint8Array(0);
   private running: Promise<void> | undefined;
   private readonly connection: ReconnectingConnection;
+  /** What every connection starts with; setConfig() changes it mid-run. */
+  private currentConfig: AudioConfig;
 
   constructor(private readonly options: InputClientOptions) {
+    this.currentConfig = { ...options.config };
     this.tuner = new SocketTuner(options.socketBuffers, options.report);
     this.connection = new ReconnectingConnection({
       path: options.path,
@@ -98,7 +102,7 @@ export class InputClient implements ChannelEnd {
       onWritten: (messages, bytes, oldestWaitMs, writeCallMs) =>
         this.observer.written(messages, bytes, oldestWaitMs, writeCallMs),
       onControlWritten: (type) => {
-        if (type === MessageType.Heartbeat) this.awaitAck(type);
+        if (type === MessageType.Heartbeat || type === MessageType.Config) this.awaitAck(type);
       },
     });
   }
@@ -154,6 +158,23 @@ export class InputClient implements ChannelEnd {
     const tap = this.observer.frameTap;
     if (tap) tap(payload, wallClockMs());
     return this.writer.submit(MessageType.OpusFrame, payload);
+  }
+
+  /** The Config the server has (or gets first on the next connection). */
+  get config(): AudioConfig {
+    return this.currentConfig;
+  }
+
+  /**
+   * The audio changed mid-run (a FIFO's next writer with another stream):
+   * a Config goes out in order, ahead of the frames queued after it, and every
+   * later connection starts with it. Without a connection only the latter.
+   */
+  setConfig(config: AudioConfig): void {
+    if (sameAudioConfig(config, this.currentConfig)) return;
+    this.currentConfig = { ...config };
+    this.options.report("info", "config changed", { ...config });
+    if (this.connected) this.writer.submit(MessageType.Config, encodeConfigPayload(config));
   }
 
   /** Is there room for one more frame without dropping one? */
@@ -225,7 +246,7 @@ export class InputClient implements ChannelEnd {
     const config = encodeMessage(
       INPUT_MAGIC,
       MessageType.Config,
-      encodeConfigPayload(this.options.config),
+      encodeConfigPayload(this.currentConfig),
       BigInt(Math.round(wallClockMs() * 1e6)),
     );
     if (socket.write(config) !== config.length) {
@@ -235,7 +256,7 @@ export class InputClient implements ChannelEnd {
     this.awaitAck(MessageType.Config);
     this.options.report("info", this.connects === 1 ? "connected" : "reconnected", {
       socket: this.options.path,
-      ...this.options.config,
+      ...this.currentConfig,
     });
     this.writer.attach(socket);
     for (const wake of this.connectedWaiters.splice(0)) wake();

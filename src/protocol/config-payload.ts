@@ -15,6 +15,10 @@ export const DEFAULT_AUDIO_CONFIG: Readonly<AudioConfig> = {
   frameSize: 960,
 };
 
+export function sameAudioConfig(a: AudioConfig, b: AudioConfig): boolean {
+  return a.sampleRate === b.sampleRate && a.channels === b.channels && a.frameSize === b.frameSize;
+}
+
 export function encodeConfigPayload(config: AudioConfig): Uint8Array {
   const bytes = new Uint8Array(CONFIG_PAYLOAD_SIZE);
   const view = new DataView(bytes.buffer);

@@ -2,7 +2,8 @@ import { InputClient } from "../channels/input-client.ts";
 import type { RoleSettings } from "../config.ts";
 import { isLiveSource, openSource, readUpToFirstFrame } from "../media/open.ts";
 import { Pacer } from "../media/pacer.ts";
-import { pumpSource } from "../media/pump.ts";
+import type { FrameSource } from "../media/frame-source.ts";
+import { pumpSource, type PumpTarget } from "../media/pump.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
 import { DEFAULT_AUDIO_CONFIG, type AudioConfig } from "../protocol/index.ts";
@@ -32,15 +33,10 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     await opened.close();
     return;
   }
-  const config: AudioConfig = {
-    sampleRate: settings["sample-rate"] ?? source.audioConfig?.sampleRate ?? DEFAULT_AUDIO_CONFIG.sampleRate,
-    channels: settings.channels ?? source.audioConfig?.channels ?? DEFAULT_AUDIO_CONFIG.channels,
-    frameSize: settings["frame-size"] ?? source.audioConfig?.frameSize ?? DEFAULT_AUDIO_CONFIG.frameSize,
-  };
   const client = new InputClient({
     path: settings.socket,
     report,
-    config,
+    config: configOf(settings, source, DEFAULT_AUDIO_CONFIG),
     heartbeatMs: settings["heartbeat-ms"],
     ackTimeoutMs: settings["ack-timeout-ms"],
     connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
@@ -57,7 +53,7 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
       // Lossless waits for the server. Live starts once the first attempt is decided: frames
       // before it would be dropped as no_client although a server that is up is about to answer.
       await (live ? client.firstAttempt() : client.waitForConnection());
-      const pumped = pumpSource(source, client, {
+      const pumped = pumpSource(source, followingConfig(client, source, settings), {
         lossless: !live,
         pacer: settings.realtime ? new Pacer() : undefined,
         loop: settings.loop,
@@ -79,4 +75,38 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     await source.close();
     report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...instruments.latencyFields() });
   }
+}
+
+/** The Config of `source` as it is now: the flags, else what its stream says, else `fallback`. */
+function configOf(settings: RoleSettings<"input send">, source: FrameSource, fallback: AudioConfig): AudioConfig {
+  return {
+    sampleRate: settings["sample-rate"] ?? source.audioConfig?.sampleRate ?? fallback.sampleRate,
+    channels: settings.channels ?? source.audioConfig?.channels ?? fallback.channels,
+    frameSize: settings["frame-size"] ?? source.audioConfig?.frameSize ?? fallback.frameSize,
+  };
+}
+
+/**
+ * The client as the pump's target, with the source's Config followed: when a
+ * FIFO's next writer brings other audio, the new Config goes out ahead of its
+ * first frame. (Only a FIFO changes streams, and it is live: a regular file
+ * is one stream, the chained ones after it are not read.)
+ */
+function followingConfig(client: InputClient, source: FrameSource, settings: RoleSettings<"input send">): PumpTarget {
+  // Looked at again only when the source's stream or its frame size changes: not per frame.
+  let seen = source.audioConfig;
+  let seenFrameSize = seen?.frameSize;
+  return {
+    sendFrame: (payload) => {
+      const audio = source.audioConfig;
+      if (audio !== seen || audio?.frameSize !== seenFrameSize) {
+        client.setConfig(configOf(settings, source, client.config));
+        seen = audio;
+        seenFrameSize = audio?.frameSize;
+      }
+      return client.sendFrame(payload);
+    },
+    hasSpace: () => client.hasSpace(),
+    waitForSpace: () => client.waitForSpace(),
+  };
 }

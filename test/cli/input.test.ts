@@ -13,6 +13,7 @@ import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
 import { healthz, metricsUrl } from "../support/metrics.ts";
 import { requireTool, runTool, wav } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
@@ -251,6 +252,43 @@ describe("input serve / input send as processes", () => {
       expect(all.length).toBe(1);
       checkSession(all[0], config, packets.length, (i) => packets[i]);
     }
+  });
+
+  test("a FIFO's next writer with other audio: a new Config goes ahead of its frames, acked, in one session", async () => {
+    const { sock, sink, path } = setup();
+    const opusenc = requireTool("opusenc", "opus-tools");
+    writeFileSync(path("mono.wav"), wav(1, 48000));
+    writeFileSync(path("stereo.wav"), wav(2, 48000));
+    expect(runTool([opusenc, "--quiet", "--framesize", "20", path("mono.wav"), path("mono.opus")]).exitCode).toBe(0);
+    expect(runTool([opusenc, "--quiet", "--framesize", "60", path("stereo.wav"), path("stereo.opus")]).exitCode).toBe(0);
+    const streams = await Promise.all(["mono.opus", "stereo.opus"].map(async (f) => (await drainFile(path(f), { lenient: false })).frames.map((x) => x.payload)));
+    const fifo = makeFifo(path("mic.fifo"));
+
+    const server = await serve(sock, sink, ["--once"]);
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", fifo, "--format", "ogg"]);
+    expect(await writeIntoFifo(fifo, path("mono.opus"))).toBe(0);
+    expect(await writeIntoFifo(fifo, path("stereo.opus"))).toBe(0);
+    const total = streams[0]!.length + streams[1]!.length;
+    const frames = () => wholeWireMessages(sink, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame).length;
+    await until(() => frames() >= total, `${total} frames in the sink`);
+    sender.kill("SIGTERM");
+    expect(await sender.exited).toBe(0);
+    expect(await server.exited).toBe(0);
+
+    // One session: the first writer's Config, its frames, the second writer's Config, its frames, Stop.
+    const messages = wholeWireMessages(sink, INPUT_MAGIC).filter((m) => m.type !== MessageType.Heartbeat);
+    const configs = messages.flatMap((m, i) => (m.type === MessageType.Config ? [[i, decodeConfigPayload(m.payload)] as const] : []));
+    expect(configs.map(([, c]) => c)).toEqual([
+      { sampleRate: 48000, channels: 1, frameSize: 960 },
+      { sampleRate: 48000, channels: 2, frameSize: 2880 },
+    ]);
+    const [first, second] = [messages.slice(1, configs[1]![0]), messages.slice(configs[1]![0] + 1, -1)];
+    expect(first.map((m) => m.type === MessageType.OpusFrame && sameBytes(m.payload, streams[0]![first.indexOf(m)]!))).toEqual(first.map(() => true));
+    expect(second.map((m) => m.type === MessageType.OpusFrame && sameBytes(m.payload, streams[1]![second.indexOf(m)]!))).toEqual(second.map(() => true));
+    expect(messages.at(-1)!.type).toBe(MessageType.Stop);
+    // Both Configs were acked: no Ack timed out, no reconnect.
+    expect(logFields(sender.stderr, "input-client", "config changed")).toMatchObject({ channels: "2", frameSize: "2880" });
+    expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ connects: "1", ack_timeouts: "0", dropped: "0" });
   });
 
   test("an input server that skips the Ack of every third Heartbeat keeps its one connection and gets frames to the end", async () => {
