@@ -267,6 +267,9 @@ describe("input serve / input send as processes", () => {
     const server = await serve(sock, sink, ["--once"]);
     const sender = spawnAgent(["input", "send", "--socket", sock, "--source", fifo, "--format", "ogg"]);
     expect(await writeIntoFifo(fifo, path("mono.opus"))).toBe(0);
+    // The next writer once the agent has seen this one go: one opening the FIFO before that would
+    // continue the same byte stream (a chained Ogg stream, which is not read).
+    await sender.waitForStderr("source: writer closed the stream");
     expect(await writeIntoFifo(fifo, path("stereo.opus"))).toBe(0);
     const total = streams[0]!.length + streams[1]!.length;
     const frames = () => wholeWireMessages(sink, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame).length;
