@@ -166,7 +166,7 @@ export class InputClient implements ChannelEnd {
   }
 
   /**
-   * The audio changed mid-run (a FIFO's next writer with another stream):
+   * The audio changed mid-run (a FIFO's next writer, a chained Ogg stream):
    * a Config goes out in order, ahead of the frames queued after it, and every
    * later connection starts with it. Without a connection only the latter.
    */
@@ -175,6 +175,11 @@ export class InputClient implements ChannelEnd {
     this.currentConfig = { ...config };
     this.options.report("info", "config changed", { ...config });
     if (this.connected) this.writer.submit(MessageType.Config, encodeConfigPayload(config));
+  }
+
+  /** Resolves when everything queued has been written (or dropped). */
+  waitForIdle(): Promise<void> {
+    return this.writer.waitForIdle();
   }
 
   /** Is there room for one more frame without dropping one? */

@@ -19,8 +19,12 @@ type Stage = "head" | "tags" | "audio";
 
 /**
  * Reads an Ogg Opus file (RFC 7845) and yields each audio packet as one
- * frame, timed by the packets' TOC durations. Only the first Opus logical
- * stream is read; pages of other streams are counted and skipped.
+ * frame, timed by the packets' TOC durations. It reads the first Opus
+ * logical stream and each Opus stream chained after it (RFC 3533: a new
+ * stream that begins after the previous one's last page; an encoder restarted
+ * into the same FIFO makes one), with `audioConfig` following each OpusHead
+ * and the timeline running on. Pages of other streams (multiplexed with ours,
+ * or a chained stream that is not Opus) are counted and skipped.
  */
 export class OggSource implements FrameSource {
   /** Pages dropped for a bad CRC (only in lenient mode). */
@@ -123,7 +127,8 @@ export class OggSource implements FrameSource {
       return;
     }
     if (this.serial === undefined) this.chooseStream(page);
-    // Pages after our EOS belong to a chained stream, which is not read.
+    else if (this.endOfStream && page.beginOfStream && isOpusHead(bodyOf(page))) this.chain(page);
+    // Other streams multiplexed with ours, and what follows our end that is not a new Opus stream.
     if (page.serial !== this.serial || this.endOfStream) {
       this.otherStreamPages++;
       return;
@@ -140,12 +145,20 @@ export class OggSource implements FrameSource {
     if (!page.beginOfStream) {
       throw this.notOpus(this.foreign ?? `page at byte ${page.streamOffset} does not begin a stream`);
     }
-    const body = page.bytes.subarray(page.bodyOffset, page.bodyOffset + page.bodySize);
+    const body = bodyOf(page);
     if (isOpusHead(body)) {
       this.serial = page.serial;
       return;
     }
     this.foreign ??= `its first stream (at byte ${page.streamOffset}) begins with "${printable(body.subarray(0, 8))}"`;
+  }
+
+  /** Our stream ended and `page` begins a new Opus stream: read it next, from its OpusHead. */
+  private chain(page: OggPage): void {
+    this.serial = page.serial;
+    this.stage = "head";
+    this.endOfStream = false;
+    this.packets.reset();
   }
 
   /** Returns true when the packet became `this.frame`. */
@@ -206,4 +219,8 @@ export class OggSource implements FrameSource {
     this.failure = error;
     return error;
   }
+}
+
+function bodyOf(page: OggPage): Uint8Array {
+  return page.bytes.subarray(page.bodyOffset, page.bodyOffset + page.bodySize);
 }

@@ -53,7 +53,7 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
       // Lossless waits for the server. Live starts once the first attempt is decided: frames
       // before it would be dropped as no_client although a server that is up is about to answer.
       await (live ? client.firstAttempt() : client.waitForConnection());
-      const pumped = pumpSource(source, followingConfig(client, source, settings), {
+      const pumped = pumpSource(source, followingConfig(client, source, settings, live), {
         lossless: !live,
         pacer: settings.realtime ? new Pacer() : undefined,
         loop: settings.loop,
@@ -87,26 +87,26 @@ function configOf(settings: RoleSettings<"input send">, source: FrameSource, fal
 }
 
 /**
- * The client as the pump's target, with the source's Config followed: when a
- * FIFO's next writer brings other audio, the new Config goes out ahead of its
- * first frame. (Only a FIFO changes streams, and it is live: a regular file
- * is one stream, the chained ones after it are not read.)
+ * The client as the pump's target, with the source's Config followed: when
+ * the stream changes its audio (a FIFO's next writer, a chained Ogg stream),
+ * the new Config goes out ahead of its first frame. Lossless, the queue
+ * drains first, so that the Config never makes a frame drop.
  */
-function followingConfig(client: InputClient, source: FrameSource, settings: RoleSettings<"input send">): PumpTarget {
+function followingConfig(client: InputClient, source: FrameSource, settings: RoleSettings<"input send">, live: boolean): PumpTarget {
   // Looked at again only when the source's stream or its frame size changes: not per frame.
   let seen = source.audioConfig;
   let seenFrameSize = seen?.frameSize;
+  const changed = () => source.audioConfig !== seen || source.audioConfig?.frameSize !== seenFrameSize;
   return {
     sendFrame: (payload) => {
-      const audio = source.audioConfig;
-      if (audio !== seen || audio?.frameSize !== seenFrameSize) {
+      if (changed()) {
         client.setConfig(configOf(settings, source, client.config));
-        seen = audio;
-        seenFrameSize = audio?.frameSize;
+        seen = source.audioConfig;
+        seenFrameSize = seen?.frameSize;
       }
       return client.sendFrame(payload);
     },
-    hasSpace: () => client.hasSpace(),
-    waitForSpace: () => client.waitForSpace(),
+    hasSpace: () => (!live && changed() ? client.idle : client.hasSpace()),
+    waitForSpace: () => (!live && changed() ? client.waitForIdle() : client.waitForSpace()),
   };
 }

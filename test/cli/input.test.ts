@@ -294,6 +294,36 @@ describe("input serve / input send as processes", () => {
     expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ connects: "1", ack_timeouts: "0", dropped: "0" });
   });
 
+  test("a chained Ogg file sent lossless: each stream under its own Config, every packet in order, nothing dropped", async () => {
+    const { sock, sink, path } = setup();
+    const opusenc = requireTool("opusenc", "opus-tools");
+    writeFileSync(path("mono.wav"), wav(1, 96000));
+    writeFileSync(path("stereo.wav"), wav(2, 96000));
+    expect(runTool([opusenc, "--quiet", "--framesize", "20", path("mono.wav"), path("mono.opus")]).exitCode).toBe(0);
+    expect(runTool([opusenc, "--quiet", "--framesize", "10", path("stereo.wav"), path("stereo.opus")]).exitCode).toBe(0);
+    writeFileSync(path("chained.opus"), Buffer.concat([readFileSync(path("mono.opus")), readFileSync(path("stereo.opus"))]));
+    const [mono, stereo] = await Promise.all(["mono.opus", "stereo.opus"].map((f) => drainFile(path(f), { lenient: false })));
+    const packets = [...mono!.frames, ...stereo!.frames];
+
+    const server = await serve(sock, sink, ["--once"]);
+    // A small queue: the change comes while it holds frames of the first stream.
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("chained.opus"), "--format", "ogg", "--queue-frames", "4"]);
+    expect(await sender.exited).toBe(0);
+    expect(await server.exited).toBe(0);
+    const messages = wholeWireMessages(sink, INPUT_MAGIC).filter((m) => m.type !== MessageType.Heartbeat);
+    const configAt = messages.flatMap((m, i) => (m.type === MessageType.Config ? [i] : []));
+    expect(configAt.map((i) => decodeConfigPayload(messages[i]!.payload))).toEqual([
+      { sampleRate: 48000, channels: 1, frameSize: 960 },
+      { sampleRate: 48000, channels: 2, frameSize: 480 },
+    ]);
+    // Every packet of both streams, in order, the second Config right before the stereo ones.
+    const frames = messages.filter((m) => m.type === MessageType.OpusFrame);
+    expect(frames.length).toBe(packets.length);
+    expect(frames.findIndex((m, i) => !sameBytes(m.payload, packets[i]!.payload))).toBe(-1);
+    expect(messages.slice(1, configAt[1]).filter((m) => m.type === MessageType.OpusFrame).length).toBe(mono!.frames.length);
+    expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ dropped: "0", ack_timeouts: "0" });
+  });
+
   test("an input server that skips the Ack of every third Heartbeat keeps its one connection and gets frames to the end", async () => {
     const { sock, path } = setup();
     const server = ackSkippingServer(sock);

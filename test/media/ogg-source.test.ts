@@ -5,7 +5,7 @@ import { OggSource } from "../../src/media/ogg-source.ts";
 import { buildOpusHead } from "../../src/media/opus-head.ts";
 import { buildOpusTags } from "../../src/media/opus-tags.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
-import { concatBytes } from "../support/bytes.ts";
+import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { collectingWriter, pagesOf } from "../support/ogg.ts";
 import {
   CHANNELS,
@@ -244,6 +244,34 @@ describe("OggSource on hand-built streams", () => {
     expect(error).toBeUndefined();
     expect(frames.map((f) => f.payload[1])).toEqual([1, 2, 3].map((s) => audioPacket(10, s)[1]));
     expect(src.otherStreamPages).toBe(theirs.pages.length);
+  });
+
+  test("streams chained one after another (an encoder restarted into one FIFO) are read in turn, the Config following each OpusHead", async () => {
+    const [mono, stereo] = [fx.opus.get(key(1, 20))!, fx.opus.get(key(2, 60))!];
+    const each = await Promise.all([mono, stereo].map(async (path) => (await drainFile(path)).frames.map((f) => f.payload)));
+    const chained = concatBytes([readFileSync(mono), readFileSync(stereo)]);
+    const src = source(chained, {}, [4096]);
+    const configs: unknown[] = [];
+    const times: number[] = [];
+    const payloads: Uint8Array[] = [];
+    for (;;) {
+      for (let f = src.next(); f; f = src.next()) {
+        payloads.push(f.payload.slice());
+        times.push(f.timeMs);
+        if (configs.length === 0 || JSON.stringify(configs.at(-1)) !== JSON.stringify(src.audioConfig)) configs.push({ ...src.audioConfig });
+      }
+      if (!(await src.fill())) break;
+    }
+    expect(configs).toEqual([
+      { sampleRate: 48000, channels: 1, frameSize: 960 },
+      { sampleRate: 48000, channels: 2, frameSize: 2880 },
+    ]);
+    const expected = [...each[0]!, ...each[1]!];
+    expect(payloads.length).toBe(expected.length);
+    expect(payloads.findIndex((p, i) => !sameBytes(p, expected[i]!))).toBe(-1);
+    // One timeline across the join, for pacing.
+    expect(times.every((t, i) => i === 0 || t > times[i - 1]!)).toBe(true);
+    expect(src.otherStreamPages).toBe(0);
   });
 
   test("a non-Opus stream before the Opus one in the BOS group is skipped", async () => {
