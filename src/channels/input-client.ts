@@ -11,13 +11,14 @@ import {
   type AudioConfig,
 } from "../protocol/index.ts";
 import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
-import { DropReason, FrameStats } from "../transport/frame-stats.ts";
+import { DropReason } from "../transport/frame-stats.ts";
 import { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
 import { ReconnectingConnection } from "../transport/reconnecting-connection.ts";
 import type { SocketBufferSizes } from "../transport/socket-options.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
-import { endReadings, NO_OBSERVER, type ChannelEnd, type ChannelObserver } from "./channel-end.ts";
+import { endReadings, type ChannelEnd } from "./channel-end.ts";
+import { SendingEnd } from "./sending-end.ts";
 
 export interface InputClientOptions {
   path: string;
@@ -51,12 +52,10 @@ export interface InputClientOptions {
  * is measured only when exactly one Config/Heartbeat was outstanding. A
  * server that leaves the oldest unanswered one for `ackTimeoutMs` is gone.
  */
-export class InputClient implements ChannelEnd {
-  readonly stats = new FrameStats();
+export class InputClient extends SendingEnd implements ChannelEnd {
   readonly tuner: SocketTuner;
-  private readonly queue: FrameQueue;
-  private readonly writer: FrameWriter;
-  private observer: ChannelObserver = NO_OBSERVER;
+  protected readonly queue: FrameQueue;
+  protected readonly writer: FrameWriter;
   acks = 0;
   unexpectedMessages = 0;
   protocolErrors = 0;
@@ -77,6 +76,7 @@ export class InputClient implements ChannelEnd {
   private currentConfig: AudioConfig;
 
   constructor(private readonly options: InputClientOptions) {
+    super();
     this.currentConfig = { ...options.config };
     this.tuner = new SocketTuner(options.socketBuffers, options.report);
     this.connection = new ReconnectingConnection({
@@ -105,10 +105,6 @@ export class InputClient implements ChannelEnd {
         if (type === MessageType.Heartbeat || type === MessageType.Config) this.awaitAck(type);
       },
     });
-  }
-
-  observe(observer: ChannelObserver): void {
-    this.observer = observer;
   }
 
   get connected(): boolean {
@@ -153,13 +149,6 @@ export class InputClient implements ChannelEnd {
     return new Promise((resolve) => this.connectedWaiters.push(resolve));
   }
 
-  /** Queues one Opus frame stamped now; false if it was dropped (and counted). */
-  sendFrame(payload: Uint8Array): boolean {
-    const tap = this.observer.frameTap;
-    if (tap) tap(payload, wallClockMs());
-    return this.writer.submit(MessageType.OpusFrame, payload);
-  }
-
   /** The Config the server has (or gets first on the next connection). */
   get config(): AudioConfig {
     return this.currentConfig;
@@ -175,30 +164,6 @@ export class InputClient implements ChannelEnd {
     this.currentConfig = { ...config };
     this.options.report("info", "config changed", { ...config });
     if (this.connected) this.writer.submit(MessageType.Config, encodeConfigPayload(config));
-  }
-
-  /** Resolves when everything queued has been written (or dropped). */
-  waitForIdle(): Promise<void> {
-    return this.writer.waitForIdle();
-  }
-
-  /** Is there room for one more frame without dropping one? */
-  hasSpace(): boolean {
-    return !this.queue.isFull;
-  }
-
-  /** True when nothing is queued or half-written. */
-  get idle(): boolean {
-    return this.writer.idle;
-  }
-
-  /** Resolves when the send queue has room (lossless sources wait here). */
-  waitForSpace(): Promise<void> {
-    return this.writer.waitForSpace();
-  }
-
-  resizeQueue(frames: number): void {
-    this.queue.resize(frames);
   }
 
   readings() {

@@ -1,14 +1,15 @@
 import type { Socket } from "bun";
-import { MessageType, OUTPUT_MAGIC, wallClockMs, type WallClock } from "../protocol/index.ts";
+import { OUTPUT_MAGIC, type WallClock } from "../protocol/index.ts";
 import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
-import { DropReason, FrameStats } from "../transport/frame-stats.ts";
+import { DropReason } from "../transport/frame-stats.ts";
 import { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
 import type { SocketBufferSizes } from "../transport/socket-options.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
 import { UnixServer } from "../transport/unix-server.ts";
 import { within } from "../transport/within.ts";
-import { endReadings, NO_OBSERVER, type ChannelEnd, type ChannelObserver } from "./channel-end.ts";
+import { endReadings, type ChannelEnd } from "./channel-end.ts";
+import { SendingEnd } from "./sending-end.ts";
 
 export interface OutputServerOptions {
   path: string;
@@ -33,17 +34,16 @@ export interface OutputServerOptions {
  * nothing else, so an unchanged Go client accepts them) to the one connected
  * main-app client. A source feeds it through sendFrame / hasSpace / waitForSpace.
  */
-export class OutputServer implements ChannelEnd {
-  readonly stats = new FrameStats();
+export class OutputServer extends SendingEnd implements ChannelEnd {
   readonly tuner: SocketTuner;
-  private readonly queue: FrameQueue;
-  private readonly writer: FrameWriter;
-  private observer: ChannelObserver = NO_OBSERVER;
+  protected readonly queue: FrameQueue;
+  protected readonly writer: FrameWriter;
   private clientWaiters: (() => void)[] = [];
   private server: UnixServer | undefined;
 
   /** Builds the queue and writer; `listen()` opens the socket. */
   constructor(private readonly options: OutputServerOptions) {
+    super();
     this.tuner = new SocketTuner(options.socketBuffers, options.report);
     this.queue = new FrameQueue(options.queueFrames, OUTPUT_MAGIC, options.dropPolicy, this.stats);
     this.writer = new FrameWriter(this.queue, {
@@ -88,47 +88,12 @@ export class OutputServer implements ChannelEnd {
     });
   }
 
-  observe(observer: ChannelObserver): void {
-    this.observer = observer;
-  }
-
   get connected(): boolean {
     return this.writer.connected;
   }
 
   get listener(): UnixServer {
     return this.server!;
-  }
-
-  /** Queues one Opus frame stamped now; false if it was dropped (and counted). */
-  sendFrame(payload: Uint8Array, timestampMs?: number): boolean {
-    const tap = this.observer.frameTap;
-    if (tap) tap(payload, timestampMs ?? wallClockMs());
-    return this.writer.submit(MessageType.OpusFrame, payload, timestampMs);
-  }
-
-  /** Is there room for one more frame without dropping one? */
-  hasSpace(): boolean {
-    return !this.queue.isFull;
-  }
-
-  /** True when nothing is queued or half-written. */
-  get idle(): boolean {
-    return this.writer.idle;
-  }
-
-  /** Resolves when the send queue has room (lossless sources wait here). */
-  waitForSpace(): Promise<void> {
-    return this.writer.waitForSpace();
-  }
-
-  /** Resolves when everything queued has been written (or dropped). */
-  waitForIdle(): Promise<void> {
-    return this.writer.waitForIdle();
-  }
-
-  resizeQueue(frames: number): void {
-    this.queue.resize(frames);
   }
 
   waitForClient(): Promise<void> {

@@ -1,0 +1,55 @@
+import { MessageType, wallClockMs } from "../protocol/index.ts";
+import type { FrameQueue } from "../transport/frame-queue.ts";
+import { FrameStats } from "../transport/frame-stats.ts";
+import type { FrameWriter } from "../transport/frame-writer.ts";
+import { NO_OBSERVER, type ChannelObserver } from "./channel-end.ts";
+
+/**
+ * What the two sending ends (OutputServer, InputClient) share: the send queue
+ * and the writer pumping it into the connection, built by each end with its
+ * own options, and the target a source feeds (sendFrame, hasSpace,
+ * waitForSpace; media/pump.ts).
+ */
+export abstract class SendingEnd {
+  readonly stats = new FrameStats();
+  protected abstract readonly queue: FrameQueue;
+  protected abstract readonly writer: FrameWriter;
+  protected observer: ChannelObserver = NO_OBSERVER;
+
+  /** Sends this end's events to `observer` from now on. */
+  observe(observer: ChannelObserver): void {
+    this.observer = observer;
+  }
+
+  /** Queues one Opus frame, stamped `timestampMs` or now; false if it was dropped (and counted). */
+  sendFrame(payload: Uint8Array, timestampMs?: number): boolean {
+    const tap = this.observer.frameTap;
+    if (tap) tap(payload, timestampMs ?? wallClockMs());
+    return this.writer.submit(MessageType.OpusFrame, payload, timestampMs);
+  }
+
+  /** Is there room for one more frame without dropping one? */
+  hasSpace(): boolean {
+    return !this.queue.isFull;
+  }
+
+  /** True when nothing is queued or half-written. */
+  get idle(): boolean {
+    return this.writer.idle;
+  }
+
+  /** Resolves when the send queue has room (lossless sources wait here). */
+  waitForSpace(): Promise<void> {
+    return this.writer.waitForSpace();
+  }
+
+  /** Resolves when everything queued has been written (or dropped). */
+  waitForIdle(): Promise<void> {
+    return this.writer.waitForIdle();
+  }
+
+  /** Makes the send queue hold `frames` (the adaptive optimizer's decision). */
+  resizeQueue(frames: number): void {
+    this.queue.resize(frames);
+  }
+}
