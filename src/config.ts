@@ -370,10 +370,6 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
 }
 
 /**
- * Loads the config file: `explicit` (from --config or AUDIO_AGENT_CONFIG) must
- * exist; the default /etc/audio-agent.json is read only when it does.
- */
-/**
  * The config file a command line names: --config, else AUDIO_AGENT_CONFIG; an
  * empty variable is unset, as for every other option's variable.
  */
@@ -381,6 +377,10 @@ export function namedConfigFile(flag: unknown, env: Record<string, string | unde
   return (flag as string | undefined) ?? (env.AUDIO_AGENT_CONFIG || undefined);
 }
 
+/**
+ * Loads the config file: `explicit` (from --config or AUDIO_AGENT_CONFIG) must
+ * exist; the default /etc/audio-agent.json is read only when it does.
+ */
 export async function loadConfigFile(explicit: string | undefined): Promise<ConfigFile | undefined> {
   const path = explicit ?? DEFAULT_CONFIG_FILE;
   const file = Bun.file(path);
