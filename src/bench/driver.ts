@@ -12,7 +12,7 @@
  * lines on stdout, like the native baseline.
  */
 import type { OutputServer } from "../channels/output-server.ts";
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { FFIType, ptr } from "bun:ffi";
 import { heapStats } from "bun:jsc";
 import { readdirSync, readFileSync } from "node:fs";
 import { resolveSettings } from "../config.ts";
@@ -24,7 +24,7 @@ import { HEADER_SIZE, MessageType, wallClockMs, type ParsedMessage } from "../pr
 import { startOutputClient } from "../roles/output-recv.ts";
 import { startOutputServer } from "../roles/output-serve.ts";
 import { NORMAL_JIT_POLICY } from "../roles/jit-policy.ts";
-import { LIBC_CANDIDATES } from "../transport/socket-options.ts";
+import { openLibc } from "../transport/socket-options.ts";
 import { statusKiB } from "./process-figures.ts";
 
 export interface DriverArgs {
@@ -175,26 +175,20 @@ class CountingSource implements FrameSource {
 
 /** See DriverResult.clockOffsetUs; undefined without a libc to ask. */
 function clockOffsetUs(): number | undefined {
-  for (const name of LIBC_CANDIDATES) {
-    try {
-      const libc = dlopen(name, { clock_gettime: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 } });
-      const ts = new BigInt64Array(2);
-      const at = ptr(ts);
-      let sum = 0;
-      const n = 200;
-      for (let i = 0; i < n; i++) {
-        const before = wallClockMs();
-        libc.symbols.clock_gettime(0 /* CLOCK_REALTIME */, at);
-        const after = wallClockMs();
-        sum += Number(ts[0]) * 1e3 + Number(ts[1]) / 1e6 - (before + after) / 2;
-      }
-      libc.close();
-      return +((sum / n) * 1000).toFixed(2);
-    } catch {
-      // next candidate
-    }
+  const { library: libc } = openLibc({ clock_gettime: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 } });
+  if (!libc) return undefined;
+  const ts = new BigInt64Array(2);
+  const at = ptr(ts);
+  let sum = 0;
+  const n = 200;
+  for (let i = 0; i < n; i++) {
+    const before = wallClockMs();
+    libc.symbols.clock_gettime(0 /* CLOCK_REALTIME */, at);
+    const after = wallClockMs();
+    sum += Number(ts[0]) * 1e3 + Number(ts[1]) / 1e6 - (before + after) / 2;
   }
-  return undefined;
+  libc.close();
+  return +((sum / n) * 1000).toFixed(2);
 }
 
 /** Where this process's time and faults went within the window (getrusage). */

@@ -7,9 +7,9 @@
  * back from disk (bench/FINDINGS.md). So the benchmark writes each program it
  * runs back to disk and drops its cached pages first.
  */
-import { dlopen, FFIType } from "bun:ffi";
+import { FFIType } from "bun:ffi";
 import { closeSync, fsyncSync, openSync, realpathSync, statfsSync } from "node:fs";
-import { LIBC_CANDIDATES } from "../transport/socket-options.ts";
+import { openLibc } from "../transport/socket-options.ts";
 
 const POSIX_FADV_DONTNEED = 4;
 /** statfs f_type of tmpfs: its page cache is the file's only storage. */
@@ -38,20 +38,13 @@ export function dropPageCache(path: string): string | undefined {
 }
 
 function fadviseDontNeed(fd: number): string | undefined {
-  for (const name of LIBC_CANDIDATES) {
-    let libc;
-    try {
-      libc = dlopen(name, { posix_fadvise: { args: [FFIType.i32, FFIType.i64, FFIType.i64, FFIType.i32], returns: FFIType.i32 } });
-    } catch {
-      continue; // not this libc: the next one
-    }
-    try {
-      // posix_fadvise returns the error number itself (0: done), not -1 and errno.
-      const error = libc.symbols.posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-      return error === 0 ? undefined : `posix_fadvise failed with error ${error}`;
-    } finally {
-      libc.close();
-    }
+  const { library, detail } = openLibc({ posix_fadvise: { args: [FFIType.i32, FFIType.i64, FFIType.i64, FFIType.i32], returns: FFIType.i32 } });
+  if (!library) return `posix_fadvise cannot be called: ${detail}`;
+  try {
+    // posix_fadvise returns the error number itself (0: done), not -1 and errno.
+    const error = library.symbols.posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    return error === 0 ? undefined : `posix_fadvise failed with error ${error}`;
+  } finally {
+    library.close();
   }
-  return "no libc to call posix_fadvise";
 }

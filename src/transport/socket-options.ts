@@ -4,7 +4,7 @@
 // ourselves. Every function returns a result value and never throws: buffer tuning is an
 // optimisation, and a missing libc (or a closed fd) must not take the audio path down.
 
-import { dlopen, read, type Library } from "bun:ffi";
+import { dlopen, read, type Library, type Symbols } from "bun:ffi";
 
 // Linux values, identical on x86_64 and aarch64 (asm-generic); not valid on other kernels.
 export const SOL_SOCKET = 1;
@@ -87,15 +87,28 @@ function loadLibc(): LibcState {
 }
 
 function openFirst(candidates: readonly string[]): LibcState {
+  const opened = openLibc(SYMBOLS, candidates);
+  return { libc: opened.library?.symbols ?? null, detail: opened.detail };
+}
+
+/**
+ * The first of `candidates` that opens with `symbols` (and the candidate's
+ * name as `detail`), or a null library and why none did: for any libc call
+ * made through bun:ffi.
+ */
+export function openLibc<S extends Symbols>(
+  symbols: S,
+  candidates: readonly string[] = LIBC_CANDIDATES,
+): { library: Library<S>; detail: string } | { library: null; detail: string } {
   const errors: string[] = [];
   for (const name of candidates) {
     try {
-      return { libc: dlopen(name, SYMBOLS).symbols, detail: name };
+      return { library: dlopen(name, symbols), detail: name };
     } catch (err) {
       errors.push(`${name}: ${err instanceof Error ? err.message : String(err)}`);
     }
   }
-  return { libc: null, detail: `no libc could be loaded (${errors.join("; ")})` };
+  return { library: null, detail: `no libc could be loaded (${errors.join("; ")})` };
 }
 
 /**
