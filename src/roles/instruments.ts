@@ -104,7 +104,7 @@ export class Instruments {
     this.jit = new JitPolicy(this.report, this.frames());
     this.sampler = setInterval(() => {
       for (const channel of this.channels) channel.sample();
-      this.jit.sample(this.frames());
+      this.jit.sample(() => this.frames());
     }, every);
     const statsMs = settings["stats-interval"] * 1000;
     if (statsMs > 0) {

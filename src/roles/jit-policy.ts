@@ -53,11 +53,15 @@ export class JitPolicy {
     return this.normal;
   }
 
-  /** `frames`: the process's OpusFrames so far (delivered or received, over all channels). */
-  sample(frames: number, now = performance.now()): void {
+  /**
+   * `frames`: the process's OpusFrames so far (delivered or received, over
+   * all channels), read only when a rate is judged.
+   */
+  sample(frames: () => number, now = performance.now()): void {
     if (this.normal || now - this.at < FLOOD_JUDGED_OVER_MS) return;
-    const rate = (frames - this.frames) / ((now - this.at) / 1000);
-    this.frames = frames;
+    const count = frames();
+    const rate = (count - this.frames) / ((now - this.at) / 1000);
+    this.frames = count;
     this.at = now;
     if (rate <= FLOOD_FRAMES_PER_SECOND) return;
     this.normal = true;

@@ -171,7 +171,7 @@ const add = (a: number, b: number) => (a * 31 + b) | 0;
 let x = 0;
 for (let i = 0; i < 200_000; i++) x = add(x, i);
 if (process.argv[2] === "normal") {
-  new JitPolicy(() => {}, 0, 0).sample(5000, 1000);
+  new JitPolicy(() => {}, 0, 0).sample(() => 5000, 1000);
   for (let i = 0; i < 200_000; i++) x = add(x, i);
 }
 console.log(numberOfDFGCompiles(add), x === 7 ? "" : "ok");

@@ -11,17 +11,17 @@ function policy() {
 test("a process streaming at live rates keeps its thresholds; the first flooding second returns them to normal, once", () => {
   const { jit, applied, reports } = policy();
   // Two channels of 2.5 ms frames for a second, then exactly the bound: still live.
-  jit.sample(800, 1000);
-  jit.sample(800 + FLOOD_FRAMES_PER_SECOND, 2000);
+  jit.sample(() => 800, 1000);
+  jit.sample(() => 800 + FLOOD_FRAMES_PER_SECOND, 2000);
   expect(applied).toEqual([]);
   expect(jit.isNormal).toBe(false);
   // A second at 2,400 frames a second is a flood.
-  jit.sample(1800 + 2400, 3000);
+  jit.sample(() => 1800 + 2400, 3000);
   expect(applied).toEqual([NORMAL_JIT_POLICY]);
   expect(jit.isNormal).toBe(true);
   expect(reports.map((r) => [r.message, r.fields?.frames_per_second])).toEqual([["jit: normal thresholds from now on", 2400]]);
   // Later samples change nothing, whatever the rate.
-  jit.sample(1e9, 4000);
+  jit.sample(() => 1e9, 4000);
   expect(applied).toEqual([NORMAL_JIT_POLICY]);
   expect(reports).toHaveLength(1);
 });
@@ -33,7 +33,7 @@ test("sampled every 10 ms, a live sender's catch-up burst after a stall is no fl
   const tick = (framesPerTick: number) => {
     frames += framesPerTick;
     now += 10;
-    jit.sample(frames, now);
+    jit.sample(() => frames, now);
   };
   // 2.5 ms frames (400 a second), a 200 ms stall each second, then the 80 frames it owed in one tick
   // (8,000 a second over that tick): for a few seconds, every 10 ms.
