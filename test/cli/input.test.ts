@@ -15,7 +15,7 @@ import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
 import { healthz, metricsUrl } from "../support/metrics.ts";
-import { requireTool, runTool, wav } from "../support/opus-fixtures.ts";
+import { encodeWith, requireTool, runTool, wav } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
 import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
@@ -255,12 +255,9 @@ describe("input serve / input send as processes", () => {
   });
 
   test("a FIFO's next writer with other audio: a new Config goes ahead of its frames, acked, in one session", async () => {
-    const { sock, sink, path } = setup();
-    const opusenc = requireTool("opusenc", "opus-tools");
-    writeFileSync(path("mono.wav"), wav(1, 48000));
-    writeFileSync(path("stereo.wav"), wav(2, 48000));
-    expect(runTool([opusenc, "--quiet", "--framesize", "20", path("mono.wav"), path("mono.opus")]).exitCode).toBe(0);
-    expect(runTool([opusenc, "--quiet", "--framesize", "60", path("stereo.wav"), path("stereo.opus")]).exitCode).toBe(0);
+    const { sock, sink, path, dir } = setup();
+    encodeWith(dir, "mono", ["--framesize", "20"], { channels: 1, samples: 48000 });
+    encodeWith(dir, "stereo", ["--framesize", "60"], { channels: 2, samples: 48000 });
     const streams = await Promise.all(["mono.opus", "stereo.opus"].map(async (f) => (await drainFile(path(f), { lenient: false })).frames.map((x) => x.payload)));
     const fifo = makeFifo(path("mic.fifo"));
 
@@ -295,12 +292,9 @@ describe("input serve / input send as processes", () => {
   });
 
   test("a chained Ogg file sent lossless: each stream under its own Config, every packet in order, nothing dropped", async () => {
-    const { sock, sink, path } = setup();
-    const opusenc = requireTool("opusenc", "opus-tools");
-    writeFileSync(path("mono.wav"), wav(1, 96000));
-    writeFileSync(path("stereo.wav"), wav(2, 96000));
-    expect(runTool([opusenc, "--quiet", "--framesize", "20", path("mono.wav"), path("mono.opus")]).exitCode).toBe(0);
-    expect(runTool([opusenc, "--quiet", "--framesize", "10", path("stereo.wav"), path("stereo.opus")]).exitCode).toBe(0);
+    const { sock, sink, path, dir } = setup();
+    encodeWith(dir, "mono", ["--framesize", "20"], { channels: 1, samples: 96000 });
+    encodeWith(dir, "stereo", ["--framesize", "10"], { channels: 2, samples: 96000 });
     writeFileSync(path("chained.opus"), Buffer.concat([readFileSync(path("mono.opus")), readFileSync(path("stereo.opus"))]));
     const [mono, stereo] = await Promise.all(["mono.opus", "stereo.opus"].map((f) => drainFile(path(f), { lenient: false })));
     const packets = [...mono!.frames, ...stereo!.frames];

@@ -99,11 +99,11 @@ export function makeFixtures(): Fixtures {
   return { dir, opus, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Encodes with extra opusenc arguments (e.g. a huge comment). */
-export function encodeWith(dir: string, name: string, args: string[]): string {
+/** Encodes `samples` of wav(channels) into DIR/NAME.opus with extra opusenc arguments (e.g. a huge comment, a frame size). */
+export function encodeWith(dir: string, name: string, args: string[], { channels = 2, samples = 9600 } = {}): string {
   const opusenc = requireTool("opusenc", "opus-tools");
   const input = join(dir, `${name}.wav`);
-  writeFileSync(input, wav(2, 9600));
+  writeFileSync(input, wav(channels, samples));
   const out = join(dir, `${name}.opus`);
   runOk([opusenc, "--quiet", ...args, input, out]);
   return out;
