@@ -9,6 +9,12 @@ export interface ByteSource {
   close(): Promise<void>;
   /** True when the source is a regular file that can be read again from the start (for --loop). */
   readonly rewindable: boolean;
+  /**
+   * True when every pass yields the very same bytes (a file held in memory): what a reader
+   * checked on one pass (an Ogg page's CRC) holds on the next. A file read again from disk
+   * may have changed in between.
+   */
+  readonly replaysSameBytes: boolean;
   rewind(): void;
 }
 
@@ -20,6 +26,7 @@ const HELD_FILE_BYTES = 1024 * 1024;
 class HeldFileByteSource implements ByteSource {
   private done = false;
   readonly rewindable = true;
+  readonly replaysSameBytes = true;
   constructor(
     readonly name: string,
     private readonly bytes: Uint8Array,
@@ -42,6 +49,7 @@ class FileByteSource implements ByteSource {
   private readonly buffer = new Uint8Array(CHUNK);
   private position = 0;
   readonly rewindable = true;
+  readonly replaysSameBytes = false;
   constructor(
     readonly name: string,
     private readonly handle: FileHandle,
@@ -65,6 +73,7 @@ class FileByteSource implements ByteSource {
 
 class StreamByteSource implements ByteSource {
   readonly rewindable = false;
+  readonly replaysSameBytes = false;
   constructor(
     readonly name: string,
     private readonly reader: ReadableStreamDefaultReader<Uint8Array>,

@@ -107,6 +107,7 @@ export class FifoSource implements FrameSource {
     this.bytes = {
       name: bytes.name,
       rewindable: false,
+      replaysSameBytes: false,
       read: async () => {
         const chunk = await bytes.read();
         if (chunk !== null) this.heard = true;

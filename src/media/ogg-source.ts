@@ -46,6 +46,15 @@ export class OggSource implements FrameSource {
   private endOfStream = false;
   private inputEnded = false;
   private failure: Error | undefined;
+  /**
+   * Pages that end at or below this stream offset had their CRC checked, and found good, on an
+   * earlier pass of the same bytes (ByteSource.replaysSameBytes): a --loop over a file held in
+   * memory checks each page once, not once a pass.
+   */
+  private checkedBelow = 0;
+  /** This pass: the end of the last page found good, and where the first bad one (lenient) began. */
+  private goodEnd = 0;
+  private firstBad = Infinity;
 
   private constructor(
     private readonly bytes: ByteSource,
@@ -102,6 +111,9 @@ export class OggSource implements FrameSource {
 
   rewind(): boolean {
     if (!this.bytes.rewindable) return false;
+    // Pages are met in order: every one below both marks was checked and good.
+    if (this.bytes.replaysSameBytes) this.checkedBelow = Math.max(this.checkedBelow, Math.min(this.goodEnd, this.firstBad));
+    this.goodEnd = 0;
     this.bytes.rewind();
     this.pages.reset();
     this.packets.reset();
@@ -120,11 +132,16 @@ export class OggSource implements FrameSource {
   }
 
   private onPage(page: OggPage): void {
-    if (!page.crcValid()) {
-      if (!this.lenient) throw new OggError("bad CRC in page", page.streamOffset);
-      this.skippedPages++;
-      if (page.serial === this.serial) this.packets.lost();
-      return;
+    const end = page.streamOffset + page.size;
+    if (end > this.checkedBelow) {
+      if (!page.crcValid()) {
+        if (!this.lenient) throw new OggError("bad CRC in page", page.streamOffset);
+        this.firstBad = Math.min(this.firstBad, page.streamOffset);
+        this.skippedPages++;
+        if (page.serial === this.serial) this.packets.lost();
+        return;
+      }
+      this.goodEnd = end;
     }
     if (this.serial === undefined) this.chooseStream(page);
     else if (this.endOfStream && page.beginOfStream && isOpusHead(bodyOf(page))) this.chain(page);

@@ -165,6 +165,43 @@ describe("OggSource on hand-built streams", () => {
     expect(lenient.frames.map((f) => f.payload)).toEqual([...packets.slice(0, 3), ...packets.slice(6)]);
   });
 
+  test("--loop over bytes replayed unchanged checks each page's CRC on the first pass only, up to the first bad page", async () => {
+    const packets = Array.from({ length: 12 }, (_, i) => audioPacket(50 + i, i));
+    const { bytes, pages } = buildStream(packets, 3);
+    const offsets = pages.map((_, i) => pages.slice(0, i).reduce((n, p) => n + p.length, 0));
+    const played = bytes.slice();
+    played[offsets[4]! + 40] ^= 0x01; // bad from the start: the third audio page (packets 6..8)
+    const src = OggSource.from(chunkedSource(played, [65536], "t.opus", true), { lenient: true });
+    const first = await drain(src);
+    expect(src.skippedPages).toBe(1);
+    // A source that breaks its promise shows what is trusted on the next pass: the second
+    // audio page, before the bad one, is taken unchecked; the last one, after it, is checked.
+    played[offsets[3]! + 40] ^= 0x01;
+    played[offsets[5]! + 40] ^= 0x01;
+    expect(src.rewind()).toBe(true);
+    const second = await drain(src);
+    expect(second.error).toBeUndefined();
+    expect(src.skippedPages).toBe(1 + 2);
+    expect(first.frames.map((f) => f.payload)).toEqual([...packets.slice(0, 6), ...packets.slice(9)]);
+    const changed = packets[3]!.slice();
+    changed[40 - (27 + 3)]! ^= 0x01; // after the page header and its three lacing values
+    expect(second.frames.map((f) => f.payload)).toEqual([...packets.slice(0, 3), changed, ...packets.slice(4, 6)]);
+  });
+
+  test("bytes read again from their file are checked again on every pass", async () => {
+    const packets = Array.from({ length: 6 }, (_, i) => audioPacket(50 + i, i));
+    const { bytes, pages } = buildStream(packets, 3);
+    const offsets = pages.map((_, i) => pages.slice(0, i).reduce((n, p) => n + p.length, 0));
+    const played = bytes.slice();
+    const src = OggSource.from(chunkedSource(played, [65536], "t.opus", false));
+    expect((await drain(src)).frames.length).toBe(6);
+    played[offsets[3]! + 40] ^= 0x01; // the file changed between passes
+    expect(src.rewind()).toBe(true);
+    const second = await drain(src);
+    expect(second.frames.length).toBe(3);
+    expect(second.error?.message).toBe(`ogg source t.opus: bad CRC in page at byte ${offsets[3]}`);
+  });
+
   test("lenient: a packet that spanned the bad page is dropped, not returned half", async () => {
     const packets = [audioPacket(100, 1), audioPacket(2000, 2), audioPacket(100, 3), audioPacket(120, 4)];
     const { bytes, pages } = buildStream(packets, 1, 4); // the 2000-byte packet spans 2 full pages

@@ -3,8 +3,11 @@ import type { ByteSource } from "../../src/media/byte-source.ts";
 import type { FrameSource } from "../../src/media/frame-source.ts";
 import { OggSource, type OggSourceOptions } from "../../src/media/ogg-source.ts";
 
-/** Serves `bytes` in chunks of the given sizes, cycling through them. */
-export function chunkedSource(bytes: Uint8Array, sizes: number[], name = "test"): ByteSource {
+/**
+ * Serves `bytes` in chunks of the given sizes, cycling through them. `replaysSameBytes`: what
+ * the source promises about its passes (a test that changes `bytes` between them can break it).
+ */
+export function chunkedSource(bytes: Uint8Array, sizes: number[], name = "test", replaysSameBytes = false): ByteSource {
   let at = 0;
   let turn = 0;
   // One buffer reused for every read, as FileByteSource does, so a reader
@@ -13,6 +16,7 @@ export function chunkedSource(bytes: Uint8Array, sizes: number[], name = "test")
   return {
     name,
     rewindable: true,
+    replaysSameBytes,
     async read() {
       if (at >= bytes.length) return null;
       const size = Math.min(sizes[turn++ % sizes.length]!, bytes.length - at);
