@@ -20,7 +20,7 @@ import type { FrameSource, SourceFrame } from "../media/frame-source.ts";
 import { Pacer } from "../media/pacer.ts";
 import { pumpSource, type PumpTarget } from "../media/pump.ts";
 import { Logger } from "../observe/logger.ts";
-import { HEADER_SIZE, MessageType, wallClockMs, type ParsedMessage } from "../protocol/index.ts";
+import { HEADER_SIZE, MessageType, readUint32LE, wallClockMs, type ParsedMessage } from "../protocol/index.ts";
 import { startOutputClient } from "../roles/output-recv.ts";
 import { startOutputServer } from "../roles/output-serve.ts";
 import { NORMAL_JIT_POLICY } from "../roles/jit-policy.ts";
@@ -408,7 +408,7 @@ async function runReceiver(args: DriverArgs): Promise<DriverResult> {
     if (latency) latency[received] = wallClockMs() - m.timestampMs;
     if (received === args.warmup) window.open(received);
     // Lossless floods deliver every frame in order; live mode may drop (counted by the sender), never reorder.
-    const sequence = m.view.getUint32(m.offset + HEADER_SIZE, true);
+    const sequence = readUint32LE(m.bytes, m.offset + HEADER_SIZE);
     if (m.length !== args.size || sequence < nextSequence || (!live && sequence !== nextSequence)) {
       if (errors.length < 5) errors.push(`frame ${received}: length ${m.length}, sequence ${sequence}, expected ${nextSequence}`);
     }

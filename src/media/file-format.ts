@@ -1,5 +1,5 @@
 import { closeSync, openSync, readSync } from "node:fs";
-import { INPUT_MAGIC, OUTPUT_MAGIC } from "../protocol/index.ts";
+import { INPUT_MAGIC, OUTPUT_MAGIC, readUint32LE } from "../protocol/index.ts";
 import { hasCapturePattern } from "./ogg-page.ts";
 
 export type MediaFormat = "wire" | "ogg";
@@ -18,7 +18,7 @@ export function recognise(head: Uint8Array): MediaFormat | "wav" | undefined {
   if (hasCapturePattern(head, 0)) return "ogg";
   const ascii = (from: number, to: number) => String.fromCharCode(...head.subarray(from, to));
   if ((ascii(0, 4) === "RIFF" || ascii(0, 4) === "RF64") && ascii(8, 12) === "WAVE") return "wav";
-  const magic = new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true);
+  const magic = readUint32LE(head, 0);
   if (magic === OUTPUT_MAGIC || magic === INPUT_MAGIC) return "wire";
   return undefined;
 }

@@ -1,3 +1,4 @@
+import { readInt32LE, readUint32LE } from "../protocol/index.ts";
 import { oggCrc } from "./ogg-crc.ts";
 
 /**
@@ -33,11 +34,6 @@ export function hasCapturePattern(bytes: Uint8Array, offset: number): boolean {
     bytes[offset + 2] === CAPTURE[2] &&
     bytes[offset + 3] === CAPTURE[3]
   );
-}
-
-/** Little-endian u32 without a DataView, so reading a page header allocates nothing. */
-function readU32(bytes: Uint8Array, at: number): number {
-  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
 }
 
 /** The CRC a page of `size` bytes at `offset` should carry (its CRC field counted as zero). */
@@ -77,10 +73,10 @@ export class OggPage {
     this.streamOffset = streamOffset;
     this.version = bytes[offset + 4]!;
     this.flags = bytes[offset + 5]!;
-    this.granule = (readU32(bytes, offset + 10) | 0) * TWO_32 + readU32(bytes, offset + 6);
-    this.serial = readU32(bytes, offset + 14);
-    this.sequence = readU32(bytes, offset + 18);
-    this.crc = readU32(bytes, offset + CRC_OFFSET);
+    this.granule = readInt32LE(bytes, offset + 10) * TWO_32 + readUint32LE(bytes, offset + 6);
+    this.serial = readUint32LE(bytes, offset + 14);
+    this.sequence = readUint32LE(bytes, offset + 18);
+    this.crc = readUint32LE(bytes, offset + CRC_OFFSET);
     this.segments = bytes[offset + 26]!;
     this.headerSize = PAGE_HEADER_SIZE + this.segments;
     this.bodySize = 0;

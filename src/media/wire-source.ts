@@ -4,6 +4,7 @@ import {
   MessageType,
   OUTPUT_MAGIC,
   ProtocolError,
+  readUint32LE,
 } from "../protocol/index.ts";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
 import type { FrameSource, SourceFrame } from "./frame-source.ts";
@@ -94,7 +95,7 @@ export class WireSource implements FrameSource {
 
   private detectMagic(chunk: Uint8Array): number {
     if (chunk.length >= 4) {
-      const magic = new DataView(chunk.buffer, chunk.byteOffset, 4).getUint32(0, true);
+      const magic = readUint32LE(chunk, 0);
       if (magic === INPUT_MAGIC) return INPUT_MAGIC;
     }
     return OUTPUT_MAGIC;

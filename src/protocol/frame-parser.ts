@@ -1,6 +1,7 @@
 import { ProtocolError } from "./errors.ts";
 import { validateHeader } from "./header.ts";
 import { HEADER_SIZE, MAX_MESSAGE } from "./limits.ts";
+import { readUint32LE } from "./little-endian.ts";
 import type { MessageType } from "./message-type.ts";
 import { readTimestampMs, readTimestampNs } from "./timestamp.ts";
 
@@ -11,7 +12,6 @@ import { readTimestampMs, readTimestampNs } from "./timestamp.ts";
 export class ParsedMessage {
   /** Buffer holding the whole message; `offset` is where its header starts. */
   bytes: Uint8Array = new Uint8Array(0);
-  view: DataView = new DataView(new ArrayBuffer(0));
   offset = 0;
   type: MessageType = 0;
   /** Payload length in bytes. */
@@ -30,11 +30,11 @@ export class ParsedMessage {
   }
 
   get timestampMs(): number {
-    return readTimestampMs(this.view, this.offset + 9);
+    return readTimestampMs(this.bytes, this.offset + 9);
   }
 
   get timestampNs(): bigint {
-    return readTimestampNs(this.view, this.offset + 9);
+    return readTimestampNs(this.bytes, this.offset + 9);
   }
 }
 
@@ -51,10 +51,8 @@ export class ParsedMessage {
  */
 export class FrameParser {
   private chunk: Uint8Array = new Uint8Array(0);
-  private chunkView: DataView = new DataView(this.chunk.buffer);
   private pos = 0;
   private readonly partial = new Uint8Array(MAX_MESSAGE);
-  private readonly partialView = new DataView(this.partial.buffer);
   private held = 0;
   private partialTotal = 0;
   private consumed = 0;
@@ -82,7 +80,6 @@ export class FrameParser {
       throw new Error("FrameParser.push: previous chunk not fully consumed");
     }
     this.chunk = chunk;
-    this.chunkView = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     this.pos = 0;
   }
 
@@ -96,14 +93,14 @@ export class FrameParser {
       this.hold(available);
       return undefined;
     }
-    this.check(this.chunkView, this.pos);
-    const total = HEADER_SIZE + this.chunkView.getUint32(this.pos + 5, true);
+    this.check(this.chunk, this.pos);
+    const total = HEADER_SIZE + readUint32LE(this.chunk, this.pos + 5);
     if (available < total) {
       this.partialTotal = total;
       this.hold(available);
       return undefined;
     }
-    const message = this.fill(this.chunk, this.chunkView, this.pos);
+    const message = this.fill(this.chunk, this.pos);
     this.pos += total;
     this.consumed += total;
     return message;
@@ -123,12 +120,12 @@ export class FrameParser {
     if (this.held < HEADER_SIZE) {
       this.take(HEADER_SIZE - this.held);
       if (this.held < HEADER_SIZE) return undefined;
-      this.check(this.partialView, 0);
-      this.partialTotal = HEADER_SIZE + this.partialView.getUint32(5, true);
+      this.check(this.partial, 0);
+      this.partialTotal = HEADER_SIZE + readUint32LE(this.partial, 5);
     }
     this.take(this.partialTotal - this.held);
     if (this.held < this.partialTotal) return undefined;
-    const message = this.fill(this.partial, this.partialView, 0);
+    const message = this.fill(this.partial, 0);
     this.consumed += this.partialTotal;
     this.held = 0;
     this.partialTotal = 0;
@@ -149,21 +146,20 @@ export class FrameParser {
     this.pos += count;
   }
 
-  private check(view: DataView, offset: number): void {
-    const error = validateHeader(view, offset, this.magic, this.consumed);
+  private check(bytes: Uint8Array, offset: number): void {
+    const error = validateHeader(bytes, offset, this.magic, this.consumed);
     if (error) {
       this.failure = error;
       throw error;
     }
   }
 
-  private fill(bytes: Uint8Array, view: DataView, offset: number): ParsedMessage {
+  private fill(bytes: Uint8Array, offset: number): ParsedMessage {
     const m = this.message;
     m.bytes = bytes;
-    m.view = view;
     m.offset = offset;
-    m.type = view.getUint8(offset + 4) as MessageType;
-    m.length = view.getUint32(offset + 5, true);
+    m.type = bytes[offset + 4]! as MessageType;
+    m.length = readUint32LE(bytes, offset + 5);
     m.streamOffset = this.consumed;
     return m;
   }

@@ -1,5 +1,6 @@
 import { ProtocolError } from "./errors.ts";
 import { HEADER_SIZE, MAX_PAYLOAD } from "./limits.ts";
+import { readUint32LE } from "./little-endian.ts";
 import { isMessageType, type MessageType } from "./message-type.ts";
 import { readTimestampNs, writeTimestampMs, writeTimestampNs } from "./timestamp.ts";
 
@@ -34,26 +35,26 @@ export function writeHeader(
  * Returns the error instead of throwing so callers on the hot path decide.
  */
 export function validateHeader(
-  view: DataView,
+  bytes: Uint8Array,
   offset: number,
   expectedMagic: number,
   streamOffset?: number,
 ): ProtocolError | undefined {
-  const magic = view.getUint32(offset, true);
+  const magic = readUint32LE(bytes, offset);
   if (magic !== expectedMagic) return ProtocolError.badMagic(magic, expectedMagic, streamOffset);
-  const type = view.getUint8(offset + 4);
+  const type = bytes[offset + 4]!;
   if (!isMessageType(type)) return ProtocolError.unknownType(type, streamOffset);
-  const length = view.getUint32(offset + 5, true);
+  const length = readUint32LE(bytes, offset + 5);
   if (length > MAX_PAYLOAD) return ProtocolError.frameTooLarge(length, streamOffset);
   return undefined;
 }
 
-export function readHeader(view: DataView, offset = 0): Header {
+export function readHeader(bytes: Uint8Array, offset = 0): Header {
   return {
-    magic: view.getUint32(offset, true),
-    type: view.getUint8(offset + 4) as MessageType,
-    length: view.getUint32(offset + 5, true),
-    timestampNs: readTimestampNs(view, offset + 9),
+    magic: readUint32LE(bytes, offset),
+    type: bytes[offset + 4]! as MessageType,
+    length: readUint32LE(bytes, offset + 5),
+    timestampNs: readTimestampNs(bytes, offset + 9),
   };
 }
 

@@ -6,6 +6,8 @@
  * exact i64 values go through bigint.
  */
 
+import { readInt32LE, readUint32LE } from "./little-endian.ts";
+
 const TWO_32 = 4294967296;
 
 /** Where a WallClock reads the time (ms); injectable so that tests can step the wall clock. */
@@ -76,16 +78,14 @@ export function writeTimestampMs(view: DataView, offset: number, ms: number): vo
 }
 
 /** Reads the i64 nanosecond timestamp at `offset` as Unix milliseconds (float). */
-export function readTimestampMs(view: DataView, offset: number): number {
-  const lo = view.getUint32(offset, true);
-  const hi = view.getInt32(offset + 4, true);
-  return (hi * TWO_32 + lo) / 1e6;
+export function readTimestampMs(bytes: Uint8Array, offset: number): number {
+  return (readInt32LE(bytes, offset + 4) * TWO_32 + readUint32LE(bytes, offset)) / 1e6;
 }
 
 export function writeTimestampNs(view: DataView, offset: number, ns: bigint): void {
   view.setBigInt64(offset, BigInt.asIntN(64, ns), true);
 }
 
-export function readTimestampNs(view: DataView, offset: number): bigint {
-  return view.getBigInt64(offset, true);
+export function readTimestampNs(bytes: Uint8Array, offset: number): bigint {
+  return (BigInt(readInt32LE(bytes, offset + 4)) << 32n) | BigInt(readUint32LE(bytes, offset));
 }

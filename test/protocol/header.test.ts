@@ -30,7 +30,7 @@ describe("header", () => {
   test("readHeader reads every field at its offset", () => {
     const bytes = new Uint8Array(3 + HEADER_SIZE);
     bytes.set(wireHeader(INPUT_MAGIC, MessageType.Stop, 0x0a0b0c0d, -5n), 3);
-    expect(readHeader(new DataView(bytes.buffer), 3)).toEqual({
+    expect(readHeader(bytes, 3)).toEqual({
       magic: INPUT_MAGIC,
       type: MessageType.Stop,
       length: 0x0a0b0c0d,
@@ -40,9 +40,9 @@ describe("header", () => {
 
   test("validateHeader: the largest legal length passes, one more is FrameTooLarge; the offset is passed on", () => {
     const ok = wireHeader(OUTPUT_MAGIC, MessageType.OpusFrame, 4096);
-    expect(validateHeader(new DataView(ok.buffer), 0, OUTPUT_MAGIC, 7)).toBeUndefined();
+    expect(validateHeader(ok, 0, OUTPUT_MAGIC, 7)).toBeUndefined();
     const large = wireHeader(OUTPUT_MAGIC, MessageType.OpusFrame, 4097);
-    const error = validateHeader(new DataView(large.buffer), 0, OUTPUT_MAGIC, 7);
+    const error = validateHeader(large, 0, OUTPUT_MAGIC, 7);
     expect(error?.message).toBe("FrameTooLarge: 4097 > 4096 at byte 7");
     expect(encodeMessage(OUTPUT_MAGIC, MessageType.Ack).length).toBe(HEADER_SIZE);
   });

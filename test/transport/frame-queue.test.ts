@@ -55,8 +55,7 @@ describe("FrameQueue push / shift / contiguousRun", () => {
     const run = readRun(q);
     expect(run.n).toBe(5);
     expect(run.start).toBe(0);
-    const view = new DataView(q.buffer.buffer, q.buffer.byteOffset);
-    const first = readHeader(view, 0);
+    const first = readHeader(q.buffer, 0);
     expect({ ...first, timestampNs: 0n }).toEqual({ magic: OUTPUT_MAGIC, type: MessageType.OpusFrame, length: 4, timestampNs: 0n });
     expect(run.messages.map((m) => m.type)).toEqual([0, 0, 0, 0, 3]);
     // Stamped from float ms: exact to well under a microsecond (the documented resolution).
