@@ -35,6 +35,10 @@ export interface Footprint {
   wakeupsPerSecond: number;
   /** VmHWM: the most it held resident since it started. */
   peakRssMiB: number;
+  /** Resident pages touched within the window: what streaming needs, without pages touched once at start-up. */
+  workingSetMiB: number | null;
+  /** Anonymous memory at the end of the window (heap, buffers): what no file backs. */
+  anonymousMiB: number | null;
   threads: number;
   /** CPU ms and voluntary switches within the window by thread name: who wakes the process. */
   byThread: ProcessUse["byThread"];
@@ -245,6 +249,8 @@ function footprint(p: LiveProcess, windowMs: number, frames: number | null): Foo
     mainThreadWakeupsPerFrame: frames ? p.used.mainThreadSwitches / frames : null,
     wakeupsPerSecond: p.used.voluntarySwitches / seconds,
     peakRssMiB: p.peakRssKiB / 1024,
+    workingSetMiB: p.workingSetKiB === null ? null : p.workingSetKiB / 1024,
+    anonymousMiB: p.anonymousKiB === null ? null : p.anonymousKiB / 1024,
     threads: p.used.threads,
     byThread: p.used.byThread,
   };

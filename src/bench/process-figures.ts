@@ -4,7 +4,7 @@
  * the benchmark is measured the same way. Linux only; without procfs the
  * figures are empty.
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 
 /** What one thread has used so far. */
 interface ThreadUse {
@@ -37,6 +37,37 @@ export function statusKiB(pid: number | "self", field: "VmRSS" | "VmHWM"): numbe
     return match ? Number(match[1]) : 0;
   } catch {
     return 0;
+  }
+}
+
+/**
+ * Starts counting `pid`'s working set: clears the referenced bits of its
+ * pages (/proc/PID/clear_refs, owner-writable); false when it cannot.
+ */
+export function clearReferenced(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, "1");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What `pid` holds resident (KiB, /proc/PID/smaps_rollup): `referenced`, the
+ * pages it touched since clearReferenced (its working set over that time:
+ * what it needs, where RSS also counts pages touched once at start-up), and
+ * `anonymous`, what no file backs (heap and buffers, which without swap can
+ * never be reclaimed). Undefined when the process is gone or unreadable.
+ */
+export function residentKiB(pid: number): { referenced: number; anonymous: number } | undefined {
+  try {
+    const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(rollup)?.[1] ?? NaN);
+    const figures = { referenced: field("Referenced"), anonymous: field("Anonymous") };
+    return Number.isNaN(figures.referenced) || Number.isNaN(figures.anonymous) ? undefined : figures;
+  } catch {
+    return undefined;
   }
 }
 

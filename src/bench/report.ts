@@ -182,6 +182,8 @@ export const judge = {
         row(label, `${who} wake-ups per frame`, "switches", wakeups, `<= ${goals.liveWakeupsPerFrame}`, known(wakeups.agent) ? wakeups.agent! <= goals.liveWakeupsPerFrame : null),
         row(label, `${who} wake-ups per frame, main thread`, "switches", figure((p) => p[side].mainThreadWakeupsPerFrame)),
         row(label, `${who} RSS (max)`, "MiB", rss, `<= bare + ${goals.liveRssOverFloorMiB} MiB`, known(rss.agent, rss.floor) ? rss.agent! <= rss.floor! + goals.liveRssOverFloorMiB : null, "difference"),
+        row(label, `${who} working set (pages touched in the window)`, "MiB", figure((p) => p[side].workingSetMiB), "", null, "difference"),
+        row(label, `${who} anonymous memory (heap, buffers)`, "MiB", figure((p) => p[side].anonymousMiB), "", null, "difference"),
       );
     }
     const bun = (what: string, f: Footprint | undefined, wakeups: "per second" | "per tick") => [
@@ -207,6 +209,8 @@ export const judge = {
     return [
       row(label, "serve RSS (max)", "MiB", rss, `<= bare + ${goals.liveServeRssOverFloorMiB} MiB`, known(rss.agent, rss.floor) ? rss.agent! <= rss.floor! + goals.liveServeRssOverFloorMiB : null, "difference"),
       row(label, "output serve + input serve RSS (max), two processes", "MiB", { agent: apart, floor: bareTwo }, "", null, "difference"),
+      row(label, "serve working set (pages touched in the window)", "MiB", { agent: serve?.workingSetMiB, floor: live?.bare?.send.workingSetMiB }, "", null, "difference"),
+      row(label, "serve anonymous memory (heap, buffers)", "MiB", { agent: serve?.anonymousMiB, floor: live?.bare?.send.anonymousMiB }, "", null, "difference"),
       row(label, "serve CPU", "% core", { agent: serve?.cpuPercent }),
       row(label, "serve wake-ups per frame (both channels' frames)", "switches", { agent: serve?.wakeupsPerFrame }),
       row(label, "serve frames", "frames/s", { agent: live?.both?.framesPerSecond }),

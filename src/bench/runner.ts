@@ -7,7 +7,7 @@
 import { existsSync, watch } from "node:fs";
 import { join } from "node:path";
 import type { DriverResult } from "./driver.ts";
-import { sampleProcess, statusKiB, used, type ProcessUse } from "./process-figures.ts";
+import { clearReferenced, residentKiB, sampleProcess, statusKiB, used, type ProcessUse } from "./process-figures.ts";
 
 export interface Pair {
   send: DriverResult;
@@ -33,6 +33,9 @@ export interface LiveProcess {
   used: ProcessUse;
   /** VmHWM at the end of the window: the most it was resident since it started. */
   peakRssKiB: number;
+  /** Resident pages it touched within the window, and its anonymous memory at the end (residentKiB); null when unknown. */
+  workingSetKiB: number | null;
+  anonymousKiB: number | null;
   exitCode: number | null;
   signal: string | null;
   stdout: string;
@@ -189,12 +192,14 @@ export class Runner {
     await Bun.sleep(options.warmupMs);
     const framesBefore = options.frames?.();
     const before = sample();
+    const counting = started.map((s) => clearReferenced(s.proc.pid));
     const t0 = performance.now();
     await Bun.sleep(options.windowMs);
     const after = sample();
     const windowMs = performance.now() - t0;
     const framesAfter = options.frames?.();
     const peaks = started.map((s) => statusKiB(s.proc.pid, "VmHWM"));
+    const resident = started.map((s) => residentKiB(s.proc.pid));
     const gone = started.findIndex((_, i) => !before[i] || !after[i]);
     if (gone >= 0) throw await failure(`${started[gone].program.name} ended within the window`);
 
@@ -207,6 +212,8 @@ export class Runner {
       processes[program.name] = {
         used: used(before[i]!, after[i]!),
         peakRssKiB: peaks[i]!,
+        workingSetKiB: counting[i] ? (resident[i]?.referenced ?? null) : null,
+        anonymousKiB: resident[i]?.anonymous ?? null,
         exitCode: proc.exitCode,
         signal: proc.signalCode === null ? null : String(proc.signalCode),
         stdout: await out,

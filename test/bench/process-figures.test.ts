@@ -1,0 +1,43 @@
+import { afterEach, expect, test } from "bun:test";
+import { clearReferenced, residentKiB } from "../../src/bench/process-figures.ts";
+import { BUN, start, type Spawned } from "../support/processes.ts";
+
+const running: Spawned[] = [];
+afterEach(() => {
+  for (const p of running.splice(0)) p.kill("SIGKILL");
+});
+
+/** A Bun process holding 16 MiB it wrote once; with `keepTouching`, it writes all of it again every 20 ms. */
+async function holder(keepTouching: boolean): Promise<Spawned> {
+  const script = `
+    const held = new Uint8Array(16 << 20).fill(1);
+    let n = 0;
+    ${keepTouching ? "setInterval(() => held.fill(++n & 0xff), 20);" : "setInterval(() => (n += held.length), 20);"}
+    console.error("ready");`;
+  const p = start([BUN, "-e", script]);
+  running.push(p);
+  await p.waitForStderr("ready");
+  return p;
+}
+
+test("the working set counts the pages touched since the count began, not those touched once before", async () => {
+  const idle = await holder(false);
+  const busy = await holder(true);
+  expect(clearReferenced(idle.pid)).toBe(true);
+  expect(clearReferenced(busy.pid)).toBe(true);
+  await Bun.sleep(300);
+  const [a, b] = [residentKiB(idle.pid)!, residentKiB(busy.pid)!];
+  // Both hold the 16 MiB as anonymous memory; only the busy one touched it within the count.
+  expect(a.anonymous).toBeGreaterThanOrEqual(16 * 1024);
+  expect(b.anonymous).toBeGreaterThanOrEqual(16 * 1024);
+  expect(b.referenced).toBeGreaterThanOrEqual(16 * 1024);
+  expect(a.referenced).toBeLessThan(8 * 1024);
+});
+
+test("a process that is gone has no figures", async () => {
+  const p = await holder(false);
+  p.kill("SIGKILL");
+  await p.exited;
+  expect(clearReferenced(p.pid)).toBe(false);
+  expect(residentKiB(p.pid)).toBeUndefined();
+});
