@@ -30,8 +30,8 @@ export interface ProcessUse {
   byThread: Record<string, { cpuMs: number; voluntarySwitches: number }>;
 }
 
-/** A `/proc/PID/status` field in KiB (VmRSS, VmHWM), 0 when the process is gone or has no procfs. */
-export function statusKiB(pid: number | "self", field: "VmRSS" | "VmHWM"): number {
+/** A `/proc/PID/status` field in KiB (VmRSS, VmHWM, RssAnon), 0 when the process is gone or has no procfs. */
+export function statusKiB(pid: number | "self", field: "VmRSS" | "VmHWM" | "RssAnon"): number {
   try {
     const match = new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
     return match ? Number(match[1]) : 0;

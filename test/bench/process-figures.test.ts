@@ -1,5 +1,5 @@
 import { afterEach, expect, test } from "bun:test";
-import { clearReferenced, residentKiB } from "../../src/bench/process-figures.ts";
+import { clearReferenced, residentKiB, statusKiB } from "../../src/bench/process-figures.ts";
 import { BUN, start, type Spawned } from "../support/processes.ts";
 
 const running: Spawned[] = [];
@@ -32,6 +32,9 @@ test("the working set counts the pages touched since the count began, not those 
   expect(b.anonymous).toBeGreaterThanOrEqual(16 * 1024);
   expect(b.referenced).toBeGreaterThanOrEqual(16 * 1024);
   expect(a.referenced).toBeLessThan(8 * 1024);
+  // Anonymous is what the kernel's own status line calls RssAnon, not the whole RSS.
+  expect(Math.abs(a.anonymous - statusKiB(idle.pid, "RssAnon"))).toBeLessThan(512);
+  expect(statusKiB(idle.pid, "VmRSS") - a.anonymous).toBeGreaterThan(4 * 1024); // Bun's own code, file-backed
 });
 
 test("a process that is gone has no figures", async () => {

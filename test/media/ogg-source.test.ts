@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { buildOpusHead } from "../../src/media/opus-head.ts";
@@ -21,6 +21,7 @@ import {
   type Fixtures,
 } from "../support/opus-fixtures.ts";
 import { chunkedSource, drain, drainFile } from "../support/sources.ts";
+import { tempDir } from "../support/temp.ts";
 
 let fx: Fixtures;
 beforeAll(() => {
@@ -186,6 +187,58 @@ describe("OggSource on hand-built streams", () => {
     const changed = packets[3]!.slice();
     changed[40 - (27 + 3)]! ^= 0x01; // after the page header and its three lacing values
     expect(second.frames.map((f) => f.payload)).toEqual([...packets.slice(0, 3), changed, ...packets.slice(4, 6)]);
+  });
+
+  test("with two bad pages, every pass skips both and yields the same frames", async () => {
+    const packets = Array.from({ length: 15 }, (_, i) => audioPacket(50 + i, i));
+    const { bytes, pages } = buildStream(packets, 3);
+    const offsets = pages.map((_, i) => pages.slice(0, i).reduce((n, p) => n + p.length, 0));
+    const played = bytes.slice();
+    played[offsets[3]! + 40] ^= 0x01; // packets 3..5
+    played[offsets[5]! + 40] ^= 0x01; // packets 9..11
+    const src = OggSource.from(chunkedSource(played, [65536], "t.opus", true), { lenient: true });
+    const good = [...packets.slice(0, 3), ...packets.slice(6, 9), ...packets.slice(12)];
+    for (let pass = 1; pass <= 3; pass++) {
+      if (pass > 1) expect(src.rewind()).toBe(true);
+      expect((await drain(src)).frames.map((f) => f.payload)).toEqual(good);
+      expect(src.skippedPages).toBe(2 * pass);
+    }
+  });
+
+  test("a looped file on disk: a small one is held and replayed, a large one is read, and checked, again", async () => {
+    const { path, cleanup } = tempDir("aa-loop-");
+    try {
+      const small = buildStream(Array.from({ length: 6 }, (_, i) => audioPacket(50 + i, i)), 3);
+      writeFileSync(path("small.opus"), small.bytes);
+      // Over the 1 MiB a source holds in memory: 300 packets of 4000 bytes.
+      const large = buildStream(Array.from({ length: 300 }, (_, i) => audioPacket(4000, i)), 3);
+      writeFileSync(path("large.opus"), large.bytes);
+      for (const [name, stream, replayed] of [["small.opus", small, true], ["large.opus", large, false]] as const) {
+        const src = await OggSource.open(path(name));
+        try {
+          const first = await drain(src);
+          expect(first.error).toBeUndefined();
+          // The file changes on disk between passes: a body byte of the second audio page.
+          const offsets = stream.pages.map((_, i) => stream.pages.slice(0, i).reduce((n, p) => n + p.length, 0));
+          const changed = stream.bytes.slice();
+          changed[offsets[3]! + 40] ^= 0x01;
+          writeFileSync(path(name), changed);
+          expect(src.rewind()).toBe(true);
+          const second = await drain(src);
+          if (replayed) {
+            expect(second.error).toBeUndefined(); // held at open: the change is not seen
+            expect(second.frames).toEqual(first.frames);
+          } else {
+            expect(second.frames.length).toBe(3);
+            expect(second.error?.message).toBe(`ogg source ${path(name)}: bad CRC in page at byte ${offsets[3]}`);
+          }
+        } finally {
+          await src.close();
+        }
+      }
+    } finally {
+      cleanup();
+    }
   });
 
   test("bytes read again from their file are checked again on every pass", async () => {
