@@ -1,6 +1,6 @@
 import { ProtocolError } from "./errors.ts";
 import { HEADER_SIZE, MAX_PAYLOAD } from "./limits.ts";
-import { readUint32LE } from "./little-endian.ts";
+import { readUint32LE, write32LE } from "./little-endian.ts";
 import { isMessageType, type MessageType } from "./message-type.ts";
 import { readTimestampNs, writeTimestampMs, writeTimestampNs } from "./timestamp.ts";
 
@@ -17,17 +17,17 @@ export interface Header {
 
 /** Hot-path header write: timestamp given as Unix ms (float), no allocation. */
 export function writeHeader(
-  view: DataView,
+  bytes: Uint8Array,
   offset: number,
   magic: number,
   type: MessageType,
   length: number,
   timestampMs: number,
 ): void {
-  view.setUint32(offset, magic, true);
-  view.setUint8(offset + 4, type);
-  view.setUint32(offset + 5, length, true);
-  writeTimestampMs(view, offset + 9, timestampMs);
+  write32LE(bytes, offset, magic);
+  bytes[offset + 4] = type;
+  write32LE(bytes, offset + 5, length);
+  writeTimestampMs(bytes, offset + 9, timestampMs);
 }
 
 /**
@@ -67,11 +67,10 @@ export function encodeMessage(
 ): Uint8Array<ArrayBuffer> {
   if (payload.length > MAX_PAYLOAD) throw ProtocolError.frameTooLarge(payload.length);
   const bytes = new Uint8Array(HEADER_SIZE + payload.length);
-  const view = new DataView(bytes.buffer);
-  view.setUint32(0, magic, true);
-  view.setUint8(4, type);
-  view.setUint32(5, payload.length, true);
-  writeTimestampNs(view, 9, timestampNs);
+  write32LE(bytes, 0, magic);
+  bytes[4] = type;
+  write32LE(bytes, 5, payload.length);
+  writeTimestampNs(bytes, 9, timestampNs);
   bytes.set(payload, HEADER_SIZE);
   return bytes;
 }

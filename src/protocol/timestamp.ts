@@ -6,7 +6,7 @@
  * exact i64 values go through bigint.
  */
 
-import { readInt32LE, readUint32LE } from "./little-endian.ts";
+import { readInt32LE, readUint32LE, write32LE } from "./little-endian.ts";
 
 const TWO_32 = 4294967296;
 
@@ -70,11 +70,11 @@ export function wallClockMs(): number {
 }
 
 /** Writes `ms` (Unix milliseconds, fractional) as i64 nanoseconds at `offset`. */
-export function writeTimestampMs(view: DataView, offset: number, ms: number): void {
+export function writeTimestampMs(bytes: Uint8Array, offset: number, ms: number): void {
   const ns = Math.round(ms * 1e6);
   const hi = Math.floor(ns / TWO_32);
-  view.setUint32(offset, ns - hi * TWO_32, true);
-  view.setInt32(offset + 4, hi, true);
+  write32LE(bytes, offset, ns - hi * TWO_32);
+  write32LE(bytes, offset + 4, hi);
 }
 
 /** Reads the i64 nanosecond timestamp at `offset` as Unix milliseconds (float). */
@@ -82,8 +82,10 @@ export function readTimestampMs(bytes: Uint8Array, offset: number): number {
   return (readInt32LE(bytes, offset + 4) * TWO_32 + readUint32LE(bytes, offset)) / 1e6;
 }
 
-export function writeTimestampNs(view: DataView, offset: number, ns: bigint): void {
-  view.setBigInt64(offset, BigInt.asIntN(64, ns), true);
+export function writeTimestampNs(bytes: Uint8Array, offset: number, ns: bigint): void {
+  const bits = BigInt.asUintN(64, ns);
+  write32LE(bytes, offset, Number(bits & 0xffffffffn));
+  write32LE(bytes, offset + 4, Number(bits >> 32n));
 }
 
 export function readTimestampNs(bytes: Uint8Array, offset: number): bigint {

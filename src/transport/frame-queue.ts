@@ -33,7 +33,6 @@ const FIRST_SLOTS = 64;
  */
 export class FrameQueue {
   private ring: Uint8Array;
-  private ringView: DataView;
   private starts: Int32Array;
   private sizes: Int32Array;
   private types: Uint8Array;
@@ -57,7 +56,6 @@ export class FrameQueue {
     }
     this.capacityFrames = capacity;
     this.ring = new Uint8Array(Math.min(maxBytes, FIRST_RING_BYTES));
-    this.ringView = new DataView(this.ring.buffer);
     const slots = Math.min(capacity, FIRST_SLOTS);
     this.starts = new Int32Array(slots);
     this.sizes = new Int32Array(slots);
@@ -110,7 +108,7 @@ export class FrameQueue {
       at = this.place(size);
     }
     if (this.count === this.starts.length) this.growSlots();
-    writeHeader(this.ringView, at, this.magic, type, payload.length, timestampMs);
+    writeHeader(this.ring, at, this.magic, type, payload.length, timestampMs);
     this.ring.set(payload, at + HEADER_SIZE);
     let slot = this.head + this.count;
     if (slot >= this.starts.length) slot -= this.starts.length;
@@ -253,7 +251,6 @@ export class FrameQueue {
       at += bytes;
     }
     this.ring = ring;
-    this.ringView = new DataView(ring.buffer);
     this.writeAt = at;
   }
 

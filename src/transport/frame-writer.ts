@@ -194,7 +194,9 @@ export class FrameWriter {
   pump(): void {
     const socket = this.socket;
     if (!socket || this.blocked) return;
-    if (this.budgetMs > 0 && this.overBudget()) return;
+    // Few clock reads: each is a call into the runtime, which a live process pays cold every frame.
+    let now = performance.now();
+    if (this.budgetMs > 0 && this.overBudget(now)) return;
     if (this.tailSize > 0 && !this.writeTail(socket)) return;
     const queue = this.queue;
     const stats = queue.stats;
@@ -205,9 +207,10 @@ export class FrameWriter {
       const start = queue.runStart;
       const size = queue.runBytes;
       const oldest = queue.oldestEnqueuedAt();
-      const now = performance.now();
       const written = socket.write(queue.buffer, start, size);
       const after = performance.now();
+      const before = now;
+      now = after;
       stats.writeCalls++;
       if (written < 0) {
         this.gone(socket);
@@ -218,7 +221,7 @@ export class FrameWriter {
         if (tracking) this.inFlight.wrote(written, oldest);
       }
       if (written === size) {
-        this.delivered(n, this.framesAmong(n), size, after - oldest, after - now);
+        this.delivered(n, this.framesAmong(n), size, after - oldest, after - before, after);
         queue.shift(n);
         continue;
       }
@@ -228,7 +231,7 @@ export class FrameWriter {
       let wholeBytes = 0;
       while (whole < n && wholeBytes + queue.sizeAt(whole) <= written) wholeBytes += queue.sizeAt(whole++);
       if (whole > 0) {
-        this.delivered(whole, this.framesAmong(whole), wholeBytes, after - oldest, after - now);
+        this.delivered(whole, this.framesAmong(whole), wholeBytes, after - oldest, after - before, after);
       }
       if (written > wholeBytes) {
         const tailStart = start + wholeBytes;
@@ -267,16 +270,16 @@ export class FrameWriter {
     const now = performance.now();
     const isFrame = this.tailType === MessageType.OpusFrame;
     if (!isFrame) this.options.onControlWritten?.(this.tailType);
-    this.delivered(1, isFrame ? 1 : 0, this.tailSize, now - this.tailEnqueuedAt, 0);
+    this.delivered(1, isFrame ? 1 : 0, this.tailSize, now - this.tailEnqueuedAt, 0, now);
     this.tailSize = 0;
     this.tailSent = 0;
     return true;
   }
 
-  /** Messages fully written, `frames` of them OpusFrames. */
-  private delivered(messages: number, frames: number, bytes: number, oldestWaitMs: number, writeCallMs: number): void {
+  /** Messages fully written at `atMs` (monotonic), `frames` of them OpusFrames. */
+  private delivered(messages: number, frames: number, bytes: number, oldestWaitMs: number, writeCallMs: number, atMs: number): void {
     const stats = this.queue.stats;
-    const now = Date.now();
+    const now = this.clock.at(atMs);
     stats.delivered += messages;
     stats.deliveredBytes += bytes;
     stats.lastDeliveredUnixMs = now;
@@ -293,8 +296,8 @@ export class FrameWriter {
    * read yet is that old, since whatever is written now would reach it later
    * still. Looked at again by the next frame, or after HOLD_RECHECK_MS.
    */
-  private overBudget(): boolean {
-    const cutoff = performance.now() - this.budgetMs;
+  private overBudget(now: number): boolean {
+    const cutoff = now - this.budgetMs;
     this.queue.dropOlderThan(cutoff, DropReason.LatencyBudget);
     const inFlight = this.inFlight;
     if (!inFlight.olderThan(cutoff)) {

@@ -20,7 +20,7 @@ describe("header", () => {
       [OUTPUT_MAGIC, MessageType.Heartbeat, 0x01020304, 2 ** 40],
     ] as const) {
       const bytes = new Uint8Array(HEADER_SIZE + 10).fill(0xa5);
-      writeHeader(new DataView(bytes.buffer), 5, magic, type, length, ms);
+      writeHeader(bytes, 5, magic, type, length, ms);
       const want = wireHeader(magic, type, length, BigInt(Math.round(ms * 1e6)));
       expect([...bytes.subarray(5, 5 + HEADER_SIZE)]).toEqual([...want]);
       expect([...bytes.subarray(0, 5), ...bytes.subarray(5 + HEADER_SIZE)]).toEqual(Array(10).fill(0xa5));

@@ -74,7 +74,7 @@ export async function writeWireFile(path: string, count: number, payloadOf: (i: 
       view.setUint32(used, OUTPUT_MAGIC, true);
       view.setUint8(used + 4, MessageType.OpusFrame);
       view.setUint32(used + 5, payload.length, true);
-      writeTimestampNs(view, used + 9, frameTimestampNs(i));
+      writeTimestampNs(buffer, used + 9, frameTimestampNs(i));
       buffer.set(payload, used + HEADER_SIZE);
       used += HEADER_SIZE + payload.length;
       bytes += HEADER_SIZE + payload.length;
