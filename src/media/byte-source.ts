@@ -71,6 +71,34 @@ class FileByteSource implements ByteSource {
   }
 }
 
+/**
+ * A character or block device, read in turn through the thread pool: such a
+ * device (/dev/null, /dev/zero) often cannot be polled, so it cannot be a
+ * stream on the event loop (epoll refuses it). Read once, to its end.
+ */
+class DeviceByteSource implements ByteSource {
+  private readonly buffer = new Uint8Array(CHUNK);
+  readonly rewindable = false;
+  readonly replaysSameBytes = false;
+  constructor(
+    readonly name: string,
+    private readonly handle: FileHandle,
+  ) {}
+
+  async read(): Promise<Uint8Array | null> {
+    const { bytesRead } = await this.handle.read(this.buffer, 0, CHUNK, null);
+    return bytesRead === 0 ? null : this.buffer.subarray(0, bytesRead);
+  }
+
+  rewind(): void {
+    throw new Error(`${this.name} cannot be rewound`);
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
+}
+
 class StreamByteSource implements ByteSource {
   readonly rewindable = false;
   readonly replaysSameBytes = false;
@@ -94,15 +122,16 @@ class StreamByteSource implements ByteSource {
 }
 
 /**
- * Opens `path` for reading; "-" is stdin. A FIFO or character device is read
- * as a stream. Nothing here waits for a FIFO's writer: that happens at the
- * first read, off the event loop.
+ * Opens `path` for reading; "-" is stdin. A FIFO is read as a stream, a
+ * device through the thread pool. Nothing here waits for a FIFO's writer:
+ * that happens at the first read, off the event loop.
  */
 export async function openByteSource(path: string): Promise<ByteSource> {
   if (path === "-") return streamByteSource(path);
   // Synchronous at open (start-up): quicker than hops through the thread pool.
   const kind = statSync(path);
   if (kind.isDirectory()) throw new Error(`source ${path} is a directory, expected a file or "-"`);
+  if (kind.isCharacterDevice() || kind.isBlockDevice()) return new DeviceByteSource(path, await open(path, "r"));
   if (!kind.isFile()) return streamByteSource(path);
   if (kind.size > HELD_FILE_BYTES) return new FileByteSource(path, await open(path, "r"));
   // Looping a short file (the usual test tone) then costs no read, and no thread-pool wake-up, per pass.

@@ -30,6 +30,30 @@ describe("openSource", () => {
   });
 });
 
+describe("a device as a source", () => {
+  /** Opens `path` as a source, pulls it to its end (or its error) and closes it. */
+  async function drained(format: "wire" | "ogg", path: string) {
+    const source = await openSource(format, path, { lenient: false, report: () => {} });
+    try {
+      return await drain(source);
+    } finally {
+      await source.close();
+    }
+  }
+
+  test("one that cannot be polled (/dev/null) reads as empty input, like an empty file", async () => {
+    expect(await drained("wire", "/dev/null")).toEqual({ frames: [] });
+    const ogg = await drained("ogg", "/dev/null");
+    expect(ogg.frames).toEqual([]);
+    expect(ogg.error?.message).toBe("ogg source /dev/null is not an Ogg Opus stream: it holds no OpusHead");
+  });
+
+  test("one that never ends (/dev/zero) is read until its bytes prove it is not the format", async () => {
+    const ogg = await drained("ogg", "/dev/zero");
+    expect(ogg.error?.message).toBe('ogg source /dev/zero: no Ogg capture pattern "OggS" at byte 0');
+  });
+});
+
 describe("readUpToFirstFrame", () => {
   test("has read the first frame, yet yields it first and then every other frame once", async () => {
     const path = socketDir(defer, "open-").path("in.wire");
