@@ -45,53 +45,33 @@ class HeldFileByteSource implements ByteSource {
   async close(): Promise<void> {}
 }
 
+/**
+ * A file read in chunks through the thread pool: a regular file too large to
+ * hold, read at its own position so that --loop can start it again; or a
+ * character or block device, read in turn, once, to its end. Such a device
+ * (/dev/null, /dev/zero) often cannot be polled, so it cannot be a stream on
+ * the event loop (epoll refuses it).
+ */
 class FileByteSource implements ByteSource {
   private readonly buffer = new Uint8Array(CHUNK);
   private position = 0;
-  readonly rewindable = true;
   readonly replaysSameBytes = false;
   constructor(
     readonly name: string,
     private readonly handle: FileHandle,
+    readonly rewindable: boolean,
   ) {}
 
   async read(): Promise<Uint8Array | null> {
-    const { bytesRead } = await this.handle.read(this.buffer, 0, CHUNK, this.position);
+    const { bytesRead } = await this.handle.read(this.buffer, 0, CHUNK, this.rewindable ? this.position : null);
     if (bytesRead === 0) return null;
     this.position += bytesRead;
     return this.buffer.subarray(0, bytesRead);
   }
 
   rewind(): void {
+    if (!this.rewindable) throw new Error(`${this.name} cannot be rewound`);
     this.position = 0;
-  }
-
-  async close(): Promise<void> {
-    await this.handle.close();
-  }
-}
-
-/**
- * A character or block device, read in turn through the thread pool: such a
- * device (/dev/null, /dev/zero) often cannot be polled, so it cannot be a
- * stream on the event loop (epoll refuses it). Read once, to its end.
- */
-class DeviceByteSource implements ByteSource {
-  private readonly buffer = new Uint8Array(CHUNK);
-  readonly rewindable = false;
-  readonly replaysSameBytes = false;
-  constructor(
-    readonly name: string,
-    private readonly handle: FileHandle,
-  ) {}
-
-  async read(): Promise<Uint8Array | null> {
-    const { bytesRead } = await this.handle.read(this.buffer, 0, CHUNK, null);
-    return bytesRead === 0 ? null : this.buffer.subarray(0, bytesRead);
-  }
-
-  rewind(): void {
-    throw new Error(`${this.name} cannot be rewound`);
   }
 
   async close(): Promise<void> {
@@ -131,9 +111,9 @@ export async function openByteSource(path: string): Promise<ByteSource> {
   // Synchronous at open (start-up): quicker than hops through the thread pool.
   const kind = statSync(path);
   if (kind.isDirectory()) throw new Error(`source ${path} is a directory, expected a file or "-"`);
-  if (kind.isCharacterDevice() || kind.isBlockDevice()) return new DeviceByteSource(path, await open(path, "r"));
+  if (kind.isCharacterDevice() || kind.isBlockDevice()) return new FileByteSource(path, await open(path, "r"), false);
   if (!kind.isFile()) return streamByteSource(path);
-  if (kind.size > HELD_FILE_BYTES) return new FileByteSource(path, await open(path, "r"));
+  if (kind.size > HELD_FILE_BYTES) return new FileByteSource(path, await open(path, "r"), true);
   // Looping a short file (the usual test tone) then costs no read, and no thread-pool wake-up, per pass.
   return new HeldFileByteSource(path, new Uint8Array(readFileSync(path)));
 }
