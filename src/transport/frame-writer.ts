@@ -194,7 +194,7 @@ export class FrameWriter {
   pump(): void {
     const socket = this.socket;
     if (!socket || this.blocked) return;
-    if (this.budgetMs > 0 && this.overBudget(performance.now())) return;
+    if (this.budgetMs > 0 && this.overBudget()) return;
     if (this.tailSize > 0 && !this.writeTail(socket)) return;
     const queue = this.queue;
     const stats = queue.stats;
@@ -294,8 +294,8 @@ export class FrameWriter {
    * read yet is that old, since whatever is written now would reach it later
    * still. Looked at again by the next frame, or after HOLD_RECHECK_MS.
    */
-  private overBudget(now: number): boolean {
-    const cutoff = now - this.budgetMs;
+  private overBudget(): boolean {
+    const cutoff = performance.now() - this.budgetMs;
     this.queue.dropOlderThan(cutoff, DropReason.LatencyBudget);
     const inFlight = this.inFlight;
     if (!inFlight.olderThan(cutoff)) {
