@@ -30,11 +30,16 @@ export interface ProcessUse {
   byThread: Record<string, { cpuMs: number; voluntarySwitches: number }>;
 }
 
+/** The `NAME:  N kB` line of a /proc file's text (status, smaps_rollup), in KiB; undefined when it has none. */
+function kibField(text: string, name: string): number | undefined {
+  const match = new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text);
+  return match ? Number(match[1]) : undefined;
+}
+
 /** A `/proc/PID/status` field in KiB (VmRSS, VmHWM, RssAnon), 0 when the process is gone or has no procfs. */
 export function statusKiB(pid: number | "self", field: "VmRSS" | "VmHWM" | "RssAnon"): number {
   try {
-    const match = new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return match ? Number(match[1]) : 0;
+    return kibField(readFileSync(`/proc/${pid}/status`, "utf8"), field) ?? 0;
   } catch {
     return 0;
   }
@@ -63,9 +68,9 @@ export function clearReferenced(pid: number): boolean {
 export function residentKiB(pid: number): { referenced: number; anonymous: number } | undefined {
   try {
     const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
-    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(rollup)?.[1] ?? NaN);
-    const figures = { referenced: field("Referenced"), anonymous: field("Anonymous") };
-    return Number.isNaN(figures.referenced) || Number.isNaN(figures.anonymous) ? undefined : figures;
+    const referenced = kibField(rollup, "Referenced");
+    const anonymous = kibField(rollup, "Anonymous");
+    return referenced === undefined || anonymous === undefined ? undefined : { referenced, anonymous };
   } catch {
     return undefined;
   }
