@@ -41,7 +41,7 @@ function audioPacket(size: number, seed: number): Uint8Array {
 /**
  * An Ogg Opus stream built with our page writer: headers on their own pages,
  * then `packets` grouped `perPage` to a page, at most `maxSegments` lacing
- * values per page. Returns the bytes and each page's offset.
+ * values per page. Returns the bytes, the pages and each page's offset.
  */
 function buildStream(packets: Uint8Array[], perPage: number, maxSegments = 255, serial = 0x1234) {
   const { writer, pages } = collectingWriter(serial, { maxSegments });
@@ -56,7 +56,8 @@ function buildStream(packets: Uint8Array[], perPage: number, maxSegments = 255, 
     if ((i + 1) % perPage === 0) writer.flushPage();
   });
   writer.flushPage(true);
-  return { bytes: concatBytes(pages), pages };
+  const offsets = pages.map((_, i) => pages.slice(0, i).reduce((n, p) => n + p.length, 0));
+  return { bytes: concatBytes(pages), pages, offsets };
 }
 
 function source(bytes: Uint8Array, options: { lenient?: boolean } = {}, chunks = [65536]) {
@@ -150,8 +151,7 @@ describe("OggSource on hand-built streams", () => {
 
   test("a bad CRC is an error naming the page; lenient skips the page and counts it", async () => {
     const packets = Array.from({ length: 12 }, (_, i) => audioPacket(50 + i, i));
-    const { bytes, pages } = buildStream(packets, 3);
-    const offsets = pages.map((_, i) => pages.slice(0, i).reduce((n, p) => n + p.length, 0));
+    const { bytes, offsets } = buildStream(packets, 3);
     const bad = bytes.slice();
     bad[offsets[3]! + 40] ^= 0x01; // a body byte of the second audio page (packets 3..5)
 
@@ -168,8 +168,7 @@ describe("OggSource on hand-built streams", () => {
 
   test("--loop over bytes replayed unchanged checks each page's CRC on the first pass only, up to the first bad page", async () => {
     const packets = Array.from({ length: 12 }, (_, i) => audioPacket(50 + i, i));
-    const { bytes, pages } = buildStream(packets, 3);
-    const offsets = pages.map((_, i) => pages.slice(0, i).reduce((n, p) => n + p.length, 0));
+    const { bytes, offsets } = buildStream(packets, 3);
     const played = bytes.slice();
     played[offsets[4]! + 40] ^= 0x01; // bad from the start: the third audio page (packets 6..8)
     const src = OggSource.from(chunkedSource(played, [65536], "t.opus", true), { lenient: true });
@@ -191,8 +190,7 @@ describe("OggSource on hand-built streams", () => {
 
   test("with two bad pages, every pass skips both and yields the same frames", async () => {
     const packets = Array.from({ length: 15 }, (_, i) => audioPacket(50 + i, i));
-    const { bytes, pages } = buildStream(packets, 3);
-    const offsets = pages.map((_, i) => pages.slice(0, i).reduce((n, p) => n + p.length, 0));
+    const { bytes, offsets } = buildStream(packets, 3);
     const played = bytes.slice();
     played[offsets[3]! + 40] ^= 0x01; // packets 3..5
     played[offsets[5]! + 40] ^= 0x01; // packets 9..11
@@ -219,7 +217,7 @@ describe("OggSource on hand-built streams", () => {
           const first = await drain(src);
           expect(first.error).toBeUndefined();
           // The file changes on disk between passes: a body byte of the second audio page.
-          const offsets = stream.pages.map((_, i) => stream.pages.slice(0, i).reduce((n, p) => n + p.length, 0));
+          const offsets = stream.offsets;
           const changed = stream.bytes.slice();
           changed[offsets[3]! + 40] ^= 0x01;
           writeFileSync(path(name), changed);
@@ -243,8 +241,7 @@ describe("OggSource on hand-built streams", () => {
 
   test("bytes read again from their file are checked again on every pass", async () => {
     const packets = Array.from({ length: 6 }, (_, i) => audioPacket(50 + i, i));
-    const { bytes, pages } = buildStream(packets, 3);
-    const offsets = pages.map((_, i) => pages.slice(0, i).reduce((n, p) => n + p.length, 0));
+    const { bytes, offsets } = buildStream(packets, 3);
     const played = bytes.slice();
     const src = OggSource.from(chunkedSource(played, [65536], "t.opus", false));
     expect((await drain(src)).frames.length).toBe(6);
