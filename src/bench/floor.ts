@@ -10,6 +10,15 @@ import { join } from "node:path";
 import { compileExecutable } from "./compile.ts";
 import BARE_BUN_SOURCE from "./floors/bare-bun.js" with { type: "text" };
 
+/**
+ * Bun's runtime modules that every streaming role loads at start (their
+ * static imports; a test keeps this list equal to them). The floor loads
+ * them too (`bare-bun modules ...`), to show what they cost any program that
+ * needs them: socket files and sinks need node:fs, socket buffer sizes need
+ * bun:ffi.
+ */
+export const STREAMING_RUNTIME_MODULES = ["node:fs", "node:fs/promises", "node:path", "bun:ffi"] as const;
+
 /** Builds the floor into `work`; its path, or an Error saying why it could not be built. */
 export async function buildBareBun(work: string): Promise<string | Error> {
   const source = join(work, "bare-bun.js");

@@ -16,6 +16,7 @@ import { OggPageWriter } from "../media/ogg-page-writer.ts";
 import { buildOpusHead } from "../media/opus-head.ts";
 import { buildOpusTags } from "../media/opus-tags.ts";
 import type { DriverResult } from "./driver.ts";
+import { STREAMING_RUNTIME_MODULES } from "./floor.ts";
 import type { ProcessUse } from "./process-figures.ts";
 import type { LiveProcess, LiveProgram, LiveRun, Runner } from "./runner.ts";
 
@@ -67,6 +68,8 @@ export interface LiveFigures {
   source: string;
   idle?: Footprint;
   tick?: Footprint;
+  /** Waking 50 times a second with Bun's runtime modules that the streaming roles load (STREAMING_RUNTIME_MODULES). */
+  modules?: Footprint;
   bare?: PairFigures;
   agent?: PairFigures;
   native?: PairFigures;
@@ -113,12 +116,13 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
 
   if (setup.bareBun) {
     const bare = setup.bareBun;
-    log(`live: Bun's floor, idle and waking ${LIVE_RATE} times a second, ${windowMs / 1000} s`);
+    log(`live: Bun's floor, idle and waking ${LIVE_RATE} times a second (also with ${STREAMING_RUNTIME_MODULES.join(", ")}), ${windowMs / 1000} s`);
     const run = await attempt("bare Bun idle/tick", () =>
       runner.live(
         [
           { name: "idle", cmd: [bare, "idle"], ends: "signal" },
           { name: "tick", cmd: [bare, "tick"], ends: "signal" },
+          { name: "modules", cmd: [bare, "modules", ...STREAMING_RUNTIME_MODULES], ends: "signal" },
         ],
         window,
       ),
@@ -126,6 +130,7 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
     if (run) {
       figures.idle = footprint(run.processes.idle!, run.windowMs, null);
       figures.tick = footprint(run.processes.tick!, run.windowMs, ticks(run));
+      figures.modules = footprint(run.processes.modules!, run.windowMs, ticks(run));
     }
     log("live: the bare Bun pair (Bun.listen -> Bun.connect, 17-byte header + 160 bytes every 20 ms)");
     figures.bare = await attempt("bare Bun pair", async () => {

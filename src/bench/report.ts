@@ -5,6 +5,7 @@
  * a row without a goal is information.
  */
 import type { DriverResult, HeapSample } from "./driver.ts";
+import { STREAMING_RUNTIME_MODULES } from "./floor.ts";
 import type { Footprint, LiveFigures, PairFigures } from "./live.ts";
 
 export interface Row {
@@ -58,6 +59,17 @@ export function framesPerSecond(p: PairLike | undefined): number | null {
 function cpuMicrosPerFrame(r: DriverResult | undefined): number | null {
   if (!r || r.windowFrames <= 0) return null;
   return (r.cpuSeconds / r.windowFrames) * 1e6;
+}
+
+/** What Bun's runtime modules that every streaming role loads cost on their own: the floor with them, less the floor without. */
+function runtimeModulesMiB(live: LiveFigures | undefined): number | null {
+  return live?.modules && live.tick ? live.modules.peakRssMiB - live.tick.peakRssMiB : null;
+}
+
+/** A bare Bun figure (MiB) with those modules' own cost added. */
+function withRuntimeModules(live: LiveFigures | undefined, floorMiB: number | null | undefined): number | null {
+  const modules = runtimeModulesMiB(live);
+  return known(floorMiB, modules) ? floorMiB! + modules! : null;
 }
 
 interface Figures {
@@ -182,6 +194,7 @@ export const judge = {
         row(label, `${who} wake-ups per frame`, "switches", wakeups, `<= ${goals.liveWakeupsPerFrame}`, known(wakeups.agent) ? wakeups.agent! <= goals.liveWakeupsPerFrame : null),
         row(label, `${who} wake-ups per frame, main thread`, "switches", figure((p) => p[side].mainThreadWakeupsPerFrame)),
         row(label, `${who} RSS (max)`, "MiB", rss, `<= bare + ${goals.liveRssOverFloorMiB} MiB`, known(rss.agent, rss.floor) ? rss.agent! <= rss.floor! + goals.liveRssOverFloorMiB : null, "difference"),
+        row(label, `${who} RSS (max), bare Bun + the same runtime modules`, "MiB", { agent: rss.agent, floor: withRuntimeModules(live, rss.floor) }, "", null, "difference"),
         row(label, `${who} working set (pages touched in the window)`, "MiB", figure((p) => p[side].workingSetMiB), "", null, "difference"),
         row(label, `${who} anonymous memory (heap, buffers)`, "MiB", figure((p) => p[side].anonymousMiB), "", null, "difference"),
       );
@@ -192,7 +205,16 @@ export const judge = {
       row("Bun floor", `${what}: wake-ups ${wakeups}`, "switches", { floor: wakeups === "per tick" ? f?.wakeupsPerFrame : f?.wakeupsPerSecond }),
       ...(wakeups === "per tick" ? [row("Bun floor", `${what}: wake-ups per tick, main thread`, "switches", { floor: f?.mainThreadWakeupsPerFrame })] : []),
     ];
-    return [...rows, ...this.both(live, goals), ...bun("idle", live?.idle, "per second"), ...bun("waking 50/s", live?.tick, "per tick")];
+    const modules = `waking 50/s + ${STREAMING_RUNTIME_MODULES.join(", ")}`;
+    return [
+      ...rows,
+      ...this.both(live, goals),
+      ...bun("idle", live?.idle, "per second"),
+      ...bun("waking 50/s", live?.tick, "per tick"),
+      row("Bun floor", `${modules}: RSS (max)`, "MiB", { floor: live?.modules?.peakRssMiB }),
+      row("Bun floor", `${modules}: anonymous memory`, "MiB", { floor: live?.modules?.anonymousMiB }),
+      row("Bun floor", "those runtime modules' own RSS (over waking 50/s)", "MiB", { floor: runtimeModulesMiB(live) }),
+    ];
   },
 
   /**
@@ -208,6 +230,7 @@ export const judge = {
     const bareTwo = live?.bare ? live.bare.send.peakRssMiB + live.bare.recv.peakRssMiB : null;
     return [
       row(label, "serve RSS (max)", "MiB", rss, `<= bare + ${goals.liveServeRssOverFloorMiB} MiB`, known(rss.agent, rss.floor) ? rss.agent! <= rss.floor! + goals.liveServeRssOverFloorMiB : null, "difference"),
+      row(label, "serve RSS (max), bare Bun + the same runtime modules", "MiB", { agent: rss.agent, floor: withRuntimeModules(live, rss.floor) }, "", null, "difference"),
       row(label, "output serve + input serve RSS (max), two processes", "MiB", { agent: apart, floor: bareTwo }, "", null, "difference"),
       row(label, "serve working set (pages touched in the window)", "MiB", { agent: serve?.workingSetMiB, floor: live?.bare?.send.workingSetMiB }, "", null, "difference"),
       row(label, "serve anonymous memory (heap, buffers)", "MiB", { agent: serve?.anonymousMiB, floor: live?.bare?.send.anonymousMiB }, "", null, "difference"),

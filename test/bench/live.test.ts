@@ -84,6 +84,9 @@ describe("live scenario", () => {
     };
     measured(figures.idle, false);
     measured(figures.tick, true);
+    // Loading node:fs, bun:ffi and the rest reaches megabytes of Bun's code that a bare program never touches.
+    measured(figures.modules, true);
+    expect(figures.modules!.peakRssMiB).toBeGreaterThan(figures.tick!.peakRssMiB + 1);
     for (const pair of [figures.bare, figures.agent]) {
       measured(pair?.send, true);
       measured(pair?.recv, true);

@@ -6,6 +6,9 @@
  *
  *   bare-bun idle            stays alive, never wakes
  *   bare-bun tick            wakes every 20 ms and does nothing
+ *   bare-bun modules NAME... loads Bun's runtime modules NAME... (node:fs, bun:ffi, ...) and uses
+ *                            each as the agent does, then wakes every 20 ms: what those modules
+ *                            cost a program that needs them, before any of its own code
  *   bare-bun send SOCKET     Bun.listen; every 20 ms one OpusFrame (17-byte header + 160 bytes) to the client
  *   bare-bun recv SOCKET     Bun.connect; parses the frames, records each one's age (arrival minus
  *                            header timestamp); on SIGTERM logs "stopped" with frames= and
@@ -107,12 +110,42 @@ function recv(path) {
   Bun.connect({ unix: path, socket: { data: (_socket, chunk) => onData(chunk), close: () => {}, error: () => {} } });
 }
 
+/**
+ * Loads each module and makes the calls the agent makes of it, so that the
+ * code they reach in Bun is reached here too (bun:ffi's dlopen compiles its
+ * call stubs; node:fs's calls reach its native side).
+ */
+function loadModules(names) {
+  for (const name of names) {
+    const module = require(name);
+    if (name === "node:fs") {
+      module.statSync("/");
+      module.writeSync(2, "");
+    } else if (name === "node:path") {
+      module.join("a", "b");
+    } else if (name === "bun:ffi") {
+      // The symbols the agent's socket options take from libc (src/transport/socket-options.ts).
+      const { i32, u32, u64, ptr } = module.FFIType;
+      module.dlopen("libc.so.6", {
+        setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
+        getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
+        ioctl: { args: [i32, u64, ptr], returns: i32 },
+        __errno_location: { args: [], returns: ptr },
+      });
+    }
+  }
+}
+
 const [mode, path] = process.argv.slice(2);
 if (mode === "idle") setInterval(() => {}, 2 ** 30);
 else if (mode === "tick") every20ms(() => {});
+else if (mode === "modules") {
+  loadModules(process.argv.slice(3));
+  every20ms(() => {});
+}
 else if (mode === "send" && path) send(path);
 else if (mode === "recv" && path) recv(path);
 else {
-  console.error("usage: bare-bun idle | tick | send SOCKET | recv SOCKET");
+  console.error("usage: bare-bun idle | tick | modules NAME... | send SOCKET | recv SOCKET");
   process.exit(2);
 }
