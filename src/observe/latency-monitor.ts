@@ -1,8 +1,8 @@
 // Latency per operation ("enqueue_to_write", "write_call", "frame_age", "heartbeat_rtt", ...),
 // in seconds: a smoothed level (EMA), its jitter, and percentiles over the recent window.
 //
-// record() sits on the per-frame path, so once an operation has been seen it only does
-// arithmetic on preallocated state. Percentiles are the expensive part and are computed only
+// Recording sits on the per-frame path: a caller holds its operation's recorder (operation()),
+// which only does arithmetic on preallocated state, without a look-up by name. Percentiles are the expensive part and are computed only
 // when someone asks (metrics scrape, optimizer tick).
 
 export type LatencyWarningLevel = "target" | "max";
@@ -49,19 +49,58 @@ export const DEFAULT_LATENCY_TARGET_SECONDS = 0.05;
 export const DEFAULT_LATENCY_MAX_SECONDS = 0.2;
 export const DEFAULT_LATENCY_WARN_INTERVAL_MS = 10_000;
 
-/** Everything one operation needs, allocated once when it is first recorded. */
-interface OperationState {
-  count: number;
-  ema: number;
-  jitter: number;
-  last: number;
+/**
+ * One operation's statistics, allocated once when the operation is first
+ * named. A per-frame caller holds it (LatencyMonitor.operation) and records
+ * into it directly, without looking the operation up each time.
+ */
+export class LatencyOperation {
+  count = 0;
+  ema = 0;
+  jitter = 0;
+  last = 0;
   /** Ring of the most recent samples; `next` is where the next one goes. */
-  window: Float64Array;
-  next: number;
-  filled: number;
+  readonly window: Float64Array;
+  next = 0;
+  filled = 0;
   // -Infinity means "never warned", so the first crossing always warns.
-  lastTargetWarnMs: number;
-  lastMaxWarnMs: number;
+  lastTargetWarnMs = -Infinity;
+  lastMaxWarnMs = -Infinity;
+
+  constructor(
+    readonly name: string,
+    private readonly monitor: LatencyMonitor,
+  ) {
+    this.window = new Float64Array(monitor.windowSize);
+  }
+
+  /**
+   * Adds one sample in seconds. Returns false (and ignores it) when it is negative or not
+   * finite, so one bad clock reading cannot poison the EMA forever.
+   */
+  record(seconds: number): boolean {
+    if (!(seconds >= 0 && seconds < Infinity)) return false;
+    const monitor = this.monitor;
+    if (this.count === 0) {
+      // Seed with the first sample instead of 0, so the EMA does not start far too low.
+      this.ema = seconds;
+      monitor.listed.push(this);
+    } else {
+      this.ema += monitor.alpha * (seconds - this.ema);
+      // RFC 3550 style: smooth the absolute change between consecutive samples.
+      this.jitter += monitor.alpha * (Math.abs(seconds - this.last) - this.jitter);
+    }
+    this.last = seconds;
+    this.count++;
+
+    const size = this.window.length;
+    this.window[this.next] = seconds;
+    this.next = this.next + 1 === size ? 0 : this.next + 1;
+    if (this.filled < size) this.filled++;
+
+    if (seconds > monitor.targetSeconds) monitor.crossed(this, seconds);
+    return true;
+  }
 }
 
 export class LatencyMonitor {
@@ -72,7 +111,9 @@ export class LatencyMonitor {
   readonly warnIntervalMs: number;
   private readonly now: () => number;
   private readonly warn: LatencyWarn | undefined;
-  private readonly states = new Map<string, OperationState>();
+  private readonly states = new Map<string, LatencyOperation>();
+  /** The operations that hold samples, in the order of their first (LatencyOperation.record adds them). */
+  readonly listed: LatencyOperation[] = [];
   /** Shared sort buffer for snapshot(): one per monitor, not per operation or per call. */
   private readonly scratch: Float64Array;
 
@@ -99,47 +140,29 @@ export class LatencyMonitor {
   }
 
   /**
-   * Adds one sample in seconds. Returns false (and ignores it) when it is negative or not
-   * finite, so one bad clock reading cannot poison the EMA forever.
+   * The operation's recorder, created the first time it is named; it is listed
+   * (operations, snapshot) from its first sample on.
    */
-  record(operation: string, seconds: number): boolean {
-    if (!(seconds >= 0 && seconds < Infinity)) return false;
-    let s = this.states.get(operation);
-    if (s === undefined) {
-      s = {
-        count: 0,
-        ema: 0,
-        jitter: 0,
-        last: 0,
-        window: new Float64Array(this.windowSize),
-        next: 0,
-        filled: 0,
-        lastTargetWarnMs: -Infinity,
-        lastMaxWarnMs: -Infinity,
-      };
-      this.states.set(operation, s);
+  operation(name: string): LatencyOperation {
+    let operation = this.states.get(name);
+    if (operation === undefined) {
+      operation = new LatencyOperation(name, this);
+      this.states.set(name, operation);
     }
-
-    if (s.count === 0) {
-      // Seed with the first sample instead of 0, so the EMA does not start far too low.
-      s.ema = seconds;
-    } else {
-      s.ema += this.alpha * (seconds - s.ema);
-      // RFC 3550 style: smooth the absolute change between consecutive samples.
-      s.jitter += this.alpha * (Math.abs(seconds - s.last) - s.jitter);
-    }
-    s.last = seconds;
-    s.count++;
-
-    s.window[s.next] = seconds;
-    s.next = s.next + 1 === this.windowSize ? 0 : s.next + 1;
-    if (s.filled < this.windowSize) s.filled++;
-
-    if (seconds > this.targetSeconds && this.warn !== undefined) this.maybeWarn(operation, s, seconds);
-    return true;
+    return operation;
   }
 
-  private maybeWarn(operation: string, s: OperationState, seconds: number): void {
+  /** Adds one sample in seconds to `operation` (see LatencyOperation.record). */
+  record(operation: string, seconds: number): boolean {
+    return this.operation(operation).record(seconds);
+  }
+
+  /** A sample of `operation` above the target: warns, within the rate limit. */
+  crossed(operation: LatencyOperation, seconds: number): void {
+    if (this.warn !== undefined) this.maybeWarn(operation.name, operation, seconds);
+  }
+
+  private maybeWarn(operation: string, s: LatencyOperation, seconds: number): void {
     const nowMs = this.now();
     // A sample above max reports only "max": one event, at its most severe level.
     if (seconds > this.maxSeconds) {
@@ -160,7 +183,7 @@ export class LatencyMonitor {
    */
   snapshot(operation: string, latest = Infinity): LatencySnapshot | undefined {
     const s = this.states.get(operation);
-    if (s === undefined) return undefined;
+    if (s === undefined || s.count === 0) return undefined;
     const n = Math.max(1, Math.min(s.filled, latest));
     // Sort a copy: the ring must keep its arrival order for eviction. The newest n samples end
     // just before `next`, wrapping round to the end of a full ring.
@@ -190,7 +213,7 @@ export class LatencyMonitor {
 
   /** Operation names in the order they were first recorded. */
   operations(): string[] {
-    return [...this.states.keys()];
+    return this.listed.map((operation) => operation.name);
   }
 }
 

@@ -3,7 +3,7 @@ import { SOCKET_BUFFER_PRESETS, socketBufferSizes, type Role, type Settings } fr
 import { AdaptiveOptimizer, DEFAULT_ADAPTIVE, type AdaptiveState } from "../observe/adaptive-optimizer.ts";
 import type { ListenAddress } from "../observe/http-listen-error.ts";
 import type { AgentHttpServer, HealthReport } from "../observe/http-server.ts";
-import { LatencyMonitor } from "../observe/latency-monitor.ts";
+import { LatencyMonitor, type LatencyOperation } from "../observe/latency-monitor.ts";
 import type { Logger } from "../observe/logger.ts";
 import type { AgentMetrics, ChannelMetrics } from "../observe/metrics.ts";
 import { MonitorHub, monitorFigures, type ChannelFigures, type MonitorIdentity, type RoleFigures } from "../observe/monitor/hub.ts";
@@ -219,6 +219,11 @@ export class ChannelInstruments implements ChannelObserver {
   private statsSeen: { at: number; counts: Record<string, number>; samples: Map<string, number> };
   /** Pressure already fed to the optimizer: short writes and deadline drops. */
   private pressureSeen = { shortWrites: 0, deadlineDrops: 0 };
+  /** The per-frame operations' recorders, held so that a sample needs no look-up. */
+  private readonly enqueueToWrite: LatencyOperation;
+  private readonly writeCall: LatencyOperation;
+  private readonly frameAgeLatency: LatencyOperation;
+  private readonly roundTripLatency: LatencyOperation;
 
   constructor(
     readonly end: ChannelEnd,
@@ -233,6 +238,10 @@ export class ChannelInstruments implements ChannelObserver {
     },
   ) {
     ({ latency: this.latency, metrics: this.metrics, report: this.report, stats: this.stats, monitor: this.monitor, shown: this.shown } = parts);
+    this.enqueueToWrite = this.latency.operation("enqueue_to_write");
+    this.writeCall = this.latency.operation("write_call");
+    this.frameAgeLatency = this.latency.operation("frame_age");
+    this.roundTripLatency = this.latency.operation("heartbeat_rtt");
     const first = end.readings();
     this.channel = first.channel;
     if (settings.adaptive === "on") {
@@ -266,19 +275,19 @@ export class ChannelInstruments implements ChannelObserver {
   }
 
   written(_messages: number, _bytes: number, oldestWaitMs: number, writeCallMs: number): void {
-    this.latency.record("enqueue_to_write", oldestWaitMs / 1000);
-    this.latency.record("write_call", writeCallMs / 1000);
+    this.enqueueToWrite.record(oldestWaitMs / 1000);
+    this.writeCall.record(writeCallMs / 1000);
     this.metrics?.enqueueToWrite.observe(oldestWaitMs / 1000);
     this.metrics?.writeCall.observe(writeCallMs / 1000);
   }
 
   frameAge(ms: number): void {
-    this.latency.record("frame_age", ms / 1000);
+    this.frameAgeLatency.record(ms / 1000);
     this.metrics?.frameAge.observe(ms / 1000);
   }
 
   roundTrip(ms: number): void {
-    this.latency.record("heartbeat_rtt", ms / 1000);
+    this.roundTripLatency.record(ms / 1000);
     this.metrics?.roundTrip.observe(ms / 1000);
   }
 

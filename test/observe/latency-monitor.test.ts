@@ -97,6 +97,16 @@ describe("hot path", () => {
     for (let i = 0; i < 500_000; i++) m.record("write_call", (i % 300) / 1000);
     expect(heapStats().heapCapacity - before).toBeLessThan(1024 * 1024);
   });
+
+  test("a held recorder allocates nothing either", () => {
+    const m = new LatencyMonitor({ windowSize: 64, now: () => 0, warn: () => {} });
+    const op = m.operation("write_call");
+    for (let i = 0; i < 1_000; i++) op.record((i % 300) / 1000);
+    Bun.gc(true);
+    const before = heapStats().heapCapacity;
+    for (let i = 0; i < 500_000; i++) op.record((i % 300) / 1000);
+    expect(heapStats().heapCapacity - before).toBeLessThan(1024 * 1024);
+  });
 });
 
 describe("window eviction", () => {
@@ -158,6 +168,26 @@ describe("operations", () => {
     expect(m.snapshot("heartbeat_rtt")).toMatchObject({ count: 1, ema: 4, max: 4 });
   });
 
+  test("a held recorder records into its operation; one named but never recorded is not listed", () => {
+    const m = new LatencyMonitor({ alpha: 0.5 });
+    const rtt = m.operation("heartbeat_rtt");
+    const write = m.operation("write_call");
+    expect(m.operation("write_call")).toBe(write);
+    expect(m.operations()).toEqual([]);
+    expect(m.snapshot("write_call")).toBeUndefined();
+    expect(m.recorded("write_call")).toBe(0);
+    // Listed in the order of their first samples, not of their naming.
+    expect(write.record(1)).toBe(true);
+    m.record("write_call", 3);
+    expect(write.record(-1)).toBe(false);
+    expect(m.operations()).toEqual(["write_call"]);
+    expect(rtt.record(4)).toBe(true);
+    expect(m.operations()).toEqual(["write_call", "heartbeat_rtt"]);
+    expect(m.snapshot("write_call")).toMatchObject({ count: 2, ema: 2, max: 3 });
+    expect(m.snapshot("heartbeat_rtt")).toMatchObject({ count: 1, ema: 4, max: 4 });
+    expect(m.recorded("write_call")).toBe(2);
+  });
+
   test("negative and non-finite samples are ignored", () => {
     const m = new LatencyMonitor();
     expect(m.record("op", -0.001)).toBe(false);
@@ -191,6 +221,21 @@ describe("warnings", () => {
     });
     return { m, calls, advance: (ms: number) => (clock += ms) };
   }
+
+  test("a held recorder warns under its operation's name, rate limited like record()", () => {
+    const { m, calls, advance } = setup();
+    const age = m.operation("frame_age");
+    age.record(0.06);
+    m.record("frame_age", 0.07);
+    age.record(0.25);
+    advance(10_000);
+    age.record(0.08);
+    expect(calls).toEqual([
+      ["frame_age", "target", 0.06, 0.05],
+      ["frame_age", "max", 0.25, 0.2],
+      ["frame_age", "target", 0.08, 0.05],
+    ]);
+  });
 
   test("defaults: target 50 ms, max 200 ms, interval 10 s", () => {
     const m = new LatencyMonitor();
