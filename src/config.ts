@@ -55,34 +55,47 @@ export function socketBufferSizes(setting: SocketBufferPreset | number): SocketB
   return typeof setting === "number" ? { sendBytes: setting, receiveBytes: setting } : { ...SOCKET_BUFFER_PRESETS[setting] };
 }
 
-/** Accepts a number, or decimal text (flags and env are text); not "0x10" or "1e3". */
-const numberLike = v.union([
-  v.number(),
-  v.pipe(v.string(), v.trim(), v.regex(/^-?\d+(?:\.\d+)?$/), v.transform(Number)),
-]);
-
-function integer(min: number, max: number): v.GenericSchema<unknown, number> {
-  return v.pipe(numberLike, v.number(), v.integer(), v.minValue(min), v.maxValue(max));
+/**
+ * A schema built the first time something is validated with it. Start-up then
+ * builds only the schemas of the settings it is given: valibot's objects for
+ * every option, built at load, were about 2 ms of a slow machine's start-up.
+ */
+function onFirstUse<const T extends v.GenericSchema>(build: () => T): v.LazySchema<T> {
+  let schema: T | undefined;
+  return v.lazy(() => (schema ??= build()));
 }
 
-const booleanLike = v.union([
-  v.boolean(),
-  v.pipe(
-    v.picklist(["true", "false", "1", "0", "on", "off", "yes", "no"]),
-    v.transform((s) => ["true", "1", "on", "yes"].includes(s)),
-  ),
-]);
+/** Accepts a number, or decimal text (flags and env are text); not "0x10" or "1e3". */
+const numberLike = onFirstUse(() =>
+  v.union([v.number(), v.pipe(v.string(), v.trim(), v.regex(/^-?\d+(?:\.\d+)?$/), v.transform(Number))]),
+);
+
+function integer(min: number, max: number): v.GenericSchema<unknown, number> {
+  return onFirstUse(() => v.pipe(numberLike, v.number(), v.integer(), v.minValue(min), v.maxValue(max)));
+}
+
+const booleanLike = onFirstUse(() =>
+  v.union([
+    v.boolean(),
+    v.pipe(
+      v.picklist(["true", "false", "1", "0", "on", "off", "yes", "no"]),
+      v.transform((s) => ["true", "1", "on", "yes"].includes(s)),
+    ),
+  ]),
+);
 
 function choice<const T extends readonly [string, ...string[]]>(values: T) {
   return v.picklist(values);
 }
 
-const text = v.pipe(v.string(), v.nonEmpty());
+const text = onFirstUse(() => v.pipe(v.string(), v.nonEmpty()));
 
 /** "0660" (octal) -> 0o660. */
-const fileMode = v.pipe(
-  v.union([v.pipe(v.string(), v.regex(/^0?[0-7]{3}$/)), v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0o777))]),
-  v.transform((m) => (typeof m === "number" ? m : parseInt(m, 8))),
+const fileMode = onFirstUse(() =>
+  v.pipe(
+    v.union([v.pipe(v.string(), v.regex(/^0?[0-7]{3}$/)), v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0o777))]),
+    v.transform((m) => (typeof m === "number" ? m : parseInt(m, 8))),
+  ),
 );
 
 /** 0o660 -> "0660". */
@@ -95,15 +108,17 @@ function hostPort(address: unknown): string {
 }
 
 /** "HOST:PORT", ":PORT" or "PORT"; without a host, loopback. */
-const listenAddress = v.pipe(
-  v.union([v.pipe(v.number(), v.transform(String)), v.string()]),
-  v.regex(/^(?:(\[[0-9a-fA-F:]+\]|[\w.-]*):)?\d{1,5}$/),
-  v.transform((s) => {
-    const at = s.lastIndexOf(":");
-    const host = at <= 0 ? "127.0.0.1" : s.slice(0, at).replace(/^\[|\]$/g, "");
-    return { host, port: Number(s.slice(at + 1)) };
-  }),
-  v.check((a) => a.port >= 0 && a.port <= 65535),
+const listenAddress = onFirstUse(() =>
+  v.pipe(
+    v.union([v.pipe(v.number(), v.transform(String)), v.string()]),
+    v.regex(/^(?:(\[[0-9a-fA-F:]+\]|[\w.-]*):)?\d{1,5}$/),
+    v.transform((s) => {
+      const at = s.lastIndexOf(":");
+      const host = at <= 0 ? "127.0.0.1" : s.slice(0, at).replace(/^\[|\]$/g, "");
+      return { host, port: Number(s.slice(at + 1)) };
+    }),
+    v.check((a) => a.port >= 0 && a.port <= 65535),
+  ),
 );
 
 /**
@@ -111,25 +126,29 @@ const listenAddress = v.pipe(
  * besides their own address: "NAME[:PORT],..." or a list; IPv6 in brackets.
  * Lower-cased; a name without a port is completed by the server.
  */
-const hostNames = v.pipe(
-  v.union([v.pipe(v.string(), v.transform((s) => s.split(","))), v.array(v.string())]),
-  v.transform((names) => names.map((name) => name.trim().toLowerCase()).filter((name) => name !== "")),
-  v.check((names) => names.every((name) => /^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|\[[0-9a-f:.]+\])(?::\d{1,5})?$/.test(name))),
+const hostNames = onFirstUse(() =>
+  v.pipe(
+    v.union([v.pipe(v.string(), v.transform((s) => s.split(","))), v.array(v.string())]),
+    v.transform((names) => names.map((name) => name.trim().toLowerCase()).filter((name) => name !== "")),
+    v.check((names) => names.every((name) => /^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|\[[0-9a-f:.]+\])(?::\d{1,5})?$/.test(name))),
+  ),
 );
 
 /** "default", "high-load", or a size in bytes ("196608", "192k") within the kernel-sane bounds. */
-const socketBuffers = v.pipe(
-  v.union([v.number(), v.string()]),
-  v.transform((x): SocketBufferPreset | number => {
-    if (typeof x === "number") return x;
-    if (x in SOCKET_BUFFER_PRESETS) return x as SocketBufferPreset;
-    const m = /^(\d+)\s*(k|kib)?$/i.exec(x.trim());
-    return m ? Number(m[1]) * (m[2] ? 1024 : 1) : NaN;
-  }),
-  v.union([
-    v.picklist(Object.keys(SOCKET_BUFFER_PRESETS) as SocketBufferPreset[]),
-    v.pipe(v.number(), v.integer(), v.minValue(MIN_SOCKET_BUFFER_BYTES), v.maxValue(MAX_SOCKET_BUFFER_BYTES)),
-  ]),
+const socketBuffers = onFirstUse(() =>
+  v.pipe(
+    v.union([v.number(), v.string()]),
+    v.transform((x): SocketBufferPreset | number => {
+      if (typeof x === "number") return x;
+      if (x in SOCKET_BUFFER_PRESETS) return x as SocketBufferPreset;
+      const m = /^(\d+)\s*(k|kib)?$/i.exec(x.trim());
+      return m ? Number(m[1]) * (m[2] ? 1024 : 1) : NaN;
+    }),
+    v.union([
+      v.picklist(Object.keys(SOCKET_BUFFER_PRESETS) as SocketBufferPreset[]),
+      v.pipe(v.number(), v.integer(), v.minValue(MIN_SOCKET_BUFFER_BYTES), v.maxValue(MAX_SOCKET_BUFFER_BYTES)),
+    ]),
+  ),
 );
 
 export const OPTIONS = {
@@ -142,7 +161,7 @@ export const OPTIONS = {
   lenient: { flag: "boolean", help: "skip (and count) Ogg pages with a bad CRC instead of failing", allowed: "true, false", schema: booleanLike, default: false },
   count: { flag: "string", help: "exit after receiving N frames", allowed: "an integer 1..2^53", schema: integer(1, Number.MAX_SAFE_INTEGER) },
   once: { flag: "boolean", help: "exit when the first connection (session) ends", allowed: "true, false", schema: booleanLike, default: false },
-  "connect-timeout": { flag: "string", help: "give up (exit 1) after S seconds without a server", allowed: "seconds > 0", schema: v.pipe(numberLike, v.number(), v.minValue(0.001)) },
+  "connect-timeout": { flag: "string", help: "give up (exit 1) after S seconds without a server", allowed: "seconds > 0", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.minValue(0.001))) },
   "socket-mode": { flag: "string", help: "file mode of the socket (octal)", allowed: "octal 000..777, e.g. 0660", schema: fileMode, default: 0o660, written: octal },
   "queue-frames": { flag: "string", help: "send queue bound in frames (the queue also never holds more than 8 MiB)", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 500 },
   drop: { flag: "string", help: "which frame to drop when the queue is full", allowed: "oldest, newest", schema: choice(["oldest", "newest"]), default: "oldest" },
@@ -153,8 +172,8 @@ export const OPTIONS = {
   "page-ms": { flag: "string", help: "sink: write out (an Ogg sink: close a page) at least this often, so live listeners hear audio promptly", allowed: "an integer 1..10000", schema: integer(1, 10_000), default: 100 },
   "heartbeat-ms": { flag: "string", help: "send a Heartbeat this often", allowed: "an integer 10..60000", schema: integer(10, 60_000), default: 1000 },
   "ack-timeout-ms": { flag: "string", help: "no Ack for this long: the server is gone, reconnect", allowed: "an integer 10..600000", schema: integer(10, 600_000), default: 3000 },
-  "sample-rate": { flag: "string", help: "Config: sample rate (default from an Ogg source, else 48000)", allowed: "8000, 12000, 16000, 24000, 48000", schema: v.pipe(numberLike, v.picklist([8000, 12000, 16000, 24000, 48000])) },
-  channels: { flag: "string", help: "Config: channel count (default from an Ogg source, else 2)", allowed: "1, 2", schema: v.pipe(numberLike, v.picklist([1, 2])) },
+  "sample-rate": { flag: "string", help: "Config: sample rate (default from an Ogg source, else 48000)", allowed: "8000, 12000, 16000, 24000, 48000", schema: onFirstUse(() => v.pipe(numberLike, v.picklist([8000, 12000, 16000, 24000, 48000]))) },
+  channels: { flag: "string", help: "Config: channel count (default from an Ogg source, else 2)", allowed: "1, 2", schema: onFirstUse(() => v.pipe(numberLike, v.picklist([1, 2]))) },
   "frame-size": { flag: "string", help: "Config: samples per channel per frame (default from an Ogg source, else 960)", allowed: "an integer 1..5760", schema: integer(1, 5760) },
   "socket-buffers": { flag: "string", help: "SO_SNDBUF/SO_RCVBUF: default (128 KiB), high-load (256 KiB) or a size", allowed: `default, high-load, or bytes ${MIN_SOCKET_BUFFER_BYTES}..${MAX_SOCKET_BUFFER_BYTES} (32k..256k)`, schema: socketBuffers, default: "default" },
   adaptive: { flag: "string", help: "adaptive optimizer: escalate buffers and queue under pressure, relax when calm", allowed: "on, off", schema: choice(["on", "off"]), default: "on" },
@@ -163,7 +182,7 @@ export const OPTIONS = {
   "adaptive-calm-ms": { flag: "string", help: "quiet time after which the optimizer relaxes to the defaults", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000), default: 30000 },
   metrics: { flag: "string", help: "serve /metrics and /healthz at HOST:PORT (PORT alone: loopback)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress, written: hostPort },
   monitor: { flag: "string", help: "serve the live web monitor at HOST:PORT (PORT alone: loopback; may equal --metrics)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress, written: hostPort },
-  "stats-interval": { flag: "string", help: "log a summary (frames, bytes, drops by reason, clients, latency p99) of each interval of this many seconds (0: never)", allowed: "0 (off) or seconds 0.1..86400", schema: v.pipe(numberLike, v.number(), v.check((s) => s === 0 || s >= 0.1), v.maxValue(86_400)), default: 60 },
+  "stats-interval": { flag: "string", help: "log a summary (frames, bytes, drops by reason, clients, latency p99) of each interval of this many seconds (0: never)", allowed: "0 (off) or seconds 0.1..86400", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.check((s) => s === 0 || s >= 0.1), v.maxValue(86_400))), default: 60 },
   "http-allow-host": { flag: "string", help: "more names (Host header) --metrics and --monitor answer to, e.g. a DNS name or a tunnel's localhost:PORT; others get 421", allowed: "NAME[:PORT][,NAME[:PORT]...] (IPv6 in brackets)", schema: hostNames },
   "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]), default: "info" },
   "log-format": { flag: "string", help: "log line format on stderr", allowed: "text, json", schema: choice(["text", "json"]), default: "text" },
@@ -314,14 +333,13 @@ export interface ConfigSources {
 /** Read when it exists and no --config (or AUDIO_AGENT_CONFIG) names another file. */
 export const DEFAULT_CONFIG_FILE = "/etc/audio-agent.json";
 
-const optionSchemas = Object.fromEntries(
-  Object.entries(OPTIONS).map(([name, spec]) => [name, v.optional((spec as OptionSpec).schema)]),
-);
-const sectionSchema = v.strictObject(optionSchemas);
-const configFileSchema = v.strictObject({
-  ...optionSchemas,
-  output: v.optional(sectionSchema),
-  input: v.optional(sectionSchema),
+/** A config file's shape: every option at the top level and in the "output"/"input" sections. */
+const configFileSchema = onFirstUse(() => {
+  const optionSchemas = Object.fromEntries(
+    Object.entries(OPTIONS).map(([name, spec]) => [name, v.optional((spec as OptionSpec).schema)]),
+  );
+  const sectionSchema = v.strictObject(optionSchemas);
+  return v.strictObject({ ...optionSchemas, output: v.optional(sectionSchema), input: v.optional(sectionSchema) });
 });
 
 /**
