@@ -24,8 +24,10 @@ export interface ClockSources {
  * timestamps follow a step of the system clock (a device setting its clock
  * after boot, or NTP stepping it) within a second, where
  * `performance.timeOrigin + performance.now()` keeps the start-up offset for
- * the life of the process. Between steps the offset keeps its microsecond
- * resolution; after one it is exact to half a millisecond (Date.now() has only ms).
+ * the life of the process. Every stamp taken at a re-read falls in the
+ * millisecond Date.now() reports; between steps the offset keeps its
+ * microsecond resolution and only moves toward the truth; after a step it is
+ * exact to half a millisecond (Date.now() has only ms).
  */
 export class WallClock {
   private readonly monotonic: () => number;
@@ -55,9 +57,16 @@ export class WallClock {
 
   private recheck(monotonicMs: number): void {
     this.checkedAt = monotonicMs;
-    // Date.now() truncates to whole ms: the true offset lies within half a ms of sample + 0.5.
-    const sample = this.realtime() - monotonicMs + 0.5;
-    if (Math.abs(sample - this.offset) > 1) this.offset = sample;
+    // Date.now() truncates to whole ms: the offsets that agree with this reading
+    // are [low, low + 1). One that still agrees is kept (re-reading adds no
+    // jitter); one less than a ms outside has drifted (NTP slewing) and moves
+    // just inside, toward the truth; one further out was stepped and goes to
+    // the middle, within half a ms of the truth.
+    const low = this.realtime() - monotonicMs;
+    const high = low + 1 - 1e-3;
+    if (this.offset >= low && this.offset <= high) return;
+    if (this.offset < low - 1 || this.offset > high + 1) this.offset = low + 0.5;
+    else this.offset = this.offset < low ? low : high;
   }
 }
 

@@ -42,21 +42,44 @@ describe("WallClock", () => {
     expect(realtimeReads).toBe(1);
   });
 
-  test("without a step the offset stays put: re-reading a whole-ms clock adds no jitter", () => {
+  test("without a step the offset only moves toward the truth, then stays put: re-reading a whole-ms clock adds no jitter", () => {
     const { c, sources } = clocks(1_700_000_000_000.731);
     const clock = new WallClock(sources);
-    const offset = clock.now() - c.monotonic;
-    for (let i = 0; i < 100; i++) {
+    let offset = clock.now() - c.monotonic;
+    const moves: number[] = [];
+    for (let i = 0; i < 200; i++) {
       c.monotonic += 1000.37;
-      expect(clock.now() - c.monotonic).toBe(offset);
+      const next = clock.now() - c.monotonic;
+      expect(Math.abs(next - c.offset)).toBeLessThanOrEqual(Math.abs(offset - c.offset));
+      if (next !== offset) moves.push(i);
+      offset = next;
+    }
+    // Each move is to the edge of a reading's millisecond: a handful early on, then none.
+    expect(moves.length).toBeLessThanOrEqual(8);
+    expect(moves.every((i) => i < 100)).toBe(true);
+    expect(Math.abs(offset - c.offset)).toBeLessThan(0.01);
+  });
+
+  test("while the wall clock drifts from the monotonic one (NTP slewing), every stamp stays within the millisecond Date.now() reports", () => {
+    const { c, sources, truth } = clocks(1_700_000_000_000.731);
+    const clock = new WallClock(sources);
+    for (let i = 0; i < 400; i++) {
+      c.monotonic += 1000.37;
+      c.offset += 0.3; // the wall clock runs 300 ppm fast, as under a slewing NTP
+      const stamp = clock.now();
+      expect(Math.floor(stamp)).toBe(sources.realtimeMs());
+      expect(Math.abs(stamp - truth())).toBeLessThan(1);
     }
   });
 
-  test("the process clock agrees with Date.now() to a millisecond", () => {
+  test("on the machine's own clocks, a stamp falls in the millisecond Date.now() reports around it", () => {
+    // A fresh clock, as the process's shared one starts: its first stamp re-reads the wall clock.
+    const clock = new WallClock();
     const before = Date.now();
-    const now = wallClockMs();
+    const now = clock.now();
     const after = Date.now();
-    expect(now).toBeGreaterThanOrEqual(before - 1);
-    expect(now).toBeLessThanOrEqual(after + 1);
+    expect(now).toBeGreaterThanOrEqual(before);
+    expect(now).toBeLessThan(after + 1);
+    expect(Math.abs(wallClockMs() - Date.now())).toBeLessThan(60_000);
   });
 });
