@@ -7,6 +7,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { LIBC_CANDIDATES } from "../transport/socket-options.ts";
 import { compileExecutable } from "./compile.ts";
 import BARE_BUN_SOURCE from "./floors/bare-bun.js" with { type: "text" };
 
@@ -18,6 +19,11 @@ import BARE_BUN_SOURCE from "./floors/bare-bun.js" with { type: "text" };
  * bun:ffi.
  */
 export const STREAMING_RUNTIME_MODULES = ["node:fs", "node:fs/promises", "node:path", "bun:ffi"] as const;
+
+/** Those modules as the floor's MODULE arguments: bun:ffi with the libc names the agent tries, in its order. */
+export function floorModuleArgs(): string[] {
+  return STREAMING_RUNTIME_MODULES.map((name) => (name === "bun:ffi" ? `${name}=${LIBC_CANDIDATES.join(",")}` : name));
+}
 
 /** Builds the floor into `work`; its path, or an Error saying why it could not be built. */
 export async function buildBareBun(work: string): Promise<string | Error> {

@@ -16,7 +16,7 @@ import { OggPageWriter } from "../media/ogg-page-writer.ts";
 import { buildOpusHead } from "../media/opus-head.ts";
 import { buildOpusTags } from "../media/opus-tags.ts";
 import type { DriverResult } from "./driver.ts";
-import { STREAMING_RUNTIME_MODULES } from "./floor.ts";
+import { floorModuleArgs, STREAMING_RUNTIME_MODULES } from "./floor.ts";
 import type { ProcessUse } from "./process-figures.ts";
 import type { LiveProcess, LiveProgram, LiveRun, Runner } from "./runner.ts";
 
@@ -71,6 +71,8 @@ export interface LiveFigures {
   /** Waking 50 times a second with Bun's runtime modules that the streaming roles load (STREAMING_RUNTIME_MODULES). */
   modules?: Footprint;
   bare?: PairFigures;
+  /** The bare pair with those modules loaded too: the floor of a program that streams and needs them. */
+  bareModules?: PairFigures;
   agent?: PairFigures;
   native?: PairFigures;
   /** The agent roles' final "stopped" lines, as fields. */
@@ -116,13 +118,12 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
 
   if (setup.bareBun) {
     const bare = setup.bareBun;
-    log(`live: Bun's floor, idle and waking ${LIVE_RATE} times a second (also with ${STREAMING_RUNTIME_MODULES.join(", ")}), ${windowMs / 1000} s`);
+    log(`live: Bun's floor, idle and waking ${LIVE_RATE} times a second, ${windowMs / 1000} s`);
     const run = await attempt("bare Bun idle/tick", () =>
       runner.live(
         [
           { name: "idle", cmd: [bare, "idle"], ends: "signal" },
           { name: "tick", cmd: [bare, "tick"], ends: "signal" },
-          { name: "modules", cmd: [bare, "modules", ...STREAMING_RUNTIME_MODULES], ends: "signal" },
         ],
         window,
       ),
@@ -130,8 +131,29 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
     if (run) {
       figures.idle = footprint(run.processes.idle!, run.windowMs, null);
       figures.tick = footprint(run.processes.tick!, run.windowMs, ticks(run));
-      figures.modules = footprint(run.processes.modules!, run.windowMs, ticks(run));
     }
+    const modules = floorModuleArgs();
+    log(`live: Bun's floor with ${STREAMING_RUNTIME_MODULES.join(", ")}: waking ${LIVE_RATE} times a second, and as the bare pair`);
+    await attempt("bare Bun with the runtime modules", async () => {
+      const socket = runner.socketPath();
+      const run = await runner.live(
+        [
+          { name: "modules", cmd: [bare, "modules", ...modules], ends: "signal" },
+          { name: "send", cmd: [bare, "send", socket, ...modules], ready: socketReady(socket), ends: "signal" },
+          { name: "recv", cmd: [bare, "recv", socket, ...modules], ends: "signal" },
+        ],
+        window,
+      );
+      for (const name of ["modules", "send", "recv"]) {
+        const loaded = loadedModules(run.processes[name]!);
+        const missing = STREAMING_RUNTIME_MODULES.filter((m) => !loaded.includes(m));
+        if (missing.length > 0) throw new Error(`the bare ${name} did not load ${missing.join(", ")} (it says: ${loaded.join(", ") || "nothing"})`);
+      }
+      figures.modules = footprint(run.processes.modules!, run.windowMs, ticks(run));
+      const stopped = stoppedFields(run.processes.recv!);
+      if (!(Number(stopped.frames) > 0)) throw new Error("the bare receiver with the runtime modules got no frames");
+      figures.bareModules = pair(run, ticks(run), latencyFrom(stopped));
+    });
     log("live: the bare Bun pair (Bun.listen -> Bun.connect, 17-byte header + 160 bytes every 20 ms)");
     figures.bare = await attempt("bare Bun pair", async () => {
       const socket = runner.socketPath();
@@ -280,6 +302,12 @@ export function stoppedFields(p: LiveProcess): Record<string, string> {
     throw new Error(`no "stopped" line in its log (${ended}): ${p.stderr.trim().split("\n").slice(-3).join(" | ")}`);
   }
   return Object.fromEntries([...line.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1]!, m[2]!]));
+}
+
+/** The modules the bare Bun program says it loaded at start ("bare-bun: loaded node:fs, bun:ffi (libc.so.6)"), by name. */
+function loadedModules(p: LiveProcess): string[] {
+  const line = p.stderr.split("\n").find((l) => l.startsWith("bare-bun: loaded "));
+  return line ? line.slice("bare-bun: loaded ".length).split(", ").map((m) => m.split(" ")[0]!) : [];
 }
 
 function latencyFrom(fields: Record<string, string>, operation = "frame_age"): LatencyFigures {

@@ -1,8 +1,9 @@
 /**
- * The live rows set the agent's RSS against bare Bun and against bare Bun
- * plus the runtime modules the streaming roles load, whose own cost is the
- * floor with them less the floor without: checked on figures made up here,
- * so that each sum is exact.
+ * The live rows set the agent's RSS against the bare pair and against the
+ * bare pair that also loads the runtime modules the streaming roles load;
+ * the Bun floor rows show idle, waking and waking with those modules, and
+ * the modules' own cost (the floor with them less the floor without):
+ * checked on figures made up here, so that each is exact.
  */
 import { describe, expect, test } from "bun:test";
 import type { Footprint, LiveFigures, PairFigures } from "../../src/bench/live.ts";
@@ -40,8 +41,9 @@ const live = (modules?: number): LiveFigures => ({
   warmupSeconds: 1,
   windowSeconds: 1,
   source: "tone.opus",
+  idle: footprint(21),
   tick: footprint(22),
-  ...(modules === undefined ? {} : { modules: footprint(modules) }),
+  ...(modules === undefined ? {} : { modules: footprint(modules), bareModules: pair(28.5, 29.25) }),
   bare: pair(24, 25),
   agent: pair(35, 33),
   both: { serve: footprint(36), inputServe: footprint(34), framesPerSecond: 100 },
@@ -49,20 +51,37 @@ const live = (modules?: number): LiveFigures => ({
 
 const find = (rows: ReturnType<typeof judge.live>, metric: string) => rows.find((r) => r.metric === metric);
 
-describe("RSS against bare Bun with the streaming roles' runtime modules", () => {
-  test("adds the modules' own cost (floor with them less floor without) to each bare figure", () => {
+describe("RSS against the bare pair with the streaming roles' runtime modules", () => {
+  test("each side and serve are set against that pair as measured, by difference, with no goal", () => {
     const rows = judge.live(live(27.5), GOALS);
-    expect(find(rows, "those runtime modules' own RSS (over waking 50/s)")?.floor).toBe(5.5);
-    expect(find(rows, "sender RSS (max)")).toMatchObject({ agent: 35, floor: 24, status: "MISS" });
-    expect(find(rows, "sender RSS (max), bare Bun + the same runtime modules")).toMatchObject({ agent: 35, floor: 29.5, versus: "+5.50 over bare", status: "" });
-    expect(find(rows, "receiver RSS (max), bare Bun + the same runtime modules")).toMatchObject({ agent: 33, floor: 30.5, versus: "+2.50 over bare" });
-    expect(find(rows, "serve RSS (max), bare Bun + the same runtime modules")).toMatchObject({ agent: 36, floor: 29.5, versus: "+6.50 over bare" });
+    expect(find(rows, "sender RSS (max)")).toMatchObject({ agent: 35, floor: 24, versus: "+11.0 over bare", status: "MISS" });
+    expect(find(rows, "sender RSS (max), against the bare pair with the same runtime modules")).toMatchObject({ agent: 35, floor: 28.5, versus: "+6.50 over bare + modules", status: "" });
+    expect(find(rows, "receiver RSS (max), against the bare pair with the same runtime modules")).toMatchObject({ agent: 33, floor: 29.25, versus: "+3.75 over bare + modules" });
+    expect(find(rows, "serve RSS (max), against the bare sender with the same runtime modules")).toMatchObject({ agent: 36, floor: 28.5, versus: "+7.50 over bare + modules" });
   });
 
-  test("without that floor measured, the rows have no bare figure", () => {
+  test("without that pair measured, the rows have no floor figure", () => {
     const rows = judge.live(live(), GOALS);
+    expect(find(rows, "sender RSS (max), against the bare pair with the same runtime modules")).toMatchObject({ agent: 35, floor: null, versus: "-" });
+    expect(find(rows, "serve RSS (max), against the bare sender with the same runtime modules")).toMatchObject({ agent: 36, floor: null });
+  });
+});
+
+describe("Bun floor rows", () => {
+  const modules = "waking 50/s + node:fs, node:fs/promises, node:path, bun:ffi";
+
+  test("idle, waking, and waking with the runtime modules each show their own figure; the modules' own cost is the difference", () => {
+    const rows = judge.live(live(27.5), GOALS);
+    expect(find(rows, "idle: RSS (max)")?.floor).toBe(21);
+    expect(find(rows, "waking 50/s: RSS (max)")?.floor).toBe(22);
+    expect(find(rows, `${modules}: RSS (max)`)?.floor).toBe(27.5);
+    expect(find(rows, `${modules}: anonymous memory`)?.floor).toBe(1);
+    expect(find(rows, "those runtime modules' own RSS (over waking 50/s)")?.floor).toBe(5.5);
+  });
+
+  test("without the floor with modules, its rows are empty", () => {
+    const rows = judge.live(live(), GOALS);
+    expect(find(rows, `${modules}: RSS (max)`)?.floor).toBeNull();
     expect(find(rows, "those runtime modules' own RSS (over waking 50/s)")?.floor).toBeNull();
-    expect(find(rows, "sender RSS (max), bare Bun + the same runtime modules")).toMatchObject({ agent: 35, floor: null, versus: "-" });
-    expect(find(rows, "serve RSS (max), bare Bun + the same runtime modules")).toMatchObject({ agent: 36, floor: null });
   });
 });

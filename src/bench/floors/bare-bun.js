@@ -4,15 +4,21 @@
  * by the benchmark like the agent (compile + bytecode), one program, one mode
  * per run:
  *
- *   bare-bun idle            stays alive, never wakes
- *   bare-bun tick            wakes every 20 ms and does nothing
- *   bare-bun modules NAME... loads Bun's runtime modules NAME... (node:fs, bun:ffi, ...) and uses
- *                            each as the agent does, then wakes every 20 ms: what those modules
- *                            cost a program that needs them, before any of its own code
- *   bare-bun send SOCKET     Bun.listen; every 20 ms one OpusFrame (17-byte header + 160 bytes) to the client
- *   bare-bun recv SOCKET     Bun.connect; parses the frames, records each one's age (arrival minus
- *                            header timestamp); on SIGTERM logs "stopped" with frames= and
- *                            frame_age_p50_ms / _p99_ms / _max_ms over the last 1024 frames, as the agent does
+ *   bare-bun idle                  stays alive, never wakes
+ *   bare-bun tick                  wakes every 20 ms and does nothing
+ *   bare-bun modules MODULE...     loads Bun's runtime modules (node:fs, bun:ffi, ...) and uses each as
+ *                                  the agent does, then wakes every 20 ms: what those modules cost a
+ *                                  program that needs them, before any of its own code
+ *   bare-bun send SOCKET [MODULE...]  Bun.listen; every 20 ms one OpusFrame (17-byte header + 160 bytes)
+ *                                  to the client
+ *   bare-bun recv SOCKET [MODULE...]  Bun.connect; parses the frames, records each one's age (arrival minus
+ *                                  header timestamp); on SIGTERM logs "stopped" with frames= and
+ *                                  frame_age_p50_ms / _p99_ms / _max_ms over the last 1024 frames, as the agent does
+ *
+ * A MODULE is a name (node:fs) or, for bun:ffi, `bun:ffi=LIB,LIB...`: the
+ * libc names to try in turn, as the agent does (the first that opens is used).
+ * With modules, it says at start which it loaded ("bare-bun: loaded node:fs,
+ * bun:ffi (libc.so.6)", or "(no libc opened)").
  *
  * Plain JavaScript, so the benchmark can embed it as text and build it wherever it runs.
  */
@@ -111,41 +117,62 @@ function recv(path) {
 }
 
 /**
- * Loads each module and makes the calls the agent makes of it, so that the
- * code they reach in Bun is reached here too (bun:ffi's dlopen compiles its
- * call stubs; node:fs's calls reach its native side).
+ * Loads each module and makes the calls the agent makes of it at start, so
+ * that the code they reach in Bun is reached here too: node:fs's calls reach
+ * its native side; bun:ffi's dlopen compiles its call stubs. The others are
+ * only loaded, as the agent loads them before its first call.
  */
-function loadModules(names) {
-  for (const name of names) {
-    const module = require(name);
+function loadModules(modules) {
+  if (modules.length === 0) return;
+  const loadedNames = [];
+  for (const module of modules) {
+    const [name, libs] = module.split("=");
+    const loaded = require(name);
     if (name === "node:fs") {
-      module.statSync("/");
-      module.writeSync(2, "");
+      loaded.statSync("/");
+      loaded.writeSync(2, "");
     } else if (name === "node:path") {
-      module.join("a", "b");
+      loaded.join("a", "b");
     } else if (name === "bun:ffi") {
       // The symbols the agent's socket options take from libc (src/transport/socket-options.ts).
-      const { i32, u32, u64, ptr } = module.FFIType;
-      module.dlopen("libc.so.6", {
+      const { i32, u32, u64, ptr } = loaded.FFIType;
+      const symbols = {
         setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
         getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
         ioctl: { args: [i32, u64, ptr], returns: i32 },
         __errno_location: { args: [], returns: ptr },
-      });
+      };
+      // Where none opens, the agent goes on without socket tuning: so does the floor.
+      let opened = "no libc opened";
+      for (const lib of (libs ?? "libc.so.6").split(",")) {
+        try {
+          loaded.dlopen(lib, symbols);
+          opened = lib;
+          break;
+        } catch {}
+      }
+      loadedNames.push(`${name} (${opened})`);
+      continue;
     }
+    loadedNames.push(name);
   }
+  // One line at start, so that what was loaded can be checked from outside.
+  console.error(`bare-bun: loaded ${loadedNames.join(", ")}`);
 }
 
-const [mode, path] = process.argv.slice(2);
+const [mode, path, ...modules] = process.argv.slice(2);
 if (mode === "idle") setInterval(() => {}, 2 ** 30);
 else if (mode === "tick") every20ms(() => {});
-else if (mode === "modules") {
-  loadModules(process.argv.slice(3));
+else if (mode === "modules" && path) {
+  loadModules([path, ...modules]);
   every20ms(() => {});
-}
-else if (mode === "send" && path) send(path);
-else if (mode === "recv" && path) recv(path);
-else {
-  console.error("usage: bare-bun idle | tick | modules NAME... | send SOCKET | recv SOCKET");
+} else if (mode === "send" && path) {
+  loadModules(modules);
+  send(path);
+} else if (mode === "recv" && path) {
+  loadModules(modules);
+  recv(path);
+} else {
+  console.error("usage: bare-bun idle | tick | modules MODULE... | send SOCKET [MODULE...] | recv SOCKET [MODULE...]");
   process.exit(2);
 }

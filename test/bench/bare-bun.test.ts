@@ -1,0 +1,65 @@
+/**
+ * The bare Bun floor program (src/bench/floors/bare-bun.js), run from its
+ * source: its modes and arguments, what it says it loaded, and that a
+ * machine without glibc (musl) still gets a floor, as the agent still runs there.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { floorModuleArgs, STREAMING_RUNTIME_MODULES } from "../../src/bench/floor.ts";
+import { LIBC_CANDIDATES } from "../../src/transport/socket-options.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { BUN, REPO, run, start, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+
+const FLOOR = join(REPO, "src/bench/floors/bare-bun.js");
+const USAGE = "usage: bare-bun idle | tick | modules MODULE... | send SOCKET [MODULE...] | recv SOCKET [MODULE...]\n";
+const defer = useCleanup();
+afterEach(stopAgents);
+
+/** The floor's "loaded" line, once it has said it. */
+async function loadedLine(args: string[]): Promise<string> {
+  const floor = start([BUN, FLOOR, ...args]);
+  await floor.waitForStderr(/bare-bun: loaded .*\n/);
+  floor.kill("SIGKILL");
+  return floor.stderr.match(/bare-bun: loaded (.*)\n/)![1]!;
+}
+
+describe("bare-bun floor", () => {
+  test("a mode without what it needs is a usage error (exit 2), not a floor of another kind", async () => {
+    for (const args of [[], ["modules"], ["send"], ["recv"], ["nap"]]) {
+      expect({ args, ...(await run([BUN, FLOOR, ...args])) }).toEqual({ args, code: 2, stdout: "", stderr: USAGE });
+    }
+  });
+
+  test("loads every module it is given, bun:ffi from the libc names the agent tries", async () => {
+    const args = floorModuleArgs();
+    expect(args).toEqual(["node:fs", "node:fs/promises", "node:path", `bun:ffi=${LIBC_CANDIDATES.join(",")}`]);
+    expect(STREAMING_RUNTIME_MODULES.every((m) => args.some((a) => a.split("=")[0] === m))).toBe(true);
+    expect(await loadedLine(["modules", ...args])).toMatch(/^node:fs, node:fs\/promises, node:path, bun:ffi \((libc\.so\.6|\S*musl\S*|libc\.so)\)$/);
+  });
+
+  test("a libc that does not open is passed over for the next, as on musl; with none, it goes on without", async () => {
+    expect(await loadedLine(["modules", "bun:ffi=libc.musl-nowhere.so.1,libc.so.6"])).toBe("bun:ffi (libc.so.6)");
+    expect(await loadedLine(["modules", "node:path", "bun:ffi=libc.musl-nowhere.so.1"])).toBe("node:path, bun:ffi (no libc opened)");
+  });
+
+  test("the pair loads its modules too, and frames still flow from sender to receiver", async () => {
+    const dir = socketDir(defer, "aab-");
+    const socket = dir.path("floor.sock");
+    const modules = floorModuleArgs();
+    const send = start([BUN, FLOOR, "send", socket, ...modules]);
+    await send.waitForStderr("bare-bun: loaded node:fs, node:fs/promises, node:path, bun:ffi (");
+    const recv = start([BUN, FLOOR, "recv", socket, ...modules]);
+    await recv.waitForStderr("bare-bun: loaded node:fs, node:fs/promises, node:path, bun:ffi (");
+    await Bun.sleep(300);
+    recv.kill("SIGTERM");
+    const done = await recv.done;
+    expect(done.code).toBe(0);
+    expect(Number(done.stderr.match(/stopped frames=(\d+)/)?.[1])).toBeGreaterThan(0);
+    // Without modules it says nothing at start.
+    const plain = start([BUN, FLOOR, "tick"]);
+    await Bun.sleep(300);
+    plain.kill("SIGKILL");
+    expect((await plain.done).stderr).toBe("");
+  });
+});
