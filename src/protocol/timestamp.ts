@@ -26,8 +26,9 @@ export interface ClockSources {
  * `performance.timeOrigin + performance.now()` keeps the start-up offset for
  * the life of the process. Every stamp taken at a re-read falls in the
  * millisecond Date.now() reports; between steps the offset keeps its
- * microsecond resolution and only moves toward the truth; after a step it is
- * exact to half a millisecond (Date.now() has only ms).
+ * microsecond resolution and moves by less than a millisecond at a time (none
+ * at all once it agrees with the readings); after a step it is exact to half
+ * a millisecond (Date.now() has only ms).
  */
 export class WallClock {
   private readonly monotonic: () => number;
@@ -59,16 +60,22 @@ export class WallClock {
     this.checkedAt = monotonicMs;
     // Date.now() truncates to whole ms: the offsets that agree with this reading
     // are [low, low + 1). One that still agrees is kept (re-reading adds no
-    // jitter); one less than a ms outside has drifted (NTP slewing) and moves
-    // just inside, toward the truth; one further out was stepped and goes to
-    // the middle, within half a ms of the truth.
+    // jitter). One that agreed a second ago may sit a ms from the truth and
+    // the truth drift on (NTP slews up to 0.5 ms a second), so up to STEP_MS
+    // outside it has drifted and moves just inside, toward the truth; further
+    // out the clock was stepped and the offset goes to the middle, within half
+    // a ms of the truth.
     const low = this.realtime() - monotonicMs;
+    if (!Number.isFinite(low)) return;
     const high = low + 1 - 1e-3;
     if (this.offset >= low && this.offset <= high) return;
-    if (this.offset < low - 1 || this.offset > high + 1) this.offset = low + 0.5;
+    if (this.offset < low - STEP_MS || this.offset > high + STEP_MS) this.offset = low + 0.5;
     else this.offset = this.offset < low ? low : high;
   }
 }
+
+/** How far (ms) outside the readings' window an offset must be to be taken for a step of the wall clock, not drift. */
+const STEP_MS = 2;
 
 /** The process's wall clock, shared by everything that stamps or ages messages. */
 export const wallClock = new WallClock();

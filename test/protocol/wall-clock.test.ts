@@ -42,34 +42,82 @@ describe("WallClock", () => {
     expect(realtimeReads).toBe(1);
   });
 
-  test("without a step the offset only moves toward the truth, then stays put: re-reading a whole-ms clock adds no jitter", () => {
-    const { c, sources } = clocks(1_700_000_000_000.731);
-    const clock = new WallClock(sources);
-    let offset = clock.now() - c.monotonic;
-    const moves: number[] = [];
-    for (let i = 0; i < 200; i++) {
-      c.monotonic += 1000.37;
-      const next = clock.now() - c.monotonic;
-      expect(Math.abs(next - c.offset)).toBeLessThanOrEqual(Math.abs(offset - c.offset));
-      if (next !== offset) moves.push(i);
-      offset = next;
+  test("a step (more than a few ms) lands within half a millisecond of the truth, wherever in its millisecond the wall clock was", () => {
+    for (const phase of [0.05, 0.25, 0.5, 0.75, 0.95]) {
+      const { c, sources, truth } = clocks(1_700_000_000_000 + phase);
+      const clock = new WallClock(sources);
+      clock.now();
+      for (const step of [600_000, -3_500, 4]) {
+        c.offset += step;
+        c.monotonic += 1000;
+        expect({ phase, step, error: Math.abs(clock.now() - truth()) <= 0.5 }).toEqual({ phase, step, error: true });
+      }
     }
-    // Each move is to the edge of a reading's millisecond: a handful early on, then none.
-    expect(moves.length).toBeLessThanOrEqual(8);
-    expect(moves.every((i) => i < 100)).toBe(true);
-    expect(Math.abs(offset - c.offset)).toBeLessThan(0.01);
   });
 
-  test("while the wall clock drifts from the monotonic one (NTP slewing), every stamp stays within the millisecond Date.now() reports", () => {
-    const { c, sources, truth } = clocks(1_700_000_000_000.731);
-    const clock = new WallClock(sources);
-    for (let i = 0; i < 400; i++) {
-      c.monotonic += 1000.37;
-      c.offset += 0.3; // the wall clock runs 300 ppm fast, as under a slewing NTP
-      const stamp = clock.now();
-      expect(Math.floor(stamp)).toBe(sources.realtimeMs());
-      expect(Math.abs(stamp - truth())).toBeLessThan(1);
+  test("without a step the offset only moves toward the truth, then stays put: re-reading a whole-ms clock adds no jitter", () => {
+    for (const phase of [0.05, 0.231, 0.731]) {
+      const { c, sources } = clocks(1_700_000_000_000 + phase);
+      const clock = new WallClock(sources);
+      let offset = clock.now() - c.monotonic;
+      const moves: number[] = [];
+      for (let i = 0; i < 200; i++) {
+        c.monotonic += 1000.37;
+        const next = clock.now() - c.monotonic;
+        expect(Math.abs(next - c.offset)).toBeLessThanOrEqual(Math.abs(offset - c.offset));
+        if (next !== offset) moves.push(i);
+        offset = next;
+      }
+      // Each move is to the edge of a reading's millisecond: a handful early on, then none.
+      expect(moves.length).toBeLessThanOrEqual(8);
+      expect(moves.every((i) => i < 100)).toBe(true);
+      expect(Math.abs(offset - c.offset)).toBeLessThan(0.01);
     }
+  });
+
+  test("while the wall clock drifts from the monotonic one (NTP slewing), fast or slow, every stamp stays within the millisecond Date.now() reports", () => {
+    for (const ppm of [300, -300]) {
+      const { c, sources, truth } = clocks(1_700_000_000_000.731);
+      const clock = new WallClock(sources);
+      for (let i = 0; i < 400; i++) {
+        c.monotonic += 1000.37;
+        c.offset += ppm / 1000; // ms per second of monotonic time
+        const stamp = clock.now();
+        expect({ ppm, i, stamp: Math.floor(stamp) }).toEqual({ ppm, i, stamp: sources.realtimeMs() });
+        expect(Math.abs(stamp - truth())).toBeLessThan(1);
+      }
+    }
+  });
+
+  test("drift is not taken for a step: stamps a few microseconds to 20 ms apart never go back by a millisecond", () => {
+    for (const ppm of [300, -300, -500]) {
+      const { c, sources } = clocks(1_700_000_000_000.3);
+      const clock = new WallClock(sources);
+      let seed = 3;
+      const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+      let previous = clock.now();
+      let worst = 0;
+      for (let i = 0; i < 200_000; i++) {
+        // Frames every few ms, and calls a few tens of microseconds apart (stamped, then delivered).
+        const dt = random() < 0.5 ? 0.01 + random() * 0.05 : random() * 20;
+        c.monotonic += dt;
+        c.offset += (ppm * dt) / 1e6;
+        const stamp = clock.now();
+        worst = Math.max(worst, previous - stamp);
+        previous = stamp;
+      }
+      expect({ ppm, backOneMs: worst >= 1 }).toEqual({ ppm, backOneMs: false });
+    }
+  });
+
+  test("a wall clock that reads NaN (an injected source) leaves the offset as it was", () => {
+    const { c, sources, truth } = clocks();
+    let broken = false;
+    const clock = new WallClock({ ...sources, realtimeMs: () => (broken ? NaN : sources.realtimeMs()) });
+    clock.now();
+    broken = true;
+    c.monotonic += 1000;
+    expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(0.5);
   });
 
   test("on the machine's own clocks, a stamp falls in the millisecond Date.now() reports around it", () => {
