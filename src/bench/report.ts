@@ -64,7 +64,11 @@ function cpuMicrosPerFrame(r: DriverResult | undefined): number | null {
 /** The name of the bare floor that loads the streaming roles' runtime modules, where the agent is set against it. */
 const WITH_MODULES = "bare + modules";
 
-/** What Bun's runtime modules that every streaming role loads cost on their own: the floor with them, less the floor without. */
+/**
+ * What Bun's runtime modules that every streaming role loads cost on their
+ * own: the waking floor with them, less the one without (measured in two
+ * parts of the run, each alone with its own warm-up and window).
+ */
 function runtimeModulesMiB(live: LiveFigures | undefined): number | null {
   return live?.modules && live.tick ? live.modules.peakRssMiB - live.tick.peakRssMiB : null;
 }

@@ -31,6 +31,12 @@ describe("bare-bun floor", () => {
     }
   });
 
+  test("a module that is not one of Bun's, or that Bun does not have, is named in one line", async () => {
+    expect(await run([BUN, FLOOR, "modules", "node:fs", "./floor-helper.js"])).toEqual({ code: 2, stdout: "", stderr: `bare-bun: not a Bun runtime module: "./floor-helper.js"\n${USAGE}` });
+    expect(await run([BUN, FLOOR, "send", "/tmp/x.sock", "=node:fs"])).toEqual({ code: 2, stdout: "", stderr: `bare-bun: not a Bun runtime module: "=node:fs"\n${USAGE}` });
+    expect(await run([BUN, FLOOR, "modules", "node:nope"])).toEqual({ code: 1, stdout: "", stderr: "bare-bun: cannot load node:nope: No such built-in module: node:nope\n" });
+  });
+
   test("loads every module it is given, bun:ffi from the libc names the agent tries", async () => {
     const args = floorModuleArgs();
     expect(args).toEqual(["node:fs", "node:fs/promises", "node:path", `bun:ffi=${LIBC_CANDIDATES.join(",")}`]);

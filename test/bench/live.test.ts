@@ -7,12 +7,14 @@
  * lines, CPU, wake-ups and memory read from /proc.
  */
 import { describe, expect, test } from "bun:test";
-import { readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { buildBareBun } from "../../src/bench/floor.ts";
 import { LIVE_RATE, oggPackets, runLive, writeGeneratedOpus, type Footprint } from "../../src/bench/live.ts";
 import { Runner } from "../../src/bench/runner.ts";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { built } from "../support/binaries.ts";
+import { BUN, REPO } from "../support/processes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { socketDir } from "../support/temp.ts";
 
@@ -103,5 +105,41 @@ describe("live scenario", () => {
     expect(figures.both!.framesPerSecond).toBeGreaterThan(0);
     expect(figures.agentStopped?.serve.signal).toBe("SIGTERM");
     expect(figures.agentStopped?.recv).toMatchObject({ signal: "SIGTERM", protocol_errors: "0", connects: "1" });
+  }, 60_000);
+
+  test("a floor that does not load the modules it is given fails that part alone, naming what it left out", async () => {
+    const dir = socketDir(defer, "aab-");
+    const runner = new Runner(dir.dir, () => {});
+    defer(() => runner.dispose());
+    // The floor from its source, except that its receiver leaves bun:ffi out.
+    const floor = join(REPO, "src/bench/floors/bare-bun.js");
+    const wrapper = dir.path("bare-bun");
+    writeFileSync(
+      wrapper,
+      `#!/bin/sh\nif [ "$1" = recv ] && [ $# -gt 2 ]; then exec "${BUN}" "${floor}" recv "$2" node:fs node:fs/promises node:path; fi\nexec "${BUN}" "${floor}" "$@"\n`,
+    );
+    chmodSync(wrapper, 0o755);
+    const failures: string[] = [];
+    const { figures } = await runLive({
+      runner,
+      work: dir.dir,
+      warmupMs: 200,
+      windowMs: 500,
+      bareBun: wrapper,
+      source: writeGeneratedOpus(dir.path("g.opus"), 1),
+      attempt: async (what, run) => {
+        try {
+          return await run();
+        } catch (e) {
+          failures.push(`${what}: ${(e as Error).message}`);
+          return undefined;
+        }
+      },
+      log: () => {},
+    });
+    expect(failures).toEqual(["bare Bun with the runtime modules: the bare recv did not load bun:ffi (it says: node:fs, node:fs/promises, node:path)"]);
+    expect(figures.bareModules).toBeUndefined();
+    expect(figures.modules).toBeUndefined();
+    expect([figures.idle, figures.tick, figures.bare?.send, figures.bare?.recv].every((f) => f !== undefined && f.peakRssMiB > 1)).toBe(true);
   }, 60_000);
 });

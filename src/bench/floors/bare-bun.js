@@ -74,7 +74,7 @@ function send(path) {
   });
 }
 
-function recv(path) {
+function recv(path, modules) {
   const ages = new Float64Array(WINDOW);
   let frames = 0;
   let held = new Uint8Array(0);
@@ -113,6 +113,7 @@ function recv(path) {
     );
     process.exit(0);
   });
+  loadModules(modules);
   Bun.connect({ unix: path, socket: { data: (_socket, chunk) => onData(chunk), close: () => {}, error: () => {} } });
 }
 
@@ -127,7 +128,15 @@ function loadModules(modules) {
   const loadedNames = [];
   for (const module of modules) {
     const [name, libs] = module.split("=");
-    const loaded = require(name);
+    // Bun's own modules only: anything else would be a file of the floor's to run.
+    if (!/^(node|bun):\w/.test(name)) usage(`not a Bun runtime module: "${module}"`);
+    let loaded;
+    try {
+      loaded = require(name);
+    } catch (e) {
+      console.error(`bare-bun: cannot load ${name}: ${e.message}`);
+      process.exit(1);
+    }
     if (name === "node:fs") {
       loaded.statSync("/");
       loaded.writeSync(2, "");
@@ -144,7 +153,7 @@ function loadModules(modules) {
       };
       // Where none opens, the agent goes on without socket tuning: so does the floor.
       let opened = "no libc opened";
-      for (const lib of (libs ?? "libc.so.6").split(",")) {
+      for (const lib of (libs || "libc.so.6").split(",")) {
         try {
           loaded.dlopen(lib, symbols);
           opened = lib;
@@ -160,6 +169,12 @@ function loadModules(modules) {
   console.error(`bare-bun: loaded ${loadedNames.join(", ")}`);
 }
 
+function usage(why) {
+  if (why) console.error(`bare-bun: ${why}`);
+  console.error("usage: bare-bun idle | tick | modules MODULE... | send SOCKET [MODULE...] | recv SOCKET [MODULE...]");
+  process.exit(2);
+}
+
 const [mode, path, ...modules] = process.argv.slice(2);
 if (mode === "idle") setInterval(() => {}, 2 ** 30);
 else if (mode === "tick") every20ms(() => {});
@@ -170,9 +185,5 @@ else if (mode === "modules" && path) {
   loadModules(modules);
   send(path);
 } else if (mode === "recv" && path) {
-  loadModules(modules);
-  recv(path);
-} else {
-  console.error("usage: bare-bun idle | tick | modules MODULE... | send SOCKET [MODULE...] | recv SOCKET [MODULE...]");
-  process.exit(2);
-}
+  recv(path, modules);
+} else usage();
