@@ -4,12 +4,14 @@
  * machine without glibc (musl) still gets a floor, as the agent still runs there.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { floorModuleArgs, STREAMING_RUNTIME_MODULES } from "../../src/bench/floor.ts";
 import { LIBC_CANDIDATES } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { BUN, REPO, run, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 
 const FLOOR = join(REPO, "src/bench/floors/bare-bun.js");
 const USAGE = "usage: bare-bun idle | tick | modules MODULE... | send SOCKET [MODULE...] | recv SOCKET [MODULE...]\n";
@@ -67,5 +69,22 @@ describe("bare-bun floor", () => {
     await Bun.sleep(300);
     plain.kill("SIGKILL");
     expect((await plain.done).stderr).toBe("");
+  });
+
+  test("the receiver outlives its sender and still gives its line on SIGTERM (the runner stops both at once)", async () => {
+    const dir = socketDir(defer, "aab-");
+    const socket = dir.path("floor.sock");
+    const send = start([BUN, FLOOR, "send", socket]);
+    await until(() => existsSync(socket), "the floor's socket");
+    const recv = start([BUN, FLOOR, "recv", socket]);
+    await Bun.sleep(300);
+    send.kill("SIGTERM");
+    await send.exited;
+    await Bun.sleep(300);
+    expect(recv.hasExited).toBe(false);
+    recv.kill("SIGTERM");
+    const done = await recv.done;
+    expect(done.code).toBe(0);
+    expect(Number(done.stderr.match(/^bare-bun recv: stopped frames=(\d+) /m)?.[1])).toBeGreaterThan(0);
   });
 });

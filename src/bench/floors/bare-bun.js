@@ -114,6 +114,10 @@ function recv(path, modules) {
     process.exit(0);
   });
   loadModules(modules);
+  // Alive until SIGTERM, as the agent's receiver is: the runner stops the sender
+  // right after it, and with the connection gone and nothing else pending the
+  // process would exit 0 before its handler ran, without its line.
+  setInterval(() => {}, 2 ** 30);
   Bun.connect({ unix: path, socket: { data: (_socket, chunk) => onData(chunk), close: () => {}, error: () => {} } });
 }
 
