@@ -54,6 +54,11 @@ export async function pumpSource(source: FrameSource, target: PumpTarget, option
     if (options.isStopped()) break;
     target.sendFrame(frame.payload);
     frames++;
+    // Paced, each frame goes out before the next is read: the writer's pump is
+    // a microtask queued by sendFrame, and this turn of ours comes after it.
+    // Without it, reading the next frame would delay every write, and the
+    // frame's age at the receiver counts from its stamp at sendFrame.
+    if (options.pacer) await null;
   }
   return frames;
 }

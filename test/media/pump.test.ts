@@ -4,6 +4,7 @@
  * nothing submitted once stopped.
  */
 import { describe, expect, test } from "bun:test";
+import type { FrameSource } from "../../src/media/frame-source.ts";
 import { Pacer } from "../../src/media/pacer.ts";
 import { pumpSource, type PumpTarget } from "../../src/media/pump.ts";
 import { WireSource } from "../../src/media/wire-source.ts";
@@ -106,5 +107,31 @@ describe("pumpSource", () => {
     const n = await pumpSource(await source(wireBytes(0, 5, (i) => Uint8Array.of(i, 0, 0, 0), OUTPUT_MAGIC, 40)), to, { ...running, pacer: new Pacer() });
     expect(n).toBe(5);
     expect(performance.now() - started).toBeGreaterThanOrEqual(155);
+  });
+
+  test("with a pacer, what sendFrame queues as a microtask (the writer's pump) runs before the next frame is read", async () => {
+    const events: string[] = [];
+    const wire = await source(wireBytes(0, 3, (i) => Uint8Array.of(i, 0, 0, 0), OUTPUT_MAGIC, 0));
+    const reading: FrameSource = {
+      name: wire.name,
+      next: () => {
+        const frame = wire.next();
+        if (frame) events.push(`read ${payloadIndex(frame.payload)}`);
+        return frame;
+      },
+      fill: () => wire.fill(),
+      rewind: () => wire.rewind(),
+      close: () => wire.close(),
+    };
+    const writing: PumpTarget = {
+      sendFrame(payload) {
+        queueMicrotask(() => events.push(`write ${payloadIndex(payload)}`));
+        return true;
+      },
+      hasSpace: () => true,
+      waitForSpace: () => Promise.resolve(),
+    };
+    expect(await pumpSource(reading, writing, { ...running, pacer: new Pacer() })).toBe(3);
+    expect(events).toEqual(["read 0", "write 0", "read 1", "write 1", "read 2", "write 2"]);
   });
 });
