@@ -45,20 +45,26 @@ export async function pumpSource(source: FrameSource, target: PumpTarget, option
       break;
     }
     if (options.lossless && !target.hasSpace()) await target.waitForSpace();
+    let slept = false;
     if (options.pacer) {
       const delay = options.pacer.delayFor(frame.timeMs);
-      if (delay > 0) await Bun.sleep(delay);
+      if (delay > 0) {
+        await Bun.sleep(delay);
+        slept = true;
+      }
     }
     // A stop while we waited: the role has discarded its queue and counted
     // every frame; one submitted now would be neither delivered nor dropped.
     if (options.isStopped()) break;
     target.sendFrame(frame.payload);
     frames++;
-    // Paced, each frame goes out before the next is read: the writer's pump is
-    // a microtask queued by sendFrame, and this turn of ours comes after it.
-    // Without it, reading the next frame would delay every write, and the
-    // frame's age at the receiver counts from its stamp at sendFrame.
-    if (options.pacer) await null;
+    // A frame that was waited for goes out before the next is read: the
+    // writer's pump is a microtask queued by sendFrame, and this turn of ours
+    // comes after it. Otherwise reading the next frame would delay the write,
+    // and the frame's age at the receiver counts from its stamp at sendFrame.
+    // Frames already due (a burst, a pacer catching up) are queued together
+    // and coalesce into one write.
+    if (slept) await null;
   }
   return frames;
 }

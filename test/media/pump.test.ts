@@ -109,9 +109,10 @@ describe("pumpSource", () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(155);
   });
 
-  test("with a pacer, what sendFrame queues as a microtask (the writer's pump) runs before the next frame is read", async () => {
+  /** A source over `n` frames `intervalMs` apart that logs each read, and a target whose writer, a microtask as FrameWriter's, writes all it was given at once. */
+  async function logged(n: number, intervalMs: number) {
     const events: string[] = [];
-    const wire = await source(wireBytes(0, 3, (i) => Uint8Array.of(i, 0, 0, 0), OUTPUT_MAGIC, 0));
+    const wire = await source(wireBytes(0, n, (i) => Uint8Array.of(i, 0, 0, 0), OUTPUT_MAGIC, intervalMs));
     const reading: FrameSource = {
       name: wire.name,
       next: () => {
@@ -123,15 +124,36 @@ describe("pumpSource", () => {
       rewind: () => wire.rewind(),
       close: () => wire.close(),
     };
+    let queued: number[] = [];
     const writing: PumpTarget = {
       sendFrame(payload) {
-        queueMicrotask(() => events.push(`write ${payloadIndex(payload)}`));
+        if (queued.length === 0) {
+          queueMicrotask(() => {
+            events.push(`write ${queued.join(",")}`);
+            queued = [];
+          });
+        }
+        queued.push(payloadIndex(payload));
         return true;
       },
       hasSpace: () => true,
       waitForSpace: () => Promise.resolve(),
     };
+    return { events, reading, writing };
+  }
+
+  test("with a pacer, a frame waited for is written (the writer's microtask) before the next frame is read", async () => {
+    const { events, reading, writing } = await logged(3, 5);
     expect(await pumpSource(reading, writing, { ...running, pacer: new Pacer() })).toBe(3);
-    expect(events).toEqual(["read 0", "write 0", "read 1", "write 1", "read 2", "write 2"]);
+    // The first frame is due at once (written while the pacer waits for the second); the next two are waited for.
+    expect(events).toEqual(["read 0", "read 1", "write 0", "write 1", "read 2", "write 2"]);
+  });
+
+  test("frames already due, paced or not, are queued together and go out in one write", async () => {
+    for (const pacer of [new Pacer(), undefined]) {
+      const { events, reading, writing } = await logged(10, 0);
+      expect(await pumpSource(reading, writing, { ...running, pacer })).toBe(10);
+      expect(events.filter((e) => e.startsWith("write"))).toEqual(["write 0,1,2,3,4,5,6,7,8,9"]);
+    }
   });
 });
