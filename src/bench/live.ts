@@ -115,6 +115,12 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
   const socketReady = (socket: string) => () => existsSync(socket);
   // The bare Bun programs and the native sender pace against one anchor, so their frames are the window's ticks.
   const ticks = (run: LiveRun) => Math.round((run.windowMs / 1000) * LIVE_RATE);
+  /** A bare Bun pair's figures; its latency from the receiver's stopped line, which must count frames. */
+  const barePair = (run: LiveRun, receiver: string) => {
+    const stopped = stoppedFields(run.processes.recv!);
+    if (!(Number(stopped.frames) > 0)) throw new Error(`${receiver} got no frames`);
+    return pair(run, ticks(run), latencyFrom(stopped));
+  };
 
   if (setup.bareBun) {
     const bare = setup.bareBun;
@@ -150,9 +156,7 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
         if (missing.length > 0) throw new Error(`the bare ${name} did not load ${missing.join(", ")} (it says: ${loaded.join(", ") || "nothing"})`);
       }
       figures.modules = footprint(run.processes.modules!, run.windowMs, ticks(run));
-      const stopped = stoppedFields(run.processes.recv!);
-      if (!(Number(stopped.frames) > 0)) throw new Error("the bare receiver with the runtime modules got no frames");
-      figures.bareModules = pair(run, ticks(run), latencyFrom(stopped));
+      figures.bareModules = barePair(run, "the bare receiver with the runtime modules");
     });
     log("live: the bare Bun pair (Bun.listen -> Bun.connect, 17-byte header + 160 bytes every 20 ms)");
     figures.bare = await attempt("bare Bun pair", async () => {
@@ -164,9 +168,7 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
         ],
         window,
       );
-      const stopped = stoppedFields(run.processes.recv!);
-      if (!(Number(stopped.frames) > 0)) throw new Error("the bare receiver got no frames");
-      return pair(run, ticks(run), latencyFrom(stopped));
+      return barePair(run, "the bare receiver");
     });
   }
 

@@ -10,7 +10,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildBareBun } from "../../src/bench/floor.ts";
-import { LIVE_RATE, oggPackets, runLive, writeGeneratedOpus, type Footprint } from "../../src/bench/live.ts";
+import { LIVE_RATE, oggPackets, runLive, writeGeneratedOpus, type Footprint, type LiveSetup } from "../../src/bench/live.ts";
 import { Runner } from "../../src/bench/runner.ts";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { built } from "../support/binaries.ts";
@@ -32,6 +32,29 @@ async function sourceFrames(path: string): Promise<number> {
   return frames;
 }
 
+/** runLive on `dir` with the parts given, every failing part collected instead of ending the run. */
+async function runCollecting(dir: { dir: string; path: (name: string) => string }, setup: Pick<LiveSetup, "warmupMs" | "windowMs" | "agent" | "bareBun">, sourceSeconds: number) {
+  const runner = new Runner(dir.dir, () => {});
+  defer(() => runner.dispose());
+  const failures: string[] = [];
+  const { figures } = await runLive({
+    runner,
+    work: dir.dir,
+    ...setup,
+    source: writeGeneratedOpus(dir.path("g.opus"), sourceSeconds),
+    attempt: async (what, run) => {
+      try {
+        return await run();
+      } catch (e) {
+        failures.push(`${what}: ${(e as Error).message}`);
+        return undefined;
+      }
+    },
+    log: () => {},
+  });
+  return { figures, failures };
+}
+
 describe("counting frames in the receiver's recording", () => {
   test("oggPackets counts the audio packets the Ogg source reads; a page cut short is not counted", async () => {
     const dir = socketDir(defer, "aab-");
@@ -51,29 +74,9 @@ describe("counting frames in the receiver's recording", () => {
 describe("live scenario", () => {
   test("the compiled agent's roles (serve too), the bare Bun floor and its pair: every figure measured, the agent's roles stopped cleanly", async () => {
     const dir = socketDir(defer, "aab-");
-    const runner = new Runner(dir.dir, () => {});
-    defer(() => runner.dispose());
     const [agent, bareBun] = await Promise.all([built("x64"), buildBareBun(dir.dir)]);
     if (bareBun instanceof Error) throw bareBun;
-    const failures: string[] = [];
-    const { figures } = await runLive({
-      runner,
-      work: dir.dir,
-      warmupMs: 500,
-      windowMs: 1500,
-      agent: agent.path,
-      bareBun,
-      source: writeGeneratedOpus(dir.path("g.opus"), 2),
-      attempt: async (what, run) => {
-        try {
-          return await run();
-        } catch (e) {
-          failures.push(`${what}: ${(e as Error).message}`);
-          return undefined;
-        }
-      },
-      log: () => {},
-    });
+    const { figures, failures } = await runCollecting(dir, { warmupMs: 500, windowMs: 1500, agent: agent.path, bareBun }, 2);
     expect(failures).toEqual([]);
 
     const measured = (f: Footprint | undefined, perFrame: boolean) => {
@@ -109,8 +112,6 @@ describe("live scenario", () => {
 
   test("a floor that does not load the modules it is given fails that part alone, naming what it left out", async () => {
     const dir = socketDir(defer, "aab-");
-    const runner = new Runner(dir.dir, () => {});
-    defer(() => runner.dispose());
     // The floor from its source, except that its receiver leaves bun:ffi out.
     const floor = join(REPO, "src/bench/floors/bare-bun.js");
     const wrapper = dir.path("bare-bun");
@@ -119,24 +120,7 @@ describe("live scenario", () => {
       `#!/bin/sh\nif [ "$1" = recv ] && [ $# -gt 2 ]; then exec "${BUN}" "${floor}" recv "$2" node:fs node:fs/promises node:path; fi\nexec "${BUN}" "${floor}" "$@"\n`,
     );
     chmodSync(wrapper, 0o755);
-    const failures: string[] = [];
-    const { figures } = await runLive({
-      runner,
-      work: dir.dir,
-      warmupMs: 200,
-      windowMs: 500,
-      bareBun: wrapper,
-      source: writeGeneratedOpus(dir.path("g.opus"), 1),
-      attempt: async (what, run) => {
-        try {
-          return await run();
-        } catch (e) {
-          failures.push(`${what}: ${(e as Error).message}`);
-          return undefined;
-        }
-      },
-      log: () => {},
-    });
+    const { figures, failures } = await runCollecting(dir, { warmupMs: 200, windowMs: 500, bareBun: wrapper }, 1);
     expect(failures).toEqual(["bare Bun with the runtime modules: the bare recv did not load bun:ffi (it says: node:fs, node:fs/promises, node:path)"]);
     expect(figures.bareModules).toBeUndefined();
     expect(figures.modules).toBeUndefined();
