@@ -31,6 +31,11 @@ const TWO_32 = 2 ** 32;
 
 const wallClockMs = () => performance.timeOrigin + performance.now();
 
+/** Keeps the process alive with a timer that never fires (2^30 ms, about 12 days). */
+function stayAlive() {
+  setInterval(() => {}, 2 ** 30);
+}
+
 /** Calls `tick` every 20 ms against one anchor, so the rate does not drift (as the agent's pacer). */
 function every20ms(tick) {
   const anchor = performance.now();
@@ -117,7 +122,7 @@ function recv(path, modules) {
   // Alive until SIGTERM, as the agent's receiver is: the runner stops the sender
   // right after it, and with the connection gone and nothing else pending the
   // process would exit 0 before its handler ran, without its line.
-  setInterval(() => {}, 2 ** 30);
+  stayAlive();
   Bun.connect({ unix: path, socket: { data: (_socket, chunk) => onData(chunk), close: () => {}, error: () => {} } });
 }
 
@@ -141,6 +146,7 @@ function loadModules(modules) {
       console.error(`bare-bun: cannot load ${name}: ${e.message}`);
       process.exit(1);
     }
+    let said = name;
     if (name === "node:fs") {
       loaded.statSync("/");
       loaded.writeSync(2, "");
@@ -164,10 +170,9 @@ function loadModules(modules) {
           break;
         } catch {}
       }
-      loadedNames.push(`${name} (${opened})`);
-      continue;
+      said = `${name} (${opened})`;
     }
-    loadedNames.push(name);
+    loadedNames.push(said);
   }
   // One line at start, so that what was loaded can be checked from outside.
   console.error(`bare-bun: loaded ${loadedNames.join(", ")}`);
@@ -180,7 +185,7 @@ function usage(why) {
 }
 
 const [mode, path, ...modules] = process.argv.slice(2);
-if (mode === "idle") setInterval(() => {}, 2 ** 30);
+if (mode === "idle") stayAlive();
 else if (mode === "tick") every20ms(() => {});
 else if (mode === "modules" && path) {
   loadModules([path, ...modules]);
