@@ -36,7 +36,15 @@ describe("bare-bun floor", () => {
   test("a module that is not one of Bun's, or that Bun does not have, is named in one line", async () => {
     expect(await run([BUN, FLOOR, "modules", "node:fs", "./floor-helper.js"])).toEqual({ code: 2, stdout: "", stderr: `bare-bun: not a Bun runtime module: "./floor-helper.js"\n${USAGE}` });
     expect(await run([BUN, FLOOR, "send", "/tmp/x.sock", "=node:fs"])).toEqual({ code: 2, stdout: "", stderr: `bare-bun: not a Bun runtime module: "=node:fs"\n${USAGE}` });
+    expect(await run([BUN, FLOOR, "modules", "node:"])).toEqual({ code: 2, stdout: "", stderr: `bare-bun: not a Bun runtime module: "node:"\n${USAGE}` });
     expect(await run([BUN, FLOOR, "modules", "node:nope"])).toEqual({ code: 1, stdout: "", stderr: "bare-bun: cannot load node:nope: No such built-in module: node:nope\n" });
+  });
+
+  test("libraries are for bun:ffi only, as a list of names: anything else is a usage error, not ignored", async () => {
+    for (const module of ["node:fs=x", "bun:ffi=", "bun:ffi=nolib=libc.so.6", "bun:ffi=libc.so.6,", "bun:ffi=,libc.so.6"]) {
+      const why = `bare-bun: only bun:ffi takes libraries, as bun:ffi=LIB,LIB... (names without "=" or ","): "${module}"\n`;
+      expect({ module, ...(await run([BUN, FLOOR, "modules", "node:path", module])) }).toEqual({ module, code: 2, stdout: "", stderr: why + USAGE });
+    }
   });
 
   test("loads every module it is given, bun:ffi from the libc names the agent tries", async () => {
@@ -49,6 +57,31 @@ describe("bare-bun floor", () => {
   test("a libc that does not open is passed over for the next, as on musl; with none, it goes on without", async () => {
     expect(await loadedLine(["modules", "bun:ffi=libc.musl-nowhere.so.1,libc.so.6"])).toBe("bun:ffi (libc.so.6)");
     expect(await loadedLine(["modules", "node:path", "bun:ffi=libc.musl-nowhere.so.1"])).toBe("node:path, bun:ffi (no libc opened)");
+    // The first that opens is the one: later names are not tried.
+    expect(await loadedLine(["modules", "bun:ffi=libc.so.6,libm.so.6"])).toBe("bun:ffi (libc.so.6)");
+    expect(await loadedLine(["modules", "bun:ffi"])).toBe("bun:ffi (libc.so.6)");
+  });
+
+  test("the receiver stops at a framing error with one line and exit 1, not skipping the bad bytes", async () => {
+    const dir = socketDir(defer, "aab-");
+    const socket = dir.path("bad.sock");
+    // A hand-written sender: two good frames, then one with another channel's magic ("JKMI").
+    const frame = (magic: number) => {
+      const bytes = new Uint8Array(17 + 4);
+      const view = new DataView(bytes.buffer);
+      view.setUint32(0, magic, true);
+      view.setUint32(5, 4, true);
+      view.setBigInt64(9, BigInt(Date.now()) * 1_000_000n, true);
+      return bytes;
+    };
+    const listener = Bun.listen({
+      unix: socket,
+      socket: { open: (s) => void s.write(Buffer.concat([frame(0x4a4b4f55), frame(0x4a4b4f55), frame(0x4a4b4d49)])), data() {} },
+    });
+    defer(() => listener.stop(true));
+    const recv = start([BUN, FLOOR, "recv", socket]);
+    const done = await recv.done;
+    expect(done).toMatchObject({ code: 1, stderr: "bare-bun: framing error: bad magic 0x4a4b4d49 after 2 frames\n" });
   });
 
   test("the pair loads its modules too, and frames still flow from sender to receiver", async () => {

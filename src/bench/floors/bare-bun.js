@@ -16,7 +16,9 @@
  *                                  frame_age_p50_ms / _p99_ms / _max_ms over the last 1024 frames, as the agent does
  *
  * A MODULE is a name (node:fs) or, for bun:ffi, `bun:ffi=LIB,LIB...`: the
- * libc names to try in turn, as the agent does (the first that opens is used).
+ * libc names to try in turn, as the agent does (the first that opens is used;
+ * plain `bun:ffi` tries libc.so.6). The receiver exits 1 with one line on a
+ * framing error.
  * With modules, it says at start which it loaded ("bare-bun: loaded node:fs,
  * bun:ffi (libc.so.6)", or "(no libc opened)").
  *
@@ -94,7 +96,10 @@ function recv(path, modules) {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     let at = 0;
     while (bytes.length - at >= HEADER) {
-      if (view.getUint32(at, true) !== MAGIC) throw new Error(`bad magic at byte ${at}`);
+      // A throw here would go to the socket's error handler and the bad bytes be skipped
+      // unseen: the floor's figures would then count a broken stream as a good one.
+      const magic = view.getUint32(at, true);
+      if (magic !== MAGIC) fail(`framing error: bad magic 0x${magic.toString(16).padStart(8, "0")} after ${frames} frames`);
       const length = view.getUint32(at + 5, true);
       if (bytes.length - at < HEADER + length) break;
       if (view.getUint8(at + 4) === 0) {
@@ -136,15 +141,18 @@ function loadModules(modules) {
   if (modules.length === 0) return;
   const loadedNames = [];
   for (const module of modules) {
-    const [name, libs] = module.split("=");
+    const [name, ...rest] = module.split("=");
     // Bun's own modules only: anything else would be a file of the floor's to run.
     if (!/^(node|bun):\w/.test(name)) usage(`not a Bun runtime module: "${module}"`);
+    const libs = rest.length === 0 ? undefined : rest.join("=");
+    if (libs !== undefined && (name !== "bun:ffi" || !/^[^=,]+(,[^=,]+)*$/.test(libs))) {
+      usage(`only bun:ffi takes libraries, as bun:ffi=LIB,LIB... (names without "=" or ","): "${module}"`);
+    }
     let loaded;
     try {
       loaded = require(name);
     } catch (e) {
-      console.error(`bare-bun: cannot load ${name}: ${e.message}`);
-      process.exit(1);
+      fail(`cannot load ${name}: ${e.message}`);
     }
     let said = name;
     if (name === "node:fs") {
@@ -163,7 +171,7 @@ function loadModules(modules) {
       };
       // Where none opens, the agent goes on without socket tuning: so does the floor.
       let opened = "no libc opened";
-      for (const lib of (libs || "libc.so.6").split(",")) {
+      for (const lib of (libs ?? "libc.so.6").split(",")) {
         try {
           loaded.dlopen(lib, symbols);
           opened = lib;
@@ -176,6 +184,12 @@ function loadModules(modules) {
   }
   // One line at start, so that what was loaded can be checked from outside.
   console.error(`bare-bun: loaded ${loadedNames.join(", ")}`);
+}
+
+/** One line and exit 1: the floor cannot measure what it was asked to. */
+function fail(why) {
+  require("node:fs").writeSync(2, `bare-bun: ${why}\n`);
+  process.exit(1);
 }
 
 function usage(why) {
