@@ -24,11 +24,18 @@ export interface ClockSources {
  * timestamps follow a step of the system clock (a device setting its clock
  * after boot, or NTP stepping it) within a second, where
  * `performance.timeOrigin + performance.now()` keeps the start-up offset for
- * the life of the process. Every stamp taken at a re-read falls in the
- * millisecond Date.now() reports; between steps the offset keeps its
- * microsecond resolution and moves by less than a millisecond at a time (none
- * at all once it agrees with the readings); after a step it is exact to half
- * a millisecond (Date.now() has only ms).
+ * the life of the process.
+ *
+ * Every stamp taken at a re-read falls in the millisecond Date.now() reports
+ * (it has only ms). A re-read that agrees with the offset leaves it as it is,
+ * to the microsecond, so re-reading adds no jitter. After a step of the wall
+ * clock by more than STEP_MS + 1 ms the offset is within half a millisecond of
+ * the truth; after a smaller one it moves just inside the reading's
+ * millisecond, within a millisecond of the truth. Linux slews its monotonic
+ * clock together with the wall clock (clock_gettime(2)), so between steps the
+ * two keep their distance; where they do drift apart, the offset follows in
+ * moves of at most a millisecond plus the drift since the last re-read, and
+ * stamps never go back by a millisecond.
  */
 export class WallClock {
   private readonly monotonic: () => number;
@@ -60,11 +67,11 @@ export class WallClock {
     this.checkedAt = monotonicMs;
     // Date.now() truncates to whole ms: the offsets that agree with this reading
     // are [low, low + 1). One that still agrees is kept (re-reading adds no
-    // jitter). One that agreed a second ago may sit a ms from the truth and
-    // the truth drift on (NTP slews up to 0.5 ms a second), so up to STEP_MS
-    // outside it has drifted and moves just inside, toward the truth; further
-    // out the clock was stepped and the offset goes to the middle, within half
-    // a ms of the truth.
+    // jitter). One that agreed a second ago may sit nearly a ms from the truth,
+    // and the truth may have moved since (drift, or a small step), so up to
+    // STEP_MS outside it moves just inside, toward the truth, by no more than
+    // it must: a move back is a stamp going back. Further out the clock was
+    // stepped and the offset goes to the middle, within half a ms of the truth.
     const low = this.realtime() - monotonicMs;
     if (!Number.isFinite(low)) return;
     const high = low + 1 - 1e-3;

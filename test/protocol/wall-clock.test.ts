@@ -47,10 +47,28 @@ describe("WallClock", () => {
       const { c, sources, truth } = clocks(1_700_000_000_000 + phase);
       const clock = new WallClock(sources);
       clock.now();
-      for (const step of [600_000, -3_500, 4]) {
+      // 3 ms is the smallest whole step sure to be taken for one: more than STEP_MS + 1 ms outside.
+      for (const step of [600_000, -3_500, 4, 3, -3]) {
         c.offset += step;
         c.monotonic += 1000;
         expect({ phase, step, error: Math.abs(clock.now() - truth()) <= 0.5 }).toEqual({ phase, step, error: true });
+      }
+    }
+  });
+
+  test("a small step (under 3 ms) moves the offset just inside the reading's millisecond: within a millisecond of the truth", () => {
+    for (const phase of [0.05, 0.25, 0.5, 0.75, 0.95]) {
+      for (const step of [0.6, -0.6, 1.5, -1.5, 2.5, -2.5]) {
+        const { c, sources, truth } = clocks(1_700_000_000_000 + phase);
+        const clock = new WallClock(sources);
+        const before = clock.now() - c.monotonic;
+        c.offset += step;
+        c.monotonic += 1000;
+        const stamp = clock.now();
+        expect({ phase, step, within: Math.abs(stamp - truth()) < 1, dateNow: Math.floor(stamp) }).toEqual({ phase, step, within: true, dateNow: sources.realtimeMs() });
+        // Up to 1.5 ms it is taken for drift: the offset moves no further than the clock did (to the microsecond the window's edge allows).
+        const move = Math.abs(stamp - c.monotonic - before);
+        if (Math.abs(step) <= 1.5) expect({ phase, step, leastMove: move <= Math.abs(step) + 2e-3 }).toEqual({ phase, step, leastMove: true });
       }
     }
   });
@@ -75,16 +93,24 @@ describe("WallClock", () => {
     }
   });
 
-  test("while the wall clock drifts from the monotonic one (NTP slewing), fast or slow, every stamp stays within the millisecond Date.now() reports", () => {
-    for (const ppm of [300, -300]) {
-      const { c, sources, truth } = clocks(1_700_000_000_000.731);
-      const clock = new WallClock(sources);
-      for (let i = 0; i < 400; i++) {
-        c.monotonic += 1000.37;
-        c.offset += ppm / 1000; // ms per second of monotonic time
-        const stamp = clock.now();
-        expect({ ppm, i, stamp: Math.floor(stamp) }).toEqual({ ppm, i, stamp: sources.realtimeMs() });
-        expect(Math.abs(stamp - truth())).toBeLessThan(1);
+  test("while the wall clock drifts from the monotonic one, fast or slow, every stamp stays within the millisecond Date.now() reports, and the offset moves by at most a ms plus the drift", () => {
+    for (const ppm of [300, -300, 500, -500]) {
+      for (const interval of [1000, 1000.37]) {
+        const { c, sources, truth } = clocks(1_700_000_000_000.731);
+        const clock = new WallClock(sources);
+        let offset = clock.now() - c.monotonic;
+        let worstMove = 0;
+        for (let i = 0; i < 400; i++) {
+          c.monotonic += interval;
+          c.offset += (ppm * interval) / 1e6;
+          const stamp = clock.now();
+          expect({ ppm, i, stamp: Math.floor(stamp) }).toEqual({ ppm, i, stamp: sources.realtimeMs() });
+          expect(Math.abs(stamp - truth())).toBeLessThan(1);
+          const next = stamp - c.monotonic;
+          worstMove = Math.max(worstMove, Math.abs(next - offset) - Math.abs((ppm * interval) / 1e6));
+          offset = next;
+        }
+        expect({ ppm, interval, moveWithinAMs: worstMove <= 1 }).toEqual({ ppm, interval, moveWithinAMs: true });
       }
     }
   });
