@@ -99,6 +99,20 @@ describe("pumpSource", () => {
     expect(to.sent).toEqual([0, 1, 2]);
   });
 
+  test("a stop while the pacer waits: the frame waited for is not sent", async () => {
+    const to = target();
+    let stopped = false;
+    const sendFrame = to.sendFrame;
+    // Frames 100 ms apart; 10 ms after the second is sent, during the wait for the third, the role stops.
+    to.sendFrame = (payload) => {
+      if (to.sent.length === 1) setTimeout(() => (stopped = true), 10);
+      return sendFrame(payload);
+    };
+    const wire = await source(wireBytes(0, 5, (i) => Uint8Array.of(i, 0, 0, 0), OUTPUT_MAGIC, 100));
+    expect(await pumpSource(wire, to, { ...running, pacer: new Pacer(), isStopped: () => stopped })).toBe(2);
+    expect(to.sent).toEqual([0, 1]);
+  });
+
   test("with a pacer, frames go out at their times on the source's timeline, not at once", async () => {
     const to = target();
     const started = performance.now();
