@@ -21,7 +21,7 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import { basename, join } from "node:path";
 import { ConfigError, readFlags, type FlagSpecs } from "../config.ts";
 import { parseDriverArgs, runDriver, type HeapSample } from "./driver.ts";
-import { buildBareBun } from "./floor.ts";
+import { buildBareBun, floorModuleArgs } from "./floor.ts";
 import { LIVE_RATE, runLive, writeGeneratedOpus } from "./live.ts";
 import NATIVE_SOURCE from "./native-baseline.c" with { type: "text" };
 import { dropPageCache } from "./page-cache.ts";
@@ -303,15 +303,17 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
     }
     if (only.includes("startup")) {
       log(`start-up: exec -> connectable, ${plan.startupRuns} warm rounds after one discarded, the programs taking turns`);
-      const commands: Partial<Record<"agent" | "floor" | "native", (socket: string) => string[]>> = {};
+      const commands: Partial<Record<"agent" | "floor" | "floorModules" | "native", (socket: string) => string[]>> = {};
       // The device's command: a real Ogg source, paced in real time.
       if (agentBin) commands.agent = (socket) => [agentBin, "output", "serve", "--source", opus, "--format", "ogg", "--realtime", "--loop", "--socket", socket];
       if (bareBunBin) commands.floor = (socket) => [bareBunBin, "send", socket];
+      // The bare sender that first loads the runtime modules the agent's roles load, as the live scenario's second pair.
+      if (bareBunBin) commands.floorModules = (socket) => [bareBunBin, "send", socket, ...floorModuleArgs()];
       if (nativeBin) commands.native = (socket) => [nativeBin, "listen", socket];
       const figures = await attempt("startup", Object.keys(commands).join(", "), () => runner.startup(commands, plan.startupRuns));
-      const { agent, floor, native: nativeStartup } = figures ?? {};
-      report.scenarios.startup = { agent, floor, native: nativeStartup };
-      report.rows.push(...judge.startup(agent, floor, nativeStartup, TARGETS));
+      const { agent, floor, floorModules, native: nativeStartup } = figures ?? {};
+      report.scenarios.startup = { agent, floor, floorModules, native: nativeStartup };
+      report.rows.push(...judge.startup(agent, floor, nativeStartup, TARGETS, floorModules));
     }
   } finally {
     runner.dispose();

@@ -18,7 +18,7 @@ import BARE_BUN_SOURCE from "./floors/bare-bun.js" with { type: "text" };
  * needs them: socket files and sinks need node:fs, socket buffer sizes need
  * bun:ffi.
  */
-export const STREAMING_RUNTIME_MODULES = ["node:fs", "node:fs/promises", "node:path", "bun:ffi"] as const;
+export const STREAMING_RUNTIME_MODULES = ["node:fs", "node:path", "bun:ffi"] as const;
 
 /** Those modules as the floor's MODULE arguments: bun:ffi with the libc names the agent tries, in its order. */
 export function floorModuleArgs(): string[] {

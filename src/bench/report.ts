@@ -262,8 +262,11 @@ export const judge = {
     return rows;
   },
 
-  /** Exec to a connectable socket: the agent's `output serve` against a bare `Bun.listen` program and a C listener. */
-  startup(agent: StartupLike | undefined, floor: StartupLike | undefined, native: StartupLike | undefined, goals: FootprintGoals): Row[] {
+  /**
+   * Exec to a connectable socket: the agent's `output serve` against a bare `Bun.listen` program
+   * and a C listener; and against the bare program that first loads the agent's runtime modules.
+   */
+  startup(agent: StartupLike | undefined, floor: StartupLike | undefined, native: StartupLike | undefined, goals: FootprintGoals, floorModules?: StartupLike): Row[] {
     const connect = { agent: agent?.medianMs, floor: floor?.medianMs, native: native?.medianMs };
     return [
       row(
@@ -275,6 +278,7 @@ export const judge = {
         known(connect.agent, connect.floor) ? connect.agent! <= connect.floor! + goals.startupOverFloorMs : null,
         "difference",
       ),
+      row("start-up", "exec -> connectable (median), against the bare sender with the same runtime modules", "ms", { agent: agent?.medianMs, floor: floorModules?.medianMs, floorName: WITH_MODULES }, "", null, "difference"),
       row("start-up", "exec -> socket file (median)", "ms", { agent: agent?.appearMedianMs, floor: floor?.appearMedianMs, native: native?.appearMedianMs }, "", null, "difference"),
     ];
   },

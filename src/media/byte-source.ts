@@ -1,5 +1,5 @@
 import { readFileSync, statSync } from "node:fs";
-import { open, type FileHandle } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
 
 /** Chunks of bytes from a file or stdin ("-"), read asynchronously so signals and sockets keep flowing. */
 export interface ByteSource {
@@ -111,11 +111,22 @@ export async function openByteSource(path: string): Promise<ByteSource> {
   // Synchronous at open (start-up): quicker than hops through the thread pool.
   const kind = statSync(path);
   if (kind.isDirectory()) throw new Error(`source ${path} is a directory, expected a file or "-"`);
-  if (kind.isCharacterDevice() || kind.isBlockDevice()) return new FileByteSource(path, await open(path, "r"), false);
+  if (kind.isCharacterDevice() || kind.isBlockDevice()) return new FileByteSource(path, await openHandle(path), false);
   if (!kind.isFile()) return streamByteSource(path);
-  if (kind.size > HELD_FILE_BYTES) return new FileByteSource(path, await open(path, "r"), true);
+  if (kind.size > HELD_FILE_BYTES) return new FileByteSource(path, await openHandle(path), true);
   // Looping a short file (the usual test tone) then costs no read, and no thread-pool wake-up, per pass.
   return new HeldFileByteSource(path, new Uint8Array(readFileSync(path)));
+}
+
+/**
+ * A file handle for the thread pool. node:fs/promises is loaded only here: the
+ * sources a device streams from (a FIFO, a short file held in memory) never
+ * need it, and loading it costs every process about as much start-up time
+ * and memory as node:fs itself (bench/FINDINGS.md).
+ */
+async function openHandle(path: string): Promise<FileHandle> {
+  const { open } = await import("node:fs/promises");
+  return open(path, "r");
 }
 
 /** Stdin ("-"), a FIFO or a device as a stream; opened afresh on each call (a FIFO: for its next writer). */

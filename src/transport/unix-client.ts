@@ -1,5 +1,5 @@
 import type { Socket } from "bun";
-import { lstat } from "node:fs/promises";
+import { lstatSync } from "node:fs";
 import { backoffDelayMs } from "./backoff.ts";
 import type { Report } from "./report.ts";
 
@@ -98,7 +98,8 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
 /** Why `path` cannot be a socket a server will listen on, or undefined while it still may be. */
 async function neverASocket(path: string): Promise<string | undefined> {
   try {
-    const stat = await lstat(path);
+    // Synchronous: one lstat per failed attempt, and node:fs/promises stays unloaded (see byte-source.ts).
+    const stat = lstatSync(path);
     if (stat.isSocket()) return undefined;
     return `it is ${stat.isDirectory() ? "a directory" : stat.isFile() ? "a regular file" : "not a socket"}, not a socket`;
   } catch (e) {

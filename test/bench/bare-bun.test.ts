@@ -49,9 +49,9 @@ describe("bare-bun floor", () => {
 
   test("loads every module it is given, bun:ffi from the libc names the agent tries", async () => {
     const args = floorModuleArgs();
-    expect(args).toEqual(["node:fs", "node:fs/promises", "node:path", `bun:ffi=${LIBC_CANDIDATES.join(",")}`]);
+    expect(args).toEqual(["node:fs", "node:path", `bun:ffi=${LIBC_CANDIDATES.join(",")}`]);
     expect(STREAMING_RUNTIME_MODULES.every((m) => args.some((a) => a.split("=")[0] === m))).toBe(true);
-    expect(await loadedLine(["modules", ...args])).toMatch(/^node:fs, node:fs\/promises, node:path, bun:ffi \((libc\.so\.6|\S*musl\S*|libc\.so)\)$/);
+    expect(await loadedLine(["modules", ...args])).toMatch(/^node:fs, node:path, bun:ffi \((libc\.so\.6|\S*musl\S*|libc\.so)\)$/);
   });
 
   test("a libc that does not open is passed over for the next, as on musl; with none, it goes on without", async () => {
@@ -89,9 +89,9 @@ describe("bare-bun floor", () => {
     const socket = dir.path("floor.sock");
     const modules = floorModuleArgs();
     const send = start([BUN, FLOOR, "send", socket, ...modules]);
-    await send.waitForStderr("bare-bun: loaded node:fs, node:fs/promises, node:path, bun:ffi (");
+    await send.waitForStderr("bare-bun: loaded node:fs, node:path, bun:ffi (");
     const recv = start([BUN, FLOOR, "recv", socket, ...modules]);
-    await recv.waitForStderr("bare-bun: loaded node:fs, node:fs/promises, node:path, bun:ffi (");
+    await recv.waitForStderr("bare-bun: loaded node:fs, node:path, bun:ffi (");
     await Bun.sleep(300);
     recv.kill("SIGTERM");
     const done = await recv.done;

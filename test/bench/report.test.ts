@@ -68,7 +68,7 @@ describe("RSS against the bare pair with the streaming roles' runtime modules", 
 });
 
 describe("Bun floor rows", () => {
-  const modules = "waking 50/s + node:fs, node:fs/promises, node:path, bun:ffi";
+  const modules = "waking 50/s + node:fs, node:path, bun:ffi";
 
   test("idle, waking, and waking with the runtime modules each show their own figure; the modules' own cost is the difference", () => {
     const rows = judge.live(live(27.5), GOALS);
