@@ -101,7 +101,8 @@ describe("compiled x64 binary", () => {
     const source = join(cwd, "in.wire");
     const sink = join(cwd, "out.wire");
     const socket = join(cwd, "o.sock");
-    await writeWireFile(source, count);
+    // Too large to hold in memory (over 1 MiB): read through the thread pool, with node:fs/promises loaded on demand.
+    expect(await writeWireFile(source, count)).toBeGreaterThan(1 << 20);
 
     const serve = start([x64.path, "output", "serve", "--source", source, "--socket", socket], { cwd });
     const recv = start([x64.path, "output", "recv", "--socket", socket, "--sink", sink, "--once", "--connect-timeout", "20"], { cwd });
