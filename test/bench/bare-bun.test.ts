@@ -62,26 +62,32 @@ describe("bare-bun floor", () => {
     expect(await loadedLine(["modules", "bun:ffi"])).toBe("bun:ffi (libc.so.6)");
   });
 
-  test("the receiver stops at a framing error with one line and exit 1, not skipping the bad bytes", async () => {
+  test("the receiver stops at a framing error with one line and exit 1, not skipping or holding the bad bytes", async () => {
     const dir = socketDir(defer, "aab-");
-    const socket = dir.path("bad.sock");
-    // A hand-written sender: two good frames, then one with another channel's magic ("JKMI").
-    const frame = (magic: number) => {
-      const bytes = new Uint8Array(17 + 4);
+    // A hand-written sender: two good frames, then a bad header (only its 17 bytes: a length is never waited for).
+    const header = ({ magic = 0x4a4b4f55, type = 0, length = 4 }) => {
+      const bytes = new Uint8Array(17);
       const view = new DataView(bytes.buffer);
       view.setUint32(0, magic, true);
-      view.setUint32(5, 4, true);
+      view.setUint8(4, type);
+      view.setUint32(5, length, true);
       view.setBigInt64(9, BigInt(Date.now()) * 1_000_000n, true);
       return bytes;
     };
-    const listener = Bun.listen({
-      unix: socket,
-      socket: { open: (s) => void s.write(Buffer.concat([frame(0x4a4b4f55), frame(0x4a4b4f55), frame(0x4a4b4d49)])), data() {} },
-    });
-    defer(() => listener.stop(true));
-    const recv = start([BUN, FLOOR, "recv", socket]);
-    const done = await recv.done;
-    expect(done).toMatchObject({ code: 1, stderr: "bare-bun: framing error: bad magic 0x4a4b4d49 after 2 frames\n" });
+    const good = Buffer.concat([header({}), new Uint8Array(4)]);
+    const cases = [
+      [{ magic: 0x4a4b4d49 }, "bad magic 0x4a4b4d49"], // another channel's ("JKMI")
+      [{ type: 9 }, "unknown message type 9"],
+      [{ length: 4097 }, "payload length 4097 over 4096"],
+      [{ length: 0x7fffffff }, "payload length 2147483647 over 4096"],
+    ] as const;
+    for (const [bad, why] of cases) {
+      const socket = dir.path(`bad${cases.findIndex(([b]) => b === bad)}.sock`);
+      const listener = Bun.listen({ unix: socket, socket: { open: (s) => void s.write(Buffer.concat([good, good, header(bad)])), data() {} } });
+      defer(() => listener.stop(true));
+      const done = await start([BUN, FLOOR, "recv", socket]).done;
+      expect({ bad, ...done }).toMatchObject({ bad, code: 1, stderr: `bare-bun: framing error: ${why} after 2 frames\n` });
+    }
   });
 
   test("the pair loads its modules too, and frames still flow from sender to receiver", async () => {

@@ -27,6 +27,8 @@
 const MAGIC = 0x4a4b4f55; // "JKOU", the output channel
 const HEADER = 17;
 const PAYLOAD = 160;
+const MAX_PAYLOAD = 4096;
+const LAST_TYPE = 4; // Ack
 const PERIOD_MS = 20;
 const WINDOW = 1024;
 const TWO_32 = 2 ** 32;
@@ -98,9 +100,13 @@ function recv(path, modules) {
     while (bytes.length - at >= HEADER) {
       // A throw here would go to the socket's error handler and the bad bytes be skipped
       // unseen: the floor's figures would then count a broken stream as a good one.
+      // The protocol's header checks (PROTOCOL.md): magic, type 0-4, length at most 4096.
       const magic = view.getUint32(at, true);
       if (magic !== MAGIC) fail(`framing error: bad magic 0x${magic.toString(16).padStart(8, "0")} after ${frames} frames`);
+      const type = view.getUint8(at + 4);
+      if (type > LAST_TYPE) fail(`framing error: unknown message type ${type} after ${frames} frames`);
       const length = view.getUint32(at + 5, true);
+      if (length > MAX_PAYLOAD) fail(`framing error: payload length ${length} over ${MAX_PAYLOAD} after ${frames} frames`);
       if (bytes.length - at < HEADER + length) break;
       if (view.getUint8(at + 4) === 0) {
         const sentMs = (view.getInt32(at + 13, true) * TWO_32 + view.getUint32(at + 9, true)) / 1e6;
