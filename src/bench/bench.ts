@@ -224,13 +224,15 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
       ...self, "--driver", role, "--socket", socket,
       ...Object.entries(extra).flatMap(([k, v]) => [`--${k}`, String(v)]),
     ];
+    const failed = (message: string) => {
+      report.failures.push(message);
+      log(`FAILED ${message}`);
+    };
     const attempt = async <T>(name: string, what: string, run: () => Promise<T>): Promise<T | undefined> => {
       try {
         return await run();
       } catch (e) {
-        const message = `${name} (${what}): ${(e as Error).message}`;
-        report.failures.push(message);
-        log(`FAILED ${message}`);
+        failed(`${name} (${what}): ${(e as Error).message}`);
         return undefined;
       }
     };
@@ -310,8 +312,10 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
       // The bare sender that first loads the runtime modules the agent's roles load, as the live scenario's second pair.
       if (bareBunBin) commands.floorModules = (socket) => [bareBunBin, "send", socket, ...floorModuleArgs()];
       if (nativeBin) commands.native = (socket) => [nativeBin, "listen", socket];
-      const figures = await attempt("startup", Object.keys(commands).join(", "), () => runner.startup(commands, plan.startupRuns));
-      const { agent, floor, floorModules, native: nativeStartup } = figures ?? {};
+      const measured = await attempt("startup", Object.keys(commands).join(", "), () => runner.startup(commands, plan.startupRuns));
+      // A program that failed loses its own figures only.
+      for (const [name, why] of Object.entries(measured?.failures ?? {})) failed(`startup (${name}): ${why}`);
+      const { agent, floor, floorModules, native: nativeStartup } = measured?.figures ?? {};
       report.scenarios.startup = { agent, floor, floorModules, native: nativeStartup };
       report.rows.push(...judge.startup(agent, floor, nativeStartup, TARGETS, floorModules));
     }

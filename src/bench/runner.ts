@@ -229,13 +229,29 @@ export class Runner {
    * discarded (cold: page cache, first exec of the file); the programs take
    * turns within a round, so each meets the same background load.
    */
-  async startup<Name extends string>(commands: Partial<Record<Name, (socket: string) => string[]>>, runs: number): Promise<Partial<Record<Name, StartupFigures>>> {
+  /**
+   * Each program's start-up, the programs taking turns in each round. One that
+   * fails is left out of the rounds after (its reason in `failures`); the
+   * others keep their figures.
+   */
+  async startup<Name extends string>(
+    commands: Partial<Record<Name, (socket: string) => string[]>>,
+    runs: number,
+  ): Promise<{ figures: Partial<Record<Name, StartupFigures>>; failures: Partial<Record<Name, string>> }> {
     const names = (Object.keys(commands) as Name[]).filter((name) => commands[name]);
     const times = new Map(names.map((name) => [name, { connect: [] as number[], appear: [] as number[] }]));
+    const failures: Partial<Record<Name, string>> = {};
     for (let round = 0; round <= runs; round++) {
       for (const name of names) {
+        if (failures[name] !== undefined) continue;
         const socket = this.socketPath();
-        const t = await this.timeToListen(commands[name]!(socket), socket);
+        let t: { appearMs: number; connectMs: number };
+        try {
+          t = await this.timeToListen(commands[name]!(socket), socket);
+        } catch (e) {
+          failures[name] = (e as Error).message;
+          continue;
+        }
         if (round === 0) continue;
         times.get(name)!.connect.push(t.connectMs);
         times.get(name)!.appear.push(t.appearMs);
@@ -243,9 +259,10 @@ export class Runner {
     }
     const figures: Partial<Record<Name, StartupFigures>> = {};
     for (const [name, { connect, appear }] of times) {
+      if (failures[name] !== undefined) continue;
       figures[name] = { runs: connect, medianMs: median(connect), minMs: Math.min(...connect), appearMedianMs: median(appear) };
     }
-    return figures;
+    return { figures, failures };
   }
 
   dispose(): void {

@@ -85,3 +85,20 @@ describe("Bun floor rows", () => {
     expect(find(rows, "those runtime modules' own RSS (over waking 50/s)")?.floor).toBeNull();
   });
 });
+
+describe("start-up rows", () => {
+  const figure = (medianMs: number) => ({ medianMs, minMs: medianMs - 1, appearMedianMs: medianMs - 0.5 });
+
+  test("the agent against bare Bun (the goal) and, without a goal, against the bare sender with the runtime modules", () => {
+    const rows = judge.startup(figure(33), figure(19), figure(2.5), GOALS, figure(25));
+    expect(rows.find((r) => r.metric === "exec -> connectable (median)")).toMatchObject({ agent: 33, floor: 19, native: 2.5, versus: "+14.0 over bare", status: "MISS" });
+    expect(rows.find((r) => r.metric === "exec -> connectable (median), against the bare sender with the same runtime modules")).toMatchObject({ agent: 33, floor: 25, versus: "+8.00 over bare + modules", status: "" });
+    expect(rows.find((r) => r.metric === "exec -> socket file (median)")).toMatchObject({ agent: 32.5, floor: 18.5 });
+  });
+
+  test("without the floor with the modules, that row is empty and the others keep their figures", () => {
+    const rows = judge.startup(figure(28), figure(19), undefined, GOALS);
+    expect(rows.find((r) => r.metric === "exec -> connectable (median)")).toMatchObject({ agent: 28, floor: 19, status: "PASS" });
+    expect(rows.find((r) => r.metric.endsWith("with the same runtime modules"))).toMatchObject({ agent: 28, floor: null, versus: "-" });
+  });
+});

@@ -1,0 +1,34 @@
+/**
+ * The start-up probe (Runner.startup): each program timed from exec to a
+ * connectable socket, taking turns; one that fails loses its own figures
+ * only, with its reason, as the benchmark reports it.
+ */
+import { afterEach, expect, test } from "bun:test";
+import { join } from "node:path";
+import { Runner } from "../../src/bench/runner.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { BUN, REPO, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+
+const FLOOR = join(REPO, "src/bench/floors/bare-bun.js");
+const defer = useCleanup();
+afterEach(stopAgents);
+
+test("a program that exits before it listens is left out with its reason; the others keep their figures", async () => {
+  const dir = socketDir(defer, "aas-");
+  const runner = new Runner(dir.dir, () => {});
+  defer(() => runner.dispose());
+  const { figures, failures } = await runner.startup(
+    {
+      floor: (socket: string) => [BUN, FLOOR, "send", socket],
+      broken: (socket: string) => [BUN, FLOOR, "send", socket, "node:nope"],
+      withPath: (socket: string) => [BUN, FLOOR, "send", socket, "node:path"],
+    },
+    2,
+  );
+  expect(Object.keys(figures).sort()).toEqual(["floor", "withPath"]);
+  expect(figures.floor!.runs.length).toBe(2);
+  expect(figures.withPath!.medianMs).toBeGreaterThan(0);
+  expect(failures).toEqual({ broken: expect.stringContaining("bare-bun: cannot load node:nope") });
+  expect(failures.broken).toStartWith("exited 1 before listening");
+});
