@@ -29,9 +29,10 @@ export interface ClockSources {
  * Every stamp taken at a re-read falls in the millisecond Date.now() reports
  * (it has only ms). A re-read that agrees with the offset leaves it as it is,
  * to the microsecond, so re-reading adds no jitter. After a step of the wall
- * clock by more than STEP_MS + 1 ms the offset is within half a millisecond of
- * the truth; after a smaller one it moves just inside the reading's
- * millisecond, within a millisecond of the truth. Linux slews its monotonic
+ * clock by more than STEP_MS + 2 ms (the offset may have sat up to a ms from
+ * the truth, and the truth anywhere in its reading's ms) the offset is within
+ * half a millisecond of the truth; after a smaller one it may instead move
+ * just inside the reading's millisecond, within a millisecond of the truth. Linux slews its monotonic
  * clock together with the wall clock (clock_gettime(2)), so between steps the
  * two keep their distance; where they do drift apart, the offset follows in
  * moves of at most a millisecond plus the drift since the last re-read, and

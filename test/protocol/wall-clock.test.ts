@@ -47,13 +47,36 @@ describe("WallClock", () => {
       const { c, sources, truth } = clocks(1_700_000_000_000 + phase);
       const clock = new WallClock(sources);
       clock.now();
-      // 3 ms is the smallest whole step sure to be taken for one: more than STEP_MS + 1 ms outside.
+      // From an offset in the middle of its millisecond, even 3 ms lands more than STEP_MS outside: a step.
       for (const step of [600_000, -3_500, 4, 3, -3]) {
         c.offset += step;
         c.monotonic += 1000;
         expect({ phase, step, error: Math.abs(clock.now() - truth()) <= 0.5 }).toEqual({ phase, step, error: true });
       }
     }
+  });
+
+  test("any step of more than 4 ms (STEP_MS + 2) lands within half a millisecond, wherever the offset sat in its millisecond", () => {
+    let seed = 11;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+    let worst = 0;
+    for (let trial = 0; trial < 2000; trial++) {
+      const { c, sources, truth } = clocks(1_700_000_000_000 + random());
+      const clock = new WallClock(sources);
+      clock.now();
+      // A few re-reads while the clocks drift apart, so the offset sits anywhere in the readings' window.
+      const ppm = (random() - 0.5) * 1000;
+      for (let i = 0; i < 1 + Math.floor(random() * 20); i++) {
+        const dt = 1000 + random();
+        c.monotonic += dt;
+        c.offset += (ppm * dt) / 1e6;
+        clock.now();
+      }
+      c.offset += (random() < 0.5 ? -1 : 1) * (4.001 + random() * 6);
+      c.monotonic += 1000 + random();
+      worst = Math.max(worst, Math.abs(clock.now() - truth()));
+    }
+    expect(worst).toBeLessThanOrEqual(0.5);
   });
 
   test("a small step (under 3 ms) moves the offset just inside the reading's millisecond: within a millisecond of the truth", () => {
