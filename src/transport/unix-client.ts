@@ -1,5 +1,5 @@
 import type { Socket } from "bun";
-import { lstatSync } from "node:fs";
+import { statSync } from "node:fs";
 import { backoffDelayMs } from "./backoff.ts";
 import type { Report } from "./report.ts";
 
@@ -98,10 +98,12 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
 /** Why `path` cannot be a socket a server will listen on, or undefined while it still may be. */
 async function neverASocket(path: string): Promise<string | undefined> {
   try {
-    // Synchronous: one lstat per failed attempt, and node:fs/promises stays unloaded (see byte-source.ts).
-    const stat = lstatSync(path);
+    // What connect(2) reaches: through a symbolic link, whose socket may be yet to come.
+    // Synchronous: one stat per failed attempt, and node:fs/promises stays unloaded (see byte-source.ts).
+    const stat = statSync(path);
     if (stat.isSocket()) return undefined;
-    return `it is ${stat.isDirectory() ? "a directory" : stat.isFile() ? "a regular file" : "not a socket"}, not a socket`;
+    const kind = stat.isDirectory() ? "a directory" : stat.isFile() ? "a regular file" : stat.isFIFO() ? "a FIFO" : "a device";
+    return `it is ${kind}, not a socket`;
   } catch (e) {
     return code(e) === "ENOTDIR" ? "a parent in the path is not a directory (ENOTDIR)" : undefined;
   }

@@ -4,6 +4,7 @@
  * stops on abort, fails at once on errors retrying cannot fix.
  */
 import { describe, expect, test } from "bun:test";
+import { symlinkSync } from "node:fs";
 import { backoffDelayMs, sessionBackoffMs } from "../../src/transport/backoff.ts";
 import { silent, type Report } from "../../src/transport/report.ts";
 import { connectWithBackoff, ConnectTimeoutError, type ConnectionHandler } from "../../src/transport/unix-client.ts";
@@ -191,6 +192,24 @@ describe("connectWithBackoff", () => {
     expect(notDir.message).toBe(`cannot connect to ${under}: a parent in the path is not a directory (ENOTDIR)`);
     const directory = await connectWithBackoff({ path: dir.dir, handler: ignore, report: silent }).catch((e) => e);
     expect(directory.message).toBe(`cannot connect to ${dir.dir}: it is a directory, not a socket`);
+    const fifo = dir.path("fifo");
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    const notSocket = await connectWithBackoff({ path: fifo, handler: ignore, report: silent }).catch((e) => e);
+    expect(notSocket.message).toBe(`cannot connect to ${fifo}: it is a FIFO, not a socket`);
+  });
+
+  test("a symbolic link to a socket yet to come is waited for, as the socket itself would be", async () => {
+    const dir = socketDir(defer, "bo-");
+    const target = dir.path("later.sock");
+    const link = dir.path("link.sock");
+    symlinkSync(target, link);
+    const error = await connectWithBackoff({ path: link, handler: ignore, report: silent, timeoutMs: 200 }).catch((e) => e);
+    expect(error).toBeInstanceOf(ConnectTimeoutError);
+    // And once a server listens there, the link leads to it.
+    const server = Bun.listen({ unix: target, socket: { data() {} } });
+    defer(() => server.stop(true));
+    const socket = await connectWithBackoff({ path: link, handler: ignore, report: silent, timeoutMs: 2000 });
+    socket.end();
   });
 
   test("an abort while waiting ends the wait at once, not when the wait is over", async () => {
