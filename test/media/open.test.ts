@@ -1,5 +1,6 @@
 /** Opening sources: which are live streams, and a source read up to its first frame that still yields every frame. */
 import { describe, expect, test } from "bun:test";
+import { openByteSource } from "../../src/media/byte-source.ts";
 import { isLiveSource, openSource, readUpToFirstFrame } from "../../src/media/open.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { payloadIndex } from "../support/payloads.ts";
@@ -51,6 +52,27 @@ describe("a device as a source", () => {
   test("one that never ends (/dev/zero) is read until its bytes prove it is not the format", async () => {
     const ogg = await drained("ogg", "/dev/zero");
     expect(ogg.error?.message).toBe('ogg source /dev/zero: no Ogg capture pattern "OggS" at byte 0');
+  });
+});
+
+describe("a source read through the thread pool", () => {
+  test("a file too large to hold can be started again; a device cannot; each holds its file open until closed", async () => {
+    const dir = socketDir(defer, "open-");
+    const large = dir.path("large.bin");
+    await Bun.write(large, new Uint8Array(1536 * 1024).fill(7));
+    for (const [path, rewindable] of [[large, true], ["/dev/zero", false]] as const) {
+      const source = await openByteSource(path);
+      expect({ path, rewindable: source.rewindable, replaysSameBytes: source.replaysSameBytes }).toEqual({ path, rewindable, replaysSameBytes: false });
+      const first = await source.read();
+      expect(first!.length).toBeGreaterThan(0);
+      if (rewindable) {
+        source.rewind();
+        expect((await source.read())!.slice(0, 4)).toEqual(Uint8Array.of(7, 7, 7, 7));
+      } else expect(() => source.rewind()).toThrow(`${path} cannot be rewound`);
+      expect(openFiles(process.pid)).toContain(path);
+      await source.close();
+      expect(openFiles(process.pid)).not.toContain(path);
+    }
   });
 });
 
