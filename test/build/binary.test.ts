@@ -222,6 +222,42 @@ console.log(JSON.stringify({ n: process.argv[2] === "never" ? unused(1) : used(1
     }
   });
 
+  test("output serve from a file it holds loads no node:fs/promises (the floor's module list); a large file does", async () => {
+    const cwd = tempDir();
+    /** The modules (M lines of its bytecode order record) a compiled program's run loads. */
+    const loadedModules = (order: string) => new Set(readFileSync(order, "utf8").split("\n").filter((line) => line.startsWith("M ")));
+    // What node:fs/promises itself adds: two runs of one compiled program, which loads it only when asked.
+    const probe = join(cwd, "probe");
+    writeFileSync(`${probe}.ts`, `import { statSync } from "node:fs";\nif (process.argv[2]) import("node:fs/promises").then((m) => console.log(typeof statSync, typeof m.open));\nelse console.log(typeof statSync);\n`);
+    await compileExecutable(`${probe}.ts`, probe);
+    const modulesOf = async (args: string[]) => {
+      const order = join(cwd, `probe${args.length}.order`);
+      expect((await run([probe, ...args], { env: cleanEnv({ BUN_BYTECODE_ORDER_OUT: order }) })).code).toBe(0);
+      return loadedModules(order);
+    };
+    const without = await modulesOf([]);
+    const promises = [...(await modulesOf(["promises"]))].filter((line) => !without.has(line));
+    expect(promises.length).toBeGreaterThan(0);
+
+    const servedModules = async (name: string, count: number) => {
+      const source = join(cwd, `${name}.wire`);
+      const bytes = await writeWireFile(source, count);
+      const order = join(cwd, `${name}-serve.order`);
+      const serve = start([x64.path, "output", "serve", "--source", source, "--socket", join(cwd, `${name}.sock`)], { cwd, env: cleanEnv({ BUN_BYTECODE_ORDER_OUT: order }) });
+      await serve.waitForStderr("listening");
+      serve.kill("SIGTERM");
+      expect((await serve.done).code).toBe(0);
+      return { bytes, loaded: loadedModules(order) };
+    };
+    const small = await servedModules("small", 20);
+    expect(small.bytes).toBeLessThan(1 << 20);
+    expect(promises.filter((line) => small.loaded.has(line))).toEqual([]);
+    // The check can fail: a file too large to hold is read through node:fs/promises.
+    const large = await servedModules("large", 3000);
+    expect(large.bytes).toBeGreaterThan(1 << 20);
+    expect(promises.filter((line) => large.loaded.has(line))).toEqual(promises);
+  }, 60_000);
+
   // test/cli runs the agent through test/support/processes.ts, which runs AUDIO_AGENT_BIN
   // instead of `bun src/main.ts` when it is set: rerun those tests on the binary.
   // Not when this process already runs against a binary (no recursion).
