@@ -184,9 +184,11 @@ describe("connectWithBackoff", () => {
     const dir = socketDir(defer, "bo-");
     const file = dir.path("plain");
     await Bun.write(file, "x");
-    // No timeout given: without the check these would retry for ever.
-    const regular = await connectWithBackoff({ path: file, handler: ignore, report: silent }).catch((e) => e);
+    // No timeout given: without the check these would retry for ever. At once: on the first attempt, with no wait.
+    const { reports, report } = recordingReport();
+    const regular = await connectWithBackoff({ path: file, handler: ignore, report }).catch((e) => e);
     expect(regular.message).toBe(`cannot connect to ${file}: it is a regular file, not a socket`);
+    expect(reports.map((r) => r.message)).toEqual([]);
     const under = `${file}/s.sock`;
     const notDir = await connectWithBackoff({ path: under, handler: ignore, report: silent }).catch((e) => e);
     expect(notDir.message).toBe(`cannot connect to ${under}: a parent in the path is not a directory (ENOTDIR)`);
