@@ -227,10 +227,7 @@ export class Runner {
   /**
    * Exec -> socket connectable for each program, `runs` rounds after one
    * discarded (cold: page cache, first exec of the file); the programs take
-   * turns within a round, so each meets the same background load.
-   */
-  /**
-   * Each program's start-up, the programs taking turns in each round. One that
+   * turns within a round, so each meets the same background load. One that
    * fails is left out of the rounds after (its reason in `failures`); the
    * others keep their figures.
    */

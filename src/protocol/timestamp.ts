@@ -32,11 +32,12 @@ export interface ClockSources {
  * clock by more than STEP_MS + 2 ms (the offset may have sat up to a ms from
  * the truth, and the truth anywhere in its reading's ms) the offset is within
  * half a millisecond of the truth; after a smaller one it may instead move
- * just inside the reading's millisecond, within a millisecond of the truth. Linux slews its monotonic
- * clock together with the wall clock (clock_gettime(2)), so between steps the
- * two keep their distance; where they do drift apart, the offset follows in
- * moves of at most a millisecond plus the drift since the last re-read, and
- * stamps never go back by a millisecond.
+ * just inside the reading's millisecond, within a millisecond of the truth.
+ * Linux slews its monotonic clock together with the wall clock
+ * (clock_gettime(2)), so between steps the two keep their distance; where
+ * they do drift apart, the offset follows in moves of at most a millisecond
+ * plus the drift since the last re-read, and stamps never go back by a
+ * millisecond.
  */
 export class WallClock {
   private readonly monotonic: () => number;

@@ -77,7 +77,7 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
       }
       // Bun reports most failures as ECONNREFUSED: a path that can never become a socket
       // (a regular file there, or a file where a directory should be) fails now, not at the timeout.
-      const hopeless = await neverASocket(path);
+      const hopeless = neverASocket(path);
       if (hopeless) throw new Error(`cannot connect to ${path}: ${hopeless}`);
     }
     const elapsed = performance.now() - started;
@@ -96,7 +96,7 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
 }
 
 /** Why `path` cannot be a socket a server will listen on, or undefined while it still may be. */
-async function neverASocket(path: string): Promise<string | undefined> {
+function neverASocket(path: string): string | undefined {
   try {
     // What connect(2) reaches: through a symbolic link, whose socket may be yet to come.
     // Synchronous: one stat per failed attempt, and node:fs/promises stays unloaded (see byte-source.ts).

@@ -108,7 +108,7 @@ function recv(path, modules) {
       const length = view.getUint32(at + 5, true);
       if (length > MAX_PAYLOAD) fail(`framing error: payload length ${length} over ${MAX_PAYLOAD} after ${frames} frames`);
       if (bytes.length - at < HEADER + length) break;
-      if (view.getUint8(at + 4) === 0) {
+      if (type === 0) {
         const sentMs = (view.getInt32(at + 13, true) * TWO_32 + view.getUint32(at + 9, true)) / 1e6;
         ages[frames++ % WINDOW] = now - sentMs;
       }
