@@ -1,4 +1,4 @@
-import { closeSync, constants, openSync, statSync } from "node:fs";
+import { closeSync, constants, openSync, statSync, type Stats } from "node:fs";
 import { streamByteSource, type ByteSource } from "./byte-source.ts";
 import type { FrameSource, SourceFrame } from "./frame-source.ts";
 
@@ -7,6 +7,12 @@ export type FifoReport = (level: "info" | "warn", message: string, fields?: Reco
 
 /** How often a source waiting for a writer checks that its path still leads to the FIFO it holds. */
 const PATH_CHECK_MS = 1000;
+/**
+ * How long a path that is gone may take to come back before the run ends: a
+ * capture pipeline that restarts with `rm FIFO; mkfifo FIFO` leaves it gone
+ * for a moment, and the source may look just then.
+ */
+const PATH_RETURN_MS = 2000;
 
 /**
  * The frames of a named pipe (FIFO) across its writers. Each writer's bytes
@@ -21,8 +27,9 @@ const PATH_CHECK_MS = 1000;
  * awaited. While it waits, the source checks that its path still leads to
  * the FIFO it holds open: a writer can only reach the one at the path, so
  * a new FIFO made there (a restarted capture pipeline) is opened instead,
- * and a path that is gone or no longer a FIFO ends the run, as does any
- * other error of the pipe itself (not readable).
+ * and a path that is no longer a FIFO, or gone for longer than
+ * PATH_RETURN_MS, ends the run, as does any other error of the pipe itself
+ * (not readable).
  */
 export class FifoSource implements FrameSource {
   private bytes: ByteSource | undefined;
@@ -67,7 +74,7 @@ export class FifoSource implements FrameSource {
   /** Reads more of the current writer's stream, or waits for the next writer; false once closed. */
   async fill(): Promise<boolean> {
     if (this.closed) return false;
-    if (!this.bytes) this.begin();
+    if (!this.bytes && !(await this.begin())) return false;
     try {
       if (this.discarding) {
         if ((await this.bytes!.read()) !== null) return true;
@@ -98,8 +105,10 @@ export class FifoSource implements FrameSource {
     if (waiting) await untilNoReader(this.name);
   }
 
-  private begin(): void {
-    const stat = statSync(this.name);
+  /** Opens the FIFO at the path for its next writer; false if the source was closed meanwhile. */
+  private async begin(): Promise<boolean> {
+    const stat = await this.pathReturned();
+    if (!stat || this.closed) return false;
     if (!stat.isFIFO()) throw new Error(`source ${this.name} is no longer a named pipe (FIFO)`);
     this.fifo = { dev: stat.dev, ino: stat.ino };
     this.heard = false;
@@ -122,12 +131,32 @@ export class FifoSource implements FrameSource {
     this.pathCheck = setInterval(() => this.checkPath(), PATH_CHECK_MS);
     this.pathCheck.unref?.();
     this.report("info", "waiting for a writer", { source: this.name });
+    return true;
+  }
+
+  /**
+   * The path's file, waiting up to PATH_RETURN_MS for a path that is gone to
+   * be made again; undefined if the source is closed meanwhile.
+   */
+  private async pathReturned(): Promise<Stats | undefined> {
+    const deadline = performance.now() + PATH_RETURN_MS;
+    for (let told = false; !this.closed; told = true) {
+      try {
+        return statSync(this.name);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "ENOENT" || performance.now() >= deadline) throw e;
+      }
+      if (!told) this.report("warn", "the FIFO is gone; waiting for it to be made again", { source: this.name, wait_ms: PATH_RETURN_MS });
+      await Bun.sleep(20);
+    }
+    return undefined;
   }
 
   /**
    * No writer can reach a FIFO whose path now leads elsewhere or nowhere:
    * stop waiting on it, so the next stream opens the path again (and a path
-   * that is gone ends the run there). A writer that has begun is read to its end.
+   * gone for longer than PATH_RETURN_MS ends the run there). A writer that has
+   * begun is read to its end.
    */
   private checkPath(): void {
     if (this.heard || !this.bytes) return;

@@ -104,6 +104,8 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
     await serve.waitForStderr("source: waiting for a writer");
     expect(await writeIntoFifo(t.fifo, t.first)).toBe(0);
     await until(() => count(serve.stderr, "source: writer closed the stream") === 1, "the first writer's end");
+    // The agent holds the old FIFO open for its next writer before the path changes.
+    await until(() => count(serve.stderr, "source: waiting for a writer") === 2, "the wait for the next writer");
     unlinkSync(t.fifo);
     makeFifo(t.fifo);
     // Without a reader on the new FIFO this writer would wait for ever: 20 s is far more than the agent needs.
@@ -116,6 +118,22 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
     expect(serve.hasExited).toBe(false);
   }, 60_000);
 
+  test("a FIFO removed and made again a moment later (rm; mkfifo) is followed: the path being gone for a moment ends nothing", async () => {
+    const t = setup();
+    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
+    await serve.waitForStderr("source: waiting for a writer");
+    unlinkSync(t.fifo);
+    // The agent lets go of the old FIFO and finds the path gone: it waits for it instead of ending the run.
+    await serve.waitForStderr("the FIFO is gone; waiting for it to be made again");
+    await Bun.sleep(300);
+    expect(serve.hasExited).toBe(false);
+    makeFifo(t.fifo);
+    expect(await writeIntoFifo(t.fifo, t.second, 20_000)).toBe(0);
+    await until(() => count(serve.stderr, "source: writer closed the stream") === 1, "the writer's end");
+    expect(logFields(serve.stderr, "source", "writer closed the stream")?.frames).toBe(String(audioPackets(t.second).length));
+    expect(serve.hasExited).toBe(false);
+  }, 60_000);
+
   test("the FIFO removed while the agent waits for a writer: exit 1 naming --source and ENOENT, socket removed", async () => {
     const t = setup();
     const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
@@ -123,6 +141,8 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
     unlinkSync(t.fifo);
     const code = await Promise.race([serve.exited, Bun.sleep(20_000).then(() => "still waiting on a FIFO nobody can open")]);
     expect(code).toBe(1);
+    // It waited for the path to come back before giving up.
+    expect(serve.stderr).toContain("the FIFO is gone; waiting for it to be made again");
     expect(failureLine(serve.stderr)).toBe(`audio-agent: --source ${t.fifo}: no such file (ENOENT)`);
     expect(existsSync(t.sock)).toBe(false);
   }, 60_000);
