@@ -49,18 +49,22 @@ export const DEFAULT_LATENCY_TARGET_SECONDS = 0.05;
 export const DEFAULT_LATENCY_MAX_SECONDS = 0.2;
 export const DEFAULT_LATENCY_WARN_INTERVAL_MS = 10_000;
 
+const NO_SAMPLES = new Float64Array(0);
+
 /**
- * One operation's statistics, allocated once when the operation is first
- * named. A per-frame caller holds it (LatencyMonitor.operation) and records
- * into it directly, without looking the operation up each time.
+ * One operation's statistics, made when the operation is first named; its
+ * window of samples is allocated with the first sample, so a name that never
+ * gets a valid one costs no window. A per-frame caller holds it
+ * (LatencyMonitor.operation) and records into it directly, without looking
+ * the operation up each time.
  */
 export class LatencyOperation {
   count = 0;
   ema = 0;
   jitter = 0;
   last = 0;
-  /** Ring of the most recent samples; `next` is where the next one goes. */
-  readonly window: Float64Array;
+  /** Ring of the most recent samples (empty until the first); `next` is where the next one goes. */
+  window = NO_SAMPLES;
   next = 0;
   filled = 0;
   // -Infinity means "never warned", so the first crossing always warns.
@@ -70,9 +74,7 @@ export class LatencyOperation {
   constructor(
     readonly name: string,
     private readonly monitor: LatencyMonitor,
-  ) {
-    this.window = new Float64Array(monitor.windowSize);
-  }
+  ) {}
 
   /**
    * Adds one sample in seconds. Returns false (and ignores it) when it is negative or not
@@ -84,6 +86,7 @@ export class LatencyOperation {
     if (this.count === 0) {
       // Seed with the first sample instead of 0, so the EMA does not start far too low.
       this.ema = seconds;
+      this.window = new Float64Array(monitor.windowSize);
       monitor.listed.push(this);
     } else {
       this.ema += monitor.alpha * (seconds - this.ema);

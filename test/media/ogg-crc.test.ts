@@ -41,4 +41,12 @@ describe("oggCrc", () => {
       }
     }
   });
+
+  test("a start below 0 is refused, not read from before the view in its buffer", () => {
+    const buffer = new Uint8Array(64).fill(0x5a);
+    const view = buffer.subarray(16, 48);
+    expect(() => oggCrc(view, 0, -8)).toThrow("oggCrc: start must be >= 0, got -8");
+    expect(() => oggCrc(view, 0, Number.NaN)).toThrow(RangeError);
+    expect(oggCrc(view, 0, 0)).toBe(oggCrc(view.slice()));
+  });
 });

@@ -194,8 +194,11 @@ describe("operations", () => {
     expect(m.record("op", Number.NaN)).toBe(false);
     expect(m.record("op", Infinity)).toBe(false);
     expect(m.operations()).toEqual([]);
+    // A name that got no valid sample holds no window (8 KiB at the default size).
+    expect(m.operation("op").window.byteLength).toBe(0);
     expect(m.record("op", 0)).toBe(true);
     expect(m.snapshot("op")).toMatchObject({ count: 1, ema: 0, max: 0 });
+    expect(m.operation("op").window.length).toBe(1024);
   });
 
   test("bad options are rejected at construction", () => {
