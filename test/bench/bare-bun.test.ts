@@ -5,22 +5,20 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
-import { join } from "node:path";
 import { floorModuleArgs, STREAMING_RUNTIME_MODULES } from "../../src/bench/floor.ts";
 import { LIBC_CANDIDATES } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { BUN, REPO, run, start, stopAgents } from "../support/processes.ts";
+import { BARE_BUN_FLOOR, BUN, run, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
-const FLOOR = join(REPO, "src/bench/floors/bare-bun.js");
 const USAGE = "usage: bare-bun idle | tick | modules MODULE... | send SOCKET [MODULE...] | recv SOCKET [MODULE...]\n";
 const defer = useCleanup();
 afterEach(stopAgents);
 
 /** The floor's "loaded" line, once it has said it. */
 async function loadedLine(args: string[]): Promise<string> {
-  const floor = start([BUN, FLOOR, ...args]);
+  const floor = start([BUN, BARE_BUN_FLOOR, ...args]);
   await floor.waitForStderr(/bare-bun: loaded .*\n/);
   floor.kill("SIGKILL");
   return floor.stderr.match(/bare-bun: loaded (.*)\n/)![1]!;
@@ -29,21 +27,21 @@ async function loadedLine(args: string[]): Promise<string> {
 describe("bare-bun floor", () => {
   test("a mode without what it needs is a usage error (exit 2), not a floor of another kind", async () => {
     for (const args of [[], ["modules"], ["send"], ["recv"], ["nap"]]) {
-      expect({ args, ...(await run([BUN, FLOOR, ...args])) }).toEqual({ args, code: 2, stdout: "", stderr: USAGE });
+      expect({ args, ...(await run([BUN, BARE_BUN_FLOOR, ...args])) }).toEqual({ args, code: 2, stdout: "", stderr: USAGE });
     }
   });
 
   test("a module that is not one of Bun's, or that Bun does not have, is named in one line", async () => {
-    expect(await run([BUN, FLOOR, "modules", "node:fs", "./floor-helper.js"])).toEqual({ code: 2, stdout: "", stderr: `bare-bun: not a Bun runtime module: "./floor-helper.js"\n${USAGE}` });
-    expect(await run([BUN, FLOOR, "send", "/tmp/x.sock", "=node:fs"])).toEqual({ code: 2, stdout: "", stderr: `bare-bun: not a Bun runtime module: "=node:fs"\n${USAGE}` });
-    expect(await run([BUN, FLOOR, "modules", "node:"])).toEqual({ code: 2, stdout: "", stderr: `bare-bun: not a Bun runtime module: "node:"\n${USAGE}` });
-    expect(await run([BUN, FLOOR, "modules", "node:nope"])).toEqual({ code: 1, stdout: "", stderr: "bare-bun: cannot load node:nope: No such built-in module: node:nope\n" });
+    expect(await run([BUN, BARE_BUN_FLOOR, "modules", "node:fs", "./floor-helper.js"])).toEqual({ code: 2, stdout: "", stderr: `bare-bun: not a Bun runtime module: "./floor-helper.js"\n${USAGE}` });
+    expect(await run([BUN, BARE_BUN_FLOOR, "send", "/tmp/x.sock", "=node:fs"])).toEqual({ code: 2, stdout: "", stderr: `bare-bun: not a Bun runtime module: "=node:fs"\n${USAGE}` });
+    expect(await run([BUN, BARE_BUN_FLOOR, "modules", "node:"])).toEqual({ code: 2, stdout: "", stderr: `bare-bun: not a Bun runtime module: "node:"\n${USAGE}` });
+    expect(await run([BUN, BARE_BUN_FLOOR, "modules", "node:nope"])).toEqual({ code: 1, stdout: "", stderr: "bare-bun: cannot load node:nope: No such built-in module: node:nope\n" });
   });
 
   test("libraries are for bun:ffi only, as a list of names: anything else is a usage error, not ignored", async () => {
     for (const module of ["node:fs=x", "bun:ffi=", "bun:ffi=nolib=libc.so.6", "bun:ffi=libc.so.6,", "bun:ffi=,libc.so.6"]) {
       const why = `bare-bun: only bun:ffi takes libraries, as bun:ffi=LIB,LIB... (names without "=" or ","): "${module}"\n`;
-      expect({ module, ...(await run([BUN, FLOOR, "modules", "node:path", module])) }).toEqual({ module, code: 2, stdout: "", stderr: why + USAGE });
+      expect({ module, ...(await run([BUN, BARE_BUN_FLOOR, "modules", "node:path", module])) }).toEqual({ module, code: 2, stdout: "", stderr: why + USAGE });
     }
   });
 
@@ -85,7 +83,7 @@ describe("bare-bun floor", () => {
       const socket = dir.path(`bad${cases.findIndex(([b]) => b === bad)}.sock`);
       const listener = Bun.listen({ unix: socket, socket: { open: (s) => void s.write(Buffer.concat([good, good, header(bad)])), data() {} } });
       defer(() => listener.stop(true));
-      const done = await start([BUN, FLOOR, "recv", socket]).done;
+      const done = await start([BUN, BARE_BUN_FLOOR, "recv", socket]).done;
       expect({ bad, ...done }).toMatchObject({ bad, code: 1, stderr: `bare-bun: framing error: ${why} after 2 frames\n` });
     }
   });
@@ -94,9 +92,9 @@ describe("bare-bun floor", () => {
     const dir = socketDir(defer, "aab-");
     const socket = dir.path("floor.sock");
     const modules = floorModuleArgs();
-    const send = start([BUN, FLOOR, "send", socket, ...modules]);
+    const send = start([BUN, BARE_BUN_FLOOR, "send", socket, ...modules]);
     await send.waitForStderr("bare-bun: loaded node:fs, node:path, bun:ffi (");
-    const recv = start([BUN, FLOOR, "recv", socket, ...modules]);
+    const recv = start([BUN, BARE_BUN_FLOOR, "recv", socket, ...modules]);
     await recv.waitForStderr("bare-bun: loaded node:fs, node:path, bun:ffi (");
     await Bun.sleep(300);
     recv.kill("SIGTERM");
@@ -104,7 +102,7 @@ describe("bare-bun floor", () => {
     expect(done.code).toBe(0);
     expect(Number(done.stderr.match(/stopped frames=(\d+)/)?.[1])).toBeGreaterThan(0);
     // Without modules it says nothing at start.
-    const plain = start([BUN, FLOOR, "tick"]);
+    const plain = start([BUN, BARE_BUN_FLOOR, "tick"]);
     await Bun.sleep(300);
     plain.kill("SIGKILL");
     expect((await plain.done).stderr).toBe("");
@@ -113,9 +111,9 @@ describe("bare-bun floor", () => {
   test("the receiver outlives its sender and still gives its line on SIGTERM (the runner stops both at once)", async () => {
     const dir = socketDir(defer, "aab-");
     const socket = dir.path("floor.sock");
-    const send = start([BUN, FLOOR, "send", socket]);
+    const send = start([BUN, BARE_BUN_FLOOR, "send", socket]);
     await until(() => existsSync(socket), "the floor's socket");
-    const recv = start([BUN, FLOOR, "recv", socket]);
+    const recv = start([BUN, BARE_BUN_FLOOR, "recv", socket]);
     await Bun.sleep(300);
     send.kill("SIGTERM");
     await send.exited;

@@ -4,13 +4,11 @@
  * only, with its reason, as the benchmark reports it.
  */
 import { afterEach, expect, test } from "bun:test";
-import { join } from "node:path";
 import { Runner } from "../../src/bench/runner.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { BUN, REPO, stopAgents } from "../support/processes.ts";
+import { BARE_BUN_FLOOR, BUN, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 
-const FLOOR = join(REPO, "src/bench/floors/bare-bun.js");
 const defer = useCleanup();
 afterEach(stopAgents);
 
@@ -20,9 +18,9 @@ test("a program that exits before it listens is left out with its reason; the ot
   defer(() => runner.dispose());
   const { figures, failures } = await runner.startup(
     {
-      floor: (socket: string) => [BUN, FLOOR, "send", socket],
-      broken: (socket: string) => [BUN, FLOOR, "send", socket, "node:nope"],
-      withPath: (socket: string) => [BUN, FLOOR, "send", socket, "node:path"],
+      floor: (socket: string) => [BUN, BARE_BUN_FLOOR, "send", socket],
+      broken: (socket: string) => [BUN, BARE_BUN_FLOOR, "send", socket, "node:nope"],
+      withPath: (socket: string) => [BUN, BARE_BUN_FLOOR, "send", socket, "node:path"],
     },
     2,
   );

@@ -14,6 +14,9 @@ const PINNED_BUN = join(REPO, "node_modules/.bin/bun");
 /** The Bun that runs helper child processes (and the agent from source). */
 export const BUN = existsSync(PINNED_BUN) ? PINNED_BUN : process.execPath;
 
+/** The benchmark's bare Bun floor program, run from its source by the tests. */
+export const BARE_BUN_FLOOR = join(REPO, "src/bench/floors/bare-bun.js");
+
 /** The command that starts the agent; arguments follow. */
 export const AGENT: string[] = process.env.AUDIO_AGENT_BIN
   ? [resolve(process.env.AUDIO_AGENT_BIN)]
