@@ -107,12 +107,11 @@ export class FifoSource implements FrameSource {
 
   /** Opens the FIFO at the path for its next writer; false if the source was closed meanwhile. */
   private async begin(): Promise<boolean> {
-    const stat = await this.pathReturned();
-    if (!stat || this.closed) return false;
-    if (!stat.isFIFO()) throw new Error(`source ${this.name} is no longer a named pipe (FIFO)`);
+    const opened = await this.openPath();
+    if (!opened) return false;
+    const { stat, bytes } = opened;
     this.fifo = { dev: stat.dev, ino: stat.ino };
     this.heard = false;
-    const bytes = streamByteSource(this.name);
     this.bytes = {
       name: bytes.name,
       rewindable: false,
@@ -135,14 +134,17 @@ export class FifoSource implements FrameSource {
   }
 
   /**
-   * The path's file, waiting up to PATH_RETURN_MS for a path that is gone to
+   * The FIFO at the path (its stat) opened for reading, waiting up to
+   * PATH_RETURN_MS for a path that is gone, at the stat or at the open, to
    * be made again; undefined if the source is closed meanwhile.
    */
-  private async pathReturned(): Promise<Stats | undefined> {
+  private async openPath(): Promise<{ stat: Stats; bytes: ByteSource } | undefined> {
     const deadline = performance.now() + PATH_RETURN_MS;
     for (let told = false; !this.closed; told = true) {
       try {
-        return statSync(this.name);
+        const stat = statSync(this.name);
+        if (!stat.isFIFO()) throw new Error(`source ${this.name} is no longer a named pipe (FIFO)`);
+        return { stat, bytes: streamByteSource(this.name) };
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== "ENOENT" || performance.now() >= deadline) throw e;
       }

@@ -11,7 +11,7 @@ import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
+import { churnFifo, makeFifo, writeIntoFifo } from "../support/fifo.ts";
 import { healthz, metricsUrl, scrape, value } from "../support/metrics.ts";
 import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith } from "../support/opus-fixtures.ts";
@@ -22,6 +22,8 @@ import { until } from "../support/wait.ts";
 import { parseWire, wireFileFrames } from "../support/wire.ts";
 
 const defer = useCleanup();
+/** Longer than the agent takes to look at its path again while it waits for a writer (once a second). */
+const PATH_CHECK_WAIT_MS = 1500;
 
 function setup() {
   const t = socketDir(defer, "aa-fifo-");
@@ -125,13 +127,50 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
     unlinkSync(t.fifo);
     // The agent lets go of the old FIFO and finds the path gone: it waits for it instead of ending the run.
     await serve.waitForStderr("the FIFO is gone; waiting for it to be made again");
-    await Bun.sleep(300);
+    await Bun.sleep(1000);
     expect(serve.hasExited).toBe(false);
     makeFifo(t.fifo);
     expect(await writeIntoFifo(t.fifo, t.second, 20_000)).toBe(0);
     await until(() => count(serve.stderr, "source: writer closed the stream") === 1, "the writer's end");
     expect(logFields(serve.stderr, "source", "writer closed the stream")?.frames).toBe(String(audioPackets(t.second).length));
     expect(serve.hasExited).toBe(false);
+  }, 60_000);
+
+  test("a FIFO removed and made again over and over, as fast as it goes: the agent never finds it gone for good, and then reads the next writer", async () => {
+    const t = setup();
+    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
+    await serve.waitForStderr("source: waiting for a writer");
+    // The path vanishes for microseconds at a time, between any stat and open of the agent's.
+    expect(churnFifo(t.fifo, 4000)).toBeGreaterThan(1000);
+    await Bun.sleep(PATH_CHECK_WAIT_MS);
+    expect(serve.hasExited, serve.stderr).toBe(false);
+    expect(await writeIntoFifo(t.fifo, t.second, 20_000)).toBe(0);
+    await until(() => count(serve.stderr, "source: writer closed the stream") === 1, "the writer's end");
+    expect(logFields(serve.stderr, "source", "writer closed the stream")?.frames).toBe(String(audioPackets(t.second).length));
+  }, 60_000);
+
+  test("SIGTERM while the agent waits for its path to be made again: exit 0, its stopped line, socket removed", async () => {
+    const t = setup();
+    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
+    await serve.waitForStderr("source: waiting for a writer");
+    unlinkSync(t.fifo);
+    await serve.waitForStderr("the FIFO is gone; waiting for it to be made again");
+    serve.kill("SIGTERM");
+    expect(await serve.exited, serve.stderr).toBe(0);
+    expect(serve.stderr).toContain("stopped signal=SIGTERM");
+    expect(serve.stderr).not.toContain("ENOENT");
+    expect(existsSync(t.sock)).toBe(false);
+  }, 60_000);
+
+  test("the path made again as a regular file: exit 1, naming the source and what it is no longer", async () => {
+    const t = setup();
+    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
+    await serve.waitForStderr("source: waiting for a writer");
+    unlinkSync(t.fifo);
+    writeFileSync(t.fifo, "");
+    expect(await serve.exited, serve.stderr).toBe(1);
+    expect(failureLine(serve.stderr)).toBe(`audio-agent: source ${t.fifo} is no longer a named pipe (FIFO)`);
+    expect(existsSync(t.sock)).toBe(false);
   }, 60_000);
 
   test("the FIFO removed while the agent waits for a writer: exit 1 naming --source and ENOENT, socket removed", async () => {
@@ -141,8 +180,8 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
     unlinkSync(t.fifo);
     const code = await Promise.race([serve.exited, Bun.sleep(20_000).then(() => "still waiting on a FIFO nobody can open")]);
     expect(code).toBe(1);
-    // It waited for the path to come back before giving up.
-    expect(serve.stderr).toContain("the FIFO is gone; waiting for it to be made again");
+    // It waited for the path to come back before giving up, and said so once.
+    expect(count(serve.stderr, "the FIFO is gone; waiting for it to be made again")).toBe(1);
     expect(failureLine(serve.stderr)).toBe(`audio-agent: --source ${t.fifo}: no such file (ENOENT)`);
     expect(existsSync(t.sock)).toBe(false);
   }, 60_000);
@@ -235,5 +274,22 @@ describe("FifoSource", () => {
     expect(await drain(source)).toEqual({ frames: [] });
     // A writer finds no reader left behind (ENXIO), so it cannot be swallowed by a closed source.
     expect(() => closeSync(openSync(t.fifo, constants.O_WRONLY | constants.O_NONBLOCK))).toThrow(/ENXIO/);
+  });
+
+  test("closed while waiting for its path to be made again: fill resolves false, with no error", async () => {
+    const t = setup();
+    const reports: string[] = [];
+    const source = await openSource("wire", t.fifo, { lenient: false, report: (level, message) => reports.push(`${level} ${message}`) });
+    // As a pump fills: letting go of the old FIFO ends one fill, the next opens the path again.
+    const filling = (async () => {
+      while (await source.fill());
+      return "ended";
+    })();
+    await until(() => reports.includes("info waiting for a writer"), "the wait for a writer");
+    unlinkSync(t.fifo);
+    await until(() => reports.includes("warn the FIFO is gone; waiting for it to be made again"), "the wait for the path");
+    await source.close();
+    expect(await filling).toBe("ended");
+    expect(reports.filter((r) => r.includes("is gone")).length).toBe(1);
   });
 });

@@ -2,7 +2,9 @@
  * Named pipes as an encoder sees them: made with mkfifo, written by a real
  * process that opens the FIFO, writes a file into it and closes it.
  */
-import { statSync } from "node:fs";
+import { ptr } from "bun:ffi";
+import { statSync, unlinkSync } from "node:fs";
+import { openLibc } from "../../src/transport/socket-options.ts";
 
 export function makeFifo(path: string): string {
   const made = Bun.spawnSync(["mkfifo", path], { stderr: "pipe" });
@@ -21,4 +23,28 @@ export async function writeIntoFifo(fifo: string, file: string, timeoutMs = 30_0
   const code = await writer.exited;
   clearTimeout(timer);
   return writer.signalCode ? -1 : code;
+}
+
+/**
+ * A capture pipeline restarting as fast as it can: removes the FIFO at
+ * `path` and makes it again (mkfifo(3) through libc, no process per cycle),
+ * over and over for `ms`, blocking the caller; a FIFO is left at the end.
+ * Returns the number of cycles.
+ */
+export function churnFifo(path: string, ms: number): number {
+  const opened = openLibc({ mkfifo: { args: ["ptr", "u32"], returns: "i32" } });
+  if (!opened.library) throw new Error(opened.detail);
+  const name = Buffer.from(`${path}\0`);
+  const end = performance.now() + ms;
+  let cycles = 0;
+  try {
+    while (performance.now() < end) {
+      unlinkSync(path);
+      if (opened.library.symbols.mkfifo(ptr(name), 0o644) !== 0) throw new Error(`mkfifo ${path} failed`);
+      cycles++;
+    }
+  } finally {
+    opened.library.close();
+  }
+  return cycles;
 }
