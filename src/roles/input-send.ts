@@ -29,19 +29,23 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
   // packet (from a FIFO: its first writer's) before building the Config; a signal ends the wait.
   const configFromFlags = settings["sample-rate"] !== undefined && settings.channels !== undefined && settings["frame-size"] !== undefined;
   const source = settings.format === "ogg" && !configFromFlags ? await shutdown.race(readUpToFirstFrame(opened)) : opened;
+  const clientWith = (config: AudioConfig) =>
+    new InputClient({
+      path: settings.socket,
+      report,
+      config,
+      heartbeatMs: settings["heartbeat-ms"],
+      ackTimeoutMs: settings["ack-timeout-ms"],
+      connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
+      ...senderOptions(settings, live),
+    });
   if (!source) {
     await opened.close();
+    // Stopped before the first frame: nothing was read or sent, and the run says so as every run ends.
+    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(clientWith(DEFAULT_AUDIO_CONFIG).readings()) });
     return;
   }
-  const client = new InputClient({
-    path: settings.socket,
-    report,
-    config: configOf(settings, source, DEFAULT_AUDIO_CONFIG),
-    heartbeatMs: settings["heartbeat-ms"],
-    ackTimeoutMs: settings["ack-timeout-ms"],
-    connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
-    ...senderOptions(settings, live),
-  });
+  const client = clientWith(configOf(settings, source, DEFAULT_AUDIO_CONFIG));
   const instruments = await Instruments.attach(client, { role: "input send", settings, logger });
   await instruments.start();
   const connection = client.start();

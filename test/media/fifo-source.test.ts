@@ -222,6 +222,18 @@ describe("input send --source FIFO --format ogg", () => {
   }, 60_000);
 });
 
+describe("input send --source FIFO --format ogg, its Config from the first writer", () => {
+  test("SIGTERM before any writer came: exit 0, and the stopped line accounts for no frames", async () => {
+    const t = setup();
+    const send = spawnAgent(["input", "send", "--source", t.fifo, "--format", "ogg", "--socket", t.path("i.sock")]);
+    await send.waitForStderr("source: waiting for a writer");
+    send.kill("SIGTERM");
+    expect(await send.exited, send.stderr).toBe(0);
+    expect(send.stderr).toContain("stopped signal=SIGTERM");
+    expect(expectAccountedLine(send.stderr, "input-client")).toEqual({ submitted: 0, delivered: 0, dropped: 0, byReason: {} });
+  }, 30_000);
+});
+
 describe("FifoSource", () => {
   test("a writer's malformed or cut-short stream is discarded whole (the writer is not left blocked); the next stream follows", async () => {
     const t = setup();
