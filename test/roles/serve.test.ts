@@ -69,12 +69,15 @@ describe("serve: both channels in one process", () => {
       const recv = spawnAgent(["output", "recv", "--socket", t.out, "--sink", t.path("out.wire"), "--count", "300"]);
       await agent.waitForStderr("output-server: client connected");
       // Both channels at once: the encoder writes the FIFO while input send streams its file in real time (3 s).
-      const send = spawnAgent(["input", "send", "--socket", t.in, "--source", mic, "--realtime", "--heartbeat-ms", "200"]);
+      // No deadline or budget on the sender: a loaded machine pausing the agent for over 100 ms would
+      // otherwise drop (and count) frames, which is not what this test is about.
+      const send = spawnAgent(["input", "send", "--socket", t.in, "--source", mic, "--realtime", "--heartbeat-ms", "200", "--max-latency-ms", "60000", "--write-deadline-ms", "0"]);
       await agent.waitForStderr("input-server: client connected");
       const [written, received, sent] = await Promise.all([writeIntoFifo(fifo, capture), recv.exited, send.exited]);
       expect(written).toBe(0);
       expect(received, recv.stderr).toBe(0);
       expect(sent, send.stderr).toBe(0);
+      expect(logFields(send.stderr, "input-client", "stopped")).toMatchObject({ frames: "150", dropped: "0" });
       await agent.waitForStderr("input-server: session ended by Stop");
 
       expectFrames(wholeWireFrames(t.path("out.wire")), 300, testPayload);
