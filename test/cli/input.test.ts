@@ -351,7 +351,8 @@ describe("input serve / input send as processes", () => {
     expect(packets.length).toBeGreaterThanOrEqual(100); // 2 s of 20 ms packets (and one for the encoder delay)
 
     const server = await serve(sock, sink, ["--once"]);
-    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("two.opus"), "--format", "ogg", "--realtime"]);
+    // No deadline or budget: a loaded machine pausing the server would drop (and count) frames, which this test is not about.
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("two.opus"), "--format", "ogg", "--realtime", "--max-latency-ms", "60000", "--write-deadline-ms", "0"]);
     expect(await sender.exited).toBe(0);
     expect(await server.exited).toBe(0);
     const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
