@@ -164,7 +164,7 @@ export class InputServer implements ChannelEnd {
       }
       this.protocolErrors++;
       this.options.report("warn", "framing violation from client; disconnecting", { error: e.message });
-      this.server?.disconnect(socket, `protocol error: ${e.message}`, false);
+      this.server?.disconnect(socket, `protocol error: ${e.message}`, "terminate");
     }
   }
 
@@ -176,6 +176,6 @@ export class InputServer implements ChannelEnd {
   private endSession(socket: Socket<unknown>): void {
     this.cleanSessions++;
     this.options.onSessionEnd?.("stop", true);
-    this.server?.disconnect(socket, "session stopped", true, true);
+    this.server?.disconnect(socket, "session stopped", "end", true);
   }
 }

@@ -136,6 +136,6 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
       frames: this.options.stuckFrames,
     });
     this.writer.detach(DropReason.ClientStuck);
-    this.server?.disconnect(socket, `stuck: accepted nothing for ${this.options.stuckFrames} frames`, false);
+    this.server?.disconnect(socket, `stuck: accepted nothing for ${this.options.stuckFrames} frames`, "terminate");
   }
 }

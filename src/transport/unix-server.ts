@@ -1,6 +1,7 @@
 import type { Socket, SocketListener } from "bun";
 import type { Report } from "./report.ts";
 import { bindSocketFile, prepareSocketPath, removeSocketFile, type SocketFileIdentity } from "./socket-file.ts";
+import { within } from "./within.ts";
 
 /** What a role does with its one client. */
 export interface ClientHandler {
@@ -23,7 +24,15 @@ export interface UnixServerOptions {
 interface Connection {
   id: number;
   closeReason: string | undefined;
+  /** Called when the connection is closed (stop() waits for it). */
+  gone?: () => void;
 }
+
+/** How a connection is closed: after what was written (end), at once (terminate), or half (shutdown: the peer reads to the end and closes). */
+export type Closing = "end" | "terminate" | "shutdown";
+
+/** How long stop() leaves a half-closed client to read to the end and close before closing it. */
+const STOP_LINGER_MS = 1000;
 
 /**
  * A Unix stream socket server with one client at a time: a newly accepted
@@ -87,10 +96,10 @@ export class UnixServer {
   }
 
   /**
-   * Closes the current client; the server keeps listening. Graceful closes
-   * let the peer read what was written; a stuck client is cut off at once.
+   * Closes the current client; the server keeps listening. An end lets the
+   * peer read what was written; a stuck client is cut off at once (terminate).
    */
-  disconnect(socket: Socket<unknown>, reason: string, graceful = true, expected = false): void {
+  disconnect(socket: Socket<unknown>, reason: string, closing: Closing = "end", expected = false): void {
     if (socket !== this.current) return;
     (socket as Socket<Connection>).data.closeReason = reason;
     this.current = undefined;
@@ -101,18 +110,30 @@ export class UnixServer {
       reason,
     });
     this.options.handler.close(socket, reason);
-    if (graceful) socket.end();
-    else socket.terminate();
+    if (closing === "end") socket.end();
+    else if (closing === "terminate") socket.terminate();
+    else socket.shutdown();
   }
 
-  /** Stops listening, closes the client and removes the socket file if it is still ours. */
+  /**
+   * Stops listening, closes the client and removes the socket file if it is
+   * still ours. The client is half-closed and given STOP_LINGER_MS to read to
+   * the end and close: Bun's end() closes at once, and a client that Bun has
+   * not yet seen connected then fails its connect with ECONNRESET, losing
+   * every byte written to it (a lossless file served within milliseconds).
+   */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     // Stop accepting first, so a client reconnecting right now is refused rather than accepted and cut.
     this.listener.stop();
     const client = this.current;
-    if (client) this.disconnect(client, "server stopping", true, true);
+    if (client) {
+      const gone = new Promise<void>((resolve) => (client.data.gone = resolve));
+      this.disconnect(client, "server stopping", "shutdown", true);
+      await within(gone, STOP_LINGER_MS, undefined);
+      client.end();
+    }
     await removeSocketFile(this.options.path, this.file);
   }
 
@@ -134,6 +155,7 @@ export class UnixServer {
   }
 
   private closed(socket: Socket<Connection>, error?: Error): void {
+    socket.data.gone?.();
     if (socket !== this.current) return;
     this.current = undefined;
     this.connectionDrops++;

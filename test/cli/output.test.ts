@@ -10,7 +10,7 @@ import { expectAccountedLine, failureLine, logFields } from "../support/agent-lo
 import { useCleanup } from "../support/cleanup.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
-import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
+import { BUN, runAgent, spawnAgent, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { parseWire, scanWireFile, wholeWireFrames, wireBytes, type WireMessage, writeWireFile } from "../support/wire.ts";
@@ -118,6 +118,34 @@ describe("output serve -> output recv", () => {
     expect(from).toBeGreaterThanOrEqual(300);
     expect(firstMismatch(tail, from)).toBe(-1);
     expect(existsSync(t.sock)).toBe(false);
+  }, 30_000);
+});
+
+describe("output serve: a lossless file served to a client slow to see its connect", () => {
+  /**
+   * A client that connects and then keeps its event loop busy, so the file is
+   * written and the server stops before the client's runtime has seen the
+   * connection complete; then it counts the bytes it gets until the end.
+   */
+  const SLOW_CLIENT = `
+    let bytes = 0;
+    const connecting = Bun.connect({ unix: process.argv.at(-1), socket: { data(_s, chunk) { bytes += chunk.length; }, close() { console.log(bytes); process.exit(0); } } });
+    for (const end = performance.now() + 300; performance.now() < end; );
+    connecting.catch((e) => { console.log("connect failed " + e.code); process.exit(1); });
+  `;
+
+  test("gets every frame: the stopping server half-closes and waits for it, rather than resetting its connect", async () => {
+    const t = setup();
+    const N = 50;
+    await writeWireFile(t.source, N);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
+    await serve.waitForStderr("waiting for a client");
+    const client = start([BUN, "-e", SLOW_CLIENT, t.sock]);
+    const result = await client.done;
+    expect(result.stdout.trim()).toBe(String(wireBytes(0, N).length));
+    expect(result.code).toBe(0);
+    expect(await serve.exited, serve.stderr).toBe(0);
+    expect(expectAccountedLine(serve.stderr).delivered).toBe(N);
   }, 30_000);
 });
 

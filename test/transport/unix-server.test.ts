@@ -130,6 +130,29 @@ describe("UnixServer: one client at a time", () => {
     expect(refused).toBe("ENOENT");
   });
 
+  test("stop() half-closes: the client reads what was written, then sees the end; one that keeps its end open is closed all the same", async () => {
+    const { events, handler } = recordingHandler();
+    const { path, server } = await startUnixServer(handler);
+    let bytes = 0;
+    let sawEnd = false;
+    const { promise: closed, resolve: markClosed } = Promise.withResolvers<void>();
+    // allowHalfOpen: this client does not close when the server's side ends; only the server's linger closes it.
+    const client = await Bun.connect({
+      unix: path,
+      allowHalfOpen: true,
+      socket: { data: (_s, chunk) => void (bytes += chunk.length), end: () => void (sawEnd = true), close: () => markClosed() },
+    });
+    defer(() => client.terminate());
+    await until(() => events.length === 1, "open");
+    server.client!.write(new Uint8Array(1000));
+    await server.stop();
+    await closed;
+    expect(bytes).toBe(1000);
+    expect(sawEnd).toBe(true);
+    expect(events).toEqual(["open 1", "close 1 server stopping"]);
+    expect(existsSync(path)).toBe(false);
+  });
+
   test("stop() closes the listening socket itself; a second stop() leaves alone a server that listens there now", async () => {
     const { path, server } = await startUnixServer(recordingHandler().handler);
     expect(unixListeners(path)).toBe(1);
@@ -200,7 +223,7 @@ describe("UnixServer: connection drops", () => {
     await first.closed;
     await until(() => server.connectionDrops === 1, "replacement counted");
 
-    server.disconnect(server.client!, "session stopped", true, true); // a clean end the protocol asked for
+    server.disconnect(server.client!, "session stopped", "end", true); // a clean end the protocol asked for
     await until(() => server.client === undefined, "expected end");
     expect(server.connectionDrops).toBe(1);
 
