@@ -24,15 +24,17 @@ export interface UnixServerOptions {
 interface Connection {
   id: number;
   closeReason: string | undefined;
-  /** Called when the connection is closed (stop() waits for it). */
+  /** Closes a half-closed connection whose peer has not closed it within LINGER_MS. */
+  linger?: ReturnType<typeof setTimeout>;
+  /** Resolves the promise stop() waits on for a client let go. */
   gone?: () => void;
 }
 
-/** How a connection is closed: after what was written (end), at once (terminate), or half (shutdown: the peer reads to the end and closes). */
-export type Closing = "end" | "terminate" | "shutdown";
+/** How a client is let go: gently (it reads what was written, then the end), or cut off at once. */
+export type Closing = "end" | "terminate";
 
-/** How long stop() leaves a half-closed client to read to the end and close before closing it. */
-const STOP_LINGER_MS = 1000;
+/** How long a half-closed client has to read to the end and close before the server closes it. */
+const LINGER_MS = 1000;
 
 /**
  * A Unix stream socket server with one client at a time: a newly accepted
@@ -42,6 +44,8 @@ export class UnixServer {
   private current: Socket<Connection> | undefined;
   private nextId = 1;
   private stopped = false;
+  /** Clients let go gently and not closed yet, each with when it is: stop() waits for them. */
+  private readonly lettingGo = new Map<Socket<Connection>, Promise<void>>();
   connections = 0;
   replacements = 0;
   /**
@@ -98,6 +102,12 @@ export class UnixServer {
   /**
    * Closes the current client; the server keeps listening. An end lets the
    * peer read what was written; a stuck client is cut off at once (terminate).
+   *
+   * An end half-closes (shutdown) and leaves the peer LINGER_MS to read to
+   * the end and close: Bun's end() closes at once, and a client that Bun has
+   * not yet seen connected then fails its connect with ECONNRESET, losing
+   * every byte written to it (a lossless file served within milliseconds, a
+   * client replaced as it connects).
    */
   disconnect(socket: Socket<unknown>, reason: string, closing: Closing = "end", expected = false): void {
     if (socket !== this.current) return;
@@ -110,17 +120,22 @@ export class UnixServer {
       reason,
     });
     this.options.handler.close(socket, reason);
-    if (closing === "end") socket.end();
-    else if (closing === "terminate") socket.terminate();
-    else socket.shutdown();
+    if (closing === "terminate") {
+      socket.terminate();
+      return;
+    }
+    socket.shutdown();
+    const connection = (socket as Socket<Connection>).data;
+    this.lettingGo.set(socket as Socket<Connection>, new Promise<void>((resolve) => (connection.gone = resolve)));
+    connection.linger = setTimeout(() => socket.end(), LINGER_MS);
+    connection.linger.unref();
   }
 
   /**
-   * Stops listening, closes the client and removes the socket file if it is
-   * still ours. The client is half-closed and given STOP_LINGER_MS to read to
-   * the end and close: Bun's end() closes at once, and a client that Bun has
-   * not yet seen connected then fails its connect with ECONNRESET, losing
-   * every byte written to it (a lossless file served within milliseconds).
+   * Stops listening, lets the client go (it reads to the end, see
+   * disconnect), waits until it and any client let go before it are closed
+   * (the process may exit next, closing them unread), and removes the socket
+   * file if it is still ours.
    */
   async stop(): Promise<void> {
     if (this.stopped) return;
@@ -128,12 +143,9 @@ export class UnixServer {
     // Stop accepting first, so a client reconnecting right now is refused rather than accepted and cut.
     this.listener.stop();
     const client = this.current;
-    if (client) {
-      const gone = new Promise<void>((resolve) => (client.data.gone = resolve));
-      this.disconnect(client, "server stopping", "shutdown", true);
-      await within(gone, STOP_LINGER_MS, undefined);
-      client.end();
-    }
+    if (client) this.disconnect(client, "server stopping", "end", true);
+    // Closed by the clients, or by their linger's end(); the bound only guards against a close never told.
+    await within(Promise.all(this.lettingGo.values()), 2 * LINGER_MS, undefined);
     await removeSocketFile(this.options.path, this.file);
   }
 
@@ -155,7 +167,9 @@ export class UnixServer {
   }
 
   private closed(socket: Socket<Connection>, error?: Error): void {
+    clearTimeout(socket.data.linger);
     socket.data.gone?.();
+    this.lettingGo.delete(socket);
     if (socket !== this.current) return;
     this.current = undefined;
     this.connectionDrops++;

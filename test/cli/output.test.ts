@@ -129,8 +129,9 @@ describe("output serve: a lossless file served to a client slow to see its conne
    */
   const SLOW_CLIENT = `
     let bytes = 0;
-    const connecting = Bun.connect({ unix: process.argv.at(-1), socket: { data(_s, chunk) { bytes += chunk.length; }, close() { console.log(bytes); process.exit(0); } } });
-    for (const end = performance.now() + 300; performance.now() < end; );
+    const [busyMs, socket] = process.argv.slice(-2);
+    const connecting = Bun.connect({ unix: socket, socket: { data(_s, chunk) { bytes += chunk.length; }, close() { console.log(bytes); process.exit(0); } } });
+    for (const end = performance.now() + Number(busyMs); performance.now() < end; );
     connecting.catch((e) => { console.log("connect failed " + e.code); process.exit(1); });
   `;
 
@@ -140,12 +141,33 @@ describe("output serve: a lossless file served to a client slow to see its conne
     await writeWireFile(t.source, N);
     const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
     await serve.waitForStderr("waiting for a client");
-    const client = start([BUN, "-e", SLOW_CLIENT, t.sock]);
+    const client = start([BUN, "-e", SLOW_CLIENT, "300", t.sock]);
     const result = await client.done;
     expect(result.stdout.trim()).toBe(String(wireBytes(0, N).length));
     expect(result.code).toBe(0);
     expect(await serve.exited, serve.stderr).toBe(0);
     expect(expectAccountedLine(serve.stderr).delivered).toBe(N);
+  }, 30_000);
+
+  test("one replaced by the next client as it connects still reads what was written to it, then the next gets the rest", async () => {
+    const t = setup();
+    const N = 3000;
+    await writeWireFile(t.source, N);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
+    await serve.waitForStderr("waiting for a client");
+    // Busy for 500 ms, well within the second the server leaves a client it let go.
+    const slow = start([BUN, "-e", SLOW_CLIENT, "500", t.sock]);
+    await serve.waitForStderr("client=1");
+    const next = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--once"]);
+    expect(next.code, next.stderr).toBe(0);
+    expect(serve.stderr).toContain('client=1 reason="replaced by a new client"');
+    const first = await slow.done;
+    // Not "connect failed ECONNRESET": the bytes the server handed to its socket were there to read.
+    expect(first.stdout.trim()).toMatch(/^[1-9][0-9]*$/);
+    expect(await serve.exited, serve.stderr).toBe(0);
+    const rest = wholeWireFrames(t.sink);
+    expect(rest.length).toBeGreaterThan(0);
+    expect(firstMismatch(rest, N - rest.length)).toBe(-1);
   }, 30_000);
 });
 
