@@ -124,11 +124,12 @@ export class UnixServer {
       socket.terminate();
       return;
     }
-    socket.shutdown();
+    // Set up before the shutdown, which may close a socket whose peer has already ended at once.
     const connection = (socket as Socket<Connection>).data;
     this.lettingGo.set(socket as Socket<Connection>, new Promise<void>((resolve) => (connection.gone = resolve)));
     connection.linger = setTimeout(() => socket.end(), LINGER_MS);
     connection.linger.unref();
+    socket.shutdown();
   }
 
   /**
