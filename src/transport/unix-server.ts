@@ -24,10 +24,12 @@ export interface UnixServerOptions {
 interface Connection {
   id: number;
   closeReason: string | undefined;
-  /** Closes a half-closed connection whose peer has not closed it within LINGER_MS. */
-  linger?: ReturnType<typeof setTimeout>;
-  /** Resolves the promise stop() waits on for a client let go. */
-  gone?: () => void;
+}
+
+/** A client being let go: closed by its peer, or by the server once LINGER_MS have passed. */
+interface LettingGo {
+  closed: PromiseWithResolvers<void>;
+  linger: ReturnType<typeof setTimeout>;
 }
 
 /** How a client is let go: gently (it reads what was written, then the end), or cut off at once. */
@@ -44,8 +46,8 @@ export class UnixServer {
   private current: Socket<Connection> | undefined;
   private nextId = 1;
   private stopped = false;
-  /** Clients let go gently and not closed yet, each with when it is: stop() waits for them. */
-  private readonly lettingGo = new Map<Socket<Connection>, Promise<void>>();
+  /** Clients let go gently and not closed yet: stop() waits for them. */
+  private readonly lettingGo = new Map<Socket<unknown>, LettingGo>();
   connections = 0;
   replacements = 0;
   /**
@@ -125,10 +127,9 @@ export class UnixServer {
       return;
     }
     // Set up before the shutdown, which may close a socket whose peer has already ended at once.
-    const connection = (socket as Socket<Connection>).data;
-    this.lettingGo.set(socket as Socket<Connection>, new Promise<void>((resolve) => (connection.gone = resolve)));
-    connection.linger = setTimeout(() => socket.end(), LINGER_MS);
-    connection.linger.unref();
+    const linger = setTimeout(() => socket.end(), LINGER_MS);
+    linger.unref();
+    this.lettingGo.set(socket, { closed: Promise.withResolvers<void>(), linger });
     socket.shutdown();
   }
 
@@ -146,7 +147,7 @@ export class UnixServer {
     const client = this.current;
     if (client) this.disconnect(client, "server stopping", "end", true);
     // Closed by the clients, or by their linger's end(); the bound only guards against a close never told.
-    await within(Promise.all(this.lettingGo.values()), 2 * LINGER_MS, undefined);
+    await within(Promise.all([...this.lettingGo.values()].map((client) => client.closed.promise)), 2 * LINGER_MS, undefined);
     await removeSocketFile(this.options.path, this.file);
   }
 
@@ -168,9 +169,12 @@ export class UnixServer {
   }
 
   private closed(socket: Socket<Connection>, error?: Error): void {
-    clearTimeout(socket.data.linger);
-    socket.data.gone?.();
-    this.lettingGo.delete(socket);
+    const lettingGo = this.lettingGo.get(socket);
+    if (lettingGo) {
+      clearTimeout(lettingGo.linger);
+      lettingGo.closed.resolve();
+      this.lettingGo.delete(socket);
+    }
     if (socket !== this.current) return;
     this.current = undefined;
     this.connectionDrops++;
