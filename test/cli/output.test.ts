@@ -10,7 +10,7 @@ import { expectAccountedLine, failureLine, logFields } from "../support/agent-lo
 import { useCleanup } from "../support/cleanup.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
-import { BUN, runAgent, spawnAgent, start, stopAgents } from "../support/processes.ts";
+import { BUN, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { parseWire, scanWireFile, wholeWireFrames, wireBytes, type WireMessage, writeWireFile } from "../support/wire.ts";
@@ -21,6 +21,14 @@ function setup() {
   const dir = socketDir(defer, "aao-");
   defer(() => stopAgents());
   return { ...dir, sock: dir.path("out.sock"), source: dir.path("in.wire"), sink: dir.path("out.wire") };
+}
+
+/** `output serve` of a wire file of `frames` test frames, lossless, once it waits for a client. */
+async function servingFile(t: ReturnType<typeof setup>, frames: number): Promise<Spawned> {
+  await writeWireFile(t.source, frames);
+  const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
+  await serve.waitForStderr("waiting for a client");
+  return serve;
 }
 
 /**
@@ -97,9 +105,7 @@ describe("output serve -> output recv", () => {
   test("recv --count N exits 0 after exactly N frames; the file source keeps the rest for the next client", async () => {
     const t = setup();
     const N = 2000;
-    await writeWireFile(t.source, N);
-    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
-    await serve.waitForStderr("listening");
+    const serve = await servingFile(t, N);
     const first = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--count", "300"]);
     expect(first.code, first.stderr).toBe(0);
     const got = wholeWireFrames(t.sink);
@@ -138,9 +144,7 @@ describe("output serve: a lossless file served to a client slow to see its conne
   test("gets every frame: the stopping server half-closes and waits for it, rather than resetting its connect", async () => {
     const t = setup();
     const N = 50;
-    await writeWireFile(t.source, N);
-    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
-    await serve.waitForStderr("waiting for a client");
+    const serve = await servingFile(t, N);
     const client = start([BUN, "-e", SLOW_CLIENT, "300", t.sock]);
     const result = await client.done;
     expect(result.stdout.trim()).toBe(String(wireBytes(0, N).length));
@@ -152,9 +156,7 @@ describe("output serve: a lossless file served to a client slow to see its conne
   test("one replaced by the next client as it connects still reads what was written to it, then the next gets the rest", async () => {
     const t = setup();
     const N = 3000;
-    await writeWireFile(t.source, N);
-    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
-    await serve.waitForStderr("waiting for a client");
+    const serve = await servingFile(t, N);
     // Busy for 500 ms, well within the second the server leaves a client it let go.
     const slow = start([BUN, "-e", SLOW_CLIENT, "500", t.sock]);
     await serve.waitForStderr("client=1");

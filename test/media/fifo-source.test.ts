@@ -35,6 +35,13 @@ function setup() {
   return { ...t, fifo: makeFifo(t.path("capture.ogg")), sock: t.path("o.sock"), first, second };
 }
 
+/** `output serve` from the FIFO, once it waits for the first writer. */
+async function serveFifo(t: ReturnType<typeof setup>): Promise<Spawned> {
+  const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
+  await serve.waitForStderr("source: waiting for a writer");
+  return serve;
+}
+
 /** The audio packets of an Ogg Opus file (after OpusHead and OpusTags). */
 function audioPackets(path: string): Uint8Array[] {
   return packetsOf(new Uint8Array(readFileSync(path))).slice(2);
@@ -90,8 +97,7 @@ describe("output serve --source FIFO --format ogg", () => {
 
   test("a SIGTERM while no writer ever came stops it at once, exit 0, socket removed", async () => {
     const t = setup();
-    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
-    await serve.waitForStderr("source: waiting for a writer");
+    const serve = await serveFifo(t);
     serve.kill("SIGTERM");
     expect(await serve.exited, serve.stderr).toBe(0);
     expect(serve.stderr).toContain("stopped signal=SIGTERM");
@@ -102,8 +108,7 @@ describe("output serve --source FIFO --format ogg", () => {
 describe("output serve --source FIFO: the FIFO itself replaced or removed", () => {
   test("a new FIFO made at the path (a restarted capture pipeline) is followed: its writer is read, not left blocked", async () => {
     const t = setup();
-    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
-    await serve.waitForStderr("source: waiting for a writer");
+    const serve = await serveFifo(t);
     expect(await writeIntoFifo(t.fifo, t.first)).toBe(0);
     await until(() => count(serve.stderr, "source: writer closed the stream") === 1, "the first writer's end");
     // The agent holds the old FIFO open for its next writer before the path changes.
@@ -122,8 +127,7 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
 
   test("a FIFO removed and made again a moment later (rm; mkfifo) is followed: the path being gone for a moment ends nothing", async () => {
     const t = setup();
-    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
-    await serve.waitForStderr("source: waiting for a writer");
+    const serve = await serveFifo(t);
     unlinkSync(t.fifo);
     // The agent lets go of the old FIFO and finds the path gone: it waits for it instead of ending the run.
     await serve.waitForStderr("the FIFO is gone; waiting for it to be made again");
@@ -138,8 +142,7 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
 
   test("a FIFO removed and made again over and over, as fast as it goes: the agent never finds it gone for good, and then reads the next writer", async () => {
     const t = setup();
-    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
-    await serve.waitForStderr("source: waiting for a writer");
+    const serve = await serveFifo(t);
     // The path vanishes for microseconds at a time, between any stat and open of the agent's.
     expect(churnFifo(t.fifo, 4000)).toBeGreaterThan(1000);
     await Bun.sleep(PATH_CHECK_WAIT_MS);
@@ -151,8 +154,7 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
 
   test("SIGTERM while the agent waits for its path to be made again: exit 0, its stopped line, socket removed", async () => {
     const t = setup();
-    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
-    await serve.waitForStderr("source: waiting for a writer");
+    const serve = await serveFifo(t);
     unlinkSync(t.fifo);
     await serve.waitForStderr("the FIFO is gone; waiting for it to be made again");
     serve.kill("SIGTERM");
@@ -164,8 +166,7 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
 
   test("the path made again as a regular file: exit 1, naming the source and what it is no longer", async () => {
     const t = setup();
-    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
-    await serve.waitForStderr("source: waiting for a writer");
+    const serve = await serveFifo(t);
     unlinkSync(t.fifo);
     writeFileSync(t.fifo, "");
     expect(await serve.exited, serve.stderr).toBe(1);
@@ -175,8 +176,7 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
 
   test("the FIFO removed while the agent waits for a writer: exit 1 naming --source and ENOENT, socket removed", async () => {
     const t = setup();
-    const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
-    await serve.waitForStderr("source: waiting for a writer");
+    const serve = await serveFifo(t);
     unlinkSync(t.fifo);
     const code = await Promise.race([serve.exited, Bun.sleep(20_000).then(() => "still waiting on a FIFO nobody can open")]);
     expect(code).toBe(1);
