@@ -50,8 +50,9 @@ interface EndParts {
   /** A sender's counters and queue. */
   stats?: FrameStats;
   queue?: FrameQueue;
-  /** A receiver's counts. */
+  /** A receiver's counts, and the frames it received and then dropped (by its sink), by reason. */
   received?: { frames: number; bytes: number; lastFrameUnixMs: number };
+  dropped?: Readonly<Record<string, number>>;
   counts?: Record<string, number>;
   config?: AudioConfig;
 }
@@ -67,7 +68,7 @@ export function endReadings(parts: EndParts) {
     bytes: received?.bytes ?? stats?.deliveredBytes ?? 0,
     submitted: stats?.submitted ?? 0,
     delivered: stats?.delivered ?? 0,
-    dropped: stats ? { ...stats.dropped } : ({} as Record<string, number>),
+    dropped: { ...(stats?.dropped ?? parts.dropped) } as Record<string, number>,
     connects: parts.connects,
     connectionDrops: parts.connectionDrops,
     protocolErrors: parts.protocolErrors,

@@ -30,6 +30,8 @@ export interface InputServerOptions {
   socketBuffers?: SocketBufferSizes;
   /** Something other than the peer failed (e.g. the sink): the role should stop. */
   onFailure: (error: Error) => void;
+  /** OpusFrames received and then dropped by the sink (a FIFO's with no reader, say), by reason: part of the readings. */
+  droppedBySink?: () => Readonly<Record<string, number>> | undefined;
 }
 
 /** Enough room for the Acks of a burst of Heartbeats from a client that reads slowly. */
@@ -124,6 +126,7 @@ export class InputServer implements ChannelEnd {
       tuner: this.tuner,
       received: { frames: this.framesReceived, bytes: this.bytesReceived, lastFrameUnixMs: this.lastFrameUnixMs },
       counts: { heartbeats: this.heartbeats, sessions: this.sessions, clean_sessions: this.cleanSessions },
+      dropped: this.options.droppedBySink?.(),
       config: this.config,
     });
   }

@@ -1,11 +1,23 @@
 import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
 
 /**
+ * Where a sink's bytes go: a file or stdout (ByteSink), or the reader of a
+ * FIFO (FifoSink). `frames` is how many OpusFrames the bytes carry, for an
+ * output that may drop them and counts what it drops.
+ */
+export interface ByteOutput {
+  readonly name: string;
+  write(bytes: Uint8Array, frames: number): void;
+  flush(): void;
+  close(): void;
+}
+
+/**
  * A buffered, synchronous byte writer over a file or stdout ("-").
  * Synchronous on purpose: a slow sink then slows the reader of the socket
  * (backpressure) instead of piling up memory.
  */
-export class ByteSink {
+export class ByteSink implements ByteOutput {
   private readonly buffer: Uint8Array;
   private used = 0;
   private closed = false;

@@ -1,5 +1,5 @@
 import { decodeConfigPayload, MessageType, type ParsedMessage } from "../protocol/index.ts";
-import { ByteSink } from "./byte-sink.ts";
+import { ByteSink, type ByteOutput } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import { OggPageWriter } from "./ogg-page-writer.ts";
 import { buildOpusHead } from "./opus-head.ts";
@@ -44,10 +44,12 @@ export class OggSink implements FrameSink {
   /** Granule position: samples at 48 kHz decoded up to the end of the last packet. */
   private granule = 0;
   private pendingSamples = 0;
+  /** Audio packets on the page being filled, handed to the output with it. */
+  private pagePackets = 0;
   private closed = false;
 
   private constructor(
-    private readonly bytes: ByteSink,
+    private readonly bytes: ByteOutput,
     options: OggSinkOptions,
   ) {
     this.preSkip = options.preSkip ?? 312;
@@ -55,11 +57,27 @@ export class OggSink implements FrameSink {
     this.channels = options.channels;
     this.inputSampleRate = options.inputSampleRate ?? 48000;
     const serial = options.serial ?? crypto.getRandomValues(new Uint32Array(1))[0]!;
-    this.pages = new OggPageWriter(serial, (page) => this.bytes.write(page));
+    this.pages = new OggPageWriter(serial, (page) => {
+      const packets = this.pagePackets;
+      this.pagePackets = 0;
+      this.bytes.write(page, packets);
+    });
   }
 
   /** Checks the options before creating the file, so a bad one leaves nothing behind. */
   static open(path: string, options: OggSinkOptions = {}): OggSink {
+    OggSink.check(options);
+    return new OggSink(ByteSink.open(path), options);
+  }
+
+  /** A stream written to `bytes`, page by page. */
+  static over(bytes: ByteOutput, options: OggSinkOptions = {}): OggSink {
+    OggSink.check(options);
+    return new OggSink(bytes, options);
+  }
+
+  /** Throws, naming the option, if one is out of range. */
+  static check(options: OggSinkOptions): void {
     const { channels, preSkip, pageMs } = options;
     if (channels !== undefined && !isFamily0Channels(channels)) {
       throw new Error(`ogg sink: channels must be 1 or 2, got ${channels}`);
@@ -68,7 +86,6 @@ export class OggSink implements FrameSink {
       throw new Error(`ogg sink: preSkip must be an integer 0..65535, got ${preSkip}`);
     }
     if (pageMs !== undefined && !(pageMs > 0)) throw new Error(`ogg sink: pageMs must be > 0, got ${pageMs}`);
-    return new OggSink(ByteSink.open(path), options);
   }
 
   get name(): string {
@@ -127,6 +144,7 @@ export class OggSink implements FrameSink {
     this.granule += samples;
     this.pendingSamples += samples;
     this.pages.addPacket(packet, this.granule);
+    this.pagePackets++;
     this.packets++;
   }
 

@@ -1,6 +1,8 @@
 import { realpathSync, statSync } from "node:fs";
 import { isAbsolute } from "node:path";
+import type { ByteOutput } from "./byte-sink.ts";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
+import { FifoSink } from "./fifo-sink.ts";
 import { FifoSource, type FifoReport } from "./fifo-source.ts";
 import { checkFileFormat, type MediaFormat } from "./file-format.ts";
 import type { FrameSink } from "./frame-sink.ts";
@@ -23,6 +25,13 @@ export interface SinkOptions {
   /** Ogg: OpusHead pre-skip (48 kHz samples) and the longest a page is held back (ms). */
   preSkip: number;
   pageMs: number;
+  /**
+   * Given, a FIFO is written without ever blocking (FifoSink): its readers
+   * one after another, each with a stream of its own, dropping (and counting)
+   * what no reader takes at once; they come and go here. Not given, a FIFO
+   * is written like a file: blocking while its reader is absent or slow.
+   */
+  fifoReaders?: FifoReport;
 }
 
 /**
@@ -52,6 +61,12 @@ export async function openSource(format: MediaFormat, path: string, options: Sou
 }
 
 export function openSink(format: MediaFormat, path: string, options: SinkOptions): FrameSink {
+  if (options.fifoReaders && path !== "-" && statSync(path, { throwIfNoEntry: false })?.isFIFO()) {
+    const ogg = { preSkip: options.preSkip, pageMs: options.pageMs };
+    if (format === "ogg") OggSink.check(ogg);
+    const streamFor = (pipe: ByteOutput): FrameSink => (format === "ogg" ? OggSink.over(pipe, ogg) : WireSink.over(pipe));
+    return new FifoSink(path, streamFor, options.fifoReaders);
+  }
   switch (format) {
     case "wire":
       return WireSink.open(path);

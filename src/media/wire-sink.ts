@@ -1,13 +1,18 @@
-import type { ParsedMessage } from "../protocol/index.ts";
-import { ByteSink } from "./byte-sink.ts";
+import { MessageType, type ParsedMessage } from "../protocol/index.ts";
+import { ByteSink, type ByteOutput } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 
 /** Records every message exactly as received: the lossless wire capture format. */
 export class WireSink implements FrameSink {
-  private constructor(private readonly bytes: ByteSink) {}
+  private constructor(private readonly bytes: ByteOutput) {}
 
   static open(path: string): WireSink {
     return new WireSink(ByteSink.open(path));
+  }
+
+  /** A capture written to `bytes`, each message in one write. */
+  static over(bytes: ByteOutput): WireSink {
+    return new WireSink(bytes);
   }
 
   get name(): string {
@@ -15,7 +20,7 @@ export class WireSink implements FrameSink {
   }
 
   write(message: ParsedMessage): void {
-    this.bytes.write(message.raw);
+    this.bytes.write(message.raw, message.type === MessageType.OpusFrame ? 1 : 0);
   }
 
   flush(): void {

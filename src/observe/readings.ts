@@ -58,6 +58,11 @@ export function droppedTotal(r: ChannelReadings): number {
   return total;
 }
 
+/** A sender, or a receiver whose sink can drop frames (it names its reasons from the start). */
+function canDrop(r: ChannelReadings): boolean {
+  return r.direction === "send" || Object.keys(r.dropped).length > 0;
+}
+
 /** Connections after the first. */
 export function reconnects(r: ChannelReadings): number {
   return Math.max(0, r.connects - 1);
@@ -73,16 +78,21 @@ export function utilizationPercent(r: ChannelReadings, buffer: "send" | "receive
 /**
  * The accounting as log fields (the final "stopped" line): a sender's
  * submitted, delivered, dropped and dropped_<reason> for each reason seen,
- * write_calls and short_writes; a receiver's frames and protocol errors; then
- * connects and the end's own counts.
+ * write_calls and short_writes; a receiver's frames and protocol errors, and
+ * its dropped ones where its sink can drop (a FIFO's); then connects and the
+ * end's own counts.
  */
 export function summaryFields(r: ChannelReadings): Record<string, number> {
   const fields: Record<string, number> = {};
   if (r.direction === "send") {
     fields.submitted = r.submitted;
     fields.delivered = r.delivered;
+  }
+  if (canDrop(r)) {
     fields.dropped = droppedTotal(r);
     for (const [reason, n] of Object.entries(r.dropped)) if (n > 0) fields[`dropped_${reason}`] = n;
+  }
+  if (r.direction === "send") {
     // How often the peer fell behind: writes the kernel did not take whole (the overflow metric).
     fields.write_calls = r.writeCalls;
     fields.short_writes = r.shortWrites;
@@ -99,7 +109,8 @@ export function healthFields(r: ChannelReadings): Record<string, unknown> {
     connected: r.connected,
     frames: r.frames,
     drops: droppedTotal(r),
-    ...(r.direction === "send" ? { dropped: { ...r.dropped }, queue_depth: r.queueDepth } : { protocol_errors: r.protocolErrors }),
+    ...(canDrop(r) ? { dropped: { ...r.dropped } } : {}),
+    ...(r.direction === "send" ? { queue_depth: r.queueDepth } : { protocol_errors: r.protocolErrors }),
     connects: r.connects,
     ...r.counts,
     ...(r.config ? { config: r.config } : {}),

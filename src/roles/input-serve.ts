@@ -42,10 +42,13 @@ export function inputChannel(settings: Settings, logger: Logger): { server: Inpu
       if (settings.once) finish();
     },
     onFailure: (error) => finish(error),
+    // Read by the instruments from the start: no sink yet before the server listens.
+    droppedBySink: () => sink?.dropped,
   });
   const serve = async (shutdown: Shutdown, instruments: ChannelInstruments) => {
     try {
-      sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
+      // A FIFO sink (a player) never blocks: late audio is worth nothing, and in `serve` the output channel must not wait.
+      sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"], fifoReaders: report });
     } catch (e) {
       await server.stop();
       throw e;
@@ -58,7 +61,7 @@ export function inputChannel(settings: Settings, logger: Logger): { server: Inpu
       await server.stop();
       try {
         // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.
-        sink.close();
+        await sink.close();
       } finally {
         report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
       }

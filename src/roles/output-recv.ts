@@ -63,7 +63,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     await instruments.stop();
     try {
       // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.
-      sink.close();
+      await sink.close();
     } finally {
       report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...instruments.latencyFields() });
     }

@@ -17,7 +17,7 @@ import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
 import { healthz, metricsUrl } from "../support/metrics.ts";
 import { encodeWith, requireTool, runTool, wav } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
-import { spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
+import { spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -338,6 +338,35 @@ describe("input serve / input send as processes", () => {
     expect(server.frames.length).toBe(300);
     expect(server.frames.every((p, k) => sameBytes(p, testPayload(k)))).toBe(true);
     expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ connects: "1", ack_timeouts: "0", dropped: "0" });
+  });
+
+  test("an Ogg sink on a FIFO feeds a player: opusdec reading it decodes every packet it was given, and the stream ends when the server stops", async () => {
+    const { sock, path } = setup();
+    const opusenc = requireTool("opusenc", "opus-tools");
+    const opusdec = requireTool("opusdec", "opus-tools");
+    writeFileSync(path("two.wav"), wav(2, 96_000));
+    expect(runTool([opusenc, "--quiet", path("two.wav"), path("two.opus")]).exitCode).toBe(0);
+    const packets = (await drainFile(path("two.opus"), { lenient: false })).frames.length;
+    const fifo = makeFifo(path("player.opus"));
+    // The player first, as on a device: it waits in its open of the FIFO for the agent. Raw PCM out: 4 bytes a stereo sample.
+    const player = start([opusdec, "--quiet", fifo, path("played.raw")]);
+
+    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", fifo, "--format", "ogg", "--once"]);
+    await server.waitForStderr("listening socket=");
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("two.opus"), "--format", "ogg", "--realtime", "--max-latency-ms", "60000", "--write-deadline-ms", "0"]);
+    expect(await sender.exited, sender.stderr).toBe(0);
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(await player.exited, player.stderr).toBe(0);
+
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    expect(Number(stopped.frames)).toBe(packets);
+    // Only a player slower to reach its open than the first frames loses any, and those are counted.
+    expect(stopped.dropped_sink_reader_slow).toBeUndefined();
+    const delivered = packets - Number(stopped.dropped);
+    expect(delivered).toBeGreaterThan(packets / 2);
+    expect(server.stderr).toContain("input-server: sink FIFO opened by a reader");
+    // Every packet given decoded, less the OpusHead's pre-skip (the stream carries no end trimming).
+    expect(readFileSync(path("played.raw")).length / 4).toBe(delivered * 960 - 312);
   });
 
   test("--realtime delivers every packet of a 2 s opusenc file to a server that is up, the first one too", async () => {

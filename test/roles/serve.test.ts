@@ -12,12 +12,12 @@ import { expectAccountedLine, failureLine, logFields } from "../support/agent-lo
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
-import { healthz, metricsUrl, promtoolCheck, samples, scrape, value } from "../support/metrics.ts";
-import { testPayload } from "../support/payloads.ts";
-import { agentEnv, spawnAgent, stopAgents } from "../support/processes.ts";
+import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeValue, value } from "../support/metrics.ts";
+import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
+import { agentEnv, runAgent, spawnAgent, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { wholeWireFrames, wholeWireMessages, writeWireFile } from "../support/wire.ts";
+import { wholeWireFrames, wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -118,6 +118,73 @@ describe("serve: both channels in one process", () => {
       expect(expectAccountedLine(agent.stderr)).toMatchObject({ submitted: 300, delivered: 300, dropped: 0 });
       expect(logFields(agent.stderr, "output-server", "stopped").signal).toBe("SIGTERM");
       expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ signal: "SIGTERM", frames: "150", sessions: "1" });
+    },
+    60_000,
+  );
+
+  test(
+    "an input sink FIFO with no reader, then a reader that reads nothing, never holds up the output channel; every microphone frame reaches the reader or is counted dropped by reason",
+    async () => {
+      const t = setup();
+      const micFifo = makeFifo(t.path("mic.fifo"));
+      const got = t.path("got.wire");
+      await writeWireFile(t.path("capture.wire"), 150);
+      // Sessions told apart by their frames' indices: session k carries k*1000 + 0..199, large frames that fill a pipe fast.
+      const session = async (k: number) => {
+        const file = t.path(`mic-${k}.wire`);
+        await writeWireFile(file, 200, (i) => indexedPayload(k * 1000 + i, 4096));
+        const sent = await runAgent(["input", "send", "--socket", t.in, "--source", file, "--max-latency-ms", "60000", "--write-deadline-ms", "0"]);
+        expect(sent.code, sent.stderr).toBe(0);
+      };
+      const agent = spawnAgent([
+        "serve",
+        "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--output-realtime",
+        "--input-socket", t.in, "--input-sink", micFifo,
+        "--metrics", "127.0.0.1:0",
+      ]);
+      const base = await metricsUrl(agent);
+      await agent.waitForStderr("input-server: listening");
+      // 150 frames in real time: 3 s of output while the input channel's sink goes nowhere.
+      const recv = spawnAgent(["output", "recv", "--socket", t.out, "--sink", t.path("out.wire")]);
+
+      // Nobody reads the FIFO: the session is served, its frames counted as dropped.
+      await session(0);
+      expect(await scrapeValue(base, "audio_agent_frames_dropped_by_reason_total", { channel: "input", reason: "sink_no_reader" })).toBe(200);
+
+      // A player that opens the FIFO and reads nothing until told: the pipe fills, and then frames are dropped, not waited for.
+      const reader = start(["sh", "-c", 'exec 3<"$0"; read go; exec cat <&3 > "$1"', micFifo, got], { stdin: "pipe" });
+      const slow = () => scrapeValue(base, "audio_agent_frames_dropped_by_reason_total", { channel: "input", reason: "sink_reader_slow" });
+      let k = 1;
+      for (; k < 20 && (await slow()) === 0; k++) await session(k);
+      expect(await slow()).toBeGreaterThan(0);
+      expect(agent.stderr).toContain("input-server: sink FIFO opened by a reader");
+
+      // The output channel played its file out meanwhile, the reader still stalled: every frame delivered
+      // is in the client's file, in order (live: those before the client came are dropped, and counted).
+      await agent.waitForStderr("output-server: stopped");
+      const output = expectAccountedLine(agent.stderr);
+      expect(output.submitted).toBe(150);
+      expect(output.dropped).toBe(output.byReason.no_client ?? 0);
+      await until(() => wireFileFrames(t.path("out.wire")).frames.length === output.delivered, "the client to have every frame delivered");
+      expect(firstMismatch(wholeWireFrames(t.path("out.wire")), 150 - output.delivered)).toBe(-1);
+      expect(reader.hasExited).toBe(false);
+      recv.kill("SIGTERM");
+      expect(await recv.exited, recv.stderr).toBe(0);
+
+      await reader.writeStdin(new TextEncoder().encode("go\n"));
+      agent.kill("SIGTERM");
+      expect(await agent.exited, agent.stderr).toBe(0);
+      expect(await reader.exited, reader.stderr).toBe(0);
+
+      // The reader got whole messages, intact and in order; with what was dropped they are every frame received.
+      const frames = wholeWireMessages(got, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload);
+      expectIntactInOrder(frames, 4096);
+      const stopped = logFields(agent.stderr, "input-server", "stopped");
+      expect(Number(stopped.frames)).toBe(k * 200);
+      expect(Number(stopped.dropped_sink_no_reader)).toBeGreaterThanOrEqual(200);
+      expect(Number(stopped.dropped_sink_reader_slow)).toBeGreaterThan(0);
+      expect(Number(stopped.dropped)).toBe(Number(stopped.dropped_sink_no_reader) + Number(stopped.dropped_sink_reader_slow));
+      expect(frames.length + Number(stopped.dropped)).toBe(k * 200);
     },
     60_000,
   );

@@ -1,0 +1,277 @@
+import { closeSync, constants, fstatSync, openSync, writeSync } from "node:fs";
+import { MessageType, ParsedMessage } from "../protocol/index.ts";
+import type { ByteOutput } from "./byte-sink.ts";
+import type { FifoReport } from "./fifo-source.ts";
+import type { FrameSink } from "./frame-sink.ts";
+
+/** Why a FIFO sink dropped an OpusFrame: no process had the FIFO open for reading, or its reader had not read what came before. */
+export type FifoSinkDrop = "sink_no_reader" | "sink_reader_slow";
+
+/** While no reader is there, how often the sink looks again (ms): a new reader hears audio within this. */
+export const READER_LOOK_MS = 200;
+/** While the reader has taken only part of a page or message, how often the rest is offered again (ms). */
+const RETRY_MS = 10;
+/** How long a closing sink waits for its reader to take the rest of a page or message it has begun (ms). */
+export const LINGER_MS = 1000;
+
+/** The sink's current reader: its end of the pipe, and the stream (Ogg or wire) written for it alone. */
+interface Reader {
+  pipe: ReaderPipe;
+  stream: FrameSink;
+}
+
+/**
+ * A named pipe written without ever blocking, for a live player on the other
+ * end: the channel's other work (and, in `serve`, the other channel) never
+ * waits for it. Readers are served one after another, each with a stream of
+ * its own from where it came in (an Ogg sink: OpusHead, OpusTags, granule
+ * from 0; the session's last Config goes first). What no reader takes at once
+ * is dropped, counted by reason: while nobody has the FIFO open for reading
+ * (the sink looks again every READER_LOOK_MS), and while the reader has not
+ * read what came before (the pipe is full). Only whole pages (Ogg) or whole
+ * messages (wire) are dropped, so each reader's stream stays well formed.
+ */
+export class FifoSink implements FrameSink {
+  readonly dropped: Record<FifoSinkDrop, number> = { sink_no_reader: 0, sink_reader_slow: 0 };
+  /** Readers served so far. */
+  readers = 0;
+  private reader: Reader | undefined;
+  /** The session's Config, copied: each new reader's stream starts with it. */
+  private config: ParsedMessage | undefined;
+  private lastLook = -Infinity;
+  private missing = false;
+  private closed = false;
+
+  constructor(
+    readonly name: string,
+    /** A stream (OggSink, WireSink) over one reader's pipe. */
+    private readonly streamFor: (pipe: ByteOutput) => FrameSink,
+    private readonly report: FifoReport,
+  ) {}
+
+  write(message: ParsedMessage): void {
+    if (this.closed) return;
+    if (message.type === MessageType.Config) this.config = copyMessage(message);
+    let reader = this.reader;
+    if (!reader) {
+      reader = this.lookForReader();
+      if (!reader) {
+        if (message.type === MessageType.OpusFrame) this.dropped.sink_no_reader++;
+        return;
+      }
+      if (this.config && message.type !== MessageType.Config) reader.stream.write(this.config);
+    }
+    reader.stream.write(message);
+    this.letGoIfGone();
+  }
+
+  flush(): void {
+    this.reader?.stream.flush();
+    this.letGoIfGone();
+  }
+
+  /**
+   * Ends the reader's stream (an Ogg sink: its end-of-stream page) and closes
+   * the FIFO, so the reader sees its end; settles once the reader has taken
+   * what was begun (at most LINGER_MS), without blocking meanwhile.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const reader = this.reader;
+    this.reader = undefined;
+    if (!reader) return;
+    reader.stream.close();
+    await reader.pipe.closed;
+    if (reader.pipe.failure) throw reader.pipe.failure;
+  }
+
+  /** Opens the FIFO if a reader has it open, at most once every READER_LOOK_MS. */
+  private lookForReader(): Reader | undefined {
+    const now = performance.now();
+    if (now - this.lastLook < READER_LOOK_MS) return undefined;
+    this.lastLook = now;
+    let fd: number;
+    try {
+      // Non-blocking: with no reader this fails (ENXIO) at once instead of waiting for one.
+      fd = openSync(this.name, constants.O_WRONLY | constants.O_NONBLOCK);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? String(e);
+      if (code === "ENXIO") return undefined;
+      if (code === "ENOENT") {
+        // A pipeline restarting removes the FIFO and makes it again: carry on meanwhile, counting drops.
+        if (!this.missing) this.report("warn", "the sink FIFO is gone; dropping frames until it is made again and read", { sink: this.name });
+        this.missing = true;
+        return undefined;
+      }
+      throw new Error(`cannot open sink ${this.name}: ${code}`);
+    }
+    this.missing = false;
+    if (!fstatSync(fd).isFIFO()) {
+      closeSync(fd);
+      throw new Error(`sink ${this.name} is no longer a FIFO`);
+    }
+    this.readers++;
+    this.report("info", "sink FIFO opened by a reader", { sink: this.name, reader: this.readers });
+    const pipe = new ReaderPipe(this.name, fd, this.dropped);
+    this.reader = { pipe, stream: this.streamFor(pipe) };
+    return this.reader;
+  }
+
+  /** After a write that found the reader gone: ends its stream (what is left is counted as dropped) and looks for the next. */
+  private letGoIfGone(): void {
+    const reader = this.reader;
+    if (!reader?.pipe.gone) return;
+    this.reader = undefined;
+    reader.stream.close();
+    if (reader.pipe.failure) throw reader.pipe.failure;
+    this.report("info", "sink FIFO's reader has gone; waiting for the next", { sink: this.name, reader: this.readers });
+  }
+}
+
+/**
+ * One reader's end of the FIFO, opened non-blocking. Each write is one unit
+ * (a page, a message): written whole, or dropped whole if the pipe takes
+ * none of it. A unit the pipe took only part of is finished before anything
+ * after it, offered again every RETRY_MS until the pipe has room, so the
+ * reader never sees a unit cut short while it reads. Closing waits up to
+ * LINGER_MS for such a rest, without blocking, then closes the pipe.
+ */
+class ReaderPipe implements ByteOutput {
+  /** The reader closed its end (EPIPE), or the pipe failed: nothing more can reach it. */
+  gone = false;
+  /** A failure other than the reader leaving, for the sink to raise on its next call. */
+  failure: Error | undefined;
+  private rest: Uint8Array | undefined;
+  private restFrames = 0;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private closing = false;
+  private lingerUntil = 0;
+  private fdClosed = false;
+  private readonly done = Promise.withResolvers<void>();
+
+  constructor(
+    readonly name: string,
+    private readonly fd: number,
+    private readonly dropped: Record<FifoSinkDrop, number>,
+  ) {}
+
+  /** Settles once the pipe is closed. */
+  get closed(): Promise<void> {
+    return this.done.promise;
+  }
+
+  write(bytes: Uint8Array, frames: number): void {
+    if (this.gone || this.closing) {
+      this.dropped.sink_no_reader += frames;
+      return;
+    }
+    if (!this.finishRest()) {
+      this.dropped[this.gone ? "sink_no_reader" : "sink_reader_slow"] += frames;
+      return;
+    }
+    const written = this.put(bytes);
+    if (this.gone) this.dropped.sink_no_reader += frames;
+    else if (written === 0) this.dropped.sink_reader_slow += frames;
+    else if (written < bytes.length) {
+      // Copied: the caller's buffer is reused for its next unit.
+      this.rest = bytes.slice(written);
+      this.restFrames = frames;
+      this.retryLater();
+    }
+  }
+
+  flush(): void {
+    if (!this.gone && !this.closing) this.finishRest();
+  }
+
+  close(): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.lingerUntil = performance.now() + LINGER_MS;
+    if (this.finishRest()) this.closeFd();
+  }
+
+  /** Writes what is left of a unit; whether nothing is left (a rest the reader can no longer get is counted as dropped). */
+  private finishRest(): boolean {
+    const rest = this.rest;
+    if (!rest) return true;
+    const written = this.gone ? 0 : this.put(rest);
+    if (this.gone) {
+      this.dropped.sink_no_reader += this.restFrames;
+      this.rest = undefined;
+      return true;
+    }
+    if (written < rest.length) {
+      this.rest = rest.subarray(written);
+      this.retryLater();
+      return false;
+    }
+    this.rest = undefined;
+    return true;
+  }
+
+  private retryLater(): void {
+    this.timer ??= setTimeout(this.retry, RETRY_MS);
+  }
+
+  private readonly retry = () => {
+    this.timer = undefined;
+    try {
+      if (this.finishRest()) {
+        if (this.closing) this.closeFd();
+        return;
+      }
+    } catch (e) {
+      // Raised by the sink's next call, on the channel's path, rather than here in a timer.
+      this.failure = e as Error;
+      this.gone = true;
+      this.finishRest();
+      this.closeFd();
+      return;
+    }
+    if (this.closing && performance.now() >= this.lingerUntil) {
+      this.gone = true;
+      this.finishRest();
+      this.closeFd();
+    }
+  };
+
+  private closeFd(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.fdClosed) return;
+    this.fdClosed = true;
+    closeSync(this.fd);
+    this.done.resolve();
+  }
+
+  /** Writes as much of `bytes` as the pipe takes now; how much that was. */
+  private put(bytes: Uint8Array): number {
+    let at = 0;
+    while (at < bytes.length) {
+      try {
+        at += writeSync(this.fd, bytes, at, bytes.length - at);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code ?? String(e);
+        if (code === "EAGAIN") break;
+        if (code === "EPIPE") {
+          this.gone = true;
+          break;
+        }
+        throw new Error(`cannot write to sink ${this.name}: ${code}`);
+      }
+    }
+    return at;
+  }
+}
+
+/** A message of its own, whose bytes outlive the parser's buffer (the parser reuses both). */
+function copyMessage(message: ParsedMessage): ParsedMessage {
+  const copy = new ParsedMessage();
+  copy.bytes = message.raw.slice();
+  copy.type = message.type;
+  copy.length = message.length;
+  copy.streamOffset = message.streamOffset;
+  return copy;
+}
