@@ -1,4 +1,4 @@
-import { accessSync, chmodSync, constants, linkSync, lstatSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
+import { accessSync, chmodSync, constants, linkSync, lstatSync, readdirSync, readFileSync, unlinkSync, type Stats } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { within } from "./within.ts";
 
@@ -97,6 +97,11 @@ function removeOtherLinks(path: string, file: SocketFileIdentity): void {
   }
 }
 
+/** What a path that is not a socket holds, for a line that refuses it ("a regular file"). */
+export function fileKind(stat: Stats): string {
+  return stat.isDirectory() ? "a directory" : stat.isFile() ? "a regular file" : stat.isFIFO() ? "a FIFO" : stat.isSymbolicLink() ? "a symbolic link" : "a device";
+}
+
 /**
  * Makes `path` ready for listen(): a stale socket (nothing answers) is
  * removed; a regular file, a directory, anything else that is not a socket,
@@ -126,8 +131,7 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
     throw new SocketPathError("NotASocket", path, `socket path ${path} is a symbolic link; refusing to follow or replace it`);
   }
   if (!stat.isSocket()) {
-    const kind = stat.isDirectory() ? "a directory" : stat.isFile() ? "a regular file" : "not a socket";
-    throw new SocketPathError("NotASocket", path, `socket path ${path} is ${kind}; refusing to replace it`);
+    throw new SocketPathError("NotASocket", path, `socket path ${path} is ${fileKind(stat)}; refusing to replace it`);
   }
   if ((await listedAsListening(path, stat)) || (await answers(path, probeTimeoutMs))) {
     throw new SocketPathError("InUse", path, `socket ${path} is in use by a live server; stop it first`);

@@ -1,6 +1,7 @@
 import type { Socket } from "bun";
 import { statSync } from "node:fs";
 import { backoffDelayMs } from "./backoff.ts";
+import { fileKind } from "./socket-file.ts";
 import type { Report } from "./report.ts";
 
 export interface ConnectionHandler {
@@ -102,8 +103,7 @@ function neverASocket(path: string): string | undefined {
     // Synchronous: one stat per failed attempt, and node:fs/promises stays unloaded (see byte-source.ts).
     const stat = statSync(path);
     if (stat.isSocket()) return undefined;
-    const kind = stat.isDirectory() ? "a directory" : stat.isFile() ? "a regular file" : stat.isFIFO() ? "a FIFO" : "a device";
-    return `it is ${kind}, not a socket`;
+    return `it is ${fileKind(stat)}, not a socket`;
   } catch (e) {
     return code(e) === "ENOTDIR" ? "a parent in the path is not a directory (ENOTDIR)" : undefined;
   }

@@ -11,6 +11,7 @@ import { type ClientHandler, UnixServer } from "../../src/transport/unix-server.
 import { type Report, silent } from "../../src/transport/report.ts";
 import { setDefaultAcl } from "../support/acl.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { makeFifo } from "../support/fifo.ts";
 import { asNobody, canSwitchUser } from "../support/nobody.ts";
 import { connectClient } from "../support/peer.ts";
 import { unixListeners } from "../support/proc.ts";
@@ -126,6 +127,18 @@ describe("refusals leave the path intact", () => {
     expect(readFileSync(path, "utf8")).toBe("precious data\n");
     expect(statSync(path).ino).toBe(before.ino);
     expect(statSync(path).mode).toBe(before.mode);
+  });
+
+  test("a FIFO (a capture pipe at the wrong path) is refused naming what it is, and stays a FIFO", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = makeFifo(dir.path("s.sock"));
+    const before = statSync(path);
+
+    const error = await refusal(listen(path));
+    expect(error.problem).toBe("NotASocket");
+    expect(error.message).toBe(`socket path ${path} is a FIFO; refusing to replace it`);
+    expect(statSync(path).isFIFO()).toBe(true);
+    expect(statSync(path).ino).toBe(before.ino);
   });
 
   test("a directory is refused and left with its content", async () => {
