@@ -43,8 +43,8 @@ function buildTables(): number[][] {
  * checked in pieces (its CRC field taken as zero) without copying it.
  */
 export function oggCrc(bytes: Uint8Array, crc = 0, start = 0, end = bytes.length): number {
-  // Below 0 the aligned words would be read from before the view, in its buffer.
-  if (!(start >= 0)) throw new RangeError(`oggCrc: start must be >= 0, got ${start}`);
+  // Below 0 the aligned words would be read from before the view, in its buffer; between bytes they would be misread.
+  if (!(Number.isInteger(start) && start >= 0)) throw new RangeError(`oggCrc: start must be an integer >= 0, got ${start}`);
   // A page whose header claims more bytes than there are: the CRC of what is there.
   if (end > bytes.length) end = bytes.length;
   let c = crc | 0;

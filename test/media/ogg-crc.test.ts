@@ -42,10 +42,11 @@ describe("oggCrc", () => {
     }
   });
 
-  test("a start below 0 is refused, not read from before the view in its buffer", () => {
+  test("a start below 0 or between bytes is refused, not read from before the view in its buffer or misread", () => {
     const buffer = new Uint8Array(64).fill(0x5a);
     const view = buffer.subarray(16, 48);
-    expect(() => oggCrc(view, 0, -8)).toThrow("oggCrc: start must be >= 0, got -8");
+    expect(() => oggCrc(view, 0, -8)).toThrow("oggCrc: start must be an integer >= 0, got -8");
+    expect(() => oggCrc(view, 0, 2.5)).toThrow("oggCrc: start must be an integer >= 0, got 2.5");
     expect(() => oggCrc(view, 0, Number.NaN)).toThrow(RangeError);
     expect(oggCrc(view, 0, 0)).toBe(oggCrc(view.slice()));
   });
