@@ -3,11 +3,12 @@ import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
 /**
  * Where a sink's bytes go: a file or stdout (ByteSink), or the reader of a
  * FIFO (FifoSink). `frames` is how many OpusFrames the bytes carry, for an
- * output that may drop them and counts what it drops.
+ * output that may drop them and counts what it drops; `write` says whether
+ * it took them (false: dropped whole, none of them written).
  */
 export interface ByteOutput {
   readonly name: string;
-  write(bytes: Uint8Array, frames: number): void;
+  write(bytes: Uint8Array, frames: number): boolean;
   flush(): void;
   close(): void;
 }
@@ -38,16 +39,18 @@ export class ByteSink implements ByteOutput {
     return new ByteSink(path, openSync(path, "w", 0o644), true, capacity);
   }
 
-  write(bytes: Uint8Array): void {
+  /** Always takes them: a slow file slows the writer instead. */
+  write(bytes: Uint8Array): boolean {
     if (bytes.length > this.buffer.length - this.used) {
       this.flush();
       if (bytes.length > this.buffer.length) {
         this.writeAll(bytes);
-        return;
+        return true;
       }
     }
     this.buffer.set(bytes, this.used);
     this.used += bytes.length;
+    return true;
   }
 
   /** Hands buffered bytes to the kernel. Throws (e.g. ENOSPC on /dev/full) with the sink named. */

@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, openSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, statSync, writeSync } from "node:fs";
 import { MessageType, ParsedMessage } from "../protocol/index.ts";
 import type { ByteOutput } from "./byte-sink.ts";
 import type { FifoReport } from "./fifo-source.ts";
@@ -97,19 +97,21 @@ export class FifoSink implements FrameSink {
       fd = openSync(this.name, constants.O_WRONLY | constants.O_NONBLOCK);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? String(e);
-      if (code === "ENXIO") return undefined;
       if (code === "ENOENT") {
         // A pipeline restarting removes the FIFO and makes it again: carry on meanwhile, counting drops.
         if (!this.missing) this.report("warn", "the sink FIFO is gone; dropping frames until it is made again and read", { sink: this.name });
         this.missing = true;
         return undefined;
       }
+      // ENXIO is no reader for a FIFO, but also what a Unix socket at the path gives.
+      if (statSync(this.name, { throwIfNoEntry: false })?.isFIFO() === false) throw notAFifo(this.name);
+      if (code === "ENXIO") return undefined;
       throw new Error(`cannot open sink ${this.name}: ${code}`);
     }
     this.missing = false;
     if (!fstatSync(fd).isFIFO()) {
       closeSync(fd);
-      throw new Error(`sink ${this.name} is no longer a FIFO`);
+      throw notAFifo(this.name);
     }
     this.readers++;
     this.report("info", "sink FIFO opened by a reader", { sink: this.name, reader: this.readers });
@@ -161,24 +163,31 @@ class ReaderPipe implements ByteOutput {
     return this.done.promise;
   }
 
-  write(bytes: Uint8Array, frames: number): void {
+  write(bytes: Uint8Array, frames: number): boolean {
     if (this.gone || this.closing) {
       this.dropped.sink_no_reader += frames;
-      return;
+      return false;
     }
     if (!this.finishRest()) {
       this.dropped[this.gone ? "sink_no_reader" : "sink_reader_slow"] += frames;
-      return;
+      return false;
     }
     const written = this.put(bytes);
-    if (this.gone) this.dropped.sink_no_reader += frames;
-    else if (written === 0) this.dropped.sink_reader_slow += frames;
-    else if (written < bytes.length) {
+    if (this.gone) {
+      this.dropped.sink_no_reader += frames;
+      return false;
+    }
+    if (written === 0) {
+      this.dropped.sink_reader_slow += frames;
+      return false;
+    }
+    if (written < bytes.length) {
       // Copied: the caller's buffer is reused for its next unit.
       this.rest = bytes.slice(written);
       this.restFrames = frames;
       this.retryLater();
     }
+    return true;
   }
 
   flush(): void {
@@ -264,6 +273,10 @@ class ReaderPipe implements ByteOutput {
     }
     return at;
   }
+}
+
+function notAFifo(path: string): Error {
+  return new Error(`sink ${path} is no longer a FIFO`);
 }
 
 /** A message of its own, whose bytes outlive the parser's buffer (the parser reuses both). */

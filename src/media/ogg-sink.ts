@@ -60,7 +60,14 @@ export class OggSink implements FrameSink {
     this.pages = new OggPageWriter(serial, (page) => {
       const packets = this.pagePackets;
       this.pagePackets = 0;
-      this.bytes.write(page, packets);
+      if (!this.bytes.write(page, packets) && packets > 0) {
+        // Dropped whole (a FIFO's reader fell behind): the stream goes on as if the page had never
+        // been, with no gap in page numbers or granule, so the reader is a valid stream and a
+        // player skips what it missed instead of falling further behind. (Called while the page's
+        // samples are still pending.)
+        this.pages.sequence--;
+        this.granule -= this.pendingSamples;
+      }
     });
   }
 

@@ -1,0 +1,528 @@
+/**
+ * A FIFO sink, as a live player sees it: the agent writes the named pipe
+ * without ever blocking, whether or not a player has it open, however slowly
+ * the player reads, and however often it comes and goes. Real FIFOs (mkfifo)
+ * and real reader processes (sh, cat, head); messages built as the input
+ * channel's parser hands them over.
+ */
+import { describe, expect, test } from "bun:test";
+import type { Subprocess } from "bun";
+import { existsSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { FifoSink, READER_LOOK_MS } from "../../src/media/fifo-sink.ts";
+import { NO_GRANULE, PageFlag } from "../../src/media/ogg-page.ts";
+import { openSink, type MediaFormat } from "../../src/media/open.ts";
+import { parseOpusHead } from "../../src/media/opus-head.ts";
+import { opusPacketSamples } from "../../src/media/opus-toc.ts";
+import { encodeConfigPayload, encodeMessage, FrameParser, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
+import { sameBytes } from "../support/bytes.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { makeFifo } from "../support/fifo.ts";
+import { packetsOf, pagesOf, type PageInfo } from "../support/ogg.ts";
+import { requireTool, runTool, TONE } from "../support/opus-fixtures.ts";
+import { payloadOfSize } from "../support/payloads.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { parseWire, wholeWireMessages } from "../support/wire.ts";
+
+const defer = useCleanup();
+
+/** Real Opus packets (stereo, 20 ms, ~160 bytes): what an encoder hands the channel. */
+const TONE_PACKETS = packetsOf(new Uint8Array(readFileSync(TONE))).slice(2);
+const tonePacket = (i: number) => TONE_PACKETS[i % TONE_PACKETS.length]!;
+
+/** Config of a mono 16 kHz stream, 20 ms frames. */
+const MONO_16K = encodeConfigPayload({ sampleRate: 16000, channels: 1, frameSize: 320 });
+
+function setup() {
+  const t = socketDir(defer, "aa-fsink-");
+  return { ...t, fifo: makeFifo(t.path("play")) };
+}
+
+/** A FIFO sink through openSink, as `input serve --sink FIFO` opens it; what it reports, as lines. */
+function openFifoSink(format: MediaFormat, path: string) {
+  const lines: string[] = [];
+  const sink = openSink(format, path, {
+    preSkip: 312,
+    pageMs: 100,
+    fifoReaders: (level, message, fields) => lines.push(`${level} ${message}${fields ? ` ${JSON.stringify(fields)}` : ""}`),
+  });
+  expect(sink).toBeInstanceOf(FifoSink);
+  return { sink: sink as FifoSink, lines };
+}
+
+/** Hands the sink a real ParsedMessage, as the input channel's parser produces it. */
+function send(sink: FifoSink, type: MessageType, payload: Uint8Array = new Uint8Array(0), timestampNs = 1n): void {
+  const parser = new FrameParser(INPUT_MAGIC);
+  parser.push(encodeMessage(INPUT_MAGIC, type, payload, timestampNs));
+  sink.write(parser.next()!);
+}
+
+/** A reader process: `sh -c SCRIPT FIFO OUT`; killed at the end of the test if still there. */
+function reader(script: string, fifo: string, out: string): Subprocess {
+  const proc = Bun.spawn(["sh", "-c", script, fifo, out], { stdin: "ignore", stdout: "ignore", stderr: "inherit" });
+  defer(async () => {
+    proc.kill("SIGKILL");
+    await proc.exited;
+  });
+  return proc;
+}
+
+/** Holds the FIFO open and reads nothing for `seconds`, then reads it to its end into OUT. */
+const STALLED = (seconds: number) => `exec 3<"$0"; sleep ${seconds}; cat <&3 > "$1"`;
+/** Reads the FIFO to its end into OUT. */
+const CAT = `exec cat "$0" > "$1"`;
+
+const count = (lines: string[], part: string) => lines.filter((l) => l.includes(part)).length;
+const OPENED = "sink FIFO opened by a reader";
+const GONE = "sink FIFO's reader has gone";
+const sizeOf = (path: string) => (existsSync(path) ? statSync(path).size : 0);
+const read = (path: string) => new Uint8Array(readFileSync(path));
+
+/**
+ * Writes a frame every 10 ms or so (as a live channel does) until `done`: the
+ * sink looks for a reader only when it is written to.
+ */
+async function writeUntil(done: () => boolean, what: string, frame: () => void): Promise<void> {
+  await until(
+    () => {
+      if (done()) return true;
+      frame();
+      return done();
+    },
+    what,
+    15_000,
+    10,
+  );
+}
+
+/** Checks that `bytes` is one whole Ogg Opus stream as a FifoSink writes it for a reader; returns its pages. */
+function expectWholeStream(bytes: Uint8Array): PageInfo[] {
+  const pages = pagesOf(bytes);
+  expect(pages.length).toBeGreaterThanOrEqual(3);
+  // Whole pages only: together they are every byte the reader got.
+  expect(pages.reduce((n, p) => n + p.size, 0)).toBe(bytes.length);
+  expect(pages.every((p) => p.crcValid)).toBe(true);
+  expect(new Set(pages.map((p) => p.serial)).size).toBe(1);
+  const packets = packetsOf(bytes);
+  expect(pages[0]!.flags).toBe(PageFlag.BeginOfStream);
+  expect(pages[0]!.granule).toBe(0);
+  expect(new TextDecoder().decode(packets[0]!.subarray(0, 8))).toBe("OpusHead");
+  expect(pages[1]!.flags).toBe(0);
+  expect(new TextDecoder().decode(packets[1]!.subarray(0, 8))).toBe("OpusTags");
+  expect(pages.at(-1)!.flags & PageFlag.EndOfStream).toBe(PageFlag.EndOfStream);
+  expect(pages.slice(0, -1).every((p) => (p.flags & PageFlag.EndOfStream) === 0)).toBe(true);
+  return pages;
+}
+
+describe("FifoSink with no reader", () => {
+  test("every OpusFrame is counted sink_no_reader, nothing blocks, nothing is created: the path stays a FIFO", async () => {
+    const t = setup();
+    const { sink, lines } = openFifoSink("ogg", t.fifo);
+    send(sink, MessageType.Config, MONO_16K);
+    for (let i = 0; i < 500; i++) {
+      send(sink, MessageType.OpusFrame, tonePacket(i));
+      if (i % 10 === 0) send(sink, MessageType.Heartbeat);
+      if (i % 5 === 4) sink.flush();
+    }
+    // Some more, each after READER_LOOK_MS: each looks for a reader again, and finds none.
+    for (let i = 0; i < 3; i++) {
+      await Bun.sleep(READER_LOOK_MS + 20);
+      send(sink, MessageType.Heartbeat);
+      for (let j = 0; j < 5; j++) send(sink, MessageType.OpusFrame, tonePacket(j));
+      sink.flush();
+    }
+    sink.flush();
+    await sink.close();
+    // Nothing after close is counted (nor written anywhere).
+    send(sink, MessageType.OpusFrame, tonePacket(0));
+    expect(sink.dropped).toEqual({ sink_no_reader: 515, sink_reader_slow: 0 });
+    expect(sink.readers).toBe(0);
+    expect(lines).toEqual([]);
+    expect(statSync(t.fifo).isFIFO()).toBe(true);
+    expect(readdirSync(t.dir)).toEqual(["play"]);
+  });
+});
+
+/** The first packet of an Ogg stream (one page, one packet: an OpusHead) and its serial, read from the bytes alone: a stream cut short is fine. */
+function firstPage(bytes: Uint8Array): { packet: Uint8Array; serial: number; flags: number } {
+  const segments = bytes[26]!;
+  const size = Array.from(bytes.subarray(27, 27 + segments)).reduce((a, b) => a + b, 0);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  expect(new TextDecoder().decode(bytes.subarray(0, 4))).toBe("OggS");
+  return { packet: bytes.subarray(27 + segments, 27 + segments + size), serial: view.getUint32(14, true), flags: bytes[5]! };
+}
+
+/** The packets that end on each page (lacing values under 255 end one). */
+const packetsEnding = (page: PageInfo) => page.table.filter((v) => v < 255).length;
+
+/**
+ * A session whose reader holds the FIFO open and reads nothing for 2 s, then
+ * reads to its end: 10 frames before any reader, frames until the sink finds
+ * it, 3000 frames while it stalls (far more than a pipe holds), 100 once it
+ * has emptied the pipe (~17 KB: they fit), then close. Frames are real Opus
+ * packets; the sink is flushed every 5, as the SinkFlusher does.
+ */
+async function stalledOggSession() {
+  const t = setup();
+  const out = t.path("heard.opus");
+  const { sink, lines } = openFifoSink("ogg", t.fifo);
+  let written = 0;
+  const frame = () => {
+    send(sink, MessageType.OpusFrame, tonePacket(written++));
+    if (written % 5 === 0) sink.flush();
+  };
+  for (let i = 0; i < 10; i++) frame();
+  const player = reader(STALLED(2), t.fifo, out);
+  await writeUntil(() => sink.readers === 1, "the reader", frame);
+  // Every frame before the one that found the reader had nobody to go to.
+  const firstHeard = written - 1;
+  expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_reader_slow: 0 });
+  for (let i = 0; i < 3000; i++) frame();
+  const slowWhileStalled = sink.dropped.sink_reader_slow;
+  // The reader's first read empties the pipe (it takes all there is).
+  await until(() => sizeOf(out) > 0, "the reader to read");
+  for (let i = 0; i < 100; i++) frame();
+  await sink.close();
+  expect(await player.exited).toBe(0);
+  return { out, bytes: read(out), sink, lines, written, firstHeard, slowWhileStalled };
+}
+
+describe("FifoSink, Ogg", () => {
+  test("a reader that stalls, then reads: whole pages with valid CRCs from OpusHead to EOS, every frame accounted for", async () => {
+    const s = await stalledOggSession();
+    expect(s.slowWhileStalled).toBeGreaterThan(0);
+    const pages = expectWholeStream(s.bytes);
+    const heard = packetsOf(s.bytes).slice(2);
+    expect(heard.length).toBeGreaterThan(0);
+    expect(pages.slice(2).reduce((n, p) => n + packetsEnding(p), 0)).toBe(heard.length);
+    // Every OpusFrame written is heard or counted dropped, once.
+    expect(heard.length + s.sink.dropped.sink_reader_slow + s.sink.dropped.sink_no_reader).toBe(s.written);
+    // No drop once the reader reads again.
+    expect(s.sink.dropped.sink_reader_slow).toBe(s.slowWhileStalled);
+    expect(parseOpusHead(packetsOf(s.bytes)[0]!)).toMatchObject({ channels: 2, preSkip: 312, inputSampleRate: 48000 });
+    // The reader hears the frames from the one that found it on, in order; and the last 100 all.
+    expect(sameBytes(heard[0]!, tonePacket(s.firstHeard))).toBe(true);
+    const tail = heard.slice(-100);
+    expect(tail.findIndex((p, i) => !sameBytes(p, tonePacket(s.written - 100 + i)))).toBe(-1);
+    // The granule only goes forward.
+    const granules = pages.slice(2, -1).map((p) => p.granule);
+    expect(granules.every((g, i) => i === 0 || g > granules[i - 1]!)).toBe(true);
+    expect(s.lines).toEqual([`info ${OPENED} ${JSON.stringify({ sink: s.sink.name, reader: 1 })}`]);
+
+    // opusinfo reads it to its end as one Opus stream.
+    const info = runTool([requireTool("opusinfo", "opus-tools"), s.out]);
+    expect(info.stdout).toContain("Encoded with audio-agent");
+    expect(info.stdout).toContain("Channels: 2");
+    expect(info.stdout).toContain("Logical stream 1 ended");
+    expect(info.stdout).not.toContain("ERROR");
+  }, 20_000);
+
+  // Pages dropped for a reader that fell behind leave no hole: the stream goes on as if they had
+  // never been (page numbers and granule), so opusinfo and players take it as one clean stream.
+  test("a reader that stalls, then reads: its stream has no gap in page numbers or granule, and opusinfo accepts it (exit 0)", async () => {
+    const s = await stalledOggSession();
+    expect(s.slowWhileStalled).toBeGreaterThan(0);
+    const pages = expectWholeStream(s.bytes);
+    expect(pages.map((p) => p.sequence)).toEqual(pages.map((_, i) => i));
+    // Each audio page's granule is the samples (960 per packet) the reader got up to its last packet.
+    let decoded = 0;
+    for (const page of pages.slice(2, -1)) {
+      decoded += 960 * packetsEnding(page);
+      expect(page.granule).toBe(decoded);
+    }
+    const info = runTool([requireTool("opusinfo", "opus-tools"), s.out]);
+    expect(info.stdout).not.toContain("WARNING");
+    expect(info.exitCode).toBe(0);
+  }, 20_000);
+
+  test("readers one after another: the sink notices one leave (EPIPE); the next gets a stream of its own (OpusHead from the session's Config, granule from 0, a new serial)", async () => {
+    const t = setup();
+    const first = t.path("r1.opus");
+    const second = t.path("r2.opus");
+    const { sink, lines } = openFifoSink("ogg", t.fifo);
+    let written = 0;
+    const frame = () => {
+      send(sink, MessageType.OpusFrame, tonePacket(written++));
+      if (written % 5 === 0) sink.flush();
+    };
+    // The session's Config comes before any reader.
+    send(sink, MessageType.Config, MONO_16K);
+    send(sink, MessageType.Heartbeat);
+    // Reader 1 takes 2000 bytes and leaves; the sink finds out on its next write.
+    const r1 = reader(`exec head -c 2000 "$0" > "$1"`, t.fifo, first);
+    await writeUntil(() => count(lines, GONE) === 1, "the first reader to leave", frame);
+    expect(await r1.exited).toBe(0);
+    expect(sink.readers).toBe(1);
+
+    const r2 = reader(CAT, t.fifo, second);
+    await writeUntil(() => sink.readers === 2, "the second reader", frame);
+    const firstHeard = written - 1;
+    const dropped = { ...sink.dropped };
+    for (let i = 0; i < 60; i++) {
+      frame();
+      if (i % 7 === 0) send(sink, MessageType.Heartbeat);
+    }
+    await sink.close();
+    expect(await r2.exited).toBe(0);
+    expect(sink.readers).toBe(2);
+    expect(sink.dropped).toEqual(dropped);
+
+    const one = read(first);
+    expect(one.length).toBe(2000);
+    const head1 = firstPage(one);
+    expect(head1.flags).toBe(PageFlag.BeginOfStream);
+    expect(parseOpusHead(head1.packet)).toMatchObject({ channels: 1, inputSampleRate: 16000 });
+
+    const two = read(second);
+    const pages = expectWholeStream(two);
+    expect(pages[0]!.serial).not.toBe(head1.serial);
+    expect(pages.map((p) => p.sequence)).toEqual(pages.map((_, i) => i));
+    const packets = packetsOf(two);
+    // The Config written before reader 1 came, replayed to reader 2.
+    expect(parseOpusHead(packets[0]!)).toEqual({ version: 1, channels: 1, preSkip: 312, inputSampleRate: 16000, outputGain: 0, mappingFamily: 0 });
+    // Granule from 0: each audio page's is the samples (960 per packet) up to its last packet.
+    let decoded = 0;
+    for (const page of pages.slice(2, -1)) {
+      decoded += 960 * packetsEnding(page);
+      expect(page.granule).toBe(decoded);
+    }
+    expect(pages[2]!.granule).toBeLessThanOrEqual(5 * 960);
+    const last = pages.at(-1)!;
+    expect(last.granule === NO_GRANULE || last.granule === decoded + 960 * packetsEnding(last)).toBe(true);
+    // Every frame from the one that found reader 2, in order, nothing else.
+    const heard = packets.slice(2);
+    expect(heard.length).toBe(written - firstHeard);
+    expect(heard.findIndex((p, i) => !sameBytes(p, tonePacket(firstHeard + i)))).toBe(-1);
+    expect(opusPacketSamples(heard[0]!)).toBe(960);
+
+    expect(lines.map((l) => l.split(" {")[0])).toEqual([`info ${OPENED}`, `info ${GONE}; waiting for the next`, `info ${OPENED}`]);
+  }, 20_000);
+});
+
+describe("FifoSink, wire", () => {
+  test("a reader that came mid-session and stalls: the session's Config first, whole messages only, drops counted per OpusFrame", async () => {
+    const t = setup();
+    const out = t.path("heard.wire");
+    const { sink, lines } = openFifoSink("wire", t.fifo);
+    /** The payload size of each frame written; frame i carries timestamp i + 1. */
+    const sizes: number[] = [];
+    let heartbeats = 0;
+    const frame = (size: number) => {
+      const i = sizes.length;
+      sizes.push(size);
+      send(sink, MessageType.OpusFrame, payloadOfSize(i, size), BigInt(i + 1));
+      if (i % 4 === 3) sink.flush();
+    };
+    // Sizes up to the largest message (4113 bytes: more than a pipe writes whole, PIPE_BUF = 4096), and Heartbeats.
+    const mixed = () => {
+      frame(sizes.length % 3 === 0 ? 4096 : 1 + ((sizes.length * 389) % 1500));
+      if (sizes.length % 7 === 0) {
+        send(sink, MessageType.Heartbeat, undefined, BigInt(sizes.length));
+        heartbeats++;
+      }
+    };
+    send(sink, MessageType.Config, MONO_16K);
+    for (let i = 0; i < 20; i++) mixed();
+    expect(sink.dropped).toEqual({ sink_no_reader: 20, sink_reader_slow: 0 });
+
+    const player = reader(STALLED(1.5), t.fifo, out);
+    await writeUntil(() => sink.readers === 1, "the reader", () => frame(4096));
+    const firstHeard = sizes.length - 1;
+    // The largest messages only, at first: Linux fills the pipe up with the first part of one
+    // (its header), which must be finished before anything after it goes.
+    for (let i = 0; i < 30; i++) frame(4096);
+    for (let i = 0; i < 1000; i++) mixed();
+    const slowWhileStalled = sink.dropped.sink_reader_slow;
+    expect(slowWhileStalled).toBeGreaterThan(0);
+    await until(() => sizeOf(out) > 0, "the reader to read");
+    // Small ones now (~20 KB with their Heartbeats): they fit in the emptied pipe.
+    for (let i = 0; i < 40; i++) {
+      frame(400);
+      if (i % 9 === 0) {
+        send(sink, MessageType.Heartbeat);
+        heartbeats++;
+      }
+    }
+    await sink.close();
+    expect(await player.exited).toBe(0);
+
+    const messages = wholeWireMessages(out, INPUT_MAGIC);
+    // The Config, once, before anything else.
+    expect(messages[0]!.type).toBe(MessageType.Config);
+    expect(sameBytes(messages[0]!.payload, MONO_16K)).toBe(true);
+    expect(messages.filter((m) => m.type === MessageType.Config).length).toBe(1);
+    const frames = messages.filter((m) => m.type === MessageType.OpusFrame);
+    // Heartbeats reach the reader too, and are never counted as frames (the sum below holds).
+    const beats = messages.filter((m) => m.type === MessageType.Heartbeat).length;
+    expect(beats).toBeGreaterThan(0);
+    expect(beats).toBeLessThanOrEqual(heartbeats);
+    expect(frames.length + sink.dropped.sink_reader_slow + sink.dropped.sink_no_reader).toBe(sizes.length);
+    expect(sink.dropped.sink_no_reader).toBe(firstHeard);
+    expect(sink.dropped.sink_reader_slow).toBe(slowWhileStalled);
+    // Each frame heard is one written, whole, in order (its index is its timestamp - 1).
+    const indices = frames.map((m) => Number(m.timestampNs) - 1);
+    expect(indices[0]).toBe(firstHeard);
+    expect(indices.every((n, k) => k === 0 || n > indices[k - 1]!)).toBe(true);
+    expect(frames.findIndex((m, k) => !sameBytes(m.payload, payloadOfSize(indices[k]!, sizes[indices[k]!]!)))).toBe(-1);
+    // All of the last 40, written once the reader read again.
+    expect(indices.slice(-40)).toEqual(Array.from({ length: 40 }, (_, k) => sizes.length - 40 + k));
+    expect(lines).toEqual([`info ${OPENED} ${JSON.stringify({ sink: t.fifo, reader: 1 })}`]);
+  }, 20_000);
+
+  test("closed while the stalled reader's pipe holds part of a message: close settles once the reader has taken it, and the reader gets whole messages only", async () => {
+    const t = setup();
+    const out = t.path("heard.wire");
+    const { sink } = openFifoSink("wire", t.fifo);
+    // Holds the FIFO open and reads nothing until the test makes OUT.go.
+    const player = reader(`exec 3<"$0"; while [ ! -e "$1.go" ]; do sleep 0.01; done; exec cat <&3 > "$1"`, t.fifo, out);
+    let written = 0;
+    const frame = () => send(sink, MessageType.OpusFrame, payloadOfSize(written, 4096), BigInt(++written));
+    await writeUntil(() => sink.readers === 1, "the reader", frame);
+    // 4113-byte messages, more than the pipe holds: it fills up with the first part of one.
+    for (let i = 0; i < 40; i++) frame();
+    expect(sink.dropped.sink_reader_slow).toBeGreaterThan(0);
+    const closing = sink.close();
+    expect(Bun.peek.status(closing)).toBe("pending");
+    writeFileSync(`${out}.go`, "");
+    await closing;
+    expect(await player.exited).toBe(0);
+
+    const frames = wholeWireMessages(out, INPUT_MAGIC);
+    expect(frames.every((m) => m.type === MessageType.OpusFrame)).toBe(true);
+    expect(frames.length + sink.dropped.sink_reader_slow + sink.dropped.sink_no_reader).toBe(written);
+    expect(sink.dropped.sink_no_reader).toBe(written - 41);
+    const indices = frames.map((m) => Number(m.timestampNs) - 1);
+    expect(indices.every((n, k) => k === 0 || n > indices[k - 1]!)).toBe(true);
+    expect(frames.findIndex((m, k) => !sameBytes(m.payload, payloadOfSize(indices[k]!, 4096)))).toBe(-1);
+  }, 20_000);
+
+  test("closed while the reader stalls for longer than LINGER_MS with part of a message in the pipe: close settles after LINGER_MS, and that message is counted as dropped", async () => {
+    const t = setup();
+    const out = t.path("heard.wire");
+    const { sink } = openFifoSink("wire", t.fifo);
+    // Holds the FIFO open and reads nothing until the test makes OUT.go.
+    const player = reader(`exec 3<"$0"; while [ ! -e "$1.go" ]; do sleep 0.01; done; exec cat <&3 > "$1"`, t.fifo, out);
+    let written = 0;
+    const frame = () => send(sink, MessageType.OpusFrame, payloadOfSize(written, 4096), BigInt(++written));
+    await writeUntil(() => sink.readers === 1, "the reader", frame);
+    for (let i = 0; i < 40; i++) frame();
+    expect(sink.dropped.sink_reader_slow).toBeGreaterThan(0);
+    const before = { ...sink.dropped };
+    // The reader never reads while the sink closes: it gives up on the rest after LINGER_MS, without blocking.
+    await sink.close();
+    expect(sink.dropped.sink_no_reader).toBe(before.sink_no_reader + 1);
+    writeFileSync(`${out}.go`, "");
+    expect(await player.exited).toBe(0);
+    const wire = parseWire(read(out), INPUT_MAGIC);
+    expect(wire.error).toBeUndefined();
+    // What the reader finds at the end is the part of that message the pipe took: less than a message.
+    expect(wire.trailing).toBeGreaterThan(0);
+    expect(wire.trailing).toBeLessThan(17 + 4096);
+    expect(wire.messages.length + sink.dropped.sink_reader_slow + sink.dropped.sink_no_reader).toBe(written);
+  }, 20_000);
+});
+
+describe("FifoSink, the path changed under it", () => {
+  test("the FIFO removed while no reader: one warning, frames counted sink_no_reader, nothing created; made again and opened by a reader: that reader gets a stream", async () => {
+    const t = setup();
+    const out = t.path("heard.opus");
+    const { sink, lines } = openFifoSink("ogg", t.fifo);
+    let written = 0;
+    const frame = () => {
+      send(sink, MessageType.OpusFrame, tonePacket(written++));
+      if (written % 5 === 0) sink.flush();
+    };
+    send(sink, MessageType.Config, MONO_16K);
+    frame();
+    unlinkSync(t.fifo);
+    // Each of these writes comes after READER_LOOK_MS: each looks for a reader and finds the path gone.
+    for (let i = 0; i < 5; i++) {
+      await Bun.sleep(READER_LOOK_MS + 20);
+      for (let j = 0; j < 10; j++) frame();
+    }
+    expect(lines).toEqual([`warn the sink FIFO is gone; dropping frames until it is made again and read ${JSON.stringify({ sink: t.fifo })}`]);
+    expect(sink.dropped).toEqual({ sink_no_reader: written, sink_reader_slow: 0 });
+    expect(readdirSync(t.dir)).toEqual([]);
+
+    makeFifo(t.fifo);
+    const player = reader(CAT, t.fifo, out);
+    await writeUntil(() => sink.readers === 1, "the reader of the new FIFO", frame);
+    const firstHeard = written - 1;
+    for (let i = 0; i < 30; i++) frame();
+    await sink.close();
+    expect(await player.exited).toBe(0);
+
+    const bytes = read(out);
+    expectWholeStream(bytes);
+    const packets = packetsOf(bytes);
+    expect(parseOpusHead(packets[0]!)).toMatchObject({ channels: 1, inputSampleRate: 16000 });
+    const heard = packets.slice(2);
+    expect(heard.length).toBe(written - firstHeard);
+    expect(heard.findIndex((p, i) => !sameBytes(p, tonePacket(firstHeard + i)))).toBe(-1);
+    expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_reader_slow: 0 });
+    expect(lines.filter((l) => l.startsWith("warn")).length).toBe(1);
+    expect(count(lines, OPENED)).toBe(1);
+    expect(statSync(t.fifo).isFIFO()).toBe(true);
+  }, 20_000);
+
+  test("the path replaced by a regular file: the next look throws, naming the path and what it is no longer; the file is not written into", async () => {
+    const t = setup();
+    const { sink } = openFifoSink("ogg", t.fifo);
+    send(sink, MessageType.Config, MONO_16K);
+    send(sink, MessageType.OpusFrame, tonePacket(0));
+    unlinkSync(t.fifo);
+    const content = "a regular file, not a pipe\n";
+    writeFileSync(t.fifo, content);
+    const before = statSync(t.fifo);
+    let error: unknown;
+    await until(
+      () => {
+        try {
+          send(sink, MessageType.OpusFrame, tonePacket(1));
+          sink.flush();
+        } catch (e) {
+          error = e;
+          return true;
+        }
+        return false;
+      },
+      "the sink's next look",
+      15_000,
+      10,
+    );
+    expect(error).toBeInstanceOf(Error);
+    expect((error as Error).message).toContain(t.fifo);
+    expect((error as Error).message).toMatch(/no longer a FIFO/);
+    expect(readFileSync(t.fifo, "utf8")).toBe(content);
+    const after = statSync(t.fifo);
+    expect(after.isFile()).toBe(true);
+    expect(after.size).toBe(before.size);
+    expect(after.mtimeMs).toBe(before.mtimeMs);
+    expect(sink.readers).toBe(0);
+    await sink.close();
+    expect(readFileSync(t.fifo, "utf8")).toBe(content);
+  }, 20_000);
+
+  // A Unix socket at the path fails open() with ENXIO, as a FIFO with no reader does: told apart.
+  test("the path replaced by a Unix socket: the next look throws, naming the path and what it is no longer", async () => {
+    const t = setup();
+    const { sink, lines } = openFifoSink("ogg", t.fifo);
+    send(sink, MessageType.OpusFrame, tonePacket(0));
+    unlinkSync(t.fifo);
+    const listener = Bun.listen({ unix: t.fifo, socket: { data() {} } });
+    defer(() => listener.stop(true));
+    let error: unknown;
+    for (let i = 0; i < 3 && !error; i++) {
+      await Bun.sleep(READER_LOOK_MS + 20);
+      try {
+        send(sink, MessageType.OpusFrame, tonePacket(1));
+      } catch (e) {
+        error = e;
+      }
+    }
+    expect(lines).toEqual([]);
+    expect(error).toBeInstanceOf(Error);
+    expect((error as Error).message).toContain(t.fifo);
+    expect((error as Error).message).toMatch(/no longer a FIFO/);
+  }, 20_000);
+});
