@@ -81,6 +81,7 @@ export class FifoSink implements FrameSink {
     const reader = this.reader;
     this.reader = undefined;
     if (!reader) return;
+    reader.pipe.ending = true;
     reader.stream.close();
     await reader.pipe.closed;
     if (reader.pipe.failure) throw reader.pipe.failure;
@@ -136,16 +137,20 @@ export class FifoSink implements FrameSink {
  * (a page, a message): written whole, or dropped whole if the pipe takes
  * none of it. A unit the pipe took only part of is finished before anything
  * after it, offered again every RETRY_MS until the pipe has room, so the
- * reader never sees a unit cut short while it reads. Closing waits up to
- * LINGER_MS for such a rest, without blocking, then closes the pipe.
+ * reader never sees a unit cut short while it reads. Once the stream is
+ * ending (`ending`), units wait behind it instead of being dropped, so the
+ * end of the stream reaches a reader that is only slow; closing waits up to
+ * LINGER_MS for them, without blocking, then closes the pipe.
  */
 class ReaderPipe implements ByteOutput {
   /** The reader closed its end (EPIPE), or the pipe failed: nothing more can reach it. */
   gone = false;
   /** A failure other than the reader leaving, for the sink to raise on its next call. */
   failure: Error | undefined;
-  private rest: Uint8Array | undefined;
-  private restFrames = 0;
+  /** The stream's last units are being written: hold them rather than drop them. */
+  ending = false;
+  /** Units not yet wholly in the pipe, in order: the first may be begun. */
+  private held: { bytes: Uint8Array; frames: number }[] = [];
   private timer: ReturnType<typeof setTimeout> | undefined;
   private closing = false;
   private lingerUntil = 0;
@@ -168,56 +173,57 @@ class ReaderPipe implements ByteOutput {
       this.dropped.sink_no_reader += frames;
       return false;
     }
-    if (!this.finishRest()) {
-      this.dropped[this.gone ? "sink_no_reader" : "sink_reader_slow"] += frames;
-      return false;
-    }
-    const written = this.put(bytes);
+    const written = this.drain() ? this.put(bytes) : 0;
     if (this.gone) {
       this.dropped.sink_no_reader += frames;
       return false;
     }
-    if (written === 0) {
+    if (written === 0 && !this.ending) {
       this.dropped.sink_reader_slow += frames;
       return false;
     }
     if (written < bytes.length) {
       // Copied: the caller's buffer is reused for its next unit.
-      this.rest = bytes.slice(written);
-      this.restFrames = frames;
+      this.held.push({ bytes: bytes.slice(written), frames });
       this.retryLater();
     }
     return true;
   }
 
   flush(): void {
-    if (!this.gone && !this.closing) this.finishRest();
+    if (!this.gone && !this.closing) this.drain();
   }
 
   close(): void {
     if (this.closing) return;
     this.closing = true;
     this.lingerUntil = performance.now() + LINGER_MS;
-    if (this.finishRest()) this.closeFd();
+    if (this.drain()) this.closeFd();
   }
 
-  /** Writes what is left of a unit; whether nothing is left (a rest the reader can no longer get is counted as dropped). */
-  private finishRest(): boolean {
-    const rest = this.rest;
-    if (!rest) return true;
-    const written = this.gone ? 0 : this.put(rest);
-    if (this.gone) {
-      this.dropped.sink_no_reader += this.restFrames;
-      this.rest = undefined;
-      return true;
+  /** Writes held units in order; whether none is left (those the reader can no longer get are counted as dropped). */
+  private drain(): boolean {
+    while (this.held.length > 0) {
+      const unit = this.held[0]!;
+      const written = this.gone ? 0 : this.put(unit.bytes);
+      if (this.gone) {
+        this.drop("sink_no_reader");
+        return true;
+      }
+      if (written < unit.bytes.length) {
+        unit.bytes = unit.bytes.subarray(written);
+        this.retryLater();
+        return false;
+      }
+      this.held.shift();
     }
-    if (written < rest.length) {
-      this.rest = rest.subarray(written);
-      this.retryLater();
-      return false;
-    }
-    this.rest = undefined;
     return true;
+  }
+
+  /** Gives up on the held units, counting their frames under `reason`. */
+  private drop(reason: FifoSinkDrop): void {
+    for (const unit of this.held) this.dropped[reason] += unit.frames;
+    this.held = [];
   }
 
   private retryLater(): void {
@@ -227,7 +233,7 @@ class ReaderPipe implements ByteOutput {
   private readonly retry = () => {
     this.timer = undefined;
     try {
-      if (this.finishRest()) {
+      if (this.drain()) {
         if (this.closing) this.closeFd();
         return;
       }
@@ -235,13 +241,13 @@ class ReaderPipe implements ByteOutput {
       // Raised by the sink's next call, on the channel's path, rather than here in a timer.
       this.failure = e as Error;
       this.gone = true;
-      this.finishRest();
+      this.drop("sink_no_reader");
       this.closeFd();
       return;
     }
     if (this.closing && performance.now() >= this.lingerUntil) {
-      this.gone = true;
-      this.finishRest();
+      // The reader is there but has not read for LINGER_MS: it sees its stream end part-way through a unit.
+      this.drop("sink_reader_slow");
       this.closeFd();
     }
   };
