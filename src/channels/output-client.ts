@@ -24,6 +24,8 @@ export interface OutputClientOptions {
   socketBuffers?: SocketBufferSizes;
   /** A connection ended, with the reason. */
   onDisconnect?: (reason: string) => void;
+  /** OpusFrames received and then left out by the sink (an Ogg sink's invalid packets), by reason: part of the readings. */
+  droppedBySink?: () => Readonly<Record<string, number>> | undefined;
 }
 
 /**
@@ -120,6 +122,7 @@ export class OutputClient implements ChannelEnd {
       tuner: this.tuner,
       received: { frames: this.framesReceived, bytes: this.bytesReceived, lastFrameUnixMs: this.lastFrameUnixMs },
       counts: { other_messages: this.otherMessages },
+      dropped: this.options.droppedBySink?.(),
     });
   }
 

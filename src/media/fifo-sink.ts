@@ -32,7 +32,9 @@ interface Reader {
  * messages (wire) are dropped, so each reader's stream stays well formed.
  */
 export class FifoSink implements FrameSink {
-  readonly dropped: Record<FifoSinkDrop, number> = { sink_no_reader: 0, sink_reader_slow: 0 };
+  private readonly counts: Record<FifoSinkDrop, number> = { sink_no_reader: 0, sink_reader_slow: 0 };
+  /** What the streams of readers gone left out themselves (an Ogg stream: invalid packets), by reason. */
+  private readonly streamsBefore: Record<string, number> = {};
   /** Readers served so far. */
   readers = 0;
   private reader: Reader | undefined;
@@ -49,6 +51,13 @@ export class FifoSink implements FrameSink {
     private readonly report: FifoReport,
   ) {}
 
+  /** OpusFrames dropped, by reason: no reader, a slow reader, and what a reader's stream left out. */
+  get dropped(): Readonly<Record<string, number>> {
+    const all: Record<string, number> = { ...this.streamsBefore, ...this.counts };
+    for (const [reason, n] of Object.entries(this.reader?.stream.dropped ?? {})) all[reason] = (all[reason] ?? 0) + n;
+    return all;
+  }
+
   write(message: ParsedMessage): void {
     if (this.closed) return;
     if (message.type === MessageType.Config) this.config = copyMessage(message);
@@ -56,7 +65,7 @@ export class FifoSink implements FrameSink {
     if (!reader) {
       reader = this.lookForReader();
       if (!reader) {
-        if (message.type === MessageType.OpusFrame) this.dropped.sink_no_reader++;
+        if (message.type === MessageType.OpusFrame) this.counts.sink_no_reader++;
         return;
       }
       if (this.config && message.type !== MessageType.Config) reader.stream.write(this.config);
@@ -82,7 +91,7 @@ export class FifoSink implements FrameSink {
     this.reader = undefined;
     if (!reader) return;
     reader.pipe.ending = true;
-    reader.stream.close();
+    this.endStream(reader);
     await reader.pipe.closed;
     if (reader.pipe.failure) throw reader.pipe.failure;
   }
@@ -116,9 +125,18 @@ export class FifoSink implements FrameSink {
     }
     this.readers++;
     this.report("info", "sink FIFO opened by a reader", { sink: this.name, reader: this.readers });
-    const pipe = new ReaderPipe(this.name, fd, this.dropped);
+    const pipe = new ReaderPipe(this.name, fd, this.counts);
     this.reader = { pipe, stream: this.streamFor(pipe) };
     return this.reader;
+  }
+
+  /** Closes a reader's stream, keeping what it counted. */
+  private endStream(reader: Reader): void {
+    try {
+      reader.stream.close();
+    } finally {
+      for (const [reason, n] of Object.entries(reader.stream.dropped ?? {})) this.streamsBefore[reason] = (this.streamsBefore[reason] ?? 0) + n;
+    }
   }
 
   /** After a write that found the reader gone: ends its stream (what is left is counted as dropped) and looks for the next. */
@@ -126,7 +144,7 @@ export class FifoSink implements FrameSink {
     const reader = this.reader;
     if (!reader?.pipe.gone) return;
     this.reader = undefined;
-    reader.stream.close();
+    this.endStream(reader);
     if (reader.pipe.failure) throw reader.pipe.failure;
     this.report("info", "sink FIFO's reader has gone; waiting for the next", { sink: this.name, reader: this.readers });
   }

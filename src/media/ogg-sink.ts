@@ -99,6 +99,11 @@ export class OggSink implements FrameSink {
     return this.bytes.name;
   }
 
+  /** What the recording left out: OpusFrames with no valid TOC, which no page can place on its timeline. */
+  get dropped(): Readonly<Record<string, number>> {
+    return { sink_invalid_packet: this.invalidPackets };
+  }
+
   write(message: ParsedMessage): void {
     if (this.closed) return;
     if (message.type === MessageType.Config) this.onConfig(message.payload);

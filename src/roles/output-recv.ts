@@ -18,6 +18,7 @@ export async function startOutputClient(
   settings: RoleSettings<"output recv">,
   logger: Logger,
   onMessage: (message: ParsedMessage) => void,
+  droppedBySink?: () => Readonly<Record<string, number>> | undefined,
 ): Promise<{ client: OutputClient; instruments: Instruments }> {
   const client = new OutputClient({
     path: settings.socket,
@@ -25,6 +26,7 @@ export async function startOutputClient(
     connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
     socketBuffers: socketBufferSizes(settings["socket-buffers"]),
     onMessage,
+    droppedBySink,
   });
   const instruments = await Instruments.attach(client, { role: "output recv", settings, logger });
   await instruments.start();
@@ -47,7 +49,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     sink.write(message);
     flusher.wrote();
     if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();
-  });
+  }, () => sink?.dropped);
   try {
     sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
   } catch (e) {

@@ -15,7 +15,8 @@ import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
 import { healthz, metricsUrl } from "../support/metrics.ts";
-import { encodeWith, requireTool, runTool, wav } from "../support/opus-fixtures.ts";
+import { packetsOf } from "../support/ogg.ts";
+import { encodeWith, requireTool, runTool, TONE, wav } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
 import { spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
@@ -338,6 +339,20 @@ describe("input serve / input send as processes", () => {
     expect(server.frames.length).toBe(300);
     expect(server.frames.every((p, k) => sameBytes(p, testPayload(k)))).toBe(true);
     expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ connects: "1", ack_timeouts: "0", dropped: "0" });
+  });
+
+  test("an Ogg file sink leaves out OpusFrames with nothing to place on the timeline (empty), and counts them: frames = packets recorded + dropped", async () => {
+    const { sock, path } = setup();
+    const tone = packetsOf(new Uint8Array(readFileSync(TONE))).slice(2);
+    const payloadOf = (i: number) => (i % 10 === 9 ? new Uint8Array(0) : tone[i % tone.length]!);
+    await writeWireFile(path("mic.wire"), 60, payloadOf);
+    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", path("mic.opus"), "--format", "ogg", "--once"]);
+    await server.waitForStderr("listening socket=");
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("mic.wire"), "--max-latency-ms", "60000", "--write-deadline-ms", "0"]);
+    expect(await sender.exited, sender.stderr).toBe(0);
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(packetsOf(new Uint8Array(readFileSync(path("mic.opus")))).slice(2).length).toBe(54);
+    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({ frames: "60", dropped: "6", dropped_sink_invalid_packet: "6" });
   });
 
   test("an Ogg sink on a FIFO feeds a player: opusdec reading it decodes every packet it was given, and the stream ends when the server stops", async () => {

@@ -8,6 +8,8 @@ import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { packetsOf } from "../support/ogg.ts";
+import { TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { BUN, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
@@ -125,6 +127,23 @@ describe("output serve -> output recv", () => {
     expect(firstMismatch(tail, from)).toBe(-1);
     expect(existsSync(t.sock)).toBe(false);
   }, 30_000);
+});
+
+describe("output recv into an Ogg sink", () => {
+  test("OpusFrames with nothing to place on the timeline (empty) are left out of the recording and counted: frames = packets recorded + dropped", async () => {
+    const t = setup();
+    const tone = packetsOf(new Uint8Array(readFileSync(TONE))).slice(2);
+    const payloadOf = (i: number) => (i % 10 === 9 ? new Uint8Array(0) : tone[i % tone.length]!);
+    await writeWireFile(t.source, 60, payloadOf);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
+    await serve.waitForStderr("waiting for a client");
+    const recv = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.path("out.opus"), "--format", "ogg", "--count", "60"]);
+    expect(recv.code, recv.stderr).toBe(0);
+    expect(await serve.exited).toBe(0);
+    const recorded = packetsOf(new Uint8Array(readFileSync(t.path("out.opus")))).slice(2);
+    expect(recorded.length).toBe(54);
+    expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "60", dropped: "6", dropped_sink_invalid_packet: "6" });
+  });
 });
 
 describe("output serve: a lossless file served to a client slow to see its connect", () => {

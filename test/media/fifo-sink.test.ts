@@ -180,7 +180,7 @@ async function stalledOggSession() {
   await writeUntil(() => sink.readers === 1, "the reader", frame);
   // Every frame before the one that found the reader had nobody to go to.
   const firstHeard = written - 1;
-  expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_reader_slow: 0 });
+  expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_reader_slow: 0, sink_invalid_packet: 0 });
   for (let i = 0; i < 3000; i++) frame();
   const slowWhileStalled = sink.dropped.sink_reader_slow;
   // The reader's first read empties the pipe (it takes all there is).
@@ -269,10 +269,46 @@ describe("FifoSink, Ogg", () => {
     expect(pages.map((p) => p.sequence)).toEqual(pages.map((_, i) => i));
     const heard = packetsOf(bytes).slice(2);
     // The last page's frames were not dropped: they waited for the reader, as the end of the stream.
-    expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_reader_slow: slow });
+    expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_reader_slow: slow, sink_invalid_packet: 0 });
     expect(heard.length + slow + firstHeard).toBe(written);
     expect(heard.slice(-3).findIndex((p, i) => !sameBytes(p, tonePacket(written - 3 + i)))).toBe(-1);
     expect(runTool([requireTool("opusinfo", "opus-tools"), out]).exitCode).toBe(0);
+  }, 20_000);
+
+  test("OpusFrames no page can place (empty, or an impossible TOC) are counted sink_invalid_packet, those of readers gone too", async () => {
+    const t = setup();
+    const first = t.path("r1.opus");
+    const second = t.path("r2.opus");
+    const { sink, lines } = openFifoSink("ogg", t.fifo);
+    let written = 0;
+    const frame = () => {
+      // Every 10th frame empty: nothing to decode, no duration.
+      send(sink, MessageType.OpusFrame, written % 10 === 9 ? new Uint8Array(0) : tonePacket(written));
+      written++;
+      if (written % 5 === 0) sink.flush();
+    };
+    const r1 = reader(`exec head -c 3000 "$0" > "$1"`, t.fifo, first);
+    await writeUntil(() => sink.readers === 1, "the first reader", frame);
+    const r1Found = written - 1;
+    await writeUntil(() => count(lines, GONE) === 1, "the first reader to leave", frame);
+    // Frames from the one that found reader 1 up to here went to its stream; then none until reader 2.
+    const r1Gone = written;
+    expect(await r1.exited).toBe(0);
+    const r2 = reader(CAT, t.fifo, second);
+    await writeUntil(() => sink.readers === 2, "the second reader", frame);
+    const r2Found = written - 1;
+    for (let i = 0; i < 40; i++) frame();
+    await sink.close();
+    expect(await r2.exited).toBe(0);
+
+    const invalidIn = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => from + k).filter((i) => i % 10 === 9).length;
+    expect(invalidIn(r2Found, written)).toBeGreaterThan(0);
+    // Counted for both readers' streams, the one gone included.
+    expect(sink.dropped.sink_invalid_packet).toBe(invalidIn(r1Found, r1Gone) + invalidIn(r2Found, written));
+    // Reader 2 heard every other frame from the one that found it.
+    const heard = packetsOf(read(second)).slice(2);
+    expect(heard.length).toBe(written - r2Found - invalidIn(r2Found, written));
+    expect(heard.every((p) => p.length > 0)).toBe(true);
   }, 20_000);
 
   test("readers one after another: the sink notices one leave (EPIPE); the next gets a stream of its own (OpusHead from the session's Config, granule from 0, a new serial)", async () => {
@@ -499,7 +535,7 @@ describe("FifoSink, the path changed under it", () => {
     const heard = packets.slice(2);
     expect(heard.length).toBe(written - firstHeard);
     expect(heard.findIndex((p, i) => !sameBytes(p, tonePacket(firstHeard + i)))).toBe(-1);
-    expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_reader_slow: 0 });
+    expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_reader_slow: 0, sink_invalid_packet: 0 });
     expect(lines.filter((l) => l.startsWith("warn")).length).toBe(1);
     expect(count(lines, OPENED)).toBe(1);
     expect(statSync(t.fifo).isFIFO()).toBe(true);
