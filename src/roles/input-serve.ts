@@ -27,6 +27,7 @@ export function inputChannel(settings: Settings, logger: Logger): { server: Inpu
   let flusher!: SinkFlusher;
   const { promise: finished, resolve, reject } = Promise.withResolvers<void>();
   const finish = (error?: Error) => (error ? reject(error) : resolve());
+  let closing = false;
   const server = new InputServer({
     path: settings.socket,
     mode: settings["socket-mode"],
@@ -37,7 +38,9 @@ export function inputChannel(settings: Settings, logger: Logger): { server: Inpu
       flusher.wrote();
     },
     onSessionEnd: (reason, clean) => {
-      sink.flush();
+      // Not when the sink closes next (--once, or the channel stopping): its close writes what is
+      // pending as the stream's end, which a FIFO's slow reader may still get, where a flush drops it.
+      if (!closing && !settings.once) sink.flush();
       report("info", clean ? "session ended by Stop" : "session ended without Stop", { reason });
       if (settings.once) finish();
     },
@@ -58,6 +61,7 @@ export function inputChannel(settings: Settings, logger: Logger): { server: Inpu
       await shutdown.race(finished);
     } finally {
       flusher.stop();
+      closing = true;
       await server.stop();
       try {
         // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.

@@ -9,15 +9,16 @@ import {
   OUTPUT_MAGIC,
   type AudioConfig,
 } from "../../src/protocol/index.ts";
+import { PageFlag } from "../../src/media/ogg-page.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
-import { healthz, metricsUrl } from "../support/metrics.ts";
-import { packetsOf } from "../support/ogg.ts";
+import { healthz, metricsUrl, scrapeUntil, value } from "../support/metrics.ts";
+import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith, requireTool, runTool, TONE, wav } from "../support/opus-fixtures.ts";
-import { testPayload } from "../support/payloads.ts";
+import { payloadOfSize, testPayload } from "../support/payloads.ts";
 import { spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
@@ -382,6 +383,39 @@ describe("input serve / input send as processes", () => {
     expect(server.stderr).toContain("input-server: sink FIFO opened by a reader");
     // Every packet given decoded, less the OpusHead's pre-skip (the stream carries no end trimming).
     expect(readFileSync(path("played.raw")).length / 4).toBe(delivered * 960 - 312);
+  });
+
+  test("SIGTERM mid-session while a FIFO's reader stalls with the pipe full: a reader back within 1 s gets the frames still pending on the end-of-stream page", async () => {
+    const { sock, path } = setup();
+    const fifo = makeFifo(path("player.opus"));
+    // Large packets (TOC: 20 ms, code 0), so that real-time streaming fills the pipe in about a second.
+    const packet = (i: number) => {
+      const bytes = payloadOfSize(i, 1000);
+      bytes[0] = 0xfc;
+      return bytes;
+    };
+    await writeWireFile(path("mic.wire"), 500, packet);
+    const heard = path("heard.opus");
+    const player = start(["sh", "-c", 'exec 3<"$0"; while [ ! -e "$1.go" ]; do sleep 0.01; done; exec cat <&3 > "$1"', fifo, heard]);
+    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", fifo, "--format", "ogg", "--page-ms", "10000", "--metrics", "127.0.0.1:0"]);
+    const base = await metricsUrl(server);
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("mic.wire"), "--realtime", "--loop", "--max-latency-ms", "60000", "--write-deadline-ms", "0"]);
+    await scrapeUntil(base, (text) => value(text, "audio_agent_frames_dropped_by_reason_total", { reason: "sink_reader_slow" }) > 0, "the pipe to fill");
+    // A page is being filled (10 s of pages): the stop must not drop it as the pipe is full.
+    server.kill("SIGTERM");
+    writeFileSync(`${heard}.go`, "");
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(await player.exited).toBe(0);
+    sender.kill("SIGTERM");
+    await sender.exited;
+
+    const pages = pagesOf(new Uint8Array(readFileSync(heard)));
+    const last = pages.at(-1)!;
+    expect(last.flags & PageFlag.EndOfStream).toBe(PageFlag.EndOfStream);
+    expect(last.table.filter((v) => v < 255).length).toBeGreaterThan(0);
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    const packets = packetsOf(new Uint8Array(readFileSync(heard))).length - 2;
+    expect(packets + Number(stopped.dropped)).toBe(Number(stopped.frames));
   });
 
   test("--realtime delivers every packet of a 2 s opusenc file to a server that is up, the first one too", async () => {
