@@ -34,7 +34,7 @@ interface Reader {
 export class FifoSink implements FrameSink {
   private readonly counts: Record<FifoSinkDrop, number> = { sink_no_reader: 0, sink_reader_slow: 0 };
   /** What the streams of readers gone left out themselves (an Ogg stream: invalid packets), by reason. */
-  private readonly streamsBefore: Record<string, number> = {};
+  private readonly streamsBefore: Record<string, number>;
   /** Readers served so far. */
   readers = 0;
   private reader: Reader | undefined;
@@ -49,7 +49,11 @@ export class FifoSink implements FrameSink {
     /** A stream (OggSink, WireSink) over one reader's pipe. */
     private readonly streamFor: (pipe: ByteOutput) => FrameSink,
     private readonly report: FifoReport,
-  ) {}
+    /** The reasons its streams drop for (an Ogg stream: sink_invalid_packet), named from the start. */
+    streamReasons: readonly string[] = [],
+  ) {
+    this.streamsBefore = Object.fromEntries(streamReasons.map((reason) => [reason, 0]));
+  }
 
   /** OpusFrames dropped, by reason: no reader, a slow reader, and what a reader's stream left out. */
   get dropped(): Readonly<Record<string, number>> {

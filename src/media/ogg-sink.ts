@@ -19,6 +19,9 @@ export interface OggSinkOptions {
   serial?: number;
 }
 
+/** Why an Ogg sink leaves an OpusFrame out: its TOC is invalid (or it is empty), so no page can place it. */
+export const OGG_SINK_DROP = "sink_invalid_packet";
+
 /**
  * Records the OpusFrame payloads it receives as an Ogg Opus stream (RFC 7845):
  * OpusHead and OpusTags on pages of their own, then audio pages whose granule
@@ -101,7 +104,7 @@ export class OggSink implements FrameSink {
 
   /** What the recording left out: OpusFrames with no valid TOC, which no page can place on its timeline. */
   get dropped(): Readonly<Record<string, number>> {
-    return { sink_invalid_packet: this.invalidPackets };
+    return { [OGG_SINK_DROP]: this.invalidPackets };
   }
 
   write(message: ParsedMessage): void {

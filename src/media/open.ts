@@ -7,7 +7,7 @@ import { FifoSource, type FifoReport } from "./fifo-source.ts";
 import { checkFileFormat, type MediaFormat } from "./file-format.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import type { FrameSource, SourceFrame } from "./frame-source.ts";
-import { OggSink } from "./ogg-sink.ts";
+import { OGG_SINK_DROP, OggSink } from "./ogg-sink.ts";
 import { OggSource } from "./ogg-source.ts";
 import { WireSink } from "./wire-sink.ts";
 import { WireSource } from "./wire-source.ts";
@@ -65,7 +65,7 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
     const ogg = { preSkip: options.preSkip, pageMs: options.pageMs };
     if (format === "ogg") OggSink.check(ogg);
     const streamFor = (pipe: ByteOutput): FrameSink => (format === "ogg" ? OggSink.over(pipe, ogg) : WireSink.over(pipe));
-    return new FifoSink(path, streamFor, options.fifoReaders);
+    return new FifoSink(path, streamFor, options.fifoReaders, format === "ogg" ? [OGG_SINK_DROP] : []);
   }
   switch (format) {
     case "wire":
