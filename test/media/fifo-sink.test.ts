@@ -39,11 +39,11 @@ function setup() {
 }
 
 /** A FIFO sink through openSink, as `input serve --sink FIFO` opens it; what it reports, as lines. */
-function openFifoSink(format: MediaFormat, path: string) {
+function openFifoSink(format: MediaFormat, path: string, pageMs = 100) {
   const lines: string[] = [];
   const sink = openSink(format, path, {
     preSkip: 312,
-    pageMs: 100,
+    pageMs,
     fifoReaders: (level, message, fields) => lines.push(`${level} ${message}${fields ? ` ${JSON.stringify(fields)}` : ""}`),
   });
   expect(sink).toBeInstanceOf(FifoSink);
@@ -165,16 +165,17 @@ const packetsEnding = (page: PageInfo) => page.table.filter((v) => v < 255).leng
  * reads to its end: 10 frames before any reader, frames until the sink finds
  * it, 3000 frames while it stalls (far more than a pipe holds), 100 once it
  * has emptied the pipe (~17 KB: they fit), then close. Frames are real Opus
- * packets; the sink is flushed every 5, as the SinkFlusher does.
+ * packets; the sink is flushed a page (`pageMs`) apart, as the SinkFlusher does.
  */
-async function stalledOggSession() {
+async function stalledOggSession(pageMs = 100) {
   const t = setup();
   const out = t.path("heard.opus");
-  const { sink, lines } = openFifoSink("ogg", t.fifo);
+  const { sink, lines } = openFifoSink("ogg", t.fifo, pageMs);
   let written = 0;
+  // Flushed a page's worth of 20 ms frames apart, as the SinkFlusher does.
   const frame = () => {
     send(sink, MessageType.OpusFrame, tonePacket(written++));
-    if (written % 5 === 0) sink.flush();
+    if (written % (pageMs / 20) === 0) sink.flush();
   };
   for (let i = 0; i < 10; i++) frame();
   const player = reader(STALLED(2), t.fifo, out);
@@ -238,6 +239,18 @@ describe("FifoSink, Ogg", () => {
     const info = runTool([requireTool("opusinfo", "opus-tools"), s.out]);
     expect(info.stdout).not.toContain("WARNING");
     expect(info.exitCode).toBe(0);
+  }, 20_000);
+
+  test("pages larger than the pipe writes whole (2 s of audio a page): each begun page is finished intact, though the page writer reuses its buffer for the next", async () => {
+    const s = await stalledOggSession(2000);
+    expect(s.slowWhileStalled).toBeGreaterThan(0);
+    // Pages of 100 packets, over 4 KiB: the full pipe took some only in part.
+    const pages = expectWholeStream(s.bytes);
+    expect(pages.some((p) => p.size > 4096)).toBe(true);
+    expect(pages.map((p) => p.sequence)).toEqual(pages.map((_, i) => i));
+    const heard = packetsOf(s.bytes).slice(2);
+    expect(heard.length + s.sink.dropped.sink_reader_slow + s.sink.dropped.sink_no_reader).toBe(s.written);
+    expect(runTool([requireTool("opusinfo", "opus-tools"), s.out]).exitCode).toBe(0);
   }, 20_000);
 
   test("closed while the reader stalls with the pipe full: the stream's end waits for it, and a reader back within LINGER_MS gets every page to the end-of-stream one", async () => {
