@@ -348,6 +348,9 @@ describe("FifoSink, Ogg", () => {
     await writeUntil(() => sink.readers === 2, "the second reader", frame);
     const firstHeard = written - 1;
     const dropped = { ...sink.dropped };
+    // Reader 1 read all it got: what it did not get (it left, then no reader) is no reader's, none a slow one's.
+    expect(dropped.sink_reader_slow).toBe(0);
+    expect(dropped.sink_no_reader).toBeGreaterThan(0);
     for (let i = 0; i < 60; i++) {
       frame();
       if (i % 7 === 0) send(sink, MessageType.Heartbeat);
