@@ -40,6 +40,8 @@ export class FifoSink implements FrameSink {
   private reader: Reader | undefined;
   /** The session's Config, copied: each new reader's stream starts with it. */
   private config: ParsedMessage | undefined;
+  /** The Config was dropped for a slow reader (a wire stream): offered again ahead of what comes next. */
+  private configOwed = false;
   private lastLook = -Infinity;
   private missing = false;
   private closed = false;
@@ -64,7 +66,8 @@ export class FifoSink implements FrameSink {
 
   write(message: ParsedMessage): void {
     if (this.closed) return;
-    if (message.type === MessageType.Config) this.config = copyMessage(message);
+    const isConfig = message.type === MessageType.Config;
+    if (isConfig) this.config = copyMessage(message);
     let reader = this.reader;
     if (!reader) {
       reader = this.lookForReader();
@@ -72,10 +75,27 @@ export class FifoSink implements FrameSink {
         if (message.type === MessageType.OpusFrame) this.counts.sink_no_reader++;
         return;
       }
-      if (this.config && message.type !== MessageType.Config) reader.stream.write(this.config);
+      // A new reader's stream starts with the session's Config.
+      if (this.config && !isConfig) reader.stream.write(this.config);
+    } else if (this.configOwed && !isConfig) {
+      // A Config the full pipe could not take (a wire stream) goes ahead of anything after it.
+      this.configOwed = !this.writeTaken(reader, this.config!);
+      if (this.configOwed) {
+        if (message.type === MessageType.OpusFrame) this.counts[reader.pipe.gone ? "sink_no_reader" : "sink_reader_slow"]++;
+        this.letGoIfGone();
+        return;
+      }
     }
-    reader.stream.write(message);
+    if (isConfig) this.configOwed = !this.writeTaken(reader, message);
+    else reader.stream.write(message);
     this.letGoIfGone();
+  }
+
+  /** Writes a message to the reader's stream; false only if the pipe was offered it and took none of it. */
+  private writeTaken(reader: Reader, message: ParsedMessage): boolean {
+    const offered = reader.pipe.offered;
+    reader.stream.write(message);
+    return reader.pipe.offered === offered || reader.pipe.lastTaken;
   }
 
   flush(): void {
@@ -131,6 +151,7 @@ export class FifoSink implements FrameSink {
     this.report("info", "sink FIFO opened by a reader", { sink: this.name, reader: this.readers });
     const pipe = new ReaderPipe(this.name, fd, this.counts);
     this.reader = { pipe, stream: this.streamFor(pipe) };
+    this.configOwed = false;
     return this.reader;
   }
 
@@ -171,6 +192,9 @@ class ReaderPipe implements ByteOutput {
   failure: Error | undefined;
   /** The stream's last units are being written: hold them rather than drop them. */
   ending = false;
+  /** Units offered so far, and whether the last one was taken (wholly or begun). */
+  offered = 0;
+  lastTaken = false;
   /** Units not yet wholly in the pipe, in order: the first may be begun. */
   private held: { bytes: Uint8Array; frames: number }[] = [];
   private timer: ReturnType<typeof setTimeout> | undefined;
@@ -191,6 +215,12 @@ class ReaderPipe implements ByteOutput {
   }
 
   write(bytes: Uint8Array, frames: number): boolean {
+    this.offered++;
+    this.lastTaken = this.take(bytes, frames);
+    return this.lastTaken;
+  }
+
+  private take(bytes: Uint8Array, frames: number): boolean {
     if (this.gone || this.closing) {
       this.dropped.sink_no_reader += frames;
       return false;

@@ -462,6 +462,43 @@ describe("FifoSink, wire", () => {
     expect(lines).toEqual([`info ${OPENED} ${JSON.stringify({ sink: t.fifo, reader: 1 })}`]);
   }, 20_000);
 
+  test("a new Config while the pipe is full is not lost: it reaches the reader ahead of every frame sent after it", async () => {
+    const t = setup();
+    const out = t.path("heard.wire");
+    const { sink } = openFifoSink("wire", t.fifo);
+    const player = reader(`exec 3<"$0"; while [ ! -e "$1.go" ]; do sleep 0.01; done; exec cat <&3 > "$1"`, t.fifo, out);
+    let written = 0;
+    const frame = () => send(sink, MessageType.OpusFrame, payloadOfSize(written, 1000), BigInt(++written));
+    send(sink, MessageType.Config, MONO_16K);
+    await writeUntil(() => sink.readers === 1, "the reader", frame);
+    for (let i = 0; i < 100; i++) frame();
+    expect(sink.dropped.sink_reader_slow).toBeGreaterThan(0);
+    // The session's stream changes while the reader cannot take anything.
+    const stereo = encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 });
+    send(sink, MessageType.Config, stereo);
+    const firstAfter = written;
+    for (let i = 0; i < 20; i++) frame();
+    writeFileSync(`${out}.go`, "");
+    // Frames keep coming while the reader empties the pipe; the new Config goes once there is room.
+    const configsHeard = () => parseWire(read(out), INPUT_MAGIC).messages.filter((m) => m.type === MessageType.Config).length;
+    await writeUntil(() => sizeOf(out) > 0 && configsHeard() === 2, "the new Config to reach the reader", frame);
+    for (let i = 0; i < 20; i++) frame();
+    await sink.close();
+    expect(await player.exited).toBe(0);
+
+    const messages = wholeWireMessages(out, INPUT_MAGIC);
+    const configs = messages.flatMap((m, k) => (m.type === MessageType.Config ? [k] : []));
+    expect(configs.length).toBe(2);
+    expect(sameBytes(messages[configs[1]!]!.payload, stereo)).toBe(true);
+    // No frame sent after the new Config comes before it.
+    const firstLater = messages.findIndex((m) => m.type === MessageType.OpusFrame && Number(m.timestampNs) > firstAfter);
+    expect(firstLater).toBeGreaterThan(configs[1]!);
+    const early = messages.slice(configs[1]!).filter((m) => m.type === MessageType.OpusFrame && Number(m.timestampNs) <= firstAfter);
+    expect(early.length).toBe(0);
+    const frames = messages.filter((m) => m.type === MessageType.OpusFrame).length;
+    expect(frames + sink.dropped.sink_reader_slow! + sink.dropped.sink_no_reader!).toBe(written);
+  }, 20_000);
+
   test("closed while the stalled reader's pipe holds part of a message: close settles once the reader has taken it, and the reader gets whole messages only", async () => {
     const t = setup();
     const out = t.path("heard.wire");
