@@ -79,19 +79,29 @@ export class ByteSink implements ByteOutput {
   }
 
   private writeAll(bytes: Uint8Array): void {
-    let at = 0;
-    while (at < bytes.length) {
-      try {
-        at += writeSync(this.fd, bytes, at, bytes.length - at);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code ?? String(e);
-        if (code === "EAGAIN") {
-          Bun.sleepSync(1);
-          continue;
-        }
-        throw new Error(`cannot write to sink ${this.name}: ${code}`);
-      }
+    for (let at = 0; ; ) {
+      const stopped = writeFrom(this.fd, bytes, at);
+      if (stopped.code === undefined) break;
+      if (stopped.code !== "EAGAIN") throw new Error(`cannot write to sink ${this.name}: ${stopped.code}`);
+      at = stopped.at;
+      Bun.sleepSync(1);
     }
     this.bytesWritten += bytes.length;
   }
+}
+
+/**
+ * Writes `bytes` to `fd` from `at` on until all of it is written or a write
+ * fails: how far it got, and the errno name ("EAGAIN", "EPIPE", ...) of the
+ * failure that stopped it short.
+ */
+export function writeFrom(fd: number, bytes: Uint8Array, at = 0): { at: number; code?: string } {
+  while (at < bytes.length) {
+    try {
+      at += writeSync(fd, bytes, at, bytes.length - at);
+    } catch (e) {
+      return { at, code: (e as NodeJS.ErrnoException).code ?? String(e) };
+    }
+  }
+  return { at };
 }

@@ -1,6 +1,6 @@
-import { closeSync, constants, fstatSync, openSync, statSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, statSync } from "node:fs";
 import { MessageType, ParsedMessage } from "../protocol/index.ts";
-import type { ByteOutput } from "./byte-sink.ts";
+import { writeFrom, type ByteOutput } from "./byte-sink.ts";
 import type { FifoReport } from "./fifo-source.ts";
 import type { FrameSink } from "./frame-sink.ts";
 
@@ -315,20 +315,9 @@ class ReaderPipe implements ByteOutput {
 
   /** Writes as much of `bytes` as the pipe takes now; how much that was. */
   private put(bytes: Uint8Array): number {
-    let at = 0;
-    while (at < bytes.length) {
-      try {
-        at += writeSync(this.fd, bytes, at, bytes.length - at);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code ?? String(e);
-        if (code === "EAGAIN") break;
-        if (code === "EPIPE") {
-          this.gone = true;
-          break;
-        }
-        throw new Error(`cannot write to sink ${this.name}: ${code}`);
-      }
-    }
+    const { at, code } = writeFrom(this.fd, bytes);
+    if (code === "EPIPE") this.gone = true;
+    else if (code !== undefined && code !== "EAGAIN") throw new Error(`cannot write to sink ${this.name}: ${code}`);
     return at;
   }
 }
