@@ -14,7 +14,7 @@ import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
+import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
 import { healthz, metricsUrl, scrapeUntil, value } from "../support/metrics.ts";
 import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith, requireTool, runTool, TONE, wav } from "../support/opus-fixtures.ts";
@@ -396,14 +396,14 @@ describe("input serve / input send as processes", () => {
     };
     await writeWireFile(path("mic.wire"), 500, packet);
     const heard = path("heard.opus");
-    const player = start(["sh", "-c", 'exec 3<"$0"; while [ ! -e "$1.go" ]; do sleep 0.01; done; exec cat <&3 > "$1"', fifo, heard]);
+    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
     const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", fifo, "--format", "ogg", "--page-ms", "10000", "--metrics", "127.0.0.1:0"]);
     const base = await metricsUrl(server);
     const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("mic.wire"), "--realtime", "--loop", "--max-latency-ms", "60000", "--write-deadline-ms", "0"]);
     await scrapeUntil(base, (text) => value(text, "audio_agent_frames_dropped_by_reason_total", { reason: "sink_reader_slow" }) > 0, "the pipe to fill");
     // A page is being filled (10 s of pages): the stop must not drop it as the pipe is full.
     server.kill("SIGTERM");
-    writeFileSync(`${heard}.go`, "");
+    releaseReader(heard);
     expect(await server.exited, server.stderr).toBe(0);
     expect(await player.exited).toBe(0);
     sender.kill("SIGTERM");

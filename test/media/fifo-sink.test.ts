@@ -16,7 +16,7 @@ import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, FrameParser, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { makeFifo } from "../support/fifo.ts";
+import { HELD_READER, makeFifo, releaseReader } from "../support/fifo.ts";
 import { packetsOf, pagesOf, type PageInfo } from "../support/ogg.ts";
 import { requireTool, runTool, TONE } from "../support/opus-fixtures.ts";
 import { payloadOfSize } from "../support/payloads.ts";
@@ -257,8 +257,7 @@ describe("FifoSink, Ogg", () => {
     const t = setup();
     const out = t.path("heard.opus");
     const { sink } = openFifoSink("ogg", t.fifo);
-    // Holds the FIFO open and reads nothing until the test makes OUT.go.
-    const player = reader(`exec 3<"$0"; while [ ! -e "$1.go" ]; do sleep 0.01; done; exec cat <&3 > "$1"`, t.fifo, out);
+    const player = reader(HELD_READER, t.fifo, out);
     let written = 0;
     const frame = () => {
       send(sink, MessageType.OpusFrame, tonePacket(written++));
@@ -274,7 +273,7 @@ describe("FifoSink, Ogg", () => {
     expect(slow).toBeGreaterThan(0);
     const closing = sink.close();
     expect(Bun.peek.status(closing)).toBe("pending");
-    writeFileSync(`${out}.go`, "");
+    releaseReader(out);
     await closing;
     expect(await player.exited).toBe(0);
 
@@ -466,7 +465,7 @@ describe("FifoSink, wire", () => {
     const t = setup();
     const out = t.path("heard.wire");
     const { sink } = openFifoSink("wire", t.fifo);
-    const player = reader(`exec 3<"$0"; while [ ! -e "$1.go" ]; do sleep 0.01; done; exec cat <&3 > "$1"`, t.fifo, out);
+    const player = reader(HELD_READER, t.fifo, out);
     let written = 0;
     const frame = () => send(sink, MessageType.OpusFrame, payloadOfSize(written, 1000), BigInt(++written));
     send(sink, MessageType.Config, MONO_16K);
@@ -478,7 +477,7 @@ describe("FifoSink, wire", () => {
     send(sink, MessageType.Config, stereo);
     const firstAfter = written;
     for (let i = 0; i < 20; i++) frame();
-    writeFileSync(`${out}.go`, "");
+    releaseReader(out);
     // Frames keep coming while the reader empties the pipe; the new Config goes once there is room.
     const configsHeard = () => parseWire(read(out), INPUT_MAGIC).messages.filter((m) => m.type === MessageType.Config).length;
     await writeUntil(() => sizeOf(out) > 0 && configsHeard() === 2, "the new Config to reach the reader", frame);
@@ -503,8 +502,7 @@ describe("FifoSink, wire", () => {
     const t = setup();
     const out = t.path("heard.wire");
     const { sink } = openFifoSink("wire", t.fifo);
-    // Holds the FIFO open and reads nothing until the test makes OUT.go.
-    const player = reader(`exec 3<"$0"; while [ ! -e "$1.go" ]; do sleep 0.01; done; exec cat <&3 > "$1"`, t.fifo, out);
+    const player = reader(HELD_READER, t.fifo, out);
     let written = 0;
     const frame = () => send(sink, MessageType.OpusFrame, payloadOfSize(written, 4096), BigInt(++written));
     await writeUntil(() => sink.readers === 1, "the reader", frame);
@@ -513,7 +511,7 @@ describe("FifoSink, wire", () => {
     expect(sink.dropped.sink_reader_slow).toBeGreaterThan(0);
     const closing = sink.close();
     expect(Bun.peek.status(closing)).toBe("pending");
-    writeFileSync(`${out}.go`, "");
+    releaseReader(out);
     await closing;
     expect(await player.exited).toBe(0);
 
@@ -530,8 +528,7 @@ describe("FifoSink, wire", () => {
     const t = setup();
     const out = t.path("heard.wire");
     const { sink } = openFifoSink("wire", t.fifo);
-    // Holds the FIFO open and reads nothing until the test makes OUT.go.
-    const player = reader(`exec 3<"$0"; while [ ! -e "$1.go" ]; do sleep 0.01; done; exec cat <&3 > "$1"`, t.fifo, out);
+    const player = reader(HELD_READER, t.fifo, out);
     let written = 0;
     const frame = () => send(sink, MessageType.OpusFrame, payloadOfSize(written, 4096), BigInt(++written));
     await writeUntil(() => sink.readers === 1, "the reader", frame);
@@ -541,7 +538,7 @@ describe("FifoSink, wire", () => {
     // The reader never reads while the sink closes: it gives up on the rest after LINGER_MS, without blocking.
     await sink.close();
     expect(sink.dropped).toEqual({ ...before, sink_reader_slow: before.sink_reader_slow + 1 });
-    writeFileSync(`${out}.go`, "");
+    releaseReader(out);
     expect(await player.exited).toBe(0);
     const wire = parseWire(read(out), INPUT_MAGIC);
     expect(wire.error).toBeUndefined();

@@ -11,7 +11,7 @@ import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
+import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
 import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeValue, value } from "../support/metrics.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
 import { agentEnv, runAgent, spawnAgent, start, stopAgents } from "../support/processes.ts";
@@ -152,7 +152,7 @@ describe("serve: both channels in one process", () => {
       expect(await scrapeValue(base, "audio_agent_frames_dropped_by_reason_total", { channel: "input", reason: "sink_no_reader" })).toBe(200);
 
       // A player that opens the FIFO and reads nothing until told: the pipe fills, and then frames are dropped, not waited for.
-      const reader = start(["sh", "-c", 'exec 3<"$0"; read go; exec cat <&3 > "$1"', micFifo, got], { stdin: "pipe" });
+      const reader = start(["sh", "-c", HELD_READER, micFifo, got]);
       const slow = () => scrapeValue(base, "audio_agent_frames_dropped_by_reason_total", { channel: "input", reason: "sink_reader_slow" });
       let k = 1;
       for (; k < 20 && (await slow()) === 0; k++) await session(k);
@@ -171,7 +171,7 @@ describe("serve: both channels in one process", () => {
       recv.kill("SIGTERM");
       expect(await recv.exited, recv.stderr).toBe(0);
 
-      await reader.writeStdin(new TextEncoder().encode("go\n"));
+      releaseReader(got);
       agent.kill("SIGTERM");
       expect(await agent.exited, agent.stderr).toBe(0);
       expect(await reader.exited, reader.stderr).toBe(0);

@@ -3,13 +3,24 @@
  * process that opens the FIFO, writes a file into it and closes it.
  */
 import { ptr } from "bun:ffi";
-import { statSync, unlinkSync } from "node:fs";
+import { statSync, unlinkSync, writeFileSync } from "node:fs";
 import { openLibc } from "../../src/transport/socket-options.ts";
 
 export function makeFifo(path: string): string {
   const made = Bun.spawnSync(["mkfifo", path], { stderr: "pipe" });
   if (made.exitCode !== 0 || !statSync(path).isFIFO()) throw new Error(`mkfifo ${path} failed: ${made.stderr}`);
   return path;
+}
+
+/**
+ * A player that stalls: `sh -c HELD_READER FIFO OUT` opens the FIFO, reads
+ * nothing until releaseReader(OUT), then reads it to its end into OUT.
+ */
+export const HELD_READER = `exec 3<"$0"; while [ ! -e "$1.go" ]; do sleep 0.01; done; exec cat <&3 > "$1"`;
+
+/** Lets a HELD_READER writing into `out` read. */
+export function releaseReader(out: string): void {
+  writeFileSync(`${out}.go`, "");
 }
 
 /**
