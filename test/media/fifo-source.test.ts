@@ -51,6 +51,16 @@ function count(text: string, part: string): number {
   return text.split(part).length - 1;
 }
 
+/**
+ * The second encoder run written into the FIFO by a new writer; waits until
+ * `serve` has read its stream to the end (its `nth` writer), all of it.
+ */
+async function feedSecond(t: ReturnType<typeof setup>, serve: Spawned, nth: number): Promise<void> {
+  expect(await writeIntoFifo(t.fifo, t.second, 20_000)).toBe(0);
+  await until(() => count(serve.stderr, "source: writer closed the stream") === nth, `writer ${nth}'s end`);
+  expect(logFields(serve.stderr, "source", "writer closed the stream")?.frames).toBe(String(audioPackets(t.second).length));
+}
+
 describe("output serve --source FIFO --format ogg", () => {
   test("listens before any writer, serves two encoder runs one after the other, stays up, exits 0 on SIGTERM", async () => {
     const t = setup();
@@ -116,9 +126,7 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
     unlinkSync(t.fifo);
     makeFifo(t.fifo);
     // Without a reader on the new FIFO this writer would wait for ever: 20 s is far more than the agent needs.
-    expect(await writeIntoFifo(t.fifo, t.second, 20_000)).toBe(0);
-    await until(() => count(serve.stderr, "source: writer closed the stream") === 2, "the second writer's end");
-    expect(logFields(serve.stderr, "source", "writer closed the stream")?.frames).toBe(String(audioPackets(t.second).length));
+    await feedSecond(t, serve, 2);
     expect(serve.stderr).toContain("the FIFO at the path was replaced or removed");
     // Letting go of the old FIFO, where no byte came, is no stream that failed.
     expect(serve.stderr).not.toContain("stream failed");
@@ -134,9 +142,7 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
     await Bun.sleep(1000);
     expect(serve.hasExited).toBe(false);
     makeFifo(t.fifo);
-    expect(await writeIntoFifo(t.fifo, t.second, 20_000)).toBe(0);
-    await until(() => count(serve.stderr, "source: writer closed the stream") === 1, "the writer's end");
-    expect(logFields(serve.stderr, "source", "writer closed the stream")?.frames).toBe(String(audioPackets(t.second).length));
+    await feedSecond(t, serve, 1);
     expect(serve.hasExited).toBe(false);
   }, 60_000);
 
@@ -147,9 +153,7 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
     expect(churnFifo(t.fifo, 4000)).toBeGreaterThan(1000);
     await Bun.sleep(PATH_CHECK_WAIT_MS);
     expect(serve.hasExited, serve.stderr).toBe(false);
-    expect(await writeIntoFifo(t.fifo, t.second, 20_000)).toBe(0);
-    await until(() => count(serve.stderr, "source: writer closed the stream") === 1, "the writer's end");
-    expect(logFields(serve.stderr, "source", "writer closed the stream")?.frames).toBe(String(audioPackets(t.second).length));
+    await feedSecond(t, serve, 1);
   }, 60_000);
 
   test("SIGTERM while the agent waits for its path to be made again: exit 0, its stopped line, socket removed", async () => {
