@@ -292,9 +292,13 @@ export class ConfigError extends Error {
   }
 }
 
-/** AUDIO_AGENT_<NAME> of a flag name ("queue-frames" -> AUDIO_AGENT_QUEUE_FRAMES). */
+/**
+ * AUDIO_AGENT_<NAME> of a flag name ("queue-frames" -> AUDIO_AGENT_QUEUE_FRAMES).
+ * replaceAll with a string, not a regex: this runs at every start, and the
+ * regex engine's code would stay resident (bench/FINDINGS.md).
+ */
 function agentVariable(flag: string): string {
-  return `AUDIO_AGENT_${flag.toUpperCase().replace(/-/g, "_")}`;
+  return `AUDIO_AGENT_${flag.toUpperCase().replaceAll("-", "_")}`;
 }
 
 /** The environment variable of `option` for a role of `channel` (options that differ per channel need one). */

@@ -102,7 +102,24 @@ export class Logger {
 
 function formatValue(value: unknown): string {
   const text = typeof value === "string" ? value : JSON.stringify(value);
-  return /[\s"=]/.test(text) ? JSON.stringify(text) : text;
+  return needsQuotes(text) ? JSON.stringify(text) : text;
+}
+
+/** What JavaScript's \s matches above ASCII: the Unicode spaces, line and paragraph separators, BOM. */
+const UNICODE_SPACES = new Set([0xa0, 0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000, 0xfeff]);
+
+/**
+ * A text value is quoted (JSON-escaped) when it holds a space, a control
+ * character, a quote or "=": a key=value line must stay one line that splits
+ * back into its fields. A loop, not a regex: every process logs, and the regex
+ * engine's code would stay resident in it (bench/FINDINGS.md).
+ */
+function needsQuotes(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c <= 0x20 || c === 0x22 || c === 0x3d || (c >= 0x7f && c <= 0x9f) || UNICODE_SPACES.has(c)) return true;
+  }
+  return false;
 }
 
 function writeStderrLine(line: string): void {

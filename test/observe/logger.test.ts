@@ -175,6 +175,42 @@ describe("JSON lines in pino's shape", () => {
   });
 });
 
+describe("text lines", () => {
+  test("a value is written as it is, or quoted when it holds a space of any kind, a control character, a quote or =", () => {
+    const out: string[] = [];
+    const logger = new Logger({ level: "info", format: "text", write: (line) => out.push(line) });
+    const values = {
+      plain: "/run/audio.sock",
+      accented: "caf\u00e9-\u97f3",
+      number: 3,
+      space: "a b",
+      tab: "a\tb",
+      newline: "a\nb",
+      nbsp: "a\u00a0b",
+      separator: "a\u2028b",
+      ideographic: "a\u3000b",
+      escape: "a\u001bb",
+      del: "a\u007fb",
+      c1: "a\u0085b",
+      quote: 'a"b',
+      equals: "a=b",
+      list: ["a", "b"],
+    };
+    logger.for("test")("info", "values", values);
+    const fields = out[0]!.slice(out[0]!.indexOf("values ") + "values ".length);
+    const expected = Object.entries(values)
+      .map(([key, value]) => {
+        const text = typeof value === "string" ? value : JSON.stringify(value);
+        const quoted = !["plain", "accented", "number"].includes(key);
+        return `${key}=${quoted ? JSON.stringify(text) : text}`;
+      })
+      .join(" ");
+    expect(fields).toBe(expected);
+    expect(out[0]).not.toContain("\n");
+    expect(fields).toContain('plain=/run/audio.sock accented=caf\u00e9-\u97f3 number=3 space="a b" tab="a\\tb"');
+  });
+});
+
 describe("rate limit per kind of line", () => {
   function capture(lines = 5, windowMs = 300) {
     const out: string[] = [];
