@@ -1,3 +1,4 @@
+import { existsSync, readFileSync } from "node:fs";
 import * as v from "valibot";
 import type { Channel } from "./protocol/index.ts";
 
@@ -402,17 +403,19 @@ export function namedConfigFile(flag: unknown, env: Record<string, string | unde
 /**
  * Loads the config file: `explicit` (from --config or AUDIO_AGENT_CONFIG) must
  * exist; the default /etc/audio-agent.json is read only when it does.
+ * node:fs, which every role loads anyway, synchronously, and asked first
+ * rather than caught: Bun.file and a thrown error each cost a process
+ * resident code it would not need otherwise (bench/FINDINGS.md).
  */
 export async function loadConfigFile(explicit: string | undefined): Promise<ConfigFile | undefined> {
   const path = explicit ?? DEFAULT_CONFIG_FILE;
-  const file = Bun.file(path);
-  if (!(await file.exists())) {
+  if (!existsSync(path)) {
     if (explicit === undefined) return undefined;
     throw new ConfigError(`config ${path}: no such file`);
   }
   let text: string;
   try {
-    text = await file.text();
+    text = readFileSync(path, "utf8");
   } catch (e) {
     throw new ConfigError(`config ${path}: cannot be read (${(e as NodeJS.ErrnoException).code ?? e})`);
   }

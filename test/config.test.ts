@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import {
   ConfigError,
   defaultOf,
@@ -366,5 +366,12 @@ describe("loadConfigFile", () => {
     expect(f?.sections.output).toEqual({ drop: "newest" });
     writeFileSync(t.path("bad.json"), `{"drop": "middle"}`);
     await expect(loadConfigFile(t.path("bad.json"))).rejects.toThrow(`config ${t.path("bad.json")}: "drop": "middle" is not allowed: oldest, newest`);
+  });
+
+  test("a directory at the path is named as unreadable, not as missing", async () => {
+    const t = tempDir("aac-");
+    defer(t.cleanup);
+    mkdirSync(t.path("conf.d"));
+    await expect(loadConfigFile(t.path("conf.d"))).rejects.toThrow(`config ${t.path("conf.d")}: cannot be read (EISDIR)`);
   });
 });

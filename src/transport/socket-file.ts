@@ -121,9 +121,12 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
   }
   let stat;
   try {
-    stat = lstatSync(path);
+    // Asked, not caught: the path is usually free, and an error at every start costs the process resident code.
+    stat = lstatSync(path, { throwIfNoEntry: false });
   } catch (e) {
-    if (errno(e) !== "ENOENT") throw new SocketPathError("BadDirectory", path, `socket path ${path}: ${errno(e)}`);
+    throw new SocketPathError("BadDirectory", path, `socket path ${path}: ${errno(e)}`);
+  }
+  if (!stat) {
     checkDirectory(path);
     return false;
   }
