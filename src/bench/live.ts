@@ -115,6 +115,13 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
   const socketReady = (socket: string) => () => existsSync(socket);
   // The bare Bun programs and the native sender pace against one anchor, so their frames are the window's ticks.
   const ticks = (run: LiveRun) => Math.round((run.windowMs / 1000) * LIVE_RATE);
+  /**
+   * The agent's processes write their first stats line as the warm-up ends,
+   * and one per warm-up's length after: a process left running reaches that
+   * code at its first line (60 s by default), which touches more of Bun than
+   * streaming alone (about 0.5 MiB resident): the window must hold it.
+   */
+  const stats = ["--stats-interval", String(warmupMs / 1000)];
   /** A bare Bun pair's figures; its latency from the receiver's stopped line, which must count frames. */
   const barePair = (run: LiveRun, receiver: string) => {
     const stopped = stoppedFields(run.processes.recv!);
@@ -178,8 +185,8 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
     figures.agent = await attempt("agent roles", async () => {
       const socket = runner.socketPath();
       const sink = join(work, `received-${Date.now()}.opus`);
-      const serve = [agent, "output", "serve", "--source", source, "--format", "ogg", "--realtime", "--loop", "--socket", socket];
-      const recv = [agent, "output", "recv", "--sink", sink, "--format", "ogg", "--socket", socket];
+      const serve = [agent, "output", "serve", "--source", source, "--format", "ogg", "--realtime", "--loop", "--socket", socket, ...stats];
+      const recv = [agent, "output", "recv", "--sink", sink, "--format", "ogg", "--socket", socket, ...stats];
       // Frames are counted in the recording, which the receiver flushes every 100 ms: a few frames' slack at each end.
       const run = await runner.live(
         [
@@ -191,6 +198,7 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
       for (const name of ["serve", "recv"]) {
         const p = run.processes[name]!;
         if (p.exitCode !== 0) throw new Error(`output ${name} exited ${p.exitCode ?? p.signal} after SIGTERM: ${p.stderr.trim().split("\n").at(-1)}`);
+        wroteStats(`output ${name}`, p);
       }
       const stopped = { serve: stoppedFields(run.processes.serve!), recv: stoppedFields(run.processes.recv!) };
       figures.agentStopped = stopped;
@@ -210,11 +218,11 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
     figures.both = await attempt("serve", async () => {
       const [out, input, alone] = [runner.socketPath(), runner.socketPath(), runner.socketPath()];
       const sinks = ["serve-out", "serve-in", "input-alone"].map((name) => join(work, `${name}-${Date.now()}.opus`));
-      const recv = (socket: string) => [agent, "output", "recv", "--sink", sinks[0]!, "--format", "ogg", "--socket", socket];
-      const send = (socket: string) => [agent, "input", "send", "--source", source, "--format", "ogg", "--realtime", "--loop", "--socket", socket];
+      const recv = (socket: string) => [agent, "output", "recv", "--sink", sinks[0]!, "--format", "ogg", "--socket", socket, ...stats];
+      const send = (socket: string) => [agent, "input", "send", "--source", source, "--format", "ogg", "--realtime", "--loop", "--socket", socket, ...stats];
       const serve = [
         agent, "serve", "--output-source", source, "--output-format", "ogg", "--output-realtime", "--output-loop", "--output-socket", out,
-        "--input-sink", sinks[1]!, "--input-format", "ogg", "--input-socket", input,
+        "--input-sink", sinks[1]!, "--input-format", "ogg", "--input-socket", input, ...stats,
       ];
       const both = await runner.live(
         [
@@ -224,7 +232,7 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
         ],
         { ...window, frames: () => oggPackets(sinks[0]!) + oggPackets(sinks[1]!) },
       );
-      const inputServe = [agent, "input", "serve", "--sink", sinks[2]!, "--format", "ogg", "--socket", alone];
+      const inputServe = [agent, "input", "serve", "--sink", sinks[2]!, "--format", "ogg", "--socket", alone, ...stats];
       const single = await runner.live(
         [
           { name: "serve", cmd: inputServe, ready: socketReady(alone), ends: "signal" },
@@ -234,6 +242,7 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
       );
       for (const [name, p] of [["serve", both.processes.serve!], ["input serve", single.processes.serve!]] as const) {
         if (p.exitCode !== 0) throw new Error(`${name} exited ${p.exitCode ?? p.signal} after SIGTERM: ${p.stderr.trim().split("\n").at(-1)}`);
+        wroteStats(name, p);
       }
       const frames = both.windowFrames ?? 0;
       if (Math.abs(frames - 2 * ticks(both)) > (2 * LIVE_RATE) / 5) {
@@ -294,6 +303,11 @@ function pair(run: LiveRun, frames: number, latencyMs: LatencyFigures | undefine
     windowFrames: frames,
     framesPerSecond: frames / (run.windowMs / 1000),
   };
+}
+
+/** Throws unless the agent's process `name` wrote a stats line: its figures would leave out what a long-running one reaches. */
+function wroteStats(name: string, p: LiveProcess): void {
+  if (!p.stderr.split("\n").some((l) => /: stats( |$)/.test(l))) throw new Error(`${name} wrote no stats line before it stopped`);
 }
 
 /** The fields of a process's last "stopped" log line (`key=value ...`). */
