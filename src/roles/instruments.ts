@@ -177,7 +177,7 @@ export class Instruments {
 
   /** /healthz: the role and its channel with its readings; with several channels, each under `channels`. */
   private health(): HealthReport {
-    const uptime_seconds = +((performance.now() - this.started) / 1000).toFixed(3);
+    const uptime_seconds = thousandths((performance.now() - this.started) / 1000);
     const readings = this.channels.map((c) => c.end.readings());
     if (readings.length === 1) return { role: this.options.role, channel: readings[0]!.channel, ...healthFields(readings[0]!), uptime_seconds };
     return { role: this.options.role, channels: Object.fromEntries(readings.map((r) => [r.channel, healthFields(r)])), uptime_seconds };
@@ -296,7 +296,7 @@ export class ChannelInstruments implements ChannelObserver {
     this.metrics?.latencyWarning(operation, level);
     this.report("warn", `latency above ${level === "max" ? "maximum" : "target"}`, {
       operation,
-      ms: +(value * 1000).toFixed(3),
+      ms: thousandths(value * 1000),
       threshold_ms: threshold * 1000,
     });
   }
@@ -308,7 +308,7 @@ export class ChannelInstruments implements ChannelObserver {
    */
   latencyFields(): Record<string, number> {
     const fields: Record<string, number> = {};
-    const ms = (seconds: number) => +(seconds * 1000).toFixed(3);
+    const ms = (seconds: number) => thousandths(seconds * 1000);
     for (const operation of this.latency.operations()) {
       const s = this.latency.snapshot(operation)!;
       fields[`${operation}_p50_ms`] = ms(s.p50);
@@ -350,7 +350,7 @@ export class ChannelInstruments implements ChannelObserver {
     const now = performance.now();
     const counts = statsCounts(r);
     const seen = this.statsSeen;
-    const fields: Record<string, unknown> = { seconds: +((now - seen.at) / 1000).toFixed(3) };
+    const fields: Record<string, unknown> = { seconds: thousandths((now - seen.at) / 1000) };
     for (const [key, value] of Object.entries(counts)) {
       const delta = value - (seen.counts[key] ?? 0);
       // Reasons nothing was dropped for in this interval are left out, as in the final line.
@@ -363,7 +363,7 @@ export class ChannelInstruments implements ChannelObserver {
       const count = this.latency.recorded(operation);
       const fresh = count - (seen.samples.get(operation) ?? 0);
       samples.set(operation, count);
-      if (fresh > 0) fields[`p99_${operation}_ms`] = +(this.latency.snapshot(operation, fresh)!.p99 * 1000).toFixed(3);
+      if (fresh > 0) fields[`p99_${operation}_ms`] = thousandths(this.latency.snapshot(operation, fresh)!.p99 * 1000);
     }
     this.statsSeen = { at: now, counts, samples };
     this.stats(fields);
@@ -382,6 +382,15 @@ export class ChannelInstruments implements ChannelObserver {
       queue_frames: state.queueFrames,
     });
   }
+}
+
+/**
+ * `value` rounded to three decimals, as a number. Not `+value.toFixed(3)`:
+ * the stats line is the first thing a streaming process formats, and
+ * toFixed's code stayed resident in it, about 0.35 MiB (bench/FINDINGS.md).
+ */
+export function thousandths(value: number): number {
+  return Math.round(value * 1000) / 1000;
 }
 
 /** The counters a summary line reports the change of: the final line's accounting, and bytes. */

@@ -6,6 +6,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { statSync } from "node:fs";
+import { thousandths } from "../../src/roles/instruments.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
@@ -113,4 +114,16 @@ describe("--stats-interval", () => {
       expect(bad.stderr).toBe(`audio-agent: --stats-interval "${value}" is not allowed: 0 (off) or seconds 0.1..86400\n`);
     }
   }, 60_000);
+});
+
+describe("thousandths", () => {
+  test("rounds to three decimals and prints as at most three: the stats line's seconds and milliseconds", () => {
+    expect([0, 0.0004, 0.0005, 1.23449, 1.2345, 60.0004999, 0.3, 12.0706].map(thousandths)).toEqual([0, 0, 0.001, 1.234, 1.235, 60, 0.3, 12.071]);
+    // As +x.toFixed(3) printed them, never a binary tail such as 0.30000000000000004.
+    for (let i = 0; i < 20_000; i++) {
+      const value = i * 0.0137 + i / 7;
+      expect(String(thousandths(value))).toMatch(/^\d+(\.\d{1,3})?$/);
+      expect(Math.abs(thousandths(value) - value)).toBeLessThanOrEqual(0.0005 + 1e-9);
+    }
+  });
 });
