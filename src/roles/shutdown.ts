@@ -2,13 +2,18 @@ import type { Report } from "../transport/report.ts";
 
 /**
  * SIGTERM / SIGINT handling: the first signal resolves `requested` so the
- * role can stop accepting, flush and clean up; a second one exits at once.
+ * role can stop accepting, flush and clean up; a second one exits at once,
+ * with the status a shell gives a process that signal ended (128 + its
+ * number: 143 for SIGTERM, 130 for SIGINT).
  * `request()` asks for the same clean stop without a signal (serve: one
  * channel failed, the other stops).
  * SIGHUP is logged and otherwise ignored: the agent keeps streaming when the
  * terminal it was started from goes away, and it has no files to reopen
  * (logs go to stderr, which the init script redirects).
  */
+/** 128 + the signal's number (the same on x86-64 and arm64 Linux). */
+const EXIT_BY_SIGNAL = { SIGINT: 128 + 2, SIGTERM: 128 + 15 } as const;
+
 export class Shutdown {
   readonly requested: Promise<string>;
   signal: string | undefined;
@@ -23,7 +28,7 @@ export class Shutdown {
     this.requested = new Promise((resolve) => (this.resolve = resolve));
     for (const name of ["SIGTERM", "SIGINT"] as const) {
       const handler = () => {
-        if (this.signal) process.exit(130);
+        if (this.signal) process.exit(EXIT_BY_SIGNAL[name]);
         this.signal = name;
         this.request(name);
       };

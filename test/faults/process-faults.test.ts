@@ -251,6 +251,29 @@ describe("a lossless server whose client never reads", () => {
   });
 });
 
+describe("a second signal while the server is still writing out its queue", () => {
+  for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
+    test(`${signal} twice: it exits at once with ${code} (128 + the signal's number), not after the flush`, async () => {
+      const dir = setup("pf-");
+      const path = dir.path("out.sock");
+      const source = dir.path("queued.wire");
+      // 8 MB: more than any socket buffer, so frames stay queued for a client that never reads.
+      const payload = new Uint8Array(4096);
+      await writeWireFile(source, 2000, () => payload);
+      const server = spawnAgent(["output", "serve", "--socket", path, "--source", source]);
+      await server.waitForStderr("waiting for a client");
+      await connectClient(defer, path, { paused: true });
+      await server.waitForStderr("client connected");
+      await Bun.sleep(200);
+      server.kill(signal);
+      await Bun.sleep(100);
+      server.kill(signal);
+      expect(await server.exited).toBe(code);
+      expect(server.stderr).not.toContain(" stopped ");
+    });
+  }
+});
+
 describe("a client killed with SIGKILL while receiving a flood", () => {
   test("the server keeps going, counts what had no client, and the next client gets whole frames", async () => {
     const dir = setup("pf-");
