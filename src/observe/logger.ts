@@ -101,8 +101,38 @@ export class Logger {
 }
 
 function formatValue(value: unknown): string {
-  const text = typeof value === "string" ? value : JSON.stringify(value);
-  return needsQuotes(text) ? JSON.stringify(text) : text;
+  const text = textOf(value);
+  return needsQuotes(text) ? quoted(text) : text;
+}
+
+/** A field's value as text; never throws (a log line must not fail the code that writes it). */
+function textOf(value: unknown): string {
+  if (typeof value === "string") return value;
+  try {
+    // undefined for a function or a symbol; a BigInt or a cycle throws.
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/**
+ * JSON's escaping, and also of what JSON leaves raw but some readers take for
+ * a line break or a control: DEL, the C1 controls (U+0085 is NEL) and the
+ * line and paragraph separators U+2028 and U+2029.
+ */
+function quoted(text: string): string {
+  const json = JSON.stringify(text);
+  let out = "";
+  let from = 0;
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if ((c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029) {
+      out += json.slice(from, i) + "\\u" + c.toString(16).padStart(4, "0");
+      from = i + 1;
+    }
+  }
+  return from === 0 ? json : out + json.slice(from);
 }
 
 /** What JavaScript's \s matches above ASCII: the Unicode spaces, line and paragraph separators, BOM. */

@@ -202,12 +202,45 @@ describe("text lines", () => {
       .map(([key, value]) => {
         const text = typeof value === "string" ? value : JSON.stringify(value);
         const quoted = !["plain", "accented", "number"].includes(key);
-        return `${key}=${quoted ? JSON.stringify(text) : text}`;
+        // JSON's escaping, and of DEL, the C1 controls and U+2028 too, which JSON leaves raw.
+        const escaped = JSON.stringify(text).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+        return `${key}=${quoted ? escaped : text}`;
       })
       .join(" ");
     expect(fields).toBe(expected);
     expect(out[0]).not.toContain("\n");
     expect(fields).toContain('plain=/run/audio.sock accented=caf\u00e9-\u97f3 number=3 space="a b" tab="a\\tb"');
+  });
+});
+
+describe("text values, every UTF-16 code unit", () => {
+  function valueText(value: unknown): string {
+    const out: string[] = [];
+    new Logger({ level: "info", format: "text", write: (line) => out.push(line) }).for("t")("info", "m", { k: value });
+    return out[0]!.slice(out[0]!.indexOf(" k=") + 3);
+  }
+
+  test("quoted exactly when it holds what \\s matches, a quote, = or a control; no raw control, NEL or line separator inside the quotes", () => {
+    const wrong: string[] = [];
+    for (let c = 0; c < 0x10000; c++) {
+      const value = `a${String.fromCharCode(c)}b`;
+      const written = valueText(value);
+      const control = c < 0x20 || (c >= 0x7f && c <= 0x9f);
+      const quote = /[\s"=]/.test(value) || control;
+      if ((written !== value) !== quote) wrong.push(`U+${c.toString(16)} ${quote ? "not quoted" : "quoted"}`);
+      if (quote && JSON.parse(written) !== value) wrong.push(`U+${c.toString(16)} does not read back`);
+      if (/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(written)) wrong.push(`U+${c.toString(16)} written raw`);
+    }
+    expect(wrong).toEqual([]);
+  });
+
+  test("a value JSON cannot write (a function, a symbol, a BigInt, a cycle) is still written, and the line with it", () => {
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    expect(valueText(Symbol("s"))).toBe("Symbol(s)");
+    expect(valueText(10n)).toBe("10");
+    expect(valueText(cycle)).toBe('"[object Object]"');
+    expect(valueText(() => 1)).toBe('"() => 1"');
   });
 });
 
