@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import * as v from "valibot";
 import type { Channel } from "./protocol/index.ts";
 
@@ -402,22 +402,37 @@ export function namedConfigFile(flag: unknown, env: Record<string, string | unde
 
 /**
  * Loads the config file: `explicit` (from --config or AUDIO_AGENT_CONFIG) must
- * exist; the default /etc/audio-agent.json is read only when it does.
+ * exist, and is read whatever it is (`--config <(...)` is a pipe); the default
+ * (/etc/audio-agent.json) is read only when it is a regular file.
  * node:fs, which every role loads anyway, synchronously, and asked first
  * rather than caught: Bun.file and a thrown error each cost a process
  * resident code it would not need otherwise (bench/FINDINGS.md).
  */
-export async function loadConfigFile(explicit: string | undefined): Promise<ConfigFile | undefined> {
-  const path = explicit ?? DEFAULT_CONFIG_FILE;
-  if (!existsSync(path)) {
+export async function loadConfigFile(explicit: string | undefined, defaultPath = DEFAULT_CONFIG_FILE): Promise<ConfigFile | undefined> {
+  const path = explicit ?? defaultPath;
+  const missing = () => {
     if (explicit === undefined) return undefined;
     throw new ConfigError(`config ${path}: no such file`);
+  };
+  const unreadable = (e: unknown) => {
+    const code = (e as NodeJS.ErrnoException).code;
+    // Removed since it was found: as if it had not been there.
+    if (code === "ENOENT") return missing();
+    // The default path too: a file the operator put there is not passed over silently.
+    throw new ConfigError(`config ${path}: cannot be read (${code ?? e})`);
+  };
+  let kind;
+  try {
+    kind = statSync(path, { throwIfNoEntry: false });
+  } catch (e) {
+    return unreadable(e);
   }
+  if (!kind || (explicit === undefined && !kind.isFile())) return missing();
   let text: string;
   try {
     text = readFileSync(path, "utf8");
   } catch (e) {
-    throw new ConfigError(`config ${path}: cannot be read (${(e as NodeJS.ErrnoException).code ?? e})`);
+    return unreadable(e);
   }
   return parseConfigFile(text, path);
 }

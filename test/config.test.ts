@@ -368,10 +368,23 @@ describe("loadConfigFile", () => {
     await expect(loadConfigFile(t.path("bad.json"))).rejects.toThrow(`config ${t.path("bad.json")}: "drop": "middle" is not allowed: oldest, newest`);
   });
 
-  test("a directory at the path is named as unreadable, not as missing", async () => {
+  test("a directory given as the file is named as unreadable, not as missing; one at the default path is passed over", async () => {
     const t = tempDir("aac-");
     defer(t.cleanup);
     mkdirSync(t.path("conf.d"));
     await expect(loadConfigFile(t.path("conf.d"))).rejects.toThrow(`config ${t.path("conf.d")}: cannot be read (EISDIR)`);
+    expect(await loadConfigFile(undefined, t.path("conf.d"))).toBeUndefined();
+    expect(await loadConfigFile(undefined, t.path("absent.json"))).toBeUndefined();
+    writeFileSync(t.path("default.json"), `{"drop": "newest"}`);
+    expect((await loadConfigFile(undefined, t.path("default.json")))?.top).toEqual({ drop: "newest" });
+    // A default path that cannot be reached is told, not passed over.
+    await expect(loadConfigFile(undefined, t.path("default.json/x"))).rejects.toThrow(`config ${t.path("default.json/x")}: cannot be read (ENOTDIR)`);
+  });
+
+  test("a FIFO at the default path is passed over, not read (start-up would wait for a writer)", async () => {
+    const t = tempDir("aac-");
+    defer(t.cleanup);
+    expect(Bun.spawnSync(["mkfifo", t.path("fifo.json")]).exitCode).toBe(0);
+    expect(await loadConfigFile(undefined, t.path("fifo.json"))).toBeUndefined();
   });
 });
