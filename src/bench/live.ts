@@ -244,6 +244,8 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
         if (p.exitCode !== 0) throw new Error(`${name} exited ${p.exitCode ?? p.signal} after SIGTERM: ${p.stderr.trim().split("\n").at(-1)}`);
         wroteStats(name, p);
       }
+      wroteStats("output recv (serve's peer)", both.processes.recv!);
+      wroteStats("input send (serve's peer)", both.processes.send!);
       const frames = both.windowFrames ?? 0;
       if (Math.abs(frames - 2 * ticks(both)) > (2 * LIVE_RATE) / 5) {
         notes.push(`live: serve carried ${frames} frames over both channels in the ${(both.windowMs / 1000).toFixed(1)} s window (${2 * ticks(both)} at ${LIVE_RATE}/s each)`);
@@ -307,7 +309,8 @@ function pair(run: LiveRun, frames: number, latencyMs: LatencyFigures | undefine
 
 /** Throws unless the agent's process `name` wrote a stats line: its figures would leave out what a long-running one reaches. */
 function wroteStats(name: string, p: LiveProcess): void {
-  if (!p.stderr.split("\n").some((l) => /: stats( |$)/.test(l))) throw new Error(`${name} wrote no stats line before it stopped`);
+  // The text log's own stats line (time, level, component), not a value that happens to hold ": stats".
+  if (!p.stderr.split("\n").some((l) => /^\S+ INFO +[\w-]+: stats( |$)/.test(l))) throw new Error(`${name} wrote no stats line before it stopped`);
 }
 
 /** The fields of a process's last "stopped" log line (`key=value ...`). */
