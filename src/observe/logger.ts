@@ -108,6 +108,9 @@ function formatValue(value: unknown): string {
 /** A field's value as text; never throws (a log line must not fail the code that writes it). */
 function textOf(value: unknown): string {
   if (typeof value === "string") return value;
+  // Most fields are numbers (every stats line's): String, not JSON's code, which a process then
+  // need not keep resident (bench/FINDINGS.md); NaN and Infinity read as themselves, not null.
+  if (typeof value === "number" || typeof value === "boolean") return String(value);
   try {
     // undefined for a function or a symbol; a BigInt or a cycle throws.
     return JSON.stringify(value) ?? String(value);

@@ -241,6 +241,8 @@ describe("text values, every UTF-16 code unit", () => {
     expect(valueText(10n)).toBe("10");
     expect(valueText(cycle)).toBe('"[object Object]"');
     expect(valueText(() => 1)).toBe('"() => 1"');
+    // Numbers as JavaScript writes them: NaN and Infinity as themselves (JSON would say null).
+    expect([NaN, Infinity, -0, 1e21, 0.001, true].map(valueText)).toEqual(["NaN", "Infinity", "0", "1e+21", "0.001", "true"]);
   });
 });
 
