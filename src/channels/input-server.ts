@@ -155,6 +155,9 @@ export class InputServer implements ChannelEnd {
             break;
           case MessageType.Stop:
             this.options.onMessage(m);
+            // Acks of the Config and Heartbeats read with the Stop go out before the session ends:
+            // they were only queued (written on the next microtask), and ending it drops the queue.
+            this.acks.pump();
             this.endSession(socket);
             return;
         }

@@ -17,7 +17,7 @@ import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { testPayload } from "../support/payloads.ts";
-import { silentServer } from "../support/peer.ts";
+import { connectClient, silentServer } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { recordingObserver, recordingReport, type Reported } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
@@ -503,3 +503,25 @@ describe("input channel in-process", () => {
     expect(server.protocolErrors).toBe(1);
   });
 });
+
+describe("Acks read together with the Stop", () => {
+  test("Config and Heartbeat in the same write as the Stop are still acked before the session ends", async () => {
+    const path = socketDir(defer, "in-").path("in.sock");
+    const { server, ends } = await startServer(path);
+    const client = await connectClient(defer, path, { magic: INPUT_MAGIC });
+    const empty = new Uint8Array(0);
+    client.socket.write(
+      concatBytes([
+        encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(MONO)),
+        encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, empty),
+        encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, empty),
+        encodeMessage(INPUT_MAGIC, MessageType.Stop, empty),
+      ]),
+    );
+    await within(client.closed, 5000, undefined);
+    expect(ends).toEqual([{ reason: "stop", clean: true }]);
+    expect(client.messages.map((m) => m.type)).toEqual([MessageType.Ack, MessageType.Ack, MessageType.Ack]);
+    expect([server.ackStats.delivered, server.ackStats.droppedTotal]).toEqual([3, 0]);
+  });
+});
+
