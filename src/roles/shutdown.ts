@@ -1,5 +1,8 @@
 import type { Report } from "../transport/report.ts";
 
+/** 128 + the signal's number (the same on x86-64 and arm64 Linux). */
+const EXIT_BY_SIGNAL = { SIGINT: 128 + 2, SIGTERM: 128 + 15 } as const;
+
 /**
  * SIGTERM / SIGINT handling: the first signal resolves `requested` so the
  * role can stop accepting, flush and clean up; a second one exits at once,
@@ -11,9 +14,6 @@ import type { Report } from "../transport/report.ts";
  * terminal it was started from goes away, and it has no files to reopen
  * (logs go to stderr, which the init script redirects).
  */
-/** 128 + the signal's number (the same on x86-64 and arm64 Linux). */
-const EXIT_BY_SIGNAL = { SIGINT: 128 + 2, SIGTERM: 128 + 15 } as const;
-
 export class Shutdown {
   readonly requested: Promise<string>;
   signal: string | undefined;
