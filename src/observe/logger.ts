@@ -130,12 +130,17 @@ function quoted(text: string): string {
   let from = 0;
   for (let i = 0; i < json.length; i++) {
     const c = json.charCodeAt(i);
-    if ((c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029) {
+    if (leftRawByJson(c)) {
       out += json.slice(from, i) + "\\u" + c.toString(16).padStart(4, "0");
       from = i + 1;
     }
   }
   return from === 0 ? json : out + json.slice(from);
+}
+
+/** DEL, a C1 control (U+0085 is NEL), or U+2028/U+2029: JSON.stringify leaves them raw. */
+function leftRawByJson(c: number): boolean {
+  return (c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029;
 }
 
 /** What JavaScript's \s matches above ASCII: the Unicode spaces, line and paragraph separators, BOM. */
@@ -150,7 +155,7 @@ const UNICODE_SPACES = new Set([0xa0, 0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x
 function needsQuotes(text: string): boolean {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c <= 0x20 || c === 0x22 || c === 0x3d || (c >= 0x7f && c <= 0x9f) || UNICODE_SPACES.has(c)) return true;
+    if (c <= 0x20 || c === 0x22 || c === 0x3d || leftRawByJson(c) || UNICODE_SPACES.has(c)) return true;
   }
   return false;
 }
