@@ -193,6 +193,26 @@ async function stalledOggSession(pageMs = 100) {
   return { out, bytes: read(out), sink, lines, written, firstHeard, slowWhileStalled };
 }
 
+/**
+ * A wire sink whose one reader holds the pipe full (HELD_READER, until
+ * releaseReader(out)): after `before` (a Config, say), frames of `size`
+ * payload bytes carrying timestamps 1, 2, ... until the reader comes, then
+ * `n` more, some of which the full pipe has dropped.
+ */
+async function heldWireReader(size: number, n: number, before: (sink: FifoSink) => void = () => {}) {
+  const t = setup();
+  const out = t.path("heard.wire");
+  const { sink } = openFifoSink("wire", t.fifo);
+  const player = reader(HELD_READER, t.fifo, out);
+  let written = 0;
+  const frame = () => send(sink, MessageType.OpusFrame, payloadOfSize(written, size), BigInt(++written));
+  before(sink);
+  await writeUntil(() => sink.readers === 1, "the reader", frame);
+  for (let i = 0; i < n; i++) frame();
+  expect(sink.dropped.sink_reader_slow).toBeGreaterThan(0);
+  return { out, sink, player, frame, written: () => written };
+}
+
 describe("FifoSink, Ogg", () => {
   test("a reader that stalls, then reads: whole pages with valid CRCs from OpusHead to EOS, every frame accounted for", async () => {
     const s = await stalledOggSession();
@@ -462,20 +482,11 @@ describe("FifoSink, wire", () => {
   }, 20_000);
 
   test("a new Config while the pipe is full is not lost: it reaches the reader ahead of every frame sent after it", async () => {
-    const t = setup();
-    const out = t.path("heard.wire");
-    const { sink } = openFifoSink("wire", t.fifo);
-    const player = reader(HELD_READER, t.fifo, out);
-    let written = 0;
-    const frame = () => send(sink, MessageType.OpusFrame, payloadOfSize(written, 1000), BigInt(++written));
-    send(sink, MessageType.Config, MONO_16K);
-    await writeUntil(() => sink.readers === 1, "the reader", frame);
-    for (let i = 0; i < 100; i++) frame();
-    expect(sink.dropped.sink_reader_slow).toBeGreaterThan(0);
+    const { out, sink, player, frame, written } = await heldWireReader(1000, 100, (first) => send(first, MessageType.Config, MONO_16K));
     // The session's stream changes while the reader cannot take anything.
     const stereo = encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 });
     send(sink, MessageType.Config, stereo);
-    const firstAfter = written;
+    const firstAfter = written();
     for (let i = 0; i < 20; i++) frame();
     releaseReader(out);
     // Frames keep coming while the reader empties the pipe; the new Config goes once there is room.
@@ -495,20 +506,12 @@ describe("FifoSink, wire", () => {
     const early = messages.slice(configs[1]!).filter((m) => m.type === MessageType.OpusFrame && Number(m.timestampNs) <= firstAfter);
     expect(early.length).toBe(0);
     const frames = messages.filter((m) => m.type === MessageType.OpusFrame).length;
-    expect(frames + sink.dropped.sink_reader_slow! + sink.dropped.sink_no_reader!).toBe(written);
+    expect(frames + sink.dropped.sink_reader_slow! + sink.dropped.sink_no_reader!).toBe(written());
   }, 20_000);
 
   test("closed while the stalled reader's pipe holds part of a message: close settles once the reader has taken it, and the reader gets whole messages only", async () => {
-    const t = setup();
-    const out = t.path("heard.wire");
-    const { sink } = openFifoSink("wire", t.fifo);
-    const player = reader(HELD_READER, t.fifo, out);
-    let written = 0;
-    const frame = () => send(sink, MessageType.OpusFrame, payloadOfSize(written, 4096), BigInt(++written));
-    await writeUntil(() => sink.readers === 1, "the reader", frame);
     // 4113-byte messages, more than the pipe holds: it fills up with the first part of one.
-    for (let i = 0; i < 40; i++) frame();
-    expect(sink.dropped.sink_reader_slow).toBeGreaterThan(0);
+    const { out, sink, player, written } = await heldWireReader(4096, 40);
     const closing = sink.close();
     expect(Bun.peek.status(closing)).toBe("pending");
     releaseReader(out);
@@ -517,23 +520,15 @@ describe("FifoSink, wire", () => {
 
     const frames = wholeWireMessages(out, INPUT_MAGIC);
     expect(frames.every((m) => m.type === MessageType.OpusFrame)).toBe(true);
-    expect(frames.length + sink.dropped.sink_reader_slow + sink.dropped.sink_no_reader).toBe(written);
-    expect(sink.dropped.sink_no_reader).toBe(written - 41);
+    expect(frames.length + sink.dropped.sink_reader_slow + sink.dropped.sink_no_reader).toBe(written());
+    expect(sink.dropped.sink_no_reader).toBe(written() - 41);
     const indices = frames.map((m) => Number(m.timestampNs) - 1);
     expect(indices.every((n, k) => k === 0 || n > indices[k - 1]!)).toBe(true);
     expect(frames.findIndex((m, k) => !sameBytes(m.payload, payloadOfSize(indices[k]!, 4096)))).toBe(-1);
   }, 20_000);
 
   test("closed while the reader stalls for longer than LINGER_MS with part of a message in the pipe: close settles after LINGER_MS, and that message is counted as dropped (the reader was slow)", async () => {
-    const t = setup();
-    const out = t.path("heard.wire");
-    const { sink } = openFifoSink("wire", t.fifo);
-    const player = reader(HELD_READER, t.fifo, out);
-    let written = 0;
-    const frame = () => send(sink, MessageType.OpusFrame, payloadOfSize(written, 4096), BigInt(++written));
-    await writeUntil(() => sink.readers === 1, "the reader", frame);
-    for (let i = 0; i < 40; i++) frame();
-    expect(sink.dropped.sink_reader_slow).toBeGreaterThan(0);
+    const { out, sink, player, written } = await heldWireReader(4096, 40);
     const before = { ...sink.dropped };
     // The reader never reads while the sink closes: it gives up on the rest after LINGER_MS, without blocking.
     await sink.close();
@@ -545,7 +540,7 @@ describe("FifoSink, wire", () => {
     // What the reader finds at the end is the part of that message the pipe took: less than a message.
     expect(wire.trailing).toBeGreaterThan(0);
     expect(wire.trailing).toBeLessThan(17 + 4096);
-    expect(wire.messages.length + sink.dropped.sink_reader_slow + sink.dropped.sink_no_reader).toBe(written);
+    expect(wire.messages.length + sink.dropped.sink_reader_slow + sink.dropped.sink_no_reader).toBe(written());
   }, 20_000);
 });
 
