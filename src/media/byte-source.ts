@@ -129,8 +129,12 @@ async function openHandle(path: string): Promise<FileHandle> {
   return open(path, "r");
 }
 
-/** Stdin ("-"), a FIFO or a device as a stream; opened afresh on each call (a FIFO: for its next writer). */
-export function streamByteSource(path: string): ByteSource {
+/**
+ * Stdin ("-"), a FIFO or a device as a stream; opened afresh on each call (a
+ * FIFO: for its next writer), at once: a path that cannot be opened throws
+ * here. `name` is what messages call it (the path, unless given).
+ */
+export function streamByteSource(path: string, name = path): ByteSource {
   if (path === "-") return new StreamByteSource("stdin", Bun.stdin.stream().getReader());
-  return new StreamByteSource(path, Bun.file(path).stream().getReader());
+  return new StreamByteSource(name, Bun.file(path).stream().getReader());
 }

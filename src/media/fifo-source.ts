@@ -1,4 +1,4 @@
-import { closeSync, constants, openSync, statSync, type Stats } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, statSync, type Stats } from "node:fs";
 import { streamByteSource, type ByteSource } from "./byte-source.ts";
 import type { FrameSource, SourceFrame } from "./frame-source.ts";
 
@@ -135,16 +135,14 @@ export class FifoSource implements FrameSource {
 
   /**
    * The FIFO at the path (its stat) opened for reading, waiting up to
-   * PATH_RETURN_MS for a path that is gone, at the stat or at the open, to
-   * be made again; undefined if the source is closed meanwhile.
+   * PATH_RETURN_MS for a path that is gone to be made again; undefined if
+   * the source is closed meanwhile.
    */
   private async openPath(): Promise<{ stat: Stats; bytes: ByteSource } | undefined> {
     const deadline = performance.now() + PATH_RETURN_MS;
     for (let told = false; !this.closed; told = true) {
       try {
-        const stat = statSync(this.name);
-        if (!stat.isFIFO()) throw new Error(`source ${this.name} is no longer a named pipe (FIFO)`);
-        return { stat, bytes: streamByteSource(this.name) };
+        return openFifo(this.name);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== "ENOENT" || performance.now() >= deadline) throw e;
       }
@@ -187,6 +185,37 @@ export class FifoSource implements FrameSource {
     await bytes.close();
     if (!this.closed && !this.discarding && this.heard) this.report("info", "writer closed the stream", { source: this.name, frames: this.frames });
   }
+}
+
+/**
+ * The FIFO at `path` opened for reading, with its identity. The path is looked
+ * up once, by the open: the stream reads the very FIFO whose device and inode
+ * the source keeps, and a path that is gone for a moment is seen as gone (a
+ * stat and a separate open could each find a different FIFO there, or none).
+ * O_NONBLOCK: the open does not wait for a writer.
+ */
+function openFifo(path: string): { stat: Stats; bytes: ByteSource } {
+  let fd;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (e) {
+    // A socket cannot be opened (ENXIO): say what the path is no longer.
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT" && statSync(path, { throwIfNoEntry: false })?.isFIFO() === false) throw notAFifo(path);
+    throw e;
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFIFO()) throw notAFifo(path);
+    // Bun opens its own descriptor (and closes it in its own time); through
+    // /proc/self/fd it reaches this FIFO, whatever the path holds by now.
+    return { stat, bytes: streamByteSource(`/proc/self/fd/${fd}`, path) };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function notAFifo(path: string): Error {
+  return new Error(`source ${path} is no longer a named pipe (FIFO)`);
 }
 
 /**

@@ -178,6 +178,16 @@ describe("output serve --source FIFO: the FIFO itself replaced or removed", () =
     expect(existsSync(t.sock)).toBe(false);
   }, 60_000);
 
+  test("the path made again as a Unix socket, which cannot be opened: exit 1, naming what it is no longer, not the open's ENXIO", async () => {
+    const t = setup();
+    const serve = await serveFifo(t);
+    unlinkSync(t.fifo);
+    const listener = Bun.listen({ unix: t.fifo, socket: { data() {} } });
+    defer(() => listener.stop(true));
+    expect(await serve.exited, serve.stderr).toBe(1);
+    expect(failureLine(serve.stderr)).toBe(`audio-agent: source ${t.fifo} is no longer a named pipe (FIFO)`);
+  }, 60_000);
+
   test("the FIFO removed while the agent waits for a writer: exit 1 naming --source and ENOENT, socket removed", async () => {
     const t = setup();
     const serve = await serveFifo(t);
