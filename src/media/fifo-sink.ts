@@ -53,6 +53,8 @@ export class FifoSink implements FrameSink {
     private readonly report: FifoReport,
     /** The reasons its streams drop for (an Ogg stream: sink_invalid_packet), named from the start. */
     streamReasons: readonly string[] = [],
+    /** Where a reader's end is opened, when not the name (stdout: /proc/self/fd/1). */
+    private readonly path = name,
   ) {
     this.streamsBefore = Object.fromEntries(streamReasons.map((reason) => [reason, 0]));
   }
@@ -128,7 +130,7 @@ export class FifoSink implements FrameSink {
     let fd: number;
     try {
       // Non-blocking: with no reader this fails (ENXIO) at once instead of waiting for one.
-      fd = openSync(this.name, constants.O_WRONLY | constants.O_NONBLOCK);
+      fd = openSync(this.path, constants.O_WRONLY | constants.O_NONBLOCK);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? String(e);
       if (code === "ENOENT") {
@@ -138,7 +140,7 @@ export class FifoSink implements FrameSink {
         return undefined;
       }
       // ENXIO is no reader for a FIFO, but also what a Unix socket at the path gives.
-      if (statSync(this.name, { throwIfNoEntry: false })?.isFIFO() === false) throw notAFifo(this.name);
+      if (statSync(this.path, { throwIfNoEntry: false })?.isFIFO() === false) throw notAFifo(this.name);
       if (code === "ENXIO") return undefined;
       throw new Error(`cannot open sink ${this.name}: ${code}`);
     }

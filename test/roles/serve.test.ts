@@ -14,7 +14,7 @@ import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
 import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeValue, value } from "../support/metrics.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
-import { agentEnv, runAgent, spawnAgent, start, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
@@ -37,6 +37,17 @@ function sinkFrames(path: string): { frames: Uint8Array[]; sessions: number } {
   expect(messages[0]?.type).toBe(MessageType.Config);
   expect(messages.at(-1)?.type).toBe(MessageType.Stop);
   return { frames: messages.filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload), sessions };
+}
+
+/**
+ * One `input send` session of 200 large frames (4096 bytes, which fill a pipe
+ * fast), told apart by their indices: session k carries k*1000 + 0..199.
+ */
+async function micSession(t: ReturnType<typeof setup>, k: number): Promise<void> {
+  const file = t.path(`mic-${k}.wire`);
+  await writeWireFile(file, 200, (i) => indexedPayload(k * 1000 + i, 4096));
+  const sent = await runAgent(["input", "send", "--socket", t.in, "--source", file, "--max-latency-ms", "60000", "--write-deadline-ms", "0"]);
+  expect(sent.code, sent.stderr).toBe(0);
 }
 
 function expectFrames(frames: Uint8Array[], count: number, payloadOf: (i: number) => Uint8Array): void {
@@ -129,13 +140,7 @@ describe("serve: both channels in one process", () => {
       const micFifo = makeFifo(t.path("mic.fifo"));
       const got = t.path("got.wire");
       await writeWireFile(t.path("capture.wire"), 150);
-      // Sessions told apart by their frames' indices: session k carries k*1000 + 0..199, large frames that fill a pipe fast.
-      const session = async (k: number) => {
-        const file = t.path(`mic-${k}.wire`);
-        await writeWireFile(file, 200, (i) => indexedPayload(k * 1000 + i, 4096));
-        const sent = await runAgent(["input", "send", "--socket", t.in, "--source", file, "--max-latency-ms", "60000", "--write-deadline-ms", "0"]);
-        expect(sent.code, sent.stderr).toBe(0);
-      };
+      const session = (k: number) => micSession(t, k);
       const agent = spawnAgent([
         "serve",
         "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--output-realtime",
@@ -224,6 +229,56 @@ describe("serve: both channels in one process", () => {
     expectFrames(sinkFrames(sink).frames, 20, micPayload);
     expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ frames: "20", sessions: "1" });
   }, 60_000);
+
+  test(
+    "--input-sink - into a pipe whose player stalls never holds up the output channel: the pipe is written like a FIFO, what it cannot take counted dropped",
+    async () => {
+      const t = setup();
+      const got = t.path("got.wire");
+      await writeWireFile(t.path("capture.wire"), 150);
+      // `serve ... --input-sink - | player`, with bash's exec keeping the agent's pid: the player
+      // holds its end of the pipe and reads nothing until told.
+      const player = `exec sh -c '${HELD_READER}' /dev/stdin '${got}'`;
+      const agent = start(
+        ["bash", "-c", `exec "$@" > >(${player})`, "bash", ...AGENT,
+          "serve",
+          "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--output-realtime",
+          "--input-socket", t.in, "--input-sink", "-",
+          "--metrics", "127.0.0.1:0"],
+        { env: agentEnv() },
+      );
+      const base = await metricsUrl(agent);
+      await agent.waitForStderr("input-server: listening");
+      // 150 frames in real time: 3 s of output while the input channel's player reads nothing.
+      const recv = spawnAgent(["output", "recv", "--socket", t.out, "--sink", t.path("out.wire")]);
+      const slow = () => scrapeValue(base, "audio_agent_frames_dropped_by_reason_total", { channel: "input", reason: "sink_reader_slow" });
+      let k = 0;
+      for (; k < 20 && (await slow()) === 0; k++) await micSession(t, k);
+      expect(await slow()).toBeGreaterThan(0);
+      expect(agent.stderr).toContain("input-server: sink FIFO opened by a reader sink=stdout");
+
+      // The output channel played its file out meanwhile, every frame delivered in the client's file.
+      await agent.waitForStderr("output-server: stopped");
+      const output = expectAccountedLine(agent.stderr);
+      expect(output.submitted).toBe(150);
+      expect(output.dropped).toBe(output.byReason.no_client ?? 0);
+      await until(() => wireFileFrames(t.path("out.wire")).frames.length === output.delivered, "the client to have every frame delivered");
+      recv.kill("SIGTERM");
+      expect(await recv.exited, recv.stderr).toBe(0);
+
+      releaseReader(got);
+      agent.kill("SIGTERM");
+      expect(await agent.exited, agent.stderr).toBe(0);
+      // The player read to the pipe's end: whole messages, intact and in order; with what was dropped, every frame received.
+      const stopped = logFields(agent.stderr, "input-server", "stopped");
+      const received = () => wholeWireMessages(got, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload);
+      await until(() => existsSync(got) && received().length + Number(stopped.dropped) === k * 200, "the player to have read what the pipe took");
+      expectIntactInOrder(received(), 4096);
+      expect(Number(stopped.frames)).toBe(k * 200);
+      expect(Number(stopped.dropped)).toBe(Number(stopped.dropped_sink_reader_slow));
+    },
+    60_000,
+  );
 
   test("a channel that fails stops the other cleanly: the input sink on a full disk ends the run with exit 1 naming it", async () => {
     const t = setup();
