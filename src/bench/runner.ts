@@ -56,13 +56,20 @@ export interface StartupFigures {
   appearMedianMs: number;
 }
 
-/** Environment for children: ours without anything that configures the agent behind the bench's back. */
-function childEnv(): Record<string, string> {
+/**
+ * Environment for children: ours without anything that configures the agent
+ * behind the bench's back, and with the log the bench reads (text lines at
+ * info: `stats`, `stopped`), whatever a device's config file
+ * (/etc/audio-agent.json) says; the rest of that file applies, as on the device.
+ */
+export function childEnv(parent: Record<string, string | undefined> = process.env): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const [key, value] of Object.entries(process.env)) {
+  for (const [key, value] of Object.entries(parent)) {
     if (value === undefined || key.startsWith("AUDIO_AGENT_") || key.startsWith("JETKVM_AUDIO_")) continue;
     env[key] = value;
   }
+  env.AUDIO_AGENT_LOG_LEVEL = "info";
+  env.AUDIO_AGENT_LOG_FORMAT = "text";
   return env;
 }
 

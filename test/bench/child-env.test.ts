@@ -1,0 +1,28 @@
+/**
+ * The environment the benchmark gives the agent's processes: nothing of the
+ * caller's that configures the agent, and the log the benchmark reads (text
+ * at info) even where a device's config file sets another.
+ */
+import { expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { childEnv } from "../../src/bench/runner.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { cleanEnv, runAgent } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+
+const defer = useCleanup();
+
+test("the caller's agent variables are left out; the log level and format are the ones the benchmark reads", () => {
+  const env = childEnv({ PATH: "/bin", AUDIO_AGENT_QUEUE_FRAMES: "5", JETKVM_AUDIO_OUTPUT_SOCKET: "/x", AUDIO_AGENT_LOG_LEVEL: "debug", AUDIO_AGENT_LOG_FORMAT: "json" });
+  expect(env).toEqual({ PATH: "/bin", AUDIO_AGENT_LOG_LEVEL: "info", AUDIO_AGENT_LOG_FORMAT: "text" });
+});
+
+test("a config file that asks for a quiet JSON log still gives the agent's text lines at info under that environment", async () => {
+  const t = socketDir(defer, "aace-");
+  const config = t.path("audio-agent.json");
+  writeFileSync(config, JSON.stringify({ "log-level": "warn", "log-format": "json" }));
+  // The device's /etc/audio-agent.json, here given by path (the variable is the file's only other way in).
+  const { code, stdout, stderr } = await runAgent(["config", "print", "output", "serve"], { env: { ...childEnv(cleanEnv()), AUDIO_AGENT_CONFIG: config } });
+  expect(code, stderr).toBe(0);
+  expect(JSON.parse(stdout)).toMatchObject({ "log-level": "info", "log-format": "text" });
+});
