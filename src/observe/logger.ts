@@ -64,7 +64,7 @@ export class Logger {
    */
   fatal(message: string, fields?: Record<string, unknown>): void {
     if (this.options.format === "json") this.write(this.json("agent", "fatal", message, fields));
-    else this.write(`audio-agent: ${message}`);
+    else this.write(`audio-agent: ${oneLine(message)}`);
   }
 
   /** Writes the summaries of lines still held back (at exit). */
@@ -84,7 +84,7 @@ export class Logger {
       this.write(this.json(component, level, message, fields));
       return;
     }
-    let line = `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${component}: ${message}`;
+    let line = `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${component}: ${oneLine(message)}`;
     if (fields) {
       for (const [key, value] of Object.entries(fields)) {
         if (value !== undefined) line += ` ${key}=${formatValue(value)}`;
@@ -125,17 +125,35 @@ function textOf(value: unknown): string {
  * line and paragraph separators U+2028 and U+2029.
  */
 function quoted(text: string): string {
-  const json = JSON.stringify(text);
+  return escaped(JSON.stringify(text), leftRawByJson);
+}
+
+/**
+ * A text line's message as one line that shows what it holds: a control
+ * character (a newline in a path, a NUL in a config file's parse error) or
+ * what JSON leaves raw is written as \uXXXX.
+ */
+function oneLine(message: string): string {
+  return escaped(message, isControl);
+}
+
+/** `text` with each code unit that `escape` picks written as \uXXXX. */
+function escaped(text: string, escape: (c: number) => boolean): string {
   let out = "";
   let from = 0;
-  for (let i = 0; i < json.length; i++) {
-    const c = json.charCodeAt(i);
-    if (leftRawByJson(c)) {
-      out += json.slice(from, i) + "\\u" + c.toString(16).padStart(4, "0");
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (escape(c)) {
+      out += text.slice(from, i) + "\\u" + c.toString(16).padStart(4, "0");
       from = i + 1;
     }
   }
-  return from === 0 ? json : out + json.slice(from);
+  return from === 0 ? text : out + text.slice(from);
+}
+
+/** A C0 control, or what JSON leaves raw (below). */
+function isControl(c: number): boolean {
+  return c < 0x20 || leftRawByJson(c);
 }
 
 /** DEL, a C1 control (U+0085 is NEL), or U+2028/U+2029: JSON.stringify leaves them raw. */
@@ -155,7 +173,7 @@ const UNICODE_SPACES = new Set([0xa0, 0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x
 function needsQuotes(text: string): boolean {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c <= 0x20 || c === 0x22 || c === 0x3d || leftRawByJson(c) || UNICODE_SPACES.has(c)) return true;
+    if (c === 0x20 || c === 0x22 || c === 0x3d || isControl(c) || UNICODE_SPACES.has(c)) return true;
   }
   return false;
 }

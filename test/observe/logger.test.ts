@@ -213,6 +213,38 @@ describe("text lines", () => {
   });
 });
 
+describe("text messages", () => {
+  test("a control character, DEL, a C1 control or a line separator in a message is written as \\uXXXX, in a line and in the failure line; all else as it is", () => {
+    const out: string[] = [];
+    const logger = new Logger({ level: "info", format: "text", write: (line) => out.push(line) });
+    const wrong: string[] = [];
+    for (let c = 0; c < 0x10000; c++) {
+      const message = `a${String.fromCharCode(c)}b`;
+      const escape = c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029;
+      const expected = escape ? `a\\u${c.toString(16).padStart(4, "0")}b` : message;
+      out.length = 0;
+      logger.for("t")("info", message);
+      logger.fatal(message);
+      if (!out[0]!.endsWith(` t: ${expected}`)) wrong.push(`U+${c.toString(16)} in a line`);
+      if (out[1] !== `audio-agent: ${expected}`) wrong.push(`U+${c.toString(16)} in the failure line`);
+    }
+    expect(wrong).toEqual([]);
+  });
+
+  test("a config file of NUL bytes, a source path with a newline: each failure is one line naming them escaped", async () => {
+    const dir = setup();
+    const nul = dir.path("nul.json");
+    writeFileSync(nul, new Uint8Array(3));
+    const bad = await runAgent(["output", "serve", "--config", nul, "--source", "-"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe(`audio-agent: config ${nul}: not valid JSON (JSON Parse error: Unrecognized token '\\u0000')\n`);
+    const newline = dir.path("a\nb.opus");
+    const missing = await runAgent(["output", "serve", "--socket", dir.path("o.sock"), "--source", newline]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr.trimEnd().split("\n").at(-1)).toBe(`audio-agent: --source ${dir.path("a\\u000ab.opus")}: no such file (ENOENT)`);
+  });
+});
+
 describe("text values, every UTF-16 code unit", () => {
   function valueText(value: unknown): string {
     const out: string[] = [];
