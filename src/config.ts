@@ -337,6 +337,8 @@ export interface ConfigSources {
 
 /** Read when it exists and no --config (or AUDIO_AGENT_CONFIG) names another file. */
 export const DEFAULT_CONFIG_FILE = "/etc/audio-agent.json";
+/** A config file's largest size: every setting with its longest value fits in a few KiB. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
 
 /** A config file's shape: every option at the top level and in the "output"/"input" sections. */
 const configFileSchema = onFirstUse(() => {
@@ -428,6 +430,10 @@ export async function loadConfigFile(explicit: string | undefined, defaultPath =
     return unreadable(e);
   }
   if (!kind || (explicit === undefined && !kind.isFile())) return missing();
+  // Read whole, so bounded: a file of gigabytes would end in ENOMEM, or hold start-up reading it.
+  if (kind.isFile() && kind.size > MAX_CONFIG_BYTES) {
+    throw new ConfigError(`config ${path}: ${kind.size} bytes is more than a config file may hold (at most ${MAX_CONFIG_BYTES}, 1 MiB)`);
+  }
   let text: string;
   try {
     text = readFileSync(path, "utf8");

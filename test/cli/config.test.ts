@@ -54,6 +54,8 @@ describe("config check", () => {
       [`{"drop": 7}`, '"drop": 7 is not allowed: oldest, newest'],
       [`[]`, "expected a JSON object of settings, found an array"],
       [`{"drop":`, "not valid JSON ("],
+      // Valid JSON, but more than a config file may hold.
+      [`{}${" ".repeat(1024 * 1024)}`, "1048578 bytes is more than a config file may hold (at most 1048576, 1 MiB)"],
     ];
     const paths = cases.map(([text], i) => write(`bad${i}.json`, text));
     const results = [];
