@@ -61,7 +61,19 @@ export class UnixServer {
     private readonly options: UnixServerOptions,
     /** The socket file we bound: removed at stop only if the path still leads to it. */
     private readonly file: SocketFileIdentity,
-  ) {}
+  ) {
+    process.on("exit", this.removeAtExit);
+  }
+
+  /**
+   * An exit before stop() has removed the socket file (a second signal, a
+   * failure that ends the process at once) removes it still, and the hidden
+   * name it was bound by: neither is left for the next start to find.
+   */
+  private readonly removeAtExit = () => {
+    this.listener.stop(true);
+    removeSocketFile(this.options.path, this.file);
+  };
 
   /** Checks the path (stale socket removed, anything else refused) and listens there with the mode asked for. */
   static async listen(options: UnixServerOptions): Promise<UnixServer> {
@@ -148,7 +160,8 @@ export class UnixServer {
     if (client) this.disconnect(client, "server stopping", "end", true);
     // Closed by the clients, or by their linger's end(); the bound only guards against a close never told.
     await within(Promise.all([...this.lettingGo.values()].map((client) => client.closed.promise)), 2 * LINGER_MS, undefined);
-    await removeSocketFile(this.options.path, this.file);
+    removeSocketFile(this.options.path, this.file);
+    process.off("exit", this.removeAtExit);
   }
 
   private accept(socket: Socket<Connection>): void {

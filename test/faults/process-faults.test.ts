@@ -9,7 +9,7 @@
  * frames in order.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, statSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, statSync } from "node:fs";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
@@ -253,7 +253,7 @@ describe("a lossless server whose client never reads", () => {
 
 describe("a second signal while the server is still writing out its queue", () => {
   for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
-    test(`${signal} twice: it exits at once with ${code} (128 + the signal's number), not after the flush`, async () => {
+    test(`${signal} twice: it exits at once with ${code} (128 + the signal's number), not after the flush, its socket file removed`, async () => {
       const dir = setup("pf-");
       const path = dir.path("out.sock");
       const source = dir.path("queued.wire");
@@ -270,6 +270,8 @@ describe("a second signal while the server is still writing out its queue", () =
       server.kill(signal);
       expect(await server.exited).toBe(code);
       expect(server.stderr).not.toContain(" stopped ");
+      // Neither the socket's path nor the hidden name it was bound by is left behind.
+      expect(readdirSync(dir.dir)).toEqual(["queued.wire"]);
     });
   }
 });
