@@ -171,6 +171,7 @@ export const OPTIONS = {
   "stuck-frames": { flag: "string", help: "live mode: disconnect a client that takes nothing while this many frames are dropped for it", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 250 },
   "pre-skip": { flag: "string", help: "ogg sink: OpusHead pre-skip in 48 kHz samples", allowed: "an integer 0..65535", schema: integer(0, 65535), default: 312 },
   "page-ms": { flag: "string", help: "sink: write out (an Ogg sink: close a page) at least this often, so live listeners hear audio promptly", allowed: "an integer 1..10000", schema: integer(1, 10_000), default: 100 },
+  "sink-pipe-bytes": { flag: "string", help: "FIFO sink (input serve): each reader's pipe capacity, so the furthest a player that fell behind stays behind before frames are dropped (0: the kernel's, 64 KiB)", allowed: "0 or bytes 4096..1048576", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.integer(), v.check((n) => n === 0 || (n >= 4096 && n <= 1_048_576)))), default: 8192 },
   "heartbeat-ms": { flag: "string", help: "send a Heartbeat this often", allowed: "an integer 10..60000", schema: integer(10, 60_000), default: 1000 },
   "ack-timeout-ms": { flag: "string", help: "no Ack for this long: the server is gone, reconnect", allowed: "an integer 10..600000", schema: integer(10, 600_000), default: 3000 },
   "sample-rate": { flag: "string", help: "Config: sample rate (default from an Ogg source, else 48000)", allowed: "8000, 12000, 16000, 24000, 48000", schema: onFirstUse(() => v.pipe(numberLike, v.picklist([8000, 12000, 16000, 24000, 48000]))) },
@@ -211,7 +212,7 @@ const COMMON = [
 export const ROLE_OPTIONS = {
   "output serve": ["socket", "source", "format", "realtime", "loop", "lenient", "socket-mode", "queue-frames", "drop", "write-deadline-ms", "max-latency-ms", "stuck-frames", ...COMMON],
   "output recv": ["socket", "sink", "format", "count", "once", "connect-timeout", "pre-skip", "page-ms", ...COMMON],
-  "input serve": ["socket", "sink", "format", "once", "socket-mode", "pre-skip", "page-ms", ...COMMON],
+  "input serve": ["socket", "sink", "format", "once", "socket-mode", "pre-skip", "page-ms", "sink-pipe-bytes", ...COMMON],
   "input send": ["socket", "source", "format", "realtime", "loop", "lenient", "connect-timeout", "heartbeat-ms", "ack-timeout-ms", "sample-rate", "channels", "frame-size", "queue-frames", "drop", "write-deadline-ms", "max-latency-ms", "stuck-frames", ...COMMON],
 } as const satisfies Record<Role, readonly OptionName[]>;
 

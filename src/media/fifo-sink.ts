@@ -14,6 +14,25 @@ const RETRY_MS = 10;
 /** How long a closing sink waits for its reader to take the rest of a page or message it has begun (ms). */
 export const LINGER_MS = 1000;
 
+/**
+ * Sets the capacity of a reader's pipe (its fd): the bytes the kernel made of
+ * it, or why it could not.
+ */
+export type PipeSizer = (fd: number) => number | string;
+
+export interface FifoSinkOptions {
+  /** The reasons its streams drop for (an Ogg stream: sink_invalid_packet), named from the start. */
+  streamReasons?: readonly string[];
+  /** Where a reader's end is opened, when not the name (stdout: /proc/self/fd/1). */
+  path?: string;
+  /**
+   * Bounds each reader's pipe: dropping starts once it is full, so this is how
+   * far behind the audio a reader that fell behind stays. Not given: the
+   * kernel's size (64 KiB).
+   */
+  sizePipe?: PipeSizer;
+}
+
 /** The sink's current reader: its end of the pipe, and the stream (Ogg or wire) written for it alone. */
 interface Reader {
   pipe: ReaderPipe;
@@ -45,18 +64,19 @@ export class FifoSink implements FrameSink {
   private lastLook = -Infinity;
   private missing = false;
   private closed = false;
+  private readonly path: string;
+  /** The pipe's size could not be set: said once. */
+  private sizeFailed = false;
 
   constructor(
     readonly name: string,
     /** A stream (OggSink, WireSink) over one reader's pipe. */
     private readonly streamFor: (pipe: ByteOutput) => FrameSink,
     private readonly report: FifoReport,
-    /** The reasons its streams drop for (an Ogg stream: sink_invalid_packet), named from the start. */
-    streamReasons: readonly string[] = [],
-    /** Where a reader's end is opened, when not the name (stdout: /proc/self/fd/1). */
-    private readonly path = name,
+    private readonly options: FifoSinkOptions = {},
   ) {
-    this.streamsBefore = Object.fromEntries(streamReasons.map((reason) => [reason, 0]));
+    this.path = options.path ?? name;
+    this.streamsBefore = Object.fromEntries((options.streamReasons ?? []).map((reason) => [reason, 0]));
   }
 
   /** OpusFrames dropped, by reason: no reader, a slow reader, and what a reader's stream left out. */
@@ -150,7 +170,12 @@ export class FifoSink implements FrameSink {
       throw notAFifo(this.name);
     }
     this.readers++;
-    this.report("info", "sink FIFO opened by a reader", { sink: this.name, reader: this.readers });
+    const pipeBytes = this.options.sizePipe?.(fd);
+    if (typeof pipeBytes === "string" && !this.sizeFailed) {
+      this.sizeFailed = true;
+      this.report("warn", "cannot size the sink's pipe; a slow reader may fall as far behind as the kernel's size allows", { sink: this.name, error: pipeBytes });
+    }
+    this.report("info", "sink FIFO opened by a reader", { sink: this.name, reader: this.readers, pipe_bytes: typeof pipeBytes === "number" ? pipeBytes : undefined });
     const pipe = new ReaderPipe(this.name, fd, this.counts);
     this.reader = { pipe, stream: this.streamFor(pipe) };
     this.configOwed = false;

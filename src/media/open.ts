@@ -2,7 +2,7 @@ import { fstatSync, realpathSync, statSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import type { ByteOutput } from "./byte-sink.ts";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
-import { FifoSink } from "./fifo-sink.ts";
+import { FifoSink, type PipeSizer } from "./fifo-sink.ts";
 import { FifoSource, type FifoReport } from "./fifo-source.ts";
 import { checkFileFormat, type MediaFormat } from "./file-format.ts";
 import type { FrameSink } from "./frame-sink.ts";
@@ -33,6 +33,8 @@ export interface SinkOptions {
    * is absent or slow.
    */
   fifoReaders?: FifoReport;
+  /** With fifoReaders: sets the capacity of each reader's pipe (FifoSinkOptions.sizePipe). */
+  sizePipe?: PipeSizer;
 }
 
 /**
@@ -67,7 +69,11 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
     const ogg = { preSkip: options.preSkip, pageMs: options.pageMs };
     if (format === "ogg") OggSink.check(ogg);
     const streamFor = (reader: ByteOutput): FrameSink => (format === "ogg" ? OggSink.over(reader, ogg) : WireSink.over(reader));
-    return new FifoSink(path === "-" ? "stdout" : path, streamFor, options.fifoReaders!, format === "ogg" ? [OGG_SINK_DROP] : [], pipe);
+    return new FifoSink(path === "-" ? "stdout" : path, streamFor, options.fifoReaders!, {
+      streamReasons: format === "ogg" ? [OGG_SINK_DROP] : [],
+      path: pipe,
+      sizePipe: options.sizePipe,
+    });
   }
   switch (format) {
     case "wire":

@@ -5,6 +5,7 @@ import { openSink } from "../media/open.ts";
 import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
+import { setPipeSize, type PipeSizeResult } from "../transport/socket-options.ts";
 import { Instruments, type ChannelInstruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
 
@@ -51,7 +52,14 @@ export function inputChannel(settings: Settings, logger: Logger): { server: Inpu
   const serve = async (shutdown: Shutdown, instruments: ChannelInstruments) => {
     try {
       // A FIFO sink (a player) never blocks: late audio is worth nothing, and in `serve` the output channel must not wait.
-      sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"], fifoReaders: report });
+      const pipeBytes = settings["sink-pipe-bytes"];
+      sink = openSink(settings.format, settings.sink, {
+        preSkip: settings["pre-skip"],
+        pageMs: settings["page-ms"],
+        fifoReaders: report,
+        // A pipe of the kernel's size keeps a player that fell behind up to 64 KiB (8 s of audio) late.
+        sizePipe: pipeBytes ? (fd) => pipeSizeOrWhy(setPipeSize(fd, pipeBytes)) : undefined,
+      });
     } catch (e) {
       await server.stop();
       throw e;
@@ -84,4 +92,8 @@ export async function inputServe(settings: Settings, logger: Logger, shutdown: S
   } finally {
     await instruments.stop();
   }
+}
+
+function pipeSizeOrWhy(result: PipeSizeResult): number | string {
+  return result.ok ? result.bytes : result.message;
 }

@@ -1,7 +1,8 @@
-// Socket buffer control on a raw fd through libc (bun:ffi).
+// Kernel buffer control on a raw fd through libc (bun:ffi): a socket's send and receive buffers,
+// and a pipe's capacity.
 //
 // Bun's sockets expose `socket.fd` but no sockopt API, so we call setsockopt/getsockopt/ioctl
-// ourselves. Every function returns a result value and never throws: buffer tuning is an
+// (and fcntl for a pipe) ourselves. Every function returns a result value and never throws: buffer tuning is an
 // optimisation, and a missing libc (or a closed fd) must not take the audio path down.
 
 import { dlopen, read, type Library, type Symbols } from "bun:ffi";
@@ -14,6 +15,9 @@ export const SO_RCVBUF = 8;
 export const TIOCOUTQ = 0x5411;
 /** ioctl: bytes waiting in the receive queue (SIOCINQ). */
 export const FIONREAD = 0x541b;
+/** fcntl: set and get a pipe's capacity in bytes (Linux 2.6.35+). */
+export const F_SETPIPE_SZ = 1031;
+export const F_GETPIPE_SZ = 1032;
 
 export interface SocketBufferSizes {
   sendBytes: number;
@@ -26,7 +30,9 @@ export type SocketOptionCall =
   | "getsockopt(SO_SNDBUF)"
   | "getsockopt(SO_RCVBUF)"
   | "ioctl(TIOCOUTQ)"
-  | "ioctl(FIONREAD)";
+  | "ioctl(FIONREAD)"
+  | "fcntl(F_SETPIPE_SZ)"
+  | "fcntl(F_GETPIPE_SZ)";
 
 /** Why a call did not happen or failed; `code` is the errno name ("EBADF") when there is one. */
 export interface SocketOptionFailure {
@@ -46,6 +52,8 @@ export type SetSocketBuffersResult =
 export type GetSocketBuffersResult = ({ ok: true; fd: number } & SocketBufferSizes) | SocketOptionFailure;
 
 export type QueueBytesResult = { ok: true; fd: number; bytes: number } | SocketOptionFailure;
+
+export type PipeSizeResult = { ok: true; fd: number; bytes: number } | SocketOptionFailure;
 
 /**
  * Tried in order: glibc, musl by soname (Alpine), musl by loader path, then a generic name.
@@ -68,6 +76,8 @@ const SYMBOLS = {
   // int ioctl(int fd, unsigned long req, ...): variadic, but on the x86_64 and aarch64 Linux
   // ABIs a pointer in the variadic slot is passed exactly like a fixed argument.
   ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
+  // int fcntl(int fd, int cmd, ...): variadic too; an int there is passed like a fixed one.
+  fcntl: { args: ["i32", "i32", "i32"], returns: "i32" },
   // int *__errno_location(void): exported by glibc and musl alike.
   __errno_location: { args: [], returns: "ptr" },
 } as const;
@@ -261,4 +271,34 @@ export function sendQueueBytesNow(fd: number): number {
 /** Bytes waiting to be read on this socket (ioctl FIONREAD). */
 export function receiveQueueBytes(fd: number): QueueBytesResult {
   return queueBytes(fd, FIONREAD, "ioctl(FIONREAD)");
+}
+
+/**
+ * Sets a pipe's capacity (fcntl F_SETPIPE_SZ) and returns what the kernel
+ * made of it: rounded up to a power-of-two number of pages, one page at
+ * least. Anyone may shrink a pipe; it fails (EBUSY) while the pipe holds
+ * more than the new size, and growing it past /proc/sys/fs/pipe-max-size
+ * needs privilege (EPERM).
+ */
+export function setPipeSize(fd: number, bytes: number): PipeSizeResult {
+  const call = "fcntl(F_SETPIPE_SZ)";
+  const bad = badFd(call, fd);
+  if (bad) return bad;
+  const { libc, detail } = loadLibc();
+  if (!libc) return unavailable(call, fd, detail);
+  const applied = libc.fcntl(fd, F_SETPIPE_SZ, bytes);
+  if (applied < 0) return syscallFailed(libc, call, fd);
+  return { ok: true, fd, bytes: applied };
+}
+
+/** A pipe's capacity in bytes (fcntl F_GETPIPE_SZ). */
+export function getPipeSize(fd: number): PipeSizeResult {
+  const call = "fcntl(F_GETPIPE_SZ)";
+  const bad = badFd(call, fd);
+  if (bad) return bad;
+  const { libc, detail } = loadLibc();
+  if (!libc) return unavailable(call, fd, detail);
+  const bytes = libc.fcntl(fd, F_GETPIPE_SZ, 0);
+  if (bytes < 0) return syscallFailed(libc, call, fd);
+  return { ok: true, fd, bytes };
 }

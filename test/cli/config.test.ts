@@ -178,6 +178,7 @@ describe("config print", () => {
       "socket-mode": "0660",
       "pre-skip": 312,
       "page-ms": 100,
+      "sink-pipe-bytes": 8192,
       "socket-buffers": "default",
       adaptive: "on",
       "adaptive-threshold": 10,

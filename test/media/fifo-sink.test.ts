@@ -7,13 +7,14 @@
  */
 import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { existsSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
-import { FifoSink, READER_LOOK_MS } from "../../src/media/fifo-sink.ts";
+import { closeSync, constants, existsSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { FifoSink, READER_LOOK_MS, type PipeSizer } from "../../src/media/fifo-sink.ts";
 import { NO_GRANULE, PageFlag } from "../../src/media/ogg-page.ts";
 import { openSink, type MediaFormat } from "../../src/media/open.ts";
 import { parseOpusHead } from "../../src/media/opus-head.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, FrameParser, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
+import { getPipeSize, receiveQueueBytes, setPipeSize } from "../../src/transport/socket-options.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader } from "../support/fifo.ts";
@@ -39,12 +40,13 @@ function setup() {
 }
 
 /** A FIFO sink through openSink, as `input serve --sink FIFO` opens it; what it reports, as lines. */
-function openFifoSink(format: MediaFormat, path: string, pageMs = 100) {
+function openFifoSink(format: MediaFormat, path: string, pageMs = 100, sizePipe?: PipeSizer) {
   const lines: string[] = [];
   const sink = openSink(format, path, {
     preSkip: 312,
     pageMs,
     fifoReaders: (level, message, fields) => lines.push(`${level} ${message}${fields ? ` ${JSON.stringify(fields)}` : ""}`),
+    sizePipe,
   });
   expect(sink).toBeInstanceOf(FifoSink);
   return { sink: sink as FifoSink, lines };
@@ -647,4 +649,75 @@ describe("FifoSink, the path changed under it", () => {
     expect((error as Error).message).toContain(t.fifo);
     expect((error as Error).message).toMatch(/no longer a FIFO/);
   }, 20_000);
+});
+
+describe("the reader's pipe, sized", () => {
+  /** The test as the player: its read end of the FIFO, held open and never read; its pipe's size and what waits in it. */
+  function stalledPlayer(fifo: string) {
+    const fd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    defer(() => closeSync(fd));
+    const size = () => {
+      const got = getPipeSize(fd);
+      if (!got.ok) throw new Error(got.message);
+      return got.bytes;
+    };
+    const waiting = () => {
+      const got = receiveQueueBytes(fd);
+      if (!got.ok) throw new Error(got.message);
+      return got.bytes;
+    };
+    return { size, waiting };
+  }
+
+  for (const bytes of [4096, 16384]) {
+    test(`a pipe of ${bytes} bytes: a player that stalls falls at most that far behind; what does not fit is dropped whole and counted`, async () => {
+      const t = setup();
+      const player = stalledPlayer(t.fifo);
+      const { sink, lines } = openFifoSink("wire", t.fifo, 100, (fd) => {
+        const set = setPipeSize(fd, bytes);
+        return set.ok ? set.bytes : set.message;
+      });
+      send(sink, MessageType.Config, MONO_16K);
+      // 200 frames of about 177 bytes each: 35 KB, more than either pipe holds, less than the kernel's 64 KiB.
+      for (let i = 0; i < 200; i++) send(sink, MessageType.OpusFrame, tonePacket(i), BigInt(i + 1));
+      sink.flush();
+      expect(player.size()).toBe(bytes);
+      expect(player.waiting()).toBeLessThanOrEqual(bytes);
+      expect(player.waiting()).toBeGreaterThan(bytes - 4113);
+      expect(sink.dropped.sink_reader_slow).toBeGreaterThan(200 - Math.ceil(bytes / 177));
+      expect(lines).toEqual([`info ${OPENED} ${JSON.stringify({ sink: t.fifo, reader: 1, pipe_bytes: bytes })}`]);
+      await sink.close();
+    });
+  }
+
+  test("not sized: the kernel's pipe (64 KiB) takes all 35 KB, nothing dropped", async () => {
+    const t = setup();
+    const player = stalledPlayer(t.fifo);
+    const { sink, lines } = openFifoSink("wire", t.fifo);
+    send(sink, MessageType.Config, MONO_16K);
+    for (let i = 0; i < 200; i++) send(sink, MessageType.OpusFrame, tonePacket(i), BigInt(i + 1));
+    sink.flush();
+    expect(player.size()).toBe(65536);
+    expect(sink.dropped.sink_reader_slow).toBe(0);
+    expect(lines).toEqual([`info ${OPENED} ${JSON.stringify({ sink: t.fifo, reader: 1 })}`]);
+    await sink.close();
+  });
+
+  test("a size the kernel refuses: a warning naming why; the reader is still served", async () => {
+    const t = setup();
+    stalledPlayer(t.fifo);
+    // A closed descriptor: the kernel's own EBADF, for every reader.
+    const { sink, lines } = openFifoSink("wire", t.fifo, 100, () => {
+      const set = setPipeSize(2 ** 30, 8192);
+      return set.ok ? set.bytes : set.message;
+    });
+    send(sink, MessageType.Config, MONO_16K);
+    send(sink, MessageType.OpusFrame, tonePacket(0));
+    expect(sink.readers).toBe(1);
+    expect(lines).toEqual([
+      `warn cannot size the sink's pipe; a slow reader may fall as far behind as the kernel's size allows ${JSON.stringify({ sink: t.fifo, error: `fcntl(F_SETPIPE_SZ) on fd ${2 ** 30} failed: EBADF` })}`,
+      `info ${OPENED} ${JSON.stringify({ sink: t.fifo, reader: 1 })}`,
+    ]);
+    await sink.close();
+  });
 });

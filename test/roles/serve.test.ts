@@ -255,7 +255,8 @@ describe("serve: both channels in one process", () => {
       let k = 0;
       for (; k < 20 && (await slow()) === 0; k++) await micSession(t, k);
       expect(await slow()).toBeGreaterThan(0);
-      expect(agent.stderr).toContain("input-server: sink FIFO opened by a reader sink=stdout");
+      // Sized by default, so the stalled player is at most 8 KiB (about 1 s of audio) behind.
+      expect(agent.stderr).toContain("input-server: sink FIFO opened by a reader sink=stdout reader=1 pipe_bytes=8192");
 
       // The output channel played its file out meanwhile, every frame delivered in the client's file.
       await agent.waitForStderr("output-server: stopped");
