@@ -162,7 +162,8 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   setConfig(config: AudioConfig): void {
     if (sameAudioConfig(config, this.currentConfig)) return;
     this.currentConfig = { ...config };
-    this.options.report("info", "config changed", { ...config });
+    // Before start() it is the Config the run begins with, not a change.
+    if (this.running) this.options.report("info", "config changed", { ...config });
     if (this.connected) this.writer.submit(MessageType.Config, encodeConfigPayload(config));
   }
 

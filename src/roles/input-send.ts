@@ -24,30 +24,37 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
   const report = logger.for("input-client");
   const live = settings.realtime || (await isLiveSource(settings.source));
   const opened = await openSource(settings.format, settings.source, { lenient: settings.lenient, report: logger.for("source") });
-  // An Ogg source knows its channels and rate only once the OpusHead packet is parsed, and its
-  // frame size once the first audio packet is: unless the flags give all three, read up to that
-  // packet (from a FIFO: its first writer's) before building the Config; a signal ends the wait.
-  const configFromFlags = settings["sample-rate"] !== undefined && settings.channels !== undefined && settings["frame-size"] !== undefined;
-  const source = settings.format === "ogg" && !configFromFlags ? await shutdown.race(readUpToFirstFrame(opened)) : opened;
-  const clientWith = (config: AudioConfig) =>
-    new InputClient({
-      path: settings.socket,
-      report,
-      config,
-      heartbeatMs: settings["heartbeat-ms"],
-      ackTimeoutMs: settings["ack-timeout-ms"],
-      connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
-      ...senderOptions(settings, live),
-    });
-  if (!source) {
-    await opened.close();
-    // Stopped before the first frame: nothing was read or sent, and the run says so as every run ends.
-    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(clientWith(DEFAULT_AUDIO_CONFIG).readings()) });
-    return;
-  }
-  const client = clientWith(configOf(settings, source, DEFAULT_AUDIO_CONFIG));
+  const client = new InputClient({
+    path: settings.socket,
+    report,
+    config: configOf(settings, opened, DEFAULT_AUDIO_CONFIG),
+    heartbeatMs: settings["heartbeat-ms"],
+    ackTimeoutMs: settings["ack-timeout-ms"],
+    connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
+    ...senderOptions(settings, live),
+  });
+  // Up before any wait for a first writer, so an operator sees the process waiting.
   const instruments = await Instruments.attach(client, { role: "input send", settings, logger });
   await instruments.start();
+  // An Ogg source knows its channels and rate only once the OpusHead packet is parsed, and its
+  // frame size once the first audio packet is: unless the flags give all three, read up to that
+  // packet (from a FIFO: its first writer's) before connecting with the Config; a signal ends the wait.
+  const configFromFlags = settings["sample-rate"] !== undefined && settings.channels !== undefined && settings["frame-size"] !== undefined;
+  let source: FrameSource | undefined;
+  try {
+    source = settings.format === "ogg" && !configFromFlags ? await shutdown.race(readUpToFirstFrame(opened)) : opened;
+  } catch (e) {
+    await instruments.stop();
+    throw e;
+  }
+  if (!source) {
+    await instruments.stop();
+    await opened.close();
+    // Stopped before the first frame: nothing was read or sent, and the run says so as every run ends.
+    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
+    return;
+  }
+  client.setConfig(configOf(settings, source, DEFAULT_AUDIO_CONFIG));
   const connection = client.start();
   // A source that fails part-way still ends the run with an error, but only after the
   // frames read before the failure went out and the session ended with Stop.

@@ -237,10 +237,14 @@ describe("input send --source FIFO --format ogg", () => {
 });
 
 describe("input send --source FIFO --format ogg, its Config from the first writer", () => {
-  test("SIGTERM before any writer came: exit 0, and the stopped line accounts for no frames", async () => {
+  test("/metrics and /healthz are up while it waits for the first writer; SIGTERM then: exit 0, and the stopped line accounts for no frames", async () => {
     const t = setup();
-    const send = spawnAgent(["input", "send", "--source", t.fifo, "--format", "ogg", "--socket", t.path("i.sock")]);
+    const send = spawnAgent(["input", "send", "--source", t.fifo, "--format", "ogg", "--socket", t.path("i.sock"), "--metrics", "0"]);
+    const base = await metricsUrl(send);
     await send.waitForStderr("source: waiting for a writer");
+    expect(await healthz(base)).toMatchObject({ role: "input send", frames: 0, connected: false });
+    expect(value(await scrape(base), "jetkvm_microphone_frames_sent_total")).toBe(0);
+    expect(send.stderr).not.toContain("config changed");
     send.kill("SIGTERM");
     expect(await send.exited, send.stderr).toBe(0);
     expect(send.stderr).toContain("stopped signal=SIGTERM");
