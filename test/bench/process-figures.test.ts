@@ -23,15 +23,23 @@ async function holder(keepTouching: boolean): Promise<Spawned> {
 test("the working set counts the pages touched since the count began, not those touched once before", async () => {
   const idle = await holder(false);
   const busy = await holder(true);
-  expect(clearReferenced(idle.pid)).toBe(true);
-  expect(clearReferenced(busy.pid)).toBe(true);
-  await Bun.sleep(300);
-  const [a, b] = [residentKiB(idle.pid)!, residentKiB(busy.pid)!];
-  // Both hold the 16 MiB as anonymous memory; only the busy one touched it within the count.
+  // Three counts of 300 ms: Bun itself now and then reads the whole of an idle process's heap (a
+  // window in ten or so), so the idle one's is the least of them; the busy one's is every one.
+  const idleReferenced: number[] = [];
+  let a, b;
+  for (let count = 0; count < 3; count++) {
+    expect(clearReferenced(idle.pid)).toBe(true);
+    expect(clearReferenced(busy.pid)).toBe(true);
+    await Bun.sleep(300);
+    [a, b] = [residentKiB(idle.pid)!, residentKiB(busy.pid)!];
+    expect(b.referenced).toBeGreaterThanOrEqual(16 * 1024);
+    idleReferenced.push(a.referenced);
+  }
+  a = a!;
+  // Both hold the 16 MiB as anonymous memory; only the busy one touched it within the counts.
   expect(a.anonymous).toBeGreaterThanOrEqual(16 * 1024);
-  expect(b.anonymous).toBeGreaterThanOrEqual(16 * 1024);
-  expect(b.referenced).toBeGreaterThanOrEqual(16 * 1024);
-  expect(a.referenced).toBeLessThan(8 * 1024);
+  expect(b!.anonymous).toBeGreaterThanOrEqual(16 * 1024);
+  expect(Math.min(...idleReferenced)).toBeLessThan(8 * 1024);
   // Anonymous is what the kernel's own status line calls RssAnon, not the whole RSS.
   expect(Math.abs(a.anonymous - statusKiB(idle.pid, "RssAnon"))).toBeLessThan(512);
   expect(statusKiB(idle.pid, "VmRSS") - a.anonymous).toBeGreaterThan(4 * 1024); // Bun's own code, file-backed
