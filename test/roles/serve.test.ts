@@ -239,6 +239,8 @@ describe("serve: both channels in one process", () => {
       // `serve ... --input-sink - | player`, with bash's exec keeping the agent's pid: the player
       // holds its end of the pipe and reads nothing until told.
       const player = `exec sh -c '${HELD_READER}' /dev/stdin '${got}'`;
+      // Not a child of the test's: let go at the end whatever happens, it then reads to the pipe's end and exits.
+      defer(() => releaseReader(got));
       const agent = start(
         ["bash", "-c", `exec "$@" > >(${player})`, "bash", ...AGENT,
           "serve",
