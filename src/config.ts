@@ -155,7 +155,7 @@ const socketBuffers = onFirstUse(() =>
 export const OPTIONS = {
   socket: { flag: "string", help: "Unix socket path", allowed: "a path", schema: text, default: { output: "/var/run/audio_output.sock", input: "/var/run/audio_input.sock" }, env: { output: "JETKVM_AUDIO_OUTPUT_SOCKET", input: "JETKVM_AUDIO_INPUT_SOCKET" } },
   source: { flag: "string", help: 'frames to send: a file, or "-" for stdin', allowed: 'a path or "-"', schema: text, required: true },
-  sink: { flag: "string", help: 'where received frames go: a file, "-" for stdout, or a FIFO (input serve: a FIFO or a stdout pipe is a player, never waited for)', allowed: 'a path or "-"', schema: text, required: true },
+  sink: { flag: "string", help: 'where received frames go: a file, "-" for stdout, or a FIFO (input serve: a player, never waited for)', allowed: 'a path or "-"', schema: text, required: true },
   format: { flag: "string", help: "wire (the IPC byte stream) or ogg (Ogg Opus)", allowed: "wire, ogg", schema: choice(["wire", "ogg"]), default: "wire" },
   realtime: { flag: "boolean", help: "pace a file source by its timestamps/durations; drop what no client takes", allowed: "true, false", schema: booleanLike, default: false },
   loop: { flag: "boolean", help: "replay a file source forever", allowed: "true, false", schema: booleanLike, default: false },

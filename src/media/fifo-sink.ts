@@ -23,8 +23,6 @@ export type PipeSizer = (fd: number) => number | string;
 export interface FifoSinkOptions {
   /** The reasons its streams drop for (an Ogg stream: sink_invalid_packet), named from the start. */
   streamReasons?: readonly string[];
-  /** Where a reader's end is opened, when not the name (stdout: /proc/self/fd/1). */
-  path?: string;
   /**
    * Bounds each reader's pipe: dropping starts once it is full, so this is how
    * far behind the audio a reader that fell behind stays. Not given: the
@@ -64,7 +62,6 @@ export class FifoSink implements FrameSink {
   private lastLook = -Infinity;
   private missing = false;
   private closed = false;
-  private readonly path: string;
   /** The pipe's size could not be set: said once. */
   private sizeFailed = false;
 
@@ -75,7 +72,6 @@ export class FifoSink implements FrameSink {
     private readonly report: FifoReport,
     private readonly options: FifoSinkOptions = {},
   ) {
-    this.path = options.path ?? name;
     this.streamsBefore = Object.fromEntries((options.streamReasons ?? []).map((reason) => [reason, 0]));
   }
 
@@ -150,7 +146,7 @@ export class FifoSink implements FrameSink {
     let fd: number;
     try {
       // Non-blocking: with no reader this fails (ENXIO) at once instead of waiting for one.
-      fd = openSync(this.path, constants.O_WRONLY | constants.O_NONBLOCK);
+      fd = openSync(this.name, constants.O_WRONLY | constants.O_NONBLOCK);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? String(e);
       if (code === "ENOENT") {
@@ -160,7 +156,7 @@ export class FifoSink implements FrameSink {
         return undefined;
       }
       // ENXIO is no reader for a FIFO, but also what a Unix socket at the path gives.
-      if (statSync(this.path, { throwIfNoEntry: false })?.isFIFO() === false) throw notAFifo(this.name);
+      if (statSync(this.name, { throwIfNoEntry: false })?.isFIFO() === false) throw notAFifo(this.name);
       if (code === "ENXIO") return undefined;
       throw new Error(`cannot open sink ${this.name}: ${code}`);
     }

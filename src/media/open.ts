@@ -1,4 +1,4 @@
-import { fstatSync, realpathSync, statSync } from "node:fs";
+import { realpathSync, statSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import type { ByteOutput } from "./byte-sink.ts";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
@@ -26,11 +26,10 @@ export interface SinkOptions {
   preSkip: number;
   pageMs: number;
   /**
-   * Given, a FIFO, or stdout that is a pipe, is written without ever blocking
-   * (FifoSink): its readers one after another, each with a stream of its own,
-   * dropping (and counting) what no reader takes at once; they come and go
-   * here. Not given, a pipe is written like a file: blocking while its reader
-   * is absent or slow.
+   * Given, a FIFO is written without ever blocking (FifoSink): its readers
+   * one after another, each with a stream of its own, dropping (and counting)
+   * what no reader takes at once; they come and go here. Not given, a FIFO
+   * is written like a file: blocking while its reader is absent or slow.
    */
   fifoReaders?: FifoReport;
   /** With fifoReaders: sets the capacity of each reader's pipe (FifoSinkOptions.sizePipe). */
@@ -64,14 +63,12 @@ export async function openSource(format: MediaFormat, path: string, options: Sou
 }
 
 export function openSink(format: MediaFormat, path: string, options: SinkOptions): FrameSink {
-  const pipe = options.fifoReaders && pipePath(path);
-  if (pipe) {
+  if (options.fifoReaders && path !== "-" && statSync(path, { throwIfNoEntry: false })?.isFIFO()) {
     const ogg = { preSkip: options.preSkip, pageMs: options.pageMs };
     if (format === "ogg") OggSink.check(ogg);
     const streamFor = (reader: ByteOutput): FrameSink => (format === "ogg" ? OggSink.over(reader, ogg) : WireSink.over(reader));
-    return new FifoSink(path === "-" ? "stdout" : path, streamFor, options.fifoReaders!, {
+    return new FifoSink(path, streamFor, options.fifoReaders, {
       streamReasons: format === "ogg" ? [OGG_SINK_DROP] : [],
-      path: pipe,
       sizePipe: options.sizePipe,
     });
   }
@@ -80,21 +77,6 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
       return WireSink.open(path);
     case "ogg":
       return OggSink.open(path, { preSkip: options.preSkip, pageMs: options.pageMs });
-  }
-}
-
-/**
- * Where a sink that is a pipe is opened for each reader: a FIFO's path, or
- * for stdout ("-") that is a pipe, /proc/self/fd/1, which opens that pipe
- * afresh (with an O_NONBLOCK of its own, which whoever shares stdout does
- * not see). Undefined for anything else.
- */
-function pipePath(path: string): string | undefined {
-  if (path !== "-") return statSync(path, { throwIfNoEntry: false })?.isFIFO() ? path : undefined;
-  try {
-    return fstatSync(1).isFIFO() ? "/proc/self/fd/1" : undefined;
-  } catch {
-    return undefined; // stdout closed: its writes fail, named, as a file's would
   }
 }
 

@@ -14,7 +14,7 @@ import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
 import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeValue, value } from "../support/metrics.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
-import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents } from "../support/processes.ts";
+import { agentEnv, runAgent, spawnAgent, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
@@ -229,59 +229,6 @@ describe("serve: both channels in one process", () => {
     expectFrames(sinkFrames(sink).frames, 20, micPayload);
     expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ frames: "20", sessions: "1" });
   }, 60_000);
-
-  test(
-    "--input-sink - into a pipe whose player stalls never holds up the output channel: the pipe is written like a FIFO, what it cannot take counted dropped",
-    async () => {
-      const t = setup();
-      const got = t.path("got.wire");
-      await writeWireFile(t.path("capture.wire"), 150);
-      // `serve ... --input-sink - | player`, with bash's exec keeping the agent's pid: the player
-      // holds its end of the pipe and reads nothing until told.
-      const player = `exec sh -c '${HELD_READER}' /dev/stdin '${got}'`;
-      // Not a child of the test's: let go at the end whatever happens, it then reads to the pipe's end and exits.
-      defer(() => releaseReader(got));
-      const agent = start(
-        ["bash", "-c", `exec "$@" > >(${player})`, "bash", ...AGENT,
-          "serve",
-          "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--output-realtime",
-          "--input-socket", t.in, "--input-sink", "-",
-          "--metrics", "127.0.0.1:0"],
-        { env: agentEnv() },
-      );
-      const base = await metricsUrl(agent);
-      await agent.waitForStderr("input-server: listening");
-      // 150 frames in real time: 3 s of output while the input channel's player reads nothing.
-      const recv = spawnAgent(["output", "recv", "--socket", t.out, "--sink", t.path("out.wire")]);
-      const slow = () => scrapeValue(base, "audio_agent_frames_dropped_by_reason_total", { channel: "input", reason: "sink_reader_slow" });
-      let k = 0;
-      for (; k < 20 && (await slow()) === 0; k++) await micSession(t, k);
-      expect(await slow()).toBeGreaterThan(0);
-      // Sized by default, so the stalled player is at most 8 KiB (about 1 s of audio) behind.
-      expect(agent.stderr).toContain("input-server: sink FIFO opened by a reader sink=stdout reader=1 pipe_bytes=8192");
-
-      // The output channel played its file out meanwhile, every frame delivered in the client's file.
-      await agent.waitForStderr("output-server: stopped");
-      const output = expectAccountedLine(agent.stderr);
-      expect(output.submitted).toBe(150);
-      expect(output.dropped).toBe(output.byReason.no_client ?? 0);
-      await until(() => wireFileFrames(t.path("out.wire")).frames.length === output.delivered, "the client to have every frame delivered");
-      recv.kill("SIGTERM");
-      expect(await recv.exited, recv.stderr).toBe(0);
-
-      releaseReader(got);
-      agent.kill("SIGTERM");
-      expect(await agent.exited, agent.stderr).toBe(0);
-      // The player read to the pipe's end: whole messages, intact and in order; with what was dropped, every frame received.
-      const stopped = logFields(agent.stderr, "input-server", "stopped");
-      const received = () => wholeWireMessages(got, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload);
-      await until(() => existsSync(got) && received().length + Number(stopped.dropped) === k * 200, "the player to have read what the pipe took");
-      expectIntactInOrder(received(), 4096);
-      expect(Number(stopped.frames)).toBe(k * 200);
-      expect(Number(stopped.dropped)).toBe(Number(stopped.dropped_sink_reader_slow));
-    },
-    60_000,
-  );
 
   test("a channel that fails stops the other cleanly: the input sink on a full disk ends the run with exit 1 naming it", async () => {
     const t = setup();
