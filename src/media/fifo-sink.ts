@@ -24,6 +24,14 @@ export interface FifoSinkOptions {
   /** The reasons its streams drop for (an Ogg stream: sink_invalid_packet), named from the start. */
   streamReasons?: readonly string[];
   /**
+   * A reader already there on this descriptor, set non-blocking by the caller
+   * (stdout, a pipe or socket to a player): written from the first message,
+   * never closed (the process's exit ends it), and never looked for again once
+   * it has gone (the rest is counted sink_no_reader). Not given: the FIFO at
+   * the sink's name is opened for each reader.
+   */
+  fd?: number;
+  /**
    * Bounds each reader's pipe: dropping starts once it is full, so this is how
    * far behind the audio a reader that fell behind stays. Not given: the
    * kernel's size (64 KiB).
@@ -143,6 +151,7 @@ export class FifoSink implements FrameSink {
     const now = performance.now();
     if (now - this.lastLook < READER_LOOK_MS) return undefined;
     this.lastLook = now;
+    if (this.options.fd !== undefined) return this.readers === 0 ? this.served(this.options.fd, false) : undefined;
     let fd: number;
     try {
       // Non-blocking: with no reader this fails (ENXIO) at once instead of waiting for one.
@@ -165,14 +174,20 @@ export class FifoSink implements FrameSink {
       closeSync(fd);
       throw notAFifo(this.name);
     }
+    return this.served(fd, true);
+  }
+
+  /** The next reader, on `fd` (closed with its stream when `owned`). */
+  private served(fd: number, owned: boolean): Reader {
     this.readers++;
     const pipeBytes = this.options.sizePipe?.(fd);
     if (typeof pipeBytes === "string" && !this.sizeFailed) {
       this.sizeFailed = true;
       this.report("warn", "cannot size the sink's pipe; a slow reader may fall as far behind as the kernel's size allows", { sink: this.name, error: pipeBytes });
     }
-    this.report("info", "sink FIFO opened by a reader", { sink: this.name, reader: this.readers, pipe_bytes: typeof pipeBytes === "number" ? pipeBytes : undefined });
-    const pipe = new ReaderPipe(this.name, fd, this.counts);
+    const opened = this.options.fd === undefined ? "sink FIFO opened by a reader" : "sink written to its reader without blocking";
+    this.report("info", opened, { sink: this.name, reader: this.readers, pipe_bytes: typeof pipeBytes === "number" ? pipeBytes : undefined });
+    const pipe = new ReaderPipe(this.name, fd, this.counts, owned);
     this.reader = { pipe, stream: this.streamFor(pipe) };
     this.configOwed = false;
     return this.reader;
@@ -194,7 +209,8 @@ export class FifoSink implements FrameSink {
     this.reader = undefined;
     this.endStream(reader);
     if (reader.pipe.failure) throw reader.pipe.failure;
-    this.report("info", "sink FIFO's reader has gone; waiting for the next", { sink: this.name, reader: this.readers });
+    if (this.options.fd === undefined) this.report("info", "sink FIFO's reader has gone; waiting for the next", { sink: this.name, reader: this.readers });
+    else this.report("warn", "sink's reader has gone; what comes next is dropped (sink_no_reader)", { sink: this.name });
   }
 }
 
@@ -230,6 +246,8 @@ class ReaderPipe implements ByteOutput {
     readonly name: string,
     private readonly fd: number,
     private readonly dropped: Record<FifoSinkDrop, number>,
+    /** Closed when the stream ends (a FIFO opened for this reader), or left open (stdout). */
+    private readonly owned = true,
   ) {}
 
   /** Settles once the pipe is closed. */
@@ -332,14 +350,15 @@ class ReaderPipe implements ByteOutput {
     this.timer = undefined;
     if (this.fdClosed) return;
     this.fdClosed = true;
-    closeSync(this.fd);
+    if (this.owned) closeSync(this.fd);
     this.done.resolve();
   }
 
   /** Writes as much of `bytes` as the pipe takes now; how much that was. */
   private put(bytes: Uint8Array): number {
     const { at, code } = writeFrom(this.fd, bytes);
-    if (code === "EPIPE") this.gone = true;
+    // A socket's reader gone can also read as a reset.
+    if (code === "EPIPE" || code === "ECONNRESET") this.gone = true;
     else if (code !== undefined && code !== "EAGAIN") throw new Error(`cannot write to sink ${this.name}: ${code}`);
     return at;
   }

@@ -34,6 +34,11 @@ export interface SinkOptions {
   fifoReaders?: FifoReport;
   /** With fifoReaders: sets the capacity of each reader's pipe (FifoSinkOptions.sizePipe). */
   sizePipe?: PipeSizer;
+  /**
+   * With fifoReaders: stdout ("-") is a pipe or socket the caller has made
+   * non-blocking, to a player: written as a FIFO's one reader, never waited for.
+   */
+  liveStdout?: boolean;
 }
 
 /**
@@ -63,13 +68,15 @@ export async function openSource(format: MediaFormat, path: string, options: Sou
 }
 
 export function openSink(format: MediaFormat, path: string, options: SinkOptions): FrameSink {
-  if (options.fifoReaders && path !== "-" && statSync(path, { throwIfNoEntry: false })?.isFIFO()) {
+  const stdout = path === "-" && options.liveStdout === true;
+  if (options.fifoReaders && (stdout || (path !== "-" && statSync(path, { throwIfNoEntry: false })?.isFIFO()))) {
     const ogg = { preSkip: options.preSkip, pageMs: options.pageMs };
     if (format === "ogg") OggSink.check(ogg);
     const streamFor = (reader: ByteOutput): FrameSink => (format === "ogg" ? OggSink.over(reader, ogg) : WireSink.over(reader));
-    return new FifoSink(path, streamFor, options.fifoReaders, {
+    return new FifoSink(stdout ? "stdout" : path, streamFor, options.fifoReaders, {
       streamReasons: format === "ogg" ? [OGG_SINK_DROP] : [],
       sizePipe: options.sizePipe,
+      fd: stdout ? 1 : undefined,
     });
   }
   switch (format) {

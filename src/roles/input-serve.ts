@@ -1,11 +1,13 @@
+import { fstatSync } from "node:fs";
 import { InputServer } from "../channels/input-server.ts";
 import { socketBufferSizes, type RoleSettings } from "../config.ts";
 import type { FrameSink } from "../media/frame-sink.ts";
 import { openSink } from "../media/open.ts";
+import type { Report } from "../transport/report.ts";
 import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
-import { setPipeSize, type PipeSizeResult } from "../transport/socket-options.ts";
+import { setNonBlocking, setPipeSize, type PipeSizeResult } from "../transport/socket-options.ts";
 import { Instruments, type ChannelInstruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
 
@@ -21,7 +23,7 @@ type Settings = RoleSettings<"input serve">;
  * the sink is closed (an Ogg sink gets its end-of-stream page) and the
  * "stopped" line logged.
  */
-export function inputChannel(settings: Settings, logger: Logger): { server: InputServer; serve: (shutdown: Shutdown, instruments: ChannelInstruments) => Promise<void> } {
+export function inputChannel(settings: Settings, logger: Logger, beside?: "output"): { server: InputServer; serve: (shutdown: Shutdown, instruments: ChannelInstruments) => Promise<void> } {
   const report = logger.for("input-server");
   // Set right after listening, before any client's message can arrive (that takes an I/O event).
   let sink!: FrameSink;
@@ -53,12 +55,15 @@ export function inputChannel(settings: Settings, logger: Logger): { server: Inpu
     try {
       // A FIFO sink (a player) never blocks: late audio is worth nothing, and in `serve` the output channel must not wait.
       const pipeBytes = settings["sink-pipe-bytes"];
+      // Beside the output channel, stdout to a player must not block either (the other channel would wait).
+      const stdout = beside === "output" && settings.sink === "-" ? liveStdout(report) : undefined;
       sink = openSink(settings.format, settings.sink, {
         preSkip: settings["pre-skip"],
         pageMs: settings["page-ms"],
         fifoReaders: report,
         // A pipe of the kernel's size keeps a player that fell behind up to 64 KiB (8 s of audio) late.
-        sizePipe: pipeBytes ? (fd) => pipeSizeOrWhy(setPipeSize(fd, pipeBytes)) : undefined,
+        sizePipe: pipeBytes && stdout !== "socket" ? (fd) => pipeSizeOrWhy(setPipeSize(fd, pipeBytes)) : undefined,
+        liveStdout: stdout !== undefined,
       });
     } catch (e) {
       await server.stop();
@@ -96,4 +101,24 @@ export async function inputServe(settings: Settings, logger: Logger, shutdown: S
 
 function pipeSizeOrWhy(result: PipeSizeResult): number | string {
   return result.ok ? result.bytes : result.message;
+}
+
+/**
+ * Stdout made non-blocking when it is a pipe or a socket (to a player), and
+ * which; undefined when it is anything else (a file, a terminal), or cannot
+ * be made so (said once), and is then written as a file is.
+ */
+function liveStdout(report: Report): "pipe" | "socket" | undefined {
+  let kind: "pipe" | "socket" | undefined;
+  try {
+    const stat = fstatSync(1);
+    kind = stat.isFIFO() ? "pipe" : stat.isSocket() ? "socket" : undefined;
+  } catch {
+    return undefined;
+  }
+  if (!kind) return undefined;
+  const set = setNonBlocking(1);
+  if (set.ok) return kind;
+  report("warn", "cannot make stdout non-blocking; a stalled player may hold up both channels", { error: set.message });
+  return undefined;
 }

@@ -20,7 +20,7 @@ export async function serve(settings: ServeSettings, logger: Logger, shutdown: S
   const report = logger.for("agent");
   const { source, live } = await openOutputSource(settings.output, logger);
   const output = outputServer(settings.output, logger, live);
-  const input = inputChannel(settings.input, logger);
+  const input = inputChannel(settings.input, logger, "output");
   const instruments = await Instruments.attachAll(
     [
       { end: output, settings: settings.output },

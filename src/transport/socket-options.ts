@@ -15,6 +15,10 @@ export const SO_RCVBUF = 8;
 export const TIOCOUTQ = 0x5411;
 /** ioctl: bytes waiting in the receive queue (SIOCINQ). */
 export const FIONREAD = 0x541b;
+/** fcntl: a descriptor's status flags, and the one that makes its writes return EAGAIN instead of waiting. */
+export const F_GETFL = 3;
+export const F_SETFL = 4;
+export const O_NONBLOCK = 0o4000;
 /** fcntl: set and get a pipe's capacity in bytes (Linux 2.6.35+). */
 export const F_SETPIPE_SZ = 1031;
 export const F_GETPIPE_SZ = 1032;
@@ -31,6 +35,7 @@ export type SocketOptionCall =
   | "getsockopt(SO_RCVBUF)"
   | "ioctl(TIOCOUTQ)"
   | "ioctl(FIONREAD)"
+  | "fcntl(F_SETFL)"
   | "fcntl(F_SETPIPE_SZ)"
   | "fcntl(F_GETPIPE_SZ)";
 
@@ -301,4 +306,21 @@ export function getPipeSize(fd: number): PipeSizeResult {
   const bytes = libc.fcntl(fd, F_GETPIPE_SZ, 0);
   if (bytes < 0) return syscallFailed(libc, call, fd);
   return { ok: true, fd, bytes };
+}
+
+/**
+ * Sets O_NONBLOCK on a descriptor (fcntl F_GETFL, F_SETFL): its writes then
+ * return EAGAIN when the pipe or socket is full. The flag belongs to the open
+ * file description, so whoever shares it (a process that handed it down as
+ * stdout and kept it) sees it too.
+ */
+export function setNonBlocking(fd: number): { ok: true; fd: number } | SocketOptionFailure {
+  const call = "fcntl(F_SETFL)";
+  const bad = badFd(call, fd);
+  if (bad) return bad;
+  const { libc, detail } = loadLibc();
+  if (!libc) return unavailable(call, fd, detail);
+  const flags = libc.fcntl(fd, F_GETFL, 0);
+  if (flags < 0 || libc.fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return syscallFailed(libc, call, fd);
+  return { ok: true, fd };
 }

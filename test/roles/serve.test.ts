@@ -14,7 +14,7 @@ import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
 import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeValue, value } from "../support/metrics.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
-import { agentEnv, runAgent, spawnAgent, start, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
@@ -228,6 +228,108 @@ describe("serve: both channels in one process", () => {
     expect(existsSync(t.in)).toBe(false);
     expectFrames(sinkFrames(sink).frames, 20, micPayload);
     expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ frames: "20", sessions: "1" });
+  }, 60_000);
+
+  for (const stdout of ["pipe", "socket"] as const) {
+    test(
+      `--input-sink - into a ${stdout} whose player stalls never holds up the output channel: written without blocking, what it cannot take counted dropped`,
+      async () => {
+        const t = setup();
+        const got = t.path("got.wire");
+        await writeWireFile(t.path("capture.wire"), 150);
+        const args = [
+          "serve",
+          "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--output-realtime",
+          "--input-socket", t.in, "--input-sink", "-",
+          "--metrics", "127.0.0.1:0",
+        ];
+        // A pipe: `serve ... > >(player)`, bash's exec keeping the agent's pid; the player holds its
+        // end and reads nothing until told (and holds none of the test's pipes, which would keep the
+        // agent's exit from being seen). A socket: what Bun gives a child as stdout, never read.
+        const agent =
+          stdout === "pipe"
+            ? start(["bash", "-c", `exec "$@" > >(exec sh -c '${HELD_READER}' /dev/stdin '${got}' >/dev/null 2>&1)`, "bash", ...AGENT, ...args], { env: agentEnv() })
+            : spawnAgent(args, { holdStdout: true });
+        // The pipe's player is no child of the test's: let go at the end whatever happens, it reads to the end and exits.
+        if (stdout === "pipe") defer(() => releaseReader(got));
+        const base = await metricsUrl(agent);
+        await agent.waitForStderr("input-server: listening");
+        // 150 frames in real time: 3 s of output while the input channel's player reads nothing.
+        const recv = spawnAgent(["output", "recv", "--socket", t.out, "--sink", t.path("out.wire")]);
+        const slow = () => scrapeValue(base, "audio_agent_frames_dropped_by_reason_total", { channel: "input", reason: "sink_reader_slow" });
+        let k = 0;
+        for (; k < 20 && (await slow()) === 0; k++) await micSession(t, k);
+        expect(await slow()).toBeGreaterThan(0);
+        // A pipe is sized (at most 8 KiB behind); a socket's buffer is the socket's.
+        const pipeBytes = stdout === "pipe" ? " pipe_bytes=8192" : "";
+        expect(agent.stderr).toContain(`input-server: sink written to its reader without blocking sink=stdout reader=1${pipeBytes}\n`);
+
+        // The output channel played its file out meanwhile, every frame delivered in the client's file.
+        await agent.waitForStderr("output-server: stopped");
+        const output = expectAccountedLine(agent.stderr);
+        expect(output.submitted).toBe(150);
+        expect(output.dropped).toBe(output.byReason.no_client ?? 0);
+        await until(() => wireFileFrames(t.path("out.wire")).frames.length === output.delivered, "the client to have every frame delivered");
+        recv.kill("SIGTERM");
+        expect(await recv.exited, recv.stderr).toBe(0);
+
+        // The pipe's player reads again before the stop, so its stream ends whole (it would otherwise end
+        // part-way through a message after the stop's 1 s linger, as a stalled FIFO reader's does).
+        if (stdout === "pipe") releaseReader(got);
+        agent.kill("SIGTERM");
+        expect(await agent.exited, agent.stderr).toBe(0);
+        const stopped = logFields(agent.stderr, "input-server", "stopped");
+        expect(Number(stopped.frames)).toBe(k * 200);
+        expect(Number(stopped.dropped)).toBe(Number(stopped.dropped_sink_reader_slow));
+        if (stdout === "pipe") {
+          // The player reads to the pipe's end: whole messages, intact and in order; with what was dropped, every frame received.
+          const received = () => wholeWireMessages(got, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload);
+          // Read while the player still writes it: a message cut short there is not yet the whole file.
+          const whole = () => {
+            try {
+              return received().length + Number(stopped.dropped) === k * 200;
+            } catch {
+              return false;
+            }
+          };
+          await until(whole, "the player to have read what the pipe took");
+          expectIntactInOrder(received(), 4096);
+        }
+      },
+      60_000,
+    );
+  }
+
+  test("input serve alone writes --sink - as a file, blocking (no other channel waits): a session into a socket stdout loses nothing", async () => {
+    const t = setup();
+    const agent = spawnAgent(["input", "serve", "--socket", t.in, "--sink", "-"]);
+    await agent.waitForStderr("input-server: listening");
+    await micSession(t, 0);
+    await agent.waitForStderr("input-server: session ended by Stop");
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    expect(agent.stderr).not.toContain("without blocking");
+    const stopped = logFields(agent.stderr, "input-server", "stopped");
+    expect(stopped.frames).toBe("200");
+    expect(stopped.dropped ?? "0").toBe("0");
+  }, 60_000);
+
+  test("--input-sink - whose player quits: the rest is counted sink_no_reader, one warning, no look for another; the run goes on and stops with exit 0", async () => {
+    const t = setup();
+    const agent = start(["bash", "-c", `exec "$@" > >(exec head -c 1000 >/dev/null 2>&1)`, "bash", ...AGENT, "serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", "-"], { env: agentEnv(), stdin: "pipe" });
+    await agent.waitForStderr("input-server: listening");
+    await micSession(t, 0);
+    await micSession(t, 1);
+    await until(() => agent.stderr.includes("input-server: session ended by Stop") && agent.stderr.split("session ended by Stop").length === 3, "both sessions to end");
+    expect(agent.stderr.split("sink's reader has gone").length - 1).toBe(1);
+    expect(agent.stderr.split("without blocking sink=stdout").length - 1).toBe(1);
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    const stopped = logFields(agent.stderr, "input-server", "stopped");
+    expect(Number(stopped.frames)).toBe(400);
+    expect(Number(stopped.dropped_sink_no_reader)).toBeGreaterThan(300);
+    // Slow drops only if the pipe filled before head quit; either way every frame is counted.
+    expect(Number(stopped.dropped)).toBe(Number(stopped.dropped_sink_no_reader) + Number(stopped.dropped_sink_reader_slow ?? 0));
   }, 60_000);
 
   test("a channel that fails stops the other cleanly: the input sink on a full disk ends the run with exit 1 naming it", async () => {

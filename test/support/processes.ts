@@ -50,6 +50,8 @@ export interface SpawnOptions {
   env?: Record<string, string>;
   /** SIGKILL after this long (the result then has code -1). */
   timeoutMs?: number;
+  /** Its stdout (a socket, as Bun gives a child) is never read: a player that stalls, whose end fills. */
+  holdStdout?: boolean;
 }
 
 export interface Result {
@@ -72,10 +74,11 @@ export class Spawned {
     readonly proc: Subprocess<"pipe" | "ignore", "pipe", "pipe">,
     readonly cmd: string[],
     timeoutMs?: number,
+    holdStdout = false,
   ) {
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => this.kill("SIGKILL"), timeoutMs);
     this.collected = Promise.all([
-      collect(proc.stdout, (text) => (this.stdout += text)),
+      holdStdout ? undefined : collect(proc.stdout, (text) => (this.stdout += text)),
       collect(proc.stderr, (text) => (this.stderr += text)),
     ]).then(() => {});
     this.exited = proc.exited.then(async (code) => {
@@ -165,7 +168,7 @@ function spawn(cmd: string[], options: SpawnOptions): Spawned {
     stdout: "pipe",
     stderr: "pipe",
   });
-  const spawned = new Spawned(proc as Subprocess<"pipe" | "ignore", "pipe", "pipe">, cmd, options.timeoutMs);
+  const spawned = new Spawned(proc as Subprocess<"pipe" | "ignore", "pipe", "pipe">, cmd, options.timeoutMs, options.holdStdout);
   running.add(spawned);
   spawned.exited.finally(() => running.delete(spawned));
   return spawned;
