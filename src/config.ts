@@ -155,7 +155,7 @@ const socketBuffers = onFirstUse(() =>
 export const OPTIONS = {
   socket: { flag: "string", help: "Unix socket path", allowed: "a path", schema: text, default: { output: "/var/run/audio_output.sock", input: "/var/run/audio_input.sock" }, env: { output: "JETKVM_AUDIO_OUTPUT_SOCKET", input: "JETKVM_AUDIO_INPUT_SOCKET" } },
   source: { flag: "string", help: 'frames to send: a file, or "-" for stdin', allowed: 'a path or "-"', schema: text, required: true },
-  sink: { flag: "string", help: 'where received frames go: a file, "-" for stdout, or a FIFO (input serve: a player, never waited for)', allowed: 'a path or "-"', schema: text, required: true },
+  sink: { flag: "string", help: 'where received frames go: a file, "-" for stdout, or a FIFO (input serve: a player, never waited for; in serve also stdout to a pipe or socket)', allowed: 'a path or "-"', schema: text, required: true },
   format: { flag: "string", help: "wire (the IPC byte stream) or ogg (Ogg Opus)", allowed: "wire, ogg", schema: choice(["wire", "ogg"]), default: "wire" },
   realtime: { flag: "boolean", help: "pace a file source by its timestamps/durations; drop what no client takes", allowed: "true, false", schema: booleanLike, default: false },
   loop: { flag: "boolean", help: "replay a file source forever", allowed: "true, false", schema: booleanLike, default: false },
@@ -171,7 +171,7 @@ export const OPTIONS = {
   "stuck-frames": { flag: "string", help: "live mode: disconnect a client that takes nothing while this many frames are dropped for it", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 250 },
   "pre-skip": { flag: "string", help: "ogg sink: OpusHead pre-skip in 48 kHz samples", allowed: "an integer 0..65535", schema: integer(0, 65535), default: 312 },
   "page-ms": { flag: "string", help: "sink: write out (an Ogg sink: close a page) at least this often, so live listeners hear audio promptly", allowed: "an integer 1..10000", schema: integer(1, 10_000), default: 100 },
-  "sink-pipe-bytes": { flag: "string", help: "FIFO sink (input serve): each reader's pipe capacity, so the furthest a player that fell behind stays behind before frames are dropped (0: the kernel's, 64 KiB)", allowed: "0 or bytes 4096..1048576", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.integer(), v.check((n) => n === 0 || (n >= 4096 && n <= 1_048_576)))), default: 8192 },
+  "sink-pipe-bytes": { flag: "string", help: "a player's pipe (a FIFO sink, or serve's stdout): its capacity, so the furthest a player that fell behind stays behind before frames are dropped (0: the kernel's, 64 KiB)", allowed: "0 or bytes 4096..1048576", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.integer(), v.check((n) => n === 0 || (n >= 4096 && n <= 1_048_576)))), default: 8192 },
   "heartbeat-ms": { flag: "string", help: "send a Heartbeat this often", allowed: "an integer 10..60000", schema: integer(10, 60_000), default: 1000 },
   "ack-timeout-ms": { flag: "string", help: "no Ack for this long: the server is gone, reconnect", allowed: "an integer 10..600000", schema: integer(10, 600_000), default: 3000 },
   "sample-rate": { flag: "string", help: "Config: sample rate (default from an Ogg source, else 48000)", allowed: "8000, 12000, 16000, 24000, 48000", schema: onFirstUse(() => v.pipe(numberLike, v.picklist([8000, 12000, 16000, 24000, 48000]))) },

@@ -105,20 +105,30 @@ function pipeSizeOrWhy(result: PipeSizeResult): number | string {
 
 /**
  * Stdout made non-blocking when it is a pipe or a socket (to a player), and
- * which; undefined when it is anything else (a file, a terminal), or cannot
- * be made so (said once), and is then written as a file is.
+ * which; undefined when it is anything else (a file, a terminal), shares its
+ * pipe with stderr (`2>&1`: the log's lines would then be the ones that wait,
+ * and be lost), or cannot be made so; stdout is then written as a file is.
+ * Its flags are put back at exit, for whoever shares the pipe after the agent.
  */
 function liveStdout(report: Report): "pipe" | "socket" | undefined {
   let kind: "pipe" | "socket" | undefined;
   try {
-    const stat = fstatSync(1);
-    kind = stat.isFIFO() ? "pipe" : stat.isSocket() ? "socket" : undefined;
+    const out = fstatSync(1);
+    kind = out.isFIFO() ? "pipe" : out.isSocket() ? "socket" : undefined;
+    const err = fstatSync(2);
+    if (kind && err.dev === out.dev && err.ino === out.ino) {
+      report("warn", "stderr shares stdout's pipe: stdout is written blocking, and a stalled player may hold up both channels");
+      return undefined;
+    }
   } catch {
     return undefined;
   }
   if (!kind) return undefined;
   const set = setNonBlocking(1);
-  if (set.ok) return kind;
-  report("warn", "cannot make stdout non-blocking; a stalled player may hold up both channels", { error: set.message });
-  return undefined;
+  if (!set.ok) {
+    report("warn", "cannot make stdout non-blocking; a stalled player may hold up both channels", { error: set.message });
+    return undefined;
+  }
+  process.on("exit", set.restore);
+  return kind;
 }

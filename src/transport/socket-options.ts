@@ -312,9 +312,9 @@ export function getPipeSize(fd: number): PipeSizeResult {
  * Sets O_NONBLOCK on a descriptor (fcntl F_GETFL, F_SETFL): its writes then
  * return EAGAIN when the pipe or socket is full. The flag belongs to the open
  * file description, so whoever shares it (a process that handed it down as
- * stdout and kept it) sees it too.
+ * stdout and kept it) sees it too: `restore` puts the flags back as they were.
  */
-export function setNonBlocking(fd: number): { ok: true; fd: number } | SocketOptionFailure {
+export function setNonBlocking(fd: number): { ok: true; fd: number; restore: () => void } | SocketOptionFailure {
   const call = "fcntl(F_SETFL)";
   const bad = badFd(call, fd);
   if (bad) return bad;
@@ -322,5 +322,5 @@ export function setNonBlocking(fd: number): { ok: true; fd: number } | SocketOpt
   if (!libc) return unavailable(call, fd, detail);
   const flags = libc.fcntl(fd, F_GETFL, 0);
   if (flags < 0 || libc.fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return syscallFailed(libc, call, fd);
-  return { ok: true, fd };
+  return { ok: true, fd, restore: () => void libc.fcntl(fd, F_SETFL, flags) };
 }
