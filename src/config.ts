@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import * as v from "valibot";
 import type { Channel } from "./protocol/index.ts";
 
@@ -432,18 +432,32 @@ export async function loadConfigFile(explicit: string | undefined, defaultPath =
   }
   if (!kind || (explicit === undefined && !kind.isFile())) return missing();
   // Read whole, so bounded: a file of gigabytes would end in ENOMEM, or hold start-up reading it.
-  if (kind.isFile() && kind.size > MAX_CONFIG_BYTES) {
-    throw new ConfigError(`config ${path}: ${kind.size} bytes is more than a config file may hold (at most ${MAX_CONFIG_BYTES}, 1 MiB)`);
-  }
+  const tooLarge = (size?: number) => new ConfigError(`config ${path}: ${size === undefined ? "" : `${size} bytes is `}more than a config file may hold (at most ${MAX_CONFIG_BYTES}, 1 MiB)`);
+  if (kind.isFile() && kind.size > MAX_CONFIG_BYTES) throw tooLarge(kind.size);
   let text: string;
   try {
-    text = readFileSync(path, "utf8");
+    text = kind.isFile() ? readFileSync(path, "utf8") : readAtMost(path, MAX_CONFIG_BYTES + 1);
   } catch (e) {
     return unreadable(e);
   }
+  // A pipe or a device (--config <(...), /dev/zero) has no size to look at first.
+  if (!kind.isFile() && Buffer.byteLength(text) > MAX_CONFIG_BYTES) throw tooLarge();
   return parseConfigFile(text, path);
 }
 
+
+/** Up to `limit` bytes of `path` as text, read in turn: for what has no size (a pipe, a device). */
+function readAtMost(path: string, limit: number): string {
+  const bytes = new Uint8Array(limit);
+  const fd = openSync(path, "r");
+  let at = 0;
+  try {
+    for (let n; at < limit && (n = readSync(fd, bytes, at, limit - at, null)) > 0; ) at += n;
+  } finally {
+    closeSync(fd);
+  }
+  return new TextDecoder().decode(bytes.subarray(0, at));
+}
 
 function parseValue(option: OptionName, raw: unknown, where: string): unknown {
   const spec: OptionSpec = OPTIONS[option];

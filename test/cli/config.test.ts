@@ -74,6 +74,12 @@ describe("config check", () => {
     }
   });
 
+  test("a device or a pipe with no end (/dev/zero): read no further than a config file may hold, exit 2 saying so", async () => {
+    const r = await cli(["config", "check", "/dev/zero"]);
+    expect(r.stderr).toBe("audio-agent: config /dev/zero: more than a config file may hold (at most 1048576, 1 MiB)\n");
+    expect(r.code).toBe(2);
+  });
+
   test("a missing file, or no file named: exit 2", async () => {
     const { path, dir } = setup();
     const missing = await cli(["config", "check", path("nope.json")]);
