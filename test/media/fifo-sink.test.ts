@@ -21,9 +21,10 @@ import { HELD_READER, makeFifo, releaseReader } from "../support/fifo.ts";
 import { packetsOf, pagesOf, type PageInfo } from "../support/ogg.ts";
 import { requireTool, runTool, TONE } from "../support/opus-fixtures.ts";
 import { payloadOfSize } from "../support/payloads.ts";
+import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { parseWire, wholeWireMessages } from "../support/wire.ts";
+import { parseWire, wholeWireMessages, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -687,6 +688,23 @@ describe("the reader's pipe, sized", () => {
       expect(sink.dropped.sink_reader_slow).toBeGreaterThan(200 - Math.ceil(bytes / 177));
       expect(lines).toEqual([`info ${OPENED} ${JSON.stringify({ sink: t.fifo, reader: 1, pipe_bytes: bytes })}`]);
       await sink.close();
+    });
+  }
+
+  for (const [flag, expected] of [[[], 8192], [["--sink-pipe-bytes", "16384"], 16384], [["--sink-pipe-bytes", "0"], 65536]] as const) {
+    test(`input serve --sink FIFO ${flag.join(" ") || "(default)"}: each reader's pipe is ${expected} bytes`, async () => {
+      const t = setup();
+      const sock = t.path("i.sock");
+      const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", t.fifo, ...flag]);
+      defer(() => stopAgents());
+      await server.waitForStderr("input-server: listening");
+      const player = stalledPlayer(t.fifo);
+      await writeWireFile(t.path("mic.wire"), 5);
+      const sent = await runAgent(["input", "send", "--socket", sock, "--source", t.path("mic.wire")]);
+      expect(sent.code, sent.stderr).toBe(0);
+      await server.waitForStderr("sink FIFO opened by a reader");
+      expect(player.size()).toBe(expected);
+      expect(server.stderr.includes(`pipe_bytes=${expected}`)).toBe(expected !== 65536);
     });
   }
 
