@@ -151,7 +151,7 @@ export class FifoSink implements FrameSink {
     const now = performance.now();
     if (now - this.lastLook < READER_LOOK_MS) return undefined;
     this.lastLook = now;
-    if (this.options.fd !== undefined) return this.readers === 0 ? this.served(this.options.fd, false) : undefined;
+    if (this.options.fd !== undefined) return this.readers === 0 ? this.served(this.options.fd) : undefined;
     let fd: number;
     try {
       // Non-blocking: with no reader this fails (ENXIO) at once instead of waiting for one.
@@ -174,11 +174,11 @@ export class FifoSink implements FrameSink {
       closeSync(fd);
       throw notAFifo(this.name);
     }
-    return this.served(fd, true);
+    return this.served(fd);
   }
 
-  /** The next reader, on `fd` (closed with its stream when `owned`). */
-  private served(fd: number, owned: boolean): Reader {
+  /** The next reader, on `fd`: one the sink opened (a FIFO's), closed with its stream, or the one it was given. */
+  private served(fd: number): Reader {
     this.readers++;
     const pipeBytes = this.options.sizePipe?.(fd);
     if (typeof pipeBytes === "string" && !this.sizeFailed) {
@@ -187,7 +187,7 @@ export class FifoSink implements FrameSink {
     }
     const opened = this.options.fd === undefined ? "sink FIFO opened by a reader" : "sink written to its reader without blocking";
     this.report("info", opened, { sink: this.name, reader: this.readers, pipe_bytes: typeof pipeBytes === "number" ? pipeBytes : undefined });
-    const pipe = new ReaderPipe(this.name, fd, this.counts, owned);
+    const pipe = new ReaderPipe(this.name, fd, this.counts, this.options.fd === undefined);
     this.reader = { pipe, stream: this.streamFor(pipe) };
     this.configOwed = false;
     return this.reader;

@@ -72,7 +72,7 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
   if (options.fifoReaders && (stdout || (path !== "-" && statSync(path, { throwIfNoEntry: false })?.isFIFO()))) {
     const ogg = { preSkip: options.preSkip, pageMs: options.pageMs };
     if (format === "ogg") OggSink.check(ogg);
-    const streamFor = (reader: ByteOutput): FrameSink => (format === "ogg" ? OggSink.over(reader, ogg) : WireSink.over(reader));
+    const streamFor = (pipe: ByteOutput): FrameSink => (format === "ogg" ? OggSink.over(pipe, ogg) : WireSink.over(pipe));
     return new FifoSink(stdout ? "stdout" : path, streamFor, options.fifoReaders, {
       streamReasons: format === "ogg" ? [OGG_SINK_DROP] : [],
       sizePipe: options.sizePipe,

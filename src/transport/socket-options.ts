@@ -286,24 +286,21 @@ export function receiveQueueBytes(fd: number): QueueBytesResult {
  * needs privilege (EPERM).
  */
 export function setPipeSize(fd: number, bytes: number): PipeSizeResult {
-  const call = "fcntl(F_SETPIPE_SZ)";
-  const bad = badFd(call, fd);
-  if (bad) return bad;
-  const { libc, detail } = loadLibc();
-  if (!libc) return unavailable(call, fd, detail);
-  const applied = libc.fcntl(fd, F_SETPIPE_SZ, bytes);
-  if (applied < 0) return syscallFailed(libc, call, fd);
-  return { ok: true, fd, bytes: applied };
+  return pipeSize(fd, F_SETPIPE_SZ, bytes, "fcntl(F_SETPIPE_SZ)");
 }
 
 /** A pipe's capacity in bytes (fcntl F_GETPIPE_SZ). */
 export function getPipeSize(fd: number): PipeSizeResult {
-  const call = "fcntl(F_GETPIPE_SZ)";
+  return pipeSize(fd, F_GETPIPE_SZ, 0, "fcntl(F_GETPIPE_SZ)");
+}
+
+/** fcntl(fd, cmd, arg) for a pipe's size: both commands return it. */
+function pipeSize(fd: number, cmd: number, arg: number, call: SocketOptionCall): PipeSizeResult {
   const bad = badFd(call, fd);
   if (bad) return bad;
   const { libc, detail } = loadLibc();
   if (!libc) return unavailable(call, fd, detail);
-  const bytes = libc.fcntl(fd, F_GETPIPE_SZ, 0);
+  const bytes = libc.fcntl(fd, cmd, arg);
   if (bytes < 0) return syscallFailed(libc, call, fd);
   return { ok: true, fd, bytes };
 }
