@@ -15,7 +15,7 @@ import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
 import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeValue, value } from "../support/metrics.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
-import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
@@ -52,6 +52,19 @@ async function micSession(t: ReturnType<typeof setup>, k: number): Promise<void>
   await writeWireFile(file, 200, (i) => indexedPayload(k * 1000 + i, 4096));
   const sent = await runAgent(["input", "send", "--socket", t.in, "--source", file, "--max-latency-ms", "60000", "--write-deadline-ms", "0"]);
   expect(sent.code, sent.stderr).toBe(0);
+}
+
+/**
+ * One `input send` session into `agent` (its input channel on t.in, sink "-"), then SIGTERM: exit 0,
+ * and stdout was written as a file is, not as a player's pipe.
+ */
+async function sessionWrittenBlocking(t: ReturnType<typeof setup>, agent: Spawned): Promise<void> {
+  await agent.waitForStderr("input-server: listening");
+  await micSession(t, 0);
+  await agent.waitForStderr("input-server: session ended by Stop");
+  agent.kill("SIGTERM");
+  expect(await agent.exited, agent.stderr).toBe(0);
+  expect(agent.stderr).not.toContain("without blocking");
 }
 
 function expectFrames(frames: Uint8Array[], count: number, payloadOf: (i: number) => Uint8Array): void {
@@ -308,12 +321,7 @@ describe("serve: both channels in one process", () => {
   test("input serve alone writes --sink - as a file, blocking (no other channel waits): a session into a socket stdout loses nothing", async () => {
     const t = setup();
     const agent = spawnAgent(["input", "serve", "--socket", t.in, "--sink", "-"]);
-    await agent.waitForStderr("input-server: listening");
-    await micSession(t, 0);
-    await agent.waitForStderr("input-server: session ended by Stop");
-    agent.kill("SIGTERM");
-    expect(await agent.exited, agent.stderr).toBe(0);
-    expect(agent.stderr).not.toContain("without blocking");
+    await sessionWrittenBlocking(t, agent);
     const stopped = logFields(agent.stderr, "input-server", "stopped");
     expect(stopped.frames).toBe("200");
     expect(stopped.dropped ?? "0").toBe("0");
@@ -324,13 +332,7 @@ describe("serve: both channels in one process", () => {
     const file = t.path("sink.wire");
     const args = ["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", "-"];
     // A file: stdout is not a player's pipe.
-    const toFile = start(["bash", "-c", `exec "$@" > '${file}'`, "bash", ...AGENT, ...args], { env: agentEnv(), stdin: "pipe" });
-    await toFile.waitForStderr("input-server: listening");
-    await micSession(t, 0);
-    await toFile.waitForStderr("session ended by Stop");
-    toFile.kill("SIGTERM");
-    expect(await toFile.exited, toFile.stderr).toBe(0);
-    expect(toFile.stderr).not.toContain("without blocking");
+    await sessionWrittenBlocking(t, start(["bash", "-c", `exec "$@" > '${file}'`, "bash", ...AGENT, ...args], { env: agentEnv(), stdin: "pipe" }));
     expect(wholeWireMessages(file, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame).length).toBe(200);
 
     // A pipe, shared by stderr (2>&1) or not: shared, the log's lines must not be what waits and is
