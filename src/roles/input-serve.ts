@@ -7,7 +7,7 @@ import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
 import type { Report } from "../transport/report.ts";
-import { setNonBlocking, setPipeSize, type PipeSizeResult } from "../transport/socket-options.ts";
+import { setNonBlocking, setPipeSize, setSendBuffer, type PipeSizeResult } from "../transport/socket-options.ts";
 import { Instruments, type ChannelInstruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
 
@@ -61,8 +61,9 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
         preSkip: settings["pre-skip"],
         pageMs: settings["page-ms"],
         fifoReaders: report,
-        // A pipe of the kernel's size keeps a player that fell behind up to 64 KiB (8 s of audio) late.
-        sizePipe: pipeBytes && stdout !== "socket" ? (fd) => pipeSizeOrWhy(setPipeSize(fd, pipeBytes)) : undefined,
+        // A pipe of the kernel's size keeps a player that fell behind up to 64 KiB (8 s of audio) late;
+        // a socket to one (stdout), as far as its send buffer holds (about 200 KiB by default).
+        sizePipe: pipeBytes ? (fd) => sizeOrWhy(stdout === "socket" ? setSendBuffer(fd, pipeBytes) : setPipeSize(fd, pipeBytes)) : undefined,
         liveStdout: stdout !== undefined,
       });
     } catch (e) {
@@ -99,7 +100,7 @@ export async function inputServe(settings: Settings, logger: Logger, shutdown: S
   }
 }
 
-function pipeSizeOrWhy(result: PipeSizeResult): number | string {
+function sizeOrWhy(result: PipeSizeResult): number | string {
   return result.ok ? result.bytes : result.message;
 }
 

@@ -294,6 +294,24 @@ export function getPipeSize(fd: number): PipeSizeResult {
   return pipeSize(fd, F_GETPIPE_SZ, 0, "fcntl(F_GETPIPE_SZ)");
 }
 
+/**
+ * Sets a socket's send buffer alone (SO_SNDBUF) and returns what the kernel
+ * made of it (double the request, for its bookkeeping). For a Unix stream
+ * socket this bounds the bytes written that the peer has not read yet, as a
+ * pipe's capacity does, though each write also counts its own overhead.
+ */
+export function setSendBuffer(fd: number, bytes: number): PipeSizeResult {
+  const call = "setsockopt(SO_SNDBUF)";
+  const bad = badFd(call, fd);
+  if (bad) return bad;
+  const { libc, detail } = loadLibc();
+  if (!libc) return unavailable(call, fd, detail);
+  const failed = setInt(libc, fd, SO_SNDBUF, bytes, call);
+  if (failed) return failed;
+  const applied = getInt(libc, fd, SO_SNDBUF, "getsockopt(SO_SNDBUF)");
+  return typeof applied === "number" ? { ok: true, fd, bytes: applied } : applied;
+}
+
 /** fcntl(fd, cmd, arg) for a pipe's size: both commands return it. */
 function pipeSize(fd: number, cmd: number, arg: number, call: SocketOptionCall): PipeSizeResult {
   const bad = badFd(call, fd);

@@ -6,7 +6,7 @@
  * other and ends the run with its failure.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { READER_LOOK_MS } from "../../src/media/fifo-sink.ts";
 import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
@@ -16,6 +16,7 @@ import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/
 import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeValue, value } from "../support/metrics.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
 import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
+import { socketPair, readToEnd } from "../support/socket-pair.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
@@ -262,11 +263,13 @@ describe("serve: both channels in one process", () => {
         ];
         // A pipe: `serve ... > >(player)`, bash's exec keeping the agent's pid; the player holds its
         // end and reads nothing until told (and holds none of the test's pipes, which would keep the
-        // agent's exit from being seen). A socket: what Bun gives a child as stdout, never read.
+        // agent's exit from being seen). A socket: one end of a pair the test holds, read only after the stop.
+        const pair = stdout === "socket" ? socketPair() : undefined;
         const agent =
           stdout === "pipe"
             ? start(["bash", "-c", `exec "$@" > >(exec sh -c '${HELD_READER}' /dev/stdin '${got}' >/dev/null 2>&1)`, "bash", ...AGENT, ...args], { env: agentEnv() })
-            : spawnAgent(args, { holdStdout: true });
+            : spawnAgent(args, { stdout: pair!.childEnd });
+        if (pair) closeSync(pair.childEnd);
         // The pipe's player is no child of the test's: let go at the end whatever happens, it reads to the end and exits.
         if (stdout === "pipe") defer(() => releaseReader(got));
         const base = await metricsUrl(agent);
@@ -277,9 +280,9 @@ describe("serve: both channels in one process", () => {
         let k = 0;
         for (; k < 20 && (await slow()) === 0; k++) await micSession(t, k);
         expect(await slow()).toBeGreaterThan(0);
-        // A pipe is sized (at most 8 KiB behind); a socket's buffer is the socket's.
-        const pipeBytes = stdout === "pipe" ? " pipe_bytes=8192" : "";
-        expect(agent.stderr).toContain(`input-server: sink written to its reader without blocking sink=stdout reader=1${pipeBytes}\n`);
+        // A pipe is sized to 8 KiB; a socket's send buffer to 8 KiB, which the kernel doubles for its bookkeeping.
+        const pipeBytes = stdout === "pipe" ? 8192 : 16384;
+        expect(agent.stderr).toContain(`input-server: sink written to its reader without blocking sink=stdout reader=1 pipe_bytes=${pipeBytes}\n`);
         expect(agent.stderr).not.toContain("cannot size");
 
         // The output channel played its file out meanwhile, every frame delivered in the client's file.
@@ -291,28 +294,32 @@ describe("serve: both channels in one process", () => {
         recv.kill("SIGTERM");
         expect(await recv.exited, recv.stderr).toBe(0);
 
-        // The pipe's player reads again before the stop, so its stream ends whole (it would otherwise end
+        // The player reads again from the stop on, so its stream ends whole (it would otherwise end
         // part-way through a message after the stop's 1 s linger, as a stalled FIFO reader's does).
         if (stdout === "pipe") releaseReader(got);
         agent.kill("SIGTERM");
+        if (pair) writeFileSync(got, await readToEnd(pair.playerEnd));
         expect(await agent.exited, agent.stderr).toBe(0);
         const stopped = logFields(agent.stderr, "input-server", "stopped");
         expect(Number(stopped.frames)).toBe(k * 200);
         expect(Number(stopped.dropped)).toBe(Number(stopped.dropped_sink_reader_slow));
-        if (stdout === "pipe") {
-          // The player reads to the pipe's end: whole messages, intact and in order; with what was dropped, every frame received.
-          const received = () => wholeWireMessages(got, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload);
-          // Read while the player still writes it: a message cut short there is not yet the whole file.
-          const whole = () => {
-            try {
-              return received().length + Number(stopped.dropped) === k * 200;
-            } catch {
-              return false;
-            }
-          };
-          await until(whole, "the player to have read what the pipe took");
-          expectIntactInOrder(received(), 4096);
-        }
+        // How far behind the stalled player fell: what its pipe or socket held, a few of these 4 KiB messages
+        // (the kernel's sizes would hold 15 in a pipe, about 40 in a socket).
+        // The player reads to its end: whole messages, intact and in order; with what was dropped, every frame received.
+        const received = () => wholeWireMessages(got, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload);
+        // Read while the pipe's player still writes it: a message cut short there is not yet the whole file.
+        const whole = () => {
+          try {
+            return received().length + Number(stopped.dropped) === k * 200;
+          } catch {
+            return false;
+          }
+        };
+        await until(whole, "the player to have read what its pipe or socket took");
+        expectIntactInOrder(received(), 4096);
+        // How far behind the stalled player fell: what its pipe or socket held, the message begun and
+        // the Config (the kernel's sizes would have held about 64 KiB in a pipe, 200 KiB in a socket).
+        expect(statSync(got).size).toBeLessThanOrEqual(pipeBytes + 2 * 4113);
       },
       60_000,
     );

@@ -50,8 +50,11 @@ export interface SpawnOptions {
   env?: Record<string, string>;
   /** SIGKILL after this long (the result then has code -1). */
   timeoutMs?: number;
-  /** Its stdout (a socket, as Bun gives a child) is never read: a player that stalls, whose end fills. */
-  holdStdout?: boolean;
+  /**
+   * A descriptor the child writes its stdout into (one end of socketPair(), a
+   * player the test holds), instead of a pipe the test collects from.
+   */
+  stdout?: number;
 }
 
 export interface Result {
@@ -74,11 +77,12 @@ export class Spawned {
     readonly proc: Subprocess<"pipe" | "ignore", "pipe", "pipe">,
     readonly cmd: string[],
     timeoutMs?: number,
-    holdStdout = false,
+    /** Its stdout is the test's pipe, collected (not a descriptor given to it). */
+    ownStdout = true,
   ) {
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => this.kill("SIGKILL"), timeoutMs);
     this.collected = Promise.all([
-      holdStdout ? undefined : collect(proc.stdout, (text) => (this.stdout += text)),
+      ownStdout ? collect(proc.stdout, (text) => (this.stdout += text)) : undefined,
       collect(proc.stderr, (text) => (this.stderr += text)),
     ]).then(() => {});
     this.exited = proc.exited.then(async (code) => {
@@ -165,10 +169,10 @@ function spawn(cmd: string[], options: SpawnOptions): Spawned {
     cwd: options.cwd ?? "/tmp",
     env: options.env,
     stdin: options.stdin ?? "ignore",
-    stdout: "pipe",
+    stdout: options.stdout ?? "pipe",
     stderr: "pipe",
   });
-  const spawned = new Spawned(proc as Subprocess<"pipe" | "ignore", "pipe", "pipe">, cmd, options.timeoutMs, options.holdStdout);
+  const spawned = new Spawned(proc as Subprocess<"pipe" | "ignore", "pipe", "pipe">, cmd, options.timeoutMs, options.stdout === undefined);
   running.add(spawned);
   spawned.exited.finally(() => running.delete(spawned));
   return spawned;

@@ -7,6 +7,7 @@ import {
   loadLibcFrom,
   receiveQueueBytes,
   sendQueueBytes,
+  setSendBuffer,
   setSocketBuffers,
 } from "../../src/transport/socket-options.ts";
 import { MAX_SOCKET_BUFFER_BYTES, MIN_SOCKET_BUFFER_BYTES, SOCKET_BUFFER_PRESETS } from "../../src/config.ts";
@@ -94,6 +95,26 @@ describe("setSocketBuffers / getSocketBuffers on real Unix sockets", () => {
       const read = getSocketBuffers(socket.fd);
       expect(read.ok && { sendBytes: read.sendBytes, receiveBytes: read.receiveBytes }).toEqual(expected);
     }
+  });
+});
+
+describe("setSendBuffer on a real Unix socket", () => {
+  test("sets the send buffer alone and returns what the kernel applied (double); a pipe or a bad fd fails naming the call", async () => {
+    const { client } = await unixPair(defer);
+    const before = getSocketBuffers(client.fd);
+    expect(setSendBuffer(client.fd, 8 * KiB)).toEqual({ ok: true, fd: client.fd, bytes: 16 * KiB });
+    const after = getSocketBuffers(client.fd);
+    expect(after.ok && before.ok && [after.sendBytes, after.receiveBytes]).toEqual([16 * KiB, before.ok ? before.receiveBytes : 0]);
+
+    const fd = openSync("/dev/null", "r");
+    try {
+      const r = setSendBuffer(fd, 8 * KiB);
+      expect(!r.ok && [r.call, r.code]).toEqual(["setsockopt(SO_SNDBUF)", "ENOTSOCK"]);
+    } finally {
+      closeSync(fd);
+    }
+    const bad = setSendBuffer(0.5, 8 * KiB);
+    expect(!bad.ok && bad.kind).toBe("InvalidArgument");
   });
 });
 
