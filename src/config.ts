@@ -1,6 +1,6 @@
 import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import * as v from "valibot";
-import type { Channel } from "./protocol/index.ts";
+import { OPUS_SAMPLE_RATES, type Channel } from "./protocol/index.ts";
 
 /**
  * Every setting of every role, one row per option: the flag (`--queue-frames`,
@@ -174,7 +174,7 @@ export const OPTIONS = {
   "sink-pipe-bytes": { flag: "string", help: "a player's pipe (a FIFO sink, or serve's stdout; a socket there: its send buffer): its capacity, so the furthest a player that fell behind stays behind before frames are dropped (0: the kernel's, 64 KiB)", allowed: "0 or bytes 4096..1048576", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.integer(), v.check((n) => n === 0 || (n >= 4096 && n <= 1_048_576)))), default: 8192 },
   "heartbeat-ms": { flag: "string", help: "send a Heartbeat this often", allowed: "an integer 10..60000", schema: integer(10, 60_000), default: 1000 },
   "ack-timeout-ms": { flag: "string", help: "no Ack for this long: the server is gone, reconnect", allowed: "an integer 10..600000", schema: integer(10, 600_000), default: 3000 },
-  "sample-rate": { flag: "string", help: "Config: sample rate (default from an Ogg source, else 48000)", allowed: "8000, 12000, 16000, 24000, 48000", schema: onFirstUse(() => v.pipe(numberLike, v.picklist([8000, 12000, 16000, 24000, 48000]))) },
+  "sample-rate": { flag: "string", help: "Config: sample rate (default from an Ogg source, else 48000)", allowed: "8000, 12000, 16000, 24000, 48000", schema: onFirstUse(() => v.pipe(numberLike, v.picklist(OPUS_SAMPLE_RATES))) },
   channels: { flag: "string", help: "Config: channel count (default from an Ogg source, else 2)", allowed: "1, 2", schema: onFirstUse(() => v.pipe(numberLike, v.picklist([1, 2]))) },
   "frame-size": { flag: "string", help: "Config: samples per channel per frame (default from an Ogg source, else 960)", allowed: "an integer 1..5760", schema: integer(1, 5760) },
   "socket-buffers": { flag: "string", help: "SO_SNDBUF/SO_RCVBUF: default (128 KiB), high-load (256 KiB) or a size", allowed: `default, high-load, or bytes ${MIN_SOCKET_BUFFER_BYTES}..${MAX_SOCKET_BUFFER_BYTES} (32k..256k)`, schema: socketBuffers, default: "default" },

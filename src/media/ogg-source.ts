@@ -1,4 +1,4 @@
-import { MAX_PAYLOAD, type AudioConfig } from "../protocol/index.ts";
+import { MAX_PAYLOAD, OPUS_SAMPLE_RATES, type AudioConfig } from "../protocol/index.ts";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
 import { printable } from "./file-format.ts";
 import type { FrameSource, SourceFrame } from "./frame-source.ts";
@@ -184,7 +184,7 @@ export class OggSource implements FrameSource {
       case "head": {
         const head = this.located(packet, parseOpusHead);
         this.preSkip = head.preSkip;
-        this.audioConfig = { sampleRate: head.inputSampleRate || 48000, channels: head.channels };
+        this.audioConfig = { sampleRate: configRate(head.inputSampleRate), channels: head.channels };
         this.stage = "tags";
         return false;
       }
@@ -199,7 +199,9 @@ export class OggSource implements FrameSource {
       throw new OggError(`audio packet of ${packet.size} bytes exceeds ${MAX_PAYLOAD}`, packet.streamOffset);
     }
     const samples = this.located(packet, opusPacketSamples);
-    this.audioConfig!.frameSize ??= samples;
+    const config = this.audioConfig!;
+    // Opus counts a packet's samples at 48 kHz; a Config counts them at its own rate.
+    config.frameSize ??= (samples * config.sampleRate!) / 48000;
     this.frame.payload = packet.data;
     this.frame.timeMs = this.samples / 48;
     this.samples += samples;
@@ -240,4 +242,14 @@ export class OggSource implements FrameSource {
 
 function bodyOf(page: OggPage): Uint8Array {
   return page.bytes.subarray(page.bodyOffset, page.bodyOffset + page.bodySize);
+}
+
+/**
+ * The rate a Config names for a stream whose OpusHead gives `inputRate`: that
+ * rate when an Opus decoder runs at it, else 48 kHz. OpusHead's rate is only
+ * the encoder's input (RFC 7845 5.1): a 44.1 kHz source gives 44100, at which
+ * no Opus decoder runs, and 0 means unknown.
+ */
+function configRate(inputRate: number): number {
+  return (OPUS_SAMPLE_RATES as readonly number[]).includes(inputRate) ? inputRate : 48000;
 }

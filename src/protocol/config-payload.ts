@@ -15,6 +15,9 @@ export const DEFAULT_AUDIO_CONFIG: Readonly<AudioConfig> = {
   frameSize: 960,
 };
 
+/** The rates an Opus decoder runs at (RFC 6716): the only ones a Config should name. */
+export const OPUS_SAMPLE_RATES = [8000, 12000, 16000, 24000, 48000] as const;
+
 export function sameAudioConfig(a: AudioConfig, b: AudioConfig): boolean {
   return a.sampleRate === b.sampleRate && a.channels === b.channels && a.frameSize === b.frameSize;
 }

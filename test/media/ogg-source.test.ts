@@ -105,6 +105,22 @@ describe("OggSource on files made by opusenc", () => {
     expect(frames.map((f) => md5(f.payload))).toEqual(ffmpegPackets(path).map((p) => p.md5));
   });
 
+  test("the Config names OpusHead's input rate when Opus decodes at it, with the frame size counted at that rate; any other rate gives 48 kHz", async () => {
+    // opusenc keeps the WAV's rate as OpusHead's input rate; a 44.1 kHz source (a CD's) is common, and no Opus decoder runs at it.
+    const cases = [
+      { rate: 16000, channels: 1, frameMs: 20, config: { sampleRate: 16000, channels: 1, frameSize: 320 } },
+      { rate: 8000, channels: 2, frameMs: 10, config: { sampleRate: 8000, channels: 2, frameSize: 80 } },
+      { rate: 44100, channels: 2, frameMs: 60, config: { sampleRate: 48000, channels: 2, frameSize: 2880 } },
+    ];
+    for (const { rate, channels, frameMs, config } of cases) {
+      const path = encodeWith(fx.dir, `rate-${rate}`, ["--framesize", String(frameMs)], { channels, samples: rate / 5, rate });
+      const { frames, error, source: src } = await drainFile(path);
+      expect(error).toBeUndefined();
+      expect(frames.length).toBeGreaterThan(0);
+      expect(src.audioConfig).toEqual(config);
+    }
+  });
+
   test("rewind() starts again from the first frame", async () => {
     const src = await OggSource.open(fx.opus.get(key(1, 10))!);
     const first = await drain(src);

@@ -40,8 +40,8 @@ function runOk(cmd: string[]): string {
   return r.stdout;
 }
 
-/** 16-bit PCM WAV at 48 kHz: a sweep per channel plus a little noise, so packet sizes vary. */
-export function wav(channels: number, samples: number): Uint8Array {
+/** 16-bit PCM WAV (48 kHz unless `rate` says): a sweep per channel plus a little noise, so packet sizes vary. */
+export function wav(channels: number, samples: number, rate = 48000): Uint8Array {
   const dataSize = samples * channels * 2;
   const bytes = new Uint8Array(44 + dataSize);
   const view = new DataView(bytes.buffer);
@@ -53,8 +53,8 @@ export function wav(channels: number, samples: number): Uint8Array {
   view.setUint32(16, 16, true);
   view.setUint16(20, 1, true); // PCM
   view.setUint16(22, channels, true);
-  view.setUint32(24, 48000, true);
-  view.setUint32(28, 48000 * channels * 2, true);
+  view.setUint32(24, rate, true);
+  view.setUint32(28, rate * channels * 2, true);
   view.setUint16(32, channels * 2, true);
   view.setUint16(34, 16, true);
   ascii(36, "data");
@@ -62,7 +62,7 @@ export function wav(channels: number, samples: number): Uint8Array {
   let seed = 12345;
   for (let i = 0; i < samples; i++) {
     for (let c = 0; c < channels; c++) {
-      const t = i / 48000;
+      const t = i / rate;
       const f = 220 * (c + 1) * (1 + t);
       seed = (seed * 1103515245 + 12345) >>> 0;
       const noise = ((seed >>> 16) / 65536 - 0.5) * 0.05;
@@ -99,11 +99,14 @@ export function makeFixtures(): Fixtures {
   return { dir, opus, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Encodes `samples` of wav(channels) into DIR/NAME.opus with extra opusenc arguments (e.g. a huge comment, a frame size). */
-export function encodeWith(dir: string, name: string, args: string[], { channels = 2, samples = 9600 } = {}): string {
+/**
+ * Encodes `samples` of wav(channels, samples, rate) into DIR/NAME.opus with extra opusenc arguments (e.g. a huge
+ * comment, a frame size); opusenc keeps the WAV's rate as OpusHead's input rate.
+ */
+export function encodeWith(dir: string, name: string, args: string[], { channels = 2, samples = 9600, rate = 48000 } = {}): string {
   const opusenc = requireTool("opusenc", "opus-tools");
   const input = join(dir, `${name}.wav`);
-  writeFileSync(input, wav(channels, samples));
+  writeFileSync(input, wav(channels, samples, rate));
   const out = join(dir, `${name}.opus`);
   runOk([opusenc, "--quiet", ...args, input, out]);
   return out;
