@@ -131,10 +131,15 @@ function quoted(text: string): string {
 /**
  * A text line's message as one line that shows what it holds: a control
  * character (a newline in a path, a NUL in a config file's parse error) or
- * what JSON leaves raw is written as \uXXXX.
+ * what JSON leaves raw is written as \uXXXX, and so is a backslash, so that
+ * a path that holds the text "\u000a" never reads as one that held a newline.
  */
 function oneLine(message: string): string {
-  return escaped(message, isControl);
+  return escaped(message, isControlOrBackslash);
+}
+
+function isControlOrBackslash(c: number): boolean {
+  return c === 0x5c || isControl(c);
 }
 
 /** `text` with each code unit that `escape` picks written as \uXXXX. */

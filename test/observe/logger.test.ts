@@ -214,13 +214,13 @@ describe("text lines", () => {
 });
 
 describe("text messages", () => {
-  test("a control character, DEL, a C1 control or a line separator in a message is written as \\uXXXX, in a line and in the failure line; all else as it is", () => {
+  test("a control character, DEL, a C1 control, a line separator or a backslash in a message is written as \\uXXXX, in a line and in the failure line; all else as it is", () => {
     const out: string[] = [];
     const logger = new Logger({ level: "info", format: "text", write: (line) => out.push(line) });
     const wrong: string[] = [];
     for (let c = 0; c < 0x10000; c++) {
       const message = `a${String.fromCharCode(c)}b`;
-      const escape = c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029;
+      const escape = c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029 || c === 0x5c;
       const expected = escape ? `a\\u${c.toString(16).padStart(4, "0")}b` : message;
       out.length = 0;
       logger.for("t")("info", message);
@@ -242,6 +242,10 @@ describe("text messages", () => {
     const missing = await runAgent(["output", "serve", "--socket", dir.path("o.sock"), "--source", newline]);
     expect(missing.code).toBe(1);
     expect(missing.stderr.trimEnd().split("\n").at(-1)).toBe(`audio-agent: --source ${dir.path("a\\u000ab.opus")}: no such file (ENOENT)`);
+    // A path that holds the text "\u000a" reads as that, not as the path with a newline.
+    const lookalike = await runAgent(["output", "serve", "--socket", dir.path("o.sock"), "--source", dir.path("a\\u000ab.opus")]);
+    expect(lookalike.code).toBe(1);
+    expect(lookalike.stderr.trimEnd().split("\n").at(-1)).toBe(`audio-agent: --source ${dir.path("a\\u005cu000ab.opus")}: no such file (ENOENT)`);
   });
 });
 
