@@ -653,10 +653,19 @@ describe("FifoSink, the path changed under it", () => {
 });
 
 describe("the reader's pipe, sized", () => {
-  /** The test as the player: its read end of the FIFO, held open and never read; its pipe's size and what waits in it. */
+  /**
+   * The test as the player: its read end of the FIFO, held open and never
+   * read until it leaves (closes it); its pipe's size and what waits in it.
+   */
   function stalledPlayer(fifo: string) {
     const fd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
-    defer(() => closeSync(fd));
+    let open = true;
+    // Closed once only: a number closed twice may by then be another descriptor's.
+    const leave = () => {
+      if (open) closeSync(fd);
+      open = false;
+    };
+    defer(leave);
     const size = () => {
       const got = getPipeSize(fd);
       if (!got.ok) throw new Error(got.message);
@@ -667,7 +676,35 @@ describe("the reader's pipe, sized", () => {
       if (!got.ok) throw new Error(got.message);
       return got.bytes;
     };
-    return { size, waiting };
+    return { size, waiting, leave };
+  }
+
+  /**
+   * Three players one after another, each the test's own read end (found by
+   * the sink, given 10 frames, then left). The next opens only once the sink
+   * has noticed the last one gone and closed its end: with no end open the
+   * kernel frees the pipe, so each reader's is a new one, of the kernel's
+   * size until the sink sizes it. Each one's pipe size and the bytes that
+   * reached it.
+   */
+  async function readersInTurn(sizePipe: PipeSizer) {
+    const t = setup();
+    const { sink, lines } = openFifoSink("wire", t.fifo, 100, sizePipe);
+    send(sink, MessageType.Config, MONO_16K);
+    let written = 0;
+    const frame = () => send(sink, MessageType.OpusFrame, tonePacket(written), BigInt(++written));
+    const seen: { size: number; waiting: number }[] = [];
+    for (let n = 1; n <= 3; n++) {
+      const player = stalledPlayer(t.fifo);
+      await writeUntil(() => sink.readers === n, `reader ${n}`, frame);
+      for (let i = 0; i < 10; i++) frame();
+      sink.flush();
+      seen.push({ size: player.size(), waiting: player.waiting() });
+      player.leave();
+      await writeUntil(() => count(lines, GONE) === n, `reader ${n} to leave`, frame);
+    }
+    await sink.close();
+    return { sink, lines, seen, name: t.fifo };
   }
 
   for (const bytes of [4096, 16384]) {
@@ -708,6 +745,22 @@ describe("the reader's pipe, sized", () => {
     });
   }
 
+  // Each reader's pipe is a new one: sizing only the first would leave every later reader 64 KiB behind.
+  test("readers one after another: each one's pipe is sized (8192 bytes, seen from its end), and each one's line says so", async () => {
+    const { lines, seen, name } = await readersInTurn((fd) => {
+      const set = setPipeSize(fd, 8192);
+      return set.ok ? set.bytes : set.message;
+    });
+    expect(seen.map((r) => r.size)).toEqual([8192, 8192, 8192]);
+    expect(seen.every((r) => r.waiting > 0 && r.waiting <= 8192)).toBe(true);
+    expect(lines).toEqual(
+      [1, 2, 3].flatMap((reader) => [
+        `info ${OPENED} ${JSON.stringify({ sink: name, reader, pipe_bytes: 8192 })}`,
+        `info ${GONE}; waiting for the next ${JSON.stringify({ sink: name, reader })}`,
+      ]),
+    );
+  }, 20_000);
+
   test("not sized: the kernel's pipe (64 KiB) takes all 35 KB, nothing dropped", async () => {
     const t = setup();
     const player = stalledPlayer(t.fifo);
@@ -738,4 +791,22 @@ describe("the reader's pipe, sized", () => {
     ]);
     await sink.close();
   });
+
+  // The reason would be the same for every reader: a player that comes and goes all day must not fill the log with it.
+  test("a size that cannot be set, for readers one after another: the warning is said once, and every reader is still served", async () => {
+    const { sink, lines, seen, name } = await readersInTurn(() => "no size for this pipe");
+    expect(sink.readers).toBe(3);
+    // Each reader's pipe is the kernel's, and the stream reached it.
+    expect(seen.map((r) => r.size)).toEqual([65536, 65536, 65536]);
+    expect(seen.every((r) => r.waiting > 0)).toBe(true);
+    expect(lines.filter((l) => l.startsWith("warn"))).toEqual([
+      `warn cannot size the sink's pipe; a slow reader may fall as far behind as the kernel's size allows ${JSON.stringify({ sink: name, error: "no size for this pipe" })}`,
+    ]);
+    expect(lines.filter((l) => l.startsWith("info"))).toEqual(
+      [1, 2, 3].flatMap((reader) => [
+        `info ${OPENED} ${JSON.stringify({ sink: name, reader })}`,
+        `info ${GONE}; waiting for the next ${JSON.stringify({ sink: name, reader })}`,
+      ]),
+    );
+  }, 20_000);
 });

@@ -1,19 +1,23 @@
 import { describe, expect, test } from "bun:test";
-import { closeSync, openSync } from "node:fs";
+import { closeSync, constants, openSync } from "node:fs";
 import {
+  getPipeSize,
   getSocketBuffers,
   LIBC_CANDIDATES,
   libcInfo,
   loadLibcFrom,
   receiveQueueBytes,
   sendQueueBytes,
+  setPipeSize,
   setSendBuffer,
   setSocketBuffers,
 } from "../../src/transport/socket-options.ts";
 import { MAX_SOCKET_BUFFER_BYTES, MIN_SOCKET_BUFFER_BYTES, SOCKET_BUFFER_PRESETS } from "../../src/config.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { makeFifo } from "../support/fifo.ts";
 import { unixPair } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
+import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
 const KiB = 1024;
@@ -115,6 +119,30 @@ describe("setSendBuffer on a real Unix socket", () => {
     }
     const bad = setSendBuffer(0.5, 8 * KiB);
     expect(!bad.ok && bad.kind).toBe("InvalidArgument");
+  });
+});
+
+describe("setPipeSize / getPipeSize on a real pipe", () => {
+  /** This machine's page size: a pipe's capacity is a power-of-two number of them. */
+  const PAGE = Number(Bun.spawnSync(["getconf", "PAGESIZE"]).stdout.toString().trim());
+
+  // The kernel rounds a request up (a power-of-two number of pages, one at least): the FIFO
+  // sink's log and its bound on a slow reader must be that, not the number asked for.
+  test("returns the size the kernel applied, as getPipeSize reads it from either end, not the size asked for", () => {
+    expect(PAGE).toBeGreaterThan(0);
+    const fifo = makeFifo(socketDir(defer, "so-").path("pipe"));
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    defer(() => closeSync(reader));
+    const writer = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    defer(() => closeSync(writer));
+    for (const [asked, pages] of [[1, 1], [PAGE + 1, 2], [Math.round(1.2 * PAGE), 2], [3 * PAGE, 4], [5 * PAGE - 1, 8], [2 * PAGE, 2]] as const) {
+      const set = setPipeSize(writer, asked);
+      const fromWriter = getPipeSize(writer);
+      const fromReader = getPipeSize(reader);
+      expect([asked, set]).toEqual([asked, { ok: true, fd: writer, bytes: pages * PAGE }]);
+      expect(fromWriter).toEqual({ ok: true, fd: writer, bytes: pages * PAGE });
+      expect(fromReader).toEqual({ ok: true, fd: reader, bytes: pages * PAGE });
+    }
   });
 });
 

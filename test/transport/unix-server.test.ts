@@ -170,6 +170,21 @@ describe("UnixServer: one client at a time", () => {
     expect(client.isClosed).toBe(false);
   });
 
+  // Each server listens for the process's exit (to remove its socket file then). A process that
+  // starts and stops servers again and again (the benchmark does) must not collect one listener,
+  // and one stopped server kept alive by it, per server.
+  test("stop() takes back the exit listener listen() added: after servers come and go, as many are left as before", async () => {
+    const before = process.listenerCount("exit");
+    for (let i = 0; i < 12; i++) {
+      const path = socketDir(defer, "us-").path("s.sock");
+      const server = await UnixServer.listen({ path, mode: 0o660, report: silent, handler: recordingHandler().handler });
+      defer(() => server.stop());
+      expect(process.listenerCount("exit")).toBe(before + 1);
+      await server.stop();
+      expect(process.listenerCount("exit")).toBe(before);
+    }
+  });
+
   test("a second server on the same path is refused and the first keeps its client", async () => {
     const { events, handler } = recordingHandler();
     const { path, server } = await startUnixServer(handler);
