@@ -15,10 +15,11 @@ const RETRY_MS = 10;
 export const LINGER_MS = 1000;
 
 /**
- * Sets the capacity of a reader's pipe (its fd): the bytes the kernel made of
- * it, or why it could not.
+ * Sets the capacity of a reader's pipe (its fd): the bytes it has then (the
+ * kernel's rounding of the size asked for, or the size it kept), when they
+ * could be read, and why it is not the size asked for.
  */
-export type PipeSizer = (fd: number) => number | string;
+export type PipeSizer = (fd: number) => { bytes?: number; error?: string };
 
 export interface FifoSinkOptions {
   /** The reasons its streams drop for (an Ogg stream: sink_invalid_packet), named from the start. */
@@ -180,13 +181,14 @@ export class FifoSink implements FrameSink {
   /** The next reader, on `fd`: one the sink opened (a FIFO's), closed with its stream, or the one it was given. */
   private served(fd: number): Reader {
     this.readers++;
-    const pipeBytes = this.options.sizePipe?.(fd);
-    if (typeof pipeBytes === "string" && !this.sizeFailed) {
+    const sized = this.options.sizePipe?.(fd);
+    if (sized?.error !== undefined && !this.sizeFailed) {
       this.sizeFailed = true;
-      this.report("warn", "cannot size the sink's pipe; a slow reader may fall as far behind as the kernel's size allows", { sink: this.name, error: pipeBytes });
+      this.report("warn", "cannot size the sink's pipe; a slow reader may fall as far behind as the size it has allows", { sink: this.name, error: sized.error });
     }
     const opened = this.options.fd === undefined ? "sink FIFO opened by a reader" : "sink written to its reader without blocking";
-    this.report("info", opened, { sink: this.name, reader: this.readers, pipe_bytes: typeof pipeBytes === "number" ? pipeBytes : undefined });
+    // The size the reader's pipe has, sized or not: how far behind it can fall.
+    this.report("info", opened, { sink: this.name, reader: this.readers, pipe_bytes: sized?.bytes });
     const pipe = new ReaderPipe(this.name, fd, this.counts, this.options.fd === undefined);
     this.reader = { pipe, stream: this.streamFor(pipe) };
     this.configOwed = false;

@@ -7,7 +7,7 @@ import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
 import type { Report } from "../transport/report.ts";
-import { setNonBlocking, setPipeSize, setSendBuffer, type PipeSizeResult } from "../transport/socket-options.ts";
+import { setNonBlocking, sizedPipe, sizedSendBuffer } from "../transport/socket-options.ts";
 import { Instruments, type ChannelInstruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
 
@@ -63,7 +63,7 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
         fifoReaders: report,
         // A pipe of the kernel's size keeps a player that fell behind up to 64 KiB (8 s of audio) late;
         // a socket to one (stdout), as far as its send buffer holds (about 200 KiB by default).
-        sizePipe: pipeBytes ? (fd) => sizeOrWhy(stdout === "socket" ? setSendBuffer(fd, pipeBytes) : setPipeSize(fd, pipeBytes)) : undefined,
+        sizePipe: pipeBytes ? (fd) => (stdout === "socket" ? sizedSendBuffer : sizedPipe)(fd, pipeBytes) : undefined,
         liveStdout: stdout !== undefined,
       });
     } catch (e) {
@@ -98,10 +98,6 @@ export async function inputServe(settings: Settings, logger: Logger, shutdown: S
   } finally {
     await instruments.stop();
   }
-}
-
-function sizeOrWhy(result: PipeSizeResult): number | string {
-  return result.ok ? result.bytes : result.message;
 }
 
 /**

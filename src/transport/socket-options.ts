@@ -307,9 +307,40 @@ export function setSendBuffer(fd: number, bytes: number): PipeSizeResult {
   const { libc, detail } = loadLibc();
   if (!libc) return unavailable(call, fd, detail);
   const failed = setInt(libc, fd, SO_SNDBUF, bytes, call);
-  if (failed) return failed;
-  const applied = getInt(libc, fd, SO_SNDBUF, "getsockopt(SO_SNDBUF)");
-  return typeof applied === "number" ? { ok: true, fd, bytes: applied } : applied;
+  return failed ?? getSendBuffer(fd);
+}
+
+/** A socket's send buffer as the kernel reports it (SO_SNDBUF). */
+export function getSendBuffer(fd: number): PipeSizeResult {
+  const call = "getsockopt(SO_SNDBUF)";
+  const bad = badFd(call, fd);
+  if (bad) return bad;
+  const { libc, detail } = loadLibc();
+  if (!libc) return unavailable(call, fd, detail);
+  const bytes = getInt(libc, fd, SO_SNDBUF, call);
+  return typeof bytes === "number" ? { ok: true, fd, bytes } : bytes;
+}
+
+/** A reader's pipe (or socket) after sizing: its size then, when it could be read, and why it is not the size asked for. */
+export interface Sized {
+  bytes?: number;
+  error?: string;
+}
+
+/** setPipeSize as a Sized: after a refusal, the size the pipe kept. */
+export function sizedPipe(fd: number, bytes: number): Sized {
+  return sized(setPipeSize(fd, bytes), () => getPipeSize(fd));
+}
+
+/** setSendBuffer as a Sized: after a refusal, the send buffer the socket kept. */
+export function sizedSendBuffer(fd: number, bytes: number): Sized {
+  return sized(setSendBuffer(fd, bytes), () => getSendBuffer(fd));
+}
+
+function sized(set: PipeSizeResult, kept: () => PipeSizeResult): Sized {
+  if (set.ok) return { bytes: set.bytes };
+  const now = kept();
+  return { bytes: now.ok ? now.bytes : undefined, error: set.message };
 }
 
 /** fcntl(fd, cmd, arg) for a pipe's size: both commands return it. */

@@ -7,14 +7,14 @@
  */
 import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { closeSync, constants, existsSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { closeSync, constants, existsSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { FifoSink, READER_LOOK_MS, type PipeSizer } from "../../src/media/fifo-sink.ts";
 import { NO_GRANULE, PageFlag } from "../../src/media/ogg-page.ts";
 import { openSink, type MediaFormat } from "../../src/media/open.ts";
 import { parseOpusHead } from "../../src/media/opus-head.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, FrameParser, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
-import { getPipeSize, receiveQueueBytes, setPipeSize } from "../../src/transport/socket-options.ts";
+import { getPipeSize, receiveQueueBytes, sizedPipe } from "../../src/transport/socket-options.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader } from "../support/fifo.ts";
@@ -711,10 +711,7 @@ describe("the reader's pipe, sized", () => {
     test(`a pipe of ${bytes} bytes: a player that stalls falls at most that far behind; what does not fit is dropped whole and counted`, async () => {
       const t = setup();
       const player = stalledPlayer(t.fifo);
-      const { sink, lines } = openFifoSink("wire", t.fifo, 100, (fd) => {
-        const set = setPipeSize(fd, bytes);
-        return set.ok ? set.bytes : set.message;
-      });
+      const { sink, lines } = openFifoSink("wire", t.fifo, 100, (fd) => sizedPipe(fd, bytes));
       send(sink, MessageType.Config, MONO_16K);
       // 200 frames of about 177 bytes each: 35 KB, more than either pipe holds, less than the kernel's 64 KiB.
       for (let i = 0; i < 200; i++) send(sink, MessageType.OpusFrame, tonePacket(i), BigInt(i + 1));
@@ -747,10 +744,7 @@ describe("the reader's pipe, sized", () => {
 
   // Each reader's pipe is a new one: sizing only the first would leave every later reader 64 KiB behind.
   test("readers one after another: each one's pipe is sized (8192 bytes, seen from its end), and each one's line says so", async () => {
-    const { lines, seen, name } = await readersInTurn((fd) => {
-      const set = setPipeSize(fd, 8192);
-      return set.ok ? set.bytes : set.message;
-    });
+    const { lines, seen, name } = await readersInTurn((fd) => sizedPipe(fd, 8192));
     expect(seen.map((r) => r.size)).toEqual([8192, 8192, 8192]);
     expect(seen.every((r) => r.waiting > 0 && r.waiting <= 8192)).toBe(true);
     expect(lines).toEqual(
@@ -778,29 +772,46 @@ describe("the reader's pipe, sized", () => {
     const t = setup();
     stalledPlayer(t.fifo);
     // A closed descriptor: the kernel's own EBADF, for every reader.
-    const { sink, lines } = openFifoSink("wire", t.fifo, 100, () => {
-      const set = setPipeSize(2 ** 30, 8192);
-      return set.ok ? set.bytes : set.message;
-    });
+    const { sink, lines } = openFifoSink("wire", t.fifo, 100, () => sizedPipe(2 ** 30, 8192));
     send(sink, MessageType.Config, MONO_16K);
     send(sink, MessageType.OpusFrame, tonePacket(0));
     expect(sink.readers).toBe(1);
     expect(lines).toEqual([
-      `warn cannot size the sink's pipe; a slow reader may fall as far behind as the kernel's size allows ${JSON.stringify({ sink: t.fifo, error: `fcntl(F_SETPIPE_SZ) on fd ${2 ** 30} failed: EBADF` })}`,
+      `warn cannot size the sink's pipe; a slow reader may fall as far behind as the size it has allows ${JSON.stringify({ sink: t.fifo, error: `fcntl(F_SETPIPE_SZ) on fd ${2 ** 30} failed: EBADF` })}`,
       `info ${OPENED} ${JSON.stringify({ sink: t.fifo, reader: 1 })}`,
     ]);
     await sink.close();
   });
 
+  // A writer before the agent's (here the test) left more in the pipe than the size asked: the kernel
+  // will not shrink it (EBUSY). The reader is served, and its line gives the size its pipe kept.
+  test("a pipe that already holds more than the size asked: one warning naming EBUSY; the reader's line gives the size the pipe kept", async () => {
+    const t = setup();
+    const player = stalledPlayer(t.fifo);
+    const before = openSync(t.fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    expect(writeSync(before, new Uint8Array(20000))).toBe(20000);
+    closeSync(before);
+    const { sink, lines } = openFifoSink("wire", t.fifo, 100, (fd) => sizedPipe(fd, 8192));
+    send(sink, MessageType.Config, MONO_16K);
+    send(sink, MessageType.OpusFrame, tonePacket(0));
+    expect(sink.readers).toBe(1);
+    expect(player.size()).toBe(65536);
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(/^warn cannot size the sink's pipe; .*"error":"fcntl\(F_SETPIPE_SZ\) on fd \d+ failed: EBUSY"/);
+    expect(lines[1]).toBe(`info ${OPENED} ${JSON.stringify({ sink: t.fifo, reader: 1, pipe_bytes: 65536 })}`);
+    expect(player.waiting()).toBeGreaterThan(20000);
+    await sink.close();
+  });
+
   // The reason would be the same for every reader: a player that comes and goes all day must not fill the log with it.
   test("a size that cannot be set, for readers one after another: the warning is said once, and every reader is still served", async () => {
-    const { sink, lines, seen, name } = await readersInTurn(() => "no size for this pipe");
+    const { sink, lines, seen, name } = await readersInTurn(() => ({ error: "no size for this pipe" }));
     expect(sink.readers).toBe(3);
     // Each reader's pipe is the kernel's, and the stream reached it.
     expect(seen.map((r) => r.size)).toEqual([65536, 65536, 65536]);
     expect(seen.every((r) => r.waiting > 0)).toBe(true);
     expect(lines.filter((l) => l.startsWith("warn"))).toEqual([
-      `warn cannot size the sink's pipe; a slow reader may fall as far behind as the kernel's size allows ${JSON.stringify({ sink: name, error: "no size for this pipe" })}`,
+      `warn cannot size the sink's pipe; a slow reader may fall as far behind as the size it has allows ${JSON.stringify({ sink: name, error: "no size for this pipe" })}`,
     ]);
     expect(lines.filter((l) => l.startsWith("info"))).toEqual(
       [1, 2, 3].flatMap((reader) => [
