@@ -364,6 +364,25 @@ describe("serve: both channels in one process", () => {
     }
   }, 60_000);
 
+  test("--input-sink - to a terminal: written as a file, blocking, nothing dropped; the terminal's flags are as they were after the exit", async () => {
+    const t = setup();
+    const errors = t.path("stderr.log");
+    const args = [...AGENT, "serve", "--output-socket", t.out, "--output-source", "/dev/null", "--input-socket", t.in, "--input-sink", "-", "--input-once"];
+    // script(1) runs the agent with a pseudo-terminal as stdout (and the test reads what script copies
+    // out of it); the terminal's flags are read after the agent's exit, as the next command would find them.
+    const cmd = `${args.map((a) => `'${a}'`).join(" ")} 2>'${errors}'; grep ^flags /proc/self/fdinfo/1 >'${t.path("flags")}'`;
+    const run = start(["script", "-qec", cmd, "/dev/null"], { env: agentEnv() });
+    await until(() => existsSync(errors) && readFileSync(errors, "latin1").includes("input-server: listening"), "the agent to listen");
+    await micSession(t, 0);
+    expect(await run.exited, run.stderr).toBe(0);
+    const logged = readFileSync(errors, "latin1");
+    expect(logged).not.toContain("without blocking");
+    const stopped = logFields(logged, "input-server", "stopped");
+    expect(stopped.frames).toBe("200");
+    expect(stopped.dropped ?? "0").toBe("0");
+    expect(parseInt(FLAGS_AT_END.exec(readFileSync(t.path("flags"), "latin1"))![1]!, 8) & 0o4000).toBe(0);
+  }, 60_000);
+
   test("--input-sink - whose player quits: the rest is counted sink_no_reader, one warning, no look for another; the run goes on and stops with exit 0", async () => {
     const t = setup();
     const agent = start(["bash", "-c", `exec "$@" > >(exec head -c 1000 >/dev/null 2>&1)`, "bash", ...AGENT, "serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", "-"], { env: agentEnv(), stdin: "pipe" });
