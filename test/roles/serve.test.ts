@@ -16,7 +16,7 @@ import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/
 import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeValue, value } from "../support/metrics.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
 import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
-import { socketPair, readToEnd } from "../support/socket-pair.ts";
+import { readToEnd, resetOnClose, socketPair } from "../support/player-sockets.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
@@ -405,6 +405,39 @@ describe("serve: both channels in one process", () => {
     expect(Number(stopped.dropped_sink_no_reader)).toBeGreaterThanOrEqual(200);
     expect(Number(stopped.dropped)).toBe(Number(stopped.dropped_sink_no_reader) + Number(stopped.dropped_sink_reader_slow ?? 0));
     expect(Number(stopped.dropped)).toBeGreaterThan(390);
+  }, 60_000);
+
+  test("--input-sink - to a TCP socket whose player resets the connection: counted sink_no_reader after one warning, not a failure; the run stops with exit 0", async () => {
+    const t = setup();
+    let accepted = 0;
+    // The player takes the connection and drops it at once with an RST: the agent's next write gets ECONNRESET.
+    const player = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open(socket) {
+          accepted++;
+          resetOnClose(socket.fd);
+          socket.terminate();
+        },
+        data() {},
+      },
+    });
+    defer(() => player.stop(true));
+    const args = ["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", "-"];
+    const agent = start(["bash", "-c", `exec "$@" 1<>/dev/tcp/127.0.0.1/${player.port}`, "bash", ...AGENT, ...args], { env: agentEnv(), stdin: "pipe" });
+    await agent.waitForStderr("input-server: listening");
+    expect(accepted).toBe(1);
+    await micSession(t, 0);
+    await agent.waitForStderr("session ended by Stop");
+    expect(agent.stderr.split("WARN  input-server: sink's reader has gone").length - 1).toBe(1);
+    expect(agent.stderr).not.toContain("cannot write to sink");
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    const stopped = logFields(agent.stderr, "input-server", "stopped");
+    expect(stopped.frames).toBe("200");
+    expect(stopped.dropped_sink_no_reader).toBe("200");
+    expect(stopped.dropped).toBe("200");
   }, 60_000);
 
   test("a channel that fails stops the other cleanly: the input sink on a full disk ends the run with exit 1 naming it", async () => {

@@ -1,8 +1,8 @@
 /**
- * A connected pair of Unix stream sockets (socketpair(2) through libc), for a
- * child's stdout that a player holds: Bun's own stdout pipe for a child is
- * read by Bun ahead of the test (about 256 KiB), so it cannot stand for a
- * player that stalls.
+ * Sockets a test holds as a player on a child's stdout: a connected pair of
+ * Unix stream sockets (socketpair(2) through libc), since Bun's own stdout
+ * pipe for a child is read by Bun ahead of the test (about 256 KiB) and so
+ * cannot stand for a player that stalls; and a TCP player that resets.
  */
 import { ptr } from "bun:ffi";
 import { closeSync, readSync } from "node:fs";
@@ -10,6 +10,8 @@ import { openLibc, setNonBlocking } from "../../src/transport/socket-options.ts"
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
+const SOL_SOCKET = 1;
+const SO_LINGER = 13;
 
 /** Two connected descriptors: the child's end, and the player's (the test's). */
 export function socketPair(): { childEnd: number; playerEnd: number } {
@@ -50,5 +52,22 @@ export async function readToEnd(fd: number, timeoutMs = 30_000): Promise<Uint8Ar
     }
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * Makes closing `fd` reset the connection (SO_LINGER on, 0 s: an RST, not a
+ * FIN), as a player that crashes with audio unread does: the writer's next
+ * write fails with ECONNRESET.
+ */
+export function resetOnClose(fd: number): void {
+  const opened = openLibc({ setsockopt: { args: ["i32", "i32", "i32", "ptr", "u32"], returns: "i32" } });
+  if (!opened.library) throw new Error(opened.detail);
+  try {
+    // struct linger { int l_onoff; int l_linger; }
+    const linger = new Int32Array([1, 0]);
+    if (opened.library.symbols.setsockopt(fd, SOL_SOCKET, SO_LINGER, ptr(linger), 8) !== 0) throw new Error(`setsockopt(SO_LINGER) on fd ${fd} failed`);
+  } finally {
+    opened.library.close();
   }
 }
