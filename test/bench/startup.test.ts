@@ -6,7 +6,8 @@
 import { afterEach, expect, test } from "bun:test";
 import { Runner } from "../../src/bench/runner.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { BARE_BUN_FLOOR, BUN, stopAgents } from "../support/processes.ts";
+import { TONE } from "../support/opus-fixtures.ts";
+import { AGENT, BARE_BUN_FLOOR, BUN, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 
 const defer = useCleanup();
@@ -29,4 +30,19 @@ test("a program that exits before it listens is left out with its reason; the ot
   expect(figures.withPath!.medianMs).toBeGreaterThan(0);
   expect(failures).toEqual({ broken: expect.stringContaining("bare-bun: cannot load node:nope") });
   expect(failures.broken).toStartWith("exited 1 before listening");
+});
+
+test("the programs run in the benchmark's environment, not the caller's: an agent variable that the agent would refuse does not reach it", async () => {
+  const dir = socketDir(defer, "aas-");
+  // As a caller's shell might have it; the agent exits 2 on it (tested in test/cli/config.test.ts).
+  process.env.AUDIO_AGENT_QUEUE_FRAMES = "many";
+  defer(() => delete process.env.AUDIO_AGENT_QUEUE_FRAMES);
+  const runner = new Runner(dir.dir, () => {});
+  defer(() => runner.dispose());
+  const { figures, failures } = await runner.startup(
+    { agent: (socket: string) => [...AGENT, "output", "serve", "--socket", socket, "--source", TONE, "--format", "ogg", "--realtime", "--loop"] },
+    1,
+  );
+  expect(failures).toEqual({});
+  expect(figures.agent!.runs.length).toBe(1);
 });
