@@ -2,7 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, writeFileSync } from "node:fs";
 import { runCli } from "../../src/cli/run.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { agentEnv, runAgent, stopAgents } from "../support/processes.ts";
+import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
+import { AGENT, agentEnv, run, runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 
 const defer = useCleanup();
@@ -78,6 +79,43 @@ describe("config check", () => {
     const r = await cli(["config", "check", "/dev/zero"]);
     expect(r.stderr).toBe("audio-agent: config /dev/zero: more than a config file may hold (at most 1048576, 1 MiB)\n");
     expect(r.code).toBe(2);
+  });
+
+  test("at most 1 MiB: a file or a pipe of exactly 1048576 bytes is read, one byte more exits 2 with one line naming it and the limit", async () => {
+    const { write, path, dir } = setup();
+    const MIB = 1024 * 1024;
+    // Valid JSON at any size: one setting, then spaces up to the size. Read whole, the setting counts.
+    const padded = (bytes: number) => {
+      const json = JSON.stringify({ "page-ms": 250 });
+      return json + " ".repeat(bytes - json.length);
+    };
+    const fits = write("fits.json", padded(MIB));
+    const over = write("over.json", padded(MIB + 1));
+    // A regular file: its size decides, before a byte is read.
+    const [fitsFile, overFile] = await Promise.all([fits, over].map((file) => runAgent(["config", "check", file], { cwd: dir, env: agentEnv() })));
+    expect(fitsFile).toEqual({ code: 0, stdout: `${fits}: ok (1 setting)\n`, stderr: "" });
+    expect(overFile).toEqual({ code: 2, stdout: "", stderr: `audio-agent: config ${over}: 1048577 bytes is more than a config file may hold (at most 1048576, 1 MiB)\n` });
+
+    // A pipe has no size to look at: it is read up to one byte past the limit. The padding is at
+    // the end, so a read that stopped at the limit would leave valid JSON and pass it.
+    // A named pipe (FIFO) written by a process, and a process's stdout as `--config <(cat FILE)` gives it.
+    const fromFifo = async (name: string, file: string) => {
+      const fifo = makeFifo(path(name));
+      const [writer, read] = await Promise.all([writeIntoFifo(fifo, file), runAgent(["config", "check", fifo], { cwd: dir, env: agentEnv() })]);
+      return { fifo, writer, read };
+    };
+    const fromProcess = (file: string) => run(["bash", "-c", 'exec "$@" --config <(cat "$0")', file, ...AGENT, "config", "print", "input", "serve"], { cwd: dir, env: agentEnv() });
+    const fitsFifo = await fromFifo("fits.fifo", fits);
+    expect(fitsFifo.read).toEqual({ code: 0, stdout: `${fitsFifo.fifo}: ok (1 setting)\n`, stderr: "" });
+    expect(fitsFifo.writer).toBe(0); // all of it taken
+    const overFifo = await fromFifo("over.fifo", over);
+    expect(overFifo.read).toEqual({ code: 2, stdout: "", stderr: `audio-agent: config ${overFifo.fifo}: more than a config file may hold (at most 1048576, 1 MiB)\n` });
+    const [fitsOut, overOut] = await Promise.all([fromProcess(fits), fromProcess(over)]);
+    expect(fitsOut.stderr).toBe("");
+    expect(fitsOut.code).toBe(0);
+    expect(JSON.parse(fitsOut.stdout)["page-ms"]).toBe(250);
+    expect({ code: overOut.code, stdout: overOut.stdout }).toEqual({ code: 2, stdout: "" });
+    expect(overOut.stderr).toMatch(/^audio-agent: config \/dev\/fd\/\d+: more than a config file may hold \(at most 1048576, 1 MiB\)\n$/);
   });
 
   test("a missing file, or no file named: exit 2", async () => {
@@ -255,6 +293,34 @@ describe("roles refuse bad configuration with exit 2 before doing anything", () 
       'audio-agent: --socket-buffers "16k" is not allowed: default, high-load, or bytes 32768..262144 (32k..256k)\n',
     );
     expect(r.code).toBe(2);
+  });
+
+  test("--sink-pipe-bytes takes 0 or 4096..1048576: one byte outside either bound exits 2 naming the flag and the range; each bound serves", async () => {
+    const { path, dir } = setup();
+    const allowed = "0 or bytes 4096..1048576";
+    const outside = ["4095", "1048577"];
+    // Bounded: a server that took the value would serve on (and be killed: code -1).
+    const options = { cwd: dir, env: agentEnv(), timeoutMs: 30_000 };
+    const inputServe = (bytes: string) => runAgent(["input", "serve", "--socket", path(`${bytes}.sock`), "--sink", path(`${bytes}.wire`), "--sink-pipe-bytes", bytes], options);
+    // serve names its channel's flag.
+    const serve = (bytes: string) =>
+      runAgent(
+        ["serve", "--output-socket", path(`o${bytes}.sock`), "--output-source", "-", "--input-socket", path(`i${bytes}.sock`), "--input-sink", path(`i${bytes}.wire`), "--input-sink-pipe-bytes", bytes],
+        options,
+      );
+    const [refused, refusedInServe] = await Promise.all([Promise.all(outside.map(inputServe)), Promise.all(outside.map(serve))]);
+    outside.forEach((bytes, k) => {
+      expect(refused[k]).toEqual({ code: 2, stdout: "", stderr: `audio-agent: --sink-pipe-bytes "${bytes}" is not allowed: ${allowed}\n` });
+      expect(refusedInServe[k]).toEqual({ code: 2, stdout: "", stderr: `audio-agent: --input-sink-pipe-bytes "${bytes}" is not allowed: ${allowed}\n` });
+      for (const made of [`${bytes}.sock`, `${bytes}.wire`, `o${bytes}.sock`, `i${bytes}.sock`, `i${bytes}.wire`]) expect({ made, exists: existsSync(path(made)) }).toEqual({ made, exists: false });
+    });
+    // 0 (the kernel's size) and each bound: past the flags the server listens, and a signal ends it cleanly.
+    for (const bytes of ["0", "4096", "1048576"]) {
+      const server = spawnAgent(["input", "serve", "--socket", path(`${bytes}.sock`), "--sink", path(`${bytes}.wire`), "--sink-pipe-bytes", bytes], { cwd: dir, env: agentEnv() });
+      await server.waitForStderr("input-server: listening");
+      server.kill("SIGTERM");
+      expect({ bytes, code: await server.exited }).toEqual({ bytes, code: 0 });
+    }
   });
 
   test("a bad environment value names the variable", async () => {

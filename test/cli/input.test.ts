@@ -11,7 +11,7 @@ import {
 } from "../../src/protocol/index.ts";
 import { PageFlag } from "../../src/media/ogg-page.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
-import { logFields } from "../support/agent-log.ts";
+import { failureLine, findLogFields, logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
@@ -76,6 +76,24 @@ function checkSession(
   expect(mismatch).toBe(-1);
   expect(n).toBe(frames);
   return { heartbeats };
+}
+
+/**
+ * A monitor page on `agent` (started with --monitor): resolves once its hello came, with how the
+ * agent ends the connection later ("1001 agent stopping" when it stops its endpoints; 1006 when
+ * the process just goes).
+ */
+async function monitorViewer(agent: Spawned): Promise<{ closed: Promise<string> }> {
+  const ws = new WebSocket(`${(await metricsUrl(agent)).replace(/^http/, "ws")}/ws`);
+  defer(() => ws.close());
+  const closed = new Promise<string>((resolve) => (ws.onclose = (e) => resolve(`${e.code} ${e.reason}`)));
+  await new Promise<void>((resolve, reject) => {
+    ws.onmessage = (e) => {
+      if (typeof e.data === "string" && JSON.parse(e.data).type === "hello") resolve();
+    };
+    void closed.then((how) => reject(new Error(`closed before hello: ${how}`)));
+  });
+  return { closed };
 }
 
 describe("input serve / input send as processes", () => {
@@ -293,6 +311,34 @@ describe("input serve / input send as processes", () => {
     expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ connects: "1", ack_timeouts: "0", dropped: "0" });
   });
 
+  test("a FIFO's first writer with audio other than the defaults (mono, 60 ms): the session starts with its Config, and the sender logs no change", async () => {
+    const { sock, sink, path, dir } = setup();
+    // Not 48000/2/960 (tone.opus is just that): a Config left at the defaults would show.
+    encodeWith(dir, "mono", ["--framesize", "60"], { channels: 1, samples: 48000 });
+    const packets = (await drainFile(path("mono.opus"), { lenient: false })).frames.map((f) => f.payload);
+    const mono: AudioConfig = { sampleRate: 48000, channels: 1, frameSize: 2880 };
+    const fifo = makeFifo(path("mic.fifo"));
+
+    const server = await serve(sock, sink, ["--once"]);
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", fifo, "--format", "ogg"]);
+    expect(await writeIntoFifo(fifo, path("mono.opus"))).toBe(0);
+    const frames = () => wholeWireMessages(sink, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame).length;
+    await until(() => frames() >= packets.length, `${packets.length} frames in the sink`);
+    sender.kill("SIGTERM");
+    expect(await sender.exited).toBe(0);
+    expect(await server.exited).toBe(0);
+
+    // The only Config the server got is the writer's: the first connection was made with it.
+    expect(server.stderr.match(/ input-server: config sampleRate=/g)?.length).toBe(1);
+    expect(logFields(server.stderr, "input-server", "config")).toMatchObject({ sampleRate: "48000", channels: "1", frameSize: "2880" });
+    const all = sessions(wholeWireMessages(sink, INPUT_MAGIC));
+    expect(all.length).toBe(1);
+    checkSession(all[0], mono, packets.length, (i) => packets[i]);
+    // Known before connecting, it is where the run starts, not a change.
+    expect(logFields(sender.stderr, "input-client", "connected")).toMatchObject({ sampleRate: "48000", channels: "1", frameSize: "2880" });
+    expect(findLogFields(sender.stderr, "input-client", "config changed")).toBeUndefined();
+  });
+
   test("a chained Ogg file sent lossless: each stream under its own Config, every packet in order, nothing dropped", async () => {
     const { sock, sink, path, dir } = setup();
     encodeWith(dir, "mono", ["--framesize", "20"], { channels: 1, samples: 96000 });
@@ -437,5 +483,45 @@ describe("input serve / input send as processes", () => {
     expect(all.length).toBe(1);
     checkSession(all[0], DEFAULT_CONFIG, packets.length, (i) => packets[i]);
     expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ dropped: "0" });
+  });
+});
+
+describe("input send stops its HTTP endpoints on every way out: a monitor page is told the agent stops (1001), not cut off", () => {
+  // The process exits (main.ts) whether or not they were stopped, with the same code: what shows
+  // is the page, which gets the hub's close (1001) only from a stop, else a dropped connection (1006).
+  test("a signal while waiting for a FIFO's first writer: exit 0, nothing sent", async () => {
+    const { sock, path } = setup();
+    const fifo = makeFifo(path("mic.fifo"));
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", fifo, "--format", "ogg", "--monitor", "127.0.0.1:0"]);
+    const { closed } = await monitorViewer(sender);
+    await sender.waitForStderr("source: waiting for a writer");
+    sender.kill("SIGTERM");
+    expect(await sender.exited).toBe(0);
+    expect(await closed).toBe("1001 agent stopping");
+    expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ signal: "SIGTERM", submitted: "0", connects: "0" });
+  });
+
+  test("a source that is not Ogg, found before its first frame: exit 1 with one line saying so", async () => {
+    const { sock } = setup();
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", "-", "--format", "ogg", "--monitor", "127.0.0.1:0"], { stdin: "pipe" });
+    const { closed } = await monitorViewer(sender);
+    await sender.writeStdin(new TextEncoder().encode("not an Ogg stream\n"));
+    sender.endStdin();
+    expect(await sender.exited).toBe(1);
+    expect(await closed).toBe("1001 agent stopping");
+    expect(failureLine(sender.stderr)).toBe('audio-agent: ogg source stdin: no Ogg capture pattern "OggS" at byte 0');
+  });
+
+  test("a file sent to its end: exit 0, every packet delivered", async () => {
+    const { sock, sink } = setup();
+    const packets = packetsOf(new Uint8Array(readFileSync(TONE))).length - 2;
+    // A file waits for the server: the page is up before the run can end.
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", TONE, "--format", "ogg", "--monitor", "127.0.0.1:0"]);
+    const { closed } = await monitorViewer(sender);
+    const server = await serve(sock, sink, ["--once"]);
+    expect(await sender.exited).toBe(0);
+    expect(await server.exited).toBe(0);
+    expect(await closed).toBe("1001 agent stopping");
+    expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ frames: String(packets), dropped: "0" });
   });
 });
