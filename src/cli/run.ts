@@ -12,6 +12,7 @@ import {
   ROLE_OPTIONS,
   type Channel,
   type Command,
+  type ConfigFile,
   type ConfigSources,
   type FlagSpecs,
   type Role,
@@ -58,6 +59,8 @@ const defaultIo: CliIo = {
 interface Run {
   settings?: Record<string, unknown>;
   logger?: Logger;
+  /** The config file, once read: a pipe's cannot be read again for a failure's log format. */
+  configFile?: ConfigFile;
 }
 
 /** Runs one command line (without the program name); resolves with the exit code. */
@@ -70,7 +73,7 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
   } catch (e) {
     const { code, message } = describeFailure(e, run.settings);
     run.logger?.flush();
-    const logger = run.logger ?? new Logger({ level: "error", format: await requestedLogFormat(argv, io.env), write: writeLine(io) });
+    const logger = run.logger ?? new Logger({ level: "error", format: await requestedLogFormat(argv, io.env, run.configFile), write: writeLine(io) });
     logger.fatal(message, { exit_code: code });
     return code;
   }
@@ -85,9 +88,11 @@ function writeLine(io: CliIo): (line: string) => void {
  * environment variable or its config file (the channel's section, then the
  * top level), with the settings' precedence: a run that fails before its
  * settings are resolved (a bad flag, say) still ends with a line in that
- * format. A config file that cannot be read asks for nothing.
+ * format. A config file that cannot be read asks for nothing, and so does one
+ * that is not a regular file, unless the run read it already (`read`): a pipe
+ * read again would wait for a writer that may never come.
  */
-async function requestedLogFormat(argv: string[], env: CliIo["env"]): Promise<LogFormat> {
+async function requestedLogFormat(argv: string[], env: CliIo["env"], read?: ConfigFile): Promise<LogFormat> {
   const flag = (name: string) => {
     let value: string | undefined;
     argv.forEach((arg, i) => {
@@ -99,7 +104,8 @@ async function requestedLogFormat(argv: string[], env: CliIo["env"]): Promise<Lo
   let value = flag("log-format") ?? (env.AUDIO_AGENT_LOG_FORMAT || undefined);
   if (value === undefined) {
     try {
-      const file = await loadConfigFile(namedConfigFile(flag("config"), env));
+      // Named as the default path is: read only when it is a regular file.
+      const file = read ?? (await loadConfigFile(undefined, namedConfigFile(flag("config"), env)));
       value = (file?.sections[argv[0] as Channel]?.["log-format"] ?? file?.top["log-format"]) as string | undefined;
     } catch {
       // The file itself is what failed, or cannot be read: text.
@@ -143,6 +149,7 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
     return EXIT_OK;
   }
   const file = await loadConfigFile(namedConfigFile(flags.config, io.env));
+  run.configFile = file;
   const sources: ConfigSources = { flags, env: io.env, file };
   const settings = command === "serve" ? resolveServeSettings(sources) : resolveSettings(command, sources);
   run.settings = command === "serve" ? flatServeSettings(settings as ServeSettings) : settings;

@@ -275,6 +275,34 @@ describe("roles refuse bad configuration with exit 2 before doing anything", () 
     expect(existsSync(path("o.sock"))).toBe(false);
   });
 
+  // A failure before the settings exist is written in the log format the command line asks for, which
+  // may be in its config file: a FIFO there is read once, by the run; read again it would wait for a writer.
+  test("--config a FIFO: refused content, a bad flag value or an unknown flag each exit 2 at once, the FIFO read at most once; its log-format applies", async () => {
+    const { write, path, dir } = setup();
+    const options = { cwd: dir, env: agentEnv(), timeoutMs: 30_000 };
+    const fifo = makeFifo(path("config.fifo"));
+    const viaFifo = async (file: string, args: string[]) => {
+      const [writer, r] = await Promise.all([writeIntoFifo(fifo, file), runAgent([...args, "--config", fifo], options)]);
+      expect(writer).toBe(0);
+      return r;
+    };
+    const notJson = await viaFifo(write("not.json", "{"), ["config", "print", "input", "serve"]);
+    expect({ code: notJson.code, stdout: notJson.stdout }).toEqual({ code: 2, stdout: "" });
+    expect(notJson.stderr).toStartWith(`audio-agent: config ${fifo}: not valid JSON`);
+
+    // A file that is read whole and well, then a flag's value refused: the failure line in the file's format.
+    const badValue = await viaFifo(write("json.json", JSON.stringify({ "log-format": "json" })), ["output", "serve", "--socket", path("o.sock"), "--source", "/dev/null", "--write-deadline-ms", "-1"]);
+    expect(badValue.code).toBe(2);
+    expect(JSON.parse(badValue.stderr)).toMatchObject({ level: 60, exit_code: 2, msg: '--write-deadline-ms "-1" is not allowed: an integer 0..60000' });
+    expect(existsSync(path("o.sock"))).toBe(false);
+
+    // No writer at all: the bad flag is found before the file is read, and the file is not read for the format.
+    const badFlag = await runAgent(["output", "serve", "--socket", path("o.sock"), "--source", "/dev/null", "--bogus", "--config", fifo], options);
+    expect(badFlag.code).toBe(2);
+    expect(badFlag.stderr).toStartWith("audio-agent: ");
+    expect(badFlag.stderr).toContain("--bogus");
+  });
+
   test("AUDIO_AGENT_CONFIG naming a missing file", async () => {
     const { path } = setup();
     const r = await cli(["input", "serve", "--socket", path("i.sock"), "--sink", path("x.wire")], { AUDIO_AGENT_CONFIG: path("gone.json") });
