@@ -88,12 +88,19 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
   }
 }
 
-/** The Config of `source` as it is now: the flags, else what its stream says, else `fallback`. */
+/**
+ * The Config of `source` as it is now: the flags, else what its stream says,
+ * else `fallback`. The stream counts its frame size at its own rate: under a
+ * rate the flags give, the same duration is counted at that rate.
+ */
 function configOf(settings: RoleSettings<"input send">, source: FrameSource, fallback: AudioConfig): AudioConfig {
+  const stream = source.audioConfig;
+  const sampleRate = settings["sample-rate"] ?? stream?.sampleRate ?? fallback.sampleRate;
+  const streamFrameSize = stream?.frameSize === undefined ? undefined : (stream.frameSize * sampleRate) / (stream.sampleRate ?? sampleRate);
   return {
-    sampleRate: settings["sample-rate"] ?? source.audioConfig?.sampleRate ?? fallback.sampleRate,
-    channels: settings.channels ?? source.audioConfig?.channels ?? fallback.channels,
-    frameSize: settings["frame-size"] ?? source.audioConfig?.frameSize ?? fallback.frameSize,
+    sampleRate,
+    channels: settings.channels ?? stream?.channels ?? fallback.channels,
+    frameSize: settings["frame-size"] ?? streamFrameSize ?? fallback.frameSize,
   };
 }
 

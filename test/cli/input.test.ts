@@ -339,6 +339,23 @@ describe("input serve / input send as processes", () => {
     expect(findLogFields(sender.stderr, "input-client", "config changed")).toBeUndefined();
   });
 
+  test("an Ogg file at 16 kHz: its Config counts the frame at 16 kHz (320 for 20 ms), and a rate given by flag counts the same 20 ms at that rate", async () => {
+    const { sock, sink, path, dir } = setup();
+    encodeWith(dir, "mono16k", ["--framesize", "20"], { channels: 1, samples: 16000, rate: 16000 });
+    for (const [flags, config] of [
+      [[], { sampleRate: "16000", channels: "1", frameSize: "320" }],
+      [["--sample-rate", "48000"], { sampleRate: "48000", channels: "1", frameSize: "960" }],
+      [["--sample-rate", "8000"], { sampleRate: "8000", channels: "1", frameSize: "160" }],
+      [["--sample-rate", "8000", "--frame-size", "40"], { sampleRate: "8000", channels: "1", frameSize: "40" }],
+    ] as const) {
+      const server = await serve(sock, sink, ["--once"]);
+      const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("mono16k.opus"), "--format", "ogg", ...flags]);
+      expect(await sender.exited, sender.stderr).toBe(0);
+      expect(await server.exited, server.stderr).toBe(0);
+      expect({ flags, config: logFields(server.stderr, "input-server", "config") }).toMatchObject({ flags, config });
+    }
+  });
+
   test("a chained Ogg file sent lossless: each stream under its own Config, every packet in order, nothing dropped", async () => {
     const { sock, sink, path, dir } = setup();
     encodeWith(dir, "mono", ["--framesize", "20"], { channels: 1, samples: 96000 });

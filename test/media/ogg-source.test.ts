@@ -43,9 +43,9 @@ function audioPacket(size: number, seed: number): Uint8Array {
  * then `packets` grouped `perPage` to a page, at most `maxSegments` lacing
  * values per page. Returns the bytes, the pages and each page's offset.
  */
-function buildStream(packets: Uint8Array[], perPage: number, maxSegments = 255, serial = 0x1234) {
+function buildStream(packets: Uint8Array[], perPage: number, maxSegments = 255, serial = 0x1234, inputSampleRate = 48000) {
   const { writer, pages } = collectingWriter(serial, { maxSegments });
-  writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 }), 0);
+  writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate }), 0);
   writer.flushPage();
   writer.addPacket(buildOpusTags(), 0);
   writer.flushPage();
@@ -110,15 +110,33 @@ describe("OggSource on files made by opusenc", () => {
     const cases = [
       { rate: 16000, channels: 1, frameMs: 20, config: { sampleRate: 16000, channels: 1, frameSize: 320 } },
       { rate: 8000, channels: 2, frameMs: 10, config: { sampleRate: 8000, channels: 2, frameSize: 80 } },
+      { rate: 12000, channels: 1, frameMs: 40, config: { sampleRate: 12000, channels: 1, frameSize: 480 } },
+      { rate: 24000, channels: 2, frameMs: 2.5, config: { sampleRate: 24000, channels: 2, frameSize: 60 } },
       { rate: 44100, channels: 2, frameMs: 60, config: { sampleRate: 48000, channels: 2, frameSize: 2880 } },
     ];
-    for (const { rate, channels, frameMs, config } of cases) {
-      const path = encodeWith(fx.dir, `rate-${rate}`, ["--framesize", String(frameMs)], { channels, samples: rate / 5, rate });
-      const { frames, error, source: src } = await drainFile(path);
+    const paths = cases.map(({ rate, channels, frameMs }) => encodeWith(fx.dir, `rate-${rate}`, ["--framesize", String(frameMs)], { channels, samples: rate / 5, rate }));
+    for (const [k, { config }] of cases.entries()) {
+      const { frames, error, source: src } = await drainFile(paths[k]!);
       expect(error).toBeUndefined();
       expect(frames.length).toBeGreaterThan(0);
       expect(src.audioConfig).toEqual(config);
     }
+
+    // Chained (an encoder restarted into a FIFO at another rate): each stream's Config at its own rate.
+    const src = source(concatBytes([read(paths[1]!), read(paths[0]!)]));
+    const configs: unknown[] = [];
+    for (;;) {
+      for (let f = src.next(); f; f = src.next()) {
+        if (JSON.stringify(configs.at(-1)) !== JSON.stringify(src.audioConfig)) configs.push({ ...src.audioConfig });
+      }
+      if (!(await src.fill())) break;
+    }
+    expect(configs).toEqual([cases[1]!.config, cases[0]!.config]);
+
+    // An OpusHead whose input rate is 0 (unknown, RFC 7845 5.1): 48 kHz.
+    const unknown = source(buildStream([audioPacket(40, 1)], 1, 255, 0x1234, 0).bytes);
+    expect((await drain(unknown)).frames.length).toBe(1);
+    expect(unknown.audioConfig).toEqual({ sampleRate: 48000, channels: 2, frameSize: 960 });
   });
 
   test("rewind() starts again from the first frame", async () => {
