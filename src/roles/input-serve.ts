@@ -114,7 +114,7 @@ function liveStdout(report: Report): "pipe" | "socket" | undefined {
     kind = out.isFIFO() ? "pipe" : out.isSocket() ? "socket" : undefined;
     const err = fstatSync(2);
     if (kind && err.dev === out.dev && err.ino === out.ino) {
-      report("warn", "stderr shares stdout's pipe: stdout is written blocking, and a stalled player may hold up both channels");
+      report("warn", `stderr shares stdout's ${kind}: stdout is written blocking, and a stalled player may hold up both channels`);
       return undefined;
     }
   } catch {

@@ -11,6 +11,9 @@ import { dlopen, read, type Library, type Symbols } from "bun:ffi";
 export const SOL_SOCKET = 1;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
+/** A socket's type: SOCK_STREAM (1), SOCK_DGRAM (2), SOCK_SEQPACKET (5). */
+export const SO_TYPE = 3;
+export const SOCK_STREAM = 1;
 /** ioctl: bytes in the send queue not yet consumed by the peer (SIOCOUTQ). */
 export const TIOCOUTQ = 0x5411;
 /** ioctl: bytes waiting in the receive queue (SIOCINQ). */
@@ -33,6 +36,7 @@ export type SocketOptionCall =
   | "setsockopt(SO_RCVBUF)"
   | "getsockopt(SO_SNDBUF)"
   | "getsockopt(SO_RCVBUF)"
+  | "getsockopt(SO_TYPE)"
   | "ioctl(TIOCOUTQ)"
   | "ioctl(FIONREAD)"
   | "fcntl(F_SETFL)"
@@ -312,13 +316,17 @@ export function setSendBuffer(fd: number, bytes: number): PipeSizeResult {
 
 /** A socket's send buffer as the kernel reports it (SO_SNDBUF). */
 export function getSendBuffer(fd: number): PipeSizeResult {
-  const call = "getsockopt(SO_SNDBUF)";
+  return socketInt(fd, SO_SNDBUF, "getsockopt(SO_SNDBUF)");
+}
+
+/** One int socket option of `fd`, in `bytes` (a size, or a type). */
+function socketInt(fd: number, name: number, call: SocketOptionCall): PipeSizeResult {
   const bad = badFd(call, fd);
   if (bad) return bad;
   const { libc, detail } = loadLibc();
   if (!libc) return unavailable(call, fd, detail);
-  const bytes = getInt(libc, fd, SO_SNDBUF, call);
-  return typeof bytes === "number" ? { ok: true, fd, bytes } : bytes;
+  const value = getInt(libc, fd, name, call);
+  return typeof value === "number" ? { ok: true, fd, bytes: value } : value;
 }
 
 /** A reader's pipe (or socket) after sizing: its size then, when it could be read, and why it is not the size asked for. */
@@ -332,10 +340,20 @@ export function sizedPipe(fd: number, bytes: number): Sized {
   return sized(setPipeSize(fd, bytes), () => getPipeSize(fd));
 }
 
-/** setSendBuffer as a Sized: after a refusal, the send buffer the socket kept. */
+/**
+ * setSendBuffer as a Sized: after a refusal, the send buffer the socket kept.
+ * A stream socket's only: a packet socket's send buffer bounds its largest
+ * message (EMSGSIZE beyond it), not the bytes in flight, so it is left as it is.
+ */
 export function sizedSendBuffer(fd: number, bytes: number): Sized {
+  const type = socketInt(fd, SO_TYPE, "getsockopt(SO_TYPE)");
+  if (type.ok && type.bytes !== SOCK_STREAM) {
+    const kept = getSendBuffer(fd);
+    return { bytes: kept.ok ? kept.bytes : undefined, error: `a packet socket (type ${type.bytes}), whose send buffer bounds each message: left as it is` };
+  }
   return sized(setSendBuffer(fd, bytes), () => getSendBuffer(fd));
 }
+
 
 function sized(set: PipeSizeResult, kept: () => PipeSizeResult): Sized {
   if (set.ok) return { bytes: set.bytes };

@@ -14,9 +14,12 @@ import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
 import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeValue, value } from "../support/metrics.ts";
+import { packetsOf, pagesOf } from "../support/ogg.ts";
+import { encodeWith } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
-import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
 import { readToEnd, resetOnClose, socketPair } from "../support/player-sockets.ts";
+import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
+import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
@@ -405,6 +408,48 @@ describe("serve: both channels in one process", () => {
     expect(Number(stopped.dropped_sink_no_reader)).toBeGreaterThanOrEqual(200);
     expect(Number(stopped.dropped)).toBe(Number(stopped.dropped_sink_no_reader) + Number(stopped.dropped_sink_reader_slow ?? 0));
     expect(Number(stopped.dropped)).toBeGreaterThan(390);
+  }, 60_000);
+
+  test("--input-sink - to a socket stderr shares (2>&1): written blocking, with a warning, nothing dropped", async () => {
+    const t = setup();
+    const pair = socketPair();
+    const args = ["serve", "--output-socket", t.out, "--output-source", "/dev/null", "--input-socket", t.in, "--input-sink", "-", "--input-once"];
+    const agent = start(["bash", "-c", 'exec "$@" 2>&1', "bash", ...AGENT, ...args], { env: agentEnv(), stdout: pair.childEnd });
+    closeSync(pair.childEnd);
+    // The player reads all along (the log's lines come through it): a session of 270 KB is more than the socket holds.
+    const heard = readToEnd(pair.playerEnd);
+    const text = async () => Buffer.from(await heard).toString("latin1");
+    await until(() => existsSync(t.in), "the input socket");
+    await micSession(t, 0);
+    expect(await agent.exited).toBe(0);
+    const out = await text();
+    expect(out).toContain("WARN  input-server: stderr shares stdout's socket: stdout is written blocking");
+    expect(out).not.toContain("without blocking");
+    const stopped = logFields(out, "input-server", "stopped");
+    expect(stopped.frames).toBe("200");
+    expect(stopped.dropped ?? "0").toBe("0");
+  }, 60_000);
+
+  test("--input-sink - to a packet socket (SOCK_SEQPACKET): its send buffer is left as it is, with one warning saying why; Ogg pages larger than --input-sink-pipe-bytes reach the player whole", async () => {
+    const t = setup();
+    // 256 kbit/s in pages of up to a second: pages of tens of KB, more than a send buffer of 8 KiB could ever take as one message.
+    const loud = encodeWith(t.dir, "loud", ["--bitrate", "256"], { samples: 2 * 48000 });
+    const packets = (await drainFile(loud, { lenient: false })).frames.length;
+    const pair = socketPair("seqpacket");
+    const agent = spawnAgent(
+      ["serve", "--output-socket", t.out, "--output-source", "/dev/null", "--input-socket", t.in, "--input-sink", "-", "--input-format", "ogg", "--input-page-ms", "1000", "--input-once"],
+      { stdout: pair.childEnd },
+    );
+    closeSync(pair.childEnd);
+    await agent.waitForStderr("input-server: listening");
+    const sent = await runAgent(["input", "send", "--socket", t.in, "--source", loud, "--format", "ogg"]);
+    expect(sent.code, sent.stderr).toBe(0);
+    const heard = await readToEnd(pair.playerEnd);
+    expect(await agent.exited, agent.stderr).toBe(0);
+    expect(agent.stderr).toContain("WARN  input-server: cannot size the sink's pipe; a slow reader may fall as far behind as the size it has allows sink=stdout error=\"a packet socket (type 5), whose send buffer bounds each message: left as it is\"\n");
+    expect(Math.max(...pagesOf(heard).map((p) => p.size))).toBeGreaterThan(16384);
+    expect(packetsOf(heard).length).toBe(2 + packets);
+    expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ frames: String(packets) });
   }, 60_000);
 
   test("--input-sink - to a TCP socket whose player resets the connection: counted sink_no_reader after one warning, not a failure; the run stops with exit 0", async () => {

@@ -9,17 +9,17 @@ import { closeSync, readSync } from "node:fs";
 import { openLibc, setNonBlocking } from "../../src/transport/socket-options.ts";
 
 const AF_UNIX = 1;
-const SOCK_STREAM = 1;
+const SOCKET_TYPE = { stream: 1, seqpacket: 5 } as const;
 const SOL_SOCKET = 1;
 const SO_LINGER = 13;
 
 /** Two connected descriptors: the child's end, and the player's (the test's). */
-export function socketPair(): { childEnd: number; playerEnd: number } {
+export function socketPair(type: keyof typeof SOCKET_TYPE = "stream"): { childEnd: number; playerEnd: number } {
   const opened = openLibc({ socketpair: { args: ["i32", "i32", "i32", "ptr"], returns: "i32" } });
   if (!opened.library) throw new Error(opened.detail);
   try {
     const fds = new Int32Array(2);
-    if (opened.library.symbols.socketpair(AF_UNIX, SOCK_STREAM, 0, ptr(fds)) !== 0) throw new Error("socketpair(AF_UNIX, SOCK_STREAM) failed");
+    if (opened.library.symbols.socketpair(AF_UNIX, SOCKET_TYPE[type], 0, ptr(fds)) !== 0) throw new Error(`socketpair(AF_UNIX, ${type}) failed`);
     return { childEnd: fds[0]!, playerEnd: fds[1]! };
   } finally {
     opened.library.close();

@@ -117,6 +117,11 @@ describe("setSendBuffer on a real Unix socket", () => {
     } finally {
       closeSync(fd);
     }
+    // What the kernel applied, read back: a request under its minimum is raised to it, not doubled.
+    const least = setSendBuffer(client.fd, 1);
+    const read = getSocketBuffers(client.fd);
+    expect(least).toEqual({ ok: true, fd: client.fd, bytes: read.ok ? read.sendBytes : -1 });
+    expect(read.ok && read.sendBytes).toBeGreaterThan(2);
     const bad = setSendBuffer(0.5, 8 * KiB);
     expect(!bad.ok && bad.kind).toBe("InvalidArgument");
   });
