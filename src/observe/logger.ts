@@ -131,24 +131,22 @@ function quoted(text: string): string {
 /**
  * A text line's message as one line that shows what it holds: a control
  * character (a newline in a path, a NUL in a config file's parse error) or
- * what JSON leaves raw is written as \uXXXX, and so is a backslash, so that
- * a path that holds the text "\u000a" never reads as one that held a newline.
+ * what JSON leaves raw is written as \uXXXX, and so is a backslash that
+ * begins "\u", so that a path holding the text "\u000a" never reads as one
+ * that held a newline. Other backslashes stay, so a value the message quotes
+ * as JSON ("a\nb") reads as JSON.
  */
 function oneLine(message: string): string {
-  return escaped(message, isControlOrBackslash);
+  return escaped(message, (c, i) => isControl(c) || (c === 0x5c && message.charCodeAt(i + 1) === 0x75));
 }
 
-function isControlOrBackslash(c: number): boolean {
-  return c === 0x5c || isControl(c);
-}
-
-/** `text` with each code unit that `escape` picks written as \uXXXX. */
-function escaped(text: string, escape: (c: number) => boolean): string {
+/** `text` with each code unit that `escape` picks (by the unit, and where it is) written as \uXXXX. */
+function escaped(text: string, escape: (c: number, at: number) => boolean): string {
   let out = "";
   let from = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (escape(c)) {
+    if (escape(c, i)) {
       out += text.slice(from, i) + "\\u" + c.toString(16).padStart(4, "0");
       from = i + 1;
     }

@@ -214,14 +214,14 @@ describe("text lines", () => {
 });
 
 describe("text messages", () => {
-  test("a control character, DEL, a C1 control, a line separator or a backslash in a message is written as \\uXXXX, in a line and in the failure line; all else as it is", () => {
+  test("a control character, DEL, a C1 control, a line separator or a backslash before u in a message is written as \\uXXXX, in a line and in the failure line; all else as it is", () => {
     const out: string[] = [];
     const logger = new Logger({ level: "info", format: "text", write: (line) => out.push(line) });
     const wrong: string[] = [];
     for (let c = 0; c < 0x10000; c++) {
-      const message = `a${String.fromCharCode(c)}b`;
+      const message = `a${String.fromCharCode(c)}u`;
       const escape = c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029 || c === 0x5c;
-      const expected = escape ? `a\\u${c.toString(16).padStart(4, "0")}b` : message;
+      const expected = escape ? `a\\u${c.toString(16).padStart(4, "0")}u` : message;
       out.length = 0;
       logger.for("t")("info", message);
       logger.fatal(message);
@@ -229,6 +229,20 @@ describe("text messages", () => {
       if (out[1] !== `audio-agent: ${expected}`) wrong.push(`U+${c.toString(16)} in the failure line`);
     }
     expect(wrong).toEqual([]);
+  });
+
+  test("a backslash not before u stays as it is: a value the message quotes as JSON reads as JSON", async () => {
+    const out: string[] = [];
+    const logger = new Logger({ level: "info", format: "text", write: (line) => out.push(line) });
+    logger.fatal(`--sink-pipe-bytes ${JSON.stringify('x\ny"\\')} is not allowed`);
+    expect(out).toEqual(['audio-agent: --sink-pipe-bytes "x\\ny\\"\\\\" is not allowed']);
+    // JSON lines carry the message as it is: JSON's own escaping, nothing of the text lines'.
+    const json: string[] = [];
+    const message = 'a\nb\\u000a"\u0000';
+    new Logger({ level: "info", format: "json", write: (line) => json.push(line) }).for("t")("info", message);
+    expect(JSON.parse(json[0]!).msg).toBe(message);
+    const bad = await runAgent(["input", "serve", "--socket", setup().path("i.sock"), "--sink", "/dev/null", "--sink-pipe-bytes", "x\ny"]);
+    expect(bad).toEqual({ code: 2, stdout: "", stderr: 'audio-agent: --sink-pipe-bytes "x\\ny" is not allowed: 0 or bytes 4096..1048576\n' });
   });
 
   test("a config file of NUL bytes, a source path with a newline: each failure is one line naming them escaped", async () => {
