@@ -102,24 +102,32 @@ const fileMode = onFirstUse(() =>
 /** 0o660 -> "0660". */
 const octal = (mode: unknown) => `0${(mode as number).toString(8).padStart(3, "0")}`;
 
-/** { host: "::1", port: 9100 } -> "[::1]:9100". */
+/** { host: "::1", port: 9100 } -> "[::1]:9100"; false -> "off". */
 function hostPort(address: unknown): string {
+  if (address === false) return "off";
   const { host, port } = address as { host: string; port: number };
   return `${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
 
-/** "HOST:PORT", ":PORT" or "PORT"; without a host, loopback. */
+/**
+ * "HOST:PORT", ":PORT" or "PORT"; without a host, loopback. "off" (false):
+ * none, whatever a lower source says (a command run by hand beside the
+ * service, whose config file's address the service holds).
+ */
 const listenAddress = onFirstUse(() =>
-  v.pipe(
-    v.union([v.pipe(v.number(), v.transform(String)), v.string()]),
-    v.regex(/^(?:(\[[0-9a-fA-F:]+\]|[\w.-]*):)?\d{1,5}$/),
-    v.transform((s) => {
-      const at = s.lastIndexOf(":");
-      const host = at <= 0 ? "127.0.0.1" : s.slice(0, at).replace(/^\[|\]$/g, "");
-      return { host, port: Number(s.slice(at + 1)) };
-    }),
-    v.check((a) => a.port >= 0 && a.port <= 65535),
-  ),
+  v.union([
+    v.pipe(v.literal("off"), v.transform(() => false as const)),
+    v.pipe(
+      v.union([v.pipe(v.number(), v.transform(String)), v.string()]),
+      v.regex(/^(?:(\[[0-9a-fA-F:]+\]|[\w.-]*):)?\d{1,5}$/),
+      v.transform((s) => {
+        const at = s.lastIndexOf(":");
+        const host = at <= 0 ? "127.0.0.1" : s.slice(0, at).replace(/^\[|\]$/g, "");
+        return { host, port: Number(s.slice(at + 1)) };
+      }),
+      v.check((a) => a.port >= 0 && a.port <= 65535),
+    ),
+  ]),
 );
 
 /**
@@ -182,8 +190,8 @@ export const OPTIONS = {
   "adaptive-threshold": { flag: "string", help: "pressure events (overflows, deadline drops) within the window that escalate", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 10 },
   "adaptive-window-ms": { flag: "string", help: "window in which the threshold counts", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000), default: 5000 },
   "adaptive-calm-ms": { flag: "string", help: "quiet time after which the optimizer relaxes to the defaults", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000), default: 30000 },
-  metrics: { flag: "string", help: "serve /metrics and /healthz at HOST:PORT (PORT alone: loopback)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress, written: hostPort },
-  monitor: { flag: "string", help: "serve the live web monitor at HOST:PORT (PORT alone: loopback; may equal --metrics)", allowed: "HOST:PORT, :PORT or PORT", schema: listenAddress, written: hostPort },
+  metrics: { flag: "string", help: "serve /metrics and /healthz at HOST:PORT (PORT alone: loopback; off: not at all)", allowed: "HOST:PORT, :PORT, PORT or off", schema: listenAddress, written: hostPort },
+  monitor: { flag: "string", help: "serve the live web monitor at HOST:PORT (PORT alone: loopback; may equal --metrics; off: not at all)", allowed: "HOST:PORT, :PORT, PORT or off", schema: listenAddress, written: hostPort },
   "stats-interval": { flag: "string", help: "log a summary (frames, bytes, drops by reason, clients, latency p99) of each interval of this many seconds (0: never)", allowed: "0 (off) or seconds 0.1..86400", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.check((s) => s === 0 || s >= 0.1), v.maxValue(86_400))), default: 60 },
   "http-allow-host": { flag: "string", help: "more names (Host header) --metrics and --monitor answer to, e.g. a DNS name or a tunnel's localhost:PORT; others get 421", allowed: "NAME[:PORT][,NAME[:PORT]...] (IPv6 in brackets)", schema: hostNames },
   "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]), default: "info" },

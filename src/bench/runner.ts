@@ -58,8 +58,9 @@ export interface StartupFigures {
 
 /**
  * Environment for children: ours without anything that configures the agent
- * behind the bench's back, and with the log the bench reads (text lines at
- * info: `stats`, `stopped`), whatever a device's config file
+ * behind the bench's back, with the log the bench reads (text lines at info:
+ * `stats`, `stopped`) and no HTTP endpoints (what the live rows measure; two
+ * children would also compete for one port), whatever a device's config file
  * (/etc/audio-agent.json) says; the rest of that file applies, as on the device.
  */
 export function childEnv(parent: Record<string, string | undefined> = process.env): Record<string, string> {
@@ -70,6 +71,8 @@ export function childEnv(parent: Record<string, string | undefined> = process.en
   }
   env.AUDIO_AGENT_LOG_LEVEL = "info";
   env.AUDIO_AGENT_LOG_FORMAT = "text";
+  env.AUDIO_AGENT_METRICS = "off";
+  env.AUDIO_AGENT_MONITOR = "off";
   return env;
 }
 

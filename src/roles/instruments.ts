@@ -121,7 +121,7 @@ export class Instruments {
     if (!metricsAt && !monitorAt) return;
     // Loaded only when asked for: the HTTP server (and the monitor page) cost memory.
     const { AgentHttpServer } = await import("../observe/http-server.ts");
-    const same = (a?: ListenAddress, b?: ListenAddress) => !!a && !!b && a.host === b.host && a.port === b.port;
+    const same = (a?: ListenAddress | false, b?: ListenAddress | false) => !!a && !!b && a.host === b.host && a.port === b.port;
     try {
       if (metricsAt && same(metricsAt, monitorAt)) {
         this.servers.push(AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }, allowHosts));

@@ -12,17 +12,17 @@ import { socketDir } from "../support/temp.ts";
 
 const defer = useCleanup();
 
-test("the caller's agent variables are left out; the log level and format are the ones the benchmark reads", () => {
-  const env = childEnv({ PATH: "/bin", AUDIO_AGENT_QUEUE_FRAMES: "5", JETKVM_AUDIO_OUTPUT_SOCKET: "/x", AUDIO_AGENT_LOG_LEVEL: "debug", AUDIO_AGENT_LOG_FORMAT: "json" });
-  expect(env).toEqual({ PATH: "/bin", AUDIO_AGENT_LOG_LEVEL: "info", AUDIO_AGENT_LOG_FORMAT: "text" });
+test("the caller's agent variables are left out; the log level and format are the ones the benchmark reads, and no HTTP endpoint", () => {
+  const env = childEnv({ PATH: "/bin", AUDIO_AGENT_QUEUE_FRAMES: "5", JETKVM_AUDIO_OUTPUT_SOCKET: "/x", AUDIO_AGENT_LOG_LEVEL: "debug", AUDIO_AGENT_LOG_FORMAT: "json", AUDIO_AGENT_METRICS: "9100" });
+  expect(env).toEqual({ PATH: "/bin", AUDIO_AGENT_LOG_LEVEL: "info", AUDIO_AGENT_LOG_FORMAT: "text", AUDIO_AGENT_METRICS: "off", AUDIO_AGENT_MONITOR: "off" });
 });
 
-test("a config file that asks for a quiet JSON log still gives the agent's text lines at info under that environment", async () => {
+test("a config file that asks for a quiet JSON log and HTTP endpoints still gives the agent's text lines at info, and no endpoint, under that environment", async () => {
   const t = socketDir(defer, "aace-");
   const config = t.path("audio-agent.json");
-  writeFileSync(config, JSON.stringify({ "log-level": "warn", "log-format": "json" }));
+  writeFileSync(config, JSON.stringify({ "log-level": "warn", "log-format": "json", metrics: 9100, monitor: 9101 }));
   // The device's /etc/audio-agent.json, here given by path (the variable is the file's only other way in).
   const { code, stdout, stderr } = await runAgent(["config", "print", "output", "serve"], { env: { ...childEnv(cleanEnv()), AUDIO_AGENT_CONFIG: config } });
   expect(code, stderr).toBe(0);
-  expect(JSON.parse(stdout)).toMatchObject({ "log-level": "info", "log-format": "text" });
+  expect(JSON.parse(stdout)).toMatchObject({ "log-level": "info", "log-format": "text", metrics: "off", monitor: "off" });
 });

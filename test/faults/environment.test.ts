@@ -19,7 +19,7 @@ import { pagesOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
-import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { agentEnv, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { drain, drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -236,6 +236,27 @@ describe("an address or path the system refuses: one line naming the option, the
     expect(await agent.exited).toBe(2);
     expect(failureLine(agent.stderr)).toBe(`audio-agent: --metrics and --monitor 127.0.0.1:${port}: cannot listen: address in use (EADDRINUSE)`);
     expect(existsSync(dir.path("s.sock"))).toBe(false);
+  });
+
+  // A command run by hand beside the service reads the service's config file, whose addresses the service holds.
+  test("a config file's --metrics and --monitor on a port in use: off, by flag or variable, runs without them", async () => {
+    const dir = setup();
+    const port = busyPort();
+    const config = dir.path("audio-agent.json");
+    writeFileSync(config, JSON.stringify({ metrics: port, monitor: port }));
+    const args = ["output", "serve", "--source", writeSource(dir.dir), "--socket", dir.path("s.sock"), "--config", config];
+    const taken = spawnAgent(args);
+    expect(await taken.exited).toBe(2);
+    expect(failureLine(taken.stderr)).toBe(`audio-agent: --metrics and --monitor 127.0.0.1:${port}: cannot listen: address in use (EADDRINUSE)`);
+    for (const [how, agent] of [
+      ["flags", spawnAgent([...args, "--metrics", "off", "--monitor", "off"])],
+      ["variables", spawnAgent(args, { env: agentEnv({ AUDIO_AGENT_METRICS: "off", AUDIO_AGENT_MONITOR: "off" }) })],
+    ] as const) {
+      await agent.waitForStderr("output-server: listening");
+      agent.kill("SIGTERM");
+      expect({ how, code: await agent.exited }).toEqual({ how, code: 0 });
+      expect(agent.stderr).not.toContain("http listening");
+    }
   });
 
   test("a socket path under /proc: exit 2 naming --socket, the path and the errno", async () => {
