@@ -316,7 +316,7 @@ describe("parseConfigFile", () => {
     expect(fileError(`{"socket-buffers": 16384}`)).toBe(
       'config /etc/bad.json: "socket-buffers": 16384 is not allowed: default, high-load, or bytes 32768..262144 (32k..256k)',
     );
-    expect(fileError(`{"metrics": "127.0.0.1:70000"}`)).toContain('"metrics": "127.0.0.1:70000" is not allowed: HOST:PORT, :PORT or PORT');
+    expect(fileError(`{"metrics": "127.0.0.1:70000"}`)).toContain('"metrics": "127.0.0.1:70000" is not allowed: HOST:PORT, :PORT, PORT or off');
     expect(fileError(`{"socket-mode": "0999"}`)).toContain('"socket-mode": "0999" is not allowed: octal 000..777');
   });
 

@@ -248,10 +248,12 @@ describe("an address or path the system refuses: one line naming the option, the
     const taken = spawnAgent(args);
     expect(await taken.exited).toBe(2);
     expect(failureLine(taken.stderr)).toBe(`audio-agent: --metrics and --monitor 127.0.0.1:${port}: cannot listen: address in use (EADDRINUSE)`);
-    for (const [how, agent] of [
-      ["flags", spawnAgent([...args, "--metrics", "off", "--monitor", "off"])],
-      ["variables", spawnAgent(args, { env: agentEnv({ AUDIO_AGENT_METRICS: "off", AUDIO_AGENT_MONITOR: "off" }) })],
+    // One after the other: they share the socket path.
+    for (const [how, spawn] of [
+      ["flags", () => spawnAgent([...args, "--metrics", "off", "--monitor", "off"])],
+      ["variables", () => spawnAgent(args, { env: agentEnv({ AUDIO_AGENT_METRICS: "off", AUDIO_AGENT_MONITOR: "off" }) })],
     ] as const) {
+      const agent = spawn();
       await agent.waitForStderr("output-server: listening");
       agent.kill("SIGTERM");
       expect({ how, code: await agent.exited }).toEqual({ how, code: 0 });
