@@ -1,4 +1,5 @@
 import type { Socket, SocketListener } from "bun";
+import { readSync } from "node:fs";
 import type { Report } from "./report.ts";
 import { bindSocketFile, prepareSocketPath, removeSocketFile, type SocketFileIdentity } from "./socket-file.ts";
 import { within } from "./within.ts";
@@ -172,13 +173,37 @@ export class UnixServer {
     }
     const previous = this.current;
     if (previous) {
-      this.replacements++;
-      this.disconnect(previous, "replaced by a new client");
+      this.readPending(previous);
+      // Not if what it sent ended it (a Stop): then it was not replaced.
+      if (previous === this.current) {
+        this.replacements++;
+        this.disconnect(previous, "replaced by a new client");
+      }
     }
     this.current = socket;
     this.connections++;
     this.options.report("info", "client connected", { socket: this.options.path, client: socket.data.id });
     this.options.handler.open(socket);
+  }
+
+  /**
+   * What a client being replaced sent before the new one came, and the loop
+   * has not handed over yet (the new connection can come first in the same
+   * turn): read now, at most the socket's buffer, so that none of it is lost
+   * unseen and a Stop among it ends its session cleanly.
+   */
+  private readPending(socket: Socket<Connection>): void {
+    const chunk = new Uint8Array(65536);
+    for (let reads = 0; reads < 64 && socket === this.current; reads++) {
+      let got: number;
+      try {
+        got = readSync(socket.fd, chunk);
+      } catch {
+        return; // EAGAIN: nothing more (or the socket failed, which its close will say)
+      }
+      if (got <= 0) return;
+      this.options.handler.data(socket, chunk.subarray(0, got));
+    }
   }
 
   private closed(socket: Socket<Connection>, error?: Error): void {

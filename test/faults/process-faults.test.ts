@@ -21,7 +21,7 @@ import { fdCount, rssKiB } from "../support/proc.ts";
 import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { wireFileFrames, writeWireFile } from "../support/wire.ts";
+import { wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -363,6 +363,49 @@ describe("a server killed with SIGKILL and restarted", () => {
     // 2, or 3 when it reconnected once more while the second server was stopping (accepted, then reset).
     expect(Number(stopped.connects)).toBeGreaterThanOrEqual(2);
     expect(existsSync(path)).toBe(false); // the second server removed its socket on a clean stop
+  });
+});
+
+describe("a client replaced while what it sent is still unread", () => {
+  // The new connection and the old client's last bytes can reach the server in one turn of its
+  // loop, the connection first: held up (SIGSTOP) while B connects and then A sends, it sees them so.
+  test("input serve reads it first: its frames and Stop land, its session ends by Stop, and the next client is served", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("in.sock");
+    const sink = dir.path("sink.wire");
+    const server = spawnAgent(["input", "serve", "--socket", path, "--sink", sink]);
+    await server.waitForStderr("input-server: listening");
+    const session = (first: number, count: number) => {
+      const parts = [encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG), 1n)];
+      for (let i = first; i < first + count; i++) parts.push(encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, indexedPayload(i, 160), BigInt(i + 2)));
+      parts.push(encodeMessage(INPUT_MAGIC, MessageType.Stop, undefined, BigInt(first + count + 2)));
+      return Buffer.concat(parts);
+    };
+    const connect = () => Bun.connect({ unix: path, socket: { data() {}, close() {}, error() {} } });
+    const a = await connect();
+    defer(() => a.terminate());
+    await server.waitForStderr("client connected socket=" + path + " client=1");
+    process.kill(server.pid, "SIGSTOP");
+    let b;
+    try {
+      b = await connect();
+      defer(() => b!.terminate());
+      expect(a.write(session(0, 20))).toBe(session(0, 20).length);
+      a.end();
+      // A's bytes are in the server's socket now (a Unix socket's write is its peer's read queue).
+      await Bun.sleep(50);
+    } finally {
+      process.kill(server.pid, "SIGCONT");
+    }
+    await server.waitForStderr("client=2");
+    b.write(session(20, 10));
+    await until(() => server.stderr.split("session ended by Stop").length === 3, "both sessions to end by Stop");
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+    expect(server.stderr).not.toContain("without Stop");
+    const frames = wholeWireMessages(sink, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame);
+    expect(frames.map((m) => payloadIndex(m.payload))).toEqual(Array.from({ length: 30 }, (_, i) => i));
+    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({ frames: "30", sessions: "2", clean_sessions: "2" });
   });
 });
 
