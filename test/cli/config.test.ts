@@ -130,6 +130,19 @@ describe("config check", () => {
 });
 
 describe("config print", () => {
+  test("metrics \"off\" in a channel's section beats the file's top level for that channel's roles, and is printed as off", async () => {
+    const { write, dir } = setup();
+    const path = write("off.json", JSON.stringify({ metrics: "9100", input: { metrics: "off" } }));
+    const print = async (role: string) => {
+      const r = await runAgent(["config", "print", ...role.split(" "), "--config", path], { cwd: dir, env: agentEnv() });
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout).metrics;
+    };
+    expect(await print("input serve")).toBe("off");
+    expect(await print("input send")).toBe("off");
+    expect(await print("output serve")).toBe("127.0.0.1:9100");
+  });
+
   test("one role: the effective settings from file and environment, flags of other roles left out", async () => {
     const { write, dir } = setup();
     const path = write("good.json", GOOD);

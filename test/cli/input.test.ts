@@ -339,20 +339,25 @@ describe("input serve / input send as processes", () => {
     expect(findLogFields(sender.stderr, "input-client", "config changed")).toBeUndefined();
   });
 
-  test("an Ogg file at 16 kHz: its Config counts the frame at 16 kHz (320 for 20 ms), and a rate given by flag counts the same 20 ms at that rate", async () => {
+  test("Ogg streams at 16 then 24 kHz, chained: each Config counts its frame at its own rate (320 for 20 ms, 240 for 10 ms), and a rate given by flag counts the same durations at that rate", async () => {
     const { sock, sink, path, dir } = setup();
-    encodeWith(dir, "mono16k", ["--framesize", "20"], { channels: 1, samples: 16000, rate: 16000 });
-    for (const [flags, config] of [
-      [[], { sampleRate: "16000", channels: "1", frameSize: "320" }],
-      [["--sample-rate", "48000"], { sampleRate: "48000", channels: "1", frameSize: "960" }],
-      [["--sample-rate", "8000"], { sampleRate: "8000", channels: "1", frameSize: "160" }],
-      [["--sample-rate", "8000", "--frame-size", "40"], { sampleRate: "8000", channels: "1", frameSize: "40" }],
+    const chained = path("chained.opus");
+    writeFileSync(chained, Buffer.concat([
+      readFileSync(encodeWith(dir, "mono16k", ["--framesize", "20"], { channels: 1, samples: 16000, rate: 16000 })),
+      readFileSync(encodeWith(dir, "stereo24k", ["--framesize", "10"], { channels: 2, samples: 24000, rate: 24000 })),
+    ]));
+    for (const [flags, configs] of [
+      [[], ["16000/1/320", "24000/2/240"]],
+      [["--sample-rate", "48000"], ["48000/1/960", "48000/2/480"]],
+      [["--sample-rate", "8000"], ["8000/1/160", "8000/2/80"]],
+      [["--sample-rate", "8000", "--frame-size", "40"], ["8000/1/40", "8000/2/40"]],
     ] as const) {
       const server = await serve(sock, sink, ["--once"]);
-      const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("mono16k.opus"), "--format", "ogg", ...flags]);
+      const sender = spawnAgent(["input", "send", "--socket", sock, "--source", chained, "--format", "ogg", ...flags]);
       expect(await sender.exited, sender.stderr).toBe(0);
       expect(await server.exited, server.stderr).toBe(0);
-      expect({ flags, config: logFields(server.stderr, "input-server", "config") }).toMatchObject({ flags, config });
+      const got = [...server.stderr.matchAll(/ input-server: config sampleRate=(\d+) channels=(\d+) frameSize=(\d+)\n/g)].map((m) => m.slice(1).join("/"));
+      expect({ flags, configs: got }).toEqual({ flags, configs: [...configs] });
     }
   });
 

@@ -377,7 +377,7 @@ describe("a client replaced while what it sent is still unread", () => {
     await server.waitForStderr("input-server: listening");
     const session = (first: number, count: number) => {
       const parts = [encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG), 1n)];
-      for (let i = first; i < first + count; i++) parts.push(encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, indexedPayload(i, 160), BigInt(i + 2)));
+      for (let i = first; i < first + count; i++) parts.push(encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, indexedPayload(i, 1000), BigInt(i + 2)));
       parts.push(encodeMessage(INPUT_MAGIC, MessageType.Stop, undefined, BigInt(first + count + 2)));
       return Buffer.concat(parts);
     };
@@ -390,7 +390,8 @@ describe("a client replaced while what it sent is still unread", () => {
     try {
       b = await connect();
       defer(() => b!.terminate());
-      expect(a.write(session(0, 20))).toBe(session(0, 20).length);
+      // 150 KB: more than one read of the server's takes.
+      expect(a.write(session(0, 150))).toBe(session(0, 150).length);
       a.end();
       // A's bytes are in the server's socket now (a Unix socket's write is its peer's read queue).
       await Bun.sleep(50);
@@ -398,14 +399,14 @@ describe("a client replaced while what it sent is still unread", () => {
       process.kill(server.pid, "SIGCONT");
     }
     await server.waitForStderr("client=2");
-    b.write(session(20, 10));
+    b.write(session(150, 10));
     await until(() => server.stderr.split("session ended by Stop").length === 3, "both sessions to end by Stop");
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
     expect(server.stderr).not.toContain("without Stop");
     const frames = wholeWireMessages(sink, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame);
-    expect(frames.map((m) => payloadIndex(m.payload))).toEqual(Array.from({ length: 30 }, (_, i) => i));
-    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({ frames: "30", sessions: "2", clean_sessions: "2" });
+    expect(frames.map((m) => payloadIndex(m.payload))).toEqual(Array.from({ length: 160 }, (_, i) => i));
+    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({ frames: "160", sessions: "2", clean_sessions: "2" });
   });
 });
 
