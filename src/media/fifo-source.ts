@@ -192,14 +192,19 @@ export class FifoSource implements FrameSource {
  * up once, by the open: the stream reads the very FIFO whose device and inode
  * the source keeps, and a path that is gone for a moment is seen as gone (a
  * stat and a separate open could each find a different FIFO there, or none).
- * O_NONBLOCK: the open does not wait for a writer.
+ * Opened O_PATH, which is not a reader: a writer waiting for one goes on
+ * waiting until Bun's own open (O_NONBLOCK: it does not wait for a writer).
+ * Had ours been the reader, a writer could come, write and leave before
+ * Bun's open; Linux then never shows that descriptor the writer's hang-up (a
+ * non-blocking reader opened with no writer sees none until a writer comes
+ * after it), and the stream would never end.
  */
 function openFifo(path: string): { stat: Stats; bytes: ByteSource } {
   let fd;
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    fd = openSync(path, O_PATH);
   } catch (e) {
-    // A socket cannot be opened (ENXIO): say what the path is no longer.
+    // Say what the path is no longer, if it is something else.
     if ((e as NodeJS.ErrnoException).code !== "ENOENT" && statSync(path, { throwIfNoEntry: false })?.isFIFO() === false) throw notAFifo(path);
     throw e;
   }
@@ -213,6 +218,9 @@ function openFifo(path: string): { stat: Stats; bytes: ByteSource } {
     closeSync(fd);
   }
 }
+
+/** Linux's O_PATH (node:fs has no constant for it): a descriptor for fstat and /proc/self/fd that neither reads nor writes. */
+const O_PATH = 0o10000000;
 
 function notAFifo(path: string): Error {
   return new Error(`source ${path} is no longer a named pipe (FIFO)`);

@@ -296,6 +296,35 @@ describe("FifoSource", () => {
     expect(head.findIndex((frame, i) => !sameBytes(frame, cut[i]!))).toBe(-1);
   }, 60_000);
 
+  // A writer already waiting for a reader is woken by the source's open: it may write and leave
+  // before the stream's own descriptor is opened, which must still see its end.
+  test("a writer that was there first, and writes and leaves at once: its stream is read to its end", async () => {
+    const t = setup();
+    // A thread of this process, so that it writes within microseconds of its open's return: blocked in
+    // its open (no reader yet), then the whole file (less than a pipe holds) at once, and closed.
+    const code = t.path("writer.js");
+    writeFileSync(code, `const fs = require("node:fs"); const fd = fs.openSync(${JSON.stringify(t.fifo)}, "w"); fs.writeSync(fd, fs.readFileSync(${JSON.stringify(t.first)})); fs.closeSync(fd); postMessage("done");`);
+    const thread = new Worker(code);
+    defer(() => thread.terminate());
+    const writer = new Promise((resolve) => (thread.onmessage = (e) => resolve(e.data)));
+    await Bun.sleep(200);
+    const reports: string[] = [];
+    const source = await openSource("ogg", t.fifo, { lenient: false, report: (level, message) => reports.push(`${level} ${message}`) });
+    defer(() => source.close());
+    let frames = 0;
+    const reading = (async () => {
+      for (;;) {
+        if (source.next()) frames++;
+        else if (!(await source.fill())) return;
+      }
+    })();
+    expect(await writer).toBe("done");
+    await until(() => reports.includes("info writer closed the stream"), "the writer's end");
+    expect(frames).toBe(audioPackets(t.first).length);
+    await source.close();
+    await reading;
+  });
+
   test("closed while waiting for a writer: fill resolves false, and no reader is left on the FIFO", async () => {
     const t = setup();
     const source = await openSource("wire", t.fifo, { lenient: false, report: () => {} });
