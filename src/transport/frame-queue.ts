@@ -1,4 +1,4 @@
-import { HEADER_SIZE, MAX_MESSAGE, MAX_PAYLOAD, writeHeader, type MessageType } from "../protocol/index.ts";
+import { HEADER_SIZE, MAX_MESSAGE, MAX_PAYLOAD, MessageType, writeHeader } from "../protocol/index.ts";
 import { DropReason, FrameStats } from "./frame-stats.ts";
 
 export type DropPolicy = "oldest" | "newest";
@@ -94,12 +94,13 @@ export class FrameQueue {
         this.stats.dropped[DropReason.QueueFull]++;
         return false;
       }
-      let n = 0;
       while (this.isFull) {
+        // A Config at the head stays (see dropOldest): the frame after it goes instead.
+        if (this.dropOldest(1, DropReason.QueueFull) > 0 || this.dropOldest(Math.min(2, this.count), DropReason.QueueFull) > 0) continue;
+        // A queue of one message holds the Config alone, and cannot hold a frame beside it.
+        this.stats.dropped[DropReason.QueueFull]++;
         this.shift(1);
-        n++;
       }
-      this.stats.dropped[DropReason.QueueFull] += n;
     }
     const size = HEADER_SIZE + payload.length;
     let at = this.place(size);
@@ -196,15 +197,45 @@ export class FrameQueue {
     return n;
   }
 
-  /** Drops queued messages enqueued before `cutoffMs` (monotonic), oldest first. */
+  /** Drops queued messages enqueued before `cutoffMs` (monotonic), oldest first, but for a Config (see dropOldest). */
   dropOlderThan(cutoffMs: number, reason: DropReason): number {
     let n = 0;
     while (n < this.count && this.enqueuedAt[this.slotOf(n)] < cutoffMs) n++;
-    if (n > 0) {
-      this.stats.dropped[reason] += n;
+    return n > 0 ? this.dropOldest(n, reason) : 0;
+  }
+
+  /**
+   * Drops the `n` oldest messages, counting them under `reason`, but for the
+   * newest Config among them, which stays at the head, its bytes where they
+   * are: the frames after it are audio of that Config, and a drop of stale
+   * audio must not have them played as the one before. Returns how many
+   * were dropped.
+   */
+  private dropOldest(n: number, reason: DropReason): number {
+    let kept = -1;
+    for (let i = n - 1; i >= 0 && kept < 0; i--) if (this.types[this.slotOf(i)] === MessageType.Config) kept = this.slotOf(i);
+    const dropped = kept < 0 ? n : n - 1;
+    if (dropped === 0) return 0;
+    this.stats.dropped[reason] += dropped;
+    if (kept < 0) {
       this.shift(n);
+      return n;
     }
-    return n;
+    const start = this.starts[kept];
+    const size = this.sizes[kept];
+    this.shift(n);
+    // Timed as the first message it goes ahead of, so that it does not read as stale again itself.
+    const enqueuedAt = this.count > 0 ? this.enqueuedAt[this.head] : this.enqueuedAt[kept];
+    // The slot before the new head was the last one dropped: free (an emptied queue starts at slot 0).
+    if (this.count === 0) this.writeAt = start + size;
+    else this.head = this.head === 0 ? this.starts.length - 1 : this.head - 1;
+    this.starts[this.head] = start;
+    this.sizes[this.head] = size;
+    this.types[this.head] = MessageType.Config;
+    this.enqueuedAt[this.head] = enqueuedAt;
+    this.count++;
+    this.bytes += size;
+    return dropped;
   }
 
   /**

@@ -307,6 +307,106 @@ describe("FrameQueue dropOlderThan / dropAll / resize", () => {
   });
 });
 
+describe("FrameQueue: a Config is never dropped with stale audio", () => {
+  // The frames after a Config are audio of it: dropping it with older frames would have them played as the one before.
+  const config = (tag: number) => new Uint8Array([tag, 0, 0, 0, 2, 0, 0, 0, 0xc0, 3, 0, 0]);
+  const kinds = (q: FrameQueue) => drainAll2(q).map((m) => (m.type === MessageType.Config ? `C${m.payload[0]}` : `F${payloadIndex(m.payload)}`));
+  /** Empties the queue run by run: the messages (type, payload copy) in order. */
+  function drainAll2(q: FrameQueue) {
+    const out: { type: number; payload: Uint8Array }[] = [];
+    while (q.length > 0) {
+      const run = readRun(q);
+      for (const m of run.messages) out.push({ type: m.type, payload: m.payload.slice() });
+      q.shift(run.n);
+    }
+    expect(q.byteLength).toBe(0);
+    return out;
+  }
+
+  test("dropOlderThan keeps the newest Config among what it drops, at the head, with the frames after it", () => {
+    const q = new FrameQueue(16, OUTPUT_MAGIC);
+    q.push(MessageType.OpusFrame, payloadOfSize(0, 100), 0, 10);
+    q.push(MessageType.Config, config(1), 0, 20);
+    q.push(MessageType.OpusFrame, payloadOfSize(1, 100), 0, 30);
+    q.push(MessageType.Config, config(2), 0, 40);
+    q.push(MessageType.OpusFrame, payloadOfSize(2, 100), 0, 50);
+    q.push(MessageType.OpusFrame, payloadOfSize(3, 100), 0, 60);
+    expect(q.dropOlderThan(55, DropReason.LatencyBudget)).toBe(4);
+    expect(q.stats.dropped.latency_budget).toBe(4);
+    expect(q.length).toBe(2);
+    // Timed as the frame it goes ahead of: not stale again itself.
+    expect(q.oldestEnqueuedAt()).toBe(60);
+    expect(q.dropOlderThan(55, DropReason.LatencyBudget)).toBe(0);
+    // Room after it is used as before; every message is whole and in order.
+    q.push(MessageType.OpusFrame, payloadOfSize(4, 100), 0, 70);
+    expect(kinds(q)).toEqual(["C2", "F3", "F4"]);
+    expect(q.stats.submitted).toBe(q.stats.droppedTotal + 3);
+  });
+
+  test("everything stale: the Config alone is left, and the queue goes on from it", () => {
+    const q = new FrameQueue(16, OUTPUT_MAGIC);
+    q.push(MessageType.OpusFrame, payloadOfSize(0, 100), 0, 10);
+    q.push(MessageType.Config, config(7), 0, 20);
+    q.push(MessageType.OpusFrame, payloadOfSize(1, 100), 0, 30);
+    expect(q.dropOlderThan(1000, DropReason.WriteDeadline)).toBe(2);
+    expect(q.length).toBe(1);
+    for (let i = 2; i < 6; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 100), 0, 1000 + i);
+    expect(kinds(q)).toEqual(["C7", "F2", "F3", "F4", "F5"]);
+  });
+
+  test("drop-oldest, full, with a Config at the head: the frame after it goes, the Config stays", () => {
+    const q = new FrameQueue(3, OUTPUT_MAGIC);
+    q.push(MessageType.Config, config(3), 0, 1);
+    q.push(MessageType.OpusFrame, payloadOfSize(1, 100), 0, 2);
+    q.push(MessageType.OpusFrame, payloadOfSize(2, 100), 0, 3);
+    expect(q.push(MessageType.OpusFrame, payloadOfSize(3, 100), 0, 4)).toBe(true);
+    expect(q.stats.dropped.queue_full).toBe(1);
+    expect(kinds(q)).toEqual(["C3", "F2", "F3"]);
+    // A queue of one cannot hold a Config beside a frame: the Config goes.
+    const one = new FrameQueue(1, OUTPUT_MAGIC);
+    one.push(MessageType.Config, config(4), 0, 1);
+    expect(one.push(MessageType.OpusFrame, payloadOfSize(1, 100), 0, 2)).toBe(true);
+    expect(kinds(one)).toEqual(["F1"]);
+  });
+});
+
+describe("FrameQueue: Configs kept through drops, against a model", () => {
+  test("pushes of every size, writes and stale drops in any order, the ring wrapping and growing: whole messages, in order, the model's", () => {
+    let seed = 42;
+    const random = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+    const q = new FrameQueue(64, OUTPUT_MAGIC);
+    // The model: what the queue holds, oldest first, with each one's enqueue time.
+    let model: { kind: string; at: number }[] = [];
+    let now = 0;
+    for (let step = 0; step < 5000; step++) {
+      now += 1;
+      const op = random(10);
+      if (op < 6 && !q.isFull) {
+        const config = random(8) === 0;
+        const id = step;
+        q.push(config ? MessageType.Config : MessageType.OpusFrame, config ? new Uint8Array(12).fill(id & 0xff) : payloadOfSize(id, 4 + random(4000)), 0, now);
+        model.push({ kind: `${config ? "C" : "F"}${id & 0xff}`, at: now });
+      } else if (op < 8 && q.length > 0) {
+        const run = readRun(q);
+        const got = run.messages.map((m) => `${m.type === MessageType.Config ? "C" : "F"}${m.type === MessageType.Config ? m.payload[0] : payloadIndex(m.payload) & 0xff}`);
+        expect(got).toEqual(model.slice(0, run.n).map((m) => m.kind));
+        q.shift(run.n);
+        model = model.slice(run.n);
+      } else {
+        const cutoff = now - random(40);
+        let n = 0;
+        while (n < model.length && model[n]!.at < cutoff) n++;
+        const configs = model.slice(0, n).filter((m) => m.kind.startsWith("C"));
+        const kept = configs.at(-1);
+        q.dropOlderThan(cutoff, DropReason.LatencyBudget);
+        model = model.slice(n);
+        if (kept) model.unshift({ kind: kept.kind, at: model[0]?.at ?? kept.at });
+      }
+      expect(q.length).toBe(model.length);
+    }
+  });
+});
+
 describe("FrameQueue memory: sized by the bytes it holds", () => {
   test("the ring starts small and grows with the bytes queued, never reserving room for largest messages", () => {
     const q = new FrameQueue(100_000, OUTPUT_MAGIC);
