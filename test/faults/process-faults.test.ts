@@ -19,6 +19,7 @@ import { expectIntactInOrder, indexedPayload, payloadIndex } from "../support/pa
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { fdCount, rssKiB } from "../support/proc.ts";
 import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { agentWithQueue, signalTwice } from "../support/queued-agent.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
@@ -255,19 +256,8 @@ describe("a second signal while the server is still writing out its queue", () =
   for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
     test(`${signal} twice: it exits at once with ${code} (128 + the signal's number), not after the flush, its socket file removed`, async () => {
       const dir = setup("pf-");
-      const path = dir.path("out.sock");
-      const source = dir.path("queued.wire");
-      // 8 MB: more than any socket buffer, so frames stay queued for a client that never reads.
-      const payload = new Uint8Array(4096);
-      await writeWireFile(source, 2000, () => payload);
-      const server = spawnAgent(["output", "serve", "--socket", path, "--source", source]);
-      await server.waitForStderr("waiting for a client");
-      await connectClient(defer, path, { paused: true });
-      await server.waitForStderr("client connected");
-      await Bun.sleep(200);
-      server.kill(signal);
-      await Bun.sleep(100);
-      server.kill(signal);
+      const server = await agentWithQueue(defer, dir, dir.path("out.sock"));
+      await signalTwice(server, signal);
       expect(await server.exited).toBe(code);
       expect(server.stderr).not.toContain(" stopped ");
       // Neither the socket's path nor the hidden name it was bound by is left behind.

@@ -12,11 +12,11 @@ import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, renameS
 import { useCleanup } from "../support/cleanup.ts";
 import { StdinFeeder } from "../support/feeder.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
-import { connectClient, RecordingClient } from "../support/peer.ts";
+import { RecordingClient } from "../support/peer.ts";
 import { AGENT, agentEnv, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { agentWithQueue, signalTwice } from "../support/queued-agent.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -91,25 +91,15 @@ describe("an agent that exits at once removes only its own socket", () => {
   test("its file replaced by another process's socket, then SIGTERM twice: it exits with 143, the other socket is still at the path and answers, the agent's hidden name is gone", async () => {
     const dir = setup();
     const path = dir.path("out.sock");
-    const source = dir.path("queued.wire");
-    // 8 MB for a client that never reads: after the first signal the agent is still writing out its queue.
-    const payload = new Uint8Array(4096);
-    await writeWireFile(source, 2000, () => payload);
-    const server = spawnAgent(["output", "serve", "--socket", path, "--source", source]);
-    await server.waitForStderr("waiting for a client");
-    await connectClient(defer, path, { paused: true });
-    await server.waitForStderr("client connected");
+    // After the first signal the agent is still writing out its queue.
+    const server = await agentWithQueue(defer, dir, path);
     // Another process's socket at the path now (here the test's own): the agent's file is gone.
     unlinkSync(path);
     let accepted = 0;
     const other = Bun.listen({ unix: path, socket: { open: () => void accepted++, data() {} } });
     defer(() => other.stop(true));
     const theirs = lstatSync(path).ino;
-    // Spaced as in process-faults' second-signal test, so that the two signals are not merged into one.
-    await Bun.sleep(200);
-    server.kill("SIGTERM");
-    await Bun.sleep(100);
-    server.kill("SIGTERM");
+    await signalTwice(server, "SIGTERM");
     // 143: the second signal's exit, which stop() never reached.
     expect(await server.exited).toBe(143);
     expect(lstatSync(path).isSocket()).toBe(true);
