@@ -40,51 +40,48 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
   // frame size once the first audio packet is: unless the flags give all three, read up to that
   // packet (from a FIFO: its first writer's) before connecting with the Config; a signal ends the wait.
   const configFromFlags = settings["sample-rate"] !== undefined && settings.channels !== undefined && settings["frame-size"] !== undefined;
-  let source: FrameSource | undefined;
   try {
-    source = settings.format === "ogg" && !configFromFlags ? await shutdown.race(readUpToFirstFrame(opened)) : opened;
-  } catch (e) {
-    await instruments.stop();
-    throw e;
-  }
-  if (!source) {
-    await instruments.stop();
-    await opened.close();
-    // Stopped before the first frame: nothing was read or sent, and the run says so as every run ends.
-    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
-    return;
-  }
-  client.setConfig(configOf(settings, source, DEFAULT_AUDIO_CONFIG));
-  const connection = client.start();
-  // A source that fails part-way still ends the run with an error, but only after the
-  // frames read before the failure went out and the session ended with Stop.
-  let sourceFailure: unknown;
-  try {
-    const sending = (async () => {
-      // Lossless waits for the server. Live starts once the first attempt is decided: frames
-      // before it would be dropped as no_client although a server that is up is about to answer.
-      await (live ? client.firstAttempt() : client.waitForConnection());
-      const pumped = pumpSource(source, followingConfig(client, source, settings, live), {
-        lossless: !live,
-        pacer: settings.realtime ? new Pacer() : undefined,
-        loop: settings.loop,
-        isStopped: () => shutdown.isRequested,
-      });
-      await pumped.catch((e) => void (sourceFailure = e ?? new Error("source failed")));
-      // After a signal the Stop is sent below, once; a Stop queued here too would go
-      // after the final discard, neither delivered nor counted as dropped.
-      if (!shutdown.isRequested) await client.finish();
-    })();
-    // A connect timeout rejects `connection`; otherwise the run ends when sending does.
-    await shutdown.race(Promise.race([sending, connection.then(() => sending)]));
-    // A signal stops the source mid-stream, but the session still ends with Stop (bounded wait).
-    if (shutdown.isRequested && client.connected) await within(client.finish(), FINAL_FLUSH_MS, undefined);
-    if (sourceFailure !== undefined) throw sourceFailure;
+    const source = settings.format === "ogg" && !configFromFlags ? await shutdown.race(readUpToFirstFrame(opened)) : opened;
+    if (!source) {
+      await opened.close();
+      // Stopped before the first frame: nothing was read or sent, and the run says so as every run ends.
+      report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
+      return;
+    }
+    client.setConfig(configOf(settings, source, DEFAULT_AUDIO_CONFIG));
+    const connection = client.start();
+    // A source that fails part-way still ends the run with an error, but only after the
+    // frames read before the failure went out and the session ended with Stop.
+    let sourceFailure: unknown;
+    try {
+      const sending = (async () => {
+        // Lossless waits for the server. Live starts once the first attempt is decided: frames
+        // before it would be dropped as no_client although a server that is up is about to answer.
+        await (live ? client.firstAttempt() : client.waitForConnection());
+        const pumped = pumpSource(source, followingConfig(client, source, settings, live), {
+          lossless: !live,
+          pacer: settings.realtime ? new Pacer() : undefined,
+          loop: settings.loop,
+          isStopped: () => shutdown.isRequested,
+        });
+        await pumped.catch((e) => void (sourceFailure = e ?? new Error("source failed")));
+        // After a signal the Stop is sent below, once; a Stop queued here too would go
+        // after the final discard, neither delivered nor counted as dropped.
+        if (!shutdown.isRequested) await client.finish();
+      })();
+      // A connect timeout rejects `connection`; otherwise the run ends when sending does.
+      await shutdown.race(Promise.race([sending, connection.then(() => sending)]));
+      // A signal stops the source mid-stream, but the session still ends with Stop (bounded wait).
+      if (shutdown.isRequested && client.connected) await within(client.finish(), FINAL_FLUSH_MS, undefined);
+      if (sourceFailure !== undefined) throw sourceFailure;
+    } finally {
+      client.stop();
+      await source.close();
+      report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...instruments.latencyFields() });
+    }
   } finally {
-    client.stop();
+    // Every way out, the first writer's wait too: a monitor page is told the agent stops.
     await instruments.stop();
-    await source.close();
-    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...instruments.latencyFields() });
   }
 }
 
