@@ -60,9 +60,8 @@ export type SetSocketBuffersResult =
 
 export type GetSocketBuffersResult = ({ ok: true; fd: number } & SocketBufferSizes) | SocketOptionFailure;
 
-export type QueueBytesResult = { ok: true; fd: number; bytes: number } | SocketOptionFailure;
-
-export type PipeSizeResult = { ok: true; fd: number; bytes: number } | SocketOptionFailure;
+/** A count of bytes the kernel gave (a queue's, a pipe's or a buffer's size), or why not. */
+export type BytesResult = { ok: true; fd: number; bytes: number } | SocketOptionFailure;
 
 /**
  * Tried in order: glibc, musl by soname (Alpine), musl by loader path, then a generic name.
@@ -188,6 +187,14 @@ function badFd(call: SocketOptionCall, fd: number): SocketOptionFailure | null {
   return failure("InvalidArgument", call, fd, 0, "", `${call}: fd must be an integer, got ${fd}`);
 }
 
+/** `use` with libc, once `fd` is an integer and libc is loaded; else why not, as a failure of `call`. */
+function withLibc<T>(call: SocketOptionCall, fd: number, use: (libc: Libc) => T): T | SocketOptionFailure {
+  const bad = badFd(call, fd);
+  if (bad) return bad;
+  const { libc, detail } = loadLibc();
+  return libc ? use(libc) : unavailable(call, fd, detail);
+}
+
 function getInt(libc: Libc, fd: number, name: number, call: SocketOptionCall): number | SocketOptionFailure {
   intValue[0] = 0;
   intLength[0] = 4;
@@ -236,33 +243,28 @@ export function setSocketBuffers(fd: number, sizes: SocketBufferSizes): SetSocke
 
 /** SO_SNDBUF and SO_RCVBUF as the kernel reports them (on Linux, double what was set). */
 export function getSocketBuffers(fd: number): GetSocketBuffersResult {
-  const bad = badFd("getsockopt(SO_SNDBUF)", fd);
-  if (bad) return bad;
-  const { libc, detail } = loadLibc();
-  if (!libc) return unavailable("getsockopt(SO_SNDBUF)", fd, detail);
-
-  const sendBytes = getInt(libc, fd, SO_SNDBUF, "getsockopt(SO_SNDBUF)");
-  if (typeof sendBytes !== "number") return sendBytes;
-  const receiveBytes = getInt(libc, fd, SO_RCVBUF, "getsockopt(SO_RCVBUF)");
-  if (typeof receiveBytes !== "number") return receiveBytes;
-  return { ok: true, fd, sendBytes, receiveBytes };
+  return withLibc("getsockopt(SO_SNDBUF)", fd, (libc): GetSocketBuffersResult => {
+    const sendBytes = getInt(libc, fd, SO_SNDBUF, "getsockopt(SO_SNDBUF)");
+    if (typeof sendBytes !== "number") return sendBytes;
+    const receiveBytes = getInt(libc, fd, SO_RCVBUF, "getsockopt(SO_RCVBUF)");
+    if (typeof receiveBytes !== "number") return receiveBytes;
+    return { ok: true, fd, sendBytes, receiveBytes };
+  });
 }
 
-function queueBytes(fd: number, request: number, call: SocketOptionCall): QueueBytesResult {
-  const bad = badFd(call, fd);
-  if (bad) return bad;
-  const { libc, detail } = loadLibc();
-  if (!libc) return unavailable(call, fd, detail);
-  intValue[0] = 0;
-  if (libc.ioctl(fd, request, intValue) !== 0) return syscallFailed(libc, call, fd);
-  return { ok: true, fd, bytes: intValue[0] };
+function queueBytes(fd: number, request: number, call: SocketOptionCall): BytesResult {
+  return withLibc(call, fd, (libc): BytesResult => {
+    intValue[0] = 0;
+    if (libc.ioctl(fd, request, intValue) !== 0) return syscallFailed(libc, call, fd);
+    return { ok: true, fd, bytes: intValue[0] };
+  });
 }
 
 /**
  * Bytes written on this socket that the peer has not read yet (ioctl TIOCOUTQ). For Unix
  * sockets the kernel counts allocated buffer memory, so this includes per-packet overhead.
  */
-export function sendQueueBytes(fd: number): QueueBytesResult {
+export function sendQueueBytes(fd: number): BytesResult {
   return queueBytes(fd, TIOCOUTQ, "ioctl(TIOCOUTQ)");
 }
 
@@ -278,7 +280,7 @@ export function sendQueueBytesNow(fd: number): number {
 }
 
 /** Bytes waiting to be read on this socket (ioctl FIONREAD). */
-export function receiveQueueBytes(fd: number): QueueBytesResult {
+export function receiveQueueBytes(fd: number): BytesResult {
   return queueBytes(fd, FIONREAD, "ioctl(FIONREAD)");
 }
 
@@ -289,12 +291,12 @@ export function receiveQueueBytes(fd: number): QueueBytesResult {
  * more than the new size, and growing it past /proc/sys/fs/pipe-max-size
  * needs privilege (EPERM).
  */
-export function setPipeSize(fd: number, bytes: number): PipeSizeResult {
+export function setPipeSize(fd: number, bytes: number): BytesResult {
   return pipeSize(fd, F_SETPIPE_SZ, bytes, "fcntl(F_SETPIPE_SZ)");
 }
 
 /** A pipe's capacity in bytes (fcntl F_GETPIPE_SZ). */
-export function getPipeSize(fd: number): PipeSizeResult {
+export function getPipeSize(fd: number): BytesResult {
   return pipeSize(fd, F_GETPIPE_SZ, 0, "fcntl(F_GETPIPE_SZ)");
 }
 
@@ -304,29 +306,21 @@ export function getPipeSize(fd: number): PipeSizeResult {
  * socket this bounds the bytes written that the peer has not read yet, as a
  * pipe's capacity does, though each write also counts its own overhead.
  */
-export function setSendBuffer(fd: number, bytes: number): PipeSizeResult {
-  const call = "setsockopt(SO_SNDBUF)";
-  const bad = badFd(call, fd);
-  if (bad) return bad;
-  const { libc, detail } = loadLibc();
-  if (!libc) return unavailable(call, fd, detail);
-  const failed = setInt(libc, fd, SO_SNDBUF, bytes, call);
-  return failed ?? getSendBuffer(fd);
+export function setSendBuffer(fd: number, bytes: number): BytesResult {
+  return withLibc("setsockopt(SO_SNDBUF)", fd, (libc) => setInt(libc, fd, SO_SNDBUF, bytes, "setsockopt(SO_SNDBUF)") ?? getSendBuffer(fd));
 }
 
 /** A socket's send buffer as the kernel reports it (SO_SNDBUF). */
-export function getSendBuffer(fd: number): PipeSizeResult {
+export function getSendBuffer(fd: number): BytesResult {
   return socketInt(fd, SO_SNDBUF, "getsockopt(SO_SNDBUF)");
 }
 
 /** One int socket option of `fd`, in `bytes` (a size, or a type). */
-function socketInt(fd: number, name: number, call: SocketOptionCall): PipeSizeResult {
-  const bad = badFd(call, fd);
-  if (bad) return bad;
-  const { libc, detail } = loadLibc();
-  if (!libc) return unavailable(call, fd, detail);
-  const value = getInt(libc, fd, name, call);
-  return typeof value === "number" ? { ok: true, fd, bytes: value } : value;
+function socketInt(fd: number, name: number, call: SocketOptionCall): BytesResult {
+  return withLibc(call, fd, (libc): BytesResult => {
+    const value = getInt(libc, fd, name, call);
+    return typeof value === "number" ? { ok: true, fd, bytes: value } : value;
+  });
 }
 
 /** A reader's pipe (or socket) after sizing: its size then, when it could be read, and why it is not the size asked for. */
@@ -354,22 +348,18 @@ export function sizedSendBuffer(fd: number, bytes: number): Sized {
   return sized(setSendBuffer(fd, bytes), () => getSendBuffer(fd));
 }
 
-
-function sized(set: PipeSizeResult, kept: () => PipeSizeResult): Sized {
+function sized(set: BytesResult, kept: () => BytesResult): Sized {
   if (set.ok) return { bytes: set.bytes };
   const now = kept();
   return { bytes: now.ok ? now.bytes : undefined, error: set.message };
 }
 
 /** fcntl(fd, cmd, arg) for a pipe's size: both commands return it. */
-function pipeSize(fd: number, cmd: number, arg: number, call: SocketOptionCall): PipeSizeResult {
-  const bad = badFd(call, fd);
-  if (bad) return bad;
-  const { libc, detail } = loadLibc();
-  if (!libc) return unavailable(call, fd, detail);
-  const bytes = libc.fcntl(fd, cmd, arg);
-  if (bytes < 0) return syscallFailed(libc, call, fd);
-  return { ok: true, fd, bytes };
+function pipeSize(fd: number, cmd: number, arg: number, call: SocketOptionCall): BytesResult {
+  return withLibc(call, fd, (libc): BytesResult => {
+    const bytes = libc.fcntl(fd, cmd, arg);
+    return bytes < 0 ? syscallFailed(libc, call, fd) : { ok: true, fd, bytes };
+  });
 }
 
 /**
@@ -380,11 +370,9 @@ function pipeSize(fd: number, cmd: number, arg: number, call: SocketOptionCall):
  */
 export function setNonBlocking(fd: number): { ok: true; fd: number; restore: () => void } | SocketOptionFailure {
   const call = "fcntl(F_SETFL)";
-  const bad = badFd(call, fd);
-  if (bad) return bad;
-  const { libc, detail } = loadLibc();
-  if (!libc) return unavailable(call, fd, detail);
-  const flags = libc.fcntl(fd, F_GETFL, 0);
-  if (flags < 0 || libc.fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return syscallFailed(libc, call, fd);
-  return { ok: true, fd, restore: () => void libc.fcntl(fd, F_SETFL, flags) };
+  return withLibc(call, fd, (libc) => {
+    const flags = libc.fcntl(fd, F_GETFL, 0);
+    if (flags < 0 || libc.fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return syscallFailed(libc, call, fd);
+    return { ok: true as const, fd, restore: () => void libc.fcntl(fd, F_SETFL, flags) };
+  });
 }
