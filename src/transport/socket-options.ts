@@ -14,6 +14,8 @@ export const SO_RCVBUF = 8;
 /** A socket's type: SOCK_STREAM (1), SOCK_DGRAM (2), SOCK_SEQPACKET (5). */
 export const SO_TYPE = 3;
 export const SOCK_STREAM = 1;
+/** SO_TYPE's values by name, for a message about a socket of another type. */
+const SOCKET_TYPE_NAMES: Record<number, string> = { 1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 5: "SOCK_SEQPACKET" };
 /** ioctl: bytes in the send queue not yet consumed by the peer (SIOCOUTQ). */
 export const TIOCOUTQ = 0x5411;
 /** ioctl: bytes waiting in the receive queue (SIOCINQ). */
@@ -343,7 +345,8 @@ export function sizedSendBuffer(fd: number, bytes: number): Sized {
   const type = socketInt(fd, SO_TYPE, "getsockopt(SO_TYPE)");
   if (type.ok && type.bytes !== SOCK_STREAM) {
     const kept = getSendBuffer(fd);
-    return { bytes: kept.ok ? kept.bytes : undefined, error: `a packet socket (type ${type.bytes}), whose send buffer bounds each message: left as it is` };
+    const name = SOCKET_TYPE_NAMES[type.bytes] ?? `type ${type.bytes}`;
+    return { bytes: kept.ok ? kept.bytes : undefined, error: `a packet socket (${name}), whose send buffer bounds each message: left as it is` };
   }
   return sized(setSendBuffer(fd, bytes), () => getSendBuffer(fd));
 }

@@ -446,7 +446,7 @@ describe("serve: both channels in one process", () => {
     expect(sent.code, sent.stderr).toBe(0);
     const heard = await readToEnd(pair.playerEnd);
     expect(await agent.exited, agent.stderr).toBe(0);
-    expect(agent.stderr).toContain("WARN  input-server: cannot size the sink's pipe; a slow reader may fall as far behind as the size it has allows sink=stdout error=\"a packet socket (type 5), whose send buffer bounds each message: left as it is\"\n");
+    expect(agent.stderr).toContain("WARN  input-server: cannot size the sink's pipe; a slow reader may fall as far behind as the size it has allows sink=stdout error=\"a packet socket (SOCK_SEQPACKET), whose send buffer bounds each message: left as it is\"\n");
     expect(Math.max(...pagesOf(heard).map((p) => p.size))).toBeGreaterThan(16384);
     expect(packetsOf(heard).length).toBe(2 + packets);
     expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ frames: String(packets) });
