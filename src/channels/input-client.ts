@@ -17,8 +17,12 @@ import type { Report } from "../transport/report.ts";
 import { ReconnectingConnection } from "../transport/reconnecting-connection.ts";
 import type { SocketBufferSizes } from "../transport/socket-options.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
+import { within } from "../transport/within.ts";
 import { endReadings, type ChannelEnd } from "./channel-end.ts";
 import { SendingEnd } from "./sending-end.ts";
+
+/** At most this long after the Stop for the Ack still owed (a server on the same board answers in well under a ms). */
+const LAST_ACK_MS = 500;
 
 export interface InputClientOptions {
   path: string;
@@ -67,6 +71,8 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private oldestUnackedType: MessageType = MessageType.Config;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   private connectedWaiters: (() => void)[] = [];
+  /** Woken when nothing awaits an Ack any more, or the connection closes. */
+  private ackWaiters: (() => void)[] = [];
   private finishing = false;
   private finished: Promise<void> | undefined;
   private readonly empty = new Uint8Array(0);
@@ -88,6 +94,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       onOpen: (socket) => this.open(socket),
       onClose: (_socket, reason) => {
         this.writer.detach(DropReason.NoClient);
+        this.wakeAckWaiters();
         this.observer.connection("disconnected", reason);
         options.onDisconnect?.(reason);
       },
@@ -198,7 +205,16 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     if (this.queue.isFull) await this.writer.waitForSpace();
     this.writer.submit(MessageType.Stop, this.empty);
     await this.writer.waitForIdle();
+    // The Ack of what went out last (a short file's Config, often) is read before closing, so the
+    // run's acks and round trip say whether the server heard it; a server that does not answer is not waited for long.
+    if (this.unacked > 0 && this.connected) {
+      await within(new Promise<void>((resolve) => this.ackWaiters.push(resolve)), Math.min(this.options.ackTimeoutMs, LAST_ACK_MS), undefined);
+    }
     this.stop();
+  }
+
+  private wakeAckWaiters(): void {
+    for (const wake of this.ackWaiters.splice(0)) wake();
   }
 
   /** Closes at once; anything still queued is counted as dropped at shutdown. */
@@ -270,6 +286,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
           this.options.onRoundTrip?.(ms, this.oldestUnackedType);
         }
         this.unacked = 0;
+        this.wakeAckWaiters();
       }
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;

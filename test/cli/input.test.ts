@@ -4,6 +4,7 @@ import {
   decodeConfigPayload,
   encodeConfigPayload,
   encodeMessage,
+  FrameParser,
   INPUT_MAGIC,
   MessageType,
   OUTPUT_MAGIC,
@@ -165,6 +166,40 @@ describe("input serve / input send as processes", () => {
       protocol_errors: "0",
       signal: "SIGTERM",
     });
+  });
+
+  test("a short file sent lossless: the Config's Ack, which comes after the last frame is written, is read before the sender leaves", async () => {
+    const { sock, sink, path } = setup();
+    const server = await serve(sock, sink);
+    await writeWireFile(path("short.wire"), 5, testPayload);
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("short.wire")]);
+    expect(await sender.exited).toBe(0);
+    const sent = logFields(sender.stderr, "input-client", "stopped");
+    expect(sent).toMatchObject({ delivered: "6", dropped: "0", acks: "1", ack_timeouts: "0" });
+    expect(Number(sent.heartbeat_rtt_max_ms)).toBeGreaterThan(0);
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+  });
+
+  test("a server that never acks: the lossless sender still ends its session with Stop and exits 0, with acks=0", async () => {
+    const { sock, path } = setup();
+    let stops = 0;
+    const parser = new FrameParser(INPUT_MAGIC);
+    const listener = Bun.listen({
+      unix: sock,
+      socket: {
+        data(_socket, chunk) {
+          parser.push(chunk);
+          for (let m = parser.next(); m; m = parser.next()) if (m.type === MessageType.Stop) stops++;
+        },
+      },
+    });
+    defer(() => listener.stop(true));
+    await writeWireFile(path("short.wire"), 5, testPayload);
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("short.wire")]);
+    expect(await sender.exited).toBe(0);
+    expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ delivered: "6", dropped: "0", acks: "0", ack_timeouts: "0" });
+    expect(stops).toBe(1);
   });
 
   test("Stop mid-stream: SIGTERM to input send after N frames ends the session with Stop; serve --once exits 0 with a flushed sink", async () => {
