@@ -14,9 +14,9 @@ import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, 
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { startFedServer, StdinFeeder } from "../support/feeder.ts";
+import { startFedServer } from "../support/feeder.ts";
 import { expectIntactInOrder, indexedPayload, payloadIndex } from "../support/payloads.ts";
-import { connectClient, RecordingClient } from "../support/peer.ts";
+import { connectClient } from "../support/peer.ts";
 import { fdCount, rssKiB } from "../support/proc.ts";
 import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { agentWithQueue, signalTwice } from "../support/queued-agent.ts";
