@@ -174,7 +174,7 @@ export class UnixServer {
     const previous = this.current;
     if (previous) {
       this.readPending(previous);
-      // Not if what it sent ended it (a Stop): then it was not replaced.
+      // Not if what it sent ended it (a Stop), or it had already left: then it was not replaced.
       if (previous === this.current) {
         this.replacements++;
         this.disconnect(previous, "replaced by a new client");
@@ -201,7 +201,9 @@ export class UnixServer {
       } catch {
         return; // EAGAIN: nothing more (or the socket failed, which its close will say)
       }
-      if (got <= 0) return;
+      if (got < 0) return;
+      // Its end: it left before the new client came, so it was not replaced.
+      if (got === 0) return this.disconnect(socket, "peer closed");
       this.options.handler.data(socket, chunk.subarray(0, got));
     }
   }

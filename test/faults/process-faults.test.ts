@@ -400,6 +400,37 @@ describe("a client replaced while what it sent is still unread", () => {
   });
 });
 
+describe("a client that left while the server was held up, before the next came", () => {
+  test("output serve says it closed, not that it was replaced, and serves the next client", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const source = dir.path("frames.wire");
+    await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
+    const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--realtime", "--loop"]);
+    await server.waitForStderr("output-server: listening");
+    const connect = () => Bun.connect({ unix: path, socket: { data() {}, close() {}, error() {} } });
+    const a = await connect();
+    defer(() => a.terminate());
+    await server.waitForStderr("client connected socket=" + path + " client=1");
+    process.kill(server.pid, "SIGSTOP");
+    try {
+      // B's connection reaches the listener first; then A's end reaches A's socket.
+      const b = await connect();
+      defer(() => b.terminate());
+      a.end();
+      await Bun.sleep(50);
+    } finally {
+      process.kill(server.pid, "SIGCONT");
+    }
+    await server.waitForStderr("client connected socket=" + path + " client=2");
+    await until(() => server.stderr.includes("client=1 reason="), "client 1's line");
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+    expect(server.stderr).toContain("client disconnected socket=" + path + " client=1 reason=\"peer closed\"");
+    expect(server.stderr).not.toContain("replaced by a new client");
+  });
+});
+
 describe("a storm of connections", () => {
   /**
    * Opens and closes `cycles` connections, `parallel` at a time; half end
