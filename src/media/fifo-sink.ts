@@ -84,6 +84,11 @@ export class FifoSink implements FrameSink {
     this.streamsBefore = Object.fromEntries((options.streamReasons ?? []).map((reason) => [reason, 0]));
   }
 
+  /** Its readers open the FIFO at its name, one after another; otherwise there is one, on the descriptor it was given. */
+  private get opensFifo(): boolean {
+    return this.options.fd === undefined;
+  }
+
   /** OpusFrames dropped, by reason: no reader, a slow reader, and what a reader's stream left out. */
   get dropped(): Readonly<Record<string, number>> {
     const all: Record<string, number> = { ...this.streamsBefore, ...this.counts };
@@ -152,7 +157,8 @@ export class FifoSink implements FrameSink {
     const now = performance.now();
     if (now - this.lastLook < READER_LOOK_MS) return undefined;
     this.lastLook = now;
-    if (this.options.fd !== undefined) return this.readers === 0 ? this.served(this.options.fd) : undefined;
+    const given = this.options.fd;
+    if (given !== undefined) return this.readers === 0 ? this.served(given) : undefined;
     let fd: number;
     try {
       // Non-blocking: with no reader this fails (ENXIO) at once instead of waiting for one.
@@ -186,10 +192,10 @@ export class FifoSink implements FrameSink {
       this.sizeFailed = true;
       this.report("warn", "cannot size the sink's pipe; a slow reader may fall as far behind as the size it has allows", { sink: this.name, error: sized.error });
     }
-    const opened = this.options.fd === undefined ? "sink FIFO opened by a reader" : "sink written to its reader without blocking";
+    const opened = this.opensFifo ? "sink FIFO opened by a reader" : "sink written to its reader without blocking";
     // The size the reader's pipe has, sized or not: how far behind it can fall.
     this.report("info", opened, { sink: this.name, reader: this.readers, pipe_bytes: sized?.bytes });
-    const pipe = new ReaderPipe(this.name, fd, this.counts, this.options.fd === undefined);
+    const pipe = new ReaderPipe(this.name, fd, this.counts, this.opensFifo);
     this.reader = { pipe, stream: this.streamFor(pipe) };
     this.configOwed = false;
     return this.reader;
@@ -211,7 +217,7 @@ export class FifoSink implements FrameSink {
     this.reader = undefined;
     this.endStream(reader);
     if (reader.pipe.failure) throw reader.pipe.failure;
-    if (this.options.fd === undefined) this.report("info", "sink FIFO's reader has gone; waiting for the next", { sink: this.name, reader: this.readers });
+    if (this.opensFifo) this.report("info", "sink FIFO's reader has gone; waiting for the next", { sink: this.name, reader: this.readers });
     else this.report("warn", "sink's reader has gone; what comes next is dropped (sink_no_reader)", { sink: this.name });
   }
 }
