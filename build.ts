@@ -83,7 +83,9 @@ export async function buildTarget(target: TargetName, outdir: string, commit = g
       bytecodeOrder: ORDER_RUNS.map(orderFile).filter((file) => existsSync(file)),
     });
   } catch (e) {
-    throw new Error(`build of ${target} failed:\n${(e as Error).message}`);
+    // The bundler's messages below, one to a line; a single reason on the same line.
+    const message = (e as Error).message;
+    throw new Error(`build of ${target} failed:${message.includes("\n") ? "\n" : " "}${message}`);
   }
   const sourcemap = result.outputs.find((o) => o.kind === "sourcemap")?.path;
   return { target, path: outfile, bytes: statSync(outfile).size, sourcemap };

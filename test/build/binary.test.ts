@@ -226,6 +226,16 @@ console.log(JSON.stringify({ n: process.argv[2] === "never" ? unused(1) : used(1
     }
   });
 
+  test("build.ts run by a Bun without its JIT (BUN_JSC_useJIT=0) refuses with one line naming the variable, and writes nothing", async () => {
+    const outdir = tempDir();
+    const result = await run([BUN, join(REPO, "build.ts"), "--target", "x64", "--outdir", outdir], { env: cleanEnv({ BUN_JSC_useJIT: "0" }) });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(
+      "build: build of linux-x64 failed: BUN_JSC_useJIT=0 is set: an executable built under it holds about 9 MiB more at run time; unset it for the build (set it where the agent runs, see packaging/README.md)\n",
+    );
+    expect(readdirSync(outdir)).toEqual([]);
+  }, 60_000);
+
   test("output serve from a file it holds loads no node:fs/promises (the floor's module list); a large file does", async () => {
     const cwd = tempDir();
     /** The modules (M lines of its bytecode order record) a compiled program's run loads. */
