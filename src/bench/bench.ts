@@ -20,13 +20,14 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { cpus, tmpdir, totalmem } from "node:os";
 import { basename, join } from "node:path";
 import { ConfigError, readFlags, type FlagSpecs } from "../config.ts";
+import { DEVICE_RUNTIME_ENV } from "./device-runtime.ts";
 import { parseDriverArgs, runDriver, type HeapSample } from "./driver.ts";
 import { buildBareBun, floorModuleArgs } from "./floor.ts";
 import { LIVE_RATE, runLive, writeGeneratedOpus } from "./live.ts";
 import NATIVE_SOURCE from "./native-baseline.c" with { type: "text" };
 import { dropPageCache } from "./page-cache.ts";
 import { formatTable, framesPerSecond, judge, type Row } from "./report.ts";
-import { Runner, type Pair, type StartupFigures } from "./runner.ts";
+import { childEnv, Runner, type Pair, type StartupFigures } from "./runner.ts";
 
 export interface BenchHost {
   /** The command that re-enters `bench` in a child process (the agent drivers). */
@@ -424,6 +425,12 @@ function describeMachine(report: BenchReport): string {
   return `${report.plan.name} run ${report.date} on ${parts.join("; ")} (${m.benchSeconds} s)`;
 }
 
+/** Bun's settings the run's processes had (childEnv): the device's, or what the caller set instead. */
+function runtimeSettings(): string {
+  const env = childEnv();
+  return Object.keys(DEVICE_RUNTIME_ENV).map((key) => `${key}=${env[key]}`).join(" ");
+}
+
 function markdownReport(report: BenchReport, table: string): string {
   const p = report.plan;
   const live = report.scenarios.live as { source?: string } | undefined;
@@ -438,7 +445,8 @@ function markdownReport(report: BenchReport, table: string): string {
       ` \`output serve --source ${live?.source ? basename(live.source) : "FILE"} --format ogg --realtime --loop\` -> \`output recv --sink FILE --format ogg\`` +
       ` (no --metrics; a stats line every ${p.liveWarmupSeconds} s, the first as the window opens, as a long-running process writes one every 60 s), each process measured from outside (/proc: schedstat, voluntary switches, VmHWM), latency over` +
       ` each receiver's last 1024 frames; start-up median of ${p.startupRuns} warm rounds. Bare Bun: src/bench/floors/bare-bun.js, compiled in the run like the agent.` +
-      " Native: src/bench/native-baseline.c, cc -O2. \"agent vs\" sets the agent against bare Bun where there is a figure, else native.",
+      " Native: src/bench/native-baseline.c, cc -O2. \"agent vs\" sets the agent against bare Bun where there is a figure, else native." +
+      ` Every process the run starts has ${runtimeSettings()}, as the device's service starts the agent (src/bench/device-runtime.ts).`,
     "",
     table,
     "",

@@ -6,6 +6,7 @@
  */
 import { existsSync, watch } from "node:fs";
 import { join } from "node:path";
+import { DEVICE_RUNTIME_ENV } from "./device-runtime.ts";
 import type { DriverResult } from "./driver.ts";
 import { clearReferenced, residentKiB, sampleProcess, statusKiB, used, type ProcessUse } from "./process-figures.ts";
 
@@ -62,6 +63,8 @@ export interface StartupFigures {
  * `stats`, `stopped`) and no HTTP endpoints (what the live rows measure; two
  * children would also compete for one port), whatever a device's config file
  * (/etc/audio-agent.json) says; the rest of that file applies, as on the device.
+ * Bun runs as the device's service runs it (DEVICE_RUNTIME_ENV), unless the
+ * caller sets one of those variables itself (to compare with Bun's defaults).
  */
 export function childEnv(parent: Record<string, string | undefined> = process.env): Record<string, string> {
   const env: Record<string, string> = {};
@@ -73,6 +76,7 @@ export function childEnv(parent: Record<string, string | undefined> = process.en
   env.AUDIO_AGENT_LOG_FORMAT = "text";
   env.AUDIO_AGENT_METRICS = "off";
   env.AUDIO_AGENT_MONITOR = "off";
+  for (const [key, value] of Object.entries(DEVICE_RUNTIME_ENV)) env[key] ??= value;
   return env;
 }
 

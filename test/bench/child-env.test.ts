@@ -1,7 +1,8 @@
 /**
  * The environment the benchmark gives the agent's processes: nothing of the
  * caller's that configures the agent, and the log the benchmark reads (text
- * at info) even where a device's config file sets another.
+ * at info) even where a device's config file sets another; Bun's own
+ * settings as the device's service gives them.
  */
 import { expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
@@ -14,7 +15,19 @@ const defer = useCleanup();
 
 test("the caller's agent variables are left out; the log level and format are the ones the benchmark reads, and no HTTP endpoint", () => {
   const env = childEnv({ PATH: "/bin", AUDIO_AGENT_QUEUE_FRAMES: "5", JETKVM_AUDIO_OUTPUT_SOCKET: "/x", AUDIO_AGENT_LOG_LEVEL: "debug", AUDIO_AGENT_LOG_FORMAT: "json", AUDIO_AGENT_METRICS: "9100" });
-  expect(env).toEqual({ PATH: "/bin", AUDIO_AGENT_LOG_LEVEL: "info", AUDIO_AGENT_LOG_FORMAT: "text", AUDIO_AGENT_METRICS: "off", AUDIO_AGENT_MONITOR: "off" });
+  expect(env).toEqual({
+    PATH: "/bin",
+    AUDIO_AGENT_LOG_LEVEL: "info",
+    AUDIO_AGENT_LOG_FORMAT: "text",
+    AUDIO_AGENT_METRICS: "off",
+    AUDIO_AGENT_MONITOR: "off",
+    MIMALLOC_SCAVENGER: "0",
+    BUN_JSC_numberOfGCMarkers: "1",
+  });
+});
+
+test("Bun runs as the device's service runs it, unless the caller sets a variable of its own", () => {
+  expect(childEnv({ PATH: "/bin", MIMALLOC_SCAVENGER: "1" })).toMatchObject({ MIMALLOC_SCAVENGER: "1", BUN_JSC_numberOfGCMarkers: "1" });
 });
 
 test("a config file that asks for a quiet JSON log and HTTP endpoints still gives the agent's text lines at info, and no endpoint, under that environment", async () => {

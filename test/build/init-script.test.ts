@@ -4,8 +4,9 @@
  * on PATH, against a temp dir, starting the compiled x64 agent.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { built } from "../support/binaries.ts";
 import { writeIntoFifo } from "../support/fifo.ts";
 import { packetsOf } from "../support/ogg.ts";
@@ -179,6 +180,32 @@ describe("S95audio-agent under busybox sh", () => {
     expect(lines.length).toBeGreaterThan(0);
     for (const line of lines) expect(() => JSON.parse(line)).not.toThrow();
   }, 30_000);
+
+  test("the agent runs without Bun's timer-woken helper threads (device-runtime.ts's settings), and the defaults file can bring them back", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    const threads = (pid: number) => readdirSync(`/proc/${pid}/task`).map((tid) => readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim());
+    const environ = (pid: number) => readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+
+    expect((await initScript("start", env)).code).toBe(0);
+    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
+    const pid = pidIn(env)!;
+    // A second of streaming to a client: allocations freed, collections run.
+    const recv = await run([agentBin, "output", "recv", "--socket", t.path("o.sock"), "--sink", t.path("out.wire"), "--count", "50", "--connect-timeout", "5"], { cwd: t.dir, timeoutMs: 15_000 });
+    expect(recv.code, recv.stderr).toBe(0);
+    expect(environ(pid)).toEqual(expect.arrayContaining(Object.entries(DEVICE_RUNTIME_ENV).map(([key, value]) => `${key}=${value}`)));
+    expect(threads(pid)).not.toContain("mi-scavenger");
+    expect(threads(pid)).not.toContain("HeapHelper");
+    expect((await initScript("stop", env)).code).toBe(0);
+
+    mkdirSync(t.path("default"));
+    writeFileSync(env.AUDIO_AGENT_DEFAULTS, "MIMALLOC_SCAVENGER=1\nBUN_JSC_numberOfGCMarkers=2\n");
+    expect((await initScript("start", env)).code).toBe(0);
+    const back = pidIn(env)!;
+    await until(() => threads(back).includes("mi-scavenger") && threads(back).includes("HeapHelper"), "Bun's helper threads", 10_000);
+    expect((await initScript("stop", env)).code).toBe(0);
+  }, 60_000);
 
   test("AUDIO_AGENT_ROLE=serve: one process serves the capture FIFO on the output socket and the input socket into its sink", async () => {
     tempDir();

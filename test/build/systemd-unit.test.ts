@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { REPO, run } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -37,6 +38,19 @@ const unit = parseUnit(text);
 const service = unit.get("Service")!;
 const value = (key: string) => service.get(key)?.at(-1);
 
+/** The variables Environment= lines set: each line's assignments, quoted or not, in order. */
+function environment(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const line of service.get("Environment") ?? []) {
+    for (const [, quoted, bare] of line.matchAll(/"([^"]*)"|(\S+)/g)) {
+      const assignment = quoted ?? bare;
+      const eq = assignment.indexOf("=");
+      env[assignment.slice(0, eq)] = assignment.slice(eq + 1);
+    }
+  }
+  return env;
+}
+
 const defer = useCleanup();
 
 describe("audio-agent.service", () => {
@@ -52,8 +66,14 @@ describe("audio-agent.service", () => {
     expect(value("RuntimeDirectory")).toBe("audio-agent");
     expect(value("ProtectSystem")).toBe("strict");
     expect(value("ReadWritePaths")).toBe("/run/audio-agent");
-    const args = /AUDIO_AGENT_ARGS=([^"]*)/.exec(value("Environment") ?? "")?.[1] ?? "";
-    expect(args).toContain("--socket /run/audio-agent/");
+    expect(environment().AUDIO_AGENT_ARGS).toContain("--socket /run/audio-agent/");
+  });
+
+  test("Bun runs as the benchmark measures it (device-runtime.ts), and the settings file, read after, can change that", () => {
+    expect(environment()).toMatchObject(DEVICE_RUNTIME_ENV);
+    // Environment= lines come before EnvironmentFile= (whose values win in systemd anyway), as a reader expects.
+    const keys = [...service.keys()];
+    expect(keys.indexOf("Environment")).toBeLessThan(keys.indexOf("EnvironmentFile"));
   });
 
   test("hardening fits a daemon that owns a Unix socket and may serve /metrics", () => {
