@@ -20,6 +20,7 @@ import {
 } from "../config.ts";
 import { SourceFormatError } from "../media/file-format.ts";
 import { HttpListenError } from "../observe/http-listen-error.ts";
+import { stderrLines } from "../observe/line-writer.ts";
 import { Logger, writeText, type LogFormat } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";
@@ -51,7 +52,8 @@ export interface CliIo {
 
 const defaultIo: CliIo = {
   out: (text) => writeText(1, text),
-  err: (text) => writeText(2, text),
+  // Through the log's own writer, so that a message keeps its place among the log's lines.
+  err: (text) => stderrLines().write(text),
   env: process.env,
 };
 
@@ -79,8 +81,9 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
   }
 }
 
-function writeLine(io: CliIo): (line: string) => void {
-  return (line) => io.err(line + "\n");
+/** Where a logger writes: the process's stderr is the Logger's own default (stderrLines, lines lost told in the log's format). */
+function writeLine(io: CliIo): ((line: string) => void) | undefined {
+  return io === defaultIo ? undefined : (line) => io.err(line + "\n");
 }
 
 /**

@@ -1,4 +1,5 @@
 import { writeSync } from "node:fs";
+import { stderrLines } from "./line-writer.ts";
 import { DEFAULT_LOG_RATE_LIMIT, LogRateLimiter, type LogRateLimit, type SuppressedLines } from "./log-rate-limiter.ts";
 
 export type LogFormat = "text" | "json";
@@ -14,7 +15,10 @@ export type LogFunction = (level: LogLevel, message: string, fields?: Record<str
 export interface LoggerOptions {
   level: LogLevel;
   format: LogFormat;
-  /** Where lines go; stderr by default so stdout stays free for data (`--sink -`). */
+  /**
+   * Where lines go. By default stderr, so stdout stays free for data (`--sink -`), written
+   * without waiting for its reader (stderrLines): a stalled log reader never holds up the audio.
+   */
   write?: (line: string) => void;
   /** Lines of one kind per window before the rest are only counted and summarized. */
   rateLimit?: LogRateLimit;
@@ -30,12 +34,22 @@ export interface LoggerOptions {
 export class Logger {
   private readonly threshold: number;
   private readonly write: (line: string) => void;
+  /** Waits (a bounded time) for lines the output could not take yet. */
+  private readonly drain: () => void = () => {};
   private readonly limiter: LogRateLimiter<LogLevel>;
   private host: string | undefined;
 
   constructor(private readonly options: LoggerOptions) {
     this.threshold = LOG_LEVELS.indexOf(options.level);
-    this.write = options.write ?? writeStderrLine;
+    if (options.write) {
+      this.write = options.write;
+    } else {
+      const stderr = stderrLines();
+      // Lines lost while the reader was not reading are told in the log's own format.
+      stderr.lostNotice = (count) => this.line("agent", "warn", `${count} log lines lost: the log's reader was not reading`, { lost: count });
+      this.write = (line) => stderr.write(line + "\n");
+      this.drain = () => stderr.drain();
+    }
     this.limiter = new LogRateLimiter(options.rateLimit ?? DEFAULT_LOG_RATE_LIMIT, (s) => this.summary(s));
   }
 
@@ -65,11 +79,13 @@ export class Logger {
   fatal(message: string, fields?: Record<string, unknown>): void {
     if (this.options.format === "json") this.write(this.json("agent", "fatal", message, fields));
     else this.write(`audio-agent: ${oneLine(message)}`);
+    this.drain();
   }
 
-  /** Writes the summaries of lines still held back (at exit). */
+  /** Writes the summaries of lines still held back, and waits for what the output has not taken yet (at exit). */
   flush(): void {
     this.limiter.flush();
+    this.drain();
   }
 
   private summary({ component, message, level, count, windowMs }: SuppressedLines<LogLevel>): void {
@@ -80,17 +96,19 @@ export class Logger {
   }
 
   private emit(component: string, level: LogLevel, message: string, fields?: Record<string, unknown>): void {
-    if (this.options.format === "json") {
-      this.write(this.json(component, level, message, fields));
-      return;
-    }
+    this.write(this.line(component, level, message, fields));
+  }
+
+  /** One line of the log's format. */
+  private line(component: string, level: LogLevel, message: string, fields?: Record<string, unknown>): string {
+    if (this.options.format === "json") return this.json(component, level, message, fields);
     let line = `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${component}: ${oneLine(message)}`;
     if (fields) {
       for (const [key, value] of Object.entries(fields)) {
         if (value !== undefined) line += ` ${key}=${formatValue(value)}`;
       }
     }
-    this.write(line);
+    return line;
   }
 
   private json(component: string, level: keyof typeof PINO_LEVEL, message: string, fields?: Record<string, unknown>): string {
@@ -179,10 +197,6 @@ function needsQuotes(text: string): boolean {
     if (c === 0x20 || c === 0x22 || c === 0x3d || isControl(c) || UNICODE_SPACES.has(c)) return true;
   }
   return false;
-}
-
-function writeStderrLine(line: string): void {
-  writeText(2, line + "\n");
 }
 
 /**

@@ -7,19 +7,21 @@
  * account for every frame.
  */
 import { describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { OggSource } from "../../src/media/ogg-source.ts";
+import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { StdinFeeder } from "../support/feeder.ts";
+import { makeFifo } from "../support/fifo.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { pagesOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
-import { agentEnv, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { drain, drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -382,5 +384,55 @@ describe("signals", () => {
     expect(await server.exited).toBe(0);
     const acc = expectAccountedLine(server.stderr);
     expect(acc.byReason.shutdown ?? 0).toBeGreaterThan(0);
+  });
+});
+
+describe("a log reader that stops reading", () => {
+  test("stderr on a FIFO already full and not read: the audio flows and SIGTERM stops the agent (exit 0); the reader, back, gets whole lines to the last", async () => {
+    const dir = setup();
+    const sock = dir.path("out.sock");
+    const fifo = makeFifo(dir.path("log"));
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    defer(() => closeSync(reader));
+    // Full before the agent's first line: 4 KiB of filler nobody reads yet.
+    const filler = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    expect(setPipeSize(filler, 4096)).toMatchObject({ ok: true, bytes: 4096 });
+    const dots = new Uint8Array(4096).fill(0x2e);
+    expect(writeSync(filler, dots)).toBe(4096);
+    closeSync(filler);
+    const agent = start(
+      ["sh", "-c", 'log=$1; shift; exec "$@" 2>"$log"', "sh", fifo, ...AGENT, "output", "serve", "--socket", sock, "--source", TONE, "--format", "ogg", "--realtime", "--loop", "--stats-interval", "0.1"],
+      { env: agentEnv() },
+    );
+    await until(() => existsSync(sock), "the socket");
+    const recv = await runAgent(["output", "recv", "--socket", sock, "--sink", dir.path("out.ogg"), "--format", "ogg", "--count", "50", "--connect-timeout", "10"]);
+    expect(recv.code, recv.stderr).toBe(0);
+    expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "50" });
+
+    // The reader comes back: the filler, then the lines that waited, then the rest as they come.
+    const chunk = new Uint8Array(65536);
+    let read = "";
+    const readNow = () => {
+      for (;;) {
+        let got = 0;
+        try {
+          got = readSync(reader, chunk);
+        } catch {
+          return; // EAGAIN
+        }
+        if (got <= 0) return;
+        read += Buffer.from(chunk.subarray(0, got)).toString();
+      }
+    };
+    await until(() => (readNow(), read.includes("output-server: listening")), "the first line that waited", 10_000);
+    agent.kill("SIGTERM");
+    await until(() => (readNow(), read.includes("output-server: stopped")), "the last line", 10_000);
+    expect(await agent.exited).toBe(0);
+    readNow();
+    expect(read.startsWith(".".repeat(4096))).toBe(true);
+    const lines = read.slice(4096).split("\n");
+    expect(lines.pop()).toBe("");
+    for (const text of lines) expect(text).toMatch(/^\d{4}-\d\d-\d\dT\S+Z (INFO |WARN |DEBUG|ERROR) [a-z-]+: /);
+    expect(lines.some((text) => text.includes("stats"))).toBe(true);
   });
 });

@@ -1,0 +1,149 @@
+import { constants, fstatSync, openSync, writeSync } from "node:fs";
+
+/** What waits for a reader that is not reading, at most; lines beyond it are counted and lost. */
+const BACKLOG_BYTES = 64 * 1024;
+/** How often what waits is offered again. */
+const RETRY_MS = 100;
+/** At exit, how long a reader that is not reading is waited for. */
+const DRAIN_MS = 1000;
+
+/**
+ * Writes log lines to a descriptor without ever waiting for its reader: the
+ * agent's audio must not stop because whoever reads its log (a terminal, a
+ * `logger` pipe, `| tee`) has stalled. What the descriptor cannot take now
+ * waits, in order, in a bounded backlog offered again every RETRY_MS; a line
+ * that would overflow the backlog is counted and lost, and once the reader
+ * is back a notice says how many were. A line is never cut: one begun is
+ * finished before the next. At exit the backlog gets DRAIN_MS.
+ *
+ * Only a descriptor in non-blocking mode can refuse a write; on a blocking
+ * one (a file, a socket) this writes as writeSync does.
+ */
+export class LineWriter {
+  /** The notice of lines lost, as a line of the log's format. */
+  lostNotice: (count: number) => string = (count) => `audio-agent: ${count} log lines lost: the log's reader was not reading`;
+  private readonly pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  private lost = 0;
+  private retry: ReturnType<typeof setInterval> | undefined;
+  private drainAtExit = false;
+
+  constructor(
+    private readonly fd: number,
+    private readonly limitBytes = BACKLOG_BYTES,
+  ) {}
+
+  /** Lines waiting for the reader, and lines lost to the bound so far and not yet told. */
+  get backlog(): { bytes: number; lost: number } {
+    return { bytes: this.pendingBytes, lost: this.lost };
+  }
+
+  write(text: string): void {
+    const bytes = Buffer.from(text);
+    if (this.pending.length > 0) {
+      this.hold(bytes);
+      return;
+    }
+    const rest = this.writeNow(bytes);
+    if (rest === undefined) return;
+    // Begun: its rest goes first whatever the bound, or the reader would see half a line.
+    if (rest.length < bytes.length) this.keep(rest);
+    else this.hold(rest);
+  }
+
+  /** Offers the backlog to the reader until it is written or DRAIN_MS have passed; what is left then is lost. */
+  drain(ms = DRAIN_MS): void {
+    const end = performance.now() + ms;
+    while (this.waiting() && !this.resume() && performance.now() < end) Bun.sleepSync(1);
+  }
+
+  private waiting(): boolean {
+    return this.pending.length > 0 || this.lost > 0;
+  }
+
+  private hold(bytes: Uint8Array): void {
+    if (this.pendingBytes + bytes.length > this.limitBytes) this.lost++;
+    else this.keep(bytes);
+    this.retryLater();
+  }
+
+  private keep(bytes: Uint8Array): void {
+    this.pending.push(bytes);
+    this.pendingBytes += bytes.length;
+    this.retryLater();
+  }
+
+  private retryLater(): void {
+    if (!this.drainAtExit) {
+      this.drainAtExit = true;
+      // A process that exits at once (a second signal) still offers its last lines.
+      process.once("exit", () => this.drain());
+    }
+    if (this.retry) return;
+    this.retry = setInterval(() => this.resume(), RETRY_MS);
+    this.retry.unref();
+  }
+
+  /** Writes what waits, then the notice of what was lost; true once nothing waits. */
+  private resume(): boolean {
+    while (this.pending.length > 0) {
+      const head = this.pending[0]!;
+      const rest = this.writeNow(head);
+      if (rest !== undefined) {
+        this.pending[0] = rest;
+        this.pendingBytes -= head.length - rest.length;
+        return false;
+      }
+      this.pending.shift();
+      this.pendingBytes -= head.length;
+    }
+    if (this.lost > 0) {
+      const notice = Buffer.from(this.lostNotice(this.lost) + "\n");
+      this.lost = 0;
+      const rest = this.writeNow(notice);
+      if (rest !== undefined) {
+        this.keep(rest);
+        return false;
+      }
+    }
+    clearInterval(this.retry);
+    this.retry = undefined;
+    return true;
+  }
+
+  /** Writes what the descriptor takes now; returns what it did not take, or undefined when all went (or it failed: then the text is lost). */
+  private writeNow(bytes: Uint8Array): Uint8Array | undefined {
+    let at = 0;
+    while (at < bytes.length) {
+      try {
+        at += writeSync(this.fd, bytes, at, bytes.length - at);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === "EAGAIN") return bytes.subarray(at);
+        if (code !== "EINTR") return undefined;
+      }
+    }
+    return undefined;
+  }
+}
+
+let stderr: LineWriter | undefined;
+
+/**
+ * The process's stderr as a LineWriter. A pipe (a `logger` or `tee` reading
+ * it, a parent process) is written through a description of its own, opened
+ * non-blocking, so the flag reaches no one else who shares the pipe; a file,
+ * a terminal or a socket (journald) is written as it is.
+ */
+export function stderrLines(): LineWriter {
+  return (stderr ??= new LineWriter(nonBlockingPipe(2)));
+}
+
+function nonBlockingPipe(fd: number): number {
+  try {
+    if (!fstatSync(fd).isFIFO()) return fd;
+    return openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY | constants.O_NONBLOCK);
+  } catch {
+    return fd;
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * LineWriter over a real FIFO whose reader the test holds and reads only
+ * when it chooses: a log reader that stalls and comes back.
+ */
+import { expect, test } from "bun:test";
+import { closeSync, constants, openSync, readSync } from "node:fs";
+import { LineWriter } from "../../src/observe/line-writer.ts";
+import { setPipeSize } from "../../src/transport/socket-options.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { makeFifo } from "../support/fifo.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+
+const defer = useCleanup();
+const PIPE_BYTES = 4096;
+
+/** A FIFO of PIPE_BYTES: its reader's end (held, read only by readAll) and a non-blocking writer's end. */
+function stalledPipe(): { reader: number; writer: number; readAll: () => string } {
+  const t = socketDir(defer, "aa-lw-");
+  const fifo = makeFifo(t.path("log"));
+  const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  const writer = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+  defer(() => (closeSync(writer), closeSync(reader)));
+  expect(setPipeSize(writer, PIPE_BYTES)).toMatchObject({ ok: true, bytes: PIPE_BYTES });
+  const chunk = new Uint8Array(65536);
+  const readAll = () => {
+    let text = "";
+    for (;;) {
+      let got = 0;
+      try {
+        got = readSync(reader, chunk);
+      } catch {
+        return text; // EAGAIN: all there is
+      }
+      if (got <= 0) return text;
+      text += Buffer.from(chunk.subarray(0, got)).toString();
+    }
+  };
+  return { reader, writer, readAll };
+}
+
+const line = (i: number, bytes = 100) => `line ${String(i).padStart(4, "0")} ${"x".repeat(bytes - 11)}\n`;
+
+test("lines the pipe cannot take wait, in order, and follow once the reader reads; writing never waits", async () => {
+  const { writer, readAll } = stalledPipe();
+  const out = new LineWriter(writer);
+  const lines = Array.from({ length: 100 }, (_, i) => line(i));
+  for (const text of lines) out.write(text);
+  // The pipe holds 40 whole lines; the other 60 wait.
+  expect(out.backlog).toEqual({ bytes: 6000, lost: 0 });
+  let read = readAll();
+  expect(read).toBe(lines.slice(0, 40).join(""));
+  await until(() => ((read += readAll()), out.backlog.bytes === 0 && read.length === 10_000), "the backlog to reach the reader", 5000);
+  expect(read).toBe(lines.join(""));
+});
+
+test("past its bound a line is counted and lost, and once the reader is back a notice says how many", async () => {
+  const { writer, readAll } = stalledPipe();
+  const out = new LineWriter(writer, 1000);
+  const lines = Array.from({ length: 100 }, (_, i) => line(i));
+  for (const text of lines) out.write(text);
+  expect(out.backlog).toEqual({ bytes: 1000, lost: 50 });
+  let read = readAll();
+  const notice = "audio-agent: 50 log lines lost: the log's reader was not reading\n";
+  await until(() => ((read += readAll()), read.endsWith(notice)), "the notice", 5000);
+  expect(read).toBe(lines.slice(0, 50).join("") + notice);
+  expect(out.backlog).toEqual({ bytes: 0, lost: 0 });
+  // Told once: what comes next is written as usual.
+  out.write(line(100));
+  expect(readAll()).toBe(line(100));
+});
+
+test("a line the pipe took part of is finished before the next, past the bound too, so the reader never sees half a line", async () => {
+  const { writer, readAll } = stalledPipe();
+  const out = new LineWriter(writer, 100);
+  const long = line(0, 6000);
+  out.write(long);
+  out.write(line(1));
+  expect(out.backlog).toEqual({ bytes: 6000 - PIPE_BYTES, lost: 1 });
+  let read = "";
+  await until(() => ((read += readAll()), read.includes("lost")), "the notice", 5000);
+  expect(read).toBe(long + "audio-agent: 1 log lines lost: the log's reader was not reading\n");
+});
+
+test("drain, at exit, waits a bounded time for a reader that never reads, then gives up on the rest", () => {
+  const { writer } = stalledPipe();
+  const out = new LineWriter(writer);
+  for (let i = 0; i < 100; i++) out.write(line(i));
+  out.drain(50);
+  expect(out.backlog.bytes).toBe(6000);
+});
