@@ -58,6 +58,8 @@ describe("audio-agent.service", () => {
     expect([...unit.keys()]).toEqual(["Unit", "Service", "Install"]);
     expect(value("ExecStart")).toStartWith("/usr/bin/audio-agent ");
     expect(value("Restart")).toBe("on-failure");
+    // A mistake in the settings (exit 2) is not retried.
+    expect(value("RestartPreventExitStatus")).toBe("2");
     expect(value("KillSignal")).toBe("SIGTERM");
     expect(unit.get("Install")!.get("WantedBy")).toEqual(["multi-user.target"]);
   });
@@ -89,6 +91,15 @@ describe("audio-agent.service", () => {
     }
     // JavaScriptCore's JIT needs W+X memory: this one would kill the agent at start.
     expect(service.has("MemoryDenyWriteExecute")).toBe(false);
+  });
+
+  test("the settings file examples (packaging/README.md, the unit's header) read the same to sh and to systemd: quoted when they hold a blank, no comment after a value", async () => {
+    const readme = await Bun.file(join(REPO, "packaging/README.md")).text();
+    const blocks = [...readme.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]);
+    const header = text.split("\n").filter((line) => line.startsWith("#   ")).map((line) => line.slice(4));
+    const assignments = [...blocks.flatMap((block) => block.split("\n")), ...header].filter((line) => /^[A-Z][A-Z0-9_]*=/.test(line));
+    expect(assignments.length).toBeGreaterThan(5);
+    for (const line of assignments) expect(line).toMatch(/^[A-Z][A-Z0-9_]*=("[^"$`\\]*"|[^\s"'$`#\\]*)$/);
   });
 
   test.skipIf(!Bun.which("systemd-analyze"))("systemd-analyze verify reports nothing", async () => {
