@@ -471,7 +471,8 @@ function parseValue(option: OptionName, raw: unknown, where: string): unknown {
   const spec: OptionSpec = OPTIONS[option];
   const result = v.safeParse(spec.schema, raw);
   if (!result.success) {
-    throw new ConfigError(`${where} ${JSON.stringify(raw)} is not allowed: ${spec.allowed}`);
+    // `where` names the flag, the file's key, or the variable with its "=" (NAME="value", as set).
+    throw new ConfigError(`${where}${where.endsWith("=") ? "" : " "}${JSON.stringify(raw)} is not allowed: ${spec.allowed}`);
   }
   return result.output;
 }

@@ -223,7 +223,7 @@ describe("serve: each channel's settings as its role reads them, the process-wid
       '--output-format "mp3" is not allowed: wire, ogg',
     );
     expect(resolveError(() => resolveServeSettings({ flags: required, env: { AUDIO_AGENT_INPUT_PAGE_MS: "0" } }))).toBe(
-      'environment AUDIO_AGENT_INPUT_PAGE_MS= "0" is not allowed: an integer 1..10000',
+      'environment AUDIO_AGENT_INPUT_PAGE_MS="0" is not allowed: an integer 1..10000',
     );
     expect(resolveError(() => resolveServeSettings({ flags: { "output-source": "x" }, env: {} }))).toBe(
       `serve: --input-sink is required (${OPTIONS.sink.allowed})`,
@@ -252,7 +252,7 @@ describe("resolveSettings errors name the source, the value and what is allowed"
     const message = resolveError(() =>
       resolveSettings("input send", { flags: { source: "x" }, env: { AUDIO_AGENT_HEARTBEAT_MS: "fast" } }),
     );
-    expect(message).toBe('environment AUDIO_AGENT_HEARTBEAT_MS= "fast" is not allowed: an integer 10..60000');
+    expect(message).toBe('environment AUDIO_AGENT_HEARTBEAT_MS="fast" is not allowed: an integer 10..60000');
   });
 
   test("a socket buffer size outside 32k..256k", () => {

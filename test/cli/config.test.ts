@@ -367,7 +367,7 @@ describe("roles refuse bad configuration with exit 2 before doing anything", () 
   test("a bad environment value names the variable", async () => {
     const { path } = setup();
     const r = await cli(["input", "send", "--socket", path("i.sock"), "--source", "/dev/null"], { AUDIO_AGENT_ACK_TIMEOUT_MS: "5" });
-    expect(r.stderr).toBe('audio-agent: environment AUDIO_AGENT_ACK_TIMEOUT_MS= "5" is not allowed: an integer 10..600000\n');
+    expect(r.stderr).toBe('audio-agent: environment AUDIO_AGENT_ACK_TIMEOUT_MS="5" is not allowed: an integer 10..600000\n');
     expect(r.code).toBe(2);
   });
 

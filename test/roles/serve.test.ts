@@ -545,7 +545,7 @@ describe("serve: both channels in one process", () => {
     expect(failureLine(flag.stderr)).toBe('audio-agent: --output-queue-frames "0" is not allowed: an integer 1..100000');
     const env = await spawnAgent(base, { env: agentEnv({ AUDIO_AGENT_INPUT_FORMAT: "mp3" }) }).done;
     expect(env.code).toBe(2);
-    expect(failureLine(env.stderr)).toBe('audio-agent: environment AUDIO_AGENT_INPUT_FORMAT= "mp3" is not allowed: wire, ogg');
+    expect(failureLine(env.stderr)).toBe('audio-agent: environment AUDIO_AGENT_INPUT_FORMAT="mp3" is not allowed: wire, ogg');
     const missing = await spawnAgent(["serve", "--output-source", "/dev/null"]).done;
     expect(missing.code).toBe(2);
     expect(failureLine(missing.stderr)).toBe('audio-agent: serve: --input-sink is required (a path or "-")');
