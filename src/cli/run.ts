@@ -123,9 +123,14 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
     io.out(versionLine() + "\n");
     return EXIT_OK;
   }
-  if (first === undefined || first === "--help" || first === "-h" || first === "help") {
+  // Help asked for goes to stdout; help instead of a command missing is a usage error: stderr, exit 2, stdout left empty.
+  if (first === undefined) {
+    io.err(TOP_HELP);
+    return EXIT_USAGE;
+  }
+  if (first === "--help" || first === "-h" || first === "help") {
     io.out(TOP_HELP);
-    return first === undefined ? EXIT_USAGE : EXIT_OK;
+    return EXIT_OK;
   }
   if (first === "config") return (await import("./config-command.ts")).configCommand(argv.slice(1), io);
   if (first === "bench") return (await import("../bench/bench.ts")).bench(argv.slice(1));
@@ -133,9 +138,13 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
   if (first !== "output" && first !== "input") {
     throw new UsageError(`unknown command "${first}"; allowed: output, input, serve, config, bench (see --help)`);
   }
-  if (second === undefined || second === "--help" || second === "-h") {
+  if (second === undefined) {
+    io.err(CHANNEL_HELP[first]);
+    return EXIT_USAGE;
+  }
+  if (second === "--help" || second === "-h") {
     io.out(CHANNEL_HELP[first]);
-    return second === undefined ? EXIT_USAGE : EXIT_OK;
+    return EXIT_OK;
   }
   const role = `${first} ${second}` as Role;
   if (!(role in ROLE_OPTIONS)) {

@@ -97,6 +97,19 @@ describe("--help", () => {
 });
 
 describe("usage errors", () => {
+  test("no command, or a channel without one: the help on stderr, exit 2, nothing on stdout", async () => {
+    for (const [args, help] of [
+      [[], "audio-agent serve"],
+      [["output"], "audio-agent output recv"],
+      [["input"], "audio-agent input send"],
+    ] as const) {
+      const result = await runAgent([...args]);
+      expect({ args, code: result.code, stdout: result.stdout }).toEqual({ args, code: 2, stdout: "" });
+      expect(result.stderr).toContain(help);
+    }
+  }, 30_000);
+
+
   test("exit 2 with one line of our own, naming the flag", async () => {
     const cases: [string[], string][] = [
       [["output", "serve", "--source", "x", "--bogus"], "audio-agent: output serve: unknown option --bogus (see audio-agent output serve --help)"],
