@@ -1,8 +1,9 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import {
   commandFlags,
   ConfigError,
+  DEFAULT_CONFIG_FILE,
   loadConfigFile,
   namedConfigFile,
   OPTIONS,
@@ -75,7 +76,7 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
   } catch (e) {
     const { code, message } = describeFailure(e, run.settings);
     run.logger?.flush();
-    const logger = run.logger ?? new Logger({ level: "error", format: await requestedLogFormat(argv, io.env, run.configFile), write: writeLine(io) });
+    const logger = run.logger ?? new Logger({ level: "error", format: requestedLogFormat(argv, io.env, run.configFile), write: writeLine(io) });
     logger.fatal(message, { exit_code: code });
     return code;
   }
@@ -95,7 +96,7 @@ function writeLine(io: CliIo): ((line: string) => void) | undefined {
  * that is not a regular file, unless the run read it already (`read`): a pipe
  * read again would wait for a writer that may never come.
  */
-async function requestedLogFormat(argv: string[], env: CliIo["env"], read?: ConfigFile): Promise<LogFormat> {
+function requestedLogFormat(argv: string[], env: CliIo["env"], read?: ConfigFile): LogFormat {
   const flag = (name: string) => {
     let value: string | undefined;
     argv.forEach((arg, i) => {
@@ -105,16 +106,24 @@ async function requestedLogFormat(argv: string[], env: CliIo["env"], read?: Conf
     return value;
   };
   let value = flag("log-format") ?? (env.AUDIO_AGENT_LOG_FORMAT || undefined);
-  if (value === undefined) {
-    try {
-      // Named as the default path is: read only when it is a regular file.
-      const file = read ?? (await loadConfigFile(undefined, namedConfigFile(flag("config"), env)));
-      value = (file?.sections[argv[0] as Channel]?.["log-format"] ?? file?.top["log-format"]) as string | undefined;
-    } catch {
-      // The file itself is what failed, or cannot be read: text.
-    }
-  }
+  if (value === undefined && read) value = (read.sections[argv[0] as Channel]?.["log-format"] ?? read.top["log-format"]) as string | undefined;
+  else if (value === undefined) value = plainLogFormat(namedConfigFile(flag("config"), env) ?? DEFAULT_CONFIG_FILE, argv[0]) as string | undefined;
   return value === "json" ? "json" : "text";
+}
+
+/**
+ * "log-format" as a regular JSON file writes it (the channel's section, then
+ * the top level), read without the file's other checks: a file that fails
+ * them for another key still has its failure line in the format it asks for.
+ */
+function plainLogFormat(path: string, channel: string | undefined): unknown {
+  try {
+    if (!statSync(path).isFile()) return undefined;
+    const json = JSON.parse(readFileSync(path, "utf8"));
+    return json?.[channel ?? ""]?.["log-format"] ?? json?.["log-format"];
+  } catch {
+    return undefined; // not there, not readable, not JSON: text
+  }
 }
 
 async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {

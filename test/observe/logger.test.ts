@@ -150,6 +150,13 @@ describe("JSON lines in pino's shape", () => {
       expect(lines.length).toBe(1);
       expect(lines[0]).toMatchObject({ level: 60, exit_code: 2 });
     }
+    // A file that fails its own checks (a bad value beside the format, an unknown key) still asks for JSON.
+    for (const bad of [{ "log-format": "json", "queue-frames": "lots" }, { output: { "log-format": "json" }, bogus: 1 }]) {
+      writeFileSync(top, JSON.stringify(bad));
+      const failed = await runAgent(["output", "recv", "--config", top, "--sink", join(dir.dir, "out.wire")]);
+      expect(failed.code).toBe(2);
+      expect(jsonLines(failed.stderr)).toEqual([expect.objectContaining({ level: 60, exit_code: 2, msg: expect.stringContaining(top) })]);
+    }
     // The file sets text for input roles, a flag still asks for JSON.
     writeFileSync(section, JSON.stringify({ "log-format": "json", input: { "log-format": "text" } }));
     const text = await runAgent(["input", "send", "--bogus"], { env: agentEnv({ AUDIO_AGENT_CONFIG: section }) });
