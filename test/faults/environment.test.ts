@@ -19,7 +19,7 @@ import { makeFifo } from "../support/fifo.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { pagesOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
-import { expectIntactInOrder } from "../support/payloads.ts";
+import { expectIntactInOrder, payloadIndex } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { AGENT, agentEnv, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { drain, drainFile } from "../support/sources.ts";
@@ -388,6 +388,20 @@ describe("signals", () => {
 });
 
 describe("a log reader that stops reading", () => {
+  test("stderr on /dev/full: every line fails to write, and the agent streams on and stops on SIGTERM with exit 0", async () => {
+    const dir = setup();
+    const sock = dir.path("out.sock");
+    const agent = start(["sh", "-c", 'exec "$@" 2>/dev/full', "sh", ...AGENT, "output", "serve", "--socket", sock, "--source", TONE, "--format", "ogg", "--realtime", "--loop"], {
+      env: agentEnv(),
+    });
+    await until(() => existsSync(sock), "the socket");
+    const recv = await runAgent(["output", "recv", "--socket", sock, "--sink", dir.path("out.ogg"), "--format", "ogg", "--count", "25", "--connect-timeout", "10"]);
+    expect(recv.code, recv.stderr).toBe(0);
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+  });
+
+
   test("stderr on a FIFO already full and not read: the audio flows and SIGTERM stops the agent (exit 0); the reader, back, gets whole lines to the last", async () => {
     const dir = setup();
     const sock = dir.path("out.sock");
@@ -434,5 +448,52 @@ describe("a log reader that stops reading", () => {
     expect(lines.pop()).toBe("");
     for (const text of lines) expect(text).toMatch(/^\d{4}-\d\d-\d\dT\S+Z (INFO |WARN |DEBUG|ERROR) [a-z-]+: /);
     expect(lines.some((text) => text.includes("stats"))).toBe(true);
+  });
+});
+
+describe("what a clean exit still owes", () => {
+  test("SIGTERM to a lossless output serve whose client had stopped reading and reads again 200 ms later: the final flush delivers what was queued, nothing dropped", async () => {
+    const dir = setup();
+    const path = dir.path("out.sock");
+    const source = dir.path("src.wire");
+    writeFileSync(source, indexedWire(0, 20_000));
+    const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--metrics", "0", "--adaptive", "off"]);
+    const url = await metricsUrl(server);
+    await server.waitForStderr("listening socket=");
+    const client = await connectClient(defer, path, { paused: true });
+    let depth = 0;
+    for (const start = Date.now(); depth < 500 && Date.now() - start < 20_000; await Bun.sleep(20)) {
+      depth = await scrapeValue(url, "audio_agent_queue_depth_frames");
+    }
+    expect(depth).toBe(500);
+    server.kill("SIGTERM");
+    // Back a moment later, well within the second a shutdown gives the queue.
+    await Bun.sleep(200);
+    client.socket.resume();
+    expect(await server.exited).toBe(0);
+    const acc = expectAccountedLine(server.stderr);
+    expect(acc.byReason).toEqual({});
+    expect(acc.delivered).toBe(acc.submitted);
+    await until(() => client.frames.length === acc.delivered, "every frame delivered to reach the client", 10_000);
+    expect(client.frames.map(payloadIndex)).toEqual(Array.from({ length: acc.delivered }, (_, i) => i));
+  });
+
+  test("lines held back by the rate limit are summed up at a clean exit, not lost with it", async () => {
+    const dir = setup();
+    const path = dir.path("out.sock");
+    const server = spawnAgent(["output", "serve", "--socket", path, "--source", TONE, "--format", "ogg", "--realtime", "--loop"]);
+    await server.waitForStderr("listening socket=");
+    // 15 clients in quick succession: 15 "client connected" lines in one window of 10 s, which logs 10.
+    for (let i = 0; i < 15; i++) {
+      const client = await connectClient(defer, path);
+      if (i < 10) await server.waitForStderr(`client connected socket=${path} client=${i + 1}\n`);
+      else await Bun.sleep(50);
+      client.socket.end();
+    }
+    await Bun.sleep(100);
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+    expect(server.stderr.match(/client connected socket=/g)?.length).toBe(10);
+    expect(server.stderr).toMatch(/output-server: 5 more "client connected" lines in the last \d+(\.\d)? s suppressed=5\n/);
   });
 });
