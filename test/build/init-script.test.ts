@@ -4,12 +4,13 @@
  * on PATH, against a temp dir, starting the compiled x64 agent.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { built } from "../support/binaries.ts";
 import { writeIntoFifo } from "../support/fifo.ts";
 import { packetsOf } from "../support/ogg.ts";
+import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { encodeWith } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
 import { cleanEnv, REPO, type Result, run, start } from "../support/processes.ts";
@@ -48,8 +49,8 @@ afterAll(() => {
 });
 
 afterEach(() => {
-  // Whatever a failed test left running.
-  for (const pid of daemons) if (alive(pid)) process.kill(pid, "SIGKILL");
+  // Whatever a failed test left running, the pid file's or not (a start that lost its pid file).
+  for (const pid of [...daemons, ...(t ? runningIn(t.dir) : [])]) if (alive(pid)) process.kill(pid, "SIGKILL");
   daemons.clear();
   if (t) rmSync(t.dir, { recursive: true, force: true });
 });
@@ -63,6 +64,33 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Live processes whose command line names `dir` (agents, and wrapper shells not yet exec'd), but not this one. */
+function runningIn(dir: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir) && alive(pid)) pids.push(pid);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+/** The live agents serving from `dir`: processes running the agent's executable with `dir` on their command line. */
+function agentsIn(dir: string): number[] {
+  const exe = realpathSync(agentBin);
+  return runningIn(dir).filter((pid) => {
+    try {
+      return readlinkSync(`/proc/${pid}/exe`) === exe;
+    } catch {
+      return false;
+    }
+  });
 }
 
 function tempDir(): void {
@@ -83,8 +111,9 @@ function settings(extra: Record<string, string> = {}): Record<string, string> {
   };
 }
 
-async function initScript(action: string, env: Record<string, string>): Promise<Result> {
-  const result = await run([BUSYBOX!, "sh", SCRIPT, action], {
+/** Runs the script's `action`; `prefix` runs it through a command first (setpriv, as another user or with fewer capabilities). */
+async function initScript(action: string, env: Record<string, string>, prefix: string[] = []): Promise<Result> {
+  const result = await run([...prefix, BUSYBOX!, "sh", SCRIPT, action], {
     cwd: t.dir,
     env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env },
     timeoutMs: 20_000,
@@ -92,6 +121,17 @@ async function initScript(action: string, env: Record<string, string>): Promise<
   const pid = pidIn(env);
   if (pid) daemons.add(pid);
   return result;
+}
+
+/**
+ * Settings whose "agent" ignores TERM: busybox running a shell script (the
+ * script checks the pid's /proc/PID/exe against AUDIO_AGENT_BIN, which a
+ * script as AUDIO_AGENT_BIN would never pass).
+ */
+function stubbornSettings(extra: Record<string, string> = {}): Record<string, string> {
+  const stubborn = t.path("stubborn");
+  writeFileSync(stubborn, "trap '' TERM\nwhile :; do sleep 0.1; done\n");
+  return settings({ AUDIO_AGENT_BIN: BUSYBOX!, AUDIO_AGENT_ARGS: `sh ${stubborn}`, ...extra });
 }
 
 function pidIn(env: Record<string, string>): number | undefined {
@@ -271,10 +311,7 @@ describe("S95audio-agent under busybox sh", () => {
 
   test("stop sends KILL only after the timeout when TERM is ignored", async () => {
     tempDir();
-    const stubborn = t.path("stubborn");
-    writeFileSync(stubborn, "#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 0.1; done\n");
-    chmodSync(stubborn, 0o755);
-    const env = settings({ AUDIO_AGENT_BIN: stubborn, AUDIO_AGENT_ARGS: "x", AUDIO_AGENT_STOP_TIMEOUT: "1" });
+    const env = stubbornSettings({ AUDIO_AGENT_STOP_TIMEOUT: "1" });
     expect((await initScript("start", env)).code).toBe(0);
     const pid = pidIn(env)!;
     const t0 = Date.now();
@@ -379,4 +416,215 @@ describe("S95audio-agent under busybox sh", () => {
     expect(existsSync(t.path("run/audio-agent.log-pipe"))).toBe(false);
     expect(log()).toContain("stopped signal=SIGTERM");
   }, 60_000);
+
+  test("a pid file naming another program (its pid reused): status 1, start starts the agent, stop signals nothing but the agent", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    const other = Bun.spawn(["sleep", "300"], { stdout: "ignore", stderr: "ignore" });
+    daemons.add(other.pid);
+    mkdirSync(t.path("run"));
+    writeFileSync(env.AUDIO_AGENT_PIDFILE, `${other.pid}\n`);
+
+    const status = await initScript("status", env);
+    expect(status.code, status.stdout).toBe(1);
+    expect(status.stdout).toContain(`not running, but ${env.AUDIO_AGENT_PIDFILE} exists`);
+
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(started.stdout).not.toContain("already running");
+    const pid = pidIn(env)!;
+    expect(pid).not.toBe(other.pid);
+    expect(agentsIn(t.dir)).toEqual([pid]);
+    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
+    const stopped = await initScript("stop", env);
+    expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
+    expect(alive(pid)).toBe(false);
+
+    // A stale pid file alone: stop removes it and leaves the process alone.
+    writeFileSync(env.AUDIO_AGENT_PIDFILE, `${other.pid}\n`);
+    const stale = await initScript("stop", env);
+    expect(stale.code, stale.stdout + stale.stderr).toBe(0);
+    expect(stale.stdout).toContain("not running (removing stale pid file)");
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+    await Bun.sleep(200);
+    expect(alive(other.pid)).toBe(true);
+    other.kill("SIGKILL");
+  }, 30_000);
+
+  test("an agent whose executable an upgrade replaced is still the agent: status 0, stop stops it", async () => {
+    tempDir();
+    // A stand-in agent that exits on TERM: a copy of sleep(1), replaced by another copy as a package upgrade would.
+    mkdirSync(t.path("bin"));
+    const bin = t.path("bin/agent");
+    copyFileSync(realpathSync(Bun.which("sleep")!), bin);
+    chmodSync(bin, 0o755);
+    const env = settings({ AUDIO_AGENT_BIN: bin, AUDIO_AGENT_ARGS: "300" });
+    expect((await initScript("start", env)).code).toBe(0);
+    const pid = pidIn(env)!;
+    copyFileSync(bin, `${bin}.new`);
+    renameSync(`${bin}.new`, bin);
+    expect(readlinkSync(`/proc/${pid}/exe`)).toBe(`${bin} (deleted)`);
+
+    const status = await initScript("status", env);
+    expect(status.code, status.stdout).toBe(0);
+    expect(status.stdout).toContain(`running (pid ${pid})`);
+    const stopped = await initScript("stop", env);
+    expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
+    expect(stopped.stdout).toContain("stopped");
+    expect(alive(pid)).toBe(false);
+  }, 30_000);
+
+  test("two starts at once: one agent, which status reports and stop stops", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    // The FIFO too, which both starts would make.
+    const env = settings({ AUDIO_AGENT_FIFO: t.path("capture/capture.ogg") });
+    // A few rounds: without turns, which start's pid file survives is up to the scheduler.
+    for (let round = 0; round < 3; round++) {
+      const both = await Promise.all([initScript("start", env), initScript("start", env)]);
+      for (const started of both) expect(started.code, started.stdout + started.stderr).toBe(0);
+      expect(both.map((r) => (r.stdout.includes("already running") ? "already" : "started")).sort()).toEqual(["already", "started"]);
+      const status = await initScript("status", env);
+      expect(status.code, status.stdout).toBe(0);
+      const pid = pidIn(env)!;
+      expect(status.stdout).toContain(`running (pid ${pid})`);
+      expect(agentsIn(t.dir)).toEqual([pid]);
+      const stopped = await initScript("stop", env);
+      expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
+      expect(agentsIn(t.dir)).toEqual([]);
+      expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+    }
+    // Nothing of the turns left behind.
+    expect(readdirSync(t.path("run"))).toEqual([]);
+  }, 60_000);
+
+  test("a lock left by a start that was killed before it could unlock does not block the next", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    mkdirSync(t.path("run"));
+    const gone = Bun.spawnSync(["true"]).pid; // exited and reaped
+    writeFileSync(t.path("run/audio-agent.lock"), `${gone}\n`);
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(alive(pidIn(env)!)).toBe(true);
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(readdirSync(t.path("run"))).toEqual([]);
+  }, 30_000);
+
+  test("the default output role serves AUDIO_AGENT_FIFO", async () => {
+    tempDir();
+    const fifo = t.path("capture/capture.ogg");
+    const out = t.path("o.sock");
+    const { AUDIO_AGENT_ARGS: _, ...env } = settings({ AUDIO_AGENT_FIFO: fifo, JETKVM_AUDIO_OUTPUT_SOCKET: out });
+    const log = () => readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8");
+
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    const pid = pidIn(env)!;
+    expect(statSync(fifo).isFIFO()).toBe(true);
+    expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").slice(0, -1)).toEqual([agentBin, "output", "serve", "--source", fifo, "--format", "ogg"]);
+    await until(() => existsSync(out), "the socket", 10_000);
+
+    const opus = encodeWith(t.dir, "encoder", ["--max-delay", "20"]);
+    const packets = packetsOf(new Uint8Array(readFileSync(opus))).slice(2);
+    const recv = start([agentBin, "output", "recv", "--socket", out, "--sink", t.path("out.wire"), "--count", String(packets.length), "--connect-timeout", "5"], { cwd: t.dir, timeoutMs: 30_000 });
+    await until(() => log().includes("client connected"), "the client", 10_000);
+    expect(await writeIntoFifo(fifo, opus)).toBe(0);
+    const received = await recv.done;
+    expect(received.code, received.stderr).toBe(0);
+    expect(wholeWireFrames(t.path("out.wire")).map((f) => f.join(","))).toEqual(packets.map((p) => p.join(",")));
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(alive(pid)).toBe(false);
+  }, 60_000);
+
+  test("a bad AUDIO_AGENT_STOP_TIMEOUT: one line naming it and what is allowed, then stop works with 5 s", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings({ AUDIO_AGENT_STOP_TIMEOUT: "abc" });
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(started.stdout).toContain("AUDIO_AGENT_STOP_TIMEOUT=abc is not a whole number of seconds 0..9999; using 5\n");
+    const pid = pidIn(env)!;
+    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
+    const stopped = await initScript("stop", env);
+    expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
+    expect(stopped.stdout.trim().split("\n")).toEqual(["audio-agent: AUDIO_AGENT_STOP_TIMEOUT=abc is not a whole number of seconds 0..9999; using 5", "audio-agent: stopped"]);
+    expect(alive(pid)).toBe(false);
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+    expect(readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8")).toContain("stopped signal=SIGTERM");
+
+    // A fraction: TERM ignored, KILL after the default 5 s, and the stop completes.
+    const stubborn = stubbornSettings({ AUDIO_AGENT_STOP_TIMEOUT: "1.5" });
+    expect((await initScript("start", stubborn)).code).toBe(0);
+    const held = pidIn(stubborn)!;
+    const t0 = Date.now();
+    const killed = await initScript("stop", stubborn);
+    expect(killed.code, killed.stdout + killed.stderr).toBe(0);
+    expect(killed.stdout).toContain("AUDIO_AGENT_STOP_TIMEOUT=1.5 is not a whole number of seconds 0..9999; using 5");
+    expect(killed.stdout).toContain("still running 5 s after TERM; sending KILL");
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(5000);
+    expect(alive(held)).toBe(false);
+    expect(existsSync(stubborn.AUDIO_AGENT_PIDFILE)).toBe(false);
+  }, 30_000);
+
+  test("AUDIO_AGENT_ARGS is not globbed: an argument with * reaches the agent as written", async () => {
+    tempDir();
+    // A capture whose name has a *, and another file the pattern matches.
+    const source = t.path("in*.wire");
+    await writeWireFile(source, 50);
+    await writeWireFile(t.path("in1.wire"), 50);
+    const env = settings({ AUDIO_AGENT_ARGS: `output serve --source ${source} --realtime --loop --socket ${t.path("o.sock")}` });
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    const pid = pidIn(env)!;
+    expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").slice(1, 5)).toEqual(["output", "serve", "--source", source]);
+    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
+    expect((await initScript("stop", env)).code).toBe(0);
+  }, 30_000);
+
+  test.skipIf(!canSwitchUser)("restart fails (1) and starts nothing when stop cannot stop the agent (one it may not signal)", async () => {
+    tempDir();
+    // The "agent" runs as nobody; the script runs as root without CAP_KILL: it may look at it, not signal it.
+    const sleep = realpathSync(Bun.which("sleep")!);
+    const setpriv = Bun.which("setpriv")!;
+    const agent = Bun.spawn([setpriv, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--", sleep, "300"], { stdout: "ignore", stderr: "ignore" });
+    daemons.add(agent.pid);
+    await until(() => readlinkSync(`/proc/${agent.pid}/exe`) === sleep, "the stand-in agent", 5_000);
+    const env = settings({ AUDIO_AGENT_BIN: sleep, AUDIO_AGENT_ARGS: "300", AUDIO_AGENT_STOP_TIMEOUT: "1" });
+    mkdirSync(t.path("run"));
+    writeFileSync(env.AUDIO_AGENT_PIDFILE, `${agent.pid}\n`);
+
+    const restarted = await initScript("restart", env, [setpriv, "--bounding-set=-kill", "--"]);
+    expect(restarted.code, restarted.stdout + restarted.stderr).toBe(1);
+    expect(restarted.stdout).toContain(`pid ${agent.pid} does not die`);
+    expect(restarted.stdout).not.toContain("already running");
+    expect(restarted.stdout).not.toContain("started");
+    expect(alive(agent.pid)).toBe(true);
+    expect(pidIn(env)).toBe(agent.pid);
+    agent.kill("SIGKILL");
+  }, 30_000);
+
+  test.skipIf(!canSwitchUser)("as a user who may not look at the agent's /proc/PID/exe: status 4 (cannot tell), and stop leaves it running", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    expect((await initScript("start", env)).code).toBe(0);
+    const pid = pidIn(env)!;
+    // nobody may read the pid file and run the applets.
+    chmodSync(t.dir, 0o755);
+    chmodSync(applets, 0o755);
+    const nobody = [Bun.which("setpriv")!, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--"];
+
+    const status = await initScript("status", env, nobody);
+    expect(status.code, status.stdout + status.stderr).toBe(4);
+    expect(status.stdout).toContain(`cannot tell whether pid ${pid} in ${env.AUDIO_AGENT_PIDFILE} is ${agentBin}`);
+    const stopped = await initScript("stop", env, nobody);
+    expect(stopped.code).not.toBe(0);
+    expect(alive(pid)).toBe(true);
+    expect(pidIn(env)).toBe(pid);
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(alive(pid)).toBe(false);
+  }, 30_000);
 });
