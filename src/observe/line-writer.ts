@@ -51,10 +51,15 @@ export class LineWriter {
     else this.hold(rest);
   }
 
-  /** Offers the backlog to the reader until it is written or DRAIN_MS have passed; what is left then is lost. */
+  /** Offers the backlog to the reader until it is written or DRAIN_MS have passed; what is left then is given up. */
   drain(ms = DRAIN_MS): void {
     const end = performance.now() + ms;
     while (this.waiting() && !this.resume() && performance.now() < end) Bun.sleepSync(1);
+    this.pending.length = 0;
+    this.pendingBytes = 0;
+    this.lost = 0;
+    clearInterval(this.retry);
+    this.retry = undefined;
   }
 
   private waiting(): boolean {
