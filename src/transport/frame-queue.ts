@@ -83,16 +83,21 @@ export class FrameQueue {
    * Encodes and queues one message stamped with `timestampMs` (Unix ms).
    * When full, applies the drop policy and counts the drop as queue_full:
    * drop-oldest removes the oldest until the queue is within its bounds again
-   * (more than one only after a shrink), drop-newest refuses the new message.
+   * (more than one only after a shrink), drop-newest refuses the new message,
+   * unless it is a Config: the frames after it are its audio, so it takes the
+   * place of the newest queued messages instead.
    * Returns false when the new message itself was dropped.
    */
   push(type: MessageType, payload: Uint8Array, timestampMs: number, nowMs: number): boolean {
     if (payload.length > MAX_PAYLOAD) throw new RangeError(`FrameTooLarge: ${payload.length} > ${MAX_PAYLOAD}`);
     this.stats.submitted++;
     if (this.isFull) {
-      if (this.policy === "newest") {
+      if (this.policy === "newest" && type !== MessageType.Config) {
         this.stats.dropped[DropReason.QueueFull]++;
         return false;
+      }
+      if (this.policy === "newest") {
+        while (this.isFull) this.dropNewest(DropReason.QueueFull);
       }
       while (this.isFull) {
         // A Config at the head stays (see dropOldest): the frame after it goes instead.
@@ -236,6 +241,17 @@ export class FrameQueue {
     this.count++;
     this.bytes += size;
     return dropped;
+  }
+
+  /** Drops the newest queued message, counting it under `reason`; the room it took is the next message's. */
+  private dropNewest(reason: DropReason): void {
+    const slot = this.slotOf(this.count - 1);
+    this.stats.dropped[reason]++;
+    this.count--;
+    this.bytes -= this.sizes[slot];
+    // It was placed last: where it began is where the next goes (an emptied queue starts over).
+    this.writeAt = this.count === 0 ? 0 : this.starts[slot];
+    if (this.count === 0) this.head = 0;
   }
 
   /**

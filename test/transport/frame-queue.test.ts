@@ -354,6 +354,19 @@ describe("FrameQueue: a Config is never dropped with stale audio", () => {
     expect(kinds(q)).toEqual(["C7", "F2", "F3", "F4", "F5"]);
   });
 
+  test("drop-newest, full: a Config is never refused; it takes the place of the newest queued frame, and frames after it are refused as before", () => {
+    const q = new FrameQueue(3, OUTPUT_MAGIC, "newest");
+    for (let i = 0; i < 3; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 100), 0, i);
+    expect(q.push(MessageType.Config, config(5), 0, 3)).toBe(true);
+    expect(q.push(MessageType.OpusFrame, payloadOfSize(3, 100), 0, 4)).toBe(false);
+    expect(q.stats.dropped.queue_full).toBe(2);
+    expect(q.stats.submitted).toBe(5);
+    expect(kinds(q)).toEqual(["F0", "F1", "C5"]);
+    // Once drained, the frames after it are its audio; the ring's room is used as before.
+    for (let i = 4; i < 7; i++) expect(q.push(MessageType.OpusFrame, payloadOfSize(i, 100), 0, i)).toBe(true);
+    expect(kinds(q)).toEqual(["F4", "F5", "F6"]);
+  });
+
   test("drop-oldest, full, with a Config at the head: the frame after it goes, the Config stays", () => {
     const q = new FrameQueue(3, OUTPUT_MAGIC);
     q.push(MessageType.Config, config(3), 0, 1);
@@ -403,6 +416,36 @@ describe("FrameQueue: Configs kept through drops, against a model", () => {
         if (kept) model.unshift({ kind: kept.kind, at: model[0]?.at ?? kept.at });
       }
       expect(q.length).toBe(model.length);
+    }
+  });
+});
+
+describe("FrameQueue: drop-newest keeps every Config, against a model", () => {
+  test("pushes into a full queue, writes of any run, the ring wrapping: frames refused, Configs in place of the newest, whole messages in order", () => {
+    let seed = 7;
+    const random = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+    const q = new FrameQueue(16, OUTPUT_MAGIC, "newest");
+    let model: string[] = [];
+    let dropped = 0;
+    for (let step = 0; step < 5000; step++) {
+      if (random(10) < 7) {
+        const config = random(6) === 0;
+        const kind = `${config ? "C" : "F"}${step & 0xff}`;
+        const full = q.isFull;
+        const accepted = q.push(config ? MessageType.Config : MessageType.OpusFrame, config ? new Uint8Array(12).fill(step & 0xff) : payloadOfSize(step, 300), 0, step);
+        expect(accepted).toBe(!full || config);
+        if (full) dropped++;
+        if (full && config) model.pop();
+        if (!full || config) model.push(kind);
+      } else if (q.length > 0) {
+        const run = readRun(q, 300 * (1 + random(8)));
+        const got = run.messages.map((m) => `${m.type === MessageType.Config ? "C" : "F"}${m.type === MessageType.Config ? m.payload[0] : payloadIndex(m.payload) & 0xff}`);
+        expect(got).toEqual(model.slice(0, run.n));
+        q.shift(run.n);
+        model = model.slice(run.n);
+      }
+      expect(q.length).toBe(model.length);
+      expect(q.stats.dropped.queue_full).toBe(dropped);
     }
   });
 });
