@@ -70,6 +70,8 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
       path: options.path,
       mode: options.mode,
       report: options.report,
+      // The client only reads: one that shuts down its sending side still gets the frames.
+      halfOpen: true,
       handler: {
         open: (socket) => {
           this.tuner.attach(socket);

@@ -20,6 +20,13 @@ export interface UnixServerOptions {
   mode: number;
   handler: ClientHandler;
   report: Report;
+  /**
+   * A client that has shut down its sending side is still served: the end of
+   * what it sends is not the end of what it reads (`socat -u`, `nc -U sock
+   * </dev/null`). For a channel whose client only reads. Without it, the end
+   * of a client's data is the end of the client.
+   */
+  halfOpen?: boolean;
 }
 
 interface Connection {
@@ -85,8 +92,13 @@ export class UnixServer {
     const listen = (name: string) => Bun.listen<Connection>({
       unix: name,
       data: { id: 0, closeReason: undefined },
+      allowHalfOpen: options.halfOpen ?? false,
       socket: {
         binaryType: "uint8array",
+        // Half-open: the client served stays; one being let go has read to its end and closes now.
+        end: (socket) => {
+          if (socket !== server.current) socket.end();
+        },
         open: (socket) => server.accept(socket),
         data: (socket, chunk) => {
           if (socket === server.current) options.handler.data(socket, chunk);

@@ -204,6 +204,21 @@ describe("UnixServer: one client at a time", () => {
   });
 });
 
+describe("OutputServer and a client that shuts down its sending side", () => {
+  test("it is still served: a reader such as `socat -u` or `nc -U sock </dev/null` gets every frame after its end of sending", async () => {
+    const { path, server } = await startOutputServer(defer, { queueFrames: 100 });
+    const client = await connectClient(defer, path);
+    await until(() => server.connected, "accepted");
+    client.socket.shutdown();
+    await Bun.sleep(50);
+    for (let i = 0; i < 20; i++) server.sendFrame(indexedPayload(i));
+    await until(() => client.frames.length === 20, "20 frames after the shutdown", 5000);
+    expect(client.isClosed).toBe(false);
+    expect(server.connected).toBe(true);
+    expect(server.stats.delivered).toBe(20);
+  });
+});
+
 describe("OutputServer client replacement", () => {
   test("frames go to the new client; the replaced one is closed and gets nothing more", async () => {
     const { path, server } = await startOutputServer(defer, { queueFrames: 100, writeDeadlineMs: 50 });
