@@ -46,6 +46,9 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
   let sink!: FrameSink;
   let flusher!: SinkFlusher;
   const { client, instruments } = await startOutputClient(settings, logger, (message) => {
+    // The output channel carries OpusFrames; anything else a server sends (a Config, a Heartbeat) is
+    // tolerated and ignored (PROTOCOL.md), never recorded or taken for the stream's audio.
+    if (message.type !== MessageType.OpusFrame) return;
     sink.write(message);
     flusher.wrote();
     if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { encodeConfigPayload, encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { packetsOf } from "../support/ogg.ts";
@@ -143,6 +143,26 @@ describe("output recv into an Ogg sink", () => {
     const recorded = packetsOf(new Uint8Array(readFileSync(t.path("out.opus")))).slice(2);
     expect(recorded.length).toBe(54);
     expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "60", dropped: "6", dropped_sink_invalid_packet: "6" });
+  });
+});
+
+describe("output recv from a server that sends more than OpusFrames", () => {
+  test("a Config (or Heartbeat) from the server is ignored: the Ogg recording's head is the stream's own (tone.opus: stereo, 48 kHz), every frame recorded", async () => {
+    const t = setup();
+    const tone = packetsOf(new Uint8Array(readFileSync(TONE))).slice(2, 52);
+    const messages = [
+      encodeMessage(OUTPUT_MAGIC, MessageType.Config, encodeConfigPayload({ sampleRate: 8000, channels: 1, frameSize: 160 }), 1n),
+      encodeMessage(OUTPUT_MAGIC, MessageType.Heartbeat, undefined, 2n),
+      ...tone.map((packet, i) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, packet, BigInt(i + 3))),
+    ];
+    const server = Bun.listen({ unix: t.sock, socket: { open: (socket) => void socket.write(Buffer.concat(messages)), data() {} } });
+    defer(() => server.stop(true));
+    const recv = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.path("out.opus"), "--format", "ogg", "--count", "50"]);
+    expect(recv.code, recv.stderr).toBe(0);
+    const recorded = packetsOf(new Uint8Array(readFileSync(t.path("out.opus"))));
+    const head = new DataView(recorded[0]!.buffer, recorded[0]!.byteOffset);
+    expect({ channels: head.getUint8(9), rate: head.getUint32(12, true) }).toEqual({ channels: 2, rate: 48000 });
+    expect(recorded.slice(2)).toEqual(tone);
   });
 });
 
@@ -355,10 +375,11 @@ describe("help and version", () => {
     expect(results[5].stdout).toContain("--connect-timeout");
   });
 
-  test("without a command it prints the usage and exits 2", async () => {
+  test("without a command it prints the usage on stderr and exits 2", async () => {
     const result = await runAgent([]);
     expect(result.code).toBe(2);
-    expect(result.stdout).toContain("Usage:");
+    expect(result.stdout).toBe("");
+    expect(result.stderr).toContain("Usage:");
   });
 
   test("--version prints one version line and exits 0", async () => {
