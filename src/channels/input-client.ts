@@ -70,6 +70,8 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private oldestUnackedAt = 0;
   private oldestUnackedType: MessageType = MessageType.Config;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+  /** Fires when the oldest Config/Heartbeat awaiting an Ack is overdue. */
+  private ackDeadline: ReturnType<typeof setTimeout> | undefined;
   private connectedWaiters: (() => void)[] = [];
   /** Woken when nothing awaits an Ack any more, or the connection closes. */
   private ackWaiters: (() => void)[] = [];
@@ -94,6 +96,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       onOpen: (socket) => this.open(socket),
       onClose: (_socket, reason) => {
         this.writer.detach(DropReason.NoClient);
+        clearTimeout(this.ackDeadline);
         this.wakeAckWaiters();
         this.observer.connection("disconnected", reason);
         options.onDisconnect?.(reason);
@@ -220,6 +223,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   /** Closes at once; anything still queued is counted as dropped at shutdown. */
   stop(): void {
     clearInterval(this.heartbeatTimer);
+    clearTimeout(this.ackDeadline);
     this.writer.discard(DropReason.Shutdown);
     this.connection.stop();
   }
@@ -249,22 +253,32 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     for (const wake of this.connectedWaiters.splice(0)) wake();
   }
 
-  /** A Config or Heartbeat was written whole: it awaits an Ack. */
+  /**
+   * A Config or Heartbeat was written whole: it awaits an Ack, and the server
+   * is judged gone when none comes within ackTimeoutMs, whenever the next
+   * Heartbeat is due.
+   */
   private awaitAck(type: MessageType): void {
     if (this.unacked++ === 0) {
       this.oldestUnackedAt = performance.now();
       this.oldestUnackedType = type;
+      clearTimeout(this.ackDeadline);
+      this.ackDeadline = setTimeout(() => this.ackOverdue(), this.options.ackTimeoutMs + 1);
+      this.ackDeadline.unref();
     }
   }
 
-  private tick(): void {
+  /** True (and the connection dropped) when the oldest Config/Heartbeat has waited longer than ackTimeoutMs. */
+  private ackOverdue(): boolean {
     const socket = this.connection.socket;
-    if (!socket) return;
-    if (this.unacked > 0 && performance.now() - this.oldestUnackedAt > this.options.ackTimeoutMs) {
-      this.ackTimeouts++;
-      this.drop(socket, `no Ack within ${this.options.ackTimeoutMs} ms`);
-      return;
-    }
+    if (!socket || this.unacked === 0 || performance.now() - this.oldestUnackedAt <= this.options.ackTimeoutMs) return false;
+    this.ackTimeouts++;
+    this.drop(socket, `no Ack within ${this.options.ackTimeoutMs} ms`);
+    return true;
+  }
+
+  private tick(): void {
+    if (!this.connection.socket || this.ackOverdue()) return;
     // Frames are flowing but queued: a Heartbeat now would only push one out (or be dropped itself).
     if (this.queue.isFull || this.finishing) return;
     this.writer.submit(MessageType.Heartbeat, this.empty);
@@ -286,6 +300,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
           this.options.onRoundTrip?.(ms, this.oldestUnackedType);
         }
         this.unacked = 0;
+        clearTimeout(this.ackDeadline);
         this.wakeAckWaiters();
       }
     } catch (e) {

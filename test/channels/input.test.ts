@@ -361,6 +361,23 @@ describe("input channel in-process", () => {
     expect(parseWire(silent.bytesOf(0), INPUT_MAGIC).messages.length).toBeGreaterThan(1);
   });
 
+  test("an Ack overdue is found when it is overdue, not at the next Heartbeat: a minute between Heartbeats, 100 ms to answer", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    const silent = silentServer(sock);
+    defer(() => silent.stop());
+    const disconnects: string[] = [];
+    const client = newClient(sock, { heartbeatMs: 60_000, ackTimeoutMs: 100, onDisconnect: (r) => disconnects.push(r) });
+    defer(() => client.stop());
+    void client.start();
+    // Without a deadline of its own, the Config's missing Ack would be noticed a minute later.
+    await until(() => client.ackTimeouts === 1, "the Config's Ack found overdue", 5000);
+    expect(disconnects[0]).toBe("no Ack within 100 ms");
+    // A fresh connection starts its own wait: its Config is sent again, not taken as overdue at once.
+    await until(() => silent.connections >= 2 && silent.bytesOf(1).length >= 29, "a second connection with its Config", 5000);
+    expect(parseWire(silent.bytesOf(1), INPUT_MAGIC).messages.map((m) => m.type)).toEqual([MessageType.Config]);
+  });
+
   test("a server that skips every third Heartbeat's Ack keeps its one connection; round trips are not inflated by the skips", async () => {
     const { path } = socketDir(defer);
     const sock = path("in.sock");
