@@ -376,6 +376,8 @@ describe("input channel in-process", () => {
     // A fresh connection starts its own wait: its Config is sent again, not taken as overdue at once.
     await until(() => silent.connections >= 2 && silent.bytesOf(1).length >= 29, "a second connection with its Config", 5000);
     expect(parseWire(silent.bytesOf(1), INPUT_MAGIC).messages.map((m) => m.type)).toEqual([MessageType.Config]);
+    // ... and is judged by that Config's own deadline.
+    await until(() => client.ackTimeouts === 2, "the second Config's Ack found overdue", 5000);
   });
 
   test("a server that skips every third Heartbeat's Ack keeps its one connection; round trips are not inflated by the skips", async () => {
