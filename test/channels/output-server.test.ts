@@ -137,4 +137,18 @@ describe("OutputServer", () => {
     expect(reports.find((r) => r.message.startsWith("client stuck"))?.level).toBe("warn");
     expect(reports.find((r) => r.message === "client disconnected")?.fields?.reason).toBe("stuck: accepted nothing for 10 frames");
   });
+
+  test("the next client that gets stuck is cut off too: each client is judged afresh", async () => {
+    const { path, server } = await startOutputServer(defer, { writeDeadlineMs: 0, stuckFrames: 10, queueFrames: 5, socketBuffers: { sendBytes: 8192, receiveBytes: 8192 } });
+    for (let client = 1; client <= 2; client++) {
+      await connectClient(defer, path, { paused: true });
+      await until(() => server.connected, `client ${client} accepted`);
+      for (let i = 0; server.connected; i++) {
+        if (i > 100_000) throw new Error(`client ${client} never cut off`);
+        server.sendFrame(indexedPayload(i));
+        await tick();
+      }
+      expect(server.stats.dropped.client_stuck).toBe(5 * client);
+    }
+  });
 });
