@@ -1,9 +1,9 @@
 import { closeSync, constants, fstatSync, openSync, statSync, type Stats } from "node:fs";
 import { streamByteSource, type ByteSource } from "./byte-source.ts";
-import type { FrameSource, SourceFrame } from "./frame-source.ts";
+import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 
 /** How the source tells the role about its writers (the role's logger). */
-export type FifoReport = (level: "info" | "warn", message: string, fields?: Record<string, unknown>) => void;
+export type FifoReport = SourceReport;
 
 /** How often a source waiting for a writer checks that its path still leads to the FIFO it holds. */
 const PATH_CHECK_MS = 1000;
@@ -43,6 +43,8 @@ export class FifoSource implements FrameSource {
   private pathCheck: ReturnType<typeof setInterval> | undefined;
   /** Frames of the current writer's stream, for the log line at its end. */
   private frames = 0;
+  /** The counts of earlier writers' streams, added up (undefined while there were none). */
+  private pastCounts: Record<string, number> | undefined;
 
   constructor(
     readonly name: string,
@@ -56,6 +58,15 @@ export class FifoSource implements FrameSource {
 
   get preSkip() {
     return this.stream?.preSkip;
+  }
+
+  /** What every writer's stream left out so far, added up. */
+  get counts(): Readonly<Record<string, number>> | undefined {
+    const current = this.stream?.counts;
+    if (!current) return this.pastCounts;
+    const total = { ...this.pastCounts };
+    for (const [kind, n] of Object.entries(current)) total[kind] = (total[kind] ?? 0) + n;
+    return total;
   }
 
   next(): SourceFrame | undefined {
@@ -124,6 +135,7 @@ export class FifoSource implements FrameSource {
       rewind: () => bytes.rewind(),
       close: () => bytes.close(),
     };
+    this.pastCounts = this.counts && { ...this.counts };
     this.stream = this.openStream(this.bytes);
     this.discarding = false;
     this.frames = 0;

@@ -1,6 +1,8 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import { INPUT_MAGIC, OUTPUT_MAGIC, readUint32LE } from "../protocol/index.ts";
-import { hasCapturePattern } from "./ogg-page.ts";
+import { hasCapturePattern, MAX_PAGE_SIZE, type OggPage } from "./ogg-page.ts";
+import { OggPageReader } from "./ogg-page-reader.ts";
+import { isOpusHead, parseOpusHead, whyNotCarried } from "./opus-head.ts";
 
 export type MediaFormat = "wire" | "ogg";
 
@@ -27,21 +29,99 @@ const NAMES: Record<MediaFormat | "wav", string> = { ogg: "Ogg", wav: "WAV", wir
 
 /**
  * Checks a regular file's first bytes against `format`, so a mistake is told
- * at start rather than when a client connects. A file too short to tell
+ * at start rather than when a client connects; an Ogg file must hold Opus
+ * the wire can carry (checkOggOpus). A wire capture too short to tell
  * (empty: no frames) passes; its source judges it when read.
  */
 export async function checkFileFormat(path: string, format: MediaFormat): Promise<void> {
-  const head = readHead(path, 12);
-  if (head.length < 4) return;
-  const seen = recognise(head);
-  if (seen === format) return;
   const prefix = `source ${path} (--format ${format})`;
+  const head = readHead(path, 12);
+  if (format === "ogg" && head.length === 0) {
+    throw new SourceFormatError(`${prefix} is empty: an Ogg Opus file begins with an OpusHead page`);
+  }
+  if (head.length < 4) {
+    if (format === "ogg") throw new SourceFormatError(`${prefix} is not Ogg: it is ${head.length} byte(s) long, shorter than "OggS"`);
+    return;
+  }
+  const seen = recognise(head);
+  if (seen === format) {
+    if (format === "ogg") checkOggOpus(path, prefix);
+    return;
+  }
   if (seen === "wav") {
     throw new SourceFormatError(`${prefix} looks like WAV, uncompressed audio: encode it to Ogg Opus (e.g. opusenc) and use --format ogg`);
   }
   if (seen) throw new SourceFormatError(`${prefix} looks like ${NAMES[seen]}: use --format ${seen}`);
   const expected = format === "ogg" ? '"OggS"' : "the JKOU or JKMI magic";
   throw new SourceFormatError(`${prefix} is not ${NAMES[format]}: it begins with "${printable(head.subarray(0, 4))}", not ${expected}`);
+}
+
+/** Enough for the BOS pages of a few streams multiplexed together (each BOS page holds one header packet). */
+const BOS_GROUP_BYTES = 4 * MAX_PAGE_SIZE;
+
+/**
+ * An Ogg file's BOS pages (RFC 3533: the streams it multiplexes all begin
+ * before any other page) must include an OpusHead whose stream the wire can
+ * carry: else the file is Ogg FLAC, Vorbis, Opus of more than 2 channels...,
+ * told at start. Damage (a bad CRC) is left to the source, which tells it
+ * at its offset (or skips it with --lenient), as is a cut after the OpusHead.
+ */
+function checkOggOpus(path: string, prefix: string): void {
+  const bytes = readHead(path, BOS_GROUP_BYTES);
+  const whole = bytes.length < BOS_GROUP_BYTES; // the file ends inside what was read
+  const pages = new OggPageReader();
+  pages.push(bytes);
+  let firstPacket: Uint8Array | undefined;
+  for (;;) {
+    let page: OggPage | undefined;
+    try {
+      page = pages.next();
+    } catch {
+      return; // no capture pattern or an unknown version at a later page: damage
+    }
+    if (!page) {
+      if (!whole) return; // a BOS group longer than looked at: left to the source
+      if (firstPacket) break;
+      throw new SourceFormatError(`${prefix} is Ogg but ends inside its first page, before any OpusHead`);
+    }
+    if (!page.crcValid()) return;
+    if (!page.beginOfStream) break;
+    const packet = firstPacketOf(page);
+    if (isOpusHead(packet)) {
+      checkOpusHead(packet, prefix);
+      return;
+    }
+    firstPacket ??= packet;
+  }
+  throw new SourceFormatError(`${prefix} is Ogg but not Opus (its first packet begins "${escaped(firstPacket!.subarray(0, 8))}")`);
+}
+
+function checkOpusHead(packet: Uint8Array, prefix: string): void {
+  let reason: string | undefined;
+  try {
+    reason = whyNotCarried(parseOpusHead(packet));
+  } catch (e) {
+    reason = (e as Error).message;
+  }
+  if (reason) throw new SourceFormatError(`${prefix} is Ogg Opus that cannot be sent: ${reason}`);
+}
+
+/** The first packet on a page (its lacing values up to the first below 255), or as much of it as the page holds. */
+function firstPacketOf(page: OggPage): Uint8Array {
+  let size = 0;
+  for (let i = 0; i < page.segments; i++) {
+    const lacing = page.lacing(i);
+    size += lacing;
+    if (lacing < 255) break;
+  }
+  return page.bytes.subarray(page.bodyOffset, page.bodyOffset + size);
+}
+
+/** Bytes as a JavaScript string literal's body ("\x7fFLAC"), so that a log line stays one line. */
+function escaped(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) =>
+    b >= 0x20 && b < 0x7f && b !== 0x22 && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, "0")}`,
+  ).join("");
 }
 
 /** Bytes as text, with a dot for each byte that is not printable ASCII. */

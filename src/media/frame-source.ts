@@ -1,5 +1,8 @@
 import type { AudioConfig } from "../protocol/index.ts";
 
+/** How a source tells the role what it met on the way (the role's logger): a writer come or gone, a page skipped. */
+export type SourceReport = (level: "info" | "warn", message: string, fields?: Record<string, unknown>) => void;
+
 /** One audio frame from a source. Reused by the source: valid until its next `next()`. */
 export interface SourceFrame {
   /** The Opus packet, at most MAX_PAYLOAD bytes. */
@@ -20,9 +23,22 @@ export interface FrameSource {
   readonly audioConfig?: Partial<AudioConfig>;
   /** Pre-skip from an OpusHead, when the source has one. */
   readonly preSkip?: number;
+  /**
+   * What the source left out of its input so far, by kind (an Ogg source's
+   * `skipped_pages`), for the role's final "stopped" line; absent when it
+   * leaves nothing out (a wire source fails instead).
+   */
+  readonly counts?: Readonly<Record<string, number>>;
   next(): SourceFrame | undefined;
   fill(): Promise<boolean>;
   /** Starts again from the beginning (for --loop); false when the input is a stream. */
   rewind(): boolean;
   close(): Promise<void>;
+}
+
+/** A source's counts as fields of the role's "stopped" line, named for it: `source_skipped_pages=2`. */
+export function sourceFields(source: FrameSource): Record<string, number> {
+  const fields: Record<string, number> = {};
+  for (const [kind, n] of Object.entries(source.counts ?? {})) fields[`source_${kind}`] = n;
+  return fields;
 }

@@ -1,18 +1,24 @@
 import { MAX_PAYLOAD, OPUS_SAMPLE_RATES, type AudioConfig } from "../protocol/index.ts";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
 import { printable } from "./file-format.ts";
-import type { FrameSource, SourceFrame } from "./frame-source.ts";
+import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 import { OggError } from "./ogg-error.ts";
 import type { OggPage } from "./ogg-page.ts";
 import { OggPacketReader, type OggPacket } from "./ogg-packet-reader.ts";
 import { OggPageReader } from "./ogg-page-reader.ts";
-import { isOpusHead, parseOpusHead } from "./opus-head.ts";
+import { isOpusHead, parseOpusHead, whyNotCarried } from "./opus-head.ts";
 import { isOpusTags } from "./opus-tags.ts";
 import { opusPacketSamples } from "./opus-toc.ts";
 
 export interface OggSourceOptions {
-  /** Skip (and count in `skippedPages`) pages with a bad CRC instead of failing. */
+  /**
+   * Skip (and count in `skippedPages`) pages with a bad CRC, and read on
+   * past pages missing from our stream (counted in `missingPages`), instead
+   * of failing.
+   */
   lenient?: boolean;
+  /** Told of what is skipped, found missing or cut short (the role's logger, which rate-limits it). */
+  report?: SourceReport;
 }
 
 type Stage = "head" | "tags" | "audio";
@@ -25,12 +31,19 @@ type Stage = "head" | "tags" | "audio";
  * into the same FIFO makes one), with `audioConfig` following each OpusHead
  * and the timeline running on. Pages of other streams (multiplexed with ours,
  * or a chained stream that is not Opus) are counted and skipped.
+ *
+ * Damage is an error naming its offset, unless lenient: a page with a bad
+ * CRC, and a gap in our stream's page sequence numbers (a page lost on the
+ * way). Lenient reads on past both, drops the packets they touched, counts
+ * them and tells `report`.
  */
 export class OggSource implements FrameSource {
   /** Pages dropped for a bad CRC (only in lenient mode). */
   skippedPages = 0;
   /** Pages of other logical streams, ignored. */
   otherStreamPages = 0;
+  /** Pages of our stream that its page sequence numbers say never arrived (only in lenient mode). */
+  missingPages = 0;
   audioConfig: Partial<AudioConfig> | undefined;
   preSkip: number | undefined;
 
@@ -55,10 +68,18 @@ export class OggSource implements FrameSource {
   /** This pass: the end of the last page found good, and where the first bad one (lenient) began. */
   private goodEnd = 0;
   private firstBad = Infinity;
+  /** The sequence number our stream's next page should carry (RFC 3533: one more than the last). */
+  private nextSequence: number | undefined;
+  /** Pages skipped for a bad CRC since our stream's last page: a gap they explain is counted already. */
+  private skippedSinceOurs = 0;
+  /** Since our stream began: a page that is not a BOS page was seen, so the BOS group is over. */
+  private pastBosGroup = false;
+  private toldOtherStream = false;
 
   private constructor(
     private readonly bytes: ByteSource,
     private readonly lenient: boolean,
+    private readonly report: SourceReport | undefined,
   ) {}
 
   static async open(path: string, options: OggSourceOptions = {}): Promise<OggSource> {
@@ -67,11 +88,15 @@ export class OggSource implements FrameSource {
 
   /** Reads from any ByteSource (a pipe, or chunks cut on purpose by a test). */
   static from(bytes: ByteSource, options: OggSourceOptions = {}): OggSource {
-    return new OggSource(bytes, options.lenient ?? false);
+    return new OggSource(bytes, options.lenient ?? false, options.report);
   }
 
   get name(): string {
     return this.bytes.name;
+  }
+
+  get counts(): Readonly<Record<string, number>> {
+    return { skipped_pages: this.skippedPages, missing_pages: this.missingPages, other_stream_pages: this.otherStreamPages };
   }
 
   next(): SourceFrame | undefined {
@@ -119,6 +144,9 @@ export class OggSource implements FrameSource {
     this.packets.reset();
     this.serial = undefined;
     this.foreign = undefined;
+    this.nextSequence = undefined;
+    this.skippedSinceOurs = 0;
+    this.pastBosGroup = false;
     this.stage = "head";
     this.samples = 0;
     this.endOfStream = false;
@@ -138,20 +166,63 @@ export class OggSource implements FrameSource {
         if (!this.lenient) throw new OggError("bad CRC in page", page.streamOffset);
         this.firstBad = Math.min(this.firstBad, page.streamOffset);
         this.skippedPages++;
+        this.skippedSinceOurs++;
+        this.report?.("warn", "skipped a page with a bad CRC", { source: this.name, offset: page.streamOffset, skipped_pages: this.skippedPages });
         if (page.serial === this.serial) this.packets.lost();
         return;
       }
       this.goodEnd = end;
     }
     if (this.serial === undefined) this.chooseStream(page);
-    else if (this.endOfStream && page.beginOfStream && isOpusHead(bodyOf(page))) this.chain(page);
+    else if (page.beginOfStream && (this.endOfStream || this.pastBosGroup) && isOpusHead(bodyOf(page))) this.chain(page);
+    // RFC 3533: the BOS pages of streams multiplexed together all come before any other page, so
+    // one after that begins a stream chained after ours, even one whose end-of-stream page is missing.
+    if (!page.beginOfStream) this.pastBosGroup = true;
     // Other streams multiplexed with ours, and what follows our end that is not a new Opus stream.
     if (page.serial !== this.serial || this.endOfStream) {
       this.otherStreamPages++;
+      if (!this.toldOtherStream) {
+        this.toldOtherStream = true;
+        this.report?.("info", "skipping the pages of another logical stream", { source: this.name, serial: serialName(page.serial), offset: page.streamOffset });
+      }
       return;
     }
+    this.checkSequence(page);
     this.packets.push(page);
     this.endOfStream = page.endOfStream;
+  }
+
+  /**
+   * A page of our stream must carry the sequence number after the last one's: a gap means pages
+   * were lost on the way (a damaged copy, a dropped write), and the packets on them with them.
+   */
+  private checkSequence(page: OggPage): void {
+    const expected = this.nextSequence;
+    const skipped = this.skippedSinceOurs;
+    this.nextSequence = (page.sequence + 1) >>> 0;
+    this.skippedSinceOurs = 0;
+    if (expected === undefined || page.sequence === expected) return;
+    const jump = (page.sequence - expected) >>> 0;
+    const forward = jump < 0x80000000;
+    // Pages skipped for a bad CRC are the likeliest to be the ones missing: those are counted already.
+    const missing = forward ? jump - Math.min(jump, skipped) : 0;
+    if (!this.lenient) {
+      const what = forward ? `${jump} page(s) missing` : "out of order";
+      throw new OggError(`page sequence jumps from ${(expected - 1) >>> 0} to ${page.sequence} in stream ${serialName(page.serial)} (${what})`, page.streamOffset);
+    }
+    this.packets.lost();
+    if (!forward || missing > 0) {
+      this.missingPages += missing;
+      this.report?.("warn", forward ? "pages missing from the stream" : "pages out of order in the stream", {
+        source: this.name,
+        serial: serialName(page.serial),
+        offset: page.streamOffset,
+        expected_sequence: expected,
+        sequence: page.sequence,
+        missing,
+        missing_pages: this.missingPages,
+      });
+    }
   }
 
   /**
@@ -165,6 +236,7 @@ export class OggSource implements FrameSource {
     const body = bodyOf(page);
     if (isOpusHead(body)) {
       this.serial = page.serial;
+      this.nextSequence = undefined;
       return;
     }
     this.foreign ??= `its first stream (at byte ${page.streamOffset}) begins with "${printable(body.subarray(0, 8))}"`;
@@ -172,7 +244,20 @@ export class OggSource implements FrameSource {
 
   /** Our stream ended and `page` begins a new Opus stream: read it next, from its OpusHead. */
   private chain(page: OggPage): void {
+    if (!this.endOfStream) {
+      // What a killed encoder leaves before the next one's stream (`cat cut.opus new.opus`).
+      this.report?.("warn", "stream ended without its end-of-stream page; reading the stream chained after it", {
+        source: this.name,
+        serial: serialName(this.serial!),
+        next_serial: serialName(page.serial),
+        offset: page.streamOffset,
+        ...(this.packets.open ? { cut_packet_offset: this.packets.openOffset } : {}),
+      });
+    }
     this.serial = page.serial;
+    this.nextSequence = undefined;
+    this.skippedSinceOurs = 0;
+    this.pastBosGroup = false;
     this.stage = "head";
     this.endOfStream = false;
     this.packets.reset();
@@ -183,6 +268,8 @@ export class OggSource implements FrameSource {
     switch (this.stage) {
       case "head": {
         const head = this.located(packet, parseOpusHead);
+        const refused = whyNotCarried(head);
+        if (refused) throw new OggError(refused, packet.streamOffset);
         this.preSkip = head.preSkip;
         this.audioConfig = { sampleRate: configRate(head.inputSampleRate), channels: head.channels };
         this.stage = "tags";
@@ -238,6 +325,11 @@ export class OggSource implements FrameSource {
     this.failure = error;
     return error;
   }
+}
+
+/** A stream's serial number as Ogg tools print it (opusinfo: "serial: 5a071519"). */
+function serialName(serial: number): string {
+  return serial.toString(16).padStart(8, "0");
 }
 
 function bodyOf(page: OggPage): Uint8Array {

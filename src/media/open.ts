@@ -6,7 +6,7 @@ import { FifoSink, type PipeSizer } from "./fifo-sink.ts";
 import { FifoSource, type FifoReport } from "./fifo-source.ts";
 import { checkFileFormat, type MediaFormat } from "./file-format.ts";
 import type { FrameSink } from "./frame-sink.ts";
-import type { FrameSource, SourceFrame } from "./frame-source.ts";
+import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 import { OGG_SINK_DROP, OggSink } from "./ogg-sink.ts";
 import { OggSource } from "./ogg-source.ts";
 import { WireSink } from "./wire-sink.ts";
@@ -17,8 +17,8 @@ export type { MediaFormat };
 export interface SourceOptions {
   /** Ogg: skip (and count) pages with a bad CRC instead of failing. */
   lenient: boolean;
-  /** A FIFO source tells of its writers coming and going here. */
-  report: FifoReport;
+  /** A FIFO source tells of its writers coming and going here, an Ogg source of what it skips. */
+  report: SourceReport;
 }
 
 export interface SinkOptions {
@@ -53,7 +53,7 @@ export async function openSource(format: MediaFormat, path: string, options: Sou
       case "wire":
         return WireSource.from(bytes);
       case "ogg":
-        return OggSource.from(bytes, { lenient: options.lenient });
+        return OggSource.from(bytes, { lenient: options.lenient, report: options.report });
     }
   };
   if (path !== "-") {
@@ -117,6 +117,9 @@ export async function readUpToFirstFrame(source: FrameSource): Promise<FrameSour
     },
     get preSkip() {
       return source.preSkip;
+    },
+    get counts() {
+      return source.counts;
     },
     next() {
       if (!first) return source.next();

@@ -50,6 +50,18 @@ export function parseOpusHead(packet: Uint8Array): OpusHead {
   return head;
 }
 
+/**
+ * Why the wire cannot carry a stream with this head, or undefined when it
+ * can. A Config names only rate, channels and frame size: one Opus stream,
+ * mono or stereo, as mapping family 0 has it. Family 1 or 255 maps several
+ * coupled streams onto more channels in every packet, which no family-0
+ * sink or JetKVM peer can decode.
+ */
+export function whyNotCarried(head: OpusHead): string | undefined {
+  if (head.mappingFamily === 0) return undefined; // parseOpusHead allows it 1 or 2 channels only
+  return `OpusHead channel mapping family ${head.mappingFamily} with ${head.channels} channels cannot be carried: allowed is family 0 with 1 or 2 channels`;
+}
+
 /** Builds an OpusHead, version 1, mapping family 0 (mono or stereo). */
 export function buildOpusHead(head: {
   channels: number;

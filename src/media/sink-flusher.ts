@@ -11,12 +11,12 @@ import type { FrameSink } from "./frame-sink.ts";
  * would race the frame that brings it).
  */
 export class SinkFlusher {
-  private lastFlush = performance.now();
+  private lastFlush: number;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private stopped = false;
   private readonly onTimer = () => {
     this.timer = undefined;
-    this.flush(performance.now());
+    this.flush(this.now());
   };
 
   constructor(
@@ -24,12 +24,16 @@ export class SinkFlusher {
     private readonly everyMs: number,
     /** A sink that cannot be written (disk full) ends the run like a failed write does. */
     private readonly onError: (error: Error) => void,
-  ) {}
+    /** The monotonic clock in ms; a test steps its own to count flushes without timing them. */
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.lastFlush = this.now();
+  }
 
   /** After each write to the sink. */
   wrote(): void {
     if (this.stopped) return;
-    const now = performance.now();
+    const now = this.now();
     const since = now - this.lastFlush;
     if (since >= this.everyMs) this.flush(now);
     else this.timer ??= setTimeout(this.onTimer, this.everyMs);

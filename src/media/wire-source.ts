@@ -17,6 +17,8 @@ import type { FrameSource, SourceFrame } from "./frame-source.ts";
  */
 export class WireSource implements FrameSource {
   private parser: FrameParser | undefined;
+  /** The first bytes, while fewer than a magic's 4: a pipe may deliver 2, then the rest. */
+  private head: Uint8Array | undefined;
   private readonly frame: SourceFrame = { payload: new Uint8Array(0), timeMs: 0 };
   private ended = false;
 
@@ -52,18 +54,39 @@ export class WireSource implements FrameSource {
     const chunk = await this.bytes.read();
     if (chunk === null) {
       this.ended = true;
+      // Fewer than 4 bytes in all: the parser tells them as a message cut short.
+      if (!this.parser && this.head) this.start(this.head);
       if (this.parser) this.checkEnd();
       return false;
     }
-    if (!this.parser && chunk.length > 0) this.parser = new FrameParser(this.detectMagic(chunk));
-    this.parser?.push(chunk);
+    if (this.parser) this.parser.push(chunk);
+    else this.gather(chunk);
     return true;
+  }
+
+  /** Holds the first bytes until the magic is whole, then starts the parser on them. */
+  private gather(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    // Copied: the byte source may reuse its buffer for the next read.
+    const bytes = this.head ? concat(this.head, chunk) : chunk;
+    if (bytes.length < 4) {
+      this.head = bytes.slice();
+      return;
+    }
+    this.head = undefined;
+    this.start(bytes);
+  }
+
+  private start(bytes: Uint8Array): void {
+    this.parser = new FrameParser(this.detectMagic(bytes));
+    this.parser.push(bytes);
   }
 
   rewind(): boolean {
     if (!this.bytes.rewindable) return false;
     this.bytes.rewind();
     this.parser = undefined;
+    this.head = undefined;
     this.ended = false;
     return true;
   }
@@ -93,11 +116,16 @@ export class WireSource implements FrameSource {
     return e as Error;
   }
 
-  private detectMagic(chunk: Uint8Array): number {
-    if (chunk.length >= 4) {
-      const magic = readUint32LE(chunk, 0);
-      if (magic === INPUT_MAGIC) return INPUT_MAGIC;
-    }
+  /** The channel of the first 4 bytes (fewer only at the end of input: a message cut short either way). */
+  private detectMagic(bytes: Uint8Array): number {
+    if (bytes.length >= 4 && readUint32LE(bytes, 0) === INPUT_MAGIC) return INPUT_MAGIC;
     return OUTPUT_MAGIC;
   }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
 }

@@ -1,6 +1,6 @@
 import { OutputServer } from "../channels/output-server.ts";
 import type { RoleSettings } from "../config.ts";
-import type { FrameSource } from "../media/frame-source.ts";
+import { sourceFields, type FrameSource } from "../media/frame-source.ts";
 import { isLiveSource, openSource } from "../media/open.ts";
 import { Pacer } from "../media/pacer.ts";
 import { pumpSource } from "../media/pump.ts";
@@ -87,7 +87,7 @@ export async function streamOutput(
   } finally {
     await server.stop();
     await source.close();
-    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
+    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...sourceFields(source), ...instruments.latencyFields() });
   }
 }
 

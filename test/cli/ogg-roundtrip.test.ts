@@ -6,10 +6,15 @@
  * must decode it to as many samples as the original.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { failureLine, logFields } from "../support/agent-log.ts";
+import { concatBytes } from "../support/bytes.ts";
+import { pagesOf } from "../support/ogg.ts";
 import {
   CHANNELS,
   decodedSamples,
+  encodeWith,
   FIXTURE_SAMPLES,
   FRAME_MS,
   key,
@@ -80,4 +85,72 @@ describe("Ogg Opus round trip through the agent", () => {
       });
     }
   }
+});
+
+describe("damaged Ogg Opus files through the agent", () => {
+  const read = (path: string) => new Uint8Array(readFileSync(path));
+  /** As a live encoder writes them: a page every 20 ms, one packet a page. */
+  const live = (name: string, channels = 2) => encodeWith(tmp.dir, name, ["--framesize", "20", "--max-delay", "20"], { channels, samples: 48000 });
+
+  test("--lenient with one byte flipped in a page body: the page is skipped with a warning, and counted in the stopped line of output serve and input send", async () => {
+    const original = live("flip");
+    const bytes = read(original);
+    const page = pagesOf(bytes)[5]!;
+    bytes[page.offset + page.size - 3]! ^= 0x40;
+    const flipped = join(tmp.dir, "flipped.opus");
+    writeFileSync(flipped, bytes);
+    const all = (await packets(original)).frames.length;
+
+    const socket = join(tmp.dir, "lenient-o.sock");
+    const server = spawnAgent(["output", "serve", "--socket", socket, "--source", flipped, "--format", "ogg", "--lenient"]);
+    const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", join(tmp.dir, "lenient.wire"), "--once"]);
+    expect(await client.exited).toBe(0);
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(logFields(server.stderr, "source", "skipped a page with a bad CRC")).toMatchObject({ offset: String(page.offset), skipped_pages: "1" });
+    expect(logFields(server.stderr, "output-server", "stopped")).toMatchObject({
+      delivered: String(all - 1),
+      source_skipped_pages: "1",
+      source_missing_pages: "0",
+      source_other_stream_pages: "0",
+    });
+
+    const inSocket = join(tmp.dir, "lenient-i.sock");
+    const inServer = spawnAgent(["input", "serve", "--socket", inSocket, "--sink", "/dev/null", "--once"]);
+    await inServer.waitForStderr("listening");
+    const sender = spawnAgent(["input", "send", "--socket", inSocket, "--source", flipped, "--format", "ogg", "--lenient"]);
+    expect(await sender.exited, sender.stderr).toBe(0);
+    expect(await inServer.exited).toBe(0);
+    expect(sender.stderr).toContain("WARN  source: skipped a page with a bad CRC");
+    expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ frames: String(all - 1), dropped: "0", source_skipped_pages: "1" });
+  }, 60_000);
+
+  test("a killed encoder's file (no end-of-stream page) with the next encoder's stream after it (cat): both are sent, with a warning", async () => {
+    const first = read(live("killed"));
+    const second = live("restarted", 1);
+    const cut = first.subarray(0, pagesOf(first).at(-3)!.offset);
+    const joined = join(tmp.dir, "joined.opus");
+    writeFileSync(joined, concatBytes([cut, read(second)]));
+    const frames = pagesOf(cut).length - 2 + (await packets(second)).frames.length;
+
+    const socket = join(tmp.dir, "chained.sock");
+    const server = spawnAgent(["output", "serve", "--socket", socket, "--source", joined, "--format", "ogg"]);
+    const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", join(tmp.dir, "chained.wire"), "--once"]);
+    expect(await client.exited).toBe(0);
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(server.stderr).toContain("WARN  source: stream ended without its end-of-stream page; reading the stream chained after it");
+    expect(logFields(server.stderr, "output-server", "stopped")).toMatchObject({ delivered: String(frames), dropped: "0" });
+  }, 60_000);
+
+  test("a file that ends part-way through a page header fails as truncated, naming the offset (exit 1), after its frames went out", async () => {
+    const whole = read(fx.opus.get(key(2, 20))!);
+    const cut = join(tmp.dir, "header-cut.opus");
+    writeFileSync(cut, concatBytes([whole, whole.subarray(0, 20)]));
+    const socket = join(tmp.dir, "cut.sock");
+    const server = spawnAgent(["output", "serve", "--socket", socket, "--source", cut, "--format", "ogg"]);
+    const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", join(tmp.dir, "cut.wire"), "--once"]);
+    expect(await client.exited).toBe(0);
+    expect(await server.exited).toBe(1);
+    expect(failureLine(server.stderr)).toBe(`audio-agent: ogg source ${cut}: truncated: input ends 7 byte(s) short of the page at byte ${whole.length}`);
+    expect(logFields(server.stderr, "output-server", "stopped").delivered).toBe(String((await packets(fx.opus.get(key(2, 20))!)).frames.length));
+  }, 60_000);
 });

@@ -296,6 +296,37 @@ describe("FifoSource", () => {
     expect(head.findIndex((frame, i) => !sameBytes(frame, cut[i]!))).toBe(-1);
   }, 60_000);
 
+  test("a writer whose Opus has more than 2 channels (mapping family 1) is refused like any bad stream, naming it; the next writer follows", async () => {
+    const t = setup();
+    const reports: string[] = [];
+    const source = await openSource("ogg", t.fifo, { lenient: false, report: (level, message, fields) => reports.push(`${level} ${message} ${JSON.stringify(fields)}`) });
+    const six = encodeWith(t.dir, "six", ["--max-delay", "20"], { channels: 6, samples: 48000 });
+    const writers = (async () => {
+      expect(await writeIntoFifo(t.fifo, six)).toBe(0);
+      expect(await writeIntoFifo(t.fifo, t.first)).toBe(0);
+    })();
+    const frames: Uint8Array[] = [];
+    const reading = (async () => {
+      for (;;) {
+        const frame = source.next();
+        if (frame) frames.push(frame.payload.slice());
+        else if (!(await source.fill())) return;
+      }
+    })();
+    await writers;
+    await until(() => reports.filter((r) => r.startsWith("info writer closed")).length === 1, "the good stream's end");
+    await source.close();
+    await reading;
+
+    const warnings = reports.filter((r) => r.startsWith("warn"));
+    expect(warnings.length).toBe(1);
+    expect(warnings[0]).toContain("stream failed; discarding the rest of it");
+    expect(warnings[0]).toContain("OpusHead channel mapping family 1 with 6 channels cannot be carried: allowed is family 0 with 1 or 2 channels at byte 28");
+    const expected = audioPackets(t.first);
+    expect(frames.length).toBe(expected.length);
+    expect(frames.findIndex((frame, i) => !sameBytes(frame, expected[i]!))).toBe(-1);
+  }, 60_000);
+
   // A writer already waiting for a reader is woken by the source's open: it may write and leave
   // before the stream's own descriptor is opened, which must still see its end.
   test("a writer that was there first, and writes and leaves at once: its stream is read to its end", async () => {

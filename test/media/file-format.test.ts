@@ -4,8 +4,10 @@
  * by ffmpeg, an .opus made by opusenc, a wire capture, and bytes of nothing known.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { concatBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { collectingWriter, pagesOf } from "../support/ogg.ts";
 import { checkFileFormat } from "../../src/media/file-format.ts";
 import { INPUT_MAGIC } from "../../src/protocol/index.ts";
 import { encodeWith, requireTool, runTool } from "../support/opus-fixtures.ts";
@@ -76,15 +78,76 @@ describe("a file source is checked at start", () => {
     }
   }, 60_000);
 
-  test("a capture of either channel passes as wire, and a file too short to tell is left to its source", async () => {
+  test("a capture of either channel passes as wire, and a file too short to tell is left to its source; as Ogg it is refused", async () => {
     const t = socketDir(defer, "aa-fmt-");
     const input = t.path("input.wire");
     writeFileSync(input, indexedWire(0, 3, 200, INPUT_MAGIC));
     await checkFileFormat(input, "wire");
-    for (const [name, bytes] of [["empty", ""], ["three", "Ogg"]] as const) {
+    for (const [name, bytes, message] of [
+      ["empty", "", "is empty: an Ogg Opus file begins with an OpusHead page"],
+      ["three", "Ogg", 'is not Ogg: it is 3 byte(s) long, shorter than "OggS"'],
+    ] as const) {
       writeFileSync(t.path(name), bytes);
       await checkFileFormat(t.path(name), "wire");
-      await checkFileFormat(t.path(name), "ogg");
+      await expect(checkFileFormat(t.path(name), "ogg")).rejects.toThrow(`source ${t.path(name)} (--format ogg) ${message}`);
     }
+  });
+});
+
+describe("an Ogg file source must hold Opus the wire can carry", () => {
+  /** Runs ffmpeg from a lavfi input into `out` with `args`. */
+  function ffmpeg(out: string, input: string, args: string[]): string {
+    const made = runTool([requireTool("ffmpeg", "ffmpeg"), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", input, ...args, out]);
+    expect(made.exitCode, made.stderr).toBe(0);
+    return out;
+  }
+
+  test("Ogg FLAC, Ogg Vorbis, an empty file, headers cut short and Opus of more than 2 channels exit 2 at once, naming what they are; nothing listens", async () => {
+    const t = setup();
+    const flac = ffmpeg(t.path("flac.ogg"), "sine=duration=1", ["-c:a", "flac"]);
+    const vorbis = ffmpeg(t.path("vorbis.ogg"), "sine=duration=0.5", ["-c:a", "libvorbis", "-f", "ogg"]);
+    const family255 = ffmpeg(t.path("quad.opus"), "sine=duration=0.2", ["-ac", "4", "-c:a", "libopus", "-mapping_family", "255"]);
+    const family1 = encodeWith(t.dir, "six", [], { channels: 6 });
+    const empty = t.path("empty.ogg");
+    writeFileSync(empty, "");
+    // The FLAC file's first page alone (its headers, without the rest): still not Opus.
+    const flacBytes = new Uint8Array(readFileSync(flac));
+    const flacHeaders = t.path("flac-headers.ogg");
+    writeFileSync(flacHeaders, flacBytes.subarray(0, pagesOf(flacBytes)[0]!.size));
+    // Cut inside the first page: no OpusHead to look at.
+    const cut = t.path("cut.opus");
+    writeFileSync(cut, new Uint8Array(readFileSync(t.opus)).subarray(0, 30));
+    const notOpus = (path: string, begins: string) => `source ${path} (--format ogg) is Ogg but not Opus (its first packet begins "${begins}")`;
+    const cannot = (path: string, family: number, channels: number) =>
+      `source ${path} (--format ogg) is Ogg Opus that cannot be sent: OpusHead channel mapping family ${family} with ${channels} channels cannot be carried: allowed is family 0 with 1 or 2 channels`;
+    const cases: [string[], string][] = [
+      [["output", "serve", "--source", flac, "--format", "ogg"], notOpus(flac, "\\x7fFLAC\\x01\\x00\\x00")],
+      [["output", "serve", "--source", flacHeaders, "--format", "ogg"], notOpus(flacHeaders, "\\x7fFLAC\\x01\\x00\\x00")],
+      [["output", "serve", "--source", vorbis, "--format", "ogg", "--realtime"], notOpus(vorbis, "\\x01vorbis\\x00")],
+      [["output", "serve", "--source", empty, "--format", "ogg"], `source ${empty} (--format ogg) is empty: an Ogg Opus file begins with an OpusHead page`],
+      [["output", "serve", "--source", cut, "--format", "ogg"], `source ${cut} (--format ogg) is Ogg but ends inside its first page, before any OpusHead`],
+      [["output", "serve", "--source", family1, "--format", "ogg"], cannot(family1, 1, 6)],
+      [["output", "serve", "--source", family255, "--format", "ogg"], cannot(family255, 255, 4)],
+      [["input", "send", "--source", flac, "--format", "ogg"], notOpus(flac, "\\x7fFLAC\\x01\\x00\\x00")],
+      [["input", "send", "--source", family1, "--format", "ogg"], cannot(family1, 1, 6)],
+    ];
+    const results = await Promise.all(cases.map(([args]) => runBounded([...args, "--socket", t.sock])));
+    results.forEach((result, k) => {
+      const [args, message] = cases[k]!;
+      expect({ args, code: result.code }).toEqual({ args, code: 2 });
+      expect(result.stderr.trim().split("\n")).toEqual([`audio-agent: ${message}`]);
+    });
+    expect(existsSync(t.sock)).toBe(false);
+  }, 60_000);
+
+  test("a non-Opus stream multiplexed ahead of the Opus one passes: the Opus stream is in the BOS group", async () => {
+    const t = socketDir(defer, "aa-fmt-");
+    const { writer, pages: other } = collectingWriter(77);
+    writer.addPacket(new TextEncoder().encode("\x80theora-ish"), 0);
+    writer.flushPage();
+    const opus = new Uint8Array(readFileSync(encodeWith(t.dir, "voice", [])));
+    const mixed = t.path("mixed.ogg");
+    writeFileSync(mixed, concatBytes([other[0]!, opus]));
+    await checkFileFormat(mixed, "ogg");
   });
 });

@@ -407,3 +407,158 @@ describe("OggSource on hand-built streams", () => {
     expect(src.otherStreamPages).toBe(1);
   });
 });
+
+/** The bytes of `path` with page `index` (as pagesOf counts them) left out. */
+function withoutPage(bytes: Uint8Array, index: number): Uint8Array {
+  const page = pagesOf(bytes)[index]!;
+  return concatBytes([bytes.subarray(0, page.offset), bytes.subarray(page.offset + page.size)]);
+}
+
+/** The source's reports, as "level message" with the fields kept apart. */
+function reporting() {
+  const reports: { level: string; message: string; fields: Record<string, unknown> }[] = [];
+  const report = (level: string, message: string, fields: Record<string, unknown> = {}) => void reports.push({ level, message, fields });
+  return { reports, report };
+}
+
+/** Pulls every frame as a copy, noting each Config change (a chained stream's OpusHead). */
+async function framesAndConfigs(src: OggSource) {
+  const payloads: Uint8Array[] = [];
+  const configs: unknown[] = [];
+  let error: Error | undefined;
+  try {
+    for (;;) {
+      for (let f = src.next(); f; f = src.next()) {
+        payloads.push(f.payload.slice());
+        if (JSON.stringify(configs.at(-1)) !== JSON.stringify(src.audioConfig)) configs.push({ ...src.audioConfig });
+      }
+      if (!(await src.fill())) break;
+    }
+  } catch (e) {
+    error = e as Error;
+  }
+  return { payloads, configs, error };
+}
+
+describe("OggSource: what the wire cannot carry, and damage", () => {
+  /** As a live encoder writes them: a page every 20 ms, 1 s of stereo or mono. */
+  const live = (name: string, channels: number, frameMs = 20) =>
+    encodeWith(fx.dir, name, ["--framesize", String(frameMs), "--max-delay", "20"], { channels, samples: 48000 });
+
+  test("an OpusHead of channel mapping family 1 (opusenc, 6 channels) or 255 (ffmpeg) is refused, naming the family and the channels", async () => {
+    const family1 = encodeWith(fx.dir, "six", [], { channels: 6 });
+    const family255 = join(fx.dir, "family255.opus");
+    const made = runTool([requireTool("ffmpeg", "ffmpeg"), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=duration=0.2",
+      "-ac", "4", "-c:a", "libopus", "-mapping_family", "255", family255]);
+    expect(made.exitCode, made.stderr).toBe(0);
+    for (const [path, family, channels] of [[family1, 1, 6], [family255, 255, 4]] as const) {
+      expect(pagesOf(read(path))[0]!.offset).toBe(0);
+      const { frames, error } = await drainFile(path);
+      expect(frames.length).toBe(0);
+      // The OpusHead packet starts after its page's 27-byte header and one lacing value.
+      expect(error?.message).toBe(
+        `ogg source ${path}: OpusHead channel mapping family ${family} with ${channels} channels cannot be carried: allowed is family 0 with 1 or 2 channels at byte 28`,
+      );
+    }
+    // Chained after a stereo stream (an encoder restarted with other settings): the first plays, then the refusal.
+    const stereo = fx.opus.get(key(2, 20))!;
+    const { payloads, error } = await framesAndConfigs(source(concatBytes([read(stereo), read(family1)])));
+    expect(payloads.length).toBe((await drainFile(stereo)).frames.length);
+    expect(error?.message).toBe(
+      `ogg source t.opus: OpusHead channel mapping family 1 with 6 channels cannot be carried: allowed is family 0 with 1 or 2 channels at byte ${read(stereo).length + 28}`,
+    );
+  });
+
+  test("--lenient on an opusenc file with one byte flipped in a page body: the page is skipped, counted and reported", async () => {
+    const bytes = read(live("flipped", 2));
+    const whole = (await drain(source(bytes))).frames;
+    const pages = pagesOf(bytes);
+    expect(pages.length).toBeGreaterThan(20);
+    const bad = bytes.slice();
+    bad[pages[3]!.offset + pages[3]!.size - 10]! ^= 0x20; // a body byte of the second audio page
+    const { reports, report } = reporting();
+    const src = OggSource.from(chunkedSource(bad, [65536], "t.opus"), { lenient: true, report });
+    const { frames, error } = await drain(src);
+    expect(error).toBeUndefined();
+    // A page every packet: the bad page held the second audio packet, alone.
+    expect(pages[3]!.table.length).toBe(1);
+    expect(frames.map((f) => f.payload)).toEqual(whole.filter((_, i) => i !== 1).map((f) => f.payload));
+    expect(src.counts).toEqual({ skipped_pages: 1, missing_pages: 0, other_stream_pages: 0 });
+    // The gap the skipped page leaves in the page numbers is that page: not counted again.
+    expect(reports).toEqual([{ level: "warn", message: "skipped a page with a bad CRC", fields: { source: "t.opus", offset: pages[3]!.offset, skipped_pages: 1 } }]);
+  });
+
+  test("a page missing from the middle: strict fails naming the stream and the gap; lenient reads on, counts and reports the missing pages", async () => {
+    const bytes = read(live("gap", 1));
+    const pages = pagesOf(bytes);
+    expect(pages.length).toBeGreaterThan(20);
+    const serial = pages[0]!.serial.toString(16).padStart(8, "0");
+    const cut = withoutPage(bytes, 3);
+    const whole = (await drain(source(bytes))).frames;
+
+    const strict = await drain(source(cut));
+    expect(strict.frames.length).toBeGreaterThan(0);
+    expect(strict.frames).toEqual(whole.slice(0, strict.frames.length));
+    expect(strict.error?.message).toBe(`ogg source t.opus: page sequence jumps from 2 to 4 in stream ${serial} (1 page(s) missing) at byte ${pages[3]!.offset}`);
+
+    const { reports, report } = reporting();
+    const src = OggSource.from(chunkedSource(cut, [65536], "t.opus"), { lenient: true, report });
+    const lenient = await drain(src);
+    expect(lenient.error).toBeUndefined();
+    // A page every packet: what is missing is the second audio packet, alone.
+    expect(lenient.frames.map((f) => f.payload)).toEqual(whole.filter((_, i) => i !== 1).map((f) => f.payload));
+    expect(src.counts).toEqual({ skipped_pages: 0, missing_pages: 1, other_stream_pages: 0 });
+    expect(reports).toEqual([
+      {
+        level: "warn",
+        message: "pages missing from the stream",
+        fields: { source: "t.opus", serial, offset: pages[3]!.offset, expected_sequence: 3, sequence: 4, missing: 1, missing_pages: 1 },
+      },
+    ]);
+  });
+
+  test("a stream cut off without its end-of-stream page (a killed encoder), then a new encoder's stream: both are read, with a warning", async () => {
+    const [first, second] = [live("killed", 2), live("restarted", 1, 60)];
+    const firstBytes = read(first);
+    const pages = pagesOf(firstBytes);
+    // Cut at a page boundary before the last two pages, the EOS page among them.
+    const keep = pages.at(-2)!.offset;
+    const killed = firstBytes.subarray(0, keep);
+    const kept = (await drain(source(killed))).frames;
+    expect(kept.length).toBeGreaterThan(0);
+    const next = (await drainFile(second)).frames;
+
+    const { reports, report } = reporting();
+    const src = OggSource.from(chunkedSource(concatBytes([killed, read(second)]), [4096], "t.opus"), { report });
+    const { payloads, configs, error } = await framesAndConfigs(src);
+    expect(error).toBeUndefined();
+    expect(payloads).toEqual([...kept, ...next].map((f) => f.payload));
+    expect(configs).toEqual([
+      { sampleRate: 48000, channels: 2, frameSize: 960 },
+      { sampleRate: 48000, channels: 1, frameSize: 2880 },
+    ]);
+    expect(src.counts).toEqual({ skipped_pages: 0, missing_pages: 0, other_stream_pages: 0 });
+    expect(reports.map((r) => `${r.level} ${r.message}`)).toEqual(["warn stream ended without its end-of-stream page; reading the stream chained after it"]);
+    expect(reports[0]!.fields).toMatchObject({ source: "t.opus", serial: pages[0]!.serial.toString(16).padStart(8, "0"), offset: keep });
+  });
+
+  test("a file that ends part-way through a page header is truncated, naming the page", async () => {
+    const bytes = read(fx.opus.get(key(2, 20))!);
+    const whole = (await drain(source(bytes))).frames;
+    const { frames, error } = await drain(source(concatBytes([bytes, bytes.subarray(0, 10)])));
+    expect(frames).toEqual(whole);
+    expect(error?.message).toBe(`ogg source t.opus: truncated: input ends 17 byte(s) short of the page at byte ${bytes.length}`);
+  });
+
+  test("a stream whose second packet is not OpusTags fails there, without taking that packet for audio", async () => {
+    const { writer, pages } = collectingWriter(5);
+    writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 }), 0);
+    writer.flushPage();
+    writer.addPacket(audioPacket(80, 1), 960);
+    writer.addPacket(audioPacket(90, 2), 1920);
+    writer.flushPage(true);
+    const { frames, error } = await drain(source(concatBytes(pages)));
+    expect(frames).toEqual([]);
+    expect(error?.message).toBe(`ogg source t.opus: expected an OpusTags packet at byte ${pages[0]!.length + 27 + 2}`);
+  });
+});

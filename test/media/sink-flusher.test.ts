@@ -6,6 +6,11 @@
 import { describe, expect, test } from "bun:test";
 import type { FrameSink } from "../../src/media/frame-sink.ts";
 import { SinkFlusher } from "../../src/media/sink-flusher.ts";
+import { readFileSync } from "node:fs";
+import { OggSink } from "../../src/media/ogg-sink.ts";
+import { encodeMessage, FrameParser, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
+import { pagesOf } from "../support/ogg.ts";
+import { tempDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
 /** A sink that counts what is written and what has been flushed. */
@@ -59,6 +64,42 @@ describe("SinkFlusher", () => {
     expect(sink.flushes).toBeGreaterThanOrEqual(1);
     await until(() => sink.flushed === 40, "everything flushed after the stream paused");
     flusher.stop();
+  });
+
+  test("through a real Ogg sink: audio reaches the file at most --page-ms after it was written, page by page, while frames flow", () => {
+    const { path, cleanup } = tempDir("aa-flush-");
+    try {
+      const file = path("out.opus");
+      const pageMs = 100;
+      const sink = OggSink.open(file, { pageMs, serial: 1 });
+      // A clock the test steps a frame at a time: counts, not timings, are what is checked.
+      let now = 0;
+      const flusher = new SinkFlusher(sink, pageMs, (e) => {
+        throw e;
+      }, () => now);
+      const frame = new Uint8Array(60).fill(7);
+      frame[0] = 0xfc; // a 20 ms stereo CELT packet (TOC config 31, code 0)
+      const parser = new FrameParser(INPUT_MAGIC);
+      const lags: number[] = [];
+      for (let i = 1; i <= 50; i++) {
+        now += 20;
+        parser.push(encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, frame, 1n));
+        sink.write(parser.next()!);
+        flusher.wrote();
+        const onDisk = pagesOf(new Uint8Array(readFileSync(file)));
+        const samples = onDisk.length > 2 ? onDisk.at(-1)!.granule : 0;
+        lags.push(i * 20 - samples / 48);
+      }
+      flusher.stop();
+      // Flushed on the write that comes --page-ms after the last flush: never more than a page behind.
+      expect(Math.max(...lags)).toBeLessThan(pageMs);
+      expect(lags.filter((lag) => lag === 0).length).toBe(50 / (pageMs / 20));
+      sink.close();
+      // Every flush closed one page of 100 ms: 10 audio pages after OpusHead and OpusTags, and the EOS page.
+      expect(pagesOf(new Uint8Array(readFileSync(file))).length).toBe(2 + 10 + 1);
+    } finally {
+      cleanup();
+    }
   });
 
   test("a failing flush is reported once and stops the flusher", async () => {

@@ -10,7 +10,7 @@ import { encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MA
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { testPayload } from "../support/payloads.ts";
-import { drain } from "../support/sources.ts";
+import { chunkedSource, drain } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { frameTimestampNs, wireBytes } from "../support/wire.ts";
 
@@ -34,6 +34,17 @@ describe("WireSource", () => {
     expect(frames.length).toBe(N);
     expect(frames.every((f, i) => sameBytes(f.payload, testPayload(i)))).toBe(true);
     expect(frames.map((f) => f.timeMs)).toEqual([...Array(N).keys()].map((i) => Number(frameTimestampNs(i)) / 1e6));
+  });
+
+  test("an input capture whose first read brings fewer than 4 bytes (stdin, a FIFO) is still read as the input channel", async () => {
+    const bytes = wireBytes(0, 3, testPayload, INPUT_MAGIC);
+    for (const chunks of [[2, 65536], [1, 1, 1, 65536], [3, 2, 7]]) {
+      const { frames, error } = await drain(WireSource.from(chunkedSource(bytes, chunks, "stdin")));
+      expect({ chunks, error, frames: frames.map((f) => f.payload) }).toEqual({ chunks, error: undefined, frames: [0, 1, 2].map((i) => testPayload(i)) });
+    }
+    // Fewer than 4 bytes in all: a message cut short, as before.
+    const short = await drain(WireSource.from(chunkedSource(bytes.subarray(0, 3), [1], "stdin")));
+    expect(short.error?.message).toBe("wire source stdin: Truncated: stream ended 14 byte(s) short of a whole message at byte 0");
   });
 
   test("skips the other message types", async () => {
