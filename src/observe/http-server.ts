@@ -48,7 +48,12 @@ export class AgentHttpServer {
       server = Bun.serve<{ listening: boolean; dropped: number }>({
         hostname: address.host,
         port: address.port,
-        fetch: (request, srv) => misdirected(request, hosts) ?? route(request, srv, routes),
+        fetch: async (request, srv) => {
+          const response = misdirected(request, hosts) ?? notAllowed(request) ?? (await route(request, srv, routes));
+          // Bun adds its implicit text type to a GET's answer only: HEAD must carry the same headers.
+          if (response && !response.headers.has("content-type")) response.headers.set("content-type", "text/plain; charset=utf-8");
+          return response;
+        },
         websocket: routes.monitor?.websocket ?? { message() {} },
       });
     } catch (e) {
@@ -69,6 +74,12 @@ export class AgentHttpServer {
   async stop(): Promise<void> {
     await this.server.stop(true);
   }
+}
+
+/** Every resource here is read-only: GET (a WebSocket upgrade is one) and HEAD. */
+function notAllowed(request: Request): Response | undefined {
+  if (request.method === "GET" || request.method === "HEAD") return undefined;
+  return new Response(`method ${request.method} not allowed; use GET or HEAD\n`, { status: 405, headers: { allow: "GET, HEAD" } });
 }
 
 async function route(request: Request, server: Bun.Server<{ listening: boolean; dropped: number }>, { metrics, monitor }: HttpRoutes) {

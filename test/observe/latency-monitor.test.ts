@@ -23,6 +23,18 @@ describe("EMA and jitter", () => {
     expect(m.snapshot("write_call")).toMatchObject({ count: 4, ema: 5.75, jitter: 1.25 });
   });
 
+  test("jitter smooths the size of each change, down as well as up, and never goes negative", () => {
+    const m = new LatencyMonitor({ alpha: 0.5 });
+    const jitters: number[] = [];
+    for (const v of [8, 4, 6, 2, 2]) {
+      m.record("frame_age", v);
+      jitters.push(m.snapshot("frame_age")!.jitter);
+    }
+    // |4-8| = 4: 0 + .5*4 = 2; |6-4| = 2: stays 2; |2-6| = 4: 2 + .5*(4-2) = 3; no change: 1.5
+    expect(jitters).toEqual([0, 2, 2, 3, 1.5]);
+    expect(jitters.every((j) => j >= 0)).toBe(true);
+  });
+
   test("default alpha is 0.1", () => {
     const m = new LatencyMonitor();
     expect(m.alpha).toBe(0.1);

@@ -154,6 +154,27 @@ describe("metrics read exactly what the channel end counts", () => {
   });
 });
 
+describe("socket buffer gauges", () => {
+  test("no series before the first connection (a size of 0 would be a lie), the kernel's sizes once a client is accepted", async () => {
+    const { path, server } = await startOutputServer(defer, { socketBuffers: { sendBytes: 8192, receiveBytes: 16384 } });
+    const metrics = new AgentMetrics([{ read: () => server.readings(), latency: new LatencyMonitor() }]);
+    const before = await metrics.text();
+    expect(server.readings().socketBuffers.kernel.sendBytes).toBe(0);
+    for (const name of ["jetkvm_audio_socket_buffer_size_bytes", "jetkvm_audio_socket_buffer_utilization_percent"]) {
+      expect(families(before).get(name)).toBe("gauge");
+      expect(samples(before, name)).toEqual([]);
+    }
+
+    await connectClient(defer, path);
+    await until(() => server.connected, "client accepted");
+    const after = await metrics.text();
+    const size = (buffer_type: string) => value(after, "jetkvm_audio_socket_buffer_size_bytes", { component: "audio-output", buffer_type });
+    expect(size("send")).toBe(kernelBufferBytes(8192, "send"));
+    expect(size("receive")).toBe(kernelBufferBytes(16384, "receive"));
+    expect(samples(after, "jetkvm_audio_socket_buffer_utilization_percent", { component: "audio-output" }).length).toBe(2);
+  });
+});
+
 describe("metrics over HTTP from real roles", () => {
   test("output serve -> output recv: counters match the frames and bytes that flowed; promtool is happy", async () => {
     const { path } = setup();

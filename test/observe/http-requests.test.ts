@@ -1,0 +1,153 @@
+/**
+ * What the agent's HTTP server answers, in process, over real sockets:
+ * methods (GET and HEAD only), a request the Host check must refuse (no Host,
+ * sent raw since fetch never sends one), and the exact Prometheus content
+ * type of /metrics.
+ */
+import { describe, expect, test } from "bun:test";
+import { Registry } from "prom-client";
+import { AgentHttpServer } from "../../src/observe/http-server.ts";
+import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
+import { AgentMetrics } from "../../src/observe/metrics.ts";
+import { MonitorHub } from "../../src/observe/monitor/hub.ts";
+import type { ChannelReadings } from "../../src/observe/readings.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { rawRequest, rawUpgrade } from "../support/http.ts";
+import { value } from "../support/metrics.ts";
+
+const defer = useCleanup();
+
+/** A sender's readings before its first client. */
+function idleReadings(): ChannelReadings {
+  return {
+    channel: "output",
+    direction: "send",
+    connected: false,
+    frames: 0,
+    bytes: 0,
+    submitted: 0,
+    delivered: 0,
+    dropped: { no_client: 3 },
+    connects: 0,
+    connectionDrops: 0,
+    protocolErrors: 0,
+    queueDepth: 0,
+    queueCapacity: 500,
+    lastFrameUnixMs: 0,
+    writeCalls: 0,
+    shortWrites: 0,
+    socketBuffers: {
+      requested: { sendBytes: 131072, receiveBytes: 131072 },
+      kernel: { sendBytes: 0, receiveBytes: 0 },
+      sendQueueBytes: 0,
+      receiveQueueBytes: 0,
+      failures: {},
+    },
+    counts: {},
+  };
+}
+
+/** /metrics, /healthz and the monitor on one loopback port; everything stopped after the test. */
+function agentServer(): { server: AgentHttpServer; port: number; metrics: AgentMetrics } {
+  const metrics = new AgentMetrics([{ read: idleReadings, latency: new LatencyMonitor() }]);
+  const hub = new MonitorHub({ role: "output serve", channel: "output", socket: "/tmp/x.sock" }, () => ({
+    connected: false,
+    frames: 0,
+    bytes: 0,
+    dropped: {},
+    queueDepth: 0,
+    queueCapacity: 0,
+    sendUtilization: 0,
+    receiveUtilization: 0,
+    sendBufferBytes: 0,
+    receiveBufferBytes: 0,
+    latency: {},
+    adaptiveLevel: 0,
+  }));
+  defer(() => hub.stop());
+  const server = AgentHttpServer.start(
+    { host: "127.0.0.1", port: 0 },
+    { metrics: { registry: metrics, health: () => ({ role: "output serve", channel: "output", uptime_seconds: 1 }) }, monitor: hub },
+  );
+  defer(() => server.stop());
+  return { server, port: server.port, metrics };
+}
+
+const PATHS = ["/metrics", "/healthz", "/", "/monitor", "/figures", "/ws", "/nope"];
+
+describe("methods: GET and HEAD only", () => {
+  test("POST, PUT, DELETE, PATCH, OPTIONS and TRACE get 405 with Allow: GET, HEAD on every path, and none of the content", async () => {
+    const { port } = agentServer();
+    for (const method of ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"]) {
+      for (const path of PATHS) {
+        const r = await rawRequest("127.0.0.1", port, `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Length: 0`);
+        expect([method, path, r.status, r.headers.allow]).toEqual([method, path, 405, "GET, HEAD"]);
+        expect(r.body).toContain(`method ${method} not allowed`);
+        expect(r.body).not.toContain("jetkvm_");
+        expect(r.body).not.toContain("<html");
+      }
+    }
+    // What fetch sends (a body and all) gets the same.
+    const posted = await fetch(`http://127.0.0.1:${port}/metrics`, { method: "POST", body: "x=1" });
+    expect(posted.status).toBe(405);
+    expect(posted.headers.get("allow")).toBe("GET, HEAD");
+    await posted.text();
+  });
+
+  test("GET serves each path; HEAD gives GET's status and headers without the body", async () => {
+    const { port } = agentServer();
+    const expected: Record<string, [number, string]> = {
+      "/metrics": [200, "jetkvm_audio_frames_sent_total"],
+      "/healthz": [200, '"role":"output serve"'],
+      "/": [200, "<html"],
+      "/monitor": [200, "<html"],
+      "/figures": [200, '"queueCapacity":0'],
+      // A plain GET of the WebSocket route: it is a GET, but not an upgrade.
+      "/ws": [400, "expected a WebSocket upgrade"],
+      "/nope": [404, "not found"],
+    };
+    for (const path of PATHS) {
+      const [status, content] = expected[path]!;
+      const got = await rawRequest("127.0.0.1", port, `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}`);
+      expect([path, got.status]).toEqual([path, status]);
+      expect(got.body).toContain(content);
+      const head = await rawRequest("127.0.0.1", port, `HEAD ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}`);
+      expect([path, head.status, head.body]).toEqual([path, status, ""]);
+      expect(head.headers["content-type"]).toBe(got.headers["content-type"]!);
+      expect(Number(head.headers["content-length"])).toBeGreaterThan(0);
+    }
+    // The WebSocket upgrade is a GET: still served.
+    expect((await rawUpgrade("127.0.0.1", port, { Host: `127.0.0.1:${port}`, Origin: `http://127.0.0.1:${port}` })).status).toBe(101);
+  });
+});
+
+describe("the Host check: a missing Host", () => {
+  test("a request without Host (HTTP/1.0) is refused as a wrong Host is: 421, no content", async () => {
+    const { port } = agentServer();
+    for (const path of PATHS) {
+      const r = await rawRequest("127.0.0.1", port, `GET ${path} HTTP/1.0`);
+      expect([path, r.status]).toEqual([path, 421]);
+      expect(r.body).toContain('misdirected request: Host ""');
+      expect(r.body).not.toContain("jetkvm_");
+    }
+    // HTTP/1.1 without Host: Bun refuses it itself.
+    expect((await rawRequest("127.0.0.1", port, "GET /metrics HTTP/1.1")).status).toBe(400);
+    // An empty Host is no better.
+    expect((await rawRequest("127.0.0.1", port, "GET /metrics HTTP/1.1\r\nHost: ")).status).toBe(421);
+  });
+});
+
+describe("/metrics content type", () => {
+  test("exactly prom-client's registry content type (the Prometheus text format 0.0.4)", async () => {
+    const { port, metrics } = agentServer();
+    expect(metrics.contentType).toBe(Registry.PROMETHEUS_CONTENT_TYPE);
+    expect(metrics.contentType).toBe("text/plain; version=0.0.4; charset=utf-8");
+    const response = await fetch(`http://127.0.0.1:${port}/metrics`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
+    expect(value(await response.text(), "jetkvm_audio_frames_dropped_total")).toBe(3);
+    // HEAD: the same type.
+    const head = await fetch(`http://127.0.0.1:${port}/metrics`, { method: "HEAD" });
+    expect(head.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
+  });
+});
