@@ -29,8 +29,11 @@ export const OGG_SINK_DROP = "sink_invalid_packet";
  * samples being among them, as RFC 7845 section 4 wants).
  *
  * Headers are written when the first packet arrives, so that a Config sent
- * first can set the channel count. A packet whose TOC is invalid cannot be
- * placed on the timeline and is dropped (counted in `invalidPackets`).
+ * first can set the channel count. A Config with other audio after that
+ * (a chained source, a FIFO's next writer) ends the stream and begins the
+ * next one, chained (RFC 7845 section 3): its own serial, OpusHead and
+ * timeline. A packet whose TOC is invalid cannot be placed on the timeline
+ * and is dropped (counted in `invalidPackets`).
  */
 export class OggSink implements FrameSink {
   /** Audio packets written. */
@@ -38,7 +41,7 @@ export class OggSink implements FrameSink {
   /** OpusFrame payloads dropped: empty or with an impossible TOC. */
   invalidPackets = 0;
 
-  private readonly pages: OggPageWriter;
+  private pages: OggPageWriter;
   private readonly preSkip: number;
   private readonly pageSamples: number;
   private channels: number | undefined;
@@ -59,8 +62,12 @@ export class OggSink implements FrameSink {
     this.pageSamples = Math.max(1, Math.round((options.pageMs ?? 100) * 48));
     this.channels = options.channels;
     this.inputSampleRate = options.inputSampleRate ?? 48000;
-    const serial = options.serial ?? crypto.getRandomValues(new Uint32Array(1))[0]!;
-    this.pages = new OggPageWriter(serial, (page) => {
+    this.pages = this.stream(options.serial ?? randomSerial());
+  }
+
+  /** The page writer of one logical stream, `serial`. */
+  private stream(serial: number): OggPageWriter {
+    return new OggPageWriter(serial, (page) => {
       const packets = this.pagePackets;
       this.pagePackets = 0;
       if (!this.bytes.write(page, packets) && packets > 0) {
@@ -133,14 +140,29 @@ export class OggSink implements FrameSink {
   }
 
   private onConfig(payload: Uint8Array): void {
-    if (this.headersWritten) return; // OpusHead is written; the stream cannot change now
+    let config;
     try {
-      const config = decodeConfigPayload(payload);
-      if (isFamily0Channels(config.channels)) this.channels = config.channels;
-      this.inputSampleRate = config.sampleRate;
+      config = decodeConfigPayload(payload);
     } catch {
-      // A malformed Config is the channel's to report; the recording keeps its defaults.
+      return; // A malformed Config is the channel's to report; the recording keeps its defaults.
     }
+    const channels = isFamily0Channels(config.channels) ? config.channels : this.channels;
+    if (this.headersWritten) {
+      // The same audio again (a session's next Config, a reconnection): the stream goes on.
+      if (channels === this.channels && config.sampleRate === this.inputSampleRate) return;
+      this.chain();
+    }
+    this.channels = channels;
+    this.inputSampleRate = config.sampleRate;
+  }
+
+  /** Ends this stream (end-of-stream page) and begins the next, chained: another serial, a timeline from 0. */
+  private chain(): void {
+    this.pages.flushPage(true);
+    this.pages = this.stream(otherSerial(this.pages.serial));
+    this.headersWritten = false;
+    this.granule = 0;
+    this.pendingSamples = 0;
   }
 
   private onPacket(packet: Uint8Array): void {
@@ -166,6 +188,8 @@ export class OggSink implements FrameSink {
   private writeHeaders(channels: number): void {
     if (this.headersWritten) return;
     this.headersWritten = true;
+    // What the stream's head says, so that a Config saying the same later changes nothing.
+    this.channels = channels;
     const head = buildOpusHead({ channels, preSkip: this.preSkip, inputSampleRate: this.inputSampleRate });
     // RFC 7845: each header packet on a page of its own, granule 0.
     this.pages.addPacket(head, 0);
@@ -178,6 +202,16 @@ export class OggSink implements FrameSink {
     this.pages.flushPage();
     this.pendingSamples = 0;
   }
+}
+
+function randomSerial(): number {
+  return crypto.getRandomValues(new Uint32Array(1))[0]!;
+}
+
+/** A serial for the next link: RFC 3533 wants each stream's own, so never the one before. */
+function otherSerial(previous: number): number {
+  const serial = randomSerial();
+  return serial === previous ? (serial + 1) >>> 0 : serial;
 }
 
 /** OpusHead mapping family 0, the one written here, carries mono or stereo only. */

@@ -162,12 +162,12 @@ describe("OggSink", () => {
   const stereo20 = Uint8Array.of(0xfc, 1, 2, 3); // CELT FB 20 ms, stereo, one frame
   const mono10 = Uint8Array.of(0xf0, 4, 5); // CELT FB 10 ms, mono, one frame
 
-  test("a Config before the first audio sets channels and input rate; one after it is ignored", () => {
+  test("a Config before the first audio sets channels and input rate; one with the same audio after it changes nothing", () => {
     const path = outPath();
     const sink = OggSink.open(path, { serial: 1 });
     send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 16000, channels: 1, frameSize: 320 }));
     send(sink, MessageType.OpusFrame, stereo20);
-    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 }));
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 16000, channels: 1, frameSize: 160 }));
     send(sink, MessageType.Heartbeat);
     send(sink, MessageType.Stop);
     sink.close();
@@ -175,6 +175,43 @@ describe("OggSink", () => {
     expect(parseOpusHead(pages[0]!.first!)).toMatchObject({ channels: 1, inputSampleRate: 16000 });
     expect(pages.slice(2).flatMap((p) => p.samples)).toEqual([960]);
     expect(sink.packets).toBe(1);
+  });
+
+  test("a Config with other audio after the first packet ends the stream and begins the next, chained: its own serial, head and timeline; opusinfo reads both", async () => {
+    const path = outPath();
+    const sink = OggSink.open(path, { serial: 1 });
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 16000, channels: 1, frameSize: 160 }));
+    for (let i = 0; i < 3; i++) send(sink, MessageType.OpusFrame, mono10);
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 }));
+    for (let i = 0; i < 2; i++) send(sink, MessageType.OpusFrame, stereo20);
+    sink.close();
+    const reader = new OggPageReader();
+    reader.push(read(path));
+    const links = new Map<number, { bos: number; eos: number; last: { sequence: number; granule: number }; head?: Uint8Array }>();
+    for (let page = reader.next(); page; page = reader.next()) {
+      const link = links.get(page.serial) ?? { bos: 0, eos: 0, last: { sequence: -1, granule: 0 } };
+      if (page.beginOfStream) {
+        link.bos++;
+        const packets = new OggPacketReader(1 << 16);
+        packets.push(page);
+        link.head = packets.next()!.data.slice();
+      }
+      if (page.flags & PageFlag.EndOfStream) link.eos++;
+      expect(page.sequence).toBe(link.last.sequence + 1);
+      link.last = { sequence: page.sequence, granule: page.granule };
+      links.set(page.serial, link);
+    }
+    const [first, second] = [...links.values()];
+    expect(links.size).toBe(2);
+    expect([first!.bos, first!.eos, second!.bos, second!.eos]).toEqual([1, 1, 1, 1]);
+    expect(parseOpusHead(first!.head!)).toMatchObject({ channels: 1, inputSampleRate: 16000 });
+    expect(parseOpusHead(second!.head!)).toMatchObject({ channels: 2, inputSampleRate: 48000 });
+    // Each link's timeline from 0: 3 x 10 ms, then 2 x 20 ms, at 48 kHz.
+    expect([first!.last.granule, second!.last.granule]).toEqual([1440, 1920]);
+    const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
+    expect(info.stderr).toBe("");
+    expect(info.exitCode).toBe(0);
+    expect(info.stdout.match(/New logical stream/g)?.length).toBe(2);
   });
 
   test("without a Config, channels come from the first packet's stereo bit", () => {
