@@ -85,7 +85,11 @@ function checkOggOpus(path: string, prefix: string): void {
       throw new SourceFormatError(`${prefix} is Ogg but ends inside its first page, before any OpusHead`);
     }
     if (!page.crcValid()) return;
-    if (!page.beginOfStream) break;
+    if (!page.beginOfStream) {
+      if (firstPacket) break;
+      // A capture cut mid-stream: its headers are gone, and the source would fail at byte 0.
+      throw new SourceFormatError(`${prefix} is Ogg but its first page does not begin a stream (no OpusHead: cut from the middle of a recording?)`);
+    }
     const packet = firstPacketOf(page);
     if (isOpusHead(packet)) {
       checkOpusHead(packet, prefix);

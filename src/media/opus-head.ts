@@ -16,6 +16,12 @@ export interface OpusHead {
   /** Q7.8 dB. */
   outputGain: number;
   mappingFamily: number;
+  /**
+   * A family other than 0 whose table maps one Opus stream straight onto 1 or
+   * 2 channels (one stream, coupled when stereo, channels in order): its
+   * packets are plain Opus packets, as family 0's.
+   */
+  singleStream?: boolean;
 }
 
 const MAGIC = [0x4f, 0x70, 0x75, 0x73, 0x48, 0x65, 0x61, 0x64]; // "OpusHead"
@@ -47,6 +53,12 @@ export function parseOpusHead(packet: Uint8Array): OpusHead {
   if (head.mappingFamily !== 0 && packet.length < 21 + head.channels) {
     throw new Error("OpusHead is too short for its channel mapping table");
   }
+  if (head.mappingFamily !== 0 && head.channels <= 2) {
+    const streams = view.getUint8(19);
+    const coupled = view.getUint8(20);
+    const identity = Array.from({ length: head.channels }, (_, i) => view.getUint8(21 + i) === i).every(Boolean);
+    head.singleStream = streams === 1 && coupled === head.channels - 1 && identity;
+  }
   return head;
 }
 
@@ -59,7 +71,8 @@ export function parseOpusHead(packet: Uint8Array): OpusHead {
  */
 export function whyNotCarried(head: OpusHead): string | undefined {
   if (head.mappingFamily === 0) return undefined; // parseOpusHead allows it 1 or 2 channels only
-  return `OpusHead channel mapping family ${head.mappingFamily} with ${head.channels} channels cannot be carried: allowed is family 0 with 1 or 2 channels`;
+  if (head.singleStream) return undefined; // ffmpeg -mapping_family 1 of a mono or stereo source
+  return `OpusHead channel mapping family ${head.mappingFamily} with ${head.channels} channels cannot be carried: allowed is one Opus stream of 1 or 2 channels (family 0)`;
 }
 
 /** Builds an OpusHead, version 1, mapping family 0 (mono or stereo). */

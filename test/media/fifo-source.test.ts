@@ -321,7 +321,7 @@ describe("FifoSource", () => {
     const warnings = reports.filter((r) => r.startsWith("warn"));
     expect(warnings.length).toBe(1);
     expect(warnings[0]).toContain("stream failed; discarding the rest of it");
-    expect(warnings[0]).toContain("OpusHead channel mapping family 1 with 6 channels cannot be carried: allowed is family 0 with 1 or 2 channels at byte 28");
+    expect(warnings[0]).toContain("OpusHead channel mapping family 1 with 6 channels cannot be carried: allowed is one Opus stream of 1 or 2 channels (family 0) at byte 28");
     const expected = audioPackets(t.first);
     expect(frames.length).toBe(expected.length);
     expect(frames.findIndex((frame, i) => !sameBytes(frame, expected[i]!))).toBe(-1);

@@ -12,6 +12,7 @@ import { checkFileFormat } from "../../src/media/file-format.ts";
 import { INPUT_MAGIC } from "../../src/protocol/index.ts";
 import { encodeWith, requireTool, runTool } from "../support/opus-fixtures.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { indexedWire, writeWireFile } from "../support/wire.ts";
 
@@ -117,15 +118,20 @@ describe("an Ogg file source must hold Opus the wire can carry", () => {
     // Cut inside the first page: no OpusHead to look at.
     const cut = t.path("cut.opus");
     writeFileSync(cut, new Uint8Array(readFileSync(t.opus)).subarray(0, 30));
+    // Cut from the middle of a recording: its first page is audio, not a stream's beginning.
+    const opusBytes = new Uint8Array(readFileSync(t.opus));
+    const headless = t.path("headless.opus");
+    writeFileSync(headless, opusBytes.subarray(pagesOf(opusBytes).slice(0, 2).reduce((n, p) => n + p.size, 0)));
     const notOpus = (path: string, begins: string) => `source ${path} (--format ogg) is Ogg but not Opus (its first packet begins "${begins}")`;
     const cannot = (path: string, family: number, channels: number) =>
-      `source ${path} (--format ogg) is Ogg Opus that cannot be sent: OpusHead channel mapping family ${family} with ${channels} channels cannot be carried: allowed is family 0 with 1 or 2 channels`;
+      `source ${path} (--format ogg) is Ogg Opus that cannot be sent: OpusHead channel mapping family ${family} with ${channels} channels cannot be carried: allowed is one Opus stream of 1 or 2 channels (family 0)`;
     const cases: [string[], string][] = [
       [["output", "serve", "--source", flac, "--format", "ogg"], notOpus(flac, "\\x7fFLAC\\x01\\x00\\x00")],
       [["output", "serve", "--source", flacHeaders, "--format", "ogg"], notOpus(flacHeaders, "\\x7fFLAC\\x01\\x00\\x00")],
       [["output", "serve", "--source", vorbis, "--format", "ogg", "--realtime"], notOpus(vorbis, "\\x01vorbis\\x00")],
       [["output", "serve", "--source", empty, "--format", "ogg"], `source ${empty} (--format ogg) is empty: an Ogg Opus file begins with an OpusHead page`],
       [["output", "serve", "--source", cut, "--format", "ogg"], `source ${cut} (--format ogg) is Ogg but ends inside its first page, before any OpusHead`],
+      [["output", "serve", "--source", headless, "--format", "ogg"], `source ${headless} (--format ogg) is Ogg but its first page does not begin a stream (no OpusHead: cut from the middle of a recording?)`],
       [["output", "serve", "--source", family1, "--format", "ogg"], cannot(family1, 1, 6)],
       [["output", "serve", "--source", family255, "--format", "ogg"], cannot(family255, 255, 4)],
       [["input", "send", "--source", flac, "--format", "ogg"], notOpus(flac, "\\x7fFLAC\\x01\\x00\\x00")],
@@ -139,6 +145,17 @@ describe("an Ogg file source must hold Opus the wire can carry", () => {
     });
     expect(existsSync(t.sock)).toBe(false);
   }, 60_000);
+
+  test("mapping family 1 of a mono or stereo source (one stream, channels in order: plain Opus packets) passes", async () => {
+    const t = setup();
+    for (const channels of [1, 2]) {
+      const made = ffmpeg(t.path(`family1-${channels}.opus`), "sine=duration=0.2", ["-ac", String(channels), "-c:a", "libopus", "-mapping_family", "1"]);
+      await checkFileFormat(made, "ogg");
+      const { frames, error } = await drainFile(made);
+      expect(error).toBeUndefined();
+      expect(frames.length).toBeGreaterThan(5);
+    }
+  });
 
   test("a non-Opus stream multiplexed ahead of the Opus one passes: the Opus stream is in the BOS group", async () => {
     const t = socketDir(defer, "aa-fmt-");

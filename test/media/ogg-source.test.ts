@@ -457,7 +457,7 @@ describe("OggSource: what the wire cannot carry, and damage", () => {
       expect(frames.length).toBe(0);
       // The OpusHead packet starts after its page's 27-byte header and one lacing value.
       expect(error?.message).toBe(
-        `ogg source ${path}: OpusHead channel mapping family ${family} with ${channels} channels cannot be carried: allowed is family 0 with 1 or 2 channels at byte 28`,
+        `ogg source ${path}: OpusHead channel mapping family ${family} with ${channels} channels cannot be carried: allowed is one Opus stream of 1 or 2 channels (family 0) at byte 28`,
       );
     }
     // Chained after a stereo stream (an encoder restarted with other settings): the first plays, then the refusal.
@@ -465,7 +465,7 @@ describe("OggSource: what the wire cannot carry, and damage", () => {
     const { payloads, error } = await framesAndConfigs(source(concatBytes([read(stereo), read(family1)])));
     expect(payloads.length).toBe((await drainFile(stereo)).frames.length);
     expect(error?.message).toBe(
-      `ogg source t.opus: OpusHead channel mapping family 1 with 6 channels cannot be carried: allowed is family 0 with 1 or 2 channels at byte ${read(stereo).length + 28}`,
+      `ogg source t.opus: OpusHead channel mapping family 1 with 6 channels cannot be carried: allowed is one Opus stream of 1 or 2 channels (family 0) at byte ${read(stereo).length + 28}`,
     );
   });
 
