@@ -4,7 +4,7 @@
  * on PATH, against a temp dir, starting the compiled x64 agent.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { built } from "../support/binaries.ts";
@@ -465,6 +465,31 @@ describe("S95audio-agent under busybox sh", () => {
     copyFileSync(bin, `${bin}.new`);
     renameSync(`${bin}.new`, bin);
     expect(readlinkSync(`/proc/${pid}/exe`)).toBe(`${bin} (deleted)`);
+
+    const status = await initScript("status", env);
+    expect(status.code, status.stdout).toBe(0);
+    expect(status.stdout).toContain(`running (pid ${pid})`);
+    const stopped = await initScript("stop", env);
+    expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
+    expect(stopped.stdout).toContain("stopped");
+    expect(alive(pid)).toBe(false);
+  }, 30_000);
+
+  test("an agent whose symlinked executable an upgrade pointed at a new build is still the agent: status 0, stop stops it", async () => {
+    tempDir();
+    // A stand-in agent that exits on TERM (a copy of sleep(1)), reached through a symlink, as /usr/bin/audio-agent -> a build.
+    mkdirSync(t.path("bin"));
+    for (const build of ["agent-1", "agent-2"]) {
+      copyFileSync(realpathSync(Bun.which("sleep")!), t.path(`bin/${build}`));
+      chmodSync(t.path(`bin/${build}`), 0o755);
+    }
+    const bin = t.path("bin/agent");
+    symlinkSync(t.path("bin/agent-1"), bin);
+    const env = settings({ AUDIO_AGENT_BIN: bin, AUDIO_AGENT_ARGS: "300" });
+    expect((await initScript("start", env)).code).toBe(0);
+    const pid = pidIn(env)!;
+    unlinkSync(bin);
+    symlinkSync(t.path("bin/agent-2"), bin);
 
     const status = await initScript("status", env);
     expect(status.code, status.stdout).toBe(0);
