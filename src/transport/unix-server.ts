@@ -214,8 +214,8 @@ export class UnixServer {
         return; // EAGAIN: nothing more (or the socket failed, which its close will say)
       }
       if (got < 0) return;
-      // Its end: it left before the new client came, so it was not replaced.
-      if (got === 0) return this.disconnect(socket, "peer closed");
+      // Its end: it left before the new client came, so it was not replaced (half-open: it only stopped sending).
+      if (got === 0) return this.options.halfOpen ? undefined : this.disconnect(socket, "peer closed");
       this.options.handler.data(socket, chunk.subarray(0, got));
     }
   }

@@ -216,6 +216,10 @@ describe("OutputServer and a client that shuts down its sending side", () => {
     expect(client.isClosed).toBe(false);
     expect(server.connected).toBe(true);
     expect(server.stats.delivered).toBe(20);
+    // Replaced by the next client like any other: its end of sending is not its leaving.
+    await connectClient(defer, path);
+    await client.closed;
+    expect(server.listener.replacements).toBe(1);
   });
 });
 
