@@ -2,8 +2,8 @@ import { constants, fstatSync, openSync, writeSync } from "node:fs";
 
 /** What waits for a reader that is not reading, at most; lines beyond it are counted and lost. */
 const BACKLOG_BYTES = 64 * 1024;
-/** How often what waits is offered again. */
-const RETRY_MS = 100;
+/** How often what waits is offered again: a reader back but slow takes a pipe-full each time. */
+const RETRY_MS = 20;
 /** At exit, how long a reader that is not reading is waited for. */
 const DRAIN_MS = 1000;
 
@@ -136,9 +136,9 @@ let stderr: LineWriter | undefined;
 
 /**
  * The process's stderr as a LineWriter. A pipe (a `logger` or `tee` reading
- * it, a parent process) is written through a description of its own, opened
- * non-blocking, so the flag reaches no one else who shares the pipe; a file,
- * a terminal or a socket (journald) is written as it is.
+ * it, a parent process) or a terminal (stopped by Ctrl-S) is written through
+ * a description of its own, opened non-blocking, so the flag reaches no one
+ * else who shares it; a file or a socket (journald) is written as it is.
  */
 export function stderrLines(): LineWriter {
   return (stderr ??= new LineWriter(nonBlockingPipe(2)));
@@ -146,8 +146,10 @@ export function stderrLines(): LineWriter {
 
 function nonBlockingPipe(fd: number): number {
   try {
-    if (!fstatSync(fd).isFIFO()) return fd;
-    return openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY | constants.O_NONBLOCK);
+    const kind = fstatSync(fd);
+    if (!kind.isFIFO() && !kind.isCharacterDevice()) return fd;
+    // O_NOCTTY: a terminal opened again must not become the process's controlling one.
+    return openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch {
     return fd;
   }

@@ -388,6 +388,38 @@ describe("signals", () => {
 });
 
 describe("a log reader that stops reading", () => {
+  test("stderr on a terminal whose output is stopped (Ctrl-S): the audio flows and SIGTERM stops the agent (exit 0)", async () => {
+    const dir = setup();
+    const sock = dir.path("out.sock");
+    // python3 opens a pty, stops its output as Ctrl-S does, and runs the agent with stderr on it.
+    const onStoppedTerminal = [
+      "import pty, subprocess, sys, termios",
+      "master, slave = pty.openpty()",
+      "termios.tcflow(slave, termios.TCOOFF)",
+      "p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)",
+      "print(p.pid, flush=True)",
+      "print('exit', p.wait(), flush=True)",
+    ].join("\n");
+    const wrapper = start(["python3", "-c", onStoppedTerminal, ...AGENT, "output", "serve", "--socket", sock, "--source", TONE, "--format", "ogg", "--realtime", "--loop", "--stats-interval", "0.1"], {
+      env: agentEnv(),
+      timeoutMs: 30_000,
+    });
+    await until(() => existsSync(sock) && /^\d+\n/.test(wrapper.stdout), "the socket");
+    const agentPid = Number(wrapper.stdout.split("\n")[0]);
+    defer(() => {
+      try {
+        process.kill(agentPid, "SIGKILL"); // one that hung: not left behind
+      } catch {
+        // gone, as it should be
+      }
+    });
+    const recv = await runAgent(["output", "recv", "--socket", sock, "--sink", dir.path("out.ogg"), "--format", "ogg", "--count", "25", "--connect-timeout", "10"], { timeoutMs: 15_000 });
+    expect(recv.code, recv.stderr).toBe(0);
+    process.kill(agentPid, "SIGTERM");
+    expect(await wrapper.exited).toBe(0);
+    expect(wrapper.stdout).toContain("exit 0\n");
+  });
+
   test("stderr on /dev/full: every line fails to write, and the agent streams on and stops on SIGTERM with exit 0", async () => {
     const dir = setup();
     const sock = dir.path("out.sock");
