@@ -7,7 +7,7 @@
  * account for every frame.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
@@ -15,7 +15,7 @@ import { expectAccountedLine, failureLine, logFields } from "../support/agent-lo
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { StdinFeeder } from "../support/feeder.ts";
-import { makeFifo } from "../support/fifo.ts";
+import { makeFifo, readAvailableText } from "../support/fifo.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { pagesOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
@@ -33,6 +33,28 @@ function setup(prefix = "env-") {
   const dir = socketDir(defer, prefix);
   defer(stopAgents);
   return dir;
+}
+
+/**
+ * A lossless `output serve` of 20,000 frames whose client is connected and
+ * not reading (paused): socket buffers full, then the queue (500), so the
+ * source waits for room.
+ */
+async function losslessServerWaitingForRoom(): Promise<{ server: Spawned; client: RecordingClient }> {
+  const dir = setup();
+  const path = dir.path("out.sock");
+  const source = dir.path("src.wire");
+  writeFileSync(source, indexedWire(0, 20_000));
+  const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--metrics", "0", "--adaptive", "off"]);
+  const url = await metricsUrl(server);
+  await server.waitForStderr("listening socket=");
+  const client = await connectClient(defer, path, { paused: true });
+  let depth = 0;
+  for (const start = Date.now(); depth < 500 && Date.now() - start < 20_000; await Bun.sleep(20)) {
+    depth = await scrapeValue(url, "audio_agent_queue_depth_frames");
+  }
+  expect(depth).toBe(500);
+  return { server, client };
 }
 
 describe("a sink that cannot be written", () => {
@@ -366,20 +388,7 @@ describe("signals", () => {
   });
 
   test("SIGTERM while a lossless file source waits for queue room (client not reading): every frame read is accounted", async () => {
-    const dir = setup();
-    const path = dir.path("out.sock");
-    const source = dir.path("src.wire");
-    writeFileSync(source, indexedWire(0, 20_000));
-    const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--metrics", "0", "--adaptive", "off"]);
-    const url = await metricsUrl(server);
-    await server.waitForStderr("listening socket=");
-    await connectClient(defer, path, { paused: true }); // connected, never reading
-    // Socket buffers full, then the queue (500): the source waits for room.
-    let depth = 0;
-    for (const start = Date.now(); depth < 500 && Date.now() - start < 20_000; await Bun.sleep(20)) {
-      depth = await scrapeValue(url, "audio_agent_queue_depth_frames");
-    }
-    expect(depth).toBe(500);
+    const { server } = await losslessServerWaitingForRoom();
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
     const acc = expectAccountedLine(server.stderr);
@@ -456,20 +465,8 @@ describe("a log reader that stops reading", () => {
     expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "50" });
 
     // The reader comes back: the filler, then the lines that waited, then the rest as they come.
-    const chunk = new Uint8Array(65536);
     let read = "";
-    const readNow = () => {
-      for (;;) {
-        let got = 0;
-        try {
-          got = readSync(reader, chunk);
-        } catch {
-          return; // EAGAIN
-        }
-        if (got <= 0) return;
-        read += Buffer.from(chunk.subarray(0, got)).toString();
-      }
-    };
+    const readNow = () => void (read += readAvailableText(reader));
     await until(() => (readNow(), read.includes("output-server: listening")), "the first line that waited", 10_000);
     agent.kill("SIGTERM");
     await until(() => (readNow(), read.includes("output-server: stopped")), "the last line", 10_000);
@@ -485,19 +482,7 @@ describe("a log reader that stops reading", () => {
 
 describe("what a clean exit still owes", () => {
   test("SIGTERM to a lossless output serve whose client had stopped reading and reads again 200 ms later: the final flush delivers what was queued, nothing dropped", async () => {
-    const dir = setup();
-    const path = dir.path("out.sock");
-    const source = dir.path("src.wire");
-    writeFileSync(source, indexedWire(0, 20_000));
-    const server = spawnAgent(["output", "serve", "--socket", path, "--source", source, "--metrics", "0", "--adaptive", "off"]);
-    const url = await metricsUrl(server);
-    await server.waitForStderr("listening socket=");
-    const client = await connectClient(defer, path, { paused: true });
-    let depth = 0;
-    for (const start = Date.now(); depth < 500 && Date.now() - start < 20_000; await Bun.sleep(20)) {
-      depth = await scrapeValue(url, "audio_agent_queue_depth_frames");
-    }
-    expect(depth).toBe(500);
+    const { server, client } = await losslessServerWaitingForRoom();
     server.kill("SIGTERM");
     // Back a moment later, well within the second a shutdown gives the queue.
     await Bun.sleep(200);

@@ -9,6 +9,7 @@ import { expectAccountedLine } from "../support/agent-log.ts";
 import { expectIntactInOrder, indexedPayload, payloadIndex, testPayload } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
+import { idleSenderReadings } from "../support/readings.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { wireBytes, writeWireFile } from "../support/wire.ts";
@@ -175,32 +176,7 @@ describe("AdaptiveOptimizer on an injected clock", () => {
   test("decisions show up in the metrics: level, sizes, decision and adjustment counters", async () => {
     const metrics = new AgentMetrics([{
       latency: new LatencyMonitor(),
-      read: () => ({
-        channel: "output",
-        direction: "send",
-        connected: false,
-        frames: 0,
-        bytes: 0,
-        submitted: 0,
-        delivered: 0,
-        dropped: {},
-        connects: 0,
-        connectionDrops: 0,
-        protocolErrors: 0,
-        queueDepth: 0,
-        queueCapacity: 0,
-        lastFrameUnixMs: 0,
-        writeCalls: 0,
-        shortWrites: 0,
-        socketBuffers: {
-          requested: { sendBytes: 0, receiveBytes: 0 },
-          kernel: { sendBytes: 0, receiveBytes: 0 },
-          sendQueueBytes: 0,
-          receiveQueueBytes: 0,
-          failures: {},
-        },
-        counts: {},
-      }),
+      read: () => idleSenderReadings(),
     }]);
     const channel = metrics.channels[0]!;
     const { opt, at, tickAt } = optimizer({

@@ -10,32 +10,18 @@ import { AgentHttpServer } from "../../src/observe/http-server.ts";
 import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
 import { AgentMetrics } from "../../src/observe/metrics.ts";
 import { MonitorHub } from "../../src/observe/monitor/hub.ts";
-import type { ChannelReadings } from "../../src/observe/readings.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { rawRequest, rawUpgrade } from "../support/http.ts";
+import { idleSenderReadings, stillFigures } from "../support/readings.ts";
 import { value } from "../support/metrics.ts";
 
 const defer = useCleanup();
 
 /** A sender's readings before its first client. */
-function idleReadings(): ChannelReadings {
-  return {
-    channel: "output",
-    direction: "send",
-    connected: false,
-    frames: 0,
-    bytes: 0,
-    submitted: 0,
-    delivered: 0,
+const idleReadings = () =>
+  idleSenderReadings({
     dropped: { no_client: 3 },
-    connects: 0,
-    connectionDrops: 0,
-    protocolErrors: 0,
-    queueDepth: 0,
     queueCapacity: 500,
-    lastFrameUnixMs: 0,
-    writeCalls: 0,
-    shortWrites: 0,
     socketBuffers: {
       requested: { sendBytes: 131072, receiveBytes: 131072 },
       kernel: { sendBytes: 0, receiveBytes: 0 },
@@ -43,27 +29,12 @@ function idleReadings(): ChannelReadings {
       receiveQueueBytes: 0,
       failures: {},
     },
-    counts: {},
-  };
-}
+  });
 
 /** /metrics, /healthz and the monitor on one loopback port; everything stopped after the test. */
 function agentServer(): { server: AgentHttpServer; port: number; metrics: AgentMetrics } {
   const metrics = new AgentMetrics([{ read: idleReadings, latency: new LatencyMonitor() }]);
-  const hub = new MonitorHub({ role: "output serve", channel: "output", socket: "/tmp/x.sock" }, () => ({
-    connected: false,
-    frames: 0,
-    bytes: 0,
-    dropped: {},
-    queueDepth: 0,
-    queueCapacity: 0,
-    sendUtilization: 0,
-    receiveUtilization: 0,
-    sendBufferBytes: 0,
-    receiveBufferBytes: 0,
-    latency: {},
-    adaptiveLevel: 0,
-  }));
+  const hub = new MonitorHub({ role: "output serve", channel: "output", socket: "/tmp/x.sock" }, () => stillFigures());
   defer(() => hub.stop());
   const server = AgentHttpServer.start(
     { host: "127.0.0.1", port: 0 },

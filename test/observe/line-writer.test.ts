@@ -3,11 +3,11 @@
  * when it chooses: a log reader that stalls and comes back.
  */
 import { expect, test } from "bun:test";
-import { closeSync, constants, openSync, readSync } from "node:fs";
+import { closeSync, constants, openSync } from "node:fs";
 import { LineWriter } from "../../src/observe/line-writer.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { makeFifo } from "../support/fifo.ts";
+import { makeFifo, readAvailableText } from "../support/fifo.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -22,20 +22,7 @@ function stalledPipe(): { reader: number; writer: number; readAll: () => string 
   const writer = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
   defer(() => (closeSync(writer), closeSync(reader)));
   expect(setPipeSize(writer, PIPE_BYTES)).toMatchObject({ ok: true, bytes: PIPE_BYTES });
-  const chunk = new Uint8Array(65536);
-  const readAll = () => {
-    let text = "";
-    for (;;) {
-      let got = 0;
-      try {
-        got = readSync(reader, chunk);
-      } catch {
-        return text; // EAGAIN: all there is
-      }
-      if (got <= 0) return text;
-      text += Buffer.from(chunk.subarray(0, got)).toString();
-    }
-  };
+  const readAll = () => readAvailableText(reader);
   return { reader, writer, readAll };
 }
 

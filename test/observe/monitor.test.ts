@@ -18,6 +18,7 @@ import { TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { BUN, REPO, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { stillFigures } from "../support/readings.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { indexedWire, wireBytes } from "../support/wire.ts";
@@ -65,20 +66,7 @@ async function figures(base: string): Promise<MonitorFigures> {
 
 /** A hub with still figures, served on a loopback port; both stopped after the test. */
 function hubOnHttp(limits: ViewerLimits = VIEWER_LIMITS, intervalMs = 1000): { hub: MonitorHub; server: AgentHttpServer; url: string } {
-  const still = () => ({
-    connected: true,
-    frames: 0,
-    bytes: 0,
-    dropped: {},
-    queueDepth: 0,
-    queueCapacity: 0,
-    sendUtilization: 0,
-    receiveUtilization: 0,
-    sendBufferBytes: 0,
-    receiveBufferBytes: 0,
-    latency: {},
-    adaptiveLevel: 0,
-  });
+  const still = () => stillFigures({ connected: true });
   const hub = new MonitorHub({ role: "output serve", channel: "output", socket: "/tmp/x.sock" }, still, intervalMs, limits);
   defer(() => hub.stop());
   const server = AgentHttpServer.start({ host: "127.0.0.1", port: 0 }, { monitor: hub });

@@ -3,8 +3,24 @@
  * process that opens the FIFO, writes a file into it and closes it.
  */
 import { ptr } from "bun:ffi";
-import { statSync, unlinkSync, writeFileSync } from "node:fs";
+import { readSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { openLibc } from "../../src/transport/socket-options.ts";
+
+/** What a non-blocking reader's end holds now, read until EAGAIN or its end, as text. */
+export function readAvailableText(fd: number): string {
+  const chunk = new Uint8Array(65536);
+  let text = "";
+  for (;;) {
+    let got = 0;
+    try {
+      got = readSync(fd, chunk);
+    } catch {
+      return text; // EAGAIN: all there is
+    }
+    if (got <= 0) return text;
+    text += Buffer.from(chunk.subarray(0, got)).toString();
+  }
+}
 
 export function makeFifo(path: string): string {
   const made = Bun.spawnSync(["mkfifo", path], { stderr: "pipe" });
