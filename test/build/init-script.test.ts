@@ -142,6 +142,24 @@ function pidIn(env: Record<string, string>): number | undefined {
   }
 }
 
+/** A stand-in agent at `path` that exits on TERM: a copy of sleep(1), run with AUDIO_AGENT_ARGS "300". */
+function standInAgent(path: string): string {
+  copyFileSync(realpathSync(Bun.which("sleep")!), path);
+  chmodSync(path, 0o755);
+  return path;
+}
+
+/** After an upgrade: status still finds agent `pid` running (0), and stop stops it. */
+async function expectStillTheAgent(env: Record<string, string>, pid: number): Promise<void> {
+  const status = await initScript("status", env);
+  expect(status.code, status.stdout).toBe(0);
+  expect(status.stdout).toContain(`running (pid ${pid})`);
+  const stopped = await initScript("stop", env);
+  expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
+  expect(stopped.stdout).toContain("stopped");
+  expect(alive(pid)).toBe(false);
+}
+
 describe("S95audio-agent under busybox sh", () => {
   test("start, status, stop, status, restart: a daemon that serves, and nothing left behind", async () => {
     tempDir();
@@ -454,50 +472,31 @@ describe("S95audio-agent under busybox sh", () => {
 
   test("an agent whose executable an upgrade replaced is still the agent: status 0, stop stops it", async () => {
     tempDir();
-    // A stand-in agent that exits on TERM: a copy of sleep(1), replaced by another copy as a package upgrade would.
+    // The stand-in agent, replaced by another copy as a package upgrade would.
     mkdirSync(t.path("bin"));
-    const bin = t.path("bin/agent");
-    copyFileSync(realpathSync(Bun.which("sleep")!), bin);
-    chmodSync(bin, 0o755);
+    const bin = standInAgent(t.path("bin/agent"));
     const env = settings({ AUDIO_AGENT_BIN: bin, AUDIO_AGENT_ARGS: "300" });
     expect((await initScript("start", env)).code).toBe(0);
     const pid = pidIn(env)!;
     copyFileSync(bin, `${bin}.new`);
     renameSync(`${bin}.new`, bin);
     expect(readlinkSync(`/proc/${pid}/exe`)).toBe(`${bin} (deleted)`);
-
-    const status = await initScript("status", env);
-    expect(status.code, status.stdout).toBe(0);
-    expect(status.stdout).toContain(`running (pid ${pid})`);
-    const stopped = await initScript("stop", env);
-    expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
-    expect(stopped.stdout).toContain("stopped");
-    expect(alive(pid)).toBe(false);
+    await expectStillTheAgent(env, pid);
   }, 30_000);
 
   test("an agent whose symlinked executable an upgrade pointed at a new build is still the agent: status 0, stop stops it", async () => {
     tempDir();
-    // A stand-in agent that exits on TERM (a copy of sleep(1)), reached through a symlink, as /usr/bin/audio-agent -> a build.
+    // The stand-in agent reached through a symlink, as /usr/bin/audio-agent -> a build.
     mkdirSync(t.path("bin"));
-    for (const build of ["agent-1", "agent-2"]) {
-      copyFileSync(realpathSync(Bun.which("sleep")!), t.path(`bin/${build}`));
-      chmodSync(t.path(`bin/${build}`), 0o755);
-    }
     const bin = t.path("bin/agent");
-    symlinkSync(t.path("bin/agent-1"), bin);
+    symlinkSync(standInAgent(t.path("bin/agent-1")), bin);
+    standInAgent(t.path("bin/agent-2"));
     const env = settings({ AUDIO_AGENT_BIN: bin, AUDIO_AGENT_ARGS: "300" });
     expect((await initScript("start", env)).code).toBe(0);
     const pid = pidIn(env)!;
     unlinkSync(bin);
     symlinkSync(t.path("bin/agent-2"), bin);
-
-    const status = await initScript("status", env);
-    expect(status.code, status.stdout).toBe(0);
-    expect(status.stdout).toContain(`running (pid ${pid})`);
-    const stopped = await initScript("stop", env);
-    expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
-    expect(stopped.stdout).toContain("stopped");
-    expect(alive(pid)).toBe(false);
+    await expectStillTheAgent(env, pid);
   }, 30_000);
 
   test("two starts at once: one agent, which status reports and stop stops", async () => {

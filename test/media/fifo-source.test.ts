@@ -35,6 +35,32 @@ function setup() {
   return { ...t, fifo: makeFifo(t.path("capture.ogg")), sock: t.path("o.sock"), first, second };
 }
 
+/**
+ * The FIFO's source, opened and read while each of `files` is written into
+ * the FIFO in turn; once the last writer's stream has been read to its end
+ * ("writer closed"), closed. The frames it gave, and what it reported.
+ */
+async function readWriters(t: ReturnType<typeof setup>, files: string[]): Promise<{ frames: Uint8Array[]; reports: string[] }> {
+  const reports: string[] = [];
+  const source = await openSource("ogg", t.fifo, { lenient: false, report: (level, message, fields) => reports.push(`${level} ${message} ${JSON.stringify(fields)}`) });
+  const writers = (async () => {
+    for (const file of files) expect(await writeIntoFifo(t.fifo, file)).toBe(0);
+  })();
+  const frames: Uint8Array[] = [];
+  const reading = (async () => {
+    for (;;) {
+      const frame = source.next();
+      if (frame) frames.push(frame.payload.slice());
+      else if (!(await source.fill())) return;
+    }
+  })();
+  await writers;
+  await until(() => reports.filter((r) => r.startsWith("info writer closed")).length === 1, "the good stream's end");
+  await source.close();
+  await reading;
+  return { frames, reports };
+}
+
 /** `output serve` from the FIFO, once it waits for the first writer. */
 async function serveFifo(t: ReturnType<typeof setup>): Promise<Spawned> {
   const serve = spawnAgent(["output", "serve", "--source", t.fifo, "--format", "ogg", "--socket", t.sock]);
@@ -255,30 +281,11 @@ describe("input send --source FIFO --format ogg, its Config from the first write
 describe("FifoSource", () => {
   test("a writer's malformed or cut-short stream is discarded whole (the writer is not left blocked); the next stream follows", async () => {
     const t = setup();
-    const reports: string[] = [];
-    const source = await openSource("ogg", t.fifo, { lenient: false, report: (level, message, fields) => reports.push(`${level} ${message} ${JSON.stringify(fields)}`) });
     // More garbage than a pipe holds (64 KiB): the writer finishes only if it is read to its end.
     writeFileSync(t.path("garbage"), new Uint8Array(300_000).fill(0x41));
     const whole = new Uint8Array(readFileSync(t.second));
     writeFileSync(t.path("cut.opus"), whole.subarray(0, whole.length - 100));
-
-    const writers = (async () => {
-      expect(await writeIntoFifo(t.fifo, t.path("garbage"))).toBe(0);
-      expect(await writeIntoFifo(t.fifo, t.path("cut.opus"))).toBe(0);
-      expect(await writeIntoFifo(t.fifo, t.first)).toBe(0);
-    })();
-    const frames: Uint8Array[] = [];
-    const reading = (async () => {
-      for (;;) {
-        const frame = source.next();
-        if (frame) frames.push(frame.payload.slice());
-        else if (!(await source.fill())) return;
-      }
-    })();
-    await writers;
-    await until(() => reports.filter((r) => r.startsWith("info writer closed")).length === 1, "the good stream's end");
-    await source.close();
-    await reading;
+    const { frames, reports } = await readWriters(t, [t.path("garbage"), t.path("cut.opus"), t.first]);
 
     const warnings = reports.filter((r) => r.startsWith("warn"));
     expect(warnings.length).toBe(2);
@@ -298,25 +305,8 @@ describe("FifoSource", () => {
 
   test("a writer whose Opus has more than 2 channels (mapping family 1) is refused like any bad stream, naming it; the next writer follows", async () => {
     const t = setup();
-    const reports: string[] = [];
-    const source = await openSource("ogg", t.fifo, { lenient: false, report: (level, message, fields) => reports.push(`${level} ${message} ${JSON.stringify(fields)}`) });
     const six = encodeWith(t.dir, "six", ["--max-delay", "20"], { channels: 6, samples: 48000 });
-    const writers = (async () => {
-      expect(await writeIntoFifo(t.fifo, six)).toBe(0);
-      expect(await writeIntoFifo(t.fifo, t.first)).toBe(0);
-    })();
-    const frames: Uint8Array[] = [];
-    const reading = (async () => {
-      for (;;) {
-        const frame = source.next();
-        if (frame) frames.push(frame.payload.slice());
-        else if (!(await source.fill())) return;
-      }
-    })();
-    await writers;
-    await until(() => reports.filter((r) => r.startsWith("info writer closed")).length === 1, "the good stream's end");
-    await source.close();
-    await reading;
+    const { frames, reports } = await readWriters(t, [six, t.first]);
 
     const warnings = reports.filter((r) => r.startsWith("warn"));
     expect(warnings.length).toBe(1);
