@@ -7,14 +7,22 @@ afterEach(() => {
   for (const p of running.splice(0)) p.kill("SIGKILL");
 });
 
-/** A Bun process holding 16 MiB it wrote once; with `keepTouching`, it writes all of it again every 20 ms. */
-async function holder(keepTouching: boolean): Promise<Spawned> {
+/**
+ * A Bun process holding 16 MiB it wrote once. With `onRequest`, it writes all of it again for each
+ * line on its stdin and answers `touched N` on stderr, so a count covers a touch whatever the
+ * machine's load (a process on a timer may not run at all in a busy 300 ms).
+ */
+async function holder(onRequest: boolean): Promise<Spawned> {
   const script = `
     const held = new Uint8Array(16 << 20).fill(1);
     let n = 0;
-    ${keepTouching ? "setInterval(() => held.fill(++n & 0xff), 20);" : "setInterval(() => (n += held.length), 20);"}
+    ${
+      onRequest
+        ? "process.stdin.on('data', () => { held.fill(++n & 0xff); console.error('touched ' + n); });"
+        : "setInterval(() => (n += held.length), 20);"
+    }
     console.error("ready");`;
-  const p = start([BUN, "-e", script]);
+  const p = start([BUN, "-e", script], { stdin: onRequest ? "pipe" : "ignore" });
   running.push(p);
   await p.waitForStderr("ready");
   return p;
@@ -24,12 +32,15 @@ test("the working set counts the pages touched since the count began, not those 
   const idle = await holder(false);
   const busy = await holder(true);
   // Three counts of 300 ms: Bun itself now and then reads the whole of an idle process's heap (a
-  // window in ten or so), so the idle one's is the least of them; the busy one's is every one.
+  // window in ten or so), so the idle one's is the least of them; the busy one touches all of it
+  // in every count.
   const idleReferenced: number[] = [];
   let a, b;
-  for (let count = 0; count < 3; count++) {
+  for (let count = 1; count <= 3; count++) {
     expect(clearReferenced(idle.pid)).toBe(true);
     expect(clearReferenced(busy.pid)).toBe(true);
+    await busy.writeStdin(new TextEncoder().encode("touch\n"));
+    await busy.waitForStderr(`touched ${count}\n`);
     await Bun.sleep(300);
     [a, b] = [residentKiB(idle.pid)!, residentKiB(busy.pid)!];
     expect(b.referenced).toBeGreaterThanOrEqual(16 * 1024);
