@@ -23,6 +23,7 @@ test("the caller's agent variables are left out; the log level and format are th
     AUDIO_AGENT_MONITOR: "off",
     MIMALLOC_SCAVENGER: "0",
     BUN_JSC_numberOfGCMarkers: "1",
+    BUN_GC_TIMER_INTERVAL: "30000",
   });
 });
 

@@ -239,7 +239,7 @@ describe("S95audio-agent under busybox sh", () => {
     for (const line of lines) expect(() => JSON.parse(line)).not.toThrow();
   }, 30_000);
 
-  test("the agent runs without Bun's timer-woken helper threads (device-runtime.ts's settings), and the defaults file can bring them back", async () => {
+  test("the agent runs without Bun's timer-woken helper threads and with its slower collection timer (device-runtime.ts's settings), and the defaults file can bring Bun's own back", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
     const env = settings();
@@ -258,10 +258,11 @@ describe("S95audio-agent under busybox sh", () => {
     expect((await initScript("stop", env)).code).toBe(0);
 
     mkdirSync(t.path("default"));
-    writeFileSync(env.AUDIO_AGENT_DEFAULTS, "MIMALLOC_SCAVENGER=1\nBUN_JSC_numberOfGCMarkers=2\n");
+    writeFileSync(env.AUDIO_AGENT_DEFAULTS, "MIMALLOC_SCAVENGER=1\nBUN_JSC_numberOfGCMarkers=2\nBUN_GC_TIMER_INTERVAL=1000\n");
     expect((await initScript("start", env)).code).toBe(0);
     const back = pidIn(env)!;
     await until(() => threads(back).includes("mi-scavenger") && threads(back).includes("HeapHelper"), "Bun's helper threads", 10_000);
+    expect(environ(back)).toContain("BUN_GC_TIMER_INTERVAL=1000");
     expect((await initScript("stop", env)).code).toBe(0);
   }, 60_000);
 
