@@ -87,20 +87,20 @@ export class AgentMetrics {
     });
     type Part = (typeof parts)[number];
 
-    /** Labels of a series of a family over `of`: the channel, where the family has several. */
-    const seriesLabels = (of: Part[], part: Part) => (of.length > 1 ? { channel: part.channel } : {});
-    /** A counter over `of` following a reading's running total. */
-    const counterFrom = (name: string, help: string, of: Part[], value: (r: ChannelReadings) => number) => {
+    /** Labels of a series of a family over `of`: the channel, where the family has several (or `always`). */
+    const seriesLabels = (of: Part[], part: Part, always = false) => (always || of.length > 1 ? { channel: part.channel } : {});
+    /** A counter over `of` following a reading's running total; `always` labels it by channel even with one. */
+    const counterFrom = (name: string, help: string, of: Part[], value: (r: ChannelReadings) => number, always = false) => {
       const seen = of.map(() => 0);
       new Counter({
         name,
         help,
-        labelNames: of.length > 1 ? ["channel"] : [],
+        labelNames: always || of.length > 1 ? ["channel"] : [],
         registers,
         collect() {
           of.forEach((part, i) => {
             const now = value(part.read());
-            this.inc(seriesLabels(of, part), Math.max(0, now - seen[i]!));
+            this.inc(seriesLabels(of, part, always), Math.max(0, now - seen[i]!));
             seen[i] = Math.max(seen[i]!, now);
           });
         },
@@ -123,6 +123,7 @@ export class AgentMetrics {
       const { prefix, what } = part;
       const frameVerb = part.direction === "send" ? "sent" : "received";
       counterFrom(`${prefix}_frames_${frameVerb}_total`, `Total number of ${what} frames ${frameVerb}`, [part], (r) => r.frames);
+      // Every frame a sender dropped, of any type (as by reason below): JetKVM's name, the agent's accounting.
       counterFrom(`${prefix}_frames_dropped_total`, `Total number of ${what} frames dropped`, [part], (r) => droppedTotal(r));
       counterFrom(`${prefix}_bytes_processed_total`, `Total number of ${what} bytes processed`, [part], (r) => r.bytes);
       counterFrom(`${prefix}_connection_drops_total`, `Total number of ${what} connection drops`, [part], (r) => r.connectionDrops);
@@ -132,7 +133,7 @@ export class AgentMetrics {
     const droppedSeen = parts.map(() => ({}) as Record<string, number>);
     new Counter({
       name: "audio_agent_frames_dropped_by_reason_total",
-      help: "Frames dropped, by reason",
+      help: "Frames dropped (of every type a sender sends; a receiver's sink counts OpusFrames), by reason",
       labelNames: ["channel", "reason"],
       registers,
       collect() {
@@ -146,6 +147,18 @@ export class AgentMetrics {
         });
       },
     });
+    // A sender's accounting, labelled like the drops by reason, so submitted = delivered + their sum holds in /metrics too.
+    const senders = parts.filter((part) => part.direction === "send");
+    if (senders.length > 0) {
+      counterFrom(
+        "audio_agent_frames_submitted_total",
+        "Frames a sender submitted (OpusFrames; on the input channel also Heartbeats, the Stop and a Config the source brings): each is delivered or dropped by reason",
+        senders,
+        (r) => r.submitted,
+        true,
+      );
+      counterFrom("audio_agent_frames_delivered_total", "Frames of every type the kernel took whole for the peer", senders, (r) => r.delivered, true);
+    }
     counterFrom("audio_agent_reconnects_total", "Connections after the first (clients) or clients accepted after the first (servers)", parts, reconnects);
     counterFrom("audio_agent_protocol_errors_total", "Framing violations by the peer (connection closed)", parts, (r) => r.protocolErrors);
     gaugeFrom("audio_agent_queue_depth_frames", "Frames waiting in the send queue", parts, (r) => r.queueDepth);

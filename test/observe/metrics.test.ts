@@ -324,6 +324,10 @@ describe("metrics over HTTP from real roles", () => {
     );
 
     expect(value(sent, "jetkvm_microphone_frames_sent_total")).toBe(N);
+    // The sender's accounting, as its bytes: the Config each connection opens with is the client's own, not submitted.
+    expect(value(sent, "audio_agent_frames_submitted_total", { channel: "input" })).toBe(N);
+    expect(value(sent, "audio_agent_frames_delivered_total", { channel: "input" })).toBe(N);
+    expect(families(received).has("audio_agent_frames_submitted_total")).toBe(false);
     expect(value(sent, "jetkvm_microphone_bytes_processed_total")).toBe(bytes.length);
     expect(value(received, "jetkvm_microphone_frames_received_total")).toBe(N);
     // The server counts every byte it read: the frames and the 29-byte Config.
@@ -395,6 +399,9 @@ describe("metrics over HTTP from real roles", () => {
     );
     expect(value(text, "jetkvm_audio_frames_dropped_total")).toBe(N);
     expect(value(text, "jetkvm_audio_frames_sent_total")).toBe(0);
+    // submitted = delivered + dropped, from /metrics alone.
+    expect(value(text, "audio_agent_frames_submitted_total", { channel: "output" })).toBe(N);
+    expect(value(text, "audio_agent_frames_delivered_total", { channel: "output" })).toBe(0);
     expect(value(text, "jetkvm_audio_bytes_processed_total")).toBe(0);
     expect(value(text, "audio_agent_connected")).toBe(0);
     expect(value(text, "jetkvm_audio_last_frame_timestamp_seconds")).toBe(0);
