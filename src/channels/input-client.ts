@@ -61,7 +61,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   protected readonly queue: FrameQueue;
   protected readonly writer: FrameWriter;
   acks = 0;
-  unexpectedMessages = 0;
+  otherMessages = 0;
   protocolErrors = 0;
   ackTimeouts = 0;
   private parser = new FrameParser(INPUT_MAGIC);
@@ -188,7 +188,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       tuner: this.tuner,
       stats: this.stats,
       queue: this.queue,
-      counts: { acks: this.acks, ack_timeouts: this.ackTimeouts },
+      counts: { acks: this.acks, ack_timeouts: this.ackTimeouts, other_messages: this.otherMessages },
     });
   }
 
@@ -290,7 +290,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       parser.push(chunk);
       for (let m = parser.next(); m; m = parser.next()) {
         if (m.type !== MessageType.Ack) {
-          this.unexpectedMessages++;
+          this.otherMessages++;
           continue;
         }
         this.acks++;
