@@ -141,15 +141,9 @@ export class OggSource implements FrameSource {
     this.goodEnd = 0;
     this.bytes.rewind();
     this.pages.reset();
-    this.packets.reset();
-    this.serial = undefined;
+    this.beginStream(undefined);
     this.foreign = undefined;
-    this.nextSequence = undefined;
-    this.skippedSinceOurs = 0;
-    this.pastBosGroup = false;
-    this.stage = "head";
     this.samples = 0;
-    this.endOfStream = false;
     this.inputEnded = false;
     this.failure = undefined;
     return true;
@@ -254,7 +248,12 @@ export class OggSource implements FrameSource {
         ...(this.packets.open ? { cut_packet_offset: this.packets.openOffset } : {}),
       });
     }
-    this.serial = page.serial;
+    this.beginStream(page.serial);
+  }
+
+  /** What each stream read starts from: a pass from the top (no serial yet) or a chained stream. */
+  private beginStream(serial: number | undefined): void {
+    this.serial = serial;
     this.nextSequence = undefined;
     this.skippedSinceOurs = 0;
     this.pastBosGroup = false;
