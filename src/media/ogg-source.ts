@@ -44,10 +44,13 @@ export class OggSource implements FrameSource {
   otherStreamPages = 0;
   /** Pages of our stream that its page sequence numbers say never arrived (only in lenient mode). */
   missingPages = 0;
+  /** Bytes passed over that began no page: a damaged page's, or bytes between pages (only in lenient mode). */
+  skippedBytes = 0;
   audioConfig: Partial<AudioConfig> | undefined;
   preSkip: number | undefined;
 
-  private readonly pages = new OggPageReader();
+  /** Lenient, it seeks the next page past damage (OggPageReader). */
+  private readonly pages: OggPageReader;
   private readonly packets = new OggPacketReader(MAX_PAYLOAD);
   private readonly frame: SourceFrame = { payload: new Uint8Array(0), timeMs: 0 };
   private serial: number | undefined;
@@ -75,12 +78,17 @@ export class OggSource implements FrameSource {
   /** Since our stream began: a page that is not a BOS page was seen, so the BOS group is over. */
   private pastBosGroup = false;
   private toldOtherStream = false;
+  /** The page reader's skipped bytes this pass, as far as counted; whether the last page was a bad one. */
+  private passedBefore = 0;
+  private afterBadPage = false;
 
   private constructor(
     private readonly bytes: ByteSource,
     private readonly lenient: boolean,
     private readonly report: SourceReport | undefined,
-  ) {}
+  ) {
+    this.pages = new OggPageReader(lenient);
+  }
 
   static async open(path: string, options: OggSourceOptions = {}): Promise<OggSource> {
     return OggSource.from(await openByteSource(path), options);
@@ -96,7 +104,7 @@ export class OggSource implements FrameSource {
   }
 
   get counts(): Readonly<Record<string, number>> {
-    return { skipped_pages: this.skippedPages, missing_pages: this.missingPages, other_stream_pages: this.otherStreamPages };
+    return { skipped_pages: this.skippedPages, missing_pages: this.missingPages, other_stream_pages: this.otherStreamPages, skipped_bytes: this.skippedBytes };
   }
 
   next(): SourceFrame | undefined {
@@ -141,6 +149,8 @@ export class OggSource implements FrameSource {
     this.goodEnd = 0;
     this.bytes.rewind();
     this.pages.reset();
+    this.passedBefore = 0;
+    this.afterBadPage = false;
     this.beginStream(undefined);
     this.foreign = undefined;
     this.samples = 0;
@@ -163,10 +173,14 @@ export class OggSource implements FrameSource {
         this.skippedSinceOurs++;
         this.report?.("warn", "skipped a page with a bad CRC", { source: this.name, offset: page.streamOffset, skipped_pages: this.skippedPages });
         if (page.serial === this.serial) this.packets.lost();
+        // Its length may be what was damaged: the next page is sought from its second byte.
+        this.pages.resync();
+        this.afterBadPage = true;
         return;
       }
       this.goodEnd = end;
     }
+    this.passedOver(page);
     if (this.serial === undefined) this.chooseStream(page);
     else if (page.beginOfStream && (this.endOfStream || this.pastBosGroup) && isOpusHead(bodyOf(page))) this.chain(page);
     // RFC 3533: the BOS pages of streams multiplexed together all come before any other page, so
@@ -184,6 +198,19 @@ export class OggSource implements FrameSource {
     this.checkSequence(page);
     this.packets.push(page);
     this.endOfStream = page.endOfStream;
+  }
+
+  /** Lenient: counts the bytes passed over before `page`, and tells of them unless they were a bad page's, told already. */
+  private passedOver(page: OggPage): void {
+    const passed = this.pages.skippedBytes - this.passedBefore;
+    const afterBadPage = this.afterBadPage;
+    this.afterBadPage = false;
+    if (passed === 0) return;
+    this.passedBefore = this.pages.skippedBytes;
+    this.skippedBytes += passed;
+    if (!afterBadPage) {
+      this.report?.("warn", "passed over bytes that begin no page", { source: this.name, offset: page.streamOffset - passed, bytes: passed, skipped_bytes: this.skippedBytes });
+    }
   }
 
   /**

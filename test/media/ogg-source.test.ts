@@ -483,9 +483,55 @@ describe("OggSource: what the wire cannot carry, and damage", () => {
     // A page every packet: the bad page held the second audio packet, alone.
     expect(pages[3]!.table.length).toBe(1);
     expect(frames.map((f) => f.payload)).toEqual(whole.filter((_, i) => i !== 1).map((f) => f.payload));
-    expect(src.counts).toEqual({ skipped_pages: 1, missing_pages: 0, other_stream_pages: 0 });
+    // Its bytes are passed over too, looking for the next page from its second byte.
+    expect(src.counts).toEqual({ skipped_pages: 1, missing_pages: 0, other_stream_pages: 0, skipped_bytes: pages[3]!.size });
     // The gap the skipped page leaves in the page numbers is that page: not counted again.
     expect(reports).toEqual([{ level: "warn", message: "skipped a page with a bad CRC", fields: { source: "t.opus", offset: pages[3]!.offset, skipped_pages: 1 } }]);
+  });
+
+  test("--lenient, a page whose length is what was damaged (a lacing value): the next page is sought from its second byte, and all after it is read", async () => {
+    const bytes = read(live("lacing", 2));
+    const whole = (await drain(source(bytes))).frames;
+    const pages = pagesOf(bytes);
+    expect(pages[5]!.table.length).toBe(1);
+    // Longer than it is (it would swallow the next page's header), and shorter (its last bytes would look like a page's).
+    for (const change of [+37, -37]) {
+      const bad = bytes.slice();
+      bad[pages[5]!.offset + 27] = pages[5]!.table[0]! + change;
+      expect((await drain(source(bad))).error?.message).toBe(`ogg source t.opus: bad CRC in page at byte ${pages[5]!.offset}`);
+      // Chunks of 1 and 7 bytes put every page, the bad one's bytes read again among them, across chunks.
+      for (const chunk of [1, 7, 65536]) {
+        const { reports, report } = reporting();
+        const src = OggSource.from(chunkedSource(bad, [chunk], "t.opus"), { lenient: true, report });
+        const { frames, error } = await drain(src);
+        expect(error, `${change} in chunks of ${chunk}`).toBeUndefined();
+        // The bad page held the fourth audio packet, alone.
+        expect(frames.map((f) => f.payload)).toEqual(whole.filter((_, i) => i !== 3).map((f) => f.payload));
+        expect(src.counts).toEqual({ skipped_pages: 1, missing_pages: 0, other_stream_pages: 0, skipped_bytes: pages[5]!.size });
+        expect(reports.map((r) => r.message)).toEqual(["skipped a page with a bad CRC"]);
+      }
+    }
+  });
+
+  test("--lenient, bytes between pages that begin none (a capture pattern's start, one of another version): passed over, counted and told once; strict fails there", async () => {
+    const bytes = read(live("inserted", 1));
+    const whole = (await drain(source(bytes))).frames;
+    const pages = pagesOf(bytes);
+    const at = pages[6]!.offset;
+    const junk = new TextEncoder().encode("no page here Og Ogg OggS\x01 still none O");
+    const bad = concatBytes([bytes.subarray(0, at), junk, bytes.subarray(at)]);
+    expect((await drain(source(bad))).error?.message).toBe(`ogg source t.opus: no Ogg capture pattern "OggS" at byte ${at}`);
+    for (const chunk of [1, 3, 65536]) {
+      const { reports, report } = reporting();
+      const src = OggSource.from(chunkedSource(bad, [chunk], "t.opus"), { lenient: true, report });
+      const { frames, error } = await drain(src);
+      expect(error, `chunks of ${chunk}`).toBeUndefined();
+      expect(frames.map((f) => f.payload)).toEqual(whole.map((f) => f.payload));
+      expect(src.counts).toEqual({ skipped_pages: 0, missing_pages: 0, other_stream_pages: 0, skipped_bytes: junk.length });
+      expect(reports).toEqual([
+        { level: "warn", message: "passed over bytes that begin no page", fields: { source: "t.opus", offset: at, bytes: junk.length, skipped_bytes: junk.length } },
+      ]);
+    }
   });
 
   test("a page missing from the middle: strict fails naming the stream and the gap; lenient reads on, counts and reports the missing pages", async () => {
@@ -507,7 +553,7 @@ describe("OggSource: what the wire cannot carry, and damage", () => {
     expect(lenient.error).toBeUndefined();
     // A page every packet: what is missing is the second audio packet, alone.
     expect(lenient.frames.map((f) => f.payload)).toEqual(whole.filter((_, i) => i !== 1).map((f) => f.payload));
-    expect(src.counts).toEqual({ skipped_pages: 0, missing_pages: 1, other_stream_pages: 0 });
+    expect(src.counts).toEqual({ skipped_pages: 0, missing_pages: 1, other_stream_pages: 0, skipped_bytes: 0 });
     expect(reports).toEqual([
       {
         level: "warn",
@@ -537,7 +583,7 @@ describe("OggSource: what the wire cannot carry, and damage", () => {
       { sampleRate: 48000, channels: 2, frameSize: 960 },
       { sampleRate: 48000, channels: 1, frameSize: 2880 },
     ]);
-    expect(src.counts).toEqual({ skipped_pages: 0, missing_pages: 0, other_stream_pages: 0 });
+    expect(src.counts).toEqual({ skipped_pages: 0, missing_pages: 0, other_stream_pages: 0, skipped_bytes: 0 });
     expect(reports.map((r) => `${r.level} ${r.message}`)).toEqual(["warn stream ended without its end-of-stream page; reading the stream chained after it"]);
     expect(reports[0]!.fields).toMatchObject({ source: "t.opus", serial: pages[0]!.serial.toString(16).padStart(8, "0"), offset: keep });
   });
