@@ -61,11 +61,18 @@ export class WallClock {
 
   /** Unix ms at the monotonic reading `monotonicMs`, taken just now (the hot path's one clock read). */
   at(monotonicMs: number): number {
-    if (monotonicMs - this.checkedAt >= this.recheckMs) this.recheck(monotonicMs);
+    if (monotonicMs - this.checkedAt >= this.recheckMs) this.recheck();
     return this.offset + monotonicMs;
   }
 
-  private recheck(monotonicMs: number): void {
+  private recheck(): void {
+    // The wall clock is paired with monotonic reads of its own, just before and after: the
+    // caller's may be older, and a thread taken off the CPU between two reads (a busy machine)
+    // would shift the offset by as long as it was off, and take that for a step. Such a pair is
+    // not used; the next stamp reads them again.
+    const monotonicMs = this.monotonic();
+    const realtimeMs = this.realtime();
+    if (this.monotonic() - monotonicMs > PAIRED_WITHIN_MS) return;
     this.checkedAt = monotonicMs;
     // Date.now() truncates to whole ms: the offsets that agree with this reading
     // are [low, low + 1). One that still agrees is kept (re-reading adds no
@@ -74,7 +81,7 @@ export class WallClock {
     // STEP_MS outside it moves just inside, toward the truth, by no more than
     // it must: a move back is a stamp going back. Further out the clock was
     // stepped and the offset goes to the middle, within half a ms of the truth.
-    const low = this.realtime() - monotonicMs;
+    const low = realtimeMs - monotonicMs;
     if (!Number.isFinite(low)) return;
     const high = low + 1 - 1e-3;
     if (this.offset >= low && this.offset <= high) return;
@@ -85,6 +92,9 @@ export class WallClock {
 
 /** How far (ms) outside the readings' window an offset must be to be taken for a step of the wall clock, not drift. */
 const STEP_MS = 2;
+
+/** The most (ms) the monotonic clock may move across a read of the wall clock for the two to be taken as one instant. */
+const PAIRED_WITHIN_MS = 0.25;
 
 /** The process's wall clock, shared by everything that stamps or ages messages. */
 export const wallClock = new WallClock();

@@ -159,6 +159,22 @@ describe("WallClock", () => {
     }
   });
 
+  test("a wall clock read that the thread was taken off the CPU around (a busy machine) moves nothing: the clocks are read again at the next stamp", () => {
+    const { c, sources, truth } = clocks();
+    let preempted = 0;
+    // The thread is off the CPU for 6 ms just before the wall clock is read.
+    const clock = new WallClock({ ...sources, realtimeMs: () => ((c.monotonic += preempted), (preempted = 0), sources.realtimeMs()) });
+    clock.now();
+    c.monotonic += 1000;
+    const at = c.monotonic;
+    preempted = 6;
+    // Taken as one instant, the two reads would look like a step of 6 ms, and stamps would run 6 ms ahead for a second.
+    expect(Math.abs(clock.at(at) - (c.offset + at))).toBeLessThanOrEqual(0.5);
+    expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(0.5);
+    c.monotonic += 500;
+    expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(0.5);
+  });
+
   test("a wall clock that reads NaN (an injected source) leaves the offset as it was", () => {
     const { c, sources, truth } = clocks();
     let broken = false;
