@@ -538,6 +538,38 @@ describe("S95audio-agent under busybox sh", () => {
     expect(readdirSync(t.path("run"))).toEqual([]);
   }, 30_000);
 
+  test("a lock names its holder by pid and start time: one whose pid now runs another program (a /var/run that outlived a reboot) is broken, one whose holder still runs is not", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings({ AUDIO_AGENT_STOP_TIMEOUT: "0" });
+    mkdirSync(t.path("run"));
+    const lockFile = t.path("run/audio-agent.lock");
+    const other = start(["sleep", "60"]);
+    // /proc/PID/stat's field 22, after the command name in parentheses.
+    const startTime = readFileSync(`/proc/${other.pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ")[19]!;
+
+    // The holder's start time is this process's own: it holds the turn, and a start waits for it
+    // (up to 20 s); stopped while waiting, that start leaves nothing of its own behind.
+    writeFileSync(lockFile, `${other.pid} ${startTime}\n`);
+    const waiting = start([BUSYBOX!, "sh", SCRIPT, "start"], { cwd: t.dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 20_000 });
+    await Bun.sleep(2000);
+    expect(waiting.hasExited).toBe(false);
+    expect(pidIn(env)).toBeUndefined();
+    waiting.kill("SIGTERM");
+    expect(await waiting.exited).toBe(1);
+    expect(readdirSync(t.path("run"))).toEqual(["audio-agent.lock"]);
+
+    // A start that began at boot tick 1 held it: the pid is now a process that started later.
+    writeFileSync(lockFile, `${other.pid} 1\n`);
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(alive(pidIn(env)!)).toBe(true);
+    expect(alive(other.pid)).toBe(true);
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(readdirSync(t.path("run"))).toEqual([]);
+    other.kill("SIGKILL");
+  }, 60_000);
+
   test("the default output role serves AUDIO_AGENT_FIFO", async () => {
     tempDir();
     const fifo = t.path("capture/capture.ogg");
