@@ -1,5 +1,5 @@
 import type { Socket } from "bun";
-import { OUTPUT_MAGIC, type WallClock } from "../protocol/index.ts";
+import { FrameParser, OUTPUT_MAGIC, ProtocolError, type WallClock } from "../protocol/index.ts";
 import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
 import { DropReason } from "../transport/frame-stats.ts";
 import { FrameWriter } from "../transport/frame-writer.ts";
@@ -40,6 +40,9 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
   protected readonly writer: FrameWriter;
   private clientWaiters: (() => void)[] = [];
   private server: UnixServer | undefined;
+  /** What the client sends, which the protocol says is nothing: framed, or it is disconnected. */
+  private parser = new FrameParser(OUTPUT_MAGIC);
+  protocolErrors = 0;
 
   /** Builds the queue and writer; `listen()` opens the socket. */
   constructor(private readonly options: OutputServerOptions) {
@@ -74,13 +77,13 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
       halfOpen: true,
       handler: {
         open: (socket) => {
+          this.parser = new FrameParser(OUTPUT_MAGIC);
           this.tuner.attach(socket);
           this.observer.connection("connected", options.path);
           this.writer.attach(socket);
           for (const wake of this.clientWaiters.splice(0)) wake();
         },
-        // The protocol has a client send nothing on this channel; an unchanged Go client never does.
-        data: () => {},
+        data: (socket, chunk) => this.receive(socket, chunk),
         drain: (socket) => this.writer.onDrain(socket),
         close: (_socket, reason) => {
           this.writer.detach(DropReason.NoClient);
@@ -125,11 +128,29 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
       connected: this.connected,
       connects: listener?.connections ?? 0,
       connectionDrops: listener?.connectionDrops ?? 0,
-      protocolErrors: 0,
+      protocolErrors: this.protocolErrors,
       tuner: this.tuner,
       stats: this.stats,
       queue: this.queue,
     });
+  }
+
+  /**
+   * The protocol has a client send nothing on this channel, and an unchanged
+   * Go client never does. Messages one does send are ignored; bytes that
+   * break the framing disconnect it, as on the input channel.
+   */
+  private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
+    const parser = this.parser;
+    try {
+      parser.push(chunk);
+      while (parser.next());
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      this.protocolErrors++;
+      this.options.report("warn", "framing violation from client; disconnecting", { error: e.message });
+      this.server?.disconnect(socket, `protocol error: ${e.message}`, "terminate");
+    }
   }
 
   private dropStuckClient(socket: Socket<unknown>): void {

@@ -11,6 +11,7 @@ import { describe, expect, test } from "bun:test";
 import { type Socket } from "bun";
 import { InputClient } from "../../src/channels/input-client.ts";
 import { InputServer } from "../../src/channels/input-server.ts";
+import { startOutputServer } from "../support/output-server.ts";
 import { silent } from "../../src/transport/report.ts";
 import { sendQueueBytes } from "../../src/transport/socket-options.ts";
 import { readFileSync } from "node:fs";
@@ -205,6 +206,37 @@ describe("a client breaking the framing, against the input server", () => {
     expect(peer.messages.map((m) => m.type)).toEqual([MessageType.Ack, MessageType.Ack]);
     expect(server.heartbeats).toBe(1);
   });
+});
+
+describe("a client breaking the framing, against the output server", () => {
+  for (const violation of VIOLATIONS) {
+    test(`${violation.name}: disconnected, counted and logged; what it framed well is ignored; the next client is served`, async () => {
+      const { reports, report } = recordingReport();
+      const { path, server } = await startOutputServer(defer, { report });
+      const peer = await connectClient(defer, path);
+      await until(() => server.connected, "the client accepted");
+      for (let i = 0; i < 3; i++) server.sendFrame(indexedPayload(i, 100));
+      await until(() => peer.frames.length === 3, "the first frames");
+      // Messages the protocol has no use for on this channel are let be; the violation is not.
+      await writeInPieces(peer.socket, concatBytes([indexedWire(0, 3, 100, OUTPUT_MAGIC), violation.header(OUTPUT_MAGIC), indexedWire(1000, 1003, 100, OUTPUT_MAGIC)]), 7);
+      await peer.closed;
+
+      expect(server.protocolErrors).toBe(1);
+      expect(server.readings().protocolErrors).toBe(1);
+      const warning = reports.find((r) => r.message === "framing violation from client; disconnecting");
+      expect(warning?.level).toBe("warn");
+      expect(String(warning?.fields?.error)).toStartWith(`${violation.kind}: `);
+      expect(reports.find((r) => r.message === "client disconnected")?.fields?.reason).toStartWith(`protocol error: ${violation.kind}`);
+
+      // The next client gets the frames from now on.
+      const next = await connectClient(defer, path);
+      await until(() => server.connected, "the next client accepted");
+      for (let i = 3; i < 6; i++) server.sendFrame(indexedPayload(i, 100));
+      await until(() => next.frames.length === 3, "the next client's frames");
+      expect(expectIntactInOrder(next.frames, 100)).toEqual([3, 4, 5]);
+      expect(server.protocolErrors).toBe(1);
+    });
+  }
 });
 
 describe("a server breaking the framing, against `output recv`", () => {
