@@ -22,9 +22,9 @@ const DRAIN_MS = 1000;
 export class LineWriter {
   /** The notice of lines lost, as a line of the log's format. */
   lostNotice: (count: number) => string = (count) => `audio-agent: ${count} log lines lost: the log's reader was not reading`;
-  private readonly pending: Uint8Array[] = [];
+  /** What waits, in order: lines (or the rest of one begun), and runs of lines lost, told where they were lost. */
+  private readonly pending: (Uint8Array | LostLines)[] = [];
   private pendingBytes = 0;
-  private lost = 0;
   private retry: ReturnType<typeof setInterval> | undefined;
   private drainAtExit = false;
 
@@ -35,7 +35,9 @@ export class LineWriter {
 
   /** Lines waiting for the reader, and lines lost to the bound so far and not yet told. */
   get backlog(): { bytes: number; lost: number } {
-    return { bytes: this.pendingBytes, lost: this.lost };
+    let lost = 0;
+    for (const entry of this.pending) if (entry instanceof LostLines) lost += entry.count;
+    return { bytes: this.pendingBytes, lost };
   }
 
   write(text: string): void {
@@ -57,18 +59,21 @@ export class LineWriter {
     while (this.waiting() && !this.resume() && performance.now() < end) Bun.sleepSync(1);
     this.pending.length = 0;
     this.pendingBytes = 0;
-    this.lost = 0;
     clearInterval(this.retry);
     this.retry = undefined;
   }
 
   private waiting(): boolean {
-    return this.pending.length > 0 || this.lost > 0;
+    return this.pending.length > 0;
   }
 
   private hold(bytes: Uint8Array): void {
-    if (this.pendingBytes + bytes.length > this.limitBytes) this.lost++;
-    else this.keep(bytes);
+    if (this.pendingBytes + bytes.length <= this.limitBytes) this.keep(bytes);
+    else {
+      const last = this.pending.at(-1);
+      if (last instanceof LostLines) last.count++;
+      else this.pending.push(new LostLines());
+    }
     this.retryLater();
   }
 
@@ -89,10 +94,15 @@ export class LineWriter {
     this.retry.unref();
   }
 
-  /** Writes what waits, then the notice of what was lost; true once nothing waits. */
+  /** Writes what waits, each run of lost lines as a notice where they were lost; true once nothing waits. */
   private resume(): boolean {
     while (this.pending.length > 0) {
-      const head = this.pending[0]!;
+      let head = this.pending[0]!;
+      if (head instanceof LostLines) {
+        head = Buffer.from(this.lostNotice(head.count) + "\n");
+        this.pending[0] = head;
+        this.pendingBytes += head.length;
+      }
       const rest = this.writeNow(head);
       if (rest !== undefined) {
         this.pending[0] = rest;
@@ -101,15 +111,6 @@ export class LineWriter {
       }
       this.pending.shift();
       this.pendingBytes -= head.length;
-    }
-    if (this.lost > 0) {
-      const notice = Buffer.from(this.lostNotice(this.lost) + "\n");
-      this.lost = 0;
-      const rest = this.writeNow(notice);
-      if (rest !== undefined) {
-        this.keep(rest);
-        return false;
-      }
     }
     clearInterval(this.retry);
     this.retry = undefined;
@@ -130,6 +131,11 @@ export class LineWriter {
     }
     return undefined;
   }
+}
+
+/** Lines lost in a row while the backlog was full. */
+class LostLines {
+  count = 1;
 }
 
 let stderr: LineWriter | undefined;

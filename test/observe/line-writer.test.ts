@@ -57,6 +57,23 @@ test("past its bound a line is counted and lost, and once the reader is back a n
   expect(readAll()).toBe(line(100));
 });
 
+test("the notice of lost lines comes where they were lost: before a line written once the backlog had room again", async () => {
+  const { writer, readAll } = stalledPipe();
+  const out = new LineWriter(writer, 8000);
+  defer(() => out.drain(0));
+  // 40 lines in the pipe, 80 waiting, 10 lost.
+  for (let i = 0; i < 130; i++) out.write(line(i));
+  expect(out.backlog).toEqual({ bytes: 8000, lost: 10 });
+  // The reader empties the pipe once: a retry moves 40 waiting lines into it; 40 and the notice still wait.
+  let read = readAll();
+  await until(() => out.backlog.bytes === 4000, "a retry to move 40 lines", 5000);
+  out.write(line(130));
+  expect(out.backlog).toEqual({ bytes: 4100, lost: 10 });
+  const notice = "audio-agent: 10 log lines lost: the log's reader was not reading\n";
+  await until(() => ((read += readAll()), read.endsWith(line(130))), "the last line", 5000);
+  expect(read).toBe(Array.from({ length: 120 }, (_, i) => line(i)).join("") + notice + line(130));
+});
+
 test("a line the pipe took part of is finished before the next, past the bound too, so the reader never sees half a line", async () => {
   const { writer, readAll } = stalledPipe();
   const out = new LineWriter(writer, 100);
