@@ -69,14 +69,8 @@ export class OggPageReader {
   next(): OggPage | undefined {
     if (this.failure) throw this.failure;
     for (;;) {
-      if (this.held > 0) {
-        const size = this.sizeOf(this.partial, 0, this.held);
-        if (size < 0) {
-          this.readAgainFrom(this.partial.subarray(1, this.held));
-          continue;
-        }
-        return this.continuePartial(size);
-      }
+      // What `partial` holds was found to begin a page when it was put there.
+      if (this.held > 0) return this.continuePartial(this.sizeOf(this.partial, 0, this.held));
       const available = this.available();
       if (available === 0) return undefined;
       const size = this.sizeOf(this.chunk, this.pos, available);
@@ -116,10 +110,20 @@ export class OggPageReader {
     }
   }
 
-  /** Call at end of input: throws if the input stopped inside a page. */
-  finish(): void {
+  /**
+   * Call at end of input. Strict, throws if the input stopped inside a page.
+   * Seeking, bytes held for a page that can now never be whole (a damaged
+   * length, a capture pattern cut off) are looked through again from their
+   * second byte, and this returns true: call next() until it returns
+   * undefined, then finish() again.
+   */
+  finish(): boolean {
     if (this.failure) throw this.failure;
-    if (this.held === 0) return;
+    if (this.held === 0) return false;
+    if (this.seeking) {
+      this.readAgainFrom(this.partial.subarray(1, this.held));
+      return true;
+    }
     const size = this.sizeOf(this.partial, 0, this.held);
     this.failure = new OggError(`truncated: input ends ${size - this.held} byte(s) short of the page`, this.consumed);
     throw this.failure;

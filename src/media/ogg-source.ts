@@ -60,6 +60,8 @@ export class OggSource implements FrameSource {
   /** Samples at 48 kHz before the next packet. */
   private samples = 0;
   private endOfStream = false;
+  /** The bytes have ended; the input has once what the page reader held is read too. */
+  private bytesEnded = false;
   private inputEnded = false;
   private failure: Error | undefined;
   /**
@@ -128,10 +130,13 @@ export class OggSource implements FrameSource {
   async fill(): Promise<boolean> {
     if (this.failure) throw this.failure;
     if (this.inputEnded) return false;
-    const chunk = await this.bytes.read();
+    const chunk = this.bytesEnded ? null : await this.bytes.read();
     if (chunk === null) {
-      this.inputEnded = true;
+      this.bytesEnded = true;
       try {
+        // Lenient: pages may lie in what was held for a page that never came whole.
+        if (this.pages.finish()) return true;
+        this.inputEnded = true;
         this.checkEnd();
       } catch (e) {
         throw this.fail(e);
@@ -154,6 +159,7 @@ export class OggSource implements FrameSource {
     this.beginStream(undefined);
     this.foreign = undefined;
     this.samples = 0;
+    this.bytesEnded = false;
     this.inputEnded = false;
     this.failure = undefined;
     return true;
@@ -168,6 +174,7 @@ export class OggSource implements FrameSource {
     if (end > this.checkedBelow) {
       if (!page.crcValid()) {
         if (!this.lenient) throw new OggError("bad CRC in page", page.streamOffset);
+        this.passedOver(page.streamOffset);
         this.firstBad = Math.min(this.firstBad, page.streamOffset);
         this.skippedPages++;
         this.skippedSinceOurs++;
@@ -180,7 +187,7 @@ export class OggSource implements FrameSource {
       }
       this.goodEnd = end;
     }
-    this.passedOver(page);
+    this.passedOver(page.streamOffset);
     if (this.serial === undefined) this.chooseStream(page);
     else if (page.beginOfStream && (this.endOfStream || this.pastBosGroup) && isOpusHead(bodyOf(page))) this.chain(page);
     // RFC 3533: the BOS pages of streams multiplexed together all come before any other page, so
@@ -200,8 +207,11 @@ export class OggSource implements FrameSource {
     this.endOfStream = page.endOfStream;
   }
 
-  /** Lenient: counts the bytes passed over before `page`, and tells of them unless they were a bad page's, told already. */
-  private passedOver(page: OggPage): void {
+  /**
+   * Lenient: counts the bytes passed over up to offset `at` (a page, or the
+   * input's end), and tells of them unless they were a bad page's, told already.
+   */
+  private passedOver(at: number): void {
     const passed = this.pages.skippedBytes - this.passedBefore;
     const afterBadPage = this.afterBadPage;
     this.afterBadPage = false;
@@ -209,7 +219,7 @@ export class OggSource implements FrameSource {
     this.passedBefore = this.pages.skippedBytes;
     this.skippedBytes += passed;
     if (!afterBadPage) {
-      this.report?.("warn", "passed over bytes that begin no page", { source: this.name, offset: page.streamOffset - passed, bytes: passed, skipped_bytes: this.skippedBytes });
+      this.report?.("warn", "passed over bytes that begin no page", { source: this.name, offset: at - passed, bytes: passed, skipped_bytes: this.skippedBytes });
     }
   }
 
@@ -323,6 +333,7 @@ export class OggSource implements FrameSource {
 
   private checkEnd(): void {
     this.pages.finish();
+    this.passedOver(this.pages.streamOffset);
     if (this.packets.open) {
       throw new OggError("truncated: input ends inside the packet that starts", this.packets.openOffset);
     }
