@@ -312,9 +312,12 @@ export class OggSource implements FrameSource {
         return false;
       }
       case "tags":
-        if (!isOpusTags(packet.data)) throw new OggError("expected an OpusTags packet", packet.streamOffset);
         this.stage = "audio";
-        return false;
+        if (isOpusTags(packet.data)) return false;
+        if (!this.lenient) throw new OggError("expected an OpusTags packet", packet.streamOffset);
+        // Its page was damaged and skipped: the audio after it is all there.
+        this.report?.("warn", "no OpusTags packet after the OpusHead; reading on from the audio", { source: this.name, offset: packet.streamOffset });
+        break;
       case "audio":
         break;
     }

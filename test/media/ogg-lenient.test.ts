@@ -242,4 +242,21 @@ describe("OggSource --lenient", () => {
     expect(got.counts.skipped_bytes).toBe(16 + pages[20]!.size);
     expect(got.reports.map((r) => r.message)).toEqual(["passed over bytes that begin no page", "skipped a page with a bad CRC"]);
   });
+
+  test("a damaged OpusTags page: strict fails there; lenient skips it, says so, and reads every audio packet", async () => {
+    const whole = (await lenient(live)).frames;
+    const pages = pagesOf(live);
+    const bad = live.slice();
+    bad[pages[1]!.offset + pages[1]!.size - 2] ^= 1;
+    const strict = await drain(OggSource.from(chunkedSource(bad, [4096], "t.opus")));
+    expect(strict.error?.message).toBe(`ogg source t.opus: bad CRC in page at byte ${pages[1]!.offset}`);
+    for (const chunks of [[1], [4096]]) {
+      const got = await lenient(bad, chunks);
+      expect(got.error).toBeUndefined();
+      expect(got.frames).toEqual(whole);
+      expect(got.counts).toMatchObject({ skipped_pages: 1, missing_pages: 0 });
+      expect(got.reports.map((r) => r.message)).toEqual(["skipped a page with a bad CRC", "no OpusTags packet after the OpusHead; reading on from the audio"]);
+      expect(got.reports[1]!.fields).toEqual({ source: "t.opus", offset: pages[2]!.offset + 27 + pages[2]!.table.length });
+    }
+  });
 });
