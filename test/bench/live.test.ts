@@ -82,10 +82,16 @@ describe("live scenario", () => {
     const measured = (f: Footprint | undefined, perFrame: boolean) => {
       expect(f).toBeDefined();
       expect(f!.peakRssMiB).toBeGreaterThan(1);
-      expect(f!.cpuPercent).toBeGreaterThan(0);
-      expect(f!.wakeupsPerSecond).toBeGreaterThan(0);
       expect(f!.threads).toBeGreaterThanOrEqual(1);
-      if (perFrame) expect(f!.wakeupsPerFrame).toBeGreaterThan(0);
+      if (perFrame) {
+        expect(f!.cpuPercent).toBeGreaterThan(0);
+        expect(f!.wakeupsPerSecond).toBeGreaterThan(0);
+        expect(f!.wakeupsPerFrame).toBeGreaterThan(0);
+      } else {
+        // Idle under the device's runtime settings, Bun may not wake, nor use a clock tick, in the window.
+        expect(f!.cpuPercent).toBeGreaterThanOrEqual(0);
+        expect(f!.wakeupsPerSecond).toBeGreaterThanOrEqual(0);
+      }
     };
     measured(figures.idle, false);
     measured(figures.tick, true);
