@@ -549,15 +549,20 @@ describe("S95audio-agent under busybox sh", () => {
     const startTime = readFileSync(`/proc/${other.pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ")[19]!;
 
     // The holder's start time is this process's own: it holds the turn, and a start waits for it
-    // (up to 20 s); stopped while waiting, that start leaves nothing of its own behind.
+    // (up to 20 s). Stopped while waiting, by a signal to it alone or to its whole process group
+    // (Ctrl-C, timeout(1), a supervisor), that start leaves nothing of its own behind.
     writeFileSync(lockFile, `${other.pid} ${startTime}\n`);
-    const waiting = start([BUSYBOX!, "sh", SCRIPT, "start"], { cwd: t.dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 20_000 });
-    await Bun.sleep(2000);
-    expect(waiting.hasExited).toBe(false);
-    expect(pidIn(env)).toBeUndefined();
-    waiting.kill("SIGTERM");
-    expect(await waiting.exited).toBe(1);
-    expect(readdirSync(t.path("run"))).toEqual(["audio-agent.lock"]);
+    for (const [round, group] of [[0, false], [1, true], [2, true], [3, true]] as const) {
+      // setsid: the script leads a process group of its own, its tick subshells in it.
+      const waiting = start(["setsid", BUSYBOX!, "sh", SCRIPT, "start"], { cwd: t.dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 20_000 });
+      await Bun.sleep(round === 0 ? 2000 : 300 + 70 * round);
+      expect(waiting.hasExited).toBe(false);
+      expect(pidIn(env)).toBeUndefined();
+      process.kill(group ? -waiting.pid : waiting.pid, "SIGTERM");
+      expect(await waiting.exited).toBe(1);
+      expect({ group, left: readdirSync(t.path("run")) }).toEqual({ group, left: ["audio-agent.lock"] });
+      expect(waiting.stderr + waiting.stdout).not.toContain("syntax error");
+    }
 
     // A start that began at boot tick 1 held it: the pid is now a process that started later.
     writeFileSync(lockFile, `${other.pid} 1\n`);
