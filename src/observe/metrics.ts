@@ -147,7 +147,8 @@ export class AgentMetrics {
         });
       },
     });
-    // A sender's accounting, labelled like the drops by reason, so submitted = delivered + their sum holds in /metrics too.
+    // A sender's accounting, labelled like the drops by reason: submitted = delivered + their sum + the
+    // queue depth (and the one frame part-written, if any) can be checked from /metrics too.
     const senders = parts.filter((part) => part.direction === "send");
     if (senders.length > 0) {
       counterFrom(

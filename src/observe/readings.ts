@@ -78,9 +78,9 @@ export function utilizationPercent(r: ChannelReadings, buffer: "send" | "receive
 /**
  * The accounting as log fields (the final "stopped" line): a sender's
  * submitted, delivered, dropped and dropped_<reason> for each reason seen,
- * write_calls and short_writes; a receiver's frames and protocol errors, and
- * its dropped ones where its sink can drop (a FIFO's); then connects and the
- * end's own counts.
+ * write_calls and short_writes; a receiver's dropped ones where its sink can
+ * drop (a FIFO's); the frames and the peer's protocol errors; then connects
+ * and the end's own counts.
  */
 export function summaryFields(r: ChannelReadings): Record<string, number> {
   const fields: Record<string, number> = {};
@@ -98,7 +98,7 @@ export function summaryFields(r: ChannelReadings): Record<string, number> {
     fields.short_writes = r.shortWrites;
   }
   fields.frames = r.frames;
-  if (r.direction === "receive") fields.protocol_errors = r.protocolErrors;
+  fields.protocol_errors = r.protocolErrors;
   fields.connects = r.connects;
   return Object.assign(fields, r.counts);
 }
@@ -110,7 +110,9 @@ export function healthFields(r: ChannelReadings): Record<string, unknown> {
     frames: r.frames,
     drops: droppedTotal(r),
     ...(canDrop(r) ? { dropped: { ...r.dropped } } : {}),
-    ...(r.direction === "send" ? { queue_depth: r.queueDepth } : { protocol_errors: r.protocolErrors }),
+    ...(r.direction === "send" ? { queue_depth: r.queueDepth } : {}),
+    // A sender reads too: Acks (input send), or whatever an output client sends that breaks the framing.
+    protocol_errors: r.protocolErrors,
     connects: r.connects,
     ...r.counts,
     ...(r.config ? { config: r.config } : {}),

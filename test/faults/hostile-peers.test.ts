@@ -11,6 +11,7 @@ import { describe, expect, test } from "bun:test";
 import { type Socket } from "bun";
 import { InputClient } from "../../src/channels/input-client.ts";
 import { InputServer } from "../../src/channels/input-server.ts";
+import { healthFields, summaryFields } from "../../src/observe/readings.ts";
 import { startOutputServer } from "../support/output-server.ts";
 import { silent } from "../../src/transport/report.ts";
 import { sendQueueBytes } from "../../src/transport/socket-options.ts";
@@ -228,13 +229,21 @@ describe("a client breaking the framing, against the output server", () => {
       expect(String(warning?.fields?.error)).toStartWith(`${violation.kind}: `);
       expect(reports.find((r) => r.message === "client disconnected")?.fields?.reason).toStartWith(`protocol error: ${violation.kind}`);
 
-      // The next client gets the frames from now on.
+      // The stopped line and /healthz count it too.
+      expect(summaryFields(server.readings()).protocol_errors).toBe(1);
+      expect(healthFields(server.readings()).protocol_errors).toBe(1);
+
+      // The next client, its bytes read afresh, gets the frames from now on, and is judged on its own bytes.
       const next = await connectClient(defer, path);
       await until(() => server.connected, "the next client accepted");
+      next.socket.write(indexedWire(0, 3, 100, OUTPUT_MAGIC));
       for (let i = 3; i < 6; i++) server.sendFrame(indexedPayload(i, 100));
       await until(() => next.frames.length === 3, "the next client's frames");
       expect(expectIntactInOrder(next.frames, 100)).toEqual([3, 4, 5]);
       expect(server.protocolErrors).toBe(1);
+      next.socket.write(violation.header(OUTPUT_MAGIC));
+      await next.closed;
+      expect(server.protocolErrors).toBe(2);
     });
   }
 });
