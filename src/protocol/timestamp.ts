@@ -44,6 +44,8 @@ export class WallClock {
   private readonly realtime: () => number;
   private offset = performance.timeOrigin;
   private checkedAt = -Infinity;
+  /** Pairs of clock reads skipped in a row (see recheck). */
+  private unpaired = 0;
 
   constructor(
     sources: ClockSources = {},
@@ -69,10 +71,12 @@ export class WallClock {
     // The wall clock is paired with monotonic reads of its own, just before and after: the
     // caller's may be older, and a thread taken off the CPU between two reads (a busy machine)
     // would shift the offset by as long as it was off, and take that for a step. Such a pair is
-    // not used; the next stamp reads them again.
+    // not used and the next stamp reads them again, but not for ever: on a machine where every
+    // pair is that wide, a step of the clock is still followed, to within the pair's width.
     const monotonicMs = this.monotonic();
     const realtimeMs = this.realtime();
-    if (this.monotonic() - monotonicMs > PAIRED_WITHIN_MS) return;
+    if (this.monotonic() - monotonicMs > PAIRED_WITHIN_MS && ++this.unpaired < UNPAIRED_TRIES) return;
+    this.unpaired = 0;
     this.checkedAt = monotonicMs;
     // Date.now() truncates to whole ms: the offsets that agree with this reading
     // are [low, low + 1). One that still agrees is kept (re-reading adds no
@@ -95,6 +99,9 @@ const STEP_MS = 2;
 
 /** The most (ms) the monotonic clock may move across a read of the wall clock for the two to be taken as one instant. */
 const PAIRED_WITHIN_MS = 0.25;
+
+/** How many pairs in a row may be skipped as too wide before the last of them is used anyway. */
+const UNPAIRED_TRIES = 3;
 
 /** The process's wall clock, shared by everything that stamps or ages messages. */
 export const wallClock = new WallClock();

@@ -175,6 +175,32 @@ describe("WallClock", () => {
     expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(0.5);
   });
 
+  test("a pair of reads skipped as preempted is tried again at the very next stamp, not a second later", () => {
+    const { c, sources, truth } = clocks();
+    let preempted = 0;
+    const clock = new WallClock({ ...sources, realtimeMs: () => ((c.monotonic += preempted), (preempted = 0), sources.realtimeMs()) });
+    clock.now();
+    // The clock is stepped, and the first re-read after it is preempted: that stamp still has the old offset.
+    c.offset += 60_000;
+    c.monotonic += 1000;
+    preempted = 6;
+    clock.now();
+    c.monotonic += 1;
+    expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(0.5);
+  });
+
+  test("on a machine where every pair of reads is wide, a step of the wall clock is still followed, after a few tries", () => {
+    const { c, sources, truth } = clocks();
+    // Every monotonic read finds 0.3 ms gone: no pair is ever within 0.25 ms.
+    const clock = new WallClock({ ...sources, monotonicMs: () => (c.monotonic += 0.3) });
+    for (let i = 0; i < 3; i++) clock.now();
+    expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(2);
+    c.offset += 60_000;
+    c.monotonic += 1000;
+    for (let i = 0; i < 3; i++) clock.now();
+    expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(2);
+  });
+
   test("a wall clock that reads NaN (an injected source) leaves the offset as it was", () => {
     const { c, sources, truth } = clocks();
     let broken = false;
