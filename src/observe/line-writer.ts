@@ -40,16 +40,18 @@ export class LineWriter {
     return { bytes: this.pendingBytes, lost };
   }
 
-  write(text: string): void {
+  /** `always`: the line waits whatever the bound (a run's last, failure line), never lost to it. */
+  write(text: string, always = false): void {
     const bytes = Buffer.from(text);
     if (this.pending.length > 0) {
-      this.hold(bytes);
+      if (always) this.keep(bytes);
+      else this.hold(bytes);
       return;
     }
     const rest = this.writeNow(bytes);
     if (rest === undefined) return;
     // Begun: its rest goes first whatever the bound, or the reader would see half a line.
-    if (rest.length < bytes.length) this.keep(rest);
+    if (always || rest.length < bytes.length) this.keep(rest);
     else this.hold(rest);
   }
 

@@ -18,8 +18,9 @@ export interface LoggerOptions {
   /**
    * Where lines go. By default stderr, so stdout stays free for data (`--sink -`), written
    * without waiting for its reader (stderrLines): a stalled log reader never holds up the audio.
+   * `always` marks the failure line, which must not be lost to a full backlog.
    */
-  write?: (line: string) => void;
+  write?: (line: string, always?: boolean) => void;
   /** Lines of one kind per window before the rest are only counted and summarized. */
   rateLimit?: LogRateLimit;
 }
@@ -33,7 +34,7 @@ export interface LoggerOptions {
  */
 export class Logger {
   private readonly threshold: number;
-  private readonly write: (line: string) => void;
+  private readonly write: (line: string, always?: boolean) => void;
   /** Waits (a bounded time) for lines the output could not take yet. */
   private readonly drain: () => void = () => {};
   private readonly limiter: LogRateLimiter<LogLevel>;
@@ -47,7 +48,7 @@ export class Logger {
       const stderr = stderrLines();
       // Lines lost while the reader was not reading are told in the log's own format.
       stderr.lostNotice = (count) => this.line("agent", "warn", `${count} log lines lost: the log's reader was not reading`, { lost: count });
-      this.write = (line) => stderr.write(line + "\n");
+      this.write = (line, always) => stderr.write(line + "\n", always);
       this.drain = () => stderr.drain();
     }
     this.limiter = new LogRateLimiter(options.rateLimit ?? DEFAULT_LOG_RATE_LIMIT, (s) => this.summary(s));
@@ -77,8 +78,8 @@ export class Logger {
    * command line's `audio-agent: message`; JSON is a pino fatal (60) line.
    */
   fatal(message: string, fields?: Record<string, unknown>): void {
-    if (this.options.format === "json") this.write(this.json("agent", "fatal", message, fields));
-    else this.write(`audio-agent: ${oneLine(message)}`);
+    if (this.options.format === "json") this.write(this.json("agent", "fatal", message, fields), true);
+    else this.write(`audio-agent: ${oneLine(message)}`, true);
     this.drain();
   }
 

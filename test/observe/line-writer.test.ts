@@ -74,6 +74,19 @@ test("the notice of lost lines comes where they were lost: before a line written
   expect(read).toBe(Array.from({ length: 120 }, (_, i) => line(i)).join("") + notice + line(130));
 });
 
+test("a line written `always` (the run's failure line) waits past the bound, after the notice of lines lost before it", async () => {
+  const { writer, readAll } = stalledPipe();
+  const out = new LineWriter(writer, 1000);
+  defer(() => out.drain(0));
+  for (let i = 0; i < 60; i++) out.write(line(i));
+  out.write("audio-agent: the failure\n", true);
+  expect(out.backlog).toEqual({ bytes: 1000 + 25, lost: 10 });
+  const notice = "audio-agent: 10 log lines lost: the log's reader was not reading\n";
+  let read = "";
+  await until(() => ((read += readAll()), read.endsWith("the failure\n")), "the failure line", 5000);
+  expect(read).toBe(Array.from({ length: 50 }, (_, i) => line(i)).join("") + notice + "audio-agent: the failure\n");
+});
+
 test("a line the pipe took part of is finished before the next, past the bound too, so the reader never sees half a line", async () => {
   const { writer, readAll } = stalledPipe();
   const out = new LineWriter(writer, 100);

@@ -359,6 +359,16 @@ describe("rate limit per kind of line", () => {
     expect(out.length).toBe(5);
   });
 
+  test("the failure line is written `always`, text or JSON: a full backlog on a stalled log reader must not lose it", () => {
+    for (const format of ["text", "json"] as const) {
+      const calls: [string, boolean | undefined][] = [];
+      const logger = new Logger({ level: "info", format, write: (line, always) => calls.push([line, always]) });
+      logger.for("t")("info", "a line");
+      logger.fatal("gone");
+      expect(calls.map(([, always]) => always === true)).toEqual([false, true]);
+    }
+  });
+
   test("JSON summaries keep pino's shape", () => {
     const out: string[] = [];
     const logger = new Logger({ level: "info", format: "json", write: (line) => out.push(line), rateLimit: { lines: 1, windowMs: 60_000 } });
