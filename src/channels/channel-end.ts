@@ -10,6 +10,8 @@ import type { SocketTuner } from "../transport/socket-tuner.ts";
 export interface ChannelObserver {
   /** After each write that completed messages: how many, and how long the oldest waited (ms). */
   written(messages: number, bytes: number, oldestWaitMs: number, writeCallMs: number): void;
+  /** A sender: an OpusFrame was given to it (queued or dropped). */
+  submitted(): void;
   /** A receiver: arrival time minus the header timestamp of a frame (ms). */
   frameAge(ms: number): void;
   /** The input client: a Heartbeat's (or Config's) round trip to its Ack (ms). */
@@ -22,6 +24,7 @@ export interface ChannelObserver {
 
 export const NO_OBSERVER: ChannelObserver = {
   written() {},
+  submitted() {},
   frameAge() {},
   roundTrip() {},
   connection() {},

@@ -25,7 +25,9 @@ export abstract class SendingEnd {
   sendFrame(payload: Uint8Array, timestampMs?: number): boolean {
     const tap = this.observer.frameTap;
     if (tap) tap(payload, timestampMs ?? wallClockMs());
-    return this.writer.submit(MessageType.OpusFrame, payload, timestampMs);
+    const queued = this.writer.submit(MessageType.OpusFrame, payload, timestampMs);
+    this.observer.submitted();
+    return queued;
   }
 
   /** Is there room for one more frame without dropping one? */

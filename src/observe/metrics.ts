@@ -6,6 +6,8 @@ import { droppedTotal, reconnects, utilizationPercent, type ChannelReadings } fr
 export interface MetricsChannel {
   /** A sender counts frames_sent, a receiver frames_received. */
   read: () => ChannelReadings;
+  /** Reads the socket's queues afresh (for utilization at scrape time). */
+  sampleQueues?: () => void;
   latency: LatencyMonitor;
 }
 
@@ -72,10 +74,11 @@ export class AgentMetrics {
     const registers = [this.registry];
     const several = ends.length > 1;
     const withChannel = (names: string[]) => (several ? [...names, "channel"] : names);
-    const parts = ends.map(({ read, latency }) => {
+    const parts = ends.map(({ read, sampleQueues, latency }) => {
       const { channel, direction } = read();
       return {
         read,
+        sampleQueues,
         latency,
         direction,
         labels: several ? { channel } : {},
@@ -241,7 +244,9 @@ export class AgentMetrics {
       labelNames: ["component", "buffer_type"],
       registers,
       collect() {
-        for (const { read, component } of parts) {
+        for (const { read, sampleQueues, component } of parts) {
+          // The queues now: the instruments' sampler runs only while frames flow.
+          sampleQueues?.();
           const r = read();
           if (r.socketBuffers.kernel.sendBytes === 0) continue;
           for (const buffer_type of buffers) this.set({ component, buffer_type }, utilizationPercent(r, buffer_type));

@@ -33,6 +33,13 @@ export interface InstrumentedEnd {
 const SAMPLE_MS = 1000;
 
 /**
+ * Frames between two looks at the clock for the sampler (see Instruments.frame):
+ * at 50 frames a second, a fifth of a second. With a window shorter than
+ * SAMPLE_MS (a setting for tests and experiments) it looks at every frame.
+ */
+const FRAMES_PER_LOOK = 10;
+
+/**
  * Everything a process measures and adapts, attached to its channel ends
  * (one, or both in serve): per end the latency monitor, socket buffer
  * sampling and the adaptive optimizer (ChannelInstruments); for the process
@@ -49,7 +56,35 @@ export class Instruments {
   readonly metrics: AgentMetrics | undefined;
   readonly monitor: MonitorHub | undefined;
   private servers: AgentHttpServer[] = [];
-  private readonly sampler: ReturnType<typeof setInterval>;
+  /** Sampling's period (ms), the monotonic time of the last, and frames since the last look at the clock. */
+  private readonly every: number;
+  private readonly framesPerLook: number;
+  private sampledAt = performance.now();
+  private framesUnlooked = 0;
+  private stopped = false;
+  /** A tick is queued for the loop's next turn; it was brought by a frame (not the fallback). */
+  private tickQueued = false;
+  private byFrames = false;
+  /** Ticks when no frame brought a tick in time: a stalled peer, a lossless source waiting for room. */
+  private fallback: ReturnType<typeof setTimeout> | undefined;
+  private readonly onFallback = () => {
+    this.fallback = undefined;
+    this.byFrames = false;
+    this.tick();
+  };
+  private readonly tick = () => {
+    this.tickQueued = false;
+    if (this.stopped) return;
+    this.sampledAt = performance.now();
+    for (const channel of this.channels) channel.sample();
+    this.jit.sample(() => this.frames());
+    // While frames flow, each tick they bring puts the fallback off again: it never wakes the
+    // process. Once they stop it ticks on as long as something is left to adapt or write out.
+    if (this.byFrames || this.channels.some((channel) => channel.unsettled())) {
+      if (this.fallback) this.fallback.refresh();
+      else this.fallback = setTimeout(this.onFallback, 2 * this.every);
+    }
+  };
   /** Hands the process back to the JIT's normal thresholds when it floods. */
   private readonly jit: JitPolicy;
   /** The --stats-interval timer. */
@@ -85,7 +120,8 @@ export class Instruments {
     const latencies = ends.map(
       (_, i) => new LatencyMonitor({ warn: (operation, level, value, threshold) => this.channels[i]!.latencyWarned(operation, level, value, threshold) }),
     );
-    this.metrics = Metrics && new Metrics(ends.map(({ end }, i) => ({ read: () => end.readings(), latency: latencies[i]! })));
+    this.metrics =
+      Metrics && new Metrics(ends.map(({ end }, i) => ({ read: () => end.readings(), sampleQueues: () => end.tuner.sample(), latency: latencies[i]! })));
     if (settings.monitor) this.monitor = new MonitorHub(this.identity(ends), () => this.figures());
     this.channels = ends.map(({ end, settings: channelSettings }, i) => {
       const channel = end.readings().channel;
@@ -98,14 +134,12 @@ export class Instruments {
         stats: (fields) => logger.periodic(component, "stats", fields),
         monitor: this.monitor,
         shown: i === 0,
+        onFrame: () => this.frame(),
       });
     });
-    const every = Math.min(SAMPLE_MS, ...ends.flatMap(({ settings: s }) => [s["adaptive-calm-ms"], s["adaptive-window-ms"]]));
+    this.every = Math.min(SAMPLE_MS, ...ends.flatMap(({ settings: s }) => [s["adaptive-calm-ms"], s["adaptive-window-ms"]]));
+    this.framesPerLook = this.every < SAMPLE_MS ? 1 : FRAMES_PER_LOOK;
     this.jit = new JitPolicy(this.report, this.frames());
-    this.sampler = setInterval(() => {
-      for (const channel of this.channels) channel.sample();
-      this.jit.sample(() => this.frames());
-    }, every);
     const statsMs = settings["stats-interval"] * 1000;
     if (statsMs > 0) {
       this.statsTimer = setInterval(() => {
@@ -161,8 +195,30 @@ export class Instruments {
     return this.channels[0]!.latencyFields();
   }
 
+  /**
+   * An OpusFrame went through one of the channels. The sampler runs on the
+   * frames' own wake-ups, not on a timer (which woke a streaming process
+   * once more a second, and set off runtime timers after it): once `every`
+   * ms have passed, on the next turn of the loop, never inside a write.
+   * When frames stop, a fallback timer ticks instead, every 2 x `every`,
+   * while something is left to adapt or to write out (a stalled peer is
+   * pressure the optimizer must see); an idle process sleeps. /metrics and
+   * the monitor sample the socket's queues when they read.
+   */
+  private frame(): void {
+    if (++this.framesUnlooked < this.framesPerLook) return;
+    this.framesUnlooked = 0;
+    // Frames flow: should they stop before they bring a tick, the fallback ticks.
+    this.fallback ??= setTimeout(this.onFallback, 2 * this.every);
+    if (this.tickQueued || performance.now() - this.sampledAt < this.every) return;
+    this.tickQueued = true;
+    this.byFrames = true;
+    setImmediate(this.tick);
+  }
+
   async stop(): Promise<void> {
-    clearInterval(this.sampler);
+    this.stopped = true;
+    clearTimeout(this.fallback);
     clearInterval(this.statsTimer);
     this.monitor?.stop();
     await Promise.all(this.servers.splice(0).map((s) => s.stop()));
@@ -224,6 +280,7 @@ export class ChannelInstruments implements ChannelObserver {
   private readonly writeCall: LatencyOperation;
   private readonly frameAgeLatency: LatencyOperation;
   private readonly roundTripLatency: LatencyOperation;
+  private readonly onFrame: () => void;
 
   constructor(
     readonly end: ChannelEnd,
@@ -235,9 +292,11 @@ export class ChannelInstruments implements ChannelObserver {
       stats: (fields: Record<string, unknown>) => void;
       monitor?: MonitorHub;
       shown: boolean;
+      /** Each OpusFrame through this end: the process's sampler runs on them. */
+      onFrame: () => void;
     },
   ) {
-    ({ latency: this.latency, metrics: this.metrics, report: this.report, stats: this.stats, monitor: this.monitor, shown: this.shown } = parts);
+    ({ latency: this.latency, metrics: this.metrics, report: this.report, stats: this.stats, monitor: this.monitor, shown: this.shown, onFrame: this.onFrame } = parts);
     this.enqueueToWrite = this.latency.operation("enqueue_to_write");
     this.writeCall = this.latency.operation("write_call");
     this.frameAgeLatency = this.latency.operation("frame_age");
@@ -281,9 +340,14 @@ export class ChannelInstruments implements ChannelObserver {
     this.metrics?.writeCall.observe(writeCallMs / 1000);
   }
 
+  submitted(): void {
+    this.onFrame();
+  }
+
   frameAge(ms: number): void {
     this.frameAgeLatency.record(ms / 1000);
     this.metrics?.frameAge.observe(ms / 1000);
+    this.onFrame();
   }
 
   roundTrip(ms: number): void {
@@ -319,7 +383,14 @@ export class ChannelInstruments implements ChannelObserver {
   }
 
   figures(): ChannelFigures {
+    // The queues as they are now: the sampler runs only while frames flow.
+    this.end.tuner.sample();
     return monitorFigures(this.end.readings(), this.latency, this.optimizer?.state.level ?? 0);
+  }
+
+  /** Something the sampler must keep ticking for without frames: an escalated optimizer, frames still queued. */
+  unsettled(): boolean {
+    return (this.optimizer?.state.level ?? 0) > 0 || this.end.readings().queueDepth > 0;
   }
 
   /** The sampler's tick: socket buffers sampled, the optimizer fed with new pressure and ticked. */

@@ -5,12 +5,13 @@
  * serve` on a FIFO, fed by writer processes, with a short interval.
  */
 import { describe, expect, test } from "bun:test";
-import { statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
+import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { thousandths } from "../../src/roles/instruments.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
-import { runAgent, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { agentEnv, runAgent, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { writeWireFile } from "../support/wire.ts";
@@ -125,5 +126,25 @@ describe("thousandths", () => {
       expect(String(thousandths(value))).toMatch(/^\d+(\.\d{1,3})?$/);
       expect(Math.abs(thousandths(value) - value)).toBeLessThanOrEqual(0.0005 + 1e-9);
     }
+  });
+});
+
+describe("the sampler", () => {
+  /** Voluntary context switches of `pid`'s main thread: each is a wake-up after the thread slept. */
+  const wakeUps = (pid: number) => Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/task/${pid}/status`, "utf8"))![1]);
+
+  test("runs on the frames' own wake-ups, not a timer: an agent with nothing to carry sleeps", async () => {
+    const t = socketDir(defer, "aa-sampler-");
+    defer(() => stopAgents());
+    // Bun as the device's service runs it, so that none of its own timers wakes the process either.
+    const agent = spawnAgent(["input", "serve", "--socket", t.path("in.sock"), "--sink", "/dev/null"], { env: agentEnv(DEVICE_RUNTIME_ENV) });
+    await agent.waitForStderr("listening");
+    await Bun.sleep(500);
+    const before = wakeUps(agent.pid);
+    // A timer sampling once a second would have woken it three times.
+    await Bun.sleep(3200);
+    expect(wakeUps(agent.pid) - before).toBeLessThanOrEqual(1);
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
   });
 });

@@ -24,6 +24,7 @@ export function recordingObserver(): { events: string[]; ages: number[]; observe
   const ages: number[] = [];
   const observer: ChannelObserver = {
     written: (messages, bytes) => void events.push(`written ${messages} ${bytes}`),
+    submitted: () => {},
     frameAge: (ms) => void (events.push("frame age"), ages.push(ms)),
     roundTrip: () => void events.push("round trip"),
     connection: (kind, detail) => void events.push(`${kind} ${detail}`),
