@@ -17,6 +17,14 @@ function clocks(start = 1_700_000_000_000.25) {
   return { c, sources, truth: () => c.offset + c.monotonic };
 }
 
+/** clocks(), and a WallClock whose thread can be taken off the CPU for `ms` just before its next read of the wall clock. */
+function preemptible() {
+  const { c, sources, truth } = clocks();
+  let preempted = 0;
+  const clock = new WallClock({ ...sources, realtimeMs: () => ((c.monotonic += preempted), (preempted = 0), sources.realtimeMs()) });
+  return { c, truth, clock, preemptNextRead: (ms: number) => void (preempted = ms) };
+}
+
 describe("WallClock", () => {
   test("follows a step of the wall clock within a second, forwards and backwards, to half a millisecond", () => {
     const { c, sources, truth } = clocks();
@@ -160,14 +168,11 @@ describe("WallClock", () => {
   });
 
   test("a wall clock read that the thread was taken off the CPU around (a busy machine) moves nothing: the clocks are read again at the next stamp", () => {
-    const { c, sources, truth } = clocks();
-    let preempted = 0;
-    // The thread is off the CPU for 6 ms just before the wall clock is read.
-    const clock = new WallClock({ ...sources, realtimeMs: () => ((c.monotonic += preempted), (preempted = 0), sources.realtimeMs()) });
+    const { c, truth, clock, preemptNextRead } = preemptible();
     clock.now();
     c.monotonic += 1000;
     const at = c.monotonic;
-    preempted = 6;
+    preemptNextRead(6);
     // Taken as one instant, the two reads would look like a step of 6 ms, and stamps would run 6 ms ahead for a second.
     expect(Math.abs(clock.at(at) - (c.offset + at))).toBeLessThanOrEqual(0.5);
     expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(0.5);
@@ -176,14 +181,12 @@ describe("WallClock", () => {
   });
 
   test("a pair of reads skipped as preempted is tried again at the very next stamp, not a second later", () => {
-    const { c, sources, truth } = clocks();
-    let preempted = 0;
-    const clock = new WallClock({ ...sources, realtimeMs: () => ((c.monotonic += preempted), (preempted = 0), sources.realtimeMs()) });
+    const { c, truth, clock, preemptNextRead } = preemptible();
     clock.now();
     // The clock is stepped, and the first re-read after it is preempted: that stamp still has the old offset.
     c.offset += 60_000;
     c.monotonic += 1000;
-    preempted = 6;
+    preemptNextRead(6);
     clock.now();
     c.monotonic += 1;
     expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(0.5);
