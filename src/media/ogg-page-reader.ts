@@ -1,5 +1,5 @@
 import { OggError } from "./ogg-error.ts";
-import { hasCapturePattern, MAX_PAGE_SIZE, OggPage, PAGE_HEADER_SIZE } from "./ogg-page.ts";
+import { CAPTURE, hasCapturePattern, MAX_PAGE_SIZE, OggPage, PAGE_HEADER_SIZE } from "./ogg-page.ts";
 
 /**
  * Cuts a byte stream, fed in chunks of any size, into Ogg pages.
@@ -18,13 +18,11 @@ import { hasCapturePattern, MAX_PAGE_SIZE, OggPage, PAGE_HEADER_SIZE } from "./o
  */
 /** What sizeOf() says of bytes that cannot begin a page (seeking only). */
 const NOT_A_PAGE = -1;
-const CAPTURE_FIRST_BYTE = 0x4f; // "O"
 
 /** The first `have` bytes at `offset` (up to 4) are those of "OggS". */
 function startsCapture(bytes: Uint8Array, offset: number, have: number): boolean {
   if (have >= 4) return hasCapturePattern(bytes, offset);
-  const capture = [0x4f, 0x67, 0x67, 0x53];
-  for (let i = 0; i < have; i++) if (bytes[offset + i] !== capture[i]) return false;
+  for (let i = 0; i < have; i++) if (bytes[offset + i] !== CAPTURE[i]) return false;
   return true;
 }
 
@@ -173,7 +171,7 @@ export class OggPageReader {
 
   /** Seeking: passes over the chunk's bytes up to the next "O" that may begin a capture pattern. */
   private skipToCapture(): void {
-    const found = this.chunk.indexOf(CAPTURE_FIRST_BYTE, this.pos + 1);
+    const found = this.chunk.indexOf(CAPTURE[0]!, this.pos + 1);
     const to = found < 0 ? this.chunk.length : found;
     this.skippedBytes += to - this.pos;
     this.consumed += to - this.pos;

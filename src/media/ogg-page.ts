@@ -22,7 +22,7 @@ export const PageFlag = {
 /** Granule position of a page on which no packet ends. */
 export const NO_GRANULE = -1;
 
-const CAPTURE = [0x4f, 0x67, 0x67, 0x53]; // "OggS"
+export const CAPTURE = [0x4f, 0x67, 0x67, 0x53]; // "OggS"
 const CRC_OFFSET = 22;
 const ZERO_CRC = new Uint8Array(4);
 const TWO_32 = 4294967296;
