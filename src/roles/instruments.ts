@@ -11,6 +11,7 @@ import { healthFields, summaryFields, type ChannelReadings } from "../observe/re
 import type { Report } from "../transport/report.ts";
 import { DropReason } from "../transport/frame-stats.ts";
 import { JitPolicy } from "./jit-policy.ts";
+import { Sampler } from "./sampler.ts";
 
 /** What a channel end's instruments read: its socket, buffers and optimizer. */
 type ChannelSettings = Settings<"socket" | "socket-buffers" | "adaptive" | "adaptive-threshold" | "adaptive-window-ms" | "adaptive-calm-ms">;
@@ -33,7 +34,7 @@ export interface InstrumentedEnd {
 const SAMPLE_MS = 1000;
 
 /**
- * Frames between two looks at the clock for the sampler (see Instruments.frame):
+ * Frames between two looks at the clock for the sampler (see Sampler):
  * at 50 frames a second, a fifth of a second. With a window shorter than
  * SAMPLE_MS (a setting for tests and experiments) it looks at every frame.
  */
@@ -56,35 +57,8 @@ export class Instruments {
   readonly metrics: AgentMetrics | undefined;
   readonly monitor: MonitorHub | undefined;
   private servers: AgentHttpServer[] = [];
-  /** Sampling's period (ms), the monotonic time of the last, and frames since the last look at the clock. */
-  private readonly every: number;
-  private readonly framesPerLook: number;
-  private sampledAt = performance.now();
-  private framesUnlooked = 0;
-  private stopped = false;
-  /** A tick is queued for the loop's next turn; it was brought by a frame (not the fallback). */
-  private tickQueued = false;
-  private byFrames = false;
-  /** Ticks when no frame brought a tick in time: a stalled peer, a lossless source waiting for room. */
-  private fallback: ReturnType<typeof setTimeout> | undefined;
-  private readonly onFallback = () => {
-    this.fallback = undefined;
-    this.byFrames = false;
-    this.tick();
-  };
-  private readonly tick = () => {
-    this.tickQueued = false;
-    if (this.stopped) return;
-    this.sampledAt = performance.now();
-    for (const channel of this.channels) channel.sample();
-    this.jit.sample(() => this.frames());
-    // While frames flow, each tick they bring puts the fallback off again: it never wakes the
-    // process. Once they stop it ticks on as long as something is left to adapt or write out.
-    if (this.byFrames || this.channels.some((channel) => channel.unsettled())) {
-      if (this.fallback) this.fallback.refresh();
-      else this.fallback = setTimeout(this.onFallback, 2 * this.every);
-    }
-  };
+  /** When the channels are sampled and the optimizer ticked: on the frames' wake-ups. */
+  private readonly sampler: Sampler;
   /** Hands the process back to the JIT's normal thresholds when it floods. */
   private readonly jit: JitPolicy;
   /** The --stats-interval timer. */
@@ -134,12 +108,12 @@ export class Instruments {
         stats: (fields) => logger.periodic(component, "stats", fields),
         monitor: this.monitor,
         shown: i === 0,
-        onFrame: () => this.frame(),
+        onFrame: () => this.sampler.frame(),
       });
     });
-    this.every = Math.min(SAMPLE_MS, ...ends.flatMap(({ settings: s }) => [s["adaptive-calm-ms"], s["adaptive-window-ms"]]));
-    this.framesPerLook = this.every < SAMPLE_MS ? 1 : FRAMES_PER_LOOK;
+    const every = Math.min(SAMPLE_MS, ...ends.flatMap(({ settings: s }) => [s["adaptive-calm-ms"], s["adaptive-window-ms"]]));
     this.jit = new JitPolicy(this.report, this.frames());
+    this.sampler = new Sampler(every, every < SAMPLE_MS ? 1 : FRAMES_PER_LOOK, () => this.tick(), () => this.channels.some((c) => c.unsettled()));
     const statsMs = settings["stats-interval"] * 1000;
     if (statsMs > 0) {
       this.statsTimer = setInterval(() => {
@@ -195,30 +169,14 @@ export class Instruments {
     return this.channels[0]!.latencyFields();
   }
 
-  /**
-   * An OpusFrame went through one of the channels. The sampler runs on the
-   * frames' own wake-ups, not on a timer (which woke a streaming process
-   * once more a second, and set off runtime timers after it): once `every`
-   * ms have passed, on the next turn of the loop, never inside a write.
-   * When frames stop, a fallback timer ticks instead, every 2 x `every`,
-   * while something is left to adapt or to write out (a stalled peer is
-   * pressure the optimizer must see); an idle process sleeps. /metrics and
-   * the monitor sample the socket's queues when they read.
-   */
-  private frame(): void {
-    if (++this.framesUnlooked < this.framesPerLook) return;
-    this.framesUnlooked = 0;
-    // Frames flow: should they stop before they bring a tick, the fallback ticks.
-    this.fallback ??= setTimeout(this.onFallback, 2 * this.every);
-    if (this.tickQueued || performance.now() - this.sampledAt < this.every) return;
-    this.tickQueued = true;
-    this.byFrames = true;
-    setImmediate(this.tick);
+  /** The sampler's tick: every channel's queues and optimizer, and the JIT's flood check. */
+  private tick(): void {
+    for (const channel of this.channels) channel.sample();
+    this.jit.sample(() => this.frames());
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.fallback);
+    this.sampler.stop();
     clearInterval(this.statsTimer);
     this.monitor?.stop();
     await Promise.all(this.servers.splice(0).map((s) => s.stop()));
