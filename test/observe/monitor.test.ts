@@ -259,6 +259,12 @@ describe("monitor page of serve", () => {
       expect(await others.textContent()).toContain(shown.frames.toLocaleString("en-US"));
       const before = shown.frames;
       await page.waitForFunction((n) => (window as any).monitorState.lastFigures.channels.input.frames > n, before, { polling: 50, timeout: 5000 });
+      // The input server's own counts, as /healthz has them: one session so far, the client's heartbeats.
+      const health = await (await fetch(`${base}/healthz`)).json();
+      expect(shown.counts.sessions).toBe(1);
+      expect(health.channels.input.sessions).toBe(1);
+      expect(Object.keys(shown.counts).sort()).toEqual(["clean_sessions", "heartbeats", "sessions"]);
+      expect(await others.textContent()).toContain("sessions1");
 
       // Both channels' connections in the history, the input one named as such.
       const history = await page.textContent("#events");

@@ -51,6 +51,7 @@ export function stillFigures(changes: Partial<ChannelFigures> = {}): ChannelFigu
     receiveBufferBytes: 0,
     latency: {},
     adaptiveLevel: 0,
+    counts: {},
     ...changes,
   };
 }

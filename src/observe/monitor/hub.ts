@@ -18,6 +18,8 @@ export interface ChannelFigures {
   /** Per latency source (frame_age, enqueue_to_write, ...): seconds. */
   latency: Record<string, { p50: number; p95: number; p99: number; max: number }>;
   adaptiveLevel: number;
+  /** What only this end counts (acks, heartbeats, sessions, other_messages, ...), as /healthz names them. */
+  counts: Record<string, number>;
 }
 
 /** What the page gets each second: the figures of the channel it shows (and listens to), and of any other channel of the process. */
@@ -51,6 +53,7 @@ export function monitorFigures(r: ChannelReadings, latency: LatencyMonitor, adap
     receiveBufferBytes: r.socketBuffers.kernel.receiveBytes,
     latency: percentiles,
     adaptiveLevel,
+    counts: { ...r.counts },
   };
 }
 
