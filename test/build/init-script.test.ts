@@ -538,6 +538,54 @@ describe("S95audio-agent under busybox sh", () => {
     expect(readdirSync(t.path("run"))).toEqual([]);
   }, 30_000);
 
+  test("several starts at once that find a stale lock: one breaks it, one agent starts, the others find it running", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    mkdirSync(t.path("run"));
+    const gone = Bun.spawnSync(["true"]).pid; // exited and reaped
+    // A few rounds: two that break the lock at once, and each take the turn, is up to the scheduler.
+    for (let round = 0; round < 4; round++) {
+      writeFileSync(t.path("run/audio-agent.lock"), `${gone} 1\n`);
+      const all = await Promise.all([0, 1, 2, 3].map(() => initScript("start", env)));
+      for (const started of all) expect(started.code, started.stdout + started.stderr).toBe(0);
+      expect(all.map((r) => (r.stdout.includes("already running") ? "already" : "started")).sort()).toEqual(["already", "already", "already", "started"]);
+      expect(agentsIn(t.dir)).toEqual([pidIn(env)!]);
+      expect((await initScript("stop", env)).code).toBe(0);
+      expect(agentsIn(t.dir)).toEqual([]);
+      expect(readdirSync(t.path("run"))).toEqual([]);
+    }
+  }, 120_000);
+
+  test("an empty lock (a file system that lost it in a power cut), one naming the script's own pid, and a stale lock's breaker killed meanwhile do not block a start", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    mkdirSync(t.path("run"));
+    const lockFile = t.path("run/audio-agent.lock");
+    writeFileSync(lockFile, "");
+    // And the lock a start takes while it breaks a stale one, left by one killed at that moment.
+    writeFileSync(`${lockFile}.break`, `${Bun.spawnSync(["true"]).pid} 1\n`);
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(alive(pidIn(env)!)).toBe(true);
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(readdirSync(t.path("run"))).toEqual([]);
+
+    // The lock's pid is the script's own (exec keeps the pid), in the old form without a start time.
+    const own = await run(["sh", "-c", `echo $$ >"$0"; exec "$1" sh "$2" start`, lockFile, BUSYBOX!, SCRIPT], {
+      cwd: t.dir,
+      env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env },
+      timeoutMs: 20_000,
+    });
+    const pid = pidIn(env);
+    if (pid) daemons.add(pid);
+    expect(own.code, own.stdout + own.stderr).toBe(0);
+    expect(alive(pid!)).toBe(true);
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(readdirSync(t.path("run"))).toEqual([]);
+  }, 60_000);
+
   test("a lock names its holder by pid and start time: one whose pid now runs another program (a /var/run that outlived a reboot) is broken, one whose holder still runs is not", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
