@@ -31,9 +31,11 @@ const NAMES: Record<MediaFormat | "wav", string> = { ogg: "Ogg", wav: "WAV", wir
  * Checks a regular file's first bytes against `format`, so a mistake is told
  * at start rather than when a client connects; an Ogg file must hold Opus
  * the wire can carry (checkOggOpus). A wire capture too short to tell
- * (empty: no frames) passes; its source judges it when read.
+ * (empty: no frames) passes; its source judges it when read. With
+ * `lenient`, bytes before an Ogg file's first page are damage its source
+ * passes over, as it does later in the file: the check begins at that page.
  */
-export async function checkFileFormat(path: string, format: MediaFormat): Promise<void> {
+export async function checkFileFormat(path: string, format: MediaFormat, lenient = false): Promise<void> {
   const prefix = `source ${path} (--format ${format})`;
   const head = readHead(path, 12);
   if (format === "ogg" && head.length === 0) {
@@ -52,6 +54,11 @@ export async function checkFileFormat(path: string, format: MediaFormat): Promis
     throw new SourceFormatError(`${prefix} looks like WAV, uncompressed audio: encode it to Ogg Opus (e.g. opusenc) and use --format ogg`);
   }
   if (seen) throw new SourceFormatError(`${prefix} looks like ${NAMES[seen]}: use --format ${seen}`);
+  if (format === "ogg" && lenient) {
+    const first = firstCapturePattern(readHead(path, BOS_GROUP_BYTES));
+    if (first !== undefined) return checkOggOpus(path, prefix, first);
+    throw new SourceFormatError(`${prefix} is not Ogg: it begins with "${printable(head.subarray(0, 4))}", and no "OggS" follows in its first ${BOS_GROUP_BYTES} bytes`);
+  }
   const expected = format === "ogg" ? '"OggS"' : "the JKOU or JKMI magic";
   throw new SourceFormatError(`${prefix} is not ${NAMES[format]}: it begins with "${printable(head.subarray(0, 4))}", not ${expected}`);
 }
@@ -66,8 +73,8 @@ const BOS_GROUP_BYTES = 4 * MAX_PAGE_SIZE;
  * told at start. Damage (a bad CRC) is left to the source, which tells it
  * at its offset (or skips it with --lenient), as is a cut after the OpusHead.
  */
-function checkOggOpus(path: string, prefix: string): void {
-  const bytes = readHead(path, BOS_GROUP_BYTES);
+function checkOggOpus(path: string, prefix: string, from = 0): void {
+  const bytes = readHead(path, from + BOS_GROUP_BYTES).subarray(from);
   const whole = bytes.length < BOS_GROUP_BYTES; // the file ends inside what was read
   const pages = new OggPageReader();
   pages.push(bytes);
@@ -108,6 +115,12 @@ function checkOpusHead(packet: Uint8Array, prefix: string): void {
     reason = (e as Error).message;
   }
   if (reason) throw new SourceFormatError(`${prefix} is Ogg Opus that cannot be sent: ${reason}`);
+}
+
+/** Where "OggS" first occurs in `bytes`, if anywhere. */
+function firstCapturePattern(bytes: Uint8Array): number | undefined {
+  for (let at = 0; at + 4 <= bytes.length; at++) if (hasCapturePattern(bytes, at)) return at;
+  return undefined;
 }
 
 /** The first packet on a page (its lacing values up to the first below 255), or as much of it as the page holds. */

@@ -62,7 +62,7 @@ export async function openSource(format: MediaFormat, path: string, options: Sou
     // A FIFO in the file system, which the next writer opens again; not an anonymous pipe reached
     // through /dev/stdin or /proc/self/fd (its "real path" is pipe:[inode]), which ends with its writer.
     if (kind.isFIFO() && isAbsolute(realpathSync(path))) return new FifoSource(path, read, options.report);
-    if (kind.isFile()) await checkFileFormat(path, format);
+    if (kind.isFile()) await checkFileFormat(path, format, options.lenient);
   }
   return read(await openByteSource(path));
 }

@@ -23,7 +23,7 @@ import {
   runTool,
   type Fixtures,
 } from "../support/opus-fixtures.ts";
-import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
 import { tempDir } from "../support/temp.ts";
 
@@ -122,6 +122,32 @@ describe("damaged Ogg Opus files through the agent", () => {
     expect(await inServer.exited).toBe(0);
     expect(sender.stderr).toContain("WARN  source: skipped a page with a bad CRC");
     expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ frames: String(all - 1), dropped: "0", source_skipped_pages: "1" });
+  }, 60_000);
+
+  test("--lenient with bytes before the first page (a file a tool wrote a header in front of): told and passed over, every frame sent; strict refuses it at start", async () => {
+    const original = live("lead");
+    const all = (await packets(original)).frames.length;
+    const led = join(tmp.dir, "led.opus");
+    writeFileSync(led, concatBytes([new TextEncoder().encode("ID3 junk in front of the first page"), read(original)]));
+    const socket = join(tmp.dir, "led.sock");
+
+    const strict = await runAgent(["output", "serve", "--socket", socket, "--source", led, "--format", "ogg"]);
+    expect(strict.code).toBe(2);
+    expect(strict.stderr).toBe(`audio-agent: source ${led} (--format ogg) is not Ogg: it begins with "ID3 ", not "OggS"\n`);
+
+    const server = spawnAgent(["output", "serve", "--socket", socket, "--source", led, "--format", "ogg", "--lenient"]);
+    const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", join(tmp.dir, "led.wire"), "--once"]);
+    expect(await client.exited, client.stderr).toBe(0);
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(logFields(server.stderr, "source", "passed over bytes that begin no page")).toMatchObject({ offset: "0", bytes: "35" });
+    expect(logFields(server.stderr, "output-server", "stopped")).toMatchObject({ delivered: String(all), source_skipped_bytes: "35", source_skipped_pages: "0" });
+
+    // Junk and no page in the bytes a start-up check reads: still refused, naming how far it looked.
+    const junk = join(tmp.dir, "junk.opus");
+    writeFileSync(junk, new Uint8Array(300_000).fill(0x41));
+    const refused = await runAgent(["output", "serve", "--socket", socket, "--source", junk, "--format", "ogg", "--lenient"]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/^audio-agent: source .*junk\.opus \(--format ogg\) is not Ogg: it begins with "AAAA", and no "OggS" follows in its first \d+ bytes\n$/);
   }, 60_000);
 
   test("a killed encoder's file (no end-of-stream page) with the next encoder's stream after it (cat): both are sent, with a warning", async () => {
