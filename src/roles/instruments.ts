@@ -34,13 +34,6 @@ export interface InstrumentedEnd {
 const SAMPLE_MS = 1000;
 
 /**
- * Frames between two looks at the clock for the sampler (see Sampler):
- * at 50 frames a second, a fifth of a second. With a window shorter than
- * SAMPLE_MS (a setting for tests and experiments) it looks at every frame.
- */
-const FRAMES_PER_LOOK = 10;
-
-/**
  * Everything a process measures and adapts, attached to its channel ends
  * (one, or both in serve): per end the latency monitor, socket buffer
  * sampling and the adaptive optimizer (ChannelInstruments); for the process
@@ -113,7 +106,7 @@ export class Instruments {
     });
     const every = Math.min(SAMPLE_MS, ...ends.flatMap(({ settings: s }) => [s["adaptive-calm-ms"], s["adaptive-window-ms"]]));
     this.jit = new JitPolicy(this.report, this.frames());
-    this.sampler = new Sampler(every, every < SAMPLE_MS ? 1 : FRAMES_PER_LOOK, () => this.tick(), () => this.channels.some((c) => c.unsettled()));
+    this.sampler = new Sampler(every, () => this.tick(), () => this.channels.some((c) => c.unsettled()));
     const statsMs = settings["stats-interval"] * 1000;
     if (statsMs > 0) {
       this.statsTimer = setInterval(() => {

@@ -4,19 +4,22 @@
  * flow, never on a timer of its own, which woke a streaming process once
  * more a second and set off runtime timers after it (bench/FINDINGS.md).
  *
- * Every `framesPerLook`-th frame looks at the clock; once a tick is due it
- * runs on the loop's next turn, never inside a write. The ticks keep to
- * their period on average: the next is due a period after this one was due,
- * so a look that falls just short does not stretch every period by a look.
+ * Each frame looks at the clock; once a tick is due it runs on the loop's
+ * next turn, never inside a write. The ticks keep to their period on
+ * average: the next is due a period after this one was due, so a frame that
+ * comes just short of it does not stretch every period by a frame.
  *
- * When frames stop, a fallback timer ticks instead, `FALLBACK_PERIODS`
- * periods after the last tick, and on while something is left to adapt or to
- * write out (a stalled peer is pressure the optimizer must see). An idle
- * process sleeps.
+ * When frames stop, a fallback timer ticks instead, a little after the tick
+ * was due (see arm), and on, a period apart, while something is left to
+ * adapt or to write out (a stalled peer is pressure the optimizer must see).
+ * An idle process sleeps.
  */
 export class Sampler {
   private dueAt: number;
-  private framesUnlooked = 0;
+  private lastFrameAt: number;
+  /** The last two gaps between frames (ms), each counted as a period at most. */
+  private gap: number;
+  private previousGap: number;
   private stopped = false;
   /** A tick is queued for the loop's next turn, brought by a frame (not the fallback). */
   private tickQueued = false;
@@ -27,8 +30,6 @@ export class Sampler {
   constructor(
     /** The period (ms). */
     private readonly every: number,
-    /** Frames between two looks at the clock. */
-    private readonly framesPerLook: number,
     /** The tick's work. */
     private readonly work: () => void,
     /** Something the sampler must keep ticking for without frames. */
@@ -36,18 +37,21 @@ export class Sampler {
     clock?: SamplerClock,
   ) {
     this.clock = clock ?? LOOP_CLOCK;
-    this.dueAt = this.clock.now() + every;
+    this.lastFrameAt = this.clock.now();
+    this.dueAt = this.lastFrameAt + every;
+    this.gap = this.previousGap = every;
   }
 
   /** An OpusFrame went through one of the channels. */
   frame(): void {
-    if (this.stopped || ++this.framesUnlooked < this.framesPerLook) return;
-    this.framesUnlooked = 0;
-    // Frames flow: should they stop before they bring a tick, the fallback ticks.
-    this.fallback ??= this.clock.setTimeout(this.onFallback, FALLBACK_PERIODS * this.every);
-    if (this.tickQueued) return;
+    if (this.stopped) return;
     const now = this.clock.now();
-    if (now < this.dueAt) return;
+    this.previousGap = this.gap;
+    this.gap = Math.min(now - this.lastFrameAt, this.every);
+    this.lastFrameAt = now;
+    // Frames flow: should they stop before they bring a tick, the fallback ticks.
+    if (this.fallback === undefined) this.arm(now);
+    if (this.tickQueued || now < this.dueAt) return;
     this.schedule(now);
     this.tickQueued = true;
     this.byFrames = true;
@@ -57,6 +61,20 @@ export class Sampler {
   stop(): void {
     this.stopped = true;
     this.disarm();
+  }
+
+  /**
+   * Arms the fallback for a little after the next tick is due: half a period,
+   * or twice the frames' pace when that is longer. Frames bring a due tick a
+   * gap after it was due at most, so it never fires while they flow, and a
+   * stall's pressure is acted on half a period late at 50 frames a second.
+   * The pace is the shorter of the last two gaps: the one a pause makes,
+   * before the first frame after it, does not count.
+   */
+  private arm(now: number): void {
+    const pace = Math.min(this.gap, this.previousGap);
+    const delay = Math.max(this.dueAt - now, 0) + Math.max(this.every / 2, 2 * pace);
+    this.fallback = this.clock.setTimeout(this.onFallback, delay);
   }
 
   /** The next tick is due a period after this one was due, but after a pause not sooner than half a period away. */
@@ -77,10 +95,11 @@ export class Sampler {
     this.tickQueued = false;
     if (this.stopped) return;
     this.work();
+    if (this.stopped) return;
     // While frames flow, each tick they bring puts the fallback off again: it never wakes the
     // process. Once they stop it ticks on as long as something is left to adapt or write out.
     this.disarm();
-    if (this.byFrames || this.unsettled()) this.fallback = this.clock.setTimeout(this.onFallback, FALLBACK_PERIODS * this.every);
+    if (this.byFrames || this.unsettled()) this.arm(this.clock.now());
   };
 
   private disarm(): void {
@@ -89,14 +108,6 @@ export class Sampler {
     this.fallback = undefined;
   }
 }
-
-/**
- * Periods after the last tick at which the fallback ticks: more than a period
- * and a look apart (the longest gap between two ticks frames bring, 1.2 s at
- * 50 frames a second), so that it never fires while they flow, and soon
- * enough that a stall's pressure is acted on half a period late at most.
- */
-export const FALLBACK_PERIODS = 1.5;
 
 /** The clock and timers a Sampler runs on: the event loop's, or a test's. */
 export interface SamplerClock {

@@ -1,13 +1,16 @@
 /**
  * When the sampler ticks, on a clock the test steps by hand: frames arrive
- * every 20 ms of its time, timers fire when it passes them, and the loop's
- * next turn comes at once after the frame that queued it.
+ * at the gaps a test gives, timers fire when it passes them (each one a
+ * wake-up of a real process), and the loop's next turn comes at once after
+ * the frame that queued it.
  */
 import { describe, expect, test } from "bun:test";
-import { FALLBACK_PERIODS, Sampler, type SamplerClock } from "../../src/roles/sampler.ts";
+import { Sampler, type SamplerClock } from "../../src/roles/sampler.ts";
 
 class SteppedClock implements SamplerClock {
   at = 0;
+  /** When timers fired. */
+  fired: number[] = [];
   private timers = new Map<number, { due: number; run: () => void }>();
   private nextId = 1;
   private turn: (() => void)[] = [];
@@ -30,13 +33,18 @@ class SteppedClock implements SamplerClock {
   get armed(): number {
     return this.timers.size;
   }
+  /** Ticks queued for the loop's next turn. */
+  get queued(): number {
+    return this.turn.length;
+  }
   /** Moves time to `to`, firing each timer due on the way at its own time, then the loop's queued turn. */
   advance(to: number): void {
-    for (;;) {
+    for (let guard = 0; guard < 100_000; guard++) {
       const next = [...this.timers.entries()].filter(([, t]) => t.due <= to).sort((a, b) => a[1].due - b[1].due)[0];
       if (!next) break;
       this.timers.delete(next[0]);
       this.at = next[1].due;
+      this.fired.push(this.at);
       next[1].run();
       this.runTurn();
     }
@@ -48,105 +56,187 @@ class SteppedClock implements SamplerClock {
   }
 }
 
-/** A sampler of a 1 s period looking every 10th frame, and the times it ticked at. */
-function sampler(unsettled = () => false) {
+/** A sampler of period `every` (1 s unless given), and the times it ticked at. */
+function stepped(options: { every?: number; unsettled?: () => boolean; work?: (s: Sampler) => void } = {}) {
   const clock = new SteppedClock();
   const ticks: number[] = [];
-  const s = new Sampler(1000, 10, () => ticks.push(clock.at), unsettled, clock);
-  /** `count` frames, one every `gap` ms from now on. */
+  const sampler: Sampler = new Sampler(
+    options.every ?? 1000,
+    () => {
+      ticks.push(clock.at);
+      options.work?.(sampler);
+    },
+    options.unsettled ?? (() => false),
+    clock,
+  );
+  /** `count` frames, one every `gap` ms from now on, each in a turn of its own. */
   const frames = (count: number, gap = 20) => {
     for (let i = 0; i < count; i++) {
       clock.advance(clock.at + gap);
-      s.frame();
+      sampler.frame();
       clock.runTurn();
     }
   };
-  return { clock, ticks, sampler: s, frames };
+  return { clock, ticks, sampler, frames };
 }
+
+const gapsOf = (ticks: number[]) => ticks.slice(1).map((t, i) => t - ticks[i]!);
 
 describe("Sampler", () => {
   test("while frames flow it ticks once a period on average, on their turns, and no timer fires", () => {
-    const { clock, ticks, frames } = sampler();
-    // Frames 21 ms apart: a look every 210 ms, never on a period's edge.
+    const { clock, ticks, frames } = stepped();
+    // Frames 21 ms apart: never on a period's edge.
     frames(50 * 60, 21);
-    const span = ticks.at(-1)! - ticks[0]!;
-    // 63 s of frames: a tick a second, not a tick every period and a look (which gave 53).
-    expect(ticks.length).toBeGreaterThanOrEqual(62);
-    expect(ticks.length).toBeLessThanOrEqual(63);
-    expect(span / (ticks.length - 1)).toBeCloseTo(1000, -1);
-    // Each tick came with a frame, a look's time after the one before at most.
-    for (let i = 1; i < ticks.length; i++) expect(ticks[i]! - ticks[i - 1]!).toBeLessThanOrEqual(1000 + 210);
-    // The fallback is armed but never reached while they flow.
+    // 63 s of frames: a tick a second, not a tick every period and a frame (which gave 61).
+    expect(ticks.length).toBe(63);
+    for (const gap of gapsOf(ticks)) expect(gap).toBeLessThanOrEqual(1000 + 21);
+    expect(clock.fired).toEqual([]);
+    // The fallback is armed, and never reached while they flow.
     expect(clock.armed).toBe(1);
   });
 
-  test("when frames stop with nothing unsettled it ticks once more, late by half a period at most, then sleeps", () => {
-    const { clock, ticks, frames } = sampler();
+  test("a frame that comes exactly when a tick is due brings it", () => {
+    const { ticks, frames } = stepped();
+    frames(100);
+    expect(ticks).toEqual([1000, 2000]);
+  });
+
+  test("when frames stop with nothing unsettled it ticks once more, half a period after it was due, then sleeps", () => {
+    const { clock, ticks, frames } = stepped();
     frames(200);
-    const last = ticks.at(-1)!;
-    const before = ticks.length;
+    expect(ticks.at(-1)).toBe(4000);
     clock.advance(clock.at + 60_000);
-    expect(ticks.length).toBe(before + 1);
-    expect(ticks.at(-1)! - last).toBe(FALLBACK_PERIODS * 1000);
+    expect(ticks.slice(4)).toEqual([5500]);
     expect(clock.armed).toBe(0);
   });
 
-  test("while something is unsettled it ticks on without frames, every 1.5 periods, and stops when it settles", () => {
+  test("while something is unsettled it ticks on without frames, a period apart, and stops when it settles", () => {
     let pressure = true;
-    const { clock, ticks, frames } = sampler(() => pressure);
+    const { clock, ticks, frames } = stepped({ unsettled: () => pressure });
     frames(100);
-    const last = ticks.at(-1)!;
-    const before = ticks.length;
-    clock.advance(last + 10 * 1500);
-    expect(ticks.slice(before)).toEqual(Array.from({ length: 10 }, (_, i) => last + (i + 1) * 1500));
+    expect(ticks).toEqual([1000, 2000]);
+    clock.advance(12_000);
+    expect(ticks.slice(2)).toEqual([3500, 4500, 5500, 6500, 7500, 8500, 9500, 10500, 11500]);
     pressure = false;
-    clock.advance(clock.at + 1500);
-    clock.advance(clock.at + 60_000);
-    expect(ticks.length).toBe(before + 11);
+    clock.advance(60_000);
+    expect(ticks.slice(11)).toEqual([12_500]);
     expect(clock.armed).toBe(0);
   });
 
-  test("frames after a pause bring a tick on their first look, and the period after it", () => {
-    const { clock, ticks, frames } = sampler();
+  test("frames after a pause bring a tick with the first, the next half a period on at the soonest; a stall then is acted on as soon", () => {
+    const { clock, ticks, frames } = stepped();
     frames(100);
-    clock.advance(clock.at + 30_000);
-    const resumed = clock.at;
+    clock.advance(30_000);
     const before = ticks.length;
-    frames(100);
-    // The first look (10 frames in) ticks; the next not sooner than half a period on.
-    expect(ticks[before]).toBe(resumed + 200);
-    expect(ticks[before + 1]! - ticks[before]!).toBeGreaterThanOrEqual(500);
+    frames(10);
+    expect(ticks.slice(before)).toEqual([30_020]);
+    // They stop before the next is due (30 520): the fallback ticks half a period after that.
+    clock.advance(60_000);
+    expect(ticks.slice(before + 1)).toEqual([31_020]);
+    for (const gap of gapsOf(ticks)) expect(gap).toBeGreaterThanOrEqual(500);
   });
 
-  test("an idle sampler arms nothing; after stop() frames arm nothing and a queued tick does not run", () => {
-    const idle = sampler();
+  test("no tick follows another by less than half a period, a fallback's included", () => {
+    let pressure = true;
+    const { clock, ticks, frames } = stepped({ unsettled: () => pressure });
+    frames(100);
+    clock.advance(2000 + 3500);
+    expect(ticks).toEqual([1000, 2000, 3500, 4500, 5500]);
+    pressure = false;
+    frames(100);
+    expect(ticks[5]).toBe(6000);
+    for (const gap of gapsOf(ticks)) expect(gap).toBeGreaterThanOrEqual(500);
+  });
+
+  test("frames a period or more apart: each brings a tick, so pressure that comes between them is seen at the next", () => {
+    let pressure = false;
+    const { clock, ticks, frames } = stepped({ unsettled: () => pressure });
+    frames(12, 2500);
+    expect(ticks).toEqual(Array.from({ length: 12 }, (_, i) => (i + 1) * 2500));
+    pressure = true;
+    const at = clock.at + 1200;
+    clock.advance(at);
+    frames(4, 2500);
+    // Seen by the fallback armed at the last tick (two periods after the next was due, the frames' pace
+    // counted as a period), then by each frame: none of them waits for a look every few frames.
+    expect(ticks.filter((t) => t > at)).toEqual([32_500, 33_700, 36_200, 38_700, 41_200]);
+  });
+
+  test("a period shorter than a frame (a short --adaptive-window-ms): a tick with every frame, and no timer fires while they flow", () => {
+    const { clock, ticks, frames } = stepped({ every: 10 });
+    frames(500, 20);
+    expect(ticks.length).toBe(500);
+    expect(clock.fired).toEqual([]);
+    // They stop: the fallback, twice their pace (counted as a period at most) after the next tick was due, then sleep.
+    clock.advance(clock.at + 1000);
+    expect(clock.fired).toEqual([10_000 + 5 + 20]);
+    expect(clock.armed).toBe(0);
+  });
+
+  test("frames of 80 ms at the default period: a tick a second, and no timer fires while they flow", () => {
+    const { clock, ticks, frames } = stepped();
+    frames(750, 80);
+    expect(ticks.length).toBe(60);
+    for (const gap of gapsOf(ticks)) expect(gap).toBeLessThanOrEqual(1080);
+    expect(clock.fired).toEqual([]);
+  });
+
+  test("a period under a second: ticks on period, then the fallback, then half a period after a pause", () => {
+    const { clock, ticks, frames } = stepped({ every: 100 });
+    frames(50, 20);
+    expect(ticks).toEqual(Array.from({ length: 10 }, (_, i) => (i + 1) * 100));
+    clock.advance(5000);
+    expect(ticks.slice(10)).toEqual([1150]);
+    expect(clock.armed).toBe(0);
+    frames(20, 10);
+    expect(ticks.slice(11, 14)).toEqual([5010, 5060, 5160]);
+  });
+
+  test("frames in one long turn queue one tick; a fallback due in the same turn as a frame's tick adds none", () => {
+    const { clock, ticks, sampler } = stepped({ every: 10 });
+    clock.advance(10);
+    sampler.frame();
+    clock.at = 20; // the turn (a burst of frames) took 10 ms
+    sampler.frame();
+    expect(clock.queued).toBe(1);
+    clock.runTurn();
+    expect(ticks).toEqual([20]);
+
+    const other = stepped();
+    other.frames(10);
+    // No frames until just before the fallback fires (1000 + 500), then one that is due; the fallback fires before its turn.
+    other.clock.advance(1499);
+    other.sampler.frame();
+    other.clock.advance(1500);
+    expect(other.ticks).toEqual([1500]);
+  });
+
+  test("an idle sampler arms nothing; stop() disarms at once, and after it frames arm nothing and a queued tick does not run", () => {
+    const idle = stepped();
     idle.clock.advance(60_000);
     expect(idle.ticks).toEqual([]);
     expect(idle.clock.armed).toBe(0);
 
-    const { clock, ticks, sampler: s, frames } = sampler();
+    const { clock, ticks, sampler, frames } = stepped();
     frames(60);
-    const before = ticks.length;
+    expect(ticks).toEqual([1000]);
+    expect(clock.armed).toBe(1);
     // A tick queued for the next turn, then stopped before that turn.
-    clock.advance(clock.at + 1000);
-    for (let i = 0; i < 10; i++) s.frame();
-    s.stop();
+    clock.advance(2000);
+    sampler.frame();
+    sampler.stop();
+    expect(clock.armed).toBe(0);
     clock.runTurn();
     frames(500);
     expect(clock.armed).toBe(0);
     clock.advance(clock.at + 60_000);
-    expect(ticks.length).toBe(before);
-    expect(clock.armed).toBe(0);
+    expect(ticks).toEqual([1000]);
   });
 
-  test("a fallback due in the same turn as a frame's tick adds no second tick", () => {
-    const { clock, ticks, sampler: s, frames } = sampler();
-    frames(10);
-    const first = ticks.length;
-    // No frames for just under the fallback's delay, then a look that is due; the fallback fires before its turn.
-    clock.advance(clock.at + FALLBACK_PERIODS * 1000 - 1);
-    for (let i = 0; i < 10; i++) s.frame();
-    clock.advance(clock.at + 1);
-    expect(ticks.length - first).toBe(1);
+  test("stop() from inside a tick's work leaves no timer armed", () => {
+    const { clock, ticks, frames } = stepped({ work: (s) => s.stop() });
+    frames(60);
+    expect(ticks).toEqual([1000]);
+    expect(clock.armed).toBe(0);
   });
 });
