@@ -22,13 +22,7 @@ const idleReadings = () =>
   idleSenderReadings({
     dropped: { no_client: 3 },
     queueCapacity: 500,
-    socketBuffers: {
-      requested: { sendBytes: 131072, receiveBytes: 131072 },
-      kernel: { sendBytes: 0, receiveBytes: 0 },
-      sendQueueBytes: 0,
-      receiveQueueBytes: 0,
-      failures: {},
-    },
+    socketBuffers: { ...idleSenderReadings().socketBuffers, requested: { sendBytes: 131072, receiveBytes: 131072 } },
   });
 
 /** /metrics, /healthz and the monitor on one loopback port; everything stopped after the test. */
