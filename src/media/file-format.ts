@@ -47,7 +47,7 @@ export async function checkFileFormat(path: string, format: MediaFormat, lenient
   }
   const seen = recognise(head);
   if (seen === format) {
-    if (format === "ogg") checkOggOpus(path, prefix);
+    if (format === "ogg") checkOggOpus(path, prefix, 0, lenient);
     return;
   }
   if (seen === "wav") {
@@ -55,9 +55,11 @@ export async function checkFileFormat(path: string, format: MediaFormat, lenient
   }
   if (seen) throw new SourceFormatError(`${prefix} looks like ${NAMES[seen]}: use --format ${seen}`);
   if (format === "ogg" && lenient) {
-    const first = firstCapturePattern(readHead(path, BOS_GROUP_BYTES));
-    if (first !== undefined) return checkOggOpus(path, prefix, first);
-    throw new SourceFormatError(`${prefix} is not Ogg: it begins with "${printable(head.subarray(0, 4))}", and no "OggS" follows in its first ${BOS_GROUP_BYTES} bytes`);
+    const window = readHead(path, BOS_GROUP_BYTES);
+    const first = firstCapturePattern(window);
+    if (first !== undefined) return checkOggOpus(path, prefix, first, lenient);
+    const looked = window.length < BOS_GROUP_BYTES ? `its ${window.length} bytes` : `its first ${BOS_GROUP_BYTES} bytes`;
+    throw new SourceFormatError(`${prefix} is not Ogg: it begins with "${printable(head.subarray(0, 4))}", and no "OggS" follows in ${looked}`);
   }
   const expected = format === "ogg" ? '"OggS"' : "the JKOU or JKMI magic";
   throw new SourceFormatError(`${prefix} is not ${NAMES[format]}: it begins with "${printable(head.subarray(0, 4))}", not ${expected}`);
@@ -70,13 +72,15 @@ const BOS_GROUP_BYTES = 4 * MAX_PAGE_SIZE;
  * An Ogg file's BOS pages (RFC 3533: the streams it multiplexes all begin
  * before any other page) must include an OpusHead whose stream the wire can
  * carry: else the file is Ogg FLAC, Vorbis, Opus of more than 2 channels...,
- * told at start. Damage (a bad CRC) is left to the source, which tells it
- * at its offset (or skips it with --lenient), as is a cut after the OpusHead.
+ * told at start. Strict, damage (a bad CRC) is left to the source, which
+ * tells it at its offset, as is a cut after the OpusHead. With `lenient`
+ * the pages are read as the lenient source reads them: past bad pages and
+ * bytes that begin none, so what it would stream is what is checked.
  */
-function checkOggOpus(path: string, prefix: string, from = 0): void {
+function checkOggOpus(path: string, prefix: string, from: number, lenient: boolean): void {
   const bytes = readHead(path, from + BOS_GROUP_BYTES).subarray(from);
   const whole = bytes.length < BOS_GROUP_BYTES; // the file ends inside what was read
-  const pages = new OggPageReader();
+  const pages = new OggPageReader(lenient);
   pages.push(bytes);
   let firstPacket: Uint8Array | undefined;
   for (;;) {
@@ -84,14 +88,19 @@ function checkOggOpus(path: string, prefix: string, from = 0): void {
     try {
       page = pages.next();
     } catch {
-      return; // no capture pattern or an unknown version at a later page: damage
+      return; // strict: no capture pattern or an unknown version at a later page: damage
     }
     if (!page) {
       if (!whole) return; // a BOS group longer than looked at: left to the source
+      if (lenient && pages.finish()) continue; // bytes held for a page that never came whole: read again
       if (firstPacket) break;
       throw new SourceFormatError(`${prefix} is Ogg but ends inside its first page, before any OpusHead`);
     }
-    if (!page.crcValid()) return;
+    if (!page.crcValid()) {
+      if (!lenient) return;
+      pages.resync();
+      continue;
+    }
     if (!page.beginOfStream) {
       if (firstPacket) break;
       // A capture cut mid-stream: its headers are gone, and the source would fail at byte 0.
