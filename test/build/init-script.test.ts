@@ -564,8 +564,8 @@ describe("S95audio-agent under busybox sh", () => {
     mkdirSync(t.path("run"));
     const lockFile = t.path("run/audio-agent.lock");
     writeFileSync(lockFile, "");
-    // And the lock a start takes while it breaks a stale one, left by one killed at that moment.
-    writeFileSync(`${lockFile}.break`, `${Bun.spawnSync(["true"]).pid} 1\n`);
+    // And the marker a start takes while it breaks it, left by one killed at that moment.
+    writeFileSync(`${lockFile}.break.unreadable`, `${Bun.spawnSync(["true"]).pid} 1\n`);
     const started = await initScript("start", env);
     expect(started.code, started.stdout + started.stderr).toBe(0);
     expect(alive(pidIn(env)!)).toBe(true);

@@ -1,0 +1,206 @@
+/**
+ * packaging/S95audio-agent's lock under `busybox sh`, with the interleavings
+ * that break it forced rather than left to the scheduler: shims first on PATH
+ * delay one applet (ln, rm, start-stop-daemon) for the process whose
+ * environment asks, then exec BusyBox's own. The agent is a stand-in (a copy
+ * of sleep(1), run as "300"); two holders of the turn show as two agents,
+ * since the start-stop-daemon shim keeps both starts from seeing the other's
+ * pid file in time.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { canSwitchUser, NOBODY } from "../support/nobody.ts";
+import { cleanEnv, REPO, type Result, run, start } from "../support/processes.ts";
+import { until } from "../support/wait.ts";
+
+const SCRIPT = join(REPO, "packaging/S95audio-agent");
+const BUSYBOX = Bun.which("busybox");
+
+let applets: string;
+let shims: string;
+let dir: string;
+let agent: string;
+
+/** A shim for `applet`: sleeps $var's seconds first when `when` (a sh test on "$@") holds. */
+function shim(name: string, body: string): void {
+  writeFileSync(join(shims, name), `#!${BUSYBOX} sh\n${body}\nexec ${BUSYBOX} ${name} "$@"\n`);
+  chmodSync(join(shims, name), 0o755);
+}
+
+beforeAll(async () => {
+  if (!BUSYBOX) throw new Error("busybox not found");
+  applets = mkdtempSync("/tmp/aa-bb-");
+  const installed = await run([BUSYBOX, "--install", "-s", applets]);
+  if (installed.code !== 0) throw new Error(installed.stderr);
+  shims = mkdtempSync("/tmp/aa-shims-");
+  // ln SRC DST: SLOW_BREAK_LN before taking a marker to break a stale lock.
+  shim("ln", 'case $2 in *.lock.break.*) [ -n "$SLOW_BREAK_LN" ] && sleep "$SLOW_BREAK_LN" ;; esac');
+  // rm -f FILE...: SLOW_LOCK_RM before removing the lock, SLOW_BREAK_RM before removing a marker.
+  shim("rm", 'case $2 in *.lock) [ -n "$SLOW_LOCK_RM" ] && sleep "$SLOW_LOCK_RM" ;; *.lock.break.*) [ -n "$SLOW_BREAK_RM" ] && sleep "$SLOW_BREAK_RM" ;; esac');
+  // A start holds its turn for a while before the pid file appears.
+  shim("start-stop-daemon", 'sleep "${SLOW_SSD:-1}"');
+  // nobody runs them in one test.
+  chmodSync(applets, 0o755);
+  chmodSync(shims, 0o755);
+}, 30_000);
+
+afterAll(() => {
+  for (const d of [applets, shims]) if (d) rmSync(d, { recursive: true, force: true });
+});
+
+afterEach(() => {
+  for (const pid of agents()) process.kill(pid, "SIGKILL");
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function setup(): Record<string, string> {
+  dir = mkdtempSync("/tmp/aa-lock-");
+  chmodSync(dir, 0o755);
+  agent = join(dir, "agent");
+  copyFileSync(realpathSync(Bun.which("sleep")!), agent);
+  chmodSync(agent, 0o755);
+  mkdirSync(join(dir, "run"));
+  return {
+    AUDIO_AGENT_BIN: agent,
+    AUDIO_AGENT_ARGS: "300",
+    AUDIO_AGENT_PIDFILE: join(dir, "run/audio-agent.pid"),
+    AUDIO_AGENT_LOG_FILE: join(dir, "log/audio-agent.log"),
+    AUDIO_AGENT_FIFO: "",
+    AUDIO_AGENT_DEFAULTS: join(dir, "none"),
+    AUDIO_AGENT_STOP_TIMEOUT: "0",
+  };
+}
+
+const lockFile = () => join(dir, "run/audio-agent.lock");
+
+function scriptEnv(env: Record<string, string>, extra: Record<string, string> = {}): Record<string, string> {
+  return { ...cleanEnv(), PATH: `${shims}:${applets}:${process.env.PATH}`, ...env, ...extra };
+}
+
+function initScript(action: string, env: Record<string, string>, extra: Record<string, string> = {}, timeoutMs = 30_000): Promise<Result> {
+  return run([BUSYBOX!, "sh", SCRIPT, action], { cwd: dir, env: scriptEnv(env, extra), timeoutMs });
+}
+
+/** Live processes running the stand-in agent. */
+function agents(): number[] {
+  if (!agent) return [];
+  const found: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      if ("ZX".includes(stat.slice(stat.lastIndexOf(")") + 2)[0]!)) continue;
+      if (readlinkSync(`/proc/${entry}/exe`) === agent) found.push(Number(entry));
+    } catch {
+      // gone, or not ours to look at
+    }
+  }
+  return found;
+}
+
+/** The outcome the turns promise: all 0, exactly one started, one agent; after stop, an empty run dir. */
+async function expectOneAgent(results: Result[], env: Record<string, string>): Promise<void> {
+  const outcome = results.map((r) => `${r.code} ${r.stdout.includes("already running") ? "already" : r.stdout.includes("started") ? "started" : r.stdout + r.stderr}`);
+  expect({ outcome: outcome.sort(), agents: agents().length }).toEqual({ outcome: [...results.slice(1).map(() => "0 already"), "0 started"], agents: 1 });
+  expect((await initScript("stop", env)).code).toBe(0);
+  expect(readdirSync(join(dir, "run"))).toEqual([]);
+}
+
+function gonePid(): number {
+  return Bun.spawnSync(["true"]).pid;
+}
+
+describe("S95audio-agent's lock: forced interleavings", () => {
+  // Catches: break_lock removing the lock without re-reading it (or comparing what it re-read
+  // with itself), and reading it before taking the marker.
+  test("a start that gets the marker only after another broke the stale lock and took the turn leaves that turn alone", async () => {
+    const env = setup();
+    writeFileSync(lockFile(), `${gonePid()} 1\n`);
+    const both = await Promise.all([initScript("start", env, { SLOW_BREAK_LN: "0.2", SLOW_SSD: "2" }), initScript("start", env, { SLOW_BREAK_LN: "0.8" })]);
+    await expectOneAgent(both, env);
+  }, 30_000);
+
+  // Catches: a waiter passing a marker without checking that its holder is stale (or checking
+  // the lock instead).
+  test("a start that finds the marker held by a live breaker waits instead of passing it", async () => {
+    const env = setup();
+    writeFileSync(lockFile(), `${gonePid()} 1\n`);
+    const both = await Promise.all([initScript("start", env, { SLOW_BREAK_LN: "0.1", SLOW_LOCK_RM: "1.2" }), initScript("start", env, { SLOW_BREAK_LN: "0.25", SLOW_SSD: "3" })]);
+    await expectOneAgent(both, env);
+  }, 30_000);
+
+  // Catches: break_lock comparing only the pid. The lock names the first start's own pid (exec
+  // keeps it) with another start time: the first breaks it and takes the turn under the same
+  // pid; the second, which found it stale too, must see the start time changed.
+  test("a lock re-taken under the same pid is not the stale one that was found", async () => {
+    const env = setup();
+    const first = start(["sh", "-c", `echo "$$ 1" >"$0"; exec "$1" sh "$2" start`, lockFile(), BUSYBOX!, SCRIPT], {
+      cwd: dir,
+      env: scriptEnv(env, { SLOW_BREAK_LN: "0.3", SLOW_SSD: "2" }),
+      timeoutMs: 30_000,
+    });
+    await until(() => existsSync(lockFile()) && readFileSync(lockFile(), "utf8") === `${first.pid} 1\n`, "the lock naming the first start", 5_000);
+    const second = initScript("start", env, { SLOW_BREAK_LN: "0.9" });
+    const firstCode = await first.exited;
+    const results = [{ code: firstCode, stdout: first.stdout, stderr: first.stderr } as Result, await second];
+    await expectOneAgent(results, env);
+  }, 30_000);
+});
+
+describe("S95audio-agent's lock: what a crash or a power cut leaves", () => {
+  // A marker left by a start that died while it broke the lock: were it broken as a stale lock is
+  // (read, then rm), one waiter's late rm could remove the marker another took meanwhile, both
+  // would break at once, and the later one remove the turn the earlier took.
+  test("a stale lock and the marker of a start that died breaking it, two starts: one agent", async () => {
+    const env = setup();
+    const gone = gonePid();
+    writeFileSync(lockFile(), `${gone} 1\n`);
+    writeFileSync(`${lockFile()}.break.${gone}.1`, `${gonePid()} 1\n`);
+    const both = await Promise.all([
+      initScript("start", env, { SLOW_BREAK_LN: "0.1", SLOW_LOCK_RM: "0.8", SLOW_SSD: "3" }),
+      initScript("start", env, { SLOW_BREAK_RM: "0.6", SLOW_LOCK_RM: "0.8" }),
+    ]);
+    await expectOneAgent(both, env);
+  }, 30_000);
+
+  // A stale lock that cannot be removed (a sticky run dir, the lock another user's): the wait
+  // ticks and ends at its timeout, not a loop without a tick that never reaches it.
+  test.skipIf(!canSwitchUser)("a stale lock the start may not remove: it gives up after its timeout, ticking meanwhile", async () => {
+    const env = setup();
+    chmodSync(join(dir, "run"), 0o1777);
+    writeFileSync(lockFile(), `${gonePid()} 1\n`);
+    const setpriv = Bun.which("setpriv", { PATH: "/usr/bin:/bin" })!;
+    const waiting = start([setpriv, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--", BUSYBOX!, "sh", SCRIPT, "start"], { cwd: dir, env: scriptEnv(env), timeoutMs: 30_000 });
+    await Bun.sleep(3000);
+    waiting.kill("SIGTERM");
+    expect(await waiting.exited).toBe(1);
+    // Ticking: at most one attempt a tenth of a second.
+    expect(waiting.stderr.split("\n").filter((l) => l.includes("can't remove")).length).toBeLessThan(40);
+    expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.lock"]);
+  }, 30_000);
+
+  // A power cut can leave a lock of the right size full of NUL bytes, not only an empty one.
+  test("a lock full of NUL bytes, or of anything but a pid, does not block a start", async () => {
+    const env = setup();
+    for (const content of [Buffer.alloc(12), "  \n", "x1 2\n"]) {
+      writeFileSync(lockFile(), content);
+      const started = await initScript("start", env, {}, 5_000);
+      expect(started.code, started.stdout + started.stderr).toBe(0);
+      expect(agents().length).toBe(1);
+      expect((await initScript("stop", env)).code).toBe(0);
+      expect(readdirSync(join(dir, "run"))).toEqual([]);
+    }
+  }, 30_000);
+
+  // TERM while breaking: the trap removes the marker too (a hard link of $LOCK.$$).
+  test("a start TERMed while it breaks a stale lock leaves no marker behind", async () => {
+    const env = setup();
+    writeFileSync(lockFile(), `${gonePid()} 1\n`);
+    const breaking = start(["setsid", BUSYBOX!, "sh", SCRIPT, "start"], { cwd: dir, env: scriptEnv(env, { SLOW_LOCK_RM: "2" }), timeoutMs: 30_000 });
+    await until(() => readdirSync(join(dir, "run")).some((name) => name.startsWith("audio-agent.lock.break.")), "the marker", 5_000);
+    process.kill(-breaking.pid, "SIGTERM");
+    expect(await breaking.exited).toBe(1);
+    expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.lock"]);
+  }, 30_000);
+});
