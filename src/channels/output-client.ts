@@ -121,7 +121,7 @@ export class OutputClient implements ChannelEnd {
       protocolErrors: this.protocolErrors,
       tuner: this.tuner,
       received: { frames: this.framesReceived, bytes: this.bytesReceived, lastFrameUnixMs: this.lastFrameUnixMs },
-      counts: { other_messages: this.otherMessages },
+      counts: { other_messages: this.otherMessages, connect_resets: this.connection.connectResets },
       dropped: this.options.droppedBySink?.(),
     });
   }

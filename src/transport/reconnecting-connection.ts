@@ -36,6 +36,8 @@ export class ReconnectingConnection {
   connects = 0;
   /** Connections that ended other than by stop(): the server left, or we gave up on it. */
   connectionDrops = 0;
+  /** Connections a server closed as they were made, with whatever it sent on them (connectWithBackoff). */
+  connectResets = 0;
   private current: Socket<unknown> | undefined;
   private closedWaiter: ((reason: string) => void) | undefined;
   private readonly abort = new AbortController();
@@ -96,6 +98,7 @@ export class ReconnectingConnection {
         signal: this.abort.signal,
         remindEveryMs: this.options.remindEveryMs,
         onWaiting: () => this.settle(),
+        onReset: () => this.connectResets++,
         handler: {
           data: (s, chunk) => {
             if (s === this.current) this.options.data(s, chunk);

@@ -34,6 +34,8 @@ export interface ConnectOptions {
   remindEveryMs?: number;
   /** Called at the first failed attempt: no server is there yet. */
   onWaiting?: () => void;
+  /** A server accepted, then closed before the connection was made (see connectWithBackoff). */
+  onReset?: () => void;
 }
 
 /** How often a client still without a server says so. */
@@ -49,6 +51,10 @@ function code(e: unknown): string {
  * Connects to a Unix socket server, retrying with the Go original's backoff
  * while the server is not there yet (ENOENT, ECONNREFUSED). Resolves with
  * the connected socket, rejects with ConnectTimeoutError after `timeoutMs`.
+ * ECONNRESET is a server that accepted and closed before Bun saw the
+ * connection made: Bun then fails the connect without reading what the
+ * server sent on it. That is lost, so it is said and counted (onReset), and
+ * the connect is tried again as after any failure.
  */
 export async function connectWithBackoff(options: ConnectOptions): Promise<Socket<unknown>> {
   const { path, handler, report, timeoutMs, signal } = options;
@@ -73,6 +79,10 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
       return socket;
     } catch (e) {
       lastError = code(e);
+      if (lastError === "ECONNRESET") {
+        options.onReset?.();
+        report("warn", "the server closed the connection as it was made: whatever it sent on it is lost", { socket: path });
+      }
       if (!RETRYABLE.has(lastError)) {
         throw new Error(`cannot connect to ${path}: ${lastError}`);
       }
