@@ -8,7 +8,7 @@
  * pid file in time.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { cleanEnv, REPO, type Result, run, start } from "../support/processes.ts";
@@ -37,7 +37,8 @@ beforeAll(async () => {
   // ln SRC DST: SLOW_BREAK_LN before taking a marker to break a stale lock.
   shim("ln", 'case $2 in *.lock.break.*) [ -n "$SLOW_BREAK_LN" ] && sleep "$SLOW_BREAK_LN" ;; esac');
   // rm -f FILE...: SLOW_LOCK_RM before removing the lock, SLOW_BREAK_RM before removing a marker.
-  shim("rm", 'case $2 in *.lock) [ -n "$SLOW_LOCK_RM" ] && sleep "$SLOW_LOCK_RM" ;; *.lock.break.*) [ -n "$SLOW_BREAK_RM" ] && sleep "$SLOW_BREAK_RM" ;; esac');
+  // SLOW_PIPE_RM before removing the syslog pipe (a stop's last step before it unlocks).
+  shim("rm", 'case $2 in *.lock) [ -n "$SLOW_LOCK_RM" ] && sleep "$SLOW_LOCK_RM" ;; *.lock.break.*) [ -n "$SLOW_BREAK_RM" ] && sleep "$SLOW_BREAK_RM" ;; *.log-pipe) [ -n "$SLOW_PIPE_RM" ] && sleep "$SLOW_PIPE_RM" ;; esac');
   // A start holds its turn for a while before the pid file appears.
   shim("start-stop-daemon", 'sleep "${SLOW_SSD:-1}"');
   // nobody runs them in one test.
@@ -202,5 +203,58 @@ describe("S95audio-agent's lock: what a crash or a power cut leaves", () => {
     process.kill(-breaking.pid, "SIGTERM");
     expect(await breaking.exited).toBe(1);
     expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.lock"]);
+  }, 30_000);
+});
+
+describe("S95audio-agent's lock: a lock naming no pid, a chain of markers", () => {
+  // Catches: break_lock removing an unreadable lock without comparing what it re-read (the
+  // "unreadable" key names every garbage lock alike, but the re-read must still match).
+  test("an empty lock: a start that gets the unreadable marker only after another broke it and took the turn leaves that turn alone", async () => {
+    const env = setup();
+    writeFileSync(lockFile(), "");
+    const both = await Promise.all([initScript("start", env, { SLOW_BREAK_LN: "0.2", SLOW_SSD: "2" }), initScript("start", env, { SLOW_BREAK_LN: "0.8" })]);
+    await expectOneAgent(both, env);
+  }, 30_000);
+
+  // Catches: the cleanup removing only the first marker and its own, not the whole chain: with two
+  // takers dead in a row, the middle marker would stay in the run dir for good.
+  test("a stale lock with a chain of two markers whose takers died: one start breaks it and leaves no marker", async () => {
+    const env = setup();
+    const gone = gonePid();
+    const [a, b] = [gonePid(), gonePid()];
+    writeFileSync(lockFile(), `${gone} 1\n`);
+    writeFileSync(`${lockFile()}.break.${gone}.1`, `${a} 1\n`);
+    writeFileSync(`${lockFile()}.break.${gone}.1.${a}.1`, `${b} 1\n`);
+    await expectOneAgent([await initScript("start", env, {}, 10_000)], env);
+  }, 30_000);
+});
+
+describe("S95audio-agent's lock: a holder killed or stopped at the wrong moment", () => {
+  // A holder kill -9ed between its ln and its rm leaves $LOCK.PID linked to the lock; a start that gets
+  // PID later (here: exec keeps it) truncates and rewrites that inode, so the stale lock's contents change
+  // under a breaker that already compared them: the breaker's rm removes the new start's turn.
+  test("a leftover $LOCK.PID hard-linked to a stale lock, PID reused by a start: one agent", async () => {
+    const env = setup();
+    const reused = start(["sh", "-c", 'sleep 0.5; exec "$0" sh "$1" start', BUSYBOX!, SCRIPT], { cwd: dir, env: scriptEnv(env, { SLOW_SSD: "2" }), timeoutMs: 30_000 });
+    writeFileSync(lockFile(), `${reused.pid} 1\n`);
+    linkSync(lockFile(), `${lockFile()}.${reused.pid}`);
+    const breaker = initScript("start", env, { SLOW_LOCK_RM: "1.5", SLOW_SSD: "2" });
+    const results = [{ code: await reused.exited, stdout: reused.stdout, stderr: reused.stderr } as Result, await breaker];
+    await expectOneAgent(results, env);
+  }, 30_000);
+
+  // busybox 1.35's ash runs the EXIT trap after a signal trap's exit: a TERMed holder removes $LOCK twice,
+  // the second time the lock of the start that took the turn in between.
+  test("a holder TERMed: its traps remove only its own lock", async () => {
+    const env = setup();
+    const holder = start([BUSYBOX!, "sh", SCRIPT, "stop"], { cwd: dir, env: scriptEnv(env, { SLOW_PIPE_RM: "1.5", SLOW_LOCK_RM: "0.6" }), timeoutMs: 30_000 });
+    await Bun.sleep(300);
+    const second = initScript("start", env, { SLOW_SSD: "2" });
+    await Bun.sleep(300);
+    holder.kill("SIGTERM");
+    await Bun.sleep(2100);
+    const third = initScript("start", env, { SLOW_SSD: "2" });
+    expect(await holder.exited).toBe(1);
+    await expectOneAgent([await second, await third], env);
   }, 30_000);
 });
