@@ -37,8 +37,9 @@ beforeAll(async () => {
   // ln SRC DST: SLOW_BREAK_LN before taking a marker to break a stale lock.
   shim("ln", 'case $2 in *.lock.break.*) [ -n "$SLOW_BREAK_LN" ] && sleep "$SLOW_BREAK_LN" ;; esac');
   // rm -f FILE...: SLOW_LOCK_RM before removing the lock, SLOW_BREAK_RM before removing a marker.
-  // SLOW_PIPE_RM before removing the syslog pipe (a stop's last step before it unlocks).
-  shim("rm", 'case $2 in *.lock) [ -n "$SLOW_LOCK_RM" ] && sleep "$SLOW_LOCK_RM" ;; *.lock.break.*) [ -n "$SLOW_BREAK_RM" ] && sleep "$SLOW_BREAK_RM" ;; *.log-pipe) [ -n "$SLOW_PIPE_RM" ] && sleep "$SLOW_PIPE_RM" ;; esac');
+  // SLOW_PIPE_RM before removing the syslog pipe (a stop's last step before it unlocks). With
+  // SLEEPING, the lock's removal makes that file as it starts to wait.
+  shim("rm", 'case $2 in *.lock) [ -n "$SLOW_LOCK_RM" ] && { [ -z "$SLEEPING" ] || : >"$SLEEPING"; sleep "$SLOW_LOCK_RM"; } ;; *.lock.break.*) [ -n "$SLOW_BREAK_RM" ] && sleep "$SLOW_BREAK_RM" ;; *.log-pipe) [ -n "$SLOW_PIPE_RM" ] && sleep "$SLOW_PIPE_RM" ;; esac');
   // A start holds its turn for a while before the pid file appears.
   shim("start-stop-daemon", 'sleep "${SLOW_SSD:-1}"');
   // nobody runs them in one test.
@@ -198,8 +199,12 @@ describe("S95audio-agent's lock: what a crash or a power cut leaves", () => {
   test("a start TERMed while it breaks a stale lock leaves no marker behind", async () => {
     const env = setup();
     writeFileSync(lockFile(), `${gonePid()} 1\n`);
-    const breaking = start(["setsid", BUSYBOX!, "sh", SCRIPT, "start"], { cwd: dir, env: scriptEnv(env, { SLOW_LOCK_RM: "2" }), timeoutMs: 30_000 });
-    await until(() => readdirSync(join(dir, "run")).some((name) => name.startsWith("audio-agent.lock.break.")), "the marker", 5_000);
+    // Its removal of the lock held up far longer than the test takes, and TERM sent once that wait
+    // has begun (sent as the shim is forked, the signal can be lost on its way through exec).
+    const sleeping = join(dir, "sleeping");
+    const breaking = start(["setsid", BUSYBOX!, "sh", SCRIPT, "start"], { cwd: dir, env: scriptEnv(env, { SLOW_LOCK_RM: "20", SLEEPING: sleeping }), timeoutMs: 30_000 });
+    await until(() => existsSync(sleeping), "the lock's removal to wait", 10_000);
+    expect(readdirSync(join(dir, "run")).filter((name) => name.startsWith("audio-agent.lock.break.")).length).toBe(1);
     process.kill(-breaking.pid, "SIGTERM");
     expect(await breaking.exited).toBe(1);
     expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.lock"]);
