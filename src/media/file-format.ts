@@ -33,7 +33,8 @@ const NAMES: Record<MediaFormat | "wav", string> = { ogg: "Ogg", wav: "WAV", wir
  * the wire can carry (checkOggOpus). A wire capture too short to tell
  * (empty: no frames) passes; its source judges it when read. With
  * `lenient`, bytes before an Ogg file's first page are damage its source
- * passes over, as it does later in the file: the check begins at that page.
+ * passes over, as it does later in the file: the check begins at that page,
+ * which must begin within BOS_GROUP_BYTES, else the file is refused.
  */
 export async function checkFileFormat(path: string, format: MediaFormat, lenient = false): Promise<void> {
   const prefix = `source ${path} (--format ${format})`;

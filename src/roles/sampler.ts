@@ -17,7 +17,7 @@
 export class Sampler {
   private dueAt: number;
   private lastFrameAt: number;
-  /** The last two gaps between frames (ms), each counted as a period at most. */
+  /** The last two gaps between frames (ms). */
   private gap: number;
   private previousGap: number;
   private stopped = false;
@@ -39,7 +39,8 @@ export class Sampler {
     this.clock = clock ?? LOOP_CLOCK;
     this.lastFrameAt = this.clock.now();
     this.dueAt = this.lastFrameAt + every;
-    this.gap = this.previousGap = every;
+    // None yet: the pace is the first gap measured.
+    this.gap = this.previousGap = Infinity;
   }
 
   /** An OpusFrame went through one of the channels. */
@@ -47,7 +48,7 @@ export class Sampler {
     if (this.stopped) return;
     const now = this.clock.now();
     this.previousGap = this.gap;
-    this.gap = Math.min(now - this.lastFrameAt, this.every);
+    this.gap = now - this.lastFrameAt;
     this.lastFrameAt = now;
     // Frames flow: should they stop before they bring a tick, the fallback ticks.
     if (this.fallback === undefined) this.arm(now);
@@ -66,10 +67,11 @@ export class Sampler {
   /**
    * Arms the fallback for a little after the next tick is due: half a period,
    * or twice the frames' pace when that is longer. Frames bring a due tick a
-   * gap after it was due at most, so it never fires while they flow, and a
-   * stall's pressure is acted on half a period late at 50 frames a second.
-   * The pace is the shorter of the last two gaps: the one a pause makes,
-   * before the first frame after it, does not count.
+   * gap after it was due at most, so it does not fire while they keep their
+   * pace, and a stall's pressure is acted on half a period late at 50 frames
+   * a second (two gaps late for frames further apart). The pace is the
+   * shorter of the last two gaps: the one a pause makes, before the first
+   * frame after it, does not count.
    */
   private arm(now: number): void {
     const pace = Math.min(this.gap, this.previousGap);

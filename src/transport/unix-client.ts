@@ -62,6 +62,8 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
   const started = performance.now();
   let lastError = "none";
   let remindedAt = 0;
+  /** Attempts that found no server: the backoff and the waiting lines count these, not resets. */
+  let missed = 0;
   for (let attempt = 0; ; attempt++) {
     if (signal?.aborted) throw new ConnectTimeoutError(path, performance.now() - started, "aborted");
     try {
@@ -79,10 +81,6 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
       return socket;
     } catch (e) {
       lastError = code(e);
-      if (lastError === "ECONNRESET") {
-        options.onReset?.();
-        report("warn", "the server closed the connection as it was made: whatever it sent on it is lost", { socket: path });
-      }
       if (!RETRYABLE.has(lastError)) {
         throw new Error(`cannot connect to ${path}: ${lastError}`);
       }
@@ -92,7 +90,12 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
       if (hopeless) throw new Error(`cannot connect to ${path}: ${hopeless}`);
     }
     const elapsed = performance.now() - started;
-    if (attempt === 0) {
+    const reset = lastError === "ECONNRESET";
+    if (reset) {
+      // A server is there: no waiting for one, and the next attempt comes as soon as after a first miss.
+      options.onReset?.();
+      report("warn", "the server closed the connection as it was made: whatever it sent on it is lost", { socket: path });
+    } else if (missed++ === 0) {
       report("info", "waiting for the server", { socket: path, error: lastError });
       options.onWaiting?.();
     } else if (elapsed - remindedAt >= remindEveryMs) {
@@ -101,7 +104,7 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
     }
     if (timeoutMs !== undefined && elapsed >= timeoutMs) throw new ConnectTimeoutError(path, elapsed, lastError);
     // The last wait is cut short so that the final attempt is made at the deadline.
-    const delay = backoffDelayMs(attempt);
+    const delay = backoffDelayMs(reset ? 0 : missed - 1);
     await sleep(timeoutMs === undefined ? delay : Math.min(delay, timeoutMs - elapsed), signal);
   }
 }

@@ -22,7 +22,7 @@ let shims: string;
 let dir: string;
 let agent: string;
 
-/** A shim for `applet`: sleeps $var's seconds first when `when` (a sh test on "$@") holds. */
+/** A shim for applet `name` in the shims directory: `body` (sh) runs first, then BusyBox's own applet. */
 function shim(name: string, body: string): void {
   writeFileSync(join(shims, name), `#!${BUSYBOX} sh\n${body}\nexec ${BUSYBOX} ${name} "$@"\n`);
   chmodSync(join(shims, name), 0o755);

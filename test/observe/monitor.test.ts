@@ -264,7 +264,7 @@ describe("monitor page of serve", () => {
       expect(shown.counts.sessions).toBe(1);
       expect(health.channels.input.sessions).toBe(1);
       expect(Object.keys(shown.counts).sort()).toEqual(["clean_sessions", "heartbeats", "sessions"]);
-      expect(await others.textContent()).toContain("sessions1");
+      expect(await others.locator('dt:text-is("sessions") + dd').textContent()).toBe("1");
 
       // Both channels' connections in the history, the input one named as such.
       const history = await page.textContent("#events");

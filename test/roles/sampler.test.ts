@@ -136,6 +136,19 @@ describe("Sampler", () => {
     for (const gap of gapsOf(ticks)) expect(gap).toBeGreaterThanOrEqual(500);
   });
 
+  test("frames that resume after the fallback's tick and stop before theirs is due get one, half a period after it was due", () => {
+    const { clock, ticks, frames } = stepped();
+    frames(100);
+    clock.advance(3500);
+    expect(ticks).toEqual([1000, 2000, 3500]);
+    expect(clock.armed).toBe(0);
+    // Ten frames from 3520 to 3700; the next tick is due at 4000.
+    frames(10);
+    clock.advance(60_000);
+    expect(ticks.slice(3)).toEqual([4500]);
+    expect(clock.armed).toBe(0);
+  });
+
   test("no tick follows another by less than half a period, a fallback's included", () => {
     let pressure = true;
     const { clock, ticks, frames } = stepped({ unsettled: () => pressure });
@@ -157,9 +170,9 @@ describe("Sampler", () => {
     const at = clock.at + 1200;
     clock.advance(at);
     frames(4, 2500);
-    // Seen by the fallback armed at the last tick (two periods after the next was due, the frames' pace
-    // counted as a period), then by each frame: none of them waits for a look every few frames.
-    expect(ticks.filter((t) => t > at)).toEqual([32_500, 33_700, 36_200, 38_700, 41_200]);
+    // Seen by each frame after it: none waits for a look every few frames, and no timer fires between them.
+    expect(ticks.filter((t) => t > at)).toEqual([33_700, 36_200, 38_700, 41_200]);
+    expect(clock.fired).toEqual([]);
   });
 
   test("a period shorter than a frame (a short --adaptive-window-ms): a tick with every frame, and no timer fires while they flow", () => {
@@ -167,10 +180,18 @@ describe("Sampler", () => {
     frames(500, 20);
     expect(ticks.length).toBe(500);
     expect(clock.fired).toEqual([]);
-    // They stop: the fallback, twice their pace (counted as a period at most) after the next tick was due, then sleep.
+    // They stop: the fallback, twice their pace after the next tick was due, then sleep.
     clock.advance(clock.at + 1000);
-    expect(clock.fired).toEqual([10_000 + 5 + 20]);
+    expect(clock.fired).toEqual([10_000 + 5 + 40]);
     expect(clock.armed).toBe(0);
+  });
+
+  test("frames further apart than periods (sparse frames, a short period): a tick with each, and no timer fires while they keep their pace", () => {
+    for (const [every, gap] of [[10, 40], [10, 80], [100, 300], [1000, 2500], [1000, 3000]] as const) {
+      const { clock, ticks, frames } = stepped({ every });
+      frames(200, gap);
+      expect({ every, gap, ticks: ticks.length, fired: clock.fired.length }).toEqual({ every, gap, ticks: 200, fired: 0 });
+    }
   });
 
   test("frames of 80 ms at the default period: a tick a second, and no timer fires while they flow", () => {
