@@ -8,14 +8,12 @@
  * pid file in time.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
-import { cleanEnv, REPO, type Result, run, start } from "../support/processes.ts";
+import { agentsIn, BUSYBOX, gonePid, installApplets, SCRIPT, standInAgent } from "../support/init-script.ts";
+import { cleanEnv, type Result, run, start } from "../support/processes.ts";
 import { until } from "../support/wait.ts";
-
-const SCRIPT = join(REPO, "packaging/S95audio-agent");
-const BUSYBOX = Bun.which("busybox");
 
 let applets: string;
 let shims: string;
@@ -29,10 +27,7 @@ function shim(name: string, body: string): void {
 }
 
 beforeAll(async () => {
-  if (!BUSYBOX) throw new Error("busybox not found");
-  applets = mkdtempSync("/tmp/aa-bb-");
-  const installed = await run([BUSYBOX, "--install", "-s", applets]);
-  if (installed.code !== 0) throw new Error(installed.stderr);
+  applets = await installApplets();
   shims = mkdtempSync("/tmp/aa-shims-");
   // ln SRC DST: SLOW_BREAK_LN before taking a marker to break a stale lock.
   shim("ln", 'case $2 in *.lock.break.*) [ -n "$SLOW_BREAK_LN" ] && sleep "$SLOW_BREAK_LN" ;; esac');
@@ -59,9 +54,7 @@ afterEach(() => {
 function setup(): Record<string, string> {
   dir = mkdtempSync("/tmp/aa-lock-");
   chmodSync(dir, 0o755);
-  agent = join(dir, "agent");
-  copyFileSync(realpathSync(Bun.which("sleep")!), agent);
-  chmodSync(agent, 0o755);
+  agent = standInAgent(join(dir, "agent"));
   mkdirSync(join(dir, "run"));
   return {
     AUDIO_AGENT_BIN: agent,
@@ -86,19 +79,7 @@ function initScript(action: string, env: Record<string, string>, extra: Record<s
 
 /** Live processes running the stand-in agent. */
 function agents(): number[] {
-  if (!agent) return [];
-  const found: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if ("ZX".includes(stat.slice(stat.lastIndexOf(")") + 2)[0]!)) continue;
-      if (readlinkSync(`/proc/${entry}/exe`) === agent) found.push(Number(entry));
-    } catch {
-      // gone, or not ours to look at
-    }
-  }
-  return found;
+  return agent ? agentsIn(dir, agent) : [];
 }
 
 /** The outcome the turns promise: all 0, exactly one started, one agent; after stop, an empty run dir. */
@@ -107,10 +88,6 @@ async function expectOneAgent(results: Result[], env: Record<string, string>): P
   expect({ outcome: outcome.sort(), agents: agents().length }).toEqual({ outcome: [...results.slice(1).map(() => "0 already"), "0 started"], agents: 1 });
   expect((await initScript("stop", env)).code).toBe(0);
   expect(readdirSync(join(dir, "run"))).toEqual([]);
-}
-
-function gonePid(): number {
-  return Bun.spawnSync(["true"]).pid;
 }
 
 describe("S95audio-agent's lock: forced interleavings", () => {

@@ -13,13 +13,11 @@ import { packetsOf } from "../support/ogg.ts";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { encodeWith } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
-import { cleanEnv, REPO, type Result, run, start } from "../support/processes.ts";
+import { agentsIn, alive, BUSYBOX, gonePid, installApplets, runningIn, SCRIPT, standInAgent } from "../support/init-script.ts";
+import { cleanEnv, type Result, run, start } from "../support/processes.ts";
 import { until } from "../support/wait.ts";
 import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { wholeWireFrames, wholeWireMessages, writeWireFile } from "../support/wire.ts";
-
-const SCRIPT = join(REPO, "packaging/S95audio-agent");
-const BUSYBOX = Bun.which("busybox");
 
 let agentBin: string;
 let applets: string;
@@ -31,15 +29,10 @@ let t: { dir: string; path: (name: string) => string };
 const daemons = new Set<number>();
 
 beforeAll(async () => {
-  if (!BUSYBOX) throw new Error("busybox not found: install Debian's busybox package to test the init script");
-  applets = mkdtempSync("/tmp/aa-bb-");
-  const installed = await run([BUSYBOX, "--install", "-s", applets]);
-  if (installed.code !== 0 || !existsSync(join(applets, "start-stop-daemon"))) throw new Error(`busybox --install failed: ${installed.stderr}`);
-  appletsWithoutSyslog = mkdtempSync("/tmp/aa-bb-nolog-");
-  await run([BUSYBOX, "--install", "-s", appletsWithoutSyslog]);
+  applets = await installApplets();
+  appletsWithoutSyslog = await installApplets("/tmp/aa-bb-nolog-");
   for (const applet of ["logger", "logread", "syslogd"]) unlinkSync(join(appletsWithoutSyslog, applet));
-  appletsWithoutLogread = mkdtempSync("/tmp/aa-bb-noread-");
-  await run([BUSYBOX, "--install", "-s", appletsWithoutLogread]);
+  appletsWithoutLogread = await installApplets("/tmp/aa-bb-noread-");
   unlinkSync(join(appletsWithoutLogread, "logread"));
   agentBin = (await built("x64")).path;
 }, 120_000);
@@ -55,42 +48,9 @@ afterEach(() => {
   if (t) rmSync(t.dir, { recursive: true, force: true });
 });
 
-/** Live and not a zombie (nothing may reap the daemon's orphans in a container). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "Z" && state !== "X";
-  } catch {
-    return false;
-  }
-}
-
-/** Live processes whose command line names `dir` (agents, and wrapper shells not yet exec'd), but not this one. */
-function runningIn(dir: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir) && alive(pid)) pids.push(pid);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
-
-/** The live agents serving from `dir`: processes running the agent's executable with `dir` on their command line. */
-function agentsIn(dir: string): number[] {
-  const exe = realpathSync(agentBin);
-  return runningIn(dir).filter((pid) => {
-    try {
-      return readlinkSync(`/proc/${pid}/exe`) === exe;
-    } catch {
-      return false;
-    }
-  });
+/** The live agents serving from `dir`. */
+function agentsOf(dir: string): number[] {
+  return agentsIn(dir, agentBin);
 }
 
 function tempDir(): void {
@@ -140,13 +100,6 @@ function pidIn(env: Record<string, string>): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** A stand-in agent at `path` that exits on TERM: a copy of sleep(1), run with AUDIO_AGENT_ARGS "300". */
-function standInAgent(path: string): string {
-  copyFileSync(realpathSync(Bun.which("sleep")!), path);
-  chmodSync(path, 0o755);
-  return path;
 }
 
 /** After an upgrade: status still finds agent `pid` running (0), and stop stops it. */
@@ -348,7 +301,7 @@ describe("S95audio-agent under busybox sh", () => {
     tempDir();
     const env = settings();
     mkdirSync(t.path("run"));
-    const gone = Bun.spawnSync(["true"]).pid; // exited and reaped
+    const gone = gonePid(); // exited and reaped
     writeFileSync(env.AUDIO_AGENT_PIDFILE, `${gone}\n`);
     const status = await initScript("status", env);
     expect(status.code).toBe(1);
@@ -454,7 +407,7 @@ describe("S95audio-agent under busybox sh", () => {
     expect(started.stdout).not.toContain("already running");
     const pid = pidIn(env)!;
     expect(pid).not.toBe(other.pid);
-    expect(agentsIn(t.dir)).toEqual([pid]);
+    expect(agentsOf(t.dir)).toEqual([pid]);
     await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
     const stopped = await initScript("stop", env);
     expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
@@ -514,10 +467,10 @@ describe("S95audio-agent under busybox sh", () => {
       expect(status.code, status.stdout).toBe(0);
       const pid = pidIn(env)!;
       expect(status.stdout).toContain(`running (pid ${pid})`);
-      expect(agentsIn(t.dir)).toEqual([pid]);
+      expect(agentsOf(t.dir)).toEqual([pid]);
       const stopped = await initScript("stop", env);
       expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
-      expect(agentsIn(t.dir)).toEqual([]);
+      expect(agentsOf(t.dir)).toEqual([]);
       expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
     }
     // Nothing of the turns left behind.
@@ -529,7 +482,7 @@ describe("S95audio-agent under busybox sh", () => {
     await writeWireFile(t.path("in.wire"), 50);
     const env = settings();
     mkdirSync(t.path("run"));
-    const gone = Bun.spawnSync(["true"]).pid; // exited and reaped
+    const gone = gonePid(); // exited and reaped
     writeFileSync(t.path("run/audio-agent.lock"), `${gone}\n`);
     const started = await initScript("start", env);
     expect(started.code, started.stdout + started.stderr).toBe(0);
@@ -543,16 +496,16 @@ describe("S95audio-agent under busybox sh", () => {
     await writeWireFile(t.path("in.wire"), 50);
     const env = settings();
     mkdirSync(t.path("run"));
-    const gone = Bun.spawnSync(["true"]).pid; // exited and reaped
+    const gone = gonePid(); // exited and reaped
     // A few rounds: two that break the lock at once, and each take the turn, is up to the scheduler.
     for (let round = 0; round < 4; round++) {
       writeFileSync(t.path("run/audio-agent.lock"), `${gone} 1\n`);
       const all = await Promise.all([0, 1, 2, 3].map(() => initScript("start", env)));
       for (const started of all) expect(started.code, started.stdout + started.stderr).toBe(0);
       expect(all.map((r) => (r.stdout.includes("already running") ? "already" : "started")).sort()).toEqual(["already", "already", "already", "started"]);
-      expect(agentsIn(t.dir)).toEqual([pidIn(env)!]);
+      expect(agentsOf(t.dir)).toEqual([pidIn(env)!]);
       expect((await initScript("stop", env)).code).toBe(0);
-      expect(agentsIn(t.dir)).toEqual([]);
+      expect(agentsOf(t.dir)).toEqual([]);
       expect(readdirSync(t.path("run"))).toEqual([]);
     }
   }, 120_000);
@@ -565,7 +518,7 @@ describe("S95audio-agent under busybox sh", () => {
     const lockFile = t.path("run/audio-agent.lock");
     writeFileSync(lockFile, "");
     // And the marker a start takes while it breaks it, left by one killed at that moment.
-    writeFileSync(`${lockFile}.break.unreadable`, `${Bun.spawnSync(["true"]).pid} 1\n`);
+    writeFileSync(`${lockFile}.break.unreadable`, `${gonePid()} 1\n`);
     const started = await initScript("start", env);
     expect(started.code, started.stdout + started.stderr).toBe(0);
     expect(alive(pidIn(env)!)).toBe(true);

@@ -11,7 +11,7 @@ import { computePageCrc, MAX_PAGE_SIZE, PageFlag } from "../../src/media/ogg-pag
 import { write32LE } from "../../src/protocol/index.ts";
 import { concatBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { encodeWith, requireTool, runTool } from "../support/opus-fixtures.ts";
+import { encodeWith, ffmpegFrom } from "../support/opus-fixtures.ts";
 import { runAgent } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
@@ -30,12 +30,7 @@ function setup() {
     writeFileSync(path, concatBytes(parts));
     return path;
   };
-  const ffmpeg = (name: string, input: string, args: string[]) => {
-    const out = t.path(name);
-    const made = runTool([requireTool("ffmpeg", "ffmpeg"), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", input, ...args, out]);
-    expect(made.exitCode, made.stderr).toBe(0);
-    return read(out);
-  };
+  const ffmpeg = (name: string, input: string, args: string[]) => read(ffmpegFrom(input, t.path(name), args));
   return { ...t, opus, write, ffmpeg };
 }
 

@@ -10,7 +10,7 @@ import { useCleanup } from "../support/cleanup.ts";
 import { collectingWriter, pagesOf } from "../support/ogg.ts";
 import { checkFileFormat } from "../../src/media/file-format.ts";
 import { INPUT_MAGIC } from "../../src/protocol/index.ts";
-import { encodeWith, requireTool, runTool } from "../support/opus-fixtures.ts";
+import { encodeWith, ffmpegFrom, requireTool, runTool } from "../support/opus-fixtures.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
@@ -96,12 +96,7 @@ describe("a file source is checked at start", () => {
 });
 
 describe("an Ogg file source must hold Opus the wire can carry", () => {
-  /** Runs ffmpeg from a lavfi input into `out` with `args`. */
-  function ffmpeg(out: string, input: string, args: string[]): string {
-    const made = runTool([requireTool("ffmpeg", "ffmpeg"), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", input, ...args, out]);
-    expect(made.exitCode, made.stderr).toBe(0);
-    return out;
-  }
+  const ffmpeg = (out: string, input: string, args: string[]) => ffmpegFrom(input, out, args);
 
   test("Ogg FLAC, Ogg Vorbis, an empty file, headers cut short and Opus of more than 2 channels exit 2 at once, naming what they are; nothing listens", async () => {
     const t = setup();

@@ -112,6 +112,13 @@ export function encodeWith(dir: string, name: string, args: string[], { channels
   return out;
 }
 
+/** Runs ffmpeg from a lavfi input (`sine=duration=0.3`) into `out` with `args`; `out`. */
+export function ffmpegFrom(input: string, out: string, args: string[]): string {
+  const made = runTool([requireTool("ffmpeg", "ffmpeg"), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", input, ...args, out]);
+  if (made.exitCode !== 0) throw new Error(`ffmpeg into ${out} failed: ${made.stderr}`);
+  return out;
+}
+
 /** Packets as ffmpeg's own Ogg demuxer sees them: size and MD5 of each, in order. */
 export function ffmpegPackets(path: string): { size: number; md5: string }[] {
   const ffmpeg = requireTool("ffmpeg", "ffmpeg");

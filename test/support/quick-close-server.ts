@@ -10,8 +10,7 @@
  */
 import { ptr } from "bun:ffi";
 import { openLibc } from "../../src/transport/socket-options.ts";
-import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
-import { concatBytes } from "./bytes.ts";
+import { wireBytes } from "./wire.ts";
 
 const [path, count, frames] = [process.argv[2]!, Number(process.argv[3]), Number(process.argv[4])];
 const opened = openLibc({
@@ -34,7 +33,7 @@ address.set(new TextEncoder().encode(path), 2);
 
 const listener = libc.socket(AF_UNIX, SOCK_STREAM, 0);
 if (listener < 0 || libc.bind(listener, ptr(address), address.length) !== 0 || libc.listen(listener, 16) !== 0) throw new Error(`cannot listen on ${path}`);
-const bytes = concatBytes(Array.from({ length: frames }, (_, i) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, new Uint8Array([0xfc, i & 0xff]), 0n)));
+const bytes = wireBytes(0, frames);
 console.log("listening");
 for (let i = 0; i < count; i++) {
   const client = libc.accept(listener, null, null);
