@@ -30,7 +30,7 @@ function setup() {
     writeFileSync(path, concatBytes(parts));
     return path;
   };
-  const ffmpeg = (name: string, input: string, args: string[]) => read(ffmpegFrom(input, t.path(name), args));
+  const ffmpeg = (name: string, input: string, args: string[]) => read(ffmpegFrom(t.path(name), input, args));
   return { ...t, opus, write, ffmpeg };
 }
 

@@ -96,13 +96,11 @@ describe("a file source is checked at start", () => {
 });
 
 describe("an Ogg file source must hold Opus the wire can carry", () => {
-  const ffmpeg = (out: string, input: string, args: string[]) => ffmpegFrom(input, out, args);
-
   test("Ogg FLAC, Ogg Vorbis, an empty file, headers cut short and Opus of more than 2 channels exit 2 at once, naming what they are; nothing listens", async () => {
     const t = setup();
-    const flac = ffmpeg(t.path("flac.ogg"), "sine=duration=1", ["-c:a", "flac"]);
-    const vorbis = ffmpeg(t.path("vorbis.ogg"), "sine=duration=0.5", ["-c:a", "libvorbis", "-f", "ogg"]);
-    const family255 = ffmpeg(t.path("quad.opus"), "sine=duration=0.2", ["-ac", "4", "-c:a", "libopus", "-mapping_family", "255"]);
+    const flac = ffmpegFrom(t.path("flac.ogg"), "sine=duration=1", ["-c:a", "flac"]);
+    const vorbis = ffmpegFrom(t.path("vorbis.ogg"), "sine=duration=0.5", ["-c:a", "libvorbis", "-f", "ogg"]);
+    const family255 = ffmpegFrom(t.path("quad.opus"), "sine=duration=0.2", ["-ac", "4", "-c:a", "libopus", "-mapping_family", "255"]);
     const family1 = encodeWith(t.dir, "six", [], { channels: 6 });
     const empty = t.path("empty.ogg");
     writeFileSync(empty, "");
@@ -144,7 +142,7 @@ describe("an Ogg file source must hold Opus the wire can carry", () => {
   test("mapping family 1 of a mono or stereo source (one stream, channels in order: plain Opus packets) passes", async () => {
     const t = setup();
     for (const channels of [1, 2]) {
-      const made = ffmpeg(t.path(`family1-${channels}.opus`), "sine=duration=0.2", ["-ac", String(channels), "-c:a", "libopus", "-mapping_family", "1"]);
+      const made = ffmpegFrom(t.path(`family1-${channels}.opus`), "sine=duration=0.2", ["-ac", String(channels), "-c:a", "libopus", "-mapping_family", "1"]);
       await checkFileFormat(made, "ogg");
       const { frames, error } = await drainFile(made);
       expect(error).toBeUndefined();

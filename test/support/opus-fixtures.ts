@@ -113,7 +113,7 @@ export function encodeWith(dir: string, name: string, args: string[], { channels
 }
 
 /** Runs ffmpeg from a lavfi input (`sine=duration=0.3`) into `out` with `args`; `out`. */
-export function ffmpegFrom(input: string, out: string, args: string[]): string {
+export function ffmpegFrom(out: string, input: string, args: string[]): string {
   const made = runTool([requireTool("ffmpeg", "ffmpeg"), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", input, ...args, out]);
   if (made.exitCode !== 0) throw new Error(`ffmpeg into ${out} failed: ${made.stderr}`);
   return out;
