@@ -2,9 +2,12 @@
  * The live scenario: what the agent costs at the device's rate. The compiled
  * agent runs its real roles the way a device runs them (no --metrics):
  * `output serve --source FILE --format ogg --realtime --loop` ->
- * `output recv --sink FILE --format ogg`. Beside it, in turn, for the same
- * warm-up and window: Bun's own floor (the bare Bun program idle, waking 50
- * times a second, and as a sender/receiver pair) and the native baseline.
+ * `output recv --sink FILE --format ogg`, side by side with the bare Bun pair
+ * (a sender and receiver doing the same job with nothing else) in one
+ * window; before and after it, in turn, for the same warm-up and window:
+ * Bun's own floor (the bare Bun program idle, waking 50 times a second, and
+ * with the runtime modules the roles load), both channels in one process,
+ * and the native baseline.
  * Every process is measured from outside (process-figures.ts); latency comes
  * from each receiver's own account (the agent's and the bare pair's final
  * "stopped" line, the native RESULT line).
@@ -52,6 +55,8 @@ export interface LatencyFigures {
 }
 
 export interface PairFigures {
+  /** When its window opened (Unix ms): the bare pair and the agent's share one. */
+  openedAtMs: number;
   send: Footprint;
   recv: Footprint;
   /** One-way, ms: arrival minus header timestamp. */
@@ -122,11 +127,12 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
    * streaming alone (about 0.5 MiB resident): the window must hold it.
    */
   const stats = ["--stats-interval", String(warmupMs / 1000)];
-  /** A bare Bun pair's figures; its latency from the receiver's stopped line, which must count frames. */
-  const barePair = (run: LiveRun, receiver: string) => {
-    const stopped = stoppedFields(run.processes.recv!);
+  /** A bare Bun pair's figures, its processes named `prefix`send and `prefix`recv; its latency from the receiver's stopped line, which must count frames. */
+  const barePair = (run: LiveRun, prefix: string, receiver: string) => {
+    const [send, recv] = [run.processes[`${prefix}send`]!, run.processes[`${prefix}recv`]!];
+    const stopped = stoppedFields(recv);
     if (!(Number(stopped.frames) > 0)) throw new Error(`${receiver} got no frames`);
-    return pair(run, ticks(run), latencyFrom(stopped));
+    return pair(send, recv, run, ticks(run), latencyFrom(stopped));
   };
 
   if (setup.bareBun) {
@@ -163,57 +169,64 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
         if (missing.length > 0) throw new Error(`the bare ${name} did not load ${missing.join(", ")} (it says: ${loaded.join(", ") || "nothing"})`);
       }
       figures.modules = footprint(run.processes.modules!, run.windowMs, ticks(run));
-      figures.bareModules = barePair(run, "the bare receiver with the runtime modules");
-    });
-    log("live: the bare Bun pair (Bun.listen -> Bun.connect, 17-byte header + 160 bytes every 20 ms)");
-    figures.bare = await attempt("bare Bun pair", async () => {
-      const socket = runner.socketPath();
-      const run = await runner.live(
-        [
-          { name: "send", cmd: [bare, "send", socket], ready: socketReady(socket), ends: "signal" },
-          { name: "recv", cmd: [bare, "recv", socket], ends: "signal" },
-        ],
-        window,
-      );
-      return barePair(run, "the bare receiver");
+      figures.bareModules = barePair(run, "", "the bare receiver with the runtime modules");
     });
   }
 
-  if (setup.agent) {
-    const agent = setup.agent;
-    log(`live: the agent, output serve --source ${source} --format ogg --realtime --loop -> output recv --sink FILE --format ogg`);
-    figures.agent = await attempt("agent roles", async () => {
-      const socket = runner.socketPath();
-      const sink = join(work, `received-${Date.now()}.opus`);
-      const serve = [agent, "output", "serve", "--source", source, "--format", "ogg", "--realtime", "--loop", "--socket", socket, ...stats];
-      const recv = [agent, "output", "recv", "--sink", sink, "--format", "ogg", "--socket", socket, ...stats];
-      // Frames are counted in the recording, which the receiver flushes every 100 ms: a few frames' slack at each end.
-      const run = await runner.live(
-        [
-          { name: "serve", cmd: serve, ready: socketReady(socket), ends: "signal" },
-          { name: "recv", cmd: recv, ends: "signal" },
-        ],
-        { ...window, frames: () => oggPackets(sink) },
-      );
-      for (const name of ["serve", "recv"]) {
-        const p = run.processes[name]!;
-        if (p.exitCode !== 0) throw new Error(`output ${name} exited ${p.exitCode ?? p.signal} after SIGTERM: ${p.stderr.trim().split("\n").at(-1)}`);
-        wroteStats(`output ${name}`, p);
-      }
-      const stopped = { serve: stoppedFields(run.processes.serve!), recv: stoppedFields(run.processes.recv!) };
-      figures.agentStopped = stopped;
-      const lost = Object.entries(stopped.serve).filter(([k, v]) => k.startsWith("dropped_") && k !== "dropped_no_client" && v !== "0");
-      if (lost.length > 0) notes.push(`live: output serve dropped frames while streaming (${lost.map(([k, v]) => `${k}=${v}`).join(", ")})`);
-      const frames = run.windowFrames ?? 0;
-      if (Math.abs(frames - ticks(run)) > LIVE_RATE / 5) {
-        notes.push(`live: the agent delivered ${frames} frames in the ${(run.windowMs / 1000).toFixed(1)} s window (${ticks(run)} at ${LIVE_RATE}/s)`);
-      }
-      return pair(run, frames, latencyFrom(stopped.recv, "frame_age"));
-    });
+  // The bare pair and the agent's pair stream side by side, in one window. The ratio of two
+  // windows taken in turn carries whatever the machine did between them: the same agent sender
+  // measured alone used from 76 to 199 ms of CPU in 20 s windows a minute apart, while beside the
+  // bare pair the two moved together (bench/FINDINGS.md, 2026-12-04).
+  const programs: LiveProgram[] = [];
+  const bare = setup.bareBun;
+  if (bare) {
+    const socket = runner.socketPath();
+    programs.push(
+      { name: "bare send", cmd: [bare, "send", socket], ready: socketReady(socket), ends: "signal" },
+      { name: "bare recv", cmd: [bare, "recv", socket], ends: "signal" },
+    );
+  }
+  const agent = setup.agent;
+  const sink = join(work, `received-${Date.now()}.opus`);
+  if (agent) {
+    const socket = runner.socketPath();
+    const serve = [agent, "output", "serve", "--source", source, "--format", "ogg", "--realtime", "--loop", "--socket", socket, ...stats];
+    const recv = [agent, "output", "recv", "--sink", sink, "--format", "ogg", "--socket", socket, ...stats];
+    programs.push({ name: "serve", cmd: serve, ready: socketReady(socket), ends: "signal" }, { name: "recv", cmd: recv, ends: "signal" });
+  }
+  if (programs.length > 0) {
+    const pairs = [
+      ...(bare ? ["the bare Bun pair (Bun.listen -> Bun.connect, 17-byte header + 160 bytes every 20 ms)"] : []),
+      ...(agent ? [`the agent, output serve --source ${source} --format ogg --realtime --loop -> output recv --sink FILE --format ogg`] : []),
+    ];
+    log(`live: ${pairs.join(", beside it ")}`);
+    const part = bare && agent ? "bare Bun pair and agent roles, side by side" : bare ? "bare Bun pair" : "agent roles";
+    // Frames are counted in the agent's recording, which its receiver flushes every 100 ms: a few frames' slack at each end.
+    const run = await attempt(part, () => runner.live(programs, { ...window, frames: agent ? () => oggPackets(sink) : undefined }));
+    if (run && bare) {
+      figures.bare = await attempt("bare Bun pair", async () => barePair(run, "bare ", "the bare receiver"));
+    }
+    if (run && agent) {
+      figures.agent = await attempt("agent roles", async () => {
+        const [serve, recv] = [run.processes.serve!, run.processes.recv!];
+        for (const [name, p] of [["serve", serve], ["recv", recv]] as const) {
+          if (p.exitCode !== 0) throw new Error(`output ${name} exited ${p.exitCode ?? p.signal} after SIGTERM: ${p.stderr.trim().split("\n").at(-1)}`);
+          wroteStats(`output ${name}`, p);
+        }
+        const stopped = { serve: stoppedFields(serve), recv: stoppedFields(recv) };
+        figures.agentStopped = stopped;
+        const lost = Object.entries(stopped.serve).filter(([k, v]) => k.startsWith("dropped_") && k !== "dropped_no_client" && v !== "0");
+        if (lost.length > 0) notes.push(`live: output serve dropped frames while streaming (${lost.map(([k, v]) => `${k}=${v}`).join(", ")})`);
+        const frames = run.windowFrames ?? 0;
+        if (Math.abs(frames - ticks(run)) > LIVE_RATE / 5) {
+          notes.push(`live: the agent delivered ${frames} frames in the ${(run.windowMs / 1000).toFixed(1)} s window (${ticks(run)} at ${LIVE_RATE}/s)`);
+        }
+        return pair(serve, recv, run, frames, latencyFrom(stopped.recv, "frame_age"));
+      });
+    }
   }
 
-  if (setup.agent) {
-    const agent = setup.agent;
+  if (agent) {
     log("live: both channels in one process (serve: output as above, input from input send --realtime --loop), then input serve alone");
     figures.both = await attempt("serve", async () => {
       const [out, input, alone] = [runner.socketPath(), runner.socketPath(), runner.socketPath()];
@@ -275,7 +288,7 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
       );
       const result = resultLine(run.processes.recv!);
       if (run.processes.recv!.exitCode !== 0 || !result) throw new Error(`native receiver exited ${run.processes.recv!.exitCode}`);
-      return pair(run, ticks(run), result.latencyMs);
+      return pair(run.processes.send!, run.processes.recv!, run, ticks(run), result.latencyMs);
     });
   }
   return { figures, notes };
@@ -296,9 +309,9 @@ function footprint(p: LiveProcess, windowMs: number, frames: number | null): Foo
   };
 }
 
-function pair(run: LiveRun, frames: number, latencyMs: LatencyFigures | undefined): PairFigures {
-  const [send, recv] = [run.processes.send ?? run.processes.serve!, run.processes.recv!];
+function pair(send: LiveProcess, recv: LiveProcess, run: LiveRun, frames: number, latencyMs: LatencyFigures | undefined): PairFigures {
   return {
+    openedAtMs: run.openedAtMs,
     send: footprint(send, run.windowMs, frames),
     recv: footprint(recv, run.windowMs, frames),
     latencyMs,

@@ -44,6 +44,8 @@ export interface LiveProcess {
 }
 
 export interface LiveRun {
+  /** When the window opened (Unix ms): programs measured in one run share it. */
+  openedAtMs: number;
   windowMs: number;
   /** Frames the run's counter saw within the window, when it has one. */
   windowFrames?: number;
@@ -235,7 +237,7 @@ export class Runner {
       };
     }
     const windowFrames = framesBefore === undefined || framesAfter === undefined ? undefined : framesAfter - framesBefore;
-    return { windowMs, windowFrames, processes };
+    return { openedAtMs: performance.timeOrigin + t0, windowMs, windowFrames, processes };
   }
 
   /**

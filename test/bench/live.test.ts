@@ -108,6 +108,11 @@ describe("live scenario", () => {
       const { p50, p99, max } = pair!.latencyMs!;
       expect([p50 > 0, p50 <= p99, p99 <= max]).toEqual([true, true, true]);
     }
+    // The agent's pair streams beside the bare pair, in one window: the machine's drift between
+    // windows taken in turn is not in their ratio. The other floors have windows of their own.
+    expect(figures.agent!.openedAtMs).toBeGreaterThan(0);
+    expect(figures.agent!.openedAtMs).toBe(figures.bare!.openedAtMs);
+    expect(figures.bareModules!.openedAtMs).toBeLessThan(figures.bare!.openedAtMs);
     // Both channels in one process, and the input channel's server alone for the two-process sum.
     measured(figures.both?.serve, true);
     measured(figures.both?.inputServe, true);

@@ -34,7 +34,7 @@ function footprint(peakRssMiB: number): Footprint {
 }
 
 function pair(send: number, recv: number): PairFigures {
-  return { send: footprint(send), recv: footprint(recv), windowFrames: 50, framesPerSecond: 50 };
+  return { openedAtMs: 0, send: footprint(send), recv: footprint(recv), windowFrames: 50, framesPerSecond: 50 };
 }
 
 const live = (modules?: number): LiveFigures => ({
