@@ -60,10 +60,10 @@ export async function checkFileFormat(path: string, format: MediaFormat, lenient
     const first = firstCapturePattern(window);
     if (first !== undefined) return checkOggOpus(path, prefix, first, lenient);
     const looked = window.length < BOS_GROUP_BYTES ? `its ${window.length} bytes` : `its first ${BOS_GROUP_BYTES} bytes`;
-    throw new SourceFormatError(`${prefix} is not Ogg: it begins with "${printable(head.subarray(0, 4))}", and no "OggS" follows in ${looked}`);
+    throw new SourceFormatError(`${prefix} is not Ogg: it begins with "${escaped(head.subarray(0, 4))}", and no "OggS" follows in ${looked}`);
   }
   const expected = format === "ogg" ? '"OggS"' : "the JKOU or JKMI magic";
-  throw new SourceFormatError(`${prefix} is not ${NAMES[format]}: it begins with "${printable(head.subarray(0, 4))}", not ${expected}`);
+  throw new SourceFormatError(`${prefix} is not ${NAMES[format]}: it begins with "${escaped(head.subarray(0, 4))}", not ${expected}`);
 }
 
 /** Enough for the BOS pages of a few streams multiplexed together (each BOS page holds one header packet). */
@@ -144,16 +144,11 @@ function firstPacketOf(page: OggPage): Uint8Array {
   return page.bytes.subarray(page.bodyOffset, page.bodyOffset + size);
 }
 
-/** Bytes as a JavaScript string literal's body ("\x7fFLAC"), so that a log line stays one line. */
-function escaped(bytes: Uint8Array): string {
+/** Bytes as a JavaScript string literal's body ("\x7fFLAC"), so that a quote in a message stays one line and unbroken. */
+export function escaped(bytes: Uint8Array): string {
   return Array.from(bytes, (b) =>
     b >= 0x20 && b < 0x7f && b !== 0x22 && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, "0")}`,
   ).join("");
-}
-
-/** Bytes as text, with a dot for each byte that is not printable ASCII. */
-export function printable(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : ".")).join("");
 }
 
 /** The first `n` bytes of a file (fewer when it is shorter), read synchronously: this runs at start-up. */

@@ -1,6 +1,6 @@
 import { MAX_PAYLOAD, OPUS_SAMPLE_RATES, type AudioConfig } from "../protocol/index.ts";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
-import { printable } from "./file-format.ts";
+import { escaped } from "./file-format.ts";
 import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 import { OggError } from "./ogg-error.ts";
 import type { OggPage } from "./ogg-page.ts";
@@ -270,7 +270,7 @@ export class OggSource implements FrameSource {
       this.nextSequence = undefined;
       return;
     }
-    this.foreign ??= `its first stream (at byte ${page.streamOffset}) begins with "${printable(body.subarray(0, 8))}"`;
+    this.foreign ??= `its first stream (at byte ${page.streamOffset}) begins with "${escaped(body.subarray(0, 8))}"`;
   }
 
   /** Our stream ended and `page` begins a new Opus stream: read it next, from its OpusHead. */

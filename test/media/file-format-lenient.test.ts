@@ -88,6 +88,15 @@ describe("--lenient: the Ogg after bytes that begin no page is still checked at 
     expect(await verdict(notes, "wire", true)).toBe('is not a wire capture: it begins with "hell", not the JKOU or JKMI magic');
   });
 
+  // Catches a refusal that quotes the file's first bytes raw: a quote, a backslash or a control
+  // byte among them would break the quoted text, or put a dot where the byte was.
+  test("the first bytes a refusal quotes are escaped, as the not-Opus refusal escapes them", async () => {
+    const t = setup();
+    const quoted = t.write("quoted", [ascii('"\\\x01x')]);
+    expect(await verdict(quoted, "ogg", false)).toBe('is not Ogg: it begins with "\\x22\\x5c\\x01x", not "OggS"');
+    expect(await verdict(quoted, "wire", false)).toBe('is not a wire capture: it begins with "\\x22\\x5c\\x01x", not the JKOU or JKMI magic');
+  });
+
   // Catches an off-by-one at the window's end (at + 4 < length, reading WINDOW - 1 bytes), a
   // wider window than the message names, a page read only up to WINDOW rather than from + WINDOW,
   // and a message naming another number.

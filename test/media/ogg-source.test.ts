@@ -335,7 +335,7 @@ describe("OggSource on hand-built streams", () => {
     const { frames, error } = await drainFile(path);
     expect(frames.length).toBe(0);
     expect(error?.message).toBe(
-      `ogg source ${path} is not an Ogg Opus stream: its first stream (at byte 0) begins with ".vorbis."`,
+      `ogg source ${path} is not an Ogg Opus stream: its first stream (at byte 0) begins with "\\x01vorbis\\x00"`,
     );
   });
 
