@@ -30,6 +30,8 @@ const FRAME_BYTES = 160;
 
 /** What one process cost within the window. */
 export interface Footprint {
+  /** The program it was, by its name in the run: which process a figure came from. */
+  process: string;
   /** CPU time as a share of one core. */
   cpuPercent: number;
   /** Voluntary context switches (sleeps woken from) per frame, or per tick of the waking floor. */
@@ -113,6 +115,7 @@ export interface LiveSetup {
 
 export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures; notes: string[] }> {
   const { runner, work, warmupMs, windowMs, attempt, log } = setup;
+  const { agent, bareBun: bare } = setup;
   const notes: string[] = [];
   const window = { warmupMs, windowMs };
   const source = setup.source;
@@ -135,8 +138,7 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
     return pair(send, recv, run, ticks(run), latencyFrom(stopped));
   };
 
-  if (setup.bareBun) {
-    const bare = setup.bareBun;
+  if (bare) {
     log(`live: Bun's floor, idle and waking ${LIVE_RATE} times a second, ${windowMs / 1000} s`);
     const run = await attempt("bare Bun idle/tick", () =>
       runner.live(
@@ -177,22 +179,24 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
   // windows taken in turn carries whatever the machine did between them: the same agent sender
   // measured alone used from 76 to 199 ms of CPU in 20 s windows a minute apart, while beside the
   // bare pair the two moved together (bench/FINDINGS.md, 2026-12-04).
+  // Each pair is a group of its own: one that fails leaves the other measured.
   const programs: LiveProgram[] = [];
-  const bare = setup.bareBun;
   if (bare) {
     const socket = runner.socketPath();
     programs.push(
-      { name: "bare send", cmd: [bare, "send", socket], ready: socketReady(socket), ends: "signal" },
-      { name: "bare recv", cmd: [bare, "recv", socket], ends: "signal" },
+      { name: "bare send", cmd: [bare, "send", socket], ready: socketReady(socket), ends: "signal", group: "bare" },
+      { name: "bare recv", cmd: [bare, "recv", socket], ends: "signal", group: "bare" },
     );
   }
-  const agent = setup.agent;
   const sink = join(work, `received-${Date.now()}.opus`);
   if (agent) {
     const socket = runner.socketPath();
     const serve = [agent, "output", "serve", "--source", source, "--format", "ogg", "--realtime", "--loop", "--socket", socket, ...stats];
     const recv = [agent, "output", "recv", "--sink", sink, "--format", "ogg", "--socket", socket, ...stats];
-    programs.push({ name: "serve", cmd: serve, ready: socketReady(socket), ends: "signal" }, { name: "recv", cmd: recv, ends: "signal" });
+    programs.push(
+      { name: "serve", cmd: serve, ready: socketReady(socket), ends: "signal", group: "agent" },
+      { name: "recv", cmd: recv, ends: "signal", group: "agent" },
+    );
   }
   if (programs.length > 0) {
     const pairs = [
@@ -203,16 +207,22 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
     const part = bare && agent ? "bare Bun pair and agent roles, side by side" : bare ? "bare Bun pair" : "agent roles";
     // Frames are counted in the agent's recording, which its receiver flushes every 100 ms: a few frames' slack at each end.
     const run = await attempt(part, () => runner.live(programs, { ...window, frames: agent ? () => oggPackets(sink) : undefined }));
+    /** A group that failed while the other was measured fails its own part here. */
+    const survived = (r: LiveRun, group: string) => {
+      if (r.failures[group] !== undefined) throw new Error(r.failures[group]);
+    };
     if (run && bare) {
-      figures.bare = await attempt("bare Bun pair", async () => barePair(run, "bare ", "the bare receiver"));
+      figures.bare = await attempt("bare Bun pair", async () => {
+        survived(run, "bare");
+        return barePair(run, "bare ", "the bare receiver");
+      });
     }
     if (run && agent) {
       figures.agent = await attempt("agent roles", async () => {
+        survived(run, "agent");
         const [serve, recv] = [run.processes.serve!, run.processes.recv!];
-        for (const [name, p] of [["serve", serve], ["recv", recv]] as const) {
-          if (p.exitCode !== 0) throw new Error(`output ${name} exited ${p.exitCode ?? p.signal} after SIGTERM: ${p.stderr.trim().split("\n").at(-1)}`);
-          wroteStats(`output ${name}`, p);
-        }
+        stoppedCleanly("output serve", serve);
+        stoppedCleanly("output recv", recv);
         const stopped = { serve: stoppedFields(serve), recv: stoppedFields(recv) };
         figures.agentStopped = stopped;
         const lost = Object.entries(stopped.serve).filter(([k, v]) => k.startsWith("dropped_") && k !== "dropped_no_client" && v !== "0");
@@ -253,10 +263,8 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
         ],
         { ...window, frames: () => oggPackets(sinks[2]!) },
       );
-      for (const [name, p] of [["serve", both.processes.serve!], ["input serve", single.processes.serve!]] as const) {
-        if (p.exitCode !== 0) throw new Error(`${name} exited ${p.exitCode ?? p.signal} after SIGTERM: ${p.stderr.trim().split("\n").at(-1)}`);
-        wroteStats(name, p);
-      }
+      stoppedCleanly("serve", both.processes.serve!);
+      stoppedCleanly("input serve", single.processes.serve!);
       wroteStats("output recv (serve's peer)", both.processes.recv!);
       wroteStats("input send (serve's peer)", both.processes.send!);
       const frames = both.windowFrames ?? 0;
@@ -297,6 +305,7 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
 function footprint(p: LiveProcess, windowMs: number, frames: number | null): Footprint {
   const seconds = windowMs / 1000;
   return {
+    process: p.name,
     cpuPercent: (p.used.cpuNs / 1e9 / seconds) * 100,
     wakeupsPerFrame: frames ? p.used.voluntarySwitches / frames : null,
     mainThreadWakeupsPerFrame: frames ? p.used.mainThreadSwitches / frames : null,
@@ -318,6 +327,12 @@ function pair(send: LiveProcess, recv: LiveProcess, run: LiveRun, frames: number
     windowFrames: frames,
     framesPerSecond: frames / (run.windowMs / 1000),
   };
+}
+
+/** Throws unless the agent's process `name` exited 0 on its SIGTERM and wrote a stats line. */
+function stoppedCleanly(name: string, p: LiveProcess): void {
+  if (p.exitCode !== 0) throw new Error(`${name} exited ${p.exitCode ?? p.signal} after SIGTERM: ${p.stderr.trim().split("\n").at(-1)}`);
+  wroteStats(name, p);
 }
 
 /** Throws unless the agent's process `name` wrote a stats line: its figures would leave out what a long-running one reaches. */

@@ -26,10 +26,18 @@ export interface LiveProgram {
   ready?: () => boolean;
   /** "signal": SIGTERM after the window (its final log lines follow); "exit": it ends by itself. */
   ends: "signal" | "exit";
+  /**
+   * Programs of one group stand or fall together: one that cannot start, never gets ready or
+   * ends within the window fails its group alone (its programs killed, the reason in the run's
+   * `failures`), and the other groups are measured on. Without one, every program is one group.
+   */
+  group?: string;
 }
 
 /** One program of a live run, measured from outside. */
 export interface LiveProcess {
+  /** Its program's name. */
+  name: string;
   /** CPU time, voluntary switches and threads within the window. */
   used: ProcessUse;
   /** VmHWM at the end of the window: the most it was resident since it started. */
@@ -49,7 +57,10 @@ export interface LiveRun {
   windowMs: number;
   /** Frames the run's counter saw within the window, when it has one. */
   windowFrames?: number;
+  /** The programs of groups that did not fail, by name. */
   processes: Record<string, LiveProcess>;
+  /** Why each failed group failed, by group; the run throws only when every group failed. */
+  failures: Record<string, string>;
 }
 
 export interface StartupFigures {
@@ -149,7 +160,13 @@ export class Runner {
       this.kill(sender);
       throw new Error(`sender never listened: ${tail(await senderErr)}`);
     }
-    const receiver = this.spawn(recvCmd);
+    let receiver: Bun.Subprocess<"ignore", "pipe", "pipe">;
+    try {
+      receiver = this.spawn(recvCmd);
+    } catch (e) {
+      this.kill(sender);
+      throw new Error(`receiver could not start: ${(e as Error).message}`);
+    }
     const receiverOut = new LineReader(receiver.stdout);
     const receiverErr = new Response(receiver.stderr).text();
     const rss = { send: 0, recv: 0 };
@@ -186,58 +203,87 @@ export class Runner {
    * Starts `programs` in order, lets them run `warmupMs`, then measures each
    * from outside over `windowMs` (and `frames()` at both ends, when given);
    * then SIGTERMs the "signal" programs, the last started first, and waits
-   * for every program to end.
+   * for every program to end. A group that fails is killed at once and left
+   * out (see LiveProgram.group); the run throws when no group is left.
    */
   async live(programs: LiveProgram[], options: { warmupMs: number; windowMs: number; frames?: () => number }): Promise<LiveRun> {
-    const started: { program: LiveProgram; proc: Bun.Subprocess<"ignore", "pipe", "pipe">; out: Promise<string>; err: Promise<string> }[] = [];
-    const failure = async (what: string) => {
-      for (const { proc } of started) this.kill(proc);
-      const tails = await Promise.all(started.map(async (s) => `${s.program.name} (exit ${s.proc.exitCode ?? s.proc.signalCode}): ${tail(await s.err, 3)}`));
-      return new Error(`${what}; ${tails.join(" | ")}`);
+    type Started = { program: LiveProgram; group: string; proc: Bun.Subprocess<"ignore", "pipe", "pipe">; out: Promise<string>; err: Promise<string> };
+    const groupOf = (program: LiveProgram) => program.group ?? "";
+    const groups = new Set(programs.map(groupOf));
+    let started: Started[] = [];
+    const failures: Record<string, string> = {};
+    /** Kills `group`'s programs and records why, with the last lines each wrote. */
+    const fail = async (group: string, what: string) => {
+      const members = started.filter((s) => s.group === group);
+      for (const { proc } of members) this.kill(proc);
+      started = started.filter((s) => s.group !== group);
+      const tails = await Promise.all(members.map(async (s) => `${s.program.name} (exit ${s.proc.exitCode ?? s.proc.signalCode}): ${tail(await s.err, 3)}`));
+      failures[group] = `${what}; ${tails.join(" | ")}`;
     };
-    const sample = () => started.map((s) => sampleProcess(s.proc.pid));
+    const failAll = async (what: string) => {
+      for (const group of new Set(started.map((s) => s.group))) await fail(group, what);
+      return new Error(Object.values(failures).join(" | "));
+    };
     for (const program of programs) {
-      const proc = this.spawn(program.cmd);
-      started.push({ program, proc, out: new Response(proc.stdout).text(), err: new Response(proc.stderr).text() });
+      const group = groupOf(program);
+      if (failures[group] !== undefined) continue;
+      let proc: Started["proc"];
+      try {
+        proc = this.spawn(program.cmd);
+      } catch (e) {
+        await fail(group, `${program.name} could not start: ${(e as Error).message}`);
+        continue;
+      }
+      started.push({ program, group, proc, out: new Response(proc.stdout).text(), err: new Response(proc.stderr).text() });
       const t0 = performance.now();
       while (program.ready && !program.ready()) {
-        if (proc.exitCode !== null || performance.now() - t0 > 10_000) throw await failure(`${program.name} never got ready`);
+        if (proc.exitCode !== null || performance.now() - t0 > 10_000) {
+          await fail(group, `${program.name} never got ready`);
+          break;
+        }
         await Bun.sleep(2);
       }
     }
+    const noneLeft = () => [...groups].every((group) => failures[group] !== undefined);
+    if (noneLeft()) throw new Error(Object.values(failures).join(" | "));
     await Bun.sleep(options.warmupMs);
     const framesBefore = options.frames?.();
-    const before = sample();
+    const before = started.map((s) => sampleProcess(s.proc.pid));
     const counting = started.map((s) => clearReferenced(s.proc.pid));
     const t0 = performance.now();
     await Bun.sleep(options.windowMs);
-    const after = sample();
+    const after = started.map((s) => sampleProcess(s.proc.pid));
     const windowMs = performance.now() - t0;
     const framesAfter = options.frames?.();
     const peaks = started.map((s) => statusKiB(s.proc.pid, "VmHWM"));
     const resident = started.map((s) => residentKiB(s.proc.pid));
-    const gone = started.findIndex((_, i) => !before[i] || !after[i]);
-    if (gone >= 0) throw await failure(`${started[gone].program.name} ended within the window`);
+    const measured = started.map((s, i) => ({ ...s, before: before[i], after: after[i], counting: counting[i], peak: peaks[i]!, resident: resident[i] }));
+    for (const gone of measured.filter((m) => !m.before || !m.after)) {
+      if (failures[gone.group] === undefined) await fail(gone.group, `${gone.program.name} ended within the window`);
+    }
+    if (noneLeft()) throw new Error(Object.values(failures).join(" | "));
 
-    for (const { program, proc } of [...started].reverse()) if (program.ends === "signal") proc.kill("SIGTERM");
-    const ended = await Promise.race([Promise.all(started.map((s) => s.proc.exited)).then(() => true), Bun.sleep(15_000).then(() => false)]);
-    if (!ended) throw await failure("still running 15 s after the window");
+    const kept = measured.filter((m) => failures[m.group] === undefined);
+    for (const { program, proc } of [...kept].reverse()) if (program.ends === "signal") proc.kill("SIGTERM");
+    const ended = await Promise.race([Promise.all(kept.map((s) => s.proc.exited)).then(() => true), Bun.sleep(15_000).then(() => false)]);
+    if (!ended) throw await failAll("still running 15 s after the window");
     const processes: Record<string, LiveProcess> = {};
-    for (const [i, { program, proc, out, err }] of started.entries()) {
-      this.running.delete(proc);
-      processes[program.name] = {
-        used: used(before[i]!, after[i]!),
-        peakRssKiB: peaks[i]!,
-        workingSetKiB: counting[i] ? (resident[i]?.referenced ?? null) : null,
-        anonymousKiB: resident[i]?.anonymous ?? null,
-        exitCode: proc.exitCode,
-        signal: proc.signalCode === null ? null : String(proc.signalCode),
-        stdout: await out,
-        stderr: await err,
+    for (const m of kept) {
+      this.running.delete(m.proc);
+      processes[m.program.name] = {
+        name: m.program.name,
+        used: used(m.before!, m.after!),
+        peakRssKiB: m.peak,
+        workingSetKiB: m.counting ? (m.resident?.referenced ?? null) : null,
+        anonymousKiB: m.resident?.anonymous ?? null,
+        exitCode: m.proc.exitCode,
+        signal: m.proc.signalCode === null ? null : String(m.proc.signalCode),
+        stdout: await m.out,
+        stderr: await m.err,
       };
     }
     const windowFrames = framesBefore === undefined || framesAfter === undefined ? undefined : framesAfter - framesBefore;
-    return { openedAtMs: performance.timeOrigin + t0, windowMs, windowFrames, processes };
+    return { openedAtMs: performance.timeOrigin + t0, windowMs, windowFrames, processes, failures };
   }
 
   /**

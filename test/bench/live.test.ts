@@ -16,6 +16,7 @@ import { OggSource } from "../../src/media/ogg-source.ts";
 import { built } from "../support/binaries.ts";
 import { BUN, REPO } from "../support/processes.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { runningIn } from "../support/proc.ts";
 import { socketDir } from "../support/temp.ts";
 
 const defer = useCleanup();
@@ -108,6 +109,16 @@ describe("live scenario", () => {
       const { p50, p99, max } = pair!.latencyMs!;
       expect([p50 > 0, p50 <= p99, p99 <= max]).toEqual([true, true, true]);
     }
+    // Each figure is its own process's: the bare pairs', the agent's roles', and the agent's
+    // latency is what its own receiver's stopped line says.
+    const names = (pair: { send: Footprint; recv: Footprint } | undefined) => [pair?.send.process, pair?.recv.process];
+    expect(names(figures.bare)).toEqual(["bare send", "bare recv"]);
+    expect(names(figures.bareModules)).toEqual(["send", "recv"]);
+    expect(names(figures.agent)).toEqual(["serve", "recv"]);
+    expect([figures.idle?.process, figures.tick?.process, figures.modules?.process]).toEqual(["idle", "tick", "modules"]);
+    expect([figures.both?.serve.process, figures.both?.inputServe.process]).toEqual(["serve", "serve"]);
+    const age = (p: string) => Number(figures.agentStopped!.recv[`frame_age_${p}_ms`]);
+    expect(figures.agent!.latencyMs).toEqual({ p50: age("p50"), p99: age("p99"), max: age("max") });
     // The agent's pair streams beside the bare pair, in one window: the machine's drift between
     // windows taken in turn is not in their ratio. The other floors have windows of their own.
     expect(figures.agent!.openedAtMs).toBeGreaterThan(0);
@@ -136,5 +147,36 @@ describe("live scenario", () => {
     expect(figures.bareModules).toBeUndefined();
     expect(figures.modules).toBeUndefined();
     expect([figures.idle, figures.tick, figures.bare?.send, figures.bare?.recv].every((f) => f !== undefined && f.peakRssMiB > 1)).toBe(true);
+  }, 60_000);
+
+  // Catches a failing agent taking the bare pair's figures with it (they share one window), and a
+  // part that fails leaving processes running into the scenarios after it.
+  test("an agent that cannot start, or whose receiver dies in the window, fails its parts alone; the bare pair beside it is measured; nothing is left running", async () => {
+    const dir = socketDir(defer, "aab-");
+    const bareBun = await buildBareBun(dir.dir);
+    if (bareBun instanceof Error) throw bareBun;
+    const agent = await built("x64");
+    const notExecutable = dir.path("not-executable");
+    writeFileSync(notExecutable, "not a program\n");
+    // The real agent, except that `output recv` ends on its own 0.4 s in, within the window.
+    const dies = dir.path("dies");
+    writeFileSync(dies, `#!/bin/sh\nif [ "$1" = output ] && [ "$2" = recv ]; then sleep 0.4; echo "recv gave up" >&2; exit 3; fi\nexec "${agent.path}" "$@"\n`);
+    chmodSync(dies, 0o755);
+
+    for (const [binary, agentFailure] of [
+      [notExecutable, /^agent roles: serve could not start: /],
+      [dies, /^agent roles: recv ended within the window; serve \(exit null\): [^|]* \| recv \(exit 3\): recv gave up$/],
+    ] as const) {
+      // A directory each: a run leaves its socket files behind.
+      const run = socketDir(defer, "aab-");
+      const { figures, failures } = await runCollecting(run, { warmupMs: 200, windowMs: 500, agent: binary, bareBun }, 1);
+      expect(runningIn(run.dir)).toEqual([]);
+      expect(failures.find((f) => f.startsWith("agent roles:"))).toMatch(agentFailure);
+      expect(failures.filter((f) => !f.startsWith("agent roles:") && !f.startsWith("serve:"))).toEqual([]);
+      expect(figures.agent).toBeUndefined();
+      expect([figures.bare?.send.process, figures.bare?.recv.process]).toEqual(["bare send", "bare recv"]);
+      expect(figures.bare!.windowFrames).toBeGreaterThan(0);
+      expect(figures.bare!.latencyMs!.p99).toBeGreaterThan(0);
+    }
   }, 60_000);
 });

@@ -21,6 +21,7 @@ const GOALS: FootprintGoals = {
 
 function footprint(peakRssMiB: number): Footprint {
   return {
+    process: "p",
     cpuPercent: 1,
     wakeupsPerFrame: 1,
     mainThreadWakeupsPerFrame: 1,

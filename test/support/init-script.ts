@@ -3,9 +3,10 @@
  * BusyBox and its applets, a stand-in agent, and the processes a test left
  * running.
  */
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readlinkSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { REPO, run } from "./processes.ts";
+import { runningIn } from "./proc.ts";
 
 export const SCRIPT = join(REPO, "packaging/S95audio-agent");
 export const BUSYBOX = Bun.which("busybox");
@@ -17,32 +18,6 @@ export async function installApplets(prefix = "/tmp/aa-bb-"): Promise<string> {
   const installed = await run([BUSYBOX, "--install", "-s", dir]);
   if (installed.code !== 0 || !existsSync(join(dir, "start-stop-daemon"))) throw new Error(`busybox --install failed: ${installed.stderr}`);
   return dir;
-}
-
-/** Live and not a zombie (nothing may reap the daemon's orphans in a container). */
-export function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "Z" && state !== "X";
-  } catch {
-    return false;
-  }
-}
-
-/** Live processes whose command line names `dir` (agents, and wrapper shells not yet exec'd), but not this one. */
-export function runningIn(dir: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir) && alive(pid)) pids.push(pid);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
 }
 
 /** The live agents serving from `dir`: processes running executable `exe` with `dir` on their command line. */

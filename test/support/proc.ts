@@ -1,7 +1,8 @@
 /**
  * What Linux reports under /proc: the resident memory and open files of a
- * process, the TCP sockets listening on a port, the Unix sockets listening
- * at a path, and the socket buffer sizes it grants.
+ * process, whether it lives, the processes that name a directory, the TCP
+ * sockets listening on a port, the Unix sockets listening at a path, and the
+ * socket buffer sizes it grants.
  */
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { statusKiB } from "../../src/bench/process-figures.ts";
@@ -21,6 +22,32 @@ export async function peakRss(pid: number, until: Promise<unknown>, everyMs = 10
     await Bun.sleep(everyMs);
   }
   return peak;
+}
+
+/** Live and not a zombie (nothing may reap the daemon's orphans in a container). */
+export function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
+/** Live processes whose command line names `dir` (agents, and wrapper shells not yet exec'd), but not this one. */
+export function runningIn(dir: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir) && alive(pid)) pids.push(pid);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
 }
 
 /** Open file descriptors of a process. */
