@@ -6,6 +6,7 @@
  */
 import { existsSync, watch } from "node:fs";
 import { join } from "node:path";
+import { within } from "../transport/within.ts";
 import { DEVICE_RUNTIME_ENV } from "./device-runtime.ts";
 import type { DriverResult } from "./driver.ts";
 import { clearReferenced, residentKiB, sampleProcess, statusKiB, used, type ProcessUse } from "./process-figures.ts";
@@ -27,9 +28,10 @@ export interface LiveProgram {
   /** "signal": SIGTERM after the window (its final log lines follow); "exit": it ends by itself. */
   ends: "signal" | "exit";
   /**
-   * Programs of one group stand or fall together: one that cannot start, never gets ready or
-   * ends within the window fails its group alone (its programs killed, the reason in the run's
-   * `failures`), and the other groups are measured on. Without one, every program is one group.
+   * Programs of one group stand or fall together: one that cannot start, never gets ready, ends
+   * before the window is over or outlives its SIGTERM fails its group alone (the group's programs
+   * killed, the later ones not started, the reason in the run's `failures`), and the other groups
+   * are measured on. Programs given no group form one group together.
    */
   group?: string;
 }
@@ -203,26 +205,29 @@ export class Runner {
    * Starts `programs` in order, lets them run `warmupMs`, then measures each
    * from outside over `windowMs` (and `frames()` at both ends, when given);
    * then SIGTERMs the "signal" programs, the last started first, and waits
-   * for every program to end. A group that fails is killed at once and left
-   * out (see LiveProgram.group); the run throws when no group is left.
+   * up to `stopMs` for every program to end. A group that fails is left out
+   * (see LiveProgram.group): at once when it fails to start or get ready, at
+   * the window's end when one of its programs ended early. The run throws
+   * when no group is left.
    */
-  async live(programs: LiveProgram[], options: { warmupMs: number; windowMs: number; frames?: () => number }): Promise<LiveRun> {
+  async live(programs: LiveProgram[], options: { warmupMs: number; windowMs: number; frames?: () => number; stopMs?: number }): Promise<LiveRun> {
     type Started = { program: LiveProgram; group: string; proc: Bun.Subprocess<"ignore", "pipe", "pipe">; out: Promise<string>; err: Promise<string> };
     const groupOf = (program: LiveProgram) => program.group ?? "";
-    const groups = new Set(programs.map(groupOf));
+    const groups = [...new Set(programs.map(groupOf))];
     let started: Started[] = [];
     const failures: Record<string, string> = {};
+    const left = () => groups.filter((group) => failures[group] === undefined);
+    const everyGroupFailed = () => new Error(groups.map((group) => (group ? `${group}: ${failures[group]}` : failures[group])).join(" || "));
     /** Kills `group`'s programs and records why, with the last lines each wrote. */
     const fail = async (group: string, what: string) => {
       const members = started.filter((s) => s.group === group);
-      for (const { proc } of members) this.kill(proc);
       started = started.filter((s) => s.group !== group);
-      const tails = await Promise.all(members.map(async (s) => `${s.program.name} (exit ${s.proc.exitCode ?? s.proc.signalCode}): ${tail(await s.err, 3)}`));
-      failures[group] = `${what}; ${tails.join(" | ")}`;
-    };
-    const failAll = async (what: string) => {
-      for (const group of new Set(started.map((s) => s.group))) await fail(group, what);
-      return new Error(Object.values(failures).join(" | "));
+      for (const { proc } of members) this.kill(proc);
+      await within(Promise.all(members.map((s) => s.proc.exited)), 1000, []);
+      const tails = await Promise.all(
+        members.map(async (s) => `${s.program.name} (exit ${s.proc.exitCode ?? s.proc.signalCode}): ${tail(await within(s.err, 1000, ""), 3)}`),
+      );
+      failures[group] = tails.length > 0 ? `${what}; ${tails.join(" | ")}` : what;
     };
     for (const program of programs) {
       const group = groupOf(program);
@@ -238,14 +243,13 @@ export class Runner {
       const t0 = performance.now();
       while (program.ready && !program.ready()) {
         if (proc.exitCode !== null || performance.now() - t0 > 10_000) {
-          await fail(group, `${program.name} never got ready`);
+          await fail(group, `${program.name} ${proc.exitCode !== null ? "exited before it was ready" : "never got ready"}`);
           break;
         }
         await Bun.sleep(2);
       }
     }
-    const noneLeft = () => [...groups].every((group) => failures[group] !== undefined);
-    if (noneLeft()) throw new Error(Object.values(failures).join(" | "));
+    if (left().length === 0) throw everyGroupFailed();
     await Bun.sleep(options.warmupMs);
     const framesBefore = options.frames?.();
     const before = started.map((s) => sampleProcess(s.proc.pid));
@@ -255,31 +259,47 @@ export class Runner {
     const after = started.map((s) => sampleProcess(s.proc.pid));
     const windowMs = performance.now() - t0;
     const framesAfter = options.frames?.();
-    const peaks = started.map((s) => statusKiB(s.proc.pid, "VmHWM"));
-    const resident = started.map((s) => residentKiB(s.proc.pid));
-    const measured = started.map((s, i) => ({ ...s, before: before[i], after: after[i], counting: counting[i], peak: peaks[i]!, resident: resident[i] }));
-    for (const gone of measured.filter((m) => !m.before || !m.after)) {
-      if (failures[gone.group] === undefined) await fail(gone.group, `${gone.program.name} ended within the window`);
+    const measured = started.map((s, i) => ({
+      ...s,
+      before: before[i],
+      after: after[i],
+      counting: counting[i],
+      peakKiB: statusKiB(s.proc.pid, "VmHWM"),
+      resident: residentKiB(s.proc.pid),
+    }));
+    for (const m of measured) {
+      if (failures[m.group] !== undefined || (m.before && m.after)) continue;
+      await fail(m.group, `${m.program.name} ended ${m.before ? "within" : "before"} the window`);
     }
-    if (noneLeft()) throw new Error(Object.values(failures).join(" | "));
+    if (left().length === 0) throw everyGroupFailed();
 
-    const kept = measured.filter((m) => failures[m.group] === undefined);
+    let kept = measured.filter((m) => failures[m.group] === undefined);
     for (const { program, proc } of [...kept].reverse()) if (program.ends === "signal") proc.kill("SIGTERM");
-    const ended = await Promise.race([Promise.all(kept.map((s) => s.proc.exited)).then(() => true), Bun.sleep(15_000).then(() => false)]);
-    if (!ended) throw await failAll("still running 15 s after the window");
+    const stopMs = options.stopMs ?? 15_000;
+    const stopped = await Promise.all(
+      left().map(async (group) => {
+        const exits = Promise.all(kept.filter((m) => m.group === group).map((m) => m.proc.exited));
+        return { group, ended: await within(exits.then(() => true), stopMs, false) };
+      }),
+    );
+    for (const { group, ended } of stopped) if (!ended) await fail(group, `still running ${stopMs / 1000} s after the window`);
+    if (left().length === 0) throw everyGroupFailed();
+    kept = kept.filter((m) => failures[m.group] === undefined);
+
     const processes: Record<string, LiveProcess> = {};
     for (const m of kept) {
       this.running.delete(m.proc);
       processes[m.program.name] = {
         name: m.program.name,
         used: used(m.before!, m.after!),
-        peakRssKiB: m.peak,
+        peakRssKiB: m.peakKiB,
         workingSetKiB: m.counting ? (m.resident?.referenced ?? null) : null,
         anonymousKiB: m.resident?.anonymous ?? null,
         exitCode: m.proc.exitCode,
         signal: m.proc.signalCode === null ? null : String(m.proc.signalCode),
-        stdout: await m.out,
-        stderr: await m.err,
+        // A child it left behind may hold its pipes open: what it wrote before it ended is what counts.
+        stdout: await within(m.out, 5000, ""),
+        stderr: await within(m.err, 5000, ""),
       };
     }
     const windowFrames = framesBefore === undefined || framesAfter === undefined ? undefined : framesAfter - framesBefore;

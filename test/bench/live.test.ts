@@ -165,7 +165,7 @@ describe("live scenario", () => {
 
     for (const [binary, agentFailure] of [
       [notExecutable, /^agent roles: serve could not start: /],
-      [dies, /^agent roles: recv ended within the window; serve \(exit null\): [^|]* \| recv \(exit 3\): recv gave up$/],
+      [dies, /^agent roles: recv ended within the window; serve \(exit SIGKILL\): [^|]* \| recv \(exit 3\): recv gave up$/],
     ] as const) {
       // A directory each: a run leaves its socket files behind.
       const run = socketDir(defer, "aab-");
