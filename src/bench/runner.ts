@@ -217,7 +217,9 @@ export class Runner {
     let started: Started[] = [];
     const failures: Record<string, string> = {};
     const left = () => groups.filter((group) => failures[group] === undefined);
-    const everyGroupFailed = () => new Error(groups.map((group) => (group ? `${group}: ${failures[group]}` : failures[group])).join(" || "));
+    const throwIfNoneLeft = () => {
+      if (left().length === 0) throw new Error(groups.map((group) => (group ? `${group}: ${failures[group]}` : failures[group])).join(" || "));
+    };
     /** Kills `group`'s programs and records why, with the last lines each wrote. */
     const fail = async (group: string, what: string) => {
       const members = started.filter((s) => s.group === group);
@@ -249,7 +251,7 @@ export class Runner {
         await Bun.sleep(2);
       }
     }
-    if (left().length === 0) throw everyGroupFailed();
+    throwIfNoneLeft();
     await Bun.sleep(options.warmupMs);
     const framesBefore = options.frames?.();
     const before = started.map((s) => sampleProcess(s.proc.pid));
@@ -271,20 +273,20 @@ export class Runner {
       if (failures[m.group] !== undefined || (m.before && m.after)) continue;
       await fail(m.group, `${m.program.name} ended ${m.before ? "within" : "before"} the window`);
     }
-    if (left().length === 0) throw everyGroupFailed();
+    throwIfNoneLeft();
 
-    let kept = measured.filter((m) => failures[m.group] === undefined);
-    for (const { program, proc } of [...kept].reverse()) if (program.ends === "signal") proc.kill("SIGTERM");
+    // `started` holds the groups still standing.
+    for (const { program, proc } of [...started].reverse()) if (program.ends === "signal") proc.kill("SIGTERM");
     const stopMs = options.stopMs ?? 15_000;
     const stopped = await Promise.all(
       left().map(async (group) => {
-        const exits = Promise.all(kept.filter((m) => m.group === group).map((m) => m.proc.exited));
+        const exits = Promise.all(started.filter((s) => s.group === group).map((s) => s.proc.exited));
         return { group, ended: await within(exits.then(() => true), stopMs, false) };
       }),
     );
     for (const { group, ended } of stopped) if (!ended) await fail(group, `still running ${stopMs / 1000} s after the window`);
-    if (left().length === 0) throw everyGroupFailed();
-    kept = kept.filter((m) => failures[m.group] === undefined);
+    throwIfNoneLeft();
+    const kept = measured.filter((m) => failures[m.group] === undefined);
 
     const processes: Record<string, LiveProcess> = {};
     for (const m of kept) {
