@@ -7,11 +7,11 @@
  * test's directory, so /proc tells which are still alive.
  */
 import { expect, test } from "bun:test";
-import { chmodSync, existsSync, writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { Runner, type LiveProgram } from "../../src/bench/runner.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { runningIn } from "../support/proc.ts";
-import { socketDir } from "../support/temp.ts";
+import { shellScript, socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
@@ -22,12 +22,7 @@ function setup() {
   const runner = new Runner(dir.dir, () => {});
   defer(() => runner.dispose());
   /** A script in the test's directory; `tail -f` on a file there keeps the directory on its command line. */
-  const script = (name: string, body: string) => {
-    const path = dir.path(`${name}.sh`);
-    writeFileSync(path, `#!/bin/sh\n${body}\n`);
-    chmodSync(path, 0o755);
-    return path;
-  };
+  const script = (name: string, body: string) => shellScript(dir.path(`${name}.sh`), body);
   const hold = dir.path("hold");
   writeFileSync(hold, "");
   /** Runs until SIGTERM (or, with `ignoresTerm`, SIGKILL); writes `name`.ready first. */
@@ -46,7 +41,7 @@ function setup() {
     group,
   });
   const started = (name: string) => existsSync(dir.path(`${name}.ready`));
-  return { dir, runner, streams, exits, started };
+  return { dir, runner, script, hold, streams, exits, started };
 }
 
 test("a group whose program ends within the window fails alone and is killed; the other is measured over the window", async () => {
@@ -102,9 +97,7 @@ test("programs given no group are all or nothing; when every group failed the ru
 
 test("Runner.pair kills its sender when the receiver cannot be started", async () => {
   const t = setup();
-  const sender = t.dir.path("sender.sh");
-  writeFileSync(sender, `#!/bin/sh\necho LISTENING\nexec tail -f "${t.dir.path("hold")}"\n`);
-  chmodSync(sender, 0o755);
+  const sender = t.script("sender", `echo LISTENING\nexec tail -f "${t.hold}"`);
   await expect(t.runner.pair([sender], [t.dir.path("no-such-program")], 10_000)).rejects.toThrow("receiver could not start: ");
   await until(() => runningIn(t.dir.dir).length === 0, "the sender to be gone", 2000);
 });

@@ -7,7 +7,7 @@
  * lines, CPU, wake-ups and memory read from /proc.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildBareBun } from "../../src/bench/floor.ts";
 import { LIVE_RATE, oggPackets, runLive, writeGeneratedOpus, type Footprint, type LiveSetup } from "../../src/bench/live.ts";
@@ -17,7 +17,7 @@ import { built } from "../support/binaries.ts";
 import { BUN, REPO } from "../support/processes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { runningIn } from "../support/proc.ts";
-import { socketDir } from "../support/temp.ts";
+import { shellScript, socketDir } from "../support/temp.ts";
 
 const defer = useCleanup();
 
@@ -136,12 +136,10 @@ describe("live scenario", () => {
     const dir = socketDir(defer, "aab-");
     // The floor from its source, except that its receiver leaves bun:ffi out.
     const floor = join(REPO, "src/bench/floors/bare-bun.js");
-    const wrapper = dir.path("bare-bun");
-    writeFileSync(
-      wrapper,
-      `#!/bin/sh\nif [ "$1" = recv ] && [ $# -gt 2 ]; then exec "${BUN}" "${floor}" recv "$2" node:fs node:path; fi\nexec "${BUN}" "${floor}" "$@"\n`,
+    const wrapper = shellScript(
+      dir.path("bare-bun"),
+      `if [ "$1" = recv ] && [ $# -gt 2 ]; then exec "${BUN}" "${floor}" recv "$2" node:fs node:path; fi\nexec "${BUN}" "${floor}" "$@"`,
     );
-    chmodSync(wrapper, 0o755);
     const { figures, failures } = await runCollecting(dir, { warmupMs: 200, windowMs: 500, bareBun: wrapper }, 1);
     expect(failures).toEqual(["bare Bun with the runtime modules: the bare recv did not load bun:ffi (it says: node:fs, node:path)"]);
     expect(figures.bareModules).toBeUndefined();
@@ -159,9 +157,10 @@ describe("live scenario", () => {
     const notExecutable = dir.path("not-executable");
     writeFileSync(notExecutable, "not a program\n");
     // The real agent, except that `output recv` ends on its own 0.4 s in, within the window.
-    const dies = dir.path("dies");
-    writeFileSync(dies, `#!/bin/sh\nif [ "$1" = output ] && [ "$2" = recv ]; then sleep 0.4; echo "recv gave up" >&2; exit 3; fi\nexec "${agent.path}" "$@"\n`);
-    chmodSync(dies, 0o755);
+    const dies = shellScript(
+      dir.path("dies"),
+      `if [ "$1" = output ] && [ "$2" = recv ]; then sleep 0.4; echo "recv gave up" >&2; exit 3; fi\nexec "${agent.path}" "$@"`,
+    );
 
     for (const [binary, agentFailure] of [
       [notExecutable, /^agent roles: serve could not start: /],

@@ -5,8 +5,9 @@
  * installs exactly the missing packages.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { shellScript } from "../support/temp.ts";
 
 const SCRIPT = resolve(import.meta.dir, "../../scripts/test-setup.sh");
 
@@ -52,12 +53,11 @@ describe("scripts/test-setup.sh", () => {
       }
       // A stand-in for the package manager (not what is tested): it records its calls, and
       // "installing" prometheus and util-linux puts the machine's promtool and setpriv on PATH.
-      writeFileSync(
+      shellScript(
         join(bin, "apt-get"),
-        `#!/bin/sh\necho "$DEBIAN_FRONTEND apt-get $*" >> ${bin}/calls\n` +
-          `[ "$1" = install ] && /bin/ln -s ${Bun.which("promtool")} ${bin}/promtool && /bin/ln -s ${Bun.which("setpriv")} ${bin}/setpriv\nexit 0\n`,
+        `echo "$DEBIAN_FRONTEND apt-get $*" >> ${bin}/calls\n` +
+          `[ "$1" = install ] && /bin/ln -s ${Bun.which("promtool")} ${bin}/promtool && /bin/ln -s ${Bun.which("setpriv")} ${bin}/setpriv\nexit 0`,
       );
-      chmodSync(join(bin, "apt-get"), 0o755);
       const result = runSetup(bin);
       expect(result).toEqual({ code: 0, stdout: "", stderr: "test setup: installing prometheus util-linux\n" });
       expect(readFileSync(join(bin, "calls"), "utf8")).toBe(

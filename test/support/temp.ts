@@ -1,5 +1,5 @@
-/** Fresh temp directories, short enough for socket paths (sun_path is 108 bytes). */
-import { mkdtempSync, rmSync } from "node:fs";
+/** Fresh temp directories, short enough for socket paths (sun_path is 108 bytes), and scripts in them. */
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -17,4 +17,11 @@ export function socketDir(defer: (cleanup: () => unknown) => void, prefix = "aa-
 export function tempDir(prefix = "aa-"): { dir: string; path: (name: string) => string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, path: (name) => join(dir, name), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Writes an executable /bin/sh script of `body` at `path`; returns the path. */
+export function shellScript(path: string, body: string): string {
+  writeFileSync(path, `#!/bin/sh\n${body}\n`);
+  chmodSync(path, 0o755);
+  return path;
 }
