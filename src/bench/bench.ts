@@ -14,7 +14,7 @@
  * into a temp dir (the sources are embedded, so a compiled binary carries
  * them; with no `cc` the native column stays empty). Figures are goals, not
  * assertions: each line says PASS or MISS and the exit code stays 0 unless a
- * scenario itself failed (lost frames, a crash).
+ * scenario itself failed (lost frames, a crash, a live pair off the live rate).
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";

@@ -147,6 +147,31 @@ describe("live scenario", () => {
     expect([figures.idle, figures.tick, figures.bare?.send, figures.bare?.recv].every((f) => f !== undefined && f.peakRssMiB > 1)).toBe(true);
   }, 60_000);
 
+  // Catches a stalled sender's figures judged as if it streamed: its CPU, the least of any run, read as a goal met.
+  test("an agent sender stopped through most of the window fails its part, naming the frames it carried; the bare pair beside it is measured", async () => {
+    const dir = socketDir(defer, "aab-");
+    const bareBun = await buildBareBun(dir.dir);
+    if (bareBun instanceof Error) throw bareBun;
+    const agent = await built("x64");
+    // The real agent; its `output serve` is stopped 0.5 s after it starts and continued 2 s later,
+    // past the window's end (it then takes the SIGTERM waiting for it). $$ is the shell that exec
+    // makes the agent.
+    const stalls = shellScript(
+      dir.path("stalls"),
+      `if [ "$1" = output ] && [ "$2" = serve ]; then (sleep 0.5; kill -STOP $$; sleep 2; kill -CONT $$) & fi\nexec "${agent.path}" "$@"`,
+    );
+    const { figures, failures } = await runCollecting(dir, { warmupMs: 200, windowMs: 1000, agent: stalls, bareBun }, 1);
+    expect(failures.filter((f) => f.startsWith("agent roles:"))).toHaveLength(1);
+    const [, carried] = failures.find((f) => f.startsWith("agent roles:"))!.match(/^agent roles: the agent's pair carried (\d+) frames in the 1\.\d s window, not 5\d \(50\/s a channel\): not measured at the live rate$/) ?? [];
+    expect(Number(carried)).toBeLessThan(40);
+    expect(figures.agent).toBeUndefined();
+    // serve, which the wrapper leaves alone, and the bare pair are measured as ever.
+    expect(failures.filter((f) => !f.startsWith("agent roles:"))).toEqual([]);
+    expect(figures.both?.serve.process).toBe("serve");
+    expect(figures.bare!.windowFrames).toBeGreaterThan(0);
+    expect(runningIn(dir.dir)).toEqual([]);
+  }, 60_000);
+
   // Catches a failing agent taking the bare pair's figures with it (they share one window), and a
   // part that fails leaving processes running into the scenarios after it.
   test("an agent that cannot start, or whose receiver dies in the window, fails its parts alone; the bare pair beside it is measured; nothing is left running", async () => {
