@@ -12,9 +12,9 @@ import { opusPacketSamples } from "./opus-toc.ts";
 
 export interface OggSourceOptions {
   /**
-   * Skip (and count in `skippedPages`) pages with a bad CRC, and read on
-   * past pages missing from our stream (counted in `missingPages`), instead
-   * of failing.
+   * Skip (and count in `skippedPages`) pages with a bad CRC, read on past
+   * pages missing from our stream (counted in `missingPages`), and drop
+   * pages that come again or late (counted in `latePages`), instead of failing.
    */
   lenient?: boolean;
   /** Told of what is skipped, found missing or cut short (the role's logger, which rate-limits it). */
@@ -22,6 +22,12 @@ export interface OggSourceOptions {
 }
 
 type Stage = "head" | "tags" | "audio";
+
+/**
+ * Lenient: how far back the pages read are remembered (number and CRC), to tell a page that comes
+ * again or late from a writer that began numbering its pages again.
+ */
+const LATE_PAGES = 64;
 
 /**
  * Reads an Ogg Opus file (RFC 7845) and yields each audio packet as one
@@ -34,7 +40,8 @@ type Stage = "head" | "tags" | "audio";
  *
  * Damage is an error naming its offset, unless lenient: a page with a bad
  * CRC, and a gap in our stream's page sequence numbers (a page lost on the
- * way). Lenient reads on past both, drops the packets they touched, counts
+ * way) or going back (a page written twice, pages reordered). Lenient reads
+ * on past them, drops the packets they touched and the late pages, counts
  * them and tells `report`.
  */
 export class OggSource implements FrameSource {
@@ -44,6 +51,8 @@ export class OggSource implements FrameSource {
   otherStreamPages = 0;
   /** Pages of our stream that its page sequence numbers say never arrived (only in lenient mode). */
   missingPages = 0;
+  /** Pages of our stream that came after a page numbered later, dropped (only in lenient mode). */
+  latePages = 0;
   /** Bytes passed over that began no page: a damaged page's, or bytes between pages (only in lenient mode). */
   skippedBytes = 0;
   audioConfig: Partial<AudioConfig> | undefined;
@@ -75,6 +84,9 @@ export class OggSource implements FrameSource {
   private firstBad = Infinity;
   /** The sequence number our stream's next page should carry (RFC 3533: one more than the last). */
   private nextSequence: number | undefined;
+  /** The last LATE_PAGES pages of our stream read, by sequence number modulo LATE_PAGES: number and CRC (-1: none). */
+  private readonly readSequences = new Float64Array(LATE_PAGES).fill(-1);
+  private readonly readCrcs = new Uint32Array(LATE_PAGES);
   /** Pages skipped for a bad CRC since our stream's last page: a gap they explain is counted already. */
   private skippedSinceOurs = 0;
   /** Since our stream began: a page that is not a BOS page was seen, so the BOS group is over. */
@@ -106,7 +118,7 @@ export class OggSource implements FrameSource {
   }
 
   get counts(): Readonly<Record<string, number>> {
-    return { skipped_pages: this.skippedPages, missing_pages: this.missingPages, other_stream_pages: this.otherStreamPages, skipped_bytes: this.skippedBytes };
+    return { skipped_pages: this.skippedPages, missing_pages: this.missingPages, late_pages: this.latePages, other_stream_pages: this.otherStreamPages, skipped_bytes: this.skippedBytes };
   }
 
   next(): SourceFrame | undefined {
@@ -202,7 +214,7 @@ export class OggSource implements FrameSource {
       }
       return;
     }
-    this.checkSequence(page);
+    if (!this.inSequence(page)) return;
     this.packets.push(page);
     this.endOfStream = page.endOfStream;
   }
@@ -226,34 +238,57 @@ export class OggSource implements FrameSource {
   /**
    * A page of our stream must carry the sequence number after the last one's: a gap means pages
    * were lost on the way (a damaged copy, a dropped write), and the packets on them with them.
+   * Returns false for a late page (lenient), which is dropped.
    */
-  private checkSequence(page: OggPage): void {
+  private inSequence(page: OggPage): boolean {
     const expected = this.nextSequence;
-    const skipped = this.skippedSinceOurs;
-    this.nextSequence = (page.sequence + 1) >>> 0;
-    this.skippedSinceOurs = 0;
-    if (expected === undefined || page.sequence === expected) return;
+    if (expected === undefined || page.sequence === expected) return this.readFrom(page);
     const jump = (page.sequence - expected) >>> 0;
     const forward = jump < 0x80000000;
-    // Pages skipped for a bad CRC are the likeliest to be the ones missing: those are counted already.
-    const missing = forward ? jump - Math.min(jump, skipped) : 0;
     if (!this.lenient) {
       const what = forward ? `${jump} page(s) missing` : "out of order";
       throw new OggError(`page sequence jumps from ${(expected - 1) >>> 0} to ${page.sequence} in stream ${serialName(page.serial)} (${what})`, page.streamOffset);
     }
+    const where = { source: this.name, serial: serialName(page.serial), offset: page.streamOffset, expected_sequence: expected, sequence: page.sequence };
+    if (!forward && this.late(page, expected)) {
+      // Its packets were read, or counted missing, already: read again they would be heard twice or out of place.
+      this.latePages++;
+      this.report?.("warn", "dropped a page that came again or late", { ...where, late_pages: this.latePages });
+      return false;
+    }
+    // Pages skipped for a bad CRC are the likeliest to be the ones missing: those are counted already.
+    const missing = forward ? jump - Math.min(jump, this.skippedSinceOurs) : 0;
     this.packets.lost();
     if (!forward || missing > 0) {
       this.missingPages += missing;
-      this.report?.("warn", forward ? "pages missing from the stream" : "pages out of order in the stream", {
-        source: this.name,
-        serial: serialName(page.serial),
-        offset: page.streamOffset,
-        expected_sequence: expected,
-        sequence: page.sequence,
+      this.report?.("warn", forward ? "pages missing from the stream" : "page numbers went back; reading on from this page", {
+        ...where,
         missing,
         missing_pages: this.missingPages,
       });
     }
+    return this.readFrom(page);
+  }
+
+  /**
+   * A page numbered before the one expected is late when it is a page read already (the same
+   * number and CRC: written twice) or one found missing when the pages after it came (overtaken).
+   * Other bytes under the number of a page read mean the numbering began again.
+   */
+  private late(page: OggPage, expected: number): boolean {
+    if (((expected - page.sequence) >>> 0) > LATE_PAGES) return false;
+    const slot = page.sequence % LATE_PAGES;
+    return this.readSequences[slot] !== page.sequence || this.readCrcs[slot] === page.crc;
+  }
+
+  /** `page` is read: the next one of our stream is numbered after it. */
+  private readFrom(page: OggPage): true {
+    const slot = page.sequence % LATE_PAGES;
+    this.readSequences[slot] = page.sequence;
+    this.readCrcs[slot] = page.crc;
+    this.nextSequence = (page.sequence + 1) >>> 0;
+    this.skippedSinceOurs = 0;
+    return true;
   }
 
   /**
@@ -292,6 +327,7 @@ export class OggSource implements FrameSource {
   private beginStream(serial: number | undefined): void {
     this.serial = serial;
     this.nextSequence = undefined;
+    this.readSequences.fill(-1);
     this.skippedSinceOurs = 0;
     this.pastBosGroup = false;
     this.stage = "head";
