@@ -57,8 +57,8 @@ export interface LiveRun {
   /** When the window opened (Unix ms): programs measured in one run share it. */
   openedAtMs: number;
   windowMs: number;
-  /** Frames the run's counter saw within the window, when it has one. */
-  windowFrames?: number;
+  /** Frames the run's counter saw within the window on each channel it counts, when it has one. */
+  windowFrames?: number[];
   /** The programs of groups that did not fail, by name. */
   processes: Record<string, LiveProcess>;
   /** Why each failed group failed, by group; the run throws only when every group failed. */
@@ -203,14 +203,14 @@ export class Runner {
 
   /**
    * Starts `programs` in order, lets them run `warmupMs`, then measures each
-   * from outside over `windowMs` (and `frames()` at both ends, when given);
+   * from outside over `windowMs` (and `frames()`, each channel's count, at both ends, when given);
    * then SIGTERMs the "signal" programs, the last started first, and waits
    * up to `stopMs` for every program to end. A group that fails is left out
    * (see LiveProgram.group): at once when it fails to start or get ready, at
    * the window's end when one of its programs ended early. The run throws
    * when no group is left.
    */
-  async live(programs: LiveProgram[], options: { warmupMs: number; windowMs: number; frames?: () => number; stopMs?: number }): Promise<LiveRun> {
+  async live(programs: LiveProgram[], options: { warmupMs: number; windowMs: number; frames?: () => number[]; stopMs?: number }): Promise<LiveRun> {
     type Started = { program: LiveProgram; group: string; proc: Bun.Subprocess<"ignore", "pipe", "pipe">; out: Promise<string>; err: Promise<string> };
     const groupOf = (program: LiveProgram) => program.group ?? "";
     const groups = [...new Set(programs.map(groupOf))];
@@ -304,7 +304,7 @@ export class Runner {
         stderr: await within(m.err, 5000, ""),
       };
     }
-    const windowFrames = framesBefore === undefined || framesAfter === undefined ? undefined : framesAfter - framesBefore;
+    const windowFrames = framesBefore && framesAfter?.map((n, i) => n - framesBefore[i]!);
     return { openedAtMs: performance.timeOrigin + t0, windowMs, windowFrames, processes, failures };
   }
 

@@ -7,12 +7,16 @@
  * lines, CPU, wake-ups and memory read from /proc.
  */
 import { describe, expect, test } from "bun:test";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildBareBun } from "../../src/bench/floor.ts";
 import { LIVE_RATE, oggPackets, runLive, writeGeneratedOpus, type Footprint, type LiveSetup } from "../../src/bench/live.ts";
 import { Runner } from "../../src/bench/runner.ts";
 import { OggSource } from "../../src/media/ogg-source.ts";
+import { buildOpusHead } from "../../src/media/opus-head.ts";
+import { buildOpusTags } from "../../src/media/opus-tags.ts";
+import { concatBytes } from "../support/bytes.ts";
+import { collectingWriter } from "../support/ogg.ts";
 import { built } from "../support/binaries.ts";
 import { BUN, REPO } from "../support/processes.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -31,6 +35,24 @@ async function sourceFrames(path: string): Promise<number> {
   }
   await source.close();
   return frames;
+}
+
+/** `seconds` of 10 ms stereo Opus packets (a valid TOC, filler after it) as an Ogg Opus file: twice the live rate in real time. */
+function writeTenMsOpus(path: string, seconds: number): string {
+  const { writer, pages } = collectingWriter(0x74656e);
+  writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 }), 0);
+  writer.flushPage();
+  writer.addPacket(buildOpusTags(), 0);
+  writer.flushPage();
+  const packet = new Uint8Array(80).fill(0xa5);
+  packet[0] = 0xf4; // TOC: CELT fullband 10 ms, stereo, one frame
+  const frames = seconds * 2 * LIVE_RATE;
+  for (let i = 1; i <= frames; i++) {
+    writer.addPacket(packet, i * 480);
+    if (i % 10 === 0 || i === frames) writer.flushPage(i === frames);
+  }
+  writeFileSync(path, concatBytes(pages));
+  return path;
 }
 
 /** runLive on `dir` with the parts given, every failing part collected instead of ending the run. */
@@ -162,7 +184,7 @@ describe("live scenario", () => {
     );
     const { figures, failures } = await runCollecting(dir, { warmupMs: 200, windowMs: 1000, agent: stalls, bareBun }, 1);
     expect(failures.filter((f) => f.startsWith("agent roles:"))).toHaveLength(1);
-    const [, carried] = failures.find((f) => f.startsWith("agent roles:"))!.match(/^agent roles: the agent's pair carried (\d+) frames in the 1\.\d s window, not 5\d \(50\/s a channel\): not measured at the live rate$/) ?? [];
+    const [, carried] = failures.find((f) => f.startsWith("agent roles:"))!.match(/^agent roles: the agent's pair carried (\d+) frames in the 1\.\d s window, not 5\d \(50\/s\): not measured at the live rate$/) ?? [];
     expect(Number(carried)).toBeLessThan(40);
     expect(figures.agent).toBeUndefined();
     // serve, which the wrapper leaves alone, and the bare pair are measured as ever.
@@ -171,6 +193,47 @@ describe("live scenario", () => {
     expect(figures.bare!.windowFrames).toBeGreaterThan(0);
     expect(runningIn(dir.dir)).toEqual([]);
   }, 60_000);
+
+  // Catches a flooding sender passing, and a channel of serve, or input serve alone, off the rate unnoticed.
+  test("an agent sender off the live rate the other way (10 ms packets in real time), serve with one channel stalled, input serve alone stalled: each fails its part, naming the channel", async () => {
+    const dir = socketDir(defer, "aab-");
+    const bareBun = await buildBareBun(dir.dir);
+    if (bareBun instanceof Error) throw bareBun;
+    const agent = await built("x64");
+    // `input send` is serve's peer the first time it runs, input serve's the second: the one whose
+    // turn is given is stopped as streaming begins, until past the window.
+    const stallInputSend = (turn: number) =>
+      `if [ "$1" = input ] && [ "$2" = send ]; then echo >> "${dir.path("sends")}"; ` +
+      `if [ "$(wc -l < "${dir.path("sends")}")" -eq ${turn} ]; then (sleep 0.3; kill -STOP $$; sleep 2; kill -CONT $$) & fi; fi\n`;
+    // output serve's source swapped for one of 10 ms packets: 100 frames a second in real time.
+    const tenMs = writeTenMsOpus(dir.path("ten.opus"), 3);
+    const floods = shellScript(
+      dir.path("floods"),
+      `if [ "$1" = output ] && [ "$2" = serve ]; then for a; do shift; [ "$after" = --source ] && a="${tenMs}"; set -- "$@" "$a"; after=$a; done; fi\n` +
+        stallInputSend(1) +
+        `exec "${agent.path}" "$@"`,
+    );
+    const stallsAlone = shellScript(dir.path("stalls-alone"), stallInputSend(2) + `exec "${agent.path}" "$@"`);
+    const carried = /^(agent roles|serve): (the agent's pair|serve's input channel|input serve) carried (\d+) frames in the 1\.\d s window, not 5\d \(50\/s\): not measured at the live rate$/;
+
+    const flooded = await runCollecting(dir, { warmupMs: 200, windowMs: 1000, agent: floods, bareBun }, 1);
+    const [pair, serve] = [flooded.failures[0]?.match(carried), flooded.failures[1]?.match(carried)];
+    expect(flooded.failures).toHaveLength(2);
+    expect([pair?.[2], serve?.[2]]).toEqual(["the agent's pair", "serve's input channel"]);
+    expect(Number(pair![3])).toBeGreaterThan(75);
+    expect(Number(serve![3])).toBeLessThan(35);
+    expect([flooded.figures.agent, flooded.figures.both]).toEqual([undefined, undefined]);
+
+    // A directory of its own: a run leaves its socket files behind.
+    rmSync(dir.path("sends"));
+    const again = socketDir(defer, "aab-");
+    const alone = await runCollecting(again, { warmupMs: 200, windowMs: 1000, agent: stallsAlone, bareBun }, 1);
+    expect(alone.failures).toHaveLength(1);
+    expect(alone.failures[0]).toMatch(carried);
+    expect(alone.failures[0]!.match(carried)![2]).toBe("input serve");
+    expect(alone.figures.agent!.windowFrames).toBeGreaterThan(0);
+    expect([...runningIn(dir.dir), ...runningIn(again.dir)]).toEqual([]);
+  }, 90_000);
 
   // Catches a failing agent taking the bare pair's figures with it (they share one window), and a
   // part that fails leaving processes running into the scenarios after it.
