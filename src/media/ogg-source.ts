@@ -25,9 +25,10 @@ type Stage = "head" | "tags" | "audio";
 
 /**
  * Lenient: how far back the pages read are remembered (number and CRC), to tell a page that comes
- * again or late from a writer that began numbering its pages again.
+ * again or late from a writer that began numbering its pages again: 5 s of pages of one 20 ms
+ * packet each, as a live encoder writes them.
  */
-const LATE_PAGES = 64;
+export const LATE_PAGES = 256;
 
 /**
  * Reads an Ogg Opus file (RFC 7845) and yields each audio packet as one
@@ -87,6 +88,8 @@ export class OggSource implements FrameSource {
   /** The last LATE_PAGES pages of our stream read, by sequence number modulo LATE_PAGES: number and CRC (-1: none). */
   private readonly readSequences = new Float64Array(LATE_PAGES).fill(-1);
   private readonly readCrcs = new Uint32Array(LATE_PAGES);
+  /** The number expected before the last page, when that page went back onto other bytes: a stray if the next returns to it. */
+  private renumberedFrom: number | undefined;
   /** Pages skipped for a bad CRC since our stream's last page: a gap they explain is counted already. */
   private skippedSinceOurs = 0;
   /** Since our stream began: a page that is not a BOS page was seen, so the BOS group is over. */
@@ -201,12 +204,14 @@ export class OggSource implements FrameSource {
     }
     this.passedOver(page.streamOffset);
     if (this.serial === undefined) this.chooseStream(page);
-    else if (page.beginOfStream && (this.endOfStream || this.pastBosGroup) && isOpusHead(bodyOf(page))) this.chain(page);
+    else if (page.beginOfStream && (this.endOfStream || this.pastBosGroup) && isOpusHead(bodyOf(page)) && !this.lateBeforeEnd(page)) this.chain(page);
     // RFC 3533: the BOS pages of streams multiplexed together all come before any other page, so
     // one after that begins a stream chained after ours, even one whose end-of-stream page is missing.
     if (!page.beginOfStream) this.pastBosGroup = true;
     // Other streams multiplexed with ours, and what follows our end that is not a new Opus stream.
     if (page.serial !== this.serial || this.endOfStream) {
+      // Our end-of-stream page again, or a page it overtook.
+      if (page.serial === this.serial && this.lenient && this.late(page)) return this.dropLate(page);
       this.otherStreamPages++;
       if (!this.toldOtherStream) {
         this.toldOtherStream = true;
@@ -242,6 +247,8 @@ export class OggSource implements FrameSource {
    */
   private inSequence(page: OggPage): boolean {
     const expected = this.nextSequence;
+    const renumberedFrom = this.renumberedFrom;
+    this.renumberedFrom = undefined;
     if (expected === undefined || page.sequence === expected) return this.readFrom(page);
     const jump = (page.sequence - expected) >>> 0;
     const forward = jump < 0x80000000;
@@ -249,36 +256,60 @@ export class OggSource implements FrameSource {
       const what = forward ? `${jump} page(s) missing` : "out of order";
       throw new OggError(`page sequence jumps from ${(expected - 1) >>> 0} to ${page.sequence} in stream ${serialName(page.serial)} (${what})`, page.streamOffset);
     }
-    const where = { source: this.name, serial: serialName(page.serial), offset: page.streamOffset, expected_sequence: expected, sequence: page.sequence };
-    if (!forward && this.late(page, expected)) {
-      // Its packets were read, or counted missing, already: read again they would be heard twice or out of place.
-      this.latePages++;
-      this.report?.("warn", "dropped a page that came again or late", { ...where, late_pages: this.latePages });
+    if (this.late(page)) {
+      this.dropLate(page);
       return false;
     }
-    // Pages skipped for a bad CRC are the likeliest to be the ones missing: those are counted already.
-    const missing = forward ? jump - Math.min(jump, this.skippedSinceOurs) : 0;
     this.packets.lost();
-    if (!forward || missing > 0) {
-      this.missingPages += missing;
-      this.report?.("warn", forward ? "pages missing from the stream" : "page numbers went back; reading on from this page", {
-        ...where,
-        missing,
-        missing_pages: this.missingPages,
-      });
+    const where = { source: this.name, serial: serialName(page.serial), offset: page.streamOffset, expected_sequence: expected, sequence: page.sequence };
+    if (page.sequence === renumberedFrom) {
+      // The page before went far back and this one carries on from before it: that was a stray, not a new count.
+      this.report?.("warn", "page numbers came back: the page before was a stray", where);
+    } else if (!forward) {
+      // Its bytes are not those of the page read under its number: the writer began counting again.
+      this.readSequences.fill(-1);
+      this.renumberedFrom = expected;
+      this.report?.("warn", "page numbers went back; reading on from this page", where);
+    } else {
+      // Pages skipped for a bad CRC are the likeliest to be the ones missing: those are counted already.
+      const missing = jump - Math.min(jump, this.skippedSinceOurs);
+      if (missing > 0) {
+        this.missingPages += missing;
+        this.report?.("warn", "pages missing from the stream", { ...where, missing, missing_pages: this.missingPages });
+      }
     }
     return this.readFrom(page);
   }
 
   /**
-   * A page numbered before the one expected is late when it is a page read already (the same
-   * number and CRC: written twice) or one found missing when the pages after it came (overtaken).
-   * Other bytes under the number of a page read mean the numbering began again.
+   * Lenient: a page numbered at most LATE_PAGES before the one expected is late when it is a page
+   * read already (the same number and CRC: written twice) or one found missing when the pages after
+   * it came (overtaken). Other bytes under the number of a page read mean the numbering began again.
    */
-  private late(page: OggPage, expected: number): boolean {
-    if (((expected - page.sequence) >>> 0) > LATE_PAGES) return false;
+  private late(page: OggPage): boolean {
+    if (this.nextSequence === undefined) return false;
+    const behind = (this.nextSequence - page.sequence) >>> 0;
+    if (behind === 0 || behind > LATE_PAGES) return false;
     const slot = page.sequence % LATE_PAGES;
     return this.readSequences[slot] !== page.sequence || this.readCrcs[slot] === page.crc;
+  }
+
+  /** Lenient: our stream's BOS page again, before its end (after it, the same bytes begin the stream again: `cat a.opus a.opus`). */
+  private lateBeforeEnd(page: OggPage): boolean {
+    return this.lenient && page.serial === this.serial && !this.endOfStream && this.late(page);
+  }
+
+  /** Its packets were read, or counted missing, already: read again they would be heard twice or out of place. */
+  private dropLate(page: OggPage): void {
+    this.latePages++;
+    this.report?.("warn", "dropped a page that came again or late", {
+      source: this.name,
+      serial: serialName(page.serial),
+      offset: page.streamOffset,
+      expected_sequence: this.nextSequence,
+      sequence: page.sequence,
+      late_pages: this.latePages,
+    });
   }
 
   /** `page` is read: the next one of our stream is numbered after it. */
@@ -327,6 +358,7 @@ export class OggSource implements FrameSource {
   private beginStream(serial: number | undefined): void {
     this.serial = serial;
     this.nextSequence = undefined;
+    this.renumberedFrom = undefined;
     this.readSequences.fill(-1);
     this.skippedSinceOurs = 0;
     this.pastBosGroup = false;

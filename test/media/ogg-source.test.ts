@@ -7,7 +7,7 @@ import { buildOpusTags } from "../../src/media/opus-tags.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { computePageCrc } from "../../src/media/ogg-page.ts";
-import { collectingWriter, pagesOf } from "../support/ogg.ts";
+import { buildStream, collectingWriter, pagesOf } from "../support/ogg.ts";
 import {
   CHANNELS,
   encodeWith,
@@ -37,28 +37,6 @@ function audioPacket(size: number, seed: number): Uint8Array {
   const p = Uint8Array.from({ length: size }, (_, i) => (i * 13 + seed) & 0xff);
   p[0] = 0xfc;
   return p;
-}
-
-/**
- * An Ogg Opus stream built with our page writer: headers on their own pages,
- * then `packets` grouped `perPage` to a page, at most `maxSegments` lacing
- * values per page. Returns the bytes, the pages and each page's offset.
- */
-function buildStream(packets: Uint8Array[], perPage: number, maxSegments = 255, serial = 0x1234, inputSampleRate = 48000) {
-  const { writer, pages } = collectingWriter(serial, { maxSegments });
-  writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate }), 0);
-  writer.flushPage();
-  writer.addPacket(buildOpusTags(), 0);
-  writer.flushPage();
-  let granule = 0;
-  packets.forEach((p, i) => {
-    granule += opusPacketSamples(p);
-    writer.addPacket(p, granule);
-    if ((i + 1) % perPage === 0) writer.flushPage();
-  });
-  writer.flushPage(true);
-  const offsets = pages.map((_, i) => pages.slice(0, i).reduce((n, p) => n + p.length, 0));
-  return { bytes: concatBytes(pages), pages, offsets };
 }
 
 function source(bytes: Uint8Array, options: { lenient?: boolean } = {}, chunks = [65536]) {

@@ -2,6 +2,10 @@
 import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
 import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
 import { OggPageWriter, type OggPageWriterOptions } from "../../src/media/ogg-page-writer.ts";
+import { buildOpusHead } from "../../src/media/opus-head.ts";
+import { buildOpusTags } from "../../src/media/opus-tags.ts";
+import { opusPacketSamples } from "../../src/media/opus-toc.ts";
+import { concatBytes } from "./bytes.ts";
 
 /** A page writer whose pages are collected as separate copies. */
 export function collectingWriter(serial: number, options?: OggPageWriterOptions) {
@@ -56,4 +60,26 @@ export function packetsOf(bytes: Uint8Array, capacity = 1 << 20): Uint8Array[] {
   }
   pages.finish();
   return out;
+}
+
+/**
+ * An Ogg Opus stream built with our page writer: headers on their own pages,
+ * then `packets` grouped `perPage` to a page, at most `maxSegments` lacing
+ * values per page. Returns the bytes, the pages and each page's offset.
+ */
+export function buildStream(packets: Uint8Array[], perPage: number, maxSegments = 255, serial = 0x1234, inputSampleRate = 48000) {
+  const { writer, pages } = collectingWriter(serial, { maxSegments });
+  writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate }), 0);
+  writer.flushPage();
+  writer.addPacket(buildOpusTags(), 0);
+  writer.flushPage();
+  let granule = 0;
+  packets.forEach((p, i) => {
+    granule += opusPacketSamples(p);
+    writer.addPacket(p, granule);
+    if ((i + 1) % perPage === 0) writer.flushPage();
+  });
+  writer.flushPage(true);
+  const offsets = pages.map((_, i) => pages.slice(0, i).reduce((n, p) => n + p.length, 0));
+  return { bytes: concatBytes(pages), pages, offsets };
 }
