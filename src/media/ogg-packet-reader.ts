@@ -80,8 +80,12 @@ export class OggPacketReader {
     this.pieceStart = this.bodyPos;
   }
 
-  /** Call when a page of the stream was skipped (bad CRC): drops the packets it touched. */
+  /**
+   * Call when a page of the stream was skipped (bad CRC): drops the packets it touched, the open
+   * one at once (the input may end here) and a continued tail on the next page.
+   */
   lost(): void {
+    this.carried = -1;
     this.resync = true;
   }
 

@@ -13,8 +13,8 @@ import { opusPacketSamples } from "./opus-toc.ts";
 export interface OggSourceOptions {
   /**
    * Skip (and count in `skippedPages`) pages with a bad CRC, read on past
-   * pages missing from our stream (counted in `missingPages`), and drop
-   * pages that come again or late (counted in `latePages`), instead of failing.
+   * pages missing from our stream (counted in `missingPages`), and drop a
+   * page that comes again (counted in `repeatedPages`), instead of failing.
    */
   lenient?: boolean;
   /** Told of what is skipped, found missing or cut short (the role's logger, which rate-limits it). */
@@ -24,11 +24,10 @@ export interface OggSourceOptions {
 type Stage = "head" | "tags" | "audio";
 
 /**
- * Lenient: how far back the pages read are remembered (number and CRC), to tell a page that comes
- * again or late from a writer that began numbering its pages again: 5 s of pages of one 20 ms
- * packet each, as a live encoder writes them.
+ * Lenient: how many of our stream's last pages are remembered (number and CRC), to tell a page
+ * that comes again: 5 s of pages of one 20 ms packet each, as a live encoder writes them.
  */
-export const LATE_PAGES = 256;
+export const REPEAT_WINDOW = 256;
 
 /**
  * Reads an Ogg Opus file (RFC 7845) and yields each audio packet as one
@@ -41,9 +40,9 @@ export const LATE_PAGES = 256;
  *
  * Damage is an error naming its offset, unless lenient: a page with a bad
  * CRC, and a gap in our stream's page sequence numbers (a page lost on the
- * way) or going back (a page written twice, pages reordered). Lenient reads
- * on past them, drops the packets they touched and the late pages, counts
- * them and tells `report`.
+ * way). Lenient reads on past both, drops the packets they touched, counts
+ * them and tells `report`; it drops a page of ours that comes again (a page
+ * written twice), which would send its packets twice.
  */
 export class OggSource implements FrameSource {
   /** Pages dropped for a bad CRC (only in lenient mode). */
@@ -52,8 +51,8 @@ export class OggSource implements FrameSource {
   otherStreamPages = 0;
   /** Pages of our stream that its page sequence numbers say never arrived (only in lenient mode). */
   missingPages = 0;
-  /** Pages of our stream that came after a page numbered later, dropped (only in lenient mode). */
-  latePages = 0;
+  /** Pages of our stream that came again, the same number and bytes as a page read: dropped (only in lenient mode). */
+  repeatedPages = 0;
   /** Bytes passed over that began no page: a damaged page's, or bytes between pages (only in lenient mode). */
   skippedBytes = 0;
   audioConfig: Partial<AudioConfig> | undefined;
@@ -85,11 +84,9 @@ export class OggSource implements FrameSource {
   private firstBad = Infinity;
   /** The sequence number our stream's next page should carry (RFC 3533: one more than the last). */
   private nextSequence: number | undefined;
-  /** The last LATE_PAGES pages of our stream read, by sequence number modulo LATE_PAGES: number and CRC (-1: none). */
-  private readonly readSequences = new Float64Array(LATE_PAGES).fill(-1);
-  private readonly readCrcs = new Uint32Array(LATE_PAGES);
-  /** The number expected before the last page, when that page went back onto other bytes: a stray if the next returns to it. */
-  private renumberedFrom: number | undefined;
+  /** Our stream's last REPEAT_WINDOW pages read, by sequence number modulo REPEAT_WINDOW: number (-1: none) and CRC. */
+  private readonly readSequences = new Float64Array(REPEAT_WINDOW).fill(-1);
+  private readonly readCrcs = new Uint32Array(REPEAT_WINDOW);
   /** Pages skipped for a bad CRC since our stream's last page: a gap they explain is counted already. */
   private skippedSinceOurs = 0;
   /** Since our stream began: a page that is not a BOS page was seen, so the BOS group is over. */
@@ -121,7 +118,7 @@ export class OggSource implements FrameSource {
   }
 
   get counts(): Readonly<Record<string, number>> {
-    return { skipped_pages: this.skippedPages, missing_pages: this.missingPages, late_pages: this.latePages, other_stream_pages: this.otherStreamPages, skipped_bytes: this.skippedBytes };
+    return { skipped_pages: this.skippedPages, missing_pages: this.missingPages, repeated_pages: this.repeatedPages, other_stream_pages: this.otherStreamPages, skipped_bytes: this.skippedBytes };
   }
 
   next(): SourceFrame | undefined {
@@ -204,14 +201,14 @@ export class OggSource implements FrameSource {
     }
     this.passedOver(page.streamOffset);
     if (this.serial === undefined) this.chooseStream(page);
-    else if (page.beginOfStream && (this.endOfStream || this.pastBosGroup) && isOpusHead(bodyOf(page)) && !this.lateBeforeEnd(page)) this.chain(page);
+    else if (page.beginOfStream && (this.endOfStream || this.pastBosGroup) && isOpusHead(bodyOf(page)) && !this.repeatedBeforeEnd(page)) this.chain(page);
     // RFC 3533: the BOS pages of streams multiplexed together all come before any other page, so
     // one after that begins a stream chained after ours, even one whose end-of-stream page is missing.
     if (!page.beginOfStream) this.pastBosGroup = true;
     // Other streams multiplexed with ours, and what follows our end that is not a new Opus stream.
     if (page.serial !== this.serial || this.endOfStream) {
-      // Our end-of-stream page again, or a page it overtook.
-      if (page.serial === this.serial && this.lenient && this.late(page)) return this.dropLate(page);
+      // Our end-of-stream page again, or a page before it.
+      if (page.serial === this.serial && this.repeated(page)) return this.dropRepeated(page);
       this.otherStreamPages++;
       if (!this.toldOtherStream) {
         this.toldOtherStream = true;
@@ -219,7 +216,8 @@ export class OggSource implements FrameSource {
       }
       return;
     }
-    if (!this.inSequence(page)) return;
+    if (this.repeated(page)) return this.dropRepeated(page);
+    this.checkSequence(page);
     this.packets.push(page);
     this.endOfStream = page.endOfStream;
   }
@@ -243,83 +241,69 @@ export class OggSource implements FrameSource {
   /**
    * A page of our stream must carry the sequence number after the last one's: a gap means pages
    * were lost on the way (a damaged copy, a dropped write), and the packets on them with them.
-   * Returns false for a late page (lenient), which is dropped.
    */
-  private inSequence(page: OggPage): boolean {
+  private checkSequence(page: OggPage): void {
     const expected = this.nextSequence;
-    const renumberedFrom = this.renumberedFrom;
-    this.renumberedFrom = undefined;
-    if (expected === undefined || page.sequence === expected) return this.readFrom(page);
-    const jump = (page.sequence - expected) >>> 0;
-    const forward = jump < 0x80000000;
-    if (!this.lenient) {
-      const what = forward ? `${jump} page(s) missing` : "out of order";
-      throw new OggError(`page sequence jumps from ${(expected - 1) >>> 0} to ${page.sequence} in stream ${serialName(page.serial)} (${what})`, page.streamOffset);
-    }
-    if (this.late(page)) {
-      this.dropLate(page);
-      return false;
-    }
-    this.packets.lost();
-    const where = { source: this.name, serial: serialName(page.serial), offset: page.streamOffset, expected_sequence: expected, sequence: page.sequence };
-    if (page.sequence === renumberedFrom) {
-      // The page before went far back and this one carries on from before it: that was a stray, not a new count.
-      this.report?.("warn", "page numbers came back: the page before was a stray", where);
-    } else if (!forward) {
-      // Its bytes are not those of the page read under its number: the writer began counting again.
-      this.readSequences.fill(-1);
-      this.renumberedFrom = expected;
-      this.report?.("warn", "page numbers went back; reading on from this page", where);
-    } else {
-      // Pages skipped for a bad CRC are the likeliest to be the ones missing: those are counted already.
-      const missing = jump - Math.min(jump, this.skippedSinceOurs);
-      if (missing > 0) {
-        this.missingPages += missing;
-        this.report?.("warn", "pages missing from the stream", { ...where, missing, missing_pages: this.missingPages });
-      }
-    }
-    return this.readFrom(page);
-  }
-
-  /**
-   * Lenient: a page numbered at most LATE_PAGES before the one expected is late when it is a page
-   * read already (the same number and CRC: written twice) or one found missing when the pages after
-   * it came (overtaken). Other bytes under the number of a page read mean the numbering began again.
-   */
-  private late(page: OggPage): boolean {
-    if (this.nextSequence === undefined) return false;
-    const behind = (this.nextSequence - page.sequence) >>> 0;
-    if (behind === 0 || behind > LATE_PAGES) return false;
-    const slot = page.sequence % LATE_PAGES;
-    return this.readSequences[slot] !== page.sequence || this.readCrcs[slot] === page.crc;
-  }
-
-  /** Lenient: our stream's BOS page again, before its end (after it, the same bytes begin the stream again: `cat a.opus a.opus`). */
-  private lateBeforeEnd(page: OggPage): boolean {
-    return this.lenient && page.serial === this.serial && !this.endOfStream && this.late(page);
-  }
-
-  /** Its packets were read, or counted missing, already: read again they would be heard twice or out of place. */
-  private dropLate(page: OggPage): void {
-    this.latePages++;
-    this.report?.("warn", "dropped a page that came again or late", {
-      source: this.name,
-      serial: serialName(page.serial),
-      offset: page.streamOffset,
-      expected_sequence: this.nextSequence,
-      sequence: page.sequence,
-      late_pages: this.latePages,
-    });
-  }
-
-  /** `page` is read: the next one of our stream is numbered after it. */
-  private readFrom(page: OggPage): true {
-    const slot = page.sequence % LATE_PAGES;
+    const skipped = this.skippedSinceOurs;
+    const slot = page.sequence % REPEAT_WINDOW;
     this.readSequences[slot] = page.sequence;
     this.readCrcs[slot] = page.crc;
     this.nextSequence = (page.sequence + 1) >>> 0;
     this.skippedSinceOurs = 0;
-    return true;
+    if (expected === undefined || page.sequence === expected) return;
+    const jump = (page.sequence - expected) >>> 0;
+    const forward = jump < 0x80000000;
+    // Pages skipped for a bad CRC are the likeliest to be the ones missing: those are counted already.
+    const missing = forward ? jump - Math.min(jump, skipped) : 0;
+    if (!this.lenient) {
+      const what = forward ? `${jump} page(s) missing` : "out of order";
+      throw new OggError(`page sequence jumps from ${(expected - 1) >>> 0} to ${page.sequence} in stream ${serialName(page.serial)} (${what})`, page.streamOffset);
+    }
+    this.packets.lost();
+    if (!forward || missing > 0) {
+      this.missingPages += missing;
+      this.report?.("warn", forward ? "pages missing from the stream" : "pages out of order in the stream", {
+        source: this.name,
+        serial: serialName(page.serial),
+        offset: page.streamOffset,
+        expected_sequence: expected,
+        sequence: page.sequence,
+        missing,
+        missing_pages: this.missingPages,
+      });
+    }
+  }
+
+  /**
+   * Lenient: `page` is one of our stream's last REPEAT_WINDOW pages read again, the same number
+   * and CRC: written twice. Any other page numbered back is read on from, as the writer counting
+   * again.
+   */
+  private repeated(page: OggPage): boolean {
+    if (!this.lenient) return false;
+    const slot = page.sequence % REPEAT_WINDOW;
+    return this.readSequences[slot] === page.sequence && this.readCrcs[slot] === page.crc;
+  }
+
+  /**
+   * Lenient: our BOS page again before our stream's end is a page again, not a stream chained
+   * after ours (a writer restarted with the same serial and head reads on as a new count; after
+   * our end, the same bytes begin the stream again: `cat a.opus a.opus`).
+   */
+  private repeatedBeforeEnd(page: OggPage): boolean {
+    return page.serial === this.serial && !this.endOfStream && this.repeated(page);
+  }
+
+  /** Its packets were read already: read again they would be sent twice. */
+  private dropRepeated(page: OggPage): void {
+    this.repeatedPages++;
+    this.report?.("warn", "dropped a page that came again", {
+      source: this.name,
+      serial: serialName(page.serial),
+      offset: page.streamOffset,
+      sequence: page.sequence,
+      repeated_pages: this.repeatedPages,
+    });
   }
 
   /**
@@ -358,7 +342,6 @@ export class OggSource implements FrameSource {
   private beginStream(serial: number | undefined): void {
     this.serial = serial;
     this.nextSequence = undefined;
-    this.renumberedFrom = undefined;
     this.readSequences.fill(-1);
     this.skippedSinceOurs = 0;
     this.pastBosGroup = false;
@@ -387,6 +370,13 @@ export class OggSource implements FrameSource {
         this.report?.("warn", "no OpusTags packet after the OpusHead; reading on from the audio", { source: this.name, offset: packet.streamOffset });
         break;
       case "audio":
+        // Lenient: a header page that came again from further back than REPEAT_WINDOW, or a
+        // restarted writer's OpusTags after a repeated OpusHead. No audio packet begins so: a TOC
+        // of "O" and a count byte of "p" would be 48 frames of 40 ms, over Opus's 120 ms.
+        if (this.lenient && (isOpusTags(packet.data) || isOpusHead(packet.data))) {
+          this.report?.("warn", "skipped an Opus header packet among the audio packets", { source: this.name, offset: packet.streamOffset });
+          return false;
+        }
         break;
     }
     if (packet.size > MAX_PAYLOAD) {

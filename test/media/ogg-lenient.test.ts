@@ -145,7 +145,7 @@ describe("OggSource --lenient", () => {
         }
         const label = `replays ${replays}, chunks of ${chunks}`;
         expect(passes[0]!.error, label).toBeUndefined();
-        expect(passes[0]!.delta, label).toEqual({ skipped_pages: 1, missing_pages: 0, late_pages: 0, other_stream_pages: 0, skipped_bytes: 10 + pages[40]!.size + 9 });
+        expect(passes[0]!.delta, label).toEqual({ skipped_pages: 1, missing_pages: 0, repeated_pages: 0, other_stream_pages: 0, skipped_bytes: 10 + pages[40]!.size + 9 });
         expect(passes[1], label).toEqual(passes[0]!);
         expect(passes[2], label).toEqual(passes[0]!);
       }
