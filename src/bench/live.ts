@@ -88,13 +88,14 @@ export interface LiveFigures {
   both?: BothChannels;
 }
 
+/** Each part measured alone: one that fails leaves the other. */
 export interface BothChannels {
   /** `serve`; wake-ups per frame count the frames of both channels. */
-  serve: Footprint;
-  /** `input serve` on its own, fed the same way. */
-  inputServe: Footprint;
+  serve?: Footprint;
   /** Frames per second through serve, both channels together. */
-  framesPerSecond: number;
+  framesPerSecond?: number;
+  /** `input serve` on its own, fed the same way. */
+  inputServe?: Footprint;
 }
 
 export interface LiveSetup {
@@ -254,16 +255,16 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
 
   if (agent) {
     log("live: both channels in one process (serve: output as above, input from input send --realtime --loop), then input serve alone");
-    figures.both = await attempt("serve", async () => {
-      const [out, input, alone] = [runner.socketPath(), runner.socketPath(), runner.socketPath()];
-      const sinks = ["serve-out", "serve-in", "input-alone"].map((name) => join(work, `${name}-${Date.now()}.opus`));
-      const recv = (socket: string) => [agent, "output", "recv", "--sink", sinks[0]!, "--format", "ogg", "--socket", socket, ...stats];
-      const send = (socket: string) => [agent, "input", "send", "--source", source, "--format", "ogg", "--realtime", "--loop", "--socket", socket, ...stats];
+    const [out, input, alone] = [runner.socketPath(), runner.socketPath(), runner.socketPath()];
+    const sinks = ["serve-out", "serve-in", "input-alone"].map((name) => join(work, `${name}-${Date.now()}.opus`));
+    const recv = (socket: string) => [agent, "output", "recv", "--sink", sinks[0]!, "--format", "ogg", "--socket", socket, ...stats];
+    const send = (socket: string) => [agent, "input", "send", "--source", source, "--format", "ogg", "--realtime", "--loop", "--socket", socket, ...stats];
+    const both = await attempt("serve", async () => {
       const serve = [
         agent, "serve", "--output-source", source, "--output-format", "ogg", "--output-realtime", "--output-loop", "--output-socket", out,
         "--input-sink", sinks[1]!, "--input-format", "ogg", "--input-socket", input, ...stats,
       ];
-      const both = await runner.live(
+      const run = await runner.live(
         [
           { name: "serve", cmd: serve, ready: () => existsSync(out) && existsSync(input), ends: "signal" },
           { name: "recv", cmd: recv(out), ends: "signal" },
@@ -271,25 +272,25 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
         ],
         { ...window, frames: () => [oggPackets(sinks[0]!), oggPackets(sinks[1]!)] },
       );
+      stoppedCleanly("serve", run.processes.serve!);
+      wroteStats("output recv (serve's peer)", run.processes.recv!);
+      wroteStats("input send (serve's peer)", run.processes.send!);
+      const frames = atLiveRate(run, "serve's output channel", "serve's input channel");
+      return { serve: footprint(run.processes.serve!, run.windowMs, frames), framesPerSecond: frames / (run.windowMs / 1000) };
+    });
+    const inputServe = await attempt("input serve", async () => {
       const inputServe = [agent, "input", "serve", "--sink", sinks[2]!, "--format", "ogg", "--socket", alone, ...stats];
-      const single = await runner.live(
+      const run = await runner.live(
         [
           { name: "serve", cmd: inputServe, ready: socketReady(alone), ends: "signal" },
           { name: "send", cmd: send(alone), ends: "signal" },
         ],
         { ...window, frames: () => [oggPackets(sinks[2]!)] },
       );
-      stoppedCleanly("serve", both.processes.serve!);
-      stoppedCleanly("input serve", single.processes.serve!);
-      wroteStats("output recv (serve's peer)", both.processes.recv!);
-      wroteStats("input send (serve's peer)", both.processes.send!);
-      const frames = atLiveRate(both, "serve's output channel", "serve's input channel");
-      return {
-        serve: footprint(both.processes.serve!, both.windowMs, frames),
-        inputServe: footprint(single.processes.serve!, single.windowMs, atLiveRate(single, "input serve")),
-        framesPerSecond: frames / (both.windowMs / 1000),
-      };
+      stoppedCleanly("input serve", run.processes.serve!);
+      return footprint(run.processes.serve!, run.windowMs, atLiveRate(run, "input serve"));
     });
+    if (both || inputServe) figures.both = { ...both, inputServe };
   }
 
   if (setup.native) {

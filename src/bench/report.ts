@@ -229,7 +229,7 @@ export const judge = {
     const label = "live, both channels";
     const serve = live?.both?.serve;
     const rss = { agent: serve?.peakRssMiB, floor: live?.bare?.send.peakRssMiB };
-    const apart = live?.both && live.agent ? live.agent.send.peakRssMiB + live.both.inputServe.peakRssMiB : null;
+    const apart = live?.both?.inputServe && live.agent ? live.agent.send.peakRssMiB + live.both.inputServe.peakRssMiB : null;
     const bareTwo = live?.bare ? live.bare.send.peakRssMiB + live.bare.recv.peakRssMiB : null;
     return [
       row(label, "serve RSS (max)", "MiB", rss, `<= bare + ${goals.liveServeRssOverFloorMiB} MiB`, known(rss.agent, rss.floor) ? rss.agent! <= rss.floor! + goals.liveServeRssOverFloorMiB : null, "difference"),
