@@ -80,13 +80,14 @@ export class OggPacketReader {
     this.pieceStart = this.bodyPos;
   }
 
-  /**
-   * Call when a page of the stream was skipped (bad CRC): drops the packets it touched, the open
-   * one at once (the input may end here) and a continued tail on the next page.
-   */
+  /** Call when a page of the stream was skipped (bad CRC): drops the packets it touched. */
   lost(): void {
-    this.carried = -1;
     this.resync = true;
+  }
+
+  /** A page was lost since the last one pushed: the open packet, if any, is incomplete and will be dropped. */
+  get interrupted(): boolean {
+    return this.resync;
   }
 
   /** Starts afresh (for rewinding the input). */

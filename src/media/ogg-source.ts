@@ -25,7 +25,8 @@ type Stage = "head" | "tags" | "audio";
 
 /**
  * Lenient: how many of our stream's last pages are remembered (number and CRC), to tell a page
- * that comes again: 5 s of pages of one 20 ms packet each, as a live encoder writes them.
+ * that comes again: 5 s of a live encoder's pages of one 20 ms packet each (opusenc --max-delay
+ * 20), about 4 minutes of opusenc's default pages of up to a second.
  */
 export const REPEAT_WINDOW = 256;
 
@@ -201,7 +202,7 @@ export class OggSource implements FrameSource {
     }
     this.passedOver(page.streamOffset);
     if (this.serial === undefined) this.chooseStream(page);
-    else if (page.beginOfStream && (this.endOfStream || this.pastBosGroup) && isOpusHead(bodyOf(page)) && !this.repeatedBeforeEnd(page)) this.chain(page);
+    else if (page.beginOfStream && (this.endOfStream || this.pastBosGroup) && isOpusHead(bodyOf(page))) this.chain(page);
     // RFC 3533: the BOS pages of streams multiplexed together all come before any other page, so
     // one after that begins a stream chained after ours, even one whose end-of-stream page is missing.
     if (!page.beginOfStream) this.pastBosGroup = true;
@@ -285,15 +286,6 @@ export class OggSource implements FrameSource {
     return this.readSequences[slot] === page.sequence && this.readCrcs[slot] === page.crc;
   }
 
-  /**
-   * Lenient: our BOS page again before our stream's end is a page again, not a stream chained
-   * after ours (a writer restarted with the same serial and head reads on as a new count; after
-   * our end, the same bytes begin the stream again: `cat a.opus a.opus`).
-   */
-  private repeatedBeforeEnd(page: OggPage): boolean {
-    return page.serial === this.serial && !this.endOfStream && this.repeated(page);
-  }
-
   /** Its packets were read already: read again they would be sent twice. */
   private dropRepeated(page: OggPage): void {
     this.repeatedPages++;
@@ -370,9 +362,9 @@ export class OggSource implements FrameSource {
         this.report?.("warn", "no OpusTags packet after the OpusHead; reading on from the audio", { source: this.name, offset: packet.streamOffset });
         break;
       case "audio":
-        // Lenient: a header page that came again from further back than REPEAT_WINDOW, or a
-        // restarted writer's OpusTags after a repeated OpusHead. No audio packet begins so: a TOC
-        // of "O" and a count byte of "p" would be 48 frames of 40 ms, over Opus's 120 ms.
+        // Lenient: a header page that came again from further back than REPEAT_WINDOW. No audio
+        // packet begins so: a TOC of "O" and a count byte of "p" are 48 frames of 20 ms, over
+        // Opus's 120 ms.
         if (this.lenient && (isOpusTags(packet.data) || isOpusHead(packet.data))) {
           this.report?.("warn", "skipped an Opus header packet among the audio packets", { source: this.name, offset: packet.streamOffset });
           return false;
@@ -395,7 +387,8 @@ export class OggSource implements FrameSource {
   private checkEnd(): void {
     this.pages.finish();
     this.passedOver(this.pages.streamOffset);
-    if (this.packets.open) {
+    // A packet a lost page cut (lenient) is counted with that page: the input ending after it is no truncation.
+    if (this.packets.open && !this.packets.interrupted) {
       throw new OggError("truncated: input ends inside the packet that starts", this.packets.openOffset);
     }
     if (this.serial === undefined) throw this.notOpus(this.foreign ?? "it holds no OpusHead");

@@ -10,7 +10,9 @@ import { describe, expect, test } from "bun:test";
 import { computePageCrc } from "../../src/media/ogg-page.ts";
 import { OggSource, REPEAT_WINDOW } from "../../src/media/ogg-source.ts";
 import { concatBytes } from "../support/bytes.ts";
-import { buildStream } from "../support/ogg.ts";
+import { buildOpusHead } from "../../src/media/opus-head.ts";
+import { buildOpusTags } from "../../src/media/opus-tags.ts";
+import { buildStream, collectingWriter } from "../support/ogg.ts";
 import { chunkedSource, drain } from "../support/sources.ts";
 
 /** A 20 ms CELT stereo packet (TOC 0xfc) whose bytes 1-2 hold `n`, and bytes after them that `n` sets too. */
@@ -98,10 +100,27 @@ describe("OggSource --lenient, a page that comes again", () => {
     expect(gap.counts).toEqual({ ...noDamage, skipped_pages: 1, missing_pages: 1, skipped_bytes: p[6]!.length });
   });
 
-  test("the input ending on a damaged page inside a packet: that packet is lost, the rest read, no error", async () => {
-    const p = pagesOfStream(4, { size: 600, maxSegments: 2 }); // the last packet ends on page 9, the EOS page
+  test("the input ending on a damaged page inside a packet: that packet is lost, the rest read, no error; cut there, it is truncated", async () => {
+    const p = pagesOfStream(4, { size: 600, maxSegments: 2 }); // the last packet begins on page 8, ends on page 9 (the EOS page)
     const runs = await read([...p.slice(0, 9), damaged(p[9]!)]);
     expect(runs).toMatchObject({ numbers: [0, 1, 2], error: undefined, counts: { ...noDamage, skipped_pages: 1, skipped_bytes: p[9]!.length } });
+    const cut = await read(p.slice(0, 9));
+    expect(cut.numbers).toEqual([0, 1, 2]);
+    expect(cut.error).toBe(`ogg source t.opus: truncated: input ends inside the packet that starts at byte ${concatBytes(p.slice(0, 8)).length + 27 + 2}`);
+  });
+
+  test("a damaged page inside a packet, then another writer's stream: the warning that our stream ended without its end-of-stream page names where the cut packet began", async () => {
+    const p = pagesOfStream(4, { size: 600, maxSegments: 2 });
+    const other = buildStream([numbered(100)], 1, 255, 0x4321).pages.filter((page) => page.length > 0);
+    const reports: Record<string, unknown>[] = [];
+    const src = OggSource.from(chunkedSource(concatBytes([...p.slice(0, 7), damaged(p[7]!), ...other]), [1 << 20], "t.opus"), {
+      lenient: true,
+      report: (_, message, fields = {}) => void reports.push({ message, ...fields }),
+    });
+    const { frames, error } = await drain(src);
+    expect(error).toBeUndefined();
+    expect(frames.map((f) => f.payload[1])).toEqual([0, 1, 100]);
+    expect(reports.find((r) => String(r.message).startsWith("stream ended without"))).toMatchObject({ cut_packet_offset: concatBytes(p.slice(0, 6)).length + 27 + 2 });
   });
 
   test(`a page again ${REPEAT_WINDOW} pages later is dropped; ${REPEAT_WINDOW + 1} pages later it is read on from, as a page numbered back`, async () => {
@@ -124,6 +143,23 @@ describe("OggSource --lenient, a page that comes again", () => {
   });
 });
 
+describe("OggSource, an Opus header packet among the audio", () => {
+  test("strict fails on it, as an Opus packet of 960 ms; lenient skips it with a warning and reads on", async () => {
+    const head = buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 });
+    const { writer, pages } = collectingWriter(0x1234);
+    for (const [i, packet] of [head, buildOpusTags(), numbered(0), buildOpusTags(), numbered(1), head, numbered(2)].entries()) {
+      writer.addPacket(packet, Math.max(0, i - 1) * 960);
+      writer.flushPage(i === 6);
+    }
+    const strict = await drain(OggSource.from(chunkedSource(concatBytes(pages), [1 << 20], "t.opus")));
+    expect(strict.frames.length).toBe(1);
+    expect(strict.error?.message).toStartWith("ogg source t.opus: Opus packet lasts 960 ms, more than 120 ms at byte ");
+    const runs = await read(pages);
+    expect(runs).toMatchObject({ numbers: [0, 1, 2], error: undefined, counts: noDamage });
+    expect(runs.reports).toEqual(Array(2).fill("skipped an Opus header packet among the audio packets"));
+  });
+});
+
 describe("OggSource --lenient, pages numbered back that did not come again", () => {
   test("a writer counting again from a number read, with other bytes: read on from, and a page again in the new count is dropped", async () => {
     const p = pagesOfStream(12);
@@ -133,25 +169,16 @@ describe("OggSource --lenient, pages numbered back that did not come again", () 
     expect(runs.numbers).toEqual(upTo(12));
     expect(runs.counts).toEqual({ ...noDamage, repeated_pages: 1 });
     expect(runs.reports).toEqual(["pages out of order in the stream", REPEATED]);
+    // The new count's first page, the one numbered back, twice.
+    const first = await read([...p.slice(0, 8), again(8), again(8), ...[9, 10, 11, 12, 13].map(again)]);
+    expect(first).toMatchObject({ numbers: upTo(12), counts: { ...noDamage, repeated_pages: 1 } });
   });
 
-  test("the header pages again before the end: dropped as pages again, not a stream chained after ours", async () => {
-    const p = pagesOfStream(8);
-    const bos = await read([...p.slice(0, 4), p[0]!, ...p.slice(4)]);
-    expect(bos).toMatchObject({ numbers: upTo(8), counts: { ...noDamage, repeated_pages: 1 }, reports: [REPEATED] });
-    const both = await read([...p.slice(0, 6), ...p.slice(0, 6), ...p.slice(6)]);
-    expect(both).toMatchObject({ numbers: upTo(8), counts: { ...noDamage, repeated_pages: 6 } });
-  });
-
-  test("a writer restarted with the same serial and OpusHead, other OpusTags, after a stream cut short: its audio is read on, its OpusTags skipped", async () => {
+  test("our BOS page again before our end begins the stream again, as a stream chained after ours: a file cut short, played twice (cat cut.opus cut.opus), is read twice", async () => {
     const cut = pagesOfStream(6).slice(0, 6); // no end-of-stream page: packets 0 .. 3
-    const restarted = pagesOfStream(4, { first: 100 });
-    const tags = restarted[1]!.slice();
-    tags[tags.length - 1]! ^= 0x01; // a vendor string one letter off: other bytes under number 1
-    new DataView(tags.buffer).setUint32(22, computePageCrc(tags, 0, tags.length), true);
-    const runs = await read([...cut, restarted[0]!, tags, ...restarted.slice(2)]);
-    expect(runs).toMatchObject({ numbers: [0, 1, 2, 3, 100, 101, 102, 103], error: undefined, counts: { ...noDamage, repeated_pages: 1 } });
-    expect(runs.reports).toEqual([REPEATED, "pages out of order in the stream", "skipped an Opus header packet among the audio packets"]);
+    const runs = await read([...cut, ...cut]);
+    expect(runs).toMatchObject({ numbers: [0, 1, 2, 3, 0, 1, 2, 3], error: undefined, counts: noDamage });
+    expect(runs.reports).toEqual(["stream ended without its end-of-stream page; reading the stream chained after it"]);
   });
 
   test(`the OpusTags page again from further back than ${REPEAT_WINDOW} pages: skipped among the audio, the source does not fail`, async () => {
