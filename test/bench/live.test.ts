@@ -78,6 +78,20 @@ async function runCollecting(dir: { dir: string; path: (name: string) => string 
   return { figures, failures };
 }
 
+/** A directory of its own, the compiled agent and the bare Bun floor built into it. */
+async function agentAndFloor() {
+  const dir = socketDir(defer, "aab-");
+  const [agent, bareBun] = await Promise.all([built("x64"), buildBareBun(dir.dir)]);
+  if (bareBun instanceof Error) throw bareBun;
+  return { dir, agent: agent.path, bareBun };
+}
+
+/**
+ * A line for a wrapper script: stops the script's process `afterS` seconds in and continues it 2 s
+ * later. $$ is the wrapper's shell, which its `exec` then makes the agent.
+ */
+const stallsAfter = (afterS: number) => `(sleep ${afterS}; kill -STOP $$; sleep 2; kill -CONT $$) &`;
+
 describe("counting frames in the receiver's recording", () => {
   test("oggPackets counts the audio packets the Ogg source reads; a page cut short is not counted", async () => {
     const dir = socketDir(defer, "aab-");
@@ -96,10 +110,8 @@ describe("counting frames in the receiver's recording", () => {
 
 describe("live scenario", () => {
   test("the compiled agent's roles (serve too), the bare Bun floor and its pair: every figure measured, the agent's roles stopped cleanly", async () => {
-    const dir = socketDir(defer, "aab-");
-    const [agent, bareBun] = await Promise.all([built("x64"), buildBareBun(dir.dir)]);
-    if (bareBun instanceof Error) throw bareBun;
-    const { figures, failures } = await runCollecting(dir, { warmupMs: 500, windowMs: 1500, agent: agent.path, bareBun }, 2);
+    const { dir, agent, bareBun } = await agentAndFloor();
+    const { figures, failures } = await runCollecting(dir, { warmupMs: 500, windowMs: 1500, agent, bareBun }, 2);
     expect(failures).toEqual([]);
 
     const measured = (f: Footprint | undefined, perFrame: boolean) => {
@@ -171,17 +183,10 @@ describe("live scenario", () => {
 
   // Catches a stalled sender's figures judged as if it streamed: its CPU, the least of any run, read as a goal met.
   test("an agent sender stopped through most of the window fails its part, naming the frames it carried; the bare pair beside it is measured", async () => {
-    const dir = socketDir(defer, "aab-");
-    const bareBun = await buildBareBun(dir.dir);
-    if (bareBun instanceof Error) throw bareBun;
-    const agent = await built("x64");
+    const { dir, agent, bareBun } = await agentAndFloor();
     // The real agent; its `output serve` is stopped 0.5 s after it starts and continued 2 s later,
-    // past the window's end (it then takes the SIGTERM waiting for it). $$ is the shell that exec
-    // makes the agent.
-    const stalls = shellScript(
-      dir.path("stalls"),
-      `if [ "$1" = output ] && [ "$2" = serve ]; then (sleep 0.5; kill -STOP $$; sleep 2; kill -CONT $$) & fi\nexec "${agent.path}" "$@"`,
-    );
+    // past the window's end (it then takes the SIGTERM waiting for it).
+    const stalls = shellScript(dir.path("stalls"), `if [ "$1" = output ] && [ "$2" = serve ]; then ${stallsAfter(0.5)} fi\nexec "${agent}" "$@"`);
     const { figures, failures } = await runCollecting(dir, { warmupMs: 200, windowMs: 1000, agent: stalls, bareBun }, 1);
     expect(failures.filter((f) => f.startsWith("agent roles:"))).toHaveLength(1);
     const [, carried] = failures.find((f) => f.startsWith("agent roles:"))!.match(/^agent roles: the agent's pair carried (\d+) frames in the 1\.\d s window, not 5\d \(50\/s\): not measured at the live rate$/) ?? [];
@@ -196,24 +201,21 @@ describe("live scenario", () => {
 
   // Catches a flooding sender passing, and a channel of serve, or input serve alone, off the rate unnoticed.
   test("an agent sender off the live rate the other way (10 ms packets in real time), serve with one channel stalled, input serve alone stalled: each fails its part, naming the channel", async () => {
-    const dir = socketDir(defer, "aab-");
-    const bareBun = await buildBareBun(dir.dir);
-    if (bareBun instanceof Error) throw bareBun;
-    const agent = await built("x64");
+    const { dir, agent, bareBun } = await agentAndFloor();
     // `input send` is serve's peer the first time it runs, input serve's the second: the one whose
     // turn is given is stopped as streaming begins, until past the window.
     const stallInputSend = (turn: number) =>
       `if [ "$1" = input ] && [ "$2" = send ]; then echo >> "${dir.path("sends")}"; ` +
-      `if [ "$(wc -l < "${dir.path("sends")}")" -eq ${turn} ]; then (sleep 0.3; kill -STOP $$; sleep 2; kill -CONT $$) & fi; fi\n`;
+      `if [ "$(wc -l < "${dir.path("sends")}")" -eq ${turn} ]; then ${stallsAfter(0.3)} fi; fi\n`;
     // output serve's source swapped for one of 10 ms packets: 100 frames a second in real time.
     const tenMs = writeTenMsOpus(dir.path("ten.opus"), 3);
     const floods = shellScript(
       dir.path("floods"),
       `if [ "$1" = output ] && [ "$2" = serve ]; then for a; do shift; [ "$after" = --source ] && a="${tenMs}"; set -- "$@" "$a"; after=$a; done; fi\n` +
         stallInputSend(1) +
-        `exec "${agent.path}" "$@"`,
+        `exec "${agent}" "$@"`,
     );
-    const stallsAlone = shellScript(dir.path("stalls-alone"), stallInputSend(2) + `exec "${agent.path}" "$@"`);
+    const stallsAlone = shellScript(dir.path("stalls-alone"), stallInputSend(2) + `exec "${agent}" "$@"`);
     const carried = /^(agent roles|serve|input serve): (the agent's pair|serve's input channel|input serve) carried (\d+) frames in the 1\.\d s window, not 5\d \(50\/s\): not measured at the live rate$/;
 
     const flooded = await runCollecting(dir, { warmupMs: 200, windowMs: 1000, agent: floods, bareBun }, 1);
@@ -241,16 +243,13 @@ describe("live scenario", () => {
   // Catches a failing agent taking the bare pair's figures with it (they share one window), and a
   // part that fails leaving processes running into the scenarios after it.
   test("an agent that cannot start, or whose receiver dies in the window, fails its parts alone; the bare pair beside it is measured; nothing is left running", async () => {
-    const dir = socketDir(defer, "aab-");
-    const bareBun = await buildBareBun(dir.dir);
-    if (bareBun instanceof Error) throw bareBun;
-    const agent = await built("x64");
+    const { dir, agent, bareBun } = await agentAndFloor();
     const notExecutable = dir.path("not-executable");
     writeFileSync(notExecutable, "not a program\n");
     // The real agent, except that `output recv` ends on its own 0.4 s in, within the window.
     const dies = shellScript(
       dir.path("dies"),
-      `if [ "$1" = output ] && [ "$2" = recv ]; then sleep 0.4; echo "recv gave up" >&2; exit 3; fi\nexec "${agent.path}" "$@"`,
+      `if [ "$1" = output ] && [ "$2" = recv ]; then sleep 0.4; echo "recv gave up" >&2; exit 3; fi\nexec "${agent}" "$@"`,
     );
 
     for (const [binary, agentFailure] of [
