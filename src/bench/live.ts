@@ -131,7 +131,6 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
    * streaming alone (about 0.5 MiB resident): the window must hold it.
    */
   const stats = ["--stats-interval", String(warmupMs / 1000)];
-  /** A bare Bun pair's figures, its processes named `prefix`send and `prefix`recv; its latency from the receiver's stopped line, which must count frames. */
   /**
    * The frames the run's window carried over its channels (named `channels`, in the order the
    * run's counter gives them). Each must be at the live rate, within a quarter of a second or a
@@ -151,6 +150,7 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
     });
     return counted.reduce((sum, n) => sum + n, 0);
   };
+  /** A bare Bun pair's figures, its processes named `prefix`send and `prefix`recv; its latency from the receiver's stopped line, which must count frames. */
   const barePair = (run: LiveRun, prefix: string, receiver: string) => {
     const [send, recv] = [run.processes[`${prefix}send`]!, run.processes[`${prefix}recv`]!];
     const stopped = stoppedFields(recv);

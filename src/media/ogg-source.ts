@@ -206,10 +206,10 @@ export class OggSource implements FrameSource {
     // RFC 3533: the BOS pages of streams multiplexed together all come before any other page, so
     // one after that begins a stream chained after ours, even one whose end-of-stream page is missing.
     if (!page.beginOfStream) this.pastBosGroup = true;
+    // A page of ours again, before our end or after it (our end-of-stream page again, or one before it).
+    if (page.serial === this.serial && this.repeated(page)) return this.dropRepeated(page);
     // Other streams multiplexed with ours, and what follows our end that is not a new Opus stream.
     if (page.serial !== this.serial || this.endOfStream) {
-      // Our end-of-stream page again, or a page before it.
-      if (page.serial === this.serial && this.repeated(page)) return this.dropRepeated(page);
       this.otherStreamPages++;
       if (!this.toldOtherStream) {
         this.toldOtherStream = true;
@@ -217,7 +217,6 @@ export class OggSource implements FrameSource {
       }
       return;
     }
-    if (this.repeated(page)) return this.dropRepeated(page);
     this.checkSequence(page);
     this.packets.push(page);
     this.endOfStream = page.endOfStream;
