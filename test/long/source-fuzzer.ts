@@ -11,10 +11,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { OggSource } from "../../src/media/ogg-source.ts";
-import { computePageCrc, PAGE_HEADER_SIZE } from "../../src/media/ogg-page.ts";
+import { PAGE_HEADER_SIZE } from "../../src/media/ogg-page.ts";
 import { WireSource } from "../../src/media/wire-source.ts";
 import { HEADER_SIZE, INPUT_MAGIC, MAX_PAYLOAD, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { concatBytes } from "../support/bytes.ts";
+import { sealPage } from "../support/ogg.ts";
 import { chunkedSource } from "../support/sources.ts";
 import { makeCase, referenceParse } from "./parser-fuzzer.ts";
 import { Rng } from "./rng.ts";
@@ -73,10 +74,7 @@ function walkPages(bytes: Uint8Array): PageSpot[] {
 
 /** Recomputes every walkable page's CRC, so that damage reaches the packet and Opus layers. */
 function fixCrcs(bytes: Uint8Array): void {
-  for (const page of walkPages(bytes)) {
-    const crc = computePageCrc(bytes, page.offset, page.size);
-    new DataView(bytes.buffer, bytes.byteOffset).setUint32(page.offset + 22, crc, true);
-  }
+  for (const page of walkPages(bytes)) sealPage(bytes, page.offset, page.size);
 }
 
 type OggMutation = (rng: Rng, bytes: Uint8Array, others: Uint8Array[]) => { bytes: Uint8Array; label: string };

@@ -7,9 +7,10 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { checkFileFormat } from "../../src/media/file-format.ts";
-import { computePageCrc, MAX_PAGE_SIZE, PageFlag } from "../../src/media/ogg-page.ts";
+import { MAX_PAGE_SIZE, PageFlag } from "../../src/media/ogg-page.ts";
 import { write32LE } from "../../src/protocol/index.ts";
 import { concatBytes } from "../support/bytes.ts";
+import { sealPage } from "../support/ogg.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { encodeWith, ffmpegFrom } from "../support/opus-fixtures.ts";
 import { runAgent } from "../support/processes.ts";
@@ -51,7 +52,7 @@ function largestBosPage(serial: number): Uint8Array {
   page[26] = 255;
   page.fill(255, 27, 27 + 255);
   page.set(ascii("\x80notopus"), 27 + 255);
-  write32LE(page, 22, computePageCrc(page, 0, page.length));
+  sealPage(page);
   return page;
 }
 

@@ -7,12 +7,12 @@
  * ogg-source.test.ts.
  */
 import { describe, expect, test } from "bun:test";
-import { computePageCrc } from "../../src/media/ogg-page.ts";
 import { OggSource, REPEAT_WINDOW } from "../../src/media/ogg-source.ts";
 import { concatBytes } from "../support/bytes.ts";
 import { buildOpusHead } from "../../src/media/opus-head.ts";
 import { buildOpusTags } from "../../src/media/opus-tags.ts";
-import { buildStream, collectingWriter } from "../support/ogg.ts";
+import { write32LE } from "../../src/protocol/index.ts";
+import { buildStream, collectingWriter, sealPage } from "../support/ogg.ts";
 import { chunkedSource, drain } from "../support/sources.ts";
 
 /** A 20 ms CELT stereo packet (TOC 0xfc) whose bytes 1-2 hold `n`, and bytes after them that `n` sets too. */
@@ -38,9 +38,8 @@ function pagesOfStream(count: number, options: { first?: number; size?: number; 
 /** A copy of `page` numbered `sequence`, its CRC made anew. */
 function renumbered(page: Uint8Array, sequence: number): Uint8Array {
   const copy = page.slice();
-  const view = new DataView(copy.buffer);
-  view.setUint32(18, sequence >>> 0, true);
-  view.setUint32(22, computePageCrc(copy, 0, copy.length), true);
+  write32LE(copy, 18, sequence);
+  sealPage(copy);
   return copy;
 }
 

@@ -6,8 +6,8 @@ import { buildOpusHead } from "../../src/media/opus-head.ts";
 import { buildOpusTags } from "../../src/media/opus-tags.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
-import { computePageCrc } from "../../src/media/ogg-page.ts";
-import { buildStream, collectingWriter, pagesOf } from "../support/ogg.ts";
+import { write32LE } from "../../src/protocol/index.ts";
+import { buildStream, collectingWriter, pagesOf, sealPage } from "../support/ogg.ts";
 import {
   CHANNELS,
   encodeWith,
@@ -572,11 +572,10 @@ describe("OggSource: what the wire cannot carry, and damage", () => {
     const whole = (await drain(source(bytes))).frames.map((f) => f.payload);
     // From page 10 on, numbered again from 2 (the first audio page's number), each page's CRC made anew.
     const renumbered = bytes.slice();
-    const view = new DataView(renumbered.buffer);
     for (const [i, page] of pages.entries()) {
       if (i < 10) continue;
-      view.setUint32(page.offset + 18, i - 8, true);
-      view.setUint32(page.offset + 22, computePageCrc(renumbered, page.offset, page.size), true);
+      write32LE(renumbered, page.offset + 18, i - 8);
+      sealPage(renumbered, page.offset, page.size);
     }
     const { reports, report } = reporting();
     const src = OggSource.from(chunkedSource(renumbered, [65536], "t.opus"), { lenient: true, report });

@@ -1,11 +1,18 @@
 /** Ogg pages and packets for tests: a page writer that collects its pages, and the pages and packets of a stream. */
+import { computePageCrc } from "../../src/media/ogg-page.ts";
 import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
 import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
 import { OggPageWriter, type OggPageWriterOptions } from "../../src/media/ogg-page-writer.ts";
 import { buildOpusHead } from "../../src/media/opus-head.ts";
 import { buildOpusTags } from "../../src/media/opus-tags.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
+import { write32LE } from "../../src/protocol/index.ts";
 import { concatBytes } from "./bytes.ts";
+
+/** Writes into the page at `offset` in `bytes` (the whole of `bytes` by default) the CRC its bytes now call for: an edit that reads as the writer's own. */
+export function sealPage(bytes: Uint8Array, offset = 0, size = bytes.length - offset): void {
+  write32LE(bytes, offset + 22, computePageCrc(bytes, offset, size));
+}
 
 /** A page writer whose pages are collected as separate copies. */
 export function collectingWriter(serial: number, options?: OggPageWriterOptions) {
