@@ -386,7 +386,8 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
     const keyPath = keys.join(".");
     const value = JSON.stringify(issue.path?.[issue.path.length - 1]?.value ?? issue.input);
     const isSection = keys.length === 1 && (key === "output" || key === "input");
-    if (!(key in OPTIONS) && !isSection) {
+    // Own keys only: "toString" or "constructor" is in every object, not an option.
+    if (!Object.hasOwn(OPTIONS, key) && !isSection) {
       const where = keys.length > 1 ? `the "${keys[0]}" section` : "the top level or an output/input section";
       throw new ConfigError(`config ${path}: unknown key "${keyPath}"; allowed in ${where}: ${Object.keys(OPTIONS).join(", ")}`);
     }
@@ -590,7 +591,8 @@ export function readFlags(args: string[], flags: FlagSpecs, command: string): { 
     const at = long ? arg.indexOf("=") : -1;
     const rawName = at > 0 ? arg.slice(0, at) : arg;
     const name = long ? rawName.slice(2) : shorts.get(rawName.slice(1));
-    const spec = name === undefined ? undefined : flags[name];
+    // Own keys only: --constructor or --toString is in every object, not a flag.
+    const spec = name === undefined || !Object.hasOwn(flags, name) ? undefined : flags[name];
     if (name === undefined || !spec) throw new ConfigError(`${command}: unknown option ${rawName} (${see})`);
     const inline = at > 0 ? arg.slice(at + 1) : undefined;
     if (spec.type === "boolean") {

@@ -291,6 +291,17 @@ describe("parseConfigFile", () => {
     expect(message).toContain("socket-buffers");
   });
 
+  test("a key every JavaScript object has (toString, constructor, __proto__) is an unknown key, not an option", () => {
+    for (const [json, keyPath] of [
+      [`{"toString": 1}`, "toString"],
+      [`{"constructor": 1}`, "constructor"],
+      [`{"__proto__": 1}`, "__proto__"],
+      [`{"output": {"hasOwnProperty": 1}}`, "output.hasOwnProperty"],
+    ] as const) {
+      expect(fileError(json)).toStartWith(`config /etc/bad.json: unknown key "${keyPath}"; allowed in `);
+    }
+  });
+
   test("an unknown key in a section names the section path", () => {
     const message = fileError(`{"input": {"heartbeat-ms": 100, "heartbeat": 100}}`);
     expect(message).toStartWith('config /etc/bad.json: unknown key "input.heartbeat"; allowed in the "input" section: ');

@@ -114,6 +114,10 @@ describe("usage errors", () => {
     const cases: [string[], string][] = [
       [["output", "serve", "--source", "x", "--bogus"], "audio-agent: output serve: unknown option --bogus (see audio-agent output serve --help)"],
       [["output", "serve", "--source", "x", "-x"], "audio-agent: output serve: unknown option -x (see audio-agent output serve --help)"],
+      // Names every JavaScript object has are not flags either.
+      [["output", "recv", "--sink", "x", "--constructor", "y"], "audio-agent: output recv: unknown option --constructor (see audio-agent output recv --help)"],
+      [["output", "recv", "--sink", "x", "--toString"], "audio-agent: output recv: unknown option --toString (see audio-agent output recv --help)"],
+      [["output", "recv", "--sink", "x", "--__proto__=1"], "audio-agent: output recv: unknown option --__proto__ (see audio-agent output recv --help)"],
       [["output", "recv", "--sink", "x", "--count"], "audio-agent: output recv: --count needs a value (an integer 1..2^53)"],
       [["output", "recv", "--sink", "x", "--count", "--once"], "audio-agent: output recv: --count needs a value (an integer 1..2^53)"],
       [["input", "serve", "--sink", "x", "--once=yes"], 'audio-agent: input serve: --once takes no value, found "yes" (see audio-agent input serve --help)'],
