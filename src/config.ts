@@ -139,7 +139,12 @@ const hostNames = onFirstUse(() =>
   v.pipe(
     v.union([v.pipe(v.string(), v.transform((s) => s.split(","))), v.array(v.string())]),
     v.transform((names) => names.map((name) => name.trim().toLowerCase()).filter((name) => name !== "")),
-    v.check((names) => names.every((name) => /^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|\[[0-9a-f:.]+\])(?::\d{1,5})?$/.test(name))),
+    v.check((names) =>
+      names.every((name) => {
+        const match = /^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$/.exec(name);
+        return match !== null && (match[1] === undefined || (Number(match[1]) >= 1 && Number(match[1]) <= 65535));
+      }),
+    ),
   ),
 );
 
@@ -193,7 +198,7 @@ export const OPTIONS = {
   metrics: { flag: "string", help: "serve /metrics and /healthz at HOST:PORT (PORT alone: loopback; off: not at all)", allowed: "HOST:PORT, :PORT, PORT or off", schema: listenAddress, written: hostPort },
   monitor: { flag: "string", help: "serve the live web monitor at HOST:PORT (PORT alone: loopback; may equal --metrics; off: not at all)", allowed: "HOST:PORT, :PORT, PORT or off", schema: listenAddress, written: hostPort },
   "stats-interval": { flag: "string", help: "log a summary (frames, bytes, drops by reason, clients, latency p99) of each interval of this many seconds (0: never)", allowed: "0 (off) or seconds 0.1..86400", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.check((s) => s === 0 || s >= 0.1), v.maxValue(86_400))), default: 60 },
-  "http-allow-host": { flag: "string", help: "more names (Host header) --metrics and --monitor answer to, e.g. a DNS name or a tunnel's localhost:PORT; others get 421", allowed: "NAME[:PORT][,NAME[:PORT]...] (IPv6 in brackets)", schema: hostNames },
+  "http-allow-host": { flag: "string", help: "more names (Host header) --metrics and --monitor answer to, e.g. a DNS name or a tunnel's localhost:PORT; others get 421", allowed: "NAME[:PORT][,NAME[:PORT]...] (IPv6 in brackets, PORT 1..65535)", schema: hostNames },
   "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]), default: "info" },
   "log-format": { flag: "string", help: "log line format on stderr", allowed: "text, json", schema: choice(["text", "json"]), default: "text" },
 } as const satisfies Record<string, OptionSpec>;

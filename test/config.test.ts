@@ -329,6 +329,13 @@ describe("parseConfigFile", () => {
     );
     expect(fileError(`{"metrics": "127.0.0.1:70000"}`)).toContain('"metrics": "127.0.0.1:70000" is not allowed: HOST:PORT, :PORT, PORT or off');
     expect(fileError(`{"socket-mode": "0999"}`)).toContain('"socket-mode": "0999" is not allowed: octal 000..777');
+    // A Host header's port is 1..65535, as --metrics' own.
+    for (const hosts of ["foo:99999", "foo:0", "a.example,[::1]:65536"]) {
+      expect(fileError(JSON.stringify({ "http-allow-host": hosts }))).toBe(
+        `config /etc/bad.json: "http-allow-host": ${JSON.stringify(hosts)} is not allowed: NAME[:PORT][,NAME[:PORT]...] (IPv6 in brackets, PORT 1..65535)`,
+      );
+    }
+    expect(file({ "http-allow-host": "foo:65535, [::1]:1, bar" }).top["http-allow-host"]).toEqual(["foo:65535", "[::1]:1", "bar"]);
   });
 
   test("a section that is not an object", () => {
