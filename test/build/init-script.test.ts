@@ -425,6 +425,22 @@ describe("S95audio-agent under busybox sh", () => {
     other.kill("SIGKILL");
   }, 30_000);
 
+  test("a pid file that names no pid (garbage, empty): stop removes it, and status then says not running (3)", async () => {
+    tempDir();
+    const env = settings();
+    mkdirSync(t.path("run"));
+    for (const content of ["abc\n", "", "12x\n"]) {
+      writeFileSync(env.AUDIO_AGENT_PIDFILE, content);
+      expect((await initScript("status", env)).code).toBe(1);
+      const stopped = await initScript("stop", env);
+      expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
+      expect(stopped.stdout).toContain("not running (removing unreadable pid file)");
+      expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+      const status = await initScript("status", env);
+      expect(status.code, status.stdout).toBe(3);
+    }
+  }, 30_000);
+
   test("an agent whose executable an upgrade replaced is still the agent: status 0, stop stops it", async () => {
     tempDir();
     // The stand-in agent, replaced by another copy as a package upgrade would.
