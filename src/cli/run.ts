@@ -245,6 +245,8 @@ const ERRNO_WORDS: Record<string, string> = {
   EROFS: "read-only file system",
   ENOSPC: "no space left on the device",
   EISDIR: "is a directory",
+  // Not an errno: the resolver's, as Node names it.
+  ENOTFOUND: "the host resolves to no address",
 };
 
 /** ": address in use (EADDRINUSE)", or " (ECODE)" for an errno without words here. */

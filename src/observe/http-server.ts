@@ -40,7 +40,7 @@ export class AgentHttpServer {
    * Listens at `address`, answering requests whose Host is its own or one of
    * `allowHosts`; throws HttpListenError when it cannot (a port in use, say).
    */
-  static start(address: ListenAddress, routes: HttpRoutes, allowHosts: readonly string[] = []): AgentHttpServer {
+  static async start(address: ListenAddress, routes: HttpRoutes, allowHosts: readonly string[] = []): Promise<AgentHttpServer> {
     // Known once bound (port 0 picks the port); no request is handled before.
     let hosts = new Set<string>();
     let server;
@@ -57,7 +57,12 @@ export class AgentHttpServer {
         websocket: routes.monitor?.websocket ?? { message() {} },
       });
     } catch (e) {
-      throw new HttpListenError(address, (e as NodeJS.ErrnoException).code ?? (e as Error).message);
+      // A host that resolves to nothing fails with whatever errno was left over (ENOENT, EINVAL): ask.
+      const resolves = await Bun.dns.lookup(address.host).then(
+        (found) => found.length > 0,
+        () => false,
+      );
+      throw new HttpListenError(address, resolves ? ((e as NodeJS.ErrnoException).code ?? (e as Error).message) : "ENOTFOUND");
     }
     hosts = allowedHosts({ host: address.host, port: server.port ?? address.port }, allowHosts);
     return new AgentHttpServer(server as Server<unknown>);

@@ -122,13 +122,12 @@ export class Instruments {
     if (!metricsAt && !monitorAt) return;
     // Loaded only when asked for: the HTTP server (and the monitor page) cost memory.
     const { AgentHttpServer } = await import("../observe/http-server.ts");
-    const same = (a?: ListenAddress | false, b?: ListenAddress | false) => !!a && !!b && a.host === b.host && a.port === b.port;
     try {
-      if (metricsAt && same(metricsAt, monitorAt)) {
-        this.servers.push(AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }, allowHosts));
+      if (metricsAt && monitorAt && (await oneSocket(metricsAt, monitorAt))) {
+        this.servers.push(await AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }, allowHosts));
       } else {
-        if (metricsAt) this.servers.push(AgentHttpServer.start(metricsAt, { metrics }, allowHosts));
-        if (monitorAt) this.servers.push(AgentHttpServer.start(monitorAt, { monitor: this.monitor }, allowHosts));
+        if (metricsAt) this.servers.push(await AgentHttpServer.start(metricsAt, { metrics }, allowHosts));
+        if (monitorAt) this.servers.push(await AgentHttpServer.start(monitorAt, { monitor: this.monitor }, allowHosts));
       }
     } catch (e) {
       await this.stop();
@@ -204,6 +203,19 @@ export class Instruments {
     if (others.length > 0) figures.channels = Object.fromEntries(others.map((c) => [c.end.readings().channel, c.figures()]));
     return figures;
   }
+}
+
+/**
+ * Do two listen addresses name one socket? The same port and host, or hosts
+ * spelled apart that resolve alike ("localhost" and "127.0.0.1"): bound
+ * twice they would refuse each other, where the operator asked for one server.
+ */
+async function oneSocket(a: ListenAddress, b: ListenAddress): Promise<boolean> {
+  if (a.port !== b.port) return false;
+  if (a.host === b.host) return true;
+  const first = async (host: string) => (await Bun.dns.lookup(host).catch(() => []))[0]?.address;
+  const [x, y] = await Promise.all([first(a.host), first(b.host)]);
+  return x !== undefined && x === y;
 }
 
 /**

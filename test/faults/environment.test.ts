@@ -285,6 +285,29 @@ describe("an address or path the system refuses: one line naming the option, the
     }
   });
 
+  test("--metrics PORT and --monitor localhost:PORT name one socket: one server answers both", async () => {
+    const dir = setup();
+    const free = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = free.port;
+    free.stop(true);
+    const agent = spawnAgent(["output", "serve", "--source", writeSource(dir.dir), "--socket", dir.path("s.sock"), "--metrics", `${port}`, "--monitor", `localhost:${port}`]);
+    await agent.waitForStderr("output-server: listening");
+    for (const path of ["/metrics", "/healthz", "/figures"]) {
+      expect([path, (await fetch(`http://127.0.0.1:${port}${path}`)).status]).toEqual([path, 200]);
+    }
+    expect(agent.stderr.match(/http listening/g)).toEqual(["http listening"]);
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+  });
+
+  // Bun's error then carries whatever errno was left over: ENOENT, or EINVAL after reading a config file.
+  test("--metrics on a host name that resolves to nothing: exit 2 saying so, not 'no such file'", async () => {
+    const dir = setup();
+    const agent = spawnAgent(["output", "serve", "--source", writeSource(dir.dir), "--socket", dir.path("s.sock"), "--metrics", "no-such-host.invalid:9"]);
+    expect(await agent.exited).toBe(2);
+    expect(failureLine(agent.stderr)).toBe("audio-agent: --metrics no-such-host.invalid:9: cannot listen: the host resolves to no address (ENOTFOUND)");
+  });
+
   test("a socket path under /proc: exit 2 naming --socket, the path and the errno", async () => {
     const dir = setup();
     const socket = "/proc/audio-agent-test.sock";

@@ -26,11 +26,11 @@ const idleReadings = () =>
   });
 
 /** /metrics, /healthz and the monitor on one loopback port; everything stopped after the test. */
-function agentServer(): { server: AgentHttpServer; port: number; metrics: AgentMetrics } {
+async function agentServer(): Promise<{ server: AgentHttpServer; port: number; metrics: AgentMetrics }> {
   const metrics = new AgentMetrics([{ read: idleReadings, latency: new LatencyMonitor() }]);
   const hub = new MonitorHub({ role: "output serve", channel: "output", socket: "/tmp/x.sock" }, () => stillFigures());
   defer(() => hub.stop());
-  const server = AgentHttpServer.start(
+  const server = await AgentHttpServer.start(
     { host: "127.0.0.1", port: 0 },
     { metrics: { registry: metrics, health: () => ({ role: "output serve", channel: "output", uptime_seconds: 1 }) }, monitor: hub },
   );
@@ -42,7 +42,7 @@ const PATHS = ["/metrics", "/healthz", "/", "/monitor", "/figures", "/ws", "/nop
 
 describe("methods: GET and HEAD only", () => {
   test("POST, PUT, DELETE, PATCH, OPTIONS and TRACE get 405 with Allow: GET, HEAD on every path, and none of the content", async () => {
-    const { port } = agentServer();
+    const { port } = await agentServer();
     for (const method of ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"]) {
       for (const path of PATHS) {
         const r = await rawRequest("127.0.0.1", port, `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Length: 0`);
@@ -60,7 +60,7 @@ describe("methods: GET and HEAD only", () => {
   });
 
   test("GET serves each path; HEAD gives GET's status and headers without the body", async () => {
-    const { port } = agentServer();
+    const { port } = await agentServer();
     const expected: Record<string, [number, string]> = {
       "/metrics": [200, "jetkvm_audio_frames_sent_total"],
       "/healthz": [200, '"role":"output serve"'],
@@ -88,7 +88,7 @@ describe("methods: GET and HEAD only", () => {
 
 describe("the Host check: a missing Host", () => {
   test("a request without Host (HTTP/1.0) is refused as a wrong Host is: 421, no content", async () => {
-    const { port } = agentServer();
+    const { port } = await agentServer();
     for (const path of PATHS) {
       const r = await rawRequest("127.0.0.1", port, `GET ${path} HTTP/1.0`);
       expect([path, r.status]).toEqual([path, 421]);
@@ -104,7 +104,7 @@ describe("the Host check: a missing Host", () => {
 
 describe("/metrics content type", () => {
   test("exactly prom-client's registry content type (the Prometheus text format 0.0.4)", async () => {
-    const { port, metrics } = agentServer();
+    const { port, metrics } = await agentServer();
     expect(metrics.contentType).toBe(Registry.PROMETHEUS_CONTENT_TYPE);
     expect(metrics.contentType).toBe("text/plain; version=0.0.4; charset=utf-8");
     const response = await fetch(`http://127.0.0.1:${port}/metrics`);

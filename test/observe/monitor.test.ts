@@ -65,11 +65,11 @@ async function figures(base: string): Promise<MonitorFigures> {
 }
 
 /** A hub with still figures, served on a loopback port; both stopped after the test. */
-function hubOnHttp(limits: ViewerLimits = VIEWER_LIMITS, intervalMs = 1000): { hub: MonitorHub; server: AgentHttpServer; url: string } {
+async function hubOnHttp(limits: ViewerLimits = VIEWER_LIMITS, intervalMs = 1000): Promise<{ hub: MonitorHub; server: AgentHttpServer; url: string }> {
   const still = () => stillFigures({ connected: true });
   const hub = new MonitorHub({ role: "output serve", channel: "output", socket: "/tmp/x.sock" }, still, intervalMs, limits);
   defer(() => hub.stop());
-  const server = AgentHttpServer.start({ host: "127.0.0.1", port: 0 }, { monitor: hub });
+  const server = await AgentHttpServer.start({ host: "127.0.0.1", port: 0 }, { monitor: hub });
   defer(() => server.stop());
   return { hub, server, url: `ws://127.0.0.1:${server.port}/ws` };
 }
@@ -289,7 +289,7 @@ describe("monitor page of serve", () => {
 
 describe("monitor hub", () => {
   test("no listener, no cost: frameTap exists only while a page listens", async () => {
-    const { hub, server } = hubOnHttp();
+    const { hub, server } = await hubOnHttp();
     expect(hub.frameTap).toBeUndefined();
 
     const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws`);
@@ -505,7 +505,7 @@ describe("a hostile viewer", () => {
   );
 
   test("at most 16 viewers: the 17th is refused (503), and served once another leaves", async () => {
-    const { hub, server, url } = hubOnHttp();
+    const { hub, server, url } = await hubOnHttp();
     const open: WebSocket[] = [];
     for (let i = 0; i < 16; i++) open.push(await viewer(url));
     expect(hub.viewerCount).toBe(16);
@@ -522,7 +522,7 @@ describe("a hostile viewer", () => {
   });
 
   test("a message longer than the page ever sends closes that viewer (1009) unread; the others stay", async () => {
-    const { hub, url } = hubOnHttp();
+    const { hub, url } = await hubOnHttp();
     const calm = await viewer(url);
     const loud = await viewer(url);
     const closed = new Promise<number>((resolve) => (loud.onclose = (e) => resolve(e.code)));
@@ -556,7 +556,7 @@ describe("a hostile viewer", () => {
   });
 
   test("a viewer that reads nothing is closed once its backlog passes the limit; a reading one is not", async () => {
-    const { hub, server, url } = hubOnHttp();
+    const { hub, server, url } = await hubOnHttp();
     const reading = await viewer(url);
     await stalledPeer(server.port);
     await until(() => hub.viewerCount === 2, "the stalled viewer upgraded", 5000);
@@ -573,7 +573,7 @@ describe("a hostile viewer", () => {
   });
 
   test("a peer that answers no ping is closed after the idle timeout", async () => {
-    const { hub, server } = hubOnHttp({ ...VIEWER_LIMITS, idleSeconds: 8 }, 60_000);
+    const { hub, server } = await hubOnHttp({ ...VIEWER_LIMITS, idleSeconds: 8 }, 60_000);
     await stalledPeer(server.port);
     await until(() => hub.viewerCount === 1, "the peer upgraded", 5000);
     const start = performance.now();
