@@ -46,6 +46,8 @@ interface EndParts {
   channel: Channel;
   direction: "send" | "receive";
   connected: boolean;
+  /** A server: its socket accepts clients (not yet, or no longer: false). */
+  listening?: boolean;
   connects: number;
   connectionDrops: number;
   protocolErrors: number;
@@ -67,6 +69,7 @@ export function endReadings(parts: EndParts) {
     channel: parts.channel,
     direction: parts.direction,
     connected: parts.connected,
+    listening: parts.listening,
     frames: received?.frames ?? stats?.framesDelivered ?? 0,
     bytes: received?.bytes ?? stats?.deliveredBytes ?? 0,
     submitted: stats?.submitted ?? 0,

@@ -120,6 +120,7 @@ export class InputServer implements ChannelEnd {
       channel: "input",
       direction: "receive",
       connected: this.connected,
+      listening: listener?.listening ?? false,
       connects: listener?.connections ?? 0,
       connectionDrops: listener?.connectionDrops ?? 0,
       protocolErrors: this.protocolErrors,

@@ -126,6 +126,7 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
       channel: "output",
       direction: "send",
       connected: this.connected,
+      listening: listener?.listening ?? false,
       connects: listener?.connections ?? 0,
       connectionDrops: listener?.connectionDrops ?? 0,
       protocolErrors: this.protocolErrors,

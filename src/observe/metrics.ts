@@ -168,6 +168,10 @@ export class AgentMetrics {
     gaugeFrom("audio_agent_queue_depth_frames", "Frames waiting in the send queue", parts, (r) => r.queueDepth);
     gaugeFrom("audio_agent_queue_capacity_frames", "Send queue bound in frames", parts, (r) => r.queueCapacity);
     gaugeFrom("audio_agent_connected", "1 while a peer is connected", parts, (r) => (r.connected ? 1 : 0));
+    const servers = parts.filter((part) => part.read().listening !== undefined);
+    if (servers.length > 0) {
+      gaugeFrom("audio_agent_listening", "1 while a server's socket accepts clients; 0 once its channel has ended", servers, (r) => (r.listening ? 1 : 0));
+    }
 
     /** A histogram family, and each channel's series of it (at zero until its first sample). */
     const histogram = (name: string, help: string): Observer[] => {

@@ -16,6 +16,11 @@ export interface ChannelReadings {
   /** A sender (output serve, input send) or a receiver (output recv, input serve). */
   direction: "send" | "receive";
   connected: boolean;
+  /**
+   * A server: its socket accepts clients. False before it listens and once its channel has
+   * ended (serve keeps the other channel running); a client has none.
+   */
+  listening?: boolean;
   /** OpusFrames delivered (a sender) or received (a receiver). */
   frames: number;
   /** Bytes delivered or received, headers included. */
@@ -106,6 +111,7 @@ export function summaryFields(r: ChannelReadings): Record<string, number> {
 /** What /healthz says of a channel end. */
 export function healthFields(r: ChannelReadings): Record<string, unknown> {
   return {
+    ...(r.listening !== undefined ? { listening: r.listening } : {}),
     connected: r.connected,
     frames: r.frames,
     drops: droppedTotal(r),

@@ -122,6 +122,11 @@ export class UnixServer {
     return this.options.path;
   }
 
+  /** Its socket accepts clients: from listen() until stop(). */
+  get listening(): boolean {
+    return !this.stopped;
+  }
+
   get client(): Socket<unknown> | undefined {
     return this.current;
   }

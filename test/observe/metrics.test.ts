@@ -432,7 +432,8 @@ describe("metrics over HTTP from real roles", () => {
     const text = await metrics.text();
     expect(value(text, "jetkvm_microphone_frames_received_total")).toBe(0);
     const health = await healthz(base);
-    expect(health).toMatchObject({ role: "input serve", channel: "input", connected: false, frames: 0, drops: 0 });
+    expect(health).toMatchObject({ role: "input serve", channel: "input", listening: true, connected: false, frames: 0, drops: 0 });
+    expect(value(text, "audio_agent_listening")).toBe(1);
     expect(Object.keys(health)).toEqual(expect.arrayContaining(["role", "channel", "connected", "frames", "drops", "uptime_seconds"]));
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);

@@ -131,13 +131,14 @@ describe("serve: both channels in one process", () => {
       expect(value(text, "audio_agent_enqueue_to_write_seconds_count", { channel: "input" })).toBe(0);
       expect(samples(text, "process_resident_memory_bytes").length).toBe(1);
       expect(samples(text, "audio_agent_connected").map((s) => s.labels.channel).sort()).toEqual(["input", "output"]);
+      expect([value(text, "audio_agent_listening", { channel: "output" }), value(text, "audio_agent_listening", { channel: "input" })]).toEqual([1, 1]);
 
       const health = await healthz(base);
       expect(health).toMatchObject({
         role: "serve",
         channels: {
-          output: { frames: 300, drops: 0, connects: 1 },
-          input: { frames: 150, sessions: 1, clean_sessions: 1, config: { sampleRate: 48000, channels: 2, frameSize: 960 } },
+          output: { listening: true, frames: 300, drops: 0, connects: 1 },
+          input: { listening: true, frames: 150, sessions: 1, clean_sessions: 1, config: { sampleRate: 48000, channels: 2, frameSize: 960 } },
         },
       });
       expect(health.uptime_seconds as number).toBeGreaterThan(0);
@@ -366,6 +367,24 @@ describe("serve: both channels in one process", () => {
       expect(parseInt(FLAGS_AT_END.exec(readFileSync(log, "latin1"))![1]!, 8) & 0o4000).toBe(0);
     }
   }, 60_000);
+
+  test("a channel that has ended (--input-once) shows as no longer listening in /healthz and /metrics, while the other serves on", async () => {
+    const t = setup();
+    const agent = spawnAgent(
+      ["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", t.path("mic.wire"), "--input-once", "--metrics", "127.0.0.1:0"],
+      { stdin: "pipe" },
+    );
+    const base = await metricsUrl(agent);
+    await agent.waitForStderr("input-server: listening");
+    await micSession(t, 0);
+    await agent.waitForStderr("input-server: stopped");
+    expect(await healthz(base)).toMatchObject({ channels: { output: { listening: true }, input: { listening: false, sessions: 1 } } });
+    const text = await scrape(base);
+    expect([value(text, "audio_agent_listening", { channel: "output" }), value(text, "audio_agent_listening", { channel: "input" })]).toEqual([1, 0]);
+    expect(existsSync(t.in)).toBe(false);
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+  }, 30_000);
 
   test("--input-sink - to a terminal: written as a file, blocking, nothing dropped; the terminal's flags are as they were after the exit", async () => {
     const t = setup();
