@@ -8,7 +8,8 @@ import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
-import { Logger } from "../../src/observe/logger.ts";
+import { DEFAULT_LOG_RATE_LIMIT } from "../../src/observe/log-rate-limiter.ts";
+import { LOG_LEVELS, Logger } from "../../src/observe/logger.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { RecordingClient } from "../support/peer.ts";
 import { agentEnv, runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
@@ -303,6 +304,22 @@ describe("text values, every UTF-16 code unit", () => {
   });
 });
 
+describe("levels", () => {
+  test("each threshold writes its level and those above, never one below; JSON carries pino's numbers", () => {
+    const PINO: Record<string, number> = { debug: 20, info: 30, warn: 40, error: 50 };
+    for (const [at, threshold] of LOG_LEVELS.entries()) {
+      for (const format of ["text", "json"] as const) {
+        const out: string[] = [];
+        const log = new Logger({ level: threshold, format, write: (line) => out.push(line) }).for("t");
+        for (const level of LOG_LEVELS) log(level, `a ${level} line`);
+        const written = format === "json" ? out.map((line) => JSON.parse(line).level) : out.map((line) => / ([A-Z]+) +t: /.exec(line)![1]!.toLowerCase());
+        const expected = LOG_LEVELS.slice(at);
+        expect({ threshold, format, written }).toEqual({ threshold, format, written: format === "json" ? expected.map((l) => PINO[l]) : expected });
+      }
+    }
+  });
+});
+
 describe("rate limit per kind of line", () => {
   function capture(lines = 5, windowMs = 300) {
     const out: string[] = [];
@@ -336,6 +353,16 @@ describe("rate limit per kind of line", () => {
     // A new window: lines of the kind are written again.
     server("info", "client disconnected", { client: 99 });
     expect(out.at(-1)).toContain("client disconnected client=99");
+  });
+
+  test("by default (as README says) 10 lines of a kind are written in a window of 10 s, the 11th is held back", () => {
+    expect(DEFAULT_LOG_RATE_LIMIT).toEqual({ lines: 10, windowMs: 10_000 });
+    const out: string[] = [];
+    const logger = new Logger({ level: "info", format: "text", write: (line) => out.push(line) });
+    for (let i = 0; i < 11; i++) logger.for("output-client")("info", "reconnected", { n: i });
+    expect(out.length).toBe(10);
+    logger.flush();
+    expect(out.at(-1)).toMatch(/output-client: 1 more "reconnected" lines in the last \d+(\.\d)? s suppressed=1$/);
   });
 
   test("the same message from another component is another kind", () => {
