@@ -317,6 +317,11 @@ describe("parseConfigFile", () => {
   });
 
   test("an out-of-range value names the range", () => {
+    // --stats-interval: 0 is off; else at least a tenth of a second.
+    for (const seconds of [0.05, -1, 86_401]) {
+      expect(fileError(JSON.stringify({ "stats-interval": seconds }))).toBe(`config /etc/bad.json: "stats-interval": ${seconds} is not allowed: 0 (off) or seconds 0.1..86400`);
+    }
+    for (const seconds of [0, 0.1, 86_400]) expect(file({ "stats-interval": seconds }).top["stats-interval"]).toBe(seconds);
     expect(fileError(`{"queue-frames": 100001}`)).toBe(
       'config /etc/bad.json: "queue-frames": 100001 is not allowed: an integer 1..100000',
     );

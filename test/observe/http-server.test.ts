@@ -9,6 +9,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { networkInterfaces } from "node:os";
+import { allowedHosts } from "../../src/observe/host-check.ts";
 import { indexedWire } from "../support/wire.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { rawRequest, rawUpgrade } from "../support/http.ts";
@@ -140,5 +141,15 @@ describe("WebSocket upgrades: Origin must be the Host", () => {
     }
     expect(frames).toBeGreaterThan(0);
     expect(evilMessages).toBe(0);
+  });
+});
+
+describe("allowedHosts", () => {
+  test("on port 80 a browser leaves the port out: the server's names count alone too; on another port only with it", () => {
+    const on80 = allowedHosts({ host: "127.0.0.1", port: 80 });
+    for (const host of ["localhost", "127.0.0.1", "[::1]", "localhost:80"]) expect([host, on80.has(host)]).toEqual([host, true]);
+    const on8080 = allowedHosts({ host: "127.0.0.1", port: 8080 });
+    for (const host of ["localhost", "127.0.0.1", "localhost:80"]) expect([host, on8080.has(host)]).toEqual([host, false]);
+    expect(on8080.has("localhost:8080")).toBe(true);
   });
 });

@@ -218,6 +218,11 @@ describe("metrics over HTTP from real roles", () => {
       expect(last).toBeGreaterThanOrEqual(started - 1);
       expect(last).toBeLessThanOrEqual(Date.now() / 1000 + 1);
       expect(value(text, "process_resident_memory_bytes")).toBeGreaterThan(1 << 20);
+      // The process metrics README names (CPU, RSS, open fds, event loop lag), each once.
+      for (const name of ["process_cpu_seconds_total", "process_start_time_seconds", "process_open_fds", "process_max_fds", "nodejs_eventloop_lag_seconds"]) {
+        expect([name, samples(text, name).length]).toEqual([name, 1]);
+      }
+      for (const p of ["p50", "p90", "p99"]) expect([p, samples(text, `nodejs_eventloop_lag_${p}_seconds`).length]).toEqual([p, 1]);
       expect(value(text, "jetkvm_adaptive_buffer_adjustments_total")).toBe(0);
       // A stream socket's receive buffer never overflows.
       expect(overflowTotal(text, "audio-output", "receive")).toBe(0);

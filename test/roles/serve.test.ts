@@ -88,6 +88,7 @@ describe("serve: both channels in one process", () => {
       await writeWireFile(capture, 300);
       await writeWireFile(mic, 150, micPayload);
       // A live FIFO source: a queue that holds the encoder's burst, no deadline or budget, so nothing is dropped.
+      const spawned = performance.now();
       const agent = spawnAgent([
         "serve",
         "--output-socket", t.out, "--output-source", fifo, "--output-queue-frames", "1000", "--output-write-deadline-ms", "0", "--output-max-latency-ms", "60000",
@@ -142,6 +143,8 @@ describe("serve: both channels in one process", () => {
         },
       });
       expect(health.uptime_seconds as number).toBeGreaterThan(0);
+      // Seconds: no more than the test has waited since it started the agent.
+      expect(health.uptime_seconds as number).toBeLessThanOrEqual((performance.now() - spawned) / 1000);
 
       agent.kill("SIGTERM");
       expect(await agent.exited, agent.stderr).toBe(0);
