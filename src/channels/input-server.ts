@@ -53,9 +53,12 @@ export class InputServer implements ChannelEnd {
   config: AudioConfig | undefined;
   /** Unix ms of the last OpusFrame; 0 before the first. */
   lastFrameUnixMs = 0;
+  /** OpusFrames a client sent after its session ended (after its Stop, or once replaced): dropped. */
+  framesAfterSession = 0;
   readonly ackStats = new FrameStats();
   private readonly acks: FrameWriter;
-  private parser = new FrameParser(INPUT_MAGIC);
+  /** Each client's parser: one let go can still send, and what it sends is counted, not mixed into the next session. */
+  private readonly parsers = new WeakMap<Socket<unknown>, FrameParser>();
   private server: UnixServer | undefined;
   private readonly empty = new Uint8Array(0);
   private observer: ChannelObserver = NO_OBSERVER;
@@ -81,13 +84,14 @@ export class InputServer implements ChannelEnd {
       report: options.report,
       handler: {
         open: (socket) => {
-          this.parser = new FrameParser(INPUT_MAGIC);
+          this.parsers.set(socket, new FrameParser(INPUT_MAGIC));
           this.sessions++;
           this.tuner.attach(socket);
           this.observer.connection("connected", options.path);
           this.acks.attach(socket);
         },
         data: (socket, chunk) => this.receive(socket, chunk),
+        late: (socket, chunk) => this.receiveLate(socket, chunk),
         drain: (socket) => this.acks.onDrain(socket),
         close: (_socket, reason) => {
           this.acks.detach(DropReason.NoClient);
@@ -126,15 +130,22 @@ export class InputServer implements ChannelEnd {
       protocolErrors: this.protocolErrors,
       tuner: this.tuner,
       received: { frames: this.framesReceived, bytes: this.bytesReceived, lastFrameUnixMs: this.lastFrameUnixMs },
-      counts: { heartbeats: this.heartbeats, sessions: this.sessions, clean_sessions: this.cleanSessions },
-      dropped: this.options.droppedBySink?.(),
+      counts: {
+        heartbeats: this.heartbeats,
+        sessions: this.sessions,
+        clean_sessions: this.cleanSessions,
+        // Acks a client left unread past the queue's room are dropped, oldest first.
+        acks_sent: this.ackStats.delivered,
+        acks_dropped: this.ackStats.droppedTotal,
+      },
+      dropped: this.framesAfterSession > 0 ? { ...this.options.droppedBySink?.(), session_ended: this.framesAfterSession } : this.options.droppedBySink?.(),
       config: this.config,
     });
   }
 
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
     this.bytesReceived += chunk.length;
-    const parser = this.parser;
+    const parser = this.parsers.get(socket)!;
     try {
       parser.push(chunk);
       for (let m = parser.next(); m; m = parser.next()) {
@@ -160,6 +171,8 @@ export class InputServer implements ChannelEnd {
             // they were only queued (written on the next microtask), and ending it drops the queue.
             this.acks.pump();
             this.endSession(socket);
+            // Whatever came in the same read after the Stop is not the session's.
+            this.countLate(socket, parser);
             return;
         }
         this.options.onMessage(m);
@@ -172,6 +185,24 @@ export class InputServer implements ChannelEnd {
       this.protocolErrors++;
       this.options.report("warn", "framing violation from client; disconnecting", { error: e.message });
       this.server?.disconnect(socket, `protocol error: ${e.message}`, "terminate");
+    }
+  }
+
+  /** A client let go still sent: its OpusFrames are counted dropped, and nothing else is read. */
+  private receiveLate(socket: Socket<unknown>, chunk: Uint8Array): void {
+    this.bytesReceived += chunk.length;
+    const parser = this.parsers.get(socket);
+    if (!parser) return;
+    parser.push(chunk);
+    this.countLate(socket, parser);
+  }
+
+  private countLate(socket: Socket<unknown>, parser: FrameParser): void {
+    try {
+      for (let m = parser.next(); m; m = parser.next()) if (m.type === MessageType.OpusFrame) this.framesAfterSession++;
+    } catch {
+      // Broken framing from a client already let go: it is closing anyway, and nothing more of it is read.
+      this.parsers.delete(socket);
     }
   }
 

@@ -9,6 +9,8 @@ export interface ClientHandler {
   /** A client connected (any previous client has already been closed). */
   open(socket: Socket<unknown>): void;
   data(socket: Socket<unknown>, chunk: Uint8Array): void;
+  /** What a client sends once it has been let go (after its end, or once replaced), until it closes. */
+  late?(socket: Socket<unknown>, chunk: Uint8Array): void;
   drain(socket: Socket<unknown>): void;
   /** The client is gone; `reason` says why (replaced, peer closed, error, server stop). */
   close(socket: Socket<unknown>, reason: string): void;
@@ -102,6 +104,7 @@ export class UnixServer {
         open: (socket) => server.accept(socket),
         data: (socket, chunk) => {
           if (socket === server.current) options.handler.data(socket, chunk);
+          else if (server.lettingGo.has(socket)) options.handler.late?.(socket, chunk);
         },
         drain: (socket) => {
           if (socket === server.current) options.handler.drain(socket);

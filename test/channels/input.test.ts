@@ -17,7 +17,7 @@ import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { testPayload } from "../support/payloads.ts";
-import { connectClient, silentServer } from "../support/peer.ts";
+import { connectClient, silentServer, writeInPieces } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { recordingObserver, recordingReport, type Reported } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
@@ -546,3 +546,77 @@ describe("Acks read together with the Stop", () => {
   });
 });
 
+
+describe("what a client sends once its session has ended is counted, never read into the next", () => {
+  const empty = new Uint8Array(0);
+  const config = () => encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(MONO));
+  const opus = (i: number) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(i));
+  const stop = () => encodeMessage(INPUT_MAGIC, MessageType.Stop, empty);
+  /** A client that goes on writing after the server's end (as a Go client can): Bun's own would close at it. */
+  async function halfOpenClient(path: string): Promise<Socket<undefined>> {
+    const socket = await Bun.connect({ unix: path, allowHalfOpen: true, socket: { data() {}, end() {}, error() {} } });
+    defer(() => socket.terminate());
+    return socket;
+  }
+
+  test("OpusFrames after a Stop in the same write: dropped as session_ended, not lost uncounted", async () => {
+    const path = socketDir(defer, "in-").path("in.sock");
+    const { server, messages, ends } = await startServer(path);
+    const client = await connectClient(defer, path, { magic: INPUT_MAGIC });
+    client.socket.write(concatBytes([config(), opus(0), stop(), opus(1), opus(2)]));
+    await until(() => ends.length === 1, "the session's end");
+    await until(() => server.readings().dropped.session_ended === 2, "the frames after the Stop counted");
+    expect(ends).toEqual([{ reason: "stop", clean: true }]);
+    expect(server.readings().frames).toBe(1);
+    expect(messages.map((m) => m.type)).toEqual([MessageType.Config, MessageType.OpusFrame, MessageType.Stop]);
+  });
+
+  test("OpusFrames written after the Stop, while the server lets the client go: dropped as session_ended", async () => {
+    const path = socketDir(defer, "in-").path("in.sock");
+    const { server, ends } = await startServer(path);
+    const client = await halfOpenClient(path);
+    client.write(concatBytes([config(), opus(0), stop()]));
+    await until(() => ends.length === 1, "the session's end");
+    client.write(concatBytes([opus(1), opus(2), encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, empty), opus(3)]));
+    await until(() => server.readings().dropped.session_ended === 3, "the late frames counted");
+    expect(server.readings().frames).toBe(1);
+    expect(server.heartbeats).toBe(0);
+  });
+
+  test("a replaced client that goes on sending: its frames are counted dropped, and the new session is whole", async () => {
+    const path = socketDir(defer, "in-").path("in.sock");
+    const { server, messages } = await startServer(path);
+    const first = await halfOpenClient(path);
+    first.write(concatBytes([config(), opus(0)]));
+    await until(() => server.readings().frames === 1, "the first client's frame");
+    const second = await connectClient(defer, path, { magic: INPUT_MAGIC });
+    await until(() => server.readings().connects === 2, "the second client");
+    // Half a frame, then the rest: the first client's parser keeps its own state.
+    const late = concatBytes([opus(1), opus(2)]);
+    first.write(late.subarray(0, 30));
+    second.socket.write(concatBytes([config(), opus(10), opus(11), stop()]));
+    await Bun.sleep(50);
+    first.write(late.subarray(30));
+    await until(() => server.readings().dropped.session_ended === 2, "the replaced client's frames counted");
+    await until(() => server.cleanSessions === 1, "the second session's Stop");
+    expect(server.readings().frames).toBe(3);
+    expect(server.protocolErrors).toBe(0);
+    const frames = messages.filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload);
+    expect(frames.map((p, i) => sameBytes(p, testPayload([0, 10, 11][i]!)))).toEqual([true, true, true]);
+  });
+
+  test("Acks a client leaves unread beyond the queue are counted dropped: sent + dropped = Config + Heartbeats", async () => {
+    const path = socketDir(defer, "in-").path("in.sock");
+    const { server, ends } = await startServer(path);
+    const client = await connectClient(defer, path, { magic: INPUT_MAGIC, paused: true });
+    const HEARTBEATS = 40_000;
+    const heartbeat = encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, empty);
+    const burst = concatBytes([config(), ...Array.from({ length: HEARTBEATS }, () => heartbeat), stop()]);
+    expect(await writeInPieces(client.socket, burst, 65536)).toBe(true);
+    await until(() => ends.length === 1, "the session's end", 10_000);
+    const counts = server.readings().counts;
+    expect(server.heartbeats).toBe(HEARTBEATS);
+    expect(counts.acks_dropped!).toBeGreaterThan(0);
+    expect(counts.acks_sent! + counts.acks_dropped!).toBe(HEARTBEATS + 1);
+  });
+});
