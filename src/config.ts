@@ -175,7 +175,7 @@ export const OPTIONS = {
   lenient: { flag: "boolean", help: "skip Ogg pages with a bad CRC and bytes that begin no page, go on past missing pages, and drop pages that come again, counting each, instead of failing", allowed: "true, false", schema: booleanLike, default: false },
   count: { flag: "string", help: "exit after receiving N frames", allowed: "an integer 1..2^53", schema: integer(1, Number.MAX_SAFE_INTEGER) },
   once: { flag: "boolean", help: "exit when the first connection (session) ends", allowed: "true, false", schema: booleanLike, default: false },
-  "connect-timeout": { flag: "string", help: "give up (exit 1) after S seconds without a server", allowed: "seconds > 0", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.minValue(0.001))) },
+  "connect-timeout": { flag: "string", help: "give up (exit 1) after S seconds without a server", allowed: "seconds, 0.001 or more (a decimal: 2.5)", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.minValue(0.001))) },
   "socket-mode": { flag: "string", help: "file mode of the socket (octal)", allowed: "octal 000..777, e.g. 0660", schema: fileMode, default: 0o660, written: octal },
   "queue-frames": { flag: "string", help: "send queue bound in frames (the queue also never holds more than 8 MiB)", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 500 },
   drop: { flag: "string", help: "which frame to drop when the queue is full", allowed: "oldest, newest", schema: choice(["oldest", "newest"]), default: "oldest" },

@@ -322,6 +322,11 @@ describe("parseConfigFile", () => {
       expect(fileError(JSON.stringify({ "stats-interval": seconds }))).toBe(`config /etc/bad.json: "stats-interval": ${seconds} is not allowed: 0 (off) or seconds 0.1..86400`);
     }
     for (const seconds of [0, 0.1, 86_400]) expect(file({ "stats-interval": seconds }).top["stats-interval"]).toBe(seconds);
+    // --connect-timeout: what is allowed says what the schema takes (1e3 is not a decimal).
+    for (const seconds of [`"0.0001"`, `"1e3"`, "0"]) {
+      expect(fileError(`{"connect-timeout": ${seconds}}`)).toBe(`config /etc/bad.json: "connect-timeout": ${seconds} is not allowed: seconds, 0.001 or more (a decimal: 2.5)`);
+    }
+    expect(file({ "connect-timeout": "0.001" }).top["connect-timeout"]).toBe(0.001);
     expect(fileError(`{"queue-frames": 100001}`)).toBe(
       'config /etc/bad.json: "queue-frames": 100001 is not allowed: an integer 1..100000',
     );
