@@ -29,6 +29,9 @@ export interface OutputServerOptions {
   clock?: WallClock;
 }
 
+/** At stop, how long a client has to take the rest of a frame it has begun to read (at most 4113 bytes). */
+const FINISH_STARTED_MS = 250;
+
 /**
  * The capture side of the output channel: streams OpusFrame messages (and
  * nothing else, so an unchanged Go client accepts them) to the one connected
@@ -114,7 +117,10 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
 
   /** Stops listening, closes the client gracefully, removes the socket file. */
   async stop(): Promise<void> {
-    // Whatever flush() could not write out in time never reaches a client.
+    // Whatever flush() could not write out in time never reaches a client, but a frame the
+    // client has begun to read is finished if it takes it in time: written whole or not started.
+    this.writer.discard(DropReason.Shutdown, true);
+    await this.flush(FINISH_STARTED_MS);
     this.writer.discard(DropReason.Shutdown);
     this.writer.detach(DropReason.Shutdown);
     await this.server?.stop();

@@ -122,11 +122,13 @@ export class FrameWriter {
 
   /**
    * The end (shutdown): drops everything queued or half-written, and
-   * whatever is submitted from now on, counted under `reason`.
+   * whatever is submitted from now on, counted under `reason`. With
+   * `keepStarted`, a message the client has begun to read is left to finish
+   * (waitForIdle tells when); a later discard drops it if it has not.
    */
-  discard(reason: DropReason): void {
+  discard(reason: DropReason, keepStarted = false): void {
     this.closedFor = reason;
-    if (this.tailSize > 0) {
+    if (this.tailSize > 0 && !keepStarted) {
       this.queue.stats.dropped[reason]++;
       this.tailSize = 0;
       this.tailSent = 0;

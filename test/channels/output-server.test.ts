@@ -11,6 +11,7 @@ import { connectClient } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { recordingObserver, recordingReport } from "../support/reports.ts";
 import { until } from "../support/wait.ts";
+import { within } from "../../src/transport/within.ts";
 
 const defer = useCleanup();
 
@@ -120,6 +121,28 @@ describe("OutputServer", () => {
     expect(s.submitted).toBe(100);
     expect(s.submitted).toBe(s.delivered + s.droppedTotal);
     expect(server.idle).toBe(true);
+  });
+
+  test("stop(): a frame the client has begun to read is finished, not cut; what was not started is dropped as shutdown", async () => {
+    for (const lossless of [true, false]) {
+      const { path, server } = await startOutputServer(defer, { lossless, writeDeadlineMs: 0, socketBuffers: { sendBytes: 8192, receiveBytes: 8192 } });
+      const reader = await connectClient(defer, path, { paused: true });
+      await until(() => server.connected, "client accepted");
+      // 4000-byte frames: the buffers fill part-way through one, which is then half-written.
+      for (let i = 0; i < 40; i++) server.sendFrame(indexedPayload(i, 4000));
+      await until(() => server.stats.shortWrites > 0, "a short write");
+      const stopped = server.stop();
+      await Bun.sleep(20);
+      reader.socket.resume();
+      await stopped;
+      await within(reader.closed, 5000, undefined);
+      const s = server.stats;
+      expect({ lossless, partial: reader.pending }).toEqual({ lossless, partial: 0 });
+      expect(reader.frames.length).toBe(s.delivered);
+      expectIntactInOrder(reader.frames, 4000);
+      expect(s.dropped.shutdown).toBeGreaterThan(0);
+      expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+    }
   });
 
   test("a stuck client is cut off: the frames queued for it count as client_stuck, and the reason is logged", async () => {
