@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
+import { closeSync, constants, fsyncSync, openSync, statSync, writeSync } from "node:fs";
 
 /**
  * Where a sink's bytes go: a file or stdout (ByteSink), or the reader of a
@@ -104,4 +104,31 @@ export function writeFrom(fd: number, bytes: Uint8Array, at = 0): { at: number; 
     }
   }
   return { at };
+}
+
+/** While a FIFO sink has no reader, how often to look again (ms). */
+const FIFO_READER_LOOK_MS = 200;
+
+/**
+ * Opening a FIFO to write blocks until a reader opens it, and no signal
+ * handler runs meanwhile: a service waiting so could not be stopped. When
+ * `path` is a FIFO, waits for a reader without blocking (`waiting` is called
+ * once if there is none yet) and resolves with a descriptor that holds the
+ * FIFO open for writing: close it once the sink has opened it, since a reader
+ * whose writers all close reads its end. Undefined for anything else, or when
+ * `stopped()` comes first.
+ */
+export async function holdFifoForWriting(path: string, stopped: () => boolean, waiting: () => void): Promise<number | undefined> {
+  if (path === "-" || !statSync(path, { throwIfNoEntry: false })?.isFIFO()) return undefined;
+  for (let told = false; !stopped(); await Bun.sleep(FIFO_READER_LOOK_MS)) {
+    try {
+      return openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
+    } catch (e) {
+      // ENXIO: no reader yet. Anything else the sink's own open reports.
+      if ((e as NodeJS.ErrnoException).code !== "ENXIO") return undefined;
+    }
+    if (!told) waiting();
+    told = true;
+  }
+  return undefined;
 }

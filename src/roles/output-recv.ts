@@ -1,5 +1,7 @@
 import { OutputClient } from "../channels/output-client.ts";
 import { socketBufferSizes, type RoleSettings } from "../config.ts";
+import { closeSync } from "node:fs";
+import { holdFifoForWriting } from "../media/byte-sink.ts";
 import type { FrameSink } from "../media/frame-sink.ts";
 import { openSink } from "../media/open.ts";
 import { SinkFlusher } from "../media/sink-flusher.ts";
@@ -53,11 +55,20 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     flusher.wrote();
     if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();
   }, () => sink?.dropped);
+  let held: number | undefined;
   try {
+    held = await holdFifoForWriting(settings.sink, () => shutdown.isRequested, () => report("info", "waiting for a reader of the sink FIFO", { sink: settings.sink }));
+    if (shutdown.isRequested) {
+      await instruments.stop();
+      report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
+      return;
+    }
     sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
   } catch (e) {
     await instruments.stop();
     throw e;
+  } finally {
+    if (held !== undefined) closeSync(held);
   }
   flusher = new SinkFlusher(sink, settings["page-ms"], (error) => client.fail(error));
   try {

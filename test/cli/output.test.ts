@@ -8,6 +8,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { encodeConfigPayload, encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { makeFifo } from "../support/fifo.ts";
 import { packetsOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
@@ -344,6 +345,32 @@ describe("signals", () => {
     expect(await serve.exited, serve.stderr).toBe(0);
     expect(existsSync(t.sock)).toBe(false);
   });
+});
+
+describe("output recv to a FIFO", () => {
+  test("no reader yet: it says it waits, SIGTERM stops it (exit 0); a reader that comes gets every frame, whole", async () => {
+    const t = setup();
+    const fifo = makeFifo(t.path("player"));
+    const waiting = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", fifo]);
+    await waiting.waitForStderr("waiting for a reader of the sink FIFO");
+    waiting.kill("SIGTERM");
+    expect(await waiting.exited, waiting.stderr).toBe(0);
+    expect(logFields(waiting.stderr, "output-client", "stopped")).toMatchObject({ signal: "SIGTERM", frames: "0" });
+
+    const N = 300;
+    await writeWireFile(t.source, N);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
+    await serve.waitForStderr("listening");
+    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", fifo, "--count", String(N)]);
+    await recv.waitForStderr("waiting for a reader of the sink FIFO");
+    const heard = t.path("heard.wire");
+    const player = start(["sh", "-c", 'exec cat "$1" > "$2"', "sh", fifo, heard]);
+    expect(await recv.exited, recv.stderr).toBe(0);
+    expect(await player.exited).toBe(0);
+    expect(scanFrames(heard)).toMatchObject({ count: N, mismatch: -1 });
+    serve.kill("SIGTERM");
+    expect(await serve.exited).toBe(0);
+  }, 30_000);
 });
 
 describe("socket file mode", () => {
