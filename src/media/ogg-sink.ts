@@ -133,6 +133,7 @@ export class OggSink implements FrameSink {
     this.closed = true;
     try {
       this.writeHeaders(this.channels ?? 2);
+      if (this.granule === 0) this.writeTrimmedSilence();
       this.pages.flushPage(true);
     } finally {
       this.bytes.close();
@@ -183,6 +184,21 @@ export class OggSink implements FrameSink {
     this.pages.addPacket(packet, this.granule);
     this.pagePackets++;
     this.packets++;
+  }
+
+  /**
+   * A stream with no audio: players (opusdec, opusfile) refuse one without an
+   * audio packet, so it gets what opusenc writes for empty input: 20 ms
+   * packets of silence covering the pre-skip, and a granule that trims every
+   * sample of them. Not a received frame: no count changes.
+   */
+  private writeTrimmedSilence(): void {
+    // CELT-only fullband 20 ms, one frame (TOC config 31, code 0), stereo flag as the head says; ff fe is silence.
+    const silence = Uint8Array.of(this.channels === 1 ? 0xf8 : 0xfc, 0xff, 0xfe);
+    for (let samples = 0; samples === 0 || samples < this.preSkip; ) {
+      samples += 960;
+      this.pages.addPacket(silence, Math.min(samples, this.preSkip));
+    }
   }
 
   private writeHeaders(channels: number): void {

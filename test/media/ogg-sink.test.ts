@@ -252,25 +252,32 @@ describe("OggSink", () => {
     expect(runTool([requireTool("opusinfo", "opus-tools"), path]).exitCode).toBe(0);
   });
 
-  test("with no audio at all, close() still writes a valid stream: headers and an EOS page", async () => {
-    const path = outPath();
-    const sink = OggSink.open(path, { channels: 1, inputSampleRate: 44100 });
-    sink.flush();
-    sink.close();
-    const pages = summarize(read(path));
-    expect(pages.map((p) => p.flags)).toEqual([PageFlag.BeginOfStream, 0, PageFlag.EndOfStream]);
-    expect(parseOpusHead(pages[0]!.first!)).toMatchObject({ channels: 1, inputSampleRate: 44100 });
-    const { frames, error } = await drainFile(path);
-    expect(error).toBeUndefined();
-    expect(frames.length).toBe(0);
-    // opusinfo parses it whole; its only complaint, a warning (hence exit 1), is the lack of audio.
-    const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
-    expect(info.stderr).toBe("");
-    expect(info.stdout).toContain("Encoded with audio-agent");
-    expect(info.stdout.match(/WARNING|ERROR/g)).toEqual(["WARNING"]);
-    expect(info.stdout).toContain("WARNING: stream 1 is empty");
-    expect(info.stdout).toContain("Logical stream 1 ended");
-    expect(info.exitCode).toBe(1);
+  test("with no audio at all, close() writes a stream players open: headers, then opusenc's silence for empty input, all of it trimmed", async () => {
+    for (const [channels, preSkip] of [[1, 312], [2, 312], [2, 3000]] as const) {
+      const path = outPath();
+      const sink = OggSink.open(path, { channels, inputSampleRate: 44100, preSkip });
+      sink.flush();
+      sink.close();
+      const pages = summarize(read(path));
+      expect(pages.map((p) => p.flags)).toEqual([PageFlag.BeginOfStream, 0, PageFlag.EndOfStream]);
+      expect(parseOpusHead(pages[0]!.first!)).toMatchObject({ channels, inputSampleRate: 44100, preSkip });
+      // 20 ms packets covering the pre-skip; the granule is the pre-skip: nothing is left to play.
+      expect(pages[2]!.granule).toBe(preSkip);
+      expect(pages[2]!.samples).toEqual(Array(Math.max(1, Math.ceil(preSkip / 960))).fill(960));
+      expect(sink.packets).toBe(0);
+      const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
+      expect({ channels, preSkip, stderr: info.stderr, warnings: info.stdout.match(/WARNING|ERROR/g), code: info.exitCode }).toEqual({
+        channels,
+        preSkip,
+        stderr: "",
+        warnings: null,
+        code: 0,
+      });
+      expect(info.stdout).toContain("Encoded with audio-agent");
+      expect(info.stdout).toContain("Playback length: 0m:00.000s");
+      // opusdec opens it (it refused a stream with no audio packet) and plays nothing.
+      expect(decodedSamples(path, fx.dir)).toBe(0);
+    }
   });
 
   test("drops and counts packets that cannot be timed; writes nothing after close", () => {
