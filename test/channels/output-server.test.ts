@@ -145,6 +145,42 @@ describe("OutputServer", () => {
     }
   });
 
+  test("live: while the socket is full, a new frame drops what waited past the write deadline at once, without waiting for a drain", async () => {
+    const { path, server } = await startOutputServer(defer, { writeDeadlineMs: 50, stuckFrames: 1_000_000, queueFrames: 500, socketBuffers: { sendBytes: 8192, receiveBytes: 8192 } });
+    await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    for (let i = 0; server.stats.shortWrites === 0; i++) {
+      if (i > 10_000) throw new Error("the socket never filled");
+      server.sendFrame(indexedPayload(i, 4000));
+      await tick();
+    }
+    for (let i = 0; i < 5; i++) server.sendFrame(indexedPayload(i, 4000));
+    await Bun.sleep(120);
+    expect(server.stats.dropped.write_deadline).toBe(0);
+    server.sendFrame(indexedPayload(0, 4000));
+    expect(server.stats.dropped.write_deadline).toBeGreaterThanOrEqual(5);
+  });
+
+  test("lossless: a frame half-written to a client that is replaced goes whole to the next; between them every frame once, whole, in order", async () => {
+    const N = 60;
+    const { path, server } = await startOutputServer(defer, { lossless: true, writeDeadlineMs: 0, socketBuffers: { sendBytes: 8192, receiveBytes: 8192 } });
+    const first = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "first client accepted");
+    for (let i = 0; i < N; i++) server.sendFrame(indexedPayload(i, 4000));
+    await until(() => server.stats.shortWrites > 0, "a half-written frame");
+    const second = await connectClient(defer, path);
+    await until(() => server.stats.delivered === N && server.idle, "every frame out", 10_000);
+    first.socket.resume();
+    await within(first.closed, 5000, undefined);
+    await until(() => first.frames.length + second.frames.length === N, "the second client to read its frames");
+    // The first read whole frames and then part of one; the second begins with that one, whole.
+    expect(first.pending).toBeGreaterThan(0);
+    const got = [...first.frames, ...second.frames];
+    expect(got.length).toBe(N);
+    expect(expectIntactInOrder(got, 4000)).toEqual(Array.from({ length: N }, (_, i) => i));
+    expect(server.stats.delivered).toBe(N);
+  });
+
   test("a stuck client is cut off: the frames queued for it count as client_stuck, and the reason is logged", async () => {
     const { reports, report } = recordingReport();
     const { path, server } = await startOutputServer(defer, { report, writeDeadlineMs: 0, stuckFrames: 10, queueFrames: 5, socketBuffers: { sendBytes: 8192, receiveBytes: 8192 } });
@@ -157,6 +193,8 @@ describe("OutputServer", () => {
     }
     expect(server.stats.dropped.client_stuck).toBe(5);
     expect(server.stats.dropped.no_client).toBe(0);
+    // Cut off at the 10th frame dropped for it, not the 11th.
+    expect(server.stats.dropped.queue_full).toBe(10);
     expect(reports.find((r) => r.message.startsWith("client stuck"))?.level).toBe("warn");
     expect(reports.find((r) => r.message === "client disconnected")?.fields?.reason).toBe("stuck: accepted nothing for 10 frames");
   });
