@@ -546,6 +546,41 @@ describe("input serve / input send as processes", () => {
   });
 });
 
+describe("input serve: a session that ends without Stop", () => {
+  test("--once: a first session cut short (the client gone, no Stop) ends the run too, exit 0, its frames kept", async () => {
+    const { sock, sink } = setup();
+    const server = await serve(sock, sink, ["--once"]);
+    const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
+    const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 }));
+    client.write(Buffer.concat([config, ...[0, 1, 2].map((i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(i)))]));
+    await server.waitForStderr("config ");
+    client.end();
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({ frames: "3", sessions: "1", clean_sessions: "0" });
+    const frames = parseWire(new Uint8Array(readFileSync(sink)), INPUT_MAGIC).messages.filter((m) => m.type === MessageType.OpusFrame);
+    expect(frames.map((m, i) => sameBytes(m.payload, testPayload(i)))).toEqual([true, true, true]);
+  }, 30_000);
+
+  test("a client gone without Stop is a connection drop; one that sent Stop is not (jetkvm_microphone_connection_drops_total)", async () => {
+    const { sock, sink } = setup();
+    const server = await serve(sock, sink, ["--metrics", "127.0.0.1:0"]);
+    const base = await metricsUrl(server);
+    const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 }));
+    const stop = encodeMessage(INPUT_MAGIC, MessageType.Stop, new Uint8Array(0));
+    for (const [k, bytes] of [[1, Buffer.concat([config, stop])], [2, config], [3, Buffer.concat([config, stop])]] as const) {
+      const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
+      client.write(bytes);
+      await Bun.sleep(50);
+      client.end();
+      await until(() => server.stderr.split("client disconnected").length - 1 === k, `client ${k} gone`);
+    }
+    const drops = await scrapeUntil(base, (text) => value(text, "audio_agent_reconnects_total") === 2, "the three sessions counted");
+    expect(value(drops, "jetkvm_microphone_connection_drops_total")).toBe(1);
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+  }, 30_000);
+});
+
 describe("input send stops its HTTP endpoints on every way out: a monitor page is told the agent stops (1001), not cut off", () => {
   // The process exits (main.ts) whether or not they were stopped, with the same code: what shows
   // is the page, which gets the hub's close (1001) only from a stop, else a dropped connection (1006).
