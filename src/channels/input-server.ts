@@ -3,6 +3,7 @@ import {
   decodeConfigPayload,
   FrameParser,
   INPUT_MAGIC,
+  isOpusConfig,
   MessageType,
   ProtocolError,
   wallClockMs,
@@ -160,6 +161,10 @@ export class InputServer implements ChannelEnd {
             this.config = decodeConfigPayload(m.payload);
             this.ack();
             this.options.report("info", "config", { ...this.config });
+            // Taken as it is (the Go original checks nothing either), but a sink or player cannot use it.
+            if (!isOpusConfig(this.config)) {
+              this.options.report("warn", "config names audio Opus does not have (rates 8000, 12000, 16000, 24000, 48000; 1 or 2 channels; frames of 2.5 to 120 ms)", { ...this.config });
+            }
             break;
           case MessageType.Heartbeat:
             this.heartbeats++;

@@ -18,6 +18,19 @@ export const DEFAULT_AUDIO_CONFIG: Readonly<AudioConfig> = {
 /** The rates an Opus decoder runs at (RFC 6716): the only ones a Config should name. */
 export const OPUS_SAMPLE_RATES = [8000, 12000, 16000, 24000, 48000] as const;
 
+/** Frame durations Opus has (RFC 6716: 2.5 to 60 ms a frame, up to 120 ms a packet), in tenths of a ms. */
+const OPUS_FRAME_TENTHS_MS = [25, 50, 100, 200, 400, 600, 800, 1000, 1200];
+
+/**
+ * Whether a Config names audio Opus has: a decoder's rate, mono or stereo (all the wire's
+ * frames carry), and a frame size that is one of Opus's durations at that rate.
+ */
+export function isOpusConfig(config: AudioConfig): boolean {
+  if (!(OPUS_SAMPLE_RATES as readonly number[]).includes(config.sampleRate)) return false;
+  if (config.channels !== 1 && config.channels !== 2) return false;
+  return OPUS_FRAME_TENTHS_MS.includes((config.frameSize * 10_000) / config.sampleRate);
+}
+
 export function sameAudioConfig(a: AudioConfig, b: AudioConfig): boolean {
   return a.sampleRate === b.sampleRate && a.channels === b.channels && a.frameSize === b.frameSize;
 }

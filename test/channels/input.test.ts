@@ -605,6 +605,19 @@ describe("what a client sends once its session has ended is counted, never read 
     expect(frames.map((p, i) => sameBytes(p, testPayload([0, 10, 11][i]!)))).toEqual([true, true, true]);
   });
 
+  test("a Config naming audio Opus does not have is taken, acked and warned of; an Opus one is not warned of", async () => {
+    const path = socketDir(defer, "in-").path("in.sock");
+    const { server, logs } = await startServer(path);
+    const client = await connectClient(defer, path, { magic: INPUT_MAGIC });
+    const odd = { sampleRate: 0, channels: 7, frameSize: 5 };
+    client.socket.write(concatBytes([config(), encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(odd)), stop()]));
+    await until(() => server.cleanSessions === 1, "the session's end");
+    expect(server.config).toEqual(odd);
+    const warned = logs.filter((l) => l.level === "warn" && l.message.startsWith("config names audio Opus does not have"));
+    expect(warned.map((l) => l.fields)).toEqual([odd]);
+    await until(() => client.messages.length === 2, "both Acks");
+  });
+
   test("Acks a client leaves unread beyond the queue are counted dropped: sent + dropped = Config + Heartbeats", async () => {
     const path = socketDir(defer, "in-").path("in.sock");
     const { server, ends } = await startServer(path);
