@@ -185,6 +185,9 @@ export class InputServer implements ChannelEnd {
     } catch (e) {
       if (!(e instanceof ProtocolError)) {
         this.options.onFailure(e as Error);
+        // The sink failed: the rest of this read is not the session's (it is ending), and the
+        // parser is left empty for what the client sends while it is let go.
+        this.countLate(socket, parser);
         return;
       }
       this.protocolErrors++;
@@ -198,12 +201,13 @@ export class InputServer implements ChannelEnd {
     this.bytesReceived += chunk.length;
     const parser = this.parsers.get(socket);
     if (!parser) return;
-    parser.push(chunk);
-    this.countLate(socket, parser);
+    this.countLate(socket, parser, chunk);
   }
 
-  private countLate(socket: Socket<unknown>, parser: FrameParser): void {
+  /** Counts the OpusFrames left in `parser`, and in `chunk` when given, as sent after the session. */
+  private countLate(socket: Socket<unknown>, parser: FrameParser, chunk?: Uint8Array): void {
     try {
+      if (chunk) parser.push(chunk);
       for (let m = parser.next(); m; m = parser.next()) if (m.type === MessageType.OpusFrame) this.framesAfterSession++;
     } catch {
       // Broken framing from a client already let go: it is closing anyway, and nothing more of it is read.

@@ -119,6 +119,8 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
   async stop(): Promise<void> {
     // Whatever flush() could not write out in time never reaches a client, but a frame the
     // client has begun to read is finished if it takes it in time: written whole or not started.
+    // No new client meanwhile: it would replace this one and cut that frame.
+    this.server?.stopAccepting();
     this.writer.discard(DropReason.Shutdown, true);
     await this.flush(FINISH_STARTED_MS);
     this.writer.discard(DropReason.Shutdown);

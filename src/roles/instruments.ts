@@ -124,7 +124,10 @@ export class Instruments {
     const { AgentHttpServer } = await import("../observe/http-server.ts");
     try {
       if (metricsAt && monitorAt && (await oneSocket(metricsAt, monitorAt))) {
-        this.servers.push(await AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }, allowHosts));
+        // One server for both, bound at the metrics address: it answers to the monitor address's names too.
+        const { allowedHosts } = await import("../observe/host-check.ts");
+        const names = [...(allowHosts ?? []), ...allowedHosts(monitorAt)];
+        this.servers.push(await AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }, names));
       } else {
         if (metricsAt) this.servers.push(await AgentHttpServer.start(metricsAt, { metrics }, allowHosts));
         if (monitorAt) this.servers.push(await AgentHttpServer.start(monitorAt, { monitor: this.monitor }, allowHosts));

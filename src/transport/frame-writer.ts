@@ -125,10 +125,13 @@ export class FrameWriter {
    * whatever is submitted from now on, counted under `reason`. With
    * `keepStarted`, a message the client has begun to read is left to finish
    * (waitForIdle tells when); a later discard drops it if it has not.
+   * (Lossless keeps a message cut by a vanished client for the next, from
+   * its start: no client has begun it.)
    */
   discard(reason: DropReason, keepStarted = false): void {
     this.closedFor = reason;
-    if (this.tailSize > 0 && !keepStarted) {
+    const begun = this.socket !== undefined && this.tailSent > 0;
+    if (this.tailSize > 0 && !(keepStarted && begun)) {
       this.queue.stats.dropped[reason]++;
       this.tailSize = 0;
       this.tailSent = 0;

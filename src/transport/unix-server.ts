@@ -56,6 +56,7 @@ export class UnixServer {
   private current: Socket<Connection> | undefined;
   private nextId = 1;
   private stopped = false;
+  private accepting = true;
   /** Clients let go gently and not closed yet: stop() waits for them. */
   private readonly lettingGo = new Map<Socket<unknown>, LettingGo>();
   connections = 0;
@@ -125,9 +126,16 @@ export class UnixServer {
     return this.options.path;
   }
 
-  /** Its socket accepts clients: from listen() until stop(). */
+  /** Its socket accepts clients: from listen() until stopAccepting() or stop(). */
   get listening(): boolean {
-    return !this.stopped;
+    return this.accepting;
+  }
+
+  /** Refuses new clients from now on; the current one is served on until stop(). */
+  stopAccepting(): void {
+    if (!this.accepting) return;
+    this.accepting = false;
+    this.listener.stop();
   }
 
   get client(): Socket<unknown> | undefined {
@@ -176,7 +184,7 @@ export class UnixServer {
     if (this.stopped) return;
     this.stopped = true;
     // Stop accepting first, so a client reconnecting right now is refused rather than accepted and cut.
-    this.listener.stop();
+    this.stopAccepting();
     const client = this.current;
     if (client) this.disconnect(client, "server stopping", "end", true);
     // Closed by the clients, or by their linger's end(); the bound only guards against a close never told.
@@ -187,7 +195,7 @@ export class UnixServer {
 
   private accept(socket: Socket<Connection>): void {
     socket.data = { id: this.nextId++, closeReason: undefined };
-    if (this.stopped) {
+    if (!this.accepting) {
       socket.terminate();
       return;
     }

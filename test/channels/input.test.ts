@@ -542,6 +542,8 @@ describe("Acks read together with the Stop", () => {
     await within(client.closed, 5000, undefined);
     expect(ends).toEqual([{ reason: "stop", clean: true }]);
     expect(client.messages.map((m) => m.type)).toEqual([MessageType.Ack, MessageType.Ack, MessageType.Ack]);
+    // Nothing came after the Stop: no session_ended reason is shown at all.
+    expect(Object.keys(server.readings().dropped)).toEqual([]);
     expect([server.ackStats.delivered, server.ackStats.droppedTotal]).toEqual([3, 0]);
   });
 });
@@ -603,6 +605,30 @@ describe("what a client sends once its session has ended is counted, never read 
     expect(server.protocolErrors).toBe(0);
     const frames = messages.filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload);
     expect(frames.map((p, i) => sameBytes(p, testPayload([0, 10, 11][i]!)))).toEqual([true, true, true]);
+  });
+
+  test("a sink that fails inside a read: the rest of the read and what the client sends while let go are counted, nothing throws", async () => {
+    const path = socketDir(defer, "in-").path("in.sock");
+    const failures: Error[] = [];
+    let taken = 0;
+    const { server } = await startServer(path, {
+      onMessage: (m) => {
+        if (m.type === MessageType.OpusFrame && ++taken === 3) throw new Error("ENOSPC");
+      },
+      onFailure: (e) => {
+        failures.push(e);
+        // As the role does: the server stops, letting the client go.
+        void server.stop();
+      },
+    });
+    const client = await halfOpenClient(path);
+    client.write(concatBytes([config(), opus(0), opus(1), opus(2), opus(3), opus(4)]));
+    await until(() => failures.length === 1, "the sink's failure");
+    expect(server.readings().dropped.session_ended).toBe(2);
+    client.write(concatBytes([opus(5), opus(6)]));
+    await until(() => server.readings().dropped.session_ended === 4, "the frames sent while let go");
+    expect(failures.map((e) => e.message)).toEqual(["ENOSPC"]);
+    expect(server.readings().frames).toBe(3);
   });
 
   test("a Config naming audio Opus does not have is taken, acked and warned of; an Opus one is not warned of", async () => {

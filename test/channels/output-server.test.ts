@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { useCleanup } from "../support/cleanup.ts";
 import { startOutputServer } from "../support/output-server.ts";
 import { expectIntactInOrder, indexedPayload } from "../support/payloads.ts";
-import { connectClient } from "../support/peer.ts";
+import { connectClient, RecordingClient } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { recordingObserver, recordingReport } from "../support/reports.ts";
 import { until } from "../support/wait.ts";
@@ -132,7 +132,13 @@ describe("OutputServer", () => {
       for (let i = 0; i < 40; i++) server.sendFrame(indexedPayload(i, 4000));
       await until(() => server.stats.shortWrites > 0, "a short write");
       const stopped = server.stop();
-      await Bun.sleep(20);
+      // A client coming meanwhile is refused: it would replace the reader and cut its frame.
+      const late = await RecordingClient.connect(path).then(
+        (client) => (defer(() => client.close()), "accepted"),
+        () => "refused",
+      );
+      expect(late).toBe("refused");
+      expect(server.readings().listening).toBe(false);
       reader.socket.resume();
       await stopped;
       await within(reader.closed, 5000, undefined);

@@ -300,6 +300,18 @@ describe("an address or path the system refuses: one line naming the option, the
     expect(await agent.exited).toBe(0);
   });
 
+  test("--metrics and --monitor on one port of two loopback addresses (127.0.0.1, 127.0.0.2) are two servers, each at its own", async () => {
+    const dir = setup();
+    const free = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = free.port;
+    free.stop(true);
+    const agent = spawnAgent(["output", "serve", "--source", writeSource(dir.dir), "--socket", dir.path("s.sock"), "--metrics", `127.0.0.1:${port}`, "--monitor", `127.0.0.2:${port}`]);
+    await agent.waitForStderr("output-server: listening");
+    expect(agent.stderr.match(/http listening url=\S+/g)).toEqual([`http listening url=http://127.0.0.1:${port}/`, `http listening url=http://127.0.0.2:${port}/`]);
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+  });
+
   // Bun's error then carries whatever errno was left over: ENOENT, or EINVAL after reading a config file.
   test("--metrics on a host name that resolves to nothing: exit 2 saying so, not 'no such file'", async () => {
     const dir = setup();

@@ -223,6 +223,11 @@ describe("metrics over HTTP from real roles", () => {
         expect([name, samples(text, name).length]).toEqual([name, 1]);
       }
       for (const p of ["p50", "p90", "p99"]) expect([p, samples(text, `nodejs_eventloop_lag_${p}_seconds`).length]).toEqual([p, 1]);
+    }
+    // A server says whether it listens; a client has nothing to say.
+    expect(value(sent, "audio_agent_listening")).toBe(1);
+    expect(samples(received, "audio_agent_listening")).toEqual([]);
+    for (const text of [sent, received]) {
       expect(value(text, "jetkvm_adaptive_buffer_adjustments_total")).toBe(0);
       // A stream socket's receive buffer never overflows.
       expect(overflowTotal(text, "audio-output", "receive")).toBe(0);
