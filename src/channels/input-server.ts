@@ -54,7 +54,10 @@ export class InputServer implements ChannelEnd {
   config: AudioConfig | undefined;
   /** Unix ms of the last OpusFrame; 0 before the first. */
   lastFrameUnixMs = 0;
-  /** OpusFrames a client sent after its session ended (after its Stop, or once replaced): dropped. */
+  /**
+   * OpusFrames a client sent after its session ended (after its Stop, or once replaced): received
+   * (in framesReceived, so that received = taken by the sink + dropped holds) and dropped.
+   */
   framesAfterSession = 0;
   readonly ackStats = new FrameStats();
   private readonly acks: FrameWriter;
@@ -208,7 +211,11 @@ export class InputServer implements ChannelEnd {
   private countLate(socket: Socket<unknown>, parser: FrameParser, chunk?: Uint8Array): void {
     try {
       if (chunk) parser.push(chunk);
-      for (let m = parser.next(); m; m = parser.next()) if (m.type === MessageType.OpusFrame) this.framesAfterSession++;
+      for (let m = parser.next(); m; m = parser.next()) {
+        if (m.type !== MessageType.OpusFrame) continue;
+        this.framesReceived++;
+        this.framesAfterSession++;
+      }
     } catch {
       // Broken framing from a client already let go: it is closing anyway, and nothing more of it is read.
       this.parsers.delete(socket);
