@@ -17,7 +17,8 @@ export class ConnectTimeoutError extends Error {
     readonly waitedMs: number,
     readonly lastError: string,
   ) {
-    super(`could not connect to ${path} within ${(waitedMs / 1000).toFixed(1)} s (last error: ${lastError})`);
+    // In ms to the second: a tenth would read "within 0.0 s" for a timeout of 0.01.
+    super(`could not connect to ${path} within ${Math.round(waitedMs) / 1000} s (last error: ${lastError})`);
     this.name = "ConnectTimeoutError";
   }
 }

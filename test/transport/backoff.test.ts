@@ -130,7 +130,11 @@ describe("connectWithBackoff", () => {
     expect(error.path).toBe(path);
     expect(error.lastError).toBe("ENOENT");
     expect(error.waitedMs).toBeGreaterThanOrEqual(300);
-    expect(error.message).toMatch(new RegExp(`^could not connect to ${path} within \\d+\\.\\d s \\(last error: ENOENT\\)$`));
+    expect(error.message).toMatch(new RegExp(`^could not connect to ${path} within \\d+(\\.\\d+)? s \\(last error: ENOENT\\)$`));
+    // The time is said to the ms: a short timeout does not read "within 0.0 s".
+    const short = await connectWithBackoff({ path, handler: ignore, report: silent, timeoutMs: 10 }).catch((e) => e);
+    expect(Number(/ within (\S+) s /.exec(short.message)![1])).toBe(Math.round(short.waitedMs) / 1000);
+    expect(short.waitedMs).toBeGreaterThanOrEqual(10);
   });
 
   test("the last attempt is made at the deadline, not a backoff step before it", async () => {
