@@ -115,12 +115,17 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
     return within(this.writer.waitForIdle().then(() => true), timeoutMs, false);
   }
 
+  /** Refuses new clients from now on (a stop's first step); the current one is served on. */
+  stopAccepting(): void {
+    this.server?.stopAccepting();
+  }
+
   /** Stops listening, closes the client gracefully, removes the socket file. */
   async stop(): Promise<void> {
     // Whatever flush() could not write out in time never reaches a client, but a frame the
     // client has begun to read is finished if it takes it in time: written whole or not started.
     // No new client meanwhile: it would replace this one and cut that frame.
-    this.server?.stopAccepting();
+    this.stopAccepting();
     this.writer.discard(DropReason.Shutdown, true);
     await this.flush(FINISH_STARTED_MS);
     this.writer.discard(DropReason.Shutdown);

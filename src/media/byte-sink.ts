@@ -115,8 +115,10 @@ const FIFO_READER_LOOK_MS = 200;
  * `path` is a FIFO, waits for a reader without blocking (`waiting` is called
  * once if there is none yet) and resolves with a descriptor that holds the
  * FIFO open for writing: close it once the sink has opened it, since a reader
- * whose writers all close reads its end. Undefined for anything else, or when
- * `stopped()` comes first.
+ * whose writers all close reads its end. A FIFO removed meanwhile (a pipeline
+ * making it again) is waited for too: opening the path then would create a
+ * regular file there. Undefined for anything else, or when `stopped()` comes
+ * first.
  */
 export async function holdFifoForWriting(path: string, stopped: () => boolean, waiting: () => void): Promise<number | undefined> {
   if (path === "-" || !statSync(path, { throwIfNoEntry: false })?.isFIFO()) return undefined;
@@ -124,8 +126,9 @@ export async function holdFifoForWriting(path: string, stopped: () => boolean, w
     try {
       return openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
     } catch (e) {
-      // ENXIO: no reader yet. Anything else the sink's own open reports.
-      if ((e as NodeJS.ErrnoException).code !== "ENXIO") return undefined;
+      // ENXIO: no reader yet; ENOENT: no FIFO just now. Anything else the sink's own open reports.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== "ENXIO" && code !== "ENOENT") return undefined;
     }
     if (!told) waiting();
     told = true;

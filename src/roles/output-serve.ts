@@ -82,6 +82,8 @@ export async function streamOutput(
     await shutdown.race(pumped.catch((e) => void (sourceFailure = e ?? new Error("source failed"))));
     // Lossless: everything must go out, however long a slow client takes; a signal still ends it.
     if (!shutdown.isRequested && !live) await shutdown.race(server.waitForIdle());
+    // The stop begins: a client coming now would replace the one taking the last frames, mid-frame.
+    server.stopAccepting();
     await server.flush(FINAL_FLUSH_MS);
     if (sourceFailure !== undefined) throw sourceFailure;
   } finally {

@@ -4,7 +4,7 @@
  * codes and one-line messages, signals, socket file mode and clean-up.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { encodeConfigPayload, encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -325,6 +325,31 @@ describe("signals", () => {
     expectAccountedLine(serve.stderr);
   });
 
+  test("SIGTERM to a lossless output serve: a client coming meanwhile is refused, and the one reading gets whole frames only", async () => {
+    const t = setup();
+    await writeWireFile(t.source, 300);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--socket-buffers", "32k"]);
+    await serve.waitForStderr("listening");
+    const reader = await connectClient(defer, t.sock, { paused: true });
+    await serve.waitForStderr("client connected");
+    await Bun.sleep(200);
+    serve.kill("SIGTERM");
+    await Bun.sleep(50);
+    const racer = await RecordingClient.connect(t.sock).then(
+      (client) => (defer(() => client.close()), "accepted"),
+      () => "refused",
+    );
+    expect(racer).toBe("refused");
+    reader.socket.resume();
+    expect(await serve.exited, serve.stderr).toBe(0);
+    await reader.closed;
+    expect(serve.stderr).not.toContain("replaced by a new client");
+    expect(reader.pending).toBe(0);
+    const stopped = logFields(serve.stderr, "output-server", "stopped");
+    expect(reader.frames.length).toBe(Number(stopped.delivered));
+    expect(firstMismatch(reader.frames)).toBe(-1);
+  });
+
   test("SIGTERM to output recv exits 0 and leaves a sink of whole messages", async () => {
     const t = setup();
     const N = 500;
@@ -363,6 +388,12 @@ describe("output recv to a FIFO", () => {
     await serve.waitForStderr("listening");
     const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", fifo, "--count", String(N)]);
     await recv.waitForStderr("waiting for a reader of the sink FIFO");
+    // A pipeline making the FIFO again meanwhile: no regular file appears at the path, and the wait goes on.
+    unlinkSync(fifo);
+    await Bun.sleep(500);
+    expect(existsSync(fifo)).toBe(false);
+    makeFifo(fifo);
+    expect(recv.stderr.split("waiting for a reader of the sink FIFO").length - 1).toBe(1);
     const heard = t.path("heard.wire");
     const player = start(["sh", "-c", 'exec cat "$1" > "$2"', "sh", fifo, heard]);
     expect(await recv.exited, recv.stderr).toBe(0);

@@ -26,6 +26,8 @@ import {
   type Fixtures,
 } from "../support/opus-fixtures.ts";
 import { drainFile } from "../support/sources.ts";
+import { packetsOf } from "../support/ogg.ts";
+import { sameBytes } from "../support/bytes.ts";
 
 let fx: Fixtures;
 let count = 0;
@@ -253,7 +255,7 @@ describe("OggSink", () => {
   });
 
   test("with no audio at all, close() writes a stream players open: headers, then opusenc's silence for empty input, all of it trimmed", async () => {
-    for (const [channels, preSkip] of [[1, 312], [2, 312], [2, 3000]] as const) {
+    for (const [channels, preSkip] of [[1, 312], [2, 312], [2, 3000], [1, 960]] as const) {
       const path = outPath();
       const sink = OggSink.open(path, { channels, inputSampleRate: 44100, preSkip });
       sink.flush();
@@ -264,6 +266,10 @@ describe("OggSink", () => {
       // 20 ms packets covering the pre-skip; the granule is the pre-skip: nothing is left to play.
       expect(pages[2]!.granule).toBe(preSkip);
       expect(pages[2]!.samples).toEqual(Array(Math.max(1, Math.ceil(preSkip / 960))).fill(960));
+      // opusenc's own bytes for it: CELT 20 ms, the head's channels in the TOC, then silence.
+      const audio = packetsOf(read(path)).slice(2);
+      expect(audio.length).toBe(pages[2]!.samples.length);
+      expect(audio.every((p) => sameBytes(p, Uint8Array.of(channels === 1 ? 0xf8 : 0xfc, 0xff, 0xfe)))).toBe(true);
       expect(sink.packets).toBe(0);
       const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
       expect({ channels, preSkip, stderr: info.stderr, warnings: info.stdout.match(/WARNING|ERROR/g), code: info.exitCode }).toEqual({

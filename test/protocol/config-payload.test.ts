@@ -33,6 +33,8 @@ describe("isOpusConfig", () => {
       { sampleRate: 16000, channels: 1, frameSize: 320 },
       { sampleRate: 8000, channels: 2, frameSize: 20 },
       { sampleRate: 12000, channels: 1, frameSize: 720 },
+      { sampleRate: 48000, channels: 2, frameSize: 3840 },
+      { sampleRate: 48000, channels: 2, frameSize: 4800 },
     ]) {
       expect([config, isOpusConfig(config)]).toEqual([config, true]);
     }
