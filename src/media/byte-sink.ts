@@ -39,6 +39,11 @@ export class ByteSink implements ByteOutput {
     return new ByteSink(path, openSync(path, "w", 0o644), true, capacity);
   }
 
+  /** Writes through `fd`, already open on `path` for writing; closed with the sink. */
+  static adopt(path: string, fd: number, capacity = 64 * 1024): ByteSink {
+    return new ByteSink(path, fd, true, capacity);
+  }
+
   /** Always takes them: a slow file slows the writer instead. */
   write(bytes: Uint8Array): boolean {
     if (bytes.length > this.buffer.length - this.used) {
@@ -113,9 +118,9 @@ const FIFO_READER_LOOK_MS = 200;
  * Opening a FIFO to write blocks until a reader opens it, and no signal
  * handler runs meanwhile: a service waiting so could not be stopped. When
  * `path` is a FIFO, waits for a reader without blocking (`waiting` is called
- * once if there is none yet) and resolves with a descriptor that holds the
- * FIFO open for writing: close it once the sink has opened it, since a reader
- * whose writers all close reads its end. A FIFO removed meanwhile (a pipeline
+ * once if there is none yet) and resolves with a descriptor open on it for
+ * writing, non-blocking: the sink writes through it (SinkOptions.fd), since
+ * opening the path again would wait anew if the reader had left meanwhile. A FIFO removed meanwhile (a pipeline
  * making it again) is waited for too: opening the path then would create a
  * regular file there. Undefined for anything else, or when `stopped()` comes
  * first.

@@ -1,6 +1,6 @@
 import { realpathSync, statSync } from "node:fs";
 import { isAbsolute } from "node:path";
-import type { ByteOutput } from "./byte-sink.ts";
+import { ByteSink, type ByteOutput } from "./byte-sink.ts";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
 import { FifoSink, type PipeSizer } from "./fifo-sink.ts";
 import { FifoSource, type FifoReport } from "./fifo-source.ts";
@@ -39,6 +39,8 @@ export interface SinkOptions {
    * non-blocking, to a player: written as a FIFO's one reader, never waited for.
    */
   liveStdout?: boolean;
+  /** Without fifoReaders: a descriptor already open on `path` for writing, written through instead of opening it (taken over). */
+  fd?: number;
 }
 
 /**
@@ -79,11 +81,16 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
       fd: stdout ? 1 : undefined,
     });
   }
+  const { fd } = options;
   switch (format) {
     case "wire":
-      return WireSink.open(path);
-    case "ogg":
-      return OggSink.open(path, { preSkip: options.preSkip, pageMs: options.pageMs });
+      return fd === undefined ? WireSink.open(path) : WireSink.over(ByteSink.adopt(path, fd));
+    case "ogg": {
+      const ogg = { preSkip: options.preSkip, pageMs: options.pageMs };
+      if (fd === undefined) return OggSink.open(path, ogg);
+      OggSink.check(ogg);
+      return OggSink.over(ByteSink.adopt(path, fd), ogg);
+    }
   }
 }
 

@@ -7,6 +7,7 @@ import { openSink } from "../media/open.ts";
 import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
+import { setNonBlocking } from "../transport/socket-options.ts";
 import { MessageType, type ParsedMessage } from "../protocol/index.ts";
 import { Instruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
@@ -63,7 +64,11 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
       report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
       return;
     }
-    sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"] });
+    // The FIFO is written through the descriptor its reader was found with, made blocking (a
+    // file's backpressure); without libc to do that, it is opened again.
+    const fd = held !== undefined && setNonBlocking(held, false).ok ? held : undefined;
+    sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"], fd });
+    if (fd !== undefined) held = undefined;
   } catch (e) {
     await instruments.stop();
     throw e;

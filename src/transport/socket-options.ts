@@ -370,12 +370,13 @@ function pipeSize(fd: number, cmd: number, arg: number, call: SocketOptionCall):
  * return EAGAIN when the pipe or socket is full. The flag belongs to the open
  * file description, so whoever shares it (a process that handed it down as
  * stdout and kept it) sees it too: `restore` puts the flags back as they were.
+ * With `on` false, clears it: writes then wait in the kernel.
  */
-export function setNonBlocking(fd: number): { ok: true; fd: number; restore: () => void } | SocketOptionFailure {
+export function setNonBlocking(fd: number, on = true): { ok: true; fd: number; restore: () => void } | SocketOptionFailure {
   const call = "fcntl(F_SETFL)";
   return withLibc(call, fd, (libc) => {
     const flags = libc.fcntl(fd, F_GETFL, 0);
-    if (flags < 0 || libc.fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return syscallFailed(libc, call, fd);
+    if (flags < 0 || libc.fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK) < 0) return syscallFailed(libc, call, fd);
     return { ok: true as const, fd, restore: () => void libc.fcntl(fd, F_SETFL, flags) };
   });
 }
