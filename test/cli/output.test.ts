@@ -4,7 +4,7 @@
  * codes and one-line messages, signals, socket file mode and clean-up.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { encodeConfigPayload, encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -399,6 +399,27 @@ describe("output recv to a FIFO", () => {
     expect(await recv.exited, recv.stderr).toBe(0);
     expect(await player.exited).toBe(0);
     expect(scanFrames(heard)).toMatchObject({ count: N, mismatch: -1 });
+    serve.kill("SIGTERM");
+    expect(await serve.exited).toBe(0);
+  }, 30_000);
+
+  test("the FIFO is written through the one descriptor its reader was found with, blocking, as a file is", async () => {
+    const t = setup();
+    const fifo = makeFifo(t.path("player"));
+    await writeWireFile(t.source, 50);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--realtime", "--loop"]);
+    await serve.waitForStderr("listening");
+    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", fifo]);
+    await recv.waitForStderr("waiting for a reader of the sink FIFO");
+    const heard = t.path("heard.wire");
+    start(["sh", "-c", 'exec cat "$1" > "$2"', "sh", fifo, heard]);
+    await until(() => existsSync(heard) && statSync(heard).size > 0, "audio through the FIFO");
+    const fds = readdirSync(`/proc/${recv.pid}/fd`).filter((fd) => readlinkSync(`/proc/${recv.pid}/fd/${fd}`) === fifo);
+    expect(fds.length).toBe(1);
+    const flags = parseInt(/flags:\s+([0-7]+)/.exec(readFileSync(`/proc/${recv.pid}/fdinfo/${fds[0]}`, "latin1"))![1]!, 8);
+    expect(flags & 0o4000).toBe(0); // O_NONBLOCK
+    recv.kill("SIGTERM");
+    expect(await recv.exited, recv.stderr).toBe(0);
     serve.kill("SIGTERM");
     expect(await serve.exited).toBe(0);
   }, 30_000);
