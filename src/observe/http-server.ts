@@ -1,5 +1,5 @@
 import type { Server } from "bun";
-import { HttpListenError, type ListenAddress } from "./http-listen-error.ts";
+import { HttpListenError, resolvedAddress, type ListenAddress } from "./http-listen-error.ts";
 import { allowedHosts, crossOrigin, misdirected } from "./host-check.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { MonitorHub } from "./monitor/hub.ts";
@@ -58,10 +58,7 @@ export class AgentHttpServer {
       });
     } catch (e) {
       // A host that resolves to nothing fails with whatever errno was left over (ENOENT, EINVAL): ask.
-      const resolves = await Bun.dns.lookup(address.host).then(
-        (found) => found.length > 0,
-        () => false,
-      );
+      const resolves = (await resolvedAddress(address.host)) !== undefined;
       throw new HttpListenError(address, resolves ? ((e as NodeJS.ErrnoException).code ?? (e as Error).message) : "ENOTFOUND");
     }
     hosts = allowedHosts({ host: address.host, port: server.port ?? address.port }, allowHosts);

@@ -1,7 +1,7 @@
 import type { ChannelEnd, ChannelObserver } from "../channels/channel-end.ts";
 import { SOCKET_BUFFER_PRESETS, socketBufferSizes, type Role, type Settings } from "../config.ts";
 import { AdaptiveOptimizer, DEFAULT_ADAPTIVE, type AdaptiveState } from "../observe/adaptive-optimizer.ts";
-import type { ListenAddress } from "../observe/http-listen-error.ts";
+import { oneSocket } from "../observe/http-listen-error.ts";
 import type { AgentHttpServer, HealthReport } from "../observe/http-server.ts";
 import { LatencyMonitor, type LatencyOperation } from "../observe/latency-monitor.ts";
 import type { Logger } from "../observe/logger.ts";
@@ -206,19 +206,6 @@ export class Instruments {
     if (others.length > 0) figures.channels = Object.fromEntries(others.map((c) => [c.end.readings().channel, c.figures()]));
     return figures;
   }
-}
-
-/**
- * Do two listen addresses name one socket? The same port and host, or hosts
- * spelled apart that resolve alike ("localhost" and "127.0.0.1"): bound
- * twice they would refuse each other, where the operator asked for one server.
- */
-async function oneSocket(a: ListenAddress, b: ListenAddress): Promise<boolean> {
-  if (a.port !== b.port) return false;
-  if (a.host === b.host) return true;
-  const first = async (host: string) => (await Bun.dns.lookup(host).catch(() => []))[0]?.address;
-  const [x, y] = await Promise.all([first(a.host), first(b.host)]);
-  return x !== undefined && x === y;
 }
 
 /**
