@@ -70,28 +70,19 @@ export async function openSource(format: MediaFormat, path: string, options: Sou
 }
 
 export function openSink(format: MediaFormat, path: string, options: SinkOptions): FrameSink {
+  const ogg = { preSkip: options.preSkip, pageMs: options.pageMs };
+  // Checked before anything is opened or created: a bad option leaves nothing behind.
+  if (format === "ogg") OggSink.check(ogg);
+  const streamFor = (bytes: ByteOutput): FrameSink => (format === "ogg" ? OggSink.over(bytes, ogg) : WireSink.over(bytes));
   const stdout = path === "-" && options.liveStdout === true;
   if (options.fifoReaders && (stdout || (path !== "-" && statSync(path, { throwIfNoEntry: false })?.isFIFO()))) {
-    const ogg = { preSkip: options.preSkip, pageMs: options.pageMs };
-    if (format === "ogg") OggSink.check(ogg);
-    const streamFor = (pipe: ByteOutput): FrameSink => (format === "ogg" ? OggSink.over(pipe, ogg) : WireSink.over(pipe));
     return new FifoSink(stdout ? "stdout" : path, streamFor, options.fifoReaders, {
       streamReasons: format === "ogg" ? [OGG_SINK_DROP] : [],
       sizePipe: options.sizePipe,
       fd: stdout ? 1 : undefined,
     });
   }
-  const { fd } = options;
-  switch (format) {
-    case "wire":
-      return fd === undefined ? WireSink.open(path) : WireSink.over(ByteSink.adopt(path, fd));
-    case "ogg": {
-      const ogg = { preSkip: options.preSkip, pageMs: options.pageMs };
-      if (fd === undefined) return OggSink.open(path, ogg);
-      OggSink.check(ogg);
-      return OggSink.over(ByteSink.adopt(path, fd), ogg);
-    }
-  }
+  return streamFor(options.fd === undefined ? ByteSink.open(path) : ByteSink.adopt(path, options.fd));
 }
 
 /** Is the source a live stream (stdin, a FIFO) rather than a file that can be read at leisure? */
