@@ -120,10 +120,10 @@ const FIFO_READER_LOOK_MS = 200;
  * `path` is a FIFO, waits for a reader without blocking (`waiting` is called
  * once if there is none yet) and resolves with a descriptor open on it for
  * writing, non-blocking: the sink writes through it (SinkOptions.fd), since
- * opening the path again would wait anew if the reader had left meanwhile. A FIFO removed meanwhile (a pipeline
- * making it again) is waited for too: opening the path then would create a
- * regular file there. Undefined for anything else, or when `stopped()` comes
- * first.
+ * opening the path again would wait anew if the reader had left meanwhile.
+ * A FIFO removed meanwhile (a pipeline making it again) is waited for too:
+ * opening the path then would create a regular file there. Undefined for
+ * anything else, or when `stopped()` comes first.
  */
 export async function holdFifoForWriting(path: string, stopped: () => boolean, waiting: () => void): Promise<number | undefined> {
   if (path === "-" || !statSync(path, { throwIfNoEntry: false })?.isFIFO()) return undefined;

@@ -1,6 +1,6 @@
+import { closeSync } from "node:fs";
 import { OutputClient } from "../channels/output-client.ts";
 import { socketBufferSizes, type RoleSettings } from "../config.ts";
-import { closeSync } from "node:fs";
 import { holdFifoForWriting } from "../media/byte-sink.ts";
 import type { FrameSink } from "../media/frame-sink.ts";
 import { openSink } from "../media/open.ts";
@@ -56,24 +56,21 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     flusher.wrote();
     if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();
   }, () => sink?.dropped);
-  let held: number | undefined;
   try {
-    held = await holdFifoForWriting(settings.sink, () => shutdown.isRequested, () => report("info", "waiting for a reader of the sink FIFO", { sink: settings.sink }));
+    const fifo = await holdFifoForWriting(settings.sink, () => shutdown.isRequested, () => report("info", "waiting for a reader of the sink FIFO", { sink: settings.sink }));
     if (shutdown.isRequested) {
+      if (fifo !== undefined) closeSync(fifo);
       await instruments.stop();
       report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
       return;
     }
-    // The FIFO is written through the descriptor its reader was found with, made blocking (a
-    // file's backpressure); without libc to do that, it is opened again.
-    const fd = held !== undefined && setNonBlocking(held, false).ok ? held : undefined;
-    sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"], fd });
-    if (fd !== undefined) held = undefined;
+    // The FIFO is written through the descriptor its reader was found with, made blocking: a
+    // file's backpressure (without libc it stays non-blocking, and the sink waits out a full pipe).
+    if (fifo !== undefined) setNonBlocking(fifo, false);
+    sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"], fd: fifo });
   } catch (e) {
     await instruments.stop();
     throw e;
-  } finally {
-    if (held !== undefined) closeSync(held);
   }
   flusher = new SinkFlusher(sink, settings["page-ms"], (error) => client.fail(error));
   try {
