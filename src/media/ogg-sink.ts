@@ -195,10 +195,8 @@ export class OggSink implements FrameSink {
   private writeTrimmedSilence(): void {
     // CELT-only fullband 20 ms, one frame (TOC config 31, code 0), stereo flag as the head says; ff fe is silence.
     const silence = Uint8Array.of(this.channels === 1 ? 0xf8 : 0xfc, 0xff, 0xfe);
-    for (let samples = 0; samples === 0 || samples < this.preSkip; ) {
-      samples += 960;
-      this.pages.addPacket(silence, Math.min(samples, this.preSkip));
-    }
+    const packets = Math.max(1, Math.ceil(this.preSkip / 960));
+    for (let i = 1; i <= packets; i++) this.pages.addPacket(silence, Math.min(i * 960, this.preSkip));
   }
 
   private writeHeaders(channels: number): void {
