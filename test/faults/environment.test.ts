@@ -230,6 +230,14 @@ async function oggSummary(path: string): Promise<{ packets: number; eos: boolean
 
 describe("an address or path the system refuses: one line naming the option, the value and the errno; nothing left behind", () => {
   /** A port held by another listener for the length of the test. */
+  /** A loopback port nothing holds just now (held for a moment by the kernel's pick, then let go). */
+  function freePort(): number {
+    const picked = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = picked.port;
+    picked.stop(true);
+    return port;
+  }
+
   function busyPort(): number {
     const holder = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("taken") });
     defer(() => holder.stop(true));
@@ -287,9 +295,7 @@ describe("an address or path the system refuses: one line naming the option, the
 
   test("--metrics PORT and --monitor localhost:PORT name one socket: one server answers both", async () => {
     const dir = setup();
-    const free = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-    const port = free.port;
-    free.stop(true);
+    const port = freePort();
     const agent = spawnAgent(["output", "serve", "--source", writeSource(dir.dir), "--socket", dir.path("s.sock"), "--metrics", `${port}`, "--monitor", `localhost:${port}`]);
     await agent.waitForStderr("output-server: listening");
     for (const path of ["/metrics", "/healthz", "/figures"]) {
@@ -302,9 +308,7 @@ describe("an address or path the system refuses: one line naming the option, the
 
   test("--metrics and --monitor on one port of two loopback addresses (127.0.0.1, 127.0.0.2) are two servers, each at its own", async () => {
     const dir = setup();
-    const free = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-    const port = free.port;
-    free.stop(true);
+    const port = freePort();
     const agent = spawnAgent(["output", "serve", "--source", writeSource(dir.dir), "--socket", dir.path("s.sock"), "--metrics", `127.0.0.1:${port}`, "--monitor", `127.0.0.2:${port}`]);
     await agent.waitForStderr("output-server: listening");
     expect(agent.stderr.match(/http listening url=\S+/g)).toEqual([`http listening url=http://127.0.0.1:${port}/`, `http listening url=http://127.0.0.2:${port}/`]);
