@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { useCleanup } from "../support/cleanup.ts";
 import { startOutputServer } from "../support/output-server.ts";
 import { expectIntactInOrder, indexedPayload } from "../support/payloads.ts";
-import { connectClient, RecordingClient } from "../support/peer.ts";
+import { connectClient, connectOutcome } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { recordingObserver, recordingReport } from "../support/reports.ts";
 import { until } from "../support/wait.ts";
@@ -133,11 +133,7 @@ describe("OutputServer", () => {
       await until(() => server.stats.shortWrites > 0, "a short write");
       const stopped = server.stop();
       // A client coming meanwhile is refused: it would replace the reader and cut its frame.
-      const late = await RecordingClient.connect(path).then(
-        (client) => (defer(() => client.close()), "accepted"),
-        () => "refused",
-      );
-      expect(late).toBe("refused");
+      expect(await connectOutcome(defer, path)).toBe("refused");
       expect(server.readings().listening).toBe(false);
       reader.socket.resume();
       await stopped;

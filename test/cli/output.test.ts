@@ -12,7 +12,7 @@ import { makeFifo } from "../support/fifo.ts";
 import { packetsOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
-import { connectClient, RecordingClient } from "../support/peer.ts";
+import { connectClient, connectOutcome } from "../support/peer.ts";
 import { BUN, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -335,11 +335,7 @@ describe("signals", () => {
     await Bun.sleep(200);
     serve.kill("SIGTERM");
     await Bun.sleep(50);
-    const racer = await RecordingClient.connect(t.sock).then(
-      (client) => (defer(() => client.close()), "accepted"),
-      () => "refused",
-    );
-    expect(racer).toBe("refused");
+    expect(await connectOutcome(defer, t.sock)).toBe("refused");
     reader.socket.resume();
     expect(await serve.exited, serve.stderr).toBe(0);
     await reader.closed;

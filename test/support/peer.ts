@@ -113,6 +113,14 @@ export async function connectClient(
   return client;
 }
 
+/** Whether a client connecting to `path` now is accepted or refused (one accepted is closed by `defer`). */
+export async function connectOutcome(defer: (cleanup: () => unknown) => void, path: string): Promise<"accepted" | "refused"> {
+  return RecordingClient.connect(path).then(
+    (client) => (defer(() => client.close()), "accepted" as const),
+    () => "refused" as const,
+  );
+}
+
 export interface FakeServer {
   listener: UnixSocketListener<undefined>;
   /** Every connection accepted, in order. */
