@@ -8,19 +8,37 @@ import { closeSync, constants, fsyncSync, openSync, statSync, writeSync } from "
  */
 export interface ByteOutput {
   readonly name: string;
+  /** The OpusFrames it dropped itself, by reason (a stream over it adds them to its own). */
+  readonly dropped?: Readonly<Record<string, number>>;
   write(bytes: Uint8Array, frames: number): boolean;
   flush(): void;
   close(): void;
 }
 
+/** Why a ByteSink dropped OpusFrames: its reader left (EPIPE), or the write failed otherwise (ENOSPC, EIO). */
+export type ByteSinkDrop = "sink_no_reader" | "sink_write_failed";
+
+/** The smallest unit that usually carries a frame (a wire message with an empty payload): room for this many per buffer is kept. */
+const SMALLEST_FRAME_UNIT = 17;
+
 /**
  * A buffered, synchronous byte writer over a file or stdout ("-").
  * Synchronous on purpose: a slow sink then slows the reader of the socket
- * (backpressure) instead of piling up memory.
+ * (backpressure) instead of piling up memory. A failed write is raised once,
+ * to end the run; the frames it could not write whole, and every frame given
+ * after it, are counted as dropped (a reader gone: sink_no_reader; otherwise
+ * sink_write_failed), so that each frame received is written or counted.
  */
 export class ByteSink implements ByteOutput {
   private readonly buffer: Uint8Array;
   private used = 0;
+  /** The buffered units that carry frames: where each ends, and the frames buffered up to its end. */
+  private readonly unitEnds: Uint32Array;
+  private readonly framesThrough: Uint32Array;
+  private units = 0;
+  private readonly counts: Record<ByteSinkDrop, number> = { sink_no_reader: 0, sink_write_failed: 0 };
+  /** Set by the first failed write: nothing is written after it. */
+  private failedFor: ByteSinkDrop | undefined;
   private closed = false;
   bytesWritten = 0;
 
@@ -31,6 +49,9 @@ export class ByteSink implements ByteOutput {
     capacity: number,
   ) {
     this.buffer = new Uint8Array(capacity);
+    const most = Math.ceil(capacity / SMALLEST_FRAME_UNIT);
+    this.unitEnds = new Uint32Array(most);
+    this.framesThrough = new Uint32Array(most);
   }
 
   /** "-" is stdout; anything else is created or truncated. */
@@ -44,26 +65,54 @@ export class ByteSink implements ByteOutput {
     return new ByteSink(path, fd, true, capacity);
   }
 
-  /** Always takes them: a slow file slows the writer instead. */
-  write(bytes: Uint8Array): boolean {
-    if (bytes.length > this.buffer.length - this.used) {
-      this.flush();
+  get dropped(): Readonly<Record<string, number>> {
+    return this.counts;
+  }
+
+  /** Takes them (a slow file slows the writer instead), unless a write has failed: then they are dropped. */
+  write(bytes: Uint8Array, frames = 0): boolean {
+    if (this.failedFor) {
+      this.counts[this.failedFor] += frames;
+      return false;
+    }
+    if (bytes.length > this.buffer.length - this.used || (frames > 0 && this.units === this.unitEnds.length)) {
+      try {
+        this.flush();
+      } catch (e) {
+        this.counts[this.failedFor!] += frames;
+        throw e;
+      }
       if (bytes.length > this.buffer.length) {
-        this.writeAll(bytes);
+        // Too large to buffer: written straight, and dropped whole unless written whole.
+        const { code } = this.writeAll(bytes);
+        if (code !== undefined) this.fail(code, frames);
         return true;
       }
     }
     this.buffer.set(bytes, this.used);
     this.used += bytes.length;
+    if (frames > 0) {
+      const i = this.units++;
+      this.unitEnds[i] = this.used;
+      this.framesThrough[i] = (i > 0 ? this.framesThrough[i - 1]! : 0) + frames;
+    }
     return true;
   }
 
-  /** Hands buffered bytes to the kernel. Throws (e.g. ENOSPC on /dev/full) with the sink named. */
+  /** Hands buffered bytes to the kernel. Throws (e.g. ENOSPC on /dev/full) with the sink named, once. */
   flush(): void {
     if (this.used === 0) return;
     const used = this.used;
+    const units = this.units;
     this.used = 0;
-    this.writeAll(this.buffer.subarray(0, used));
+    this.units = 0;
+    const { at, code } = this.writeAll(this.buffer.subarray(0, used));
+    if (code === undefined) return;
+    // The units written whole before the failure reached the kernel; the frames of the rest did not.
+    let whole = 0;
+    while (whole < units && this.unitEnds[whole]! <= at) whole++;
+    const buffered = units > 0 ? this.framesThrough[units - 1]! : 0;
+    this.fail(code, buffered - (whole > 0 ? this.framesThrough[whole - 1]! : 0));
   }
 
   close(): void {
@@ -83,15 +132,22 @@ export class ByteSink implements ByteOutput {
     }
   }
 
-  private writeAll(bytes: Uint8Array): void {
+  /** Writes `bytes` whole, waiting out a full non-blocking pipe; a failure stops it at `at`, with its errno name. */
+  private writeAll(bytes: Uint8Array): { at: number; code?: string } {
     for (let at = 0; ; ) {
       const stopped = writeFrom(this.fd, bytes, at);
-      if (stopped.code === undefined) break;
-      if (stopped.code !== "EAGAIN") throw new Error(`cannot write to sink ${this.name}: ${stopped.code}`);
+      this.bytesWritten += stopped.at - at;
+      if (stopped.code !== "EAGAIN") return stopped;
       at = stopped.at;
       Bun.sleepSync(1);
     }
-    this.bytesWritten += bytes.length;
+  }
+
+  /** The first failed write: `frames` it could not write, and everything after it, are dropped; raised once. */
+  private fail(code: string, frames: number): never {
+    this.failedFor = code === "EPIPE" || code === "ECONNRESET" ? "sink_no_reader" : "sink_write_failed";
+    this.counts[this.failedFor] += frames;
+    throw new Error(`cannot write to sink ${this.name}: ${code}`);
   }
 }
 

@@ -253,7 +253,8 @@ class ReaderPipe implements ByteOutput {
   constructor(
     readonly name: string,
     private readonly fd: number,
-    private readonly dropped: Record<FifoSinkDrop, number>,
+    /** The sink's own counts (not the ByteOutput's `dropped`, which a stream would add to its own again). */
+    private readonly drops: Record<FifoSinkDrop, number>,
     /** Closed when the stream ends (a FIFO opened for this reader), or left open (stdout). */
     private readonly owned = true,
   ) {}
@@ -271,16 +272,16 @@ class ReaderPipe implements ByteOutput {
 
   private take(bytes: Uint8Array, frames: number): boolean {
     if (this.gone || this.closing) {
-      this.dropped.sink_no_reader += frames;
+      this.drops.sink_no_reader += frames;
       return false;
     }
     const written = this.drain() ? this.put(bytes) : 0;
     if (this.gone) {
-      this.dropped.sink_no_reader += frames;
+      this.drops.sink_no_reader += frames;
       return false;
     }
     if (written === 0 && !this.ending) {
-      this.dropped.sink_reader_slow += frames;
+      this.drops.sink_reader_slow += frames;
       return false;
     }
     if (written < bytes.length) {
@@ -323,7 +324,7 @@ class ReaderPipe implements ByteOutput {
 
   /** Gives up on the held units, counting their frames under `reason`. */
   private drop(reason: FifoSinkDrop): void {
-    for (const unit of this.held) this.dropped[reason] += unit.frames;
+    for (const unit of this.held) this.drops[reason] += unit.frames;
     this.held = [];
   }
 

@@ -109,9 +109,9 @@ export class OggSink implements FrameSink {
     return this.bytes.name;
   }
 
-  /** What the recording left out: OpusFrames with no valid TOC, which no page can place on its timeline. */
+  /** What the recording left out: OpusFrames with no valid TOC, which no page can place on its timeline; and what its output dropped. */
   get dropped(): Readonly<Record<string, number>> {
-    return { [OGG_SINK_DROP]: this.invalidPackets };
+    return { [OGG_SINK_DROP]: this.invalidPackets, ...this.bytes.dropped };
   }
 
   write(message: ParsedMessage): void {

@@ -19,6 +19,11 @@ export class WireSink implements FrameSink {
     return this.bytes.name;
   }
 
+  /** What the output dropped: a wire capture leaves out nothing itself. */
+  get dropped(): Readonly<Record<string, number>> | undefined {
+    return this.bytes.dropped;
+  }
+
   write(message: ParsedMessage): void {
     this.bytes.write(message.raw, message.type === MessageType.OpusFrame ? 1 : 0);
   }

@@ -70,6 +70,10 @@ describe("a sink that cannot be written", () => {
     const line = failureLine(recv.stderr);
     expect(line).toContain("/dev/full");
     expect(line).toContain("ENOSPC");
+    // Not one byte reached the sink: every frame received is counted as dropped by it.
+    const stopped = logFields(recv.stderr, "output-client", "stopped");
+    expect(Number(stopped.frames)).toBeGreaterThan(0);
+    expect(stopped).toMatchObject({ dropped: stopped.frames, dropped_sink_write_failed: stopped.frames });
 
     // The lossless server waits for the next client; stopped, it accounts for what it read.
     await server.waitForStderr("client disconnected");
@@ -77,6 +81,20 @@ describe("a sink that cannot be written", () => {
     expect(await server.exited).toBe(0);
     const acc = expectAccountedLine(server.stderr);
     expect(acc.delivered).toBeGreaterThan(0);
+  });
+
+  test("`output recv --format ogg --sink /dev/full`: exit 1, and every frame received is counted as dropped, those on the last page too", async () => {
+    const dir = setup();
+    const path = dir.path("out.sock");
+    const server = spawnAgent(["output", "serve", "--socket", path, "--source", TONE, "--format", "ogg"]);
+    await server.waitForStderr("listening");
+    const recv = spawnAgent(["output", "recv", "--socket", path, "--sink", "/dev/full", "--format", "ogg", "--once"]);
+    expect(await recv.exited).toBe(1);
+    expect(failureLine(recv.stderr)).toContain("ENOSPC");
+    const stopped = logFields(recv.stderr, "output-client", "stopped");
+    expect(Number(stopped.frames)).toBeGreaterThan(0);
+    expect(stopped).toMatchObject({ dropped: stopped.frames, dropped_sink_write_failed: stopped.frames });
+    expect(await server.exited).toBe(0);
   });
 
   test("`input serve --sink /dev/full`: one line naming the sink and ENOSPC, exit 1; the sender accounts for every frame", async () => {
@@ -91,6 +109,10 @@ describe("a sink that cannot be written", () => {
     const line = failureLine(server.stderr);
     expect(line).toContain("/dev/full");
     expect(line).toContain("ENOSPC");
+    // Not one byte reached the sink: every frame the server read is counted as dropped.
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    expect(Number(stopped.frames)).toBeGreaterThan(0);
+    expect(stopped.dropped).toBe(stopped.frames);
     send.kill("SIGTERM");
     expect(await send.exited).toBe(0);
     expectAccountedLine(send.stderr, "input-client");

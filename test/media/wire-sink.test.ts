@@ -2,13 +2,16 @@
  * WireSink over ByteSink on real files: every message recorded exactly as
  * received, bytes held until the buffer is full or flushed, writes larger
  * than the buffer whole, and the file closed (its descriptor released) at the end.
+ * A write that fails (/dev/full, a FIFO whose reader left) counts the frames
+ * it could not write whole.
  */
 import { describe, expect, test } from "bun:test";
-import { readFileSync, statSync } from "node:fs";
+import { closeSync, constants, openSync, readFileSync, statSync } from "node:fs";
 import { ByteSink } from "../../src/media/byte-sink.ts";
 import { WireSink } from "../../src/media/wire-sink.ts";
 import { FrameParser, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { makeFifo } from "../support/fifo.ts";
 import { openFiles } from "../support/proc.ts";
 import { socketDir } from "../support/temp.ts";
 import { indexedWire } from "../support/wire.ts";
@@ -61,5 +64,65 @@ describe("ByteSink", () => {
     const sink = ByteSink.open("/dev/full", 8);
     sink.write(Uint8Array.of(1));
     expect(() => sink.flush()).toThrow("cannot write to sink /dev/full: ENOSPC");
+  });
+});
+
+describe("ByteSink: every frame written or counted when a write fails", () => {
+  const unit = (n: number) => new Uint8Array(n).fill(7);
+
+  test("a failed flush counts the buffered frames (sink_write_failed), is raised once, and what follows is counted, not written", () => {
+    const sink = ByteSink.open("/dev/full");
+    sink.write(unit(40)); // a header: no frame
+    for (let i = 0; i < 5; i++) sink.write(unit(30), 2);
+    expect(() => sink.flush()).toThrow("cannot write to sink /dev/full: ENOSPC");
+    expect(sink.dropped).toEqual({ sink_no_reader: 0, sink_write_failed: 10 });
+    expect(sink.write(unit(30), 3)).toBe(false);
+    expect(sink.dropped.sink_write_failed).toBe(13);
+    sink.flush();
+    sink.close(); // raised once: the run already ended with it
+    expect(sink.dropped.sink_write_failed).toBe(13);
+  });
+
+  test("a write that fills the buffer and fails counts the frames held and its own", () => {
+    const sink = ByteSink.open("/dev/full", 64);
+    sink.write(unit(30), 1);
+    sink.write(unit(30), 1);
+    expect(() => sink.write(unit(30), 4)).toThrow("ENOSPC");
+    expect(sink.dropped.sink_write_failed).toBe(6);
+  });
+
+  test("a unit larger than the buffer, written straight, is counted when its write fails", () => {
+    const sink = ByteSink.open("/dev/full", 64);
+    expect(() => sink.write(unit(100), 3)).toThrow("ENOSPC");
+    expect(sink.dropped.sink_write_failed).toBe(3);
+  });
+
+  test("a reader gone (EPIPE) counts the frames under sink_no_reader", () => {
+    const path = makeFifo(socketDir(defer, "bsk-").path("gone.fifo"));
+    const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const fd = openSync(path, constants.O_WRONLY);
+    closeSync(reader);
+    const sink = ByteSink.adopt(path, fd);
+    for (let i = 0; i < 4; i++) sink.write(unit(50), 1);
+    expect(() => sink.flush()).toThrow(`cannot write to sink ${path}: EPIPE`);
+    expect(sink.dropped).toEqual({ sink_no_reader: 4, sink_write_failed: 0 });
+    sink.close();
+    expect(openFiles(process.pid)).not.toContain(path);
+  });
+
+  test("frames written whole before the reader left are not counted; the ones after are", async () => {
+    const path = makeFifo(socketDir(defer, "bsk-").path("half.fifo"));
+    // A reader that takes 100000 bytes and leaves: what is in the pipe then is lost with it.
+    const reader = Bun.spawn(["sh", "-c", 'head -c 100000 "$0" > /dev/null', path]);
+    defer(() => reader.kill("SIGKILL"));
+    const sink = ByteSink.adopt(path, openSync(path, constants.O_WRONLY), 300_000);
+    for (let i = 0; i < 300; i++) sink.write(unit(1000), 1);
+    expect(() => sink.flush()).toThrow("EPIPE");
+    expect(await reader.exited).toBe(0);
+    // The reader had 100000 bytes, and the pipe held at most 64 KiB more when it left.
+    expect(sink.bytesWritten).toBeGreaterThanOrEqual(100_000);
+    expect(sink.bytesWritten).toBeLessThan(100_000 + 65_536 + 1000);
+    expect(sink.dropped.sink_no_reader).toBe(300 - Math.floor(sink.bytesWritten / 1000));
+    sink.close();
   });
 });
