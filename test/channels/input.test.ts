@@ -9,6 +9,7 @@ import {
   INPUT_MAGIC,
   MessageType,
   OUTPUT_MAGIC,
+  wallClockMs,
   type AudioConfig,
 } from "../../src/protocol/index.ts";
 import { within } from "../../src/transport/within.ts";
@@ -659,5 +660,28 @@ describe("what a client sends once its session has ended is counted, never read 
     expect(server.heartbeats).toBe(HEARTBEATS);
     expect(counts.acks_dropped!).toBeGreaterThan(0);
     expect(counts.acks_sent! + counts.acks_dropped!).toBe(HEARTBEATS + 1);
+  });
+
+  test("with the Ack queue full, the oldest Ack is dropped: the Ack of the latest Heartbeat reaches a client that reads again", async () => {
+    const path = socketDir(defer, "in-").path("in.sock");
+    // A small send buffer: a client that does not read blocks the Acks after a few writes.
+    const { server } = await startServer(path, { socketBuffers: { sendBytes: 4096, receiveBytes: 4096 } });
+    const client = await connectClient(defer, path, { magic: INPUT_MAGIC, paused: true });
+    const HEARTBEATS = 40_000;
+    const heartbeat = encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, empty);
+    const queued = () => {
+      const counts = server.readings().counts;
+      return server.heartbeats + 1 - counts.acks_sent! - counts.acks_dropped!;
+    };
+    expect(await writeInPieces(client.socket, concatBytes([config(), ...Array.from({ length: HEARTBEATS }, () => heartbeat)]), 65536)).toBe(true);
+    await until(() => server.heartbeats === HEARTBEATS && queued() === 64, "the burst read, its Acks' queue full");
+    // Every Ack of the burst was stamped before this; only the last Heartbeat's comes after.
+    await Bun.sleep(5);
+    const before = wallClockMs();
+    client.socket.write(heartbeat);
+    await until(() => server.heartbeats === HEARTBEATS + 1, "the last Heartbeat read");
+    client.socket.resume();
+    await until(() => queued() === 0 && client.messages.length === server.readings().counts.acks_sent, "every Ack sent read");
+    expect(client.messages.at(-1)!.timestampMs).toBeGreaterThanOrEqual(before);
   });
 });
