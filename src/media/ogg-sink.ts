@@ -127,14 +127,13 @@ export class OggSink implements FrameSink {
     this.bytes.flush();
   }
 
-  /** Writes the last page, flagged end-of-stream, and closes the output. A stream with no audio is still valid. */
+  /** Writes the last page, flagged end-of-stream, and closes the output. A stream with no audio, or less than its pre-skip, is still valid. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     try {
       this.writeHeaders(this.channels ?? 2);
-      if (this.granule === 0) this.writeTrimmedSilence();
-      this.pages.flushPage(true);
+      this.endStream();
     } finally {
       this.bytes.close();
     }
@@ -159,7 +158,7 @@ export class OggSink implements FrameSink {
 
   /** Ends this stream (end-of-stream page) and begins the next, chained: another serial, a timeline from 0. */
   private chain(): void {
-    this.pages.flushPage(true);
+    this.endStream();
     this.pages = this.stream(otherSerial(this.pages.serial));
     this.headersWritten = false;
     this.granule = 0;
@@ -187,16 +186,28 @@ export class OggSink implements FrameSink {
   }
 
   /**
-   * A stream with no audio: players (opusdec, opusfile) refuse one without an
-   * audio packet, so it gets what opusenc writes for empty input: 20 ms
-   * packets of silence covering the pre-skip, and a granule that trims every
-   * sample of them. Not a received frame: no count changes.
+   * Ends this logical stream with its end-of-stream page. A stream that ends
+   * before its pre-skip is over (none of its audio is ever played) is one
+   * RFC 7845 forbids and players refuse, as they refuse one without an audio
+   * packet: it gets silence first (see writeTrimmedSilence).
+   */
+  private endStream(): void {
+    if (this.granule === 0 || this.granule < this.preSkip) this.writeTrimmedSilence();
+    this.pages.flushPage(true);
+  }
+
+  /**
+   * What opusenc writes for empty input: 20 ms packets of silence, at least
+   * one, up to the pre-skip, and a granule that trims every sample past it,
+   * so the stream ends with nothing to play. Not a received frame: no count changes.
    */
   private writeTrimmedSilence(): void {
     // CELT-only fullband 20 ms, one frame (TOC config 31, code 0), stereo flag as the head says; ff fe is silence.
     const silence = Uint8Array.of(this.channels === 1 ? 0xf8 : 0xfc, 0xff, 0xfe);
-    const packets = Math.max(1, Math.ceil(this.preSkip / 960));
-    for (let i = 1; i <= packets; i++) this.pages.addPacket(silence, Math.min(i * 960, this.preSkip));
+    do {
+      this.granule = Math.min(this.granule + 960, this.preSkip);
+      this.pages.addPacket(silence, this.granule);
+    } while (this.granule < this.preSkip);
   }
 
   private writeHeaders(channels: number): void {

@@ -26,7 +26,7 @@ import {
   type Fixtures,
 } from "../support/opus-fixtures.ts";
 import { drainFile } from "../support/sources.ts";
-import { packetsOf } from "../support/ogg.ts";
+import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { sameBytes } from "../support/bytes.ts";
 
 let fx: Fixtures;
@@ -284,6 +284,41 @@ describe("OggSink", () => {
       // opusdec opens it (it refused a stream with no audio packet) and plays nothing.
       expect(decodedSamples(path, fx.dir)).toBe(0);
     }
+  });
+
+  test("a stream that ends before its pre-skip is over gets silence up to it, so the end granule is not before the pre-skip (RFC 7845), and players open it", async () => {
+    const stereo2_5 = Uint8Array.of(0xe4, 0xff, 0xfe); // CELT FB 2.5 ms, stereo, one frame
+    for (const [packet, count, preSkip, silence] of [
+      [stereo2_5, 2, 312, 1], // 240 samples, 312 to skip: opusinfo said "negative duration 240-0-312"
+      [stereo20, 3, 3000, 1], // 2880 samples, 3000 to skip
+      [stereo2_5, 1, 3000, 3], // 120 + 3 x 960 reaches 3000
+    ] as const) {
+      const path = outPath();
+      const sink = OggSink.open(path, { preSkip });
+      for (let i = 0; i < count; i++) send(sink, MessageType.OpusFrame, packet);
+      sink.close();
+      const pages = summarize(read(path));
+      expect(pages.at(-1)!.granule).toBe(preSkip);
+      expect(packetsOf(read(path)).slice(2).length).toBe(count + silence);
+      expect(sink.packets).toBe(count);
+      const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
+      expect({ preSkip, warnings: info.stdout.match(/WARNING|ERROR/g), code: info.exitCode }).toEqual({ preSkip, warnings: null, code: 0 });
+      expect(decodedSamples(path, fx.dir)).toBe(0);
+    }
+  });
+
+  test("a chained link that ends before its pre-skip is over gets the same silence before its end-of-stream page", () => {
+    const path = outPath();
+    const sink = OggSink.open(path, { preSkip: 3000 });
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 }));
+    send(sink, MessageType.OpusFrame, stereo20);
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 1, frameSize: 480 }));
+    for (let i = 0; i < 10; i++) send(sink, MessageType.OpusFrame, mono10);
+    sink.close();
+    const ends = pagesOf(read(path)).filter((p) => p.flags & PageFlag.EndOfStream);
+    expect(ends.map((p) => p.granule)).toEqual([3000, 4800]);
+    const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
+    expect({ warnings: info.stdout.match(/WARNING|ERROR/g), code: info.exitCode }).toEqual({ warnings: null, code: 0 });
   });
 
   test("drops and counts packets that cannot be timed; writes nothing after close", () => {
