@@ -24,10 +24,12 @@ const SMALLEST_FRAME_UNIT = 17;
 /**
  * A buffered, synchronous byte writer over a file or stdout ("-").
  * Synchronous on purpose: a slow sink then slows the reader of the socket
- * (backpressure) instead of piling up memory. A failed write is raised once,
- * to end the run; the frames it could not write whole, and every frame given
- * after it, are counted as dropped (a reader gone: sink_no_reader; otherwise
- * sink_write_failed), so that each frame received is written or counted.
+ * (backpressure) instead of piling up memory. A failed write ends the run:
+ * raised by it and by every flush or close after it (one called where the
+ * error cannot end the run still leaves it failed). The frames it could not
+ * write whole, and every frame given after it, are counted as dropped (a
+ * reader gone: sink_no_reader; otherwise sink_write_failed), so that each
+ * frame received is written or counted.
  */
 export class ByteSink implements ByteOutput {
   private readonly buffer: Uint8Array;
@@ -39,6 +41,7 @@ export class ByteSink implements ByteOutput {
   private readonly counts: Record<ByteSinkDrop, number> = { sink_no_reader: 0, sink_write_failed: 0 };
   /** Set by the first failed write: nothing is written after it. */
   private failedFor: ByteSinkDrop | undefined;
+  private failure: Error | undefined;
   private closed = false;
   bytesWritten = 0;
 
@@ -99,8 +102,9 @@ export class ByteSink implements ByteOutput {
     return true;
   }
 
-  /** Hands buffered bytes to the kernel. Throws (e.g. ENOSPC on /dev/full) with the sink named, once. */
+  /** Hands buffered bytes to the kernel. Throws (e.g. ENOSPC on /dev/full) with the sink named, and again once failed. */
   flush(): void {
+    if (this.failure) throw this.failure;
     if (this.used === 0) return;
     const used = this.used;
     const units = this.units;
@@ -143,11 +147,12 @@ export class ByteSink implements ByteOutput {
     }
   }
 
-  /** The first failed write: `frames` it could not write, and everything after it, are dropped; raised once. */
+  /** The first failed write: `frames` it could not write, and everything after it, are dropped. */
   private fail(code: string, frames: number): never {
     this.failedFor = code === "EPIPE" || code === "ECONNRESET" ? "sink_no_reader" : "sink_write_failed";
     this.counts[this.failedFor] += frames;
-    throw new Error(`cannot write to sink ${this.name}: ${code}`);
+    this.failure = new Error(`cannot write to sink ${this.name}: ${code}`);
+    throw this.failure;
   }
 }
 

@@ -71,7 +71,7 @@ export class OggSink implements FrameSink {
       const packets = this.pagePackets;
       this.pagePackets = 0;
       if (!this.bytes.write(page, packets) && packets > 0) {
-        // Dropped whole (a FIFO's reader fell behind): the stream goes on as if the page had never
+        // Dropped whole (a FIFO's reader fell behind, or the output has failed): the stream goes on as if the page had never
         // been, with no gap in page numbers or granule, so the reader is a valid stream and a
         // player skips what it missed instead of falling further behind. (Called while the page's
         // samples are still pending.)
@@ -173,16 +173,21 @@ export class OggSink implements FrameSink {
       this.invalidPackets++;
       return;
     }
-    this.writeHeaders(this.channels ?? opusPacketChannels(packet));
-    // A full page is closed only when the next packet comes, so that close()
-    // can still flag it EOS; nothing waits for that, as bytes reach the file
-    // only on flush() anyway.
-    if (this.pendingSamples >= this.pageSamples || !this.pages.fits(packet.length)) this.closePage();
-    this.granule += samples;
-    this.pendingSamples += samples;
-    this.pages.addPacket(packet, this.granule);
-    this.pagePackets++;
-    this.packets++;
+    try {
+      this.writeHeaders(this.channels ?? opusPacketChannels(packet));
+      // A full page is closed only when the next packet comes, so that close()
+      // can still flag it EOS; nothing waits for that, as bytes reach the file
+      // only on flush() anyway.
+      if (this.pendingSamples >= this.pageSamples || !this.pages.fits(packet.length)) this.closePage();
+    } finally {
+      // On its page even when writing the page before failed: the output counts it as dropped
+      // when the page reaches it, instead of the packet vanishing with the error.
+      this.granule += samples;
+      this.pendingSamples += samples;
+      this.pages.addPacket(packet, this.granule);
+      this.pagePackets++;
+      this.packets++;
+    }
   }
 
   /**

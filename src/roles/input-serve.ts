@@ -43,7 +43,14 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
     onSessionEnd: (reason, clean) => {
       // Not when the sink closes next (--once, or the channel stopping): its close writes what is
       // pending as the stream's end, which a FIFO's slow reader may still get, where a flush drops it.
-      if (!closing && !settings.once) sink.flush();
+      // Called from the transport's handlers too, where a throw would be lost: a sink that failed ends the run.
+      if (!closing && !settings.once) {
+        try {
+          sink.flush();
+        } catch (e) {
+          finish(e as Error);
+        }
+      }
       report("info", clean ? "session ended by Stop" : "session ended without Stop", { reason });
       if (settings.once) finish();
     },

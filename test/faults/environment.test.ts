@@ -10,6 +10,7 @@ import { describe, expect, test } from "bun:test";
 import { closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { OggSource } from "../../src/media/ogg-source.ts";
+import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
@@ -19,7 +20,7 @@ import { makeFifo, readAvailableText } from "../support/fifo.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { pagesOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
-import { expectIntactInOrder, payloadIndex } from "../support/payloads.ts";
+import { expectIntactInOrder, payloadIndex, testPayload } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { AGENT, agentEnv, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { drain, drainFile } from "../support/sources.ts";
@@ -117,6 +118,44 @@ describe("a sink that cannot be written", () => {
     expect(await send.exited).toBe(0);
     expectAccountedLine(send.stderr, "input-client");
   });
+});
+
+describe("a sink that fails when a session ends (flushed from the connection's close, not a read)", () => {
+  const session = (from: number, to: number, stop: boolean) =>
+    concatBytes([
+      encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG)),
+      ...Array.from({ length: to - from }, (_, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(from + i))),
+      ...(stop ? [encodeMessage(INPUT_MAGIC, MessageType.Stop, new Uint8Array(0))] : []),
+    ]);
+
+  for (const ending of ["leaves without Stop", "is replaced by a new client"] as const) {
+    test(`\`input serve --sink /dev/full\`, a client that ${ending}: exit 1 naming ENOSPC, every frame read counted as dropped`, async () => {
+      const dir = setup();
+      const path = dir.path("in.sock");
+      // Nothing is flushed while the session lasts: the sink first fails at the session's end.
+      const server = spawnAgent(["input", "serve", "--socket", path, "--sink", "/dev/full", "--page-ms", "10000"]);
+      await server.waitForStderr("listening");
+      const first = await connectClient(defer, path, { magic: INPUT_MAGIC });
+      first.socket.write(session(0, 20, false));
+      await server.waitForStderr("config");
+      const next = () => connectClient(defer, path, { magic: INPUT_MAGIC }).then((c) => c.socket.write(session(20, 50, true)), () => 0);
+      if (ending === "leaves without Stop") {
+        first.close();
+        await server.waitForStderr("session ended without Stop");
+        // The failure ends the run at once: the server no longer serves anyone.
+        await next();
+      } else {
+        await next();
+      }
+      expect(await server.exited).toBe(1);
+      expect(failureLine(server.stderr)).toContain("ENOSPC");
+      // A replacing client is still taken on (the failure no longer breaks off its accept half-way); a later one is not.
+      expect(/client connected .*client=2/.test(server.stderr)).toBe(ending === "is replaced by a new client");
+      const stopped = logFields(server.stderr, "input-server", "stopped");
+      expect(Number(stopped.frames)).toBeGreaterThanOrEqual(20);
+      expect(stopped.dropped).toBe(stopped.frames);
+    });
+  }
 });
 
 describe("a source that ends in the middle", () => {

@@ -6,10 +6,11 @@
  * it could not write whole.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, openSync, readFileSync, statSync } from "node:fs";
+import { closeSync, constants, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { ByteSink } from "../../src/media/byte-sink.ts";
+import { OggSink } from "../../src/media/ogg-sink.ts";
 import { WireSink } from "../../src/media/wire-sink.ts";
-import { FrameParser, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { encodeMessage, FrameParser, MessageType, OUTPUT_MAGIC, type ParsedMessage } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo } from "../support/fifo.ts";
 import { openFiles } from "../support/proc.ts";
@@ -17,6 +18,13 @@ import { socketDir } from "../support/temp.ts";
 import { indexedWire } from "../support/wire.ts";
 
 const defer = useCleanup();
+
+/** One OpusFrame carrying `payload`, parsed as a receiver gets it. */
+function opusMessage(payload: Uint8Array): ParsedMessage {
+  const parser = new FrameParser(OUTPUT_MAGIC);
+  parser.push(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payload));
+  return parser.next()!;
+}
 
 describe("WireSink", () => {
   test("records every message exactly as it came, and closes the file", async () => {
@@ -78,9 +86,65 @@ describe("ByteSink: every frame written or counted when a write fails", () => {
     expect(sink.dropped).toEqual({ sink_no_reader: 0, sink_write_failed: 10 });
     expect(sink.write(unit(30), 3)).toBe(false);
     expect(sink.dropped.sink_write_failed).toBe(13);
-    sink.flush();
-    sink.close(); // raised once: the run already ended with it
+    // Raised again by every flush and close: one called where the error is lost (a socket's handler) leaves it failed.
+    expect(() => sink.flush()).toThrow("ENOSPC");
+    expect(() => sink.close()).toThrow("ENOSPC");
     expect(sink.dropped.sink_write_failed).toBe(13);
+  });
+
+  test("a write stopped part-way counts exactly the frames it did not write whole (a file size limit stops it at a known byte)", () => {
+    const dir = socketDir(defer, "bsk-");
+    const script = dir.path("limited.ts");
+    writeFileSync(
+      script,
+      `import { ByteSink } from ${JSON.stringify(`${import.meta.dir}/../../src/media/byte-sink.ts`)};
+const sink = ByteSink.open(process.argv[2]);
+const unit = (n) => new Uint8Array(n).fill(1);
+const seen = [];
+// 3000 bytes written whole first: the failure's count starts from the buffer's own units, not these.
+for (let i = 0; i < 3; i++) sink.write(unit(1000), 1);
+sink.flush();
+seen.push({ ...sink.dropped });
+// Then 2 frames of 548 (the second ends exactly at the 4096-byte limit) and a unit without a frame, cut.
+sink.write(unit(548), 1);
+sink.write(unit(548), 1);
+sink.write(unit(100), 0);
+try { sink.flush(); } catch (e) { seen.push(e.message); }
+// Then 3 frames past the limit, in a fresh buffer after the failure: counted, not written.
+for (let i = 0; i < 3; i++) sink.write(unit(512), 1);
+seen.push({ ...sink.dropped }, sink.bytesWritten);
+console.log(JSON.stringify(seen));`,
+    );
+    const out = dir.path("limited.out");
+    // SIGXFSZ ignored (kept across exec), so a write past the limit fails with EFBIG instead of killing.
+    const run = Bun.spawnSync(["sh", "-c", `trap '' XFSZ; exec prlimit --fsize=4096 "$0" "$@"`, process.execPath, script, out], { stderr: "pipe" });
+    expect(run.stderr.toString()).toBe("");
+    expect(JSON.parse(run.stdout.toString())).toEqual([
+      { sink_no_reader: 0, sink_write_failed: 0 },
+      `cannot write to sink ${out}: EFBIG`,
+      { sink_no_reader: 0, sink_write_failed: 3 },
+      4096,
+    ]);
+    expect(statSync(out).size).toBe(4096);
+  });
+
+  test("an Ogg stream over an output that fails counts every packet it was given, the one being added as the page before it failed too", () => {
+    for (const capacity of [64, 100, 4096]) {
+      const sink = OggSink.over(ByteSink.open("/dev/full", capacity));
+      let given = 0;
+      let failed = 0;
+      for (let i = 0; i < 1000; i++) {
+        try {
+          given++;
+          sink.write(opusMessage(Uint8Array.of(0xfc, i & 0xff, 2, 3, 4, 5, 6, 7)));
+        } catch {
+          failed++;
+        }
+      }
+      expect(() => sink.close()).toThrow("ENOSPC");
+      expect(failed).toBeGreaterThan(0);
+      expect({ capacity, dropped: sink.dropped.sink_write_failed }).toEqual({ capacity, dropped: given });
+    }
   });
 
   test("a write that fills the buffer and fails counts the frames held and its own", () => {
@@ -106,7 +170,7 @@ describe("ByteSink: every frame written or counted when a write fails", () => {
     for (let i = 0; i < 4; i++) sink.write(unit(50), 1);
     expect(() => sink.flush()).toThrow(`cannot write to sink ${path}: EPIPE`);
     expect(sink.dropped).toEqual({ sink_no_reader: 4, sink_write_failed: 0 });
-    sink.close();
+    expect(() => sink.close()).toThrow("EPIPE");
     expect(openFiles(process.pid)).not.toContain(path);
   });
 
@@ -123,6 +187,6 @@ describe("ByteSink: every frame written or counted when a write fails", () => {
     expect(sink.bytesWritten).toBeGreaterThanOrEqual(100_000);
     expect(sink.bytesWritten).toBeLessThan(100_000 + 65_536 + 1000);
     expect(sink.dropped.sink_no_reader).toBe(300 - Math.floor(sink.bytesWritten / 1000));
-    sink.close();
+    expect(() => sink.close()).toThrow("EPIPE");
   });
 });
