@@ -396,6 +396,27 @@ describe("FifoSink, Ogg", () => {
     expect(heard.every((p) => p.length > 0)).toBe(true);
   }, 20_000);
 
+  test("a reader that leaves: every frame given is heard by it or counted sink_no_reader, those on the page its stream ended with too", () => {
+    const t = setup();
+    const player = heldPlayer(t.fifo);
+    const { sink, lines } = openFifoSink("ogg", t.fifo);
+    let given = 0;
+    const frame = () => send(sink, MessageType.OpusFrame, tonePacket(given++));
+    // Two pages' worth (5 packets a page at 100 ms), written out and read: the pipe is empty.
+    for (let i = 0; i < 7; i++) frame();
+    sink.flush();
+    expect(player.readNow()).toBe(false);
+    // Three more wait on the page being filled; the reader leaves before it is written.
+    for (let i = 0; i < 3; i++) frame();
+    player.leave();
+    // The next page written finds it gone; its stream then ends with the page being filled.
+    while (count(lines, GONE) === 0 && given < 100) frame();
+    expect(count(lines, GONE)).toBe(1);
+    const heard = packetsOf(player.heard()).slice(2).length;
+    expect(heard).toBe(7);
+    expect(sink.dropped).toMatchObject({ sink_no_reader: given - heard, sink_reader_slow: 0 });
+  });
+
   test("readers one after another: the sink notices one leave (EPIPE); the next gets a stream of its own (OpusHead from the session's Config, granule from 0, a new serial)", async () => {
     const t = setup();
     const first = t.path("r1.opus");
