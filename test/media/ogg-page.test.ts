@@ -253,4 +253,39 @@ describe("OggPacketReader", () => {
     }
     expect(out).toEqual([b, c]);
   });
+
+  test("after a lost page, an orphaned tail whose end never comes is dropped, and the next page not continued begins afresh, its first packet kept", () => {
+    const a = packet(1275, 1); // [255 x 5, 0]
+    const b = packet(30, 2);
+    const c = packet(40, 3);
+    const { writer, pages } = collectingWriter(1, { maxSegments: 2 });
+    writer.addPacket(a, 1);
+    writer.flushPage();
+    writer.addPacket(b, 2);
+    writer.addPacket(c, 3);
+    writer.flushPage();
+    const infos = pagesOf(concatBytes(pages));
+    expect(infos.map((i) => i.table)).toEqual([[255, 255], [255, 255], [255, 0], [30, 40]]);
+    expect(infos.map((i) => i.flags & PageFlag.Continued)).toEqual([0, 1, 1, 0]);
+
+    // Page 0 lost, then page 2 gone too without a trace (a writer that numbered the next page as if it
+    // had never been): the tail on page 1 is dropped, and page 3 starts clean.
+    const reader = new OggPacketReader(4096);
+    reader.lost();
+    const out: Uint8Array[] = [];
+    for (const p of [pages[1]!, pages[3]!]) {
+      reader.push(pageAt(p));
+      for (let k = reader.next(); k; k = reader.next()) out.push(k.data.slice());
+    }
+    expect(out).toEqual([b, c]);
+    expect(reader.open).toBe(false);
+
+    // Without the lost page, the same cut is an error: the packet begun on page 0 is not continued.
+    const strict = new OggPacketReader(4096);
+    strict.push(pageAt(pages[0]!));
+    expect(strict.next()).toBeUndefined();
+    strict.push(pageAt(pages[1]!));
+    expect(strict.next()).toBeUndefined();
+    expect(() => strict.push(pageAt(pages[3]!))).toThrow("packet begun at byte 29 is not continued on the next page at byte 0");
+  });
 });

@@ -279,6 +279,31 @@ describe("OggSource on hand-built streams", () => {
     expect(frames.map((f) => f.payload)).toEqual([packets[0]!, packets[2]!, packets[3]!]);
   });
 
+  test("lenient: a bad page anywhere in a packet spread over 6 pages drops that packet alone; its continued pages after the bad one are passed over", async () => {
+    // 1275 bytes = 5 x 255: lacing [255 x 5, 0], one value a page.
+    const packets = [audioPacket(100, 1), audioPacket(1275, 2), audioPacket(100, 3), audioPacket(120, 4)];
+    const { bytes } = buildStream(packets, 1, 1);
+    const infos = pagesOf(bytes);
+    // Headers, the first packet, then the big one's 6 pages, the first not continued.
+    const big = infos.slice(3, 9);
+    expect(big.map((p) => p.table)).toEqual([[255], [255], [255], [255], [255], [0]]);
+    expect(big.map((p) => p.flags & 1)).toEqual([0, 1, 1, 1, 1, 1]);
+    expect(infos[9]!.flags & 1).toBe(0);
+    for (const [k, page] of big.entries()) {
+      const bad = bytes.slice();
+      bad[page.offset + 6] ^= 0x01; // a granule byte: the page's CRC no longer matches
+      for (const chunks of [[7], [65536]]) {
+        const src = source(bad, { lenient: true }, chunks);
+        const { frames, error } = await drain(src);
+        const label = `page ${k + 1} of 6 bad, chunks of ${chunks}`;
+        expect(error?.message, label).toBeUndefined();
+        expect(frames.map((f) => f.payload), label).toEqual([packets[0]!, packets[2]!, packets[3]!]);
+        expect(frames.map((f) => f.timeMs), label).toEqual([0, 20, 40]);
+        expect(src.counts, label).toEqual({ skipped_pages: 1, missing_pages: 0, repeated_pages: 0, other_stream_pages: 0, skipped_bytes: page.size });
+      }
+    }
+  });
+
   test("a file cut inside a page is an error naming the page, after the frames before it", async () => {
     const path = fx.opus.get(key(2, 20))!;
     const bytes = read(path);
