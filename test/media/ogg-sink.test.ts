@@ -123,6 +123,18 @@ describe("OggSink writing what opusenc made", () => {
         expect(decodedSamples(copy, fx.dir)).toBe(FIXTURE_SAMPLES);
       });
 
+      test(`${key(channels, frameMs)}: --page-ms 1000 closes a page once it holds 1 s of audio at 48 kHz; opusinfo and opusdec agree`, async () => {
+        const copy = await rewrite(fx.opus.get(key(channels, frameMs))!, { pageMs: 1000 });
+        const audio = summarize(read(copy)).slice(2);
+        // 72000 samples decoded: a page closes at the first packet that brings it to 48000 or more, then the rest.
+        const perPage = Math.ceil(1000 / frameMs);
+        expect(audio.map((p) => p.granule)).toEqual([perPage * 48 * frameMs, 72000]);
+        expect(audio.map((p) => p.samples.length)).toEqual([perPage, 72000 / (48 * frameMs) - perPage]);
+        const info = runTool([requireTool("opusinfo", "opus-tools"), copy]);
+        expect({ stderr: info.stderr, warnings: info.stdout.match(/WARNING|ERROR/g), code: info.exitCode }).toEqual({ stderr: "", warnings: null, code: 0 });
+        expect(decodedSamples(copy, fx.dir)).toBe(FIXTURE_SAMPLES);
+      });
+
       test(`${key(channels, frameMs)}: granule = samples decoded so far, pages of >= 100 ms`, async () => {
         const copy = await rewrite(fx.opus.get(key(channels, frameMs))!, { serial: 42 });
         const pages = summarize(read(copy));
@@ -214,6 +226,51 @@ describe("OggSink", () => {
     expect(info.stderr).toBe("");
     expect(info.exitCode).toBe(0);
     expect(info.stdout.match(/New logical stream/g)?.length).toBe(2);
+  });
+
+  test("a Config with another sample rate alone (same channels) after audio also begins a chained stream, whose OpusHead names the new rate", () => {
+    const path = outPath();
+    const sink = OggSink.open(path, { serial: 1 });
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 }));
+    for (let i = 0; i < 2; i++) send(sink, MessageType.OpusFrame, stereo20);
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 16000, channels: 2, frameSize: 320 }));
+    for (let i = 0; i < 3; i++) send(sink, MessageType.OpusFrame, stereo20);
+    sink.close();
+    const pages = pagesOf(read(path));
+    const serials = [...new Set(pages.map((p) => p.serial))];
+    expect(serials.length).toBe(2);
+    const heads = packetsOf(read(path)).filter((p) => new TextDecoder().decode(p.subarray(0, 8)) === "OpusHead");
+    expect(heads.map((h) => parseOpusHead(h))).toMatchObject([
+      { channels: 2, inputSampleRate: 48000 },
+      { channels: 2, inputSampleRate: 16000 },
+    ]);
+    // Each link's end-of-stream page: its own timeline from 0.
+    expect(pages.filter((p) => p.flags & PageFlag.EndOfStream).map((p) => [p.serial, p.granule])).toEqual([
+      [serials[0], 2 * 960],
+      [serials[1], 3 * 960],
+    ]);
+    const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
+    expect({ stderr: info.stderr, code: info.exitCode, links: info.stdout.match(/New logical stream/g)?.length }).toEqual({ stderr: "", code: 0, links: 2 });
+    expect(info.stdout).toContain("Original sample rate: 16000 Hz");
+  });
+
+  test("a Config naming channels family 0 cannot carry (6) changes nothing: before audio the TOC gives the channels, after it the stream goes on", () => {
+    const path = outPath();
+    const sink = OggSink.open(path, { serial: 1 });
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 6, frameSize: 960 }));
+    for (let i = 0; i < 3; i++) send(sink, MessageType.OpusFrame, stereo20);
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 6, frameSize: 960 }));
+    for (let i = 0; i < 2; i++) send(sink, MessageType.OpusFrame, stereo20);
+    sink.close();
+    const pages = summarize(read(path));
+    expect(new Set(pages.map((p) => p.serial)).size).toBe(1);
+    expect(parseOpusHead(pages[0]!.first!)).toMatchObject({ channels: 2, inputSampleRate: 48000, mappingFamily: 0 });
+    expect(pages.slice(2).flatMap((p) => p.samples)).toEqual(Array(5).fill(960));
+    expect(pages.at(-1)).toMatchObject({ flags: PageFlag.EndOfStream, granule: 5 * 960 });
+    expect(sink.packets).toBe(5);
+    const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
+    expect({ stderr: info.stderr, warnings: info.stdout.match(/WARNING|ERROR/g), code: info.exitCode }).toEqual({ stderr: "", warnings: null, code: 0 });
+    expect(info.stdout).toContain("Channels: 2");
   });
 
   test("without a Config, channels come from the first packet's stereo bit", () => {
@@ -348,6 +405,37 @@ describe("OggSink", () => {
     // 15 packets x 16 segments = 240 <= 255 per page
     expect(audio.map((p) => p.samples.length)).toEqual([15, 15, 10]);
     expect(audio.map((p) => p.granule)).toEqual([15 * 120, 30 * 120, 40 * 120]);
+  });
+
+  test("a page closed early because the next packet does not fit starts the count of its page's audio afresh", () => {
+    const path = outPath();
+    // 20 ms a packet, 400 ms a page by time (20 packets), but only 15 packets of 16 lacing values fit a page.
+    const sink = OggSink.open(path, { pageMs: 400 });
+    const big = new Uint8Array(4000);
+    big[0] = 0xfc; // CELT FB 20 ms, stereo, one frame
+    for (let i = 0; i < 40; i++) send(sink, MessageType.OpusFrame, big);
+    sink.close();
+    const audio = summarize(read(path)).slice(2);
+    expect(audio.map((p) => p.samples.length)).toEqual([15, 15, 10]);
+    expect(audio.map((p) => p.granule)).toEqual([15 * 960, 30 * 960, 40 * 960]);
+  });
+
+  test("pages close once they hold pageMs of audio counted at 48 kHz", () => {
+    const stereo2_5 = Uint8Array.of(0xe4, 1, 2); // CELT FB 2.5 ms, stereo, one frame
+    for (const [pageMs, packet, samples, count, perPage] of [
+      [100, stereo2_5, 120, 100, 40], // 4800 samples a page
+      [1000, stereo20, 960, 120, 50], // 48000
+      [7.5, stereo2_5, 120, 10, 3], // 360
+    ] as const) {
+      const path = outPath();
+      const sink = OggSink.open(path, { pageMs });
+      for (let i = 0; i < count; i++) send(sink, MessageType.OpusFrame, packet);
+      sink.close();
+      const audio = summarize(read(path)).slice(2);
+      const sizes = Array.from({ length: Math.ceil(count / perPage) }, (_, i) => Math.min(perPage, count - i * perPage));
+      expect({ pageMs, sizes: audio.map((p) => p.samples.length) }).toEqual({ pageMs, sizes });
+      expect(audio.map((p) => p.granule)).toEqual(sizes.map((_, i) => Math.min((i + 1) * perPage, count) * samples));
+    }
   });
 
   test("rejects bad options before creating the file", () => {
