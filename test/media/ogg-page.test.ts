@@ -91,6 +91,36 @@ describe("OggPageWriter / OggPageReader", () => {
     expect(packetsOf(concatBytes(pages))).toEqual([p]);
   });
 
+  test("a packet of 255 x k bytes needs k + 1 lacing values: with k left on the page it starts the next one whole; one that fills the page exactly stays on it", () => {
+    for (const k of [1, 2, 3]) {
+      const p = packet(255 * k, k);
+      // Two small packets, then k + 1 segments left: the packet fills the page exactly.
+      const exact = collectingWriter(1, { maxSegments: k + 3 });
+      exact.writer.addPacket(Uint8Array.of(1), 1);
+      exact.writer.addPacket(Uint8Array.of(2), 2);
+      expect(exact.writer.fits(p.length)).toBe(true);
+      exact.writer.addPacket(p, 3);
+      exact.writer.flushPage();
+      expect(pagesOf(concatBytes(exact.pages)).map((i) => i.table)).toEqual([[1, 1, ...Array(k).fill(255), 0]]);
+
+      // Three small packets, only k segments left: not split, but on a fresh page with its 0 lacing.
+      const short = collectingWriter(1, { maxSegments: k + 3 });
+      for (const b of [1, 2, 3]) short.writer.addPacket(Uint8Array.of(b), b);
+      expect(short.writer.fits(p.length)).toBe(false);
+      short.writer.addPacket(p, 4);
+      short.writer.flushPage();
+      const infos = pagesOf(concatBytes(short.pages));
+      expect(infos.map((i) => i.table)).toEqual([[1, 1, 1], [...Array(k).fill(255), 0]]);
+      expect(infos.map((i) => [i.flags & PageFlag.Continued, i.granule])).toEqual([[0, 3], [0, 4]]);
+      expect(packetsOf(concatBytes(short.pages)).at(-1)).toEqual(p);
+    }
+    // A shorter packet needs ceil(length / 255) values: 254 bytes fit one segment left.
+    const one = collectingWriter(1, { maxSegments: 2 });
+    one.writer.addPacket(Uint8Array.of(1), 1);
+    expect(one.writer.fits(254)).toBe(true);
+    expect(one.writer.fits(255)).toBe(false);
+  });
+
   test("an EOS with nothing pending is an empty page with granule -1", () => {
     const { writer, pages } = collectingWriter(5);
     writer.addPacket(Uint8Array.of(1), 960);
