@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { buildOpusHead, isOpusHead, parseOpusHead } from "../../src/media/opus-head.ts";
+import { buildOpusHead, isOpusHead, parseOpusHead, whyNotCarried } from "../../src/media/opus-head.ts";
 import { buildOpusTags, isOpusTags } from "../../src/media/opus-tags.ts";
 
 describe("OpusHead", () => {
@@ -50,6 +50,36 @@ describe("OpusHead", () => {
     head[18] = 1;
     expect(parseOpusHead(head)).toMatchObject({ channels: 6, mappingFamily: 1 });
     expect(() => parseOpusHead(head.subarray(0, 26))).toThrow("channel mapping table");
+  });
+
+  test("a family-1 head of 1 or 2 channels is carried only as one Opus stream, coupled when stereo, channels in order", () => {
+    /** A mapping family 1 OpusHead: stream count, coupled count and mapping table as given. */
+    const family1 = (channels: number, streams: number, coupled: number, mapping: number[]) => {
+      const head = new Uint8Array(21 + channels);
+      head.set(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 }));
+      head[9] = channels;
+      head[18] = 1;
+      head[19] = streams;
+      head[20] = coupled;
+      head.set(mapping, 21);
+      return parseOpusHead(head);
+    };
+    const refusal = (channels: number) =>
+      `OpusHead channel mapping family 1 with ${channels} channels cannot be carried: allowed is one Opus stream of 1 or 2 channels (family 0)`;
+    // What ffmpeg -mapping_family 1 writes for mono and stereo: plain Opus packets.
+    for (const head of [family1(1, 1, 0, [0]), family1(2, 1, 1, [0, 1])]) {
+      expect(head.singleStream).toBe(true);
+      expect(whyNotCarried(head)).toBeUndefined();
+    }
+    for (const [label, head] of [
+      ["stereo, channels swapped", family1(2, 1, 1, [1, 0])],
+      ["stereo, one uncoupled stream", family1(2, 1, 0, [0, 1])],
+      ["stereo, two mono streams", family1(2, 2, 0, [0, 1])],
+      ["stereo, both channels from the left", family1(2, 1, 1, [0, 0])],
+    ] as const) {
+      expect({ label, singleStream: head.singleStream, why: whyNotCarried(head) }).toEqual({ label, singleStream: false, why: refusal(2) });
+    }
+    expect(whyNotCarried(family1(1, 1, 1, [0]))).toBe(refusal(1)); // mono, yet "coupled"
   });
 });
 
