@@ -162,6 +162,19 @@ describe("OggSource on hand-built streams", () => {
     expect(error?.message).toBe(`ogg source t.opus: audio packet of 5000 bytes exceeds 4096 at byte ${bigPacket}`);
   });
 
+  test("an audio packet of 4096 bytes, the wire's largest, is taken; one of 4097 is refused, naming its offset", async () => {
+    const packets = [audioPacket(100, 1), audioPacket(4096, 2), audioPacket(4097, 3), audioPacket(100, 4)];
+    const { bytes } = buildStream(packets, 1);
+    const infos = pagesOf(bytes);
+    // Headers, then a page a packet: the 4097-byte one is on page 4, after its header and 17 lacing values.
+    expect(infos[4]!.table).toEqual([...Array(16).fill(255), 17]);
+    for (const lenient of [false, true]) {
+      const { frames, error } = await drain(source(bytes, { lenient }));
+      expect(frames.map((f) => f.payload)).toEqual([packets[0]!, packets[1]!]);
+      expect(error?.message).toBe(`ogg source t.opus: audio packet of 4097 bytes exceeds 4096 at byte ${infos[4]!.offset + 27 + 17}`);
+    }
+  });
+
   test("a bad CRC is an error naming the page; lenient skips the page and counts it", async () => {
     const packets = Array.from({ length: 12 }, (_, i) => audioPacket(50 + i, i));
     const { bytes, offsets } = buildStream(packets, 3);
@@ -328,6 +341,31 @@ describe("OggSource on hand-built streams", () => {
     expect(error?.message).toBe(
       `ogg source t.opus: truncated: input ends inside the packet that starts at byte ${packetStart}`,
     );
+  });
+
+  test("a file that ends after its OpusHead, before the OpusTags, is cut inside the headers, strict or lenient", async () => {
+    const bytes = read(fx.opus.get(key(2, 20))!);
+    const pages = pagesOf(bytes);
+    const headOnly = bytes.subarray(0, pages[1]!.offset);
+    expect(pagesOf(headOnly).length).toBe(1);
+    // The OpusHead page flagged end-of-stream too: the input still ends before the headers do.
+    const { writer, pages: eos } = collectingWriter(3);
+    writer.addPacket(buildOpusHead({ channels: 1, preSkip: 312, inputSampleRate: 48000 }), 0);
+    writer.flushPage(true);
+    for (const [label, cut] of [["opusenc's first page", headOnly], ["a lone OpusHead page with EOS", eos[0]!]] as const) {
+      for (const lenient of [false, true]) {
+        const { frames, error } = await drain(source(cut, { lenient }));
+        expect({ label, lenient, frames: frames.length, error: error?.message }).toEqual({
+          label,
+          lenient,
+          frames: 0,
+          error: "ogg source t.opus: input ends inside the Opus headers",
+        });
+      }
+    }
+    // With its OpusTags too, the headers are whole: a stream without audio, no error.
+    const headers = await drain(source(bytes.subarray(0, pages[2]!.offset)));
+    expect({ frames: headers.frames.length, error: headers.error }).toEqual({ frames: 0, error: undefined });
   });
 
   test("a Vorbis file is not an Ogg Opus stream", async () => {
