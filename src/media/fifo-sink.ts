@@ -334,17 +334,8 @@ class ReaderPipe implements ByteOutput {
 
   private readonly retry = () => {
     this.timer = undefined;
-    try {
-      if (this.drain()) {
-        if (this.closing) this.closeFd();
-        return;
-      }
-    } catch (e) {
-      // Raised by the sink's next call, on the channel's path, rather than here in a timer.
-      this.failure = e as Error;
-      this.gone = true;
-      this.drop("sink_no_reader");
-      this.closeFd();
+    if (this.drain()) {
+      if (this.closing) this.closeFd();
       return;
     }
     if (this.closing && performance.now() >= this.lingerUntil) {
@@ -363,12 +354,19 @@ class ReaderPipe implements ByteOutput {
     this.done.resolve();
   }
 
-  /** Writes as much of `bytes` as the pipe takes now; how much that was. */
+  /**
+   * Writes as much of `bytes` as the pipe takes now; how much that was. A
+   * failure leaves it gone, as a reader leaving does (so what it could not
+   * take is counted where the reader's absence is); one other than the
+   * reader leaving is kept for the sink to raise on its next call, on the
+   * channel's path rather than in a timer, with every frame counted first.
+   */
   private put(bytes: Uint8Array): number {
     const { at, code } = writeFrom(this.fd, bytes);
+    if (code === undefined || code === "EAGAIN") return at;
+    this.gone = true;
     // A socket's reader gone can also read as a reset.
-    if (code === "EPIPE" || code === "ECONNRESET") this.gone = true;
-    else if (code !== undefined && code !== "EAGAIN") throw new Error(`cannot write to sink ${this.name}: ${code}`);
+    if (code !== "EPIPE" && code !== "ECONNRESET") this.failure = new Error(`cannot write to sink ${this.name}: ${code}`);
     return at;
   }
 }

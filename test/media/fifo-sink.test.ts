@@ -9,6 +9,8 @@ import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { FifoSink, READER_LOOK_MS, type PipeSizer } from "../../src/media/fifo-sink.ts";
+import { OggSink } from "../../src/media/ogg-sink.ts";
+import { WireSink } from "../../src/media/wire-sink.ts";
 import { NO_GRANULE, PageFlag } from "../../src/media/ogg-page.ts";
 import { openSink, type MediaFormat } from "../../src/media/open.ts";
 import { parseOpusHead } from "../../src/media/opus-head.ts";
@@ -415,6 +417,26 @@ describe("FifoSink, Ogg", () => {
     const heard = packetsOf(player.heard()).slice(2).length;
     expect(heard).toBe(7);
     expect(sink.dropped).toMatchObject({ sink_no_reader: given - heard, sink_reader_slow: 0 });
+  });
+
+  test("a reader's descriptor that fails otherwise than by the reader leaving (ENOSPC): raised once, naming it, and every frame given is counted", () => {
+    for (const format of ["ogg", "wire"] as const) {
+      const fd = openSync("/dev/full", constants.O_WRONLY | constants.O_NONBLOCK);
+      defer(() => closeSync(fd));
+      const sink = new FifoSink("full", (pipe) => (format === "ogg" ? OggSink.over(pipe) : WireSink.over(pipe)), () => {}, { fd });
+      const errors: string[] = [];
+      let given = 0;
+      for (let i = 0; i < 20; i++) {
+        try {
+          send(sink, MessageType.OpusFrame, tonePacket(given++));
+          if (i % 5 === 4) sink.flush();
+        } catch (e) {
+          errors.push((e as Error).message);
+        }
+      }
+      expect({ format, errors }).toEqual({ format, errors: ["cannot write to sink full: ENOSPC"] });
+      expect({ format, dropped: sink.dropped.sink_no_reader }).toEqual({ format, dropped: given });
+    }
   });
 
   test("readers one after another: the sink notices one leave (EPIPE); the next gets a stream of its own (OpusHead from the session's Config, granule from 0, a new serial)", async () => {
