@@ -202,7 +202,7 @@ function parseFlags(command: Command, args: string[]): Record<string, unknown> {
 
 function describeFailure(e: unknown, settings: Record<string, unknown> = {}): { code: number; message: string } {
   if (e instanceof UsageError || e instanceof ConfigError) return { code: EXIT_USAGE, message: e.message };
-  if (e instanceof SourceFormatError) return { code: EXIT_USAGE, message: e.message };
+  if (e instanceof SourceFormatError) return { code: EXIT_USAGE, message: e.naming(formatFlagOf(settings, e.path)) };
   // A port another process holds is refused like a socket a live server answers on.
   if (e instanceof HttpListenError) {
     return { code: EXIT_USAGE, message: `${optionsSetTo(settings, e.address)} ${hostPort(e.address)}: cannot listen${errnoWords(e.code)}` };
@@ -229,6 +229,12 @@ function optionsSetTo(settings: Record<string, unknown>, value: unknown): string
     .filter((name) => same(settings[name]))
     .map((name) => `--${name}`)
     .join(" and ");
+}
+
+/** The flag that gives the format of the source at `path`: the one beside its source flag (--format; serve: --output-format). */
+function formatFlagOf(settings: Record<string, unknown>, path: string): string {
+  const source = Object.keys(settings).find((name) => name.endsWith("source") && settings[name] === path);
+  return source ? `--${source.slice(0, -"source".length)}format` : "--format";
 }
 
 function hostPort({ host, port }: { host: string; port: number }): string {

@@ -6,13 +6,27 @@ import { isOpusHead, parseOpusHead, whyNotCarried } from "./opus-head.ts";
 
 export type MediaFormat = "wire" | "ogg";
 
-/** A file source that is not in the format asked for: bad usage (exit 2), told at start. */
+/**
+ * A file source that is not in the format asked for: bad usage (exit 2),
+ * told at start. The message names the format's flag as `--format`;
+ * naming() gives it with the flag a command has for it (serve: --output-format).
+ */
 export class SourceFormatError extends Error {
-  constructor(message: string) {
-    super(message);
+  constructor(
+    readonly path: string,
+    private readonly describe: (formatFlag: string) => string,
+  ) {
+    super(describe("--format"));
     this.name = "SourceFormatError";
   }
+
+  naming(formatFlag: string): string {
+    return this.describe(formatFlag);
+  }
 }
+
+/** Builds a SourceFormatError for `path` read as `format`: "source PATH (--format FORMAT) <problem>". */
+type Refusal = (problem: (formatFlag: string) => string) => SourceFormatError;
 
 /** What a file's first bytes (at least 12) look like: Ogg, WAV or a wire capture; undefined when none of these. */
 export function recognise(head: Uint8Array): MediaFormat | "wav" | undefined {
@@ -37,33 +51,33 @@ const NAMES: Record<MediaFormat | "wav", string> = { ogg: "Ogg", wav: "WAV", wir
  * which must begin within BOS_GROUP_BYTES, else the file is refused.
  */
 export async function checkFileFormat(path: string, format: MediaFormat, lenient = false): Promise<void> {
-  const prefix = `source ${path} (--format ${format})`;
+  const refuse: Refusal = (problem) => new SourceFormatError(path, (flag) => `source ${path} (${flag} ${format}) ${problem(flag)}`);
   const head = readHead(path, 12);
   if (format === "ogg" && head.length === 0) {
-    throw new SourceFormatError(`${prefix} is empty: an Ogg Opus file begins with an OpusHead page`);
+    throw refuse(() => `is empty: an Ogg Opus file begins with an OpusHead page`);
   }
   if (head.length < 4) {
-    if (format === "ogg") throw new SourceFormatError(`${prefix} is not Ogg: it is ${head.length} byte(s) long, shorter than "OggS"`);
+    if (format === "ogg") throw refuse(() => `is not Ogg: it is ${head.length} byte(s) long, shorter than "OggS"`);
     return;
   }
   const seen = recognise(head);
   if (seen === format) {
-    if (format === "ogg") checkOggOpus(path, prefix, 0, lenient);
+    if (format === "ogg") checkOggOpus(path, refuse, 0, lenient);
     return;
   }
   if (seen === "wav") {
-    throw new SourceFormatError(`${prefix} looks like WAV, uncompressed audio: encode it to Ogg Opus (e.g. opusenc) and use --format ogg`);
+    throw refuse((flag) => `looks like WAV, uncompressed audio: encode it to Ogg Opus (e.g. opusenc) and use ${flag} ogg`);
   }
-  if (seen) throw new SourceFormatError(`${prefix} looks like ${NAMES[seen]}: use --format ${seen}`);
+  if (seen) throw refuse((flag) => `looks like ${NAMES[seen]}: use ${flag} ${seen}`);
   if (format === "ogg" && lenient) {
     const window = readHead(path, BOS_GROUP_BYTES);
     const first = firstCapturePattern(window);
-    if (first !== undefined) return checkOggOpus(path, prefix, first, lenient);
+    if (first !== undefined) return checkOggOpus(path, refuse, first, lenient);
     const looked = window.length < BOS_GROUP_BYTES ? `its ${window.length} bytes` : `its first ${BOS_GROUP_BYTES} bytes`;
-    throw new SourceFormatError(`${prefix} is not Ogg: it begins with "${escaped(head.subarray(0, 4))}", and no "OggS" follows in ${looked}`);
+    throw refuse(() => `is not Ogg: it begins with "${escaped(head.subarray(0, 4))}", and no "OggS" follows in ${looked}`);
   }
   const expected = format === "ogg" ? '"OggS"' : "the JKOU or JKMI magic";
-  throw new SourceFormatError(`${prefix} is not ${NAMES[format]}: it begins with "${escaped(head.subarray(0, 4))}", not ${expected}`);
+  throw refuse(() => `is not ${NAMES[format]}: it begins with "${escaped(head.subarray(0, 4))}", not ${expected}`);
 }
 
 /** Enough for the BOS pages of a few streams multiplexed together (each BOS page holds one header packet). */
@@ -78,7 +92,7 @@ const BOS_GROUP_BYTES = 4 * MAX_PAGE_SIZE;
  * the pages are read as the lenient source reads them: past bad pages and
  * bytes that begin none, so what it would stream is what is checked.
  */
-function checkOggOpus(path: string, prefix: string, from: number, lenient: boolean): void {
+function checkOggOpus(path: string, refuse: Refusal, from: number, lenient: boolean): void {
   const bytes = readHead(path, from + BOS_GROUP_BYTES).subarray(from);
   const whole = bytes.length < BOS_GROUP_BYTES; // the file ends inside what was read
   const pages = new OggPageReader(lenient);
@@ -95,7 +109,7 @@ function checkOggOpus(path: string, prefix: string, from: number, lenient: boole
       if (!whole) return; // a BOS group longer than looked at: left to the source
       if (lenient && pages.finish()) continue; // bytes held for a page that never came whole: read again
       if (firstPacket) break;
-      throw new SourceFormatError(`${prefix} is Ogg but ends inside its first page, before any OpusHead`);
+      throw refuse(() => `is Ogg but ends inside its first page, before any OpusHead`);
     }
     if (!page.crcValid()) {
       if (!lenient) return;
@@ -105,26 +119,26 @@ function checkOggOpus(path: string, prefix: string, from: number, lenient: boole
     if (!page.beginOfStream) {
       if (firstPacket) break;
       // A capture cut mid-stream: its headers are gone, and the source would fail at byte 0.
-      throw new SourceFormatError(`${prefix} is Ogg but its first page does not begin a stream (no OpusHead: cut from the middle of a recording?)`);
+      throw refuse(() => `is Ogg but its first page does not begin a stream (no OpusHead: cut from the middle of a recording?)`);
     }
     const packet = firstPacketOf(page);
     if (isOpusHead(packet)) {
-      checkOpusHead(packet, prefix);
+      checkOpusHead(packet, refuse);
       return;
     }
     firstPacket ??= packet;
   }
-  throw new SourceFormatError(`${prefix} is Ogg but not Opus (its first packet begins "${escaped(firstPacket!.subarray(0, 8))}")`);
+  throw refuse(() => `is Ogg but not Opus (its first packet begins "${escaped(firstPacket!.subarray(0, 8))}")`);
 }
 
-function checkOpusHead(packet: Uint8Array, prefix: string): void {
+function checkOpusHead(packet: Uint8Array, refuse: Refusal): void {
   let reason: string | undefined;
   try {
     reason = whyNotCarried(parseOpusHead(packet));
   } catch (e) {
     reason = (e as Error).message;
   }
-  if (reason) throw new SourceFormatError(`${prefix} is Ogg Opus that cannot be sent: ${reason}`);
+  if (reason) throw refuse(() => `is Ogg Opus that cannot be sent: ${reason}`);
 }
 
 /** Where "OggS" first occurs in `bytes`, if anywhere. */

@@ -4,7 +4,7 @@
  * by ffmpeg, an .opus made by opusenc, a wire capture, and bytes of nothing known.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { concatBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { collectingWriter, pagesOf } from "../support/ogg.ts";
@@ -61,6 +61,21 @@ describe("a file source is checked at start", () => {
       expect(result.stderr.trim().split("\n")).toEqual([expect.stringContaining(`audio-agent: ${message}`)]);
     });
     expect(existsSync(t.sock)).toBe(false);
+  }, 60_000);
+
+  test("in serve, the message names serve's own flag for the format (--output-format); nothing listens", async () => {
+    const t = setup();
+    const sockets = ["--output-socket", t.path("o.sock"), "--input-socket", t.path("i.sock"), "--input-sink", t.path("in.wire")];
+    const cases: [string[], string][] = [
+      [["--output-source", t.opus], `source ${t.opus} (--output-format wire) looks like Ogg: use --output-format ogg`],
+      [["--output-source", t.wav, "--output-format", "ogg"], `source ${t.wav} (--output-format ogg) looks like WAV, uncompressed audio: encode it to Ogg Opus (e.g. opusenc) and use --output-format ogg`],
+    ];
+    for (const [args, message] of cases) {
+      const result = await runBounded(["serve", ...args, ...sockets]);
+      expect({ args, code: result.code }).toEqual({ args, code: 2 });
+      expect(result.stderr.trim().split("\n")).toEqual([`audio-agent: ${message}`]);
+    }
+    expect(readdirSync(t.dir).filter((name) => name.endsWith(".sock") || name === "in.wire")).toEqual([]);
   }, 60_000);
 
   test("the right format still streams (an .opus with --format ogg, a wire capture with the default)", async () => {
