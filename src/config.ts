@@ -1,4 +1,5 @@
 import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { resolve } from "node:path";
 import * as v from "valibot";
 import { OPUS_SAMPLE_RATES, type Channel } from "./protocol/index.ts";
 
@@ -563,7 +564,13 @@ export function resolveServeSettings(sources: ConfigSources, requireAll = true):
     const own = resolveOptions(serveChannelOptions(c), c, file?.sections[c], sources, requireAll, naming);
     return { ...own, ...shared } as RoleSettings<(typeof SERVE_ROLES)[C]>;
   };
-  return { ...shared, output: channel("output"), input: channel("input") };
+  const [output, input] = [channel("output"), channel("input")];
+  // Checked before anything listens: the second channel would find the first one's live socket there.
+  if (output.socket !== undefined && input.socket !== undefined && resolve(output.socket) === resolve(input.socket)) {
+    const fromTop = file?.top.socket !== undefined ? ` (the config file's top-level "socket" sets both: give it in "output" and "input")` : "";
+    throw new ConfigError(`--output-socket and --input-socket are both ${output.socket}: each channel needs a socket of its own${fromTop}`);
+  }
+  return { ...shared, output, input };
 }
 
 /** The flags a command takes: how each is read, and for a value what is allowed. */

@@ -7,6 +7,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { closeSync, existsSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
+import { basename } from "node:path";
 import { READER_LOOK_MS } from "../../src/media/fifo-sink.ts";
 import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
@@ -557,6 +558,24 @@ describe("serve: both channels in one process", () => {
     expect(result.code).toBe(2);
     expect(failureLine(result.stderr)).toMatch(new RegExp(`^audio-agent: --input-socket ${refused}: cannot listen: .* \\(E[A-Z]+\\)$`));
     expect(existsSync(t.out) || existsSync(t.path("sink"))).toBe(false);
+  });
+
+  test("one socket for both channels: exit 2 naming both flags (and the config file's top-level key when it set them), before anything listens", async () => {
+    const t = setup();
+    writeFileSync(t.path("sink"), "keep");
+    const base = ["serve", "--output-source", "/dev/null", "--input-sink", t.path("sink")];
+    const flags = await spawnAgent([...base, "--output-socket", t.out, "--input-socket", `${t.dir}/./${basename(t.out)}`]).done;
+    expect(flags.code).toBe(2);
+    expect(failureLine(flags.stderr)).toBe(`audio-agent: --output-socket and --input-socket are both ${t.out}: each channel needs a socket of its own`);
+    const config = t.path("top.json");
+    writeFileSync(config, JSON.stringify({ socket: t.out }));
+    const top = await spawnAgent([...base, "--config", config]).done;
+    expect(top.code).toBe(2);
+    expect(failureLine(top.stderr)).toBe(
+      `audio-agent: --output-socket and --input-socket are both ${t.out}: each channel needs a socket of its own (the config file's top-level "socket" sets both: give it in "output" and "input")`,
+    );
+    expect(existsSync(t.out)).toBe(false);
+    expect(await Bun.file(t.path("sink")).text()).toBe("keep");
   });
 
   test("bad settings exit 2 naming the prefixed flag or variable, before anything listens", async () => {
