@@ -59,6 +59,8 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
     droppedBySink: () => sink?.dropped,
   });
   const serve = async (shutdown: Shutdown, instruments: ChannelInstruments) => {
+    // Every way out, a sink that could not be opened too: each channel ends with its own line.
+    const stopped = () => report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
     try {
       // A FIFO sink (a player) never blocks: late audio is worth nothing, and in `serve` the output channel must not wait.
       const pipeBytes = settings["sink-pipe-bytes"];
@@ -75,6 +77,7 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
       });
     } catch (e) {
       await server.stop();
+      stopped();
       throw e;
     }
     flusher = new SinkFlusher(sink, settings["page-ms"], (error) => finish(error));
@@ -88,7 +91,7 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
         // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.
         await sink.close();
       } finally {
-        report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
+        stopped();
       }
     }
   };

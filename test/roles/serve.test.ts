@@ -6,7 +6,7 @@
  * other and ends the run with its failure.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, existsSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
 import { READER_LOOK_MS } from "../../src/media/fifo-sink.ts";
 import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
@@ -534,6 +534,19 @@ describe("serve: both channels in one process", () => {
     expect(await recv.exited).toBe(0);
     expect(await send.exited).toBe(0);
   }, 60_000);
+
+  test("an input sink that cannot be opened (a directory): exit 1 naming it, after each channel's own stopped line; both sockets removed", async () => {
+    const t = setup();
+    const dir = t.path("adir");
+    mkdirSync(dir);
+    await writeWireFile(t.path("capture.wire"), 5);
+    const result = await spawnAgent(["serve", "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--input-socket", t.in, "--input-sink", dir]).done;
+    expect(result.code).toBe(1);
+    expect(failureLine(result.stderr)).toBe(`audio-agent: --input-sink ${dir}: is a directory (EISDIR)`);
+    expect(logFields(result.stderr, "output-server", "stopped")).toBeDefined();
+    expect(logFields(result.stderr, "input-server", "stopped")).toMatchObject({ frames: "0", sessions: "0" });
+    expect(existsSync(t.out) || existsSync(t.in)).toBe(false);
+  });
 
   test("an input socket path that cannot be used: exit 2 naming it, the output socket removed again, the sink untouched", async () => {
     const t = setup();
