@@ -142,7 +142,8 @@ export class InputServer implements ChannelEnd {
         acks_sent: this.ackStats.delivered,
         acks_dropped: this.ackStats.droppedTotal,
       },
-      dropped: this.framesAfterSession > 0 ? { ...this.options.droppedBySink?.(), session_ended: this.framesAfterSession } : this.options.droppedBySink?.(),
+      // Every reason from the start, at 0 until its first drop (a series a dashboard can rate from the first scrape).
+      dropped: { ...this.options.droppedBySink?.(), session_ended: this.framesAfterSession },
       config: this.config,
     });
   }

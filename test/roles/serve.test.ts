@@ -127,6 +127,13 @@ describe("serve: both channels in one process", () => {
       expect(value(text, "jetkvm_audio_frames_sent_total")).toBe(300);
       expect(value(text, "jetkvm_microphone_frames_received_total")).toBe(150);
       expect(value(text, "audio_agent_frames_dropped_by_reason_total", { channel: "output", reason: "no_client" })).toBe(0);
+      // The input channel's reasons are there from the first scrape, at 0: its own and its file sink's.
+      const inputDrops = samples(text, "audio_agent_frames_dropped_by_reason_total", { channel: "input" });
+      expect(inputDrops.map((s) => [s.labels.reason, s.value]).sort()).toEqual([
+        ["session_ended", 0],
+        ["sink_no_reader", 0],
+        ["sink_write_failed", 0],
+      ]);
       expect(value(text, "audio_agent_queue_capacity_frames", { channel: "output" })).toBe(1000);
       expect(value(text, "audio_agent_frame_age_seconds_count", { channel: "input" })).toBeGreaterThan(0);
       expect(value(text, "audio_agent_enqueue_to_write_seconds_count", { channel: "output" })).toBeGreaterThan(0);
