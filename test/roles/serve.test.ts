@@ -9,7 +9,7 @@ import { describe, expect, test } from "bun:test";
 import { closeSync, existsSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
 import { READER_LOOK_MS } from "../../src/media/fifo-sink.ts";
-import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
+import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -18,6 +18,7 @@ import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeValue, value
 import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
+import { connectClient } from "../support/peer.ts";
 import { readToEnd, resetOnClose, socketPair } from "../support/player-sockets.ts";
 import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
@@ -70,6 +71,34 @@ async function sessionWrittenBlocking(t: ReturnType<typeof setup>, agent: Spawne
   agent.kill("SIGTERM");
   expect(await agent.exited, agent.stderr).toBe(0);
   expect(agent.stderr).not.toContain("without blocking");
+}
+
+/**
+ * A hand-written microphone client on the input socket that never reads (the Acks it is sent stay
+ * unread in its socket); `send` writes one message stamped `ms` (Unix ms, now unless given), `write` any bytes.
+ */
+async function rawMic(path: string): Promise<{ send: (type: MessageType, payload?: Uint8Array, ms?: number) => void; write: (bytes: Uint8Array) => void }> {
+  const client = await connectClient(defer, path, { paused: true, magic: INPUT_MAGIC });
+  const write = (bytes: Uint8Array) => expect(client.socket.write(bytes)).toBe(bytes.length);
+  return {
+    send: (type, payload, ms = Date.now()) => write(encodeMessage(INPUT_MAGIC, type, payload, BigInt(Math.round(ms)) * 1_000_000n)),
+    write,
+  };
+}
+
+/** The fields of every "<component>: stats" line so far, numbers as numbers. */
+function statsLines(stderr: string, component: string): Record<string, number | string>[] {
+  return stderr
+    .split("\n")
+    .filter((line) => line.includes(` ${component}: stats `))
+    .map((line) => {
+      const fields = logFields(line, component, "stats");
+      return Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, Number.isNaN(Number(v)) ? v : Number(v)]));
+    });
+}
+
+function sum(lines: Record<string, number | string>[], key: string): number {
+  return lines.reduce((total, line) => total + (typeof line[key] === "number" ? (line[key] as number) : 0), 0);
 }
 
 function expectFrames(frames: Uint8Array[], count: number, payloadOf: (i: number) => Uint8Array): void {
@@ -612,4 +641,61 @@ describe("serve: both channels in one process", () => {
     expect(failureLine(missing.stderr)).toBe('audio-agent: serve: --input-sink is required (a path or "-")');
     expect(existsSync(t.out) || existsSync(t.in) || existsSync(t.path("sink"))).toBe(false);
   });
+});
+
+/**
+ * Both channels carry frames through `agent` (serve on t.out and t.in, with --stats-interval 0.2 and
+ * --metrics): the 50 frames of a file to `output recv`, lossless, until the output channel stops;
+ * then 20 microphone frames stamped 5 s ago, so that their age (and only theirs) is far above the
+ * 200 ms maximum, in one session ended by Stop. Returns the metrics URL.
+ */
+async function bothChannelsCarry(t: ReturnType<typeof setup>): Promise<{ agent: Spawned; base: string }> {
+  const capture = t.path("capture.wire");
+  await writeWireFile(capture, 50);
+  const agent = spawnAgent([
+    "serve",
+    "--output-socket", t.out, "--output-source", capture,
+    "--input-socket", t.in, "--input-sink", t.path("sink.wire"),
+    "--stats-interval", "0.2", "--metrics", "127.0.0.1:0",
+  ]);
+  const base = await metricsUrl(agent);
+  await agent.waitForStderr("input-server: listening");
+  const recv = spawnAgent(["output", "recv", "--socket", t.out, "--sink", t.path("out.wire"), "--count", "50"]);
+  expect(await recv.exited, recv.stderr).toBe(0);
+  await agent.waitForStderr("output-server: stopped");
+  const mic = await rawMic(t.in);
+  mic.send(MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG));
+  for (let i = 0; i < 20; i++) mic.send(MessageType.OpusFrame, micPayload(i), Date.now() - 5000);
+  mic.send(MessageType.Stop);
+  await agent.waitForStderr("input-server: session ended by Stop");
+  return { agent, base };
+}
+
+const outputStats = (agent: Spawned) => statsLines(agent.stderr, "output-instruments");
+const inputStats = (agent: Spawned) => statsLines(agent.stderr, "input-instruments");
+
+describe("serve: each channel's instruments", () => {
+  test("--stats-interval: a stats line per channel per interval, named by its channel (output-instruments, input-instruments), each adding up to its own channel's totals", async () => {
+    const t = setup();
+    const { agent } = await bothChannelsCarry(t);
+    await until(() => sum(outputStats(agent), "frames") === 50 && sum(inputStats(agent), "frames") === 20, "both channels' frames in their stats lines");
+    // Not the single roles' unprefixed component: which channel a line is would not show.
+    expect(agent.stderr).not.toContain(" instruments: stats ");
+    // As many lines of the one as of the other, give or take the interval the test stopped in.
+    const [outputs, inputs] = [outputStats(agent).length, inputStats(agent).length];
+    expect(Math.abs(outputs - inputs)).toBeLessThanOrEqual(1);
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    // Each channel's lines add up to its own stopped line.
+    const output = expectAccountedLine(agent.stderr);
+    expect(sum(outputStats(agent), "submitted")).toBe(output.submitted);
+    expect(sum(outputStats(agent), "delivered")).toBe(output.delivered);
+    expect(outputStats(agent).every((line) => !("sessions" in line))).toBe(true);
+    const input = logFields(agent.stderr, "input-server", "stopped");
+    expect(input).toMatchObject({ frames: "20", sessions: "1", clean_sessions: "1" });
+    expect(sum(inputStats(agent), "frames")).toBe(20);
+    expect(sum(inputStats(agent), "sessions")).toBe(1);
+    expect(sum(inputStats(agent), "clean_sessions")).toBe(1);
+    expect(inputStats(agent).every((line) => !("submitted" in line))).toBe(true);
+  }, 60_000);
 });
