@@ -698,4 +698,36 @@ describe("serve: each channel's instruments", () => {
     expect(sum(inputStats(agent), "clean_sessions")).toBe(1);
     expect(inputStats(agent).every((line) => !("submitted" in line))).toBe(true);
   }, 60_000);
+
+  test("each channel's latency is its own: frame age on the input channel, the writes' on the output channel, in the stats lines, the warnings, /metrics and the stopped lines", async () => {
+    const t = setup();
+    const { agent, base } = await bothChannelsCarry(t);
+    await until(() => sum(outputStats(agent), "frames") === 50 && sum(inputStats(agent), "frames") === 20, "both channels' frames in their stats lines");
+    expect(Math.max(...inputStats(agent).map((line) => (line.p99_frame_age_ms as number | undefined) ?? 0))).toBeGreaterThanOrEqual(5000);
+    expect(inputStats(agent).some((line) => "p99_enqueue_to_write_ms" in line)).toBe(false);
+    expect(outputStats(agent).some((line) => "p99_enqueue_to_write_ms" in line)).toBe(true);
+    expect(outputStats(agent).some((line) => "p99_frame_age_ms" in line)).toBe(false);
+
+    // The frame age warning is the input channel's.
+    expect(logFields(agent.stderr, "input-instruments", "latency above maximum")).toMatchObject({ operation: "frame_age" });
+    expect(agent.stderr).not.toMatch(/output-instruments: latency above \w+ operation=frame_age/);
+    // /metrics: each channel's percentiles under its own label (README: source="frame_age", channel="input").
+    const text = await scrape(base);
+    const percentile = "jetkvm_audio_latency_percentile_seconds";
+    expect(value(text, percentile, { source: "frame_age", percentile: "p99", channel: "input" })).toBeGreaterThanOrEqual(5);
+    expect(value(text, percentile, { source: "enqueue_to_write", percentile: "p99", channel: "output" })).toBeGreaterThanOrEqual(0);
+    expect(samples(text, percentile, { channel: "output", source: "frame_age" })).toEqual([]);
+    expect(samples(text, percentile, { channel: "input", source: "enqueue_to_write" })).toEqual([]);
+
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    // Each stopped line carries its own channel's latency fields.
+    const latencyKeys = (fields: Record<string, string>) => Object.keys(fields).filter((key) => key.endsWith("_ms")).sort();
+    expect(latencyKeys(logFields(agent.stderr, "output-server", "stopped"))).toEqual(
+      ["enqueue_to_write", "write_call"].flatMap((op) => [`${op}_max_ms`, `${op}_p50_ms`, `${op}_p99_ms`]).sort(),
+    );
+    const input = logFields(agent.stderr, "input-server", "stopped");
+    expect(latencyKeys(input)).toEqual(["frame_age_max_ms", "frame_age_p50_ms", "frame_age_p99_ms"]);
+    expect(Number(input.frame_age_p99_ms)).toBeGreaterThanOrEqual(5000);
+  }, 60_000);
 });
