@@ -9,7 +9,7 @@ import { describe, expect, test } from "bun:test";
 import { closeSync, existsSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
 import { READER_LOOK_MS } from "../../src/media/fifo-sink.ts";
-import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
+import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -729,5 +729,37 @@ describe("serve: each channel's instruments", () => {
     const input = logFields(agent.stderr, "input-server", "stopped");
     expect(latencyKeys(input)).toEqual(["frame_age_max_ms", "frame_age_p50_ms", "frame_age_p99_ms"]);
     expect(Number(input.frame_age_p99_ms)).toBeGreaterThanOrEqual(5000);
+  }, 60_000);
+
+  test("the sampler's tick reads the input channel's socket queues too: the Acks a microphone client left unread show in /metrics as the last tick of its session found them", async () => {
+    const t = setup();
+    // No frames on the output channel: a FIFO without a writer. A short adaptive window ticks the sampler every 100 ms.
+    const agent = spawnAgent([
+      "serve",
+      "--output-socket", t.out, "--output-source", makeFifo(t.path("capture.wire")),
+      "--input-socket", t.in, "--input-sink", t.path("sink.wire"), "--input-adaptive-window-ms", "100",
+      "--metrics", "127.0.0.1:0",
+    ]);
+    const base = await metricsUrl(agent);
+    await agent.waitForStderr("input-server: listening");
+    // A client that reads nothing: the Acks of its Config and Heartbeats stay in its socket. Its frames,
+    // 20 ms apart for 1.2 s, bring the sampler's ticks; /metrics is not asked meanwhile (a scrape reads the queues itself).
+    const mic = await rawMic(t.in);
+    mic.send(MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG));
+    for (let i = 0; i < 60; i++) {
+      mic.send(MessageType.OpusFrame, micPayload(i));
+      if (i % 5 === 0) mic.send(MessageType.Heartbeat);
+      await Bun.sleep(20);
+    }
+    // Then broken framing: the server cuts the connection at once, and the queues are not read again.
+    mic.write(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, new Uint8Array([9, 9, 9]), 1n));
+    await agent.waitForStderr("input-server: framing violation from client; disconnecting");
+    const text = await scrape(base);
+    const input = { component: "audio-input" };
+    expect(value(text, "audio_agent_connected", { channel: "input" })).toBe(0);
+    expect(value(text, "jetkvm_microphone_frames_received_total")).toBe(60);
+    expect(value(text, "jetkvm_audio_socket_buffer_utilization_percent", { ...input, buffer_type: "send" })).toBeGreaterThan(0);
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
   }, 60_000);
 });
