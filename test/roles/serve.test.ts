@@ -14,7 +14,7 @@ import { expectAccountedLine, failureLine, logFields } from "../support/agent-lo
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
-import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeValue, value } from "../support/metrics.ts";
+import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeUntil, scrapeValue, value } from "../support/metrics.ts";
 import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
@@ -583,6 +583,34 @@ describe("serve: both channels in one process", () => {
     expect(logFields(result.stderr, "input-server", "stopped")).toMatchObject({ frames: "0", sessions: "0" });
     expect(existsSync(t.out) || existsSync(t.in)).toBe(false);
   });
+
+  test("SIGTERM while the output channel's client reads nothing (a lossless file, its queue full): the channel takes no more frames from its source, and every one it took is delivered or counted dropped", async () => {
+    const t = setup();
+    const capture = t.path("capture.wire");
+    // Frames of 4 KiB into a queue of 10 and small socket buffers: the source waits for room after a few dozen.
+    await writeWireFile(capture, 200, (i) => indexedPayload(i, 4096));
+    const agent = spawnAgent([
+      "serve",
+      "--output-socket", t.out, "--output-source", capture, "--output-queue-frames", "10", "--output-socket-buffers", "32k", "--output-adaptive", "off",
+      "--input-socket", t.in, "--input-sink", t.path("sink.wire"),
+      "--metrics", "127.0.0.1:0",
+    ]);
+    const base = await metricsUrl(agent);
+    await agent.waitForStderr("input-server: listening");
+    await connectClient(defer, t.out, { paused: true });
+    const output = { channel: "output" };
+    const text = await scrapeUntil(base, (text) => value(text, "audio_agent_queue_depth_frames", output) === 10, "the output queue to fill");
+    const submitted = value(text, "audio_agent_frames_submitted_total", output);
+    expect(submitted).toBeLessThan(200);
+
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    // What the source gave before the signal, and not a frame more: the stop discards the queue once, and nothing refills it.
+    const stopped = expectAccountedLine(agent.stderr);
+    expect(stopped.submitted).toBe(submitted);
+    expect(stopped.byReason.shutdown).toBeGreaterThanOrEqual(10);
+    expect(Object.keys(stopped.byReason)).toEqual(["shutdown"]);
+  }, 60_000);
 
   test("an input socket path that cannot be used: exit 2 naming it, the output socket removed again, the sink untouched", async () => {
     const t = setup();
