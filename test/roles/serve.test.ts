@@ -612,6 +612,38 @@ describe("serve: both channels in one process", () => {
     expect(Object.keys(stopped.byReason)).toEqual(["shutdown"]);
   }, 60_000);
 
+  test("both channels fail: the run ends with the first failure, told once; the second (the input sink's close on a full disk) is not reported over it", async () => {
+    const t = setup();
+    // The output channel fails once a client comes: --output-loop over a file without an audio frame.
+    const empty = t.path("empty.wire");
+    writeFileSync(empty, "");
+    // The input channel holds what it received (flushed at most 10 s on), so that its sink fails only as it closes.
+    const agent = spawnAgent([
+      "serve",
+      "--output-socket", t.out, "--output-source", empty, "--output-loop",
+      "--input-socket", t.in, "--input-sink", "/dev/full", "--input-page-ms", "10000",
+      "--metrics", "127.0.0.1:0",
+    ]);
+    const base = await metricsUrl(agent);
+    await agent.waitForStderr("input-server: listening");
+    const mic = await rawMic(t.in);
+    mic.send(MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG));
+    for (let i = 0; i < 5; i++) mic.send(MessageType.OpusFrame, micPayload(i));
+    await until(async () => ((await healthz(base)).channels as Record<string, { frames: number }>).input.frames === 5, "the input channel to have the frames");
+    expect(agent.stderr).not.toContain("channel failed");
+
+    const recv = spawnAgent(["output", "recv", "--socket", t.out, "--sink", "/dev/null"]);
+    expect(await agent.exited).toBe(1);
+    expect(failureLine(agent.stderr)).toBe(`audio-agent: source ${empty} has no audio frames to loop`);
+    expect(agent.stderr.split("channel failed; stopping the other").length - 1).toBe(1);
+    expect(agent.stderr).toContain("agent: output channel failed; stopping the other");
+    // The input channel did fail as it stopped: its sink could not take what it held.
+    expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ frames: "5", dropped_sink_write_failed: "5" });
+    expect(existsSync(t.out) || existsSync(t.in)).toBe(false);
+    recv.kill("SIGTERM");
+    await recv.exited;
+  }, 60_000);
+
   test("an input socket path that cannot be used: exit 2 naming it, the output socket removed again, the sink untouched", async () => {
     const t = setup();
     writeFileSync(t.in, "not a socket");
