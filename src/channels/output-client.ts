@@ -126,6 +126,23 @@ export class OutputClient implements ChannelEnd {
     });
   }
 
+  /**
+   * The rest of the read in which the sink failed: received, and given to the
+   * failed sink all the same, which counts each frame as dropped (FrameSink),
+   * so that none is left uncounted. A second failure or broken framing ends it.
+   */
+  private toFailedSink(parser: FrameParser): void {
+    try {
+      for (let m = parser.next(); m; m = parser.next()) {
+        if (m.type === MessageType.OpusFrame) this.framesReceived++;
+        else this.otherMessages++;
+        this.options.onMessage(m);
+      }
+    } catch {
+      // The run is already ending with the first failure.
+    }
+  }
+
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
     this.bytesReceived += chunk.length;
     this.reads++;
@@ -151,6 +168,7 @@ export class OutputClient implements ChannelEnd {
       if (!(e instanceof ProtocolError)) {
         // The sink failed (e.g. disk full): that ends the run, not just this connection.
         this.fail(e as Error);
+        this.toFailedSink(parser);
         return;
       }
       this.protocolErrors++;
