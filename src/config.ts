@@ -1,5 +1,5 @@
-import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
-import { resolve } from "node:path";
+import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import * as v from "valibot";
 import { OPUS_SAMPLE_RATES, type Channel } from "./protocol/index.ts";
 
@@ -566,11 +566,21 @@ export function resolveServeSettings(sources: ConfigSources, requireAll = true):
   };
   const [output, input] = [channel("output"), channel("input")];
   // Checked before anything listens: the second channel would find the first one's live socket there.
-  if (output.socket !== undefined && input.socket !== undefined && resolve(output.socket) === resolve(input.socket)) {
-    const fromTop = file?.top.socket !== undefined ? ` (the config file's top-level "socket" sets both: give it in "output" and "input")` : "";
+  if (output.socket !== undefined && input.socket !== undefined && socketFile(output.socket) === socketFile(input.socket)) {
+    const fromTop = file?.top.socket !== undefined ? ` (the config file's top-level "socket" applies to both channels: give it in "output" and "input")` : "";
     throw new ConfigError(`--output-socket and --input-socket are both ${output.socket}: each channel needs a socket of its own${fromTop}`);
   }
   return { ...shared, output, input };
+}
+
+/** The file a socket path names: its directory's real path (through symbolic links) and its name; as given when the directory does not exist. */
+function socketFile(path: string): string {
+  const absolute = resolve(path);
+  try {
+    return join(realpathSync(dirname(absolute)), basename(absolute));
+  } catch {
+    return absolute;
+  }
 }
 
 /** The flags a command takes: how each is read, and for a value what is allowed. */

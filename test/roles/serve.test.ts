@@ -6,8 +6,8 @@
  * other and ends the run with its failure.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, existsSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
-import { basename } from "node:path";
+import { closeSync, existsSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
 import { READER_LOOK_MS } from "../../src/media/fifo-sink.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
@@ -676,15 +676,20 @@ describe("serve: both channels in one process", () => {
     const t = setup();
     writeFileSync(t.path("sink"), "keep");
     const base = ["serve", "--output-source", "/dev/null", "--input-sink", t.path("sink")];
-    const flags = await spawnAgent([...base, "--output-socket", t.out, "--input-socket", `${t.dir}/./${basename(t.out)}`]).done;
-    expect(flags.code).toBe(2);
-    expect(failureLine(flags.stderr)).toBe(`audio-agent: --output-socket and --input-socket are both ${t.out}: each channel needs a socket of its own`);
+    // The same file however spelled: through "." or a symbolic link to its directory.
+    const link = t.path("link");
+    symlinkSync(t.dir, link);
+    for (const other of [`${t.dir}/./${basename(t.out)}`, join(link, basename(t.out))]) {
+      const flags = await spawnAgent([...base, "--output-socket", t.out, "--input-socket", other]).done;
+      expect(flags.code).toBe(2);
+      expect(failureLine(flags.stderr)).toBe(`audio-agent: --output-socket and --input-socket are both ${t.out}: each channel needs a socket of its own`);
+    }
     const config = t.path("top.json");
     writeFileSync(config, JSON.stringify({ socket: t.out }));
     const top = await spawnAgent([...base, "--config", config]).done;
     expect(top.code).toBe(2);
     expect(failureLine(top.stderr)).toBe(
-      `audio-agent: --output-socket and --input-socket are both ${t.out}: each channel needs a socket of its own (the config file's top-level "socket" sets both: give it in "output" and "input")`,
+      `audio-agent: --output-socket and --input-socket are both ${t.out}: each channel needs a socket of its own (the config file's top-level "socket" applies to both channels: give it in "output" and "input")`,
     );
     expect(existsSync(t.out)).toBe(false);
     expect(await Bun.file(t.path("sink")).text()).toBe("keep");
