@@ -439,6 +439,14 @@ describe("FifoSink, Ogg", () => {
     }
   });
 
+  test("a reader's descriptor that fails only as the stream ends (an Ogg stream with no audio writes its first bytes then): close rejects with the failure", async () => {
+    const fd = openSync("/dev/full", constants.O_WRONLY | constants.O_NONBLOCK);
+    defer(() => closeSync(fd));
+    const sink = new FifoSink("full", (pipe) => OggSink.over(pipe), () => {}, { fd });
+    send(sink, MessageType.Heartbeat);
+    await expect(sink.close()).rejects.toThrow("cannot write to sink full: ENOSPC");
+  });
+
   test("readers one after another: the sink notices one leave (EPIPE); the next gets a stream of its own (OpusHead from the session's Config, granule from 0, a new serial)", async () => {
     const t = setup();
     const first = t.path("r1.opus");

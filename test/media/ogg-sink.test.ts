@@ -364,6 +364,21 @@ describe("OggSink", () => {
     }
   });
 
+  test("the silence's edges: pre-skip 0 with no audio still gets one packet (granule 0); audio ending exactly at the pre-skip gets none", () => {
+    const empty = outPath();
+    const none = OggSink.open(empty, { preSkip: 0 });
+    none.close();
+    const pages = summarize(read(empty));
+    expect(pages.at(-1)).toMatchObject({ granule: 0, samples: [960] });
+    const exact = outPath();
+    const sink = OggSink.open(exact, { preSkip: 3000 });
+    const stereo2_5 = Uint8Array.of(0xe4, 0xff, 0xfe);
+    for (let i = 0; i < 25; i++) send(sink, MessageType.OpusFrame, stereo2_5); // 25 x 120 = 3000
+    sink.close();
+    expect(summarize(read(exact)).at(-1)!.granule).toBe(3000);
+    expect(packetsOf(read(exact)).slice(2).length).toBe(25);
+  });
+
   test("a chained link that ends before its pre-skip is over gets the same silence before its end-of-stream page", () => {
     const path = outPath();
     const sink = OggSink.open(path, { preSkip: 3000 });
