@@ -46,6 +46,8 @@ export class OutputClient implements ChannelEnd {
   lastFrameUnixMs = 0;
   private parser = new FrameParser(OUTPUT_MAGIC);
   private failure: Error | undefined;
+  /** stop() was called (by the owner, not a failure): nothing more is taken, not even for a failed sink. */
+  private stopped = false;
   private observer: ChannelObserver = NO_OBSERVER;
   private readonly connection: ReconnectingConnection;
 
@@ -102,13 +104,14 @@ export class OutputClient implements ChannelEnd {
 
   /** Stops receiving and closes the connection. */
   stop(): void {
+    this.stopped = true;
     this.connection.stop();
   }
 
   /** Ends the run with `error` (e.g. the sink failed): run() rejects with it. */
   fail(error: Error): void {
     this.failure ??= error;
-    this.stop();
+    this.connection.stop();
   }
 
   readings() {
@@ -129,11 +132,12 @@ export class OutputClient implements ChannelEnd {
   /**
    * The rest of the read in which the sink failed: received, and given to the
    * failed sink all the same, which counts each frame as dropped (FrameSink),
-   * so that none is left uncounted. A second failure or broken framing ends it.
+   * so that none is left uncounted. A stop (the owner's --count reached), a
+   * second failure or broken framing ends it.
    */
   private toFailedSink(parser: FrameParser): void {
     try {
-      for (let m = parser.next(); m; m = parser.next()) {
+      for (let m = this.stopped ? undefined : parser.next(); m; m = this.stopped ? undefined : parser.next()) {
         if (m.type === MessageType.OpusFrame) this.framesReceived++;
         else this.otherMessages++;
         this.options.onMessage(m);
@@ -162,7 +166,11 @@ export class OutputClient implements ChannelEnd {
           if (tap) tap(m.payload, m.timestampMs);
         } else this.otherMessages++;
         this.options.onMessage(m);
-        if (this.connection.socket !== socket) return; // onMessage stopped us
+        if (this.connection.socket !== socket) {
+          // onMessage stopped us, or failed the run (a sink flushed on the way): then the rest goes to it, counted.
+          if (this.failure && !this.stopped) this.toFailedSink(parser);
+          return;
+        }
       }
     } catch (e) {
       if (!(e instanceof ProtocolError)) {

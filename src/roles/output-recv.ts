@@ -52,9 +52,14 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     // The output channel carries OpusFrames; anything else a server sends (a Config, a Heartbeat) is
     // tolerated and ignored (PROTOCOL.md), never recorded or taken for the stream's audio.
     if (message.type !== MessageType.OpusFrame) return;
-    sink.write(message);
-    flusher.wrote();
-    if (message.type === MessageType.OpusFrame && ++frames === limit) client.stop();
+    // Counted before the write: the frame a failing write drops still counts toward --count.
+    const last = ++frames === limit;
+    try {
+      sink.write(message);
+      flusher.wrote();
+    } finally {
+      if (last) client.stop();
+    }
   }, () => sink?.dropped);
   try {
     const fifo = await holdFifoForWriting(settings.sink, () => shutdown.isRequested, () => report("info", "waiting for a reader of the sink FIFO", { sink: settings.sink }));

@@ -287,25 +287,55 @@ describe("OutputClient run() endings", () => {
 
   test("a failing onMessage (e.g. the sink) ends run() with that error instead of reconnecting; the rest of that read still goes to it, received, for the failed sink to count", async () => {
     const path = socketDir(defer, "oc-").path("raw.sock");
-    const server = fakeServer(path, (socket) => socket.write(concatBytes([frame(0), frame(1), frame(2)])));
+    const heartbeat = wireHeader(OUTPUT_MAGIC, MessageType.Heartbeat, 0);
+    const server = fakeServer(path, (socket) => socket.write(concatBytes([frame(0), frame(1), frame(2), heartbeat, frame(3)])));
     defer(server.stop);
-    let calls = 0;
+    const types: number[] = [];
     const client = new OutputClient({
       path,
       report: silent,
-      onMessage: () => {
-        if (++calls === 2) throw new Error("cannot write to sink out.wire: ENOSPC");
+      onMessage: (m) => {
+        types.push(m.type);
+        if (types.length === 2) throw new Error("cannot write to sink out.wire: ENOSPC");
       },
     });
     defer(() => client.stop());
     const error = await client.run().catch((e) => e);
     expect(error).toBeInstanceOf(Error);
     expect(error.message).toBe("cannot write to sink out.wire: ENOSPC");
-    expect(calls).toBe(3);
-    expect(client.readings().frames).toBe(3);
+    // Every message of the read went to it, the ones after the failure too, each counted as what it is.
+    expect(types).toEqual([MessageType.OpusFrame, MessageType.OpusFrame, MessageType.OpusFrame, MessageType.Heartbeat, MessageType.OpusFrame]);
+    expect(client.readings().frames).toBe(4);
+    expect(client.readings().counts.other_messages).toBe(1);
     expect(client.connects).toBe(1);
     expect(client.protocolErrors).toBe(0);
     await Bun.sleep(100);
     expect(server.connections.length).toBe(1);
+  });
+
+  test("after the sink failed, a stop (the owner's --count reached) ends what goes to it; a failure without a throw (a flush on the way) sends it the rest too", async () => {
+    for (const [how, expected] of [
+      ["stop at the third", 3],
+      ["fail without a throw at the second", 5],
+    ] as const) {
+      const path = socketDir(defer, "oc-").path("raw.sock");
+      const server = fakeServer(path, (socket) => socket.write(concatBytes([frame(0), frame(1), frame(2), frame(3), frame(4)])));
+      defer(server.stop);
+      let calls = 0;
+      const client: OutputClient = new OutputClient({
+        path,
+        report: silent,
+        onMessage: () => {
+          calls++;
+          if (how === "stop at the third") {
+            if (calls === 3) client.stop();
+            if (calls === 2) throw new Error("ENOSPC");
+          } else if (calls === 2) client.fail(new Error("ENOSPC"));
+        },
+      });
+      defer(() => client.stop());
+      expect(((await client.run().catch((e) => e)) as Error).message).toBe("ENOSPC");
+      expect({ how, calls, frames: client.readings().frames }).toEqual({ how, calls: expected, frames: expected });
+    }
   });
 });

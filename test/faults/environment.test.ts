@@ -21,7 +21,7 @@ import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { pagesOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, payloadIndex, testPayload } from "../support/payloads.ts";
-import { connectClient, RecordingClient } from "../support/peer.ts";
+import { connectClient, fakeServer, RecordingClient, writeInPieces } from "../support/peer.ts";
 import { AGENT, agentEnv, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { drain, drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
@@ -82,6 +82,21 @@ describe("a sink that cannot be written", () => {
     expect(await server.exited).toBe(0);
     const acc = expectAccountedLine(server.stderr);
     expect(acc.delivered).toBeGreaterThan(0);
+  });
+
+  test("`output recv --sink /dev/full --count N`, the sink failing in the read that holds frame N: exit 1, no more than N frames taken, each counted", async () => {
+    const dir = setup();
+    const path = dir.path("raw.sock");
+    // 300 frames in one write: the 64 KiB sink buffer fills, and fails, long before the 250th.
+    const server = fakeServer(path, (socket) => void writeInPieces(socket, indexedWire(0, 300), 1 << 20));
+    defer(server.stop);
+    const recv = spawnAgent(["output", "recv", "--socket", path, "--sink", "/dev/full", "--count", "250", "--once"]);
+    expect(await recv.exited).toBe(1);
+    expect(failureLine(recv.stderr)).toContain("ENOSPC");
+    const stopped = logFields(recv.stderr, "output-client", "stopped");
+    expect(Number(stopped.frames)).toBeGreaterThan(0);
+    expect(Number(stopped.frames)).toBeLessThanOrEqual(250);
+    expect(stopped.dropped).toBe(stopped.frames);
   });
 
   test("`output recv --format ogg --sink /dev/full`: exit 1, and every frame received is counted as dropped, those on the last page too", async () => {
