@@ -567,19 +567,24 @@ export function resolveServeSettings(sources: ConfigSources, requireAll = true):
   const [output, input] = [channel("output"), channel("input")];
   // Checked before anything listens: the second channel would find the first one's live socket there.
   if (output.socket !== undefined && input.socket !== undefined && socketFile(output.socket) === socketFile(input.socket)) {
-    const fromTop = file?.top.socket !== undefined ? ` (the config file's top-level "socket" applies to both channels: give it in "output" and "input")` : "";
+    const top = file?.top.socket;
+    const fromTop = typeof top === "string" && socketFile(top) === socketFile(output.socket) ? ` (the config file's top-level "socket" applies to both channels: give it in "output" and "input")` : "";
     throw new ConfigError(`--output-socket and --input-socket are both ${output.socket}: each channel needs a socket of its own${fromTop}`);
   }
   return { ...shared, output, input };
 }
 
-/** The file a socket path names: its directory's real path (through symbolic links) and its name; as given when the directory does not exist. */
+/**
+ * The file a socket path names: its directory's real path and its name. The
+ * directory is resolved by libc's realpath, by the kernel's rules (a ".."
+ * after a symbolic link leaves the link's target; Bun's own realpathSync
+ * takes ".." away as text first); one that does not exist, as text.
+ */
 function socketFile(path: string): string {
-  const absolute = resolve(path);
   try {
-    return join(realpathSync(dirname(absolute)), basename(absolute));
+    return join(realpathSync.native(dirname(path)), basename(path));
   } catch {
-    return absolute;
+    return resolve(path);
   }
 }
 

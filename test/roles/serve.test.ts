@@ -684,6 +684,20 @@ describe("serve: both channels in one process", () => {
       expect(flags.code).toBe(2);
       expect(failureLine(flags.stderr)).toBe(`audio-agent: --output-socket and --input-socket are both ${t.out}: each channel needs a socket of its own`);
     }
+    // ".." after a link to a directory is the link target's parent, as the kernel reads it: one file here...
+    mkdirSync(t.path("real/sub"), { recursive: true });
+    mkdirSync(t.path("base"));
+    symlinkSync(t.path("real/sub"), t.path("base/link"));
+    // (Written out: join() would take the ".." away as text.)
+    const afterLink = `${t.dir}/base/link/../a.sock`;
+    const viaLink = await spawnAgent([...base, "--output-socket", t.path("real/a.sock"), "--input-socket", afterLink]).done;
+    expect(viaLink.code, viaLink.stderr).toBe(2);
+    expect(failureLine(viaLink.stderr)).toContain("each channel needs a socket of its own");
+    // ...and two files here, which serve takes.
+    const two = spawnAgent([...base, "--output-socket", t.path("base/a.sock"), "--input-socket", afterLink]);
+    await two.waitForStderr("input-server: listening");
+    two.kill("SIGTERM");
+    expect(await two.exited).toBe(0);
     const config = t.path("top.json");
     writeFileSync(config, JSON.stringify({ socket: t.out }));
     const top = await spawnAgent([...base, "--config", config]).done;
@@ -691,8 +705,11 @@ describe("serve: both channels in one process", () => {
     expect(failureLine(top.stderr)).toBe(
       `audio-agent: --output-socket and --input-socket are both ${t.out}: each channel needs a socket of its own (the config file's top-level "socket" applies to both channels: give it in "output" and "input")`,
     );
+    // A top-level "socket" that is not the one both got is not blamed.
+    writeFileSync(config, JSON.stringify({ socket: t.path("elsewhere.sock") }));
+    const flagsBoth = await spawnAgent([...base, "--config", config, "--output-socket", t.out, "--input-socket", t.out]).done;
+    expect(failureLine(flagsBoth.stderr)).toBe(`audio-agent: --output-socket and --input-socket are both ${t.out}: each channel needs a socket of its own`);
     expect(existsSync(t.out)).toBe(false);
-    expect(await Bun.file(t.path("sink")).text()).toBe("keep");
   });
 
   test("bad settings exit 2 naming the prefixed flag or variable, before anything listens", async () => {
