@@ -564,14 +564,21 @@ export function resolveServeSettings(sources: ConfigSources, requireAll = true):
     const own = resolveOptions(serveChannelOptions(c), c, file?.sections[c], sources, requireAll, naming);
     return { ...own, ...shared } as RoleSettings<(typeof SERVE_ROLES)[C]>;
   };
-  const [output, input] = [channel("output"), channel("input")];
-  // Checked before anything listens: the second channel would find the first one's live socket there.
-  if (output.socket !== undefined && input.socket !== undefined && socketFile(output.socket) === socketFile(input.socket)) {
-    const top = file?.top.socket;
-    const fromTop = typeof top === "string" && socketFile(top) === socketFile(output.socket) ? ` (the config file's top-level "socket" applies to both channels: give it in "output" and "input")` : "";
-    throw new ConfigError(`--output-socket and --input-socket are both ${output.socket}: each channel needs a socket of its own${fromTop}`);
-  }
-  return { ...shared, output, input };
+  return { ...shared, output: channel("output"), input: channel("input") };
+}
+
+/**
+ * Refuses a serve run whose two channels name one socket file, before
+ * anything listens: the second would find the first one's live socket there.
+ * (Not part of resolving: `config print` shows such settings, as it shows a
+ * config file's top-level "socket", which the single roles take.)
+ */
+export function checkServeSockets(settings: ServeSettings, file: ConfigFile | undefined): void {
+  const [output, input] = [settings.output.socket, settings.input.socket];
+  if (socketFile(output) !== socketFile(input)) return;
+  const top = file?.top.socket;
+  const fromTop = typeof top === "string" && socketFile(top) === socketFile(output) ? ` (the config file's top-level "socket" applies to both channels: give it in "output" and "input")` : "";
+  throw new ConfigError(`--output-socket and --input-socket are both ${output}: each channel needs a socket of its own${fromTop}`);
 }
 
 /**

@@ -175,6 +175,21 @@ describe("config print", () => {
     expect(run.stderr).not.toContain("config");
   });
 
+  test("a top-level \"socket\", which the single roles take: config print shows every role (serve's channels with one socket), and only a serve run refuses it", async () => {
+    const { write } = setup();
+    const path = write("top-socket.json", JSON.stringify({ socket: "/run/test-one.sock" }));
+    const env = agentEnv({ AUDIO_AGENT_CONFIG: path });
+    const r = await cli(["config", "print"], env);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const printed = JSON.parse(r.stdout);
+    expect(printed["output serve"].socket).toBe("/run/test-one.sock");
+    expect([printed.serve.output.socket, printed.serve.input.socket]).toEqual(["/run/test-one.sock", "/run/test-one.sock"]);
+    const serve = await cli(["serve", "--output-source", "/dev/null", "--input-sink", "/dev/null"], env);
+    expect(serve.code).toBe(2);
+    expect(serve.stderr).toContain("each channel needs a socket of its own");
+  });
+
   test("all roles: the file path, each role with its channel's section", async () => {
     const { write } = setup();
     const path = write("good.json", GOOD);
