@@ -576,8 +576,10 @@ export function resolveServeSettings(sources: ConfigSources, requireAll = true):
 export function checkServeSockets(settings: ServeSettings, file: ConfigFile | undefined): void {
   const [output, input] = [settings.output.socket, settings.input.socket];
   if (socketFile(output) !== socketFile(input)) return;
+  // Blamed only where it can be the cause: it is the path, and a channel's section leaves it in force.
   const top = file?.top.socket;
-  const fromTop = typeof top === "string" && socketFile(top) === socketFile(output) ? ` (the config file's top-level "socket" applies to both channels: give it in "output" and "input")` : "";
+  const inForce = file?.sections.output?.socket === undefined || file?.sections.input?.socket === undefined;
+  const fromTop = typeof top === "string" && inForce && socketFile(top) === socketFile(output) ? ` (the config file's top-level "socket" applies to both channels: give it in "output" and "input")` : "";
   throw new ConfigError(`--output-socket and --input-socket are both ${output}: each channel needs a socket of its own${fromTop}`);
 }
 

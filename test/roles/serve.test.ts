@@ -705,10 +705,12 @@ describe("serve: both channels in one process", () => {
     expect(failureLine(top.stderr)).toBe(
       `audio-agent: --output-socket and --input-socket are both ${t.out}: each channel needs a socket of its own (the config file's top-level "socket" applies to both channels: give it in "output" and "input")`,
     );
-    // A top-level "socket" that is not the one both got is not blamed.
-    writeFileSync(config, JSON.stringify({ socket: t.path("elsewhere.sock") }));
-    const flagsBoth = await spawnAgent([...base, "--config", config, "--output-socket", t.out, "--input-socket", t.out]).done;
-    expect(failureLine(flagsBoth.stderr)).toBe(`audio-agent: --output-socket and --input-socket are both ${t.out}: each channel needs a socket of its own`);
+    // A top-level "socket" that is not the one both got, or that both sections override, is not blamed.
+    for (const file of [{ socket: t.path("elsewhere.sock") }, { socket: t.out, output: { socket: t.path("o2.sock") }, input: { socket: t.path("i2.sock") } }]) {
+      writeFileSync(config, JSON.stringify(file));
+      const flagsBoth = await spawnAgent([...base, "--config", config, "--output-socket", t.out, "--input-socket", t.out]).done;
+      expect(failureLine(flagsBoth.stderr)).toBe(`audio-agent: --output-socket and --input-socket are both ${t.out}: each channel needs a socket of its own`);
+    }
     expect(existsSync(t.out)).toBe(false);
   });
 
