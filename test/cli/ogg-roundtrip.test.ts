@@ -19,8 +19,7 @@ import {
   FRAME_MS,
   key,
   makeFixtures,
-  requireTool,
-  runTool,
+  opusinfo,
   type Fixtures,
 } from "../support/opus-fixtures.ts";
 import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
@@ -51,8 +50,8 @@ async function expectSameAudio(original: string, received: string, channels: num
   expect(after.frames.length).toBe(before.frames.length);
   after.frames.forEach((f, i) => expect(f.payload).toEqual(before.frames[i]!.payload));
 
-  const info = runTool([requireTool("opusinfo", "opus-tools"), received]);
-  expect(info.exitCode).toBe(0);
+  const info = opusinfo(received);
+  expect(info.verdict.code).toBe(0);
   expect(info.stdout).toContain(`Channels: ${channels}`);
   expect(decodedSamples(received, tmp.dir)).toBe(FIXTURE_SAMPLES);
 }

@@ -21,7 +21,7 @@ import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader } from "../support/fifo.ts";
 import { packetsOf, pagesOf, type PageInfo } from "../support/ogg.ts";
-import { requireTool, runTool, TONE } from "../support/opus-fixtures.ts";
+import { opusinfo, TONE } from "../support/opus-fixtures.ts";
 import { payloadOfSize } from "../support/payloads.ts";
 import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -285,7 +285,7 @@ describe("FifoSink, Ogg", () => {
     expect(s.lines).toEqual([`info ${OPENED} ${JSON.stringify({ sink: s.sink.name, reader: 1 })}`]);
 
     // opusinfo reads it to its end as one Opus stream.
-    const info = runTool([requireTool("opusinfo", "opus-tools"), s.out]);
+    const info = opusinfo(s.out);
     expect(info.stdout).toContain("Encoded with audio-agent");
     expect(info.stdout).toContain("Channels: 2");
     expect(info.stdout).toContain("Logical stream 1 ended");
@@ -305,9 +305,9 @@ describe("FifoSink, Ogg", () => {
       decoded += 960 * packetsEnding(page);
       expect(page.granule).toBe(decoded);
     }
-    const info = runTool([requireTool("opusinfo", "opus-tools"), s.out]);
+    const info = opusinfo(s.out);
     expect(info.stdout).not.toContain("WARNING");
-    expect(info.exitCode).toBe(0);
+    expect(info.verdict.code).toBe(0);
   }, 20_000);
 
   test("pages larger than the pipe writes whole (2 s of audio a page): each begun page is finished intact, though the page writer reuses its buffer for the next", async () => {
@@ -319,7 +319,7 @@ describe("FifoSink, Ogg", () => {
     expect(pages.map((p) => p.sequence)).toEqual(pages.map((_, i) => i));
     const heard = packetsOf(s.bytes).slice(2);
     expect(heard.length + s.sink.dropped.sink_reader_slow + s.sink.dropped.sink_no_reader).toBe(s.written);
-    expect(runTool([requireTool("opusinfo", "opus-tools"), s.out]).exitCode).toBe(0);
+    expect(opusinfo(s.out).verdict.code).toBe(0);
   }, 20_000);
 
   test("closed while the reader stalls with the pipe full: the stream's end waits for it, and a reader back within LINGER_MS gets every page to the end-of-stream one", async () => {
@@ -359,7 +359,7 @@ describe("FifoSink, Ogg", () => {
     expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_reader_slow: slow, sink_invalid_packet: 0 });
     expect(heard.length + slow + firstHeard).toBe(written);
     expect(heard.slice(-3).findIndex((p, i) => !sameBytes(p, tonePacket(written - 3 + i)))).toBe(-1);
-    expect(runTool([requireTool("opusinfo", "opus-tools"), out]).exitCode).toBe(0);
+    expect(opusinfo(out).verdict.code).toBe(0);
   }, 20_000);
 
   test("OpusFrames no page can place (empty, or an impossible TOC) are counted sink_invalid_packet, those of readers gone too", async () => {

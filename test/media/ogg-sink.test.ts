@@ -21,8 +21,8 @@ import {
   FRAME_MS,
   key,
   makeFixtures,
-  requireTool,
-  runTool,
+  opusinfo,
+  OPUSINFO_CLEAN,
   type Fixtures,
 } from "../support/opus-fixtures.ts";
 import { drainFile } from "../support/sources.ts";
@@ -113,9 +113,9 @@ describe("OggSink writing what opusenc made", () => {
         expect(after.source.audioConfig).toEqual(before.source.audioConfig);
         expect(after.source.preSkip).toBe(312);
 
-        const info = runTool([requireTool("opusinfo", "opus-tools"), copy]);
-        expect(info.stderr).toBe("");
-        expect(info.exitCode).toBe(0);
+        const info = opusinfo(copy);
+        expect(info.verdict.stderr).toBe("");
+        expect(info.verdict.code).toBe(0);
         expect(info.stdout).toContain("Encoded with audio-agent");
         expect(info.stdout).toContain(`Channels: ${channels}`);
 
@@ -130,8 +130,7 @@ describe("OggSink writing what opusenc made", () => {
         const perPage = Math.ceil(1000 / frameMs);
         expect(audio.map((p) => p.granule)).toEqual([perPage * 48 * frameMs, 72000]);
         expect(audio.map((p) => p.samples.length)).toEqual([perPage, 72000 / (48 * frameMs) - perPage]);
-        const info = runTool([requireTool("opusinfo", "opus-tools"), copy]);
-        expect({ stderr: info.stderr, warnings: info.stdout.match(/WARNING|ERROR/g), code: info.exitCode }).toEqual({ stderr: "", warnings: null, code: 0 });
+        expect(opusinfo(copy).verdict).toEqual(OPUSINFO_CLEAN);
         expect(decodedSamples(copy, fx.dir)).toBe(FIXTURE_SAMPLES);
       });
 
@@ -222,9 +221,9 @@ describe("OggSink", () => {
     expect(parseOpusHead(second!.head!)).toMatchObject({ channels: 2, inputSampleRate: 48000 });
     // Each link's timeline from 0: 3 x 10 ms, then 2 x 20 ms, at 48 kHz.
     expect([first!.last.granule, second!.last.granule]).toEqual([1440, 1920]);
-    const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
-    expect(info.stderr).toBe("");
-    expect(info.exitCode).toBe(0);
+    const info = opusinfo(path);
+    expect(info.verdict.stderr).toBe("");
+    expect(info.verdict.code).toBe(0);
     expect(info.stdout.match(/New logical stream/g)?.length).toBe(2);
   });
 
@@ -249,8 +248,8 @@ describe("OggSink", () => {
       [serials[0], 2 * 960],
       [serials[1], 3 * 960],
     ]);
-    const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
-    expect({ stderr: info.stderr, code: info.exitCode, links: info.stdout.match(/New logical stream/g)?.length }).toEqual({ stderr: "", code: 0, links: 2 });
+    const info = opusinfo(path);
+    expect({ stderr: info.verdict.stderr, code: info.verdict.code, links: info.stdout.match(/New logical stream/g)?.length }).toEqual({ stderr: "", code: 0, links: 2 });
     expect(info.stdout).toContain("Original sample rate: 16000 Hz");
   });
 
@@ -268,8 +267,8 @@ describe("OggSink", () => {
     expect(pages.slice(2).flatMap((p) => p.samples)).toEqual(Array(5).fill(960));
     expect(pages.at(-1)).toMatchObject({ flags: PageFlag.EndOfStream, granule: 5 * 960 });
     expect(sink.packets).toBe(5);
-    const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
-    expect({ stderr: info.stderr, warnings: info.stdout.match(/WARNING|ERROR/g), code: info.exitCode }).toEqual({ stderr: "", warnings: null, code: 0 });
+    const info = opusinfo(path);
+    expect(info.verdict).toEqual(OPUSINFO_CLEAN);
     expect(info.stdout).toContain("Channels: 2");
   });
 
@@ -308,7 +307,7 @@ describe("OggSink", () => {
     const pages = summarize(read(path));
     expect(pages.length).toBe(4);
     expect(pages[3]).toMatchObject({ flags: PageFlag.EndOfStream, granule: NO_GRANULE, samples: [] });
-    expect(runTool([requireTool("opusinfo", "opus-tools"), path]).exitCode).toBe(0);
+    expect(opusinfo(path).verdict.code).toBe(0);
   });
 
   test("with no audio at all, close() writes a stream players open: headers, then opusenc's silence for empty input, all of it trimmed", async () => {
@@ -328,14 +327,8 @@ describe("OggSink", () => {
       expect(audio.length).toBe(pages[2]!.samples.length);
       expect(audio.every((p) => sameBytes(p, Uint8Array.of(channels === 1 ? 0xf8 : 0xfc, 0xff, 0xfe)))).toBe(true);
       expect(sink.packets).toBe(0);
-      const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
-      expect({ channels, preSkip, stderr: info.stderr, warnings: info.stdout.match(/WARNING|ERROR/g), code: info.exitCode }).toEqual({
-        channels,
-        preSkip,
-        stderr: "",
-        warnings: null,
-        code: 0,
-      });
+      const info = opusinfo(path);
+      expect({ channels, preSkip, ...info.verdict }).toEqual({ channels, preSkip, ...OPUSINFO_CLEAN });
       expect(info.stdout).toContain("Encoded with audio-agent");
       expect(info.stdout).toContain("Playback length: 0m:00.000s");
       // opusdec opens it (it refused a stream with no audio packet) and plays nothing.
@@ -358,8 +351,7 @@ describe("OggSink", () => {
       expect(pages.at(-1)!.granule).toBe(preSkip);
       expect(packetsOf(read(path)).slice(2).length).toBe(count + silence);
       expect(sink.packets).toBe(count);
-      const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
-      expect({ preSkip, warnings: info.stdout.match(/WARNING|ERROR/g), code: info.exitCode }).toEqual({ preSkip, warnings: null, code: 0 });
+      expect({ preSkip, ...opusinfo(path).verdict }).toEqual({ preSkip, ...OPUSINFO_CLEAN });
       expect(decodedSamples(path, fx.dir)).toBe(0);
     }
   });
@@ -389,8 +381,7 @@ describe("OggSink", () => {
     sink.close();
     const ends = pagesOf(read(path)).filter((p) => p.flags & PageFlag.EndOfStream);
     expect(ends.map((p) => p.granule)).toEqual([3000, 4800]);
-    const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
-    expect({ warnings: info.stdout.match(/WARNING|ERROR/g), code: info.exitCode }).toEqual({ warnings: null, code: 0 });
+    expect(opusinfo(path).verdict).toEqual(OPUSINFO_CLEAN);
   });
 
   test("drops and counts packets that cannot be timed; writes nothing after close", () => {

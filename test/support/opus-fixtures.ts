@@ -34,6 +34,15 @@ export function runTool(cmd: string[]): { exitCode: number; stdout: string; stde
   return { exitCode: p.exitCode ?? -1, stdout: p.stdout.toString(), stderr: p.stderr.toString() };
 }
 
+/** What opusinfo says of a file: its verdict (stderr, exit code, the WARNING/ERROR words of its report, null when none) and the report. */
+export function opusinfo(path: string): { verdict: { stderr: string; warnings: RegExpMatchArray | null; code: number }; stdout: string } {
+  const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
+  return { verdict: { stderr: info.stderr, warnings: info.stdout.match(/WARNING|ERROR/g), code: info.exitCode }, stdout: info.stdout };
+}
+
+/** opusinfo's verdict on a file it accepts without a word against it. */
+export const OPUSINFO_CLEAN = { stderr: "", warnings: null, code: 0 };
+
 function runOk(cmd: string[]): string {
   const r = runTool(cmd);
   if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} exited ${r.exitCode}: ${r.stderr}`);
