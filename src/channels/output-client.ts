@@ -137,7 +137,9 @@ export class OutputClient implements ChannelEnd {
    */
   private toFailedSink(parser: FrameParser): void {
     try {
-      for (let m = this.stopped ? undefined : parser.next(); m; m = this.stopped ? undefined : parser.next()) {
+      while (!this.stopped) {
+        const m = parser.next();
+        if (!m) break;
         if (m.type === MessageType.OpusFrame) this.framesReceived++;
         else this.otherMessages++;
         this.options.onMessage(m);
