@@ -570,8 +570,9 @@ export function resolveServeSettings(sources: ConfigSources, requireAll = true):
 /**
  * Refuses a serve run whose two channels name one socket file, before
  * anything listens: the second would find the first one's live socket there.
- * (Not part of resolving: `config print` shows such settings, as it shows a
- * config file's top-level "socket", which the single roles take.)
+ * (Not part of resolving: `config print` of every role shows such settings,
+ * as it shows a config file's top-level "socket", which the single roles take;
+ * `config print serve` refuses them.)
  */
 export function checkServeSockets(settings: ServeSettings, file: ConfigFile | undefined): void {
   const [output, input] = [settings.output.socket, settings.input.socket];

@@ -3,6 +3,7 @@ import {
   namedConfigFile,
   PROCESS_OPTIONS,
   readFlags,
+  checkServeSockets,
   resolveServeSettings,
   resolveSettings,
   ROLE_OPTIONS,
@@ -68,7 +69,9 @@ export async function configCommand(args: string[], io: ConfigIo): Promise<numbe
     const file = await loadConfigFile(namedConfigFile(values.config, io.env));
     // Each role's settings as a config file writes them: `config print ROLE > f.json` passes `config check f.json`.
     const sources: ConfigSources = { flags: {}, env: io.env, file };
-    const effective = Object.fromEntries(roles.map((role) => [role, role === "serve" ? serveFile(sources) : written(resolveSettings(role, sources, false))]));
+    // serve asked for on its own is refused as a serve run refuses it: what it prints must run.
+    // (Among all roles it is shown: a top-level "socket" that gives both channels one is the single roles' to take.)
+    const effective = Object.fromEntries(roles.map((role) => [role, role === "serve" ? serveFile(sources, roles.length === 1) : written(resolveSettings(role, sources, false))]));
     const shown = roles.length === 1 ? effective[roles[0]] : { config_file: file?.path ?? null, ...effective };
     io.out(JSON.stringify(shown, null, 2) + "\n");
     return EXIT_OK;
@@ -82,8 +85,9 @@ function written(settings: object): Record<string, unknown> {
 }
 
 /** serve's settings as a config file: the process-wide ones at the top level, each channel's own in its section. */
-function serveFile(sources: ConfigSources): Record<string, unknown> {
+function serveFile(sources: ConfigSources, checked: boolean): Record<string, unknown> {
   const settings = resolveServeSettings(sources, false);
+  if (checked) checkServeSockets(settings, sources.file);
   const shared = (name: string) => (PROCESS_OPTIONS as readonly string[]).includes(name);
   const section = (channel: keyof typeof SERVE_ROLES) => written(Object.fromEntries(Object.entries(settings[channel]).filter(([name]) => !shared(name))));
   const top = written(Object.fromEntries(Object.entries(settings).filter(([name]) => shared(name))));

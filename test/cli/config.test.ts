@@ -175,7 +175,7 @@ describe("config print", () => {
     expect(run.stderr).not.toContain("config");
   });
 
-  test("a top-level \"socket\", which the single roles take: config print shows every role (serve's channels with one socket), and only a serve run refuses it", async () => {
+  test("a top-level \"socket\", which the single roles take: config print shows every role (serve's channels with one socket); a serve run and config print serve refuse it", async () => {
     const { write } = setup();
     const path = write("top-socket.json", JSON.stringify({ socket: "/run/test-one.sock" }));
     const env = agentEnv({ AUDIO_AGENT_CONFIG: path });
@@ -188,6 +188,16 @@ describe("config print", () => {
     const serve = await cli(["serve", "--output-source", "/dev/null", "--input-sink", "/dev/null"], env);
     expect(serve.code).toBe(2);
     expect(serve.stderr).toContain("each channel needs a socket of its own");
+    // serve on its own: what config print serve writes must run, so it is refused as the run refuses it.
+    const serveOnly = await cli(["config", "print", "serve"], env);
+    expect({ code: serveOnly.code, stdout: serveOnly.stdout }).toEqual({ code: 2, stdout: "" });
+    expect(serveOnly.stderr.trim()).toBe(
+      'audio-agent: --output-socket and --input-socket are both /run/test-one.sock: each channel needs a socket of its own (the config file\'s top-level "socket" applies to both channels: give it in "output" and "input")',
+    );
+    // A single role named alone still takes it.
+    const single = await cli(["config", "print", "input", "serve"], env);
+    expect(single.code).toBe(0);
+    expect(JSON.parse(single.stdout).socket).toBe("/run/test-one.sock");
   });
 
   test("all roles: the file path, each role with its channel's section", async () => {
