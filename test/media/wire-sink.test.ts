@@ -2,8 +2,8 @@
  * WireSink over ByteSink on real files: every message recorded exactly as
  * received, bytes held until the buffer is full or flushed, writes larger
  * than the buffer whole, and the file closed (its descriptor released) at the end.
- * A write that fails (/dev/full, a FIFO whose reader left) counts the frames
- * it could not write whole.
+ * A write that fails (/dev/full, a FIFO whose reader left, a TCP reader that
+ * reset the connection) counts the frames it could not write whole.
  */
 import { describe, expect, test } from "bun:test";
 import { closeSync, constants, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
@@ -172,6 +172,44 @@ console.log(JSON.stringify(seen));`,
     expect(sink.dropped).toEqual({ sink_no_reader: 4, sink_write_failed: 0 });
     expect(() => sink.close()).toThrow("EPIPE");
     expect(openFiles(process.pid)).not.toContain(path);
+  });
+
+  test("a TCP reader that reset the connection (ECONNRESET) counts as the reader gone: sink_no_reader", () => {
+    const dir = socketDir(defer, "bsk-");
+    const script = dir.path("reset.ts");
+    // On stdout, a TCP socket: one unit goes out and is flushed, then (told on stdin) four more.
+    writeFileSync(
+      script,
+      `import { ByteSink } from ${JSON.stringify(`${import.meta.dir}/../../src/media/byte-sink.ts`)};
+const sink = ByteSink.open("-");
+sink.write(new Uint8Array(100), 1);
+sink.flush();
+console.error("flushed");
+for await (const _ of console) break;
+for (let i = 0; i < 4; i++) sink.write(new Uint8Array(100), 1);
+let error = "";
+try { sink.flush(); } catch (e) { error = e.message; }
+console.error(JSON.stringify({ error, dropped: sink.dropped }));`,
+    );
+    // The reader closes with the first unit unread, so its kernel resets the connection (RST).
+    const harness = `
+import socket, subprocess, sys, time
+server = socket.create_server(("127.0.0.1", 0))
+client = socket.create_connection(server.getsockname())
+reader, _ = server.accept()
+child = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE, stdout=client.fileno(), stderr=subprocess.PIPE, text=True)
+client.close()
+assert child.stderr.readline() == "flushed\\n"
+time.sleep(0.2)
+reader.close()
+time.sleep(0.2)
+child.stdin.write("go\\n"); child.stdin.flush()
+print(child.stderr.read(), end="")
+sys.exit(child.wait())`;
+    const run = Bun.spawnSync(["python3", "-c", harness, process.execPath, script], { stderr: "pipe", timeout: 30_000 });
+    expect(run.stderr.toString()).toBe("");
+    expect(run.exitCode).toBe(0);
+    expect(JSON.parse(run.stdout.toString())).toEqual({ error: "cannot write to sink stdout: ECONNRESET", dropped: { sink_no_reader: 4, sink_write_failed: 0 } });
   });
 
   test("frames written whole before the reader left are not counted; the ones after are", async () => {
