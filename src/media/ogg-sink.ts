@@ -4,7 +4,7 @@ import type { FrameSink } from "./frame-sink.ts";
 import { OggPageWriter } from "./ogg-page-writer.ts";
 import { buildOpusHead } from "./opus-head.ts";
 import { buildOpusTags } from "./opus-tags.ts";
-import { opusPacketChannels, opusPacketSamples } from "./opus-toc.ts";
+import { checkOpusFraming, opusPacketChannels, opusPacketSamples } from "./opus-toc.ts";
 
 export interface OggSinkOptions {
   /** Pre-skip written to OpusHead, samples at 48 kHz; 312 is libopus's lookahead at 48 kHz. */
@@ -32,8 +32,9 @@ export const OGG_SINK_DROP = "sink_invalid_packet";
  * first can set the channel count. A Config with other audio after that
  * (a chained source, a FIFO's next writer) ends the stream and begins the
  * next one, chained (RFC 7845 section 3): its own serial, OpusHead and
- * timeline. A packet whose TOC is invalid cannot be placed on the timeline
- * and is dropped (counted in `invalidPackets`).
+ * timeline. A packet whose TOC is invalid cannot be placed on the timeline,
+ * and one whose frames do not fit its bytes would stop a player's decoding
+ * of the file (checkOpusFraming): either is dropped (counted in `invalidPackets`).
  */
 export class OggSink implements FrameSink {
   /** Audio packets written. */
@@ -109,7 +110,7 @@ export class OggSink implements FrameSink {
     return this.bytes.name;
   }
 
-  /** What the recording left out: OpusFrames with no valid TOC, which no page can place on its timeline; and what its output dropped. */
+  /** What the recording left out: OpusFrames no decoder takes (see the class); and what its output dropped. */
   get dropped(): Readonly<Record<string, number>> {
     return { [OGG_SINK_DROP]: this.invalidPackets, ...this.bytes.dropped };
   }
@@ -169,6 +170,8 @@ export class OggSink implements FrameSink {
     let samples: number;
     try {
       samples = opusPacketSamples(packet);
+      // Such a packet would stop a player's decoding of the whole file.
+      checkOpusFraming(packet);
     } catch {
       this.invalidPackets++;
       return;

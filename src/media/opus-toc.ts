@@ -47,3 +47,71 @@ export function opusPacketSamples(packet: Uint8Array): number {
   if (samples > MAX_PACKET_SAMPLES) throw new Error(`Opus packet lasts ${samples / 48} ms, more than 120 ms`);
   return samples;
 }
+
+/** RFC 6716 section 3.2.1: no frame holds more than 1275 bytes. */
+const MAX_FRAME_BYTES = 1275;
+
+/**
+ * Throws for a packet, its TOC valid (opusPacketSamples), whose frames do not
+ * fit its bytes by RFC 6716 section 3.4's rules R2-R7: they must take its
+ * bytes exactly, none over 1275 bytes. libopus refuses such a packet and
+ * `opusdec` stops decoding at it, so an Ogg file must not hold one; the wire
+ * carries it as any payload.
+ */
+export function checkOpusFraming(packet: Uint8Array): void {
+  const code = packet[0]! & 3;
+  // The bytes left for the frames, as the count byte, padding and frame lengths are taken off.
+  let left = packet.length - 1;
+  /** The last frame's bytes (CBR code 3: each frame's), what the lengths given leave. */
+  let last: number;
+  if (code === 0) {
+    last = left;
+  } else if (code === 1) {
+    if (left % 2 !== 0) throw new Error(`Opus packet of code 1 (two frames of one size) has an odd ${left} bytes after its TOC`);
+    last = left / 2;
+  } else if (code === 2) {
+    const first = frameLength(packet, 1, packet.length);
+    left -= first.bytes;
+    if (first.length > left) throw new Error(`Opus packet of code 2: its first frame of ${first.length} bytes runs past the packet's end`);
+    last = left - first.length;
+  } else {
+    const count = packet[1]!;
+    const frames = count & 0x3f;
+    let at = 2;
+    left -= 1;
+    if (count & 0x40) {
+      // Padding: each length byte of 255 adds 254 and another byte follows (RFC 6716 section 3.2.5).
+      for (let more = true; more; ) {
+        if (at >= packet.length) throw new Error("Opus packet of code 3: its padding length runs past the packet's end");
+        const byte = packet[at++]!;
+        more = byte === 255;
+        left -= 1 + (more ? 254 : byte);
+      }
+      if (left < 0) throw new Error("Opus packet of code 3: its padding runs past the packet's end");
+    }
+    if (count & 0x80) {
+      // VBR: the length of every frame but the last.
+      for (let i = 1; i < frames; i++) {
+        const frame = frameLength(packet, at, at + left);
+        at += frame.bytes;
+        left -= frame.bytes;
+        if (frame.length > left) throw new Error(`Opus packet of code 3: frame ${i} of ${frame.length} bytes runs past the packet's end`);
+        left -= frame.length;
+      }
+      last = left;
+    } else {
+      if (left % frames !== 0) throw new Error(`Opus packet of code 3 (${frames} frames of one size) has ${left} bytes of frames, not a multiple of ${frames}`);
+      last = left / frames;
+    }
+  }
+  if (last > MAX_FRAME_BYTES) throw new Error(`Opus packet has a frame of ${last} bytes, more than ${MAX_FRAME_BYTES}`);
+}
+
+/** A frame length at `at` (RFC 6716 section 3.2.1), before `end`: one byte below 252, else two. */
+function frameLength(packet: Uint8Array, at: number, end: number): { length: number; bytes: number } {
+  if (at >= end) throw new Error("Opus packet lacks a frame length");
+  const first = packet[at]!;
+  if (first < 252) return { length: first, bytes: 1 };
+  if (at + 1 >= end) throw new Error("Opus packet's two-byte frame length runs past the packet's end");
+  return { length: first + 4 * packet[at + 1]!, bytes: 2 };
+}

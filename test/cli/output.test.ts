@@ -5,12 +5,13 @@
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo } from "../support/fifo.ts";
 import { packetsOf } from "../support/ogg.ts";
-import { TONE } from "../support/opus-fixtures.ts";
+import { decodedSamples, TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
 import { connectClient, connectOutcome } from "../support/peer.ts";
 import { BUN, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
@@ -131,10 +132,12 @@ describe("output serve -> output recv", () => {
 });
 
 describe("output recv into an Ogg sink", () => {
-  test("OpusFrames with nothing to place on the timeline (empty) are left out of the recording and counted: frames = packets recorded + dropped", async () => {
+  test("OpusFrames no decoder takes (empty; code 1 with an odd length) are left out of the recording and counted: frames = packets recorded + dropped, and opusdec decodes it all", async () => {
     const t = setup();
     const tone = packetsOf(new Uint8Array(readFileSync(TONE))).slice(2);
-    const payloadOf = (i: number) => (i % 10 === 9 ? new Uint8Array(0) : tone[i % tone.length]!);
+    // Code 1 splits the bytes after its TOC into two equal frames: one byte cannot be (RFC 6716 section 3.4, R3).
+    const unsplittable = Uint8Array.of((tone[0]![0]! & ~3) | 1, 5);
+    const payloadOf = (i: number) => (i % 10 === 9 ? (i % 20 === 9 ? new Uint8Array(0) : unsplittable) : tone[i % tone.length]!);
     await writeWireFile(t.source, 60, payloadOf);
     const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
     await serve.waitForStderr("waiting for a client");
@@ -144,6 +147,11 @@ describe("output recv into an Ogg sink", () => {
     const recorded = packetsOf(new Uint8Array(readFileSync(t.path("out.opus")))).slice(2);
     expect(recorded.length).toBe(54);
     expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "60", dropped: "6", dropped_sink_invalid_packet: "6" });
+    // Every recorded packet decodes: the samples of all 54, less the pre-skip the OpusHead gives.
+    const head = packetsOf(new Uint8Array(readFileSync(t.path("out.opus"))))[0]!;
+    const preSkip = head[10]! | (head[11]! << 8);
+    const total = recorded.reduce((n, p) => n + opusPacketSamples(p), 0);
+    expect(decodedSamples(t.path("out.opus"), t.dir)).toBe(total - preSkip);
   });
 });
 

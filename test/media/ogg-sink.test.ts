@@ -400,26 +400,26 @@ describe("OggSink", () => {
     expect(read(path).length).toBe(size);
   });
 
+  /** 16 lacing values, 20 ms: CELT FB 2.5 ms stereo, code 3, 8 frames of 500 bytes (a frame holds at most 1275). */
+  const sixteenSegments = new Uint8Array(4002);
+  sixteenSegments.set([0xe7, 8]);
+
   test("starts a new page rather than overflow the segment table", () => {
     const path = outPath();
     const sink = OggSink.open(path, { pageMs: 10_000 });
-    const big = new Uint8Array(4000); // 16 lacing values
-    big[0] = 0x80; // CELT NB 2.5 ms
-    for (let i = 0; i < 40; i++) send(sink, MessageType.OpusFrame, big);
+    for (let i = 0; i < 40; i++) send(sink, MessageType.OpusFrame, sixteenSegments);
     sink.close();
     const audio = summarize(read(path)).slice(2);
     // 15 packets x 16 segments = 240 <= 255 per page
     expect(audio.map((p) => p.samples.length)).toEqual([15, 15, 10]);
-    expect(audio.map((p) => p.granule)).toEqual([15 * 120, 30 * 120, 40 * 120]);
+    expect(audio.map((p) => p.granule)).toEqual([15 * 960, 30 * 960, 40 * 960]);
   });
 
   test("a page closed early because the next packet does not fit starts the count of its page's audio afresh", () => {
     const path = outPath();
     // 20 ms a packet, 400 ms a page by time (20 packets), but only 15 packets of 16 lacing values fit a page.
     const sink = OggSink.open(path, { pageMs: 400 });
-    const big = new Uint8Array(4000);
-    big[0] = 0xfc; // CELT FB 20 ms, stereo, one frame
-    for (let i = 0; i < 40; i++) send(sink, MessageType.OpusFrame, big);
+    for (let i = 0; i < 40; i++) send(sink, MessageType.OpusFrame, sixteenSegments);
     sink.close();
     const audio = summarize(read(path)).slice(2);
     expect(audio.map((p) => p.samples.length)).toEqual([15, 15, 10]);
