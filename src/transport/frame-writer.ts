@@ -156,6 +156,9 @@ export class FrameWriter {
       this.queue.stats.dropped[this.closedFor]++;
       return false;
     }
+    // A full queue the socket can still take (a burst submitted at once, as the Acks of the
+    // Heartbeats one read brings) goes out first: only what the client leaves unread is dropped.
+    if (live && this.queue.isFull && this.socket && !this.blocked) this.pump();
     if (!this.socket && live) {
       this.queue.stats.submitted++;
       this.queue.stats.dropped[DropReason.NoClient]++;

@@ -647,6 +647,20 @@ describe("what a client sends once its session has ended is counted, never read 
     await until(() => client.messages.length === 2, "both Acks");
   });
 
+  test("a client that reads gets an Ack for each of 1000 Heartbeats sent in one write: the queue of 64 drops only what it leaves unread", async () => {
+    const path = socketDir(defer, "in-").path("in.sock");
+    const { server } = await startServer(path);
+    const client = await connectClient(defer, path, { magic: INPUT_MAGIC });
+    const HEARTBEATS = 1000;
+    const heartbeat = encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, empty);
+    // 17 KiB: the socket buffers take it all at once, and every Ack with it.
+    client.socket.write(concatBytes(Array.from({ length: HEARTBEATS }, () => heartbeat)));
+    await until(() => server.heartbeats === HEARTBEATS && client.messages.length === HEARTBEATS, "an Ack for every Heartbeat");
+    const counts = server.readings().counts;
+    expect({ sent: counts.acks_sent, dropped: counts.acks_dropped }).toEqual({ sent: HEARTBEATS, dropped: 0 });
+    expect(client.messages.every((m) => m.type === MessageType.Ack)).toBe(true);
+  });
+
   test("Acks a client leaves unread beyond the queue are counted dropped: sent + dropped = Config + Heartbeats", async () => {
     const path = socketDir(defer, "in-").path("in.sock");
     const { server, ends } = await startServer(path);
