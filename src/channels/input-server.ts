@@ -189,14 +189,28 @@ export class InputServer implements ChannelEnd {
     } catch (e) {
       if (!(e instanceof ProtocolError)) {
         this.options.onFailure(e as Error);
-        // The sink failed: the rest of this read is not the session's (it is ending), and the
-        // parser is left empty for what the client sends while it is let go.
-        this.countLate(socket, parser);
+        // The sink failed: the rest of this read still goes to it, which counts its frames (as
+        // output recv does), and the parser is left empty for what the client sends while let go.
+        this.toFailedSink(socket, parser);
         return;
       }
       this.protocolErrors++;
       this.options.report("warn", "framing violation from client; disconnecting", { error: e.message });
       this.server?.disconnect(socket, `protocol error: ${e.message}`, "terminate");
+    }
+  }
+
+  /** The OpusFrames left in `parser` go to the owner's sink that failed, which counts them; nothing else is acted on. */
+  private toFailedSink(socket: Socket<unknown>, parser: FrameParser): void {
+    try {
+      for (let m = parser.next(); m; m = parser.next()) {
+        if (m.type !== MessageType.OpusFrame) continue;
+        this.framesReceived++;
+        this.options.onMessage(m);
+      }
+    } catch {
+      // Broken framing, or the sink throwing again: the run is ending with the first failure.
+      this.parsers.delete(socket);
     }
   }
 
