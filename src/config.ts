@@ -1,7 +1,7 @@
 import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import * as v from "valibot";
-import { OPUS_SAMPLE_RATES, type Channel } from "./protocol/index.ts";
+import { MAX_SOCKET_PATH, OPUS_SAMPLE_RATES, type Channel } from "./protocol/index.ts";
 
 /**
  * Every setting of every role, one row per option: the flag (`--queue-frames`,
@@ -67,9 +67,9 @@ function onFirstUse<const T extends v.GenericSchema>(build: () => T): v.LazySche
   return v.lazy(() => (schema ??= build()));
 }
 
-/** Accepts a number, or decimal text (flags and env are text); not "0x10" or "1e3". */
+/** Accepts a finite number, or decimal text (flags and env are text); not "0x10" or "1e3", nor one of 400 digits (Infinity). */
 const numberLike = onFirstUse(() =>
-  v.union([v.number(), v.pipe(v.string(), v.trim(), v.regex(/^-?\d+(?:\.\d+)?$/), v.transform(Number))]),
+  v.pipe(v.union([v.number(), v.pipe(v.string(), v.trim(), v.regex(/^-?\d+(?:\.\d+)?$/), v.transform(Number))]), v.finite()),
 );
 
 function integer(min: number, max: number): v.GenericSchema<unknown, number> {
@@ -92,13 +92,17 @@ function choice<const T extends readonly [string, ...string[]]>(values: T) {
 
 const text = onFirstUse(() => v.pipe(v.string(), v.nonEmpty()));
 
-/** "0660" (octal) -> 0o660. */
+/** "0660" (octal) -> 0o660; a config file's number too, its digits read as octal (660 -> 0o660), as it is written. */
 const fileMode = onFirstUse(() =>
   v.pipe(
-    v.union([v.pipe(v.string(), v.regex(/^0?[0-7]{3}$/)), v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0o777))]),
-    v.transform((m) => (typeof m === "number" ? m : parseInt(m, 8))),
+    v.union([v.string(), v.pipe(v.number(), v.integer(), v.transform(String))]),
+    v.regex(/^0?[0-7]{3}$/),
+    v.transform((m) => parseInt(m, 8)),
   ),
 );
+
+/** A socket path that fits sun_path. */
+const socketPath = onFirstUse(() => v.pipe(v.string(), v.nonEmpty(), v.check((path) => Buffer.byteLength(path) <= MAX_SOCKET_PATH)));
 
 /** 0o660 -> "0660". */
 const octal = (mode: unknown) => `0${(mode as number).toString(8).padStart(3, "0")}`;
@@ -167,7 +171,7 @@ const socketBuffers = onFirstUse(() =>
 );
 
 export const OPTIONS = {
-  socket: { flag: "string", help: "Unix socket path", allowed: "a path", schema: text, default: { output: "/var/run/audio_output.sock", input: "/var/run/audio_input.sock" }, env: { output: "JETKVM_AUDIO_OUTPUT_SOCKET", input: "JETKVM_AUDIO_INPUT_SOCKET" } },
+  socket: { flag: "string", help: "Unix socket path", allowed: `a path of at most ${MAX_SOCKET_PATH} bytes`, schema: socketPath, default: { output: "/var/run/audio_output.sock", input: "/var/run/audio_input.sock" }, env: { output: "JETKVM_AUDIO_OUTPUT_SOCKET", input: "JETKVM_AUDIO_INPUT_SOCKET" } },
   source: { flag: "string", help: 'frames to send: a file, or "-" for stdin', allowed: 'a path or "-"', schema: text, required: true },
   sink: { flag: "string", help: 'where received frames go: a file, "-" for stdout, or a FIFO (input serve: a player, never waited for; in serve also stdout to a pipe or socket)', allowed: 'a path or "-"', schema: text, required: true },
   format: { flag: "string", help: "wire (the IPC byte stream) or ogg (Ogg Opus)", allowed: "wire, ogg", schema: choice(["wire", "ogg"]), default: "wire" },
@@ -390,7 +394,9 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
     const keys = (issue.path ?? []).map((item) => String(item.key));
     const key = keys[keys.length - 1] ?? "";
     const keyPath = keys.join(".");
-    const value = JSON.stringify(issue.path?.[issue.path.length - 1]?.value ?? issue.input);
+    const given: unknown = issue.path?.[issue.path.length - 1]?.value ?? issue.input;
+    // A number too large for a double (1e400) is Infinity, which JSON would show as null.
+    const value = typeof given === "number" && !Number.isFinite(given) ? String(given) : JSON.stringify(given);
     const isSection = keys.length === 1 && (key === "output" || key === "input");
     // Own keys only: "toString" or "constructor" is in every object, not an option.
     if (!Object.hasOwn(OPTIONS, key) && !isSection) {

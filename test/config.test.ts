@@ -255,6 +255,18 @@ describe("resolveSettings errors name the source, the value and what is allowed"
     expect(message).toBe('environment AUDIO_AGENT_HEARTBEAT_MS="fast" is not allowed: an integer 10..60000');
   });
 
+  test("a number of 400 digits (Infinity) is refused; a socket path too long for sun_path names its flag", () => {
+    const infinite = "1" + "0".repeat(400);
+    expect(resolveError(() => resolveSettings("output recv", { flags: { sink: "x", "connect-timeout": infinite }, env: {} }))).toBe(
+      `--connect-timeout "${infinite}" is not allowed: seconds, 0.001 or more (a decimal: 2.5)`,
+    );
+    const long = `/tmp/${"é".repeat(50)}.sock`; // 5 + 100 + 5 bytes: sun_path counts bytes, not characters
+    expect(resolveError(() => resolveSettings("output recv", { flags: { sink: "x", socket: long }, env: {} }))).toBe(`--socket "${long}" is not allowed: a path of at most 107 bytes`);
+    expect(resolveError(() => resolveSettings("input send", { flags: { source: "x" }, env: { JETKVM_AUDIO_INPUT_SOCKET: long } }))).toBe(
+      `environment JETKVM_AUDIO_INPUT_SOCKET="${long}" is not allowed: a path of at most 107 bytes`,
+    );
+  });
+
   test("a socket buffer size outside 32k..256k", () => {
     for (const bad of ["16k", "300k", "1000", "lots"]) {
       const message = resolveError(() => resolveSettings("output recv", { flags: { sink: "x", "socket-buffers": bad }, env: {} }));
@@ -339,6 +351,16 @@ describe("parseConfigFile", () => {
     );
     expect(fileError(`{"metrics": "127.0.0.1:70000"}`)).toContain('"metrics": "127.0.0.1:70000" is not allowed: HOST:PORT, :PORT, PORT or off');
     expect(fileError(`{"socket-mode": "0999"}`)).toContain('"socket-mode": "0999" is not allowed: octal 000..777');
+    // A number's digits are read as octal, as written: 400 is 0400, never decimal 400 (0620); 384 (decimal 0600) has an 8.
+    expect(file({ "socket-mode": 400 }).top["socket-mode"]).toBe(0o400);
+    expect(file({ "socket-mode": 660 }).top["socket-mode"]).toBe(0o660);
+    for (const bad of [384, 1000, -1, 6.5]) expect(fileError(JSON.stringify({ "socket-mode": bad }))).toContain(`"socket-mode": ${bad} is not allowed: octal 000..777`);
+    // 1e400 is Infinity to JSON.parse: refused, where it was taken (and printed back as null).
+    expect(fileError(`{"connect-timeout": 1e400}`)).toBe('config /etc/bad.json: "connect-timeout": Infinity is not allowed: seconds, 0.001 or more (a decimal: 2.5)');
+    // A socket path sun_path cannot hold, refused before anything listens or connects.
+    const long = `/run/${"a".repeat(98)}.sock`;
+    expect(fileError(JSON.stringify({ output: { socket: long } }))).toBe(`config /etc/bad.json: "output.socket": "${long}" is not allowed: a path of at most 107 bytes`);
+    expect(file({ socket: long.slice(1) }).top.socket).toBe(long.slice(1));
     // A Host header's port is 1..65535, as --metrics' own.
     for (const hosts of ["foo:99999", "foo:0", "a.example,[::1]:65536"]) {
       expect(fileError(JSON.stringify({ "http-allow-host": hosts }))).toBe(

@@ -36,6 +36,7 @@ options; JETKVM_AUDIO_*_SOCKET), which wins over the file. Without --config, AUD
 
 export interface ConfigIo {
   out: (text: string) => void;
+  err: (text: string) => void;
   env: Record<string, string | undefined>;
 }
 
@@ -44,10 +45,12 @@ const HELP_FLAG = { type: "boolean", short: "h" } as const;
 /** `audio-agent config ...` */
 export async function configCommand(args: string[], io: ConfigIo): Promise<number> {
   const [verb, ...rest] = args;
-  if (verb === undefined || verb === "--help" || verb === "-h") {
-    io.out(CONFIG_HELP);
-    return verb === undefined ? EXIT_USAGE : EXIT_OK;
+  // Help asked for goes to stdout; help instead of a verb missing is a usage error: stderr, exit 2.
+  if (verb === undefined) {
+    io.err(CONFIG_HELP);
+    return EXIT_USAGE;
   }
+  if (verb === "--help" || verb === "-h") return help(io);
   if (verb === "check") {
     const { values, positionals } = readFlags(rest, { help: HELP_FLAG }, "config check");
     if (values.help) return help(io);

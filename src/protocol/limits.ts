@@ -11,3 +11,6 @@ export const MAX_MESSAGE = HEADER_SIZE + MAX_PAYLOAD;
 
 /** The Config payload: sampleRate u32, channels u32, frameSize u32. */
 export const CONFIG_PAYLOAD_SIZE = 12;
+
+/** The channels' Unix socket paths: sun_path holds 108 bytes including the terminating NUL. */
+export const MAX_SOCKET_PATH = 107;

@@ -1,9 +1,7 @@
 import { accessSync, chmodSync, constants, linkSync, lstatSync, readdirSync, readFileSync, unlinkSync, type Stats } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
+import { MAX_SOCKET_PATH } from "../protocol/index.ts";
 import { within } from "./within.ts";
-
-/** sun_path holds 108 bytes including the terminating NUL. */
-export const MAX_SOCKET_PATH = 107;
 
 export type SocketPathProblem = "NotASocket" | "InUse" | "BadDirectory" | "TooLong" | "CannotListen";
 

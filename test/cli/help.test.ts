@@ -97,11 +97,12 @@ describe("--help", () => {
 });
 
 describe("usage errors", () => {
-  test("no command, or a channel without one: the help on stderr, exit 2, nothing on stdout", async () => {
+  test("no command, a channel without one, or config without a verb: the help on stderr, exit 2, nothing on stdout", async () => {
     for (const [args, help] of [
       [[], "audio-agent serve"],
       [["output"], "audio-agent output recv"],
       [["input"], "audio-agent input send"],
+      [["config"], "audio-agent config check FILE"],
     ] as const) {
       const result = await runAgent([...args]);
       expect({ args, code: result.code, stdout: result.stdout }).toEqual({ args, code: 2, stdout: "" });
