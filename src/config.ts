@@ -176,7 +176,7 @@ export const OPTIONS = {
   sink: { flag: "string", help: 'where received frames go: a file, "-" for stdout, or a FIFO (input serve: a player, never waited for; in serve also stdout to a pipe or socket)', allowed: 'a path or "-"', schema: text, required: true },
   format: { flag: "string", help: "wire (the IPC byte stream) or ogg (Ogg Opus)", allowed: "wire, ogg", schema: choice(["wire", "ogg"]), default: "wire" },
   realtime: { flag: "boolean", help: "pace a file source by its timestamps/durations; drop what no client takes", allowed: "true, false", schema: booleanLike, default: false },
-  loop: { flag: "boolean", help: "replay a file source forever", allowed: "true, false", schema: booleanLike, default: false },
+  loop: { flag: "boolean", help: "replay a file source forever (not stdin, read once; a FIFO source already waits for its next writer)", allowed: "true, false", schema: booleanLike, default: false },
   lenient: { flag: "boolean", help: "skip Ogg pages with a bad CRC and bytes that begin no page, go on past missing pages, and drop pages that come again, counting each, instead of failing", allowed: "true, false", schema: booleanLike, default: false },
   count: { flag: "string", help: "exit after receiving N frames", allowed: "an integer 1..2^53", schema: integer(1, Number.MAX_SAFE_INTEGER) },
   once: { flag: "boolean", help: "exit when the first connection (session) ends", allowed: "true, false", schema: booleanLike, default: false },
@@ -525,6 +525,10 @@ function resolveOptions(
     else if (requireAll && (OPTIONS[option] as OptionSpec).required) {
       throw new ConfigError(`${naming.command}: --${flagName} is required (${OPTIONS[option].allowed})`);
     }
+  }
+  // Asked to replay what can be read only once: played once and ended, without this.
+  if (out.loop === true && out.source === "-") {
+    throw new ConfigError(`${naming.command}: --${naming.flag("loop")} replays a file; --${naming.flag("source")} - (stdin) can be read only once`);
   }
   return out;
 }

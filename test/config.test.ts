@@ -267,6 +267,19 @@ describe("resolveSettings errors name the source, the value and what is allowed"
     );
   });
 
+  test("--loop with stdin as the source, which can be read only once, from flags, environment or file", () => {
+    expect(resolveError(() => resolveSettings("output serve", { flags: { source: "-", loop: true }, env: {} }))).toBe(
+      "output serve: --loop replays a file; --source - (stdin) can be read only once",
+    );
+    expect(resolveError(() => resolveSettings("input send", { flags: { source: "-" }, env: { AUDIO_AGENT_LOOP: "yes" } }))).toBe(
+      "input send: --loop replays a file; --source - (stdin) can be read only once",
+    );
+    expect(resolveError(() => resolveServeSettings({ flags: { "input-sink": "x" }, env: {}, file: file({ output: { source: "-", loop: true } }) }))).toBe(
+      "serve: --output-loop replays a file; --output-source - (stdin) can be read only once",
+    );
+    expect(resolveSettings("output serve", { flags: { source: "a.opus", loop: true }, env: {} }).loop).toBe(true);
+  });
+
   test("a socket buffer size outside 32k..256k", () => {
     for (const bad of ["16k", "300k", "1000", "lots"]) {
       const message = resolveError(() => resolveSettings("output recv", { flags: { sink: "x", "socket-buffers": bad }, env: {} }));
