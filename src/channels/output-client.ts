@@ -42,6 +42,8 @@ export class OutputClient implements ChannelEnd {
   reads = 0;
   otherMessages = 0;
   protocolErrors = 0;
+  /** The last framing violation from the server. */
+  private framingViolation: string | undefined;
   /** Unix ms of the last read that brought an OpusFrame; 0 before the first. */
   lastFrameUnixMs = 0;
   private parser = new FrameParser(OUTPUT_MAGIC);
@@ -94,12 +96,14 @@ export class OutputClient implements ChannelEnd {
 
   /**
    * Receives until stop() (or, with `once`, until the first connection ends).
-   * Rejects with ConnectTimeoutError when no server appears in time, and with
-   * the sink's error when the sink fails.
+   * Rejects with ConnectTimeoutError when no server appears in time, with
+   * the sink's error when the sink fails, and, with `once`, when the server
+   * broke the framing: that one connection's stream did not come whole.
    */
   async run(once = false): Promise<void> {
     await this.connection.run(once);
     if (this.failure) throw this.failure;
+    if (once && this.framingViolation) throw new Error(`the server broke the framing (${this.framingViolation}); the stream ends there`);
   }
 
   /** Stops receiving and closes the connection. */
@@ -182,6 +186,7 @@ export class OutputClient implements ChannelEnd {
         return;
       }
       this.protocolErrors++;
+      this.framingViolation = e.message;
       this.options.report("warn", "framing violation from server; disconnecting", {
         socket: this.options.path,
         error: e.message,

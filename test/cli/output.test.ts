@@ -175,6 +175,22 @@ describe("output recv from a server that sends more than OpusFrames", () => {
   });
 });
 
+describe("output recv --once from a server that breaks the framing", () => {
+  test("exit 1 naming the violation, the frames before it recorded: the one connection's stream did not come whole", async () => {
+    const t = setup();
+    const good = Array.from({ length: 3 }, (_, i) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i), BigInt(i + 1)));
+    const bad = encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(3), 4n);
+    bad[0] = 0x58; // "X": not the output channel's magic
+    const server = Bun.listen({ unix: t.sock, socket: { open: (socket) => void socket.write(Buffer.concat([...good, bad])), data() {} } });
+    defer(() => server.stop(true));
+    const recv = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--once"]);
+    expect(recv.code).toBe(1);
+    expect(failureLine(recv.stderr)).toStartWith("audio-agent: the server broke the framing (");
+    expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "3", protocol_errors: "1" });
+    expect(wholeWireFrames(t.sink).length).toBe(3);
+  });
+});
+
 describe("output serve: a lossless file served to a client slow to see its connect", () => {
   /**
    * A client that connects and then keeps its event loop busy, so the file is
