@@ -474,6 +474,30 @@ describe("input channel in-process", () => {
     expect(server.config).toEqual(stereo);
   });
 
+  test("a Config whose payload is not 12 bytes: disconnected as a framing violation, never acked or taken", async () => {
+    const sock = socketDir(defer).path("in.sock");
+    const { server, messages } = await startServer(sock);
+    let closed = false;
+    let answered = 0;
+    const raw = await Bun.connect({
+      unix: sock,
+      socket: { data: (_s, chunk) => void (answered += chunk.length), close: () => void (closed = true), drain: () => {}, error: () => {} },
+    });
+    defer(() => raw.terminate());
+    const short = encodeMessage(INPUT_MAGIC, MessageType.Config, new Uint8Array(5), 1n);
+    expect(raw.write(short)).toBe(short.length);
+    await until(() => closed, "the client disconnected");
+    const { acks_sent, acks_dropped } = server.readings().counts;
+    expect({ protocolErrors: server.protocolErrors, config: server.config, answered, messages: messages.length, acks_sent, acks_dropped }).toEqual({
+      protocolErrors: 1,
+      config: undefined,
+      answered: 0,
+      messages: 0,
+      acks_sent: 0,
+      acks_dropped: 0,
+    });
+  });
+
   test("garbage after a valid Config: disconnected with a logged reason, next client served", async () => {
     const { path } = socketDir(defer);
     const sock = path("in.sock");
@@ -567,9 +591,12 @@ describe("what a client sends once its session has ended is counted, never read 
     const path = socketDir(defer, "in-").path("in.sock");
     const { server, messages, ends } = await startServer(path);
     const client = await connectClient(defer, path, { magic: INPUT_MAGIC });
-    client.socket.write(concatBytes([config(), opus(0), stop(), opus(1), opus(2)]));
+    // After the Stop, a Config and a Stop too: only the OpusFrames are counted.
+    client.socket.write(concatBytes([config(), opus(0), stop(), opus(1), config(), opus(2), stop()]));
     await until(() => ends.length === 1, "the session's end");
     await until(() => server.readings().dropped.session_ended === 2, "the frames after the Stop counted");
+    await Bun.sleep(20);
+    expect(server.readings().dropped.session_ended).toBe(2);
     expect(ends).toEqual([{ reason: "stop", clean: true }]);
     // Received: the session's one, taken, and the two after it, dropped.
     expect(server.readings().frames).toBe(3);
@@ -580,12 +607,16 @@ describe("what a client sends once its session has ended is counted, never read 
     const path = socketDir(defer, "in-").path("in.sock");
     const { server, ends } = await startServer(path);
     const client = await halfOpenClient(path);
-    client.write(concatBytes([config(), opus(0), stop()]));
+    const session = concatBytes([config(), opus(0), stop()]);
+    client.write(session);
     await until(() => ends.length === 1, "the session's end");
-    client.write(concatBytes([opus(1), opus(2), encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, empty), opus(3)]));
+    const late = concatBytes([opus(1), opus(2), heartbeat(), opus(3)]);
+    client.write(late);
     await until(() => server.readings().dropped.session_ended === 3, "the late frames counted");
     expect(server.readings().frames).toBe(4);
     expect(server.heartbeats).toBe(0);
+    // Late bytes are received bytes too.
+    expect(server.readings().bytes).toBe(session.length + late.length);
   });
 
   test("a replaced client that goes on sending: its frames are counted dropped, and the new session is whole", async () => {
