@@ -7,6 +7,7 @@ import {
   OPTIONS,
   parseConfigFile,
   PROCESS_OPTIONS,
+  readFlags,
   resolveServeSettings,
   resolveSettings,
   ROLE_OPTIONS,
@@ -118,6 +119,26 @@ describe("resolveSettings precedence: flags > env > file section > file top > de
       host: "127.0.0.1",
       port: 9200,
     });
+  });
+
+  test("every spelling of a boolean, each way; a port is 0..65535", () => {
+    const realtime = (text: string) => resolveSettings("output serve", { flags: { source: "x" }, env: { AUDIO_AGENT_REALTIME: text } }).realtime;
+    expect(["true", "1", "on", "yes"].map(realtime)).toEqual([true, true, true, true]);
+    expect(["false", "0", "off", "no"].map(realtime)).toEqual([false, false, false, false]);
+    expect(resolveError(() => realtime("maybe"))).toBe('environment AUDIO_AGENT_REALTIME="maybe" is not allowed: true, false');
+    const metrics = (text: string) => resolveSettings("output recv", { flags: { sink: "x", metrics: text }, env: {} }).metrics;
+    expect(metrics("65535")).toEqual({ host: "127.0.0.1", port: 65535 });
+    for (const bad of ["65536", "127.0.0.1:65536", "-1"]) expect(resolveError(() => metrics(bad))).toContain(`--metrics "${bad}" is not allowed`);
+  });
+});
+
+describe("readFlags", () => {
+  const flags = { config: { type: "string" }, help: { type: "boolean", short: "h" } } as const;
+
+  test("-- ends the flags: what follows is positional, a leading dash too", () => {
+    expect(readFlags(["--config", "a.json", "--", "-f.json", "--help"], flags, "config print")).toEqual({ values: { config: "a.json" }, positionals: ["-f.json", "--help"] });
+    expect(readFlags(["-h", "x"], flags, "config check")).toEqual({ values: { help: true }, positionals: ["x"] });
+    expect(() => readFlags(["-f.json"], flags, "config check")).toThrow("config check: unknown option -f.json (see audio-agent config check --help)");
   });
 });
 
