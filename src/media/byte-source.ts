@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from "node:fs";
+import { fstatSync, readFileSync, statSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 
 /** Chunks of bytes from a file or stdin ("-"), read asynchronously so signals and sockets keep flowing. */
@@ -107,7 +107,11 @@ class StreamByteSource implements ByteSource {
  * that happens at the first read, off the event loop.
  */
 export async function openByteSource(path: string): Promise<ByteSource> {
-  if (path === "-") return streamByteSource(path);
+  if (path === "-") {
+    // A directory on stdin (`< /tmp`) would fail at the first read, with an errno naming neither.
+    if (stdinIsDirectory()) throw new Error("source - (stdin) is a directory, expected a file or a pipe");
+    return streamByteSource(path);
+  }
   // Synchronous at open (start-up): quicker than hops through the thread pool.
   const kind = statSync(path);
   if (kind.isDirectory()) throw new Error(`source ${path} is a directory, expected a file or "-"`);
@@ -116,6 +120,15 @@ export async function openByteSource(path: string): Promise<ByteSource> {
   if (kind.size > HELD_FILE_BYTES) return new FileByteSource(path, await openHandle(path), true);
   // Looping a short file (the usual test tone) then costs no read, and no thread-pool wake-up, per pass.
   return new HeldFileByteSource(path, new Uint8Array(readFileSync(path)));
+}
+
+function stdinIsDirectory(): boolean {
+  try {
+    return fstatSync(0).isDirectory();
+  } catch {
+    // A closed stdin is told by its first read.
+    return false;
+  }
 }
 
 /**

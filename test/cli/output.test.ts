@@ -4,7 +4,7 @@
  * codes and one-line messages, signals, socket file mode and clean-up.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
@@ -172,6 +172,18 @@ describe("output recv from a server that sends more than OpusFrames", () => {
     const head = new DataView(recorded[0]!.buffer, recorded[0]!.byteOffset);
     expect({ channels: head.getUint8(9), rate: head.getUint32(12, true) }).toEqual({ channels: 2, rate: 48000 });
     expect(recorded.slice(2)).toEqual(tone);
+  });
+});
+
+describe("output serve from stdin that is a directory", () => {
+  test("exit 1 naming the source as stdin, where the first read gave an errno naming neither", async () => {
+    const t = setup();
+    const dir = openSync(t.dir, "r");
+    defer(() => closeSync(dir));
+    const serve = await spawnAgent(["output", "serve", "--source", "-", "--socket", t.sock], { stdin: dir }).done;
+    expect(serve.code).toBe(1);
+    expect(failureLine(serve.stderr)).toBe("audio-agent: source - (stdin) is a directory, expected a file or a pipe");
+    expect(existsSync(t.sock)).toBe(false);
   });
 });
 

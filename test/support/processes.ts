@@ -46,7 +46,8 @@ export function agentEnv(extra: Record<string, string> = {}): Record<string, str
 export interface SpawnOptions {
   /** Working directory (default /tmp); a test's temp dir keeps stray .env / bunfig.toml files out. */
   cwd?: string;
-  stdin?: "pipe" | "ignore" | Blob;
+  /** A descriptor number: the child reads it as its stdin (a file or directory the test opened). */
+  stdin?: "pipe" | "ignore" | Blob | number;
   env?: Record<string, string>;
   /** SIGKILL after this long (the result then has code -1). */
   timeoutMs?: number;
