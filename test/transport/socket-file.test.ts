@@ -4,7 +4,7 @@
  * it was. Mode and clean-up of the socket file.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, cpSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { bindSocketFile, prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
 import { type ClientHandler, UnixServer } from "../../src/transport/unix-server.ts";
@@ -256,8 +256,11 @@ describe("refusals leave the path intact", () => {
  * be able to enter), so that nobody can read it whatever the checkout's permissions.
  */
 async function prepareAsNobody(dir: string, path: string): Promise<string> {
-  for (const file of ["socket-file.ts", "within.ts"]) copyFileSync(join(REPO, "src/transport", file), join(dir, file));
-  const script = `const { prepareSocketPath } = await import("./socket-file.ts");
+  // Copies nobody can read, in the layout their imports expect.
+  mkdirSync(join(dir, "transport"));
+  for (const file of ["socket-file.ts", "within.ts"]) copyFileSync(join(REPO, "src/transport", file), join(dir, "transport", file));
+  cpSync(join(REPO, "src/protocol"), join(dir, "protocol"), { recursive: true });
+  const script = `const { prepareSocketPath } = await import("./transport/socket-file.ts");
     try { console.log("removed:", await prepareSocketPath(${JSON.stringify(path)})); } catch (e) { console.log(e.message); }`;
   const result = await run(asNobody(dir, [BUN, "-e", script]), { cwd: dir });
   return result.stdout.trim();
