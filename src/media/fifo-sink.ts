@@ -59,6 +59,8 @@ interface Reader {
  */
 export class FifoSink implements FrameSink {
   private readonly counts: Record<FifoSinkDrop, number> = { sink_no_reader: 0, sink_reader_slow: 0 };
+  /** Set when a look for a reader failed: raised by that write, then by every flush and close. */
+  private failure: Error | undefined;
   /** What the streams of readers gone left out themselves (an Ogg stream: invalid packets), by reason. */
   private readonly streamsBefore: Record<string, number>;
   /** Readers served so far. */
@@ -98,11 +100,23 @@ export class FifoSink implements FrameSink {
 
   write(message: ParsedMessage): void {
     if (this.closed) return;
+    const isFrame = message.type === MessageType.OpusFrame;
+    // Failed (the path became something other than a FIFO): no reader can get it, ever.
+    if (this.failure) {
+      if (isFrame) this.counts.sink_no_reader++;
+      return;
+    }
     const isConfig = message.type === MessageType.Config;
     if (isConfig) this.config = copyMessage(message);
     let reader = this.reader;
     if (!reader) {
-      reader = this.lookForReader();
+      try {
+        reader = this.lookForReader();
+      } catch (e) {
+        this.failure = e as Error;
+        if (isFrame) this.counts.sink_no_reader++;
+        throw e;
+      }
       if (!reader) {
         if (message.type === MessageType.OpusFrame) this.counts.sink_no_reader++;
         return;
@@ -131,6 +145,7 @@ export class FifoSink implements FrameSink {
   }
 
   flush(): void {
+    if (this.failure) throw this.failure;
     this.reader?.stream.flush();
     this.letGoIfGone();
   }
@@ -143,6 +158,7 @@ export class FifoSink implements FrameSink {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.failure) throw this.failure;
     const reader = this.reader;
     this.reader = undefined;
     if (!reader) return;

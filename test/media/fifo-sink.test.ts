@@ -724,8 +724,26 @@ describe("FifoSink, the path changed under it", () => {
     expect(after.size).toBe(before.size);
     expect(after.mtimeMs).toBe(before.mtimeMs);
     expect(sink.readers).toBe(0);
-    await sink.close();
+    // Failed for good: close raises it again, and touches nothing.
+    await expect(sink.close()).rejects.toThrow(/no longer a FIFO/);
     expect(readFileSync(t.fifo, "utf8")).toBe(content);
+  }, 20_000);
+
+  test("the frame whose look finds the path no longer a FIFO is counted, as is every frame after; flush and close raise the failure again", async () => {
+    const t = setup();
+    const { sink } = openFifoSink("wire", t.fifo);
+    send(sink, MessageType.Config, MONO_16K); // looked: no reader
+    unlinkSync(t.fifo);
+    writeFileSync(t.fifo, "not a pipe\n");
+    await Bun.sleep(READER_LOOK_MS + 50);
+    expect(() => send(sink, MessageType.OpusFrame, tonePacket(0))).toThrow(/no longer a FIFO/);
+    expect(sink.dropped).toMatchObject({ sink_no_reader: 1, sink_reader_slow: 0 });
+    // Taken without throwing, and counted.
+    for (let i = 1; i <= 3; i++) send(sink, MessageType.OpusFrame, tonePacket(i));
+    expect(sink.dropped).toMatchObject({ sink_no_reader: 4, sink_reader_slow: 0 });
+    expect(() => sink.flush()).toThrow(/no longer a FIFO/);
+    await expect(sink.close()).rejects.toThrow(/no longer a FIFO/);
+    expect(readFileSync(t.fifo, "utf8")).toBe("not a pipe\n");
   }, 20_000);
 
   // A Unix socket at the path fails open() with ENXIO, as a FIFO with no reader does: told apart.
