@@ -42,6 +42,10 @@ export async function pumpSource(source: FrameSource, target: PumpTarget, option
         await new Promise((resolve) => setImmediate(resolve));
         continue;
       }
+      // A stream that ended (stdin by any name: /dev/stdin, a pipe's /proc/self/fd/N) cannot be
+      // played again: the loop asked for did not happen, and the run says so. (A FIFO source waits
+      // for its next writer instead of ending.)
+      if (options.loop && !options.isStopped()) throw new Error(`source ${source.name} is a stream, read once: --loop replays a file`);
       break;
     }
     if (options.lossless && !target.hasSpace()) await target.waitForSpace();

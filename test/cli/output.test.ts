@@ -14,7 +14,7 @@ import { packetsOf } from "../support/ogg.ts";
 import { decodedSamples, TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
 import { connectClient, connectOutcome } from "../support/peer.ts";
-import { BUN, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, BUN, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { parseWire, scanWireFile, wholeWireFrames, wireBytes, type WireMessage, writeWireFile } from "../support/wire.ts";
@@ -184,6 +184,18 @@ describe("output serve from stdin that is a directory", () => {
     expect(serve.code).toBe(1);
     expect(failureLine(serve.stderr)).toBe("audio-agent: source - (stdin) is a directory, expected a file or a pipe");
     expect(existsSync(t.sock)).toBe(false);
+  });
+});
+
+describe("--loop over a source that is a stream", () => {
+  test("stdin by another name (/dev/stdin on a pipe) ends the run with exit 1 naming --loop once played, not 0 as if looped", async () => {
+    const t = setup();
+    writeFileSync(t.source, wireBytes(0, 5));
+    // A shell's pipe (Bun gives a child's stdin as a socket, which /dev/stdin cannot open).
+    const run = await start(["sh", "-c", 'cat "$0" | "$@"', t.source, ...AGENT, "output", "serve", "--source", "/dev/stdin", "--socket", t.sock, "--realtime", "--loop"], { env: agentEnv() }).done;
+    expect(run.code).toBe(1);
+    expect(failureLine(run.stderr)).toBe("audio-agent: source /dev/stdin is a stream, read once: --loop replays a file");
+    expect(logFields(run.stderr, "output-server", "stopped")).toMatchObject({ submitted: "5" });
   });
 });
 
