@@ -1,7 +1,7 @@
 import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import * as v from "valibot";
-import { MAX_SOCKET_PATH, OPUS_SAMPLE_RATES, type Channel } from "./protocol/index.ts";
+import { MAX_SOCKET_DIRECTORY, MAX_SOCKET_PATH, OPUS_SAMPLE_RATES, type Channel } from "./protocol/index.ts";
 
 /**
  * Every setting of every role, one row per option: the flag (`--queue-frames`,
@@ -92,17 +92,23 @@ function choice<const T extends readonly [string, ...string[]]>(values: T) {
 
 const text = onFirstUse(() => v.pipe(v.string(), v.nonEmpty()));
 
-/** "0660" (octal) -> 0o660; a config file's number too, its digits read as octal (660 -> 0o660), as it is written. */
+/** "0660" (octal) -> 0o660; a config file's number too, its digits read as octal as written (660 -> 0o660, 0 -> 0o000). */
 const fileMode = onFirstUse(() =>
   v.pipe(
-    v.union([v.string(), v.pipe(v.number(), v.integer(), v.transform(String))]),
+    v.union([v.string(), v.pipe(v.number(), v.integer(), v.transform((n) => String(n).padStart(3, "0")))]),
     v.regex(/^0?[0-7]{3}$/),
     v.transform((m) => parseInt(m, 8)),
   ),
 );
 
-/** A socket path that fits sun_path. */
-const socketPath = onFirstUse(() => v.pipe(v.string(), v.nonEmpty(), v.check((path) => Buffer.byteLength(path) <= MAX_SOCKET_PATH)));
+/** A socket path that fits sun_path, in a directory that leaves room there for the hidden name it is bound by first. */
+const socketPath = onFirstUse(() =>
+  v.pipe(
+    v.string(),
+    v.nonEmpty(),
+    v.check((path) => Buffer.byteLength(path) <= MAX_SOCKET_PATH && Buffer.byteLength(dirname(path)) <= MAX_SOCKET_DIRECTORY),
+  ),
+);
 
 /** 0o660 -> "0660". */
 const octal = (mode: unknown) => `0${(mode as number).toString(8).padStart(3, "0")}`;
@@ -171,7 +177,7 @@ const socketBuffers = onFirstUse(() =>
 );
 
 export const OPTIONS = {
-  socket: { flag: "string", help: "Unix socket path", allowed: `a path of at most ${MAX_SOCKET_PATH} bytes`, schema: socketPath, default: { output: "/var/run/audio_output.sock", input: "/var/run/audio_input.sock" }, env: { output: "JETKVM_AUDIO_OUTPUT_SOCKET", input: "JETKVM_AUDIO_INPUT_SOCKET" } },
+  socket: { flag: "string", help: "Unix socket path", allowed: `a path of at most ${MAX_SOCKET_PATH} bytes, its directory at most ${MAX_SOCKET_DIRECTORY}`, schema: socketPath, default: { output: "/var/run/audio_output.sock", input: "/var/run/audio_input.sock" }, env: { output: "JETKVM_AUDIO_OUTPUT_SOCKET", input: "JETKVM_AUDIO_INPUT_SOCKET" } },
   source: { flag: "string", help: 'frames to send: a file, or "-" for stdin', allowed: 'a path or "-"', schema: text, required: true },
   sink: { flag: "string", help: 'where received frames go: a file, "-" for stdout, or a FIFO (input serve: a player, never waited for; in serve also stdout to a pipe or socket)', allowed: 'a path or "-"', schema: text, required: true },
   format: { flag: "string", help: "wire (the IPC byte stream) or ogg (Ogg Opus)", allowed: "wire, ogg", schema: choice(["wire", "ogg"]), default: "wire" },

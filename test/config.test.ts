@@ -282,9 +282,9 @@ describe("resolveSettings errors name the source, the value and what is allowed"
       `--connect-timeout "${infinite}" is not allowed: seconds, 0.001 or more (a decimal: 2.5)`,
     );
     const long = `/tmp/${"é".repeat(50)}.sock`; // 5 + 100 + 5 bytes: sun_path counts bytes, not characters
-    expect(resolveError(() => resolveSettings("output recv", { flags: { sink: "x", socket: long }, env: {} }))).toBe(`--socket "${long}" is not allowed: a path of at most 107 bytes`);
+    expect(resolveError(() => resolveSettings("output recv", { flags: { sink: "x", socket: long }, env: {} }))).toBe(`--socket "${long}" is not allowed: a path of at most 107 bytes, its directory at most 104`);
     expect(resolveError(() => resolveSettings("input send", { flags: { source: "x" }, env: { JETKVM_AUDIO_INPUT_SOCKET: long } }))).toBe(
-      `environment JETKVM_AUDIO_INPUT_SOCKET="${long}" is not allowed: a path of at most 107 bytes`,
+      `environment JETKVM_AUDIO_INPUT_SOCKET="${long}" is not allowed: a path of at most 107 bytes, its directory at most 104`,
     );
   });
 
@@ -388,13 +388,19 @@ describe("parseConfigFile", () => {
     // A number's digits are read as octal, as written: 400 is 0400, never decimal 400 (0620); 384 (decimal 0600) has an 8.
     expect(file({ "socket-mode": 400 }).top["socket-mode"]).toBe(0o400);
     expect(file({ "socket-mode": 660 }).top["socket-mode"]).toBe(0o660);
+    // A JSON number has no leading zeros: 70 is 070, 0 is 000.
+    expect([0, 7, 70].map((mode) => file({ "socket-mode": mode }).top["socket-mode"])).toEqual([0, 0o7, 0o70]);
     for (const bad of [384, 1000, -1, 6.5]) expect(fileError(JSON.stringify({ "socket-mode": bad }))).toContain(`"socket-mode": ${bad} is not allowed: octal 000..777`);
     // 1e400 is Infinity to JSON.parse: refused, where it was taken (and printed back as null).
     expect(fileError(`{"connect-timeout": 1e400}`)).toBe('config /etc/bad.json: "connect-timeout": Infinity is not allowed: seconds, 0.001 or more (a decimal: 2.5)');
     // A socket path sun_path cannot hold, refused before anything listens or connects.
     const long = `/run/${"a".repeat(98)}.sock`;
-    expect(fileError(JSON.stringify({ output: { socket: long } }))).toBe(`config /etc/bad.json: "output.socket": "${long}" is not allowed: a path of at most 107 bytes`);
+    expect(fileError(JSON.stringify({ output: { socket: long } }))).toBe(`config /etc/bad.json: "output.socket": "${long}" is not allowed: a path of at most 107 bytes, its directory at most 104`);
     expect(file({ socket: long.slice(1) }).top.socket).toBe(long.slice(1));
+    // 107 bytes, but a directory of 105 leaves no room for the hidden name the socket is bound by first.
+    const deep = `/${"d".repeat(104)}/s`;
+    expect(fileError(JSON.stringify({ socket: deep }))).toContain("is not allowed: a path of at most 107 bytes, its directory at most 104");
+    expect(file({ socket: deep.slice(1) }).top.socket).toBe(deep.slice(1));
     // A Host header's port is 1..65535, as --metrics' own.
     for (const hosts of ["foo:99999", "foo:0", "a.example,[::1]:65536"]) {
       expect(fileError(JSON.stringify({ "http-allow-host": hosts }))).toBe(

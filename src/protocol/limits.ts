@@ -14,3 +14,6 @@ export const CONFIG_PAYLOAD_SIZE = 12;
 
 /** The channels' Unix socket paths: sun_path holds 108 bytes including the terminating NUL. */
 export const MAX_SOCKET_PATH = 107;
+
+/** A socket path's directory: sun_path keeps room for "/." and one character of the hidden name a socket is bound by first. */
+export const MAX_SOCKET_DIRECTORY = MAX_SOCKET_PATH - 3;

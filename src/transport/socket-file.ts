@@ -1,6 +1,6 @@
 import { accessSync, chmodSync, constants, linkSync, lstatSync, readdirSync, readFileSync, unlinkSync, type Stats } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { MAX_SOCKET_PATH } from "../protocol/index.ts";
+import { MAX_SOCKET_DIRECTORY, MAX_SOCKET_PATH } from "../protocol/index.ts";
 import { within } from "./within.ts";
 
 export type SocketPathProblem = "NotASocket" | "InUse" | "BadDirectory" | "TooLong" | "CannotListen";
@@ -239,7 +239,7 @@ function hiddenName(path: string): string {
   const prefix = prefixes.find((p) => Buffer.byteLength(p) + 8 <= MAX_SOCKET_PATH) ?? prefixes[prefixes.length - 1]!;
   const room = Math.min(8, MAX_SOCKET_PATH - Buffer.byteLength(prefix));
   if (room < 1) {
-    throw new SocketPathError("TooLong", path, `socket directory ${dirname(path)} leaves no room in sun_path for a name to bind; allowed at most ${MAX_SOCKET_PATH - 2} bytes`);
+    throw new SocketPathError("TooLong", path, `socket directory ${dirname(path)} leaves no room in sun_path for a name to bind; allowed at most ${MAX_SOCKET_DIRECTORY} bytes`);
   }
   const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   return prefix + Array.from(crypto.getRandomValues(new Uint8Array(room)), (b) => alphabet[b % alphabet.length]).join("");
