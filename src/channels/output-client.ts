@@ -42,8 +42,9 @@ export class OutputClient implements ChannelEnd {
   reads = 0;
   otherMessages = 0;
   protocolErrors = 0;
-  /** The last framing violation from the server. */
+  /** The last framing violation from the server, and the last close that cut a message short. */
   private framingViolation: string | undefined;
+  private cutShort: string | undefined;
   /** Unix ms of the last read that brought an OpusFrame; 0 before the first. */
   lastFrameUnixMs = 0;
   private parser = new FrameParser(OUTPUT_MAGIC);
@@ -70,6 +71,7 @@ export class OutputClient implements ChannelEnd {
       onClose: (_socket, reason) => {
         if (reason === "server closed" && this.parser.pending > 0) {
           reason = `server closed mid-message (${this.parser.pending} byte(s) of a message lost)`;
+          this.cutShort = reason;
         }
         this.observer.connection("disconnected", reason);
         options.onDisconnect?.(reason);
@@ -98,12 +100,14 @@ export class OutputClient implements ChannelEnd {
    * Receives until stop() (or, with `once`, until the first connection ends).
    * Rejects with ConnectTimeoutError when no server appears in time, with
    * the sink's error when the sink fails, and, with `once`, when the server
-   * broke the framing: that one connection's stream did not come whole.
+   * broke the framing or closed mid-message: that one connection's stream
+   * did not come whole.
    */
   async run(once = false): Promise<void> {
     await this.connection.run(once);
     if (this.failure) throw this.failure;
     if (once && this.framingViolation) throw new Error(`the server broke the framing (${this.framingViolation}); the stream ends there`);
+    if (once && this.cutShort) throw new Error(`the ${this.cutShort}; the stream ends there`);
   }
 
   /** Stops receiving and closes the connection. */

@@ -199,7 +199,7 @@ describe("--loop over a source that is a stream", () => {
   });
 });
 
-describe("output recv --once from a server that breaks the framing", () => {
+describe("output recv --once from a server that breaks the framing or closes mid-message", () => {
   test("exit 1 naming the violation, the frames before it recorded: the one connection's stream did not come whole", async () => {
     const t = setup();
     const good = Array.from({ length: 3 }, (_, i) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i), BigInt(i + 1)));
@@ -211,6 +211,27 @@ describe("output recv --once from a server that breaks the framing", () => {
     expect(recv.code).toBe(1);
     expect(failureLine(recv.stderr)).toStartWith("audio-agent: the server broke the framing (");
     expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "3", protocol_errors: "1" });
+    expect(wholeWireFrames(t.sink).length).toBe(3);
+  });
+
+  test("exit 1 too when the server closes mid-message", async () => {
+    const t = setup();
+    const good = Array.from({ length: 3 }, (_, i) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i), BigInt(i + 1)));
+    const cut = encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(3), 4n).subarray(0, 20);
+    const server = Bun.listen({
+      unix: t.sock,
+      socket: {
+        open: (socket) => {
+          socket.write(Buffer.concat([...good, cut]));
+          setTimeout(() => socket.end(), 100);
+        },
+        data() {},
+      },
+    });
+    defer(() => server.stop(true));
+    const recv = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--once"]);
+    expect(recv.code).toBe(1);
+    expect(failureLine(recv.stderr)).toBe("audio-agent: the server closed mid-message (20 byte(s) of a message lost); the stream ends there");
     expect(wholeWireFrames(t.sink).length).toBe(3);
   });
 });
