@@ -384,18 +384,19 @@ describe("OggSink", () => {
     expect(opusinfo(path).verdict).toEqual(OPUSINFO_CLEAN);
   });
 
-  test("drops and counts packets that cannot be timed; writes nothing after close", () => {
+  test("drops and counts packets that cannot be timed or decoded; writes nothing after close", () => {
     const path = outPath();
     const sink = OggSink.open(path);
     send(sink, MessageType.OpusFrame, new Uint8Array(0));
     send(sink, MessageType.OpusFrame, Uint8Array.of(0xff)); // code 3 without its count byte
+    send(sink, MessageType.OpusFrame, Uint8Array.of(0xfd, 5)); // code 1: one byte cannot be two equal frames
     send(sink, MessageType.OpusFrame, stereo20);
     sink.close();
     const size = read(path).length;
     send(sink, MessageType.OpusFrame, stereo20);
     sink.flush();
     sink.close();
-    expect(sink.invalidPackets).toBe(2);
+    expect(sink.invalidPackets).toBe(3);
     expect(sink.packets).toBe(1);
     expect(read(path).length).toBe(size);
   });
