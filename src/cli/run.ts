@@ -129,7 +129,12 @@ function plainLogFormat(path: string, channel: string | undefined): unknown {
 
 async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
   const [first, second] = argv;
+  // A word after one of these is a mistake to tell, not to pass over.
+  const alone = () => {
+    if (second !== undefined) throw new UsageError(`${first} takes no arguments, found "${second}" (see --help)`);
+  };
   if (first === "--version" || first === "-V" || first === "version") {
+    alone();
     io.out(versionLine() + "\n");
     return EXIT_OK;
   }
@@ -139,6 +144,7 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
     return EXIT_USAGE;
   }
   if (first === "--help" || first === "-h" || first === "help") {
+    alone();
     io.out(TOP_HELP);
     return EXIT_OK;
   }

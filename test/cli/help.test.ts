@@ -137,6 +137,8 @@ describe("usage errors", () => {
       [["serve", "--output-source", "x", "--input-sink", "y", "--output-loop=yes"], 'audio-agent: serve: --output-loop takes no value, found "yes" (see audio-agent serve --help)'],
       [["serve", "--input-sink", "y"], `audio-agent: serve: --output-source is required (${OPTIONS.source.allowed})`],
       [["serve", "--output-source", "x", "--input-sink", "y", "extra"], 'audio-agent: unexpected argument "extra" (see audio-agent serve --help)'],
+      [["version", "extra"], 'audio-agent: version takes no arguments, found "extra" (see --help)'],
+      [["--help", "output"], 'audio-agent: --help takes no arguments, found "output" (see --help)'],
     ];
     const results = await Promise.all(cases.map(([args]) => runAgent(args)));
     results.forEach((result, k) => {
