@@ -101,14 +101,11 @@ const fileMode = onFirstUse(() =>
   ),
 );
 
-/** A socket path that fits sun_path, in a directory that leaves room there for the hidden name it is bound by first. */
-const socketPath = onFirstUse(() =>
-  v.pipe(
-    v.string(),
-    v.nonEmpty(),
-    v.check((path) => Buffer.byteLength(path) <= MAX_SOCKET_PATH && Buffer.byteLength(dirname(path)) <= MAX_SOCKET_DIRECTORY),
-  ),
-);
+/** A socket path: it fits sun_path and names a file (a trailing "/" names a directory, where no socket can be). */
+const socketPath = onFirstUse(() => v.pipe(v.string(), v.nonEmpty(), v.check((path) => Buffer.byteLength(path) <= MAX_SOCKET_PATH && !path.endsWith("/"))));
+
+/** The roles that listen on their socket: bound under a hidden name first, which needs room in sun_path beside it. */
+const LISTENING = new Set(["output serve", "input serve", "serve"]);
 
 /** 0o660 -> "0660". */
 const octal = (mode: unknown) => `0${(mode as number).toString(8).padStart(3, "0")}`;
@@ -177,7 +174,7 @@ const socketBuffers = onFirstUse(() =>
 );
 
 export const OPTIONS = {
-  socket: { flag: "string", help: "Unix socket path", allowed: `a path of at most ${MAX_SOCKET_PATH} bytes, its directory at most ${MAX_SOCKET_DIRECTORY}`, schema: socketPath, default: { output: "/var/run/audio_output.sock", input: "/var/run/audio_input.sock" }, env: { output: "JETKVM_AUDIO_OUTPUT_SOCKET", input: "JETKVM_AUDIO_INPUT_SOCKET" } },
+  socket: { flag: "string", help: "Unix socket path", allowed: `a file's path of at most ${MAX_SOCKET_PATH} bytes`, schema: socketPath, default: { output: "/var/run/audio_output.sock", input: "/var/run/audio_input.sock" }, env: { output: "JETKVM_AUDIO_OUTPUT_SOCKET", input: "JETKVM_AUDIO_INPUT_SOCKET" } },
   source: { flag: "string", help: 'frames to send: a file, or "-" for stdin', allowed: 'a path or "-"', schema: text, required: true },
   sink: { flag: "string", help: 'where received frames go: a file, "-" for stdout, or a FIFO (input serve: a player, never waited for; in serve also stdout to a pipe or socket)', allowed: 'a path or "-"', schema: text, required: true },
   format: { flag: "string", help: "wire (the IPC byte stream) or ogg (Ogg Opus)", allowed: "wire, ogg", schema: choice(["wire", "ogg"]), default: "wire" },
@@ -531,6 +528,12 @@ function resolveOptions(
     else if (requireAll && (OPTIONS[option] as OptionSpec).required) {
       throw new ConfigError(`${naming.command}: --${flagName} is required (${OPTIONS[option].allowed})`);
     }
+  }
+  // A server's socket is bound under a hidden name beside it first (transport/socket-file.ts); a client connects to the path itself.
+  if (typeof out.socket === "string" && LISTENING.has(naming.command) && Buffer.byteLength(dirname(out.socket)) > MAX_SOCKET_DIRECTORY) {
+    throw new ConfigError(
+      `--${naming.flag("socket")} "${out.socket}" is not allowed: a server's socket directory is at most ${MAX_SOCKET_DIRECTORY} bytes (room in sun_path for the hidden name it is bound by first)`,
+    );
   }
   // Asked to replay what can be read only once: played once and ended, without this.
   if (out.loop === true && out.source === "-") {

@@ -282,10 +282,25 @@ describe("resolveSettings errors name the source, the value and what is allowed"
       `--connect-timeout "${infinite}" is not allowed: seconds, 0.001 or more (a decimal: 2.5)`,
     );
     const long = `/tmp/${"é".repeat(50)}.sock`; // 5 + 100 + 5 bytes: sun_path counts bytes, not characters
-    expect(resolveError(() => resolveSettings("output recv", { flags: { sink: "x", socket: long }, env: {} }))).toBe(`--socket "${long}" is not allowed: a path of at most 107 bytes, its directory at most 104`);
+    expect(resolveError(() => resolveSettings("output recv", { flags: { sink: "x", socket: long }, env: {} }))).toBe(`--socket "${long}" is not allowed: a file's path of at most 107 bytes`);
     expect(resolveError(() => resolveSettings("input send", { flags: { source: "x" }, env: { JETKVM_AUDIO_INPUT_SOCKET: long } }))).toBe(
-      `environment JETKVM_AUDIO_INPUT_SOCKET="${long}" is not allowed: a path of at most 107 bytes, its directory at most 104`,
+      `environment JETKVM_AUDIO_INPUT_SOCKET="${long}" is not allowed: a file's path of at most 107 bytes`,
     );
+  });
+
+  test("a server's socket directory leaves room in sun_path for the hidden name it binds first; a client's need not", () => {
+    // 107 bytes in a directory of 105 (multibyte: bytes are counted, not characters).
+    const deep = `/${"é".repeat(51)}dd/s`;
+    expect(Buffer.byteLength(deep)).toBe(107);
+    const refused = `is not allowed: a server's socket directory is at most 104 bytes (room in sun_path for the hidden name it is bound by first)`;
+    expect(resolveError(() => resolveSettings("output serve", { flags: { source: "x", socket: deep }, env: {} }))).toBe(`--socket "${deep}" ${refused}`);
+    expect(resolveError(() => resolveServeSettings({ flags: { "output-source": "x", "input-sink": "y", "input-socket": deep }, env: {} }))).toBe(`--input-socket "${deep}" ${refused}`);
+    // A client connects to the path itself (a Go server binds it directly).
+    expect(resolveSettings("output recv", { flags: { sink: "x", socket: deep }, env: {} }).socket).toBe(deep);
+    expect(resolveSettings("input send", { flags: { source: "x", socket: deep }, env: {} }).socket).toBe(deep);
+    // A directory of 104 is a server's longest.
+    const longest = `/${"d".repeat(103)}/ab`;
+    expect(resolveSettings("input serve", { flags: { sink: "x", socket: longest }, env: {} }).socket).toBe(longest);
   });
 
   test("--loop with stdin as the source, which can be read only once, from flags, environment or file", () => {
@@ -395,12 +410,10 @@ describe("parseConfigFile", () => {
     expect(fileError(`{"connect-timeout": 1e400}`)).toBe('config /etc/bad.json: "connect-timeout": Infinity is not allowed: seconds, 0.001 or more (a decimal: 2.5)');
     // A socket path sun_path cannot hold, refused before anything listens or connects.
     const long = `/run/${"a".repeat(98)}.sock`;
-    expect(fileError(JSON.stringify({ output: { socket: long } }))).toBe(`config /etc/bad.json: "output.socket": "${long}" is not allowed: a path of at most 107 bytes, its directory at most 104`);
+    expect(fileError(JSON.stringify({ output: { socket: long } }))).toBe(`config /etc/bad.json: "output.socket": "${long}" is not allowed: a file's path of at most 107 bytes`);
     expect(file({ socket: long.slice(1) }).top.socket).toBe(long.slice(1));
-    // 107 bytes, but a directory of 105 leaves no room for the hidden name the socket is bound by first.
-    const deep = `/${"d".repeat(104)}/s`;
-    expect(fileError(JSON.stringify({ socket: deep }))).toContain("is not allowed: a path of at most 107 bytes, its directory at most 104");
-    expect(file({ socket: deep.slice(1) }).top.socket).toBe(deep.slice(1));
+    // A trailing "/" names a directory, where no socket can be.
+    expect(fileError(JSON.stringify({ input: { socket: "/run/in.sock/" } }))).toBe(`config /etc/bad.json: "input.socket": "/run/in.sock/" is not allowed: a file's path of at most 107 bytes`);
     // A Host header's port is 1..65535, as --metrics' own.
     for (const hosts of ["foo:99999", "foo:0", "a.example,[::1]:65536"]) {
       expect(fileError(JSON.stringify({ "http-allow-host": hosts }))).toBe(

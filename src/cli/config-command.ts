@@ -50,10 +50,10 @@ export async function configCommand(args: string[], io: ConfigIo): Promise<numbe
     io.err(CONFIG_HELP);
     return EXIT_USAGE;
   }
-  if (verb === "--help" || verb === "-h") return help(io);
+  if (verb === "--help" || verb === "-h") return help(io, `config ${verb}`, rest);
   if (verb === "check") {
     const { values, positionals } = readFlags(rest, { help: HELP_FLAG }, "config check");
-    if (values.help) return help(io);
+    if (values.help) return help(io, "config check --help", positionals);
     if (positionals.length !== 1) throw new UsageError("config check takes one argument: the config file (see audio-agent config --help)");
     const file = await loadConfigFile(positionals[0]);
     const count = Object.keys(file!.top).length + Object.values(file!.sections).reduce((n, s) => n + Object.keys(s ?? {}).length, 0);
@@ -62,7 +62,7 @@ export async function configCommand(args: string[], io: ConfigIo): Promise<numbe
   }
   if (verb === "print") {
     const { values, positionals } = readFlags(rest, { help: HELP_FLAG, config: { type: "string", allowed: "a JSON file" } }, "config print");
-    if (values.help) return help(io);
+    if (values.help) return help(io, "config print --help", positionals);
     const roles = positionals.length === 0 ? COMMANDS : [positionals.join(" ") as Command];
     for (const role of roles) {
       if (!COMMANDS.includes(role)) {
@@ -97,7 +97,9 @@ function serveFile(sources: ConfigSources, checked: boolean): Record<string, unk
   return { ...top, output: section("output"), input: section("input") };
 }
 
-function help(io: ConfigIo): number {
+/** The help, asked for by `asked`; a word given with it is a mistake to tell. */
+function help(io: ConfigIo, asked: string, extra: string[]): number {
+  if (extra.length > 0) throw new UsageError(`${asked} takes no arguments, found "${extra[0]}" (see audio-agent config --help)`);
   io.out(CONFIG_HELP);
   return EXIT_OK;
 }

@@ -159,6 +159,7 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
     return EXIT_USAGE;
   }
   if (second === "--help" || second === "-h") {
+    if (argv[2] !== undefined) throw new UsageError(`${first} ${second} takes no arguments, found "${argv[2]}" (see audio-agent ${first} --help)`);
     io.out(CHANNEL_HELP[first]);
     return EXIT_OK;
   }

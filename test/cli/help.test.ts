@@ -139,6 +139,11 @@ describe("usage errors", () => {
       [["serve", "--output-source", "x", "--input-sink", "y", "extra"], 'audio-agent: unexpected argument "extra" (see audio-agent serve --help)'],
       [["version", "extra"], 'audio-agent: version takes no arguments, found "extra" (see --help)'],
       [["--help", "output"], 'audio-agent: --help takes no arguments, found "output" (see --help)'],
+      [["output", "--help", "x"], 'audio-agent: output --help takes no arguments, found "x" (see audio-agent output --help)'],
+      [["input", "-h", "x"], 'audio-agent: input -h takes no arguments, found "x" (see audio-agent input --help)'],
+      [["config", "--help", "x"], 'audio-agent: config --help takes no arguments, found "x" (see audio-agent config --help)'],
+      [["config", "print", "--help", "serve"], 'audio-agent: config print --help takes no arguments, found "serve" (see audio-agent config --help)'],
+      [["config", "check", "-h", "f.json"], 'audio-agent: config check --help takes no arguments, found "f.json" (see audio-agent config --help)'],
     ];
     const results = await Promise.all(cases.map(([args]) => runAgent(args)));
     results.forEach((result, k) => {
