@@ -156,9 +156,9 @@ export class FifoSink implements FrameSink {
    * what was begun (at most LINGER_MS), without blocking meanwhile.
    */
   async close(): Promise<void> {
+    if (this.failure) throw this.failure;
     if (this.closed) return;
     this.closed = true;
-    if (this.failure) throw this.failure;
     const reader = this.reader;
     this.reader = undefined;
     if (!reader) return;

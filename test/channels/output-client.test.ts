@@ -241,6 +241,23 @@ describe("OutputClient run() endings", () => {
     expect(disconnects).toEqual(["server closed mid-message (30 byte(s) of a message lost)"]);
   });
 
+  test("without `once`, a connection cut mid-message is followed by the next and the run ends as stopped, not in error", async () => {
+    const path = socketDir(defer, "oc-").path("raw.sock");
+    const server = fakeServer(path, (socket, n) => {
+      if (n === 0) {
+        socket.write(concatBytes([frame(0), frame(1).subarray(0, 30)]));
+        socket.end();
+      } else socket.write(concatBytes([frame(1), frame(2)]));
+    });
+    defer(server.stop);
+    const { client, frames } = recordingClient(path);
+    const running = client.run();
+    await until(() => frames().length === 3, "the second connection's frames");
+    client.stop();
+    expect(await running).toBeUndefined();
+    expect(frames()).toEqual([0, 1, 2]);
+  });
+
   test("a server that closes each connection as it is made: those Bun fails at connect are counted and told, the rest delivered whole", async () => {
     const t = socketDir(defer);
     // Rounds of 6 connections until one is reset at connect (about 4 in 10 are, on an idle machine).

@@ -740,8 +740,12 @@ describe("FifoSink, the path changed under it", () => {
     expect(sink.dropped).toMatchObject({ sink_no_reader: 1, sink_reader_slow: 0 });
     // Taken without throwing, and counted.
     for (let i = 1; i <= 3; i++) send(sink, MessageType.OpusFrame, tonePacket(i));
+    // Only OpusFrames are counted: a Config is not a frame dropped.
+    send(sink, MessageType.Config, MONO_16K);
     expect(sink.dropped).toMatchObject({ sink_no_reader: 4, sink_reader_slow: 0 });
     expect(() => sink.flush()).toThrow(/no longer a FIFO/);
+    // Failed for good, as a ByteSink is: every close raises it.
+    await expect(sink.close()).rejects.toThrow(/no longer a FIFO/);
     await expect(sink.close()).rejects.toThrow(/no longer a FIFO/);
     expect(readFileSync(t.fifo, "utf8")).toBe("not a pipe\n");
   }, 20_000);

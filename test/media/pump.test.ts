@@ -90,6 +90,26 @@ describe("pumpSource", () => {
     expect(to.sent).toEqual([0, 1, 2, 0, 1, 2, 0, 1]);
   });
 
+  test("loop over a stream that ended (it cannot rewind) is an error; a stream stopped meanwhile is not", async () => {
+    let stopped = false;
+    // A stream of two frames: stdin's kind, which ends and cannot be read again; `stopAtEnd`: the role
+    // stops while the read that finds the end is pending (a signal closing the source, say).
+    const stream = async (stopAtEnd: boolean): Promise<FrameSource> => {
+      const file = await source(indexedWire(0, 2));
+      const fill = async () => {
+        const more = await file.fill();
+        if (!more && stopAtEnd) stopped = true;
+        return more;
+      };
+      return { name: "stdin", next: () => file.next(), fill, rewind: () => false, close: () => file.close() };
+    };
+    const to = target();
+    const ended = await pumpSource(await stream(false), to, { ...running, loop: true }).catch((e) => e);
+    expect((ended as Error).message).toBe("source stdin is a stream, read once: --loop replays a file");
+    expect(to.sent).toEqual([0, 1]);
+    expect(await pumpSource(await stream(true), target(), { ...running, loop: true, isStopped: () => stopped })).toBe(2);
+  });
+
   test("nothing is sent once stopped, even a frame already read", async () => {
     const to = target();
     let checks = 0;
