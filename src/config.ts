@@ -515,29 +515,39 @@ function resolveOptions(
 ): Record<string, unknown> {
   const top = sources.file?.top;
   const out: Record<string, unknown> = {};
+  /** Where a setting other than a flag came from, for the checks below to name: "environment X", `config "key"`. */
+  const from: Record<string, string> = {};
   for (const option of options) {
     const flagName = naming.flag(option);
     const flag = sources.flags[flagName];
     const envKey = naming.env(option);
     const env = sources.env[envKey];
     if (flag !== undefined) out[option] = parseValue(option, flag, `--${flagName}`);
-    else if (env !== undefined && env !== "") out[option] = parseValue(option, env, `environment ${envKey}=`);
-    else if (section?.[option] !== undefined) out[option] = section[option];
-    else if (top?.[option] !== undefined) out[option] = top[option];
-    else if (defaultOf(option, channel) !== undefined) out[option] = defaultOf(option, channel);
+    else if (env !== undefined && env !== "") {
+      out[option] = parseValue(option, env, `environment ${envKey}=`);
+      from[option] = `environment ${envKey}`;
+    } else if (section?.[option] !== undefined) {
+      out[option] = section[option];
+      from[option] = `config "${channel ?? ""}${channel ? "." : ""}${option}"`;
+    } else if (top?.[option] !== undefined) {
+      out[option] = top[option];
+      from[option] = `config "${option}"`;
+    } else if (defaultOf(option, channel) !== undefined) out[option] = defaultOf(option, channel);
     else if (requireAll && (OPTIONS[option] as OptionSpec).required) {
       throw new ConfigError(`${naming.command}: --${flagName} is required (${OPTIONS[option].allowed})`);
     }
   }
+  /** The flag, and where the value came from when not from it. */
+  const named = (option: OptionName) => `--${naming.flag(option)}${from[option] ? ` (from ${from[option]})` : ""}`;
   // A server's socket is bound under a hidden name beside it first (transport/socket-file.ts); a client connects to the path itself.
   if (typeof out.socket === "string" && LISTENING.has(naming.command) && Buffer.byteLength(dirname(out.socket)) > MAX_SOCKET_DIRECTORY) {
     throw new ConfigError(
-      `--${naming.flag("socket")} "${out.socket}" is not allowed: a server's socket directory is at most ${MAX_SOCKET_DIRECTORY} bytes (room in sun_path for the hidden name it is bound by first)`,
+      `${named("socket")} "${out.socket}" is not allowed: a server's socket directory is at most ${MAX_SOCKET_DIRECTORY} bytes (room in sun_path for the hidden name it is bound by first)`,
     );
   }
   // Asked to replay what can be read only once: played once and ended, without this.
   if (out.loop === true && out.source === "-") {
-    throw new ConfigError(`${naming.command}: --${naming.flag("loop")} replays a file; --${naming.flag("source")} - (stdin) can be read only once`);
+    throw new ConfigError(`${naming.command}: ${named("loop")} replays a file; ${named("source")} - (stdin) can be read only once`);
   }
   return out;
 }

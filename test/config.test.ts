@@ -295,6 +295,9 @@ describe("resolveSettings errors name the source, the value and what is allowed"
     const refused = `is not allowed: a server's socket directory is at most 104 bytes (room in sun_path for the hidden name it is bound by first)`;
     expect(resolveError(() => resolveSettings("output serve", { flags: { source: "x", socket: deep }, env: {} }))).toBe(`--socket "${deep}" ${refused}`);
     expect(resolveError(() => resolveServeSettings({ flags: { "output-source": "x", "input-sink": "y", "input-socket": deep }, env: {} }))).toBe(`--input-socket "${deep}" ${refused}`);
+    expect(resolveError(() => resolveSettings("input serve", { flags: { sink: "x" }, env: { JETKVM_AUDIO_INPUT_SOCKET: deep } }))).toBe(
+      `--socket (from environment JETKVM_AUDIO_INPUT_SOCKET) "${deep}" ${refused}`,
+    );
     // A client connects to the path itself (a Go server binds it directly).
     expect(resolveSettings("output recv", { flags: { sink: "x", socket: deep }, env: {} }).socket).toBe(deep);
     expect(resolveSettings("input send", { flags: { source: "x", socket: deep }, env: {} }).socket).toBe(deep);
@@ -307,11 +310,12 @@ describe("resolveSettings errors name the source, the value and what is allowed"
     expect(resolveError(() => resolveSettings("output serve", { flags: { source: "-", loop: true }, env: {} }))).toBe(
       "output serve: --loop replays a file; --source - (stdin) can be read only once",
     );
+    // Named by its flag, and by where it came from when not from the flag.
     expect(resolveError(() => resolveSettings("input send", { flags: { source: "-" }, env: { AUDIO_AGENT_LOOP: "yes" } }))).toBe(
-      "input send: --loop replays a file; --source - (stdin) can be read only once",
+      "input send: --loop (from environment AUDIO_AGENT_LOOP) replays a file; --source - (stdin) can be read only once",
     );
-    expect(resolveError(() => resolveServeSettings({ flags: { "input-sink": "x" }, env: {}, file: file({ output: { source: "-", loop: true } }) }))).toBe(
-      "serve: --output-loop replays a file; --output-source - (stdin) can be read only once",
+    expect(resolveError(() => resolveServeSettings({ flags: { "input-sink": "x" }, env: {}, file: file({ loop: true, output: { source: "-" } }) }))).toBe(
+      'serve: --output-loop (from config "loop") replays a file; --output-source (from config "output.source") - (stdin) can be read only once',
     );
     expect(resolveSettings("output serve", { flags: { source: "a.opus", loop: true }, env: {} }).loop).toBe(true);
   });
