@@ -200,20 +200,6 @@ export class InputServer implements ChannelEnd {
     }
   }
 
-  /** The OpusFrames left in `parser` go to the owner's sink that failed, which counts them; nothing else is acted on. */
-  private toFailedSink(socket: Socket<unknown>, parser: FrameParser): void {
-    try {
-      for (let m = parser.next(); m; m = parser.next()) {
-        if (m.type !== MessageType.OpusFrame) continue;
-        this.framesReceived++;
-        this.options.onMessage(m);
-      }
-    } catch {
-      // Broken framing, or the sink throwing again: the run is ending with the first failure.
-      this.parsers.delete(socket);
-    }
-  }
-
   /** A client let go still sent: its OpusFrames are counted dropped, and nothing else is read. */
   private receiveLate(socket: Socket<unknown>, chunk: Uint8Array): void {
     this.bytesReceived += chunk.length;
@@ -224,15 +210,29 @@ export class InputServer implements ChannelEnd {
 
   /** Counts the OpusFrames left in `parser`, and in `chunk` when given, as sent after the session. */
   private countLate(socket: Socket<unknown>, parser: FrameParser, chunk?: Uint8Array): void {
+    this.restOf(socket, parser, () => this.framesAfterSession++, chunk);
+  }
+
+  /** The OpusFrames left in `parser` go to the owner's sink that failed, which counts them. */
+  private toFailedSink(socket: Socket<unknown>, parser: FrameParser): void {
+    this.restOf(socket, parser, this.options.onMessage);
+  }
+
+  /**
+   * What is left of a client whose session is over: each OpusFrame in
+   * `parser` (and in `chunk` when given) is received and handed to `each`;
+   * nothing else is acted on. Broken framing, or `each` throwing (a failed
+   * sink again), ends it: nothing more of that client is read.
+   */
+  private restOf(socket: Socket<unknown>, parser: FrameParser, each: (m: ParsedMessage) => void, chunk?: Uint8Array): void {
     try {
       if (chunk) parser.push(chunk);
       for (let m = parser.next(); m; m = parser.next()) {
         if (m.type !== MessageType.OpusFrame) continue;
         this.framesReceived++;
-        this.framesAfterSession++;
+        each(m);
       }
     } catch {
-      // Broken framing from a client already let go: it is closing anyway, and nothing more of it is read.
       this.parsers.delete(socket);
     }
   }
