@@ -42,8 +42,7 @@ export class OutputClient implements ChannelEnd {
   reads = 0;
   otherMessages = 0;
   protocolErrors = 0;
-  /** The last framing violation from the server, and the last close that cut a message short. */
-  private framingViolation: string | undefined;
+  /** How the server last cut its stream short (broken framing, a close mid-message): a run with `once` fails with it. */
   private cutShort: string | undefined;
   /** Unix ms of the last read that brought an OpusFrame; 0 before the first. */
   lastFrameUnixMs = 0;
@@ -71,7 +70,7 @@ export class OutputClient implements ChannelEnd {
       onClose: (_socket, reason) => {
         if (reason === "server closed" && this.parser.pending > 0) {
           reason = `server closed mid-message (${this.parser.pending} byte(s) of a message lost)`;
-          this.cutShort = reason;
+          this.cutShort = `the ${reason}`;
         }
         this.observer.connection("disconnected", reason);
         options.onDisconnect?.(reason);
@@ -106,8 +105,7 @@ export class OutputClient implements ChannelEnd {
   async run(once = false): Promise<void> {
     await this.connection.run(once);
     if (this.failure) throw this.failure;
-    if (once && this.framingViolation) throw new Error(`the server broke the framing (${this.framingViolation}); the stream ends there`);
-    if (once && this.cutShort) throw new Error(`the ${this.cutShort}; the stream ends there`);
+    if (once && this.cutShort) throw new Error(`${this.cutShort}; the stream ends there`);
   }
 
   /** Stops receiving and closes the connection. */
@@ -190,7 +188,7 @@ export class OutputClient implements ChannelEnd {
         return;
       }
       this.protocolErrors++;
-      this.framingViolation = e.message;
+      this.cutShort = `the server broke the framing (${e.message})`;
       this.options.report("warn", "framing violation from server; disconnecting", {
         socket: this.options.path,
         error: e.message,
