@@ -149,11 +149,16 @@ export class ByteSink implements ByteOutput {
 
   /** The first failed write: `frames` it could not write, and everything after it, are dropped. */
   private fail(code: string, frames: number): never {
-    this.failedFor = code === "EPIPE" || code === "ECONNRESET" ? "sink_no_reader" : "sink_write_failed";
+    this.failedFor = readerGone(code) ? "sink_no_reader" : "sink_write_failed";
     this.counts[this.failedFor] += frames;
     this.failure = new Error(`cannot write to sink ${this.name}: ${code}`);
     throw this.failure;
   }
+}
+
+/** A write's errno that says the reader has gone: EPIPE, or ECONNRESET from a socket's reader. */
+export function readerGone(code: string): boolean {
+  return code === "EPIPE" || code === "ECONNRESET";
 }
 
 /**

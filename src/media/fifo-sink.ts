@@ -1,6 +1,6 @@
 import { closeSync, constants, fstatSync, openSync, statSync } from "node:fs";
 import { MessageType, ParsedMessage } from "../protocol/index.ts";
-import { writeFrom, type ByteOutput } from "./byte-sink.ts";
+import { readerGone, writeFrom, type ByteOutput } from "./byte-sink.ts";
 import type { FifoReport } from "./fifo-source.ts";
 import type { FrameSink } from "./frame-sink.ts";
 
@@ -118,7 +118,7 @@ export class FifoSink implements FrameSink {
         throw e;
       }
       if (!reader) {
-        if (message.type === MessageType.OpusFrame) this.counts.sink_no_reader++;
+        if (isFrame) this.counts.sink_no_reader++;
         return;
       }
       // A new reader's stream starts with the session's Config.
@@ -127,7 +127,7 @@ export class FifoSink implements FrameSink {
       // A Config the full pipe could not take (a wire stream) goes ahead of anything after it.
       this.configOwed = !this.writeTaken(reader, this.config!);
       if (this.configOwed) {
-        if (message.type === MessageType.OpusFrame) this.counts[reader.pipe.gone ? "sink_no_reader" : "sink_reader_slow"]++;
+        if (isFrame) this.counts[reader.pipe.gone ? "sink_no_reader" : "sink_reader_slow"]++;
         this.letGoIfGone();
         return;
       }
@@ -381,8 +381,7 @@ class ReaderPipe implements ByteOutput {
     const { at, code } = writeFrom(this.fd, bytes);
     if (code === undefined || code === "EAGAIN") return at;
     this.gone = true;
-    // A socket's reader gone can also read as a reset.
-    if (code !== "EPIPE" && code !== "ECONNRESET") this.failure = new Error(`cannot write to sink ${this.name}: ${code}`);
+    if (!readerGone(code)) this.failure = new Error(`cannot write to sink ${this.name}: ${code}`);
     return at;
   }
 }
