@@ -13,7 +13,7 @@ import {
   type ConfigSources,
   type OptionName,
 } from "../config.ts";
-import { EXIT_OK, EXIT_USAGE, UsageError } from "./errors.ts";
+import { EXIT_OK, EXIT_USAGE, refuseExtra, UsageError } from "./errors.ts";
 
 const COMMANDS = [...Object.keys(ROLE_OPTIONS), "serve"] as Command[];
 
@@ -97,9 +97,9 @@ function serveFile(sources: ConfigSources, checked: boolean): Record<string, unk
   return { ...top, output: section("output"), input: section("input") };
 }
 
-/** The help, asked for by `asked`; a word given with it is a mistake to tell. */
+/** The help, asked for by `asked`, with no words after it. */
 function help(io: ConfigIo, asked: string, extra: string[]): number {
-  if (extra.length > 0) throw new UsageError(`${asked} takes no arguments, found "${extra[0]}" (see audio-agent config --help)`);
+  refuseExtra(asked, extra, "audio-agent config --help");
   io.out(CONFIG_HELP);
   return EXIT_OK;
 }

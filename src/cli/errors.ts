@@ -6,6 +6,11 @@ export class UsageError extends Error {
   }
 }
 
+/** `asked` (a version or help request) takes no words after it: the first of `extra` is a mistake to tell, not to pass over. */
+export function refuseExtra(asked: string, extra: readonly (string | undefined)[], see: string): void {
+  if (extra[0] !== undefined) throw new UsageError(`${asked} takes no arguments, found "${extra[0]}" (see ${see})`);
+}
+
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;

@@ -27,7 +27,7 @@ import { Logger, writeText, type LogFormat } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";
 import { ConnectTimeoutError } from "../transport/unix-client.ts";
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from "./errors.ts";
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, refuseExtra, UsageError } from "./errors.ts";
 import { CHANNEL_HELP, roleHelp, TOP_HELP } from "./help.ts";
 import { Shutdown } from "../roles/shutdown.ts";
 import { versionLine } from "./version.ts";
@@ -129,12 +129,8 @@ function plainLogFormat(path: string, channel: string | undefined): unknown {
 
 async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
   const [first, second] = argv;
-  // A word after one of these is a mistake to tell, not to pass over.
-  const alone = () => {
-    if (second !== undefined) throw new UsageError(`${first} takes no arguments, found "${second}" (see --help)`);
-  };
   if (first === "--version" || first === "-V" || first === "version") {
-    alone();
+    refuseExtra(first, argv.slice(1), "--help");
     io.out(versionLine() + "\n");
     return EXIT_OK;
   }
@@ -144,7 +140,7 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
     return EXIT_USAGE;
   }
   if (first === "--help" || first === "-h" || first === "help") {
-    alone();
+    refuseExtra(first, argv.slice(1), "--help");
     io.out(TOP_HELP);
     return EXIT_OK;
   }
@@ -159,7 +155,7 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
     return EXIT_USAGE;
   }
   if (second === "--help" || second === "-h") {
-    if (argv[2] !== undefined) throw new UsageError(`${first} ${second} takes no arguments, found "${argv[2]}" (see audio-agent ${first} --help)`);
+    refuseExtra(`${first} ${second}`, argv.slice(2), `audio-agent ${first} --help`);
     io.out(CHANNEL_HELP[first]);
     return EXIT_OK;
   }
