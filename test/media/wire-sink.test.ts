@@ -75,6 +75,12 @@ describe("ByteSink", () => {
   });
 });
 
+/** Writes a script to `path` that runs `body` with ByteSink imported: for a child process with limits or a stdout of its own. */
+function byteSinkScript(path: string, body: string): string {
+  writeFileSync(path, `import { ByteSink } from ${JSON.stringify(`${import.meta.dir}/../../src/media/byte-sink.ts`)};\n${body}`);
+  return path;
+}
+
 describe("ByteSink: every frame written or counted when a write fails", () => {
   const unit = (n: number) => new Uint8Array(n).fill(7);
 
@@ -94,11 +100,9 @@ describe("ByteSink: every frame written or counted when a write fails", () => {
 
   test("a write stopped part-way counts exactly the frames it did not write whole (a file size limit stops it at a known byte)", () => {
     const dir = socketDir(defer, "bsk-");
-    const script = dir.path("limited.ts");
-    writeFileSync(
-      script,
-      `import { ByteSink } from ${JSON.stringify(`${import.meta.dir}/../../src/media/byte-sink.ts`)};
-const sink = ByteSink.open(process.argv[2]);
+    const script = byteSinkScript(
+      dir.path("limited.ts"),
+      `const sink = ByteSink.open(process.argv[2]);
 const unit = (n) => new Uint8Array(n).fill(1);
 const seen = [];
 // 3000 bytes written whole first: the failure's count starts from the buffer's own units, not these.
@@ -176,12 +180,10 @@ console.log(JSON.stringify(seen));`,
 
   test("a TCP reader that reset the connection (ECONNRESET) counts as the reader gone: sink_no_reader", () => {
     const dir = socketDir(defer, "bsk-");
-    const script = dir.path("reset.ts");
     // On stdout, a TCP socket: one unit goes out and is flushed, then (told on stdin) four more.
-    writeFileSync(
-      script,
-      `import { ByteSink } from ${JSON.stringify(`${import.meta.dir}/../../src/media/byte-sink.ts`)};
-const sink = ByteSink.open("-");
+    const script = byteSinkScript(
+      dir.path("reset.ts"),
+      `const sink = ByteSink.open("-");
 sink.write(new Uint8Array(100), 1);
 sink.flush();
 console.error("flushed");
