@@ -23,8 +23,13 @@ export interface InputServerOptions {
   path: string;
   mode: number;
   report: Report;
-  /** Every valid message of a session (OpusFrame, Config, ...): the sink picks what it records. */
-  onMessage: (message: ParsedMessage) => void;
+  /**
+   * Every valid message of a session (OpusFrame, Config, ...): the sink picks
+   * what it records. A promise returned says the sink is holding what its
+   * reader has not taken: the client is not read again until it settles
+   * (backpressure); a rejection is a failure (onFailure).
+   */
+  onMessage: (message: ParsedMessage) => void | Promise<void>;
   /** A session ended: by Stop (clean), a disconnect, or a framing violation. */
   onSessionEnd?: (reason: string, clean: boolean) => void;
   /** SO_SNDBUF/SO_RCVBUF applied to every client connection; none leaves the kernel defaults. */
@@ -66,6 +71,9 @@ export class InputServer implements ChannelEnd {
   private server: UnixServer | undefined;
   private readonly empty = new Uint8Array(0);
   private observer: ChannelObserver = NO_OBSERVER;
+  /** The sink's reader is behind: these clients are not read until it settles. */
+  private holding: Promise<void> | undefined;
+  private readonly paused = new Set<Socket<unknown>>();
 
   /** Builds the server; `listen()` opens the socket. */
   constructor(private readonly options: InputServerOptions) {
@@ -93,6 +101,7 @@ export class InputServer implements ChannelEnd {
           this.tuner.attach(socket);
           this.observer.connection("connected", options.path);
           this.acks.attach(socket);
+          if (this.holding) this.pause(socket);
         },
         data: (socket, chunk) => this.receive(socket, chunk),
         late: (socket, chunk) => this.receiveLate(socket, chunk),
@@ -184,7 +193,8 @@ export class InputServer implements ChannelEnd {
             this.countLate(socket, parser);
             return;
         }
-        this.options.onMessage(m);
+        const waiting = this.options.onMessage(m);
+        if (waiting) this.holdWhile(socket, waiting);
       }
     } catch (e) {
       if (!(e instanceof ProtocolError)) {
@@ -235,6 +245,32 @@ export class InputServer implements ChannelEnd {
     } catch {
       this.parsers.delete(socket);
     }
+  }
+
+  /**
+   * Reads no more of the client until the sink's reader has taken what it
+   * holds (the rest of this read still goes to the sink): the client sees a
+   * full socket, as from any slow reader, and the process stays free to act
+   * on a signal.
+   */
+  private holdWhile(socket: Socket<unknown>, waiting: Promise<void>): void {
+    if (this.holding) return;
+    this.holding = waiting;
+    this.pause(socket);
+    const resume = () => {
+      this.holding = undefined;
+      for (const paused of this.paused) paused.resume();
+      this.paused.clear();
+    };
+    waiting.then(resume, (e: Error) => {
+      resume();
+      this.options.onFailure(e);
+    });
+  }
+
+  private pause(socket: Socket<unknown>): void {
+    socket.pause();
+    this.paused.add(socket);
   }
 
   private ack(): void {

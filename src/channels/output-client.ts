@@ -16,8 +16,13 @@ import { endReadings, NO_OBSERVER, type ChannelEnd, type ChannelObserver } from 
 export interface OutputClientOptions {
   path: string;
   report: Report;
-  /** Every valid message received, OpusFrame or not (a wire sink records them all). */
-  onMessage: (message: ParsedMessage) => void;
+  /**
+   * Every valid message received, OpusFrame or not (a wire sink records them
+   * all). A promise returned says the sink is holding what its reader has not
+   * taken: the connection is not read again until it settles (backpressure),
+   * and a rejection (the sink failed) ends the run.
+   */
+  onMessage: (message: ParsedMessage) => void | Promise<void>;
   /** Give up with ConnectTimeoutError after this long without a server; undefined waits forever. */
   connectTimeoutMs?: number;
   /** SO_SNDBUF/SO_RCVBUF applied to every connection; none leaves the kernel defaults. */
@@ -52,6 +57,8 @@ export class OutputClient implements ChannelEnd {
   private stopped = false;
   private observer: ChannelObserver = NO_OBSERVER;
   private readonly connection: ReconnectingConnection;
+  /** The sink's reader is behind: no connection is read until this settles. */
+  private holding: Promise<void> | undefined;
 
   constructor(private readonly options: OutputClientOptions) {
     this.tuner = new SocketTuner(options.socketBuffers, options.report);
@@ -63,6 +70,7 @@ export class OutputClient implements ChannelEnd {
       drain: () => {},
       onOpen: (socket) => {
         this.parser = new FrameParser(OUTPUT_MAGIC);
+        if (this.holding) socket.pause();
         options.report("info", this.connects === 1 ? "connected" : "reconnected", { socket: options.path });
         this.tuner.attach(socket);
         this.observer.connection("connected", options.path);
@@ -155,6 +163,27 @@ export class OutputClient implements ChannelEnd {
     }
   }
 
+  /**
+   * Reads no more until the sink's reader has taken what it holds (the rest
+   * of this read still goes to the sink): the server sees a full socket, as
+   * from any slow reader, and the process stays free to act on a signal.
+   */
+  private holdWhile(waiting: Promise<void>): void {
+    if (this.holding) return;
+    this.holding = waiting;
+    this.connection.socket?.pause();
+    waiting.then(
+      () => {
+        this.holding = undefined;
+        this.connection.socket?.resume();
+      },
+      (e: Error) => {
+        this.holding = undefined;
+        this.fail(e);
+      },
+    );
+  }
+
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
     this.bytesReceived += chunk.length;
     this.reads++;
@@ -173,7 +202,8 @@ export class OutputClient implements ChannelEnd {
           const tap = this.observer.frameTap;
           if (tap) tap(m.payload, m.timestampMs);
         } else this.otherMessages++;
-        this.options.onMessage(m);
+        const waiting = this.options.onMessage(m);
+        if (waiting) this.holdWhile(waiting);
         if (this.connection.socket !== socket) {
           // onMessage stopped us, or failed the run (a sink flushed on the way): then the rest goes to it, counted.
           if (this.failure && !this.stopped) this.toFailedSink(parser);

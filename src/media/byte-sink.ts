@@ -1,4 +1,4 @@
-import { closeSync, constants, fsyncSync, openSync, statSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsyncSync, openSync, statSync, writeSync } from "node:fs";
 
 /**
  * Where a sink's bytes go: a file or stdout (ByteSink), or the reader of a
@@ -12,44 +12,62 @@ export interface ByteOutput {
   readonly dropped?: Readonly<Record<string, number>>;
   write(bytes: Uint8Array, frames: number): boolean;
   flush(): void;
-  close(): void;
+  close(): void | Promise<void>;
+  /** While it holds what its reader has not taken yet (ByteSink.waiting). */
+  readonly waiting?: Promise<void>;
 }
 
-/** Why a ByteSink dropped OpusFrames: its reader left (EPIPE), or the write failed otherwise (ENOSPC, EIO). */
-export type ByteSinkDrop = "sink_no_reader" | "sink_write_failed";
+/**
+ * Why a ByteSink dropped OpusFrames: its reader left (EPIPE), the write failed
+ * otherwise (ENOSPC, EIO), or at close its reader had not read for LINGER_MS.
+ */
+export type ByteSinkDrop = "sink_no_reader" | "sink_write_failed" | "sink_reader_slow";
 
 /** The smallest unit that usually carries a frame (a wire message with an empty payload): room for this many per buffer is kept. */
 const SMALLEST_FRAME_UNIT = 17;
+/** While a pipe's reader has not taken what it holds, how often the rest is offered again (ms). */
+export const RETRY_MS = 10;
+/** How long a closing sink waits on a reader that is not reading (ms). */
+export const LINGER_MS = 1000;
 
 /**
- * A buffered, synchronous byte writer over a file or stdout ("-").
- * Synchronous on purpose: a slow sink then slows the reader of the socket
- * (backpressure) instead of piling up memory. A failed write ends the run:
- * raised by it and by every flush or close after it (one called where the
- * error cannot end the run still leaves it failed). The frames it could not
- * write whole, and every frame given after it, are counted as dropped (a
+ * A buffered byte writer over a file, stdout ("-") or a pipe, that keeps
+ * the reader's pace: a slow sink slows the reading of the socket
+ * (backpressure) instead of piling up memory or dropping frames. A file is
+ * written synchronously. A pipe (a FIFO, stdout to a player or `cat`) is
+ * written non-blocking: what its full pipe does not take waits in the buffer,
+ * offered again every RETRY_MS, and `waiting` tells the caller to stop
+ * reading until it is taken, while the process stays free to act on a signal.
+ * At close a reader that keeps reading gets the rest; one that takes nothing
+ * for LINGER_MS has it counted as dropped (sink_reader_slow). A failed write ends the
+ * run: raised by it and by every flush or close after it (one called where
+ * the error cannot end the run still leaves it failed). The frames it could
+ * not write whole, and every frame given after it, are counted as dropped (a
  * reader gone: sink_no_reader; otherwise sink_write_failed), so that each
  * frame received is written or counted.
  */
 export class ByteSink implements ByteOutput {
-  private readonly buffer: Uint8Array;
+  private buffer: Uint8Array;
   private used = 0;
   /** The buffered units that carry frames: where each ends, and the frames buffered up to its end. */
-  private readonly unitEnds: Uint32Array;
-  private readonly framesThrough: Uint32Array;
+  private unitEnds: Uint32Array;
+  private framesThrough: Uint32Array;
   private units = 0;
-  private readonly counts: Record<ByteSinkDrop, number> = { sink_no_reader: 0, sink_write_failed: 0 };
+  private readonly counts: Record<ByteSinkDrop, number> = { sink_no_reader: 0, sink_write_failed: 0, sink_reader_slow: 0 };
   /** Set by the first failed write: nothing is written after it. */
   private failedFor: ByteSinkDrop | undefined;
   private failure: Error | undefined;
   private closed = false;
+  /** While the pipe's reader has not taken what the buffer holds: settles once it has, or rejects when writing fails. */
+  private held: PromiseWithResolvers<void> | undefined;
+  private retry: ReturnType<typeof setTimeout> | undefined;
   bytesWritten = 0;
 
   private constructor(
     readonly name: string,
     private readonly fd: number,
     private readonly ownsFd: boolean,
-    capacity: number,
+    private readonly capacity: number,
   ) {
     this.buffer = new Uint8Array(capacity);
     const most = Math.ceil(capacity / SMALLEST_FRAME_UNIT);
@@ -57,13 +75,24 @@ export class ByteSink implements ByteOutput {
     this.framesThrough = new Uint32Array(most);
   }
 
-  /** "-" is stdout; anything else is created or truncated. */
+  /**
+   * "-" is stdout; anything else is created or truncated. A pipe (stdout's
+   * too) is written through a description of its own opened non-blocking, so
+   * the flag reaches no one else who shares it.
+   */
   static open(path: string, capacity = 64 * 1024): ByteSink {
-    if (path === "-") return new ByteSink("stdout", 1, false, capacity);
-    return new ByteSink(path, openSync(path, "w", 0o644), true, capacity);
+    if (path === "-") {
+      const own = nonBlockingPipe(1);
+      return new ByteSink("stdout", own ?? 1, own !== undefined, capacity);
+    }
+    const fd = openSync(path, "w", 0o644);
+    const own = nonBlockingPipe(fd);
+    if (own === undefined) return new ByteSink(path, fd, true, capacity);
+    closeSync(fd);
+    return new ByteSink(path, own, true, capacity);
   }
 
-  /** Writes through `fd`, already open on `path` for writing; closed with the sink. */
+  /** Writes through `fd`, already open on `path` for writing (a FIFO's: non-blocking); closed with the sink. */
   static adopt(path: string, fd: number, capacity = 64 * 1024): ByteSink {
     return new ByteSink(path, fd, true, capacity);
   }
@@ -72,26 +101,43 @@ export class ByteSink implements ByteOutput {
     return this.counts;
   }
 
-  /** Takes them (a slow file slows the writer instead), unless a write has failed: then they are dropped. */
+  /**
+   * While the pipe's reader has not taken what the sink holds: settles once
+   * it has (rejects if writing fails meanwhile). Stop reading until then:
+   * what is written meanwhile is held in memory. Undefined otherwise.
+   */
+  get waiting(): Promise<void> | undefined {
+    return this.held?.promise;
+  }
+
+  /** Takes them (a slow file or reader slows the writer instead), unless a write has failed: then they are dropped. */
   write(bytes: Uint8Array, frames = 0): boolean {
     if (this.failedFor) {
       this.counts[this.failedFor] += frames;
       return false;
     }
-    if (bytes.length > this.buffer.length - this.used || (frames > 0 && this.units === this.unitEnds.length)) {
-      try {
-        this.flush();
-      } catch (e) {
-        this.counts[this.failedFor!] += frames;
-        throw e;
+    if (!this.fits(bytes.length, frames)) {
+      if (!this.held) {
+        try {
+          this.flush();
+        } catch (e) {
+          this.counts[this.failedFor!] += frames;
+          throw e;
+        }
       }
-      if (bytes.length > this.buffer.length) {
-        // Too large to buffer: written straight, and dropped whole unless written whole.
-        const { code } = this.writeAll(bytes);
-        if (code !== undefined) this.fail(code, frames);
+      if (!this.fits(bytes.length, frames)) {
+        // A reader that is behind, or a unit larger than the buffer (written now): held all the same, in a larger one.
+        this.grow(this.used + bytes.length);
+        this.append(bytes, frames);
+        if (!this.held) this.flush();
         return true;
       }
     }
+    this.append(bytes, frames);
+    return true;
+  }
+
+  private append(bytes: Uint8Array, frames: number): void {
     this.buffer.set(bytes, this.used);
     this.used += bytes.length;
     if (frames > 0) {
@@ -99,53 +145,152 @@ export class ByteSink implements ByteOutput {
       this.unitEnds[i] = this.used;
       this.framesThrough[i] = (i > 0 ? this.framesThrough[i - 1]! : 0) + frames;
     }
-    return true;
   }
 
-  /** Hands buffered bytes to the kernel. Throws (e.g. ENOSPC on /dev/full) with the sink named, and again once failed. */
+  /**
+   * Hands buffered bytes to the kernel, as many as a pipe takes now (the rest
+   * is offered again every RETRY_MS). Throws (e.g. ENOSPC on /dev/full) with
+   * the sink named, and again once failed.
+   */
   flush(): void {
     if (this.failure) throw this.failure;
     if (this.used === 0) return;
-    const used = this.used;
-    const units = this.units;
-    this.used = 0;
-    this.units = 0;
-    const { at, code } = this.writeAll(this.buffer.subarray(0, used));
-    if (code === undefined) return;
-    // The units written whole before the failure reached the kernel; the frames of the rest did not.
+    const { at, code } = writeFrom(this.fd, this.buffer, 0, this.used);
+    this.bytesWritten += at;
+    // The units written whole reached the kernel; the rest stay buffered, or with a failure their frames are lost.
     let whole = 0;
-    while (whole < units && this.unitEnds[whole]! <= at) whole++;
-    const buffered = units > 0 ? this.framesThrough[units - 1]! : 0;
-    this.fail(code, buffered - (whole > 0 ? this.framesThrough[whole - 1]! : 0));
+    while (whole < this.units && this.unitEnds[whole]! <= at) whole++;
+    if (code === undefined || code === "EAGAIN") {
+      this.forget(at, whole);
+      if (code === undefined) this.caughtUp();
+      else this.holdOn();
+      return;
+    }
+    const buffered = this.units > 0 ? this.framesThrough[this.units - 1]! : 0;
+    const lost = buffered - (whole > 0 ? this.framesThrough[whole - 1]! : 0);
+    this.forget(this.used, this.units);
+    this.fail(code, lost);
   }
 
-  close(): void {
+  /** Writes out the rest and closes: a pipe's reader that takes none of it for LINGER_MS has it counted as dropped (sink_reader_slow). */
+  close(): void | Promise<void> {
     if (this.closed) return;
     this.closed = true;
     try {
       this.flush();
-      if (this.ownsFd) {
-        try {
-          fsyncSync(this.fd);
-        } catch {
-          // fsync is best effort: pipes and character devices refuse it
-        }
+    } catch (e) {
+      this.release();
+      throw e;
+    }
+    if (!this.held) return this.release();
+    return this.linger();
+  }
+
+  /** Waits while the reader takes what is left; one that takes nothing for LINGER_MS has the rest counted. */
+  private async linger(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      for (let before = -1; this.held && this.bytesWritten !== before; ) {
+        before = this.bytesWritten;
+        const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, LINGER_MS)));
+        await Promise.race([this.held.promise, late]);
+        clearTimeout(timer);
       }
     } finally {
-      if (this.ownsFd) closeSync(this.fd);
+      clearTimeout(timer);
+      if (this.held && !this.failure) {
+        this.counts.sink_reader_slow += this.units > 0 ? this.framesThrough[this.units - 1]! : 0;
+        this.forget(this.used, this.units);
+      }
+      this.release();
     }
   }
 
-  /** Writes `bytes` whole, waiting out a full non-blocking pipe; a failure stops it at `at`, with its errno name. */
-  private writeAll(bytes: Uint8Array): { at: number; code?: string } {
-    for (let at = 0; ; ) {
-      const stopped = writeFrom(this.fd, bytes, at);
-      this.bytesWritten += stopped.at - at;
-      if (stopped.code !== "EAGAIN") return stopped;
-      at = stopped.at;
-      Bun.sleepSync(1);
+  /** Closes the descriptor (a file's bytes synced first); stops offering what is held. */
+  private release(): void {
+    clearTimeout(this.retry);
+    this.retry = undefined;
+    this.held?.resolve();
+    this.held = undefined;
+    if (!this.ownsFd) return;
+    try {
+      fsyncSync(this.fd);
+    } catch {
+      // fsync is best effort: pipes and character devices refuse it
     }
+    closeSync(this.fd);
   }
+
+  private fits(length: number, frames: number): boolean {
+    return length <= this.buffer.length - this.used && (frames === 0 || this.units < this.unitEnds.length);
+  }
+
+  /** Room for at least `bytes` (and a unit more): a backlog past the buffer's size lives only until it is written. */
+  private grow(bytes: number): void {
+    const size = Math.max(bytes, 2 * this.buffer.length);
+    const buffer = new Uint8Array(size);
+    buffer.set(this.buffer.subarray(0, this.used));
+    this.buffer = buffer;
+    const most = Math.max(Math.ceil(size / SMALLEST_FRAME_UNIT), this.units + 1);
+    const ends = new Uint32Array(most);
+    ends.set(this.unitEnds.subarray(0, this.units));
+    this.unitEnds = ends;
+    const through = new Uint32Array(most);
+    through.set(this.framesThrough.subarray(0, this.units));
+    this.framesThrough = through;
+  }
+
+  /** Drops the first `bytes` from the buffer, and the first `units` (written whole) from its units. */
+  private forget(bytes: number, units: number): void {
+    if (bytes === this.used) {
+      this.used = 0;
+      this.units = 0;
+      // A backlog's larger buffer is let go once it is written.
+      if (this.buffer.length > this.capacity) {
+        this.buffer = new Uint8Array(this.capacity);
+        const most = Math.ceil(this.capacity / SMALLEST_FRAME_UNIT);
+        this.unitEnds = new Uint32Array(most);
+        this.framesThrough = new Uint32Array(most);
+      }
+      return;
+    }
+    if (bytes === 0) return;
+    this.buffer.copyWithin(0, bytes, this.used);
+    this.used -= bytes;
+    const framesBefore = units > 0 ? this.framesThrough[units - 1]! : 0;
+    for (let i = units; i < this.units; i++) {
+      this.unitEnds[i - units] = this.unitEnds[i]! - bytes;
+      this.framesThrough[i - units] = this.framesThrough[i]! - framesBefore;
+    }
+    this.units -= units;
+  }
+
+  /** The pipe is full: what it did not take is offered again, and the caller told to wait. */
+  private holdOn(): void {
+    if (!this.held) {
+      this.held = Promise.withResolvers<void>();
+      // Rejected where no one waits (a flush between reads filled the pipe): the failure is raised by the next call anyway.
+      this.held.promise.catch(() => {});
+    }
+    this.retry ??= setTimeout(this.offerAgain, RETRY_MS);
+  }
+
+  private caughtUp(): void {
+    const held = this.held;
+    this.held = undefined;
+    held?.resolve();
+  }
+
+  private readonly offerAgain = () => {
+    this.retry = undefined;
+    try {
+      this.flush();
+    } catch (e) {
+      const held = this.held;
+      this.held = undefined;
+      held?.reject(e);
+    }
+  };
 
   /** The first failed write: `frames` it could not write, and everything after it, are dropped. */
   private fail(code: string, frames: number): never {
@@ -153,6 +298,22 @@ export class ByteSink implements ByteOutput {
     this.counts[this.failedFor] += frames;
     this.failure = new Error(`cannot write to sink ${this.name}: ${code}`);
     throw this.failure;
+  }
+}
+
+/**
+ * A description of its own, opened non-blocking, for a pipe (or a terminal)
+ * `fd` is open on; undefined for anything else (a file, a socket), written
+ * as it is. O_NOCTTY: a terminal opened again must not become the process's
+ * controlling one.
+ */
+function nonBlockingPipe(fd: number): number | undefined {
+  try {
+    const kind = fstatSync(fd);
+    if (!kind.isFIFO() && !kind.isCharacterDevice()) return undefined;
+    return openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch {
+    return undefined;
   }
 }
 
@@ -166,10 +327,10 @@ export function readerGone(code: string): boolean {
  * fails: how far it got, and the errno name ("EAGAIN", "EPIPE", ...) of the
  * failure that stopped it short.
  */
-export function writeFrom(fd: number, bytes: Uint8Array, at = 0): { at: number; code?: string } {
-  while (at < bytes.length) {
+export function writeFrom(fd: number, bytes: Uint8Array, at = 0, end = bytes.length): { at: number; code?: string } {
+  while (at < end) {
     try {
-      at += writeSync(fd, bytes, at, bytes.length - at);
+      at += writeSync(fd, bytes, at, end - at);
     } catch (e) {
       return { at, code: (e as NodeJS.ErrnoException).code ?? String(e) };
     }

@@ -1,6 +1,6 @@
 import { closeSync, constants, fstatSync, openSync, statSync } from "node:fs";
 import { MessageType, ParsedMessage } from "../protocol/index.ts";
-import { readerGone, writeFrom, type ByteOutput } from "./byte-sink.ts";
+import { LINGER_MS, readerGone, RETRY_MS, writeFrom, type ByteOutput } from "./byte-sink.ts";
 import type { FifoReport } from "./fifo-source.ts";
 import type { FrameSink } from "./frame-sink.ts";
 
@@ -9,10 +9,6 @@ export type FifoSinkDrop = "sink_no_reader" | "sink_reader_slow";
 
 /** While no reader is there, how often the sink looks again (ms): a new reader hears audio within this. */
 export const READER_LOOK_MS = 200;
-/** While the reader has taken only part of a page or message, how often the rest is offered again (ms). */
-const RETRY_MS = 10;
-/** How long a closing sink waits for its reader to take the rest of a page or message it has begun (ms). */
-export const LINGER_MS = 1000;
 
 /**
  * Sets the capacity of a reader's pipe (its fd): the bytes it has then (the

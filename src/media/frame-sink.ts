@@ -13,6 +13,13 @@ export interface FrameSink {
   write(message: ParsedMessage): void;
   /** Pushes what is buffered to the file or pipe (an Ogg sink closes its page). */
   flush(): void;
+  /**
+   * While it holds what its reader has not taken yet (a pipe's, full):
+   * settles once it has written it, and rejects if that write fails. The
+   * caller stops reading its socket meanwhile (backpressure); what it writes
+   * anyway is held in memory. Undefined while writes go straight through.
+   */
+  readonly waiting?: Promise<void>;
   /** Completes the stream (an Ogg sink writes its end-of-stream page) and closes it; a FIFO's settles once its reader took what was begun. */
   close(): void | Promise<void>;
 }

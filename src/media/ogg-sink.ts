@@ -129,15 +129,22 @@ export class OggSink implements FrameSink {
   }
 
   /** Writes the last page, flagged end-of-stream, and closes the output. A stream with no audio, or less than its pre-skip, is still valid. */
-  close(): void {
+  close(): void | Promise<void> {
     if (this.closed) return;
     this.closed = true;
     try {
       this.writeHeaders(this.channels ?? 2);
       this.endStream();
-    } finally {
+    } catch (e) {
       this.bytes.close();
+      throw e;
     }
+    return this.bytes.close();
+  }
+
+  /** While its output holds what its reader has not taken (FrameSink.waiting). */
+  get waiting(): Promise<void> | undefined {
+    return this.bytes.waiting;
   }
 
   private onConfig(payload: Uint8Array): void {

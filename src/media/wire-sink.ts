@@ -32,7 +32,12 @@ export class WireSink implements FrameSink {
     this.bytes.flush();
   }
 
-  close(): void {
-    this.bytes.close();
+  close(): void | Promise<void> {
+    return this.bytes.close();
+  }
+
+  /** While its output holds what its reader has not taken (FrameSink.waiting). */
+  get waiting(): Promise<void> | undefined {
+    return this.bytes.waiting;
   }
 }

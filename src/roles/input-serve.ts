@@ -39,6 +39,8 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
     onMessage: (message) => {
       sink.write(message);
       flusher.wrote();
+      // A pipe's reader that is behind (stdout to `cat`, say) holds up the reading of the client until it catches up.
+      return sink.waiting;
     },
     onSessionEnd: (reason, clean) => {
       // Not when the sink closes next (--once, or the channel stopping): its close writes what is
@@ -124,7 +126,10 @@ function liveStdout(report: Report): "pipe" | "socket" | undefined {
     kind = out.isFIFO() ? "pipe" : out.isSocket() ? "socket" : undefined;
     const err = fstatSync(2);
     if (kind && err.dev === out.dev && err.ino === out.ino) {
-      report("warn", `stderr shares stdout's ${kind}: stdout is written blocking, and a stalled player may hold up both channels`);
+      // A pipe is then written as `output recv` writes one (ByteSink): a stalled player holds up the reading of the input channel only.
+      report("warn", kind === "pipe"
+        ? "stderr shares stdout's pipe: stdout is written as a file is, every frame kept; a stalled player holds up the input channel, and the log's lines"
+        : "stderr shares stdout's socket: stdout is written blocking, and a stalled player may hold up both channels");
       return undefined;
     }
   } catch {

@@ -7,7 +7,6 @@ import { openSink } from "../media/open.ts";
 import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
-import { setNonBlocking } from "../transport/socket-options.ts";
 import { MessageType, type ParsedMessage } from "../protocol/index.ts";
 import { Instruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
@@ -20,7 +19,7 @@ import type { Shutdown } from "./shutdown.ts";
 export async function startOutputClient(
   settings: RoleSettings<"output recv">,
   logger: Logger,
-  onMessage: (message: ParsedMessage) => void,
+  onMessage: (message: ParsedMessage) => void | Promise<void>,
   droppedBySink?: () => Readonly<Record<string, number>> | undefined,
 ): Promise<{ client: OutputClient; instruments: Instruments }> {
   const client = new OutputClient({
@@ -60,6 +59,8 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     } finally {
       if (last) client.stop();
     }
+    // A pipe's reader that is behind holds the reading of the socket until it catches up.
+    return sink.waiting;
   }, () => sink?.dropped);
   try {
     const fifo = await holdFifoForWriting(settings.sink, () => shutdown.isRequested, () => report("info", "waiting for a reader of the sink FIFO", { sink: settings.sink }));
@@ -69,9 +70,8 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
       report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
       return;
     }
-    // The FIFO is written through the descriptor its reader was found with, made blocking: a
-    // file's backpressure (without libc it stays non-blocking, and the sink waits out a full pipe).
-    if (fifo !== undefined) setNonBlocking(fifo, false);
+    // The FIFO is written through the descriptor its reader was found with, non-blocking: a slow
+    // reader holds up the reading of the socket (the sink's `waiting`), never the process.
     sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"], fd: fifo });
   } catch (e) {
     await instruments.stop();

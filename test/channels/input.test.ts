@@ -49,7 +49,7 @@ async function startServer(path: string, over: Partial<InputServerOptions> = {})
     path,
     mode: 0o660,
     report,
-    onMessage: (m) => messages.push({ type: m.type, payload: m.payload.slice() }),
+    onMessage: (m) => void messages.push({ type: m.type, payload: m.payload.slice() }),
     onSessionEnd: (reason, clean) => ends.push({ reason, clean }),
     onFailure: (e) => {
       throw e;

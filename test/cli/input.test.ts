@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { readFileSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import {
   decodeConfigPayload,
   encodeConfigPayload,
@@ -16,7 +16,7 @@ import { failureLine, findLogFields, logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
-import { healthz, metricsUrl, scrapeUntil, value } from "../support/metrics.ts";
+import { healthz, heldUp, metricsUrl, scrapeUntil, value } from "../support/metrics.ts";
 import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith, requireTool, runTool, TONE, wav } from "../support/opus-fixtures.ts";
 import { payloadOfSize, testPayload } from "../support/payloads.ts";
@@ -523,6 +523,33 @@ describe("input serve / input send as processes", () => {
     const packets = packetsOf(new Uint8Array(readFileSync(heard))).length - 2;
     expect(packets + Number(stopped.dropped)).toBe(Number(stopped.frames));
   });
+
+  test("--sink - to a pipe whose reader stops reading holds up the client, not the process: SIGTERM exits 0, and each frame is in the pipe whole or counted sink_reader_slow", async () => {
+    const { sock, path } = setup();
+    const N = 20_000;
+    await writeWireFile(path("mic.wire"), N);
+    const fifo = makeFifo(path("player"));
+    const heard = path("heard.wire");
+    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
+    const out = openSync(fifo, "w");
+    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", "-", "--metrics", "127.0.0.1:0"], { stdout: out });
+    closeSync(out);
+    const base = await metricsUrl(server);
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("mic.wire")]);
+    await heldUp(base, "jetkvm_microphone_frames_received_total", N);
+    server.kill("SIGTERM");
+    expect(await server.exited, server.stderr).toBe(0);
+    releaseReader(heard);
+    expect(await player.exited).toBe(0);
+    sender.kill("SIGTERM");
+    await sender.exited;
+
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    expect(Number(stopped.dropped_sink_reader_slow)).toBeGreaterThan(0);
+    const frames = wholeWireMessages(heard, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame);
+    frames.forEach((m, k) => expect(sameBytes(m.payload, testPayload(k))).toBe(true));
+    expect(frames.length + Number(stopped.dropped_sink_reader_slow)).toBe(Number(stopped.frames));
+  }, 60_000);
 
   test("--realtime delivers every packet of a 2 s opusenc file to a server that is up, the first one too", async () => {
     const { sock, sink, path } = setup();

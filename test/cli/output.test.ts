@@ -8,8 +8,9 @@ import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSyn
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
+import { heldUp, metricsUrl } from "../support/metrics.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { makeFifo } from "../support/fifo.ts";
+import { HELD_READER, makeFifo, releaseReader } from "../support/fifo.ts";
 import { packetsOf } from "../support/ogg.ts";
 import { decodedSamples, TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
@@ -468,7 +469,7 @@ describe("output recv to a FIFO", () => {
     expect(await serve.exited).toBe(0);
   }, 30_000);
 
-  test("the FIFO is written through the one descriptor its reader was found with, blocking, as a file is", async () => {
+  test("the FIFO is written through the one descriptor its reader was found with, non-blocking", async () => {
     const t = setup();
     const fifo = makeFifo(t.path("player"));
     await writeWireFile(t.source, 50);
@@ -482,13 +483,78 @@ describe("output recv to a FIFO", () => {
     const fds = readdirSync(`/proc/${recv.pid}/fd`).filter((fd) => readlinkSync(`/proc/${recv.pid}/fd/${fd}`) === fifo);
     expect(fds.length).toBe(1);
     const flags = parseInt(/flags:\s+([0-7]+)/.exec(readFileSync(`/proc/${recv.pid}/fdinfo/${fds[0]}`, "latin1"))![1]!, 8);
-    expect(flags & 0o4000).toBe(0); // O_NONBLOCK
+    expect(flags & 0o4000).toBe(0o4000); // O_NONBLOCK
     recv.kill("SIGTERM");
     expect(await recv.exited, recv.stderr).toBe(0);
     serve.kill("SIGTERM");
     expect(await serve.exited).toBe(0);
   }, 30_000);
+
+  test("a reader that stops reading holds up the channel, not the process: SIGTERM exits 0, and each frame is in the pipe whole or counted sink_reader_slow", async () => {
+    await stalledReaderStopped("fifo");
+  }, 60_000);
 });
+
+describe("output recv to stdout", () => {
+  test("a pipe's reader that stops reading holds up the channel, not the process: SIGTERM exits 0, and each frame is in the pipe whole or counted sink_reader_slow", async () => {
+    await stalledReaderStopped("stdout");
+  }, 60_000);
+
+  test("a reader that stalls and then reads on loses nothing: the lossless server waits, every frame arrives once, in order", async () => {
+    const t = setup();
+    const N = 20_000;
+    const serve = await servingFile(t, N);
+    const fifo = makeFifo(t.path("player"));
+    const heard = t.path("heard.wire");
+    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
+    const out = openSync(fifo, "w");
+    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", "-", "--once", "--metrics", "127.0.0.1:0"], { stdout: out });
+    closeSync(out);
+    await heldUp(await metricsUrl(recv), "jetkvm_audio_frames_received_total", N);
+    releaseReader(heard);
+    expect(await recv.exited, recv.stderr).toBe(0);
+    expect(await player.exited).toBe(0);
+    expect(scanFrames(heard)).toMatchObject({ count: N, mismatch: -1 });
+    expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: String(N), dropped: "0" });
+    expect(await serve.exited, serve.stderr).toBe(0);
+  }, 60_000);
+});
+
+/**
+ * A lossless server floods output recv, whose sink (a FIFO, or stdout on
+ * one) has a reader that opened it and reads nothing; once the channel is
+ * held up, SIGTERM: exit 0 all the same. The reader, let go afterwards, finds
+ * whole messages (the last perhaps cut short), and the frames not among them
+ * are the ones the stopped line counts as dropped for the slow reader.
+ */
+async function stalledReaderStopped(sink: "fifo" | "stdout"): Promise<void> {
+  const t = setup();
+  const serve = await servingFile(t, 20_000);
+  const fifo = makeFifo(t.path("player"));
+  const heard = t.path("heard.wire");
+  const player = start(["sh", "-c", HELD_READER, fifo, heard]);
+  const args = ["output", "recv", "--socket", t.sock, "--metrics", "127.0.0.1:0", "--sink"];
+  let recv: Spawned;
+  if (sink === "fifo") recv = spawnAgent([...args, fifo]);
+  else {
+    const out = openSync(fifo, "w");
+    recv = spawnAgent([...args, "-"], { stdout: out });
+    closeSync(out);
+  }
+  await heldUp(await metricsUrl(recv), "jetkvm_audio_frames_received_total", 20_000);
+  recv.kill("SIGTERM");
+  expect(await recv.exited, recv.stderr).toBe(0);
+  releaseReader(heard);
+  expect(await player.exited).toBe(0);
+  const stopped = logFields(recv.stderr, "output-client", "stopped");
+  expect(Number(stopped.dropped_sink_reader_slow)).toBeGreaterThan(0);
+  expect(Number(stopped.dropped)).toBe(Number(stopped.dropped_sink_reader_slow));
+  const whole = wholeWireFrames(heard);
+  whole.forEach((payload, k) => expect(isTestPayload(k, payload)).toBe(true));
+  expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
+  serve.kill("SIGTERM");
+  expect(await serve.exited, serve.stderr).toBe(0);
+}
 
 describe("socket file mode", () => {
   test("0660 by default, --socket-mode when given", async () => {

@@ -6,7 +6,7 @@
  * reset the connection) counts the frames it could not write whole.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, constants, openSync, readFileSync, readSync, statSync, writeFileSync } from "node:fs";
 import { ByteSink } from "../../src/media/byte-sink.ts";
 import { OggSink } from "../../src/media/ogg-sink.ts";
 import { WireSink } from "../../src/media/wire-sink.ts";
@@ -89,7 +89,7 @@ describe("ByteSink: every frame written or counted when a write fails", () => {
     sink.write(unit(40)); // a header: no frame
     for (let i = 0; i < 5; i++) sink.write(unit(30), 2);
     expect(() => sink.flush()).toThrow("cannot write to sink /dev/full: ENOSPC");
-    expect(sink.dropped).toEqual({ sink_no_reader: 0, sink_write_failed: 10 });
+    expect(sink.dropped).toEqual({ sink_no_reader: 0, sink_write_failed: 10, sink_reader_slow: 0 });
     expect(sink.write(unit(30), 3)).toBe(false);
     expect(sink.dropped.sink_write_failed).toBe(13);
     // Raised again by every flush and close: one called where the error is lost (a socket's handler) leaves it failed.
@@ -124,9 +124,9 @@ console.log(JSON.stringify(seen));`,
     const run = Bun.spawnSync(["sh", "-c", `trap '' XFSZ; exec prlimit --fsize=4096 "$0" "$@"`, process.execPath, script, out], { stderr: "pipe" });
     expect(run.stderr.toString()).toBe("");
     expect(JSON.parse(run.stdout.toString())).toEqual([
-      { sink_no_reader: 0, sink_write_failed: 0 },
+      { sink_no_reader: 0, sink_write_failed: 0, sink_reader_slow: 0 },
       `cannot write to sink ${out}: EFBIG`,
-      { sink_no_reader: 0, sink_write_failed: 3 },
+      { sink_no_reader: 0, sink_write_failed: 3, sink_reader_slow: 0 },
       4096,
     ]);
     expect(statSync(out).size).toBe(4096);
@@ -173,7 +173,7 @@ console.log(JSON.stringify(seen));`,
     const sink = ByteSink.adopt(path, fd);
     for (let i = 0; i < 4; i++) sink.write(unit(50), 1);
     expect(() => sink.flush()).toThrow(`cannot write to sink ${path}: EPIPE`);
-    expect(sink.dropped).toEqual({ sink_no_reader: 4, sink_write_failed: 0 });
+    expect(sink.dropped).toEqual({ sink_no_reader: 4, sink_write_failed: 0, sink_reader_slow: 0 });
     expect(() => sink.close()).toThrow("EPIPE");
     expect(openFiles(process.pid)).not.toContain(path);
   });
@@ -211,7 +211,7 @@ sys.exit(child.wait())`;
     const run = Bun.spawnSync(["python3", "-c", harness, process.execPath, script], { stderr: "pipe", timeout: 30_000 });
     expect(run.stderr.toString()).toBe("");
     expect(run.exitCode).toBe(0);
-    expect(JSON.parse(run.stdout.toString())).toEqual({ error: "cannot write to sink stdout: ECONNRESET", dropped: { sink_no_reader: 4, sink_write_failed: 0 } });
+    expect(JSON.parse(run.stdout.toString())).toEqual({ error: "cannot write to sink stdout: ECONNRESET", dropped: { sink_no_reader: 4, sink_write_failed: 0, sink_reader_slow: 0 } });
   });
 
   test("frames written whole before the reader left are not counted; the ones after are", async () => {
@@ -227,6 +227,119 @@ sys.exit(child.wait())`;
     expect(sink.bytesWritten).toBeGreaterThanOrEqual(100_000);
     expect(sink.bytesWritten).toBeLessThan(100_000 + 65_536 + 1000);
     expect(sink.dropped.sink_no_reader).toBe(300 - Math.floor(sink.bytesWritten / 1000));
+    expect(() => sink.close()).toThrow("EPIPE");
+  });
+});
+
+describe("ByteSink over a pipe whose reader is behind", () => {
+  /** A FIFO with a reader's end (non-blocking, read by the test) and a sink over its non-blocking writer's end. */
+  function pipeSink(name: string): { sink: ByteSink; reader: number; leave: () => void } {
+    const path = makeFifo(socketDir(defer, "bsk-").path(name));
+    const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    let open = true;
+    const leave = () => {
+      if (open) closeSync(reader);
+      open = false;
+    };
+    defer(leave);
+    return { sink: ByteSink.adopt(path, openSync(path, constants.O_WRONLY | constants.O_NONBLOCK)), reader, leave };
+  }
+
+  /** Unit `i`: 1000 bytes of i's low byte, so that order shows in what is read. */
+  const numbered = (i: number) => new Uint8Array(1000).fill(i & 0xff);
+
+  /** Reads what the pipe holds now (until EAGAIN), appended to `into`. */
+  function readNow(fd: number, into: number[]): void {
+    const chunk = new Uint8Array(65536);
+    for (;;) {
+      let got = 0;
+      try {
+        got = readSync(fd, chunk);
+      } catch {
+        return;
+      }
+      if (got <= 0) return;
+      into.push(...chunk.subarray(0, got));
+    }
+  }
+
+  test("what the full pipe does not take waits in the sink, which says so (waiting); read, it all arrives once and in order, and waiting settles", async () => {
+    const { sink, reader } = pipeSink("behind.fifo");
+    expect(sink.waiting).toBeUndefined();
+    // 200 000 bytes, and the pipe holds 64 KiB: the rest waits, and what comes meanwhile waits behind it.
+    for (let i = 0; i < 200; i++) sink.write(numbered(i), 1);
+    sink.flush();
+    const waiting = sink.waiting;
+    expect(waiting).toBeInstanceOf(Promise);
+    for (let i = 200; i < 300; i++) sink.write(numbered(i), 1);
+    const read: number[] = [];
+    let settled = false;
+    void waiting!.then(() => (settled = true));
+    while (!settled) {
+      readNow(reader, read);
+      await Bun.sleep(5);
+    }
+    expect(sink.waiting).toBeUndefined();
+    sink.flush();
+    await sink.close();
+    readNow(reader, read);
+    expect(read.length).toBe(300_000);
+    for (let i = 0; i < 300; i++) expect(read[i * 1000]).toBe(i & 0xff);
+    expect(sink.bytesWritten).toBe(300_000);
+    expect(sink.dropped).toEqual({ sink_no_reader: 0, sink_write_failed: 0, sink_reader_slow: 0 });
+  });
+
+  test("closed while its reader reads nothing: close settles after LINGER_MS, the units not wholly in the pipe counted sink_reader_slow", async () => {
+    const { sink, reader } = pipeSink("stalled.fifo");
+    for (let i = 0; i < 100; i++) sink.write(numbered(i), 2);
+    const closing = sink.close();
+    expect(closing).toBeInstanceOf(Promise);
+    await closing;
+    const read: number[] = [];
+    readNow(reader, read);
+    // The pipe took 65 units whole and 536 bytes of the 66th: the 35 after them (2 frames each) were the reader's to miss.
+    const whole = Math.floor(read.length / 1000);
+    expect(read.length).toBe(sink.bytesWritten);
+    expect(sink.dropped).toEqual({ sink_no_reader: 0, sink_write_failed: 0, sink_reader_slow: 2 * (100 - whole) });
+    expect(whole).toBeLessThan(100);
+  });
+
+  test("closed while its reader reads slowly: close waits as long as it keeps reading (here about 2 s, past LINGER_MS), and nothing is dropped", async () => {
+    const { sink, reader } = pipeSink("slow.fifo");
+    // 300 000 bytes, taken 16 KiB every 150 ms: some 2 s of reading, each read well within LINGER_MS of the last.
+    for (let i = 0; i < 300; i++) sink.write(numbered(i), 1);
+    let closed = false;
+    const closing = Promise.resolve(sink.close()).then(() => (closed = true));
+    const read: number[] = [];
+    const chunk = new Uint8Array(16384);
+    while (!closed) {
+      await Bun.sleep(150);
+      try {
+        const got = readSync(reader, chunk);
+        read.push(...chunk.subarray(0, got));
+      } catch {
+        // EAGAIN: nothing there this time
+      }
+    }
+    await closing;
+    readNow(reader, read);
+    expect(read.length).toBe(300_000);
+    for (let i = 0; i < 300; i++) expect(read[i * 1000]).toBe(i & 0xff);
+    expect(sink.dropped).toEqual({ sink_no_reader: 0, sink_write_failed: 0, sink_reader_slow: 0 });
+  });
+
+  test("a reader that leaves while the sink waits on it: waiting rejects with EPIPE, the frames not written whole counted sink_no_reader, and flush and close raise it", async () => {
+    const { sink, leave } = pipeSink("left.fifo");
+    for (let i = 0; i < 100; i++) sink.write(numbered(i), 1);
+    sink.flush();
+    const waiting = sink.waiting!;
+    leave();
+    expect(await waiting.then(() => "settled", (e: Error) => e.message)).toBe(`cannot write to sink ${sink.name}: EPIPE`);
+    const whole = Math.floor(sink.bytesWritten / 1000);
+    expect(sink.dropped).toEqual({ sink_no_reader: 100 - whole, sink_write_failed: 0, sink_reader_slow: 0 });
+    sink.write(numbered(100), 1);
+    expect(sink.dropped.sink_no_reader).toBe(101 - whole);
+    expect(() => sink.flush()).toThrow("EPIPE");
     expect(() => sink.close()).toThrow("EPIPE");
   });
 });

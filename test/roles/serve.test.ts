@@ -161,6 +161,7 @@ describe("serve: both channels in one process", () => {
       expect(inputDrops.map((s) => [s.labels.reason, s.value]).sort()).toEqual([
         ["session_ended", 0],
         ["sink_no_reader", 0],
+        ["sink_reader_slow", 0],
         ["sink_write_failed", 0],
       ]);
       expect(value(text, "audio_agent_queue_capacity_frames", { channel: "output" })).toBe(1000);

@@ -97,3 +97,22 @@ export async function scrapeUntil(base: string, check: (text: string) => boolean
   }
   return text;
 }
+
+/**
+ * Waits until an agent has received some of the `total` frames a peer sends
+ * (counted by the metric `name`) and then no more for a while: what it writes
+ * them to is not being read, and it reads no more of its socket. Returns how
+ * many it received.
+ */
+export async function heldUp(base: string, name: string, total: number): Promise<number> {
+  let last = -1;
+  for (;;) {
+    const now = await scrapeValue(base, name);
+    if (now > 0 && now === last) {
+      if (now >= total) throw new Error(`${name} reached ${now} of ${total}: nothing held it up`);
+      return now;
+    }
+    last = now;
+    await Bun.sleep(300);
+  }
+}
