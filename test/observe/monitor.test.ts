@@ -581,3 +581,41 @@ describe("a hostile viewer", () => {
     expect(performance.now() - start).toBeGreaterThanOrEqual(4000);
   }, 60_000);
 });
+
+describe("a listener that stops reading", () => {
+  /** A bare TCP peer that opens /ws, asks to listen, then never reads again. */
+  async function stalledListener(port: number): Promise<void> {
+    const socket = await Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: { data() {}, close() {}, error() {} },
+    });
+    defer(() => socket.terminate());
+    const text = new TextEncoder().encode(JSON.stringify({ listen: true }));
+    // A client's frame: FIN + text, masked (a zero mask leaves the payload as it is).
+    const frame = new Uint8Array([0x81, 0x80 | text.length, 0, 0, 0, 0, ...text]);
+    socket.write(
+      `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    socket.write(frame);
+    socket.pause();
+  }
+
+  test("misses frames, counted, and stays a listener: it is not cut off as a viewer over its backlog", async () => {
+    const { hub, server } = await hubOnHttp();
+    await stalledListener(server.port);
+    await until(() => hub.listeners === 1, "the stalled peer to listen", 5000);
+    // 4 KiB frames, 16 MiB in all: many times what the TCP buffers and the viewer's backlog limit hold.
+    const payload = new Uint8Array(4096).fill(7);
+    for (let i = 0; i < 4096; i++) {
+      hub.frameTap?.(payload, Date.now());
+      if (i % 64 === 0) await Bun.sleep(1);
+    }
+    const { listenerDrops, listeners } = hub.current();
+    expect(listenerDrops).toBeGreaterThan(1000);
+    // Frames stop for it at 64 KiB queued, long before the 1 MiB that closes a viewer.
+    expect(listeners).toBe(1);
+    expect(hub.viewerCount).toBe(1);
+  });
+});
