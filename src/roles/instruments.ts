@@ -30,7 +30,7 @@ export interface InstrumentedEnd {
   settings: ChannelSettings;
 }
 
-/** Socket buffers are sampled, and the optimizer fed and ticked, this often (or faster for short windows). */
+/** The optimizer is fed and ticked this often (or faster for short windows). */
 const SAMPLE_MS = 1000;
 
 /**
@@ -164,7 +164,7 @@ export class Instruments {
     return this.channels[0]!.latencyFields();
   }
 
-  /** The sampler's tick: every channel's queues and optimizer, and the JIT's flood check. */
+  /** The sampler's tick: every channel's optimizer, and the JIT's flood check. */
   private tick(): void {
     for (const channel of this.channels) channel.sample();
     this.jit.sample(() => this.frames());
@@ -346,9 +346,12 @@ export class ChannelInstruments implements ChannelObserver {
     return (this.optimizer?.state.level ?? 0) > 0 || this.end.readings().queueDepth > 0;
   }
 
-  /** The sampler's tick: socket buffers sampled, the optimizer fed with new pressure and ticked. */
+  /**
+   * The sampler's tick: the optimizer fed with new pressure and ticked. The
+   * socket queues are not read here: /metrics and the monitor read them as
+   * they are when asked.
+   */
   sample(): void {
-    this.end.tuner.sample();
     const optimizer = this.optimizer;
     if (!optimizer) return;
     const r = this.end.readings();

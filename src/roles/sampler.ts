@@ -1,6 +1,6 @@
 /**
- * When a process's sampler ticks (socket queues read, the optimizer fed and
- * ticked, the JIT's flood check): on the frames' own wake-ups while they
+ * When a process's sampler ticks (the optimizer fed and ticked, the JIT's
+ * flood check): on the frames' own wake-ups while they
  * flow, never on a timer of its own, which woke a streaming process once
  * more a second and set off runtime timers after it (bench/FINDINGS.md).
  *

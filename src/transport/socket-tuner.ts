@@ -56,10 +56,14 @@ export class SocketTuner {
     if (this.socket && this.socket.readyState > 0) this.apply(this.socket);
   }
 
-  /** Samples the bytes queued in both directions on the live connection. */
+  /** Samples the bytes queued in both directions on the live connection; none without one. */
   sample(): void {
     const fd = this.fd();
-    if (fd === undefined) return;
+    if (fd === undefined) {
+      // A connection gone has nothing queued: its last sample is not what this channel holds now.
+      this.queued = { send: 0, receive: 0 };
+      return;
+    }
     const out = sendQueueBytes(fd);
     if (out.ok) this.queued.send = out.bytes;
     else this.failed(out.call);

@@ -450,3 +450,35 @@ describe("metrics over HTTP from real roles", () => {
     await until(() => server.hasExited, "exit");
   });
 });
+
+describe("socket buffer gauges once the peer has gone", () => {
+  test("a reader that left its buffer full and then disconnected: no connection, so the utilization is not the dead socket's last sample", async () => {
+    const { path, server } = await startOutputServer(defer, {
+      queueFrames: 1000,
+      writeDeadlineMs: 0,
+      stuckFrames: 100_000,
+      socketBuffers: { sendBytes: 8192, receiveBytes: 16384 },
+    });
+    const reader = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+    let next = 0;
+    while (server.stats.shortWrites === 0) {
+      for (let k = 0; k < 8; k++) server.sendFrame(testPayload(next++));
+      await new Promise((resolve) => setImmediate(resolve));
+      if (next > 100_000) throw new Error("the socket never filled");
+    }
+    const metrics = new AgentMetrics([{ read: () => server.readings(), sampleQueues: () => server.tuner.sample(), latency: new LatencyMonitor() }]);
+    const send = { component: "audio-output", buffer_type: "send" };
+    const full = await metrics.text();
+    expect(value(full, "jetkvm_audio_socket_buffer_utilization_percent", send)).toBeGreaterThan(0);
+
+    // The reader leaves: nothing is queued in any socket of this channel any more.
+    reader.socket.end();
+    await until(() => !server.connected, "client gone");
+    const gone = await metrics.text();
+    expect(value(gone, "audio_agent_connected")).toBe(0);
+    const left = samples(gone, "jetkvm_audio_socket_buffer_utilization_percent", send);
+    // Either no series (as before the first connection) or an empty buffer: never the dead socket's figure.
+    expect(left.map((s) => s.value)).toEqual(left.map(() => 0));
+  });
+});
