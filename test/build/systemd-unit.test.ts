@@ -7,7 +7,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { REPO, run } from "../support/processes.ts";
+import { AGENT, agentEnv, REPO, run } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 
 const UNIT = join(REPO, "packaging/audio-agent.service");
@@ -84,7 +84,7 @@ describe("audio-agent.service", () => {
       ["ProtectHome", "yes"],
       ["PrivateTmp", "yes"],
       ["LockPersonality", "yes"],
-      ["RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"],
+      ["RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"],
       ["CapabilityBoundingSet", ""],
     ]) {
       expect(`${key}=${value(key)}`).toBe(`${key}=${want}`);
@@ -111,4 +111,23 @@ describe("audio-agent.service", () => {
     expect(stdout + stderr).toBe("");
     expect(code).toBe(0);
   });
+});
+
+describe("audio-agent.service and what the agent really calls", () => {
+  test("--metrics on a wildcard address: every address family the agent opens a socket of is one RestrictAddressFamilies= allows", async () => {
+    const strace = Bun.which("strace");
+    if (!strace) throw new Error("strace is missing: this test traces the agent's socket() calls (apt-get install strace)");
+    const t = socketDir(defer, "aaunit-");
+    const trace = t.path("socket.trace");
+    // The agent's start-up with /metrics on a wildcard address (its Host check lists the machine's addresses), traced.
+    const traced = await run(
+      [strace, "-f", "-qq", "-e", "trace=socket", "-o", trace, ...AGENT, "output", "serve", "--socket", t.path("p.sock"), "--source", "/dev/null", "--format", "wire", "--metrics", "0.0.0.0:0"],
+      { env: agentEnv(), timeoutMs: 20_000 },
+    );
+    expect(traced.stderr).toContain("http listening");
+    const families = new Set([...(await Bun.file(trace).text()).matchAll(/socket\((AF_[A-Z0-9]+)/g)].map((m) => m[1]!));
+    const allowed = value("RestrictAddressFamilies")!.split(/\s+/);
+    // A family outside the list fails with EAFNOSUPPORT under the unit (getifaddrs needs AF_NETLINK): the agent exits 1 and restarts every second.
+    expect([...families].filter((f) => !allowed.includes(f))).toEqual([]);
+  }, 30_000);
 });
