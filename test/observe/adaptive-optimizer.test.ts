@@ -292,6 +292,41 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
   });
 });
 
+describe("adaptive optimizer in live mode with the default latency budget", () => {
+  test("a paused reader meets the budget first: frames dropped as latency_budget, no overflow, and the optimizer stays at level 0 (larger buffers would only hold older audio)", async () => {
+    const { path } = socketDir(defer, "aab-");
+    defer(() => stopAgents());
+    const sock = path("out.sock");
+    const server = spawnAgent(
+      [
+        "output", "serve", "--socket", sock, "--source", "-", "--realtime", "--stuck-frames", "100000",
+        "--adaptive-threshold", "3", "--adaptive-window-ms", "1000", "--metrics", "0",
+      ],
+      { stdin: "pipe" },
+    );
+    const base = await metricsUrl(server);
+    await server.waitForStderr("listening socket=");
+    const reader = await connectClient(defer, sock, { paused: true });
+    await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "client connected");
+    // 1 ms apart, 2 KB each: the budget's 100 ms of audio is far less than the socket buffer holds.
+    const feeding = server.writeStdin(wireBytes(0, 2000, (i) => indexedPayload(i, 2048), OUTPUT_MAGIC, 1));
+    const text = await scrapeUntil(
+      base,
+      (t) => value(t, "audio_agent_frames_dropped_by_reason_total", { channel: "output", reason: "latency_budget" }) >= 30,
+      "drops for the latency budget",
+    );
+    expect(value(text, "jetkvm_audio_socket_buffer_overflow_total", { component: "audio-output", buffer_type: "send" })).toBe(0);
+    expect(value(text, "audio_agent_frames_dropped_by_reason_total", { channel: "output", reason: "write_deadline" })).toBe(0);
+    expect(value(text, "audio_agent_adaptive_level")).toBe(0);
+    expect(value(text, "audio_agent_adaptive_decisions_total", { decision: "escalate" })).toBe(0);
+    reader.socket.resume();
+    await feeding;
+    server.endStdin();
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(server.stderr).not.toContain("adaptive: escalate");
+  });
+});
+
 describe("adaptive optimizer in lossless mode", () => {
   test("a bursty reader makes it escalate and relax; nothing is dropped and every frame arrives in order", async () => {
     const { path } = socketDir(defer, "aal-");
