@@ -12,7 +12,8 @@ Usage:
   audio-agent config check FILE | config print [ROLE]  validate a config file, show effective settings
   audio-agent bench [--quick]                           measure throughput, latency, CPU and memory
   audio-agent --version
-  audio-agent <command> --help                          options of one command
+  audio-agent <command> --help, audio-agent help <command>
+                                                        options of one command
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
 Logs go to stderr; stdout carries data only (--sink -).

@@ -139,8 +139,12 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
     io.err(TOP_HELP);
     return EXIT_USAGE;
   }
-  if (first === "--help" || first === "-h" || first === "help") {
-    refuseExtra(first, argv.slice(1), "--help");
+  // `help COMMAND...` is `COMMAND... --help`, as with git and go; `help` alone is --help.
+  if (first === "help" && second !== undefined && !isHelp(second)) return dispatch([...argv.slice(1), "--help"], io, run);
+  if (isHelp(first)) {
+    // `help help` (or `help --help`) is help about help: the usage, which says it.
+    const asked = first === "help" && second !== undefined ? 2 : 1;
+    refuseExtra(argv.slice(0, asked).join(" "), argv.slice(asked), "--help");
     io.out(TOP_HELP);
     return EXIT_OK;
   }
@@ -165,6 +169,10 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
     throw new UsageError(`unknown ${first} command "${second}"; allowed: ${allowed}`);
   }
   return runCommand(role, argv.slice(2), io, run);
+}
+
+function isHelp(word: string): boolean {
+  return word === "--help" || word === "-h" || word === "help";
 }
 
 async function runCommand(command: Command, args: string[], io: CliIo, run: Run): Promise<number> {

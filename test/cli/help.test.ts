@@ -37,6 +37,24 @@ describe("--help", () => {
     });
   }, 30_000);
 
+  test("help COMMAND prints what COMMAND --help prints (as git and go take it); help help, the usage", async () => {
+    const commands = [["output"], ["output", "recv"], ["input", "serve"], ["serve"], ["config"], ["config", "print"], ["bench"], ["help"]];
+    const asked = await Promise.all(commands.map((words) => runAgent(["help", ...words])));
+    const expected = await Promise.all(commands.map((words) => runAgent(words[0] === "help" ? ["--help"] : [...words, "--help"])));
+    asked.forEach((result, k) => {
+      expect({ words: commands[k], code: result.code, stderr: result.stderr }).toEqual({ words: commands[k], code: 0, stderr: "" });
+      expect(result.stdout).toBe(expected[k]!.stdout);
+      expect(result.stdout.length).toBeGreaterThan(100);
+    });
+    // A command that does not exist is told as it would be without help.
+    const unknown = await runAgent(["help", "output", "bogus"]);
+    expect({ code: unknown.code, stderr: unknown.stderr, stdout: unknown.stdout }).toEqual({
+      code: 2,
+      stderr: 'audio-agent: unknown output command "bogus"; allowed: serve, recv\n',
+      stdout: "",
+    });
+  }, 30_000);
+
   test("each role's help shows every default in its option's row", async () => {
     for (const role of Object.keys(ROLE_OPTIONS) as Role[]) {
       const channel = role.split(" ")[0] as Channel;
@@ -139,6 +157,7 @@ describe("usage errors", () => {
       [["serve", "--output-source", "x", "--input-sink", "y", "extra"], 'audio-agent: unexpected argument "extra" (see audio-agent serve --help)'],
       [["version", "extra"], 'audio-agent: version takes no arguments, found "extra" (see --help)'],
       [["--help", "output"], 'audio-agent: --help takes no arguments, found "output" (see --help)'],
+      [["help", "help", "output"], 'audio-agent: help help takes no arguments, found "output" (see --help)'],
       [["output", "--help", "x"], 'audio-agent: output --help takes no arguments, found "x" (see audio-agent output --help)'],
       [["input", "-h", "x"], 'audio-agent: input -h takes no arguments, found "x" (see audio-agent input --help)'],
       [["config", "--help", "x"], 'audio-agent: config --help takes no arguments, found "x" (see audio-agent config --help)'],
