@@ -501,6 +501,31 @@ interface Naming {
 }
 
 /**
+ * The value `option` is given, by precedence: its flag > its environment
+ * variable > the file's `section` > the file's top level; and where it came
+ * from when not from the flag ("environment X", `config "key"`). Undefined
+ * where none gives it (its default applies).
+ */
+function pick(
+  option: OptionName,
+  channel: Channel | undefined,
+  section: ConfigFile["top"] | undefined,
+  sources: ConfigSources,
+  naming: Naming,
+): { value: unknown; from?: string } | undefined {
+  const flagName = naming.flag(option);
+  const flag = sources.flags[flagName];
+  if (flag !== undefined) return { value: parseValue(option, flag, `--${flagName}`) };
+  const envKey = naming.env(option);
+  const env = sources.env[envKey];
+  if (env !== undefined && env !== "") return { value: parseValue(option, env, `environment ${envKey}=`), from: `environment ${envKey}` };
+  if (section?.[option] !== undefined) return { value: section[option], from: `config "${channel ?? ""}${channel ? "." : ""}${option}"` };
+  const top = sources.file?.top;
+  if (top?.[option] !== undefined) return { value: top[option], from: `config "${option}"` };
+  return undefined;
+}
+
+/**
  * Resolves `options`: flags > environment > the file's `section` > the file's
  * top level > defaults (of `channel`). With `requireAll` false, missing
  * required settings are left out (config print).
@@ -513,28 +538,17 @@ function resolveOptions(
   requireAll: boolean,
   naming: Naming,
 ): Record<string, unknown> {
-  const top = sources.file?.top;
   const out: Record<string, unknown> = {};
   /** Where a setting other than a flag came from, for the checks below to name: "environment X", `config "key"`. */
   const from: Record<string, string> = {};
   for (const option of options) {
-    const flagName = naming.flag(option);
-    const flag = sources.flags[flagName];
-    const envKey = naming.env(option);
-    const env = sources.env[envKey];
-    if (flag !== undefined) out[option] = parseValue(option, flag, `--${flagName}`);
-    else if (env !== undefined && env !== "") {
-      out[option] = parseValue(option, env, `environment ${envKey}=`);
-      from[option] = `environment ${envKey}`;
-    } else if (section?.[option] !== undefined) {
-      out[option] = section[option];
-      from[option] = `config "${channel ?? ""}${channel ? "." : ""}${option}"`;
-    } else if (top?.[option] !== undefined) {
-      out[option] = top[option];
-      from[option] = `config "${option}"`;
+    const picked = pick(option, channel, section, sources, naming);
+    if (picked) {
+      out[option] = picked.value;
+      if (picked.from) from[option] = picked.from;
     } else if (defaultOf(option, channel) !== undefined) out[option] = defaultOf(option, channel);
     else if (requireAll && (OPTIONS[option] as OptionSpec).required) {
-      throw new ConfigError(`${naming.command}: --${flagName} is required (${OPTIONS[option].allowed})`);
+      throw new ConfigError(`${naming.command}: --${naming.flag(option)} is required (${OPTIONS[option].allowed})`);
     }
   }
   /** The flag, and where the value came from when not from it. */
@@ -589,11 +603,15 @@ export function resolveServeSettings(sources: ConfigSources, requireAll = true):
     env: (option) => envName(option),
   }) as Settings<ProcessOption>;
   const channel = <C extends Channel>(c: C) => {
-    const naming = { command: "serve", flag: (option: OptionName) => `${c}-${option}`, env: (option: OptionName) => serveEnvName(option, c) };
-    const own = resolveOptions(serveChannelOptions(c), c, file?.sections[c], sources, requireAll, naming);
+    const own = resolveOptions(serveChannelOptions(c), c, file?.sections[c], sources, requireAll, serveNaming(c));
     return { ...own, ...shared } as RoleSettings<(typeof SERVE_ROLES)[C]>;
   };
   return { ...shared, output: channel("output"), input: channel("input") };
+}
+
+/** How serve names a channel's option: its prefixed flag and variable. */
+function serveNaming(c: Channel): Naming {
+  return { command: "serve", flag: (option) => `${c}-${option}`, env: (option) => serveEnvName(option, c) };
 }
 
 /**
@@ -603,14 +621,20 @@ export function resolveServeSettings(sources: ConfigSources, requireAll = true):
  * as it shows a config file's top-level "socket", which the single roles take;
  * `config print serve` refuses them.)
  */
-export function checkServeSockets(settings: ServeSettings, file: ConfigFile | undefined): void {
+export function checkServeSockets(settings: ServeSettings, sources: ConfigSources): void {
+  const file = sources.file;
   const [output, input] = [settings.output.socket, settings.input.socket];
   if (socketFile(output) !== socketFile(input)) return;
+  // Each flag named with where its value came from when that was not the flag (a default: from nowhere).
+  const named = (c: Channel) => {
+    const from = pick("socket", c, file?.sections[c], sources, serveNaming(c))?.from;
+    return `--${c}-socket${from ? ` (from ${from})` : ""}`;
+  };
   // Blamed only where it can be the cause: it is the path, and a channel's section leaves it in force.
   const top = file?.top.socket;
   const inForce = file?.sections.output?.socket === undefined || file?.sections.input?.socket === undefined;
   const fromTop = typeof top === "string" && inForce && socketFile(top) === socketFile(output) ? ` (the config file's top-level "socket" applies to both channels: give it in "output" and "input")` : "";
-  throw new ConfigError(`--output-socket and --input-socket are both ${output}: each channel needs a socket of its own${fromTop}`);
+  throw new ConfigError(`${named("output")} and ${named("input")} are both ${output}: each channel needs a socket of its own${fromTop}`);
 }
 
 /**

@@ -90,7 +90,7 @@ function written(settings: object): Record<string, unknown> {
 /** serve's settings as a config file: the process-wide ones at the top level, each channel's own in its section. */
 function serveFile(sources: ConfigSources, checked: boolean): Record<string, unknown> {
   const settings = resolveServeSettings(sources, false);
-  if (checked) checkServeSockets(settings, sources.file);
+  if (checked) checkServeSockets(settings, sources);
   const shared = (name: string) => (PROCESS_OPTIONS as readonly string[]).includes(name);
   const section = (channel: keyof typeof SERVE_ROLES) => written(Object.fromEntries(Object.entries(settings[channel]).filter(([name]) => !shared(name))));
   const top = written(Object.fromEntries(Object.entries(settings).filter(([name]) => shared(name))));

@@ -185,7 +185,7 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
   run.configFile = file;
   const sources: ConfigSources = { flags, env: io.env, file };
   const settings = command === "serve" ? resolveServeSettings(sources) : resolveSettings(command, sources);
-  if (command === "serve") checkServeSockets(settings as ServeSettings, file);
+  if (command === "serve") checkServeSockets(settings as ServeSettings, sources);
   run.settings = command === "serve" ? flatServeSettings(settings as ServeSettings) : settings;
   const logger = new Logger({ level: settings["log-level"], format: settings["log-format"], write: writeLine(io) });
   run.logger = logger;

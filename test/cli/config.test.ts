@@ -192,7 +192,7 @@ describe("config print", () => {
     const serveOnly = await cli(["config", "print", "serve"], env);
     expect({ code: serveOnly.code, stdout: serveOnly.stdout }).toEqual({ code: 2, stdout: "" });
     expect(serveOnly.stderr.trim()).toBe(
-      'audio-agent: --output-socket and --input-socket are both /run/test-one.sock: each channel needs a socket of its own (the config file\'s top-level "socket" applies to both channels: give it in "output" and "input")',
+      'audio-agent: --output-socket (from config "socket") and --input-socket (from config "socket") are both /run/test-one.sock: each channel needs a socket of its own (the config file\'s top-level "socket" applies to both channels: give it in "output" and "input")',
     );
     // A single role named alone still takes it.
     const single = await cli(["config", "print", "input", "serve"], env);

@@ -704,7 +704,14 @@ describe("serve: both channels in one process", () => {
     const top = await spawnAgent([...base, "--config", config]).done;
     expect(top.code).toBe(2);
     expect(failureLine(top.stderr)).toBe(
-      `audio-agent: --output-socket and --input-socket are both ${t.out}: each channel needs a socket of its own (the config file's top-level "socket" applies to both channels: give it in "output" and "input")`,
+      `audio-agent: --output-socket (from config "socket") and --input-socket (from config "socket") are both ${t.out}: each channel needs a socket of its own (the config file's top-level "socket" applies to both channels: give it in "output" and "input")`,
+    );
+    // Each flag is named with where its value came from: the environment, a section, or the flag itself.
+    writeFileSync(config, JSON.stringify({ input: { socket: t.out } }));
+    const mixed = await spawnAgent([...base, "--config", config], { env: agentEnv({ JETKVM_AUDIO_OUTPUT_SOCKET: t.out }) }).done;
+    expect(mixed.code).toBe(2);
+    expect(failureLine(mixed.stderr)).toBe(
+      `audio-agent: --output-socket (from environment JETKVM_AUDIO_OUTPUT_SOCKET) and --input-socket (from config "input.socket") are both ${t.out}: each channel needs a socket of its own`,
     );
     // A top-level "socket" that is not the one both got, or that both sections override, is not blamed.
     for (const file of [{ socket: t.path("elsewhere.sock") }, { socket: t.out, output: { socket: t.path("o2.sock") }, input: { socket: t.path("i2.sock") } }]) {
