@@ -15,7 +15,7 @@ export interface LogRateLimit {
   windowMs: number;
 }
 
-/** At most 10 lines of one kind per 10 s: a peer reconnecting in a loop cannot fill a device's flash-backed log. */
+/** At most 10 lines of one kind per 10 s: a peer reconnecting in a loop writes about a line a second of each kind it causes, not one per event. */
 export const DEFAULT_LOG_RATE_LIMIT: LogRateLimit = { lines: 10, windowMs: 10_000 };
 
 interface Window<L> {
