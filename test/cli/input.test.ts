@@ -647,3 +647,117 @@ describe("input send stops its HTTP endpoints on every way out: a monitor page i
     expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ frames: String(packets), dropped: "0" });
   });
 });
+
+/**
+ * A raw input client in python (to know exactly which bytes the kernel took
+ * on which connection): prints one JSON line per step. `fill` connects, sends
+ * a Config and then 1017-byte OpusFrames (payload: the frame's index, u32 LE,
+ * then zeros) until the socket takes no more, the last one completed blocking
+ * so that every frame counted is whole in the kernel.
+ */
+const RAW_INPUT_PEER = String.raw`
+import json, socket, struct, sys, time
+path, plan = sys.argv[1], sys.argv[2]
+MAGIC = 0x4a4b4d49
+def msg(t, payload): return struct.pack('<IBIq', MAGIC, t, len(payload), time.time_ns()) + payload
+sent = 0
+def frame():
+    global sent
+    m = msg(0, struct.pack('<I', sent) + bytes(996)); sent += 1; return m
+def connect():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.connect(path)
+    s.sendall(msg(1, struct.pack('<III', 48000, 2, 960))); return s
+def fill(s):
+    n = 0
+    while True:
+        m = frame()
+        try:
+            k = s.send(m, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            global sent
+            sent -= 1; return n
+        n += 1
+        if k < len(m):
+            s.setblocking(True); s.sendall(m[k:]); return n
+def out(**kw): print(json.dumps(kw), flush=True)
+if plan.startswith('many:'):
+    # Clients one after another, each replacing the last while the server is held up.
+    counts = []
+    for _ in range(int(plan[5:])):
+        s = connect(); counts.append(fill(s)); s.close(); time.sleep(0.02)
+    out(counts=counts)
+elif plan == 'hold':
+    # A fills its socket until the server reads no more of it (held up), says so, and stays.
+    a = connect(); before = 0; idle = 0
+    while idle < 5:
+        n = fill(a); before += n; idle = 0 if n else idle + 1; time.sleep(0.2)
+    out(before=before)
+    time.sleep(60)
+elif plan == 'late':
+    # A fills its socket until the server reads no more of it (held up); B replaces it; once the server
+    # has let A go (A reads its end), A fills its socket again.
+    a = connect(); before = 0; idle = 0
+    while idle < 5:
+        n = fill(a); before += n; idle = 0 if n else idle + 1; time.sleep(0.2)
+    b = connect()
+    while a.recv(65536): pass
+    late = fill(a)
+    out(before=before, late=late)
+    time.sleep(3)
+`;
+
+describe("input serve --sink - to a pipe whose reader is behind", () => {
+  /** input serve --sink - into a FIFO whose HELD_READER reads nothing until released. */
+  async function heldServer(path: (name: string) => string, sock: string, extra: string[] = []) {
+    const fifo = makeFifo(path("player"));
+    const heard = path("heard.wire");
+    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
+    const out = openSync(fifo, "w");
+    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", "-", "--metrics", "127.0.0.1:0", ...extra], { stdout: out });
+    closeSync(out);
+    const base = await metricsUrl(server);
+    return { server, player, heard, base };
+  }
+
+  test("a reader that stalls and then reads on loses nothing: the client is read again once it catches up, every message arrives once, in order", async () => {
+    const { sock, path } = setup();
+    const N = 20_000;
+    await writeWireFile(path("mic.wire"), N);
+    const { server, player, heard, base } = await heldServer(path, sock, ["--once"]);
+    // No Ack comes while the server is held up: the sender must not take it for gone meanwhile.
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("mic.wire"), "--ack-timeout-ms", "600000"]);
+    await heldUp(base, "jetkvm_microphone_frames_received_total", N);
+    releaseReader(heard);
+    expect(await sender.exited, sender.stderr).toBe(0);
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(await player.exited).toBe(0);
+    const all = sessions(wholeWireMessages(heard, INPUT_MAGIC));
+    expect(all.length).toBe(1);
+    checkSession(all[0]!, DEFAULT_CONFIG, N);
+    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({ frames: String(N), dropped: "0" });
+  }, 60_000);
+
+  test("a client that connects while the reader is behind replaces the held one and is served once the reader catches up: its whole session arrives", async () => {
+    const { sock, path } = setup();
+    const N = 2_000;
+    await writeWireFile(path("mic.wire"), N);
+    const { server, player, heard } = await heldServer(path, sock);
+    const first = start(["python3", "-c", RAW_INPUT_PEER, sock, "hold"]);
+    await until(() => first.stdout.includes("before"), "the first client to be held up");
+    const second = spawnAgent(["input", "send", "--socket", sock, "--source", path("mic.wire"), "--ack-timeout-ms", "600000"]);
+    await server.waitForStderr("replaced by a new client");
+    releaseReader(heard);
+    expect(await second.exited, second.stderr).toBe(0);
+    await server.waitForStderr("session ended by Stop");
+    server.kill("SIGTERM");
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(await player.exited).toBe(0);
+    first.kill("SIGTERM");
+    await first.exited;
+    const all = sessions(wholeWireMessages(heard, INPUT_MAGIC));
+    expect(all.length).toBe(2);
+    checkSession(all[1]!, DEFAULT_CONFIG, N);
+    expect(logFields(second.stderr, "input-client", "stopped")).toMatchObject({ connects: "1", dropped: "0" });
+  }, 60_000);
+
+});
