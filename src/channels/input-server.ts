@@ -71,9 +71,6 @@ export class InputServer implements ChannelEnd {
   private server: UnixServer | undefined;
   private readonly empty = new Uint8Array(0);
   private observer: ChannelObserver = NO_OBSERVER;
-  /** The sink's reader is behind: these clients are not read until it settles. */
-  private holding: Promise<void> | undefined;
-  private readonly paused = new Set<Socket<unknown>>();
 
   /** Builds the server; `listen()` opens the socket. */
   constructor(private readonly options: InputServerOptions) {
@@ -101,7 +98,6 @@ export class InputServer implements ChannelEnd {
           this.tuner.attach(socket);
           this.observer.connection("connected", options.path);
           this.acks.attach(socket);
-          if (this.holding) this.pause(socket);
         },
         data: (socket, chunk) => this.receive(socket, chunk),
         late: (socket, chunk) => this.receiveLate(socket, chunk),
@@ -194,7 +190,7 @@ export class InputServer implements ChannelEnd {
             return;
         }
         const waiting = this.options.onMessage(m);
-        if (waiting) this.holdWhile(socket, waiting);
+        if (waiting) this.holdWhile(waiting);
       }
     } catch (e) {
       if (!(e instanceof ProtocolError)) {
@@ -248,29 +244,16 @@ export class InputServer implements ChannelEnd {
   }
 
   /**
-   * Reads no more of the client until the sink's reader has taken what it
-   * holds (the rest of this read still goes to the sink): the client sees a
-   * full socket, as from any slow reader, and the process stays free to act
-   * on a signal.
+   * Reads no more of any client until the sink's reader has taken what it
+   * holds (the rest of this read still goes to the sink; UnixServer.hold):
+   * the client sees a full socket, as from any slow reader, and the process
+   * stays free to act on a signal.
    */
-  private holdWhile(socket: Socket<unknown>, waiting: Promise<void>): void {
-    if (this.holding) return;
-    this.holding = waiting;
-    this.pause(socket);
-    const resume = () => {
-      this.holding = undefined;
-      for (const paused of this.paused) paused.resume();
-      this.paused.clear();
-    };
-    waiting.then(resume, (e: Error) => {
-      resume();
-      this.options.onFailure(e);
-    });
-  }
-
-  private pause(socket: Socket<unknown>): void {
-    socket.pause();
-    this.paused.add(socket);
+  private holdWhile(waiting: Promise<void>): void {
+    const server = this.server;
+    if (!server || server.holding) return;
+    server.hold(waiting);
+    waiting.catch((e: Error) => this.options.onFailure(e));
   }
 
   private ack(): void {

@@ -59,6 +59,9 @@ export class UnixServer {
   private accepting = true;
   /** Clients let go gently and not closed yet: stop() waits for them. */
   private readonly lettingGo = new Map<Socket<unknown>, LettingGo>();
+  /** While set, no client is read (hold): the owner cannot take more yet. */
+  private held: Promise<void> | undefined;
+  private readonly paused = new Set<Socket<unknown>>();
   connections = 0;
   replacements = 0;
   /**
@@ -142,6 +145,36 @@ export class UnixServer {
     return this.current;
   }
 
+  /** Whether clients are held (see hold). */
+  get holding(): boolean {
+    return this.held !== undefined;
+  }
+
+  /**
+   * Reads no client until `waiting` settles (the owner's sink holds what its
+   * reader has not taken): the current client and any that connects
+   * meanwhile are paused, and nothing is read on their behalf, so what the
+   * owner holds stays bounded. A client let go meanwhile is read again
+   * (late), as any client let go is: what it sent, its session over, is
+   * the owner's to count, and its end is seen.
+   */
+  hold(waiting: Promise<void>): void {
+    if (this.held) return;
+    this.held = waiting;
+    if (this.current) this.pause(this.current);
+    const resume = () => {
+      this.held = undefined;
+      for (const socket of this.paused) socket.resume();
+      this.paused.clear();
+    };
+    waiting.then(resume, resume);
+  }
+
+  private pause(socket: Socket<unknown>): void {
+    socket.pause();
+    this.paused.add(socket);
+  }
+
   /**
    * Closes the current client; the server keeps listening. An end lets the
    * peer read what was written; a stuck client is cut off at once (terminate).
@@ -163,6 +196,8 @@ export class UnixServer {
       reason,
     });
     this.options.handler.close(socket, reason);
+    // Held or not, a client let go is read to its end (late): what it sends is counted, and its close seen.
+    if (this.paused.delete(socket)) socket.resume();
     if (closing === "terminate") {
       socket.terminate();
       return;
@@ -201,7 +236,8 @@ export class UnixServer {
     }
     const previous = this.current;
     if (previous) {
-      this.readPending(previous);
+      // Not while held: the owner could not take it (it is read as the replaced client's, late).
+      if (!this.held) this.readPending(previous);
       // Not if what it sent ended it (a Stop), or it had already left: then it was not replaced.
       if (previous === this.current) {
         this.replacements++;
@@ -210,6 +246,7 @@ export class UnixServer {
     }
     this.current = socket;
     this.connections++;
+    if (this.held) this.pause(socket);
     this.options.report("info", "client connected", { socket: this.options.path, client: socket.data.id });
     this.options.handler.open(socket);
   }
@@ -237,6 +274,7 @@ export class UnixServer {
   }
 
   private closed(socket: Socket<Connection>, error?: Error): void {
+    this.paused.delete(socket);
     const lettingGo = this.lettingGo.get(socket);
     if (lettingGo) {
       clearTimeout(lettingGo.linger);

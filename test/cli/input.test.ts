@@ -548,7 +548,10 @@ describe("input serve / input send as processes", () => {
     expect(Number(stopped.dropped_sink_reader_slow)).toBeGreaterThan(0);
     const frames = wholeWireMessages(heard, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame);
     frames.forEach((m, k) => expect(sameBytes(m.payload, testPayload(k))).toBe(true));
-    expect(frames.length + Number(stopped.dropped_sink_reader_slow)).toBe(Number(stopped.frames));
+    // What the client had sent that the server, held up, had not read when it stopped is read as the client
+    // leaves, counted as sent after its session (session_ended), as at any stop.
+    expect(Number(stopped.dropped)).toBe(Number(stopped.dropped_sink_reader_slow) + Number(stopped.dropped_session_ended ?? 0));
+    expect(frames.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
   }, 60_000);
 
   test("--realtime delivers every packet of a 2 s opusenc file to a server that is up, the first one too", async () => {
@@ -760,4 +763,46 @@ describe("input serve --sink - to a pipe whose reader is behind", () => {
     expect(logFields(second.stderr, "input-client", "stopped")).toMatchObject({ connects: "1", dropped: "0" });
   }, 60_000);
 
+  test("clients replacing one another while the reader reads nothing: what the sink holds does not grow with their number (each frame held is one the stop counts sink_reader_slow)", async () => {
+    const { sock, path } = setup();
+    const { server, player, heard, base } = await heldServer(path, sock);
+    // The first client fills the pipe, the sink and its socket: the server is held up.
+    const first = start(["python3", "-c", RAW_INPUT_PEER, sock, "many:1"]);
+    expect(await first.exited, first.stderr).toBe(0);
+    const held = await heldUp(base, "jetkvm_microphone_frames_received_total", Infinity);
+    // 100 more, each filling its own socket and leaving as the next comes.
+    const many = start(["python3", "-c", RAW_INPUT_PEER, sock, "many:100"]);
+    expect(await many.exited, many.stderr).toBe(0);
+    const counts: number[] = JSON.parse(many.stdout.trim()).counts;
+    expect(counts.length).toBe(100);
+    server.kill("SIGTERM");
+    expect(await server.exited, server.stderr).toBe(0);
+    releaseReader(heard);
+    expect(await player.exited).toBe(0);
+
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    const whole = wholeWireMessages(heard, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame);
+    expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
+    // Held in memory at the stop: bounded by what one held-up client brought, not by how many came.
+    expect(Number(stopped.dropped_sink_reader_slow ?? 0)).toBeLessThan(2 * held);
+  }, 60_000);
+
+  test("a client let go while the reader is behind: the frames it sends after its session ended are counted session_ended, none lost uncounted", async () => {
+    const { sock, path } = setup();
+    // --once: the first session's end (its client replaced) ends the run, which lets that client go and waits for it to close.
+    const { server, player, heard } = await heldServer(path, sock, ["--once"]);
+    const peer = start(["python3", "-c", RAW_INPUT_PEER, sock, "late"]);
+    expect(await peer.exited, peer.stderr).toBe(0);
+    const { before, late } = JSON.parse(peer.stdout.trim());
+    releaseReader(heard);
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(await player.exited).toBe(0);
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    // Sent by the peer and taken by the kernel: each is received. The late ones are counted as such, and so
+    // are those it sent before it was replaced that the server, held up, had not read yet.
+    expect(Number(stopped.frames)).toBe(before + late);
+    expect(Number(stopped.dropped_session_ended ?? 0)).toBeGreaterThanOrEqual(late);
+    const whole = wholeWireMessages(heard, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame);
+    expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
+  }, 60_000);
 });
