@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, constants, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
 import {
   decodeConfigPayload,
   encodeConfigPayload,
@@ -805,4 +805,51 @@ describe("input serve --sink - to a pipe whose reader is behind", () => {
     const whole = wholeWireMessages(heard, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame);
     expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
   }, 60_000);
+
+  test("the reader leaves (EPIPE) while the server is held up: exit 1, and each frame the kernel took from the client is in what the reader read whole or counted", async () => {
+    const { sock, path } = setup();
+    const fifo = makeFifo(path("player"));
+    // The test is the reader: it reads nothing while the client fills everything.
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const out = openSync(fifo, "w");
+    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", "-", "--metrics", "127.0.0.1:0"], { stdout: out });
+    closeSync(out);
+    const base = await metricsUrl(server);
+    const client = start(["python3", "-c", RAW_INPUT_PEER, sock, "hold"]);
+    await until(() => client.stdout.includes("before"), "the client to be held up");
+    const { before } = JSON.parse(client.stdout.trim());
+    await heldUp(base, "jetkvm_microphone_frames_received_total", Infinity);
+    // Stopped, the server writes nothing while the reader takes all the pipe holds and leaves.
+    server.proc.kill("SIGSTOP");
+    const heard = readAvailable(reader);
+    closeSync(reader);
+    server.proc.kill("SIGCONT");
+    expect(await server.exited, server.stderr).toBe(1);
+    client.kill("SIGTERM");
+    await client.exited;
+
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    expect(Number(stopped.frames)).toBe(before);
+    expect(Number(stopped.dropped_sink_no_reader)).toBeGreaterThan(0);
+    // The reader left mid-message, maybe: what it read whole counts.
+    const whole = parseWire(heard, INPUT_MAGIC).messages.filter((m) => m.type === MessageType.OpusFrame);
+    expect(whole.length + Number(stopped.dropped)).toBe(before);
+  }, 60_000);
 });
+
+/** All a non-blocking reader's end holds now. */
+function readAvailable(fd: number): Uint8Array {
+  const parts: Uint8Array[] = [];
+  const chunk = new Uint8Array(65536);
+  for (;;) {
+    let got = 0;
+    try {
+      got = readSync(fd, chunk);
+    } catch {
+      break; // EAGAIN
+    }
+    if (got <= 0) break;
+    parts.push(chunk.slice(0, got));
+  }
+  return new Uint8Array(Buffer.concat(parts));
+}

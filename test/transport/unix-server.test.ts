@@ -272,3 +272,77 @@ describe("UnixServer: connection drops", () => {
     expect(server.connectionDrops).toBe(2);
   });
 });
+
+describe("UnixServer.hold: while the owner cannot take more, no client is read", () => {
+  /** A handler that counts the bytes each client (numbered by connection order) gave to data and to late, and its close reason. */
+  function countingHandler() {
+    const ids = new Map<Socket<unknown>, number>();
+    const id = (s: Socket<unknown>) => {
+      if (!ids.has(s)) ids.set(s, ids.size + 1);
+      return ids.get(s)!;
+    };
+    const data = new Map<number, number>();
+    const late = new Map<number, number>();
+    const closed = new Map<number, string>();
+    const add = (m: Map<number, number>, k: number, n: number) => m.set(k, (m.get(k) ?? 0) + n);
+    const handler: ClientHandler = {
+      open: (s) => void id(s),
+      data: (s, chunk) => void add(data, id(s), chunk.length),
+      late: (s, chunk) => void add(late, id(s), chunk.length),
+      drain: () => {},
+      close: (s, reason) => void closed.set(id(s), reason),
+    };
+    return { handler, data: (k: number) => data.get(k) ?? 0, late: (k: number) => late.get(k) ?? 0, closed };
+  }
+
+  test("a client that connects while held is not read, nor read for when it is replaced: what it sent comes late, whole; the one replacing it is read once the hold settles", async () => {
+    const h = countingHandler();
+    const { path, server } = await startUnixServer(h.handler);
+    const settle = Promise.withResolvers<void>();
+    server.hold(settle.promise);
+    expect(server.holding).toBe(true);
+    const first = await connectClient(defer, path);
+    await until(() => server.connections === 1, "the first client");
+    expect(first.socket.write(new Uint8Array(1000))).toBe(1000);
+    // Turns of the loop in which a read of the first client, were it not paused, would come (none may).
+    await Bun.sleep(50);
+    const second = await connectClient(defer, path);
+    await until(() => server.connections === 2, "the second client");
+    expect(second.socket.write(new Uint8Array(500))).toBe(500);
+    // The first, let go, is read to its end as late.
+    await until(() => h.late(1) === 1000, "the first client's bytes, late");
+    expect(h.data(1)).toBe(0);
+    expect(h.closed.get(1)).toBe("replaced by a new client");
+    expect(h.data(2)).toBe(0);
+    settle.resolve();
+    await until(() => h.data(2) === 500, "the second client's bytes once the hold settles");
+    expect(server.holding).toBe(false);
+  });
+
+  test("the client being read when the hold begins is read no further until it settles; replaced meanwhile, the rest comes late", async () => {
+    const h = countingHandler();
+    const { path, server } = await startUnixServer(h.handler);
+    const first = await connectClient(defer, path);
+    first.socket.write(new Uint8Array(100));
+    await until(() => h.data(1) === 100, "the first client's bytes");
+    server.hold(Promise.withResolvers<void>().promise);
+    expect(first.socket.write(new Uint8Array(1000))).toBe(1000);
+    await Bun.sleep(50);
+    await connectClient(defer, path);
+    await until(() => h.late(1) === 1000, "the rest, late");
+    expect(h.data(1)).toBe(100);
+  });
+  test("a hold that fails (the owner's sink failed) lets the client be read again, as one that settles does", async () => {
+    const h = countingHandler();
+    const { path, server } = await startUnixServer(h.handler);
+    const failing = Promise.withResolvers<void>();
+    failing.promise.catch(() => {});
+    server.hold(failing.promise);
+    const client = await connectClient(defer, path);
+    await until(() => server.connections === 1, "the client");
+    expect(client.socket.write(new Uint8Array(300))).toBe(300);
+    failing.reject(new Error("sink failed"));
+    await until(() => h.data(1) === 300, "the client's bytes once the hold has failed");
+    expect(server.holding).toBe(false);
+  });
+});
