@@ -68,6 +68,8 @@ export class InputServer implements ChannelEnd {
   private readonly acks: FrameWriter;
   /** Each client's parser: one let go can still send, and what it sends is counted, not mixed into the next session. */
   private readonly parsers = new WeakMap<Socket<unknown>, FrameParser>();
+  /** Clients whose framing broke after their session: nothing more of them is read. */
+  private readonly unreadable = new WeakSet<Socket<unknown>>();
   private server: UnixServer | undefined;
   private readonly empty = new Uint8Array(0);
   private observer: ChannelObserver = NO_OBSERVER;
@@ -206,11 +208,16 @@ export class InputServer implements ChannelEnd {
     }
   }
 
-  /** A client let go still sent: its OpusFrames are counted dropped, and nothing else is read. */
+  /**
+   * A client let go still sent: its OpusFrames are counted dropped, and
+   * nothing else is read. One let go before it was served (it waited while
+   * the sink was held) gets a parser of its own here.
+   */
   private receiveLate(socket: Socket<unknown>, chunk: Uint8Array): void {
     this.bytesReceived += chunk.length;
-    const parser = this.parsers.get(socket);
-    if (!parser) return;
+    if (this.unreadable.has(socket)) return;
+    let parser = this.parsers.get(socket);
+    if (!parser) this.parsers.set(socket, (parser = new FrameParser(INPUT_MAGIC)));
     this.countLate(socket, parser, chunk);
   }
 
@@ -240,6 +247,7 @@ export class InputServer implements ChannelEnd {
       }
     } catch {
       this.parsers.delete(socket);
+      this.unreadable.add(socket);
     }
   }
 

@@ -47,6 +47,8 @@ export type Closing = "end" | "terminate";
 
 /** How long a half-closed client has to read to the end and close before the server closes it. */
 const LINGER_MS = 1000;
+/** Clients that may wait for a hold to end; one more lets the one waiting longest go, unserved. */
+const MAX_WAITING = 16;
 
 /**
  * A Unix stream socket server with one client at a time: a newly accepted
@@ -62,6 +64,8 @@ export class UnixServer {
   /** While set, no client is read (hold): the owner cannot take more yet. */
   private held: Promise<void> | undefined;
   private readonly paused = new Set<Socket<unknown>>();
+  /** Clients that connected while held, first come first: each takes over once the one before has been read. */
+  private readonly waiting: Socket<Connection>[] = [];
   connections = 0;
   replacements = 0;
   /**
@@ -152,11 +156,14 @@ export class UnixServer {
 
   /**
    * Reads no client until `waiting` settles (the owner's sink holds what its
-   * reader has not taken): the current client and any that connects
-   * meanwhile are paused, and nothing is read on their behalf, so what the
-   * owner holds stays bounded. A client let go meanwhile is read again
-   * (late), as any client let go is: what it sent, its session over, is
-   * the owner's to count, and its end is seen.
+   * reader has not taken): the current client is paused, and nothing is read
+   * on its behalf, so what the owner holds stays bounded. A client that
+   * connects meanwhile waits, paused, and takes over only once the hold has
+   * ended and what the current one sent before it came has been read (as
+   * without a hold: a session that ended with Stop meanwhile is the owner's
+   * whole). Past MAX_WAITING, the one waiting longest is let go unserved. A
+   * client let go is read again (late), as any is: what it sends is the
+   * owner's to count, and its end is seen.
    */
   hold(waiting: Promise<void>): void {
     if (this.held) return;
@@ -164,8 +171,8 @@ export class UnixServer {
     if (this.current) this.pause(this.current);
     const resume = () => {
       this.held = undefined;
-      for (const socket of this.paused) socket.resume();
-      this.paused.clear();
+      if (this.current && this.paused.delete(this.current)) this.current.resume();
+      this.takeWaiting();
     };
     waiting.then(resume, resume);
   }
@@ -196,17 +203,32 @@ export class UnixServer {
       reason,
     });
     this.options.handler.close(socket, reason);
-    // Held or not, a client let go is read to its end (late): what it sends is counted, and its close seen.
-    if (this.paused.delete(socket)) socket.resume();
     if (closing === "terminate") {
+      this.paused.delete(socket);
       socket.terminate();
       return;
     }
+    this.letGo(socket);
+  }
+
+  /**
+   * Half-closes a client and leaves it LINGER_MS to read to the end and
+   * close; held or not, it is read to its end (late): what it sends is
+   * counted, and its close seen.
+   */
+  private letGo(socket: Socket<unknown>): void {
+    if (this.paused.delete(socket)) socket.resume();
     // Set up before the shutdown, which may close a socket whose peer has already ended at once.
     const linger = setTimeout(() => socket.end(), LINGER_MS);
     linger.unref();
     this.lettingGo.set(socket, { closed: Promise.withResolvers<void>(), linger });
     socket.shutdown();
+  }
+
+  /** A client that waited and will not be served (one more came, or the server stops): let go at once, what it sent read late. */
+  private letGoUnserved(socket: Socket<Connection>, reason: string): void {
+    this.options.report("info", "client disconnected", { socket: this.options.path, client: socket.data.id, reason });
+    this.letGo(socket);
   }
 
   /**
@@ -222,6 +244,7 @@ export class UnixServer {
     this.stopAccepting();
     const client = this.current;
     if (client) this.disconnect(client, "server stopping", "end", true);
+    for (const socket of this.waiting.splice(0)) this.letGoUnserved(socket, "server stopping before it was served");
     // Closed by the clients, or by their linger's end(); the bound only guards against a close never told.
     await within(Promise.all([...this.lettingGo.values()].map((client) => client.closed.promise)), 2 * LINGER_MS, undefined);
     removeSocketFile(this.options.path, this.file);
@@ -234,21 +257,46 @@ export class UnixServer {
       socket.terminate();
       return;
     }
+    if (this.held || this.waiting.length > 0) {
+      // What the current client sent is read first, once the owner can take it: this one waits.
+      this.pause(socket);
+      this.waiting.push(socket);
+      if (this.waiting.length > MAX_WAITING) this.letGoUnserved(this.waiting.shift()!, "replaced by a new client before it was served");
+      return;
+    }
+    this.take(socket);
+  }
+
+  /** Clients that waited take over in turn, while no hold begins. */
+  private takeWaiting(): void {
+    while (!this.held && this.waiting.length > 0) {
+      if (!this.take(this.waiting[0]!)) return;
+      this.waiting.shift();
+    }
+  }
+
+  /**
+   * Serves `socket` in place of the current client, once what that one sent
+   * before has been read; false (nothing done) when a hold began while
+   * reading it: the rest of it is read first, once the hold ends.
+   */
+  private take(socket: Socket<Connection>): boolean {
     const previous = this.current;
     if (previous) {
-      // Not while held: the owner could not take it (it is read as the replaced client's, late).
-      if (!this.held) this.readPending(previous);
+      this.readPending(previous);
       // Not if what it sent ended it (a Stop), or it had already left: then it was not replaced.
       if (previous === this.current) {
+        if (this.held) return false;
         this.replacements++;
         this.disconnect(previous, "replaced by a new client");
       }
     }
     this.current = socket;
     this.connections++;
-    if (this.held) this.pause(socket);
+    if (this.paused.delete(socket)) socket.resume();
     this.options.report("info", "client connected", { socket: this.options.path, client: socket.data.id });
     this.options.handler.open(socket);
+    return true;
   }
 
   /**
@@ -259,7 +307,8 @@ export class UnixServer {
    */
   private readPending(socket: Socket<Connection>): void {
     const chunk = new Uint8Array(65536);
-    for (let reads = 0; reads < 64 && socket === this.current; reads++) {
+    // A hold begun on the way stops it: the owner can take no more for now.
+    for (let reads = 0; reads < 64 && socket === this.current && !this.held; reads++) {
       let got: number;
       try {
         got = readSync(socket.fd, chunk);
@@ -275,6 +324,8 @@ export class UnixServer {
 
   private closed(socket: Socket<Connection>, error?: Error): void {
     this.paused.delete(socket);
+    const waited = this.waiting.indexOf(socket);
+    if (waited >= 0) this.waiting.splice(waited, 1);
     const lettingGo = this.lettingGo.get(socket);
     if (lettingGo) {
       clearTimeout(lettingGo.linger);

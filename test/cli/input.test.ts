@@ -689,6 +689,12 @@ if plan.startswith('many:'):
     for _ in range(int(plan[5:])):
         s = connect(); counts.append(fill(s)); s.close(); time.sleep(0.02)
     out(counts=counts)
+elif plan.startswith('session:'):
+    # One whole session: Config, N frames and Stop, all taken by the kernel; then it leaves.
+    a = connect(); n = int(plan[8:])
+    for _ in range(n): a.sendall(frame())
+    a.sendall(msg(2, b'')); a.close()
+    out(sent=n)
 elif plan == 'hold':
     # A fills its socket until the server reads no more of it (held up), says so, and stays.
     a = connect(); before = 0; idle = 0
@@ -703,9 +709,10 @@ elif plan == 'late':
     while idle < 5:
         n = fill(a); before += n; idle = 0 if n else idle + 1; time.sleep(0.2)
     b = connect()
+    out(before=before)
     while a.recv(65536): pass
     late = fill(a)
-    out(before=before, late=late)
+    out(late=late)
     time.sleep(3)
 `;
 
@@ -740,7 +747,7 @@ describe("input serve --sink - to a pipe whose reader is behind", () => {
     expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({ frames: String(N), dropped: "0" });
   }, 60_000);
 
-  test("a client that connects while the reader is behind replaces the held one and is served once the reader catches up: its whole session arrives", async () => {
+  test("a client that connects while the reader is behind waits: once the reader catches up, the held one's frames are read as its session's, and the new one's whole session follows", async () => {
     const { sock, path } = setup();
     const N = 2_000;
     await writeWireFile(path("mic.wire"), N);
@@ -748,7 +755,7 @@ describe("input serve --sink - to a pipe whose reader is behind", () => {
     const first = start(["python3", "-c", RAW_INPUT_PEER, sock, "hold"]);
     await until(() => first.stdout.includes("before"), "the first client to be held up");
     const second = spawnAgent(["input", "send", "--socket", sock, "--source", path("mic.wire"), "--ack-timeout-ms", "600000"]);
-    await server.waitForStderr("replaced by a new client");
+    await second.waitForStderr("connected");
     releaseReader(heard);
     expect(await second.exited, second.stderr).toBe(0);
     await server.waitForStderr("session ended by Stop");
@@ -759,6 +766,8 @@ describe("input serve --sink - to a pipe whose reader is behind", () => {
     await first.exited;
     const all = sessions(wholeWireMessages(heard, INPUT_MAGIC));
     expect(all.length).toBe(2);
+    // Every frame the held one sent before the new one came is its session's.
+    expect(all[0]!.filter((m) => m.type === MessageType.OpusFrame).length).toBe(JSON.parse(first.stdout.trim()).before);
     checkSession(all[1]!, DEFAULT_CONFIG, N);
     expect(logFields(second.stderr, "input-client", "stopped")).toMatchObject({ connects: "1", dropped: "0" });
   }, 60_000);
@@ -792,16 +801,16 @@ describe("input serve --sink - to a pipe whose reader is behind", () => {
     // --once: the first session's end (its client replaced) ends the run, which lets that client go and waits for it to close.
     const { server, player, heard } = await heldServer(path, sock, ["--once"]);
     const peer = start(["python3", "-c", RAW_INPUT_PEER, sock, "late"]);
-    expect(await peer.exited, peer.stderr).toBe(0);
-    const { before, late } = JSON.parse(peer.stdout.trim());
+    // B has connected and waits: once the reader reads, A's frames are read as its session's, and A is let go.
+    await until(() => peer.stdout.includes("before"), "A to be held up and B to connect");
     releaseReader(heard);
+    expect(await peer.exited, peer.stderr).toBe(0);
+    const [{ before }, { late }] = peer.stdout.trim().split("\n").map((line) => JSON.parse(line));
     expect(await server.exited, server.stderr).toBe(0);
     expect(await player.exited).toBe(0);
     const stopped = logFields(server.stderr, "input-server", "stopped");
-    // Sent by the peer and taken by the kernel: each is received. The late ones are counted as such, and so
-    // are those it sent before it was replaced that the server, held up, had not read yet.
-    expect(Number(stopped.frames)).toBe(before + late);
-    expect(Number(stopped.dropped_session_ended ?? 0)).toBeGreaterThanOrEqual(late);
+    // Sent by the peer and taken by the kernel: each is received, and the late ones counted as such.
+    expect({ frames: Number(stopped.frames), session_ended: Number(stopped.dropped_session_ended ?? 0) }).toEqual({ frames: before + late, session_ended: late });
     const whole = wholeWireMessages(heard, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame);
     expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
   }, 60_000);
@@ -834,6 +843,38 @@ describe("input serve --sink - to a pipe whose reader is behind", () => {
     // The reader left mid-message, maybe: what it read whole counts.
     const whole = parseWire(heard, INPUT_MAGIC).messages.filter((m) => m.type === MessageType.OpusFrame);
     expect(whole.length + Number(stopped.dropped)).toBe(before);
+  }, 60_000);
+
+  test("a client that sent its whole session and Stop and left while the reader was behind is not replaced by the next one: its session arrives, clean", async () => {
+    const { sock, path } = setup();
+    const { server, player, heard } = await heldServer(path, sock);
+    // H fills the pipe, the sink and its socket: the server is held up, and stays so until the reader reads.
+    const holder = start(["python3", "-c", RAW_INPUT_PEER, sock, "hold"]);
+    await until(() => holder.stdout.includes("before"), "the first client to be held up");
+    // A: a whole session, Stop included, taken by the kernel; A leaves. It waits for H (held) to be read first.
+    const a = start(["python3", "-c", RAW_INPUT_PEER, sock, "session:50"]);
+    expect(await a.exited, a.stderr).toBe(0);
+    // B comes after A has left.
+    const b = start(["python3", "-c", RAW_INPUT_PEER, sock, "session:10"]);
+    expect(await b.exited, b.stderr).toBe(0);
+    releaseReader(heard);
+    // H's, A's and B's sessions have ended (B's by its Stop, once the reader has caught up).
+    await until(() => (server.stderr.match(/session ended/g) ?? []).length >= 3, "three sessions to end");
+    server.kill("SIGTERM");
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(await player.exited).toBe(0);
+    holder.kill("SIGTERM");
+    await holder.exited;
+
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    const all = sessions(wholeWireMessages(heard, INPUT_MAGIC));
+    // H's session (cut by A), then A's and B's, each whole with its Stop.
+    expect(all.length).toBe(3);
+    expect(all[1]!.filter((m) => m.type === MessageType.OpusFrame).length).toBe(50);
+    expect(all[1]!.at(-1)!.type).toBe(MessageType.Stop);
+    expect(stopped).toMatchObject({ sessions: "3", clean_sessions: "2" });
+    const whole = wholeWireMessages(heard, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame);
+    expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
   }, 60_000);
 });
 

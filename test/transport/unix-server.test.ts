@@ -295,54 +295,59 @@ describe("UnixServer.hold: while the owner cannot take more, no client is read",
     return { handler, data: (k: number) => data.get(k) ?? 0, late: (k: number) => late.get(k) ?? 0, closed };
   }
 
-  test("a client that connects while held is not read, nor read for when it is replaced: what it sent comes late, whole; the one replacing it is read once the hold settles", async () => {
-    const h = countingHandler();
-    const { path, server } = await startUnixServer(h.handler);
-    const settle = Promise.withResolvers<void>();
-    server.hold(settle.promise);
-    expect(server.holding).toBe(true);
-    const first = await connectClient(defer, path);
-    await until(() => server.connections === 1, "the first client");
-    expect(first.socket.write(new Uint8Array(1000))).toBe(1000);
-    // Turns of the loop in which a read of the first client, were it not paused, would come (none may).
-    await Bun.sleep(50);
-    const second = await connectClient(defer, path);
-    await until(() => server.connections === 2, "the second client");
-    expect(second.socket.write(new Uint8Array(500))).toBe(500);
-    // The first, let go, is read to its end as late.
-    await until(() => h.late(1) === 1000, "the first client's bytes, late");
-    expect(h.data(1)).toBe(0);
-    expect(h.closed.get(1)).toBe("replaced by a new client");
-    expect(h.data(2)).toBe(0);
-    settle.resolve();
-    await until(() => h.data(2) === 500, "the second client's bytes once the hold settles");
-    expect(server.holding).toBe(false);
-  });
-
-  test("the client being read when the hold begins is read no further until it settles; replaced meanwhile, the rest comes late", async () => {
+  test("a client that connects while held waits, unread; once the hold settles, what the held one sent before it came is read as that one's, and then it takes over", async () => {
     const h = countingHandler();
     const { path, server } = await startUnixServer(h.handler);
     const first = await connectClient(defer, path);
     first.socket.write(new Uint8Array(100));
     await until(() => h.data(1) === 100, "the first client's bytes");
-    server.hold(Promise.withResolvers<void>().promise);
+    const settle = Promise.withResolvers<void>();
+    server.hold(settle.promise);
+    expect(server.holding).toBe(true);
     expect(first.socket.write(new Uint8Array(1000))).toBe(1000);
+    const second = await connectClient(defer, path);
+    expect(second.socket.write(new Uint8Array(500))).toBe(500);
+    // Turns of the loop in which a read of either, or the second taking over, would come (none may).
     await Bun.sleep(50);
-    await connectClient(defer, path);
-    await until(() => h.late(1) === 1000, "the rest, late");
-    expect(h.data(1)).toBe(100);
+    expect([h.data(1), h.data(2), h.late(1), server.connections]).toEqual([100, 0, 0, 1]);
+    expect(h.closed.size).toBe(0);
+    settle.resolve();
+    await until(() => h.data(2) === 500, "the second client's bytes once the hold settles");
+    expect([h.data(1), h.late(1), server.connections, server.replacements]).toEqual([1100, 0, 2, 1]);
+    expect(h.closed.get(1)).toBe("replaced by a new client");
+    expect(server.holding).toBe(false);
   });
-  test("a hold that fails (the owner's sink failed) lets the client be read again, as one that settles does", async () => {
+
+  test("clients still waiting when the server stops are let go unserved: what they sent is read late, whole", async () => {
+    const h = countingHandler();
+    const { path, server } = await startUnixServer(h.handler);
+    await connectClient(defer, path);
+    await until(() => server.connections === 1, "the first client");
+    server.hold(Promise.withResolvers<void>().promise);
+    const waiting = await connectClient(defer, path);
+    expect(waiting.socket.write(new Uint8Array(300))).toBe(300);
+    await Bun.sleep(50);
+    expect(h.data(2)).toBe(0);
+    const stopping = server.stop();
+    await until(() => h.late(2) === 300, "the waiting client's bytes, late");
+    waiting.socket.end();
+    await stopping;
+    expect([h.data(2), server.connections]).toEqual([0, 1]);
+  });
+
+  test("a hold that fails (the owner's sink failed) lets the clients be read again, as one that settles does", async () => {
     const h = countingHandler();
     const { path, server } = await startUnixServer(h.handler);
     const failing = Promise.withResolvers<void>();
     failing.promise.catch(() => {});
     server.hold(failing.promise);
     const client = await connectClient(defer, path);
-    await until(() => server.connections === 1, "the client");
     expect(client.socket.write(new Uint8Array(300))).toBe(300);
+    await Bun.sleep(50);
+    expect(server.connections).toBe(0);
     failing.reject(new Error("sink failed"));
     await until(() => h.data(1) === 300, "the client's bytes once the hold has failed");
     expect(server.holding).toBe(false);
+    expect(server.connections).toBe(1);
   });
 });
