@@ -54,7 +54,11 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
         }
       }
       report("info", clean ? "session ended by Stop" : "session ended without Stop", { reason });
-      if (settings.once) finish();
+      if (settings.once) {
+        // The channel's one session is over: no client that connects or waits now is served.
+        server.listener.stopAccepting();
+        finish();
+      }
     },
     onFailure: (error) => finish(error),
     // Read by the instruments from the start: no sink yet before the server listens.

@@ -264,12 +264,16 @@ export class UnixServer {
       if (this.waiting.length > MAX_WAITING) this.letGoUnserved(this.waiting.shift()!, "replaced by a new client before it was served");
       return;
     }
-    this.take(socket);
+    // Reading what the current one sent may begin a hold (or end the channel's last session): then this one waits.
+    if (!this.take(socket)) {
+      this.pause(socket);
+      this.waiting.push(socket);
+    }
   }
 
-  /** Clients that waited take over in turn, while no hold begins. */
+  /** Clients that waited take over in turn, while no hold begins and the server still accepts. */
   private takeWaiting(): void {
-    while (!this.held && this.waiting.length > 0) {
+    while (!this.held && this.accepting && this.waiting.length > 0) {
       if (!this.take(this.waiting[0]!)) return;
       this.waiting.shift();
     }
@@ -277,18 +281,22 @@ export class UnixServer {
 
   /**
    * Serves `socket` in place of the current client, once what that one sent
-   * before has been read; false (nothing done) when a hold began while
-   * reading it: the rest of it is read first, once the hold ends.
+   * before has been read; false (nothing done with `socket`) when a hold
+   * began while reading it (the rest of it, or this one's turn, waits for
+   * the hold's end), or the owner stopped accepting on the way (a session
+   * that ended the channel: this one is let go unserved at stop).
    */
   private take(socket: Socket<Connection>): boolean {
     const previous = this.current;
     if (previous) {
       this.readPending(previous);
+      if (this.held || !this.accepting) return false;
       // Not if what it sent ended it (a Stop), or it had already left: then it was not replaced.
       if (previous === this.current) {
-        if (this.held) return false;
         this.replacements++;
         this.disconnect(previous, "replaced by a new client");
+        // Its session's end may have ended the channel (--once).
+        if (!this.accepting) return false;
       }
     }
     this.current = socket;

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
+import { closeSync, constants, openSync, readdirSync, readFileSync, readSync, writeFileSync } from "node:fs";
 import {
   decodeConfigPayload,
   encodeConfigPayload,
@@ -16,7 +16,7 @@ import { failureLine, findLogFields, logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
-import { healthz, heldUp, metricsUrl, scrapeUntil, value } from "../support/metrics.ts";
+import { healthz, heldUp, metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith, requireTool, runTool, TONE, wav } from "../support/opus-fixtures.ts";
 import { payloadOfSize, testPayload } from "../support/payloads.ts";
@@ -702,6 +702,21 @@ elif plan == 'hold':
         n = fill(a); before += n; idle = 0 if n else idle + 1; time.sleep(0.2)
     out(before=before)
     time.sleep(60)
+elif plan == 'burst-behind':
+    # A connects and is served; once sys.argv[3] exists, B connects (a whole session: Config, 10 frames,
+    # Stop, taken by the kernel) and then A sends a burst, so that the server sees B's connection first.
+    import os
+    a = connect()
+    out(a='connected')
+    while not os.path.exists(sys.argv[3]): time.sleep(0.01)
+    b = connect()
+    for _ in range(10): b.sendall(frame())
+    b.sendall(msg(2, b''))
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    n = fill(a)
+    out(a=n, b=10)
+    b.close()
+    time.sleep(60)
 elif plan == 'late':
     # A fills its socket until the server reads no more of it (held up); B replaces it; once the server
     # has let A go (A reads its end), A fills its socket again.
@@ -874,6 +889,120 @@ describe("input serve --sink - to a pipe whose reader is behind", () => {
     expect(all[1]!.at(-1)!.type).toBe(MessageType.Stop);
     expect(stopped).toMatchObject({ sessions: "3", clean_sessions: "2" });
     const whole = wholeWireMessages(heard, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame);
+    expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
+  }, 60_000);
+});
+
+describe("input serve --sink - : a hold that begins while a client is being replaced", () => {
+  test("a client that connects as the served one's unread burst fills the sink is served once the reader catches up, its session whole: not read, dropped and left uncounted", async () => {
+    const { sock, path } = setup();
+    const fifo = makeFifo(path("player"));
+    const heard = path("heard.wire");
+    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
+    const out = openSync(fifo, "w");
+    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", "-", "--metrics", "127.0.0.1:0"], { stdout: out });
+    closeSync(out);
+    await metricsUrl(server);
+    const peer = start(["python3", "-c", RAW_INPUT_PEER, sock, "burst-behind", path("go")]);
+    await until(() => peer.stdout.includes("connected"), "A to connect");
+    await server.waitForStderr("client connected");
+    // Stopped, the server sees B's connection and A's burst in the same turn of its loop, B's first.
+    server.proc.kill("SIGSTOP");
+    writeFileSync(path("go"), "");
+    await until(() => peer.stdout.includes('"b"'), "B's session and A's burst to be sent");
+    server.proc.kill("SIGCONT");
+    const { a, b } = JSON.parse(peer.stdout.trim().split("\n").at(-1)!);
+    await Bun.sleep(500);
+    releaseReader(heard);
+    // B's whole session (it ended with Stop) once the reader has caught up.
+    await until(() => server.stderr.includes("session ended by Stop"), "B's session to end by its Stop", 3000).catch(() => {});
+    server.kill("SIGTERM");
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(await player.exited).toBe(0);
+    peer.kill("SIGTERM");
+    await peer.exited;
+
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    const whole = wholeWireMessages(heard, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame);
+    // Every frame the kernel took, from A and from B, is received: written whole or counted.
+    expect({ frames: Number(stopped.frames), connects: Number(stopped.connects) }).toEqual({ frames: a + b, connects: 2 });
+    expect(whole.length + Number(stopped.dropped)).toBe(a + b);
+  }, 60_000);
+});
+
+describe("input serve --once --sink - : clients waiting while the reader is behind", () => {
+  test("the first session's end ends the channel: the sessions of clients that waited behind it are not written to the sink after it", async () => {
+    const { sock, path } = setup();
+    const fifo = makeFifo(path("player"));
+    const heard = path("heard.wire");
+    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
+    const out = openSync(fifo, "w");
+    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", "-", "--once", "--metrics", "127.0.0.1:0"], { stdout: out });
+    closeSync(out);
+    await metricsUrl(server);
+    const holder = start(["python3", "-c", RAW_INPUT_PEER, sock, "hold"]);
+    await until(() => holder.stdout.includes("before"), "the first client to be held up");
+    // Two whole sessions, each taken by the kernel, wait behind it.
+    for (const frames of [50, 10]) {
+      const c = start(["python3", "-c", RAW_INPUT_PEER, sock, `session:${frames}`]);
+      expect(await c.exited, c.stderr).toBe(0);
+    }
+    releaseReader(heard);
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(await player.exited).toBe(0);
+    holder.kill("SIGTERM");
+    await holder.exited;
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    // One session ended, one written: the holder's (cut by the first that waited).
+    expect((server.stderr.match(/session ended/g) ?? []).length).toBe(1);
+    expect(sessions(wholeWireMessages(heard, INPUT_MAGIC)).length).toBe(1);
+    const whole = wholeWireMessages(heard, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame);
+    expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
+  }, 60_000);
+});
+
+describe("input serve --sink - : more clients wait than may", () => {
+  test("30 whole sessions wait while the reader is behind: the 16 last are served in turn, the 14 first let go unserved, their frames counted session_ended; none lost, no descriptor left", async () => {
+    const { sock, path } = setup();
+    const fifo = makeFifo(path("player"));
+    const heard = path("heard.wire");
+    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
+    const out = openSync(fifo, "w");
+    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", "-", "--metrics", "127.0.0.1:0"], { stdout: out });
+    closeSync(out);
+    const base = await metricsUrl(server);
+    const holder = start(["python3", "-c", RAW_INPUT_PEER, sock, "hold"]);
+    await until(() => holder.stdout.includes("before"), "the client to be held up");
+    const { before } = JSON.parse(holder.stdout.trim());
+    // Scraped once before counting: the scrape's own connection is among the descriptors counted.
+    await scrape(base);
+    const fds = () => readdirSync(`/proc/${server.proc.pid}/fd`).length;
+    const fdsHeld = fds();
+    for (let i = 0; i < 30; i++) {
+      const c = start(["python3", "-c", RAW_INPUT_PEER, sock, "session:10"]);
+      expect(await c.exited, c.stderr).toBe(0);
+    }
+    await Bun.sleep(1500);
+    // 16 wait (and H is held): no more descriptors than those.
+    expect(fds()).toBeLessThanOrEqual(fdsHeld + 16);
+    releaseReader(heard);
+    await scrapeUntil(base, (t) => value(t, "jetkvm_microphone_frames_received_total") === before + 300, "every frame received", 5000);
+    holder.kill("SIGTERM");
+    await holder.exited;
+    await Bun.sleep(1500);
+    expect(fds()).toBeLessThanOrEqual(fdsHeld - 1);
+    server.kill("SIGTERM");
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(await player.exited).toBe(0);
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    const all = sessions(wholeWireMessages(heard, INPUT_MAGIC));
+    expect(all.length).toBe(17);
+    for (const session of all.slice(1)) {
+      expect(session.filter((m) => m.type === MessageType.OpusFrame).length).toBe(10);
+      expect(session.at(-1)!.type).toBe(MessageType.Stop);
+    }
+    expect(stopped).toMatchObject({ frames: String(before + 300), dropped_session_ended: "140", sessions: "17", clean_sessions: "16" });
+    const whole = all.flat().filter((m) => m.type === MessageType.OpusFrame);
     expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
   }, 60_000);
 });

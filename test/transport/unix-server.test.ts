@@ -17,6 +17,7 @@ import { unixListeners } from "../support/proc.ts";
 import { recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
+import { within } from "../../src/transport/within.ts";
 
 const defer = useCleanup();
 
@@ -349,5 +350,111 @@ describe("UnixServer.hold: while the owner cannot take more, no client is read",
     await until(() => h.data(1) === 300, "the client's bytes once the hold has failed");
     expect(server.holding).toBe(false);
     expect(server.connections).toBe(1);
+  });
+});
+
+describe("UnixServer.hold: a hold that begins while a client is being replaced", () => {
+  /** countingHandler's counts, plus each client's server-side socket (numbered by connection order) and a hook run on each data. */
+  function hookedHandler() {
+    const sockets: Socket<unknown>[] = [];
+    const id = (s: Socket<unknown>) => {
+      if (!sockets.includes(s)) sockets.push(s);
+      return sockets.indexOf(s) + 1;
+    };
+    const data = new Map<number, number>();
+    const late = new Map<number, number>();
+    const closed = new Map<number, string>();
+    const add = (m: Map<number, number>, k: number, n: number) => m.set(k, (m.get(k) ?? 0) + n);
+    const hooks: { onData?: (s: Socket<unknown>, n: number) => void } = {};
+    const handler: ClientHandler = {
+      open: (s) => void id(s),
+      data: (s, chunk) => {
+        add(data, id(s), chunk.length);
+        hooks.onData?.(s, id(s));
+      },
+      late: (s, chunk) => void add(late, id(s), chunk.length),
+      drain: () => {},
+      close: (s, reason) => void closed.set(id(s), reason),
+    };
+    return { handler, hooks, socket: (k: number) => sockets[k - 1]!, data: (k: number) => data.get(k) ?? 0, late: (k: number) => late.get(k) ?? 0, closed };
+  }
+
+  test("a hold that begins as what the replaced client sent is read (no hold before): the new client waits and is served once it settles, not left unread and unserved", async () => {
+    const h = hookedHandler();
+    const { path, server } = await startUnixServer(h.handler);
+    const first = await connectClient(defer, path);
+    await until(() => server.connections === 1, "the first client");
+    // What the first one sends is still unread when the second connects (the loop has not got to it: readPending's case).
+    h.socket(1).pause();
+    expect(first.socket.write(new Uint8Array(100))).toBe(100);
+    await Bun.sleep(50);
+    expect(h.data(1)).toBe(0);
+    // Reading it fills the owner's sink: a hold begins inside readPending.
+    const settle = Promise.withResolvers<void>();
+    h.hooks.onData = (_s, k) => {
+      if (k === 1) server.hold(settle.promise);
+    };
+    const second = await connectClient(defer, path);
+    expect(second.socket.write(new Uint8Array(500))).toBe(500);
+    await until(() => h.data(1) === 100, "the first client's bytes, read as the second connects");
+    expect(server.holding).toBe(true);
+    await Bun.sleep(50);
+    // Not read while held, neither as its session nor (unserved) late.
+    expect([h.data(2), h.late(2)]).toEqual([0, 0]);
+    settle.resolve();
+    // Once the hold settles the second client takes over, and what it sent is read.
+    await until(() => h.data(2) + h.late(2) === 500, "the second client's bytes once the hold settles", 3000);
+    expect([h.data(2), server.connections, server.replacements]).toEqual([500, 2, 1]);
+  });
+
+  test("a hold that begins as what the replaced client sent is read: stop() lets the new client go too (its descriptor closed, what it sent counted late)", async () => {
+    const h = hookedHandler();
+    const { path, server } = await startUnixServer(h.handler);
+    const first = await connectClient(defer, path);
+    await until(() => server.connections === 1, "the first client");
+    h.socket(1).pause();
+    expect(first.socket.write(new Uint8Array(100))).toBe(100);
+    await Bun.sleep(50);
+    h.hooks.onData = (_s, k) => {
+      if (k === 1) server.hold(Promise.withResolvers<void>().promise);
+    };
+    const second = await connectClient(defer, path);
+    await until(() => h.data(1) === 100, "the first client's bytes, read as the second connects");
+    expect(second.socket.write(new Uint8Array(300))).toBe(300);
+    await Bun.sleep(50);
+    await server.stop();
+    // Let go at the stop, as any client accepted and waiting is: what it sent read late, its connection closed.
+    await within(second.closed, 3000, undefined);
+    expect([second.isClosed, h.late(2)]).toEqual([true, 300]);
+  });
+
+  test("a hold that begins as the held client's last bytes are read, which also end its session (frames then Stop in one read): the next waiting client is not read until that hold settles", async () => {
+    const h = hookedHandler();
+    const { path, server } = await startUnixServer(h.handler);
+    const first = await connectClient(defer, path);
+    await until(() => server.connections === 1, "the first client");
+    const first_hold = Promise.withResolvers<void>();
+    server.hold(first_hold.promise);
+    // Frames and Stop, unread while held.
+    expect(first.socket.write(new Uint8Array(100))).toBe(100);
+    const second = await connectClient(defer, path);
+    expect(second.socket.write(new Uint8Array(500))).toBe(500);
+    await Bun.sleep(50);
+    expect([h.data(1), h.data(2)]).toEqual([0, 0]);
+    // As InputServer does: the frames of that read hold the sink again, and the Stop in the same read ends the session.
+    const second_hold = Promise.withResolvers<void>();
+    h.hooks.onData = (s, k) => {
+      if (k !== 1) return;
+      server.hold(second_hold.promise);
+      server.disconnect(s, "session stopped", "end", true);
+    };
+    first_hold.resolve();
+    await until(() => h.data(1) === 100, "the first client's bytes once the first hold settles");
+    expect(server.holding).toBe(true);
+    await Bun.sleep(50);
+    // Held again: the second client may not be read (its bytes would pile up in the owner's sink).
+    expect(h.data(2)).toBe(0);
+    second_hold.resolve();
+    await until(() => h.data(2) === 500, "the second client's bytes once the second hold settles", 3000);
   });
 });
