@@ -47,11 +47,11 @@ export const LINGER_MS = 1000;
  * frame received is written or counted.
  */
 export class ByteSink implements ByteOutput {
-  private buffer: Uint8Array;
+  private buffer = new Uint8Array(0);
   private used = 0;
   /** The buffered units that carry frames: where each ends, and the frames buffered up to its end. */
-  private unitEnds: Uint32Array;
-  private framesThrough: Uint32Array;
+  private unitEnds = new Uint32Array(0);
+  private framesThrough = new Uint32Array(0);
   private units = 0;
   private readonly counts: Record<ByteSinkDrop, number> = { sink_no_reader: 0, sink_write_failed: 0, sink_reader_slow: 0 };
   /** Set by the first failed write: nothing is written after it. */
@@ -69,10 +69,7 @@ export class ByteSink implements ByteOutput {
     private readonly ownsFd: boolean,
     private readonly capacity: number,
   ) {
-    this.buffer = new Uint8Array(capacity);
-    const most = Math.ceil(capacity / SMALLEST_FRAME_UNIT);
-    this.unitEnds = new Uint32Array(most);
-    this.framesThrough = new Uint32Array(most);
+    this.allocate(capacity);
   }
 
   /**
@@ -143,7 +140,7 @@ export class ByteSink implements ByteOutput {
     if (frames > 0) {
       const i = this.units++;
       this.unitEnds[i] = this.used;
-      this.framesThrough[i] = (i > 0 ? this.framesThrough[i - 1]! : 0) + frames;
+      this.framesThrough[i] = this.framesIn(i) + frames;
     }
   }
 
@@ -166,8 +163,7 @@ export class ByteSink implements ByteOutput {
       else this.holdOn();
       return;
     }
-    const buffered = this.units > 0 ? this.framesThrough[this.units - 1]! : 0;
-    const lost = buffered - (whole > 0 ? this.framesThrough[whole - 1]! : 0);
+    const lost = this.framesIn(this.units) - this.framesIn(whole);
     this.forget(this.used, this.units);
     this.fail(code, lost);
   }
@@ -199,7 +195,7 @@ export class ByteSink implements ByteOutput {
     } finally {
       clearTimeout(timer);
       if (this.held && !this.failure) {
-        this.counts.sink_reader_slow += this.units > 0 ? this.framesThrough[this.units - 1]! : 0;
+        this.counts.sink_reader_slow += this.framesIn(this.units);
         this.forget(this.used, this.units);
       }
       this.release();
@@ -225,9 +221,18 @@ export class ByteSink implements ByteOutput {
     return length <= this.buffer.length - this.used && (frames === 0 || this.units < this.unitEnds.length);
   }
 
+  /** The frames of the first `units` buffered units. */
+  private framesIn(units: number): number {
+    return units > 0 ? this.framesThrough[units - 1]! : 0;
+  }
+
   /** Room for at least `bytes` (and a unit more): a backlog past the buffer's size lives only until it is written. */
   private grow(bytes: number): void {
-    const size = Math.max(bytes, 2 * this.buffer.length);
+    this.allocate(Math.max(bytes, 2 * this.buffer.length));
+  }
+
+  /** A buffer of `size` bytes, with room for its units (and a unit more), holding what the one before held. */
+  private allocate(size: number): void {
     const buffer = new Uint8Array(size);
     buffer.set(this.buffer.subarray(0, this.used));
     this.buffer = buffer;
@@ -246,18 +251,13 @@ export class ByteSink implements ByteOutput {
       this.used = 0;
       this.units = 0;
       // A backlog's larger buffer is let go once it is written.
-      if (this.buffer.length > this.capacity) {
-        this.buffer = new Uint8Array(this.capacity);
-        const most = Math.ceil(this.capacity / SMALLEST_FRAME_UNIT);
-        this.unitEnds = new Uint32Array(most);
-        this.framesThrough = new Uint32Array(most);
-      }
+      if (this.buffer.length > this.capacity) this.allocate(this.capacity);
       return;
     }
     if (bytes === 0) return;
     this.buffer.copyWithin(0, bytes, this.used);
     this.used -= bytes;
-    const framesBefore = units > 0 ? this.framesThrough[units - 1]! : 0;
+    const framesBefore = this.framesIn(units);
     for (let i = units; i < this.units; i++) {
       this.unitEnds[i - units] = this.unitEnds[i]! - bytes;
       this.framesThrough[i - units] = this.framesThrough[i]! - framesBefore;
