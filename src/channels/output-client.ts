@@ -57,8 +57,6 @@ export class OutputClient implements ChannelEnd {
   private stopped = false;
   private observer: ChannelObserver = NO_OBSERVER;
   private readonly connection: ReconnectingConnection;
-  /** The sink's reader is behind: no connection is read until this settles. */
-  private holding: Promise<void> | undefined;
 
   constructor(private readonly options: OutputClientOptions) {
     this.tuner = new SocketTuner(options.socketBuffers, options.report);
@@ -70,7 +68,6 @@ export class OutputClient implements ChannelEnd {
       drain: () => {},
       onOpen: (socket) => {
         this.parser = new FrameParser(OUTPUT_MAGIC);
-        if (this.holding) socket.pause();
         options.report("info", this.connects === 1 ? "connected" : "reconnected", { socket: options.path });
         this.tuner.attach(socket);
         this.observer.connection("connected", options.path);
@@ -165,23 +162,14 @@ export class OutputClient implements ChannelEnd {
 
   /**
    * Reads no more until the sink's reader has taken what it holds (the rest
-   * of this read still goes to the sink): the server sees a full socket, as
-   * from any slow reader, and the process stays free to act on a signal.
+   * of this read still goes to the sink; ReconnectingConnection.hold): the
+   * process stays free to act on a signal. A sink that fails meanwhile ends
+   * the run.
    */
   private holdWhile(waiting: Promise<void>): void {
-    if (this.holding) return;
-    this.holding = waiting;
-    this.connection.socket?.pause();
-    waiting.then(
-      () => {
-        this.holding = undefined;
-        this.connection.socket?.resume();
-      },
-      (e: Error) => {
-        this.holding = undefined;
-        this.fail(e);
-      },
-    );
+    if (this.connection.holding) return;
+    this.connection.hold(waiting);
+    waiting.catch((e: Error) => this.fail(e));
   }
 
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {

@@ -42,6 +42,8 @@ export class ReconnectingConnection {
   private closedWaiter: ((reason: string) => void) | undefined;
   private readonly abort = new AbortController();
   private stopping = false;
+  /** While set, no connection is read (hold): the owner cannot take more yet. */
+  private held: Promise<void> | undefined;
   private settle!: () => void;
   /** Resolves once the first connection attempt has an outcome: connected, or no server there yet. */
   readonly firstAttempt = new Promise<void>((resolve) => (this.settle = resolve));
@@ -54,6 +56,27 @@ export class ReconnectingConnection {
 
   get stopped(): boolean {
     return this.stopping;
+  }
+
+  /** Whether the connection is held (see hold). */
+  get holding(): boolean {
+    return this.held !== undefined;
+  }
+
+  /**
+   * Reads nothing until `waiting` settles (the owner's sink holds what its
+   * reader has not taken): the connection, and one made meanwhile, are
+   * paused; the server sees a full socket, as from any slow reader.
+   */
+  hold(waiting: Promise<void>): void {
+    if (this.held) return;
+    this.held = waiting;
+    this.current?.pause();
+    const resume = () => {
+      this.held = undefined;
+      this.current?.resume();
+    };
+    waiting.then(resume, resume);
   }
 
   /**
@@ -74,6 +97,7 @@ export class ReconnectingConnection {
         const openedAt = performance.now();
         this.current = socket;
         this.connects++;
+        if (this.held) socket.pause();
         this.options.onOpen(socket);
         this.settle();
         const reason = await ended;
