@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, openSync, readdirSync, readFileSync, readSync, writeFileSync } from "node:fs";
+import { closeSync, constants, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import {
   decodeConfigPayload,
   encodeConfigPayload,
@@ -15,7 +15,7 @@ import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { failureLine, findLogFields, logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
+import { HELD_READER, heldPlayer, makeFifo, readAvailable, releaseReader, writeIntoFifo } from "../support/fifo.ts";
 import { healthz, heldUp, metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith, requireTool, runTool, TONE, wav } from "../support/opus-fixtures.ts";
@@ -39,6 +39,15 @@ async function serve(sock: string, sink: string, extra: string[] = []): Promise<
   const agent = spawnAgent(["input", "serve", "--socket", sock, "--sink", sink, "--format", "wire", ...extra]);
   await agent.waitForStderr("listening socket=");
   return agent;
+}
+
+/** input serve --sink - into a FIFO whose HELD_READER reads nothing until released (releaseReader(heard)). */
+async function heldServer(path: (name: string) => string, sock: string, extra: string[] = []) {
+  const heard = path("heard.wire");
+  const { player, agentOnIt } = heldPlayer(path("player"), heard);
+  const server = agentOnIt(["input", "serve", "--socket", sock, "--sink", "-", "--metrics", "127.0.0.1:0", ...extra]);
+  const base = await metricsUrl(server);
+  return { server, player, heard, base };
 }
 
 /** Splits a sink's messages into sessions, each starting at a Config. */
@@ -528,13 +537,7 @@ describe("input serve / input send as processes", () => {
     const { sock, path } = setup();
     const N = 20_000;
     await writeWireFile(path("mic.wire"), N);
-    const fifo = makeFifo(path("player"));
-    const heard = path("heard.wire");
-    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
-    const out = openSync(fifo, "w");
-    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", "-", "--metrics", "127.0.0.1:0"], { stdout: out });
-    closeSync(out);
-    const base = await metricsUrl(server);
+    const { server, player, heard, base } = await heldServer(path, sock);
     const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("mic.wire")]);
     await heldUp(base, "jetkvm_microphone_frames_received_total", N);
     server.kill("SIGTERM");
@@ -732,18 +735,6 @@ elif plan == 'late':
 `;
 
 describe("input serve --sink - to a pipe whose reader is behind", () => {
-  /** input serve --sink - into a FIFO whose HELD_READER reads nothing until released. */
-  async function heldServer(path: (name: string) => string, sock: string, extra: string[] = []) {
-    const fifo = makeFifo(path("player"));
-    const heard = path("heard.wire");
-    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
-    const out = openSync(fifo, "w");
-    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", "-", "--metrics", "127.0.0.1:0", ...extra], { stdout: out });
-    closeSync(out);
-    const base = await metricsUrl(server);
-    return { server, player, heard, base };
-  }
-
   test("a reader that stalls and then reads on loses nothing: the client is read again once it catches up, every message arrives once, in order", async () => {
     const { sock, path } = setup();
     const N = 20_000;
@@ -896,13 +887,7 @@ describe("input serve --sink - to a pipe whose reader is behind", () => {
 describe("input serve --sink - : a hold that begins while a client is being replaced", () => {
   test("a client that connects as the served one's unread burst fills the sink is served once the reader catches up, its session whole: not read, dropped and left uncounted", async () => {
     const { sock, path } = setup();
-    const fifo = makeFifo(path("player"));
-    const heard = path("heard.wire");
-    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
-    const out = openSync(fifo, "w");
-    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", "-", "--metrics", "127.0.0.1:0"], { stdout: out });
-    closeSync(out);
-    await metricsUrl(server);
+    const { server, player, heard } = await heldServer(path, sock);
     const peer = start(["python3", "-c", RAW_INPUT_PEER, sock, "burst-behind", path("go")]);
     await until(() => peer.stdout.includes("connected"), "A to connect");
     await server.waitForStderr("client connected");
@@ -933,13 +918,7 @@ describe("input serve --sink - : a hold that begins while a client is being repl
 describe("input serve --once --sink - : clients waiting while the reader is behind", () => {
   test("the first session's end ends the channel: the sessions of clients that waited behind it are not written to the sink after it", async () => {
     const { sock, path } = setup();
-    const fifo = makeFifo(path("player"));
-    const heard = path("heard.wire");
-    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
-    const out = openSync(fifo, "w");
-    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", "-", "--once", "--metrics", "127.0.0.1:0"], { stdout: out });
-    closeSync(out);
-    await metricsUrl(server);
+    const { server, player, heard } = await heldServer(path, sock, ["--once"]);
     const holder = start(["python3", "-c", RAW_INPUT_PEER, sock, "hold"]);
     await until(() => holder.stdout.includes("before"), "the first client to be held up");
     // Two whole sessions, each taken by the kernel, wait behind it.
@@ -964,13 +943,7 @@ describe("input serve --once --sink - : clients waiting while the reader is behi
 describe("input serve --sink - : more clients wait than may", () => {
   test("30 whole sessions wait while the reader is behind: the 16 last are served in turn, the 14 first let go unserved, their frames counted session_ended; none lost, no descriptor left", async () => {
     const { sock, path } = setup();
-    const fifo = makeFifo(path("player"));
-    const heard = path("heard.wire");
-    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
-    const out = openSync(fifo, "w");
-    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", "-", "--metrics", "127.0.0.1:0"], { stdout: out });
-    closeSync(out);
-    const base = await metricsUrl(server);
+    const { server, player, heard, base } = await heldServer(path, sock);
     const holder = start(["python3", "-c", RAW_INPUT_PEER, sock, "hold"]);
     await until(() => holder.stdout.includes("before"), "the client to be held up");
     const { before } = JSON.parse(holder.stdout.trim());
@@ -1006,20 +979,3 @@ describe("input serve --sink - : more clients wait than may", () => {
     expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
   }, 60_000);
 });
-
-/** All a non-blocking reader's end holds now. */
-function readAvailable(fd: number): Uint8Array {
-  const parts: Uint8Array[] = [];
-  const chunk = new Uint8Array(65536);
-  for (;;) {
-    let got = 0;
-    try {
-      got = readSync(fd, chunk);
-    } catch {
-      break; // EAGAIN
-    }
-    if (got <= 0) break;
-    parts.push(chunk.slice(0, got));
-  }
-  return new Uint8Array(Buffer.concat(parts));
-}

@@ -10,7 +10,7 @@ import { encodeConfigPayload, encodeMessage, MessageType, OUTPUT_MAGIC } from ".
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { heldUp, metricsUrl } from "../support/metrics.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { HELD_READER, makeFifo, releaseReader } from "../support/fifo.ts";
+import { heldPlayer, makeFifo, releaseReader } from "../support/fifo.ts";
 import { packetsOf } from "../support/ogg.ts";
 import { decodedSamples, TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
@@ -504,12 +504,9 @@ describe("output recv to stdout", () => {
     const t = setup();
     const N = 20_000;
     const serve = await servingFile(t, N);
-    const fifo = makeFifo(t.path("player"));
     const heard = t.path("heard.wire");
-    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
-    const out = openSync(fifo, "w");
-    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", "-", "--once", "--metrics", "127.0.0.1:0"], { stdout: out });
-    closeSync(out);
+    const { player, agentOnIt } = heldPlayer(t.path("player"), heard);
+    const recv = agentOnIt(["output", "recv", "--socket", t.sock, "--sink", "-", "--once", "--metrics", "127.0.0.1:0"]);
     await heldUp(await metricsUrl(recv), "jetkvm_audio_frames_received_total", N);
     releaseReader(heard);
     expect(await recv.exited, recv.stderr).toBe(0);
@@ -530,17 +527,11 @@ describe("output recv to stdout", () => {
 async function stalledReaderStopped(sink: "fifo" | "stdout"): Promise<void> {
   const t = setup();
   const serve = await servingFile(t, 20_000);
-  const fifo = makeFifo(t.path("player"));
+  const fifo = t.path("player");
   const heard = t.path("heard.wire");
-  const player = start(["sh", "-c", HELD_READER, fifo, heard]);
+  const { player, agentOnIt } = heldPlayer(fifo, heard);
   const args = ["output", "recv", "--socket", t.sock, "--metrics", "127.0.0.1:0", "--sink"];
-  let recv: Spawned;
-  if (sink === "fifo") recv = spawnAgent([...args, fifo]);
-  else {
-    const out = openSync(fifo, "w");
-    recv = spawnAgent([...args, "-"], { stdout: out });
-    closeSync(out);
-  }
+  const recv = sink === "fifo" ? spawnAgent([...args, fifo]) : agentOnIt([...args, "-"]);
   await heldUp(await metricsUrl(recv), "jetkvm_audio_frames_received_total", 20_000);
   recv.kill("SIGTERM");
   expect(await recv.exited, recv.stderr).toBe(0);

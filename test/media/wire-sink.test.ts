@@ -12,7 +12,7 @@ import { OggSink } from "../../src/media/ogg-sink.ts";
 import { WireSink } from "../../src/media/wire-sink.ts";
 import { encodeMessage, FrameParser, MessageType, OUTPUT_MAGIC, type ParsedMessage } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { makeFifo } from "../support/fifo.ts";
+import { makeFifo, readAvailable } from "../support/fifo.ts";
 import { openFiles } from "../support/proc.ts";
 import { socketDir } from "../support/temp.ts";
 import { indexedWire } from "../support/wire.ts";
@@ -250,17 +250,7 @@ describe("ByteSink over a pipe whose reader is behind", () => {
 
   /** Reads what the pipe holds now (until EAGAIN), appended to `into`. */
   function readNow(fd: number, into: number[]): void {
-    const chunk = new Uint8Array(65536);
-    for (;;) {
-      let got = 0;
-      try {
-        got = readSync(fd, chunk);
-      } catch {
-        return;
-      }
-      if (got <= 0) return;
-      into.push(...chunk.subarray(0, got));
-    }
+    for (const byte of readAvailable(fd)) into.push(byte);
   }
 
   test("what the full pipe does not take waits in the sink, which says so (waiting); read, it all arrives once and in order, and waiting settles", async () => {

@@ -3,23 +3,30 @@
  * process that opens the FIFO, writes a file into it and closes it.
  */
 import { ptr } from "bun:ffi";
-import { readSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { openLibc } from "../../src/transport/socket-options.ts";
+import { spawnAgent, start, type Spawned } from "./processes.ts";
 
-/** What a non-blocking reader's end holds now, read until EAGAIN or its end, as text. */
-export function readAvailableText(fd: number): string {
+/** What a non-blocking reader's end holds now, read until EAGAIN or its end. */
+export function readAvailable(fd: number): Uint8Array {
+  const parts: Uint8Array[] = [];
   const chunk = new Uint8Array(65536);
-  let text = "";
   for (;;) {
     let got = 0;
     try {
       got = readSync(fd, chunk);
     } catch {
-      return text; // EAGAIN: all there is
+      break; // EAGAIN: all there is
     }
-    if (got <= 0) return text;
-    text += Buffer.from(chunk.subarray(0, got)).toString();
+    if (got <= 0) break;
+    parts.push(chunk.slice(0, got));
   }
+  return new Uint8Array(Buffer.concat(parts));
+}
+
+/** What a non-blocking reader's end holds now, as text. */
+export function readAvailableText(fd: number): string {
+  return Buffer.from(readAvailable(fd)).toString();
 }
 
 export function makeFifo(path: string): string {
@@ -37,6 +44,25 @@ export const HELD_READER = `exec 3<"$0"; while [ ! -e "$1.go" ]; do sleep 0.01; 
 /** Lets a HELD_READER writing into `out` read. */
 export function releaseReader(out: string): void {
   writeFileSync(`${out}.go`, "");
+}
+
+/**
+ * A FIFO made at `fifo` with a HELD_READER on it, which writes what it reads
+ * into `heard` once releaseReader(heard); `agentOnIt` spawns an agent whose
+ * stdout is that FIFO (opened once the reader has it open).
+ */
+export function heldPlayer(fifo: string, heard: string): { player: Spawned; agentOnIt: (args: string[]) => Spawned } {
+  makeFifo(fifo);
+  const player = start(["sh", "-c", HELD_READER, fifo, heard]);
+  const agentOnIt = (args: string[]) => {
+    const out = openSync(fifo, "w");
+    try {
+      return spawnAgent(args, { stdout: out });
+    } finally {
+      closeSync(out);
+    }
+  };
+  return { player, agentOnIt };
 }
 
 /**

@@ -379,16 +379,21 @@ describe("UnixServer.hold: a hold that begins while a client is being replaced",
     return { handler, hooks, socket: (k: number) => sockets[k - 1]!, data: (k: number) => data.get(k) ?? 0, late: (k: number) => late.get(k) ?? 0, closed };
   }
 
-  test("a hold that begins as what the replaced client sent is read (no hold before): the new client waits and is served once it settles, not left unread and unserved", async () => {
+  /** A served client whose 100 bytes are still unread when the next connects (the loop has not got to them: readPending's case). */
+  async function servedWithUnreadBytes() {
     const h = hookedHandler();
     const { path, server } = await startUnixServer(h.handler);
     const first = await connectClient(defer, path);
     await until(() => server.connections === 1, "the first client");
-    // What the first one sends is still unread when the second connects (the loop has not got to it: readPending's case).
     h.socket(1).pause();
     expect(first.socket.write(new Uint8Array(100))).toBe(100);
     await Bun.sleep(50);
     expect(h.data(1)).toBe(0);
+    return { h, path, server };
+  }
+
+  test("a hold that begins as what the replaced client sent is read (no hold before): the new client waits and is served once it settles, not left unread and unserved", async () => {
+    const { h, path, server } = await servedWithUnreadBytes();
     // Reading it fills the owner's sink: a hold begins inside readPending.
     const settle = Promise.withResolvers<void>();
     h.hooks.onData = (_s, k) => {
@@ -408,13 +413,7 @@ describe("UnixServer.hold: a hold that begins while a client is being replaced",
   });
 
   test("a hold that begins as what the replaced client sent is read: stop() lets the new client go too (its descriptor closed, what it sent counted late)", async () => {
-    const h = hookedHandler();
-    const { path, server } = await startUnixServer(h.handler);
-    const first = await connectClient(defer, path);
-    await until(() => server.connections === 1, "the first client");
-    h.socket(1).pause();
-    expect(first.socket.write(new Uint8Array(100))).toBe(100);
-    await Bun.sleep(50);
+    const { h, path, server } = await servedWithUnreadBytes();
     h.hooks.onData = (_s, k) => {
       if (k === 1) server.hold(Promise.withResolvers<void>().promise);
     };
