@@ -86,16 +86,22 @@ function drained(text: string, component: string): boolean {
   );
 }
 
+/** An output server with small socket buffers and a client that reads nothing, accepted. */
+async function serverWithPausedReader() {
+  const { path, server } = await startOutputServer(defer, {
+    queueFrames: 1000,
+    writeDeadlineMs: 0,
+    stuckFrames: 100_000,
+    socketBuffers: { sendBytes: 8192, receiveBytes: 16384 },
+  });
+  const reader = await connectClient(defer, path, { paused: true });
+  await until(() => server.connected, "client accepted");
+  return { server, reader };
+}
+
 describe("metrics read exactly what the channel end counts", () => {
   test("a paused reader: overflows are the writes that came back short, utilization and sizes are the kernel's; percentiles are the monitor's", async () => {
-    const { path, server } = await startOutputServer(defer, {
-      queueFrames: 1000,
-      writeDeadlineMs: 0,
-      stuckFrames: 100_000,
-      socketBuffers: { sendBytes: 8192, receiveBytes: 16384 },
-    });
-    const reader = await connectClient(defer, path, { paused: true });
-    await until(() => server.connected, "client accepted");
+    const { server, reader } = await serverWithPausedReader();
     // A burst larger than the kernel takes: the write comes back short and the writer waits.
     let next = 0;
     const burst = async () => {
@@ -453,14 +459,7 @@ describe("metrics over HTTP from real roles", () => {
 
 describe("socket buffer gauges once the peer has gone", () => {
   test("a reader that left its buffer full and then disconnected: no connection, so the utilization is not the dead socket's last sample", async () => {
-    const { path, server } = await startOutputServer(defer, {
-      queueFrames: 1000,
-      writeDeadlineMs: 0,
-      stuckFrames: 100_000,
-      socketBuffers: { sendBytes: 8192, receiveBytes: 16384 },
-    });
-    const reader = await connectClient(defer, path, { paused: true });
-    await until(() => server.connected, "client accepted");
+    const { server, reader } = await serverWithPausedReader();
     let next = 0;
     while (server.stats.shortWrites === 0) {
       for (let k = 0; k < 8; k++) server.sendFrame(testPayload(next++));
