@@ -1,4 +1,3 @@
-import { fstatSync } from "node:fs";
 import { InputServer } from "../channels/input-server.ts";
 import { socketBufferSizes, type RoleSettings } from "../config.ts";
 import type { FrameSink } from "../media/frame-sink.ts";
@@ -6,10 +5,10 @@ import { openSink } from "../media/open.ts";
 import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
-import type { Report } from "../transport/report.ts";
-import { setNonBlocking, sizedPipe, sizedSendBuffer } from "../transport/socket-options.ts";
+import { sizedPipe, sizedSendBuffer } from "../transport/socket-options.ts";
 import { Instruments, type ChannelInstruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
+import { keepPaceOnStdout, liveStdout } from "./stdout.ts";
 
 type Settings = RoleSettings<"input serve">;
 
@@ -70,8 +69,10 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
     try {
       // A FIFO sink (a player) never blocks: late audio is worth nothing, and in `serve` the output channel must not wait.
       const pipeBytes = settings["sink-pipe-bytes"];
-      // Beside the output channel, stdout to a player must not block either (the other channel would wait).
-      const stdout = beside === "output" && settings.sink === "-" ? liveStdout(report) : undefined;
+      // Beside the output channel, stdout to a player must not block either (the other channel would wait);
+      // on its own, stdout keeps its reader's pace as any sink does.
+      const stdout = settings.sink === "-" && beside === "output" ? liveStdout(report) : undefined;
+      if (settings.sink === "-" && beside === undefined) keepPaceOnStdout(report);
       sink = openSink(settings.format, settings.sink, {
         preSkip: settings["pre-skip"],
         pageMs: settings["page-ms"],
@@ -114,37 +115,4 @@ export async function inputServe(settings: Settings, logger: Logger, shutdown: S
   } finally {
     await instruments.stop();
   }
-}
-
-/**
- * Stdout made non-blocking when it is a pipe or a socket (to a player), and
- * which; undefined when it is anything else (a file, a terminal), shares its
- * pipe with stderr (`2>&1`: the log's lines would then be the ones that wait,
- * and be lost), or cannot be made so; stdout is then written as a file is.
- * Its flags are put back at exit, for whoever shares the pipe after the agent.
- */
-function liveStdout(report: Report): "pipe" | "socket" | undefined {
-  let kind: "pipe" | "socket" | undefined;
-  try {
-    const out = fstatSync(1);
-    kind = out.isFIFO() ? "pipe" : out.isSocket() ? "socket" : undefined;
-    const err = fstatSync(2);
-    if (kind && err.dev === out.dev && err.ino === out.ino) {
-      // A pipe is then written as `output recv` writes one (ByteSink): a stalled player holds up the reading of the input channel only.
-      report("warn", kind === "pipe"
-        ? "stderr shares stdout's pipe: stdout is written as a file is, every frame kept; a stalled player holds up the input channel, and the log's lines"
-        : "stderr shares stdout's socket: stdout is written blocking, and a stalled player may hold up both channels");
-      return undefined;
-    }
-  } catch {
-    return undefined;
-  }
-  if (!kind) return undefined;
-  const set = setNonBlocking(1);
-  if (!set.ok) {
-    report("warn", "cannot make stdout non-blocking; a stalled player may hold up both channels", { error: set.message });
-    return undefined;
-  }
-  process.on("exit", set.restore);
-  return kind;
 }

@@ -10,6 +10,7 @@ import { summaryFields } from "../observe/readings.ts";
 import { MessageType, type ParsedMessage } from "../protocol/index.ts";
 import { Instruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
+import { keepPaceOnStdout } from "./stdout.ts";
 
 /**
  * The output client with its instruments attached: `output recv` as it runs
@@ -72,6 +73,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     }
     // The FIFO is written through the descriptor its reader was found with, non-blocking: a slow
     // reader holds up the reading of the socket (the sink's `waiting`), never the process.
+    if (settings.sink === "-") keepPaceOnStdout(report);
     sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"], fd: fifo });
   } catch (e) {
     await instruments.stop();

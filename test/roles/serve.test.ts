@@ -370,7 +370,7 @@ describe("serve: both channels in one process", () => {
     );
   }
 
-  test("input serve alone writes --sink - as a file, blocking (no other channel waits): a session into a socket stdout loses nothing", async () => {
+  test("input serve alone writes --sink - as a file is, at its reader's pace (no other channel waits): a session into a socket stdout loses nothing", async () => {
     const t = setup();
     const agent = spawnAgent(["input", "serve", "--socket", t.in, "--sink", "-"]);
     await sessionWrittenBlocking(t, agent);
@@ -379,7 +379,7 @@ describe("serve: both channels in one process", () => {
     expect(stopped.dropped ?? "0").toBe("0");
   }, 60_000);
 
-  test("--input-sink - into a file, or into a pipe stderr shares (2>&1): written as a file, blocking, nothing dropped; stdout's flags are as they were after the exit", async () => {
+  test("--input-sink - into a file, or into a pipe stderr shares (2>&1): written as a file is, nothing dropped; stdout's flags are as they were after the exit", async () => {
     const t = setup();
     const file = t.path("sink.wire");
     const args = ["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", "-"];
@@ -388,7 +388,7 @@ describe("serve: both channels in one process", () => {
     expect(wholeWireMessages(file, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame).length).toBe(200);
 
     // A pipe, shared by stderr (2>&1) or not: shared, the log's lines must not be what waits and is
-    // lost, so stdout stays blocking; not, it is written without blocking. Either way the next command
+    // lost, so stdout is written as a file is (every frame kept); not, it is written as a player's pipe. Either way the next command
     // on the pipe after the agent's exit finds its flags without O_NONBLOCK (04000).
     for (const [k, shares] of [[1, true], [2, false]] as const) {
       const log = t.path(`pipe-${k}.log`);
@@ -470,7 +470,7 @@ describe("serve: both channels in one process", () => {
     expect(Number(stopped.dropped)).toBeGreaterThan(390);
   }, 60_000);
 
-  test("--input-sink - to a socket stderr shares (2>&1): written blocking, with a warning, nothing dropped", async () => {
+  test("--input-sink - to a socket stderr shares (2>&1): written as a file is, with a warning, nothing dropped", async () => {
     const t = setup();
     const pair = socketPair();
     const args = ["serve", "--output-socket", t.out, "--output-source", "/dev/null", "--input-socket", t.in, "--input-sink", "-", "--input-once"];
@@ -483,11 +483,41 @@ describe("serve: both channels in one process", () => {
     await micSession(t, 0);
     expect(await agent.exited).toBe(0);
     const out = await text();
-    expect(out).toContain("WARN  input-server: stderr shares stdout's socket: stdout is written blocking");
+    expect(out).toContain("WARN  input-server: stderr shares stdout's socket: stdout is written as a file is, every frame kept");
     expect(out).not.toContain("without blocking");
     const stopped = logFields(out, "input-server", "stopped");
     expect(stopped.frames).toBe("200");
     expect(stopped.dropped ?? "0").toBe("0");
+  }, 60_000);
+
+  test("--input-sink - to a socket stderr shares (2>&1) whose player stalls: the input channel waits, the output channel plays on, SIGTERM exits 0", async () => {
+    const t = setup();
+    const pair = socketPair();
+    await writeWireFile(t.path("capture.wire"), 50);
+    const args = ["serve", "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--output-realtime", "--output-loop", "--input-socket", t.in, "--input-sink", "-"];
+    const agent = start(["bash", "-c", 'exec "$@" 2>&1', "bash", ...AGENT, ...args], { env: agentEnv(), stdout: pair.childEnd });
+    closeSync(pair.childEnd);
+    await until(() => existsSync(t.in) && existsSync(t.out), "both sockets");
+    const out = t.path("out.wire");
+    const recv = spawnAgent(["output", "recv", "--socket", t.out, "--sink", out]);
+    // 4 MB of microphone frames: far more than the player's socket holds, which it does not read.
+    await writeWireFile(t.path("mic.wire"), 1000, (i) => indexedPayload(i, 4096));
+    const mic = spawnAgent(["input", "send", "--socket", t.in, "--source", t.path("mic.wire"), "--max-latency-ms", "60000", "--write-deadline-ms", "0"]);
+    const played = () => (existsSync(out) ? wireFileFrames(out).frames.length : 0);
+    await until(() => played() > 0, "the output channel's first frames");
+    // Two seconds of output after the input channel's player filled its socket (within milliseconds).
+    const before = played();
+    await until(() => played() >= before + 100, "the output channel to play on", 30_000);
+    agent.kill("SIGTERM");
+    const heard = Buffer.from(await readToEnd(pair.playerEnd)).toString("latin1");
+    expect(await agent.exited).toBe(0);
+    mic.kill("SIGTERM");
+    recv.kill("SIGTERM");
+    await Promise.all([mic.exited, recv.exited]);
+    expect(heard).toContain("WARN  input-server: stderr shares stdout's socket: stdout is written as a file is, every frame kept");
+    const stopped = logFields(heard, "input-server", "stopped");
+    expect(Number(stopped.frames)).toBeGreaterThan(0);
+    expect(Number(stopped.dropped ?? 0)).toBe(Number(stopped.dropped_sink_reader_slow ?? 0) + Number(stopped.dropped_session_ended ?? 0));
   }, 60_000);
 
   test("--input-sink - to a packet socket (SOCK_SEQPACKET): its send buffer is left as it is, with one warning saying why; Ogg pages larger than --input-sink-pipe-bytes reach the player whole", async () => {

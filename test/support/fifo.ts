@@ -49,9 +49,10 @@ export function releaseReader(out: string): void {
 /**
  * A FIFO made at `fifo` with a HELD_READER on it, which writes what it reads
  * into `heard` once releaseReader(heard); `agentOnIt` spawns an agent whose
- * stdout is that FIFO (opened once the reader has it open).
+ * stdout is that FIFO (opened once the reader has it open); `release()` lets
+ * the reader read.
  */
-export function heldPlayer(fifo: string, heard: string): { player: Spawned; agentOnIt: (args: string[]) => Spawned } {
+export function heldPlayer(fifo: string, heard: string): { player: Spawned; agentOnIt: (args: string[]) => Spawned; release: () => void } {
   makeFifo(fifo);
   const player = start(["sh", "-c", HELD_READER, fifo, heard]);
   const agentOnIt = (args: string[]) => {
@@ -62,7 +63,7 @@ export function heldPlayer(fifo: string, heard: string): { player: Spawned; agen
       closeSync(out);
     }
   };
-  return { player, agentOnIt };
+  return { player, agentOnIt, release: () => releaseReader(heard) };
 }
 
 /**

@@ -2,11 +2,13 @@
  * Sockets a test holds as a player on a child's stdout: a connected pair of
  * Unix stream sockets (socketpair(2) through libc), since Bun's own stdout
  * pipe for a child is read by Bun ahead of the test (about 256 KiB) and so
- * cannot stand for a player that stalls; and a TCP player that resets.
+ * cannot stand for a player that stalls; one that stalls until released;
+ * and a TCP player that resets.
  */
 import { ptr } from "bun:ffi";
-import { closeSync, readSync } from "node:fs";
+import { closeSync, readSync, writeFileSync } from "node:fs";
 import { openLibc, setNonBlocking } from "../../src/transport/socket-options.ts";
+import { spawnAgent, type Spawned } from "./processes.ts";
 
 const AF_UNIX = 1;
 const SOCKET_TYPE = { stream: 1, seqpacket: 5 } as const;
@@ -70,4 +72,29 @@ export function resetOnClose(fd: number): void {
   } finally {
     opened.library.close();
   }
+}
+
+/**
+ * A player on a socket that stalls (a parent that spawned the agent with
+ * socketpair stdio): `agentOnIt` spawns an agent whose stdout is one end of a
+ * pair; the other reads nothing until `release()`, then reads to the end and
+ * writes what it read into `heard`, and `player.exited` resolves (0).
+ */
+export function heldSocketPlayer(heard: string): { player: { exited: Promise<number> }; agentOnIt: (args: string[]) => Spawned; release: () => void } {
+  const pair = socketPair();
+  const exited = Promise.withResolvers<number>();
+  const agentOnIt = (args: string[]) => {
+    try {
+      return spawnAgent(args, { stdout: pair.childEnd });
+    } finally {
+      closeSync(pair.childEnd);
+    }
+  };
+  const release = () => {
+    readToEnd(pair.playerEnd).then((bytes) => {
+      writeFileSync(heard, bytes);
+      exited.resolve(0);
+    }, exited.reject);
+  };
+  return { player: { exited: exited.promise }, agentOnIt, release };
 }
