@@ -8,7 +8,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSyn
 import { join } from "node:path";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { built } from "../support/binaries.ts";
-import { writeIntoFifo } from "../support/fifo.ts";
+import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
 import { packetsOf } from "../support/ogg.ts";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { encodeWith } from "../support/opus-fixtures.ts";
@@ -127,7 +127,7 @@ describe("S95audio-agent under busybox sh", () => {
     expect(alive(pid)).toBe(true);
     // The pid file names the agent itself (the wrapper shell exec'd it), not a shell.
     expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0]).toBe(agentBin);
-    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
+    // Started means listening: the socket is there for a client as start returns.
     expect(statSync(t.path("o.sock")).isSocket()).toBe(true);
 
     // It really serves: a client receives frames of the capture.
@@ -271,15 +271,56 @@ describe("S95audio-agent under busybox sh", () => {
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
   });
 
-  test("start fails (1) when the agent exits at once, and leaves no pid file", async () => {
+  test("start fails (1) when the agent exits at once, and leaves no pid file, whether its command line serves a socket or not", async () => {
     tempDir();
     const env = settings({ AUDIO_AGENT_ARGS: `output serve --source ${t.path("in.wire")} --bogus-flag` });
     const started = await initScript("start", env);
     expect(started.code).toBe(1);
-    expect(started.stdout).toContain("exited right after start");
+    expect(started.stdout).toContain("exited before it listened");
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
     expect(readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8")).toContain("--bogus-flag");
     expect((await initScript("status", env)).code).toBe(3);
+
+    // A command line that serves no socket is up once it has run half a second: one that exits before fails so.
+    const client = settings({ AUDIO_AGENT_ARGS: `output recv --socket ${t.path("o.sock")} --bogus-flag` });
+    const failed = await initScript("start", client);
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toContain("exited right after start");
+    expect(existsSync(client.AUDIO_AGENT_PIDFILE)).toBe(false);
+  }, 30_000);
+
+  test("an agent that exits after half a second, before it listens (a slow board; here its --config is a FIFO written late), is a failed start (1): no pid file, the reason in the log", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const config = makeFifo(t.path("config.json"));
+    const env = settings({ AUDIO_AGENT_ARGS: `${settings().AUDIO_AGENT_ARGS} --config ${config}` });
+    const starting = initScript("start", env);
+    await Bun.sleep(1500);
+    // Opening the FIFO waits for the agent to open it; the write then ends its read with a setting it refuses.
+    writeFileSync(config, '{"bogus": 1}\n');
+    const started = await starting;
+    expect(started.code, started.stdout).toBe(1);
+    expect(started.stdout).toContain("exited before it listened; see " + env.AUDIO_AGENT_LOG_FILE);
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+    expect(readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8")).toContain('unknown key "bogus"');
+    expect((await initScript("status", env)).code).toBe(3);
+  }, 30_000);
+
+  test("an agent that does not listen within AUDIO_AGENT_START_TIMEOUT: start fails (1) saying so, the agent left running under its pid file for stop", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    // A config FIFO no one writes: the agent waits on it, alive and not listening.
+    const config = makeFifo(t.path("config.json"));
+    const env = settings({ AUDIO_AGENT_ARGS: `${settings().AUDIO_AGENT_ARGS} --config ${config}`, AUDIO_AGENT_START_TIMEOUT: "1" });
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout).toBe(1);
+    const pid = pidIn(env)!;
+    expect(started.stdout).toContain(`pid ${pid} runs but does not listen after 1 s; see ${env.AUDIO_AGENT_LOG_FILE}`);
+    expect(alive(pid)).toBe(true);
+    expect((await initScript("status", env)).code).toBe(0);
+    const stopped = await initScript("stop", env);
+    expect(stopped.code, stopped.stdout).toBe(0);
+    expect(alive(pid)).toBe(false);
   }, 30_000);
 
   test("stop sends KILL only after the timeout when TERM is ignored", async () => {
@@ -619,18 +660,23 @@ describe("S95audio-agent under busybox sh", () => {
     expect(alive(pid)).toBe(false);
   }, 60_000);
 
-  test("a bad AUDIO_AGENT_STOP_TIMEOUT: one line naming it and what is allowed, then stop works with 5 s", async () => {
+  test("a bad AUDIO_AGENT_STOP_TIMEOUT or AUDIO_AGENT_START_TIMEOUT: one line each naming it and what is allowed, then stop works with 5 s", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
-    const env = settings({ AUDIO_AGENT_STOP_TIMEOUT: "abc" });
+    const env = settings({ AUDIO_AGENT_STOP_TIMEOUT: "abc", AUDIO_AGENT_START_TIMEOUT: "08" });
     const started = await initScript("start", env);
     expect(started.code, started.stdout + started.stderr).toBe(0);
     expect(started.stdout).toContain("AUDIO_AGENT_STOP_TIMEOUT=abc is not a whole number of seconds 0..9999; using 5\n");
+    expect(started.stdout).toContain("AUDIO_AGENT_START_TIMEOUT=08 is not a whole number of seconds 0..9999; using 10\n");
     const pid = pidIn(env)!;
     await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
     const stopped = await initScript("stop", env);
     expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
-    expect(stopped.stdout.trim().split("\n")).toEqual(["audio-agent: AUDIO_AGENT_STOP_TIMEOUT=abc is not a whole number of seconds 0..9999; using 5", "audio-agent: stopped"]);
+    expect(stopped.stdout.trim().split("\n")).toEqual([
+      "audio-agent: AUDIO_AGENT_STOP_TIMEOUT=abc is not a whole number of seconds 0..9999; using 5",
+      "audio-agent: AUDIO_AGENT_START_TIMEOUT=08 is not a whole number of seconds 0..9999; using 10",
+      "audio-agent: stopped",
+    ]);
     expect(alive(pid)).toBe(false);
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
     expect(readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8")).toContain("stopped signal=SIGTERM");
