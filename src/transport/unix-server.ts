@@ -66,11 +66,13 @@ export class UnixServer {
   private readonly paused = new Set<Socket<unknown>>();
   /** Clients that connected while held, first come first: each takes over once the one before has been read. */
   private readonly waiting: Socket<Connection>[] = [];
+  /** Clients accepted: served, or waiting for a hold to end (and perhaps let go unserved). */
   connections = 0;
   replacements = 0;
   /**
    * Client connections that ended other than by the server's own stop or an
-   * `expected` disconnect (a client's clean Stop): the connection drops.
+   * `expected` disconnect (a client's clean Stop): the connection drops. A
+   * client let go unserved because more came is one too.
    */
   connectionDrops = 0;
 
@@ -225,8 +227,12 @@ export class UnixServer {
     socket.shutdown();
   }
 
-  /** A client that waited and will not be served (one more came, or the server stops): let go at once, what it sent read late. */
-  private letGoUnserved(socket: Socket<Connection>, reason: string): void {
+  /**
+   * A client that waited and will not be served (one more came, or the
+   * server stops: `expected`, not a drop): let go at once, what it sent read late.
+   */
+  private letGoUnserved(socket: Socket<Connection>, reason: string, expected = false): void {
+    if (!expected) this.connectionDrops++;
     this.options.report("info", "client disconnected", { socket: this.options.path, client: socket.data.id, reason });
     this.letGo(socket);
   }
@@ -244,7 +250,7 @@ export class UnixServer {
     this.stopAccepting();
     const client = this.current;
     if (client) this.disconnect(client, "server stopping", "end", true);
-    for (const socket of this.waiting.splice(0)) this.letGoUnserved(socket, "server stopping before it was served");
+    for (const socket of this.waiting.splice(0)) this.letGoUnserved(socket, "server stopping before it was served", true);
     // Closed by the clients, or by their linger's end(); the bound only guards against a close never told.
     await within(Promise.all([...this.lettingGo.values()].map((client) => client.closed.promise)), 2 * LINGER_MS, undefined);
     removeSocketFile(this.options.path, this.file);
@@ -257,18 +263,22 @@ export class UnixServer {
       socket.terminate();
       return;
     }
+    this.connections++;
     if (this.held || this.waiting.length > 0) {
       // What the current client sent is read first, once the owner can take it: this one waits.
-      this.pause(socket);
-      this.waiting.push(socket);
+      this.wait(socket);
       if (this.waiting.length > MAX_WAITING) this.letGoUnserved(this.waiting.shift()!, "replaced by a new client before it was served");
       return;
     }
     // Reading what the current one sent may begin a hold (or end the channel's last session): then this one waits.
-    if (!this.take(socket)) {
-      this.pause(socket);
-      this.waiting.push(socket);
-    }
+    if (!this.take(socket)) this.wait(socket);
+  }
+
+  /** Paused until its turn (takeWaiting), or until it is let go unserved. */
+  private wait(socket: Socket<Connection>): void {
+    this.pause(socket);
+    this.waiting.push(socket);
+    this.options.report("info", "client waiting", { socket: this.options.path, client: socket.data.id });
   }
 
   /** Clients that waited take over in turn, while no hold begins and the server still accepts. */
@@ -300,7 +310,6 @@ export class UnixServer {
       }
     }
     this.current = socket;
-    this.connections++;
     if (this.paused.delete(socket)) socket.resume();
     this.options.report("info", "client connected", { socket: this.options.path, client: socket.data.id });
     this.options.handler.open(socket);

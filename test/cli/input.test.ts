@@ -981,6 +981,8 @@ describe("input serve --sink - : more clients wait than may", () => {
       expect(session.at(-1)!.type).toBe(MessageType.Stop);
     }
     expect(stopped).toMatchObject({ frames: String(before + 300), dropped_session_ended: "140", sessions: "17", clean_sessions: "16" });
+    // Every client accepted counts, served or not.
+    expect(stopped.connects).toBe("31");
     const whole = all.flat().filter((m) => m.type === MessageType.OpusFrame);
     expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
   }, 60_000);

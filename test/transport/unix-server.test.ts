@@ -310,7 +310,8 @@ describe("UnixServer.hold: while the owner cannot take more, no client is read",
     expect(second.socket.write(new Uint8Array(500))).toBe(500);
     // Turns of the loop in which a read of either, or the second taking over, would come (none may).
     await Bun.sleep(50);
-    expect([h.data(1), h.data(2), h.late(1), server.connections]).toEqual([100, 0, 0, 1]);
+    // The second is accepted (counted) and waits: not served, not read.
+    expect([h.data(1), h.data(2), h.late(1), server.connections]).toEqual([100, 0, 0, 2]);
     expect(h.closed.size).toBe(0);
     settle.resolve();
     await until(() => h.data(2) === 500, "the second client's bytes once the hold settles");
@@ -333,7 +334,33 @@ describe("UnixServer.hold: while the owner cannot take more, no client is read",
     await until(() => h.late(2) === 300, "the waiting client's bytes, late");
     waiting.socket.end();
     await stopping;
-    expect([h.data(2), server.connections]).toEqual([0, 1]);
+    // Accepted, never served; let go by the server's own stop: no drop.
+    expect([h.data(2), server.connections, server.connectionDrops]).toEqual([0, 2, 0]);
+  });
+
+  test("past 16 waiting, the one waiting longest is let go unserved: counted as accepted and as a drop, logged waiting, then disconnected", async () => {
+    const h = countingHandler();
+    const { reports, report } = recordingReport();
+    const dir = socketDir(defer, "us-");
+    const path = dir.path("s.sock");
+    const server = await UnixServer.listen({ path, mode: 0o660, report, handler: h.handler });
+    defer(() => server.stop());
+    await connectClient(defer, path);
+    await until(() => server.client !== undefined, "the first client");
+    server.hold(Promise.withResolvers<void>().promise);
+    const waiting = [];
+    for (let i = 0; i < 17; i++) {
+      waiting.push(await connectClient(defer, path));
+      await until(() => server.connections === i + 2, `client ${i + 2} accepted`);
+    }
+    await waiting[0]!.closed;
+    expect([server.connections, server.connectionDrops]).toEqual([18, 1]);
+    const about = (client: number) => reports.filter((r) => r.fields?.client === client).map((r) => [r.message, r.fields!.reason]);
+    expect(about(2)).toEqual([["client waiting", undefined], ["client disconnected", "replaced by a new client before it was served"]]);
+    expect(about(18)).toEqual([["client waiting", undefined]]);
+    await server.stop();
+    // The 16 still waiting at the stop are let go as the stop's own: no more drops.
+    expect(server.connectionDrops).toBe(1);
   });
 
   test("a hold that fails (the owner's sink failed) lets the clients be read again, as one that settles does", async () => {
@@ -345,11 +372,12 @@ describe("UnixServer.hold: while the owner cannot take more, no client is read",
     const client = await connectClient(defer, path);
     expect(client.socket.write(new Uint8Array(300))).toBe(300);
     await Bun.sleep(50);
-    expect(server.connections).toBe(0);
+    expect([server.connections, server.client]).toEqual([1, undefined]);
     failing.reject(new Error("sink failed"));
     await until(() => h.data(1) === 300, "the client's bytes once the hold has failed");
     expect(server.holding).toBe(false);
     expect(server.connections).toBe(1);
+    expect(server.client).toBeDefined();
   });
 });
 
