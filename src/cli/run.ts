@@ -189,7 +189,7 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
   run.settings = command === "serve" ? flatServeSettings(settings as ServeSettings) : settings;
   const logger = new Logger({ level: settings["log-level"], format: settings["log-format"], write: writeLine(io) });
   run.logger = logger;
-  const shutdown = new Shutdown(logger.for("agent"));
+  const shutdown = new Shutdown(logger.for("agent"), io.env);
   try {
     const main = await ROLES[command]();
     await main(settings as never, logger, shutdown);

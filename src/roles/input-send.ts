@@ -36,6 +36,7 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
   // Up before any wait for a first writer, so an operator sees the process waiting.
   const instruments = await Instruments.attach(client, { role: "input send", settings, logger });
   await instruments.start();
+  shutdown.ready();
   // An Ogg source knows its channels and rate only once the OpusHead packet is parsed, and its
   // frame size once the first audio packet is: unless the flags give all three, read up to that
   // packet (from a FIFO: its first writer's) before connecting with the Config; a signal ends the wait.

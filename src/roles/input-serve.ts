@@ -110,6 +110,7 @@ export async function inputServe(settings: Settings, logger: Logger, shutdown: S
   const { server, serve } = inputChannel(settings, logger);
   const instruments = await Instruments.attach(server, { role: "input serve", settings, logger });
   await instruments.startThen(() => server.listen());
+  shutdown.ready();
   try {
     await serve(shutdown, instruments.channels[0]!);
   } finally {

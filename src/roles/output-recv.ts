@@ -63,6 +63,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     // A pipe's reader that is behind holds the reading of the socket until it catches up.
     return sink.waiting;
   }, () => sink?.dropped);
+  shutdown.ready();
   try {
     const fifo = await holdFifoForWriting(settings.sink, () => shutdown.isRequested, () => report("info", "waiting for a reader of the sink FIFO", { sink: settings.sink }));
     if (shutdown.isRequested) {

@@ -103,6 +103,7 @@ export async function streamOutput(
 export async function outputServe(settings: Settings, logger: Logger, shutdown: Shutdown): Promise<void> {
   const { source, live } = await openOutputSource(settings, logger);
   const { server, instruments } = await startOutputServer(settings, logger, live);
+  shutdown.ready();
   try {
     await streamOutput(server, source, settings, live, shutdown, logger, instruments.channels[0]!);
   } finally {

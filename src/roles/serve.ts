@@ -37,6 +37,7 @@ export async function serve(settings: ServeSettings, logger: Logger, shutdown: S
       throw e;
     }
   });
+  shutdown.ready();
   let failure: { error: unknown } | undefined;
   const channel = (name: string, run: () => Promise<void>) =>
     run().catch((error) => {

@@ -1,3 +1,4 @@
+import { NotifySocket } from "../transport/notify-socket.ts";
 import type { Report } from "../transport/report.ts";
 
 /** 128 + the signal's number (the same on x86-64 and arm64 Linux). */
@@ -20,8 +21,25 @@ export class Shutdown {
   private stopping = false;
   private resolve!: (reason: string) => void;
   private readonly handlers: [NodeJS.Signals, () => void][] = [];
+  /** The service manager's notification socket, when it gave one (systemd, Type=notify). */
+  private readonly notify: NotifySocket | undefined;
+  private readonly watchdog: ReturnType<typeof setInterval> | undefined;
+  private isReady = false;
 
-  constructor(report?: Report) {
+  /**
+   * `env`'s NOTIFY_SOCKET (systemd's, see sd_notify(3)) is told READY=1 once
+   * the role is up (ready()), STOPPING=1 as it begins to stop, and, when
+   * WATCHDOG_USEC asks for it, WATCHDOG=1 twice per interval: a process
+   * whose event loop stops turning is then restarted by its manager.
+   */
+  constructor(report?: Report, env: Record<string, string | undefined> = {}) {
+    this.notify = openNotifySocket(env, report);
+    const watchdogMs = this.notify ? watchdogInterval(env) : undefined;
+    if (watchdogMs !== undefined) {
+      this.tell("WATCHDOG=1");
+      this.watchdog = setInterval(() => this.tell("WATCHDOG=1"), watchdogMs / 2);
+      this.watchdog.unref();
+    }
     const hangup = () => report?.("info", "SIGHUP ignored; use SIGTERM to stop");
     process.on("SIGHUP", hangup);
     this.handlers.push(["SIGHUP", hangup]);
@@ -45,7 +63,20 @@ export class Shutdown {
   request(reason: string): void {
     if (this.stopping) return;
     this.stopping = true;
+    this.tell("STOPPING=1");
     this.resolve(reason);
+  }
+
+  /** The role is up: its sockets listen (a server), or it has begun to connect (a client). */
+  ready(): void {
+    if (this.isReady || this.stopping) return;
+    this.isReady = true;
+    this.tell("READY=1");
+  }
+
+  private tell(text: string): void {
+    // A lost notification is the manager's to notice (a start that times out, a watchdog that fires): nothing to do here.
+    this.notify?.send(text);
   }
 
   /** Resolves with `work`'s result, or undefined if a signal came first. */
@@ -55,5 +86,25 @@ export class Shutdown {
 
   dispose(): void {
     for (const [name, handler] of this.handlers) process.off(name, handler);
+    clearInterval(this.watchdog);
+    this.notify?.dispose();
   }
+}
+
+/** NOTIFY_SOCKET's socket, if set; one that cannot be used is warned of, and the agent runs on without it. */
+function openNotifySocket(env: Record<string, string | undefined>, report?: Report): NotifySocket | undefined {
+  const name = env.NOTIFY_SOCKET;
+  if (!name) return undefined;
+  const socket = NotifySocket.open(name);
+  if (typeof socket !== "string") return socket;
+  report?.("warn", `${socket}; the service manager is not told when the agent is ready`);
+  return undefined;
+}
+
+/** The watchdog's interval (ms) that WATCHDOG_USEC asks of this process (WATCHDOG_PID, when set, names it), or undefined. */
+function watchdogInterval(env: Record<string, string | undefined>): number | undefined {
+  const usec = Number(env.WATCHDOG_USEC);
+  if (!Number.isInteger(usec) || usec <= 0) return undefined;
+  if (env.WATCHDOG_PID && Number(env.WATCHDOG_PID) !== process.pid) return undefined;
+  return usec / 1000;
 }

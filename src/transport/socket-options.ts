@@ -153,7 +153,8 @@ const intLength = new Uint32Array(1);
 
 let errnoNames: Map<number, string> | undefined;
 
-function errnoName(errno: number): string {
+/** An errno's name ("EAGAIN"), or "errno N" for one this platform's table lacks. */
+export function errnoName(errno: number): string {
   // Node's errno table carries this platform's numbers, so no hand-written Linux table.
   // Loaded on the first failure only: node:os costs every process memory.
   const { constants } = require("node:os") as typeof import("node:os");

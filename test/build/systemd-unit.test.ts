@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { AGENT, agentEnv, REPO, run } from "../support/processes.ts";
+import { notifyReceiver } from "../support/notify-receiver.ts";
 import { socketDir } from "../support/temp.ts";
 
 const UNIT = join(REPO, "packaging/audio-agent.service");
@@ -61,6 +62,9 @@ describe("audio-agent.service", () => {
     // A mistake in the settings (exit 2) is not retried.
     expect(value("RestartPreventExitStatus")).toBe("2");
     expect(value("KillSignal")).toBe("SIGTERM");
+    // The agent says READY=1 once it listens, and pings a watchdog (test/roles/service-notify.test.ts).
+    expect(value("Type")).toBe("notify");
+    expect(value("WatchdogSec")).toBe("30s");
     expect(unit.get("Install")!.get("WantedBy")).toEqual(["multi-user.target"]);
   });
 
@@ -114,17 +118,20 @@ describe("audio-agent.service", () => {
 });
 
 describe("audio-agent.service and what the agent really calls", () => {
-  test("--metrics on a wildcard address: every address family the agent opens a socket of is one RestrictAddressFamilies= allows", async () => {
+  test("--metrics on a wildcard address, systemd's notify socket: every address family the agent opens a socket of is one RestrictAddressFamilies= allows", async () => {
     const strace = Bun.which("strace");
     if (!strace) throw new Error("strace is missing: this test traces the agent's socket() calls (apt-get install strace)");
     const t = socketDir(defer, "aaunit-");
     const trace = t.path("socket.trace");
+    const notify = notifyReceiver(t.path("notify"));
+    defer(() => notify.close());
     // The agent's start-up with /metrics on a wildcard address (its Host check lists the machine's addresses), traced.
     const traced = await run(
       [strace, "-f", "-qq", "-e", "trace=socket", "-o", trace, ...AGENT, "output", "serve", "--socket", t.path("p.sock"), "--source", "/dev/null", "--format", "wire", "--metrics", "0.0.0.0:0"],
-      { env: agentEnv(), timeoutMs: 20_000 },
+      { env: agentEnv({ NOTIFY_SOCKET: notify.name }), timeoutMs: 20_000 },
     );
     expect(traced.stderr).toContain("http listening");
+    expect(notify.messages()).toContain("READY=1");
     const families = new Set([...(await Bun.file(trace).text()).matchAll(/socket\((AF_[A-Z0-9]+)/g)].map((m) => m[1]!));
     const allowed = value("RestrictAddressFamilies")!.split(/\s+/);
     // A family outside the list fails with EAFNOSUPPORT under the unit (getifaddrs needs AF_NETLINK): the agent exits 1 and restarts every second.

@@ -1,0 +1,117 @@
+/**
+ * The service manager's notifications (systemd's NOTIFY_SOCKET, Type=notify):
+ * the agent as a real process tells a datagram socket the test holds that it
+ * is ready once its sockets listen, that it is stopping at SIGTERM, and, when
+ * asked for a watchdog, that its event loop turns.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { useCleanup } from "../support/cleanup.ts";
+import { notifyReceiver, type NotifyReceiver } from "../support/notify-receiver.ts";
+import { agentEnv, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { writeWireFile } from "../support/wire.ts";
+
+const defer = useCleanup();
+
+async function setup() {
+  const t = socketDir(defer, "aasn-");
+  defer(() => stopAgents());
+  const notify = notifyReceiver(t.path("notify"));
+  defer(() => notify.close());
+  await writeWireFile(t.path("in.wire"), 50);
+  return { ...t, notify, out: t.path("o.sock"), in: t.path("i.sock") };
+}
+
+function agentTold(notify: NotifyReceiver, args: string[], extra: Record<string, string> = {}): Spawned {
+  return spawnAgent(args, { env: agentEnv({ NOTIFY_SOCKET: notify.name, ...extra }) });
+}
+
+/** Waits for `message` among what the agent told, and returns what the check said at the moment it was first seen. */
+async function whenTold<T>(notify: NotifyReceiver, message: string, check: () => T): Promise<T> {
+  let seen: T | undefined;
+  await until(() => {
+    if (!notify.messages().includes(message)) return false;
+    seen = check();
+    return true;
+  }, `${message} on the notify socket`, 20_000, 1);
+  return seen!;
+}
+
+describe("NOTIFY_SOCKET (systemd Type=notify)", () => {
+  test("output serve: READY=1 once its socket listens, STOPPING=1 at SIGTERM, then exit 0; no watchdog unasked", async () => {
+    const t = await setup();
+    const agent = agentTold(t.notify, ["output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.out]);
+    expect(await whenTold(t.notify, "READY=1", () => existsSync(t.out))).toBe(true);
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    expect(t.notify.messages()).toEqual(["READY=1", "STOPPING=1"]);
+  }, 30_000);
+
+  test("serve: READY=1 once, when both channels' sockets listen", async () => {
+    const t = await setup();
+    const agent = agentTold(t.notify, ["serve", "--output-socket", t.out, "--output-source", t.path("in.wire"), "--output-realtime", "--output-loop", "--input-socket", t.in, "--input-sink", "/dev/null"]);
+    expect(await whenTold(t.notify, "READY=1", () => [existsSync(t.out), existsSync(t.in)])).toEqual([true, true]);
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    expect(t.notify.messages()).toEqual(["READY=1", "STOPPING=1"]);
+  }, 30_000);
+
+  test("a role that fails before it listens never says READY=1: its manager sees a failed start", async () => {
+    const t = await setup();
+    const agent = agentTold(t.notify, ["output", "serve", "--source", t.path("in.wire"), "--socket", t.path("no-such-dir/o.sock")]);
+    expect(await agent.exited).toBe(2);
+    expect(t.notify.messages()).not.toContain("READY=1");
+  }, 30_000);
+
+  test("the clients (output recv, input send) say READY=1 as they begin to connect; an abstract socket name (@...) is reached too", async () => {
+    const t = await setup();
+    const abstract = notifyReceiver(`@aa-notify-${process.pid}-${Date.now()}`);
+    defer(() => abstract.close());
+    const recv = agentTold(abstract, ["output", "recv", "--socket", t.out, "--sink", "/dev/null"]);
+    await whenTold(abstract, "READY=1", () => true);
+    recv.kill("SIGTERM");
+    expect(await recv.exited, recv.stderr).toBe(0);
+    expect(abstract.messages()).toEqual(["READY=1", "STOPPING=1"]);
+
+    const send = agentTold(t.notify, ["input", "send", "--socket", t.in, "--source", t.path("in.wire")]);
+    await whenTold(t.notify, "READY=1", () => true);
+    send.kill("SIGTERM");
+    await send.exited;
+    expect(t.notify.messages()).toEqual(["READY=1", "STOPPING=1"]);
+  }, 30_000);
+
+  test("WATCHDOG_USEC: WATCHDOG=1 keeps coming while the agent runs; not when WATCHDOG_PID names another process", async () => {
+    const t = await setup();
+    const agent = agentTold(t.notify, ["output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.out], { WATCHDOG_USEC: "200000" });
+    await until(() => t.notify.messages().filter((m) => m === "WATCHDOG=1").length >= 5, "five watchdog pings", 20_000);
+    expect(t.notify.messages()).toContain("READY=1");
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+
+    const other = notifyReceiver(t.path("notify-2"));
+    defer(() => other.close());
+    const elsewhere = agentTold(other, ["output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o2.sock")], { WATCHDOG_USEC: "200000", WATCHDOG_PID: "1" });
+    await whenTold(other, "READY=1", () => true);
+    await Bun.sleep(500);
+    elsewhere.kill("SIGTERM");
+    expect(await elsewhere.exited, elsewhere.stderr).toBe(0);
+    expect(other.messages()).toEqual(["READY=1", "STOPPING=1"]);
+  }, 30_000);
+
+  test("a NOTIFY_SOCKET that cannot be used: a relative name is warned of in one line naming it, one with no listener is not; the agent serves and stops as without", async () => {
+    const t = await setup();
+    const relative = spawnAgent(["output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.out], { env: agentEnv({ NOTIFY_SOCKET: "run/notify" }) });
+    await relative.waitForStderr("listening");
+    expect(relative.stderr).toContain("WARN  agent: NOTIFY_SOCKET=run/notify is neither a path nor an abstract name (@...); the service manager is not told when the agent is ready\n");
+    relative.kill("SIGTERM");
+    expect(await relative.exited, relative.stderr).toBe(0);
+
+    const nobody = spawnAgent(["output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.out], { env: agentEnv({ NOTIFY_SOCKET: t.path("nothing-here") }) });
+    await nobody.waitForStderr("listening");
+    nobody.kill("SIGTERM");
+    expect(await nobody.exited, nobody.stderr).toBe(0);
+    expect(nobody.stderr).not.toContain("WARN");
+  }, 30_000);
+});
