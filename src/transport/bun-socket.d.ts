@@ -7,4 +7,8 @@ declare module "bun" {
   interface Socket<Data = undefined> {
     readonly fd: number;
   }
+  // A listener's too (the listening socket's), on 1.4.x.
+  interface SocketListener<Data = undefined> {
+    readonly fd: number;
+  }
 }

@@ -27,6 +27,8 @@ export const O_NONBLOCK = 0o4000;
 /** fcntl: set and get a pipe's capacity in bytes (Linux 2.6.35+). */
 export const F_SETPIPE_SZ = 1031;
 export const F_GETPIPE_SZ = 1032;
+/** shutdown: the receiving side. */
+const SHUT_RD = 0;
 
 export interface SocketBufferSizes {
   sendBytes: number;
@@ -43,7 +45,8 @@ export type SocketOptionCall =
   | "ioctl(FIONREAD)"
   | "fcntl(F_SETFL)"
   | "fcntl(F_SETPIPE_SZ)"
-  | "fcntl(F_GETPIPE_SZ)";
+  | "fcntl(F_GETPIPE_SZ)"
+  | "shutdown(SHUT_RD)";
 
 /** Why a call did not happen or failed; `code` is the errno name ("EBADF") when there is one. */
 export interface SocketOptionFailure {
@@ -88,6 +91,8 @@ const SYMBOLS = {
   ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
   // int fcntl(int fd, int cmd, ...): variadic too; an int there is passed like a fixed one.
   fcntl: { args: ["i32", "i32", "i32"], returns: "i32" },
+  // int shutdown(int fd, int how)
+  shutdown: { args: ["i32", "i32"], returns: "i32" },
   // int *__errno_location(void): exported by glibc and musl alike.
   __errno_location: { args: [], returns: "ptr" },
 } as const;
@@ -380,4 +385,15 @@ export function setNonBlocking(fd: number, on = true): { ok: true; fd: number; r
     if (flags < 0 || libc.fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK) < 0) return syscallFailed(libc, call, fd);
     return { ok: true as const, fd, restore: () => void libc.fcntl(fd, F_SETFL, flags) };
   });
+}
+
+/**
+ * Shuts down the receiving side of a listening Unix socket: the kernel then
+ * refuses new connections (ECONNREFUSED), while those already in its accept
+ * queue can still be accepted. Closing a listener instead resets what its
+ * queue holds, and the bytes its clients wrote are lost unseen.
+ */
+export function refuseConnections(fd: number): { ok: true; fd: number } | SocketOptionFailure {
+  const call = "shutdown(SHUT_RD)";
+  return withLibc(call, fd, (libc) => (libc.shutdown(fd, SHUT_RD) === 0 ? { ok: true as const, fd } : syscallFailed(libc, call, fd)));
 }

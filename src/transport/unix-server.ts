@@ -2,6 +2,7 @@ import type { Socket, SocketListener } from "bun";
 import { readSync } from "node:fs";
 import type { Report } from "./report.ts";
 import { bindSocketFile, prepareSocketPath, removeSocketFile, type SocketFileIdentity } from "./socket-file.ts";
+import { refuseConnections } from "./socket-options.ts";
 import { within } from "./within.ts";
 
 /** What a role does with its one client. */
@@ -49,6 +50,8 @@ export type Closing = "end" | "terminate";
 const LINGER_MS = 1000;
 /** Clients that may wait for a hold to end; one more lets the one waiting longest go, unserved. */
 const MAX_WAITING = 16;
+/** How long a listener that refuses new clients stays open for the loop to accept those the kernel had queued. */
+const ACCEPT_QUEUE_MS = 10;
 
 /**
  * A Unix stream socket server with one client at a time: a newly accepted
@@ -59,6 +62,8 @@ export class UnixServer {
   private nextId = 1;
   private stopped = false;
   private accepting = true;
+  /** Settles once the listening socket is closed (stopAccepting). */
+  private listenerClosed: Promise<void> | undefined;
   /** Clients let go gently and not closed yet: stop() waits for them. */
   private readonly lettingGo = new Map<Socket<unknown>, LettingGo>();
   /** While set, no client is read (hold): the owner cannot take more yet. */
@@ -140,11 +145,23 @@ export class UnixServer {
     return this.accepting;
   }
 
-  /** Refuses new clients from now on; the current one is served on until stop(). */
-  stopAccepting(): void {
-    if (!this.accepting) return;
+  /**
+   * Refuses new clients from now on; the current one is served on until
+   * stop(). Clients the kernel had already queued (connected, perhaps with
+   * a whole session written) are accepted and let go unserved, what they
+   * sent read late: closing the listener at once would reset them, their
+   * bytes lost unseen. Settles once the listening socket is closed.
+   */
+  stopAccepting(): Promise<void> {
+    if (this.listenerClosed) return this.listenerClosed;
     this.accepting = false;
-    this.listener.stop();
+    if (!refuseConnections(this.listener.fd).ok) {
+      // Without libc the queue cannot be closed to newcomers first: closed at once, as it is.
+      this.listener.stop();
+      return (this.listenerClosed = Promise.resolve());
+    }
+    // Refusing, the listener reads as ready on every turn of the loop until closed: briefly, then.
+    return (this.listenerClosed = Bun.sleep(ACCEPT_QUEUE_MS).then(() => this.listener.stop()));
   }
 
   get client(): Socket<unknown> | undefined {
@@ -231,9 +248,9 @@ export class UnixServer {
    * A client that waited and will not be served (one more came, or the
    * server stops: `expected`, not a drop): let go at once, what it sent read late.
    */
-  private letGoUnserved(socket: Socket<Connection>, reason: string, expected = false): void {
+  private letGoUnserved(socket: Socket<Connection>, reason: string, expected = false, message = "client disconnected"): void {
     if (!expected) this.connectionDrops++;
-    this.options.report("info", "client disconnected", { socket: this.options.path, client: socket.data.id, reason });
+    this.options.report("info", message, { socket: this.options.path, client: socket.data.id, reason });
     this.letGo(socket);
   }
 
@@ -247,10 +264,12 @@ export class UnixServer {
     if (this.stopped) return;
     this.stopped = true;
     // Stop accepting first, so a client reconnecting right now is refused rather than accepted and cut.
-    this.stopAccepting();
+    const closing = this.stopAccepting();
     const client = this.current;
     if (client) this.disconnect(client, "server stopping", "end", true);
     for (const socket of this.waiting.splice(0)) this.letGoUnserved(socket, "server stopping before it was served", true);
+    // Those the kernel had queued are accepted (and let go) before the listener closes: waited for below too.
+    await closing;
     // Closed by the clients, or by their linger's end(); the bound only guards against a close never told.
     await within(Promise.all([...this.lettingGo.values()].map((client) => client.closed.promise)), 2 * LINGER_MS, undefined);
     removeSocketFile(this.options.path, this.file);
@@ -259,11 +278,12 @@ export class UnixServer {
 
   private accept(socket: Socket<Connection>): void {
     socket.data = { id: this.nextId++, closeReason: undefined };
+    this.connections++;
     if (!this.accepting) {
-      socket.terminate();
+      // Queued by the kernel before the listener refused: let go, what it sent read late (counted by the owner).
+      this.letGoUnserved(socket, "the server no longer accepts clients", true, "client let go unserved");
       return;
     }
-    this.connections++;
     if (this.held || this.waiting.length > 0) {
       // What the current client sent is read first, once the owner can take it: this one waits.
       this.wait(socket);

@@ -14,6 +14,7 @@ import { startOutputServer } from "../support/output-server.ts";
 import { indexedPayload, payloadIndex } from "../support/payloads.ts";
 import { connectClient } from "../support/peer.ts";
 import { unixListeners } from "../support/proc.ts";
+import { connectWriteClose } from "../support/blocking-client.ts";
 import { recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -271,6 +272,51 @@ describe("UnixServer: connection drops", () => {
     await until(() => server.client !== undefined, "fourth open");
     await server.stop();
     expect(server.connectionDrops).toBe(2);
+  });
+});
+
+describe("UnixServer: clients the kernel had queued when the server stops accepting", () => {
+  /** countingHandler's late bytes per client, with the reports the server made. */
+  async function lateCounting() {
+    const late = new Map<number, number>();
+    const ids = new Map<Socket<unknown>, number>();
+    const handler: ClientHandler = {
+      open: () => {},
+      data: () => {},
+      late: (s, chunk) => {
+        if (!ids.has(s)) ids.set(s, ids.size + 1);
+        late.set(ids.get(s)!, (late.get(ids.get(s)!) ?? 0) + chunk.length);
+      },
+      drain: () => {},
+      close: () => {},
+    };
+    const { reports, report } = recordingReport();
+    const dir = socketDir(defer, "us-");
+    const path = dir.path("s.sock");
+    const server = await UnixServer.listen({ path, mode: 0o660, report, handler });
+    defer(() => server.stop());
+    return { server, path, late, reports };
+  }
+
+  test("stopAccepting(): clients queued before it (connected, bytes written, gone) are accepted and let go unserved, what they wrote read late; a client after it is refused", async () => {
+    const { server, path, late, reports } = await lateCounting();
+    // Within one turn of the loop: the server has seen neither connection when it stops accepting.
+    expect(connectWriteClose(path, new Uint8Array(1000))).toBe(true);
+    expect(connectWriteClose(path, new Uint8Array(2000))).toBe(true);
+    const closed = server.stopAccepting();
+    expect(connectWriteClose(path, new Uint8Array(10))).toBe(false);
+    await closed;
+    await until(() => late.size === 2, "both queued clients read");
+    expect([...late.values()].sort((a, b) => a - b)).toEqual([1000, 2000]);
+    expect([server.connections, server.connectionDrops, server.client]).toEqual([2, 0, undefined]);
+    expect(reports.filter((r) => r.message === "client let go unserved").map((r) => r.fields!.reason)).toEqual(["the server no longer accepts clients", "the server no longer accepts clients"]);
+  });
+
+  test("stop(): a client queued before it is read late before stop() resolves", async () => {
+    const { server, path, late } = await lateCounting();
+    expect(connectWriteClose(path, new Uint8Array(700))).toBe(true);
+    await server.stop();
+    expect(late.get(1)).toBe(700);
   });
 });
 
