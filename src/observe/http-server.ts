@@ -1,4 +1,8 @@
 import type { Server } from "bun";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { HttpFront } from "./http-front.ts";
 import { HttpListenError, resolvedAddress, type ListenAddress } from "./http-listen-error.ts";
 import { allowedHosts, crossOrigin, misdirected } from "./host-check.ts";
 import type { AgentMetrics } from "./metrics.ts";
@@ -32,9 +36,17 @@ export interface HttpRoutes {
  * WebSocket at `/ws` with --monitor. Both can share one address. Binds where
  * it is told (the CLI defaults the host to loopback) and answers only
  * requests sent to it by its own address or an allowed name (host-check.ts).
+ * The server itself listens on a Unix socket in a directory of its own
+ * (mode 0700); the address is an HttpFront, which bounds the connections.
  */
 export class AgentHttpServer {
-  private constructor(private readonly server: Server<unknown>) {}
+  private constructor(
+    private readonly server: Server<unknown>,
+    private readonly front: HttpFront,
+    private readonly host: string,
+    /** The private directory of the server's socket, removed at stop. */
+    private readonly dir: string,
+  ) {}
 
   /**
    * Listens at `address`, answering requests whose Host is its own or one of
@@ -43,11 +55,21 @@ export class AgentHttpServer {
   static async start(address: ListenAddress, routes: HttpRoutes, allowHosts: readonly string[] = []): Promise<AgentHttpServer> {
     // Known once bound (port 0 picks the port); no request is handled before.
     let hosts = new Set<string>();
+    // The server's socket, in a directory only this user may enter: no one reaches it but through the front.
+    const dir = mkdtempSync(join(tmpdir(), "audio-agent-http-"));
+    let front: HttpFront;
+    try {
+      front = HttpFront.listen(address.host, address.port, join(dir, "http.sock"));
+    } catch (e) {
+      rmSync(dir, { recursive: true, force: true });
+      // A host that resolves to nothing fails with whatever errno was left over (ENOENT, EINVAL): ask.
+      const resolves = (await resolvedAddress(address.host)) !== undefined;
+      throw new HttpListenError(address, resolves ? ((e as NodeJS.ErrnoException).code ?? (e as Error).message) : "ENOTFOUND");
+    }
     let server;
     try {
       server = Bun.serve<{ listening: boolean; dropped: number }>({
-        hostname: address.host,
-        port: address.port,
+        unix: join(dir, "http.sock"),
         fetch: async (request, srv) => {
           const response = misdirected(request, hosts) ?? notAllowed(request) ?? (await route(request, srv, routes));
           // Bun adds its implicit text type to a GET's answer only: HEAD must carry the same headers.
@@ -57,24 +79,28 @@ export class AgentHttpServer {
         websocket: routes.monitor?.websocket ?? { message() {} },
       });
     } catch (e) {
-      // A host that resolves to nothing fails with whatever errno was left over (ENOENT, EINVAL): ask.
-      const resolves = (await resolvedAddress(address.host)) !== undefined;
-      throw new HttpListenError(address, resolves ? ((e as NodeJS.ErrnoException).code ?? (e as Error).message) : "ENOTFOUND");
+      await front.stop(0);
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
     }
-    hosts = allowedHosts({ host: address.host, port: server.port ?? address.port }, allowHosts);
-    return new AgentHttpServer(server as Server<unknown>);
+    hosts = allowedHosts({ host: address.host, port: front.port }, allowHosts);
+    return new AgentHttpServer(server as Server<unknown>, front, address.host, dir);
   }
 
   get url(): string {
-    return this.server.url.toString();
+    const host = this.host.includes(":") ? `[${this.host}]` : this.host;
+    return new URL(`http://${host}:${this.front.port}/`).toString();
   }
 
   get port(): number {
-    return this.server.port ?? 0;
+    return this.front.port;
   }
 
+  /** The server's connections close first: the front carries what they sent last (a viewer's goodbye), then closes too. */
   async stop(): Promise<void> {
     await this.server.stop(true);
+    await this.front.stop();
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 

@@ -1,0 +1,75 @@
+/**
+ * How many connections the HTTP endpoints hold, on spawned agents: each
+ * holds a descriptor, so a peer holding many open must not leave the agent
+ * none for its audio clients. Past 32 a newcomer is answered 503 and closed.
+ */
+import { describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
+import { readdirSync } from "node:fs";
+import { MAX_HTTP_CONNECTIONS } from "../../src/observe/http-front.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { rawRequest } from "../support/http.ts";
+import { metricsUrl } from "../support/metrics.ts";
+import { AGENT, agentEnv, runAgent, start, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
+
+const defer = useCleanup();
+
+/**
+ * `count` TCP connections to 127.0.0.1:port, each having sent the start of a
+ * request and no more (as a slow client does, or one trickling a header a
+ * byte at a time); resolves once each is connected, with how many the agent
+ * closed so far.
+ */
+async function idleConnections(port: number, count: number): Promise<{ sockets: Socket<undefined>[]; closed: () => number }> {
+  let closed = 0;
+  const sockets: Socket<undefined>[] = [];
+  for (let i = 0; i < count; i++) {
+    const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data: () => {}, close: () => void closed++, error: () => {} } });
+    socket.write("GET /metrics HTTP/1.1\r\n");
+    sockets.push(socket);
+  }
+  defer(() => sockets.forEach((s) => s.terminate()));
+  return { sockets, closed: () => closed };
+}
+
+/** `output serve` of a looping wire file with --metrics, its descriptors limited to `files` (soft and hard: Bun raises the soft one to the hard). */
+async function servingWithMetrics(files: number) {
+  const t = socketDir(defer, "aahc-");
+  defer(stopAgents);
+  await writeWireFile(t.path("in.wire"), 50);
+  const agent = start(["sh", "-c", `ulimit -n ${files} && exec "$@"`, "sh", ...AGENT, "output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0"], { env: agentEnv() });
+  const base = await metricsUrl(agent);
+  return { t, agent, port: Number(new URL(base).port) };
+}
+
+const healthz = (port: number) => rawRequest("127.0.0.1", port, `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${port}`);
+
+describe("HTTP connections are bounded", () => {
+  test(`past ${MAX_HTTP_CONNECTIONS} open connections a newcomer gets 503 and is closed; once one leaves, the next is served`, async () => {
+    const { port } = await servingWithMetrics(1024);
+    const held = await idleConnections(port, MAX_HTTP_CONNECTIONS);
+    const busy = await healthz(port);
+    expect(busy.status).toBe(503);
+    expect(busy.body).toBe("too many connections; try again later\n");
+    expect(busy.headers["retry-after"]).toBe("1");
+    // The ones held are still open: none was closed to make room.
+    expect(held.closed()).toBe(0);
+    held.sockets.pop()!.end();
+    await until(async () => (await healthz(port)).status === 200, "a connection served again");
+  }, 30_000);
+
+  test("a peer holding more HTTP connections than the agent has descriptors: those past the bound are closed, the agent keeps descriptors free, and an audio client is served", async () => {
+    const { t, agent, port } = await servingWithMetrics(200);
+    const held = await idleConnections(port, 300);
+    // Those past the bound were answered and closed at once (unbounded, the agent took them until it had no descriptor left).
+    await until(() => held.closed() === 300 - MAX_HTTP_CONNECTIONS, "the connections past the bound closed");
+    // Each carried connection holds three: the TCP one, and both ends of its way to the server.
+    expect(readdirSync(`/proc/${agent.pid}/fd`).length).toBeLessThan(200 - 50);
+    const recv = await runAgent(["output", "recv", "--socket", t.path("o.sock"), "--sink", t.path("out.wire"), "--count", "5", "--connect-timeout", "5"], { timeoutMs: 20_000 });
+    expect(recv.code, recv.stderr).toBe(0);
+    expect(wholeWireFrames(t.path("out.wire")).length).toBe(5);
+  }, 60_000);
+});
