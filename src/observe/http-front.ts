@@ -12,6 +12,8 @@ interface Side {
   other: Socket<Side> | undefined;
   /** Bytes from this side that the other has not taken yet (or that wait for it to connect). */
   waiting: Uint8Array[];
+  /** It has sent its last (a client that half-closes after its request, as `nc -N` does): passed on once what waits is taken. */
+  ended: boolean;
   closed: boolean;
 }
 
@@ -39,11 +41,12 @@ export class HttpFront {
     const listener = Bun.listen<Side>({
       hostname: host,
       port,
-      data: { other: undefined, waiting: [], closed: false },
+      allowHalfOpen: true,
+      data: { other: undefined, waiting: [], ended: false, closed: false },
       socket: {
         binaryType: "uint8array",
         open: (client) => {
-          client.data = { other: undefined, waiting: [], closed: false };
+          client.data = { other: undefined, waiting: [], ended: false, closed: false };
           if (front.open >= cap) {
             front.refused++;
             client.data.closed = true;
@@ -54,6 +57,7 @@ export class HttpFront {
           front.carry(client, backend);
         },
         data: (client, chunk) => forward(client, chunk),
+        end: (client) => ended(client),
         drain: (client) => flush(client),
         close: (client) => {
           // Turned away: never counted.
@@ -98,11 +102,11 @@ export class HttpFront {
   private carry(client: Socket<Side>, backend: string): void {
     Bun.connect<Side>({
       unix: backend,
-      data: { other: client, waiting: [], closed: false },
+      data: { other: client, waiting: [], ended: false, closed: false },
       socket: {
         binaryType: "uint8array",
         open: (server) => {
-          server.data = { other: client, waiting: [], closed: false };
+          server.data = { other: client, waiting: [], ended: false, closed: false };
           if (client.data.closed) return void server.end();
           client.data.other = server;
           flush(server);
@@ -150,7 +154,15 @@ function flush(to: Socket<Side>): void {
     waiting.shift();
   }
   if (from.data.closed) to.end();
+  else if (from.data.ended) to.shutdown();
   else from.resume();
+}
+
+/** `side` has sent its last: its other side is told so (half-closed) once it has taken what `side` sent. */
+function ended(side: Socket<Side>): void {
+  side.data.ended = true;
+  const other = side.data.other;
+  if (other && side.data.waiting.length === 0) other.shutdown();
 }
 
 /** `side` has closed: its other side is ended once it has taken what `side` sent (at once when nothing waits). */

@@ -102,6 +102,26 @@ describe("the Host check: a missing Host", () => {
   });
 });
 
+describe("clients as scripts write them", () => {
+  test("a client that half-closes after its request (`nc -N`, `printf ... | nc`) gets the whole answer, then the end", async () => {
+    const { port } = await agentServer();
+    let text = "";
+    const ended = Promise.withResolvers<void>();
+    const socket = await Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      allowHalfOpen: true,
+      socket: { data: (_s, chunk) => void (text += Buffer.from(chunk).toString()), close: () => ended.resolve(), error: () => {} },
+    });
+    socket.write(`GET /metrics HTTP/1.0\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+    socket.shutdown();
+    await ended.promise;
+    expect(text).toStartWith("HTTP/1.1 200 OK\r\n");
+    const [, body] = text.split("\r\n\r\n");
+    expect(value(body!, "jetkvm_audio_frames_dropped_total")).toBe(3);
+  });
+});
+
 describe("/metrics content type", () => {
   test("exactly prom-client's registry content type (the Prometheus text format 0.0.4)", async () => {
     const { port, metrics } = await agentServer();
