@@ -44,9 +44,13 @@ export class AgentHttpServer {
     private readonly server: Server<unknown>,
     private readonly front: HttpFront,
     private readonly host: string,
-    /** The private directory of the server's socket, removed at stop. */
+    /** The private directory of the server's socket, removed at stop (or at an exit before). */
     private readonly dir: string,
-  ) {}
+  ) {
+    process.on("exit", this.removeDir);
+  }
+
+  private readonly removeDir = () => rmSync(this.dir, { recursive: true, force: true });
 
   /**
    * Listens at `address`, answering requests whose Host is its own or one of
@@ -100,7 +104,8 @@ export class AgentHttpServer {
   async stop(): Promise<void> {
     await this.server.stop(true);
     await this.front.stop();
-    rmSync(this.dir, { recursive: true, force: true });
+    this.removeDir();
+    process.off("exit", this.removeDir);
   }
 }
 

@@ -2,6 +2,8 @@
  * How many connections the HTTP endpoints hold, on spawned agents: each
  * holds a descriptor, so a peer holding many open must not leave the agent
  * none for its audio clients. Past 32 a newcomer is answered 503 and closed.
+ * The server behind the front listens in a private directory, which no exit
+ * leaves behind.
  */
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
@@ -10,6 +12,7 @@ import { MAX_HTTP_CONNECTIONS } from "../../src/observe/http-front.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { rawRequest } from "../support/http.ts";
 import { metricsUrl } from "../support/metrics.ts";
+import { connectClient } from "../support/peer.ts";
 import { AGENT, agentEnv, runAgent, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -72,4 +75,30 @@ describe("HTTP connections are bounded", () => {
     expect(recv.code, recv.stderr).toBe(0);
     expect(wholeWireFrames(t.path("out.wire")).length).toBe(5);
   }, 60_000);
+});
+
+describe("the server's private socket directory", () => {
+  test("made in TMPDIR while the endpoints run, removed at a stop and at an exit by a second signal", async () => {
+    const t = socketDir(defer, "aahd-");
+    defer(stopAgents);
+    await writeWireFile(t.path("in.wire"), 50);
+    const made = () => readdirSync(t.dir).filter((name) => name.startsWith("audio-agent-http-"));
+    for (const second of [false, true]) {
+      const agent = start([...AGENT, "output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0"], { env: agentEnv({ TMPDIR: t.dir }) });
+      await metricsUrl(agent);
+      await agent.waitForStderr("output-server: listening");
+      expect(made().length).toBe(1);
+      // A client that reads nothing holds the stop (it is given 1 s to read to the end): a second signal comes first.
+      const client = await connectClient(defer, t.path("o.sock"), { paused: true });
+      await agent.waitForStderr("client connected");
+      agent.kill("SIGTERM");
+      if (second) {
+        await agent.waitForStderr("client disconnected");
+        agent.kill("SIGTERM");
+      }
+      expect(await agent.exited).toBe(second ? 143 : 0);
+      expect(made()).toEqual([]);
+      client.close();
+    }
+  }, 30_000);
 });
