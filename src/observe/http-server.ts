@@ -60,7 +60,7 @@ export class AgentHttpServer {
     // Known once bound (port 0 picks the port); no request is handled before.
     let hosts = new Set<string>();
     // The server's socket, in a directory only this user may enter: no one reaches it but through the front.
-    const dir = mkdtempSync(join(tmpdir(), "audio-agent-http-"));
+    const dir = privateDirectory();
     let front: HttpFront;
     try {
       front = HttpFront.listen(address.host, address.port, join(dir, "http.sock"));
@@ -106,6 +106,16 @@ export class AgentHttpServer {
     await this.front.stop();
     this.removeDir();
     process.off("exit", this.removeDir);
+  }
+}
+
+/** A directory of its own in TMPDIR (mode 0700, as mkdtemp makes it), or an error naming TMPDIR and what would do. */
+function privateDirectory(): string {
+  try {
+    return mkdtempSync(join(tmpdir(), "audio-agent-http-"));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new Error(`cannot make the HTTP endpoints' private directory in ${tmpdir()} (${code}): set TMPDIR to a writable directory, or --metrics and --monitor off`);
   }
 }
 

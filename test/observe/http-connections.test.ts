@@ -13,6 +13,7 @@ import { useCleanup } from "../support/cleanup.ts";
 import { rawRequest } from "../support/http.ts";
 import { metricsUrl } from "../support/metrics.ts";
 import { connectClient } from "../support/peer.ts";
+import { failureLine } from "../support/agent-log.ts";
 import { AGENT, agentEnv, runAgent, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -100,5 +101,13 @@ describe("the server's private socket directory", () => {
       expect(made()).toEqual([]);
       client.close();
     }
+  }, 30_000);
+
+  test("a TMPDIR where it cannot be made: exit 1 with one line naming TMPDIR and what would do; no socket left", async () => {
+    const t = socketDir(defer, "aahd-");
+    const run = await runAgent(["output", "serve", "--source", "-", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0"], { env: agentEnv({ TMPDIR: t.path("missing") }) });
+    expect(run.code).toBe(1);
+    expect(failureLine(run.stderr)).toBe(`audio-agent: cannot make the HTTP endpoints' private directory in ${t.path("missing")} (ENOENT): set TMPDIR to a writable directory, or --metrics and --monitor off`);
+    expect(readdirSync(t.dir)).toEqual([]);
   }, 30_000);
 });
