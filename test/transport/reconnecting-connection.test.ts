@@ -100,6 +100,26 @@ describe("ReconnectingConnection", () => {
     await until(() => server.closedCount() === 1, "the server saw the first connection end", 5000);
   });
 
+  test("hold: nothing is read while held, from a connection made meanwhile either; once the hold settles, the current one is read", async () => {
+    const { path } = serve((socket, n) => void socket.write(Uint8Array.of(n)));
+    const { conn, events } = connection(path);
+    void conn.run();
+    await until(() => events.includes("data 0"), "the first connection's byte");
+    const settle = Promise.withResolvers<void>();
+    conn.hold(settle.promise);
+    expect(conn.holding).toBe(true);
+    // The owner drops the connection while held (a protocol error, say): the next one is made, and held too.
+    conn.close(conn.socket!, "peer misbehaved");
+    await until(() => conn.connects === 2, "connected again");
+    // Turns of the loop in which the second connection's byte would be read (it may not be).
+    await Bun.sleep(50);
+    // (A new connection's first drain is Bun's, written or not.)
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "data 0", "close peer misbehaved", "open 2"]);
+    settle.resolve();
+    await until(() => events.includes("data 1"), "the second connection's byte once the hold settles");
+    expect(conn.holding).toBe(false);
+  });
+
   test("run(true) returns when its one connection ends, without connecting again", async () => {
     const { path, server } = serve((socket) => socket.end());
     const { conn, events } = connection(path);
