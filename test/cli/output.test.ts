@@ -505,6 +505,29 @@ describe("output recv to stdout", () => {
     await stalledReaderStopped("socket");
   }, 60_000);
 
+  test("a socket (a parent with socketpair stdio) finds its flags as they were after the exit, a clean one and a failure's: no O_NONBLOCK left for the parent", async () => {
+    const t = setup();
+    // Frames the player's socket holds whole (about 40 KB): the player reads them after the exit.
+    const serve = await servingFile(t, 20);
+    // The parent's own descriptor of the child's end: it shares the child's open description (and its flags).
+    const flagsOf = (fd: number) => parseInt(/flags:\s+([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "latin1"))![1]!, 8);
+    const runs: [string[], number][] = [
+      [["--socket", t.sock, "--once"], 0],
+      // No server there: the run fails after the sink is opened on stdout.
+      [["--socket", t.path("none.sock"), "--connect-timeout", "1"], 1],
+    ];
+    for (const [args, code] of runs) {
+      const pair = socketPair();
+      const recv = spawnAgent(["output", "recv", "--sink", "-", ...args], { stdout: pair.childEnd });
+      expect(await recv.exited, recv.stderr).toBe(code);
+      expect(flagsOf(pair.childEnd) & 0o4000).toBe(0); // O_NONBLOCK
+      closeSync(pair.childEnd);
+      const heard = await readToEnd(pair.playerEnd);
+      if (code === 0) expect(parseWire(heard, OUTPUT_MAGIC).messages.length).toBe(20);
+    }
+    expect(await serve.exited, serve.stderr).toBe(0);
+  }, 60_000);
+
   test("a reader that stalls and then reads on loses nothing: the lossless server waits, every frame arrives once, in order", async () => {
     const t = setup();
     const N = 20_000;
