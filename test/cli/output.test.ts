@@ -528,6 +528,26 @@ describe("output recv to stdout", () => {
     expect(await serve.exited, serve.stderr).toBe(0);
   }, 60_000);
 
+  test("a file past its size limit (ulimit -f: EFBIG after a short write): exit 1, and each frame is in the file whole or counted sink_write_failed", async () => {
+    const t = setup();
+    const serve = await servingFile(t, 2000);
+    const file = t.path("stdout.wire");
+    // 100 KiB: the write that reaches it is cut short (the frame across it with it), and the next one fails.
+    const cmd = `trap '' XFSZ; ulimit -f 100; exec "$@" > '${file}'`;
+    const recv = start(["bash", "-c", cmd, "bash", ...AGENT, "output", "recv", "--socket", t.sock, "--sink", "-"], { env: agentEnv() });
+    expect(await recv.exited, recv.stderr).toBe(1);
+    expect(failureLine(recv.stderr)).toBe("audio-agent: cannot write to sink stdout: EFBIG");
+    expect(statSync(file).size).toBe(100 * 1024);
+    const stopped = logFields(recv.stderr, "output-client", "stopped");
+    expect(Number(stopped.dropped)).toBe(Number(stopped.dropped_sink_write_failed));
+    const { frames: whole, error } = wireFileFrames(file);
+    expect(error).toBeUndefined();
+    whole.forEach((payload, k) => expect(isTestPayload(k, payload)).toBe(true));
+    expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
+    serve.kill("SIGTERM");
+    await serve.exited;
+  }, 60_000);
+
   test("a reader that stalls and then reads on loses nothing: the lossless server waits, every frame arrives once, in order", async () => {
     const t = setup();
     const N = 20_000;
