@@ -18,8 +18,8 @@ interface Side {
 }
 
 /**
- * A TCP listener in front of the HTTP server (which listens on a private
- * Unix socket), carrying each connection's bytes both ways and counting
+ * A TCP listener in front of the HTTP server (which listens on a Unix
+ * socket of its own), carrying each connection's bytes both ways and counting
  * them: Bun.serve has no bound on its connections, and each holds a
  * descriptor, so a peer holding many open (idle, or sending a header a byte
  * at a time) would leave the process none for a new audio client. Past

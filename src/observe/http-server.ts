@@ -1,7 +1,4 @@
 import type { Server } from "bun";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { HttpFront } from "./http-front.ts";
 import { HttpListenError, resolvedAddress, type ListenAddress } from "./http-listen-error.ts";
 import { allowedHosts, crossOrigin, misdirected } from "./host-check.ts";
@@ -36,21 +33,16 @@ export interface HttpRoutes {
  * WebSocket at `/ws` with --monitor. Both can share one address. Binds where
  * it is told (the CLI defaults the host to loopback) and answers only
  * requests sent to it by its own address or an allowed name (host-check.ts).
- * The server itself listens on a Unix socket in a directory of its own
- * (mode 0700); the address is an HttpFront, which bounds the connections.
+ * The server itself listens on a Unix socket in the abstract namespace
+ * (no file to leave behind, however the process ends); the address is an
+ * HttpFront, which bounds the connections.
  */
 export class AgentHttpServer {
   private constructor(
     private readonly server: Server<unknown>,
     private readonly front: HttpFront,
     private readonly host: string,
-    /** The private directory of the server's socket, removed at stop (or at an exit before). */
-    private readonly dir: string,
-  ) {
-    process.on("exit", this.removeDir);
-  }
-
-  private readonly removeDir = () => rmSync(this.dir, { recursive: true, force: true });
+  ) {}
 
   /**
    * Listens at `address`, answering requests whose Host is its own or one of
@@ -59,13 +51,12 @@ export class AgentHttpServer {
   static async start(address: ListenAddress, routes: HttpRoutes, allowHosts: readonly string[] = []): Promise<AgentHttpServer> {
     // Known once bound (port 0 picks the port); no request is handled before.
     let hosts = new Set<string>();
-    // The server's socket, in a directory only this user may enter: no one reaches it but through the front.
-    const dir = privateDirectory();
+    // The server's own socket: an abstract name (this process's pid, and random), reached through the front.
+    const name = `\0audio-agent-http-${process.pid}-${crypto.randomUUID()}`;
     let front: HttpFront;
     try {
-      front = HttpFront.listen(address.host, address.port, join(dir, "http.sock"));
+      front = HttpFront.listen(address.host, address.port, name);
     } catch (e) {
-      rmSync(dir, { recursive: true, force: true });
       // A host that resolves to nothing fails with whatever errno was left over (ENOENT, EINVAL): ask.
       const resolves = (await resolvedAddress(address.host)) !== undefined;
       throw new HttpListenError(address, resolves ? ((e as NodeJS.ErrnoException).code ?? (e as Error).message) : "ENOTFOUND");
@@ -73,7 +64,7 @@ export class AgentHttpServer {
     let server;
     try {
       server = Bun.serve<{ listening: boolean; dropped: number }>({
-        unix: join(dir, "http.sock"),
+        unix: name,
         fetch: async (request, srv) => {
           const response = misdirected(request, hosts) ?? notAllowed(request) ?? (await route(request, srv, routes));
           // Bun adds its implicit text type to a GET's answer only: HEAD must carry the same headers.
@@ -84,11 +75,10 @@ export class AgentHttpServer {
       });
     } catch (e) {
       await front.stop(0);
-      rmSync(dir, { recursive: true, force: true });
       throw e;
     }
     hosts = allowedHosts({ host: address.host, port: front.port }, allowHosts);
-    return new AgentHttpServer(server as Server<unknown>, front, address.host, dir);
+    return new AgentHttpServer(server as Server<unknown>, front, address.host);
   }
 
   get url(): string {
@@ -104,18 +94,6 @@ export class AgentHttpServer {
   async stop(): Promise<void> {
     await this.server.stop(true);
     await this.front.stop();
-    this.removeDir();
-    process.off("exit", this.removeDir);
-  }
-}
-
-/** A directory of its own in TMPDIR (mode 0700, as mkdtemp makes it), or an error naming TMPDIR and what would do. */
-function privateDirectory(): string {
-  try {
-    return mkdtempSync(join(tmpdir(), "audio-agent-http-"));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-    throw new Error(`cannot make the HTTP endpoints' private directory in ${tmpdir()} (${code}): set TMPDIR to a writable directory, or --metrics and --monitor off`);
   }
 }
 

@@ -2,18 +2,17 @@
  * How many connections the HTTP endpoints hold, on spawned agents: each
  * holds a descriptor, so a peer holding many open must not leave the agent
  * none for its audio clients. Past 32 a newcomer is answered 503 and closed.
- * The server behind the front listens in a private directory, which no exit
- * leaves behind.
+ * The server behind the front listens on an abstract Unix socket: no file
+ * that an exit could leave behind, nothing that needs TMPDIR.
  */
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
-import { readdirSync } from "node:fs";
+import { readdirSync, rmSync } from "node:fs";
 import { MAX_HTTP_CONNECTIONS } from "../../src/observe/http-front.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { rawRequest } from "../support/http.ts";
 import { metricsUrl } from "../support/metrics.ts";
 import { connectClient } from "../support/peer.ts";
-import { failureLine } from "../support/agent-log.ts";
 import { AGENT, agentEnv, runAgent, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -78,36 +77,62 @@ describe("HTTP connections are bounded", () => {
   }, 60_000);
 });
 
-describe("the server's private socket directory", () => {
-  test("made in TMPDIR while the endpoints run, removed at a stop and at an exit by a second signal", async () => {
+describe("a client that half-closes after its request", () => {
+  // `printf 'GET ...' | nc -N host port`, socat, a script's socket.shutdown(SHUT_WR):
+  // the end of what it sends is not the end of what it reads.
+  test("still reads the whole answer, even with its end sent at once: 200 and the /healthz body, then the agent's close", async () => {
+    const { port } = await servingWithMetrics(1024);
+    let received = "";
+    const closed = Promise.withResolvers<void>();
+    const socket = await Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: { data: (_s, chunk) => void (received += new TextDecoder().decode(chunk)), close: () => closed.resolve(), error: () => {} },
+    });
+    defer(() => socket.terminate());
+    socket.write(`GET /healthz HTTP/1.0\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+    socket.shutdown();
+    await closed.promise;
+    expect(received.split("\r\n")[0]).toBe("HTTP/1.1 200 OK");
+    const body = received.slice(received.indexOf("\r\n\r\n") + 4);
+    expect(JSON.parse(body).role).toBe("output serve");
+  }, 30_000);
+});
+
+describe("the HTTP server's own socket is no file", () => {
+  test("a TMPDIR that names nothing does not matter: /healthz answers 200, SIGTERM exits 0", async () => {
     const t = socketDir(defer, "aahd-");
     defer(stopAgents);
     await writeWireFile(t.path("in.wire"), 50);
-    const made = () => readdirSync(t.dir).filter((name) => name.startsWith("audio-agent-http-"));
-    for (const second of [false, true]) {
-      const agent = start([...AGENT, "output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0"], { env: agentEnv({ TMPDIR: t.dir }) });
+    const agent = start([...AGENT, "output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0"], { env: agentEnv({ TMPDIR: t.path("missing") }) });
+    const port = Number(new URL(await metricsUrl(agent)).port);
+    expect((await healthz(port)).status).toBe(200);
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+  }, 30_000);
+
+  test("no way out leaves anything in TMPDIR: a stop, a second signal's exit, SIGKILL", async () => {
+    const t = socketDir(defer, "aahd-");
+    const tmp = socketDir(defer, "aahd-tmp-");
+    defer(stopAgents);
+    await writeWireFile(t.path("in.wire"), 50);
+    for (const way of ["stop", "second signal", "SIGKILL"] as const) {
+      const agent = start([...AGENT, "output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0"], { env: agentEnv({ TMPDIR: tmp.dir }) });
       await metricsUrl(agent);
       await agent.waitForStderr("output-server: listening");
-      expect(made().length).toBe(1);
       // A client that reads nothing holds the stop (it is given 1 s to read to the end): a second signal comes first.
       const client = await connectClient(defer, t.path("o.sock"), { paused: true });
       await agent.waitForStderr("client connected");
-      agent.kill("SIGTERM");
-      if (second) {
+      if (way === "SIGKILL") agent.kill("SIGKILL");
+      else agent.kill("SIGTERM");
+      if (way === "second signal") {
         await agent.waitForStderr("client disconnected");
         agent.kill("SIGTERM");
       }
-      expect(await agent.exited).toBe(second ? 143 : 0);
-      expect(made()).toEqual([]);
+      expect(await agent.exited).toBe({ stop: 0, "second signal": 143, SIGKILL: 137 }[way]);
+      expect(readdirSync(tmp.dir)).toEqual([]);
       client.close();
+      rmSync(t.path("o.sock"), { force: true });
     }
-  }, 30_000);
-
-  test("a TMPDIR where it cannot be made: exit 1 with one line naming TMPDIR and what would do; no socket left", async () => {
-    const t = socketDir(defer, "aahd-");
-    const run = await runAgent(["output", "serve", "--source", "-", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0"], { env: agentEnv({ TMPDIR: t.path("missing") }) });
-    expect(run.code).toBe(1);
-    expect(failureLine(run.stderr)).toBe(`audio-agent: cannot make the HTTP endpoints' private directory in ${t.path("missing")} (ENOENT): set TMPDIR to a writable directory, or --metrics and --monitor off`);
-    expect(readdirSync(t.dir)).toEqual([]);
   }, 30_000);
 });
