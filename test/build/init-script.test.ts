@@ -306,6 +306,29 @@ describe("S95audio-agent under busybox sh", () => {
     expect((await initScript("status", env)).code).toBe(3);
   }, 30_000);
 
+  test("AUDIO_AGENT_ARGS with blanks around its command words is still a role that listens: start waits for its socket (here, an agent failing before it does)", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const config = makeFifo(t.path("config.json"));
+    const env = settings({ AUDIO_AGENT_ARGS: `  output   serve --source ${t.path("in.wire")} --socket ${t.path("o.sock")} --config ${config}` });
+    const starting = initScript("start", env);
+    await Bun.sleep(1500);
+    writeFileSync(config, '{"bogus": 1}\n');
+    const started = await starting;
+    expect(started.code, started.stdout).toBe(1);
+    expect(started.stdout).toContain("exited before it listened");
+  }, 30_000);
+
+  test("with --metrics (its HTTP server's own socket listening first), start says started only once the channel's socket listens", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings({ AUDIO_AGENT_ARGS: `${settings().AUDIO_AGENT_ARGS} --metrics 127.0.0.1:0 --monitor 127.0.0.1:0` });
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout).toBe(0);
+    expect(statSync(t.path("o.sock")).isSocket()).toBe(true);
+    expect((await initScript("stop", env)).code).toBe(0);
+  }, 30_000);
+
   test("an agent that does not listen within AUDIO_AGENT_START_TIMEOUT: start fails (1) saying so, the agent left running under its pid file for stop", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
