@@ -30,6 +30,7 @@ import { ConnectTimeoutError } from "../transport/unix-client.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, refuseExtra, UsageError } from "./errors.ts";
 import { CHANNEL_HELP, roleHelp, TOP_HELP } from "./help.ts";
 import { Shutdown } from "../roles/shutdown.ts";
+import { keepPaceOnStderr } from "../roles/standard-streams.ts";
 import { versionLine } from "./version.ts";
 
 type RoleMain = (settings: never, logger: Logger, shutdown: Shutdown) => Promise<void>;
@@ -187,6 +188,8 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
   const settings = command === "serve" ? resolveServeSettings(sources) : resolveSettings(command, sources);
   if (command === "serve") checkServeSockets(settings as ServeSettings, sources);
   run.settings = command === "serve" ? flatServeSettings(settings as ServeSettings) : settings;
+  // The log never waits for its reader, whoever's its pipe is.
+  if (io === defaultIo) keepPaceOnStderr();
   const logger = new Logger({ level: settings["log-level"], format: settings["log-format"], write: writeLine(io) });
   run.logger = logger;
   const shutdown = new Shutdown(logger.for("agent"), io.env);

@@ -8,7 +8,7 @@ import { summaryFields } from "../observe/readings.ts";
 import { sizedPipe, sizedSendBuffer } from "../transport/socket-options.ts";
 import { Instruments, type ChannelInstruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
-import { keepPaceOnStdout, liveStdout } from "./stdout.ts";
+import { keepPaceOnStdout, liveStdout } from "./standard-streams.ts";
 
 type Settings = RoleSettings<"input serve">;
 

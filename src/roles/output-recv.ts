@@ -10,7 +10,7 @@ import { summaryFields } from "../observe/readings.ts";
 import { MessageType, type ParsedMessage } from "../protocol/index.ts";
 import { Instruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
-import { keepPaceOnStdout } from "./stdout.ts";
+import { keepPaceOnStdout } from "./standard-streams.ts";
 
 /**
  * The output client with its instruments attached: `output recv` as it runs

@@ -4,14 +4,14 @@
  * codes and one-line messages, signals, socket file mode and clean-up.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, MAX_MESSAGE, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { heldUp, metricsUrl } from "../support/metrics.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { heldPlayer, makeFifo, releaseReader } from "../support/fifo.ts";
-import { heldSocketPlayer } from "../support/player-sockets.ts";
+import { HELD_READER, heldPlayer, makeFifo, releaseReader } from "../support/fifo.ts";
+import { heldSocketPlayer, readToEnd, socketPair } from "../support/player-sockets.ts";
 import { packetsOf } from "../support/ogg.ts";
 import { decodedSamples, TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
@@ -548,6 +548,37 @@ describe("output recv to stdout", () => {
     await serve.exited;
   }, 60_000);
 
+  test("a pipe the agent cannot open again (it runs as another user than the pipe's: sudo -u, start-stop-daemon --chuid), whose reader stops reading, holds up the channel, not the process: SIGTERM exits 0", async () => {
+    const t = setup();
+    // The agent runs as nobody: it reaches the directory and the server's socket, not the root's pipe by /proc/self/fd/1 (EACCES).
+    chmodSync(t.dir, 0o777);
+    await writeWireFile(t.source, 20_000);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--socket-mode", "0666", "--metrics", "127.0.0.1:0"]);
+    await serve.waitForStderr("waiting for a client");
+    const fifo = makeFifo(t.path("player"));
+    const heard = t.path("heard.wire");
+    const player = start(["sh", "-c", HELD_READER, fifo, heard]);
+    const out = openSync(fifo, "w");
+    const asNobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"];
+    const args = ["output", "recv", "--socket", t.sock, "--sink", "-"];
+    const recv = start([...asNobody, ...AGENT, ...args], { env: agentEnv({ HOME: "/tmp" }), stdout: out, timeoutMs: 30_000 });
+    closeSync(out);
+    // The lossless server sends only what the client reads (the client's own /metrics would stop answering if it were held).
+    await heldUp(await metricsUrl(serve), "jetkvm_audio_frames_sent_total", 20_000);
+    await recv.waitForStderr("output-client: connected");
+    recv.kill("SIGTERM");
+    // Not held inside a blocking write() until the reader reads (or the test's SIGKILL: 137).
+    expect(await recv.exited, recv.stderr).toBe(0);
+    releaseReader(heard);
+    expect(await player.exited).toBe(0);
+    const stopped = logFields(recv.stderr, "output-client", "stopped");
+    expect(Number(stopped.dropped_sink_reader_slow)).toBeGreaterThan(0);
+    const { frames: whole } = wireFileFrames(heard);
+    expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
+    serve.kill("SIGTERM");
+    await serve.exited;
+  }, 60_000);
+
   test("a reader that stalls and then reads on loses nothing: the lossless server waits, every frame arrives once, in order", async () => {
     const t = setup();
     const N = 20_000;
@@ -562,6 +593,64 @@ describe("output recv to stdout", () => {
     expect(scanFrames(heard)).toMatchObject({ count: N, mismatch: -1 });
     expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: String(N), dropped: "0" });
     expect(await serve.exited, serve.stderr).toBe(0);
+  }, 60_000);
+});
+
+describe("output recv's log to a pipe it cannot open again", () => {
+  test("stderr a pipe of another user's (EACCES by /proc/self/fd/2) whose reader has stopped reading never holds up the audio: every frame reaches the sink, exit 0", async () => {
+    const t = setup();
+    chmodSync(t.dir, 0o777);
+    const serve = await servingFile(t, 200);
+    chmodSync(t.sock, 0o666);
+    // The log's reader (an init script's logger) holds the pipe open and reads nothing: it is full already.
+    const fifo = makeFifo(t.path("log"));
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const log = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    const block = new Uint8Array(4096);
+    for (;;) {
+      try {
+        writeSync(log, block);
+      } catch {
+        break; // EAGAIN: full
+      }
+    }
+    const sink = t.path("sink.wire");
+    const asNobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"];
+    const recv = start(["bash", "-c", 'exec "$@" 2>&1 >/dev/null', "bash", ...asNobody, ...AGENT, "output", "recv", "--socket", t.sock, "--sink", sink, "--once"], { env: agentEnv({ HOME: "/tmp" }), stdout: log, timeoutMs: 30_000 });
+    closeSync(log);
+    // --once: the client ends with the lossless server, once it has read every frame (not held in a write of its log until the test's SIGKILL: 137).
+    expect(await recv.exited).toBe(0);
+    expect(await serve.exited, serve.stderr).toBe(0);
+    expect(logFields(serve.stderr, "output-server", "stopped").delivered).toBe("200");
+    expect(wholeWireFrames(sink).length).toBe(200);
+    closeSync(reader);
+  }, 60_000);
+});
+
+describe("output recv to stdout with stderr on it (2>&1)", () => {
+  test("a socket stderr shares, whose reader stops reading: a second SIGTERM exits at once (143), its log lines waiting or not", async () => {
+    const t = setup();
+    await writeWireFile(t.source, 20_000);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--metrics", "127.0.0.1:0"]);
+    await serve.waitForStderr("waiting for a client");
+    const pair = socketPair();
+    // A stats line a second: once the socket is full, the log's lines wait in the agent for the reader too.
+    const args = ["output", "recv", "--socket", t.sock, "--sink", "-", "--stats-interval", "1"];
+    const recv = start(["bash", "-c", 'exec "$@" 2>&1', "bash", ...AGENT, ...args], { env: agentEnv(), stdout: pair.childEnd, timeoutMs: 30_000 });
+    closeSync(pair.childEnd);
+    // The server sends only what the client reads: its count stops once the player's socket is full.
+    await heldUp(await metricsUrl(serve), "jetkvm_audio_frames_sent_total", 20_000);
+    // A stats line comes due while the reader reads nothing: it waits in the agent's log.
+    await Bun.sleep(1500);
+    recv.kill("SIGTERM");
+    await Bun.sleep(100);
+    recv.kill("SIGTERM");
+    // The second signal exits at once (README: 143), not held at exit writing the waiting log lines into a
+    // socket made blocking again (stdout's flags put back first): a parent waiting on it would wait forever.
+    expect(await recv.exited).toBe(143);
+    await readToEnd(pair.playerEnd);
+    serve.kill("SIGTERM");
+    await serve.exited;
   }, 60_000);
 });
 
