@@ -2,20 +2,34 @@ import type { Socket, TCPSocketListener } from "bun";
 
 /** HTTP connections served at once; past that a newcomer is answered 503 and closed. */
 export const MAX_HTTP_CONNECTIONS = 32;
+/** How long a client whose server side has closed gets to take what is left for it. */
+const LINGER_MS = 5000;
+/**
+ * How long a side may take nothing while bytes wait for it before the
+ * connection is cut: as long as the monitor gives a viewer to answer a ping.
+ * Its other side is not read meanwhile, so a server side that closes (a
+ * viewer closed for its backlog) could otherwise wait on it for good.
+ */
+export const STALL_MS = 30_000;
 
 const BUSY = new TextEncoder().encode(
   `HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 38\r\nRetry-After: 1\r\n\r\ntoo many connections; try again later\n`,
 );
 
-/** One side of a connection carried through: its other side once there, and what waits for that side to take it. */
+/** One side of a connection carried through: the client's (TCP) or the server's (Unix), its other side once there, and what waits for that side. */
 interface Side {
+  client: boolean;
   other: Socket<Side> | undefined;
   /** Bytes from this side that the other has not taken yet (or that wait for it to connect). */
   waiting: Uint8Array[];
   /** It has sent its last (a client that half-closes after its request, as `nc -N` does): passed on once what waits is taken. */
   ended: boolean;
   closed: boolean;
+  /** While what waits has not moved: cuts the connection at STALL_MS. */
+  stall: ReturnType<typeof setTimeout> | undefined;
 }
+
+const newSide = (client: boolean, other?: Socket<Side>): Side => ({ client, other, waiting: [], ended: false, closed: false, stall: undefined });
 
 /**
  * A TCP listener in front of the HTTP server (which listens on a Unix
@@ -24,7 +38,12 @@ interface Side {
  * descriptor, so a peer holding many open (idle, or sending a header a byte
  * at a time) would leave the process none for a new audio client. Past
  * `cap`, a newcomer is answered 503 and closed at once. Each connection
- * carried costs two more descriptors (the Unix one's ends).
+ * carried costs two more descriptors (the Unix one's ends), and no more than
+ * it: a client that is gone takes its server side with it at once, and a
+ * server side that closes (a monitor viewer closed for its backlog) takes its
+ * client with it once the client has read what is left, or after LINGER_MS.
+ * Each side reads no faster than the other takes (backpressure), so the
+ * server sees a slow client as slow, and the front holds a chunk at most.
  */
 export class HttpFront {
   private open = 0;
@@ -38,39 +57,50 @@ export class HttpFront {
   /** Listens at host:port (throws as Bun.listen does: EADDRINUSE, ...) and carries each connection to the Unix socket `backend`. */
   static listen(host: string, port: number, backend: string, cap = MAX_HTTP_CONNECTIONS): HttpFront {
     let front!: HttpFront;
-    const listener = Bun.listen<Side>({
+    // Each client's own Side, made as it is first seen: Bun may hand a socket reset early to `data` without `open`.
+    const seen = (client: Socket<Side | undefined>): Socket<Side> => {
+      if (!client.data) front.accept(client as Socket<Side>, backend, cap);
+      return client as Socket<Side>;
+    };
+    const listener = Bun.listen<Side | undefined>({
       hostname: host,
       port,
       allowHalfOpen: true,
-      data: { other: undefined, waiting: [], ended: false, closed: false },
+      data: undefined,
       socket: {
         binaryType: "uint8array",
-        open: (client) => {
-          client.data = { other: undefined, waiting: [], ended: false, closed: false };
-          if (front.open >= cap) {
-            front.refused++;
-            client.data.closed = true;
-            client.end(BUSY);
-            return;
-          }
-          front.open++;
-          front.carry(client, backend);
+        open: (client) => void seen(client),
+        data: (client, chunk) => {
+          const carried = seen(client);
+          if (!carried.data.closed) forward(carried, chunk);
         },
-        data: (client, chunk) => forward(client, chunk),
-        end: (client) => ended(client),
-        drain: (client) => flush(client),
+        end: (client) => ended(seen(client)),
+        drain: (client) => flush(seen(client)),
         close: (client) => {
-          // Turned away: never counted.
-          if (client.data.closed) return;
+          // Never seen, or turned away: never counted.
+          if (!client.data || client.data.closed) return;
           front.open--;
-          closed(client);
+          closed(client as Socket<Side>);
           if (front.open === 0) front.allClosed?.resolve();
         },
         error: () => {},
       },
     });
-    front = new HttpFront(listener);
+    front = new HttpFront(listener as unknown as TCPSocketListener<Side>);
     return front;
+  }
+
+  /** A client first seen: carried to the server, or past `cap` answered 503 and closed. */
+  private accept(client: Socket<Side>, backend: string, cap: number): void {
+    client.data = newSide(true);
+    if (this.open >= cap) {
+      this.refused++;
+      client.data.closed = true;
+      client.end(BUSY);
+      return;
+    }
+    this.open++;
+    this.carry(client, backend);
   }
 
   get port(): number {
@@ -102,12 +132,12 @@ export class HttpFront {
   private carry(client: Socket<Side>, backend: string): void {
     Bun.connect<Side>({
       unix: backend,
-      data: { other: client, waiting: [], ended: false, closed: false },
+      data: newSide(false, client),
       socket: {
         binaryType: "uint8array",
         open: (server) => {
-          server.data = { other: client, waiting: [], ended: false, closed: false };
-          if (client.data.closed) return void server.end();
+          server.data = newSide(false, client);
+          if (client.data.closed) return void server.terminate();
           client.data.other = server;
           flush(server);
         },
@@ -120,25 +150,39 @@ export class HttpFront {
   }
 }
 
-/** Hands `chunk` from `from` to its other side, keeping order; what that side does not take waits, and `from` is paused until it does. */
+/** Hands `chunk` from `from` to its other side, keeping order; what that side does not take now waits (hold). */
 function forward(from: Socket<Side>, chunk: Uint8Array): void {
   const to = from.data.other;
-  if (!to || from.data.waiting.length > 0) {
-    from.data.waiting.push(chunk.slice());
-    from.pause();
-    return;
-  }
+  // Its reader is gone: there is no one to carry it to.
+  if (to?.data.closed) return;
+  if (!to || from.data.waiting.length > 0) return hold(from, chunk.slice());
   const written = to.write(chunk);
-  if (written < chunk.length) {
-    from.data.waiting.push(chunk.slice(Math.max(0, written)));
-    from.pause();
-  }
+  if (written < chunk.length) hold(from, chunk.slice(Math.max(0, written)));
+}
+
+/** Keeps `bytes` from `from` until its other side takes them; `from` is not read meanwhile, for STALL_MS at most. */
+function hold(from: Socket<Side>, bytes: Uint8Array): void {
+  from.data.waiting.push(bytes);
+  from.pause();
+  stalling(from);
+}
+
+/** Arms the stall timer of `from`, whose bytes wait, unless it is armed. */
+function stalling(from: Socket<Side>): void {
+  from.data.stall ??= setTimeout(() => cut(from), STALL_MS);
+  from.data.stall.unref();
+}
+
+function unstalled(from: Socket<Side>): void {
+  clearTimeout(from.data.stall);
+  from.data.stall = undefined;
 }
 
 /**
  * Offers what waits from `to`'s other side to `to` again (it drained, or
  * just connected); once all is taken, that side is resumed, or, if it has
- * closed meanwhile, `to` is ended: its last bytes (an answer) arrive whole.
+ * closed (or ended) meanwhile, `to` is ended (or half-closed): its last bytes
+ * (an answer) arrive whole.
  */
 function flush(to: Socket<Side>): void {
   const from = to.data.other;
@@ -149,10 +193,14 @@ function flush(to: Socket<Side>): void {
     const written = to.write(chunk);
     if (written < chunk.length) {
       waiting[0] = chunk.subarray(Math.max(0, written));
+      // Taken in part: the stall counts from now.
+      if (written > 0) unstalled(from);
+      stalling(from);
       return;
     }
     waiting.shift();
   }
+  unstalled(from);
   if (from.data.closed) to.end();
   else if (from.data.ended) to.shutdown();
   else from.resume();
@@ -165,9 +213,23 @@ function ended(side: Socket<Side>): void {
   if (other && side.data.waiting.length === 0) other.shutdown();
 }
 
-/** `side` has closed: its other side is ended once it has taken what `side` sent (at once when nothing waits). */
+/**
+ * `side` has closed. A client gone takes its server side with it at once
+ * (no one would read the answer). A server side that closes ends its client
+ * once the client has taken what is left, within LINGER_MS.
+ */
 function closed(side: Socket<Side>): void {
   side.data.closed = true;
+  unstalled(side);
   const other = side.data.other;
-  if (other && side.data.waiting.length === 0) other.end();
+  if (!other || other.data.closed) return;
+  if (side.data.client) return void other.terminate();
+  if (side.data.waiting.length === 0) return void other.end();
+  setTimeout(() => other.terminate(), LINGER_MS).unref();
+}
+
+/** Cuts the connection `side` belongs to, both sides at once. */
+function cut(side: Socket<Side>): void {
+  side.data.other?.terminate();
+  side.terminate();
 }

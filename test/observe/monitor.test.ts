@@ -8,11 +8,13 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
+import { STALL_MS } from "../../src/observe/http-front.ts";
 import { AgentHttpServer } from "../../src/observe/http-server.ts";
+import { setSocketBuffers } from "../../src/transport/socket-options.ts";
 import { type MonitorFigures, MonitorHub, VIEWER_LIMITS, type ViewerLimits } from "../../src/observe/monitor/hub.ts";
 import { encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { rawUpgrade } from "../support/http.ts";
+import { rawRequest, rawUpgrade } from "../support/http.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
@@ -88,13 +90,15 @@ async function viewer(url: string): Promise<WebSocket> {
 }
 
 /** A bare TCP peer that asks for a WebSocket at `port`, then never reads again (nor answers a ping). */
-async function stalledPeer(port: number): Promise<void> {
+async function stalledPeer(port: number, receiveBytes?: number): Promise<void> {
   const socket = await Bun.connect({
     hostname: "127.0.0.1",
     port,
     socket: { open: (s) => void s.pause(), data() {}, close() {}, error() {} },
   });
   defer(() => socket.terminate());
+  // A small receive buffer: what the agent sends it waits in the agent, not in this test's kernel.
+  if (receiveBytes !== undefined) expect(setSocketBuffers(socket.fd, { sendBytes: 4096, receiveBytes }).ok).toBe(true);
   socket.write(
     `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -571,6 +575,27 @@ describe("a hostile viewer", () => {
     await until(() => got > 0, "the reading viewer still served", 5000);
     expect(reading.readyState).toBe(WebSocket.OPEN);
   });
+
+  test("viewers closed for their backlog hold no HTTP connection after: with 16 of them closed and 16 viewers that read, the page is still served, not 503 (their connections, unread, held the HTTP bound for good)", async () => {
+    const { hub, server, url } = await hubOnHttp();
+    // As many stalled viewers as the hub takes, each with a small receive buffer: what is sent to it waits in the agent.
+    for (let i = 0; i < 16; i++) await stalledPeer(server.port, 4096);
+    await until(() => hub.viewerCount === 16, "the stalled viewers upgraded", 5000);
+    // 64 KiB events until each is over its backlog limit and closed (they still read nothing, nor close).
+    for (let i = 0; i < 2000 && hub.viewerCount > 0; i++) {
+      hub.event("connected", "x".repeat(64 * 1024));
+      await Bun.sleep(1);
+    }
+    await until(() => hub.viewerCount === 0, "the stalled viewers closed", 10_000);
+    // 16 viewers that read, as pages do: with the 16 closed ones, the 32 connections the agent serves at once.
+    for (let i = 0; i < 16; i++) await viewer(url);
+    expect(hub.viewerCount).toBe(16);
+    // The viewers the agent closed are no longer its connections: there is room for one more, at once or soon.
+    let status = 0;
+    // (The hub's close waits on what they left unread: the front cuts a connection whose reader has taken nothing for STALL_MS.)
+    await until(async () => (status = (await rawRequest("127.0.0.1", server.port, `GET / HTTP/1.1\r\nHost: 127.0.0.1:${server.port}`)).status) === 200, "the page served", STALL_MS + 10_000, 100).catch(() => {});
+    expect(status).toBe(200);
+  }, STALL_MS + 60_000);
 
   test("a peer that answers no ping is closed after the idle timeout", async () => {
     const { hub, server } = await hubOnHttp({ ...VIEWER_LIMITS, idleSeconds: 8 }, 60_000);
