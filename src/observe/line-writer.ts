@@ -27,6 +27,8 @@ export class LineWriter {
   private pendingBytes = 0;
   private retry: ReturnType<typeof setInterval> | undefined;
   private drainAtExit = false;
+  /** Set by retire(): nothing more is written. */
+  private retired = false;
 
   constructor(
     private readonly fd: number,
@@ -42,6 +44,7 @@ export class LineWriter {
 
   /** `always`: the line waits whatever the bound (a run's last, failure line), never lost to it. */
   write(text: string, always = false): void {
+    if (this.retired) return;
     const bytes = Buffer.from(text);
     if (this.pending.length > 0) {
       if (always) this.keep(bytes);
@@ -63,6 +66,17 @@ export class LineWriter {
     this.pendingBytes = 0;
     clearInterval(this.retry);
     this.retry = undefined;
+  }
+
+  /**
+   * Writes nothing from now on, what waits given up: at exit, once the
+   * descriptor's flags are put back to blocking, a write into a full pipe
+   * would hold the process for good.
+   */
+  retire(): void {
+    this.retired = true;
+    this.pending.length = 0;
+    this.pendingBytes = 0;
   }
 
   private waiting(): boolean {

@@ -45,9 +45,8 @@ function opensAgain(fd: number): boolean {
  * Sets O_NONBLOCK on `fd`, so that a reader who stops reading holds up its
  * writer (ByteSink.waiting, the log's backlog), never the process inside
  * write(). The flag belongs to the open description, shared with whoever
- * handed it down: it is put back at exit, once the log's last lines are
- * offered (blocking again first, a full stderr would hold the exit). False,
- * with `consequence` warned, when it cannot be set.
+ * handed it down: it is put back at exit (putBackAtExit). False, with
+ * `consequence` warned, when it cannot be set.
  */
 function nonBlocking(fd: number, report: Report | undefined, consequence: string): boolean {
   const set = setNonBlocking(fd);
@@ -55,11 +54,33 @@ function nonBlocking(fd: number, report: Report | undefined, consequence: string
     report?.("warn", `cannot make ${fd === 1 ? "stdout" : "stderr"} non-blocking; ${consequence}`, { error: set.message });
     return false;
   }
-  process.on("exit", () => {
-    stderrLines().drain();
-    set.restore();
-  });
+  putBackAtExit(set.restore, fd === 2 || stderrSharesStdout());
   return true;
+}
+
+/** Flags to put back at exit, in the order they were set; and whether one is stderr's description. */
+const putBack: (() => void)[] = [];
+let logsThere = false;
+
+/**
+ * At exit: the log's waiting lines are offered (at most 1 s), then the flags
+ * are put back, the last set first (stdout and stderr may be one description:
+ * the first flags read are the ones it had). Once stderr's description is
+ * blocking again, the log writes no more: a line written into a full pipe
+ * then (a listener closing its client as the process exits) would hold the
+ * exit for good.
+ */
+function putBackAtExit(restore: () => void, stderrs: boolean): void {
+  if (putBack.length === 0) {
+    process.on("exit", () => {
+      const log = stderrLines();
+      log.drain();
+      if (logsThere) log.retire();
+      for (const put of putBack.reverse()) put();
+    });
+  }
+  putBack.push(restore);
+  logsThere ||= stderrs;
 }
 
 /**

@@ -625,6 +625,69 @@ describe("output recv's log to a pipe it cannot open again", () => {
     expect(wholeWireFrames(sink).length).toBe(200);
     closeSync(reader);
   }, 60_000);
+
+  test("stdout and stderr on one pipe of another user's (2>&1, --sink -): its flags are as they were after the exit, a clean one and a failure's: no O_NONBLOCK left for the pipe's owner", async () => {
+    const t = setup();
+    chmodSync(t.dir, 0o777);
+    const serve = await servingFile(t, 20);
+    chmodSync(t.sock, 0o666);
+    // The test's own descriptor of the pipe's write end: the agent's stdout and stderr share its open description (and its flags).
+    const flagsOf = (fd: number) => parseInt(/flags:\s+([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "latin1"))![1]!, 8);
+    const asNobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"];
+    const runs: [string[], number][] = [
+      [["--socket", t.sock, "--once"], 0],
+      // No server there: the run fails after stdout and stderr were both made non-blocking.
+      [["--socket", t.path("none.sock"), "--connect-timeout", "1"], 1],
+    ];
+    for (const [args, code] of runs) {
+      const fifo = makeFifo(t.path(`pipe-${code}`));
+      // The reader holds the pipe (about 40 KB of frames and a few log lines fit in it) and reads after the exit.
+      const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+      const pipe = openSync(fifo, constants.O_WRONLY);
+      const recv = start(["bash", "-c", 'exec "$@" 2>&1', "bash", ...asNobody, ...AGENT, "output", "recv", "--sink", "-", ...args], { env: agentEnv({ HOME: "/tmp" }), stdout: pipe, timeoutMs: 30_000 });
+      expect(await recv.exited).toBe(code);
+      // Each of stdout's and stderr's exit handlers put back the flags it found: stdout's found stderr's O_NONBLOCK already set (one description).
+      expect(flagsOf(pipe) & 0o4000).toBe(0); // O_NONBLOCK
+      closeSync(pipe);
+      closeSync(reader);
+    }
+    expect(await serve.exited, serve.stderr).toBe(0);
+  }, 60_000);
+});
+
+describe("output serve's log to a pipe it cannot open again", () => {
+  test("stderr a pipe of another user's, full (its reader stopped), a client connected: a second SIGTERM exits at once (143), not held in a write of a line logged at exit after the pipe was made blocking again", async () => {
+    const t = setup();
+    chmodSync(t.dir, 0o777);
+    await writeWireFile(t.source, 20_000);
+    // The log's reader (an init script's logger) holds the pipe open and reads nothing: it is full already.
+    const fifo = makeFifo(t.path("log"));
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const log = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    const block = new Uint8Array(4096);
+    for (;;) {
+      try {
+        writeSync(log, block);
+      } catch {
+        break; // EAGAIN: full
+      }
+    }
+    const asNobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"];
+    const args = ["output", "serve", "--source", t.source, "--socket", t.sock, "--socket-mode", "0666"];
+    const serve = start(["bash", "-c", 'exec "$@" 2>&1 >/dev/null', "bash", ...asNobody, ...AGENT, ...args], { env: agentEnv({ HOME: "/tmp" }), stdout: log, timeoutMs: 30_000 });
+    closeSync(log);
+    await until(() => existsSync(t.sock), "the socket to listen", 20_000);
+    // A client that reads nothing: the first signal's stop waits for it.
+    await connectClient(defer, t.sock, { paused: true });
+    await Bun.sleep(500);
+    serve.kill("SIGTERM");
+    await Bun.sleep(200);
+    serve.kill("SIGTERM");
+    // Not 137 (the test's SIGKILL after 30 s): the listener's stop at exit logs the client's disconnection after
+    // stderr's exit handler made the pipe blocking again, and that write waits for the reader for good.
+    expect(await serve.exited).toBe(143);
+    closeSync(reader);
+  }, 60_000);
 });
 
 describe("output recv to stdout with stderr on it (2>&1)", () => {
