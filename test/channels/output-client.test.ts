@@ -241,6 +241,22 @@ describe("OutputClient run() endings", () => {
     expect(disconnects).toEqual(["server closed mid-message (30 byte(s) of a message lost)"]);
   });
 
+  test("a server that closes one byte into a message (the least that can be cut short) ends a run with `once` in error too", async () => {
+    const path = socketDir(defer, "oc-").path("raw.sock");
+    const cut = frame(1).subarray(0, 1);
+    const server = fakeServer(path, (socket) => {
+      socket.write(concatBytes([frame(0), cut]));
+      setTimeout(() => socket.end(), 50);
+    });
+    defer(server.stop);
+    const { client, frames, disconnects } = recordingClient(path);
+    const error = (await client.run(true).catch((e) => e)) as Error;
+    expect(error).toBeInstanceOf(Error);
+    expect(error.message).toBe("the server closed mid-message (1 byte(s) of a message lost); the stream ends there");
+    expect(frames()).toEqual([0]);
+    expect(disconnects).toEqual(["server closed mid-message (1 byte(s) of a message lost)"]);
+  });
+
   test("without `once`, a connection cut mid-message is followed by the next and the run ends as stopped, not in error", async () => {
     const path = socketDir(defer, "oc-").path("raw.sock");
     const server = fakeServer(path, (socket, n) => {
