@@ -16,6 +16,7 @@ import {
   type ParsedMessage,
 } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
+import { within } from "../../src/transport/within.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { concatBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -318,6 +319,24 @@ describe("OutputClient run() endings", () => {
     client.stop();
     await running;
     expect(client.connects).toBe(0);
+  });
+
+  test("a sink that holds up the reading and then fails (its promise rejects) ends run() with that error, though the server sends nothing more", async () => {
+    const path = socketDir(defer, "oc-").path("raw.sock");
+    const server = fakeServer(path, (socket) => socket.write(concatBytes([frame(0), frame(1)])));
+    defer(server.stop);
+    let fail!: (e: Error) => void;
+    const held = new Promise<void>((_, reject) => (fail = reject));
+    let calls = 0;
+    const client = new OutputClient({ path, report: silent, onMessage: () => (calls++, held) });
+    defer(() => client.stop());
+    const running = client.run().then(() => "ended without an error", (e: Error) => e.message);
+    await until(() => calls === 2, "both frames given to the sink");
+    fail(new Error("cannot write to sink stdout: EPIPE"));
+    // Nothing more comes from the server: only the sink's rejection can end the run.
+    expect(await within(running, 10_000, "still running")).toBe("cannot write to sink stdout: EPIPE");
+    expect(client.readings().frames).toBe(2);
+    expect(client.connects).toBe(1);
   });
 
   test("a failing onMessage (e.g. the sink) ends run() with that error instead of reconnecting; the rest of that read still goes to it, received, for the failed sink to count", async () => {
