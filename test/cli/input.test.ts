@@ -213,6 +213,33 @@ describe("input serve / input send as processes", () => {
     expect(stops).toBe(1);
   });
 
+  test("a server that acks the Config and then reads nothing: SIGTERM to the lossless sender it holds up (full socket, full queue) exits 0, each frame delivered or counted shutdown", async () => {
+    const { sock, path } = setup();
+    const listener = Bun.listen({
+      unix: sock,
+      socket: {
+        open(socket) {
+          socket.write(encodeMessage(INPUT_MAGIC, MessageType.Ack)); // the Config's Ack: the server is alive
+          socket.pause(); // and never reads again
+        },
+        data() {},
+      },
+    });
+    defer(() => listener.stop(true));
+    const N = 2000;
+    await writeWireFile(path("big.wire"), N, (i) => payloadOfSize(i, 4000));
+    // Killed (code -1) if the signal is not acted on within the bounded final flush, long before 60 s.
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("big.wire"), "--metrics", "127.0.0.1:0"], { timeoutMs: 20_000 });
+    const sent = await heldUp(await metricsUrl(sender), "jetkvm_microphone_frames_sent_total", N);
+    sender.kill("SIGTERM");
+    expect(await sender.exited, sender.stderr).toBe(0);
+    const stopped = logFields(sender.stderr, "input-client", "stopped");
+    expect(Number(stopped.frames)).toBe(sent);
+    expect(Number(stopped.dropped_shutdown)).toBeGreaterThan(0);
+    expect(Number(stopped.submitted)).toBe(Number(stopped.delivered) + Number(stopped.dropped));
+    expect(stopped.dropped).toBe(stopped.dropped_shutdown);
+  }, 60_000);
+
   test("Stop mid-stream: SIGTERM to input send after N frames ends the session with Stop; serve --once exits 0 with a flushed sink", async () => {
     const { sock, sink } = setup();
     const server = await serve(sock, sink, ["--once", "--metrics", "127.0.0.1:0"]);
