@@ -1,6 +1,6 @@
 import type { Socket } from "bun";
 import { statSync } from "node:fs";
-import { backoffDelayMs } from "./backoff.ts";
+import { backoffDelayMs, sessionBackoffMs } from "./backoff.ts";
 import { fileKind } from "./socket-file.ts";
 import type { Report } from "./report.ts";
 
@@ -55,7 +55,9 @@ function code(e: unknown): string {
  * ECONNRESET is a server that accepted and closed before Bun saw the
  * connection made: Bun then fails the connect without reading what the
  * server sent on it. That is lost, so it is said and counted (onReset), and
- * the connect is tried again as after any failure.
+ * the connect is tried again as after a session that ended at once: 50 ms
+ * doubling per reset in a row, up to 5 s (sessionBackoffMs), so a server that
+ * drops every client as it comes is not met 20 times a second.
  */
 export async function connectWithBackoff(options: ConnectOptions): Promise<Socket<unknown>> {
   const { path, handler, report, timeoutMs, signal } = options;
@@ -65,6 +67,8 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
   let remindedAt = 0;
   /** Attempts that found no server: the backoff and the waiting lines count these, not resets. */
   let missed = 0;
+  /** Attempts in a row a server closed as they were made: each a session ended at once, backed off as one. */
+  let resets = 0;
   for (let attempt = 0; ; attempt++) {
     if (signal?.aborted) throw new ConnectTimeoutError(path, performance.now() - started, "aborted");
     try {
@@ -92,6 +96,7 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
     }
     const elapsed = performance.now() - started;
     const reset = lastError === "ECONNRESET";
+    resets = reset ? resets + 1 : 0;
     if (reset) {
       // A server is there: no waiting for one, and the next attempt comes as soon as after a first miss.
       options.onReset?.();
@@ -105,7 +110,7 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
     }
     if (timeoutMs !== undefined && elapsed >= timeoutMs) throw new ConnectTimeoutError(path, elapsed, lastError);
     // The last wait is cut short so that the final attempt is made at the deadline.
-    const delay = backoffDelayMs(reset ? 0 : missed - 1);
+    const delay = reset ? sessionBackoffMs(resets) : backoffDelayMs(missed - 1);
     await sleep(timeoutMs === undefined ? delay : Math.min(delay, timeoutMs - elapsed), signal);
   }
 }

@@ -156,3 +156,30 @@ describe("ReconnectingConnection", () => {
     await until(() => server.connections.length === 1 && server.closedCount() === 1, "the connection made to end", 5000);
   });
 });
+
+describe("ReconnectingConnection against a server that closes every connection as it is made", () => {
+  test("Bun failing each connect (ECONNRESET) backs off as for any server that drops the client at once: at most 20 connections in 3 s", async () => {
+    // Every connection reaches the server, which closes it before Bun sees it made: Bun then fails
+    // the connect with ECONNRESET (a race a fast server wins most of the time; made certain here).
+    const { path, server } = serve((socket) => socket.terminate());
+    const real = Bun.connect;
+    const resetting = (async (options: Parameters<typeof Bun.connect>[0]) => {
+      const socket = await real(options);
+      socket.terminate();
+      throw Object.assign(new Error("connection reset by peer"), { code: "ECONNRESET" });
+    }) as unknown as typeof Bun.connect;
+    Bun.connect = resetting;
+    defer(() => void (Bun.connect = real));
+    const { conn } = connection(path);
+    const running = conn.run();
+    await Bun.sleep(3000);
+    const connections = server.connections.length;
+    conn.stop();
+    await running;
+    Bun.connect = real;
+    expect(conn.connectResets).toBeGreaterThanOrEqual(3);
+    expect(conn.connectResets).toBe(connections);
+    // The Go original's schedule alone (50 ms thrice, 100 ms thrice, ... at most 400 ms) makes 14 in 3 s; 50 ms each time made 60.
+    expect(connections).toBeLessThanOrEqual(20);
+  });
+});
