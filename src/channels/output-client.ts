@@ -17,8 +17,8 @@ export interface OutputClientOptions {
   path: string;
   report: Report;
   /**
-   * Every valid message received, OpusFrame or not (a wire sink records them
-   * all). A promise returned says the sink is holding what its reader has not
+   * Every valid message received, OpusFrame or not (`output recv` records the
+   * OpusFrames and counts the rest as other messages). A promise returned says the sink is holding what its reader has not
    * taken: the connection is not read again until it settles (backpressure),
    * and a rejection (the sink failed) ends the run.
    */
