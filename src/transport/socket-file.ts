@@ -71,6 +71,32 @@ async function listedAsListening(path: string, file: SocketFileIdentity): Promis
   return false;
 }
 
+/** /proc/net/unix's socket types that are not a stream, by their number there. */
+const OTHER_SOCKET_TYPES: Record<number, string> = { 2: "datagram socket (SOCK_DGRAM)", 5: "packet socket (SOCK_SEQPACKET)" };
+
+/**
+ * What a socket bound at `path` is when it is not a stream socket (a
+ * datagram or packet server there, which a stream connect can never reach:
+ * Bun reports ECONNREFUSED as for a server not yet up), read from
+ * /proc/net/unix; undefined for a stream socket, or one not listed.
+ */
+export function notAStreamSocket(path: string): string | undefined {
+  let table: string;
+  try {
+    table = readFileSync("/proc/net/unix", "utf8");
+  } catch {
+    return undefined;
+  }
+  const names = new Set([path, resolve(path)]);
+  for (const line of table.split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length < 8 || !names.has(fields.slice(7).join(" "))) continue;
+    const other = OTHER_SOCKET_TYPES[parseInt(fields[4]!, 16)];
+    if (other) return other;
+  }
+  return undefined;
+}
+
 function sameFile(path: string, file: SocketFileIdentity): boolean {
   try {
     const stat = lstatSync(path);

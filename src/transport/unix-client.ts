@@ -1,7 +1,7 @@
 import type { Socket } from "bun";
 import { statSync } from "node:fs";
 import { backoffDelayMs, sessionBackoffMs } from "./backoff.ts";
-import { fileKind } from "./socket-file.ts";
+import { fileKind, notAStreamSocket } from "./socket-file.ts";
 import type { Report } from "./report.ts";
 
 export interface ConnectionHandler {
@@ -121,8 +121,9 @@ function neverASocket(path: string): string | undefined {
     // What connect(2) reaches: through a symbolic link, whose socket may be yet to come.
     // Synchronous: one stat per failed attempt, and node:fs/promises stays unloaded (see byte-source.ts).
     const stat = statSync(path);
-    if (stat.isSocket()) return undefined;
-    return `it is ${fileKind(stat)}, not a socket`;
+    if (!stat.isSocket()) return `it is ${fileKind(stat)}, not a socket`;
+    const other = notAStreamSocket(path);
+    return other && `it is a ${other}; the protocol needs a stream socket (SOCK_STREAM)`;
   } catch (e) {
     return code(e) === "ENOTDIR" ? "a parent in the path is not a directory (ENOTDIR)" : undefined;
   }

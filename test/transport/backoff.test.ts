@@ -4,9 +4,11 @@
  * stops on abort, fails at once on errors retrying cannot fix.
  */
 import { describe, expect, test } from "bun:test";
+import { ptr } from "bun:ffi";
 import { symlinkSync } from "node:fs";
 import { backoffDelayMs, sessionBackoffMs } from "../../src/transport/backoff.ts";
 import { silent, type Report } from "../../src/transport/report.ts";
+import { openLibc } from "../../src/transport/socket-options.ts";
 import { connectWithBackoff, ConnectTimeoutError, type ConnectionHandler } from "../../src/transport/unix-client.ts";
 import { within } from "../../src/transport/within.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -204,6 +206,16 @@ describe("connectWithBackoff", () => {
     expect(notSocket.message).toBe(`cannot connect to ${fifo}: it is a FIFO, not a socket`);
   });
 
+  test("a datagram or packet socket at the path fails at once naming its type, where it read as a server not yet up for good", async () => {
+    const dir = socketDir(defer, "bo-");
+    for (const [type, name] of [[2, "datagram socket (SOCK_DGRAM)"], [5, "packet socket (SOCK_SEQPACKET)"]] as const) {
+      const path = dir.path(`t${type}.sock`);
+      defer(bindSocket(path, type));
+      const error = await connectWithBackoff({ path, handler: ignore, report: silent }).catch((e) => e);
+      expect(error.message).toBe(`cannot connect to ${path}: it is a ${name}; the protocol needs a stream socket (SOCK_STREAM)`);
+    }
+  });
+
   test("a symbolic link to a socket yet to come is waited for, as the socket itself would be", async () => {
     const dir = socketDir(defer, "bo-");
     const target = dir.path("later.sock");
@@ -280,3 +292,24 @@ describe("connectWithBackoff", () => {
     expect((error as ConnectTimeoutError).lastError).toBe("aborted");
   });
 });
+
+/** A socket of `type` (2 SOCK_DGRAM, 5 SOCK_SEQPACKET, listening) bound at `path` through libc; returns its close. */
+function bindSocket(path: string, type: number): () => void {
+  const opened = openLibc({
+    socket: { args: ["i32", "i32", "i32"], returns: "i32" },
+    bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
+    listen: { args: ["i32", "i32"], returns: "i32" },
+    close: { args: ["i32"], returns: "i32" },
+  });
+  if (!opened.library) throw new Error(opened.detail);
+  const libc = opened.library.symbols;
+  const address = new Uint8Array(110);
+  address[0] = 1; // AF_UNIX
+  address.set(Buffer.from(path), 2);
+  const fd = libc.socket(1, type, 0);
+  if (fd < 0 || libc.bind(fd, ptr(address), address.length) !== 0 || (type === 5 && libc.listen(fd, 4) !== 0)) throw new Error(`cannot bind a socket of type ${type} at ${path}`);
+  return () => {
+    libc.close(fd);
+    opened.library.close();
+  };
+}
