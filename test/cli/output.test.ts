@@ -656,7 +656,7 @@ describe("output recv's log to a pipe it cannot open again", () => {
 });
 
 describe("output serve's log to a pipe it cannot open again", () => {
-  test("stderr a pipe of another user's, full (its reader stopped), a client connected: a second SIGTERM exits at once (143), not held in a write of a line logged at exit after the pipe was made blocking again", async () => {
+  test("stderr a pipe of another user's, full (its reader stopped), a client connected: a second SIGTERM exits at once (143), not held in a write of a line logged at exit after the pipe was made blocking again; the lines held since the pipe filled reach a reader that reads again as it exits", async () => {
     const t = setup();
     chmodSync(t.dir, 0o777);
     await writeWireFile(t.source, 20_000);
@@ -683,10 +683,21 @@ describe("output serve's log to a pipe it cannot open again", () => {
     serve.kill("SIGTERM");
     await Bun.sleep(200);
     serve.kill("SIGTERM");
+    // The reader reads again once the agent waits in its exit for the log's reader (a sleep: its loop no longer
+    // turns): the lines held since the pipe filled are offered then, before the pipe is given up.
+    const inExitWait = () => {
+      try {
+        return readFileSync(`/proc/${serve.pid}/wchan`, "latin1") === "hrtimer_nanosleep";
+      } catch {
+        return false;
+      }
+    };
+    await until(() => inExitWait() || serve.hasExited, "the agent's exit", 20_000, 1);
+    const heard = Buffer.from(await readToEnd(reader)).toString("latin1");
     // Not 137 (the test's SIGKILL after 30 s): the listener's stop at exit logs the client's disconnection after
     // stderr's exit handler made the pipe blocking again, and that write waits for the reader for good.
     expect(await serve.exited).toBe(143);
-    closeSync(reader);
+    expect(heard).toContain("INFO  output-server: client connected ");
   }, 60_000);
 });
 
