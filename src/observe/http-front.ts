@@ -188,16 +188,18 @@ function flush(to: Socket<Side>): void {
   const from = to.data.other;
   if (!from) return;
   const waiting = from.data.waiting;
+  let moved = false;
   while (waiting.length > 0) {
     const chunk = waiting[0]!;
     const written = to.write(chunk);
     if (written < chunk.length) {
       waiting[0] = chunk.subarray(Math.max(0, written));
       // Taken in part: the stall counts from now.
-      if (written > 0) unstalled(from);
+      if (moved || written > 0) unstalled(from);
       stalling(from);
       return;
     }
+    moved = true;
     waiting.shift();
   }
   unstalled(from);
