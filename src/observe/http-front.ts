@@ -49,8 +49,6 @@ export class HttpFront {
   private open = 0;
   /** Settles when the last connection carried has closed (stop). */
   private allClosed: PromiseWithResolvers<void> | undefined;
-  /** Connections turned away so far (503). */
-  refused = 0;
 
   private constructor(private readonly listener: TCPSocketListener<Side>) {}
 
@@ -94,7 +92,6 @@ export class HttpFront {
   private accept(client: Socket<Side>, backend: string, cap: number): void {
     client.data = newSide(true);
     if (this.open >= cap) {
-      this.refused++;
       client.data.closed = true;
       client.end(BUSY);
       return;

@@ -53,18 +53,10 @@ const SO_ACCEPTCON = 0x10000;
  * name, or in another network namespace); the connect probe then decides.
  */
 async function listedAsListening(path: string, file: SocketFileIdentity): Promise<boolean> {
-  let table: string;
-  try {
-    table = readFileSync("/proc/net/unix", "utf8");
-  } catch {
-    return false;
-  }
   const names = new Set([path, resolve(path)]);
   const dir = dirname(resolve(path));
-  for (const line of table.split("\n").slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    if (fields.length < 8 || (parseInt(fields[3], 16) & SO_ACCEPTCON) === 0) continue;
-    const name = fields.slice(7).join(" ");
+  for (const { flags, name } of boundSockets()) {
+    if ((flags & SO_ACCEPTCON) === 0) continue;
     if (names.has(name)) return true;
     if (dirname(name) === dir && sameFile(name, file)) return true;
   }
@@ -81,20 +73,29 @@ const OTHER_SOCKET_TYPES: Record<number, string> = { 2: "datagram socket (SOCK_D
  * /proc/net/unix; undefined for a stream socket, or one not listed.
  */
 export function notAStreamSocket(path: string): string | undefined {
+  const names = new Set([path, resolve(path)]);
+  for (const { type, name } of boundSockets()) {
+    const other = names.has(name) ? OTHER_SOCKET_TYPES[type] : undefined;
+    if (other) return other;
+  }
+  return undefined;
+}
+
+/** The Unix sockets Linux's /proc/net/unix lists with a name: their Flags, their Type and the name they were bound by; none when it cannot be read. */
+function boundSockets(): { flags: number; type: number; name: string }[] {
   let table: string;
   try {
     table = readFileSync("/proc/net/unix", "utf8");
   } catch {
-    return undefined;
+    return [];
   }
-  const names = new Set([path, resolve(path)]);
+  const sockets: { flags: number; type: number; name: string }[] = [];
   for (const line of table.split("\n").slice(1)) {
     const fields = line.trim().split(/\s+/);
-    if (fields.length < 8 || !names.has(fields.slice(7).join(" "))) continue;
-    const other = OTHER_SOCKET_TYPES[parseInt(fields[4]!, 16)];
-    if (other) return other;
+    if (fields.length < 8) continue;
+    sockets.push({ flags: parseInt(fields[3]!, 16), type: parseInt(fields[4]!, 16), name: fields.slice(7).join(" ") });
   }
-  return undefined;
+  return sockets;
 }
 
 function sameFile(path: string, file: SocketFileIdentity): boolean {
