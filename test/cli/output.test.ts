@@ -4,13 +4,14 @@
  * codes and one-line messages, signals, socket file mode and clean-up.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, MAX_MESSAGE, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { heldUp, metricsUrl } from "../support/metrics.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { HELD_READER, heldPlayer, makeFifo, releaseReader } from "../support/fifo.ts";
+import { fullFifo, HELD_READER, heldPlayer, makeFifo, releaseReader } from "../support/fifo.ts";
+import { asNobody } from "../support/nobody.ts";
 import { heldSocketPlayer, readToEnd, socketPair } from "../support/player-sockets.ts";
 import { packetsOf } from "../support/ogg.ts";
 import { decodedSamples, TONE } from "../support/opus-fixtures.ts";
@@ -559,9 +560,8 @@ describe("output recv to stdout", () => {
     const heard = t.path("heard.wire");
     const player = start(["sh", "-c", HELD_READER, fifo, heard]);
     const out = openSync(fifo, "w");
-    const asNobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"];
     const args = ["output", "recv", "--socket", t.sock, "--sink", "-"];
-    const recv = start([...asNobody, ...AGENT, ...args], { env: agentEnv({ HOME: "/tmp" }), stdout: out, timeoutMs: 30_000 });
+    const recv = start(asNobody(t.dir, [...AGENT, ...args]), { env: agentEnv({ HOME: "/tmp" }), stdout: out, timeoutMs: 30_000 });
     closeSync(out);
     // The lossless server sends only what the client reads (the client's own /metrics would stop answering if it were held).
     await heldUp(await metricsUrl(serve), "jetkvm_audio_frames_sent_total", 20_000);
@@ -603,20 +603,9 @@ describe("output recv's log to a pipe it cannot open again", () => {
     const serve = await servingFile(t, 200);
     chmodSync(t.sock, 0o666);
     // The log's reader (an init script's logger) holds the pipe open and reads nothing: it is full already.
-    const fifo = makeFifo(t.path("log"));
-    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
-    const log = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
-    const block = new Uint8Array(4096);
-    for (;;) {
-      try {
-        writeSync(log, block);
-      } catch {
-        break; // EAGAIN: full
-      }
-    }
+    const { reader, writer: log } = fullFifo(t.path("log"));
     const sink = t.path("sink.wire");
-    const asNobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"];
-    const recv = start(["bash", "-c", 'exec "$@" 2>&1 >/dev/null', "bash", ...asNobody, ...AGENT, "output", "recv", "--socket", t.sock, "--sink", sink, "--once"], { env: agentEnv({ HOME: "/tmp" }), stdout: log, timeoutMs: 30_000 });
+    const recv = start(["bash", "-c", 'exec "$@" 2>&1 >/dev/null', "bash", ...asNobody(t.dir, [...AGENT, "output", "recv", "--socket", t.sock, "--sink", sink, "--once"])], { env: agentEnv({ HOME: "/tmp" }), stdout: log, timeoutMs: 30_000 });
     closeSync(log);
     // --once: the client ends with the lossless server, once it has read every frame (not held in a write of its log until the test's SIGKILL: 137).
     expect(await recv.exited).toBe(0);
@@ -633,7 +622,6 @@ describe("output recv's log to a pipe it cannot open again", () => {
     chmodSync(t.sock, 0o666);
     // The test's own descriptor of the pipe's write end: the agent's stdout and stderr share its open description (and its flags).
     const flagsOf = (fd: number) => parseInt(/flags:\s+([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "latin1"))![1]!, 8);
-    const asNobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"];
     const runs: [string[], number][] = [
       [["--socket", t.sock, "--once"], 0],
       // No server there: the run fails after stdout and stderr were both made non-blocking.
@@ -644,7 +632,7 @@ describe("output recv's log to a pipe it cannot open again", () => {
       // The reader holds the pipe (about 40 KB of frames and a few log lines fit in it) and reads after the exit.
       const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
       const pipe = openSync(fifo, constants.O_WRONLY);
-      const recv = start(["bash", "-c", 'exec "$@" 2>&1', "bash", ...asNobody, ...AGENT, "output", "recv", "--sink", "-", ...args], { env: agentEnv({ HOME: "/tmp" }), stdout: pipe, timeoutMs: 30_000 });
+      const recv = start(["bash", "-c", 'exec "$@" 2>&1', "bash", ...asNobody(t.dir, [...AGENT, "output", "recv", "--sink", "-", ...args])], { env: agentEnv({ HOME: "/tmp" }), stdout: pipe, timeoutMs: 30_000 });
       expect(await recv.exited).toBe(code);
       // Each of stdout's and stderr's exit handlers put back the flags it found: stdout's found stderr's O_NONBLOCK already set (one description).
       expect(flagsOf(pipe) & 0o4000).toBe(0); // O_NONBLOCK
@@ -661,20 +649,9 @@ describe("output serve's log to a pipe it cannot open again", () => {
     chmodSync(t.dir, 0o777);
     await writeWireFile(t.source, 20_000);
     // The log's reader (an init script's logger) holds the pipe open and reads nothing: it is full already.
-    const fifo = makeFifo(t.path("log"));
-    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
-    const log = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
-    const block = new Uint8Array(4096);
-    for (;;) {
-      try {
-        writeSync(log, block);
-      } catch {
-        break; // EAGAIN: full
-      }
-    }
-    const asNobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"];
+    const { reader, writer: log } = fullFifo(t.path("log"));
     const args = ["output", "serve", "--source", t.source, "--socket", t.sock, "--socket-mode", "0666"];
-    const serve = start(["bash", "-c", 'exec "$@" 2>&1 >/dev/null', "bash", ...asNobody, ...AGENT, ...args], { env: agentEnv({ HOME: "/tmp" }), stdout: log, timeoutMs: 30_000 });
+    const serve = start(["bash", "-c", 'exec "$@" 2>&1 >/dev/null', "bash", ...asNobody(t.dir, [...AGENT, ...args])], { env: agentEnv({ HOME: "/tmp" }), stdout: log, timeoutMs: 30_000 });
     closeSync(log);
     await until(() => existsSync(t.sock), "the socket to listen", 20_000);
     // A client that reads nothing: the first signal's stop waits for it.

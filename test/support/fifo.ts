@@ -3,7 +3,7 @@
  * process that opens the FIFO, writes a file into it and closes it.
  */
 import { ptr } from "bun:ffi";
-import { closeSync, openSync, readSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { closeSync, constants, openSync, readSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { openLibc } from "../../src/transport/socket-options.ts";
 import { spawnAgent, start, type Spawned } from "./processes.ts";
 
@@ -64,6 +64,25 @@ export function heldPlayer(fifo: string, heard: string): { player: Spawned; agen
     }
   };
   return { player, agentOnIt, release: () => releaseReader(heard) };
+}
+
+/**
+ * A FIFO made at `path` whose reader holds it open and reads nothing, filled
+ * until it takes no more: the reader's descriptor, and the writer's (opened
+ * non-blocking) to hand a process as its output.
+ */
+export function fullFifo(path: string): { reader: number; writer: number } {
+  makeFifo(path);
+  const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  const writer = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
+  const block = new Uint8Array(4096);
+  for (;;) {
+    try {
+      writeSync(writer, block);
+    } catch {
+      return { reader, writer }; // EAGAIN: full
+    }
+  }
 }
 
 /**
