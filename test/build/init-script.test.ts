@@ -103,6 +103,21 @@ function pidIn(env: Record<string, string>): number | undefined {
   }
 }
 
+/**
+ * `start` with AUDIO_AGENT_ARGS `args` and a --config FIFO that the agent
+ * waits on before it listens: written 1.5 s in with a setting the agent
+ * refuses, so that it exits (2) well after half a second, before it listens.
+ */
+async function startFailingLate(args: string): Promise<{ env: Record<string, string>; started: Result }> {
+  const config = makeFifo(t.path("config.json"));
+  const env = settings({ AUDIO_AGENT_ARGS: `${args} --config ${config}` });
+  const starting = initScript("start", env);
+  await Bun.sleep(1500);
+  // Opening the FIFO waits for the agent to open it; the write then ends its read with a setting it refuses.
+  writeFileSync(config, '{"bogus": 1}\n');
+  return { env, started: await starting };
+}
+
 /** After an upgrade: status still finds agent `pid` running (0), and stop stops it. */
 async function expectStillTheAgent(env: Record<string, string>, pid: number): Promise<void> {
   const status = await initScript("status", env);
@@ -292,13 +307,7 @@ describe("S95audio-agent under busybox sh", () => {
   test("an agent that exits after half a second, before it listens (a slow board; here its --config is a FIFO written late), is a failed start (1): no pid file, the reason in the log", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
-    const config = makeFifo(t.path("config.json"));
-    const env = settings({ AUDIO_AGENT_ARGS: `${settings().AUDIO_AGENT_ARGS} --config ${config}` });
-    const starting = initScript("start", env);
-    await Bun.sleep(1500);
-    // Opening the FIFO waits for the agent to open it; the write then ends its read with a setting it refuses.
-    writeFileSync(config, '{"bogus": 1}\n');
-    const started = await starting;
+    const { env, started } = await startFailingLate(settings().AUDIO_AGENT_ARGS);
     expect(started.code, started.stdout).toBe(1);
     expect(started.stdout).toContain("exited before it listened; see " + env.AUDIO_AGENT_LOG_FILE);
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
@@ -309,12 +318,7 @@ describe("S95audio-agent under busybox sh", () => {
   test("AUDIO_AGENT_ARGS with blanks around its command words is still a role that listens: start waits for its socket (here, an agent failing before it does)", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
-    const config = makeFifo(t.path("config.json"));
-    const env = settings({ AUDIO_AGENT_ARGS: `  output   serve --source ${t.path("in.wire")} --socket ${t.path("o.sock")} --config ${config}` });
-    const starting = initScript("start", env);
-    await Bun.sleep(1500);
-    writeFileSync(config, '{"bogus": 1}\n');
-    const started = await starting;
+    const { started } = await startFailingLate(`  output   serve --source ${t.path("in.wire")} --socket ${t.path("o.sock")}`);
     expect(started.code, started.stdout).toBe(1);
     expect(started.stdout).toContain("exited before it listened");
   }, 30_000);

@@ -49,6 +49,13 @@ async function servingWithMetrics(files: number) {
   return { t, agent, port: Number(new URL(base).port) };
 }
 
+/** An audio client of the agent's socket `sock` is served: `output recv` takes 5 frames into `out`, exit 0. */
+async function expectAudioServed(sock: string, out: string): Promise<void> {
+  const recv = await runAgent(["output", "recv", "--socket", sock, "--sink", out, "--count", "5", "--connect-timeout", "5"], { timeoutMs: 20_000 });
+  expect(recv.code, recv.stderr).toBe(0);
+  expect(wholeWireFrames(out).length).toBe(5);
+}
+
 const healthz = (port: number) => rawRequest("127.0.0.1", port, `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${port}`);
 
 describe("HTTP connections are bounded", () => {
@@ -72,9 +79,7 @@ describe("HTTP connections are bounded", () => {
     await until(() => held.closed() === 300 - MAX_HTTP_CONNECTIONS, "the connections past the bound closed");
     // Each carried connection holds three: the TCP one, and both ends of its way to the server.
     expect(readdirSync(`/proc/${agent.pid}/fd`).length).toBeLessThan(200 - 50);
-    const recv = await runAgent(["output", "recv", "--socket", t.path("o.sock"), "--sink", t.path("out.wire"), "--count", "5", "--connect-timeout", "5"], { timeoutMs: 20_000 });
-    expect(recv.code, recv.stderr).toBe(0);
-    expect(wholeWireFrames(t.path("out.wire")).length).toBe(5);
+    await expectAudioServed(t.path("o.sock"), t.path("out.wire"));
   }, 60_000);
 });
 
@@ -94,9 +99,7 @@ describe("a client that resets its connection", () => {
     // Given time to see every reset (a few seconds), the agent holds what it held before them (a leak holds them for good).
     await until(() => readdirSync(`/proc/${agent.pid}/fd`).length <= before + 3, "the reset connections' descriptors closed", 10_000).catch(() => {});
     expect(readdirSync(`/proc/${agent.pid}/fd`).length).toBeLessThanOrEqual(before + 3);
-    const recv = await runAgent(["output", "recv", "--socket", t.path("o.sock"), "--sink", t.path("out.wire"), "--count", "5", "--connect-timeout", "5"], { timeoutMs: 20_000 });
-    expect(recv.code, recv.stderr).toBe(0);
-    expect(wholeWireFrames(t.path("out.wire")).length).toBe(5);
+    await expectAudioServed(t.path("o.sock"), t.path("out.wire"));
   }, 60_000);
 });
 

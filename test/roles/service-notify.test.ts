@@ -39,23 +39,26 @@ async function whenTold<T>(notify: NotifyReceiver, message: string, check: () =>
   return seen!;
 }
 
+/** SIGTERM stops `agent` (exit 0), which told `notify` only that it was ready and is stopping. */
+async function stopsTelling(agent: Spawned, notify: NotifyReceiver): Promise<void> {
+  agent.kill("SIGTERM");
+  expect(await agent.exited, agent.stderr).toBe(0);
+  expect(notify.messages()).toEqual(["READY=1", "STOPPING=1"]);
+}
+
 describe("NOTIFY_SOCKET (systemd Type=notify)", () => {
   test("output serve: READY=1 once its socket listens, STOPPING=1 at SIGTERM, then exit 0; no watchdog unasked", async () => {
     const t = await setup();
     const agent = agentTold(t.notify, ["output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.out]);
     expect(await whenTold(t.notify, "READY=1", () => existsSync(t.out))).toBe(true);
-    agent.kill("SIGTERM");
-    expect(await agent.exited, agent.stderr).toBe(0);
-    expect(t.notify.messages()).toEqual(["READY=1", "STOPPING=1"]);
+    await stopsTelling(agent, t.notify);
   }, 30_000);
 
   test("serve: READY=1 once, when both channels' sockets listen", async () => {
     const t = await setup();
     const agent = agentTold(t.notify, ["serve", "--output-socket", t.out, "--output-source", t.path("in.wire"), "--output-realtime", "--output-loop", "--input-socket", t.in, "--input-sink", "/dev/null"]);
     expect(await whenTold(t.notify, "READY=1", () => [existsSync(t.out), existsSync(t.in)])).toEqual([true, true]);
-    agent.kill("SIGTERM");
-    expect(await agent.exited, agent.stderr).toBe(0);
-    expect(t.notify.messages()).toEqual(["READY=1", "STOPPING=1"]);
+    await stopsTelling(agent, t.notify);
   }, 30_000);
 
   test("a role that fails before it listens never says READY=1: its manager sees a failed start", async () => {
@@ -71,9 +74,7 @@ describe("NOTIFY_SOCKET (systemd Type=notify)", () => {
     defer(() => abstract.close());
     const recv = agentTold(abstract, ["output", "recv", "--socket", t.out, "--sink", "/dev/null"]);
     await whenTold(abstract, "READY=1", () => true);
-    recv.kill("SIGTERM");
-    expect(await recv.exited, recv.stderr).toBe(0);
-    expect(abstract.messages()).toEqual(["READY=1", "STOPPING=1"]);
+    await stopsTelling(recv, abstract);
 
     const send = agentTold(t.notify, ["input", "send", "--socket", t.in, "--source", t.path("in.wire")]);
     await whenTold(t.notify, "READY=1", () => true);
@@ -95,9 +96,7 @@ describe("NOTIFY_SOCKET (systemd Type=notify)", () => {
     const elsewhere = agentTold(other, ["output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o2.sock")], { WATCHDOG_USEC: "200000", WATCHDOG_PID: "1" });
     await whenTold(other, "READY=1", () => true);
     await Bun.sleep(500);
-    elsewhere.kill("SIGTERM");
-    expect(await elsewhere.exited, elsewhere.stderr).toBe(0);
-    expect(other.messages()).toEqual(["READY=1", "STOPPING=1"]);
+    await stopsTelling(elsewhere, other);
   }, 30_000);
 
   test("a NOTIFY_SOCKET that cannot be used: a relative name is warned of in one line naming it, one with no listener is not; the agent serves and stops as without", async () => {
