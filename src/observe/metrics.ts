@@ -18,6 +18,8 @@ export interface ChannelMetrics {
   readonly frameAge: Observer;
   readonly roundTrip: Observer;
   latencyWarning(source: string, level: string): void;
+  /** A frame whose header timestamp is not of this machine's clock: no age taken from it. */
+  unusableStamp(): void;
   adaptive(state: { level: number; sendBufferBytes: number; queueFrames: number }, decision?: "escalate" | "relax"): void;
 }
 
@@ -226,6 +228,12 @@ export class AgentMetrics {
       labelNames: withChannel(["source", "level"]),
       registers,
     });
+    const unusableStamps = new Counter({
+      name: "audio_agent_frame_stamps_unusable_total",
+      help: "Frames received whose header timestamp lies more than a second ahead of this machine's clock or more than an hour behind it (no frame age taken)",
+      labelNames: withChannel([]),
+      registers,
+    });
 
     const buffers = ["send", "receive"] as const;
     new Gauge({
@@ -323,12 +331,14 @@ export class AgentMetrics {
       });
       for (const decision of ["escalate", "relax"]) adaptiveDecisions.inc({ decision, ...labels }, 0);
       adaptiveAdjustments.inc(labels, 0);
+      unusableStamps.inc(labels, 0);
       return {
         enqueueToWrite: enqueueToWrite[i]!,
         writeCall: writeCall[i]!,
         frameAge: frameAge[i]!,
         roundTrip: roundTrip[i]!,
         latencyWarning: (source, level) => latencyWarnings.inc({ source, level, ...labels }),
+        unusableStamp: () => unusableStamps.inc(labels),
         adaptive: (state, decision) => {
           adaptiveLevel.set(labels, state.level);
           adaptiveBufferSize.set(state.sendBufferBytes);

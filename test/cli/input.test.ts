@@ -647,6 +647,36 @@ describe("input serve: a session that ends without Stop", () => {
   }, 30_000);
 });
 
+describe("input serve: frames stamped off this machine's clock", () => {
+  test("a stamp of 0, i64 max or i64 min gives no frame age: the frame lands in the sink, counted as unusable and logged, with no latency warning", async () => {
+    const { sock, sink } = setup();
+    const server = await serve(sock, sink, ["--metrics", "127.0.0.1:0"]);
+    const base = await metricsUrl(server);
+    const now = () => BigInt(Date.now()) * 1_000_000n;
+    const stamps = [now(), 0n, (1n << 63n) - 1n, -(1n << 63n), now()];
+    const frames = stamps.map((stamp, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(i), stamp));
+    const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_CONFIG), now());
+    const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
+    client.write(Buffer.concat([config, ...frames, encodeMessage(INPUT_MAGIC, MessageType.Stop, new Uint8Array(0), now())]));
+    await until(() => server.stderr.includes("client disconnected"), "the session ended");
+    const text = await scrape(base);
+    expect(value(text, "audio_agent_frame_stamps_unusable_total")).toBe(3);
+    expect(value(text, "audio_agent_frame_age_seconds_count")).toBe(2);
+    expect(value(text, "audio_agent_frame_age_seconds_sum")).toBeLessThan(60);
+    server.kill("SIGTERM");
+    expect(await server.exited, server.stderr).toBe(0);
+    client.end();
+
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    expect(stopped).toMatchObject({ frames: "5", frame_stamps_unusable: "3" });
+    expect(Number(stopped.frame_age_max_ms)).toBeLessThan(60_000);
+    expect(server.stderr).toContain("frame stamp not of this machine's clock");
+    expect(server.stderr).not.toContain("latency above");
+    const received = parseWire(new Uint8Array(readFileSync(sink)), INPUT_MAGIC).messages.filter((m) => m.type === MessageType.OpusFrame);
+    expect(received.map((m, i) => sameBytes(m.payload, testPayload(i)))).toEqual([true, true, true, true, true]);
+  }, 30_000);
+});
+
 describe("input send stops its HTTP endpoints on every way out: a monitor page is told the agent stops (1001), not cut off", () => {
   // The process exits (main.ts) whether or not they were stopped, with the same code: what shows
   // is the page, which gets the hub's close (1001) only from a stop, else a dropped connection (1006).

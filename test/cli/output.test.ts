@@ -16,7 +16,7 @@ import { heldSocketPlayer, readToEnd, socketPair } from "../support/player-socke
 import { packetsOf } from "../support/ogg.ts";
 import { decodedSamples, TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
-import { connectClient, connectOutcome } from "../support/peer.ts";
+import { connectClient, connectOutcome, fakeServer } from "../support/peer.ts";
 import { AGENT, agentEnv, BUN, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -131,6 +131,31 @@ describe("output serve -> output recv", () => {
     expect(from).toBeGreaterThanOrEqual(300);
     expect(firstMismatch(tail, from)).toBe(-1);
     expect(existsSync(t.sock)).toBe(false);
+  }, 30_000);
+});
+
+describe("output recv: frames stamped off this machine's clock", () => {
+  test("a stamp of 0 or i64 max gives no frame age: every frame recorded, the unusable ones counted in the stopped line and logged, no latency warning", async () => {
+    const t = setup();
+    const now = () => BigInt(Date.now()) * 1_000_000n;
+    const stamps = [() => now(), () => 0n, () => (1n << 63n) - 1n, () => now()];
+    // One frame a read: the client takes the age of a read's first frame.
+    const server = fakeServer(t.sock, async (socket) => {
+      for (const [i, stamp] of stamps.entries()) {
+        socket.write(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i), stamp()));
+        await Bun.sleep(50);
+      }
+      socket.end();
+    });
+    defer(() => server.stop());
+    const recv = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--once"]);
+    expect(recv.code, recv.stderr).toBe(0);
+    expect(wholeWireFrames(t.sink).map((payload, i) => isTestPayload(i, payload))).toEqual([true, true, true, true]);
+    const stopped = logFields(recv.stderr, "output-client", "stopped");
+    expect(stopped).toMatchObject({ frames: "4", frame_stamps_unusable: "2" });
+    expect(Number(stopped.frame_age_max_ms)).toBeLessThan(60_000);
+    expect(recv.stderr).toContain("frame stamp not of this machine's clock");
+    expect(recv.stderr).not.toContain("latency above");
   }, 30_000);
 });
 
