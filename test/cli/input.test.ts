@@ -675,6 +675,31 @@ describe("input serve: frames stamped off this machine's clock", () => {
     const received = parseWire(new Uint8Array(readFileSync(sink)), INPUT_MAGIC).messages.filter((m) => m.type === MessageType.OpusFrame);
     expect(received.map((m, i) => sameBytes(m.payload, testPayload(i)))).toEqual([true, true, true, true, true]);
   }, 30_000);
+
+  test("the bounds: 10 s and 59 min behind give an age (a latency), 5 s ahead and 61 min behind do not, half a second ahead is not unusable; the count is 0 from the first scrape", async () => {
+    const { sock, sink } = setup();
+    const server = await serve(sock, sink, ["--metrics", "127.0.0.1:0"]);
+    const base = await metricsUrl(server);
+    expect(value(await scrape(base), "audio_agent_frame_stamps_unusable_total")).toBe(0);
+    const ms = 1_000_000n;
+    const now = () => BigInt(Date.now()) * ms;
+    const stamps = [now() - 10_000n * ms, now() + 5_000n * ms, now() - 3_590_000n * ms, now() - 3_610_000n * ms, now() + 500n * ms];
+    const frames = stamps.map((stamp, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(i), stamp));
+    const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_CONFIG), now());
+    const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
+    client.write(Buffer.concat([config, ...frames, encodeMessage(INPUT_MAGIC, MessageType.Stop, new Uint8Array(0), now())]));
+    await until(() => server.stderr.includes("client disconnected"), "the session ended");
+    expect(value(await scrape(base), "audio_agent_frame_stamps_unusable_total")).toBe(2);
+    server.kill("SIGTERM");
+    expect(await server.exited, server.stderr).toBe(0);
+    client.end();
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    expect(stopped).toMatchObject({ frames: "5", frame_stamps_unusable: "2" });
+    // The frame 59 min 50 s late is the slowest aged.
+    expect(Number(stopped.frame_age_max_ms)).toBeGreaterThan(3_580_000);
+    expect(Number(stopped.frame_age_max_ms)).toBeLessThan(3_600_000);
+    expect(logFields(server.stderr, "instruments", "latency above maximum")).toMatchObject({ operation: "frame_age" });
+  }, 30_000);
 });
 
 describe("input send stops its HTTP endpoints on every way out: a monitor page is told the agent stops (1001), not cut off", () => {
