@@ -12,7 +12,7 @@ export interface ChannelObserver {
   written(messages: number, bytes: number, oldestWaitMs: number, writeCallMs: number): void;
   /** A sender: an OpusFrame was given to it (queued or dropped). */
   submitted(): void;
-  /** A receiver: arrival time minus the header timestamp of a frame (ms). */
+  /** A receiver: arrival time minus the header timestamp of a frame (ms); NaN when the stamp gave none (PeerStamps). */
   frameAge(ms: number): void;
   /** The input client: a Heartbeat's (or Config's) round trip to its Ack (ms). */
   roundTrip(ms: number): void;

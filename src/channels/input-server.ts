@@ -18,6 +18,7 @@ import type { SocketBufferSizes } from "../transport/socket-options.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
 import { UnixServer } from "../transport/unix-server.ts";
 import { endReadings, NO_OBSERVER, type ChannelEnd, type ChannelObserver } from "./channel-end.ts";
+import { PeerStamps } from "./peer-stamps.ts";
 
 export interface InputServerOptions {
   path: string;
@@ -73,10 +74,12 @@ export class InputServer implements ChannelEnd {
   private server: UnixServer | undefined;
   private readonly empty = new Uint8Array(0);
   private observer: ChannelObserver = NO_OBSERVER;
+  private readonly stamps: PeerStamps;
 
   /** Builds the server; `listen()` opens the socket. */
   constructor(private readonly options: InputServerOptions) {
     this.tuner = new SocketTuner(options.socketBuffers, options.report);
+    this.stamps = new PeerStamps(options.report);
     const queue = new FrameQueue(ACK_QUEUE_FRAMES, INPUT_MAGIC, "oldest", this.ackStats);
     this.acks = new FrameWriter(queue, { lossless: false, writeDeadlineMs: 0, stuckFrames: Infinity });
   }
@@ -148,6 +151,7 @@ export class InputServer implements ChannelEnd {
         // Acks a client left unread past the queue's room are dropped, oldest first.
         acks_sent: this.ackStats.delivered,
         acks_dropped: this.ackStats.droppedTotal,
+        frame_stamps_unusable: this.stamps.unusable,
       },
       // Every reason from the start, at 0 until its first drop (a series a dashboard can rate from the first scrape).
       dropped: { ...this.options.droppedBySink?.(), session_ended: this.framesAfterSession },
@@ -165,7 +169,7 @@ export class InputServer implements ChannelEnd {
           case MessageType.OpusFrame:
             this.framesReceived++;
             this.lastFrameUnixMs = wallClockMs();
-            this.observer.frameAge(this.lastFrameUnixMs - m.timestampMs);
+            this.observer.frameAge(this.stamps.age(this.lastFrameUnixMs, m.timestampMs));
             if (this.observer.frameTap) this.observer.frameTap(m.payload, m.timestampMs);
             break;
           case MessageType.Config:

@@ -12,6 +12,7 @@ import type { Report } from "../transport/report.ts";
 import type { SocketBufferSizes } from "../transport/socket-options.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
 import { endReadings, NO_OBSERVER, type ChannelEnd, type ChannelObserver } from "./channel-end.ts";
+import { PeerStamps } from "./peer-stamps.ts";
 
 export interface OutputClientOptions {
   path: string;
@@ -57,9 +58,11 @@ export class OutputClient implements ChannelEnd {
   private stopped = false;
   private observer: ChannelObserver = NO_OBSERVER;
   private readonly connection: ReconnectingConnection;
+  private readonly stamps: PeerStamps;
 
   constructor(private readonly options: OutputClientOptions) {
     this.tuner = new SocketTuner(options.socketBuffers, options.report);
+    this.stamps = new PeerStamps(options.report);
     this.connection = new ReconnectingConnection({
       path: options.path,
       report: options.report,
@@ -135,7 +138,7 @@ export class OutputClient implements ChannelEnd {
       protocolErrors: this.protocolErrors,
       tuner: this.tuner,
       received: { frames: this.framesReceived, bytes: this.bytesReceived, lastFrameUnixMs: this.lastFrameUnixMs },
-      counts: { other_messages: this.otherMessages, connect_resets: this.connection.connectResets },
+      counts: { other_messages: this.otherMessages, connect_resets: this.connection.connectResets, frame_stamps_unusable: this.stamps.unusable },
       dropped: this.options.droppedBySink?.(),
     });
   }
@@ -177,16 +180,18 @@ export class OutputClient implements ChannelEnd {
     this.reads++;
     const parser = this.parser;
     const before = this.framesReceived;
+    let now = 0;
     try {
       parser.push(chunk);
       for (let m = parser.next(); m; m = parser.next()) {
         if (m.type === MessageType.OpusFrame) {
           // The first frame of a read is its oldest: one age sample per read keeps floods cheap.
+          // Every frame's stamp is judged against that read's clock reading all the same.
           if (this.framesReceived++ === before) {
-            const now = wallClockMs();
+            now = wallClockMs();
             this.lastFrameUnixMs = now;
-            this.observer.frameAge(now - m.timestampMs);
-          }
+            this.observer.frameAge(this.stamps.age(now, m.timestampMs));
+          } else this.stamps.age(now, m.timestampMs);
           const tap = this.observer.frameTap;
           if (tap) tap(m.payload, m.timestampMs);
         } else this.otherMessages++;

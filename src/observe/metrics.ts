@@ -18,8 +18,6 @@ export interface ChannelMetrics {
   readonly frameAge: Observer;
   readonly roundTrip: Observer;
   latencyWarning(source: string, level: string): void;
-  /** A frame whose header timestamp is not of this machine's clock: no age taken from it. */
-  unusableStamp(): void;
   adaptive(state: { level: number; sendBufferBytes: number; queueFrames: number }, decision?: "escalate" | "relax"): void;
 }
 
@@ -165,6 +163,17 @@ export class AgentMetrics {
       );
       counterFrom("audio_agent_frames_delivered_total", "Frames of every type the kernel took whole for the peer", senders, (r) => r.delivered, true);
     }
+    // A receiver's peer's stamps that gave no frame age (PeerStamps): labelled like the sender's accounting.
+    const receivers = parts.filter((part) => part.direction === "receive");
+    if (receivers.length > 0) {
+      counterFrom(
+        "audio_agent_frame_stamps_unusable_total",
+        "Frames received whose header timestamp lies more than a second ahead of this machine's clock or more than an hour behind it (no frame age taken)",
+        receivers,
+        (r) => r.counts.frame_stamps_unusable ?? 0,
+        true,
+      );
+    }
     counterFrom("audio_agent_reconnects_total", "Connections after the first (clients) or clients accepted after the first (servers)", parts, reconnects);
     counterFrom("audio_agent_protocol_errors_total", "Framing violations by the peer (connection closed)", parts, (r) => r.protocolErrors);
     gaugeFrom("audio_agent_queue_depth_frames", "Frames waiting in the send queue", parts, (r) => r.queueDepth);
@@ -226,12 +235,6 @@ export class AgentMetrics {
       name: "audio_agent_latency_warnings_total",
       help: "Latency samples above the target or the maximum (warnings are rate limited, this is not)",
       labelNames: withChannel(["source", "level"]),
-      registers,
-    });
-    const unusableStamps = new Counter({
-      name: "audio_agent_frame_stamps_unusable_total",
-      help: "Frames received whose header timestamp lies more than a second ahead of this machine's clock or more than an hour behind it (no frame age taken)",
-      labelNames: withChannel([]),
       registers,
     });
 
@@ -331,14 +334,12 @@ export class AgentMetrics {
       });
       for (const decision of ["escalate", "relax"]) adaptiveDecisions.inc({ decision, ...labels }, 0);
       adaptiveAdjustments.inc(labels, 0);
-      unusableStamps.inc(labels, 0);
       return {
         enqueueToWrite: enqueueToWrite[i]!,
         writeCall: writeCall[i]!,
         frameAge: frameAge[i]!,
         roundTrip: roundTrip[i]!,
         latencyWarning: (source, level) => latencyWarnings.inc({ source, level, ...labels }),
-        unusableStamp: () => unusableStamps.inc(labels),
         adaptive: (state, decision) => {
           adaptiveLevel.set(labels, state.level);
           adaptiveBufferSize.set(state.sendBufferBytes);

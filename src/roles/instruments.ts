@@ -228,8 +228,6 @@ export class ChannelInstruments implements ChannelObserver {
   private statsSeen: { at: number; counts: Record<string, number>; samples: Map<string, number> };
   /** Pressure already fed to the optimizer: short writes and deadline drops. */
   private pressureSeen = { shortWrites: 0, deadlineDrops: 0 };
-  /** Frames whose header timestamp gave no age (see frameAge). */
-  private unusableStamps = 0;
   /** The per-frame operations' recorders, held so that a sample needs no look-up. */
   private readonly enqueueToWrite: LatencyOperation;
   private readonly writeCall: LatencyOperation;
@@ -301,14 +299,8 @@ export class ChannelInstruments implements ChannelObserver {
 
   frameAge(ms: number): void {
     this.onFrame();
-    // Both ends stamp from this machine's clock: an age far outside what a queue and a socket
-    // can hold is a peer's broken or hostile stamp (0, i64 max), not a latency to warn about.
-    if (!(ms >= -STAMP_AHEAD_MS && ms <= STAMP_BEHIND_MS)) {
-      this.unusableStamps++;
-      this.metrics?.unusableStamp();
-      this.report("warn", "frame stamp not of this machine's clock: no age taken", { age_ms: Math.round(ms) });
-      return;
-    }
+    // NaN: a stamp not of this machine's clock, counted by the channel end.
+    if (ms !== ms) return;
     this.frameAgeLatency.record(ms / 1000);
     this.metrics?.frameAge.observe(ms / 1000);
   }
@@ -331,8 +323,7 @@ export class ChannelInstruments implements ChannelObserver {
   /**
    * Latency of every operation the monitor has seen, for a role's final "stopped" line:
    * `<operation>_p50_ms`, `_p99_ms` and `_max_ms` over the monitor's window, its last 1024
-   * samples (about 20 s of frames at 50 a second), to the microsecond; and
-   * `frame_stamps_unusable` once a frame's stamp gave no age.
+   * samples (about 20 s of frames at 50 a second), to the microsecond.
    */
   latencyFields(): Record<string, number> {
     const fields: Record<string, number> = {};
@@ -343,7 +334,6 @@ export class ChannelInstruments implements ChannelObserver {
       fields[`${operation}_p99_ms`] = ms(s.p99);
       fields[`${operation}_max_ms`] = ms(s.max);
     }
-    if (this.unusableStamps > 0) fields.frame_stamps_unusable = this.unusableStamps;
     return fields;
   }
 
@@ -422,12 +412,6 @@ export class ChannelInstruments implements ChannelObserver {
     });
   }
 }
-
-/** How far (ms) ahead of this machine's clock a peer's stamp may lie and still give a frame age: clock reads a ms apart, a step. */
-const STAMP_AHEAD_MS = 1000;
-
-/** How far (ms) behind it: an hour, far past any queue and socket buffer a live frame can wait in. */
-const STAMP_BEHIND_MS = 3_600_000;
 
 /**
  * `value` rounded to three decimals, as a number. Not `+value.toFixed(3)`:

@@ -700,6 +700,47 @@ describe("input serve: frames stamped off this machine's clock", () => {
     expect(Number(stopped.frame_age_max_ms)).toBeLessThan(3_600_000);
     expect(logFields(server.stderr, "instruments", "latency above maximum")).toMatchObject({ operation: "frame_age" });
   }, 30_000);
+
+  test("a frame stamped half a second ahead (within the bound) gives no negative sample to the frame age histogram: its sum never goes down", async () => {
+    const { sock, sink } = setup();
+    const server = await serve(sock, sink, ["--metrics", "127.0.0.1:0"]);
+    const base = await metricsUrl(server);
+    const ms = 1_000_000n;
+    const now = () => BigInt(Date.now()) * ms;
+    const frames = [now() + 500n * ms, now()].map((stamp, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(i), stamp));
+    const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_CONFIG), now());
+    const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
+    client.write(Buffer.concat([config, ...frames, encodeMessage(INPUT_MAGIC, MessageType.Stop, new Uint8Array(0), now())]));
+    await until(() => server.stderr.includes("client disconnected"), "the session ended");
+    const text = await scrape(base);
+    expect(value(text, "audio_agent_frame_stamps_unusable_total")).toBe(0);
+    expect(value(text, "audio_agent_frame_age_seconds_sum")).toBeGreaterThanOrEqual(0);
+    server.kill("SIGTERM");
+    expect(await server.exited, server.stderr).toBe(0);
+    client.end();
+  }, 30_000);
+
+  test("a peer that stamps every frame 0 costs the log no more than the latency warning it replaces: one line, not ten and a summary", async () => {
+    const { sock, sink } = setup();
+    const server = await serve(sock, sink);
+    const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_CONFIG), BigInt(Date.now()) * 1_000_000n);
+    // 4 s of a 50 frames/s peer that stamps 0, sent at once.
+    const frames = Array.from({ length: 200 }, (_, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(i), 0n));
+    const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
+    // A socket write takes what the buffer has room for: the rest is written again until it is all gone.
+    let rest = Buffer.concat([config, ...frames, encodeMessage(INPUT_MAGIC, MessageType.Stop, new Uint8Array(0))]);
+    while (rest.length > 0) {
+      rest = rest.subarray(Math.max(0, client.write(rest)));
+      await Bun.sleep(1);
+    }
+    await until(() => server.stderr.includes("client disconnected"), "the session ended");
+    server.kill("SIGTERM");
+    expect(await server.exited, server.stderr).toBe(0);
+    client.end();
+    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({ frames: "200", frame_stamps_unusable: "200" });
+    const told = server.stderr.split("\n").filter((line) => line.includes("frame stamp not of this machine's clock"));
+    expect(told.length, told.join("\n")).toBeLessThanOrEqual(1);
+  }, 30_000);
 });
 
 describe("input send stops its HTTP endpoints on every way out: a monitor page is told the agent stops (1001), not cut off", () => {

@@ -157,6 +157,25 @@ describe("output recv: frames stamped off this machine's clock", () => {
     expect(recv.stderr).toContain("frame stamp not of this machine's clock");
     expect(recv.stderr).not.toContain("latency above");
   }, 30_000);
+
+  test("frames stamped 0 that arrive together in one read are each counted as unusable, not only the read's first (the count is of frames, as its help and the README say)", async () => {
+    const t = setup();
+    const now = () => BigInt(Date.now()) * 1_000_000n;
+    const server = fakeServer(t.sock, async (socket) => {
+      // One write, one read at the client: a good frame, then two stamped 0.
+      socket.write(Buffer.concat([now(), 0n, 0n].map((stamp, i) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i), stamp))));
+      await Bun.sleep(100);
+      // And another read of three stamped 0.
+      socket.write(Buffer.concat([3, 4, 5].map((i) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i), 0n))));
+      await Bun.sleep(100);
+      socket.end();
+    });
+    defer(() => server.stop());
+    const recv = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--once"]);
+    expect(recv.code, recv.stderr).toBe(0);
+    expect(wholeWireFrames(t.sink).map((payload, i) => isTestPayload(i, payload))).toEqual([true, true, true, true, true, true]);
+    expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "6", frame_stamps_unusable: "5" });
+  }, 30_000);
 });
 
 describe("output recv into an Ogg sink", () => {

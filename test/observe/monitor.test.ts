@@ -267,7 +267,7 @@ describe("monitor page of serve", () => {
       const health = await (await fetch(`${base}/healthz`)).json();
       expect(shown.counts.sessions).toBe(1);
       expect(health.channels.input.sessions).toBe(1);
-      expect(Object.keys(shown.counts).sort()).toEqual(["acks_dropped", "acks_sent", "clean_sessions", "heartbeats", "sessions"]);
+      expect(Object.keys(shown.counts).sort()).toEqual(["acks_dropped", "acks_sent", "clean_sessions", "frame_stamps_unusable", "heartbeats", "sessions"]);
       expect(await others.locator('dt:text-is("sessions") + dd').textContent()).toBe("1");
 
       // Both channels' connections in the history, the input one named as such.

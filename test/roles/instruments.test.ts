@@ -7,6 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync, statSync } from "node:fs";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
+import { encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { thousandths } from "../../src/roles/instruments.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -114,6 +115,27 @@ describe("--stats-interval", () => {
       expect(bad.code).toBe(2);
       expect(bad.stderr).toBe(`audio-agent: --stats-interval "${value}" is not allowed: 0 (off) or seconds 0.1..86400\n`);
     }
+  }, 60_000);
+
+  test("frames whose stamp gave no age are in the stats lines too: they add up to the stopped line's frame_stamps_unusable", async () => {
+    const t = socketDir(defer, "aa-stats-");
+    defer(() => stopAgents());
+    const sock = t.path("i.sock");
+    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", t.path("sink.wire"), "--format", "wire", "--stats-interval", "0.2"]);
+    await server.waitForStderr("listening socket=");
+    const now = () => BigInt(Date.now()) * 1_000_000n;
+    const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 }), now());
+    // A peer stamping 0: three frames that give no age, then one that does.
+    const frames = [0n, 0n, 0n, now()].map((stamp, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, new Uint8Array([i]), stamp));
+    const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
+    client.write(Buffer.concat([config, ...frames, encodeMessage(INPUT_MAGIC, MessageType.Stop, new Uint8Array(0), now())]));
+    await until(() => sum(statsLines(server), "frames") === 4, "4 frames in the stats lines");
+    server.kill("SIGTERM");
+    expect(await server.exited, server.stderr).toBe(0);
+    client.end();
+    const stopped = logFields(server.stderr, "input-server", "stopped");
+    expect(stopped).toMatchObject({ frames: "4", frame_stamps_unusable: "3" });
+    expect(sum(statsLines(server), "frame_stamps_unusable")).toBe(3);
   }, 60_000);
 });
 
