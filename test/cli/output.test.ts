@@ -8,7 +8,7 @@ import { chmodSync, closeSync, constants, existsSync, openSync, readdirSync, rea
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, MAX_MESSAGE, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
-import { heldUp, metricsUrl } from "../support/metrics.ts";
+import { heldUp, metricsUrl, scrapeUntil, value } from "../support/metrics.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { fullFifo, HELD_READER, heldPlayer, makeFifo, releaseReader } from "../support/fifo.ts";
 import { asNobody } from "../support/nobody.ts";
@@ -444,13 +444,18 @@ describe("signals", () => {
   test("SIGTERM to a lossless output serve: a client coming meanwhile is refused, and the one reading gets whole frames only", async () => {
     const t = setup();
     await writeWireFile(t.source, 300);
-    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--socket-buffers", "32k"]);
-    await serve.waitForStderr("listening");
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--socket-buffers", "32k", "--metrics", "127.0.0.1:0"]);
+    const base = await metricsUrl(serve);
+    await serve.waitForStderr("listening socket=");
     const reader = await connectClient(defer, t.sock, { paused: true });
     await serve.waitForStderr("client connected");
     await Bun.sleep(200);
     serve.kill("SIGTERM");
-    await Bun.sleep(50);
+    // Once the stop has begun (the agent says it no longer accepts), not a fixed while after the
+    // signal: a busy machine can keep the agent from handling it for longer than any such while.
+    // It began while the reader, still paused, was being served (its last frames get a second).
+    const stopping = await scrapeUntil(base, (text) => value(text, "audio_agent_listening") === 0, "the stop to begin");
+    expect(value(stopping, "audio_agent_connected")).toBe(1);
     expect(await connectOutcome(defer, t.sock)).toBe("refused");
     reader.socket.resume();
     expect(await serve.exited, serve.stderr).toBe(0);
