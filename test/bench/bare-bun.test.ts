@@ -4,7 +4,7 @@
  * machine without glibc (musl) still gets a floor, as the agent still runs there.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { floorModuleArgs, STREAMING_RUNTIME_MODULES } from "../../src/bench/floor.ts";
 import { LIBC_CANDIDATES } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -15,6 +15,13 @@ import { until } from "../support/wait.ts";
 const USAGE = "usage: bare-bun idle | tick | modules MODULE... | send SOCKET [MODULE...] | recv SOCKET [MODULE...]\n";
 const defer = useCleanup();
 afterEach(stopAgents);
+
+/** A client is connected to the Unix socket at `path`: the kernel's table holds an end of it that is connected (state 03). */
+function hasClient(path: string): boolean {
+  return readFileSync("/proc/net/unix", "utf8")
+    .split("\n")
+    .some((line) => line.endsWith(` ${path}`) && line.trim().split(/\s+/)[5] === "03");
+}
 
 /** The floor's "loaded" line, once it has said it. */
 async function loadedLine(args: string[]): Promise<string> {
@@ -96,6 +103,7 @@ describe("bare-bun floor", () => {
     await send.waitForStderr("bare-bun: loaded node:fs, node:path, bun:ffi (");
     const recv = start([BUN, BARE_BUN_FLOOR, "recv", socket, ...modules]);
     await recv.waitForStderr("bare-bun: loaded node:fs, node:path, bun:ffi (");
+    await until(() => hasClient(socket), "the receiver to connect");
     await Bun.sleep(300);
     recv.kill("SIGTERM");
     const done = await recv.done;
@@ -114,6 +122,9 @@ describe("bare-bun floor", () => {
     const send = start([BUN, BARE_BUN_FLOOR, "send", socket]);
     await until(() => existsSync(socket), "the floor's socket");
     const recv = start([BUN, BARE_BUN_FLOOR, "recv", socket]);
+    // Frames' time once it is connected, not from its start: Bun can take longer than that to start
+    // on a busy machine, and a receiver that then finds no sender exits.
+    await until(() => hasClient(socket), "the receiver to connect");
     await Bun.sleep(300);
     send.kill("SIGTERM");
     await send.exited;
