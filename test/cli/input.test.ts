@@ -1095,7 +1095,8 @@ describe("input serve --sink - : more clients wait than may", () => {
     await scrapeUntil(base, (t) => value(t, "jetkvm_microphone_frames_received_total") === before + 300, "every frame received", 5000);
     holder.kill("SIGTERM");
     await holder.exited;
-    await Bun.sleep(1500);
+    // Once the agent has seen it go (a leak holds its descriptor for good), not a fixed while after.
+    await until(() => fds() <= fdsHeld - 1, "the holder's descriptor closed", 10_000).catch(() => {});
     expect(fds()).toBeLessThanOrEqual(fdsHeld - 1);
     server.kill("SIGTERM");
     expect(await server.exited, server.stderr).toBe(0);
