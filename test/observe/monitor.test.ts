@@ -5,7 +5,7 @@
  * listener, no cost; a slow listener loses frames alone.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { STALL_MS } from "../../src/observe/http-front.ts";
@@ -18,7 +18,8 @@ import { rawRequest, rawUpgrade } from "../support/http.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
-import { connectClient, RecordingClient } from "../support/peer.ts";
+import { connectClient, fakeServer, RecordingClient } from "../support/peer.ts";
+import { packetsOf } from "../support/ogg.ts";
 import { BUN, REPO, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { stillFigures } from "../support/readings.ts";
 import { socketDir } from "../support/temp.ts";
@@ -215,6 +216,40 @@ describe("monitor page in a browser", () => {
       await page.waitForFunction(() => document.querySelector("#events")!.textContent!.includes("disconnected"), null, { polling: 50, timeout: 10_000 });
       await page.waitForFunction(() => (window as any).monitorState.lastFigures.connected === false, null, { polling: 50, timeout: 5000 });
       expect(await page.textContent("#peer")).toContain("not connected");
+      expect(pageErrors).toEqual([]);
+    },
+    40_000,
+  );
+});
+
+describe("monitor page at a receiver whose peer stamps its frames off this machine's clock", () => {
+  test(
+    "plays them all the same: the page takes no decoder timestamp from the peer (i64 max, 0, i64 min)",
+    async () => {
+      const sockets = socketDir(defer);
+      const socket = sockets.path("out.sock");
+      const audio = packetsOf(new Uint8Array(readFileSync(TONE))).slice(2);
+      const stamps = [(1n << 63n) - 1n, 0n, -(1n << 63n)];
+      let streaming = true;
+      defer(() => void (streaming = false));
+      const server = fakeServer(socket, async (s) => {
+        for (let i = 0; streaming; i++) {
+          s.write(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, audio[i % audio.length]!, stamps[i % stamps.length]!));
+          await Bun.sleep(20);
+        }
+      });
+      defer(() => server.stop());
+      const recv = spawnAgent(["output", "recv", "--socket", socket, "--sink", "/dev/null", "--monitor", "127.0.0.1:0"]);
+      const base = await metricsUrl(recv);
+      await until(async () => (await figures(base)).frames > 0, "frames at the receiver", 10_000, 50);
+
+      const { page, pageErrors } = await openPage(base);
+      await page.waitForFunction(() => (window as any).monitorState.figuresReceived >= 1, null, { polling: 50, timeout: 10_000 });
+      const listening = await listen(page);
+      expect(listening.errors).toEqual([]);
+      expect(listening.decodedFrames).toBeGreaterThanOrEqual(25);
+      expect(listening.level).toBeGreaterThan(0.01);
+      expect(await page.textContent("#listen-status")).toBe("playing");
       expect(pageErrors).toEqual([]);
     },
     40_000,
