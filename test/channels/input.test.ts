@@ -741,3 +741,22 @@ describe("what a client sends once its session has ended is counted, never read 
     expect(client.messages.at(-1)!.timestampMs).toBeGreaterThanOrEqual(before);
   });
 });
+
+describe("frame stamps across sessions", () => {
+  test("frames stamped off this machine's clock are counted over every session, not from each new client's (the counter never goes back)", async () => {
+    const path = socketDir(defer, "in-").path("in.sock");
+    const { server, ends } = await startServer(path);
+    const session = () =>
+      concatBytes([
+        encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(MONO)),
+        encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(0), 0n),
+        encodeMessage(INPUT_MAGIC, MessageType.Stop, new Uint8Array(0)),
+      ]);
+    for (let i = 1; i <= 2; i++) {
+      const client = await connectClient(defer, path, { magic: INPUT_MAGIC });
+      client.socket.write(session());
+      await until(() => ends.length === i, `session ${i}'s end`);
+      expect(server.readings().counts.frame_stamps_unusable).toBe(i);
+    }
+  });
+});

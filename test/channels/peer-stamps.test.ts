@@ -29,14 +29,18 @@ describe("PeerStamps", () => {
     for (let i = 0; i < 500; i++, clock += 10) stamps.age(NOW, 0);
     // 5 s of them: one line, for the first.
     expect(reports).toEqual([{ level: "warn", message: "frame stamp not of this machine's clock: no age taken", fields: { age_ms: NOW, frames: 1 } }]);
+    // Nor a moment short of 10 s after it.
+    clock = 9_999;
+    stamps.age(NOW, 0);
+    expect(reports).toHaveLength(1);
     clock = 10_000;
     stamps.age(NOW, NOW + 5000);
-    expect(reports.at(-1)?.fields).toEqual({ age_ms: -5000, frames: 500 });
+    expect(reports.at(-1)?.fields).toEqual({ age_ms: -5000, frames: 501 });
     expect(reports).toHaveLength(2);
     // Good stamps meanwhile tell nothing.
     clock = 30_000;
     stamps.age(NOW, NOW - 20);
     expect(reports).toHaveLength(2);
-    expect(stamps.unusable).toBe(501);
+    expect(stamps.unusable).toBe(502);
   });
 });

@@ -743,6 +743,30 @@ describe("input serve: frames stamped off this machine's clock", () => {
   }, 30_000);
 });
 
+describe("input serve: a flood stamped off this machine's clock", () => {
+  test("frames whose stamp gives no age still tick the process's sampler: a flood of them hands the JIT back its normal thresholds", async () => {
+    const { sock, sink } = setup();
+    const server = await serve(sock, sink);
+    const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
+    client.write(encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_CONFIG), BigInt(Date.now()) * 1_000_000n));
+    // 3000 frames a second for 2.5 s, every one stamped 0.
+    const burst = Buffer.concat(Array.from({ length: 300 }, (_, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, new Uint8Array([i & 255]), 0n)));
+    for (let round = 0; round < 25; round++) {
+      let rest = burst.subarray(0);
+      while (rest.length > 0) {
+        rest = rest.subarray(Math.max(0, client.write(rest)));
+        if (rest.length > 0) await Bun.sleep(1);
+      }
+      await Bun.sleep(100);
+    }
+    await server.waitForStderr("jit: normal thresholds from now on", 5000);
+    client.end();
+    server.kill("SIGTERM");
+    expect(await server.exited, server.stderr).toBe(0);
+    expect(Number(logFields(server.stderr, "input-server", "stopped").frame_stamps_unusable)).toBe(7500);
+  }, 30_000);
+});
+
 describe("input send stops its HTTP endpoints on every way out: a monitor page is told the agent stops (1001), not cut off", () => {
   // The process exits (main.ts) whether or not they were stopped, with the same code: what shows
   // is the page, which gets the hub's close (1001) only from a stop, else a dropped connection (1006).
