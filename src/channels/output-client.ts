@@ -181,6 +181,7 @@ export class OutputClient implements ChannelEnd {
     const parser = this.parser;
     const before = this.framesReceived;
     let now = 0;
+    let aged = false;
     try {
       parser.push(chunk);
       for (let m = parser.next(); m; m = parser.next()) {
@@ -190,8 +191,12 @@ export class OutputClient implements ChannelEnd {
           if (this.framesReceived++ === before) {
             now = wallClockMs();
             this.lastFrameUnixMs = now;
-            this.observer.frameAge(this.stamps.age(now, m.timestampMs));
-          } else this.stamps.age(now, m.timestampMs);
+          }
+          const age = this.stamps.age(now, m.timestampMs);
+          if (!aged && age === age) {
+            aged = true;
+            this.observer.frameAge(age);
+          }
           const tap = this.observer.frameTap;
           if (tap) tap(m.payload, m.timestampMs);
         } else this.otherMessages++;
@@ -203,6 +208,8 @@ export class OutputClient implements ChannelEnd {
           return;
         }
       }
+      // No frame of the read gave an age: the observer still hears of the read (the sampler runs on it).
+      if (!aged && this.framesReceived > before) this.observer.frameAge(Number.NaN);
     } catch (e) {
       if (!(e instanceof ProtocolError)) {
         // The sink failed (e.g. disk full): that ends the run, not just this connection.

@@ -131,6 +131,27 @@ describe("OutputClient reconnects", () => {
     expect(client.reads).toBeGreaterThanOrEqual(ages.length);
   });
 
+  test("a read whose first frame's stamp gives no age is still aged, by its first frame whose stamp does", async () => {
+    const path = socketDir(defer, "oc-").path("mixed.sock");
+    const now = () => BigInt(Date.now()) * 1_000_000n;
+    // One write, one read: a frame stamped 0 (a peer's glitch), then two of this machine's clock.
+    const server = fakeServer(path, (socket) => {
+      socket.write(concatBytes([0n, now(), now()].map((stamp, i) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payload(i), stamp))));
+    });
+    defer(server.stop);
+    const { client, frames } = recordingClient(path);
+    const { ages, observer } = recordingObserver();
+    client.observe(observer);
+    void client.run();
+    await until(() => frames().length === 3, "3 frames");
+    expect(client.reads).toBe(1);
+    expect(client.readings().counts.frame_stamps_unusable).toBe(1);
+    const usable = ages.filter((ms) => !Number.isNaN(ms));
+    expect(usable).toHaveLength(1);
+    expect(usable[0]).toBeGreaterThanOrEqual(0);
+    expect(usable[0]).toBeLessThan(1000);
+  });
+
   test("started before any server, it waits for one and then receives", async () => {
     const path = socketDir(defer, "oc-").path("out.sock");
     const { client, frames } = recordingClient(path);
