@@ -168,7 +168,7 @@ export class AgentMetrics {
     if (receivers.length > 0) {
       counterFrom(
         "audio_agent_frame_stamps_unusable_total",
-        "Frames received whose header timestamp lies more than a second ahead of this machine's clock or more than an hour behind it (no frame age taken)",
+        "Frames received whose header timestamp lies more than a second ahead of this machine's clock or more than an hour behind it: no frame age taken (frames a receiver drops after a session or a failed sink are not judged)",
         receivers,
         (r) => r.counts.frame_stamps_unusable ?? 0,
         true,
