@@ -186,8 +186,8 @@ export class OutputClient implements ChannelEnd {
       parser.push(chunk);
       for (let m = parser.next(); m; m = parser.next()) {
         if (m.type === MessageType.OpusFrame) {
-          // The first frame of a read is its oldest: one age sample per read keeps floods cheap.
-          // Every frame's stamp is judged against that read's clock reading all the same.
+          // One age sample per read keeps floods cheap: from its first (oldest) frame whose stamp
+          // gives one. Every frame's stamp is judged against the read's one clock reading.
           if (this.framesReceived++ === before) {
             now = wallClockMs();
             this.lastFrameUnixMs = now;
