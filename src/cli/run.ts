@@ -1,5 +1,5 @@
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import {
   checkServeSockets,
   commandFlags,
@@ -277,11 +277,18 @@ function errnoWords(code: string): string {
   return words ? `: ${words} (${code})` : ` (${code})`;
 }
 
-/** What went wrong with a file path, naming its directory when that is what is missing. */
+/** What went wrong with a file path, naming its directory, or where its symbolic link points, when that is what is missing. */
 function fileProblem(path: string, code: string): string {
   if (code === "ENOENT") {
+    const link = lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink() ? readlinkSync(path) : undefined;
+    if (link !== undefined) {
+      const linkDir = dirname(resolve(dirname(path), link));
+      return `a symbolic link to ${link}, ${existsSync(linkDir) ? "which does not exist" : `whose directory ${linkDir} does not exist`} (ENOENT)`;
+    }
     const dir = dirname(path);
     return existsSync(dir) ? `no such file (ENOENT)` : `directory ${dir} does not exist (ENOENT)`;
   }
+  // open(2) of a missing "x.opus/" for writing: no directory is there, the trailing slash asks for one.
+  if (code === "EISDIR" && path.endsWith("/") && !existsSync(path)) return "ends in /, which names a directory; a file was expected (EISDIR)";
   return (ERRNO_WORDS[code] ?? "failed") + ` (${code})`;
 }

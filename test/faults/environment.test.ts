@@ -7,7 +7,7 @@
  * account for every frame.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
@@ -422,6 +422,27 @@ describe("an address or path the system refuses: one line naming the option, the
       expect(readdirSync(dir.dir)).toEqual([]);
     });
   }
+
+  test("a source or sink through a symbolic link that leads nowhere names where it leads; a sink ending in / says so: exit 1 each", async () => {
+    const dir = setup();
+    const dangling = dir.path("tone.opus");
+    symlinkSync("gone.opus", dangling);
+    const serve = spawnAgent(["output", "serve", "--socket", dir.path("o.sock"), "--source", dangling]);
+    expect(await serve.exited).toBe(1);
+    expect(failureLine(serve.stderr)).toBe(`audio-agent: --source ${dangling}: a symbolic link to gone.opus, which does not exist (ENOENT)`);
+
+    const nowhere = dir.path("sink.wire");
+    symlinkSync(dir.path("no/such/got.wire"), nowhere);
+    const linked = spawnAgent(["input", "serve", "--socket", dir.path("i.sock"), "--sink", nowhere]);
+    expect(await linked.exited).toBe(1);
+    expect(failureLine(linked.stderr)).toBe(`audio-agent: --sink ${nowhere}: a symbolic link to ${dir.path("no/such/got.wire")}, whose directory ${dir.path("no/such")} does not exist (ENOENT)`);
+
+    const slash = dir.path("x.opus/");
+    const trailing = spawnAgent(["input", "serve", "--socket", dir.path("j.sock"), "--sink", slash]);
+    expect(await trailing.exited).toBe(1);
+    expect(failureLine(trailing.stderr)).toBe(`audio-agent: --sink ${slash}: ends in /, which names a directory; a file was expected (EISDIR)`);
+    expect(readdirSync(dir.dir).sort()).toEqual(["sink.wire", "tone.opus"]);
+  });
 });
 
 describe("signals", () => {
