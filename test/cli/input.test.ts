@@ -23,6 +23,7 @@ import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith, requireTool, runTool, TONE, wav } from "../support/opus-fixtures.ts";
 import { payloadOfSize, testPayload } from "../support/payloads.ts";
 import { spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
+import { writeInPieces } from "../support/peer.ts";
 import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -650,24 +651,34 @@ describe("input serve: a session that ends without Stop", () => {
 });
 
 describe("input serve: frames stamped off this machine's clock", () => {
+  /** A header stamp (ns) `offsetMs` from now, on this machine's clock. */
+  const stampAt = (offsetMs = 0) => BigInt(Date.now() + offsetMs) * 1_000_000n;
+
+  /** One session: a Config, a frame (testPayload(i)) stamped each of `stamps`, and Stop, written whole; resolves once `server` has seen its client go. */
+  async function stampedSession(sock: string, server: Spawned, stamps: bigint[]): Promise<void> {
+    const frames = stamps.map((stamp, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(i), stamp));
+    const session = Buffer.concat([
+      encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_CONFIG), stampAt()),
+      ...frames,
+      encodeMessage(INPUT_MAGIC, MessageType.Stop, new Uint8Array(0), stampAt()),
+    ]);
+    const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
+    defer(() => client.end());
+    expect(await writeInPieces(client, session, session.length)).toBe(true);
+    await until(() => server.stderr.includes("client disconnected"), "the session ended");
+  }
+
   test("a stamp of 0, i64 max or i64 min gives no frame age: the frame lands in the sink, counted as unusable and logged, with no latency warning", async () => {
     const { sock, sink } = setup();
     const server = await serve(sock, sink, ["--metrics", "127.0.0.1:0"]);
     const base = await metricsUrl(server);
-    const now = () => BigInt(Date.now()) * 1_000_000n;
-    const stamps = [now(), 0n, (1n << 63n) - 1n, -(1n << 63n), now()];
-    const frames = stamps.map((stamp, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(i), stamp));
-    const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_CONFIG), now());
-    const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
-    client.write(Buffer.concat([config, ...frames, encodeMessage(INPUT_MAGIC, MessageType.Stop, new Uint8Array(0), now())]));
-    await until(() => server.stderr.includes("client disconnected"), "the session ended");
+    await stampedSession(sock, server, [stampAt(), 0n, (1n << 63n) - 1n, -(1n << 63n), stampAt()]);
     const text = await scrape(base);
     expect(value(text, "audio_agent_frame_stamps_unusable_total")).toBe(3);
     expect(value(text, "audio_agent_frame_age_seconds_count")).toBe(2);
     expect(value(text, "audio_agent_frame_age_seconds_sum")).toBeLessThan(60);
     server.kill("SIGTERM");
     expect(await server.exited, server.stderr).toBe(0);
-    client.end();
 
     const stopped = logFields(server.stderr, "input-server", "stopped");
     expect(stopped).toMatchObject({ frames: "5", frame_stamps_unusable: "3" });
@@ -683,18 +694,10 @@ describe("input serve: frames stamped off this machine's clock", () => {
     const server = await serve(sock, sink, ["--metrics", "127.0.0.1:0"]);
     const base = await metricsUrl(server);
     expect(value(await scrape(base), "audio_agent_frame_stamps_unusable_total")).toBe(0);
-    const ms = 1_000_000n;
-    const now = () => BigInt(Date.now()) * ms;
-    const stamps = [now() - 10_000n * ms, now() + 5_000n * ms, now() - 3_590_000n * ms, now() - 3_610_000n * ms, now() + 500n * ms];
-    const frames = stamps.map((stamp, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(i), stamp));
-    const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_CONFIG), now());
-    const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
-    client.write(Buffer.concat([config, ...frames, encodeMessage(INPUT_MAGIC, MessageType.Stop, new Uint8Array(0), now())]));
-    await until(() => server.stderr.includes("client disconnected"), "the session ended");
+    await stampedSession(sock, server, [stampAt(-10_000), stampAt(5_000), stampAt(-3_590_000), stampAt(-3_610_000), stampAt(500)]);
     expect(value(await scrape(base), "audio_agent_frame_stamps_unusable_total")).toBe(2);
     server.kill("SIGTERM");
     expect(await server.exited, server.stderr).toBe(0);
-    client.end();
     const stopped = logFields(server.stderr, "input-server", "stopped");
     expect(stopped).toMatchObject({ frames: "5", frame_stamps_unusable: "2" });
     // The frame 59 min 50 s late is the slowest aged.
@@ -707,38 +710,21 @@ describe("input serve: frames stamped off this machine's clock", () => {
     const { sock, sink } = setup();
     const server = await serve(sock, sink, ["--metrics", "127.0.0.1:0"]);
     const base = await metricsUrl(server);
-    const ms = 1_000_000n;
-    const now = () => BigInt(Date.now()) * ms;
-    const frames = [now() + 500n * ms, now()].map((stamp, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(i), stamp));
-    const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_CONFIG), now());
-    const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
-    client.write(Buffer.concat([config, ...frames, encodeMessage(INPUT_MAGIC, MessageType.Stop, new Uint8Array(0), now())]));
-    await until(() => server.stderr.includes("client disconnected"), "the session ended");
+    await stampedSession(sock, server, [stampAt(500), stampAt()]);
     const text = await scrape(base);
     expect(value(text, "audio_agent_frame_stamps_unusable_total")).toBe(0);
     expect(value(text, "audio_agent_frame_age_seconds_sum")).toBeGreaterThanOrEqual(0);
     server.kill("SIGTERM");
     expect(await server.exited, server.stderr).toBe(0);
-    client.end();
   }, 30_000);
 
   test("a peer that stamps every frame 0 costs the log no more than the latency warning it replaces: one line, not ten and a summary", async () => {
     const { sock, sink } = setup();
     const server = await serve(sock, sink);
-    const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_CONFIG), BigInt(Date.now()) * 1_000_000n);
     // 4 s of a 50 frames/s peer that stamps 0, sent at once.
-    const frames = Array.from({ length: 200 }, (_, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(i), 0n));
-    const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
-    // A socket write takes what the buffer has room for: the rest is written again until it is all gone.
-    let rest = Buffer.concat([config, ...frames, encodeMessage(INPUT_MAGIC, MessageType.Stop, new Uint8Array(0))]);
-    while (rest.length > 0) {
-      rest = rest.subarray(Math.max(0, client.write(rest)));
-      await Bun.sleep(1);
-    }
-    await until(() => server.stderr.includes("client disconnected"), "the session ended");
+    await stampedSession(sock, server, Array.from({ length: 200 }, () => 0n));
     server.kill("SIGTERM");
     expect(await server.exited, server.stderr).toBe(0);
-    client.end();
     expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({ frames: "200", frame_stamps_unusable: "200" });
     const told = server.stderr.split("\n").filter((line) => line.includes("frame stamp not of this machine's clock"));
     expect(told.length, told.join("\n")).toBeLessThanOrEqual(1);
@@ -754,11 +740,7 @@ describe("input serve: a flood stamped off this machine's clock", () => {
     // 3000 frames a second for 2.5 s, every one stamped 0.
     const burst = Buffer.concat(Array.from({ length: 300 }, (_, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, new Uint8Array([i & 255]), 0n)));
     for (let round = 0; round < 25; round++) {
-      let rest = burst.subarray(0);
-      while (rest.length > 0) {
-        rest = rest.subarray(Math.max(0, client.write(rest)));
-        if (rest.length > 0) await Bun.sleep(1);
-      }
+      expect(await writeInPieces(client, burst, burst.length)).toBe(true);
       await Bun.sleep(100);
     }
     await server.waitForStderr("jit: normal thresholds from now on", 5000);
