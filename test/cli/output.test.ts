@@ -55,6 +55,12 @@ function scanFrames(path: string, indexOf: (k: number) => number = (k) => k): { 
   return { count: scan.messages, mismatch, sizes };
 }
 
+/** The agent with `args` run as another user (asNobody), its stdout on `stdout`; through bash with `redirect` ("2>&1", ...) when given. */
+function agentAsNobody(dir: string, args: string[], stdout: number, redirect?: string): Spawned {
+  const command = asNobody(dir, [...AGENT, ...args]);
+  return start(redirect ? ["bash", "-c", `exec "$@" ${redirect}`, "bash", ...command] : command, { env: agentEnv({ HOME: "/tmp" }), stdout, timeoutMs: 30_000 });
+}
+
 /** stderr must be exactly one line, starting with the program name (nothing ran, nothing logged). */
 function oneLine(stderr: string): string {
   const lines = stderr.trimEnd().split("\n");
@@ -610,7 +616,7 @@ describe("output recv to stdout", () => {
     const player = start(["sh", "-c", HELD_READER, fifo, heard]);
     const out = openSync(fifo, "w");
     const args = ["output", "recv", "--socket", t.sock, "--sink", "-"];
-    const recv = start(asNobody(t.dir, [...AGENT, ...args]), { env: agentEnv({ HOME: "/tmp" }), stdout: out, timeoutMs: 30_000 });
+    const recv = agentAsNobody(t.dir, args, out);
     closeSync(out);
     // The lossless server sends only what the client reads (the client's own /metrics would stop answering if it were held).
     await heldUp(await metricsUrl(serve), "jetkvm_audio_frames_sent_total", 20_000);
@@ -654,7 +660,7 @@ describe("output recv's log to a pipe it cannot open again", () => {
     // The log's reader (an init script's logger) holds the pipe open and reads nothing: it is full already.
     const { reader, writer: log } = fullFifo(t.path("log"));
     const sink = t.path("sink.wire");
-    const recv = start(["bash", "-c", 'exec "$@" 2>&1 >/dev/null', "bash", ...asNobody(t.dir, [...AGENT, "output", "recv", "--socket", t.sock, "--sink", sink, "--once"])], { env: agentEnv({ HOME: "/tmp" }), stdout: log, timeoutMs: 30_000 });
+    const recv = agentAsNobody(t.dir, ["output", "recv", "--socket", t.sock, "--sink", sink, "--once"], log, "2>&1 >/dev/null");
     closeSync(log);
     // --once: the client ends with the lossless server, once it has read every frame (not held in a write of its log until the test's SIGKILL: 137).
     expect(await recv.exited).toBe(0);
@@ -681,7 +687,7 @@ describe("output recv's log to a pipe it cannot open again", () => {
       // The reader holds the pipe (about 40 KB of frames and a few log lines fit in it) and reads after the exit.
       const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
       const pipe = openSync(fifo, constants.O_WRONLY);
-      const recv = start(["bash", "-c", 'exec "$@" 2>&1', "bash", ...asNobody(t.dir, [...AGENT, "output", "recv", "--sink", "-", ...args])], { env: agentEnv({ HOME: "/tmp" }), stdout: pipe, timeoutMs: 30_000 });
+      const recv = agentAsNobody(t.dir, ["output", "recv", "--sink", "-", ...args], pipe, "2>&1");
       expect(await recv.exited).toBe(code);
       // Each of stdout's and stderr's exit handlers put back the flags it found: stdout's found stderr's O_NONBLOCK already set (one description).
       expect(flagsOf(pipe) & 0o4000).toBe(0); // O_NONBLOCK
@@ -700,7 +706,7 @@ describe("output serve's log to a pipe it cannot open again", () => {
     // The log's reader (an init script's logger) holds the pipe open and reads nothing: it is full already.
     const { reader, writer: log } = fullFifo(t.path("log"));
     const args = ["output", "serve", "--source", t.source, "--socket", t.sock, "--socket-mode", "0666"];
-    const serve = start(["bash", "-c", 'exec "$@" 2>&1 >/dev/null', "bash", ...asNobody(t.dir, [...AGENT, ...args])], { env: agentEnv({ HOME: "/tmp" }), stdout: log, timeoutMs: 30_000 });
+    const serve = agentAsNobody(t.dir, args, log, "2>&1 >/dev/null");
     closeSync(log);
     await until(() => existsSync(t.sock), "the socket to listen", 20_000);
     // A client that reads nothing: the first signal's stop waits for it.
