@@ -53,7 +53,7 @@ const SO_ACCEPTCON = 0x10000;
  * name, or in another network namespace); the connect probe then decides.
  */
 async function listedAsListening(path: string, file: SocketFileIdentity): Promise<boolean> {
-  const names = new Set([path, resolve(path)]);
+  const names = listedNames(path);
   const dir = dirname(resolve(path));
   for (const { flags, name } of boundSockets()) {
     if ((flags & SO_ACCEPTCON) === 0) continue;
@@ -73,12 +73,17 @@ const OTHER_SOCKET_TYPES: Record<number, string> = { 2: "datagram socket (SOCK_D
  * /proc/net/unix; undefined for a stream socket, or one not listed.
  */
 export function notAStreamSocket(path: string): string | undefined {
-  const names = new Set([path, resolve(path)]);
+  const names = listedNames(path);
   for (const { type, name } of boundSockets()) {
     const other = names.has(name) ? OTHER_SOCKET_TYPES[type] : undefined;
     if (other) return other;
   }
   return undefined;
+}
+
+/** The names /proc/net/unix may list a socket bound at `path` by: as given, or made absolute. */
+function listedNames(path: string): Set<string> {
+  return new Set([path, resolve(path)]);
 }
 
 /** The Unix sockets Linux's /proc/net/unix lists with a name: their Flags, their Type and the name they were bound by; none when it cannot be read. */
