@@ -12,14 +12,15 @@ const SRC = resolve(import.meta.dir, "../src");
 /** Layer -> the layers it may import (besides itself). */
 const ALLOWED: Record<string, string[]> = {
   protocol: [],
-  transport: ["protocol"],
-  media: ["protocol"],
-  observe: ["protocol"],
-  channels: ["protocol", "transport"],
+  io: [],
+  transport: ["protocol", "io"],
+  media: ["protocol", "io"],
+  observe: ["protocol", "io"],
+  channels: ["protocol", "io", "transport"],
   config: ["protocol"],
-  roles: ["protocol", "transport", "media", "observe", "channels", "config"],
-  bench: ["protocol", "transport", "media", "observe", "channels", "config", "roles"],
-  cli: ["protocol", "transport", "media", "observe", "channels", "config", "roles", "bench"],
+  roles: ["protocol", "io", "transport", "media", "observe", "channels", "config"],
+  bench: ["protocol", "io", "transport", "media", "observe", "channels", "config", "roles"],
+  cli: ["protocol", "io", "transport", "media", "observe", "channels", "config", "roles", "bench"],
   main: ["cli"],
 };
 

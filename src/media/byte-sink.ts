@@ -1,4 +1,6 @@
-import { closeSync, constants, fstatSync, fsyncSync, openSync, statSync, writeSync } from "node:fs";
+import { closeSync, constants, fsyncSync, openSync, statSync } from "node:fs";
+import { ownNonBlockingDescription } from "../io/own-description.ts";
+import { writeFrom } from "../io/write-from.ts";
 
 /**
  * Where a sink's bytes go: a file or stdout (ByteSink), or the reader of a
@@ -79,11 +81,11 @@ export class ByteSink implements ByteOutput {
    */
   static open(path: string, capacity = 64 * 1024): ByteSink {
     if (path === "-") {
-      const own = nonBlockingPipe(1);
+      const own = ownNonBlockingDescription(1);
       return new ByteSink("stdout", own ?? 1, own !== undefined, capacity);
     }
     const fd = openSync(path, "w", 0o644);
-    const own = nonBlockingPipe(fd);
+    const own = ownNonBlockingDescription(fd);
     if (own === undefined) return new ByteSink(path, fd, true, capacity);
     closeSync(fd);
     return new ByteSink(path, own, true, capacity);
@@ -301,41 +303,9 @@ export class ByteSink implements ByteOutput {
   }
 }
 
-/**
- * A description of its own, opened non-blocking, for a pipe (or a terminal)
- * `fd` is open on; undefined for anything else (a file, a socket), written
- * as it is. O_NOCTTY: a terminal opened again must not become the process's
- * controlling one.
- */
-function nonBlockingPipe(fd: number): number | undefined {
-  try {
-    const kind = fstatSync(fd);
-    if (!kind.isFIFO() && !kind.isCharacterDevice()) return undefined;
-    return openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
-  } catch {
-    return undefined;
-  }
-}
-
 /** A write's errno that says the reader has gone: EPIPE, or ECONNRESET from a socket's reader. */
 export function readerGone(code: string): boolean {
   return code === "EPIPE" || code === "ECONNRESET";
-}
-
-/**
- * Writes `bytes` to `fd` from `at` on until all of it is written or a write
- * fails: how far it got, and the errno name ("EAGAIN", "EPIPE", ...) of the
- * failure that stopped it short.
- */
-export function writeFrom(fd: number, bytes: Uint8Array, at = 0, end = bytes.length): { at: number; code?: string } {
-  while (at < end) {
-    try {
-      at += writeSync(fd, bytes, at, end - at);
-    } catch (e) {
-      return { at, code: (e as NodeJS.ErrnoException).code ?? String(e) };
-    }
-  }
-  return { at };
 }
 
 /** While a FIFO sink has no reader, how often to look again (ms). */

@@ -1,6 +1,7 @@
 import { closeSync, constants, fstatSync, openSync, statSync } from "node:fs";
 import { MessageType, ParsedMessage } from "../protocol/index.ts";
-import { LINGER_MS, readerGone, RETRY_MS, writeFrom, type ByteOutput } from "./byte-sink.ts";
+import { writeFrom } from "../io/write-from.ts";
+import { LINGER_MS, readerGone, RETRY_MS, type ByteOutput } from "./byte-sink.ts";
 import type { FifoReport } from "./fifo-source.ts";
 import type { FrameSink } from "./frame-sink.ts";
 

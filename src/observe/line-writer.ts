@@ -1,4 +1,5 @@
-import { constants, fstatSync, openSync, writeSync } from "node:fs";
+import { ownNonBlockingDescription } from "../io/own-description.ts";
+import { writeFrom } from "../io/write-from.ts";
 
 /** What waits for a reader that is not reading, at most; lines beyond it are counted and lost. */
 const BACKLOG_BYTES = 64 * 1024;
@@ -135,17 +136,8 @@ export class LineWriter {
 
   /** Writes what the descriptor takes now; returns what it did not take, or undefined when all went (or it failed: then the text is lost). */
   private writeNow(bytes: Uint8Array): Uint8Array | undefined {
-    let at = 0;
-    while (at < bytes.length) {
-      try {
-        at += writeSync(this.fd, bytes, at, bytes.length - at);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === "EAGAIN") return bytes.subarray(at);
-        if (code !== "EINTR") return undefined;
-      }
-    }
-    return undefined;
+    const { at, code } = writeFrom(this.fd, bytes);
+    return code === "EAGAIN" ? bytes.subarray(at) : undefined;
   }
 }
 
@@ -163,16 +155,5 @@ let stderr: LineWriter | undefined;
  * else who shares it; a file or a socket (journald) is written as it is.
  */
 export function stderrLines(): LineWriter {
-  return (stderr ??= new LineWriter(nonBlockingPipe(2)));
-}
-
-function nonBlockingPipe(fd: number): number {
-  try {
-    const kind = fstatSync(fd);
-    if (!kind.isFIFO() && !kind.isCharacterDevice()) return fd;
-    // O_NOCTTY: a terminal opened again must not become the process's controlling one.
-    return openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
-  } catch {
-    return fd;
-  }
+  return (stderr ??= new LineWriter(ownNonBlockingDescription(2) ?? 2));
 }

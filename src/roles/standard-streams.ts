@@ -1,4 +1,5 @@
-import { closeSync, constants, fstatSync, openSync } from "node:fs";
+import { closeSync, fstatSync } from "node:fs";
+import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { stderrLines } from "../observe/line-writer.ts";
 import type { Report } from "../transport/report.ts";
 import { setNonBlocking } from "../transport/socket-options.ts";
@@ -33,12 +34,10 @@ function stderrSharesStdout(): boolean {
  * does not (EACCES), whatever the descriptor itself allows.
  */
 function opensAgain(fd: number): boolean {
-  try {
-    closeSync(openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOCTTY));
-    return true;
-  } catch {
-    return false;
-  }
+  const own = ownNonBlockingDescription(fd);
+  if (own === undefined) return false;
+  closeSync(own);
+  return true;
 }
 
 /**

@@ -1,0 +1,18 @@
+import { writeSync } from "node:fs";
+
+/**
+ * Writes `bytes` to `fd` from `at` on until all of it is written or a write
+ * fails (a signal's EINTR is tried again): how far it got, and the errno name
+ * ("EAGAIN", "EPIPE", ...) of the failure that stopped it short.
+ */
+export function writeFrom(fd: number, bytes: Uint8Array, at = 0, end = bytes.length): { at: number; code?: string } {
+  while (at < end) {
+    try {
+      at += writeSync(fd, bytes, at, end - at);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? String(e);
+      if (code !== "EINTR") return { at, code };
+    }
+  }
+  return { at };
+}
