@@ -651,12 +651,20 @@ function socketFile(path: string): string {
   }
 }
 
+/** The switch "no-NAME" turns off (NAME, a boolean flag that is not itself named "no-..."); undefined for anything else. */
+function switchNegated(name: string, flags: FlagSpecs): string | undefined {
+  if (!name.startsWith("no-") || Object.hasOwn(flags, name)) return undefined;
+  const base = name.slice(3);
+  return Object.hasOwn(flags, base) && flags[base]!.type === "boolean" ? base : undefined;
+}
+
 /** The flags a command takes: how each is read, and for a value what is allowed. */
 export type FlagSpecs = Record<string, { type: "string" | "boolean"; short?: string; allowed?: string }>;
 
 /**
  * Reads a command line's flags and positional arguments: `--name value`,
- * `--name=value`, a switch `--name`, a short `-h`, `--` ending the flags.
+ * `--name=value`, a switch `--name` (off: `--no-name`, `--name=false`), a
+ * short `-h`, `--` ending the flags.
  * Each mistake (an unknown flag, a flag missing its value, a value given to a
  * switch) is a ConfigError of one line naming the flag. (Written here rather
  * than with node:util's parseArgs: loading node:util costs every process
@@ -680,14 +688,23 @@ export function readFlags(args: string[], flags: FlagSpecs, command: string): { 
     const long = arg.startsWith("--");
     const at = long ? arg.indexOf("=") : -1;
     const rawName = at > 0 ? arg.slice(0, at) : arg;
+    const inline = at > 0 ? arg.slice(at + 1) : undefined;
+    // --no-NAME turns a switch off (as GNU tools and parseArgs' allowNegative read it), against a file or the environment.
+    const negated = long ? switchNegated(rawName.slice(2), flags) : undefined;
+    if (negated !== undefined) {
+      if (inline !== undefined) throw new ConfigError(`${command}: ${rawName} takes no value, found "${inline}" (${see})`);
+      values[negated] = false;
+      continue;
+    }
     const name = long ? rawName.slice(2) : shorts.get(rawName.slice(1));
     // Own keys only: --constructor or --toString is in every object, not a flag.
     const spec = name === undefined || !Object.hasOwn(flags, name) ? undefined : flags[name];
     if (name === undefined || !spec) throw new ConfigError(`${command}: unknown option ${rawName} (${see})`);
-    const inline = at > 0 ? arg.slice(at + 1) : undefined;
     if (spec.type === "boolean") {
-      if (inline !== undefined) throw new ConfigError(`${command}: ${rawName} takes no value, found "${inline}" (${see})`);
-      values[name] = true;
+      if (inline !== undefined && inline !== "true" && inline !== "false") {
+        throw new ConfigError(`${command}: ${rawName} is a switch: takes true or false, found "${inline}" (${see})`);
+      }
+      values[name] = inline !== "false";
       continue;
     }
     // "--count --once": the next flag is not a value, the value is missing.

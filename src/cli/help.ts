@@ -58,7 +58,8 @@ export function roleHelp(command: Command): string {
     "  -h, --help",
     "      this text",
     "",
-    "Precedence: flags > environment > config file > defaults.",
+    "Precedence: flags > environment > config file > defaults. A switch is turned off",
+    "by --no-NAME (or --NAME=false), as against a config file or the environment.",
     "",
   );
   return lines.join("\n");

@@ -404,3 +404,40 @@ describe("roles refuse bad configuration with exit 2 before doing anything", () 
     expect(r.code).toBe(2);
   });
 });
+
+describe("flags win over the config file and the environment", () => {
+  // README: "Precedence: flags > environment > file section > file top level > defaults", and a switch's
+  // allowed values are "true, false" (as its variable takes them). A switch the service's config file turns
+  // on (here "loop", which stdin cannot do) must be one a command line can turn off again, as
+  // AUDIO_AGENT_LOOP=false can; today no flag can: "--loop=false" is "takes no value", "--no-loop" unknown.
+  test("a switch the config file turns on is turned off by the command line (--loop=false): the run goes as without it", async () => {
+    const { write, path, dir } = setup();
+    const config = write("loop.json", `{"output": {"loop": true}}`);
+    const args = ["output", "serve", "--source", "-", "--socket", path("o.sock"), "--config", config];
+    // The environment can turn it off: stdin at its end ends the run, exit 0.
+    const byEnv = await runAgent(args, { cwd: dir, env: agentEnv({ AUDIO_AGENT_LOOP: "false" }), timeoutMs: 30_000 });
+    expect(byEnv.code, byEnv.stderr).toBe(0);
+    // A flag must as well: flags win over the environment and the file.
+    for (const off of ["--loop=false", "--no-loop"]) {
+      const byFlag = await runAgent([...args, off], { cwd: dir, env: agentEnv({ AUDIO_AGENT_LOOP: "true" }), timeoutMs: 30_000 });
+      expect(byFlag.stderr, off).toContain("output-server: stopped");
+      expect(byFlag.code, `${off}: ${byFlag.stderr}`).toBe(0);
+    }
+  });
+
+  test("serve turns a channel's switch off with --no-<channel>-NAME", async () => {
+    const { write, path, dir } = setup();
+    const config = write("loop.json", `{"output": {"loop": true}}`);
+    const serve = ["serve", "--output-source", "-", "--input-sink", path("in.wire"), "--output-socket", path("o.sock"), "--input-socket", path("i.sock"), "--config", config, "--input-once"];
+    // Without the flag the file's loop holds: stdin cannot be replayed, a usage error.
+    const refused = await runAgent(serve, { cwd: dir, env: agentEnv(), timeoutMs: 30_000 });
+    expect(refused.code, refused.stderr).toBe(2);
+    expect(refused.stderr).toContain(`--output-loop (from config "output.loop") replays a file`);
+    // --no-output-loop turns it off: the run starts, stdin's end ends the output channel, SIGTERM the rest.
+    const agent = spawnAgent([...serve, "--no-output-loop"], { cwd: dir, env: agentEnv() });
+    await agent.waitForStderr("output-server: stopped");
+    agent.kill("SIGTERM");
+    const done = await agent.done;
+    expect(done.code, done.stderr).toBe(0);
+  });
+});
