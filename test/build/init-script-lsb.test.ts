@@ -1,0 +1,128 @@
+/**
+ * packaging/S95audio-agent against the LSB init script actions and exit
+ * codes its header promises ("Exit codes (LSB)"), under `busybox sh` with a
+ * stand-in agent (a copy of sleep(1), run as "300"), as
+ * init-script-lock.test.ts runs it.
+ *
+ * LSB Core, "Init Script Actions": every init script accepts start, stop,
+ * restart, force-reload and status; reload is optional. The exit status of
+ * an action other than status is 0 success, 1 generic failure, 2 invalid or
+ * excess arguments, 3 unimplemented feature (for example, "reload"), 4 user
+ * had insufficient privilege.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInAgent } from "../support/init-script.ts";
+import { alive } from "../support/proc.ts";
+import { canSwitchUser, NOBODY } from "../support/nobody.ts";
+import { cleanEnv, type Result, run } from "../support/processes.ts";
+
+let applets: string;
+let dir: string;
+let agent: string;
+
+beforeAll(async () => {
+  applets = await installApplets();
+  chmodSync(applets, 0o755);
+}, 30_000);
+
+afterAll(() => {
+  if (applets) rmSync(applets, { recursive: true, force: true });
+});
+
+afterEach(() => {
+  for (const pid of agent ? agentsIn(dir, agent) : []) process.kill(pid, "SIGKILL");
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function setup(): Record<string, string> {
+  dir = mkdtempSync("/tmp/aa-lsb-");
+  chmodSync(dir, 0o755);
+  agent = standInAgent(join(dir, "agent"));
+  mkdirSync(join(dir, "run"));
+  return {
+    AUDIO_AGENT_BIN: agent,
+    AUDIO_AGENT_ARGS: "300",
+    AUDIO_AGENT_PIDFILE: join(dir, "run/audio-agent.pid"),
+    AUDIO_AGENT_LOG_FILE: join(dir, "log/audio-agent.log"),
+    AUDIO_AGENT_FIFO: "",
+    AUDIO_AGENT_DEFAULTS: join(dir, "none"),
+    AUDIO_AGENT_STOP_TIMEOUT: "1",
+  };
+}
+
+function initScript(action: string, env: Record<string, string>, prefix: string[] = []): Promise<Result> {
+  return run([...prefix, BUSYBOX!, "sh", SCRIPT, action], {
+    cwd: dir,
+    env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env },
+    timeoutMs: 30_000,
+  });
+}
+
+const pidIn = (env: Record<string, string>) => Number(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").trim());
+
+describe("S95audio-agent: LSB actions", () => {
+  // force-reload is one of the five actions every LSB init script must accept. The agent reloads
+  // nothing on a signal (SIGHUP is ignored), so force-reload is a restart of a running agent.
+  test("force-reload (mandatory in LSB) restarts a running agent: exit 0, a new agent under the pid file", async () => {
+    const env = setup();
+    expect((await initScript("start", env)).code).toBe(0);
+    const first = pidIn(env);
+    expect(alive(first)).toBe(true);
+
+    const reloaded = await initScript("force-reload", env);
+    expect(reloaded.code, reloaded.stdout + reloaded.stderr).toBe(0);
+    const second = pidIn(env);
+    expect(second).not.toBe(first);
+    expect(alive(first)).toBe(false);
+    expect(alive(second)).toBe(true);
+    expect((await initScript("stop", env)).code).toBe(0);
+  }, 60_000);
+
+  // try-restart (and so force-reload) on a stopped service: LSB's success, and nothing started.
+  test("try-restart and force-reload of a stopped agent: exit 0, nothing started", async () => {
+    const env = setup();
+    for (const action of ["try-restart", "force-reload"]) {
+      const r = await initScript(action, env);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(r.stdout).toContain("not running; nothing to restart");
+      expect(agentsIn(dir, agent)).toEqual([]);
+    }
+  }, 60_000);
+
+  // reload is optional; a script that does not implement it answers 3 (unimplemented feature), which
+  // tells a caller (service(8), a package's postinst "reload || restart") to fall back, not 2 (a usage error).
+  test("reload, which the agent has nothing for: exit 3 (unimplemented), the agent left running", async () => {
+    const env = setup();
+    expect((await initScript("start", env)).code).toBe(0);
+    const pid = pidIn(env);
+
+    const reloaded = await initScript("reload", env);
+    expect(reloaded.code, reloaded.stdout + reloaded.stderr).toBe(3);
+    expect(alive(pid)).toBe(true);
+    expect((await initScript("stop", env)).code).toBe(0);
+  }, 60_000);
+});
+
+describe("S95audio-agent: LSB exit codes for a user who may not act", () => {
+  // The header: "Exit codes (LSB): ... 4 cannot tell whether the pid file's process is the agent
+  // (no access ...: not root)". LSB's 4 for start, stop and restart is "user had insufficient
+  // privilege"; a user who may not take the script's turn (the lock next to a root-owned pid file)
+  // is that user, and gets 1, a generic failure, instead.
+  test.skipIf(!canSwitchUser)("start and stop as a user who may not write the run directory: exit 4, nothing started or stopped", async () => {
+    const env = setup();
+    expect((await initScript("start", env)).code).toBe(0);
+    const pid = pidIn(env);
+    const nobody = [Bun.which("setpriv")!, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--"];
+
+    const stopped = await initScript("stop", env, nobody);
+    expect(stopped.code, stopped.stdout + stopped.stderr).toBe(4);
+    expect(alive(pid)).toBe(true);
+
+    expect((await initScript("stop", env)).code).toBe(0);
+    const started = await initScript("start", env, nobody);
+    expect(started.code, started.stdout + started.stderr).toBe(4);
+    expect(agentsIn(dir, agent)).toEqual([]);
+  }, 60_000);
+});
