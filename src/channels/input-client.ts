@@ -188,7 +188,13 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       tuner: this.tuner,
       stats: this.stats,
       queue: this.queue,
-      counts: { acks: this.acks, ack_timeouts: this.ackTimeouts, other_messages: this.otherMessages, connect_resets: this.connection.connectResets },
+      counts: {
+        acks: this.acks,
+        ack_timeouts: this.ackTimeouts,
+        other_messages: this.otherMessages,
+        connect_resets: this.connection.connectResets,
+        ...this.sourceCounts(),
+      },
     });
   }
 

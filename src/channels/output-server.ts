@@ -146,6 +146,7 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
       tuner: this.tuner,
       stats: this.stats,
       queue: this.queue,
+      counts: this.sourceCounts(),
     });
   }
 

@@ -4,6 +4,11 @@ import { FrameStats } from "../transport/frame-stats.ts";
 import type { FrameWriter } from "../transport/frame-writer.ts";
 import { NO_OBSERVER, type ChannelObserver } from "./channel-end.ts";
 
+/** A source as a sending end reads it: what it left out of its input so far, by kind (media's FrameSource). */
+export interface CountingSource {
+  readonly counts?: Readonly<Record<string, number>>;
+}
+
 /**
  * What the two sending ends (OutputServer, InputClient) share: the send queue
  * and the writer pumping it into the connection, built by each end with its
@@ -15,6 +20,23 @@ export abstract class SendingEnd {
   protected abstract readonly queue: FrameQueue;
   protected abstract readonly writer: FrameWriter;
   protected observer: ChannelObserver = NO_OBSERVER;
+  private source: CountingSource | undefined;
+
+  /**
+   * The source feeding this end: what it counts of its input (an Ogg
+   * source's skipped pages, say) is part of this end's readings from now
+   * on, as `source_<kind>` (the metrics read which there are when attached).
+   */
+  fedBy(source: CountingSource): void {
+    this.source = source;
+  }
+
+  /** The feeding source's counts, named for it (`source_skipped_pages`). */
+  protected sourceCounts(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const [kind, n] of Object.entries(this.source?.counts ?? {})) counts[`source_${kind}`] = n;
+    return counts;
+  }
 
   /** Sends this end's events to `observer` from now on. */
   observe(observer: ChannelObserver): void {

@@ -46,10 +46,12 @@ export class FifoSource implements FrameSource {
   /** The counts of earlier writers' streams, added up (undefined while there were none). */
   private pastCounts: Record<string, number> | undefined;
 
+  /** `streamCounts`: the kinds a stream counts (an Ogg stream's skipped pages, ...), at 0 before the first writer. */
   constructor(
     readonly name: string,
     private readonly openStream: (bytes: ByteSource) => FrameSource,
     private readonly report: FifoReport,
+    private readonly streamCounts: readonly string[] = [],
   ) {}
 
   get audioConfig() {
@@ -60,12 +62,13 @@ export class FifoSource implements FrameSource {
     return this.stream?.preSkip;
   }
 
-  /** What every writer's stream left out so far, added up. */
-  get counts(): Readonly<Record<string, number>> | undefined {
-    const current = this.stream?.counts;
-    if (!current) return this.pastCounts;
-    const total = { ...this.pastCounts };
-    for (const [kind, n] of Object.entries(current)) total[kind] = (total[kind] ?? 0) + n;
+  /** What every writer's stream left out so far, added up; each kind from the start. */
+  get counts(): Readonly<Record<string, number>> {
+    const total: Record<string, number> = {};
+    for (const kind of this.streamCounts) total[kind] = 0;
+    for (const counts of [this.pastCounts, this.stream?.counts]) {
+      for (const [kind, n] of Object.entries(counts ?? {})) total[kind] = (total[kind] ?? 0) + n;
+    }
     return total;
   }
 
@@ -135,7 +138,7 @@ export class FifoSource implements FrameSource {
       rewind: () => bytes.rewind(),
       close: () => bytes.close(),
     };
-    this.pastCounts = this.counts && { ...this.counts };
+    this.pastCounts = this.counts;
     this.stream = this.openStream(this.bytes);
     this.discarding = false;
     this.frames = 0;

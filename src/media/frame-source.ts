@@ -25,8 +25,9 @@ export interface FrameSource {
   readonly preSkip?: number;
   /**
    * What the source left out of its input so far, by kind (an Ogg source's
-   * `skipped_pages`), for the role's final "stopped" line; absent when it
-   * leaves nothing out (a wire source fails instead).
+   * `skipped_pages`), part of the sending end's readings (as
+   * `source_skipped_pages`); absent when it leaves nothing out (a wire
+   * source fails instead). Every kind is there from the start, at 0.
    */
   readonly counts?: Readonly<Record<string, number>>;
   next(): SourceFrame | undefined;
@@ -34,11 +35,4 @@ export interface FrameSource {
   /** Starts again from the beginning (for --loop); false when the input is a stream. */
   rewind(): boolean;
   close(): Promise<void>;
-}
-
-/** A source's counts as fields of the role's "stopped" line, named for it: `source_skipped_pages=2`. */
-export function sourceFields(source: FrameSource): Record<string, number> {
-  const fields: Record<string, number> = {};
-  for (const [kind, n] of Object.entries(source.counts ?? {})) fields[`source_${kind}`] = n;
-  return fields;
 }

@@ -23,6 +23,10 @@ export interface OggSourceOptions {
 
 type Stage = "head" | "tags" | "audio";
 
+/** What an Ogg source counts of what it left out (lenient: of damage it read past). */
+export const OGG_SOURCE_COUNTS = ["skipped_pages", "missing_pages", "repeated_pages", "other_stream_pages", "skipped_bytes"] as const;
+type OggSourceCount = (typeof OGG_SOURCE_COUNTS)[number];
+
 /**
  * Lenient: how many of our stream's last pages are remembered (number and CRC), to tell a page
  * that comes again: 5 s of a live encoder's pages of one 20 ms packet each (opusenc --max-delay
@@ -118,7 +122,7 @@ export class OggSource implements FrameSource {
     return this.bytes.name;
   }
 
-  get counts(): Readonly<Record<string, number>> {
+  get counts(): Readonly<Record<OggSourceCount, number>> {
     return { skipped_pages: this.skippedPages, missing_pages: this.missingPages, repeated_pages: this.repeatedPages, other_stream_pages: this.otherStreamPages, skipped_bytes: this.skippedBytes };
   }
 

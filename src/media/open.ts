@@ -8,7 +8,7 @@ import { checkFileFormat, type MediaFormat } from "./file-format.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 import { OGG_SINK_DROP, OggSink } from "./ogg-sink.ts";
-import { OggSource } from "./ogg-source.ts";
+import { OGG_SOURCE_COUNTS, OggSource } from "./ogg-source.ts";
 import { WireSink } from "./wire-sink.ts";
 import { WireSource } from "./wire-source.ts";
 
@@ -63,7 +63,7 @@ export async function openSource(format: MediaFormat, path: string, options: Sou
     const kind = statSync(path);
     // A FIFO in the file system, which the next writer opens again; not an anonymous pipe reached
     // through /dev/stdin or /proc/self/fd (its "real path" is pipe:[inode]), which ends with its writer.
-    if (kind.isFIFO() && isAbsolute(realpathSync(path))) return new FifoSource(path, read, options.report);
+    if (kind.isFIFO() && isAbsolute(realpathSync(path))) return new FifoSource(path, read, options.report, format === "ogg" ? OGG_SOURCE_COUNTS : []);
     if (kind.isFile()) await checkFileFormat(path, format, options.lenient);
   }
   return read(await openByteSource(path));

@@ -52,6 +52,26 @@ const PROCESS_METRICS = [
   "nodejs_eventloop_lag_max_seconds",
 ];
 
+/** The help of each count a channel end keeps (ChannelReadings.counts), by its name there. */
+const COUNT_HELP: Record<string, string> = {
+  heartbeats: "Heartbeats received from the client",
+  sessions: "Client connections served (sessions begun)",
+  clean_sessions: "Sessions the client ended with Stop",
+  acks_sent: "Acks written to the client (answers to Config and Heartbeat)",
+  acks_dropped: "Acks dropped, oldest first, while the client left them unread past the queue's room",
+  acks: "Acks received from the server",
+  ack_timeouts: "Heartbeats the server did not answer in time (the connection is then judged gone)",
+  other_messages: "Messages of a type the channel's peer does not send here, ignored",
+  connect_resets: "Connections the server reset as they were made",
+  frame_stamps_unusable:
+    "Frames received whose header timestamp lies more than a second ahead of this machine's clock or more than an hour behind it: no frame age taken (frames a receiver drops after a session or a failed sink are not judged)",
+  source_skipped_pages: "Source pages skipped for a bad CRC, their packets dropped (--lenient)",
+  source_missing_pages: "Source pages missing from the stream by their sequence numbers, their packets lost (--lenient)",
+  source_repeated_pages: "Source pages read again (the same sequence number and CRC) and dropped (--lenient)",
+  source_other_stream_pages: "Source pages of another logical stream (multiplexed, or after the Opus stream's end), passed over",
+  source_skipped_bytes: "Source bytes that begin no page, passed over (--lenient)",
+};
+
 /** The operations the latency monitor tracks, as `source` label values. */
 export const LATENCY_SOURCES = ["enqueue_to_write", "write_call", "frame_age", "heartbeat_rtt"] as const;
 export type LatencySource = (typeof LATENCY_SOURCES)[number];
@@ -163,16 +183,11 @@ export class AgentMetrics {
       );
       counterFrom("audio_agent_frames_delivered_total", "Frames of every type the kernel took whole for the peer", senders, (r) => r.delivered, true);
     }
-    // A receiver's peer's stamps that gave no frame age (PeerStamps): labelled like the sender's accounting.
-    const receivers = parts.filter((part) => part.direction === "receive");
-    if (receivers.length > 0) {
-      counterFrom(
-        "audio_agent_frame_stamps_unusable_total",
-        "Frames received whose header timestamp lies more than a second ahead of this machine's clock or more than an hour behind it: no frame age taken (frames a receiver drops after a session or a failed sink are not judged)",
-        receivers,
-        (r) => r.counts.frame_stamps_unusable ?? 0,
-        true,
-      );
+    // Each count an end has of its own (Acks, sessions, a source's skipped pages, ...), named as
+    // /healthz and the log lines name it: what the log's rate limit holds back is counted here.
+    for (const key of new Set(parts.flatMap((part) => Object.keys(part.read().counts)))) {
+      const having = parts.filter((part) => key in part.read().counts);
+      counterFrom(`audio_agent_${key}_total`, COUNT_HELP[key] ?? `Count of ${key}`, having, (r) => r.counts[key] ?? 0, true);
     }
     counterFrom("audio_agent_reconnects_total", "Connections after the first (clients) or clients accepted after the first (servers)", parts, reconnects);
     counterFrom("audio_agent_protocol_errors_total", "Framing violations by the peer (connection closed)", parts, (r) => r.protocolErrors);

@@ -2,7 +2,7 @@ import { InputClient } from "../channels/input-client.ts";
 import type { RoleSettings } from "../config.ts";
 import { isLiveSource, openSource, readUpToFirstFrame } from "../media/open.ts";
 import { Pacer } from "../media/pacer.ts";
-import { sourceFields, type FrameSource } from "../media/frame-source.ts";
+import type { FrameSource } from "../media/frame-source.ts";
 import { pumpSource, type PumpTarget } from "../media/pump.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
@@ -33,6 +33,8 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
     ...senderOptions(settings, live),
   });
+  // What the source leaves out (an Ogg source's skipped pages) is counted with the client's readings.
+  client.fedBy(opened);
   // Up before any wait for a first writer, so an operator sees the process waiting.
   const instruments = await Instruments.attach(client, { role: "input send", settings, logger });
   await instruments.start();
@@ -46,7 +48,7 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     if (!source) {
       await opened.close();
       // Stopped before the first frame: nothing was read or sent, and the run says so as every run ends.
-      report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...sourceFields(opened) });
+      report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
       return;
     }
     client.setConfig(configOf(settings, source, DEFAULT_AUDIO_CONFIG));
@@ -78,7 +80,7 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     } finally {
       client.stop();
       await source.close();
-      report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...sourceFields(source), ...instruments.latencyFields() });
+      report("info", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...instruments.latencyFields() });
     }
   } finally {
     // Every way out, the first writer's wait too: a monitor page is told the agent stops.

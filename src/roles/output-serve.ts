@@ -1,6 +1,6 @@
 import { OutputServer } from "../channels/output-server.ts";
 import type { RoleSettings } from "../config.ts";
-import { sourceFields, type FrameSource } from "../media/frame-source.ts";
+import type { FrameSource } from "../media/frame-source.ts";
 import { isLiveSource, openSource } from "../media/open.ts";
 import { Pacer } from "../media/pacer.ts";
 import { pumpSource } from "../media/pump.ts";
@@ -15,14 +15,20 @@ type Settings = RoleSettings<"output serve">;
 /** Bound on writing out queued frames at shutdown. */
 const FINAL_FLUSH_MS = 1000;
 
-/** The output server `settings` ask for, not listening yet; `live` drops what no client takes, else lossless. */
-export function outputServer(settings: Settings, logger: Logger, live: boolean): OutputServer {
-  return new OutputServer({
+/**
+ * The output server `settings` ask for, not listening yet; `live` drops what
+ * no client takes, else lossless. `source`, given, is the one that will feed
+ * it: its counts are part of the server's readings.
+ */
+export function outputServer(settings: Settings, logger: Logger, live: boolean, source?: FrameSource): OutputServer {
+  const server = new OutputServer({
     path: settings.socket,
     mode: settings["socket-mode"],
     report: logger.for("output-server"),
     ...senderOptions(settings, live),
   });
+  if (source) server.fedBy(source);
+  return server;
 }
 
 /**
@@ -30,8 +36,8 @@ export function outputServer(settings: Settings, logger: Logger, live: boolean):
  * as it runs (the benchmark builds its sender with this too, so it measures
  * exactly what ships).
  */
-export async function startOutputServer(settings: Settings, logger: Logger, live: boolean): Promise<{ server: OutputServer; instruments: Instruments }> {
-  const server = outputServer(settings, logger, live);
+export async function startOutputServer(settings: Settings, logger: Logger, live: boolean, source?: FrameSource): Promise<{ server: OutputServer; instruments: Instruments }> {
+  const server = outputServer(settings, logger, live, source);
   // Attached before listening: a client connecting at once is observed.
   const instruments = await Instruments.attach(server, { role: "output serve", settings, logger });
   await instruments.startThen(() => server.listen());
@@ -89,7 +95,7 @@ export async function streamOutput(
   } finally {
     await server.stop();
     await source.close();
-    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...sourceFields(source), ...instruments.latencyFields() });
+    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
   }
 }
 
@@ -102,7 +108,7 @@ export async function streamOutput(
  */
 export async function outputServe(settings: Settings, logger: Logger, shutdown: Shutdown): Promise<void> {
   const { source, live } = await openOutputSource(settings, logger);
-  const { server, instruments } = await startOutputServer(settings, logger, live);
+  const { server, instruments } = await startOutputServer(settings, logger, live, source);
   shutdown.ready();
   try {
     await streamOutput(server, source, settings, live, shutdown, logger, instruments.channels[0]!);

@@ -19,7 +19,7 @@ import type { Shutdown } from "./shutdown.ts";
 export async function serve(settings: ServeSettings, logger: Logger, shutdown: Shutdown): Promise<void> {
   const report = logger.for("agent");
   const { source, live } = await openOutputSource(settings.output, logger);
-  const output = outputServer(settings.output, logger, live);
+  const output = outputServer(settings.output, logger, live, source);
   const input = inputChannel(settings.input, logger, "output");
   const instruments = await Instruments.attachAll(
     [

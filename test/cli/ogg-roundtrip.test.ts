@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { failureLine, logFields } from "../support/agent-log.ts";
+import { metricsUrl, parseSamples, scrape } from "../support/metrics.ts";
 import { concatBytes } from "../support/bytes.ts";
 import { pagesOf } from "../support/ogg.ts";
 import {
@@ -121,6 +122,36 @@ describe("damaged Ogg Opus files through the agent", () => {
     expect(await inServer.exited).toBe(0);
     expect(sender.stderr).toContain("WARN  source: skipped a page with a bad CRC");
     expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ frames: String(all - 1), dropped: "0", source_skipped_pages: "1" });
+  }, 60_000);
+
+  // README, Security: log lines of one kind are cut to 10 per 10 s "while every event still counts in the
+  // metrics" (and the Logs section: "The counters in /metrics miss nothing"). A --lenient source's skipped
+  // pages are such events: a warning each, held back after 10, yet counted only in the final stopped line,
+  // so while the agent runs (a FIFO source never ends) /metrics and /healthz have no count of them at all.
+  test("--lenient skipping bad pages, more than the log's rate limit tells: the skipped pages are counted in /metrics while the agent runs", async () => {
+    const bytes = read(live("many-flips"));
+    // Every other audio page from the fifth on is damaged: dozens of skips per pass of --loop.
+    const pages = pagesOf(bytes);
+    for (let i = 4; i < pages.length - 1; i += 2) bytes[pages[i]!.offset + pages[i]!.size - 3]! ^= 0x40;
+    const flipped = join(tmp.dir, "many-flipped.opus");
+    writeFileSync(flipped, bytes);
+
+    const socket = join(tmp.dir, "lenient-m.sock");
+    const server = spawnAgent(["output", "serve", "--socket", socket, "--source", flipped, "--format", "ogg", "--lenient", "--loop", "--metrics", "0"]);
+    const base = await metricsUrl(server);
+    spawnAgent(["output", "recv", "--socket", socket, "--sink", "/dev/null"]);
+    // The log has given up telling them one by one.
+    await server.waitForStderr(/more "skipped a page with a bad CRC" lines/, 30_000);
+
+    const text = await scrape(base);
+    const skipped = parseSamples(text).filter((s) => s.name === "audio_agent_source_skipped_pages_total" && s.labels.channel === "output");
+    expect(skipped.length, "a counter of the source's skipped pages in /metrics").toBe(1);
+    const counted = skipped[0]!.value;
+    expect(counted).toBeGreaterThan(10);
+    // The stopped line counts them too, and no fewer than the scrape before it.
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+    expect(Number(logFields(server.stderr, "output-server", "stopped").source_skipped_pages)).toBeGreaterThanOrEqual(counted);
   }, 60_000);
 
   test("--lenient with bytes before the first page (a file a tool wrote a header in front of): told and passed over, every frame sent; strict refuses it at start", async () => {

@@ -391,6 +391,15 @@ describe("metrics over HTTP from real roles", () => {
     expect(overflowTotal(sent, "audio-input", "send")).toBe(Number(logFields(client.stderr, "input-client", "stopped").short_writes));
     const ended = await scrapeUntil(serverUrl, (t) => value(t, "audio_agent_connected") === 0, "session end");
     expect(value(ended, "jetkvm_microphone_frames_received_total")).toBe(N);
+    // Each count an end keeps of its own is a counter under the name /healthz and the log give it.
+    const endHealth = await healthz(serverUrl);
+    for (const key of ["sessions", "clean_sessions", "heartbeats", "acks_sent", "acks_dropped", "frame_stamps_unusable"]) {
+      expect(value(ended, `audio_agent_${key}_total`, { channel: "input" }), key).toBe(endHealth[key] as number);
+    }
+    expect(endHealth).toMatchObject({ sessions: 1, clean_sessions: 1, acks_sent: 1 });
+    for (const key of ["acks", "ack_timeouts", "other_messages", "connect_resets"]) {
+      expect(value(sent, `audio_agent_${key}_total`, { channel: "input" }), key).toBe(sendHealth[key] as number);
+    }
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
   });
