@@ -1,4 +1,4 @@
-import { accessSync, chmodSync, constants, linkSync, lstatSync, readdirSync, readFileSync, unlinkSync, type Stats } from "node:fs";
+import { accessSync, chmodSync, constants, linkSync, lstatSync, readdirSync, readFileSync, statSync, unlinkSync, type Stats } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { MAX_SOCKET_DIRECTORY, MAX_SOCKET_PATH } from "../protocol/index.ts";
 import { within } from "./within.ts";
@@ -46,21 +46,12 @@ const SO_ACCEPTCON = 0x10000;
  * Is the socket file at `path` (`file`, its lstat) listed as listening in
  * Linux's /proc/net/unix? This finds a live server without connecting to
  * it: a probe connection would be accepted by that server as its new client
- * and so replace (disconnect) the client it is serving. The table lists the
- * name a socket was bound by: `path` itself, or (bindSocketFile) a hidden
- * name in the same directory that is another link to the same file. False
- * when the table cannot be read or does not list it (bound by a relative
- * name, or in another network namespace); the connect probe then decides.
+ * and so replace (disconnect) the client it is serving. False when the
+ * table cannot be read or does not list it (bound by a relative name, or in
+ * another network namespace); the connect probe then decides.
  */
-async function listedAsListening(path: string, file: SocketFileIdentity): Promise<boolean> {
-  const names = listedNames(path);
-  const dir = dirname(resolve(path));
-  for (const { flags, name } of boundSockets()) {
-    if ((flags & SO_ACCEPTCON) === 0) continue;
-    if (names.has(name)) return true;
-    if (dirname(name) === dir && sameFile(name, file)) return true;
-  }
-  return false;
+function listedAsListening(path: string, file: SocketFileIdentity): boolean {
+  return listingsOf(path, file).some(({ flags }) => (flags & SO_ACCEPTCON) !== 0);
 }
 
 /** /proc/net/unix's socket types that are not a stream, by their number there. */
@@ -73,17 +64,26 @@ const OTHER_SOCKET_TYPES: Record<number, string> = { 2: "datagram socket (SOCK_D
  * /proc/net/unix; undefined for a stream socket, or one not listed.
  */
 export function notAStreamSocket(path: string): string | undefined {
-  const names = listedNames(path);
-  for (const { type, name } of boundSockets()) {
-    const other = names.has(name) ? OTHER_SOCKET_TYPES[type] : undefined;
+  // Followed: a client connects through a symbolic link.
+  const file = statSync(path, { throwIfNoEntry: false });
+  for (const { type } of listingsOf(path, file)) {
+    const other = OTHER_SOCKET_TYPES[type];
     if (other) return other;
   }
   return undefined;
 }
 
-/** The names /proc/net/unix may list a socket bound at `path` by: as given, or made absolute. */
-function listedNames(path: string): Set<string> {
-  return new Set([path, resolve(path)]);
+/**
+ * The sockets /proc/net/unix lists as bound to the socket file at `path`
+ * (`file`, its lstat, when known). The table lists the name each was bound
+ * by: `path` as given or made absolute, or another name of the same file:
+ * the hidden name bindSocketFile binds in the same directory, or the same
+ * path through a symbolic link (the Go original's /var/run/audio_output.sock,
+ * /var/run being a link to /run), found by its device and inode.
+ */
+function listingsOf(path: string, file: SocketFileIdentity | undefined): { flags: number; type: number; name: string }[] {
+  const names = new Set([path, resolve(path)]);
+  return boundSockets().filter(({ name }) => names.has(name) || (file !== undefined && name.startsWith("/") && sameFile(name, file)));
 }
 
 /** The Unix sockets Linux's /proc/net/unix lists with a name: their Flags, their Type and the name they were bound by; none when it cannot be read. */
@@ -166,7 +166,7 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
   if (!stat.isSocket()) {
     throw new SocketPathError("NotASocket", path, `socket path ${path} is ${fileKind(stat)}; refusing to replace it`);
   }
-  if ((await listedAsListening(path, stat)) || (await answers(path, probeTimeoutMs))) {
+  if (listedAsListening(path, stat) || (await answers(path, probeTimeoutMs))) {
     throw new SocketPathError("InUse", path, `socket ${path} is in use by a live server; stop it first`);
   }
   let removed = true;

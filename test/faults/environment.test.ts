@@ -288,6 +288,46 @@ describe("a socket path that cannot be used", () => {
     expect(acc.delivered).toBe(100);
     expect(expectIntactInOrder(client.frames)).toEqual([...Array(100).keys()]);
   });
+
+  test("a live Go-style server bound through a symlinked directory (/var/run -> /run) is refused without a probe: the client it serves is not replaced", async () => {
+    // JetKVM's Go server binds /var/run/audio_output.sock; /var/run is a symlink to /run, where the
+    // agent's own unit puts sockets. Like the Go original, this server takes every new connection as
+    // its client and closes the one it served, so a probe connection would cut its client off.
+    const dir = setup();
+    mkdirSync(dir.path("run"));
+    symlinkSync(dir.path("run"), dir.path("varrun"));
+    const events: string[] = [];
+    let current: import("bun").Socket<undefined> | undefined;
+    let opened = 0;
+    const goStyle = Bun.listen({
+      unix: dir.path("varrun/out.sock"),
+      socket: {
+        open: (socket) => {
+          events.push(`open ${++opened}`);
+          current?.end();
+          current = socket;
+        },
+        data: (_socket, chunk) => void events.push(`data ${chunk.length}`),
+        close: () => {},
+      },
+    });
+    defer(() => goStyle.stop(true));
+    const served = await connectClient(defer, dir.path("varrun/out.sock"));
+    await until(() => events.length === 1, "the served client accepted");
+
+    const intruder = await runAgent(["output", "serve", "--socket", dir.path("run/out.sock"), "--source", writeSource(dir.dir)]);
+    expect(intruder.code).toBe(2);
+    expect(failureLine(intruder.stderr)).toContain("in use by a live server");
+
+    // A marker connection, accepted after anything that connected before it: had the agent
+    // probed, the server would have taken that probe as its new client first.
+    const marker = await connectClient(defer, dir.path("run/out.sock"));
+    marker.socket.write(new Uint8Array(3));
+    await until(() => events.includes("data 3"), "the marker's bytes");
+    // The served client was replaced by the marker, and by nothing before it.
+    expect(events).toEqual(["open 1", "open 2", "data 3"]);
+    await served.closed;
+  });
 });
 
 function writeSource(dir: string): string {

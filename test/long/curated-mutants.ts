@@ -33,7 +33,7 @@ export const CURATED: readonly CuratedMutant[] = [
   {
     name: "live server probed by connecting, without the /proc/net/unix check",
     file: "src/transport/socket-file.ts",
-    find: "if ((await listedAsListening(path, stat)) || (await answers(path, probeTimeoutMs))) {",
+    find: "if (listedAsListening(path, stat) || (await answers(path, probeTimeoutMs))) {",
     replace: "if (await answers(path, probeTimeoutMs)) {",
   },
   {

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { ptr } from "bun:ffi";
-import { symlinkSync } from "node:fs";
+import { mkdirSync, symlinkSync } from "node:fs";
 import { backoffDelayMs, sessionBackoffMs } from "../../src/transport/backoff.ts";
 import { silent, type Report } from "../../src/transport/report.ts";
 import { openLibc } from "../../src/transport/socket-options.ts";
@@ -213,6 +213,18 @@ describe("connectWithBackoff", () => {
       defer(bindSocket(path, type));
       const error = await connectWithBackoff({ path, handler: ignore, report: silent }).catch((e) => e);
       expect(error.message).toBe(`cannot connect to ${path}: it is a ${name}; the protocol needs a stream socket (SOCK_STREAM)`);
+    }
+  });
+
+  test("a datagram socket bound by another name of the same file (through a symlinked directory, or a link to it) is named too", async () => {
+    const dir = socketDir(defer, "bo-");
+    mkdirSync(dir.path("run"));
+    symlinkSync(dir.path("run"), dir.path("varrun"));
+    defer(bindSocket(dir.path("varrun/d.sock"), 2));
+    symlinkSync(dir.path("run/d.sock"), dir.path("link.sock"));
+    for (const path of [dir.path("run/d.sock"), dir.path("link.sock")]) {
+      const error = await connectWithBackoff({ path, handler: ignore, report: silent }).catch((e) => e);
+      expect(error.message).toBe(`cannot connect to ${path}: it is a datagram socket (SOCK_DGRAM); the protocol needs a stream socket (SOCK_STREAM)`);
     }
   });
 
