@@ -5,6 +5,7 @@
  * listener, no cost; a slow listener loses frames alone.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
@@ -20,6 +21,7 @@ import { TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 import { connectClient, fakeServer, RecordingClient } from "../support/peer.ts";
 import { packetsOf } from "../support/ogg.ts";
+import { resetOnClose } from "../support/player-sockets.ts";
 import { BUN, REPO, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { stillFigures } from "../support/readings.ts";
 import { socketDir } from "../support/temp.ts";
@@ -601,6 +603,31 @@ describe("a hostile viewer", () => {
     await until(() => hub.viewerCount === 15, "a viewer to leave", 5000);
     await viewer(url);
     expect(hub.viewerCount).toBe(16);
+  });
+
+  test("viewers whose connections end without a close frame (a crash's reset, a FIN) leave the hub at once: their places are free for new viewers, not held until the idle timeout", async () => {
+    // An idle timeout far past the test: only the front passing the client's end on frees a place.
+    const { hub, server, url } = await hubOnHttp({ ...VIEWER_LIMITS, idleSeconds: 600 });
+    const peers: Socket<undefined>[] = [];
+    for (let i = 0; i < VIEWER_LIMITS.viewers; i++) {
+      const socket = await Bun.connect({ hostname: "127.0.0.1", port: server.port, socket: { data() {}, close() {}, error() {} } });
+      defer(() => socket.terminate());
+      socket.write(
+        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      );
+      peers.push(socket);
+    }
+    await until(() => hub.viewerCount === VIEWER_LIMITS.viewers, "the viewers upgraded", 5000);
+    // Half leave with a reset (SO_LINGER 0), half with a FIN: neither says goodbye in WebSocket terms.
+    peers.forEach((socket, i) => {
+      if (i % 2 === 0) resetOnClose(socket.fd);
+      socket.terminate();
+    });
+    await until(() => hub.viewerCount === 0, "the gone viewers left the hub", 10_000).catch(() => {});
+    expect(hub.viewerCount).toBe(0);
+    for (let i = 0; i < VIEWER_LIMITS.viewers; i++) await viewer(url);
+    expect(hub.viewerCount).toBe(VIEWER_LIMITS.viewers);
   });
 
   test("a message longer than the page ever sends closes that viewer (1009) unread; the others stay", async () => {
