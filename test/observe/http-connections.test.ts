@@ -125,6 +125,35 @@ describe("a client that half-closes after its request", () => {
   }, 30_000);
 });
 
+describe("a client that half-closes on a keep-alive connection", () => {
+  // HTTP/1.1 keeps a connection open after an answer: only the client's end, passed on, tells the server it is done.
+  test("its end reaches the server: with a request (HTTP/1.1, no Connection: close) or none, the agent answers and closes, well before the server's idle timeout; the 32 places are free for the next client", async () => {
+    const { port } = await servingWithMetrics(1024);
+    const halfClosing = async (request: string) => {
+      let received = "";
+      const closed = Promise.withResolvers<void>();
+      const socket = await Bun.connect({
+        hostname: "127.0.0.1",
+        port,
+        socket: { data: (_s, chunk) => void (received += new TextDecoder().decode(chunk)), close: () => closed.resolve(), error: () => {} },
+      });
+      defer(() => socket.terminate());
+      if (request) socket.write(request);
+      socket.shutdown();
+      return { closed: closed.promise, received: () => received };
+    };
+    const clients = [];
+    for (let i = 0; i < MAX_HTTP_CONNECTIONS; i++) {
+      clients.push(await halfClosing(i % 2 === 0 ? `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n` : ""));
+    }
+    // Bun.serve closes an idle connection after 10 s: each must be closed long before, by the end passed on.
+    const late = Bun.sleep(5000).then(() => "still open");
+    for (const client of clients) expect(await Promise.race([client.closed.then(() => "closed"), late])).toBe("closed");
+    clients.forEach((client, i) => expect(client.received().split("\r\n")[0]).toBe(i % 2 === 0 ? "HTTP/1.1 200 OK" : ""));
+    expect((await healthz(port)).status).toBe(200);
+  }, 30_000);
+});
+
 describe("the HTTP server's own socket is no file", () => {
   test("a TMPDIR that names nothing does not matter: /healthz answers 200, SIGTERM exits 0", async () => {
     const t = socketDir(defer, "aahd-");
