@@ -167,6 +167,23 @@ describe("connectWithBackoff", () => {
     expect((outcome as ConnectTimeoutError).waitedMs).toBe(300);
   });
 
+  test("each wait between attempts takes back its listener on the abort signal: a client waiting for hours holds none per attempt", async () => {
+    const dir = socketDir(defer, "bo-");
+    const abort = new AbortController();
+    let listening = 0;
+    const add = abort.signal.addEventListener.bind(abort.signal);
+    const remove = abort.signal.removeEventListener.bind(abort.signal);
+    abort.signal.addEventListener = ((...args: Parameters<typeof add>) => (listening++, add(...args))) as typeof add;
+    abort.signal.removeEventListener = ((...args: Parameters<typeof remove>) => (listening--, remove(...args))) as typeof remove;
+    const { outcome, waits } = await onFakeClock(() =>
+      connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report: silent, timeoutMs: 5000, signal: abort.signal }),
+    );
+    expect(outcome).toBeInstanceOf(ConnectTimeoutError);
+    expect(waits.length).toBeGreaterThan(10);
+    // Every wait has ended by its timer: none may leave its listener behind (the signal lives as long as the run).
+    expect(listening).toBe(0);
+  });
+
   test("a stale socket is retried as ECONNREFUSED", async () => {
     const dir = socketDir(defer, "bo-");
     const path = dir.path("stale.sock");
