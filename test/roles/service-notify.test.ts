@@ -8,10 +8,11 @@ import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { useCleanup } from "../support/cleanup.ts";
 import { notifyReceiver, type NotifyReceiver } from "../support/notify-receiver.ts";
-import { agentEnv, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
+import { agentEnv, runAgent, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { writeWireFile } from "../support/wire.ts";
+import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
+import { within } from "../../src/transport/within.ts";
 
 const defer = useCleanup();
 
@@ -98,6 +99,19 @@ describe("NOTIFY_SOCKET (systemd Type=notify)", () => {
     await Bun.sleep(500);
     await stopsTelling(elsewhere, other);
   }, 30_000);
+
+  test("a service manager that stops reading its notify socket never holds up the agent: with its queue full of WATCHDOG=1, frames still flow and SIGTERM exits 0", async () => {
+    const t = await setup();
+    // A watchdog ping every millisecond into a socket no one reads (t.notify is never read here): its queue is full at once.
+    const agent = agentTold(t.notify, ["output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.out], { WATCHDOG_USEC: "2000" });
+    await agent.waitForStderr("listening");
+    const recv = await runAgent(["output", "recv", "--socket", t.out, "--sink", t.path("out.wire"), "--count", "100", "--connect-timeout", "5"], { timeoutMs: 20_000 });
+    expect(recv.code, recv.stderr).toBe(0);
+    expect(wholeWireFrames(t.path("out.wire")).length).toBe(100);
+    agent.kill("SIGTERM");
+    // -1: still running (held in a send to the full socket).
+    expect(await within(agent.exited, 10_000, -1), agent.stderr).toBe(0);
+  }, 40_000);
 
   test("a NOTIFY_SOCKET that cannot be used: a relative name is warned of in one line naming it, one with no listener is not; the agent serves and stops as without", async () => {
     const t = await setup();
