@@ -100,6 +100,18 @@ describe("NOTIFY_SOCKET (systemd Type=notify)", () => {
     await stopsTelling(elsewhere, other);
   }, 30_000);
 
+  test("a NOTIFY_SOCKET path of 107 bytes, the longest sun_path holds with its NUL, is reached: READY=1, STOPPING=1", async () => {
+    const t = await setup();
+    const name = t.path("n".repeat(107 - t.dir.length - 1));
+    expect(Buffer.byteLength(name)).toBe(107);
+    const notify = notifyReceiver(name);
+    defer(() => notify.close());
+    const agent = agentTold(notify, ["output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.out]);
+    await whenTold(notify, "READY=1", () => true);
+    await stopsTelling(agent, notify);
+    expect(agent.stderr).not.toContain("NOTIFY_SOCKET");
+  }, 30_000);
+
   test("a service manager that stops reading its notify socket never holds up the agent: with its queue full of WATCHDOG=1, frames still flow and SIGTERM exits 0", async () => {
     const t = await setup();
     // A watchdog ping every millisecond into a socket no one reads (t.notify is never read here): its queue is full at once.
