@@ -26,7 +26,7 @@ import { AGENT, agentEnv, runAgent, spawnAgent, type Spawned, start, stopAgents 
 import { drain, drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { indexedWire, wireFileFrames } from "../support/wire.ts";
+import { indexedWire, wireFileFrames, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -650,6 +650,45 @@ describe("a log reader that stops reading", () => {
     expect(lines.pop()).toBe("");
     for (const text of lines) expect(text).toMatch(/^\d{4}-\d\d-\d\dT\S+Z (INFO |WARN |DEBUG|ERROR) [a-z-]+: /);
     expect(lines.some((text) => text.includes("stats"))).toBe(true);
+  });
+});
+
+describe("a log reader that is not reading as the agent exits", () => {
+  test("a second signal's exit (143, no orderly stop) still offers the lines waiting to the reader: one that reads again at once gets them, whole", async () => {
+    const dir = setup();
+    const sock = dir.path("out.sock");
+    const fifo = makeFifo(dir.path("log"));
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    defer(() => closeSync(reader));
+    // Full before the agent's first line: 4 KiB of filler nobody reads yet, so every line the agent logs waits.
+    const filler = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    expect(setPipeSize(filler, 4096)).toMatchObject({ ok: true, bytes: 4096 });
+    expect(writeSync(filler, new Uint8Array(4096).fill(0x2e))).toBe(4096);
+    closeSync(filler);
+    // Lossless, 8 MB for a client that never reads: the first SIGTERM's stop is still flushing when the second comes.
+    await writeWireFile(dir.path("queued.wire"), 2000, () => new Uint8Array(4096));
+    const agent = start(["sh", "-c", 'log=$1; shift; exec "$@" 2>"$log"', "sh", fifo, ...AGENT, "output", "serve", "--socket", sock, "--source", dir.path("queued.wire")], {
+      env: agentEnv(),
+    });
+    await until(() => existsSync(sock), "the socket");
+    const descriptors = () => readdirSync(`/proc/${agent.pid}/fd`).length;
+    const before = descriptors();
+    await connectClient(defer, sock, { paused: true });
+    await until(() => descriptors() > before, "the client accepted");
+    agent.kill("SIGTERM");
+    await Bun.sleep(100);
+    agent.kill("SIGTERM");
+    // The reader is back at once; the agent, exiting, has a second to hand it what waits.
+    let read = "";
+    await until(() => ((read += readAvailableText(reader)), read.includes("client connected")), "the lines that waited", 5000, 1).catch(() => {});
+    expect(await agent.exited).toBe(143);
+    read += readAvailableText(reader);
+    expect(read.startsWith(".".repeat(4096))).toBe(true);
+    expect(read).toContain("output-server: listening");
+    expect(read).toContain("output-server: client connected");
+    const lines = read.slice(4096).split("\n");
+    expect(lines.pop()).toBe("");
+    for (const text of lines) expect(text).toMatch(/^\d{4}-\d\d-\d\dT\S+Z (INFO |WARN |DEBUG|ERROR) [a-z-]+: /);
   });
 });
 
