@@ -111,3 +111,19 @@ test("drain, at exit, waits a bounded time for a reader that never reads, then g
   await Bun.sleep(250);
   expect(readAll()).toBe("");
 });
+
+test("retire, at exit once the descriptor is blocking again, gives up what waits and writes nothing more, a line `always` neither, whether the pipe has room or not", async () => {
+  const { writer, readAll } = stalledPipe();
+  const out = new LineWriter(writer);
+  for (let i = 0; i < 100; i++) out.write(line(i));
+  out.retire();
+  expect(out.backlog).toEqual({ bytes: 0, lost: 0 });
+  // The reader takes what the pipe held: it has room now, and still nothing more comes.
+  expect(readAll()).toBe(Array.from({ length: 40 }, (_, i) => line(i)).join(""));
+  out.write(line(100));
+  out.write(line(101), true);
+  out.drain(50);
+  await Bun.sleep(100);
+  expect(readAll()).toBe("");
+  expect(out.backlog).toEqual({ bytes: 0, lost: 0 });
+});
