@@ -7,7 +7,7 @@
  * account for every frame.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
@@ -650,6 +650,30 @@ describe("a log reader that stops reading", () => {
     expect(lines.pop()).toBe("");
     for (const text of lines) expect(text).toMatch(/^\d{4}-\d\d-\d\dT\S+Z (INFO |WARN |DEBUG|ERROR) [a-z-]+: /);
     expect(lines.some((text) => text.includes("stats"))).toBe(true);
+  });
+});
+
+describe("stderr a pipe the agent can open again", () => {
+  test("is written through a non-blocking description of the agent's own: the description it shares with whoever handed it down is never made non-blocking", async () => {
+    const dir = setup();
+    const sock = dir.path("out.sock");
+    const fifo = makeFifo(dir.path("log"));
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    defer(() => closeSync(reader));
+    const agent = start(["sh", "-c", 'log=$1; shift; exec "$@" 2>"$log"', "sh", fifo, ...AGENT, "output", "serve", "--socket", sock, "--source", TONE, "--format", "ogg", "--realtime", "--loop", "--stats-interval", "0.1"], {
+      env: agentEnv(),
+    });
+    await until(() => existsSync(sock), "the socket");
+    const flagsOf = (fd: string) => parseInt(/flags:\s+([0-7]+)/.exec(readFileSync(`/proc/${agent.pid}/fdinfo/${fd}`, "latin1"))![1]!, 8);
+    const onFifo = () => readdirSync(`/proc/${agent.pid}/fd`).filter((fd) => readlinkSync(`/proc/${agent.pid}/fd/${fd}`) === fifo);
+    // The log's own description: a second descriptor on the FIFO, non-blocking.
+    await until(() => onFifo().length === 2, "the log's own description");
+    expect(onFifo().filter((fd) => fd !== "2").map((fd) => flagsOf(fd) & 0o4000)).toEqual([0o4000]);
+    // The shared description stays as it was handed down.
+    expect(flagsOf("2") & 0o4000).toBe(0);
+    agent.kill("SIGTERM");
+    readAvailableText(reader);
+    expect(await agent.exited).toBe(0);
   });
 });
 
