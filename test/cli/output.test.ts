@@ -561,6 +561,41 @@ describe("output recv to stdout", () => {
     await stalledReaderStopped("socket");
   }, 60_000);
 
+  test("a terminal whose output is stopped (Ctrl-S) holds up the channel, not the process: SIGTERM exits 0, what the terminal did not take counted sink_reader_slow", async () => {
+    const t = setup();
+    const serve = await servingFile(t, 20_000);
+    const log = t.path("recv.log");
+    // python3 opens a pty, stops its output as Ctrl-S does, and runs output recv with stdout on it (its log in a file).
+    const onStoppedTerminal = [
+      "import pty, subprocess, sys, termios",
+      "master, slave = pty.openpty()",
+      "termios.tcflow(slave, termios.TCOOFF)",
+      "p = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=slave, stderr=open(sys.argv[1], 'w'))",
+      "print(p.pid, flush=True)",
+      "print('exit', p.wait(), flush=True)",
+    ].join("\n");
+    const wrapper = start(["python3", "-c", onStoppedTerminal, log, ...AGENT, "output", "recv", "--socket", t.sock, "--sink", "-"], { env: agentEnv(), timeoutMs: 40_000 });
+    await until(() => /^\d+\n/.test(wrapper.stdout), "output recv started");
+    const pid = Number(wrapper.stdout.split("\n")[0]);
+    defer(() => {
+      try {
+        process.kill(pid, "SIGKILL"); // one that hung: not left behind
+      } catch {
+        // gone, as it should be
+      }
+    });
+    await until(() => existsSync(log) && readFileSync(log, "latin1").includes("output-client: connected"), "output recv connected", 10_000);
+    // The frames go on coming: far more than the terminal's buffer takes while stopped.
+    await Bun.sleep(1000);
+    process.kill(pid, "SIGTERM");
+    await until(() => wrapper.stdout.includes("exit "), "output recv's exit", 15_000).catch(() => {});
+    expect(wrapper.stdout, readFileSync(log, "latin1")).toContain("exit 0\n");
+    const stopped = logFields(readFileSync(log, "latin1"), "output-client", "stopped");
+    expect(Number(stopped.dropped_sink_reader_slow)).toBeGreaterThan(0);
+    serve.kill("SIGTERM");
+    await serve.exited;
+  }, 60_000);
+
   test("a socket (a parent with socketpair stdio) finds its flags as they were after the exit, a clean one and a failure's: no O_NONBLOCK left for the parent", async () => {
     const t = setup();
     // Frames the player's socket holds whole (about 40 KB): the player reads them after the exit.
