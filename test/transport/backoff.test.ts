@@ -184,6 +184,30 @@ describe("connectWithBackoff", () => {
     expect(listening).toBe(0);
   });
 
+  test("with no server it says so at the first failed attempt, before any wait, then again once per remindEveryMs (30 s unless given): not at every attempt", async () => {
+    const dir = socketDir(defer, "bo-");
+    const told: { message: string; waits: number; at: number }[] = [];
+    let waits = 0;
+    let now = 0;
+    const report: Report = (_level, message) => void told.push({ message, waits, at: now });
+    const { outcome } = await onFakeClock(
+      () => connectWithBackoff({ path: dir.path("absent.sock"), handler: ignore, report, timeoutMs: 5000, remindEveryMs: 2000, onWaiting: () => told.push({ message: "onWaiting", waits, at: now }) }),
+      (clock) => {
+        waits++;
+        now = clock;
+      },
+    );
+    expect(outcome).toBeInstanceOf(ConnectTimeoutError);
+    expect(told.slice(0, 2)).toEqual([
+      { message: "waiting for the server", waits: 0, at: 0 },
+      { message: "onWaiting", waits: 0, at: 0 },
+    ]);
+    const reminders = told.filter((t) => t.message === "still waiting for the server").map((t) => t.at);
+    expect(reminders.length).toBe(2);
+    expect(reminders[0]).toBeGreaterThanOrEqual(2000);
+    expect(reminders[1]! - reminders[0]!).toBeGreaterThanOrEqual(2000);
+  });
+
   test("a stale socket is retried as ECONNREFUSED", async () => {
     const dir = socketDir(defer, "bo-");
     const path = dir.path("stale.sock");
