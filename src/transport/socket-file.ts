@@ -185,7 +185,8 @@ function checkDirectory(path: string): void {
   const dir = dirname(path);
   let stat;
   try {
-    stat = lstatSync(dir);
+    // Followed, as bind() follows it: /var/run, where the default sockets go, is a link to /run on most systems.
+    stat = statSync(dir);
   } catch (e) {
     const reason = errno(e) === "ENOENT" ? "does not exist" : `cannot be read (${errno(e)})`;
     throw new SocketPathError("BadDirectory", path, `socket directory ${dir} ${reason}`);

@@ -252,6 +252,23 @@ describe("a socket path that cannot be used", () => {
       expect(line).toContain("does not exist");
     });
 
+    // The default sockets live in /var/run, a symbolic link to /run on Debian and Buildroot alike.
+    test(`${role}: a socket directory reached through a symbolic link (/var/run -> /run) is used as the directory it leads to; the socket goes at stop`, async () => {
+      const dir = setup();
+      mkdirSync(dir.path("run"));
+      symlinkSync("run", dir.path("varrun"));
+      const socket = dir.path("varrun/s.sock");
+      const agent = spawnAgent(args(socket, dir.dir));
+      await agent.waitForStderr("listening socket=");
+      expect(statSync(dir.path("run/s.sock")).isSocket()).toBe(true);
+      const client = await connectClient(defer, socket, { magic: role === "input serve" ? INPUT_MAGIC : undefined });
+      client.socket.end();
+      agent.kill("SIGTERM");
+      const done = await agent.done;
+      expect(done.code, done.stderr).toBe(0);
+      expect(existsSync(dir.path("run/s.sock"))).toBe(false);
+    });
+
     test(`${role}: a regular file at the path is refused (exit 2) and left as it was`, async () => {
       const dir = setup();
       const file = dir.path("s.sock");
