@@ -26,6 +26,7 @@ check() {
 	missing=""
 	need opus-tools opusenc opusinfo opusdec     # real Ogg Opus fixtures and decoders
 	need ffmpeg ffmpeg                           # an independent demuxer, WAV files
+	need oggz-tools oggz-validate                # an independent Ogg validator (liboggz)
 	need prometheus promtool                     # the metrics pass promtool
 	need busybox busybox                         # the init script under BusyBox
 	need qemu-user-static qemu-aarch64-static    # the arm64 binary, emulated

@@ -36,6 +36,8 @@ export class OggPacketReader {
   /** After a lost page: drop the tail of a packet whose start was lost. */
   private resync = false;
   private dropping = false;
+  /** Pages that continued a packet none had begun: each one's first (partial) packet dropped. */
+  orphanTails = 0;
   private readonly packet: OggPacket = { data: new Uint8Array(0), size: 0, streamOffset: 0 };
 
   constructor(readonly capacity: number) {
@@ -62,8 +64,11 @@ export class OggPacketReader {
       this.carried = -1;
       this.dropping = page.continued;
     } else if (page.continued) {
+      // RFC 7845 section 3: the tail of a packet whose start is not in the stream (one joined
+      // mid-broadcast, headers pasted on the front) must not be decoded: dropped, read on after it.
       if (this.carried < 0 && !this.dropping) {
-        throw new OggError("page continues a packet that never began", page.streamOffset);
+        this.dropping = true;
+        this.orphanTails++;
       }
     } else {
       if (this.carried >= 0) {

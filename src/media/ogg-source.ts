@@ -222,7 +222,11 @@ export class OggSource implements FrameSource {
       return;
     }
     this.checkSequence(page);
+    const orphans = this.packets.orphanTails;
     this.packets.push(page);
+    if (this.packets.orphanTails > orphans) {
+      this.report?.("info", "dropped the end of a packet begun before this page (a stream joined mid-broadcast)", { source: this.name, offset: page.streamOffset });
+    }
     this.endOfStream = page.endOfStream;
   }
 

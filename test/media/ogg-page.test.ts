@@ -241,14 +241,20 @@ describe("OggPacketReader", () => {
     expect(found!.offset).toBe(27 + 4); // first body byte of the first page
   });
 
-  test("rejects a continued page with no open packet, and an open packet not continued", () => {
+  test("drops the tail of a packet no page began (RFC 7845 section 3), and rejects an open packet not continued", () => {
     const { writer, pages } = collectingWriter(1, { maxSegments: 2 });
     writer.addPacket(packet(600, 1), 1); // [255,255] + [90]
     writer.addPacket(packet(10, 2), 2);
     writer.flushPage();
-    // OggPage.at was given stream offset 0 for each page here.
+    // OggPage.at was given stream offset 0 for each page here. Page 1 holds the 600-byte packet's
+    // last 90 bytes, then the 10-byte packet: only that one is read.
     const fresh = new OggPacketReader(4096);
-    expect(() => fresh.push(pageAt(pages[1]!))).toThrow("page continues a packet that never began at byte 0");
+    fresh.push(pageAt(pages[1]!));
+    expect(fresh.orphanTails).toBe(1);
+    const read = fresh.next();
+    expect(read?.size).toBe(10);
+    expect([...read!.data]).toEqual([...packet(10, 2)]);
+    expect(fresh.next()).toBeUndefined();
 
     // The open packet starts right after page 0's 27-byte header and 2 lacing values.
     const cut = new OggPacketReader(4096);

@@ -24,8 +24,8 @@ describe("scripts/test-setup.sh", () => {
   test("tools missing and no apt-get: exit 1 with the one command installing just those packages", () => {
     const bin = mkdtempSync("/tmp/aa-setup-");
     try {
-      // On PATH: the opus tools, ffmpeg and busybox; not promtool, qemu, systemd-analyze, setpriv, fincore, strace, apt-get.
-      for (const tool of ["opusenc", "opusinfo", "opusdec", "ffmpeg", "busybox"]) symlinkSync(Bun.which(tool)!, join(bin, tool));
+      // On PATH: the opus tools, ffmpeg, oggz-validate and busybox; not promtool, qemu, systemd-analyze, setpriv, fincore, strace, apt-get.
+      for (const tool of ["opusenc", "opusinfo", "opusdec", "ffmpeg", "oggz-validate", "busybox"]) symlinkSync(Bun.which(tool)!, join(bin, tool));
       const byPath: [string, string][] = [
         ["libc6-arm64-cross", "/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1"],
         ["chromium", "/usr/bin/chromium"],
@@ -48,7 +48,7 @@ describe("scripts/test-setup.sh", () => {
   test.skipIf(process.getuid?.() !== 0)("as root with apt-get: updates, installs just the missing packages, checks again, exit 0", () => {
     const bin = mkdtempSync("/tmp/aa-setup-");
     try {
-      for (const tool of ["sh", "id", "opusenc", "opusinfo", "opusdec", "ffmpeg", "busybox", "qemu-aarch64-static", "systemd-analyze", "fincore", "strace"]) {
+      for (const tool of ["sh", "id", "opusenc", "opusinfo", "opusdec", "ffmpeg", "oggz-validate", "busybox", "qemu-aarch64-static", "systemd-analyze", "fincore", "strace"]) {
         symlinkSync(Bun.which(tool)!, join(bin, tool));
       }
       // A stand-in for the package manager (not what is tested): it records its calls, and

@@ -1,0 +1,86 @@
+/**
+ * RFC 7845 section 3 (Packet Organization): "The first audio data page could have the 'continued
+ * packet' flag set (indicating the first audio data packet is continued from a previous page) if,
+ * for example, it was a live stream joined mid-broadcast, with the headers pasted on the front."
+ * A demuxer then MUST NOT decode that first, partial packet, and reads on from the next. Such a file
+ * is valid: oggz-validate accepts it, opusdec and ffmpeg decode it. `output serve --format ogg`
+ * (strict, and --lenient too) refuses it instead: "page continues a packet that never began".
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { opusPacketSamples } from "../../src/media/opus-toc.ts";
+import { concatBytes } from "../support/bytes.ts";
+import { collectingWriter, packetsOf, pagesOf, sealPage } from "../support/ogg.ts";
+import { decodedSamples, encodeWith, ffmpegPackets, requireTool, runTool } from "../support/opus-fixtures.ts";
+import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { tempDir } from "../support/temp.ts";
+import { wireFileFrames } from "../support/wire.ts";
+
+let tmp: ReturnType<typeof tempDir>;
+beforeAll(() => {
+  tmp = tempDir("aa-ogg-joined-");
+});
+afterAll(() => tmp?.cleanup());
+afterEach(stopAgents);
+
+/**
+ * An opusenc file whose audio packets are laid on pages of one lacing value each (every packet of
+ * 255 bytes or more spans pages, as a live muxer with small pages writes them), joined
+ * mid-broadcast: its own OpusHead and OpusTags pages, then the pages from one that begins with
+ * the rest of a packet on, numbered on from the headers. Returns the file and the audio packets a
+ * demuxer reads from it: those that begin on its pages.
+ */
+function joinedMidBroadcast(): { path: string; packets: Uint8Array[]; samples: number } {
+  const original = new Uint8Array(readFileSync(encodeWith(tmp.dir, "live", ["--framesize", "20", "--bitrate", "128"], { channels: 2, samples: 48000 })));
+  const info = pagesOf(original);
+  const headers = info.slice(0, 2).map((p) => original.slice(p.offset, p.offset + p.size));
+  const audio = packetsOf(original).slice(2);
+  const { writer, pages } = collectingWriter(info[0]!.serial, { maxSegments: 1 });
+  writer.sequence = 2;
+  let granule = 0;
+  for (const packet of audio) {
+    granule += opusPacketSamples(packet);
+    writer.addPacket(packet, granule);
+  }
+  writer.flushPage(true);
+  // The tenth audio page or later that continues a packet: where the listener came in.
+  const cut = pages.findIndex((page, k) => k >= 10 && (page[5]! & 0x01) !== 0);
+  expect(cut).toBeGreaterThan(0);
+  const kept = pages.slice(cut).map((page, k) => {
+    const copy = page.slice();
+    new DataView(copy.buffer).setUint32(18, 2 + k, true);
+    sealPage(copy);
+    return copy;
+  });
+  const path = join(tmp.dir, "joined.opus");
+  writeFileSync(path, concatBytes([...headers, ...kept]));
+  // Packets ending on the kept pages (a lacing value below 255), less the first: the partial one.
+  const ends = pagesOf(concatBytes(kept)).reduce((n, page) => n + page.table.filter((lacing) => lacing < 255).length, 0);
+  const read = audio.slice(audio.length - (ends - 1));
+  return { path, packets: read, samples: read.reduce((n, p) => n + opusPacketSamples(p), 0) };
+}
+
+describe("an Ogg Opus file joined mid-broadcast (first audio page continued, RFC 7845 section 3)", () => {
+  test("standard tools accept it; output serve --format ogg sends every packet that begins on its pages, skipping the partial first one, and exits 0", async () => {
+    const joined = joinedMidBroadcast();
+
+    // A valid file: liboggz validates it, ffmpeg's demuxer reads the same packets, opusdec decodes them.
+    const validated = runTool([requireTool("oggz-validate", "oggz-tools"), joined.path]);
+    expect({ code: validated.exitCode, output: validated.stdout + validated.stderr }).toEqual({ code: 0, output: "" });
+    expect(ffmpegPackets(joined.path).map((p) => p.size)).toEqual(joined.packets.map((p) => p.length));
+    expect(decodedSamples(joined.path, tmp.dir)).toBeGreaterThan(0);
+
+    for (const lenient of [[], ["--lenient"]]) {
+      const socket = join(tmp.dir, `joined${lenient.length}.sock`);
+      const capture = join(tmp.dir, `joined${lenient.length}.wire`);
+      const server = spawnAgent(["output", "serve", "--socket", socket, "--source", joined.path, "--format", "ogg", ...lenient]);
+      const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", capture, "--once"]);
+      expect(await client.exited).toBe(0);
+      expect(await server.exited, server.stderr).toBe(0);
+      const received = wireFileFrames(capture).frames;
+      expect(received.length).toBe(joined.packets.length);
+      received.forEach((frame, i) => expect(frame).toEqual(joined.packets[i]!));
+    }
+  }, 60_000);
+});
