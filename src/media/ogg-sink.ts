@@ -201,28 +201,34 @@ export class OggSink implements FrameSink {
   }
 
   /**
-   * Ends this logical stream with its end-of-stream page. A stream that ends
-   * before its pre-skip is over (none of its audio is ever played) is one
-   * RFC 7845 forbids and players refuse, as they refuse one without an audio
-   * packet: it gets silence first (see writeTrimmedSilence).
+   * Ends this logical stream with its end-of-stream page, which must end a
+   * packet and so give the stream's last granule position (RFC 7845 section
+   * 4; an empty page's granule is -1, and validators refuse it). A stream
+   * that ends before its pre-skip is over (none of its audio is ever played)
+   * is one RFC 7845 forbids and players refuse, as they refuse one without an
+   * audio packet: it gets silence first. One whose last audio went out
+   * already (flush) ends with a packet of silence trimmed whole (end
+   * trimming, section 4.4): the decoded length stays what was received.
    */
   private endStream(): void {
-    if (this.granule === 0 || this.granule < this.preSkip) this.writeTrimmedSilence();
+    if (this.granule === 0 || this.granule < this.preSkip) this.writeTrimmedSilence(this.preSkip);
+    else if (this.pendingSamples === 0) this.writeTrimmedSilence(this.granule);
     this.pages.flushPage(true);
   }
 
   /**
    * What opusenc writes for empty input: 20 ms packets of silence, at least
-   * one, up to the pre-skip, and a granule that trims every sample past it,
-   * so the stream ends with nothing to play. Not a received frame: no count changes.
+   * one, up to `end` (the pre-skip), and a granule that trims every sample
+   * past it, so the stream ends with nothing more to play. Not a received
+   * frame: no count changes.
    */
-  private writeTrimmedSilence(): void {
+  private writeTrimmedSilence(end: number): void {
     // CELT-only fullband 20 ms, one frame (TOC config 31, code 0), stereo flag as the head says; ff fe is silence.
     const silence = Uint8Array.of(this.channels === 1 ? 0xf8 : 0xfc, 0xff, 0xfe);
     do {
-      this.granule = Math.min(this.granule + 960, this.preSkip);
+      this.granule = Math.min(this.granule + 960, end);
       this.pages.addPacket(silence, this.granule);
-    } while (this.granule < this.preSkip);
+    } while (this.granule < end);
   }
 
   private writeHeaders(channels: number): void {

@@ -19,7 +19,7 @@ import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, heldPlayer, makeFifo, readAvailable, releaseReader, writeIntoFifo } from "../support/fifo.ts";
 import { heldSocketPlayer } from "../support/player-sockets.ts";
 import { healthz, heldUp, metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
-import { packetsOf, pagesOf } from "../support/ogg.ts";
+import { audioPacketsOf, packetsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith, requireTool, runTool, TONE, wav } from "../support/opus-fixtures.ts";
 import { payloadOfSize, testPayload } from "../support/payloads.ts";
 import { spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
@@ -499,7 +499,7 @@ describe("input serve / input send as processes", () => {
     const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("mic.wire"), "--max-latency-ms", "60000", "--write-deadline-ms", "0"]);
     expect(await sender.exited, sender.stderr).toBe(0);
     expect(await server.exited, server.stderr).toBe(0);
-    expect(packetsOf(new Uint8Array(readFileSync(path("mic.opus")))).slice(2).length).toBe(54);
+    expect(audioPacketsOf(new Uint8Array(readFileSync(path("mic.opus")))).length).toBe(54);
     expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({ frames: "60", dropped: "6", dropped_sink_invalid_packet: "6" });
   });
 
@@ -561,7 +561,7 @@ describe("input serve / input send as processes", () => {
     expect(last.flags & PageFlag.EndOfStream).toBe(PageFlag.EndOfStream);
     expect(last.table.filter((v) => v < 255).length).toBeGreaterThan(0);
     const stopped = logFields(server.stderr, "input-server", "stopped");
-    const packets = packetsOf(new Uint8Array(readFileSync(heard))).length - 2;
+    const packets = audioPacketsOf(new Uint8Array(readFileSync(heard))).length;
     expect(packets + Number(stopped.dropped)).toBe(Number(stopped.frames));
   });
 

@@ -21,10 +21,13 @@ import {
   key,
   makeFixtures,
   opusinfo,
+  requireTool,
+  runTool,
   type Fixtures,
 } from "../support/opus-fixtures.ts";
 import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
+import { until } from "../support/wait.ts";
 import { tempDir } from "../support/temp.ts";
 
 let fx: Fixtures;
@@ -208,5 +211,41 @@ describe("damaged Ogg Opus files through the agent", () => {
     expect(await server.exited).toBe(1);
     expect(failureLine(server.stderr)).toBe(`audio-agent: ogg source ${cut}: truncated: input ends 7 byte(s) short of the page at byte ${whole.length}`);
     expect(logFields(server.stderr, "output-server", "stopped").delivered).toBe(String((await packets(fx.opus.get(key(2, 20))!)).frames.length));
+  }, 60_000);
+});
+
+describe("the end of what the Ogg sink writes", () => {
+  // RFC 7845 section 4 (and 4.4, end trimming): the page flagged end-of-stream gives the stream's
+  // last granule position, the end of its audio; RFC 3533: granule -1 says no packet ends on the
+  // page. A daemon `input serve --format ogg` (no --once) flushes at each session's end, which closes
+  // the page of the last packets; stopped later (SIGTERM), close() then writes its end-of-stream
+  // flag on a page of its own with no packet and granule -1. liboggz's validator rejects the
+  // file ("eos marked on page with no completed packets"), and the stream's end is stated nowhere.
+  test("input serve (a daemon, no --once), a session ended by Stop, then SIGTERM: the end-of-stream page ends a packet and carries the last granule; oggz-validate accepts the file", async () => {
+    const source = fx.opus.get(key(2, 20))!;
+    const socket = join(tmp.dir, "eos-daemon.sock");
+    const received = join(tmp.dir, "eos-daemon.opus");
+    const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", received, "--format", "ogg"]);
+    await server.waitForStderr("listening");
+    const client = spawnAgent(["input", "send", "--socket", socket, "--source", source, "--format", "ogg"]);
+    expect(await client.exited).toBe(0);
+    await until(() => server.stderr.includes("session ended by Stop"), "the session ended");
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+
+    // Every packet arrived, in order ...
+    const sent = (await packets(source)).frames;
+    const recorded = (await packets(received)).frames;
+    expect(recorded.slice(0, sent.length)).toEqual(sent);
+    const samples = sent.length * 20 * 48;
+    // ... and the stream's last page ends it: a packet on it (silence, trimmed whole), and the granule of the last sample.
+    expect(recorded.length).toBe(sent.length + 1);
+    const last = pagesOf(new Uint8Array(readFileSync(received))).at(-1)!;
+    expect(last.flags & 0x04).toBe(0x04);
+    expect({ segments: last.segments > 0, granule: last.granule }).toEqual({ segments: true, granule: samples });
+    expect(decodedSamples(received, tmp.dir)).toBe(samples - 312);
+
+    const validated = runTool([requireTool("oggz-validate", "oggz-tools"), received]);
+    expect({ code: validated.exitCode, output: validated.stdout + validated.stderr }).toEqual({ code: 0, output: "" });
   }, 60_000);
 });

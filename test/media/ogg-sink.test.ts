@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { OggSink, type OggSinkOptions } from "../../src/media/ogg-sink.ts";
 import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
 import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
-import { NO_GRANULE, PageFlag } from "../../src/media/ogg-page.ts";
+import { PageFlag } from "../../src/media/ogg-page.ts";
 import { parseOpusHead } from "../../src/media/opus-head.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import {
@@ -23,6 +23,8 @@ import {
   makeFixtures,
   opusinfo,
   OPUSINFO_CLEAN,
+  requireTool,
+  runTool,
   type Fixtures,
 } from "../support/opus-fixtures.ts";
 import { drainFile } from "../support/sources.ts";
@@ -298,16 +300,24 @@ describe("OggSink", () => {
     expect(done[3]).toMatchObject({ granule: 2880 + 480, flags: PageFlag.EndOfStream, samples: [480] });
   });
 
-  test("close() with nothing pending ends the stream with an empty EOS page", () => {
+  test("close() after a flush took the last audio ends the stream with a packet of silence trimmed whole: a page that ends a packet, the last granule kept (RFC 7845 4, 4.4)", async () => {
     const path = outPath();
     const sink = OggSink.open(path);
-    send(sink, MessageType.OpusFrame, stereo20);
+    for (let i = 0; i < 50; i++) send(sink, MessageType.OpusFrame, stereo20);
     sink.flush();
     sink.close();
     const pages = summarize(read(path));
-    expect(pages.length).toBe(4);
-    expect(pages[3]).toMatchObject({ flags: PageFlag.EndOfStream, granule: NO_GRANULE, samples: [] });
-    expect(opusinfo(path).verdict.code).toBe(0);
+    // Headers, ten pages of 100 ms, and the end.
+    expect(pages.length).toBe(13);
+    // Not an empty page (granule -1, which validators refuse): opusenc's silence, its samples all trimmed.
+    expect(pages[12]).toMatchObject({ flags: PageFlag.EndOfStream, granule: 50 * 960, samples: [960] });
+    expect(sameBytes(packetsOf(read(path)).at(-1)!, Uint8Array.of(0xfc, 0xff, 0xfe))).toBe(true);
+    expect(sink.packets).toBe(50);
+    expect(opusinfo(path).verdict).toEqual(OPUSINFO_CLEAN);
+    const validated = runTool([requireTool("oggz-validate", "oggz-tools"), path]);
+    expect({ code: validated.exitCode, output: validated.stdout + validated.stderr }).toEqual({ code: 0, output: "" });
+    // A player plays what was received, and not the silence: 50 packets less the pre-skip.
+    expect(decodedSamples(path, fx.dir)).toBe(50 * 960 - 312);
   });
 
   test("with no audio at all, close() writes a stream players open: headers, then opusenc's silence for empty input, all of it trimmed", async () => {

@@ -55,6 +55,27 @@ export function pagesOf(bytes: Uint8Array): PageInfo[] {
   return pages;
 }
 
+/**
+ * Packets on a stream's end-of-stream page that its granule trims whole (the
+ * sink's silence when the last audio went out before the end): 0 when that
+ * page's granule is past the page before's. One logical stream, whole pages.
+ */
+export function trimmedWhole(bytes: Uint8Array): number {
+  const pages = pagesOf(bytes);
+  const [before, last] = [pages.at(-2), pages.at(-1)];
+  if (!before || !last || (last.flags & 4) === 0 || last.granule !== before.granule) return 0;
+  return last.table.filter((lacing) => lacing < 255).length;
+}
+
+/**
+ * The audio packets of one logical stream, as a player plays them: those
+ * after OpusHead and OpusTags, less the silence its end trims whole.
+ */
+export function audioPacketsOf(bytes: Uint8Array): Uint8Array[] {
+  const packets = packetsOf(bytes);
+  return packets.slice(2, packets.length - trimmedWhole(bytes));
+}
+
 /** Every packet of every page, copied, in order (one logical stream). */
 export function packetsOf(bytes: Uint8Array, capacity = 1 << 20): Uint8Array[] {
   const pages = new OggPageReader();
