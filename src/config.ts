@@ -196,7 +196,7 @@ export const OPTIONS = {
   "heartbeat-ms": { flag: "string", help: "send a Heartbeat this often", allowed: "an integer 10..60000", schema: integer(10, 60_000), default: 1000 },
   "ack-timeout-ms": { flag: "string", help: "no Ack for this long: the server is gone, reconnect", allowed: "an integer 10..600000", schema: integer(10, 600_000), default: 3000 },
   "sample-rate": { flag: "string", help: "Config: sample rate (default from an Ogg source, else 48000)", allowed: "8000, 12000, 16000, 24000, 48000", schema: onFirstUse(() => v.pipe(numberLike, v.picklist(OPUS_SAMPLE_RATES))) },
-  channels: { flag: "string", help: "Config: channel count (default from an Ogg source, else 2)", allowed: "1, 2", schema: onFirstUse(() => v.pipe(numberLike, v.picklist([1, 2]))) },
+  channels: { flag: "string", help: "channel count: input send's Config (default from an Ogg source, else 2); output recv's Ogg OpusHead (default 2)", allowed: "1, 2", schema: onFirstUse(() => v.pipe(numberLike, v.picklist([1, 2]))) },
   "frame-size": { flag: "string", help: "Config: samples per channel per frame (default from an Ogg source: its first frame's duration at the Config's rate; else 960)", allowed: "an integer 1..5760", schema: integer(1, 5760) },
   "socket-buffers": { flag: "string", help: "SO_SNDBUF/SO_RCVBUF: default (128 KiB), high-load (256 KiB) or a size", allowed: `default, high-load, or bytes ${MIN_SOCKET_BUFFER_BYTES}..${MAX_SOCKET_BUFFER_BYTES} (32k..256k)`, schema: socketBuffers, default: "default" },
   adaptive: { flag: "string", help: "adaptive optimizer: escalate buffers and queue under pressure, relax when calm", allowed: "on, off", schema: choice(["on", "off"]), default: "on" },
@@ -232,7 +232,7 @@ const COMMON = [
 /** Which settings each role reads. */
 export const ROLE_OPTIONS = {
   "output serve": ["socket", "source", "format", "realtime", "loop", "lenient", "socket-mode", "queue-frames", "drop", "write-deadline-ms", "max-latency-ms", "stuck-frames", ...COMMON],
-  "output recv": ["socket", "sink", "format", "count", "once", "connect-timeout", "pre-skip", "page-ms", ...COMMON],
+  "output recv": ["socket", "sink", "format", "count", "once", "connect-timeout", "pre-skip", "page-ms", "channels", ...COMMON],
   "input serve": ["socket", "sink", "format", "once", "socket-mode", "pre-skip", "page-ms", "sink-pipe-bytes", ...COMMON],
   "input send": ["socket", "source", "format", "realtime", "loop", "lenient", "connect-timeout", "heartbeat-ms", "ack-timeout-ms", "sample-rate", "channels", "frame-size", "queue-frames", "drop", "write-deadline-ms", "max-latency-ms", "stuck-frames", ...COMMON],
 } as const satisfies Record<Role, readonly OptionName[]>;

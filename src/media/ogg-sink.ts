@@ -4,14 +4,14 @@ import type { FrameSink } from "./frame-sink.ts";
 import { OggPageWriter } from "./ogg-page-writer.ts";
 import { buildOpusHead } from "./opus-head.ts";
 import { buildOpusTags } from "./opus-tags.ts";
-import { checkOpusFraming, opusPacketChannels, opusPacketSamples } from "./opus-toc.ts";
+import { checkOpusFraming, opusPacketSamples } from "./opus-toc.ts";
 
 export interface OggSinkOptions {
   /** Pre-skip written to OpusHead, samples at 48 kHz; 312 is libopus's lookahead at 48 kHz. */
   preSkip?: number;
   /** Audio per page before it is written out, in ms. */
   pageMs?: number;
-  /** Channels when no Config arrives first; else taken from the first packet's TOC. */
+  /** Channels when no Config arrives first; else 2 (see onPacket). */
   channels?: number;
   /** Input rate written to OpusHead when no Config arrives first. */
   inputSampleRate?: number;
@@ -184,7 +184,10 @@ export class OggSink implements FrameSink {
       return;
     }
     try {
-      this.writeHeaders(this.channels ?? opusPacketChannels(packet));
+      // Without a Config (the output channel has none), stereo: OpusHead gives the output
+      // channels, which a packet's TOC does not (RFC 7845 5.1: a stereo encoder codes packets
+      // mono at low rates); a mono stream decodes to two equal channels, a stereo one is kept.
+      this.writeHeaders(this.channels ?? 2);
       // A full page is closed only when the next packet comes, so that close()
       // can still flag it EOS; nothing waits for that, as bytes reach the file
       // only on flush() anyway.

@@ -25,6 +25,8 @@ export interface SinkOptions {
   /** Ogg: OpusHead pre-skip (48 kHz samples) and the longest a page is held back (ms). */
   preSkip: number;
   pageMs: number;
+  /** Ogg: OpusHead's channels until a Config says (the output channel carries none); 2 when not given. */
+  channels?: number;
   /**
    * Given, a FIFO is written without ever blocking (FifoSink): its readers
    * one after another, each with a stream of its own, dropping (and counting)
@@ -70,7 +72,7 @@ export async function openSource(format: MediaFormat, path: string, options: Sou
 }
 
 export function openSink(format: MediaFormat, path: string, options: SinkOptions): FrameSink {
-  const ogg = { preSkip: options.preSkip, pageMs: options.pageMs };
+  const ogg = { preSkip: options.preSkip, pageMs: options.pageMs, channels: options.channels };
   // Checked before anything is opened or created: a bad option leaves nothing behind.
   if (format === "ogg") OggSink.check(ogg);
   const streamFor = (bytes: ByteOutput): FrameSink => (format === "ogg" ? OggSink.over(bytes, ogg) : WireSink.over(bytes));

@@ -20,11 +20,6 @@ export function opusFrameSamples(toc: number): number {
   return FRAME_SAMPLES[toc >> 3]!;
 }
 
-/** 1 or 2, from the stereo bit. */
-export function opusPacketChannels(packet: Uint8Array): number {
-  return packet.length > 0 && (packet[0]! & 0x04) !== 0 ? 2 : 1;
-}
-
 /** Duration of the packet in samples at 48 kHz. Throws for a packet whose TOC cannot be valid. */
 export function opusPacketSamples(packet: Uint8Array): number {
   if (packet.length === 0) throw new Error("empty Opus packet");

@@ -69,7 +69,9 @@ describe("Ogg Opus round trip through the agent", () => {
         const socket = join(tmp.dir, `o-${name}.sock`);
         const received = join(tmp.dir, `out-${name}.opus`);
         const server = spawnAgent(["output", "serve", "--socket", socket, "--source", fx.opus.get(name)!, "--format", "ogg"]);
-        const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", received, "--format", "ogg", "--once"]);
+        // The output channel carries no Config: the recording's channels are told (stereo unless).
+        const told = channels === 2 ? [] : ["--channels", String(channels)];
+        const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", received, "--format", "ogg", "--once", ...told]);
         expect(await client.exited).toBe(0);
         expect(await server.exited).toBe(0);
         await expectSameAudio(fx.opus.get(name)!, received, channels);

@@ -105,7 +105,8 @@ describe("OggSink writing what opusenc made", () => {
     for (const frameMs of FRAME_MS) {
       test(`${key(channels, frameMs)}: byte-identical packets, accepted by opusinfo, same length from opusdec`, async () => {
         const original = fx.opus.get(key(channels, frameMs))!;
-        const copy = await rewrite(original, {}, 7);
+        // The channels as the file's head says: the wire carries none, and the sink's own default is stereo.
+        const copy = await rewrite(original, { channels }, 7);
 
         const before = await drainFile(original);
         const after = await drainFile(copy);
@@ -126,7 +127,7 @@ describe("OggSink writing what opusenc made", () => {
       });
 
       test(`${key(channels, frameMs)}: --page-ms 1000 closes a page once it holds 1 s of audio at 48 kHz; opusinfo and opusdec agree`, async () => {
-        const copy = await rewrite(fx.opus.get(key(channels, frameMs))!, { pageMs: 1000 });
+        const copy = await rewrite(fx.opus.get(key(channels, frameMs))!, { channels, pageMs: 1000 });
         const audio = summarize(read(copy)).slice(2);
         // 72000 samples decoded: a page closes at the first packet that brings it to 48000 or more, then the rest.
         const perPage = Math.ceil(1000 / frameMs);
@@ -137,7 +138,7 @@ describe("OggSink writing what opusenc made", () => {
       });
 
       test(`${key(channels, frameMs)}: granule = samples decoded so far, pages of >= 100 ms`, async () => {
-        const copy = await rewrite(fx.opus.get(key(channels, frameMs))!, { serial: 42 });
+        const copy = await rewrite(fx.opus.get(key(channels, frameMs))!, { channels, serial: 42 });
         const pages = summarize(read(copy));
         expect(pages.every((p) => p.crcValid && p.serial === 42)).toBe(true);
         expect(pages.map((p) => p.sequence)).toEqual(pages.map((_, i) => i));
@@ -274,13 +275,13 @@ describe("OggSink", () => {
     expect(info.stdout).toContain("Channels: 2");
   });
 
-  test("without a Config, channels come from the first packet's stereo bit", () => {
-    for (const [packet, channels] of [[mono10, 1], [stereo20, 2]] as const) {
+  test("without a Config, the head says 2 channels whatever the first packet's stereo bit (RFC 7845 5.1: output channels, not the packet's coding)", () => {
+    for (const packet of [mono10, stereo20]) {
       const path = outPath();
       const sink = OggSink.open(path);
       send(sink, MessageType.OpusFrame, packet);
       sink.close();
-      expect(parseOpusHead(summarize(read(path))[0]!.first!).channels).toBe(channels);
+      expect(parseOpusHead(summarize(read(path))[0]!.first!).channels).toBe(2);
     }
   });
 

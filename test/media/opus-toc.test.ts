@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { dlopen, FFIType, ptr } from "bun:ffi";
-import { checkOpusFraming, opusFrameSamples, opusPacketChannels, opusPacketSamples } from "../../src/media/opus-toc.ts";
+import { checkOpusFraming, opusFrameSamples, opusPacketSamples } from "../../src/media/opus-toc.ts";
 
 const toc = (config: number, stereo: boolean, code: number) => (config << 3) | (stereo ? 4 : 0) | code;
 
@@ -103,10 +103,5 @@ describe("Opus TOC", () => {
     // Both kinds were tried in numbers.
     expect(taken).toBeGreaterThan(2000);
     expect(taken).toBeLessThan(18_000);
-  });
-
-  test("channels come from the stereo bit", () => {
-    expect(opusPacketChannels(Uint8Array.of(toc(31, true, 0)))).toBe(2);
-    expect(opusPacketChannels(Uint8Array.of(toc(31, false, 0)))).toBe(1);
   });
 });
