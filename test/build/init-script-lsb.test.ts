@@ -126,3 +126,21 @@ describe("S95audio-agent: LSB exit codes for a user who may not act", () => {
     expect(agentsIn(dir, agent)).toEqual([]);
   }, 60_000);
 });
+
+describe("S95audio-agent: every action that takes the turn answers 4 to a user who may not act", () => {
+  // The header: "4 not privileged: cannot take the turn (the lock next to the pid file) ...". restart,
+  // try-restart and force-reload take the turn as start and stop do, and must pass its 4 on, not 1.
+  test.skipIf(!canSwitchUser)("restart, try-restart and force-reload as a user who may not write the run directory: exit 4, the agent left running", async () => {
+    const env = setup();
+    expect((await initScript("start", env)).code).toBe(0);
+    const pid = pidIn(env);
+    const nobody = [Bun.which("setpriv")!, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--"];
+    for (const action of ["restart", "try-restart", "force-reload"]) {
+      const r = await initScript(action, env, nobody);
+      expect(r.code, `${action}: ${r.stdout}${r.stderr}`).toBe(4);
+      expect(alive(pid), action).toBe(true);
+      expect(pidIn(env), action).toBe(pid);
+    }
+    expect((await initScript("stop", env)).code).toBe(0);
+  }, 60_000);
+});
