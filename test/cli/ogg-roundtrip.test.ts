@@ -9,7 +9,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { failureLine, logFields } from "../support/agent-log.ts";
-import { metricsUrl, parseSamples, scrape } from "../support/metrics.ts";
+import { metricsUrl, parseSamples, promtoolCheck, samples, scrape, scrapeUntil } from "../support/metrics.ts";
+import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
 import { concatBytes } from "../support/bytes.ts";
 import { pagesOf } from "../support/ogg.ts";
 import {
@@ -157,6 +158,44 @@ describe("damaged Ogg Opus files through the agent", () => {
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
     expect(Number(logFields(server.stderr, "output-server", "stopped").source_skipped_pages)).toBeGreaterThanOrEqual(counted);
+  }, 60_000);
+
+  // A FIFO source (the device's encoder pipe) never ends: /metrics is where its skipped pages are counted.
+  // The counter is there from the first scrape (before the first writer), belongs to the output channel only
+  // in serve (both channels, one registry), adds up every writer's stream, and the stopped line says the same.
+  test("serve with a --lenient Ogg FIFO source: its skipped pages are an output counter from the start, added up over writers", async () => {
+    const bytes = read(live("fifo-flip"));
+    const page = pagesOf(bytes)[5]!;
+    bytes[page.offset + page.size - 3]! ^= 0x40;
+    const flipped = join(tmp.dir, "fifo-flipped.opus");
+    writeFileSync(flipped, bytes);
+    const fifo = makeFifo(join(tmp.dir, "encoder.fifo"));
+    const agent = spawnAgent([
+      "serve", "--output-source", fifo, "--output-format", "ogg", "--output-lenient", "--input-sink", "/dev/null",
+      "--output-socket", join(tmp.dir, "fo.sock"), "--input-socket", join(tmp.dir, "fi.sock"), "--metrics", "0",
+    ]);
+    const base = await metricsUrl(agent);
+    const skipped = (text: string) => samples(text, "audio_agent_source_skipped_pages_total");
+
+    const before = await scrape(base);
+    expect(skipped(before)).toEqual([{ name: "audio_agent_source_skipped_pages_total", labels: { channel: "output" }, value: 0 }]);
+    // The input channel has no source; the output channel no sessions of the input server.
+    expect(parseSamples(before).filter((s) => s.name.startsWith("audio_agent_source_") && s.labels.channel !== "output")).toEqual([]);
+    expect(samples(before, "audio_agent_heartbeats_total").map((s) => s.labels)).toEqual([{ channel: "input" }]);
+    const { code, output } = await promtoolCheck(before);
+    expect(output).toBe("");
+    expect(code).toBe(0);
+
+    expect(await writeIntoFifo(fifo, flipped)).toBe(0);
+    await scrapeUntil(base, (t) => skipped(t)[0]?.value === 1, "the first writer's skipped page");
+    expect(await writeIntoFifo(fifo, flipped)).toBe(0);
+    await scrapeUntil(base, (t) => skipped(t)[0]?.value === 2, "both writers' skipped pages");
+
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+    const stopped = agent.stderr.split("\n").find((l) => l.includes("output-server: stopped"))!;
+    expect(stopped.match(/source_skipped_pages=/g), stopped).toHaveLength(1);
+    expect(logFields(agent.stderr, "output-server", "stopped").source_skipped_pages).toBe("2");
   }, 60_000);
 
   test("--lenient with bytes before the first page (a file a tool wrote a header in front of): told and passed over, every frame sent; strict refuses it at start", async () => {
