@@ -22,7 +22,7 @@ import { pagesOf, trimmedWhole } from "../support/ogg.ts";
 import { opusinfo, TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, payloadIndex, testPayload } from "../support/payloads.ts";
 import { connectClient, fakeServer, RecordingClient, writeInPieces } from "../support/peer.ts";
-import { AGENT, agentEnv, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, makeStaleSocket, runAgent, spawnAgent, spawnListener, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { drain, drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -344,6 +344,26 @@ describe("a socket path that cannot be used", () => {
     // The served client was replaced by the marker, and by nothing before it.
     expect(events).toEqual(["open 1", "open 2", "data 3"]);
     await served.closed;
+  });
+
+  // /proc/net/unix lists a socket bound by a relative name as given ("s.sock"), relative to the
+  // directory its own process ran in, which says nothing of where the agent runs: that listing is not
+  // another name of the agent's stale socket file, however that file is named in the agent's directory.
+  test("a stale socket is removed and served on, though a live server elsewhere bound the same basename by a relative name, whatever the agent's directory", async () => {
+    const dir = setup();
+    mkdirSync(dir.path("elsewhere"));
+    mkdirSync(dir.path("here"));
+    const other = await spawnListener("s.sock", dir.path("elsewhere"));
+    defer(other.kill);
+    const path = dir.path("here/s.sock");
+    await makeStaleSocket(path);
+    const agent = spawnAgent(["output", "serve", "--socket", path, "--source", writeSource(dir.dir)], { cwd: dir.path("here") });
+    await agent.waitForStderr("listening");
+    const client = await connectClient(defer, path);
+    expect(client).toBeDefined();
+    agent.kill("SIGTERM");
+    const done = await agent.done;
+    expect(done.code, done.stderr).toBe(0);
   });
 });
 
