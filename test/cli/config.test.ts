@@ -440,4 +440,21 @@ describe("flags win over the config file and the environment", () => {
     const done = await agent.done;
     expect(done.code, done.stderr).toBe(0);
   });
+  // A switch's allowed values are "true, false" (--help): --NAME=true turns it on against the environment,
+  // and of several switches of one flag the last on the command line is the one that holds.
+  test("--loop=true turns a switch on against the environment, and the last of --loop / --no-loop wins", async () => {
+    const { path, dir } = setup();
+    const args = ["output", "serve", "--source", "-", "--socket", path("w.sock")];
+    const refusal = "audio-agent: output serve: --loop replays a file; --source - (stdin) can be read only once\n";
+    for (const on of [["--loop=true"], ["--no-loop", "--loop"], ["--loop=false", "--loop=true"], ["--no-loop", "--loop=true"]]) {
+      const r = await runAgent([...args, ...on], { cwd: dir, env: agentEnv({ AUDIO_AGENT_LOOP: "false" }), timeoutMs: 30_000 });
+      expect(r.code, `${on.join(" ")}: ${r.stderr}`).toBe(2);
+      expect(r.stderr, on.join(" ")).toBe(refusal);
+    }
+    for (const off of [["--loop", "--no-loop"], ["--loop=true", "--loop=false"]]) {
+      const r = await runAgent([...args, ...off], { cwd: dir, env: agentEnv({ AUDIO_AGENT_LOOP: "true" }), timeoutMs: 30_000 });
+      expect(r.stderr, off.join(" ")).toContain("output-server: stopped");
+      expect(r.code, `${off.join(" ")}: ${r.stderr}`).toBe(0);
+    }
+  });
 });
