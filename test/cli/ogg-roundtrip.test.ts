@@ -198,6 +198,27 @@ describe("damaged Ogg Opus files through the agent", () => {
     expect(logFields(agent.stderr, "output-server", "stopped").source_skipped_pages).toBe("2");
   }, 60_000);
 
+  test("input send with a --lenient Ogg FIFO source: its skipped pages are an input counter from the start, while it waits for its first writer", async () => {
+    const bytes = read(live("fifo-flip-in"));
+    const page = pagesOf(bytes)[5]!;
+    bytes[page.offset + page.size - 3]! ^= 0x40;
+    const flipped = join(tmp.dir, "fifo-flipped-in.opus");
+    writeFileSync(flipped, bytes);
+    const fifo = makeFifo(join(tmp.dir, "mic.fifo"));
+    const socket = join(tmp.dir, "fifo-in.sock");
+    const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", "/dev/null"]);
+    await server.waitForStderr("listening");
+    const sender = spawnAgent(["input", "send", "--socket", socket, "--source", fifo, "--format", "ogg", "--lenient", "--metrics", "0"]);
+    const base = await metricsUrl(sender);
+    const skipped = (text: string) => samples(text, "audio_agent_source_skipped_pages_total");
+    expect(skipped(await scrape(base))).toEqual([{ name: "audio_agent_source_skipped_pages_total", labels: { channel: "input" }, value: 0 }]);
+    expect(await writeIntoFifo(fifo, flipped)).toBe(0);
+    await scrapeUntil(base, (t) => skipped(t)[0]?.value === 1, "the writer's skipped page");
+    sender.kill("SIGTERM");
+    expect(await sender.exited).toBe(0);
+    expect(logFields(sender.stderr, "input-client", "stopped").source_skipped_pages).toBe("1");
+  }, 60_000);
+
   test("--lenient with bytes before the first page (a file a tool wrote a header in front of): told and passed over, every frame sent; strict refuses it at start", async () => {
     const original = live("lead");
     const all = (await packets(original)).frames.length;
