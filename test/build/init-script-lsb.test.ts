@@ -146,14 +146,14 @@ describe("S95audio-agent: every action that takes the turn answers 4 to a user w
 
   // A user who may take the turn (a run directory anyone writes) but cannot tell whether the pid file's
   // process is the agent (root's: no access to its /proc/PID/exe) cannot restart it either: 4, as stop
-  // answers it, not LSB's 0 of "not running" (the agent runs).
-  test.skipIf(!canSwitchUser)("try-restart and force-reload as a user who cannot tell whether root's agent runs: exit 4, the agent left running", async () => {
+  // answers it, not LSB's 0 of "not running" (the agent runs), nor 1.
+  test.skipIf(!canSwitchUser)("restart, try-restart and force-reload as a user who cannot tell whether root's agent runs: exit 4, the agent left running", async () => {
     const env = setup();
     expect((await initScript("start", env)).code).toBe(0);
     const pid = pidIn(env);
     chmodSync(join(dir, "run"), 0o1777);
     const nobody = [Bun.which("setpriv")!, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--"];
-    for (const action of ["try-restart", "force-reload"]) {
+    for (const action of ["restart", "try-restart", "force-reload"]) {
       const r = await initScript(action, env, nobody);
       expect(r.code, `${action}: ${r.stdout}${r.stderr}`).toBe(4);
       expect(r.stdout + r.stderr, action).not.toContain("nothing to restart");
