@@ -1,4 +1,4 @@
-import { accessSync, chmodSync, constants, linkSync, lstatSync, readdirSync, readFileSync, statSync, unlinkSync, type Stats } from "node:fs";
+import { accessSync, chmodSync, constants, linkSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, type Stats } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { MAX_SOCKET_DIRECTORY, MAX_SOCKET_PATH } from "../protocol/index.ts";
 import { within } from "./within.ts";
@@ -47,8 +47,9 @@ const SO_ACCEPTCON = 0x10000;
  * Linux's /proc/net/unix? This finds a live server without connecting to
  * it: a probe connection would be accepted by that server as its new client
  * and so replace (disconnect) the client it is serving. False when the
- * table cannot be read or does not list it (bound by a relative name, or in
- * another network namespace); the connect probe then decides.
+ * table cannot be read or does not list it (in another network namespace,
+ * or bound by a name its process can no longer be asked about); the
+ * connect probe then decides.
  */
 function listedAsListening(path: string, file: SocketFileIdentity): boolean {
   return listingsOf(path, file).some(({ flags }) => (flags & SO_ACCEPTCON) !== 0);
@@ -73,32 +74,86 @@ export function notAStreamSocket(path: string): string | undefined {
   return undefined;
 }
 
+/** A socket as /proc/net/unix lists it: Flags, Type, its socket inode and the name it was bound by. */
+interface Listing {
+  flags: number;
+  type: number;
+  inode: number;
+  name: string;
+}
+
 /**
  * The sockets /proc/net/unix lists as bound to the socket file at `path`
  * (`file`, its lstat, when known). The table lists the name each was bound
- * by: `path` as given or made absolute, or another name of the same file:
- * the hidden name bindSocketFile binds in the same directory, or the same
- * path through a symbolic link (the Go original's /var/run/audio_output.sock,
- * /var/run being a link to /run), found by its device and inode.
+ * by, as its process gave it: `path` itself, another name of the same file
+ * (the hidden name bindSocketFile binds in the same directory; the path
+ * through a symbolic link, as the Go original's /var/run/audio_output.sock,
+ * /var/run a link to /run), or a name that is not this file at all (bound
+ * relative to another process's directory, or in another mount namespace:
+ * systemd's PrivateTmp=). A listing whose name may be this file's is asked
+ * of its process: the name seen from that process's root or working
+ * directory must lead to this file (device and inode). One whose process
+ * cannot be seen (another user's, not root) counts when its name is `path`
+ * or leads to this file here.
  */
-function listingsOf(path: string, file: SocketFileIdentity | undefined): { flags: number; type: number; name: string }[] {
+function listingsOf(path: string, file: SocketFileIdentity | undefined): Listing[] {
   const names = new Set([path, resolve(path)]);
-  return boundSockets().filter(({ name }) => names.has(name) || (file !== undefined && name.startsWith("/") && sameFile(name, file)));
+  const base = basename(path);
+  const here = (name: string) => names.has(name) || (file !== undefined && name.startsWith("/") && sameFile(name, file));
+  const candidates = boundSockets().filter(({ name }) => here(name) || (!name.startsWith("/") && basename(name) === base));
+  if (candidates.length === 0 || file === undefined) return candidates.filter(({ name }) => here(name));
+  const owners = ownersOf(new Set(candidates.map(({ inode }) => inode)));
+  return candidates.filter(({ inode, name }) => {
+    const owner = owners.get(inode);
+    if (owner === undefined) return here(name);
+    return sameFile(name.startsWith("/") ? `/proc/${owner}/root${name}` : `/proc/${owner}/cwd/${name}`, file);
+  });
 }
 
-/** The Unix sockets Linux's /proc/net/unix lists with a name: their Flags, their Type and the name they were bound by; none when it cannot be read. */
-function boundSockets(): { flags: number; type: number; name: string }[] {
+/** The process holding each socket inode of `inodes`, by its descriptors (/proc/PID/fd); those of processes this one may not look into are left out. */
+function ownersOf(inodes: Set<number>): Map<number, number> {
+  const owners = new Map<number, number>();
+  let pids: string[];
+  try {
+    pids = readdirSync("/proc").filter((entry) => /^[0-9]+$/.test(entry));
+  } catch {
+    return owners;
+  }
+  for (const pid of pids) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue; // gone, or another user's
+    }
+    for (const fd of fds) {
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      const inode = target.startsWith("socket:[") ? Number(target.slice(8, -1)) : NaN;
+      if (inodes.has(inode) && !owners.has(inode)) owners.set(inode, Number(pid));
+    }
+    if (owners.size === inodes.size) break;
+  }
+  return owners;
+}
+
+/** The Unix sockets Linux's /proc/net/unix lists with a name; none when it cannot be read. */
+function boundSockets(): Listing[] {
   let table: string;
   try {
     table = readFileSync("/proc/net/unix", "utf8");
   } catch {
     return [];
   }
-  const sockets: { flags: number; type: number; name: string }[] = [];
+  const sockets: Listing[] = [];
   for (const line of table.split("\n").slice(1)) {
     const fields = line.trim().split(/\s+/);
     if (fields.length < 8) continue;
-    sockets.push({ flags: parseInt(fields[3]!, 16), type: parseInt(fields[4]!, 16), name: fields.slice(7).join(" ") });
+    sockets.push({ flags: parseInt(fields[3]!, 16), type: parseInt(fields[4]!, 16), inode: Number(fields[6]), name: fields.slice(7).join(" ") });
   }
   return sockets;
 }

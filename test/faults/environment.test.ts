@@ -7,11 +7,12 @@
  * account for every frame.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
+import { ptr } from "bun:ffi";
+import { closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
-import { setPipeSize } from "../../src/transport/socket-options.ts";
+import { openLibc, setPipeSize } from "../../src/transport/socket-options.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -22,7 +23,7 @@ import { pagesOf, trimmedWhole } from "../support/ogg.ts";
 import { opusinfo, TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, payloadIndex, testPayload } from "../support/payloads.ts";
 import { connectClient, fakeServer, RecordingClient, writeInPieces } from "../support/peer.ts";
-import { AGENT, agentEnv, makeStaleSocket, runAgent, spawnAgent, spawnListener, type Spawned, start, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, BUN, makeStaleSocket, runAgent, spawnAgent, spawnListener, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { drain, drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -365,7 +366,108 @@ describe("a socket path that cannot be used", () => {
     const done = await agent.done;
     expect(done.code, done.stderr).toBe(0);
   });
+
+  test("a stale socket named by a relative --socket is removed and served on, though a live server in another directory bound the same relative name", async () => {
+    // /proc/net/unix lists both "s.sock": the other server's, bound from its own directory, says nothing of
+    // the file "s.sock" names in the agent's directory, which nothing answers on (stale: README, removed).
+    const dir = setup();
+    mkdirSync(dir.path("elsewhere"));
+    mkdirSync(dir.path("here"));
+    const other = await spawnListener("s.sock", dir.path("elsewhere"));
+    defer(other.kill);
+    await makeStaleSocket(dir.path("here/s.sock"));
+    const agent = spawnAgent(["output", "serve", "--socket", "s.sock", "--source", writeSource(dir.dir)], { cwd: dir.path("here") });
+    await agent.waitForStderr(/listening|audio-agent: /);
+    expect(agent.stderr).not.toContain("in use by a live server");
+    const client = await connectClient(defer, dir.path("here/s.sock"));
+    expect(client).toBeDefined();
+    agent.kill("SIGTERM");
+    const done = await agent.done;
+    expect(done.code, done.stderr).toBe(0);
+  });
+
+  test("a client on a relative --socket whose server is down (a stale stream socket) waits for it, though a datagram socket elsewhere was bound by the same relative name", async () => {
+    const dir = setup();
+    mkdirSync(dir.path("elsewhere"));
+    mkdirSync(dir.path("here"));
+    // Bound from its own directory, as another program started there binds: listed as "d.sock".
+    const cwd = process.cwd();
+    process.chdir(dir.path("elsewhere"));
+    try {
+      defer(bindDatagram("d.sock"));
+    } finally {
+      process.chdir(cwd);
+    }
+    await makeStaleSocket(dir.path("here/d.sock"));
+    const out = dir.path("here/out.wire");
+    const recv = spawnAgent(["output", "recv", "--socket", "d.sock", "--sink", out, "--once"], { cwd: dir.path("here") });
+    await recv.waitForStderr(/waiting for the server|audio-agent: /);
+    expect(recv.stderr).not.toContain("datagram");
+    // The server comes back: the client connects and takes every frame.
+    const source = writeSource(dir.dir);
+    spawnAgent(["output", "serve", "--socket", dir.path("here/d.sock"), "--source", source]);
+    const done = await recv.done;
+    expect(done.code, done.stderr).toBe(0);
+    expect(wireFileFrames(out).frames.length).toBe(wireFileFrames(source).frames.length);
+  });
 });
+
+describe("a socket path another mount namespace also uses", () => {
+  // /proc/net/unix lists every socket of the network namespace by the name it was bound by, whatever the
+  // mount namespace of its process: a service with a private /tmp (systemd's PrivateTmp=, a container on
+  // the host's network) may list /tmp/x.sock for a file that is not the agent's /tmp/x.sock at all.
+  const canUnshare = Bun.spawnSync(["unshare", "-m", "true"]).exitCode === 0;
+  test.skipIf(!canUnshare)("a stale socket is removed and served on, though a server in another mount namespace listens by the same absolute name", async () => {
+    const dir = setup();
+    mkdirSync(dir.path("shared"));
+    const path = dir.path("shared/s.sock");
+    await makeStaleSocket(path);
+    // The other service's own view of the directory: a tmpfs over it, in its mount namespace only.
+    const script = `mount -t tmpfs none "$0" && exec "$1" -e 'Bun.listen({ unix: process.argv[1], socket: { data() {} } }); console.log("listening")' "$2"`;
+    const other = Bun.spawn(["unshare", "-m", "sh", "-c", script, dir.path("shared"), BUN, path], { stdout: "pipe", stderr: "pipe", env: agentEnv() });
+    defer(async () => {
+      other.kill("SIGKILL");
+      await other.exited;
+    });
+    const reader = other.stdout.getReader();
+    let seen = "";
+    while (!seen.includes("listening")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`listener exited: ${await new Response(other.stderr).text()}`);
+      seen += new TextDecoder().decode(value);
+    }
+    // Our file is still the stale socket: nothing answers on it here.
+    expect(lstatSync(path).isSocket()).toBe(true);
+    const agent = spawnAgent(["output", "serve", "--socket", path, "--source", writeSource(dir.dir)]);
+    await agent.waitForStderr(/listening|audio-agent: /);
+    expect(agent.stderr).not.toContain("in use by a live server");
+    const client = await connectClient(defer, path);
+    expect(client).toBeDefined();
+    agent.kill("SIGTERM");
+    const done = await agent.done;
+    expect(done.code, done.stderr).toBe(0);
+  });
+});
+
+/** A datagram socket bound at `name` (relative to this process's directory); returns its closing. */
+function bindDatagram(name: string): () => void {
+  const opened = openLibc({
+    socket: { args: ["i32", "i32", "i32"], returns: "i32" },
+    bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
+    close: { args: ["i32"], returns: "i32" },
+  });
+  if (!opened.library) throw new Error(opened.detail);
+  const libc = opened.library.symbols;
+  const address = new Uint8Array(110);
+  address[0] = 1; // AF_UNIX
+  address.set(Buffer.from(name), 2);
+  const fd = libc.socket(1, 2, 0);
+  if (fd < 0 || libc.bind(fd, ptr(address), address.length) !== 0) throw new Error(`cannot bind a datagram socket at ${name}`);
+  return () => {
+    libc.close(fd);
+    opened.library.close();
+  };
+}
 
 function writeSource(dir: string): string {
   const source = join(dir, "src.wire");
