@@ -40,6 +40,11 @@ export interface BenchHost {
   opusSource?: string;
 }
 
+/** Whether the run is the quick one: `--quick` (or `--no-quick`) as given, else AUDIO_AGENT_BENCH_QUICK. */
+export function isQuick(flag: boolean | undefined, variable: string | undefined): boolean {
+  return flag ?? ["1", "true", "yes"].includes(variable ?? "");
+}
+
 /** Sizes of one run; `--quick` is the smoke version. */
 export interface BenchPlan {
   name: "full" | "quick";
@@ -136,7 +141,7 @@ interface BenchOptions {
 }
 
 /** The orchestrator's options, or an Error to print. */
-function parseOptions(argv: string[]): { values: BenchOptions; only: string[] } | Error {
+export function parseOptions(argv: string[]): { values: BenchOptions; only: string[] } | Error {
   try {
     const { values: read, positionals } = readFlags(argv, OPTIONS, "bench");
     if (positionals.length > 0) throw new Error(`unexpected argument "${positionals[0]}" (see audio-agent bench --help)`);
@@ -174,8 +179,7 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
     process.stdout.write(HELP);
     return 0;
   }
-  const quick = values.quick || ["1", "true", "yes"].includes(process.env.AUDIO_AGENT_BENCH_QUICK ?? "");
-  const plan = PLANS[quick ? "quick" : "full"];
+  const plan = PLANS[isQuick(values.quick, process.env.AUDIO_AGENT_BENCH_QUICK) ? "quick" : "full"];
   const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
   const self = host.self ?? selfCommand();
   const work = mkdtempSync(join(tmpdir(), "aab-"));
