@@ -67,8 +67,10 @@ const OTHER_SOCKET_TYPES: Record<number, string> = { 2: "datagram socket (SOCK_D
 export function notAStreamSocket(path: string): string | undefined {
   // Followed: a client connects through a symbolic link.
   const file = statSync(path, { throwIfNoEntry: false });
-  for (const { type } of listingsOf(path, file)) {
-    const other = OTHER_SOCKET_TYPES[type];
+  // Only a sure one: a client told wrongly that its path is no stream socket fails, where one not
+  // told waits for its server.
+  for (const { type, surely } of listingsOf(path, file)) {
+    const other = surely ? OTHER_SOCKET_TYPES[type] : undefined;
     if (other) return other;
   }
   return undefined;
@@ -93,20 +95,29 @@ interface Listing {
  * systemd's PrivateTmp=). A listing whose name may be this file's is asked
  * of its process: the name seen from that process's root or working
  * directory must lead to this file (device and inode). One whose process
- * cannot be seen (another user's, not root) counts when its name is `path`
- * or leads to this file here.
+ * cannot be seen (another user's, not root), or whose name leads nowhere
+ * from it (bound relative, the directory left since), counts when its name
+ * is `path` or leads to this file here: surely so for an absolute name.
+ * A live server is taken for one on any listing (a probe would replace its
+ * client); a socket's type only from a sure one.
  */
-function listingsOf(path: string, file: SocketFileIdentity | undefined): Listing[] {
+function listingsOf(path: string, file: SocketFileIdentity | undefined): (Listing & { surely: boolean })[] {
   const names = new Set([path, resolve(path)]);
   const base = basename(path);
   const here = (name: string) => names.has(name) || (file !== undefined && name.startsWith("/") && sameFile(name, file));
+  // Not asked: it counts by its name, surely so only for an absolute name that leads here.
+  const byName = (listing: Listing) => (here(listing.name) ? [{ ...listing, surely: listing.name.startsWith("/") }] : []);
   const candidates = boundSockets().filter(({ name }) => here(name) || (!name.startsWith("/") && basename(name) === base));
-  if (candidates.length === 0 || file === undefined) return candidates.filter(({ name }) => here(name));
+  if (candidates.length === 0 || file === undefined) return candidates.flatMap(byName);
   const owners = ownersOf(new Set(candidates.map(({ inode }) => inode)));
-  return candidates.filter(({ inode, name }) => {
-    const owner = owners.get(inode);
-    if (owner === undefined) return here(name);
-    return sameFile(name.startsWith("/") ? `/proc/${owner}/root${name}` : `/proc/${owner}/cwd/${name}`, file);
+  return candidates.flatMap((listing) => {
+    const owner = owners.get(listing.inode);
+    const { name } = listing;
+    // Seen from its process, the name leads to a file (ours, or another), or nowhere: a process
+    // that bound it relative and then left its directory (a daemon's chdir("/")); then as if not asked.
+    const seen = owner === undefined ? undefined : identityOf(name.startsWith("/") ? `/proc/${owner}/root${name}` : `/proc/${owner}/cwd/${name}`);
+    if (seen === undefined) return byName(listing);
+    return seen.dev === file.dev && seen.ino === file.ino ? [{ ...listing, surely: true }] : [];
   });
 }
 
@@ -159,11 +170,16 @@ function boundSockets(): Listing[] {
 }
 
 function sameFile(path: string, file: SocketFileIdentity): boolean {
+  const seen = identityOf(path);
+  return seen !== undefined && seen.dev === file.dev && seen.ino === file.ino;
+}
+
+/** The file at `path` itself (not followed), or undefined where there is none. */
+function identityOf(path: string): SocketFileIdentity | undefined {
   try {
-    const stat = lstatSync(path);
-    return stat.dev === file.dev && stat.ino === file.ino;
+    return lstatSync(path);
   } catch {
-    return false;
+    return undefined;
   }
 }
 
