@@ -3,7 +3,10 @@
  * AUDIO_AGENT_BENCH_QUICK, as every flag wins over the environment.
  */
 import { describe, expect, test } from "bun:test";
-import { isQuick, parseOptions } from "../../src/bench/bench.ts";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { bench, isQuick, parseOptions } from "../../src/bench/bench.ts";
 
 describe("bench --quick against AUDIO_AGENT_BENCH_QUICK", () => {
   test("--no-quick (or --quick=false) runs the full plan though the variable asks for the quick one; no flag leaves it to the variable", () => {
@@ -19,4 +22,33 @@ describe("bench --quick against AUDIO_AGENT_BENCH_QUICK", () => {
     expect(quickOf([], undefined)).toBe(false);
     expect(quickOf([], "0")).toBe(false);
   });
+});
+
+describe("bench's own run, AUDIO_AGENT_BENCH_QUICK=1", () => {
+  // The plan bench() runs, not only isQuick's answer: its report is named and filled after it.
+  test("--no-quick writes a full run's report; no flag, a quick one's", async () => {
+    const saved = process.env.AUDIO_AGENT_BENCH_QUICK;
+    const write = process.stderr.write;
+    const out = mkdtempSync(join(tmpdir(), "aa-bench-plan-"));
+    process.env.AUDIO_AGENT_BENCH_QUICK = "1";
+    // Quiet: its drivers ("false") never listen, so each scenario fails at once; only the plan matters.
+    process.stderr.write = (() => true) as typeof process.stderr.write;
+    try {
+      const planOf = async (flags: string[]) => {
+        const dir = mkdtempSync(join(out, "run-"));
+        await bench([...flags, "--no-native", "--only", "flood160", "--out", dir], { self: ["false"] });
+        const files = readdirSync(dir).filter((f) => f.endsWith(".json"));
+        expect(files.length).toBe(1);
+        return { file: files[0]!.replace(/^.*-/, ""), plan: JSON.parse(readFileSync(join(dir, files[0]!), "utf8")).plan.name };
+      };
+      expect(await planOf(["--no-quick"])).toEqual({ file: "full.json", plan: "full" });
+      expect(await planOf(["--quick=false"])).toEqual({ file: "full.json", plan: "full" });
+      expect(await planOf([])).toEqual({ file: "quick.json", plan: "quick" });
+    } finally {
+      process.stderr.write = write;
+      if (saved === undefined) delete process.env.AUDIO_AGENT_BENCH_QUICK;
+      else process.env.AUDIO_AGENT_BENCH_QUICK = saved;
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
