@@ -31,8 +31,8 @@ afterEach(stopAgents);
  * the rest of a packet on, numbered on from the headers. Returns the file and the audio packets a
  * demuxer reads from it: those that begin on its pages.
  */
-function joinedMidBroadcast(): { path: string; packets: Uint8Array[]; samples: number } {
-  const original = new Uint8Array(readFileSync(encodeWith(tmp.dir, "live", ["--framesize", "20", "--bitrate", "128"], { channels: 2, samples: 48000 })));
+function joinedMidBroadcast(bitrate = "128", spanning = false): { path: string; packets: Uint8Array[]; samples: number; cutOffset: number } {
+  const original = new Uint8Array(readFileSync(encodeWith(tmp.dir, `live${bitrate}`, ["--framesize", "20", "--bitrate", bitrate], { channels: 2, samples: 48000 })));
   const info = pagesOf(original);
   const headers = info.slice(0, 2).map((p) => original.slice(p.offset, p.offset + p.size));
   const audio = packetsOf(original).slice(2);
@@ -45,7 +45,8 @@ function joinedMidBroadcast(): { path: string; packets: Uint8Array[]; samples: n
   }
   writer.flushPage(true);
   // The tenth audio page or later that continues a packet: where the listener came in.
-  const cut = pages.findIndex((page, k) => k >= 10 && (page[5]! & 0x01) !== 0);
+  // Spanning: one that goes on into the next page too (its one lacing value 255).
+  const cut = pages.findIndex((page, k) => k >= 10 && (page[5]! & 0x01) !== 0 && (!spanning || page[27] === 255));
   expect(cut).toBeGreaterThan(0);
   const kept = pages.slice(cut).map((page, k) => {
     const copy = page.slice();
@@ -53,12 +54,13 @@ function joinedMidBroadcast(): { path: string; packets: Uint8Array[]; samples: n
     sealPage(copy);
     return copy;
   });
-  const path = join(tmp.dir, "joined.opus");
+  const path = join(tmp.dir, `joined${bitrate}${spanning}.opus`);
   writeFileSync(path, concatBytes([...headers, ...kept]));
   // Packets ending on the kept pages (a lacing value below 255), less the first: the partial one.
   const ends = pagesOf(concatBytes(kept)).reduce((n, page) => n + page.table.filter((lacing) => lacing < 255).length, 0);
   const read = audio.slice(audio.length - (ends - 1));
-  return { path, packets: read, samples: read.reduce((n, p) => n + opusPacketSamples(p), 0) };
+  const cutOffset = headers.reduce((n, h) => n + h.length, 0);
+  return { path, packets: read, samples: read.reduce((n, p) => n + opusPacketSamples(p), 0), cutOffset };
 }
 
 describe("an Ogg Opus file joined mid-broadcast (first audio page continued, RFC 7845 section 3)", () => {
@@ -81,6 +83,24 @@ describe("an Ogg Opus file joined mid-broadcast (first audio page continued, RFC
       const received = wireFileFrames(capture).frames;
       expect(received.length).toBe(joined.packets.length);
       received.forEach((frame, i) => expect(frame).toEqual(joined.packets[i]!));
+    }
+  }, 60_000);
+
+  test("the dropped partial packet is told once, at the first audio page's offset, though the partial packet spans several pages", async () => {
+    const joined = joinedMidBroadcast("320", true);
+    expect(pagesOf(new Uint8Array(readFileSync(joined.path)))[2]!.table).toEqual([255]);
+    const told = (stderr: string) => stderr.split("\n").filter((line) => line.includes("dropped the end of a packet begun before this page"));
+    for (const lenient of [[], ["--lenient"]]) {
+      const socket = join(tmp.dir, `told${lenient.length}.sock`);
+      const capture = join(tmp.dir, `told${lenient.length}.wire`);
+      const server = spawnAgent(["output", "serve", "--socket", socket, "--source", joined.path, "--format", "ogg", ...lenient]);
+      const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", capture, "--once"]);
+      expect(await client.exited).toBe(0);
+      expect(await server.exited, server.stderr).toBe(0);
+      expect(wireFileFrames(capture).frames).toEqual(joined.packets);
+      const lines = told(server.stderr);
+      expect(lines.length, server.stderr).toBe(1);
+      expect(lines[0]).toContain(`offset=${joined.cutOffset}`);
     }
   }, 60_000);
 });
