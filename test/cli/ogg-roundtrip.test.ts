@@ -310,4 +310,31 @@ describe("the end of what the Ogg sink writes", () => {
     const validated = runTool([requireTool("oggz-validate", "oggz-tools"), received]);
     expect({ code: validated.exitCode, output: validated.stdout + validated.stderr }).toEqual({ code: 0, output: "" });
   }, 60_000);
+
+  test("input serve (a daemon): a session ended by Stop, then one whose Config has other channels (a chained stream begun after the flush), then SIGTERM: each stream's end-of-stream page ends a packet at its last granule; oggz-validate accepts the file, opusdec plays exactly what was received", async () => {
+    const [stereo, mono] = [fx.opus.get(key(2, 20))!, fx.opus.get(key(1, 20))!];
+    const socket = join(tmp.dir, "eos-chain.sock");
+    const received = join(tmp.dir, "eos-chain.opus");
+    const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", received, "--format", "ogg"]);
+    await server.waitForStderr("listening");
+    for (const [n, source] of [stereo, mono].entries()) {
+      const client = spawnAgent(["input", "send", "--socket", socket, "--source", source, "--format", "ogg"]);
+      expect(await client.exited).toBe(0);
+      await until(() => (server.stderr.match(/session ended by Stop/g) ?? []).length === n + 1, "the session ended");
+    }
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+
+    const counts = [(await packets(stereo)).frames.length, (await packets(mono)).frames.length];
+    const pages = pagesOf(new Uint8Array(readFileSync(received)));
+    const serials = [...new Set(pages.map((p) => p.serial))];
+    expect(serials.length).toBe(2);
+    serials.forEach((serial, i) => {
+      const last = pages.filter((p) => p.serial === serial).at(-1)!;
+      expect({ stream: i, eos: last.flags & 0x04, ends: last.table.some((lacing) => lacing < 255), granule: last.granule }).toEqual({ stream: i, eos: 0x04, ends: true, granule: counts[i]! * 960 });
+    });
+    const validated = runTool([requireTool("oggz-validate", "oggz-tools"), received]);
+    expect({ code: validated.exitCode, output: validated.stdout + validated.stderr }).toEqual({ code: 0, output: "" });
+    expect(decodedSamples(received, tmp.dir)).toBe(counts[0]! * 960 - 312 + counts[1]! * 960 - 312);
+  }, 60_000);
 });
