@@ -277,6 +277,27 @@ describe.skipIf(!canSwitchUser)("as another user (nobody)", () => {
     expect(lstatSync(path).isSocket()).toBe(true);
   });
 
+  test("a live server of another user (root's, whose descriptors nobody may not read) listed by our path is found by its name, without a probe connection", async () => {
+    const dir = socketDir(defer, "sf-");
+    chmodSync(dir.dir, 0o777);
+    const path = dir.path("s.sock");
+    const events: string[] = [];
+    let opened = 0;
+    const live = Bun.listen({
+      unix: path,
+      socket: { open: () => void events.push(`open ${++opened}`), data: (_s, chunk) => void events.push(`data ${chunk.length}`) },
+    });
+    defer(() => live.stop(true));
+    // nobody could connect: only the listing keeps a probe away.
+    chmodSync(path, 0o666);
+    expect(await prepareAsNobody(dir.dir, path)).toBe(`socket ${path} is in use by a live server; stop it first`);
+    // A marker connection: had nobody's check probed, the server would have seen that connection first.
+    const marker = await connectClient(defer, path);
+    marker.socket.write(new Uint8Array(3));
+    await until(() => events.includes("data 3"), "the marker's bytes");
+    expect(events).toEqual(["open 1", "data 3"]);
+  });
+
   test("a socket directory it may not write is refused before anything else", async () => {
     const dir = socketDir(defer, "sf-");
     chmodSync(dir.dir, 0o755);
