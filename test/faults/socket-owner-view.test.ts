@@ -83,3 +83,21 @@ describe("a live server whose process no longer sees its socket by the name it b
     expect(events).toEqual(["listening", "open 1", "data 3"]);
   });
 });
+
+describe("a live server bound by a relative name", () => {
+  test("a Go-style server bound by relative name in the socket's directory, still there: the agent given the absolute --socket from elsewhere refuses it (exit 2) without a probe connection", async () => {
+    const dir = setup();
+    mkdirSync(dir.path("here"));
+    mkdirSync(dir.path("elsewhere"));
+    const events = await goStyleServerThatMoves("s.sock", dir.path("here"), dir.path("here"));
+
+    const intruder = await runAgent(["output", "serve", "--socket", dir.path("here/s.sock"), "--source", writeSource(dir.dir)], { cwd: dir.path("elsewhere") });
+    expect(intruder.code).toBe(2);
+    expect(failureLine(intruder.stderr)).toContain("in use by a live server");
+
+    const marker = await connectClient(defer, dir.path("here/s.sock"));
+    marker.socket.write(new Uint8Array(3));
+    await until(() => events.includes("data 3"), "the marker's bytes");
+    expect(events).toEqual(["listening", "open 1", "data 3"]);
+  });
+});
