@@ -3,7 +3,7 @@ import { openByteSource, type ByteSource } from "./byte-source.ts";
 import { escaped } from "./file-format.ts";
 import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 import { OggError } from "./ogg-error.ts";
-import type { OggPage } from "./ogg-page.ts";
+import { NO_GRANULE, type OggPage } from "./ogg-page.ts";
 import { OggPacketReader, type OggPacket } from "./ogg-packet-reader.ts";
 import { OggPageReader } from "./ogg-page-reader.ts";
 import { isOpusHead, parseOpusHead, whyNotCarried } from "./opus-head.ts";
@@ -73,6 +73,10 @@ export class OggSource implements FrameSource {
   private stage: Stage = "head";
   /** Samples at 48 kHz before the next packet. */
   private samples = 0;
+  /** Samples of the current stream's audio packets so far, against which its end trims (RFC 7845 4.4). */
+  private streamSamples = 0;
+  /** The granule of the current stream's end-of-stream page, once that page is read. */
+  private endGranule: number | undefined;
   private endOfStream = false;
   /** The bytes have ended; the input has once what the page reader held is read too. */
   private bytesEnded = false;
@@ -225,9 +229,10 @@ export class OggSource implements FrameSource {
     const orphans = this.packets.orphanTails;
     this.packets.push(page);
     if (this.packets.orphanTails > orphans) {
-      this.report?.("info", "dropped the end of a packet begun before this page (a stream joined mid-broadcast)", { source: this.name, offset: page.streamOffset });
+      this.report?.("info", "dropped the end of a packet begun before this page: its start is not in the stream", { source: this.name, offset: page.streamOffset });
     }
     this.endOfStream = page.endOfStream;
+    if (page.endOfStream && page.granule !== NO_GRANULE) this.endGranule = page.granule;
   }
 
   /**
@@ -259,6 +264,13 @@ export class OggSource implements FrameSource {
     this.nextSequence = (page.sequence + 1) >>> 0;
     this.skippedSinceOurs = 0;
     if (expected === undefined || page.sequence === expected) return;
+    // A stream joined mid-broadcast (RFC 7845 section 3): its headers pasted in front of audio
+    // pages numbered on from the broadcast's. Not a loss: read on from the first packet begun here.
+    if (this.stage === "audio" && this.streamSamples === 0 && skipped === 0 && !this.packets.open) {
+      this.packets.lost();
+      this.report?.("info", "audio pages numbered on from a broadcast joined mid-way", { source: this.name, offset: page.streamOffset, sequence: page.sequence });
+      return;
+    }
     const jump = (page.sequence - expected) >>> 0;
     const forward = jump < 0x80000000;
     // Pages skipped for a bad CRC are the likeliest to be the ones missing: those are counted already.
@@ -346,6 +358,8 @@ export class OggSource implements FrameSource {
     this.pastBosGroup = false;
     this.stage = "head";
     this.endOfStream = false;
+    this.streamSamples = 0;
+    this.endGranule = undefined;
     this.packets.reset();
   }
 
@@ -382,6 +396,10 @@ export class OggSource implements FrameSource {
       throw new OggError(`audio packet of ${packet.size} bytes exceeds ${MAX_PAYLOAD}`, packet.streamOffset);
     }
     const samples = this.located(packet, opusPacketSamples);
+    // A packet the stream's end trims whole (the silence a recorder ends with once its last
+    // audio went out) holds nothing to play: a decoder discards it, so it is not sent.
+    if (this.endGranule !== undefined && this.streamSamples >= this.endGranule) return false;
+    this.streamSamples += samples;
     const config = this.audioConfig!;
     // Opus counts a packet's samples at 48 kHz; a Config counts them at its own rate.
     config.frameSize ??= (samples * config.sampleRate!) / 48000;

@@ -11,6 +11,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { concatBytes } from "../support/bytes.ts";
+import { logFields } from "../support/agent-log.ts";
 import { collectingWriter, packetsOf, pagesOf, sealPage } from "../support/ogg.ts";
 import { decodedSamples, encodeWith, ffmpegPackets, requireTool, runTool } from "../support/opus-fixtures.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
@@ -28,10 +29,11 @@ afterEach(stopAgents);
  * An opusenc file whose audio packets are laid on pages of one lacing value each (every packet of
  * 255 bytes or more spans pages, as a live muxer with small pages writes them), joined
  * mid-broadcast: its own OpusHead and OpusTags pages, then the pages from one that begins with
- * the rest of a packet on, numbered on from the headers. Returns the file and the audio packets a
+ * the rest of a packet on, numbered from `numberedFrom` (on from the headers, 2, or on from the
+ * broadcast's own numbering). Returns the file and the audio packets a
  * demuxer reads from it: those that begin on its pages.
  */
-function joinedMidBroadcast(bitrate = "128", spanning = false): { path: string; packets: Uint8Array[]; samples: number; cutOffset: number } {
+function joinedMidBroadcast(bitrate = "128", spanning = false, numberedFrom = 2): { path: string; packets: Uint8Array[]; samples: number; cutOffset: number } {
   const original = new Uint8Array(readFileSync(encodeWith(tmp.dir, `live${bitrate}`, ["--framesize", "20", "--bitrate", bitrate], { channels: 2, samples: 48000 })));
   const info = pagesOf(original);
   const headers = info.slice(0, 2).map((p) => original.slice(p.offset, p.offset + p.size));
@@ -50,11 +52,11 @@ function joinedMidBroadcast(bitrate = "128", spanning = false): { path: string; 
   expect(cut).toBeGreaterThan(0);
   const kept = pages.slice(cut).map((page, k) => {
     const copy = page.slice();
-    new DataView(copy.buffer).setUint32(18, 2 + k, true);
+    new DataView(copy.buffer).setUint32(18, numberedFrom + k, true);
     sealPage(copy);
     return copy;
   });
-  const path = join(tmp.dir, `joined${bitrate}${spanning}.opus`);
+  const path = join(tmp.dir, `joined${bitrate}${spanning}${numberedFrom}.opus`);
   writeFileSync(path, concatBytes([...headers, ...kept]));
   // Packets ending on the kept pages (a lacing value below 255), less the first: the partial one.
   const ends = pagesOf(concatBytes(kept)).reduce((n, page) => n + page.table.filter((lacing) => lacing < 255).length, 0);
@@ -83,6 +85,22 @@ describe("an Ogg Opus file joined mid-broadcast (first audio page continued, RFC
       const received = wireFileFrames(capture).frames;
       expect(received.length).toBe(joined.packets.length);
       received.forEach((frame, i) => expect(frame).toEqual(joined.packets[i]!));
+    }
+  }, 60_000);
+
+  test("its audio pages numbered on from the broadcast (a jump after the headers): read as the join it is, strict and --lenient, nothing counted missing", async () => {
+    const joined = joinedMidBroadcast("128", false, 5000);
+    expect(pagesOf(new Uint8Array(readFileSync(joined.path)))[2]!.sequence).toBe(5000);
+    for (const lenient of [[], ["--lenient"]]) {
+      const socket = join(tmp.dir, `jump${lenient.length}.sock`);
+      const capture = join(tmp.dir, `jump${lenient.length}.wire`);
+      const server = spawnAgent(["output", "serve", "--socket", socket, "--source", joined.path, "--format", "ogg", ...lenient]);
+      const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", capture, "--once"]);
+      expect(await client.exited).toBe(0);
+      expect(await server.exited, server.stderr).toBe(0);
+      expect(wireFileFrames(capture).frames).toEqual(joined.packets);
+      expect(server.stderr).toContain("audio pages numbered on from a broadcast joined mid-way");
+      expect(logFields(server.stderr, "output-server", "stopped")).toMatchObject({ source_missing_pages: "0", source_skipped_pages: "0" });
     }
   }, 60_000);
 

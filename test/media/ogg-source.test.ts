@@ -142,6 +142,31 @@ describe("OggSource on files made by opusenc", () => {
 });
 
 describe("OggSource on hand-built streams", () => {
+  test("packets the end-of-stream page's granule trims whole are not sent; one trimmed in part is (RFC 7845 4.4)", async () => {
+    const packets = [audioPacket(100, 1), audioPacket(100, 2), audioPacket(100, 3), audioPacket(100, 4)];
+    const samples = opusPacketSamples(packets[0]!);
+    // The last two on the end's page, its granule ending half-way into the third: the fourth is trimmed whole.
+    const { writer, pages } = collectingWriter(7);
+    writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 }), 0);
+    writer.flushPage();
+    writer.addPacket(buildOpusTags(), 0);
+    writer.flushPage();
+    writer.addPacket(packets[0]!, samples);
+    writer.addPacket(packets[1]!, 2 * samples);
+    writer.flushPage();
+    writer.addPacket(packets[2]!, 2 * samples + samples / 2);
+    writer.addPacket(packets[3]!, 2 * samples + samples / 2);
+    writer.flushPage(true);
+    const { frames, error } = await drain(source(concatBytes(pages)));
+    expect(error).toBeUndefined();
+    expect(frames.map((f) => f.payload)).toEqual(packets.slice(0, 3));
+    // Read again from the top (--loop), the same.
+    const again = source(concatBytes(pages));
+    await drain(again);
+    expect(again.rewind()).toBe(true);
+    expect((await drain(again)).frames.map((f) => f.payload)).toEqual(packets.slice(0, 3));
+  });
+
   test("reassembles a packet spread over several pages", async () => {
     const packets = [audioPacket(100, 1), audioPacket(4000, 2), audioPacket(300, 3)];
     const { bytes, pages } = buildStream(packets, 1, 4);
