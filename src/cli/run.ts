@@ -224,8 +224,9 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}): { 
     return { code: EXIT_USAGE, message: `${optionsSetTo(settings, e.address)} ${hostPort(e.address)}: cannot listen${errnoWords(e.code)}` };
   }
   if (e instanceof SocketPathError) {
-    const message = e.code ? `${optionsSetTo(settings, e.path) || "--socket"} ${e.path}: cannot listen${errnoWords(e.code)}` : e.message;
-    return { code: EXIT_USAGE, message };
+    // Named by its option, given or not: the default path of a server run without --socket is one too.
+    const option = optionsSetTo(settings, e.path) || "--socket";
+    return { code: EXIT_USAGE, message: e.code ? `${option} ${e.path}: cannot listen${errnoWords(e.code)}` : `${option}: ${e.message}` };
   }
   if (e instanceof ConnectTimeoutError || e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };
   const err = e as NodeJS.ErrnoException;

@@ -377,7 +377,7 @@ describe("exit codes and messages", () => {
     const ino = statSync(t.sock).ino;
     const result = await runAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
     expect(result.code).toBe(2);
-    expect(errorLine(result.stderr)).toBe(`audio-agent: socket path ${t.sock} is a regular file; refusing to replace it`);
+    expect(errorLine(result.stderr)).toBe(`audio-agent: --socket: socket path ${t.sock} is a regular file; refusing to replace it`);
     expect(readFileSync(t.sock, "utf8")).toBe("do not delete\n");
     expect(statSync(t.sock).ino).toBe(ino);
   });
@@ -387,7 +387,7 @@ describe("exit codes and messages", () => {
     writeFileSync(t.source, wireBytes(0, 3));
     const result = await runAgent(["output", "serve", "--source", t.source, "--socket", t.path("gone/out.sock")]);
     expect(result.code).toBe(2);
-    expect(errorLine(result.stderr)).toBe(`audio-agent: socket directory ${t.path("gone")} does not exist`);
+    expect(errorLine(result.stderr)).toBe(`audio-agent: --socket: socket directory ${t.path("gone")} does not exist`);
   });
 
   test("--loop over a source without an audio frame exits 1 naming it, rather than looping over nothing", async () => {

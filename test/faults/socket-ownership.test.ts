@@ -124,7 +124,7 @@ describe("a symlink at the socket path", () => {
       symlinkSync(aim, path);
       const agent = spawnAgent(["output", "serve", "--socket", path, "--source", "-"], { stdin: "pipe" });
       expect(await agent.exited).toBe(2);
-      expect(failureLine(agent.stderr)).toBe(`audio-agent: socket path ${path} is a symbolic link; refusing to follow or replace it`);
+      expect(failureLine(agent.stderr)).toBe(`audio-agent: --socket: socket path ${path} is a symbolic link; refusing to follow or replace it`);
       expect(lstatSync(path).isSymbolicLink()).toBe(true);
       expect(readlinkSync(path)).toBe(aim);
       if (target === "precious.txt") expect(readFileSync(aim, "utf8")).toBe("precious\n");

@@ -117,7 +117,7 @@ describe("JSON lines in pino's shape", () => {
     const failed = await runAgent(["output", "serve", "--socket", missing, "--source", "-", "--log-format", "json"]);
     expect(failed.code).toBe(2);
     const last = jsonLines(failed.stderr).at(-1)!;
-    expect(last).toMatchObject({ level: 60, component: "agent", exit_code: 2, msg: `socket directory ${join(dir.dir, "gone")} does not exist` });
+    expect(last).toMatchObject({ level: 60, component: "agent", exit_code: 2, msg: `--socket: socket directory ${join(dir.dir, "gone")} does not exist` });
     await expectRendered(failed.stderr);
 
     const usage = await runAgent(["output", "serve", "--bogus", "--log-format=json"]);

@@ -690,7 +690,7 @@ describe("serve: both channels in one process", () => {
       "serve", "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--input-socket", t.in, "--input-sink", t.path("sink.wire"),
     ]).done;
     expect(result.code).toBe(2);
-    expect(failureLine(result.stderr)).toBe(`audio-agent: socket path ${t.in} is a regular file; refusing to replace it`);
+    expect(failureLine(result.stderr)).toBe(`audio-agent: --input-socket: socket path ${t.in} is a regular file; refusing to replace it`);
     expect(existsSync(t.out)).toBe(false);
     expect(await Bun.file(t.path("sink.wire")).text()).toBe("keep");
     expect(await Bun.file(t.in).text()).toBe("not a socket");
