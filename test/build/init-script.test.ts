@@ -672,7 +672,11 @@ describe("S95audio-agent under busybox sh", () => {
     expect(started.code, started.stdout + started.stderr).toBe(0);
     const pid = pidIn(env)!;
     expect(statSync(fifo).isFIFO()).toBe(true);
-    expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").slice(0, -1)).toEqual([agentBin, "output", "serve", "--source", fifo, "--format", "ogg"]);
+    // The role on the command line; its source and format in the agent's own variables, which the settings file may set.
+    expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").slice(0, -1)).toEqual([agentBin, "output", "serve"]);
+    const environ = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+    expect(environ).toContain(`AUDIO_AGENT_SOURCE=${fifo}`);
+    expect(environ).toContain("AUDIO_AGENT_FORMAT=ogg");
     await until(() => existsSync(out), "the socket", 10_000);
 
     const opus = encodeWith(t.dir, "encoder", ["--max-delay", "20"]);

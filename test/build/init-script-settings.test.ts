@@ -1,0 +1,73 @@
+/**
+ * packaging/README.md: settings go in /etc/default/audio-agent, "all
+ * assignments are exported, so the agent's own AUDIO_AGENT_* settings work
+ * there too". In the default output role the script passes --source FIFO and
+ * --format ogg as flags, which win over the environment: the settings file's
+ * AUDIO_AGENT_FORMAT (and AUDIO_AGENT_SOURCE) are dropped without a word,
+ * while the serve role fills in its channel's defaults only where the file
+ * left them out. Run under Debian's BusyBox against the compiled agent.
+ */
+import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { built } from "../support/binaries.ts";
+import { writeIntoFifo } from "../support/fifo.ts";
+import { BUSYBOX, installApplets, SCRIPT } from "../support/init-script.ts";
+import { testPayload } from "../support/payloads.ts";
+import { alive, runningIn } from "../support/proc.ts";
+import { cleanEnv, run, start } from "../support/processes.ts";
+import { until } from "../support/wait.ts";
+import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
+
+let agentBin: string;
+let applets: string;
+let dir: string | undefined;
+
+beforeAll(async () => {
+  applets = await installApplets();
+  agentBin = (await built("x64")).path;
+}, 120_000);
+
+afterAll(() => {
+  if (applets) rmSync(applets, { recursive: true, force: true });
+});
+
+afterEach(() => {
+  if (!dir) return;
+  for (const pid of runningIn(dir)) if (alive(pid)) process.kill(pid, "SIGKILL");
+  rmSync(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+test("the default output role takes AUDIO_AGENT_FORMAT from the settings file: a wire capture written into the FIFO reaches the client", async () => {
+  dir = mkdtempSync("/tmp/aa-initset-");
+  const path = (name: string) => join(dir!, name);
+  const env = {
+    AUDIO_AGENT_BIN: agentBin,
+    AUDIO_AGENT_PIDFILE: path("run/audio-agent.pid"),
+    AUDIO_AGENT_LOG_FILE: path("log/audio-agent.log"),
+    AUDIO_AGENT_FIFO: path("capture/capture.wire"),
+    AUDIO_AGENT_DEFAULTS: path("default/audio-agent"),
+    JETKVM_AUDIO_OUTPUT_SOCKET: path("o.sock"),
+  };
+  mkdirSync(path("default"));
+  // The device's settings file: the agent's own variable, as packaging/README.md invites.
+  await Bun.write(env.AUDIO_AGENT_DEFAULTS, "AUDIO_AGENT_FORMAT=wire\n");
+  const script = (action: string) =>
+    run([BUSYBOX!, "sh", SCRIPT, action], { cwd: dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 20_000 });
+
+  const started = await script("start");
+  expect(started.code, started.stdout + started.stderr).toBe(0);
+  await until(() => existsSync(env.JETKVM_AUDIO_OUTPUT_SOCKET), "the socket", 10_000);
+
+  await writeWireFile(path("send.wire"), 20);
+  const recv = start([agentBin, "output", "recv", "--socket", env.JETKVM_AUDIO_OUTPUT_SOCKET, "--sink", path("out.wire"), "--count", "20", "--connect-timeout", "5"], { cwd: dir, timeoutMs: 15_000 });
+  await until(() => readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8").includes("client connected"), "the client", 10_000);
+  expect(await writeIntoFifo(env.AUDIO_AGENT_FIFO, path("send.wire"))).toBe(0);
+  const received = await recv.done;
+  const log = readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8");
+  expect((await script("stop")).code).toBe(0);
+
+  expect(received.code, log).toBe(0);
+  expect(wholeWireFrames(path("out.wire")).map((f) => f.join(","))).toEqual(Array.from({ length: 20 }, (_, i) => testPayload(i).join(",")));
+}, 60_000);
