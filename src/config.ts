@@ -525,6 +525,20 @@ function pick(
   return undefined;
 }
 
+/** Where each resolved setting came from when not from its flag or default ("environment X", `config "key"`), by option. */
+const ORIGINS = new WeakMap<object, Readonly<Record<string, string>>>();
+
+/** Where `option` of resolved `settings` came from when not from its flag or its default: "environment X", `config "key"`. */
+export function settingOrigin(settings: object, option: string): string | undefined {
+  return ORIGINS.get(settings)?.[option];
+}
+
+/** `settings`, whose options came from `origins` (as settingOrigin tells them), for a view of resolved settings made anew. */
+export function withOrigins<T extends object>(settings: T, origins: Record<string, string | undefined>): T {
+  ORIGINS.set(settings, Object.fromEntries(Object.entries(origins).filter((entry): entry is [string, string] => entry[1] !== undefined)));
+  return settings;
+}
+
 /**
  * Resolves `options`: flags > environment > the file's `section` > the file's
  * top level > defaults (of `channel`). With `requireAll` false, missing
@@ -563,6 +577,7 @@ function resolveOptions(
   if (out.loop === true && out.source === "-") {
     throw new ConfigError(`${naming.command}: ${named("loop")} replays a file; ${named("source")} - (stdin) can be read only once`);
   }
+  ORIGINS.set(out, from);
   return out;
 }
 
@@ -604,9 +619,13 @@ export function resolveServeSettings(sources: ConfigSources, requireAll = true):
   }) as Settings<ProcessOption>;
   const channel = <C extends Channel>(c: C) => {
     const own = resolveOptions(serveChannelOptions(c), c, file?.sections[c], sources, requireAll, serveNaming(c));
-    return { ...own, ...shared } as RoleSettings<(typeof SERVE_ROLES)[C]>;
+    const settings = { ...own, ...shared };
+    ORIGINS.set(settings, { ...ORIGINS.get(own), ...ORIGINS.get(shared) });
+    return settings as RoleSettings<(typeof SERVE_ROLES)[C]>;
   };
-  return { ...shared, output: channel("output"), input: channel("input") };
+  const settings = { ...shared, output: channel("output"), input: channel("input") };
+  ORIGINS.set(settings, ORIGINS.get(shared) ?? {});
+  return settings;
 }
 
 /** How serve names a channel's option: its prefixed flag and variable. */

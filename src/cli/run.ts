@@ -12,6 +12,8 @@ import {
   resolveServeSettings,
   resolveSettings,
   ROLE_OPTIONS,
+  settingOrigin,
+  withOrigins,
   type Channel,
   type Command,
   type ConfigFile,
@@ -76,7 +78,7 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
     run.logger?.flush();
     return code;
   } catch (e) {
-    const { code, message } = describeFailure(e, run.settings);
+    const { code, message } = describeFailure(e, run.settings, run.configFile?.path);
     run.logger?.flush();
     const logger = run.logger ?? new Logger({ level: "error", format: requestedLogFormat(argv, io.env, run.configFile), write: writeLine(io) });
     logger.fatal(message, { exit_code: code });
@@ -202,10 +204,12 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
   }
 }
 
-/** serve's settings by flag name ("output-socket", "metrics"), so a failure names the flag it came from. */
+/** serve's settings by flag name ("output-socket", "metrics"), so a failure names the flag it came from, and where it was set. */
 function flatServeSettings(settings: ServeSettings): Record<string, unknown> {
   const read = (from: object, option: string) => (from as Record<string, unknown>)[option];
-  return Object.fromEntries(commandFlags("serve").map(({ flag, option, channel }) => [flag, read(channel ? settings[channel] : settings, option)]));
+  const flags = commandFlags("serve");
+  const flat = Object.fromEntries(flags.map(({ flag, option, channel }) => [flag, read(channel ? settings[channel] : settings, option)]));
+  return withOrigins(flat, Object.fromEntries(flags.map(({ flag, option, channel }) => [flag, settingOrigin(channel ? settings[channel] : settings, option)])));
 }
 
 function parseFlags(command: Command, args: string[]): Record<string, unknown> {
@@ -216,12 +220,21 @@ function parseFlags(command: Command, args: string[]): Record<string, unknown> {
   return values;
 }
 
-function describeFailure(e: unknown, settings: Record<string, unknown> = {}): { code: number; message: string } {
+function describeFailure(e: unknown, settings: Record<string, unknown> = {}, configPath?: string): { code: number; message: string } {
   if (e instanceof UsageError || e instanceof ConfigError) return { code: EXIT_USAGE, message: e.message };
   if (e instanceof SourceFormatError) return { code: EXIT_USAGE, message: e.naming(formatFlagOf(settings, e.path)) };
   // A port another process holds is refused like a socket a live server answers on.
   if (e instanceof HttpListenError) {
-    return { code: EXIT_USAGE, message: `${optionsSetTo(settings, e.address)} ${hostPort(e.address)}: cannot listen${errnoWords(e.code)}` };
+    // A port from a config file or the environment is told as such: a command run by hand beside the
+    // service reads the service's file, whose port the service holds, and never typed the flag.
+    const names = Object.keys(settings).filter((name) => sameValue(settings[name], e.address));
+    const origins = names.flatMap((name) => settingOrigin(settings, name) ?? []);
+    const keys = origins.filter((origin) => origin.startsWith("config ")).map((origin) => origin.slice("config ".length));
+    const where = [...new Set(origins.filter((origin) => !origin.startsWith("config ")))];
+    if (keys.length > 0) where.push(`config ${keys.join(" and ")}${configPath ? ` in ${configPath}` : ""}`);
+    const off = names.map((name) => `--${name} off`).join(" ");
+    const told = where.length === 0 ? "" : ` (from ${where.join(" and ")}; ${off} runs without ${names.length > 1 ? "them" : "it"})`;
+    return { code: EXIT_USAGE, message: `${optionsSetTo(settings, e.address)} ${hostPort(e.address)}${told}: cannot listen${errnoWords(e.code)}` };
   }
   if (e instanceof SocketPathError) {
     // Named by its option, given or not: the default path of a server run without --socket is one too.
@@ -240,12 +253,14 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}): { 
 
 /** The flags whose value is `value` ("--metrics", or "--metrics and --monitor" when they share it). */
 function optionsSetTo(settings: Record<string, unknown>, value: unknown): string {
-  const same = (a: unknown) =>
-    a === value || (typeof a === "object" && a !== null && JSON.stringify(a) === JSON.stringify(value));
   return Object.keys(settings)
-    .filter((name) => same(settings[name]))
+    .filter((name) => sameValue(settings[name], value))
     .map((name) => `--${name}`)
     .join(" and ");
+}
+
+function sameValue(a: unknown, b: unknown): boolean {
+  return a === b || (typeof a === "object" && a !== null && JSON.stringify(a) === JSON.stringify(b));
 }
 
 /** The flag that gives the format of the source at `path`: the one beside its source flag (--format; serve: --output-format). */

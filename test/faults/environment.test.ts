@@ -535,7 +535,9 @@ describe("an address or path the system refuses: one line naming the option, the
     const args = ["output", "serve", "--source", writeSource(dir.dir), "--socket", dir.path("s.sock"), "--config", config];
     const taken = spawnAgent(args);
     expect(await taken.exited).toBe(2);
-    expect(failureLine(taken.stderr)).toBe(`audio-agent: --metrics and --monitor 127.0.0.1:${port}: cannot listen: address in use (EADDRINUSE)`);
+    expect(failureLine(taken.stderr)).toBe(
+      `audio-agent: --metrics and --monitor 127.0.0.1:${port} (from config "metrics" and "monitor" in ${config}; --metrics off --monitor off runs without them): cannot listen: address in use (EADDRINUSE)`,
+    );
     // One after the other: they share the socket path.
     for (const [how, spawn] of [
       ["flags", () => spawnAgent([...args, "--metrics", "off", "--monitor", "off"])],
