@@ -10,7 +10,7 @@ import { openByteSource, type ByteSource } from "./byte-source.ts";
 import type { FrameSource, SourceFrame } from "./frame-source.ts";
 
 /**
- * Reads a wire capture (PROTOCOL.md "wire" format) and yields the payloads of
+ * Reads a wire capture (README, Formats: "wire") and yields the payloads of
  * its OpusFrame messages; other message types are skipped. The channel is
  * taken from the first message's magic, so a capture of either channel can
  * feed either role.

@@ -11,7 +11,7 @@ export type ProtocolErrorKind =
 /**
  * A framing violation by a peer or a source file. Carries the kind and the
  * offending value so that logs and metrics can name it; never recoverable
- * inside the same stream (PROTOCOL.md: no resync).
+ * inside the same stream (the wire contract: no resync).
  */
 export class ProtocolError extends Error {
   constructor(

@@ -1,4 +1,4 @@
-/** Sizes fixed by the wire protocol (PROTOCOL.md). */
+/** Sizes fixed by the wire protocol (README, "The wire contract in short"). */
 
 /** magic u32 + type u8 + length u32 + timestamp i64. */
 export const HEADER_SIZE = 17;

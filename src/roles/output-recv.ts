@@ -50,7 +50,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
   let flusher!: SinkFlusher;
   const { client, instruments } = await startOutputClient(settings, logger, (message) => {
     // The output channel carries OpusFrames; anything else a server sends (a Config, a Heartbeat) is
-    // tolerated and ignored (PROTOCOL.md), never recorded or taken for the stream's audio.
+    // tolerated and ignored (as the wire contract has it), never recorded or taken for the stream's audio.
     if (message.type !== MessageType.OpusFrame) return;
     // Counted before the write: the frame a failing write drops still counts toward --count.
     const last = ++frames === limit;

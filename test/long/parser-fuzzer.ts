@@ -1,6 +1,6 @@
 /**
  * Seeded fuzzing of the streaming FrameParser against an independent,
- * whole-buffer reference reading of PROTOCOL.md.
+ * whole-buffer reference reading of the wire contract.
  *
  * Each case is a valid stream (random types, lengths at and around every
  * limit, payloads that themselves contain valid-looking headers, so a parser
@@ -78,7 +78,7 @@ export interface RefParse {
   consumed: number;
 }
 
-/** The protocol read straight from PROTOCOL.md, over the whole buffer at once. */
+/** The protocol read straight from the wire contract, over the whole buffer at once. */
 export function referenceParse(bytes: Uint8Array, magic: number): RefParse {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const messages: RefMessage[] = [];

@@ -56,7 +56,7 @@ describe("timestamps", () => {
       expect({ ms, read: readTimestampMs(bytes, 5) }).toEqual({ ms, read: Number(exactNs(ms)) / 1e6 });
       expect(readTimestampNs(bytes, 5)).toBe(exactNs(ms));
     }
-    // A stamp from another sender, to the nanosecond (PROTOCOL.md's first vector).
+    // A stamp from another sender, to the nanosecond (the wire contract's first test vector).
     const bytes = Uint8Array.of(0x15, 0xcd, 0x85, 0x3d, 0xfe, 0x9c, 0x97, 0x17);
     expect(readTimestampMs(bytes, 0)).toBe(Number(1700000000123456789n) / 1e6);
   });

@@ -12,7 +12,7 @@ import { protocolErrorOf } from "../support/wire.ts";
 
 const hex = (s: string) => Uint8Array.from(s.trim().split(/\s+/).map((b) => parseInt(b, 16)));
 
-// The test vectors of PROTOCOL.md, checked in both directions.
+// The wire contract's test vectors, checked in both directions.
 const vectors = [
   {
     name: "OpusFrame, output, len 3",
@@ -48,7 +48,7 @@ const vectors = [
   },
 ];
 
-describe("PROTOCOL.md test vectors", () => {
+describe("the wire contract's test vectors", () => {
   for (const v of vectors) {
     test(`encode: ${v.name}`, () => {
       expect(encodeMessage(v.magic, v.type, v.payload, v.ts)).toEqual(hex(v.bytes));

@@ -1,4 +1,4 @@
-/** Builders and readers of wire captures (PROTOCOL.md "wire" format) for tests. */
+/** Builders and readers of wire captures (README, Formats: "wire") for tests. */
 import { expect } from "bun:test";
 import { closeSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
 import {

@@ -100,7 +100,7 @@ function recv(path, modules) {
     while (bytes.length - at >= HEADER) {
       // A throw here would go to the socket's error handler and the bad bytes be skipped
       // unseen: the floor's figures would then count a broken stream as a good one.
-      // The protocol's header checks (PROTOCOL.md): magic, type 0-4, length at most 4096.
+      // The protocol's header checks (the wire contract): magic, type 0-4, length at most 4096.
       const magic = view.getUint32(at, true);
       if (magic !== MAGIC) fail(`framing error: bad magic 0x${magic.toString(16).padStart(8, "0")} after ${frames} frames`);
       const type = view.getUint8(at + 4);
