@@ -277,6 +277,28 @@ describe("S95audio-agent under busybox sh", () => {
     expect(log).toContain("input-server: stopped signal=SIGTERM");
   }, 60_000);
 
+  test("AUDIO_AGENT_ROLE=serve with AUDIO_AGENT_ARGS naming its own serve command: the role's defaults stay out of it, its wire capture (the agent's default format) reaches a client", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 20);
+    const [out, input] = [t.path("o.sock"), t.path("i.sock")];
+    const env = settings({
+      AUDIO_AGENT_ROLE: "serve",
+      AUDIO_AGENT_ARGS: `serve --output-source ${t.path("in.wire")} --output-socket ${out} --input-socket ${input} --input-sink ${t.path("mic.wire")}`,
+    });
+
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    const pid = pidIn(env)!;
+    const environ = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").map((entry) => entry.split("=")[0]);
+    for (const name of ["AUDIO_AGENT_OUTPUT_SOURCE", "AUDIO_AGENT_OUTPUT_FORMAT", "AUDIO_AGENT_INPUT_SINK", "AUDIO_AGENT_SOURCE", "AUDIO_AGENT_FORMAT"]) {
+      expect(environ).not.toContain(name);
+    }
+    const received = await run([agentBin, "output", "recv", "--socket", out, "--sink", t.path("out.wire"), "--count", "20", "--connect-timeout", "5"], { cwd: t.dir, timeoutMs: 15_000 });
+    expect(received.code, received.stderr).toBe(0);
+    expect(wholeWireFrames(t.path("out.wire")).map((f) => f.join(","))).toEqual(Array.from({ length: 20 }, (_, i) => testPayload(i).join(",")));
+    expect((await initScript("stop", env)).code).toBe(0);
+  }, 60_000);
+
   test("an unknown AUDIO_AGENT_ROLE: start fails (1) naming it and the roles allowed", async () => {
     tempDir();
     const { AUDIO_AGENT_ARGS: _, ...env } = settings({ AUDIO_AGENT_ROLE: "both" });
