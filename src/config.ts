@@ -617,6 +617,13 @@ export function resolveServeSettings(sources: ConfigSources, requireAll = true):
     flag: (option) => option,
     env: (option) => envName(option),
   }) as Settings<ProcessOption>;
+  // Taken from a section (pick takes it before the top level): told by the section's key.
+  const sharedFrom: Record<string, string> = { ...ORIGINS.get(shared) };
+  for (const option of PROCESS_OPTIONS) {
+    if (fromSections[option] === undefined || sharedFrom[option] !== `config "${option}"`) continue;
+    sharedFrom[option] = `config "${file?.sections.output?.[option] !== undefined ? "output" : "input"}.${option}"`;
+  }
+  ORIGINS.set(shared, sharedFrom);
   const channel = <C extends Channel>(c: C) => {
     const own = resolveOptions(serveChannelOptions(c), c, file?.sections[c], sources, requireAll, serveNaming(c));
     const settings = { ...own, ...shared };

@@ -225,20 +225,17 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}, con
   if (e instanceof SourceFormatError) return { code: EXIT_USAGE, message: e.naming(formatFlagOf(settings, e.path)) };
   // A port another process holds is refused like a socket a live server answers on.
   if (e instanceof HttpListenError) {
-    // A port from a config file or the environment is told as such: a command run by hand beside the
-    // service reads the service's file, whose port the service holds, and never typed the flag.
-    const names = Object.keys(settings).filter((name) => sameValue(settings[name], e.address));
-    const origins = names.flatMap((name) => settingOrigin(settings, name) ?? []);
-    const keys = origins.filter((origin) => origin.startsWith("config ")).map((origin) => origin.slice("config ".length));
-    const where = [...new Set(origins.filter((origin) => !origin.startsWith("config ")))];
-    if (keys.length > 0) where.push(`config ${keys.join(" and ")}${configPath ? ` in ${configPath}` : ""}`);
-    const off = names.map((name) => `--${name} off`).join(" ");
-    const told = where.length === 0 ? "" : ` (from ${where.join(" and ")}; ${off} runs without ${names.length > 1 ? "them" : "it"})`;
+    // A command run by hand beside the service reads the service's file, whose port the service holds.
+    const names = namesSetTo(settings, e.address);
+    const from = origins(settings, names, configPath);
+    const told = from ? ` (${from}; ${names.map((name) => `--${name} off`).join(" ")} runs without ${names.length > 1 ? "them" : "it"})` : "";
     return { code: EXIT_USAGE, message: `${optionsSetTo(settings, e.address)} ${hostPort(e.address)}${told}: cannot listen${errnoWords(e.code)}` };
   }
   if (e instanceof SocketPathError) {
     // Named by its option, given or not: the default path of a server run without --socket is one too.
-    const option = optionsSetTo(settings, e.path) || "--socket";
+    const names = namesSetTo(settings, e.path);
+    const from = origins(settings, names, configPath);
+    const option = `${optionsSetTo(settings, e.path) || "--socket"}${from ? ` (${from})` : ""}`;
     return { code: EXIT_USAGE, message: e.code ? `${option} ${e.path}: cannot listen${errnoWords(e.code)}` : `${option}: ${e.message}` };
   }
   if (e instanceof ConnectTimeoutError || e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };
@@ -253,10 +250,28 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}, con
 
 /** The flags whose value is `value` ("--metrics", or "--metrics and --monitor" when they share it). */
 function optionsSetTo(settings: Record<string, unknown>, value: unknown): string {
-  return Object.keys(settings)
-    .filter((name) => sameValue(settings[name], value))
+  return namesSetTo(settings, value)
     .map((name) => `--${name}`)
     .join(" and ");
+}
+
+/** The names of the settings whose value is `value`. */
+function namesSetTo(settings: Record<string, unknown>, value: unknown): string[] {
+  return Object.keys(settings).filter((name) => sameValue(settings[name], value));
+}
+
+/**
+ * Where the settings `names` came from when not from their flags or defaults
+ * ("from environment JETKVM_AUDIO_OUTPUT_SOCKET", `from config "metrics" in
+ * /etc/audio-agent.json`); "" when from their flags or defaults. A value the
+ * user never typed is told by where it was set.
+ */
+function origins(settings: Record<string, unknown>, names: string[], configPath: string | undefined): string {
+  const all = names.flatMap((name) => settingOrigin(settings, name) ?? []);
+  const keys = all.filter((origin) => origin.startsWith("config ")).map((origin) => origin.slice("config ".length));
+  const where = [...new Set(all.filter((origin) => !origin.startsWith("config ")))];
+  if (keys.length > 0) where.push(`config ${keys.join(" and ")}${configPath ? ` in ${configPath}` : ""}`);
+  return where.length === 0 ? "" : `from ${where.join(" and ")}`;
 }
 
 function sameValue(a: unknown, b: unknown): boolean {

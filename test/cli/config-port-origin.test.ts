@@ -13,6 +13,7 @@ import { failureLine } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { agentEnv, spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
+import { writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -31,4 +32,23 @@ test("a metrics port from the config file that another process holds: exit 2, th
   const line = failureLine(agent.stderr);
   expect(line).toContain(`${holder.port}`);
   expect(line).toContain(config);
+});
+
+test("serve with the metrics port from the config file's \"output\" section, another process holding it: the line names that key, output.metrics, not a top-level \"metrics\" the file does not have", async () => {
+  const t = socketDir(defer, "aacp-");
+  defer(() => stopAgents());
+  const holder = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("the service's") });
+  defer(() => holder.stop(true));
+  const config = t.path("audio-agent.json");
+  writeFileSync(config, JSON.stringify({ output: { metrics: `127.0.0.1:${holder.port}` } }));
+  await writeWireFile(t.path("capture.wire"), 3);
+
+  const agent = spawnAgent(
+    ["serve", "--output-source", t.path("capture.wire"), "--output-socket", t.path("o.sock"), "--input-socket", t.path("i.sock"), "--input-sink", t.path("mic.wire")],
+    { env: agentEnv({ AUDIO_AGENT_CONFIG: config }) },
+  );
+  expect(await agent.exited).toBe(2);
+  const line = failureLine(agent.stderr);
+  expect(line).toContain(config);
+  expect(line).toContain('config "output.metrics"');
 });

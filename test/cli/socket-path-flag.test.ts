@@ -53,3 +53,16 @@ describe("a socket path that cannot be used names the option it came from", () =
     expect(failureLine(result.stderr)).toMatch(/JETKVM_AUDIO_INPUT_SOCKET|--socket/);
   });
 });
+
+test("output serve with its socket from JETKVM_AUDIO_OUTPUT_SOCKET, a regular file there: exit 2, the line names the variable it came from, as a port from the environment is", async () => {
+  const t = setup();
+  await writeWireFile(t.path("in.wire"), 3);
+  writeFileSync(t.path("out.sock"), "not a socket");
+  const result = await spawnAgent(["output", "serve", "--source", t.path("in.wire")], {
+    env: agentEnv({ JETKVM_AUDIO_OUTPUT_SOCKET: t.path("out.sock") }),
+  }).done;
+  expect(result.code).toBe(2);
+  const line = failureLine(result.stderr);
+  expect(line).toContain(t.path("out.sock"));
+  expect(line).toContain("JETKVM_AUDIO_OUTPUT_SOCKET");
+});
