@@ -256,8 +256,8 @@ export class ChannelInstruments implements ChannelObserver {
     this.roundTripLatency = this.latency.operation("heartbeat_rtt");
     const first = end.readings();
     this.channel = first.channel;
+    const buffers = socketBufferSizes(settings["socket-buffers"]);
     if (settings.adaptive === "on") {
-      const buffers = socketBufferSizes(settings["socket-buffers"]);
       const high = SOCKET_BUFFER_PRESETS["high-load"];
       const baseQueue = first.queueCapacity;
       this.optimizer = new AdaptiveOptimizer({
@@ -273,6 +273,9 @@ export class ChannelInstruments implements ChannelObserver {
         apply: (state, decision, why) => this.adapt(state, decision, why),
       });
       this.metrics?.adaptive(this.optimizer.state);
+    } else {
+      // Off, the sizes stay as set: the gauges say so (at 0 they read as no buffer and no queue).
+      this.metrics?.adaptive({ level: 0, sendBufferBytes: buffers.sendBytes, queueFrames: first.queueCapacity });
     }
     this.statsSeen = { at: performance.now(), counts: statsCounts(first), samples: new Map() };
   }

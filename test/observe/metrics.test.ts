@@ -6,7 +6,7 @@ import { INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index
 import { logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { families, healthz, metricsUrl, promtoolCheck, samples, scrapeUntil, value } from "../support/metrics.ts";
+import { families, healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { startOutputServer } from "../support/output-server.ts";
 import { testPayload } from "../support/payloads.ts";
 import { connectClient } from "../support/peer.ts";
@@ -402,6 +402,19 @@ describe("metrics over HTTP from real roles", () => {
     }
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
+  });
+
+  test("--adaptive off: the adaptive gauges read the sizes set (buffer, queue) at level 0, on a sender and a receiver, not 0", async () => {
+    const { path } = setup();
+    const sock = path("out.sock");
+    const server = spawnAgent(["output", "serve", "--socket", sock, "--source", "-", "--adaptive", "off", "--socket-buffers", "65536", "--queue-frames", "300", "--metrics", "0"], { stdin: "pipe" });
+    const client = spawnAgent(["output", "recv", "--socket", sock, "--sink", path("out.wire"), "--adaptive", "off", "--socket-buffers", "high-load", "--metrics", "0"]);
+    for (const [agent, bytes, frames] of [[server, 65536, 300], [client, 256 * 1024, 0]] as const) {
+      const text = await scrape(await metricsUrl(agent));
+      expect(value(text, "jetkvm_adaptive_output_buffer_size_bytes")).toBe(bytes);
+      expect(value(text, "audio_agent_adaptive_queue_frames")).toBe(frames);
+      expect(value(text, "audio_agent_adaptive_level")).toBe(0);
+    }
   });
 
   test("--realtime with no client: dropped-by-reason no_client equals the count the server logs; metrics bind loopback", async () => {
