@@ -257,26 +257,25 @@ export class ChannelInstruments implements ChannelObserver {
     const first = end.readings();
     this.channel = first.channel;
     const buffers = socketBufferSizes(settings["socket-buffers"]);
+    // The sizes as set: where the optimizer starts from, and where they stay with it off.
+    const base = { sendBufferBytes: buffers.sendBytes, receiveBufferBytes: buffers.receiveBytes, queueFrames: first.queueCapacity };
     if (settings.adaptive === "on") {
       const high = SOCKET_BUFFER_PRESETS["high-load"];
-      const baseQueue = first.queueCapacity;
       this.optimizer = new AdaptiveOptimizer({
-        base: { sendBufferBytes: buffers.sendBytes, receiveBufferBytes: buffers.receiveBytes, queueFrames: baseQueue },
+        base,
         highLoad: {
           sendBufferBytes: Math.max(high.sendBytes, buffers.sendBytes),
           receiveBufferBytes: Math.max(high.receiveBytes, buffers.receiveBytes),
         },
-        maxQueueFrames: baseQueue * DEFAULT_ADAPTIVE.queueGrowth,
+        maxQueueFrames: base.queueFrames * DEFAULT_ADAPTIVE.queueGrowth,
         threshold: settings["adaptive-threshold"],
         windowMs: settings["adaptive-window-ms"],
         calmMs: settings["adaptive-calm-ms"],
         apply: (state, decision, why) => this.adapt(state, decision, why),
       });
-      this.metrics?.adaptive(this.optimizer.state);
-    } else {
-      // Off, the sizes stay as set: the gauges say so (at 0 they read as no buffer and no queue).
-      this.metrics?.adaptive({ level: 0, sendBufferBytes: buffers.sendBytes, queueFrames: first.queueCapacity });
     }
+    // Off, the gauges read the sizes set (at 0 they would read as no buffer and no queue).
+    this.metrics?.adaptive(this.optimizer?.state ?? { level: 0, ...base });
     this.statsSeen = { at: performance.now(), counts: statsCounts(first), samples: new Map() };
   }
 
