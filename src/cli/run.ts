@@ -207,9 +207,14 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
 /** serve's settings by flag name ("output-socket", "metrics"), so a failure names the flag it came from, and where it was set. */
 function flatServeSettings(settings: ServeSettings): Record<string, unknown> {
   const read = (from: object, option: string) => (from as Record<string, unknown>)[option];
-  const flags = commandFlags("serve");
-  const flat = Object.fromEntries(flags.map(({ flag, option, channel }) => [flag, read(channel ? settings[channel] : settings, option)]));
-  return withOrigins(flat, Object.fromEntries(flags.map(({ flag, option, channel }) => [flag, settingOrigin(channel ? settings[channel] : settings, option)])));
+  const flat: Record<string, unknown> = {};
+  const origins: Record<string, string | undefined> = {};
+  for (const { flag, option, channel } of commandFlags("serve")) {
+    const from = channel ? settings[channel] : settings;
+    flat[flag] = read(from, option);
+    origins[flag] = settingOrigin(from, option);
+  }
+  return withOrigins(flat, origins);
 }
 
 function parseFlags(command: Command, args: string[]): Record<string, unknown> {
@@ -229,30 +234,28 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}, con
     const names = namesSetTo(settings, e.address);
     const from = origins(settings, names, configPath);
     const told = from ? ` (${from}; ${names.map((name) => `--${name} off`).join(" ")} runs without ${names.length > 1 ? "them" : "it"})` : "";
-    return { code: EXIT_USAGE, message: `${optionsSetTo(settings, e.address)} ${hostPort(e.address)}${told}: cannot listen${errnoWords(e.code)}` };
+    return { code: EXIT_USAGE, message: `${flagsOf(names)} ${hostPort(e.address)}${told}: cannot listen${errnoWords(e.code)}` };
   }
   if (e instanceof SocketPathError) {
     // Named by its option, given or not: the default path of a server run without --socket is one too.
     const names = namesSetTo(settings, e.path);
     const from = origins(settings, names, configPath);
-    const option = `${optionsSetTo(settings, e.path) || "--socket"}${from ? ` (${from})` : ""}`;
+    const option = `${flagsOf(names) || "--socket"}${from ? ` (${from})` : ""}`;
     return { code: EXIT_USAGE, message: e.code ? `${option} ${e.path}: cannot listen${errnoWords(e.code)}` : `${option}: ${e.message}` };
   }
   if (e instanceof ConnectTimeoutError || e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };
   const err = e as NodeJS.ErrnoException;
   if (err?.code && err.path) {
-    const option = optionsSetTo(settings, err.path);
+    const option = flagsOf(namesSetTo(settings, err.path));
     const what = option ? `${option} ${err.path}` : err.path;
     return { code: EXIT_FAILURE, message: `${what}: ${fileProblem(err.path, err.code)}` };
   }
   return { code: EXIT_FAILURE, message: err?.message ?? String(e) };
 }
 
-/** The flags whose value is `value` ("--metrics", or "--metrics and --monitor" when they share it). */
-function optionsSetTo(settings: Record<string, unknown>, value: unknown): string {
-  return namesSetTo(settings, value)
-    .map((name) => `--${name}`)
-    .join(" and ");
+/** Settings' names as their flags: "--metrics", or "--metrics and --monitor" when they share a value. */
+function flagsOf(names: string[]): string {
+  return names.map((name) => `--${name}`).join(" and ");
 }
 
 /** The names of the settings whose value is `value`. */
