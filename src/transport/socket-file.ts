@@ -117,7 +117,7 @@ function listingsOf(path: string, file: SocketFileIdentity | undefined): (Listin
     // that bound it relative and then left its directory (a daemon's chdir("/")); then as if not asked.
     const seen = owner === undefined ? undefined : identityOf(name.startsWith("/") ? `/proc/${owner}/root${name}` : `/proc/${owner}/cwd/${name}`);
     if (seen === undefined) return byName(listing);
-    return seen.dev === file.dev && seen.ino === file.ino ? [{ ...listing, surely: true }] : [];
+    return sameIdentity(seen, file) ? [{ ...listing, surely: true }] : [];
   });
 }
 
@@ -171,7 +171,12 @@ function boundSockets(): Listing[] {
 
 function sameFile(path: string, file: SocketFileIdentity): boolean {
   const seen = identityOf(path);
-  return seen !== undefined && seen.dev === file.dev && seen.ino === file.ino;
+  return seen !== undefined && sameIdentity(seen, file);
+}
+
+/** Whether two identities are one file. */
+function sameIdentity(a: SocketFileIdentity, b: SocketFileIdentity): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
 }
 
 /** The file at `path` itself (not followed), or undefined where there is none. */
@@ -363,7 +368,7 @@ function inDirectoryOf(path: string, name: string): string {
 export function removeSocketFile(path: string, ours: SocketFileIdentity): void {
   try {
     const stat = lstatSync(path);
-    if (stat.isSocket() && stat.dev === ours.dev && stat.ino === ours.ino) unlinkSync(path);
+    if (stat.isSocket() && sameIdentity(stat, ours)) unlinkSync(path);
   } catch {
     // already gone
   }
