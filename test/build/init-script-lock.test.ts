@@ -8,10 +8,10 @@
  * pid file in time.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, linkSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
-import { agentsIn, BUSYBOX, gonePid, installApplets, SCRIPT, standInAgent } from "../support/init-script.ts";
+import { agentsIn, BUSYBOX, gonePid, installApplets, SCRIPT, standInService } from "../support/init-script.ts";
 import { cleanEnv, type Result, run, start } from "../support/processes.ts";
 import { until } from "../support/wait.ts";
 
@@ -52,19 +52,9 @@ afterEach(() => {
 });
 
 function setup(): Record<string, string> {
-  dir = mkdtempSync("/tmp/aa-lock-");
-  chmodSync(dir, 0o755);
-  agent = standInAgent(join(dir, "agent"));
-  mkdirSync(join(dir, "run"));
-  return {
-    AUDIO_AGENT_BIN: agent,
-    AUDIO_AGENT_ARGS: "300",
-    AUDIO_AGENT_PIDFILE: join(dir, "run/audio-agent.pid"),
-    AUDIO_AGENT_LOG_FILE: join(dir, "log/audio-agent.log"),
-    AUDIO_AGENT_FIFO: "",
-    AUDIO_AGENT_DEFAULTS: join(dir, "none"),
-    AUDIO_AGENT_STOP_TIMEOUT: "0",
-  };
+  let env: Record<string, string>;
+  ({ dir, agent, env } = standInService("/tmp/aa-lock-", "0"));
+  return env;
 }
 
 const lockFile = () => join(dir, "run/audio-agent.lock");

@@ -11,9 +11,9 @@
  * had insufficient privilege.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInAgent } from "../support/init-script.ts";
+import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInService } from "../support/init-script.ts";
 import { alive } from "../support/proc.ts";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { cleanEnv, type Result, run } from "../support/processes.ts";
@@ -37,19 +37,9 @@ afterEach(() => {
 });
 
 function setup(): Record<string, string> {
-  dir = mkdtempSync("/tmp/aa-lsb-");
-  chmodSync(dir, 0o755);
-  agent = standInAgent(join(dir, "agent"));
-  mkdirSync(join(dir, "run"));
-  return {
-    AUDIO_AGENT_BIN: agent,
-    AUDIO_AGENT_ARGS: "300",
-    AUDIO_AGENT_PIDFILE: join(dir, "run/audio-agent.pid"),
-    AUDIO_AGENT_LOG_FILE: join(dir, "log/audio-agent.log"),
-    AUDIO_AGENT_FIFO: "",
-    AUDIO_AGENT_DEFAULTS: join(dir, "none"),
-    AUDIO_AGENT_STOP_TIMEOUT: "1",
-  };
+  let env: Record<string, string>;
+  ({ dir, agent, env } = standInService("/tmp/aa-lsb-", "1"));
+  return env;
 }
 
 function initScript(action: string, env: Record<string, string>, prefix: string[] = []): Promise<Result> {

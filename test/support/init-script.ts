@@ -3,7 +3,7 @@
  * BusyBox and its applets, a stand-in agent, and the processes a test left
  * running.
  */
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, readlinkSync, realpathSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readlinkSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { REPO, run } from "./processes.ts";
 import { runningIn } from "./proc.ts";
@@ -37,6 +37,28 @@ export function standInAgent(path: string): string {
   copyFileSync(realpathSync(Bun.which("sleep")!), path);
   chmodSync(path, 0o755);
   return path;
+}
+
+/**
+ * A new directory (named from `prefix`) holding a stand-in agent, and the
+ * settings that run the init script on it there: its pid file and log
+ * inside, no FIFO, no settings file, TERM given `stopTimeout` seconds.
+ */
+export function standInService(prefix: string, stopTimeout: string): { dir: string; agent: string; env: Record<string, string> } {
+  const dir = mkdtempSync(prefix);
+  chmodSync(dir, 0o755);
+  const agent = standInAgent(join(dir, "agent"));
+  mkdirSync(join(dir, "run"));
+  const env = {
+    AUDIO_AGENT_BIN: agent,
+    AUDIO_AGENT_ARGS: "300",
+    AUDIO_AGENT_PIDFILE: join(dir, "run/audio-agent.pid"),
+    AUDIO_AGENT_LOG_FILE: join(dir, "log/audio-agent.log"),
+    AUDIO_AGENT_FIFO: "",
+    AUDIO_AGENT_DEFAULTS: join(dir, "none"),
+    AUDIO_AGENT_STOP_TIMEOUT: stopTimeout,
+  };
+  return { dir, agent, env };
 }
 
 /** A pid no process has now: one that just exited and was reaped. */
