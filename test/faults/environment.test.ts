@@ -22,7 +22,7 @@ import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { pagesOf } from "../support/ogg.ts";
 import { opusinfo, TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, payloadIndex, testPayload } from "../support/payloads.ts";
-import { connectClient, fakeServer, RecordingClient, writeInPieces } from "../support/peer.ts";
+import { connectClient, expectServesThenStops, fakeServer, goStyleServerThatMoves, markedAfterRefusal, RecordingClient, writeInPieces } from "../support/peer.ts";
 import { AGENT, agentEnv, BUN, makeStaleSocket, runAgent, spawnAgent, spawnListener, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { drain, drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
@@ -334,16 +334,8 @@ describe("a socket path that cannot be used", () => {
     await until(() => events.length === 1, "the served client accepted");
 
     const intruder = await runAgent(["output", "serve", "--socket", dir.path("run/out.sock"), "--source", writeSource(dir.dir)]);
-    expect(intruder.code).toBe(2);
-    expect(failureLine(intruder.stderr)).toContain("in use by a live server");
-
-    // A marker connection, accepted after anything that connected before it: had the agent
-    // probed, the server would have taken that probe as its new client first.
-    const marker = await connectClient(defer, dir.path("run/out.sock"));
-    marker.socket.write(new Uint8Array(3));
-    await until(() => events.includes("data 3"), "the marker's bytes");
     // The served client was replaced by the marker, and by nothing before it.
-    expect(events).toEqual(["open 1", "open 2", "data 3"]);
+    expect(await markedAfterRefusal(defer, intruder, dir.path("run/out.sock"), events)).toEqual(["open 1", "open 2", "data 3"]);
     await served.closed;
   });
 
@@ -351,39 +343,21 @@ describe("a socket path that cannot be used", () => {
   // directory its own process ran in, which says nothing of where the agent runs: that listing is not
   // another name of the agent's stale socket file, however that file is named in the agent's directory.
   test("a stale socket is removed and served on, though a live server elsewhere bound the same basename by a relative name, whatever the agent's directory", async () => {
-    const dir = setup();
-    mkdirSync(dir.path("elsewhere"));
-    mkdirSync(dir.path("here"));
-    const other = await spawnListener("s.sock", dir.path("elsewhere"));
-    defer(other.kill);
+    const dir = await staleBesideRelativeListener();
     const path = dir.path("here/s.sock");
-    await makeStaleSocket(path);
     const agent = spawnAgent(["output", "serve", "--socket", path, "--source", writeSource(dir.dir)], { cwd: dir.path("here") });
     await agent.waitForStderr("listening");
-    const client = await connectClient(defer, path);
-    expect(client).toBeDefined();
-    agent.kill("SIGTERM");
-    const done = await agent.done;
-    expect(done.code, done.stderr).toBe(0);
+    await expectServesThenStops(defer, agent, path);
   });
 
   test("a stale socket named by a relative --socket is removed and served on, though a live server in another directory bound the same relative name", async () => {
     // /proc/net/unix lists both "s.sock": the other server's, bound from its own directory, says nothing of
     // the file "s.sock" names in the agent's directory, which nothing answers on (stale: README, removed).
-    const dir = setup();
-    mkdirSync(dir.path("elsewhere"));
-    mkdirSync(dir.path("here"));
-    const other = await spawnListener("s.sock", dir.path("elsewhere"));
-    defer(other.kill);
-    await makeStaleSocket(dir.path("here/s.sock"));
+    const dir = await staleBesideRelativeListener();
     const agent = spawnAgent(["output", "serve", "--socket", "s.sock", "--source", writeSource(dir.dir)], { cwd: dir.path("here") });
     await agent.waitForStderr(/listening|audio-agent: /);
     expect(agent.stderr).not.toContain("in use by a live server");
-    const client = await connectClient(defer, dir.path("here/s.sock"));
-    expect(client).toBeDefined();
-    agent.kill("SIGTERM");
-    const done = await agent.done;
-    expect(done.code, done.stderr).toBe(0);
+    await expectServesThenStops(defer, agent, dir.path("here/s.sock"));
   });
 
   test("a client on a relative --socket whose server is down (a stale stream socket) waits for it, though a datagram socket elsewhere was bound by the same relative name", async () => {
@@ -409,6 +383,38 @@ describe("a socket path that cannot be used", () => {
     const done = await recv.done;
     expect(done.code, done.stderr).toBe(0);
     expect(wireFileFrames(out).frames.length).toBe(wireFileFrames(source).frames.length);
+  });
+});
+
+// Which /proc/net/unix listing is the socket file at --socket: the listing's name, asked of the
+// process that bound it (its root or working directory), must lead to the file. These are the cases
+// where that process's view no longer tells, or tells of a process that is not the binder.
+describe("a live server whose process no longer sees its socket by the name it bound", () => {
+  test("a Go-style server bound by relative name in the socket's directory, that then changed directory: the agent given that same relative --socket refuses it (exit 2) without a probe connection", async () => {
+    // Before b1b81cb a listing "s.sock" equal to the agent's own --socket "s.sock" counted (the
+    // connect probe was never needed). Now the listing is asked of its process's current
+    // directory, where "s.sock" is nothing: the listing is dropped, the agent probes, and the
+    // Go-style server takes the probe for its new client (its real client is cut off).
+    const dir = setup();
+    mkdirSync(dir.path("here"));
+    mkdirSync(dir.path("later"));
+    const events = await goStyleServerThatMoves(defer, "s.sock", dir.path("here"), dir.path("later"));
+
+    const intruder = await runAgent(["output", "serve", "--socket", "s.sock", "--source", writeSource(dir.dir)], { cwd: dir.path("here") });
+    // Had the agent probed, the server would have seen that connection before the marker.
+    expect(await markedAfterRefusal(defer, intruder, dir.path("here/s.sock"), events)).toEqual(["listening", "open 1", "data 3"]);
+  });
+});
+
+describe("a live server bound by a relative name", () => {
+  test("a Go-style server bound by relative name in the socket's directory, still there: the agent given the absolute --socket from elsewhere refuses it (exit 2) without a probe connection", async () => {
+    const dir = setup();
+    mkdirSync(dir.path("here"));
+    mkdirSync(dir.path("elsewhere"));
+    const events = await goStyleServerThatMoves(defer, "s.sock", dir.path("here"), dir.path("here"));
+
+    const intruder = await runAgent(["output", "serve", "--socket", dir.path("here/s.sock"), "--source", writeSource(dir.dir)], { cwd: dir.path("elsewhere") });
+    expect(await markedAfterRefusal(defer, intruder, dir.path("here/s.sock"), events)).toEqual(["listening", "open 1", "data 3"]);
   });
 });
 
@@ -441,13 +447,20 @@ describe("a socket path another mount namespace also uses", () => {
     const agent = spawnAgent(["output", "serve", "--socket", path, "--source", writeSource(dir.dir)]);
     await agent.waitForStderr(/listening|audio-agent: /);
     expect(agent.stderr).not.toContain("in use by a live server");
-    const client = await connectClient(defer, path);
-    expect(client).toBeDefined();
-    agent.kill("SIGTERM");
-    const done = await agent.done;
-    expect(done.code, done.stderr).toBe(0);
+    await expectServesThenStops(defer, agent, path);
   });
 });
+
+/** A stale socket at here/s.sock, and a live server elsewhere/ bound by the relative name "s.sock". */
+async function staleBesideRelativeListener(): Promise<ReturnType<typeof setup>> {
+  const dir = setup();
+  mkdirSync(dir.path("elsewhere"));
+  mkdirSync(dir.path("here"));
+  const other = await spawnListener("s.sock", dir.path("elsewhere"));
+  defer(other.kill);
+  await makeStaleSocket(dir.path("here/s.sock"));
+  return dir;
+}
 
 /** A datagram socket bound at `name` (relative to this process's directory); returns its closing. */
 function bindDatagram(name: string): () => void {

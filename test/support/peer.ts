@@ -1,8 +1,12 @@
 /** Raw socket peers for tests, all plain Bun sockets: a recording client, a scripted fake server, a silent server. */
 import type { Socket, UnixSocketListener } from "bun";
+import { expect } from "bun:test";
 import { FrameParser, OUTPUT_MAGIC, ProtocolError } from "../../src/protocol/index.ts";
+import { failureLine } from "./agent-log.ts";
 import { concatBytes } from "./bytes.ts";
+import { agentEnv, BUN, type Result, type Spawned } from "./processes.ts";
 import { socketDir } from "./temp.ts";
+import { until } from "./wait.ts";
 
 export interface ReceivedMessage {
   type: number;
@@ -278,4 +282,61 @@ export async function unixPair(defer: (cleanup: () => unknown) => void, opts: { 
   const server = await accepted;
   defer(() => server.terminate());
   return { listener, client, server, received: () => received };
+}
+
+/**
+ * A Go-style server (each new connection becomes its client; the one before is closed) in a
+ * process of its own, bound by the name `name` from `cwd`, which then changes its working
+ * directory to `later`. Its events ("listening", "open N", "data N"), in order, as they come.
+ */
+export async function goStyleServerThatMoves(defer: (cleanup: () => unknown) => void, name: string, cwd: string, later: string): Promise<string[]> {
+  const script = `
+    let current, opened = 0;
+    Bun.listen({ unix: ${JSON.stringify(name)}, socket: {
+      open(s) { console.log("open " + ++opened); current?.end(); current = s; },
+      data(_s, chunk) { console.log("data " + chunk.length); },
+    } });
+    process.chdir(${JSON.stringify(later)});
+    console.log("listening");`;
+  const child = Bun.spawn([BUN, "-e", script], { cwd, stdout: "pipe", stderr: "pipe", env: agentEnv() });
+  defer(async () => {
+    child.kill("SIGKILL");
+    await child.exited;
+  });
+  const events: string[] = [];
+  let text = "";
+  void (async () => {
+    for await (const chunk of child.stdout) {
+      text += new TextDecoder().decode(chunk);
+      const lines = text.split("\n");
+      text = lines.pop()!;
+      events.push(...lines);
+    }
+  })();
+  await until(() => events.includes("listening"), "the server listening");
+  return events;
+}
+
+/**
+ * An agent refused a live Go-style server's socket at `path` (exit 2, "in use by a live server"):
+ * a marker connection made now writes 3 bytes, and once the server tells them ("data 3") its
+ * `events` show whether anything connected before the marker, as a probe by the agent would have.
+ */
+export async function markedAfterRefusal(defer: (cleanup: () => unknown) => void, refused: Result, path: string, events: string[]): Promise<string[]> {
+  expect(refused.code).toBe(2);
+  expect(failureLine(refused.stderr)).toContain("in use by a live server");
+  const marker = await connectClient(defer, path);
+  marker.socket.write(new Uint8Array(3));
+  await until(() => events.includes("data 3"), "the marker's bytes");
+  return events;
+}
+
+/** A server agent serving at `path`: a client connects, and SIGTERM then stops it with exit 0. */
+export async function expectServesThenStops(defer: (cleanup: () => unknown) => void, agent: Spawned, path: string, options: Parameters<typeof RecordingClient.connect>[1] = {}): Promise<RecordingClient> {
+  const client = await connectClient(defer, path, options);
+  expect(client).toBeDefined();
+  agent.kill("SIGTERM");
+  const done = await agent.done;
+  expect(done.code, done.stderr).toBe(0);
+  return client;
 }
