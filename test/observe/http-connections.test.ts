@@ -103,22 +103,29 @@ describe("a client that resets its connection", () => {
   }, 60_000);
 });
 
+/** A client of the HTTP port that writes `request` (if any) and at once half-closes: when the agent closes, and what it read. */
+async function halfClosing(port: number, request: string): Promise<{ closed: Promise<void>; received: () => string }> {
+  let received = "";
+  const closed = Promise.withResolvers<void>();
+  const socket = await Bun.connect({
+    hostname: "127.0.0.1",
+    port,
+    socket: { data: (_s, chunk) => void (received += new TextDecoder().decode(chunk)), close: () => closed.resolve(), error: () => {} },
+  });
+  defer(() => socket.terminate());
+  if (request) socket.write(request);
+  socket.shutdown();
+  return { closed: closed.promise, received: () => received };
+}
+
 describe("a client that half-closes after its request", () => {
   // `printf 'GET ...' | nc -N host port`, socat, a script's socket.shutdown(SHUT_WR):
   // the end of what it sends is not the end of what it reads.
   test("still reads the whole answer, even with its end sent at once: 200 and the /healthz body, then the agent's close", async () => {
     const { port } = await servingWithMetrics(1024);
-    let received = "";
-    const closed = Promise.withResolvers<void>();
-    const socket = await Bun.connect({
-      hostname: "127.0.0.1",
-      port,
-      socket: { data: (_s, chunk) => void (received += new TextDecoder().decode(chunk)), close: () => closed.resolve(), error: () => {} },
-    });
-    defer(() => socket.terminate());
-    socket.write(`GET /healthz HTTP/1.0\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
-    socket.shutdown();
-    await closed.promise;
+    const client = await halfClosing(port, `GET /healthz HTTP/1.0\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+    await client.closed;
+    const received = client.received();
     expect(received.split("\r\n")[0]).toBe("HTTP/1.1 200 OK");
     const body = received.slice(received.indexOf("\r\n\r\n") + 4);
     expect(JSON.parse(body).role).toBe("output serve");
@@ -129,22 +136,9 @@ describe("a client that half-closes on a keep-alive connection", () => {
   // HTTP/1.1 keeps a connection open after an answer: only the client's end, passed on, tells the server it is done.
   test("its end reaches the server: with a request (HTTP/1.1, no Connection: close) or none, the agent answers and closes, well before the server's idle timeout; the 32 places are free for the next client", async () => {
     const { port } = await servingWithMetrics(1024);
-    const halfClosing = async (request: string) => {
-      let received = "";
-      const closed = Promise.withResolvers<void>();
-      const socket = await Bun.connect({
-        hostname: "127.0.0.1",
-        port,
-        socket: { data: (_s, chunk) => void (received += new TextDecoder().decode(chunk)), close: () => closed.resolve(), error: () => {} },
-      });
-      defer(() => socket.terminate());
-      if (request) socket.write(request);
-      socket.shutdown();
-      return { closed: closed.promise, received: () => received };
-    };
     const clients = [];
     for (let i = 0; i < MAX_HTTP_CONNECTIONS; i++) {
-      clients.push(await halfClosing(i % 2 === 0 ? `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n` : ""));
+      clients.push(await halfClosing(port, i % 2 === 0 ? `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n` : ""));
     }
     // Bun.serve closes an idle connection after 10 s: each must be closed long before, by the end passed on.
     const late = Bun.sleep(5000).then(() => "still open");
