@@ -14,7 +14,7 @@ import { concatBytes } from "../support/bytes.ts";
 import { logFields } from "../support/agent-log.ts";
 import { collectingWriter, packetsOf, pagesOf, sealPage } from "../support/ogg.ts";
 import { decodedSamples, encodeWith, ffmpegPackets, requireTool, runTool } from "../support/opus-fixtures.ts";
-import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { tempDir } from "../support/temp.ts";
 import { wireFileFrames } from "../support/wire.ts";
 
@@ -65,6 +65,17 @@ function joinedMidBroadcast(bitrate = "128", spanning = false, numberedFrom = 2)
   return { path, packets: read, samples: read.reduce((n, p) => n + opusPacketSamples(p), 0), cutOffset };
 }
 
+/** `output serve --format ogg` of `path` (with `flags`) to one `output recv --once`, both ended 0: the server, and the client's wire capture. */
+async function servedOnce(path: string, flags: string[], name: string): Promise<{ server: Spawned; capture: string }> {
+  const socket = join(tmp.dir, `${name}.sock`);
+  const capture = join(tmp.dir, `${name}.wire`);
+  const server = spawnAgent(["output", "serve", "--socket", socket, "--source", path, "--format", "ogg", ...flags]);
+  const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", capture, "--once"]);
+  expect(await client.exited).toBe(0);
+  expect(await server.exited, server.stderr).toBe(0);
+  return { server, capture };
+}
+
 describe("an Ogg Opus file joined mid-broadcast (first audio page continued, RFC 7845 section 3)", () => {
   test("standard tools accept it; output serve --format ogg sends every packet that begins on its pages, skipping the partial first one, and exits 0", async () => {
     const joined = joinedMidBroadcast();
@@ -76,12 +87,7 @@ describe("an Ogg Opus file joined mid-broadcast (first audio page continued, RFC
     expect(decodedSamples(joined.path, tmp.dir)).toBeGreaterThan(0);
 
     for (const lenient of [[], ["--lenient"]]) {
-      const socket = join(tmp.dir, `joined${lenient.length}.sock`);
-      const capture = join(tmp.dir, `joined${lenient.length}.wire`);
-      const server = spawnAgent(["output", "serve", "--socket", socket, "--source", joined.path, "--format", "ogg", ...lenient]);
-      const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", capture, "--once"]);
-      expect(await client.exited).toBe(0);
-      expect(await server.exited, server.stderr).toBe(0);
+      const { server, capture } = await servedOnce(joined.path, lenient, `joined${lenient.length}`);
       const received = wireFileFrames(capture).frames;
       expect(received.length).toBe(joined.packets.length);
       received.forEach((frame, i) => expect(frame).toEqual(joined.packets[i]!));
@@ -92,12 +98,7 @@ describe("an Ogg Opus file joined mid-broadcast (first audio page continued, RFC
     const joined = joinedMidBroadcast("128", false, 5000);
     expect(pagesOf(new Uint8Array(readFileSync(joined.path)))[2]!.sequence).toBe(5000);
     for (const lenient of [[], ["--lenient"]]) {
-      const socket = join(tmp.dir, `jump${lenient.length}.sock`);
-      const capture = join(tmp.dir, `jump${lenient.length}.wire`);
-      const server = spawnAgent(["output", "serve", "--socket", socket, "--source", joined.path, "--format", "ogg", ...lenient]);
-      const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", capture, "--once"]);
-      expect(await client.exited).toBe(0);
-      expect(await server.exited, server.stderr).toBe(0);
+      const { server, capture } = await servedOnce(joined.path, lenient, `jump${lenient.length}`);
       expect(wireFileFrames(capture).frames).toEqual(joined.packets);
       expect(server.stderr).toContain("audio pages numbered on from a broadcast joined mid-way");
       expect(logFields(server.stderr, "output-server", "stopped")).toMatchObject({ source_missing_pages: "0", source_skipped_pages: "0" });
@@ -109,12 +110,7 @@ describe("an Ogg Opus file joined mid-broadcast (first audio page continued, RFC
     expect(pagesOf(new Uint8Array(readFileSync(joined.path)))[2]!.table).toEqual([255]);
     const told = (stderr: string) => stderr.split("\n").filter((line) => line.includes("dropped the end of a packet begun before this page"));
     for (const lenient of [[], ["--lenient"]]) {
-      const socket = join(tmp.dir, `told${lenient.length}.sock`);
-      const capture = join(tmp.dir, `told${lenient.length}.wire`);
-      const server = spawnAgent(["output", "serve", "--socket", socket, "--source", joined.path, "--format", "ogg", ...lenient]);
-      const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", capture, "--once"]);
-      expect(await client.exited).toBe(0);
-      expect(await server.exited, server.stderr).toBe(0);
+      const { server, capture } = await servedOnce(joined.path, lenient, `told${lenient.length}`);
       expect(wireFileFrames(capture).frames).toEqual(joined.packets);
       const lines = told(server.stderr);
       expect(lines.length, server.stderr).toBe(1);
