@@ -391,10 +391,9 @@ describe("a socket path that cannot be used", () => {
 // where that process's view no longer tells, or tells of a process that is not the binder.
 describe("a live server whose process no longer sees its socket by the name it bound", () => {
   test("a Go-style server bound by relative name in the socket's directory, that then changed directory: the agent given that same relative --socket refuses it (exit 2) without a probe connection", async () => {
-    // Before b1b81cb a listing "s.sock" equal to the agent's own --socket "s.sock" counted (the
-    // connect probe was never needed). Now the listing is asked of its process's current
-    // directory, where "s.sock" is nothing: the listing is dropped, the agent probes, and the
-    // Go-style server takes the probe for its new client (its real client is cut off).
+    // The listing "s.sock", asked of its process's current directory, leads nowhere: it counts by its
+    // name, equal to the agent's --socket. Dropped, the agent would probe, and the Go-style server
+    // would take the probe for its new client (its real client cut off).
     const dir = setup();
     mkdirSync(dir.path("here"));
     mkdirSync(dir.path("later"));
