@@ -185,8 +185,9 @@ export class AgentMetrics {
     }
     // Each count an end has of its own (Acks, sessions, a source's skipped pages, ...), named as
     // /healthz and the log lines name it: what the log's rate limit holds back is counted here.
-    for (const key of new Set(parts.flatMap((part) => Object.keys(part.read().counts)))) {
-      const having = parts.filter((part) => key in part.read().counts);
+    const countsAt = parts.map((part) => part.read().counts);
+    for (const key of new Set(countsAt.flatMap((counts) => Object.keys(counts)))) {
+      const having = parts.filter((_, i) => key in countsAt[i]!);
       counterFrom(`audio_agent_${key}_total`, COUNT_HELP[key] ?? `Count of ${key}`, having, (r) => r.counts[key] ?? 0, true);
     }
     counterFrom("audio_agent_reconnects_total", "Connections after the first (clients) or clients accepted after the first (servers)", parts, reconnects);
