@@ -14,9 +14,12 @@ const page = pageText as unknown as string;
 /**
  * What a role says about itself on /healthz: its role and uptime, and its
  * channel with its channel end's readings (serve: `channels`, each channel's).
+ * Not `healthy` is answered 503 (same body), so a probe that reads only the
+ * status code (`curl -f`, a supervisor's check) sees it.
  */
 export interface HealthReport {
   role: string;
+  healthy: boolean;
   uptime_seconds: number;
   [field: string]: unknown;
 }
@@ -110,7 +113,10 @@ async function route(request: Request, server: Bun.Server<{ listening: boolean; 
       headers: { "content-type": metrics.registry.contentType },
     });
   }
-  if (metrics && pathname === "/healthz") return Response.json(metrics.health());
+  if (metrics && pathname === "/healthz") {
+    const report = metrics.health();
+    return Response.json(report, { status: report.healthy ? 200 : 503 });
+  }
   if (monitor && (pathname === "/" || pathname === "/monitor")) {
     return new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } });
   }

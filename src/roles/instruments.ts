@@ -184,12 +184,17 @@ export class Instruments {
     return frames;
   }
 
-  /** /healthz: the role and its channel with its readings; with several channels, each under `channels`. */
+  /**
+   * /healthz: the role and its channel with its readings; with several channels, each under `channels`.
+   * Healthy while every server's socket accepts clients (not before it listens, nor once its channel
+   * has ended, which serve outlives); a client is healthy while it runs, connected or trying to.
+   */
   private health(): HealthReport {
     const uptime_seconds = thousandths((performance.now() - this.started) / 1000);
     const readings = this.channels.map((c) => c.end.readings());
-    if (readings.length === 1) return { role: this.options.role, channel: readings[0]!.channel, ...healthFields(readings[0]!), uptime_seconds };
-    return { role: this.options.role, channels: Object.fromEntries(readings.map((r) => [r.channel, healthFields(r)])), uptime_seconds };
+    const head = { role: this.options.role, healthy: readings.every((r) => r.listening !== false) };
+    if (readings.length === 1) return { ...head, channel: readings[0]!.channel, ...healthFields(readings[0]!), uptime_seconds };
+    return { ...head, channels: Object.fromEntries(readings.map((r) => [r.channel, healthFields(r)])), uptime_seconds };
   }
 
   /** The monitor's identity: the first channel is the one the page shows and listens to. */

@@ -32,7 +32,7 @@ async function agentServer(): Promise<{ server: AgentHttpServer; port: number; m
   defer(() => hub.stop());
   const server = await AgentHttpServer.start(
     { host: "127.0.0.1", port: 0 },
-    { metrics: { registry: metrics, health: () => ({ role: "output serve", channel: "output", uptime_seconds: 1 }) }, monitor: hub },
+    { metrics: { registry: metrics, health: () => ({ role: "output serve", healthy: true, channel: "output", uptime_seconds: 1 }) }, monitor: hub },
   );
   defer(() => server.stop());
   return { server, port: server.port, metrics };

@@ -412,7 +412,7 @@ describe("serve: both channels in one process", () => {
     }
   }, 60_000);
 
-  test("a channel that has ended (--input-once) shows as no longer listening in /healthz and /metrics, while the other serves on", async () => {
+  test("a channel that has ended (--input-once) shows as no longer listening in /healthz (answered 503) and /metrics, while the other serves on", async () => {
     const t = setup();
     const agent = spawnAgent(
       ["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", t.path("mic.wire"), "--input-once", "--metrics", "127.0.0.1:0"],
@@ -420,9 +420,13 @@ describe("serve: both channels in one process", () => {
     );
     const base = await metricsUrl(agent);
     await agent.waitForStderr("input-server: listening");
+    expect(await healthz(base)).toMatchObject({ healthy: true, channels: { output: { listening: true }, input: { listening: true } } });
     await micSession(t, 0);
     await agent.waitForStderr("input-server: stopped");
-    expect(await healthz(base)).toMatchObject({ channels: { output: { listening: true }, input: { listening: false, sessions: 1 } } });
+    // A probe that reads only the status code sees it; the body is the same report.
+    const response = await fetch(`${base}/healthz`);
+    expect(response.status).toBe(503);
+    expect(await response.json()).toMatchObject({ healthy: false, channels: { output: { listening: true }, input: { listening: false, sessions: 1 } } });
     const text = await scrape(base);
     expect([value(text, "audio_agent_listening", { channel: "output" }), value(text, "audio_agent_listening", { channel: "input" })]).toEqual([1, 0]);
     expect(existsSync(t.in)).toBe(false);
