@@ -182,6 +182,7 @@ export const OPTIONS = {
   loop: { flag: "boolean", help: "replay a file source forever (not stdin, read once; a FIFO source already waits for its next writer)", allowed: "true, false", schema: booleanLike, default: false },
   lenient: { flag: "boolean", help: "skip Ogg pages with a bad CRC and bytes that begin no page, go on past missing pages, and drop pages that come again, counting each, instead of failing", allowed: "true, false", schema: booleanLike, default: false },
   count: { flag: "string", help: "exit after receiving N frames", allowed: "an integer 1..2^53", schema: integer(1, Number.MAX_SAFE_INTEGER) },
+  append: { flag: "boolean", help: "sink: a file already there is added to (an Ogg sink: its next chained stream), where it would be started afresh; a restarted service keeps what it recorded", allowed: "true, false", schema: booleanLike, default: false },
   once: { flag: "boolean", help: "exit when the first connection (session) ends", allowed: "true, false", schema: booleanLike, default: false },
   "connect-timeout": { flag: "string", help: "give up (exit 1) after S seconds without a server", allowed: "seconds, 0.001 or more (a decimal: 2.5)", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.minValue(0.001))) },
   "socket-mode": { flag: "string", help: "file mode of the socket (octal)", allowed: "octal 000..777, e.g. 0660", schema: fileMode, default: 0o660, written: octal },
@@ -232,8 +233,8 @@ const COMMON = [
 /** Which settings each role reads. */
 export const ROLE_OPTIONS = {
   "output serve": ["socket", "source", "format", "realtime", "loop", "lenient", "socket-mode", "queue-frames", "drop", "write-deadline-ms", "max-latency-ms", "stuck-frames", ...COMMON],
-  "output recv": ["socket", "sink", "format", "count", "once", "connect-timeout", "pre-skip", "page-ms", "channels", ...COMMON],
-  "input serve": ["socket", "sink", "format", "once", "socket-mode", "pre-skip", "page-ms", "sink-pipe-bytes", ...COMMON],
+  "output recv": ["socket", "sink", "append", "format", "count", "once", "connect-timeout", "pre-skip", "page-ms", "channels", ...COMMON],
+  "input serve": ["socket", "sink", "append", "format", "once", "socket-mode", "pre-skip", "page-ms", "sink-pipe-bytes", ...COMMON],
   "input send": ["socket", "source", "format", "realtime", "loop", "lenient", "connect-timeout", "heartbeat-ms", "ack-timeout-ms", "sample-rate", "channels", "frame-size", "queue-frames", "drop", "write-deadline-ms", "max-latency-ms", "stuck-frames", ...COMMON],
 } as const satisfies Record<Role, readonly OptionName[]>;
 

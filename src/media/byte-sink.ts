@@ -1,4 +1,4 @@
-import { closeSync, constants, fsyncSync, openSync, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, statSync } from "node:fs";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { writeFrom } from "../io/write-from.ts";
 
@@ -25,8 +25,8 @@ export interface ByteOutput {
  */
 export type ByteSinkDrop = "sink_no_reader" | "sink_write_failed" | "sink_reader_slow";
 
-/** The smallest unit that usually carries a frame (a wire message with an empty payload): room for this many per buffer is kept. */
-const SMALLEST_FRAME_UNIT = 17;
+/** The smallest unit usually written (a wire message with an empty payload; an Ogg page is larger): room for this many per buffer is kept. */
+const SMALLEST_UNIT = 17;
 /** While a pipe's reader has not taken what it holds, how often the rest is offered again (ms). */
 export const RETRY_MS = 10;
 /** How long a closing sink waits on a reader that is not reading (ms). */
@@ -46,12 +46,14 @@ export const LINGER_MS = 1000;
  * the error cannot end the run still leaves it failed). The frames it could
  * not write whole, and every frame given after it, are counted as dropped (a
  * reader gone: sink_no_reader; otherwise sink_write_failed), so that each
- * frame received is written or counted.
+ * frame received is written or counted. A file cut short by a failed write
+ * (ENOSPC) is trimmed back to its last whole unit (a wire message, an Ogg
+ * page), so that it stays readable and can be appended to.
  */
 export class ByteSink implements ByteOutput {
   private buffer = new Uint8Array(0);
   private used = 0;
-  /** The buffered units that carry frames: where each ends, and the frames buffered up to its end. */
+  /** The buffered units (each write's bytes: a message, a page): where each ends, and the frames buffered up to its end. */
   private unitEnds = new Uint32Array(0);
   private framesThrough = new Uint32Array(0);
   private units = 0;
@@ -70,23 +72,26 @@ export class ByteSink implements ByteOutput {
     private readonly fd: number,
     private readonly ownsFd: boolean,
     private readonly capacity: number,
+    /** A regular file: one cut short by a failed write is trimmed back to its last whole unit. */
+    private readonly trimmable = false,
   ) {
     this.allocate(capacity);
   }
 
   /**
-   * "-" is stdout; anything else is created or truncated. A pipe (stdout's
-   * too) is written through a description of its own opened non-blocking, so
-   * the flag reaches no one else who shares it.
+   * "-" is stdout; anything else is created, or truncated (`append`: added
+   * to, as `>>` does). A pipe (stdout's too) is written through a
+   * description of its own opened non-blocking, so the flag reaches no one
+   * else who shares it.
    */
-  static open(path: string, capacity = 64 * 1024): ByteSink {
+  static open(path: string, { capacity = 64 * 1024, append = false }: { capacity?: number; append?: boolean } = {}): ByteSink {
     if (path === "-") {
       const own = ownNonBlockingDescription(1);
       return new ByteSink("stdout", own ?? 1, own !== undefined, capacity);
     }
-    const fd = openSync(path, "w", 0o644);
+    const fd = openSync(path, append ? "a" : "w", 0o644);
     const own = ownNonBlockingDescription(fd);
-    if (own === undefined) return new ByteSink(path, fd, true, capacity);
+    if (own === undefined) return new ByteSink(path, fd, true, capacity, fstatSync(fd).isFile());
     closeSync(fd);
     return new ByteSink(path, own, true, capacity);
   }
@@ -115,7 +120,7 @@ export class ByteSink implements ByteOutput {
       this.counts[this.failedFor] += frames;
       return false;
     }
-    if (!this.fits(bytes.length, frames)) {
+    if (!this.fits(bytes.length)) {
       if (!this.held) {
         try {
           this.flush();
@@ -124,7 +129,7 @@ export class ByteSink implements ByteOutput {
           throw e;
         }
       }
-      if (!this.fits(bytes.length, frames)) {
+      if (!this.fits(bytes.length)) {
         // A reader that is behind, or a unit larger than the buffer (written now): held all the same, in a larger one.
         this.grow(this.used + bytes.length);
         this.append(bytes, frames);
@@ -139,11 +144,10 @@ export class ByteSink implements ByteOutput {
   private append(bytes: Uint8Array, frames: number): void {
     this.buffer.set(bytes, this.used);
     this.used += bytes.length;
-    if (frames > 0) {
-      const i = this.units++;
-      this.unitEnds[i] = this.used;
-      this.framesThrough[i] = this.framesIn(i) + frames;
-    }
+    if (this.units === this.unitEnds.length) this.allocateUnits(2 * this.units);
+    const i = this.units++;
+    this.unitEnds[i] = this.used;
+    this.framesThrough[i] = this.framesIn(i) + frames;
   }
 
   /**
@@ -166,8 +170,19 @@ export class ByteSink implements ByteOutput {
       return;
     }
     const lost = this.framesIn(this.units) - this.framesIn(whole);
+    this.trimPartial(at - (whole > 0 ? this.unitEnds[whole - 1]! : 0));
     this.forget(this.used, this.units);
     this.fail(code, lost);
+  }
+
+  /** A file's last `bytes`, the start of a unit a failed write cut short, are taken off again (best effort). */
+  private trimPartial(bytes: number): void {
+    if (!this.trimmable || bytes === 0) return;
+    try {
+      ftruncateSync(this.fd, fstatSync(this.fd).size - bytes);
+    } catch {
+      // Left as it is: the failure that stopped the write is the one told.
+    }
   }
 
   /** Writes out the rest and closes: a pipe's reader that takes none of it for LINGER_MS has it counted as dropped (sink_reader_slow). */
@@ -219,8 +234,8 @@ export class ByteSink implements ByteOutput {
     closeSync(this.fd);
   }
 
-  private fits(length: number, frames: number): boolean {
-    return length <= this.buffer.length - this.used && (frames === 0 || this.units < this.unitEnds.length);
+  private fits(length: number): boolean {
+    return length <= this.buffer.length - this.used;
   }
 
   /** The frames of the first `units` buffered units. */
@@ -233,12 +248,16 @@ export class ByteSink implements ByteOutput {
     this.allocate(Math.max(bytes, 2 * this.buffer.length));
   }
 
-  /** A buffer of `size` bytes, with room for its units (and a unit more), holding what the one before held. */
+  /** A buffer of `size` bytes, with room for its units (and a unit more; smaller ones get more room), holding what the one before held. */
   private allocate(size: number): void {
     const buffer = new Uint8Array(size);
     buffer.set(this.buffer.subarray(0, this.used));
     this.buffer = buffer;
-    const most = Math.max(Math.ceil(size / SMALLEST_FRAME_UNIT), this.units + 1);
+    this.allocateUnits(Math.max(Math.ceil(size / SMALLEST_UNIT), this.units + 1));
+  }
+
+  /** Room for `most` units, holding the ones buffered. */
+  private allocateUnits(most: number): void {
     const ends = new Uint32Array(most);
     ends.set(this.unitEnds.subarray(0, this.units));
     this.unitEnds = ends;

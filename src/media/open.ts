@@ -43,6 +43,8 @@ export interface SinkOptions {
   liveStdout?: boolean;
   /** Without fifoReaders: a descriptor already open on `path` for writing, written through instead of opening it (taken over). */
   fd?: number;
+  /** A file already there is added to (after an Ogg stream: the next link of a chain), not truncated. */
+  append?: boolean;
 }
 
 /**
@@ -84,7 +86,7 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
       fd: stdout ? 1 : undefined,
     });
   }
-  return streamFor(options.fd === undefined ? ByteSink.open(path) : ByteSink.adopt(path, options.fd));
+  return streamFor(options.fd === undefined ? ByteSink.open(path, { append: options.append }) : ByteSink.adopt(path, options.fd));
 }
 
 /** Is the source a live stream (stdin, a FIFO) rather than a file that can be read at leisure? */

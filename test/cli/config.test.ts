@@ -255,6 +255,7 @@ describe("config print", () => {
     if (existsSync("/etc/audio-agent.json")) return; // the machine has a default file: nothing to compare
     expect(JSON.parse(r.stdout)).toEqual({
       socket: "/var/run/audio_input.sock",
+      append: false,
       format: "wire",
       once: false,
       "socket-mode": "0660",

@@ -180,6 +180,28 @@ describe("input serve / input send as processes", () => {
     });
   });
 
+  test("a service started again on its sink file with --append (restart, Restart=on-failure after a full disk) keeps what the sink recorded before and adds the next session", async () => {
+    const { sock, sink, path } = setup();
+    await writeWireFile(path("a.wire"), 500);
+    const session = async (extra: string[]) => {
+      const server = await serve(sock, sink, extra);
+      const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("a.wire"), "--heartbeat-ms", "10"]);
+      expect(await sender.exited).toBe(0);
+      await until(() => server.stderr.includes("session ended by Stop"), "the session ended");
+      server.kill("SIGTERM");
+      expect(await server.exited).toBe(0);
+    };
+    await session([]);
+    const recorded = new Uint8Array(readFileSync(sink));
+    // The same command line again, as the init script's restart or systemd's Restart=on-failure runs it.
+    await session(["--append"]);
+    const now = new Uint8Array(readFileSync(sink));
+    expect(sameBytes(now.subarray(0, recorded.length), recorded)).toBe(true);
+    const both = sessions(wholeWireMessages(sink, INPUT_MAGIC));
+    expect(both.length).toBe(2);
+    for (const one of both) checkSession(one, DEFAULT_CONFIG, 500);
+  });
+
   test("a short file sent lossless: the Config's Ack, which comes after the last frame is written, is read before the sender leaves", async () => {
     const { sock, sink, path } = setup();
     const server = await serve(sock, sink);

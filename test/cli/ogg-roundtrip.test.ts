@@ -339,4 +339,27 @@ describe("the end of what the Ogg sink writes", () => {
     expect({ code: validated.exitCode, output: validated.stdout + validated.stderr }).toEqual({ code: 0, output: "" });
     expect(decodedSamples(received, tmp.dir)).toBe(counts[0]! * 960 - 312 + counts[1]! * 960 - 312);
   }, 60_000);
+
+  test("input serve --append, started again on its recording (a restarted service): the next run's stream follows the last one's end, chained; oggz-validate accepts the file, opusdec plays both", async () => {
+    const source = fx.opus.get(key(2, 20))!;
+    const socket = join(tmp.dir, "append.sock");
+    const received = join(tmp.dir, "append.opus");
+    for (let run = 0; run < 2; run++) {
+      const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", received, "--format", "ogg", "--append"]);
+      await server.waitForStderr("listening");
+      const client = spawnAgent(["input", "send", "--socket", socket, "--source", source, "--format", "ogg"]);
+      expect(await client.exited).toBe(0);
+      await until(() => server.stderr.includes("session ended by Stop"), "the session ended");
+      server.kill("SIGTERM");
+      expect(await server.exited).toBe(0);
+    }
+    const sent = (await packets(source)).frames;
+    const payloads = (frames: { payload: Uint8Array }[]) => frames.map((f) => f.payload);
+    expect(payloads((await packets(received)).frames)).toEqual([...payloads(sent), ...payloads(sent)]);
+    const pages = pagesOf(new Uint8Array(readFileSync(received)));
+    expect(new Set(pages.map((p) => p.serial)).size).toBe(2);
+    const validated = runTool([requireTool("oggz-validate", "oggz-tools"), received]);
+    expect({ code: validated.exitCode, output: validated.stdout + validated.stderr }).toEqual({ code: 0, output: "" });
+    expect(decodedSamples(received, tmp.dir)).toBe(2 * (sent.length * 960 - 312));
+  }, 60_000);
 });

@@ -639,6 +639,39 @@ describe("output recv to stdout", () => {
     await serve.exited;
   }, 60_000);
 
+  test("a sink file past its size limit is trimmed back to its last whole frame, and a run with --append adds to it, where one without starts it afresh", async () => {
+    const t = setup();
+    const file = t.path("sink.wire");
+    let serve = await servingFile(t, 2000);
+    // 100 KiB: the write that reaches it is cut short (the frame across it with it), and the next one fails (EFBIG, as ENOSPC).
+    const cmd = `trap '' XFSZ; ulimit -f 100; exec "$@"`;
+    const recv = start(["bash", "-c", cmd, "bash", ...AGENT, "output", "recv", "--socket", t.sock, "--sink", file], { env: agentEnv() });
+    expect(await recv.exited, recv.stderr).toBe(1);
+    expect(failureLine(recv.stderr)).toBe(`audio-agent: cannot write to sink ${file}: EFBIG`);
+    const cut = wireFileFrames(file);
+    expect([cut.error, cut.trailing]).toEqual([undefined, 0]);
+    expect(statSync(file).size).toBeLessThan(100 * 1024);
+    const stopped = logFields(recv.stderr, "output-client", "stopped");
+    expect(cut.frames.length + Number(stopped.dropped_sink_write_failed)).toBe(Number(stopped.frames));
+    cut.frames.forEach((payload, k) => expect(isTestPayload(k, payload)).toBe(true));
+    serve.kill("SIGTERM");
+    await serve.exited;
+
+    // Started again on it (a restarted service): with --append what it had is kept and the new run follows it.
+    serve = await servingFile(t, 20);
+    expect(await runAgent(["output", "recv", "--socket", t.sock, "--sink", file, "--append", "--count", "20"])).toMatchObject({ code: 0 });
+    const appended = wholeWireFrames(file);
+    expect(appended.length).toBe(cut.frames.length + 20);
+    appended.forEach((payload, k) => expect(isTestPayload(k < cut.frames.length ? k : k - cut.frames.length, payload)).toBe(true));
+    await serve.exited;
+    // Without it, the file is started afresh, as a shell's > does.
+    serve = await servingFile(t, 20);
+    expect(await runAgent(["output", "recv", "--socket", t.sock, "--sink", file, "--count", "20"])).toMatchObject({ code: 0 });
+    expect(wholeWireFrames(file).length).toBe(20);
+    serve.kill("SIGTERM");
+    await serve.exited;
+  }, 60_000);
+
   test("a pipe the agent cannot open again (it runs as another user than the pipe's: sudo -u, start-stop-daemon --chuid), whose reader stops reading, holds up the channel, not the process: SIGTERM exits 0", async () => {
     const t = setup();
     // The agent runs as nobody: it reaches the directory and the server's socket, not the root's pipe by /proc/self/fd/1 (EACCES).

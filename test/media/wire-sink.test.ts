@@ -46,7 +46,7 @@ describe("WireSink", () => {
 describe("ByteSink", () => {
   test("holds bytes until its buffer is full or flushed; a write larger than the buffer goes out whole", async () => {
     const path = socketDir(defer, "bsk-").path("out.bin");
-    const sink = ByteSink.open(path, 8);
+    const sink = ByteSink.open(path, { capacity: 8 });
     sink.write(Uint8Array.of(1, 2, 3));
     sink.write(Uint8Array.of(4, 5, 6, 7, 8)); // exactly fills the buffer: still held
     expect(statSync(path).size).toBe(0);
@@ -69,7 +69,7 @@ describe("ByteSink", () => {
   });
 
   test("a write that fails names the sink and the error", () => {
-    const sink = ByteSink.open("/dev/full", 8);
+    const sink = ByteSink.open("/dev/full", { capacity: 8 });
     sink.write(Uint8Array.of(1));
     expect(() => sink.flush()).toThrow("cannot write to sink /dev/full: ENOSPC");
   });
@@ -134,7 +134,7 @@ console.log(JSON.stringify(seen));`,
 
   test("an Ogg stream over an output that fails counts every packet it was given, the one being added as the page before it failed too", () => {
     for (const capacity of [64, 100, 4096]) {
-      const sink = OggSink.over(ByteSink.open("/dev/full", capacity));
+      const sink = OggSink.over(ByteSink.open("/dev/full", { capacity }));
       let given = 0;
       let failed = 0;
       for (let i = 0; i < 1000; i++) {
@@ -152,7 +152,7 @@ console.log(JSON.stringify(seen));`,
   });
 
   test("a write that fills the buffer and fails counts the frames held and its own", () => {
-    const sink = ByteSink.open("/dev/full", 64);
+    const sink = ByteSink.open("/dev/full", { capacity: 64 });
     sink.write(unit(30), 1);
     sink.write(unit(30), 1);
     expect(() => sink.write(unit(30), 4)).toThrow("ENOSPC");
@@ -160,7 +160,7 @@ console.log(JSON.stringify(seen));`,
   });
 
   test("a unit larger than the buffer, written straight, is counted when its write fails", () => {
-    const sink = ByteSink.open("/dev/full", 64);
+    const sink = ByteSink.open("/dev/full", { capacity: 64 });
     expect(() => sink.write(unit(100), 3)).toThrow("ENOSPC");
     expect(sink.dropped.sink_write_failed).toBe(3);
   });
