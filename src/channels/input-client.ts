@@ -29,7 +29,10 @@ export interface InputClientOptions {
   report: Report;
   config: AudioConfig;
   heartbeatMs: number;
-  /** No Ack for this long after a Config/Heartbeat went out: the server is gone; reconnect. */
+  /**
+   * No Ack for this long after a Config/Heartbeat went out, or after one (or the Stop) was
+   * sent while the server took nothing: the server is gone; reconnect.
+   */
   ackTimeoutMs: number;
   connectTimeoutMs?: number;
   queueFrames: number;
@@ -54,7 +57,10 @@ export interface InputClientOptions {
  * not say what it answers, and a server under load may skip some, so any Ack
  * proves the server alive and answers everything outstanding; a round trip
  * is measured only when exactly one Config/Heartbeat was outstanding. A
- * server that leaves the oldest unanswered one for `ackTimeoutMs` is gone.
+ * server that leaves the oldest unanswered one for `ackTimeoutMs` is gone,
+ * and so is one that took nothing for as long since we asked it something
+ * (a Heartbeat a stalled server never got, dropped as stale under the
+ * latency budget, or the Stop waiting to go out).
  */
 export class InputClient extends SendingEnd implements ChannelEnd {
   readonly tuner: SocketTuner;
@@ -69,8 +75,12 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private unacked = 0;
   private oldestUnackedAt = 0;
   private oldestUnackedType: MessageType = MessageType.Config;
+  /** When the oldest Config/Heartbeat (or the Stop) sent since the last Ack was handed to the writer (monotonic ms; 0: none). */
+  private askedAt = 0;
+  /** When the server last took a message whole (monotonic ms). */
+  private tookAt = 0;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
-  /** Fires when the oldest Config/Heartbeat awaiting an Ack is overdue. */
+  /** Fires when an Ack could next be overdue (ackOverdue). */
   private ackDeadline: ReturnType<typeof setTimeout> | undefined;
   private connectedWaiters: (() => void)[] = [];
   /** Woken when nothing awaits an Ack any more, or the connection closes. */
@@ -109,8 +119,10 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       maxLatencyMs: options.maxLatencyMs,
       stuckFrames: options.stuckFrames,
       onStuck: (socket) => this.drop(socket, "server stuck: took nothing while frames kept coming"),
-      onWritten: (messages, bytes, oldestWaitMs, writeCallMs) =>
-        this.observer.written(messages, bytes, oldestWaitMs, writeCallMs),
+      onWritten: (messages, bytes, oldestWaitMs, writeCallMs) => {
+        this.tookAt = performance.now();
+        this.observer.written(messages, bytes, oldestWaitMs, writeCallMs);
+      },
       onControlWritten: (type) => {
         if (type === MessageType.Heartbeat || type === MessageType.Config) this.awaitAck(type);
       },
@@ -174,7 +186,9 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     this.currentConfig = { ...config };
     // Before start() it is the Config the run begins with, not a change.
     if (this.running) this.options.report("info", "config changed", { ...config });
-    if (this.connected) this.writer.submit(MessageType.Config, encodeConfigPayload(config));
+    if (!this.connected) return;
+    this.writer.submit(MessageType.Config, encodeConfigPayload(config));
+    this.ask();
   }
 
   readings() {
@@ -213,6 +227,8 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     // A full queue would make room for the Stop by dropping a frame (or the Stop itself).
     if (this.queue.isFull) await this.writer.waitForSpace();
     this.writer.submit(MessageType.Stop, this.empty);
+    // A server that takes nothing for ackTimeoutMs from here is gone (the Stop is never dropped as stale).
+    this.ask();
     await this.writer.waitForIdle();
     // The Ack of what went out last (a short file's Config, often) is read before closing, so the
     // run's acks and round trip say whether the server heard it; a server that does not answer is not waited for long.
@@ -237,6 +253,8 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private open(socket: Socket<unknown>): void {
     this.parser = new FrameParser(INPUT_MAGIC);
     this.unacked = 0;
+    this.askedAt = 0;
+    this.tookAt = performance.now();
     this.tuner.attach(socket);
     this.observer.connection("connected", this.options.path);
     // Config goes first on every connection, ahead of anything queued meanwhile.
@@ -250,6 +268,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       this.drop(socket, "could not write Config to a fresh connection");
       return;
     }
+    this.ask();
     this.awaitAck(MessageType.Config);
     this.options.report("info", this.connects === 1 ? "connected" : "reconnected", {
       socket: this.options.path,
@@ -259,25 +278,49 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     for (const wake of this.connectedWaiters.splice(0)) wake();
   }
 
-  /**
-   * A Config or Heartbeat was written whole: it awaits an Ack, and the server
-   * is judged gone when none comes within ackTimeoutMs, whenever the next
-   * Heartbeat is due.
-   */
+  /** A Config, Heartbeat or the Stop was handed to the writer: from now the server owes a sign of life. */
+  private ask(): void {
+    if (this.askedAt > 0) return;
+    this.askedAt = performance.now();
+    this.armAckDeadline();
+  }
+
+  /** A Config or Heartbeat was written whole: it awaits an Ack (and times a round trip). */
   private awaitAck(type: MessageType): void {
     if (this.unacked++ === 0) {
       this.oldestUnackedAt = performance.now();
       this.oldestUnackedType = type;
-      clearTimeout(this.ackDeadline);
-      this.ackDeadline = setTimeout(() => this.ackOverdue(), this.options.ackTimeoutMs + 1);
-      this.ackDeadline.unref();
+      this.armAckDeadline();
     }
   }
 
-  /** True (and the connection dropped) when the oldest Config/Heartbeat has waited longer than ackTimeoutMs. */
+  /**
+   * When the server is next due to be judged gone, if nothing comes: ackTimeoutMs after the
+   * oldest Config/Heartbeat written without an Ack, or after we asked and it last took a message.
+   */
+  private nextAckDeadline(): number {
+    let due = Infinity;
+    if (this.unacked > 0) due = this.oldestUnackedAt;
+    if (this.askedAt > 0) due = Math.min(due, Math.max(this.askedAt, this.tookAt));
+    return due + this.options.ackTimeoutMs;
+  }
+
+  private armAckDeadline(): void {
+    clearTimeout(this.ackDeadline);
+    const due = this.nextAckDeadline();
+    if (due === Infinity) return;
+    this.ackDeadline = setTimeout(() => this.ackOverdue(), Math.max(0, due - performance.now()) + 1);
+    this.ackDeadline.unref();
+  }
+
+  /** True (and the connection dropped) when the server is overdue (nextAckDeadline); otherwise looks again when it could be. */
   private ackOverdue(): boolean {
     const socket = this.connection.socket;
-    if (!socket || this.unacked === 0 || performance.now() - this.oldestUnackedAt <= this.options.ackTimeoutMs) return false;
+    if (!socket) return false;
+    if (performance.now() <= this.nextAckDeadline()) {
+      this.armAckDeadline();
+      return false;
+    }
     this.ackTimeouts++;
     this.drop(socket, `no Ack within ${this.options.ackTimeoutMs} ms`);
     return true;
@@ -288,6 +331,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     // Frames are flowing but queued: a Heartbeat now would only push one out (or be dropped itself).
     if (this.queue.isFull || this.finishing) return;
     this.writer.submit(MessageType.Heartbeat, this.empty);
+    this.ask();
   }
 
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
@@ -306,6 +350,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
           this.options.onRoundTrip?.(ms, this.oldestUnackedType);
         }
         this.unacked = 0;
+        this.askedAt = 0;
         clearTimeout(this.ackDeadline);
         this.wakeAckWaiters();
       }

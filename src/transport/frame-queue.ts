@@ -202,10 +202,13 @@ export class FrameQueue {
     return n;
   }
 
-  /** Drops queued messages enqueued before `cutoffMs` (monotonic), oldest first, but for a Config (see dropOldest). */
+  /**
+   * Drops queued messages enqueued before `cutoffMs` (monotonic), oldest first, but for a Config
+   * (see dropOldest) and the Stop: the session's end has no age (it is the last message queued).
+   */
   dropOlderThan(cutoffMs: number, reason: DropReason): number {
     let n = 0;
-    while (n < this.count && this.enqueuedAt[this.slotOf(n)] < cutoffMs) n++;
+    while (n < this.count && this.enqueuedAt[this.slotOf(n)] < cutoffMs && this.types[this.slotOf(n)] !== MessageType.Stop) n++;
     return n > 0 ? this.dropOldest(n, reason) : 0;
   }
 

@@ -186,6 +186,55 @@ describe("a live input server that stalls for 3 s with its socket open", () => {
   });
 });
 
+describe("a live input server that stops reading and acking for longer than --ack-timeout-ms", () => {
+  test("`input send` treats it as gone (--help: 'no Ack for this long: the server is gone, reconnect'): an Ack timeout is counted and it connects again", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("in.sock");
+    const server = ackSkippingServer(path, Infinity);
+    defer(() => server.stop());
+    const source = dir.path("second.wire");
+    await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
+    // 1 s to answer; the stall below is 3 s, 150 frames: under --stuck-frames' 250, so only the Ack timeout can act.
+    const sender = spawnAgent(["input", "send", "--socket", path, "--source", source, "--realtime", "--loop", "--ack-timeout-ms", "1000"]);
+    // Stalls right after answering a Heartbeat: the server has answered everything it was sent.
+    await until(() => server.heartbeats >= 2, "the second Heartbeat answered");
+    server.pause();
+    await Bun.sleep(3000);
+    server.resume();
+    await Bun.sleep(1500);
+    sender.kill("SIGTERM");
+    expect(await sender.exited).toBe(0);
+
+    const stopped = logFields(sender.stderr, "input-client", "stopped");
+    // No Ack came for three times the timeout: the server was given up on, at least once.
+    expect(Number(stopped.ack_timeouts)).toBeGreaterThanOrEqual(1);
+    expect(server.connections).toBeGreaterThanOrEqual(2);
+    expectAccountedLine(sender.stderr, "input-client", true);
+  });
+});
+
+describe("a live input server that stalls for 1.5 s as the source ends", () => {
+  test("`input send` still ends the session with Stop (PROTOCOL: 'Stop before it disconnects'): the Stop is not dropped as stale audio", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("in.sock");
+    const server = ackSkippingServer(path, Infinity);
+    defer(() => server.stop());
+    const source = dir.path("second.wire");
+    await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
+    // One second of live audio, not looped: the source ends while the server stalls.
+    const sender = spawnAgent(["input", "send", "--socket", path, "--source", source, "--realtime"]);
+    await until(() => server.frames.length >= 25, "half of the frames");
+    server.pause();
+    await Bun.sleep(1500);
+    server.resume();
+    expect(await sender.exited).toBe(0);
+    // The server, alive all along, reads to the end of the connection: the session's last message is its Stop.
+    await until(() => server.stopped, "the Stop", 3000).catch(() => {});
+    expect(server.stopped).toBe(true);
+    expectAccountedLine(sender.stderr, "input-client", true);
+  });
+});
+
 describe("clients that cannot keep a connection", () => {
   test("two `output recv` competing for one server back off: at most 40 connections in 5 s", async () => {
     const dir = setup("pf-");
