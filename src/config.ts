@@ -372,6 +372,48 @@ const configFileSchema = onFirstUse(() => {
   return v.strictObject({ ...optionSchemas, output: v.optional(sectionSchema), input: v.optional(sectionSchema) });
 });
 
+/** The most of a value a message shows, in characters: a socket path or a host list whole, not a megabyte. */
+const SHOWN_LENGTH = 200;
+
+/**
+ * `value` as JSON for a message, cut short ("...") past SHOWN_LENGTH
+ * characters. Written here, not by JSON.stringify: a config file may hold a
+ * string of a megabyte, or arrays nested 500,000 deep, which JSON.stringify
+ * writes whole or overflows the stack on; this stops at the length, so never
+ * goes deeper than it. A number JSON cannot write (1e400 is Infinity to
+ * JSON.parse) is shown as itself, not as null.
+ */
+function shownValue(value: unknown): string {
+  let out = "";
+  const show = (item: unknown): void => {
+    if (out.length > SHOWN_LENGTH) return;
+    if (typeof item === "string") out += JSON.stringify(item.slice(0, SHOWN_LENGTH + 1));
+    else if (Array.isArray(item)) {
+      out += "[";
+      for (let i = 0; i < item.length && out.length <= SHOWN_LENGTH; i++) {
+        if (i > 0) out += ",";
+        show(item[i]);
+      }
+      out += "]";
+    } else if (typeof item === "object" && item !== null) {
+      out += "{";
+      const keys = Object.keys(item);
+      for (let i = 0; i < keys.length && out.length <= SHOWN_LENGTH; i++) {
+        if (i > 0) out += ",";
+        show(keys[i]);
+        out += ":";
+        show((item as Record<string, unknown>)[keys[i]!]);
+      }
+      out += "}";
+    } else out += String(item);
+  };
+  show(value);
+  if (out.length <= SHOWN_LENGTH) return out;
+  // Not between the halves of a surrogate pair.
+  const end = SHOWN_LENGTH - (out.charCodeAt(SHOWN_LENGTH - 1) >= 0xd800 && out.charCodeAt(SHOWN_LENGTH - 1) <= 0xdbff ? 1 : 0);
+  return `${out.slice(0, end)}...`;
+}
+
 /**
  * Validates a config file's text. Any problem is a ConfigError naming the
  * file, the key path, the value and what is allowed.
@@ -384,12 +426,12 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
     throw new ConfigError(`config ${path}: not valid JSON (${(e as Error).message})`);
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw new ConfigError(`config ${path}: expected a JSON object of settings, found ${Array.isArray(json) ? "an array" : JSON.stringify(json)}`);
+    throw new ConfigError(`config ${path}: expected a JSON object of settings, found ${Array.isArray(json) ? "an array" : shownValue(json)}`);
   }
   for (const section of ["output", "input"] as const) {
     const value = (json as Record<string, unknown>)[section];
     if (value !== undefined && (typeof value !== "object" || value === null || Array.isArray(value))) {
-      throw new ConfigError(`config ${path}: "${section}" must be an object of settings, found ${JSON.stringify(value)}`);
+      throw new ConfigError(`config ${path}: "${section}" must be an object of settings, found ${shownValue(value)}`);
     }
   }
   const result = v.safeParse(configFileSchema, json);
@@ -398,14 +440,12 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
     const keys = (issue.path ?? []).map((item) => String(item.key));
     const key = keys[keys.length - 1] ?? "";
     const keyPath = keys.join(".");
-    const given: unknown = issue.path?.[issue.path.length - 1]?.value ?? issue.input;
-    // A number too large for a double (1e400) is Infinity, which JSON would show as null.
-    const value = typeof given === "number" && !Number.isFinite(given) ? String(given) : JSON.stringify(given);
+    const value = shownValue(issue.path?.[issue.path.length - 1]?.value ?? issue.input);
     const isSection = keys.length === 1 && (key === "output" || key === "input");
     // Own keys only: "toString" or "constructor" is in every object, not an option.
     if (!Object.hasOwn(OPTIONS, key) && !isSection) {
       const where = keys.length > 1 ? `the "${keys[0]}" section` : "the top level or an output/input section";
-      throw new ConfigError(`config ${path}: unknown key "${keyPath}"; allowed in ${where}: ${Object.keys(OPTIONS).join(", ")}`);
+      throw new ConfigError(`config ${path}: unknown key ${shownValue(keyPath)}; allowed in ${where}: ${Object.keys(OPTIONS).join(", ")}`);
     }
     if (isSection) {
       throw new ConfigError(`config ${path}: "${keyPath}" must be an object of settings, found ${value}`);
@@ -489,7 +529,7 @@ function parseValue(option: OptionName, raw: unknown, where: string): unknown {
   const result = v.safeParse(spec.schema, raw);
   if (!result.success) {
     // `where` names the flag, the file's key, or the variable with its "=" (NAME="value", as set).
-    throw new ConfigError(`${where}${where.endsWith("=") ? "" : " "}${JSON.stringify(raw)} is not allowed: ${spec.allowed}`);
+    throw new ConfigError(`${where}${where.endsWith("=") ? "" : " "}${shownValue(raw)} is not allowed: ${spec.allowed}`);
   }
   return result.output;
 }

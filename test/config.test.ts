@@ -279,7 +279,8 @@ describe("resolveSettings errors name the source, the value and what is allowed"
   test("a number of 400 digits (Infinity) is refused; a socket path too long for sun_path names its flag", () => {
     const infinite = "1" + "0".repeat(400);
     expect(resolveError(() => resolveSettings("output recv", { flags: { sink: "x", "connect-timeout": infinite }, env: {} }))).toBe(
-      `--connect-timeout "${infinite}" is not allowed: seconds, 0.001 or more (a decimal: 2.5)`,
+      // Shown cut short: a message tells the value, it need not hold all of it.
+      `--connect-timeout "${infinite.slice(0, 199)}... is not allowed: seconds, 0.001 or more (a decimal: 2.5)`,
     );
     const long = `/tmp/${"é".repeat(50)}.sock`; // 5 + 100 + 5 bytes: sun_path counts bytes, not characters
     expect(resolveError(() => resolveSettings("output recv", { flags: { sink: "x", socket: long }, env: {} }))).toBe(`--socket "${long}" is not allowed: a file's path of at most 107 bytes`);
@@ -425,6 +426,22 @@ describe("parseConfigFile", () => {
       );
     }
     expect(file({ "http-allow-host": "foo:65535, [::1]:1, bar" }).top["http-allow-host"]).toEqual(["foo:65535", "[::1]:1", "bar"]);
+  });
+
+  test("a value a megabyte long, or nested deeper than JSON.stringify can write, is shown cut short", () => {
+    const long = "x".repeat(1024 * 1024);
+    const cut = (text: string) => `${text.slice(0, 200)}...`;
+    expect(fileError(JSON.stringify({ count: long }))).toBe(`config /etc/bad.json: "count": ${cut(JSON.stringify(long))} is not allowed: an integer 1..2^53`);
+    expect(fileError(JSON.stringify({ [long]: 1 }))).toStartWith(`config /etc/bad.json: unknown key ${cut(JSON.stringify(long))}; allowed in `);
+    const deep = "[".repeat(500_000) + "]".repeat(500_000);
+    expect(fileError(`{"output": ${deep}}`)).toBe(`config /etc/bad.json: "output" must be an object of settings, found ${cut(deep)}`);
+    expect(fileError(`{"input": {"sink": ${deep}}}`)).toBe(`config /etc/bad.json: "input.sink": ${cut(deep)} is not allowed: a path or "-"`);
+    // Short of the length, as JSON writes it.
+    expect(fileError(`{"count": {"a": [1, null, {"b": "c"}]}}`)).toBe('config /etc/bad.json: "count": {"a":[1,null,{"b":"c"}]} is not allowed: an integer 1..2^53');
+    // A flag's or a variable's value too.
+    expect(resolveError(() => resolveSettings("output serve", { flags: { source: "x", "queue-frames": long }, env: {} }))).toBe(
+      `--queue-frames ${cut(JSON.stringify(long))} is not allowed: an integer 1..100000`,
+    );
   });
 
   test("a section that is not an object", () => {

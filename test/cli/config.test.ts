@@ -75,6 +75,25 @@ describe("config check", () => {
     }
   });
 
+  test("a value nested 100,000 deep (200 KB, well under the 1 MiB limit): exit 2, one line naming the file and the key, as any bad value", async () => {
+    const { write, dir } = setup();
+    const depth = 100_000;
+    const nested = "[".repeat(depth) + "]".repeat(depth);
+    // A known key given a value it does not take, and an unknown key inside a section.
+    const cases: [string, string][] = [
+      [write("deep-value.json", `{"count": ${nested}}`), '"count": '],
+      [write("deep-unknown.json", `{"output": {"bogus": ${nested}}}`), 'unknown key "output.bogus"'],
+    ];
+    for (const [path, expected] of cases) {
+      const r = await runAgent(["config", "check", path], { cwd: dir, env: agentEnv() });
+      expect(r.stdout).toBe("");
+      expect(r.stderr.trim().split("\n").length).toBe(1);
+      expect(r.stderr).toStartWith(`audio-agent: config ${path}: `);
+      expect(r.stderr).toContain(expected);
+      expect(r.code).toBe(2);
+    }
+  });
+
   test("a device or a pipe with no end (/dev/zero): read no further than a config file may hold, exit 2 saying so", async () => {
     const r = await cli(["config", "check", "/dev/zero"]);
     expect(r.stderr).toBe("audio-agent: config /dev/zero: more than a config file may hold (at most 1048576, 1 MiB)\n");
