@@ -93,12 +93,12 @@ function writeLine(io: CliIo): ((line: string) => void) | undefined {
 
 /**
  * The log format a command line asks for, read directly from its flag, its
- * environment variable or its config file (the channel's section, then the
- * top level), with the settings' precedence: a run that fails before its
- * settings are resolved (a bad flag, say) still ends with a line in that
- * format. A config file that cannot be read asks for nothing, and so does one
- * that is not a regular file, unless the run read it already (`read`): a pipe
- * read again would wait for a writer that may never come.
+ * environment variable or its config file (as fileLogFormat reads it), with
+ * the settings' precedence: a run that fails before its settings are resolved
+ * (a bad flag, say) still ends with a line in that format. A config file that
+ * cannot be read asks for nothing, and so does one that is not a regular
+ * file, unless the run read it already (`read`): a pipe read again would wait
+ * for a writer that may never come.
  */
 function requestedLogFormat(argv: string[], env: CliIo["env"], read?: ConfigFile): LogFormat {
   const flag = (name: string) => {
@@ -109,22 +109,39 @@ function requestedLogFormat(argv: string[], env: CliIo["env"], read?: ConfigFile
     });
     return value;
   };
-  let value = flag("log-format") ?? (env.AUDIO_AGENT_LOG_FORMAT || undefined);
-  if (value === undefined && read) value = (read.sections[argv[0] as Channel]?.["log-format"] ?? read.top["log-format"]) as string | undefined;
-  else if (value === undefined) value = plainLogFormat(namedConfigFile(flag("config"), env) ?? DEFAULT_CONFIG_FILE, argv[0]) as string | undefined;
+  const value =
+    flag("log-format") ??
+    (env.AUDIO_AGENT_LOG_FORMAT || undefined) ??
+    fileLogFormat(read ?? plainConfigFile(namedConfigFile(flag("config"), env) ?? DEFAULT_CONFIG_FILE), argv[0]);
   return value === "json" ? "json" : "text";
 }
 
 /**
- * "log-format" as a regular JSON file writes it (the channel's section, then
- * the top level), read without the file's other checks: a file that fails
- * them for another key still has its failure line in the format it asks for.
+ * "log-format" as a config file gives it to `command`: a channel's role reads
+ * its channel's section, then the top level; serve takes a section's
+ * process-wide option for the whole process (as resolveServeSettings does),
+ * so either section's, then the top level.
  */
-function plainLogFormat(path: string, channel: string | undefined): unknown {
+function fileLogFormat(file: Pick<ConfigFile, "top" | "sections"> | undefined, command: string | undefined): unknown {
+  const channels: Channel[] = command === "serve" ? ["output", "input"] : command === "output" || command === "input" ? [command] : [];
+  for (const channel of channels) {
+    const value = file?.sections[channel]?.["log-format"];
+    if (value !== undefined) return value;
+  }
+  return file?.top["log-format"];
+}
+
+/**
+ * A regular JSON file's settings, read without the file's other checks: a
+ * file that fails them for another key still has its failure line in the
+ * format it asks for.
+ */
+function plainConfigFile(path: string): Pick<ConfigFile, "top" | "sections"> | undefined {
   try {
     if (!statSync(path).isFile()) return undefined;
-    const json = JSON.parse(readFileSync(path, "utf8"));
-    return json?.[channel ?? ""]?.["log-format"] ?? json?.["log-format"];
+    // Unchecked: its sections are its "output" and "input" keys, whatever they hold.
+    const json = JSON.parse(readFileSync(path, "utf8")) ?? {};
+    return { top: json, sections: json };
   } catch {
     return undefined; // not there, not readable, not JSON: text
   }

@@ -166,6 +166,26 @@ describe("JSON lines in pino's shape", () => {
     expect(jsonLines(flag.stderr)[0]).toMatchObject({ level: 60, exit_code: 2 });
   });
 
+  test("serve: JSON set in one channel's section (which serve takes for the whole process) makes a usage error's line JSON too, as a runtime failure's is", async () => {
+    const dir = setup();
+    const section = join(dir.dir, "section.json");
+    writeFileSync(section, JSON.stringify({ output: { "log-format": "json" } }));
+    const env = agentEnv({ AUDIO_AGENT_CONFIG: section });
+    // A runtime failure, once the settings are resolved: JSON, as the section asks.
+    const runtime = await runAgent(
+      ["serve", "--output-source", join(dir.dir, "missing.opus"), "--input-sink", join(dir.dir, "in.wire"), "--output-socket", join(dir.dir, "o.sock"), "--input-socket", join(dir.dir, "i.sock")],
+      { env },
+    );
+    expect(runtime.code).toBe(1);
+    expect(jsonLines(runtime.stderr).at(-1)).toMatchObject({ level: 60, exit_code: 1 });
+    // Failures before the settings are resolved: an unknown flag, a bad flag value, a required flag missing.
+    for (const args of [["serve", "--bogus"], ["serve", "--output-queue-frames", "0"], ["serve", "--input-sink", join(dir.dir, "in.wire")]]) {
+      const failed = await runAgent(args, { env });
+      expect(failed.code).toBe(2);
+      expect({ args, lines: jsonLines(failed.stderr) }).toEqual({ args, lines: [expect.objectContaining({ level: 60, exit_code: 2 })] });
+    }
+  });
+
   test("text mode is unchanged: `audio-agent: message` for the failure", async () => {
     const usage = await runAgent(["output", "serve", "--bogus"]);
     expect(usage.code).toBe(2);
