@@ -263,8 +263,10 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}, con
   if (e instanceof ConnectTimeoutError || e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };
   const err = e as NodeJS.ErrnoException;
   if (err?.code && err.path) {
-    const option = flagsOf(namesSetTo(settings, err.path));
-    const what = option ? `${option} ${err.path}` : err.path;
+    // A source or sink named by its option, and by where it was set when the user never typed it.
+    const names = namesSetTo(settings, err.path);
+    const from = origins(settings, names, configPath);
+    const what = names.length > 0 ? `${flagsOf(names)}${from ? ` (${from})` : ""} ${err.path}` : err.path;
     return { code: EXIT_FAILURE, message: `${what}: ${fileProblem(err.path, err.code)}` };
   }
   return { code: EXIT_FAILURE, message: err?.message ?? String(e) };

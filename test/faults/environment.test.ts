@@ -617,6 +617,29 @@ describe("an address or path the system refuses: one line naming the option, the
     });
   }
 
+  // As --metrics and --socket are told: a value the user never typed is told by where it was set.
+  test("a source or sink path from the environment or the config file that cannot be opened: the line says where it was set", async () => {
+    const dir = setup();
+    const source = dir.path("missing.opus");
+    const sink = join(dir.path("no/such"), "got.wire");
+    const config = dir.path("audio-agent.json");
+    writeFileSync(config, JSON.stringify({ output: { source }, input: { sink } }));
+    const cases: [string, string[], Record<string, string>, string][] = [
+      ["output serve, source from the environment", ["output", "serve", "--socket", dir.path("a.sock")], { AUDIO_AGENT_SOURCE: source }, "environment AUDIO_AGENT_SOURCE"],
+      ["output serve, source from the config file", ["output", "serve", "--socket", dir.path("b.sock"), "--config", config], {}, 'config "output.source"'],
+      ["input serve, sink from the environment", ["input", "serve", "--socket", dir.path("c.sock")], { AUDIO_AGENT_SINK: sink }, "environment AUDIO_AGENT_SINK"],
+      ["input serve, sink from the config file", ["input", "serve", "--socket", dir.path("d.sock"), "--config", config], {}, 'config "input.sink"'],
+      ["serve, output source from the environment", ["serve", "--output-socket", dir.path("e.sock"), "--input-socket", dir.path("f.sock"), "--input-sink", dir.path("in.wire")], { AUDIO_AGENT_OUTPUT_SOURCE: source }, "environment AUDIO_AGENT_OUTPUT_SOURCE"],
+    ];
+    for (const [what, args, env, origin] of cases) {
+      const agent = spawnAgent(args, { env: agentEnv(env) });
+      expect({ what, code: await agent.exited }).toEqual({ what, code: 1 });
+      const line = failureLine(agent.stderr);
+      expect({ what, names: line.includes(what.includes("source") ? source : sink) }).toEqual({ what, names: true });
+      expect({ what, line }).toEqual({ what, line: expect.stringContaining(`from ${origin}`) });
+    }
+  });
+
   test("a source or sink through a symbolic link that leads nowhere names where it leads; a sink ending in / says so: exit 1 each", async () => {
     const dir = setup();
     const dangling = dir.path("tone.opus");
