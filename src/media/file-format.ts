@@ -1,5 +1,5 @@
 import { closeSync, openSync, readSync } from "node:fs";
-import { INPUT_MAGIC, OUTPUT_MAGIC, readUint32LE } from "../protocol/index.ts";
+import { INPUT_MAGIC, OUTPUT_MAGIC, readUint32LE, write32LE } from "../protocol/index.ts";
 import { hasCapturePattern, MAX_PAGE_SIZE, type OggPage } from "./ogg-page.ts";
 import { OggPageReader } from "./ogg-page-reader.ts";
 import { isOpusHead, parseOpusHead, whyNotCarried } from "./opus-head.ts";
@@ -76,8 +76,18 @@ export async function checkFileFormat(path: string, format: MediaFormat, lenient
     const looked = window.length < BOS_GROUP_BYTES ? `its ${window.length} bytes` : `its first ${BOS_GROUP_BYTES} bytes`;
     throw refuse(() => `is not Ogg: it begins with "${escaped(head.subarray(0, 4))}", and no "OggS" follows in ${looked}`);
   }
-  const expected = format === "ogg" ? '"OggS"' : "the JKOU or JKMI magic";
+  const expected = format === "ogg" ? '"OggS"' : `${magicBytes(OUTPUT_MAGIC)} or ${magicBytes(INPUT_MAGIC)} (the JKOU or JKMI magic, little-endian)`;
   throw refuse(() => `is not ${NAMES[format]}: it begins with "${escaped(head.subarray(0, 4))}", not ${expected}`);
+}
+
+/**
+ * A magic as a capture's first bytes, spelt as the bytes found are: a u32
+ * written little-endian, so OUTPUT_MAGIC ("JKOU") begins a capture "UOKJ".
+ */
+function magicBytes(magic: number): string {
+  const bytes = new Uint8Array(4);
+  write32LE(bytes, 0, magic);
+  return `"${escaped(bytes)}"`;
 }
 
 /** Enough for the BOS pages of a few streams multiplexed together (each BOS page holds one header packet). */

@@ -86,7 +86,7 @@ describe("--lenient: the Ogg after bytes that begin no page is still checked at 
     const wav = t.write("riff", [ascii("RIFF\x10\x00\x00\x00WAVEjunk"), t.opus]);
     expect(await verdict(wav)).toStartWith("looks like WAV, uncompressed audio");
     const notes = t.write("notes", [ascii("hello, world\n"), t.opus]);
-    expect(await verdict(notes, "wire", true)).toBe('is not a wire capture: it begins with "hell", not the JKOU or JKMI magic');
+    expect(await verdict(notes, "wire", true)).toBe('is not a wire capture: it begins with "hell", not "UOKJ" or "IMKJ" (the JKOU or JKMI magic, little-endian)');
   });
 
   // Catches a refusal that quotes the file's first bytes raw: a quote, a backslash or a control
@@ -95,7 +95,7 @@ describe("--lenient: the Ogg after bytes that begin no page is still checked at 
     const t = setup();
     const quoted = t.write("quoted", [ascii('"\\\x01x')]);
     expect(await verdict(quoted, "ogg", false)).toBe('is not Ogg: it begins with "\\x22\\x5c\\x01x", not "OggS"');
-    expect(await verdict(quoted, "wire", false)).toBe('is not a wire capture: it begins with "\\x22\\x5c\\x01x", not the JKOU or JKMI magic');
+    expect(await verdict(quoted, "wire", false)).toBe('is not a wire capture: it begins with "\\x22\\x5c\\x01x", not "UOKJ" or "IMKJ" (the JKOU or JKMI magic, little-endian)');
   });
 
   // Catches an off-by-one at the window's end (at + 4 < length, reading WINDOW - 1 bytes), a

@@ -49,7 +49,7 @@ describe("a file source is checked at start", () => {
       [["output", "serve", "--source", t.wav, "--format", "ogg"], `source ${t.wav} (--format ogg) looks like WAV, uncompressed audio: encode it to Ogg Opus (e.g. opusenc) and use --format ogg`],
       [["output", "serve", "--source", t.wav], `source ${t.wav} (--format wire) looks like WAV`],
       [["output", "serve", "--source", wire, "--format", "ogg"], `source ${wire} (--format ogg) looks like a wire capture: use --format wire`],
-      [["output", "serve", "--source", unknown], `source ${unknown} (--format wire) is not a wire capture: it begins with "hell", not the JKOU or JKMI magic`],
+      [["output", "serve", "--source", unknown], `source ${unknown} (--format wire) is not a wire capture: it begins with "hell", not "UOKJ" or "IMKJ" (the JKOU or JKMI magic, little-endian)`],
       [["output", "serve", "--source", unknown, "--format", "ogg"], `source ${unknown} (--format ogg) is not Ogg: it begins with "hell", not "OggS"`],
       [["input", "send", "--source", t.opus], `source ${t.opus} (--format wire) looks like Ogg: use --format ogg`],
       [["input", "send", "--source", t.wav, "--format", "ogg"], `source ${t.wav} (--format ogg) looks like WAV`],
@@ -106,6 +106,29 @@ describe("a file source is checked at start", () => {
       writeFileSync(t.path(name), bytes);
       await checkFileFormat(t.path(name), "wire");
       await expect(checkFileFormat(t.path(name), "ogg")).rejects.toThrow(`source ${t.path(name)} (--format ogg) ${message}`);
+    }
+  });
+});
+
+describe("a wire capture whose magic is written the other way round", () => {
+  // The magic is a little-endian u32 (PROTOCOL.md): "JKOU" is 55 4F 4B 4A on the wire, "UOKJ" read as text.
+  // A capture that begins with the name's bytes, "JKOU" (the u32 written big-endian), is refused; the line
+  // must then say what the first bytes should have been in the terms it tells what they are, not that
+  // "JKOU" is not the JKOU magic.
+  test("the refusal tells the bytes that were expected, in the spelling it shows the bytes found", async () => {
+    const t = socketDir(defer, "aa-fmt-");
+    for (const [name, bytes, expected] of [
+      ["big-endian-output.wire", "JKOU", /UOKJ|55 4f 4b 4a/i],
+      ["big-endian-input.wire", "JKMI", /IMKJ|49 4d 4b 4a/i],
+    ] as const) {
+      const path = t.path(name);
+      writeFileSync(path, concatBytes([new TextEncoder().encode(bytes), new Uint8Array(13)]));
+      const refused = await checkFileFormat(path, "wire").then(
+        () => undefined,
+        (e: Error) => e.message,
+      );
+      expect(refused).toStartWith(`source ${path} (--format wire) is not a wire capture: it begins with "${bytes}"`);
+      expect({ name, refused }).toEqual({ name, refused: expect.stringMatching(expected) });
     }
   });
 });
