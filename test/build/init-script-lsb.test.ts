@@ -50,7 +50,8 @@ function initScript(action: string, env: Record<string, string>, prefix: string[
   });
 }
 
-const pidIn = (env: Record<string, string>) => Number(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").trim());
+/** The pid file's pid: its first line (the second says when that process started). */
+const pidIn = (env: Record<string, string>) => Number(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")[0]!.trim());
 
 describe("S95audio-agent: LSB actions", () => {
   // force-reload is one of the five actions every LSB init script must accept. The agent reloads

@@ -95,9 +95,10 @@ function stubbornSettings(extra: Record<string, string> = {}): Record<string, st
   return settings({ AUDIO_AGENT_BIN: BUSYBOX!, AUDIO_AGENT_ARGS: `sh ${stubborn}`, ...extra });
 }
 
+/** The pid file's pid: its first line (the second says when that process started). */
 function pidIn(env: Record<string, string>): number | undefined {
   try {
-    return Number(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").trim()) || undefined;
+    return Number(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")[0]!.trim()) || undefined;
   } catch {
     return undefined;
   }
@@ -142,6 +143,9 @@ describe("S95audio-agent under busybox sh", () => {
     expect(alive(pid)).toBe(true);
     // The pid file names the agent itself (the wrapper shell exec'd it), not a shell.
     expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0]).toBe(agentBin);
+    // The pid alone on its first line (what start-stop-daemon -p, systemd's PIDFile= read), then when it started.
+    const startTime = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ")[19]!;
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8")).toBe(`${pid}\nstarttime=${startTime}\n`);
     // Started means listening: the socket is there for a client as start returns.
     expect(statSync(t.path("o.sock")).isSocket()).toBe(true);
 
@@ -513,6 +517,59 @@ describe("S95audio-agent under busybox sh", () => {
     await Bun.sleep(200);
     expect(alive(other.pid)).toBe(true);
     other.kill("SIGKILL");
+  }, 30_000);
+
+  test("an agent killed (OOM, KILL) whose pid was reused by a role run by hand from the same binary: start starts the service, stop leaves the hand-run one alone", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    const first = await initScript("start", env);
+    expect(first.code, first.stdout + first.stderr).toBe(0);
+    const killed = pidIn(env)!;
+    process.kill(killed, "SIGKILL");
+    await until(() => !alive(killed), "the killed agent gone", 10_000);
+    // The README's "a role run by hand on the device beside the service": the kernel handed it the dead agent's pid.
+    const byHand = Bun.spawn([agentBin, "output", "recv", "--socket", t.path("elsewhere.sock"), "--sink", "/dev/null", "--metrics", "off", "--monitor", "off"], {
+      stdout: "ignore",
+      stderr: "ignore",
+    });
+    daemons.add(byHand.pid);
+    await until(() => alive(byHand.pid), "the hand-run recv", 10_000);
+    // The pid file as the start left it, but for the pid: the killed agent's start time stays.
+    const left = readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8");
+    expect(left).toStartWith(`${killed}\nstarttime=`);
+    writeFileSync(env.AUDIO_AGENT_PIDFILE, left.replace(`${killed}\n`, `${byHand.pid}\n`));
+
+    const status = await initScript("status", env);
+    expect(status.stdout).not.toContain(`running (pid ${byHand.pid})`);
+    expect(status.code, status.stdout).toBe(1);
+
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(started.stdout).not.toContain("already running");
+    const pid = pidIn(env)!;
+    expect(pid).not.toBe(byHand.pid);
+    await until(() => existsSync(t.path("o.sock")), "the service's socket", 10_000);
+
+    const stopped = await initScript("stop", env);
+    expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
+    expect(alive(pid)).toBe(false);
+    await Bun.sleep(200);
+    expect(alive(byHand.pid)).toBe(true);
+    byHand.kill("SIGKILL");
+  }, 60_000);
+
+  test("an older script's pid file (the pid alone) naming the running agent: status 0, start finds it running, stop stops it", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    expect((await initScript("start", env)).code).toBe(0);
+    const pid = pidIn(env)!;
+    writeFileSync(env.AUDIO_AGENT_PIDFILE, `${pid}\n`);
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(started.stdout).toContain(`already running (pid ${pid})`);
+    await expectStillTheAgent(env, pid);
   }, 30_000);
 
   test("a pid file that names no pid (garbage, empty): stop removes it, and status then says not running (3)", async () => {
