@@ -136,12 +136,12 @@ describe("S95audio-agent's lock: what a crash or a power cut leaves", () => {
   // A stale lock that cannot be removed (a sticky run dir, the lock another user's): the wait
   // ticks and ends at its timeout, not a loop without a tick that never reaches it.
   test.skipIf(!canSwitchUser)("a stale lock the start may not remove: it gives up after its timeout, ticking meanwhile", async () => {
-    const env = setup();
+    const env = { ...setup(), AUDIO_AGENT_START_TIMEOUT: "0" };
     chmodSync(join(dir, "run"), 0o1777);
     writeFileSync(lockFile(), `${gonePid()} 1\n`);
     const setpriv = Bun.which("setpriv", { PATH: "/usr/bin:/bin" })!;
     const waiting = start([setpriv, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--", BUSYBOX!, "sh", SCRIPT, "start"], { cwd: dir, env: scriptEnv(env), timeoutMs: 40_000 });
-    // The wait's timeout: 20 s with a stop timeout of 0.
+    // The wait's timeout: 23 s with a stop and a start timeout of 0.
     expect(await waiting.exited).toBe(1);
     expect(waiting.stdout + waiting.stderr).toContain(`cannot break the stale lock ${lockFile()} (its holder is gone): remove it by hand`);
     // Ticking: at most one attempt a tenth of a second (a loop without a tick made thousands).

@@ -73,11 +73,11 @@ function settings(extra: Record<string, string> = {}): Record<string, string> {
 }
 
 /** Runs the script's `action`; `prefix` runs it through a command first (setpriv, as another user or with fewer capabilities). */
-async function initScript(action: string, env: Record<string, string>, prefix: string[] = []): Promise<Result> {
+async function initScript(action: string, env: Record<string, string>, prefix: string[] = [], timeoutMs = 20_000): Promise<Result> {
   const result = await run([...prefix, BUSYBOX!, "sh", SCRIPT, action], {
     cwd: t.dir,
     env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env },
-    timeoutMs: 20_000,
+    timeoutMs,
   });
   const pid = pidIn(env);
   if (pid) daemons.add(pid);
@@ -375,6 +375,22 @@ describe("S95audio-agent under busybox sh", () => {
     expect(stopped.code, stopped.stdout).toBe(0);
     expect(alive(pid)).toBe(false);
   }, 30_000);
+
+  test("a stop while a start waits out a longer AUDIO_AGENT_START_TIMEOUT (a slow board) takes its turn after it and stops the agent", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    // A config FIFO no one writes: the agent waits on it, alive and not listening, so the start holds its turn for 30 s.
+    const config = makeFifo(t.path("config.json"));
+    const env = settings({ AUDIO_AGENT_ARGS: `${settings().AUDIO_AGENT_ARGS} --config ${config}`, AUDIO_AGENT_START_TIMEOUT: "30", AUDIO_AGENT_STOP_TIMEOUT: "0" });
+    const starting = initScript("start", env, [], 60_000);
+    await until(() => pidIn(env) !== undefined, "the pid file", 10_000);
+    const stopped = await initScript("stop", env, [], 60_000);
+    const started = await starting;
+    expect(started.code, started.stdout).toBe(1);
+    expect(stopped.stdout).not.toContain("still holds");
+    expect(stopped.code, stopped.stdout).toBe(0);
+    expect(agentsOf(t.dir)).toEqual([]);
+  }, 90_000);
 
   test("stop sends KILL only after the timeout when TERM is ignored", async () => {
     tempDir();
@@ -714,7 +730,7 @@ describe("S95audio-agent under busybox sh", () => {
     const startTime = readFileSync(`/proc/${other.pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ")[19]!;
 
     // The holder's start time is this process's own: it holds the turn, and a start waits for it
-    // (up to 20 s). Stopped while waiting, by a signal to it alone or to its whole process group
+    // (up to 33 s). Stopped while waiting, by a signal to it alone or to its whole process group
     // (Ctrl-C, timeout(1), a supervisor), that start leaves nothing of its own behind.
     writeFileSync(lockFile, `${other.pid} ${startTime}\n`);
     for (const [round, group] of [[0, false], [1, true], [2, true], [3, true]] as const) {
