@@ -15,7 +15,7 @@ import { DropReason } from "../transport/frame-stats.ts";
 import { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
 import { ReconnectingConnection } from "../transport/reconnecting-connection.ts";
-import type { SocketBufferSizes } from "../transport/socket-options.ts";
+import { sendQueueBytesNow, type SocketBufferSizes } from "../transport/socket-options.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
 import { within } from "../transport/within.ts";
 import { endReadings, type ChannelEnd } from "./channel-end.ts";
@@ -30,8 +30,8 @@ export interface InputClientOptions {
   config: AudioConfig;
   heartbeatMs: number;
   /**
-   * No Ack for this long after a Config/Heartbeat went out, or after one (or the Stop) was
-   * sent while the server took nothing: the server is gone; reconnect.
+   * No Ack for this long after a Config/Heartbeat went out, or nothing taken by the server
+   * for this long since one (or the Stop) was sent: the server is gone; reconnect.
    */
   ackTimeoutMs: number;
   connectTimeoutMs?: number;
@@ -59,8 +59,12 @@ export interface InputClientOptions {
  * is measured only when exactly one Config/Heartbeat was outstanding. A
  * server that leaves the oldest unanswered one for `ackTimeoutMs` is gone,
  * and so is one that took nothing for as long since we asked it something
- * (a Heartbeat a stalled server never got, dropped as stale under the
- * latency budget, or the Stop waiting to go out).
+ * that could not go out (a Heartbeat a stalled server never got, dropped as
+ * stale under the latency budget or held back by a full queue, or the Stop
+ * waiting behind frames). Taking is a message written whole, or less unread
+ * in the kernel than before: a server reading through a backlog slowly
+ * (a socket turns writable again only once most of its buffer is read) is
+ * not gone.
  */
 export class InputClient extends SendingEnd implements ChannelEnd {
   readonly tuner: SocketTuner;
@@ -75,10 +79,10 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private unacked = 0;
   private oldestUnackedAt = 0;
   private oldestUnackedType: MessageType = MessageType.Config;
-  /** When the oldest Config/Heartbeat (or the Stop) sent since the last Ack was handed to the writer (monotonic ms; 0: none). */
+  /** Since when the server owes us taking something: the oldest ask since it last took a message (monotonic ms; 0: none). */
   private askedAt = 0;
-  /** When the server last took a message whole (monotonic ms). */
-  private tookAt = 0;
+  /** The kernel's unread bytes (TIOCOUTQ) when that clock last started (Infinity: not looked at yet): less later is the server reading. */
+  private unreadAtAsk = -1;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   /** Fires when an Ack could next be overdue (ackOverdue). */
   private ackDeadline: ReturnType<typeof setTimeout> | undefined;
@@ -120,7 +124,12 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       stuckFrames: options.stuckFrames,
       onStuck: (socket) => this.drop(socket, "server stuck: took nothing while frames kept coming"),
       onWritten: (messages, bytes, oldestWaitMs, writeCallMs) => {
-        this.tookAt = performance.now();
+        // The server took something: owed nothing once all is out (a written Config/Heartbeat has its own clock),
+        // else owed again from now (the kernel's unread count is looked at first when that is due: no ioctl per write).
+        if (this.askedAt > 0) {
+          this.askedAt = this.writer.idle ? 0 : performance.now();
+          this.unreadAtAsk = Infinity;
+        }
         this.observer.written(messages, bytes, oldestWaitMs, writeCallMs);
       },
       onControlWritten: (type) => {
@@ -254,7 +263,6 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     this.parser = new FrameParser(INPUT_MAGIC);
     this.unacked = 0;
     this.askedAt = 0;
-    this.tookAt = performance.now();
     this.tuner.attach(socket);
     this.observer.connection("connected", this.options.path);
     // Config goes first on every connection, ahead of anything queued meanwhile.
@@ -268,7 +276,6 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       this.drop(socket, "could not write Config to a fresh connection");
       return;
     }
-    this.ask();
     this.awaitAck(MessageType.Config);
     this.options.report("info", this.connects === 1 ? "connected" : "reconnected", {
       socket: this.options.path,
@@ -278,11 +285,16 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     for (const wake of this.connectedWaiters.splice(0)) wake();
   }
 
-  /** A Config, Heartbeat or the Stop was handed to the writer: from now the server owes a sign of life. */
+  /** A Config, Heartbeat or the Stop was handed to the writer (or a Heartbeat held back): from now the server owes taking something. */
   private ask(): void {
     if (this.askedAt > 0) return;
-    this.askedAt = performance.now();
+    this.startAskClock();
     this.armAckDeadline();
+  }
+
+  private startAskClock(): void {
+    this.askedAt = performance.now();
+    this.unreadAtAsk = sendQueueBytesNow(descriptorOf(this.connection.socket));
   }
 
   /** A Config or Heartbeat was written whole: it awaits an Ack (and times a round trip). */
@@ -294,14 +306,11 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     }
   }
 
-  /**
-   * When the server is next due to be judged gone, if nothing comes: ackTimeoutMs after the
-   * oldest Config/Heartbeat written without an Ack, or after we asked and it last took a message.
-   */
+  /** When the server is next due to be judged gone: ackTimeoutMs after the oldest Config/Heartbeat written without an Ack, or after we asked. */
   private nextAckDeadline(): number {
     let due = Infinity;
     if (this.unacked > 0) due = this.oldestUnackedAt;
-    if (this.askedAt > 0) due = Math.min(due, Math.max(this.askedAt, this.tookAt));
+    if (this.askedAt > 0) due = Math.min(due, this.askedAt);
     return due + this.options.ackTimeoutMs;
   }
 
@@ -317,7 +326,14 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private ackOverdue(): boolean {
     const socket = this.connection.socket;
     if (!socket) return false;
-    if (performance.now() <= this.nextAckDeadline()) {
+    const now = performance.now();
+    const unanswered = this.unacked > 0 && now - this.oldestUnackedAt > this.options.ackTimeoutMs;
+    if (!unanswered && this.askedAt > 0 && now - this.askedAt > this.options.ackTimeoutMs) {
+      // Took no message whole since we asked; less unread in the kernel says it is reading all the same.
+      const unread = sendQueueBytesNow(descriptorOf(socket));
+      if (unread >= 0 && unread < this.unreadAtAsk) this.startAskClock();
+    }
+    if (!unanswered && now <= this.nextAckDeadline()) {
       this.armAckDeadline();
       return false;
     }
@@ -328,10 +344,11 @@ export class InputClient extends SendingEnd implements ChannelEnd {
 
   private tick(): void {
     if (!this.connection.socket || this.ackOverdue()) return;
+    // Asked all the same: a server that takes none of what waits is gone as surely.
+    this.ask();
     // Frames are flowing but queued: a Heartbeat now would only push one out (or be dropped itself).
     if (this.queue.isFull || this.finishing) return;
     this.writer.submit(MessageType.Heartbeat, this.empty);
-    this.ask();
   }
 
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
@@ -350,8 +367,9 @@ export class InputClient extends SendingEnd implements ChannelEnd {
           this.options.onRoundTrip?.(ms, this.oldestUnackedType);
         }
         this.unacked = 0;
-        this.askedAt = 0;
         clearTimeout(this.ackDeadline);
+        // An Ack answers what was written; what still waits to go out is owed all the same.
+        if (this.askedAt > 0) this.armAckDeadline();
         this.wakeAckWaiters();
       }
     } catch (e) {
@@ -366,4 +384,10 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     this.options.report("warn", "dropping connection", { socket: this.options.path, reason });
     this.connection.close(socket, reason);
   }
+}
+
+/** The socket's descriptor, or -1 (none, or not known). */
+function descriptorOf(socket: Socket<unknown> | undefined): number {
+  const fd = socket?.fd;
+  return typeof fd === "number" ? fd : -1;
 }

@@ -6,6 +6,7 @@ import {
   decodeConfigPayload,
   encodeConfigPayload,
   encodeMessage,
+  FrameParser,
   INPUT_MAGIC,
   MessageType,
   OUTPUT_MAGIC,
@@ -17,8 +18,9 @@ import { type Report, type ReportLevel } from "../../src/transport/report.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { testPayload } from "../support/payloads.ts";
+import { payloadOfSize, testPayload } from "../support/payloads.ts";
 import { connectClient, silentServer, writeInPieces } from "../support/peer.ts";
+import { start, stopAgents } from "../support/processes.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { recordingObserver, recordingReport, type Reported } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
@@ -758,5 +760,164 @@ describe("frame stamps across sessions", () => {
       await until(() => ends.length === i, `session ${i}'s end`);
       expect(server.readings().counts.frame_stamps_unusable).toBe(i);
     }
+  });
+});
+
+/**
+ * A raw input server in python that reads its client a little at a time, steadily (`piece`
+ * bytes every `every` s, as a playback process paced by its device does), answers each Config
+ * and Heartbeat with an Ack as soon as it reads it, and lets a new client replace the last
+ * (PROTOCOL.md). Once a client that sent Stop has left, it prints what it got as JSON.
+ */
+const STEADY_INPUT_SERVER = String.raw`
+import json, socket, struct, sys, time
+path, piece, every = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+MAGIC = 0x4a4b4d49
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); srv.bind(path); srv.listen(8); srv.setblocking(False)
+print(json.dumps({"listening": True}), flush=True)
+got = {"connections": 0, "frames": [], "stops": 0}
+conn, buf = None, b""
+while True:
+    try:
+        c, _ = srv.accept()
+        if conn: conn.close()
+        conn, buf = c, b""; conn.setblocking(False); got["connections"] += 1; got["frames"].append(0)
+    except BlockingIOError: pass
+    if conn:
+        try: data = conn.recv(piece)
+        except BlockingIOError: data = None
+        if data == b"":
+            conn.close(); conn = None
+            if got["stops"]: break
+        elif data:
+            buf += data
+            while len(buf) >= 17:
+                magic, kind, n, ts = struct.unpack("<IBIq", buf[:17])
+                if len(buf) < 17 + n: break
+                buf = buf[17 + n:]
+                if kind == 0: got["frames"][-1] += 1
+                if kind == 2: got["stops"] += 1
+                if kind in (1, 3): conn.sendall(struct.pack("<IBIq", MAGIC, 4, 0, time.time_ns()))
+    time.sleep(every)
+print(json.dumps(got), flush=True)
+`;
+
+describe("a server that reads steadily, slower than a lossless client writes", () => {
+  test("the Stop queued behind a backlog the server is reading through: one connection, no Ack timeout, every frame and the Stop in it", async () => {
+    defer(() => stopAgents());
+    const sock = socketDir(defer, "in-").path("in.sock");
+    // 2 KiB every 10 ms, about 200 KB/s (some 20 times what live Opus needs): it takes a message every 10 ms.
+    const server = start(["python3", "-c", STEADY_INPUT_SERVER, sock, "2048", "0.01"]);
+    await until(() => server.stdout.includes("listening"), "the server to listen");
+    // 300 ms to answer; Heartbeats a minute apart, so that only the Stop asks anything of the server.
+    const client = newClient(sock, { heartbeatMs: 60_000, ackTimeoutMs: 300, queueFrames: 4000 });
+    const running = client.start();
+    await client.waitForConnection();
+    await until(() => client.acks === 1, "the Config's Ack");
+    // Far more than the socket holds: the Stop waits in the queue behind the rest while the server reads on.
+    const N = 3000;
+    for (let i = 0; i < N; i++) client.sendFrame(payloadOfSize(i, 160));
+    await client.finish();
+    await running;
+    expect(await server.exited).toBe(0);
+    const got = JSON.parse(server.stdout.trim().split("\n").at(-1)!);
+    expect({ ackTimeouts: client.ackTimeouts, connects: client.connects }).toEqual({ ackTimeouts: 0, connects: 1 });
+    expect(got).toEqual({ connections: 1, frames: [N], stops: 1 });
+    expect(client.stats.dropped).toEqual(NO_DROPS);
+  });
+});
+
+describe("a server that answers the Config and then stalls, the Stop already asked", () => {
+  test("the Config's Ack, come after the Stop was handed to the writer, does not excuse the server from taking the Stop: it is given up on", async () => {
+    const sock = socketDir(defer, "in-").path("in.sock");
+    // Reads its first chunk, answers the Config in it, and then reads nothing more: a playback process that hangs.
+    const listener = Bun.listen({
+      unix: sock,
+      socket: {
+        binaryType: "uint8array",
+        data: (socket, chunk) => {
+          if (chunk[4] === MessageType.Config) socket.write(encodeMessage(INPUT_MAGIC, MessageType.Ack, undefined, BigInt(Date.now()) * 1_000_000n));
+          socket.pause();
+        },
+        drain: () => {},
+        close: () => {},
+        error: () => {},
+      },
+    });
+    defer(() => listener.stop(true));
+    const disconnects: string[] = [];
+    const client = newClient(sock, { heartbeatMs: 60_000, ackTimeoutMs: 200, queueFrames: 4000, onDisconnect: (r) => disconnects.push(r) });
+    void client.start();
+    await client.waitForConnection();
+    // More than the socket holds, and the Stop, handed to the writer before the server has read anything.
+    for (let i = 0; i < 3000; i++) client.sendFrame(payloadOfSize(i, 160));
+    void client.finish();
+    await until(() => client.acks === 1, "the Config's Ack");
+    // The server took nothing more since: gone after 200 ms (given 5 s here).
+    await until(() => client.ackTimeouts > 0, "the stalled server given up on", 5000).catch(() => {});
+    expect({ gaveUp: client.ackTimeouts > 0, reason: disconnects[0] }).toEqual({ gaveUp: true, reason: "no Ack within 200 ms" });
+  });
+});
+
+describe("the Stop queued behind a backlog: the server is judged by what it takes", () => {
+  test("a server that answered everything and then stops reading, the Stop waiting behind frames it will never take: given up on", async () => {
+    const sock = socketDir(defer, "in-").path("in.sock");
+    const server = ackSkippingServer(sock, Infinity);
+    defer(() => server.stop());
+    const disconnects: string[] = [];
+    // Heartbeats a minute apart: only the Stop asks anything of the server.
+    const client = newClient(sock, { heartbeatMs: 60_000, ackTimeoutMs: 200, queueFrames: 4000, onDisconnect: (r) => disconnects.push(r) });
+    void client.start();
+    await client.waitForConnection();
+    await until(() => client.acks === 1, "the Config's Ack");
+    server.pause();
+    // More than the socket holds: the Stop waits in the queue.
+    for (let i = 0; i < 3000; i++) client.sendFrame(payloadOfSize(i, 160));
+    void client.finish();
+    await until(() => client.ackTimeouts > 0, "the stalled server given up on", 5000).catch(() => {});
+    expect({ gaveUp: client.ackTimeouts > 0, reason: disconnects[0] }).toEqual({ gaveUp: true, reason: "no Ack within 200 ms" });
+  });
+
+  test("a server that reads all it has every 100 ms, through a backlog longer than --ack-timeout-ms: kept, every frame and the Stop on one connection", async () => {
+    const sock = socketDir(defer, "in-").path("in.sock");
+    let frames = 0;
+    let stops = 0;
+    let connections = 0;
+    const parser = new FrameParser(INPUT_MAGIC);
+    const listener = Bun.listen({
+      unix: sock,
+      socket: {
+        binaryType: "uint8array",
+        open: () => void connections++,
+        data: (socket, chunk) => {
+          parser.push(chunk);
+          for (let m = parser.next(); m; m = parser.next()) {
+            if (m.type === MessageType.OpusFrame) frames++;
+            if (m.type === MessageType.Stop) stops++;
+            if (m.type === MessageType.Config || m.type === MessageType.Heartbeat) {
+              socket.write(encodeMessage(INPUT_MAGIC, MessageType.Ack, undefined, BigInt(Date.now()) * 1_000_000n));
+            }
+          }
+          // Takes what there is, then rests 100 ms: a steady reader, a fraction of the 400 ms the client gives it.
+          socket.pause();
+          setTimeout(() => socket.resume(), 100);
+        },
+        drain: () => {},
+        close: () => {},
+        error: () => {},
+      },
+    });
+    defer(() => listener.stop(true));
+    const client = newClient(sock, { heartbeatMs: 60_000, ackTimeoutMs: 400, queueFrames: 20_000 });
+    const running = client.start();
+    await client.waitForConnection();
+    await until(() => client.acks === 1, "the Config's Ack");
+    // About 1.8 MB: several times what the socket holds, taken a socketful every 100 ms.
+    const N = 10_000;
+    for (let i = 0; i < N; i++) client.sendFrame(payloadOfSize(i, 160));
+    await client.finish();
+    await running;
+    await until(() => stops === 1, "the Stop");
+    expect({ ackTimeouts: client.ackTimeouts, connects: client.connects, connections, frames }).toEqual({ ackTimeouts: 0, connects: 1, connections: 1, frames: N });
   });
 });
