@@ -26,7 +26,7 @@ import {
   runTool,
   type Fixtures,
 } from "../support/opus-fixtures.ts";
-import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
 import { until } from "../support/wait.ts";
 import { tempDir } from "../support/temp.ts";
@@ -338,6 +338,30 @@ describe("the end of what the Ogg sink writes", () => {
     const validated = runTool([requireTool("oggz-validate", "oggz-tools"), received]);
     expect({ code: validated.exitCode, output: validated.stdout + validated.stderr }).toEqual({ code: 0, output: "" });
     expect(decodedSamples(received, tmp.dir)).toBe(counts[0]! * 960 - 312 + counts[1]! * 960 - 312);
+  }, 60_000);
+
+  test("input serve --sink - into `opusdec --force-stereo - -` (README's player pipeline): a stereo session, then a mono one (a chained stream with other channels), both decoded", async () => {
+    const [stereo, mono] = [fx.opus.get(key(2, 20))!, fx.opus.get(key(1, 20))!];
+    const socket = join(tmp.dir, "player.sock");
+    const wav = join(tmp.dir, "player.raw");
+    const opusdec = requireTool("opusdec", "opus-tools");
+    // The agent is the process signalled (exec); opusdec reads its stdout to the end and writes what it decoded.
+    const cmd = `exec "$@" > >(exec '${opusdec}' --force-stereo - - > '${wav}' 2>/dev/null)`;
+    const server = start(["bash", "-c", cmd, "bash", ...AGENT, "input", "serve", "--socket", socket, "--sink", "-", "--format", "ogg"], { env: agentEnv() });
+    await server.waitForStderr("listening");
+    for (const [n, source] of [stereo, mono].entries()) {
+      const client = spawnAgent(["input", "send", "--socket", socket, "--source", source, "--format", "ogg"]);
+      expect(await client.exited).toBe(0);
+      await until(() => (server.stderr.match(/session ended by Stop/g) ?? []).length === n + 1, "the session ended");
+    }
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+    const counts = [(await packets(stereo)).frames.length, (await packets(mono)).frames.length];
+    const expected = counts[0]! * 960 - 312 + counts[1]! * 960 - 312;
+    // To stdout opusdec writes raw samples: two channels of 16 bits.
+    const decoded = () => readFileSync(wav).length / 4;
+    await until(() => decoded() === expected, `opusdec's ${expected} samples`).catch(() => {});
+    expect(decoded()).toBe(expected);
   }, 60_000);
 
   test("input serve --append, started again on its recording (a restarted service): the next run's stream follows the last one's end, chained; oggz-validate accepts the file, opusdec plays both", async () => {
