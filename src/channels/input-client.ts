@@ -15,7 +15,7 @@ import { DropReason } from "../transport/frame-stats.ts";
 import { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
 import { ReconnectingConnection } from "../transport/reconnecting-connection.ts";
-import { sendQueueBytesNow, type SocketBufferSizes } from "../transport/socket-options.ts";
+import type { SocketBufferSizes } from "../transport/socket-options.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
 import { within } from "../transport/within.ts";
 import { endReadings, type ChannelEnd } from "./channel-end.ts";
@@ -30,8 +30,8 @@ export interface InputClientOptions {
   config: AudioConfig;
   heartbeatMs: number;
   /**
-   * No Ack for this long after a Config/Heartbeat went out, or nothing taken by the server
-   * for this long since one (or the Stop) was sent: the server is gone; reconnect.
+   * No Ack for this long after a Config/Heartbeat went out (under a latency budget: after a
+   * Heartbeat was handed to the writer, the budget besides): the server is gone; reconnect.
    */
   ackTimeoutMs: number;
   connectTimeoutMs?: number;
@@ -46,7 +46,7 @@ export interface InputClientOptions {
   socketBuffers?: SocketBufferSizes;
   /** A connection ended, with the reason. */
   onDisconnect?: (reason: string) => void;
-  /** Round trip of a Heartbeat (or Config) to its Ack, in ms. */
+  /** Round trip of a Heartbeat (or Config) to its Ack, in ms (under a latency budget, from the Heartbeat's hand-over). */
   onRoundTrip?: (ms: number, type: MessageType) => void;
 }
 
@@ -57,14 +57,14 @@ export interface InputClientOptions {
  * not say what it answers, and a server under load may skip some, so any Ack
  * proves the server alive and answers everything outstanding; a round trip
  * is measured only when exactly one Config/Heartbeat was outstanding. A
- * server that leaves the oldest unanswered one for `ackTimeoutMs` is gone,
- * and so is one that took nothing for as long since we asked it something
- * that could not go out (a Heartbeat a stalled server never got, dropped as
- * stale under the latency budget or held back by a full queue, or the Stop
- * waiting behind frames). Taking is a message written whole, or less unread
- * in the kernel than before: a server reading through a backlog slowly
- * (a socket turns writable again only once most of its buffer is read) is
- * not gone.
+ * server that leaves the oldest unanswered one for `ackTimeoutMs` is gone.
+ * Under a latency budget (live mode) a Heartbeat is written within the
+ * budget or dropped as stale, which a stalled server's always are: it awaits
+ * its Ack from its hand-over, given the budget besides, so a server that
+ * takes nothing is found gone too. Lossless, a server behind a backlog is
+ * waited for: a Heartbeat counts once it is written. The Stop is never
+ * dropped as stale; under a budget it waits for the server as long as a
+ * Heartbeat's Ack would.
  */
 export class InputClient extends SendingEnd implements ChannelEnd {
   readonly tuner: SocketTuner;
@@ -79,12 +79,8 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private unacked = 0;
   private oldestUnackedAt = 0;
   private oldestUnackedType: MessageType = MessageType.Config;
-  /** Since when the server owes us taking something: the oldest ask since it last took a message (monotonic ms; 0: none). */
-  private askedAt = 0;
-  /** The kernel's unread bytes (TIOCOUTQ) when that clock last started (Infinity: not looked at yet): less later is the server reading. */
-  private unreadAtAsk = -1;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
-  /** Fires when an Ack could next be overdue (ackOverdue). */
+  /** Fires when the oldest Config/Heartbeat awaiting an Ack is overdue. */
   private ackDeadline: ReturnType<typeof setTimeout> | undefined;
   private connectedWaiters: (() => void)[] = [];
   /** Woken when nothing awaits an Ack any more, or the connection closes. */
@@ -92,6 +88,8 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private finishing = false;
   private finished: Promise<void> | undefined;
   private readonly empty = new Uint8Array(0);
+  /** Live mode's latency budget (ms; 0: none, lossless among them), the time a Heartbeat may wait to go out. */
+  private readonly budgetMs: number;
   private running: Promise<void> | undefined;
   private readonly connection: ReconnectingConnection;
   /** What every connection starts with; setConfig() changes it mid-run. */
@@ -100,6 +98,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   constructor(private readonly options: InputClientOptions) {
     super();
     this.currentConfig = { ...options.config };
+    this.budgetMs = options.lossless ? 0 : (options.maxLatencyMs ?? 0);
     this.tuner = new SocketTuner(options.socketBuffers, options.report);
     this.connection = new ReconnectingConnection({
       path: options.path,
@@ -123,17 +122,11 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       maxLatencyMs: options.maxLatencyMs,
       stuckFrames: options.stuckFrames,
       onStuck: (socket) => this.drop(socket, "server stuck: took nothing while frames kept coming"),
-      onWritten: (messages, bytes, oldestWaitMs, writeCallMs) => {
-        // The server took something: owed nothing once all is out (a written Config/Heartbeat has its own clock),
-        // else owed again from now (the kernel's unread count is looked at first when that is due: no ioctl per write).
-        if (this.askedAt > 0) {
-          this.askedAt = this.writer.idle ? 0 : performance.now();
-          this.unreadAtAsk = Infinity;
-        }
-        this.observer.written(messages, bytes, oldestWaitMs, writeCallMs);
-      },
+      onWritten: (messages, bytes, oldestWaitMs, writeCallMs) =>
+        this.observer.written(messages, bytes, oldestWaitMs, writeCallMs),
       onControlWritten: (type) => {
-        if (type === MessageType.Heartbeat || type === MessageType.Config) this.awaitAck(type);
+        // Under a budget a Heartbeat awaits its Ack from its hand-over (tick).
+        if (type === MessageType.Config || (type === MessageType.Heartbeat && this.budgetMs === 0)) this.awaitAck(type);
       },
     });
   }
@@ -195,9 +188,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     this.currentConfig = { ...config };
     // Before start() it is the Config the run begins with, not a change.
     if (this.running) this.options.report("info", "config changed", { ...config });
-    if (!this.connected) return;
-    this.writer.submit(MessageType.Config, encodeConfigPayload(config));
-    this.ask();
+    if (this.connected) this.writer.submit(MessageType.Config, encodeConfigPayload(config));
   }
 
   readings() {
@@ -236,12 +227,12 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     // A full queue would make room for the Stop by dropping a frame (or the Stop itself).
     if (this.queue.isFull) await this.writer.waitForSpace();
     this.writer.submit(MessageType.Stop, this.empty);
-    // A server that takes nothing for ackTimeoutMs from here is gone (the Stop is never dropped as stale).
-    this.ask();
-    await this.writer.waitForIdle();
+    // Never dropped as stale: under a budget a server that does not take it as long as an Ack may take is gone.
+    const idle = this.writer.waitForIdle().then(() => true);
+    const out = await (this.budgetMs > 0 ? within(idle, this.budgetMs + this.options.ackTimeoutMs, false) : idle);
     // The Ack of what went out last (a short file's Config, often) is read before closing, so the
     // run's acks and round trip say whether the server heard it; a server that does not answer is not waited for long.
-    if (this.unacked > 0 && this.connected) {
+    if (out && this.unacked > 0 && this.connected) {
       await within(new Promise<void>((resolve) => this.ackWaiters.push(resolve)), Math.min(this.options.ackTimeoutMs, LAST_ACK_MS), undefined);
     }
     this.stop();
@@ -262,7 +253,6 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private open(socket: Socket<unknown>): void {
     this.parser = new FrameParser(INPUT_MAGIC);
     this.unacked = 0;
-    this.askedAt = 0;
     this.tuner.attach(socket);
     this.observer.connection("connected", this.options.path);
     // Config goes first on every connection, ahead of anything queued meanwhile.
@@ -285,58 +275,30 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     for (const wake of this.connectedWaiters.splice(0)) wake();
   }
 
-  /** A Config, Heartbeat or the Stop was handed to the writer (or a Heartbeat held back): from now the server owes taking something. */
-  private ask(): void {
-    if (this.askedAt > 0) return;
-    this.startAskClock();
-    this.armAckDeadline();
-  }
-
-  private startAskClock(): void {
-    this.askedAt = performance.now();
-    this.unreadAtAsk = sendQueueBytesNow(descriptorOf(this.connection.socket));
-  }
-
-  /** A Config or Heartbeat was written whole: it awaits an Ack (and times a round trip). */
+  /**
+   * A Config or Heartbeat was written whole: it awaits an Ack, and the server
+   * is judged gone when none comes within ackTimeoutMs, whenever the next
+   * Heartbeat is due.
+   */
   private awaitAck(type: MessageType): void {
     if (this.unacked++ === 0) {
       this.oldestUnackedAt = performance.now();
       this.oldestUnackedType = type;
-      this.armAckDeadline();
+      clearTimeout(this.ackDeadline);
+      this.ackDeadline = setTimeout(() => this.ackOverdue(), this.ackDueMs + 1);
+      this.ackDeadline.unref();
     }
   }
 
-  /** When the server is next due to be judged gone: ackTimeoutMs after the oldest Config/Heartbeat written without an Ack, or after we asked. */
-  private nextAckDeadline(): number {
-    let due = Infinity;
-    if (this.unacked > 0) due = this.oldestUnackedAt;
-    if (this.askedAt > 0) due = Math.min(due, this.askedAt);
-    return due + this.options.ackTimeoutMs;
+  /** How long the oldest Config/Heartbeat may wait for its Ack: under a budget, the time its Heartbeat may wait to go out besides. */
+  private get ackDueMs(): number {
+    return this.options.ackTimeoutMs + this.budgetMs;
   }
 
-  private armAckDeadline(): void {
-    clearTimeout(this.ackDeadline);
-    const due = this.nextAckDeadline();
-    if (due === Infinity) return;
-    this.ackDeadline = setTimeout(() => this.ackOverdue(), Math.max(0, due - performance.now()) + 1);
-    this.ackDeadline.unref();
-  }
-
-  /** True (and the connection dropped) when the server is overdue (nextAckDeadline); otherwise looks again when it could be. */
+  /** True (and the connection dropped) when the oldest Config/Heartbeat has waited longer than ackDueMs. */
   private ackOverdue(): boolean {
     const socket = this.connection.socket;
-    if (!socket) return false;
-    const now = performance.now();
-    const unanswered = this.unacked > 0 && now - this.oldestUnackedAt > this.options.ackTimeoutMs;
-    if (!unanswered && this.askedAt > 0 && now - this.askedAt > this.options.ackTimeoutMs) {
-      // Took no message whole since we asked; less unread in the kernel says it is reading all the same.
-      const unread = sendQueueBytesNow(descriptorOf(socket));
-      if (unread >= 0 && unread < this.unreadAtAsk) this.startAskClock();
-    }
-    if (!unanswered && now <= this.nextAckDeadline()) {
-      this.armAckDeadline();
-      return false;
-    }
+    if (!socket || this.unacked === 0 || performance.now() - this.oldestUnackedAt <= this.ackDueMs) return false;
     this.ackTimeouts++;
     this.drop(socket, `no Ack within ${this.options.ackTimeoutMs} ms`);
     return true;
@@ -344,11 +306,10 @@ export class InputClient extends SendingEnd implements ChannelEnd {
 
   private tick(): void {
     if (!this.connection.socket || this.ackOverdue()) return;
-    // Asked all the same: a server that takes none of what waits is gone as surely.
-    this.ask();
     // Frames are flowing but queued: a Heartbeat now would only push one out (or be dropped itself).
     if (this.queue.isFull || this.finishing) return;
     this.writer.submit(MessageType.Heartbeat, this.empty);
+    if (this.budgetMs > 0) this.awaitAck(MessageType.Heartbeat);
   }
 
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {
@@ -368,8 +329,6 @@ export class InputClient extends SendingEnd implements ChannelEnd {
         }
         this.unacked = 0;
         clearTimeout(this.ackDeadline);
-        // An Ack answers what was written; what still waits to go out is owed all the same.
-        if (this.askedAt > 0) this.armAckDeadline();
         this.wakeAckWaiters();
       }
     } catch (e) {
@@ -384,10 +343,4 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     this.options.report("warn", "dropping connection", { socket: this.options.path, reason });
     this.connection.close(socket, reason);
   }
-}
-
-/** The socket's descriptor, or -1 (none, or not known). */
-function descriptorOf(socket: Socket<unknown> | undefined): number {
-  const fd = socket?.fd;
-  return typeof fd === "number" ? fd : -1;
 }

@@ -827,57 +827,28 @@ describe("a server that reads steadily, slower than a lossless client writes", (
   });
 });
 
-describe("a server that answers the Config and then stalls, the Stop already asked", () => {
-  test("the Config's Ack, come after the Stop was handed to the writer, does not excuse the server from taking the Stop: it is given up on", async () => {
-    const sock = socketDir(defer, "in-").path("in.sock");
-    // Reads its first chunk, answers the Config in it, and then reads nothing more: a playback process that hangs.
-    const listener = Bun.listen({
-      unix: sock,
-      socket: {
-        binaryType: "uint8array",
-        data: (socket, chunk) => {
-          if (chunk[4] === MessageType.Config) socket.write(encodeMessage(INPUT_MAGIC, MessageType.Ack, undefined, BigInt(Date.now()) * 1_000_000n));
-          socket.pause();
-        },
-        drain: () => {},
-        close: () => {},
-        error: () => {},
-      },
-    });
-    defer(() => listener.stop(true));
-    const disconnects: string[] = [];
-    const client = newClient(sock, { heartbeatMs: 60_000, ackTimeoutMs: 200, queueFrames: 4000, onDisconnect: (r) => disconnects.push(r) });
-    void client.start();
-    await client.waitForConnection();
-    // More than the socket holds, and the Stop, handed to the writer before the server has read anything.
-    for (let i = 0; i < 3000; i++) client.sendFrame(payloadOfSize(i, 160));
-    void client.finish();
-    await until(() => client.acks === 1, "the Config's Ack");
-    // The server took nothing more since: gone after 200 ms (given 5 s here).
-    await until(() => client.ackTimeouts > 0, "the stalled server given up on", 5000).catch(() => {});
-    expect({ gaveUp: client.ackTimeouts > 0, reason: disconnects[0] }).toEqual({ gaveUp: true, reason: "no Ack within 200 ms" });
-  });
-});
-
-describe("the Stop queued behind a backlog: the server is judged by what it takes", () => {
-  test("a server that answered everything and then stops reading, the Stop waiting behind frames it will never take: given up on", async () => {
+describe("a live client whose server answers the Config and then takes nothing", () => {
+  test("the Stop waits for it as long as an Ack may take (the budget and the Ack timeout), not for good: the run ends with it counted shutdown; every message accounted", async () => {
     const sock = socketDir(defer, "in-").path("in.sock");
     const server = ackSkippingServer(sock, Infinity);
     defer(() => server.stop());
-    const disconnects: string[] = [];
-    // Heartbeats a minute apart: only the Stop asks anything of the server.
-    const client = newClient(sock, { heartbeatMs: 60_000, ackTimeoutMs: 200, queueFrames: 4000, onDisconnect: (r) => disconnects.push(r) });
+    const client = newClient(sock, { lossless: false, maxLatencyMs: 100, stuckFrames: 100_000, heartbeatMs: 60_000, ackTimeoutMs: 200, queueFrames: 4000 });
     void client.start();
     await client.waitForConnection();
     await until(() => client.acks === 1, "the Config's Ack");
     server.pause();
-    // More than the socket holds: the Stop waits in the queue.
+    // More than the socket holds: the Stop waits in the queue, behind frames that go stale.
     for (let i = 0; i < 3000; i++) client.sendFrame(payloadOfSize(i, 160));
-    void client.finish();
-    await until(() => client.ackTimeouts > 0, "the stalled server given up on", 5000).catch(() => {});
-    expect({ gaveUp: client.ackTimeouts > 0, reason: disconnects[0] }).toEqual({ gaveUp: true, reason: "no Ack within 200 ms" });
+    await client.finish();
+    const r = client.readings();
+    // Still queued at the end, with frames not yet found stale (the process-faults suite has it kept from stale drops).
+    expect(r.dropped.shutdown).toBeGreaterThan(0);
+    expect(r.submitted).toBe(r.delivered + Object.values(r.dropped).reduce((a, b) => a + b, 0));
+    expect(server.stopped).toBe(false);
   });
+});
 
+describe("the Stop queued behind a backlog the server reads through", () => {
   test("a server that reads all it has every 100 ms, through a backlog longer than --ack-timeout-ms: kept, every frame and the Stop on one connection", async () => {
     const sock = socketDir(defer, "in-").path("in.sock");
     let frames = 0;
@@ -921,3 +892,62 @@ describe("the Stop queued behind a backlog: the server is judged by what it take
     expect({ ackTimeouts: client.ackTimeouts, connects: client.connects, connections, frames }).toEqual({ ackTimeouts: 0, connects: 1, connections: 1, frames: N });
   });
 });
+
+describe("a server reading through a backlog slower than a socket buffer's piece per --ack-timeout-ms", () => {
+  test("the Stop queued behind a backlog a server reads at 50 KB/s (5 times live Opus): one connection, no Ack timeout, every frame and the Stop in it", async () => {
+    defer(() => stopAgents());
+    const sock = socketDir(defer, "in-").path("in.sock");
+    // 512 bytes every 10 ms: it reads all the time, but the kernel's unread count (TIOCOUTQ: buffer
+    // memory, freed a whole buffer of some 36 KB at a time) falls only every 0.7 s or so.
+    const server = start(["python3", "-c", STEADY_INPUT_SERVER, sock, "512", "0.01"]);
+    await until(() => server.stdout.includes("listening"), "the server to listen");
+    // 300 ms to answer; Heartbeats a minute apart, so that only the Stop asks anything of the server.
+    const client = newClient(sock, { heartbeatMs: 60_000, ackTimeoutMs: 300, queueFrames: 4000 });
+    const running = client.start();
+    await client.waitForConnection();
+    await until(() => client.acks === 1, "the Config's Ack");
+    const N = 2000;
+    for (let i = 0; i < N; i++) client.sendFrame(payloadOfSize(i, 160));
+    await client.finish();
+    await running;
+    expect(await server.exited).toBe(0);
+    const got = JSON.parse(server.stdout.trim().split("\n").at(-1)!);
+    expect({ ackTimeouts: client.ackTimeouts, connects: client.connects }).toEqual({ ackTimeouts: 0, connects: 1 });
+    // What sat unread in a connection given up on is lost, though counted delivered: lossless, every frame must arrive.
+    expect(got).toEqual({ connections: 1, frames: [N], stops: 1 });
+    expect(client.stats.dropped).toEqual(NO_DROPS);
+  });
+});
+
+describe("a server that has read and answered everything, while the source sends nothing", () => {
+  test("Heartbeats further apart than --ack-timeout-ms, each acked: one connection, no Ack timeout", async () => {
+    const sock = socketDir(defer, "in-").path("in.sock");
+    const { messages } = await startServer(sock);
+    const disconnects: string[] = [];
+    // A Heartbeat a second, 200 ms to answer it (a server on the same board answers in well under a ms).
+    const client = newClient(sock, { heartbeatMs: 1000, ackTimeoutMs: 200, onDisconnect: (r) => disconnects.push(r) });
+    void client.start();
+    await client.waitForConnection();
+    for (let i = 0; i < 10; i++) client.sendFrame(testPayload(i));
+    // A pause in the audio (a FIFO between writers): three Heartbeats, each written whole and acked.
+    await until(() => messages.filter((m) => m.type === MessageType.Heartbeat).length >= 3 && client.acks >= 4, "three Heartbeats acked", 10_000);
+    expect({ ackTimeouts: client.ackTimeouts, connects: client.connects, disconnects }).toEqual({ ackTimeouts: 0, connects: 1, disconnects: [] });
+  });
+
+  test("a Config change mid-run, acked, then a pause in the audio: one connection, no Ack timeout", async () => {
+    const sock = socketDir(defer, "in-").path("in.sock");
+    const { messages } = await startServer(sock);
+    const disconnects: string[] = [];
+    const client = newClient(sock, { heartbeatMs: 60_000, ackTimeoutMs: 200, onDisconnect: (r) => disconnects.push(r) });
+    void client.start();
+    await client.waitForConnection();
+    for (let i = 0; i < 10; i++) client.sendFrame(testPayload(i));
+    client.setConfig({ ...MONO, channels: 2 });
+    for (let i = 10; i < 20; i++) client.sendFrame(testPayload(i));
+    await until(() => messages.length === 22 && client.acks === 2, "both Configs and the frames taken, both Configs acked");
+    // Five times the Ack timeout with nothing to send: the server owes nothing.
+    await Bun.sleep(1000);
+    expect({ ackTimeouts: client.ackTimeouts, connects: client.connects, disconnects }).toEqual({ ackTimeouts: 0, connects: 1, disconnects: [] });
+  });
+});
+
