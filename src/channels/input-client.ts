@@ -30,8 +30,8 @@ export interface InputClientOptions {
   config: AudioConfig;
   heartbeatMs: number;
   /**
-   * No Ack for this long after a Config/Heartbeat went out (under a latency budget: after a
-   * Heartbeat was handed to the writer, the budget besides): the server is gone; reconnect.
+   * No Ack for this long after a Config/Heartbeat went out: the server is gone; reconnect. (A
+   * live server that takes nothing is found by `stuckFrames`: its Heartbeats never go out.)
    */
   ackTimeoutMs: number;
   connectTimeoutMs?: number;
@@ -46,7 +46,7 @@ export interface InputClientOptions {
   socketBuffers?: SocketBufferSizes;
   /** A connection ended, with the reason. */
   onDisconnect?: (reason: string) => void;
-  /** Round trip of a Heartbeat (or Config) to its Ack, in ms (under a latency budget, from the Heartbeat's hand-over). */
+  /** Round trip of a Heartbeat (or Config) to its Ack, in ms. */
   onRoundTrip?: (ms: number, type: MessageType) => void;
 }
 
@@ -58,13 +58,12 @@ export interface InputClientOptions {
  * proves the server alive and answers everything outstanding; a round trip
  * is measured only when exactly one Config/Heartbeat was outstanding. A
  * server that leaves the oldest unanswered one for `ackTimeoutMs` is gone.
- * Under a latency budget (live mode) a Heartbeat is written within the
- * budget or dropped as stale, which a stalled server's always are: it awaits
- * its Ack from its hand-over, given the budget besides, so a server that
- * takes nothing is found gone too. Lossless, a server behind a backlog is
- * waited for: a Heartbeat counts once it is written. The Stop is never
- * dropped as stale; under a budget it waits for the server as long as a
- * Heartbeat's Ack would.
+ * A Heartbeat counts once it is written: one dropped as stale (live) never
+ * reached the server, and a server reading through a backlog or pausing
+ * briefly is not gone; a live server that takes nothing at all is found by
+ * the writer's `stuckFrames` instead, lossless one is waited for. The Stop is
+ * never dropped as stale; under a latency budget it is waited for at most the
+ * budget and `ackTimeoutMs`, then counted shutdown.
  */
 export class InputClient extends SendingEnd implements ChannelEnd {
   readonly tuner: SocketTuner;
@@ -88,7 +87,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private finishing = false;
   private finished: Promise<void> | undefined;
   private readonly empty = new Uint8Array(0);
-  /** Live mode's latency budget (ms; 0: none, lossless among them), the time a Heartbeat may wait to go out. */
+  /** Live mode's latency budget (ms; 0: none, lossless among them): with one, the Stop is waited for at most it and ackTimeoutMs. */
   private readonly budgetMs: number;
   private running: Promise<void> | undefined;
   private readonly connection: ReconnectingConnection;
@@ -125,8 +124,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       onWritten: (messages, bytes, oldestWaitMs, writeCallMs) =>
         this.observer.written(messages, bytes, oldestWaitMs, writeCallMs),
       onControlWritten: (type) => {
-        // Under a budget a Heartbeat awaits its Ack from its hand-over (tick).
-        if (type === MessageType.Config || (type === MessageType.Heartbeat && this.budgetMs === 0)) this.awaitAck(type);
+        if (type === MessageType.Heartbeat || type === MessageType.Config) this.awaitAck(type);
       },
     });
   }
@@ -224,18 +222,24 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private async sendStop(): Promise<void> {
     // Stop is the last message of a session: no Heartbeat may follow it.
     this.finishing = true;
-    // A full queue would make room for the Stop by dropping a frame (or the Stop itself).
-    if (this.queue.isFull) await this.writer.waitForSpace();
-    this.writer.submit(MessageType.Stop, this.empty);
-    // Never dropped as stale: under a budget a server that does not take it as long as an Ack may take is gone.
-    const idle = this.writer.waitForIdle().then(() => true);
-    const out = await (this.budgetMs > 0 ? within(idle, this.budgetMs + this.options.ackTimeoutMs, false) : idle);
+    const sent = this.sendStopAfterQueued();
+    // Never dropped as stale: under a budget, a server that takes nothing for as long as an Ack may take is left.
+    const out = await (this.budgetMs > 0 ? within(sent, this.budgetMs + this.options.ackTimeoutMs, false) : sent);
     // The Ack of what went out last (a short file's Config, often) is read before closing, so the
     // run's acks and round trip say whether the server heard it; a server that does not answer is not waited for long.
     if (out && this.unacked > 0 && this.connected) {
       await within(new Promise<void>((resolve) => this.ackWaiters.push(resolve)), Math.min(this.options.ackTimeoutMs, LAST_ACK_MS), undefined);
     }
     this.stop();
+  }
+
+  /** Queues the Stop after what is queued, and resolves true once all of it is written. */
+  private async sendStopAfterQueued(): Promise<boolean> {
+    // A full queue would make room for the Stop by dropping a frame (or the Stop itself).
+    if (this.queue.isFull) await this.writer.waitForSpace();
+    this.writer.submit(MessageType.Stop, this.empty);
+    await this.writer.waitForIdle();
+    return true;
   }
 
   private wakeAckWaiters(): void {
@@ -285,20 +289,15 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       this.oldestUnackedAt = performance.now();
       this.oldestUnackedType = type;
       clearTimeout(this.ackDeadline);
-      this.ackDeadline = setTimeout(() => this.ackOverdue(), this.ackDueMs + 1);
+      this.ackDeadline = setTimeout(() => this.ackOverdue(), this.options.ackTimeoutMs + 1);
       this.ackDeadline.unref();
     }
   }
 
-  /** How long the oldest Config/Heartbeat may wait for its Ack: under a budget, the time its Heartbeat may wait to go out besides. */
-  private get ackDueMs(): number {
-    return this.options.ackTimeoutMs + this.budgetMs;
-  }
-
-  /** True (and the connection dropped) when the oldest Config/Heartbeat has waited longer than ackDueMs. */
+  /** True (and the connection dropped) when the oldest Config/Heartbeat has waited longer than ackTimeoutMs. */
   private ackOverdue(): boolean {
     const socket = this.connection.socket;
-    if (!socket || this.unacked === 0 || performance.now() - this.oldestUnackedAt <= this.ackDueMs) return false;
+    if (!socket || this.unacked === 0 || performance.now() - this.oldestUnackedAt <= this.options.ackTimeoutMs) return false;
     this.ackTimeouts++;
     this.drop(socket, `no Ack within ${this.options.ackTimeoutMs} ms`);
     return true;
@@ -309,7 +308,6 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     // Frames are flowing but queued: a Heartbeat now would only push one out (or be dropped itself).
     if (this.queue.isFull || this.finishing) return;
     this.writer.submit(MessageType.Heartbeat, this.empty);
-    if (this.budgetMs > 0) this.awaitAck(MessageType.Heartbeat);
   }
 
   private receive(socket: Socket<unknown>, chunk: Uint8Array): void {

@@ -951,3 +951,153 @@ describe("a server that has read and answered everything, while the source sends
   });
 });
 
+describe("a live client whose server answers the Config and then takes nothing, the queue full at the end", () => {
+  test("the Stop's wait is bounded though the queue is full when the source ends: the run ends, every message accounted", async () => {
+    const sock = socketDir(defer, "in-").path("in.sock");
+    const server = ackSkippingServer(sock, Infinity);
+    defer(() => server.stop());
+    const client = newClient(sock, { lossless: false, maxLatencyMs: 100, stuckFrames: 100_000, heartbeatMs: 60_000, ackTimeoutMs: 200, queueFrames: 64 });
+    void client.start();
+    await client.waitForConnection();
+    await until(() => client.acks === 1, "the Config's Ack");
+    server.pause();
+    // More than the socket and the queue hold: the queue is full when the source ends.
+    for (let i = 0; i < 3000; i++) client.sendFrame(payloadOfSize(i, 160));
+    // The budget and the Ack timeout are 300 ms: ten seconds is far past any bounded wait.
+    const ended = await within(client.finish().then(() => "ended"), 10_000, "still waiting");
+    expect(ended).toBe("ended");
+    const r = client.readings();
+    expect(r.submitted).toBe(r.delivered + Object.values(r.dropped).reduce((a, b) => a + b, 0));
+  });
+});
+
+describe("a live client whose server reads steadily through a socketful written in one burst", () => {
+  test("Heartbeats dropped as stale while the server reads on: one connection, no Ack timeout, every message accounted", async () => {
+    defer(() => stopAgents());
+    const sock = socketDir(defer, "in-").path("in.sock");
+    // 512 bytes every 10 ms, about 50 KB/s (5 times live Opus): it reads all the time, never stalls.
+    const server = start(["python3", "-c", STEADY_INPUT_SERVER, sock, "512", "0.01"]);
+    await until(() => server.stdout.includes("listening"), "the server to listen");
+    const disconnects: string[] = [];
+    const client = newClient(sock, {
+      lossless: false,
+      maxLatencyMs: 100,
+      stuckFrames: 100_000,
+      heartbeatMs: 100,
+      ackTimeoutMs: 300,
+      queueFrames: 4000,
+      onDisconnect: (r) => disconnects.push(r),
+    });
+    void client.start();
+    await client.waitForConnection();
+    await until(() => client.acks === 1, "the Config's Ack");
+    // A burst (a source catching up): a socketful goes out at once, the rest goes stale in the queue.
+    for (let i = 0; i < 3000; i++) client.sendFrame(payloadOfSize(i, 160));
+    // The server reads through the socketful, then the next Heartbeat reaches it and is acked.
+    await until(() => client.acks >= 2 || client.ackTimeouts > 0, "a Heartbeat acked, or the server judged gone", 30_000);
+    expect({ ackTimeouts: client.ackTimeouts, connects: client.connects, disconnects }).toEqual({ ackTimeouts: 0, connects: 1, disconnects: [] });
+    await client.finish();
+    const r = client.readings();
+    expect(r.submitted).toBe(r.delivered + Object.values(r.dropped).reduce((a, b) => a + b, 0));
+  });
+});
+
+describe("a live client whose server pauses for less than --ack-timeout-ms, Heartbeats further apart than that", () => {
+  test("the Heartbeat that fell in the pause is dropped as stale, the server reads on: one connection, no Ack timeout", async () => {
+    const sock = socketDir(defer, "in-").path("in.sock");
+    const server = ackSkippingServer(sock, Infinity);
+    defer(() => server.stop());
+    const disconnects: string[] = [];
+    // A Heartbeat a second, 500 ms to answer it, a budget of 100 ms.
+    const client = newClient(sock, {
+      lossless: false,
+      maxLatencyMs: 100,
+      stuckFrames: 100_000,
+      heartbeatMs: 1000,
+      ackTimeoutMs: 500,
+      onDisconnect: (r) => disconnects.push(r),
+    });
+    void client.start();
+    await client.waitForConnection();
+    await until(() => server.heartbeats === 1 && client.acks === 2, "the Config's and the first Heartbeat's Acks", 10_000);
+    // Some 200 ms before the next Heartbeat the server stops reading, with a few frames unread.
+    await Bun.sleep(800);
+    server.pause();
+    for (let i = 0; i < 5; i++) client.sendFrame(payloadOfSize(i, 160));
+    // The next Heartbeat waits behind them and goes stale 100 ms later; then the server reads on
+    // (a pause of some 300 ms, well within the 500 ms it has to answer).
+    await until(() => client.readings().dropped.latency_budget === 1, "the Heartbeat dropped as stale", 10_000);
+    server.resume();
+    await until(() => server.heartbeats === 2 || client.ackTimeouts > 0, "the next Heartbeat read, or the server judged gone", 10_000);
+    expect({ ackTimeouts: client.ackTimeouts, connects: client.connects, disconnects }).toEqual({ ackTimeouts: 0, connects: 1, disconnects: [] });
+    const r = client.readings();
+    expect(r.submitted).toBe(r.delivered + Object.values(r.dropped).reduce((a, b) => a + b, 0));
+  });
+});
+
+describe("a live client's Ack bookkeeping under a latency budget", () => {
+  test("a Heartbeat is counted once: each one acked alone gives a Heartbeat round trip", async () => {
+    const sock = socketDir(defer, "in-").path("in.sock");
+    const { server } = await startServer(sock);
+    const trips: { ms: number; type: number }[] = [];
+    const client = newClient(sock, { lossless: false, maxLatencyMs: 100, heartbeatMs: 50, ackTimeoutMs: 10_000, onRoundTrip: (ms, type) => trips.push({ ms, type }) });
+    void client.start();
+    await client.waitForConnection();
+    await until(() => server.heartbeats >= 5 && client.acks >= 6, "5 Heartbeats acked", 10_000);
+    // 50 ms apart, answered at once: each Heartbeat is the one outstanding when its Ack comes.
+    expect(trips.filter((t) => t.type === MessageType.Heartbeat).length).toBeGreaterThan(0);
+    expect(client.ackTimeouts).toBe(0);
+  });
+
+  test("the Stop behind a full socket waits the budget and the Ack timeout: a server paused longer than the Ack timeout alone still gets it", async () => {
+    const sock = socketDir(defer, "in-").path("in.sock");
+    const server = ackSkippingServer(sock, Infinity);
+    defer(() => server.stop());
+    const client = newClient(sock, { lossless: false, maxLatencyMs: 2000, stuckFrames: 100_000, heartbeatMs: 60_000, ackTimeoutMs: 200, queueFrames: 4000 });
+    void client.start();
+    await client.waitForConnection();
+    await until(() => client.acks === 1, "the Config's Ack");
+    server.pause();
+    // More than the socket holds: the Stop waits in the queue behind frames not yet stale.
+    for (let i = 0; i < 3000; i++) client.sendFrame(payloadOfSize(i, 160));
+    const finished = client.finish();
+    await Bun.sleep(600);
+    server.resume();
+    await finished;
+    const r = client.readings();
+    expect(r.dropped.shutdown).toBe(0);
+    await until(() => server.stopped, "the Stop read", 10_000);
+    expect(r.submitted).toBe(r.delivered + Object.values(r.dropped).reduce((a, b) => a + b, 0));
+  });
+
+  test("a server that stalls after a Config change is found gone when the Config's Ack is overdue, Heartbeats a minute apart", async () => {
+    const sock = socketDir(defer, "in-").path("in.sock");
+    const server = ackSkippingServer(sock, Infinity);
+    defer(() => server.stop());
+    const client = newClient(sock, { lossless: false, maxLatencyMs: 100, stuckFrames: 100_000, heartbeatMs: 60_000, ackTimeoutMs: 100 });
+    void client.start();
+    await client.waitForConnection();
+    await until(() => client.acks === 1, "the Config's Ack");
+    server.pause();
+    client.setConfig({ ...MONO, channels: 2 });
+    await until(() => client.ackTimeouts === 1, "the server judged gone", 10_000);
+  });
+
+  test("lossless with a latency budget set (as the CLI always passes one): the Stop waits for a server paused longer than the budget and the Ack timeout", async () => {
+    const sock = socketDir(defer, "in-").path("in.sock");
+    const server = ackSkippingServer(sock, Infinity);
+    defer(() => server.stop());
+    const client = newClient(sock, { lossless: true, maxLatencyMs: 100, heartbeatMs: 60_000, ackTimeoutMs: 200, queueFrames: 4000 });
+    void client.start();
+    await client.waitForConnection();
+    await until(() => client.acks === 1, "the Config's Ack");
+    server.pause();
+    for (let i = 0; i < 3000; i++) client.sendFrame(payloadOfSize(i, 160));
+    const finished = client.finish();
+    await Bun.sleep(600);
+    server.resume();
+    await finished;
+    await until(() => server.stopped, "the Stop read", 10_000);
+    expect(client.stats.dropped).toEqual(NO_DROPS);
+  });
+});
