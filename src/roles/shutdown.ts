@@ -11,9 +11,11 @@ const EXIT_BY_SIGNAL = { SIGINT: 128 + 2, SIGTERM: 128 + 15 } as const;
  * number: 143 for SIGTERM, 130 for SIGINT).
  * `request()` asks for the same clean stop without a signal (serve: one
  * channel failed, the other stops).
- * SIGHUP is logged and otherwise ignored: the agent keeps streaming when the
- * terminal it was started from goes away, and it has no files to reopen
- * (logs go to stderr, which the init script redirects).
+ * SIGHUP, SIGUSR1 and SIGUSR2 are logged and otherwise ignored: the agent
+ * keeps streaming when the terminal it was started from goes away, and it
+ * has no files to reopen (logs go to stderr, which the init script
+ * redirects), so a log rotation's `kill -USR1` meant for another daemon does
+ * not end it (by default each would, leaving its socket behind).
  */
 export class Shutdown {
   readonly requested: Promise<string>;
@@ -40,9 +42,11 @@ export class Shutdown {
       this.watchdog = setInterval(() => this.tell("WATCHDOG=1"), watchdogMs / 2);
       this.watchdog.unref();
     }
-    const hangup = () => report?.("info", "SIGHUP ignored; use SIGTERM to stop");
-    process.on("SIGHUP", hangup);
-    this.handlers.push(["SIGHUP", hangup]);
+    for (const name of ["SIGHUP", "SIGUSR1", "SIGUSR2"] as const) {
+      const ignored = () => report?.("info", `${name} ignored; use SIGTERM to stop`);
+      process.on(name, ignored);
+      this.handlers.push([name, ignored]);
+    }
     this.requested = new Promise((resolve) => (this.resolve = resolve));
     for (const name of ["SIGTERM", "SIGINT"] as const) {
       const handler = () => {

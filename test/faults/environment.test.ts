@@ -690,7 +690,7 @@ describe("signals", () => {
     });
   }
 
-  test("SIGHUP is logged and ignored by both ends: frames keep flowing; SIGTERM then exits 0 with every frame accounted", async () => {
+  test("SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored by both ends: frames keep flowing; SIGTERM then exits 0 with every frame accounted", async () => {
     const dir = setup();
     const path = dir.path("out.sock");
     const sink = dir.path("got.wire");
@@ -702,10 +702,13 @@ describe("signals", () => {
     await feed.send(200);
     await until(() => existsSync(sink) && wireFileFrames(sink).frames.length === 200, "200 frames recorded");
 
-    server.kill("SIGHUP");
-    recv.kill("SIGHUP");
-    await server.waitForStderr("SIGHUP ignored");
-    await recv.waitForStderr("SIGHUP ignored");
+    // A log rotation's kill -USR1 meant for another daemon among them.
+    for (const signal of ["SIGHUP", "SIGUSR1", "SIGUSR2"] as const) {
+      server.kill(signal);
+      recv.kill(signal);
+      await server.waitForStderr(`${signal} ignored`);
+      await recv.waitForStderr(`${signal} ignored`);
+    }
     await feed.send(200);
     await until(() => wireFileFrames(sink).frames.length === 400, "200 more frames after SIGHUP");
     expect(server.hasExited || recv.hasExited).toBe(false);
