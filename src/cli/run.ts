@@ -255,18 +255,15 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}, con
   }
   if (e instanceof SocketPathError) {
     // Named by its option, given or not: the default path of a server run without --socket is one too.
-    const names = namesSetTo(settings, e.path);
-    const from = origins(settings, names, configPath);
-    const option = `${flagsOf(names) || "--socket"}${from ? ` (${from})` : ""}`;
+    const option = flagsWithOrigin(settings, e.path, configPath) || "--socket";
     return { code: EXIT_USAGE, message: e.code ? `${option} ${e.path}: cannot listen${errnoWords(e.code)}` : `${option}: ${e.message}` };
   }
   if (e instanceof ConnectTimeoutError || e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };
   const err = e as NodeJS.ErrnoException;
   if (err?.code && err.path) {
     // A source or sink named by its option, and by where it was set when the user never typed it.
-    const names = namesSetTo(settings, err.path);
-    const from = origins(settings, names, configPath);
-    const what = names.length > 0 ? `${flagsOf(names)}${from ? ` (${from})` : ""} ${err.path}` : err.path;
+    const option = flagsWithOrigin(settings, err.path, configPath);
+    const what = option ? `${option} ${err.path}` : err.path;
     return { code: EXIT_FAILURE, message: `${what}: ${fileProblem(err.path, err.code)}` };
   }
   return { code: EXIT_FAILURE, message: err?.message ?? String(e) };
@@ -275,6 +272,13 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}, con
 /** Settings' names as their flags: "--metrics", or "--metrics and --monitor" when they share a value. */
 function flagsOf(names: string[]): string {
   return names.map((name) => `--${name}`).join(" and ");
+}
+
+/** The flags set to `value`, with where they were set when the user never typed them ("--source (from environment X)"); "" for none. */
+function flagsWithOrigin(settings: Record<string, unknown>, value: unknown, configPath: string | undefined): string {
+  const names = namesSetTo(settings, value);
+  const from = origins(settings, names, configPath);
+  return `${flagsOf(names)}${names.length > 0 && from ? ` (${from})` : ""}`;
 }
 
 /** The names of the settings whose value is `value`. */
