@@ -16,6 +16,7 @@ import {
 import { within } from "../../src/transport/within.ts";
 import { type Report, type ReportLevel } from "../../src/transport/report.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
+import { expectAccountedStats } from "../support/agent-log.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { payloadOfSize, testPayload } from "../support/payloads.ts";
@@ -802,48 +803,65 @@ while True:
 print(json.dumps(got), flush=True)
 `;
 
+/**
+ * A lossless client (Heartbeats a minute apart, so that only the Stop asks anything of the server;
+ * 300 ms to answer) queues `frames` frames of 160 bytes and its Stop behind a backlog that
+ * STEADY_INPUT_SERVER reads `piece` bytes every `every` s: kept on one connection, every frame and
+ * the Stop in it (what sat unread in a connection given up on is lost, though counted delivered).
+ */
+async function expectBacklogReadThrough(piece: string, every: string, frames: number): Promise<void> {
+  defer(() => stopAgents());
+  const sock = socketDir(defer, "in-").path("in.sock");
+  const server = start(["python3", "-c", STEADY_INPUT_SERVER, sock, piece, every]);
+  await until(() => server.stdout.includes("listening"), "the server to listen");
+  const client = newClient(sock, { heartbeatMs: 60_000, ackTimeoutMs: 300, queueFrames: 4000 });
+  const running = client.start();
+  await client.waitForConnection();
+  await until(() => client.acks === 1, "the Config's Ack");
+  // Far more than the socket holds: the Stop waits in the queue behind the rest while the server reads on.
+  for (let i = 0; i < frames; i++) client.sendFrame(payloadOfSize(i, 160));
+  await client.finish();
+  await running;
+  expect(await server.exited).toBe(0);
+  const got = JSON.parse(server.stdout.trim().split("\n").at(-1)!);
+  expect({ ackTimeouts: client.ackTimeouts, connects: client.connects }).toEqual({ ackTimeouts: 0, connects: 1 });
+  expect(got).toEqual({ connections: 1, frames: [frames], stops: 1 });
+  expect(client.stats.dropped).toEqual(NO_DROPS);
+}
+
+/** Live mode with a 100 ms budget, never judged stuck: only the Ack clock and the Stop's bound act. */
+const LIVE: Partial<InputClientOptions> = { lossless: false, maxLatencyMs: 100, stuckFrames: 100_000 };
+
+/** A client (`newClient(over)`, Heartbeats a minute apart unless told) whose server answered its Config and then stopped reading. */
+async function serverPausedAfterConfig(over: Partial<InputClientOptions>) {
+  const sock = socketDir(defer, "in-").path("in.sock");
+  const server = ackSkippingServer(sock, Infinity);
+  defer(() => server.stop());
+  const client = newClient(sock, { heartbeatMs: 60_000, ...over });
+  void client.start();
+  await client.waitForConnection();
+  await until(() => client.acks === 1, "the Config's Ack");
+  server.pause();
+  return { server, client };
+}
+
 describe("a server that reads steadily, slower than a lossless client writes", () => {
   test("the Stop queued behind a backlog the server is reading through: one connection, no Ack timeout, every frame and the Stop in it", async () => {
-    defer(() => stopAgents());
-    const sock = socketDir(defer, "in-").path("in.sock");
     // 2 KiB every 10 ms, about 200 KB/s (some 20 times what live Opus needs): it takes a message every 10 ms.
-    const server = start(["python3", "-c", STEADY_INPUT_SERVER, sock, "2048", "0.01"]);
-    await until(() => server.stdout.includes("listening"), "the server to listen");
-    // 300 ms to answer; Heartbeats a minute apart, so that only the Stop asks anything of the server.
-    const client = newClient(sock, { heartbeatMs: 60_000, ackTimeoutMs: 300, queueFrames: 4000 });
-    const running = client.start();
-    await client.waitForConnection();
-    await until(() => client.acks === 1, "the Config's Ack");
-    // Far more than the socket holds: the Stop waits in the queue behind the rest while the server reads on.
-    const N = 3000;
-    for (let i = 0; i < N; i++) client.sendFrame(payloadOfSize(i, 160));
-    await client.finish();
-    await running;
-    expect(await server.exited).toBe(0);
-    const got = JSON.parse(server.stdout.trim().split("\n").at(-1)!);
-    expect({ ackTimeouts: client.ackTimeouts, connects: client.connects }).toEqual({ ackTimeouts: 0, connects: 1 });
-    expect(got).toEqual({ connections: 1, frames: [N], stops: 1 });
-    expect(client.stats.dropped).toEqual(NO_DROPS);
+    await expectBacklogReadThrough("2048", "0.01", 3000);
   });
 });
 
 describe("a live client whose server answers the Config and then takes nothing", () => {
   test("the Stop waits for it as long as an Ack may take (the budget and the Ack timeout), not for good: the run ends with it counted shutdown; every message accounted", async () => {
-    const sock = socketDir(defer, "in-").path("in.sock");
-    const server = ackSkippingServer(sock, Infinity);
-    defer(() => server.stop());
-    const client = newClient(sock, { lossless: false, maxLatencyMs: 100, stuckFrames: 100_000, heartbeatMs: 60_000, ackTimeoutMs: 200, queueFrames: 4000 });
-    void client.start();
-    await client.waitForConnection();
-    await until(() => client.acks === 1, "the Config's Ack");
-    server.pause();
+    const { server, client } = await serverPausedAfterConfig({ ...LIVE, ackTimeoutMs: 200, queueFrames: 4000 });
     // More than the socket holds: the Stop waits in the queue, behind frames that go stale.
     for (let i = 0; i < 3000; i++) client.sendFrame(payloadOfSize(i, 160));
     await client.finish();
     const r = client.readings();
     // Still queued at the end, with frames not yet found stale (the process-faults suite has it kept from stale drops).
     expect(r.dropped.shutdown).toBeGreaterThan(0);
-    expect(r.submitted).toBe(r.delivered + Object.values(r.dropped).reduce((a, b) => a + b, 0));
+    expectAccountedStats(client.stats);
     expect(server.stopped).toBe(false);
   });
 });
@@ -895,27 +913,9 @@ describe("the Stop queued behind a backlog the server reads through", () => {
 
 describe("a server reading through a backlog slower than a socket buffer's piece per --ack-timeout-ms", () => {
   test("the Stop queued behind a backlog a server reads at 50 KB/s (5 times live Opus): one connection, no Ack timeout, every frame and the Stop in it", async () => {
-    defer(() => stopAgents());
-    const sock = socketDir(defer, "in-").path("in.sock");
     // 512 bytes every 10 ms: it reads all the time, but the kernel's unread count (TIOCOUTQ: buffer
     // memory, freed a whole buffer of some 36 KB at a time) falls only every 0.7 s or so.
-    const server = start(["python3", "-c", STEADY_INPUT_SERVER, sock, "512", "0.01"]);
-    await until(() => server.stdout.includes("listening"), "the server to listen");
-    // 300 ms to answer; Heartbeats a minute apart, so that only the Stop asks anything of the server.
-    const client = newClient(sock, { heartbeatMs: 60_000, ackTimeoutMs: 300, queueFrames: 4000 });
-    const running = client.start();
-    await client.waitForConnection();
-    await until(() => client.acks === 1, "the Config's Ack");
-    const N = 2000;
-    for (let i = 0; i < N; i++) client.sendFrame(payloadOfSize(i, 160));
-    await client.finish();
-    await running;
-    expect(await server.exited).toBe(0);
-    const got = JSON.parse(server.stdout.trim().split("\n").at(-1)!);
-    expect({ ackTimeouts: client.ackTimeouts, connects: client.connects }).toEqual({ ackTimeouts: 0, connects: 1 });
-    // What sat unread in a connection given up on is lost, though counted delivered: lossless, every frame must arrive.
-    expect(got).toEqual({ connections: 1, frames: [N], stops: 1 });
-    expect(client.stats.dropped).toEqual(NO_DROPS);
+    await expectBacklogReadThrough("512", "0.01", 2000);
   });
 });
 
@@ -953,21 +953,13 @@ describe("a server that has read and answered everything, while the source sends
 
 describe("a live client whose server answers the Config and then takes nothing, the queue full at the end", () => {
   test("the Stop's wait is bounded though the queue is full when the source ends: the run ends, every message accounted", async () => {
-    const sock = socketDir(defer, "in-").path("in.sock");
-    const server = ackSkippingServer(sock, Infinity);
-    defer(() => server.stop());
-    const client = newClient(sock, { lossless: false, maxLatencyMs: 100, stuckFrames: 100_000, heartbeatMs: 60_000, ackTimeoutMs: 200, queueFrames: 64 });
-    void client.start();
-    await client.waitForConnection();
-    await until(() => client.acks === 1, "the Config's Ack");
-    server.pause();
+    const { client } = await serverPausedAfterConfig({ ...LIVE, ackTimeoutMs: 200, queueFrames: 64 });
     // More than the socket and the queue hold: the queue is full when the source ends.
     for (let i = 0; i < 3000; i++) client.sendFrame(payloadOfSize(i, 160));
     // The budget and the Ack timeout are 300 ms: ten seconds is far past any bounded wait.
     const ended = await within(client.finish().then(() => "ended"), 10_000, "still waiting");
     expect(ended).toBe("ended");
-    const r = client.readings();
-    expect(r.submitted).toBe(r.delivered + Object.values(r.dropped).reduce((a, b) => a + b, 0));
+    expectAccountedStats(client.stats);
   });
 });
 
@@ -997,8 +989,7 @@ describe("a live client whose server reads steadily through a socketful written 
     await until(() => client.acks >= 2 || client.ackTimeouts > 0, "a Heartbeat acked, or the server judged gone", 30_000);
     expect({ ackTimeouts: client.ackTimeouts, connects: client.connects, disconnects }).toEqual({ ackTimeouts: 0, connects: 1, disconnects: [] });
     await client.finish();
-    const r = client.readings();
-    expect(r.submitted).toBe(r.delivered + Object.values(r.dropped).reduce((a, b) => a + b, 0));
+    expectAccountedStats(client.stats);
   });
 });
 
@@ -1030,8 +1021,7 @@ describe("a live client whose server pauses for less than --ack-timeout-ms, Hear
     server.resume();
     await until(() => server.heartbeats === 2 || client.ackTimeouts > 0, "the next Heartbeat read, or the server judged gone", 10_000);
     expect({ ackTimeouts: client.ackTimeouts, connects: client.connects, disconnects }).toEqual({ ackTimeouts: 0, connects: 1, disconnects: [] });
-    const r = client.readings();
-    expect(r.submitted).toBe(r.delivered + Object.values(r.dropped).reduce((a, b) => a + b, 0));
+    expectAccountedStats(client.stats);
   });
 });
 
@@ -1050,14 +1040,7 @@ describe("a live client's Ack bookkeeping under a latency budget", () => {
   });
 
   test("the Stop behind a full socket waits the budget and the Ack timeout: a server paused longer than the Ack timeout alone still gets it", async () => {
-    const sock = socketDir(defer, "in-").path("in.sock");
-    const server = ackSkippingServer(sock, Infinity);
-    defer(() => server.stop());
-    const client = newClient(sock, { lossless: false, maxLatencyMs: 2000, stuckFrames: 100_000, heartbeatMs: 60_000, ackTimeoutMs: 200, queueFrames: 4000 });
-    void client.start();
-    await client.waitForConnection();
-    await until(() => client.acks === 1, "the Config's Ack");
-    server.pause();
+    const { server, client } = await serverPausedAfterConfig({ ...LIVE, maxLatencyMs: 2000, ackTimeoutMs: 200, queueFrames: 4000 });
     // More than the socket holds: the Stop waits in the queue behind frames not yet stale.
     for (let i = 0; i < 3000; i++) client.sendFrame(payloadOfSize(i, 160));
     const finished = client.finish();
@@ -1067,31 +1050,17 @@ describe("a live client's Ack bookkeeping under a latency budget", () => {
     const r = client.readings();
     expect(r.dropped.shutdown).toBe(0);
     await until(() => server.stopped, "the Stop read", 10_000);
-    expect(r.submitted).toBe(r.delivered + Object.values(r.dropped).reduce((a, b) => a + b, 0));
+    expectAccountedStats(client.stats);
   });
 
   test("a server that stalls after a Config change is found gone when the Config's Ack is overdue, Heartbeats a minute apart", async () => {
-    const sock = socketDir(defer, "in-").path("in.sock");
-    const server = ackSkippingServer(sock, Infinity);
-    defer(() => server.stop());
-    const client = newClient(sock, { lossless: false, maxLatencyMs: 100, stuckFrames: 100_000, heartbeatMs: 60_000, ackTimeoutMs: 100 });
-    void client.start();
-    await client.waitForConnection();
-    await until(() => client.acks === 1, "the Config's Ack");
-    server.pause();
+    const { client } = await serverPausedAfterConfig({ ...LIVE, ackTimeoutMs: 100 });
     client.setConfig({ ...MONO, channels: 2 });
     await until(() => client.ackTimeouts === 1, "the server judged gone", 10_000);
   });
 
   test("lossless with a latency budget set (as the CLI always passes one): the Stop waits for a server paused longer than the budget and the Ack timeout", async () => {
-    const sock = socketDir(defer, "in-").path("in.sock");
-    const server = ackSkippingServer(sock, Infinity);
-    defer(() => server.stop());
-    const client = newClient(sock, { lossless: true, maxLatencyMs: 100, heartbeatMs: 60_000, ackTimeoutMs: 200, queueFrames: 4000 });
-    void client.start();
-    await client.waitForConnection();
-    await until(() => client.acks === 1, "the Config's Ack");
-    server.pause();
+    const { server, client } = await serverPausedAfterConfig({ lossless: true, maxLatencyMs: 100, ackTimeoutMs: 200, queueFrames: 4000 });
     for (let i = 0; i < 3000; i++) client.sendFrame(payloadOfSize(i, 160));
     const finished = client.finish();
     await Bun.sleep(600);

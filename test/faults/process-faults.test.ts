@@ -150,16 +150,22 @@ describe("a live client that stalls for 3 s with its socket open", () => {
   });
 });
 
+/** A server answering every Config and Heartbeat, and `input send --realtime` (`args` besides) fed a second of 160-byte frames. */
+async function liveInputSender(args: string[]) {
+  const dir = setup("pf-");
+  const path = dir.path("in.sock");
+  const server = ackSkippingServer(path, Infinity);
+  defer(() => server.stop());
+  const source = dir.path("second.wire");
+  await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
+  const sender = spawnAgent(["input", "send", "--socket", path, "--source", source, "--realtime", ...args]);
+  return { server, sender };
+}
+
 describe("a live input server that stalls for 3 s with its socket open", () => {
   test("`input send` then delivers at most 10 frames older than 300 ms, then current audio; every frame is accounted for", async () => {
-    const dir = setup("pf-");
-    const path = dir.path("in.sock");
-    const server = ackSkippingServer(path, Infinity);
-    defer(() => server.stop());
-    const source = dir.path("second.wire");
-    await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
     // An Ack timeout longer than the stall: the budget is under test here, not giving up on a server.
-    const sender = spawnAgent(["input", "send", "--socket", path, "--source", source, "--realtime", "--loop", "--ack-timeout-ms", "10000"]);
+    const { server, sender } = await liveInputSender(["--loop", "--ack-timeout-ms", "10000"]);
     await until(() => server.frames.length > 0, "the first frame");
     await Bun.sleep(1000);
     server.pause();
@@ -190,14 +196,8 @@ describe("a live input server that stops reading and acking", () => {
   // Its Heartbeats are dropped as stale before they go out, so none awaits an Ack: the Ack timeout judges a
   // server that reads and does not answer, and one that takes nothing is found by --stuck-frames (help, README).
   test("`input send` finds it by --stuck-frames, not the Ack timeout: it connects again, and every frame is accounted for", async () => {
-    const dir = setup("pf-");
-    const path = dir.path("in.sock");
-    const server = ackSkippingServer(path, Infinity);
-    defer(() => server.stop());
-    const source = dir.path("second.wire");
-    await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
     // 1 s to answer; the stall below is 3 s, 150 frames: over --stuck-frames' 100.
-    const sender = spawnAgent(["input", "send", "--socket", path, "--source", source, "--realtime", "--loop", "--ack-timeout-ms", "1000", "--stuck-frames", "100"]);
+    const { server, sender } = await liveInputSender(["--loop", "--ack-timeout-ms", "1000", "--stuck-frames", "100"]);
     // Stalls right after answering a Heartbeat: the server has answered everything it was sent.
     await until(() => server.heartbeats >= 2, "the second Heartbeat answered");
     server.pause();
@@ -216,14 +216,8 @@ describe("a live input server that stops reading and acking", () => {
 
 describe("a live input server that stalls for 1.5 s as the source ends", () => {
   test("`input send` still ends the session with Stop (PROTOCOL: 'Stop before it disconnects'): the Stop is not dropped as stale audio", async () => {
-    const dir = setup("pf-");
-    const path = dir.path("in.sock");
-    const server = ackSkippingServer(path, Infinity);
-    defer(() => server.stop());
-    const source = dir.path("second.wire");
-    await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
     // One second of live audio, not looped: the source ends while the server stalls.
-    const sender = spawnAgent(["input", "send", "--socket", path, "--source", source, "--realtime"]);
+    const { server, sender } = await liveInputSender([]);
     await until(() => server.frames.length >= 25, "half of the frames");
     server.pause();
     await Bun.sleep(1500);
