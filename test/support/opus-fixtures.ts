@@ -5,6 +5,7 @@
  * opusinfo, opusdec) on PATH, and ffmpeg for the independent demuxer and the
  * Vorbis file; a missing tool fails loudly.
  */
+import { expect } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -38,6 +39,12 @@ export function runTool(cmd: string[]): { exitCode: number; stdout: string; stde
 export function opusinfo(path: string): { verdict: { stderr: string; warnings: RegExpMatchArray | null; code: number }; stdout: string } {
   const info = runTool([requireTool("opusinfo", "opus-tools"), path]);
   return { verdict: { stderr: info.stderr, warnings: info.stdout.match(/WARNING|ERROR/g), code: info.exitCode }, stdout: info.stdout };
+}
+
+/** liboggz's validator accepts the file without a word: every page and packet as the Ogg and Ogg Opus specs have them. */
+export function expectOggzValid(path: string): void {
+  const validated = runTool([requireTool("oggz-validate", "oggz-tools"), path]);
+  expect({ code: validated.exitCode, output: validated.stdout + validated.stderr }).toEqual({ code: 0, output: "" });
 }
 
 /** opusinfo's verdict on a file it accepts without a word against it. */
