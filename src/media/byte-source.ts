@@ -114,7 +114,8 @@ export async function openByteSource(path: string): Promise<ByteSource> {
   }
   // Synchronous at open (start-up): quicker than hops through the thread pool.
   const kind = statSync(path);
-  if (kind.isDirectory()) throw new Error(`source ${path} is a directory, expected a file or "-"`);
+  // As open(2) tells it for a sink: an errno with its path, which the command line names by its option.
+  if (kind.isDirectory()) throw Object.assign(new Error(`source ${path} is a directory, expected a file or "-"`), { code: "EISDIR", path });
   if (kind.isCharacterDevice() || kind.isBlockDevice()) return new FileByteSource(path, await openHandle(path), false);
   if (!kind.isFile()) return streamByteSource(path);
   if (kind.size > HELD_FILE_BYTES) return new FileByteSource(path, await openHandle(path), true);

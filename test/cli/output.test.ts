@@ -238,6 +238,17 @@ describe("output serve from stdin that is a directory", () => {
     expect(failureLine(serve.stderr)).toBe("audio-agent: source - (stdin) is a directory, expected a file or a pipe");
     expect(existsSync(t.sock)).toBe(false);
   });
+
+  test("a directory as the source is told by its option and where it was set, as a sink's is", async () => {
+    const t = setup();
+    const typed = await runAgent(["output", "serve", "--source", t.dir, "--socket", t.sock]);
+    expect(typed.code).toBe(1);
+    expect(failureLine(typed.stderr)).toBe(`audio-agent: --source ${t.dir}: is a directory (EISDIR)`);
+    const fromEnv = await runAgent(["output", "serve", "--socket", t.sock], { env: agentEnv({ AUDIO_AGENT_SOURCE: t.dir }) });
+    expect(fromEnv.code).toBe(1);
+    expect(failureLine(fromEnv.stderr)).toBe(`audio-agent: --source (from environment AUDIO_AGENT_SOURCE) ${t.dir}: is a directory (EISDIR)`);
+    expect(existsSync(t.sock)).toBe(false);
+  });
 });
 
 describe("--loop over a source that is a stream", () => {

@@ -26,7 +26,7 @@ describe("openSource", () => {
   test("a directory is refused, naming it, and leaves nothing open", async () => {
     const dir = socketDir(defer, "open-");
     const error = await openSource("wire", dir.dir, { lenient: false, report: () => {} }).catch((e) => e);
-    expect((error as Error).message).toBe(`source ${dir.dir} is a directory, expected a file or "-"`);
+    expect(error).toMatchObject({ message: `source ${dir.dir} is a directory, expected a file or "-"`, code: "EISDIR", path: dir.dir });
     expect(openFiles(process.pid)).not.toContain(dir.dir);
   });
 });
