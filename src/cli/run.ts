@@ -244,7 +244,10 @@ function parseFlags(command: Command, args: string[]): Record<string, unknown> {
 
 function describeFailure(e: unknown, settings: Record<string, unknown> = {}, configPath?: string): { code: number; message: string } {
   if (e instanceof UsageError || e instanceof ConfigError) return { code: EXIT_USAGE, message: e.message };
-  if (e instanceof SourceFormatError) return { code: EXIT_USAGE, message: e.naming(formatFlagOf(settings, e.path)) };
+  if (e instanceof SourceFormatError) {
+    const flag = formatFlagOf(settings, e.path);
+    return { code: EXIT_USAGE, message: e.naming(flag, origins(settings, [flag.slice(2)], configPath)) };
+  }
   // A port another process holds is refused like a socket a live server answers on.
   if (e instanceof HttpListenError) {
     // A command run by hand beside the service reads the service's file, whose port the service holds.

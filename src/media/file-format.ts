@@ -9,23 +9,24 @@ export type MediaFormat = "wire" | "ogg";
 /**
  * A file source that is not in the format asked for: bad usage (exit 2),
  * told at start. The message names the format's flag as `--format`;
- * naming() gives it with the flag a command has for it (serve: --output-format).
+ * naming() gives it with the flag a command has for it (serve: --output-format)
+ * and where the format was set when not by that flag ("from environment X").
  */
 export class SourceFormatError extends Error {
   constructor(
     readonly path: string,
-    private readonly describe: (formatFlag: string) => string,
+    private readonly describe: (formatFlag: string, setAt: string) => string,
   ) {
-    super(describe("--format"));
+    super(describe("--format", ""));
     this.name = "SourceFormatError";
   }
 
-  naming(formatFlag: string): string {
-    return this.describe(formatFlag);
+  naming(formatFlag: string, setAt = ""): string {
+    return this.describe(formatFlag, setAt);
   }
 }
 
-/** Builds a SourceFormatError for `path` read as `format`: "source PATH (--format FORMAT) <problem>". */
+/** Builds a SourceFormatError for `path` read as `format`: "source PATH (--format FORMAT[, from ...]) <problem>". */
 type Refusal = (problem: (formatFlag: string) => string) => SourceFormatError;
 
 /** What a file's first bytes (at least 12) look like: Ogg, WAV or a wire capture; undefined when none of these. */
@@ -51,7 +52,8 @@ const NAMES: Record<MediaFormat | "wav", string> = { ogg: "Ogg", wav: "WAV", wir
  * which must begin within BOS_GROUP_BYTES, else the file is refused.
  */
 export async function checkFileFormat(path: string, format: MediaFormat, lenient = false): Promise<void> {
-  const refuse: Refusal = (problem) => new SourceFormatError(path, (flag) => `source ${path} (${flag} ${format}) ${problem(flag)}`);
+  const refuse: Refusal = (problem) =>
+    new SourceFormatError(path, (flag, setAt) => `source ${path} (${flag} ${format}${setAt ? `, ${setAt}` : ""}) ${problem(flag)}`);
   const head = readHead(path, 12);
   if (format === "ogg" && head.length === 0) {
     throw refuse(() => `is empty: an Ogg Opus file begins with an OpusHead page`);

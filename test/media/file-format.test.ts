@@ -11,7 +11,7 @@ import { collectingWriter, pagesOf } from "../support/ogg.ts";
 import { checkFileFormat } from "../../src/media/file-format.ts";
 import { INPUT_MAGIC } from "../../src/protocol/index.ts";
 import { encodeWith, ffmpegFrom, requireTool, runTool } from "../support/opus-fixtures.ts";
-import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { agentEnv, spawnAgent, stopAgents } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { indexedWire, writeWireFile } from "../support/wire.ts";
@@ -28,8 +28,8 @@ function setup() {
 }
 
 /** Runs the agent; a run still going after 20 s (waiting for a client: the old behaviour) is killed and reported as such. */
-async function runBounded(args: string[]): Promise<{ code: number | "still running"; stderr: string }> {
-  const agent = spawnAgent(args);
+async function runBounded(args: string[], env: Record<string, string> = {}): Promise<{ code: number | "still running"; stderr: string }> {
+  const agent = spawnAgent(args, { env: agentEnv(env) });
   const code = await Promise.race([agent.exited, Bun.sleep(20_000).then(() => "still running" as const)]);
   agent.kill("SIGKILL");
   await agent.exited;
@@ -76,6 +76,22 @@ describe("a file source is checked at start", () => {
       expect(result.stderr.trim().split("\n")).toEqual([`audio-agent: ${message}`]);
     }
     expect(readdirSync(t.dir).filter((name) => name.endsWith(".sock") || name === "in.wire")).toEqual([]);
+  }, 60_000);
+
+  test("a format the user never typed is told by where it was set: the environment, the config file's key", async () => {
+    const t = setup();
+    const config = t.path("agent.json");
+    writeFileSync(config, JSON.stringify({ output: { format: "wire" } }));
+    const cases: [string[], Record<string, string>, string][] = [
+      [["output", "serve", "--source", t.opus, "--socket", t.sock], { AUDIO_AGENT_FORMAT: "wire" }, `source ${t.opus} (--format wire, from environment AUDIO_AGENT_FORMAT) looks like Ogg: use --format ogg`],
+      [["output", "serve", "--source", t.opus, "--socket", t.sock, "--config", config], {}, `source ${t.opus} (--format wire, from config "output.format" in ${config}) looks like Ogg: use --format ogg`],
+      [["serve", "--output-source", t.opus, "--output-socket", t.sock, "--input-socket", t.path("i.sock"), "--input-sink", t.path("in.wire")], { AUDIO_AGENT_OUTPUT_FORMAT: "wire" }, `source ${t.opus} (--output-format wire, from environment AUDIO_AGENT_OUTPUT_FORMAT) looks like Ogg: use --output-format ogg`],
+    ];
+    for (const [args, env, message] of cases) {
+      const result = await runBounded(args, env);
+      expect({ args, code: result.code }).toEqual({ args, code: 2 });
+      expect(result.stderr.trim().split("\n")).toEqual([`audio-agent: ${message}`]);
+    }
   }, 60_000);
 
   test("the right format still streams (an .opus with --format ogg, a wire capture with the default)", async () => {
