@@ -343,6 +343,20 @@ describe("FrameQueue: a Config is never dropped with stale audio", () => {
     expect(q.stats.submitted).toBe(q.stats.droppedTotal + 3);
   });
 
+  test("dropOlderThan never drops the Stop: the session's end has no age, and the frames after it wait", () => {
+    const q = new FrameQueue(16, OUTPUT_MAGIC);
+    q.push(MessageType.OpusFrame, payloadOfSize(0, 100), 0, 10);
+    q.push(MessageType.OpusFrame, payloadOfSize(1, 100), 0, 20);
+    q.push(MessageType.Stop, new Uint8Array(0), 0, 30);
+    q.push(MessageType.OpusFrame, payloadOfSize(2, 100), 0, 40);
+    expect(q.dropOlderThan(1000, DropReason.LatencyBudget)).toBe(2);
+    expect(q.stats.dropped.latency_budget).toBe(2);
+    expect(q.length).toBe(2);
+    expect(q.typeAt(0)).toBe(MessageType.Stop);
+    expect(q.dropOlderThan(1000, DropReason.WriteDeadline)).toBe(0);
+    expect(q.length).toBe(2);
+  });
+
   test("everything stale: the Config alone is left, and the queue goes on from it", () => {
     const q = new FrameQueue(16, OUTPUT_MAGIC);
     q.push(MessageType.OpusFrame, payloadOfSize(0, 100), 0, 10);
@@ -361,6 +375,9 @@ describe("FrameQueue: a Config is never dropped with stale audio", () => {
     expect(q.push(MessageType.OpusFrame, payloadOfSize(3, 100), 0, 4)).toBe(false);
     expect(q.stats.dropped.queue_full).toBe(2);
     expect(q.stats.submitted).toBe(5);
+    // It goes where the dropped frame began: the three are one contiguous run, one write.
+    expect(q.contiguousRun(Infinity)).toBe(3);
+    expect(q.runBytes).toBe(q.byteLength);
     expect(kinds(q)).toEqual(["F0", "F1", "C5"]);
     // Once drained, the frames after it are its audio; the ring's room is used as before.
     for (let i = 4; i < 7; i++) expect(q.push(MessageType.OpusFrame, payloadOfSize(i, 100), 0, i)).toBe(true);
