@@ -566,3 +566,67 @@ describe("FrameWriter attached to another socket", () => {
     await until(() => first.frames.length === whole && first.pending > 0, "the old socket's bytes", 5000);
   });
 });
+
+describe("FrameWriter short writes at chosen bytes (a socket that takes what it is told)", () => {
+  /**
+   * Where a real socket ends a short write cannot be chosen; these edges are
+   * reached with a stand-in whose write() takes, call by call, the bytes
+   * `takes` lists (then everything asked), and keeps them.
+   */
+  function scriptedSocket(takes: number[]) {
+    const received: number[] = [];
+    const socket = {
+      fd: undefined,
+      write(bytes: Uint8Array, start = 0, size = bytes.length - start) {
+        const n = Math.min(size, takes.shift() ?? size);
+        for (let i = start; i < start + n; i++) received.push(bytes[i]!);
+        return n;
+      },
+    };
+    return { socket: socket as unknown as Socket<unknown>, received };
+  }
+  const FRAME = HEADER_SIZE + 100;
+
+  test("a short write that ends exactly where a message ends delivers that message at once: no tail is set aside", () => {
+    const queue = new FrameQueue(16, OUTPUT_MAGIC);
+    const writer = new FrameWriter(queue, { lossless: true, writeDeadlineMs: 0, stuckFrames: 50 });
+    const { socket, received } = scriptedSocket([FRAME]);
+    writer.attach(socket);
+    writer.submit(MessageType.OpusFrame, payloadOfSize(0, 100));
+    writer.submit(MessageType.OpusFrame, payloadOfSize(1, 100));
+    writer.pump();
+    expect(queue.stats.shortWrites).toBe(1);
+    expect(queue.stats.delivered).toBe(1);
+    expect(queue.stats.framesDelivered).toBe(1);
+    expect(queue.length).toBe(1);
+    expect(received.length).toBe(FRAME);
+    writer.onDrain(socket);
+    expect(queue.stats.delivered).toBe(2);
+    expect(queue.stats.deliveredBytes).toBe(2 * FRAME);
+    expect(received.length).toBe(2 * FRAME);
+    expect(writer.idle).toBe(true);
+  });
+
+  test("a Heartbeat cut by a short write is reported written (onControlWritten) once its last byte goes out", () => {
+    const queue = new FrameQueue(16, OUTPUT_MAGIC);
+    const controls: MessageType[] = [];
+    const writer = new FrameWriter(queue, {
+      lossless: true,
+      writeDeadlineMs: 0,
+      stuckFrames: 50,
+      onControlWritten: (type) => void controls.push(type),
+    });
+    const { socket, received } = scriptedSocket([FRAME + 5]);
+    writer.attach(socket);
+    writer.submit(MessageType.OpusFrame, payloadOfSize(0, 100));
+    writer.submit(MessageType.Heartbeat, new Uint8Array(0));
+    writer.pump();
+    expect(queue.stats.delivered).toBe(1);
+    expect(controls).toEqual([]);
+    writer.onDrain(socket);
+    expect(received.length).toBe(FRAME + HEADER_SIZE);
+    expect(queue.stats.delivered).toBe(2);
+    expect(queue.stats.framesDelivered).toBe(1);
+    expect(controls).toEqual([MessageType.Heartbeat]);
+  });
+});
