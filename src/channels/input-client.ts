@@ -10,21 +10,20 @@ import {
   encodeMessage,
   type AudioConfig,
 } from "../protocol/index.ts";
-import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
+import type { FrameQueue } from "../transport/frame-queue.ts";
 import { DropReason } from "../transport/frame-stats.ts";
-import { FrameWriter } from "../transport/frame-writer.ts";
+import type { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
 import { ReconnectingConnection } from "../transport/reconnecting-connection.ts";
-import type { SocketBufferSizes } from "../transport/socket-options.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
 import { within } from "../transport/within.ts";
 import { endReadings, type ChannelEnd } from "./channel-end.ts";
-import { SendingEnd } from "./sending-end.ts";
+import { SendingEnd, type SenderOptions } from "./sending-end.ts";
 
 /** At most this long after the Stop for the Ack still owed (a server on the same board answers in well under a ms). */
 const LAST_ACK_MS = 500;
 
-export interface InputClientOptions {
+export interface InputClientOptions extends SenderOptions {
   path: string;
   report: Report;
   config: AudioConfig;
@@ -35,15 +34,6 @@ export interface InputClientOptions {
    */
   ackTimeoutMs: number;
   connectTimeoutMs?: number;
-  queueFrames: number;
-  dropPolicy: DropPolicy;
-  lossless: boolean;
-  writeDeadlineMs: number;
-  /** Live mode's latency budget in ms (FrameWriterOptions.maxLatencyMs); absent: none. */
-  maxLatencyMs?: number;
-  stuckFrames: number;
-  /** SO_SNDBUF/SO_RCVBUF applied to every connection; none leaves the kernel defaults. */
-  socketBuffers?: SocketBufferSizes;
   /** A connection ended, with the reason. */
   onDisconnect?: (reason: string) => void;
   /** Round trip of a Heartbeat (or Config) to its Ack, in ms. */
@@ -114,19 +104,14 @@ export class InputClient extends SendingEnd implements ChannelEnd {
         options.onDisconnect?.(reason);
       },
     });
-    this.queue = new FrameQueue(options.queueFrames, INPUT_MAGIC, options.dropPolicy, this.stats);
-    this.writer = new FrameWriter(this.queue, {
-      lossless: options.lossless,
-      writeDeadlineMs: options.writeDeadlineMs,
-      maxLatencyMs: options.maxLatencyMs,
-      stuckFrames: options.stuckFrames,
+    const { queue, writer } = this.sendPath(INPUT_MAGIC, options, {
       onStuck: (socket) => this.drop(socket, "server stuck: took nothing while frames kept coming"),
-      onWritten: (messages, bytes, oldestWaitMs, writeCallMs) =>
-        this.observer.written(messages, bytes, oldestWaitMs, writeCallMs),
       onControlWritten: (type) => {
         if (type === MessageType.Heartbeat || type === MessageType.Config) this.awaitAck(type);
       },
     });
+    this.queue = queue;
+    this.writer = writer;
   }
 
   get connected(): boolean {

@@ -1,30 +1,19 @@
 import type { Socket } from "bun";
 import { FrameParser, OUTPUT_MAGIC, ProtocolError, type WallClock } from "../protocol/index.ts";
-import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
+import type { FrameQueue } from "../transport/frame-queue.ts";
 import { DropReason } from "../transport/frame-stats.ts";
-import { FrameWriter } from "../transport/frame-writer.ts";
+import type { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
-import type { SocketBufferSizes } from "../transport/socket-options.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
 import { UnixServer } from "../transport/unix-server.ts";
 import { within } from "../transport/within.ts";
 import { endReadings, type ChannelEnd } from "./channel-end.ts";
-import { SendingEnd } from "./sending-end.ts";
+import { SendingEnd, type SenderOptions } from "./sending-end.ts";
 
-export interface OutputServerOptions {
+export interface OutputServerOptions extends SenderOptions {
   path: string;
   mode: number;
   report: Report;
-  /** Send queue bound, in frames (the Go original starts at 500). */
-  queueFrames: number;
-  dropPolicy: DropPolicy;
-  lossless: boolean;
-  writeDeadlineMs: number;
-  /** Live mode's latency budget in ms (FrameWriterOptions.maxLatencyMs); absent: none. */
-  maxLatencyMs?: number;
-  stuckFrames: number;
-  /** SO_SNDBUF/SO_RCVBUF applied to every client connection; none leaves the kernel defaults. */
-  socketBuffers?: SocketBufferSizes;
   /** Stamps frames; the process's wall clock unless a test injects one. */
   clock?: WallClock;
 }
@@ -51,17 +40,12 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
   constructor(private readonly options: OutputServerOptions) {
     super();
     this.tuner = new SocketTuner(options.socketBuffers, options.report);
-    this.queue = new FrameQueue(options.queueFrames, OUTPUT_MAGIC, options.dropPolicy, this.stats);
-    this.writer = new FrameWriter(this.queue, {
-      lossless: options.lossless,
-      writeDeadlineMs: options.writeDeadlineMs,
-      maxLatencyMs: options.maxLatencyMs,
-      stuckFrames: options.stuckFrames,
+    const { queue, writer } = this.sendPath(OUTPUT_MAGIC, options, {
       onStuck: (socket) => this.dropStuckClient(socket),
       clock: options.clock,
-      onWritten: (messages, bytes, oldestWaitMs, writeCallMs) =>
-        this.observer.written(messages, bytes, oldestWaitMs, writeCallMs),
     });
+    this.queue = queue;
+    this.writer = writer;
   }
 
   static async start(options: OutputServerOptions): Promise<OutputServer> {

@@ -1,12 +1,27 @@
 import { MessageType, wallClockMs } from "../protocol/index.ts";
-import type { FrameQueue } from "../transport/frame-queue.ts";
+import { FrameQueue, type DropPolicy } from "../transport/frame-queue.ts";
 import { FrameStats } from "../transport/frame-stats.ts";
-import type { FrameWriter } from "../transport/frame-writer.ts";
+import { FrameWriter, type FrameWriterOptions } from "../transport/frame-writer.ts";
+import type { SocketBufferSizes } from "../transport/socket-options.ts";
 import { NO_OBSERVER, type ChannelObserver } from "./channel-end.ts";
 
 /** A source as a sending end reads it: what it left out of its input so far, by kind (media's FrameSource). */
 export interface CountingSource {
   readonly counts?: Readonly<Record<string, number>>;
+}
+
+/** How a sending end queues, drops and writes: the options both ends take (a role's senderOptions). */
+export interface SenderOptions {
+  /** Send queue bound, in frames (the Go original starts at 500). */
+  queueFrames: number;
+  dropPolicy: DropPolicy;
+  lossless: boolean;
+  writeDeadlineMs: number;
+  /** Live mode's latency budget in ms (FrameWriterOptions.maxLatencyMs); absent: none. */
+  maxLatencyMs?: number;
+  stuckFrames: number;
+  /** SO_SNDBUF/SO_RCVBUF applied to every connection; none leaves the kernel defaults. */
+  socketBuffers?: SocketBufferSizes;
 }
 
 /**
@@ -21,6 +36,28 @@ export abstract class SendingEnd {
   protected abstract readonly writer: FrameWriter;
   protected observer: ChannelObserver = NO_OBSERVER;
   private source: CountingSource | undefined;
+
+  /**
+   * The send queue of `magic`'s messages and the writer pumping it, as `options` ask;
+   * `hooks` are the end's own (what it does with a stuck peer, with a Heartbeat written).
+   * The writer tells this end's observer of each write.
+   */
+  protected sendPath(
+    magic: number,
+    options: SenderOptions,
+    hooks: Pick<FrameWriterOptions, "onStuck" | "onControlWritten" | "clock">,
+  ): { queue: FrameQueue; writer: FrameWriter } {
+    const queue = new FrameQueue(options.queueFrames, magic, options.dropPolicy, this.stats);
+    const writer = new FrameWriter(queue, {
+      lossless: options.lossless,
+      writeDeadlineMs: options.writeDeadlineMs,
+      maxLatencyMs: options.maxLatencyMs,
+      stuckFrames: options.stuckFrames,
+      onWritten: (messages, bytes, oldestWaitMs, writeCallMs) => this.observer.written(messages, bytes, oldestWaitMs, writeCallMs),
+      ...hooks,
+    });
+    return { queue, writer };
+  }
 
   /**
    * The source feeding this end: what it counts of its input (an Ogg

@@ -1,9 +1,10 @@
+import type { SenderOptions } from "../channels/sending-end.ts";
 import { socketBufferSizes, type Settings } from "../config.ts";
 
 type SenderSettings = Settings<"queue-frames" | "drop" | "write-deadline-ms" | "max-latency-ms" | "stuck-frames" | "socket-buffers">;
 
 /** How a sending channel end (output serve's server, input send's client) queues and drops, from its settings. */
-export function senderOptions(settings: SenderSettings, live: boolean) {
+export function senderOptions(settings: SenderSettings, live: boolean): SenderOptions {
   return {
     queueFrames: settings["queue-frames"],
     dropPolicy: settings.drop,
