@@ -58,7 +58,7 @@ const COUNT_HELP: Record<string, string> = {
   sessions: "Client connections served (sessions begun)",
   clean_sessions: "Sessions the client ended with Stop",
   acks_sent: "Acks written to the client (answers to Config and Heartbeat)",
-  acks_dropped: "Acks dropped, oldest first, while the client left them unread past the queue's room",
+  acks_dropped: "Acks dropped unwritten: oldest first while the client left them unread past the queue's room, or still queued when it left",
   acks: "Acks received from the server",
   ack_timeouts: "Heartbeats the server did not answer in time (the connection is then judged gone)",
   other_messages: "Messages of a type the channel's peer does not send here, ignored",
