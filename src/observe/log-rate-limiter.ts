@@ -21,6 +21,7 @@ export const DEFAULT_LOG_RATE_LIMIT: LogRateLimit = { lines: 10, windowMs: 10_00
 interface Window<L> {
   component: string;
   message: string;
+  /** performance.now() at the first line: a step of the wall clock cannot make the window negative or days long. */
   opened: number;
   written: number;
   suppressed: number;
@@ -52,7 +53,7 @@ export class LogRateLimiter<L> {
       const timer = setTimeout(() => this.close(key), this.limit.windowMs);
       // A pending summary must not keep a finished process alive; flush() writes it.
       timer.unref?.();
-      this.windows.set(key, { component, message, opened: Date.now(), written: 1, suppressed: 0, level, timer });
+      this.windows.set(key, { component, message, opened: performance.now(), written: 1, suppressed: 0, level, timer });
       return true;
     }
     if (window.written < this.limit.lines) {
@@ -76,7 +77,7 @@ export class LogRateLimiter<L> {
     this.windows.delete(key);
     if (window.suppressed > 0) {
       const { component, message, level, suppressed: count } = window;
-      this.summarize({ component, message, level, count, windowMs: Date.now() - window.opened });
+      this.summarize({ component, message, level, count, windowMs: performance.now() - window.opened });
     }
   }
 }
