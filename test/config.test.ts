@@ -140,6 +140,11 @@ describe("readFlags", () => {
     expect(readFlags(["-h", "x"], flags, "config check")).toEqual({ values: { help: true }, positionals: ["x"] });
     expect(() => readFlags(["-f.json"], flags, "config check")).toThrow("config check: unknown option -f.json (see audio-agent config check --help)");
   });
+
+  test("--no-NAME turns off a switch only: for an option that takes a value it is an unknown option, not that option set to false", () => {
+    expect(readFlags(["--no-help"], flags, "config print")).toEqual({ values: { help: false }, positionals: [] });
+    expect(() => readFlags(["--no-config"], flags, "config print")).toThrow("config print: unknown option --no-config (see audio-agent config print --help)");
+  });
 });
 
 describe("socket paths from JetKVM's variables", () => {
