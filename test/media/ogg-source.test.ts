@@ -187,6 +187,37 @@ describe("OggSource on hand-built streams", () => {
     expect(error?.message).toBe(`ogg source t.opus: audio packet of 5000 bytes exceeds 4096 at byte ${bigPacket}`);
   });
 
+  test("a packet over 4096 bytes spread over several pages is an error naming the offset of its first byte, on the first of them", async () => {
+    const packets = [audioPacket(100, 1), audioPacket(5000, 2)];
+    // 4 lacing values a page: the 5000-byte packet's 20 segments begin on page 3 (after the headers and the first packet).
+    const { bytes, offsets } = buildStream(packets, 1, 4);
+    const infos = pagesOf(bytes);
+    expect(infos[3]!.table).toEqual([255, 255, 255, 255]);
+    expect(infos[4]!.flags & 1).toBe(1);
+    const { frames, error } = await drain(source(bytes, {}, [333]));
+    expect(frames.map((f) => f.payload)).toEqual([packets[0]!]);
+    expect(error?.message).toBe(`ogg source t.opus: audio packet of 5000 bytes exceeds 4096 at byte ${offsets[3]! + 27 + 4}`);
+  });
+
+  test("a packet that begins where the end-of-stream page's granule ends is trimmed whole and not sent: the silence the sink ends a recording with", async () => {
+    const packets = [audioPacket(100, 1), audioPacket(100, 2), audioPacket(100, 3)];
+    const samples = opusPacketSamples(packets[0]!);
+    const { writer, pages } = collectingWriter(7);
+    writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 }), 0);
+    writer.flushPage();
+    writer.addPacket(buildOpusTags(), 0);
+    writer.flushPage();
+    writer.addPacket(packets[0]!, samples);
+    writer.addPacket(packets[1]!, 2 * samples);
+    writer.flushPage();
+    // The end's page: one packet, whose granule is the page before's: every sample of it trimmed.
+    writer.addPacket(packets[2]!, 2 * samples);
+    writer.flushPage(true);
+    const { frames, error } = await drain(source(concatBytes(pages)));
+    expect(error).toBeUndefined();
+    expect(frames.map((f) => f.payload)).toEqual(packets.slice(0, 2));
+  });
+
   test("an audio packet of 4096 bytes, the wire's largest, is taken; one of 4097 is refused, naming its offset", async () => {
     const packets = [audioPacket(100, 1), audioPacket(4096, 2), audioPacket(4097, 3), audioPacket(100, 4)];
     const { bytes } = buildStream(packets, 1);
