@@ -631,6 +631,24 @@ describe("FifoSink, wire", () => {
     expect(frames.findIndex((m, k) => !sameBytes(m.payload, payloadOfSize(indices[k]!, 4096)))).toBe(-1);
   }, 20_000);
 
+  test("a reader that leaves while part of a message waits for its pipe: that message is counted sink_no_reader, as what comes after; only the one the full pipe refused is sink_reader_slow", () => {
+    const t = setup();
+    const player = heldPlayer(t.fifo);
+    const { sink, lines } = openFifoSink("wire", t.fifo, 100, (fd) => sizedPipe(fd, 4096));
+    let written = 0;
+    const frame = () => send(sink, MessageType.OpusFrame, payloadOfSize(written, 4096), BigInt(++written));
+    // The first message (4113 bytes) fills the pipe with all but its last 17 bytes; the second finds no room.
+    frame();
+    frame();
+    expect(player.waiting()).toBe(4096);
+    expect(sink.dropped).toMatchObject({ sink_reader_slow: 1, sink_no_reader: 0 });
+    // The reader leaves without reading: the next write finds it gone, and the first message's tail can never reach it.
+    player.leave();
+    frame();
+    expect(count(lines, GONE)).toBe(1);
+    expect(sink.dropped).toMatchObject({ sink_reader_slow: 1, sink_no_reader: 2 });
+  });
+
   test("closed while the reader stalls for longer than LINGER_MS with part of a message in the pipe: close settles after LINGER_MS, and that message is counted as dropped (the reader was slow)", async () => {
     const { out, sink, player, written } = await heldWireReader(4096, 40);
     const before = { ...sink.dropped };
