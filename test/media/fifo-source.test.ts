@@ -346,6 +346,33 @@ describe("FifoSource", () => {
     await reading;
   });
 
+  test("lenient: what each writer's stream left out adds up across writers, from 0 before the first", async () => {
+    const t = setup();
+    // Each encoder run with one page damaged (its last byte flipped: a bad CRC), skipped and counted.
+    const damaged = (file: string, name: string) => {
+      const bytes = new Uint8Array(readFileSync(file));
+      const page = pagesOf(bytes)[3]!;
+      bytes[page.offset + page.size - 1]! ^= 0xff;
+      writeFileSync(t.path(name), bytes);
+      return t.path(name);
+    };
+    const reports: string[] = [];
+    const source = await openSource("ogg", t.fifo, { lenient: true, report: (level, message) => reports.push(`${level} ${message}`) });
+    defer(() => source.close());
+    expect(source.counts).toMatchObject({ skipped_pages: 0, missing_pages: 0 });
+    const reading = (async () => {
+      for (;;) if (!source.next() && !(await source.fill())) return;
+    })();
+    const files = [damaged(t.first, "a.opus"), damaged(t.second, "b.opus")];
+    for (const [i, file] of files.entries()) {
+      expect(await writeIntoFifo(t.fifo, file)).toBe(0);
+      await until(() => reports.filter((r) => r === "info writer closed the stream").length === i + 1, `writer ${i + 1}'s end`);
+      expect(source.counts).toMatchObject({ skipped_pages: i + 1, missing_pages: 0 });
+    }
+    await source.close();
+    await reading;
+  }, 60_000);
+
   test("closed while waiting for a writer: fill resolves false, and no reader is left on the FIFO", async () => {
     const t = setup();
     const source = await openSource("wire", t.fifo, { lenient: false, report: () => {} });
