@@ -106,7 +106,7 @@ function openNotifySocket(env: Record<string, string | undefined>, report?: Repo
 }
 
 /** The watchdog's interval (ms) that WATCHDOG_USEC asks of this process (WATCHDOG_PID, when set, names it), or undefined. */
-function watchdogInterval(env: Record<string, string | undefined>): number | undefined {
+export function watchdogInterval(env: Record<string, string | undefined>): number | undefined {
   const usec = Number(env.WATCHDOG_USEC);
   if (!Number.isInteger(usec) || usec <= 0) return undefined;
   if (env.WATCHDOG_PID && Number(env.WATCHDOG_PID) !== process.pid) return undefined;

@@ -13,6 +13,7 @@ import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 import { within } from "../../src/transport/within.ts";
+import { watchdogInterval } from "../../src/roles/shutdown.ts";
 
 const defer = useCleanup();
 
@@ -139,4 +140,13 @@ describe("NOTIFY_SOCKET (systemd Type=notify)", () => {
     expect(await nobody.exited, nobody.stderr).toBe(0);
     expect(nobody.stderr).not.toContain("WARN");
   }, 30_000);
+});
+
+describe("the watchdog's interval", () => {
+  test("WATCHDOG_USEC is microseconds: the interval in ms (pinged twice in it); none when unset, not a positive integer, or WATCHDOG_PID names another process", () => {
+    expect(watchdogInterval({ WATCHDOG_USEC: "200000" })).toBe(200);
+    expect(watchdogInterval({ WATCHDOG_USEC: "30000000", WATCHDOG_PID: String(process.pid) })).toBe(30_000);
+    for (const usec of [undefined, "", "0", "-5", "1.5", "x"]) expect(watchdogInterval({ WATCHDOG_USEC: usec })).toBeUndefined();
+    expect(watchdogInterval({ WATCHDOG_USEC: "200000", WATCHDOG_PID: "1" })).toBeUndefined();
+  });
 });
