@@ -181,7 +181,7 @@ export const OPTIONS = {
   realtime: { flag: "boolean", help: "pace a file source by its timestamps/durations; drop what no client takes", allowed: "true, false", schema: booleanLike, default: false },
   loop: { flag: "boolean", help: "replay a file source forever (not stdin, read once; a FIFO source already waits for its next writer)", allowed: "true, false", schema: booleanLike, default: false },
   lenient: { flag: "boolean", help: "skip Ogg pages with a bad CRC and bytes that begin no page, go on past missing pages, and drop pages that come again, counting each, instead of failing", allowed: "true, false", schema: booleanLike, default: false },
-  count: { flag: "string", help: "exit after receiving N frames", allowed: "an integer 1..2^53", schema: integer(1, Number.MAX_SAFE_INTEGER) },
+  count: { flag: "string", help: "exit after receiving N frames", allowed: "an integer 1..9007199254740991", schema: integer(1, Number.MAX_SAFE_INTEGER) },
   append: { flag: "boolean", help: "sink: a file already there is added to (an Ogg sink: its next chained stream), where it would be started afresh; a restarted service keeps what it recorded", allowed: "true, false", schema: booleanLike, default: false },
   once: { flag: "boolean", help: "exit when the first connection (session) ends", allowed: "true, false", schema: booleanLike, default: false },
   "connect-timeout": { flag: "string", help: "give up (exit 1) after S seconds without a server", allowed: "seconds, 0.001 or more (a decimal: 2.5)", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.minValue(0.001))) },

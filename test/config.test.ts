@@ -274,6 +274,15 @@ describe("resolveSettings errors name the source, the value and what is allowed"
     expect(message).toBe('--queue-frames "0" is not allowed: an integer 1..100000');
   });
 
+  test("--count: the largest value accepted is the one the message names as allowed", () => {
+    const count = (value: string) => resolveSettings("output recv", { flags: { sink: "x", count: value }, env: {} }).count;
+    expect(count("9007199254740991")).toBe(Number.MAX_SAFE_INTEGER);
+    const message = resolveError(() => count("9007199254740992"));
+    expect(message.startsWith('--count "9007199254740992" is not allowed: an integer 1..')).toBe(true);
+    const largest = message.slice(message.indexOf("1..") + 3).split(" ")[0]!;
+    expect(largest).toBe("9007199254740991");
+  });
+
   test("a bad environment value", () => {
     const message = resolveError(() =>
       resolveSettings("input send", { flags: { source: "x" }, env: { AUDIO_AGENT_HEARTBEAT_MS: "fast" } }),
@@ -436,13 +445,13 @@ describe("parseConfigFile", () => {
   test("a value a megabyte long, or nested deeper than JSON.stringify can write, is shown cut short", () => {
     const long = "x".repeat(1024 * 1024);
     const cut = (text: string) => `${text.slice(0, 200)}...`;
-    expect(fileError(JSON.stringify({ count: long }))).toBe(`config /etc/bad.json: "count": ${cut(JSON.stringify(long))} is not allowed: an integer 1..2^53`);
+    expect(fileError(JSON.stringify({ count: long }))).toBe(`config /etc/bad.json: "count": ${cut(JSON.stringify(long))} is not allowed: an integer 1..9007199254740991`);
     expect(fileError(JSON.stringify({ [long]: 1 }))).toStartWith(`config /etc/bad.json: unknown key ${cut(JSON.stringify(long))}; allowed in `);
     const deep = "[".repeat(500_000) + "]".repeat(500_000);
     expect(fileError(`{"output": ${deep}}`)).toBe(`config /etc/bad.json: "output" must be an object of settings, found ${cut(deep)}`);
     expect(fileError(`{"input": {"sink": ${deep}}}`)).toBe(`config /etc/bad.json: "input.sink": ${cut(deep)} is not allowed: a path or "-"`);
     // Short of the length, as JSON writes it.
-    expect(fileError(`{"count": {"a": [1, null, {"b": "c"}]}}`)).toBe('config /etc/bad.json: "count": {"a":[1,null,{"b":"c"}]} is not allowed: an integer 1..2^53');
+    expect(fileError(`{"count": {"a": [1, null, {"b": "c"}]}}`)).toBe('config /etc/bad.json: "count": {"a":[1,null,{"b":"c"}]} is not allowed: an integer 1..9007199254740991');
     // A flag's or a variable's value too.
     expect(resolveError(() => resolveSettings("output serve", { flags: { source: "x", "queue-frames": long }, env: {} }))).toBe(
       `--queue-frames ${cut(JSON.stringify(long))} is not allowed: an integer 1..100000`,

@@ -137,8 +137,8 @@ describe("usage errors", () => {
       [["output", "recv", "--sink", "x", "--constructor", "y"], "audio-agent: output recv: unknown option --constructor (see audio-agent output recv --help)"],
       [["output", "recv", "--sink", "x", "--toString"], "audio-agent: output recv: unknown option --toString (see audio-agent output recv --help)"],
       [["output", "recv", "--sink", "x", "--__proto__=1"], "audio-agent: output recv: unknown option --__proto__ (see audio-agent output recv --help)"],
-      [["output", "recv", "--sink", "x", "--count"], "audio-agent: output recv: --count needs a value (an integer 1..2^53)"],
-      [["output", "recv", "--sink", "x", "--count", "--once"], "audio-agent: output recv: --count needs a value (an integer 1..2^53)"],
+      [["output", "recv", "--sink", "x", "--count"], "audio-agent: output recv: --count needs a value (an integer 1..9007199254740991)"],
+      [["output", "recv", "--sink", "x", "--count", "--once"], "audio-agent: output recv: --count needs a value (an integer 1..9007199254740991)"],
       [["input", "serve", "--sink", "x", "--once=yes"], 'audio-agent: input serve: --once is a switch: takes true or false, found "yes" (see audio-agent input serve --help)'],
       [["input", "send", "--source", "x", "--config"], "audio-agent: input send: --config needs a value (a JSON file)"],
       // A switch is turned off by --no-NAME; a flag that takes a value has no such form.
