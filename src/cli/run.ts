@@ -14,6 +14,7 @@ import {
   ROLE_OPTIONS,
   settingOrigin,
   withOrigins,
+  writtenValue,
   type Channel,
   type Command,
   type ConfigFile,
@@ -254,7 +255,7 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}, con
     const names = namesSetTo(settings, e.address);
     const from = origins(settings, names, configPath);
     const told = from ? ` (${from}; ${names.map((name) => `--${name} off`).join(" ")} runs without ${names.length > 1 ? "them" : "it"})` : "";
-    return { code: EXIT_USAGE, message: `${flagsOf(names)} ${hostPort(e.address)}${told}: cannot listen${errnoWords(e.code)}` };
+    return { code: EXIT_USAGE, message: `${flagsOf(names)} ${writtenValue("metrics", e.address)}${told}: cannot listen${errnoWords(e.code)}` };
   }
   if (e instanceof SocketPathError) {
     // Named by its option, given or not: the default path of a server run without --socket is one too.
@@ -311,10 +312,6 @@ function sameValue(a: unknown, b: unknown): boolean {
 function formatFlagOf(settings: Record<string, unknown>, path: string): string {
   const source = Object.keys(settings).find((name) => name.endsWith("source") && settings[name] === path);
   return source ? `--${source.slice(0, -"source".length)}format` : "--format";
-}
-
-function hostPort({ host, port }: { host: string; port: number }): string {
-  return `${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
 
 const ERRNO_WORDS: Record<string, string> = {
