@@ -1,6 +1,16 @@
 import { OggError } from "./ogg-error.ts";
 import { CAPTURE, hasCapturePattern, MAX_PAGE_SIZE, OggPage, PAGE_HEADER_SIZE } from "./ogg-page.ts";
 
+/** What sizeOf() says of bytes that cannot begin a page (seeking only). */
+const NOT_A_PAGE = -1;
+
+/** The first `have` bytes at `offset` (up to 4) are those of "OggS". */
+function startsCapture(bytes: Uint8Array, offset: number, have: number): boolean {
+  if (have >= 4) return hasCapturePattern(bytes, offset);
+  for (let i = 0; i < have; i++) if (bytes[offset + i] !== CAPTURE[i]) return false;
+  return true;
+}
+
 /**
  * Cuts a byte stream, fed in chunks of any size, into Ogg pages.
  *
@@ -16,16 +26,6 @@ import { CAPTURE, hasCapturePattern, MAX_PAGE_SIZE, OggPage, PAGE_HEADER_SIZE } 
  * so the next page is looked for from the bad one's second byte, as libogg
  * does, never where its length says.
  */
-/** What sizeOf() says of bytes that cannot begin a page (seeking only). */
-const NOT_A_PAGE = -1;
-
-/** The first `have` bytes at `offset` (up to 4) are those of "OggS". */
-function startsCapture(bytes: Uint8Array, offset: number, have: number): boolean {
-  if (have >= 4) return hasCapturePattern(bytes, offset);
-  for (let i = 0; i < have; i++) if (bytes[offset + i] !== CAPTURE[i]) return false;
-  return true;
-}
-
 export class OggPageReader {
   private chunk: Uint8Array = new Uint8Array(0);
   private pos = 0;
