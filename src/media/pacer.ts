@@ -66,12 +66,6 @@ export class Pacer {
     if (delay > 0) await this.sleep(delay);
   }
 
-  /** Forgets the schedule: the next frame goes at once and anchors a new one. */
-  reset(): void {
-    this.started = false;
-    this.lastStep = 0;
-  }
-
   private anchor(clock: number, timeMs: number): void {
     this.anchorClock = clock;
     this.anchorTime = timeMs;

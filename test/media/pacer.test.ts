@@ -100,15 +100,4 @@ describe("Pacer", () => {
     expect(pacer.delayFor(unixMs - 60_000)).toBe(20); // one step after the last, not a minute
     expect(pacer.reanchors).toBe(1);
   });
-
-  test("reset() makes the next frame go at once and start a new schedule", () => {
-    const c = fakeClock();
-    const pacer = new Pacer({ now: c.now });
-    pacer.delayFor(0);
-    pacer.delayFor(20);
-    pacer.reset();
-    expect(pacer.delayFor(5000)).toBe(0);
-    expect(pacer.delayFor(5020)).toBe(20);
-    expect(pacer.reanchors).toBe(0);
-  });
 });
