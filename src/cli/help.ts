@@ -31,6 +31,8 @@ Run "audio-agent output serve --help" or "audio-agent output recv --help" for op
 
   audio-agent input serve --sink PATH|-    [options]
   audio-agent input send  --source PATH|-  [options]
+
+Run "audio-agent input serve --help" or "audio-agent input send --help" for options.
 `,
 };
 

@@ -118,8 +118,8 @@ describe("usage errors", () => {
   test("no command, a channel without one, or config without a verb: the help on stderr, exit 2, nothing on stdout", async () => {
     for (const [args, help] of [
       [[], "audio-agent serve"],
-      [["output"], "audio-agent output recv"],
-      [["input"], "audio-agent input send"],
+      [["output"], 'Run "audio-agent output serve --help" or "audio-agent output recv --help" for options.'],
+      [["input"], 'Run "audio-agent input serve --help" or "audio-agent input send --help" for options.'],
       [["config"], "audio-agent config check FILE"],
     ] as const) {
       const result = await runAgent([...args]);
