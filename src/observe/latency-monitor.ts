@@ -29,6 +29,8 @@ export interface LatencyMonitorOptions {
   now?: () => number;
   /** Called for samples above target/max, subject to the rate limit. Default: no warnings. */
   warn?: LatencyWarn;
+  /** Called for every sample above target/max (its level as `warn` would give it), never rate limited: for counting. */
+  crossed?: (operation: string, level: LatencyWarningLevel) => void;
 }
 
 export interface LatencySnapshot {
@@ -114,6 +116,7 @@ export class LatencyMonitor {
   readonly warnIntervalMs: number;
   private readonly now: () => number;
   private readonly warn: LatencyWarn | undefined;
+  private readonly counted: ((operation: string, level: LatencyWarningLevel) => void) | undefined;
   private readonly states = new Map<string, LatencyOperation>();
   /** The operations that hold samples, in the order of their first (LatencyOperation.record adds them). */
   readonly listed: LatencyOperation[] = [];
@@ -128,6 +131,7 @@ export class LatencyMonitor {
     this.warnIntervalMs = options.warnIntervalMs ?? DEFAULT_LATENCY_WARN_INTERVAL_MS;
     this.now = options.now ?? (() => performance.now());
     this.warn = options.warn;
+    this.counted = options.crossed;
 
     // User input is validated in config; these catch wiring mistakes early and loudly.
     if (!(this.alpha > 0 && this.alpha <= 1)) throw new RangeError(`alpha must be in (0, 1], got ${this.alpha}`);
@@ -160,8 +164,9 @@ export class LatencyMonitor {
     return this.operation(operation).record(seconds);
   }
 
-  /** A sample of `operation` above the target: warns, within the rate limit. */
+  /** A sample of `operation` above the target: counted every time, and warns within the rate limit. */
   crossed(operation: LatencyOperation, seconds: number): void {
+    if (this.counted !== undefined) this.counted(operation.name, seconds > this.maxSeconds ? "max" : "target");
     if (this.warn !== undefined) this.maybeWarn(operation.name, operation, seconds);
   }
 

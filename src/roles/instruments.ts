@@ -85,7 +85,11 @@ export class Instruments {
     const several = ends.length > 1;
     this.report = logger.for("instruments");
     const latencies = ends.map(
-      (_, i) => new LatencyMonitor({ warn: (operation, level, value, threshold) => this.channels[i]!.latencyWarned(operation, level, value, threshold) }),
+      (_, i) =>
+        new LatencyMonitor({
+          warn: (operation, level, value, threshold) => this.channels[i]!.latencyWarned(operation, level, value, threshold),
+          crossed: (operation, level) => this.metrics?.channels[i]!.latencyWarning(operation, level),
+        }),
     );
     this.metrics =
       Metrics && new Metrics(ends.map(({ end }, i) => ({ read: () => end.readings(), sampleQueues: () => end.tuner.sample(), latency: latencies[i]! })));
@@ -317,9 +321,8 @@ export class ChannelInstruments implements ChannelObserver {
     this.metrics?.roundTrip.observe(ms / 1000);
   }
 
-  /** A latency sample crossed the target or the maximum (the monitor's warnings are rate limited). */
+  /** A latency sample crossed the target or the maximum: the warning, rate limited by the monitor (the metric counts every one). */
   latencyWarned(operation: string, level: "target" | "max", value: number, threshold: number): void {
-    this.metrics?.latencyWarning(operation, level);
     this.report("warn", `latency above ${level === "max" ? "maximum" : "target"}`, {
       operation,
       ms: thousandths(value * 1000),

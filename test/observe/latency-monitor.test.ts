@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { heapStats } from "bun:jsc";
-import { LatencyMonitor, type LatencyWarningLevel } from "../../src/observe/latency-monitor.ts";
+import { LatencyMonitor, type LatencyMonitorOptions, type LatencyWarningLevel } from "../../src/observe/latency-monitor.ts";
 
 /** Deterministic order-scrambling without randomness: i -> (i * 37) mod n visits all of 0..n-1 when gcd(37, n) = 1. */
 function scrambled(n: number): number[] {
@@ -226,7 +226,7 @@ describe("operations", () => {
 describe("warnings", () => {
   type Call = [string, LatencyWarningLevel, number, number];
 
-  function setup(options: { warnIntervalMs?: number } = {}) {
+  function setup(options: Pick<LatencyMonitorOptions, "warnIntervalMs" | "crossed"> = {}) {
     let clock = 1_000_000;
     const calls: Call[] = [];
     const m = new LatencyMonitor({
@@ -310,6 +310,19 @@ describe("warnings", () => {
     }
     expect(calls.length).toBe(5);
     expect(calls.every(([, level]) => level === "target")).toBe(true);
+  });
+
+  test("crossed hears of every sample above the target or the maximum, at its level, however the warnings are rate limited", () => {
+    const crossings: [string, LatencyWarningLevel][] = [];
+    const { m, calls } = setup({ crossed: (operation, level) => crossings.push([operation, level]) });
+    for (const v of [0.01, 0.06, 0.3, 0.06, 0.3, 0.05]) m.record("frame_age", v);
+    expect(calls.length).toBe(2);
+    expect(crossings).toEqual([
+      ["frame_age", "target"],
+      ["frame_age", "max"],
+      ["frame_age", "target"],
+      ["frame_age", "max"],
+    ]);
   });
 
   test("samples are recorded even when no warn callback is given", () => {

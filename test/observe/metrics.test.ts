@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
 import { AgentMetrics } from "../../src/observe/metrics.ts";
-import { INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { logFields } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -455,6 +455,32 @@ describe("metrics over HTTP from real roles", () => {
     expect(Number(stopped.dropped_no_client)).toBe(N);
     expect(Number(stopped.dropped)).toBe(N);
     expect(Number(stopped.delivered)).toBe(0);
+  });
+
+  test("latency warnings total: every sample above the target or the maximum is counted, though the log tells of one per 10 s", async () => {
+    const { path } = setup();
+    const sock = path("in.sock");
+    const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", path("in.wire"), "--metrics", "0"]);
+    const base = await metricsUrl(server);
+    await server.waitForStderr("listening socket=");
+    const stamp = (behindMs: number) => (BigInt(Date.now()) - BigInt(behindMs)) * 1_000_000n;
+    const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 }), stamp(0));
+    // Five frames a second old (above the 200 ms maximum), then five 120 ms old (above the 50 ms target only).
+    const frames = [1000, 1000, 1000, 1000, 1000, 120, 120, 120, 120, 120].map((behind, i) =>
+      encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, new Uint8Array([0xfc, i]), stamp(behind)),
+    );
+    const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
+    defer(() => client.end());
+    client.write(Buffer.concat([config, ...frames]));
+    const text = await scrapeUntil(base, (t) => value(t, "jetkvm_microphone_frames_received_total") === 10, "10 frames received");
+    expect(value(text, "audio_agent_frame_age_seconds_count")).toBe(10);
+    // The log's rate limit holds back all but the first of each level...
+    await server.waitForStderr("latency above maximum");
+    await server.waitForStderr("latency above target");
+    expect(server.stderr.split("\n").filter((l) => l.includes("latency above")).length).toBe(2);
+    // ...the counter, by its own help, is not rate limited.
+    expect(value(text, "audio_agent_latency_warnings_total", { source: "frame_age", level: "max" })).toBe(5);
+    expect(value(text, "audio_agent_latency_warnings_total", { source: "frame_age", level: "target" })).toBe(5);
   });
 
   test("/healthz and /metrics only: other paths are 404", async () => {
