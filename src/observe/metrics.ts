@@ -261,9 +261,11 @@ export class AgentMetrics {
       labelNames: ["component", "buffer_type"],
       registers,
       collect() {
+        // A series set while a connection was there goes with it.
+        this.reset();
         for (const { read, component } of parts) {
           const { kernel } = read().socketBuffers;
-          if (kernel.sendBytes === 0) continue; // no connection yet
+          if (kernel.sendBytes === 0) continue; // no connection
           this.set({ component, buffer_type: "send" }, kernel.sendBytes);
           this.set({ component, buffer_type: "receive" }, kernel.receiveBytes);
         }
@@ -279,7 +281,8 @@ export class AgentMetrics {
           // The queues now: the instruments' sampler runs only while frames flow.
           sampleQueues?.();
           const r = read();
-          if (r.socketBuffers.kernel.sendBytes === 0) continue;
+          // None before the first connection; 0 while there is none after it (nothing is queued).
+          if (r.socketBuffers.kernel.sendBytes === 0 && r.connects === 0) continue;
           for (const buffer_type of buffers) this.set({ component, buffer_type }, utilizationPercent(r, buffer_type));
         }
       },

@@ -413,11 +413,13 @@ export class ChannelInstruments implements ChannelObserver {
     end.tuner.resize({ sendBytes: state.sendBufferBytes, receiveBytes: state.receiveBufferBytes });
     if (state.queueFrames > 0) end.resizeQueue?.(state.queueFrames);
     this.metrics?.adaptive(state, decision);
+    // What the kernel holds now, read back from the live connection; without one, the next is given the sizes.
+    const kernel = end.tuner.readings().kernel.sendBytes;
     this.report("info", `adaptive: ${decision}`, {
       why,
       adaptive_level: state.level,
       send_buffer: state.sendBufferBytes,
-      kernel_send_buffer: end.tuner.readings().kernel.sendBytes,
+      ...(kernel > 0 ? { kernel_send_buffer: kernel } : {}),
       queue_frames: state.queueFrames,
     });
   }

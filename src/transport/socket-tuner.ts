@@ -13,7 +13,7 @@ import {
 export interface SocketBufferReadings {
   /** Sizes asked for with setsockopt (the preset, or the optimizer's choice); 0: kernel defaults. */
   requested: SocketBufferSizes;
-  /** Sizes the kernel reports (Linux doubles the request); 0 before the first connection. */
+  /** Sizes the kernel reports for the live connection (Linux doubles the request); 0 while there is none. */
   kernel: SocketBufferSizes;
   /** Bytes unread by the peer (TIOCOUTQ) and waiting for us (FIONREAD) at the last sample. */
   sendQueueBytes: number;
@@ -75,7 +75,8 @@ export class SocketTuner {
   readings(): SocketBufferReadings {
     return {
       requested: this.requested ? { ...this.requested } : { sendBytes: 0, receiveBytes: 0 },
-      kernel: { ...this.kernel },
+      // A connection gone holds no buffer: its sizes are not what this channel has now.
+      kernel: this.fd() === undefined ? { sendBytes: 0, receiveBytes: 0 } : { ...this.kernel },
       sendQueueBytes: this.queued.send,
       receiveQueueBytes: this.queued.receive,
       failures: { ...this.failures },

@@ -4,7 +4,7 @@ import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
 import { AgentMetrics } from "../../src/observe/metrics.ts";
 import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
+import { metricsUrl, samples, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { expectAccountedLine } from "../support/agent-log.ts";
 import { expectIntactInOrder, indexedPayload, payloadIndex, testPayload } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
@@ -289,6 +289,55 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     // A frame cut short is possible only if the final flush ran out of time (counted as shutdown).
     expect(reader.pending === 0 || (accounting.byReason.shutdown ?? 0) > 0).toBe(true);
     expectIntactInOrder(reader.frames, MAX_SIZE);
+  });
+});
+
+describe("adaptive optimizer once its client has gone", () => {
+  test("relaxing with no client: neither the relax line nor the buffer gauge tells the gone socket's escalated size as the kernel's; the next client gets the base buffers", async () => {
+    const { path } = socketDir(defer, "aag-");
+    defer(() => stopAgents());
+    const sock = path("out.sock");
+    const server = spawnAgent(
+      [
+        "output", "serve", "--socket", sock, "--source", "-", "--realtime",
+        "--queue-frames", "100", "--stuck-frames", "100000", "--max-latency-ms", "60000", "--socket-buffers", "default",
+        "--adaptive-threshold", "3", "--adaptive-window-ms", "1000", "--adaptive-calm-ms", "300",
+        "--metrics", "0",
+      ],
+      { stdin: "pipe" },
+    );
+    const base = await metricsUrl(server);
+    const sendBuffer = { component: "audio-output", buffer_type: "send" };
+    await server.waitForStderr("listening socket=");
+    const reader = await connectClient(defer, sock, { paused: true });
+    await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "client connected");
+    const feeding = server.writeStdin(wireBytes(0, 2000, (i) => indexedPayload(i, 2048), OUTPUT_MAGIC, 1));
+    // Awaited at the end; a failed expectation before then stops the agent mid-feed.
+    feeding.catch(() => {});
+    await scrapeUntil(base, (t) => value(t, "audio_agent_adaptive_level") >= 1, "escalation");
+    const escalatedKernel = kernelBufferBytes(256 * KiB);
+
+    // The client leaves while escalated; with no client there is no pressure, and the optimizer relaxes.
+    reader.close();
+    await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 0, "client gone");
+    const relaxed = await scrapeUntil(base, (t) => value(t, "audio_agent_adaptive_decisions_total", { decision: "relax" }) >= 1, "relax");
+    expect(value(relaxed, "audio_agent_adaptive_level")).toBe(0);
+    expect(value(relaxed, "jetkvm_adaptive_output_buffer_size_bytes")).toBe(128 * KiB);
+    // No socket holds a buffer now: either no series (as before the first client) or not the gone one's size.
+    const left = samples(relaxed, "jetkvm_audio_socket_buffer_size_bytes", sendBuffer).map((s) => s.value);
+    expect(left.filter((v) => v === escalatedKernel)).toEqual([]);
+    await server.waitForStderr("adaptive: relax");
+    const relaxLine = server.stderr.split("\n").find((l) => l.includes("adaptive: relax"))!;
+    expect(relaxLine).toContain("send_buffer=131072");
+    expect(relaxLine).not.toContain(`kernel_send_buffer=${escalatedKernel}`);
+
+    // The next client is given the relaxed sizes, and the gauge reads them.
+    await connectClient(defer, sock);
+    const again = await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "next client connected");
+    expect(value(again, "jetkvm_audio_socket_buffer_size_bytes", sendBuffer)).toBe(kernelBufferBytes(128 * KiB));
+    await feeding;
+    server.endStdin();
+    expect(await server.exited, server.stderr).toBe(0);
   });
 });
 
