@@ -369,12 +369,13 @@ export class ChannelInstruments implements ChannelObserver {
     const r = this.end.readings();
     const seen = this.pressureSeen;
     const deadlineDrops = r.dropped[DropReason.WriteDeadline] ?? 0;
-    // More than a threshold's worth at once escalates once, like a burst noted event by event.
-    const overflows = Math.min(r.shortWrites - seen.shortWrites, optimizer.threshold);
-    const late = Math.min(deadlineDrops - seen.deadlineDrops, optimizer.threshold);
+    const overflows = r.shortWrites - seen.shortWrites;
+    const late = deadlineDrops - seen.deadlineDrops;
     this.pressureSeen = { shortWrites: r.shortWrites, deadlineDrops };
-    for (let i = 0; i < overflows; i++) optimizer.note("overflow");
-    for (let i = 0; i < late; i++) optimizer.note("deadline drop");
+    // What one tick finds is one burst: more than a threshold's worth, of one kind or of both
+    // together, escalates once, and the next level needs pressure at a later tick.
+    const events = Math.min(overflows + late, optimizer.threshold);
+    for (let i = 0; i < events; i++) optimizer.note(i < overflows ? "overflow" : "deadline drop");
     optimizer.tick();
   }
 

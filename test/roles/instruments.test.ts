@@ -8,9 +8,13 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync, statSync } from "node:fs";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
-import { thousandths } from "../../src/roles/instruments.ts";
+import type { ChannelEnd } from "../../src/channels/channel-end.ts";
+import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
+import { ChannelInstruments, thousandths } from "../../src/roles/instruments.ts";
+import { SocketTuner } from "../../src/transport/socket-tuner.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { idleSenderReadings } from "../support/readings.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
 import { agentEnv, runAgent, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -168,5 +172,57 @@ describe("the sampler", () => {
     expect(wakeUps(agent.pid) - before).toBeLessThanOrEqual(1);
     agent.kill("SIGTERM");
     expect(await agent.exited).toBe(0);
+  });
+});
+
+describe("the optimizer fed from a channel end's readings", () => {
+  /** A sending end whose readings the test sets, and the instruments on it (threshold 3; no window or calm runs out). */
+  function instrumented() {
+    let readings = idleSenderReadings({ connected: true, queueCapacity: 100, dropped: { write_deadline: 0 } });
+    const end: ChannelEnd = {
+      tuner: new SocketTuner(undefined, () => {}),
+      readings: () => ({ listening: undefined, config: undefined, ...readings }),
+      observe() {},
+      resizeQueue: (frames) => {
+        readings = { ...readings, queueCapacity: frames };
+      },
+    };
+    const decisions: Record<string, unknown>[] = [];
+    const settings = { socket: "/run/x.sock", "socket-buffers": "default", adaptive: "on", "adaptive-threshold": 3, "adaptive-window-ms": 60_000, "adaptive-calm-ms": 3_600_000 } as const;
+    const channel = new ChannelInstruments(end, settings, {
+      latency: new LatencyMonitor(),
+      report: (_level, message, fields) => {
+        if (message.startsWith("adaptive:")) decisions.push({ message, ...fields });
+      },
+      stats: () => {},
+      shown: false,
+      onFrame: () => {},
+    });
+    /** Pressure since the last tick: writes that came back short, frames dropped for the deadline. */
+    const pressure = (shortWrites: number, deadlineDrops: number) => {
+      readings = { ...readings, shortWrites: readings.shortWrites + shortWrites, dropped: { write_deadline: readings.dropped.write_deadline! + deadlineDrops } };
+    };
+    return { channel, decisions, pressure, capacity: () => readings.queueCapacity };
+  }
+
+  test("what one tick finds, of one kind or both, escalates one level however many thresholds' worth it holds; the next level needs pressure at a later tick", () => {
+    for (const [shortWrites, deadlineDrops] of [[0, 500], [40, 0], [40, 500]]) {
+      const { channel, decisions, pressure, capacity } = instrumented();
+      // A reader that stalled: one burst of pressure, seen at one tick.
+      pressure(shortWrites, deadlineDrops);
+      channel.sample();
+      expect(channel.optimizer!.state.level).toBe(1);
+      expect(capacity()).toBe(200);
+      expect(decisions.map((d) => [d.message, d.adaptive_level, d.queue_frames])).toEqual([["adaptive: escalate", 1, 200]]);
+      // Nothing new: nothing more.
+      channel.sample();
+      expect(channel.optimizer!.state.level).toBe(1);
+      // More at a later tick: the next level.
+      pressure(shortWrites, deadlineDrops);
+      channel.sample();
+      expect(channel.optimizer!.state.level).toBe(2);
+      expect(capacity()).toBe(400);
+      expect(decisions.length).toBe(2);
+    }
   });
 });
