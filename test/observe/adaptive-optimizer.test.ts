@@ -341,6 +341,41 @@ describe("adaptive optimizer once its client has gone", () => {
   });
 });
 
+describe("adaptive optimizer once nothing flows", () => {
+  test("escalated, then no frame, no queue and no client: it still relaxes after the calm period, on no frame's wake-up", async () => {
+    const { path } = socketDir(defer, "aan-");
+    defer(() => stopAgents());
+    const sock = path("out.sock");
+    const server = spawnAgent(
+      [
+        "output", "serve", "--socket", sock, "--source", "-", "--realtime",
+        "--queue-frames", "100", "--stuck-frames", "100000", "--max-latency-ms", "60000", "--socket-buffers", "default",
+        "--adaptive-threshold", "3", "--adaptive-window-ms", "1000", "--adaptive-calm-ms", "2000",
+        "--metrics", "0",
+      ],
+      { stdin: "pipe" },
+    );
+    const base = await metricsUrl(server);
+    await server.waitForStderr("listening socket=");
+    const reader = await connectClient(defer, sock, { paused: true });
+    await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "client connected");
+    // Half a second of 2 KB frames, 1 ms apart, into a reader that reads nothing; then the source goes quiet.
+    const N = 500;
+    await server.writeStdin(wireBytes(0, N, (i) => indexedPayload(i, 2048), OUTPUT_MAGIC, 1));
+    await scrapeUntil(base, (t) => value(t, "audio_agent_frames_submitted_total", { channel: "output" }) === N, "every frame submitted");
+    await scrapeUntil(base, (t) => value(t, "audio_agent_adaptive_level") >= 1, "escalation");
+    // The reader leaves: nothing queued, no client, no frame to wake the agent.
+    reader.close();
+    await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 0 && value(t, "audio_agent_queue_depth_frames") === 0, "client gone, queue empty");
+    const relaxed = await scrapeUntil(base, (t) => value(t, "audio_agent_adaptive_level") === 0, "relax with nothing flowing", 15_000);
+    expect(value(relaxed, "audio_agent_adaptive_decisions_total", { decision: "relax" })).toBe(1);
+    expect(value(relaxed, "audio_agent_queue_capacity_frames")).toBe(100);
+    expect(value(relaxed, "audio_agent_frames_submitted_total", { channel: "output" })).toBe(N);
+    server.endStdin();
+    expect(await server.exited, server.stderr).toBe(0);
+  });
+});
+
 describe("adaptive optimizer in live mode with the default latency budget", () => {
   test("a paused reader meets the budget first: frames dropped as latency_budget, no overflow, and the optimizer stays at level 0 (larger buffers would only hold older audio)", async () => {
     const { path } = socketDir(defer, "aab-");
