@@ -457,7 +457,7 @@ describe("metrics over HTTP from real roles", () => {
     expect(Number(stopped.delivered)).toBe(0);
   });
 
-  test("latency warnings total: every sample above the target or the maximum is counted, though the log tells of one per 10 s", async () => {
+  test("frames stamped 1.5 s and 120 ms ago: the frame age histogram holds them in seconds, and each counts as a latency warning, though the log tells of one per 10 s", async () => {
     const { path } = setup();
     const sock = path("in.sock");
     const server = spawnAgent(["input", "serve", "--socket", sock, "--sink", path("in.wire"), "--metrics", "0"]);
@@ -465,8 +465,8 @@ describe("metrics over HTTP from real roles", () => {
     await server.waitForStderr("listening socket=");
     const stamp = (behindMs: number) => (BigInt(Date.now()) - BigInt(behindMs)) * 1_000_000n;
     const config = encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 }), stamp(0));
-    // Five frames a second old (above the 200 ms maximum), then five 120 ms old (above the 50 ms target only).
-    const frames = [1000, 1000, 1000, 1000, 1000, 120, 120, 120, 120, 120].map((behind, i) =>
+    // Five frames 1.5 s old (above the 200 ms maximum), then five 120 ms old (above the 50 ms target only).
+    const frames = [1500, 1500, 1500, 1500, 1500, 120, 120, 120, 120, 120].map((behind, i) =>
       encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, new Uint8Array([0xfc, i]), stamp(behind)),
     );
     const client = await Bun.connect({ unix: sock, socket: { data() {}, error() {} } });
@@ -474,6 +474,13 @@ describe("metrics over HTTP from real roles", () => {
     client.write(Buffer.concat([config, ...frames]));
     const text = await scrapeUntil(base, (t) => value(t, "jetkvm_microphone_frames_received_total") === 10, "10 frames received");
     expect(value(text, "audio_agent_frame_age_seconds_count")).toBe(10);
+    // In seconds: the 120 ms ones above 0.1 and (with room for a slow machine) below 0.5, the others above 1
+    // (the test's clock and the agent's may read a millisecond apart).
+    expect(value(text, "audio_agent_frame_age_seconds_bucket", { le: "0.1" })).toBe(0);
+    expect(value(text, "audio_agent_frame_age_seconds_bucket", { le: "0.5" })).toBe(5);
+    expect(value(text, "audio_agent_frame_age_seconds_bucket", { le: "1" })).toBe(5);
+    expect(value(text, "audio_agent_frame_age_seconds_sum")).toBeGreaterThan(5 * 1.5 + 5 * 0.12 - 0.01);
+    expect(value(text, "audio_agent_frame_age_seconds_sum")).toBeLessThan(10);
     // The log's rate limit holds back all but the first of each level...
     await server.waitForStderr("latency above maximum");
     await server.waitForStderr("latency above target");
