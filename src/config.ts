@@ -218,10 +218,6 @@ export type Settings<N extends OptionName = OptionName> = { [K in N]: ValueOf<K>
 
 const COMMON = [
   "socket-buffers",
-  "adaptive",
-  "adaptive-threshold",
-  "adaptive-window-ms",
-  "adaptive-calm-ms",
   "metrics",
   "monitor",
   "stats-interval",
@@ -230,12 +226,20 @@ const COMMON = [
   "log-format",
 ] as const satisfies readonly OptionName[];
 
+/**
+ * The adaptive optimizer's settings: a sending end's only. It acts on the
+ * pressure its writes meet (short writes, deadline drops); a receiver meets
+ * none, and on a Unix stream socket its receive buffer does not bound what
+ * the sender may queue (the sender's send buffer does).
+ */
+const ADAPTIVE = ["adaptive", "adaptive-threshold", "adaptive-window-ms", "adaptive-calm-ms"] as const satisfies readonly OptionName[];
+
 /** Which settings each role reads. */
 export const ROLE_OPTIONS = {
-  "output serve": ["socket", "source", "format", "realtime", "loop", "lenient", "socket-mode", "queue-frames", "drop", "write-deadline-ms", "max-latency-ms", "stuck-frames", ...COMMON],
+  "output serve": ["socket", "source", "format", "realtime", "loop", "lenient", "socket-mode", "queue-frames", "drop", "write-deadline-ms", "max-latency-ms", "stuck-frames", ...ADAPTIVE, ...COMMON],
   "output recv": ["socket", "sink", "append", "format", "count", "once", "connect-timeout", "pre-skip", "page-ms", "channels", ...COMMON],
   "input serve": ["socket", "sink", "append", "format", "once", "socket-mode", "pre-skip", "page-ms", "sink-pipe-bytes", ...COMMON],
-  "input send": ["socket", "source", "format", "realtime", "loop", "lenient", "connect-timeout", "heartbeat-ms", "ack-timeout-ms", "sample-rate", "channels", "frame-size", "queue-frames", "drop", "write-deadline-ms", "max-latency-ms", "stuck-frames", ...COMMON],
+  "input send": ["socket", "source", "format", "realtime", "loop", "lenient", "connect-timeout", "heartbeat-ms", "ack-timeout-ms", "sample-rate", "channels", "frame-size", "queue-frames", "drop", "write-deadline-ms", "max-latency-ms", "stuck-frames", ...ADAPTIVE, ...COMMON],
 } as const satisfies Record<Role, readonly OptionName[]>;
 
 export type RoleSettings<R extends Role> = Settings<(typeof ROLE_OPTIONS)[R][number]>;

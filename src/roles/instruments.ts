@@ -14,7 +14,9 @@ import { JitPolicy } from "./jit-policy.ts";
 import { Sampler } from "./sampler.ts";
 
 /** What a channel end's instruments read: its socket, buffers and optimizer. */
-type ChannelSettings = Settings<"socket" | "socket-buffers" | "adaptive" | "adaptive-threshold" | "adaptive-window-ms" | "adaptive-calm-ms">;
+type ChannelSettings = Settings<"socket" | "socket-buffers"> & (AdaptiveSettings | { adaptive?: undefined });
+/** A sending end's optimizer (a receiver has none: config.ts ADAPTIVE). */
+type AdaptiveSettings = Settings<"adaptive" | "adaptive-threshold" | "adaptive-window-ms" | "adaptive-calm-ms">;
 /** What the whole process's instruments read: its HTTP endpoints and stats lines. */
 type ProcessSettings = Settings<"metrics" | "monitor" | "stats-interval" | "http-allow-host">;
 
@@ -108,7 +110,7 @@ export class Instruments {
         onFrame: () => this.sampler.frame(),
       });
     });
-    const every = Math.min(SAMPLE_MS, ...ends.flatMap(({ settings: s }) => [s["adaptive-calm-ms"], s["adaptive-window-ms"]]));
+    const every = Math.min(SAMPLE_MS, ...ends.flatMap(({ settings: s }) => (s.adaptive === undefined ? [] : [s["adaptive-calm-ms"], s["adaptive-window-ms"]])));
     this.jit = new JitPolicy(this.report, this.frames());
     this.sampler = new Sampler(every, () => this.tick(), () => this.channels.some((c) => c.unsettled()));
     const statsMs = settings["stats-interval"] * 1000;

@@ -155,6 +155,10 @@ describe("usage errors", () => {
       [["serve", "--output-source", "x", "--input-sink", "y", "--source", "z"], "audio-agent: serve: unknown option --source (see audio-agent serve --help)"],
       [["serve", "--output-source", "x", "--input-sink", "y", "--output-sink", "z"], "audio-agent: serve: unknown option --output-sink (see audio-agent serve --help)"],
       [["serve", "--output-source", "x", "--input-sink", "y", "--output-metrics", "9100"], "audio-agent: serve: unknown option --output-metrics (see audio-agent serve --help)"],
+      // The optimizer acts on a sending end's writes: a receiver has none to offer.
+      [["output", "recv", "--sink", "x", "--adaptive", "on"], "audio-agent: output recv: unknown option --adaptive (see audio-agent output recv --help)"],
+      [["input", "serve", "--sink", "x", "--adaptive-threshold", "3"], "audio-agent: input serve: unknown option --adaptive-threshold (see audio-agent input serve --help)"],
+      [["serve", "--output-source", "x", "--input-sink", "y", "--input-adaptive", "off"], "audio-agent: serve: unknown option --input-adaptive (see audio-agent serve --help)"],
       [["serve", "--output-source", "x", "--input-sink", "y", "--input-format", "mp3"], 'audio-agent: --input-format "mp3" is not allowed: wire, ogg'],
       [["serve", "--output-source", "x", "--input-sink", "y", "--output-loop=yes"], 'audio-agent: serve: --output-loop is a switch: takes true or false, found "yes" (see audio-agent serve --help)'],
       [["serve", "--input-sink", "y"], `audio-agent: serve: --output-source is required (${OPTIONS.source.allowed})`],
