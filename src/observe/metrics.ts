@@ -213,7 +213,7 @@ export class AgentMetrics {
     const writeCall = histogram("audio_agent_write_call_seconds", "Duration of each socket write call");
     const frameAge = histogram(
       "audio_agent_frame_age_seconds",
-      "Frame age at the receiver: arrival time minus the header timestamp (first frame of each read)",
+      "Frame age at the receiver: arrival time minus the header timestamp (output: the first frame of each read; input: every frame)",
     );
     const roundTrip = histogram("audio_agent_heartbeat_rtt_seconds", "Heartbeat to Ack round trip");
 
