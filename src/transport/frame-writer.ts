@@ -3,12 +3,24 @@ import { MAX_MESSAGE, MessageType, wallClock, type WallClock } from "../protocol
 import type { FrameQueue } from "./frame-queue.ts";
 import { DropReason } from "./frame-stats.ts";
 import { InFlight } from "./in-flight.ts";
+import { sendQueueBytesNow } from "./socket-options.ts";
 
 /** Largest single write: several frames coalesced, one syscall (the high-load SO_SNDBUF size; measured in the benchmark). */
 export const COALESCE_BYTES = 256 * 1024;
 
 /** While writing is held by the latency budget, look again this often (a new frame looks at once). */
 const HOLD_RECHECK_MS = 10;
+
+/**
+ * While the socket is full, look this often whether the client has read
+ * anything (the kernel's unread count, ioctl TIOCOUTQ, fell), besides waiting
+ * for `drain`, where waiting costs: in live mode (frames age) and while a stop
+ * finishes a begun message. A Unix socket reports room (`drain`) only once
+ * three quarters of its send buffer are free again: a client that reads
+ * steadily but slowly (a real-time one) has made room for more long before.
+ * Room found so is taken as a drain is.
+ */
+const ROOM_RECHECK_MS = 10;
 
 export interface FrameWriterOptions {
   /**
@@ -58,6 +70,10 @@ export class FrameWriter {
   /** The latency budget holds writing: the client has not read what is in flight. */
   private held = false;
   private holdTimer: ReturnType<typeof setTimeout> | undefined;
+  private roomTimer: ReturnType<typeof setInterval> | undefined;
+  /** The client's socket, and what it held unread when the writer blocked (-1: cannot tell). */
+  private fd = -1;
+  private unreadWhenBlocked = -1;
   private readonly inFlight = new InFlight();
   /** Live mode's limits in ms (0: none); lossless mode has none. */
   private readonly deadlineMs: number;
@@ -77,6 +93,14 @@ export class FrameWriter {
   private readonly recheckTask = () => {
     this.holdTimer = undefined;
     this.pump();
+  };
+  private readonly roomTask = () => {
+    const socket = this.socket;
+    if (!socket || !this.blocked) return this.stopRoomChecks();
+    const unread = sendQueueBytesNow(this.fd);
+    if (unread >= this.unreadWhenBlocked) return;
+    this.stopRoomChecks();
+    if (unread >= 0) this.onDrain(socket);
   };
 
   constructor(
@@ -103,7 +127,8 @@ export class FrameWriter {
     this.socket = socket;
     this.blocked = false;
     const fd = socket.fd;
-    this.inFlight.reset(typeof fd === "number" ? fd : -1);
+    this.fd = typeof fd === "number" ? fd : -1;
+    this.inFlight.reset(this.fd);
     this.dropsAtProgress = this.pressureDrops();
     this.stuckReported = false;
     this.schedule();
@@ -137,6 +162,8 @@ export class FrameWriter {
       this.tailSent = 0;
     }
     this.queue.dropAll(reason);
+    if (this.tailSize === 0) this.stopRoomChecks();
+    else if (this.blocked) this.watchRoom();
     this.wake();
   }
 
@@ -250,6 +277,7 @@ export class FrameWriter {
       }
       queue.shift(whole);
       this.blocked = true;
+      this.watchRoom();
       break;
     }
     this.wake();
@@ -271,6 +299,7 @@ export class FrameWriter {
     if (written < remaining) {
       this.queue.stats.shortWrites++;
       this.blocked = true;
+      this.watchRoom();
       return false;
     }
     const now = performance.now();
@@ -360,8 +389,22 @@ export class FrameWriter {
     this.held = false;
     clearTimeout(this.holdTimer);
     this.holdTimer = undefined;
+    this.stopRoomChecks();
+    this.fd = -1;
     this.inFlight.reset(-1);
     this.wake();
+  }
+
+  /** Blocked: look for room on a timer too where waiting for `drain` costs (see ROOM_RECHECK_MS). */
+  private watchRoom(): void {
+    if (this.roomTimer || !(this.deadlineMs > 0 || this.budgetMs > 0 || this.closedFor)) return;
+    this.unreadWhenBlocked = sendQueueBytesNow(this.fd);
+    if (this.unreadWhenBlocked > 0) this.roomTimer = setInterval(this.roomTask, ROOM_RECHECK_MS);
+  }
+
+  private stopRoomChecks(): void {
+    clearInterval(this.roomTimer);
+    this.roomTimer = undefined;
   }
 
   private schedule(): void {

@@ -7,10 +7,12 @@ import { describe, expect, test } from "bun:test";
 import { useCleanup } from "../support/cleanup.ts";
 import { startOutputServer } from "../support/output-server.ts";
 import { expectIntactInOrder, indexedPayload } from "../support/payloads.ts";
+import { pacedReader } from "../support/paced-reader.ts";
 import { connectClient, connectOutcome } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { recordingObserver, recordingReport } from "../support/reports.ts";
 import { until } from "../support/wait.ts";
+import { FrameParser, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { within } from "../../src/transport/within.ts";
 
 const defer = useCleanup();
@@ -145,6 +147,50 @@ describe("OutputServer", () => {
       expect(s.dropped.shutdown).toBeGreaterThan(0);
       expect(s.submitted).toBe(s.delivered + s.droppedTotal);
     }
+  });
+
+  test("stop(): a client reading steadily but slowly (4 KiB every 20 ms, as a real-time Go client) gets the frame it has begun whole", async () => {
+    for (const lossless of [true, false]) {
+      const { path, server } = await startOutputServer(defer, { lossless, writeDeadlineMs: 0, stuckFrames: 100_000, socketBuffers: { sendBytes: 65536, receiveBytes: 65536 } });
+      const reader = pacedReader(defer, path, 4113, 20);
+      await until(() => server.connected, "client accepted");
+      for (let i = 0; i < 300; i++) server.sendFrame(indexedPayload(i, 4096));
+      await until(() => server.stats.shortWrites > 0, "a short write");
+      await server.stop();
+      const parser = new FrameParser(OUTPUT_MAGIC);
+      parser.push(await reader.readToEnd());
+      const frames: Uint8Array[] = [];
+      for (let m = parser.next(); m; m = parser.next()) frames.push(m.payload.slice());
+      // The client took bytes all along: the frame it had begun is finished, not cut.
+      expect({ lossless, partial: parser.pending }).toEqual({ lossless, partial: 0 });
+      const s = server.stats;
+      expect(frames.length).toBe(s.delivered);
+      expectIntactInOrder(frames, 4096);
+      expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+    }
+  });
+
+  test("live: a client that stalled until its socket buffer filled, then read half of it, gets the frames queued meanwhile without waiting for a drain (which comes only at three quarters free)", async () => {
+    const { path, server } = await startOutputServer(defer, { writeDeadlineMs: 50, maxLatencyMs: 60_000, stuckFrames: 100_000, socketBuffers: { sendBytes: 65536, receiveBytes: 65536 } });
+    const reader = pacedReader(defer, path, 0, 0);
+    await until(() => server.connected, "client accepted");
+    let next = 0;
+    while (server.stats.shortWrites === 0) {
+      if (next > 10_000) throw new Error("the socket never filled");
+      server.sendFrame(indexedPayload(next++, 4096));
+      await tick();
+    }
+    for (let k = 0; k < 5; k++) server.sendFrame(indexedPayload(next++, 4096));
+    // Half of what the kernel holds for it (twice the 64 KiB asked for): no drain yet.
+    let read = 0;
+    for (let n = -1; n !== 0 && read < 65536; read += n) n = reader.read(65536 - read);
+    expect(read).toBeGreaterThan(32 * 1024);
+    // The kernel now has room for the frames queued (5 of at most 4113 bytes) and the one begun.
+    await until(() => server.idle, "the queued frames to go out", 2000);
+    const s = server.stats;
+    expect(s.dropped.write_deadline).toBe(0);
+    expect(s.submitted).toBe(next);
+    expect(s.delivered).toBe(next);
   });
 
   test("live: while the socket is full, a new frame drops what waited past the write deadline at once, without waiting for a drain", async () => {

@@ -1,0 +1,90 @@
+/**
+ * A client that reads as the Go original's AudioClient does under a real-time
+ * consumer: a fixed number of bytes at a time, at a steady pace, through libc
+ * (recv with MSG_DONTWAIT, so the loop the server under test runs on is never
+ * blocked). Unlike a Bun socket, which takes whatever the kernel holds once
+ * resumed, it leaves the server's socket buffer full and frees it a little at
+ * a time, so the server sees the buffer writable again only late (a Unix
+ * socket polls writable once a quarter of its send buffer is used).
+ */
+import { ptr } from "bun:ffi";
+import { openLibc } from "../../src/transport/socket-options.ts";
+import { concatBytes } from "./bytes.ts";
+import { until } from "./wait.ts";
+
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+const MSG_DONTWAIT = 0x40;
+
+const opened = openLibc({
+  socket: { args: ["i32", "i32", "i32"], returns: "i32" },
+  connect: { args: ["i32", "ptr", "u32"], returns: "i32" },
+  recv: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
+  close: { args: ["i32"], returns: "i32" },
+});
+
+export interface PacedReader {
+  /** Everything read so far, in one buffer. */
+  bytes(): Uint8Array;
+  /** Reads up to `max` bytes now (what the kernel holds; none when it holds none); how many were read. */
+  read(max: number): number;
+  /** Reads on at full speed until the server ends the connection. */
+  readToEnd(timeoutMs?: number): Promise<Uint8Array>;
+}
+
+/**
+ * Connects to `path` and reads `chunk` bytes every `everyMs` (with `everyMs` 0, only when
+ * told: read()); `defer` (see useCleanup) closes it.
+ */
+export function pacedReader(defer: (cleanup: () => unknown) => void, path: string, chunk: number, everyMs: number): PacedReader {
+  if (!opened.library) throw new Error(opened.detail);
+  const libc = opened.library.symbols;
+  const address = new Uint8Array(110);
+  address[0] = AF_UNIX;
+  address.set(Buffer.from(path), 2);
+  const fd = libc.socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0) throw new Error("socket() failed");
+  if (libc.connect(fd, ptr(address), address.length) !== 0) {
+    libc.close(fd);
+    throw new Error(`connect to ${path} failed`);
+  }
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(64 * 1024);
+  let ended = false;
+  let open = true;
+  /** One recv of at most `max` bytes; false once nothing came (EAGAIN) or the peer ended. */
+  const readOnce = (max: number): boolean => {
+    if (ended) return false;
+    const n = Number(libc.recv(fd, ptr(buffer), Math.min(max, buffer.length), MSG_DONTWAIT));
+    if (n === 0) ended = true;
+    if (n <= 0) return false;
+    chunks.push(buffer.slice(0, n));
+    return true;
+  };
+  let timer: ReturnType<typeof setInterval> | undefined = everyMs > 0 ? setInterval(() => readOnce(chunk), everyMs) : undefined;
+  const close = () => {
+    clearInterval(timer);
+    timer = undefined;
+    if (open) libc.close(fd);
+    open = false;
+  };
+  defer(close);
+  return {
+    bytes: () => concatBytes(chunks),
+    read(max) {
+      const before = chunks.length;
+      readOnce(max);
+      return chunks.length > before ? chunks[chunks.length - 1]!.length : 0;
+    },
+    async readToEnd(timeoutMs = 5000) {
+      clearInterval(timer);
+      timer = undefined;
+      await until(() => {
+        while (readOnce(buffer.length));
+        return ended;
+      }, "the server to end the connection", timeoutMs);
+      close();
+      return concatBytes(chunks);
+    },
+  };
+}
