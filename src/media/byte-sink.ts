@@ -1,4 +1,5 @@
-import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, statSync } from "node:fs";
+import { dirname } from "node:path";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { writeFrom } from "../io/write-from.ts";
 
@@ -89,7 +90,7 @@ export class ByteSink implements ByteOutput {
       const own = ownNonBlockingDescription(1);
       return new ByteSink("stdout", own ?? 1, own !== undefined, capacity);
     }
-    const fd = openSync(path, append ? "a" : "w", 0o644);
+    const fd = openForWriting(path, append);
     const own = ownNonBlockingDescription(fd);
     if (own === undefined) return new ByteSink(path, fd, true, capacity, fstatSync(fd).isFile());
     closeSync(fd);
@@ -320,6 +321,43 @@ export class ByteSink implements ByteOutput {
     this.failure = new Error(`cannot write to sink ${this.name}: ${code}`);
     throw this.failure;
   }
+}
+
+/**
+ * Opens the file at `path` to write (created 0644, truncated unless
+ * `append`). In a directory anyone may write to that keeps its files to
+ * their owners (mode 1777, as /tmp), it does what the kernel's
+ * fs.protected_symlinks and fs.protected_regular do where they are on,
+ * whatever they are set to: a symbolic link there is followed only when it
+ * is this process's or the directory owner's, and a regular file there that
+ * another user owns is neither truncated nor written into. Otherwise another
+ * user could point the path of an agent run as root at any file, or place a
+ * file of their own there and read the audio. A link made there after the
+ * look is not followed (O_NOFOLLOW).
+ */
+function openForWriting(path: string, append: boolean): number {
+  const flags = constants.O_WRONLY | constants.O_CREAT | (append ? constants.O_APPEND : 0);
+  const dir = statSync(dirname(path), { throwIfNoEntry: false });
+  if (dir === undefined || (dir.mode & 0o1002) !== 0o1002) return openSync(path, flags | (append ? 0 : constants.O_TRUNC), 0o644);
+  const trusted = (uid: number) => uid === process.geteuid?.() || uid === dir.uid;
+  const refused = (what: string, uid: number) =>
+    Object.assign(new Error(`sink ${path} is ${what} of another user (uid ${uid}) in the world-writable directory ${dirname(path)}; refusing to write through it`), { code: "EACCES" });
+  const link = lstatSync(path, { throwIfNoEntry: false });
+  if (link?.isSymbolicLink() && !trusted(link.uid)) throw refused("a symbolic link", link.uid);
+  let fd: number;
+  try {
+    fd = openSync(path, flags | (link?.isSymbolicLink() ? 0 : constants.O_NOFOLLOW), 0o644);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ELOOP") throw e;
+    throw refused("a symbolic link", lstatSync(path, { throwIfNoEntry: false })?.uid ?? -1);
+  }
+  const file = fstatSync(fd);
+  if (file.isFile() && !trusted(file.uid)) {
+    closeSync(fd);
+    throw refused("a file", file.uid);
+  }
+  if (!append && file.isFile()) ftruncateSync(fd, 0);
+  return fd;
 }
 
 /** A write's errno that says the reader has gone: EPIPE, or ECONNRESET from a socket's reader. */

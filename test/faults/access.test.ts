@@ -9,7 +9,7 @@
  * they say so.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, mkdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { expectAccountedLine, failureLine } from "../support/agent-log.ts";
@@ -146,6 +146,57 @@ describe.skipIf(!canSwitchUser)("another user (nobody, no groups)", () => {
     const line = failureLine(result.stderr);
     expect(line).toContain(locked);
     expect(line).toContain("not writable");
+  });
+});
+
+describe.skipIf(!canSwitchUser)("a sink in a world-writable sticky directory (as /tmp)", () => {
+  /** A directory like /tmp (mode 1777, root's), with the root-only file `precious` beside it. */
+  function stickyDir() {
+    const dir = openDir("sticky-");
+    const shared = dir.path("shared");
+    mkdirSync(shared);
+    chmodSync(shared, 0o1777);
+    const precious = dir.path("precious");
+    writeFileSync(precious, "precious\n");
+    chmodSync(precious, 0o600);
+    return { dir, shared, precious };
+  }
+
+  /** `output recv` as root into `sink` from a fed server: its exit code and log, and the server stopped. */
+  async function recordAsRoot(dir: { path: (name: string) => string }, sink: string): Promise<{ code: number; stderr: string }> {
+    const socket = dir.path("out.sock");
+    const { server, feed } = await startFedServer(socket);
+    const recv = spawnAgent(["output", "recv", "--socket", socket, "--sink", sink, "--count", "10"]);
+    const connected = Promise.race([server.waitForStderr("client connected").then(() => true), recv.exited.then(() => false)]);
+    if (await connected) await feed.send(10);
+    const code = await recv.exited;
+    await feed.end();
+    expect(await server.exited).toBe(0);
+    return { code, stderr: recv.stderr };
+  }
+
+  test("another user's symlink at the sink path is not followed: the file it points at is left as it was", async () => {
+    const { dir, shared, precious } = stickyDir();
+    const sink = join(shared, "rec.wire");
+    const planted = Bun.spawnSync(asNobody(dir.dir, ["ln", "-s", precious, sink]), { cwd: dir.dir });
+    expect(planted.exitCode).toBe(0);
+    const { code, stderr } = await recordAsRoot(dir, sink);
+    expect(statSync(precious).size).toBe("precious\n".length);
+    expect(readFileSync(precious, "utf8")).toBe("precious\n");
+    expect(code).toBe(1);
+    expect(failureLine(stderr)).toContain(sink);
+  });
+
+  test("another user's file at the sink path is not written into: the audio does not go to a file that user can read", async () => {
+    const { dir, shared } = stickyDir();
+    const sink = join(shared, "rec.wire");
+    const planted = Bun.spawnSync(asNobody(dir.dir, ["sh", "-c", `umask 0; : >${sink}`]), { cwd: dir.dir });
+    expect(planted.exitCode).toBe(0);
+    expect(statSync(sink).uid).toBe(NOBODY);
+    const { code, stderr } = await recordAsRoot(dir, sink);
+    expect(statSync(sink).size).toBe(0);
+    expect(code).toBe(1);
+    expect(failureLine(stderr)).toContain(sink);
   });
 });
 
