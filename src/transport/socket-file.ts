@@ -1,4 +1,4 @@
-import { accessSync, chmodSync, constants, linkSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, type Stats } from "node:fs";
+import { accessSync, chmodSync, closeSync, constants, fstatSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, type Stats } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { MAX_SOCKET_DIRECTORY, MAX_SOCKET_PATH } from "../protocol/index.ts";
 import { within } from "./within.ts";
@@ -281,6 +281,13 @@ export interface SocketFileIdentity {
   ino: number;
 }
 
+/** Linux's O_PATH (node:fs has no constant for it): a descriptor for fstat and /proc/self/fd that neither reads nor writes. */
+const O_PATH = 0o10000000;
+
+function replaced(path: string, hidden: string): SocketPathError {
+  return new SocketPathError("InUse", path, `socket path ${path}: the name it was bound by (${hidden}) was replaced by another process while binding; refusing to go on`);
+}
+
 /** Attempts at a fresh hidden name before giving up (another file taking the same random name). */
 const BIND_ATTEMPTS = 8;
 
@@ -320,18 +327,32 @@ export function bindSocketFile<L extends { stop(closeActive?: boolean): void }>(
     } finally {
       process.umask(umask);
     }
+    let held: number | undefined;
     try {
-      chmodSync(hidden, mode);
-      const stat = lstatSync(hidden);
+      // The file bound, held by a descriptor that stays on it whatever becomes of the name (not
+      // followed): in a directory another user may write, that user could replace the name with a
+      // symbolic link, which a chmod by name would follow to any file.
+      held = openSync(hidden, O_PATH | constants.O_NOFOLLOW);
+      const stat = fstatSync(held);
+      if (!stat.isSocket() || stat.uid !== process.geteuid?.()) throw replaced(path, hidden);
+      chmodSync(`/proc/self/fd/${held}`, mode);
       linkSync(hidden, path);
+      // Linked by name: the path must now be the file bound, not what took the hidden name meanwhile.
+      if (!sameFile(path, stat)) {
+        unlinkSync(path);
+        throw replaced(path, hidden);
+      }
       return { listener, identity: { dev: stat.dev, ino: stat.ino } };
     } catch (e) {
       // Unlinks the hidden name too.
       listener.stop(true);
+      if (e instanceof SocketPathError) throw e;
       if (errno(e) === "EEXIST") {
         throw new SocketPathError("InUse", path, `socket path ${path} was taken by another process while binding; refusing to replace it`);
       }
       throw new SocketPathError("CannotListen", path, `socket path ${path}: cannot listen (${errno(e)})`, errno(e));
+    } finally {
+      if (held !== undefined) closeSync(held);
     }
   }
 }

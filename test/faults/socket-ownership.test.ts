@@ -8,8 +8,9 @@
  * is cleaned up whole by the next one.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, renameSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { useCleanup } from "../support/cleanup.ts";
+import { asNobody, canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { StdinFeeder } from "../support/feeder.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 import { RecordingClient } from "../support/peer.ts";
@@ -179,5 +180,40 @@ describe("the socket's mode from the moment it exists", () => {
       expect(binds.length).toBe(1);
       expect((binds[0]!.mode & ~mode).toString(8)).toBe("0");
     }
+  }, 60_000);
+});
+
+describe.skipIf(!canSwitchUser)("a socket directory another user may write (a clients' group's)", () => {
+  test("the hidden name replaced by that user's symlink between bind and chmod: the file it points at keeps its mode, and no symlink is put at the path", async () => {
+    if (!STRACE) throw new Error("strace is missing: this test traces the agent's bind() (.ci/run installs it: apt-get install strace)");
+    const dir = setup();
+    chmodSync(dir.dir, 0o755);
+    const shared = dir.path("shared");
+    mkdirSync(shared);
+    chownSync(shared, 0, NOBODY);
+    chmodSync(shared, 0o770);
+    const precious = dir.path("precious");
+    writeFileSync(precious, "precious\n");
+    chmodSync(precious, 0o600);
+    const path = `${shared}/out.sock`;
+    // The chmod of the hidden name is held up for 3 s (strace's fault injection), so that the other
+    // user's rename lands in the window every time rather than once in a while.
+    const proc = Bun.spawn(
+      [STRACE, "-f", "-qq", "-o", "/dev/null", "-e", "trace=chmod,fchmodat", "-e", "inject=chmod,fchmodat:delay_enter=3000000", ...AGENT, "output", "serve", "--socket", path, "--source", "-", "--socket-mode", "0666"],
+      { cwd: dir.dir, env: agentEnv(), stdin: "pipe", stdout: "ignore", stderr: "pipe" },
+    );
+    defer(() => proc.kill("SIGKILL"));
+    let hidden = "";
+    await until(() => (hidden = readdirSync(shared).find((name) => name.startsWith(".out.sock.")) ?? "") !== "", "the hidden name", 30_000);
+    const swap = Bun.spawnSync(asNobody(dir.dir, ["sh", "-c", `ln -s ${precious} ${shared}/planted && mv -f ${shared}/planted ${shared}/${hidden}`]), { cwd: dir.dir });
+    expect(swap.exitCode).toBe(0);
+    expect(lstatSync(`${shared}/${hidden}`).isSymbolicLink()).toBe(true);
+    const stderr = new Response(proc.stderr).text();
+    // Listening, or refusing: either way once the held-up chmod has returned.
+    await until(async () => (await Promise.race([stderr.then(() => true), Bun.sleep(50).then(() => false)])) || existsSync(path), "the agent past its chmod", 30_000);
+    expect((statSync(precious).mode & 0o777).toString(8)).toBe("600");
+    expect(lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink() ?? false).toBe(false);
+    (proc.stdin as import("bun").FileSink).end();
+    await proc.exited;
   }, 60_000);
 });
