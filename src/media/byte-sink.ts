@@ -377,13 +377,19 @@ const FIFO_READER_LOOK_MS = 200;
  * opening the path again would wait anew if the reader had left meanwhile.
  * A FIFO removed meanwhile (a pipeline making it again) is waited for too:
  * opening the path then would create a regular file there. Undefined for
- * anything else, or when `stopped()` comes first.
+ * anything else (a FIFO replaced by something else while it waits too: the
+ * sink then opens the path as a file, with its checks), or when `stopped()`
+ * comes first.
  */
 export async function holdFifoForWriting(path: string, stopped: () => boolean, waiting: () => void): Promise<number | undefined> {
   if (path === "-" || !statSync(path, { throwIfNoEntry: false })?.isFIFO()) return undefined;
   for (let told = false; !stopped(); await Bun.sleep(FIFO_READER_LOOK_MS)) {
     try {
-      return openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
+      const fd = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
+      // Something else there now (a FIFO replaced by a file or a symbolic link): the sink's own open decides.
+      if (fstatSync(fd).isFIFO()) return fd;
+      closeSync(fd);
+      return undefined;
     } catch (e) {
       // ENXIO: no reader yet; ENOENT: no FIFO just now. Anything else the sink's own open reports.
       const code = (e as NodeJS.ErrnoException).code;

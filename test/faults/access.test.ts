@@ -187,6 +187,27 @@ describe.skipIf(!canSwitchUser)("a sink in a world-writable sticky directory (as
     expect(failureLine(stderr)).toContain(sink);
   });
 
+  test("another user's FIFO at the sink path, replaced by that user's symlink while the agent waits for its reader: the file the symlink points at is left as it was", async () => {
+    const { dir, shared, precious } = stickyDir();
+    const sink = join(shared, "rec.wire");
+    expect(Bun.spawnSync(asNobody(dir.dir, ["mkfifo", "-m", "0666", sink]), { cwd: dir.dir }).exitCode).toBe(0);
+    const socket = dir.path("out.sock");
+    const { server, feed } = await startFedServer(socket);
+    const recv = spawnAgent(["output", "recv", "--socket", socket, "--sink", sink, "--count", "10"]);
+    await recv.waitForStderr("waiting for a reader of the sink FIFO");
+    const swap = Bun.spawnSync(asNobody(dir.dir, ["sh", "-c", `ln -s ${precious} ${sink}.new && mv -f ${sink}.new ${sink}`]), { cwd: dir.dir });
+    expect(swap.exitCode).toBe(0);
+    const connected = Promise.race([server.waitForStderr("client connected").then(() => true), recv.exited.then(() => false)]);
+    if (await connected) await feed.send(10);
+    const code = await recv.exited;
+    await feed.end();
+    expect(await server.exited).toBe(0);
+    expect(statSync(precious).size).toBe("precious\n".length);
+    expect(readFileSync(precious, "utf8")).toBe("precious\n");
+    expect(code).toBe(1);
+    expect(failureLine(recv.stderr)).toContain(sink);
+  });
+
   test("another user's file at the sink path is not written into: the audio does not go to a file that user can read", async () => {
     const { dir, shared } = stickyDir();
     const sink = join(shared, "rec.wire");
