@@ -3,7 +3,7 @@ import { MAX_MESSAGE, MessageType, wallClock, type WallClock } from "../protocol
 import type { FrameQueue } from "./frame-queue.ts";
 import { DropReason } from "./frame-stats.ts";
 import { InFlight } from "./in-flight.ts";
-import { sendQueueBytesNow } from "./socket-options.ts";
+import { getSocketBuffers, sendQueueBytesNow } from "./socket-options.ts";
 
 /** Largest single write: several frames coalesced, one syscall (the high-load SO_SNDBUF size; measured in the benchmark). */
 export const COALESCE_BYTES = 256 * 1024;
@@ -18,7 +18,8 @@ const HOLD_RECHECK_MS = 10;
  * finishes a begun message. A Unix socket reports room (`drain`) only once
  * three quarters of its send buffer are free again: a client that reads
  * steadily but slowly (a real-time one) has made room for more long before.
- * Room found so is taken as a drain is.
+ * Room found so (the unread count fell below the send buffer's size, as the
+ * kernel judges room) is taken as a drain is.
  */
 const ROOM_RECHECK_MS = 10;
 
@@ -99,6 +100,15 @@ export class FrameWriter {
     if (!socket || !this.blocked) return this.stopRoomChecks();
     const unread = sendQueueBytesNow(this.fd);
     if (unread >= this.unreadWhenBlocked) return;
+    // The kernel takes a write while what is unread is under the send buffer's size; the last
+    // write may have taken it well past that, and the client may have freed less than that.
+    if (unread >= 0) {
+      const buffers = getSocketBuffers(this.fd);
+      if (buffers.ok && unread >= buffers.sendBytes) {
+        this.unreadWhenBlocked = unread;
+        return;
+      }
+    }
     this.stopRoomChecks();
     if (unread >= 0) this.onDrain(socket);
   };
@@ -276,8 +286,7 @@ export class FrameWriter {
         whole++;
       }
       queue.shift(whole);
-      this.blocked = true;
-      this.watchRoom();
+      this.block();
       break;
     }
     this.wake();
@@ -298,8 +307,7 @@ export class FrameWriter {
     this.tailSent += written;
     if (written < remaining) {
       this.queue.stats.shortWrites++;
-      this.blocked = true;
-      this.watchRoom();
+      this.block();
       return false;
     }
     const now = performance.now();
@@ -395,10 +403,20 @@ export class FrameWriter {
     this.wake();
   }
 
+  /**
+   * The kernel took less than asked: wait for `drain`. What the client has not
+   * read is noted now, in every mode: whatever it reads from here on is room,
+   * also when the room checks start later (a stop finishing a begun message).
+   */
+  private block(): void {
+    this.blocked = true;
+    this.unreadWhenBlocked = sendQueueBytesNow(this.fd);
+    this.watchRoom();
+  }
+
   /** Blocked: look for room on a timer too where waiting for `drain` costs (see ROOM_RECHECK_MS). */
   private watchRoom(): void {
     if (this.roomTimer || !(this.deadlineMs > 0 || this.budgetMs > 0 || this.closedFor)) return;
-    this.unreadWhenBlocked = sendQueueBytesNow(this.fd);
     if (this.unreadWhenBlocked > 0) this.roomTimer = setInterval(this.roomTask, ROOM_RECHECK_MS);
   }
 
