@@ -79,6 +79,8 @@ export class FrameWriter {
   /** Live mode's limits in ms (0: none); lossless mode has none. */
   private readonly deadlineMs: number;
   private readonly budgetMs: number;
+  /** Age at which dropStale drops a queued message: the tighter live limit (Infinity: none). */
+  private readonly staleAfterMs: number;
   private scheduled = false;
   /** Pressure drops (queue full, deadline, budget) counted when the client last took bytes. */
   private dropsAtProgress = 0;
@@ -97,7 +99,7 @@ export class FrameWriter {
   };
   private readonly roomTask = () => {
     const socket = this.socket;
-    if (!socket || !this.blocked) return this.stopRoomChecks();
+    if (!socket || !this.blocked || !this.roomWorthFinding()) return this.stopRoomChecks();
     const unread = sendQueueBytesNow(this.fd);
     if (unread >= this.unreadWhenBlocked) return;
     // The kernel takes a write while what is unread is under the send buffer's size; the last
@@ -120,6 +122,7 @@ export class FrameWriter {
     this.clock = options.clock ?? wallClock;
     this.deadlineMs = options.lossless ? 0 : options.writeDeadlineMs;
     this.budgetMs = options.lossless ? 0 : (options.maxLatencyMs ?? 0);
+    this.staleAfterMs = Math.min(...[this.deadlineMs, this.budgetMs].filter((ms) => ms > 0));
   }
 
   get connected(): boolean {
@@ -203,6 +206,7 @@ export class FrameWriter {
     }
     if (this.blocked && live) this.dropStale(now);
     const accepted = this.queue.push(type, payload, timestampMs, now);
+    if (this.blocked) this.watchRoom();
     // Stuck: the client took nothing while `stuckFrames` frames were dropped for it. Counting
     // drops, not arrivals, lets a healthy client ride out a burst the queue can absorb.
     if ((this.blocked || this.held) && live && !this.stuckReported && this.socket) {
@@ -412,6 +416,22 @@ export class FrameWriter {
     this.blocked = true;
     this.unreadWhenBlocked = sendQueueBytesNow(this.fd);
     this.watchRoom();
+  }
+
+  /**
+   * Whether room found now would let something go that waiting for `drain`
+   * would not: a stop finishing its begun frame, or a queued message that
+   * dropStale would keep (the newest is within the live limits, or the Stop).
+   * Otherwise the checks stop, and a submit starts them again: a client that
+   * reads nothing while nothing new comes costs no wake-ups.
+   */
+  private roomWorthFinding(): boolean {
+    if (this.closedFor) return true;
+    const queue = this.queue;
+    const newest = queue.length - 1;
+    if (newest < 0) return false;
+    if (queue.typeAt(newest) === MessageType.Stop) return true;
+    return performance.now() - queue.enqueuedAtOf(newest) < this.staleAfterMs;
   }
 
   /** Blocked: look for room on a timer too where waiting for `drain` costs (see ROOM_RECHECK_MS). */

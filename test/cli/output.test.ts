@@ -5,6 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { chmodSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, MAX_MESSAGE, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
@@ -12,6 +13,7 @@ import { heldUp, metricsUrl, scrapeUntil, value } from "../support/metrics.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { fullFifo, HELD_READER, heldPlayer, makeFifo, releaseReader } from "../support/fifo.ts";
 import { asNobody } from "../support/nobody.ts";
+import { wakeUps } from "../support/proc.ts";
 import { heldSocketPlayer, readToEnd, socketPair } from "../support/player-sockets.ts";
 import { packetsOf } from "../support/ogg.ts";
 import { decodedSamples, TONE } from "../support/opus-fixtures.ts";
@@ -343,6 +345,31 @@ describe("output serve: a lossless file served to a client slow to see its conne
     const rest = wholeWireFrames(t.sink);
     expect(rest.length).toBeGreaterThan(0);
     expect(firstMismatch(rest, N - rest.length)).toBe(-1);
+  }, 30_000);
+});
+
+describe("output serve live: a client that stops reading while nothing new comes", () => {
+  test("once what is queued for it is past the latency budget, the server sleeps: it looks for the client's room only while something could still go", async () => {
+    const t = setup();
+    // The device's runtime settings, so that none of Bun's own timers wakes the process either.
+    const serve = spawnAgent(["output", "serve", "--socket", t.sock, "--source", "-", "--socket-buffers", "32k", "--max-latency-ms", "400", "--stuck-frames", "100000"], {
+      stdin: "pipe",
+      env: agentEnv(DEVICE_RUNTIME_ENV),
+    });
+    await serve.waitForStderr("listening");
+    await connectClient(defer, t.sock, { paused: true });
+    await serve.waitForStderr("client connected");
+    // More than the socket holds (64 KiB): the writer blocks with frames queued, stale 400 ms later.
+    await serve.writeStdin(wireBytes(0, 60, (i) => testPayload(i, 4000), OUTPUT_MAGIC, 1));
+    await Bun.sleep(1500);
+    const before = wakeUps(serve.pid);
+    await Bun.sleep(2000);
+    // Looking for room every 10 ms would have woken it some 200 times; the sampler ticks about once a second.
+    expect(wakeUps(serve.pid) - before).toBeLessThanOrEqual(10);
+    serve.kill("SIGTERM");
+    expect(await serve.exited).toBe(0);
+    const stopped = expectAccountedLine(serve.stderr);
+    expect(stopped.submitted).toBe(60);
   }, 30_000);
 });
 

@@ -5,7 +5,7 @@
  * serve` on a FIFO, fed by writer processes, with a short interval.
  */
 import { describe, expect, test } from "bun:test";
-import { readFileSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import type { ChannelEnd } from "../../src/channels/channel-end.ts";
@@ -16,6 +16,7 @@ import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { idleSenderReadings } from "../support/readings.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
+import { wakeUps } from "../support/proc.ts";
 import { agentEnv, runAgent, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -156,9 +157,6 @@ describe("thousandths", () => {
 });
 
 describe("the sampler", () => {
-  /** Voluntary context switches of `pid`'s main thread: each is a wake-up after the thread slept. */
-  const wakeUps = (pid: number) => Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/task/${pid}/status`, "utf8"))![1]);
-
   test("runs on the frames' own wake-ups, not a timer: an agent with nothing to carry sleeps", async () => {
     const t = socketDir(defer, "aa-sampler-");
     defer(() => stopAgents());

@@ -1,6 +1,6 @@
 /**
  * What Linux reports under /proc: the resident memory and open files of a
- * process, whether it lives, the processes that name a directory, the TCP
+ * process, its main thread's wake-ups, whether it lives, the processes that name a directory, the TCP
  * sockets listening on a port, the Unix sockets listening at a path, and the
  * socket buffer sizes it grants.
  */
@@ -10,6 +10,11 @@ import { statusKiB } from "../../src/bench/process-figures.ts";
 /** VmRSS of a process in KiB, 0 when it is gone (the bench's own reader). */
 export function rssKiB(pid: number): number {
   return statusKiB(pid, "VmRSS");
+}
+
+/** Voluntary context switches of `pid`'s main thread: each is a wake-up after the thread slept. */
+export function wakeUps(pid: number): number {
+  return Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/task/${pid}/status`, "utf8"))![1]);
 }
 
 /** Samples the VmRSS of `pid` every `everyMs` until `until` settles; resolves with the peak (KiB, 0 if never seen). */
