@@ -150,11 +150,24 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
     });
     return counted.reduce((sum, n) => sum + n, 0);
   };
-  /** A bare Bun pair's figures, its processes named `prefix`send and `prefix`recv; its latency from the receiver's stopped line, which must count frames. */
-  const barePair = (run: LiveRun, prefix: string, receiver: string) => {
+  /**
+   * A bare Bun pair's figures, its processes named `prefix`send and `prefix`recv; its latency from the
+   * receiver's stopped line. Its figures are taken per tick of the window, so the pair must have
+   * streamed at the live rate from before the window opened to its end: the frames its receiver
+   * counted from its first to its stop, at 50 a second from that first frame, within the slack
+   * atLiveRate gives. (The sender paces against one anchor: a stall it recovers from is caught up.)
+   */
+  const barePair = (run: LiveRun, prefix: string, who: string, receiver: string) => {
     const [send, recv] = [run.processes[`${prefix}send`]!, run.processes[`${prefix}recv`]!];
     const stopped = stoppedFields(recv);
     if (!(Number(stopped.frames) > 0)) throw new Error(`${receiver} got no frames`);
+    const streamedMs = run.openedAtMs + run.windowMs - Number(stopped.first_frame_unix_ms);
+    if (!(streamedMs >= run.windowMs)) throw new Error(`${receiver} got its first frame after the window opened: not measured streaming`);
+    const expected = Math.floor((streamedMs / 1000) * LIVE_RATE) + 1;
+    const frames = Number(stopped.frames);
+    if (Math.abs(frames - expected) > Math.max(LIVE_RATE / 4, expected / 20)) {
+      throw new Error(`${who} carried ${frames} frames in the ${(streamedMs / 1000).toFixed(1)} s from its first frame to the window's end, not ${expected} (${LIVE_RATE}/s): not measured at the live rate`);
+    }
     return pair(send, recv, run, ticks(run), latencyFrom(stopped));
   };
 
@@ -191,7 +204,7 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
         if (missing.length > 0) throw new Error(`the bare ${name} did not load ${missing.join(", ")} (it says: ${loaded.join(", ") || "nothing"})`);
       }
       figures.modules = footprint(run.processes.modules!, run.windowMs, ticks(run));
-      figures.bareModules = barePair(run, "", "the bare receiver with the runtime modules");
+      figures.bareModules = barePair(run, "", "the bare pair with the runtime modules", "the bare receiver with the runtime modules");
     });
   }
 
@@ -234,7 +247,7 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
     if (run && bare) {
       figures.bare = await attempt("bare Bun pair", async () => {
         survived(run, "bare");
-        return barePair(run, "bare ", "the bare receiver");
+        return barePair(run, "bare ", "the bare pair", "the bare receiver");
       });
     }
     if (run && agent) {

@@ -199,6 +199,29 @@ describe("live scenario", () => {
     expect(runningIn(dir.dir)).toEqual([]);
   }, 60_000);
 
+  // The floor is the denominator of the CPU and latency goals and its wake-ups are taken per tick:
+  // a bare pair that carried few frames in its window would set the agent against a floor that did
+  // not do the job.
+  test("a bare sender stopped through most of the window fails the bare pair's part, naming the frames it carried; the agent beside it is measured", async () => {
+    const { dir, agent, bareBun } = await agentAndFloor();
+    // The real floor, except that its plain sender (the side-by-side pair's; no modules after the
+    // socket) is stopped 0.5 s after it starts and continued 2 s later, past the window's end.
+    const stalls = shellScript(dir.path("stalls"), `if [ "$1" = send ] && [ $# -eq 2 ]; then ${stallsAfter(0.5)} fi\nexec "${bareBun}" "$@"`);
+    const { figures, failures } = await runCollecting(dir, { warmupMs: 200, windowMs: 1000, agent, bareBun: stalls }, 1);
+    const bare = failures.filter((f) => f.startsWith("bare Bun pair:"));
+    expect(bare).toHaveLength(1);
+    // The receiver's count from its first frame (in the warm-up) to the window's end.
+    const [, carried, expected] = bare[0]!.match(/^bare Bun pair: the bare pair carried (\d+) frames in the 1\.\d s from its first frame to the window's end, not (\d+) \(50\/s\): not measured at the live rate$/) ?? [];
+    expect(Number(carried)).toBeLessThan(40);
+    expect(Number(expected)).toBeGreaterThanOrEqual(50);
+    expect(figures.bare).toBeUndefined();
+    // The agent's pair beside it, and the floors before it, are measured as ever.
+    expect(failures.filter((f) => !f.startsWith("bare Bun pair:"))).toEqual([]);
+    expect(figures.agent!.windowFrames).toBeGreaterThan(0);
+    expect(figures.bareModules!.windowFrames).toBeGreaterThan(0);
+    expect(runningIn(dir.dir)).toEqual([]);
+  }, 60_000);
+
   // Catches a flooding sender passing, and a channel of serve, or input serve alone, off the rate unnoticed.
   test("an agent sender off the live rate the other way (10 ms packets in real time), serve with one channel stalled, input serve alone stalled: each fails its part, naming the channel", async () => {
     const { dir, agent, bareBun } = await agentAndFloor();

@@ -12,8 +12,10 @@
  *   bare-bun send SOCKET [MODULE...]  Bun.listen; every 20 ms one OpusFrame (17-byte header + 160 bytes)
  *                                  to the client
  *   bare-bun recv SOCKET [MODULE...]  Bun.connect; parses the frames, records each one's age (arrival minus
- *                                  header timestamp); on SIGTERM logs "stopped" with frames= and
- *                                  frame_age_p50_ms / _p99_ms / _max_ms over the last 1024 frames, as the agent does
+ *                                  header timestamp); on SIGTERM logs "stopped" with frames=,
+ *                                  first_frame_unix_ms= (when the first arrived: with frames=, how the
+ *                                  rate is checked) and frame_age_p50_ms / _p99_ms / _max_ms over the
+ *                                  last 1024 frames, as the agent does
  *
  * A MODULE is a name (node:fs) or, for bun:ffi, `bun:ffi=LIB,LIB...`: the
  * libc names to try in turn, as the agent does (the first that opens is used;
@@ -86,6 +88,7 @@ function send(path) {
 function recv(path, modules) {
   const ages = new Float64Array(WINDOW);
   let frames = 0;
+  let firstFrameMs = NaN;
   let held = new Uint8Array(0);
   const onData = (chunk) => {
     const now = wallClockMs();
@@ -109,6 +112,7 @@ function recv(path, modules) {
       if (length > MAX_PAYLOAD) fail(`framing error: payload length ${length} over ${MAX_PAYLOAD} after ${frames} frames`);
       if (bytes.length - at < HEADER + length) break;
       if (type === 0) {
+        if (frames === 0) firstFrameMs = now;
         const sentMs = (view.getInt32(at + 13, true) * TWO_32 + view.getUint32(at + 9, true)) / 1e6;
         ages[frames++ % WINDOW] = now - sentMs;
       }
@@ -125,7 +129,7 @@ function recv(path, modules) {
     // node:fs is loaded only now, after the measured window, as the agent's own logger loads it at start.
     require("node:fs").writeSync(
       2,
-      `bare-bun recv: stopped frames=${frames} frame_age_p50_ms=${ms(rank(50))} frame_age_p99_ms=${ms(rank(99))} frame_age_max_ms=${ms(sorted[sorted.length - 1] ?? 0)}\n`,
+      `bare-bun recv: stopped frames=${frames} first_frame_unix_ms=${ms(firstFrameMs)} frame_age_p50_ms=${ms(rank(50))} frame_age_p99_ms=${ms(rank(99))} frame_age_max_ms=${ms(sorted[sorted.length - 1] ?? 0)}\n`,
     );
     process.exit(0);
   });
