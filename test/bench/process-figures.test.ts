@@ -1,5 +1,5 @@
-import { afterEach, expect, test } from "bun:test";
-import { clearReferenced, residentKiB, statusKiB } from "../../src/bench/process-figures.ts";
+import { afterEach, describe, expect, test } from "bun:test";
+import { clearReferenced, residentKiB, statusKiB, used } from "../../src/bench/process-figures.ts";
 import { BUN, start, type Spawned } from "../support/processes.ts";
 
 const running: Spawned[] = [];
@@ -64,4 +64,29 @@ test("a process that is gone has no figures", async () => {
   await p.exited;
   expect(clearReferenced(p.pid)).toBe(false);
   expect(residentKiB(p.pid)).toBeUndefined();
+});
+
+describe("what a process used between two samples", () => {
+  const thread = (name: string, main: boolean, cpuNs: number, voluntarySwitches: number) => ({ name, main, cpuNs, voluntarySwitches });
+
+  test("each thread's CPU and sleeps since the first sample, the main thread's apart; one born in between counts from zero, one gone takes its share", () => {
+    const before = new Map([
+      ["100", thread("audio-agent", true, 5_000_000, 40)],
+      ["101", thread("JITWorker", false, 2_000_000, 7)],
+      ["102", thread("HeapHelper", false, 1_000_000, 3)],
+    ]);
+    const after = new Map([
+      ["100", thread("audio-agent", true, 35_000_000, 1540)],
+      ["101", thread("JITWorker", false, 2_500_000, 9)],
+      // A second JITWorker, born within the window: all it used counts.
+      ["103", thread("JITWorker", false, 750_000, 4)],
+    ]);
+    expect(used(before, after)).toEqual({
+      cpuNs: 30_000_000 + 500_000 + 750_000,
+      voluntarySwitches: 1500 + 2 + 4,
+      mainThreadSwitches: 1500,
+      threads: 3,
+      byThread: { "audio-agent": { cpuMs: 30, voluntarySwitches: 1500 }, JITWorker: { cpuMs: 1.25, voluntarySwitches: 6 } },
+    });
+  });
 });
