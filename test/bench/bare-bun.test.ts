@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { floorModuleArgs, STREAMING_RUNTIME_MODULES } from "../../src/bench/floor.ts";
+import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
 import { LIBC_CANDIDATES } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { BARE_BUN_FLOOR, BUN, run, start, stopAgents } from "../support/processes.ts";
@@ -93,6 +94,49 @@ describe("bare-bun floor", () => {
       const done = await start([BUN, BARE_BUN_FLOOR, "recv", socket]).done;
       expect({ bad, ...done }).toMatchObject({ bad, code: 1, stderr: `bare-bun: framing error: ${why} after 2 frames\n` });
     }
+  });
+
+  test("the receiver's latency is each frame's age from its header stamp, p50 / p99 / max by nearest rank over its last 1024 frames, as the agent's monitor takes them", async () => {
+    const dir = socketDir(defer, "aab-");
+    const socket = dir.path("ages.sock");
+    // A hand-written sender: 76 frames stamped 20000 s ago (older than the window keeps), then
+    // 1024 stamped k * 10 s ago for k = 1..1024 in a shuffled order; once the receiver has read
+    // every byte (nothing of them left in its queue: TIOCOUTQ 0), it says so.
+    const sender = start([
+      "python3",
+      "-c",
+      `
+import os, random, socket, struct, sys, termios, fcntl, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); s.listen(1)
+print("listening", file=sys.stderr, flush=True)
+c, _ = s.accept()
+now = time.time_ns()
+ks = list(range(1, 1025)); random.Random(7).shuffle(ks)
+ages = [20000] * 76 + [k * 10 for k in ks]
+c.sendall(b"".join(struct.pack("<IBIq", 0x4a4b4f55, 0, 4, now - a * 10**9) + bytes(4) for a in ages))
+while struct.unpack("i", fcntl.ioctl(c, termios.TIOCOUTQ, bytes(4)))[0] > 0: time.sleep(0.01)
+print("drained", file=sys.stderr, flush=True)
+time.sleep(60)
+`,
+      socket,
+    ]);
+    await sender.waitForStderr("listening\n");
+    const recv = start([BUN, BARE_BUN_FLOOR, "recv", socket]);
+    await sender.waitForStderr("drained\n");
+    recv.kill("SIGTERM");
+    const done = await recv.done;
+    sender.kill("SIGKILL");
+    expect(done.code).toBe(0);
+    const fields = Object.fromEntries([...done.stderr.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1]!, Number(m[2])]));
+    expect(fields.frames).toBe(1100);
+    // Ranks 512, 1014 and 1024 of the last 1024: k * 10 s, plus the moment it took to arrive.
+    const tens = (ms: number) => Math.round(ms / 10_000);
+    expect([tens(fields.frame_age_p50_ms!), tens(fields.frame_age_p99_ms!), tens(fields.frame_age_max_ms!)]).toEqual([512, 1014, 1024]);
+    // The agent's latency monitor, given the same ages, ranks them the same.
+    const monitor = new LatencyMonitor({ targetSeconds: 1e6, maxSeconds: 1e6 });
+    for (const k of [...Array(76).fill(2000), ...Array.from({ length: 1024 }, (_, i) => 1024 - i)]) monitor.record("frame_age", k * 10);
+    const agent = monitor.snapshot("frame_age")!;
+    expect([agent.p50 / 10, agent.p99 / 10, agent.max / 10]).toEqual([512, 1014, 1024]);
   });
 
   test("the pair loads its modules too, and frames still flow from sender to receiver", async () => {
