@@ -329,7 +329,8 @@ export async function runLive(setup: LiveSetup): Promise<{ figures: LiveFigures;
   return { figures, notes };
 }
 
-function footprint(p: LiveProcess, windowMs: number, frames: number | null): Footprint {
+/** What `p` used over a window of `windowMs`, per frame of the `frames` it carried (none: per-frame figures are null). */
+export function footprint(p: LiveProcess, windowMs: number, frames: number | null): Footprint {
   const seconds = windowMs / 1000;
   return {
     process: p.name,

@@ -10,7 +10,7 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildBareBun } from "../../src/bench/floor.ts";
-import { LIVE_RATE, oggPackets, runLive, writeGeneratedOpus, type Footprint, type LiveSetup } from "../../src/bench/live.ts";
+import { footprint, LIVE_RATE, oggPackets, runLive, writeGeneratedOpus, type Footprint, type LiveSetup } from "../../src/bench/live.ts";
 import { Runner } from "../../src/bench/runner.ts";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { buildOpusHead } from "../../src/media/opus-head.ts";
@@ -105,6 +105,42 @@ describe("counting frames in the receiver's recording", () => {
     writeFileSync(cut, bytes.subarray(0, bytes.length - 100));
     expect(oggPackets(cut)).toBe(3 * LIVE_RATE - 5);
     expect(oggPackets(dir.path("none.opus"))).toBe(0);
+  });
+});
+
+describe("a process's footprint over the window", () => {
+  test("CPU as a share of one core over the window, wake-ups per frame and per second, memory in MiB", () => {
+    const process = {
+      name: "serve",
+      used: { cpuNs: 150_000_000, voluntarySwitches: 1560, mainThreadSwitches: 1530, threads: 2, byThread: { "audio-agent": { cpuMs: 150, voluntarySwitches: 1560 } } },
+      peakRssKiB: 35_584,
+      workingSetKiB: 7_680,
+      anonymousKiB: 5_120,
+      exitCode: 0,
+      signal: null,
+      stdout: "",
+      stderr: "",
+    };
+    expect(footprint(process, 30_000, 1500)).toEqual({
+      process: "serve",
+      cpuPercent: 0.5,
+      wakeupsPerFrame: 1.04,
+      mainThreadWakeupsPerFrame: 1.02,
+      wakeupsPerSecond: 52,
+      peakRssMiB: 34.75,
+      workingSetMiB: 7.5,
+      anonymousMiB: 5,
+      threads: 2,
+      byThread: process.used.byThread,
+    });
+    // No frames (the idle floor): no per-frame figures; no smaps_rollup: no working set.
+    expect(footprint({ ...process, workingSetKiB: null, anonymousKiB: null }, 30_000, null)).toMatchObject({
+      wakeupsPerFrame: null,
+      mainThreadWakeupsPerFrame: null,
+      wakeupsPerSecond: 52,
+      workingSetMiB: null,
+      anonymousMiB: null,
+    });
   });
 });
 
