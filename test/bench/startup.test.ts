@@ -4,7 +4,7 @@
  * only, with its reason, as the benchmark reports it.
  */
 import { afterEach, expect, test } from "bun:test";
-import { Runner } from "../../src/bench/runner.ts";
+import { median, Runner } from "../../src/bench/runner.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { AGENT, BARE_BUN_FLOOR, BUN, stopAgents } from "../support/processes.ts";
@@ -45,4 +45,11 @@ test("the programs run in the benchmark's environment, not the caller's: an agen
   );
   expect(failures).toEqual({});
   expect(figures.agent!.runs.length).toBe(1);
+});
+
+test("the median is taken of the rounds in order of time, not in the order they ran; of an even count, the mean of the middle two", () => {
+  expect(median([14.2, 11.8, 30.5, 12.1, 11.9, 12.4, 11.7, 13.0, 12.0])).toBe(12.1);
+  expect(median([9, 3, 7, 1])).toBe(5);
+  expect(median([4])).toBe(4);
+  expect(median([])).toBeNaN();
 });
