@@ -31,12 +31,12 @@ async function holder(onRequest: boolean): Promise<Spawned> {
 test("the working set counts the pages touched since the count began, not those touched once before", async () => {
   const idle = await holder(false);
   const busy = await holder(true);
-  // Three counts of 300 ms: Bun itself now and then reads the whole of an idle process's heap (a
-  // window in ten or so), so the idle one's is the least of them; the busy one touches all of it
-  // in every count.
+  // Counts of 300 ms, at least three and up to ten: Bun itself (or the kernel collapsing huge
+  // pages) now and then touches the whole of an idle process's heap, at times for a second or
+  // more, so the idle one's is the least of them; the busy one touches all of it in every count.
   const idleReferenced: number[] = [];
   let a, b;
-  for (let count = 1; count <= 3; count++) {
+  for (let count = 1; count <= 10 && (count <= 3 || Math.min(...idleReferenced) >= 8 * 1024); count++) {
     expect(clearReferenced(idle.pid)).toBe(true);
     expect(clearReferenced(busy.pid)).toBe(true);
     await Bun.sleep(300);
