@@ -29,6 +29,17 @@ interface Side {
   stall: ReturnType<typeof setTimeout> | undefined;
 }
 
+/**
+ * The places for HTTP connections, shared by every listener of a process
+ * (--metrics and --monitor on two addresses): the bound holds for the
+ * process, whichever addresses its connections come to.
+ */
+export class HttpConnectionBound {
+  /** Connections carried now, by every front sharing this bound. */
+  taken = 0;
+  constructor(readonly cap = MAX_HTTP_CONNECTIONS) {}
+}
+
 const newSide = (client: boolean, other?: Socket<Side>): Side => ({ client, other, waiting: [], ended: false, closed: false, stall: undefined });
 
 /**
@@ -37,7 +48,8 @@ const newSide = (client: boolean, other?: Socket<Side>): Side => ({ client, othe
  * them: Bun.serve has no bound on its connections, and each holds a
  * descriptor, so a peer holding many open (idle, or sending a header a byte
  * at a time) would leave the process none for a new audio client. Past
- * `cap`, a newcomer is answered 503 and closed at once. Each connection
+ * the bound (the process's, shared by its fronts), a newcomer is answered
+ * 503 and closed at once. Each connection
  * carried costs two more descriptors (the Unix one's ends), and no more than
  * it: a client that is gone takes its server side with it at once, and a
  * server side that closes (a monitor viewer closed for its backlog) takes its
@@ -52,12 +64,16 @@ export class HttpFront {
 
   private constructor(private readonly listener: TCPSocketListener<Side>) {}
 
-  /** Listens at host:port (throws as Bun.listen does: EADDRINUSE, ...) and carries each connection to the Unix socket `backend`. */
-  static listen(host: string, port: number, backend: string, cap = MAX_HTTP_CONNECTIONS): HttpFront {
+  /**
+   * Listens at host:port (throws as Bun.listen does: EADDRINUSE, ...) and
+   * carries each connection to the Unix socket `backend`, while `bound` (the
+   * process's, shared with its other fronts) has a place for it.
+   */
+  static listen(host: string, port: number, backend: string, bound = new HttpConnectionBound()): HttpFront {
     let front!: HttpFront;
     // Each client's own Side, made as it is first seen: Bun may hand a socket reset early to `data` without `open`.
     const seen = (client: Socket<Side | undefined>): Socket<Side> => {
-      if (!client.data) front.accept(client as Socket<Side>, backend, cap);
+      if (!client.data) front.accept(client as Socket<Side>, backend, bound);
       return client as Socket<Side>;
     };
     const listener = Bun.listen<Side | undefined>({
@@ -78,6 +94,7 @@ export class HttpFront {
           // Never seen, or turned away: never counted.
           if (!client.data || client.data.closed) return;
           front.open--;
+          bound.taken--;
           closed(client as Socket<Side>);
           if (front.open === 0) front.allClosed?.resolve();
         },
@@ -88,14 +105,15 @@ export class HttpFront {
     return front;
   }
 
-  /** A client first seen: carried to the server, or past `cap` answered 503 and closed. */
-  private accept(client: Socket<Side>, backend: string, cap: number): void {
+  /** A client first seen: carried to the server, or with no place left in `bound` answered 503 and closed. */
+  private accept(client: Socket<Side>, backend: string, bound: HttpConnectionBound): void {
     client.data = newSide(true);
-    if (this.open >= cap) {
+    if (bound.taken >= bound.cap) {
       client.data.closed = true;
       client.end(BUSY);
       return;
     }
+    bound.taken++;
     this.open++;
     this.carry(client, backend);
   }

@@ -1,5 +1,7 @@
 import type { Server } from "bun";
-import { HttpFront } from "./http-front.ts";
+import { HttpConnectionBound, HttpFront } from "./http-front.ts";
+
+export { HttpConnectionBound };
 import { HttpListenError, resolvedAddress, type ListenAddress } from "./http-listen-error.ts";
 import { allowedHosts, crossOrigin, misdirected } from "./host-check.ts";
 import type { AgentMetrics } from "./metrics.ts";
@@ -49,16 +51,18 @@ export class AgentHttpServer {
 
   /**
    * Listens at `address`, answering requests whose Host is its own or one of
-   * `allowHosts`; throws HttpListenError when it cannot (a port in use, say).
+   * `allowHosts`, with as many connections at once as `bound` (shared by the
+   * process's servers) has places for; throws HttpListenError when it
+   * cannot (a port in use, say).
    */
-  static async start(address: ListenAddress, routes: HttpRoutes, allowHosts: readonly string[] = []): Promise<AgentHttpServer> {
+  static async start(address: ListenAddress, routes: HttpRoutes, allowHosts: readonly string[] = [], bound = new HttpConnectionBound()): Promise<AgentHttpServer> {
     // Known once bound (port 0 picks the port); no request is handled before.
     let hosts = new Set<string>();
     // The server's own socket: an abstract name (this process's pid, and random), reached through the front.
     const name = `\0audio-agent-http-${process.pid}-${crypto.randomUUID()}`;
     let front: HttpFront;
     try {
-      front = HttpFront.listen(address.host, address.port, name);
+      front = HttpFront.listen(address.host, address.port, name, bound);
     } catch (e) {
       // A host that resolves to nothing fails with whatever errno was left over (ENOENT, EINVAL): ask.
       const resolves = (await resolvedAddress(address.host)) !== undefined;

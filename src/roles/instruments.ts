@@ -127,16 +127,18 @@ export class Instruments {
     const metrics = this.metrics && { registry: this.metrics, health: () => this.health() };
     if (!metricsAt && !monitorAt) return;
     // Loaded only when asked for: the HTTP server (and the monitor page) cost memory.
-    const { AgentHttpServer } = await import("../observe/http-server.ts");
+    const { AgentHttpServer, HttpConnectionBound } = await import("../observe/http-server.ts");
+    // One bound for the process: two addresses do not double the connections (and descriptors) a peer may hold.
+    const bound = new HttpConnectionBound();
     try {
       if (metricsAt && monitorAt && (await oneSocket(metricsAt, monitorAt))) {
         // One server for both, bound at the metrics address: it answers to the monitor address's names too.
         const { allowedHosts } = await import("../observe/host-check.ts");
         const names = [...(allowHosts ?? []), ...allowedHosts(monitorAt)];
-        this.servers.push(await AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }, names));
+        this.servers.push(await AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }, names, bound));
       } else {
-        if (metricsAt) this.servers.push(await AgentHttpServer.start(metricsAt, { metrics }, allowHosts));
-        if (monitorAt) this.servers.push(await AgentHttpServer.start(monitorAt, { monitor: this.monitor }, allowHosts));
+        if (metricsAt) this.servers.push(await AgentHttpServer.start(metricsAt, { metrics }, allowHosts, bound));
+        if (monitorAt) this.servers.push(await AgentHttpServer.start(monitorAt, { monitor: this.monitor }, allowHosts, bound));
       }
     } catch (e) {
       await this.stop();

@@ -83,6 +83,29 @@ describe("HTTP connections are bounded", () => {
   }, 60_000);
 });
 
+describe("--metrics and --monitor on two ports", () => {
+  test(`the bound is the process's: ${MAX_HTTP_CONNECTIONS} connections held on the metrics port leave none for the monitor's port (503), and one let go frees a place there`, async () => {
+    const t = socketDir(defer, "aahc-");
+    defer(stopAgents);
+    await writeWireFile(t.path("in.wire"), 50);
+    const agent = start([...AGENT, "output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0", "--monitor", "127.0.0.2:0"], { env: agentEnv() });
+    // Two loopback addresses, so two listeners (port 0 on one address would be one server for both).
+    const pattern = /http listening url=http:\/\/127\.0\.0\.[12]:(\d+)\//g;
+    await until(() => [...agent.stderr.matchAll(pattern)].length === 2, "both HTTP ports listening");
+    const [metricsPort, monitorPort] = [...agent.stderr.matchAll(pattern)].map((m) => Number(m[1]));
+    const figures = () => rawRequest("127.0.0.2", monitorPort!, `GET /figures HTTP/1.1\r\nHost: 127.0.0.2:${monitorPort}`);
+    expect((await figures()).status).toBe(200);
+    const held = await idleConnections(metricsPort!, MAX_HTTP_CONNECTIONS);
+    // At most 32 at once, and so at most 96 descriptors, whichever ports they came to.
+    const busy = await figures();
+    expect(busy.status).toBe(503);
+    expect(busy.body).toBe("too many connections; try again later\n");
+    expect(held.closed()).toBe(0);
+    held.sockets.pop()!.end();
+    await until(async () => (await figures()).status === 200, "a connection served again on the monitor's port");
+  }, 30_000);
+});
+
 describe("a client that resets its connection", () => {
   test("a peer that sends a request and resets (RST) at once, over and over: each carried connection's descriptors are closed (the agent's count back where it was), and an audio client is served", async () => {
     const { t, agent, port } = await servingWithMetrics(200);
