@@ -386,6 +386,11 @@ function inDirectoryOf(path: string, name: string): string {
  * and inode): a socket another instance bound there since, after ours was
  * moved or removed, is left alone, as is anything that is not a socket.
  */
+/** Whether `path` still leads to the socket file we bound (`ours`): not removed, nor replaced by another file. */
+export function socketFileInPlace(path: string, ours: SocketFileIdentity): boolean {
+  return sameFile(path, ours);
+}
+
 export function removeSocketFile(path: string, ours: SocketFileIdentity): void {
   try {
     const stat = lstatSync(path);

@@ -1,7 +1,7 @@
 import type { Socket, SocketListener } from "bun";
 import { readSync } from "node:fs";
 import type { Report } from "./report.ts";
-import { bindSocketFile, prepareSocketPath, removeSocketFile, type SocketFileIdentity } from "./socket-file.ts";
+import { bindSocketFile, prepareSocketPath, removeSocketFile, socketFileInPlace, type SocketFileIdentity } from "./socket-file.ts";
 import { refuseConnections } from "./socket-options.ts";
 import { within } from "./within.ts";
 
@@ -62,6 +62,8 @@ export class UnixServer {
   private nextId = 1;
   private stopped = false;
   private accepting = true;
+  /** The socket file was found removed or replaced: no client can reach the listener (told once). */
+  private unreachable = false;
   /** Settles once the listening socket is closed (stopAccepting). */
   private listenerClosed: Promise<void> | undefined;
   /** Clients let go gently and not closed yet: stop() waits for them. */
@@ -140,9 +142,23 @@ export class UnixServer {
     return this.options.path;
   }
 
-  /** Its socket accepts clients: from listen() until stopAccepting() or stop(). */
+  /**
+   * Its socket accepts clients: from listen() until stopAccepting() or
+   * stop(), while its path still leads to it. A socket file removed (a
+   * cleanup of the runtime directory) or replaced leaves the listener open
+   * but out of every client's reach: told once, as it is found (whenever
+   * the readings are taken: /healthz, /metrics, the sampler's tick).
+   */
   get listening(): boolean {
-    return this.accepting;
+    return this.accepting && this.reachable();
+  }
+
+  private reachable(): boolean {
+    if (this.unreachable) return false;
+    if (this.stopped || socketFileInPlace(this.options.path, this.file)) return true;
+    this.unreachable = true;
+    this.options.report("warn", "the socket file is gone (removed or replaced); no client can connect until the agent is started again", { socket: this.options.path });
+    return false;
   }
 
   /**

@@ -6,7 +6,7 @@
  * other and ends the run with its failure.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, existsSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { READER_LOOK_MS } from "../../src/media/fifo-sink.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
@@ -18,7 +18,7 @@ import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeUntil, scrap
 import { audioPacketsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
-import { connectClient } from "../support/peer.ts";
+import { connectClient, connectOutcome } from "../support/peer.ts";
 import { readToEnd, resetOnClose, socketPair } from "../support/player-sockets.ts";
 import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
@@ -432,6 +432,33 @@ describe("serve: both channels in one process", () => {
     expect(existsSync(t.in)).toBe(false);
     agent.kill("SIGTERM");
     expect(await agent.exited, agent.stderr).toBe(0);
+  }, 30_000);
+
+  test("a socket file removed (or replaced) while the agent runs, so that no client can reach its channel: told once, and shown as no longer listening in /healthz (answered 503) and /metrics", async () => {
+    const t = setup();
+    const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", "/dev/null", "--metrics", "127.0.0.1:0"], { stdin: "pipe" });
+    const base = await metricsUrl(agent);
+    await agent.waitForStderr("input-server: listening");
+    expect(await healthz(base)).toMatchObject({ healthy: true, channels: { output: { listening: true }, input: { listening: true } } });
+    // A cleanup of the runtime directory, an operator's rm; a regular file made in the socket's place.
+    rmSync(t.in);
+    rmSync(t.out);
+    writeFileSync(t.out, "");
+    expect(await connectOutcome(defer, t.in)).toBe("refused");
+    const response = await fetch(`${base}/healthz`);
+    expect(response.status).toBe(503);
+    expect(await response.json()).toMatchObject({ healthy: false, channels: { output: { listening: false }, input: { listening: false } } });
+    const text = await scrape(base);
+    expect([value(text, "audio_agent_listening", { channel: "output" }), value(text, "audio_agent_listening", { channel: "input" })]).toEqual([0, 0]);
+    await agent.waitForStderr(/WARN +output-server: the socket file is gone/);
+    await agent.waitForStderr(/WARN +input-server: the socket file is gone/);
+    // Told once, however often it is asked.
+    await fetch(`${base}/healthz`);
+    expect(agent.stderr.match(/input-server: the socket file is gone/g)).toHaveLength(1);
+    // The file in the output socket's place is not the agent's: left alone at the stop.
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    expect(existsSync(t.out)).toBe(true);
   }, 30_000);
 
   test("--input-sink - to a terminal: written as a file, blocking, nothing dropped; the terminal's flags are as they were after the exit", async () => {
