@@ -710,6 +710,15 @@ describe("a hostile viewer", () => {
     await until(() => hub.viewerCount === 0, "the idle peer closed", 40_000);
     expect(performance.now() - start).toBeGreaterThanOrEqual(4000);
   }, 60_000);
+
+  test("a peer that answers no ping is closed after the idle timeout while the figures go to it every second, as they do to every viewer", async () => {
+    const { hub, server } = await hubOnHttp({ ...VIEWER_LIMITS, idleSeconds: 8 }, 1000);
+    // A receive buffer of the usual size: the figures it never reads wait in the kernel, not in the agent.
+    await stalledPeer(server.port);
+    await until(() => hub.viewerCount === 1, "the peer upgraded", 5000);
+    // Well past the timeout (8 s with no answer), with room on a loaded machine.
+    await until(() => hub.viewerCount === 0, "the idle peer closed", 40_000);
+  }, 60_000);
 });
 
 describe("a listener that stops reading", () => {

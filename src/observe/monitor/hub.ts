@@ -77,6 +77,8 @@ export interface MonitorIdentity {
 interface Viewer {
   listening: boolean;
   dropped: number;
+  /** When it was last heard from (performance.now()): a pong, a message, its opening. */
+  heard?: number;
 }
 
 /** Five minutes of one-second figures for the charts of a newly opened page. */
@@ -119,6 +121,8 @@ export class MonitorHub {
   private listening = 0;
   private listenerDrops = 0;
   private timer: ReturnType<typeof setInterval> | undefined;
+  /** Pings the viewers and closes those that answered none within the idle timeout. */
+  private liveness: ReturnType<typeof setInterval> | undefined;
   private frameBuffer = new Uint8Array(9 + 4096);
   private frameView = new DataView(this.frameBuffer.buffer);
   /** Set while at least one browser listens; roles call it for every frame. */
@@ -131,6 +135,10 @@ export class MonitorHub {
     private readonly limits: ViewerLimits = VIEWER_LIMITS,
   ) {
     this.timer = setInterval(() => this.tick(), intervalMs);
+    // Bun's own idle timeout is put off by every send, and the figures go to every viewer each
+    // second: a peer that answers nothing would never be closed by it.
+    this.liveness = setInterval(() => this.checkLiveness(), (limits.idleSeconds * 1000) / 2);
+    this.liveness.unref?.();
     this.websocket = this.handlers();
   }
 
@@ -158,12 +166,15 @@ export class MonitorHub {
           return;
         }
         this.viewers.add(ws);
+        ws.data.heard = performance.now();
         ws.send(
           JSON.stringify({ type: "hello", identity: this.identity, history: this.history, events: this.events }),
         );
       },
       message: (ws: ServerWebSocket<Viewer>, message: string | Uint8Array) => {
-        if (typeof message !== "string" || !this.viewers.has(ws)) return;
+        if (!this.viewers.has(ws)) return;
+        ws.data.heard = performance.now();
+        if (typeof message !== "string") return;
         let listen: unknown;
         try {
           // Any JSON at all may come: null has no fields to read.
@@ -176,6 +187,9 @@ export class MonitorHub {
           this.listening += listen ? 1 : -1;
           this.updateTap();
         }
+      },
+      pong: (ws: ServerWebSocket<Viewer>) => {
+        ws.data.heard = performance.now();
       },
       close: (ws: ServerWebSocket<Viewer>) => {
         if (!this.viewers.delete(ws)) return;
@@ -209,6 +223,8 @@ export class MonitorHub {
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+    clearInterval(this.liveness);
+    this.liveness = undefined;
     this.frameTap = undefined;
     for (const ws of this.viewers) ws.close(1001, "agent stopping");
   }
@@ -225,6 +241,19 @@ export class MonitorHub {
     // Each listening page hears how many frames it alone missed (figures.listenerDrops sums them all).
     for (const ws of this.viewers) {
       if (ws.data.listening) ws.send(JSON.stringify({ type: "listener", dropped: ws.data.dropped }));
+    }
+  }
+
+  /**
+   * A viewer not heard from (no pong, no message) for the idle timeout is
+   * cut off (it answers no close either); the others are pinged, and a page
+   * answers each ping with a pong.
+   */
+  private checkLiveness(): void {
+    const now = performance.now();
+    for (const ws of this.viewers) {
+      if (now - (ws.data.heard ?? now) >= this.limits.idleSeconds * 1000) ws.terminate();
+      else ws.ping();
     }
   }
 
