@@ -1,14 +1,13 @@
 import type { Server } from "bun";
 import { HttpConnectionBound, HttpFront } from "./http-front.ts";
-
-export { HttpConnectionBound };
 import { HttpListenError, resolvedAddress, type ListenAddress } from "./http-listen-error.ts";
 import { allowedHosts, crossOrigin, misdirected } from "./host-check.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { MonitorHub } from "./monitor/hub.ts";
 import pageText from "./monitor/page.html" with { type: "text" };
 
-export { HttpListenError, type ListenAddress };
+// The process-wide bound its callers share, loaded with this module (only when asked for).
+export { HttpConnectionBound, HttpListenError, type ListenAddress };
 
 // Imported as text (embedded in the compiled binary); the type declarations only know HTML bundles.
 const page = pageText as unknown as string;

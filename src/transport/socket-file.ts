@@ -381,16 +381,16 @@ function inDirectoryOf(path: string, name: string): string {
   return dir.endsWith("/") ? dir + name : `${dir}/${name}`;
 }
 
-/**
- * Removes the socket at `path` if it is still the one we bound (same device
- * and inode): a socket another instance bound there since, after ours was
- * moved or removed, is left alone, as is anything that is not a socket.
- */
 /** Whether `path` still leads to the socket file we bound (`ours`): not removed, nor replaced by another file. */
 export function socketFileInPlace(path: string, ours: SocketFileIdentity): boolean {
   return sameFile(path, ours);
 }
 
+/**
+ * Removes the socket at `path` if it is still the one we bound (same device
+ * and inode): a socket another instance bound there since, after ours was
+ * moved or removed, is left alone, as is anything that is not a socket.
+ */
 export function removeSocketFile(path: string, ours: SocketFileIdentity): void {
   try {
     const stat = lstatSync(path);
