@@ -62,6 +62,8 @@ export class UnixServer {
   private nextId = 1;
   private stopped = false;
   private accepting = true;
+  /** What readPending reads a replaced client's last bytes into, made at the first replacement. */
+  private pendingChunk: Uint8Array | undefined;
   /** The socket file was found removed or replaced: no client can reach the listener (told once). */
   private unreachable = false;
   /** Settles once the listening socket is closed (stopAccepting). */
@@ -359,7 +361,9 @@ export class UnixServer {
    * unseen and a Stop among it ends its session cleanly.
    */
   private readPending(socket: Socket<Connection>): void {
-    const chunk = new Uint8Array(65536);
+    // One buffer for every replacement, as for every read below: the handler takes what it is handed
+    // before it returns. (One per replacement was 64 KiB of garbage per client a churning peer made.)
+    const chunk = (this.pendingChunk ??= new Uint8Array(65536));
     // A hold begun on the way stops it: the owner can take no more for now.
     for (let reads = 0; reads < 64 && socket === this.current && !this.held; reads++) {
       let got: number;
