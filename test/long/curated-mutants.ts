@@ -45,7 +45,7 @@ export const CURATED: readonly CuratedMutant[] = [
   {
     name: "socket left with the mode a directory's default ACL narrowed it to",
     file: "src/transport/socket-file.ts",
-    find: "chmodSync(hidden, mode);",
+    find: "chmodSync(`/proc/self/fd/${held}`, mode);",
     replace: ";",
   },
   {
