@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, readlinkSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { writeFrom } from "../io/write-from.ts";
@@ -333,31 +333,57 @@ export class ByteSink implements ByteOutput {
  * another user owns is neither truncated nor written into. Otherwise another
  * user could point the path of an agent run as root at any file, or place a
  * file of their own there and read the audio. A link made there after the
- * look is not followed (O_NOFOLLOW).
+ * look is not followed (O_NOFOLLOW). A file reached through a link that is
+ * followed is judged by the directory it is in, as the kernel judges it.
  */
 function openForWriting(path: string, append: boolean): number {
   const flags = constants.O_WRONLY | constants.O_CREAT | (append ? constants.O_APPEND : 0);
-  const dir = statSync(dirname(path), { throwIfNoEntry: false });
-  if (dir === undefined || (dir.mode & 0o1002) !== 0o1002) return openSync(path, flags | (append ? 0 : constants.O_TRUNC), 0o644);
-  const trusted = (uid: number) => uid === process.geteuid?.() || uid === dir.uid;
-  const refused = (what: string, uid: number) =>
-    Object.assign(new Error(`sink ${path} is ${what} of another user (uid ${uid}) in the world-writable directory ${dirname(path)}; refusing to write through it`), { code: "EACCES" });
+  const dir = stickyWorldWritable(dirname(path));
+  if (dir === undefined) return openSync(path, flags | (append ? 0 : constants.O_TRUNC), 0o644);
   const link = lstatSync(path, { throwIfNoEntry: false });
-  if (link?.isSymbolicLink() && !trusted(link.uid)) throw refused("a symbolic link", link.uid);
+  if (link?.isSymbolicLink() && !trustedIn(dir, link.uid)) throw refused(path, "a symbolic link", link.uid, dir.path);
   let fd: number;
   try {
     fd = openSync(path, flags | (link?.isSymbolicLink() ? 0 : constants.O_NOFOLLOW), 0o644);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "ELOOP") throw e;
-    throw refused("a symbolic link", lstatSync(path, { throwIfNoEntry: false })?.uid ?? -1);
+    throw refused(path, "a symbolic link", lstatSync(path, { throwIfNoEntry: false })?.uid ?? -1, dir.path);
   }
   const file = fstatSync(fd);
-  if (file.isFile() && !trusted(file.uid)) {
+  // Through a link: the directory the file itself is in (undefined: not one that keeps files to their
+  // owners); the link's own when that cannot be told.
+  const real = link?.isSymbolicLink() ? directoryOfOpenFile(fd) : undefined;
+  const home = real === undefined ? dir : stickyWorldWritable(real);
+  if (file.isFile() && home !== undefined && !trustedIn(home, file.uid)) {
     closeSync(fd);
-    throw refused("a file", file.uid);
+    throw refused(path, "a file", file.uid, home.path);
   }
   if (!append && file.isFile()) ftruncateSync(fd, 0);
   return fd;
+}
+
+/** A directory anyone may write to that keeps its files to their owners (mode 1777, as /tmp), with its owner; undefined for any other. */
+function stickyWorldWritable(path: string): { path: string; uid: number } | undefined {
+  const dir = statSync(path, { throwIfNoEntry: false });
+  return dir !== undefined && (dir.mode & 0o1002) === 0o1002 ? { path, uid: dir.uid } : undefined;
+}
+
+/** Whether a file there that `uid` owns is trusted: this process's, or the directory owner's. */
+function trustedIn(dir: { uid: number }, uid: number): boolean {
+  return uid === process.geteuid?.() || uid === dir.uid;
+}
+
+/** The directory of the file open on `fd` (where a followed link led); undefined when it cannot be told. */
+function directoryOfOpenFile(fd: number): string | undefined {
+  try {
+    return dirname(readlinkSync(`/proc/self/fd/${fd}`));
+  } catch {
+    return undefined;
+  }
+}
+
+function refused(path: string, what: string, uid: number, dir: string): Error {
+  return Object.assign(new Error(`sink ${path} is ${what} of another user (uid ${uid}) in the world-writable directory ${dir}; refusing to write through it`), { code: "EACCES" });
 }
 
 /** A write's errno that says the reader has gone: EPIPE, or ECONNRESET from a socket's reader. */

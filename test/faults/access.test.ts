@@ -9,7 +9,7 @@
  * they say so.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { expectAccountedLine, failureLine } from "../support/agent-log.ts";
@@ -206,6 +206,21 @@ describe.skipIf(!canSwitchUser)("a sink in a world-writable sticky directory (as
     expect(readFileSync(precious, "utf8")).toBe("precious\n");
     expect(code).toBe(1);
     expect(failureLine(recv.stderr)).toContain(sink);
+  });
+
+  test("the agent's own symlink there to a file elsewhere that another user owns and lets it write is followed, as the kernel does: the audio is written there", async () => {
+    const { dir, shared } = stickyDir();
+    // Outside the sticky directory: the kernel's protected_regular judges a file by the directory it is in.
+    const theirs = dir.path("theirs.wire");
+    writeFileSync(theirs, "");
+    chownSync(theirs, NOBODY, NOBODY);
+    chmodSync(theirs, 0o666);
+    const sink = join(shared, "rec.wire");
+    symlinkSync(theirs, sink);
+    const { code, stderr } = await recordAsRoot(dir, sink);
+    expect(stderr).not.toContain("audio-agent: ");
+    expect(code).toBe(0);
+    expect(expectIntactInOrder(wireFileFrames(theirs).frames)).toEqual([...Array(10).keys()]);
   });
 
   test("another user's file at the sink path is not written into: the audio does not go to a file that user can read", async () => {
