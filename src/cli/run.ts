@@ -23,6 +23,7 @@ import {
   type Role,
   type ServeSettings,
 } from "../config.ts";
+import { UnsafeSinkError } from "../media/byte-sink.ts";
 import { SourceFormatError } from "../media/file-format.ts";
 import { HttpListenError } from "../observe/http-listen-error.ts";
 import { stderrLines } from "../observe/line-writer.ts";
@@ -268,7 +269,8 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}, con
     // A source or sink named by its option, and by where it was set when the user never typed it.
     const option = flagsWithOrigin(settings, err.path, configPath);
     const what = option ? `${option} ${err.path}` : err.path;
-    return { code: EXIT_FAILURE, message: `${what}: ${fileProblem(err.path, err.code)}` };
+    const problem = e instanceof UnsafeSinkError ? `${e.problem} (${e.code})` : fileProblem(err.path, err.code);
+    return { code: EXIT_FAILURE, message: `${what}: ${problem}` };
   }
   return { code: EXIT_FAILURE, message: err?.message ?? String(e) };
 }

@@ -382,8 +382,20 @@ function directoryOfOpenFile(fd: number): string | undefined {
   }
 }
 
-function refused(path: string, what: string, uid: number, dir: string): Error {
-  return Object.assign(new Error(`sink ${path} is ${what} of another user (uid ${uid}) in the world-writable directory ${dir}; refusing to write through it`), { code: "EACCES" });
+function refused(path: string, what: string, uid: number, dir: string): UnsafeSinkError {
+  return new UnsafeSinkError(path, `${what} of another user (uid ${uid}) in the world-writable directory ${dir}; refusing to write through it`);
+}
+
+/** A sink path another user could have pointed elsewhere or made theirs (openForWriting): refused, `problem` telling why. */
+export class UnsafeSinkError extends Error {
+  readonly code = "EACCES";
+  constructor(
+    readonly path: string,
+    readonly problem: string,
+  ) {
+    super(`sink ${path} is ${problem}`);
+    this.name = "UnsafeSinkError";
+  }
 }
 
 /** A write's errno that says the reader has gone: EPIPE, or ECONNRESET from a socket's reader. */

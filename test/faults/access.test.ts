@@ -19,7 +19,7 @@ import { metricsUrl } from "../support/metrics.ts";
 import { asNobody, canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 import { listeners } from "../support/proc.ts";
-import { AGENT, agentEnv, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
+import { AGENT, agentEnv, runAgent, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { indexedWire, wireFileFrames } from "../support/wire.ts";
 
@@ -206,6 +206,19 @@ describe.skipIf(!canSwitchUser)("a sink in a world-writable sticky directory (as
     expect(readFileSync(precious, "utf8")).toBe("precious\n");
     expect(code).toBe(1);
     expect(failureLine(recv.stderr)).toContain(sink);
+  });
+
+  test("the line refusing another user's file names the sink's option, and where it was set when not typed, as every other sink failure does", async () => {
+    const { dir, shared } = stickyDir();
+    const sink = join(shared, "rec.wire");
+    expect(Bun.spawnSync(asNobody(dir.dir, ["sh", "-c", `umask 0; : >${sink}`]), { cwd: dir.dir }).exitCode).toBe(0);
+    const fromEnv = await runAgent(["output", "recv", "--socket", dir.path("none.sock"), "--connect-timeout", "1"], { env: agentEnv({ AUDIO_AGENT_SINK: sink }) });
+    expect(fromEnv.code).toBe(1);
+    expect(failureLine(fromEnv.stderr)).toStartWith(`audio-agent: --sink (from environment AUDIO_AGENT_SINK) ${sink}: `);
+    const flag = await runAgent(["input", "serve", "--socket", dir.path("in.sock"), "--sink", sink]);
+    expect(flag.code).toBe(1);
+    expect(failureLine(flag.stderr)).toStartWith(`audio-agent: --sink ${sink}: `);
+    expect(statSync(sink).size).toBe(0);
   });
 
   test("the agent's own symlink there to a file elsewhere that another user owns and lets it write is followed, as the kernel does: the audio is written there", async () => {
