@@ -346,8 +346,7 @@ function openForWriting(path: string, append: boolean): number {
   try {
     fd = openSync(path, flags | (link?.isSymbolicLink() ? 0 : constants.O_NOFOLLOW), 0o644);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ELOOP") throw e;
-    throw refused(path, "a symbolic link", lstatSync(path, { throwIfNoEntry: false })?.uid ?? -1, dir.path);
+    throw refusedIfLinked(path, e);
   }
   const file = fstatSync(fd);
   // Through a link: the directory the file itself is in (undefined: not one that keeps files to their
@@ -386,6 +385,30 @@ function refused(path: string, what: string, uid: number, dir: string): UnsafeSi
   return new UnsafeSinkError(path, `${what} of another user (uid ${uid}) in the world-writable directory ${dir}; refusing to write through it`);
 }
 
+/**
+ * The flag an open of the sink at `path` takes (a FIFO's too, which is
+ * opened apart from openForWriting) so that it follows no symbolic link
+ * openForWriting would refuse: O_NOFOLLOW in a world-writable sticky
+ * directory, unless a link there is this process's or the directory
+ * owner's; 0 elsewhere. Throws UnsafeSinkError for another user's link
+ * there now; an open that meets one made since fails with ELOOP
+ * (refusedIfLinked tells it).
+ */
+export function sinkFollowFlag(path: string): number {
+  const dir = stickyWorldWritable(dirname(path));
+  if (dir === undefined) return 0;
+  const link = lstatSync(path, { throwIfNoEntry: false });
+  if (!link?.isSymbolicLink()) return constants.O_NOFOLLOW;
+  if (!trustedIn(dir, link.uid)) throw refused(path, "a symbolic link", link.uid, dir.path);
+  return 0;
+}
+
+/** What an open of the sink at `path` with sinkFollowFlag failing as `e` tells: ELOOP, another user's link made meanwhile, refused as such; anything else as it is. */
+export function refusedIfLinked(path: string, e: unknown): unknown {
+  if ((e as NodeJS.ErrnoException)?.code !== "ELOOP") return e;
+  return refused(path, "a symbolic link", lstatSync(path, { throwIfNoEntry: false })?.uid ?? -1, dirname(path));
+}
+
 /** A sink path another user could have pointed elsewhere or made theirs (openForWriting): refused, `problem` telling why. */
 export class UnsafeSinkError extends Error {
   readonly code = "EACCES";
@@ -417,13 +440,17 @@ const FIFO_READER_LOOK_MS = 200;
  * opening the path then would create a regular file there. Undefined for
  * anything else (a FIFO replaced by something else while it waits too: the
  * sink then opens the path as a file, with its checks), or when `stopped()`
- * comes first.
+ * comes first. Another user's symbolic link at the path in a world-writable
+ * sticky directory is refused (UnsafeSinkError), as the sink's open refuses it.
  */
 export async function holdFifoForWriting(path: string, stopped: () => boolean, waiting: () => void): Promise<number | undefined> {
-  if (path === "-" || !statSync(path, { throwIfNoEntry: false })?.isFIFO()) return undefined;
+  if (path === "-") return undefined;
+  sinkFollowFlag(path);
+  if (!statSync(path, { throwIfNoEntry: false })?.isFIFO()) return undefined;
   for (let told = false; !stopped(); await Bun.sleep(FIFO_READER_LOOK_MS)) {
     try {
-      const fd = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
+      // Another user's link there, made while it waits, is not followed: the sink's own open refuses it.
+      const fd = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK | sinkFollowFlag(path));
       // Something else there now (a FIFO replaced by a file or a symbolic link): the sink's own open decides.
       if (fstatSync(fd).isFIFO()) return fd;
       closeSync(fd);

@@ -1,7 +1,7 @@
 import { closeSync, constants, fstatSync, openSync, statSync } from "node:fs";
 import { MessageType, ParsedMessage } from "../protocol/index.ts";
 import { writeFrom } from "../io/write-from.ts";
-import { LINGER_MS, readerGone, RETRY_MS, type ByteOutput } from "./byte-sink.ts";
+import { LINGER_MS, readerGone, refusedIfLinked, RETRY_MS, sinkFollowFlag, type ByteOutput } from "./byte-sink.ts";
 import type { FifoReport } from "./fifo-source.ts";
 import type { FrameSink } from "./frame-sink.ts";
 
@@ -173,11 +173,14 @@ export class FifoSink implements FrameSink {
     const given = this.options.fd;
     if (given !== undefined) return this.readers === 0 ? this.served(given) : undefined;
     let fd: number;
+    // Another user's symbolic link in a world-writable sticky directory is refused, not followed.
+    const follow = sinkFollowFlag(this.name);
     try {
       // Non-blocking: with no reader this fails (ENXIO) at once instead of waiting for one.
-      fd = openSync(this.name, constants.O_WRONLY | constants.O_NONBLOCK);
+      fd = openSync(this.name, constants.O_WRONLY | constants.O_NONBLOCK | follow);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? String(e);
+      if (code === "ELOOP") throw refusedIfLinked(this.name, e);
       if (code === "ENOENT") {
         // A pipeline restarting removes the FIFO and makes it again: carry on meanwhile, counting drops.
         if (!this.missing) this.report("warn", "the sink FIFO is gone; dropping frames until it is made again and read", { sink: this.name });

@@ -1,6 +1,6 @@
 import { realpathSync, statSync } from "node:fs";
 import { isAbsolute } from "node:path";
-import { ByteSink, type ByteOutput } from "./byte-sink.ts";
+import { ByteSink, sinkFollowFlag, type ByteOutput } from "./byte-sink.ts";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
 import { FifoSink, type PipeSizer } from "./fifo-sink.ts";
 import { FifoSource, type FifoReport } from "./fifo-source.ts";
@@ -78,6 +78,8 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
   // Checked before anything is opened or created: a bad option leaves nothing behind.
   if (format === "ogg") OggSink.check(ogg);
   const streamFor = (bytes: ByteOutput): FrameSink => (format === "ogg" ? OggSink.over(bytes, ogg) : WireSink.over(bytes));
+  // Another user's symbolic link in a world-writable sticky directory is refused before anything follows it.
+  if (path !== "-") sinkFollowFlag(path);
   const stdout = path === "-" && options.liveStdout === true;
   if (options.fifoReaders && (stdout || (path !== "-" && statSync(path, { throwIfNoEntry: false })?.isFIFO()))) {
     return new FifoSink(stdout ? "stdout" : path, streamFor, options.fifoReaders, {

@@ -21,7 +21,7 @@ import { expectIntactInOrder } from "../support/payloads.ts";
 import { listeners } from "../support/proc.ts";
 import { AGENT, agentEnv, runAgent, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
-import { indexedWire, wireFileFrames } from "../support/wire.ts";
+import { indexedWire, wireFileFrames, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 if (!canSwitchUser) console.warn("access tests as another user skipped: they need root and setpriv (util-linux)");
@@ -234,6 +234,51 @@ describe.skipIf(!canSwitchUser)("a sink in a world-writable sticky directory (as
     expect(stderr).not.toContain("audio-agent: ");
     expect(code).toBe(0);
     expect(expectIntactInOrder(wireFileFrames(theirs).frames)).toEqual([...Array(10).keys()]);
+  });
+
+  /** A FIFO of root's outside the sticky directory (as /run/initctl), read by root; `taken()` stops its reader and gives what it read. */
+  function rootsFifo(dir: { path: (name: string) => string }) {
+    const fifo = dir.path("roots.fifo");
+    expect(Bun.spawnSync(["mkfifo", "-m", "0600", fifo]).exitCode).toBe(0);
+    const reader = Bun.spawn(["cat", fifo], { stdout: "pipe", stderr: "ignore" });
+    defer(() => reader.kill("SIGKILL"));
+    const read = new Response(reader.stdout).bytes();
+    return {
+      fifo,
+      taken: async () => {
+        reader.kill("SIGKILL");
+        return (await read).length;
+      },
+    };
+  }
+
+  test("output recv: another user's symlink at the sink path to a FIFO is not followed: the FIFO's reader gets nothing", async () => {
+    const { dir, shared } = stickyDir();
+    const { fifo, taken } = rootsFifo(dir);
+    const sink = join(shared, "rec.wire");
+    expect(Bun.spawnSync(asNobody(dir.dir, ["ln", "-s", fifo, sink]), { cwd: dir.dir }).exitCode).toBe(0);
+    const { code, stderr } = await recordAsRoot(dir, sink);
+    expect(await taken()).toBe(0);
+    expect(code).toBe(1);
+    expect(failureLine(stderr)).toContain(sink);
+  });
+
+  test("input serve: another user's symlink at the sink path to a FIFO is not followed: the FIFO's reader gets nothing", async () => {
+    const { dir, shared } = stickyDir();
+    const { fifo, taken } = rootsFifo(dir);
+    const sink = join(shared, "rec.wire");
+    expect(Bun.spawnSync(asNobody(dir.dir, ["ln", "-s", fifo, sink]), { cwd: dir.dir }).exitCode).toBe(0);
+    const socket = dir.path("in.sock");
+    const source = dir.path("src.wire");
+    await writeWireFile(source, 10);
+    const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", sink, "--once"]);
+    if (await Promise.race([server.waitForStderr("listening socket=").then(() => true), server.exited.then(() => false)])) {
+      await runAgent(["input", "send", "--socket", socket, "--source", source, "--connect-timeout", "5"]);
+    }
+    const code = await server.exited;
+    expect(await taken()).toBe(0);
+    expect(code).toBe(1);
+    expect(failureLine(server.stderr)).toContain(sink);
   });
 
   test("another user's file at the sink path is not written into: the audio does not go to a file that user can read", async () => {
