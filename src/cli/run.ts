@@ -23,7 +23,7 @@ import {
   type Role,
   type ServeSettings,
 } from "../config.ts";
-import { UnsafeSinkError } from "../media/byte-sink.ts";
+import { UnsafeSinkError } from "../media/sink-path.ts";
 import { SourceFormatError } from "../media/file-format.ts";
 import { HttpListenError } from "../observe/http-listen-error.ts";
 import { stderrLines } from "../observe/line-writer.ts";

@@ -1,7 +1,8 @@
 import { closeSync, constants, fstatSync, openSync, statSync } from "node:fs";
 import { MessageType, ParsedMessage } from "../protocol/index.ts";
 import { writeFrom } from "../io/write-from.ts";
-import { LINGER_MS, readerGone, refusedIfLinked, RETRY_MS, sinkFollowFlag, type ByteOutput } from "./byte-sink.ts";
+import { LINGER_MS, readerGone, RETRY_MS, type ByteOutput } from "./byte-sink.ts";
+import { refusedIfLinked, sinkFollowFlag } from "./sink-path.ts";
 import type { FifoReport } from "./fifo-source.ts";
 import type { FrameSink } from "./frame-sink.ts";
 

@@ -1,6 +1,6 @@
 import { realpathSync, statSync } from "node:fs";
 import { isAbsolute } from "node:path";
-import { ByteSink, sinkFollowFlag, type ByteOutput } from "./byte-sink.ts";
+import { ByteSink, type ByteOutput } from "./byte-sink.ts";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
 import { FifoSink, type PipeSizer } from "./fifo-sink.ts";
 import { FifoSource, type FifoReport } from "./fifo-source.ts";
@@ -9,6 +9,7 @@ import type { FrameSink } from "./frame-sink.ts";
 import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 import { OGG_SINK_DROP, OggSink } from "./ogg-sink.ts";
 import { OGG_SOURCE_COUNTS, OggSource } from "./ogg-source.ts";
+import { sinkFollowFlag } from "./sink-path.ts";
 import { WireSink } from "./wire-sink.ts";
 import { WireSource } from "./wire-source.ts";
 

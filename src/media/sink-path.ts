@@ -1,0 +1,102 @@
+import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, openSync, readlinkSync, statSync } from "node:fs";
+import { dirname } from "node:path";
+
+/* Sink paths another user could have pointed elsewhere or made theirs: in a world-writable sticky directory, as /tmp. */
+
+/**
+ * Opens the file at `path` to write (created 0644, truncated unless
+ * `append`). In a directory anyone may write to that keeps its files to
+ * their owners (mode 1777, as /tmp), it does what the kernel's
+ * fs.protected_symlinks and fs.protected_regular do where they are on,
+ * whatever they are set to: a symbolic link there is followed only when it
+ * is this process's or the directory owner's, and a regular file there that
+ * another user owns is neither truncated nor written into. Otherwise another
+ * user could point the path of an agent run as root at any file, or place a
+ * file of their own there and read the audio. A link made there after the
+ * look is not followed (O_NOFOLLOW). A file reached through a link that is
+ * followed is judged by the directory it is in, as the kernel judges it.
+ */
+export function openForWriting(path: string, append: boolean): number {
+  const flags = constants.O_WRONLY | constants.O_CREAT | (append ? constants.O_APPEND : 0);
+  const dir = stickyWorldWritable(dirname(path));
+  if (dir === undefined) return openSync(path, flags | (append ? 0 : constants.O_TRUNC), 0o644);
+  const link = lstatSync(path, { throwIfNoEntry: false });
+  if (link?.isSymbolicLink() && !trustedIn(dir, link.uid)) throw refused(path, "a symbolic link", link.uid, dir.path);
+  let fd: number;
+  try {
+    fd = openSync(path, flags | (link?.isSymbolicLink() ? 0 : constants.O_NOFOLLOW), 0o644);
+  } catch (e) {
+    throw refusedIfLinked(path, e);
+  }
+  const file = fstatSync(fd);
+  // Through a link: the directory the file itself is in (undefined: not one that keeps files to their
+  // owners); the link's own when that cannot be told.
+  const real = link?.isSymbolicLink() ? directoryOfOpenFile(fd) : undefined;
+  const home = real === undefined ? dir : stickyWorldWritable(real);
+  if (file.isFile() && home !== undefined && !trustedIn(home, file.uid)) {
+    closeSync(fd);
+    throw refused(path, "a file", file.uid, home.path);
+  }
+  if (!append && file.isFile()) ftruncateSync(fd, 0);
+  return fd;
+}
+
+/** A directory anyone may write to that keeps its files to their owners (mode 1777, as /tmp), with its owner; undefined for any other. */
+function stickyWorldWritable(path: string): { path: string; uid: number } | undefined {
+  const dir = statSync(path, { throwIfNoEntry: false });
+  return dir !== undefined && (dir.mode & 0o1002) === 0o1002 ? { path, uid: dir.uid } : undefined;
+}
+
+/** Whether a file there that `uid` owns is trusted: this process's, or the directory owner's. */
+function trustedIn(dir: { uid: number }, uid: number): boolean {
+  return uid === process.geteuid?.() || uid === dir.uid;
+}
+
+/** The directory of the file open on `fd` (where a followed link led); undefined when it cannot be told. */
+function directoryOfOpenFile(fd: number): string | undefined {
+  try {
+    return dirname(readlinkSync(`/proc/self/fd/${fd}`));
+  } catch {
+    return undefined;
+  }
+}
+
+function refused(path: string, what: string, uid: number, dir: string): UnsafeSinkError {
+  return new UnsafeSinkError(path, `${what} of another user (uid ${uid}) in the world-writable directory ${dir}; refusing to write through it`);
+}
+
+/**
+ * The flag an open of the sink at `path` takes (a FIFO's too, which is
+ * opened apart from openForWriting) so that it follows no symbolic link
+ * openForWriting would refuse: O_NOFOLLOW in a world-writable sticky
+ * directory, unless a link there is this process's or the directory
+ * owner's; 0 elsewhere. Throws UnsafeSinkError for another user's link
+ * there now; an open that meets one made since fails with ELOOP
+ * (refusedIfLinked tells it).
+ */
+export function sinkFollowFlag(path: string): number {
+  const dir = stickyWorldWritable(dirname(path));
+  if (dir === undefined) return 0;
+  const link = lstatSync(path, { throwIfNoEntry: false });
+  if (!link?.isSymbolicLink()) return constants.O_NOFOLLOW;
+  if (!trustedIn(dir, link.uid)) throw refused(path, "a symbolic link", link.uid, dir.path);
+  return 0;
+}
+
+/** What an open of the sink at `path` with sinkFollowFlag failing as `e` tells: ELOOP, another user's link made meanwhile, refused as such; anything else as it is. */
+export function refusedIfLinked(path: string, e: unknown): unknown {
+  if ((e as NodeJS.ErrnoException)?.code !== "ELOOP") return e;
+  return refused(path, "a symbolic link", lstatSync(path, { throwIfNoEntry: false })?.uid ?? -1, dirname(path));
+}
+
+/** A sink path another user could have pointed elsewhere or made theirs (openForWriting): refused, `problem` telling why. */
+export class UnsafeSinkError extends Error {
+  readonly code = "EACCES";
+  constructor(
+    readonly path: string,
+    readonly problem: string,
+  ) {
+    super(`sink ${path} is ${problem}`);
+    this.name = "UnsafeSinkError";
+  }
+}
