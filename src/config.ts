@@ -72,8 +72,16 @@ const numberLike = onFirstUse(() =>
   v.pipe(v.union([v.number(), v.pipe(v.string(), v.trim(), v.regex(/^-?\d+(?:\.\d+)?$/), v.transform(Number))]), v.finite()),
 );
 
+/**
+ * Accepts an integer, or its decimal text ("5", "5.0"): not the text of a
+ * fraction, even one Number() rounds to an integer ("5.0000000000000001" is 5).
+ */
+const integerLike = onFirstUse(() =>
+  v.pipe(v.union([v.number(), v.pipe(v.string(), v.trim(), v.regex(/^-?\d+(?:\.0+)?$/), v.transform(Number))]), v.finite(), v.integer()),
+);
+
 function integer(min: number, max: number): v.GenericSchema<unknown, number> {
-  return onFirstUse(() => v.pipe(numberLike, v.number(), v.integer(), v.minValue(min), v.maxValue(max)));
+  return onFirstUse(() => v.pipe(integerLike, v.number(), v.minValue(min), v.maxValue(max)));
 }
 
 const booleanLike = onFirstUse(() =>
@@ -193,11 +201,11 @@ export const OPTIONS = {
   "stuck-frames": { flag: "string", help: "live mode: disconnect a client that takes nothing while this many frames are dropped for it", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 250 },
   "pre-skip": { flag: "string", help: "ogg sink: OpusHead pre-skip in 48 kHz samples", allowed: "an integer 0..65535", schema: integer(0, 65535), default: 312 },
   "page-ms": { flag: "string", help: "sink: write out (an Ogg sink: close a page) at least this often, so live listeners hear audio promptly", allowed: "an integer 1..10000", schema: integer(1, 10_000), default: 100 },
-  "sink-pipe-bytes": { flag: "string", help: "a player's pipe (a FIFO sink, or serve's stdout; a socket there: its send buffer): its capacity, so the furthest a player that fell behind stays behind before frames are dropped (0: the kernel's, 64 KiB for a pipe)", allowed: "0 or bytes 4096..1048576", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.integer(), v.check((n) => n === 0 || (n >= 4096 && n <= 1_048_576)))), default: 8192 },
+  "sink-pipe-bytes": { flag: "string", help: "a player's pipe (a FIFO sink, or serve's stdout; a socket there: its send buffer): its capacity, so the furthest a player that fell behind stays behind before frames are dropped (0: the kernel's, 64 KiB for a pipe)", allowed: "0 or bytes 4096..1048576", schema: onFirstUse(() => v.pipe(integerLike, v.number(), v.check((n) => n === 0 || (n >= 4096 && n <= 1_048_576)))), default: 8192 },
   "heartbeat-ms": { flag: "string", help: "send a Heartbeat this often", allowed: "an integer 10..60000", schema: integer(10, 60_000), default: 1000 },
   "ack-timeout-ms": { flag: "string", help: "no Ack for this long after a Config or Heartbeat went out: the server is gone, reconnect (live, one that takes nothing: --stuck-frames)", allowed: "an integer 10..600000", schema: integer(10, 600_000), default: 3000 },
-  "sample-rate": { flag: "string", help: "Config: sample rate (default from an Ogg source, else 48000)", allowed: "8000, 12000, 16000, 24000, 48000", schema: onFirstUse(() => v.pipe(numberLike, v.picklist(OPUS_SAMPLE_RATES))) },
-  channels: { flag: "string", help: "channel count: input send's Config (default from an Ogg source, else 2); output recv's Ogg OpusHead (default 2)", allowed: "1, 2", schema: onFirstUse(() => v.pipe(numberLike, v.picklist([1, 2]))) },
+  "sample-rate": { flag: "string", help: "Config: sample rate (default from an Ogg source, else 48000)", allowed: "8000, 12000, 16000, 24000, 48000", schema: onFirstUse(() => v.pipe(integerLike, v.picklist(OPUS_SAMPLE_RATES))) },
+  channels: { flag: "string", help: "channel count: input send's Config (default from an Ogg source, else 2); output recv's Ogg OpusHead (default 2)", allowed: "1, 2", schema: onFirstUse(() => v.pipe(integerLike, v.picklist([1, 2]))) },
   "frame-size": { flag: "string", help: "Config: samples per channel per frame (default from an Ogg source: its first frame's duration at the Config's rate; else 960)", allowed: "an integer 1..5760", schema: integer(1, 5760) },
   "socket-buffers": { flag: "string", help: "SO_SNDBUF/SO_RCVBUF: default (128 KiB), high-load (256 KiB) or a size", allowed: `default, high-load, or bytes ${MIN_SOCKET_BUFFER_BYTES}..${MAX_SOCKET_BUFFER_BYTES} (32k..256k)`, schema: socketBuffers, default: "default" },
   adaptive: { flag: "string", help: "adaptive optimizer: escalate buffers and queue under pressure, relax when calm", allowed: "on, off", schema: choice(["on", "off"]), default: "on" },

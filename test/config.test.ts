@@ -283,6 +283,27 @@ describe("resolveSettings errors name the source, the value and what is allowed"
     expect(largest).toBe("9007199254740991");
   });
 
+  test("text of a fraction is refused where an integer is allowed, also where Number() would round it to one", () => {
+    const cases: [string, string, Record<string, string>, string][] = [
+      ["output serve", "queue-frames", { source: "x" }, "5.0000000000000001"],
+      ["output recv", "count", { sink: "x" }, "9007199254740990.5"],
+      ["input serve", "sink-pipe-bytes", { sink: "x" }, "4096.0000000000001"],
+      ["input send", "sample-rate", { source: "x" }, "48000.000000000001"],
+      ["input send", "channels", { source: "x" }, "1.0000000000000001"],
+    ];
+    for (const [role, option, required, text] of cases) {
+      const allowed = OPTIONS[option as keyof typeof OPTIONS].allowed;
+      const viaFlag = () => resolveSettings(role as "output serve", { flags: { ...required, [option]: text }, env: {} });
+      expect(resolveError(viaFlag)).toBe(`--${option} "${text}" is not allowed: ${allowed}`);
+      const variable = `AUDIO_AGENT_${option.toUpperCase().replaceAll("-", "_")}`;
+      const viaEnv = () => resolveSettings(role as "output serve", { flags: required, env: { [variable]: text } });
+      expect(resolveError(viaEnv)).toBe(`environment ${variable}="${text}" is not allowed: ${allowed}`);
+      expect(fileError(JSON.stringify({ [option]: text }))).toBe(`config /etc/bad.json: "${option}": "${text}" is not allowed: ${allowed}`);
+    }
+    // A whole number written with a fraction of zeros is that number.
+    expect(resolveSettings("output serve", { flags: { source: "x", "queue-frames": "5.00" }, env: {} })["queue-frames"]).toBe(5);
+  });
+
   test("a bad environment value", () => {
     const message = resolveError(() =>
       resolveSettings("input send", { flags: { source: "x" }, env: { AUDIO_AGENT_HEARTBEAT_MS: "fast" } }),
