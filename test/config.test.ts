@@ -304,6 +304,57 @@ describe("resolveSettings errors name the source, the value and what is allowed"
     expect(resolveSettings("output serve", { flags: { source: "x", "queue-frames": "5.00" }, env: {} })["queue-frames"]).toBe(5);
   });
 
+  test("what is allowed, as --help and the messages say it, is what each option takes: its ends, and nothing past them, by flag, environment and file", () => {
+    type Case = { taken: string[]; refused: string[] };
+    /** The values at the ends of what `allowed` says, and one past each. */
+    const cases = (allowed: string): Case | undefined => {
+      let m: RegExpExecArray | null;
+      if ((m = /^an integer (\d+)\.\.(\d+)$/.exec(allowed))) {
+        const [low, high] = [BigInt(m[1]!), BigInt(m[2]!)];
+        return { taken: [`${low}`, `${high}`], refused: [`${low - 1n}`, `${high + 1n}`] };
+      }
+      if ((m = /^0 or bytes (\d+)\.\.(\d+)$/.exec(allowed))) return { taken: ["0", m[1]!, m[2]!], refused: [`${+m[1]! - 1}`, `${+m[2]! + 1}`] };
+      if ((m = /^0 \(off\) or seconds ([\d.]+)\.\.(\d+)$/.exec(allowed))) return { taken: ["0", m[1]!, m[2]!], refused: [`${+m[1]! / 2}`, `${+m[2]! + 1}`] };
+      if ((m = /^seconds, ([\d.]+) or more/.exec(allowed))) return { taken: [m[1]!], refused: [`${+m[1]! / 2}`] };
+      if ((m = /^default, high-load, or bytes (\d+)\.\.(\d+)/.exec(allowed))) return { taken: ["default", "high-load", m[1]!, m[2]!], refused: [`${+m[1]! - 1}`, `${+m[2]! + 1}`] };
+      if (/^octal 000\.\.777/.test(allowed)) return { taken: ["000", "777", "0777"], refused: ["0800", "1000"] };
+      if ((m = /^([\w-]+(?:, [\w-]+)+)$/.exec(allowed))) {
+        const listed = m[1]!.split(", ");
+        // A list of numbers (channels, sample rates): none below or above it either.
+        const numbers = listed.every((item) => /^\d+$/.test(item)) ? ["0", `${Math.max(...listed.map(Number)) + 1}`] : [];
+        return { taken: listed, refused: ["other", ...numbers] };
+      }
+      return undefined;
+    };
+    const named = Object.keys(OPTIONS).filter((option) => cases(OPTIONS[option as keyof typeof OPTIONS].allowed) !== undefined);
+    // Every option but the paths, the listen addresses and the host names, whose forms are tested on their own.
+    expect(Object.keys(OPTIONS).filter((option) => !named.includes(option))).toEqual(["socket", "source", "sink", "metrics", "monitor", "http-allow-host"]);
+    for (const option of named) {
+      const spec = OPTIONS[option as keyof typeof OPTIONS];
+      const { taken, refused } = cases(spec.allowed)!;
+      const role = (Object.keys(ROLE_OPTIONS) as (keyof typeof ROLE_OPTIONS)[]).find((r) => (ROLE_OPTIONS[r] as readonly string[]).includes(option))!;
+      const required = role === "output serve" || role === "input send" ? { source: "x" } : { sink: "x" };
+      const variable = option === "socket" ? "" : `AUDIO_AGENT_${option.toUpperCase().replaceAll("-", "_")}`;
+      const ways = {
+        flag: (text: string) => (resolveSettings(role, { flags: { ...required, [option]: text }, env: {} }) as Record<string, unknown>)[option],
+        environment: (text: string) => (resolveSettings(role, { flags: required, env: { [variable]: text } }) as Record<string, unknown>)[option],
+        file: (text: string) => (resolveSettings(role, { flags: required, env: {}, file: file({ [option]: text }) }) as Record<string, unknown>)[option],
+      };
+      for (const [way, read] of Object.entries(ways)) {
+        for (const text of taken) expect({ option, way, text, ok: (() => (read(text), true))() }).toEqual({ option, way, text, ok: true });
+        for (const text of refused) {
+          let message = "";
+          try {
+            read(text);
+          } catch (e) {
+            message = (e as Error).message;
+          }
+          expect({ option, way, text, message }).toEqual({ option, way, text, message: expect.stringContaining(`"${text}" is not allowed: ${spec.allowed}`) });
+        }
+      }
+    }
+  });
+
   test("a bad environment value", () => {
     const message = resolveError(() =>
       resolveSettings("input send", { flags: { source: "x" }, env: { AUDIO_AGENT_HEARTBEAT_MS: "fast" } }),
