@@ -637,6 +637,25 @@ describe("input serve / input send as processes", () => {
   });
 });
 
+describe("input serve: the Ogg sink's settings reach the recording", () => {
+  test("--pre-skip is its OpusHead's, --page-ms its pages' length: a page closes once it holds that much audio", async () => {
+    const { sock, path } = setup();
+    const tone = packetsOf(new Uint8Array(readFileSync(TONE))).slice(2, 62);
+    await writeWireFile(path("tone.wire"), tone.length, (i) => tone[i]!);
+    const sink = path("mic.opus");
+    const server = await serve(sock, sink, ["--format", "ogg", "--once", "--pre-skip", "0", "--page-ms", "1000"]);
+    const sender = spawnAgent(["input", "send", "--socket", sock, "--source", path("tone.wire")]);
+    expect(await sender.exited, sender.stderr).toBe(0);
+    expect(await server.exited, server.stderr).toBe(0);
+    const bytes = new Uint8Array(readFileSync(sink));
+    const head = packetsOf(bytes)[0]!;
+    expect(new DataView(head.buffer, head.byteOffset).getUint16(10, true)).toBe(0);
+    // Head, tags, then 1 s of 20 ms packets (granule 48000), then the other 10 on the end-of-stream page.
+    expect(pagesOf(bytes).map((page) => page.granule)).toEqual([0, 0, 48_000, 57_600]);
+    expect(audioPacketsOf(bytes)).toEqual(tone);
+  });
+});
+
 describe("input serve: a session that ends without Stop", () => {
   test("--once: a first session cut short (the client gone, no Stop) ends the run too, exit 0, its frames kept", async () => {
     const { sock, sink } = setup();

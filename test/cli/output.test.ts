@@ -15,7 +15,7 @@ import { fullFifo, HELD_READER, heldPlayer, makeFifo, releaseReader } from "../s
 import { asNobody } from "../support/nobody.ts";
 import { wakeUps } from "../support/proc.ts";
 import { heldSocketPlayer, readToEnd, socketPair } from "../support/player-sockets.ts";
-import { packetsOf } from "../support/ogg.ts";
+import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { decodedSamples, TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
 import { connectClient, connectOutcome, fakeServer } from "../support/peer.ts";
@@ -207,6 +207,27 @@ describe("output recv into an Ogg sink", () => {
     const preSkip = head[10]! | (head[11]! << 8);
     const total = recorded.reduce((n, p) => n + opusPacketSamples(p), 0);
     expect(decodedSamples(t.path("out.opus"), t.dir)).toBe(total - preSkip);
+  });
+});
+
+describe("output recv: the Ogg sink's settings reach the recording", () => {
+  test("--pre-skip and --channels are its OpusHead's, --page-ms its pages' length: a page closes once it holds that much audio", async () => {
+    const t = setup();
+    const tone = packetsOf(new Uint8Array(readFileSync(TONE))).slice(2, 62);
+    expect(tone.every((packet) => opusPacketSamples(packet) === 960)).toBe(true);
+    await writeWireFile(t.source, tone.length, (i) => tone[i]!);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock]);
+    await serve.waitForStderr("waiting for a client");
+    const sink = t.path("out.opus");
+    const recv = await runAgent(["output", "recv", "--socket", t.sock, "--sink", sink, "--format", "ogg", "--count", "60", "--pre-skip", "1000", "--channels", "1", "--page-ms", "1000"]);
+    expect(recv.code, recv.stderr).toBe(0);
+    expect(await serve.exited).toBe(0);
+    const bytes = new Uint8Array(readFileSync(sink));
+    const head = new DataView(packetsOf(bytes)[0]!.buffer, packetsOf(bytes)[0]!.byteOffset);
+    expect({ channels: head.getUint8(9), preSkip: head.getUint16(10, true) }).toEqual({ channels: 1, preSkip: 1000 });
+    // Head, tags, then 1 s of 20 ms packets (granule 48000), then the other 10 on the end-of-stream page.
+    expect(pagesOf(bytes).map((page) => page.granule)).toEqual([0, 0, 48_000, 57_600]);
+    expect(packetsOf(bytes).slice(2)).toEqual(tone);
   });
 });
 
