@@ -474,9 +474,11 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
 
 /**
  * The config file a command line names: --config, else AUDIO_AGENT_CONFIG; an
- * empty variable is unset, as for every other option's variable.
+ * empty variable is unset, as for every other option's variable, and an empty
+ * --config is refused, as every other option's empty flag is.
  */
 export function namedConfigFile(flag: unknown, env: Record<string, string | undefined>): string | undefined {
+  if (flag === "") throw new ConfigError(`--config "" is not allowed: a JSON file`);
   return (flag as string | undefined) ?? (env.AUDIO_AGENT_CONFIG || undefined);
 }
 

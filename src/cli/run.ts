@@ -114,7 +114,8 @@ function requestedLogFormat(argv: string[], env: CliIo["env"], read?: ConfigFile
   const value =
     flag("log-format") ??
     (env.AUDIO_AGENT_LOG_FORMAT || undefined) ??
-    fileLogFormat(read ?? plainConfigFile(namedConfigFile(flag("config"), env) ?? DEFAULT_CONFIG_FILE), argv[0]);
+    // An empty --config, refused, names no file: the environment's or the default is the one to read.
+    fileLogFormat(read ?? plainConfigFile(namedConfigFile(flag("config") || undefined, env) ?? DEFAULT_CONFIG_FILE), argv[0]);
   return value === "json" ? "json" : "text";
 }
 

@@ -357,6 +357,16 @@ describe("roles refuse bad configuration with exit 2 before doing anything", () 
     expect(badFlag.stderr).toContain("--bogus");
   });
 
+  test('--config "" names no file: exit 2 naming the flag, the value and what is allowed, as any empty value', async () => {
+    const { path } = setup();
+    const expected = 'audio-agent: --config "" is not allowed: a JSON file\n';
+    const role = await cli(["input", "serve", "--socket", path("i.sock"), "--sink", path("x.wire"), "--config", ""]);
+    expect(role).toEqual({ code: 2, stdout: "", stderr: expected });
+    expect(await cli(["serve", "--output-source", "x", "--input-sink", path("x.wire"), "--config="])).toEqual({ code: 2, stdout: "", stderr: expected });
+    expect(await cli(["config", "print", "output recv", "--config", ""])).toEqual({ code: 2, stdout: "", stderr: expected });
+    expect(existsSync(path("x.wire"))).toBe(false);
+  });
+
   test("AUDIO_AGENT_CONFIG naming a missing file", async () => {
     const { path } = setup();
     const r = await cli(["input", "serve", "--socket", path("i.sock"), "--sink", path("x.wire")], { AUDIO_AGENT_CONFIG: path("gone.json") });
