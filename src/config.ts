@@ -98,7 +98,8 @@ function choice<const T extends readonly [string, ...string[]]>(values: T) {
   return v.picklist(values);
 }
 
-const text = onFirstUse(() => v.pipe(v.string(), v.nonEmpty()));
+/** A file's path (or "-"): not empty, and without a NUL byte, which no file's name has (only a config file's JSON can give one). */
+const text = onFirstUse(() => v.pipe(v.string(), v.nonEmpty(), v.excludes("\0")));
 
 /** "0660" (octal) -> 0o660; a config file's number too, its digits read as octal as written (660 -> 0o660, 0 -> 0o000). */
 const fileMode = onFirstUse(() =>
@@ -109,8 +110,8 @@ const fileMode = onFirstUse(() =>
   ),
 );
 
-/** A socket path: it fits sun_path and names a file (a trailing "/" names a directory, where no socket can be). */
-const socketPath = onFirstUse(() => v.pipe(v.string(), v.nonEmpty(), v.check((path) => Buffer.byteLength(path) <= MAX_SOCKET_PATH && !path.endsWith("/"))));
+/** A socket path: a file's path that fits sun_path and names a file (a trailing "/" names a directory, where no socket can be). */
+const socketPath = onFirstUse(() => v.pipe(text, v.check((path) => Buffer.byteLength(path) <= MAX_SOCKET_PATH && !path.endsWith("/"))));
 
 /** The roles that listen on their socket: bound under a hidden name first, which needs room in sun_path beside it. */
 const LISTENING = new Set(["output serve", "input serve", "serve"]);

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, writeFileSync } from "node:fs";
 import { runCli } from "../../src/cli/run.ts";
+import { OPTIONS } from "../../src/config.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
 import { AGENT, agentEnv, run, runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
@@ -364,6 +365,24 @@ describe("roles refuse bad configuration with exit 2 before doing anything", () 
     expect(role).toEqual({ code: 2, stdout: "", stderr: expected });
     expect(await cli(["serve", "--output-source", "x", "--input-sink", path("x.wire"), "--config="])).toEqual({ code: 2, stdout: "", stderr: expected });
     expect(await cli(["config", "print", "output recv", "--config", ""])).toEqual({ code: 2, stdout: "", stderr: expected });
+    expect(existsSync(path("x.wire"))).toBe(false);
+  });
+
+  test("a path with a NUL byte, which only a config file can give (JSON's \\u0000), names no file: config check and the role exit 2 naming the key", async () => {
+    const { path, write } = setup();
+    for (const [key, role] of [
+      ["source", ["output", "serve"]],
+      ["sink", ["output", "recv", "--connect-timeout", "0.1"]],
+      ["socket", ["input", "serve", "--sink", path("x.wire")]],
+    ] as const) {
+      const value = path(`a\u0000b`);
+      const f = write(`nul-${key}.json`, JSON.stringify({ [key]: value, ...(key === "socket" ? {} : { socket: path(`${key}.sock`) }) }));
+      // The value as the log shows a NUL, which the message's shape does not depend on.
+      const shape = (r: { code: number; stdout: string; stderr: string }) => ({ ...r, stderr: r.stderr.replace(/": ".*" is not allowed: /, '": VALUE is not allowed: ') });
+      const message = `audio-agent: config ${f}: "${key}": VALUE is not allowed: ${OPTIONS[key].allowed}\n`;
+      expect(shape(await cli(["config", "check", f]))).toEqual({ code: 2, stdout: "", stderr: message });
+      expect(shape(await cli([...role, "--config", f]))).toEqual({ code: 2, stdout: "", stderr: message });
+    }
     expect(existsSync(path("x.wire"))).toBe(false);
   });
 
