@@ -85,12 +85,13 @@ export class ByteSink implements ByteOutput {
    * description of its own opened non-blocking, so the flag reaches no one
    * else who shares it.
    */
-  static open(path: string, { capacity = 64 * 1024, append = false }: { capacity?: number; append?: boolean } = {}): ByteSink {
+  static open(path: string, { capacity = 64 * 1024, append = false, whole }: { capacity?: number; append?: boolean; whole?: WholeLength } = {}): ByteSink {
     if (path === "-") {
       const own = ownNonBlockingDescription(1);
       return new ByteSink("stdout", own ?? 1, own !== undefined, capacity);
     }
     const fd = openForWriting(path, append);
+    if (append && whole) keepWhole(fd, whole);
     const own = ownNonBlockingDescription(fd);
     if (own === undefined) return new ByteSink(path, fd, true, capacity, fstatSync(fd).isFile());
     closeSync(fd);
@@ -321,6 +322,26 @@ export class ByteSink implements ByteOutput {
     this.failure = new Error(`cannot write to sink ${this.name}: ${code}`);
     throw this.failure;
   }
+}
+
+/**
+ * How many of a file's first bytes are whole units (messages, pages), read
+ * from `path` (the file open for appending, by /proc/self/fd); undefined when
+ * it cannot tell (the bytes are not of its format), and the file is left as it is.
+ */
+export type WholeLength = (path: string) => number | undefined;
+
+/**
+ * A regular file appended to is cut back to its whole units first: one cut
+ * short (the agent killed mid-write, the power lost) would otherwise have
+ * what is appended follow part of a unit, where a reader that never
+ * resynchronises (a wire capture's) stops for good.
+ */
+function keepWhole(fd: number, whole: WholeLength): void {
+  const file = fstatSync(fd);
+  if (!file.isFile() || file.size === 0) return;
+  const length = whole(`/proc/self/fd/${fd}`);
+  if (length !== undefined && length < file.size) ftruncateSync(fd, length);
 }
 
 /** A write's errno that says the reader has gone: EPIPE, or ECONNRESET from a socket's reader. */

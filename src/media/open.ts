@@ -10,7 +10,7 @@ import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 import { OGG_SINK_DROP, OggSink } from "./ogg-sink.ts";
 import { OGG_SOURCE_COUNTS, OggSource } from "./ogg-source.ts";
 import { sinkFollowFlag } from "./sink-path.ts";
-import { WireSink } from "./wire-sink.ts";
+import { WireSink, wholeCaptureLength } from "./wire-sink.ts";
 import { WireSource } from "./wire-source.ts";
 
 export type { MediaFormat };
@@ -89,7 +89,9 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
       fd: stdout ? 1 : undefined,
     });
   }
-  return streamFor(options.fd === undefined ? ByteSink.open(path, { append: options.append }) : ByteSink.adopt(path, options.fd));
+  // Appended to, a capture cut short is cut back to its last whole message first (an Ogg reader finds the next page).
+  const whole = format === "wire" ? wholeCaptureLength : undefined;
+  return streamFor(options.fd === undefined ? ByteSink.open(path, { append: options.append, whole }) : ByteSink.adopt(path, options.fd));
 }
 
 /** Is the source a live stream (stdin, a FIFO) rather than a file that can be read at leisure? */

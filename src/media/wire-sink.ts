@@ -1,4 +1,5 @@
-import { MessageType, type ParsedMessage } from "../protocol/index.ts";
+import { closeSync, openSync, readSync } from "node:fs";
+import { FrameParser, INPUT_MAGIC, MessageType, OUTPUT_MAGIC, ProtocolError, readUint32LE, type ParsedMessage } from "../protocol/index.ts";
 import { ByteSink, type ByteOutput } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 
@@ -39,5 +40,35 @@ export class WireSink implements FrameSink {
   /** While its output holds what its reader has not taken (FrameSink.waiting). */
   get waiting(): Promise<void> | undefined {
     return this.bytes.waiting;
+  }
+}
+
+/**
+ * Where a wire capture's whole messages end (ByteSink's WholeLength): a
+ * capture of either channel read message by message, up to a last message
+ * cut short. Undefined for bytes that are not a capture's (another magic, a
+ * header a capture cannot have): damage or another format, not cut there.
+ */
+export function wholeCaptureLength(path: string): number | undefined {
+  const fd = openSync(path, "r");
+  try {
+    const chunk = new Uint8Array(1 << 20);
+    let parser: FrameParser | undefined;
+    for (let n; (n = readSync(fd, chunk, 0, chunk.length, null)) > 0; ) {
+      if (!parser) {
+        if (n < 4) return undefined;
+        const magic = readUint32LE(chunk, 0);
+        if (magic !== OUTPUT_MAGIC && magic !== INPUT_MAGIC) return undefined;
+        parser = new FrameParser(magic);
+      }
+      parser.push(chunk.subarray(0, n));
+      while (parser.next());
+    }
+    return parser?.streamOffset;
+  } catch (e) {
+    if (e instanceof ProtocolError) return undefined;
+    throw e;
+  } finally {
+    closeSync(fd);
   }
 }

@@ -4,7 +4,7 @@
  * codes and one-line messages, signals, socket file mode and clean-up.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, MAX_MESSAGE, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
@@ -730,6 +730,23 @@ describe("output recv to stdout", () => {
     serve.kill("SIGTERM");
     await serve.exited;
   }, 60_000);
+
+  test("--append to a capture whose last message was cut short (the agent killed mid-write, the power lost): what the new run records follows the last whole message, and the file reads whole", async () => {
+    const t = setup();
+    const file = t.path("sink.wire");
+    let serve = await servingFile(t, 30);
+    expect(await runAgent(["output", "recv", "--socket", t.sock, "--sink", file, "--count", "30"])).toMatchObject({ code: 0 });
+    await serve.exited;
+    // The last message's last bytes never reached the disk.
+    truncateSync(file, statSync(file).size - 5);
+    serve = await servingFile(t, 20);
+    expect(await runAgent(["output", "recv", "--socket", t.sock, "--sink", file, "--append", "--count", "20"])).toMatchObject({ code: 0 });
+    await serve.exited;
+    const appended = wireFileFrames(file);
+    expect([appended.error?.message, appended.trailing]).toEqual([undefined, 0]);
+    expect(appended.frames.length).toBe(29 + 20);
+    appended.frames.forEach((payload, k) => expect(isTestPayload(k < 29 ? k : k - 29, payload)).toBe(true));
+  });
 
   test("a pipe the agent cannot open again (it runs as another user than the pipe's: sudo -u, start-stop-daemon --chuid), whose reader stops reading, holds up the channel, not the process: SIGTERM exits 0", async () => {
     const t = setup();

@@ -10,7 +10,9 @@ import { closeSync, constants, openSync, readFileSync, readSync, statSync, write
 import { ByteSink } from "../../src/media/byte-sink.ts";
 import { OggSink } from "../../src/media/ogg-sink.ts";
 import { WireSink } from "../../src/media/wire-sink.ts";
-import { encodeMessage, FrameParser, MessageType, OUTPUT_MAGIC, type ParsedMessage } from "../../src/protocol/index.ts";
+import { openSink } from "../../src/media/open.ts";
+import { encodeMessage, FrameParser, INPUT_MAGIC, MessageType, OUTPUT_MAGIC, type ParsedMessage } from "../../src/protocol/index.ts";
+import { concatBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, readAvailable } from "../support/fifo.ts";
 import { openFiles } from "../support/proc.ts";
@@ -331,5 +333,38 @@ describe("ByteSink over a pipe whose reader is behind", () => {
     expect(sink.dropped.sink_no_reader).toBe(101 - whole);
     expect(() => sink.flush()).toThrow("EPIPE");
     expect(() => sink.close()).toThrow("EPIPE");
+  });
+});
+
+describe("a wire capture appended to", () => {
+  /** Opens `bytes` as a file for appending through openSink, writes one more frame, and returns what the file then holds. */
+  function appended(bytes: Uint8Array): Uint8Array {
+    const path = socketDir(defer, "wsk-").path("rec.wire");
+    writeFileSync(path, bytes);
+    const sink = openSink("wire", path, { append: true, preSkip: 312, pageMs: 100 });
+    sink.write(opusMessage(new Uint8Array([7, 7, 7])));
+    void sink.close();
+    return new Uint8Array(readFileSync(path));
+  }
+  const next = encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, new Uint8Array([7, 7, 7]));
+
+  test("is cut back to its last whole message first, wherever the last one was cut (in its header, in its payload)", () => {
+    const whole = indexedWire(0, 5, 300);
+    expect(indexedWire(5, 6, 300).length).toBeGreaterThan(200);
+    for (const cut of [1, 9, 16, 17, 200]) {
+      const torn = concatBytes([whole, indexedWire(5, 6, 300).subarray(0, cut)]);
+      expect({ cut, bytes: appended(torn) }).toEqual({ cut, bytes: concatBytes([whole, next]) });
+    }
+    // A whole capture is only added to; so is an input channel's.
+    expect(appended(whole)).toEqual(concatBytes([whole, next]));
+    const input = indexedWire(0, 3, 100, INPUT_MAGIC);
+    expect(appended(input)).toEqual(concatBytes([input, next]));
+  });
+
+  test("bytes that are not a capture end to end (another format, damage within) are left as they are", () => {
+    const ogg = new TextEncoder().encode("OggS\0\x02 not a capture at all");
+    expect(appended(ogg)).toEqual(concatBytes([ogg, next]));
+    const damaged = concatBytes([indexedWire(0, 2, 300), new TextEncoder().encode("garbage in the middle"), indexedWire(2, 4, 300).subarray(0, 50)]);
+    expect(appended(damaged)).toEqual(concatBytes([damaged, next]));
   });
 });
