@@ -64,7 +64,7 @@ export class UnixServer {
   private accepting = true;
   /** What readPending reads a replaced client's last bytes into, made at the first replacement. */
   private pendingChunk: Uint8Array | undefined;
-  /** The socket file was found removed or replaced: no client can reach the listener (told once). */
+  /** The socket file was last found removed or replaced: no client can reach the listener (told as it goes, and as it comes back). */
   private unreachable = false;
   /** Settles once the listening socket is closed (stopAccepting). */
   private listenerClosed: Promise<void> | undefined;
@@ -149,18 +149,22 @@ export class UnixServer {
    * stop(), while its path still leads to it. A socket file removed (a
    * cleanup of the runtime directory) or replaced leaves the listener open
    * but out of every client's reach: told once, as it is found (whenever
-   * the readings are taken: /healthz, /metrics, the sampler's tick).
+   * the readings are taken: /healthz, /metrics, the sampler's tick). Put
+   * back (moved aside and back, its directory renamed back), it is reached
+   * again: told too.
    */
   get listening(): boolean {
     return this.accepting && this.reachable();
   }
 
   private reachable(): boolean {
-    if (this.unreachable) return false;
-    if (this.stopped || socketFileInPlace(this.options.path, this.file)) return true;
-    this.unreachable = true;
-    this.options.report("warn", "the socket file is gone (removed or replaced); no client can connect until the agent is started again", { socket: this.options.path });
-    return false;
+    if (this.stopped) return true;
+    const inPlace = socketFileInPlace(this.options.path, this.file);
+    if (inPlace !== this.unreachable) return inPlace;
+    this.unreachable = !inPlace;
+    if (inPlace) this.options.report("info", "the socket file is back; clients can connect again", { socket: this.options.path });
+    else this.options.report("warn", "the socket file is gone (removed or replaced); no client can connect while it is", { socket: this.options.path });
+    return inPlace;
   }
 
   /**

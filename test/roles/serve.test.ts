@@ -6,7 +6,7 @@
  * other and ends the run with its failure.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { READER_LOOK_MS } from "../../src/media/fifo-sink.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
@@ -459,6 +459,29 @@ describe("serve: both channels in one process", () => {
     agent.kill("SIGTERM");
     expect(await agent.exited, agent.stderr).toBe(0);
     expect(existsSync(t.out)).toBe(true);
+  }, 30_000);
+
+  test("a socket file moved away and put back while the agent runs: not listening while it is away, listening again (/healthz 200, audio_agent_listening 1) once clients can reach it again", async () => {
+    const t = setup();
+    const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", "/dev/null", "--metrics", "127.0.0.1:0"], { stdin: "pipe" });
+    const base = await metricsUrl(agent);
+    await agent.waitForStderr("input-server: listening");
+    // An operator's mv aside and back (or the socket's directory renamed and renamed back).
+    renameSync(t.in, t.path("aside.sock"));
+    expect((await fetch(`${base}/healthz`)).status).toBe(503);
+    await agent.waitForStderr(/WARN +input-server: the socket file is gone/);
+    renameSync(t.path("aside.sock"), t.in);
+    expect(await connectOutcome(defer, t.in)).toBe("accepted");
+    await agent.waitForStderr("input-server: client connected");
+    // The same socket, at its path again: clients reach it, so it is listening.
+    const response = await fetch(`${base}/healthz`);
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({ healthy: true, channels: { output: { listening: true }, input: { listening: true } } });
+    expect(value(await scrape(base), "audio_agent_listening", { channel: "input" })).toBe(1);
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    // Still the agent's own file: removed at the stop.
+    expect(existsSync(t.in)).toBe(false);
   }, 30_000);
 
   test("--input-sink - to a terminal: written as a file, blocking, nothing dropped; the terminal's flags are as they were after the exit", async () => {
