@@ -1,5 +1,5 @@
-import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, openSync, readlinkSync, statSync } from "node:fs";
-import { dirname } from "node:path";
+import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, openSync, readlinkSync, statSync, type Stats } from "node:fs";
+import { dirname, isAbsolute, join } from "node:path";
 
 /* Sink paths another user could have pointed elsewhere or made theirs: in a world-writable sticky directory, as /tmp. */
 
@@ -18,6 +18,7 @@ import { dirname } from "node:path";
  */
 export function openForWriting(path: string, append: boolean): number {
   const flags = constants.O_WRONLY | constants.O_CREAT | (append ? constants.O_APPEND : 0);
+  linksOnTheWay(path);
   const dir = stickyWorldWritable(dirname(path));
   if (dir === undefined) return openSync(path, flags | (append ? 0 : constants.O_TRUNC), 0o644);
   const link = lstatSync(path, { throwIfNoEntry: false });
@@ -39,6 +40,59 @@ export function openForWriting(path: string, append: boolean): number {
   }
   if (!append && file.isFile()) ftruncateSync(fd, 0);
   return fd;
+}
+
+/** Links a path may pass through before the kernel gives up (ELOOP), as its own walk counts them. */
+const MAX_LINKS = 40;
+
+/**
+ * The directories on the way to `path` (not its last name, which its open
+ * judges), walked as the kernel walks them: a symbolic link among them in a
+ * directory anyone may write that keeps files to their owners is followed
+ * only when it is this process's or the directory owner's, as
+ * fs.protected_symlinks follows any link of a path, whatever it is set to.
+ * Throws UnsafeSinkError for another user's; a name that is missing is left
+ * for the open to tell.
+ */
+function linksOnTheWay(path: string): void {
+  const names = (isAbsolute(path) ? path : join(process.cwd(), path)).split("/").filter((name) => name !== "");
+  names.pop();
+  let at = "/";
+  for (let links = 0; names.length > 0; ) {
+    const name = names.shift()!;
+    if (name === ".") continue;
+    if (name === "..") {
+      at = dirname(at);
+      continue;
+    }
+    const next = join(at, name);
+    const entry = lstatOrNothing(next);
+    if (!entry?.isSymbolicLink()) {
+      if (entry === undefined) return;
+      at = next;
+      continue;
+    }
+    const dir = stickyWorldWritable(at);
+    if (dir !== undefined && !trustedIn(dir, entry.uid)) throw refused(path, `reached through ${next}, a symbolic link`, entry.uid, at);
+    if (++links > MAX_LINKS) return;
+    let target: string;
+    try {
+      target = readlinkSync(next);
+    } catch {
+      return; // gone since: the open tells
+    }
+    names.unshift(...target.split("/").filter((part) => part !== ""));
+    if (isAbsolute(target)) at = "/";
+  }
+}
+
+/** The entry at `path` itself; undefined where there is none to look at (missing, not a directory on the way, not searchable: the open tells). */
+function lstatOrNothing(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** A directory anyone may write to that keeps its files to their owners (mode 1777, as /tmp), with its owner; undefined for any other. */
@@ -75,6 +129,7 @@ function refused(path: string, what: string, uid: number, dir: string): UnsafeSi
  * (refusedIfLinked tells it).
  */
 export function sinkFollowFlag(path: string): number {
+  linksOnTheWay(path);
   const dir = stickyWorldWritable(dirname(path));
   if (dir === undefined) return 0;
   const link = lstatSync(path, { throwIfNoEntry: false });

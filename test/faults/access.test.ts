@@ -187,6 +187,22 @@ describe.skipIf(!canSwitchUser)("a sink in a world-writable sticky directory (as
     expect(failureLine(stderr)).toContain(sink);
   });
 
+  test("another user's symlink there on the way to the sink (a directory of the path) is not followed either, as the kernel's protected_symlinks does not follow it: the file it leads to is left as it was", async () => {
+    const { dir, shared, precious } = stickyDir();
+    // The operator's --sink /tmp/rec/rec.wire; another user made /tmp/rec first, a link to a directory of theirs
+    // (outside the sticky directory) where rec.wire is their link to the file they want written over.
+    const theirs = dir.path("theirs");
+    mkdirSync(theirs);
+    chownSync(theirs, NOBODY, NOBODY);
+    const planted = Bun.spawnSync(asNobody(dir.dir, ["sh", "-c", `ln -s ${precious} ${theirs}/rec.wire && ln -s ${theirs} ${shared}/rec`]), { cwd: dir.dir });
+    expect(planted.exitCode).toBe(0);
+    const sink = join(shared, "rec", "rec.wire");
+    const { code, stderr } = await recordAsRoot(dir, sink);
+    expect(readFileSync(precious, "utf8")).toBe("precious\n");
+    expect(code).toBe(1);
+    expect(failureLine(stderr)).toContain(sink);
+  });
+
   test("another user's FIFO at the sink path, replaced by that user's symlink while the agent waits for its reader: the file the symlink points at is left as it was", async () => {
     const { dir, shared, precious } = stickyDir();
     const sink = join(shared, "rec.wire");
