@@ -711,6 +711,25 @@ describe("a hostile viewer", () => {
     expect(performance.now() - start).toBeGreaterThanOrEqual(4000);
   }, 60_000);
 
+  test("viewers that answer the hub's pings stay past the idle timeout though they send nothing: a WebSocket client, and the page in a browser", async () => {
+    const idleSeconds = 4;
+    const { hub, server, url } = await hubOnHttp({ ...VIEWER_LIMITS, idleSeconds }, 1000);
+    const quiet = await viewer(url);
+    let closes = 0;
+    quiet.onclose = () => void closes++;
+    const { page } = await openPage(`http://127.0.0.1:${server.port}`);
+    await page.waitForFunction(() => (window as any).monitorState.figuresReceived >= 1, null, { polling: 50, timeout: 10_000 });
+    expect(hub.viewerCount).toBe(2);
+    // Three idle timeouts: each viewer was pinged several times, and one the hub did not hear from would be gone.
+    await Bun.sleep(3 * idleSeconds * 1000);
+    expect(closes).toBe(0);
+    expect(hub.viewerCount).toBe(2);
+    // The page kept its first connection: it never had to connect again.
+    const state = await pageState(page);
+    expect(state.link).toBe("live");
+    expect(state.errors).toEqual([]);
+  }, 60_000);
+
   test("a peer that answers no ping is closed after the idle timeout while the figures go to it every second, as they do to every viewer", async () => {
     const { hub, server } = await hubOnHttp({ ...VIEWER_LIMITS, idleSeconds: 8 }, 1000);
     // A receive buffer of the usual size: the figures it never reads wait in the kernel, not in the agent.
