@@ -38,6 +38,12 @@ export function openForWriting(path: string, append: boolean): number {
     closeSync(fd);
     throw refused(path, "a file", file.uid, home.path);
   }
+  // A file of ours with another name too: where fs.protected_hardlinks is 0 (the kernel's default)
+  // another user may have linked any file of ours there, which would be written over.
+  if (file.isFile() && home !== undefined && file.nlink > 1) {
+    closeSync(fd);
+    throw new UnsafeSinkError(path, `a file with ${file.nlink} names (hard links) in the world-writable directory ${home.path}; refusing to write through it`);
+  }
   if (!append && file.isFile()) ftruncateSync(fd, 0);
   return fd;
 }

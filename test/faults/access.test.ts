@@ -9,7 +9,7 @@
  * they say so.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, linkSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { expectAccountedLine, failureLine } from "../support/agent-log.ts";
@@ -307,6 +307,17 @@ describe.skipIf(!canSwitchUser)("a sink in a world-writable sticky directory (as
     expect(statSync(sink).size).toBe(0);
     expect(code).toBe(1);
     expect(failureLine(stderr)).toContain(sink);
+  });
+
+  test("a file there with another name elsewhere (a hard link another user made where fs.protected_hardlinks is 0, the kernel's default) is not written into: the file it also is is left as it was", async () => {
+    const { dir, shared, precious } = stickyDir();
+    const sink = join(shared, "rec.wire");
+    // Made here as root: with protected_hardlinks at 0 another user may link a root-only file, which this machine forbids.
+    linkSync(precious, sink);
+    const { code, stderr } = await recordAsRoot(dir, sink);
+    expect(readFileSync(precious, "utf8")).toBe("precious\n");
+    expect(code).toBe(1);
+    expect(failureLine(stderr)).toContain(`--sink ${sink}: a file with 2 names`);
   });
 });
 
