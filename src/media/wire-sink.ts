@@ -1,5 +1,16 @@
 import { closeSync, openSync, readSync } from "node:fs";
-import { FrameParser, INPUT_MAGIC, MessageType, OUTPUT_MAGIC, ProtocolError, readUint32LE, type ParsedMessage } from "../protocol/index.ts";
+import {
+  FrameParser,
+  HEADER_SIZE,
+  INPUT_MAGIC,
+  MessageType,
+  OUTPUT_MAGIC,
+  ProtocolError,
+  readUint32LE,
+  validateHeader,
+  writeHeader,
+  type ParsedMessage,
+} from "../protocol/index.ts";
 import { ByteSink, type ByteOutput } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 
@@ -64,11 +75,26 @@ export function wholeCaptureLength(path: string): number | undefined {
       parser.push(chunk.subarray(0, n));
       while (parser.next());
     }
-    return parser?.streamOffset;
+    if (!parser) return undefined;
+    const end = parser.streamOffset;
+    // A tail too short to be checked as a header is one cut short only if it begins one of this channel's.
+    const tail = parser.pending;
+    if (tail > 0 && tail < HEADER_SIZE && !beginsHeader(fd, end, tail, parser.magic)) return undefined;
+    return end;
   } catch (e) {
     if (e instanceof ProtocolError) return undefined;
     throw e;
   } finally {
     closeSync(fd);
   }
+}
+
+/** Whether the `count` bytes at `position` (fewer than a header) are the start of a header a capture of `magic` can have. */
+function beginsHeader(fd: number, position: number, count: number, magic: number): boolean {
+  // A header that passes, with the bytes there written over its start: each field checked as far as it is there
+  // (a length's missing high bytes taken as 0, its least).
+  const header = new Uint8Array(HEADER_SIZE);
+  writeHeader(header, 0, magic, MessageType.OpusFrame, 0, 0);
+  if (readSync(fd, header, 0, count, position) !== count) return false;
+  return validateHeader(header, 0, magic) === undefined;
 }

@@ -367,4 +367,13 @@ describe("a wire capture appended to", () => {
     const damaged = concatBytes([indexedWire(0, 2, 300), new TextEncoder().encode("garbage in the middle"), indexedWire(2, 4, 300).subarray(0, 50)]);
     expect(appended(damaged)).toEqual(concatBytes([damaged, next]));
   });
+
+  test("a tail shorter than a header that does not begin a message of the capture's channel (the other channel's magic, text) is left as it is, as a longer one is", () => {
+    const whole = indexedWire(0, 5, 300);
+    const input = indexedWire(0, 1, 300, INPUT_MAGIC);
+    for (const tail of [input.subarray(0, 10), input, new TextEncoder().encode("not a message\n")]) {
+      const bytes = concatBytes([whole, tail]);
+      expect({ tail: tail.length, bytes: appended(bytes) }).toEqual({ tail: tail.length, bytes: concatBytes([bytes, next]) });
+    }
+  });
 });
