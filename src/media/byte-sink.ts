@@ -335,12 +335,20 @@ export type WholeLength = (path: string) => number | undefined;
  * A regular file appended to is cut back to its whole units first: one cut
  * short (the agent killed mid-write, the power lost) would otherwise have
  * what is appended follow part of a unit, where a reader that never
- * resynchronises (a wire capture's) stops for good.
+ * resynchronises (a wire capture's) stops for good. One that cannot be read
+ * again (the agent may write it, not read it) is left as it is.
  */
 function keepWhole(fd: number, whole: WholeLength): void {
   const file = fstatSync(fd);
   if (!file.isFile() || file.size === 0) return;
-  const length = whole(`/proc/self/fd/${fd}`);
+  let length: number | undefined;
+  try {
+    length = whole(`/proc/self/fd/${fd}`);
+  } catch (e) {
+    // One it may write but not read (mode 0200, EACCES): it cannot tell, and adds to it as >> does.
+    if ((e as NodeJS.ErrnoException)?.code === undefined) throw e;
+    return;
+  }
   if (length !== undefined && length < file.size) ftruncateSync(fd, length);
 }
 

@@ -4,7 +4,7 @@
  * codes and one-line messages, signals, socket file mode and clean-up.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, MAX_MESSAGE, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
@@ -12,7 +12,7 @@ import { expectAccountedLine, failureLine, logFields } from "../support/agent-lo
 import { heldUp, metricsUrl, scrapeUntil, value } from "../support/metrics.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { fullFifo, HELD_READER, heldPlayer, makeFifo, releaseReader } from "../support/fifo.ts";
-import { asNobody } from "../support/nobody.ts";
+import { asNobody, NOBODY } from "../support/nobody.ts";
 import { wakeUps } from "../support/proc.ts";
 import { heldSocketPlayer, readToEnd, socketPair } from "../support/player-sockets.ts";
 import { packetsOf, pagesOf } from "../support/ogg.ts";
@@ -746,6 +746,26 @@ describe("output recv to stdout", () => {
     expect([appended.error?.message, appended.trailing]).toEqual([undefined, 0]);
     expect(appended.frames.length).toBe(29 + 20);
     appended.frames.forEach((payload, k) => expect(isTestPayload(k < 29 ? k : k - 29, payload)).toBe(true));
+  });
+
+  test("--append to a file the agent may write but not read (mode 0200, the agent another user): added to as >> adds, exit 0; the run did not fail on the look for a message cut short", async () => {
+    const t = setup();
+    chmodSync(t.dir, 0o777);
+    await writeWireFile(t.source, 20);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--socket-mode", "0666"]);
+    await serve.waitForStderr("waiting for a client");
+    const file = t.path("sink.wire");
+    const before = wireBytes(0, 10);
+    writeFileSync(file, before);
+    chownSync(file, NOBODY, NOBODY);
+    chmodSync(file, 0o200);
+    const out = openSync("/dev/null", "w");
+    const recv = agentAsNobody(t.dir, ["output", "recv", "--socket", t.sock, "--sink", file, "--append", "--count", "20"], out);
+    closeSync(out);
+    expect(await recv.exited, recv.stderr).toBe(0);
+    await serve.exited;
+    const appended = wireFileFrames(file);
+    expect([appended.error?.message, appended.trailing, appended.frames.length]).toEqual([undefined, 0, 10 + 20]);
   });
 
   test("a pipe the agent cannot open again (it runs as another user than the pipe's: sudo -u, start-stop-daemon --chuid), whose reader stops reading, holds up the channel, not the process: SIGTERM exits 0", async () => {
