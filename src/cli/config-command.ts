@@ -55,6 +55,8 @@ export async function configCommand(args: string[], io: ConfigIo): Promise<numbe
     const { values, positionals } = readFlags(rest, { help: HELP_FLAG }, "config check");
     if (values.help) return help(io, "config check --help", positionals);
     if (positionals.length !== 1) throw new UsageError("config check takes one argument: the config file (see audio-agent config --help)");
+    // Named as an empty --config is: "" is no file's name.
+    if (positionals[0] === "") throw new UsageError(`config check "" is not allowed: a JSON file`);
     const file = await loadConfigFile(positionals[0]);
     const count = Object.keys(file!.top).length + Object.values(file!.sections).reduce((n, s) => n + Object.keys(s ?? {}).length, 0);
     io.out(`${positionals[0]}: ok (${count} setting${count === 1 ? "" : "s"})\n`);

@@ -149,6 +149,7 @@ describe("usage errors", () => {
       [["config", "print", "--config"], "audio-agent: config print: --config needs a value (a JSON file)"],
       [["config", "check"], "audio-agent: config check takes one argument: the config file (see audio-agent config --help)"],
       [["config", "check", "--bogus", "f.json"], "audio-agent: config check: unknown option --bogus (see audio-agent config check --help)"],
+      [["config", "check", ""], 'audio-agent: config check "" is not allowed: a JSON file'],
       [["bench", "--bogus"], "audio-agent: bench: unknown option --bogus (see audio-agent bench --help)"],
       [["bench", "--only"], "audio-agent: bench: --only needs a value (a comma-separated list of flood160, flood4096, live, soak, startup)"],
       [["bench", "--quick=yes"], 'audio-agent: bench: --quick is a switch: takes true or false, found "yes" (see audio-agent bench --help)'],
