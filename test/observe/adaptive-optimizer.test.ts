@@ -209,33 +209,43 @@ describe("AdaptiveOptimizer on an injected clock", () => {
   });
 });
 
+/** The output channel's send buffer, as the socket buffer metrics label it. */
+const SEND_BUFFER = { component: "audio-output", buffer_type: "send" };
+
+/**
+ * `output serve --realtime` from a pipe the test feeds (nothing is sent before
+ * the test says so), --metrics on, the optimizer escalating at 3 overflows in
+ * 1 s and relaxing after `calmMs`, with a paused reader connected. No latency
+ * budget: it would stop writing long before a paused reader's socket buffer overflows.
+ */
+async function pausedReaderServe(prefix: string, calmMs: number) {
+  const { path } = socketDir(defer, prefix);
+  defer(() => stopAgents());
+  const sock = path("out.sock");
+  const server = spawnAgent(
+    [
+      "output", "serve", "--socket", sock, "--source", "-", "--realtime",
+      "--queue-frames", "100", "--stuck-frames", "100000", "--max-latency-ms", "60000", "--socket-buffers", "default",
+      "--adaptive-threshold", "3", "--adaptive-window-ms", "1000", "--adaptive-calm-ms", String(calmMs),
+      "--metrics", "0",
+    ],
+    { stdin: "pipe" },
+  );
+  const base = await metricsUrl(server);
+  // The HTTP endpoint listens first, then the socket.
+  await server.waitForStderr("listening socket=");
+  const reader = await connectClient(defer, sock, { paused: true });
+  await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "client connected");
+  return { sock, server, base, reader };
+}
+
 describe("adaptive optimizer in a real role with a slow reader", () => {
   test("output serve --realtime escalates under a paused reader (buffers, queue, overflows) and relaxes once it catches up; every frame accounted for", async () => {
-    const { path } = socketDir(defer, "aaa-");
-    defer(() => stopAgents());
-    const sock = path("out.sock");
-    // The source is a pipe the test feeds: nothing is sent before the test says so.
-    const server = spawnAgent(
-      [
-        "output", "serve", "--socket", sock, "--source", "-", "--realtime",
-        // No latency budget: it would stop writing long before a paused reader's socket buffer overflows.
-        "--queue-frames", "100", "--stuck-frames", "100000", "--max-latency-ms", "60000", "--socket-buffers", "default",
-        "--adaptive-threshold", "3", "--adaptive-window-ms", "1000", "--adaptive-calm-ms", "300",
-        "--metrics", "0",
-      ],
-      { stdin: "pipe" },
-    );
-    const base = await metricsUrl(server);
-    const sendBuffer = { component: "audio-output", buffer_type: "send" };
-
-    // The HTTP endpoint listens first, then the socket.
-    await server.waitForStderr("listening socket=");
-    const reader = await connectClient(defer, sock, { paused: true });
-    await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "client connected");
+    const { server, base, reader } = await pausedReaderServe("aaa-", 300);
     // No frame yet, so no pressure yet: the defaults, always.
     const before = await scrape(base);
     expect(value(before, "audio_agent_adaptive_level")).toBe(0);
-    expect(value(before, "jetkvm_audio_socket_buffer_size_bytes", sendBuffer)).toBe(kernelBufferBytes(128 * KiB));
+    expect(value(before, "jetkvm_audio_socket_buffer_size_bytes", SEND_BUFFER)).toBe(kernelBufferBytes(128 * KiB));
     expect(value(before, "audio_agent_queue_capacity_frames")).toBe(100);
 
     // 1 ms apart, up to 2 KB each: ~1 MB/s fills a paused reader's socket buffer in well under a second.
@@ -245,8 +255,8 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
 
     // Paused: the kernel buffer fills, writes come up short, frames miss their deadline.
     const escalated = await scrapeUntil(base, (t) => value(t, "audio_agent_adaptive_level") >= 1, "escalation");
-    expect(value(escalated, "jetkvm_audio_socket_buffer_overflow_total", sendBuffer)).toBeGreaterThan(0);
-    expect(value(escalated, "jetkvm_audio_socket_buffer_size_bytes", sendBuffer)).toBe(kernelBufferBytes(256 * KiB));
+    expect(value(escalated, "jetkvm_audio_socket_buffer_overflow_total", SEND_BUFFER)).toBeGreaterThan(0);
+    expect(value(escalated, "jetkvm_audio_socket_buffer_size_bytes", SEND_BUFFER)).toBe(kernelBufferBytes(256 * KiB));
     expect(value(escalated, "jetkvm_adaptive_output_buffer_size_bytes")).toBe(256 * KiB);
     expect([200, 400]).toContain(value(escalated, "audio_agent_queue_capacity_frames"));
     expect(value(escalated, "audio_agent_adaptive_queue_frames")).toBe(value(escalated, "audio_agent_queue_capacity_frames"));
@@ -266,7 +276,7 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
       (t) => value(t, "audio_agent_adaptive_decisions_total", { decision: "relax" }) >= 1 && value(t, "audio_agent_adaptive_level") === 0,
       "relax",
     );
-    expect(value(relaxed, "jetkvm_audio_socket_buffer_size_bytes", sendBuffer)).toBe(kernelBufferBytes(128 * KiB));
+    expect(value(relaxed, "jetkvm_audio_socket_buffer_size_bytes", SEND_BUFFER)).toBe(kernelBufferBytes(128 * KiB));
     expect(value(relaxed, "jetkvm_adaptive_output_buffer_size_bytes")).toBe(128 * KiB);
     expect(value(relaxed, "audio_agent_queue_capacity_frames")).toBe(100);
     expect(value(relaxed, "audio_agent_connected")).toBe(1);
@@ -294,23 +304,7 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
 
 describe("adaptive optimizer once its client has gone", () => {
   test("relaxing with no client: neither the relax line nor the buffer gauge tells the gone socket's escalated size as the kernel's; the next client gets the base buffers", async () => {
-    const { path } = socketDir(defer, "aag-");
-    defer(() => stopAgents());
-    const sock = path("out.sock");
-    const server = spawnAgent(
-      [
-        "output", "serve", "--socket", sock, "--source", "-", "--realtime",
-        "--queue-frames", "100", "--stuck-frames", "100000", "--max-latency-ms", "60000", "--socket-buffers", "default",
-        "--adaptive-threshold", "3", "--adaptive-window-ms", "1000", "--adaptive-calm-ms", "300",
-        "--metrics", "0",
-      ],
-      { stdin: "pipe" },
-    );
-    const base = await metricsUrl(server);
-    const sendBuffer = { component: "audio-output", buffer_type: "send" };
-    await server.waitForStderr("listening socket=");
-    const reader = await connectClient(defer, sock, { paused: true });
-    await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "client connected");
+    const { sock, server, base, reader } = await pausedReaderServe("aag-", 300);
     const feeding = server.writeStdin(wireBytes(0, 2000, (i) => indexedPayload(i, 2048), OUTPUT_MAGIC, 1));
     // Awaited at the end; a failed expectation before then stops the agent mid-feed.
     feeding.catch(() => {});
@@ -324,7 +318,7 @@ describe("adaptive optimizer once its client has gone", () => {
     expect(value(relaxed, "audio_agent_adaptive_level")).toBe(0);
     expect(value(relaxed, "jetkvm_adaptive_output_buffer_size_bytes")).toBe(128 * KiB);
     // No socket holds a buffer now: either no series (as before the first client) or not the gone one's size.
-    const left = samples(relaxed, "jetkvm_audio_socket_buffer_size_bytes", sendBuffer).map((s) => s.value);
+    const left = samples(relaxed, "jetkvm_audio_socket_buffer_size_bytes", SEND_BUFFER).map((s) => s.value);
     expect(left.filter((v) => v === escalatedKernel)).toEqual([]);
     await server.waitForStderr("adaptive: relax");
     const relaxLine = server.stderr.split("\n").find((l) => l.includes("adaptive: relax"))!;
@@ -334,7 +328,7 @@ describe("adaptive optimizer once its client has gone", () => {
     // The next client is given the relaxed sizes, and the gauge reads them.
     await connectClient(defer, sock);
     const again = await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "next client connected");
-    expect(value(again, "jetkvm_audio_socket_buffer_size_bytes", sendBuffer)).toBe(kernelBufferBytes(128 * KiB));
+    expect(value(again, "jetkvm_audio_socket_buffer_size_bytes", SEND_BUFFER)).toBe(kernelBufferBytes(128 * KiB));
     await feeding;
     server.endStdin();
     expect(await server.exited, server.stderr).toBe(0);
@@ -343,22 +337,7 @@ describe("adaptive optimizer once its client has gone", () => {
 
 describe("adaptive optimizer once nothing flows", () => {
   test("escalated, then no frame, no queue and no client: it still relaxes after the calm period, on no frame's wake-up", async () => {
-    const { path } = socketDir(defer, "aan-");
-    defer(() => stopAgents());
-    const sock = path("out.sock");
-    const server = spawnAgent(
-      [
-        "output", "serve", "--socket", sock, "--source", "-", "--realtime",
-        "--queue-frames", "100", "--stuck-frames", "100000", "--max-latency-ms", "60000", "--socket-buffers", "default",
-        "--adaptive-threshold", "3", "--adaptive-window-ms", "1000", "--adaptive-calm-ms", "2000",
-        "--metrics", "0",
-      ],
-      { stdin: "pipe" },
-    );
-    const base = await metricsUrl(server);
-    await server.waitForStderr("listening socket=");
-    const reader = await connectClient(defer, sock, { paused: true });
-    await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "client connected");
+    const { server, base, reader } = await pausedReaderServe("aan-", 2000);
     // Half a second of 2 KB frames, 1 ms apart, into a reader that reads nothing; then the source goes quiet.
     const N = 500;
     await server.writeStdin(wireBytes(0, N, (i) => indexedPayload(i, 2048), OUTPUT_MAGIC, 1));
