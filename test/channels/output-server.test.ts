@@ -7,12 +7,13 @@ import { describe, expect, test } from "bun:test";
 import { useCleanup } from "../support/cleanup.ts";
 import { startOutputServer } from "../support/output-server.ts";
 import { expectIntactInOrder, indexedPayload } from "../support/payloads.ts";
-import { pacedReader } from "../support/paced-reader.ts";
+import { pacedReader, type PacedReader } from "../support/paced-reader.ts";
 import { connectClient, connectOutcome } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { recordingObserver, recordingReport } from "../support/reports.ts";
 import { until } from "../support/wait.ts";
 import { FrameParser, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import type { OutputServer } from "../../src/channels/output-server.ts";
 import { within } from "../../src/transport/within.ts";
 
 const defer = useCleanup();
@@ -151,53 +152,29 @@ describe("OutputServer", () => {
 
   test("stop(): a client reading steadily but slowly (4 KiB every 20 ms, as a real-time Go client) gets the frame it has begun whole", async () => {
     for (const lossless of [true, false]) {
-      const { path, server } = await startOutputServer(defer, { lossless, writeDeadlineMs: 0, stuckFrames: 100_000, socketBuffers: { sendBytes: 65536, receiveBytes: 65536 } });
-      const reader = pacedReader(defer, path, 4113, 20);
-      await until(() => server.connected, "client accepted");
+      const { server, reader } = await pacedClientOf({ lossless }, 4113, 20);
       for (let i = 0; i < 300; i++) server.sendFrame(indexedPayload(i, 4096));
       await until(() => server.stats.shortWrites > 0, "a short write");
-      await server.stop();
-      const parser = new FrameParser(OUTPUT_MAGIC);
-      parser.push(await reader.readToEnd());
-      const frames: Uint8Array[] = [];
-      for (let m = parser.next(); m; m = parser.next()) frames.push(m.payload.slice());
       // The client took bytes all along: the frame it had begun is finished, not cut.
-      expect({ lossless, partial: parser.pending }).toEqual({ lossless, partial: 0 });
-      const s = server.stats;
-      expect(frames.length).toBe(s.delivered);
-      expectIntactInOrder(frames, 4096);
-      expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+      await expectWholeAfterStop(server, reader, lossless);
     }
   });
 
   test("stop(): a client that read part of its full socket buffer before the stop, and nothing after, gets the frame it has begun whole: the kernel has room for its rest", async () => {
     for (const lossless of [true, false]) {
-      const { path, server } = await startOutputServer(defer, { lossless, writeDeadlineMs: 0, stuckFrames: 100_000, socketBuffers: { sendBytes: 65536, receiveBytes: 65536 } });
-      const reader = pacedReader(defer, path, 0, 0);
-      await until(() => server.connected, "client accepted");
+      const { server, reader } = await pacedClientOf({ lossless }, 0, 0);
       for (let i = 0; i < 300; i++) server.sendFrame(indexedPayload(i, 4096));
       await until(() => server.stats.shortWrites > 0, "a short write");
       // 40 KiB of the 128 KiB the kernel holds for it (twice the 64 KiB asked for): room, but no drain yet.
       let read = 0;
       for (let n = -1; n !== 0 && read < 40_000; read += n) n = reader.read(40_000 - read);
       expect(read).toBe(40_000);
-      await server.stop();
-      const parser = new FrameParser(OUTPUT_MAGIC);
-      parser.push(await reader.readToEnd());
-      const frames: Uint8Array[] = [];
-      for (let m = parser.next(); m; m = parser.next()) frames.push(m.payload.slice());
-      expect({ lossless, partial: parser.pending }).toEqual({ lossless, partial: 0 });
-      const s = server.stats;
-      expect(frames.length).toBe(s.delivered);
-      expectIntactInOrder(frames, 4096);
-      expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+      await expectWholeAfterStop(server, reader, lossless);
     }
   });
 
   test("live: a client that reads one small frame behind a full socket buffer makes no write the kernel takes nothing of (no short write, no overflow): what it freed is less than the buffer is over", async () => {
-    const { path, server } = await startOutputServer(defer, { writeDeadlineMs: 0, maxLatencyMs: 60_000, stuckFrames: 100_000, socketBuffers: { sendBytes: 65536, receiveBytes: 65536 } });
-    const reader = pacedReader(defer, path, 0, 0);
-    await until(() => server.connected, "client accepted");
+    const { server, reader } = await pacedClientOf({ maxLatencyMs: 60_000 }, 0, 0);
     // Small frames one write each (a small buffer charge each), then a burst in one write
     // whose last piece takes the kernel's count past the buffer's size.
     for (let i = 0; i < 20; i++) {
@@ -216,9 +193,7 @@ describe("OutputServer", () => {
   });
 
   test("live: a client that stalled until its socket buffer filled, then read half of it, gets the frames queued meanwhile without waiting for a drain (which comes only at three quarters free)", async () => {
-    const { path, server } = await startOutputServer(defer, { writeDeadlineMs: 50, maxLatencyMs: 60_000, stuckFrames: 100_000, socketBuffers: { sendBytes: 65536, receiveBytes: 65536 } });
-    const reader = pacedReader(defer, path, 0, 0);
-    await until(() => server.connected, "client accepted");
+    const { server, reader } = await pacedClientOf({ writeDeadlineMs: 50, maxLatencyMs: 60_000 }, 0, 0);
     let next = 0;
     while (server.stats.shortWrites === 0) {
       if (next > 10_000) throw new Error("the socket never filled");
@@ -306,3 +281,29 @@ describe("OutputServer", () => {
     }
   });
 });
+
+/**
+ * A server with 64 KiB socket buffers (no write deadline, no stuck cut-off
+ * unless `options` say) and its client, accepted: a libc reader taking
+ * `chunk` bytes every `everyMs` (0: only when the test reads).
+ */
+async function pacedClientOf(options: Parameters<typeof startOutputServer>[1], chunk: number, everyMs: number) {
+  const { path, server } = await startOutputServer(defer, { writeDeadlineMs: 0, stuckFrames: 100_000, socketBuffers: { sendBytes: 65536, receiveBytes: 65536 }, ...options });
+  const reader = pacedReader(defer, path, chunk, everyMs);
+  await until(() => server.connected, "client accepted");
+  return { server, reader };
+}
+
+/** Stops `server`: its client gets whole frames only (the begun one finished), each delivered one intact and in order, every frame accounted. */
+async function expectWholeAfterStop(server: OutputServer, reader: PacedReader, lossless: boolean): Promise<void> {
+  await server.stop();
+  const parser = new FrameParser(OUTPUT_MAGIC);
+  parser.push(await reader.readToEnd());
+  const frames: Uint8Array[] = [];
+  for (let m = parser.next(); m; m = parser.next()) frames.push(m.payload.slice());
+  expect({ lossless, partial: parser.pending }).toEqual({ lossless, partial: 0 });
+  const s = server.stats;
+  expect(frames.length).toBe(s.delivered);
+  expectIntactInOrder(frames, 4096);
+  expect(s.submitted).toBe(s.delivered + s.droppedTotal);
+}
