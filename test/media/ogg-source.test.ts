@@ -141,16 +141,22 @@ describe("OggSource on files made by opusenc", () => {
   });
 });
 
+/** A writer of a stereo 48 kHz stream whose two header pages (OpusHead, OpusTags) are written: the audio pages are the test's. */
+function headersWritten() {
+  const { writer, pages } = collectingWriter(7);
+  writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 }), 0);
+  writer.flushPage();
+  writer.addPacket(buildOpusTags(), 0);
+  writer.flushPage();
+  return { writer, pages };
+}
+
 describe("OggSource on hand-built streams", () => {
   test("packets the end-of-stream page's granule trims whole are not sent; one trimmed in part is (RFC 7845 4.4)", async () => {
     const packets = [audioPacket(100, 1), audioPacket(100, 2), audioPacket(100, 3), audioPacket(100, 4)];
     const samples = opusPacketSamples(packets[0]!);
     // The last two on the end's page, its granule ending half-way into the third: the fourth is trimmed whole.
-    const { writer, pages } = collectingWriter(7);
-    writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 }), 0);
-    writer.flushPage();
-    writer.addPacket(buildOpusTags(), 0);
-    writer.flushPage();
+    const { writer, pages } = headersWritten();
     writer.addPacket(packets[0]!, samples);
     writer.addPacket(packets[1]!, 2 * samples);
     writer.flushPage();
@@ -202,11 +208,7 @@ describe("OggSource on hand-built streams", () => {
   test("a packet that begins where the end-of-stream page's granule ends is trimmed whole and not sent: the silence the sink ends a recording with", async () => {
     const packets = [audioPacket(100, 1), audioPacket(100, 2), audioPacket(100, 3)];
     const samples = opusPacketSamples(packets[0]!);
-    const { writer, pages } = collectingWriter(7);
-    writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 }), 0);
-    writer.flushPage();
-    writer.addPacket(buildOpusTags(), 0);
-    writer.flushPage();
+    const { writer, pages } = headersWritten();
     writer.addPacket(packets[0]!, samples);
     writer.addPacket(packets[1]!, 2 * samples);
     writer.flushPage();

@@ -7,8 +7,8 @@
 import { ptr } from "bun:ffi";
 import { openLibc } from "../../src/transport/socket-options.ts";
 
-const AF_UNIX = 1;
-const SOCK_STREAM = 1;
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
 
 const opened = openLibc({
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },
@@ -21,9 +21,7 @@ const opened = openLibc({
 export function connectWriteClose(path: string, bytes: Uint8Array): boolean {
   if (!opened.library) throw new Error(opened.detail);
   const libc = opened.library.symbols;
-  const address = new Uint8Array(110);
-  address[0] = AF_UNIX;
-  address.set(Buffer.from(path), 2);
+  const address = unixAddress(path);
   const fd = libc.socket(AF_UNIX, SOCK_STREAM, 0);
   if (fd < 0) throw new Error("socket() failed");
   try {
@@ -33,4 +31,12 @@ export function connectWriteClose(path: string, bytes: Uint8Array): boolean {
   } finally {
     libc.close(fd);
   }
+}
+
+/** A struct sockaddr_un naming `path`, for connect(2) through libc. */
+export function unixAddress(path: string): Uint8Array {
+  const address = new Uint8Array(110);
+  address[0] = AF_UNIX;
+  address.set(Buffer.from(path), 2);
+  return address;
 }

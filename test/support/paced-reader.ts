@@ -9,11 +9,10 @@
  */
 import { ptr } from "bun:ffi";
 import { openLibc } from "../../src/transport/socket-options.ts";
+import { AF_UNIX, SOCK_STREAM, unixAddress } from "./blocking-client.ts";
 import { concatBytes } from "./bytes.ts";
 import { until } from "./wait.ts";
 
-const AF_UNIX = 1;
-const SOCK_STREAM = 1;
 const MSG_DONTWAIT = 0x40;
 
 const opened = openLibc({
@@ -39,9 +38,7 @@ export interface PacedReader {
 export function pacedReader(defer: (cleanup: () => unknown) => void, path: string, chunk: number, everyMs: number): PacedReader {
   if (!opened.library) throw new Error(opened.detail);
   const libc = opened.library.symbols;
-  const address = new Uint8Array(110);
-  address[0] = AF_UNIX;
-  address.set(Buffer.from(path), 2);
+  const address = unixAddress(path);
   const fd = libc.socket(AF_UNIX, SOCK_STREAM, 0);
   if (fd < 0) throw new Error("socket() failed");
   if (libc.connect(fd, ptr(address), address.length) !== 0) {
