@@ -18,21 +18,18 @@ import { dirname, isAbsolute, join } from "node:path";
  */
 export function openForWriting(path: string, append: boolean): number {
   const flags = constants.O_WRONLY | constants.O_CREAT | (append ? constants.O_APPEND : 0);
-  linksOnTheWay(path);
-  const dir = stickyWorldWritable(dirname(path));
+  const { dir, linked, follow } = lookedAt(path);
   if (dir === undefined) return openSync(path, flags | (append ? 0 : constants.O_TRUNC), 0o644);
-  const link = lstatSync(path, { throwIfNoEntry: false });
-  if (link?.isSymbolicLink() && !trustedIn(dir, link.uid)) throw refused(path, "a symbolic link", link.uid, dir.path);
   let fd: number;
   try {
-    fd = openSync(path, flags | (link?.isSymbolicLink() ? 0 : constants.O_NOFOLLOW), 0o644);
+    fd = openSync(path, flags | follow, 0o644);
   } catch (e) {
     throw refusedIfLinked(path, e);
   }
   const file = fstatSync(fd);
   // Through a link: the directory the file itself is in (undefined: not one that keeps files to their
   // owners); the link's own when that cannot be told.
-  const real = link?.isSymbolicLink() ? directoryOfOpenFile(fd) : undefined;
+  const real = linked ? directoryOfOpenFile(fd) : undefined;
   const home = real === undefined ? dir : stickyWorldWritable(real);
   if (file.isFile() && home !== undefined && !trustedIn(home, file.uid)) {
     closeSync(fd);
@@ -135,13 +132,24 @@ function refused(path: string, what: string, uid: number, dir: string): UnsafeSi
  * (refusedIfLinked tells it).
  */
 export function sinkFollowFlag(path: string): number {
+  return lookedAt(path).follow;
+}
+
+/**
+ * The sink path as its open finds it: the world-writable sticky directory
+ * it is in (undefined: none), whether a symbolic link of this process's or
+ * the directory owner's is at the path (`linked`), and the flag the open
+ * takes (see sinkFollowFlag). Throws UnsafeSinkError for another user's link
+ * there or on the way.
+ */
+function lookedAt(path: string): { dir: { path: string; uid: number } | undefined; linked: boolean; follow: number } {
   linksOnTheWay(path);
   const dir = stickyWorldWritable(dirname(path));
-  if (dir === undefined) return 0;
+  if (dir === undefined) return { dir, linked: false, follow: 0 };
   const link = lstatSync(path, { throwIfNoEntry: false });
-  if (!link?.isSymbolicLink()) return constants.O_NOFOLLOW;
+  if (!link?.isSymbolicLink()) return { dir, linked: false, follow: constants.O_NOFOLLOW };
   if (!trustedIn(dir, link.uid)) throw refused(path, "a symbolic link", link.uid, dir.path);
-  return 0;
+  return { dir, linked: true, follow: 0 };
 }
 
 /** What an open of the sink at `path` with sinkFollowFlag failing as `e` tells: ELOOP, another user's link made meanwhile, refused as such; anything else as it is. */
