@@ -66,14 +66,15 @@ export class HttpFront {
 
   /**
    * Listens at host:port (throws as Bun.listen does: EADDRINUSE, ...) and
-   * carries each connection to the Unix socket `backend`, while `bound` (the
-   * process's, shared with its other fronts) has a place for it.
+   * carries each connection to the Unix socket `backendFor` names for it,
+   * while `bound` (the process's, shared with its other fronts) has a place
+   * for it.
    */
-  static listen(host: string, port: number, backend: string, bound = new HttpConnectionBound()): HttpFront {
+  static listen(host: string, port: number, backendFor: (client: Socket<unknown>) => string, bound = new HttpConnectionBound()): HttpFront {
     let front!: HttpFront;
     // Each client's own Side, made as it is first seen: Bun may hand a socket reset early to `data` without `open`.
     const seen = (client: Socket<Side | undefined>): Socket<Side> => {
-      if (!client.data) front.accept(client as Socket<Side>, backend, bound);
+      if (!client.data) front.accept(client as Socket<Side>, backendFor, bound);
       return client as Socket<Side>;
     };
     const listener = Bun.listen<Side | undefined>({
@@ -106,7 +107,7 @@ export class HttpFront {
   }
 
   /** A client first seen: carried to the server, or with no place left in `bound` answered 503 and closed. */
-  private accept(client: Socket<Side>, backend: string, bound: HttpConnectionBound): void {
+  private accept(client: Socket<Side>, backendFor: (client: Socket<unknown>) => string, bound: HttpConnectionBound): void {
     client.data = newSide(true);
     if (bound.taken >= bound.cap) {
       client.data.closed = true;
@@ -115,7 +116,7 @@ export class HttpFront {
     }
     bound.taken++;
     this.open++;
-    this.carry(client, backend);
+    this.carry(client, backendFor(client));
   }
 
   get port(): number {

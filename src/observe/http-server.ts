@@ -1,7 +1,11 @@
-import type { Server } from "bun";
+import type { Server, Socket } from "bun";
+import { lstatSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { HttpConnectionBound, HttpFront } from "./http-front.ts";
 import { HttpListenError, resolvedAddress, type ListenAddress } from "./http-listen-error.ts";
 import { allowedHosts, crossOrigin, misdirected } from "./host-check.ts";
+import { agentOwner, localPeerUid, loopbackAddress, mayConnect } from "./local-peer.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { MonitorHub } from "./monitor/hub.ts";
 import pageText from "./monitor/page.html" with { type: "text" };
@@ -29,7 +33,16 @@ export interface HealthReport {
 export interface HttpRoutes {
   metrics?: { registry: AgentMetrics; health: () => HealthReport };
   monitor?: MonitorHub;
+  /**
+   * Who of this machine's users may have the monitor (it plays the audio):
+   * a peer of another uid gets 403 on the monitor's paths, and the rest
+   * (/metrics, /healthz) as anyone. Default: the agent's user and root.
+   */
+  audience?: (uid: number) => boolean;
 }
+
+/** The monitor's paths, which only its audience is given. */
+const MONITOR_PATHS = new Set(["/", "/monitor", "/ws", "/figures"]);
 
 /**
  * The agent's HTTP endpoint: `/metrics` (Prometheus text format) and
@@ -37,16 +50,26 @@ export interface HttpRoutes {
  * WebSocket at `/ws` with --monitor. Both can share one address. Binds where
  * it is told (the CLI defaults the host to loopback) and answers only
  * requests sent to it by its own address or an allowed name (host-check.ts).
- * The server itself listens on a Unix socket in the abstract namespace
- * (no file to leave behind, however the process ends); the address is an
- * HttpFront, which bounds the connections.
+ * The server itself listens on a Unix socket in a directory of its own that
+ * only the agent's user may enter; the address is an HttpFront, which bounds
+ * the connections and carries each peer of this machine that is not of the
+ * monitor's audience to a second server without the monitor.
  */
 export class AgentHttpServer {
   private constructor(
     private readonly server: Server<unknown>,
     private readonly front: HttpFront,
     private readonly host: string,
-  ) {}
+    /** The monitor's second server, for the peers not of its audience. */
+    private readonly outsiders: Server<unknown> | undefined,
+    /** The servers' own directory, removed at stop. */
+    private readonly dir: string,
+  ) {
+    process.on("exit", this.removeAtExit);
+  }
+
+  /** An exit before stop() (a second signal, a failure that ends the process at once) removes the directory still. */
+  private readonly removeAtExit = () => rmSync(this.dir, { recursive: true, force: true });
 
   /**
    * Listens at `address`, answering requests whose Host is its own or one of
@@ -57,34 +80,50 @@ export class AgentHttpServer {
   static async start(address: ListenAddress, routes: HttpRoutes, allowHosts: readonly string[] = [], bound = new HttpConnectionBound()): Promise<AgentHttpServer> {
     // Known once bound (port 0 picks the port); no request is handled before.
     let hosts = new Set<string>();
-    // The server's own socket: an abstract name (this process's pid, and random), reached through the front.
-    const name = `\0audio-agent-http-${process.pid}-${crypto.randomUUID()}`;
+    const dir = ownDirectory();
+    const sockets = { all: join(dir, "all"), outsiders: join(dir, "outsiders") };
+    const audience = routes.audience ?? ((uid: number) => mayConnect(uid, 0o600));
+    // Each connection of a peer on this machine goes by the uid owning its socket; one elsewhere (a wider bind) has none.
+    const backendFor = (client: Socket<unknown>): string => {
+      if (!routes.monitor) return sockets.all;
+      const uid = localPeerUid({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort });
+      // A loopback peer the kernel does not list is gone already, or no one to trust.
+      if (uid === undefined) return loopbackAddress(client.remoteAddress) ? sockets.outsiders : sockets.all;
+      return audience(uid) ? sockets.all : sockets.outsiders;
+    };
     let front: HttpFront;
     try {
-      front = HttpFront.listen(address.host, address.port, name, bound);
+      front = HttpFront.listen(address.host, address.port, backendFor, bound);
     } catch (e) {
+      rmSync(dir, { recursive: true, force: true });
       // A host that resolves to nothing fails with whatever errno was left over (ENOENT, EINVAL): ask.
       const resolves = (await resolvedAddress(address.host)) !== undefined;
       throw new HttpListenError(address, resolves ? ((e as NodeJS.ErrnoException).code ?? (e as Error).message) : "ENOTFOUND");
     }
-    let server;
-    try {
-      server = Bun.serve<{ listening: boolean; dropped: number }>({
-        unix: name,
+    const serve = (unix: string, served: HttpRoutes, refused: boolean) =>
+      Bun.serve<{ listening: boolean; dropped: number }>({
+        unix,
         fetch: async (request, srv) => {
-          const response = misdirected(request, hosts) ?? notAllowed(request) ?? (await route(request, srv, routes));
+          const response = misdirected(request, hosts) ?? notAllowed(request) ?? (refused ? notAudience(request) : undefined) ?? (await route(request, srv, served));
           // Bun adds its implicit text type to a GET's answer only: HEAD must carry the same headers.
           if (response && !response.headers.has("content-type")) response.headers.set("content-type", "text/plain; charset=utf-8");
           return response;
         },
-        websocket: routes.monitor?.websocket ?? { message() {} },
-      });
+        websocket: served.monitor?.websocket ?? { message() {} },
+      }) as Server<unknown>;
+    let server: Server<unknown> | undefined;
+    let outsiders: Server<unknown> | undefined;
+    try {
+      server = serve(sockets.all, routes, false);
+      if (routes.monitor) outsiders = serve(sockets.outsiders, { metrics: routes.metrics }, true);
     } catch (e) {
+      await server?.stop(true);
       await front.stop(0);
+      rmSync(dir, { recursive: true, force: true });
       throw e;
     }
     hosts = allowedHosts({ host: address.host, port: front.port }, allowHosts);
-    return new AgentHttpServer(server as Server<unknown>, front, address.host);
+    return new AgentHttpServer(server, front, address.host, outsiders, dir);
   }
 
   get url(): string {
@@ -99,8 +138,66 @@ export class AgentHttpServer {
   /** The server's connections close first: the front carries what they sent last (a viewer's goodbye), then closes too. */
   async stop(): Promise<void> {
     await this.server.stop(true);
+    await this.outsiders?.stop(true);
     await this.front.stop();
+    this.removeAtExit();
+    process.off("exit", this.removeAtExit);
   }
+}
+
+const OWN_DIRECTORY = "audio-agent-http-";
+/** An own directory's name, with the pid of the agent that made it. */
+const LEFT_BEHIND = new RegExp(`^${OWN_DIRECTORY}(\\d+)-`);
+
+/**
+ * A directory for the servers' sockets that only the agent's user may enter
+ * (mkdtemp makes it 0700), so that no one else reaches them past the front
+ * (its bound, and which of them a peer is carried to): in TMPDIR, or /tmp
+ * if that cannot be. One an agent killed left behind is removed first: the
+ * agent's user's, of a pid that is gone.
+ */
+function ownDirectory(): string {
+  let failure: unknown;
+  for (const base of new Set([tmpdir(), "/tmp"])) {
+    removeLeftBehind(base);
+    try {
+      return mkdtempSync(join(base, `${OWN_DIRECTORY}${process.pid}-`));
+    } catch (e) {
+      failure = e;
+    }
+  }
+  throw new Error(`cannot make a directory for the HTTP server's sockets in TMPDIR or /tmp: ${(failure as NodeJS.ErrnoException).code ?? failure}`);
+}
+
+function removeLeftBehind(base: string): void {
+  const { uid } = agentOwner();
+  let names: string[] = [];
+  try {
+    names = readdirSync(base);
+  } catch {}
+  for (const name of names) {
+    const pid = Number(LEFT_BEHIND.exec(name)?.[1]);
+    if (!pid || pid === process.pid || alive(pid)) continue;
+    try {
+      const stats = lstatSync(join(base, name));
+      if (stats.isDirectory() && stats.uid === uid) rmSync(join(base, name), { recursive: true, force: true });
+    } catch {}
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== "ESRCH";
+  }
+}
+
+/** The monitor's paths, to a peer not of its audience. */
+function notAudience(request: Request): Response | undefined {
+  if (!MONITOR_PATHS.has(new URL(request.url).pathname)) return undefined;
+  return new Response("the monitor is served only to the users who may connect to the agent's socket (--socket-mode)\n", { status: 403 });
 }
 
 /** Every resource here is read-only: GET (a WebSocket upgrade is one) and HEAD. */

@@ -1,5 +1,5 @@
 import type { ChannelEnd, ChannelObserver } from "../channels/channel-end.ts";
-import { SOCKET_BUFFER_PRESETS, socketBufferSizes, type Role, type Settings } from "../config.ts";
+import { defaultOf, SOCKET_BUFFER_PRESETS, socketBufferSizes, type Role, type Settings } from "../config.ts";
 import { AdaptiveOptimizer, DEFAULT_ADAPTIVE, type AdaptiveState } from "../observe/adaptive-optimizer.ts";
 import { oneSocket } from "../observe/http-listen-error.ts";
 import type { AgentHttpServer, HealthReport } from "../observe/http-server.ts";
@@ -13,8 +13,8 @@ import { DropReason } from "../transport/frame-stats.ts";
 import { JitPolicy } from "./jit-policy.ts";
 import { Sampler } from "./sampler.ts";
 
-/** What a channel end's instruments read: its socket, buffers and optimizer. */
-type ChannelSettings = Settings<"socket" | "socket-buffers"> & (AdaptiveSettings | { adaptive?: undefined });
+/** What a channel end's instruments read: its socket (a server's mode), buffers and optimizer. */
+type ChannelSettings = Settings<"socket" | "socket-buffers"> & { "socket-mode"?: number } & (AdaptiveSettings | { adaptive?: undefined });
 /** A sending end's optimizer (a receiver has none: config.ts ADAPTIVE). */
 type AdaptiveSettings = Settings<"adaptive" | "adaptive-threshold" | "adaptive-window-ms" | "adaptive-calm-ms">;
 /** What the whole process's instruments read: its HTTP endpoints and stats lines. */
@@ -60,6 +60,8 @@ export class Instruments {
   private readonly statsTimer: ReturnType<typeof setInterval> | undefined;
   private readonly report: Report;
   private readonly started = performance.now();
+  /** Each channel end's socket mode: a client end, which makes no socket, as a server's default would. */
+  private readonly socketModes: number[];
 
   /** The instruments of a role with one channel end. */
   static attach(end: ChannelEnd, { role, settings, logger }: InstrumentsOptions): Promise<Instruments> {
@@ -85,6 +87,7 @@ export class Instruments {
   ) {
     const { settings, logger } = options;
     const several = ends.length > 1;
+    this.socketModes = ends.map(({ settings: s }) => s["socket-mode"] ?? (defaultOf("socket-mode") as number));
     this.report = logger.for("instruments");
     const latencies = ends.map(
       (_, i) =>
@@ -126,6 +129,10 @@ export class Instruments {
     const { metrics: metricsAt, monitor: monitorAt, "http-allow-host": allowHosts } = this.options.settings;
     const metrics = this.metrics && { registry: this.metrics, health: () => this.health() };
     if (!metricsAt && !monitorAt) return;
+    // The monitor plays the audio: to the users every channel's socket lets connect, and root.
+    const { mayConnect } = await import("../observe/local-peer.ts");
+    const audience = (uid: number) => this.socketModes.every((mode) => mayConnect(uid, mode));
+    const monitor = this.monitor && { monitor: this.monitor, audience };
     // Loaded only when asked for: the HTTP server (and the monitor page) cost memory.
     const { AgentHttpServer, HttpConnectionBound } = await import("../observe/http-server.ts");
     // One bound for the process: two addresses do not double the connections (and descriptors) a peer may hold.
@@ -135,10 +142,10 @@ export class Instruments {
         // One server for both, bound at the metrics address: it answers to the monitor address's names too.
         const { allowedHosts } = await import("../observe/host-check.ts");
         const names = [...(allowHosts ?? []), ...allowedHosts(monitorAt)];
-        this.servers.push(await AgentHttpServer.start(metricsAt, { metrics, monitor: this.monitor }, names, bound));
+        this.servers.push(await AgentHttpServer.start(metricsAt, { metrics, ...monitor }, names, bound));
       } else {
         if (metricsAt) this.servers.push(await AgentHttpServer.start(metricsAt, { metrics }, allowHosts, bound));
-        if (monitorAt) this.servers.push(await AgentHttpServer.start(monitorAt, { monitor: this.monitor }, allowHosts, bound));
+        if (monitorAt) this.servers.push(await AgentHttpServer.start(monitorAt, { ...monitor }, allowHosts, bound));
       }
     } catch (e) {
       await this.stop();

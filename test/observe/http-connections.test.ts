@@ -2,8 +2,9 @@
  * How many connections the HTTP endpoints hold, on spawned agents: each
  * holds a descriptor, so a peer holding many open must not leave the agent
  * none for its audio clients. Past 32 a newcomer is answered 503 and closed.
- * The server behind the front listens on an abstract Unix socket: no file
- * that an exit could leave behind, nothing that needs TMPDIR.
+ * The servers behind the front listen on Unix sockets in a directory of
+ * their own in TMPDIR (or /tmp), which every way out but SIGKILL removes,
+ * and the next start after a SIGKILL.
  */
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
@@ -171,19 +172,22 @@ describe("a client that half-closes on a keep-alive connection", () => {
   }, 30_000);
 });
 
-describe("the HTTP server's own socket is no file", () => {
-  test("a TMPDIR that names nothing does not matter: /healthz answers 200, SIGTERM exits 0", async () => {
+describe("the HTTP servers' own directory", () => {
+  test("a TMPDIR that names nothing: it is made in /tmp instead, /healthz answers 200, SIGTERM exits 0 and leaves nothing there", async () => {
     const t = socketDir(defer, "aahd-");
     defer(stopAgents);
     await writeWireFile(t.path("in.wire"), 50);
     const agent = start([...AGENT, "output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0"], { env: agentEnv({ TMPDIR: t.path("missing") }) });
     const port = Number(new URL(await metricsUrl(agent)).port);
     expect((await healthz(port)).status).toBe(200);
+    const own = () => readdirSync("/tmp").filter((name) => name.startsWith(`audio-agent-http-${agent.proc.pid}-`));
+    expect(own().length).toBe(1);
     agent.kill("SIGTERM");
     expect(await agent.exited, agent.stderr).toBe(0);
+    expect(own()).toEqual([]);
   }, 30_000);
 
-  test("no way out leaves anything in TMPDIR: a stop, a second signal's exit, SIGKILL", async () => {
+  test("a stop and a second signal's exit leave nothing in TMPDIR; SIGKILL leaves the directory, which the next start removes", async () => {
     const t = socketDir(defer, "aahd-");
     const tmp = socketDir(defer, "aahd-tmp-");
     defer(stopAgents);
@@ -202,9 +206,17 @@ describe("the HTTP server's own socket is no file", () => {
         agent.kill("SIGTERM");
       }
       expect(await agent.exited).toBe({ stop: 0, "second signal": 143, SIGKILL: 137 }[way]);
-      expect(readdirSync(tmp.dir)).toEqual([]);
+      expect(readdirSync(tmp.dir).length).toBe(way === "SIGKILL" ? 1 : 0);
       client.close();
       rmSync(t.path("o.sock"), { force: true });
     }
+    const [killed] = readdirSync(tmp.dir);
+    const next = start([...AGENT, "output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0"], { env: agentEnv({ TMPDIR: tmp.dir }) });
+    await metricsUrl(next);
+    expect(readdirSync(tmp.dir).some((name) => name === killed)).toBe(false);
+    expect(readdirSync(tmp.dir).length).toBe(1);
+    next.kill("SIGTERM");
+    expect(await next.exited).toBe(0);
+    expect(readdirSync(tmp.dir)).toEqual([]);
   }, 30_000);
 });

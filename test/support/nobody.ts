@@ -14,7 +14,12 @@ export const canSwitchUser = process.getuid?.() === 0 && setpriv !== null;
  * `dir` (which nobody must be able to enter) is used.
  */
 export function asNobody(dir: string, command: string[]): string[] {
-  const prefix = [setpriv!, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--"];
+  return asUser(NOBODY, NOBODY, dir, command);
+}
+
+/** `command` run as `uid` and `gid` with no other groups (see asNobody). */
+export function asUser(uid: number, gid: number, dir: string, command: string[]): string[] {
+  const prefix = [setpriv!, `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "--"];
   const probe = Bun.spawnSync([...prefix, command[0]!, "--version"], { cwd: dir, stdout: "pipe", stderr: "pipe" });
   if (probe.exitCode !== 0 && command[0] === BUN) {
     const copy = join(dir, "bun");

@@ -1,0 +1,167 @@
+/**
+ * Who of this machine's users the monitor plays the audio to: those who may
+ * connect to the agent's socket (--socket-mode, as the kernel judges it for
+ * the agent's user and group) and root. Each request is made by a process of
+ * another user (setpriv, so these tests need root); the agent tells them
+ * apart by the kernel's table of TCP sockets. /metrics and /healthz stay
+ * open to all, as a scraper of another user needs them.
+ */
+import { describe, expect, test } from "bun:test";
+import { lstatSync, mkdirSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { localPeerUid } from "../../src/observe/local-peer.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { asUser, canSwitchUser, NOBODY } from "../support/nobody.ts";
+import { AGENT, agentEnv, BUN, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+
+const defer = useCleanup();
+if (!canSwitchUser) console.warn("monitor audience tests skipped: they need root and setpriv (util-linux)");
+
+/** A uid no account has: no primary group, no group lists it. */
+const STRANGER = 4321;
+const MONITOR_PATHS = ["/", "/figures", "/ws"];
+const OPEN_PATHS = ["/metrics", "/healthz"];
+
+/** `output serve` with --metrics and --monitor on one loopback port (run by `prefix`, e.g. setpriv); resolves with it and its port. */
+async function agentWithMonitor(extra: string[] = [], prefix: string[] = [], listen = "127.0.0.1:0"): Promise<{ agent: Spawned; port: number }> {
+  const dir = socketDir(defer, "aud-");
+  defer(stopAgents);
+  const args = ["output", "serve", "--socket", dir.path("out.sock"), "--source", "-", "--realtime", "--metrics", listen, "--monitor", listen, ...extra];
+  const agent = prefix.length === 0 ? spawnAgent(args, { stdin: "pipe" }) : start([...prefix, ...AGENT, ...args], { stdin: "pipe", env: agentEnv(), timeoutMs: 120_000 });
+  await agent.waitForStderr(/http listening url=http/);
+  const port = Number(new URL(/http listening url=(\S+)/.exec(agent.stderr)![1]!).port);
+  return { agent, port };
+}
+
+/** The status of GET `path` on each of `paths` at host:port, asked by a process of `uid` (its own group `uid`, no others). */
+async function statusesAs(uid: number, port: number, paths: string[], host = "127.0.0.1"): Promise<Record<string, number>> {
+  const dir = socketDir(defer, "aud-client-");
+  const script = `
+    const out = {};
+    for (const path of process.env.PATHS.split(" ")) {
+      const r = await fetch("http://" + process.env.HOST + ":" + process.env.PORT + path, { headers: { host: "localhost:" + process.env.PORT } });
+      await r.arrayBuffer();
+      out[path] = r.status;
+    }
+    console.log(JSON.stringify(out));`;
+  const child = start(asUser(uid, uid, dir.dir, [BUN, "-e", script]), {
+    cwd: dir.dir,
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOST: host.includes(":") ? `[${host}]` : host, PORT: String(port), PATHS: paths.join(" ") },
+  });
+  const result = await child.done;
+  expect(result.stderr).toBe("");
+  return JSON.parse(result.stdout) as Record<string, number>;
+}
+
+const all = (paths: string[], status: number) => Object.fromEntries(paths.map((p) => [p, status]));
+
+describe.skipIf(!canSwitchUser)("the monitor's audience", () => {
+  test("default 0660, agent root: root is served everything; nobody and a uid of no account get 403 on the monitor's paths, 200 on /metrics and /healthz", async () => {
+    const { port } = await agentWithMonitor();
+    expect(await statusesAs(0, port, ["/", "/figures", ...OPEN_PATHS])).toEqual(all(["/", "/figures", ...OPEN_PATHS], 200));
+    for (const uid of [NOBODY, STRANGER]) {
+      expect([uid, await statusesAs(uid, port, [...MONITOR_PATHS, ...OPEN_PATHS])]).toEqual([uid, { ...all(MONITOR_PATHS, 403), ...all(OPEN_PATHS, 200) }]);
+    }
+  });
+
+  test("--socket-mode 0666 lets every user connect, so every user is served the monitor", async () => {
+    const { port } = await agentWithMonitor(["--socket-mode", "0666"]);
+    for (const uid of [NOBODY, STRANGER]) expect([uid, await statusesAs(uid, port, ["/", "/figures"])]).toEqual([uid, all(["/", "/figures"], 200)]);
+  });
+
+  test("a member of the agent's group (by /etc/passwd) is served with 0660, not with 0600; others are not", async () => {
+    // The agent as root with nobody's group (nogroup), which /etc/passwd gives nobody as its primary group.
+    const asGroup = ["setpriv", `--regid=${NOBODY}`, "--clear-groups", "--"];
+    const member = await agentWithMonitor([], asGroup);
+    expect(await statusesAs(NOBODY, member.port, ["/figures"])).toEqual({ "/figures": 200 });
+    expect(await statusesAs(STRANGER, member.port, ["/figures"])).toEqual({ "/figures": 403 });
+    const ownerOnly = await agentWithMonitor(["--socket-mode", "0600"], asGroup);
+    expect(await statusesAs(NOBODY, ownerOnly.port, ["/figures"])).toEqual({ "/figures": 403 });
+    expect(await statusesAs(0, ownerOnly.port, ["/figures"])).toEqual({ "/figures": 200 });
+  });
+
+  test("in serve, a user must be let in by both channels' sockets", async () => {
+    const dir = socketDir(defer, "aud-serve-");
+    defer(stopAgents);
+    const agent = spawnAgent(
+      ["serve", "--output-socket", dir.path("o.sock"), "--output-source", "-", "--output-realtime", "--output-socket-mode", "0666",
+        "--input-socket", dir.path("i.sock"), "--input-sink", dir.path("in.wire"), "--input-socket-mode", "0660", "--monitor", "127.0.0.1:0"],
+      { stdin: "pipe" },
+    );
+    await agent.waitForStderr(/http listening url=http/);
+    const port = Number(new URL(/http listening url=(\S+)/.exec(agent.stderr)![1]!).port);
+    expect(await statusesAs(NOBODY, port, ["/figures"])).toEqual({ "/figures": 403 });
+    expect(await statusesAs(0, port, ["/figures"])).toEqual({ "/figures": 200 });
+  });
+
+  test("on IPv6 loopback and on a wildcard bind reached at a loopback address, a local user is told apart the same way", async () => {
+    for (const [listen, host] of [["[::1]:0", "::1"], ["0.0.0.0:0", "127.0.0.1"], ["[::]:0", "127.0.0.1"], ["[::]:0", "::1"]] as const) {
+      const { agent, port } = await agentWithMonitor([], [], listen);
+      expect([listen, host, await statusesAs(NOBODY, port, ["/figures", "/metrics"], host)]).toEqual([listen, host, { "/figures": 403, "/metrics": 200 }]);
+      expect([listen, host, await statusesAs(0, port, ["/figures"], host)]).toEqual([listen, host, { "/figures": 200 }]);
+      agent.kill("SIGKILL");
+      await agent.exited;
+    }
+  });
+});
+
+describe.skipIf(!canSwitchUser)("the servers behind the port", () => {
+  const ownDirectories = () => readdirSync(tmpdir()).filter((name) => name.startsWith("audio-agent-http-"));
+
+  test("listen in a directory only the agent's user may enter (no one else reaches them past the front), removed at exit; one a killed agent left is removed at the next start", async () => {
+    const before = new Set(ownDirectories());
+    const first = await agentWithMonitor();
+    const made = ownDirectories().filter((name) => !before.has(name) && name.startsWith(`audio-agent-http-${first.agent.proc.pid}-`));
+    expect(made.length).toBe(1);
+    const dir = join(tmpdir(), made[0]!);
+    expect(lstatSync(dir).mode & 0o777).toBe(0o700);
+    expect(readdirSync(dir).sort()).toEqual(["all", "outsiders"]);
+    // nobody cannot reach a server without the front.
+    const probe = start(asUser(NOBODY, NOBODY, "/tmp", [BUN, "-e", `await Bun.connect({ unix: ${JSON.stringify(join(dir, "all"))}, socket: { data() {} } }).then(() => console.log("connected"), (e) => console.log(e.code))`]), { env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+    expect((await probe.done).stdout.trim()).toBe("EACCES");
+
+    first.agent.kill("SIGKILL");
+    await first.agent.exited;
+    expect(lstatSync(dir).isDirectory()).toBe(true);
+    // A directory of that name kept by a live process is not the killed agent's to take.
+    const keeper = start(["sleep", "60"]);
+    const kept = join(tmpdir(), `audio-agent-http-${keeper.proc.pid}-kept`);
+    mkdirSync(kept, { mode: 0o700 });
+    defer(() => Bun.spawnSync(["rm", "-rf", kept]));
+
+    const second = await agentWithMonitor();
+    expect(() => lstatSync(dir)).toThrow();
+    expect(lstatSync(kept).isDirectory()).toBe(true);
+    second.agent.kill("SIGTERM");
+    await second.agent.exited;
+    expect(ownDirectories().filter((name) => name.startsWith(`audio-agent-http-${second.agent.proc.pid}-`))).toEqual([]);
+  });
+});
+
+describe.skipIf(!canSwitchUser)("localPeerUid", () => {
+  test("names the uid owning the connecting socket, over IPv4 and IPv6, and nothing for an end no socket is", async () => {
+    for (const hostname of ["127.0.0.1", "::1"]) {
+      const seen: number[] = [];
+      const listener = Bun.listen<undefined>({
+        hostname,
+        port: 0,
+        socket: {
+          open: (s) => {
+            seen.push(localPeerUid({ address: s.remoteAddress, port: s.remotePort }, { address: s.localAddress, port: s.localPort }) ?? -1);
+            s.end();
+          },
+          data() {},
+        },
+      });
+      defer(() => listener.stop(true));
+      const dir = socketDir(defer, "aud-uid-");
+      const connect = `await new Promise((done) => Bun.connect({ hostname: ${JSON.stringify(hostname)}, port: ${listener.port}, socket: { data() {}, close: done } }));`;
+      await start(asUser(NOBODY, NOBODY, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+      await start(asUser(STRANGER, STRANGER, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+      expect([hostname, seen]).toEqual([hostname, [NOBODY, STRANGER]]);
+      expect(localPeerUid({ address: hostname, port: 1 }, { address: hostname, port: listener.port })).toBeUndefined();
+    }
+  });
+});
