@@ -32,6 +32,8 @@ interface OptionSpec {
   env?: Record<Channel, string>;
   /** Writes a validated value back as a flag or config file gives it, where the two differ (a mode, an address). */
   written?: (value: unknown) => string;
+  /** A file's path: read as given, blanks around it too (readSchema), since a file's name may begin or end with one. */
+  verbatim?: true;
 }
 
 export interface SocketBufferSizes {
@@ -69,7 +71,7 @@ function onFirstUse<const T extends v.GenericSchema>(build: () => T): v.LazySche
 
 /** Accepts a finite number, or decimal text (flags and env are text); not "0x10" or "1e3", nor one of 400 digits (Infinity). */
 const numberLike = onFirstUse(() =>
-  v.pipe(v.union([v.number(), v.pipe(v.string(), v.trim(), v.regex(/^-?\d+(?:\.\d+)?$/), v.transform(Number))]), v.finite()),
+  v.pipe(v.union([v.number(), v.pipe(v.string(), v.regex(/^-?\d+(?:\.\d+)?$/), v.transform(Number))]), v.finite()),
 );
 
 /**
@@ -77,7 +79,7 @@ const numberLike = onFirstUse(() =>
  * fraction, even one Number() rounds to an integer ("5.0000000000000001" is 5).
  */
 const integerLike = onFirstUse(() =>
-  v.pipe(v.union([v.number(), v.pipe(v.string(), v.trim(), v.regex(/^-?\d+(?:\.0+)?$/), v.transform(Number))]), v.finite(), v.integer()),
+  v.pipe(v.union([v.number(), v.pipe(v.string(), v.regex(/^-?\d+(?:\.0+)?$/), v.transform(Number))]), v.finite(), v.integer()),
 );
 
 function integer(min: number, max: number): v.GenericSchema<unknown, number> {
@@ -172,7 +174,7 @@ const socketBuffers = onFirstUse(() =>
     v.transform((x): SocketBufferPreset | number => {
       if (typeof x === "number") return x;
       if (x in SOCKET_BUFFER_PRESETS) return x as SocketBufferPreset;
-      const m = /^(\d+)\s*(k|kib)?$/i.exec(x.trim());
+      const m = /^(\d+)\s*(k|kib)?$/i.exec(x);
       return m ? Number(m[1]) * (m[2] ? 1024 : 1) : NaN;
     }),
     v.union([
@@ -183,9 +185,9 @@ const socketBuffers = onFirstUse(() =>
 );
 
 export const OPTIONS = {
-  socket: { flag: "string", help: "Unix socket path", allowed: `a file's path of at most ${MAX_SOCKET_PATH} bytes`, schema: socketPath, default: { output: "/var/run/audio_output.sock", input: "/var/run/audio_input.sock" }, env: { output: "JETKVM_AUDIO_OUTPUT_SOCKET", input: "JETKVM_AUDIO_INPUT_SOCKET" } },
-  source: { flag: "string", help: 'frames to send: a file, or "-" for stdin', allowed: 'a path or "-"', schema: text, required: true },
-  sink: { flag: "string", help: 'where received frames go: a file, "-" for stdout, or a FIFO (input serve: a player, never waited for; in serve also stdout to a pipe or socket)', allowed: 'a path or "-"', schema: text, required: true },
+  socket: { flag: "string", help: "Unix socket path", allowed: `a file's path of at most ${MAX_SOCKET_PATH} bytes`, schema: socketPath, default: { output: "/var/run/audio_output.sock", input: "/var/run/audio_input.sock" }, env: { output: "JETKVM_AUDIO_OUTPUT_SOCKET", input: "JETKVM_AUDIO_INPUT_SOCKET" }, verbatim: true },
+  source: { flag: "string", help: 'frames to send: a file, or "-" for stdin', allowed: 'a path or "-"', schema: text, required: true, verbatim: true },
+  sink: { flag: "string", help: 'where received frames go: a file, "-" for stdout, or a FIFO (input serve: a player, never waited for; in serve also stdout to a pipe or socket)', allowed: 'a path or "-"', schema: text, required: true, verbatim: true },
   format: { flag: "string", help: "wire (the IPC byte stream) or ogg (Ogg Opus)", allowed: "wire, ogg", schema: choice(["wire", "ogg"]), default: "wire" },
   realtime: { flag: "boolean", help: "pace a file source by its timestamps/durations; drop what no client takes", allowed: "true, false", schema: booleanLike, default: false },
   loop: { flag: "boolean", help: "replay a file source forever (not stdin, read once; a FIFO source already waits for its next writer)", allowed: "true, false", schema: booleanLike, default: false },
@@ -222,6 +224,32 @@ export const OPTIONS = {
 } as const satisfies Record<string, OptionSpec>;
 
 export type OptionName = keyof typeof OPTIONS;
+
+/** Each option's readSchema, built when it is first read (as onFirstUse does). */
+const READ_SCHEMAS: Partial<Record<OptionName, v.GenericSchema<unknown, unknown>>> = {};
+
+/**
+ * How `option` reads a value, from a flag, the environment or a config file
+ * alike: blanks around text are not part of it ("ogg " from a shell script is
+ * ogg, as " 5" is 5), except around a path (OptionSpec.verbatim), since a
+ * file's name may begin or end with one.
+ */
+function readSchema(option: OptionName): v.GenericSchema<unknown, unknown> {
+  const spec: OptionSpec = OPTIONS[option];
+  if (spec.verbatim) return spec.schema;
+  return (READ_SCHEMAS[option] ??= v.pipe(
+    v.unknown(),
+    v.transform((raw) => (typeof raw === "string" ? raw.trim() : raw)),
+    spec.schema,
+  ));
+}
+
+/** The value `raw` gives `option` as any source's value is read; undefined where it is not allowed. */
+export function readValue(option: OptionName, raw: unknown): unknown {
+  const result = v.safeParse(readSchema(option), raw);
+  return result.success ? result.output : undefined;
+}
+
 type ValueOf<N extends OptionName> = v.InferOutput<(typeof OPTIONS)[N]["schema"]>;
 export type Settings<N extends OptionName = OptionName> = { [K in N]: ValueOf<K> };
 
@@ -379,7 +407,7 @@ const MAX_CONFIG_BYTES = 1024 * 1024;
 /** A config file's shape: every option at the top level and in the "output"/"input" sections. */
 const configFileSchema = onFirstUse(() => {
   const optionSchemas = Object.fromEntries(
-    Object.entries(OPTIONS).map(([name, spec]) => [name, v.optional((spec as OptionSpec).schema)]),
+    (Object.keys(OPTIONS) as OptionName[]).map((name) => [name, v.optional(readSchema(name))]),
   );
   const sectionSchema = v.strictObject(optionSchemas);
   return v.strictObject({ ...optionSchemas, output: v.optional(sectionSchema), input: v.optional(sectionSchema) });
@@ -541,7 +569,7 @@ function readAtMost(path: string, limit: number): string {
 
 function parseValue(option: OptionName, raw: unknown, where: string): unknown {
   const spec: OptionSpec = OPTIONS[option];
-  const result = v.safeParse(spec.schema, raw);
+  const result = v.safeParse(readSchema(option), raw);
   if (!result.success) {
     // `where` names the flag, the file's key, or the variable with its "=" (NAME="value", as set).
     throw new ConfigError(`${where}${where.endsWith("=") ? "" : " "}${shownValue(raw)} is not allowed: ${spec.allowed}`);

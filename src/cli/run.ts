@@ -9,6 +9,7 @@ import {
   namedConfigFile,
   OPTIONS,
   readFlags,
+  readValue,
   resolveServeSettings,
   resolveSettings,
   ROLE_OPTIONS,
@@ -116,7 +117,7 @@ function requestedLogFormat(argv: string[], env: CliIo["env"], read?: ConfigFile
     (env.AUDIO_AGENT_LOG_FORMAT || undefined) ??
     // An empty --config, refused, names no file: the environment's or the default is the one to read.
     fileLogFormat(read ?? plainConfigFile(namedConfigFile(flag("config") || undefined, env) ?? DEFAULT_CONFIG_FILE), argv[0]);
-  return value === "json" ? "json" : "text";
+  return readValue("log-format", value) === "json" ? "json" : "text";
 }
 
 /**

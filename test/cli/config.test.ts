@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, statSync, writeFileSync } from "node:fs";
 import { runCli } from "../../src/cli/run.ts";
 import { OPTIONS } from "../../src/config.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -501,5 +501,71 @@ describe("flags win over the config file and the environment", () => {
       expect(r.stderr, off.join(" ")).toContain("output-server: stopped");
       expect(r.code, `${off.join(" ")}: ${r.stderr}`).toBe(0);
     }
+  });
+});
+
+describe("blanks around a value", () => {
+  /** One value of every kind an option has (words, switches, a mode, numbers, sizes, addresses, names), as written plainly. */
+  const PLAIN: Record<string, string> = {
+    format: "ogg",
+    realtime: "true",
+    lenient: "on",
+    "socket-mode": "0600",
+    "queue-frames": "64",
+    drop: "newest",
+    "socket-buffers": "64k",
+    adaptive: "off",
+    metrics: "9100",
+    monitor: "127.0.0.1:8080",
+    "stats-interval": "2.5",
+    "http-allow-host": "a.example:9000",
+    "log-level": "warn",
+    "log-format": "json",
+  };
+  /** The same values with blanks around them, as a shell script or a hand-written file may leave them. */
+  const padded = Object.fromEntries(Object.entries(PLAIN).map(([key, value], i) => [key, i % 2 ? ` ${value}` : `${value} `]));
+  const variables = (values: Record<string, string>) =>
+    Object.fromEntries(Object.entries(values).map(([key, value]) => [`AUDIO_AGENT_${key.toUpperCase().replaceAll("-", "_")}`, value]));
+
+  test("are not part of it, from the environment or a config file, whatever its kind; a path keeps them, as a file's name may", async () => {
+    const { write, dir } = setup();
+    const print = async (env: Record<string, string>, file?: Record<string, string>) => {
+      const config = file ? ["--config", write(`c${Object.keys(env).length}.json`, JSON.stringify(file))] : [];
+      const r = await runAgent(["config", "print", "output", "serve", ...config], { cwd: dir, env: agentEnv(env) });
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      return JSON.parse(r.stdout);
+    };
+    const paths = { JETKVM_AUDIO_OUTPUT_SOCKET: "/run/test-out.sock ", AUDIO_AGENT_SOURCE: " capture.ogg" };
+    const plain = await print({ ...variables(PLAIN), ...paths });
+    expect(plain).toMatchObject({ format: "ogg", "socket-mode": "0600", metrics: "127.0.0.1:9100", "socket-buffers": 65536, socket: "/run/test-out.sock ", source: " capture.ogg" });
+    expect(await print({ ...variables(padded), ...paths })).toEqual(plain);
+    expect(await print(paths, padded)).toEqual(plain);
+    expect(await print(paths, { output: padded } as never)).toEqual(plain);
+  });
+
+  test("a role runs with them: the socket's mode, the log's format and the metrics' port from padded values, as from plain ones", async () => {
+    const { write, path, dir } = setup();
+    const fromEnv = spawnAgent(["output", "serve", "--socket", path("e.sock"), "--source", "-"], {
+      cwd: dir,
+      stdin: "pipe",
+      env: agentEnv({ AUDIO_AGENT_SOCKET_MODE: "0600 ", AUDIO_AGENT_LOG_FORMAT: " json", AUDIO_AGENT_METRICS: " 0 " }),
+    });
+    const file = write("padded.json", JSON.stringify({ output: { "socket-mode": " 0640" }, "log-format": "json\t", metrics: "0 " }));
+    const fromFile = spawnAgent(["output", "serve", "--socket", path("f.sock"), "--source", "-", "--config", file], { cwd: dir, stdin: "pipe" });
+    for (const [agent, socket, mode] of [[fromEnv, "e.sock", 0o600], [fromFile, "f.sock", 0o640]] as const) {
+      await agent.waitForStderr('"msg":"listening"');
+      expect((statSync(path(socket)).mode & 0o777).toString(8)).toBe(mode.toString(8));
+      expect(agent.stderr).toContain('"msg":"http listening"');
+      agent.endStdin();
+      const done = await agent.done;
+      expect(done.code, done.stderr).toBe(0);
+      // Every line JSON.
+      for (const line of done.stderr.trimEnd().split("\n")) expect(JSON.parse(line)).toHaveProperty("msg");
+    }
+    // A run that fails before its settings exist writes its one line in the format asked for, blanks and all.
+    const failed = await runAgent(["output", "serve", "--bogus"], { cwd: dir, env: agentEnv({ AUDIO_AGENT_LOG_FORMAT: "json " }) });
+    expect(failed.code).toBe(2);
+    expect(JSON.parse(failed.stderr)).toMatchObject({ level: 60, exit_code: 2 });
   });
 });
