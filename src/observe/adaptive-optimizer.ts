@@ -27,13 +27,16 @@ export interface AdaptiveOptions {
   /** No pressure event for this long relaxes to level 0. */
   calmMs: number;
   now?: () => number;
+  /** Does what was decided; `why` tells what was measured and the rule it met ("12 overflow events within 5000 ms (rule: 10)"). */
   apply: (state: AdaptiveState, decision: "escalate" | "relax", why: string) => void;
 }
 
 export const DEFAULT_ADAPTIVE = { threshold: 10, windowMs: 5_000, calmMs: 30_000, queueGrowth: 4 } as const;
 
 export class AdaptiveOptimizer {
+  /** The times of the last `threshold` pressure events (a ring), and each one's kind. */
   private readonly events: Float64Array;
+  private readonly kinds: string[];
   private next = 0;
   private filled = 0;
   private lastEventAt = -Infinity;
@@ -42,42 +45,69 @@ export class AdaptiveOptimizer {
   escalations = 0;
   relaxations = 0;
 
-  get threshold(): number {
-    return this.options.threshold;
-  }
-
   constructor(private readonly options: AdaptiveOptions) {
     if (options.threshold < 1) throw new RangeError(`adaptive threshold ${options.threshold}: must be >= 1`);
     this.events = new Float64Array(options.threshold);
+    this.kinds = new Array<string>(options.threshold);
     this.now = options.now ?? (() => performance.now());
     this.state = { level: 0, ...options.base };
   }
 
-  /** A pressure event: an overflow or a deadline drop. */
-  note(kind: string): void {
+  /**
+   * Pressure events (overflows, deadline drops) found at one moment, by kind:
+   * one burst, which escalates once however many it holds; the next level
+   * needs pressure at a later moment.
+   */
+  note(burst: Readonly<Record<string, number>>): void {
+    let count = 0;
+    for (const kind in burst) count += Math.max(0, burst[kind]!);
+    if (count === 0) return;
     const at = this.now();
     this.lastEventAt = at;
-    this.events[this.next] = at;
-    this.next = (this.next + 1) % this.events.length;
-    if (this.filled < this.events.length) this.filled++;
+    // This burst and what the window held before it: what a decision tells was measured.
+    const measured: Record<string, number> = {};
+    for (const kind in burst) if (burst[kind]! > 0) measured[kind] = burst[kind]!;
+    this.countWithinWindow(at, measured);
+    // The ring keeps the last `threshold` events; a burst of more than that fills it alone.
+    for (const kind in burst) {
+      for (let i = Math.min(burst[kind]!, this.events.length); i > 0; i--) {
+        this.events[this.next] = at;
+        this.kinds[this.next] = kind;
+        this.next = (this.next + 1) % this.events.length;
+        if (this.filled < this.events.length) this.filled++;
+      }
+    }
     if (this.filled < this.events.length) return;
     // The oldest of the last `threshold` events is where `next` points now.
     const oldest = this.events[this.next];
-    if (at - oldest <= this.options.windowMs) this.escalate(kind);
+    if (at - oldest <= this.options.windowMs) this.escalate(measured);
   }
 
   /** Called on a timer: relaxes after a calm period. */
   tick(): void {
     if (this.state.level === 0) return;
-    if (this.now() - this.lastEventAt < this.options.calmMs) return;
+    const calm = this.now() - this.lastEventAt;
+    if (calm < this.options.calmMs) return;
     this.relaxations++;
     // Pressure from before the calm period must not count toward the next escalation.
     this.filled = 0;
     this.state = { level: 0, ...this.options.base };
-    this.options.apply(this.state, "relax", `no pressure for ${this.options.calmMs} ms`);
+    this.options.apply(this.state, "relax", `no pressure for ${Math.round(calm)} ms (rule: ${this.options.calmMs})`);
   }
 
-  private escalate(kind: string): void {
+  /** Adds the ring's events within the window that ends at `at` to `counts`, by kind (newest first, so it stops at the first older one). */
+  private countWithinWindow(at: number, counts: Record<string, number>): void {
+    const size = this.events.length;
+    for (let i = 1; i <= this.filled; i++) {
+      const slot = (this.next - i + size) % size;
+      if (at - this.events[slot]! > this.options.windowMs) return;
+      const kind = this.kinds[slot]!;
+      counts[kind] = (counts[kind] ?? 0) + 1;
+    }
+  }
+
+  /** `measured`: the events within the window, by kind, as the decision tells them. */
+  private escalate(measured: Record<string, number>): void {
     const { highLoad, maxQueueFrames, threshold, windowMs } = this.options;
     const queueFrames = Math.min(maxQueueFrames, this.state.queueFrames * 2);
     const atTop = this.state.level > 0 && queueFrames === this.state.queueFrames;
@@ -86,6 +116,7 @@ export class AdaptiveOptimizer {
     if (atTop) return;
     this.escalations++;
     this.state = { level: this.state.level + 1, ...highLoad, queueFrames };
-    this.options.apply(this.state, "escalate", `${threshold} ${kind} events within ${windowMs} ms`);
+    const events = Object.entries(measured).map(([kind, n]) => `${n} ${kind}`).join(" and ");
+    this.options.apply(this.state, "escalate", `${events} events within ${windowMs} ms (rule: ${threshold})`);
   }
 }

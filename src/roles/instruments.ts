@@ -383,10 +383,8 @@ export class ChannelInstruments implements ChannelObserver {
     const overflows = r.shortWrites - seen.shortWrites;
     const late = deadlineDrops - seen.deadlineDrops;
     this.pressureSeen = { shortWrites: r.shortWrites, deadlineDrops };
-    // What one tick finds is one burst: more than a threshold's worth, of one kind or of both
-    // together, escalates once, and the next level needs pressure at a later tick.
-    const events = Math.min(overflows + late, optimizer.threshold);
-    for (let i = 0; i < events; i++) optimizer.note(i < overflows ? "overflow" : "deadline drop");
+    // What one tick finds is one burst: it escalates once, however many events it holds.
+    if (overflows + late > 0) optimizer.note({ overflow: overflows, "deadline drop": late });
     optimizer.tick();
   }
 

@@ -39,10 +39,10 @@ function optimizer(over: Partial<AdaptiveOptions> = {}) {
     apply: (state, decision, why) => applied.push({ state: { ...state }, decision, why }),
     ...over,
   });
-  /** A pressure event at time `t`. */
-  const at = (t: number, kind = "overflow") => {
+  /** Pressure events at time `t`: one, or a burst of `count`. */
+  const at = (t: number, kind = "overflow", count = 1) => {
     clock.now = t;
-    opt.note(kind);
+    opt.note({ [kind]: count });
   };
   const tickAt = (t: number) => {
     clock.now = t;
@@ -62,12 +62,29 @@ describe("AdaptiveOptimizer on an injected clock", () => {
       {
         state: { level: 1, sendBufferBytes: 256 * KiB, receiveBufferBytes: 200 * KiB, queueFrames: 200 },
         decision: "escalate",
-        why: "3 overflow events within 1000 ms",
+        why: "3 overflow events within 1000 ms (rule: 3)",
       },
     ]);
     expect(opt.state).toEqual(applied[0].state);
     expect(opt.escalations).toBe(1);
     expect(opt.relaxations).toBe(0);
+  });
+
+  test("a decision tells what was measured beside the rule: every event in the window, by kind, a burst whole; the calm as long as it was", () => {
+    const { applied, at, tickAt } = optimizer();
+    // Twelve found at once, where three is the rule: one escalation, telling twelve.
+    at(0, "overflow", 12);
+    expect(applied.map((a) => a.why)).toEqual(["12 overflow events within 1000 ms (rule: 3)"]);
+    // An event older than the window is not counted; those within it are, whatever their kind.
+    at(100);
+    at(1500, "deadline drop");
+    at(2000, "overflow", 2);
+    expect(applied[1]!.why).toBe("2 overflow and 1 deadline drop events within 1000 ms (rule: 3)");
+    at(2100, "deadline drop", 0); // no event
+    tickAt(6999);
+    expect(applied.length).toBe(2);
+    tickAt(7400);
+    expect(applied[2]).toMatchObject({ decision: "relax", why: "no pressure for 5400 ms (rule: 5000)" });
   });
 
   test("the window is inclusive at its edge and counts the last `threshold` events only", () => {
@@ -138,7 +155,7 @@ describe("AdaptiveOptimizer on an injected clock", () => {
     expect(applied[1]).toEqual({
       state: { level: 0, sendBufferBytes: 128 * KiB, receiveBufferBytes: 96 * KiB, queueFrames: 100 },
       decision: "relax",
-      why: "no pressure for 5000 ms",
+      why: "no pressure for 5000 ms (rule: 5000)",
     });
     expect(opt.relaxations).toBe(1);
     // Already relaxed: nothing more to do.
@@ -268,6 +285,16 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     expect(first).toContain("queue_frames=200");
     expect(first).toContain(`send_buffer=${256 * KiB}`);
     expect(first).toContain(`kernel_send_buffer=${kernelBufferBytes(256 * KiB)}`);
+    // Why: what was measured, by kind, beside the rule (3 in 1000 ms); at least the rule's count, and no more than happened.
+    const why = /why="(.*?)"/.exec(first)![1]!;
+    expect(why).toMatch(/^\d+ (overflow|deadline drop)( and \d+ (overflow|deadline drop))? events within 1000 ms \(rule: 3\)$/);
+    const measured = [...why.matchAll(/(\d+) (overflow|deadline drop)/g)].reduce((n, m) => n + Number(m[1]), 0);
+    expect(measured).toBeGreaterThanOrEqual(3);
+    const later = await scrape(base);
+    const happened =
+      value(later, "jetkvm_audio_socket_buffer_overflow_total", SEND_BUFFER) +
+      value(later, "audio_agent_frames_dropped_by_reason_total", { channel: "output", reason: "write_deadline" });
+    expect(measured).toBeLessThanOrEqual(happened);
 
     // The reader catches up and keeps up: after 300 ms without pressure, back to the defaults.
     reader.socket.resume();
@@ -281,7 +308,7 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
     expect(value(relaxed, "audio_agent_queue_capacity_frames")).toBe(100);
     expect(value(relaxed, "audio_agent_connected")).toBe(1);
     await server.waitForStderr("adaptive: relax");
-    expect(server.stderr).toMatch(/adaptive: relax why="no pressure for 300 ms" adaptive_level=0 send_buffer=131072/);
+    expect(server.stderr).toMatch(/adaptive: relax why="no pressure for \d+ ms \(rule: 300\)" adaptive_level=0 send_buffer=131072/);
 
     // The source ends: the server writes out its queue and stops, and the reader reads to the end.
     await feeding;

@@ -204,14 +204,21 @@ describe("the optimizer fed from a channel end's readings", () => {
   }
 
   test("what one tick finds, of one kind or both, escalates one level however many thresholds' worth it holds; the next level needs pressure at a later tick", () => {
-    for (const [shortWrites, deadlineDrops] of [[0, 500], [40, 0], [40, 500]]) {
+    for (const [shortWrites, deadlineDrops, measured] of [
+      [0, 500, "500 deadline drop"],
+      [40, 0, "40 overflow"],
+      [40, 500, "40 overflow and 500 deadline drop"],
+    ] as const) {
       const { channel, decisions, pressure, capacity } = instrumented();
       // A reader that stalled: one burst of pressure, seen at one tick.
       pressure(shortWrites, deadlineDrops);
       channel.sample();
       expect(channel.optimizer!.state.level).toBe(1);
       expect(capacity()).toBe(200);
-      expect(decisions.map((d) => [d.message, d.adaptive_level, d.queue_frames])).toEqual([["adaptive: escalate", 1, 200]]);
+      // The line tells all that the tick found, beside the rule.
+      expect(decisions.map((d) => [d.message, d.adaptive_level, d.queue_frames, d.why])).toEqual([
+        ["adaptive: escalate", 1, 200, `${measured} events within 60000 ms (rule: 3)`],
+      ]);
       // Nothing new: nothing more.
       channel.sample();
       expect(channel.optimizer!.state.level).toBe(1);
