@@ -18,6 +18,7 @@ export interface ChannelMetrics {
   readonly frameAge: Observer;
   readonly roundTrip: Observer;
   latencyWarning(source: string, level: string): void;
+  /** The end's adaptive optimizer's state, from its start on, and each decision; its families are exported from the first call. */
   adaptive(state: { level: number; sendBufferBytes: number; queueFrames: number }, decision?: "escalate" | "relax"): void;
 }
 
@@ -320,39 +321,44 @@ export class AgentMetrics {
       },
     });
 
-    const adaptiveQueueFrames = new Gauge({
-      name: "audio_agent_adaptive_queue_frames",
-      help: "Send queue bound chosen by the adaptive optimizer",
-      labelNames: withChannel([]),
-      registers,
-    });
-    const adaptiveLevel = new Gauge({
-      name: "audio_agent_adaptive_level",
-      help: "Adaptive optimizer level: 0 default, higher after each escalation",
-      labelNames: withChannel([]),
-      registers,
-    });
-    const adaptiveAdjustments = new Counter({
-      name: "jetkvm_adaptive_buffer_adjustments_total",
-      help: "Total number of adaptive buffer size adjustments",
-      labelNames: withChannel([]),
-      registers,
-    });
-    const adaptiveDecisions = new Counter({
-      name: "audio_agent_adaptive_decisions_total",
-      help: "Adaptive optimizer decisions",
-      labelNames: withChannel(["decision"]),
-      registers,
-    });
+    /**
+     * The adaptive optimizer's families, made when an optimizer first reports
+     * its state: an end that has none (a receiver, a sender with --adaptive
+     * off) exports none of them. Its socket buffers as applied are in
+     * jetkvm_audio_socket_buffer_size_bytes.
+     */
+    let optimizerFamilies: { queueFrames: Gauge; level: Gauge; adjustments: Counter; decisions: Counter } | undefined;
+    const optimizer = () =>
+      (optimizerFamilies ??= {
+        queueFrames: new Gauge({
+          name: "audio_agent_adaptive_queue_frames",
+          help: "Send queue bound chosen by the adaptive optimizer",
+          labelNames: withChannel([]),
+          registers,
+        }),
+        level: new Gauge({
+          name: "audio_agent_adaptive_level",
+          help: "Adaptive optimizer level: 0 default, higher after each escalation",
+          labelNames: withChannel([]),
+          registers,
+        }),
+        adjustments: new Counter({
+          name: "jetkvm_adaptive_buffer_adjustments_total",
+          help: "Total number of adaptive buffer size adjustments",
+          labelNames: withChannel([]),
+          registers,
+        }),
+        decisions: new Counter({
+          name: "audio_agent_adaptive_decisions_total",
+          help: "Adaptive optimizer decisions",
+          labelNames: withChannel(["decision"]),
+          registers,
+        }),
+      });
 
     this.channels = parts.map(({ channel, labels }, i) => {
-      const adaptiveBufferSize = new Gauge({
-        name: channel === "output" ? "jetkvm_adaptive_output_buffer_size_bytes" : "jetkvm_adaptive_input_buffer_size_bytes",
-        help: "Current adaptive socket send buffer size in bytes",
-        registers,
-      });
-      for (const decision of ["escalate", "relax"]) adaptiveDecisions.inc({ decision, ...labels }, 0);
-      adaptiveAdjustments.inc(labels, 0);
+      /** This end's optimizer's own family, once it reports. */
+      let bufferSize: Gauge | undefined;
       return {
         enqueueToWrite: enqueueToWrite[i]!,
         writeCall: writeCall[i]!,
@@ -360,12 +366,22 @@ export class AgentMetrics {
         roundTrip: roundTrip[i]!,
         latencyWarning: (source, level) => latencyWarnings.inc({ source, level, ...labels }),
         adaptive: (state, decision) => {
-          adaptiveLevel.set(labels, state.level);
-          adaptiveBufferSize.set(state.sendBufferBytes);
-          adaptiveQueueFrames.set(labels, state.queueFrames);
+          const families = optimizer();
+          if (!bufferSize) {
+            bufferSize = new Gauge({
+              name: channel === "output" ? "jetkvm_adaptive_output_buffer_size_bytes" : "jetkvm_adaptive_input_buffer_size_bytes",
+              help: "Current adaptive socket send buffer size in bytes",
+              registers,
+            });
+            for (const decision of ["escalate", "relax"]) families.decisions.inc({ decision, ...labels }, 0);
+            families.adjustments.inc(labels, 0);
+          }
+          families.level.set(labels, state.level);
+          bufferSize.set(state.sendBufferBytes);
+          families.queueFrames.set(labels, state.queueFrames);
           if (decision) {
-            adaptiveDecisions.inc({ decision, ...labels });
-            adaptiveAdjustments.inc(labels);
+            families.decisions.inc({ decision, ...labels });
+            families.adjustments.inc(labels);
           }
         },
       };

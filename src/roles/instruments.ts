@@ -276,10 +276,10 @@ export class ChannelInstruments implements ChannelObserver {
     this.roundTripLatency = this.latency.operation("heartbeat_rtt");
     const first = end.readings();
     this.channel = first.channel;
-    const buffers = socketBufferSizes(settings["socket-buffers"]);
-    // The sizes as set: where the optimizer starts from, and where they stay with it off.
-    const base = { sendBufferBytes: buffers.sendBytes, receiveBufferBytes: buffers.receiveBytes, queueFrames: first.queueCapacity };
     if (settings.adaptive === "on") {
+      const buffers = socketBufferSizes(settings["socket-buffers"]);
+      // The sizes as set: where the optimizer starts from.
+      const base = { sendBufferBytes: buffers.sendBytes, receiveBufferBytes: buffers.receiveBytes, queueFrames: first.queueCapacity };
       const high = SOCKET_BUFFER_PRESETS["high-load"];
       this.optimizer = new AdaptiveOptimizer({
         base,
@@ -294,8 +294,8 @@ export class ChannelInstruments implements ChannelObserver {
         apply: (state, decision, why) => this.adapt(state, decision, why),
       });
     }
-    // Off, the gauges read the sizes set (at 0 they would read as no buffer and no queue).
-    this.metrics?.adaptive(this.optimizer?.state ?? { level: 0, ...base });
+    // Where no optimizer runs (a receiver, --adaptive off) the metrics have none of its families.
+    if (this.optimizer) this.metrics?.adaptive(this.optimizer.state);
     this.statsSeen = { at: performance.now(), counts: statsCounts(first), samples: new Map() };
   }
 

@@ -233,11 +233,11 @@ describe("metrics over HTTP from real roles", () => {
     // A server says whether it listens; a client has nothing to say.
     expect(value(sent, "audio_agent_listening")).toBe(1);
     expect(samples(received, "audio_agent_listening")).toEqual([]);
-    for (const text of [sent, received]) {
-      expect(value(text, "jetkvm_adaptive_buffer_adjustments_total")).toBe(0);
-      // A stream socket's receive buffer never overflows.
-      expect(overflowTotal(text, "audio-output", "receive")).toBe(0);
-    }
+    // The sender's optimizer has made no adjustment; the receiver has none.
+    expect(value(sent, "jetkvm_adaptive_buffer_adjustments_total")).toBe(0);
+    expect(families(received).has("jetkvm_adaptive_buffer_adjustments_total")).toBe(false);
+    // A stream socket's receive buffer never overflows.
+    for (const text of [sent, received]) expect(overflowTotal(text, "audio-output", "receive")).toBe(0);
     // The client never writes on the output channel; the server's count is checked against its final line below.
     expect(overflowTotal(received, "audio-output", "send")).toBe(0);
     // Linux doubles the requested SO_SNDBUF / SO_RCVBUF.
@@ -251,8 +251,8 @@ describe("metrics over HTTP from real roles", () => {
       expect(value(text, "jetkvm_audio_socket_buffer_size_bytes", { component: "audio-output", buffer_type: "receive" })).toBe(
         kernelBufferBytes(requested, "receive"),
       );
-      expect(value(text, "jetkvm_adaptive_output_buffer_size_bytes")).toBe(requested);
     }
+    expect(value(sent, "jetkvm_adaptive_output_buffer_size_bytes")).toBe(65536);
     // The sender's queue and drop reasons: every reason shown, all zero.
     expect(value(sent, "audio_agent_queue_depth_frames")).toBe(0);
     expect(value(sent, "audio_agent_queue_capacity_frames")).toBe(5000);
@@ -404,17 +404,55 @@ describe("metrics over HTTP from real roles", () => {
     expect(await server.exited).toBe(0);
   });
 
-  test("--adaptive off, and a receiver (which has no optimizer): the adaptive gauges read the sizes set (buffer, queue) at level 0, not 0", async () => {
+  test("where no optimizer runs (a receiver, --adaptive off) none of its families is exported, the socket buffers applied are; serve has the output channel's alone", async () => {
     const { path } = setup();
-    const sock = path("out.sock");
-    const server = spawnAgent(["output", "serve", "--socket", sock, "--source", "-", "--adaptive", "off", "--socket-buffers", "65536", "--queue-frames", "300", "--metrics", "0"], { stdin: "pipe" });
-    const client = spawnAgent(["output", "recv", "--socket", sock, "--sink", path("out.wire"), "--socket-buffers", "high-load", "--metrics", "0"]);
-    for (const [agent, bytes, frames] of [[server, 65536, 300], [client, 256 * 1024, 0]] as const) {
-      const text = await scrape(await metricsUrl(agent));
-      expect(value(text, "jetkvm_adaptive_output_buffer_size_bytes")).toBe(bytes);
-      expect(value(text, "audio_agent_adaptive_queue_frames")).toBe(frames);
-      expect(value(text, "audio_agent_adaptive_level")).toBe(0);
+    /** The optimizer's families, as README's Metrics names them. */
+    const OPTIMIZER = [
+      "audio_agent_adaptive_level",
+      "audio_agent_adaptive_queue_frames",
+      "audio_agent_adaptive_decisions_total",
+      "jetkvm_adaptive_buffer_adjustments_total",
+      "jetkvm_adaptive_output_buffer_size_bytes",
+      "jetkvm_adaptive_input_buffer_size_bytes",
+    ];
+    const optimizerFamilies = (text: string) => OPTIMIZER.filter((name) => families(text).has(name));
+    const [out, inp] = [path("out.sock"), path("in.sock")];
+    const outputServe = spawnAgent(["output", "serve", "--socket", out, "--source", "-", "--adaptive", "off", "--socket-buffers", "65536", "--metrics", "0"], { stdin: "pipe" });
+    const outputRecv = spawnAgent(["output", "recv", "--socket", out, "--sink", path("out.wire"), "--socket-buffers", "high-load", "--metrics", "0"]);
+    const inputServe = spawnAgent(["input", "serve", "--socket", inp, "--sink", path("in.wire"), "--socket-buffers", "48k", "--metrics", "0"]);
+    const inputSend = spawnAgent(["input", "send", "--socket", inp, "--source", "-", ...NO_ESCALATION, "--metrics", "0"], { stdin: "pipe" });
+    const serve = spawnAgent(
+      ["serve", "--output-socket", path("so.sock"), "--output-source", "-", "--input-socket", path("si.sock"), "--input-sink", path("si.wire"), "--metrics", "0"],
+      { stdin: "pipe" },
+    );
+    // The receivers connected: their socket buffers, as the kernel holds them, are there under their own name.
+    const [outputRecvUrl, inputServeUrl] = [await metricsUrl(outputRecv), await metricsUrl(inputServe)];
+    await waitConnected(outputRecvUrl);
+    await waitConnected(inputServeUrl);
+    const [recvText, inServeText] = [await scrape(outputRecvUrl), await scrape(inputServeUrl)];
+    expect(value(recvText, "jetkvm_audio_socket_buffer_size_bytes", { component: "audio-output", buffer_type: "receive" })).toBe(kernelBufferBytes(256 * 1024, "receive"));
+    expect(value(inServeText, "jetkvm_audio_socket_buffer_size_bytes", { component: "audio-input", buffer_type: "receive" })).toBe(kernelBufferBytes(48 * 1024, "receive"));
+    for (const [role, text] of [
+      ["output recv", recvText],
+      ["input serve", inServeText],
+      ["output serve --adaptive off", await scrape(await metricsUrl(outputServe))],
+    ]) {
+      expect({ role, exported: optimizerFamilies(text) }).toEqual({ role, exported: [] });
     }
+    // A sender with its optimizer: every family, at level 0 with the sizes set.
+    const sendText = await scrape(await metricsUrl(inputSend));
+    expect(optimizerFamilies(sendText)).toEqual(OPTIMIZER.filter((name) => name !== "jetkvm_adaptive_output_buffer_size_bytes"));
+    expect(value(sendText, "audio_agent_adaptive_level")).toBe(0);
+    expect(value(sendText, "jetkvm_adaptive_input_buffer_size_bytes")).toBe(128 * 1024);
+    // serve: the output channel's optimizer, labelled by channel; the input channel has no series of any.
+    const serveText = await scrape(await metricsUrl(serve));
+    expect(optimizerFamilies(serveText)).toEqual(OPTIMIZER.filter((name) => name !== "jetkvm_adaptive_input_buffer_size_bytes"));
+    for (const name of OPTIMIZER.filter((name) => name.startsWith("audio_agent_") || name.includes("adjustments"))) {
+      expect({ name, channels: [...new Set(samples(serveText, name).map((s) => s.labels.channel))] }).toEqual({ name, channels: ["output"] });
+    }
+    expect(value(serveText, "audio_agent_adaptive_queue_frames", { channel: "output" })).toBe(500);
+    for (const agent of [outputServe, outputRecv, inputServe, inputSend, serve]) agent.kill("SIGTERM");
+    for (const agent of [outputServe, outputRecv, inputServe, inputSend, serve]) expect(await agent.exited).toBe(0);
   });
 
   test("--realtime with no client: dropped-by-reason no_client equals the count the server logs; metrics bind loopback", async () => {
