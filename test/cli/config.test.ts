@@ -264,6 +264,10 @@ describe("config print", () => {
     const refused = await cli(["config", "print", "serve", "--config", split]);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain(`"output.monitor" and "input.monitor" differ`);
+    // The line a serve run refuses it with; config check takes it, a file two single roles run with.
+    const run = await cli(["serve", "--output-source", "/dev/null", "--input-sink", path("in.wire"), "--config", split]);
+    expect(run).toEqual({ code: 2, stdout: "", stderr: refused.stderr });
+    expect(await cli(["config", "check", split])).toMatchObject({ code: 0, stderr: "" });
   });
 
   test("without any file: defaults only, config_file null", async () => {
