@@ -361,7 +361,7 @@ export class ChannelInstruments implements ChannelObserver {
   figures(): ChannelFigures {
     // The queues as they are now: the sampler runs only while frames flow.
     this.end.tuner.sample();
-    return monitorFigures(this.end.readings(), this.latency, this.optimizer?.state.level ?? 0);
+    return monitorFigures(this.end.readings(), this.latency, this.optimizer?.state.level);
   }
 
   /** Something the sampler must keep ticking for without frames: an escalated optimizer, frames still queued. */

@@ -306,6 +306,10 @@ describe("monitor page of serve", () => {
       expect(health.channels.input.sessions).toBe(1);
       expect(Object.keys(shown.counts).sort()).toEqual(["acks_dropped", "acks_sent", "clean_sessions", "frame_stamps_unusable", "heartbeats", "sessions"]);
       expect(await others.locator('dt:text-is("sessions") + dd').textContent()).toBe("1");
+      // The output channel's optimizer shows its level; the input server runs none, and says so.
+      expect(shown.adaptiveLevel).toBeUndefined();
+      expect(await others.locator('dt:text-is("Adaptive level") + dd').textContent()).toBe("no optimizer at this role");
+      expect(await page.locator('#figures dt:text-is("Adaptive level") + dd').textContent()).toBe("0");
 
       // Both channels' connections in the history, the input one named as such.
       const history = await page.textContent("#events");

@@ -17,7 +17,8 @@ export interface ChannelFigures {
   receiveBufferBytes: number;
   /** Per latency source (frame_age, enqueue_to_write, ...): seconds. */
   latency: Record<string, { p50: number; p95: number; p99: number; max: number }>;
-  adaptiveLevel: number;
+  /** The adaptive optimizer's level; none where no optimizer runs (a receiver, --adaptive off). */
+  adaptiveLevel?: number;
   /** What only this end counts (acks, heartbeats, sessions, other_messages, ...), as /healthz names them. */
   counts: Record<string, number>;
 }
@@ -33,8 +34,8 @@ export interface MonitorFigures extends RoleFigures {
   listeners: number;
 }
 
-/** The page's figures from a channel end's readings, its latency monitor and the optimizer's level. */
-export function monitorFigures(r: ChannelReadings, latency: LatencyMonitor, adaptiveLevel: number): ChannelFigures {
+/** The page's figures from a channel end's readings, its latency monitor and the optimizer's level (if one runs). */
+export function monitorFigures(r: ChannelReadings, latency: LatencyMonitor, adaptiveLevel: number | undefined): ChannelFigures {
   const percentiles: ChannelFigures["latency"] = {};
   for (const source of latency.operations()) {
     const s = latency.snapshot(source);
@@ -52,7 +53,7 @@ export function monitorFigures(r: ChannelReadings, latency: LatencyMonitor, adap
     sendBufferBytes: r.socketBuffers.kernel.sendBytes,
     receiveBufferBytes: r.socketBuffers.kernel.receiveBytes,
     latency: percentiles,
-    adaptiveLevel,
+    ...(adaptiveLevel === undefined ? {} : { adaptiveLevel }),
     counts: { ...r.counts },
   };
 }
