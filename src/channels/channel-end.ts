@@ -80,6 +80,7 @@ export function endReadings(parts: EndParts) {
     protocolErrors: parts.protocolErrors,
     queueDepth: queue?.length ?? 0,
     queueCapacity: queue?.capacity ?? 0,
+    queueAllocatedBytes: queue?.allocatedBytes ?? 0,
     lastFrameUnixMs: received?.lastFrameUnixMs ?? stats?.lastFrameUnixMs ?? 0,
     writeCalls: stats?.writeCalls ?? 0,
     shortWrites: stats?.shortWrites ?? 0,

@@ -195,6 +195,7 @@ export class AgentMetrics {
     counterFrom("audio_agent_protocol_errors_total", "Framing violations by the peer (connection closed)", parts, (r) => r.protocolErrors);
     gaugeFrom("audio_agent_queue_depth_frames", "Frames waiting in the send queue", parts, (r) => r.queueDepth);
     gaugeFrom("audio_agent_queue_capacity_frames", "Send queue bound in frames", parts, (r) => r.queueCapacity);
+    gaugeFrom("audio_agent_queue_allocated_bytes", "Bytes the send queue holds allocated: grown with what it holds, given back once a lowered bound (the adaptive optimizer relaxing) has drained", parts, (r) => r.queueAllocatedBytes);
     gaugeFrom("audio_agent_connected", "1 while a peer is connected", parts, (r) => (r.connected ? 1 : 0));
     const servers = parts.filter((part) => part.read().listening !== undefined);
     if (servers.length > 0) {

@@ -37,6 +37,8 @@ export interface ChannelReadings {
   protocolErrors: number;
   queueDepth: number;
   queueCapacity: number;
+  /** Bytes the send queue holds allocated (its ring, grown under pressure, given back after a lowered bound). */
+  queueAllocatedBytes: number;
   /** Unix ms of the last OpusFrame delivered or received; 0 before the first. */
   lastFrameUnixMs: number;
   /** write() calls, and those the kernel did not take whole (socket buffer overflows). */

@@ -30,6 +30,9 @@ const FIRST_SLOTS = 64;
  * it goes at the end of the data or, when the end has no room, at the start
  * of the ring. The queue counts as full while it holds more than
  * `maxBytes - 2 x MAX_MESSAGE`: below that a largest message always fits.
+ * After its bound in messages is lowered (the adaptive optimizer relaxing),
+ * the ring and the per-message arrays give back the room a higher bound grew
+ * them to, as they drain (see giveBack).
  */
 export class FrameQueue {
   private ring: Uint8Array;
@@ -42,6 +45,8 @@ export class FrameQueue {
   private writeAt = 0;
   private bytes = 0;
   private capacityFrames = 0;
+  /** A lowered bound owes back room, until the ring and per-message arrays are at their first sizes or grow again. */
+  private roomOwed = false;
 
   constructor(
     capacity: number,
@@ -75,6 +80,11 @@ export class FrameQueue {
     return this.bytes;
   }
 
+  /** Bytes the queue holds allocated: its ring and its per-message arrays. */
+  get allocatedBytes(): number {
+    return this.ring.byteLength + this.starts.byteLength + this.sizes.byteLength + this.types.byteLength + this.enqueuedAt.byteLength;
+  }
+
   get isFull(): boolean {
     return this.count >= this.capacityFrames || this.bytes > this.maxBytes - 2 * MAX_MESSAGE;
   }
@@ -104,7 +114,7 @@ export class FrameQueue {
         if (this.dropOldest(1, DropReason.QueueFull) > 0 || this.dropOldest(Math.min(2, this.count), DropReason.QueueFull) > 0) continue;
         // A queue of one message holds the Config alone, and cannot hold a frame beside it.
         this.stats.dropped[DropReason.QueueFull]++;
-        this.shift(1);
+        this.remove(1);
       }
     }
     const size = HEADER_SIZE + payload.length;
@@ -182,6 +192,11 @@ export class FrameQueue {
 
   /** Removes the `n` oldest messages (they were written, or are being dropped by the caller). */
   shift(n: number): void {
+    this.remove(n);
+    if (this.roomOwed) this.giveBack();
+  }
+
+  private remove(n: number): void {
     const slots = this.starts.length;
     for (let i = 0; i < n; i++) {
       this.bytes -= this.sizes[this.head];
@@ -198,7 +213,8 @@ export class FrameQueue {
   dropAll(reason: DropReason): number {
     const n = this.count;
     this.stats.dropped[reason] += n;
-    this.shift(n);
+    this.remove(n);
+    if (this.roomOwed) this.giveBack();
     return n;
   }
 
@@ -209,7 +225,10 @@ export class FrameQueue {
   dropOlderThan(cutoffMs: number, reason: DropReason): number {
     let n = 0;
     while (n < this.count && this.enqueuedAt[this.slotOf(n)] < cutoffMs && this.types[this.slotOf(n)] !== MessageType.Stop) n++;
-    return n > 0 ? this.dropOldest(n, reason) : 0;
+    if (n === 0) return 0;
+    const dropped = this.dropOldest(n, reason);
+    if (this.roomOwed) this.giveBack();
+    return dropped;
   }
 
   /**
@@ -226,12 +245,12 @@ export class FrameQueue {
     if (dropped === 0) return 0;
     this.stats.dropped[reason] += dropped;
     if (kept < 0) {
-      this.shift(n);
+      this.remove(n);
       return n;
     }
     const start = this.starts[kept];
     const size = this.sizes[kept];
-    this.shift(n);
+    this.remove(n);
     // Timed as the first message it goes ahead of, so that it does not read as stale again itself.
     const enqueuedAt = this.count > 0 ? this.enqueuedAt[this.head] : this.enqueuedAt[kept];
     // The slot before the new head was the last one dropped: free (an emptied queue starts at slot 0).
@@ -261,11 +280,37 @@ export class FrameQueue {
    * Changes the bound in messages. Nothing queued is ever dropped here: after
    * a shrink below the current length the queue counts as full until it has
    * drained below the new bound, so a lossless source waits, and a live push
-   * drops the excess oldest (drop-oldest) or itself (drop-newest).
+   * drops the excess oldest (drop-oldest) or itself (drop-newest). A lower
+   * bound owes back the room a higher one grew (giveBack); a higher one may
+   * need that room again, and owes nothing.
    */
   resize(capacity: number): void {
     checkCapacity(capacity);
+    if (capacity !== this.capacityFrames) this.roomOwed = capacity < this.capacityFrames;
     this.capacityFrames = capacity;
+    if (this.roomOwed) this.giveBack();
+  }
+
+  /**
+   * What a lowered bound owes, given back as messages leave: the ring laid
+   * out anew at the smallest size (its first, doubling) that what is queued
+   * fills at most half, and the per-message arrays likewise, each only when
+   * that is smaller than now. Queued messages are copied whole and in order,
+   * so nothing is lost or reordered. Owed no more once both are at their
+   * first sizes, or once the ring grows again under this bound (it needs the
+   * room): so the queue never swings between shrinking and growing, and
+   * allocates at most a few times per lowered bound, never per message.
+   */
+  private giveBack(): void {
+    const firstRing = Math.min(this.maxBytes, FIRST_RING_BYTES);
+    let length = firstRing;
+    while (length < 2 * this.bytes && length < this.maxBytes) length = Math.min(this.maxBytes, length * 2);
+    if (length < this.ring.length) this.layOut(length);
+    const firstSlots = Math.min(this.capacityFrames, FIRST_SLOTS);
+    let slots = firstSlots;
+    while (slots < 2 * this.count) slots *= 2;
+    if (slots < this.starts.length) this.resizeSlots(slots);
+    if (this.ring.length <= firstRing && this.starts.length <= firstSlots) this.roomOwed = false;
   }
 
   private slotOf(i: number): number {
@@ -290,6 +335,13 @@ export class FrameQueue {
     while (length < this.bytes + size) length *= 2;
     length = Math.min(this.maxBytes, Math.max(length, this.ring.length * 2));
     if (length < this.bytes + size) throw new RangeError(`FrameQueue: no room for ${size} bytes within ${this.maxBytes}`);
+    this.layOut(length);
+    // The bound needs this room: nothing is owed back until it is lowered again.
+    this.roomOwed = false;
+  }
+
+  /** A ring of `length` bytes, the queued messages laid out in order from its start. */
+  private layOut(length: number): void {
     const ring = new Uint8Array(length);
     let at = 0;
     for (let i = 0; i < this.count; i++) {
@@ -304,9 +356,14 @@ export class FrameQueue {
     this.writeAt = at;
   }
 
-  /** Doubles the per-message arrays, oldest message first. */
+  /** Doubles the per-message arrays; as for the ring, nothing is owed back until the bound is lowered again. */
   private growSlots(): void {
-    const slots = this.starts.length * 2;
+    this.resizeSlots(this.starts.length * 2);
+    this.roomOwed = false;
+  }
+
+  /** Per-message arrays of `slots` (at least as many as are queued), oldest message first. */
+  private resizeSlots(slots: number): void {
     const starts = new Int32Array(slots);
     const sizes = new Int32Array(slots);
     const types = new Uint8Array(slots);

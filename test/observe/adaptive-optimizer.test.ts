@@ -329,6 +329,41 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
   });
 });
 
+describe("adaptive optimizer and the send queue's memory", () => {
+  test("the room the send queue grew to while escalated is given back once relaxed: its allocated bytes are its first ones again; every frame accounted for", async () => {
+    const { server, base, reader } = await pausedReaderServe("aam-", 300);
+    const first = value(await scrape(base), "audio_agent_queue_allocated_bytes");
+    expect(first).toBeGreaterThan(0);
+    // Half a second of frames up to 4 KB, 1 ms apart, into a reader that reads nothing: the queue
+    // holds what the write deadline lets wait (about 50 frames), past its first ring.
+    const N = 500;
+    await server.writeStdin(wireBytes(0, N, (i) => indexedPayload(i), OUTPUT_MAGIC, 1));
+    await scrapeUntil(base, (t) => value(t, "audio_agent_frames_submitted_total", { channel: "output" }) === N, "every frame submitted");
+    const escalated = await scrapeUntil(base, (t) => value(t, "audio_agent_adaptive_level") >= 1, "escalation");
+    const grown = value(escalated, "audio_agent_queue_allocated_bytes");
+    expect(grown).toBeGreaterThan(first);
+
+    // The reader catches up; calm, the optimizer relaxes, and the queue gives its room back.
+    reader.socket.resume();
+    const relaxed = await scrapeUntil(
+      base,
+      (t) => value(t, "audio_agent_adaptive_level") === 0 && value(t, "audio_agent_queue_depth_frames") === 0,
+      "relaxed, the queue drained",
+    );
+    expect(value(relaxed, "audio_agent_adaptive_decisions_total", { decision: "relax" })).toBe(1);
+    expect(value(relaxed, "audio_agent_queue_capacity_frames")).toBe(100);
+    expect(value(relaxed, "audio_agent_queue_allocated_bytes")).toBe(first);
+
+    server.endStdin();
+    expect(await server.exited, server.stderr).toBe(0);
+    await reader.closed;
+    const accounting = expectAccountedLine(server.stderr);
+    expect(accounting.submitted).toBe(N);
+    expect(reader.frames.length).toBe(accounting.delivered);
+    expectIntactInOrder(reader.frames, 4096);
+  });
+});
+
 describe("adaptive optimizer once its client has gone", () => {
   test("relaxing with no client: neither the relax line nor the buffer gauge tells the gone socket's escalated size as the kernel's; the next client gets the base buffers", async () => {
     const { sock, server, base, reader } = await pausedReaderServe("aag-", 300);

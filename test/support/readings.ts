@@ -21,6 +21,7 @@ export function idleSenderReadings(changes: Partial<ChannelReadings> = {}): Chan
     protocolErrors: 0,
     queueDepth: 0,
     queueCapacity: 0,
+    queueAllocatedBytes: 0,
     lastFrameUnixMs: 0,
     writeCalls: 0,
     shortWrites: 0,

@@ -555,3 +555,114 @@ describe("FrameQueue memory: sized by the bytes it holds", () => {
     expect(q.stats.submitted).toBe(next);
   });
 });
+
+describe("FrameQueue memory: a lowered bound gives back what a higher one grew", () => {
+  /** An escalated queue: bound 100, raised to 400 and filled with 400 frames of 2 KB (a 1 MiB ring). */
+  function escalated() {
+    const q = new FrameQueue(100, OUTPUT_MAGIC);
+    const first = q.allocatedBytes;
+    q.resize(400);
+    for (let i = 0; i < 400; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 2048), 0, i);
+    expect(q.buffer.length).toBe(1024 * 1024);
+    return { q, first };
+  }
+
+  test("lowered while full: nothing is given back while it holds more than half a smaller ring; as it drains, the ring halves with every frame still whole and in order; empty, it is at its first size", () => {
+    const { q, first } = escalated();
+    q.resize(100);
+    // 400 queued frames (over 800 KB) need the ring they are in.
+    expect(q.buffer.length).toBe(1024 * 1024);
+    expect(q.length).toBe(400);
+    const out: number[] = [];
+    const lengths = new Set<number>();
+    while (q.length > 0) {
+      const run = readRun(q, 16 * 1024);
+      out.push(...indices(run.messages.map((m) => m.payload)));
+      q.shift(run.n);
+      lengths.add(q.buffer.length);
+      // What it holds fills at most half of a ring smaller than the one it has.
+      expect(q.byteLength * 4 > q.buffer.length || q.buffer.length === 64 * 1024).toBe(true);
+    }
+    expect(out).toEqual([...Array(400).keys()]);
+    expect([...lengths]).toEqual([1024 * 1024, 512 * 1024, 256 * 1024, 128 * 1024, 64 * 1024]);
+    expect(q.allocatedBytes).toBe(first);
+    expect(q.stats.droppedTotal).toBe(0);
+  });
+
+  test("lowered while empty, or dropped empty: at once back to its first size, and it grows again from there as it fills", () => {
+    const { q, first } = escalated();
+    expect(q.dropAll(DropReason.ClientGone)).toBe(400);
+    q.resize(100);
+    expect(q.allocatedBytes).toBe(first);
+    for (let i = 0; i < 100; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 2048), 0, i);
+    expect(q.buffer.length).toBe(256 * 1024);
+    expect(indices(drainAll(q))).toEqual([...Array(100).keys()]);
+
+    const again = escalated();
+    again.q.resize(100);
+    expect(again.q.dropAll(DropReason.ClientGone)).toBe(400);
+    expect(again.q.allocatedBytes).toBe(again.first);
+  });
+
+  test("lowered with a wrapped ring: what it holds is laid out in order in the smaller one", () => {
+    const { q } = escalated();
+    // Drain most, refill past the ring's end (the newest go to its start, before the oldest), drain again.
+    const out = indices(drainFirst(q, 380));
+    for (let i = 400; i < 520; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 2048), 0, i);
+    out.push(...indices(drainFirst(q, 100)));
+    expect(q.buffer.length).toBe(1024 * 1024);
+    expect(q.length).toBe(40);
+    expect(q.contiguousRun(Infinity)).toBeLessThan(40);
+    q.resize(100);
+    // 40 frames (about 80 KB): a 256 KiB ring, contiguous from its start.
+    expect(q.buffer.length).toBe(256 * 1024);
+    expect(q.contiguousRun(Infinity)).toBe(40);
+    expect(q.runStart).toBe(0);
+    out.push(...indices(drainAll(q)));
+    expect(out).toEqual([...Array(520).keys()]);
+  });
+
+  test("frames flowing steadily at the lowered bound: given back once, then no allocation, the ring is the same one", () => {
+    const { q } = escalated();
+    drainFirst(q, 350);
+    q.resize(100);
+    // 50 frames held: a 256 KiB ring. Now 10,000 frames in and out, about 50 held.
+    const ring = q.buffer;
+    expect(ring.length).toBe(256 * 1024);
+    for (let i = 400; i < 10_400; i++) {
+      q.push(MessageType.OpusFrame, payloadOfSize(i, 2048), 0, i);
+      q.shift(1);
+      expect(q.buffer).toBe(ring);
+    }
+    expect(indices(drainAll(q))).toEqual([...Array(50).keys()].map((k) => 10_350 + k));
+  });
+
+  test("a bound that grew its ring keeps it while it stays (the room is needed again); raised again, nothing is given back", () => {
+    const q = new FrameQueue(400, OUTPUT_MAGIC);
+    for (let i = 0; i < 400; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 2048), 0, i);
+    drainAll(q);
+    expect(q.buffer.length).toBe(1024 * 1024);
+    q.resize(800);
+    expect(q.buffer.length).toBe(1024 * 1024);
+    // Lowered and grown again under the lower bound: the ring is needed, and kept once drained.
+    q.resize(200);
+    expect(q.buffer.length).toBe(64 * 1024);
+    for (let i = 0; i < 200; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 2048), 0, i);
+    const grown = q.buffer.length;
+    expect(grown).toBe(512 * 1024);
+    drainAll(q);
+    expect(q.buffer.length).toBe(grown);
+  });
+});
+
+/** Takes the `n` oldest messages out run by run; returns their payloads (copies) in order. */
+function drainFirst(queue: FrameQueue, n: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  while (out.length < n) {
+    const run = readRun(queue, HEADER_SIZE + 2048);
+    for (const m of run.messages) out.push(m.payload.slice());
+    queue.shift(run.n);
+  }
+  expect(out.length).toBe(n);
+  return out;
+}
