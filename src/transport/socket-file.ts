@@ -242,7 +242,7 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
   if (!stat.isSocket()) {
     throw new SocketPathError("NotASocket", path, `socket path ${path} is ${fileKind(stat)}; refusing to replace it`);
   }
-  if (listedAsListening(path, stat) || (await answers(path, probeTimeoutMs))) {
+  if (await live(path, stat, probeTimeoutMs)) {
     throw new SocketPathError("InUse", path, `socket ${path} is in use by a live server; stop it first`);
   }
   let removed = true;
@@ -254,6 +254,50 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
     removed = false;
   }
   if (stat.nlink > 1) removeOtherLinks(path, stat);
+  return removed;
+}
+
+/** Does a live server listen or answer on the socket file at `path` (`stat`, its lstat)? Listed first: a probe would replace its client. */
+async function live(path: string, stat: SocketFileIdentity, probeTimeoutMs: number): Promise<boolean> {
+  return listedAsListening(path, stat) || (await answers(path, probeTimeoutMs));
+}
+
+/**
+ * Removes the hidden names (bindSocketFile) that earlier servers at `path`
+ * left behind. A server killed at once leaves its socket under both names;
+ * prepareSocketPath removes the hidden one with the path, but once the path
+ * itself was removed by hand, nothing leads to it, and each such restart
+ * left one more. Only what a server at `path` could have bound is removed,
+ * with the care prepareSocketPath takes of the path: a name of the hidden
+ * pattern for this path exactly (isHiddenNameOf), a socket (nothing is
+ * followed: a symbolic link, a regular file or a directory is left alone),
+ * this user's, and stale (nothing listens or answers on it, or it cannot be
+ * told). Returns how many were removed; a directory that cannot be read
+ * gives none.
+ */
+export async function removeStaleHiddenNames(path: string, probeTimeoutMs = 1000): Promise<number> {
+  let names: string[];
+  try {
+    names = readdirSync(dirname(path));
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  for (const name of names) {
+    if (!isHiddenNameOf(path, name)) continue;
+    const hidden = inDirectoryOf(path, name);
+    const stat = lstatSync(hidden, { throwIfNoEntry: false });
+    if (!stat?.isSocket() || stat.uid !== process.geteuid?.()) continue;
+    if (await live(hidden, stat, probeTimeoutMs).catch(() => true)) continue;
+    try {
+      // Still the file judged stale: the probe took a while.
+      if (!sameFile(hidden, stat)) continue;
+      unlinkSync(hidden);
+      removed++;
+    } catch {
+      // gone meanwhile, or not ours to remove after all
+    }
+  }
   return removed;
 }
 
@@ -290,6 +334,10 @@ function replaced(path: string, hidden: string): SocketPathError {
 
 /** Attempts at a fresh hidden name before giving up (another file taking the same random name). */
 const BIND_ATTEMPTS = 8;
+
+/** A hidden name ends with this many characters drawn at random from HIDDEN_ALPHABET. */
+const HIDDEN_RANDOM = 8;
+const HIDDEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789";
 
 /**
  * Binds a listening socket at `path` (made ready by prepareSocketPath) so
@@ -366,13 +414,25 @@ export function bindSocketFile<L extends { stop(closeActive?: boolean): void }>(
  */
 function hiddenName(path: string): string {
   const prefixes = [resolve(path), path].flatMap((p) => [inDirectoryOf(p, `.${basename(p)}.`), inDirectoryOf(p, ".")]);
-  const prefix = prefixes.find((p) => Buffer.byteLength(p) + 8 <= MAX_SOCKET_PATH) ?? prefixes[prefixes.length - 1]!;
-  const room = Math.min(8, MAX_SOCKET_PATH - Buffer.byteLength(prefix));
+  const prefix = prefixes.find((p) => Buffer.byteLength(p) + HIDDEN_RANDOM <= MAX_SOCKET_PATH) ?? prefixes[prefixes.length - 1]!;
+  const room = Math.min(HIDDEN_RANDOM, MAX_SOCKET_PATH - Buffer.byteLength(prefix));
   if (room < 1) {
     throw new SocketPathError("TooLong", path, `socket directory ${dirname(path)} leaves no room in sun_path for a name to bind; allowed at most ${MAX_SOCKET_DIRECTORY} bytes`);
   }
-  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
-  return prefix + Array.from(crypto.getRandomValues(new Uint8Array(room)), (b) => alphabet[b % alphabet.length]).join("");
+  return prefix + Array.from(crypto.getRandomValues(new Uint8Array(room)), (b) => HIDDEN_ALPHABET[b % HIDDEN_ALPHABET.length]).join("");
+}
+
+/**
+ * Whether `name`, an entry of the socket's directory, is a hidden name that
+ * hiddenName gives `path`: `.NAME.` and HIDDEN_RANDOM characters of its
+ * alphabet, exactly. The shorter `.XXXXXXXX` of a path near the sun_path
+ * limit names no path, so it is never taken for this one's.
+ */
+function isHiddenNameOf(path: string, name: string): boolean {
+  const prefix = `.${basename(path)}.`;
+  if (name.length !== prefix.length + HIDDEN_RANDOM || !name.startsWith(prefix)) return false;
+  for (let i = prefix.length; i < name.length; i++) if (!HIDDEN_ALPHABET.includes(name[i]!)) return false;
+  return true;
 }
 
 /** `name` in the directory of `path`, as text (path.join would fold a name of "." into the directory itself). */

@@ -1,7 +1,7 @@
 import type { Socket, SocketListener } from "bun";
 import { readSync } from "node:fs";
 import type { Report } from "./report.ts";
-import { bindSocketFile, prepareSocketPath, removeSocketFile, socketFileInPlace, type SocketFileIdentity } from "./socket-file.ts";
+import { bindSocketFile, prepareSocketPath, removeSocketFile, removeStaleHiddenNames, socketFileInPlace, type SocketFileIdentity } from "./socket-file.ts";
 import { refuseConnections } from "./socket-options.ts";
 import { within } from "./within.ts";
 
@@ -104,10 +104,12 @@ export class UnixServer {
     removeSocketFile(this.options.path, this.file);
   };
 
-  /** Checks the path (stale socket removed, anything else refused) and listens there with the mode asked for. */
+  /** Checks the path (stale socket removed, anything else refused), removes the hidden names stale servers left beside it, and listens there with the mode asked for. */
   static async listen(options: UnixServerOptions): Promise<UnixServer> {
     const { path, report } = options;
     if (await prepareSocketPath(path)) report("info", "removed stale socket", { socket: path });
+    const hidden = await removeStaleHiddenNames(path);
+    if (hidden > 0) report("info", "removed stale hidden socket names", { socket: path, count: hidden });
     // Assigned once bound; handlers only run once a client connects, later.
     let server!: UnixServer;
     const listen = (name: string) => Bun.listen<Connection>({

@@ -5,7 +5,7 @@
  * refused and never followed, the socket never exists with a wider mode
  * than --socket-mode (the mode each bind creates is read from the system
  * calls the agent makes, traced with strace), and a killed agent's socket
- * is cleaned up whole by the next one.
+ * is cleaned up whole by the next one, its path removed by hand or not.
  */
 import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
@@ -14,7 +14,7 @@ import { asNobody, canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { StdinFeeder } from "../support/feeder.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { AGENT, agentEnv, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, makeStaleSocket, spawnAgent, spawnListener, type Spawned, stopAgents } from "../support/processes.ts";
 import { agentWithQueue, signalTwice } from "../support/queued-agent.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -83,6 +83,78 @@ describe("a stopping agent removes only its own socket", () => {
     await next.feed.end();
     expect(await next.server.exited).toBe(0);
     expect(readdirSync(dir.dir)).toEqual([]);
+  });
+});
+
+describe("hidden names left by killed agents whose path was removed by hand", () => {
+  /** What each name in the directory is: "socket", "file", "directory", "symlink". */
+  function kinds(dir: string): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const name of readdirSync(dir)) {
+      const stat = lstatSync(`${dir}/${name}`);
+      out[name] = stat.isSocket() ? "socket" : stat.isSymbolicLink() ? "symlink" : stat.isDirectory() ? "directory" : "file";
+    }
+    return out;
+  }
+
+  test("killed and its path removed by hand, again and again: each next agent removes the hidden names left behind, and leaves every look-alike that is not one", async () => {
+    const dir = setup();
+    const path = dir.path("out.sock");
+    const hiddenNames = () => readdirSync(dir.dir).filter((name) => name.startsWith(".out.sock."));
+    // Each agent killed, and its path removed by hand: its hidden name stays, until the next agent starts.
+    for (let i = 1; i <= 3; i++) {
+      const agent = await fedServer(path);
+      expect(hiddenNames().length).toBe(1);
+      if (i > 1) expect(agent.server.stderr).toMatch(new RegExp(`removed stale hidden socket names socket=${path} count=1\n`));
+      agent.server.kill("SIGKILL");
+      await agent.server.exited;
+      unlinkSync(path);
+    }
+    // Two more stale sockets by the agent's pattern for this path, beside the last one killed.
+    await makeStaleSocket(dir.path(".out.sock.k1llme00"));
+    await makeStaleSocket(dir.path(".out.sock.zz9plz99"));
+    const stale = hiddenNames();
+    expect(stale.length).toBe(3);
+
+    // Look-alikes that are not stale hidden names of this path: none may go.
+    writeFileSync(dir.path(".out.sock.file0000"), "precious\n");
+    mkdirSync(dir.path(".out.sock.dir00000"));
+    await makeStaleSocket(dir.path("elsewhere.sock"));
+    symlinkSync(dir.path("elsewhere.sock"), dir.path(".out.sock.link0000"));
+    symlinkSync(dir.path("nowhere.sock"), dir.path(".out.sock.link0001"));
+    const live = await spawnListener(dir.path(".out.sock.live0000"));
+    defer(live.kill);
+    for (const name of [".out.sock.ABCDEFGH", ".out.sock.abc", ".out.sock.abcdefghi", ".out.sock.abcd-fgh", "out.sock.abcdefgh", ".other.sock.abcdefgh", ".abcdefgh"]) {
+      await makeStaleSocket(dir.path(name));
+    }
+    // Another user's socket by the very pattern: not one this agent could have bound.
+    const othersUser = process.getuid?.() === 0;
+    if (othersUser) {
+      await makeStaleSocket(dir.path(".out.sock.nobody00"));
+      chownSync(dir.path(".out.sock.nobody00"), NOBODY, NOBODY);
+    }
+    const lookAlikes = kinds(dir.dir);
+    for (const name of stale) delete lookAlikes[name];
+
+    const next = await fedServer(path);
+    expect(next.server.stderr).toMatch(new RegExp(`removed stale hidden socket names socket=${path} count=3\n`));
+    expect(next.server.stderr).not.toContain("removed stale socket ");
+    const now = kinds(dir.dir);
+    for (const name of stale) expect(now[name]).toBeUndefined();
+    // Left as they were: the look-alikes, and the new agent's own two names.
+    const own = Object.keys(now).filter((name) => !(name in lookAlikes));
+    expect(own.sort()).toEqual([own.find((name) => name.startsWith(".out.sock."))!, "out.sock"].sort());
+    expect(Object.fromEntries(Object.entries(now).filter(([name]) => name in lookAlikes))).toEqual(lookAlikes);
+    expect(readFileSync(dir.path(".out.sock.file0000"), "utf8")).toBe("precious\n");
+    expect(readlinkSync(dir.path(".out.sock.link0000"))).toBe(dir.path("elsewhere.sock"));
+    if (othersUser) expect(lstatSync(dir.path(".out.sock.nobody00")).uid).toBe(NOBODY);
+    // The live one still answers.
+    const client = await Bun.connect({ unix: dir.path(".out.sock.live0000"), socket: { data() {} } });
+    client.end();
+
+    await next.feed.end();
+    expect(await next.server.exited).toBe(0);
+    expect(Object.keys(kinds(dir.dir)).sort()).toEqual(Object.keys(lookAlikes).sort());
   });
 });
 

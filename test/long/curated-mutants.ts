@@ -33,8 +33,8 @@ export const CURATED: readonly CuratedMutant[] = [
   {
     name: "live server probed by connecting, without the /proc/net/unix check",
     file: "src/transport/socket-file.ts",
-    find: "if (listedAsListening(path, stat) || (await answers(path, probeTimeoutMs))) {",
-    replace: "if (await answers(path, probeTimeoutMs)) {",
+    find: "return listedAsListening(path, stat) || (await answers(path, probeTimeoutMs));",
+    replace: "return answers(path, probeTimeoutMs);",
   },
   {
     name: "hidden socket name bound by a relative name, which /proc/net/unix cannot match",
