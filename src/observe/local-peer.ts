@@ -16,13 +16,11 @@ export interface Endpoint {
   port: number;
 }
 
-/** TIME_WAIT: what is left of a closed socket, which the kernel lists as root's. */
-const TIME_WAIT = "06";
-
 /**
  * The uid owning the socket of this machine that is `peer`, connected to
  * `local`; undefined when there is none (a peer on another machine, or one
- * already gone).
+ * already closed: what is left of it, TIME_WAIT or FIN_WAIT2 after a close,
+ * is no one's socket, has no inode, and the kernel lists it as root's).
  */
 export function localPeerUid(peer: Endpoint, local: Endpoint): number | undefined {
   for (const [table, form] of [
@@ -39,9 +37,9 @@ export function localPeerUid(peer: Endpoint, local: Endpoint): number | undefine
       continue; // no IPv6 in this kernel
     }
     for (const line of text.split("\n")) {
-      // sl local_address rem_address st tx:rx tr:when retrnsmt uid ...
+      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
       const fields = line.trim().split(/\s+/);
-      if (fields[1] === peerKey && fields[2] === localKey && fields[3] !== TIME_WAIT) return Number(fields[7]);
+      if (fields[1] === peerKey && fields[2] === localKey) return fields[9] === "0" ? undefined : Number(fields[7]);
     }
   }
   return undefined;

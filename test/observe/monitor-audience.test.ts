@@ -10,7 +10,7 @@ import { describe, expect, test } from "bun:test";
 import { lstatSync, mkdirSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { localPeerUid } from "../../src/observe/local-peer.ts";
+import { type Endpoint, localPeerUid } from "../../src/observe/local-peer.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { asUser, canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { AGENT, agentEnv, BUN, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
@@ -162,6 +162,25 @@ describe.skipIf(!canSwitchUser)("localPeerUid", () => {
       await start(asUser(STRANGER, STRANGER, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
       expect([hostname, seen]).toEqual([hostname, [NOBODY, STRANGER]]);
       expect(localPeerUid({ address: hostname, port: 1 }, { address: hostname, port: listener.port })).toBeUndefined();
+    }
+  });
+
+  test("names no one for a peer that has closed: what is left of its socket (FIN_WAIT2, TIME_WAIT) the kernel lists as root's", async () => {
+    for (const hostname of ["127.0.0.1", "::1"]) {
+      const accepted = Promise.withResolvers<Endpoint[]>();
+      // Our end stays open (half-open, as the front's), so the peer's closed socket waits in FIN_WAIT2.
+      const listener = Bun.listen<undefined>({
+        hostname,
+        port: 0,
+        allowHalfOpen: true,
+        socket: { open: (s) => accepted.resolve([{ address: s.remoteAddress, port: s.remotePort }, { address: s.localAddress, port: s.localPort }]), data() {}, end() {} },
+      });
+      defer(() => listener.stop(true));
+      const dir = socketDir(defer, "aud-uid-");
+      const connect = `await new Promise((done) => Bun.connect({ hostname: ${JSON.stringify(hostname)}, port: ${listener.port}, socket: { open: (s) => s.end(), data() {}, close: done } }));`;
+      await start(asUser(NOBODY, NOBODY, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+      const [peer, local] = await accepted.promise;
+      expect([hostname, localPeerUid(peer!, local!)]).toEqual([hostname, undefined]);
     }
   });
 });
