@@ -24,7 +24,7 @@ import { HEADER_SIZE, MessageType, readUint32LE, wallClockMs, type ParsedMessage
 import { startOutputClient } from "../roles/output-recv.ts";
 import { startOutputServer } from "../roles/output-serve.ts";
 import { NORMAL_JIT_POLICY } from "../roles/jit-policy.ts";
-import { openLibc } from "../transport/socket-options.ts";
+import { openLibc } from "../io/libc.ts";
 import { statusKiB } from "./process-figures.ts";
 
 export interface DriverArgs {

@@ -7,7 +7,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { LIBC_CANDIDATES } from "../transport/socket-options.ts";
+import { LIBC_CANDIDATES } from "../io/libc.ts";
 import { compileExecutable } from "./compile.ts";
 import BARE_BUN_SOURCE from "./floors/bare-bun.js" with { type: "text" };
 

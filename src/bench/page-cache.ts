@@ -9,7 +9,7 @@
  */
 import { FFIType } from "bun:ffi";
 import { closeSync, fsyncSync, openSync, realpathSync, statfsSync } from "node:fs";
-import { openLibc } from "../transport/socket-options.ts";
+import { openLibc } from "../io/libc.ts";
 
 const POSIX_FADV_DONTNEED = 4;
 /** statfs f_type of tmpfs: its page cache is the file's only storage. */

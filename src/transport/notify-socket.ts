@@ -1,5 +1,5 @@
 import { ptr, read, type Library } from "bun:ffi";
-import { errnoName, openLibc } from "./socket-options.ts";
+import { errnoName, openLibc } from "../io/libc.ts";
 
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;

@@ -5,7 +5,8 @@
 // (and fcntl for a pipe) ourselves. Every function returns a result value and never throws: buffer tuning is an
 // optimisation, and a missing libc (or a closed fd) must not take the audio path down.
 
-import { dlopen, read, type Library, type Symbols } from "bun:ffi";
+import { read, type Library } from "bun:ffi";
+import { errnoName, LIBC_CANDIDATES, openLibc } from "../io/libc.ts";
 
 // Linux values, identical on x86_64 and aarch64 (asm-generic); not valid on other kernels.
 export const SOL_SOCKET = 1;
@@ -68,19 +69,6 @@ export type GetSocketBuffersResult = ({ ok: true; fd: number } & SocketBufferSiz
 /** A count of bytes the kernel gave (a queue's, a pipe's or a buffer's size), or why not. */
 export type BytesResult = { ok: true; fd: number; bytes: number } | SocketOptionFailure;
 
-/**
- * Tried in order: glibc, musl by soname (Alpine), musl by loader path, then a generic name.
- * Under musl the first already succeeds: its loader maps any "libc.*" name to itself.
- */
-export const LIBC_CANDIDATES: readonly string[] = [
-  "libc.so.6",
-  "libc.musl-aarch64.so.1",
-  "libc.musl-x86_64.so.1",
-  "/lib/ld-musl-aarch64.so.1",
-  "/lib/ld-musl-x86_64.so.1",
-  "libc.so",
-];
-
 const SYMBOLS = {
   // int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
   setsockopt: { args: ["i32", "i32", "i32", "ptr", "u32"], returns: "i32" },
@@ -117,26 +105,6 @@ function openFirst(candidates: readonly string[]): LibcState {
 }
 
 /**
- * The first of `candidates` that opens with `symbols` (and the candidate's
- * name as `detail`), or a null library and why none did: for any libc call
- * made through bun:ffi.
- */
-export function openLibc<S extends Symbols>(
-  symbols: S,
-  candidates: readonly string[] = LIBC_CANDIDATES,
-): { library: Library<S>; detail: string } | { library: null; detail: string } {
-  const errors: string[] = [];
-  for (const name of candidates) {
-    try {
-      return { library: dlopen(name, symbols), detail: name };
-    } catch (err) {
-      errors.push(`${name}: ${err instanceof Error ? err.message : String(err)}`);
-    }
-  }
-  return { library: null, detail: `no libc could be loaded (${errors.join("; ")})` };
-}
-
-/**
  * Replaces the loaded libc with the first of `candidates` that opens (the default list
  * normally loads lazily on first use). Lets tests and diagnostics exercise the "no libc" path.
  */
@@ -155,17 +123,6 @@ export function libcInfo(): { loaded: true; name: string } | { loaded: false; re
 // libc synchronously on one thread (each Worker gets its own module instance).
 const intValue = new Int32Array(1);
 const intLength = new Uint32Array(1);
-
-let errnoNames: Map<number, string> | undefined;
-
-/** An errno's name ("EAGAIN"), or "errno N" for one this platform's table lacks. */
-export function errnoName(errno: number): string {
-  // Node's errno table carries this platform's numbers, so no hand-written Linux table.
-  // Loaded on the first failure only: node:os costs every process memory.
-  const { constants } = require("node:os") as typeof import("node:os");
-  errnoNames ??= new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
-  return errnoNames.get(errno) ?? `errno ${errno}`;
-}
 
 function failure(
   kind: SocketOptionFailure["kind"],

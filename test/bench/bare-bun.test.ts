@@ -7,7 +7,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { floorModuleArgs, STREAMING_RUNTIME_MODULES } from "../../src/bench/floor.ts";
 import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
-import { LIBC_CANDIDATES } from "../../src/transport/socket-options.ts";
+import { LIBC_CANDIDATES } from "../../src/io/libc.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { BARE_BUN_FLOOR, BUN, run, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";

@@ -12,7 +12,8 @@ import { closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, o
 import { join, resolve } from "node:path";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
-import { openLibc, setPipeSize } from "../../src/transport/socket-options.ts";
+import { openLibc } from "../../src/io/libc.ts";
+import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";

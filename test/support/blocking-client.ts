@@ -5,7 +5,7 @@
  * waits in the kernel's accept queue meanwhile.
  */
 import { ptr } from "bun:ffi";
-import { openLibc } from "../../src/transport/socket-options.ts";
+import { openLibc } from "../../src/io/libc.ts";
 
 export const AF_UNIX = 1;
 export const SOCK_STREAM = 1;

@@ -4,7 +4,7 @@
  */
 import { ptr } from "bun:ffi";
 import { closeSync, constants, openSync, readSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
-import { openLibc } from "../../src/transport/socket-options.ts";
+import { openLibc } from "../../src/io/libc.ts";
 import { spawnAgent, start, type Spawned } from "./processes.ts";
 
 /** What a non-blocking reader's end holds now, read until EAGAIN or its end. */

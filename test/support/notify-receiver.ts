@@ -4,7 +4,7 @@
  * abstract "@name"), read without blocking (socket, bind, recv through libc).
  */
 import { ptr } from "bun:ffi";
-import { openLibc } from "../../src/transport/socket-options.ts";
+import { openLibc } from "../../src/io/libc.ts";
 
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;

@@ -8,7 +8,7 @@
  * socket polls writable once a quarter of its send buffer is used).
  */
 import { ptr } from "bun:ffi";
-import { openLibc } from "../../src/transport/socket-options.ts";
+import { openLibc } from "../../src/io/libc.ts";
 import { AF_UNIX, SOCK_STREAM, unixAddress } from "./blocking-client.ts";
 import { concatBytes } from "./bytes.ts";
 import { until } from "./wait.ts";

@@ -7,7 +7,8 @@
  */
 import { ptr } from "bun:ffi";
 import { closeSync, readSync, writeFileSync } from "node:fs";
-import { openLibc, setNonBlocking } from "../../src/transport/socket-options.ts";
+import { openLibc } from "../../src/io/libc.ts";
+import { setNonBlocking } from "../../src/transport/socket-options.ts";
 import { spawnAgent, type Spawned } from "./processes.ts";
 
 const AF_UNIX = 1;

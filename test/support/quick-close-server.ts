@@ -9,7 +9,7 @@
  * "accepted N" when done.
  */
 import { ptr } from "bun:ffi";
-import { openLibc } from "../../src/transport/socket-options.ts";
+import { openLibc } from "../../src/io/libc.ts";
 import { wireBytes } from "./wire.ts";
 
 const [path, count, frames] = [process.argv[2]!, Number(process.argv[3]), Number(process.argv[4])];

@@ -8,7 +8,7 @@ import { ptr } from "bun:ffi";
 import { mkdirSync, symlinkSync } from "node:fs";
 import { backoffDelayMs, sessionBackoffMs } from "../../src/transport/backoff.ts";
 import { silent, type Report } from "../../src/transport/report.ts";
-import { openLibc } from "../../src/transport/socket-options.ts";
+import { openLibc } from "../../src/io/libc.ts";
 import { connectWithBackoff, ConnectTimeoutError, type ConnectionHandler } from "../../src/transport/unix-client.ts";
 import { within } from "../../src/transport/within.ts";
 import { useCleanup } from "../support/cleanup.ts";

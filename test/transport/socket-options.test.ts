@@ -3,7 +3,6 @@ import { closeSync, constants, openSync } from "node:fs";
 import {
   getPipeSize,
   getSocketBuffers,
-  LIBC_CANDIDATES,
   libcInfo,
   loadLibcFrom,
   receiveQueueBytes,
@@ -12,6 +11,7 @@ import {
   setSendBuffer,
   setSocketBuffers,
 } from "../../src/transport/socket-options.ts";
+import { LIBC_CANDIDATES } from "../../src/io/libc.ts";
 import { MAX_SOCKET_BUFFER_BYTES, MIN_SOCKET_BUFFER_BYTES, SOCKET_BUFFER_PRESETS } from "../../src/config.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo } from "../support/fifo.ts";

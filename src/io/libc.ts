@@ -1,0 +1,48 @@
+import { dlopen, type Library, type Symbols } from "bun:ffi";
+
+// libc through bun:ffi, for every layer that calls it (transport's socket tuning, the benchmark,
+// and any layer above the ones below transport).
+
+/**
+ * Tried in order: glibc, musl by soname (Alpine), musl by loader path, then a generic name.
+ * Under musl the first already succeeds: its loader maps any "libc.*" name to itself.
+ */
+export const LIBC_CANDIDATES: readonly string[] = [
+  "libc.so.6",
+  "libc.musl-aarch64.so.1",
+  "libc.musl-x86_64.so.1",
+  "/lib/ld-musl-aarch64.so.1",
+  "/lib/ld-musl-x86_64.so.1",
+  "libc.so",
+];
+
+/**
+ * The first of `candidates` that opens with `symbols` (and the candidate's
+ * name as `detail`), or a null library and why none did: for any libc call
+ * made through bun:ffi.
+ */
+export function openLibc<S extends Symbols>(
+  symbols: S,
+  candidates: readonly string[] = LIBC_CANDIDATES,
+): { library: Library<S>; detail: string } | { library: null; detail: string } {
+  const errors: string[] = [];
+  for (const name of candidates) {
+    try {
+      return { library: dlopen(name, symbols), detail: name };
+    } catch (err) {
+      errors.push(`${name}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  return { library: null, detail: `no libc could be loaded (${errors.join("; ")})` };
+}
+
+let errnoNames: Map<number, string> | undefined;
+
+/** An errno's name ("EAGAIN"), or "errno N" for one this platform's table lacks. */
+export function errnoName(errno: number): string {
+  // Node's errno table carries this platform's numbers, so no hand-written Linux table.
+  // Loaded on the first failure only: node:os costs every process memory.
+  const { constants } = require("node:os") as typeof import("node:os");
+  errnoNames ??= new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+  return errnoNames.get(errno) ?? `errno ${errno}`;
+}
