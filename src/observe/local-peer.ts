@@ -1,13 +1,18 @@
+import { ptr, read, type Library } from "bun:ffi";
 import { readFileSync } from "node:fs";
-import { endianness } from "node:os";
+import { networkInterfaces } from "node:os";
+import { errnoName, openLibc } from "../io/libc.ts";
 
 /**
  * Who is at the other end of a TCP connection from this machine, and whether
  * that user may have what the agent's socket carries. Loopback keeps other
- * machines out, not other users of this one: the kernel's table of TCP
- * sockets (/proc/net/tcp and tcp6, readable by all) names the owner of each,
- * so the peer's own socket (its address and port, connected to ours) gives
- * its uid, as `ss -e` shows it.
+ * machines out, not other users of this one: the kernel's socket
+ * diagnostics (sock_diag over netlink, which `ss -e` asks too, open to every
+ * user) name the owner of the peer's own socket, looked up by its address
+ * and port and ours: one look-up a connection, whatever the number of
+ * sockets on the machine. (/proc/net/tcp lists the same, but only whole: any
+ * user can fill it with closed connections, and reading it for each
+ * connection stalled the agent's one thread, and the audio, for seconds.)
  */
 
 /** One end of a TCP connection, as Bun's socket gives it. */
@@ -16,70 +21,151 @@ export interface Endpoint {
   port: number;
 }
 
+const AF_INET = 2;
+const AF_INET6 = 10;
+const AF_NETLINK = 16;
+const SOCK_DGRAM = 2;
+const SOCK_CLOEXEC = 0o2000000;
+const NETLINK_SOCK_DIAG = 4;
+const SOCK_DIAG_BY_FAMILY = 20;
+const NLM_F_REQUEST = 1;
+const IPPROTO_TCP = 6;
+/** The reply is queued before sendto returns (the kernel answers in the sender's call): never wait for it. */
+const MSG_DONTWAIT = 0x40;
+/** A listening socket, which the kernel's look-up falls back to when no connected one matches. */
+const TCP_LISTEN = 10;
+/** nlmsghdr, then inet_diag_req_v2 (family, protocol, ext, pad, states, inet_diag_sockid). */
+const REQUEST_BYTES = 16 + 56;
+/** nlmsghdr, then inet_diag_msg (family, state, timer, retrans, inet_diag_sockid, expires, rqueue, wqueue, uid, inode). */
+const REPLY_BYTES = 16 + 72;
+
+const SYMBOLS = {
+  socket: { args: ["i32", "i32", "i32"], returns: "i32" },
+  // ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen)
+  sendto: { args: ["i32", "ptr", "u64", "i32", "ptr", "u32"], returns: "i64" },
+  // ssize_t recv(int fd, void *buf, size_t len, int flags)
+  recv: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
+  close: { args: ["i32"], returns: "i32" },
+  __errno_location: { args: [], returns: "ptr" },
+} as const;
+
+/** libc, once loaded; or why the kernel cannot be asked. */
+let diagnostics: { library: Library<typeof SYMBOLS> } | { why: string } | undefined;
+/** sockaddr_nl of the kernel (pid 0), and the buffers: one look-up at a time (JS calls libc on one thread). */
+const KERNEL = new Uint8Array(12);
+new DataView(KERNEL.buffer).setUint16(0, AF_NETLINK, true);
+const request = new Uint8Array(REQUEST_BYTES);
+const reply = new Uint8Array(1024);
+
+function library(): Library<typeof SYMBOLS> | string {
+  if (!diagnostics) {
+    const opened = openLibc(SYMBOLS);
+    diagnostics = opened.library ? { library: opened.library } : { why: opened.detail };
+  }
+  return "library" in diagnostics ? diagnostics.library : diagnostics.why;
+}
+
+/**
+ * Why the kernel cannot be asked who owns a socket (no libc, no netlink
+ * socket: a seccomp filter, a service's RestrictAddressFamilies), with no
+ * local peer then told apart; undefined when it can.
+ */
+export function peerLookupUnavailable(): string | undefined {
+  const libc = library();
+  if (typeof libc === "string") return libc;
+  const fd = libc.symbols.socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return `socket(AF_NETLINK, NETLINK_SOCK_DIAG) failed: ${errnoName(read.i32(libc.symbols.__errno_location()!, 0))}`;
+  libc.symbols.close(fd);
+  return undefined;
+}
+
 /**
  * The uid owning the socket of this machine that is `peer`, connected to
  * `local`; undefined when there is none (a peer on another machine, or one
  * already closed: what is left of it, TIME_WAIT or FIN_WAIT2 after a close,
- * is no one's socket, has no inode, and the kernel lists it as root's).
+ * is no one's socket, has no inode, and the kernel names it as root's) or
+ * the kernel cannot be asked.
  */
 export function localPeerUid(peer: Endpoint, local: Endpoint): number | undefined {
-  for (const [table, form] of [
-    ["/proc/net/tcp", v4Form],
-    ["/proc/net/tcp6", v6Form],
-  ] as const) {
-    const peerKey = endpointKey(peer, form);
-    const localKey = endpointKey(local, form);
-    if (peerKey === undefined || localKey === undefined) continue;
-    let text: string;
-    try {
-      text = readFileSync(table, "latin1");
-    } catch {
-      continue; // no IPv6 in this kernel
-    }
-    for (const line of text.split("\n")) {
-      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
-      const fields = line.trim().split(/\s+/);
-      if (fields[1] === peerKey && fields[2] === localKey) return fields[9] === "0" ? undefined : Number(fields[7]);
-    }
+  const from = addressBytes(peer.address);
+  const to = addressBytes(local.address);
+  if (!from || !to) return undefined;
+  const libc = library();
+  if (typeof libc === "string") return undefined;
+  // An IPv4 peer (mapped into IPv6 on a dual-stack socket) is looked up as IPv4, where the kernel finds either kind of socket.
+  const v4 = v4Form(from) && v4Form(to) ? [v4Form(from)!, v4Form(to)!] : undefined;
+  request.fill(0);
+  const header = new DataView(request.buffer);
+  header.setUint32(0, REQUEST_BYTES, true);
+  header.setUint16(4, SOCK_DIAG_BY_FAMILY, true);
+  header.setUint16(6, NLM_F_REQUEST, true);
+  request[16] = v4 ? AF_INET : AF_INET6;
+  request[17] = IPPROTO_TCP;
+  header.setUint32(20, 0xffffffff, true); // every state
+  // The peer's socket: its own address and port first (network byte order), then ours.
+  header.setUint16(24, peer.port, false);
+  header.setUint16(26, local.port, false);
+  request.set(v4?.[0] ?? from, 28);
+  request.set(v4?.[1] ?? to, 44);
+  header.setUint32(64, 0xffffffff, true); // no cookie
+  header.setUint32(68, 0xffffffff, true);
+  // A link-local peer's socket is bound to its interface, and found only by it: the one of ours that has the address.
+  const interfaces = !v4 && to[0] === 0xfe && (to[1]! & 0xc0) === 0x80 ? ownInterfaces(to) : [0];
+  for (const index of interfaces) {
+    header.setUint32(60, index, true);
+    const uid = ask(libc, peer.port, local.port);
+    if (uid !== undefined) return uid;
   }
   return undefined;
 }
 
-/** `ADDRESS:PORT` as the kernel's table writes it: each 32-bit word of the address in this machine's byte order, in hex. */
-function endpointKey({ address, port }: Endpoint, form: (bytes: Uint8Array) => Uint8Array | undefined): string | undefined {
-  const parsed = addressBytes(address);
-  const bytes = parsed && form(parsed);
-  if (!bytes) return undefined;
-  const little = endianness() === "LE";
-  let hex = "";
-  for (let word = 0; word < bytes.length; word += 4) {
-    for (let i = 0; i < 4; i++) hex += bytes[word + (little ? 3 - i : i)]!.toString(16).padStart(2, "0");
+/** The request as it stands, sent on a netlink socket of its own: the uid in the kernel's answer, if it names a live socket with these ports. */
+function ask(libc: Library<typeof SYMBOLS>, peerPort: number, localPort: number): number | undefined {
+  const fd = libc.symbols.socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return undefined;
+  try {
+    if (Number(libc.symbols.sendto(fd, ptr(request), REQUEST_BYTES, 0, ptr(KERNEL), KERNEL.length)) !== REQUEST_BYTES) return undefined;
+    const got = Number(libc.symbols.recv(fd, ptr(reply), reply.length, MSG_DONTWAIT));
+    const answer = new DataView(reply.buffer);
+    // An error (ENOENT: no such socket) comes as NLMSG_ERROR instead.
+    if (got < REPLY_BYTES || answer.getUint16(4, true) !== SOCK_DIAG_BY_FAMILY) return undefined;
+    const state = reply[17];
+    const [sport, dport] = [answer.getUint16(20, false), answer.getUint16(22, false)];
+    const [uid, inode] = [answer.getUint32(80, true), answer.getUint32(84, true)];
+    // A socket with no inode is what is left of one closed; a listener is what the look-up falls back to.
+    if (state === TCP_LISTEN || inode === 0 || sport !== peerPort || dport !== localPort) return undefined;
+    return uid;
+  } finally {
+    libc.symbols.close(fd);
   }
-  return `${hex.toUpperCase()}:${port.toString(16).toUpperCase().padStart(4, "0")}`;
 }
 
-/** Whether `text` is a loopback address: 127.0.0.0/8 (mapped into IPv6 too) or ::1. */
-export function loopbackAddress(text: string): boolean {
+/** The indexes of this machine's interfaces that have the IPv6 address `bytes`. */
+function ownInterfaces(bytes: Uint8Array): number[] {
+  const same = (text: string) => addressBytes(text)?.every((b, i) => b === bytes[i]) === true;
+  return Object.values(networkInterfaces()).flatMap((list) => (list ?? []).filter((a) => a.family === "IPv6" && same(a.address)).map((a) => (a as { scopeid: number }).scopeid));
+}
+
+/**
+ * Whether `text` is an address of this machine (loopback, or one of its
+ * interfaces'): a peer there is one of its users, whose socket the kernel
+ * must name, or no one to trust.
+ */
+export function thisMachine(text: string): boolean {
   const bytes = addressBytes(text);
   if (!bytes) return false;
   const v4 = v4Form(bytes);
-  return v4 ? v4[0] === 127 : bytes.every((b, i) => b === (i === 15 ? 1 : 0));
+  if (v4 ? v4[0] === 127 : bytes.every((b, i) => b === (i === 15 ? 1 : 0))) return true;
+  const form = (b: Uint8Array) => (v4Form(b) ?? b).join(".");
+  const own = Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((a) => addressBytes(a.address)));
+  return own.some((b) => b !== undefined && form(b) === form(bytes));
 }
 
-/** An IPv4 address (or IPv4-mapped IPv6) as its 4 bytes, for /proc/net/tcp. */
+/** An IPv4 address (or IPv4-mapped IPv6) as its 4 bytes. */
 function v4Form(bytes: Uint8Array): Uint8Array | undefined {
   if (bytes.length === 4) return bytes;
   const mapped = bytes.subarray(0, 12).every((b, i) => b === (i < 10 ? 0 : 0xff));
   return mapped ? bytes.subarray(12) : undefined;
-}
-
-/** Any address as 16 bytes (IPv4 mapped), for /proc/net/tcp6, where a dual-stack socket lists it. */
-function v6Form(bytes: Uint8Array): Uint8Array {
-  if (bytes.length === 16) return bytes;
-  const mapped = new Uint8Array(16);
-  mapped[10] = mapped[11] = 0xff;
-  mapped.set(bytes, 12);
-  return mapped;
 }
 
 /** An address in text (`127.0.0.1`, `::1`, `::ffff:127.0.0.1`) as 4 or 16 bytes; undefined if it is neither. */

@@ -130,9 +130,11 @@ export class Instruments {
     const metrics = this.metrics && { registry: this.metrics, health: () => this.health() };
     if (!metricsAt && !monitorAt) return;
     // The monitor plays the audio: to the users every channel's socket lets connect, and root.
-    const { mayConnect } = await import("../observe/local-peer.ts");
+    const { mayConnect, peerLookupUnavailable } = await import("../observe/local-peer.ts");
     const audience = (uid: number) => this.socketModes.every((mode) => mayConnect(uid, mode));
     const monitor = this.monitor && { monitor: this.monitor, audience };
+    const unasked = monitorAt && peerLookupUnavailable();
+    if (unasked) this.report("warn", "the kernel cannot be asked who connects: the monitor is served to no one", { why: unasked });
     // Loaded only when asked for: the HTTP server (and the monitor page) cost memory.
     const { AgentHttpServer, HttpConnectionBound } = await import("../observe/http-server.ts");
     // One bound for the process: two addresses do not double the connections (and descriptors) a peer may hold.

@@ -7,8 +7,8 @@
  * open to all, as a scraper of another user needs them.
  */
 import { describe, expect, test } from "bun:test";
-import { lstatSync, mkdirSync, readdirSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { lstatSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Endpoint, localPeerUid } from "../../src/observe/local-peer.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -35,20 +35,32 @@ async function agentWithMonitor(extra: string[] = [], prefix: string[] = [], lis
   return { agent, port };
 }
 
-/** The status of GET `path` on each of `paths` at host:port, asked by a process of `uid` (its own group `uid`, no others). */
+/**
+ * The status of GET `path` on each of `paths` at host:port, asked by a
+ * process of `uid` (its own group `uid`, no others), each on a connection of
+ * its own (by hand: fetch takes no link-local address's interface).
+ */
 async function statusesAs(uid: number, port: number, paths: string[], host = "127.0.0.1"): Promise<Record<string, number>> {
   const dir = socketDir(defer, "aud-client-");
   const script = `
     const out = {};
     for (const path of process.env.PATHS.split(" ")) {
-      const r = await fetch("http://" + process.env.HOST + ":" + process.env.PORT + path, { headers: { host: "localhost:" + process.env.PORT } });
-      await r.arrayBuffer();
-      out[path] = r.status;
+      let answer = "";
+      await new Promise((closed, failed) => Bun.connect({
+        hostname: process.env.HOST,
+        port: Number(process.env.PORT),
+        socket: {
+          open: (s) => void s.write("GET " + path + " HTTP/1.1\\r\\nHost: localhost:" + process.env.PORT + "\\r\\nConnection: close\\r\\n\\r\\n"),
+          data: (s, chunk) => void (answer += chunk),
+          close: closed,
+        },
+      }).catch(failed));
+      out[path] = Number(/^HTTP\\/1\\.1 (\\d+)/.exec(answer)?.[1]);
     }
     console.log(JSON.stringify(out));`;
   const child = start(asUser(uid, uid, dir.dir, [BUN, "-e", script]), {
     cwd: dir.dir,
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOST: host.includes(":") ? `[${host}]` : host, PORT: String(port), PATHS: paths.join(" ") },
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOST: host, PORT: String(port), PATHS: paths.join(" ") },
   });
   const result = await child.done;
   expect(result.stderr).toBe("");
@@ -107,6 +119,23 @@ describe.skipIf(!canSwitchUser)("the monitor's audience", () => {
   });
 });
 
+/** This machine's addresses other than loopback, a link-local one with its interface (fe80::1%eth0). */
+function ownOtherAddresses(): string[] {
+  return Object.entries(networkInterfaces()).flatMap(([name, list]) =>
+    (list ?? []).filter((a) => !a.internal).map((a) => (a.family === "IPv6" && /^fe[89ab]/i.test(a.address) ? `${a.address}%${name}` : a.address)),
+  );
+}
+
+describe.skipIf(!canSwitchUser || ownOtherAddresses().length === 0)("the monitor's audience at the machine's other addresses", () => {
+  test("on a wildcard bind reached at the machine's own other addresses (link-local among them, whose sockets are bound to their interface), a local user is told apart the same way", async () => {
+    const { port } = await agentWithMonitor([], [], "[::]:0");
+    for (const host of ownOtherAddresses()) {
+      expect([host, await statusesAs(NOBODY, port, ["/figures", "/metrics"], host)]).toEqual([host, { "/figures": 403, "/metrics": 200 }]);
+      expect([host, await statusesAs(0, port, ["/figures"], host)]).toEqual([host, { "/figures": 200 }]);
+    }
+  });
+});
+
 describe.skipIf(!canSwitchUser)("the servers behind the port", () => {
   const ownDirectories = () => readdirSync(tmpdir()).filter((name) => name.startsWith("audio-agent-http-"));
 
@@ -137,6 +166,46 @@ describe.skipIf(!canSwitchUser)("the servers behind the port", () => {
     second.agent.kill("SIGTERM");
     await second.agent.exited;
     expect(ownDirectories().filter((name) => name.startsWith(`audio-agent-http-${second.agent.proc.pid}-`))).toEqual([]);
+  });
+});
+
+/** Bytes the process `pid` has read (read(2) and the like, /proc/PID/io's rchar). */
+function bytesRead(pid: number): number {
+  return Number(/^rchar: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, "utf8"))![1]);
+}
+
+/** `count` loopback connections made and closed: each leaves a socket in TIME_WAIT, listed for a minute. */
+async function closedConnections(count: number): Promise<void> {
+  const listener = Bun.listen<undefined>({ hostname: "127.0.0.1", port: 0, socket: { open: (s) => void s.end(), data() {} } });
+  for (let made = 0; made < count; made += 100) {
+    await Promise.all(
+      Array.from({ length: 100 }, () => new Promise<void>((closed) => void Bun.connect({ hostname: "127.0.0.1", port: listener.port, socket: { data() {}, close: () => closed() } }).catch(() => closed()))),
+    );
+  }
+  listener.stop(true);
+}
+
+/** A request on a connection of its own, read to its close. */
+async function requestAlone(port: number, path: string): Promise<void> {
+  await new Promise<void>((closed, failed) => {
+    Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: { open: (s) => void s.write(`GET ${path} HTTP/1.1\r\nHost: localhost:${port}\r\nConnection: close\r\n\r\n`), data() {}, close: () => closed() },
+    }).catch(failed);
+  });
+}
+
+describe.skipIf(!canSwitchUser)("telling a connection's user apart", () => {
+  test("asks for the peer's one socket, not the machine's whole table: with 4,000 sockets listed, 40 connections read less than /proc/net/tcp once", async () => {
+    const { agent } = await agentWithMonitor();
+    const port = Number(new URL(/http listening url=(\S+)/.exec(agent.stderr)![1]!).port);
+    await closedConnections(4000);
+    const table = readFileSync("/proc/net/tcp").length;
+    const before = bytesRead(agent.proc.pid);
+    for (let i = 0; i < 40; i++) await requestAlone(port, "/healthz");
+    const read = bytesRead(agent.proc.pid) - before;
+    expect({ table: table > 4000 * 100, read: read < table }).toEqual({ table: true, read: true });
   });
 });
 
