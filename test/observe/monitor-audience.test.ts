@@ -7,7 +7,7 @@
  * open to all, as a scraper of another user needs them.
  */
 import { describe, expect, test } from "bun:test";
-import { lstatSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Endpoint, localPeerUid } from "../../src/observe/local-peer.ts";
@@ -206,6 +206,57 @@ describe.skipIf(!canSwitchUser)("telling a connection's user apart", () => {
     for (let i = 0; i < 40; i++) await requestAlone(port, "/healthz");
     const read = bytesRead(agent.proc.pid) - before;
     expect({ table: table > 4000 * 100, read: read < table }).toEqual({ table: true, read: true });
+  });
+});
+
+/** The users of a system of the test's own: the socket's owner, its group's members (one by its primary group, one listed in /etc/group), a stranger. */
+const ACCOUNTS = { owner: [4400, 4400], listed: [4401, 4401], primary: [4402, 4500], stranger: [4403, 4403] } as const;
+const SOCKET_OWNER = { uid: 4400, gid: 4500 };
+
+describe.skipIf(!canSwitchUser || !Bun.which("unshare"))("mayConnect", () => {
+  test("judges every mode as the kernel judges a connect: by the socket's owner, a member of its group (primary, or listed in /etc/group), another user, root", async () => {
+    const dir = socketDir(defer, "aud-modes-");
+    chmodSync(dir.dir, 0o755);
+    const rows = Object.entries(ACCOUNTS).map(([name, [uid, gid]]) => `${name}:x:${uid}:${gid}::/:/bin/sh`);
+    writeFileSync(dir.path("passwd"), ["root:x:0:0:root:/root:/bin/sh", ...rows, ""].join("\n"));
+    writeFileSync(dir.path("group"), ["root:x:0:", "owner:x:4400:", "listed:x:4401:", "audio:x:4500:listed", "stranger:x:4403:", ""].join("\n"));
+    const modes = [0o600, 0o660, 0o640, 0o620, 0o606, 0o604, 0o602, 0o666, 0o460, 0o406, 0o066, 0o000];
+    const users = [[0, 0], ...Object.values(ACCOUNTS)] as const;
+    // Each user tries every socket, with the groups a login gives it.
+    const tries = users.map(([uid, gid]) => asUser(uid, gid, dir.dir, [BUN, "-e", `
+      const connected = [];
+      for (const mode of ${JSON.stringify(modes)}) {
+        await Bun.connect({ unix: ${JSON.stringify(dir.dir)} + "/s" + mode.toString(8), socket: { data() {}, open: (s) => s.end() } }).then(() => connected.push(mode), () => {});
+      }
+      console.log(JSON.stringify(connected));`], true));
+    const check = `
+      import { chmodSync, chownSync } from "node:fs";
+      import { mayConnect } from ${JSON.stringify(join(import.meta.dir, "../../src/observe/local-peer.ts"))};
+      const modes = ${JSON.stringify(modes)};
+      for (const mode of modes) {
+        const path = ${JSON.stringify(dir.dir)} + "/s" + mode.toString(8);
+        Bun.listen({ unix: path, socket: { data() {} } });
+        chownSync(path, ${SOCKET_OWNER.uid}, ${SOCKET_OWNER.gid});
+        chmodSync(path, mode);
+      }
+      const out = [];
+      for (const [i, [uid]] of ${JSON.stringify(users)}.entries()) {
+        const tried = Bun.spawnSync(${JSON.stringify(tries)}[i], { cwd: ${JSON.stringify(dir.dir)}, stderr: "inherit" });
+        const kernel = JSON.parse(tried.stdout.toString()).map((m) => m.toString(8));
+        const judged = modes.filter((m) => mayConnect(uid, m, ${JSON.stringify(SOCKET_OWNER)})).map((m) => m.toString(8));
+        out.push({ uid, kernel, judged });
+      }
+      console.log(JSON.stringify(out));
+      process.exit(0);`;
+    writeFileSync(dir.path("check.ts"), check);
+    // Its own /etc/passwd and /etc/group, mounted over the system's in a mount namespace of its own.
+    const inside = `mount --bind ${dir.path("passwd")} /etc/passwd && mount --bind ${dir.path("group")} /etc/group && exec ${BUN} ${dir.path("check.ts")}`;
+    const result = await start(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", inside], { cwd: dir.dir }).done;
+    expect(result.stderr).toBe("");
+    const seen = JSON.parse(result.stdout) as { uid: number; kernel: string[]; judged: string[] }[];
+    expect(seen.map(({ uid, judged }) => ({ uid, judged }))).toEqual(seen.map(({ uid, kernel }) => ({ uid, judged: kernel })));
+    // The kernel's answers themselves: each class of user is let in by some mode and kept out by another.
+    expect(seen.map(({ kernel }) => kernel.length > 0 && kernel.length < modes.length)).toEqual([false, true, true, true, true]);
   });
 });
 

@@ -17,9 +17,12 @@ export function asNobody(dir: string, command: string[]): string[] {
   return asUser(NOBODY, NOBODY, dir, command);
 }
 
-/** `command` run as `uid` and `gid` with no other groups (see asNobody). */
-export function asUser(uid: number, gid: number, dir: string, command: string[]): string[] {
-  const prefix = [setpriv!, `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "--"];
+/**
+ * `command` run as `uid` and `gid` with no other groups (see asNobody), or
+ * with `login`, the groups a login gives that user (initgroups: /etc/group).
+ */
+export function asUser(uid: number, gid: number, dir: string, command: string[], login = false): string[] {
+  const prefix = [setpriv!, `--reuid=${uid}`, `--regid=${gid}`, login ? "--init-groups" : "--clear-groups", "--"];
   const probe = Bun.spawnSync([...prefix, command[0]!, "--version"], { cwd: dir, stdout: "pipe", stderr: "pipe" });
   if (probe.exitCode !== 0 && command[0] === BUN) {
     const copy = join(dir, "bun");
