@@ -7,7 +7,7 @@
  * open to all, as a scraper of another user needs them.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Endpoint, localPeerUid } from "../../src/observe/local-peer.ts";
@@ -21,7 +21,7 @@ if (!canSwitchUser) console.warn("monitor audience tests skipped: they need root
 
 /** A uid no account has: no primary group, no group lists it. */
 const STRANGER = 4321;
-const MONITOR_PATHS = ["/", "/figures", "/ws"];
+const MONITOR_PATHS = ["/", "/monitor", "/figures", "/ws"];
 const OPEN_PATHS = ["/metrics", "/healthz"];
 
 /** `output serve` with --metrics and --monitor on one loopback port (run by `prefix`, e.g. setpriv); resolves with it and its port. */
@@ -139,7 +139,7 @@ describe.skipIf(!canSwitchUser || ownOtherAddresses().length === 0)("the monitor
 describe.skipIf(!canSwitchUser)("the servers behind the port", () => {
   const ownDirectories = () => readdirSync(tmpdir()).filter((name) => name.startsWith("audio-agent-http-"));
 
-  test("listen in a directory only the agent's user may enter (no one else reaches them past the front), removed at exit; one a killed agent left is removed at the next start", async () => {
+  test("listen in a directory only the agent's user may enter (no one else reaches them past the front), removed at exit; one a killed agent left is removed at the next start, another user's of that name is not", async () => {
     const before = new Set(ownDirectories());
     const first = await agentWithMonitor();
     const made = ownDirectories().filter((name) => !before.has(name) && name.startsWith(`audio-agent-http-${first.agent.proc.pid}-`));
@@ -159,10 +159,18 @@ describe.skipIf(!canSwitchUser)("the servers behind the port", () => {
     const kept = join(tmpdir(), `audio-agent-http-${keeper.proc.pid}-kept`);
     mkdirSync(kept, { mode: 0o700 });
     defer(() => Bun.spawnSync(["rm", "-rf", kept]));
+    // One of the killed agent's name that another user made (with a file of theirs in it) is not the agent's to remove.
+    const theirs = join(tmpdir(), `audio-agent-http-${first.agent.proc.pid}-theirs`);
+    mkdirSync(theirs, { mode: 0o700 });
+    writeFileSync(join(theirs, "file"), "theirs\n");
+    chownSync(theirs, NOBODY, NOBODY);
+    chownSync(join(theirs, "file"), NOBODY, NOBODY);
+    defer(() => Bun.spawnSync(["rm", "-rf", theirs]));
 
     const second = await agentWithMonitor();
     expect(() => lstatSync(dir)).toThrow();
     expect(lstatSync(kept).isDirectory()).toBe(true);
+    expect(readFileSync(join(theirs, "file"), "utf8")).toBe("theirs\n");
     second.agent.kill("SIGTERM");
     await second.agent.exited;
     expect(ownDirectories().filter((name) => name.startsWith(`audio-agent-http-${second.agent.proc.pid}-`))).toEqual([]);
