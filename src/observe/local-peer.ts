@@ -1,5 +1,5 @@
 import { ptr, read, type Library } from "bun:ffi";
-import { readFileSync } from "node:fs";
+import { lstatSync, readFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { errnoName, openLibc } from "../io/libc.ts";
 
@@ -209,6 +209,25 @@ export interface Owner {
 }
 
 export const agentOwner = (): Owner => ({ uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 });
+
+/**
+ * The mode and owner the kernel judges a connect to the socket at `path`
+ * by: its file's, while it is the agent's user's socket (in a setgid
+ * directory its group is the directory's; an operator's chmod or chgrp
+ * counts); else, and for a client end (no path), `mode` and the agent's
+ * user and group, as bound. Its directories' search permission is not
+ * looked at.
+ */
+export function socketAccess(path: string | undefined, mode: number): [mode: number, owner: Owner] {
+  const owner = agentOwner();
+  try {
+    const file = path === undefined ? undefined : lstatSync(path);
+    if (file?.isSocket() && file.uid === owner.uid) return [file.mode & 0o777, { uid: file.uid, gid: file.gid }];
+  } catch {
+    // gone: as bound
+  }
+  return [mode, owner];
+}
 
 /**
  * Whether user `uid` may connect to a Unix socket of `mode` that `owner`

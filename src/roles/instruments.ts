@@ -60,8 +60,8 @@ export class Instruments {
   private readonly statsTimer: ReturnType<typeof setInterval> | undefined;
   private readonly report: Report;
   private readonly started = performance.now();
-  /** Each channel end's socket mode: a client end, which makes no socket, as a server's default would. */
-  private readonly socketModes: number[];
+  /** Each channel end's socket (its path, and its mode as bound): a client end, which makes no socket, as a server's default would be. */
+  private readonly sockets: { path?: string; mode: number }[];
 
   /** The instruments of a role with one channel end. */
   static attach(end: ChannelEnd, { role, settings, logger }: InstrumentsOptions): Promise<Instruments> {
@@ -87,7 +87,7 @@ export class Instruments {
   ) {
     const { settings, logger } = options;
     const several = ends.length > 1;
-    this.socketModes = ends.map(({ settings: s }) => s["socket-mode"] ?? (defaultOf("socket-mode") as number));
+    this.sockets = ends.map(({ settings: s }) => (s["socket-mode"] === undefined ? { mode: defaultOf("socket-mode") as number } : { path: s.socket, mode: s["socket-mode"] }));
     this.report = logger.for("instruments");
     const latencies = ends.map(
       (_, i) =>
@@ -130,8 +130,8 @@ export class Instruments {
     const metrics = this.metrics && { registry: this.metrics, health: () => this.health() };
     if (!metricsAt && !monitorAt) return;
     // The monitor plays the audio: to the users every channel's socket lets connect, and root.
-    const { mayConnect, peerLookupUnavailable } = await import("../observe/local-peer.ts");
-    const audience = (uid: number) => this.socketModes.every((mode) => mayConnect(uid, mode));
+    const { mayConnect, peerLookupUnavailable, socketAccess } = await import("../observe/local-peer.ts");
+    const audience = (uid: number) => this.sockets.every(({ path, mode }) => mayConnect(uid, ...socketAccess(path, mode)));
     const monitor = this.monitor && { monitor: this.monitor, audience };
     const unasked = monitorAt && peerLookupUnavailable();
     if (unasked) this.report("warn", "the kernel cannot be asked who connects: the monitor is served to no one", { why: unasked });

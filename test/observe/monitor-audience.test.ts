@@ -24,11 +24,10 @@ const STRANGER = 4321;
 const MONITOR_PATHS = ["/", "/monitor", "/figures", "/ws"];
 const OPEN_PATHS = ["/metrics", "/healthz"];
 
-/** `output serve` with --metrics and --monitor on one loopback port (run by `prefix`, e.g. setpriv); resolves with it and its port. */
-async function agentWithMonitor(extra: string[] = [], prefix: string[] = [], listen = "127.0.0.1:0"): Promise<{ agent: Spawned; port: number }> {
-  const dir = socketDir(defer, "aud-");
+/** `output serve` with --metrics and --monitor on one loopback port (run by `prefix`, e.g. setpriv), its socket at `socket`; resolves with it and its port. */
+async function agentWithMonitor(extra: string[] = [], prefix: string[] = [], listen = "127.0.0.1:0", socket = socketDir(defer, "aud-").path("out.sock")): Promise<{ agent: Spawned; port: number }> {
   defer(stopAgents);
-  const args = ["output", "serve", "--socket", dir.path("out.sock"), "--source", "-", "--realtime", "--metrics", listen, "--monitor", listen, ...extra];
+  const args = ["output", "serve", "--socket", socket, "--source", "-", "--realtime", "--metrics", listen, "--monitor", listen, ...extra];
   const agent = prefix.length === 0 ? spawnAgent(args, { stdin: "pipe" }) : start([...prefix, ...AGENT, ...args], { stdin: "pipe", env: agentEnv(), timeoutMs: 120_000 });
   await agent.waitForStderr(/http listening url=http/);
   const port = Number(new URL(/http listening url=(\S+)/.exec(agent.stderr)![1]!).port);
@@ -92,6 +91,26 @@ describe.skipIf(!canSwitchUser)("the monitor's audience", () => {
     const ownerOnly = await agentWithMonitor(["--socket-mode", "0600"], asGroup);
     expect(await statusesAs(NOBODY, ownerOnly.port, ["/figures"])).toEqual({ "/figures": 403 });
     expect(await statusesAs(0, ownerOnly.port, ["/figures"])).toEqual({ "/figures": 200 });
+  });
+
+  test("the socket's group is its file's: in a setgid directory, the directory's group (whose members connect) is served, the agent's own group (whose members cannot) is not", async () => {
+    const asGroup = ["setpriv", `--regid=${NOBODY}`, "--clear-groups", "--"];
+    for (const [dirGroup, agentPrefix, nobodyStatus] of [
+      [NOBODY, [], 200],
+      [0, asGroup, 403],
+    ] as const) {
+      const dir = socketDir(defer, "aud-setgid-");
+      chownSync(dir.dir, 0, dirGroup);
+      chmodSync(dir.dir, 0o2775);
+      const { agent, port } = await agentWithMonitor([], [...agentPrefix], "127.0.0.1:0", dir.path("out.sock"));
+      await agent.waitForStderr(/listening socket=/);
+      expect([dirGroup, lstatSync(dir.path("out.sock")).gid]).toEqual([dirGroup, dirGroup]);
+      // What the kernel says, then what the monitor does.
+      const connect = `await Bun.connect({ unix: ${JSON.stringify(dir.path("out.sock"))}, socket: { data() {}, open: (s) => s.end() } }).then(() => console.log("connected"), (e) => console.log(e.code))`;
+      const probe = await start(asUser(NOBODY, NOBODY, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+      expect([dirGroup, probe.stdout.trim()]).toEqual([dirGroup, nobodyStatus === 200 ? "connected" : "EACCES"]);
+      expect([dirGroup, await statusesAs(NOBODY, port, ["/figures"])]).toEqual([dirGroup, { "/figures": nobodyStatus }]);
+    }
   });
 
   test("in serve, a user must be let in by both channels' sockets", async () => {
