@@ -134,9 +134,39 @@ function ask(libc: Library<typeof SYMBOLS>, peerPort: number, localPort: number)
     const [uid, inode] = [answer.getUint32(80, true), answer.getUint32(84, true)];
     // A socket with no inode is what is left of one closed; a listener is what the look-up falls back to.
     if (state === TCP_LISTEN || inode === 0 || sport !== peerPort || dport !== localPort) return undefined;
-    return uid;
+    return uid === unmappedUid() ? undefined : uid;
   } finally {
     libc.symbols.close(fd);
+  }
+}
+
+let unmapped: { uid: number | undefined } | undefined;
+
+/**
+ * The uid the kernel names a user by whom this process's user namespace
+ * does not map (the overflow uid, nobody's), when it leaves any unmapped
+ * (systemd's PrivateUsers=yes maps root and the service's own user only):
+ * that name is anyone's, so it names no one. Undefined when every uid is
+ * mapped (the initial namespace).
+ */
+function unmappedUid(): number | undefined {
+  unmapped ??= { uid: everyUidMapped() ? undefined : overflowUid() };
+  return unmapped.uid;
+}
+
+function overflowUid(): number {
+  try {
+    return Number(readFileSync("/proc/sys/kernel/overflowuid", "utf8"));
+  } catch {
+    return 65534; // the kernel's default
+  }
+}
+
+function everyUidMapped(): boolean {
+  try {
+    return /^\s*0\s+0\s+4294967295\s*$/.test(readFileSync("/proc/self/uid_map", "utf8"));
+  } catch {
+    return true; // no user namespaces in this kernel
   }
 }
 

@@ -7,7 +7,7 @@
  * open to all, as a scraper of another user needs them.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Endpoint, localPeerUid } from "../../src/observe/local-peer.ts";
@@ -111,6 +111,30 @@ describe.skipIf(!canSwitchUser)("the monitor's audience", () => {
       expect([dirGroup, probe.stdout.trim()]).toEqual([dirGroup, nobodyStatus === 200 ? "connected" : "EACCES"]);
       expect([dirGroup, await statusesAs(NOBODY, port, ["/figures"])]).toEqual([dirGroup, { "/figures": nobodyStatus }]);
     }
+  });
+
+  test("in a user namespace that maps only some users (systemd's PrivateUsers=yes), a user it leaves out, whom the kernel names by the overflow uid (nobody's), is not taken for nobody", async () => {
+    // The agent as root of group nogroup, in a namespace that maps only root and that group: a stranger's connections are named 65534.
+    const dir = socketDir(defer, "aud-userns-");
+    const go = dir.path("mapped");
+    const inside = ["setpriv", `--regid=${NOBODY}`, "--clear-groups", "--", "unshare", "--user", "--", "sh", "-c", `while [ ! -e ${go} ]; do sleep 0.02; done; exec "$@"`, "sh"];
+    defer(stopAgents);
+    const args = ["output", "serve", "--socket", dir.path("out.sock"), "--source", "-", "--realtime", "--monitor", "127.0.0.1:0", "--metrics", "127.0.0.1:0"];
+    const agent = start([...inside, ...AGENT, ...args], { stdin: "pipe", env: agentEnv() });
+    // unshare runs in the process it was started as: its maps are written once it is in its namespace.
+    while (readlinkSync(`/proc/${agent.pid}/ns/user`) === readlinkSync("/proc/self/ns/user")) await Bun.sleep(10);
+    writeFileSync(`/proc/${agent.pid}/uid_map`, "0 0 1\n");
+    writeFileSync(`/proc/${agent.pid}/gid_map`, `0 0 1\n${NOBODY} ${NOBODY} 1\n`);
+    writeFileSync(go, "");
+    await agent.waitForStderr(/http listening url=http/);
+    const port = Number(new URL(/http listening url=(\S+)/.exec(agent.stderr)![1]!).port);
+    await agent.waitForStderr(/listening socket=/);
+    const connect = `await Bun.connect({ unix: ${JSON.stringify(dir.path("out.sock"))}, socket: { data() {}, open: (s) => s.end() } }).then(() => console.log("connected"), (e) => console.log(e.code))`;
+    chmodSync(dir.dir, 0o755);
+    const probe = await start(asUser(STRANGER, STRANGER, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+    expect(probe.stdout.trim()).toBe("EACCES");
+    expect(await statusesAs(STRANGER, port, ["/figures", "/metrics"])).toEqual({ "/figures": 403, "/metrics": 200 });
+    expect(await statusesAs(0, port, ["/figures"])).toEqual({ "/figures": 200 });
   });
 
   test("in serve, a user must be let in by both channels' sockets", async () => {
