@@ -80,7 +80,7 @@ export class AgentHttpServer {
   static async start(address: ListenAddress, routes: HttpRoutes, allowHosts: readonly string[] = [], bound = new HttpConnectionBound()): Promise<AgentHttpServer> {
     // Known once bound (port 0 picks the port); no request is handled before.
     let hosts = new Set<string>();
-    const dir = ownDirectory();
+    const dir = await ownDirectory();
     const sockets = { all: join(dir, "all"), outsiders: join(dir, "outsiders") };
     const audience = routes.audience ?? ((uid: number) => mayConnect(uid, 0o600));
     // With no way to tell a user of this machine from another, none is given the monitor.
@@ -157,12 +157,14 @@ const LEFT_BEHIND = new RegExp(`^${OWN_DIRECTORY}(\\d+)-`);
  * (mkdtemp makes it 0700), so that no one else reaches them past the front
  * (its bound, and which of them a peer is carried to): in TMPDIR, or /tmp
  * if that cannot be. One an agent killed left behind is removed first: the
- * agent's user's, of a pid that is gone.
+ * agent's user's, of a pid that is gone, whose server no longer answers
+ * (an agent in another pid namespace sharing TMPDIR has a pid that is gone
+ * here).
  */
-function ownDirectory(): string {
+async function ownDirectory(): Promise<string> {
   let failure: unknown;
   for (const base of new Set([tmpdir(), "/tmp"])) {
-    removeLeftBehind(base);
+    await removeLeftBehind(base);
     try {
       return mkdtempSync(join(base, `${OWN_DIRECTORY}${process.pid}-`));
     } catch (e) {
@@ -172,7 +174,7 @@ function ownDirectory(): string {
   throw new Error(`cannot make a directory for the HTTP server's sockets in TMPDIR or /tmp: ${(failure as NodeJS.ErrnoException).code ?? failure}`);
 }
 
-function removeLeftBehind(base: string): void {
+async function removeLeftBehind(base: string): Promise<void> {
   const { uid } = agentOwner();
   let names: string[] = [];
   try {
@@ -183,9 +185,17 @@ function removeLeftBehind(base: string): void {
     if (!pid || pid === process.pid || alive(pid)) continue;
     try {
       const stats = lstatSync(join(base, name));
-      if (stats.isDirectory() && stats.uid === uid) rmSync(join(base, name), { recursive: true, force: true });
+      if (stats.isDirectory() && stats.uid === uid && !(await answers(join(base, name, "all")))) rmSync(join(base, name), { recursive: true, force: true });
     } catch {}
   }
+}
+
+/** Whether a server listens at the Unix socket `path` (refused, or no such file: none). */
+function answers(path: string): Promise<boolean> {
+  return Bun.connect({ unix: path, socket: { open: (s) => void s.end(), data() {} } }).then(
+    () => true,
+    (e: NodeJS.ErrnoException) => e.code !== "ECONNREFUSED" && e.code !== "ENOENT",
+  );
 }
 
 function alive(pid: number): boolean {

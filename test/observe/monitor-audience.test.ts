@@ -218,6 +218,22 @@ describe.skipIf(!canSwitchUser)("the servers behind the port", () => {
     await second.agent.exited;
     expect(ownDirectories().filter((name) => name.startsWith(`audio-agent-http-${second.agent.proc.pid}-`))).toEqual([]);
   });
+
+  test("a left-behind directory whose pid is gone but whose server still answers (an agent in another pid namespace sharing TMPDIR) is left to it", async () => {
+    const tmp = socketDir(defer, "aud-tmp-");
+    // A pid no process has now, as another pid namespace's agent's can be here.
+    const gone = Bun.spawnSync(["true"]).pid;
+    const live = join(tmp.dir, `audio-agent-http-${gone}-live`);
+    mkdirSync(live, { mode: 0o700 });
+    const server = Bun.listen<undefined>({ unix: join(live, "all"), socket: { open: (s) => void s.end("still here\n"), data() {} } });
+    defer(() => server.stop(true));
+    defer(stopAgents);
+    const agent = spawnAgent(["output", "serve", "--socket", tmp.path("out.sock"), "--source", "-", "--monitor", "127.0.0.1:0"], { stdin: "pipe", env: agentEnv({ TMPDIR: tmp.dir }) });
+    await agent.waitForStderr(/http listening url=http/);
+    let answer = "";
+    await new Promise<void>((closed, failed) => void Bun.connect({ unix: join(live, "all"), socket: { data: (_, chunk) => void (answer += chunk), close: () => closed() } }).catch(failed));
+    expect(answer).toBe("still here\n");
+  });
 });
 
 /** Bytes the process `pid` has read (read(2) and the like, /proc/PID/io's rchar). */
