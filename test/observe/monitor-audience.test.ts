@@ -349,6 +349,8 @@ describe.skipIf(!canSwitchUser)("localPeerUid", () => {
       await start(asUser(STRANGER, STRANGER, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
       expect([hostname, seen]).toEqual([hostname, [NOBODY, STRANGER]]);
       expect(localPeerUid({ address: hostname, port: 1 }, { address: hostname, port: listener.port })).toBeUndefined();
+      // Nor the listener the kernel's look-up falls back to when no connected socket matches (root's, here).
+      expect(localPeerUid({ address: hostname, port: listener.port }, { address: hostname, port: 1 })).toBeUndefined();
     }
   });
 
