@@ -1,10 +1,11 @@
 /**
  * Who of this machine's users the monitor plays the audio to: those who may
- * connect to the agent's socket (--socket-mode, as the kernel judges it for
- * the agent's user and group) and root. Each request is made by a process of
+ * connect to the agent's socket (its file's mode, owner and group, as the
+ * kernel judges a connect) and root. Each request is made by a process of
  * another user (setpriv, so these tests need root); the agent tells them
- * apart by the kernel's table of TCP sockets. /metrics and /healthz stay
- * open to all, as a scraper of another user needs them.
+ * apart by asking the kernel who owns the peer's socket (sock_diag).
+ * /metrics and /healthz stay open to all, as a scraper of another user
+ * needs them.
  */
 import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
