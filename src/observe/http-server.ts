@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { HttpConnectionBound, HttpFront } from "./http-front.ts";
 import { HttpListenError, resolvedAddress, type ListenAddress } from "./http-listen-error.ts";
 import { allowedHosts, crossOrigin, misdirected } from "./host-check.ts";
-import { agentOwner, localPeerUid, mayConnect, peerLookupUnavailable, thisMachine } from "./local-peer.ts";
+import { agentOwner, localPeerUid, mayConnect, thisMachine } from "./local-peer.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { MonitorHub } from "./monitor/hub.ts";
 import pageText from "./monitor/page.html" with { type: "text" };
@@ -83,12 +83,9 @@ export class AgentHttpServer {
     const dir = await ownDirectory();
     const sockets = { all: join(dir, "all"), outsiders: join(dir, "outsiders") };
     const audience = routes.audience ?? ((uid: number) => mayConnect(uid, 0o600));
-    // With no way to tell a user of this machine from another, none is given the monitor.
-    const unasked = routes.monitor && peerLookupUnavailable();
     // Each connection of a peer on this machine goes by the uid owning its socket; one elsewhere (a wider bind) has none.
     const backendFor = (client: Socket<unknown>): string => {
       if (!routes.monitor) return sockets.all;
-      if (unasked) return sockets.outsiders;
       const uid = localPeerUid({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort });
       // A peer at one of this machine's addresses whose socket the kernel does not name is gone already, or no one to trust.
       if (uid === undefined) return thisMachine(client.remoteAddress) ? sockets.outsiders : sockets.all;

@@ -1,6 +1,6 @@
 import { ptr, read, type Library } from "bun:ffi";
 import { lstatSync, readFileSync } from "node:fs";
-import { networkInterfaces } from "node:os";
+import { endianness, networkInterfaces } from "node:os";
 import { errnoName, openLibc } from "../io/libc.ts";
 
 /**
@@ -71,12 +71,74 @@ function library(): Library<typeof SYMBOLS> | string {
  * local peer then told apart; undefined when it can.
  */
 export function peerLookupUnavailable(): string | undefined {
+  unavailable ??= { why: askable() };
+  return unavailable.why;
+}
+
+let unavailable: { why: string | undefined } | undefined;
+
+function askable(): string | undefined {
   const libc = library();
   if (typeof libc === "string") return libc;
   const fd = libc.symbols.socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
   if (fd < 0) return `socket(AF_NETLINK, NETLINK_SOCK_DIAG) failed: ${errnoName(read.i32(libc.symbols.__errno_location()!, 0))}`;
   libc.symbols.close(fd);
   return undefined;
+}
+
+/**
+ * localPeerUid where the kernel has no socket diagnostics to ask (built
+ * without CONFIG_INET_DIAG, or under qemu-user): the peer's socket found in
+ * the kernel's whole table, /proc/net/tcp or tcp6, which costs a moment of
+ * the agent's one thread for every socket on the machine, at each
+ * connection. An entry with no inode is what is left of a closed socket.
+ */
+export function peerUidFromTable(peer: Endpoint, local: Endpoint): number | undefined {
+  for (const [table, form] of [
+    ["/proc/net/tcp", v4Form],
+    ["/proc/net/tcp6", v6Form],
+  ] as const) {
+    const peerKey = tableKey(peer, form);
+    const localKey = tableKey(local, form);
+    if (peerKey === undefined || localKey === undefined) continue;
+    let text: string;
+    try {
+      text = readFileSync(table, "latin1");
+    } catch {
+      continue; // no IPv6 in this kernel
+    }
+    for (const line of text.split("\n")) {
+      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+      const fields = line.trim().split(/\s+/);
+      if (fields[1] !== peerKey || fields[2] !== localKey) continue;
+      if (fields[9] === "0") return undefined;
+      const uid = Number(fields[7]);
+      return uid === unmappedUid() ? undefined : uid;
+    }
+  }
+  return undefined;
+}
+
+/** `ADDRESS:PORT` as the kernel's table writes it: each 32-bit word of the address in this machine's byte order, in hex. */
+function tableKey({ address, port }: Endpoint, form: (bytes: Uint8Array) => Uint8Array | undefined): string | undefined {
+  const parsed = addressBytes(address);
+  const bytes = parsed && form(parsed);
+  if (!bytes) return undefined;
+  const little = endianness() === "LE";
+  let hex = "";
+  for (let word = 0; word < bytes.length; word += 4) {
+    for (let i = 0; i < 4; i++) hex += bytes[word + (little ? 3 - i : i)]!.toString(16).padStart(2, "0");
+  }
+  return `${hex.toUpperCase()}:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+}
+
+/** Any address as 16 bytes (IPv4 mapped), for /proc/net/tcp6, where a dual-stack socket lists it. */
+function v6Form(bytes: Uint8Array): Uint8Array {
+  if (bytes.length === 16) return bytes;
+  const mapped = new Uint8Array(16);
+  mapped[10] = mapped[11] = 0xff;
+  mapped.set(bytes, 12);
+  return mapped;
 }
 
 /**
@@ -91,7 +153,7 @@ export function localPeerUid(peer: Endpoint, local: Endpoint): number | undefine
   const to = addressBytes(local.address);
   if (!from || !to) return undefined;
   const libc = library();
-  if (typeof libc === "string") return undefined;
+  if (typeof libc === "string" || peerLookupUnavailable() !== undefined) return peerUidFromTable(peer, local);
   // An IPv4 peer (mapped into IPv6 on a dual-stack socket) is looked up as IPv4, where the kernel finds either kind of socket.
   const v4 = v4Form(from) && v4Form(to) ? [v4Form(from)!, v4Form(to)!] : undefined;
   request.fill(0);

@@ -134,7 +134,7 @@ export class Instruments {
     const audience = (uid: number) => this.sockets.every(({ path, mode }) => mayConnect(uid, ...socketAccess(path, mode)));
     const monitor = this.monitor && { monitor: this.monitor, audience };
     const unasked = monitorAt && peerLookupUnavailable();
-    if (unasked) this.report("warn", "the kernel cannot be asked who connects: the monitor is served to no one", { why: unasked });
+    if (unasked) this.report("warn", "the kernel has no socket diagnostics to ask who connects to the monitor: each connection's user is found in /proc/net/tcp, read whole (a moment for every socket on the machine)", { why: unasked });
     // Loaded only when asked for: the HTTP server (and the monitor page) cost memory.
     const { AgentHttpServer, HttpConnectionBound } = await import("../observe/http-server.ts");
     // One bound for the process: two addresses do not double the connections (and descriptors) a peer may hold.

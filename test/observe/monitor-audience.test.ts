@@ -11,7 +11,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
-import { type Endpoint, localPeerUid } from "../../src/observe/local-peer.ts";
+import { type Endpoint, localPeerUid, peerUidFromTable } from "../../src/observe/local-peer.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { asUser, canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { AGENT, agentEnv, BUN, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
@@ -328,7 +328,11 @@ describe.skipIf(!canSwitchUser || !Bun.which("unshare"))("mayConnect", () => {
   });
 });
 
-describe.skipIf(!canSwitchUser)("localPeerUid", () => {
+// The kernel's socket diagnostics, and the whole table where a kernel has none to ask.
+describe.skipIf(!canSwitchUser).each([
+  ["localPeerUid", localPeerUid],
+  ["peerUidFromTable", peerUidFromTable],
+] as const)("%s", (_, lookUp) => {
   test("names the uid owning the connecting socket, over IPv4 and IPv6, and nothing for an end no socket is", async () => {
     for (const hostname of ["127.0.0.1", "::1"]) {
       const seen: number[] = [];
@@ -337,7 +341,7 @@ describe.skipIf(!canSwitchUser)("localPeerUid", () => {
         port: 0,
         socket: {
           open: (s) => {
-            seen.push(localPeerUid({ address: s.remoteAddress, port: s.remotePort }, { address: s.localAddress, port: s.localPort }) ?? -1);
+            seen.push(lookUp({ address: s.remoteAddress, port: s.remotePort }, { address: s.localAddress, port: s.localPort }) ?? -1);
             s.end();
           },
           data() {},
@@ -349,9 +353,9 @@ describe.skipIf(!canSwitchUser)("localPeerUid", () => {
       await start(asUser(NOBODY, NOBODY, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
       await start(asUser(STRANGER, STRANGER, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
       expect([hostname, seen]).toEqual([hostname, [NOBODY, STRANGER]]);
-      expect(localPeerUid({ address: hostname, port: 1 }, { address: hostname, port: listener.port })).toBeUndefined();
+      expect(lookUp({ address: hostname, port: 1 }, { address: hostname, port: listener.port })).toBeUndefined();
       // Nor the listener the kernel's look-up falls back to when no connected socket matches (root's, here).
-      expect(localPeerUid({ address: hostname, port: listener.port }, { address: hostname, port: 1 })).toBeUndefined();
+      expect(lookUp({ address: hostname, port: listener.port }, { address: hostname, port: 1 })).toBeUndefined();
     }
   });
 
@@ -370,7 +374,7 @@ describe.skipIf(!canSwitchUser)("localPeerUid", () => {
       const connect = `await new Promise((done) => Bun.connect({ hostname: ${JSON.stringify(hostname)}, port: ${listener.port}, socket: { open: (s) => s.end(), data() {}, close: done } }));`;
       await start(asUser(NOBODY, NOBODY, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
       const [peer, local] = await accepted.promise;
-      expect([hostname, localPeerUid(peer!, local!)]).toEqual([hostname, undefined]);
+      expect([hostname, lookUp(peer!, local!)]).toEqual([hostname, undefined]);
     }
   });
 });
