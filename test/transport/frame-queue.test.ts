@@ -653,16 +653,124 @@ describe("FrameQueue memory: a lowered bound gives back what a higher one grew",
     drainAll(q);
     expect(q.buffer.length).toBe(grown);
   });
+
+  test("frames gone stale after the bound was lowered are dropped with their room: at once at its first size, the Config and the Stop kept whole, each message's type and enqueue time kept through every new layout", () => {
+    const config = new Uint8Array([9, 0, 0, 0, 2, 0, 0, 0, 0xc0, 3, 0, 0]);
+    const q = new FrameQueue(100, OUTPUT_MAGIC);
+    const first = q.allocatedBytes;
+    q.resize(400);
+    // Frames, a Config at 300 (its audio after it), and the Stop last; each enqueued at its index.
+    for (let i = 0; i < 400; i++) {
+      const type = i === 300 ? MessageType.Config : i === 399 ? MessageType.Stop : MessageType.OpusFrame;
+      q.push(type, type === MessageType.Config ? config : type === MessageType.Stop ? new Uint8Array(0) : payloadOfSize(i, 2048), 0, i);
+    }
+    q.resize(100);
+    // 120 left: the ring and the per-message arrays are laid out anew, smaller.
+    q.shift(280);
+    expect(q.buffer.length).toBe(512 * 1024);
+    expect(q.allocatedBytes).toBeLessThan(1024 * 1024);
+    const kinds = Array.from({ length: q.length }, (_, k) => [q.typeAt(k), q.enqueuedAtOf(k)]);
+    expect(kinds).toEqual(Array.from({ length: 120 }, (_, k) => [k === 20 ? MessageType.Config : k === 119 ? MessageType.Stop : MessageType.OpusFrame, 280 + k]));
+
+    // All stale but the Stop: the Config goes ahead of it, and nothing else is left to need the room.
+    expect(q.dropOlderThan(1000, DropReason.LatencyBudget)).toBe(118);
+    expect(q.length).toBe(2);
+    expect(q.allocatedBytes).toBe(first);
+    expect([q.typeAt(0), q.typeAt(1)]).toEqual([MessageType.Config, MessageType.Stop]);
+    const run = readRun(q);
+    expect(run.messages.map((m) => m.type)).toEqual([MessageType.Config, MessageType.Stop]);
+    expect(sameBytes(run.messages[0]!.payload, config)).toBe(true);
+    expect(q.stats.submitted).toBe(400);
+    expect(q.stats.dropped.latency_budget).toBe(118);
+  });
+
+  test("lowered, a backlog drained one by one while a lossless source adds a frame for every two out, once there is room: given back all the way, to its first size, every frame in order", () => {
+    const { q, first } = escalated();
+    q.resize(100);
+    const out: number[] = [];
+    let next = 400;
+    for (let step = 0; q.length > 0; step++) {
+      out.push(...indices(drainFirst(q, 1)));
+      if (step % 2 === 0 && next < 1000 && !q.isFull) q.push(MessageType.OpusFrame, payloadOfSize(next, 2048), 0, next++);
+    }
+    expect(out).toEqual([...Array(next).keys()]);
+    expect(q.allocatedBytes).toBe(first);
+  });
+
+  test("lowered below the first per-message arrays (to 16, to 1): drained, the queue is the size of a new one at that bound", () => {
+    for (const bound of [16, 1]) {
+      const q = new FrameQueue(bound, OUTPUT_MAGIC);
+      const first = q.allocatedBytes;
+      q.resize(400);
+      for (let i = 0; i < 400; i++) q.push(MessageType.OpusFrame, payloadOfSize(i, 2048), 0, i);
+      q.resize(bound);
+      expect(indices(drainAll(q))).toEqual([...Array(400).keys()]);
+      expect(q.allocatedBytes).toBe(first);
+    }
+  });
+
+  test("per-message arrays that grow again under the lowered bound are kept: a length that swings up and down allocates once, not per swing", () => {
+    // Tiny frames: the ring stays at its first size; only the per-message arrays are owed back.
+    const q = new FrameQueue(200, OUTPUT_MAGIC);
+    q.resize(800);
+    let next = 0;
+    for (; next < 800; next++) q.push(MessageType.OpusFrame, payloadOfSize(next, 10), 0, next);
+    q.resize(200);
+    const out = indices(drainFirst(q, 760));
+    expect(q.buffer.length).toBe(64 * 1024);
+    const sizes = [q.allocatedBytes];
+    for (let cycle = 0; cycle < 50; cycle++) {
+      // 40 -> 130 (past the arrays given back) -> 40.
+      for (let k = 0; k < 90; k++, next++) q.push(MessageType.OpusFrame, payloadOfSize(next, 10), 0, next);
+      if (q.allocatedBytes !== sizes.at(-1)) sizes.push(q.allocatedBytes);
+      out.push(...indices(drainFirst(q, 90)));
+      if (q.allocatedBytes !== sizes.at(-1)) sizes.push(q.allocatedBytes);
+    }
+    expect(sizes.length).toBe(2);
+    out.push(...indices(drainAll(q)));
+    expect(out).toEqual([...Array(next).keys()]);
+  });
+
+  test("a ring that grows again under the lowered bound is kept: bytes that swing up and down allocate a few times, not per swing", () => {
+    // 60 tiny frames keep per-message arrays owed back; 35 frames of 4 KB at a time grow the ring.
+    const q = new FrameQueue(100, OUTPUT_MAGIC);
+    q.resize(400);
+    let next = 0;
+    for (; next < 400; next++) q.push(MessageType.OpusFrame, payloadOfSize(next, 10), 0, next);
+    q.resize(100);
+    const out = indices(drainFirst(q, 340));
+    expect(q.buffer.length).toBe(64 * 1024);
+    let rings = 0;
+    let ring = q.buffer;
+    const seen = () => {
+      if (q.buffer !== ring) rings++;
+      ring = q.buffer;
+    };
+    for (let cycle = 0; cycle < 50; cycle++) {
+      for (let k = 0; k < 35; k++, next++) q.push(MessageType.OpusFrame, payloadOfSize(next, MAX_PAYLOAD), 0, next);
+      seen();
+      out.push(...indices(drainFirst(q, 60)));
+      seen();
+      for (let k = 0; k < 60; k++, next++) q.push(MessageType.OpusFrame, payloadOfSize(next, 10), 0, next);
+      seen();
+      out.push(...indices(drainFirst(q, 35)));
+      seen();
+    }
+    expect(rings).toBeLessThanOrEqual(3);
+    out.push(...indices(drainAll(q)));
+    expect(out).toEqual([...Array(next).keys()]);
+    expect(q.stats.droppedTotal).toBe(0);
+  });
 });
 
-/** Takes the `n` oldest messages out run by run; returns their payloads (copies) in order. */
+/** Takes the `n` oldest messages out, whatever their sizes, run by run; returns their payloads (copies) in order. */
 function drainFirst(queue: FrameQueue, n: number): Uint8Array[] {
   const out: Uint8Array[] = [];
   while (out.length < n) {
-    const run = readRun(queue, HEADER_SIZE + 2048);
-    for (const m of run.messages) out.push(m.payload.slice());
-    queue.shift(run.n);
+    const run = readRun(queue, Infinity);
+    const take = Math.min(run.n, n - out.length);
+    for (const m of run.messages.slice(0, take)) out.push(m.payload.slice());
+    queue.shift(take);
   }
-  expect(out.length).toBe(n);
   return out;
 }
