@@ -630,3 +630,49 @@ describe("FrameWriter short writes at chosen bytes (a socket that takes what it 
     expect(controls).toEqual([MessageType.Heartbeat]);
   });
 });
+
+describe("FrameWriter while the queue gives back the room a higher bound grew", () => {
+  test("lossless: the ring laid out anew under short writes that cut frames, the bound lowered mid-drain; every frame arrives whole and in order, and the queue ends at its first size", async () => {
+    const { path, server } = await startOutputServer(defer, {
+      lossless: true,
+      writeDeadlineMs: 0,
+      queueFrames: 100,
+      socketBuffers: SMALL_SEND_BUFFER,
+    });
+    const first = server.readings().queueAllocatedBytes;
+    const client = await connectClient(defer, path, { paused: true });
+    await until(() => server.connected, "client accepted");
+
+    // Escalated: 400 frames of up to 4 KB (about 800 KB, a 1 MiB ring) wait behind a reader that reads nothing.
+    server.resizeQueue(400);
+    let next = 0;
+    while (server.hasSpace()) server.sendFrame(indexedPayload(next++));
+    await tick();
+    expect(server.stats.shortWrites).toBeGreaterThan(0);
+    const grown = server.readings().queueAllocatedBytes;
+    expect(grown).toBeGreaterThan(first);
+
+    // Relaxed while full; the reader reads in bursts, so that the writer keeps setting cut frames aside.
+    server.resizeQueue(100);
+    const sizes = new Set<number>([grown]);
+    for (let round = 0; !server.idle; round++) {
+      if (round > 10_000) throw new Error("queue never drained");
+      client.socket.resume();
+      await Bun.sleep(1);
+      client.socket.pause();
+      sizes.add(server.readings().queueAllocatedBytes);
+      await tick();
+    }
+    client.socket.resume();
+    await until(() => client.bytes === server.stats.deliveredBytes, "every byte read");
+
+    // Given back in steps as it drained, and at its first size once empty.
+    expect(sizes.size).toBeGreaterThan(2);
+    expect(server.readings().queueAllocatedBytes).toBe(first);
+    expect(server.stats.shortWrites).toBeGreaterThan(10);
+    expect(server.stats.delivered).toBe(next);
+    expect(server.stats.droppedTotal).toBe(0);
+    expect(client.pending).toBe(0);
+    expect(checkReceived(client)).toEqual([...Array(next).keys()]);
+  });
+});
