@@ -116,6 +116,8 @@ export class FrameQueue {
         this.stats.dropped[DropReason.QueueFull]++;
         this.remove(1);
       }
+      // What left is a drop as any other: a lowered bound's room is owed back now, not at the next write.
+      if (this.roomOwed) this.giveBack();
     }
     const size = HEADER_SIZE + payload.length;
     let at = this.place(size);

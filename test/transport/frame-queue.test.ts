@@ -697,6 +697,25 @@ describe("FrameQueue memory: a lowered bound gives back what a higher one grew",
     expect(q.allocatedBytes).toBe(first);
   });
 
+  test("lowered while full, a live push that drops the excess gives its room back at once (drop-oldest, and drop-newest for a Config)", () => {
+    const config = new Uint8Array([9, 0, 0, 0, 2, 0, 0, 0, 0xc0, 3, 0, 0]);
+    for (const policy of ["oldest", "newest"] as const) {
+      const { q } = escalated();
+      q.policy = policy;
+      q.resize(100);
+      expect(q.buffer.length).toBe(1024 * 1024);
+      // The reader takes nothing: only the push's own drops make room.
+      expect(q.push(MessageType.Config, config, 0, 400)).toBe(true);
+      expect(q.stats.dropped.queue_full).toBe(301);
+      expect(q.length).toBe(100);
+      // 99 frames of 2 KB and the Config (about 200 KB): a 512 KiB ring.
+      expect(q.buffer.length).toBe(512 * 1024);
+      const kept = drainAll(q);
+      expect(indices(kept.slice(0, 99))).toEqual([...Array(99).keys()].map((k) => (policy === "oldest" ? 301 + k : k)));
+      expect(sameBytes(kept[99]!, config)).toBe(true);
+    }
+  });
+
   test("lowered below the first per-message arrays (to 16, to 1): drained, the queue is the size of a new one at that bound", () => {
     for (const bound of [16, 1]) {
       const q = new FrameQueue(bound, OUTPUT_MAGIC);
