@@ -158,6 +158,35 @@ describe("hidden names left by killed agents whose path was removed by hand", ()
   });
 });
 
+describe("a live agent whose path was removed by hand", () => {
+  test("the next agent at that path neither removes nor probes its hidden name: a probe would have become its new client, and its client is served on", async () => {
+    const dir = setup();
+    const path = dir.path("out.sock");
+    const first = await fedServer(path);
+    const client = await RecordingClient.connect(path);
+    defer(() => client.close());
+    await first.server.waitForStderr("client connected");
+    const [hidden] = readdirSync(dir.dir).filter((name) => name.startsWith(".out.sock."));
+    unlinkSync(path);
+
+    const second = await fedServer(path);
+    expect(second.server.stderr).not.toContain("removed stale hidden socket names");
+    expect(lstatSync(dir.path(hidden!)).isSocket()).toBe(true);
+    // The first agent's client is still its client: it gets what the first agent sends next.
+    await first.feed.send(50);
+    await until(() => client.frames.length === 50 || client.isClosed, "50 frames from the first agent");
+    expect(client.isClosed).toBe(false);
+    expect(expectIntactInOrder(client.frames)).toEqual([...Array(50).keys()]);
+    expect(first.server.stderr.split("client connected").length - 1).toBe(1);
+
+    await first.feed.end();
+    await second.feed.end();
+    expect(await first.server.exited).toBe(0);
+    expect(await second.server.exited).toBe(0);
+    expect(readdirSync(dir.dir)).toEqual([]);
+  });
+});
+
 describe("an agent that exits at once removes only its own socket", () => {
   // A second signal exits without waiting for stop(): the socket file is removed on the way out
   // instead, and that must leave alone a socket that is no longer the agent's, as stop() does.
