@@ -271,9 +271,9 @@ async function live(path: string, stat: SocketFileIdentity, probeTimeoutMs: numb
  * with the care prepareSocketPath takes of the path: a name of the hidden
  * pattern for this path exactly (isHiddenNameOf), a socket (nothing is
  * followed: a symbolic link, a regular file or a directory is left alone),
- * this user's, and stale (nothing listens or answers on it, or it cannot be
- * told). Returns how many were removed; a directory that cannot be read
- * gives none.
+ * this user's, and stale (nothing listens or answers on it; one that cannot
+ * be probed, EACCES say, is left, as such a path is refused). Returns how
+ * many were removed; a directory that cannot be read gives none.
  */
 export async function removeStaleHiddenNames(path: string, probeTimeoutMs = 1000): Promise<number> {
   let names: string[];

@@ -4,7 +4,7 @@
  * it was. Mode and clean-up of the socket file.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, cpSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { bindSocketFile, prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
 import { type ClientHandler, UnixServer } from "../../src/transport/unix-server.ts";
@@ -12,7 +12,7 @@ import { type Report, silent } from "../../src/transport/report.ts";
 import { setDefaultAcl } from "../support/acl.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo } from "../support/fifo.ts";
-import { asNobody, canSwitchUser } from "../support/nobody.ts";
+import { asNobody, canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { connectClient } from "../support/peer.ts";
 import { unixListeners } from "../support/proc.ts";
 import { BUN, makeStaleSocket, REPO, run, spawnListener } from "../support/processes.ts";
@@ -251,17 +251,18 @@ describe("refusals leave the path intact", () => {
 });
 
 /**
- * What prepareSocketPath(path) gives when nobody calls it: "removed: <bool>"
- * or the error's message. The module is copied into `dir` (which nobody must
- * be able to enter), so that nobody can read it whatever the checkout's permissions.
+ * What the socket-file module's `name`(path) gives when nobody calls it:
+ * "gives <value>", or the error's message. The module is copied into `dir`
+ * (which nobody must be able to enter), so that nobody can read it whatever
+ * the checkout's permissions.
  */
-async function prepareAsNobody(dir: string, path: string): Promise<string> {
+async function callAsNobody(dir: string, name: "prepareSocketPath" | "removeStaleHiddenNames", path: string): Promise<string> {
   // Copies nobody can read, in the layout their imports expect.
-  mkdirSync(join(dir, "transport"));
+  mkdirSync(join(dir, "transport"), { recursive: true });
   for (const file of ["socket-file.ts", "within.ts"]) copyFileSync(join(REPO, "src/transport", file), join(dir, "transport", file));
   cpSync(join(REPO, "src/protocol"), join(dir, "protocol"), { recursive: true });
-  const script = `const { prepareSocketPath } = await import("./transport/socket-file.ts");
-    try { console.log("removed:", await prepareSocketPath(${JSON.stringify(path)})); } catch (e) { console.log(e.message); }`;
+  const script = `const socketFile = await import("./transport/socket-file.ts");
+    try { console.log("gives", await socketFile[${JSON.stringify(name)}](${JSON.stringify(path)})); } catch (e) { console.log(e.message); }`;
   const result = await run(asNobody(dir, [BUN, "-e", script]), { cwd: dir });
   return result.stdout.trim();
 }
@@ -273,7 +274,7 @@ describe.skipIf(!canSwitchUser)("as another user (nobody)", () => {
     const path = dir.path("s.sock");
     await makeStaleSocket(path);
     chmodSync(path, 0o600);
-    expect(await prepareAsNobody(dir.dir, path)).toBe(`socket ${path} cannot be probed (EACCES); refusing to replace it`);
+    expect(await callAsNobody(dir.dir, "prepareSocketPath", path)).toBe(`socket ${path} cannot be probed (EACCES); refusing to replace it`);
     expect(lstatSync(path).isSocket()).toBe(true);
   });
 
@@ -290,7 +291,7 @@ describe.skipIf(!canSwitchUser)("as another user (nobody)", () => {
     defer(() => live.stop(true));
     // nobody could connect: only the listing keeps a probe away.
     chmodSync(path, 0o666);
-    expect(await prepareAsNobody(dir.dir, path)).toBe(`socket ${path} is in use by a live server; stop it first`);
+    expect(await callAsNobody(dir.dir, "prepareSocketPath", path)).toBe(`socket ${path} is in use by a live server; stop it first`);
     // A marker connection: had nobody's check probed, the server would have seen that connection first.
     const marker = await connectClient(defer, path);
     marker.socket.write(new Uint8Array(3));
@@ -302,7 +303,35 @@ describe.skipIf(!canSwitchUser)("as another user (nobody)", () => {
     const dir = socketDir(defer, "sf-");
     chmodSync(dir.dir, 0o755);
     const path = dir.path("s.sock");
-    expect(await prepareAsNobody(dir.dir, path)).toBe(`socket directory ${dir.dir} is not writable (EACCES)`);
+    expect(await callAsNobody(dir.dir, "prepareSocketPath", path)).toBe(`socket directory ${dir.dir} is not writable (EACCES)`);
+  });
+
+  test("a socket directory it may write but not read: stale hidden names cannot be looked for, none is removed, and nothing fails", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    const hidden = dir.path(".s.sock.abcdefgh");
+    await makeStaleSocket(hidden);
+    chownSync(hidden, NOBODY, NOBODY);
+    chmodSync(dir.dir, 0o333);
+    expect(await callAsNobody(dir.dir, "removeStaleHiddenNames", path)).toBe("gives 0");
+    expect(await callAsNobody(dir.dir, "prepareSocketPath", path)).toBe("gives false");
+    expect(lstatSync(hidden).isSocket()).toBe(true);
+  });
+
+  test("a stale hidden name of its own it may not connect to (EACCES) cannot be told stale: it is left", async () => {
+    const dir = socketDir(defer, "sf-");
+    chmodSync(dir.dir, 0o777);
+    const path = dir.path("s.sock");
+    const hidden = dir.path(".s.sock.abcdefgh");
+    await makeStaleSocket(hidden);
+    chownSync(hidden, NOBODY, NOBODY);
+    chmodSync(hidden, 0o000);
+    expect(await callAsNobody(dir.dir, "removeStaleHiddenNames", path)).toBe("gives 0");
+    expect(lstatSync(hidden).isSocket()).toBe(true);
+    // Once it may connect, the same name is found stale and removed.
+    chmodSync(hidden, 0o600);
+    expect(await callAsNobody(dir.dir, "removeStaleHiddenNames", path)).toBe("gives 1");
+    expect(existsSync(hidden)).toBe(false);
   });
 });
 
