@@ -37,6 +37,12 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: "return answers(path, probeTimeoutMs);",
   },
   {
+    name: "a live server's hidden name probed by connecting at start, its client replaced by the probe",
+    file: "src/transport/socket-file.ts",
+    find: "if (await live(hidden, stat, probeTimeoutMs).catch(() => true)) continue;",
+    replace: "if (await answers(hidden, probeTimeoutMs).catch(() => true)) continue;",
+  },
+  {
     name: "hidden socket name bound by a relative name, which /proc/net/unix cannot match",
     file: "src/transport/socket-file.ts",
     find: "const prefixes = [resolve(path), path].flatMap(",

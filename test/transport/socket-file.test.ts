@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { bindSocketFile, prepareSocketPath, removeSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
+import { bindSocketFile, prepareSocketPath, removeSocketFile, removeStaleHiddenNames, SocketPathError } from "../../src/transport/socket-file.ts";
 import { type ClientHandler, UnixServer } from "../../src/transport/unix-server.ts";
 import { type Report, silent } from "../../src/transport/report.ts";
 import { setDefaultAcl } from "../support/acl.ts";
@@ -110,6 +110,28 @@ describe("stale socket", () => {
     const server = await listen(path);
     expect(server.path).toBe(path);
     expect(await answers(path)).toBe(true);
+  });
+});
+
+describe("stale hidden names beside the path", () => {
+  test("a live server's hidden name (its path removed by hand) is found listening by its listing, never probed, and left", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    const hidden = dir.path(".s.sock.live0000");
+    const events: string[] = [];
+    let opened = 0;
+    const live = Bun.listen({
+      unix: hidden,
+      socket: { open: () => void events.push(`open ${++opened}`), data: (_s, chunk) => void events.push(`data ${chunk.length}`) },
+    });
+    defer(() => live.stop(true));
+    expect(await removeStaleHiddenNames(path)).toBe(0);
+    expect(lstatSync(hidden).isSocket()).toBe(true);
+    // A marker connection: had the check probed, the server would have seen that connection first.
+    const marker = await connectClient(defer, hidden);
+    marker.socket.write(new Uint8Array(3));
+    await until(() => events.includes("data 3"), "the marker's bytes");
+    expect(events).toEqual(["open 1", "data 3"]);
   });
 });
 
