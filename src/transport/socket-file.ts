@@ -291,7 +291,7 @@ export async function removeStaleHiddenNames(path: string, probeTimeoutMs = 1000
     if (await live(hidden, stat, probeTimeoutMs).catch(() => true)) continue;
     try {
       // Still the file judged stale: the probe took a while.
-      if (!sameFile(hidden, stat)) continue;
+      if (!unchanged(hidden, stat)) continue;
       unlinkSync(hidden);
       removed++;
     } catch {
@@ -299,6 +299,17 @@ export async function removeStaleHiddenNames(path: string, probeTimeoutMs = 1000
     }
   }
   return removed;
+}
+
+/**
+ * Whether the file at `path` (not followed) is still the one `before` saw.
+ * Device and inode alone do not tell: a file made at the name once that one
+ * was removed often gets its inode back (ext4 gives a freed one at once), and
+ * a new file's inode change time is the moment it was made.
+ */
+function unchanged(path: string, before: Stats): boolean {
+  const now = lstatSync(path, { throwIfNoEntry: false });
+  return now !== undefined && sameIdentity(now, before) && now.mode === before.mode && now.ctimeMs === before.ctimeMs;
 }
 
 function checkDirectory(path: string): void {

@@ -133,6 +133,29 @@ describe("stale hidden names beside the path", () => {
     await until(() => events.includes("data 3"), "the marker's bytes");
     expect(events).toEqual(["open 1", "data 3"]);
   });
+
+  test("a stale hidden name that another file takes while it is probed is left, though the file got the socket's inode back: a regular file, a live server's socket", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    const hidden = dir.path(".s.sock.abcdefgh");
+    for (const takes of ["file", "server"] as const) {
+      await makeStaleSocket(hidden);
+      const removing = removeStaleHiddenNames(path);
+      // The check waits for its probe; meanwhile the stale socket is removed and another file takes
+      // the name, often with the same inode (ext4 gives a freed one back at once).
+      unlinkSync(hidden);
+      if (takes === "file") writeFileSync(hidden, "precious\n");
+      else {
+        const live = Bun.listen({ unix: hidden, socket: { data() {} } });
+        defer(() => live.stop(true));
+      }
+      expect(await removing).toBe(0);
+      if (takes === "file") {
+        expect(readFileSync(hidden, "utf8")).toBe("precious\n");
+        unlinkSync(hidden);
+      } else expect(await answers(hidden)).toBe(true);
+    }
+  });
 });
 
 describe("refusals leave the path intact", () => {
