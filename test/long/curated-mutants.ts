@@ -43,6 +43,30 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: "if (await answers(hidden, probeTimeoutMs).catch(() => true)) continue;",
   },
   {
+    name: "a stale hidden name removed without looking at it again after the probe",
+    file: "src/transport/socket-file.ts",
+    find: "if (!unchanged(hidden, stat)) continue;",
+    replace: ";",
+  },
+  {
+    name: "the send queue's per-message arrays laid out anew without each message's type",
+    file: "src/transport/frame-queue.ts",
+    find: "types[i] = this.types[slot];",
+    replace: ";",
+  },
+  {
+    name: "per-message arrays grown under a lowered bound given back again, an allocation per swing",
+    file: "src/transport/frame-queue.ts",
+    find: "this.resizeSlots(this.starts.length * 2);",
+    replace: "this.resizeSlots(this.starts.length * 2); return;",
+  },
+  {
+    name: "a frame cut by a short write copied aside after the shift that may lay the ring out anew",
+    file: "src/transport/frame-writer.ts",
+    find: "const tailStart = start + wholeBytes;",
+    replace: "queue.shift(whole); whole = 0; const tailStart = start + wholeBytes;",
+  },
+  {
     name: "hidden socket name bound by a relative name, which /proc/net/unix cannot match",
     file: "src/transport/socket-file.ts",
     find: "const prefixes = [resolve(path), path].flatMap(",
