@@ -245,6 +245,12 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
   if (await live(path, stat, probeTimeoutMs)) {
     throw new SocketPathError("InUse", path, `socket ${path} is in use by a live server; stop it first`);
   }
+  // The probe took a while: the stale socket may have gone since (its server removed it as it stopped:
+  // the path is free), or another file taken the path (another server starting there), which is not ours to remove.
+  if (!lstatSync(path, { throwIfNoEntry: false })) return false;
+  if (!unchanged(path, stat)) {
+    throw new SocketPathError("InUse", path, `socket path ${path} was taken by another file while it was checked (another server starting there?); left alone`);
+  }
   let removed = true;
   try {
     unlinkSync(path);

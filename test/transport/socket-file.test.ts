@@ -159,6 +159,38 @@ describe("stale hidden names beside the path", () => {
 });
 
 describe("refusals leave the path intact", () => {
+  test("a stale socket at the path that another file takes while it is probed is left, and the start refused: a regular file, a live server's socket", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    for (const takes of ["file", "server"] as const) {
+      await makeStaleSocket(path);
+      const preparing = prepareSocketPath(path);
+      // The check waits for its probe; meanwhile the stale socket is removed and another file takes
+      // the path, often with the same inode (ext4 gives a freed one back at once).
+      unlinkSync(path);
+      if (takes === "file") writeFileSync(path, "precious\n");
+      else {
+        const live = Bun.listen({ unix: path, socket: { data() {} } });
+        defer(() => live.stop(true));
+      }
+      const refusal = await preparing.then(() => undefined, (e: unknown) => e);
+      expect([takes, refusal instanceof SocketPathError && refusal.problem]).toEqual([takes, "InUse"]);
+      if (takes === "file") {
+        expect(readFileSync(path, "utf8")).toBe("precious\n");
+        unlinkSync(path);
+      } else expect(lstatSync(path).isSocket()).toBe(true);
+    }
+  });
+
+  test("a stale socket at the path that is removed while it is probed: the path is free, nothing was removed", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    await makeStaleSocket(path);
+    const preparing = prepareSocketPath(path);
+    unlinkSync(path);
+    expect(await preparing).toBe(false);
+  });
+
   test("a regular file is refused with SocketPathError and keeps its content and inode", async () => {
     const dir = socketDir(defer, "sf-");
     const path = dir.path("s.sock");
