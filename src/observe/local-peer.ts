@@ -29,6 +29,9 @@ const SOCK_CLOEXEC = 0o2000000;
 const NETLINK_SOCK_DIAG = 4;
 const SOCK_DIAG_BY_FAMILY = 20;
 const NLM_F_REQUEST = 1;
+const NLM_F_DUMP = 0x300;
+const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
 const IPPROTO_TCP = 6;
 /** The reply is queued before sendto returns (the kernel answers in the sender's call): never wait for it. */
 const MSG_DONTWAIT = 0x40;
@@ -66,24 +69,53 @@ function library(): Library<typeof SYMBOLS> | string {
 }
 
 /**
- * Why the kernel cannot be asked who owns a socket (no libc, no netlink
- * socket: a seccomp filter, a service's RestrictAddressFamilies), with no
- * local peer then told apart; undefined when it can.
+ * Why the kernel cannot be asked who owns a TCP socket, with no local peer
+ * then told apart; undefined when it can.
  */
 export function peerLookupUnavailable(): string | undefined {
-  unavailable ??= { why: askable() };
+  unavailable ??= { why: socketDiagnosticsMissing(AF_INET, IPPROTO_TCP) };
   return unavailable.why;
 }
 
 let unavailable: { why: string | undefined } | undefined;
 
-function askable(): string | undefined {
+/**
+ * Why the kernel's socket diagnostics cannot list the sockets of `family`
+ * and `protocol`: no libc, no netlink socket for them (a seccomp filter, a
+ * service's RestrictAddressFamilies, qemu-user), or none for that family or
+ * protocol (a kernel built without CONFIG_INET_DIAG or its TCP part, whose
+ * netlink socket opens all the same and answers ENOENT to every look-up, as
+ * for a socket that is not there); undefined when they can. What is asked
+ * for is a listing of the sockets in no state: empty, where it can be made.
+ */
+export function socketDiagnosticsMissing(family: number, protocol: number): string | undefined {
   const libc = library();
   if (typeof libc === "string") return libc;
   const fd = libc.symbols.socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
   if (fd < 0) return `socket(AF_NETLINK, NETLINK_SOCK_DIAG) failed: ${errnoName(read.i32(libc.symbols.__errno_location()!, 0))}`;
-  libc.symbols.close(fd);
-  return undefined;
+  try {
+    request.fill(0);
+    const header = new DataView(request.buffer);
+    header.setUint32(0, REQUEST_BYTES, true);
+    header.setUint16(4, SOCK_DIAG_BY_FAMILY, true);
+    header.setUint16(6, NLM_F_REQUEST | NLM_F_DUMP, true);
+    request[16] = family;
+    request[17] = protocol;
+    // Every other field 0: the states wanted too, so that nothing is listed.
+    if (Number(libc.symbols.sendto(fd, ptr(request), REQUEST_BYTES, 0, ptr(KERNEL), KERNEL.length)) !== REQUEST_BYTES) {
+      return `sock_diag refused a request: ${errnoName(read.i32(libc.symbols.__errno_location()!, 0))}`;
+    }
+    const got = Number(libc.symbols.recv(fd, ptr(reply), reply.length, MSG_DONTWAIT));
+    const answer = new DataView(reply.buffer);
+    // A missing family's handler answers NLMSG_ERROR; a missing protocol's, the listing's NLMSG_DONE with the error.
+    const type = got >= 20 ? answer.getUint16(4, true) : -1;
+    const error = type === NLMSG_ERROR || type === NLMSG_DONE ? answer.getInt32(16, true) : 0;
+    if (type === -1) return "sock_diag gave no answer";
+    if (error !== 0) return `sock_diag has no sockets of family ${family} protocol ${protocol} to list (${errnoName(-error)}: a kernel built without CONFIG_INET_DIAG or its TCP part)`;
+    return undefined;
+  } finally {
+    libc.symbols.close(fd);
+  }
 }
 
 /**

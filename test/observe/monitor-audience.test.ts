@@ -11,7 +11,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
-import { type Endpoint, localPeerUid, peerUidFromTable } from "../../src/observe/local-peer.ts";
+import { type Endpoint, localPeerUid, peerUidFromTable, socketDiagnosticsMissing } from "../../src/observe/local-peer.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { asUser, canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { AGENT, agentEnv, BUN, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
@@ -376,5 +376,20 @@ describe.skipIf(!canSwitchUser).each([
       const [peer, local] = await accepted.promise;
       expect([hostname, lookUp(peer!, local!)]).toEqual([hostname, undefined]);
     }
+  });
+});
+
+describe("socketDiagnosticsMissing", () => {
+  test("tells the kernel's diagnostics for TCP from those it has none for, whose netlink socket opens all the same: a family with no handler (a kernel without CONFIG_INET_DIAG), a protocol with none (one without its TCP part)", () => {
+    const [AF_UNSPEC, AF_INET, AF_INET6, IPPROTO_TCP] = [0, 2, 10, 6];
+    // A protocol number kept for experiments (RFC 3692): no kernel registers it.
+    const EXPERIMENTAL = 253;
+    expect([socketDiagnosticsMissing(AF_INET, IPPROTO_TCP), socketDiagnosticsMissing(AF_INET6, IPPROTO_TCP)]).toEqual([undefined, undefined]);
+    expect(socketDiagnosticsMissing(AF_UNSPEC, IPPROTO_TCP)).toBe(
+      "sock_diag has no sockets of family 0 protocol 6 to list (ENOENT: a kernel built without CONFIG_INET_DIAG or its TCP part)",
+    );
+    expect(socketDiagnosticsMissing(AF_INET, EXPERIMENTAL)).toBe(
+      "sock_diag has no sockets of family 2 protocol 253 to list (ENOENT: a kernel built without CONFIG_INET_DIAG or its TCP part)",
+    );
   });
 });
