@@ -1,0 +1,16 @@
+/**
+ * What this machine lets a test do beyond the ordinary, for the tests that
+ * need it to skip where it cannot be had (a container, a CI runner): IPv6 on
+ * loopback.
+ */
+
+/** Whether ::1 can be bound: a container whose network has IPv6 disabled has no ::1. */
+export const ipv6Loopback: boolean = (() => {
+  try {
+    Bun.listen({ hostname: "::1", port: 0, socket: { data() {} } }).stop(true);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
