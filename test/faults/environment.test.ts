@@ -19,6 +19,7 @@ import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { StdinFeeder } from "../support/feeder.ts";
 import { makeFifo, readAvailableText } from "../support/fifo.ts";
+import { canUnshare } from "../support/machine.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { pagesOf } from "../support/ogg.ts";
 import { opusinfo, TONE } from "../support/opus-fixtures.ts";
@@ -422,8 +423,7 @@ describe("a socket path another mount namespace also uses", () => {
   // /proc/net/unix lists every socket of the network namespace by the name it was bound by, whatever the
   // mount namespace of its process: a service with a private /tmp (systemd's PrivateTmp=, a container on
   // the host's network) may list /tmp/x.sock for a file that is not the agent's /tmp/x.sock at all.
-  const canUnshare = Bun.spawnSync(["unshare", "-m", "true"]).exitCode === 0;
-  test.skipIf(!canUnshare)("a stale socket is removed and served on, though a server in another mount namespace listens by the same absolute name", async () => {
+  test.skipIf(!canUnshare("--mount"))("a stale socket is removed and served on, though a server in another mount namespace listens by the same absolute name", async () => {
     const dir = setup();
     mkdirSync(dir.path("shared"));
     const path = dir.path("shared/s.sock");

@@ -13,7 +13,7 @@ import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Endpoint, localPeerUid, peerUidFromTable, socketDiagnosticsMissing } from "../../src/observe/local-peer.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { ipv6Loopback } from "../support/machine.ts";
+import { canUnshare, ipv6Loopback } from "../support/machine.ts";
 import { asUser, canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { AGENT, agentEnv, BUN, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -117,7 +117,7 @@ describe.skipIf(!canSwitchUser)("the monitor's audience", () => {
     }
   });
 
-  test("in a user namespace that maps only some users (systemd's PrivateUsers=yes), a user it leaves out, whom the kernel names by the overflow uid (nobody's), is not taken for nobody", async () => {
+  test.skipIf(!canUnshare("--user"))("in a user namespace that maps only some users (systemd's PrivateUsers=yes), a user it leaves out, whom the kernel names by the overflow uid (nobody's), is not taken for nobody", async () => {
     // The agent as root of group nogroup, in a namespace that maps only root and that group: a stranger's connections are named 65534.
     const dir = socketDir(defer, "aud-userns-");
     const go = dir.path("mapped");
@@ -285,7 +285,7 @@ describe.skipIf(!canSwitchUser)("telling a connection's user apart", () => {
 const ACCOUNTS = { owner: [4400, 4400], listed: [4401, 4401], primary: [4402, 4500], stranger: [4403, 4403] } as const;
 const SOCKET_OWNER = { uid: 4400, gid: 4500 };
 
-describe.skipIf(!canSwitchUser || !Bun.which("unshare"))("mayConnect", () => {
+describe.skipIf(!canSwitchUser || !canUnshare("--mount"))("mayConnect", () => {
   test("judges every mode as the kernel judges a connect: by the socket's owner, a member of its group (primary, or listed in /etc/group), another user, root", async () => {
     const dir = socketDir(defer, "aud-modes-");
     chmodSync(dir.dir, 0o755);
