@@ -1,7 +1,7 @@
 import { dlopen, type Library, type Symbols } from "bun:ffi";
 
-// libc through bun:ffi, for every layer that calls it (transport's socket tuning, the benchmark,
-// and any layer above the ones below transport).
+// libc through bun:ffi, for every layer that calls it: transport (socket tuning, the notify
+// socket), observe (who owns a monitor peer's socket), which may not import transport, and the benchmark.
 
 /**
  * Tried in order: glibc, musl by soname (Alpine), musl by loader path, then a generic name.

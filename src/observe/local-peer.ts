@@ -293,7 +293,7 @@ function v4Form(bytes: Uint8Array): Uint8Array | undefined {
 }
 
 /** An address in text (`127.0.0.1`, `::1`, `::ffff:127.0.0.1`) as 4 or 16 bytes; undefined if it is neither. */
-export function addressBytes(text: string): Uint8Array | undefined {
+function addressBytes(text: string): Uint8Array | undefined {
   const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
   if (v4) {
     const parts = v4.slice(1).map(Number);
