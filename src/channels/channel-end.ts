@@ -1,6 +1,7 @@
 import type { AudioConfig, Channel } from "../protocol/index.ts";
 import type { FrameQueue } from "../transport/frame-queue.ts";
 import type { FrameStats } from "../transport/frame-stats.ts";
+import type { SocketFileIdentity } from "../transport/socket-file.ts";
 import type { SocketTuner } from "../transport/socket-tuner.ts";
 
 /**
@@ -40,6 +41,8 @@ export interface ChannelEnd {
   observe(observer: ChannelObserver): void;
   /** A sender: makes its send queue hold `frames` (the adaptive optimizer's decision). */
   resizeQueue?(frames: number): void;
+  /** A server: the socket file it bound, once listening (the path may lead elsewhere since). */
+  socketFile?(): SocketFileIdentity | undefined;
 }
 
 interface EndParts {

@@ -14,6 +14,7 @@ import { FrameQueue } from "../transport/frame-queue.ts";
 import { DropReason, FrameStats } from "../transport/frame-stats.ts";
 import { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
+import type { SocketFileIdentity } from "../transport/socket-file.ts";
 import type { SocketBufferSizes } from "../transport/socket-options.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
 import { UnixServer } from "../transport/unix-server.ts";
@@ -126,6 +127,10 @@ export class InputServer implements ChannelEnd {
 
   get listener(): UnixServer {
     return this.server!;
+  }
+
+  socketFile(): SocketFileIdentity | undefined {
+    return this.server?.file;
   }
 
   async stop(): Promise<void> {

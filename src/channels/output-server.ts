@@ -4,6 +4,7 @@ import type { FrameQueue } from "../transport/frame-queue.ts";
 import { DropReason } from "../transport/frame-stats.ts";
 import type { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
+import type { SocketFileIdentity } from "../transport/socket-file.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
 import { UnixServer } from "../transport/unix-server.ts";
 import { within } from "../transport/within.ts";
@@ -86,6 +87,10 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
 
   get listener(): UnixServer {
     return this.server!;
+  }
+
+  socketFile(): SocketFileIdentity | undefined {
+    return this.server?.file;
   }
 
   waitForClient(): Promise<void> {

@@ -336,17 +336,19 @@ export const agentOwner = (): Owner => ({ uid: process.geteuid?.() ?? 0, gid: pr
 
 /**
  * The mode and owner the kernel judges a connect to the socket at `path`
- * by: its file's, while it is the agent's user's socket (in a setgid
- * directory its group is the directory's; an operator's chmod or chgrp
- * counts); else, and for a client end (no path), `mode` and the agent's
- * user and group, as bound. Its directories' search permission is not
- * looked at.
+ * by: its file's, while it is the file the agent bound, `bound` (its device
+ * and inode; in a setgid directory its group is the directory's; an
+ * operator's chmod, chgrp or chown counts); else (not bound yet, removed, or
+ * replaced by another socket, which is not the agent's whatever its mode),
+ * and for a client end (no path), `mode` and the agent's user and group, as
+ * bound. Its directories' search permission is not looked at.
  */
-export function socketAccess(path: string | undefined, mode: number): [mode: number, owner: Owner] {
+export function socketAccess(path: string | undefined, mode: number, bound: { dev: number; ino: number } | undefined): [mode: number, owner: Owner] {
   const owner = agentOwner();
+  if (path === undefined || bound === undefined) return [mode, owner];
   try {
-    const file = path === undefined ? undefined : lstatSync(path);
-    if (file?.isSocket() && file.uid === owner.uid) return [file.mode & 0o777, { uid: file.uid, gid: file.gid }];
+    const file = lstatSync(path);
+    if (file.dev === bound.dev && file.ino === bound.ino) return [file.mode & 0o777, { uid: file.uid, gid: file.gid }];
   } catch {
     // gone: as bound
   }

@@ -9,6 +9,7 @@ import type { AgentMetrics, ChannelMetrics } from "../observe/metrics.ts";
 import { MonitorHub, monitorFigures, type ChannelFigures, type MonitorIdentity, type RoleFigures } from "../observe/monitor/hub.ts";
 import { healthFields, summaryFields, type ChannelReadings } from "../observe/readings.ts";
 import type { Report } from "../transport/report.ts";
+import type { SocketFileIdentity } from "../transport/socket-file.ts";
 import { DropReason } from "../transport/frame-stats.ts";
 import { JitPolicy } from "./jit-policy.ts";
 import { Sampler } from "./sampler.ts";
@@ -60,8 +61,8 @@ export class Instruments {
   private readonly statsTimer: ReturnType<typeof setInterval> | undefined;
   private readonly report: Report;
   private readonly started = performance.now();
-  /** Each channel end's socket (its path, and its mode as bound): a client end, which makes no socket, as a server's default would be. */
-  private readonly sockets: { path?: string; mode: number }[];
+  /** Each channel end's socket (its path, its mode as bound, and the file bound once listening): a client end, which makes no socket, as a server's default would be. */
+  private readonly sockets: { path?: string; mode: number; bound?: () => SocketFileIdentity | undefined }[];
 
   /** The instruments of a role with one channel end. */
   static attach(end: ChannelEnd, { role, settings, logger }: InstrumentsOptions): Promise<Instruments> {
@@ -87,7 +88,9 @@ export class Instruments {
   ) {
     const { settings, logger } = options;
     const several = ends.length > 1;
-    this.sockets = ends.map(({ settings: s }) => (s["socket-mode"] === undefined ? { mode: defaultOf("socket-mode") as number } : { path: s.socket, mode: s["socket-mode"] }));
+    this.sockets = ends.map(({ end, settings: s }) =>
+      s["socket-mode"] === undefined ? { mode: defaultOf("socket-mode") as number } : { path: s.socket, mode: s["socket-mode"], bound: () => end.socketFile?.() },
+    );
     this.report = logger.for("instruments");
     const latencies = ends.map(
       (_, i) =>
@@ -131,7 +134,7 @@ export class Instruments {
     if (!metricsAt && !monitorAt) return;
     // The monitor plays the audio: to the users every channel's socket lets connect, and root.
     const { mayConnect, peerLookupUnavailable, socketAccess } = await import("../observe/local-peer.ts");
-    const audience = (uid: number) => this.sockets.every(({ path, mode }) => mayConnect(uid, ...socketAccess(path, mode)));
+    const audience = (uid: number) => this.sockets.every(({ path, mode, bound }) => mayConnect(uid, ...socketAccess(path, mode, bound?.())));
     const monitor = this.monitor && { monitor: this.monitor, audience };
     const unasked = monitorAt && peerLookupUnavailable();
     if (unasked) this.report("warn", "the kernel has no socket diagnostics to ask who connects to the monitor: each connection's user is found in /proc/net/tcp, read whole (a moment for every socket on the machine)", { why: unasked });

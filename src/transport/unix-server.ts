@@ -89,7 +89,7 @@ export class UnixServer {
     private readonly listener: SocketListener<Connection>,
     private readonly options: UnixServerOptions,
     /** The socket file we bound: removed at stop only if the path still leads to it. */
-    private readonly file: SocketFileIdentity,
+    readonly file: SocketFileIdentity,
   ) {
     process.on("exit", this.removeAtExit);
   }

@@ -8,7 +8,7 @@
  * needs them.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Endpoint, localPeerUid, peerLookupUnavailable, peerUidFromTable, socketDiagnosticsMissing } from "../../src/observe/local-peer.ts";
@@ -138,6 +138,21 @@ describe.skipIf(!canSwitchUser)("the monitor's audience", () => {
     const probe = await start(asUser(STRANGER, STRANGER, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
     expect(probe.stdout.trim()).toBe("EACCES");
     expect(await statusesAs(STRANGER, port, ["/figures", "/metrics"])).toEqual({ "/figures": 403, "/metrics": 200 });
+    expect(await statusesAs(0, port, ["/figures"])).toEqual({ "/figures": 200 });
+  });
+
+  test("the socket file removed, or replaced by another socket of the agent's user with a wider mode, widens nothing: the audience is judged by the socket the agent bound, as bound", async () => {
+    const dir = socketDir(defer, "aud-gone-");
+    const { agent, port } = await agentWithMonitor([], [], "127.0.0.1:0", dir.path("out.sock"));
+    await agent.waitForStderr(/listening socket=/);
+    expect(await statusesAs(NOBODY, port, ["/figures"])).toEqual({ "/figures": 403 });
+    unlinkSync(dir.path("out.sock"));
+    expect(await statusesAs(NOBODY, port, ["/figures"])).toEqual({ "/figures": 403 });
+    // Another server of the same user (root) at the path, open to all: not the agent's socket.
+    const other = Bun.listen<undefined>({ unix: dir.path("out.sock"), socket: { data() {} } });
+    defer(() => other.stop(true));
+    chmodSync(dir.path("out.sock"), 0o666);
+    expect(await statusesAs(NOBODY, port, ["/figures", "/metrics"])).toEqual({ "/figures": 403, "/metrics": 200 });
     expect(await statusesAs(0, port, ["/figures"])).toEqual({ "/figures": 200 });
   });
 
