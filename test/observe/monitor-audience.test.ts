@@ -15,8 +15,10 @@ import { type Endpoint, localPeerUid, peerLookupUnavailable, peerUidFromTable, s
 import { useCleanup } from "../support/cleanup.ts";
 import { canUnshare, ipv6Loopback } from "../support/machine.ts";
 import { asUser, canSwitchUser, NOBODY } from "../support/nobody.ts";
+import { fdCount } from "../support/proc.ts";
 import { AGENT, agentEnv, BUN, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
 if (!canSwitchUser) console.warn("monitor audience tests skipped: they need root and setpriv (util-linux)");
@@ -294,6 +296,16 @@ describe.skipIf(!canSwitchUser || peerLookupUnavailable() !== undefined)("tellin
     for (let i = 0; i < 40; i++) await requestAlone(port, "/healthz");
     const read = bytesRead(agent.proc.pid) - before;
     expect({ table: table > 4000 * 100, read: read < table }).toEqual({ table: true, read: true });
+  });
+
+  test("closes the socket each look-up asks the kernel on: 50 connections leave the agent holding the descriptors it held before", async () => {
+    const { agent, port } = await agentWithMonitor();
+    await requestAlone(port, "/healthz");
+    const before = fdCount(agent.proc.pid);
+    for (let i = 0; i < 50; i++) await requestAlone(port, "/healthz");
+    // Each connection's own descriptors (its two ends and the server's) close as it does.
+    await until(() => fdCount(agent.proc.pid) <= before, `the agent's descriptors back to ${before}`, 5000).catch(() => {});
+    expect(fdCount(agent.proc.pid) - before).toBeLessThanOrEqual(0);
   });
 });
 
