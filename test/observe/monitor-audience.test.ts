@@ -125,7 +125,9 @@ describe.skipIf(!canSwitchUser)("the monitor's audience", () => {
     const go = dir.path("mapped");
     const inside = ["setpriv", `--regid=${NOBODY}`, "--clear-groups", "--", "unshare", "--user", "--", "sh", "-c", `while [ ! -e ${go} ]; do sleep 0.02; done; exec "$@"`, "sh"];
     defer(stopAgents);
-    const args = ["output", "serve", "--socket", dir.path("out.sock"), "--source", "-", "--realtime", "--monitor", "127.0.0.1:0", "--metrics", "127.0.0.1:0"];
+    // On a wildcard bind: a peer the kernel names no one is refused at every address of this machine.
+    const wildcard = ipv6Loopback ? "[::]:0" : "0.0.0.0:0";
+    const args = ["output", "serve", "--socket", dir.path("out.sock"), "--source", "-", "--realtime", "--monitor", wildcard, "--metrics", wildcard];
     const agent = start([...inside, ...AGENT, ...args], { stdin: "pipe", env: agentEnv() });
     // unshare runs in the process it was started as: its maps are written once it is in its namespace.
     while (readlinkSync(`/proc/${agent.pid}/ns/user`) === readlinkSync("/proc/self/ns/user")) await Bun.sleep(10);
@@ -139,8 +141,10 @@ describe.skipIf(!canSwitchUser)("the monitor's audience", () => {
     chmodSync(dir.dir, 0o755);
     const probe = await start(asUser(STRANGER, STRANGER, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
     expect(probe.stdout.trim()).toBe("EACCES");
-    expect(await statusesAs(STRANGER, port, ["/figures", "/metrics"])).toEqual({ "/figures": 403, "/metrics": 200 });
-    expect(await statusesAs(0, port, ["/figures"])).toEqual({ "/figures": 200 });
+    for (const host of [...LOOPBACKS, ...ownOtherAddresses()]) {
+      expect([host, await statusesAs(STRANGER, port, ["/figures", "/metrics"], host)]).toEqual([host, { "/figures": 403, "/metrics": 200 }]);
+      expect([host, await statusesAs(0, port, ["/figures"], host)]).toEqual([host, { "/figures": 200 }]);
+    }
   });
 
   test("the socket file removed, or replaced by another socket of the agent's user with a wider mode, widens nothing: the audience is judged by the socket the agent bound, as bound", async () => {
@@ -364,7 +368,7 @@ describe.skipIf(!canSwitchUser || !canUnshare("--mount"))("mayConnect", () => {
 describe.skipIf(!canSwitchUser).each([
   ["localPeerUid", localPeerUid],
   ["peerUidFromTable", peerUidFromTable],
-] as const)("%s", (_, lookUp) => {
+] as const)("%s", (name, lookUp) => {
   test("names the uid owning the connecting socket, over IPv4 and IPv6, and nothing for an end no socket is", async () => {
     for (const hostname of LOOPBACKS) {
       const seen: number[] = [];
@@ -408,6 +412,56 @@ describe.skipIf(!canSwitchUser).each([
       const [peer, local] = await accepted.promise;
       expect([hostname, lookUp(peer!, local!)]).toEqual([hostname, undefined]);
     }
+  });
+
+  test.skipIf(!ipv6Loopback)("names the owner of a dual-stack socket (IPv6) connected to an IPv4 address, which the kernel lists as IPv4-mapped", async () => {
+    const seen: number[] = [];
+    const listener = Bun.listen<undefined>({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open: (s) => {
+          seen.push(lookUp({ address: s.remoteAddress, port: s.remotePort }, { address: s.localAddress, port: s.localPort }) ?? -1);
+          s.end();
+        },
+        data() {},
+      },
+    });
+    defer(() => listener.stop(true));
+    const dir = socketDir(defer, "aud-uid-");
+    const connect = `await new Promise((done) => Bun.connect({ hostname: "::ffff:127.0.0.1", port: ${listener.port}, socket: { data() {}, close: done } }));`;
+    await start(asUser(NOBODY, NOBODY, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+    expect(seen).toEqual([NOBODY]);
+  });
+
+  test.skipIf(!canUnshare("--user", "--map-root-user"))("names no one for a user its user namespace leaves out, whom the kernel names by the overflow uid (nobody's, so anyone's)", async () => {
+    // A listener in a namespace that maps root alone; a stranger and root connect from outside it.
+    const dir = socketDir(defer, "aud-userns-");
+    chmodSync(dir.dir, 0o755);
+    const script = `
+      import { ${name} as lookUp } from ${JSON.stringify(join(import.meta.dir, "../../src/observe/local-peer.ts"))};
+      const seen = [];
+      const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: {
+        open: (s) => {
+          seen.push(lookUp({ address: s.remoteAddress, port: s.remotePort }, { address: s.localAddress, port: s.localPort }) ?? -1);
+          s.end();
+          if (seen.length === 2) { console.log(JSON.stringify(seen)); process.exit(0); }
+        },
+        data() {},
+      } });
+      console.error("port " + listener.port);`;
+    writeFileSync(dir.path("listen.ts"), script);
+    const inside = start(["unshare", "--user", "--map-root-user", "--", BUN, dir.path("listen.ts")], { cwd: dir.dir, timeoutMs: 30_000 });
+    defer(() => inside.kill("SIGKILL"));
+    await inside.waitForStderr(/port \d+/);
+    const port = Number(/port (\d+)/.exec(inside.stderr)![1]);
+    const connect = `await new Promise((done) => Bun.connect({ hostname: "127.0.0.1", port: ${port}, socket: { data() {}, close: done } }));`;
+    for (const uid of [STRANGER, 0]) {
+      await start(asUser(uid, uid, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+    }
+    const result = await inside.done;
+    expect(result.stderr.replace(/^port \d+\n/, "")).toBe("");
+    expect(JSON.parse(result.stdout)).toEqual([-1, 0]);
   });
 });
 
