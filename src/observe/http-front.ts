@@ -1,4 +1,5 @@
 import type { Socket, TCPSocketListener } from "bun";
+import { readFileSync } from "node:fs";
 
 /** HTTP connections served at once; past that a newcomer is answered 503 and closed. */
 export const MAX_HTTP_CONNECTIONS = 32;
@@ -29,6 +30,11 @@ interface Side {
   stall: ReturnType<typeof setTimeout> | undefined;
 }
 
+/** Each connection carried holds this many descriptors: the client's, and both ends of its way to the server. */
+const DESCRIPTORS_PER_CONNECTION = 3;
+/** Descriptors kept for the rest of the process: its listeners, log, audio clients, a look-up's socket or file. */
+const RESERVED_DESCRIPTORS = 32;
+
 /**
  * The places for HTTP connections, shared by every listener of a process
  * (--metrics and --monitor on two addresses): the bound holds for the
@@ -38,6 +44,30 @@ export class HttpConnectionBound {
   /** Connections carried now, by every front sharing this bound. */
   taken = 0;
   constructor(readonly cap = MAX_HTTP_CONNECTIONS) {}
+
+  /**
+   * MAX_HTTP_CONNECTIONS, or fewer (one at least) where the process's
+   * descriptor limit has no room for theirs beside RESERVED_DESCRIPTORS:
+   * out of descriptors, the servers behind the front accept nothing more
+   * and the connections carried to them are never let go, and the audio
+   * server accepts no new client, for good (Bun retries each accept at once,
+   * a core's worth).
+   */
+  static within(limit = descriptorLimit()): HttpConnectionBound {
+    if (limit === undefined) return new HttpConnectionBound();
+    const room = Math.floor((limit - RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_CONNECTION);
+    return new HttpConnectionBound(Math.max(1, Math.min(MAX_HTTP_CONNECTIONS, room)));
+  }
+}
+
+/** The process's descriptor limit (the soft one, which Bun raises to the hard one at start); undefined if /proc does not say. */
+export function descriptorLimit(): number | undefined {
+  try {
+    const limit = /^Max open files\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"))?.[1];
+    return limit === undefined ? undefined : Number(limit);
+  } catch {
+    return undefined;
+  }
 }
 
 const newSide = (client: boolean, other?: Socket<Side>): Side => ({ client, other, waiting: [], ended: false, closed: false, stall: undefined });

@@ -2,7 +2,7 @@ import type { Server, Socket } from "bun";
 import { lstatSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HttpConnectionBound, HttpFront } from "./http-front.ts";
+import { descriptorLimit, HttpConnectionBound, HttpFront, MAX_HTTP_CONNECTIONS } from "./http-front.ts";
 import { HttpListenError, resolvedAddress, type ListenAddress } from "./http-listen-error.ts";
 import { allowedHosts, crossOrigin, misdirected } from "./host-check.ts";
 import { agentOwner, localPeerUid, mayConnect, thisMachine } from "./local-peer.ts";
@@ -11,7 +11,7 @@ import type { MonitorHub } from "./monitor/hub.ts";
 import pageText from "./monitor/page.html" with { type: "text" };
 
 // The process-wide bound its callers share, loaded with this module (only when asked for).
-export { HttpConnectionBound, HttpListenError, type ListenAddress };
+export { descriptorLimit, HttpConnectionBound, HttpListenError, MAX_HTTP_CONNECTIONS, type ListenAddress };
 
 // Imported as text (embedded in the compiled binary); the type declarations only know HTML bundles.
 const page = pageText as unknown as string;

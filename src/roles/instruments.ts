@@ -139,9 +139,12 @@ export class Instruments {
     const unasked = monitorAt && peerLookupUnavailable();
     if (unasked) this.report("warn", "the kernel has no socket diagnostics to ask who connects to the monitor: each connection's user is found in /proc/net/tcp, read whole (a moment for every socket on the machine)", { why: unasked });
     // Loaded only when asked for: the HTTP server (and the monitor page) cost memory.
-    const { AgentHttpServer, HttpConnectionBound } = await import("../observe/http-server.ts");
+    const { AgentHttpServer, descriptorLimit, HttpConnectionBound, MAX_HTTP_CONNECTIONS } = await import("../observe/http-server.ts");
     // One bound for the process: two addresses do not double the connections (and descriptors) a peer may hold.
-    const bound = new HttpConnectionBound();
+    const bound = HttpConnectionBound.within();
+    if (bound.cap < MAX_HTTP_CONNECTIONS) {
+      this.report("warn", `the descriptor limit leaves room for fewer HTTP connections at once than ${MAX_HTTP_CONNECTIONS}`, { limit: descriptorLimit(), connections: bound.cap });
+    }
     try {
       if (metricsAt && monitorAt && (await oneSocket(metricsAt, monitorAt))) {
         // One server for both, bound at the metrics address: it answers to the monitor address's names too.

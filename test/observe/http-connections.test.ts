@@ -82,6 +82,20 @@ describe("HTTP connections are bounded", () => {
     expect(readdirSync(`/proc/${agent.pid}/fd`).length).toBeLessThan(200 - 50);
     await expectAudioServed(t.path("o.sock"), t.path("out.wire"));
   }, 60_000);
+
+  test("a descriptor limit too small for 32 connections (64): the bound fits within it, so a peer holding every place leaves the agent descriptors, and once it lets go /healthz answers and an audio client is served", async () => {
+    const { t, agent, port } = await servingWithMetrics(64);
+    expect(agent.stderr).toContain("fewer HTTP connections at once");
+    const held = await idleConnections(port, 40);
+    // Those past the fitted bound are answered and closed at once: the agent had descriptors for them.
+    await until(() => held.closed() > 0, "a connection past the bound closed");
+    held.sockets.forEach((s) => s.terminate());
+    // Over its limit, the agent accepted nothing more, nor let go what it held: for good.
+    const served = () => rawRequest("127.0.0.1", port, `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${port}`, 2000).then((r) => r.status === 200, () => false);
+    await until(served, "/healthz answered again", 10_000).catch(() => {});
+    expect(await served()).toBe(true);
+    await expectAudioServed(t.path("o.sock"), t.path("out.wire"));
+  }, 60_000);
 });
 
 describe("--metrics and --monitor on two ports", () => {
