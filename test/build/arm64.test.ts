@@ -1,17 +1,20 @@
 /**
  * The device build (linux-arm64, glibc), cross-compiled by build.ts and run
  * under qemu user-mode emulation: it starts, and two of them really stream
- * frames to each other over a Unix socket. Needs qemu-aarch64-static and the
- * aarch64 glibc (Debian: qemu-user-static, libc6-arm64-cross; npm test installs them).
+ * frames to each other over a Unix socket, and its monitor tells users apart
+ * by the look-up a kernel without socket diagnostics gets (/proc/net/tcp).
+ * Needs qemu-aarch64-static and the aarch64 glibc (Debian: qemu-user-static,
+ * libc6-arm64-cross; npm test installs them).
  */
 import { afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync } from "node:fs";
+import { chmodSync, existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { built, type Built } from "../support/binaries.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { asUser, canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { firstMismatch } from "../support/payloads.ts";
-import { stopAgents, run, start } from "../support/processes.ts";
+import { BUN, stopAgents, run, start } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 
@@ -62,5 +65,21 @@ describe("compiled arm64 binary under qemu", () => {
     expect(frames.length).toBe(count);
     expect(firstMismatch(frames)).toBe(-1);
     expect(readdirSync(dir).sort()).toEqual(["in.wire", "out.wire"]);
+  }, 45_000);
+
+  test.skipIf(!canSwitchUser)("--monitor where qemu gives no socket diagnostics (no NETLINK_SOCK_DIAG): said at start, and each peer's user found in /proc/net/tcp: root is served the monitor, nobody only /metrics", async () => {
+    const { dir } = socketDir(defer, "aa-arm-");
+    chmodSync(dir, 0o755);
+    const serve = start(qemu(["output", "serve", "--source", "-", "--socket", join(dir, "o.sock"), "--monitor", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]), { cwd: dir, stdin: "pipe", timeoutMs: 40_000 });
+    await serve.waitForStderr(/http listening url=http/, 30_000);
+    expect(serve.stderr).toContain("the kernel has no socket diagnostics to ask who connects to the monitor");
+    const url = /http listening url=(\S+)/.exec(serve.stderr)![1]!;
+    const statuses = async (uid: number) => {
+      const ask = `const out = []; for (const path of ["figures", "metrics"]) out.push((await fetch(${JSON.stringify(url)} + path)).status); console.log(out.join(" "));`;
+      const asked = await start(asUser(uid, uid, dir, [BUN, "-e", ask]), { cwd: dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+      expect(asked.stderr).toBe("");
+      return asked.stdout.trim();
+    };
+    expect({ root: await statuses(0), nobody: await statuses(NOBODY) }).toEqual({ root: "200 200", nobody: "403 200" });
   }, 45_000);
 });
