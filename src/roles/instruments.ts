@@ -430,6 +430,11 @@ export class ChannelInstruments implements ChannelObserver {
     const end = this.end;
     end.tuner.resize({ sendBytes: state.sendBufferBytes, receiveBytes: state.receiveBufferBytes });
     if (state.queueFrames > 0) end.resizeQueue?.(state.queueFrames);
+    // Relaxed, what the escalation left behind (the ring the queue just gave back, if it had
+    // drained; the frames and reads of the pressure) goes back to the system now, not at Bun's
+    // next collection, up to BUN_GC_TIMER_INTERVAL later (30 s on the device). A full collection
+    // takes a few ms, once per relax, never per frame (bench/FINDINGS.md).
+    const collected = decision === "relax" ? collectGarbage() : undefined;
     this.metrics?.adaptive(state, decision);
     // What the kernel holds now, read back from the live connection; without one, the next is given the sizes.
     const kernel = end.tuner.readings().kernel.sendBytes;
@@ -439,6 +444,7 @@ export class ChannelInstruments implements ChannelObserver {
       send_buffer: state.sendBufferBytes,
       ...(kernel > 0 ? { kernel_send_buffer: kernel } : {}),
       queue_frames: state.queueFrames,
+      ...(collected ? { heap_used_bytes: collected.heapUsedBytes, collect_ms: collected.ms } : {}),
     });
   }
 }
@@ -450,6 +456,18 @@ export class ChannelInstruments implements ChannelObserver {
  */
 export function thousandths(value: number): number {
   return Math.round(value * 1000) / 1000;
+}
+
+/**
+ * A full, synchronous collection (JavaScriptCore's heap, then mimalloc's
+ * freed pages back to the system): the JavaScript heap in use after it, as
+ * audio_agent_heap_used_bytes reads it, and how long it held the thread.
+ */
+function collectGarbage(): { heapUsedBytes: number; ms: number } {
+  const start = performance.now();
+  Bun.gc(true);
+  const ms = thousandths(performance.now() - start);
+  return { heapUsedBytes: process.memoryUsage().heapUsed, ms };
 }
 
 /** The counters a summary line reports the change of: the final line's accounting, and bytes. */

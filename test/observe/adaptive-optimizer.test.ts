@@ -5,8 +5,8 @@ import { AgentMetrics } from "../../src/observe/metrics.ts";
 import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { metricsUrl, samples, scrape, scrapeUntil, value } from "../support/metrics.ts";
-import { expectAccountedLine } from "../support/agent-log.ts";
-import { expectIntactInOrder, indexedPayload, payloadIndex, testPayload } from "../support/payloads.ts";
+import { expectAccountedLine, logFields } from "../support/agent-log.ts";
+import { expectIntactInOrder, indexedPayload, payloadIndex, payloadOfSize, testPayload } from "../support/payloads.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { idleSenderReadings } from "../support/readings.ts";
@@ -235,16 +235,16 @@ const SEND_BUFFER = { component: "audio-output", buffer_type: "send" };
  * 1 s and relaxing after `calmMs`, with a paused reader connected. No latency
  * budget: it would stop writing long before a paused reader's socket buffer overflows.
  */
-async function pausedReaderServe(prefix: string, calmMs: number) {
+async function pausedReaderServe(prefix: string, calmMs: number, { queueFrames = 100, extra = [] as string[] } = {}) {
   const { path } = socketDir(defer, prefix);
   defer(() => stopAgents());
   const sock = path("out.sock");
   const server = spawnAgent(
     [
       "output", "serve", "--socket", sock, "--source", "-", "--realtime",
-      "--queue-frames", "100", "--stuck-frames", "100000", "--max-latency-ms", "60000", "--socket-buffers", "default",
+      "--queue-frames", String(queueFrames), "--stuck-frames", "100000", "--max-latency-ms", "60000", "--socket-buffers", "default",
       "--adaptive-threshold", "3", "--adaptive-window-ms", "1000", "--adaptive-calm-ms", String(calmMs),
-      "--metrics", "0",
+      "--metrics", "0", ...extra,
     ],
     { stdin: "pipe" },
   );
@@ -361,6 +361,47 @@ describe("adaptive optimizer and the send queue's memory", () => {
     expect(accounting.submitted).toBe(N);
     expect(reader.frames.length).toBe(accounting.delivered);
     expectIntactInOrder(reader.frames, 4096);
+  });
+});
+
+describe("adaptive optimizer and the process's memory", () => {
+  test("relaxed, the process collects at once: the relax line tells the heap in use after it, which no longer holds the megabytes the queue grew to", async () => {
+    // Refused when full (--drop newest), the queued frames wait out the 2 s deadline: deadline
+    // drops, each tick, escalate to the top level, whose 2000 frames of 4 KiB fill an 8 MiB ring.
+    // While the reader is paused the queue's oldest frame meets the deadline at least every 2 s,
+    // so the calm of 3 s comes only once it reads again (and the queue has drained).
+    const { server, base, reader } = await pausedReaderServe("aah-", 3000, { queueFrames: 500, extra: ["--drop", "newest", "--write-deadline-ms", "2000"] });
+    const N = 6000;
+    const feeding = server.writeStdin(wireBytes(0, N, (i) => payloadOfSize(i, 4096), OUTPUT_MAGIC, 1));
+    feeding.catch(() => {});
+    const escalated = await scrapeUntil(
+      base,
+      (t) => value(t, "audio_agent_adaptive_level") === 2 && value(t, "audio_agent_queue_allocated_bytes") >= 8 * 1024 * KiB,
+      "top level, the ring grown to 8 MiB",
+    );
+    const grown = value(escalated, "audio_agent_queue_allocated_bytes");
+
+    reader.socket.resume();
+    await feeding;
+    await scrapeUntil(base, (t) => value(t, "audio_agent_adaptive_level") === 0 && value(t, "audio_agent_queue_depth_frames") === 0, "relaxed, the queue drained");
+    await server.waitForStderr("adaptive: relax");
+    const relax = logFields(server.stderr, "instruments", "adaptive: relax");
+    // Collected at the relax: the grown ring, given back by then, is no longer in the heap (4 to
+    // 6 MB here, with the metrics); as of an earlier collection it still is (14 to 15 MB).
+    const heapUsed = Number(relax.heap_used_bytes);
+    expect(heapUsed).toBeGreaterThan(0);
+    expect(heapUsed).toBeLessThan(grown);
+    expect(Number(relax.collect_ms)).toBeGreaterThan(0);
+    // Only a relax collects: an escalation's line tells neither.
+    const lines = server.stderr.split("\n").filter((l) => l.includes("adaptive: "));
+    for (const line of lines) expect(line.includes("heap_used_bytes=") && line.includes("collect_ms=")).toBe(line.includes("adaptive: relax"));
+
+    server.endStdin();
+    expect(await server.exited, server.stderr).toBe(0);
+    await reader.closed;
+    const accounting = expectAccountedLine(server.stderr);
+    expect(accounting.submitted).toBe(N);
+    expect(reader.frames.length).toBe(accounting.delivered);
   });
 });
 
