@@ -220,7 +220,7 @@ describe("S95audio-agent's lock: a holder killed or stopped at the wrong moment"
   // Skipped: on a loaded machine (a full suite's run, two busy loops beside it) the holder still
   // takes 1.5 + 0.6 + 0.6 s to exit, as two removals of the lock would, and the start that comes
   // once it is gone takes a turn beside the one that took it in between (two agents). Idle, it
-  // passes. Its third start waits for the holder's exit, where a fixed 2.1 s sleep raced it.
+  // passed with a fixed 2.1 s sleep before the third start (4 of 4); it now waits for the holder's exit.
   test.skip("a holder TERMed: its traps remove only its own lock", async () => {
     const env = setup();
     const holder = start([BUSYBOX!, "sh", SCRIPT, "stop"], { cwd: dir, env: scriptEnv(env, { SLOW_PIPE_RM: "1.5", SLOW_LOCK_RM: "0.6" }), timeoutMs: 30_000 });
