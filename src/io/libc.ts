@@ -3,6 +3,11 @@ import { dlopen, type Library, type Symbols } from "bun:ffi";
 // libc through bun:ffi, for every layer that calls it: transport (socket tuning, the notify
 // socket), observe (who owns a monitor peer's socket), which may not import transport, and the benchmark.
 
+/** Linux's values (the same on x86-64 and aarch64), for the sockets the callers open through libc. */
+export const SOCK_DGRAM = 2;
+export const SOCK_CLOEXEC = 0o2000000;
+export const MSG_DONTWAIT = 0x40;
+
 /**
  * Tried in order: glibc, musl by soname (Alpine), musl by loader path, then a generic name.
  * Under musl the first already succeeds: its loader maps any "libc.*" name to itself.

@@ -1,7 +1,7 @@
 import { ptr, read, type Library } from "bun:ffi";
 import { lstatSync, readFileSync } from "node:fs";
 import { endianness, networkInterfaces } from "node:os";
-import { errnoName, openLibc } from "../io/libc.ts";
+import { errnoName, MSG_DONTWAIT, openLibc, SOCK_CLOEXEC, SOCK_DGRAM } from "../io/libc.ts";
 
 /**
  * Who is at the other end of a TCP connection from this machine, and whether
@@ -24,8 +24,6 @@ export interface Endpoint {
 const AF_INET = 2;
 const AF_INET6 = 10;
 const AF_NETLINK = 16;
-const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
 const NETLINK_SOCK_DIAG = 4;
 const SOCK_DIAG_BY_FAMILY = 20;
 const NLM_F_REQUEST = 1;
@@ -33,8 +31,6 @@ const NLM_F_DUMP = 0x300;
 const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
 const IPPROTO_TCP = 6;
-/** The reply is queued before sendto returns (the kernel answers in the sender's call): never wait for it. */
-const MSG_DONTWAIT = 0x40;
 /** A listening socket, which the kernel's look-up falls back to when no connected one matches. */
 const TCP_LISTEN = 10;
 /** nlmsghdr, then inet_diag_req_v2 (family, protocol, ext, pad, states, inet_diag_sockid). */
@@ -105,6 +101,7 @@ export function socketDiagnosticsMissing(family: number, protocol: number): stri
     if (Number(libc.symbols.sendto(fd, ptr(request), REQUEST_BYTES, 0, ptr(KERNEL), KERNEL.length)) !== REQUEST_BYTES) {
       return `sock_diag refused a request: ${errnoName(read.i32(libc.symbols.__errno_location()!, 0))}`;
     }
+    // The reply is queued before sendto returns (the kernel answers in the sender's call): never wait for it.
     const got = Number(libc.symbols.recv(fd, ptr(reply), reply.length, MSG_DONTWAIT));
     const answer = new DataView(reply.buffer);
     // A missing family's handler answers NLMSG_ERROR; a missing protocol's, the listing's NLMSG_DONE with the error.
@@ -219,6 +216,7 @@ function ask(libc: Library<typeof SYMBOLS>, peerPort: number, localPort: number)
   if (fd < 0) return undefined;
   try {
     if (Number(libc.symbols.sendto(fd, ptr(request), REQUEST_BYTES, 0, ptr(KERNEL), KERNEL.length)) !== REQUEST_BYTES) return undefined;
+    // The reply is queued before sendto returns (the kernel answers in the sender's call): never wait for it.
     const got = Number(libc.symbols.recv(fd, ptr(reply), reply.length, MSG_DONTWAIT));
     const answer = new DataView(reply.buffer);
     // An error (ENOENT: no such socket) comes as NLMSG_ERROR instead.

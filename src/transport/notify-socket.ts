@@ -1,11 +1,8 @@
 import { ptr, read, type Library } from "bun:ffi";
-import { errnoName, openLibc } from "../io/libc.ts";
+import { errnoName, MSG_DONTWAIT, openLibc, SOCK_CLOEXEC, SOCK_DGRAM } from "../io/libc.ts";
 
 const AF_UNIX = 1;
-const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
-/** Never wait for a receiver whose queue is full (the message is lost, not the process's time), never SIGPIPE. */
-const MSG_DONTWAIT = 0x40;
+/** With MSG_DONTWAIT: never wait for a receiver whose queue is full (the message is lost, not the process's time), never SIGPIPE. */
 const MSG_NOSIGNAL = 0x4000;
 /** sockaddr_un: sa_family_t, then sun_path[108]. */
 const SUN_PATH = 108;
