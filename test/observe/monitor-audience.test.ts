@@ -16,7 +16,7 @@ import { useCleanup } from "../support/cleanup.ts";
 import { canUnshare, ipv6Loopback } from "../support/machine.ts";
 import { asUser, canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { fdCount } from "../support/proc.ts";
-import { AGENT, agentEnv, BUN, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, BUN, type Result, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -70,6 +70,29 @@ async function statusesAs(uid: number, port: number, paths: string[], host = "12
   return JSON.parse(result.stdout) as Record<string, number>;
 }
 
+/** `script` run by Bun as `uid` (its own group `uid`, no others) in `dir`, to its end. */
+function bunAs(uid: number, dir: string, script: string): Promise<Result> {
+  return start(asUser(uid, uid, dir, [BUN, "-e", script]), { cwd: dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+}
+
+/** A TCP listener at `hostname` that judges each peer with `lookUp` (-1: no one) as it connects, and ends it. */
+function judgingListener(hostname: string, lookUp: typeof localPeerUid): { port: number; seen: number[] } {
+  const seen: number[] = [];
+  const listener = Bun.listen<undefined>({
+    hostname,
+    port: 0,
+    socket: {
+      open: (s) => {
+        seen.push(lookUp({ address: s.remoteAddress, port: s.remotePort }, { address: s.localAddress, port: s.localPort }) ?? -1);
+        s.end();
+      },
+      data() {},
+    },
+  });
+  defer(() => listener.stop(true));
+  return { port: listener.port, seen };
+}
+
 const all = (paths: string[], status: number) => Object.fromEntries(paths.map((p) => [p, status]));
 /** The loopback addresses this machine has: ::1 only where IPv6 is on. */
 const LOOPBACKS = ["127.0.0.1", ...(ipv6Loopback ? ["::1"] : [])];
@@ -113,7 +136,7 @@ describe.skipIf(!canSwitchUser)("the monitor's audience", () => {
       expect([dirGroup, lstatSync(dir.path("out.sock")).gid]).toEqual([dirGroup, dirGroup]);
       // What the kernel says, then what the monitor does.
       const connect = `await Bun.connect({ unix: ${JSON.stringify(dir.path("out.sock"))}, socket: { data() {}, open: (s) => s.end() } }).then(() => console.log("connected"), (e) => console.log(e.code))`;
-      const probe = await start(asUser(NOBODY, NOBODY, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+      const probe = await bunAs(NOBODY, dir.dir, connect);
       expect([dirGroup, probe.stdout.trim()]).toEqual([dirGroup, nobodyStatus === 200 ? "connected" : "EACCES"]);
       expect([dirGroup, await statusesAs(NOBODY, port, ["/figures"])]).toEqual([dirGroup, { "/figures": nobodyStatus }]);
     }
@@ -139,7 +162,7 @@ describe.skipIf(!canSwitchUser)("the monitor's audience", () => {
     await agent.waitForStderr(/listening socket=/);
     const connect = `await Bun.connect({ unix: ${JSON.stringify(dir.path("out.sock"))}, socket: { data() {}, open: (s) => s.end() } }).then(() => console.log("connected"), (e) => console.log(e.code))`;
     chmodSync(dir.dir, 0o755);
-    const probe = await start(asUser(STRANGER, STRANGER, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+    const probe = await bunAs(STRANGER, dir.dir, connect);
     expect(probe.stdout.trim()).toBe("EACCES");
     for (const host of [...LOOPBACKS, ...ownOtherAddresses()]) {
       expect([host, await statusesAs(STRANGER, port, ["/figures", "/metrics"], host)]).toEqual([host, { "/figures": 403, "/metrics": 200 }]);
@@ -217,8 +240,8 @@ describe.skipIf(!canSwitchUser)("the servers behind the port", () => {
     expect(lstatSync(dir).mode & 0o777).toBe(0o700);
     expect(readdirSync(dir).sort()).toEqual(["all", "outsiders"]);
     // nobody cannot reach a server without the front.
-    const probe = start(asUser(NOBODY, NOBODY, "/tmp", [BUN, "-e", `await Bun.connect({ unix: ${JSON.stringify(join(dir, "all"))}, socket: { data() {} } }).then(() => console.log("connected"), (e) => console.log(e.code))`]), { env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
-    expect((await probe.done).stdout.trim()).toBe("EACCES");
+    const probe = await bunAs(NOBODY, "/tmp", `await Bun.connect({ unix: ${JSON.stringify(join(dir, "all"))}, socket: { data() {} } }).then(() => console.log("connected"), (e) => console.log(e.code))`);
+    expect(probe.stdout.trim()).toBe("EACCES");
 
     first.agent.kill("SIGKILL");
     await first.agent.exited;
@@ -371,27 +394,15 @@ describe.skipIf(!canSwitchUser).each([
 ] as const)("%s", (name, lookUp) => {
   test("names the uid owning the connecting socket, over IPv4 and IPv6, and nothing for an end no socket is", async () => {
     for (const hostname of LOOPBACKS) {
-      const seen: number[] = [];
-      const listener = Bun.listen<undefined>({
-        hostname,
-        port: 0,
-        socket: {
-          open: (s) => {
-            seen.push(lookUp({ address: s.remoteAddress, port: s.remotePort }, { address: s.localAddress, port: s.localPort }) ?? -1);
-            s.end();
-          },
-          data() {},
-        },
-      });
-      defer(() => listener.stop(true));
+      const { port, seen } = judgingListener(hostname, lookUp);
       const dir = socketDir(defer, "aud-uid-");
-      const connect = `await new Promise((done) => Bun.connect({ hostname: ${JSON.stringify(hostname)}, port: ${listener.port}, socket: { data() {}, close: done } }));`;
-      await start(asUser(NOBODY, NOBODY, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
-      await start(asUser(STRANGER, STRANGER, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+      const connect = `await new Promise((done) => Bun.connect({ hostname: ${JSON.stringify(hostname)}, port: ${port}, socket: { data() {}, close: done } }));`;
+      await bunAs(NOBODY, dir.dir, connect);
+      await bunAs(STRANGER, dir.dir, connect);
       expect([hostname, seen]).toEqual([hostname, [NOBODY, STRANGER]]);
-      expect(lookUp({ address: hostname, port: 1 }, { address: hostname, port: listener.port })).toBeUndefined();
+      expect(lookUp({ address: hostname, port: 1 }, { address: hostname, port })).toBeUndefined();
       // Nor the listener the kernel's look-up falls back to when no connected socket matches (root's, here).
-      expect(lookUp({ address: hostname, port: listener.port }, { address: hostname, port: 1 })).toBeUndefined();
+      expect(lookUp({ address: hostname, port }, { address: hostname, port: 1 })).toBeUndefined();
     }
   });
 
@@ -408,29 +419,17 @@ describe.skipIf(!canSwitchUser).each([
       defer(() => listener.stop(true));
       const dir = socketDir(defer, "aud-uid-");
       const connect = `await new Promise((done) => Bun.connect({ hostname: ${JSON.stringify(hostname)}, port: ${listener.port}, socket: { open: (s) => s.end(), data() {}, close: done } }));`;
-      await start(asUser(NOBODY, NOBODY, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+      await bunAs(NOBODY, dir.dir, connect);
       const [peer, local] = await accepted.promise;
       expect([hostname, lookUp(peer!, local!)]).toEqual([hostname, undefined]);
     }
   });
 
   test.skipIf(!ipv6Loopback)("names the owner of a dual-stack socket (IPv6) connected to an IPv4 address, which the kernel lists as IPv4-mapped", async () => {
-    const seen: number[] = [];
-    const listener = Bun.listen<undefined>({
-      hostname: "127.0.0.1",
-      port: 0,
-      socket: {
-        open: (s) => {
-          seen.push(lookUp({ address: s.remoteAddress, port: s.remotePort }, { address: s.localAddress, port: s.localPort }) ?? -1);
-          s.end();
-        },
-        data() {},
-      },
-    });
-    defer(() => listener.stop(true));
+    const { port, seen } = judgingListener("127.0.0.1", lookUp);
     const dir = socketDir(defer, "aud-uid-");
-    const connect = `await new Promise((done) => Bun.connect({ hostname: "::ffff:127.0.0.1", port: ${listener.port}, socket: { data() {}, close: done } }));`;
-    await start(asUser(NOBODY, NOBODY, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+    const connect = `await new Promise((done) => Bun.connect({ hostname: "::ffff:127.0.0.1", port: ${port}, socket: { data() {}, close: done } }));`;
+    await bunAs(NOBODY, dir.dir, connect);
     expect(seen).toEqual([NOBODY]);
   });
 
@@ -457,7 +456,7 @@ describe.skipIf(!canSwitchUser).each([
     const port = Number(/port (\d+)/.exec(inside.stderr)![1]);
     const connect = `await new Promise((done) => Bun.connect({ hostname: "127.0.0.1", port: ${port}, socket: { data() {}, close: done } }));`;
     for (const uid of [STRANGER, 0]) {
-      await start(asUser(uid, uid, dir.dir, [BUN, "-e", connect]), { cwd: dir.dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).done;
+      await bunAs(uid, dir.dir, connect);
     }
     const result = await inside.done;
     expect(result.stderr.replace(/^port \d+\n/, "")).toBe("");
