@@ -31,10 +31,10 @@ beforeAll(async () => {
   shims = mkdtempSync("/tmp/aa-shims-");
   // ln SRC DST: SLOW_BREAK_LN before taking a marker to break a stale lock.
   shim("ln", 'case $2 in *.lock.break.*) [ -n "$SLOW_BREAK_LN" ] && sleep "$SLOW_BREAK_LN" ;; esac');
-  // rm -f FILE...: SLOW_LOCK_RM before removing the lock, SLOW_BREAK_RM before removing a marker.
-  // SLOW_PIPE_RM before removing the syslog pipe (a stop's last step before it unlocks). With
-  // SLEEPING, the lock's removal makes that file as it starts to wait.
-  shim("rm", 'case $2 in *.lock) [ -n "$SLOW_LOCK_RM" ] && { [ -z "$SLEEPING" ] || : >"$SLEEPING"; sleep "$SLOW_LOCK_RM"; } ;; *.lock.break.*) [ -n "$SLOW_BREAK_RM" ] && sleep "$SLOW_BREAK_RM" ;; *.log-pipe) [ -n "$SLOW_PIPE_RM" ] && sleep "$SLOW_PIPE_RM" ;; esac');
+  // rm -f FILE...: SLOW_LOCK_RM before removing the lock, SLOW_BREAK_RM before removing a marker,
+  // SLOW_PIPE_RM before removing the syslog pipe (a stop's last step before it unlocks), by the
+  // first operand that names one. With SLEEPING, each such wait makes that file as it begins.
+  shim("rm", 'for f; do case $f in *.lock) delay=$SLOW_LOCK_RM ;; *.lock.break.*) delay=$SLOW_BREAK_RM ;; *.log-pipe) delay=$SLOW_PIPE_RM ;; *) continue ;; esac; [ -n "$delay" ] && { [ -z "$SLEEPING" ] || : >"$SLEEPING"; sleep "$delay"; }; break; done');
   // A start holds its turn for a while before the pid file appears.
   shim("start-stop-daemon", 'sleep "${SLOW_SSD:-1}"');
   // nobody runs them in one test.
@@ -215,22 +215,31 @@ describe("S95audio-agent's lock: a holder killed or stopped at the wrong moment"
     await expectOneAgent(results, env);
   }, 30_000);
 
-  // busybox 1.35's ash runs the EXIT trap after a signal trap's exit: a TERMed holder removes $LOCK twice,
-  // the second time the lock of the start that took the turn in between.
-  // Skipped: on a loaded machine (a full suite's run, two busy loops beside it) the holder still
-  // takes 1.5 + 0.6 + 0.6 s to exit, as two removals of the lock would, and the start that comes
-  // once it is gone takes a turn beside the one that took it in between (two agents). Idle, it
-  // passed with a fixed 2.1 s sleep before the third start (4 of 4); it now waits for the holder's exit.
-  test.skip("a holder TERMed: its traps remove only its own lock", async () => {
+  // A TERM while the stop removes the syslog pipe: the signal's trap removes the lock, and no
+  // EXIT trap after it removes it again (some BusyBox ash runs it), by then the turn of the start
+  // that was waiting.
+  test("a holder TERMed while it stops: it removes its lock once", async () => {
     const env = setup();
-    const holder = start([BUSYBOX!, "sh", SCRIPT, "stop"], { cwd: dir, env: scriptEnv(env, { SLOW_PIPE_RM: "1.5", SLOW_LOCK_RM: "0.6" }), timeoutMs: 30_000 });
-    await Bun.sleep(300);
+    const sleeping = join(dir, "sleeping");
+    const holder = start([BUSYBOX!, "sh", SCRIPT, "stop"], { cwd: dir, env: scriptEnv(env, { SLOW_PIPE_RM: "1.5", SLOW_LOCK_RM: "0.6", SLEEPING: sleeping }), timeoutMs: 30_000 });
+    await until(() => existsSync(sleeping), "the stop's removal of the syslog pipe to wait", 10_000);
     const second = initScript("start", env, { SLOW_SSD: "2" });
-    await Bun.sleep(300);
     holder.kill("SIGTERM");
-    // The third comes once the holder is gone, its traps run (one removal of its lock, or two):
-    // a fixed sleep let a loaded machine start it while the holder was still removing.
     expect(await holder.exited).toBe(1);
+    const third = initScript("start", env, { SLOW_SSD: "2" });
+    await expectOneAgent([await second, await third], env);
+  }, 30_000);
+
+  // A TERM while the EXIT trap removes the lock: the signal's trap ran after that removal and
+  // removed the lock again, the turn the waiting start had taken in between.
+  test("a holder TERMed while its EXIT trap removes the lock: it removes it once", async () => {
+    const env = setup();
+    const sleeping = join(dir, "sleeping");
+    const holder = start([BUSYBOX!, "sh", SCRIPT, "stop"], { cwd: dir, env: scriptEnv(env, { SLOW_LOCK_RM: "1.5", SLEEPING: sleeping }), timeoutMs: 30_000 });
+    await until(() => existsSync(sleeping), "the EXIT trap's removal of the lock to wait", 10_000);
+    const second = initScript("start", env, { SLOW_SSD: "2" });
+    holder.kill("SIGTERM");
+    await holder.exited;
     const third = initScript("start", env, { SLOW_SSD: "2" });
     await expectOneAgent([await second, await third], env);
   }, 30_000);
