@@ -811,10 +811,12 @@ export function readFlags(args: string[], flags: FlagSpecs, command: string): { 
     const spec = name === undefined || !Object.hasOwn(flags, name) ? undefined : flags[name];
     if (name === undefined || !spec) throw new ConfigError(`${command}: unknown option ${rawName} (${see})`);
     if (spec.type === "boolean") {
-      if (inline !== undefined && inline !== "true" && inline !== "false") {
+      // Blanks around it are not part of it, as around any value but a path.
+      const word = inline?.trim();
+      if (word !== undefined && word !== "true" && word !== "false") {
         throw new ConfigError(`${command}: ${rawName} is a switch: takes true or false, found "${inline}" (${see})`);
       }
-      values[name] = inline !== "false";
+      values[name] = word !== "false";
       continue;
     }
     // "--count --once": the next flag is not a value, the value is missing.

@@ -141,6 +141,12 @@ describe("readFlags", () => {
     expect(() => readFlags(["-f.json"], flags, "config check")).toThrow("config check: unknown option -f.json (see audio-agent config check --help)");
   });
 
+  test("a switch's value, like any value but a path, is read without the blanks around it; a word but true or false is refused as written", () => {
+    expect(readFlags(["--help= true"], flags, "config print").values).toEqual({ help: true });
+    expect(readFlags(["--help=false\t"], flags, "config print").values).toEqual({ help: false });
+    expect(() => readFlags(["--help= yes"], flags, "config print")).toThrow('config print: --help is a switch: takes true or false, found " yes" (see audio-agent config print --help)');
+  });
+
   test("--no-NAME turns off a switch only: for an option that takes a value it is an unknown option, not that option set to false", () => {
     expect(readFlags(["--no-help"], flags, "config print")).toEqual({ values: { help: false }, positionals: [] });
     expect(() => readFlags(["--no-config"], flags, "config print")).toThrow("config print: unknown option --no-config (see audio-agent config print --help)");
