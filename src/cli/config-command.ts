@@ -1,4 +1,5 @@
 import {
+  ConfigError,
   loadConfigFile,
   namedConfigFile,
   PROCESS_OPTIONS,
@@ -76,7 +77,19 @@ export async function configCommand(args: string[], io: ConfigIo): Promise<numbe
     const sources: ConfigSources = { flags: {}, env: io.env, file };
     // serve asked for on its own is refused as a serve run refuses it: what it prints must run.
     // (Among all roles it is shown: a top-level "socket" that gives both channels one is the single roles' to take.)
-    const effective = Object.fromEntries(roles.map((role) => [role, role === "serve" ? serveFile(sources, roles.length === 1) : written(resolveSettings(role, sources, false))]));
+    // Among all roles, serve refused (sections that give a process-wide option differently, for two
+    // single roles) is shown as null with the reason on stderr: the file is still one they run with.
+    const serveShown = (): Record<string, unknown> | null => {
+      if (roles.length === 1) return serveFile(sources, true);
+      try {
+        return serveFile(sources, false);
+      } catch (error) {
+        if (!(error instanceof ConfigError)) throw error;
+        io.err(`audio-agent: config print: serve not shown: ${error.message}\n`);
+        return null;
+      }
+    };
+    const effective = Object.fromEntries(roles.map((role) => [role, role === "serve" ? serveShown() : written(resolveSettings(role, sources, false))]));
     const shown = roles.length === 1 ? effective[roles[0]] : { config_file: file?.path ?? null, ...effective };
     io.out(JSON.stringify(shown, null, 2) + "\n");
     return EXIT_OK;

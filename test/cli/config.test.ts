@@ -268,6 +268,12 @@ describe("config print", () => {
     const run = await cli(["serve", "--output-source", "/dev/null", "--input-sink", path("in.wire"), "--config", split]);
     expect(run).toEqual({ code: 2, stdout: "", stderr: refused.stderr });
     expect(await cli(["config", "check", split])).toMatchObject({ code: 0, stderr: "" });
+    // All roles: each single role is shown, serve as null, and why on stderr; the file is still one they run with.
+    const all = await cli(["config", "print", "--config", split]);
+    expect(all.code, all.stderr).toBe(0);
+    const roles = JSON.parse(all.stdout);
+    expect([roles["output serve"].monitor, roles["input serve"].monitor, roles.serve]).toEqual(["127.0.0.1:8080", "127.0.0.1:8081", null]);
+    expect(all.stderr).toBe(`audio-agent: config print: serve not shown: ${refused.stderr.replace(/^audio-agent: /, "")}`);
   });
 
   test("without any file: defaults only, config_file null", async () => {
