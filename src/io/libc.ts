@@ -4,9 +4,25 @@ import { dlopen, type Library, type Symbols } from "bun:ffi";
 // socket), observe (who owns a monitor peer's socket), which may not import transport, and the benchmark.
 
 /** Linux's values (the same on x86-64 and aarch64), for the sockets the callers open through libc. */
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
 export const SOCK_DGRAM = 2;
 export const SOCK_CLOEXEC = 0o2000000;
 export const MSG_DONTWAIT = 0x40;
+
+/**
+ * A struct sockaddr_un naming `name`, a path or an abstract name ("@name"),
+ * as long as the address it holds (the socklen_t to pass): sa_family_t, then
+ * the path and its NUL, or a NUL and the abstract name with none after.
+ */
+export function unixAddress(name: string): Uint8Array {
+  const abstract = name.startsWith("@");
+  const bytes = Buffer.from(abstract ? name.slice(1) : name);
+  const address = new Uint8Array(2 + bytes.length + 1);
+  new DataView(address.buffer).setUint16(0, AF_UNIX, true);
+  address.set(bytes, abstract ? 3 : 2);
+  return address;
+}
 
 /**
  * Tried in order: glibc, musl by soname (Alpine), musl by loader path, then a generic name.

@@ -1,7 +1,6 @@
 import { ptr, read, type Library } from "bun:ffi";
-import { errnoName, MSG_DONTWAIT, openLibc, SOCK_CLOEXEC, SOCK_DGRAM } from "../io/libc.ts";
+import { AF_UNIX, errnoName, MSG_DONTWAIT, openLibc, SOCK_CLOEXEC, SOCK_DGRAM, unixAddress } from "../io/libc.ts";
 
-const AF_UNIX = 1;
 /** With MSG_DONTWAIT: never wait for a receiver whose queue is full (the message is lost, not the process's time), never SIGPIPE. */
 const MSG_NOSIGNAL = 0x4000;
 /** sockaddr_un: sa_family_t, then sun_path[108]. */
@@ -33,12 +32,9 @@ export class NotifySocket {
   static open(name: string): NotifySocket | string {
     const abstract = name.startsWith("@");
     if (!abstract && !name.startsWith("/")) return `NOTIFY_SOCKET=${name} is neither a path nor an abstract name (@...)`;
-    const path = Buffer.from(abstract ? name.slice(1) : name);
     // A path ends with its NUL inside sun_path; an abstract name begins with one and has none after.
-    if (path.length + 1 > SUN_PATH) return `NOTIFY_SOCKET=${name} is longer than a Unix socket address holds (${SUN_PATH - 1} bytes)`;
-    const address = new Uint8Array(2 + path.length + 1);
-    new DataView(address.buffer).setUint16(0, AF_UNIX, true);
-    address.set(path, abstract ? 3 : 2);
+    if (Buffer.byteLength(abstract ? name.slice(1) : name) + 1 > SUN_PATH) return `NOTIFY_SOCKET=${name} is longer than a Unix socket address holds (${SUN_PATH - 1} bytes)`;
+    const address = unixAddress(name);
     const opened = openLibc(SYMBOLS);
     if (!opened.library) return `NOTIFY_SOCKET: ${opened.detail}`;
     const fd = opened.library.symbols.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);

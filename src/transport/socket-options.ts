@@ -6,7 +6,7 @@
 // optimisation, and a missing libc (or a closed fd) must not take the audio path down.
 
 import { read, type Library } from "bun:ffi";
-import { errnoName, LIBC_CANDIDATES, openLibc } from "../io/libc.ts";
+import { errnoName, LIBC_CANDIDATES, openLibc, SOCK_STREAM } from "../io/libc.ts";
 
 // Linux values, identical on x86_64 and aarch64 (asm-generic); not valid on other kernels.
 export const SOL_SOCKET = 1;
@@ -14,7 +14,6 @@ export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
 /** A socket's type: SOCK_STREAM (1), SOCK_DGRAM (2), SOCK_SEQPACKET (5). */
 export const SO_TYPE = 3;
-export const SOCK_STREAM = 1;
 /** SO_TYPE's values by name, for a message about a socket of another type. */
 const SOCKET_TYPE_NAMES: Record<number, string> = { 1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 5: "SOCK_SEQPACKET" };
 /** ioctl: bytes in the send queue not yet consumed by the peer (SIOCOUTQ). */

@@ -7,14 +7,14 @@
  * account for every frame.
  */
 import { describe, expect, test } from "bun:test";
-import { ptr } from "bun:ffi";
 import { closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
-import { openLibc } from "../../src/io/libc.ts";
+import { SOCK_DGRAM } from "../../src/io/libc.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
+import { bindSocket } from "../support/bound-socket.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { StdinFeeder } from "../support/feeder.ts";
@@ -370,7 +370,7 @@ describe("a socket path that cannot be used", () => {
     const cwd = process.cwd();
     process.chdir(dir.path("elsewhere"));
     try {
-      defer(bindDatagram("d.sock"));
+      defer(bindSocket("d.sock", SOCK_DGRAM));
     } finally {
       process.chdir(cwd);
     }
@@ -460,26 +460,6 @@ async function staleBesideRelativeListener(): Promise<ReturnType<typeof setup>> 
   defer(other.kill);
   await makeStaleSocket(dir.path("here/s.sock"));
   return dir;
-}
-
-/** A datagram socket bound at `name` (relative to this process's directory); returns its closing. */
-function bindDatagram(name: string): () => void {
-  const opened = openLibc({
-    socket: { args: ["i32", "i32", "i32"], returns: "i32" },
-    bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
-    close: { args: ["i32"], returns: "i32" },
-  });
-  if (!opened.library) throw new Error(opened.detail);
-  const libc = opened.library.symbols;
-  const address = new Uint8Array(110);
-  address[0] = 1; // AF_UNIX
-  address.set(Buffer.from(name), 2);
-  const fd = libc.socket(1, 2, 0);
-  if (fd < 0 || libc.bind(fd, ptr(address), address.length) !== 0) throw new Error(`cannot bind a datagram socket at ${name}`);
-  return () => {
-    libc.close(fd);
-    opened.library.close();
-  };
 }
 
 function writeSource(dir: string): string {

@@ -5,10 +5,7 @@
  * waits in the kernel's accept queue meanwhile.
  */
 import { ptr } from "bun:ffi";
-import { openLibc } from "../../src/io/libc.ts";
-
-export const AF_UNIX = 1;
-export const SOCK_STREAM = 1;
+import { AF_UNIX, openLibc, SOCK_STREAM, unixAddress } from "../../src/io/libc.ts";
 
 const opened = openLibc({
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },
@@ -31,12 +28,4 @@ export function connectWriteClose(path: string, bytes: Uint8Array): boolean {
   } finally {
     libc.close(fd);
   }
-}
-
-/** A struct sockaddr_un naming `path`, for connect(2) through libc. */
-export function unixAddress(path: string): Uint8Array {
-  const address = new Uint8Array(110);
-  address[0] = AF_UNIX;
-  address.set(Buffer.from(path), 2);
-  return address;
 }

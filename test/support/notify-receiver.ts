@@ -4,11 +4,7 @@
  * abstract "@name"), read without blocking (socket, bind, recv through libc).
  */
 import { ptr } from "bun:ffi";
-import { openLibc } from "../../src/io/libc.ts";
-
-const AF_UNIX = 1;
-const SOCK_DGRAM = 2;
-const MSG_DONTWAIT = 0x40;
+import { AF_UNIX, MSG_DONTWAIT, openLibc, SOCK_DGRAM, unixAddress } from "../../src/io/libc.ts";
 
 export interface NotifyReceiver {
   /** The value for NOTIFY_SOCKET. */
@@ -27,11 +23,7 @@ export function notifyReceiver(name: string): NotifyReceiver {
   });
   if (!opened.library) throw new Error(opened.detail);
   const libc = opened.library.symbols;
-  const abstract = name.startsWith("@");
-  const path = Buffer.from(abstract ? name.slice(1) : name);
-  const address = new Uint8Array(2 + path.length + 1);
-  address[0] = AF_UNIX;
-  address.set(path, abstract ? 3 : 2);
+  const address = unixAddress(name);
   const fd = libc.socket(AF_UNIX, SOCK_DGRAM, 0);
   if (fd < 0 || libc.bind(fd, ptr(address), address.length) !== 0) throw new Error(`cannot bind a datagram socket at ${name}`);
   const got: string[] = [];

@@ -8,12 +8,9 @@
  * socket polls writable once a quarter of its send buffer is used).
  */
 import { ptr } from "bun:ffi";
-import { openLibc } from "../../src/io/libc.ts";
-import { AF_UNIX, SOCK_STREAM, unixAddress } from "./blocking-client.ts";
+import { AF_UNIX, MSG_DONTWAIT, openLibc, SOCK_STREAM, unixAddress } from "../../src/io/libc.ts";
 import { concatBytes } from "./bytes.ts";
 import { until } from "./wait.ts";
-
-const MSG_DONTWAIT = 0x40;
 
 const opened = openLibc({
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },

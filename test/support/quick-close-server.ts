@@ -9,7 +9,7 @@
  * "accepted N" when done.
  */
 import { ptr } from "bun:ffi";
-import { openLibc } from "../../src/io/libc.ts";
+import { AF_UNIX, openLibc, SOCK_STREAM, unixAddress } from "../../src/io/libc.ts";
 import { wireBytes } from "./wire.ts";
 
 const [path, count, frames] = [process.argv[2]!, Number(process.argv[3]), Number(process.argv[4])];
@@ -24,12 +24,7 @@ const opened = openLibc({
 if (!opened.library) throw new Error(opened.detail);
 const libc = opened.library.symbols;
 
-const AF_UNIX = 1;
-const SOCK_STREAM = 1;
-// struct sockaddr_un: sa_family_t, then the path, NUL-terminated, in 108 bytes.
-const address = new Uint8Array(110);
-new DataView(address.buffer).setUint16(0, AF_UNIX, true);
-address.set(new TextEncoder().encode(path), 2);
+const address = unixAddress(path);
 
 const listener = libc.socket(AF_UNIX, SOCK_STREAM, 0);
 if (listener < 0 || libc.bind(listener, ptr(address), address.length) !== 0 || libc.listen(listener, 16) !== 0) throw new Error(`cannot listen on ${path}`);

@@ -4,13 +4,13 @@
  * stops on abort, fails at once on errors retrying cannot fix.
  */
 import { describe, expect, test } from "bun:test";
-import { ptr } from "bun:ffi";
 import { mkdirSync, symlinkSync } from "node:fs";
 import { backoffDelayMs, sessionBackoffMs } from "../../src/transport/backoff.ts";
 import { silent, type Report } from "../../src/transport/report.ts";
-import { openLibc } from "../../src/io/libc.ts";
+import { SOCK_DGRAM } from "../../src/io/libc.ts";
 import { connectWithBackoff, ConnectTimeoutError, type ConnectionHandler } from "../../src/transport/unix-client.ts";
 import { within } from "../../src/transport/within.ts";
+import { bindSocket, SOCK_SEQPACKET } from "../support/bound-socket.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeStaleSocket } from "../support/processes.ts";
 import { recordingReport } from "../support/reports.ts";
@@ -249,7 +249,7 @@ describe("connectWithBackoff", () => {
 
   test("a datagram or packet socket at the path fails at once naming its type, where it read as a server not yet up for good", async () => {
     const dir = socketDir(defer, "bo-");
-    for (const [type, name] of [[2, "datagram socket (SOCK_DGRAM)"], [5, "packet socket (SOCK_SEQPACKET)"]] as const) {
+    for (const [type, name] of [[SOCK_DGRAM, "datagram socket (SOCK_DGRAM)"], [SOCK_SEQPACKET, "packet socket (SOCK_SEQPACKET)"]] as const) {
       const path = dir.path(`t${type}.sock`);
       defer(bindSocket(path, type));
       const error = await connectWithBackoff({ path, handler: ignore, report: silent }).catch((e) => e);
@@ -261,7 +261,7 @@ describe("connectWithBackoff", () => {
     const dir = socketDir(defer, "bo-");
     mkdirSync(dir.path("run"));
     symlinkSync(dir.path("run"), dir.path("varrun"));
-    defer(bindSocket(dir.path("varrun/d.sock"), 2));
+    defer(bindSocket(dir.path("varrun/d.sock"), SOCK_DGRAM));
     symlinkSync(dir.path("run/d.sock"), dir.path("link.sock"));
     for (const path of [dir.path("run/d.sock"), dir.path("link.sock")]) {
       const error = await connectWithBackoff({ path, handler: ignore, report: silent }).catch((e) => e);
@@ -346,23 +346,3 @@ describe("connectWithBackoff", () => {
   });
 });
 
-/** A socket of `type` (2 SOCK_DGRAM, 5 SOCK_SEQPACKET, listening) bound at `path` through libc; returns its close. */
-function bindSocket(path: string, type: number): () => void {
-  const opened = openLibc({
-    socket: { args: ["i32", "i32", "i32"], returns: "i32" },
-    bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
-    listen: { args: ["i32", "i32"], returns: "i32" },
-    close: { args: ["i32"], returns: "i32" },
-  });
-  if (!opened.library) throw new Error(opened.detail);
-  const libc = opened.library.symbols;
-  const address = new Uint8Array(110);
-  address[0] = 1; // AF_UNIX
-  address.set(Buffer.from(path), 2);
-  const fd = libc.socket(1, type, 0);
-  if (fd < 0 || libc.bind(fd, ptr(address), address.length) !== 0 || (type === 5 && libc.listen(fd, 4) !== 0)) throw new Error(`cannot bind a socket of type ${type} at ${path}`);
-  return () => {
-    libc.close(fd);
-    opened.library.close();
-  };
-}
