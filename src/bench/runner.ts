@@ -6,7 +6,7 @@
  */
 import { existsSync, watch } from "node:fs";
 import { join } from "node:path";
-import { within } from "../transport/within.ts";
+import { within } from "../io/within.ts";
 import { DEVICE_RUNTIME_ENV } from "./device-runtime.ts";
 import type { DriverResult } from "./driver.ts";
 import { clearReferenced, residentKiB, sampleProcess, statusKiB, used, type ProcessUse } from "./process-figures.ts";

@@ -16,7 +16,7 @@ import type { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
 import { ReconnectingConnection } from "../transport/reconnecting-connection.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
-import { within } from "../transport/within.ts";
+import { within } from "../io/within.ts";
 import { endReadings, type ChannelEnd } from "./channel-end.ts";
 import { SendingEnd, type SenderOptions } from "./sending-end.ts";
 

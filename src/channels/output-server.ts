@@ -7,7 +7,7 @@ import type { Report } from "../transport/report.ts";
 import type { SocketFileIdentity } from "../transport/socket-file.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
 import { UnixServer } from "../transport/unix-server.ts";
-import { within } from "../transport/within.ts";
+import { within } from "../io/within.ts";
 import { endReadings, type ChannelEnd } from "./channel-end.ts";
 import { SendingEnd, type SenderOptions } from "./sending-end.ts";
 

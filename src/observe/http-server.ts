@@ -2,6 +2,7 @@ import type { Server, Socket } from "bun";
 import { lstatSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { probeUnixSocket } from "../io/unix-probe.ts";
 import { descriptorLimit, HttpConnectionBound, HttpFront, MAX_HTTP_CONNECTIONS } from "./http-front.ts";
 import { HttpListenError, resolvedAddress, type ListenAddress } from "./http-listen-error.ts";
 import { allowedHosts, crossOrigin, misdirected } from "./host-check.ts";
@@ -182,18 +183,11 @@ async function removeLeftBehind(base: string): Promise<void> {
     if (!pid || pid === process.pid || alive(pid)) continue;
     try {
       const stats = lstatSync(join(base, name));
-      if (stats.isDirectory() && stats.uid === uid && !(await answers(join(base, name, "all")))) rmSync(join(base, name), { recursive: true, force: true });
+      if (stats.isDirectory() && stats.uid === uid && (await probeUnixSocket(join(base, name, "all"), 1000)) === false) rmSync(join(base, name), { recursive: true, force: true });
     } catch {}
   }
 }
 
-/** Whether a server listens at the Unix socket `path` (refused, or no such file: none). */
-function answers(path: string): Promise<boolean> {
-  return Bun.connect({ unix: path, socket: { open: (s) => void s.end(), data() {} } }).then(
-    () => true,
-    (e: NodeJS.ErrnoException) => e.code !== "ECONNREFUSED" && e.code !== "ENOENT",
-  );
-}
 
 function alive(pid: number): boolean {
   try {

@@ -7,7 +7,7 @@ import { pumpSource, type PumpTarget } from "../media/pump.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
 import { DEFAULT_AUDIO_CONFIG, type AudioConfig } from "../protocol/index.ts";
-import { within } from "../transport/within.ts";
+import { within } from "../io/within.ts";
 import { Instruments } from "./instruments.ts";
 import { senderOptions } from "./sender-options.ts";
 import type { Shutdown } from "./shutdown.ts";

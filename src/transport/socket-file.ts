@@ -1,7 +1,7 @@
 import { accessSync, chmodSync, closeSync, constants, fstatSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, type Stats } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { MAX_SOCKET_DIRECTORY, MAX_SOCKET_PATH } from "../protocol/index.ts";
-import { within } from "./within.ts";
+import { probeUnixSocket } from "../io/unix-probe.ts";
 
 export type SocketPathProblem = "NotASocket" | "InUse" | "BadDirectory" | "TooLong" | "CannotListen";
 
@@ -23,20 +23,11 @@ function errno(e: unknown): string {
   return (e as NodeJS.ErrnoException)?.code ?? String(e);
 }
 
-/** Does a live server answer on the socket at `path`? */
+/** Does a live server answer on the socket at `path`? One that cannot be asked is taken for one. */
 async function answers(path: string, timeoutMs: number): Promise<boolean> {
-  const attempt = Bun.connect({ unix: path, socket: { data() {} } }).then(
-    (socket) => {
-      socket.end();
-      return true;
-    },
-    (e) => {
-      if (errno(e) === "ECONNREFUSED" || errno(e) === "ENOENT") return false;
-      throw new SocketPathError("InUse", path, `socket ${path} cannot be probed (${errno(e)}); refusing to replace it`);
-    },
-  );
-  // A server that accepts slowly is still alive.
-  return within(attempt, timeoutMs, true);
+  const answer = await probeUnixSocket(path, timeoutMs);
+  if (typeof answer === "string") throw new SocketPathError("InUse", path, `socket ${path} cannot be probed (${answer}); refusing to replace it`);
+  return answer;
 }
 
 /** __SO_ACCEPTCON in the Flags column of /proc/net/unix: the socket is listening. */

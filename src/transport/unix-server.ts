@@ -3,7 +3,7 @@ import { readSync } from "node:fs";
 import type { Report } from "./report.ts";
 import { bindSocketFile, prepareSocketPath, removeSocketFile, removeStaleHiddenNames, socketFileInPlace, type SocketFileIdentity } from "./socket-file.ts";
 import { refuseConnections } from "./socket-options.ts";
-import { within } from "./within.ts";
+import { within } from "../io/within.ts";
 
 /** What a role does with its one client. */
 export interface ClientHandler {

@@ -13,7 +13,7 @@ import {
   wallClockMs,
   type AudioConfig,
 } from "../../src/protocol/index.ts";
-import { within } from "../../src/transport/within.ts";
+import { within } from "../../src/io/within.ts";
 import { type Report, type ReportLevel } from "../../src/transport/report.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { expectAccountedStats } from "../support/agent-log.ts";

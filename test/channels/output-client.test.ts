@@ -16,7 +16,7 @@ import {
   type ParsedMessage,
 } from "../../src/protocol/index.ts";
 import { silent } from "../../src/transport/report.ts";
-import { within } from "../../src/transport/within.ts";
+import { within } from "../../src/io/within.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { concatBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";

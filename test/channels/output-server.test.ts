@@ -14,7 +14,7 @@ import { recordingObserver, recordingReport } from "../support/reports.ts";
 import { until } from "../support/wait.ts";
 import { FrameParser, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import type { OutputServer } from "../../src/channels/output-server.ts";
-import { within } from "../../src/transport/within.ts";
+import { within } from "../../src/io/within.ts";
 
 const defer = useCleanup();
 

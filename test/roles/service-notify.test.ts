@@ -12,7 +12,7 @@ import { agentEnv, runAgent, spawnAgent, stopAgents, type Spawned } from "../sup
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
-import { within } from "../../src/transport/within.ts";
+import { within } from "../../src/io/within.ts";
 import { watchdogInterval } from "../../src/roles/shutdown.ts";
 
 const defer = useCleanup();

@@ -9,7 +9,7 @@ import { backoffDelayMs, sessionBackoffMs } from "../../src/transport/backoff.ts
 import { silent, type Report } from "../../src/transport/report.ts";
 import { SOCK_DGRAM } from "../../src/io/libc.ts";
 import { connectWithBackoff, ConnectTimeoutError, type ConnectionHandler } from "../../src/transport/unix-client.ts";
-import { within } from "../../src/transport/within.ts";
+import { within } from "../../src/io/within.ts";
 import { bindSocket, SOCK_SEQPACKET } from "../support/bound-socket.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeStaleSocket } from "../support/processes.ts";

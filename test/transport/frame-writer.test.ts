@@ -11,7 +11,7 @@ import { FrameQueue } from "../../src/transport/frame-queue.ts";
 import { FrameWriter } from "../../src/transport/frame-writer.ts";
 import { silent } from "../../src/transport/report.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
-import { within } from "../../src/transport/within.ts";
+import { within } from "../../src/io/within.ts";
 import { expectAccountedStats } from "../support/agent-log.ts";
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";

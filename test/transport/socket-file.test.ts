@@ -336,8 +336,8 @@ describe("refusals leave the path intact", () => {
 async function callAsNobody(dir: string, name: "prepareSocketPath" | "removeStaleHiddenNames", path: string): Promise<string> {
   // Copies nobody can read, in the layout their imports expect.
   mkdirSync(join(dir, "transport"), { recursive: true });
-  for (const file of ["socket-file.ts", "within.ts"]) copyFileSync(join(REPO, "src/transport", file), join(dir, "transport", file));
-  cpSync(join(REPO, "src/protocol"), join(dir, "protocol"), { recursive: true });
+  copyFileSync(join(REPO, "src/transport/socket-file.ts"), join(dir, "transport/socket-file.ts"));
+  for (const layer of ["protocol", "io"]) cpSync(join(REPO, "src", layer), join(dir, layer), { recursive: true });
   const script = `const socketFile = await import("./transport/socket-file.ts");
     try { console.log("gives", await socketFile[${JSON.stringify(name)}](${JSON.stringify(path)})); } catch (e) { console.log(e.message); }`;
   const result = await run(asNobody(dir, [BUN, "-e", script]), { cwd: dir });

@@ -18,7 +18,7 @@ import { connectWriteClose } from "../support/blocking-client.ts";
 import { recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { within } from "../../src/transport/within.ts";
+import { within } from "../../src/io/within.ts";
 
 const defer = useCleanup();
 

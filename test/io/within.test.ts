@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { within } from "../../src/transport/within.ts";
+import { within } from "../../src/io/within.ts";
 import { BUN, REPO, run } from "../support/processes.ts";
 
 describe("within", () => {
@@ -11,7 +11,7 @@ describe("within", () => {
   });
 
   test("a wait that ended leaves no timer behind: a process that used it exits at once, not after the bound", async () => {
-    const script = `const { within } = await import(${JSON.stringify(join(REPO, "src/transport/within.ts"))});
+    const script = `const { within } = await import(${JSON.stringify(join(REPO, "src/io/within.ts"))});
       console.log(await within(Promise.resolve("done"), 120_000, "late"));`;
     // Killed after 15 s (code -1): far less than the 2 minutes a forgotten timer would hold it.
     const result = await run([BUN, "-e", script], { timeoutMs: 15_000 });
