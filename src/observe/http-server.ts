@@ -42,8 +42,17 @@ export interface HttpRoutes {
   audience?: (uid: number) => boolean;
 }
 
-/** The monitor's paths, which only its audience is given. */
-const MONITOR_PATHS = new Set(["/", "/monitor", "/ws", "/figures"]);
+const monitorPage = () => new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } });
+
+type MonitorServer = Bun.Server<{ listening: boolean; dropped: number }>;
+
+/** The monitor's paths and what each answers: only its audience is given them. */
+const MONITOR_ROUTES: Record<string, (request: Request, server: MonitorServer, monitor: MonitorHub) => Response | undefined> = {
+  "/": () => monitorPage(),
+  "/monitor": () => monitorPage(),
+  "/ws": (request, server, monitor) => crossOrigin(request) ?? monitor.upgrade(request, server),
+  "/figures": (_request, _server, monitor) => Response.json(monitor.current()),
+};
 
 /**
  * The agent's HTTP endpoint: `/metrics` (Prometheus text format) and
@@ -200,7 +209,7 @@ function alive(pid: number): boolean {
 
 /** The monitor's paths, to a peer not of its audience. */
 function notAudience(request: Request): Response | undefined {
-  if (!MONITOR_PATHS.has(new URL(request.url).pathname)) return undefined;
+  if (!Object.hasOwn(MONITOR_ROUTES, new URL(request.url).pathname)) return undefined;
   return new Response("the monitor is served only to the users who may connect to the agent's socket (--socket-mode)\n", { status: 403 });
 }
 
@@ -210,7 +219,7 @@ function notAllowed(request: Request): Response | undefined {
   return new Response(`method ${request.method} not allowed; use GET or HEAD\n`, { status: 405, headers: { allow: "GET, HEAD" } });
 }
 
-async function route(request: Request, server: Bun.Server<{ listening: boolean; dropped: number }>, { metrics, monitor }: HttpRoutes) {
+async function route(request: Request, server: MonitorServer, { metrics, monitor }: HttpRoutes) {
   const { pathname } = new URL(request.url);
   if (metrics && pathname === "/metrics") {
     return new Response(await metrics.registry.text(), {
@@ -221,11 +230,7 @@ async function route(request: Request, server: Bun.Server<{ listening: boolean; 
     const report = metrics.health();
     return Response.json(report, { status: report.healthy ? 200 : 503 });
   }
-  if (monitor && (pathname === "/" || pathname === "/monitor")) {
-    return new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } });
-  }
-  if (monitor && pathname === "/ws") return crossOrigin(request) ?? monitor.upgrade(request, server);
-  if (monitor && pathname === "/figures") return Response.json(monitor.current());
+  if (monitor && Object.hasOwn(MONITOR_ROUTES, pathname)) return MONITOR_ROUTES[pathname]!(request, server, monitor);
   const paths = [...(metrics ? ["/metrics", "/healthz"] : []), ...(monitor ? ["/", "/ws"] : [])];
   return new Response(`not found; try ${paths.join(", ")}\n`, { status: 404 });
 }
