@@ -36,6 +36,11 @@ export interface InstrumentedEnd {
 /** The optimizer is fed and ticked this often (or faster for short windows). */
 const SAMPLE_MS = 1000;
 
+/** How often the sampler ticks for these channels: SAMPLE_MS, or faster for an optimizer's short window or calm period (only where one runs). */
+export function samplePeriodMs(channels: readonly Partial<AdaptiveSettings>[]): number {
+  return Math.min(SAMPLE_MS, ...channels.flatMap((s) => (s.adaptive === "on" ? [s["adaptive-calm-ms"]!, s["adaptive-window-ms"]!] : [])));
+}
+
 /**
  * Everything a process measures and adapts, attached to its channel ends
  * (one, or both in serve): per end the latency monitor, socket buffer
@@ -116,7 +121,7 @@ export class Instruments {
         onFrame: () => this.sampler.frame(),
       });
     });
-    const every = Math.min(SAMPLE_MS, ...ends.flatMap(({ settings: s }) => (s.adaptive === undefined ? [] : [s["adaptive-calm-ms"], s["adaptive-window-ms"]])));
+    const every = samplePeriodMs(ends.map(({ settings: s }) => s));
     this.jit = new JitPolicy(this.report, this.frames());
     this.sampler = new Sampler(every, () => this.tick(), () => this.channels.some((c) => c.unsettled()));
     const statsMs = settings["stats-interval"] * 1000;

@@ -10,7 +10,7 @@ import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import type { ChannelEnd } from "../../src/channels/channel-end.ts";
 import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
-import { ChannelInstruments, thousandths } from "../../src/roles/instruments.ts";
+import { ChannelInstruments, samplePeriodMs, thousandths } from "../../src/roles/instruments.ts";
 import { SocketTuner } from "../../src/transport/socket-tuner.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -229,5 +229,18 @@ describe("the optimizer fed from a channel end's readings", () => {
       expect(capacity()).toBe(400);
       expect(decisions.length).toBe(2);
     }
+  });
+});
+
+describe("the sampler's period", () => {
+  const adaptive = (on: "on" | "off" | undefined, windowMs: number, calmMs: number) => ({ adaptive: on, "adaptive-window-ms": windowMs, "adaptive-calm-ms": calmMs });
+
+  test("a second, or an optimizer's shorter window or calm period; where no optimizer runs (--adaptive off, a receiver) its settings do not count", () => {
+    expect(samplePeriodMs([adaptive("on", 5_000, 30_000)])).toBe(1000);
+    expect(samplePeriodMs([adaptive("on", 200, 300)])).toBe(200);
+    expect(samplePeriodMs([adaptive("off", 200, 300)])).toBe(1000);
+    expect(samplePeriodMs([adaptive(undefined, 200, 300)])).toBe(1000);
+    // serve: the channel whose optimizer runs sets it.
+    expect(samplePeriodMs([adaptive("off", 100, 100), adaptive("on", 5_000, 400)])).toBe(400);
   });
 });
