@@ -331,6 +331,8 @@ function checkDirectory(path: string): void {
 export interface SocketFileIdentity {
   dev: number;
   ino: number;
+  /** The hidden name it was bound by, which stays while its listener lives (bindSocketFile). */
+  hidden?: string;
 }
 
 /** Linux's O_PATH (node:fs has no constant for it): a descriptor for fstat and /proc/self/fd that neither reads nor writes. */
@@ -398,7 +400,7 @@ export function bindSocketFile<L extends { stop(closeActive?: boolean): void }>(
         unlinkSync(path);
         throw replaced(path, hidden);
       }
-      return { listener, identity: { dev: stat.dev, ino: stat.ino } };
+      return { listener, identity: { dev: stat.dev, ino: stat.ino, hidden } };
     } catch (e) {
       // Unlinks the hidden name too.
       listener.stop(true);
@@ -452,6 +454,29 @@ function inDirectoryOf(path: string, name: string): string {
 /** Whether `path` still leads to the socket file we bound (`ours`): not removed, nor replaced by another file. */
 export function socketFileInPlace(path: string, ours: SocketFileIdentity): boolean {
   return sameFile(path, ours);
+}
+
+/**
+ * Puts the socket file we bound (`ours`) back at `path` where it was
+ * removed (a cleanup of the runtime directory, an operator's rm), linked
+ * again from the hidden name it was bound by, while that is still it; true
+ * once it is in place again. Anything at `path` (another server's socket, a
+ * file) is left alone, as is a socket whose hidden name is gone too (its
+ * directory removed): link never replaces nor follows.
+ */
+export function restoreSocketFile(path: string, ours: SocketFileIdentity): boolean {
+  if (ours.hidden === undefined || !sameFile(ours.hidden, ours)) return false;
+  try {
+    linkSync(ours.hidden, path);
+  } catch {
+    return false;
+  }
+  // Linked by name: the hidden name may have been taken by another file since it was looked at.
+  if (sameFile(path, ours)) return true;
+  try {
+    unlinkSync(path);
+  } catch {}
+  return false;
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Socket, SocketListener } from "bun";
 import { readSync } from "node:fs";
 import type { Report } from "./report.ts";
-import { bindSocketFile, prepareSocketPath, removeSocketFile, removeStaleHiddenNames, socketFileInPlace, type SocketFileIdentity } from "./socket-file.ts";
+import { bindSocketFile, prepareSocketPath, removeSocketFile, removeStaleHiddenNames, restoreSocketFile, socketFileInPlace, type SocketFileIdentity } from "./socket-file.ts";
 import { refuseConnections } from "./socket-options.ts";
 import { within } from "../io/within.ts";
 
@@ -148,12 +148,15 @@ export class UnixServer {
 
   /**
    * Its socket accepts clients: from listen() until stopAccepting() or
-   * stop(), while its path still leads to it. A socket file removed (a
-   * cleanup of the runtime directory) or replaced leaves the listener open
-   * but out of every client's reach: told once, as it is found (whenever
-   * the readings are taken: /healthz, /metrics, the sampler's tick). Put
-   * back (moved aside and back, its directory renamed back), it is reached
-   * again: told too.
+   * stop(), while its path still leads to it. The path is looked at
+   * whenever the readings are taken (/healthz, /metrics, the sampler's
+   * tick, a stats line) and as a client leaves (the next one comes to the
+   * path). A socket file removed (a cleanup of the runtime directory, an
+   * operator's rm) is put back as it is found, linked again from the hidden
+   * name it was bound by: told. One replaced (another file at the path), or
+   * out of reach with its directory, leaves the listener open but out of
+   * every client's reach: told once, and again once it is back (moved aside
+   * and back, its directory renamed back).
    */
   get listening(): boolean {
     return this.accepting && this.reachable();
@@ -161,7 +164,11 @@ export class UnixServer {
 
   private reachable(): boolean {
     if (this.stopped) return true;
-    const inPlace = socketFileInPlace(this.options.path, this.file);
+    let inPlace = socketFileInPlace(this.options.path, this.file);
+    if (!inPlace && restoreSocketFile(this.options.path, this.file)) {
+      inPlace = true;
+      this.options.report("warn", "the socket file was removed; put back", { socket: this.options.path });
+    }
     if (inPlace !== this.unreachable) return inPlace;
     this.unreachable = !inPlace;
     if (inPlace) this.options.report("info", "the socket file is back; clients can connect again", { socket: this.options.path });
@@ -398,6 +405,8 @@ export class UnixServer {
     if (socket !== this.current) return;
     this.current = undefined;
     this.connectionDrops++;
+    // The next client comes to the path: put back there if it was removed meanwhile.
+    if (this.accepting) this.reachable();
     const reason = socket.data.closeReason ?? (error ? `error: ${error.message}` : "peer closed");
     this.options.report("info", "client disconnected", {
       socket: this.options.path,

@@ -434,44 +434,53 @@ describe("serve: both channels in one process", () => {
     expect(await agent.exited, agent.stderr).toBe(0);
   }, 30_000);
 
-  test("a socket file removed (or replaced) while the agent runs, so that no client can reach its channel: told once, and shown as no longer listening in /healthz (answered 503) and /metrics", async () => {
+  test("a socket file removed while the agent runs is put back as it is found; one replaced by another file is left alone: told once, shown as no longer listening in /healthz (answered 503) and /metrics", async () => {
     const t = setup();
     const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", "/dev/null", "--metrics", "127.0.0.1:0"], { stdin: "pipe" });
     const base = await metricsUrl(agent);
     await agent.waitForStderr("input-server: listening");
     expect(await healthz(base)).toMatchObject({ healthy: true, channels: { output: { listening: true }, input: { listening: true } } });
-    // A cleanup of the runtime directory, an operator's rm; a regular file made in the socket's place.
+    const bound = statSync(t.in);
+    // A cleanup of the runtime directory, an operator's rm; a regular file made in the output socket's place.
     rmSync(t.in);
     rmSync(t.out);
     writeFileSync(t.out, "");
-    expect(await connectOutcome(defer, t.in)).toBe("refused");
     const response = await fetch(`${base}/healthz`);
     expect(response.status).toBe(503);
-    expect(await response.json()).toMatchObject({ healthy: false, channels: { output: { listening: false }, input: { listening: false } } });
+    expect(await response.json()).toMatchObject({ healthy: false, channels: { output: { listening: false }, input: { listening: true } } });
+    await agent.waitForStderr(/WARN +input-server: the socket file was removed; put back/);
+    // The same socket, its mode too: a client reaches the agent there.
+    expect(statSync(t.in)).toMatchObject({ ino: bound.ino, mode: bound.mode });
+    expect(await connectOutcome(defer, t.in)).toBe("accepted");
+    await agent.waitForStderr("input-server: client connected");
     const text = await scrape(base);
-    expect([value(text, "audio_agent_listening", { channel: "output" }), value(text, "audio_agent_listening", { channel: "input" })]).toEqual([0, 0]);
+    expect([value(text, "audio_agent_listening", { channel: "output" }), value(text, "audio_agent_listening", { channel: "input" })]).toEqual([0, 1]);
     await agent.waitForStderr(/WARN +output-server: the socket file is gone/);
-    await agent.waitForStderr(/WARN +input-server: the socket file is gone/);
     // Told once, however often it is asked.
     await fetch(`${base}/healthz`);
-    expect(agent.stderr.match(/input-server: the socket file is gone/g)).toHaveLength(1);
-    // The file in the output socket's place is not the agent's: left alone at the stop.
+    expect(agent.stderr.match(/output-server: the socket file is gone/g)).toHaveLength(1);
+    expect(agent.stderr).not.toContain("input-server: the socket file is gone");
+    // The file in the output socket's place is not the agent's: left alone at the stop; the input socket is removed.
     agent.kill("SIGTERM");
     expect(await agent.exited, agent.stderr).toBe(0);
     expect(existsSync(t.out)).toBe(true);
+    expect(existsSync(t.in)).toBe(false);
   }, 30_000);
 
-  test("a socket file moved away and put back while the agent runs: not listening while it is away, listening again (/healthz 200, audio_agent_listening 1) once clients can reach it again", async () => {
+  test("a socket directory renamed away and back while the agent runs: not listening while it is away, listening again (/healthz 200, audio_agent_listening 1) once clients can reach it again", async () => {
     const t = setup();
-    const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", "/dev/null", "--metrics", "127.0.0.1:0"], { stdin: "pipe" });
+    const dir = t.path("run");
+    mkdirSync(dir);
+    const input = join(dir, "i.sock");
+    const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", input, "--input-sink", "/dev/null", "--metrics", "127.0.0.1:0"], { stdin: "pipe" });
     const base = await metricsUrl(agent);
     await agent.waitForStderr("input-server: listening");
-    // An operator's mv aside and back (or the socket's directory renamed and renamed back).
-    renameSync(t.in, t.path("aside.sock"));
+    // An operator's mv of the directory aside and back: the name it was bound by went with it, nothing to put back.
+    renameSync(dir, t.path("aside"));
     expect((await fetch(`${base}/healthz`)).status).toBe(503);
     await agent.waitForStderr(/WARN +input-server: the socket file is gone/);
-    renameSync(t.path("aside.sock"), t.in);
-    expect(await connectOutcome(defer, t.in)).toBe("accepted");
+    renameSync(t.path("aside"), dir);
+    expect(await connectOutcome(defer, input)).toBe("accepted");
     await agent.waitForStderr("input-server: client connected");
     // The same socket, at its path again: clients reach it, so it is listening.
     const response = await fetch(`${base}/healthz`);
@@ -481,7 +490,7 @@ describe("serve: both channels in one process", () => {
     agent.kill("SIGTERM");
     expect(await agent.exited, agent.stderr).toBe(0);
     // Still the agent's own file: removed at the stop.
-    expect(existsSync(t.in)).toBe(false);
+    expect(existsSync(input)).toBe(false);
   }, 30_000);
 
   test("--input-sink - to a terminal: written as a file, blocking, nothing dropped; the terminal's flags are as they were after the exit", async () => {

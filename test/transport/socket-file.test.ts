@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { bindSocketFile, prepareSocketPath, removeSocketFile, removeStaleHiddenNames, SocketPathError } from "../../src/transport/socket-file.ts";
+import { bindSocketFile, prepareSocketPath, removeSocketFile, removeStaleHiddenNames, restoreSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
 import { type ClientHandler, UnixServer } from "../../src/transport/unix-server.ts";
 import { type Report, silent } from "../../src/transport/report.ts";
 import { setDefaultAcl } from "../support/acl.ts";
@@ -488,6 +488,31 @@ describe("socket file mode and removal", () => {
     expect(lstatSync(theirs).isSocket()).toBe(true);
     await removeSocketFile(ours, identity);
     expect(existsSync(ours)).toBe(false);
+  });
+
+  test("restoreSocketFile puts the socket back at its path from the hidden name it was bound by; a path taken since, or a hidden name gone too, is left as it is", () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    const { listener, identity } = bindSocketFile(path, 0o640, (name) => Bun.listen({ unix: name, socket: { data() {} } }));
+    defer(() => listener.stop(true));
+    expect(identity.hidden).toBe(dir.path(readdirSync(dir.dir).find((name) => name !== "s.sock")!));
+    expect(restoreSocketFile(path, identity)).toBe(false); // in place: nothing to do
+    unlinkSync(path);
+    expect(restoreSocketFile(path, identity)).toBe(true);
+    expect(lstatSync(path)).toMatchObject({ ino: identity.ino, mode: lstatSync(identity.hidden!).mode });
+    expect(lstatSync(path).mode & 0o777).toBe(0o640);
+    // Taken by another file: left alone.
+    unlinkSync(path);
+    writeFileSync(path, "theirs\n");
+    expect(restoreSocketFile(path, identity)).toBe(false);
+    expect(readFileSync(path, "utf8")).toBe("theirs\n");
+    // The hidden name gone too, or another file by that name: nothing to put back.
+    unlinkSync(path);
+    renameSync(identity.hidden!, dir.path("aside"));
+    expect(restoreSocketFile(path, identity)).toBe(false);
+    writeFileSync(identity.hidden!, "other\n");
+    expect(restoreSocketFile(path, identity)).toBe(false);
+    expect(existsSync(path)).toBe(false);
   });
 
   test("stop() leaves a socket another server bound at the path after ours was moved away", async () => {

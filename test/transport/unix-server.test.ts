@@ -4,7 +4,7 @@
  * closes the client and the socket.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, lstatSync } from "node:fs";
+import { existsSync, lstatSync, rmSync, statSync } from "node:fs";
 import type { Socket } from "bun";
 import { SocketPathError } from "../../src/transport/socket-file.ts";
 import { silent } from "../../src/transport/report.ts";
@@ -102,6 +102,27 @@ describe("UnixServer: one client at a time", () => {
     await until(() => events.length === 3, "second open");
     expect(events[2]).toBe("open 2");
     expect(server.replacements).toBe(0);
+  });
+
+  test("its socket file removed while a client is served: put back as that client leaves, where the next one comes (no reading taken meanwhile)", async () => {
+    const { events, handler } = recordingHandler();
+    const { reports, report } = recordingReport();
+    const path = socketDir(defer, "us-").path("s.sock");
+    const server = await UnixServer.listen({ path, mode: 0o640, report, handler });
+    defer(() => server.stop());
+    const bound = statSync(path);
+    const first = await connectClient(defer, path);
+    await until(() => events.length === 1, "open");
+    rmSync(path);
+    first.socket.end();
+    await until(() => events.length === 2, "close");
+    expect(statSync(path)).toMatchObject({ ino: bound.ino, mode: bound.mode });
+    expect(reports.filter((r) => r.message === "the socket file was removed; put back").length).toBe(1);
+    await connectClient(defer, path);
+    await until(() => events.length === 3, "second open");
+    expect(events[2]).toBe("open 2");
+    await server.stop();
+    expect(existsSync(path)).toBe(false);
   });
 
   test("disconnect() closes the client with the given reason; the server keeps listening", async () => {
