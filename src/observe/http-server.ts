@@ -169,16 +169,16 @@ const LEFT_BEHIND = new RegExp(`^${OWN_DIRECTORY}(\\d+)-`);
  * here).
  */
 async function ownDirectory(): Promise<string> {
-  let failure: unknown;
+  const failures: string[] = [];
   for (const base of new Set([tmpdir(), "/tmp"])) {
     await removeLeftBehind(base);
     try {
       return mkdtempSync(join(base, `${OWN_DIRECTORY}${process.pid}-`));
     } catch (e) {
-      failure = e;
+      failures.push(`${base} (${(e as NodeJS.ErrnoException).code ?? e})`);
     }
   }
-  throw new Error(`cannot make a directory for the HTTP server's sockets in TMPDIR or /tmp: ${(failure as NodeJS.ErrnoException).code ?? failure}`);
+  throw new Error(`cannot make a directory for the sockets of the HTTP servers (--metrics, --monitor) in ${failures.join(" or ")}: set TMPDIR to a directory the agent may write`);
 }
 
 async function removeLeftBehind(base: string): Promise<void> {

@@ -7,7 +7,7 @@
  * account for every frame.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { OggSource } from "../../src/media/ogg-source.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
@@ -492,6 +492,24 @@ describe("an address or path the system refuses: one line naming the option, the
     defer(() => holder.stop(true));
     return holder.port!;
   }
+
+  // The HTTP servers listen in a directory of their own, in TMPDIR or /tmp: with neither writable there is none.
+  test.skipIf(!canUnshare("--mount") || !existsSync("/dev/shm"))("--metrics with neither TMPDIR nor /tmp writable: exit 1 naming both and their errno, no socket file, the sink untouched", async () => {
+    const dir = mkdtempSync("/dev/shm/aa-env-");
+    defer(() => rmSync(dir, { recursive: true, force: true }));
+    const sink = join(dir, "kept.wire");
+    writeFileSync(sink, "an earlier recording\n");
+    const script = `mount -t tmpfs -o ro none /tmp && exec "$@"`;
+    const agent = start(["unshare", "-m", "sh", "-c", script, "sh", ...AGENT, "input", "serve", "--socket", join(dir, "s.sock"), "--sink", sink, "--metrics", "0"], {
+      env: { ...agentEnv(), TMPDIR: join(dir, "missing") },
+    });
+    expect(await agent.exited).toBe(1);
+    expect(failureLine(agent.stderr)).toBe(
+      `audio-agent: cannot make a directory for the sockets of the HTTP servers (--metrics, --monitor) in ${join(dir, "missing")} (ENOENT) or /tmp (EROFS): set TMPDIR to a directory the agent may write`,
+    );
+    expect(readdirSync(dir)).toEqual(["kept.wire"]);
+    expect(readFileSync(sink, "utf8")).toBe("an earlier recording\n");
+  });
 
   for (const role of ["output serve", "input serve"] as const) {
     test(`${role} --metrics on a port in use: exit 2, no socket file, the sink untouched`, async () => {
