@@ -1,24 +1,27 @@
 import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, openSync, readlinkSync, statSync, type Stats } from "node:fs";
 import { dirname, isAbsolute, join } from "node:path";
 
-/* Sink paths another user could have pointed elsewhere or made theirs: in a world-writable sticky directory, as /tmp. */
+/* Sink paths another user could have pointed elsewhere or made theirs: in a sticky directory others may write, as /tmp. */
 
 /**
  * Opens the file at `path` to write (created 0644, truncated unless
- * `append`). In a directory anyone may write to that keeps its files to
- * their owners (mode 1777, as /tmp), it does what the kernel's
- * fs.protected_symlinks and fs.protected_regular do where they are on,
- * whatever they are set to: a symbolic link there is followed only when it
- * is this process's or the directory owner's, and a regular file there that
- * another user owns is neither truncated nor written into. Otherwise another
- * user could point the path of an agent run as root at any file, or place a
- * file of their own there and read the audio. A link made there after the
- * look is not followed (O_NOFOLLOW). A file reached through a link that is
- * followed is judged by the directory it is in, as the kernel judges it.
+ * `append`). In a directory that keeps its files to their owners (sticky)
+ * and that others may write to, it does what the kernel's
+ * fs.protected_symlinks=1 and fs.protected_regular=2 do where they are on,
+ * whatever they are set to: a symbolic link in one anyone may write (mode
+ * 1777, as /tmp) is followed only when it is this process's or the
+ * directory owner's, and a regular file in one anyone or its group may
+ * write (1777, 1770) that another user owns is neither truncated nor
+ * written into. Otherwise another user could point the path of an agent run
+ * as root at any file, or place a file of their own there and read the
+ * audio. A link made there after the look is not followed (O_NOFOLLOW). A
+ * file reached through a link that is followed is judged by the directory
+ * it is in, as the kernel judges it.
  */
 export function openForWriting(path: string, append: boolean): number {
   const flags = constants.O_WRONLY | constants.O_CREAT | (append ? constants.O_APPEND : 0);
-  const { dir, linked, follow } = lookedAt(path);
+  const { linked, follow } = lookedAt(path);
+  const dir = stickyShared(dirname(path));
   if (dir === undefined) return openSync(path, flags | (append ? 0 : constants.O_TRUNC), 0o644);
   let fd: number;
   try {
@@ -30,16 +33,16 @@ export function openForWriting(path: string, append: boolean): number {
   // Through a link: the directory the file itself is in (undefined: not one that keeps files to their
   // owners); the link's own when that cannot be told.
   const real = linked ? directoryOfOpenFile(fd) : undefined;
-  const home = real === undefined ? dir : stickyWorldWritable(real);
+  const home = real === undefined ? dir : stickyShared(real);
   if (file.isFile() && home !== undefined && !trustedIn(home, file.uid)) {
     closeSync(fd);
-    throw refused(path, "a file", file.uid, home.path);
+    throw refused(path, "a file", file.uid, home.path, home.kind);
   }
   // A file of ours with another name too: where fs.protected_hardlinks is 0 (the kernel's default)
   // another user may have linked any file of ours there, which would be written over.
   if (file.isFile() && home !== undefined && file.nlink > 1) {
     closeSync(fd);
-    throw new UnsafeSinkError(path, `a file with ${file.nlink} names (hard links) in the world-writable directory ${home.path}; refusing to write through it`);
+    throw new UnsafeSinkError(path, `a file with ${file.nlink} names (hard links) in the ${home.kind} directory ${home.path}; refusing to write through it`);
   }
   if (!append && file.isFile()) ftruncateSync(fd, 0);
   return fd;
@@ -98,10 +101,25 @@ function lstatOrNothing(path: string): Stats | undefined {
   }
 }
 
+/** A directory that keeps its files to their owners (sticky) and that others may write to. */
+interface SharedDirectory {
+  path: string;
+  uid: number;
+  kind: "world-writable" | "group-writable";
+}
+
 /** A directory anyone may write to that keeps its files to their owners (mode 1777, as /tmp), with its owner; undefined for any other. */
-function stickyWorldWritable(path: string): { path: string; uid: number } | undefined {
+function stickyWorldWritable(path: string): SharedDirectory | undefined {
+  const dir = stickyShared(path);
+  return dir?.kind === "world-writable" ? dir : undefined;
+}
+
+/** A directory anyone or its group may write to that keeps its files to their owners (1777, 1770: protected_regular=2's), with its owner; undefined for any other. */
+function stickyShared(path: string): SharedDirectory | undefined {
   const dir = statSync(path, { throwIfNoEntry: false });
-  return dir !== undefined && (dir.mode & 0o1002) === 0o1002 ? { path, uid: dir.uid } : undefined;
+  if (dir === undefined || (dir.mode & 0o1000) === 0) return undefined;
+  if (dir.mode & 0o002) return { path, uid: dir.uid, kind: "world-writable" };
+  return dir.mode & 0o020 ? { path, uid: dir.uid, kind: "group-writable" } : undefined;
 }
 
 /** Whether a file there that `uid` owns is trusted: this process's, or the directory owner's. */
@@ -118,8 +136,8 @@ function directoryOfOpenFile(fd: number): string | undefined {
   }
 }
 
-function refused(path: string, what: string, uid: number, dir: string): UnsafeSinkError {
-  return new UnsafeSinkError(path, `${what} of another user (uid ${uid}) in the world-writable directory ${dir}; refusing to write through it`);
+function refused(path: string, what: string, uid: number, dir: string, kind = "world-writable"): UnsafeSinkError {
+  return new UnsafeSinkError(path, `${what} of another user (uid ${uid}) in the ${kind} directory ${dir}; refusing to write through it`);
 }
 
 /**
@@ -142,7 +160,7 @@ export function sinkFollowFlag(path: string): number {
  * takes (see sinkFollowFlag). Throws UnsafeSinkError for another user's link
  * there or on the way.
  */
-function lookedAt(path: string): { dir: { path: string; uid: number } | undefined; linked: boolean; follow: number } {
+function lookedAt(path: string): { dir: SharedDirectory | undefined; linked: boolean; follow: number } {
   linksOnTheWay(path);
   const dir = stickyWorldWritable(dirname(path));
   if (dir === undefined) return { dir, linked: false, follow: 0 };

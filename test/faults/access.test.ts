@@ -149,7 +149,7 @@ describe.skipIf(!canSwitchUser)("another user (nobody, no groups)", () => {
   });
 });
 
-describe.skipIf(!canSwitchUser)("a sink in a world-writable sticky directory (as /tmp)", () => {
+describe.skipIf(!canSwitchUser)("a sink in a sticky directory others may write (as /tmp)", () => {
   /** A directory like /tmp (mode 1777, root's), with the root-only file `precious` beside it. */
   function stickyDir() {
     const dir = openDir("sticky-");
@@ -235,6 +235,21 @@ describe.skipIf(!canSwitchUser)("a sink in a world-writable sticky directory (as
     expect(flag.code).toBe(1);
     expect(failureLine(flag.stderr)).toStartWith(`audio-agent: --sink ${sink}: `);
     expect(statSync(sink).size).toBe(0);
+  });
+
+  // fs.protected_regular=2's reach: a sticky directory its group may write (1770) keeps files to their owners too.
+  test("another user's file in a sticky directory its group may write (1770) is neither truncated nor written into", async () => {
+    const dir = openDir("sticky-group-");
+    const shared = dir.path("shared");
+    mkdirSync(shared);
+    chownSync(shared, 0, NOBODY); // nobody writes there through its group (gid 65534)
+    chmodSync(shared, 0o1770);
+    const sink = join(shared, "rec.wire");
+    expect(Bun.spawnSync(asNobody(dir.dir, ["sh", "-c", `umask 0; echo theirs >${sink}`]), { cwd: dir.dir }).exitCode).toBe(0);
+    const { code, stderr } = await recordAsRoot(dir, sink);
+    expect(code).toBe(1);
+    expect(failureLine(stderr)).toBe(`audio-agent: --sink ${sink}: a file of another user (uid ${NOBODY}) in the group-writable directory ${shared}; refusing to write through it (EACCES)`);
+    expect(readFileSync(sink, "utf8")).toBe("theirs\n");
   });
 
   test("the agent's own symlink there to a file elsewhere that another user owns and lets it write is followed, as the kernel does: the audio is written there", async () => {
