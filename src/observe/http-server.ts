@@ -97,8 +97,9 @@ export class AgentHttpServer {
     const backendFor = (client: Socket<unknown>): string => {
       if (!routes.monitor) return sockets.all;
       const uid = localPeerUid({ address: client.remoteAddress, port: client.remotePort }, { address: client.localAddress, port: client.localPort });
-      // A peer at one of this machine's addresses whose socket the kernel does not name is gone already, or no one to trust.
-      if (uid === undefined) return thisMachine(client.remoteAddress) ? sockets.outsiders : sockets.all;
+      // A peer at one of this machine's addresses whose socket the kernel does not name is gone already, or no one to
+      // trust; one whose address is gone (reset before it was accepted) could be anyone.
+      if (uid === undefined) return client.remoteAddress === undefined || thisMachine(client.remoteAddress) ? sockets.outsiders : sockets.all;
       return audience(uid) ? sockets.all : sockets.outsiders;
     };
     let front: HttpFront;

@@ -273,7 +273,7 @@ function ownInterfaces(bytes: Uint8Array): number[] {
  * interfaces'): a peer there is one of its users, whose socket the kernel
  * must name, or no one to trust.
  */
-export function thisMachine(text: string): boolean {
+export function thisMachine(text: string | undefined): boolean {
   const bytes = addressBytes(text);
   if (!bytes) return false;
   const v4 = v4Form(bytes);
@@ -290,8 +290,13 @@ function v4Form(bytes: Uint8Array): Uint8Array | undefined {
   return mapped ? bytes.subarray(12) : undefined;
 }
 
-/** An address in text (`127.0.0.1`, `::1`, `::ffff:127.0.0.1`) as 4 or 16 bytes; undefined if it is neither. */
-function addressBytes(text: string): Uint8Array | undefined {
+/**
+ * An address in text (`127.0.0.1`, `::1`, `::ffff:127.0.0.1`) as 4 or 16
+ * bytes; undefined if it is neither, or none (a peer reset before it was
+ * accepted has no address left: Bun gives undefined).
+ */
+function addressBytes(text: string | undefined): Uint8Array | undefined {
+  if (typeof text !== "string") return undefined;
   const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
   if (v4) {
     const parts = v4.slice(1).map(Number);

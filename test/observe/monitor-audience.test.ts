@@ -12,6 +12,7 @@ import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, 
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Endpoint, localPeerUid, peerLookupUnavailable, peerUidFromTable, socketDiagnosticsMissing } from "../../src/observe/local-peer.ts";
+import { connectAndReset } from "../support/blocking-client.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { canUnshare, ipv6Loopback } from "../support/machine.ts";
 import { asUser, canSwitchUser, NOBODY } from "../support/nobody.ts";
@@ -423,6 +424,27 @@ describe.skipIf(!canSwitchUser).each([
       const [peer, local] = await accepted.promise;
       expect([hostname, lookUp(peer!, local!)]).toEqual([hostname, undefined]);
     }
+  });
+
+  test("names no one for a peer reset before it was accepted, whose address the listener no longer has", async () => {
+    const looked = Promise.withResolvers<unknown>();
+    const listener = Bun.listen<undefined>({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open: (s) => {
+          try {
+            looked.resolve(["gives", lookUp({ address: s.remoteAddress, port: s.remotePort }, { address: s.localAddress, port: s.localPort })]);
+          } catch (e) {
+            looked.resolve(["throws", String(e)]);
+          }
+        },
+        data() {},
+      },
+    });
+    defer(() => listener.stop(true));
+    connectAndReset(listener.port);
+    expect(await looked.promise).toEqual(["gives", undefined]);
   });
 
   test.skipIf(!ipv6Loopback)("names the owner of a dual-stack socket (IPv6) connected to an IPv4 address, which the kernel lists as IPv4-mapped", async () => {

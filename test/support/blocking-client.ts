@@ -11,8 +11,34 @@ const opened = openLibc({
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },
   connect: { args: ["i32", "ptr", "u32"], returns: "i32" },
   write: { args: ["i32", "ptr", "u64"], returns: "i64" },
+  setsockopt: { args: ["i32", "i32", "i32", "ptr", "u32"], returns: "i32" },
   close: { args: ["i32"], returns: "i32" },
 });
+
+/**
+ * Connects to 127.0.0.1:`port` over TCP and resets the connection at once
+ * (SO_LINGER 0, then close): a server in the same process accepts it only
+ * once the caller yields to the loop, by then reset, its peer's address gone.
+ */
+export function connectAndReset(port: number): void {
+  if (!opened.library) throw new Error(opened.detail);
+  const libc = opened.library.symbols;
+  const [AF_INET, SOL_SOCKET, SO_LINGER] = [2, 1, 13];
+  const address = new Uint8Array(16);
+  const view = new DataView(address.buffer);
+  view.setUint16(0, AF_INET, true);
+  view.setUint16(2, port, false);
+  address.set([127, 0, 0, 1], 4);
+  const fd = libc.socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw new Error("socket() failed");
+  try {
+    if (libc.connect(fd, ptr(address), address.length) !== 0) throw new Error(`cannot connect to 127.0.0.1:${port}`);
+    const linger = new Int32Array([1, 0]);
+    if (libc.setsockopt(fd, SOL_SOCKET, SO_LINGER, ptr(linger), linger.byteLength) !== 0) throw new Error("setsockopt(SO_LINGER) failed");
+  } finally {
+    libc.close(fd);
+  }
+}
 
 /** Connects to `path`, writes `bytes` and closes; false when the connection was refused (nothing written). */
 export function connectWriteClose(path: string, bytes: Uint8Array): boolean {
