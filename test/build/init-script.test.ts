@@ -359,6 +359,35 @@ describe("S95audio-agent under busybox sh", () => {
     expect((await initScript("stop", env)).code).toBe(0);
   }, 30_000);
 
+  // The agent binds its channel's socket under a hidden name, listens, then links it at its path; its HTTP
+  // servers listen first, on sockets of their own in a private directory. Each step is held up here for
+  // 2 s: strace -D runs the wrapper shell that execs the agent (the traced process keeps its pid, which
+  // start-stop-daemon records) and delays one of the agent's calls.
+  test("start says started only once each channel's socket is at its path: not while only the HTTP servers' sockets (--metrics) listen, nor while the channel's listens but is not linked there yet", async () => {
+    const strace = Bun.which("strace");
+    if (!strace) throw new Error("strace is missing: this test holds up the agent's calls with it (apt-get install strace)");
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    mkdirSync(t.path("shims"));
+    const sock = t.path("o.sock");
+    // The front's TCP listener and the HTTP server's own Unix socket listen first: the channel's is the third listen.
+    for (const [held, extra] of [
+      ["listen:delay_enter=2000000:when=3", "--metrics 127.0.0.1:0"],
+      ["link:delay_enter=2000000", ""],
+    ] as const) {
+      const syscall = held.split(":")[0];
+      writeFileSync(t.path("shims/sh"), `#!${BUSYBOX} sh\nexec ${strace} -D -f -qq -o /dev/null -e trace=${syscall} -e inject=${held} -- ${BUSYBOX} sh "$@"\n`);
+      chmodSync(t.path("shims/sh"), 0o755);
+      const env = settings({ AUDIO_AGENT_ARGS: `${settings().AUDIO_AGENT_ARGS} ${extra}`, PATH: `${t.path("shims")}:${applets}:${process.env.PATH}` });
+      const started = await initScript("start", env);
+      const there = existsSync(sock) && statSync(sock).isSocket();
+      expect({ held, code: started.code, there }, started.stdout + started.stderr).toEqual({ held, code: 0, there: true });
+      expect(started.stdout).toContain(`started (pid ${pidIn(env)})`);
+      expect((await initScript("stop", env)).code).toBe(0);
+      expect(agentsOf(t.dir)).toEqual([]);
+    }
+  }, 60_000);
+
   test("an agent that does not listen within AUDIO_AGENT_START_TIMEOUT: start fails (1) saying so, the agent left running under its pid file for stop", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
