@@ -29,12 +29,15 @@ function shim(name: string, body: string): void {
 beforeAll(async () => {
   applets = await installApplets();
   shims = mkdtempSync("/tmp/aa-shims-");
-  // ln SRC DST: SLOW_BREAK_LN before taking a marker to break a stale lock.
-  shim("ln", 'case $2 in *.lock.break.*) [ -n "$SLOW_BREAK_LN" ] && sleep "$SLOW_BREAK_LN" ;; esac');
+  // ln SRC DST: SLOW_LOCK_LN before taking the lock, SLOW_BREAK_LN before taking a marker to break a
+  // stale lock. With SLEEPING, each such wait makes that file as it begins.
+  shim("ln", 'case $2 in *.lock) delay=$SLOW_LOCK_LN ;; *.lock.break.*) delay=$SLOW_BREAK_LN ;; *) delay= ;; esac; [ -n "$delay" ] && { [ -z "$SLEEPING" ] || : >"$SLEEPING"; sleep "$delay"; }');
   // rm -f FILE...: SLOW_LOCK_RM before removing the lock, SLOW_BREAK_RM before removing a marker,
-  // SLOW_PIPE_RM before removing the syslog pipe (a stop's last step before it unlocks), by the
-  // first operand that names one. With SLEEPING, each such wait makes that file as it begins.
-  shim("rm", 'for f; do case $f in *.lock) delay=$SLOW_LOCK_RM ;; *.lock.break.*) delay=$SLOW_BREAK_RM ;; *.log-pipe) delay=$SLOW_PIPE_RM ;; *) continue ;; esac; [ -n "$delay" ] && { [ -z "$SLEEPING" ] || : >"$SLEEPING"; sleep "$delay"; }; break; done');
+  // SLOW_TMP_RM before removing the temp name the lock is linked from (once written: not the rm
+  // before it is), SLOW_PIPE_RM before removing the syslog pipe (a stop's last step before it
+  // unlocks), by the first operand that names one. With SLEEPING, each such wait makes that file
+  // as it begins.
+  shim("rm", 'for f; do case $f in *.lock) delay=$SLOW_LOCK_RM ;; *.lock.break.*) delay=$SLOW_BREAK_RM ;; *.lock.[0-9]*) delay=; [ -e "$f" ] && delay=$SLOW_TMP_RM ;; *.log-pipe) delay=$SLOW_PIPE_RM ;; *) continue ;; esac; [ -n "$delay" ] && { [ -z "$SLEEPING" ] || : >"$SLEEPING"; sleep "$delay"; }; break; done');
   // A start holds its turn for a while before the pid file appears.
   shim("start-stop-daemon", 'sleep "${SLOW_SSD:-1}"');
   // nobody runs them in one test.
@@ -242,5 +245,49 @@ describe("S95audio-agent's lock: a holder killed or stopped at the wrong moment"
     await holder.exited;
     const third = initScript("start", env, { SLOW_SSD: "2" });
     await expectOneAgent([await second, await third], env);
+  }, 30_000);
+});
+
+describe("S95audio-agent's lock: a signal as a name of the turn is made or removed", () => {
+  /** A start run with `slow` (the shims' settings) and SLEEPING: signalled with TERM, alone or with its whole process group, once that wait has begun. */
+  async function startTermed(env: Record<string, string>, slow: Record<string, string>, group: boolean): Promise<number> {
+    const sleeping = join(dir, "sleeping");
+    const starting = start(["setsid", BUSYBOX!, "sh", SCRIPT, "start"], { cwd: dir, env: scriptEnv(env, { ...slow, SLEEPING: sleeping }), timeoutMs: 30_000 });
+    await until(() => existsSync(sleeping), "the slowed step to wait", 10_000);
+    process.kill(group ? -starting.pid : starting.pid, "SIGTERM");
+    return starting.exited;
+  }
+
+  // TERM to the script alone while ln runs: the shell runs the trap once ln is done, and ln took the
+  // lock, or a marker, before the script could note it held it.
+  test("a start TERMed as its ln takes the lock: exit 1, no lock left", async () => {
+    const env = setup();
+    expect(await startTermed(env, { SLOW_LOCK_LN: "1" }, false)).toBe(1);
+    expect(agents()).toEqual([]);
+    expect(readdirSync(join(dir, "run"))).toEqual([]);
+  }, 30_000);
+
+  test("a start TERMed as its ln takes a marker to break a stale lock: exit 1, no marker left", async () => {
+    const env = setup();
+    writeFileSync(lockFile(), `${gonePid()} 1\n`);
+    expect(await startTermed(env, { SLOW_BREAK_LN: "1" }, false)).toBe(1);
+    expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.lock"]);
+  }, 30_000);
+
+  // TERM to the whole group while rm runs: rm dies with it, and the script had already stopped
+  // counting the name as its own.
+  test("a start whose group is TERMed as it removes the temp name it took the lock from: exit 1, neither left", async () => {
+    const env = setup();
+    expect(await startTermed(env, { SLOW_TMP_RM: "2" }, true)).toBe(1);
+    expect(agents()).toEqual([]);
+    expect(readdirSync(join(dir, "run"))).toEqual([]);
+  }, 30_000);
+
+  test("a start whose group is TERMed as it removes its marker after breaking a stale lock: exit 1, nothing left", async () => {
+    const env = setup();
+    writeFileSync(lockFile(), `${gonePid()} 1\n`);
+    expect(await startTermed(env, { SLOW_BREAK_RM: "2" }, true)).toBe(1);
+    expect(agents()).toEqual([]);
+    expect(readdirSync(join(dir, "run"))).toEqual([]);
   }, 30_000);
 });
