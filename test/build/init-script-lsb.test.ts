@@ -11,7 +11,7 @@
  * had insufficient privilege.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInService } from "../support/init-script.ts";
 import { alive } from "../support/proc.ts";
@@ -151,6 +151,27 @@ describe("S95audio-agent: every action that takes the turn answers 4 to a user w
       expect(alive(pid), action).toBe(true);
       expect(pidIn(env), action).toBe(pid);
     }
+    expect((await initScript("stop", env)).code).toBe(0);
+  }, 60_000);
+});
+
+describe("S95audio-agent: an action whose output nobody reads", () => {
+  // Its stdout a pipe whose reader has gone (| head -n 0, a closed ssh channel, a caller that timed
+  // out): a line written there raises SIGPIPE, which ended the script at its first line. A restart
+  // then stopped the agent, said so, and died: no agent, its lock and the pid file left, exit 141.
+  test("restart with its stdout a pipe no one reads: exit 0, a new agent, nothing of the turn left", async () => {
+    const env = setup();
+    expect((await initScript("start", env)).code).toBe(0);
+    const first = pidIn(env);
+    // A FIFO opened for reading and writing, then for writing, then its reader closed: a pipe without a reader.
+    const unread = ["sh", "-c", 'mkfifo "$0" && exec 3<>"$0" 4>"$0" 3<&- && rm "$0" && exec "$@" >&4 4>&-', join(dir, "out")];
+    const restarted = await initScript("restart", env, unread);
+    expect(restarted.code, restarted.stderr).toBe(0);
+    const second = pidIn(env);
+    expect(alive(first)).toBe(false);
+    expect(second).not.toBe(first);
+    expect(alive(second)).toBe(true);
+    expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.pid"]);
     expect((await initScript("stop", env)).code).toBe(0);
   }, 60_000);
 });
