@@ -468,6 +468,22 @@ describe("S95audio-agent under busybox sh", () => {
     expect(existsSync(t.path("log"))).toBe(false);
   }, 30_000);
 
+  // The wrapper shell opens the log file for the agent: one it cannot open ended it before its first
+  // line, and start said "exited before it listened; see" that file, which held nothing.
+  test("a log file that cannot be written (a directory in its place), set or the fallback: start fails (1) with one line naming it and why, nothing started", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    for (const env of [settings(), settings({ AUDIO_AGENT_LOG_FILE: "", AUDIO_AGENT_LOG_FALLBACK: t.path("log/fallback.log"), PATH: appletsWithoutSyslog })]) {
+      const log = env.AUDIO_AGENT_LOG_FILE || env.AUDIO_AGENT_LOG_FALLBACK!;
+      mkdirSync(log, { recursive: true });
+      const started = await initScript("start", env);
+      expect(started.code, started.stdout + started.stderr).toBe(1);
+      expect(started.stdout).toContain(`audio-agent: cannot write the log file ${log}: Is a directory\n`);
+      expect(agentsOf(t.dir)).toEqual([]);
+      expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+    }
+  }, 30_000);
+
   test("a BusyBox with logger but no logread: the start line points at the system log, not at logread", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
