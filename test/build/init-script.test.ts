@@ -437,6 +437,34 @@ describe("S95audio-agent under busybox sh", () => {
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
   }, 30_000);
 
+  // A stop that sent TERM and then ended before the agent did (Ctrl-C, a supervisor's timeout): a start
+  // right after took the agent on its way out for running, said "already running" (0), and then none ran.
+  test("a stop ended after it sent TERM, before the agent exited: a start waits for that agent to go and starts another", async () => {
+    tempDir();
+    // The agent takes 2 s to exit on TERM; it tells the test as that begins.
+    const slow = t.path("slow-exit");
+    writeFileSync(slow, `trap ': >${t.path("termed")}; sleep 2; exit 0' TERM\nwhile :; do sleep 0.1; done\n`);
+    const env = settings({ AUDIO_AGENT_BIN: BUSYBOX!, AUDIO_AGENT_ARGS: `sh ${slow}` });
+    expect((await initScript("start", env)).code).toBe(0);
+    const first = pidIn(env)!;
+    const stopping = start([BUSYBOX!, "sh", SCRIPT, "stop"], { cwd: t.dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 20_000 });
+    await until(() => existsSync(t.path("termed")), "the agent's TERM", 10_000);
+    stopping.kill("SIGTERM");
+    expect(await stopping.exited).toBe(1);
+
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(started.stdout).not.toContain("already running");
+    const second = pidIn(env)!;
+    expect(second).not.toBe(first);
+    expect(alive(first)).toBe(false);
+    expect(alive(second)).toBe(true);
+    const status = await initScript("status", env);
+    expect(status.stdout).toContain(`running (pid ${second})`);
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(readdirSync(t.path("run"))).toEqual([]);
+  }, 60_000);
+
   test("status is 1 for a pid file whose process is gone; stop clears it", async () => {
     tempDir();
     const env = settings();
