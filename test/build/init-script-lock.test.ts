@@ -38,6 +38,8 @@ beforeAll(async () => {
   // unlocks), by the first operand that names one. With SLEEPING, each such wait makes that file
   // as it begins.
   shim("rm", 'for f; do case $f in *.lock) delay=$SLOW_LOCK_RM ;; *.lock.break.*) delay=$SLOW_BREAK_RM ;; *.lock.[0-9]*) delay=; [ -e "$f" ] && delay=$SLOW_TMP_RM ;; *.log-pipe) delay=$SLOW_PIPE_RM ;; *) continue ;; esac; [ -n "$delay" ] && { [ -z "$SLEEPING" ] || : >"$SLEEPING"; sleep "$delay"; }; break; done');
+  // mv -f SRC DST: SLOW_PID_MV before putting the pid file's new version in place.
+  shim("mv", 'case $3 in *.pid) [ -n "$SLOW_PID_MV" ] && { [ -z "$SLEEPING" ] || : >"$SLEEPING"; sleep "$SLOW_PID_MV"; } ;; esac');
   // A start holds its turn for a while before the pid file appears.
   shim("start-stop-daemon", 'sleep "${SLOW_SSD:-1}"');
   // nobody runs them in one test.
@@ -248,7 +250,7 @@ describe("S95audio-agent's lock: a holder killed or stopped at the wrong moment"
   }, 30_000);
 });
 
-describe("S95audio-agent's lock: a signal as a name of the turn is made or removed", () => {
+describe("S95audio-agent's lock: a signal as a file of the turn is made or removed", () => {
   /** A start run with `slow` (the shims' settings) and SLEEPING: signalled with TERM, alone or with its whole process group, once that wait has begun. */
   async function startTermed(env: Record<string, string>, slow: Record<string, string>, group: boolean): Promise<number> {
     const sleeping = join(dir, "sleeping");
@@ -287,6 +289,17 @@ describe("S95audio-agent's lock: a signal as a name of the turn is made or remov
     const env = setup();
     writeFileSync(lockFile(), `${gonePid()} 1\n`);
     expect(await startTermed(env, { SLOW_BREAK_RM: "2" }, true)).toBe(1);
+    expect(agents()).toEqual([]);
+    expect(readdirSync(join(dir, "run"))).toEqual([]);
+  }, 30_000);
+
+  // The pid file is written anew under the turn (its start time; "stopping"), then moved in place.
+  test("a start whose group is TERMed as it moves the pid file's new version in place: exit 1, the agent under its pid file, no temp file left", async () => {
+    const env = setup();
+    expect(await startTermed(env, { SLOW_PID_MV: "2" }, true)).toBe(1);
+    expect(agents().length).toBe(1);
+    expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.pid"]);
+    expect((await initScript("stop", env)).code).toBe(0);
     expect(agents()).toEqual([]);
     expect(readdirSync(join(dir, "run"))).toEqual([]);
   }, 30_000);
