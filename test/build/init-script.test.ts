@@ -829,6 +829,21 @@ describe("S95audio-agent under busybox sh", () => {
     other.kill("SIGKILL");
   }, 60_000);
 
+  // An encoder started before the service, writing to the FIFO's path, makes a regular file there: the
+  // agent then served that file as a lossless one to the first client and exited, after start said started.
+  test("AUDIO_AGENT_FIFO naming a file that is not a FIFO (an encoder that wrote there first): start fails (1) naming it, nothing started", async () => {
+    tempDir();
+    const fifo = t.path("capture/capture.ogg");
+    mkdirSync(t.path("capture"));
+    copyFileSync(encodeWith(t.dir, "encoder", ["--max-delay", "20"]), fifo);
+    const { AUDIO_AGENT_ARGS: _, ...env } = settings({ AUDIO_AGENT_FIFO: fifo, JETKVM_AUDIO_OUTPUT_SOCKET: t.path("o.sock") });
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(1);
+    expect(started.stdout).toContain(`AUDIO_AGENT_FIFO=${fifo} is not a FIFO; remove it, or name another path (empty: none)\n`);
+    expect(agentsOf(t.dir)).toEqual([]);
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+  }, 30_000);
+
   test("the default output role serves AUDIO_AGENT_FIFO", async () => {
     tempDir();
     const fifo = t.path("capture/capture.ogg");
