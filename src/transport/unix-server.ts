@@ -50,6 +50,8 @@ export type Closing = "end" | "terminate";
 const LINGER_MS = 1000;
 /** Clients that may wait for a hold to end; one more lets the one waiting longest go, unserved. */
 const MAX_WAITING = 16;
+/** Clients let go that may linger at once; one more cuts off the one let go longest ago. */
+const MAX_LETTING_GO = 16;
 /** How long a listener that refuses new clients stays open for the loop to accept those the kernel had queued. */
 const ACCEPT_QUEUE_MS = 10;
 
@@ -264,7 +266,12 @@ export class UnixServer {
   /**
    * Half-closes a client and leaves it LINGER_MS to read to the end and
    * close; held or not, it is read to its end (late): what it sends is
-   * counted, and its close seen.
+   * counted, and its close seen. Past MAX_LETTING_GO lingering at once, the
+   * one let go longest ago is cut off: clients coming faster than those let
+   * go close (a reconnect loop, many at once, a loop busy accepting them
+   * before it sees them close) would otherwise hold a descriptor each, up to
+   * the process's limit, where nothing else can open one (the other
+   * channel's sink or source, an HTTP client, the next client).
    */
   private letGo(socket: Socket<unknown>): void {
     if (this.paused.delete(socket)) socket.resume();
@@ -273,6 +280,16 @@ export class UnixServer {
     linger.unref();
     this.lettingGo.set(socket, { closed: Promise.withResolvers<void>(), linger });
     socket.shutdown();
+    if (this.lettingGo.size > MAX_LETTING_GO) this.cutOff(this.lettingGo.keys().next().value!);
+  }
+
+  /** Closes a client being let go at once: what it has not read of what was written is lost with it. */
+  private cutOff(socket: Socket<unknown>): void {
+    const client = this.lettingGo.get(socket)!;
+    clearTimeout(client.linger);
+    client.closed.resolve();
+    this.lettingGo.delete(socket);
+    socket.terminate();
   }
 
   /**

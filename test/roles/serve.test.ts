@@ -641,6 +641,34 @@ describe("serve: both channels in one process", () => {
     expect(stopped.dropped).toBe("200");
   }, 60_000);
 
+  test("a peer connecting to the output socket again and again, holding each connection, under a small descriptor limit: the input channel's FIFO sink goes on looking for its reader, every frame counted, exit 0 at SIGTERM", async () => {
+    const t = setup();
+    const sink = makeFifo(t.path("mic.fifo"));
+    await writeWireFile(t.path("capture.wire"), 50);
+    const args = ["serve", "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--output-realtime", "--output-loop", "--input-socket", t.in, "--input-sink", sink];
+    const agent = start(["sh", "-c", 'ulimit -n 64 && exec "$@"', "sh", ...AGENT, ...args], { env: agentEnv() });
+    await agent.waitForStderr("input-server: listening");
+    // A microphone client reading nothing; what it writes is not checked here: an agent out of
+    // descriptors fails the sink's open (EMFILE) and ends the run, which the wait below tells.
+    const mic = await connectClient(defer, t.in, { paused: true, magic: INPUT_MAGIC });
+    const send = (type: MessageType, payload?: Uint8Array) => mic.socket.write(encodeMessage(INPUT_MAGIC, type, payload, BigInt(Date.now()) * 1_000_000n));
+    send(MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG));
+    // Each one replaces the one before, which is let go: more than the agent has descriptors.
+    for (let i = 0; i < 100; i++) await connectClient(defer, t.out, { paused: true });
+    // No reader: a frame is a look for one (at most every READER_LOOK_MS), an open of the FIFO; 10 looks in 2 s.
+    const frames = 20;
+    for (let i = 0; i < frames; i++) {
+      send(MessageType.OpusFrame, micPayload(i));
+      await Bun.sleep(READER_LOOK_MS / 2);
+    }
+    send(MessageType.Stop);
+    await agent.waitForStderr("input-server: session ended by Stop");
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    const stopped = logFields(agent.stderr, "input-server", "stopped");
+    expect([stopped.frames, stopped.dropped_sink_no_reader]).toEqual([String(frames), String(frames)]);
+  }, 60_000);
+
   test("a channel that fails stops the other cleanly: the input sink on a full disk ends the run with exit 1 naming it", async () => {
     const t = setup();
     const fifo = makeFifo(t.path("capture.wire"));

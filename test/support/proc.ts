@@ -1,7 +1,8 @@
 /**
  * What Linux reports under /proc: the resident memory and open files of a
  * process, its main thread's wake-ups, whether it lives, the processes that name a directory, the TCP
- * sockets listening on a port, the Unix sockets listening at a path, and the
+ * sockets listening on a port, the Unix sockets listening at a path (and
+ * those accepted there), and the
  * socket buffer sizes it grants.
  */
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
@@ -99,6 +100,20 @@ export function listeners(port: number): string[] {
 
 /** How many Unix sockets listen at `path` (bound by that name), from /proc/net/unix. */
 export function unixListeners(path: string): number {
+  return unixSocketsAt(path, true);
+}
+
+/**
+ * The connections a server listening at `path` has accepted and not closed
+ * yet (its ends of them: the kernel names each by the listener's name; a
+ * client's end has none).
+ */
+export function unixAccepted(path: string): number {
+  return unixSocketsAt(path, false);
+}
+
+/** The sockets at `path` (or the hidden name it was bound by) that listen, or that do not. */
+function unixSocketsAt(path: string, listening: boolean): number {
   const SO_ACCEPTCON = 0x10000;
   // The agent binds a hidden name beside the path (".NAME.xxxxxxxx") and links it into place:
   // the table lists the name it was bound by.
@@ -109,7 +124,7 @@ export function unixListeners(path: string): number {
     .slice(1)
     .map((line) => line.trim().split(/\s+/))
     .filter((cols) => {
-      if (cols.length < 8 || (parseInt(cols[3]!, 16) & SO_ACCEPTCON) === 0) return false;
+      if (cols.length < 8 || ((parseInt(cols[3]!, 16) & SO_ACCEPTCON) !== 0) !== listening) return false;
       const name = cols.slice(7).join(" ");
       return name === path || (name.startsWith(hidden) && !name.slice(hidden.length).includes("/"));
     }).length;

@@ -13,7 +13,7 @@ import { useCleanup } from "../support/cleanup.ts";
 import { startOutputServer } from "../support/output-server.ts";
 import { indexedPayload, payloadIndex } from "../support/payloads.ts";
 import { connectClient } from "../support/peer.ts";
-import { unixListeners } from "../support/proc.ts";
+import { unixAccepted, unixListeners } from "../support/proc.ts";
 import { connectWriteClose } from "../support/blocking-client.ts";
 import { recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
@@ -86,6 +86,23 @@ describe("UnixServer: one client at a time", () => {
       [1, "replaced by a new client"],
       [2, "replaced by a new client"],
     ]);
+  });
+
+  test("clients let go faster than they close (a peer connecting again and again, each connection held open): at most 16 linger at once, the one let go longest ago is closed", async () => {
+    const path = socketDir(defer, "us-").path("s.sock");
+    // What the server holds as each client is accepted: its end of every connection not closed yet.
+    let most = 0;
+    const handler = { ...recordingHandler().handler, open: () => void (most = Math.max(most, unixAccepted(path))) };
+    const server = await UnixServer.listen({ path, mode: 0o660, report: silent, handler });
+    defer(() => server.stop());
+    for (let n = 1; n <= 40; n++) {
+      await connectClient(defer, path, { paused: true });
+      await until(() => server.connections === n, `client ${n}`);
+    }
+    // Each would otherwise hold a descriptor of the server's for a second: a loop of them, the process's every one.
+    expect(most).toBeLessThanOrEqual(17);
+    // The newest is served.
+    expect(server.client).toBeDefined();
   });
 
   test("a client that leaves is reported as peer closed and the server accepts the next one", async () => {
