@@ -405,6 +405,24 @@ describe("S95audio-agent under busybox sh", () => {
     expect(alive(pid)).toBe(false);
   }, 30_000);
 
+  // A loaded board: each tick's sleep takes longer than the tenth it asks for. Counted in ticks, the wait
+  // lasted as many ticks as it has tenths (20 here, 10 s); by the clock it ends after its 2 s.
+  test("a wait lasts its time by the clock, not by the ticks it sleeps: with each tick's sleep taking half a second, a 2 s start timeout sleeps a handful of times, not 20", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    mkdirSync(t.path("shims"));
+    const sleeps = t.path("sleeps");
+    writeFileSync(t.path("shims/sleep"), `#!${BUSYBOX} sh\necho "$*" >>${sleeps}\nexec ${BUSYBOX} sleep 0.5\n`);
+    chmodSync(t.path("shims/sleep"), 0o755);
+    const config = makeFifo(t.path("config.json"));
+    const env = settings({ AUDIO_AGENT_ARGS: `${settings().AUDIO_AGENT_ARGS} --config ${config}`, AUDIO_AGENT_START_TIMEOUT: "2", PATH: `${t.path("shims")}:${applets}:${process.env.PATH}` });
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout).toBe(1);
+    expect(started.stdout).toContain(`runs but does not listen after 2 s`);
+    expect(readFileSync(sleeps, "utf8").split("\n").filter((line) => line === "0.1").length).toBeLessThan(15);
+    expect((await initScript("stop", env)).code).toBe(0);
+  }, 60_000);
+
   test("a stop while a start waits out a longer AUDIO_AGENT_START_TIMEOUT (a slow board) takes its turn after it and stops the agent", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
