@@ -146,6 +146,11 @@ export class AgentHttpServer {
     return this.front.port;
   }
 
+  /** Why the kernel's queue of connections waiting for the front is Bun's own (512), not ACCEPT_QUEUE; undefined when it is bounded. */
+  get acceptQueueUnbounded(): string | undefined {
+    return this.front.acceptQueueUnbounded;
+  }
+
   /** The server's connections close first: the front carries what they sent last (a viewer's goodbye), then closes too. */
   async stop(): Promise<void> {
     await this.server.stop(true);

@@ -164,7 +164,11 @@ export class Instruments {
       await this.stop();
       throw e;
     }
-    for (const server of this.servers) this.report("info", "http listening", { url: server.url });
+    for (const server of this.servers) {
+      this.report("info", "http listening", { url: server.url });
+      const why = server.acceptQueueUnbounded;
+      if (why) this.report("warn", "the HTTP port's queue of connections not yet taken is left at Bun's 512: a peer connecting and closing in a loop can hold the audio for a moment each time it fills", { url: server.url, why });
+    }
   }
 
   /**

@@ -9,7 +9,7 @@
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { readdirSync, rmSync } from "node:fs";
-import { MAX_HTTP_CONNECTIONS } from "../../src/observe/http-front.ts";
+import { ACCEPT_QUEUE, MAX_HTTP_CONNECTIONS } from "../../src/observe/http-front.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { rawRequest } from "../support/http.ts";
 import { metricsUrl } from "../support/metrics.ts";
@@ -95,6 +95,31 @@ describe("HTTP connections are bounded", () => {
     await until(served, "/healthz answered again", 10_000).catch(() => {});
     expect(await served()).toBe(true);
     await expectAudioServed(t.path("o.sock"), t.path("out.wire"));
+  }, 60_000);
+});
+
+describe("connections the kernel keeps until the agent takes them", () => {
+  // Bun takes every waiting connection in one turn of the thread that paces the audio: a peer
+  // connecting and closing in a loop filled Bun's 512 in a moment, and each turn held the audio.
+  test(`while the agent takes none (stopped), ${ACCEPT_QUEUE + 1} connections complete and no more: the rest wait in the kernel; once it goes on, /healthz answers`, async () => {
+    const { agent, port } = await servingWithMetrics(1024);
+    expect((await healthz(port)).status).toBe(200);
+    agent.kill("SIGSTOP");
+    defer(() => agent.kill("SIGCONT"));
+    let completed = 0;
+    // Those still waiting complete once it goes on, or fail with it: each is closed as it completes.
+    for (let i = 0; i < 100; i++) {
+      void Bun.connect({ hostname: "127.0.0.1", port, socket: { data: () => {}, error: () => {} } }).then(
+        (socket) => void (completed++, socket.terminate()),
+        () => {},
+      );
+    }
+    // Over loopback a connection the queue has room for completes within its connect; the others' SYNs are dropped.
+    await until(() => completed >= ACCEPT_QUEUE + 1, "the queue's connections completed");
+    await Bun.sleep(300);
+    expect(completed).toBe(ACCEPT_QUEUE + 1);
+    agent.kill("SIGCONT");
+    await until(async () => (await healthz(port).catch(() => ({ status: 0 }))).status === 200, "/healthz answered after the flood", 30_000);
   }, 60_000);
 });
 
