@@ -4,7 +4,8 @@
  * sent raw since fetch never sends one), and the exact Prometheus content
  * type of /metrics.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, spyOn, test } from "bun:test";
+import type { Socket } from "bun";
 import { Registry } from "prom-client";
 import { AgentHttpServer } from "../../src/observe/http-server.ts";
 import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
@@ -14,6 +15,7 @@ import { useCleanup } from "../support/cleanup.ts";
 import { rawRequest, rawUpgrade } from "../support/http.ts";
 import { idleSenderReadings, stillFigures } from "../support/readings.ts";
 import { value } from "../support/metrics.ts";
+import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
 
@@ -119,6 +121,45 @@ describe("clients as scripts write them", () => {
     expect(text).toStartWith("HTTP/1.1 200 OK\r\n");
     const [, body] = text.split("\r\n\r\n");
     expect(value(body!, "jetkvm_audio_frames_dropped_total")).toBe(3);
+  });
+});
+
+/** Keep-alive HTTP/1.1 connections to `port`, each once through to the server (a first GET /healthz answered): what each received, whole answers counted by their Content-Length. */
+async function keptAlive(port: number, count: number): Promise<{ sockets: Socket<undefined>[]; answers: () => number[] }> {
+  const received = Array.from({ length: count }, () => "");
+  const sockets: Socket<undefined>[] = [];
+  for (let i = 0; i < count; i++) {
+    sockets.push(await Bun.connect({ hostname: "127.0.0.1", port, socket: { data: (_s, chunk) => void (received[i] += Buffer.from(chunk).toString()), error: () => {} } }));
+  }
+  defer(() => sockets.forEach((s) => s.terminate()));
+  const answers = () =>
+    received.map((text) => {
+      let whole = 0;
+      for (let at = 0; ; whole++) {
+        const head = text.indexOf("\r\n\r\n", at);
+        const length = Number(/content-length: (\d+)/i.exec(text.slice(at, head))?.[1]);
+        if (head < 0 || text.length < head + 4 + length) return whole;
+        at = head + 4 + length;
+      }
+    });
+  sockets.forEach((s) => s.write(`GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`));
+  await until(() => answers().every((n) => n === 1), "each connection answered once");
+  return { sockets, answers };
+}
+
+describe("/metrics scrapes at once", () => {
+  // Bun answers every request ready at once in one turn of the loop that paces the audio: each rendering the registry held it in turn.
+  test("scrapes answered in one turn of the event loop share one render of the registry; a scrape in a later turn renders afresh", async () => {
+    const { port, metrics } = await agentServer();
+    const { sockets, answers } = await keptAlive(port, 8);
+    const renders = spyOn(metrics, "text");
+    // All eight written before the loop turns again: they reach the server together.
+    sockets.forEach((s) => s.write(`GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`));
+    await until(() => answers().every((n) => n === 2), "each scrape answered");
+    expect(renders).toHaveBeenCalledTimes(1);
+    const later = await rawRequest("127.0.0.1", port, `GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:${port}`);
+    expect(value(later.body, "jetkvm_audio_frames_dropped_total")).toBe(3);
+    expect(renders).toHaveBeenCalledTimes(2);
   });
 });
 
