@@ -1,7 +1,6 @@
 import type { Socket, TCPSocketListener } from "bun";
-import { read, type Library } from "bun:ffi";
 import { readFileSync } from "node:fs";
-import { errnoName, openLibc } from "../io/libc.ts";
+import { ACCEPT_QUEUE, boundAcceptQueue } from "../io/accept-queue.ts";
 
 /** HTTP connections served at once; past that a newcomer is answered 503 and closed. */
 export const MAX_HTTP_CONNECTIONS = 32;
@@ -32,17 +31,7 @@ interface Side {
   stall: ReturnType<typeof setTimeout> | undefined;
 }
 
-/**
- * Connections the kernel completes for the front and keeps until it takes
- * them (its listen backlog; Bun listens with 512). Bun takes every one
- * waiting in one go, on the thread that paces the audio, and a peer that
- * connects and closes at once (waiting for no answer, so nothing holds it
- * back) fills the queue in a moment: 513 taken in one turn held the audio
- * 50-700 ms, about once a second (as the SYNs dropped meanwhile were sent
- * again). With this many, one turn takes a few ms; the rest of a flood waits
- * in the kernel, its SYNs dropped and sent again later.
- */
-export const ACCEPT_QUEUE = 16;
+export { ACCEPT_QUEUE };
 
 /** Each connection carried holds this many descriptors: the client's, and both ends of its way to the server. */
 const DESCRIPTORS_PER_CONNECTION = 3;
@@ -212,31 +201,6 @@ export class HttpFront {
       },
     }).catch(() => client.end());
   }
-}
-
-const LISTEN_SYMBOLS = {
-  listen: { args: ["i32", "i32"], returns: "i32" },
-  __errno_location: { args: [], returns: "ptr" },
-} as const;
-
-let listenCall: Library<typeof LISTEN_SYMBOLS> | string | undefined;
-
-/**
- * Bounds the kernel's queue of connections completed for `listener` and not
- * yet taken to `backlog`: listen(2) again on its descriptor, which Linux takes
- * as the new bound. Why it could not be, or undefined.
- */
-function boundAcceptQueue(listener: object, backlog: number): string | undefined {
-  // Bun's listener has its descriptor as `fd` (1.4.5), though its types do not say so.
-  const fd = (listener as { fd?: unknown }).fd;
-  if (typeof fd !== "number" || !Number.isInteger(fd) || fd < 0) return "Bun's listener has no descriptor";
-  if (listenCall === undefined) {
-    const opened = openLibc(LISTEN_SYMBOLS);
-    listenCall = opened.library ?? opened.detail;
-  }
-  if (typeof listenCall === "string") return listenCall;
-  if (listenCall.symbols.listen(fd, backlog) === 0) return undefined;
-  return `listen(${fd}, ${backlog}) failed: ${errnoName(read.i32(listenCall.symbols.__errno_location()!, 0))}`;
 }
 
 /** Hands `chunk` from `from` to its other side, keeping order; what that side does not take now waits (hold). */

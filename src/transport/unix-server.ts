@@ -3,6 +3,7 @@ import { readSync } from "node:fs";
 import type { Report } from "./report.ts";
 import { bindSocketFile, prepareSocketPath, removeSocketFile, removeStaleHiddenNames, restoreSocketFile, socketFileInPlace, type SocketFileIdentity } from "./socket-file.ts";
 import { refuseConnections } from "./socket-options.ts";
+import { boundAcceptQueue } from "../io/accept-queue.ts";
 import { within } from "../io/within.ts";
 
 /** What a role does with its one client. */
@@ -141,6 +142,9 @@ export class UnixServer {
     const { listener, identity } = bindSocketFile(path, options.mode, listen);
     server = new UnixServer(listener, options, identity);
     report("info", "listening", { socket: path, mode: `0${options.mode.toString(8)}` });
+    // Bun takes every waiting client in one turn: a peer connecting in a loop held the other channel's audio for seconds.
+    const unbounded = boundAcceptQueue(listener);
+    if (unbounded) report("warn", "the socket's queue of clients not yet taken is left at Bun's 512: a peer connecting in a loop can hold the audio", { socket: path, why: unbounded });
     return server;
   }
 

@@ -7,9 +7,11 @@
  * the agent, `cat`/`head` writers, raw TCP viewers.
  */
 import { describe, expect, test } from "bun:test";
+import { ACCEPT_QUEUE } from "../../src/io/accept-queue.ts";
 import { expectAccountedLine } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo } from "../support/fifo.ts";
+import { connectOutcome } from "../support/peer.ts";
 import { fdCount, openFiles } from "../support/proc.ts";
 import { REPO, spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -123,4 +125,32 @@ describe("churn left running", () => {
     const acc = expectAccountedLine(serve.stderr);
     expect(acc.delivered + acc.dropped).toBe(acc.submitted);
   }, 180_000);
+});
+
+describe("a peer connecting to a channel's socket in a loop", () => {
+  // Bun takes every client waiting on a listener in one turn of the thread that paces the audio: a peer
+  // connecting in a loop kept Bun's 512 full, and `serve`'s other channel starved (an `input send` beside
+  // an output churner had 455 of 510 frames dropped as late). The kernel now keeps ACCEPT_QUEUE + 1.
+  test(`while the agent takes none (stopped), ${ACCEPT_QUEUE + 1} clients complete their connect, the others are refused at once; once it goes on, a client is served`, async () => {
+    const t = socketDir(defer, "aa-backlog-");
+    defer(() => stopAgents());
+    const path = t.path("i.sock");
+    const agent = spawnAgent(["input", "serve", "--socket", path, "--sink", "/dev/null"]);
+    await agent.waitForStderr("listening");
+    agent.kill("SIGSTOP");
+    defer(() => agent.kill("SIGCONT"));
+    const outcomes = await Promise.all(
+      Array.from({ length: 100 }, () =>
+        Bun.connect({ unix: path, socket: { data() {}, error() {}, close() {} } }).then(
+          (socket) => (socket.terminate(), "connected"),
+          () => "refused",
+        ),
+      ),
+    );
+    expect(outcomes.filter((o) => o === "connected").length).toBe(ACCEPT_QUEUE + 1);
+    agent.kill("SIGCONT");
+    await until(async () => (await connectOutcome(defer, path)) === "accepted", "a client served once it goes on", 10_000);
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+  }, 60_000);
 });
