@@ -499,7 +499,8 @@ describe("an address or path the system refuses: one line naming the option, the
     defer(() => rmSync(dir, { recursive: true, force: true }));
     const sink = join(dir, "kept.wire");
     writeFileSync(sink, "an earlier recording\n");
-    const script = `mount -t tmpfs -o ro none /tmp && exec "$@"`;
+    // /tmp made read-only where it is (the checkout may be in it), in a mount namespace of its own.
+    const script = `mount --bind /tmp /tmp && mount -o remount,ro,bind /tmp && exec "$@"`;
     const agent = start(["unshare", "-m", "sh", "-c", script, "sh", ...AGENT, "input", "serve", "--socket", join(dir, "s.sock"), "--sink", sink, "--metrics", "0"], {
       env: { ...agentEnv(), TMPDIR: join(dir, "missing") },
     });
