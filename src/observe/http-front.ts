@@ -1,6 +1,6 @@
 import type { Socket, TCPSocketListener } from "bun";
 import { readFileSync } from "node:fs";
-import { ACCEPT_QUEUE, boundAcceptQueue } from "../io/accept-queue.ts";
+import { boundAcceptQueue } from "../io/accept-queue.ts";
 
 /** HTTP connections served at once; past that a newcomer is answered 503 and closed. */
 export const MAX_HTTP_CONNECTIONS = 32;
@@ -30,8 +30,6 @@ interface Side {
   /** While what waits has not moved: cuts the connection at STALL_MS. */
   stall: ReturnType<typeof setTimeout> | undefined;
 }
-
-export { ACCEPT_QUEUE };
 
 /** Each connection carried holds this many descriptors: the client's, and both ends of its way to the server. */
 const DESCRIPTORS_PER_CONNECTION = 3;
@@ -97,7 +95,7 @@ export class HttpFront {
 
   private constructor(
     private readonly listener: TCPSocketListener<Side>,
-    /** Why the kernel's queue of connections waiting for it could not be bounded to ACCEPT_QUEUE; undefined when it was. */
+    /** Why the kernel's queue of connections waiting for it could not be bounded (ACCEPT_QUEUE, io/accept-queue.ts); undefined when it was. */
     readonly acceptQueueUnbounded: string | undefined,
   ) {}
 
@@ -139,7 +137,7 @@ export class HttpFront {
         error: () => {},
       },
     });
-    front = new HttpFront(listener as unknown as TCPSocketListener<Side>, boundAcceptQueue(listener, ACCEPT_QUEUE));
+    front = new HttpFront(listener as unknown as TCPSocketListener<Side>, boundAcceptQueue(listener));
     return front;
   }
 

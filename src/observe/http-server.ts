@@ -48,8 +48,8 @@ type MonitorServer = Bun.Server<{ listening: boolean; dropped: number }>;
 
 /** The monitor's paths and what each answers: only its audience is given them. */
 const MONITOR_ROUTES: Record<string, (request: Request, server: MonitorServer, monitor: MonitorHub) => Response | undefined> = {
-  "/": () => monitorPage(),
-  "/monitor": () => monitorPage(),
+  "/": monitorPage,
+  "/monitor": monitorPage,
   "/ws": (request, server, monitor) => crossOrigin(request) ?? monitor.upgrade(request, server),
   "/figures": (_request, _server, monitor) => Response.json(monitor.current()),
 };

@@ -32,9 +32,9 @@ export class NotifySocket {
   static open(name: string): NotifySocket | string {
     const abstract = name.startsWith("@");
     if (!abstract && !name.startsWith("/")) return `NOTIFY_SOCKET=${name} is neither a path nor an abstract name (@...)`;
-    // A path ends with its NUL inside sun_path; an abstract name begins with one and has none after.
-    if (Buffer.byteLength(abstract ? name.slice(1) : name) + 1 > SUN_PATH) return `NOTIFY_SOCKET=${name} is longer than a Unix socket address holds (${SUN_PATH - 1} bytes)`;
     const address = unixAddress(name);
+    // A path ends with its NUL inside sun_path; an abstract name begins with one and has none after.
+    if (address.length - 2 > SUN_PATH) return `NOTIFY_SOCKET=${name} is longer than a Unix socket address holds (${SUN_PATH - 1} bytes)`;
     const opened = openLibc(SYMBOLS);
     if (!opened.library) return `NOTIFY_SOCKET: ${opened.detail}`;
     const fd = opened.library.symbols.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);

@@ -289,11 +289,17 @@ export class UnixServer {
 
   /** Closes a client being let go at once: what it has not read of what was written is lost with it. */
   private cutOff(socket: Socket<unknown>): void {
-    const client = this.lettingGo.get(socket)!;
-    clearTimeout(client.linger);
-    client.closed.resolve();
-    this.lettingGo.delete(socket);
+    this.forgetLettingGo(socket);
     socket.terminate();
+  }
+
+  /** A client let go is closed (or cut off): its linger ends, and stop() no longer waits for it. */
+  private forgetLettingGo(socket: Socket<unknown>): void {
+    const lettingGo = this.lettingGo.get(socket);
+    if (!lettingGo) return;
+    clearTimeout(lettingGo.linger);
+    lettingGo.closed.resolve();
+    this.lettingGo.delete(socket);
   }
 
   /**
@@ -417,12 +423,7 @@ export class UnixServer {
     this.paused.delete(socket);
     const waited = this.waiting.indexOf(socket);
     if (waited >= 0) this.waiting.splice(waited, 1);
-    const lettingGo = this.lettingGo.get(socket);
-    if (lettingGo) {
-      clearTimeout(lettingGo.linger);
-      lettingGo.closed.resolve();
-      this.lettingGo.delete(socket);
-    }
+    this.forgetLettingGo(socket);
     if (socket !== this.current) return;
     this.current = undefined;
     this.connectionDrops++;

@@ -9,7 +9,8 @@
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { readdirSync, rmSync } from "node:fs";
-import { ACCEPT_QUEUE, MAX_HTTP_CONNECTIONS } from "../../src/observe/http-front.ts";
+import { ACCEPT_QUEUE } from "../../src/io/accept-queue.ts";
+import { MAX_HTTP_CONNECTIONS } from "../../src/observe/http-front.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { rawRequest } from "../support/http.ts";
 import { metricsUrl } from "../support/metrics.ts";
