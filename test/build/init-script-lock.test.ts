@@ -77,6 +77,20 @@ function agents(): number[] {
   return agent ? agentsIn(dir, agent) : [];
 }
 
+/**
+ * The script's `action` run with `slow` (the shims' settings) and SLEEPING, signalled with TERM,
+ * alone or with its whole process group, once that wait has begun (`meanwhile` started just
+ * before the signal); its exit code.
+ */
+async function termedOnceSlowed(action: string, env: Record<string, string>, slow: Record<string, string>, group = false, meanwhile?: () => void): Promise<number> {
+  const sleeping = join(dir, "sleeping");
+  const running = start(["setsid", BUSYBOX!, "sh", SCRIPT, action], { cwd: dir, env: scriptEnv(env, { ...slow, SLEEPING: sleeping }), timeoutMs: 30_000 });
+  await until(() => existsSync(sleeping), "the slowed step to wait", 10_000);
+  meanwhile?.();
+  process.kill(group ? -running.pid : running.pid, "SIGTERM");
+  return running.exited;
+}
+
 /** The outcome the turns promise: all 0, exactly one started, one agent; after stop, an empty run dir. */
 async function expectOneAgent(results: Result[], env: Record<string, string>): Promise<void> {
   const outcome = results.map((r) => `${r.code} ${r.stdout.includes("already running") ? "already" : r.stdout.includes("started") ? "started" : r.stdout + r.stderr}`);
@@ -173,12 +187,10 @@ describe("S95audio-agent's lock: what a crash or a power cut leaves", () => {
     writeFileSync(lockFile(), `${gonePid()} 1\n`);
     // Its removal of the lock held up far longer than the test takes, and TERM sent once that wait
     // has begun (sent as the shim is forked, the signal can be lost on its way through exec).
-    const sleeping = join(dir, "sleeping");
-    const breaking = start(["setsid", BUSYBOX!, "sh", SCRIPT, "start"], { cwd: dir, env: scriptEnv(env, { SLOW_LOCK_RM: "20", SLEEPING: sleeping }), timeoutMs: 30_000 });
-    await until(() => existsSync(sleeping), "the lock's removal to wait", 10_000);
-    expect(readdirSync(join(dir, "run")).filter((name) => name.startsWith("audio-agent.lock.break.")).length).toBe(1);
-    process.kill(-breaking.pid, "SIGTERM");
-    expect(await breaking.exited).toBe(1);
+    const markers = () => readdirSync(join(dir, "run")).filter((name) => name.startsWith("audio-agent.lock.break.")).length;
+    let held = 0;
+    expect(await termedOnceSlowed("start", env, { SLOW_LOCK_RM: "20" }, true, () => (held = markers()))).toBe(1);
+    expect(held).toBe(1);
     expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.lock"]);
   }, 30_000);
 });
@@ -225,12 +237,9 @@ describe("S95audio-agent's lock: a holder killed or stopped at the wrong moment"
   // that was waiting.
   test("a holder TERMed while it stops: it removes its lock once", async () => {
     const env = setup();
-    const sleeping = join(dir, "sleeping");
-    const holder = start([BUSYBOX!, "sh", SCRIPT, "stop"], { cwd: dir, env: scriptEnv(env, { SLOW_PIPE_RM: "1.5", SLOW_LOCK_RM: "0.6", SLEEPING: sleeping }), timeoutMs: 30_000 });
-    await until(() => existsSync(sleeping), "the stop's removal of the syslog pipe to wait", 10_000);
-    const second = initScript("start", env, { SLOW_SSD: "2" });
-    holder.kill("SIGTERM");
-    expect(await holder.exited).toBe(1);
+    let second!: Promise<Result>;
+    // TERMed as the stop's removal of the syslog pipe waits, a start waiting for its turn.
+    expect(await termedOnceSlowed("stop", env, { SLOW_PIPE_RM: "1.5", SLOW_LOCK_RM: "0.6" }, false, () => (second = initScript("start", env, { SLOW_SSD: "2" })))).toBe(1);
     const third = initScript("start", env, { SLOW_SSD: "2" });
     await expectOneAgent([await second, await third], env);
   }, 30_000);
@@ -239,26 +248,16 @@ describe("S95audio-agent's lock: a holder killed or stopped at the wrong moment"
   // removed the lock again, the turn the waiting start had taken in between.
   test("a holder TERMed while its EXIT trap removes the lock: it removes it once", async () => {
     const env = setup();
-    const sleeping = join(dir, "sleeping");
-    const holder = start([BUSYBOX!, "sh", SCRIPT, "stop"], { cwd: dir, env: scriptEnv(env, { SLOW_LOCK_RM: "1.5", SLEEPING: sleeping }), timeoutMs: 30_000 });
-    await until(() => existsSync(sleeping), "the EXIT trap's removal of the lock to wait", 10_000);
-    const second = initScript("start", env, { SLOW_SSD: "2" });
-    holder.kill("SIGTERM");
-    await holder.exited;
+    let second!: Promise<Result>;
+    // TERMed as the EXIT trap's removal of the lock waits, a start waiting for its turn.
+    await termedOnceSlowed("stop", env, { SLOW_LOCK_RM: "1.5" }, false, () => (second = initScript("start", env, { SLOW_SSD: "2" })));
     const third = initScript("start", env, { SLOW_SSD: "2" });
     await expectOneAgent([await second, await third], env);
   }, 30_000);
 });
 
 describe("S95audio-agent's lock: a signal as a file of the turn is made or removed", () => {
-  /** A start run with `slow` (the shims' settings) and SLEEPING: signalled with TERM, alone or with its whole process group, once that wait has begun. */
-  async function startTermed(env: Record<string, string>, slow: Record<string, string>, group: boolean): Promise<number> {
-    const sleeping = join(dir, "sleeping");
-    const starting = start(["setsid", BUSYBOX!, "sh", SCRIPT, "start"], { cwd: dir, env: scriptEnv(env, { ...slow, SLEEPING: sleeping }), timeoutMs: 30_000 });
-    await until(() => existsSync(sleeping), "the slowed step to wait", 10_000);
-    process.kill(group ? -starting.pid : starting.pid, "SIGTERM");
-    return starting.exited;
-  }
+  const startTermed = (env: Record<string, string>, slow: Record<string, string>, group: boolean) => termedOnceSlowed("start", env, slow, group);
 
   // TERM to the script alone while ln runs: the shell runs the trap once ln is done, and ln took the
   // lock, or a marker, before the script could note it held it.

@@ -10,7 +10,7 @@ import { expectIntactInOrder, indexedPayload, payloadIndex, payloadOfSize, testP
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { idleSenderReadings } from "../support/readings.ts";
-import { spawnAgent, stopAgents } from "../support/processes.ts";
+import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { wireBytes, writeWireFile } from "../support/wire.ts";
 
@@ -256,6 +256,17 @@ async function pausedReaderServe(prefix: string, calmMs: number, { queueFrames =
   return { sock, server, base, reader };
 }
 
+/** The source ends: the server writes out its queue and exits 0, the reader reads to the end; each of the `submitted` frames is accounted for, and the reader got the delivered ones. */
+async function endedAndAccounted(server: Spawned, reader: RecordingClient, submitted: number) {
+  server.endStdin();
+  expect(await server.exited, server.stderr).toBe(0);
+  await reader.closed;
+  const accounting = expectAccountedLine(server.stderr);
+  expect(accounting.submitted).toBe(submitted);
+  expect(reader.frames.length).toBe(accounting.delivered);
+  return accounting;
+}
+
 describe("adaptive optimizer in a real role with a slow reader", () => {
   test("output serve --realtime escalates under a paused reader (buffers, queue, overflows) and relaxes once it catches up; every frame accounted for", async () => {
     const { server, base, reader } = await pausedReaderServe("aaa-", 300);
@@ -312,17 +323,12 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
 
     // The source ends: the server writes out its queue and stops, and the reader reads to the end.
     await feeding;
-    server.endStdin();
-    expect(await server.exited).toBe(0);
-    await reader.closed;
     // Every frame is accounted for, and the reader got exactly the delivered ones: whole,
     // uncorrupted, in order (the resizes cut or reordered nothing).
-    const accounting = expectAccountedLine(server.stderr);
-    expect(accounting.submitted).toBe(FRAMES);
+    const accounting = await endedAndAccounted(server, reader, FRAMES);
     expect(accounting.byReason.write_deadline).toBeGreaterThan(0);
     expect(accounting.byReason.client_gone ?? 0).toBe(0);
     expect(reader.error).toBeUndefined();
-    expect(reader.frames.length).toBe(accounting.delivered);
     // A frame cut short is possible only if the final flush ran out of time (counted as shutdown).
     expect(reader.pending === 0 || (accounting.byReason.shutdown ?? 0) > 0).toBe(true);
     expectIntactInOrder(reader.frames, MAX_SIZE);
@@ -354,12 +360,7 @@ describe("adaptive optimizer and the send queue's memory", () => {
     expect(value(relaxed, "audio_agent_queue_capacity_frames")).toBe(100);
     expect(value(relaxed, "audio_agent_queue_allocated_bytes")).toBe(first);
 
-    server.endStdin();
-    expect(await server.exited, server.stderr).toBe(0);
-    await reader.closed;
-    const accounting = expectAccountedLine(server.stderr);
-    expect(accounting.submitted).toBe(N);
-    expect(reader.frames.length).toBe(accounting.delivered);
+    await endedAndAccounted(server, reader, N);
     expectIntactInOrder(reader.frames, 4096);
   });
 });
@@ -396,12 +397,7 @@ describe("adaptive optimizer and the process's memory", () => {
     const lines = server.stderr.split("\n").filter((l) => l.includes("adaptive: "));
     for (const line of lines) expect(line.includes("heap_used_bytes=") && line.includes("collect_ms=")).toBe(line.includes("adaptive: relax"));
 
-    server.endStdin();
-    expect(await server.exited, server.stderr).toBe(0);
-    await reader.closed;
-    const accounting = expectAccountedLine(server.stderr);
-    expect(accounting.submitted).toBe(N);
-    expect(reader.frames.length).toBe(accounting.delivered);
+    await endedAndAccounted(server, reader, N);
   });
 });
 
