@@ -139,11 +139,16 @@ export class UnixServer {
         },
       },
     });
-    const { listener, identity } = bindSocketFile(path, options.mode, listen);
+    // Bun takes every waiting client in one turn: a peer connecting in a loop held the other channel's audio
+    // for seconds. Bounded as it listens, before its path is linked: no client comes before the bound.
+    let unbounded: string | undefined;
+    const { listener, identity } = bindSocketFile(path, options.mode, (name) => {
+      const bound = listen(name);
+      unbounded = boundAcceptQueue(bound);
+      return bound;
+    });
     server = new UnixServer(listener, options, identity);
     report("info", "listening", { socket: path, mode: `0${options.mode.toString(8)}` });
-    // Bun takes every waiting client in one turn: a peer connecting in a loop held the other channel's audio for seconds.
-    const unbounded = boundAcceptQueue(listener);
     if (unbounded) report("warn", "the socket's queue of clients not yet taken is left at Bun's 512: a peer connecting in a loop can hold the audio", { socket: path, why: unbounded });
     return server;
   }
