@@ -36,6 +36,9 @@ async function idleConnections(port: number, count: number): Promise<{ sockets: 
     const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data: () => {}, close: () => void closed++, error: () => {} } });
     socket.write("GET /metrics HTTP/1.1\r\n");
     sockets.push(socket);
+    // Past the bound each is answered 503 and closed: the next comes once it has been, so that the
+    // peer never outruns the kernel's queue (ACCEPT_QUEUE), whose overflow waits on SYN retries.
+    await until(() => closed >= sockets.length - MAX_HTTP_CONNECTIONS, "the connection past the bound closed", 30_000, 1);
   }
   defer(() => sockets.forEach((s) => s.terminate()));
   return { sockets, closed: () => closed };
