@@ -36,6 +36,10 @@ export interface UnixServerOptions {
 interface Connection {
   id: number;
   closeReason: string | undefined;
+  /** What Bun read of this client and the owner has not been handed yet (see SLICE_BYTES): handed before anything read after it. */
+  rest: Uint8Array | undefined;
+  /** A turn is booked to hand the next slice of `rest`. */
+  slicing: boolean;
 }
 
 /** A client being let go: closed by its peer, or by the server once LINGER_MS have passed. */
@@ -55,6 +59,15 @@ const MAX_WAITING = 16;
 const MAX_LETTING_GO = 16;
 /** How long a listener that refuses new clients stays open for the loop to accept those the kernel had queued. */
 const ACCEPT_QUEUE_MS = 10;
+/**
+ * The most of one read the owner is handed in one turn of the loop. Bun
+ * reads up to 512 KiB at once from a client that sends faster than it is
+ * read (a flood), and handing it whole meant parsing and sinking thousands
+ * of frames in one turn, the other channel's audio waiting meanwhile; the
+ * rest is handed a slice a turn, the client not read again until it all
+ * has been. Live audio (a few frames a read) never reaches it.
+ */
+export const SLICE_BYTES = 16384;
 
 /**
  * A Unix stream socket server with one client at a time: a newly accepted
@@ -72,7 +85,7 @@ export class UnixServer {
   /** Settles once the listening socket is closed (stopAccepting). */
   private listenerClosed: Promise<void> | undefined;
   /** Clients let go gently and not closed yet: stop() waits for them. */
-  private readonly lettingGo = new Map<Socket<unknown>, LettingGo>();
+  private readonly lettingGo = new Map<Socket<Connection>, LettingGo>();
   /** While set, no client is read (hold): the owner cannot take more yet. */
   private held: Promise<void> | undefined;
   private readonly paused = new Set<Socket<unknown>>();
@@ -117,7 +130,7 @@ export class UnixServer {
     let server!: UnixServer;
     const listen = (name: string) => Bun.listen<Connection>({
       unix: name,
-      data: { id: 0, closeReason: undefined },
+      data: { id: 0, closeReason: undefined, rest: undefined, slicing: false },
       allowHalfOpen: options.halfOpen ?? false,
       socket: {
         binaryType: "uint8array",
@@ -126,10 +139,7 @@ export class UnixServer {
           if (socket !== server.current) socket.end();
         },
         open: (socket) => server.accept(socket),
-        data: (socket, chunk) => {
-          if (socket === server.current) options.handler.data(socket, chunk);
-          else if (server.lettingGo.has(socket)) options.handler.late?.(socket, chunk);
-        },
+        data: (socket, chunk) => server.received(socket, chunk),
         drain: (socket) => {
           if (socket === server.current) options.handler.drain(socket);
         },
@@ -232,7 +242,7 @@ export class UnixServer {
     if (this.current) this.pause(this.current);
     const resume = () => {
       this.held = undefined;
-      if (this.current && this.paused.delete(this.current)) this.current.resume();
+      if (this.current && this.paused.delete(this.current)) this.read(this.current);
       this.takeWaiting();
     };
     waiting.then(resume, resume);
@@ -241,6 +251,68 @@ export class UnixServer {
   private pause(socket: Socket<unknown>): void {
     socket.pause();
     this.paused.add(socket);
+  }
+
+  /** Reads `socket` again (no longer held or waiting): what is left of its last read first. */
+  private read(socket: Socket<Connection>): void {
+    if (socket.data.rest) this.handRestNextTurn(socket);
+    else socket.resume();
+  }
+
+  /**
+   * A read from a client: handed to the owner (the client served) or as
+   * late (one let go), at most SLICE_BYTES of it now; the rest a slice a
+   * turn, the client paused until it all has been handed.
+   */
+  private received(socket: Socket<Connection>, chunk: Uint8Array): void {
+    const pending = socket.data.rest;
+    if (pending) {
+      // Read before its pause took: after what was read before it.
+      socket.data.rest = Buffer.concat([pending, chunk]);
+      return;
+    }
+    if (chunk.length > SLICE_BYTES) {
+      socket.data.rest = chunk.subarray(SLICE_BYTES);
+      chunk = chunk.subarray(0, SLICE_BYTES);
+      socket.pause();
+    }
+    this.hand(socket, chunk);
+    if (socket.data.rest && !this.paused.has(socket)) this.handRestNextTurn(socket);
+  }
+
+  private hand(socket: Socket<Connection>, chunk: Uint8Array): void {
+    if (socket === this.current) this.options.handler.data(socket, chunk);
+    else if (this.lettingGo.has(socket)) this.options.handler.late?.(socket, chunk);
+  }
+
+  private handRestNextTurn(socket: Socket<Connection>): void {
+    if (socket.data.slicing) return;
+    socket.data.slicing = true;
+    setImmediate(() => {
+      socket.data.slicing = false;
+      this.handRest(socket, 1);
+    });
+  }
+
+  /**
+   * Hands up to `slices` of what is left of `socket`'s last read, while it
+   * is read (not held, not waiting; served or being let go); the client is
+   * read again once all of it has been handed. One gone (closed, cut off)
+   * leaves its rest unread, as what the kernel held for it.
+   */
+  private handRest(socket: Socket<Connection>, slices: number): void {
+    for (let handed = 0; socket.data.rest; handed++) {
+      if (this.paused.has(socket)) return; // its hold's end (or its turn) goes on
+      if (socket !== this.current && !this.lettingGo.has(socket)) {
+        socket.data.rest = undefined;
+        return;
+      }
+      if (handed === slices) return this.handRestNextTurn(socket);
+      const rest = socket.data.rest;
+      socket.data.rest = rest.length > SLICE_BYTES ? rest.subarray(SLICE_BYTES) : undefined;
+      this.hand(socket, rest.subarray(0, SLICE_BYTES));
+    }
+    if (!this.paused.has(socket)) socket.resume();
   }
 
   /**
@@ -269,7 +341,7 @@ export class UnixServer {
       socket.terminate();
       return;
     }
-    this.letGo(socket);
+    this.letGo(socket as Socket<Connection>);
   }
 
   /**
@@ -282,8 +354,8 @@ export class UnixServer {
    * the process's limit, where nothing else can open one (the other
    * channel's sink or source, an HTTP client, the next client).
    */
-  private letGo(socket: Socket<unknown>): void {
-    if (this.paused.delete(socket)) socket.resume();
+  private letGo(socket: Socket<Connection>): void {
+    if (this.paused.delete(socket) || socket.data.rest) this.read(socket);
     // Set up before the shutdown, which may close a socket whose peer has already ended at once.
     const linger = setTimeout(() => socket.end(), LINGER_MS);
     linger.unref();
@@ -293,13 +365,15 @@ export class UnixServer {
   }
 
   /** Closes a client being let go at once: what it has not read of what was written is lost with it. */
-  private cutOff(socket: Socket<unknown>): void {
+  private cutOff(socket: Socket<Connection>): void {
+    // What was read of it is the owner's still (counted), handed at once.
+    this.handRest(socket, Infinity);
     this.forgetLettingGo(socket);
     socket.terminate();
   }
 
   /** A client let go is closed (or cut off): its linger ends, and stop() no longer waits for it. */
-  private forgetLettingGo(socket: Socket<unknown>): void {
+  private forgetLettingGo(socket: Socket<Connection>): void {
     const lettingGo = this.lettingGo.get(socket);
     if (!lettingGo) return;
     clearTimeout(lettingGo.linger);
@@ -340,7 +414,7 @@ export class UnixServer {
   }
 
   private accept(socket: Socket<Connection>): void {
-    socket.data = { id: this.nextId++, closeReason: undefined };
+    socket.data = { id: this.nextId++, closeReason: undefined, rest: undefined, slicing: false };
     this.connections++;
     if (!this.accepting) {
       // Queued by the kernel before the listener refused: let go, what it sent read late (counted by the owner).
@@ -393,7 +467,7 @@ export class UnixServer {
       }
     }
     this.current = socket;
-    if (this.paused.delete(socket)) socket.resume();
+    if (this.paused.delete(socket)) this.read(socket);
     this.options.report("info", "client connected", { socket: this.options.path, client: socket.data.id });
     this.options.handler.open(socket);
     return true;
@@ -406,6 +480,9 @@ export class UnixServer {
    * unseen and a Stop among it ends its session cleanly.
    */
   private readPending(socket: Socket<Connection>): void {
+    // What was read of it and not handed yet comes first.
+    this.handRest(socket, Infinity);
+    if (socket.data.rest) return;
     // One buffer for every replacement, as for every read below: the handler takes what it is handed
     // before it returns. (One per replacement was 64 KiB of garbage per client a churning peer made.)
     const chunk = (this.pendingChunk ??= new Uint8Array(65536));
@@ -425,7 +502,9 @@ export class UnixServer {
   }
 
   private closed(socket: Socket<Connection>, error?: Error): void {
+    // Read before it closed: handed before its close is told (held or not: it will send no more).
     this.paused.delete(socket);
+    this.handRest(socket, Infinity);
     const waited = this.waiting.indexOf(socket);
     if (waited >= 0) this.waiting.splice(waited, 1);
     this.forgetLettingGo(socket);

@@ -8,7 +8,8 @@ import { existsSync, lstatSync, rmSync, statSync } from "node:fs";
 import type { Socket } from "bun";
 import { SocketPathError } from "../../src/transport/socket-file.ts";
 import { silent } from "../../src/transport/report.ts";
-import { UnixServer, type ClientHandler } from "../../src/transport/unix-server.ts";
+import { SLICE_BYTES, UnixServer, type ClientHandler } from "../../src/transport/unix-server.ts";
+import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { startOutputServer } from "../support/output-server.ts";
 import { indexedPayload, payloadIndex } from "../support/payloads.ts";
@@ -567,5 +568,90 @@ describe("UnixServer.hold: a hold that begins while a client is being replaced",
     expect(h.data(2)).toBe(0);
     second_hold.resolve();
     await until(() => h.data(2) === 500, "the second client's bytes once the second hold settles", 3000);
+  });
+});
+
+describe("UnixServer: a large read is handed a slice a turn", () => {
+  /**
+   * A served client that wrote, before the server read any of it, as much as
+   * the kernel would take (more than a slice): Bun reads it in one go. Its
+   * bytes count up 0..250, so their order is checked.
+   */
+  async function floodedServer(onData: (server: UnixServer, socket: Socket<unknown>, chunk: Uint8Array) => void = () => {}) {
+    const chunks: Uint8Array[] = [];
+    const late: Uint8Array[] = [];
+    const events: string[] = [];
+    let server!: UnixServer;
+    const handler: ClientHandler = {
+      open: () => void events.push("open"),
+      data: (s, chunk) => {
+        chunks.push(chunk.slice());
+        events.push(`data ${chunk.length}`);
+        onData(server, s, chunk);
+      },
+      late: (_s, chunk) => void late.push(chunk.slice()),
+      drain: () => {},
+      close: (_s, reason) => void events.push(`close ${reason}`),
+    };
+    ({ server } = await startUnixServer(handler));
+    const client = await connectClient(defer, server.path);
+    await until(() => events.includes("open"), "the client served");
+    const sent = new Uint8Array(4 << 20).map((_, i) => i % 251);
+    let written = 0;
+    for (let n = 1; n > 0 && written < sent.length; written += Math.max(n, 0)) n = client.socket.write(sent.subarray(written));
+    expect(written).toBeGreaterThan(SLICE_BYTES);
+    return { server, client, chunks, late, events, sent: sent.subarray(0, written) };
+  }
+
+  test("in order and whole, no slice larger than SLICE_BYTES, and a timer due meanwhile runs before the read is all handed", async () => {
+    let timerFired = -1;
+    let handed = 0;
+    const f = await floodedServer((_server, _socket, chunk) => {
+      // The owner's work for a slice (parsing, the sink's write): a timer armed at the first is due before the last.
+      if (handed === 0) setTimeout(() => (timerFired = handed), 0);
+      handed += chunk.length;
+      const until = performance.now() + 2;
+      while (performance.now() < until);
+    });
+    await until(() => handed === f.sent.length, "every byte handed", 10_000);
+    expect(Math.max(...f.chunks.map((c) => c.length))).toBeLessThanOrEqual(SLICE_BYTES);
+    expect(sameBytes(concatBytes(f.chunks), f.sent)).toBe(true);
+    // Before: the whole read (up to 512 KiB) in one handing, the timer after it.
+    expect(timerFired).toBeGreaterThan(0);
+    expect(timerFired).toBeLessThan(f.sent.length);
+  });
+
+  test("a hold begun in a slice: nothing more is handed until it ends, then the rest in order", async () => {
+    const hold = Promise.withResolvers<void>();
+    const f = await floodedServer((server) => server.hold(hold.promise));
+    await until(() => f.chunks.length > 0, "the first slice");
+    await Bun.sleep(100);
+    // Before: the rest of the read (all of it) still went to the held owner.
+    expect(f.chunks.length).toBe(1);
+    expect(f.chunks[0]!.length).toBe(SLICE_BYTES);
+    hold.resolve();
+    await until(() => concatBytes(f.chunks).length === f.sent.length, "the rest once the hold ended", 10_000);
+    expect(sameBytes(concatBytes(f.chunks), f.sent)).toBe(true);
+  });
+
+  test("a client let go in a slice (its Stop): the rest of the read is handed late, after what was handed as data", async () => {
+    const f = await floodedServer((server, socket) => server.disconnect(socket, "session stopped", "end", true));
+    await until(() => concatBytes([...f.chunks, ...f.late]).length === f.sent.length, "every byte, data then late", 10_000);
+    expect(f.chunks.length).toBe(1);
+    expect(sameBytes(concatBytes([...f.chunks, ...f.late]), f.sent)).toBe(true);
+  });
+
+  test("a client replaced while the rest of its read waits: the rest is handed as its data before the new client is served", async () => {
+    let replacing: Promise<unknown> | undefined;
+    const f = await floodedServer((server) => {
+      replacing ??= connectClient(defer, server.path);
+    });
+    await replacing;
+    await until(() => f.events.includes("open") && f.events.lastIndexOf("open") > 0, "the new client served", 10_000);
+    const replaced = f.events.indexOf("close replaced by a new client");
+    expect(replaced).toBeGreaterThan(0);
+    // Everything the first client wrote was handed as its data, before it was replaced.
+    expect(sameBytes(concatBytes(f.chunks), f.sent)).toBe(true);
+    expect(f.events.slice(replaced + 1)).toEqual(["open"]);
   });
 });
