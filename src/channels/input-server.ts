@@ -262,7 +262,7 @@ export class InputServer implements ChannelEnd {
 
   /**
    * Reads no more of any client until the sink's reader has taken what it
-   * holds (the rest of this read still goes to the sink; UnixServer.hold):
+   * holds (the rest of this slice of a read still goes to the sink; UnixServer.hold):
    * the client sees a full socket, as from any slow reader, and the process
    * stays free to act on a signal.
    */
