@@ -122,6 +122,8 @@ export function healthFields(r: ChannelReadings): Record<string, unknown> {
     // A sender reads too: Acks (input send), or whatever an output client sends that breaks the framing.
     protocol_errors: r.protocolErrors,
     connects: r.connects,
+    // The count /metrics has as _connection_drops_total: a peer that keeps dropping shows per channel here too.
+    connection_drops: r.connectionDrops,
     ...r.counts,
     ...(r.config ? { config: r.config } : {}),
   };

@@ -281,7 +281,7 @@ describe("metrics over HTTP from real roles", () => {
     await expectPromtoolClean(received);
 
     const sentHealth = await healthz(serverUrl);
-    expect(sentHealth).toMatchObject({ role: "output serve", channel: "output", connected: true, frames: N, drops: 0 });
+    expect(sentHealth).toMatchObject({ role: "output serve", channel: "output", connected: true, frames: N, drops: 0, connection_drops: 0 });
     expect(typeof sentHealth.uptime_seconds).toBe("number");
     expect(sentHealth.uptime_seconds as number).toBeGreaterThan(0);
     const receivedHealth = await healthz(clientUrl);
@@ -299,6 +299,7 @@ describe("metrics over HTTP from real roles", () => {
     expect(wire.messages.length).toBe(N);
     expect(wire.messages.every((m, i) => m.type === MessageType.OpusFrame && sameBytes(m.payload, testPayload(i)))).toBe(true);
     const after = await scrapeUntil(serverUrl, (t) => value(t, "jetkvm_audio_connection_drops_total") === 1, "connection drop");
+    expect(await healthz(serverUrl)).toMatchObject({ connected: false, connects: 1, connection_drops: 1 });
     expect(value(after, "audio_agent_connected")).toBe(0);
     server.endStdin();
     expect(await server.exited).toBe(0);

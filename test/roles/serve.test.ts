@@ -434,6 +434,27 @@ describe("serve: both channels in one process", () => {
     expect(await agent.exited, agent.stderr).toBe(0);
   }, 30_000);
 
+  test("/healthz gives each channel's connection drops, as /metrics counts them: an output client and a microphone client each gone without Stop", async () => {
+    const t = setup();
+    const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", t.path("mic.wire"), "--metrics", "127.0.0.1:0"], {
+      stdin: "pipe",
+    });
+    const base = await metricsUrl(agent);
+    await agent.waitForStderr("input-server: listening");
+    expect(await healthz(base)).toMatchObject({ channels: { output: { connection_drops: 0 }, input: { connection_drops: 0 } } });
+    (await connectClient(defer, t.out)).close();
+    const mic = await connectClient(defer, t.in, { magic: INPUT_MAGIC });
+    mic.socket.write(encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG), 0n));
+    await agent.waitForStderr("input-server: client connected");
+    mic.close();
+    const drops = (text: string) => [value(text, "jetkvm_audio_connection_drops_total"), value(text, "jetkvm_microphone_connection_drops_total")];
+    const text = await scrapeUntil(base, (text) => drops(text).join() === "1,1", "each channel's drop");
+    const health = (await healthz(base)) as { channels: Record<string, Record<string, unknown>> };
+    expect([health.channels.output!.connection_drops, health.channels.input!.connection_drops]).toEqual(drops(text));
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+  }, 30_000);
+
   test("a socket file removed while the agent runs is put back as it is found; one replaced by another file is left alone: told once, shown as no longer listening in /healthz (answered 503) and /metrics", async () => {
     const t = setup();
     const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", "/dev/null", "--metrics", "127.0.0.1:0"], { stdin: "pipe" });
