@@ -1,13 +1,18 @@
 import { closeSync, constants, fstatSync, openSync, statSync } from "node:fs";
 import { MessageType, ParsedMessage } from "../protocol/index.ts";
+import { passingOpenError } from "../io/passing-errno.ts";
 import { writeFrom } from "../io/write-from.ts";
 import { LINGER_MS, readerGone, RETRY_MS, type ByteOutput } from "./byte-sink.ts";
 import { refusedIfLinked, sinkFollowFlag } from "./sink-path.ts";
 import type { FifoReport } from "./fifo-source.ts";
 import type { FrameSink } from "./frame-sink.ts";
 
-/** Why a FIFO sink dropped an OpusFrame: no process had the FIFO open for reading, or its reader had not read what came before. */
-export type FifoSinkDrop = "sink_no_reader" | "sink_reader_slow";
+/**
+ * Why a FIFO sink dropped an OpusFrame: no process had the FIFO open for
+ * reading, the sink could not open it for a while (no descriptor free:
+ * EMFILE, ENFILE), or its reader had not read what came before.
+ */
+export type FifoSinkDrop = "sink_no_reader" | "sink_open_failed" | "sink_reader_slow";
 
 /** While no reader is there, how often the sink looks again (ms): a new reader hears audio within this. */
 export const READER_LOOK_MS = 200;
@@ -51,12 +56,15 @@ interface Reader {
  * its own from where it came in (an Ogg sink: OpusHead, OpusTags, granule
  * from 0; the session's last Config goes first). What no reader takes at once
  * is dropped, counted by reason: while nobody has the FIFO open for reading
- * (the sink looks again every READER_LOOK_MS), and while the reader has not
- * read what came before (the pipe is full). Only whole pages (Ogg) or whole
+ * (the sink looks again every READER_LOOK_MS), while the sink cannot open it
+ * for want of a descriptor (looked at as often, and told once a time), and
+ * while the reader has not read what came before (the pipe is full). Only whole pages (Ogg) or whole
  * messages (wire) are dropped, so each reader's stream stays well formed.
  */
 export class FifoSink implements FrameSink {
-  private readonly counts: Record<FifoSinkDrop, number> = { sink_no_reader: 0, sink_reader_slow: 0 };
+  private readonly counts: Record<FifoSinkDrop, number> = { sink_no_reader: 0, sink_open_failed: 0, sink_reader_slow: 0 };
+  /** Why the last look found no reader to write to: what the frames until the next look are counted under. */
+  private absent: "sink_no_reader" | "sink_open_failed" = "sink_no_reader";
   /** Set when a look for a reader failed: raised by that write, then by every flush and close. */
   private failure: Error | undefined;
   /** What the streams of readers gone left out themselves (an Ogg stream: invalid packets), by reason. */
@@ -116,7 +124,7 @@ export class FifoSink implements FrameSink {
         throw e;
       }
       if (!reader) {
-        if (isFrame) this.counts.sink_no_reader++;
+        if (isFrame) this.counts[this.absent]++;
         return;
       }
       // A new reader's stream starts with the session's Config.
@@ -182,6 +190,13 @@ export class FifoSink implements FrameSink {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? String(e);
       if (code === "ELOOP") throw refusedIfLinked(this.name, e);
+      if (passingOpenError(code)) {
+        // Descriptors run out for a while (clients held, another process): a later look may open it.
+        if (this.absent !== "sink_open_failed") this.report("warn", `cannot open the sink FIFO (${code}); dropping frames until it can (sink_open_failed)`, { sink: this.name });
+        this.absent = "sink_open_failed";
+        return undefined;
+      }
+      this.absent = "sink_no_reader";
       if (code === "ENOENT") {
         // A pipeline restarting removes the FIFO and makes it again: carry on meanwhile, counting drops.
         if (!this.missing) this.report("warn", "the sink FIFO is gone; dropping frames until it is made again and read", { sink: this.name });
@@ -194,6 +209,7 @@ export class FifoSink implements FrameSink {
       throw new Error(`cannot open sink ${this.name}: ${code}`);
     }
     this.missing = false;
+    this.absent = "sink_no_reader";
     if (!fstatSync(fd).isFIFO()) {
       closeSync(fd);
       throw notAFifo(this.name);

@@ -189,7 +189,7 @@ describe("FifoSink with no reader", () => {
     // Nothing after close is counted (nor written anywhere).
     send(sink, MessageType.OpusFrame, tonePacket(0));
     // Every reason an Ogg FIFO sink counts is named before its first reader, at 0 if none applied.
-    expect(sink.dropped).toEqual({ sink_no_reader: 515, sink_reader_slow: 0, sink_invalid_packet: 0 });
+    expect(sink.dropped).toEqual({ sink_no_reader: 515, sink_open_failed: 0, sink_reader_slow: 0, sink_invalid_packet: 0 });
     expect(sink.readers).toBe(0);
     expect(lines).toEqual([]);
     expect(statSync(t.fifo).isFIFO()).toBe(true);
@@ -231,7 +231,7 @@ async function stalledOggSession(pageMs = 100) {
   await writeUntil(() => sink.readers === 1, "the reader", frame);
   // Every frame before the one that found the reader had nobody to go to.
   const firstHeard = written - 1;
-  expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_reader_slow: 0, sink_invalid_packet: 0 });
+  expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_open_failed: 0, sink_reader_slow: 0, sink_invalid_packet: 0 });
   for (let i = 0; i < 3000; i++) frame();
   const slowWhileStalled = sink.dropped.sink_reader_slow;
   // The reader's first read empties the pipe (it takes all there is).
@@ -356,7 +356,7 @@ describe("FifoSink, Ogg", () => {
     expect(pages.map((p) => p.sequence)).toEqual(pages.map((_, i) => i));
     const heard = audioPacketsOf(bytes);
     // The last page's frames were not dropped: they waited for the reader, as the end of the stream.
-    expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_reader_slow: slow, sink_invalid_packet: 0 });
+    expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_open_failed: 0, sink_reader_slow: slow, sink_invalid_packet: 0 });
     expect(heard.length + slow + firstHeard).toBe(written);
     expect(heard.slice(-3).findIndex((p, i) => !sameBytes(p, tonePacket(written - 3 + i)))).toBe(-1);
     expect(opusinfo(out).verdict.code).toBe(0);
@@ -539,7 +539,7 @@ describe("FifoSink, wire", () => {
     };
     send(sink, MessageType.Config, MONO_16K);
     for (let i = 0; i < 20; i++) mixed();
-    expect(sink.dropped).toEqual({ sink_no_reader: 20, sink_reader_slow: 0 });
+    expect(sink.dropped).toEqual({ sink_no_reader: 20, sink_open_failed: 0, sink_reader_slow: 0 });
 
     const player = reader(STALLED(1.5), t.fifo, out);
     await writeUntil(() => sink.readers === 1, "the reader", () => frame(4096));
@@ -685,7 +685,7 @@ describe("FifoSink, the path changed under it", () => {
       for (let j = 0; j < 10; j++) frame();
     }
     expect(lines).toEqual([`warn the sink FIFO is gone; dropping frames until it is made again and read ${JSON.stringify({ sink: t.fifo })}`]);
-    expect(sink.dropped).toEqual({ sink_no_reader: written, sink_reader_slow: 0, sink_invalid_packet: 0 });
+    expect(sink.dropped).toEqual({ sink_no_reader: written, sink_open_failed: 0, sink_reader_slow: 0, sink_invalid_packet: 0 });
     expect(readdirSync(t.dir)).toEqual([]);
 
     makeFifo(t.fifo);
@@ -703,7 +703,7 @@ describe("FifoSink, the path changed under it", () => {
     const heard = audioPacketsOf(bytes);
     expect(heard.length).toBe(written - firstHeard);
     expect(heard.findIndex((p, i) => !sameBytes(p, tonePacket(firstHeard + i)))).toBe(-1);
-    expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_reader_slow: 0, sink_invalid_packet: 0 });
+    expect(sink.dropped).toEqual({ sink_no_reader: firstHeard, sink_open_failed: 0, sink_reader_slow: 0, sink_invalid_packet: 0 });
     expect(lines.filter((l) => l.startsWith("warn")).length).toBe(1);
     expect(count(lines, OPENED)).toBe(1);
     expect(statSync(t.fifo).isFIFO()).toBe(true);

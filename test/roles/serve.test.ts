@@ -20,6 +20,7 @@ import { encodeWith } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
 import { connectClient, connectOutcome } from "../support/peer.ts";
 import { readToEnd, resetOnClose, socketPair } from "../support/player-sockets.ts";
+import { outOfDescriptors } from "../support/proc.ts";
 import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
@@ -691,6 +692,60 @@ describe("serve: both channels in one process", () => {
     expect(await agent.exited, agent.stderr).toBe(0);
     const stopped = logFields(agent.stderr, "input-server", "stopped");
     expect([stopped.frames, stopped.dropped_sink_no_reader]).toEqual([String(frames), String(frames)]);
+  }, 60_000);
+
+  test("out of descriptors (EMFILE) while its FIFO sink looks for its reader: the input channel goes on looking, the frames meanwhile counted sink_open_failed; once descriptors are free the reader gets the rest, every frame accounted for, exit 0", async () => {
+    const t = setup();
+    const fifo = makeFifo(t.path("mic.fifo"));
+    const got = t.path("got.wire");
+    await writeWireFile(t.path("capture.wire"), 50);
+    const args = ["serve", "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--output-realtime", "--output-loop", "--input-socket", t.in, "--input-sink", fifo];
+    const agent = spawnAgent(args);
+    await agent.waitForStderr("input-server: listening");
+    const mic = await connectClient(defer, t.in, { magic: INPUT_MAGIC });
+    const send = (type: MessageType, payload?: Uint8Array) => mic.socket.write(encodeMessage(INPUT_MAGIC, type, payload, BigInt(Date.now()) * 1_000_000n));
+    /** Every message sent so far has been taken by the agent: the Ack of a Heartbeat sent after them is back (or the agent let go). */
+    const taken = async () => {
+      const acks = mic.messages.length;
+      send(MessageType.Heartbeat);
+      await until(() => mic.messages.length > acks || mic.isClosed, "the Heartbeat's Ack");
+    };
+    // The Config is a look for a reader (none yet); the first frame, past READER_LOOK_MS, is the next.
+    send(MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG));
+    await taken();
+    await Bun.sleep(READER_LOOK_MS);
+    const frames = 10;
+    let i = 0;
+    const sendFrames = async (count: number) => {
+      for (const end = i + count; i < end; i++) {
+        send(MessageType.OpusFrame, indexedPayload(i));
+        await Bun.sleep(READER_LOOK_MS / 2);
+      }
+      await taken();
+    };
+    // The reader comes when the agent has no descriptor to open the FIFO with: each look for it fails
+    // (a frame is a look, at most every READER_LOOK_MS).
+    const giveBack = outOfDescriptors(agent.pid);
+    const player = start(["sh", "-c", 'exec cat "$0" > "$1"', fifo, got]);
+    await sendFrames(frames);
+    giveBack();
+    await sendFrames(frames);
+    send(MessageType.Stop);
+    await agent.waitForStderr("input-server: session ended by Stop");
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    expect(await player.exited).toBe(0);
+    expect(agent.stderr.split("WARN  input-server: cannot open the sink FIFO (EMFILE)").length - 1).toBe(1);
+    const stopped = logFields(agent.stderr, "input-server", "stopped");
+    const heard = wholeWireMessages(got, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload);
+    // The reader hears the last ones, whole and in order, from where the sink could open its FIFO again.
+    const indices = expectIntactInOrder(heard, 4096);
+    expect(heard.length).toBeGreaterThan(0);
+    expect(indices).toEqual(Array.from({ length: heard.length }, (_, k) => 2 * frames - heard.length + k));
+    expect(Number(stopped.frames)).toBe(2 * frames);
+    expect(Number(stopped.dropped_sink_open_failed)).toBeGreaterThanOrEqual(frames);
+    expect(heard.length + Number(stopped.dropped_sink_open_failed)).toBe(2 * frames);
+    expect(stopped.dropped).toBe(stopped.dropped_sink_open_failed);
   }, 60_000);
 
   test("a channel that fails stops the other cleanly: the input sink on a full disk ends the run with exit 1 naming it", async () => {

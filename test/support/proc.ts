@@ -138,3 +138,23 @@ export function kernelBufferBytes(requested: number, which: "send" | "receive" =
   const max = Number(readFileSync(`/proc/sys/net/core/${which === "send" ? "wmem_max" : "rmem_max"}`, "utf8"));
   return 2 * Math.min(requested, max);
 }
+
+/**
+ * Leaves `pid` out of file descriptors for a while, as a peer holding every
+ * one would: its soft RLIMIT_NOFILE is lowered (prlimit) below its lowest free
+ * descriptor, so each open it makes fails with EMFILE while what it holds
+ * goes on working. Returns the function that gives its limit back.
+ */
+export function outOfDescriptors(pid: number): () => void {
+  const [soft, hard] = Bun.spawnSync(["prlimit", "--pid", String(pid), "--nofile", "--raw", "--noheadings", "--output", "SOFT,HARD"]).stdout.toString().trim().split(/\s+/);
+  const held = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+  let lowestFree = 0;
+  while (held.has(lowestFree)) lowestFree++;
+  const set = (limit: string) => {
+    const result = Bun.spawnSync(["prlimit", "--pid", String(pid), `--nofile=${limit}:${hard}`], { stderr: "pipe" });
+    // A process gone meanwhile has no limit to give back: what it said as it ended is the test's to read.
+    if (result.exitCode !== 0 && alive(pid)) throw new Error(`prlimit --pid ${pid} --nofile=${limit}:${hard}: ${result.stderr}`);
+  };
+  set(String(lowestFree));
+  return () => set(soft!);
+}
