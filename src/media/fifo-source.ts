@@ -1,4 +1,5 @@
 import { closeSync, constants, fstatSync, openSync, statSync, type Stats } from "node:fs";
+import { passingOpenError } from "../io/passing-errno.ts";
 import { streamByteSource, type ByteSource } from "./byte-source.ts";
 import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 
@@ -13,6 +14,8 @@ const PATH_CHECK_MS = 1000;
  * for a moment, and the source may look just then.
  */
 const PATH_RETURN_MS = 2000;
+/** While the path is gone, or no descriptor is free to open it with, how often the source tries again (ms). */
+const OPEN_AGAIN_MS = 20;
 
 /**
  * The frames of a named pipe (FIFO) across its writers. Each writer's bytes
@@ -29,7 +32,9 @@ const PATH_RETURN_MS = 2000;
  * a new FIFO made there (a restarted capture pipeline) is opened instead,
  * and a path that is no longer a FIFO, or gone for longer than
  * PATH_RETURN_MS, ends the run, as does any other error of the pipe itself
- * (not readable).
+ * (not readable). An open that fails for want of a descriptor (EMFILE,
+ * ENFILE) is tried again every OPEN_AGAIN_MS for as long as it takes: a
+ * writer meanwhile waits in its own open, and nothing is lost.
  */
 export class FifoSource implements FrameSource {
   private bytes: ByteSource | undefined;
@@ -45,6 +50,10 @@ export class FifoSource implements FrameSource {
   private frames = 0;
   /** The counts of earlier writers' streams, added up (undefined while there were none). */
   private pastCounts: Record<string, number> | undefined;
+  /** An open failed for want of a descriptor: told once, until the FIFO is read again. */
+  private openFailing = false;
+  /** The stream's own open failed so: the FIFO is opened again without a word (each try would say it waits). */
+  private reopening = false;
 
   /** `streamCounts`: the kinds a stream counts (an Ogg stream's skipped pages, ...), at 0 before the first writer. */
   constructor(
@@ -98,6 +107,13 @@ export class FifoSource implements FrameSource {
     } catch (e) {
       // Closing cuts the stream short: that is the end, not a fault.
       if (this.closed) return false;
+      if (!this.heard && this.openFailed(e)) {
+        // The stream's own open (at its first read) found no descriptor free: no writer was let in yet.
+        await this.end();
+        this.reopening = true;
+        await Bun.sleep(OPEN_AGAIN_MS);
+        return !this.closed;
+      }
       if (isSystemError(e)) throw e;
       this.failed(e);
       return true;
@@ -133,6 +149,8 @@ export class FifoSource implements FrameSource {
       read: async () => {
         const chunk = await bytes.read();
         if (chunk !== null) this.heard = true;
+        // The FIFO is read again: a later shortage of descriptors is told anew.
+        this.openFailing = false;
         return chunk;
       },
       rewind: () => bytes.rewind(),
@@ -144,27 +162,41 @@ export class FifoSource implements FrameSource {
     this.frames = 0;
     this.pathCheck = setInterval(() => this.checkPath(), PATH_CHECK_MS);
     this.pathCheck.unref?.();
-    this.report("info", "waiting for a writer", { source: this.name });
+    if (!this.reopening) this.report("info", "waiting for a writer", { source: this.name });
+    this.reopening = false;
     return true;
   }
 
   /**
    * The FIFO at the path (its stat) opened for reading, waiting up to
-   * PATH_RETURN_MS for a path that is gone to be made again; undefined if
-   * the source is closed meanwhile.
+   * PATH_RETURN_MS for a path that is gone to be made again, and as long as
+   * it takes for a descriptor to open it with; undefined if the source is
+   * closed meanwhile.
    */
   private async openPath(): Promise<{ stat: Stats; bytes: ByteSource } | undefined> {
-    const deadline = performance.now() + PATH_RETURN_MS;
-    for (let told = false; !this.closed; told = true) {
+    let deadline: number | undefined;
+    while (!this.closed) {
       try {
         return openFifo(this.name);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "ENOENT" || performance.now() >= deadline) throw e;
+        if (!this.openFailed(e)) {
+          if ((e as NodeJS.ErrnoException).code !== "ENOENT" || performance.now() >= (deadline ?? Infinity)) throw e;
+          if (deadline === undefined) this.report("warn", "the FIFO is gone; waiting for it to be made again", { source: this.name, wait_ms: PATH_RETURN_MS });
+          deadline ??= performance.now() + PATH_RETURN_MS;
+        }
       }
-      if (!told) this.report("warn", "the FIFO is gone; waiting for it to be made again", { source: this.name, wait_ms: PATH_RETURN_MS });
-      await Bun.sleep(20);
+      await Bun.sleep(OPEN_AGAIN_MS);
     }
     return undefined;
+  }
+
+  /** Whether `e` is an open's failure that passes (no descriptor free: EMFILE, ENFILE; a call cut short): told once, then tried again. */
+  private openFailed(e: unknown): boolean {
+    const code = (e as NodeJS.ErrnoException)?.code;
+    if (!passingOpenError(code)) return false;
+    if (!this.openFailing) this.report("warn", `cannot open the FIFO (${code}); trying again until it can`, { source: this.name, every_ms: OPEN_AGAIN_MS });
+    this.openFailing = true;
+    return true;
   }
 
   /**

@@ -6,7 +6,7 @@
  * other and ends the run with its failure.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { basename, join } from "node:path";
 import { READER_LOOK_MS } from "../../src/media/fifo-sink.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
@@ -25,7 +25,7 @@ import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents, type Spawned 
 import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { wholeWireFrames, wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
+import { indexedWire, wholeWireFrames, wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -746,6 +746,34 @@ describe("serve: both channels in one process", () => {
     expect(Number(stopped.dropped_sink_open_failed)).toBeGreaterThanOrEqual(frames);
     expect(heard.length + Number(stopped.dropped_sink_open_failed)).toBe(2 * frames);
     expect(stopped.dropped).toBe(stopped.dropped_sink_open_failed);
+  }, 60_000);
+
+  test("out of descriptors (EMFILE) as its FIFO source opens the FIFO for the next writer: the output channel tries again until it can, and that writer's frames reach the client after the first's, all delivered, exit 0", async () => {
+    const t = setup();
+    const fifo = makeFifo(t.path("capture.wire"));
+    const frames = 20;
+    writeFileSync(t.path("second.wire"), indexedWire(frames, 2 * frames));
+    const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", fifo, "--input-socket", t.in, "--input-sink", t.path("mic.wire")]);
+    await agent.waitForStderr("source: waiting for a writer");
+    const recv = spawnAgent(["output", "recv", "--socket", t.out, "--sink", t.path("out.wire"), "--count", String(2 * frames)]);
+    await agent.waitForStderr("output-server: client connected");
+    // The first writer: its frames go out; it leaves when the agent has no descriptor to open the FIFO again with.
+    const writer = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    writeSync(writer, indexedWire(0, frames));
+    await until(() => existsSync(t.path("out.wire")) && wholeWireFrames(t.path("out.wire")).length === frames, "the first writer's frames");
+    const giveBack = outOfDescriptors(agent.pid);
+    closeSync(writer);
+    await agent.waitForStderr("WARN  source: cannot open the FIFO (EMFILE)");
+    // Tried again meanwhile (every 20 ms), told once.
+    await Bun.sleep(200);
+    giveBack();
+    expect(await writeIntoFifo(fifo, t.path("second.wire"))).toBe(0);
+    expect(await recv.exited, recv.stderr).toBe(0);
+    expect(expectIntactInOrder(wholeWireFrames(t.path("out.wire")))).toEqual(Array.from({ length: 2 * frames }, (_, i) => i));
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    expect(agent.stderr.split("WARN  source: cannot open the FIFO (EMFILE)").length - 1).toBe(1);
+    expect(expectAccountedLine(agent.stderr)).toMatchObject({ submitted: 2 * frames, delivered: 2 * frames, dropped: 0 });
   }, 60_000);
 
   test("a channel that fails stops the other cleanly: the input sink on a full disk ends the run with exit 1 naming it", async () => {
