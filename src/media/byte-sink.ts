@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, statSync } from "node:fs";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { writeFrom } from "../io/write-from.ts";
 import { openForWriting, sinkFollowFlag } from "./sink-path.ts";
@@ -187,14 +187,18 @@ export class ByteSink implements ByteOutput {
     }
   }
 
-  /** Writes out the rest and closes: a pipe's reader that takes none of it for LINGER_MS has it counted as dropped (sink_reader_slow). */
+  /**
+   * Writes out the rest and closes: a pipe's reader that takes none of it for
+   * LINGER_MS has it counted as dropped (sink_reader_slow). Settles once the
+   * descriptor is closed, its bytes synced first off the event loop.
+   */
   close(): void | Promise<void> {
     if (this.closed) return;
     this.closed = true;
     try {
       this.flush();
     } catch (e) {
-      this.release();
+      this.releaseNow();
       throw e;
     }
     if (!this.held) return this.release();
@@ -217,16 +221,27 @@ export class ByteSink implements ByteOutput {
         this.counts.sink_reader_slow += this.framesIn(this.units);
         this.forget(this.used, this.units);
       }
-      this.release();
+      await this.release();
     }
   }
 
-  /** Closes the descriptor (a file's bytes synced first); stops offering what is held. */
-  private release(): void {
-    clearTimeout(this.retry);
-    this.retry = undefined;
-    this.held?.resolve();
-    this.held = undefined;
+  /**
+   * Stops offering what is held and closes the descriptor, a file's bytes
+   * synced first in the thread pool: a sync that waits on a slow disk (seconds)
+   * would otherwise hold the event loop, and with it, in `serve`, the other
+   * channel's audio.
+   */
+  private async release(): Promise<void> {
+    this.stopOffering();
+    if (!this.ownsFd) return;
+    // Best effort, its error not looked at: pipes and character devices refuse it.
+    await new Promise<void>((resolve) => fsync(this.fd, () => resolve()));
+    closeSync(this.fd);
+  }
+
+  /** As release, on the event loop: for a close that raises a failure, which ends the run (what was written is synced before it is told). */
+  private releaseNow(): void {
+    this.stopOffering();
     if (!this.ownsFd) return;
     try {
       fsyncSync(this.fd);
@@ -234,6 +249,13 @@ export class ByteSink implements ByteOutput {
       // fsync is best effort: pipes and character devices refuse it
     }
     closeSync(this.fd);
+  }
+
+  private stopOffering(): void {
+    clearTimeout(this.retry);
+    this.retry = undefined;
+    this.held?.resolve();
+    this.held = undefined;
   }
 
   private fits(length: number): boolean {

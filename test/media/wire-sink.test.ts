@@ -39,7 +39,7 @@ describe("WireSink", () => {
     for (let m = parser.next(); m; m = parser.next()) sink.write(m);
     sink.flush();
     expect(statSync(path).size).toBe(wire.length);
-    sink.close();
+    await sink.close();
     expect(openFiles(process.pid)).not.toContain(path);
     expect(new Uint8Array(readFileSync(path))).toEqual(wire);
   });

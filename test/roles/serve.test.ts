@@ -20,7 +20,8 @@ import { encodeWith } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
 import { connectClient, connectOutcome } from "../support/peer.ts";
 import { readToEnd, resetOnClose, socketPair } from "../support/player-sockets.ts";
-import { outOfDescriptors } from "../support/proc.ts";
+import { canSlowWrites, slowWrites } from "../support/machine.ts";
+import { outOfDescriptors, threadInSync } from "../support/proc.ts";
 import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
 import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
@@ -774,6 +775,37 @@ describe("serve: both channels in one process", () => {
     expect(await agent.exited, agent.stderr).toBe(0);
     expect(agent.stderr.split("WARN  source: cannot open the FIFO (EMFILE)").length - 1).toBe(1);
     expect(expectAccountedLine(agent.stderr)).toMatchObject({ submitted: 2 * frames, delivered: 2 * frames, dropped: 0 });
+  }, 60_000);
+
+  test.skipIf(!canSlowWrites("/tmp"))("--input-once into a file on a slow disk: the sink's sync at close runs off the event loop, so output frames keep reaching the client while it is pending; the input channel's stopped line waits for it", async () => {
+    const t = setup();
+    const sink = t.path("mic.wire");
+    await writeWireFile(t.path("capture.wire"), 50);
+    const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", t.path("capture.wire"), "--output-realtime", "--output-loop", "--input-socket", t.in, "--input-sink", sink, "--input-once"]);
+    await agent.waitForStderr("input-server: listening");
+    // The session's 800 KB land in the page cache at once; its sync at close writes them at 128 KiB/s, a few seconds.
+    const slow = slowWrites(t.dir, 128 * 1024)!;
+    defer(() => slow.release());
+    slow.admit(agent.pid);
+    const client = await connectClient(defer, t.out);
+    await micSession(t, 0);
+    let syncing: number | undefined;
+    await until(() => (syncing = threadInSync(agent.pid)) !== undefined || agent.stderr.includes("input-server: stopped"), "the sink's sync");
+    expect(syncing).toBeDefined();
+    // The event loop's thread is not the one waiting on the disk.
+    expect(syncing).not.toBe(agent.pid);
+    const heard = client.messages.length;
+    await until(() => client.messages.length > heard || threadInSync(agent.pid) === undefined, "an output frame, or the sync's end");
+    // An output frame came while the sync was still pending (one on the event loop holds every frame until it ends).
+    expect(threadInSync(agent.pid)).toBe(syncing);
+    expect(client.messages.length).toBeGreaterThan(heard);
+    // The channel ends once the sync has: its stopped line comes after it.
+    await agent.waitForStderr("input-server: stopped");
+    expect(threadInSync(agent.pid)).toBeUndefined();
+    expect(sinkFrames(sink)).toMatchObject({ sessions: 1 });
+    expect(sinkFrames(sink).frames.length).toBe(200);
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
   }, 60_000);
 
   test("a channel that fails stops the other cleanly: the input sink on a full disk ends the run with exit 1 naming it", async () => {

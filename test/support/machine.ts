@@ -1,8 +1,10 @@
 /**
  * What this machine lets a test do beyond the ordinary, for the tests that
  * need it to skip where it cannot be had (a container, a CI runner): IPv6 on
- * loopback, namespaces of its own.
+ * loopback, namespaces of its own, a disk slowed for one process.
  */
+import { existsSync, mkdtempSync, readFileSync, rmdirSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 
 /** Whether ::1 can be bound: a container whose network has IPv6 disabled has no ::1. */
 export const ipv6Loopback: boolean = (() => {
@@ -21,4 +23,61 @@ export const ipv6Loopback: boolean = (() => {
  */
 export function canUnshare(...options: string[]): boolean {
   return Bun.which("unshare") !== null && Bun.spawnSync(["unshare", ...options, "true"]).exitCode === 0;
+}
+
+/** Where cgroup v1 mounts its blkio hierarchy (cgroup v2 has none). */
+const BLKIO = "/sys/fs/cgroup/blkio";
+
+/** The whole disk (major:minor) that holds `dir`; undefined where none does (a tmpfs). */
+function diskOf(dir: string): string | undefined {
+  const dev = statSync(dir).dev;
+  const device = `${(dev >> 8) & 0xfff}:${(dev & 0xff) | ((dev >> 12) & 0xfff00)}`;
+  const sys = `/sys/dev/block/${device}`;
+  if (!existsSync(sys)) return undefined;
+  // A partition's throttle is its disk's.
+  return existsSync(join(sys, "partition")) ? readFileSync(join(sys, "..", "dev"), "utf8").trim() : device;
+}
+
+/**
+ * Writes to the disk that holds `dir` slowed to `bytesPerSecond` for the
+ * processes let in (`admit(pid)`), with a cgroup v1 blkio throttle: what such
+ * a process writes lands in the page cache at once, but an fsync of it waits
+ * for the disk at that pace (the syncing thread submits the writes itself).
+ * Undefined where this machine cannot (no blkio hierarchy, not root, `dir`
+ * on no disk). `release()` lets every process go and removes the cgroup.
+ */
+export function slowWrites(dir: string, bytesPerSecond: number): { admit: (pid: number) => void; release: () => void } | undefined {
+  const disk = existsSync(BLKIO) ? diskOf(dir) : undefined;
+  if (disk === undefined) return undefined;
+  const group = mkdtempSync(join(BLKIO, "audio-agent-test-"));
+  try {
+    writeFileSync(join(group, "blkio.throttle.write_bps_device"), `${disk} ${bytesPerSecond}`);
+  } catch {
+    rmdirSync(group);
+    return undefined;
+  }
+  return {
+    admit: (pid) => writeFileSync(join(group, "cgroup.procs"), String(pid)),
+    release: () => {
+      for (const pid of readFileSync(join(group, "cgroup.procs"), "utf8").split("\n").filter(Boolean)) {
+        try {
+          writeFileSync(join(BLKIO, "cgroup.procs"), pid);
+        } catch {
+          // gone meanwhile
+        }
+      }
+      rmdirSync(group);
+    },
+  };
+}
+
+/** Whether slowWrites can slow the writes to `dir`'s disk here. */
+export function canSlowWrites(dir: string): boolean {
+  try {
+    const slow = slowWrites(dir, 1 << 20);
+    slow?.release();
+    return slow !== undefined;
+  } catch {
+    return false;
+  }
 }

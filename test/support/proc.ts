@@ -158,3 +158,25 @@ export function outOfDescriptors(pid: number): () => void {
   set(String(lowestFree));
   return () => set(soft!);
 }
+
+/** fsync(2) and fdatasync(2) by their numbers on this machine's processor. */
+const SYNC_CALLS: Record<string, string[]> = { x64: ["74", "75"], arm64: ["82", "83"] };
+
+/** A thread of `pid` inside fsync or fdatasync now (its id: `pid` itself is the main thread's, the event loop's); undefined if none is. */
+export function threadInSync(pid: number): number | undefined {
+  const calls = SYNC_CALLS[process.arch] ?? [];
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined; // gone
+  }
+  for (const tid of tasks) {
+    try {
+      if (calls.includes(readFileSync(`/proc/${pid}/task/${tid}/syscall`, "utf8").split(" ")[0]!)) return Number(tid);
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return undefined;
+}
