@@ -7,13 +7,16 @@ import { openForWriting, sinkFollowFlag } from "./sink-path.ts";
  * Where a sink's bytes go: a file or stdout (ByteSink), or the reader of a
  * FIFO (FifoSink). `frames` is how many OpusFrames the bytes carry, for an
  * output that may drop them and counts what it drops; `write` says whether
- * it took them (false: dropped whole, none of them written).
+ * it took them (false: dropped whole, none of them written). `kept` marks
+ * bytes the reader's stream cannot do without (a wire Config; an Ogg
+ * stream's header pages and its end-of-stream page): an output that drops
+ * what its reader has no room for holds these instead, ahead of what comes after.
  */
 export interface ByteOutput {
   readonly name: string;
   /** The OpusFrames it dropped itself, by reason (a stream over it adds them to its own). */
   readonly dropped?: Readonly<Record<string, number>>;
-  write(bytes: Uint8Array, frames: number): boolean;
+  write(bytes: Uint8Array, frames: number, kept?: boolean): boolean;
   flush(): void;
   close(): void | Promise<void>;
   /** While it holds what its reader has not taken yet (ByteSink.waiting). */

@@ -18,6 +18,14 @@ export type FifoSinkDrop = "sink_no_reader" | "sink_open_failed" | "sink_reader_
 export const READER_LOOK_MS = 200;
 
 /**
+ * The most bytes that wait for a reader that takes nothing, of units its
+ * stream cannot do without (ByteOutput.write's `kept`): a session whose audio
+ * changes again and again (Config after Config) would otherwise hold more and
+ * more. Past it they are dropped as any unit is.
+ */
+export const KEPT_BYTES = 64 * 1024;
+
+/**
  * Sets the capacity of a reader's pipe (its fd): the bytes it has then (the
  * kernel's rounding of the size asked for, or the size it kept), when they
  * could be read, and why it is not the size asked for.
@@ -74,8 +82,6 @@ export class FifoSink implements FrameSink {
   private reader: Reader | undefined;
   /** The session's Config, copied: each new reader's stream starts with it. */
   private config: ParsedMessage | undefined;
-  /** The Config was dropped for a slow reader (a wire stream): offered again ahead of what comes next. */
-  private configOwed = false;
   private lastLook = -Infinity;
   private missing = false;
   private closed = false;
@@ -129,25 +135,9 @@ export class FifoSink implements FrameSink {
       }
       // A new reader's stream starts with the session's Config.
       if (this.config && !isConfig) reader.stream.write(this.config);
-    } else if (this.configOwed && !isConfig) {
-      // A Config the full pipe could not take (a wire stream) goes ahead of anything after it.
-      this.configOwed = !this.writeTaken(reader, this.config!);
-      if (this.configOwed) {
-        if (isFrame) this.counts[reader.pipe.gone ? "sink_no_reader" : "sink_reader_slow"]++;
-        this.letGoIfGone();
-        return;
-      }
     }
-    if (isConfig) this.configOwed = !this.writeTaken(reader, message);
-    else reader.stream.write(message);
-    this.letGoIfGone();
-  }
-
-  /** Writes a message to the reader's stream; false only if the pipe was offered it and took none of it. */
-  private writeTaken(reader: Reader, message: ParsedMessage): boolean {
-    const offered = reader.pipe.offered;
     reader.stream.write(message);
-    return reader.pipe.offered === offered || reader.pipe.lastTaken;
+    this.letGoIfGone();
   }
 
   flush(): void {
@@ -230,7 +220,6 @@ export class FifoSink implements FrameSink {
     this.report("info", opened, { sink: this.name, reader: this.readers, pipe_bytes: sized?.bytes });
     const pipe = new ReaderPipe(this.name, fd, this.counts, this.opensFifo);
     this.reader = { pipe, stream: this.streamFor(pipe) };
-    this.configOwed = false;
     return this.reader;
   }
 
@@ -260,9 +249,11 @@ export class FifoSink implements FrameSink {
  * (a page, a message): written whole, or dropped whole if the pipe takes
  * none of it. A unit the pipe took only part of is finished before anything
  * after it, offered again every RETRY_MS until the pipe has room, so the
- * reader never sees a unit cut short while it reads. Once the stream is
- * ending (`ending`), units wait behind it instead of being dropped, so the
- * end of the stream reaches a reader that is only slow; closing waits up to
+ * reader never sees a unit cut short while it reads. Units the stream
+ * cannot do without (`kept`: a Config, an Ogg stream's headers and end; up
+ * to KEPT_BYTES of them) and, once the stream is ending (`ending`), every
+ * unit wait their turn instead of being dropped, so a reader that is only
+ * slow still gets a stream it can play, to its end; closing waits up to
  * LINGER_MS for them, without blocking, then closes the pipe.
  */
 class ReaderPipe implements ByteOutput {
@@ -272,11 +263,9 @@ class ReaderPipe implements ByteOutput {
   failure: Error | undefined;
   /** The stream's last units are being written: hold them rather than drop them. */
   ending = false;
-  /** Units offered so far, and whether the last one was taken (wholly or begun). */
-  offered = 0;
-  lastTaken = false;
-  /** Units not yet wholly in the pipe, in order: the first may be begun. */
+  /** Units not yet wholly in the pipe, in order: the first may be begun; and their bytes. */
   private held: { bytes: Uint8Array; frames: number }[] = [];
+  private heldBytes = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private closing = false;
   private lingerUntil = 0;
@@ -297,13 +286,7 @@ class ReaderPipe implements ByteOutput {
     return this.done.promise;
   }
 
-  write(bytes: Uint8Array, frames: number): boolean {
-    this.offered++;
-    this.lastTaken = this.take(bytes, frames);
-    return this.lastTaken;
-  }
-
-  private take(bytes: Uint8Array, frames: number): boolean {
+  write(bytes: Uint8Array, frames: number, kept = false): boolean {
     if (this.gone || this.closing) {
       this.drops.sink_no_reader += frames;
       return false;
@@ -313,13 +296,14 @@ class ReaderPipe implements ByteOutput {
       this.drops.sink_no_reader += frames;
       return false;
     }
-    if (written === 0 && !this.ending) {
+    if (written === 0 && !this.ending && !(kept && this.heldBytes + bytes.length <= KEPT_BYTES)) {
       this.drops.sink_reader_slow += frames;
       return false;
     }
     if (written < bytes.length) {
       // Copied: the caller's buffer is reused for its next unit.
       this.held.push({ bytes: bytes.slice(written), frames });
+      this.heldBytes += bytes.length - written;
       this.retryLater();
     }
     return true;
@@ -345,6 +329,7 @@ class ReaderPipe implements ByteOutput {
         this.drop("sink_no_reader");
         return true;
       }
+      this.heldBytes -= written;
       if (written < unit.bytes.length) {
         unit.bytes = unit.bytes.subarray(written);
         this.retryLater();
@@ -359,6 +344,7 @@ class ReaderPipe implements ByteOutput {
   private drop(reason: FifoSinkDrop): void {
     for (const unit of this.held) this.drops[reason] += unit.frames;
     this.held = [];
+    this.heldBytes = 0;
   }
 
   private retryLater(): void {

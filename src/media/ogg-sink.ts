@@ -53,6 +53,8 @@ export class OggSink implements FrameSink {
   private pendingSamples = 0;
   /** Audio packets on the page being filled, handed to the output with it. */
   private pagePackets = 0;
+  /** Pages being written now are a stream's headers or its end, which its reader cannot do without (ByteOutput.write). */
+  private kept = false;
   private closed = false;
 
   private constructor(
@@ -71,7 +73,7 @@ export class OggSink implements FrameSink {
     return new OggPageWriter(serial, (page) => {
       const packets = this.pagePackets;
       this.pagePackets = 0;
-      if (!this.bytes.write(page, packets) && packets > 0) {
+      if (!this.bytes.write(page, packets, this.kept) && packets > 0) {
         // Dropped whole (a FIFO's reader fell behind, or the output has failed): the stream goes on as if the page had never
         // been, with no gap in page numbers or granule, so the reader is a valid stream and a
         // player skips what it missed instead of falling further behind. (Called while the page's
@@ -214,9 +216,25 @@ export class OggSink implements FrameSink {
    * trimming, section 4.4): the decoded length stays what was received.
    */
   private endStream(): void {
-    if (this.granule === 0 || this.granule < this.preSkip) this.writeTrimmedSilence(this.preSkip);
-    else if (this.pendingSamples === 0) this.writeTrimmedSilence(this.granule);
-    this.pages.flushPage(true);
+    this.writeKept(() => {
+      if (this.granule === 0 || this.granule < this.preSkip) this.writeTrimmedSilence(this.preSkip);
+      else if (this.pendingSamples === 0) this.writeTrimmedSilence(this.granule);
+      this.pages.flushPage(true);
+    });
+  }
+
+  /**
+   * Writes pages a player cannot do without: dropped for a reader that is
+   * behind (a FIFO's), a stream's end would be missing, or the next chained
+   * stream's OpusHead, and none of that stream could be played.
+   */
+  private writeKept(write: () => void): void {
+    this.kept = true;
+    try {
+      write();
+    } finally {
+      this.kept = false;
+    }
   }
 
   /**
@@ -240,11 +258,13 @@ export class OggSink implements FrameSink {
     // What the stream's head says, so that a Config saying the same later changes nothing.
     this.channels = channels;
     const head = buildOpusHead({ channels, preSkip: this.preSkip, inputSampleRate: this.inputSampleRate });
-    // RFC 7845: each header packet on a page of its own, granule 0.
-    this.pages.addPacket(head, 0);
-    this.pages.flushPage();
-    this.pages.addPacket(buildOpusTags(), 0);
-    this.pages.flushPage();
+    this.writeKept(() => {
+      // RFC 7845: each header packet on a page of its own, granule 0.
+      this.pages.addPacket(head, 0);
+      this.pages.flushPage();
+      this.pages.addPacket(buildOpusTags(), 0);
+      this.pages.flushPage();
+    });
   }
 
   private closePage(): void {

@@ -37,7 +37,8 @@ export class WireSink implements FrameSink {
   }
 
   write(message: ParsedMessage): void {
-    this.bytes.write(message.raw, message.type === MessageType.OpusFrame ? 1 : 0);
+    // A reader's stream without its Config cannot be played: a full pipe's reader gets it all the same.
+    this.bytes.write(message.raw, message.type === MessageType.OpusFrame ? 1 : 0, message.type === MessageType.Config);
   }
 
   flush(): void {

@@ -8,7 +8,7 @@
 import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
-import { FifoSink, READER_LOOK_MS, type PipeSizer } from "../../src/media/fifo-sink.ts";
+import { FifoSink, KEPT_BYTES, READER_LOOK_MS, type PipeSizer } from "../../src/media/fifo-sink.ts";
 import { OggSink } from "../../src/media/ogg-sink.ts";
 import { WireSink } from "../../src/media/wire-sink.ts";
 import { PageFlag } from "../../src/media/ogg-page.ts";
@@ -17,11 +17,11 @@ import { parseOpusHead } from "../../src/media/opus-head.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, FrameParser, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { getPipeSize, receiveQueueBytes, sizedPipe } from "../../src/transport/socket-options.ts";
-import { sameBytes } from "../support/bytes.ts";
+import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader } from "../support/fifo.ts";
 import { audioPacketsOf, packetsOf, pagesOf, trimmedWhole, type PageInfo } from "../support/ogg.ts";
-import { opusinfo, TONE } from "../support/opus-fixtures.ts";
+import { OPUSINFO_CLEAN, opusinfo, TONE } from "../support/opus-fixtures.ts";
 import { payloadOfSize } from "../support/payloads.ts";
 import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -360,6 +360,74 @@ describe("FifoSink, Ogg", () => {
     expect(heard.length + slow + firstHeard).toBe(written);
     expect(heard.slice(-3).findIndex((p, i) => !sameBytes(p, tonePacket(written - 3 + i)))).toBe(-1);
     expect(opusinfo(out).verdict.code).toBe(0);
+  }, 20_000);
+
+  test("a Config with other audio while the reader's pipe is full: the reader still gets the first stream's end-of-stream page and the next one's OpusHead and OpusTags, and opusinfo reads both", async () => {
+    const t = setup();
+    const out = t.path("heard.opus");
+    // Pages of 2 s (over 4 KiB): the full pipe takes one in part, and what comes after it waits or is dropped.
+    const { sink } = openFifoSink("ogg", t.fifo, 2000);
+    const player = reader(HELD_READER, t.fifo, out);
+    let written = 0;
+    const frame = () => {
+      send(sink, MessageType.OpusFrame, tonePacket(written++));
+      if (written % 100 === 0) sink.flush();
+    };
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 }));
+    await writeUntil(() => sink.readers === 1, "the reader", frame);
+    const firstHeard = written - 1;
+    for (let i = 0; i < 1000; i++) frame();
+    expect(sink.dropped.sink_reader_slow).toBeGreaterThan(0);
+    // The session's audio changes while the reader takes nothing: the stream ends, the next begins.
+    send(sink, MessageType.Config, MONO_16K);
+    for (let i = 0; i < 300; i++) frame();
+    releaseReader(out);
+    await until(() => sizeOf(out) > 0, "the reader to read");
+    for (let i = 0; i < 50; i++) frame();
+    await sink.close();
+    expect(await player.exited).toBe(0);
+
+    const bytes = read(out);
+    const serials = [...new Set(pagesOf(bytes).map((p) => p.serial))];
+    expect(serials.length).toBe(2);
+    const links = serials.map((serial) => {
+      const pages = pagesOf(bytes).filter((p) => p.serial === serial);
+      return concatBytes(pages.map((p) => bytes.subarray(p.offset, p.offset + p.size)));
+    });
+    // Each link whole: BOS OpusHead, OpusTags, audio, end-of-stream page; page numbers without a gap.
+    const heads = links.map((link) => {
+      const pages = expectWholeStream(link);
+      expect(pages.map((p) => p.sequence)).toEqual(pages.map((_, i) => i));
+      return parseOpusHead(packetsOf(link)[0]!);
+    });
+    expect(heads.map((h) => [h.channels, h.inputSampleRate])).toEqual([[2, 48000], [1, 16000]]);
+    const heard = links.reduce((n, link) => n + audioPacketsOf(link).length, 0);
+    expect(heard + sink.dropped.sink_reader_slow! + sink.dropped.sink_no_reader!).toBe(written);
+    expect(sink.dropped.sink_no_reader).toBe(firstHeard);
+    const info = opusinfo(out);
+    expect(info.verdict).toEqual(OPUSINFO_CLEAN);
+    expect(info.stdout).toContain("Logical stream 2 ended");
+  }, 20_000);
+
+  test(`a session whose audio changes again and again while the reader takes nothing: past its pipe, at most ${KEPT_BYTES} bytes of stream ends and heads wait for it, the rest is dropped and counted`, async () => {
+    const t = setup();
+    const { sink } = openFifoSink("ogg", t.fifo);
+    const player = heldPlayer(t.fifo);
+    let written = 0;
+    const frame = () => send(sink, MessageType.OpusFrame, tonePacket(written++));
+    await writeUntil(() => sink.readers === 1, "the reader", frame);
+    const stereo = encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 });
+    // Each Config ends a stream (its end-of-stream page holds the frame before) and the next frame begins one.
+    for (let i = 0; i < 3000; i++) {
+      send(sink, MessageType.Config, i % 2 === 0 ? MONO_16K : stereo);
+      frame();
+    }
+    expect(sink.dropped.sink_reader_slow).toBeGreaterThan(0);
+    const closing = sink.close();
+    await until(() => player.readNow(), "the reader to read to the end");
+    await closing;
+    // What the pipe held, what waited beyond it, and the last stream's end, written at the stop.
+    expect(player.heard().length).toBeLessThanOrEqual(player.size() + KEPT_BYTES + 4096);
   }, 20_000);
 
   test("OpusFrames no page can place (empty, or an impossible TOC) are counted sink_invalid_packet, those of readers gone too", async () => {
