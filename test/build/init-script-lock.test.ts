@@ -10,6 +10,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, linkSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { canUnshare } from "../support/machine.ts";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { agentsIn, BUSYBOX, gonePid, installApplets, SCRIPT, standInService } from "../support/init-script.ts";
 import { cleanEnv, type Result, run, start } from "../support/processes.ts";
@@ -192,6 +193,21 @@ describe("S95audio-agent's lock: what a crash or a power cut leaves", () => {
     expect(await termedOnceSlowed("start", env, { SLOW_LOCK_RM: "20" }, true, () => (held = markers()))).toBe(1);
     expect(held).toBe(1);
     expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.lock"]);
+  }, 30_000);
+});
+
+describe("S95audio-agent's lock: one that cannot be written", () => {
+  // Root refused the lock's temp file (a read-only /var/run): the line said which file, not why.
+  test.skipIf(!canUnshare("--mount"))("a read-only run directory: start fails (1) with one line naming the lock's file and why, nothing started", async () => {
+    const env = setup();
+    const readOnly = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"';
+    const started = await run(["unshare", "-m", "sh", "-c", readOnly, join(dir, "run"), BUSYBOX!, "sh", SCRIPT, "start"], { cwd: dir, env: scriptEnv(env), timeoutMs: 30_000 });
+    expect(started.code, started.stdout + started.stderr).toBe(1);
+    const lines = started.stdout.trim().split("\n");
+    expect(lines.length, started.stdout).toBe(1);
+    expect(lines[0]).toStartWith(`audio-agent: cannot write ${lockFile()}.`);
+    expect(lines[0]).toEndWith(": Read-only file system");
+    expect(agents()).toEqual([]);
   }, 30_000);
 });
 
