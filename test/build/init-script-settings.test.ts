@@ -8,7 +8,7 @@
  * left them out. Run under Debian's BusyBox against the compiled agent.
  */
 import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { built } from "../support/binaries.ts";
 import { writeIntoFifo } from "../support/fifo.ts";
@@ -39,7 +39,12 @@ afterEach(() => {
   dir = undefined;
 });
 
-test("the default output role takes AUDIO_AGENT_FORMAT from the settings file: a wire capture written into the FIFO reaches the client", async () => {
+/**
+ * A service in a new temp dir whose settings file holds `settings`: the
+ * default role's FIFO, socket, pid file and log inside it; `script` runs an
+ * action of the init script on it.
+ */
+function service(settings: string) {
   dir = mkdtempSync("/tmp/aa-initset-");
   const path = (name: string) => join(dir!, name);
   const env = {
@@ -49,12 +54,21 @@ test("the default output role takes AUDIO_AGENT_FORMAT from the settings file: a
     AUDIO_AGENT_FIFO: path("capture/capture.wire"),
     AUDIO_AGENT_DEFAULTS: path("default/audio-agent"),
     JETKVM_AUDIO_OUTPUT_SOCKET: path("o.sock"),
+    JETKVM_AUDIO_INPUT_SOCKET: path("i.sock"),
   };
   mkdirSync(path("default"));
-  // The device's settings file: the agent's own variable, as packaging/README.md invites.
-  await Bun.write(env.AUDIO_AGENT_DEFAULTS, "AUDIO_AGENT_FORMAT=wire\n");
+  writeFileSync(env.AUDIO_AGENT_DEFAULTS, settings);
   const script = (action: string) =>
     run([BUSYBOX!, "sh", SCRIPT, action], { cwd: dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 20_000 });
+  return { env, path, script };
+}
+
+/** The command line of the pid file's process, without the executable. */
+const argsOf = (pidFile: string) => readFileSync(`/proc/${readFileSync(pidFile, "utf8").split("\n")[0]}/cmdline`, "utf8").split("\0").slice(1, -1);
+
+test("the default output role takes AUDIO_AGENT_FORMAT from the settings file: a wire capture written into the FIFO reaches the client", async () => {
+  // The device's settings file: the agent's own variable, as packaging/README.md invites.
+  const { env, path, script } = service("AUDIO_AGENT_FORMAT=wire\n");
 
   const started = await script("start");
   expect(started.code, started.stdout + started.stderr).toBe(0);
@@ -71,3 +85,13 @@ test("the default output role takes AUDIO_AGENT_FORMAT from the settings file: a
   expect(received.code, log).toBe(0);
   expect(wholeWireFrames(path("out.wire")).map((f) => f.join(","))).toEqual(Array.from({ length: 20 }, (_, i) => testPayload(i).join(",")));
 }, 60_000);
+
+// Blanks alone name no command: the agent was run with none (exit 2) and start failed.
+test("AUDIO_AGENT_ARGS of blanks only is taken as unset: the role's defaults run", async () => {
+  const { env, script } = service('AUDIO_AGENT_ARGS=" \t "\n');
+  const started = await script("start");
+  expect(started.code, started.stdout + started.stderr).toBe(0);
+  expect(argsOf(env.AUDIO_AGENT_PIDFILE)).toEqual(["output", "serve"]);
+  expect(statSync(env.AUDIO_AGENT_FIFO).isFIFO()).toBe(true);
+  expect((await script("stop")).code).toBe(0);
+}, 30_000);
