@@ -95,3 +95,17 @@ test("AUDIO_AGENT_ARGS of blanks only is taken as unset: the role's defaults run
   expect(statSync(env.AUDIO_AGENT_FIFO).isFIFO()).toBe(true);
   expect((await script("stop")).code).toBe(0);
 }, 30_000);
+
+// A settings file edited on Windows: each value ended in a CR, and the role's ("serve\r") was refused
+// in a garbled line. systemd's EnvironmentFile= ends a line at a CR, as the script now reads it too.
+test("a settings file with CRLF line ends is read as with LF: its role and its values, without the CRs", async () => {
+  const { env, path, script } = service(["# edited on Windows", "AUDIO_AGENT_ROLE=serve", "", 'AUDIO_AGENT_INPUT_SINK="/dev/null"', "AUDIO_AGENT_LOG_LEVEL=debug", ""].join("\r\n"));
+  const started = await script("start");
+  expect(started.code, started.stdout + started.stderr).toBe(0);
+  expect(started.stderr).toBe("");
+  expect(argsOf(env.AUDIO_AGENT_PIDFILE)).toEqual(["serve"]);
+  const environ = readFileSync(`/proc/${readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")[0]}/environ`, "utf8").split("\0");
+  expect(environ).toEqual(expect.arrayContaining(["AUDIO_AGENT_ROLE=serve", "AUDIO_AGENT_INPUT_SINK=/dev/null", "AUDIO_AGENT_LOG_LEVEL=debug"]));
+  expect(existsSync(path("i.sock"))).toBe(true);
+  expect((await script("stop")).code).toBe(0);
+}, 30_000);
