@@ -11,9 +11,9 @@
  * had insufficient privilege.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInService } from "../support/init-script.ts";
+import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInAgent, standInService } from "../support/init-script.ts";
 import { alive } from "../support/proc.ts";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { cleanEnv, type Result, run } from "../support/processes.ts";
@@ -93,6 +93,26 @@ describe("S95audio-agent: LSB actions", () => {
     expect(reloaded.code, reloaded.stdout + reloaded.stderr).toBe(3);
     expect(alive(pid)).toBe(true);
     expect((await initScript("stop", env)).code).toBe(0);
+  }, 60_000);
+});
+
+describe("S95audio-agent: LSB exit codes for a start that fails", () => {
+  // LSB's 6 for start is "program is not configured". The agent exits 2 on a setting or an argument
+  // it refuses, before it is up: start answered 1, a generic failure, as for an agent that failed.
+  test("an agent that exits 2 before it is up (a setting it refuses) and a role the script does not know: 6; an agent that exits 1: 1", async () => {
+    const env = setup();
+    // Stand-ins that exit as the agent does: ls exits 2 on an option it does not know, sleep 1 on a duration it cannot read.
+    const refusing = { ...env, AUDIO_AGENT_BIN: standInAgent(join(dir, "refusing"), "ls"), AUDIO_AGENT_ARGS: "--bogus" };
+    const refused = await initScript("start", refusing);
+    expect(refused.code, refused.stdout + refused.stderr).toBe(6);
+    expect(refused.stdout).toContain(`exited right after start, with exit code 2 (a bad setting); see ${env.AUDIO_AGENT_LOG_FILE}\n`);
+    const failed = await initScript("start", { ...env, AUDIO_AGENT_ARGS: "abc" });
+    expect(failed.code, failed.stdout + failed.stderr).toBe(1);
+    expect(failed.stdout).toContain(`exited right after start, with exit code 1; see ${env.AUDIO_AGENT_LOG_FILE}\n`);
+    const unknown = await initScript("start", { ...env, AUDIO_AGENT_ARGS: "", AUDIO_AGENT_ROLE: "both" });
+    expect(unknown.code, unknown.stdout + unknown.stderr).toBe(6);
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+    expect(agentsIn(dir, agent)).toEqual([]);
   }, 60_000);
 });
 

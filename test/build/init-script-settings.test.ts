@@ -109,3 +109,13 @@ test("a settings file with CRLF line ends is read as with LF: its role and its v
   expect(existsSync(path("i.sock"))).toBe(true);
   expect((await script("stop")).code).toBe(0);
 }, 30_000);
+
+// LSB's 6, "program is not configured", for a setting the agent refuses (it exits 2): start answered 1.
+test("a setting the agent refuses (AUDIO_AGENT_FORMAT=mp3): start fails with 6, the agent's reason in its log", async () => {
+  const { env, script } = service("AUDIO_AGENT_FORMAT=mp3\n");
+  const started = await script("start");
+  expect(started.code, started.stdout + started.stderr).toBe(6);
+  expect(started.stdout).toContain(`exited before it listened, with exit code 2 (a bad setting); see ${env.AUDIO_AGENT_LOG_FILE}\n`);
+  expect(readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8")).toContain("mp3");
+  expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+}, 30_000);

@@ -303,21 +303,21 @@ describe("S95audio-agent under busybox sh", () => {
     expect((await initScript("stop", env)).code).toBe(0);
   }, 60_000);
 
-  test("an unknown AUDIO_AGENT_ROLE: start fails (1) naming it and the roles allowed", async () => {
+  test("an unknown AUDIO_AGENT_ROLE: start fails (6, not configured) naming it and the roles allowed", async () => {
     tempDir();
     const { AUDIO_AGENT_ARGS: _, ...env } = settings({ AUDIO_AGENT_ROLE: "both" });
     const started = await initScript("start", env);
-    expect(started.code).toBe(1);
+    expect(started.code).toBe(6);
     expect(started.stdout).toContain("AUDIO_AGENT_ROLE=both is not a role here; allowed: output, serve");
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
   });
 
-  test("start fails (1) when the agent exits at once, and leaves no pid file, whether its command line serves a socket or not", async () => {
+  test("start fails (6, not configured) when the agent exits at once on a flag it does not know, and leaves no pid file, whether its command line serves a socket or not", async () => {
     tempDir();
     const env = settings({ AUDIO_AGENT_ARGS: `output serve --source ${t.path("in.wire")} --bogus-flag` });
     const started = await initScript("start", env);
-    expect(started.code).toBe(1);
-    expect(started.stdout).toContain("exited before it listened");
+    expect(started.code).toBe(6);
+    expect(started.stdout).toContain("exited before it listened, with exit code 2 (a bad setting)");
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
     expect(readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8")).toContain("--bogus-flag");
     expect((await initScript("status", env)).code).toBe(3);
@@ -325,17 +325,17 @@ describe("S95audio-agent under busybox sh", () => {
     // A command line that serves no socket is up once it has run half a second: one that exits before fails so.
     const client = settings({ AUDIO_AGENT_ARGS: `output recv --socket ${t.path("o.sock")} --bogus-flag` });
     const failed = await initScript("start", client);
-    expect(failed.code).toBe(1);
-    expect(failed.stdout).toContain("exited right after start");
+    expect(failed.code).toBe(6);
+    expect(failed.stdout).toContain("exited right after start, with exit code 2 (a bad setting)");
     expect(existsSync(client.AUDIO_AGENT_PIDFILE)).toBe(false);
   }, 30_000);
 
-  test("an agent that exits after half a second, before it listens (a slow board; here its --config is a FIFO written late), is a failed start (1): no pid file, the reason in the log", async () => {
+  test("an agent that exits after half a second, before it listens (a slow board; here its --config is a FIFO written late), is a failed start (6, for its exit code 2): no pid file, the reason in the log", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
     const { env, started } = await startFailingLate(settings().AUDIO_AGENT_ARGS);
-    expect(started.code, started.stdout).toBe(1);
-    expect(started.stdout).toContain("exited before it listened; see " + env.AUDIO_AGENT_LOG_FILE);
+    expect(started.code, started.stdout).toBe(6);
+    expect(started.stdout).toContain("exited before it listened, with exit code 2 (a bad setting); see " + env.AUDIO_AGENT_LOG_FILE);
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
     expect(readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8")).toContain('unknown key "bogus"');
     expect((await initScript("status", env)).code).toBe(3);
@@ -345,7 +345,7 @@ describe("S95audio-agent under busybox sh", () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
     const { started } = await startFailingLate(`  output   serve --source ${t.path("in.wire")} --socket ${t.path("o.sock")}`);
-    expect(started.code, started.stdout).toBe(1);
+    expect(started.code, started.stdout).toBe(6);
     expect(started.stdout).toContain("exited before it listened");
   }, 30_000);
 

@@ -32,9 +32,9 @@ export function agentsIn(dir: string, exe: string): number[] {
   });
 }
 
-/** A stand-in agent at `path` that exits on TERM: a copy of sleep(1), run with AUDIO_AGENT_ARGS "300". */
-export function standInAgent(path: string): string {
-  copyFileSync(realpathSync(Bun.which("sleep")!), path);
+/** A stand-in agent at `path` that exits on TERM: a copy of sleep(1), run with AUDIO_AGENT_ARGS "300" (or of `program`). */
+export function standInAgent(path: string, program = "sleep"): string {
+  copyFileSync(realpathSync(Bun.which(program)!), path);
   chmodSync(path, 0o755);
   return path;
 }
