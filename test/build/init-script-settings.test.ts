@@ -119,3 +119,27 @@ test("a setting the agent refuses (AUDIO_AGENT_FORMAT=mp3): start fails with 6, 
   expect(readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8")).toContain("mp3");
   expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
 }, 30_000);
+
+// systemd's style, a value with blanks unquoted: the shell ran "serve" as a command (not found), with
+// AUDIO_AGENT_ARGS=output for it alone, and the default role started without a word. The unit reads it whole.
+test("a value with unquoted blanks in the settings file: start and restart fail (6) naming the file and the line, a running agent left running", async () => {
+  const { env, path, script } = service("AUDIO_AGENT_LOG_LEVEL=info\n");
+  expect((await script("start")).code).toBe(0);
+  const pid = readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")[0];
+  const line = `AUDIO_AGENT_ARGS=output serve --source ${path("in.wire")} --socket ${path("o.sock")}`;
+  writeFileSync(env.AUDIO_AGENT_DEFAULTS, `# systemd's way\nAUDIO_AGENT_LOG_LEVEL=info\n${line}\n`);
+  for (const action of ["restart", "start"]) {
+    const r = await script(action);
+    expect(r.code, `${action}: ${r.stdout}${r.stderr}`).toBe(6);
+    expect(r.stdout).toBe(`audio-agent: ${env.AUDIO_AGENT_DEFAULTS} line 3: ${line}: a value with blanks must be quoted ("..."), for the shell to read it whole as systemd does\n`);
+    expect(r.stderr).toBe("");
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")[0]).toBe(pid);
+  }
+  // Quoted, it is read alike by both.
+  const quoted = `output serve --source ${env.AUDIO_AGENT_FIFO} --socket ${path("o.sock")}`;
+  writeFileSync(env.AUDIO_AGENT_DEFAULTS, `AUDIO_AGENT_LOG_LEVEL=info\nAUDIO_AGENT_ARGS="${quoted}"\n`);
+  const restarted = await script("restart");
+  expect(restarted.code, restarted.stdout + restarted.stderr).toBe(0);
+  expect(argsOf(env.AUDIO_AGENT_PIDFILE)).toEqual(quoted.split(" "));
+  expect((await script("stop")).code).toBe(0);
+}, 30_000);
