@@ -272,6 +272,30 @@ describe("S95audio-agent's lock: a holder killed or stopped at the wrong moment"
   }, 30_000);
 });
 
+describe("S95audio-agent: a stop cut short between its marks", () => {
+  // TERMed after it wrote "stopping" into the pid file, before it sent the agent TERM: a start then
+  // waited STOP_TIMEOUT + 2 s for an agent that was never told to stop, and failed "stop it first".
+  test("a stop TERMed after it marked the pid file stopping, before its TERM: start stops that agent and starts another", async () => {
+    const env = setup();
+    expect((await initScript("start", env)).code).toBe(0);
+    const first = agents();
+    expect(first.length).toBe(1);
+    expect(await termedOnceSlowed("stop", env, { SLOW_PID_MV: "1" })).toBe(1);
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")).toEqual([String(first[0]), expect.stringMatching(/^starttime=\d+$/), "stopping", ""]);
+    expect(agents()).toEqual(first);
+
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(started.stdout).toContain(`pid ${first[0]} was left stopping by a stop that did not finish: stopping it\n`);
+    const second = agents();
+    expect(second.length).toBe(1);
+    expect(second).not.toEqual(first);
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")[0]).toBe(String(second[0]));
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(readdirSync(join(dir, "run"))).toEqual([]);
+  }, 30_000);
+});
+
 describe("S95audio-agent's lock: a signal as a file of the turn is made or removed", () => {
   const startTermed = (env: Record<string, string>, slow: Record<string, string>, group: boolean) => termedOnceSlowed("start", env, slow, group);
 

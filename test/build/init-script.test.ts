@@ -457,7 +457,7 @@ describe("S95audio-agent under busybox sh", () => {
 
   // A stop that sent TERM and then ended before the agent did (Ctrl-C, a supervisor's timeout): a start
   // right after took the agent on its way out for running, said "already running" (0), and then none ran.
-  test("a stop ended after it sent TERM, before the agent exited: a start waits for that agent to go and starts another", async () => {
+  test("a stop ended after it sent TERM, before the agent exited: a start finishes that stop and starts another", async () => {
     tempDir();
     // The agent takes 2 s to exit on TERM; it tells the test as that begins.
     const slow = t.path("slow-exit");
