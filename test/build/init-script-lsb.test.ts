@@ -14,9 +14,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { chmodSync, existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInAgent, standInService } from "../support/init-script.ts";
-import { alive } from "../support/proc.ts";
+import { alive, childrenOf } from "../support/proc.ts";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { cleanEnv, type Result, run } from "../support/processes.ts";
+import { until } from "../support/wait.ts";
 
 let applets: string;
 let dir: string;
@@ -173,6 +174,29 @@ describe("S95audio-agent: every action that takes the turn answers 4 to a user w
     }
     expect((await initScript("stop", env)).code).toBe(0);
   }, 60_000);
+});
+
+describe("S95audio-agent: status of an agent whose logger is gone", () => {
+  // Logging to syslog, the agent writes into a pipe that logger reads. With logger gone (killed, OOM) each
+  // line the agent wrote was lost, and status said "running" as before: nothing told of the loss.
+  test("logging to syslog, its logger killed: status says the agent runs and its log lines are lost (0)", async () => {
+    const env = { ...setup(), AUDIO_AGENT_LOG_FILE: "" };
+    expect((await initScript("start", env)).code).toBe(0);
+    const pid = pidIn(env);
+    const loggers = childrenOf(pid).filter((child) => child.comm === "logger");
+    expect(loggers.length).toBe(1);
+    const before = await initScript("status", env);
+    expect({ code: before.code, stdout: before.stdout }).toEqual({ code: 0, stdout: `audio-agent: running (pid ${pid})\n` });
+
+    process.kill(loggers[0]!.pid, "SIGKILL");
+    await until(() => !alive(loggers[0]!.pid), "the logger gone", 5_000);
+    const status = await initScript("status", env);
+    expect({ code: status.code, stdout: status.stdout }).toEqual({
+      code: 0,
+      stdout: `audio-agent: running (pid ${pid}), but its logger is gone: its log lines are lost until a restart\n`,
+    });
+    expect((await initScript("stop", env)).code).toBe(0);
+  }, 30_000);
 });
 
 describe("S95audio-agent: an action whose output nobody reads", () => {

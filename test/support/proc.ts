@@ -56,6 +56,23 @@ export function runningIn(dir: string): number[] {
   return pids;
 }
 
+/** The live children of process `pid`, each with its command name (/proc/PID/stat's second field). */
+export function childrenOf(pid: number): { pid: number; comm: string }[] {
+  const children: { pid: number; comm: string }[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const close = stat.lastIndexOf(")");
+      const [state, ppid] = stat.slice(close + 2).split(" ");
+      if (Number(ppid) === pid && state !== "Z" && state !== "X") children.push({ pid: Number(entry), comm: stat.slice(stat.indexOf("(") + 1, close) });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return children;
+}
+
 /** Open file descriptors of a process. */
 export function fdCount(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
