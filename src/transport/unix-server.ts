@@ -60,14 +60,17 @@ const MAX_LETTING_GO = 16;
 /** How long a listener that refuses new clients stays open for the loop to accept those the kernel had queued. */
 const ACCEPT_QUEUE_MS = 10;
 /**
- * The most of one read the owner is handed in one turn of the loop. Bun
- * reads up to 512 KiB at once from a client that sends faster than it is
- * read (a flood), and handing it whole meant parsing and sinking thousands
- * of frames in one turn, the other channel's audio waiting meanwhile; the
- * rest is handed a slice a turn, the client not read again until it all
- * has been. Live audio (a few frames a read) never reaches it.
+ * How a large read is handed to the owner: a slice at a time, for at most
+ * HANDING_MS a turn of the loop. Bun reads up to 512 KiB at once from a
+ * client that sends faster than it is read (a flood), and handing it whole
+ * meant parsing and sinking thousands of frames in one turn, the other
+ * channel's audio waiting meanwhile (on a slow board, or before the JIT has
+ * compiled the parser, for tens of ms). The rest waits for the next turn,
+ * the client not read again until it all has been handed. Live audio (a few
+ * frames a read) is handed as it is read.
  */
 export const SLICE_BYTES = 16384;
+export const HANDING_MS = 4;
 
 /**
  * A Unix stream socket server with one client at a time: a newly accepted
@@ -261,8 +264,7 @@ export class UnixServer {
 
   /**
    * A read from a client: handed to the owner (the client served) or as
-   * late (one let go), at most SLICE_BYTES of it now; the rest a slice a
-   * turn, the client paused until it all has been handed.
+   * late (one let go); one larger than a slice, a slice at a time (SLICE_BYTES).
    */
   private received(socket: Socket<Connection>, chunk: Uint8Array): void {
     const pending = socket.data.rest;
@@ -271,13 +273,10 @@ export class UnixServer {
       socket.data.rest = Buffer.concat([pending, chunk]);
       return;
     }
-    if (chunk.length > SLICE_BYTES) {
-      socket.data.rest = chunk.subarray(SLICE_BYTES);
-      chunk = chunk.subarray(0, SLICE_BYTES);
-      socket.pause();
-    }
-    this.hand(socket, chunk);
-    if (socket.data.rest && !this.paused.has(socket)) this.handRestNextTurn(socket);
+    if (chunk.length <= SLICE_BYTES) return this.hand(socket, chunk);
+    socket.data.rest = chunk;
+    socket.pause();
+    this.handRest(socket, performance.now() + HANDING_MS);
   }
 
   private hand(socket: Socket<Connection>, chunk: Uint8Array): void {
@@ -290,24 +289,25 @@ export class UnixServer {
     socket.data.slicing = true;
     setImmediate(() => {
       socket.data.slicing = false;
-      this.handRest(socket, 1);
+      this.handRest(socket, performance.now() + HANDING_MS);
     });
   }
 
   /**
-   * Hands up to `slices` of what is left of `socket`'s last read, while it
-   * is read (not held, not waiting; served or being let go); the client is
-   * read again once all of it has been handed. One gone (closed, cut off)
-   * leaves its rest unread, as what the kernel held for it.
+   * Hands what is left of `socket`'s last read, a slice at a time, until
+   * `until` (performance.now(); the rest in the next turn), while it is read
+   * (not held, not waiting; served or being let go); the client is read
+   * again once all of it has been handed. One gone (closed, cut off) leaves
+   * its rest unread, as what the kernel held for it.
    */
-  private handRest(socket: Socket<Connection>, slices: number): void {
-    for (let handed = 0; socket.data.rest; handed++) {
+  private handRest(socket: Socket<Connection>, until: number): void {
+    for (let first = true; socket.data.rest; first = false) {
       if (this.paused.has(socket)) return; // its hold's end (or its turn) goes on
       if (socket !== this.current && !this.lettingGo.has(socket)) {
         socket.data.rest = undefined;
         return;
       }
-      if (handed === slices) return this.handRestNextTurn(socket);
+      if (!first && performance.now() >= until) return this.handRestNextTurn(socket);
       const rest = socket.data.rest;
       socket.data.rest = rest.length > SLICE_BYTES ? rest.subarray(SLICE_BYTES) : undefined;
       this.hand(socket, rest.subarray(0, SLICE_BYTES));

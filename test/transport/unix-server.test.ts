@@ -8,7 +8,7 @@ import { existsSync, lstatSync, rmSync, statSync } from "node:fs";
 import type { Socket } from "bun";
 import { SocketPathError } from "../../src/transport/socket-file.ts";
 import { silent } from "../../src/transport/report.ts";
-import { SLICE_BYTES, UnixServer, type ClientHandler } from "../../src/transport/unix-server.ts";
+import { HANDING_MS, SLICE_BYTES, UnixServer, type ClientHandler } from "../../src/transport/unix-server.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { startOutputServer } from "../support/output-server.ts";
@@ -571,7 +571,7 @@ describe("UnixServer.hold: a hold that begins while a client is being replaced",
   });
 });
 
-describe("UnixServer: a large read is handed a slice a turn", () => {
+describe("UnixServer: a large read is handed in slices, over turns of the loop", () => {
   /**
    * A served client that wrote, before the server read any of it, as much as
    * the kernel would take (more than a slice): Bun reads it in one go. Its
@@ -603,14 +603,14 @@ describe("UnixServer: a large read is handed a slice a turn", () => {
     return { server, client, chunks, late, events, sent: sent.subarray(0, written) };
   }
 
-  test("in order and whole, no slice larger than SLICE_BYTES, and a timer due meanwhile runs before the read is all handed", async () => {
+  test("in order and whole, no slice larger than SLICE_BYTES, and a timer due meanwhile runs before the read is all handed (the owner busy HANDING_MS with a slice or two)", async () => {
     let timerFired = -1;
     let handed = 0;
     const f = await floodedServer((_server, _socket, chunk) => {
       // The owner's work for a slice (parsing, the sink's write): a timer armed at the first is due before the last.
       if (handed === 0) setTimeout(() => (timerFired = handed), 0);
       handed += chunk.length;
-      const until = performance.now() + 2;
+      const until = performance.now() + HANDING_MS / 2;
       while (performance.now() < until);
     });
     await until(() => handed === f.sent.length, "every byte handed", 10_000);
