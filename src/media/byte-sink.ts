@@ -8,20 +8,31 @@ import { openForWriting, sinkFollowFlag } from "./sink-path.ts";
  * FIFO (FifoSink). `frames` is how many OpusFrames the bytes carry, for an
  * output that may drop them and counts what it drops; `write` says whether
  * it took them (false: dropped whole, none of them written). `kept` marks
- * bytes the reader's stream cannot do without (a wire Config; an Ogg
- * stream's header pages and its end-of-stream page): an output that drops
- * what its reader has no room for holds these instead, ahead of what comes after.
+ * bytes the reader's stream cannot do without (KeptUnit): an output that
+ * drops what its reader has no room for holds these instead, ahead of what
+ * comes after.
  */
 export interface ByteOutput {
   readonly name: string;
   /** The OpusFrames it dropped itself, by reason (a stream over it adds them to its own). */
   readonly dropped?: Readonly<Record<string, number>>;
-  write(bytes: Uint8Array, frames: number, kept?: boolean): boolean;
+  write(bytes: Uint8Array, frames: number, kept?: KeptUnit): boolean;
   flush(): void;
   close(): void | Promise<void>;
   /** While it holds what its reader has not taken yet (ByteSink.waiting). */
   readonly waiting?: Promise<void>;
 }
+
+/**
+ * A unit its reader's stream cannot do without (ByteOutput.write): one that
+ * `begins` a stream (an Ogg stream's OpusHead page, a wire Config), or one
+ * that `completes` a stream begun (its OpusTags page, its end-of-stream
+ * page). An output may still refuse a stream's beginning, bounding what
+ * waits for a reader that takes nothing; it then refuses the rest of that
+ * stream too, which the stream begins again (its head, its Config) until one
+ * is taken, so that its reader never gets audio without the head before it.
+ */
+export type KeptUnit = "begins" | "completes";
 
 /**
  * Why a ByteSink dropped OpusFrames: its reader left (EPIPE), the write failed

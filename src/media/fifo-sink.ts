@@ -2,7 +2,7 @@ import { closeSync, constants, fstatSync, openSync, statSync } from "node:fs";
 import { MessageType, ParsedMessage } from "../protocol/index.ts";
 import { passingOpenError } from "../io/passing-errno.ts";
 import { writeFrom } from "../io/write-from.ts";
-import { LINGER_MS, readerGone, RETRY_MS, type ByteOutput } from "./byte-sink.ts";
+import { LINGER_MS, readerGone, RETRY_MS, type ByteOutput, type KeptUnit } from "./byte-sink.ts";
 import { refusedIfLinked, sinkFollowFlag } from "./sink-path.ts";
 import type { FifoReport } from "./fifo-source.ts";
 import type { FrameSink } from "./frame-sink.ts";
@@ -18,10 +18,12 @@ export type FifoSinkDrop = "sink_no_reader" | "sink_open_failed" | "sink_reader_
 export const READER_LOOK_MS = 200;
 
 /**
- * The most bytes that wait for a reader that takes nothing, of units its
- * stream cannot do without (ByteOutput.write's `kept`): a session whose audio
- * changes again and again (Config after Config) would otherwise hold more and
- * more. Past it they are dropped as any unit is.
+ * The most bytes that wait for a reader that takes nothing when a stream's
+ * beginning comes (ByteOutput.write's `kept`: an OpusHead page, a Config): a
+ * session whose audio changes again and again (Config after Config) would
+ * otherwise hold more and more. Past it that beginning is refused, with the
+ * rest of its stream, until the stream begins again with room for it; the end
+ * of a stream begun always waits, so what the reader gets stays valid.
  */
 export const KEPT_BYTES = 64 * 1024;
 
@@ -250,11 +252,13 @@ export class FifoSink implements FrameSink {
  * none of it. A unit the pipe took only part of is finished before anything
  * after it, offered again every RETRY_MS until the pipe has room, so the
  * reader never sees a unit cut short while it reads. Units the stream
- * cannot do without (`kept`: a Config, an Ogg stream's headers and end; up
- * to KEPT_BYTES of them) and, once the stream is ending (`ending`), every
- * unit wait their turn instead of being dropped, so a reader that is only
- * slow still gets a stream it can play, to its end; closing waits up to
- * LINGER_MS for them, without blocking, then closes the pipe.
+ * cannot do without (`kept`: a Config, an Ogg stream's headers and end; a
+ * stream's beginning only while no more than KEPT_BYTES wait) and, once the
+ * stream is ending (`ending`), every unit wait their turn instead of being
+ * dropped, so a reader that is only slow still gets a stream it can play, to
+ * its end; closing waits up to LINGER_MS for them, without blocking, then
+ * closes the pipe. A beginning refused has the rest of its stream refused
+ * with it, until a beginning is taken.
  */
 class ReaderPipe implements ByteOutput {
   /** The reader closed its end (EPIPE), or the pipe failed: nothing more can reach it. */
@@ -263,6 +267,8 @@ class ReaderPipe implements ByteOutput {
   failure: Error | undefined;
   /** The stream's last units are being written: hold them rather than drop them. */
   ending = false;
+  /** A stream's beginning was refused (KEPT_BYTES): the rest of that stream is too, until a beginning is taken. */
+  private refusing = false;
   /** Units not yet wholly in the pipe, in order: the first may be begun; and their bytes. */
   private held: { bytes: Uint8Array; frames: number }[] = [];
   private heldBytes = 0;
@@ -286,9 +292,14 @@ class ReaderPipe implements ByteOutput {
     return this.done.promise;
   }
 
-  write(bytes: Uint8Array, frames: number, kept = false): boolean {
+  write(bytes: Uint8Array, frames: number, kept?: KeptUnit): boolean {
     if (this.gone || this.closing) {
       this.drops.sink_no_reader += frames;
+      return false;
+    }
+    // The rest of a stream whose head or Config the reader will not get: no player could play it.
+    if (this.refusing && kept !== "begins") {
+      this.drops.sink_reader_slow += frames;
       return false;
     }
     const written = this.drain() ? this.put(bytes) : 0;
@@ -296,10 +307,12 @@ class ReaderPipe implements ByteOutput {
       this.drops.sink_no_reader += frames;
       return false;
     }
-    if (written === 0 && !this.ending && !(kept && this.heldBytes + bytes.length <= KEPT_BYTES)) {
+    if (written === 0 && !this.ending && !this.waits(bytes.length, kept)) {
       this.drops.sink_reader_slow += frames;
+      if (kept === "begins") this.refusing = true;
       return false;
     }
+    if (kept === "begins") this.refusing = false;
     if (written < bytes.length) {
       // Copied: the caller's buffer is reused for its next unit.
       this.held.push({ bytes: bytes.slice(written), frames });
@@ -307,6 +320,11 @@ class ReaderPipe implements ByteOutput {
       this.retryLater();
     }
     return true;
+  }
+
+  /** Whether a unit the full pipe takes none of waits for it: one that completes a stream begun, one that begins a stream while no more than KEPT_BYTES wait. */
+  private waits(length: number, kept: KeptUnit | undefined): boolean {
+    return kept === "completes" || (kept === "begins" && this.heldBytes + length <= KEPT_BYTES);
   }
 
   flush(): void {

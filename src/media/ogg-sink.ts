@@ -1,5 +1,5 @@
 import { decodeConfigPayload, MessageType, type ParsedMessage } from "../protocol/index.ts";
-import { ByteSink, type ByteOutput } from "./byte-sink.ts";
+import { ByteSink, type ByteOutput, type KeptUnit } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import { OggPageWriter } from "./ogg-page-writer.ts";
 import { buildOpusHead } from "./opus-head.ts";
@@ -54,7 +54,9 @@ export class OggSink implements FrameSink {
   /** Audio packets on the page being filled, handed to the output with it. */
   private pagePackets = 0;
   /** Pages being written now are a stream's headers or its end, which its reader cannot do without (ByteOutput.write). */
-  private kept = false;
+  private kept: KeptUnit | undefined;
+  /** A page written since writeKept began was refused by the output. */
+  private refused = false;
   private closed = false;
 
   private constructor(
@@ -73,13 +75,14 @@ export class OggSink implements FrameSink {
     return new OggPageWriter(serial, (page) => {
       const packets = this.pagePackets;
       this.pagePackets = 0;
-      if (!this.bytes.write(page, packets, this.kept) && packets > 0) {
+      if (!this.bytes.write(page, packets, this.kept)) {
         // Dropped whole (a FIFO's reader fell behind, or the output has failed): the stream goes on as if the page had never
         // been, with no gap in page numbers or granule, so the reader is a valid stream and a
         // player skips what it missed instead of falling further behind. (Called while the page's
         // samples are still pending.)
         this.pages.sequence--;
         this.granule -= this.pendingSamples;
+        this.refused = true;
       }
     });
   }
@@ -216,7 +219,7 @@ export class OggSink implements FrameSink {
    * trimming, section 4.4): the decoded length stays what was received.
    */
   private endStream(): void {
-    this.writeKept(() => {
+    this.writeKept("completes", () => {
       if (this.granule === 0 || this.granule < this.preSkip) this.writeTrimmedSilence(this.preSkip);
       else if (this.pendingSamples === 0) this.writeTrimmedSilence(this.granule);
       this.pages.flushPage(true);
@@ -226,15 +229,18 @@ export class OggSink implements FrameSink {
   /**
    * Writes pages a player cannot do without: dropped for a reader that is
    * behind (a FIFO's), a stream's end would be missing, or the next chained
-   * stream's OpusHead, and none of that stream could be played.
+   * stream's OpusHead, and none of that stream could be played. Whether the
+   * output took them all.
    */
-  private writeKept(write: () => void): void {
-    this.kept = true;
+  private writeKept(kept: KeptUnit, write: () => void): boolean {
+    this.kept = kept;
+    this.refused = false;
     try {
       write();
     } finally {
-      this.kept = false;
+      this.kept = undefined;
     }
+    return !this.refused;
   }
 
   /**
@@ -254,14 +260,23 @@ export class OggSink implements FrameSink {
 
   private writeHeaders(channels: number): void {
     if (this.headersWritten) return;
+    // Audio after a head the output refused: its own page, refused there too, never one with the head.
+    if (this.pages.pendingSegments > 0) this.closePage();
     this.headersWritten = true;
     // What the stream's head says, so that a Config saying the same later changes nothing.
     this.channels = channels;
     const head = buildOpusHead({ channels, preSkip: this.preSkip, inputSampleRate: this.inputSampleRate });
-    this.writeKept(() => {
-      // RFC 7845: each header packet on a page of its own, granule 0.
+    // RFC 7845: each header packet on a page of its own, granule 0.
+    const begun = this.writeKept("begins", () => {
       this.pages.addPacket(head, 0);
       this.pages.flushPage();
+    });
+    if (!begun) {
+      // Refused (a FIFO's reader far behind): the output refuses the stream's audio too, and the next packet begins it again.
+      this.headersWritten = false;
+      return;
+    }
+    this.writeKept("completes", () => {
       this.pages.addPacket(buildOpusTags(), 0);
       this.pages.flushPage();
     });

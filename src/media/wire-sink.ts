@@ -16,6 +16,9 @@ import type { FrameSink } from "./frame-sink.ts";
 
 /** Records every message exactly as received: the lossless wire capture format. */
 export class WireSink implements FrameSink {
+  /** A Config the output refused (a FIFO's reader far behind), copied: offered again ahead of each message after it. */
+  private owed: Uint8Array | undefined;
+
   private constructor(private readonly bytes: ByteOutput) {}
 
   static open(path: string): WireSink {
@@ -37,8 +40,12 @@ export class WireSink implements FrameSink {
   }
 
   write(message: ParsedMessage): void {
-    // A reader's stream without its Config cannot be played: a full pipe's reader gets it all the same.
-    this.bytes.write(message.raw, message.type === MessageType.OpusFrame ? 1 : 0, message.type === MessageType.Config);
+    // A reader's stream without its Config cannot be played: a full pipe's reader gets it all the same,
+    // or, refused, gets nothing after it until it is taken.
+    const isConfig = message.type === MessageType.Config;
+    if (this.owed && !isConfig && this.bytes.write(this.owed, 0, "begins")) this.owed = undefined;
+    const taken = this.bytes.write(message.raw, message.type === MessageType.OpusFrame ? 1 : 0, isConfig ? "begins" : undefined);
+    if (isConfig) this.owed = taken ? undefined : message.raw.slice();
   }
 
   flush(): void {

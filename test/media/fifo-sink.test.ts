@@ -9,6 +9,7 @@ import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { FifoSink, KEPT_BYTES, READER_LOOK_MS, type PipeSizer } from "../../src/media/fifo-sink.ts";
+import { RETRY_MS } from "../../src/media/byte-sink.ts";
 import { OggSink } from "../../src/media/ogg-sink.ts";
 import { WireSink } from "../../src/media/wire-sink.ts";
 import { PageFlag } from "../../src/media/ogg-page.ts";
@@ -17,11 +18,11 @@ import { parseOpusHead } from "../../src/media/opus-head.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, FrameParser, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { getPipeSize, receiveQueueBytes, sizedPipe } from "../../src/transport/socket-options.ts";
-import { concatBytes, sameBytes } from "../support/bytes.ts";
+import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader } from "../support/fifo.ts";
-import { audioPacketsOf, packetsOf, pagesOf, trimmedWhole, type PageInfo } from "../support/ogg.ts";
-import { OPUSINFO_CLEAN, opusinfo, TONE } from "../support/opus-fixtures.ts";
+import { audioPacketsOf, linksOf, packetsOf, pagesOf, trimmedWhole, type PageInfo } from "../support/ogg.ts";
+import { expectOggzValid, OPUSINFO_CLEAN, opusinfo, TONE } from "../support/opus-fixtures.ts";
 import { payloadOfSize } from "../support/payloads.ts";
 import { runAgent, spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -118,6 +119,23 @@ function heldPlayer(fifo: string) {
     }
   };
   return { size, waiting, leave, readNow, heard: () => new Uint8Array(Buffer.concat(chunks)) };
+}
+
+/** Reads until the sink has nothing more waiting for the reader: its pipe empty, and nothing more come after RETRY_MS and more. */
+async function takeAllWaiting(player: ReturnType<typeof heldPlayer>): Promise<void> {
+  let heard = -1;
+  await until(
+    () => {
+      player.readNow();
+      const now = player.heard().length;
+      const done = now === heard && player.waiting() === 0;
+      heard = now;
+      return done;
+    },
+    "the reader to take what waited",
+    15_000,
+    5 * RETRY_MS,
+  );
 }
 
 /** Holds the FIFO open and reads nothing for `seconds`, then reads it to its end into OUT. */
@@ -388,12 +406,8 @@ describe("FifoSink, Ogg", () => {
     expect(await player.exited).toBe(0);
 
     const bytes = read(out);
-    const serials = [...new Set(pagesOf(bytes).map((p) => p.serial))];
-    expect(serials.length).toBe(2);
-    const links = serials.map((serial) => {
-      const pages = pagesOf(bytes).filter((p) => p.serial === serial);
-      return concatBytes(pages.map((p) => bytes.subarray(p.offset, p.offset + p.size)));
-    });
+    const links = linksOf(bytes);
+    expect(links.length).toBe(2);
     // Each link whole: BOS OpusHead, OpusTags, audio, end-of-stream page; page numbers without a gap.
     const heads = links.map((link) => {
       const pages = expectWholeStream(link);
@@ -409,13 +423,14 @@ describe("FifoSink, Ogg", () => {
     expect(info.stdout).toContain("Logical stream 2 ended");
   }, 20_000);
 
-  test(`a session whose audio changes again and again while the reader takes nothing: past its pipe, at most ${KEPT_BYTES} bytes of stream ends and heads wait for it, the rest is dropped and counted`, async () => {
+  test(`a session whose audio changes again and again while the reader takes nothing: past its pipe, at most ${KEPT_BYTES} bytes of stream ends and heads wait for it, the rest is dropped and counted; the reader's chain stays valid, and once it reads its stream begins again`, async () => {
     const t = setup();
     const { sink } = openFifoSink("ogg", t.fifo);
     const player = heldPlayer(t.fifo);
     let written = 0;
     const frame = () => send(sink, MessageType.OpusFrame, tonePacket(written++));
     await writeUntil(() => sink.readers === 1, "the reader", frame);
+    const firstHeard = written - 1;
     const stereo = encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 });
     // Each Config ends a stream (its end-of-stream page holds the frame before) and the next frame begins one.
     for (let i = 0; i < 3000; i++) {
@@ -423,11 +438,30 @@ describe("FifoSink, Ogg", () => {
       frame();
     }
     expect(sink.dropped.sink_reader_slow).toBeGreaterThan(0);
+    // What the pipe held, and what waited beyond it: heads up to the bound, the end of the last stream begun.
+    await takeAllWaiting(player);
+    const waited = player.heard().length;
+    expect(waited).toBeLessThanOrEqual(player.size() + KEPT_BYTES + 4096);
+    // The audio stays as it is now: the reader, reading, hears it again.
+    const before = written;
+    for (let i = 0; i < 50; i++) {
+      frame();
+      if (i % 5 === 4) sink.flush();
+      player.readNow();
+    }
     const closing = sink.close();
     await until(() => player.readNow(), "the reader to read to the end");
     await closing;
-    // What the pipe held, what waited beyond it, and the last stream's end, written at the stop.
-    expect(player.heard().length).toBeLessThanOrEqual(player.size() + KEPT_BYTES + 4096);
+
+    const out = t.path("heard.opus");
+    writeFileSync(out, player.heard());
+    expect(opusinfo(out).verdict).toEqual(OPUSINFO_CLEAN);
+    expectOggzValid(out);
+    const heard = linksOf(player.heard()).flatMap((link) => audioPacketsOf(link));
+    expect(heard.length + sink.dropped.sink_reader_slow! + sink.dropped.sink_no_reader!).toBe(written);
+    expect(sink.dropped.sink_no_reader).toBe(firstHeard);
+    // Every frame after the changes stopped reached it, as the last of its stream.
+    expect(heard.slice(-(written - before)).map((p, k) => sameBytes(p, tonePacket(before + k)))).toEqual(Array(written - before).fill(true));
   }, 20_000);
 
   test("OpusFrames no page can place (empty, or an impossible TOC) are counted sink_invalid_packet, those of readers gone too", async () => {
@@ -679,6 +713,48 @@ describe("FifoSink, wire", () => {
     expect(early.length).toBe(0);
     const frames = messages.filter((m) => m.type === MessageType.OpusFrame).length;
     expect(frames + sink.dropped.sink_reader_slow! + sink.dropped.sink_no_reader!).toBe(written());
+  }, 20_000);
+
+  test(`Configs again and again while the reader takes nothing, past the ${KEPT_BYTES} bytes that wait for it: every frame the reader gets follows the Config it was sent after`, async () => {
+    const t = setup();
+    const { sink } = openFifoSink("wire", t.fifo);
+    const player = heldPlayer(t.fifo);
+    const stereo = encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 });
+    /** The Config each frame was sent after; frame i carries timestamp i + 1. */
+    const after: Uint8Array[] = [];
+    let config = stereo;
+    const frame = () => send(sink, MessageType.OpusFrame, payloadOfSize(after.length, 100), BigInt(after.push(config)));
+    send(sink, MessageType.Config, config);
+    await writeUntil(() => sink.readers === 1, "the reader", frame);
+    for (let i = 0; i < 5000; i++) {
+      config = i % 2 === 0 ? MONO_16K : stereo;
+      send(sink, MessageType.Config, config);
+      frame();
+    }
+    expect(sink.dropped.sink_reader_slow).toBeGreaterThan(0);
+    await takeAllWaiting(player);
+    expect(player.heard().length).toBeLessThanOrEqual(player.size() + KEPT_BYTES + 4096);
+    const before = after.length;
+    for (let i = 0; i < 50; i++) {
+      frame();
+      player.readNow();
+    }
+    const closing = sink.close();
+    await until(() => player.readNow(), "the reader to read to the end");
+    await closing;
+
+    const messages = parseWire(player.heard(), INPUT_MAGIC).messages;
+    let last: Uint8Array | undefined;
+    const wrong: number[] = [];
+    for (const m of messages) {
+      if (m.type === MessageType.Config) last = m.payload;
+      else if (m.type === MessageType.OpusFrame && !(last && sameBytes(last, after[Number(m.timestampNs) - 1]!))) wrong.push(Number(m.timestampNs) - 1);
+    }
+    expect(wrong).toEqual([]);
+    const frames = messages.filter((m) => m.type === MessageType.OpusFrame).map((m) => Number(m.timestampNs) - 1);
+    expect(frames.length + sink.dropped.sink_reader_slow + sink.dropped.sink_no_reader).toBe(after.length);
+    // Every frame after the changes stopped reached it.
+    expect(frames.slice(-(after.length - before))).toEqual(Array.from({ length: after.length - before }, (_, k) => before + k));
   }, 20_000);
 
   test("closed while the stalled reader's pipe holds part of a message: close settles once the reader has taken it, and the reader gets whole messages only", async () => {

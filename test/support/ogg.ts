@@ -76,6 +76,14 @@ export function audioPacketsOf(bytes: Uint8Array): Uint8Array[] {
   return packets.slice(2, packets.length - trimmedWhole(bytes));
 }
 
+/** The logical streams of a chain (each link's pages, by serial), in the order they begin. */
+export function linksOf(bytes: Uint8Array): Uint8Array[] {
+  const pages = pagesOf(bytes);
+  return [...new Set(pages.map((p) => p.serial))].map((serial) =>
+    concatBytes(pages.filter((p) => p.serial === serial).map((p) => bytes.subarray(p.offset, p.offset + p.size))),
+  );
+}
+
 /** Every packet of every page, copied, in order (one logical stream). */
 export function packetsOf(bytes: Uint8Array, capacity = 1 << 20): Uint8Array[] {
   const pages = new OggPageReader();
