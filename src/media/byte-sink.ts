@@ -1,5 +1,6 @@
 import { closeSync, constants, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, statSync } from "node:fs";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
+import { passingOpenError } from "../io/passing-errno.ts";
 import { writeFrom } from "../io/write-from.ts";
 import { openForWriting, sinkFollowFlag } from "./sink-path.ts";
 
@@ -409,12 +410,15 @@ const FIFO_READER_LOOK_MS = 200;
  * sink then opens the path as a file, with its checks), or when `stopped()`
  * comes first. Another user's symbolic link at the path in a world-writable
  * sticky directory is refused (UnsafeSinkError), as the sink's open refuses it.
+ * A look that finds no descriptor free (EMFILE, ENFILE) is made again at the
+ * next, `failing` told once a shortage: a passing one neither ends the run
+ * nor leaves the FIFO to the sink's own open, which waits for a reader.
  */
-export async function holdFifoForWriting(path: string, stopped: () => boolean, waiting: () => void): Promise<number | undefined> {
+export async function holdFifoForWriting(path: string, stopped: () => boolean, waiting: () => void, failing: (code: string) => void): Promise<number | undefined> {
   if (path === "-") return undefined;
   sinkFollowFlag(path);
   if (!statSync(path, { throwIfNoEntry: false })?.isFIFO()) return undefined;
-  for (let told = false; !stopped(); await Bun.sleep(FIFO_READER_LOOK_MS)) {
+  for (let told = false, short = false; !stopped(); await Bun.sleep(FIFO_READER_LOOK_MS)) {
     try {
       // Another user's link there, made while it waits, is not followed: the sink's own open refuses it.
       const fd = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK | sinkFollowFlag(path));
@@ -425,6 +429,12 @@ export async function holdFifoForWriting(path: string, stopped: () => boolean, w
     } catch (e) {
       // ENXIO: no reader yet; ENOENT: no FIFO just now. Anything else the sink's own open reports.
       const code = (e as NodeJS.ErrnoException).code;
+      if (passingOpenError(code)) {
+        if (!short) failing(code!);
+        short = true;
+        continue;
+      }
+      short = false;
       if (code !== "ENXIO" && code !== "ENOENT") return undefined;
     }
     if (!told) waiting();

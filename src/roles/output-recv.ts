@@ -65,7 +65,12 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
   }, () => sink?.dropped);
   shutdown.ready();
   try {
-    const fifo = await holdFifoForWriting(settings.sink, () => shutdown.isRequested, () => report("info", "waiting for a reader of the sink FIFO", { sink: settings.sink }));
+    const fifo = await holdFifoForWriting(
+      settings.sink,
+      () => shutdown.isRequested,
+      () => report("info", "waiting for a reader of the sink FIFO", { sink: settings.sink }),
+      (code) => report("warn", `cannot open the sink FIFO (${code}); trying again until it can`, { sink: settings.sink }),
+    );
     if (shutdown.isRequested) {
       if (fifo !== undefined) closeSync(fifo);
       await instruments.stop();

@@ -13,7 +13,7 @@ import { heldUp, metricsUrl, scrapeUntil, value } from "../support/metrics.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { fullFifo, HELD_READER, heldPlayer, makeFifo, releaseReader } from "../support/fifo.ts";
 import { asNobody, NOBODY } from "../support/nobody.ts";
-import { wakeUps } from "../support/proc.ts";
+import { outOfDescriptors, wakeUps } from "../support/proc.ts";
 import { heldSocketPlayer, readToEnd, socketPair } from "../support/player-sockets.ts";
 import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { decodedSamples, TONE } from "../support/opus-fixtures.ts";
@@ -580,6 +580,28 @@ describe("output recv to a FIFO", () => {
     const player = start(["sh", "-c", 'exec cat "$1" > "$2"', "sh", fifo, heard]);
     expect(await recv.exited, recv.stderr).toBe(0);
     expect(await player.exited).toBe(0);
+    expect(scanFrames(heard)).toMatchObject({ count: N, mismatch: -1 });
+    serve.kill("SIGTERM");
+    expect(await serve.exited).toBe(0);
+  }, 30_000);
+
+  test("out of descriptors (EMFILE) while it waits for the FIFO's reader: it goes on waiting, says why once; once descriptors are free the reader that came gets every frame, exit 0", async () => {
+    const t = setup();
+    const fifo = makeFifo(t.path("player"));
+    const N = 100;
+    const serve = await servingFile(t, N);
+    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", fifo, "--count", String(N)]);
+    await recv.waitForStderr("waiting for a reader of the sink FIFO");
+    const giveBack = outOfDescriptors(recv.pid);
+    await until(() => recv.stderr.includes("EMFILE"), "a look that finds no descriptor free");
+    // The reader comes while the agent still has none: its looks go on failing until it has.
+    const heard = t.path("heard.wire");
+    const player = start(["sh", "-c", 'exec cat "$1" > "$2"', "sh", fifo, heard]);
+    await Bun.sleep(500);
+    giveBack();
+    expect(await recv.exited, recv.stderr).toBe(0);
+    expect(await player.exited).toBe(0);
+    expect(recv.stderr.split("WARN  output-client: cannot open the sink FIFO (EMFILE)").length - 1).toBe(1);
     expect(scanFrames(heard)).toMatchObject({ count: N, mismatch: -1 });
     serve.kill("SIGTERM");
     expect(await serve.exited).toBe(0);
