@@ -115,6 +115,20 @@ describe("S95audio-agent: LSB exit codes for a start that fails", () => {
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
     expect(agentsIn(dir, agent)).toEqual([]);
   }, 60_000);
+
+  // LSB's 5 for start is "program is not installed": it answered 1, a generic failure.
+  test("an agent executable that is not there, or not executable: 5, naming it", async () => {
+    const env = setup();
+    const missing = join(dir, "no-such-agent");
+    const absent = await initScript("start", { ...env, AUDIO_AGENT_BIN: missing });
+    expect(absent.code, absent.stdout + absent.stderr).toBe(5);
+    expect(absent.stdout).toContain(`${missing} is not executable`);
+    chmodSync(env.AUDIO_AGENT_BIN, 0o644);
+    const plain = await initScript("start", env);
+    expect(plain.code, plain.stdout + plain.stderr).toBe(5);
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+    expect(agentsIn(dir, agent)).toEqual([]);
+  }, 60_000);
 });
 
 describe("S95audio-agent: LSB exit codes for a user who may not act", () => {
