@@ -11,7 +11,7 @@
  * had insufficient privilege.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInAgent, standInService } from "../support/init-script.ts";
 import { alive, childrenOf } from "../support/proc.ts";
@@ -232,4 +232,31 @@ describe("S95audio-agent: an action whose output nobody reads", () => {
     expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.pid"]);
     expect((await initScript("stop", env)).code).toBe(0);
   }, 60_000);
+});
+
+describe("S95audio-agent: what the agent inherits from whoever ran the script", () => {
+  // A caller that runs the script with a pipe open beyond stdio (a supervisor, a web UI's popen, a
+  // `$(...)` in a shell that had one) waits for that pipe's end: an agent left holding it, running
+  // for months, kept that caller waiting too. stdio is /dev/null or the log; 3-9 are closed.
+  for (const log of ["a log file", "syslog"]) {
+    test(`descriptors 3-9 the caller had open are not the agent's (${log}) nor its logger's`, async () => {
+      const env = setup();
+      if (log === "syslog") env.AUDIO_AGENT_LOG_FILE = "";
+      const marker = join(dir, "held-open");
+      const started = await initScript("start", env, ["sh", "-c", 'exec 5>>"$0" 9>>"$0"; exec "$@"', marker]);
+      expect(started.code, started.stdout + started.stderr).toBe(0);
+      const held = [pidIn(env), ...childrenOf(pidIn(env)).map((child) => child.pid)].flatMap((pid) =>
+        readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+          try {
+            return readlinkSync(`/proc/${pid}/fd/${fd}`) === marker;
+          } catch {
+            return false;
+          }
+        }),
+      );
+      expect(held).toEqual([]);
+      const stopped = await initScript("stop", env);
+      expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
+    }, 60_000);
+  }
 });
