@@ -476,18 +476,21 @@ export class UnixServer {
   /**
    * What a client being replaced sent before the new one came, and the loop
    * has not handed over yet (the new connection can come first in the same
-   * turn): read now, at most the socket's buffer, so that none of it is lost
-   * unseen and a Stop among it ends its session cleanly.
+   * turn): read now, so that none of it is lost unseen and a Stop among it
+   * ends its session cleanly; for HANDING_MS at most, as any read is
+   * handed. A client that was flooding has more: the rest is read late, once
+   * it is let go (the owner counts it), and the loop is not held meanwhile.
    */
   private readPending(socket: Socket<Connection>): void {
+    const until = performance.now() + HANDING_MS;
     // What was read of it and not handed yet comes first.
-    this.handRest(socket, Infinity);
+    this.handRest(socket, until);
     if (socket.data.rest) return;
     // One buffer for every replacement, as for every read below: the handler takes what it is handed
     // before it returns. (One per replacement was 64 KiB of garbage per client a churning peer made.)
-    const chunk = (this.pendingChunk ??= new Uint8Array(65536));
+    const chunk = (this.pendingChunk ??= new Uint8Array(SLICE_BYTES));
     // A hold begun on the way stops it: the owner can take no more for now.
-    for (let reads = 0; reads < 64 && socket === this.current && !this.held; reads++) {
+    while (socket === this.current && !this.held && performance.now() < until) {
       let got: number;
       try {
         got = readSync(socket.fd, chunk);

@@ -40,6 +40,31 @@ function recordingHandler() {
   return { events, handler };
 }
 
+/** countingHandler's counts, plus each client's server-side socket (numbered by connection order) and a hook run on each data. */
+function hookedHandler() {
+  const sockets: Socket<unknown>[] = [];
+  const id = (s: Socket<unknown>) => {
+    if (!sockets.includes(s)) sockets.push(s);
+    return sockets.indexOf(s) + 1;
+  };
+  const data = new Map<number, number>();
+  const late = new Map<number, number>();
+  const closed = new Map<number, string>();
+  const add = (m: Map<number, number>, k: number, n: number) => m.set(k, (m.get(k) ?? 0) + n);
+  const hooks: { onData?: (s: Socket<unknown>, n: number) => void } = {};
+  const handler: ClientHandler = {
+    open: (s) => void id(s),
+    data: (s, chunk) => {
+      add(data, id(s), chunk.length);
+      hooks.onData?.(s, id(s));
+    },
+    late: (s, chunk) => void add(late, id(s), chunk.length),
+    drain: () => {},
+    close: (s, reason) => void closed.set(id(s), reason),
+  };
+  return { handler, hooks, socket: (k: number) => sockets[k - 1]!, data: (k: number) => data.get(k) ?? 0, late: (k: number) => late.get(k) ?? 0, closed };
+}
+
 async function startUnixServer(handler: ClientHandler) {
   const dir = socketDir(defer, "us-");
   const path = dir.path("s.sock");
@@ -467,31 +492,6 @@ describe("UnixServer.hold: while the owner cannot take more, no client is read",
 });
 
 describe("UnixServer.hold: a hold that begins while a client is being replaced", () => {
-  /** countingHandler's counts, plus each client's server-side socket (numbered by connection order) and a hook run on each data. */
-  function hookedHandler() {
-    const sockets: Socket<unknown>[] = [];
-    const id = (s: Socket<unknown>) => {
-      if (!sockets.includes(s)) sockets.push(s);
-      return sockets.indexOf(s) + 1;
-    };
-    const data = new Map<number, number>();
-    const late = new Map<number, number>();
-    const closed = new Map<number, string>();
-    const add = (m: Map<number, number>, k: number, n: number) => m.set(k, (m.get(k) ?? 0) + n);
-    const hooks: { onData?: (s: Socket<unknown>, n: number) => void } = {};
-    const handler: ClientHandler = {
-      open: (s) => void id(s),
-      data: (s, chunk) => {
-        add(data, id(s), chunk.length);
-        hooks.onData?.(s, id(s));
-      },
-      late: (s, chunk) => void add(late, id(s), chunk.length),
-      drain: () => {},
-      close: (s, reason) => void closed.set(id(s), reason),
-    };
-    return { handler, hooks, socket: (k: number) => sockets[k - 1]!, data: (k: number) => data.get(k) ?? 0, late: (k: number) => late.get(k) ?? 0, closed };
-  }
-
   /** A served client whose 100 bytes are still unread when the next connects (the loop has not got to them: readPending's case). */
   async function servedWithUnreadBytes() {
     const h = hookedHandler();
@@ -653,5 +653,35 @@ describe("UnixServer: a large read is handed in slices, over turns of the loop",
     // Everything the first client wrote was handed as its data, before it was replaced.
     expect(sameBytes(concatBytes(f.chunks), f.sent)).toBe(true);
     expect(f.events.slice(replaced + 1)).toEqual(["open"]);
+  });
+});
+
+describe("UnixServer: a flooding client replaced", () => {
+  // What a replaced client sent before the new one came is read at once, before the new one is served:
+  // it read up to 4 MiB of a client that floods in that one turn (64 reads), which a compiled agent in
+  // its interpreter took seconds over (serve's other channel: a 1.9 s gap with a flooder replaced every
+  // 100 ms). Now HANDING_MS of it, as any read; the rest is the replaced client's late bytes.
+  test("what it sent is handed for HANDING_MS as its data, the rest late; every byte is seen once and the new client is served", async () => {
+    const h = hookedHandler();
+    const { path, server } = await startUnixServer(h.handler);
+    const first = await connectClient(defer, path);
+    await until(() => server.connections === 1, "the first client");
+    h.socket(1).pause();
+    let written = 0;
+    for (let n = 1; n > 0; written += Math.max(n, 0)) n = first.socket.write(new Uint8Array(1 << 20));
+    expect(written).toBeGreaterThan(4 * SLICE_BYTES);
+    // The owner's work for a slice takes the whole of HANDING_MS: one slice, then the time is up.
+    h.hooks.onData = () => {
+      const until = performance.now() + HANDING_MS;
+      while (performance.now() < until);
+    };
+    const second = await connectClient(defer, path);
+    await until(() => h.data(1) + h.late(1) === written, "every byte of the replaced client", 10_000);
+    expect(h.closed.get(1)).toBe("replaced by a new client");
+    // Before: all of it handed as its data, in the replacing turn.
+    expect(h.data(1)).toBeLessThanOrEqual(2 * SLICE_BYTES);
+    expect(h.late(1)).toBeGreaterThan(0);
+    expect(second.socket.write(new Uint8Array(7))).toBe(7);
+    await until(() => h.data(2) === 7, "the new client served");
   });
 });
