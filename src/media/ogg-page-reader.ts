@@ -186,7 +186,7 @@ export class OggPageReader {
   private sizeOf(bytes: Uint8Array, offset: number, have: number): number {
     if (!this.seeking) {
       if (have >= 4 && !hasCapturePattern(bytes, offset)) this.fail("no Ogg capture pattern \"OggS\"");
-      if (have >= 5 && bytes[offset + 4] !== 0) this.fail(`unsupported Ogg version ${bytes[offset + 4]}`);
+      if (have >= 5 && bytes[offset + 4] !== 0) this.fail(`unsupported Ogg version ${bytes[offset + 4]} (RFC 3533 defines version 0 only)`);
     } else if (!startsCapture(bytes, offset, have) || (have >= 5 && bytes[offset + 4] !== 0)) {
       return NOT_A_PAGE;
     }

@@ -22,7 +22,7 @@ export function opusFrameSamples(toc: number): number {
 
 /** Duration of the packet in samples at 48 kHz. Throws for a packet whose TOC cannot be valid. */
 export function opusPacketSamples(packet: Uint8Array): number {
-  if (packet.length === 0) throw new Error("empty Opus packet");
+  if (packet.length === 0) throw new Error("empty Opus packet (one has at least its TOC byte, RFC 6716 3.1)");
   const toc = packet[0]!;
   let frames: number;
   switch (toc & 3) {

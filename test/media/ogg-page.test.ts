@@ -176,7 +176,7 @@ describe("OggPageWriter / OggPageReader", () => {
     v1[4] = 1;
     const other = new OggPageReader();
     other.push(v1);
-    expect(() => other.next()).toThrow("unsupported Ogg version 1 at byte 0");
+    expect(() => other.next()).toThrow("unsupported Ogg version 1 (RFC 3533 defines version 0 only) at byte 0");
   });
 
   test("finish() reports a stream cut inside a page", () => {

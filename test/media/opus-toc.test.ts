@@ -32,7 +32,7 @@ describe("Opus TOC", () => {
   });
 
   test("rejects packets no decoder would accept", () => {
-    expect(() => opusPacketSamples(new Uint8Array(0))).toThrow("empty Opus packet");
+    expect(() => opusPacketSamples(new Uint8Array(0))).toThrow("empty Opus packet (one has at least its TOC byte, RFC 6716 3.1)");
     expect(() => opusPacketSamples(Uint8Array.of(toc(31, false, 3)))).toThrow("lacks its frame count");
     expect(() => opusPacketSamples(Uint8Array.of(toc(31, false, 3), 0))).toThrow("0 frames");
     // 7 x 20 ms = 140 ms > 120 ms
