@@ -11,7 +11,7 @@
  * had insufficient privilege.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInAgent, standInService } from "../support/init-script.ts";
 import { alive, childrenOf } from "../support/proc.ts";
@@ -128,6 +128,34 @@ describe("S95audio-agent: LSB exit codes for a start that fails", () => {
     expect(plain.code, plain.stdout + plain.stderr).toBe(5);
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
     expect(agentsIn(dir, agent)).toEqual([]);
+  }, 60_000);
+});
+
+describe("S95audio-agent: a settings file the shell cannot read", () => {
+  // A quote left open, a stray "fi": the shell ended the script (2, LSB's "invalid arguments") with a
+  // line that named the script's own line of the eval, not the file nor its line.
+  test("start, stop and restart: 6 (not configured), status: 4 (unknown), with one line naming the file and its line; the agent left running", async () => {
+    const env = setup();
+    expect((await initScript("start", env)).code).toBe(0);
+    const pid = pidIn(env);
+    for (const [settings, line, reason] of [
+      ['AUDIO_AGENT_LOG_LEVEL=debug\nAUDIO_AGENT_ARGS="300\n', 3, "unterminated quoted string"],
+      ["AUDIO_AGENT_LOG_LEVEL=debug\nfi\n", 2, 'unexpected "fi"'],
+    ] as const) {
+      writeFileSync(env.AUDIO_AGENT_DEFAULTS, settings);
+      for (const [action, code] of [["start", 6], ["restart", 6], ["stop", 6], ["status", 4]] as const) {
+        const r = await initScript(action, env);
+        expect({ action, code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({
+          action,
+          code,
+          stdout: `audio-agent: ${env.AUDIO_AGENT_DEFAULTS}: line ${line}: syntax error: ${reason}\n`,
+          stderr: "",
+        });
+        expect(alive(pid), action).toBe(true);
+      }
+    }
+    rmSync(env.AUDIO_AGENT_DEFAULTS);
+    expect((await initScript("stop", env)).code).toBe(0);
   }, 60_000);
 });
 
