@@ -241,6 +241,25 @@ describe("S95audio-agent: status of an agent whose logger is gone", () => {
   }, 30_000);
 });
 
+describe("S95audio-agent: status of an agent that logs to a file", () => {
+  // An agent that died (KILL, OOM) while logging to syslog leaves the syslog pipe; one started then to
+  // log to a file left it there, and status took the pipe for the new agent's and its logger for gone.
+  test("started to log to a file after one that logged to syslog died: status says running, no word of a logger", async () => {
+    const env = setup();
+    expect((await initScript("start", { ...env, AUDIO_AGENT_LOG_FILE: "" })).code).toBe(0);
+    const first = pidIn(env);
+    process.kill(first, "SIGKILL");
+    await until(() => !alive(first), "the agent gone", 5_000);
+
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    const status = await initScript("status", env);
+    expect({ code: status.code, stdout: status.stdout }).toEqual({ code: 0, stdout: `audio-agent: running (pid ${pidIn(env)})\n` });
+    expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.pid"]);
+    expect((await initScript("stop", env)).code).toBe(0);
+  }, 30_000);
+});
+
 describe("S95audio-agent: an action whose output nobody reads", () => {
   // Its stdout a pipe whose reader has gone (| head -n 0, a closed ssh channel, a caller that timed
   // out): a line written there raises SIGPIPE, which ended the script at its first line. A restart
