@@ -11,7 +11,7 @@
  * had insufficient privilege.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, writeSync, closeSync } from "node:fs";
 import { join } from "node:path";
 import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInAgent, standInService } from "../support/init-script.ts";
 import { alive, childrenOf } from "../support/proc.ts";
@@ -129,6 +129,27 @@ describe("S95audio-agent: LSB exit codes for a start that fails", () => {
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
     expect(agentsIn(dir, agent)).toEqual([]);
   }, 60_000);
+
+  // The x64 build installed on an ARM board: the kernel cannot run it (ENOEXEC), so the shell that
+  // execs it reads it as a script, as POSIX has it, and exits 2 on its bytes: start answered 6,
+  // "exited right after start, with exit code 2 (a bad setting)", and the log held a syntax error.
+  test("an agent executable built for another machine: 5, naming it, nothing started", async () => {
+    const env = setup();
+    // The stand-in's ELF header made aarch64's (e_machine 183) or x86-64's (62), whichever this is not.
+    const header = readFileSync(env.AUDIO_AGENT_BIN).subarray(0, 20);
+    const other = header.readUInt16LE(18) === 62 ? 183 : 62;
+    const fd = openSync(env.AUDIO_AGENT_BIN, "r+");
+    writeSync(fd, Buffer.from([other & 0xff, other >> 8]), 0, 2, 18);
+    closeSync(fd);
+    const started = await initScript("start", env);
+    expect({ code: started.code, stdout: started.stdout, stderr: started.stderr }).toEqual({
+      code: 5,
+      stdout: `audio-agent: ${env.AUDIO_AGENT_BIN} is an executable for another machine than this one: install the build for this one\n`,
+      stderr: "",
+    });
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+    expect(agentsIn(dir, agent)).toEqual([]);
+  }, 30_000);
 });
 
 describe("S95audio-agent: a settings file the shell cannot read", () => {
