@@ -143,3 +143,24 @@ test("a value with unquoted blanks in the settings file: start and restart fail 
   expect(argsOf(env.AUDIO_AGENT_PIDFILE)).toEqual(quoted.split(" "));
   expect((await script("stop")).code).toBe(0);
 }, 30_000);
+
+// An "export" line escaped the check: "export NAME=a b" exported NAME=a (and b), and one with a flag in its
+// value ended the script (2) in a line naming the script's own line ("--source: bad variable name").
+test("an export line with a value whose blanks are unquoted: start fails (6) naming its line; quoted, it is read whole", async () => {
+  const { env, path, script } = service("");
+  const line = `export AUDIO_AGENT_ARGS=output serve --source ${env.AUDIO_AGENT_FIFO} --socket ${path("o.sock")}`;
+  writeFileSync(env.AUDIO_AGENT_DEFAULTS, `AUDIO_AGENT_LOG_LEVEL=info\n${line}\n`);
+  const refused = await script("start");
+  expect({ code: refused.code, stdout: refused.stdout, stderr: refused.stderr }).toEqual({
+    code: 6,
+    stdout: `audio-agent: ${env.AUDIO_AGENT_DEFAULTS} line 2: ${line}: a value with blanks must be quoted ("..."), for the shell to read it whole as systemd does\n`,
+    stderr: "",
+  });
+  expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+  const quoted = `output serve --source ${env.AUDIO_AGENT_FIFO} --socket ${path("o.sock")}`;
+  writeFileSync(env.AUDIO_AGENT_DEFAULTS, `\texport  AUDIO_AGENT_ARGS="${quoted}"\n`);
+  const started = await script("start");
+  expect(started.code, started.stdout + started.stderr).toBe(0);
+  expect(argsOf(env.AUDIO_AGENT_PIDFILE)).toEqual(quoted.split(" "));
+  expect((await script("stop")).code).toBe(0);
+}, 30_000);
