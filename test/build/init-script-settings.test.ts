@@ -164,3 +164,16 @@ test("an export line with a value whose blanks are unquoted: start fails (6) nam
   expect(argsOf(env.AUDIO_AGENT_PIDFILE)).toEqual(quoted.split(" "));
   expect((await script("stop")).code).toBe(0);
 }, 30_000);
+
+// Read by eval, a "return" in the settings file ended the script: start answered 0 and started nothing,
+// without a word. Sourced, as the file was before, it ends the file alone, as it does now.
+test("a settings file that returns early: what it set before is read, the rest not, and start starts the agent", async () => {
+  const { env, script } = service('AUDIO_AGENT_LOG_LEVEL=debug\n[ -n "$AUDIO_AGENT_LOG_LEVEL" ] && return\nAUDIO_AGENT_ROLE=serve\n');
+  const started = await script("start");
+  expect(started.code, started.stdout + started.stderr).toBe(0);
+  expect(started.stdout).toContain("started (pid ");
+  expect(argsOf(env.AUDIO_AGENT_PIDFILE)).toEqual(["output", "serve"]);
+  const environ = readFileSync(`/proc/${readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")[0]}/environ`, "utf8").split("\0");
+  expect(environ).toContain("AUDIO_AGENT_LOG_LEVEL=debug");
+  expect((await script("stop")).code).toBe(0);
+}, 30_000);
