@@ -11,7 +11,7 @@
  * had insufficient privilege.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, writeSync, closeSync } from "node:fs";
+import { chmodSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync, writeSync, closeSync } from "node:fs";
 import { join } from "node:path";
 import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInAgent, standInService } from "../support/init-script.ts";
 import { alive, childrenOf } from "../support/proc.ts";
@@ -150,6 +150,34 @@ describe("S95audio-agent: LSB exit codes for a start that fails", () => {
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
     expect(agentsIn(dir, agent)).toEqual([]);
   }, 30_000);
+
+  // restart (and try-restart, force-reload) stopped the agent first, then found it could not start
+  // another: a role it does not know, or no executable for this machine, left no agent at all.
+  test("restart, try-restart and force-reload that could not start an agent (6, 5) leave the running one running", async () => {
+    const env = setup();
+    expect((await initScript("start", env)).code).toBe(0);
+    const pid = pidIn(env);
+    // An upgrade gone wrong: the executable moved away (the agent still runs it) or made another machine's.
+    const moved = `${env.AUDIO_AGENT_BIN}.moved`;
+    const cases = [
+      [{ AUDIO_AGENT_ARGS: "", AUDIO_AGENT_ROLE: "both" }, 6, "AUDIO_AGENT_ROLE=both is not a role here", () => {}],
+      [{}, 5, `${env.AUDIO_AGENT_BIN} is not executable`, () => renameSync(env.AUDIO_AGENT_BIN, moved)],
+    ] as const;
+    for (const [changed, code, line, upgrade] of cases) {
+      upgrade();
+      for (const action of ["restart", "try-restart", "force-reload"]) {
+        const r = await initScript(action, { ...env, ...changed });
+        expect({ action, code: r.code }).toEqual({ action, code });
+        // One line, the reason: nothing "stopped".
+        expect(r.stdout).toStartWith(`audio-agent: ${line}`);
+        expect(r.stdout.split("\n").length, r.stdout).toBe(2);
+        expect(alive(pid), action).toBe(true);
+        expect(pidIn(env), action).toBe(pid);
+      }
+    }
+    renameSync(moved, env.AUDIO_AGENT_BIN);
+    expect((await initScript("stop", env)).code).toBe(0);
+  }, 60_000);
 });
 
 describe("S95audio-agent: a settings file the shell cannot read", () => {
