@@ -298,11 +298,13 @@ export class UnixServer {
    * `until` (performance.now(); the rest in the next turn), while it is read
    * (not held, not waiting; served or being let go); the client is read
    * again once all of it has been handed. One gone (closed, cut off) leaves
-   * its rest unread, as what the kernel held for it.
+   * its rest unread, as what the kernel held for it. `closing`: it has
+   * closed, and all of it is handed now, a hold begun on the way too
+   * (nothing would hand it later).
    */
-  private handRest(socket: Socket<Connection>, until: number): void {
+  private handRest(socket: Socket<Connection>, until: number, closing = false): void {
     for (let first = true; socket.data.rest; first = false) {
-      if (this.paused.has(socket)) return; // its hold's end (or its turn) goes on
+      if (!closing && this.paused.has(socket)) return; // its hold's end (or its turn) goes on
       if (socket !== this.current && !this.lettingGo.has(socket)) {
         socket.data.rest = undefined;
         return;
@@ -506,8 +508,9 @@ export class UnixServer {
 
   private closed(socket: Socket<Connection>, error?: Error): void {
     // Read before it closed: handed before its close is told (held or not: it will send no more).
+    this.handRest(socket, Infinity, true);
+    // After: a hold begun in that rest paused it (and nothing reads it again).
     this.paused.delete(socket);
-    this.handRest(socket, Infinity);
     const waited = this.waiting.indexOf(socket);
     if (waited >= 0) this.waiting.splice(waited, 1);
     this.forgetLettingGo(socket);

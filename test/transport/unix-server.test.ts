@@ -685,3 +685,39 @@ describe("UnixServer: a flooding client replaced", () => {
     await until(() => h.data(2) === 7, "the new client served");
   });
 });
+
+describe("UnixServer: a client that resets with the rest of its read not handed yet", () => {
+  test("a hold begun while the rest is handed at its close: all of it is handed all the same, then its close", async () => {
+    const hold = Promise.withResolvers<void>();
+    defer(() => hold.resolve());
+    const handed: Uint8Array[] = [];
+    const events: string[] = [];
+    let server!: UnixServer;
+    const handler: ClientHandler = {
+      open: () => void events.push("open"),
+      data: (_s, chunk) => {
+        handed.push(chunk.slice());
+        events.push("data");
+        // The owner's sink fills at the second slice (a pipe's reader behind).
+        if (handed.length === 2) server.hold(hold.promise);
+      },
+      drain: () => {},
+      close: (_s, reason) => void events.push(`close ${reason}`),
+    };
+    ({ server } = await startUnixServer(handler));
+    const client = await connectClient(defer, server.path);
+    await until(() => events.includes("open"), "the client served");
+    // In one turn, before the server reads any of it: as much as the kernel takes, a byte the client
+    // leaves unread, and its close, which that byte makes a reset (ECONNRESET), told while the read is sliced.
+    const sent = new Uint8Array(4 << 20).map((_, i) => i % 251);
+    let written = 0;
+    for (let n = 1; n > 0 && written < sent.length; written += Math.max(n, 0)) n = client.socket.write(sent.subarray(written));
+    expect(written).toBeGreaterThan(2 * SLICE_BYTES);
+    server.client!.write(new Uint8Array(1));
+    client.socket.terminate();
+    await until(() => events.some((e) => e.startsWith("close")), "its close");
+    // Before: the slices after the one that began the hold were never handed (nor counted), though the client was gone.
+    expect(sameBytes(concatBytes(handed), sent.subarray(0, written))).toBe(true);
+    expect(events.at(-1)).toStartWith("close error: ECONNRESET");
+  });
+});
