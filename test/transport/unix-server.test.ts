@@ -13,6 +13,7 @@ import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { startOutputServer } from "../support/output-server.ts";
 import { indexedPayload, payloadIndex } from "../support/payloads.ts";
+import { pacedReader } from "../support/paced-reader.ts";
 import { connectClient } from "../support/peer.ts";
 import { unixAccepted, unixListeners } from "../support/proc.ts";
 import { connectWriteClose } from "../support/blocking-client.ts";
@@ -634,9 +635,88 @@ describe("UnixServer: a large read is handed in slices, over turns of the loop",
     expect(sameBytes(concatBytes(f.chunks), f.sent)).toBe(true);
   });
 
+  test("one slice a turn: what the owner leaves for the next turn (setImmediate) in a slice runs before the next slice is handed", async () => {
+    const handedAt: number[] = [];
+    let handed = 0;
+    const f = await floodedServer((_server, _socket, chunk) => {
+      handed += chunk.length;
+      setImmediate(() => handedAt.push(handed));
+    });
+    await until(() => handedAt.length === f.chunks.length && handed === f.sent.length, "every byte handed", 10_000);
+    // Each turn's work sees the slices handed so far, no more (a read handed whole in one turn: the total, each time).
+    let sum = 0;
+    expect(handedAt).toEqual(f.chunks.map((c) => (sum += c.length)));
+  });
+
+  test("a hold begun in a slice handed a turn after the read: nothing more is handed until it ends, then the rest in order", async () => {
+    const hold = Promise.withResolvers<void>();
+    let slices = 0;
+    const f = await floodedServer((server) => {
+      if (++slices === 2) server.hold(hold.promise);
+    });
+    await until(() => f.chunks.length >= 2, "the second slice");
+    await Bun.sleep(100);
+    expect(f.chunks.length).toBe(2);
+    hold.resolve();
+    await until(() => concatBytes(f.chunks).length === f.sent.length, "the rest once the hold ended", 10_000);
+    expect(sameBytes(concatBytes(f.chunks), f.sent)).toBe(true);
+  });
+
+  test("a hold begun in the last slice of a read, the client writing on: it is not read again until the hold ends", async () => {
+    const hold = Promise.withResolvers<void>();
+    const more = new Uint8Array(64 << 10).fill(7);
+    let handed = 0;
+    let wroteMore = 0;
+    const f = await floodedServer((server, _socket, chunk) => {
+      // While the first read is handed, the client writes again (once its socket takes it).
+      if (wroteMore === 0) wroteMore = Math.max(f.client.socket.write(more), 0);
+      handed += chunk.length;
+      if (handed === f.sent.length) server.hold(hold.promise);
+    });
+    await until(() => handed >= f.sent.length, "the first read, all of it");
+    expect(wroteMore).toBeGreaterThan(0);
+    await Bun.sleep(100);
+    // The slice that began the hold was its read's last: what it sent next still waits for the hold's end.
+    expect(handed).toBe(f.sent.length);
+    hold.resolve();
+    await until(() => handed === f.sent.length + wroteMore, "what it wrote next, once the hold ended", 10_000);
+  });
+
+  test("a client that floods is not read while the rest of a read waits, holds begun and ended on the way: what it has written and was not handed stays within one read and the socket's buffer", async () => {
+    let handed = 0;
+    let written = 0;
+    let mostAhead = 0;
+    const block = new Uint8Array(64 << 10);
+    const f = await floodedServer((server, _socket, chunk) => {
+      // Every 256 KiB or so, the owner's sink holds for a moment: the rest waits for the hold's end.
+      if (handed >> 18 !== (handed + chunk.length) >> 18) server.hold(Bun.sleep(1));
+      handed += chunk.length;
+      // The client writes whatever the kernel takes, each time a slice is handed.
+      for (let n = 1; n > 0 && written < 8 << 20; written += Math.max(n, 0)) n = f.client.socket.write(block);
+      mostAhead = Math.max(mostAhead, f.sent.length + written - handed);
+    });
+    await until(() => handed === f.sent.length + written && written >= 8 << 20, "8 MiB more, all handed", 20_000);
+    // One read (Bun's are at most 512 KiB) and what the kernel holds for it; read on meanwhile, the rest would grow by a read a turn.
+    expect(mostAhead).toBeLessThan(1 << 20);
+  });
+
   test("a client let go in a slice (its Stop): the rest of the read is handed late, after what was handed as data", async () => {
     const f = await floodedServer((server, socket) => server.disconnect(socket, "session stopped", "end", true));
     await until(() => concatBytes([...f.chunks, ...f.late]).length === f.sent.length, "every byte, data then late", 10_000);
+    expect(f.chunks.length).toBe(1);
+    expect(sameBytes(concatBytes([...f.chunks, ...f.late]), f.sent)).toBe(true);
+  });
+
+  test("a client let go in a slice and cut off (more let go than may linger) while the rest of its read waits: the rest is handed late before it is closed", async () => {
+    const f = await floodedServer((server, socket) => {
+      if (f.chunks.length > 1) return;
+      server.disconnect(socket, "session stopped", "end", true);
+      // Clients that connect and read nothing: each replaces the one before, let go and lingering, in one turn
+      // (the kernel queues 17), past the 16 that may linger at once: the one let go longest ago, this one, is cut off.
+      for (let n = 0; n < 17; n++) pacedReader(defer, server.path, 0, 0);
+    });
+    // What had not been handed of its read when it was cut off is handed (late, so counted) as it is closed.
+    await until(() => concatBytes([...f.chunks, ...f.late]).length === f.sent.length, "every byte, data then late", 5000);
     expect(f.chunks.length).toBe(1);
     expect(sameBytes(concatBytes([...f.chunks, ...f.late]), f.sent)).toBe(true);
   });
