@@ -635,12 +635,14 @@ describe("UnixServer: a large read is handed in slices, over turns of the loop",
     expect(sameBytes(concatBytes(f.chunks), f.sent)).toBe(true);
   });
 
-  test("one slice a turn: what the owner leaves for the next turn (setImmediate) in a slice runs before the next slice is handed", async () => {
+  test("the owner busy HANDING_MS with a slice: one slice a turn, what it leaves for the next turn (setImmediate) runs before the next slice is handed", async () => {
     const handedAt: number[] = [];
     let handed = 0;
     const f = await floodedServer((_server, _socket, chunk) => {
       handed += chunk.length;
       setImmediate(() => handedAt.push(handed));
+      const until = performance.now() + HANDING_MS;
+      while (performance.now() < until);
     });
     await until(() => handedAt.length === f.chunks.length && handed === f.sent.length, "every byte handed", 10_000);
     // Each turn's work sees the slices handed so far, no more (a read handed whole in one turn: the total, each time).
