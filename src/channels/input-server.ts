@@ -76,6 +76,8 @@ export class InputServer implements ChannelEnd {
   private readonly empty = new Uint8Array(0);
   private observer: ChannelObserver = NO_OBSERVER;
   private readonly stamps: PeerStamps;
+  /** The sink failed: what is read from now on is its to count (sink_write_failed), not session_ended. */
+  private failedSink = false;
 
   /** Builds the server; `listen()` opens the socket. */
   constructor(private readonly options: InputServerOptions) {
@@ -115,6 +117,15 @@ export class InputServer implements ChannelEnd {
         },
       },
     });
+  }
+
+  /**
+   * The sink failed (a write, a flush; the run ends): every OpusFrame read
+   * from now on, a client's let go too, goes to it, which counts what it can
+   * no longer write (README: the frames received after a write failed).
+   */
+  sinkFailed(): void {
+    this.failedSink = true;
   }
 
   observe(observer: ChannelObserver): void {
@@ -205,6 +216,7 @@ export class InputServer implements ChannelEnd {
       }
     } catch (e) {
       if (!(e instanceof ProtocolError)) {
+        this.failedSink = true;
         this.options.onFailure(e as Error);
         // The sink failed: the rest of this read still goes to it, which counts its frames (as
         // output recv does), and the parser is left empty for what the client sends while let go.
@@ -230,9 +242,9 @@ export class InputServer implements ChannelEnd {
     this.countLate(socket, parser, chunk);
   }
 
-  /** Counts the OpusFrames left in `parser`, and in `chunk` when given, as sent after the session. */
+  /** Counts the OpusFrames left in `parser`, and in `chunk` when given, as sent after the session (after a failed sink's, as its). */
   private countLate(socket: Socket<unknown>, parser: FrameParser, chunk?: Uint8Array): void {
-    this.restOf(socket, parser, () => this.framesAfterSession++, chunk);
+    this.restOf(socket, parser, this.failedSink ? this.options.onMessage : () => this.framesAfterSession++, chunk);
   }
 
   /** The OpusFrames left in `parser` go to the owner's sink that failed, which counts them. */

@@ -28,7 +28,12 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
   let sink!: FrameSink;
   let flusher!: SinkFlusher;
   const { promise: finished, resolve, reject } = Promise.withResolvers<void>();
-  const finish = (error?: Error) => (error ? reject(error) : resolve());
+  const finish = (error?: Error) => {
+    if (!error) return resolve();
+    // Every failure here is the sink's: what is read from now on is its to count.
+    server.sinkFailed();
+    reject(error);
+  };
   let closing = false;
   const server = new InputServer({
     path: settings.socket,

@@ -128,10 +128,11 @@ describe("a sink that cannot be written", () => {
     const line = failureLine(server.stderr);
     expect(line).toContain("/dev/full");
     expect(line).toContain("ENOSPC");
-    // Not one byte reached the sink: every frame the server read is counted as dropped.
+    // Not one byte reached the sink: every frame the server read is counted as dropped, as the sink's
+    // failure, those read after it (as the run stopped) too: they were counted session_ended.
     const stopped = logFields(server.stderr, "input-server", "stopped");
     expect(Number(stopped.frames)).toBeGreaterThan(0);
-    expect(stopped.dropped).toBe(stopped.frames);
+    expect(stopped).toMatchObject({ dropped: stopped.frames, dropped_sink_write_failed: stopped.frames });
     send.kill("SIGTERM");
     expect(await send.exited).toBe(0);
     expectAccountedLine(send.stderr, "input-client");
