@@ -40,6 +40,8 @@ interface Connection {
   rest: Uint8Array | undefined;
   /** A turn is booked to hand the next slice of `rest`. */
   slicing: boolean;
+  /** Bytes read of it as it was being replaced (readPending): at most PENDING_BYTES are its session's. */
+  pendingRead: number;
 }
 
 /** A client being let go: closed by its peer, or by the server once LINGER_MS have passed. */
@@ -71,6 +73,13 @@ const ACCEPT_QUEUE_MS = 10;
  */
 export const SLICE_BYTES = 16384;
 export const HANDING_MS = 4;
+/**
+ * The most of what a client being replaced had sent, and the loop had not
+ * read yet, that is read as its session's before the new one is served:
+ * more than its socket holds, so a client that flooded, and writes on once
+ * replaced, has the rest read late (and counted by the owner).
+ */
+export const PENDING_BYTES = 4 << 20;
 
 /**
  * A Unix stream socket server with one client at a time: a newly accepted
@@ -81,6 +90,8 @@ export class UnixServer {
   private nextId = 1;
   private stopped = false;
   private accepting = true;
+  /** A turn is booked for take() to go on reading a client being replaced (readPending). */
+  private taking = false;
   /** What readPending reads a replaced client's last bytes into, made at the first replacement. */
   private pendingChunk: Uint8Array | undefined;
   /** The socket file was last found removed or replaced: no client can reach the listener (told as it goes, and as it comes back). */
@@ -133,7 +144,7 @@ export class UnixServer {
     let server!: UnixServer;
     const listen = (name: string) => Bun.listen<Connection>({
       unix: name,
-      data: { id: 0, closeReason: undefined, rest: undefined, slicing: false },
+      data: { id: 0, closeReason: undefined, rest: undefined, slicing: false, pendingRead: 0 },
       allowHalfOpen: options.halfOpen ?? false,
       socket: {
         binaryType: "uint8array",
@@ -416,7 +427,7 @@ export class UnixServer {
   }
 
   private accept(socket: Socket<Connection>): void {
-    socket.data = { id: this.nextId++, closeReason: undefined, rest: undefined, slicing: false };
+    socket.data = { id: this.nextId++, closeReason: undefined, rest: undefined, slicing: false, pendingRead: 0 };
     this.connections++;
     if (!this.accepting) {
       // Queued by the kernel before the listener refused: let go, what it sent read late (counted by the owner).
@@ -452,14 +463,20 @@ export class UnixServer {
    * Serves `socket` in place of the current client, once what that one sent
    * before has been read; false (nothing done with `socket`) when a hold
    * began while reading it (the rest of it, or this one's turn, waits for
-   * the hold's end), or the owner stopped accepting on the way (a session
-   * that ended the channel: this one is let go unserved at stop).
+   * the hold's end), its reading goes on in the next turn, or the owner
+   * stopped accepting on the way (a session that ended the channel: this
+   * one is let go unserved at stop).
    */
   private take(socket: Socket<Connection>): boolean {
     const previous = this.current;
     if (previous) {
-      this.readPending(previous);
+      const more = this.readPending(previous);
       if (this.held || !this.accepting) return false;
+      if (more && previous === this.current) {
+        // The rest of it in the next turn, this one waiting: the loop goes on meanwhile.
+        this.takeNextTurn();
+        return false;
+      }
       // Not if what it sent ended it (a Stop), or it had already left: then it was not replaced.
       if (previous === this.current) {
         this.replacements++;
@@ -475,35 +492,50 @@ export class UnixServer {
     return true;
   }
 
+  private takeNextTurn(): void {
+    if (this.taking) return;
+    this.taking = true;
+    setImmediate(() => {
+      this.taking = false;
+      this.takeWaiting();
+    });
+  }
+
   /**
    * What a client being replaced sent before the new one came, and the loop
    * has not handed over yet (the new connection can come first in the same
-   * turn): read now, so that none of it is lost unseen and a Stop among it
-   * ends its session cleanly; for HANDING_MS at most, as any read is
-   * handed. A client that was flooding has more: the rest is read late, once
-   * it is let go (the owner counts it), and the loop is not held meanwhile.
+   * turn): read before the new one is served, so that none of it is lost
+   * unseen and a Stop among it ends its session cleanly; up to PENDING_BYTES,
+   * for HANDING_MS a turn, as any read is handed. True while there may be
+   * more and its time in this turn is up: take() goes on in the next.
    */
-  private readPending(socket: Socket<Connection>): void {
+  private readPending(socket: Socket<Connection>): boolean {
     const until = performance.now() + HANDING_MS;
     // What was read of it and not handed yet comes first.
     this.handRest(socket, until);
-    if (socket.data.rest) return;
+    if (socket.data.rest) return !this.held;
     // One buffer for every replacement, as for every read below: the handler takes what it is handed
     // before it returns. (One per replacement was 64 KiB of garbage per client a churning peer made.)
     const chunk = (this.pendingChunk ??= new Uint8Array(SLICE_BYTES));
     // A hold begun on the way stops it: the owner can take no more for now.
-    while (socket === this.current && !this.held && performance.now() < until) {
+    while (socket === this.current && !this.held && socket.data.pendingRead < PENDING_BYTES) {
+      if (performance.now() >= until) return true;
       let got: number;
       try {
         got = readSync(socket.fd, chunk);
       } catch {
-        return; // EAGAIN: nothing more (or the socket failed, which its close will say)
+        return false; // EAGAIN: nothing more (or the socket failed, which its close will say)
       }
-      if (got < 0) return;
+      if (got < 0) return false;
       // Its end: it left before the new client came, so it was not replaced (half-open: it only stopped sending).
-      if (got === 0) return this.options.halfOpen ? undefined : this.disconnect(socket, "peer closed");
+      if (got === 0) {
+        if (!this.options.halfOpen) this.disconnect(socket, "peer closed");
+        return false;
+      }
+      socket.data.pendingRead += got;
       this.options.handler.data(socket, chunk.subarray(0, got));
     }
+    return false;
   }
 
   private closed(socket: Socket<Connection>, error?: Error): void {
