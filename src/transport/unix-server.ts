@@ -40,8 +40,12 @@ interface Connection {
   rest: Uint8Array | undefined;
   /** A turn is booked to hand the next slice of `rest`. */
   slicing: boolean;
-  /** Bytes read of it as it was being replaced (readPending): at most PENDING_BYTES are its session's. */
-  pendingRead: number;
+  /**
+   * Bytes handed as its data since a client came to replace it (take), whoever read them (readPending,
+   * or Bun between turns while the new one waits): at most PENDING_BYTES are its session's. Undefined
+   * until one comes.
+   */
+  pendingRead: number | undefined;
 }
 
 /** A client being let go: closed by its peer, or by the server once LINGER_MS have passed. */
@@ -74,10 +78,11 @@ const ACCEPT_QUEUE_MS = 10;
 export const SLICE_BYTES = 16384;
 export const HANDING_MS = 4;
 /**
- * The most of what a client being replaced had sent, and the loop had not
- * read yet, that is read as its session's before the new one is served:
- * more than its socket holds, so a client that flooded, and writes on once
- * replaced, has the rest read late (and counted by the owner).
+ * The most of what a client being replaced sends, from when the new one
+ * comes, that is handed as its session's before the new one is served,
+ * whoever reads it (readPending, or Bun between turns): more than its
+ * socket holds, so a client that flooded, and writes on once replaced, has
+ * the rest read late (and counted by the owner).
  */
 export const PENDING_BYTES = 4 << 20;
 
@@ -144,7 +149,7 @@ export class UnixServer {
     let server!: UnixServer;
     const listen = (name: string) => Bun.listen<Connection>({
       unix: name,
-      data: { id: 0, closeReason: undefined, rest: undefined, slicing: false, pendingRead: 0 },
+      data: { id: 0, closeReason: undefined, rest: undefined, slicing: false, pendingRead: undefined },
       allowHalfOpen: options.halfOpen ?? false,
       socket: {
         binaryType: "uint8array",
@@ -291,8 +296,10 @@ export class UnixServer {
   }
 
   private hand(socket: Socket<Connection>, chunk: Uint8Array): void {
-    if (socket === this.current) this.options.handler.data(socket, chunk);
-    else if (this.lettingGo.has(socket)) this.options.handler.late?.(socket, chunk);
+    if (socket === this.current) {
+      if (socket.data.pendingRead !== undefined) socket.data.pendingRead += chunk.length;
+      this.options.handler.data(socket, chunk);
+    } else if (this.lettingGo.has(socket)) this.options.handler.late?.(socket, chunk);
   }
 
   private handRestNextTurn(socket: Socket<Connection>): void {
@@ -427,7 +434,7 @@ export class UnixServer {
   }
 
   private accept(socket: Socket<Connection>): void {
-    socket.data = { id: this.nextId++, closeReason: undefined, rest: undefined, slicing: false, pendingRead: 0 };
+    socket.data = { id: this.nextId++, closeReason: undefined, rest: undefined, slicing: false, pendingRead: undefined };
     this.connections++;
     if (!this.accepting) {
       // Queued by the kernel before the listener refused: let go, what it sent read late (counted by the owner).
@@ -470,6 +477,7 @@ export class UnixServer {
   private take(socket: Socket<Connection>): boolean {
     const previous = this.current;
     if (previous) {
+      previous.data.pendingRead ??= 0;
       const more = this.readPending(previous);
       if (this.held || !this.accepting) return false;
       if (more && previous === this.current) {
@@ -513,12 +521,12 @@ export class UnixServer {
     const until = performance.now() + HANDING_MS;
     // What was read of it and not handed yet comes first.
     this.handRest(socket, until);
-    if (socket.data.rest) return !this.held;
+    if (socket.data.rest) return !this.held && socket.data.pendingRead! < PENDING_BYTES;
     // One buffer for every replacement, as for every read below: the handler takes what it is handed
     // before it returns. (One per replacement was 64 KiB of garbage per client a churning peer made.)
     const chunk = (this.pendingChunk ??= new Uint8Array(SLICE_BYTES));
     // A hold begun on the way stops it: the owner can take no more for now.
-    while (socket === this.current && !this.held && socket.data.pendingRead < PENDING_BYTES) {
+    while (socket === this.current && !this.held && socket.data.pendingRead! < PENDING_BYTES) {
       if (performance.now() >= until) return true;
       let got: number;
       try {
@@ -532,8 +540,7 @@ export class UnixServer {
         if (!this.options.halfOpen) this.disconnect(socket, "peer closed");
         return false;
       }
-      socket.data.pendingRead += got;
-      this.options.handler.data(socket, chunk.subarray(0, got));
+      this.hand(socket, chunk.subarray(0, got));
     }
     return false;
   }

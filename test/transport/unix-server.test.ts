@@ -772,6 +772,38 @@ describe("UnixServer: a flooding client replaced", () => {
     expect(second.socket.write(new Uint8Array(7))).toBe(7);
     await until(() => h.data(2) === 7, "the new client served");
   });
+
+  test("one that floods on while the new client waits (Bun reading it between turns, the owner slow): at most PENDING_BYTES more are its data, then the new client is served and the rest is late", async () => {
+    const h = hookedHandler();
+    const { path, server } = await startUnixServer(h.handler);
+    // The owner's work for a slice takes half of HANDING_MS: slower than the client writes.
+    h.hooks.onData = () => {
+      const until = performance.now() + HANDING_MS / 2;
+      while (performance.now() < until);
+    };
+    const block = new Uint8Array(1 << 20);
+    const fill = (socket: Socket<undefined>) => {
+      for (let n = 1; n > 0; ) n = socket.write(block);
+    };
+    const flooder = await Bun.connect({ unix: path, socket: { drain: fill, data: () => {} } });
+    defer(() => flooder.terminate());
+    fill(flooder);
+    await until(() => h.data(1) > 0, "the first client's bytes");
+    let handedBefore = -1;
+    h.hooks.onData = (_s, k) => {
+      if (k === 1 && handedBefore === -1) handedBefore = h.data(1);
+      const until = performance.now() + HANDING_MS / 2;
+      while (performance.now() < until);
+    };
+    // Before: what Bun read of it between turns was handed as its data uncounted, a rest left every turn, and
+    // the new client was never served while it flooded.
+    await connectClient(defer, path);
+    await until(() => h.closed.get(1) === "replaced by a new client", "the first client replaced", 15_000);
+    expect(h.data(1) - handedBefore).toBeLessThanOrEqual(PENDING_BYTES + (1 << 20));
+    const atReplacement = h.data(1);
+    await until(() => h.late(1) > 0, "what it sent next, late");
+    expect(h.data(1)).toBe(atReplacement);
+  });
 });
 
 describe("UnixServer: a client that resets with the rest of its read not handed yet", () => {
