@@ -773,6 +773,36 @@ describe("UnixServer: a flooding client replaced", () => {
     await until(() => h.data(2) === 7, "the new client served");
   });
 
+  test("clients that come while what it sent is read over turns wait, and are served first come first: the last one to come is the one served in the end, each one's bytes its own data", async () => {
+    const h = hookedHandler();
+    const { reports, report } = recordingReport();
+    const path = socketDir(defer, "us-").path("s.sock");
+    const server = await UnixServer.listen({ path, mode: 0o660, report, handler: h.handler });
+    defer(() => server.stop());
+    const first = await connectClient(defer, path);
+    await until(() => server.connections === 1, "the first client");
+    h.socket(1).pause();
+    let written = 0;
+    for (let n = 1; n > 0; written += Math.max(n, 0)) n = first.socket.write(new Uint8Array(1 << 20));
+    // One slice a turn; what it sent outlasts the turns in which the others connect.
+    h.hooks.onData = () => {
+      const until = performance.now() + HANDING_MS;
+      while (performance.now() < until);
+    };
+    const others = [];
+    for (let k = 2; k <= 4; k++) {
+      const client = await connectClient(defer, path);
+      expect(client.socket.write(new Uint8Array(k))).toBe(k);
+      others.push(client);
+    }
+    await until(() => h.data(4) === 4, "the last one's bytes", 10_000);
+    const order = reports.filter((r) => r.message === "client waiting" || r.message === "client connected").map((r) => `${r.message} ${r.fields!.client}`);
+    expect(order).toEqual(["client connected 1", "client waiting 2", "client waiting 3", "client waiting 4", "client connected 2", "client connected 3", "client connected 4"]);
+    expect([h.data(1), h.data(2), h.data(3), h.late(2), h.late(3)]).toEqual([written, 2, 3, 0, 0]);
+    expect(server.client).toBe(h.socket(4));
+    expect([...h.closed.entries()]).toEqual([[1, "replaced by a new client"], [2, "replaced by a new client"], [3, "replaced by a new client"]]);
+  });
+
   test("one that floods on while the new client waits (Bun reading it between turns, the owner slow): at most PENDING_BYTES more are its data, then the new client is served and the rest is late", async () => {
     const h = hookedHandler();
     const { path, server } = await startUnixServer(h.handler);
