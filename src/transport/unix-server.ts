@@ -519,8 +519,9 @@ export class UnixServer {
    */
   private readPending(socket: Socket<Connection>): boolean {
     const until = performance.now() + HANDING_MS;
-    // What was read of it and not handed yet comes first.
-    this.handRest(socket, until);
+    // What was read of it and not handed yet comes first: by the turn booked for it, if one is (two a turn
+    // would hand twice HANDING_MS's worth).
+    if (!socket.data.slicing) this.handRest(socket, until);
     if (socket.data.rest) return !this.held && socket.data.pendingRead! < PENDING_BYTES;
     // One buffer for every replacement, as for every read below: the handler takes what it is handed
     // before it returns. (One per replacement was 64 KiB of garbage per client a churning peer made.)

@@ -736,6 +736,26 @@ describe("UnixServer: a large read is handed in slices, over turns of the loop",
     expect(sameBytes(concatBytes(f.chunks), f.sent)).toBe(true);
     expect(f.events.slice(replaced + 1)).toEqual(["open"]);
   });
+
+  test("a client replaced while the rest of its read waits, the owner busy HANDING_MS with a slice: still one slice a turn, the new client waiting", async () => {
+    const handedAt: number[] = [];
+    let handed = 0;
+    let replacing: Promise<unknown> | undefined;
+    const f = await floodedServer((server, _socket, chunk) => {
+      replacing ??= connectClient(defer, server.path);
+      handed += chunk.length;
+      setImmediate(() => handedAt.push(handed));
+      const until = performance.now() + HANDING_MS;
+      while (performance.now() < until);
+    });
+    await replacing;
+    await until(() => f.events.lastIndexOf("open") > 0, "the new client served", 10_000);
+    await until(() => handedAt.length === f.chunks.length, "the last turn's work");
+    expect(handed).toBe(f.sent.length);
+    // Before: the turn booked to hand the rest and the replacement's own reading each handed a slice, two a turn.
+    let sum = 0;
+    expect(handedAt).toEqual(f.chunks.map((c) => (sum += c.length)));
+  });
 });
 
 describe("UnixServer: a flooding client replaced", () => {
