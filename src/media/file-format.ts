@@ -110,11 +110,13 @@ function checkOggOpus(path: string, refuse: Refusal, from: number, lenient: bool
   const pages = new OggPageReader(lenient);
   pages.push(bytes);
   let firstPacket: Uint8Array | undefined;
-  for (;;) {
+  for (let first = true; ; first = false) {
     let page: OggPage | undefined;
     try {
       page = pages.next();
-    } catch {
+    } catch (e) {
+      // The first page (its "OggS" seen) of a version no reader knows (RFC 3533 defines 0): told now, not at the first client.
+      if (first) throw refuse(() => `is not Ogg this agent reads: ${(e as Error).message}`);
       return; // strict: no capture pattern or an unknown version at a later page: damage
     }
     if (!page) {

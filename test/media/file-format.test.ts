@@ -169,6 +169,9 @@ describe("an Ogg file source must hold Opus the wire can carry", () => {
     const opusBytes = new Uint8Array(readFileSync(t.opus));
     const headless = t.path("headless.opus");
     writeFileSync(headless, opusBytes.subarray(pagesOf(opusBytes).slice(0, 2).reduce((n, p) => n + p.size, 0)));
+    // An Ogg version no reader knows on its first page (RFC 3533 defines 0): it exited 1 at the first client.
+    const version1 = t.path("version1.opus");
+    writeFileSync(version1, opusBytes.map((b, i) => (i === 4 ? 1 : b)));
     const notOpus = (path: string, begins: string) => `source ${path} (--format ogg) is Ogg but not Opus (its first packet begins "${begins}")`;
     const cannot = (path: string, family: number, channels: number) =>
       `source ${path} (--format ogg) is Ogg Opus that cannot be sent: OpusHead channel mapping family ${family} with ${channels} channels cannot be carried: allowed is one Opus stream of 1 or 2 channels (family 0)`;
@@ -179,6 +182,7 @@ describe("an Ogg file source must hold Opus the wire can carry", () => {
       [["output", "serve", "--source", empty, "--format", "ogg"], `source ${empty} (--format ogg) is empty: an Ogg Opus file begins with an OpusHead page`],
       [["output", "serve", "--source", cut, "--format", "ogg"], `source ${cut} (--format ogg) is Ogg but ends inside its first page, before any OpusHead`],
       [["output", "serve", "--source", headless, "--format", "ogg"], `source ${headless} (--format ogg) is Ogg but its first page does not begin a stream (no OpusHead: cut from the middle of a recording?)`],
+      [["output", "serve", "--source", version1, "--format", "ogg"], `source ${version1} (--format ogg) is not Ogg this agent reads: unsupported Ogg version 1 (RFC 3533 defines version 0 only) at byte 0`],
       [["output", "serve", "--source", family1, "--format", "ogg"], cannot(family1, 1, 6)],
       [["output", "serve", "--source", family255, "--format", "ogg"], cannot(family255, 255, 4)],
       [["input", "send", "--source", flac, "--format", "ogg"], notOpus(flac, "\\x7fFLAC\\x01\\x00\\x00")],
