@@ -66,6 +66,19 @@ function hookedHandler() {
   return { handler, hooks, socket: (k: number) => sockets[k - 1]!, data: (k: number) => data.get(k) ?? 0, late: (k: number) => late.get(k) ?? 0, closed };
 }
 
+/** The owner's work for a slice (parsing, a sink's write), `ms` of it, on the thread that runs the loop. */
+function busy(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until);
+}
+
+/** Writes `bytes` to `socket` in this turn, as far as the kernel takes them: how many it took. */
+function fill(socket: Socket<unknown>, bytes: Uint8Array): number {
+  let written = 0;
+  for (let n = 1; n > 0 && written < bytes.length; written += Math.max(n, 0)) n = socket.write(bytes.subarray(written));
+  return written;
+}
+
 async function startUnixServer(handler: ClientHandler) {
   const dir = socketDir(defer, "us-");
   const path = dir.path("s.sock");
@@ -572,38 +585,36 @@ describe("UnixServer.hold: a hold that begins while a client is being replaced",
   });
 });
 
+/**
+ * A served client that wrote, before the server read any of it, as much as
+ * the kernel would take (more than a slice): Bun reads it in one go. Its
+ * bytes count up 0..250, so their order is checked.
+ */
+async function floodedServer(onData: (server: UnixServer, socket: Socket<unknown>, chunk: Uint8Array) => void = () => {}) {
+  const chunks: Uint8Array[] = [];
+  const late: Uint8Array[] = [];
+  const events: string[] = [];
+  let server!: UnixServer;
+  const handler: ClientHandler = {
+    open: () => void events.push("open"),
+    data: (s, chunk) => {
+      chunks.push(chunk.slice());
+      events.push(`data ${chunk.length}`);
+      onData(server, s, chunk);
+    },
+    late: (_s, chunk) => void late.push(chunk.slice()),
+    drain: () => {},
+    close: (_s, reason) => void events.push(`close ${reason}`),
+  };
+  ({ server } = await startUnixServer(handler));
+  const client = await connectClient(defer, server.path);
+  await until(() => events.includes("open"), "the client served");
+  const sent = new Uint8Array(4 << 20).map((_, i) => i % 251);
+  const written = fill(client.socket, sent);
+  expect(written).toBeGreaterThan(SLICE_BYTES);
+  return { server, client, chunks, late, events, sent: sent.subarray(0, written) };
+}
 describe("UnixServer: a large read is handed in slices, over turns of the loop", () => {
-  /**
-   * A served client that wrote, before the server read any of it, as much as
-   * the kernel would take (more than a slice): Bun reads it in one go. Its
-   * bytes count up 0..250, so their order is checked.
-   */
-  async function floodedServer(onData: (server: UnixServer, socket: Socket<unknown>, chunk: Uint8Array) => void = () => {}) {
-    const chunks: Uint8Array[] = [];
-    const late: Uint8Array[] = [];
-    const events: string[] = [];
-    let server!: UnixServer;
-    const handler: ClientHandler = {
-      open: () => void events.push("open"),
-      data: (s, chunk) => {
-        chunks.push(chunk.slice());
-        events.push(`data ${chunk.length}`);
-        onData(server, s, chunk);
-      },
-      late: (_s, chunk) => void late.push(chunk.slice()),
-      drain: () => {},
-      close: (_s, reason) => void events.push(`close ${reason}`),
-    };
-    ({ server } = await startUnixServer(handler));
-    const client = await connectClient(defer, server.path);
-    await until(() => events.includes("open"), "the client served");
-    const sent = new Uint8Array(4 << 20).map((_, i) => i % 251);
-    let written = 0;
-    for (let n = 1; n > 0 && written < sent.length; written += Math.max(n, 0)) n = client.socket.write(sent.subarray(written));
-    expect(written).toBeGreaterThan(SLICE_BYTES);
-    return { server, client, chunks, late, events, sent: sent.subarray(0, written) };
-  }
-
   test("in order and whole, no slice larger than SLICE_BYTES, and a timer due meanwhile runs before the read is all handed (the owner busy HANDING_MS with a slice or two)", async () => {
     let timerFired = -1;
     let handed = 0;
@@ -611,8 +622,7 @@ describe("UnixServer: a large read is handed in slices, over turns of the loop",
       // The owner's work for a slice (parsing, the sink's write): a timer armed at the first is due before the last.
       if (handed === 0) setTimeout(() => (timerFired = handed), 0);
       handed += chunk.length;
-      const until = performance.now() + HANDING_MS / 2;
-      while (performance.now() < until);
+      busy(HANDING_MS / 2);
     });
     await until(() => handed === f.sent.length, "every byte handed", 10_000);
     expect(Math.max(...f.chunks.map((c) => c.length))).toBeLessThanOrEqual(SLICE_BYTES);
@@ -641,8 +651,7 @@ describe("UnixServer: a large read is handed in slices, over turns of the loop",
     const f = await floodedServer((_server, _socket, chunk) => {
       handed += chunk.length;
       setImmediate(() => handedAt.push(handed));
-      const until = performance.now() + HANDING_MS;
-      while (performance.now() < until);
+      busy(HANDING_MS);
     });
     await until(() => handedAt.length === f.chunks.length && handed === f.sent.length, "every byte handed", 10_000);
     // Each turn's work sees the slices handed so far, no more (a read handed whole in one turn: the total, each time).
@@ -745,8 +754,7 @@ describe("UnixServer: a large read is handed in slices, over turns of the loop",
       replacing ??= connectClient(defer, server.path);
       handed += chunk.length;
       setImmediate(() => handedAt.push(handed));
-      const until = performance.now() + HANDING_MS;
-      while (performance.now() < until);
+      busy(HANDING_MS);
     });
     await replacing;
     await until(() => f.events.lastIndexOf("open") > 0, "the new client served", 10_000);
@@ -769,8 +777,7 @@ describe("UnixServer: a flooding client replaced", () => {
     const first = await connectClient(defer, path);
     await until(() => server.connections === 1, "the first client");
     h.socket(1).pause();
-    let written = 0;
-    for (let n = 1; n > 0; written += Math.max(n, 0)) n = first.socket.write(new Uint8Array(1 << 20));
+    const written = fill(first.socket, new Uint8Array(PENDING_BYTES));
     expect(written).toBeGreaterThan(4 * SLICE_BYTES);
     expect(written).toBeLessThan(PENDING_BYTES);
     // The owner's work for a slice takes the whole of HANDING_MS: one slice a turn.
@@ -780,8 +787,7 @@ describe("UnixServer: a flooding client replaced", () => {
         handedWhenTimerRan = -2;
         setTimeout(() => (handedWhenTimerRan = h.data(1)), 0);
       }
-      const until = performance.now() + HANDING_MS;
-      while (performance.now() < until);
+      busy(HANDING_MS);
     };
     const second = await connectClient(defer, path);
     await until(() => h.closed.get(1) === "replaced by a new client", "the first client replaced", 10_000);
@@ -802,12 +808,10 @@ describe("UnixServer: a flooding client replaced", () => {
     const first = await connectClient(defer, path);
     await until(() => server.connections === 1, "the first client");
     h.socket(1).pause();
-    let written = 0;
-    for (let n = 1; n > 0; written += Math.max(n, 0)) n = first.socket.write(new Uint8Array(1 << 20));
+    const written = fill(first.socket, new Uint8Array(PENDING_BYTES));
     // One slice a turn; what it sent outlasts the turns in which the others connect.
     h.hooks.onData = () => {
-      const until = performance.now() + HANDING_MS;
-      while (performance.now() < until);
+      busy(HANDING_MS);
     };
     const others = [];
     for (let k = 2; k <= 4; k++) {
@@ -828,22 +832,20 @@ describe("UnixServer: a flooding client replaced", () => {
     const { path, server } = await startUnixServer(h.handler);
     // The owner's work for a slice takes half of HANDING_MS: slower than the client writes.
     h.hooks.onData = () => {
-      const until = performance.now() + HANDING_MS / 2;
-      while (performance.now() < until);
+      busy(HANDING_MS / 2);
     };
     const block = new Uint8Array(1 << 20);
-    const fill = (socket: Socket<undefined>) => {
+    const writeOn = (socket: Socket<undefined>) => {
       for (let n = 1; n > 0; ) n = socket.write(block);
     };
-    const flooder = await Bun.connect({ unix: path, socket: { drain: fill, data: () => {} } });
+    const flooder = await Bun.connect({ unix: path, socket: { drain: writeOn, data: () => {} } });
     defer(() => flooder.terminate());
-    fill(flooder);
+    writeOn(flooder);
     await until(() => h.data(1) > 0, "the first client's bytes");
     let handedBefore = -1;
     h.hooks.onData = (_s, k) => {
       if (k === 1 && handedBefore === -1) handedBefore = h.data(1);
-      const until = performance.now() + HANDING_MS / 2;
-      while (performance.now() < until);
+      busy(HANDING_MS / 2);
     };
     // Before: what Bun read of it between turns was handed as its data uncounted, a rest left every turn, and
     // the new client was never served while it flooded.
@@ -860,34 +862,19 @@ describe("UnixServer: a client that resets with the rest of its read not handed 
   test("a hold begun while the rest is handed at its close: all of it is handed all the same, then its close", async () => {
     const hold = Promise.withResolvers<void>();
     defer(() => hold.resolve());
-    const handed: Uint8Array[] = [];
-    const events: string[] = [];
-    let server!: UnixServer;
-    const handler: ClientHandler = {
-      open: () => void events.push("open"),
-      data: (_s, chunk) => {
-        handed.push(chunk.slice());
-        events.push("data");
-        // The owner's sink fills at the second slice (a pipe's reader behind).
-        if (handed.length === 2) server.hold(hold.promise);
-      },
-      drain: () => {},
-      close: (_s, reason) => void events.push(`close ${reason}`),
-    };
-    ({ server } = await startUnixServer(handler));
-    const client = await connectClient(defer, server.path);
-    await until(() => events.includes("open"), "the client served");
-    // In one turn, before the server reads any of it: as much as the kernel takes, a byte the client
-    // leaves unread, and its close, which that byte makes a reset (ECONNRESET), told while the read is sliced.
-    const sent = new Uint8Array(4 << 20).map((_, i) => i % 251);
-    let written = 0;
-    for (let n = 1; n > 0 && written < sent.length; written += Math.max(n, 0)) n = client.socket.write(sent.subarray(written));
-    expect(written).toBeGreaterThan(2 * SLICE_BYTES);
-    server.client!.write(new Uint8Array(1));
-    client.socket.terminate();
-    await until(() => events.some((e) => e.startsWith("close")), "its close");
+    // The owner's sink fills at the second slice (a pipe's reader behind).
+    let slices = 0;
+    const f = await floodedServer((server) => {
+      if (++slices === 2) server.hold(hold.promise);
+    });
+    expect(f.sent.length).toBeGreaterThan(2 * SLICE_BYTES);
+    // A byte the client leaves unread, and its close, which that byte makes a reset (ECONNRESET), told while the read is sliced.
+    f.server.client!.write(new Uint8Array(1));
+    f.client.socket.terminate();
+    await until(() => f.events.some((e) => e.startsWith("close")), "its close");
     // Before: the slices after the one that began the hold were never handed (nor counted), though the client was gone.
-    expect(sameBytes(concatBytes(handed), sent.subarray(0, written))).toBe(true);
-    expect(events.at(-1)).toStartWith("close error: ECONNRESET");
+    expect(sameBytes(concatBytes(f.chunks), f.sent)).toBe(true);
+    expect(f.events.at(-1)).toStartWith("close error: ECONNRESET");
   });
+
 });
