@@ -1,6 +1,6 @@
 import { closeSync, constants, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, statSync } from "node:fs";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
-import { passingOpenError } from "../io/passing-errno.ts";
+import { PassingShortage } from "../io/passing-errno.ts";
 import { writeFrom } from "../io/write-from.ts";
 import { openForWriting, sinkFollowFlag } from "./sink-path.ts";
 
@@ -418,7 +418,8 @@ export async function holdFifoForWriting(path: string, stopped: () => boolean, w
   if (path === "-") return undefined;
   sinkFollowFlag(path);
   if (!statSync(path, { throwIfNoEntry: false })?.isFIFO()) return undefined;
-  for (let told = false, short = false; !stopped(); await Bun.sleep(FIFO_READER_LOOK_MS)) {
+  const shortage = new PassingShortage(failing);
+  for (let told = false; !stopped(); await Bun.sleep(FIFO_READER_LOOK_MS)) {
     try {
       // Another user's link there, made while it waits, is not followed: the sink's own open refuses it.
       const fd = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK | sinkFollowFlag(path));
@@ -429,12 +430,8 @@ export async function holdFifoForWriting(path: string, stopped: () => boolean, w
     } catch (e) {
       // ENXIO: no reader yet; ENOENT: no FIFO just now. Anything else the sink's own open reports.
       const code = (e as NodeJS.ErrnoException).code;
-      if (passingOpenError(code)) {
-        if (!short) failing(code!);
-        short = true;
-        continue;
-      }
-      short = false;
+      if (shortage.met(code)) continue;
+      shortage.over();
       if (code !== "ENXIO" && code !== "ENOENT") return undefined;
     }
     if (!told) waiting();

@@ -1,6 +1,6 @@
 import { closeSync, constants, fstatSync, openSync, statSync } from "node:fs";
 import { MessageType, ParsedMessage } from "../protocol/index.ts";
-import { passingOpenError } from "../io/passing-errno.ts";
+import { PassingShortage } from "../io/passing-errno.ts";
 import { writeFrom } from "../io/write-from.ts";
 import { LINGER_MS, readerGone, RETRY_MS, type ByteOutput, type KeptUnit } from "./byte-sink.ts";
 import { refusedIfLinked, sinkFollowFlag } from "./sink-path.ts";
@@ -73,8 +73,10 @@ interface Reader {
  */
 export class FifoSink implements FrameSink {
   private readonly counts: Record<FifoSinkDrop, number> = { sink_no_reader: 0, sink_open_failed: 0, sink_reader_slow: 0 };
-  /** Why the last look found no reader to write to: what the frames until the next look are counted under. */
-  private absent: "sink_no_reader" | "sink_open_failed" = "sink_no_reader";
+  /** The last look could not open the FIFO for want of a descriptor: the frames until the next are counted sink_open_failed, not sink_no_reader. */
+  private readonly shortage = new PassingShortage((code) =>
+    this.report("warn", `cannot open the sink FIFO (${code}); dropping frames until it can (sink_open_failed)`, { sink: this.name }),
+  );
   /** Set when a look for a reader failed: raised by that write, then by every flush and close. */
   private failure: Error | undefined;
   /** What the streams of readers gone left out themselves (an Ogg stream: invalid packets), by reason. */
@@ -132,7 +134,7 @@ export class FifoSink implements FrameSink {
         throw e;
       }
       if (!reader) {
-        if (isFrame) this.counts[this.absent]++;
+        if (isFrame) this.counts[this.shortage.on ? "sink_open_failed" : "sink_no_reader"]++;
         return;
       }
       // A new reader's stream starts with the session's Config.
@@ -182,13 +184,9 @@ export class FifoSink implements FrameSink {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? String(e);
       if (code === "ELOOP") throw refusedIfLinked(this.name, e);
-      if (passingOpenError(code)) {
-        // Descriptors run out for a while (clients held, another process): a later look may open it.
-        if (this.absent !== "sink_open_failed") this.report("warn", `cannot open the sink FIFO (${code}); dropping frames until it can (sink_open_failed)`, { sink: this.name });
-        this.absent = "sink_open_failed";
-        return undefined;
-      }
-      this.absent = "sink_no_reader";
+      // Descriptors run out for a while (clients held, another process): a later look may open it.
+      if (this.shortage.met(code)) return undefined;
+      this.shortage.over();
       if (code === "ENOENT") {
         // A pipeline restarting removes the FIFO and makes it again: carry on meanwhile, counting drops.
         if (!this.missing) this.report("warn", "the sink FIFO is gone; dropping frames until it is made again and read", { sink: this.name });
@@ -201,7 +199,7 @@ export class FifoSink implements FrameSink {
       throw new Error(`cannot open sink ${this.name}: ${code}`);
     }
     this.missing = false;
-    this.absent = "sink_no_reader";
+    this.shortage.over();
     if (!fstatSync(fd).isFIFO()) {
       closeSync(fd);
       throw notAFifo(this.name);

@@ -1,5 +1,5 @@
 import { closeSync, constants, fstatSync, openSync, statSync, type Stats } from "node:fs";
-import { passingOpenError } from "../io/passing-errno.ts";
+import { PassingShortage } from "../io/passing-errno.ts";
 import { streamByteSource, type ByteSource } from "./byte-source.ts";
 import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 
@@ -51,7 +51,9 @@ export class FifoSource implements FrameSource {
   /** The counts of earlier writers' streams, added up (undefined while there were none). */
   private pastCounts: Record<string, number> | undefined;
   /** An open failed for want of a descriptor: told once, until the FIFO is read again. */
-  private openFailing = false;
+  private readonly shortage = new PassingShortage((code) =>
+    this.report("warn", `cannot open the FIFO (${code}); trying again until it can`, { source: this.name, every_ms: OPEN_AGAIN_MS }),
+  );
   /** The stream's own open failed so: the FIFO is opened again without a word (each try would say it waits). */
   private reopening = false;
 
@@ -150,7 +152,7 @@ export class FifoSource implements FrameSource {
         const chunk = await bytes.read();
         if (chunk !== null) this.heard = true;
         // The FIFO is read again: a later shortage of descriptors is told anew.
-        this.openFailing = false;
+        this.shortage.over();
         return chunk;
       },
       rewind: () => bytes.rewind(),
@@ -192,12 +194,9 @@ export class FifoSource implements FrameSource {
 
   /** Whether `e` is an open's failure that passes (no descriptor free: EMFILE, ENFILE; a call cut short): told once, then tried again. */
   private openFailed(e: unknown): boolean {
-    const code = (e as NodeJS.ErrnoException)?.code;
-    if (!passingOpenError(code)) return false;
-    if (!this.openFailing) this.report("warn", `cannot open the FIFO (${code}); trying again until it can`, { source: this.name, every_ms: OPEN_AGAIN_MS });
-    this.openFailing = true;
-    return true;
+    return this.shortage.met((e as NodeJS.ErrnoException)?.code);
   }
+
 
   /**
    * No writer can reach a FIFO whose path now leads elsewhere or nowhere:
