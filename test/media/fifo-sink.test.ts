@@ -385,13 +385,14 @@ describe("FifoSink, Ogg", () => {
     const out = t.path("heard.opus");
     // Pages of 2 s (over 4 KiB): the full pipe takes one in part, and what comes after it waits or is dropped.
     const { sink } = openFifoSink("ogg", t.fifo, 2000);
+    // The session's Config comes before any reader: a reader there already would be found by it, not by a frame.
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 }));
     const player = reader(HELD_READER, t.fifo, out);
     let written = 0;
     const frame = () => {
       send(sink, MessageType.OpusFrame, tonePacket(written++));
       if (written % 100 === 0) sink.flush();
     };
-    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 2, frameSize: 960 }));
     await writeUntil(() => sink.readers === 1, "the reader", frame);
     const firstHeard = written - 1;
     for (let i = 0; i < 1000; i++) frame();
