@@ -221,7 +221,8 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
     await main(settings as never, logger, shutdown);
     return EXIT_OK;
   } finally {
-    shutdown.dispose();
+    // Run as the process itself (not in another program's), it exits next.
+    shutdown.dispose(io === defaultIo);
   }
 }
 

@@ -88,12 +88,22 @@ export class Shutdown {
     return Promise.race([work, this.requested.then(() => undefined)]);
   }
 
-  dispose(): void {
+  /**
+   * Lets go of its handlers and the service manager's socket. `processEnds`:
+   * the process exits next, with the run's code; a SIGTERM or SIGINT meanwhile
+   * (a stop that raced the run's own end) is caught and ignored, where the
+   * default action, back once the last handler goes, would end it 143 or 130.
+   */
+  dispose(processEnds = false): void {
+    if (processEnds) for (const name of ["SIGTERM", "SIGINT"] as const) process.on(name, ignoredAtEnd);
     for (const [name, handler] of this.handlers) process.off(name, handler);
     clearInterval(this.watchdog);
     this.notify?.dispose();
   }
 }
+
+/** A signal that comes once the run has ended: its exit code is the run's. */
+function ignoredAtEnd(): void {}
 
 /** NOTIFY_SOCKET's socket, if set; one that cannot be used is warned of, and the agent runs on without it. */
 function openNotifySocket(env: Record<string, string | undefined>, report?: Report): NotifySocket | undefined {
