@@ -25,7 +25,7 @@ import {
   type ServeSettings,
 } from "../config.ts";
 import { UnsafeSinkError } from "../media/sink-path.ts";
-import { SourceFormatError } from "../media/file-format.ts";
+import { FileFormatError } from "../media/file-format.ts";
 import { HttpListenError } from "../observe/http-listen-error.ts";
 import { stderrLines } from "../observe/line-writer.ts";
 import { Logger, writeText, type LogFormat } from "../observe/logger.ts";
@@ -249,7 +249,7 @@ function parseFlags(command: Command, args: string[]): Record<string, unknown> {
 
 function describeFailure(e: unknown, settings: Record<string, unknown> = {}, configPath?: string): { code: number; message: string } {
   if (e instanceof UsageError || e instanceof ConfigError) return { code: EXIT_USAGE, message: e.message };
-  if (e instanceof SourceFormatError) {
+  if (e instanceof FileFormatError) {
     const flag = formatFlagOf(settings, e.path);
     return { code: EXIT_USAGE, message: e.naming(flag, origins(settings, [flag.slice(2)], configPath)) };
   }
@@ -313,10 +313,10 @@ function sameValue(a: unknown, b: unknown): boolean {
   return a === b || (typeof a === "object" && a !== null && JSON.stringify(a) === JSON.stringify(b));
 }
 
-/** The flag that gives the format of the source at `path`: the one beside its source flag (--format; serve: --output-format). */
+/** The flag that gives the format of the source or sink at `path`: the one beside its flag (--format; serve: --output-format, --input-format). */
 function formatFlagOf(settings: Record<string, unknown>, path: string): string {
-  const source = Object.keys(settings).find((name) => name.endsWith("source") && settings[name] === path);
-  return source ? `--${source.slice(0, -"source".length)}format` : "--format";
+  const named = Object.keys(settings).find((name) => /(source|sink)$/.test(name) && settings[name] === path);
+  return named ? `--${named.replace(/(source|sink)$/, "")}format` : "--format";
 }
 
 const ERRNO_WORDS: Record<string, string> = {

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { INPUT_MAGIC, OUTPUT_MAGIC, readUint32LE, write32LE } from "../protocol/index.ts";
 import { hasCapturePattern, MAX_PAGE_SIZE, type OggPage } from "./ogg-page.ts";
 import { OggPageReader } from "./ogg-page-reader.ts";
@@ -7,18 +7,20 @@ import { isOpusHead, parseOpusHead, whyNotCarried } from "./opus-head.ts";
 export type MediaFormat = "wire" | "ogg";
 
 /**
- * A file source that is not in the format asked for: bad usage (exit 2),
- * told at start. The message names the format's flag as `--format`;
- * naming() gives it with the flag a command has for it (serve: --output-format)
- * and where the format was set when not by that flag ("from environment X").
+ * A file that is not in the format asked for: a source's (read as another
+ * format), or a sink's appended to (`--append` onto another format's file).
+ * Bad usage (exit 2), told at start. The message names the format's flag as
+ * `--format`; naming() gives it with the flag a command has for it (serve:
+ * --output-format) and where the format was set when not by that flag
+ * ("from environment X").
  */
-export class SourceFormatError extends Error {
+export class FileFormatError extends Error {
   constructor(
     readonly path: string,
     private readonly describe: (formatFlag: string, setAt: string) => string,
   ) {
     super(describe("--format", ""));
-    this.name = "SourceFormatError";
+    this.name = "FileFormatError";
   }
 
   naming(formatFlag: string, setAt = ""): string {
@@ -26,8 +28,8 @@ export class SourceFormatError extends Error {
   }
 }
 
-/** Builds a SourceFormatError for `path` read as `format`: "source PATH (--format FORMAT[, from ...]) <problem>". */
-type Refusal = (problem: (formatFlag: string) => string) => SourceFormatError;
+/** Builds a FileFormatError for `path` read as `format`: "source PATH (--format FORMAT[, from ...]) <problem>". */
+type Refusal = (problem: (formatFlag: string) => string) => FileFormatError;
 
 /** What a file's first bytes (at least 12) look like: Ogg, WAV or a wire capture; undefined when none of these. */
 export function recognise(head: Uint8Array): MediaFormat | "wav" | undefined {
@@ -53,7 +55,7 @@ const NAMES: Record<MediaFormat | "wav", string> = { ogg: "Ogg", wav: "WAV", wir
  */
 export async function checkFileFormat(path: string, format: MediaFormat, lenient = false): Promise<void> {
   const refuse: Refusal = (problem) =>
-    new SourceFormatError(path, (flag, setAt) => `source ${path} (${flag} ${format}${setAt ? `, ${setAt}` : ""}) ${problem(flag)}`);
+    new FileFormatError(path, (flag, setAt) => `source ${path} (${flag} ${format}${setAt ? `, ${setAt}` : ""}) ${problem(flag)}`);
   const head = readHead(path, 12);
   if (format === "ogg" && head.length === 0) {
     throw refuse(() => `is empty: an Ogg Opus file begins with an OpusHead page`);
@@ -80,6 +82,32 @@ export async function checkFileFormat(path: string, format: MediaFormat, lenient
   }
   const expected = format === "ogg" ? '"OggS"' : `${magicBytes(OUTPUT_MAGIC)} or ${magicBytes(INPUT_MAGIC)} (the JKOU or JKMI magic, little-endian)`;
   throw refuse(() => `is not ${NAMES[format]}: it begins with "${escaped(head.subarray(0, 4))}", not ${expected}`);
+}
+
+/**
+ * A sink file appended to (`--append`) must hold what the sink writes: Ogg
+ * pages after a wire capture, a capture after Ogg, either after WAV, make a
+ * file no reader of either format reads to its end. Told at start, the file
+ * left as it is. A file that is new, empty, not a regular file, one the agent
+ * may write but not read (mode 0200), or of no format it knows is added to
+ * as `>>` adds.
+ */
+export function checkAppendFormat(path: string, format: MediaFormat): void {
+  if (!statSync(path, { throwIfNoEntry: false })?.isFile()) return;
+  let head: Uint8Array;
+  try {
+    head = readHead(path, 12);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException)?.code !== undefined) return; // cannot tell
+    throw e;
+  }
+  const seen = recognise(head);
+  if (seen === undefined || seen === format) return;
+  throw new FileFormatError(path, (flag, setAt) => {
+    const append = flag.replace(/format$/, "append");
+    const use = seen === "wav" ? "another file" : `${flag} ${seen}, or another file`;
+    return `sink ${path} (${flag} ${format}${setAt ? `, ${setAt}` : ""}) holds ${NAMES[seen]}, and ${append} adds to a file of its own format only: use ${use}`;
+  });
 }
 
 /**

@@ -4,7 +4,7 @@ import { ByteSink, type ByteOutput } from "./byte-sink.ts";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
 import { FifoSink, type PipeSizer } from "./fifo-sink.ts";
 import { FifoSource, type FifoReport } from "./fifo-source.ts";
-import { checkFileFormat, type MediaFormat } from "./file-format.ts";
+import { checkAppendFormat, checkFileFormat, type MediaFormat } from "./file-format.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 import { OGG_SINK_DROP, OggSink } from "./ogg-sink.ts";
@@ -89,6 +89,7 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
       fd: stdout ? 1 : undefined,
     });
   }
+  if (options.append && options.fd === undefined && path !== "-") checkAppendFormat(path, format);
   // Appended to, a capture cut short is cut back to its last whole message first (an Ogg reader finds the next page).
   const whole = format === "wire" ? wholeCaptureLength : undefined;
   return streamFor(options.fd === undefined ? ByteSink.open(path, { append: options.append, whole }) : ByteSink.adopt(path, options.fd));

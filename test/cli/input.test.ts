@@ -202,6 +202,30 @@ describe("input serve / input send as processes", () => {
     for (const one of both) checkSession(one, DEFAULT_CONFIG, 500);
   });
 
+  test("--append onto a file of the other format (an Ogg recording under a wire sink, a wire capture under an Ogg one, in serve too) exits 2 at start with one line naming the file, what it holds and the flags, the file left as it was", async () => {
+    const { sock, path, dir } = setup();
+    const ogg = path("recorded.opus");
+    writeFileSync(ogg, readFileSync(TONE));
+    const wire = path("recorded.wire");
+    await writeWireFile(wire, 20);
+    const before = [readFileSync(ogg), readFileSync(wire)];
+    const runs: [string[], string][] = [
+      [["input", "serve", "--socket", sock, "--sink", ogg, "--format", "wire", "--append"], `sink ${ogg} (--format wire) holds Ogg, and --append adds to a file of its own format only: use --format ogg, or another file`],
+      [["input", "serve", "--socket", sock, "--sink", wire, "--format", "ogg", "--append"], `sink ${wire} (--format ogg) holds a wire capture, and --append adds to a file of its own format only: use --format wire, or another file`],
+      [
+        ["serve", "--output-source", wire, "--output-socket", path("out.sock"), "--input-socket", sock, "--input-sink", ogg, "--input-append"],
+        `sink ${ogg} (--input-format wire) holds Ogg, and --input-append adds to a file of its own format only: use --input-format ogg, or another file`,
+      ],
+    ];
+    for (const [args, line] of runs) {
+      const agent = spawnAgent(args);
+      expect(await agent.exited, agent.stderr).toBe(2);
+      expect(failureLine(agent.stderr)).toBe(`audio-agent: ${line}`);
+    }
+    expect([readFileSync(ogg), readFileSync(wire)]).toEqual(before);
+    expect(readdirSync(dir).sort()).toEqual(["recorded.opus", "recorded.wire"]);
+  });
+
   test("a short file sent lossless: the Config's Ack, which comes after the last frame is written, is read before the sender leaves", async () => {
     const { sock, sink, path } = setup();
     const server = await serve(sock, sink);

@@ -800,6 +800,24 @@ describe("output recv to stdout", () => {
     appended.frames.forEach((payload, k) => expect(isTestPayload(k < 29 ? k : k - 29, payload)).toBe(true));
   });
 
+  test("--append onto a file of another format (an Ogg recording, a WAV file under an Ogg sink) exits 2 before connecting, with one line naming the file, what it holds and where the format was set; the file left as it was", async () => {
+    const t = setup();
+    const ogg = t.path("recorded.opus");
+    writeFileSync(ogg, readFileSync(TONE));
+    const wav = t.path("take.wav");
+    writeFileSync(wav, Buffer.concat([Buffer.from("RIFF\x24\x00\x00\x00WAVEfmt ", "latin1"), Buffer.alloc(28)]));
+    const before = [readFileSync(ogg), readFileSync(wav)];
+    const fromEnv = await runAgent(["output", "recv", "--socket", t.sock, "--sink", ogg, "--append"], { env: agentEnv({ AUDIO_AGENT_FORMAT: "wire" }) });
+    expect(fromEnv.code).toBe(2);
+    expect(failureLine(fromEnv.stderr)).toBe(
+      `audio-agent: sink ${ogg} (--format wire, from environment AUDIO_AGENT_FORMAT) holds Ogg, and --append adds to a file of its own format only: use --format ogg, or another file`,
+    );
+    const wave = await runAgent(["output", "recv", "--socket", t.sock, "--sink", wav, "--format", "ogg", "--append"]);
+    expect(wave.code).toBe(2);
+    expect(failureLine(wave.stderr)).toBe(`audio-agent: sink ${wav} (--format ogg) holds WAV, and --append adds to a file of its own format only: use another file`);
+    expect([readFileSync(ogg), readFileSync(wav)]).toEqual(before);
+  });
+
   test("--append to a file the agent may write but not read (mode 0200, the agent another user): added to as >> adds, exit 0; the run did not fail on the look for a message cut short", async () => {
     const t = setup();
     chmodSync(t.dir, 0o777);
