@@ -281,7 +281,7 @@ describe("S95audio-agent: a stop cut short between its marks", () => {
     const first = agents();
     expect(first.length).toBe(1);
     expect(await termedOnceSlowed("stop", env, { SLOW_PID_MV: "1" })).toBe(1);
-    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")).toEqual([String(first[0]), expect.stringMatching(/^starttime=\d+$/), "stopping", ""]);
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")).toEqual([String(first[0]), expect.stringMatching(/^starttime=\d+$/), `exe=${agent}`, "stopping", ""]);
     expect(agents()).toEqual(first);
 
     const started = await initScript("start", env);
