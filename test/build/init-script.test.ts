@@ -483,6 +483,39 @@ describe("S95audio-agent under busybox sh", () => {
     expect(readdirSync(t.path("run"))).toEqual([]);
   }, 60_000);
 
+  // The agent takes a second TERM as "now": it ends at once, without the rest of its orderly stop.
+  // A start (or stop) finishing a stop that had sent TERM sent another right away, and cut the
+  // agent's orderly stop short.
+  for (const action of ["start", "stop"]) {
+    test(`a stop ended after it sent TERM, during the agent's orderly stop: ${action} lets that stop finish before it sends another`, async () => {
+      tempDir();
+      // The agent's orderly stop takes 2 s, in steps that a second TERM cuts short; it tells the test as it begins.
+      const slow = t.path("slow-exit");
+      const log = t.path("exits");
+      writeFileSync(
+        slow,
+        `trap 'trap "echo now >>${log}; exit 3" TERM; : >${t.path("termed")}; n=0; while [ $n -lt 20 ]; do sleep 0.1; n=$((n + 1)); done; echo orderly >>${log}; exit 0' TERM\nwhile :; do sleep 0.1; done\n`,
+      );
+      const env = settings({ AUDIO_AGENT_BIN: BUSYBOX!, AUDIO_AGENT_ARGS: `sh ${slow}`, AUDIO_AGENT_STOP_TIMEOUT: "20" });
+      expect((await initScript("start", env)).code).toBe(0);
+      const first = pidIn(env)!;
+      const stopping = start([BUSYBOX!, "sh", SCRIPT, "stop"], { cwd: t.dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 20_000 });
+      await until(() => existsSync(t.path("termed")), "the agent's TERM", 10_000);
+      stopping.kill("SIGTERM");
+      expect(await stopping.exited).toBe(1);
+
+      const finished = await initScript(action, env, [], 40_000);
+      expect(finished.code, finished.stdout + finished.stderr).toBe(0);
+      expect(alive(first)).toBe(false);
+      expect(readFileSync(log, "utf8")).toBe("orderly\n");
+      if (action === "start") {
+        expect(pidIn(env)).not.toBe(first);
+        expect((await initScript("stop", env, [], 40_000)).code).toBe(0);
+      }
+      expect(readdirSync(t.path("run"))).toEqual([]);
+    }, 90_000);
+  }
+
   test("status is 1 for a pid file whose process is gone; stop clears it", async () => {
     tempDir();
     const env = settings();
