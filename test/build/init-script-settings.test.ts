@@ -144,6 +144,26 @@ test("a value with unquoted blanks in the settings file: start and restart fail 
   expect((await script("stop")).code).toBe(0);
 }, 30_000);
 
+// Only what would start the agent refused it: stop and status read the file all the same, and the
+// shell ran the value's second word as a command ("serve: not found", or any command named there).
+test("a value with unquoted blanks in the settings file: stop refuses it (6) and status (4), naming the file and the line, the agent left running", async () => {
+  const { env, path, script } = service("AUDIO_AGENT_LOG_LEVEL=info\n");
+  expect((await script("start")).code).toBe(0);
+  const pid = Number(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")[0]);
+  const line = "AUDIO_AGENT_ARGS=output serve";
+  writeFileSync(env.AUDIO_AGENT_DEFAULTS, `AUDIO_AGENT_LOG_LEVEL=info\n${line}\n`);
+  const said = `audio-agent: ${env.AUDIO_AGENT_DEFAULTS} line 2: ${line}: a value with blanks must be quoted ("..."), for the shell to read it whole as systemd does\n`;
+  for (const [action, code] of [["stop", 6], ["status", 4]] as const) {
+    const r = await script(action);
+    expect({ action, code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({ action, code, stdout: said, stderr: "" });
+    expect(alive(pid)).toBe(true);
+  }
+  writeFileSync(env.AUDIO_AGENT_DEFAULTS, `AUDIO_AGENT_LOG_LEVEL=info\nAUDIO_AGENT_ARGS="output serve"\n`);
+  expect((await script("stop")).code).toBe(0);
+  expect(alive(pid)).toBe(false);
+  expect(existsSync(path("run/audio-agent.pid"))).toBe(false);
+}, 30_000);
+
 // An "export" line escaped the check: "export NAME=a b" exported NAME=a (and b), and one with a flag in its
 // value ended the script (2) in a line naming the script's own line ("--source: bad variable name").
 test("an export line with a value whose blanks are unquoted: start fails (6) naming its line; quoted, it is read whole", async () => {
