@@ -20,7 +20,7 @@ import { expectAccountedStats } from "../support/agent-log.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { payloadOfSize, testPayload } from "../support/payloads.ts";
-import { connectClient, silentServer, writeInPieces } from "../support/peer.ts";
+import { connectClient, fakeServer, silentServer, writeInPieces } from "../support/peer.ts";
 import { start, stopAgents } from "../support/processes.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { recordingObserver, recordingReport, type Reported } from "../support/reports.ts";
@@ -449,6 +449,31 @@ describe("input channel in-process", () => {
     expect(client.connectionDrops).toBe(1);
     expect(disconnects[0]).toStartWith("protocol error: BadMagic: 0x4a4b4f55");
     expect(client.connected).toBe(true);
+  });
+
+  test("a server that closes inside an Ack: the next connection's Acks are read afresh, not joined to the bytes left of it", async () => {
+    const sock = socketDir(defer).path("in.sock");
+    const ack = encodeMessage(INPUT_MAGIC, MessageType.Ack);
+    // First connection: the Config's Ack cut off after its magic and type, then a close. Later: an Ack for each read.
+    const server = fakeServer(sock, () => {}, (socket, n) => {
+      if (n > 0) socket.write(ack);
+      else {
+        socket.write(ack.subarray(0, 5));
+        socket.end();
+      }
+    });
+    defer(() => server.stop());
+    const disconnects: string[] = [];
+    const client = newClient(sock, { heartbeatMs: 10, onDisconnect: (r) => disconnects.push(r) });
+    void client.start();
+    await until(() => client.acks >= 3, "Acks on a later connection");
+
+    expect(client.connects).toBe(2);
+    expect(disconnects).toEqual(["server closed"]);
+    expect(client.protocolErrors).toBe(0);
+    expect(client.otherMessages).toBe(0);
+    expect(client.connected).toBe(true);
+    expect(server.connections.length).toBe(2);
   });
 
   test("two clients one after another: the server keeps serving, both sessions recorded", async () => {

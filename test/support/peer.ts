@@ -136,9 +136,14 @@ export interface FakeServer {
 
 /**
  * A scripted server speaking raw bytes: `onOpen(socket, n)` runs for the n-th
- * connection (0-based) and writes whatever the test wants.
+ * connection (0-based) and writes whatever the test wants; `onData(socket, n)`,
+ * if given, each time that connection's bytes are read (what they are is not kept).
  */
-export function fakeServer(path: string, onOpen: (socket: Socket<undefined>, n: number) => void): FakeServer {
+export function fakeServer(
+  path: string,
+  onOpen: (socket: Socket<undefined>, n: number) => void,
+  onData?: (socket: Socket<undefined>, n: number) => void,
+): FakeServer {
   const connections: Socket<undefined>[] = [];
   let closed = 0;
   const listener = Bun.listen({
@@ -149,7 +154,7 @@ export function fakeServer(path: string, onOpen: (socket: Socket<undefined>, n: 
         connections.push(socket);
         onOpen(socket, connections.length - 1);
       },
-      data: () => {},
+      data: (socket) => onData?.(socket, connections.indexOf(socket)),
       drain: () => {},
       close: () => {
         closed++;
