@@ -476,6 +476,28 @@ describe("input channel in-process", () => {
     expect(server.connections.length).toBe(2);
   });
 
+  test("a server that answers with anything but an Ack (a Heartbeat, an OpusFrame, a Config, a Stop) is gone after the Ack timeout: none of them counts as an Ack", async () => {
+    const sock = socketDir(defer).path("in.sock");
+    const answers = concatBytes([
+      encodeMessage(INPUT_MAGIC, MessageType.Heartbeat),
+      encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, new Uint8Array([1, 2, 3])),
+      encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(MONO)),
+      encodeMessage(INPUT_MAGIC, MessageType.Stop),
+    ]);
+    // Each read (a Config, Heartbeats) is answered with every type but an Ack.
+    const server = fakeServer(sock, () => {}, (socket) => void socket.write(answers));
+    defer(() => server.stop());
+    const disconnects: string[] = [];
+    const client = newClient(sock, { heartbeatMs: 10, ackTimeoutMs: 200, onDisconnect: (r) => disconnects.push(r) });
+    void client.start();
+    await until(() => client.ackTimeouts === 1 || client.acks > 0, "the Ack timeout");
+
+    expect(disconnects[0]).toBe("no Ack within 200 ms");
+    expect(client.acks).toBe(0);
+    expect(client.otherMessages).toBeGreaterThanOrEqual(4);
+    expect(client.protocolErrors).toBe(0);
+  });
+
   test("two clients one after another: the server keeps serving, both sessions recorded", async () => {
     const { path } = socketDir(defer);
     const sock = path("in.sock");
