@@ -11,6 +11,7 @@ import { describe, expect, test } from "bun:test";
 import { type Socket } from "bun";
 import { InputClient } from "../../src/channels/input-client.ts";
 import { InputServer } from "../../src/channels/input-server.ts";
+import { sampleProcess, used } from "../../src/bench/process-figures.ts";
 import { healthFields, summaryFields } from "../../src/observe/readings.ts";
 import { startOutputServer } from "../support/output-server.ts";
 import { silent } from "../../src/transport/report.ts";
@@ -364,7 +365,7 @@ describe("a server that sends a bad magic and closes, again and again", () => {
     { role: "input send", args: (sock: string, dir: string) => ["input", "send", "--socket", sock, "--source", `${dir}/src.wire`, "--realtime", "--loop"], magic: OUTPUT_MAGIC },
   ];
   for (const client of clients) {
-    test(`\`${client.role}\` backs off: at most 40 connections in 5 s`, async () => {
+    test(`\`${client.role}\` backs off: at most 40 connections in 5 s, and waits between them asleep`, async () => {
       const dir = socketDir(defer, "hp-");
       const path = dir.path("bad.sock");
       await Bun.write(dir.path("src.wire"), indexedWire(0, 50));
@@ -376,13 +377,21 @@ describe("a server that sends a bad magic and closes, again and again", () => {
       defer(() => fake.stop());
       const agent = spawnAgent(client.args(path, dir.dir));
       defer(stopAgents);
-      await Bun.sleep(5000);
+      await Bun.sleep(1000);
+      // Past its start-up: from here the agent only waits between connections (and paces its source).
+      const before = sampleProcess(agent.pid)!;
+      const from = performance.now();
+      await Bun.sleep(4000);
+      const cpuMs = used(before, sampleProcess(agent.pid)!).cpuNs / 1e6;
+      const wallMs = performance.now() - from;
       const connections = fake.connections.length;
       agent.kill("SIGTERM");
       expect(await agent.exited).toBe(0);
       expect(connections).toBeGreaterThanOrEqual(3);
       expect(connections).toBeLessThanOrEqual(40);
       expect(agent.stderr).toContain("reconnect_in_ms=");
+      // A wait that polled (a turn of the loop after another) would keep a core busy all along.
+      expect(cpuMs).toBeLessThan(wallMs / 2);
     });
   }
 });
