@@ -199,6 +199,8 @@ export interface SilentServer {
   received: Uint8Array[][];
   /** Connections accepted so far. */
   readonly connections: number;
+  /** Connections closed so far: all a closed one sent is in received. */
+  readonly closed: number;
   /** Everything connection `n` sent, in one buffer. */
   bytesOf(n: number): Uint8Array;
   stop(): void;
@@ -212,6 +214,7 @@ export interface SilentServer {
 export function silentServer(path: string): SilentServer {
   const received: Uint8Array[][] = [];
   const sockets: Socket<{ index: number }>[] = [];
+  let closed = 0;
   const listener = Bun.listen<{ index: number }>({
     unix: path,
     data: { index: -1 },
@@ -226,7 +229,9 @@ export function silentServer(path: string): SilentServer {
         received[socket.data.index].push(chunk.slice());
       },
       drain: () => {},
-      close: () => {},
+      close: () => {
+        closed++;
+      },
       error: () => {},
     },
   });
@@ -235,6 +240,9 @@ export function silentServer(path: string): SilentServer {
     received,
     get connections() {
       return received.length;
+    },
+    get closed() {
+      return closed;
     },
     bytesOf(n) {
       return concatBytes(received[n] ?? []);
