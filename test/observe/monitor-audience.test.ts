@@ -8,7 +8,7 @@
  * needs them.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Endpoint, localPeerUid, peerLookupUnavailable, peerUidFromTable, socketDiagnosticsMissing } from "../../src/observe/local-peer.ts";
@@ -178,10 +178,12 @@ describe.skipIf(!canSwitchUser)("the monitor's audience", () => {
     expect(await statusesAs(NOBODY, port, ["/figures"])).toEqual({ "/figures": 403 });
     unlinkSync(dir.path("out.sock"));
     expect(await statusesAs(NOBODY, port, ["/figures"])).toEqual({ "/figures": 403 });
-    // Another server of the same user (root) at the path, open to all: not the agent's socket.
-    const other = Bun.listen<undefined>({ unix: dir.path("out.sock"), socket: { data() {} } });
+    // Another server of the same user (root) at the path, open to all: not the agent's socket. Bound
+    // aside and moved in: the agent puts a removed socket file back at its next look (its sampler ticks each second).
+    const other = Bun.listen<undefined>({ unix: dir.path("other.sock"), socket: { data() {} } });
     defer(() => other.stop(true));
-    chmodSync(dir.path("out.sock"), 0o666);
+    chmodSync(dir.path("other.sock"), 0o666);
+    renameSync(dir.path("other.sock"), dir.path("out.sock"));
     expect(await statusesAs(NOBODY, port, ["/figures", "/metrics"])).toEqual({ "/figures": 403, "/metrics": 200 });
     expect(await statusesAs(0, port, ["/figures"])).toEqual({ "/figures": 200 });
   });
