@@ -31,7 +31,7 @@ import { stderrLines } from "../observe/line-writer.ts";
 import { Logger, writeText, type LogFormat } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";
-import { ConnectTimeoutError } from "../transport/unix-client.ts";
+import { ConnectError, ConnectTimeoutError } from "../transport/unix-client.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, refuseExtra, UsageError } from "./errors.ts";
 import { CHANNEL_HELP, roleHelp, TOP_HELP } from "./help.ts";
 import { Shutdown } from "../roles/shutdown.ts";
@@ -266,7 +266,12 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}, con
     const option = flagsWithOrigin(settings, e.path, configPath) || "--socket";
     return { code: EXIT_USAGE, message: e.code ? `${option} ${e.path}: cannot listen${errnoWords(e.code)}` : `${option}: ${e.message}` };
   }
-  if (e instanceof ConnectTimeoutError || e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };
+  if (e instanceof ConnectTimeoutError || e instanceof ConnectError) {
+    // Named by its option, as a server's socket is, and by where it was set when the user never typed it.
+    const option = flagsWithOrigin(settings, e.path, configPath);
+    return { code: EXIT_FAILURE, message: option ? `${option} ${e.path}: ${e.problem}` : e.message };
+  }
+  if (e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };
   const err = e as NodeJS.ErrnoException;
   if (err?.code && err.path) {
     // A source or sink named by its option, and by where it was set when the user never typed it.

@@ -10,16 +10,34 @@ export interface ConnectionHandler {
   close(socket: Socket<unknown>, reason: string): void;
 }
 
-/** Connecting gave up: the deadline passed or the caller aborted. */
+/** Connecting gave up: the deadline passed or the caller aborted. `problem` says so without the path, for a line that names it with its flag. */
 export class ConnectTimeoutError extends Error {
+  readonly problem: string;
+
   constructor(
     readonly path: string,
     readonly waitedMs: number,
     readonly lastError: string,
   ) {
     // In ms to the second: a tenth would read "within 0.0 s" for a timeout of 0.01.
-    super(`could not connect to ${path} within ${Math.round(waitedMs) / 1000} s (last error: ${lastError})`);
+    const within = `within ${Math.round(waitedMs) / 1000} s (last error: ${lastError})`;
+    super(`could not connect to ${path} ${within}`);
+    this.problem = `could not connect ${within}`;
     this.name = "ConnectTimeoutError";
+  }
+}
+
+/** Connecting cannot succeed, ever: connect(2) failed for good, or the path can never be a server's socket. */
+export class ConnectError extends Error {
+  readonly problem: string;
+
+  constructor(
+    readonly path: string,
+    why: string,
+  ) {
+    super(`cannot connect to ${path}: ${why}`);
+    this.problem = `cannot connect: ${why}`;
+    this.name = "ConnectError";
   }
 }
 
@@ -87,12 +105,12 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
     } catch (e) {
       lastError = code(e);
       if (!RETRYABLE.has(lastError)) {
-        throw new Error(`cannot connect to ${path}: ${lastError}`);
+        throw new ConnectError(path, lastError);
       }
       // Bun reports most failures as ECONNREFUSED: a path that can never become a socket
       // (a regular file there, or a file where a directory should be) fails now, not at the timeout.
       const hopeless = neverASocket(path);
-      if (hopeless) throw new Error(`cannot connect to ${path}: ${hopeless}`);
+      if (hopeless) throw new ConnectError(path, hopeless);
     }
     const elapsed = performance.now() - started;
     const reset = lastError === "ECONNRESET";

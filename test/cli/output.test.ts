@@ -426,7 +426,19 @@ describe("exit codes and messages", () => {
     const t = setup();
     const result = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--connect-timeout", "0.3"]);
     expect(result.code).toBe(1);
-    expect(errorLine(result.stderr)).toMatch(new RegExp(`could not connect to ${t.sock} within \\d+(\\.\\d+)? s \\(last error: ENOENT\\)`));
+    expect(errorLine(result.stderr)).toMatch(new RegExp(`^audio-agent: --socket ${t.sock}: could not connect within \\d+(\\.\\d+)? s \\(last error: ENOENT\\)$`));
+  });
+
+  test("a client's socket path that can never be a server's (a regular file, a directory) exits 1 at once with one line naming the option, where it was set and what the path is", async () => {
+    const t = setup();
+    writeFileSync(t.sock, "not a socket\n");
+    const fromEnv = await runAgent(["output", "recv", "--sink", t.sink], { env: agentEnv({ JETKVM_AUDIO_OUTPUT_SOCKET: t.sock }) });
+    expect(fromEnv.code).toBe(1);
+    expect(errorLine(fromEnv.stderr)).toBe(`audio-agent: --socket (from environment JETKVM_AUDIO_OUTPUT_SOCKET) ${t.sock}: cannot connect: it is a regular file, not a socket`);
+    await writeWireFile(t.source, 3);
+    const send = await runAgent(["input", "send", "--socket", t.dir, "--source", t.source]);
+    expect(send.code).toBe(1);
+    expect(errorLine(send.stderr)).toBe(`audio-agent: --socket ${t.dir}: cannot connect: it is a directory, not a socket`);
   });
 
   test("a socket path that is a regular file exits 2 and the file is left intact", async () => {
