@@ -10,6 +10,7 @@ import { closeSync, constants, openSync, readFileSync, readSync, statSync, write
 import { ByteSink } from "../../src/media/byte-sink.ts";
 import { OggSink } from "../../src/media/ogg-sink.ts";
 import { WireSink } from "../../src/media/wire-sink.ts";
+import { FileFormatError } from "../../src/media/file-format.ts";
 import { openSink } from "../../src/media/open.ts";
 import { encodeMessage, FrameParser, INPUT_MAGIC, MessageType, OUTPUT_MAGIC, type ParsedMessage } from "../../src/protocol/index.ts";
 import { concatBytes } from "../support/bytes.ts";
@@ -361,9 +362,12 @@ describe("a wire capture appended to", () => {
     expect(appended(input)).toEqual(concatBytes([input, next]));
   });
 
-  test("bytes that are not a capture end to end (another format, damage within) are left as they are", () => {
+  test("bytes of another format are refused (FileFormatError, the file left as it is); a capture with damage within is left as it is and added to", () => {
     const ogg = new TextEncoder().encode("OggS\0\x02 not a capture at all");
-    expect(appended(ogg)).toEqual(concatBytes([ogg, next]));
+    const path = socketDir(defer, "wsk-").path("rec.wire");
+    writeFileSync(path, ogg);
+    expect(() => openSink("wire", path, { append: true, preSkip: 312, pageMs: 100 })).toThrow(FileFormatError);
+    expect(new Uint8Array(readFileSync(path))).toEqual(ogg);
     const damaged = concatBytes([indexedWire(0, 2, 300), new TextEncoder().encode("garbage in the middle"), indexedWire(2, 4, 300).subarray(0, 50)]);
     expect(appended(damaged)).toEqual(concatBytes([damaged, next]));
   });
