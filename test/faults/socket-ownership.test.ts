@@ -9,12 +9,13 @@
  */
 import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { failureLine } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { asNobody, canSwitchUser, NOBODY } from "../support/nobody.ts";
-import { StdinFeeder } from "../support/feeder.ts";
+import { startFedServer } from "../support/feeder.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 import { RecordingClient } from "../support/peer.ts";
-import { AGENT, agentEnv, makeStaleSocket, spawnAgent, spawnListener, type Spawned, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, makeStaleSocket, spawnAgent, spawnListener, stopAgents } from "../support/processes.ts";
 import { agentWithQueue, signalTwice } from "../support/queued-agent.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -27,25 +28,13 @@ function setup() {
   return dir;
 }
 
-async function fedServer(socket: string, extra: string[] = []): Promise<{ server: Spawned; feed: StdinFeeder }> {
-  const server = spawnAgent(["output", "serve", "--socket", socket, "--source", "-", ...extra], { stdin: "pipe" });
-  await server.waitForStderr("listening");
-  return { server, feed: new StdinFeeder(server) };
-}
-
-function failureLine(stderr: string): string {
-  const lines = stderr.split("\n").filter((l) => l.startsWith("audio-agent: "));
-  expect(lines.length).toBe(1);
-  return lines[0]!;
-}
-
 describe("a stopping agent removes only its own socket", () => {
   test("the first agent's file moved away, a second one listening at the path: the first stopping leaves the second's socket", async () => {
     const dir = setup();
     const path = dir.path("out.sock");
-    const first = await fedServer(path);
+    const first = await startFedServer(path);
     renameSync(path, dir.path("moved.sock"));
-    const second = await fedServer(path);
+    const second = await startFedServer(path);
     const theirs = lstatSync(path).ino;
 
     first.server.kill("SIGTERM");
@@ -68,14 +57,14 @@ describe("a stopping agent removes only its own socket", () => {
   test("a killed agent's socket (and the hidden name it was bound by) is removed whole by the next agent", async () => {
     const dir = setup();
     const path = dir.path("out.sock");
-    const killed = await fedServer(path);
+    const killed = await startFedServer(path);
     const left = readdirSync(dir.dir).sort();
     expect(left.length).toBe(2);
     killed.server.kill("SIGKILL");
     await killed.server.exited;
     expect(readdirSync(dir.dir).sort()).toEqual(left);
 
-    const next = await fedServer(path);
+    const next = await startFedServer(path);
     expect(next.server.stderr).toContain("removed stale socket");
     const now = readdirSync(dir.dir).sort();
     expect(now.length).toBe(2);
@@ -103,7 +92,7 @@ describe("hidden names left by killed agents whose path was removed by hand", ()
     const hiddenNames = () => readdirSync(dir.dir).filter((name) => name.startsWith(".out.sock."));
     // Each agent killed, and its path removed by hand: its hidden name stays, until the next agent starts.
     for (let i = 1; i <= 3; i++) {
-      const agent = await fedServer(path);
+      const agent = await startFedServer(path);
       expect(hiddenNames().length).toBe(1);
       if (i > 1) expect(agent.server.stderr).toMatch(new RegExp(`removed stale hidden socket names socket=${path} count=1\n`));
       agent.server.kill("SIGKILL");
@@ -136,7 +125,7 @@ describe("hidden names left by killed agents whose path was removed by hand", ()
     const lookAlikes = kinds(dir.dir);
     for (const name of stale) delete lookAlikes[name];
 
-    const next = await fedServer(path);
+    const next = await startFedServer(path);
     expect(next.server.stderr).toMatch(new RegExp(`removed stale hidden socket names socket=${path} count=3\n`));
     expect(next.server.stderr).not.toContain("removed stale socket ");
     const now = kinds(dir.dir);
@@ -162,14 +151,14 @@ describe("a live agent whose path was removed by hand", () => {
   test("the next agent at that path neither removes nor probes its hidden name: a probe would have become its new client, and its client is served on", async () => {
     const dir = setup();
     const path = dir.path("out.sock");
-    const first = await fedServer(path);
+    const first = await startFedServer(path);
     const client = await RecordingClient.connect(path);
     defer(() => client.close());
     await first.server.waitForStderr("client connected");
     const [hidden] = readdirSync(dir.dir).filter((name) => name.startsWith(".out.sock."));
     unlinkSync(path);
 
-    const second = await fedServer(path);
+    const second = await startFedServer(path);
     expect(second.server.stderr).not.toContain("removed stale hidden socket names");
     expect(lstatSync(dir.path(hidden!)).isSocket()).toBe(true);
     // The first agent's client is still its client: it gets what the first agent sends next.
