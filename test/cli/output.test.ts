@@ -325,15 +325,19 @@ describe("output recv --once from a server that breaks the framing or closes mid
 
 describe("output serve: a lossless file served to a client slow to see its connect", () => {
   /**
-   * A client that connects and then keeps its event loop busy, so the file is
-   * written and the server stops before the client's runtime has seen the
-   * connection complete; then it counts the bytes it gets until the end.
+   * A client that connects and then keeps its event loop busy, for a number
+   * of ms or until the file at a path has bytes, so the server writes to it
+   * and lets it go before the client's runtime has seen the connection
+   * complete; then it counts the bytes it gets until the end.
    */
   const SLOW_CLIENT = `
+    const { statSync } = require("node:fs");
     let bytes = 0;
-    const [busyMs, socket] = process.argv.slice(-2);
+    const [busy, socket] = process.argv.slice(-2);
     const connecting = Bun.connect({ unix: socket, socket: { data(_s, chunk) { bytes += chunk.length; }, close() { console.log(bytes); process.exit(0); } } });
-    for (const end = performance.now() + Number(busyMs); performance.now() < end; );
+    const end = performance.now() + Number(busy);
+    const done = /^[0-9]+$/.test(busy) ? () => performance.now() >= end : () => (statSync(busy, { throwIfNoEntry: false })?.size ?? 0) > 0;
+    while (!done());
     connecting.catch((e) => { console.log("connect failed " + e.code); process.exit(1); });
   `;
 
@@ -353,10 +357,11 @@ describe("output serve: a lossless file served to a client slow to see its conne
     const t = setup();
     const N = 3000;
     const serve = await servingFile(t, N);
-    // Busy for 500 ms, well within the second the server leaves a client it let go.
-    const slow = start([BUN, "-e", SLOW_CLIENT, "500", t.sock]);
+    // Busy until the next client has frames in its sink, so replaced by then however long the next took to start;
+    // it sees them at once, well within the second the server leaves a client it let go.
+    const slow = start([BUN, "-e", SLOW_CLIENT, t.sink, t.sock]);
     await serve.waitForStderr("client=1");
-    const next = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--once"]);
+    const next = await runAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink, "--once", "--page-ms", "1"]);
     expect(next.code, next.stderr).toBe(0);
     expect(serve.stderr).toContain('client=1 reason="replaced by a new client"');
     const first = await slow.done;
