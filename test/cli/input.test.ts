@@ -519,6 +519,8 @@ describe("input serve / input send as processes", () => {
       "--max-latency-ms", "60000", "--write-deadline-ms", "0",
     ]);
     expect(await sender.exited).toBe(0);
+    // Its exit may be seen before its last bytes are read: its connection's close comes after them.
+    await until(() => server.closed === 1, "the sender's connection to close");
     expect(server.connections).toBe(1);
     expect(server.heartbeats).toBeGreaterThanOrEqual(20);
     expect(server.stopped).toBe(true);

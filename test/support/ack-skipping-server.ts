@@ -12,6 +12,8 @@ export interface AckSkippingServer {
   listener: UnixSocketListener<undefined>;
   /** Connections accepted so far. */
   readonly connections: number;
+  /** Connections closed so far: all a closed one sent has been read. */
+  readonly closed: number;
   heartbeats: number;
   acks: number;
   /** OpusFrame payloads received (copies), across connections. */
@@ -31,6 +33,7 @@ export function ackSkippingServer(path: string, skipEvery = 3): AckSkippingServe
   let current: Socket<undefined> | undefined;
   const state = {
     connections: 0,
+    closed: 0,
     heartbeats: 0,
     acks: 0,
     frames: [] as Uint8Array[],
@@ -63,7 +66,9 @@ export function ackSkippingServer(path: string, skipEvery = 3): AckSkippingServe
         }
       },
       drain: () => {},
-      close: () => {},
+      close: () => {
+        state.closed++;
+      },
       error: () => {},
     },
   });
