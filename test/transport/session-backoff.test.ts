@@ -4,6 +4,7 @@
  * wait longer each time, until a healthy session resets it.
  */
 import { describe, expect, test } from "bun:test";
+import { HEALTHY_SESSION_MS } from "../../src/transport/backoff.ts";
 import { ReconnectingConnection } from "../../src/transport/reconnecting-connection.ts";
 import type { Report } from "../../src/transport/report.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -56,13 +57,14 @@ describe("ReconnectingConnection", () => {
   test("each session that ends at once doubles the wait before the next; a healthy one resets it", async () => {
     const { path } = socketDir(defer, "rc-");
     const sock = path("s.sock");
-    // Connections 0-3 and 5 are closed at once; connection 4 is kept for 1.2 s (a healthy session).
+    const { rc, logs } = connection(sock);
+    // Connections 0-3 and 5 are closed at once; connection 4 is kept HEALTHY_SESSION_MS from when the client
+    // counted it open (a healthy session), not from its accept: a turn of the loop between the two shortened it.
     const server = fakeServer(sock, (socket, n) => {
-      if (n === 4) setTimeout(() => socket.end(), 1200);
+      if (n === 4) void until(() => rc.connects === 5, "the fifth connection open").then(() => setTimeout(() => socket.end(), HEALTHY_SESSION_MS));
       else socket.end();
     });
     defer(() => server.stop());
-    const { rc, logs } = connection(sock);
     const running = rc.run();
     await until(() => server.connections.length >= 7, "seven connections");
     rc.stop();
