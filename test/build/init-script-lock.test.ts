@@ -240,10 +240,16 @@ describe("S95audio-agent's lock: a holder killed or stopped at the wrong moment"
   // under a breaker that already compared them: the breaker's rm removes the new start's turn.
   test("a leftover $LOCK.PID hard-linked to a stale lock, PID reused by a start: one agent", async () => {
     const env = setup();
-    const reused = start(["sh", "-c", 'sleep 0.5; exec "$0" sh "$1" start', BUSYBOX!, SCRIPT], { cwd: dir, env: scriptEnv(env, { SLOW_SSD: "2" }), timeoutMs: 30_000 });
+    // The start under the reused pid begins once the breaker has compared the stale lock and waits to remove it.
+    const compared = join(dir, "compared");
+    const reused = start(["sh", "-c", 'until [ -e "$2" ]; do sleep 0.01; done; exec "$0" sh "$1" start', BUSYBOX!, SCRIPT, compared], {
+      cwd: dir,
+      env: scriptEnv(env, { SLOW_SSD: "2" }),
+      timeoutMs: 30_000,
+    });
     writeFileSync(lockFile(), `${reused.pid} 1\n`);
     linkSync(lockFile(), `${lockFile()}.${reused.pid}`);
-    const breaker = initScript("start", env, { SLOW_LOCK_RM: "1.5", SLOW_SSD: "2" });
+    const breaker = initScript("start", env, { SLOW_LOCK_RM: "1.5", SLOW_SSD: "2", SLEEPING: compared });
     const results = [{ code: await reused.exited, stdout: reused.stdout, stderr: reused.stderr } as Result, await breaker];
     await expectOneAgent(results, env);
   }, 30_000);
