@@ -21,9 +21,15 @@ let shims: string;
 let dir: string;
 let agent: string;
 
-/** A shim for applet `name` in the shims directory: `body` (sh) runs first, then BusyBox's own applet. */
+/**
+ * The wait of a shim's `slowed DELAY`: DELAY seconds, or (an absolute path) until that file exists,
+ * for a step to wait for another process's rather than for time. With SLEEPING, it makes that file as it begins.
+ */
+const SLOWED = `slowed() { [ -z "$SLEEPING" ] || : >"$SLEEPING"; case $1 in /*) until [ -e "$1" ]; do sleep 0.01; done ;; *) sleep "$1" ;; esac; }`;
+
+/** A shim for applet `name` in the shims directory: `body` (sh, which may call slowed) runs first, then BusyBox's own applet. */
 function shim(name: string, body: string): void {
-  writeFileSync(join(shims, name), `#!${BUSYBOX} sh\n${body}\nexec ${BUSYBOX} ${name} "$@"\n`);
+  writeFileSync(join(shims, name), `#!${BUSYBOX} sh\n${SLOWED}\n${body}\nexec ${BUSYBOX} ${name} "$@"\n`);
   chmodSync(join(shims, name), 0o755);
 }
 
@@ -31,16 +37,15 @@ beforeAll(async () => {
   applets = await installApplets();
   shims = mkdtempSync("/tmp/aa-shims-");
   // ln SRC DST: SLOW_LOCK_LN before taking the lock, SLOW_BREAK_LN before taking a marker to break a
-  // stale lock. With SLEEPING, each such wait makes that file as it begins.
-  shim("ln", 'case $2 in *.lock) delay=$SLOW_LOCK_LN ;; *.lock.break.*) delay=$SLOW_BREAK_LN ;; *) delay= ;; esac; [ -n "$delay" ] && { [ -z "$SLEEPING" ] || : >"$SLEEPING"; sleep "$delay"; }');
+  // stale lock (each a slowed DELAY).
+  shim("ln", 'case $2 in *.lock) delay=$SLOW_LOCK_LN ;; *.lock.break.*) delay=$SLOW_BREAK_LN ;; *) delay= ;; esac; [ -n "$delay" ] && slowed "$delay"');
   // rm -f FILE...: SLOW_LOCK_RM before removing the lock, SLOW_BREAK_RM before removing a marker,
   // SLOW_TMP_RM before removing the temp name the lock is linked from (once written: not the rm
   // before it is), SLOW_PIPE_RM before removing the syslog pipe (a stop's last step before it
-  // unlocks), by the first operand that names one. With SLEEPING, each such wait makes that file
-  // as it begins.
-  shim("rm", 'for f; do case $f in *.lock) delay=$SLOW_LOCK_RM ;; *.lock.break.*) delay=$SLOW_BREAK_RM ;; *.lock.[0-9]*) delay=; [ -e "$f" ] && delay=$SLOW_TMP_RM ;; *.log-pipe) delay=$SLOW_PIPE_RM ;; *) continue ;; esac; [ -n "$delay" ] && { [ -z "$SLEEPING" ] || : >"$SLEEPING"; sleep "$delay"; }; break; done');
+  // unlocks), by the first operand that names one (each a slowed DELAY).
+  shim("rm", 'for f; do case $f in *.lock) delay=$SLOW_LOCK_RM ;; *.lock.break.*) delay=$SLOW_BREAK_RM ;; *.lock.[0-9]*) delay=; [ -e "$f" ] && delay=$SLOW_TMP_RM ;; *.log-pipe) delay=$SLOW_PIPE_RM ;; *) continue ;; esac; [ -n "$delay" ] && slowed "$delay"; break; done');
   // mv -f SRC DST: SLOW_PID_MV before putting the pid file's new version in place.
-  shim("mv", 'case $3 in *.pid) [ -n "$SLOW_PID_MV" ] && { [ -z "$SLEEPING" ] || : >"$SLEEPING"; sleep "$SLOW_PID_MV"; } ;; esac');
+  shim("mv", 'case $3 in *.pid) [ -n "$SLOW_PID_MV" ] && slowed "$SLOW_PID_MV" ;; esac');
   // A start holds its turn for a while before the pid file appears.
   shim("start-stop-daemon", 'sleep "${SLOW_SSD:-1}"');
   // nobody runs them in one test.
@@ -124,13 +129,15 @@ describe("S95audio-agent's lock: forced interleavings", () => {
   // pid; the second, which found it stale too, must see the start time changed.
   test("a lock re-taken under the same pid is not the stale one that was found", async () => {
     const env = setup();
+    // The first breaks the lock once the second has found it stale too and waits to take a marker.
+    const secondFound = join(dir, "second-found");
     const first = start(["sh", "-c", `echo "$$ 1" >"$0"; exec "$1" sh "$2" start`, lockFile(), BUSYBOX!, SCRIPT], {
       cwd: dir,
-      env: scriptEnv(env, { SLOW_BREAK_LN: "0.3", SLOW_SSD: "2" }),
+      env: scriptEnv(env, { SLOW_BREAK_LN: secondFound, SLOW_SSD: "2" }),
       timeoutMs: 30_000,
     });
     await until(() => existsSync(lockFile()) && readFileSync(lockFile(), "utf8") === `${first.pid} 1\n`, "the lock naming the first start", 5_000);
-    const second = initScript("start", env, { SLOW_BREAK_LN: "0.9" });
+    const second = initScript("start", env, { SLOW_BREAK_LN: "1.5", SLEEPING: secondFound });
     const firstCode = await first.exited;
     const results = [{ code: firstCode, stdout: first.stdout, stderr: first.stderr } as Result, await second];
     await expectOneAgent(results, env);
