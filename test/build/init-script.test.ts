@@ -910,6 +910,8 @@ describe("S95audio-agent under busybox sh", () => {
     for (const [round, group] of [[0, false], [1, true], [2, true], [3, true]] as const) {
       // setsid: the script leads a process group of its own, its tick subshells in it.
       const waiting = start(["setsid", BUSYBOX!, "sh", SCRIPT, "start"], { cwd: t.dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 20_000 });
+      // Signalled once it waits for its turn (its own name for the lock is written after its traps are set), a while into that wait.
+      await until(() => existsSync(`${lockFile}.${waiting.pid}`), "the start waiting for its turn", 10_000);
       await Bun.sleep(round === 0 ? 2000 : 300 + 70 * round);
       expect(waiting.hasExited).toBe(false);
       expect(pidIn(env)).toBeUndefined();
