@@ -83,6 +83,9 @@ function agents(): number[] {
   return agent ? agentsIn(dir, agent) : [];
 }
 
+/** A slowed step of termedOnceSlowed's that waits until the signal has been sent, however long the test takes to send it. */
+const UNTIL_TERMED = "until termed";
+
 /**
  * The script's `action` run with `slow` (the shims' settings) and SLEEPING, signalled with TERM,
  * alone or with its whole process group, once that wait has begun (`meanwhile` started just
@@ -90,10 +93,13 @@ function agents(): number[] {
  */
 async function termedOnceSlowed(action: string, env: Record<string, string>, slow: Record<string, string>, group = false, meanwhile?: () => void): Promise<number> {
   const sleeping = join(dir, "sleeping");
-  const running = start(["setsid", BUSYBOX!, "sh", SCRIPT, action], { cwd: dir, env: scriptEnv(env, { ...slow, SLEEPING: sleeping }), timeoutMs: 30_000 });
+  const termed = join(dir, "termed");
+  const slowed = Object.fromEntries(Object.entries(slow).map(([name, delay]) => [name, delay === UNTIL_TERMED ? termed : delay]));
+  const running = start(["setsid", BUSYBOX!, "sh", SCRIPT, action], { cwd: dir, env: scriptEnv(env, { ...slowed, SLEEPING: sleeping }), timeoutMs: 30_000 });
   await until(() => existsSync(sleeping), "the slowed step to wait", 10_000);
   meanwhile?.();
   process.kill(group ? -running.pid : running.pid, "SIGTERM");
+  writeFileSync(termed, "");
   return running.exited;
 }
 
@@ -268,7 +274,7 @@ describe("S95audio-agent's lock: a holder killed or stopped at the wrong moment"
     const env = setup();
     let second!: Promise<Result>;
     // TERMed as the stop's removal of the syslog pipe waits, a start waiting for its turn.
-    expect(await termedOnceSlowed("stop", env, { SLOW_PIPE_RM: "1.5", SLOW_LOCK_RM: "0.6" }, false, () => (second = initScript("start", env, { SLOW_SSD: "2" })))).toBe(1);
+    expect(await termedOnceSlowed("stop", env, { SLOW_PIPE_RM: UNTIL_TERMED, SLOW_LOCK_RM: "0.6" }, false, () => (second = initScript("start", env, { SLOW_SSD: "2" })))).toBe(1);
     const third = initScript("start", env, { SLOW_SSD: "2" });
     await expectOneAgent([await second, await third], env);
   }, 30_000);
@@ -293,7 +299,7 @@ describe("S95audio-agent: a stop cut short between its marks", () => {
     expect((await initScript("start", env)).code).toBe(0);
     const first = agents();
     expect(first.length).toBe(1);
-    expect(await termedOnceSlowed("stop", env, { SLOW_PID_MV: "1" })).toBe(1);
+    expect(await termedOnceSlowed("stop", env, { SLOW_PID_MV: UNTIL_TERMED })).toBe(1);
     expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")).toEqual([String(first[0]), expect.stringMatching(/^starttime=\d+$/), `exe=${agent}`, "stopping", ""]);
     expect(agents()).toEqual(first);
 
@@ -316,7 +322,7 @@ describe("S95audio-agent's lock: a signal as a file of the turn is made or remov
   // lock, or a marker, before the script could note it held it.
   test("a start TERMed as its ln takes the lock: exit 1, no lock left", async () => {
     const env = setup();
-    expect(await startTermed(env, { SLOW_LOCK_LN: "1" }, false)).toBe(1);
+    expect(await startTermed(env, { SLOW_LOCK_LN: UNTIL_TERMED }, false)).toBe(1);
     expect(agents()).toEqual([]);
     expect(readdirSync(join(dir, "run"))).toEqual([]);
   }, 30_000);
@@ -324,7 +330,7 @@ describe("S95audio-agent's lock: a signal as a file of the turn is made or remov
   test("a start TERMed as its ln takes a marker to break a stale lock: exit 1, no marker left", async () => {
     const env = setup();
     writeFileSync(lockFile(), `${gonePid()} 1\n`);
-    expect(await startTermed(env, { SLOW_BREAK_LN: "1" }, false)).toBe(1);
+    expect(await startTermed(env, { SLOW_BREAK_LN: UNTIL_TERMED }, false)).toBe(1);
     expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.lock"]);
   }, 30_000);
 
@@ -332,7 +338,7 @@ describe("S95audio-agent's lock: a signal as a file of the turn is made or remov
   // counting the name as its own.
   test("a start whose group is TERMed as it removes the temp name it took the lock from: exit 1, neither left", async () => {
     const env = setup();
-    expect(await startTermed(env, { SLOW_TMP_RM: "2" }, true)).toBe(1);
+    expect(await startTermed(env, { SLOW_TMP_RM: UNTIL_TERMED }, true)).toBe(1);
     expect(agents()).toEqual([]);
     expect(readdirSync(join(dir, "run"))).toEqual([]);
   }, 30_000);
@@ -340,7 +346,7 @@ describe("S95audio-agent's lock: a signal as a file of the turn is made or remov
   test("a start whose group is TERMed as it removes its marker after breaking a stale lock: exit 1, nothing left", async () => {
     const env = setup();
     writeFileSync(lockFile(), `${gonePid()} 1\n`);
-    expect(await startTermed(env, { SLOW_BREAK_RM: "2" }, true)).toBe(1);
+    expect(await startTermed(env, { SLOW_BREAK_RM: UNTIL_TERMED }, true)).toBe(1);
     expect(agents()).toEqual([]);
     expect(readdirSync(join(dir, "run"))).toEqual([]);
   }, 30_000);
@@ -348,7 +354,7 @@ describe("S95audio-agent's lock: a signal as a file of the turn is made or remov
   // The pid file is written anew under the turn (its start time; "stopping"), then moved in place.
   test("a start whose group is TERMed as it moves the pid file's new version in place: exit 1, the agent under its pid file, no temp file left", async () => {
     const env = setup();
-    expect(await startTermed(env, { SLOW_PID_MV: "2" }, true)).toBe(1);
+    expect(await startTermed(env, { SLOW_PID_MV: UNTIL_TERMED }, true)).toBe(1);
     expect(agents().length).toBe(1);
     expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.pid"]);
     expect((await initScript("stop", env)).code).toBe(0);
