@@ -117,7 +117,7 @@ describe("compiled x64 binary", () => {
     expect(readdirSync(cwd).sort()).toEqual(["in.wire", "out.wire"]);
 
     // Peak resident memory of each side while streaming (reported, and a loose guard against leaks).
-    console.log(`x64 binary VmRSS peak while streaming ${count} frames: output serve ${(servePeak / 1024).toFixed(1)} MiB, output recv ${(recvPeak / 1024).toFixed(1)} MiB`);
+    console.log(`x64 binary peak RSS (VmHWM) while streaming ${count} frames: output serve ${(servePeak / 1024).toFixed(1)} MiB, output recv ${(recvPeak / 1024).toFixed(1)} MiB`);
     expect(servePeak).toBeGreaterThan(0);
     expect(servePeak).toBeLessThan(256 * 1024);
     expect(recvPeak).toBeLessThan(256 * 1024);

@@ -18,13 +18,17 @@ export function wakeUps(pid: number): number {
   return Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/task/${pid}/status`, "utf8"))![1]);
 }
 
-/** Samples the VmRSS of `pid` every `everyMs` until `until` settles; resolves with the peak (KiB, 0 if never seen). */
+/**
+ * The peak resident memory of `pid` (KiB, 0 if never seen alive): its VmHWM,
+ * the kernel's own high-water mark, read every `everyMs` until `until`
+ * settles, so one look while it lives is enough, however late the first.
+ */
 export async function peakRss(pid: number, until: Promise<unknown>, everyMs = 10): Promise<number> {
   let peak = 0;
   let settled = false;
   until.finally(() => (settled = true)).catch(() => {});
   while (!settled) {
-    peak = Math.max(peak, rssKiB(pid));
+    peak = Math.max(peak, statusKiB(pid, "VmHWM"));
     await Bun.sleep(everyMs);
   }
   return peak;
