@@ -119,6 +119,22 @@ async function startFailingLate(args: string): Promise<{ env: Record<string, str
   return { env, started: await starting };
 }
 
+/**
+ * `start` with `env`, then a `stop` ended (SIGTERM, as Ctrl-C or a
+ * supervisor's timeout ends it) once the agent has its TERM, which the
+ * stand-in agent tells by making `termed`: the pid file is left `stopping`.
+ * Resolves with the agent's pid.
+ */
+async function startThenCutStopShort(env: Record<string, string>): Promise<number> {
+  expect((await initScript("start", env)).code).toBe(0);
+  const agent = pidIn(env)!;
+  const stopping = start([BUSYBOX!, "sh", SCRIPT, "stop"], { cwd: t.dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 20_000 });
+  await until(() => existsSync(t.path("termed")), "the agent's TERM", 10_000);
+  stopping.kill("SIGTERM");
+  expect(await stopping.exited).toBe(1);
+  return agent;
+}
+
 /** After an upgrade: status still finds agent `pid` running (0), and stop stops it. */
 async function expectStillTheAgent(env: Record<string, string>, pid: number): Promise<void> {
   const status = await initScript("status", env);
@@ -463,12 +479,7 @@ describe("S95audio-agent under busybox sh", () => {
     const slow = t.path("slow-exit");
     writeFileSync(slow, `trap ': >${t.path("termed")}; sleep 2; exit 0' TERM\nwhile :; do sleep 0.1; done\n`);
     const env = settings({ AUDIO_AGENT_BIN: BUSYBOX!, AUDIO_AGENT_ARGS: `sh ${slow}` });
-    expect((await initScript("start", env)).code).toBe(0);
-    const first = pidIn(env)!;
-    const stopping = start([BUSYBOX!, "sh", SCRIPT, "stop"], { cwd: t.dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 20_000 });
-    await until(() => existsSync(t.path("termed")), "the agent's TERM", 10_000);
-    stopping.kill("SIGTERM");
-    expect(await stopping.exited).toBe(1);
+    const first = await startThenCutStopShort(env);
 
     const started = await initScript("start", env);
     expect(started.code, started.stdout + started.stderr).toBe(0);
@@ -497,12 +508,7 @@ describe("S95audio-agent under busybox sh", () => {
         `trap 'trap "echo now >>${log}; exit 3" TERM; : >${t.path("termed")}; n=0; while [ $n -lt 20 ]; do sleep 0.1; n=$((n + 1)); done; echo orderly >>${log}; exit 0' TERM\nwhile :; do sleep 0.1; done\n`,
       );
       const env = settings({ AUDIO_AGENT_BIN: BUSYBOX!, AUDIO_AGENT_ARGS: `sh ${slow}`, AUDIO_AGENT_STOP_TIMEOUT: "20" });
-      expect((await initScript("start", env)).code).toBe(0);
-      const first = pidIn(env)!;
-      const stopping = start([BUSYBOX!, "sh", SCRIPT, "stop"], { cwd: t.dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 20_000 });
-      await until(() => existsSync(t.path("termed")), "the agent's TERM", 10_000);
-      stopping.kill("SIGTERM");
-      expect(await stopping.exited).toBe(1);
+      const first = await startThenCutStopShort(env);
 
       const finished = await initScript(action, env, [], 40_000);
       expect(finished.code, finished.stdout + finished.stderr).toBe(0);
