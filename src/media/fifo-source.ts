@@ -197,7 +197,6 @@ export class FifoSource implements FrameSource {
     return this.shortage.met((e as NodeJS.ErrnoException)?.code);
   }
 
-
   /**
    * No writer can reach a FIFO whose path now leads elsewhere or nowhere:
    * stop waiting on it, so the next stream opens the path again (and a path
