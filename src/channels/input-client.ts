@@ -244,6 +244,12 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     this.unacked = 0;
     this.tuner.attach(socket);
     this.observer.connection("connected", this.options.path);
+    // Said before the Config is written: a connection that cannot take it is then
+    // seen made, then dropped, never dropped unannounced.
+    this.options.report("info", this.connects === 1 ? "connected" : "reconnected", {
+      socket: this.options.path,
+      ...this.currentConfig,
+    });
     // Config goes first on every connection, ahead of anything queued meanwhile.
     const config = encodeMessage(
       INPUT_MAGIC,
@@ -256,10 +262,6 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       return;
     }
     this.awaitAck(MessageType.Config);
-    this.options.report("info", this.connects === 1 ? "connected" : "reconnected", {
-      socket: this.options.path,
-      ...this.currentConfig,
-    });
     this.writer.attach(socket);
     for (const wake of this.connectedWaiters.splice(0)) wake();
   }

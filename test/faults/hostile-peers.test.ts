@@ -24,6 +24,7 @@ import { expectIntactInOrder, FEED_MAX_SIZE, indexedPayload } from "../support/p
 import { connectClient, fakeServer, writeInPieces } from "../support/peer.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { recordingReport } from "../support/reports.ts";
+import { TONE } from "../support/opus-fixtures.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { indexedWire, parseWire, protocolErrorOf, wireFileFrames, wireHeader } from "../support/wire.ts";
@@ -357,6 +358,26 @@ describe("a server breaking the framing, against `output recv`", () => {
     expect(got.trailing).toBe(0);
     expect(expectIntactInOrder(got.frames, 64)).toEqual([...Array(30).keys()]);
   });
+});
+
+describe("a server hanging up on every connection at once, against `input send`", () => {
+  test("each connection is said connected (the first) or reconnected before it is dropped, even when its Config could not be written", async () => {
+    const dir = socketDir(defer, "hp-");
+    const path = dir.path("in.sock");
+    // Closed as soon as accepted: the client's Config write often meets the closed connection.
+    const fake = fakeServer(path, (socket) => socket.terminate());
+    defer(() => fake.stop());
+    const send = spawnAgent(["input", "send", "--socket", path, "--source", TONE, "--format", "ogg", "--realtime", "--loop"]);
+    defer(stopAgents);
+    await until(() => fake.connections.length >= 6, "6 connections", 30_000);
+    send.kill("SIGTERM");
+    expect(await send.exited).toBe(0);
+    const lines = send.stderr.split("\n").filter((l) => / input-client: (connected|reconnected|disconnected)( |$)/.test(l));
+    const kinds = lines.map((l) => l.match(/ input-client: (\w+)/)![1]);
+    expect(kinds[0]).toBe("connected");
+    // Connections alternate with their ends: none ends unannounced.
+    for (let i = 0; i < kinds.length; i++) expect(kinds[i]).toBe(i % 2 === 0 ? (i === 0 ? "connected" : "reconnected") : "disconnected");
+  }, 60_000);
 });
 
 describe("a server that sends a bad magic and closes, again and again", () => {
