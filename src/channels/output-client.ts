@@ -34,6 +34,9 @@ export interface OutputClientOptions {
   droppedBySink?: () => Readonly<Record<string, number>> | undefined;
 }
 
+/** How often a connection that brings nothing is looked at (ReconnectingConnection.serverLookMs): once in 100 frames while they flow. */
+export const SERVER_LOOK_MS = 2000;
+
 /**
  * The main-app side of the output channel: connects (with the Go original's
  * backoff), receives OpusFrames, and reconnects whenever the server goes away.
@@ -67,6 +70,9 @@ export class OutputClient implements ChannelEnd {
       path: options.path,
       report: options.report,
       connectTimeoutMs: options.connectTimeoutMs,
+      // The output channel has no Acks to time out: a server hung in place, and another started
+      // at its path, is found by looking at the path while frames have stopped.
+      serverLookMs: SERVER_LOOK_MS,
       data: (socket, chunk) => this.receive(socket, chunk),
       drain: () => {},
       onOpen: (socket) => {

@@ -1,6 +1,7 @@
 import type { Socket } from "bun";
 import { HEALTHY_SESSION_MS, sessionBackoffMs } from "./backoff.ts";
 import type { Report } from "./report.ts";
+import { fileReachedBy, sameIdentity, type SocketFileIdentity } from "./socket-file.ts";
 import { connectWithBackoff, sleep } from "./unix-client.ts";
 
 export interface ReconnectingConnectionOptions {
@@ -19,6 +20,15 @@ export interface ReconnectingConnectionOptions {
    * any reconnect. May return a more precise reason to log.
    */
   onClose: (socket: Socket<unknown>, reason: string) => string | void;
+  /**
+   * Looks this often (ms) whether a connection that brought nothing since the
+   * last look still reaches the file at the path: a server hung with the
+   * connection open (stuck in a driver, stopped) is not closed by the kernel,
+   * and one started in its place binds the path anew. Such a connection is
+   * given up for the server there now; one that brings data is kept, as is
+   * one held by its owner. None: never looked at.
+   */
+  serverLookMs?: number;
 }
 
 /**
@@ -45,6 +55,10 @@ export class ReconnectingConnection {
   /** While set, no connection is read (hold): the owner cannot take more yet. */
   private held: Promise<void> | undefined;
   private settle!: () => void;
+  /** The socket file the connection reached as it was made, the look's timer, and whether data came since its last look. */
+  private reached: SocketFileIdentity | undefined;
+  private look: ReturnType<typeof setInterval> | undefined;
+  private dataSinceLook = false;
   /** Resolves once the first connection attempt has an outcome: connected, or no server there yet. */
   readonly firstAttempt = new Promise<void>((resolve) => (this.settle = resolve));
 
@@ -98,6 +112,7 @@ export class ReconnectingConnection {
         this.current = socket;
         this.connects++;
         if (this.held) socket.pause();
+        this.watchServer(socket);
         this.options.onOpen(socket);
         this.settle();
         const reason = await ended;
@@ -125,7 +140,9 @@ export class ReconnectingConnection {
         onReset: () => this.connectResets++,
         handler: {
           data: (s, chunk) => {
-            if (s === this.current) this.options.data(s, chunk);
+            if (s !== this.current) return;
+            this.dataSinceLook = true;
+            this.options.data(s, chunk);
           },
           drain: (s) => {
             if (s === this.current) this.options.drain(s);
@@ -159,9 +176,32 @@ export class ReconnectingConnection {
     if (socket) this.close(socket, "stopped", true);
   }
 
+  private watchServer(socket: Socket<unknown>): void {
+    const every = this.options.serverLookMs;
+    if (every === undefined) return;
+    this.reached = fileReachedBy(this.options.path);
+    this.dataSinceLook = false;
+    this.look = setInterval(() => this.lookAtServer(socket), every);
+    // It never keeps the process up: the connection does, while it lasts.
+    this.look.unref();
+  }
+
+  private lookAtServer(socket: Socket<unknown>): void {
+    if (socket !== this.current) return;
+    const silent = !this.dataSinceLook && !this.held;
+    this.dataSinceLook = false;
+    if (!silent || this.reached === undefined) return;
+    const now = fileReachedBy(this.options.path);
+    // Gone with no successor: there is nothing else to reach, and the server may yet speak.
+    if (now === undefined || sameIdentity(now, this.reached)) return;
+    this.close(socket, "the server sent nothing for a while, and the socket path now leads to another server");
+  }
+
   private closed(socket: Socket<unknown>, reason: string): boolean {
     if (socket !== this.current) return false;
     this.current = undefined;
+    clearInterval(this.look);
+    this.look = undefined;
     if (!this.stopping) this.connectionDrops++;
     const precise = this.options.onClose(socket, reason) ?? reason;
     const wake = this.closedWaiter;

@@ -166,8 +166,17 @@ function sameFile(path: string, file: SocketFileIdentity): boolean {
 }
 
 /** Whether two identities are one file. */
-function sameIdentity(a: SocketFileIdentity, b: SocketFileIdentity): boolean {
+export function sameIdentity(a: SocketFileIdentity, b: SocketFileIdentity): boolean {
   return a.dev === b.dev && a.ino === b.ino;
+}
+
+/** The file a connect to `path` reaches (links followed), or undefined where there is none. */
+export function fileReachedBy(path: string): SocketFileIdentity | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The file at `path` itself (not followed), or undefined where there is none. */

@@ -9,20 +9,21 @@
  * frames in order.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, readdirSync, statSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, renameSync, statSync, unlinkSync } from "node:fs";
+import { SERVER_LOOK_MS } from "../../src/channels/output-client.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { startFedServer } from "../support/feeder.ts";
 import { expectIntactInOrder, indexedPayload, payloadIndex } from "../support/payloads.ts";
-import { connectClient } from "../support/peer.ts";
+import { connectClient, fakeServer } from "../support/peer.ts";
 import { fdCount, rssKiB } from "../support/proc.ts";
 import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { agentWithQueue, signalTwice } from "../support/queued-agent.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
+import { indexedWire, wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -402,6 +403,73 @@ describe("a server killed with SIGKILL and restarted", () => {
     expect(Number(stopped.connects)).toBeGreaterThanOrEqual(2);
     expect(existsSync(path)).toBe(false); // the second server removed its socket on a clean stop
   });
+});
+
+describe("a server hung with its connection open, and another started at its path", () => {
+  // A capture process stuck in its driver cannot be killed; its supervisor starts another, which
+  // (as the Go original does) removes the socket file and binds the path anew.
+  test("`output recv` gives up the silent connection for the server now at the path, and records its frames", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const sink = dir.path("got.wire");
+    const first = await startFedServer(path);
+    const recv = spawnAgent(["output", "recv", "--socket", path, "--sink", sink]);
+    await first.server.waitForStderr("client connected");
+    await first.feed.send(50);
+    await until(() => framesIn(sink) === 50, "50 frames from the first server");
+    first.server.kill("SIGSTOP");
+
+    unlinkSync(path);
+    const second = fakeServer(path, (socket) => void socket.write(indexedWire(100_000, 100_050)));
+    defer(() => second.stop());
+    await until(() => second.connections.length === 1, "the client to reach the second server", 30_000);
+    await until(() => framesIn(sink) === 100, "50 frames from the second server");
+    recv.kill("SIGTERM");
+    expect(await recv.exited).toBe(0);
+
+    const disconnects = recv.stderr.split("\n").filter((l) => l.includes("output-client: disconnected "));
+    expect(disconnects[0]).toContain('reason="the server sent nothing for a while, and the socket path now leads to another server"');
+    const indices = expectIntactInOrder(wireFileFrames(sink).frames);
+    expect(indices).toEqual([...Array(50).keys(), ...Array.from({ length: 50 }, (_, i) => 100_000 + i)]);
+    expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "100", connects: "2" });
+  }, 60_000);
+
+  test("a connection that still brings frames is kept, whatever is at the path; once they stop it is given up", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const sink = dir.path("got.wire");
+    let next = 0;
+    let streaming = true;
+    const first = fakeServer(path, (socket) => {
+      const timer = setInterval(() => {
+        if (!streaming) return clearInterval(timer);
+        socket.write(indexedWire(next, next + 1));
+        next++;
+      }, 20);
+    });
+    defer(() => first.stop());
+    const recv = spawnAgent(["output", "recv", "--socket", path, "--sink", sink]);
+    await until(() => framesIn(sink) >= 10, "the first server's frames");
+
+    // Bound aside and renamed onto the path: the first server's listener stays, its connection streams on.
+    const aside = dir.path("aside.sock");
+    const second = fakeServer(aside, (socket) => void socket.write(indexedWire(100_000, 100_010)));
+    defer(() => second.stop());
+    renameSync(aside, path);
+    // Three of the client's looks at the path.
+    await Bun.sleep(3 * SERVER_LOOK_MS);
+    expect(second.connections.length).toBe(0);
+    expect(first.closedCount()).toBe(0);
+
+    streaming = false;
+    await until(() => second.connections.length === 1, "the client to reach the second server once the first fell silent", 30_000);
+    const sent = next;
+    await until(() => framesIn(sink) === sent + 10, "the second server's frames");
+    recv.kill("SIGTERM");
+    expect(await recv.exited).toBe(0);
+    const indices = expectIntactInOrder(wireFileFrames(sink).frames);
+    expect(indices).toEqual([...Array(sent).keys(), ...Array.from({ length: 10 }, (_, i) => 100_000 + i)]);
+  }, 60_000);
 });
 
 describe("a client replaced while what it sent is still unread", () => {

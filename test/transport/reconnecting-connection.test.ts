@@ -6,6 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { ReconnectingConnection, type ReconnectingConnectionOptions } from "../../src/transport/reconnecting-connection.ts";
+import { unlinkSync } from "node:fs";
 import { silent } from "../../src/transport/report.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -118,6 +119,47 @@ describe("ReconnectingConnection", () => {
     settle.resolve();
     await until(() => events.includes("data 1"), "the second connection's byte once the hold settles");
     expect(conn.holding).toBe(false);
+  });
+
+  test("serverLookMs: a silent connection is kept while the path reaches its file, or none, or while held; given up once silent with another file there", async () => {
+    const { path, server } = serve(() => {});
+    const { conn, events } = connection(path, { serverLookMs: 50 });
+    void conn.run();
+    await until(() => conn.connects === 1, "connected");
+    // Silent, the path unchanged, then gone with no successor: looked at again and again, kept.
+    await Bun.sleep(200);
+    unlinkSync(path);
+    await Bun.sleep(200);
+    expect(conn.connects).toBe(1);
+    // Another server at the path while the owner holds the connection: its silence is the owner's doing.
+    const settle = Promise.withResolvers<void>();
+    conn.hold(settle.promise);
+    const second = fakeServer(path, () => {});
+    defer(() => second.stop());
+    await Bun.sleep(200);
+    expect(conn.connects).toBe(1);
+    expect(second.connections.length).toBe(0);
+    settle.resolve();
+    await until(() => conn.connects === 2, "given up for the server now at the path", 5000);
+    expect(second.connections.length).toBe(1);
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "close the server sent nothing for a while, and the socket path now leads to another server", "open 2"]);
+    await until(() => server.closedCount() === 1, "the first server saw its connection end", 5000);
+  });
+
+  test("serverLookMs: a connection that keeps bringing data is kept though another server is at the path", async () => {
+    const { path } = serve((socket) => {
+      const timer = setInterval(() => socket.write(Uint8Array.of(1)), 10);
+      defer(() => clearInterval(timer));
+    });
+    const { conn } = connection(path, { serverLookMs: 50 });
+    void conn.run();
+    await until(() => conn.connects === 1, "connected");
+    unlinkSync(path);
+    const second = fakeServer(path, () => {});
+    defer(() => second.stop());
+    await Bun.sleep(300);
+    expect(conn.connects).toBe(1);
+    expect(second.connections.length).toBe(0);
   });
 
   test("run(true) returns when its one connection ends, without connecting again", async () => {
