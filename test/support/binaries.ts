@@ -48,7 +48,7 @@ async function buildOnce(target: Target): Promise<Built> {
  * hook after the last file (nor does it emit "exit"): a small shell waits for
  * this process to end, then removes `dir` (~100 MB per target).
  */
-function removeWhenGone(dir: string): void {
+export function removeWhenGone(dir: string): void {
   const watcher = Bun.spawn(["sh", "-c", 'while kill -0 "$0" 2>/dev/null; do sleep 1; done; rm -rf "$1"', String(process.pid), dir], {
     stdio: ["ignore", "ignore", "ignore"],
   });
