@@ -13,7 +13,7 @@ import { useCleanup } from "../support/cleanup.ts";
 import { goClient, goOriginalMissing, goPeer, goServer, readLengthPrefixed } from "../support/go-original.ts";
 import { audioPacketsOf, packetsOf } from "../support/ogg.ts";
 import { encodeWith } from "../support/opus-fixtures.ts";
-import { indexedPayload, payloadOfSize } from "../support/payloads.ts";
+import { indexedPayload, isIntactIndexedPayload, payloadIndex, payloadOfSize } from "../support/payloads.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -110,6 +110,44 @@ describe.skipIf(missing !== undefined)(`the unchanged Go original${missing ? ` (
       const got = wholeWireMessages(sink).map((m) => Buffer.from(m.payload).toString("hex"));
       expect(got).toEqual(frames(0, 300).map((p) => Buffer.from(p).toString("hex")));
       expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "300", dropped: "0", connects: "2", protocol_errors: "0" });
+    }, 60_000);
+  });
+
+  describe("what the Go original gets wrong, seen from the agent", () => {
+    test("the Go server's timed write, its client stalled (SIGSTOP) past the 10 ms timeout: frames it dropped are gone, its interleaved writes are a framing violation the agent disconnects on and connects again after, never resynchronising; every message recorded is whole, in order, and only one before each violation can be another's bytes", async () => {
+      const t = setup();
+      const sink = t.path("got.wire");
+      const server = await goServer(t.sock);
+      const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", sink]);
+      await recv.waitForStderr("output-client: connected");
+      const N = 3000;
+      const sent = frames(2, N);
+      const sending = server.send(sent);
+      await until(() => (Bun.file(sink).size ?? 0) > 0, "frames recorded");
+      // Stalled while the server writes on: its socket buffers fill, its writes time out.
+      process.kill(recv.pid, "SIGSTOP");
+      await Bun.sleep(1500);
+      process.kill(recv.pid, "SIGCONT");
+      await sending;
+      const stats = await server.end();
+      expect(stats.total).toBeGreaterThan(0);
+      expect(stats.dropped).toBeGreaterThan(0);
+      await until(() => /disconnected .*reason="server closed"/.test(recv.stderr), "the Go server's Close");
+      recv.kill("SIGTERM");
+      expect(await recv.exited, recv.stderr).toBe(0);
+
+      const got = wholeWireMessages(sink);
+      const stopped = logFields(recv.stderr, "output-client", "stopped");
+      const violations = Number(stopped.protocol_errors);
+      expect(stopped.frames).toBe(String(got.length));
+      expect(Number(stopped.connects)).toBe(1 + violations);
+      expect(recv.stderr.split("framing violation from server; disconnecting").length - 1).toBe(violations);
+      const intact = got.filter((m) => isIntactIndexedPayload(m.payload, 600));
+      expect(got.length - intact.length).toBeLessThanOrEqual(violations);
+      const indices = intact.map((m) => payloadIndex(m.payload));
+      expect(indices.filter((i, k) => k > 0 && i <= indices[k - 1]!)).toEqual([]);
+      // Recording went on after the stall: the last frames the server wrote are there.
+      expect(indices.at(-1)).toBe(N - 1);
     }, 60_000);
   });
 
