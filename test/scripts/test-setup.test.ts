@@ -5,14 +5,16 @@
  * installs exactly the missing packages.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { shellScript } from "../support/temp.ts";
 
 const SCRIPT = resolve(import.meta.dir, "../../scripts/test-setup.sh");
 
-function runSetup(path: string): { code: number; stdout: string; stderr: string } {
-  const result = Bun.spawnSync(["/bin/sh", SCRIPT], { env: { PATH: path }, stdout: "pipe", stderr: "pipe" });
+/** The script run on `path`; `goSeed` is AUDIO_AGENT_GO_SEED (unset: the script looks beside the repository, as on this machine). */
+function runSetup(path: string, goSeed?: string): { code: number; stdout: string; stderr: string } {
+  const env: Record<string, string> = goSeed === undefined ? { PATH: path } : { PATH: path, AUDIO_AGENT_GO_SEED: goSeed };
+  const result = Bun.spawnSync(["/bin/sh", SCRIPT], { env, stdout: "pipe", stderr: "pipe" });
   return { code: result.exitCode ?? -1, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
 }
 
@@ -21,8 +23,10 @@ describe("scripts/test-setup.sh", () => {
     expect(runSetup(process.env.PATH ?? "/usr/bin:/bin")).toEqual({ code: 0, stdout: "", stderr: "" });
   });
 
-  test("tools missing and no apt-get: exit 1 with the one command installing just those packages", () => {
+  test("tools missing and no apt-get: exit 1 with the one command installing just those packages; golang-go among them only where the Go original's seed is", () => {
     const bin = mkdtempSync("/tmp/aa-setup-");
+    const seed = join(bin, "seed.txt");
+    writeFileSync(seed, "package audio\n");
     try {
       // On PATH: the opus tools, ffmpeg, oggz-validate and busybox; not promtool, qemu, systemd-analyze, setpriv, fincore, strace, apt-get.
       for (const tool of ["opusenc", "opusinfo", "opusdec", "ffmpeg", "oggz-validate", "busybox"]) symlinkSync(Bun.which(tool)!, join(bin, tool));
@@ -33,13 +37,15 @@ describe("scripts/test-setup.sh", () => {
       ];
       const absent = (pkg: string) => byPath.some(([p, file]) => p === pkg && !existsSync(file));
       const missing = ["prometheus", "qemu-user-static", ...["libc6-arm64-cross", "chromium", "fonts-dejavu-core"].filter(absent), "systemd", "util-linux", "util-linux-extra", "strace"].join(" ");
-      expect(runSetup(bin)).toEqual({
+      const told = (missing: string) => ({
         code: 1,
         stdout: "",
         stderr:
           `test setup: the tests need these Debian packages: ${missing}\n` +
           `install them with: sudo sh -c 'apt-get update && apt-get install -y --no-install-recommends ${missing}'\n`,
       });
+      expect(runSetup(bin, join(bin, "no-seed.txt"))).toEqual(told(missing));
+      expect(runSetup(bin, seed)).toEqual(told(`${missing} golang-go`));
     } finally {
       rmSync(bin, { recursive: true, force: true });
     }
@@ -58,13 +64,14 @@ describe("scripts/test-setup.sh", () => {
         `echo "$DEBIAN_FRONTEND apt-get $*" >> ${bin}/calls\n` +
           `[ "$1" = install ] && /bin/ln -s ${Bun.which("promtool")} ${bin}/promtool && /bin/ln -s ${Bun.which("setpriv")} ${bin}/setpriv\nexit 0`,
       );
-      const result = runSetup(bin);
+      const noSeed = join(bin, "no-seed.txt");
+      const result = runSetup(bin, noSeed);
       expect(result).toEqual({ code: 0, stdout: "", stderr: "test setup: installing prometheus util-linux\n" });
       expect(readFileSync(join(bin, "calls"), "utf8")).toBe(
         "noninteractive apt-get update\nnoninteractive apt-get install -y --no-install-recommends prometheus util-linux\n",
       );
       // Installed now: the next run is the quick, silent one.
-      expect(runSetup(bin)).toEqual({ code: 0, stdout: "", stderr: "" });
+      expect(runSetup(bin, noSeed)).toEqual({ code: 0, stdout: "", stderr: "" });
     } finally {
       rmSync(bin, { recursive: true, force: true });
     }
