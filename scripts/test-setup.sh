@@ -11,7 +11,7 @@ missing=""
 # where it is found, the interop tests build it with go.
 # (${0%/*}, not dirname: the script runs on a PATH that may lack it.)
 case $0 in */*) here=${0%/*} ;; *) here=. ;; esac
-go_seed=${AUDIO_AGENT_GO_SEED:-$here/../../shared/seeds/000_4ea07cb9858f3d5e.txt}
+go_ipc=${AUDIO_AGENT_GO_IPC:-$here/../../shared/seeds/000_4ea07cb9858f3d5e.txt}
 
 # need PACKAGE THING...: each THING is a command on PATH, or an absolute path.
 need() {
@@ -43,7 +43,7 @@ check() {
 	need util-linux setpriv                      # another user on the socket
 	need util-linux-extra fincore                # page-cache residency (the benchmark drops it)
 	need strace strace                           # the mode each bind() creates
-	if [ -e "$go_seed" ]; then need golang-go go; fi  # the Go original as a peer
+	if [ -e "$go_ipc" ]; then need golang-go go; fi  # the Go original as a peer
 }
 
 check

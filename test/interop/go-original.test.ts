@@ -2,7 +2,7 @@
  * The agent against the unchanged Go original (its output side, ipc.go, built
  * at test time: test/support/go-original.ts): the Go AudioServer feeding
  * `output recv`, `output serve` feeding the Go AudioClient, each side
- * restarted under the other. Skipped, saying why, without the seed or `go`.
+ * restarted under the other. Skipped, saying why, without its ipc.go or `go`.
  */
 import { beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";

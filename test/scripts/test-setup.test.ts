@@ -11,9 +11,9 @@ import { shellScript } from "../support/temp.ts";
 
 const SCRIPT = resolve(import.meta.dir, "../../scripts/test-setup.sh");
 
-/** The script run on `path`; `goSeed` is AUDIO_AGENT_GO_SEED (unset: the script looks beside the repository, as on this machine). */
-function runSetup(path: string, goSeed?: string): { code: number; stdout: string; stderr: string } {
-  const env: Record<string, string> = goSeed === undefined ? { PATH: path } : { PATH: path, AUDIO_AGENT_GO_SEED: goSeed };
+/** The script run on `path`; `goIpc` is AUDIO_AGENT_GO_IPC (unset: the script looks beside the repository, as on this machine). */
+function runSetup(path: string, goIpc?: string): { code: number; stdout: string; stderr: string } {
+  const env: Record<string, string> = goIpc === undefined ? { PATH: path } : { PATH: path, AUDIO_AGENT_GO_IPC: goIpc };
   const result = Bun.spawnSync(["/bin/sh", SCRIPT], { env, stdout: "pipe", stderr: "pipe" });
   return { code: result.exitCode ?? -1, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
 }
@@ -23,10 +23,10 @@ describe("scripts/test-setup.sh", () => {
     expect(runSetup(process.env.PATH ?? "/usr/bin:/bin")).toEqual({ code: 0, stdout: "", stderr: "" });
   });
 
-  test("tools missing and no apt-get: exit 1 with the one command installing just those packages; golang-go among them only where the Go original's seed is", () => {
+  test("tools missing and no apt-get: exit 1 with the one command installing just those packages; golang-go among them only where the Go original's ipc.go is", () => {
     const bin = mkdtempSync("/tmp/aa-setup-");
-    const seed = join(bin, "seed.txt");
-    writeFileSync(seed, "package audio\n");
+    const ipc = join(bin, "ipc.go");
+    writeFileSync(ipc, "package audio\n");
     try {
       // On PATH: the opus tools, ffmpeg, oggz-validate and busybox; not promtool, qemu, systemd-analyze, setpriv, fincore, strace, apt-get.
       for (const tool of ["opusenc", "opusinfo", "opusdec", "ffmpeg", "oggz-validate", "busybox"]) symlinkSync(Bun.which(tool)!, join(bin, tool));
@@ -44,8 +44,8 @@ describe("scripts/test-setup.sh", () => {
           `test setup: the tests need these Debian packages: ${missing}\n` +
           `install them with: sudo sh -c 'apt-get update && apt-get install -y --no-install-recommends ${missing}'\n`,
       });
-      expect(runSetup(bin, join(bin, "no-seed.txt"))).toEqual(told(missing));
-      expect(runSetup(bin, seed)).toEqual(told(`${missing} golang-go`));
+      expect(runSetup(bin, join(bin, "no-ipc.go"))).toEqual(told(missing));
+      expect(runSetup(bin, ipc)).toEqual(told(`${missing} golang-go`));
     } finally {
       rmSync(bin, { recursive: true, force: true });
     }
@@ -64,14 +64,14 @@ describe("scripts/test-setup.sh", () => {
         `echo "$DEBIAN_FRONTEND apt-get $*" >> ${bin}/calls\n` +
           `[ "$1" = install ] && /bin/ln -s ${Bun.which("promtool")} ${bin}/promtool && /bin/ln -s ${Bun.which("setpriv")} ${bin}/setpriv\nexit 0`,
       );
-      const noSeed = join(bin, "no-seed.txt");
-      const result = runSetup(bin, noSeed);
+      const noIpc = join(bin, "no-ipc.go");
+      const result = runSetup(bin, noIpc);
       expect(result).toEqual({ code: 0, stdout: "", stderr: "test setup: installing prometheus util-linux\n" });
       expect(readFileSync(join(bin, "calls"), "utf8")).toBe(
         "noninteractive apt-get update\nnoninteractive apt-get install -y --no-install-recommends prometheus util-linux\n",
       );
       // Installed now: the next run is the quick, silent one.
-      expect(runSetup(bin, noSeed)).toEqual({ code: 0, stdout: "", stderr: "" });
+      expect(runSetup(bin, noIpc)).toEqual({ code: 0, stdout: "", stderr: "" });
     } finally {
       rmSync(bin, { recursive: true, force: true });
     }

@@ -1,6 +1,6 @@
 /**
- * The Go original's output side as a peer process: its ipc.go (the seed file,
- * another project's code, never kept in this repository) is copied at test time
+ * The Go original's output side as a peer process: its ipc.go (a copy
+ * outside the repository: another project's code, never kept in it) is copied at test time
  * beside test/go-peer/ (stand-ins of our own for the rest of its package and
  * modules, and a main that runs its AudioServer or AudioClient), and built with
  * the machine's `go` once per test process.
@@ -12,12 +12,12 @@ import { concatBytes } from "./bytes.ts";
 import { cleanEnv, REPO, run, type Spawned, start } from "./processes.ts";
 import { until } from "./wait.ts";
 
-/** The seed: AUDIO_AGENT_GO_SEED, else the shared seeds folder beside the repository (as scripts/test-setup.sh looks for it). */
-export const GO_SEED = process.env.AUDIO_AGENT_GO_SEED || resolve(REPO, "../shared/seeds/000_4ea07cb9858f3d5e.txt");
+/** The Go original's ipc.go: AUDIO_AGENT_GO_IPC, else the copy in ../shared beside the repository (as scripts/test-setup.sh looks for it). */
+export const GO_IPC = process.env.AUDIO_AGENT_GO_IPC || resolve(REPO, "../shared/seeds/000_4ea07cb9858f3d5e.txt");
 
-/** Why the Go original cannot run here (no seed, no `go`), or undefined when it can. */
+/** Why the Go original cannot run here (no ipc.go, no `go`), or undefined when it can. */
 export function goOriginalMissing(): string | undefined {
-  if (!existsSync(GO_SEED)) return `its seed ${GO_SEED} is not there (set AUDIO_AGENT_GO_SEED)`;
+  if (!existsSync(GO_IPC)) return `its ipc.go ${GO_IPC} is not there (set AUDIO_AGENT_GO_IPC)`;
   if (!Bun.which("go")) return "`go` is not on PATH (Debian package golang-go)";
   return undefined;
 }
@@ -41,11 +41,11 @@ async function buildGoPeer(): Promise<string> {
   const dir = mkdtempSync("/tmp/aa-go-");
   removeWhenGone(dir);
   cpSync(join(REPO, "test/go-peer"), dir, { recursive: true });
-  // The seed is a commit header, then the file: the Go source starts at its package clause.
-  const seed = readFileSync(GO_SEED, "utf8");
-  const at = seed.search(/^package audio$/m);
-  if (at < 0) throw new Error(`${GO_SEED}: no "package audio" line`);
-  writeFileSync(join(dir, "internal/audio/ipc.go"), seed.slice(at));
+  // The copy may begin with its commit's header: the Go source starts at its package clause.
+  const copy = readFileSync(GO_IPC, "utf8");
+  const at = copy.search(/^package audio$/m);
+  if (at < 0) throw new Error(`${GO_IPC}: no "package audio" line`);
+  writeFileSync(join(dir, "internal/audio/ipc.go"), copy.slice(at));
   const exe = join(dir, "go-peer");
   const result = await run(["go", "build", "-o", exe, "./cmd/go-peer"], { cwd: dir, env: goEnv(), timeoutMs: 300_000 });
   if (result.code !== 0) throw new Error(`go build of the Go original failed (${result.code}):\n${result.stdout}${result.stderr}`);
