@@ -34,7 +34,7 @@ export interface OutputClientOptions {
   droppedBySink?: () => Readonly<Record<string, number>> | undefined;
 }
 
-/** How often a connection that brings nothing is looked at (ReconnectingConnection.serverLookMs): once in 100 frames while they flow. */
+/** How long a connection may bring nothing before the path is looked at (ReconnectingConnection.serverLookMs). */
 export const SERVER_LOOK_MS = 2000;
 
 /**
@@ -71,7 +71,7 @@ export class OutputClient implements ChannelEnd {
       report: options.report,
       connectTimeoutMs: options.connectTimeoutMs,
       // The output channel has no Acks to time out: a server hung in place, and another started
-      // at its path, is found by looking at the path while frames have stopped.
+      // at its path, is found by looking at the path once frames have stopped.
       serverLookMs: SERVER_LOOK_MS,
       data: (socket, chunk) => this.receive(socket, chunk),
       drain: () => {},

@@ -21,8 +21,9 @@ export interface ReconnectingConnectionOptions {
    */
   onClose: (socket: Socket<unknown>, reason: string) => string | void;
   /**
-   * Looks this often (ms) whether a connection that brought nothing since the
-   * last look still reaches the file at the path: a server hung with the
+   * Once a connection has brought nothing for this long (ms), looks whether the
+   * path still reaches the file it was made to, and again as often while it
+   * stays silent: a server hung with the
    * connection open (stuck in a driver, stopped) is not closed by the kernel,
    * and one started in its place binds the path anew. Such a connection is
    * given up for the server there now; one that brings data is kept, as is
@@ -55,10 +56,9 @@ export class ReconnectingConnection {
   /** While set, no connection is read (hold): the owner cannot take more yet. */
   private held: Promise<void> | undefined;
   private settle!: () => void;
-  /** The socket file the connection reached as it was made, the look's timer, and whether data came since its last look. */
+  /** The socket file the connection reached as it was made, and the look's timer, put off by each read. */
   private reached: SocketFileIdentity | undefined;
   private look: ReturnType<typeof setInterval> | undefined;
-  private dataSinceLook = false;
   /** Resolves once the first connection attempt has an outcome: connected, or no server there yet. */
   readonly firstAttempt = new Promise<void>((resolve) => (this.settle = resolve));
 
@@ -141,7 +141,8 @@ export class ReconnectingConnection {
         handler: {
           data: (s, chunk) => {
             if (s !== this.current) return;
-            this.dataSinceLook = true;
+            // Put off, not fired: while data comes the look never wakes the process.
+            this.look?.refresh();
             this.options.data(s, chunk);
           },
           drain: (s) => {
@@ -180,17 +181,14 @@ export class ReconnectingConnection {
     const every = this.options.serverLookMs;
     if (every === undefined) return;
     this.reached = fileReachedBy(this.options.path);
-    this.dataSinceLook = false;
     this.look = setInterval(() => this.lookAtServer(socket), every);
     // It never keeps the process up: the connection does, while it lasts.
     this.look.unref();
   }
 
   private lookAtServer(socket: Socket<unknown>): void {
-    if (socket !== this.current) return;
-    const silent = !this.dataSinceLook && !this.held;
-    this.dataSinceLook = false;
-    if (!silent || this.reached === undefined) return;
+    // Held, it is silent by its owner's doing.
+    if (socket !== this.current || this.held || this.reached === undefined) return;
     const now = fileReachedBy(this.options.path);
     // Gone with no successor: there is nothing else to reach, and the server may yet speak.
     if (now === undefined || sameIdentity(now, this.reached)) return;
