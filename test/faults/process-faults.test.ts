@@ -225,7 +225,7 @@ describe("a live input server that stalls for 1.5 s as the source ends", () => {
     server.resume();
     expect(await sender.exited).toBe(0);
     // The server, alive all along, reads to the end of the connection: the session's last message is its Stop.
-    await until(() => server.stopped, "the Stop", 3000).catch(() => {});
+    await until(() => server.closed === server.connections, "the last connection's end, all it sent read");
     expect(server.stopped).toBe(true);
     expectAccountedLine(sender.stderr, "input-client", true);
   });
