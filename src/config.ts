@@ -542,20 +542,29 @@ export async function loadConfigFile(explicit: string | undefined, defaultPath =
   // Read whole, so bounded: a file of gigabytes would end in ENOMEM, or hold start-up reading it.
   const tooLarge = (size?: number) => new ConfigError(`config ${path}: ${size === undefined ? "" : `${size} bytes is `}more than a config file may hold (at most ${MAX_CONFIG_BYTES}, 1 MiB)`);
   if (kind.isFile() && kind.size > MAX_CONFIG_BYTES) throw tooLarge(kind.size);
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = kind.isFile() ? readFileSync(path, "utf8") : readAtMost(path, MAX_CONFIG_BYTES + 1);
+    bytes = kind.isFile() ? readFileSync(path) : readAtMost(path, MAX_CONFIG_BYTES + 1);
   } catch (e) {
     return unreadable(e);
   }
   // A pipe or a device (--config <(...), /dev/zero) has no size to look at first.
-  if (!kind.isFile() && Buffer.byteLength(text) > MAX_CONFIG_BYTES) throw tooLarge();
-  return parseConfigFile(text, path);
+  if (!kind.isFile() && bytes.length > MAX_CONFIG_BYTES) throw tooLarge();
+  return parseConfigFile(configText(bytes), path);
+}
+
+/**
+ * A config file's bytes as text. A byte order mark first, which some editors
+ * write, is not part of it (RFC 8259 lets a parser ignore one; JSON.parse
+ * would refuse it as a character no terminal shows).
+ */
+export function configText(bytes: Uint8Array): string {
+  return new TextDecoder().decode(bytes);
 }
 
 
-/** Up to `limit` bytes of `path` as text, read in turn: for what has no size (a pipe, a device). */
-function readAtMost(path: string, limit: number): string {
+/** Up to `limit` bytes of `path`, read in turn: for what has no size (a pipe, a device). */
+function readAtMost(path: string, limit: number): Uint8Array {
   const bytes = new Uint8Array(limit);
   const fd = openSync(path, "r");
   let at = 0;
@@ -564,7 +573,7 @@ function readAtMost(path: string, limit: number): string {
   } finally {
     closeSync(fd);
   }
-  return new TextDecoder().decode(bytes.subarray(0, at));
+  return bytes.subarray(0, at);
 }
 
 function parseValue(option: OptionName, raw: unknown, where: string): unknown {

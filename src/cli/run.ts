@@ -4,6 +4,7 @@ import {
   checkServeSockets,
   commandFlags,
   ConfigError,
+  configText,
   DEFAULT_CONFIG_FILE,
   loadConfigFile,
   namedConfigFile,
@@ -144,7 +145,7 @@ function plainConfigFile(path: string): Pick<ConfigFile, "top" | "sections"> | u
   try {
     if (!statSync(path).isFile()) return undefined;
     // Unchecked: its sections are its "output" and "input" keys, whatever they hold.
-    const json = JSON.parse(readFileSync(path, "utf8")) ?? {};
+    const json = JSON.parse(configText(readFileSync(path))) ?? {};
     return { top: json, sections: json };
   } catch {
     return undefined; // not there, not readable, not JSON: text

@@ -138,6 +138,23 @@ describe("config check", () => {
     expect(overOut.stderr).toMatch(/^audio-agent: config \/dev\/fd\/\d+: more than a config file may hold \(at most 1048576, 1 MiB\)\n$/);
   });
 
+  // RFC 8259 lets a JSON parser ignore a byte order mark, which some editors put first; JSON.parse
+  // refuses it, naming a character no terminal shows.
+  test("a byte order mark before the JSON is not part of it: the file reads as without it, its log-format too", async () => {
+    const { write, path, dir } = setup();
+    const bom = "\uFEFF";
+    const file = write("bom.json", `${bom}{"log-format": "json", "page-ms": 250}`);
+    expect(await cli(["config", "check", file])).toEqual({ code: 0, stdout: `${file}: ok (2 settings)\n`, stderr: "" });
+    const printed = await cli(["config", "print", "input", "serve", "--config", file]);
+    expect(printed.code, printed.stderr).toBe(0);
+    expect(JSON.parse(printed.stdout)).toMatchObject({ "log-format": "json", "page-ms": 250 });
+    // A run refused for a flag, before the file is read, writes its line in the format the file asks for.
+    const refused = await runAgent(["input", "serve", "--socket", path("i.sock"), "--sink", path("x.wire"), "--bogus", "--config", file], { cwd: dir, env: agentEnv() });
+    expect(refused.code).toBe(2);
+    expect(JSON.parse(refused.stderr)).toMatchObject({ level: 60, exit_code: 2, msg: "input serve: unknown option --bogus (see audio-agent input serve --help)" });
+    expect(existsSync(path("x.wire"))).toBe(false);
+  });
+
   test("a missing file, or no file named: exit 2", async () => {
     const { path, dir } = setup();
     const missing = await cli(["config", "check", path("nope.json")]);
