@@ -1,4 +1,5 @@
 import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from "node:fs";
+import { isUtf8 } from "node:buffer";
 import { basename, dirname, join, resolve } from "node:path";
 import * as v from "valibot";
 import { MAX_SOCKET_DIRECTORY, MAX_SOCKET_PATH, OPUS_SAMPLE_RATES, type Channel } from "./protocol/index.ts";
@@ -550,16 +551,37 @@ export async function loadConfigFile(explicit: string | undefined, defaultPath =
   }
   // A pipe or a device (--config <(...), /dev/zero) has no size to look at first.
   if (!kind.isFile() && bytes.length > MAX_CONFIG_BYTES) throw tooLarge();
-  return parseConfigFile(configText(bytes), path);
+  return parseConfigFile(configText(bytes, path), path);
 }
 
 /**
  * A config file's bytes as text. A byte order mark first, which some editors
  * write, is not part of it (RFC 8259 lets a parser ignore one; JSON.parse
- * would refuse it as a character no terminal shows).
+ * would refuse it as a character no terminal shows). A byte that is not UTF-8
+ * is refused where it is: read as U+FFFD, a Latin-1 "é" in a path would name
+ * another file.
  */
-export function configText(bytes: Uint8Array): string {
-  return new TextDecoder().decode(bytes);
+export function configText(bytes: Uint8Array, path: string): string {
+  // Checked and decoded by Buffer, which every role has loaded: TextDecoder would add its code to each process's memory (bench/FINDINGS.md).
+  if (!isUtf8(bytes)) {
+    const at = firstNonUtf8(bytes);
+    const line = bytes.subarray(0, at).filter((byte) => byte === 0x0a).length + 1;
+    throw new ConfigError(`config ${path}: byte 0x${bytes[at]!.toString(16).padStart(2, "0")} at offset ${at} (line ${line}) is not UTF-8, which a JSON file is`);
+  }
+  const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
+  return Buffer.from(bytes.buffer, bytes.byteOffset + bom, bytes.length - bom).toString("utf8");
+}
+
+/** The offset of the first byte of `bytes` that begins no UTF-8 character: where a lenient decoder's first U+FFFD stands for no EF BF BD. */
+function firstNonUtf8(bytes: Uint8Array): number {
+  const text = new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes);
+  let at = 0;
+  for (const char of text) {
+    const code = char.codePointAt(0)!;
+    if (code === 0xfffd && !(bytes[at] === 0xef && bytes[at + 1] === 0xbf && bytes[at + 2] === 0xbd)) return at;
+    at += code < 0x80 ? 1 : code < 0x800 ? 2 : code < 0x10000 ? 3 : 4;
+  }
+  return at;
 }
 
 

@@ -145,10 +145,10 @@ function plainConfigFile(path: string): Pick<ConfigFile, "top" | "sections"> | u
   try {
     if (!statSync(path).isFile()) return undefined;
     // Unchecked: its sections are its "output" and "input" keys, whatever they hold.
-    const json = JSON.parse(configText(readFileSync(path))) ?? {};
+    const json = JSON.parse(configText(readFileSync(path), path)) ?? {};
     return { top: json, sections: json };
   } catch {
-    return undefined; // not there, not readable, not JSON: text
+    return undefined; // not there, not readable, not UTF-8, not JSON: text
   }
 }
 

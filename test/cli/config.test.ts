@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { existsSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { runCli } from "../../src/cli/run.ts";
 import { OPTIONS } from "../../src/config.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -153,6 +153,25 @@ describe("config check", () => {
     expect(refused.code).toBe(2);
     expect(JSON.parse(refused.stderr)).toMatchObject({ level: 60, exit_code: 2, msg: "input serve: unknown option --bogus (see audio-agent input serve --help)" });
     expect(existsSync(path("x.wire"))).toBe(false);
+  });
+
+  // Read as UTF-8 with each bad byte turned into U+FFFD, a Latin-1 "café" names another file than the operator's.
+  test("a byte that is not UTF-8 (a Latin-1 é in a path): exit 2 naming the byte, its offset and line; the role writes no sink", async () => {
+    const { path, dir } = setup();
+    const file = path("latin1.json");
+    const sink = path("caf\u00e9.wire");
+    // `"input": {\n"sink": "<dir>/caf` then 0xE9.
+    const before = `{"input": {\n"sink": "${path("caf")}`;
+    writeFileSync(file, Buffer.concat([Buffer.from(before), Buffer.from([0xe9]), Buffer.from(`.wire"}}`)]));
+    const expected = `audio-agent: config ${file}: byte 0xe9 at offset ${Buffer.byteLength(before)} (line 2) is not UTF-8, which a JSON file is\n`;
+    expect(await cli(["config", "check", file])).toEqual({ code: 2, stdout: "", stderr: expected });
+    const role = await runAgent(["input", "serve", "--socket", path("i.sock"), "--config", file], { cwd: dir, env: agentEnv() });
+    expect(role).toEqual({ code: 2, stdout: "", stderr: expected });
+    expect(readdirSync(dir).filter((name) => name.startsWith("caf") || name.endsWith(".sock"))).toEqual([]);
+    expect(existsSync(sink)).toBe(false);
+    // UTF-8 itself, U+FFFD included, is read as written.
+    writeFileSync(file, JSON.stringify({ input: { sink: `${sink}\uFFFD` } }));
+    expect(JSON.parse((await cli(["config", "print", "input", "serve", "--config", file])).stdout).sink).toBe(`${sink}\uFFFD`);
   });
 
   test("a missing file, or no file named: exit 2", async () => {
