@@ -405,13 +405,21 @@ export const DEFAULT_CONFIG_FILE = "/etc/audio-agent.json";
 /** A config file's largest size: every setting with its longest value fits in a few KiB. */
 const MAX_CONFIG_BYTES = 1024 * 1024;
 
-/** A config file's shape: every option at the top level and in the "output"/"input" sections. */
+/** The roles that read `option`. */
+function rolesReading(option: OptionName): Role[] {
+  return (Object.keys(ROLE_OPTIONS) as Role[]).filter((role) => (ROLE_OPTIONS[role] as readonly OptionName[]).includes(option));
+}
+
+/** The options some role of `channel` reads: what its section of a config file takes (a key no role of it reads would never apply). */
+function sectionOptions(channel: Channel): OptionName[] {
+  return (Object.keys(OPTIONS) as OptionName[]).filter((option) => rolesReading(option).some((role) => role.startsWith(`${channel} `)));
+}
+
+/** A config file's shape: every option at the top level, and in the "output"/"input" sections the options of their channel. */
 const configFileSchema = onFirstUse(() => {
-  const optionSchemas = Object.fromEntries(
-    (Object.keys(OPTIONS) as OptionName[]).map((name) => [name, v.optional(readSchema(name))]),
-  );
-  const sectionSchema = v.strictObject(optionSchemas);
-  return v.strictObject({ ...optionSchemas, output: v.optional(sectionSchema), input: v.optional(sectionSchema) });
+  const schemas = (options: OptionName[]) => Object.fromEntries(options.map((name) => [name, v.optional(readSchema(name))]));
+  const section = (channel: Channel) => v.optional(v.strictObject(schemas(sectionOptions(channel))));
+  return v.strictObject({ ...schemas(Object.keys(OPTIONS) as OptionName[]), output: section("output"), input: section("input") });
 });
 
 /** The most of a value a message shows, in characters: a socket path or a host list whole, not a megabyte. */
@@ -484,10 +492,17 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
     const keyPath = keys.join(".");
     const value = shownValue(issue.path?.[issue.path.length - 1]?.value ?? issue.input);
     const isSection = keys.length === 1 && (key === "output" || key === "input");
+    const channel = keys.length > 1 ? (keys[0] as Channel) : undefined;
     // Own keys only: "toString" or "constructor" is in every object, not an option.
     if (!Object.hasOwn(OPTIONS, key) && !isSection) {
-      const where = keys.length > 1 ? `the "${keys[0]}" section` : "the top level or an output/input section";
-      throw new ConfigError(`config ${path}: unknown key ${shownValue(keyPath)}; allowed in ${where}: ${Object.keys(OPTIONS).join(", ")}`);
+      const where = channel ? `the "${channel}" section` : "the top level or an output/input section";
+      throw new ConfigError(`config ${path}: unknown key ${shownValue(keyPath)}; allowed in ${where}: ${(channel ? sectionOptions(channel) : Object.keys(OPTIONS)).join(", ")}`);
+    }
+    if (channel && !sectionOptions(channel).includes(key as OptionName)) {
+      const other = channel === "output" ? "input" : "output";
+      throw new ConfigError(
+        `config ${path}: "${keyPath}" is read by no ${channel} role (${rolesReading(key as OptionName).join(", ")} reads it): give it in the "${other}" section or at the top level`,
+      );
     }
     if (isSection) {
       throw new ConfigError(`config ${path}: "${keyPath}" must be an object of settings, found ${value}`);

@@ -12,6 +12,7 @@ import {
   resolveSettings,
   ROLE_OPTIONS,
   type ConfigFile,
+  type OptionName,
 } from "../src/config.ts";
 import { useCleanup } from "./support/cleanup.ts";
 import { tempDir } from "./support/temp.ts";
@@ -432,6 +433,15 @@ describe("resolveSettings errors name the source, the value and what is allowed"
   });
 });
 
+/** A value each option allows. */
+const ALLOWED_VALUE: Record<OptionName, unknown> = {
+  socket: "/run/x.sock", source: "/x", sink: "/x", format: "ogg", realtime: true, loop: true, lenient: true, count: 5, append: true, once: true,
+  "connect-timeout": 2, "socket-mode": "0600", "queue-frames": 9, drop: "newest", "write-deadline-ms": 20, "max-latency-ms": 200, "stuck-frames": 9,
+  "pre-skip": 0, "page-ms": 20, "sink-pipe-bytes": 0, "heartbeat-ms": 500, "ack-timeout-ms": 500, "sample-rate": 16000, channels: 1, "frame-size": 480,
+  "socket-buffers": "64k", adaptive: "off", "adaptive-threshold": 5, "adaptive-window-ms": 500, "adaptive-calm-ms": 500, metrics: 9100, monitor: 9101,
+  "stats-interval": 5, "http-allow-host": "a.example", "log-level": "warn", "log-format": "json",
+};
+
 describe("parseConfigFile", () => {
   test("a valid file: top level and sections, values converted", () => {
     const f = file({ "socket-mode": "0600", "socket-buffers": "64k", output: { "queue-frames": 50 }, input: { realtime: "on" } });
@@ -464,6 +474,31 @@ describe("parseConfigFile", () => {
     const message = fileError(`{"input": {"heartbeat-ms": 100, "heartbeat": 100}}`);
     expect(message).toStartWith('config /etc/bad.json: unknown key "input.heartbeat"; allowed in the "input" section: ');
     expect(message).toContain("heartbeat-ms");
+  });
+
+  // A section applies to its channel only: a key there that no role of the channel reads would never apply.
+  test("a section's key that no role of its channel reads is refused, naming the roles that read it and where to give it", () => {
+    expect(fileError(`{"output": {"queue-frames": 9, "heartbeat-ms": 100}}`)).toBe(
+      'config /etc/bad.json: "output.heartbeat-ms" is read by no output role (input send reads it): give it in the "input" section or at the top level',
+    );
+    expect(fileError(`{"input": {"count": 100}}`)).toBe(
+      'config /etc/bad.json: "input.count" is read by no input role (output recv reads it): give it in the "output" section or at the top level',
+    );
+    // Every option some role of the channel reads is taken in its section; every other one is refused.
+    for (const channel of ["output", "input"] as const) {
+      const read = new Set<string>(Object.entries(ROLE_OPTIONS).flatMap(([role, options]) => (role.startsWith(channel) ? options : [])));
+      for (const [option, value] of Object.entries(ALLOWED_VALUE)) {
+        const text = JSON.stringify({ [channel]: { [option]: value } });
+        if (read.has(option)) expect({ option, section: file(JSON.parse(text)).sections[channel] }).toEqual({ option, section: { [option]: expect.anything() } });
+        else expect(fileError(text)).toStartWith(`config /etc/bad.json: "${channel}.${option}" is read by no ${channel} role (`);
+      }
+    }
+    // The top level is every role's: a key some role reads is taken there.
+    expect(file({ "heartbeat-ms": 100, count: 5 }).top).toEqual({ "heartbeat-ms": 100, count: 5 });
+    // An unknown key in a section lists what that section takes.
+    const unknown = fileError(`{"output": {"heartbeat": 100}}`);
+    expect(unknown).toStartWith('config /etc/bad.json: unknown key "output.heartbeat"; allowed in the "output" section: socket, source, sink, ');
+    expect(unknown).not.toContain("heartbeat-ms");
   });
 
   test("a value of the wrong type names the key path, the value and what is allowed", () => {

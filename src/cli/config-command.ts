@@ -26,8 +26,8 @@ export const CONFIG_HELP = `audio-agent config: check and show configuration
 
 ROLE is one of: ${COMMANDS.map((r) => `"${r}"`).join(", ")} (all when omitted).
 The config file is JSON: any option name (as in --help, without dashes) at the top level applies
-to every role; an "output" or "input" section applies to that channel only and wins over the
-top level. serve reads each channel's settings as that channel's role does, and its process-wide
+to every role; an "output" or "input" section applies to that channel only, takes the options
+its roles read, and wins over the top level. serve reads each channel's settings as that channel's role does, and its process-wide
 ones (${PROCESS_OPTIONS.join(", ")}) once:
 a section may give one where the other section agrees or is silent. Flags win over the
 environment (AUDIO_AGENT_*; in serve AUDIO_AGENT_OUTPUT_* and AUDIO_AGENT_INPUT_* for a channel's
