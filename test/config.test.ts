@@ -433,6 +433,26 @@ describe("resolveSettings errors name the source, the value and what is allowed"
   });
 });
 
+// --help and config print show the defaults from the same table the roles read, so a default changed
+// there changes every one of them alike: this holds each to the value published (--help, and README.md where it names one).
+test("every option's default, per channel where they differ, is the documented one; the others have none", () => {
+  const documented = {
+    socket: { output: "/var/run/audio_output.sock", input: "/var/run/audio_input.sock" },
+    format: "wire", realtime: false, loop: false, lenient: false, append: false, once: false,
+    "socket-mode": 0o660, "queue-frames": 500, drop: "oldest", "write-deadline-ms": 50, "max-latency-ms": 100, "stuck-frames": 250,
+    "pre-skip": 312, "page-ms": 100, "sink-pipe-bytes": 8192, "heartbeat-ms": 1000, "ack-timeout-ms": 3000,
+    "socket-buffers": "default", adaptive: "on", "adaptive-threshold": 10, "adaptive-window-ms": 5000, "adaptive-calm-ms": 30000,
+    "stats-interval": 60, "log-level": "info", "log-format": "text",
+  } as Record<string, unknown>;
+  for (const channel of ["output", "input"] as const) {
+    const defaults = Object.fromEntries((Object.keys(OPTIONS) as OptionName[]).flatMap((option) => (defaultOf(option, channel) === undefined ? [] : [[option, defaultOf(option, channel)]])));
+    const expected = Object.fromEntries(Object.entries(documented).map(([option, value]) => [option, option === "socket" ? (value as Record<string, string>)[channel] : value]));
+    expect({ channel, defaults }).toEqual({ channel, defaults: expected });
+  }
+  // Required, or unset unless given (derived from the source, or off).
+  for (const option of ["source", "sink", "count", "connect-timeout", "sample-rate", "channels", "frame-size", "metrics", "monitor", "http-allow-host"] as const) expect({ option, value: defaultOf(option) }).toEqual({ option, value: undefined });
+});
+
 /** A value each option allows. */
 const ALLOWED_VALUE: Record<OptionName, unknown> = {
   socket: "/run/x.sock", source: "/x", sink: "/x", format: "ogg", realtime: true, loop: true, lenient: true, count: 5, append: true, once: true,
