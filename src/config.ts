@@ -1,5 +1,4 @@
 import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } from "node:fs";
-import { isUtf8 } from "node:buffer";
 import { basename, dirname, join, resolve } from "node:path";
 import * as v from "valibot";
 import { MAX_SOCKET_DIRECTORY, MAX_SOCKET_PATH, OPUS_SAMPLE_RATES, type Channel } from "./protocol/index.ts";
@@ -577,14 +576,17 @@ export async function loadConfigFile(explicit: string | undefined, defaultPath =
  * another file.
  */
 export function configText(bytes: Uint8Array, path: string): string {
-  // Checked and decoded by Buffer, which every role has loaded: TextDecoder would add its code to each process's memory (bench/FINDINGS.md).
-  if (!isUtf8(bytes)) {
+  // Decoded by the global Buffer, which every role has loaded (TextDecoder, or node:buffer's isUtf8,
+  // would add their code to each process's memory: bench/FINDINGS.md). UTF-8 encodes back to the same
+  // bytes; a byte that is not UTF-8 comes back as U+FFFD's three.
+  const whole = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  const text = whole.toString("utf8");
+  if (!Buffer.from(text, "utf8").equals(whole)) {
     const at = firstNonUtf8(bytes);
     const line = bytes.subarray(0, at).filter((byte) => byte === 0x0a).length + 1;
     throw new ConfigError(`config ${path}: byte 0x${bytes[at]!.toString(16).padStart(2, "0")} at offset ${at} (line ${line}) is not UTF-8, which a JSON file is`);
   }
-  const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
-  return Buffer.from(bytes.buffer, bytes.byteOffset + bom, bytes.length - bom).toString("utf8");
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }
 
 /** The offset of the first byte of `bytes` that begins no UTF-8 character: where a lenient decoder's first U+FFFD stands for no EF BF BD. */
