@@ -18,6 +18,22 @@ export function wakeUps(pid: number): number {
   return Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/task/${pid}/status`, "utf8"))![1]);
 }
 
+/**
+ * The peak resident memory of `pid` (KiB, 0 if never seen alive): its VmHWM,
+ * the kernel's own high-water mark, read every `everyMs` until `until`
+ * settles, so one look while it lives is enough, however late the first.
+ */
+export async function peakRss(pid: number, until: Promise<unknown>, everyMs = 10): Promise<number> {
+  let peak = 0;
+  let settled = false;
+  until.finally(() => (settled = true)).catch(() => {});
+  while (!settled) {
+    peak = Math.max(peak, statusKiB(pid, "VmHWM"));
+    await Bun.sleep(everyMs);
+  }
+  return peak;
+}
+
 /** Live and not a zombie (nothing may reap the daemon's orphans in a container). */
 export function alive(pid: number): boolean {
   try {

@@ -98,12 +98,6 @@ export class Spawned {
     return this.proc.pid;
   }
 
-  /** Its peak resident memory (KiB), the kernel's own count (getrusage's maxrss) once it has exited; undefined before. */
-  get peakRssKiB(): number | undefined {
-    const usage = this.hasExited ? this.proc.resourceUsage() : undefined;
-    return usage === undefined ? undefined : usage.maxRSS / 1024;
-  }
-
   get hasExited(): boolean {
     return this.proc.exitCode !== null || this.proc.signalCode !== null;
   }
