@@ -22,6 +22,9 @@ export function wakeUps(pid: number): number {
  * The peak resident memory of `pid` (KiB, 0 if never seen alive): its VmHWM,
  * the kernel's own high-water mark, read every `everyMs` until `until`
  * settles, so one look while it lives is enough, however late the first.
+ * Not getrusage's maxrss (Bun's resourceUsage): the kernel keeps the peak of
+ * the memory a child had before its exec, and a child forked from a test
+ * process holding 370 MiB counted those.
  */
 export async function peakRss(pid: number, until: Promise<unknown>, everyMs = 10): Promise<number> {
   let peak = 0;
