@@ -1,7 +1,7 @@
 import type { Socket } from "bun";
 import { HEALTHY_SESSION_MS, sessionBackoffMs } from "./backoff.ts";
 import type { Report } from "./report.ts";
-import { fileReachedBy, sameIdentity, type SocketFileIdentity } from "./socket-file.ts";
+import { socketReachedBy, sameIdentity, type SocketFileIdentity } from "./socket-file.ts";
 import { connectWithBackoff, sleep } from "./unix-client.ts";
 
 export interface ReconnectingConnectionOptions {
@@ -22,7 +22,7 @@ export interface ReconnectingConnectionOptions {
   onClose: (socket: Socket<unknown>, reason: string) => string | void;
   /**
    * Once a connection has brought nothing for this long (ms), looks whether the
-   * path still reaches the file it was made to, and again as often while it
+   * path still reaches the socket file it was made to, and again as often while it
    * stays silent: a server hung with the
    * connection open (stuck in a driver, stopped) is not closed by the kernel,
    * and one started in its place binds the path anew. Such a connection is
@@ -180,7 +180,7 @@ export class ReconnectingConnection {
   private watchServer(socket: Socket<unknown>): void {
     const every = this.options.serverLookMs;
     if (every === undefined) return;
-    this.reached = fileReachedBy(this.options.path);
+    this.reached = socketReachedBy(this.options.path);
     this.look = setInterval(() => this.lookAtServer(socket), every);
     // It never keeps the process up: the connection does, while it lasts.
     this.look.unref();
@@ -189,8 +189,9 @@ export class ReconnectingConnection {
   private lookAtServer(socket: Socket<unknown>): void {
     // Held, it is silent by its owner's doing.
     if (socket !== this.current || this.held || this.reached === undefined) return;
-    const now = fileReachedBy(this.options.path);
-    // Gone with no successor: there is nothing else to reach, and the server may yet speak.
+    const now = socketReachedBy(this.options.path);
+    // Gone, or a file no server listens by (a regular file, a directory): there is no one else
+    // to reach, and the server may yet speak. Given up, the connect there would fail for good.
     if (now === undefined || sameIdentity(now, this.reached)) return;
     this.close(socket, "the server sent nothing for a while, and the socket path now leads to another server");
   }

@@ -170,10 +170,11 @@ export function sameIdentity(a: SocketFileIdentity, b: SocketFileIdentity): bool
   return a.dev === b.dev && a.ino === b.ino;
 }
 
-/** The file a connect to `path` reaches (links followed), or undefined where there is none. */
-export function fileReachedBy(path: string): SocketFileIdentity | undefined {
+/** The socket file a connect to `path` reaches (links followed), or undefined where there is none: nothing, or a file of another kind. */
+export function socketReachedBy(path: string): SocketFileIdentity | undefined {
   try {
-    return statSync(path);
+    const stat = statSync(path);
+    return stat.isSocket() ? stat : undefined;
   } catch {
     return undefined;
   }

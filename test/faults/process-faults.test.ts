@@ -9,7 +9,7 @@
  * frames in order.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, readdirSync, renameSync, statSync, unlinkSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { SERVER_LOOK_MS } from "../../src/channels/output-client.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
@@ -432,6 +432,34 @@ describe("a server hung with its connection open, and another started at its pat
     const indices = expectIntactInOrder(wireFileFrames(sink).frames);
     expect(indices).toEqual([...Array(50).keys(), ...Array.from({ length: 50 }, (_, i) => 100_000 + i)]);
     expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "100", connects: "2" });
+  }, 60_000);
+
+  test("a regular file put at the path is no server: `output recv` keeps the silent connection, and the server's frames come on it once it resumes", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const sink = dir.path("got.wire");
+    const first = await startFedServer(path);
+    const recv = spawnAgent(["output", "recv", "--socket", path, "--sink", sink]);
+    await first.server.waitForStderr("client connected");
+    await first.feed.send(50);
+    await until(() => framesIn(sink) === 50, "50 frames from the server");
+    first.server.kill("SIGSTOP");
+    unlinkSync(path);
+    writeFileSync(path, "not a socket");
+    // Two of the client's looks at the path.
+    await Bun.sleep(2 * SERVER_LOOK_MS + 500);
+    first.server.kill("SIGCONT");
+    await first.feed.send(50);
+    await until(() => framesIn(sink) === 100, "50 more frames from the resumed server", 10_000);
+    recv.kill("SIGTERM");
+    expect(await recv.exited).toBe(0);
+    const disconnects = recv.stderr.split("\n").filter((l) => l.includes("output-client: disconnected "));
+    expect(disconnects).toEqual([expect.stringContaining("reason=stopped")]);
+    expect(expectIntactInOrder(wireFileFrames(sink).frames)).toEqual([...Array(100).keys()]);
+    expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "100", connects: "1" });
+    await first.feed.end();
+    expect(await first.server.exited).toBe(0);
+    expectAccountedLine(first.server.stderr);
   }, 60_000);
 
   test("a connection that still brings frames is kept, whatever is at the path; once they stop it is given up", async () => {

@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { ReconnectingConnection, type ReconnectingConnectionOptions } from "../../src/transport/reconnecting-connection.ts";
-import { unlinkSync } from "node:fs";
+import { mkdirSync, unlinkSync, writeFileSync } from "node:fs";
 import { silent } from "../../src/transport/report.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -144,6 +144,24 @@ describe("ReconnectingConnection", () => {
     expect(second.connections.length).toBe(1);
     expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "close the server sent nothing for a while, and the socket path now leads to another server", "open 2"]);
     await until(() => server.closedCount() === 1, "the first server saw its connection end", 5000);
+  });
+
+  test("serverLookMs: a silent connection is kept while the path leads to a regular file or a directory: no server is there to take its place", async () => {
+    const { path } = serve(() => {});
+    const { conn, events } = connection(path, { serverLookMs: 50 });
+    const running = conn.run();
+    await until(() => conn.connects === 1, "connected");
+    unlinkSync(path);
+    writeFileSync(path, "not a socket");
+    await Bun.sleep(200);
+    unlinkSync(path);
+    mkdirSync(path);
+    await Bun.sleep(200);
+    // Given up, the connect to such a path would fail for good: run() would have ended in error.
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1"]);
+    expect(conn.socket).toBeDefined();
+    conn.stop();
+    expect(await running).toBeUndefined();
   });
 
   test("serverLookMs: a connection that keeps bringing data is kept though another server is at the path", async () => {
