@@ -144,6 +144,10 @@ describe("ReconnectingConnection", () => {
     expect(second.connections.length).toBe(1);
     expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "close the server sent nothing for a while, and the socket path now leads to another server", "open 2"]);
     await until(() => server.closedCount() === 1, "the first server saw its connection end", 5000);
+    // The new connection is looked at against the file it reached, not the first one's: silent, it is kept.
+    await Bun.sleep(200);
+    expect(conn.connects).toBe(2);
+    expect(second.closedCount()).toBe(0);
   });
 
   test("serverLookMs: a silent connection is kept while the path leads to a regular file or a directory: no server is there to take its place", async () => {
