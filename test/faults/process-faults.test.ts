@@ -10,6 +10,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { SERVER_LOOK_MS } from "../../src/channels/output-client.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
@@ -18,8 +19,8 @@ import { useCleanup } from "../support/cleanup.ts";
 import { startFedServer } from "../support/feeder.ts";
 import { expectIntactInOrder, indexedPayload, payloadIndex } from "../support/payloads.ts";
 import { connectClient, fakeServer } from "../support/peer.ts";
-import { fdCount, rssKiB } from "../support/proc.ts";
-import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { fdCount, rssKiB, wakeUps } from "../support/proc.ts";
+import { agentEnv, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { agentWithQueue, signalTwice } from "../support/queued-agent.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -433,6 +434,28 @@ describe("a server hung with its connection open, and another started at its pat
     const indices = expectIntactInOrder(wireFileFrames(sink).frames);
     expect(indices).toEqual([...Array(50).keys(), ...Array.from({ length: 50 }, (_, i) => 100_000 + i)]);
     expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "100", connects: "2" });
+  }, 60_000);
+
+  test("each connection's look ends with it: after eight servers' sessions, a silent `output recv` wakes no more often than one look's worth", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    // Eight healthy sessions (over a second each: reconnected at once), each ended by the server; the ninth stays silent.
+    const server = fakeServer(path, (socket, n) => {
+      socket.write(indexedWire(n, n + 1));
+      if (n < 8) setTimeout(() => socket.end(), 1100);
+    });
+    defer(() => server.stop());
+    // The device's runtime settings: none of Bun's own timers wakes the process either.
+    const recv = spawnAgent(["output", "recv", "--socket", path, "--sink", dir.path("got.wire")], { env: agentEnv(DEVICE_RUNTIME_ENV) });
+    await until(() => server.connections.length === 9, "the ninth connection", 30_000);
+    await Bun.sleep(500);
+    const before = wakeUps(recv.pid);
+    await Bun.sleep(2 * SERVER_LOOK_MS + 200);
+    // About a dozen here (the look twice, the runtime's own); a look left behind by each ended connection made some 30.
+    expect(wakeUps(recv.pid) - before).toBeLessThanOrEqual(18);
+    recv.kill("SIGTERM");
+    expect(await recv.exited).toBe(0);
+    expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "9", connects: "9" });
   }, 60_000);
 
   test("a regular file put at the path is no server: `output recv` keeps the silent connection, and the server's frames come on it once it resumes", async () => {
