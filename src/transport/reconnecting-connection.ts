@@ -56,6 +56,8 @@ export class ReconnectingConnection {
   /** While set, no connection is read (hold): the owner cannot take more yet. */
   private held: Promise<void> | undefined;
   private settle!: () => void;
+  /** The socket file the path led to as the last connect began (watched connections only). */
+  private atAttempt: SocketFileIdentity | undefined;
   /** The socket file the connection reached as it was made, and the look's timer, put off by each read. */
   private reached: SocketFileIdentity | undefined;
   private look: ReturnType<typeof setInterval> | undefined;
@@ -138,6 +140,7 @@ export class ReconnectingConnection {
         remindEveryMs: this.options.remindEveryMs,
         onWaiting: () => this.settle(),
         onReset: () => this.connectResets++,
+        beforeAttempt: this.options.serverLookMs === undefined ? undefined : () => (this.atAttempt = socketReachedBy(this.options.path)),
         handler: {
           data: (s, chunk) => {
             if (s !== this.current) return;
@@ -180,7 +183,10 @@ export class ReconnectingConnection {
   private watchServer(socket: Socket<unknown>): void {
     const every = this.options.serverLookMs;
     if (every === undefined) return;
-    this.reached = socketReachedBy(this.options.path);
+    // What the path led to as the connect began: looked at once made, it could already be the file of
+    // a server started in the place of the one reached, which would then be kept, hung, for good. Had
+    // the path changed in that moment the other way, a silent connection is given up once, needlessly.
+    this.reached = this.atAttempt ?? socketReachedBy(this.options.path);
     this.look = setInterval(() => this.lookAtServer(socket), every);
     // It never keeps the process up: the connection does, while it lasts.
     this.look.unref();

@@ -55,6 +55,8 @@ export interface ConnectOptions {
   onWaiting?: () => void;
   /** A server accepted, then closed before the connection was made (see connectWithBackoff). */
   onReset?: () => void;
+  /** Called just before each attempt's connect, to see what the path leads to as it is made. */
+  beforeAttempt?: () => void;
 }
 
 /** How often a client still without a server says so. */
@@ -89,6 +91,7 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
   let resets = 0;
   for (let attempt = 0; ; attempt++) {
     if (signal?.aborted) throw new ConnectTimeoutError(path, performance.now() - started, "aborted");
+    options.beforeAttempt?.();
     try {
       const socket = await Bun.connect({
         unix: path,

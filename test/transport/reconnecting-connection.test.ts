@@ -168,6 +168,31 @@ describe("ReconnectingConnection", () => {
     expect(await running).toBeUndefined();
   });
 
+  test("serverLookMs: a server started in the place of the one reached while the connect was being made is still found: the silent connection is given up for it", async () => {
+    const { path, server } = serve(() => {});
+    let second: FakeServer | undefined;
+    // The other server binds the path just after the connect reached the first one (as its supervisor
+    // restarts it, Go-style: the file removed, the path bound anew), before the client could look at it.
+    const real = Bun.connect;
+    Bun.connect = (async (options: Parameters<typeof Bun.connect>[0]) => {
+      const socket = await real(options);
+      if (second === undefined) {
+        unlinkSync(path);
+        second = fakeServer(path, () => {});
+        defer(() => second!.stop());
+      }
+      return socket;
+    }) as unknown as typeof Bun.connect;
+    defer(() => void (Bun.connect = real));
+    const { conn, events } = connection(path, { serverLookMs: 50 });
+    void conn.run();
+    await until(() => conn.connects === 2, "given up for the server now at the path", 5000);
+    Bun.connect = real;
+    expect(second!.connections.length).toBe(1);
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "close the server sent nothing for a while, and the socket path now leads to another server", "open 2"]);
+    await until(() => server.closedCount() === 1, "the first server saw its connection end", 5000);
+  });
+
   test("serverLookMs: a connection that keeps bringing data is kept though another server is at the path", async () => {
     const { path } = serve((socket) => {
       const timer = setInterval(() => socket.write(Uint8Array.of(1)), 10);
