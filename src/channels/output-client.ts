@@ -7,7 +7,7 @@ import {
   wallClockMs,
   type ParsedMessage,
 } from "../protocol/index.ts";
-import { ReconnectingConnection } from "../transport/reconnecting-connection.ts";
+import { ReconnectingConnection, SERVER_REPLACED } from "../transport/reconnecting-connection.ts";
 import type { Report } from "../transport/report.ts";
 import type { SocketBufferSizes } from "../transport/socket-options.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
@@ -86,6 +86,8 @@ export class OutputClient implements ChannelEnd {
           reason = `server closed mid-message (${this.parser.pending} byte(s) of a message lost)`;
           this.cutShort = `the ${reason}`;
         }
+        // Its stream did not end: the server hung, and another took its place.
+        if (reason === SERVER_REPLACED) this.cutShort = reason;
         this.observer.connection("disconnected", reason);
         options.onDisconnect?.(reason);
         return reason;

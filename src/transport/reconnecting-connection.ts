@@ -4,6 +4,9 @@ import type { Report } from "./report.ts";
 import { socketReachedBy, sameIdentity, type SocketFileIdentity } from "./socket-file.ts";
 import { connectWithBackoff, sleep } from "./unix-client.ts";
 
+/** The reason a connection the look gave up ends with (serverLookMs). */
+export const SERVER_REPLACED = "the server sent nothing for a while, and the socket path now leads to another server";
+
 export interface ReconnectingConnectionOptions {
   path: string;
   report: Report;
@@ -199,7 +202,7 @@ export class ReconnectingConnection {
     // Gone, or a file no server listens by (a regular file, a directory): there is no one else
     // to reach, and the server may yet speak. Given up, the connect there would fail for good.
     if (now === undefined || sameIdentity(now, this.reached)) return;
-    this.close(socket, "the server sent nothing for a while, and the socket path now leads to another server");
+    this.close(socket, SERVER_REPLACED);
   }
 
   private closed(socket: Socket<unknown>, reason: string): boolean {

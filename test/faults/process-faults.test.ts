@@ -12,9 +12,10 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { SERVER_LOOK_MS } from "../../src/channels/output-client.ts";
+import { SERVER_REPLACED } from "../../src/transport/reconnecting-connection.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
-import { expectAccountedLine, logFields } from "../support/agent-log.ts";
+import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { startFedServer } from "../support/feeder.ts";
 import { expectIntactInOrder, indexedPayload, payloadIndex } from "../support/payloads.ts";
@@ -423,8 +424,8 @@ describe("a server hung with its connection open, and another started at its pat
     unlinkSync(path);
     const second = fakeServer(path, (socket) => void socket.write(indexedWire(100_000, 100_050)));
     defer(() => second.stop());
-    // The first look that finds it silent gives it up, 2 s after its last frame (README): given three times that.
-    await until(() => second.connections.length === 1, "the client to reach the second server", 3 * 2000);
+    // The first look that finds it silent gives it up, 2 s after its last frame (README): given four times that, which a look every 10 s misses.
+    await until(() => second.connections.length === 1, "the client to reach the second server", 4 * 2000);
     await until(() => framesIn(sink) === 100, "50 frames from the second server");
     recv.kill("SIGTERM");
     expect(await recv.exited).toBe(0);
@@ -484,6 +485,24 @@ describe("a server hung with its connection open, and another started at its pat
     await first.feed.end();
     expect(await first.server.exited).toBe(0);
     expectAccountedLine(first.server.stderr);
+  }, 60_000);
+
+  test("`output recv --once`: the stream given up so did not come whole: exit 1, naming why, the frames before kept", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("out.sock");
+    const sink = dir.path("got.wire");
+    const first = fakeServer(path, (socket) => void socket.write(indexedWire(0, 5)));
+    defer(() => first.stop());
+    const recv = spawnAgent(["output", "recv", "--socket", path, "--sink", sink, "--once"]);
+    await until(() => framesIn(sink) === 5, "the first server's frames");
+    const aside = dir.path("aside.sock");
+    const second = fakeServer(aside, () => {});
+    defer(() => second.stop());
+    renameSync(aside, path);
+    expect(await recv.exited).toBe(1);
+    expect(failureLine(recv.stderr)).toBe(`audio-agent: ${SERVER_REPLACED}; the stream ends there`);
+    expect(expectIntactInOrder(wireFileFrames(sink).frames)).toEqual([0, 1, 2, 3, 4]);
+    expect(second.connections.length).toBe(0);
   }, 60_000);
 
   test("a connection that still brings frames is kept, whatever is at the path; once they stop it is given up", async () => {
