@@ -14,7 +14,7 @@ import type { FrameQueue } from "../transport/frame-queue.ts";
 import { DropReason } from "../transport/frame-stats.ts";
 import type { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
-import { ReconnectingConnection } from "../transport/reconnecting-connection.ts";
+import { ReconnectingConnection, SERVER_LOOK_MS } from "../transport/reconnecting-connection.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
 import { within } from "../io/within.ts";
 import { endReadings, type ChannelEnd } from "./channel-end.ts";
@@ -93,6 +93,9 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       path: options.path,
       report: options.report,
       connectTimeoutMs: options.connectTimeoutMs,
+      // A lossless sender waits for a server behind its backlog, Acks and all: one hung, with
+      // another started at its path, is found by looking at the path once its Acks have stopped.
+      serverLookMs: SERVER_LOOK_MS,
       data: (socket, chunk) => this.receive(socket, chunk),
       drain: (socket) => this.writer.onDrain(socket),
       onOpen: (socket) => this.open(socket),

@@ -7,7 +7,7 @@ import {
   wallClockMs,
   type ParsedMessage,
 } from "../protocol/index.ts";
-import { ReconnectingConnection, SERVER_REPLACED } from "../transport/reconnecting-connection.ts";
+import { ReconnectingConnection, SERVER_LOOK_MS, SERVER_REPLACED } from "../transport/reconnecting-connection.ts";
 import type { Report } from "../transport/report.ts";
 import type { SocketBufferSizes } from "../transport/socket-options.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
@@ -33,9 +33,6 @@ export interface OutputClientOptions {
   /** OpusFrames received and then left out by the sink (an Ogg sink's invalid packets), by reason: part of the readings. */
   droppedBySink?: () => Readonly<Record<string, number>> | undefined;
 }
-
-/** How long a connection may bring nothing before the path is looked at (ReconnectingConnection.serverLookMs). */
-export const SERVER_LOOK_MS = 2000;
 
 /**
  * The main-app side of the output channel: connects (with the Go original's

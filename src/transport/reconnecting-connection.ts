@@ -4,6 +4,9 @@ import type { Report } from "./report.ts";
 import { socketReachedBy, sameIdentity, type SocketFileIdentity } from "./socket-file.ts";
 import { connectWithBackoff, sleep } from "./unix-client.ts";
 
+/** How long the clients' connections may bring nothing before the path is looked at (serverLookMs). */
+export const SERVER_LOOK_MS = 2000;
+
 /** The reason a connection the look gave up ends with (serverLookMs). */
 export const SERVER_REPLACED = "the server sent nothing for a while, and the socket path now leads to another server";
 

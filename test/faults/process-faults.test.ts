@@ -11,8 +11,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
-import { SERVER_LOOK_MS } from "../../src/channels/output-client.ts";
-import { SERVER_REPLACED } from "../../src/transport/reconnecting-connection.ts";
+import { SERVER_LOOK_MS, SERVER_REPLACED } from "../../src/transport/reconnecting-connection.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
@@ -540,6 +539,42 @@ describe("a server hung with its connection open, and another started at its pat
     expect(await recv.exited).toBe(0);
     const indices = expectIntactInOrder(wireFileFrames(sink).frames);
     expect(indices).toEqual([...Array(sent).keys(), ...Array.from({ length: 10 }, (_, i) => 100_000 + i)]);
+  }, 60_000);
+});
+
+describe("an input server hung with its connection open, and another started at its path", () => {
+  test("a lossless `input send` (a file), which waits for a server behind its backlog, gives the hung one up for the one now at the path: its Config first, then the rest of the file", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("in.sock");
+    const N = 3000;
+    const source = dir.path("big.wire");
+    await writeWireFile(source, N, (i) => indexedPayload(i, 4000));
+    // It acks the Config, then hangs: reads nothing more, answers nothing.
+    const first = ackSkippingServer(path, Number.MAX_SAFE_INTEGER);
+    defer(() => first.stop());
+    const sender = spawnAgent(["input", "send", "--socket", path, "--source", source]);
+    await until(() => first.acks === 1, "the first server's Ack of the Config");
+    first.pause();
+
+    const aside = dir.path("aside.sock");
+    const second = ackSkippingServer(aside, Number.MAX_SAFE_INTEGER);
+    defer(() => second.stop());
+    renameSync(aside, path);
+    await until(() => second.connections === 1, "the sender to reach the second server", 4 * SERVER_LOOK_MS);
+    expect(await sender.exited).toBe(0);
+    await until(() => second.closed === 1, "the second connection's end, all it sent read");
+
+    const disconnects = sender.stderr.split("\n").filter((l) => l.includes("input-client: disconnected "));
+    expect(disconnects[0]).toContain(`reason="${SERVER_REPLACED}"`);
+    expect(second.stopped).toBe(true);
+    expect(second.acks - second.heartbeats).toBe(1); // the Config
+    // What the hung server never read is lost with it; the rest of the file reached the second, in order.
+    const indices = second.frames.map((p) => payloadIndex(p));
+    expect(indices.length).toBeGreaterThan(0);
+    expect(indices).toEqual(Array.from({ length: indices.length }, (_, k) => indices[0]! + k));
+    expect(indices.at(-1)).toBe(N - 1);
+    expectAccountedLine(sender.stderr, "input-client", true);
+    expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ frames: String(N), connects: "2" });
   }, 60_000);
 });
 
