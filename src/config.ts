@@ -379,6 +379,130 @@ export function defaultOf(option: OptionName, channel?: Channel): unknown {
   return typeof value === "object" && value !== null && channel && channel in value ? (value as Record<Channel, unknown>)[channel] : value;
 }
 
+/**
+ * packaging/S95audio-agent's own settings (its header lists them): the script
+ * reads them, the agent does not. One /etc/default/audio-agent serves both,
+ * and the script exports every assignment, so the agent sees them too.
+ */
+const INIT_SCRIPT_VARIABLES = [
+  "AUDIO_AGENT_BIN",
+  "AUDIO_AGENT_ROLE",
+  "AUDIO_AGENT_ARGS",
+  "AUDIO_AGENT_FIFO",
+  "AUDIO_AGENT_PIDFILE",
+  "AUDIO_AGENT_LOG_FILE",
+  "AUDIO_AGENT_LOG_FALLBACK",
+  "AUDIO_AGENT_STOP_TIMEOUT",
+  "AUDIO_AGENT_START_TIMEOUT",
+  "AUDIO_AGENT_DEFAULTS",
+] as const;
+
+/**
+ * The init script's settings that do nothing under the systemd unit, which
+ * reads the same file: it runs /usr/bin/audio-agent $AUDIO_AGENT_ARGS, its
+ * own FIFO, the journal, no pid file, its own timeouts. (AUDIO_AGENT_ARGS it
+ * reads too; AUDIO_AGENT_DEFAULTS names the file it is in.)
+ */
+const INIT_SCRIPT_ONLY = INIT_SCRIPT_VARIABLES.filter((name) => name !== "AUDIO_AGENT_ARGS" && name !== "AUDIO_AGENT_DEFAULTS");
+
+/** The build's, the benchmark's and the tests' own variables (build.ts, src/bench, test/support, scripts/). */
+const TOOL_VARIABLES = ["AUDIO_AGENT_BIN", "AUDIO_AGENT_COMMIT", "AUDIO_AGENT_BENCH_QUICK", "AUDIO_AGENT_GO_IPC"] as const;
+
+/** Every command's variables, the init script's and the tools': built at the first look, by a process whose environment has such a name. */
+let knownVariables: ReadonlySet<string> | undefined;
+
+function allKnownVariables(): ReadonlySet<string> {
+  if (knownVariables) return knownVariables;
+  // By the names commandFlags gives, without its defaults: plain loops, run once at start.
+  const known = new Set<string>(["AUDIO_AGENT_CONFIG", ...INIT_SCRIPT_VARIABLES, ...TOOL_VARIABLES]);
+  for (const role of Object.keys(ROLE_OPTIONS) as Role[]) {
+    const channel = role.split(" ")[0] as Channel;
+    for (const option of ROLE_OPTIONS[role]) known.add(envName(option, channel));
+  }
+  for (const channel of Object.keys(SERVE_ROLES) as Channel[]) for (const option of serveChannelOptions(channel)) known.add(serveEnvName(option, channel));
+  return (knownVariables = known);
+}
+
+/**
+ * The names an operator may write for an option whose variable is not
+ * AUDIO_AGENT_<NAME> (the socket as AUDIO_AGENT_<CHANNEL>_<NAME> or AUDIO_AGENT_<NAME>), with the
+ * variable that `command` reads for it (JETKVM_AUDIO_OUTPUT_SOCKET).
+ */
+function variableStandIns(command: Command | undefined): Map<string, string> {
+  const standIns = new Map<string, string>();
+  const channels: Channel[] = command === undefined || command === "serve" ? ["output", "input"] : [command.split(" ")[0] as Channel];
+  for (const option of Object.keys(OPTIONS) as OptionName[]) {
+    const env = (OPTIONS[option] as OptionSpec).env;
+    if (!env) continue;
+    for (const channel of ["output", "input"] as const) standIns.set(agentVariable(`${channel}-${option}`), env[channel]);
+    standIns.set(agentVariable(option), channels.map((channel) => env[channel]).join(" or "));
+  }
+  return standIns;
+}
+
+/** Levenshtein distance of `a` and `b`, given up (Infinity) past `most`. */
+function editDistance(a: string, b: string, most: number): number {
+  if (Math.abs(a.length - b.length) > most) return Infinity;
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    let least = i;
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      least = Math.min(least, next[j]!);
+    }
+    if (least > most) return Infinity;
+    row = next;
+  }
+  return row[b.length]! <= most ? row[b.length]! : Infinity;
+}
+
+/** The edits (a letter more, less or changed) a name may be away from a known one to be taken for its misspelling. */
+const MISSPELT_EDITS = 2;
+
+/** The known name nearest `name`, within MISSPELT_EDITS; undefined when none is that near. */
+export function nearestName(name: string, known: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestDistance = MISSPELT_EDITS + 1;
+  for (const candidate of known) {
+    const distance = editDistance(name, candidate, MISSPELT_EDITS);
+    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
+  }
+  return best;
+}
+
+/**
+ * Warnings of the environment's AUDIO_AGENT_* and JETKVM_AUDIO_* names that
+ * do nothing, one line each kind, for `command` (undefined: any, as `config
+ * check` looks): a name that is no setting of any command, nor the init
+ * script's or the tools' (with the known name it is likely a misspelling of);
+ * and under systemd (INVOCATION_ID, which it sets for every service process,
+ * systemd.exec(5)) the init script's own settings, which the unit never
+ * reads. Another role's setting is quiet: one file serves several roles.
+ */
+export function environmentWarnings(env: Record<string, string | undefined>, command?: Command): string[] {
+  const warnings: string[] = [];
+  let suggestions: Map<string, string> | undefined;
+  for (const name of Object.keys(env)) {
+    // An empty variable is unset, as for every option's.
+    if ((!name.startsWith("AUDIO_AGENT_") && !name.startsWith("JETKVM_AUDIO_")) || !env[name]) continue;
+    const known = allKnownVariables();
+    if (known.has(name)) continue;
+    // A known name suggests itself; a stand-in, the variable that is read instead.
+    suggestions ??= new Map([...[...known].map((name) => [name, name] as const), ...variableStandIns(command)]);
+    const near = suggestions.get(nearestName(name, suggestions.keys()) ?? "");
+    warnings.push(`environment ${name} is no setting of the agent's, ignored${near ? `: did you mean ${near}?` : " (--help names each option's variable)"}`);
+  }
+  const initScripts = env.INVOCATION_ID ? INIT_SCRIPT_ONLY.filter((name) => env[name]) : [];
+  if (initScripts.length > 0) {
+    const [names, are] = initScripts.length === 1 ? [initScripts[0], "is"] : [initScripts.join(", "), "are"];
+    warnings.push(
+      `environment ${names} ${are} the init script's (S95audio-agent), ignored under systemd: the unit runs /usr/bin/audio-agent $AUDIO_AGENT_ARGS (packaging/README.md, "systemd hosts")`,
+    );
+  }
+  return warnings;
+}
+
 /** A validated value as a flag or a config file writes it: what the option's schema reads back. */
 export function writtenValue(option: OptionName, value: unknown): unknown {
   const spec: OptionSpec = OPTIONS[option];

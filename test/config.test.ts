@@ -3,7 +3,9 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import {
   ConfigError,
   defaultOf,
+  environmentWarnings,
   loadConfigFile,
+  nearestName,
   OPTIONS,
   parseConfigFile,
   PROCESS_OPTIONS,
@@ -15,6 +17,7 @@ import {
   type OptionName,
 } from "../src/config.ts";
 import { useCleanup } from "./support/cleanup.ts";
+import { REPO, run } from "./support/processes.ts";
 import { tempDir } from "./support/temp.ts";
 
 const defer = useCleanup();
@@ -179,6 +182,35 @@ describe("socket paths from JetKVM's variables", () => {
     expect(resolveSettings("input serve", { flags: { sink: "x" }, env, file: f }).socket).toBe("/run/i.sock");
     expect(resolveSettings("input serve", { flags: { sink: "x" }, env: {}, file: f }).socket).toBe("/file/i.sock");
     expect(resolveSettings("output serve", { flags: { source: "x" }, env: {}, file: f }).socket).toBe("/file/any.sock");
+  });
+});
+
+describe("environmentWarnings: names the agent would ignore", () => {
+  test("every AUDIO_AGENT_* and JETKVM_AUDIO_* name the repository's code uses (the init script's, the build's, the tests' tools') is known: none is warned of", async () => {
+    // Where names are used: the sources, the scripts (the init script's header lists its own), the tools, the tests' helpers.
+    // The tests and the Markdown show wrong ones on purpose.
+    const found = await run(["git", "grep", "-ohE", "(AUDIO_AGENT|JETKVM_AUDIO)_[A-Z0-9_]+", "--", ".", ":!*.test.ts", ":!*.md"], { cwd: REPO });
+    expect(found.code).toBe(0);
+    // A name's beginning (AUDIO_AGENT_OUTPUT_*) is none.
+    const names = [...new Set(found.stdout.split("\n").filter((name) => name !== "" && !name.endsWith("_")))];
+    for (const name of ["AUDIO_AGENT_ROLE", "AUDIO_AGENT_FIFO", "AUDIO_AGENT_BENCH_QUICK", "AUDIO_AGENT_GO_IPC", "JETKVM_AUDIO_INPUT_SOCKET"]) expect(names).toContain(name);
+    expect(names.flatMap((name) => environmentWarnings({ [name]: "1" }))).toEqual([]);
+  });
+
+  test("the socket as AUDIO_AGENT_[CHANNEL_]SOCKET points at the variable the command reads for it", () => {
+    const warned = (command?: "output serve" | "input send" | "serve") => environmentWarnings({ AUDIO_AGENT_SOCKET: "/run/a.sock" }, command)[0];
+    expect(warned("output serve")).toEndWith("did you mean JETKVM_AUDIO_OUTPUT_SOCKET?");
+    expect(warned("input send")).toEndWith("did you mean JETKVM_AUDIO_INPUT_SOCKET?");
+    expect(warned("serve")).toEndWith("did you mean JETKVM_AUDIO_OUTPUT_SOCKET or JETKVM_AUDIO_INPUT_SOCKET?");
+    expect(environmentWarnings({ AUDIO_AGENT_INPUT_SOCKT: "/run/a.sock" }, "output serve")[0]).toEndWith("did you mean JETKVM_AUDIO_INPUT_SOCKET?");
+  });
+
+  test("nearestName: within two edits, the nearest", () => {
+    const known = ["AUDIO_AGENT_LOG_LEVEL", "AUDIO_AGENT_LOG_FILE", "AUDIO_AGENT_LOG_FORMAT"];
+    expect(nearestName("AUDIO_AGENT_LOGLEVEL", known)).toBe("AUDIO_AGENT_LOG_LEVEL");
+    expect(nearestName("AUDIO_AGENT_LOG_FROMAT", known)).toBe("AUDIO_AGENT_LOG_FORMAT");
+    expect(nearestName("AUDIO_AGENT_LOG_FIL", known)).toBe("AUDIO_AGENT_LOG_FILE");
+    expect(nearestName("AUDIO_AGENT_LEVEL", known)).toBeUndefined();
   });
 });
 

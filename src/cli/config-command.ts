@@ -1,5 +1,6 @@
 import {
   ConfigError,
+  environmentWarnings,
   loadConfigFile,
   namedConfigFile,
   PROCESS_OPTIONS,
@@ -20,7 +21,8 @@ const COMMANDS = [...Object.keys(ROLE_OPTIONS), "serve"] as Command[];
 
 export const CONFIG_HELP = `audio-agent config: check and show configuration
 
-  audio-agent config check FILE                 validate a config file (exit 0 ok, 2 with the first problem)
+  audio-agent config check FILE                 validate a config file (exit 0 ok, 2 with the first problem);
+                                                warn of AUDIO_AGENT_* names in the environment no role reads
   audio-agent config print [ROLE] [--config F]  the effective settings as JSON (defaults < file < environment);
                                                 one role's output is itself a valid config file
 
@@ -58,6 +60,8 @@ export async function configCommand(args: string[], io: ConfigIo): Promise<numbe
     if (positionals.length !== 1) throw new UsageError("config check takes one argument: the config file (see audio-agent config --help)");
     // Named as an empty --config is: "" is no file's name.
     if (positionals[0] === "") throw new UsageError(`config check "" is not allowed: a JSON file`);
+    // The environment's names that do nothing, as a role's start logs them: a file checked is half of the settings.
+    for (const warning of environmentWarnings(io.env)) io.err(`audio-agent: config check: ${warning}\n`);
     const file = await loadConfigFile(positionals[0]);
     const count = Object.keys(file!.top).length + Object.values(file!.sections).reduce((n, s) => n + Object.keys(s ?? {}).length, 0);
     io.out(`${positionals[0]}: ok (${count} setting${count === 1 ? "" : "s"})\n`);

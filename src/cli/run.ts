@@ -6,6 +6,7 @@ import {
   ConfigError,
   configText,
   DEFAULT_CONFIG_FILE,
+  environmentWarnings,
   loadConfigFile,
   namedConfigFile,
   OPTIONS,
@@ -72,6 +73,14 @@ interface Run {
   logger?: Logger;
   /** The config file, once read: a pipe's cannot be read again for a failure's log format. */
   configFile?: ConfigFile;
+  /** The environment's names that do nothing, until logged: before a failure's line too (a misspelt name may be its cause). */
+  warnings?: string[];
+}
+
+/** Logs the run's warnings not logged yet. */
+function warnOnce(run: Run, logger: Logger): void {
+  for (const warning of run.warnings ?? []) logger.log("agent", "warn", warning);
+  run.warnings = undefined;
 }
 
 /** Runs one command line (without the program name); resolves with the exit code. */
@@ -84,7 +93,9 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
   } catch (e) {
     const { code, message } = describeFailure(e, run.settings, run.configFile?.path);
     run.logger?.flush();
-    const logger = run.logger ?? new Logger({ level: "error", format: requestedLogFormat(argv, io.env, run.configFile), write: writeLine(io) });
+    // Warnings and the failure's line; at "warn", since nothing else goes through it.
+    const logger = run.logger ?? new Logger({ level: "warn", format: requestedLogFormat(argv, io.env, run.configFile), write: writeLine(io) });
+    warnOnce(run, logger);
     logger.fatal(message, { exit_code: code });
     return code;
   }
@@ -206,6 +217,7 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
     io.out(roleHelp(command));
     return EXIT_OK;
   }
+  run.warnings = environmentWarnings(io.env, command);
   const file = await loadConfigFile(namedConfigFile(flags.config, io.env));
   run.configFile = file;
   const sources: ConfigSources = { flags, env: io.env, file };
@@ -216,6 +228,7 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
   if (io === defaultIo) keepPaceOnStderr();
   const logger = new Logger({ level: settings["log-level"], format: settings["log-format"], write: writeLine(io) });
   run.logger = logger;
+  warnOnce(run, logger);
   const shutdown = new Shutdown(logger.for("agent"), io.env);
   try {
     const main = await ROLES[command]();

@@ -27,12 +27,14 @@ const EMPTY_CONFIG = join(import.meta.dir, "empty-config.json");
 
 /**
  * The test's own environment minus anything that would configure the agent
- * behind the test's back (AUDIO_AGENT_*, the JetKVM socket variables), plus `extra`.
+ * behind the test's back (AUDIO_AGENT_*, the JetKVM socket variables), plus
+ * `extra`. Without INVOCATION_ID either: tests run by a systemd service would
+ * pass it on, and the agent would take itself for the audio-agent unit's.
  */
 export function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(process.env)) {
-    if (value === undefined || key.startsWith("AUDIO_AGENT_") || key.startsWith("JETKVM_AUDIO_")) continue;
+    if (value === undefined || key.startsWith("AUDIO_AGENT_") || key.startsWith("JETKVM_AUDIO_") || key === "INVOCATION_ID") continue;
     env[key] = value;
   }
   return { ...env, ...extra };
