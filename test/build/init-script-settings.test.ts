@@ -110,6 +110,23 @@ test("a settings file with CRLF line ends is read as with LF: its role and its v
   expect((await script("stop")).code).toBe(0);
 }, 30_000);
 
+// A script that a systemd unit runs (systemd-sysv-generator's, a unit of its own) passed the unit's INVOCATION_ID on, and
+// the agent, which takes it for the audio-agent unit's, told the script's own settings to be ignored, where the script read them.
+test("run by a systemd unit (INVOCATION_ID), the script's agent does not take itself for the unit's: no word of the script's settings, a misspelt one still warned of", async () => {
+  const { env, script } = service("AUDIO_AGENT_ROLE=serve\nAUDIO_AGENT_QUEUE_FRAME=250\n");
+  const started = await run([BUSYBOX!, "sh", SCRIPT, "start"], {
+    cwd: dir,
+    env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env, INVOCATION_ID: "0123456789abcdef0123456789abcdef" },
+    timeoutMs: 20_000,
+  });
+  expect(started.code, started.stdout + started.stderr).toBe(0);
+  expect(argsOf(env.AUDIO_AGENT_PIDFILE)).toEqual(["serve"]);
+  const log = readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8");
+  expect(log).toContain("WARN  agent: environment AUDIO_AGENT_QUEUE_FRAME is no setting of the agent's, ignored: did you mean AUDIO_AGENT_QUEUE_FRAMES?\n");
+  expect(log).not.toContain("init script's");
+  expect((await script("stop")).code).toBe(0);
+}, 30_000);
+
 // LSB's 6, "program is not configured", for a setting the agent refuses (it exits 2): start answered 1.
 test("a setting the agent refuses (AUDIO_AGENT_FORMAT=mp3): start fails with 6, the agent's reason in its log", async () => {
   const { env, script } = service("AUDIO_AGENT_FORMAT=mp3\n");
