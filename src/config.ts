@@ -619,7 +619,9 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
     // Own keys only: "toString" or "constructor" is in every object, not an option.
     if (!Object.hasOwn(OPTIONS, key) && !isSection) {
       const where = channel ? `the "${channel}" section` : "the top level or an output/input section";
-      throw new ConfigError(`config ${path}: unknown key ${shownValue(keyPath)}; allowed in ${where}: ${(channel ? sectionOptions(channel) : Object.keys(OPTIONS)).join(", ")}`);
+      const allowed = channel ? sectionOptions(channel) : Object.keys(OPTIONS);
+      const near = nearestName(key, allowed);
+      throw new ConfigError(`config ${path}: unknown key ${shownValue(keyPath)}; ${near ? `did you mean "${near}"? ` : ""}allowed in ${where}: ${allowed.join(", ")}`);
     }
     if (channel && !sectionOptions(channel).includes(key as OptionName)) {
       const other = channel === "output" ? "input" : "output";
@@ -940,6 +942,21 @@ function switchNegated(name: string, flags: FlagSpecs): string | undefined {
   return Object.hasOwn(flags, base) && flags[base]!.type === "boolean" ? base : undefined;
 }
 
+/**
+ * The flag an unknown `--name` likely meant: one a letter or two away
+ * (--queue-frame), or in serve the channel's own (--source: --output-source;
+ * --output-sink: --input-sink; --output-metrics: --metrics).
+ */
+function flagMeant(name: string, flags: FlagSpecs): string | undefined {
+  const known = Object.keys(flags);
+  const unprefixed = name.replace(/^(output|input)-/, "");
+  // A process-wide option given a channel's prefix (--output-metrics: --metrics) is the option itself.
+  const channels = [...(["output", "input"] as const).map((channel) => `${channel}-${unprefixed}`), unprefixed].filter((flag) => flag !== name && Object.hasOwn(flags, flag));
+  const near = nearestName(name, known);
+  const meant = near !== undefined ? [near] : channels;
+  return meant.length > 0 ? meant.map((flag) => `--${flag}`).join(" or ") : undefined;
+}
+
 /** The flags a command takes: how each is read, and for a value what is allowed. */
 export type FlagSpecs = Record<string, { type: "string" | "boolean"; short?: string; allowed?: string }>;
 
@@ -981,7 +998,10 @@ export function readFlags(args: string[], flags: FlagSpecs, command: string): { 
     const name = long ? rawName.slice(2) : shorts.get(rawName.slice(1));
     // Own keys only: --constructor or --toString is in every object, not a flag.
     const spec = name === undefined || !Object.hasOwn(flags, name) ? undefined : flags[name];
-    if (name === undefined || !spec) throw new ConfigError(`${command}: unknown option ${rawName} (${see})`);
+    if (name === undefined || !spec) {
+      const near = long ? flagMeant(rawName.slice(2), flags) : undefined;
+      throw new ConfigError(`${command}: unknown option ${rawName} (${near ? `did you mean ${near}? ` : ""}${see})`);
+    }
     if (spec.type === "boolean") {
       // Blanks around it are not part of it, as around any value but a path.
       const word = inline?.trim();

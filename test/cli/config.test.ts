@@ -53,6 +53,7 @@ describe("config check", () => {
       [`{"input": {"heartbeat-ms": 5}}`, '"input.heartbeat-ms": 5 is not allowed: an integer 10..60000'],
       [`{"output": {"bogus": true}}`, 'unknown key "output.bogus"; allowed in the "output" section: socket, '],
       [`{"bogus": true}`, 'unknown key "bogus"; allowed in the top level or an output/input section: socket, '],
+      [`{"output": {"queue-frame": 3}}`, 'unknown key "output.queue-frame"; did you mean "queue-frames"? allowed in the "output" section: socket, '],
       [`{"drop": 7}`, '"drop": 7 is not allowed: oldest, newest'],
       [`[]`, "expected a JSON object of settings, found an array"],
       [`{"drop":`, "not valid JSON ("],

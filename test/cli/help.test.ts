@@ -133,6 +133,9 @@ describe("usage errors", () => {
     const cases: [string[], string][] = [
       [["output", "serve", "--source", "x", "--bogus"], "audio-agent: output serve: unknown option --bogus (see audio-agent output serve --help)"],
       [["output", "serve", "--source", "x", "-x"], "audio-agent: output serve: unknown option -x (see audio-agent output serve --help)"],
+      // A letter or two off: the flag it likely meant.
+      [["output", "serve", "--source", "x", "--queue-frame", "3"], "audio-agent: output serve: unknown option --queue-frame (did you mean --queue-frames? see audio-agent output serve --help)"],
+      [["input", "send", "--sourse", "x"], "audio-agent: input send: unknown option --sourse (did you mean --source? see audio-agent input send --help)"],
       // Names every JavaScript object has are not flags either.
       [["output", "recv", "--sink", "x", "--constructor", "y"], "audio-agent: output recv: unknown option --constructor (see audio-agent output recv --help)"],
       [["output", "recv", "--sink", "x", "--toString"], "audio-agent: output recv: unknown option --toString (see audio-agent output recv --help)"],
@@ -153,13 +156,13 @@ describe("usage errors", () => {
       [["bench", "--bogus"], "audio-agent: bench: unknown option --bogus (see audio-agent bench --help)"],
       [["bench", "--only"], "audio-agent: bench: --only needs a value (a comma-separated list of flood160, flood4096, live, soak, startup)"],
       [["bench", "--quick=yes"], 'audio-agent: bench: --quick is a switch: takes true or false, found "yes" (see audio-agent bench --help)'],
-      [["serve", "--output-source", "x", "--input-sink", "y", "--source", "z"], "audio-agent: serve: unknown option --source (see audio-agent serve --help)"],
-      [["serve", "--output-source", "x", "--input-sink", "y", "--output-sink", "z"], "audio-agent: serve: unknown option --output-sink (see audio-agent serve --help)"],
-      [["serve", "--output-source", "x", "--input-sink", "y", "--output-metrics", "9100"], "audio-agent: serve: unknown option --output-metrics (see audio-agent serve --help)"],
+      [["serve", "--output-source", "x", "--input-sink", "y", "--source", "z"], "audio-agent: serve: unknown option --source (did you mean --output-source? see audio-agent serve --help)"],
+      [["serve", "--output-source", "x", "--input-sink", "y", "--output-sink", "z"], "audio-agent: serve: unknown option --output-sink (did you mean --input-sink? see audio-agent serve --help)"],
+      [["serve", "--output-source", "x", "--input-sink", "y", "--output-metrics", "9100"], "audio-agent: serve: unknown option --output-metrics (did you mean --metrics? see audio-agent serve --help)"],
       // The optimizer acts on a sending end's writes: a receiver has none to offer.
       [["output", "recv", "--sink", "x", "--adaptive", "on"], "audio-agent: output recv: unknown option --adaptive (see audio-agent output recv --help)"],
       [["input", "serve", "--sink", "x", "--adaptive-threshold", "3"], "audio-agent: input serve: unknown option --adaptive-threshold (see audio-agent input serve --help)"],
-      [["serve", "--output-source", "x", "--input-sink", "y", "--input-adaptive", "off"], "audio-agent: serve: unknown option --input-adaptive (see audio-agent serve --help)"],
+      [["serve", "--output-source", "x", "--input-sink", "y", "--input-adaptive", "off"], "audio-agent: serve: unknown option --input-adaptive (did you mean --output-adaptive? see audio-agent serve --help)"],
       [["serve", "--output-source", "x", "--input-sink", "y", "--input-format", "mp3"], 'audio-agent: --input-format "mp3" is not allowed: wire, ogg'],
       [["serve", "--output-source", "x", "--input-sink", "y", "--output-loop=yes"], 'audio-agent: serve: --output-loop is a switch: takes true or false, found "yes" (see audio-agent serve --help)'],
       [["serve", "--input-sink", "y"], `audio-agent: serve: --output-source is required (${OPTIONS.source.allowed})`],
