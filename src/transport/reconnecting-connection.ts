@@ -28,12 +28,11 @@ export interface ReconnectingConnectionOptions {
   onClose: (socket: Socket<unknown>, reason: string) => string | void;
   /**
    * Once a connection has brought nothing for this long (ms), looks whether the
-   * path still reaches the socket file it was made to, and again as often while it
-   * stays silent: a server hung with the
-   * connection open (stuck in a driver, stopped) is not closed by the kernel,
-   * and one started in its place binds the path anew. Such a connection is
-   * given up for the server there now; one that brings data is kept, as is
-   * one held by its owner. None: never looked at.
+   * path still reaches the socket file it was made to, and again as often while
+   * it stays silent: a server hung with the connection open (stuck in a driver,
+   * stopped) is not closed by the kernel, and one started in its place binds the
+   * path anew. Such a connection is given up for the server there now; one that
+   * brings data is kept, as is one held by its owner. None: never looked at.
    */
   serverLookMs?: number;
 }
