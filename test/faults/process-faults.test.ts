@@ -14,7 +14,7 @@ import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { SERVER_LOOK_MS, SERVER_REPLACED } from "../../src/transport/reconnecting-connection.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import { ackSkippingServer } from "../support/ack-skipping-server.ts";
-import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
+import { allLogFields, expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { startFedServer } from "../support/feeder.ts";
 import { expectIntactInOrder, indexedPayload, payloadIndex } from "../support/payloads.ts";
@@ -46,6 +46,18 @@ async function startLiveServer(dir: { path: (name: string) => string }, socket: 
 /** Frames in a wire sink written by a running `output recv` (it flushes every 100 ms). */
 function framesIn(path: string): number {
   return existsSync(path) ? wireFileFrames(path).frames.length : 0;
+}
+
+/** A fed `output serve` at `out.sock` in `dir`, its `output recv` writing `got.wire`, once `count` frames have reached the sink. */
+async function recvFromFedServer(dir: ReturnType<typeof setup>, count: number) {
+  const path = dir.path("out.sock");
+  const sink = dir.path("got.wire");
+  const first = await startFedServer(path);
+  const recv = spawnAgent(["output", "recv", "--socket", path, "--sink", sink]);
+  await first.server.waitForStderr("client connected");
+  await first.feed.send(count);
+  await until(() => framesIn(sink) === count, `${count} frames from the first server`);
+  return { path, sink, first, recv };
 }
 
 describe("a client that connects and never reads", () => {
@@ -364,14 +376,7 @@ describe("a client killed with SIGKILL while receiving a flood", () => {
 
 describe("a server killed with SIGKILL and restarted", () => {
   test("`output recv` reconnects to the new server and records its frames; the stale socket is removed", async () => {
-    const dir = setup("pf-");
-    const path = dir.path("out.sock");
-    const sink = dir.path("got.wire");
-    const first = await startFedServer(path);
-    const recv = spawnAgent(["output", "recv", "--socket", path, "--sink", sink]);
-    await first.server.waitForStderr("client connected");
-    await first.feed.send(300);
-    await until(() => framesIn(sink) === 300, "300 frames from the first server");
+    const { path, sink, first, recv } = await recvFromFedServer(setup("pf-"), 300);
 
     first.server.kill("SIGKILL");
     await first.server.exited;
@@ -410,14 +415,7 @@ describe("a server hung with its connection open, and another started at its pat
   // A capture process stuck in its driver cannot be killed; its supervisor starts another, which
   // (as the Go original does) removes the socket file and binds the path anew.
   test("`output recv` gives up the silent connection for the server now at the path, and records its frames", async () => {
-    const dir = setup("pf-");
-    const path = dir.path("out.sock");
-    const sink = dir.path("got.wire");
-    const first = await startFedServer(path);
-    const recv = spawnAgent(["output", "recv", "--socket", path, "--sink", sink]);
-    await first.server.waitForStderr("client connected");
-    await first.feed.send(50);
-    await until(() => framesIn(sink) === 50, "50 frames from the first server");
+    const { path, sink, first, recv } = await recvFromFedServer(setup("pf-"), 50);
     first.server.kill("SIGSTOP");
 
     unlinkSync(path);
@@ -429,8 +427,7 @@ describe("a server hung with its connection open, and another started at its pat
     recv.kill("SIGTERM");
     expect(await recv.exited).toBe(0);
 
-    const disconnects = recv.stderr.split("\n").filter((l) => l.includes("output-client: disconnected "));
-    expect(disconnects[0]).toContain('reason="the server sent nothing for a while, and the socket path now leads to another server"');
+    expect(allLogFields(recv.stderr, "output-client", "disconnected")[0]!.reason).toBe(SERVER_REPLACED);
     const indices = expectIntactInOrder(wireFileFrames(sink).frames);
     expect(indices).toEqual([...Array(50).keys(), ...Array.from({ length: 50 }, (_, i) => 100_000 + i)]);
     expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "100", connects: "2" });
@@ -459,14 +456,7 @@ describe("a server hung with its connection open, and another started at its pat
   }, 60_000);
 
   test("a regular file put at the path is no server: `output recv` keeps the silent connection, and the server's frames come on it once it resumes", async () => {
-    const dir = setup("pf-");
-    const path = dir.path("out.sock");
-    const sink = dir.path("got.wire");
-    const first = await startFedServer(path);
-    const recv = spawnAgent(["output", "recv", "--socket", path, "--sink", sink]);
-    await first.server.waitForStderr("client connected");
-    await first.feed.send(50);
-    await until(() => framesIn(sink) === 50, "50 frames from the server");
+    const { path, sink, first, recv } = await recvFromFedServer(setup("pf-"), 50);
     first.server.kill("SIGSTOP");
     unlinkSync(path);
     writeFileSync(path, "not a socket");
@@ -477,8 +467,7 @@ describe("a server hung with its connection open, and another started at its pat
     await until(() => framesIn(sink) === 100, "50 more frames from the resumed server", 10_000);
     recv.kill("SIGTERM");
     expect(await recv.exited).toBe(0);
-    const disconnects = recv.stderr.split("\n").filter((l) => l.includes("output-client: disconnected "));
-    expect(disconnects).toEqual([expect.stringContaining("reason=stopped")]);
+    expect(allLogFields(recv.stderr, "output-client", "disconnected").map((f) => f.reason)).toEqual(["stopped"]);
     expect(expectIntactInOrder(wireFileFrames(sink).frames)).toEqual([...Array(100).keys()]);
     expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "100", connects: "1" });
     await first.feed.end();
@@ -564,8 +553,7 @@ describe("an input server hung with its connection open, and another started at 
     expect(await sender.exited).toBe(0);
     await until(() => second.closed === 1, "the second connection's end, all it sent read");
 
-    const disconnects = sender.stderr.split("\n").filter((l) => l.includes("input-client: disconnected "));
-    expect(disconnects[0]).toContain(`reason="${SERVER_REPLACED}"`);
+    expect(allLogFields(sender.stderr, "input-client", "disconnected")[0]!.reason).toBe(SERVER_REPLACED);
     expect(second.stopped).toBe(true);
     expect(second.acks - second.heartbeats).toBe(1); // the Config
     // What the hung server never read is lost with it; the rest of the file reached the second, in order.

@@ -7,20 +7,25 @@
 import { expect } from "bun:test";
 import { DROP_REASONS, type FrameStats } from "../../src/transport/frame-stats.ts";
 
-/** The fields of the last log line `<component>: <message> k=v ...` (quoted values unquoted), or undefined when there is none. */
-export function findLogFields(stderr: string, component: string, message: string): Record<string, string> | undefined {
+/** The fields of each log line `<component>: <message> k=v ...` (quoted values unquoted), in order. */
+export function allLogFields(stderr: string, component: string, message: string): Record<string, string>[] {
   const marker = ` ${component}: ${message}`;
-  const line = stderr
+  return stderr
     .split("\n")
     .filter((l) => l.includes(marker + " ") || l.endsWith(marker))
-    .at(-1);
-  if (line === undefined) return undefined;
-  const rest = line.slice(line.indexOf(marker) + marker.length);
-  const fields: Record<string, string> = {};
-  for (const m of rest.matchAll(/ ([\w-]+)=("(?:[^"\\]|\\.)*"|\S*)/g)) {
-    fields[m[1]!] = m[2]!.startsWith('"') ? JSON.parse(m[2]!) : m[2]!;
-  }
-  return fields;
+    .map((line) => {
+      const rest = line.slice(line.indexOf(marker) + marker.length);
+      const fields: Record<string, string> = {};
+      for (const m of rest.matchAll(/ ([\w-]+)=("(?:[^"\\]|\\.)*"|\S*)/g)) {
+        fields[m[1]!] = m[2]!.startsWith('"') ? JSON.parse(m[2]!) : m[2]!;
+      }
+      return fields;
+    });
+}
+
+/** The fields of the last log line `<component>: <message> k=v ...`, or undefined when there is none. */
+export function findLogFields(stderr: string, component: string, message: string): Record<string, string> | undefined {
+  return allLogFields(stderr, component, message).at(-1);
 }
 
 /** The fields of the last log line `<component>: <message> k=v ...`; throws when there is none. */
