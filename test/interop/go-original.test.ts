@@ -36,6 +36,19 @@ function frames(from: number, to: number): Uint8Array[] {
   });
 }
 
+/** Payloads as hex, each: a mismatch reads as which payload differs. */
+function hex(payloads: readonly Uint8Array[]): string[] {
+  return payloads.map((p) => Buffer.from(p).toString("hex"));
+}
+
+/** The Go AudioServer at `t.sock`, and `output recv` (`args` after its socket) once it has connected to it. */
+async function recvFromGoServer(t: ReturnType<typeof setup>, args: string[]) {
+  const server = await goServer(t.sock);
+  const recv = spawnAgent(["output", "recv", "--socket", t.sock, ...args]);
+  await recv.waitForStderr("output-client: connected");
+  return { server, recv };
+}
+
 /** Real Opus packets: opusenc's 20 ms frames of a 2 s sweep, in an Ogg file at the returned path. */
 function opusFile(dir: string): { path: string; packets: Uint8Array[] } {
   const path = encodeWith(dir, "sweep", ["--framesize", "20"], { samples: 96_000 });
@@ -51,9 +64,7 @@ describe.skipIf(missing !== undefined)(`the unchanged Go original${missing ? ` (
     test("wire sink: every frame the Go server sent (empty and 4096 bytes among them) is recorded byte for byte, stamped by the Go server; the stopped line counts them", async () => {
       const t = setup();
       const sink = t.path("got.wire");
-      const server = await goServer(t.sock);
-      const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", sink]);
-      await recv.waitForStderr("output-client: connected");
+      const { server, recv } = await recvFromGoServer(t, ["--sink", sink]);
       const sent = frames(0, 400);
       const before = BigInt(Date.now()) * 1_000_000n;
       await server.send(sent);
@@ -65,7 +76,7 @@ describe.skipIf(missing !== undefined)(`the unchanged Go original${missing ? ` (
 
       const got = wholeWireMessages(sink);
       expect(got.map((m) => m.type)).toEqual(sent.map(() => MessageType.OpusFrame));
-      expect(got.map((m) => Buffer.from(m.payload).toString("hex"))).toEqual(sent.map((p) => Buffer.from(p).toString("hex")));
+      expect(hex(got.map((m) => m.payload))).toEqual(hex(sent));
       // The Go server stamps each frame as it writes it: this run's wall clock, in order.
       const stamps = got.map((m) => m.timestampNs);
       expect(stamps.every((s, k) => s >= before && s <= after && (k === 0 || s >= stamps[k - 1]!))).toBe(true);
@@ -76,25 +87,21 @@ describe.skipIf(missing !== undefined)(`the unchanged Go original${missing ? ` (
       const t = setup();
       const { packets } = opusFile(t.dir);
       const sink = t.path("got.opus");
-      const server = await goServer(t.sock);
-      const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", sink, "--format", "ogg"]);
-      await recv.waitForStderr("output-client: connected");
+      const { server, recv } = await recvFromGoServer(t, ["--sink", sink, "--format", "ogg"]);
       await server.send(packets);
       expect(await server.end()).toMatchObject({ total: packets.length, dropped: 0 });
       await recv.waitForStderr("output-client: disconnected");
       recv.kill("SIGTERM");
       expect(await recv.exited, recv.stderr).toBe(0);
       const recorded = audioPacketsOf(new Uint8Array(readFileSync(sink)));
-      expect(recorded.map((p) => Buffer.from(p).toString("hex"))).toEqual(packets.map((p) => Buffer.from(p).toString("hex")));
+      expect(hex(recorded)).toEqual(hex(packets));
       expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: String(packets.length), dropped: "0" });
     }, 60_000);
 
     test("the Go server restarted mid-stream (Close, a new one on the path): the agent connects again and records both runs' frames, in order", async () => {
       const t = setup();
       const sink = t.path("got.wire");
-      const first = await goServer(t.sock);
-      const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", sink]);
-      await recv.waitForStderr("output-client: connected");
+      const { server: first, recv } = await recvFromGoServer(t, ["--sink", sink]);
       await first.send(frames(0, 150));
       expect(await first.end()).toMatchObject({ total: 150, dropped: 0 });
       await recv.waitForStderr("output-client: disconnected");
@@ -107,8 +114,7 @@ describe.skipIf(missing !== undefined)(`the unchanged Go original${missing ? ` (
       recv.kill("SIGTERM");
       expect(await recv.exited, recv.stderr).toBe(0);
 
-      const got = wholeWireMessages(sink).map((m) => Buffer.from(m.payload).toString("hex"));
-      expect(got).toEqual(frames(0, 300).map((p) => Buffer.from(p).toString("hex")));
+      expect(hex(wholeWireMessages(sink).map((m) => m.payload))).toEqual(hex(frames(0, 300)));
       expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "300", dropped: "0", connects: "2", protocol_errors: "0" });
     }, 60_000);
   });
@@ -117,9 +123,7 @@ describe.skipIf(missing !== undefined)(`the unchanged Go original${missing ? ` (
     test("the Go server's timed write, its client stalled (SIGSTOP) past the 10 ms timeout: frames it dropped are gone, its interleaved writes are a framing violation the agent disconnects on and connects again after, never resynchronising; every message recorded is whole, in order, and only one before each violation can be another's bytes", async () => {
       const t = setup();
       const sink = t.path("got.wire");
-      const server = await goServer(t.sock);
-      const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", sink]);
-      await recv.waitForStderr("output-client: connected");
+      const { server, recv } = await recvFromGoServer(t, ["--sink", sink]);
       const N = 3000;
       const sent = frames(2, N);
       const sending = server.send(sent);
@@ -155,7 +159,7 @@ describe.skipIf(missing !== undefined)(`the unchanged Go original${missing ? ` (
     /** The Go client's run: its payloads, its lines, its exit code. */
     async function received(client: Awaited<ReturnType<typeof goClient>>, out: string) {
       const { code, stdout } = await client.done;
-      return { code, stdout, payloads: readLengthPrefixed(out).map((p) => Buffer.from(p).toString("hex")) };
+      return { code, stdout, payloads: hex(readLengthPrefixed(out)) };
     }
 
     test("an opusenc Ogg file, lossless: the Go client gets every packet byte for byte, in order, then the end of the stream (EOF)", async () => {
@@ -166,7 +170,7 @@ describe.skipIf(missing !== undefined)(`the unchanged Go original${missing ? ` (
       const out = t.path("got.bin");
       const got = await received(await goClient(t.sock, out), out);
       expect(await serve.exited, serve.stderr).toBe(0);
-      expect(got).toEqual({ code: 0, stdout: `connected\nerror: failed to read header: EOF\nframes=${packets.length}\n`, payloads: packets.map((p) => Buffer.from(p).toString("hex")) });
+      expect(got).toEqual({ code: 0, stdout: `connected\nerror: failed to read header: EOF\nframes=${packets.length}\n`, payloads: hex(packets) });
       expect(expectAccountedLine(serve.stderr)).toMatchObject({ submitted: packets.length, delivered: packets.length, dropped: 0 });
     }, 60_000);
 
@@ -187,7 +191,7 @@ describe.skipIf(missing !== undefined)(`the unchanged Go original${missing ? ` (
       const out = t.path("got.bin");
       const got = await received(await goClient(t.sock, out), out);
       expect(await serve.exited, serve.stderr).toBe(0);
-      expect(got).toEqual({ code: 0, stdout: `connected\nerror: failed to read header: EOF\nframes=300\n`, payloads: sent.map((p) => Buffer.from(p).toString("hex")) });
+      expect(got).toEqual({ code: 0, stdout: `connected\nerror: failed to read header: EOF\nframes=300\n`, payloads: hex(sent) });
       expect(expectAccountedLine(serve.stderr)).toMatchObject({ submitted: 300, delivered: 300, dropped: 0 });
     }, 60_000);
 
@@ -213,7 +217,7 @@ describe.skipIf(missing !== undefined)(`the unchanged Go original${missing ? ` (
         expect(got).toEqual({
           code: 0,
           stdout: `connected\nerror: failed to read header: EOF\nframes=${accounting.delivered}\n`,
-          payloads: sent.slice(accounting.dropped).map((p) => Buffer.from(p).toString("hex")),
+          payloads: hex(sent.slice(accounting.dropped)),
         });
         expect(accounting.delivered).toBeGreaterThan(0);
       }, 60_000);
@@ -241,8 +245,8 @@ describe.skipIf(missing !== undefined)(`the unchanged Go original${missing ? ` (
       expect(await second.exited, second.stderr).toBe(0);
       expect(got.stdout).toBe(`connected\nerror: failed to read header: EOF\nconnected\nerror: failed to read header: EOF\nframes=${firstRun.delivered + sent.length}\n`);
       expect(got.code).toBe(0);
-      const hex = sent.map((p) => Buffer.from(p).toString("hex"));
-      expect(got.payloads).toEqual([...hex.slice(firstRun.dropped, firstRun.dropped + firstRun.delivered), ...hex]);
+      const sentHex = hex(sent);
+      expect(got.payloads).toEqual([...sentHex.slice(firstRun.dropped, firstRun.dropped + firstRun.delivered), ...sentHex]);
     }, 60_000);
   });
 });
