@@ -2,13 +2,21 @@ import type { Socket } from "bun";
 import { HEALTHY_SESSION_MS, sessionBackoffMs } from "./backoff.ts";
 import type { Report } from "./report.ts";
 import { socketReachedBy, sameIdentity, type SocketFileIdentity } from "./socket-file.ts";
-import { connectWithBackoff, sleep } from "./unix-client.ts";
+import { connectOnce, connectWithBackoff, sleep, type ConnectionHandler } from "./unix-client.ts";
 
 /** How long the clients' connections may bring nothing before the path is looked at (serverLookMs). */
 export const SERVER_LOOK_MS = 2000;
 
 /** The reason a connection the look gave up ends with (serverLookMs). */
 export const SERVER_REPLACED = "the server sent nothing for a while, and the socket path now leads to another server";
+
+/** A connection the look made to the server now at the path, with what came on it before run() took it. */
+interface Replacement {
+  socket: Socket<unknown>;
+  file: SocketFileIdentity;
+  chunks: Uint8Array[];
+  ended?: string;
+}
 
 export interface ReconnectingConnectionOptions {
   path: string;
@@ -31,8 +39,9 @@ export interface ReconnectingConnectionOptions {
    * path still reaches the socket file it was made to, and again as often while
    * it stays silent: a server hung with the connection open (stuck in a driver,
    * stopped) is not closed by the kernel, and one started in its place binds the
-   * path anew. Such a connection is given up for the server there now; one that
-   * brings data is kept, as is one held by its owner. None: never looked at.
+   * path anew. Such a connection is given up for the server there now, once a
+   * connect to it is made; one that brings data is kept, as is one held by its
+   * owner. None: never looked at.
    */
   serverLookMs?: number;
 }
@@ -66,6 +75,27 @@ export class ReconnectingConnection {
   /** The socket file the connection reached as it was made, and the look's timer, put off by each read. */
   private reached: SocketFileIdentity | undefined;
   private look: ReturnType<typeof setInterval> | undefined;
+  /** Whether the look has said it found a socket file no server answers on, once a connection. */
+  private toldNoAnswer = false;
+  /** The look's connect to the server now at the path: made while the silent one is still open, taken by run() next. */
+  private replacement: Replacement | undefined;
+  private replacing = false;
+  private readonly handler: ConnectionHandler = {
+    data: (s, chunk) => {
+      if (s === this.current) {
+        // Put off, not fired: while data comes the look never wakes the process.
+        this.look?.refresh();
+        this.options.data(s, chunk);
+      } else if (s === this.replacement?.socket) this.replacement.chunks.push(chunk.slice());
+    },
+    drain: (s) => {
+      if (s === this.current) this.options.drain(s);
+    },
+    close: (s, reason) => {
+      if (s === this.replacement?.socket) this.replacement.ended ??= reason;
+      else this.closed(s, reason);
+    },
+  };
   /** Resolves once the first connection attempt has an outcome: connected, or no server there yet. */
   readonly firstAttempt = new Promise<void>((resolve) => (this.settle = resolve));
 
@@ -112,23 +142,28 @@ export class ReconnectingConnection {
     try {
       while (!this.stopping) {
         if (wait > 0) await sleep(wait, this.abort.signal);
-        const socket = this.stopping ? undefined : await this.connect();
+        const next = this.replacement;
+        this.replacement = undefined;
+        const socket = this.stopping ? undefined : (next?.socket ?? (await this.connect()));
         if (!socket) return;
         const ended = new Promise<string>((resolve) => (this.closedWaiter = resolve));
         const openedAt = performance.now();
         this.current = socket;
         this.connects++;
         if (this.held) socket.pause();
-        this.watchServer(socket);
+        this.watchServer(socket, next?.file);
         this.options.onOpen(socket);
         this.settle();
+        if (next) this.replay(socket, next);
         const reason = await ended;
         early = performance.now() - openedAt >= HEALTHY_SESSION_MS ? 0 : early + 1;
-        wait = once || this.stopping ? 0 : sessionBackoffMs(early);
+        // A server found by the look is already connected: nothing to wait for.
+        wait = once || this.stopping || this.replacement ? 0 : sessionBackoffMs(early);
         report("info", "disconnected", { socket: path, reason, ...(wait > 0 ? { reconnect_in_ms: wait } : {}) });
         if (once) return;
       }
     } finally {
+      this.endReplacement();
       this.settle();
     }
   }
@@ -146,18 +181,7 @@ export class ReconnectingConnection {
         onWaiting: () => this.settle(),
         onReset: () => this.connectResets++,
         beforeAttempt: this.options.serverLookMs === undefined ? undefined : () => (this.atAttempt = socketReachedBy(this.options.path)),
-        handler: {
-          data: (s, chunk) => {
-            if (s !== this.current) return;
-            // Put off, not fired: while data comes the look never wakes the process.
-            this.look?.refresh();
-            this.options.data(s, chunk);
-          },
-          drain: (s) => {
-            if (s === this.current) this.options.drain(s);
-          },
-          close: (s, reason) => this.closed(s, reason),
-        },
+        handler: this.handler,
       });
     } catch (e) {
       if (this.stopping) return undefined;
@@ -183,15 +207,18 @@ export class ReconnectingConnection {
     this.abort.abort();
     const socket = this.current;
     if (socket) this.close(socket, "stopped", true);
+    this.endReplacement();
   }
 
-  private watchServer(socket: Socket<unknown>): void {
+  /** `file`: what the path led to as the look's connect began, for a connection the look made. */
+  private watchServer(socket: Socket<unknown>, file?: SocketFileIdentity): void {
     const every = this.options.serverLookMs;
     if (every === undefined) return;
     // What the path led to as the connect began: looked at once made, it could already be the file of
     // a server started in the place of the one reached, which would then be kept, hung, for good. Had
     // the path changed in that moment the other way, a silent connection is given up once, needlessly.
-    this.reached = this.atAttempt ?? socketReachedBy(this.options.path);
+    this.reached = file ?? this.atAttempt ?? socketReachedBy(this.options.path);
+    this.toldNoAnswer = false;
     this.look = setInterval(() => this.lookAtServer(socket), every);
     // It never keeps the process up: the connection does, while it lasts.
     this.look.unref();
@@ -199,12 +226,51 @@ export class ReconnectingConnection {
 
   private lookAtServer(socket: Socket<unknown>): void {
     // Held, it is silent by its owner's doing.
-    if (socket !== this.current || this.held || this.reached === undefined) return;
-    const now = socketReachedBy(this.options.path);
+    if (socket !== this.current || this.held || this.reached === undefined || this.replacing) return;
+    const { path, report } = this.options;
+    const now = socketReachedBy(path);
     // Gone, or a file no server listens by (a regular file, a directory): there is no one else
     // to reach, and the server may yet speak. Given up, the connect there would fail for good.
     if (now === undefined || sameIdentity(now, this.reached)) return;
-    this.close(socket, SERVER_REPLACED);
+    // Given up only for a server that answers there: a socket file left by one that died (a
+    // replacement that failed) has none, and the silent one may yet speak. Connected while the
+    // silent one is still open, so no frame the new server sends at once is missed.
+    this.replacing = true;
+    const opened = (next: Socket<unknown>) => void (this.replacement = { socket: next, file: now, chunks: [] });
+    connectOnce(path, { ...this.handler, open: opened }).then(
+      (next) => {
+        this.replacing = false;
+        // Taken already: the silent one ended by itself meanwhile, and run() found this one.
+        if (next === this.current) return;
+        if (this.stopping || socket !== this.current) {
+          if (this.replacement?.socket === next) this.replacement = undefined;
+          next.end();
+          return;
+        }
+        this.replacement ??= { socket: next, file: now, chunks: [] };
+        this.close(socket, SERVER_REPLACED);
+      },
+      (e: NodeJS.ErrnoException) => {
+        this.replacing = false;
+        if (this.toldNoAnswer || socket !== this.current) return;
+        this.toldNoAnswer = true;
+        report("info", "the server sends nothing, and no server answers at the socket path's new file: staying connected", { socket: path, error: e?.code ?? String(e) });
+      },
+    );
+  }
+
+  /** Passes on what the look's connection brought before run() took it, and its end if it came. */
+  private replay(socket: Socket<unknown>, next: Replacement): void {
+    for (const chunk of next.chunks) {
+      if (socket !== this.current) return;
+      this.options.data(socket, chunk);
+    }
+    if (next.ended !== undefined) this.closed(socket, next.ended);
+  }
+
+  private endReplacement(): void {
+    this.replacement?.socket.end();
+    this.replacement = undefined;
   }
 
   private closed(socket: Socket<unknown>, reason: string): boolean {

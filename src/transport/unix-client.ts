@@ -5,6 +5,8 @@ import { fileKind, notAStreamSocket } from "./socket-file.ts";
 import type { Report } from "./report.ts";
 
 export interface ConnectionHandler {
+  /** The connection is made, before any of its data and before the connect resolves. */
+  open?(socket: Socket<unknown>): void;
   data(socket: Socket<unknown>, chunk: Uint8Array): void;
   drain(socket: Socket<unknown>): void;
   close(socket: Socket<unknown>, reason: string): void;
@@ -93,16 +95,7 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
     if (signal?.aborted) throw new ConnectTimeoutError(path, performance.now() - started, "aborted");
     options.beforeAttempt?.();
     try {
-      const socket = await Bun.connect({
-        unix: path,
-        socket: {
-          binaryType: "uint8array",
-          data: (s, chunk) => handler.data(s, chunk),
-          drain: (s) => handler.drain(s),
-          close: (s, error) => handler.close(s, error ? `error: ${error.message}` : "server closed"),
-          error: () => {},
-        },
-      });
+      const socket = await connectOnce(path, handler);
       if (attempt > 0) report("debug", "connected after retries", { socket: path, attempts: attempt + 1 });
       return socket;
     } catch (e) {
@@ -134,6 +127,21 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
     const delay = reset ? sessionBackoffMs(resets) : backoffDelayMs(missed - 1);
     await sleep(timeoutMs === undefined ? delay : Math.min(delay, timeoutMs - elapsed), signal);
   }
+}
+
+/** One connect to the server at `path`, its events passed to `handler`; rejects with connect(2)'s error. */
+export function connectOnce(path: string, handler: ConnectionHandler): Promise<Socket<unknown>> {
+  return Bun.connect({
+    unix: path,
+    socket: {
+      binaryType: "uint8array",
+      open: (s) => handler.open?.(s),
+      data: (s, chunk) => handler.data(s, chunk),
+      drain: (s) => handler.drain(s),
+      close: (s, error) => handler.close(s, error ? `error: ${error.message}` : "server closed"),
+      error: () => {},
+    },
+  });
 }
 
 /** Why `path` cannot be a socket a server will listen on, or undefined while it still may be. */

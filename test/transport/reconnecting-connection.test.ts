@@ -6,11 +6,12 @@
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { ReconnectingConnection, type ReconnectingConnectionOptions } from "../../src/transport/reconnecting-connection.ts";
-import { mkdirSync, unlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { silent } from "../../src/transport/report.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { fakeServer, type FakeServer } from "../support/peer.ts";
+import { makeStaleSocket } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -190,6 +191,39 @@ describe("ReconnectingConnection", () => {
     Bun.connect = real;
     expect(second!.connections.length).toBe(1);
     expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "close the server sent nothing for a while, and the socket path now leads to another server", "open 2"]);
+    await until(() => server.closedCount() === 1, "the first server saw its connection end", 5000);
+  });
+
+  test("serverLookMs: a socket file no server answers on (a replacement that died) leaves the silent connection, said once; a server there later gets it, and what it sent at once", async () => {
+    const { path, server } = serve(() => {});
+    const reports: string[] = [];
+    const { conn, events } = connection(path, { serverLookMs: 50, report: (_level, message) => void reports.push(message) });
+    void conn.run();
+    await until(() => conn.connects === 1, "connected");
+    // Made beside it and moved in: the look never meets its listener alive.
+    await makeStaleSocket(`${path}.stale`);
+    renameSync(`${path}.stale`, path);
+    await Bun.sleep(300);
+    expect(conn.connects).toBe(1);
+    expect(server.closedCount()).toBe(0);
+    expect(reports.filter((m) => m.includes("no server answers"))).toEqual(["the server sends nothing, and no server answers at the socket path's new file: staying connected"]);
+    // The silent server speaks again: it was kept, so nothing it sends is lost.
+    server.connections[0]!.write(Uint8Array.of(5));
+    await until(() => events.includes("data 5"), "the kept server's byte");
+    // The connect resolves late, as on a busy loop: the bytes come before it, and are kept for it.
+    const real = Bun.connect;
+    Bun.connect = (async (options: Parameters<typeof Bun.connect>[0]) => {
+      const socket = await real(options);
+      await Bun.sleep(100);
+      return socket;
+    }) as unknown as typeof Bun.connect;
+    defer(() => void (Bun.connect = real));
+    unlinkSync(path);
+    const second = fakeServer(path, (socket) => void socket.write(Uint8Array.of(7, 8, 9)));
+    defer(() => second.stop());
+    await until(() => events.includes("data 7,8,9"), "the byte the new server sent as it accepted", 5000);
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "data 5", "close the server sent nothing for a while, and the socket path now leads to another server", "open 2", "data 7,8,9"]);
+    expect(second.connections.length).toBe(1);
     await until(() => server.closedCount() === 1, "the first server saw its connection end", 5000);
   });
 
