@@ -264,7 +264,7 @@ function parseFlags(command: Command, args: string[]): Record<string, unknown> {
 function describeFailure(e: unknown, settings: Record<string, unknown> = {}, configPath?: string): { code: number; message: string } {
   if (e instanceof UsageError || e instanceof ConfigError) return { code: EXIT_USAGE, message: e.message };
   if (e instanceof FileFormatError) {
-    const flag = formatFlagOf(settings, e.path);
+    const flag = formatFlagOf(settings, e.end, e.path);
     return { code: EXIT_USAGE, message: e.naming(flag, origins(settings, [flag.slice(2)], configPath)) };
   }
   // A port another process holds is refused like a socket a live server answers on.
@@ -333,9 +333,9 @@ function sameValue(a: unknown, b: unknown): boolean {
 }
 
 /** The flag that gives the format of the source or sink at `path`: the one beside its flag (--format; serve: --output-format, --input-format). */
-function formatFlagOf(settings: Record<string, unknown>, path: string): string {
-  const named = Object.keys(settings).find((name) => /(source|sink)$/.test(name) && settings[name] === path);
-  return named ? `--${named.replace(/(source|sink)$/, "")}format` : "--format";
+function formatFlagOf(settings: Record<string, unknown>, end: "source" | "sink", path: string): string {
+  const named = Object.keys(settings).find((name) => name.endsWith(end) && settings[name] === path);
+  return named ? `--${named.slice(0, -end.length)}format` : "--format";
 }
 
 const ERRNO_WORDS: Record<string, string> = {

@@ -1,5 +1,5 @@
 import { closeSync, openSync, readSync, statSync } from "node:fs";
-import { INPUT_MAGIC, OUTPUT_MAGIC, readUint32LE, write32LE } from "../protocol/index.ts";
+import { INPUT_MAGIC, OUTPUT_MAGIC, readUint32LE, write32LE, type Channel } from "../protocol/index.ts";
 import { hasCapturePattern, MAX_PAGE_SIZE, type OggPage } from "./ogg-page.ts";
 import { OggPageReader } from "./ogg-page-reader.ts";
 import { isOpusHead, parseOpusHead, whyNotCarried } from "./opus-head.ts";
@@ -16,6 +16,8 @@ export type MediaFormat = "wire" | "ogg";
  */
 export class FileFormatError extends Error {
   constructor(
+    /** Which end of a role the file is: a command may read and write the same path (serve). */
+    readonly end: "source" | "sink",
     readonly path: string,
     private readonly describe: (formatFlag: string, setAt: string) => string,
   ) {
@@ -55,7 +57,7 @@ const NAMES: Record<MediaFormat | "wav", string> = { ogg: "Ogg", wav: "WAV", wir
  */
 export async function checkFileFormat(path: string, format: MediaFormat, lenient = false): Promise<void> {
   const refuse: Refusal = (problem) =>
-    new FileFormatError(path, (flag, setAt) => `source ${path} (${flag} ${format}${setAt ? `, ${setAt}` : ""}) ${problem(flag)}`);
+    new FileFormatError("source", path, (flag, setAt) => `source ${path} (${flag} ${format}${setAt ? `, ${setAt}` : ""}) ${problem(flag)}`);
   const head = readHead(path, 12);
   if (format === "ogg" && head.length === 0) {
     throw refuse(() => `is empty: an Ogg Opus file begins with an OpusHead page`);
@@ -90,9 +92,11 @@ export async function checkFileFormat(path: string, format: MediaFormat, lenient
  * file no reader of either format reads to its end. Told at start, the file
  * left as it is. A file that is new, empty, not a regular file, one the agent
  * may write but not read (mode 0200), or of no format it knows is added to
- * as `>>` adds.
+ * as `>>` adds. A wire capture of the other channel is refused too (given
+ * `channel`): a reader takes a capture's magic from its first message, and
+ * stops at the first of the other's.
  */
-export function checkAppendFormat(path: string, format: MediaFormat): void {
+export function checkAppendFormat(path: string, format: MediaFormat, channel?: Channel): void {
   if (!statSync(path, { throwIfNoEntry: false })?.isFile()) return;
   let head: Uint8Array;
   try {
@@ -102,8 +106,17 @@ export function checkAppendFormat(path: string, format: MediaFormat): void {
     throw e;
   }
   const seen = recognise(head);
+  if (seen === "wire" && format === "wire" && channel !== undefined) {
+    const own = channel === "output" ? OUTPUT_MAGIC : INPUT_MAGIC;
+    if (readUint32LE(head, 0) === own) return;
+    const other = channel === "output" ? "input" : "output";
+    throw new FileFormatError("sink", path, (flag, setAt) => {
+      const append = flag.replace(/format$/, "append");
+      return `sink ${path} (${flag} wire${setAt ? `, ${setAt}` : ""}) holds a capture of the ${other} channel (${magicBytes(own === OUTPUT_MAGIC ? INPUT_MAGIC : OUTPUT_MAGIC)}), and ${append} adds to one of the ${channel} channel (${magicBytes(own)}) only: use another file`;
+    });
+  }
   if (seen === undefined || seen === format) return;
-  throw new FileFormatError(path, (flag, setAt) => {
+  throw new FileFormatError("sink", path, (flag, setAt) => {
     const append = flag.replace(/format$/, "append");
     const use = seen === "wav" ? "another file" : `${flag} ${seen}, or another file`;
     return `sink ${path} (${flag} ${format}${setAt ? `, ${setAt}` : ""}) holds ${NAMES[seen]}, and ${append} adds to a file of its own format only: use ${use}`;

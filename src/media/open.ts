@@ -9,6 +9,7 @@ import type { FrameSink } from "./frame-sink.ts";
 import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 import { OGG_SINK_DROP, OggSink } from "./ogg-sink.ts";
 import { OGG_SOURCE_COUNTS, OggSource } from "./ogg-source.ts";
+import type { Channel } from "../protocol/index.ts";
 import { sinkFollowFlag } from "./sink-path.ts";
 import { WireSink, wholeCaptureLength } from "./wire-sink.ts";
 import { WireSource } from "./wire-source.ts";
@@ -46,6 +47,8 @@ export interface SinkOptions {
   fd?: number;
   /** A file already there is added to (after an Ogg stream: the next link of a chain), not truncated. */
   append?: boolean;
+  /** The channel whose messages a wire sink records: a capture of the other is not appended to. */
+  channel?: Channel;
 }
 
 /**
@@ -89,7 +92,7 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
       fd: stdout ? 1 : undefined,
     });
   }
-  if (options.append && options.fd === undefined && path !== "-") checkAppendFormat(path, format);
+  if (options.append && options.fd === undefined && path !== "-") checkAppendFormat(path, format, options.channel);
   // Appended to, a capture cut short is cut back to its last whole message first (an Ogg reader finds the next page).
   const whole = format === "wire" ? wholeCaptureLength : undefined;
   return streamFor(options.fd === undefined ? ByteSink.open(path, { append: options.append, whole }) : ByteSink.adopt(path, options.fd));

@@ -82,6 +82,7 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
         preSkip: settings["pre-skip"],
         pageMs: settings["page-ms"],
         append: settings.append,
+        channel: "input",
         fifoReaders: report,
         // A pipe of the kernel's size keeps a player that fell behind up to 64 KiB (8 s of audio) late;
         // a socket to one (stdout), as far as its send buffer holds (about 200 KiB by default).

@@ -80,7 +80,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     // The FIFO is written through the descriptor its reader was found with, non-blocking: a slow
     // reader holds up the reading of the socket (the sink's `waiting`), never the process.
     if (settings.sink === "-") keepPaceOnStdout(report);
-    sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"], channels: settings.channels, fd: fifo, append: settings.append });
+    sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"], channels: settings.channels, fd: fifo, append: settings.append, channel: "output" });
   } catch (e) {
     await instruments.stop();
     throw e;

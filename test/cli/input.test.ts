@@ -225,6 +225,34 @@ describe("input serve / input send as processes", () => {
     expect(readdirSync(dir).sort()).toEqual(["recorded.opus", "recorded.wire"]);
   });
 
+  test("--append onto a wire capture of the other channel (output frames under an input sink, in serve too; input frames under `output recv`) exits 2 at start naming both channels' magic, the file left as it was", async () => {
+    const { sock, path, dir } = setup();
+    const outputCapture = path("output.wire");
+    writeFileSync(outputCapture, wireBytes(0, 5));
+    const inputCapture = path("input.wire");
+    writeFileSync(inputCapture, wireBytes(0, 5, testPayload, INPUT_MAGIC));
+    const before = [readFileSync(outputCapture), readFileSync(inputCapture)];
+    const ofOutput = `holds a capture of the output channel ("UOKJ"), and`;
+    const runs: [string[], string][] = [
+      [["input", "serve", "--socket", sock, "--sink", outputCapture, "--append"], `sink ${outputCapture} (--format wire) ${ofOutput} --append adds to one of the input channel ("IMKJ") only: use another file`],
+      [
+        ["serve", "--output-source", outputCapture, "--output-socket", path("out.sock"), "--input-socket", sock, "--input-sink", outputCapture, "--input-format", "wire", "--input-append"],
+        `sink ${outputCapture} (--input-format wire) ${ofOutput} --input-append adds to one of the input channel ("IMKJ") only: use another file`,
+      ],
+      [
+        ["output", "recv", "--socket", sock, "--sink", inputCapture, "--append"],
+        `sink ${inputCapture} (--format wire) holds a capture of the input channel ("IMKJ"), and --append adds to one of the output channel ("UOKJ") only: use another file`,
+      ],
+    ];
+    for (const [args, line] of runs) {
+      const agent = spawnAgent(args);
+      expect(await agent.exited, agent.stderr).toBe(2);
+      expect(failureLine(agent.stderr)).toBe(`audio-agent: ${line}`);
+    }
+    expect([readFileSync(outputCapture), readFileSync(inputCapture)]).toEqual(before);
+    expect(readdirSync(dir).sort()).toEqual(["input.wire", "output.wire"]);
+  });
+
   test("a short file sent lossless: the Config's Ack, which comes after the last frame is written, is read before the sender leaves", async () => {
     const { sock, sink, path } = setup();
     const server = await serve(sock, sink);
