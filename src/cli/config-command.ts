@@ -76,6 +76,8 @@ export async function configCommand(args: string[], io: ConfigIo): Promise<numbe
         throw new UsageError(`config print: unknown role "${role}"; allowed: ${COMMANDS.join(", ")}`);
       }
     }
+    // What is printed is what the environment gives: a name that gives nothing is said, as a role's start says it.
+    for (const warning of environmentWarnings(io.env, roles.length === 1 ? roles[0] : undefined)) io.err(`audio-agent: config print: ${warning}\n`);
     const file = await loadConfigFile(namedConfigFile(values.config, io.env));
     // Each role's settings as a config file writes them: `config print ROLE > f.json` passes `config check f.json`.
     const sources: ConfigSources = { flags: {}, env: io.env, file };

@@ -7,6 +7,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
+import { OPTIONS } from "../../src/config.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo } from "../support/fifo.ts";
 import { agentEnv, runAgent, spawnAgent, stopAgents, type Spawned } from "../support/processes.ts";
@@ -135,5 +136,15 @@ describe("config check", () => {
     const quiet = await runAgent(["config", "check", path], { env: { ...outside, AUDIO_AGENT_QUEUE_FRAME: "" } });
     expect(quiet.stderr).toBe("");
     expect(quiet.code).toBe(0);
+  });
+});
+
+describe("config print", () => {
+  test("says the same on stderr beside the settings it prints, which the misspelt name leaves at their default", async () => {
+    const env = agentEnv({ AUDIO_AGENT_QUEUE_FRAME: "250" });
+    const r = await runAgent(["config", "print", "output serve"], { env });
+    expect(r.stderr).toBe("audio-agent: config print: environment AUDIO_AGENT_QUEUE_FRAME is no setting of the agent's, ignored: did you mean AUDIO_AGENT_QUEUE_FRAMES?\n");
+    expect(JSON.parse(r.stdout)["queue-frames"]).toBe(OPTIONS["queue-frames"].default);
+    expect(r.code).toBe(0);
   });
 });
