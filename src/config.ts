@@ -601,6 +601,12 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw new ConfigError(`config ${path}: expected a JSON object of settings, found ${Array.isArray(json) ? "an array" : shownValue(json)}`);
   }
+  const twice = firstDuplicateKey(text);
+  if (twice) {
+    throw new ConfigError(
+      `config ${path}: key ${shownValue(twice.keyPath)} is given twice (${twice.firstLine === twice.line ? `both on line ${twice.line}` : `lines ${twice.firstLine} and ${twice.line}`}); JSON keeps only the last, so the other would do nothing: give it once`,
+    );
+  }
   for (const section of ["output", "input"] as const) {
     const value = (json as Record<string, unknown>)[section];
     if (value !== undefined && (typeof value !== "object" || value === null || Array.isArray(value))) {
@@ -1020,4 +1026,36 @@ export function readFlags(args: string[], flags: FlagSpecs, command: string): { 
     values[name] = value;
   }
   return { values, positionals };
+}
+
+/**
+ * The first key given twice in one object of `text`, valid JSON, with the
+ * lines of both: JSON.parse keeps the last without a word.
+ */
+function firstDuplicateKey(text: string): { keyPath: string; firstLine: number; line: number } | undefined {
+  /** Each object or array open at this point: an object's keys so far (the line of each), and whether a key comes next. */
+  const open: { keys?: Map<string, number>; name?: string; last?: string; keyNext: boolean }[] = [];
+  let line = 1;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    const top = open[open.length - 1];
+    if (c === "\n") line++;
+    else if (c === '"') {
+      // A string holds no raw line break in valid JSON; an escape takes the character after it.
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      if (top?.keys && top.keyNext) {
+        const key = JSON.parse(text.slice(i, end + 1)) as string;
+        const firstLine = top.keys.get(key);
+        if (firstLine !== undefined) return { keyPath: [...open.map((o) => o.name), key].filter((n) => n !== undefined).join("."), firstLine, line };
+        top.keys.set(key, line);
+        top.last = key;
+        top.keyNext = false;
+      }
+      i = end;
+    } else if (c === "{" || c === "[") open.push({ keys: c === "{" ? new Map() : undefined, name: top?.keys ? top.last : undefined, keyNext: c === "{" });
+    else if (c === "}" || c === "]") open.pop();
+    else if (c === "," && top?.keys) top.keyNext = true;
+  }
+  return undefined;
 }

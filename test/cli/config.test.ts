@@ -156,6 +156,27 @@ describe("config check", () => {
     expect(existsSync(path("x.wire"))).toBe(false);
   });
 
+  // JSON.parse keeps a key's last value: the one before it, which the operator may be reading, did nothing.
+  test("a key given twice in one object (top level, a section, a key with an escape) exits 2 naming it and both lines, in config check and a role; the same key in two sections is fine", async () => {
+    const { write, path, dir } = setup();
+    const top = write("top.json", `{\n  "queue-frames": 250,\n  "page-ms": 250,\n  "queue-frames": 100\n}`);
+    const topLine = `audio-agent: config ${top}: key "queue-frames" is given twice (lines 2 and 4); JSON keeps only the last, so the other would do nothing: give it once\n`;
+    expect(await cli(["config", "check", top])).toEqual({ code: 2, stdout: "", stderr: topLine });
+    const role = await runAgent(["input", "serve", "--socket", path("i.sock"), "--sink", path("x.wire"), "--config", top], { cwd: dir, env: agentEnv() });
+    expect(role).toEqual({ code: 2, stdout: "", stderr: topLine });
+    expect(existsSync(path("x.wire"))).toBe(false);
+    const section = write("section.json", `{"output": {"queue-frames": 1, "log-level": "info", "queue-frames": 2}}`);
+    expect((await cli(["config", "check", section])).stderr).toBe(
+      `audio-agent: config ${section}: key "output.queue-frames" is given twice (both on line 1); JSON keeps only the last, so the other would do nothing: give it once\n`,
+    );
+    const escaped = write("escaped.json", `{"page-ms": 250, "page\\u002dms": 500}`);
+    expect((await cli(["config", "check", escaped])).stderr).toBe(
+      `audio-agent: config ${escaped}: key "page-ms" is given twice (both on line 1); JSON keeps only the last, so the other would do nothing: give it once\n`,
+    );
+    const apart = write("apart.json", `{"output": {"queue-frames": 1}, "input": {"queue-frames": 2}, "log-level": "info"}`);
+    expect(await cli(["config", "check", apart])).toEqual({ code: 0, stdout: `${apart}: ok (3 settings)\n`, stderr: "" });
+  });
+
   // Read as UTF-8 with each bad byte turned into U+FFFD, a Latin-1 "café" names another file than the operator's.
   test("a byte that is not UTF-8 (a Latin-1 é in a path): exit 2 naming the byte, its offset and line; the role writes no sink", async () => {
     const { path, dir } = setup();
