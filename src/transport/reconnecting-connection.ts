@@ -179,7 +179,11 @@ export class ReconnectingConnection {
         signal: this.abort.signal,
         remindEveryMs: this.options.remindEveryMs,
         onWaiting: () => this.settle(),
-        onReset: () => this.connectResets++,
+        onReset: () => {
+          this.connectResets++;
+          // A server there that drops each connection is no server to use yet, as none there is.
+          this.settle();
+        },
         beforeAttempt: this.options.serverLookMs === undefined ? undefined : () => (this.atAttempt = socketReachedBy(this.options.path)),
         handler: this.handler,
       });

@@ -294,7 +294,11 @@ describe("ReconnectingConnection against a server that closes every connection a
     Bun.connect = resetting;
     defer(() => void (Bun.connect = real));
     const { conn } = connection(path);
+    let decided = false;
+    void conn.firstAttempt.then(() => (decided = true));
     const running = conn.run();
+    // A reset is an outcome of the first attempt (no server to use yet): a live `input send` waits for it to read its source.
+    await until(() => decided, "the first attempt decided by its reset");
     await Bun.sleep(3000);
     const connections = server.connections.length;
     conn.stop();
