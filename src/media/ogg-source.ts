@@ -3,7 +3,7 @@ import { openByteSource, type ByteSource } from "./byte-source.ts";
 import { escaped } from "./file-format.ts";
 import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 import { OggError } from "./ogg-error.ts";
-import { NO_GRANULE, type OggPage } from "./ogg-page.ts";
+import type { OggPage } from "./ogg-page.ts";
 import { OggPacketReader, type OggPacket } from "./ogg-packet-reader.ts";
 import { OggPageReader } from "./ogg-page-reader.ts";
 import { isOpusHead, parseOpusHead, whyNotCarried } from "./opus-head.ts";
@@ -232,7 +232,9 @@ export class OggSource implements FrameSource {
       this.report?.("info", "dropped the end of a packet begun before this page: its start is not in the stream", { source: this.name, offset: page.streamOffset });
     }
     this.endOfStream = page.endOfStream;
-    if (page.endOfStream && page.granule !== NO_GRANULE) this.endGranule = page.granule;
+    // A granule below zero other than -1 (none) is read as libopusfile reads it, unsigned: past every
+    // sample, so it trims nothing, where taken as signed it trimmed the page's packets whole, unsaid.
+    if (page.endOfStream && page.granule >= 0) this.endGranule = page.granule;
   }
 
   /**

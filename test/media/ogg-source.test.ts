@@ -220,6 +220,21 @@ describe("OggSource on hand-built streams", () => {
     expect(frames.map((f) => f.payload)).toEqual(packets.slice(0, 2));
   });
 
+  test("an end-of-stream page's granule below zero other than -1 trims nothing: read unsigned, as libopusfile does, it is past every sample, and the page's packets are sent", async () => {
+    const packets = [audioPacket(100, 1), audioPacket(100, 2), audioPacket(100, 3)];
+    const samples = opusPacketSamples(packets[0]!);
+    const { writer, pages } = headersWritten();
+    writer.addPacket(packets[0]!, samples);
+    writer.flushPage();
+    writer.addPacket(packets[1]!, -5);
+    writer.addPacket(packets[2]!, -5);
+    writer.flushPage(true);
+    expect(pagesOf(concatBytes(pages)).at(-1)!.granule).toBe(-5);
+    const { frames, error } = await drain(source(concatBytes(pages)));
+    expect(error).toBeUndefined();
+    expect(frames.map((f) => f.payload)).toEqual(packets);
+  });
+
   test("an audio packet of 4096 bytes, the wire's largest, is taken; one of 4097 is refused, naming its offset", async () => {
     const packets = [audioPacket(100, 1), audioPacket(4096, 2), audioPacket(4097, 3), audioPacket(100, 4)];
     const { bytes } = buildStream(packets, 1);
