@@ -19,7 +19,8 @@ import { useCleanup } from "../support/cleanup.ts";
 import { startFedServer } from "../support/feeder.ts";
 import { expectIntactInOrder, indexedPayload, payloadIndex } from "../support/payloads.ts";
 import { connectClient, fakeServer } from "../support/peer.ts";
-import { fdCount, rssKiB, wakeUps } from "../support/proc.ts";
+import { metricsUrl, parseSamples } from "../support/metrics.ts";
+import { fdCount, rssKiB, wakeUps, wakeUpsOver } from "../support/proc.ts";
 import { agentEnv, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { agentWithQueue, signalTwice } from "../support/queued-agent.ts";
 import { socketDir } from "../support/temp.ts";
@@ -687,12 +688,46 @@ describe("a storm of connections", () => {
     await Promise.all(Array.from({ length: parallel }, worker));
   }
 
+  /** How long an idle server's wake-ups are counted, before and after a storm. */
+  const WAKE_WINDOW_MS = 3000;
+
+  /** GET `path` of the agent's HTTP server with Connection: close, so that no HTTP connection is left open to count among its fds. */
+  async function get(server: Spawned, path: string): Promise<Response> {
+    return fetch(`${await metricsUrl(server)}${path}`, { headers: { connection: "close" } });
+  }
+
   /** What the agent's /healthz says (its log is rate-limited: the counters are what counts). */
   async function health(server: Spawned): Promise<{ connects: number; connected: boolean; [field: string]: unknown }> {
-    await server.waitForStderr(/http listening url=http/);
-    const url = /http listening url=(http:\/\/\S+?)\/?(\s|$)/.exec(server.stderr)![1]!;
-    // Connection: close, so that no HTTP connection is left open to count among the server's fds.
-    return (await fetch(`${url}/healthz`, { headers: { connection: "close" } })).json();
+    return (await get(server, "/healthz")).json();
+  }
+
+  /** The series its /metrics has now. */
+  async function series(server: Spawned): Promise<string[]> {
+    return parseSamples(await (await get(server, "/metrics")).text()).map(({ name, labels }) => `${name}${JSON.stringify(labels)}`);
+  }
+
+  /**
+   * What a storm may leave behind in a server left running, measured once the
+   * first clients have opened whatever opens lazily, and again after the
+   * storm: descriptors, metric series, and the wake-ups of its idle main
+   * thread over WAKE_WINDOW_MS (a timer left by each connection, even one a
+   * second, adds thousands).
+   */
+  async function leftBehind(server: Spawned): Promise<{ fds: number; series: string[]; wakeUps: number }> {
+    const figures = { fds: fdCount(server.pid), series: await series(server) };
+    return { ...figures, wakeUps: await wakeUpsOver(server.pid, WAKE_WINDOW_MS) };
+  }
+
+  /** After the storm: no more descriptors (once the last close is seen), the same series, and no more wake-ups than a few. */
+  async function expectNothingLeft(server: Spawned, before: Awaited<ReturnType<typeof leftBehind>>): Promise<void> {
+    await until(() => fdCount(server.pid) <= before.fds, `fd count back to ${before.fds}`).catch(() => {
+      throw new Error(`server fds: ${before.fds} before the storm, ${fdCount(server.pid)} after`);
+    });
+    const after = await leftBehind(server);
+    expect(after.fds).toBeLessThanOrEqual(before.fds);
+    expect(after.series).toEqual(before.series);
+    // A handful over the window, idle (the runtime's own, the HTTP requests' ends).
+    expect(after.wakeUps).toBeLessThanOrEqual(before.wakeUps + 10);
   }
 
   /** Waits until the server has accepted `cycles` clients in all and every one of them is gone. */
@@ -706,20 +741,18 @@ describe("a storm of connections", () => {
     }
   }
 
-  test("1000 connect/disconnect cycles against `output serve` leak no file descriptor, and it still serves", async () => {
+  test("1000 connect/disconnect cycles against `output serve` leave no file descriptor, metric series or timer behind, and it still serves", async () => {
     const dir = setup("pf-");
     const path = dir.path("out.sock");
-    const { server, feed } = await startFedServer(path, ["--metrics", "127.0.0.1:0"]);
+    // The device's runtime settings: none of Bun's own timers wakes the idle process either.
+    const { server, feed } = await startFedServer(path, ["--metrics", "127.0.0.1:0", "--stats-interval", "0"], agentEnv(DEVICE_RUNTIME_ENV));
     await storm(path, 10, 1); // anything opened lazily on the first connections is open now
     await allClosed(server, 10);
-    const before = fdCount(server.pid);
+    const before = await leftBehind(server);
 
     await storm(path, 1000, 10);
     await allClosed(server, 1010);
-    await until(() => fdCount(server.pid) <= before, `fd count back to ${before}`).catch(() => {
-      throw new Error(`server fds: ${before} before the storm, ${fdCount(server.pid)} after`);
-    });
-    expect(fdCount(server.pid)).toBeLessThanOrEqual(before);
+    await expectNothingLeft(server, before);
 
     const client = await connectClient(defer, path);
     for (let h = await health(server); !(h.connects === 1011 && h.connected); h = await health(server)) await Bun.sleep(20);
@@ -733,10 +766,10 @@ describe("a storm of connections", () => {
     expect(expectIntactInOrder(client.frames)).toEqual([...Array(200).keys()]);
   });
 
-  test("1000 connect/disconnect cycles against `input serve` (half sending Config and Stop) leak no file descriptor", async () => {
+  test("1000 connect/disconnect cycles against `input serve` (half sending Config and Stop) leave no file descriptor, metric series or timer behind", async () => {
     const dir = setup("pf-");
     const path = dir.path("in.sock");
-    const server = spawnAgent(["input", "serve", "--socket", path, "--sink", dir.path("in.wire"), "--metrics", "127.0.0.1:0"]);
+    const server = spawnAgent(["input", "serve", "--socket", path, "--sink", dir.path("in.wire"), "--metrics", "127.0.0.1:0", "--stats-interval", "0"], { env: agentEnv(DEVICE_RUNTIME_ENV) });
     await server.waitForStderr("listening socket=");
     const greeting = new Uint8Array([
       ...encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG), 1n),
@@ -744,13 +777,10 @@ describe("a storm of connections", () => {
     ]);
     await storm(path, 10, 1, greeting);
     await allClosed(server, 10);
-    const before = fdCount(server.pid);
+    const before = await leftBehind(server);
     await storm(path, 1000, 10, greeting);
     await allClosed(server, 1010);
-    await until(() => fdCount(server.pid) <= before, `fd count back to ${before}`).catch(() => {
-      throw new Error(`server fds: ${before} before the storm, ${fdCount(server.pid)} after`);
-    });
-    expect(fdCount(server.pid)).toBeLessThanOrEqual(before);
+    await expectNothingLeft(server, before);
     server.kill("SIGTERM");
     expect(await server.exited).toBe(0);
     const stopped = logFields(server.stderr, "input-server", "stopped");

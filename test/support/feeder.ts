@@ -56,9 +56,9 @@ export class StdinFeeder {
   }
 }
 
-/** `output serve` reading indexed frames from its stdin (`--source -`: live mode, drops counted), once it listens. */
-export async function startFedServer(socket: string, extra: string[] = []): Promise<{ server: Spawned; feed: StdinFeeder }> {
-  const server = spawnAgent(["output", "serve", "--socket", socket, "--source", "-", ...extra], { stdin: "pipe" });
+/** `output serve` reading indexed frames from its stdin (`--source -`: live mode, drops counted), once it listens; `env` replaces the agent's environment. */
+export async function startFedServer(socket: string, extra: string[] = [], env?: Record<string, string>): Promise<{ server: Spawned; feed: StdinFeeder }> {
+  const server = spawnAgent(["output", "serve", "--socket", socket, "--source", "-", ...extra], { stdin: "pipe", env });
   await server.waitForStderr("listening socket=");
   return { server, feed: new StdinFeeder(server) };
 }

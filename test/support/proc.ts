@@ -18,6 +18,13 @@ export function wakeUps(pid: number): number {
   return Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/task/${pid}/status`, "utf8"))![1]);
 }
 
+/** The wake-ups of `pid`'s main thread while `ms` pass: what its timers cost a process left idle. */
+export async function wakeUpsOver(pid: number, ms: number): Promise<number> {
+  const before = wakeUps(pid);
+  await Bun.sleep(ms);
+  return wakeUps(pid) - before;
+}
+
 /**
  * The peak resident memory of `pid` (KiB, 0 if never seen alive): its VmHWM,
  * the kernel's own high-water mark, read every `everyMs` until `until`
