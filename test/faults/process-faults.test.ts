@@ -229,6 +229,37 @@ describe("a live input server that stops reading and acking", () => {
   });
 });
 
+describe("an input server restarted again and again under a live `input send`", () => {
+  test("each connection's Heartbeats end with it: on the last of 12 servers they come at their own pace among the frames, and the sender holds no more descriptors than on the first", async () => {
+    const dir = setup("pf-");
+    const path = dir.path("in.sock");
+    const source = dir.path("second.wire");
+    await writeWireFile(source, 50, (i) => indexedPayload(i, 160));
+    // A Heartbeat every 200 ms: ten 20 ms frames apart.
+    const sender = spawnAgent(["input", "send", "--socket", path, "--source", source, "--realtime", "--loop", "--heartbeat-ms", "200"]);
+    let fdsOnFirst = 0;
+    // Sessions over a second each: the sender connects again at once.
+    for (let n = 0; n < 11; n++) {
+      const server = ackSkippingServer(path, Infinity);
+      await until(() => server.connections === 1 && server.frames.length > 0, `server ${n + 1}'s first frame`);
+      if (n === 0) fdsOnFirst = fdCount(sender.pid);
+      await Bun.sleep(1100);
+      server.stop();
+    }
+    const last = ackSkippingServer(path, Infinity);
+    defer(() => last.stop());
+    await until(() => last.frames.length >= 100, "100 frames on the last server", 20_000);
+    const { frames, heartbeats } = { frames: last.frames.length, heartbeats: last.heartbeats };
+    expect(fdCount(sender.pid)).toBeLessThanOrEqual(fdsOnFirst);
+    sender.kill("SIGTERM");
+    expect(await sender.exited).toBe(0);
+    // One per ten frames, give or take one at each end; a Heartbeat timer left by each connection made 12 per ten.
+    expect(heartbeats).toBeLessThanOrEqual(frames / 10 + 2);
+    expect(logFields(sender.stderr, "input-client", "stopped").connects).toBe("12");
+    expectAccountedLine(sender.stderr, "input-client", true);
+  }, 60_000);
+});
+
 describe("a live input server that stalls for 1.5 s as the source ends", () => {
   test("`input send` still ends the session with Stop (PROTOCOL: 'Stop before it disconnects'): the Stop is not dropped as stale audio", async () => {
     // One second of live audio, not looped: the source ends while the server stalls.
