@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
-import { ReconnectingConnection, type ReconnectingConnectionOptions } from "../../src/transport/reconnecting-connection.ts";
+import { ReconnectingConnection, SERVER_REPLACED, type ReconnectingConnectionOptions } from "../../src/transport/reconnecting-connection.ts";
 import { mkdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { silent } from "../../src/transport/report.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
@@ -40,6 +40,35 @@ function connection(path: string, over: Partial<ReconnectingConnectionOptions> =
   });
   defer(() => conn.stop());
   return { conn, events };
+}
+
+/**
+ * Each connect from here on resolves 100 ms after it is made, as on a busy loop: `before` runs as
+ * it begins, `made` once the connection is made (its bytes may already be coming). Undone after the test.
+ */
+function slowConnects(hooks: { before?: () => void; made?: () => void } = {}): void {
+  const real = Bun.connect;
+  Bun.connect = (async (options: Parameters<typeof Bun.connect>[0]) => {
+    hooks.before?.();
+    const socket = await real(options);
+    hooks.made?.();
+    await Bun.sleep(100);
+    return socket;
+  }) as unknown as typeof Bun.connect;
+  defer(() => void (Bun.connect = real));
+}
+
+/** A connection looked at every 50 ms, silent on its first server, with another server started in that one's place. */
+async function silentThenReplaced(onOpen: (socket: Socket<undefined>, n: number) => void, hooks: Parameters<typeof slowConnects>[0] = {}) {
+  const { path, server } = serve(() => {});
+  const { conn, events } = connection(path, { serverLookMs: 50 });
+  const running = conn.run();
+  await until(() => conn.connects === 1, "connected");
+  slowConnects(hooks);
+  unlinkSync(path);
+  const second = fakeServer(path, onOpen);
+  defer(() => second.stop());
+  return { path, server, second, conn, events, running };
 }
 
 describe("ReconnectingConnection", () => {
@@ -211,13 +240,7 @@ describe("ReconnectingConnection", () => {
     server.connections[0]!.write(Uint8Array.of(5));
     await until(() => events.includes("data 5"), "the kept server's byte");
     // The connect resolves late, as on a busy loop: the bytes come before it, and are kept for it.
-    const real = Bun.connect;
-    Bun.connect = (async (options: Parameters<typeof Bun.connect>[0]) => {
-      const socket = await real(options);
-      await Bun.sleep(100);
-      return socket;
-    }) as unknown as typeof Bun.connect;
-    defer(() => void (Bun.connect = real));
+    slowConnects();
     unlinkSync(path);
     const second = fakeServer(path, (socket) => void socket.write(Uint8Array.of(7, 8, 9)));
     defer(() => second.stop());
@@ -225,6 +248,56 @@ describe("ReconnectingConnection", () => {
     expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "data 5", "close the server sent nothing for a while, and the socket path now leads to another server", "open 2", "data 7,8,9"]);
     expect(second.connections.length).toBe(1);
     await until(() => server.closedCount() === 1, "the first server saw its connection end", 5000);
+  });
+
+  test("serverLookMs: what the new server sends in pieces before its connection is taken comes whole, once, in order", async () => {
+    // Three writes 20 ms apart, all within the look's connect: each a read of its own.
+    const { events, conn } = await silentThenReplaced((socket) => {
+      for (const [k, bytes] of [[1, 2], [3, 4, 5], [6]].entries()) setTimeout(() => socket.write(Uint8Array.from(bytes)), 20 * k);
+    });
+    await until(() => conn.connects === 2, "given up for the server now at the path", 5000);
+    await until(() => events.filter((e) => e.startsWith("data")).join(",") === "data 1,2,data 3,4,5,data 6", "the new server's bytes", 5000);
+    expect(events.filter((e) => e !== "drain").slice(0, 3)).toEqual(["open 1", `close ${SERVER_REPLACED}`, "open 2"]);
+  });
+
+  test("serverLookMs: a new server that closes the look's connection before it is taken: that end is passed on, and the client connects again", async () => {
+    // The first connection is closed 20 ms after it was accepted, within the look's connect; the next
+    // stays, and its byte comes once that connect too has resolved.
+    const { events, conn, second } = await silentThenReplaced((socket, n) => {
+      if (n > 0) return void setTimeout(() => socket.write(Uint8Array.of(8)), 300);
+      socket.write(Uint8Array.of(7));
+      setTimeout(() => socket.end(), 20);
+    });
+    // Left as the current connection though closed, it was waited on for good: no connect again.
+    await until(() => conn.connects === 3, "connected again after the new server closed the first connection", 5000);
+    await until(() => events.includes("data 8"), "the next connection's byte", 5000);
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", `close ${SERVER_REPLACED}`, "open 2", "data 7", "close server closed", "open 3", "data 8"]);
+    expect(second.connections.length).toBe(2);
+  });
+
+  test("serverLookMs: a silent connection whose server ends it while the look's connect is under way goes on with the look's connection", async () => {
+    let first: FakeServer | undefined;
+    const setup = await silentThenReplaced((socket) => void socket.write(Uint8Array.of(7)), { made: () => first!.connections[0]!.end() });
+    first = setup.server;
+    const { events, conn, second } = setup;
+    await until(() => events.includes("data 7"), "the new server's byte", 5000);
+    // Turns of the loop in which the look's connect resolves, and later looks find the path unchanged.
+    await Bun.sleep(300);
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "close server closed", "open 2", "data 7"]);
+    expect(conn.connects).toBe(2);
+    expect(second.connections.length).toBe(1);
+    expect(second.closedCount()).toBe(0);
+  });
+
+  test("serverLookMs: a stop while the look's connect is under way leaves no connection open", async () => {
+    let conn: ReconnectingConnection | undefined;
+    const setup = await silentThenReplaced(() => {}, { before: () => conn!.stop() });
+    conn = setup.conn;
+    await setup.running;
+    expect(setup.events.filter((e) => e !== "drain")).toEqual(["open 1", "close stopped"]);
+    // The look's connection was made after the stop, and is ended.
+    await until(() => setup.second.connections.length === 1 && setup.second.closedCount() === 1, "the look's connection ended", 5000);
+    await until(() => setup.server.closedCount() === 1, "the first connection ended", 5000);
   });
 
   test("serverLookMs: a connection that keeps bringing data is kept though another server is at the path", async () => {
