@@ -80,11 +80,14 @@ export class ReconnectingConnection {
   /** The look's connect to the server now at the path: made while the silent one is still open, taken by run() next. */
   private replacement: Replacement | undefined;
   private replacing = false;
+  /** Whether the current connection brought data since the look's connect began. */
+  private heard = false;
   private readonly handler: ConnectionHandler = {
     data: (s, chunk) => {
       if (s === this.current) {
         // Put off, not fired: while data comes the look never wakes the process.
         this.look?.refresh();
+        this.heard = true;
         this.options.data(s, chunk);
       } else if (s === this.replacement?.socket) this.replacement.chunks.push(chunk.slice());
     },
@@ -240,13 +243,15 @@ export class ReconnectingConnection {
     // replacement that failed) has none, and the silent one may yet speak. Connected while the
     // silent one is still open, so no frame the new server sends at once is missed.
     this.replacing = true;
+    this.heard = false;
     const opened = (next: Socket<unknown>) => void (this.replacement = { socket: next, file: now, chunks: [] });
     connectOnce(path, { ...this.handler, open: opened }).then(
       (next) => {
         this.replacing = false;
         // Taken already: the silent one ended by itself meanwhile, and run() found this one.
         if (next === this.current) return;
-        if (this.stopping || socket !== this.current) {
+        // Heard from meanwhile, the silent one is silent no more: kept, as one that brings data is.
+        if (this.stopping || socket !== this.current || this.heard) {
           if (this.replacement?.socket === next) this.replacement = undefined;
           next.end();
           return;

@@ -289,6 +289,19 @@ describe("ReconnectingConnection", () => {
     expect(second.closedCount()).toBe(0);
   });
 
+  test("serverLookMs: a silent server that speaks while the look's connect is under way is kept, and the look's connection ended", async () => {
+    let first: FakeServer | undefined;
+    let n = 0;
+    // It speaks during every look's connect: it was silent when each look began, never once the connect is made.
+    const setup = await silentThenReplaced(() => {}, { made: () => void first!.connections[0]!.write(Uint8Array.of(n++)) });
+    first = setup.server;
+    const { events, conn, second } = setup;
+    await until(() => second.closedCount() >= 2 || conn.connects > 1, "two looks' connections ended, or the silent one given up", 5000);
+    expect(conn.connects).toBe(1);
+    expect(events.filter((e) => e.startsWith("close"))).toEqual([]);
+    expect(first.closedCount()).toBe(0);
+  });
+
   test("serverLookMs: a stop while the look's connect is under way leaves no connection open", async () => {
     let conn: ReconnectingConnection | undefined;
     const setup = await silentThenReplaced(() => {}, { before: () => conn!.stop() });
