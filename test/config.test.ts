@@ -522,6 +522,18 @@ describe("parseConfigFile", () => {
     }
   });
 
+  test("a key given twice is found among keys only: a value spelling a key, or holding quotes, backslashes, braces, brackets and commas, is none", () => {
+    // Each value, read as a key or ended at an escaped quote, would make "sink" come twice.
+    const values = { sink: "sink", source: 'a "b", "sink": {[', format: "wire" };
+    const text = `{"sink": "sink", "source": "a \\"b\\", \\"sink\\": {[", "output": {"sink": "d\\\\", "socket": "}", "format": "wire"}, "format": "wire"}`;
+    expect(JSON.parse(text)).toEqual({ ...values, output: { sink: "d\\", socket: "}", format: "wire" } });
+    const f = parseConfigFile(text, "/etc/test.json");
+    expect(f.top).toEqual(values);
+    expect(f.sections.output).toEqual({ sink: "d\\", socket: "}", format: "wire" });
+    // A key after such values is still seen, escaped or not, in its section.
+    expect(fileError(`{"source": "a \\"}\\"", "output": {"sink": "\\\\", "s\\u0069nk": "x"}}`)).toStartWith('config /etc/bad.json: key "output.sink" is given twice (both on line 1)');
+  });
+
   test("an unknown key in a section names the section path", () => {
     const message = fileError(`{"input": {"heartbeat-ms": 100, "heartbeat": 100}}`);
     expect(message).toStartWith('config /etc/bad.json: unknown key "input.heartbeat"; allowed in the "input" section: ');
