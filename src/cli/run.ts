@@ -27,7 +27,7 @@ import {
   type ServeSettings,
 } from "../config.ts";
 import { UnsafeSinkError } from "../media/sink-path.ts";
-import { FileFormatError } from "../media/file-format.ts";
+import { appendFlag, FileFormatError } from "../media/file-format.ts";
 import { HttpListenError } from "../observe/http-listen-error.ts";
 import { stderrLines } from "../observe/line-writer.ts";
 import { Logger, writeText, type LogFormat } from "../observe/logger.ts";
@@ -265,7 +265,8 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}, con
   if (e instanceof UsageError || e instanceof ConfigError) return { code: EXIT_USAGE, message: e.message };
   if (e instanceof FileFormatError) {
     const flag = formatFlagOf(settings, e.end, e.path);
-    return { code: EXIT_USAGE, message: e.naming(flag, origins(settings, [flag.slice(2)], configPath)) };
+    const appendSetAt = e.end === "sink" ? origins(settings, [appendFlag(flag).slice(2)], configPath) : "";
+    return { code: EXIT_USAGE, message: e.naming(flag, origins(settings, [flag.slice(2)], configPath), appendSetAt) };
   }
   // A port another process holds is refused like a socket a live server answers on.
   if (e instanceof HttpListenError) {

@@ -19,14 +19,15 @@ export class FileFormatError extends Error {
     /** Which end of a role the file is: a command may read and write the same path (serve). */
     readonly end: "source" | "sink",
     readonly path: string,
-    private readonly describe: (formatFlag: string, setAt: string) => string,
+    private readonly describe: (formatFlag: string, setAt: string, appendSetAt: string) => string,
   ) {
-    super(describe("--format", ""));
+    super(describe("--format", "", ""));
     this.name = "FileFormatError";
   }
 
-  naming(formatFlag: string, setAt = ""): string {
-    return this.describe(formatFlag, setAt);
+  /** `appendSetAt`: where a sink's --append was set when not by its flag. */
+  naming(formatFlag: string, setAt = "", appendSetAt = ""): string {
+    return this.describe(formatFlag, setAt, appendSetAt);
   }
 }
 
@@ -110,17 +111,22 @@ export function checkAppendFormat(path: string, format: MediaFormat, channel?: C
     const own = channel === "output" ? OUTPUT_MAGIC : INPUT_MAGIC;
     if (readUint32LE(head, 0) === own) return;
     const other = channel === "output" ? "input" : "output";
-    throw new FileFormatError("sink", path, (flag, setAt) => {
-      const append = flag.replace(/format$/, "append");
+    throw new FileFormatError("sink", path, (flag, setAt, appendSetAt) => {
+      const append = appendFlag(flag, appendSetAt);
       return `sink ${path} (${flag} wire${setAt ? `, ${setAt}` : ""}) holds a capture of the ${other} channel (${magicBytes(own === OUTPUT_MAGIC ? INPUT_MAGIC : OUTPUT_MAGIC)}), and ${append} adds to one of the ${channel} channel (${magicBytes(own)}) only: use another file`;
     });
   }
   if (seen === undefined || seen === format) return;
-  throw new FileFormatError("sink", path, (flag, setAt) => {
-    const append = flag.replace(/format$/, "append");
+  throw new FileFormatError("sink", path, (flag, setAt, appendSetAt) => {
+    const append = appendFlag(flag, appendSetAt);
     const use = seen === "wav" ? "another file" : `${flag} ${seen}, or another file`;
     return `sink ${path} (${flag} ${format}${setAt ? `, ${setAt}` : ""}) holds ${NAMES[seen]}, and ${append} adds to a file of its own format only: use ${use}`;
   });
+}
+
+/** The append flag beside a format flag (--format: --append; --input-format: --input-append), with where it was set. */
+export function appendFlag(formatFlag: string, setAt = ""): string {
+  return `${formatFlag.replace(/format$/, "append")}${setAt ? ` (${setAt})` : ""}`;
 }
 
 /**

@@ -832,6 +832,12 @@ describe("output recv to stdout", () => {
     const wave = await runAgent(["output", "recv", "--socket", t.sock, "--sink", wav, "--format", "ogg", "--append"]);
     expect(wave.code).toBe(2);
     expect(failureLine(wave.stderr)).toBe(`audio-agent: sink ${wav} (--format ogg) holds WAV, and --append adds to a file of its own format only: use another file`);
+    // --append from the environment too: the line says where, as for the format.
+    const appendFromEnv = await runAgent(["output", "recv", "--socket", t.sock, "--sink", wav, "--format", "ogg"], { env: agentEnv({ AUDIO_AGENT_APPEND: "1" }) });
+    expect(appendFromEnv.code).toBe(2);
+    expect(failureLine(appendFromEnv.stderr)).toBe(
+      `audio-agent: sink ${wav} (--format ogg) holds WAV, and --append (from environment AUDIO_AGENT_APPEND) adds to a file of its own format only: use another file`,
+    );
     expect([readFileSync(ogg), readFileSync(wav)]).toEqual(before);
   });
 
