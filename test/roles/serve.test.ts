@@ -26,7 +26,7 @@ import { AGENT, agentEnv, runAgent, spawnAgent, start, stopAgents, type Spawned 
 import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { indexedWire, wholeWireFrames, wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
+import { indexedWire, wholeWireFrames, wholeWireMessages, wireFileFrames, wireHeader, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -453,6 +453,29 @@ describe("serve: both channels in one process", () => {
     const text = await scrapeUntil(base, (text) => drops(text).join() === "1,1", "each channel's drop");
     const health = (await healthz(base)) as { channels: Record<string, Record<string, unknown>> };
     expect([health.channels.output!.connection_drops, health.channels.input!.connection_drops]).toEqual(drops(text));
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+  }, 30_000);
+
+  test("a peer that breaks the framing is counted on its own channel: audio_agent_protocol_errors_total and /healthz's protocol_errors, one each, the other channel's untouched", async () => {
+    const t = setup();
+    const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", t.path("mic.wire"), "--metrics", "127.0.0.1:0"], {
+      stdin: "pipe",
+    });
+    const base = await metricsUrl(agent);
+    await agent.waitForStderr("input-server: listening");
+    const errors = (text: string) => [value(text, "audio_agent_protocol_errors_total", { channel: "output" }), value(text, "audio_agent_protocol_errors_total", { channel: "input" })];
+    expect(errors(await scrape(base))).toEqual([0, 0]);
+    // A microphone client announcing a payload over 4096 bytes: disconnected, counted on the input channel alone.
+    const mic = await connectClient(defer, t.in, { magic: INPUT_MAGIC });
+    mic.socket.write(wireHeader(INPUT_MAGIC, MessageType.OpusFrame, 4097));
+    await scrapeUntil(base, (text) => errors(text).join() === "0,1", "the input channel's violation");
+    // An output client writing the other channel's magic: counted on the output channel.
+    const reader = await connectClient(defer, t.out);
+    reader.socket.write(wireHeader(INPUT_MAGIC, MessageType.Heartbeat, 0));
+    const text = await scrapeUntil(base, (text) => errors(text).join() === "1,1", "the output channel's violation");
+    const health = (await healthz(base)) as { channels: Record<string, Record<string, unknown>> };
+    expect([health.channels.output!.protocol_errors, health.channels.input!.protocol_errors]).toEqual(errors(text));
     agent.kill("SIGTERM");
     expect(await agent.exited, agent.stderr).toBe(0);
   }, 30_000);
