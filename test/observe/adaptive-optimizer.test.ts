@@ -335,6 +335,25 @@ describe("adaptive optimizer in a real role with a slow reader", () => {
   });
 });
 
+describe("adaptive optimizer under lasting pressure", () => {
+  test("escalates to the top and no further: the queue at 4x what was set (level 2), two escalations counted and logged however long the pressure lasts", async () => {
+    // Calm never comes within the test: every tick of the 5 s finds the paused reader's deadline drops.
+    const { server, base, reader } = await pausedReaderServe("aat-", 60_000);
+    const N = 5000;
+    await server.writeStdin(wireBytes(0, N, (i) => indexedPayload(i, 2048), OUTPUT_MAGIC, 1));
+    const text = await scrapeUntil(base, (t) => value(t, "audio_agent_frames_submitted_total", { channel: "output" }) === N, "every frame submitted");
+    expect(value(text, "audio_agent_frames_dropped_by_reason_total", { channel: "output", reason: "write_deadline" })).toBeGreaterThan(0);
+    expect(value(text, "audio_agent_adaptive_level")).toBe(2);
+    expect(value(text, "audio_agent_adaptive_queue_frames")).toBe(400);
+    expect(value(text, "audio_agent_queue_capacity_frames")).toBe(400);
+    expect(value(text, "audio_agent_adaptive_decisions_total", { decision: "escalate" })).toBe(2);
+    expect(server.stderr.split("\n").filter((l) => l.includes("adaptive: escalate")).map((l) => /queue_frames=(\d+)/.exec(l)?.[1])).toEqual(["200", "400"]);
+    reader.socket.resume();
+    await endedAndAccounted(server, reader, N);
+    expectIntactInOrder(reader.frames, 2048);
+  });
+});
+
 describe("adaptive optimizer and the send queue's memory", () => {
   test("the room the send queue grew to while escalated is given back once relaxed: its allocated bytes are its first ones again; every frame accounted for", async () => {
     const { server, base, reader } = await pausedReaderServe("aam-", 300);
