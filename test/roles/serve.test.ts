@@ -436,7 +436,7 @@ describe("serve: both channels in one process", () => {
     expect(await agent.exited, agent.stderr).toBe(0);
   }, 30_000);
 
-  test("/healthz gives each channel's connection drops, as /metrics counts them: an output client and a microphone client each gone without Stop", async () => {
+  test("/healthz gives each channel's connection drops, as /metrics counts them: an output client and a microphone client each gone without Stop; a client still there and a session ended by Stop are none", async () => {
     const t = setup();
     const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", t.path("mic.wire"), "--metrics", "127.0.0.1:0"], {
       stdin: "pipe",
@@ -453,6 +453,14 @@ describe("serve: both channels in one process", () => {
     const text = await scrapeUntil(base, (text) => drops(text).join() === "1,1", "each channel's drop");
     const health = (await healthz(base)) as { channels: Record<string, Record<string, unknown>> };
     expect([health.channels.output!.connection_drops, health.channels.input!.connection_drops]).toEqual(drops(text));
+    // Connections that are no drop: an output client still there, a microphone session ended by Stop.
+    await connectClient(defer, t.out);
+    await micSession(t, 0);
+    await agent.waitForStderr("input-server: session ended by Stop");
+    const after = (await healthz(base)) as { channels: Record<string, Record<string, unknown>> };
+    expect([after.channels.output!.connects, after.channels.input!.connects]).toEqual([2, 2]);
+    expect([after.channels.output!.connection_drops, after.channels.input!.connection_drops]).toEqual([1, 1]);
+    expect(drops(await scrape(base))).toEqual([1, 1]);
     agent.kill("SIGTERM");
     expect(await agent.exited, agent.stderr).toBe(0);
   }, 30_000);
