@@ -144,6 +144,29 @@ describe("--stats-interval", () => {
   }, 60_000);
 });
 
+describe("the stats line's latency", () => {
+  test("each line's p99 is of the samples taken in its interval alone: a slow interval does not stay in the next one's figure, and an interval without samples has none", () => {
+    const readings = idleSenderReadings({ connected: true });
+    const end: ChannelEnd = { tuner: new SocketTuner(undefined, () => {}), readings: () => ({ listening: undefined, config: undefined, ...readings }), observe() {} };
+    const lines: Record<string, unknown>[] = [];
+    const channel = new ChannelInstruments(end, { socket: "/run/x.sock", "socket-buffers": "default" }, {
+      latency: new LatencyMonitor(),
+      report: () => {},
+      stats: (fields) => lines.push(fields),
+      shown: false,
+      onFrame: () => {},
+    });
+    // Writes whose oldest frame waited 500 ms, then 2 ms; the write calls themselves 0.25 ms.
+    for (let k = 0; k < 20; k++) channel.written(1, 100, 500, 0.25);
+    channel.logStats();
+    for (let k = 0; k < 20; k++) channel.written(1, 100, 2, 0.25);
+    channel.logStats();
+    channel.logStats();
+    expect(lines.map((line) => line.p99_enqueue_to_write_ms)).toEqual([500, 2, undefined]);
+    expect(lines.map((line) => line.p99_write_call_ms)).toEqual([0.25, 0.25, undefined]);
+  });
+});
+
 describe("thousandths", () => {
   test("rounds to three decimals and prints as at most three: the stats line's seconds and milliseconds", () => {
     expect([0, 0.0004, 0.0005, 1.23449, 1.2345, 60.0004999, 0.3, 12.0706].map(thousandths)).toEqual([0, 0, 0.001, 1.234, 1.235, 60, 0.3, 12.071]);
