@@ -16,7 +16,7 @@ import { type MonitorFigures, MonitorHub, VIEWER_LIMITS, type ViewerLimits } fro
 import { encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { rawRequest, rawUpgrade } from "../support/http.ts";
-import { metricsUrl, scrapeValue } from "../support/metrics.ts";
+import { metricsUrl, samples, scrape, scrapeValue, value } from "../support/metrics.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder } from "../support/payloads.ts";
 import { connectClient, fakeServer, RecordingClient } from "../support/peer.ts";
@@ -782,5 +782,57 @@ describe("a listener that stops reading", () => {
     // Frames stop for it at 64 KiB queued, long before the 1 MiB that closes a viewer.
     expect(listeners).toBe(1);
     expect(hub.viewerCount).toBe(1);
+  });
+});
+
+describe("the monitor's figures", () => {
+  test("are what /metrics holds at the same moment, figure by figure: a paused reader's full socket buffer, the queue behind it, the optimizer's level, drops and latency", async () => {
+    const { path } = socketDir(defer, "aamf-");
+    const socket = path("out.sock");
+    // Frames wait for the paused reader, none dropped; one short write escalates the optimizer, and nothing relaxes it.
+    const agent = spawnAgent(
+      [
+        "output", "serve", "--socket", socket, "--source", "-", "--queue-frames", "5000", "--write-deadline-ms", "0", "--max-latency-ms", "60000", "--stuck-frames", "100000",
+        "--adaptive-threshold", "1", "--adaptive-calm-ms", "3600000", "--socket-buffers", "32768", "--monitor", "0", "--metrics", "0",
+      ],
+      { stdin: "pipe" },
+    );
+    const base = await metricsUrl(agent);
+    await agent.waitForStderr("listening socket=");
+    const reader = await connectClient(defer, socket, { paused: true });
+    await until(async () => (await figures(base)).connected, "the reader to connect", 10_000, 50);
+    const N = 2000;
+    await agent.writeStdin(wireBytes(0, N, (i) => new Uint8Array(1000).fill(i & 0xff), OUTPUT_MAGIC, 0));
+    await until(async () => (await scrapeValue(base, "audio_agent_frames_submitted_total", { channel: "output" })) === N, "every frame submitted", 10_000, 50);
+    await agent.waitForStderr("adaptive: escalate");
+
+    const shown = await figures(base);
+    const text = await scrape(base);
+    const metric = (name: string, labels: Record<string, string> = {}) => value(text, name, labels);
+    expect(shown.sendUtilization).toBeGreaterThan(0);
+    expect([shown.sendUtilization, shown.receiveUtilization]).toEqual([
+      metric("jetkvm_audio_socket_buffer_utilization_percent", { component: "audio-output", buffer_type: "send" }),
+      metric("jetkvm_audio_socket_buffer_utilization_percent", { component: "audio-output", buffer_type: "receive" }),
+    ]);
+    expect([shown.sendBufferBytes, shown.receiveBufferBytes]).toEqual([
+      metric("jetkvm_audio_socket_buffer_size_bytes", { component: "audio-output", buffer_type: "send" }),
+      metric("jetkvm_audio_socket_buffer_size_bytes", { component: "audio-output", buffer_type: "receive" }),
+    ]);
+    expect(shown.queueDepth).toBeGreaterThan(0);
+    expect([shown.frames, shown.queueDepth, shown.queueCapacity]).toEqual([
+      metric("jetkvm_audio_frames_sent_total"),
+      metric("audio_agent_queue_depth_frames"),
+      metric("audio_agent_queue_capacity_frames"),
+    ]);
+    expect(shown.adaptiveLevel).toBe(1);
+    expect(shown.adaptiveLevel).toBe(metric("audio_agent_adaptive_level"));
+    expect(shown.dropped).toEqual(Object.fromEntries(samples(text, "audio_agent_frames_dropped_by_reason_total").map((s) => [s.labels.reason, s.value])));
+    expect(Object.keys(shown.latency).sort()).toEqual(["enqueue_to_write", "write_call"]);
+    for (const [source, figures] of Object.entries(shown.latency)) {
+      for (const [percentile, seconds] of Object.entries(figures)) expect([source, percentile, seconds]).toEqual([source, percentile, metric("jetkvm_audio_latency_percentile_seconds", { source, percentile })]);
+    }
+    reader.socket.resume();
+    agent.endStdin();
+    expect(await agent.exited, agent.stderr).toBe(0);
   });
 });
