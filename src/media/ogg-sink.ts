@@ -1,6 +1,10 @@
+import { closeSync, openSync, readSync } from "node:fs";
 import { decodeConfigPayload, MessageType, type ParsedMessage } from "../protocol/index.ts";
 import { ByteSink, type ByteOutput, type KeptUnit } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
+import { OggError } from "./ogg-error.ts";
+import { CAPTURE, MAX_PAGE_SIZE } from "./ogg-page.ts";
+import { OggPageReader } from "./ogg-page-reader.ts";
 import { OggPageWriter } from "./ogg-page-writer.ts";
 import { buildOpusHead } from "./opus-head.ts";
 import { buildOpusTags } from "./opus-tags.ts";
@@ -301,4 +305,44 @@ function otherSerial(previous: number): number {
 /** OpusHead mapping family 0, the one written here, carries mono or stereo only. */
 function isFamily0Channels(channels: number): boolean {
   return channels === 1 || channels === 2;
+}
+
+/**
+ * Where an Ogg file's whole pages end (ByteSink's WholeLength): read page by
+ * page, up to a last page cut short, or one whose CRC fails (its bytes never
+ * all reached the disk). Undefined for bytes that are not Ogg pages end to
+ * end (damage before the last page, another format): not cut there. Players
+ * pass over half a page, but the agent's own source (strict) stops at it.
+ */
+export function wholeOggLength(path: string): number | undefined {
+  const fd = openSync(path, "r");
+  try {
+    const pages = new OggPageReader();
+    const chunk = new Uint8Array(MAX_PAGE_SIZE);
+    let whole = 0;
+    /** A page read whose CRC failed: only the last page may be so. */
+    let bad = false;
+    let size = 0;
+    for (let n; (n = readSync(fd, chunk, 0, chunk.length, null)) > 0; ) {
+      size += n;
+      pages.push(chunk.subarray(0, n));
+      for (let page; (page = pages.next()); ) {
+        if (bad) return undefined;
+        bad = !page.crcValid();
+        if (!bad) whole = pages.streamOffset;
+      }
+    }
+    const tail = size - pages.streamOffset;
+    // A tail too short to be checked as a page is one cut short only if it begins "OggS".
+    if (tail > 0 && tail < CAPTURE.length) {
+      const begun = new Uint8Array(tail);
+      if (readSync(fd, begun, 0, tail, pages.streamOffset) !== tail || begun.some((byte, i) => byte !== CAPTURE[i])) return undefined;
+    }
+    return whole;
+  } catch (e) {
+    if (e instanceof OggError) return undefined;
+    throw e;
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -7,7 +7,7 @@ import { FifoSource, type FifoReport } from "./fifo-source.ts";
 import { checkAppendFormat, checkFileFormat, type MediaFormat } from "./file-format.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
-import { OGG_SINK_DROP, OggSink } from "./ogg-sink.ts";
+import { OGG_SINK_DROP, OggSink, wholeOggLength } from "./ogg-sink.ts";
 import { OGG_SOURCE_COUNTS, OggSource } from "./ogg-source.ts";
 import type { Channel } from "../protocol/index.ts";
 import { sinkFollowFlag } from "./sink-path.ts";
@@ -93,8 +93,8 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
     });
   }
   if (options.append && options.fd === undefined && path !== "-") checkAppendFormat(path, format, options.channel);
-  // Appended to, a capture cut short is cut back to its last whole message first (an Ogg reader finds the next page).
-  const whole = format === "wire" ? wholeCaptureLength : undefined;
+  // Appended to, a file cut short is cut back to its last whole message or page first.
+  const whole = format === "wire" ? wholeCaptureLength : wholeOggLength;
   return streamFor(options.fd === undefined ? ByteSink.open(path, { append: options.append, whole }) : ByteSink.adopt(path, options.fd));
 }
 

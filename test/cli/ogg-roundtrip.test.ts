@@ -383,4 +383,36 @@ describe("the end of what the Ogg sink writes", () => {
     expectOggzValid(received);
     expect(decodedSamples(received, tmp.dir)).toBe(2 * (sent.length * 960 - 312));
   }, 60_000);
+
+  test("--append to a recording whose last page was cut short (the agent killed mid-write, the power lost): the half page is cut away first, so the agent's own source reads the file strict, both streams", async () => {
+    const source = fx.opus.get(key(2, 20))!;
+    const socket = join(tmp.dir, "append-cut.sock");
+    const received = join(tmp.dir, "append-cut.opus");
+    const session = async () => {
+      const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", received, "--format", "ogg", "--append"]);
+      await server.waitForStderr("listening");
+      const client = spawnAgent(["input", "send", "--socket", socket, "--source", source, "--format", "ogg"]);
+      expect(await client.exited).toBe(0);
+      await until(() => server.stderr.includes("session ended by Stop"), "the session ended");
+      server.kill("SIGTERM");
+      expect(await server.exited).toBe(0);
+    };
+    await session();
+    const first = new Uint8Array(readFileSync(received));
+    const lastPage = pagesOf(first).at(-1)!;
+    // The end-of-stream page's last 10 bytes never reached the disk.
+    writeFileSync(received, first.subarray(0, first.length - 10));
+    await session();
+    const pages = pagesOf(new Uint8Array(readFileSync(received)));
+    expect(pages.every((page) => page.crcValid)).toBe(true);
+    expect(pages.filter((page) => page.offset < lastPage.offset).length).toBe(pagesOf(first.subarray(0, lastPage.offset)).length);
+    expect(new Set(pages.map((p) => p.serial)).size).toBe(2);
+    // Strict, the agent's source reads the first stream's whole pages, then every packet of the second.
+    const sent = (await packets(source)).frames;
+    const keptFile = join(tmp.dir, "append-cut-kept.opus");
+    writeFileSync(keptFile, first.subarray(0, lastPage.offset));
+    const kept = (await packets(keptFile)).frames;
+    const payloads = (frames: { payload: Uint8Array }[]) => frames.map((f) => f.payload);
+    expect(payloads((await packets(received)).frames)).toEqual([...payloads(kept), ...payloads(sent)]);
+  }, 60_000);
 });

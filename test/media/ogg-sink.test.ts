@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { OggSink, type OggSinkOptions } from "../../src/media/ogg-sink.ts";
+import { OggSink, wholeOggLength, type OggSinkOptions } from "../../src/media/ogg-sink.ts";
 import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
 import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
 import { PageFlag } from "../../src/media/ogg-page.ts";
@@ -24,11 +24,12 @@ import {
   makeFixtures,
   opusinfo,
   OPUSINFO_CLEAN,
+  TONE,
   type Fixtures,
 } from "../support/opus-fixtures.ts";
 import { drainFile } from "../support/sources.ts";
 import { packetsOf, pagesOf } from "../support/ogg.ts";
-import { sameBytes } from "../support/bytes.ts";
+import { concatBytes, sameBytes } from "../support/bytes.ts";
 
 let fx: Fixtures;
 let count = 0;
@@ -472,5 +473,34 @@ describe("OggSink", () => {
       sink.close();
       expect(parseOpusHead(summarize(read(path))[0]!.first!)).toMatchObject({ preSkip, inputSampleRate: 44100 });
     }
+  });
+});
+
+describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
+  const tone = new Uint8Array(readFileSync(TONE));
+  const pages = pagesOf(tone);
+  const last = pages.at(-1)!;
+  const lengthOf = (bytes: Uint8Array) => {
+    const path = outPath();
+    writeFileSync(path, bytes);
+    return wholeOggLength(path);
+  };
+  const withBadCrc = (bytes: Uint8Array, at: number) => {
+    const copy = bytes.slice();
+    copy[at + 22]! ^= 0xff;
+    return copy;
+  };
+
+  test("whole pages end to end: the file's length; a last page cut short, at any point in it: where it begins", () => {
+    expect(lengthOf(tone)).toBe(tone.length);
+    for (const keep of [1, 3, 4, 26, 27, 30, last.size - 1]) expect(lengthOf(tone.subarray(0, last.offset + keep))).toBe(last.offset);
+  });
+
+  test("a last page whose CRC fails (its bytes never all reached the disk) is cut; one before other pages, or bytes that begin no page, leave the file as it is", () => {
+    expect(lengthOf(withBadCrc(tone, last.offset))).toBe(last.offset);
+    expect(lengthOf(withBadCrc(tone, pages[2]!.offset))).toBeUndefined();
+    expect(lengthOf(concatBytes([tone, Uint8Array.of(0x4f, 0x67, 0x58)]))).toBeUndefined();
+    expect(lengthOf(concatBytes([tone, new Uint8Array(64)]))).toBeUndefined();
+    expect(lengthOf(new TextEncoder().encode("not Ogg at all, a text file"))).toBeUndefined();
   });
 });
