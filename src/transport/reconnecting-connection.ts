@@ -263,7 +263,9 @@ export class ReconnectingConnection {
         this.replacing = false;
         if (this.toldNoAnswer || socket !== this.current) return;
         this.toldNoAnswer = true;
-        report("info", "the server sends nothing, and no server answers at the socket path's new file: staying connected", { socket: path, error: e?.code ?? String(e) });
+        // A reset is a server there that closed the connection as it was made (see connectWithBackoff).
+        const there = e?.code === "ECONNRESET" ? "the server at the socket path's new file closed the connection as it was made" : "no server answers at the socket path's new file";
+        report("info", `the server sends nothing, and ${there}: staying connected`, { socket: path, error: e?.code ?? String(e) });
       },
     );
   }

@@ -223,6 +223,30 @@ describe("ReconnectingConnection", () => {
     await until(() => server.closedCount() === 1, "the first server saw its connection end", 5000);
   });
 
+  test("serverLookMs: a server at the new file that closes the look's connection as it is made (Bun fails it, ECONNRESET) leaves the silent connection, said once as what it is", async () => {
+    const { path, server } = serve(() => {});
+    const reports: string[] = [];
+    const { conn } = connection(path, { serverLookMs: 50, report: (_level, message) => void reports.push(message) });
+    void conn.run();
+    await until(() => conn.connects === 1, "connected");
+    const real = Bun.connect;
+    Bun.connect = (async (options: Parameters<typeof Bun.connect>[0]) => {
+      const socket = await real(options);
+      socket.terminate();
+      throw Object.assign(new Error("connection reset by peer"), { code: "ECONNRESET" });
+    }) as unknown as typeof Bun.connect;
+    defer(() => void (Bun.connect = real));
+    unlinkSync(path);
+    const second = fakeServer(path, (socket) => socket.terminate());
+    defer(() => second.stop());
+    await until(() => second.connections.length >= 2, "looked at twice");
+    expect(conn.connects).toBe(1);
+    expect(server.closedCount()).toBe(0);
+    expect(reports.filter((m) => m.includes("staying connected"))).toEqual([
+      "the server sends nothing, and the server at the socket path's new file closed the connection as it was made: staying connected",
+    ]);
+  });
+
   test("serverLookMs: a socket file no server answers on (a replacement that died) leaves the silent connection, said once; a server there later gets it, and what it sent at once", async () => {
     const { path, server } = serve(() => {});
     const reports: string[] = [];
