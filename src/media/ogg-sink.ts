@@ -313,6 +313,10 @@ function isFamily0Channels(channels: number): boolean {
  * all reached the disk). Undefined for bytes that are not Ogg pages end to
  * end (damage before the last page, another format): not cut there. Players
  * pass over half a page, but the agent's own source (strict) stops at it.
+ * BOS pages with no page after them (a stream cut inside its headers, its
+ * OpusHead page alone) are cut too: a stream appended would begin in their
+ * group, multiplexed with them rather than chained after (RFC 3533), and
+ * neither the agent's source nor opusdec would play it.
  */
 export function wholeOggLength(path: string): number | undefined {
   const fd = openSync(path, "r");
@@ -320,6 +324,8 @@ export function wholeOggLength(path: string): number | undefined {
     const pages = new OggPageReader();
     const chunk = new Uint8Array(MAX_PAGE_SIZE);
     let whole = 0;
+    /** Where the BOS pages the whole ones end with begin, if they do. */
+    let group: number | undefined;
     /** A page read whose CRC failed: only the last page may be so. */
     let bad = false;
     let size = 0;
@@ -329,7 +335,9 @@ export function wholeOggLength(path: string): number | undefined {
       for (let page; (page = pages.next()); ) {
         if (bad) return undefined;
         bad = !page.crcValid();
-        if (!bad) whole = pages.streamOffset;
+        if (bad) continue;
+        group = page.beginOfStream ? (group ?? page.streamOffset) : undefined;
+        whole = pages.streamOffset;
       }
     }
     const tail = size - pages.streamOffset;
@@ -338,7 +346,7 @@ export function wholeOggLength(path: string): number | undefined {
       const begun = new Uint8Array(tail);
       if (readSync(fd, begun, 0, tail, pages.streamOffset) !== tail || begun.some((byte, i) => byte !== CAPTURE[i])) return undefined;
     }
-    return whole;
+    return group ?? whole;
   } catch (e) {
     if (e instanceof OggError) return undefined;
     throw e;

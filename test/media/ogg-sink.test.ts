@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { openSink } from "../../src/media/open.ts";
 import { OggSink, wholeOggLength, type OggSinkOptions } from "../../src/media/ogg-sink.ts";
 import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
 import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
@@ -502,5 +503,26 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     expect(lengthOf(concatBytes([tone, Uint8Array.of(0x4f, 0x67, 0x58)]))).toBeUndefined();
     expect(lengthOf(concatBytes([tone, new Uint8Array(64)]))).toBeUndefined();
     expect(lengthOf(new TextEncoder().encode("not Ogg at all, a text file"))).toBeUndefined();
+  });
+
+  test("a recording cut before its first page past the headers' first (inside OpusTags, or just after the OpusHead page; in a chain, the last link's): that OpusHead page is cut too, where a stream appended would begin in its group (RFC 3533: multiplexed with it) and no reader would play it", async () => {
+    const tags = pages[1]!;
+    for (const keep of [0, 1, 30, tags.size - 1]) expect(lengthOf(tone.subarray(0, tags.offset + keep))).toBe(0);
+    const chain = concatBytes([tone, tone]);
+    expect(lengthOf(chain.subarray(0, tone.length + tags.offset + 30))).toBe(tone.length);
+    // Appended to, the file reads whole: strict, the agent's source; opusdec plays both streams.
+    const sent = (await drainFile(TONE)).frames;
+    const path = outPath();
+    writeFileSync(path, chain.subarray(0, tone.length + tags.offset + 30));
+    const alone = outPath();
+    for (const [file, append] of [[path, true], [alone, false]] as const) {
+      const sink = openSink("ogg", file, { append, channel: "input", preSkip: 312, pageMs: 100 });
+      for (const frame of sent) send(sink as OggSink, MessageType.OpusFrame, frame.payload);
+      await sink.close();
+    }
+    const read = await drainFile(path);
+    expect(read.error).toBeUndefined();
+    expect(read.frames.map((f) => f.payload)).toEqual([...sent, ...sent].map((f) => f.payload));
+    expect(decodedSamples(path, fx.dir)).toBe(decodedSamples(TONE, fx.dir) + decodedSamples(alone, fx.dir));
   });
 });
