@@ -21,7 +21,7 @@ import { healthz, heldUp, metricsUrl, scrape, scrapeUntil, value } from "../supp
 import { audioPacketsOf, packetsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith, requireTool, runTool, TONE, wav } from "../support/opus-fixtures.ts";
 import { payloadOfSize, testPayload } from "../support/payloads.ts";
-import { spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
+import { agentEnv, spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
 import { silentServer, writeInPieces } from "../support/peer.ts";
 import { drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
@@ -225,7 +225,7 @@ describe("input serve / input send as processes", () => {
     expect(readdirSync(dir).sort()).toEqual(["recorded.opus", "recorded.wire"]);
   });
 
-  test("--append onto a wire capture of the other channel (output frames under an input sink, in serve too; input frames under `output recv`) exits 2 at start naming both channels' magic, the file left as it was", async () => {
+  test("--append onto a wire capture of the other channel (output frames under an input sink, in serve too; input frames under `output recv`) exits 2 at start naming both channels' magic, and where --append was set when not by its flag (environment, config key), the file left as it was", async () => {
     const { sock, path, dir } = setup();
     const outputCapture = path("output.wire");
     writeFileSync(outputCapture, wireBytes(0, 5));
@@ -249,8 +249,28 @@ describe("input serve / input send as processes", () => {
       expect(await agent.exited, agent.stderr).toBe(2);
       expect(failureLine(agent.stderr)).toBe(`audio-agent: ${line}`);
     }
+    // --append set elsewhere than by its flag: the line says where, as it says for the format.
+    const config = path("append.json");
+    writeFileSync(config, JSON.stringify({ input: { append: true } }));
+    const elsewhere: [string[], Record<string, string>, string][] = [
+      [
+        ["input", "serve", "--socket", sock, "--sink", outputCapture],
+        { AUDIO_AGENT_APPEND: "1" },
+        `sink ${outputCapture} (--format wire) ${ofOutput} --append (from environment AUDIO_AGENT_APPEND) adds to one of the input channel ("IMKJ") only: use another file`,
+      ],
+      [
+        ["serve", "--config", config, "--output-source", outputCapture, "--output-socket", path("out.sock"), "--input-socket", sock, "--input-sink", outputCapture, "--input-format", "wire"],
+        {},
+        `sink ${outputCapture} (--input-format wire) ${ofOutput} --input-append (from config "input.append" in ${config}) adds to one of the input channel ("IMKJ") only: use another file`,
+      ],
+    ];
+    for (const [args, env, line] of elsewhere) {
+      const agent = spawnAgent(args, { env: agentEnv(env) });
+      expect(await agent.exited, agent.stderr).toBe(2);
+      expect(failureLine(agent.stderr)).toBe(`audio-agent: ${line}`);
+    }
     expect([readFileSync(outputCapture), readFileSync(inputCapture)]).toEqual(before);
-    expect(readdirSync(dir).sort()).toEqual(["input.wire", "output.wire"]);
+    expect(readdirSync(dir).sort()).toEqual(["append.json", "input.wire", "output.wire"]);
   });
 
   test("a short file sent lossless: the Config's Ack, which comes after the last frame is written, is read before the sender leaves", async () => {
