@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readSync, statSync } from "node:fs";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { PassingShortage } from "../io/passing-errno.ts";
 import { writeFrom } from "../io/write-from.ts";
@@ -367,6 +367,42 @@ export class ByteSink implements ByteOutput {
  * it cannot tell (the bytes are not of its format), and the file is left as it is.
  */
 export type WholeLength = (path: string) => number | undefined;
+
+/**
+ * Where the whole units of the file at `path` end (a WholeLength), by
+ * `measure`: `fd` read up to `end`, the end of its last whole unit, or
+ * undefined when the bytes are not of its format. Measured to the file's end
+ * first; failing there, up to where a tail of zero bytes begins, if there is
+ * one: what a power loss leaves when the file's length reached the disk and
+ * its last blocks did not. No unit of either format begins with a zero byte
+ * (a magic, "OggS"), and a file whole to its end is never cut for the zeros
+ * its last unit may end with.
+ */
+export function wholeLengthOf(path: string, measure: (fd: number, end: number) => number | undefined): number | undefined {
+  const fd = openSync(path, "r");
+  try {
+    const size = fstatSync(fd).size;
+    const whole = measure(fd, size);
+    if (whole !== undefined) return whole;
+    const data = dataEnd(fd, size);
+    if (data === size) return undefined;
+    return data === 0 ? 0 : measure(fd, data);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Where the zero bytes that end the file begin: its size when its last byte is not zero. */
+function dataEnd(fd: number, size: number): number {
+  const chunk = new Uint8Array(64 * 1024);
+  for (let end = size; end > 0; ) {
+    const from = Math.max(0, end - chunk.length);
+    if (readSync(fd, chunk, 0, end - from, from) !== end - from) return size;
+    for (let i = end - from - 1; i >= 0; i--) if (chunk[i] !== 0) return from + i + 1;
+    end = from;
+  }
+  return 0;
+}
 
 /**
  * A regular file appended to is cut back to its whole units first: one cut

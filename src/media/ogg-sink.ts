@@ -1,6 +1,6 @@
-import { closeSync, openSync, readSync } from "node:fs";
+import { readSync } from "node:fs";
 import { decodeConfigPayload, MessageType, type ParsedMessage } from "../protocol/index.ts";
-import { ByteSink, type ByteOutput, type KeptUnit } from "./byte-sink.ts";
+import { ByteSink, wholeLengthOf, type ByteOutput, type KeptUnit } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import { OggError } from "./ogg-error.ts";
 import { CAPTURE, MAX_PAGE_SIZE } from "./ogg-page.ts";
@@ -310,27 +310,30 @@ function isFamily0Channels(channels: number): boolean {
 /**
  * Where an Ogg file's whole pages end (ByteSink's WholeLength): read page by
  * page, up to a last page cut short, or one whose CRC fails (its bytes never
- * all reached the disk). Undefined for bytes that are not Ogg pages end to
- * end (damage before the last page, another format): not cut there. Players
- * pass over half a page, but the agent's own source (strict) stops at it.
- * BOS pages with no page after them (a stream cut inside its headers, its
- * OpusHead page alone) are cut too: a stream appended would begin in their
- * group, multiplexed with them rather than chained after (RFC 3533), and
- * neither the agent's source nor opusdec would play it.
+ * all reached the disk), or to zero bytes that end it (wholeLengthOf).
+ * Undefined for bytes that are not Ogg pages end to end (damage before the
+ * last page, another format): not cut there. Players pass over half a page,
+ * but the agent's own source (strict) stops at it. BOS pages with no page
+ * after them (a stream cut inside its headers, its OpusHead page alone) are
+ * cut too: a stream appended would begin in their group, multiplexed with
+ * them rather than chained after (RFC 3533), and neither the agent's source
+ * nor opusdec would play it.
  */
 export function wholeOggLength(path: string): number | undefined {
-  const fd = openSync(path, "r");
+  return wholeLengthOf(path, wholePages);
+}
+
+/** Where the whole pages in `fd`'s first `end` bytes end (see wholeOggLength); undefined when they are not Ogg pages. */
+function wholePages(fd: number, end: number): number | undefined {
+  const pages = new OggPageReader();
+  const chunk = new Uint8Array(MAX_PAGE_SIZE);
+  let whole = 0;
+  /** Where the BOS pages the whole ones end with begin, if they do. */
+  let group: number | undefined;
+  /** A page read whose CRC failed: only the last page may be so. */
+  let bad = false;
   try {
-    const pages = new OggPageReader();
-    const chunk = new Uint8Array(MAX_PAGE_SIZE);
-    let whole = 0;
-    /** Where the BOS pages the whole ones end with begin, if they do. */
-    let group: number | undefined;
-    /** A page read whose CRC failed: only the last page may be so. */
-    let bad = false;
-    let size = 0;
-    for (let n; (n = readSync(fd, chunk, 0, chunk.length, null)) > 0; ) {
-      size += n;
+    for (let at = 0, n; at < end && (n = readSync(fd, chunk, 0, Math.min(chunk.length, end - at), at)) > 0; at += n) {
       pages.push(chunk.subarray(0, n));
       for (let page; (page = pages.next()); ) {
         if (bad) return undefined;
@@ -340,17 +343,15 @@ export function wholeOggLength(path: string): number | undefined {
         whole = pages.streamOffset;
       }
     }
-    const tail = size - pages.streamOffset;
-    // A tail too short to be checked as a page is one cut short only if it begins "OggS".
-    if (tail > 0 && tail < CAPTURE.length) {
-      const begun = new Uint8Array(tail);
-      if (readSync(fd, begun, 0, tail, pages.streamOffset) !== tail || begun.some((byte, i) => byte !== CAPTURE[i])) return undefined;
-    }
-    return group ?? whole;
   } catch (e) {
     if (e instanceof OggError) return undefined;
     throw e;
-  } finally {
-    closeSync(fd);
   }
+  const tail = end - pages.streamOffset;
+  // A tail too short to be checked as a page is one cut short only if it begins "OggS".
+  if (tail > 0 && tail < CAPTURE.length) {
+    const begun = new Uint8Array(tail);
+    if (readSync(fd, begun, 0, tail, pages.streamOffset) !== tail || begun.some((byte, i) => byte !== CAPTURE[i])) return undefined;
+  }
+  return group ?? whole;
 }

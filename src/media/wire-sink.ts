@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync } from "node:fs";
+import { readSync } from "node:fs";
 import {
   FrameParser,
   HEADER_SIZE,
@@ -11,7 +11,7 @@ import {
   writeHeader,
   type ParsedMessage,
 } from "../protocol/index.ts";
-import { ByteSink, type ByteOutput } from "./byte-sink.ts";
+import { ByteSink, wholeLengthOf, type ByteOutput } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 
 /** Records every message exactly as received: the lossless wire capture format. */
@@ -65,15 +65,20 @@ export class WireSink implements FrameSink {
 /**
  * Where a wire capture's whole messages end (ByteSink's WholeLength): a
  * capture of either channel read message by message, up to a last message
- * cut short. Undefined for bytes that are not a capture's (another magic, a
- * header a capture cannot have): damage or another format, not cut there.
+ * cut short, or to zero bytes that end it (wholeLengthOf). Undefined for
+ * bytes that are not a capture's (another magic, a header a capture cannot
+ * have): damage or another format, not cut there.
  */
 export function wholeCaptureLength(path: string): number | undefined {
-  const fd = openSync(path, "r");
+  return wholeLengthOf(path, wholeMessages);
+}
+
+/** Where the whole messages of the capture in `fd`'s first `end` bytes end; undefined when they are not a capture's. */
+function wholeMessages(fd: number, end: number): number | undefined {
+  const chunk = new Uint8Array(1 << 20);
+  let parser: FrameParser | undefined;
   try {
-    const chunk = new Uint8Array(1 << 20);
-    let parser: FrameParser | undefined;
-    for (let n; (n = readSync(fd, chunk, 0, chunk.length, null)) > 0; ) {
+    for (let at = 0, n; at < end && (n = readSync(fd, chunk, 0, Math.min(chunk.length, end - at), at)) > 0; at += n) {
       if (!parser) {
         if (n < 4) return undefined;
         const magic = readUint32LE(chunk, 0);
@@ -83,18 +88,16 @@ export function wholeCaptureLength(path: string): number | undefined {
       parser.push(chunk.subarray(0, n));
       while (parser.next());
     }
-    if (!parser) return undefined;
-    const end = parser.streamOffset;
-    // A tail too short to be checked as a header is one cut short only if it begins one of this channel's.
-    const tail = parser.pending;
-    if (tail > 0 && tail < HEADER_SIZE && !beginsHeader(fd, end, tail, parser.magic)) return undefined;
-    return end;
   } catch (e) {
     if (e instanceof ProtocolError) return undefined;
     throw e;
-  } finally {
-    closeSync(fd);
   }
+  if (!parser) return undefined;
+  const whole = parser.streamOffset;
+  // A tail too short to be checked as a header is one cut short only if it begins one of this channel's.
+  const tail = parser.pending;
+  if (tail > 0 && tail < HEADER_SIZE && !beginsHeader(fd, whole, tail, parser.magic)) return undefined;
+  return whole;
 }
 
 /** Whether the `count` bytes at `position` (fewer than a header) are the start of a header a capture of `magic` can have. */

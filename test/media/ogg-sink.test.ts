@@ -497,11 +497,22 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     for (const keep of [1, 3, 4, 26, 27, 30, last.size - 1]) expect(lengthOf(tone.subarray(0, last.offset + keep))).toBe(last.offset);
   });
 
+  test("zero bytes to the end (a power loss that kept the file's length, not its last blocks) are cut as a tail cut short: after whole pages, half a page, a page they fail the CRC of, or alone", () => {
+    for (const zeros of [1, 3, 27, 4096]) {
+      expect({ zeros, at: lengthOf(concatBytes([tone, new Uint8Array(zeros)])) }).toEqual({ zeros, at: tone.length });
+      expect({ zeros, at: lengthOf(concatBytes([tone.subarray(0, last.offset + 30), new Uint8Array(zeros)])) }).toEqual({ zeros, at: last.offset });
+    }
+    const zeroedBody = tone.slice();
+    zeroedBody.fill(0, last.offset + 40);
+    expect(lengthOf(concatBytes([zeroedBody, new Uint8Array(4096)]))).toBe(last.offset);
+    expect(lengthOf(new Uint8Array(4096))).toBe(0);
+  });
+
   test("a last page whose CRC fails (its bytes never all reached the disk) is cut; one before other pages, or bytes that begin no page, leave the file as it is", () => {
     expect(lengthOf(withBadCrc(tone, last.offset))).toBe(last.offset);
     expect(lengthOf(withBadCrc(tone, pages[2]!.offset))).toBeUndefined();
     expect(lengthOf(concatBytes([tone, Uint8Array.of(0x4f, 0x67, 0x58)]))).toBeUndefined();
-    expect(lengthOf(concatBytes([tone, new Uint8Array(64)]))).toBeUndefined();
+    expect(lengthOf(concatBytes([tone, new Uint8Array(64), tone.subarray(0, pages[1]!.offset)]))).toBeUndefined();
     expect(lengthOf(new TextEncoder().encode("not Ogg at all, a text file"))).toBeUndefined();
   });
 

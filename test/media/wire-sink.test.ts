@@ -372,6 +372,22 @@ describe("a wire capture appended to", () => {
     expect(appended(damaged)).toEqual(concatBytes([damaged, next]));
   });
 
+  test("zero bytes to the end (a power loss that kept the file's length, not its last blocks) are cut as a tail cut short: after whole messages, half a message, or alone", () => {
+    const whole = indexedWire(0, 5, 300);
+    const half = indexedWire(5, 6, 300).subarray(0, 9);
+    for (const zeros of [1, 16, 17, 4096]) {
+      expect({ zeros, bytes: appended(concatBytes([whole, new Uint8Array(zeros)])) }).toEqual({ zeros, bytes: concatBytes([whole, next]) });
+      expect({ zeros, bytes: appended(concatBytes([whole, half, new Uint8Array(zeros)])) }).toEqual({ zeros, bytes: concatBytes([whole, next]) });
+    }
+    expect(appended(new Uint8Array(4096))).toEqual(next);
+    // A whole capture whose last payload ends in zero bytes is whole: nothing of it is cut.
+    const zeroEnded = concatBytes([whole, encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, Uint8Array.of(0xfc, 0, 0, 0, 0))]);
+    expect(appended(zeroEnded)).toEqual(concatBytes([zeroEnded, next]));
+    // Zeros with bytes after them are damage within: left as they are.
+    const within = concatBytes([whole, new Uint8Array(64), indexedWire(5, 6, 300)]);
+    expect(appended(within)).toEqual(concatBytes([within, next]));
+  });
+
   test("a tail shorter than a header that does not begin a message of the capture's channel (the other channel's magic, text) is left as it is, as a longer one is", () => {
     const whole = indexedWire(0, 5, 300);
     const input = indexedWire(0, 1, 300, INPUT_MAGIC);
