@@ -81,14 +81,14 @@ export async function configCommand(args: string[], io: ConfigIo): Promise<numbe
     const file = await loadConfigFile(namedConfigFile(values.config, io.env));
     // Each role's settings as a config file writes them: `config print ROLE > f.json` passes `config check f.json`.
     const sources: ConfigSources = { flags: {}, env: io.env, file };
-    // serve asked for on its own is refused as a serve run refuses it: what it prints must run.
-    // (Among all roles it is shown: a top-level "socket" that gives both channels one is the single roles' to take.)
-    // Among all roles, serve refused (sections that give a process-wide option differently, for two
-    // single roles) is shown as null with the reason on stderr: the file is still one they run with.
+    // serve is refused as a serve run refuses it: what it prints must run. Among all roles, a file
+    // serve refuses (sections that give a process-wide option differently, a top-level "socket"
+    // that gives both channels one: files for single roles) shows serve as null with the reason on
+    // stderr, and the single roles as they run with it.
     const serveShown = (): Record<string, unknown> | null => {
-      if (roles.length === 1) return serveFile(sources, true);
+      if (roles.length === 1) return serveFile(sources);
       try {
-        return serveFile(sources, false);
+        return serveFile(sources);
       } catch (error) {
         if (!(error instanceof ConfigError)) throw error;
         io.err(`audio-agent: config print: serve not shown: ${error.message}\n`);
@@ -109,9 +109,9 @@ function written(settings: object): Record<string, unknown> {
 }
 
 /** serve's settings as a config file: the process-wide ones at the top level, each channel's own in its section. */
-function serveFile(sources: ConfigSources, checked: boolean): Record<string, unknown> {
+function serveFile(sources: ConfigSources): Record<string, unknown> {
   const settings = resolveServeSettings(sources, false);
-  if (checked) checkServeSockets(settings, sources);
+  checkServeSockets(settings, sources);
   const shared = (name: string) => (PROCESS_OPTIONS as readonly string[]).includes(name);
   const section = (channel: keyof typeof SERVE_ROLES) => written(Object.fromEntries(Object.entries(settings[channel]).filter(([name]) => !shared(name))));
   const top = written(Object.fromEntries(Object.entries(settings).filter(([name]) => shared(name))));
