@@ -6,6 +6,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { statSync } from "node:fs";
+import { join } from "node:path";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
 import type { ChannelEnd } from "../../src/channels/channel-end.ts";
@@ -17,7 +18,7 @@ import { useCleanup } from "../support/cleanup.ts";
 import { idleSenderReadings } from "../support/readings.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
 import { wakeUps } from "../support/proc.ts";
-import { agentEnv, runAgent, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { agentEnv, REPO, runAgent, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { writeWireFile } from "../support/wire.ts";
@@ -86,6 +87,10 @@ describe("--stats-interval", () => {
       if ((line.delivered as number) > 0) expect(line.p99_enqueue_to_write_ms as number).toBeGreaterThanOrEqual(0);
       expect(line.seconds as number).toBeGreaterThan(0);
     }
+    // README's example line has the fields of a line with frames written, in their order.
+    const example = (await Bun.file(join(REPO, "README.md")).text()).match(/`instruments: stats ([^`]*)`/)![1]!;
+    const written = lines.find((line) => (line.delivered as number) > 0 && !("dropped_no_client" in line))!;
+    expect(Object.keys(written)).toEqual(example.split(" ").map((field) => field.split("=")[0]));
   }, 60_000);
 
   test("lines closer together than the log's rate limit allows are all written: none is held back", async () => {
