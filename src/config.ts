@@ -28,6 +28,8 @@ interface OptionSpec {
   default?: unknown;
   /** Every role that reads the option needs a value (there is no default). */
   required?: true;
+  /** What leaving it unset means, shown as its default where it has none (--help). */
+  unset?: string;
   /** The environment variable, when it is not AUDIO_AGENT_<NAME>; per channel where they differ. */
   env?: Record<Channel, string>;
   /** Writes a validated value back as a flag or config file gives it, where the two differ (a mode, an address). */
@@ -192,10 +194,10 @@ export const OPTIONS = {
   realtime: { flag: "boolean", help: "pace a file source by its timestamps/durations; drop what no client takes", allowed: "true, false", schema: booleanLike, default: false },
   loop: { flag: "boolean", help: "replay a file source forever (not stdin, read once; a FIFO source already waits for its next writer)", allowed: "true, false", schema: booleanLike, default: false },
   lenient: { flag: "boolean", help: "skip Ogg pages with a bad CRC and bytes that begin no page, go on past missing pages, and drop pages that come again, counting each, instead of failing", allowed: "true, false", schema: booleanLike, default: false },
-  count: { flag: "string", help: "exit after receiving N frames", allowed: "an integer 1..9007199254740991", schema: integer(1, Number.MAX_SAFE_INTEGER) },
+  count: { flag: "string", help: "exit after receiving N frames", allowed: "an integer 1..9007199254740991", schema: integer(1, Number.MAX_SAFE_INTEGER), unset: "no limit" },
   append: { flag: "boolean", help: "sink: a file already there is added to (an Ogg sink: its next chained stream), where it would be started afresh; a restarted service keeps what it recorded", allowed: "true, false", schema: booleanLike, default: false },
   once: { flag: "boolean", help: "exit when the first connection (session) ends", allowed: "true, false", schema: booleanLike, default: false },
-  "connect-timeout": { flag: "string", help: "give up (exit 1) after S seconds without a server", allowed: "seconds, 0.001 or more (a decimal: 2.5)", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.minValue(0.001))) },
+  "connect-timeout": { flag: "string", help: "give up (exit 1) after S seconds without a server", allowed: "seconds, 0.001 or more (a decimal: 2.5)", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.minValue(0.001))), unset: "wait forever" },
   "socket-mode": { flag: "string", help: "file mode of the socket (octal)", allowed: "octal 000..777, e.g. 0660", schema: fileMode, default: 0o660, written: octal },
   "queue-frames": { flag: "string", help: "send queue bound in frames (the queue also never holds more than 8 MiB)", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 500 },
   drop: { flag: "string", help: "which frame to drop when the queue is full", allowed: "oldest, newest", schema: choice(["oldest", "newest"]), default: "oldest" },
@@ -215,10 +217,10 @@ export const OPTIONS = {
   "adaptive-threshold": { flag: "string", help: "pressure events (overflows, deadline drops) within the window that escalate", allowed: "an integer 1..100000", schema: integer(1, 100_000), default: 10 },
   "adaptive-window-ms": { flag: "string", help: "window in which the threshold counts", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000), default: 5000 },
   "adaptive-calm-ms": { flag: "string", help: "quiet time after which the optimizer relaxes to the defaults", allowed: "an integer 10..3600000", schema: integer(10, 3_600_000), default: 30000 },
-  metrics: { flag: "string", help: "serve /metrics and /healthz at HOST:PORT (PORT alone: loopback; off: not at all)", allowed: "HOST:PORT, :PORT, PORT or off", schema: listenAddress, written: hostPort },
-  monitor: { flag: "string", help: "serve the live web monitor at HOST:PORT (PORT alone: loopback; may equal --metrics; off: not at all)", allowed: "HOST:PORT, :PORT, PORT or off", schema: listenAddress, written: hostPort },
+  metrics: { flag: "string", help: "serve /metrics and /healthz at HOST:PORT (PORT alone: loopback; off: not at all)", allowed: "HOST:PORT, :PORT, PORT or off", schema: listenAddress, written: hostPort, unset: "off" },
+  monitor: { flag: "string", help: "serve the live web monitor at HOST:PORT (PORT alone: loopback; may equal --metrics; off: not at all)", allowed: "HOST:PORT, :PORT, PORT or off", schema: listenAddress, written: hostPort, unset: "off" },
   "stats-interval": { flag: "string", help: "log a summary (frames, bytes, drops by reason, clients, latency p99) of each interval of this many seconds (0: never)", allowed: "0 (off) or seconds 0.1..86400", schema: onFirstUse(() => v.pipe(numberLike, v.number(), v.check((s) => s === 0 || s >= 0.1), v.maxValue(86_400))), default: 60 },
-  "http-allow-host": { flag: "string", help: "more names (Host header) --metrics and --monitor answer to, e.g. a DNS name or a tunnel's localhost:PORT; others get 421", allowed: "NAME[:PORT][,NAME[:PORT]...] (IPv6 in brackets, PORT 1..65535)", schema: hostNames },
+  "http-allow-host": { flag: "string", help: "more names (Host header) --metrics and --monitor answer to, e.g. a DNS name or a tunnel's localhost:PORT; others get 421", allowed: "NAME[:PORT][,NAME[:PORT]...] (IPv6 in brackets, PORT 1..65535)", schema: hostNames, unset: "none" },
   "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]), default: "info" },
   "log-format": { flag: "string", help: "log line format on stderr", allowed: "text, json", schema: choice(["text", "json"]), default: "text" },
 } as const satisfies Record<string, OptionSpec>;
@@ -370,6 +372,12 @@ function agentVariable(flag: string): string {
 export function envName(option: OptionName, channel?: Channel): string {
   const spec: OptionSpec = OPTIONS[option];
   return (channel && spec.env?.[channel]) || agentVariable(option);
+}
+
+/** What leaving `option` unset means, where it has no default and that means something (--help shows it as one). */
+export function unsetMeaning(option: OptionName): string | undefined {
+  const spec: OptionSpec = OPTIONS[option];
+  return spec.unset;
 }
 
 /** The default of `option` for a role of `channel`, undefined when it has none. */

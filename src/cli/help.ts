@@ -1,4 +1,4 @@
-import { commandFlags, OPTIONS, writtenValue, type Channel, type Command } from "../config.ts";
+import { commandFlags, OPTIONS, unsetMeaning, writtenValue, type Channel, type Command } from "../config.ts";
 
 export const TOP_HELP = `audio-agent: JetKVM-compatible audio IPC over Unix sockets
 
@@ -51,7 +51,8 @@ export function roleHelp(command: Command): string {
   for (const { flag, option, env, default: value } of commandFlags(command)) {
     const spec = OPTIONS[option];
     const arg = spec.flag === "boolean" ? "" : ` <${spec.allowed}>`;
-    const def = value === undefined ? "" : ` (default: ${typeof value === "boolean" ? (value ? "on" : "off") : writtenValue(option, value)})`;
+    const shown = value === undefined ? unsetMeaning(option) : typeof value === "boolean" ? (value ? "on" : "off") : writtenValue(option, value);
+    const def = shown === undefined ? "" : ` (default: ${shown})`;
     lines.push(`  --${flag}${arg}`, `      ${spec.help}${def}; env ${env}`);
   }
   lines.push(

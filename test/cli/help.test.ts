@@ -4,7 +4,7 @@
  * never the text of Node's argument parser. Real processes.
  */
 import { describe, expect, test } from "bun:test";
-import { defaultOf, OPTIONS, PROCESS_OPTIONS, ROLE_OPTIONS, SERVE_ROLES, type Channel, type OptionName, type Role } from "../../src/config.ts";
+import { defaultOf, OPTIONS, unsetMeaning, PROCESS_OPTIONS, ROLE_OPTIONS, SERVE_ROLES, type Channel, type OptionName, type Role } from "../../src/config.ts";
 import { runAgent } from "../support/processes.ts";
 
 /** The help rows of one option: its flag line and the description below it. */
@@ -63,7 +63,9 @@ describe("--help", () => {
       for (const option of ROLE_OPTIONS[role] as readonly OptionName[]) {
         const value = defaultOf(option, channel);
         const text = row(stdout, option);
-        if (value === undefined) expect({ option, text }).toEqual({ option, text: expect.not.stringContaining("(default: ") });
+        // Unset, an option says what that means where it means something (off, no limit), else nothing.
+        const unset = unsetMeaning(option);
+        if (value === undefined) expect({ option, text }).toEqual({ option, text: unset ? expect.stringContaining(`(default: ${unset})`) : expect.not.stringContaining("(default: ") });
         else expect({ option, text }).toEqual({ option, text: expect.stringContaining("(default: ") });
         if (OPTIONS[option].flag === "boolean") expect(text).not.toContain("(default: false)");
       }
@@ -94,7 +96,8 @@ describe("--help", () => {
         if ((PROCESS_OPTIONS as readonly string[]).includes(option)) continue;
         const text = row(stdout, `${channel}-${option}`);
         const value = defaultOf(option, channel);
-        expect({ option, text }).toEqual({ option, text: value === undefined ? expect.not.stringContaining("(default: ") : expect.stringContaining("(default: ") });
+        const unset = unsetMeaning(option);
+        expect({ option, text }).toEqual({ option, text: value === undefined && !unset ? expect.not.stringContaining("(default: ") : expect.stringContaining("(default: ") });
         const env = option === "socket" ? `JETKVM_AUDIO_${channel.toUpperCase()}_SOCKET` : `AUDIO_AGENT_${`${channel}_${option}`.toUpperCase().replace(/-/g, "_")}`;
         expect(text).toEndWith(`; env ${env}`);
       }
