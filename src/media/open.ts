@@ -77,13 +77,25 @@ export async function openSource(format: MediaFormat, path: string, options: Sou
   return read(await openByteSource(path));
 }
 
+/**
+ * What openSink refuses before it opens anything (a bad option, another
+ * user's link, a file --append cannot add to), told without opening: a
+ * server checks its sink so before it listens, and opens it (truncating a
+ * file) only once it does.
+ */
+export function checkSink(format: MediaFormat, path: string, options: SinkOptions): void {
+  if (format === "ogg") OggSink.check({ preSkip: options.preSkip, pageMs: options.pageMs, channels: options.channels });
+  // Another user's symbolic link in a world-writable sticky directory is refused before anything follows it.
+  if (path !== "-") sinkFollowFlag(path);
+  // A FIFO, a device or a file not there yet is added to as >> adds (checkAppendFormat).
+  if (options.append && options.fd === undefined && path !== "-") checkAppendFormat(path, format, options.channel);
+}
+
 export function openSink(format: MediaFormat, path: string, options: SinkOptions): FrameSink {
   const ogg = { preSkip: options.preSkip, pageMs: options.pageMs, channels: options.channels };
   // Checked before anything is opened or created: a bad option leaves nothing behind.
-  if (format === "ogg") OggSink.check(ogg);
+  checkSink(format, path, options);
   const streamFor = (bytes: ByteOutput): FrameSink => (format === "ogg" ? OggSink.over(bytes, ogg) : WireSink.over(bytes));
-  // Another user's symbolic link in a world-writable sticky directory is refused before anything follows it.
-  if (path !== "-") sinkFollowFlag(path);
   const stdout = path === "-" && options.liveStdout === true;
   if (options.fifoReaders && (stdout || (path !== "-" && statSync(path, { throwIfNoEntry: false })?.isFIFO()))) {
     return new FifoSink(stdout ? "stdout" : path, streamFor, options.fifoReaders, {
@@ -92,7 +104,6 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
       fd: stdout ? 1 : undefined,
     });
   }
-  if (options.append && options.fd === undefined && path !== "-") checkAppendFormat(path, format, options.channel);
   // Appended to, a file cut short is cut back to its last whole message or page first.
   const whole = format === "wire" ? wholeCaptureLength : wholeOggLength;
   return streamFor(options.fd === undefined ? ByteSink.open(path, { append: options.append, whole }) : ByteSink.adopt(path, options.fd));

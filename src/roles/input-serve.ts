@@ -1,7 +1,7 @@
 import { InputServer } from "../channels/input-server.ts";
 import { socketBufferSizes, type RoleSettings } from "../config.ts";
 import type { FrameSink } from "../media/frame-sink.ts";
-import { openSink } from "../media/open.ts";
+import { checkSink, openSink } from "../media/open.ts";
 import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
 import { summaryFields } from "../observe/readings.ts";
@@ -24,6 +24,8 @@ type Settings = RoleSettings<"input serve">;
  */
 export function inputChannel(settings: Settings, logger: Logger, beside?: "output"): { server: InputServer; serve: (shutdown: Shutdown, instruments: ChannelInstruments) => Promise<void> } {
   const report = logger.for("input-server");
+  // Refused before anything listens (a file --append cannot add to, another user's link): no client is let in for nothing.
+  checkSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"], append: settings.append, channel: "input" });
   // Set right after listening, before any client's message can arrive (that takes an I/O event).
   let sink!: FrameSink;
   let flusher!: SinkFlusher;

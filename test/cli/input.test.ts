@@ -220,6 +220,8 @@ describe("input serve / input send as processes", () => {
       const agent = spawnAgent(args);
       expect(await agent.exited, agent.stderr).toBe(2);
       expect(failureLine(agent.stderr)).toBe(`audio-agent: ${line}`);
+      // Refused before any socket listened: no client was let in for nothing.
+      expect(agent.stderr).not.toContain("listening");
     }
     expect([readFileSync(ogg), readFileSync(wire)]).toEqual(before);
     expect(readdirSync(dir).sort()).toEqual(["recorded.opus", "recorded.wire"]);
@@ -248,6 +250,8 @@ describe("input serve / input send as processes", () => {
       const agent = spawnAgent(args);
       expect(await agent.exited, agent.stderr).toBe(2);
       expect(failureLine(agent.stderr)).toBe(`audio-agent: ${line}`);
+      // Refused before any socket listened: no client was let in for nothing.
+      expect(agent.stderr).not.toContain("listening");
     }
     // --append set elsewhere than by its flag: the line says where, as it says for the format.
     const config = path("append.json");
