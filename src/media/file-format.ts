@@ -109,11 +109,12 @@ export function checkAppendFormat(path: string, format: MediaFormat, channel?: C
   const seen = recognise(head);
   if (seen === "wire" && format === "wire" && channel !== undefined) {
     const own = channel === "output" ? OUTPUT_MAGIC : INPUT_MAGIC;
-    if (readUint32LE(head, 0) === own) return;
+    const found = readUint32LE(head, 0);
+    if (found === own) return;
     const other = channel === "output" ? "input" : "output";
     throw new FileFormatError("sink", path, (flag, setAt, appendSetAt) => {
       const append = appendFlag(flag, appendSetAt);
-      return `sink ${path} (${flag} wire${setAt ? `, ${setAt}` : ""}) holds a capture of the ${other} channel (${magicBytes(own === OUTPUT_MAGIC ? INPUT_MAGIC : OUTPUT_MAGIC)}), and ${append} adds to one of the ${channel} channel (${magicBytes(own)}) only: use another file`;
+      return `sink ${path} (${flag} wire${setAt ? `, ${setAt}` : ""}) holds a capture of the ${other} channel (${magicBytes(found)}), and ${append} adds to one of the ${channel} channel (${magicBytes(own)}) only: use another file`;
     });
   }
   if (seen === undefined || seen === format) return;
