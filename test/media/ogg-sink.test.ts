@@ -508,6 +508,16 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     expect(lengthOf(new Uint8Array(4096))).toBe(0);
   });
 
+  test("a chain of several MiB ending in zero bytes of any length, across the chunks the look reads (64 KiB back from the end), is kept whole; half a page before them is cut", () => {
+    const chain = concatBytes(Array.from({ length: 100 }, () => tone));
+    expect(chain.length).toBeGreaterThan(3 << 20);
+    const half = tone.subarray(0, pages[3]!.offset + 100);
+    for (const zeros of [65535, 65536, 65537, (1 << 20) + 1, 3 << 20]) {
+      expect({ zeros, at: lengthOf(concatBytes([chain, new Uint8Array(zeros)])) }).toEqual({ zeros, at: chain.length });
+      expect({ zeros, at: lengthOf(concatBytes([chain, half, new Uint8Array(zeros)])) }).toEqual({ zeros, at: chain.length + pages[3]!.offset });
+    }
+  });
+
   test("a last page whose CRC fails (its bytes never all reached the disk) is cut; one before other pages, or bytes that begin no page, leave the file as it is", () => {
     expect(lengthOf(withBadCrc(tone, last.offset))).toBe(last.offset);
     expect(lengthOf(withBadCrc(tone, pages[2]!.offset))).toBeUndefined();

@@ -13,7 +13,7 @@ import { WireSink } from "../../src/media/wire-sink.ts";
 import { FileFormatError } from "../../src/media/file-format.ts";
 import { openSink } from "../../src/media/open.ts";
 import { encodeMessage, FrameParser, INPUT_MAGIC, MessageType, OUTPUT_MAGIC, type ParsedMessage } from "../../src/protocol/index.ts";
-import { concatBytes } from "../support/bytes.ts";
+import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, readAvailable } from "../support/fifo.ts";
 import { openFiles } from "../support/proc.ts";
@@ -386,6 +386,20 @@ describe("a wire capture appended to", () => {
     // Zeros with bytes after them are damage within: left as they are.
     const within = concatBytes([whole, new Uint8Array(64), indexedWire(5, 6, 300)]);
     expect(appended(within)).toEqual(concatBytes([within, next]));
+  });
+
+  test("a capture of several MiB ending in zero bytes of any length, across the chunks the look reads (64 KiB back from the end, 1 MiB from the start), keeps every whole message", () => {
+    // Messages of up to 4096 bytes, so that chunks end inside them.
+    const whole = indexedWire(0, 1600, 4096);
+    expect(whole.length).toBeGreaterThan(3 << 20);
+    const half = indexedWire(1600, 1601, 4096).subarray(0, 100);
+    for (const zeros of [65535, 65536, 65537, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20]) {
+      for (const tail of [new Uint8Array(0), half]) {
+        const kept = appended(concatBytes([whole, tail, new Uint8Array(zeros)]));
+        expect({ zeros, tail: tail.length, length: kept.length }).toEqual({ zeros, tail: tail.length, length: whole.length + next.length });
+        expect(sameBytes(kept, concatBytes([whole, next]))).toBe(true);
+      }
+    }
   });
 
   test("a tail shorter than a header that does not begin a message of the capture's channel (the other channel's magic, text) is left as it is, as a longer one is", () => {
