@@ -9,7 +9,7 @@
  * they say so.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, linkSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { expectAccountedLine, failureLine } from "../support/agent-log.ts";
@@ -185,6 +185,25 @@ describe.skipIf(!canSwitchUser)("a sink in a sticky directory others may write (
     expect(readFileSync(precious, "utf8")).toBe("precious\n");
     expect(code).toBe(1);
     expect(failureLine(stderr)).toContain(sink);
+  });
+
+  test("another user's symlink at the sink of input serve or serve is refused before any socket listens (with --append too): no client is let in, no socket file is left, the file it points at is left as it was", async () => {
+    const { dir, shared, precious } = stickyDir();
+    const sink = join(shared, "rec.wire");
+    expect(Bun.spawnSync(asNobody(dir.dir, ["ln", "-s", precious, sink]), { cwd: dir.dir }).exitCode).toBe(0);
+    const runs: [string[], string][] = [
+      [["input", "serve", "--socket", dir.path("in.sock"), "--sink", sink], "--sink"],
+      [["input", "serve", "--socket", dir.path("in.sock"), "--sink", sink, "--append"], "--sink"],
+      [["serve", "--output-source", "/dev/null", "--output-socket", dir.path("out.sock"), "--input-socket", dir.path("in.sock"), "--input-sink", sink], "--input-sink"],
+    ];
+    for (const [args, flag] of runs) {
+      const run = await runAgent(args);
+      expect({ args, code: run.code }).toEqual({ args, code: 1 });
+      expect(failureLine(run.stderr)).toStartWith(`audio-agent: ${flag} ${sink}: a symbolic link of another user`);
+      expect(run.stderr).not.toContain("listening");
+      expect(readdirSync(dir.dir).sort()).toEqual(["precious", "shared"]);
+    }
+    expect(readFileSync(precious, "utf8")).toBe("precious\n");
   });
 
   test("another user's symlink there on the way to the sink (a directory of the path) is not followed either, as the kernel's protected_symlinks does not follow it: the file it leads to is left as it was", async () => {
