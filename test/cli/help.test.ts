@@ -86,6 +86,16 @@ describe("--help", () => {
     ];
     for (const [option, shown] of expected) expect(row(serve, option)).toContain(`(default: ${shown})`);
     expect(row((await runAgent(["input", "send", "--help"])).stdout, "heartbeat-ms")).toContain("(default: 1000)");
+    // What leaving an option with no default unset means, as README tells it: spelt out, not read from the table that makes the help.
+    const recv = (await runAgent(["output", "recv", "--help"])).stdout;
+    const unsetShown: [string, string, string][] = [
+      [serve, "metrics", "off"],
+      [serve, "monitor", "off"],
+      [serve, "http-allow-host", "none"],
+      [recv, "count", "no limit"],
+      [recv, "connect-timeout", "wait forever"],
+    ];
+    for (const [help, option, shown] of unsetShown) expect({ option, text: row(help, option) }).toEqual({ option, text: expect.stringContaining(`(default: ${shown}); env`) });
   }, 30_000);
 
   test("serve's help: every option of both channels with its prefix, default and variable; the process-wide ones once", async () => {
@@ -112,6 +122,8 @@ describe("--help", () => {
     expect(row(stdout, "output-queue-frames")).toContain("(default: 500)");
     expect(row(stdout, "input-page-ms")).toContain("(default: 100)");
     expect(row(stdout, "log-level")).toContain("(default: info); env AUDIO_AGENT_LOG_LEVEL");
+    // The process-wide ones with no default say what unset means, as in each role's help.
+    for (const [option, shown] of [["metrics", "off"], ["monitor", "off"], ["http-allow-host", "none"]]) expect(row(stdout, option!)).toContain(`(default: ${shown}); env`);
     const top = await runAgent(["--help"]);
     expect(top.stdout).toContain("audio-agent serve --output-source PATH|- --input-sink PATH|-");
   }, 30_000);
