@@ -392,8 +392,8 @@ export function wholeLengthOf(path: string, measure: (fd: number, end: number) =
   }
 }
 
-/** Where the zero bytes that end the file begin: its size when its last byte is not zero. */
-function dataEnd(fd: number, size: number): number {
+/** Where the zero bytes that end the file's first `size` bytes begin: `size` when the last of them is not zero. */
+export function dataEnd(fd: number, size: number): number {
   const chunk = new Uint8Array(64 * 1024);
   for (let end = size; end > 0; ) {
     const from = Math.max(0, end - chunk.length);

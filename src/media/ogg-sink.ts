@@ -1,6 +1,6 @@
 import { readSync } from "node:fs";
 import { decodeConfigPayload, MessageType, type ParsedMessage } from "../protocol/index.ts";
-import { ByteSink, wholeLengthOf, type ByteOutput, type KeptUnit } from "./byte-sink.ts";
+import { ByteSink, dataEnd, wholeLengthOf, type ByteOutput, type KeptUnit } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import { OggError } from "./ogg-error.ts";
 import { CAPTURE, MAX_PAGE_SIZE } from "./ogg-page.ts";
@@ -344,14 +344,17 @@ function wholePages(fd: number, end: number): number | undefined {
       }
     }
   } catch (e) {
-    if (e instanceof OggError) return undefined;
-    throw e;
+    if (!(e instanceof OggError)) throw e;
+    // Zeros where a page should begin, to the end: the pages before them are whole by their CRC,
+    // a last one whose body ends in zeros too (wholeLengthOf would cut where its zeros begin).
+    return dataEnd(fd, end) <= e.offset ? (group ?? whole) : undefined;
   }
   const tail = end - pages.streamOffset;
-  // A tail too short to be checked as a page is one cut short only if it begins "OggS".
+  // A tail too short to be checked as a page is one cut short only if it begins "OggS", or is zeros.
   if (tail > 0 && tail < CAPTURE.length) {
     const begun = new Uint8Array(tail);
-    if (readSync(fd, begun, 0, tail, pages.streamOffset) !== tail || begun.some((byte, i) => byte !== CAPTURE[i])) return undefined;
+    const cut = readSync(fd, begun, 0, tail, pages.streamOffset) === tail && begun.every((byte, i) => byte === CAPTURE[i]);
+    if (!cut && dataEnd(fd, end) > pages.streamOffset) return undefined;
   }
   return group ?? whole;
 }

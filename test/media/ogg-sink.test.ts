@@ -29,7 +29,7 @@ import {
   type Fixtures,
 } from "../support/opus-fixtures.ts";
 import { drainFile } from "../support/sources.ts";
-import { packetsOf, pagesOf } from "../support/ogg.ts";
+import { packetsOf, pagesOf, sealPage } from "../support/ogg.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 
 let fx: Fixtures;
@@ -506,6 +506,11 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     zeroedBody.fill(0, last.offset + 40);
     expect(lengthOf(concatBytes([zeroedBody, new Uint8Array(4096)]))).toBe(last.offset);
     expect(lengthOf(new Uint8Array(4096))).toBe(0);
+    // A last page whose body ends in zeros, sealed (its CRC proves it whole), is kept before the zeros after it.
+    const zeroEnded = tone.slice();
+    zeroEnded.fill(0, tone.length - 8);
+    sealPage(zeroEnded, last.offset, last.size);
+    for (const zeros of [1, 3, 27, 4096]) expect({ zeros, at: lengthOf(concatBytes([zeroEnded, new Uint8Array(zeros)])) }).toEqual({ zeros, at: tone.length });
   });
 
   test("a chain of several MiB ending in zero bytes of any length, across the chunks the look reads (64 KiB back from the end), is kept whole; half a page before them is cut", () => {
