@@ -80,7 +80,8 @@ function wholeMessages(fd: number, end: number): number | undefined {
   try {
     for (let at = 0, n; at < end && (n = readSync(fd, chunk, 0, Math.min(chunk.length, end - at), at)) > 0; at += n) {
       if (!parser) {
-        if (n < 4) return undefined;
+        // Cut inside its first magic: nothing whole in it, if the bytes begin either channel's.
+        if (n < 4) return [OUTPUT_MAGIC, INPUT_MAGIC].some((magic) => beginsHeader(fd, 0, n, magic)) ? 0 : undefined;
         const magic = readUint32LE(chunk, 0);
         if (magic !== OUTPUT_MAGIC && magic !== INPUT_MAGIC) return undefined;
         parser = new FrameParser(magic);

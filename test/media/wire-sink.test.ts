@@ -356,6 +356,11 @@ describe("a wire capture appended to", () => {
       const torn = concatBytes([whole, indexedWire(5, 6, 300).subarray(0, cut)]);
       expect({ cut, bytes: appended(torn) }).toEqual({ cut, bytes: concatBytes([whole, next]) });
     }
+    // Cut inside its first magic, of either channel: nothing of it was whole.
+    for (const cut of [1, 3]) {
+      expect({ cut, bytes: appended(indexedWire(0, 1, 300).subarray(0, cut)) }).toEqual({ cut, bytes: next });
+      expect({ cut, bytes: appended(indexedWire(0, 1, 300, INPUT_MAGIC).subarray(0, cut)) }).toEqual({ cut, bytes: next });
+    }
     // A whole capture is only added to; so is an input channel's.
     expect(appended(whole)).toEqual(concatBytes([whole, next]));
     const input = indexedWire(0, 3, 100, INPUT_MAGIC);
