@@ -49,6 +49,19 @@ async function packets(path: string) {
   return drained;
 }
 
+const payloads = (frames: { payload: Uint8Array }[]) => frames.map((f) => f.payload);
+
+/** One session of a restarted service: input serve --append on `received`, an input send of the Ogg file `source`, ended by Stop, then SIGTERM. */
+async function appendedSession(socket: string, received: string, source: string): Promise<void> {
+  const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", received, "--format", "ogg", "--append"]);
+  await server.waitForStderr("listening");
+  const client = spawnAgent(["input", "send", "--socket", socket, "--source", source, "--format", "ogg"]);
+  expect(await client.exited).toBe(0);
+  await until(() => server.stderr.includes("session ended by Stop"), "the session ended");
+  server.kill("SIGTERM");
+  expect(await server.exited).toBe(0);
+}
+
 async function expectSameAudio(original: string, received: string, channels: number) {
   const before = await packets(original);
   const after = await packets(received);
@@ -366,17 +379,8 @@ describe("the end of what the Ogg sink writes", () => {
     const source = fx.opus.get(key(2, 20))!;
     const socket = join(tmp.dir, "append.sock");
     const received = join(tmp.dir, "append.opus");
-    for (let run = 0; run < 2; run++) {
-      const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", received, "--format", "ogg", "--append"]);
-      await server.waitForStderr("listening");
-      const client = spawnAgent(["input", "send", "--socket", socket, "--source", source, "--format", "ogg"]);
-      expect(await client.exited).toBe(0);
-      await until(() => server.stderr.includes("session ended by Stop"), "the session ended");
-      server.kill("SIGTERM");
-      expect(await server.exited).toBe(0);
-    }
+    for (let run = 0; run < 2; run++) await appendedSession(socket, received, source);
     const sent = (await packets(source)).frames;
-    const payloads = (frames: { payload: Uint8Array }[]) => frames.map((f) => f.payload);
     expect(payloads((await packets(received)).frames)).toEqual([...payloads(sent), ...payloads(sent)]);
     const pages = pagesOf(new Uint8Array(readFileSync(received)));
     expect(new Set(pages.map((p) => p.serial)).size).toBe(2);
@@ -388,21 +392,12 @@ describe("the end of what the Ogg sink writes", () => {
     const source = fx.opus.get(key(2, 20))!;
     const socket = join(tmp.dir, "append-cut.sock");
     const received = join(tmp.dir, "append-cut.opus");
-    const session = async () => {
-      const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", received, "--format", "ogg", "--append"]);
-      await server.waitForStderr("listening");
-      const client = spawnAgent(["input", "send", "--socket", socket, "--source", source, "--format", "ogg"]);
-      expect(await client.exited).toBe(0);
-      await until(() => server.stderr.includes("session ended by Stop"), "the session ended");
-      server.kill("SIGTERM");
-      expect(await server.exited).toBe(0);
-    };
-    await session();
+    await appendedSession(socket, received, source);
     const first = new Uint8Array(readFileSync(received));
     const lastPage = pagesOf(first).at(-1)!;
     // The end-of-stream page's last 10 bytes never reached the disk.
     writeFileSync(received, first.subarray(0, first.length - 10));
-    await session();
+    await appendedSession(socket, received, source);
     const pages = pagesOf(new Uint8Array(readFileSync(received)));
     expect(pages.every((page) => page.crcValid)).toBe(true);
     expect(pages.filter((page) => page.offset < lastPage.offset).length).toBe(pagesOf(first.subarray(0, lastPage.offset)).length);
@@ -412,7 +407,6 @@ describe("the end of what the Ogg sink writes", () => {
     const keptFile = join(tmp.dir, "append-cut-kept.opus");
     writeFileSync(keptFile, first.subarray(0, lastPage.offset));
     const kept = (await packets(keptFile)).frames;
-    const payloads = (frames: { payload: Uint8Array }[]) => frames.map((f) => f.payload);
     expect(payloads((await packets(received)).frames)).toEqual([...payloads(kept), ...payloads(sent)]);
   }, 60_000);
 });

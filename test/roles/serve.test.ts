@@ -79,6 +79,16 @@ async function sessionWrittenBlocking(t: ReturnType<typeof setup>, agent: Spawne
  * A hand-written microphone client on the input socket that never reads (the Acks it is sent stay
  * unread in its socket); `send` writes one message stamped `ms` (Unix ms, now unless given), `write` any bytes.
  */
+/** serve with a source on stdin (nothing sent unless written), a wire microphone sink and /metrics, both channels listening. */
+async function serveWithMetrics(t: ReturnType<typeof setup>): Promise<{ agent: Spawned; base: string }> {
+  const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", t.path("mic.wire"), "--metrics", "127.0.0.1:0"], {
+    stdin: "pipe",
+  });
+  const base = await metricsUrl(agent);
+  await agent.waitForStderr("input-server: listening");
+  return { agent, base };
+}
+
 async function rawMic(path: string): Promise<{ send: (type: MessageType, payload?: Uint8Array, ms?: number) => void; write: (bytes: Uint8Array) => void }> {
   const client = await connectClient(defer, path, { paused: true, magic: INPUT_MAGIC });
   const write = (bytes: Uint8Array) => expect(client.socket.write(bytes)).toBe(bytes.length);
@@ -438,11 +448,7 @@ describe("serve: both channels in one process", () => {
 
   test("/healthz gives each channel's connection drops, as /metrics counts them: an output client and a microphone client each gone without Stop; a client still there and a session ended by Stop are none", async () => {
     const t = setup();
-    const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", t.path("mic.wire"), "--metrics", "127.0.0.1:0"], {
-      stdin: "pipe",
-    });
-    const base = await metricsUrl(agent);
-    await agent.waitForStderr("input-server: listening");
+    const { agent, base } = await serveWithMetrics(t);
     expect(await healthz(base)).toMatchObject({ channels: { output: { connection_drops: 0 }, input: { connection_drops: 0 } } });
     (await connectClient(defer, t.out)).close();
     const mic = await connectClient(defer, t.in, { magic: INPUT_MAGIC });
@@ -467,11 +473,7 @@ describe("serve: both channels in one process", () => {
 
   test("a peer that breaks the framing is counted on its own channel: audio_agent_protocol_errors_total and /healthz's protocol_errors, one each, the other channel's untouched", async () => {
     const t = setup();
-    const agent = spawnAgent(["serve", "--output-socket", t.out, "--output-source", "-", "--input-socket", t.in, "--input-sink", t.path("mic.wire"), "--metrics", "127.0.0.1:0"], {
-      stdin: "pipe",
-    });
-    const base = await metricsUrl(agent);
-    await agent.waitForStderr("input-server: listening");
+    const { agent, base } = await serveWithMetrics(t);
     const errors = (text: string) => [value(text, "audio_agent_protocol_errors_total", { channel: "output" }), value(text, "audio_agent_protocol_errors_total", { channel: "input" })];
     expect(errors(await scrape(base))).toEqual([0, 0]);
     // A microphone client announcing a payload over 4096 bytes: disconnected, counted on the input channel alone.
