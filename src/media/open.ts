@@ -7,7 +7,7 @@ import { FifoSource, type FifoReport } from "./fifo-source.ts";
 import { checkAppendFormat, checkFileFormat, type MediaFormat } from "./file-format.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
-import { OGG_SINK_DROP, OggSink, wholeOggLength } from "./ogg-sink.ts";
+import { OGG_SINK_DROP, OggSink, wholeOggLength, type OggSinkOptions } from "./ogg-sink.ts";
 import { OGG_SOURCE_COUNTS, OggSource } from "./ogg-source.ts";
 import type { Channel } from "../protocol/index.ts";
 import { sinkFollowFlag } from "./sink-path.ts";
@@ -84,15 +84,20 @@ export async function openSource(format: MediaFormat, path: string, options: Sou
  * file) only once it does.
  */
 export function checkSink(format: MediaFormat, path: string, options: SinkOptions): void {
-  if (format === "ogg") OggSink.check({ preSkip: options.preSkip, pageMs: options.pageMs, channels: options.channels });
+  if (format === "ogg") OggSink.check(oggOptions(options));
   // Another user's symbolic link in a world-writable sticky directory is refused before anything follows it.
   if (path !== "-") sinkFollowFlag(path);
   // A FIFO, a device or a file not there yet is added to as >> adds (checkAppendFormat).
   if (options.append && options.fd === undefined && path !== "-") checkAppendFormat(path, format, options.channel);
 }
 
+/** An Ogg sink's part of `options`. */
+function oggOptions(options: SinkOptions): OggSinkOptions {
+  return { preSkip: options.preSkip, pageMs: options.pageMs, channels: options.channels };
+}
+
 export function openSink(format: MediaFormat, path: string, options: SinkOptions): FrameSink {
-  const ogg = { preSkip: options.preSkip, pageMs: options.pageMs, channels: options.channels };
+  const ogg = oggOptions(options);
   // Checked before anything is opened or created: a bad option leaves nothing behind.
   checkSink(format, path, options);
   const streamFor = (bytes: ByteOutput): FrameSink => (format === "ogg" ? OggSink.over(bytes, ogg) : WireSink.over(bytes));

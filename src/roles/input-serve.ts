@@ -24,8 +24,9 @@ type Settings = RoleSettings<"input serve">;
  */
 export function inputChannel(settings: Settings, logger: Logger, beside?: "output"): { server: InputServer; serve: (shutdown: Shutdown, instruments: ChannelInstruments) => Promise<void> } {
   const report = logger.for("input-server");
+  const sinkOptions = { preSkip: settings["pre-skip"], pageMs: settings["page-ms"], append: settings.append, channel: "input" } as const;
   // Refused before anything listens (a file --append cannot add to, another user's link): no client is let in for nothing.
-  checkSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"], append: settings.append, channel: "input" });
+  checkSink(settings.format, settings.sink, sinkOptions);
   // Set right after listening, before any client's message can arrive (that takes an I/O event).
   let sink!: FrameSink;
   let flusher!: SinkFlusher;
@@ -81,10 +82,7 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
       const stdout = settings.sink === "-" && beside === "output" ? liveStdout(report) : undefined;
       if (settings.sink === "-" && beside === undefined) keepPaceOnStdout(report);
       sink = openSink(settings.format, settings.sink, {
-        preSkip: settings["pre-skip"],
-        pageMs: settings["page-ms"],
-        append: settings.append,
-        channel: "input",
+        ...sinkOptions,
         fifoReaders: report,
         // A pipe of the kernel's size keeps a player that fell behind up to 64 KiB (8 s of audio) late;
         // a socket to one (stdout), as far as its send buffer holds (about 200 KiB by default).

@@ -244,8 +244,9 @@ export class ReconnectingConnection {
     // silent one is still open, so no frame the new server sends at once is missed.
     this.replacing = true;
     this.heard = false;
-    const opened = (next: Socket<unknown>) => void (this.replacement = { socket: next, file: now, chunks: [] });
-    connectOnce(path, { ...this.handler, open: opened }).then(
+    // Kept from the moment it is made (its open), before the connect resolves: its first bytes may come first.
+    const keep = (next: Socket<unknown>) => void (this.replacement ??= { socket: next, file: now, chunks: [] });
+    connectOnce(path, { ...this.handler, open: keep }).then(
       (next) => {
         this.replacing = false;
         // Taken already: the silent one ended by itself meanwhile, and run() found this one.
@@ -256,7 +257,7 @@ export class ReconnectingConnection {
           next.end();
           return;
         }
-        this.replacement ??= { socket: next, file: now, chunks: [] };
+        keep(next);
         this.close(socket, SERVER_REPLACED);
       },
       (e: NodeJS.ErrnoException) => {
