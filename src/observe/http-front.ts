@@ -2,8 +2,17 @@ import type { Socket, TCPSocketListener } from "bun";
 import { readFileSync } from "node:fs";
 import { boundAcceptQueue } from "../io/accept-queue.ts";
 
-/** HTTP connections served at once; past that a newcomer is answered 503 and closed. */
+/** HTTP connections served at once; past that a newcomer takes the place of an idle one (IDLE_MS), or is answered 503 and closed. */
 export const MAX_HTTP_CONNECTIONS = 32;
+/**
+ * How long the server side of a connection must have sent nothing before,
+ * with every place taken, the connection is let go for a newcomer: longer
+ * than the monitor's second between figures, so a viewer is never taken for
+ * idle, and shorter than the HTTP server's 10 s idle timeout, which a client
+ * that trickles a header a byte at a time never meets (as a server drains its
+ * idle keep-alive connections when it runs out).
+ */
+export const IDLE_MS = 5000;
 /** How long a client whose server side has closed gets to take what is left for it. */
 const LINGER_MS = 5000;
 /**
@@ -29,6 +38,8 @@ interface Side {
   closed: boolean;
   /** While what waits has not moved: cuts the connection at STALL_MS. */
   stall: ReturnType<typeof setTimeout> | undefined;
+  /** A client's: performance.now() when its server side last sent it anything, or when it came. */
+  heard: number;
 }
 
 /** Each connection carried holds this many descriptors: the client's, and both ends of its way to the server. */
@@ -42,9 +53,33 @@ const RESERVED_DESCRIPTORS = 32;
  * process, whichever addresses its connections come to.
  */
 export class HttpConnectionBound {
-  /** Connections carried now, by every front sharing this bound. */
-  taken = 0;
+  /** The clients carried now, by every front sharing this bound, oldest first, each with its front. */
+  private readonly carried = new Map<Socket<Side>, HttpFront>();
   constructor(readonly cap = MAX_HTTP_CONNECTIONS) {}
+
+  /** A place for `client` of `front`: false when every place is taken and none of them is idle. */
+  take(client: Socket<Side>, front: HttpFront): boolean {
+    if (this.carried.size >= this.cap) {
+      const idle = this.idlest();
+      if (!idle) return false;
+      this.carried.get(idle)!.letGo(idle);
+    }
+    this.carried.set(client, front);
+    return true;
+  }
+
+  release(client: Socket<Side>): void {
+    this.carried.delete(client);
+  }
+
+  /** The client carried whose server side has sent it nothing for longest, IDLE_MS at least; undefined if none has been idle that long. */
+  private idlest(): Socket<Side> | undefined {
+    let idlest: Socket<Side> | undefined;
+    for (const client of this.carried.keys()) {
+      if (!idlest || client.data.heard < idlest.data.heard) idlest = client;
+    }
+    return idlest && performance.now() - idlest.data.heard >= IDLE_MS ? idlest : undefined;
+  }
 
   /**
    * MAX_HTTP_CONNECTIONS, or fewer (one at least) where the process's
@@ -71,7 +106,7 @@ export function descriptorLimit(): number | undefined {
   }
 }
 
-const newSide = (client: boolean, other?: Socket<Side>): Side => ({ client, other, waiting: [], ended: false, closed: false, stall: undefined });
+const newSide = (client: boolean, other?: Socket<Side>): Side => ({ client, other, waiting: [], ended: false, closed: false, stall: undefined, heard: performance.now() });
 
 /**
  * A TCP listener in front of the HTTP server (which listens on a Unix
@@ -95,6 +130,7 @@ export class HttpFront {
 
   private constructor(
     private readonly listener: TCPSocketListener<Side>,
+    private readonly bound: HttpConnectionBound,
     /** Why the kernel's queue of connections waiting for it could not be bounded (ACCEPT_QUEUE, io/accept-queue.ts); undefined when it was. */
     readonly acceptQueueUnbounded: string | undefined,
   ) {}
@@ -109,7 +145,7 @@ export class HttpFront {
     let front!: HttpFront;
     // Each client's own Side, made as it is first seen: Bun may hand a socket reset early to `data` without `open`.
     const seen = (client: Socket<Side | undefined>): Socket<Side> => {
-      if (!client.data) front.accept(client as Socket<Side>, backendFor, bound);
+      if (!client.data) front.accept(client as Socket<Side>, backendFor);
       return client as Socket<Side>;
     };
     const listener = Bun.listen<Side | undefined>({
@@ -129,29 +165,39 @@ export class HttpFront {
         close: (client) => {
           // Never seen, or turned away: never counted.
           if (!client.data || client.data.closed) return;
-          front.open--;
-          bound.taken--;
-          closed(client as Socket<Side>);
-          if (front.open === 0) front.allClosed?.resolve();
+          front.release(client as Socket<Side>);
         },
         error: () => {},
       },
     });
-    front = new HttpFront(listener as unknown as TCPSocketListener<Side>, boundAcceptQueue(listener));
+    front = new HttpFront(listener as unknown as TCPSocketListener<Side>, bound, boundAcceptQueue(listener));
     return front;
   }
 
-  /** A client first seen: carried to the server, or with no place left in `bound` answered 503 and closed. */
-  private accept(client: Socket<Side>, backendFor: (client: Socket<unknown>) => string, bound: HttpConnectionBound): void {
+  /** A client first seen: carried to the server, or with no place left in the bound answered 503 and closed. */
+  private accept(client: Socket<Side>, backendFor: (client: Socket<unknown>) => string): void {
     client.data = newSide(true);
-    if (bound.taken >= bound.cap) {
+    if (!this.bound.take(client, this)) {
       client.data.closed = true;
       client.end(BUSY);
       return;
     }
-    bound.taken++;
     this.open++;
     this.carry(client, backendFor(client));
+  }
+
+  /** A client carried has closed, or is let go: its place is free, and its server side goes with it. */
+  private release(client: Socket<Side>): void {
+    this.open--;
+    this.bound.release(client);
+    closed(client);
+    if (this.open === 0) this.allClosed?.resolve();
+  }
+
+  /** Closes an idle client for a newcomer (HttpConnectionBound.take), counted out at once: its close, when it comes, finds it closed. */
+  letGo(client: Socket<Side>): void {
+    this.release(client);
+    client.terminate();
   }
 
   get port(): number {
@@ -204,6 +250,7 @@ export class HttpFront {
 /** Hands `chunk` from `from` to its other side, keeping order; what that side does not take now waits (hold). */
 function forward(from: Socket<Side>, chunk: Uint8Array): void {
   const to = from.data.other;
+  if (!from.data.client) to!.data.heard = performance.now();
   // Its reader is gone: there is no one to carry it to.
   if (to?.data.closed) return;
   if (!to || from.data.waiting.length > 0) return hold(from, chunk.slice());

@@ -1,7 +1,8 @@
 /**
  * How many connections the HTTP endpoints hold, on spawned agents: each
  * holds a descriptor, so a peer holding many open must not leave the agent
- * none for its audio clients. Past 32 a newcomer is answered 503 and closed.
+ * none for its audio clients. Past 32 a newcomer takes the place of one idle
+ * for IDLE_MS, or is answered 503 and closed.
  * The servers behind the front listen on Unix sockets in a directory of
  * their own in TMPDIR (or /tmp), which every way out but SIGKILL removes,
  * and the next start after a SIGKILL.
@@ -10,7 +11,7 @@ import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { readdirSync, rmSync } from "node:fs";
 import { ACCEPT_QUEUE } from "../../src/io/accept-queue.ts";
-import { MAX_HTTP_CONNECTIONS } from "../../src/observe/http-front.ts";
+import { IDLE_MS, MAX_HTTP_CONNECTIONS } from "../../src/observe/http-front.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { rawRequest } from "../support/http.ts";
 import { metricsUrl } from "../support/metrics.ts";
@@ -64,7 +65,7 @@ async function expectAudioServed(sock: string, out: string): Promise<void> {
 const healthz = (port: number) => rawRequest("127.0.0.1", port, `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${port}`);
 
 describe("HTTP connections are bounded", () => {
-  test(`past ${MAX_HTTP_CONNECTIONS} open connections a newcomer gets 503 and is closed; once one leaves, the next is served`, async () => {
+  test(`past ${MAX_HTTP_CONNECTIONS} open connections, none idle for IDLE_MS, a newcomer gets 503 and is closed; once one leaves, the next is served`, async () => {
     const { port } = await servingWithMetrics(1024);
     const held = await idleConnections(port, MAX_HTTP_CONNECTIONS);
     const busy = await healthz(port);
@@ -101,6 +102,46 @@ describe("HTTP connections are bounded", () => {
     expect(await served()).toBe(true);
     await expectAudioServed(t.path("o.sock"), t.path("out.wire"));
   }, 60_000);
+});
+
+describe("connections held open and fed a byte now and then", () => {
+  test(`${MAX_HTTP_CONNECTIONS} places so held keep no one out: once their server has said nothing to them for ${IDLE_MS} ms, a newcomer takes the place of the one idle longest (/healthz 200), never a monitor viewer's, which hears figures every second, though it came first`, async () => {
+    const t = socketDir(defer, "aahc-");
+    defer(stopAgents);
+    await writeWireFile(t.path("in.wire"), 50);
+    // One address for both: one server, /healthz and the monitor's /ws on one port.
+    const agent = start([...AGENT, "output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0", "--monitor", "127.0.0.1:0"], { env: agentEnv() });
+    const port = Number(new URL(await metricsUrl(agent)).port);
+    const viewer = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+    defer(() => viewer.close());
+    let viewerClosed = false;
+    let heard = 0;
+    viewer.onmessage = () => void heard++;
+    viewer.onclose = () => void (viewerClosed = true);
+    await until(() => heard > 0, "the viewer's hello");
+    const closed: boolean[] = [];
+    const tricklers: Socket<undefined>[] = [];
+    for (let i = 0; i < MAX_HTTP_CONNECTIONS - 1; i++) {
+      const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data: () => {}, close: () => void (closed[i] = true), error: () => {} } });
+      socket.write("GET /metrics HTTP/1.1\r\nX-Slow: ");
+      tricklers.push(socket);
+    }
+    defer(() => tricklers.forEach((s) => s.terminate()));
+    const trickle = setInterval(() => tricklers.forEach((s) => s.write("a")), 1000);
+    defer(() => clearInterval(trickle));
+    // Every place taken a moment ago: a newcomer is turned away.
+    expect((await healthz(port)).status).toBe(503);
+    await Bun.sleep(IDLE_MS + 500);
+    const served = await healthz(port);
+    expect(served.status).toBe(200);
+    expect(served.body).toContain('"healthy":true');
+    // The first trickler, and only it, let go; the viewer, older still, kept.
+    await until(() => closed[0] === true, "the trickler idle longest closed");
+    expect(closed.filter(Boolean).length).toBe(1);
+    const heardBefore = heard;
+    await until(() => heard > heardBefore, "figures still reaching the viewer");
+    expect(viewerClosed).toBe(false);
+  }, 40_000);
 });
 
 describe("connections the kernel keeps until the agent takes them", () => {
