@@ -74,6 +74,16 @@ export class Logger {
   }
 
   /**
+   * A channel's last line, its "stopped" accounting: the summaries of the
+   * lines held back are written before it (not up to a window later, or at
+   * exit, after it), and it is never held back itself.
+   */
+  last(component: string, message: string, fields?: Record<string, unknown>): void {
+    this.limiter.flush();
+    this.periodic(component, message, fields);
+  }
+
+  /**
    * The line a failed run ends with, never held back. Text keeps the
    * command line's `audio-agent: message`; JSON is a pino fatal (60) line.
    */

@@ -95,7 +95,7 @@ export async function streamOutput(
   } finally {
     await server.stop();
     await source.close();
-    report("info", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
+    logger.last("output-server", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
   }
 }
 

@@ -912,7 +912,7 @@ describe("what a clean exit still owes", () => {
     expect(client.frames.map(payloadIndex)).toEqual(Array.from({ length: acc.delivered }, (_, i) => i));
   });
 
-  test("lines held back by the rate limit are summed up at a clean exit, not lost with it", async () => {
+  test("lines held back by the rate limit are summed up at a clean exit, before the stopped line, not lost with it", async () => {
     const dir = setup();
     const path = dir.path("out.sock");
     const server = spawnAgent(["output", "serve", "--socket", path, "--source", TONE, "--format", "ogg", "--realtime", "--loop"]);
@@ -929,5 +929,7 @@ describe("what a clean exit still owes", () => {
     expect(await server.exited).toBe(0);
     expect(server.stderr.match(/client connected socket=/g)?.length).toBe(10);
     expect(server.stderr).toMatch(/output-server: 5 more "client connected" lines in the last \d+(\.\d)? s suppressed=5\n/);
+    // Before the "stopped" line, which ends the channel's log: not after it.
+    expect(server.stderr.indexOf('5 more "client connected" lines')).toBeLessThan(server.stderr.indexOf("output-server: stopped"));
   });
 });
