@@ -78,6 +78,20 @@ export const LATENCY_SOURCES = ["enqueue_to_write", "write_call", "frame_age", "
 export type LatencySource = (typeof LATENCY_SOURCES)[number];
 
 /**
+ * The latency sources a channel end records, by what it does: a sender times
+ * its writes, a receiver its frames' age, the input client its Heartbeats'
+ * round trips (the input server's Acks are not timed). Only these have
+ * histograms: one that could never fill would read as a measurement of nothing.
+ */
+export function latencySourcesOf(r: Pick<ChannelReadings, "channel" | "direction">): readonly LatencySource[] {
+  if (r.direction === "receive") return ["frame_age"];
+  return r.channel === "input" ? ["enqueue_to_write", "write_call", "heartbeat_rtt"] : ["enqueue_to_write", "write_call"];
+}
+
+/** The observer of a histogram an end has none of (latencySourcesOf): never called, as the end never records it. */
+const UNMEASURED: Observer = { observe() {} };
+
+/**
  * All metrics of one agent process, in a private registry. JetKVM's names are
  * kept where they exist (jetkvm_audio_* for the output channel,
  * jetkvm_microphone_* for the input channel) so existing dashboards work;
@@ -202,22 +216,26 @@ export class AgentMetrics {
       gaugeFrom("audio_agent_listening", "1 while a server's socket accepts clients; 0 once its channel has ended", servers, (r) => (r.listening ? 1 : 0));
     }
 
-    /** A histogram family, and each channel's series of it (at zero until its first sample). */
-    const histogram = (name: string, help: string): Observer[] => {
+    /** A histogram family of `source`, and the series of each channel end that records it (at zero until its first sample); none if no end does. */
+    const histogram = (source: LatencySource, name: string, help: string): Observer[] => {
+      const measured = parts.map((part) => latencySourcesOf(part).includes(source));
+      if (!measured.includes(true)) return parts.map(() => UNMEASURED);
       const family = new Histogram({ name, help, buckets: LATENCY_BUCKETS, labelNames: withChannel([]), registers });
-      if (!several) return parts.map(() => family);
-      return parts.map(({ labels }) => {
+      return parts.map(({ labels }, i) => {
+        if (!measured[i]) return UNMEASURED;
+        if (!several) return family;
         family.zero(labels);
         return family.labels(labels);
       });
     };
-    const enqueueToWrite = histogram("audio_agent_enqueue_to_write_seconds", "Time the oldest frame of each write waited in the send queue");
-    const writeCall = histogram("audio_agent_write_call_seconds", "Duration of each socket write call");
+    const enqueueToWrite = histogram("enqueue_to_write", "audio_agent_enqueue_to_write_seconds", "Time the oldest frame of each write waited in the send queue");
+    const writeCall = histogram("write_call", "audio_agent_write_call_seconds", "Duration of each socket write call");
     const frameAge = histogram(
+      "frame_age",
       "audio_agent_frame_age_seconds",
       "Frame age at the receiver: arrival time minus the header timestamp (output: the first frame of each read; input: every frame)",
     );
-    const roundTrip = histogram("audio_agent_heartbeat_rtt_seconds", "Heartbeat to Ack round trip");
+    const roundTrip = histogram("heartbeat_rtt", "audio_agent_heartbeat_rtt_seconds", "Heartbeat to Ack round trip");
 
     new Gauge({
       name: "jetkvm_audio_latency_percentile_seconds",

@@ -99,6 +99,10 @@ async function serverWithPausedReader() {
   return { server, reader };
 }
 
+/** The latency histogram families of a scrape (audio_agent_<source>_seconds), by source, sorted. */
+const latencyHistograms = (text: string) =>
+  [...families(text)].flatMap(([name, type]) => (type === "histogram" ? (/^audio_agent_(\w+)_seconds$/.exec(name)?.[1] ?? []) : [])).sort();
+
 describe("metrics read exactly what the channel end counts", () => {
   test("a paused reader: overflows are the writes that came back short, utilization and sizes are the kernel's; percentiles are the monitor's", async () => {
     const { server, reader } = await serverWithPausedReader();
@@ -276,6 +280,9 @@ describe("metrics over HTTP from real roles", () => {
     const call = expectPercentiles(sent, "write_call");
     for (const p of LATENCY_PERCENTILES) expect(call[p]).toBeLessThanOrEqual(wait[p]!);
     expectPercentiles(received, "frame_age");
+    // Only what an end records has a histogram: none that would stay empty.
+    expect(latencyHistograms(sent)).toEqual(["enqueue_to_write", "write_call"]);
+    expect(latencyHistograms(received)).toEqual(["frame_age"]);
 
     await expectPromtoolClean(sent);
     await expectPromtoolClean(received);
@@ -377,6 +384,9 @@ describe("metrics over HTTP from real roles", () => {
     for (const p of LATENCY_PERCENTILES) expect(trip[p]).toBe(rtt.sum);
     expect(expectHistogram(received, "audio_agent_frame_age_seconds").count).toBe(N);
     expectPercentiles(received, "frame_age");
+    // Only what an end records has a histogram: the input server's Acks are not timed.
+    expect(latencyHistograms(sent)).toEqual(["enqueue_to_write", "heartbeat_rtt", "write_call"]);
+    expect(latencyHistograms(received)).toEqual(["frame_age"]);
 
     await expectPromtoolClean(sent);
     await expectPromtoolClean(received);
