@@ -223,6 +223,7 @@ export const OPTIONS = {
   "http-allow-host": { flag: "string", help: "more names (Host header) --metrics and --monitor answer to, e.g. a DNS name or a tunnel's localhost:PORT; others get 421", allowed: "NAME[:PORT][,NAME[:PORT]...] (IPv6 in brackets, PORT 1..65535)", schema: hostNames, unset: "none" },
   "log-level": { flag: "string", help: "least severe level logged", allowed: "debug, info, warn, error", schema: choice(["debug", "info", "warn", "error"]), default: "info" },
   "log-format": { flag: "string", help: "log line format on stderr", allowed: "text, json", schema: choice(["text", "json"]), default: "text" },
+  "log-max-bytes": { flag: "string", help: "a log that is a file appended to (2>>FILE): past this size it is copied to FILE.1 and emptied, between lines", allowed: "an integer 4096..1073741824", schema: integer(4096, 1 << 30), unset: "never rotated" },
 } as const satisfies Record<string, OptionSpec>;
 
 export type OptionName = keyof typeof OPTIONS;
@@ -263,6 +264,7 @@ const COMMON = [
   "http-allow-host",
   "log-level",
   "log-format",
+  "log-max-bytes",
 ] as const satisfies readonly OptionName[];
 
 /**
@@ -291,7 +293,7 @@ export type RoleSettings<R extends Role> = Settings<(typeof ROLE_OPTIONS)[R][num
  */
 export type Command = Role | "serve";
 export const SERVE_ROLES = { output: "output serve", input: "input serve" } as const satisfies Record<Channel, Role>;
-export const PROCESS_OPTIONS = ["metrics", "monitor", "stats-interval", "http-allow-host", "log-level", "log-format"] as const satisfies readonly OptionName[];
+export const PROCESS_OPTIONS = ["metrics", "monitor", "stats-interval", "http-allow-host", "log-level", "log-format", "log-max-bytes"] as const satisfies readonly OptionName[];
 type ProcessOption = (typeof PROCESS_OPTIONS)[number];
 
 export type ServeSettings = Settings<ProcessOption> & {

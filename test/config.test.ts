@@ -229,9 +229,9 @@ describe("serve: each channel's settings as its role reads them, the process-wid
       expect(settings["log-level"]).toBe("debug");
     }
     // Each channel has its role's options and no others.
-    expect(ROLE_OPTIONS["output serve"].filter((o) => !(o in s.output))).toEqual(["monitor", "http-allow-host"]);
+    expect(ROLE_OPTIONS["output serve"].filter((o) => !(o in s.output))).toEqual(["monitor", "http-allow-host", "log-max-bytes"]);
     expect(Object.keys(s.output).filter((o) => !(ROLE_OPTIONS["output serve"] as readonly string[]).includes(o))).toEqual([]);
-    expect(ROLE_OPTIONS["input serve"].filter((o) => !(o in s.input))).toEqual(["monitor", "http-allow-host"]);
+    expect(ROLE_OPTIONS["input serve"].filter((o) => !(o in s.input))).toEqual(["monitor", "http-allow-host", "log-max-bytes"]);
     expect(Object.keys(s.input).filter((o) => !(ROLE_OPTIONS["input serve"] as readonly string[]).includes(o))).toEqual([]);
   });
 
@@ -482,7 +482,7 @@ test("every option's default, per channel where they differ, is the documented o
     expect({ channel, defaults }).toEqual({ channel, defaults: expected });
   }
   // Required, or unset unless given (derived from the source, or off).
-  for (const option of ["source", "sink", "count", "connect-timeout", "sample-rate", "channels", "frame-size", "metrics", "monitor", "http-allow-host"] as const) expect({ option, value: defaultOf(option) }).toEqual({ option, value: undefined });
+  for (const option of ["source", "sink", "count", "connect-timeout", "sample-rate", "channels", "frame-size", "metrics", "monitor", "http-allow-host", "log-max-bytes"] as const) expect({ option, value: defaultOf(option) }).toEqual({ option, value: undefined });
 });
 
 /** A value each option allows. */
@@ -491,7 +491,7 @@ const ALLOWED_VALUE: Record<OptionName, unknown> = {
   "connect-timeout": 2, "socket-mode": "0600", "queue-frames": 9, drop: "newest", "write-deadline-ms": 20, "max-latency-ms": 200, "stuck-frames": 9,
   "pre-skip": 0, "page-ms": 20, "sink-pipe-bytes": 0, "heartbeat-ms": 500, "ack-timeout-ms": 500, "sample-rate": 16000, channels: 1, "frame-size": 480,
   "socket-buffers": "64k", adaptive: "off", "adaptive-threshold": 5, "adaptive-window-ms": 500, "adaptive-calm-ms": 500, metrics: 9100, monitor: 9101,
-  "stats-interval": 5, "http-allow-host": "a.example", "log-level": "warn", "log-format": "json",
+  "stats-interval": 5, "http-allow-host": "a.example", "log-level": "warn", "log-format": "json", "log-max-bytes": 65536,
 };
 
 describe("parseConfigFile", () => {

@@ -37,7 +37,7 @@ import { ConnectError, ConnectTimeoutError } from "../transport/unix-client.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, refuseExtra, UsageError } from "./errors.ts";
 import { CHANNEL_HELP, roleHelp, TOP_HELP } from "./help.ts";
 import { Shutdown } from "../roles/shutdown.ts";
-import { keepPaceOnStderr } from "../roles/standard-streams.ts";
+import { capStderr, keepPaceOnStderr } from "../roles/standard-streams.ts";
 import { versionLine } from "./version.ts";
 
 type RoleMain = (settings: never, logger: Logger, shutdown: Shutdown) => Promise<void>;
@@ -229,6 +229,8 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
   const logger = new Logger({ level: settings["log-level"], format: settings["log-format"], write: writeLine(io) });
   run.logger = logger;
   warnOnce(run, logger);
+  const maxLogBytes = settings["log-max-bytes"];
+  if (io === defaultIo && maxLogBytes !== undefined) capStderr(maxLogBytes, logger.for("agent"));
   const shutdown = new Shutdown(logger.for("agent"), io.env);
   try {
     const main = await ROLES[command]();

@@ -1,3 +1,5 @@
+import { copyFileSync, fstatSync, ftruncateSync } from "node:fs";
+import { fileName } from "../io/appended-file.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { writeFrom } from "../io/write-from.ts";
 
@@ -30,6 +32,8 @@ export class LineWriter {
   private drainAtExit = false;
   /** Set by retire(): nothing more is written. */
   private retired = false;
+  /** Set by capAt(): the size the file written to is kept under, and who is told of a copy that failed. */
+  private cap: { maxBytes: number; failed: (why: string) => void } | undefined;
 
   constructor(
     private readonly fd: number,
@@ -67,6 +71,19 @@ export class LineWriter {
     this.pendingBytes = 0;
     clearInterval(this.retry);
     this.retry = undefined;
+  }
+
+  /**
+   * Keeps the file this writes to, which it appends to (appendedFile), under
+   * `maxBytes`: the line that takes it there is the last before the file is
+   * copied to its name with ".1" added (the copy before replaced) and emptied
+   * (logrotate's copytruncate, between two lines, so none is cut, and none
+   * lost while the copy is made: no other line is written meanwhile). A copy
+   * that fails empties the file all the same, so it stays under the bound,
+   * and `failed` is told why.
+   */
+  capAt(maxBytes: number, failed: (why: string) => void): void {
+    this.cap = { maxBytes, failed };
   }
 
   /**
@@ -137,7 +154,34 @@ export class LineWriter {
   /** Writes what the descriptor takes now; returns what it did not take, or undefined when all went (or it failed: then the text is lost). */
   private writeNow(bytes: Uint8Array): Uint8Array | undefined {
     const { at, code } = writeFrom(this.fd, bytes);
-    return code === "EAGAIN" ? bytes.subarray(at) : undefined;
+    if (code === "EAGAIN") return bytes.subarray(at);
+    // At a line's end only: a file is written whole, each line at once.
+    if (this.cap && code === undefined && bytes.at(-1) === 10) this.rotateAtCap(this.cap);
+    return undefined;
+  }
+
+  /** Copies the file to its ".1" and empties it, once it has reached the cap (see capAt). */
+  private rotateAtCap(cap: { maxBytes: number; failed: (why: string) => void }): void {
+    try {
+      // Its size, not what this wrote: stdout may share the file (2>&1).
+      if (fstatSync(this.fd).size < cap.maxBytes) return;
+      const path = fileName(this.fd);
+      if (path === undefined) throw new Error("the log file has no name left (removed)");
+      let lost: string | undefined;
+      try {
+        // Through the descriptor: the file written to, whatever is at its name now.
+        copyFileSync(`/proc/self/fd/${this.fd}`, `${path}.1`);
+      } catch (e) {
+        lost = `cannot copy the log to ${path}.1 (${(e as NodeJS.ErrnoException).code ?? e}): the lines before this one are lost`;
+      }
+      ftruncateSync(this.fd, 0);
+      // Told in the emptied file, its first line.
+      if (lost !== undefined) cap.failed(lost);
+    } catch (e) {
+      // The descriptor itself refuses: nothing to rotate, ever.
+      this.cap = undefined;
+      cap.failed(`the log is not rotated from now on: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
   }
 }
 

@@ -1,4 +1,5 @@
 import { closeSync, fstatSync } from "node:fs";
+import { appendedFile } from "../io/appended-file.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { stderrLines } from "../observe/line-writer.ts";
 import type { Report } from "../transport/report.ts";
@@ -105,6 +106,18 @@ export function keepPaceOnStdout(report: Report): void {
 export function keepPaceOnStderr(): void {
   const kind = kindOf(2);
   if ((kind === "pipe" || kind === "terminal") && !opensAgain(2)) nonBlocking(2, undefined, "");
+}
+
+/**
+ * --log-max-bytes: a log that is a file appended to (`2>>FILE`) is kept
+ * under it (LineWriter.capAt); any other log (a pipe to `logger`, a file
+ * opened without appending, where emptying it would leave the writes where
+ * they were) is told not to be.
+ */
+export function capStderr(maxBytes: number, report: Report): void {
+  const file = appendedFile(2);
+  if ("not" in file) return report("warn", `--log-max-bytes: the log (stderr) is ${file.not}; it is not rotated`);
+  stderrLines().capAt(maxBytes, (why) => report("warn", why));
 }
 
 /**

@@ -2,8 +2,9 @@
  * LineWriter over a real FIFO whose reader the test holds and reads only
  * when it chooses: a log reader that stalls and comes back.
  */
-import { expect, test } from "bun:test";
-import { closeSync, constants, openSync } from "node:fs";
+import { describe, expect, test } from "bun:test";
+import { closeSync, constants, mkdirSync, openSync, readFileSync } from "node:fs";
+import { appendedFile } from "../../src/io/appended-file.ts";
 import { LineWriter } from "../../src/observe/line-writer.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -126,4 +127,50 @@ test("retire, at exit once the descriptor is blocking again, gives up what waits
   await Bun.sleep(100);
   expect(readAll()).toBe("");
   expect(out.backlog).toEqual({ bytes: 0, lost: 0 });
+});
+
+/** A file of its own in a temp dir, opened for appending as a shell's `2>>FILE` does, and closed after the test. */
+function appendedLog(): { path: string; fd: number } {
+  const t = socketDir(defer, "aa-lw-");
+  const path = t.path("agent.log");
+  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644);
+  defer(() => closeSync(fd));
+  return { path, fd };
+}
+
+describe("a log file kept under a size (capAt)", () => {
+  test("past the cap it is copied to FILE.1 and emptied, between lines: the two hold the latest lines whole and in order, none lost at a turn, neither past the cap by more than a line", () => {
+    const { path, fd } = appendedLog();
+    const out = new LineWriter(fd);
+    const failures: string[] = [];
+    out.capAt(1000, (why) => failures.push(why));
+    const lines = Array.from({ length: 95 }, (_, i) => line(i, 30));
+    for (const text of lines) out.write(text);
+    const [older, newer] = [readFileSync(`${path}.1`, "utf8"), readFileSync(path, "utf8")];
+    // 34 lines of 30 bytes reach 1000: written, then the turn. 95 lines: two turns, 27 lines after them.
+    expect(older).toBe(lines.slice(34, 68).join(""));
+    expect(newer).toBe(lines.slice(68).join(""));
+    expect(failures).toEqual([]);
+  });
+
+  test("a copy that cannot be made (FILE.1 a directory): the file is emptied all the same, its first line then says why and that the lines before it are lost", () => {
+    const { path, fd } = appendedLog();
+    mkdirSync(`${path}.1`);
+    const out = new LineWriter(fd);
+    out.capAt(1000, (why) => out.write(`warn: ${why}\n`));
+    for (let i = 0; i < 40; i++) out.write(line(i, 30));
+    const kept = readFileSync(path, "utf8").split("\n");
+    expect(kept[0]).toBe(`warn: cannot copy the log to ${path}.1 (EISDIR): the lines before this one are lost`);
+    expect(kept.slice(1, -1)).toEqual(Array.from({ length: 6 }, (_, i) => line(34 + i, 30).trimEnd()));
+  });
+
+  test("what the log is, said for --log-max-bytes: a file appended to by its name, else a pipe, or a file that writing would not follow once emptied", () => {
+    const { path, fd } = appendedLog();
+    expect(appendedFile(fd)).toEqual({ path });
+    const truncating = openSync(path, constants.O_WRONLY);
+    defer(() => closeSync(truncating));
+    expect(appendedFile(truncating)).toEqual({ not: "a file not opened for appending (2>FILE, where 2>>FILE appends)" });
+    const { writer } = stalledPipe();
+    expect(appendedFile(writer)).toEqual({ not: "a pipe" });
+  });
 });

@@ -1,0 +1,27 @@
+import { fstatSync, readFileSync, readlinkSync } from "node:fs";
+
+/** O_APPEND among a description's flags, as /proc/PID/fdinfo shows them (octal). */
+const O_APPEND = 0o2000;
+
+/**
+ * The regular file `fd` appends to (a shell's `2>>FILE`): its name now; or
+ * what `fd` is instead, said as a log's operator would put it.
+ */
+export function appendedFile(fd: number): { path: string } | { not: string } {
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) return { not: stat.isFIFO() ? "a pipe" : stat.isSocket() ? "a socket" : stat.isCharacterDevice() ? "a terminal or device" : "not a regular file" };
+    const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))?.[1];
+    if (flags === undefined || (parseInt(flags, 8) & O_APPEND) === 0) return { not: "a file not opened for appending (2>FILE, where 2>>FILE appends)" };
+    const path = fileName(fd);
+    return path === undefined ? { not: "a file that has no name left (removed)" } : { path };
+  } catch (e) {
+    return { not: `not to be looked at (${(e as NodeJS.ErrnoException).code ?? e})` };
+  }
+}
+
+/** The name the file open on `fd` has now; undefined once it has none (removed) or is not a file of a path. */
+export function fileName(fd: number): string | undefined {
+  const target = readlinkSync(`/proc/self/fd/${fd}`);
+  return target.startsWith("/") && !target.endsWith(" (deleted)") ? target : undefined;
+}

@@ -1,0 +1,83 @@
+/**
+ * --log-max-bytes on a spawned agent whose log is a file it appends to, as
+ * the init script starts it (`2>>FILE`): the file is kept under the bound,
+ * its older lines in FILE.1, none cut; any other log is told it is not.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { useCleanup } from "../support/cleanup.ts";
+import { TONE } from "../support/opus-fixtures.ts";
+import { AGENT, agentEnv, start, stopAgents } from "../support/processes.ts";
+import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
+
+const defer = useCleanup();
+
+/** A text log line of the agent's: its time, level and component. */
+const LOG_LINE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO |WARN ) [a-z-]+: /;
+
+/** `output serve` of a looping tone, a stats line every 0.1 s, its stderr appended to `log` (`2>>`), or written over (`2>`). */
+function serveLoggingTo(log: string, dir: string, extra: string[], redirect = "2>>", env: Record<string, string> = {}) {
+  defer(stopAgents);
+  const args = ["output", "serve", "--source", TONE, "--format", "ogg", "--realtime", "--loop", "--socket", `${dir}/o.sock`, "--stats-interval", "0.1", ...extra];
+  return start(["sh", "-c", `log=$1; shift; exec "$@" ${redirect}"$log"`, "sh", log, ...AGENT, ...args], { env: agentEnv(env) });
+}
+
+describe("--log-max-bytes", () => {
+  test("a log appended to: past 4096 bytes it is copied to FILE.1 and emptied, again and again; each file under the bound by a line at most, every line whole, FILE.1's all older than FILE's", async () => {
+    const t = socketDir(defer, "aa-log-");
+    const log = t.path("agent.log");
+    const agent = serveLoggingTo(log, t.path(""), ["--log-max-bytes", "4096"]);
+    let firstOlder = "";
+    await until(() => existsSync(`${log}.1`) && (firstOlder ||= readFileSync(`${log}.1`, "utf8")).length > 0, "a first turn", 20_000);
+    // A second turn puts later lines in FILE.1.
+    await until(() => readFileSync(`${log}.1`, "utf8") !== firstOlder, "a second turn", 20_000);
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+    const [older, newer] = [readFileSync(`${log}.1`, "utf8"), readFileSync(log, "utf8")];
+    for (const text of [older, newer]) {
+      expect(text.endsWith("\n")).toBe(true);
+      const lines = text.slice(0, -1).split("\n");
+      for (const line of lines) expect(line).toMatch(LOG_LINE);
+      // Past the bound by the last line at most.
+      expect(Buffer.byteLength(text) - Buffer.byteLength(lines.at(-1)!) - 1).toBeLessThan(4096);
+    }
+    expect(Buffer.byteLength(older)).toBeGreaterThanOrEqual(4096);
+    expect(newer).toContain("output-server: stopped signal=SIGTERM");
+    // FILE.1's last line is older than FILE's first: the turn lost and reordered nothing between them.
+    const time = (line: string) => Date.parse(line.slice(0, 24));
+    expect(time(older.trimEnd().split("\n").at(-1)!)).toBeLessThanOrEqual(time(newer.split("\n")[0]!));
+  }, 60_000);
+
+  test("from the environment too (AUDIO_AGENT_LOG_MAX_BYTES), and a log written over rather than appended to (2>FILE) is told it is not rotated: emptied, its writes would go on where they were", async () => {
+    const t = socketDir(defer, "aa-log-");
+    const log = t.path("agent.log");
+    const agent = serveLoggingTo(log, t.path(""), [], "2>", { AUDIO_AGENT_LOG_MAX_BYTES: "4096" });
+    await until(() => existsSync(log) && readFileSync(log, "utf8").includes("stats seconds="), "the agent's stats lines");
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+    expect(readFileSync(log, "utf8")).toContain(
+      "WARN  agent: --log-max-bytes: the log (stderr) is a file not opened for appending (2>FILE, where 2>>FILE appends); it is not rotated\n",
+    );
+    expect(existsSync(`${log}.1`)).toBe(false);
+  }, 30_000);
+
+  test("a log that is a socket (journald's; here the test's) is told it is not rotated; the agent serves on", async () => {
+    const t = socketDir(defer, "aa-log-");
+    defer(stopAgents);
+    const agent = start([...AGENT, "output", "serve", "--source", TONE, "--format", "ogg", "--realtime", "--loop", "--socket", t.path("o.sock"), "--log-max-bytes", "65536"], { env: agentEnv() });
+    await agent.waitForStderr("listening socket=");
+    expect(agent.stderr).toContain("WARN  agent: --log-max-bytes: the log (stderr) is a socket; it is not rotated\n");
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+  }, 30_000);
+
+  test("a size under 4096 is refused at start, exit 2, naming the value and what is allowed", async () => {
+    const t = socketDir(defer, "aa-log-");
+    const agent = start([...AGENT, "output", "serve", "--source", TONE, "--socket", t.path("o.sock"), "--log-max-bytes", "100"], { env: agentEnv() });
+    const { code, stderr } = await agent.done;
+    expect(code).toBe(2);
+    expect(stderr.trim().split("\n")).toEqual([expect.stringContaining('--log-max-bytes "100"')]);
+    expect(stderr).toContain("an integer 4096..1073741824");
+  }, 30_000);
+});
