@@ -10,6 +10,7 @@ import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { built } from "../support/binaries.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
 import { packetsOf } from "../support/ogg.ts";
+import { canFreeze, freezer } from "../support/machine.ts";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { encodeWith } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
@@ -1051,9 +1052,46 @@ describe("S95audio-agent under busybox sh", () => {
     expect(restarted.stdout).not.toContain("already running");
     expect(restarted.stdout).not.toContain("started");
     expect(alive(agent.pid)).toBe(true);
+    // Neither signal reached it: it is not on its way out, and the pid file does not say so.
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8")).not.toContain("stopping");
     expect(pidIn(env)).toBe(agent.pid);
     agent.kill("SIGKILL");
   }, 30_000);
+
+  // An agent the kernel holds (a write to a dead SD card or USB stick; here the cgroup freezer) has its
+  // KILL and ends once it returns. Stop said it "does not die" and wrote the pid file again without its
+  // stopping line: status said running, and a start "already running" (0) of an agent about to end.
+  test.skipIf(!canFreeze)("an agent that has its KILL but is held in the kernel: stop fails (1) and leaves it stopping; status says so, a start does not take it for running, and starts another once it has gone", async () => {
+    tempDir();
+    const env = settings({ AUDIO_AGENT_BIN: standInAgent(t.path("agent")), AUDIO_AGENT_ARGS: "300", AUDIO_AGENT_STOP_TIMEOUT: "1" });
+    expect((await initScript("start", env)).code).toBe(0);
+    const pid = pidIn(env)!;
+    const held = freezer()!;
+    try {
+      held.admit(pid);
+      await held.freeze();
+      const stopped = await initScript("stop", env);
+      expect(stopped.code, stopped.stdout).toBe(1);
+      expect(stopped.stdout).toContain(`pid ${pid} does not die`);
+      expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n").slice(-2)).toEqual(["stopping", ""]);
+      const status = await initScript("status", env);
+      expect({ code: status.code, stdout: status.stdout }).toEqual({ code: 0, stdout: `audio-agent: stopping (pid ${pid})\n` });
+      // Still held: the start finishes the stop, which fails again.
+      const again = await initScript("start", env);
+      expect(again.stdout).not.toContain("already running");
+      expect(again.code, again.stdout).toBe(1);
+      expect(pidIn(env)).toBe(pid);
+    } finally {
+      held.release();
+    }
+    await until(() => !alive(pid), "the agent gone once thawed", 5_000);
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(started.stdout).toContain("started");
+    expect(pidIn(env)).not.toBe(pid);
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(readdirSync(t.path("run"))).toEqual([]);
+  }, 60_000);
 
   test.skipIf(!canSwitchUser)("as a user who may not look at the agent's /proc/PID/exe: status 4 (cannot tell), and stop leaves it running", async () => {
     tempDir();

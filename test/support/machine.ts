@@ -1,7 +1,8 @@
 /**
  * What this machine lets a test do beyond the ordinary, for the tests that
  * need it to skip where it cannot be had (a container, a CI runner): IPv6 on
- * loopback, namespaces of its own, a disk slowed for one process.
+ * loopback, namespaces of its own, a disk slowed for one process, a process
+ * held in the kernel.
  */
 import { existsSync, mkdtempSync, readFileSync, rmdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -81,3 +82,54 @@ export function canSlowWrites(dir: string): boolean {
     return false;
   }
 }
+
+/** Where cgroup v1 mounts its freezer hierarchy (cgroup v2's freezer lets a KILL through). */
+const FREEZER = "/sys/fs/cgroup/freezer";
+
+/**
+ * Processes held in the kernel, as one stuck on a dead device is: the ones
+ * let in (`admit(pid)`) are frozen by a cgroup v1 freezer, and a signal sent
+ * meanwhile, KILL too, waits until `release()` thaws them and removes the
+ * cgroup. Undefined where this machine cannot (no freezer hierarchy, not root).
+ */
+export function freezer(): { admit: (pid: number) => void; freeze: () => Promise<void>; release: () => void } | undefined {
+  if (!existsSync(FREEZER)) return undefined;
+  let group: string;
+  try {
+    group = mkdtempSync(join(FREEZER, "audio-agent-test-"));
+  } catch {
+    return undefined;
+  }
+  const state = join(group, "freezer.state");
+  return {
+    admit: (pid) => writeFileSync(join(group, "cgroup.procs"), String(pid)),
+    // FREEZING until every process is held.
+    freeze: async () => {
+      writeFileSync(state, "FROZEN");
+      for (let i = 0; i < 500 && readFileSync(state, "utf8").trim() !== "FROZEN"; i++) await Bun.sleep(10);
+      if (readFileSync(state, "utf8").trim() !== "FROZEN") throw new Error(`${group} did not freeze`);
+    },
+    release: () => {
+      writeFileSync(state, "THAWED");
+      for (const pid of readFileSync(join(group, "cgroup.procs"), "utf8").split("\n").filter(Boolean)) {
+        try {
+          writeFileSync(join(FREEZER, "cgroup.procs"), pid);
+        } catch {
+          // gone meanwhile
+        }
+      }
+      rmdirSync(group);
+    },
+  };
+}
+
+/** Whether freezer can hold processes here. */
+export const canFreeze: boolean = (() => {
+  try {
+    const held = freezer();
+    held?.release();
+    return held !== undefined;
+  } catch {
+    return false;
+  }
+})();
