@@ -87,18 +87,18 @@ function agents(): number[] {
 const UNTIL_TERMED = "until termed";
 
 /**
- * The script's `action` run with `slow` (the shims' settings) and SLEEPING, signalled with TERM,
- * alone or with its whole process group, once that wait has begun (`meanwhile` started just
- * before the signal); its exit code.
+ * The script's `action` run with `slow` (the shims' settings) and SLEEPING, signalled with TERM
+ * (or `signal`), alone or with its whole process group, once that wait has begun (`meanwhile`
+ * started just before the signal); its exit code.
  */
-async function termedOnceSlowed(action: string, env: Record<string, string>, slow: Record<string, string>, group = false, meanwhile?: () => void): Promise<number> {
+async function termedOnceSlowed(action: string, env: Record<string, string>, slow: Record<string, string>, group = false, meanwhile?: () => void, signal: NodeJS.Signals = "SIGTERM"): Promise<number> {
   const sleeping = join(dir, "sleeping");
   const termed = join(dir, "termed");
   const slowed = Object.fromEntries(Object.entries(slow).map(([name, delay]) => [name, delay === UNTIL_TERMED ? termed : delay]));
   const running = start(["setsid", BUSYBOX!, "sh", SCRIPT, action], { cwd: dir, env: scriptEnv(env, { ...slowed, SLEEPING: sleeping }), timeoutMs: 30_000 });
   await until(() => existsSync(sleeping), "the slowed step to wait", 10_000);
   meanwhile?.();
-  process.kill(group ? -running.pid : running.pid, "SIGTERM");
+  process.kill(group ? -running.pid : running.pid, signal);
   writeFileSync(termed, "");
   return running.exited;
 }
@@ -292,15 +292,49 @@ describe("S95audio-agent's lock: a holder killed or stopped at the wrong moment"
 });
 
 describe("S95audio-agent: a stop cut short between its marks", () => {
-  // TERMed after it wrote "stopping" into the pid file, before it sent the agent TERM: a start then
-  // waited STOP_TIMEOUT + 2 s for an agent that was never told to stop, and failed "stop it first".
-  test("a stop TERMed after it marked the pid file stopping, before its TERM: start stops that agent and starts another", async () => {
-    const env = setup();
+  // TERMed after it wrote "stopping" into the pid file, before it sent the agent TERM: it ended there,
+  // and the start that finished its stop waited STOP_TIMEOUT for an agent no one had told to stop.
+  test("a stop TERMed as it marks the pid file stopping sends the agent its TERM before it ends: a start then starts another without waiting for it", async () => {
+    const env: Record<string, string> = { ...setup(), AUDIO_AGENT_STOP_TIMEOUT: "3" };
     expect((await initScript("start", env)).code).toBe(0);
     const first = agents();
     expect(first.length).toBe(1);
     expect(await termedOnceSlowed("stop", env, { SLOW_PID_MV: UNTIL_TERMED })).toBe(1);
     expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")).toEqual([String(first[0]), expect.stringMatching(/^starttime=\d+$/), `exe=${agent}`, "stopping", ""]);
+    await until(() => agents().length === 0, "the agent's TERM", 5_000);
+
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(started.stdout).not.toContain("stopping");
+    expect(agents().length).toBe(1);
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(readdirSync(join(dir, "run"))).toEqual([]);
+  }, 30_000);
+
+  // Its whole group TERMed as it marks: the mark's mv dies with it, and an agent sent TERM without the
+  // mark would be taken for running by a start while on its way out.
+  test("a stop whose group is TERMed as it marks the pid file stopping sends no TERM: the agent runs on, unmarked", async () => {
+    const env = setup();
+    expect((await initScript("start", env)).code).toBe(0);
+    const first = agents();
+    expect(await termedOnceSlowed("stop", env, { SLOW_PID_MV: UNTIL_TERMED }, true)).toBe(1);
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8")).not.toContain("stopping");
+    const status = await initScript("status", env);
+    expect({ code: status.code, stdout: status.stdout }).toEqual({ code: 0, stdout: `audio-agent: running (pid ${first[0]})\n` });
+    expect(agents()).toEqual(first);
+    expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.pid"]);
+    expect((await initScript("stop", env)).code).toBe(0);
+  }, 30_000);
+
+  // KILLed there, it can send nothing: a start finishes its stop (STOP_TIMEOUT for a TERM it may have
+  // sent, then TERM) and starts another. It waited STOP_TIMEOUT + 2 s and failed "stop it first".
+  test("a stop KILLed after it marked the pid file stopping, before its TERM: start stops that agent and starts another", async () => {
+    const env = setup();
+    expect((await initScript("start", env)).code).toBe(0);
+    const first = agents();
+    expect(first.length).toBe(1);
+    expect(await termedOnceSlowed("stop", env, { SLOW_PID_MV: UNTIL_TERMED }, false, undefined, "SIGKILL")).toBe(137);
+    await until(() => existsSync(env.AUDIO_AGENT_PIDFILE) && readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").endsWith("stopping\n"), "the mark the killed stop's mv makes", 5_000);
     expect(agents()).toEqual(first);
 
     const started = await initScript("start", env);
