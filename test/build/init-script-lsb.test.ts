@@ -11,10 +11,10 @@
  * had insufficient privilege.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync, writeSync, closeSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync, writeSync, closeSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInAgent, standInService } from "../support/init-script.ts";
-import { alive, childrenOf } from "../support/proc.ts";
+import { alive, childrenOf, runningIn } from "../support/proc.ts";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { cleanEnv, type Result, run } from "../support/processes.ts";
 import { until } from "../support/wait.ts";
@@ -33,7 +33,8 @@ afterAll(() => {
 });
 
 afterEach(() => {
-  for (const pid of agent ? agentsIn(dir, agent) : []) process.kill(pid, "SIGKILL");
+  // Every agent a test left running, the stand-in's or another executable's.
+  for (const pid of dir ? runningIn(dir) : []) process.kill(pid, "SIGKILL");
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -129,6 +130,47 @@ describe("S95audio-agent: LSB exit codes for a start that fails", () => {
     expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
     expect(agentsIn(dir, agent)).toEqual([]);
   }, 60_000);
+
+  // /proc/PID/exe and the process name in /proc/PID/stat carry a newline of the path as it is: the pid
+  // file's exe= line broke in two, and its start time too (the name ends in it), so status, stop and
+  // start went by the pid and a shortened executable, and a path whose last line read "stopping"
+  // marked a running agent stopping.
+  test("an agent executable whose path holds a newline, in a directory's name or its own: start and restart fail (1) with one line naming it, the running agent left running", async () => {
+    const env = setup();
+    for (const path of [join(dir, "a\nb", "agent"), join(dir, "agent\nstopping")]) {
+      mkdirSync(dirname(path), { recursive: true });
+      const shown = path.replace("\n", "\\n");
+      const line = `audio-agent: AUDIO_AGENT_BIN=${shown}: a path with a newline in it, which the pid file cannot hold; install the agent at a path without one\n`;
+      const started = await initScript("start", { ...env, AUDIO_AGENT_BIN: standInAgent(path) });
+      expect({ code: started.code, stdout: started.stdout, stderr: started.stderr }).toEqual({ code: 1, stdout: line, stderr: "" });
+      expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+      expect(agentsIn(dir, path)).toEqual([]);
+
+      expect((await initScript("start", env)).code).toBe(0);
+      const pid = pidIn(env);
+      const restarted = await initScript("restart", { ...env, AUDIO_AGENT_BIN: path });
+      expect({ code: restarted.code, stdout: restarted.stdout }).toEqual({ code: 1, stdout: line });
+      expect(alive(pid)).toBe(true);
+      expect(pidIn(env)).toBe(pid);
+      expect((await initScript("stop", env)).code).toBe(0);
+    }
+  }, 60_000);
+
+  // A symbolic link without one to a path with one: the pid file names where it leads.
+  test("AUDIO_AGENT_BIN a link to an executable whose path holds a newline: start fails (1) naming both", async () => {
+    const env = setup();
+    const target = join(dir, "a\nb", "agent");
+    mkdirSync(dirname(target));
+    standInAgent(target);
+    symlinkSync(target, join(dir, "link"));
+    const started = await initScript("start", { ...env, AUDIO_AGENT_BIN: join(dir, "link") });
+    expect({ code: started.code, stdout: started.stdout }).toEqual({
+      code: 1,
+      stdout: `audio-agent: AUDIO_AGENT_BIN=${join(dir, "link")} (which is ${target.replace("\n", "\\n")}): a path with a newline in it, which the pid file cannot hold; install the agent at a path without one\n`,
+    });
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+    expect(agentsIn(dir, target)).toEqual([]);
+  }, 30_000);
 
   // The x64 build installed on an ARM board: the kernel cannot run it (ENOEXEC), so the shell that
   // execs it reads it as a script, as POSIX has it, and exits 2 on its bytes: start answered 6,
