@@ -229,6 +229,38 @@ describe("S95audio-agent under busybox sh", () => {
     for (const line of lines) expect(() => JSON.parse(line)).not.toThrow();
   }, 30_000);
 
+  test("a log file is kept under AUDIO_AGENT_LOG_MAX_BYTES by the agent (1 MiB unless set; empty: never), its older lines in FILE.1; to syslog the agent is given no size", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const environ = (pid: number) => readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+    // By default: the agent is given 1 MiB.
+    const env = settings();
+    expect((await initScript("start", env)).code).toBe(0);
+    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
+    expect(environ(pidIn(env)!)).toContain("AUDIO_AGENT_LOG_MAX_BYTES=1048576");
+    expect((await initScript("stop", env)).code).toBe(0);
+    // Set: at that size the file turns, shared by the agent's stdout and stderr as it is.
+    const small = settings({ AUDIO_AGENT_LOG_MAX_BYTES: "4096", AUDIO_AGENT_STATS_INTERVAL: "0.1" });
+    expect((await initScript("start", small)).code).toBe(0);
+    await until(() => existsSync(`${small.AUDIO_AGENT_LOG_FILE}.1`), "the log's first turn", 20_000);
+    expect((await initScript("stop", small)).code).toBe(0);
+    expect(readFileSync(`${small.AUDIO_AGENT_LOG_FILE}.1`, "utf8")).toContain("instruments: stats seconds=0.1");
+    expect(readFileSync(small.AUDIO_AGENT_LOG_FILE, "utf8")).toContain("stopped signal=SIGTERM");
+    expect(readFileSync(small.AUDIO_AGENT_LOG_FILE, "utf8")).not.toContain("not rotated");
+    // Empty: none.
+    const never = settings({ AUDIO_AGENT_LOG_MAX_BYTES: "" });
+    expect((await initScript("start", never)).code).toBe(0);
+    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
+    expect(environ(pidIn(never)!)).toContain("AUDIO_AGENT_LOG_MAX_BYTES=");
+    expect((await initScript("stop", never)).code).toBe(0);
+    // To syslog (a pipe to logger): not given, so the agent has nothing to warn of.
+    const syslog = settings({ AUDIO_AGENT_LOG_FILE: "" });
+    expect((await initScript("start", syslog)).code).toBe(0);
+    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
+    expect(environ(pidIn(syslog)!).filter((v) => v.startsWith("AUDIO_AGENT_LOG_MAX_BYTES"))).toEqual([]);
+    expect((await initScript("stop", syslog)).code).toBe(0);
+  }, 90_000);
+
   test("the agent runs without Bun's timer-woken helper threads and with its slower collection timer (device-runtime.ts's settings), and the defaults file can bring Bun's own back", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
