@@ -1,4 +1,4 @@
-import { copyFileSync, fstatSync, ftruncateSync } from "node:fs";
+import { constants, copyFileSync, fstatSync, ftruncateSync, unlinkSync } from "node:fs";
 import { fileName } from "../io/appended-file.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { writeFrom } from "../io/write-from.ts";
@@ -76,7 +76,8 @@ export class LineWriter {
   /**
    * Keeps the file this writes to, which it appends to (appendedFile), under
    * `maxBytes`: the line that takes it there is the last before the file is
-   * copied to its name with ".1" added (the copy before replaced) and emptied
+   * copied to its name with ".1" added (the copy before, or a link there,
+   * replaced: never written through) and emptied
    * (logrotate's copytruncate, between two lines, so none is cut, and none
    * lost while the copy is made: no other line is written meanwhile). A copy
    * that fails empties the file all the same, so it stays under the bound,
@@ -169,8 +170,10 @@ export class LineWriter {
       if (path === undefined) throw new Error("the log file has no name left (removed)");
       let lost: string | undefined;
       try {
+        // A new file at the name: a link there (to a file elsewhere, or to this one) is not written through.
+        removeIfThere(`${path}.1`);
         // Through the descriptor: the file written to, whatever is at its name now.
-        copyFileSync(`/proc/self/fd/${this.fd}`, `${path}.1`);
+        copyFileSync(`/proc/self/fd/${this.fd}`, `${path}.1`, constants.COPYFILE_EXCL);
       } catch (e) {
         lost = `cannot copy the log to ${path}.1 (${(e as NodeJS.ErrnoException).code ?? e}): the lines before this one are lost`;
       }
@@ -182,6 +185,15 @@ export class LineWriter {
       this.cap = undefined;
       cap.failed(`the log is not rotated from now on: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
+  }
+}
+
+/** Removes the name `path` (a directory stays, EISDIR); nothing there is no failure. */
+function removeIfThere(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
   }
 }
 

@@ -3,7 +3,7 @@
  * when it chooses: a log reader that stalls and comes back.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, mkdirSync, openSync, readFileSync } from "node:fs";
+import { closeSync, constants, linkSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { appendedFile } from "../../src/io/appended-file.ts";
 import { LineWriter } from "../../src/observe/line-writer.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
@@ -162,6 +162,28 @@ describe("a log file kept under a size (capAt)", () => {
     const kept = readFileSync(path, "utf8").split("\n");
     expect(kept[0]).toBe(`warn: cannot copy the log to ${path}.1 (EISDIR): the lines before this one are lost`);
     expect(kept.slice(1, -1)).toEqual(Array.from({ length: 6 }, (_, i) => line(34 + i, 30).trimEnd()));
+  });
+
+  test("FILE.1 a link (a symbolic one to a file elsewhere, or a hard one to FILE itself) is replaced by the copy, never written through: the file it led to is left as it was", () => {
+    const { path, fd } = appendedLog();
+    const elsewhere = `${path}.elsewhere`;
+    writeFileSync(elsewhere, "kept\n");
+    symlinkSync(elsewhere, `${path}.1`);
+    const out = new LineWriter(fd);
+    const failures: string[] = [];
+    out.capAt(1000, (why) => failures.push(why));
+    const lines = Array.from({ length: 40 }, (_, i) => line(i, 30));
+    for (const text of lines) out.write(text);
+    expect(readFileSync(elsewhere, "utf8")).toBe("kept\n");
+    expect(lstatSync(`${path}.1`).isFile()).toBe(true);
+    expect(readFileSync(`${path}.1`, "utf8")).toBe(lines.slice(0, 34).join(""));
+    // A hard link to the log: copying onto it would empty the log itself before it is read.
+    rmSync(`${path}.1`);
+    linkSync(path, `${path}.1`);
+    for (let i = 40; i < 68; i++) out.write(line(i, 30));
+    expect(readFileSync(`${path}.1`, "utf8")).toBe(Array.from({ length: 34 }, (_, i) => line(34 + i, 30)).join(""));
+    expect(readFileSync(path, "utf8")).toBe("");
+    expect(failures).toEqual([]);
   });
 
   test("what the log is, said for --log-max-bytes: a file appended to by its name, else a pipe, or a file that writing would not follow once emptied", () => {
