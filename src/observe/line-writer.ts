@@ -80,8 +80,8 @@ export class LineWriter {
    * replaced: never written through) and emptied
    * (logrotate's copytruncate, between two lines, so none is cut, and none
    * lost while the copy is made: no other line is written meanwhile). A copy
-   * that fails empties the file all the same, so it stays under the bound,
-   * and `failed` is told why.
+   * that fails, or a file removed (no name to copy to), is emptied all the
+   * same, so it stays under the bound, and `failed` is told why.
    */
   capAt(maxBytes: number, failed: (why: string) => void): void {
     this.cap = { maxBytes, failed };
@@ -167,15 +167,18 @@ export class LineWriter {
       // Its size, not what this wrote: stdout may share the file (2>&1).
       if (fstatSync(this.fd).size < cap.maxBytes) return;
       const path = fileName(this.fd);
-      if (path === undefined) throw new Error("the log file has no name left (removed)");
       let lost: string | undefined;
-      try {
-        // A new file at the name: a link there (to a file elsewhere, or to this one) is not written through.
-        removeIfThere(`${path}.1`);
-        // Through the descriptor: the file written to, whatever is at its name now.
-        copyFileSync(`/proc/self/fd/${this.fd}`, `${path}.1`, constants.COPYFILE_EXCL);
-      } catch (e) {
-        lost = `cannot copy the log to ${path}.1 (${(e as NodeJS.ErrnoException).code ?? e}): the lines before this one are lost`;
+      // Removed, it still fills the disk until the agent exits: emptied all the same.
+      if (path === undefined) lost = "the log file has no name left (removed), so no copy is made: the lines before this one are lost";
+      else {
+        try {
+          // A new file at the name: a link there (to a file elsewhere, or to this one) is not written through.
+          removeIfThere(`${path}.1`);
+          // Through the descriptor: the file written to, whatever is at its name now.
+          copyFileSync(`/proc/self/fd/${this.fd}`, `${path}.1`, constants.COPYFILE_EXCL);
+        } catch (e) {
+          lost = `cannot copy the log to ${path}.1 (${(e as NodeJS.ErrnoException).code ?? e}): the lines before this one are lost`;
+        }
       }
       ftruncateSync(this.fd, 0);
       // Told in the emptied file, its first line.

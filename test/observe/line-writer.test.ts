@@ -3,7 +3,7 @@
  * when it chooses: a log reader that stalls and comes back.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, linkSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { appendedFile } from "../../src/io/appended-file.ts";
 import { LineWriter } from "../../src/observe/line-writer.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
@@ -184,6 +184,19 @@ describe("a log file kept under a size (capAt)", () => {
     expect(readFileSync(`${path}.1`, "utf8")).toBe(Array.from({ length: 34 }, (_, i) => line(34 + i, 30)).join(""));
     expect(readFileSync(path, "utf8")).toBe("");
     expect(failures).toEqual([]);
+  });
+
+  test("a log removed while written to (its space freed only once the agent exits) is still emptied at the cap, with nothing to copy it to: its size stays bounded", () => {
+    const { path, fd } = appendedLog();
+    const out = new LineWriter(fd);
+    out.capAt(1000, (why) => out.write(`warn: ${why}\n`));
+    rmSync(path);
+    for (let i = 0; i < 200; i++) out.write(line(i, 30));
+    expect(fstatSync(fd).size).toBeLessThan(1000);
+    const kept = readFileSync(`/proc/self/fd/${fd}`, "utf8").split("\n");
+    expect(kept[0]).toBe("warn: the log file has no name left (removed), so no copy is made: the lines before this one are lost");
+    expect(kept.at(-2)).toBe(line(199, 30).trimEnd());
+    expect(existsSync(`${path}.1`)).toBe(false);
   });
 
   test("what the log is, said for --log-max-bytes: a file appended to by its name, else a pipe, or a file that writing would not follow once emptied", () => {
