@@ -35,7 +35,9 @@ describe("--log-max-bytes", () => {
     agent.kill("SIGTERM");
     expect(await agent.exited).toBe(0);
     const [older, newer] = [readFileSync(`${log}.1`, "utf8"), readFileSync(log, "utf8")];
-    for (const text of [older, newer]) {
+    // FILE is empty when the stopped line itself took it to the bound: that line then ends FILE.1.
+    const texts = newer === "" ? [older] : [older, newer];
+    for (const text of texts) {
       expect(text.endsWith("\n")).toBe(true);
       const lines = text.slice(0, -1).split("\n");
       for (const line of lines) expect(line).toMatch(LOG_LINE);
@@ -43,10 +45,10 @@ describe("--log-max-bytes", () => {
       expect(Buffer.byteLength(text) - Buffer.byteLength(lines.at(-1)!) - 1).toBeLessThan(4096);
     }
     expect(Buffer.byteLength(older)).toBeGreaterThanOrEqual(4096);
-    expect(newer).toContain("output-server: stopped signal=SIGTERM");
+    expect(texts.at(-1)!.trimEnd().split("\n").at(-1)).toContain("output-server: stopped signal=SIGTERM");
     // FILE.1's last line is older than FILE's first: the turn lost and reordered nothing between them.
     const time = (line: string) => Date.parse(line.slice(0, 24));
-    expect(time(older.trimEnd().split("\n").at(-1)!)).toBeLessThanOrEqual(time(newer.split("\n")[0]!));
+    if (newer !== "") expect(time(older.trimEnd().split("\n").at(-1)!)).toBeLessThanOrEqual(time(newer.split("\n")[0]!));
   }, 60_000);
 
   test("from the environment too (AUDIO_AGENT_LOG_MAX_BYTES), and a log written over rather than appended to (2>FILE) is told it is not rotated: emptied, its writes would go on where they were", async () => {
