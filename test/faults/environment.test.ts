@@ -932,4 +932,31 @@ describe("what a clean exit still owes", () => {
     // Before the "stopped" line, which ends the channel's log: not after it.
     expect(server.stderr.indexOf('5 more "client connected" lines')).toBeLessThan(server.stderr.indexOf("output-server: stopped"));
   });
+
+  // Each way a role stops, waiting where it waits: the lines held back are summed up before every stopped line.
+  test.each([
+    ["input serve", ["input", "serve", "--socket", "i.sock", "--sink", "/dev/null"], "listening socket=", ["input-server"]],
+    ["output recv waiting for a reader of its FIFO sink", ["output", "recv", "--socket", "none.sock", "--sink", "sink.fifo"], "waiting for a reader of the sink FIFO", ["output-client"]],
+    ["output recv waiting for its server", ["output", "recv", "--socket", "none.sock", "--sink", "out.wire"], "waiting for the server", ["output-client"]],
+    ["input send waiting for a writer of its FIFO source", ["input", "send", "--socket", "none.sock", "--source", "source.fifo", "--format", "ogg"], "waiting for a writer", ["input-client"]],
+    ["input send waiting for its server", ["input", "send", "--socket", "none.sock", "--source", TONE, "--format", "ogg"], "waiting for the server", ["input-client"]],
+    ["serve", ["serve", "--output-socket", "o.sock", "--output-source", TONE, "--output-format", "ogg", "--output-realtime", "--output-loop", "--input-socket", "i.sock", "--input-sink", "/dev/null"], "input-server: listening", ["output-server", "input-server"]],
+  ] as const)("%s: lines held back (15 SIGHUPs, 10 logged) are summed up before its stopped line", async (_, args, waiting, channels) => {
+    const dir = setup();
+    makeFifo(dir.path("sink.fifo"));
+    makeFifo(dir.path("source.fifo"));
+    const agent = spawnAgent(args.map((arg) => (/\.(sock|fifo|wire)$/.test(arg) ? dir.path(arg) : arg)));
+    await agent.waitForStderr(waiting);
+    for (let i = 0; i < 15; i++) {
+      agent.kill("SIGHUP");
+      if (i < 10) await until(() => agent.stderr.split("SIGHUP ignored").length === i + 2, `SIGHUP line ${i + 1}`);
+      else await Bun.sleep(50);
+    }
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+    const summary = agent.stderr.indexOf('agent: 5 more "SIGHUP ignored; use SIGTERM to stop" lines');
+    expect(summary).toBeGreaterThan(0);
+    const after = (channel: string) => agent.stderr.indexOf(`${channel}: stopped signal=SIGTERM`) > summary;
+    expect(channels.map((channel) => [channel, after(channel)])).toEqual(channels.map((channel) => [channel, true]));
+  });
 });
