@@ -14,7 +14,7 @@ import { expectAccountedLine, failureLine, logFields } from "../support/agent-lo
 import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
-import { healthz, metricsUrl, promtoolCheck, samples, scrape, scrapeUntil, scrapeValue, value } from "../support/metrics.ts";
+import { healthz, metricsUrl, parseSamples, promtoolCheck, samples, scrape, scrapeUntil, scrapeValue, value } from "../support/metrics.ts";
 import { audioPacketsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, firstMismatch, indexedPayload, testPayload } from "../support/payloads.ts";
@@ -470,6 +470,20 @@ describe("serve: both channels in one process", () => {
     expect([after.channels.output!.connects, after.channels.input!.connects]).toEqual([2, 2]);
     expect([after.channels.output!.connection_drops, after.channels.input!.connection_drops]).toEqual([1, 1]);
     expect(drops(await scrape(base))).toEqual([1, 1]);
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+  }, 30_000);
+
+  test("from the first scrape, before any client, each channel's latency histograms are there at 0: the ones it records (the output's writes, the input's frame ages), no others", async () => {
+    const t = setup();
+    const { agent, base } = await serveWithMetrics(t);
+    const text = await scrape(base);
+    const counts = parseSamples(text).filter((s) => /^audio_agent_\w+_seconds_count$/.test(s.name)).map((s) => [s.name, s.labels.channel, s.value]);
+    expect(counts.sort()).toEqual([
+      ["audio_agent_enqueue_to_write_seconds_count", "output", 0],
+      ["audio_agent_frame_age_seconds_count", "input", 0],
+      ["audio_agent_write_call_seconds_count", "output", 0],
+    ]);
     agent.kill("SIGTERM");
     expect(await agent.exited, agent.stderr).toBe(0);
   }, 30_000);
