@@ -70,7 +70,16 @@ export class Logger {
    * each line counts what happened since the one before, so none may be missing.
    */
   periodic(component: string, message: string, fields?: Record<string, unknown>): void {
-    if (LOG_LEVELS.indexOf("info") >= this.threshold) this.emit(component, "info", message, fields);
+    this.unheld(component, "info", message, fields);
+  }
+
+  /**
+   * A line never held back, whose rate something else bounds: the log's
+   * turn at --log-max-bytes (one per so many bytes of log) tells in the
+   * emptied file's first line what the turn lost, at every turn.
+   */
+  unheld(component: string, level: LogLevel, message: string, fields?: Record<string, unknown>): void {
+    if (LOG_LEVELS.indexOf(level) >= this.threshold) this.emit(component, level, message, fields);
   }
 
   /**

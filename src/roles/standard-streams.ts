@@ -2,6 +2,7 @@ import { closeSync, fstatSync } from "node:fs";
 import { appendedFile } from "../io/appended-file.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { stderrLines } from "../observe/line-writer.ts";
+import type { Logger } from "../observe/logger.ts";
 import type { Report } from "../transport/report.ts";
 import { setNonBlocking } from "../transport/socket-options.ts";
 
@@ -112,12 +113,13 @@ export function keepPaceOnStderr(): void {
  * --log-max-bytes: a log that is a file appended to (`2>>FILE`) is kept
  * under it (LineWriter.capAt); any other log (a pipe to `logger`, a file
  * opened without appending, where emptying it would leave the writes where
- * they were) is told not to be.
+ * they were) is told not to be. A turn that lost lines says so at every
+ * turn, never held back: the emptied file's first line.
  */
-export function capStderr(maxBytes: number, report: Report): void {
+export function capStderr(maxBytes: number, logger: Logger): void {
   const file = appendedFile(2);
-  if ("not" in file) return report("warn", `--log-max-bytes: the log (stderr) is ${file.not}; it is not rotated`);
-  stderrLines().capAt(maxBytes, (why) => report("warn", why));
+  if ("not" in file) return logger.log("agent", "warn", `--log-max-bytes: the log (stderr) is ${file.not}; it is not rotated`);
+  stderrLines().capAt(maxBytes, (why) => logger.unheld("agent", "warn", why));
 }
 
 /**

@@ -4,7 +4,7 @@
  * its older lines in FILE.1, none cut; any other log is told it is not.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { useCleanup } from "../support/cleanup.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { AGENT, agentEnv, start, stopAgents } from "../support/processes.ts";
@@ -16,11 +16,16 @@ const defer = useCleanup();
 /** A text log line of the agent's: its time, level and component. */
 const LOG_LINE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO |WARN ) [a-z-]+: /;
 
+/** The agent run with `args`, its output redirected to `log` as `redirect` says (a shell's, of "$log"). */
+function agentLoggingTo(log: string, args: string[], redirect: string, env: Record<string, string> = {}) {
+  defer(stopAgents);
+  return start(["sh", "-c", `log=$1; shift; exec "$@" ${redirect}`, "sh", log, ...AGENT, ...args], { env: agentEnv(env) });
+}
+
 /** `output serve` of a looping tone, a stats line every 0.1 s, its stderr appended to `log` (`2>>`), or written over (`2>`). */
 function serveLoggingTo(log: string, dir: string, extra: string[], redirect = "2>>", env: Record<string, string> = {}) {
-  defer(stopAgents);
   const args = ["output", "serve", "--source", TONE, "--format", "ogg", "--realtime", "--loop", "--socket", `${dir}/o.sock`, "--stats-interval", "0.1", ...extra];
-  return start(["sh", "-c", `log=$1; shift; exec "$@" ${redirect}"$log"`, "sh", log, ...AGENT, ...args], { env: agentEnv(env) });
+  return agentLoggingTo(log, args, `${redirect}"$log"`, env);
 }
 
 describe("--log-max-bytes", () => {
@@ -49,6 +54,28 @@ describe("--log-max-bytes", () => {
     // FILE.1's last line is older than FILE's first: the turn lost and reordered nothing between them.
     const time = (line: string) => Date.parse(line.slice(0, 24));
     if (newer !== "") expect(time(older.trimEnd().split("\n").at(-1)!)).toBeLessThanOrEqual(time(newer.split("\n")[0]!));
+  }, 60_000);
+
+  test("a copy that fails at every turn (FILE.1 a directory) is told at every turn, the first line of each emptied file, however often the log turns: the notice is never held back by the rate limit", async () => {
+    const t = socketDir(defer, "aa-log-");
+    const log = t.path("agent.log");
+    mkdirSync(`${log}.1`);
+    // Both channels' stats lines, stdout and stderr appended to the file as the init script has it: a turn about every 0.6 s.
+    const args = ["serve", "--output-source", TONE, "--output-format", "ogg", "--output-realtime", "--output-loop", "--output-socket", t.path("o.sock"), "--input-socket", t.path("i.sock"), "--input-sink", "/dev/null", "--stats-interval", "0.1", "--log-max-bytes", "4096"];
+    const agent = agentLoggingTo(log, args, '>>"$log" 2>&1');
+    // Past 10 turns, the most the rate limit lets through in 10 s of one kind of line.
+    let [turns, size] = [0, 0];
+    await until(() => {
+      const now = existsSync(log) ? statSync(log).size : 0;
+      if (now < size) turns++;
+      size = now;
+      return turns > 10;
+    }, "11 turns of the log", 30_000, 5);
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+    const text = readFileSync(log, "utf8");
+    expect(text.slice(24, text.indexOf("\n"))).toBe(` WARN  agent: cannot copy the log to ${log}.1 (EISDIR): the lines before this one are lost`);
+    expect(text).not.toContain("more \"cannot copy");
   }, 60_000);
 
   test("from the environment too (AUDIO_AGENT_LOG_MAX_BYTES), and a log written over rather than appended to (2>FILE) is told it is not rotated: emptied, its writes would go on where they were", async () => {
