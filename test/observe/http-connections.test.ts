@@ -17,6 +17,7 @@ import { rawRequest } from "../support/http.ts";
 import { metricsUrl } from "../support/metrics.ts";
 import { connectClient } from "../support/peer.ts";
 import { resetOnClose } from "../support/player-sockets.ts";
+import { fdCount } from "../support/proc.ts";
 import { AGENT, agentEnv, runAgent, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -25,16 +26,16 @@ import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 const defer = useCleanup();
 
 /**
- * `count` TCP connections to 127.0.0.1:port, each having sent the start of a
+ * `count` TCP connections to host:port, each having sent the start of a
  * request and no more (as a slow client does, or one trickling a header a
  * byte at a time); resolves once each is connected, with how many the agent
  * closed so far.
  */
-async function idleConnections(port: number, count: number): Promise<{ sockets: Socket<undefined>[]; closed: () => number }> {
+async function idleConnections(port: number, count: number, host = "127.0.0.1"): Promise<{ sockets: Socket<undefined>[]; closed: () => number }> {
   let closed = 0;
   const sockets: Socket<undefined>[] = [];
   for (let i = 0; i < count; i++) {
-    const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data: () => {}, close: () => void closed++, error: () => {} } });
+    const socket = await Bun.connect({ hostname: host, port, socket: { data: () => {}, close: () => void closed++, error: () => {} } });
     socket.write("GET /metrics HTTP/1.1\r\n");
     sockets.push(socket);
     // Past the bound each is answered 503 and closed: the next comes once it has been, so that the
@@ -45,14 +46,33 @@ async function idleConnections(port: number, count: number): Promise<{ sockets: 
   return { sockets, closed: () => closed };
 }
 
-/** `output serve` of a looping wire file with --metrics, its descriptors limited to `files` (soft and hard: Bun raises the soft one to the hard). */
-async function servingWithMetrics(files: number) {
+/** `output serve` of a looping wire file with the HTTP options `http`, its descriptors limited to `files` (soft and hard: Bun raises the soft one to the hard). */
+async function serving(files: number, http: string[]) {
   const t = socketDir(defer, "aahc-");
   defer(stopAgents);
   await writeWireFile(t.path("in.wire"), 50);
-  const agent = start(["sh", "-c", `ulimit -n ${files} && exec "$@"`, "sh", ...AGENT, "output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0"], { env: agentEnv() });
+  const agent = start(["sh", "-c", `ulimit -n ${files} && exec "$@"`, "sh", ...AGENT, "output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o.sock"), ...http], { env: agentEnv() });
+  return { t, agent };
+}
+
+/** serving() with --metrics. */
+async function servingWithMetrics(files: number) {
+  const { t, agent } = await serving(files, ["--metrics", "127.0.0.1:0"]);
   const base = await metricsUrl(agent);
   return { t, agent, port: Number(new URL(base).port) };
+}
+
+/**
+ * serving() with --metrics on 127.0.0.1 and --monitor on 127.0.0.2: two
+ * listeners sharing the process's places (port 0 on one address would be one
+ * server for both).
+ */
+async function servingOnTwoAddresses(files: number) {
+  const { t, agent } = await serving(files, ["--metrics", "127.0.0.1:0", "--monitor", "127.0.0.2:0"]);
+  const pattern = /http listening url=http:\/\/127\.0\.0\.[12]:(\d+)\//g;
+  await until(() => [...agent.stderr.matchAll(pattern)].length === 2, "both HTTP ports listening");
+  const [metricsPort, monitorPort] = [...agent.stderr.matchAll(pattern)].map((m) => Number(m[1]));
+  return { t, agent, metricsPort: metricsPort!, monitorPort: monitorPort! };
 }
 
 /** An audio client of the agent's socket `sock` is served: `output recv` takes 5 frames into `out`, exit 0. */
@@ -85,7 +105,7 @@ describe("HTTP connections are bounded", () => {
     // (The kernel keeps ACCEPT_QUEUE of them waiting at a time: the others' SYNs are sent again, 1, 3, 7 s later.)
     await until(() => held.closed() === 300 - MAX_HTTP_CONNECTIONS, "the connections past the bound closed", 60_000);
     // Each carried connection holds three: the TCP one, and both ends of its way to the server.
-    expect(readdirSync(`/proc/${agent.pid}/fd`).length).toBeLessThan(200 - 50);
+    expect(fdCount(agent.pid)).toBeLessThan(200 - 50);
     await expectAudioServed(t.path("o.sock"), t.path("out.wire"));
   }, 90_000);
 
@@ -171,17 +191,10 @@ describe("connections the kernel keeps until the agent takes them", () => {
 
 describe("--metrics and --monitor on two ports", () => {
   test(`the bound is the process's: ${MAX_HTTP_CONNECTIONS} connections held on the metrics port leave none for the monitor's port (503), and one let go frees a place there`, async () => {
-    const t = socketDir(defer, "aahc-");
-    defer(stopAgents);
-    await writeWireFile(t.path("in.wire"), 50);
-    const agent = start([...AGENT, "output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0", "--monitor", "127.0.0.2:0"], { env: agentEnv() });
-    // Two loopback addresses, so two listeners (port 0 on one address would be one server for both).
-    const pattern = /http listening url=http:\/\/127\.0\.0\.[12]:(\d+)\//g;
-    await until(() => [...agent.stderr.matchAll(pattern)].length === 2, "both HTTP ports listening");
-    const [metricsPort, monitorPort] = [...agent.stderr.matchAll(pattern)].map((m) => Number(m[1]));
-    const figures = () => rawRequest("127.0.0.2", monitorPort!, `GET /figures HTTP/1.1\r\nHost: 127.0.0.2:${monitorPort}`);
+    const { metricsPort, monitorPort } = await servingOnTwoAddresses(1024);
+    const figures = () => rawRequest("127.0.0.2", monitorPort, `GET /figures HTTP/1.1\r\nHost: 127.0.0.2:${monitorPort}`);
     expect((await figures()).status).toBe(200);
-    const held = await idleConnections(metricsPort!, MAX_HTTP_CONNECTIONS);
+    const held = await idleConnections(metricsPort, MAX_HTTP_CONNECTIONS);
     // At most 32 at once, and so at most 96 descriptors, whichever ports they came to.
     const busy = await figures();
     expect(busy.status).toBe(503);
@@ -192,11 +205,87 @@ describe("--metrics and --monitor on two ports", () => {
   }, 30_000);
 });
 
+/**
+ * A client asking for `path` on a connection it keeps open after the answer
+ * (HTTP/1.1's default): the answer's status once its head is in (0 if the
+ * agent closed first), and whether the agent has closed it since.
+ */
+async function keptOpen(host: string, port: number, path: string): Promise<{ status: Promise<number>; closed: () => boolean }> {
+  let received = "";
+  let closed = false;
+  const head = Promise.withResolvers<number>();
+  const socket = await Bun.connect({
+    hostname: host,
+    port,
+    socket: {
+      data: (_s, chunk) => {
+        received += new TextDecoder().decode(chunk);
+        if (received.includes("\r\n\r\n")) head.resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(received)?.[1]));
+      },
+      close: () => {
+        closed = true;
+        head.resolve(0);
+      },
+      error: () => {},
+    },
+  });
+  defer(() => socket.terminate());
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`);
+  return { status: head.promise, closed: () => closed };
+}
+
+describe("newcomers taking idle places, round after round, on two addresses", () => {
+  test(`each connection let go for a newcomer gives back its three descriptors at once, whichever address either came to: after each round of ${MAX_HTTP_CONNECTIONS - 1} taken the agent holds three a connection carried, no more; the next with none idle gets 503; the viewer that came first is never taken, and hears the agent stop (1001), which exits 0`, async () => {
+    const { agent, metricsPort, monitorPort } = await servingOnTwoAddresses(1024);
+    await agent.waitForStderr("output-server: listening");
+    const base = fdCount(agent.pid);
+    const viewer = new WebSocket(`ws://127.0.0.2:${monitorPort}/ws`);
+    defer(() => viewer.close());
+    let heard = 0;
+    let viewerClosed = "";
+    viewer.onmessage = () => void heard++;
+    viewer.onclose = (e) => void (viewerClosed = `${e.code} ${e.reason}`);
+    await until(() => heard > 0, "the viewer's hello");
+    // Every other place held by a client that sent the start of a request, on either address.
+    const half = Math.floor((MAX_HTTP_CONNECTIONS - 1) / 2);
+    const first = [await idleConnections(metricsPort, half), await idleConnections(monitorPort, MAX_HTTP_CONNECTIONS - 1 - half, "127.0.0.2")];
+    let heldClosed = () => first.reduce((n, held) => n + held.closed(), 0);
+    const addresses = [
+      { host: "127.0.0.2", port: monitorPort, path: "/figures" },
+      { host: "127.0.0.1", port: metricsPort, path: "/healthz" },
+    ];
+    for (let round = 0; round < 2; round++) {
+      await Bun.sleep(IDLE_MS + 500);
+      // Each takes the place of one idle since the round before, of either address; each is answered and stays.
+      const newcomers: Awaited<ReturnType<typeof keptOpen>>[] = [];
+      for (let i = 0; i < MAX_HTTP_CONNECTIONS - 1; i++) {
+        const { host, port, path } = addresses[i % 2]!;
+        newcomers.push(await keptOpen(host, port, path));
+      }
+      expect(await Promise.all(newcomers.map((n) => n.status))).toEqual(newcomers.map(() => 200));
+      await until(() => heldClosed() === MAX_HTTP_CONNECTIONS - 1, "the connections taken closed");
+      heldClosed = () => newcomers.filter((n) => n.closed()).length;
+      // Those let go hold none: the agent holds three for each connection carried (the viewer among them).
+      await until(() => fdCount(agent.pid) <= base + 3 * MAX_HTTP_CONNECTIONS, "the descriptors of those let go closed", 2000).catch(() => {});
+      expect(fdCount(agent.pid)).toBeLessThanOrEqual(base + 3 * MAX_HTTP_CONNECTIONS);
+    }
+    // None idle now: the places are as many as ever.
+    expect((await healthz(metricsPort)).status).toBe(503);
+    const heardBefore = heard;
+    await until(() => heard > heardBefore, "figures still reaching the viewer");
+    expect(viewerClosed).toBe("");
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    await until(() => viewerClosed !== "", "the viewer told the agent stops");
+    expect(viewerClosed).toBe("1001 agent stopping");
+  }, 60_000);
+});
+
 describe("a client that resets its connection", () => {
   test("a peer that sends a request and resets (RST) at once, over and over: each carried connection's descriptors are closed (the agent's count back where it was), and an audio client is served", async () => {
     const { t, agent, port } = await servingWithMetrics(200);
     expect((await healthz(port)).status).toBe(200);
-    const before = readdirSync(`/proc/${agent.pid}/fd`).length;
+    const before = fdCount(agent.pid);
     // Far more than the descriptors the agent may hold: any one kept per reset connection would run it out.
     for (let i = 0; i < 400; i++) {
       const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data: () => {}, error: () => {} } });
@@ -206,8 +295,8 @@ describe("a client that resets its connection", () => {
       socket.terminate();
     }
     // Given time to see every reset (a few seconds), the agent holds what it held before them (a leak holds them for good).
-    await until(() => readdirSync(`/proc/${agent.pid}/fd`).length <= before + 3, "the reset connections' descriptors closed", 10_000).catch(() => {});
-    expect(readdirSync(`/proc/${agent.pid}/fd`).length).toBeLessThanOrEqual(before + 3);
+    await until(() => fdCount(agent.pid) <= before + 3, "the reset connections' descriptors closed", 10_000).catch(() => {});
+    expect(fdCount(agent.pid)).toBeLessThanOrEqual(before + 3);
     await expectAudioServed(t.path("o.sock"), t.path("out.wire"));
   }, 60_000);
 });
