@@ -6,11 +6,14 @@ import { boundAcceptQueue } from "../io/accept-queue.ts";
 export const MAX_HTTP_CONNECTIONS = 32;
 /**
  * How long the server side of a connection must have sent nothing before,
- * with every place taken, the connection is let go for a newcomer: longer
+ * with every place taken, the connection is let go for a newcomer (as a
+ * server drains its idle keep-alive connections when it runs out): longer
  * than the monitor's second between figures, so a viewer is never taken for
- * idle, and shorter than the HTTP server's 10 s idle timeout, which a client
- * that trickles a header a byte at a time never meets (as a server drains its
- * idle keep-alive connections when it runs out).
+ * idle, and shorter than the HTTP server's 10 s idle timeout. That timeout
+ * closes a client trickling a header a byte at a time too (part of a header
+ * does not put it off: closed within 12 s of coming, as Bun looks every 4 s),
+ * but the place it frees goes to whoever comes first, and a peer that
+ * connects again at once kept every place so.
  */
 export const IDLE_MS = 5000;
 /** How long a client whose server side has closed gets to take what is left for it. */
@@ -114,8 +117,8 @@ const newSide = (client: boolean, other?: Socket<Side>): Side => ({ client, othe
  * them: Bun.serve has no bound on its connections, and each holds a
  * descriptor, so a peer holding many open (idle, or sending a header a byte
  * at a time) would leave the process none for a new audio client. Past
- * the bound (the process's, shared by its fronts), a newcomer is answered
- * 503 and closed at once. Each connection
+ * the bound (the process's, shared by its fronts), a newcomer takes the
+ * place of one idle for IDLE_MS, or is answered 503 and closed at once. Each connection
  * carried costs two more descriptors (the Unix one's ends), and no more than
  * it: a client that is gone takes its server side with it at once, and a
  * server side that closes (a monitor viewer closed for its backlog) takes its
