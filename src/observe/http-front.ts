@@ -75,6 +75,13 @@ export class HttpConnectionBound {
     this.carried.delete(client);
   }
 
+  /** How many of the clients carried are `front`'s. */
+  carriedBy(front: HttpFront): number {
+    let count = 0;
+    for (const carrying of this.carried.values()) if (carrying === front) count++;
+    return count;
+  }
+
   /** The client carried whose server side has sent it nothing for longest, IDLE_MS at least; undefined if none has been idle that long. */
   private idlest(): Socket<Side> | undefined {
     let idlest: Socket<Side> | undefined;
@@ -127,7 +134,6 @@ const newSide = (client: boolean, other?: Socket<Side>): Side => ({ client, othe
  * server sees a slow client as slow, and the front holds a chunk at most.
  */
 export class HttpFront {
-  private open = 0;
   /** Settles when the last connection carried has closed (stop). */
   private allClosed: PromiseWithResolvers<void> | undefined;
 
@@ -185,16 +191,14 @@ export class HttpFront {
       client.end(BUSY);
       return;
     }
-    this.open++;
     this.carry(client, backendFor(client));
   }
 
   /** A client carried has closed, or is let go: its place is free, and its server side goes with it. */
   private release(client: Socket<Side>): void {
-    this.open--;
     this.bound.release(client);
     closed(client);
-    if (this.open === 0) this.allClosed?.resolve();
+    if (this.bound.carriedBy(this) === 0) this.allClosed?.resolve();
   }
 
   /** Closes an idle client for a newcomer (HttpConnectionBound.take), counted out at once: its close, when it comes, finds it closed. */
@@ -207,11 +211,6 @@ export class HttpFront {
     return this.listener.port;
   }
 
-  /** Connections carried now. */
-  get connections(): number {
-    return this.open;
-  }
-
   /**
    * Stops listening; each connection carried gets what its server side sent
    * last (the monitor's goodbye) and is closed as that side closes, within
@@ -219,7 +218,7 @@ export class HttpFront {
    */
   async stop(ms = 1000): Promise<void> {
     this.listener.stop(false);
-    if (this.open > 0) {
+    if (this.bound.carriedBy(this) > 0) {
       this.allClosed = Promise.withResolvers<void>();
       const late = setTimeout(this.allClosed.resolve, ms);
       await this.allClosed.promise;
