@@ -161,6 +161,17 @@ export class LineWriter {
     return undefined;
   }
 
+  /** Runs `write` with no turn at the cap meanwhile. */
+  private uncapped(write: () => void): void {
+    const cap = this.cap;
+    this.cap = undefined;
+    try {
+      write();
+    } finally {
+      this.cap ??= cap;
+    }
+  }
+
   /** Copies the file to its ".1" and empties it, once it has reached the cap (see capAt). */
   private rotateAtCap(cap: { maxBytes: number; failed: (why: string) => void }): void {
     try {
@@ -181,8 +192,8 @@ export class LineWriter {
         }
       }
       ftruncateSync(this.fd, 0);
-      // Told in the emptied file, its first line.
-      if (lost !== undefined) cap.failed(lost);
+      // Told in the emptied file, its first line; that line alone (a path thousands of bytes long) never turns it again.
+      if (lost !== undefined) this.uncapped(() => cap.failed(lost));
     } catch (e) {
       // The descriptor itself refuses: nothing to rotate, ever.
       this.cap = undefined;

@@ -199,6 +199,19 @@ describe("a log file kept under a size (capAt)", () => {
     expect(existsSync(`${path}.1`)).toBe(false);
   });
 
+  test("a notice of lost lines longer than the cap itself (a log path thousands of bytes long) is written whole, and the next line turns the file as any: no turn within a turn", () => {
+    const { path, fd } = appendedLog();
+    mkdirSync(`${path}.1`);
+    const out = new LineWriter(fd);
+    let notices = 0;
+    out.capAt(4096, () => (notices++, out.write(`warn: ${"n".repeat(5000)}\n`)));
+    for (let i = 0; i < 140; i++) out.write(line(i, 30));
+    // 137 lines reach the cap: a turn, and its notice alone is past the cap; each line after it, another turn and notice.
+    expect(notices).toBe(4);
+    // The last line turned it too: its notice is all the file holds.
+    expect(readFileSync(path, "utf8")).toBe(`warn: ${"n".repeat(5000)}\n`);
+  });
+
   test("what the log is, said for --log-max-bytes: a file appended to by its name, else a pipe, or a file that writing would not follow once emptied", () => {
     const { path, fd } = appendedLog();
     expect(appendedFile(fd)).toEqual({ path });
