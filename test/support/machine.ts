@@ -118,7 +118,15 @@ export function freezer(): { admit: (pid: number) => void; freeze: () => Promise
           // gone meanwhile
         }
       }
-      rmdirSync(group);
+      // A process killed while frozen leaves the group only once it has ended, a moment after the thaw.
+      for (let i = 0; ; i++) {
+        try {
+          return rmdirSync(group);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "EBUSY" || i >= 500) throw e;
+          Bun.sleepSync(10);
+        }
+      }
     },
   };
 }
