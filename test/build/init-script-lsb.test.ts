@@ -117,13 +117,17 @@ describe("S95audio-agent: LSB exit codes for a start that fails", () => {
     expect(agentsIn(dir, agent)).toEqual([]);
   }, 60_000);
 
-  // LSB's 5 for start is "program is not installed": it answered 1, a generic failure.
-  test("an agent executable that is not there, or not executable: 5, naming it", async () => {
+  // LSB's 5 for start is "program is not installed": it answered 1, a generic failure. A directory
+  // (AUDIO_AGENT_BIN=/opt/audio-agent/, the file's name left out) passed as executable, and the agent
+  // "exited right after start, with exit code 126" (1).
+  test("an agent executable that is not there, not executable, or a directory: 5, naming it", async () => {
     const env = setup();
     const missing = join(dir, "no-such-agent");
     const absent = await initScript("start", { ...env, AUDIO_AGENT_BIN: missing });
     expect(absent.code, absent.stdout + absent.stderr).toBe(5);
     expect(absent.stdout).toContain(`${missing} is not executable`);
+    const directory = await initScript("start", { ...env, AUDIO_AGENT_BIN: dir });
+    expect({ code: directory.code, stdout: directory.stdout, stderr: directory.stderr }).toEqual({ code: 5, stdout: `audio-agent: ${dir} is not executable\n`, stderr: "" });
     chmodSync(env.AUDIO_AGENT_BIN, 0o644);
     const plain = await initScript("start", env);
     expect(plain.code, plain.stdout + plain.stderr).toBe(5);
@@ -203,6 +207,7 @@ describe("S95audio-agent: LSB exit codes for a start that fails", () => {
     const moved = `${env.AUDIO_AGENT_BIN}.moved`;
     const cases = [
       [{ AUDIO_AGENT_ARGS: "", AUDIO_AGENT_ROLE: "both" }, 6, "AUDIO_AGENT_ROLE=both is not a role here", () => {}],
+      [{ AUDIO_AGENT_BIN: dir }, 5, `${dir} is not executable`, () => {}],
       [{}, 5, `${env.AUDIO_AGENT_BIN} is not executable`, () => renameSync(env.AUDIO_AGENT_BIN, moved)],
     ] as const;
     for (const [changed, code, line, upgrade] of cases) {
