@@ -98,6 +98,17 @@ describe("S95audio-agent: LSB actions", () => {
   }, 60_000);
 });
 
+/** What start says of an AUDIO_AGENT_BIN that is a script, after its path. */
+const NOT_A_BINARY = "is not a binary (a script, say): install the agent's executable there";
+
+/** A shell script that execs the stand-in agent, as a wrapper would: its path. */
+function wrapperScript(): string {
+  const path = join(dir, "wrapper");
+  writeFileSync(path, `#!/bin/sh\nexec ${agent} "$@"\n`);
+  chmodSync(path, 0o755);
+  return path;
+}
+
 describe("S95audio-agent: LSB exit codes for a start that fails", () => {
   // LSB's 6 for start is "program is not configured". The agent exits 2 on a setting or an argument
   // it refuses, before it is up: start answered 1, a generic failure, as for an agent that failed.
@@ -119,8 +130,10 @@ describe("S95audio-agent: LSB exit codes for a start that fails", () => {
 
   // LSB's 5 for start is "program is not installed": it answered 1, a generic failure. A directory
   // (AUDIO_AGENT_BIN=/opt/audio-agent/, the file's name left out) passed as executable, and the agent
-  // "exited right after start, with exit code 126" (1).
-  test("an agent executable that is not there, not executable, or a directory: 5, naming it", async () => {
+  // "exited right after start, with exit code 126" (1). A script that execs the agent ran it as
+  // another executable: start waited 5 s for one running the script, answered 1 ("still does not
+  // run"), and left that agent running without a pid file.
+  test("an agent executable that is not there, not executable, a directory or a script: 5, naming it, nothing left running", async () => {
     const env = setup();
     const missing = join(dir, "no-such-agent");
     const absent = await initScript("start", { ...env, AUDIO_AGENT_BIN: missing });
@@ -128,6 +141,9 @@ describe("S95audio-agent: LSB exit codes for a start that fails", () => {
     expect(absent.stdout).toContain(`${missing} is not executable`);
     const directory = await initScript("start", { ...env, AUDIO_AGENT_BIN: dir });
     expect({ code: directory.code, stdout: directory.stdout, stderr: directory.stderr }).toEqual({ code: 5, stdout: `audio-agent: ${dir} is not executable\n`, stderr: "" });
+    const script = await initScript("start", { ...env, AUDIO_AGENT_BIN: wrapperScript() });
+    expect({ code: script.code, stdout: script.stdout, stderr: script.stderr }).toEqual({ code: 5, stdout: `audio-agent: ${wrapperScript()} ${NOT_A_BINARY}\n`, stderr: "" });
+    expect(agentsIn(dir, agent)).toEqual([]);
     chmodSync(env.AUDIO_AGENT_BIN, 0o644);
     const plain = await initScript("start", env);
     expect(plain.code, plain.stdout + plain.stderr).toBe(5);
@@ -208,6 +224,7 @@ describe("S95audio-agent: LSB exit codes for a start that fails", () => {
     const cases = [
       [{ AUDIO_AGENT_ARGS: "", AUDIO_AGENT_ROLE: "both" }, 6, "AUDIO_AGENT_ROLE=both is not a role here", () => {}],
       [{ AUDIO_AGENT_BIN: dir }, 5, `${dir} is not executable`, () => {}],
+      [{ AUDIO_AGENT_BIN: join(dir, "wrapper") }, 5, `${join(dir, "wrapper")} ${NOT_A_BINARY}`, wrapperScript],
       [{}, 5, `${env.AUDIO_AGENT_BIN} is not executable`, () => renameSync(env.AUDIO_AGENT_BIN, moved)],
     ] as const;
     for (const [changed, code, line, upgrade] of cases) {
