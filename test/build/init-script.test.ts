@@ -229,7 +229,7 @@ describe("S95audio-agent under busybox sh", () => {
     for (const line of lines) expect(() => JSON.parse(line)).not.toThrow();
   }, 30_000);
 
-  test("a log file is kept under AUDIO_AGENT_LOG_MAX_BYTES by the agent (1 MiB unless set; empty: never), its older lines in FILE.1; to syslog the agent is given no size", async () => {
+  test("a log file is kept under AUDIO_AGENT_LOG_MAX_BYTES by the agent (1 MiB unless set; empty: never), its older lines in FILE.1; to syslog or a device the agent is given no size", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
     const environ = (pid: number) => readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
@@ -253,12 +253,15 @@ describe("S95audio-agent under busybox sh", () => {
     await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
     expect(environ(pidIn(never)!)).toContain("AUDIO_AGENT_LOG_MAX_BYTES=");
     expect((await initScript("stop", never)).code).toBe(0);
-    // To syslog (a pipe to logger): not given, so the agent has nothing to warn of.
-    const syslog = settings({ AUDIO_AGENT_LOG_FILE: "" });
-    expect((await initScript("start", syslog)).code).toBe(0);
-    await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
-    expect(environ(pidIn(syslog)!).filter((v) => v.startsWith("AUDIO_AGENT_LOG_MAX_BYTES"))).toEqual([]);
-    expect((await initScript("stop", syslog)).code).toBe(0);
+    // To syslog (a pipe to logger), or to a log file that is a device (/dev/console, /dev/null): not given, so
+    // the agent has nothing to warn of ("the log (stderr) is a terminal or device; it is not rotated").
+    for (const log of ["", "/dev/null"]) {
+      const elsewhere = settings({ AUDIO_AGENT_LOG_FILE: log });
+      expect((await initScript("start", elsewhere)).code).toBe(0);
+      await until(() => existsSync(t.path("o.sock")), "the socket", 10_000);
+      expect({ log, given: environ(pidIn(elsewhere)!).filter((v) => v.startsWith("AUDIO_AGENT_LOG_MAX_BYTES")) }).toEqual({ log, given: [] });
+      expect((await initScript("stop", elsewhere)).code).toBe(0);
+    }
   }, 90_000);
 
   test("the agent runs without Bun's timer-woken helper threads and with its slower collection timer (device-runtime.ts's settings), and the defaults file can bring Bun's own back", async () => {
