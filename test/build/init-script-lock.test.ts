@@ -44,8 +44,9 @@ beforeAll(async () => {
   // before it is), SLOW_PIPE_RM before removing the syslog pipe (a stop's last step before it
   // unlocks), by the first operand that names one (each a slowed DELAY).
   shim("rm", 'for f; do case $f in *.lock) delay=$SLOW_LOCK_RM ;; *.lock.break.*) delay=$SLOW_BREAK_RM ;; *.lock.[0-9]*) delay=; [ -e "$f" ] && delay=$SLOW_TMP_RM ;; *.log-pipe) delay=$SLOW_PIPE_RM ;; *) continue ;; esac; [ -n "$delay" ] && slowed "$delay"; break; done');
-  // mv -f SRC DST: SLOW_PID_MV before putting the pid file's new version in place.
-  shim("mv", 'case $3 in *.pid) [ -n "$SLOW_PID_MV" ] && slowed "$SLOW_PID_MV" ;; esac');
+  // mv -f SRC DST: SLOW_PID_MV before putting the pid file's new version in place, SLOW_PID_MV_DONE
+  // after (an mv ended by a signal once it has renamed the file: it fails, its work done).
+  shim("mv", `case $3 in *.pid) [ -n "$SLOW_PID_MV" ] && slowed "$SLOW_PID_MV"; if [ -n "$SLOW_PID_MV_DONE" ]; then ${BUSYBOX} mv "$@" || exit; slowed "$SLOW_PID_MV_DONE"; exit 0; fi ;; esac`);
   // A start holds its turn for a while before the pid file appears.
   shim("start-stop-daemon", 'sleep "${SLOW_SSD:-1}"');
   // nobody runs them in one test.
@@ -324,6 +325,19 @@ describe("S95audio-agent: a stop cut short between its marks", () => {
     expect(agents()).toEqual(first);
     expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.pid"]);
     expect((await initScript("stop", env)).code).toBe(0);
+  }, 30_000);
+
+  // Its whole group TERMed once the mark's mv has renamed the file, before it exits: the mark is made,
+  // the mv fails. The stop took it for not made and sent no TERM: the agent ran on, marked stopping, and
+  // a start waited STOP_TIMEOUT for it to end.
+  test("a stop whose group is TERMed as the mark's mv ends, the pid file marked: the agent has its TERM", async () => {
+    const env = setup();
+    expect((await initScript("start", env)).code).toBe(0);
+    const first = agents();
+    expect(await termedOnceSlowed("stop", env, { SLOW_PID_MV_DONE: UNTIL_TERMED }, true)).toBe(1);
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")).toEqual([String(first[0]), expect.stringMatching(/^starttime=\d+$/), `exe=${agent}`, "stopping", ""]);
+    await until(() => agents().length === 0, "the agent's TERM", 5_000);
+    expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.pid"]);
   }, 30_000);
 
   // KILLed there, it can send nothing: a start finishes its stop (STOP_TIMEOUT for a TERM it may have
