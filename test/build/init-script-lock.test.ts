@@ -8,7 +8,7 @@
  * pid file in time.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, linkSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { canUnshare } from "../support/machine.ts";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
@@ -338,6 +338,17 @@ describe("S95audio-agent: a stop cut short between its marks", () => {
     expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8").split("\n")).toEqual([String(first[0]), expect.stringMatching(/^starttime=\d+$/), `exe=${agent}`, "stopping", ""]);
     await until(() => agents().length === 0, "the agent's TERM", 5_000);
     expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.pid"]);
+  }, 30_000);
+
+  // A mark that cannot be written with no signal come (a /var/run out of room) does not keep the TERM
+  // back: the agent, unmarked, still gets its orderly stop before any KILL.
+  test("a stop that cannot write its mark (here a directory in the way of the pid file's new version) still sends TERM first", async () => {
+    const env: Record<string, string> = { ...setup(), AUDIO_AGENT_STOP_TIMEOUT: "3" };
+    expect((await initScript("start", env)).code).toBe(0);
+    mkdirSync(`${env.AUDIO_AGENT_PIDFILE}.new`);
+    const stopped = await initScript("stop", env);
+    expect({ code: stopped.code, stdout: stopped.stdout }).toEqual({ code: 0, stdout: "audio-agent: stopped\n" });
+    expect(agents()).toEqual([]);
   }, 30_000);
 
   // KILLed there, it can send nothing: a start finishes its stop (STOP_TIMEOUT for a TERM it may have
