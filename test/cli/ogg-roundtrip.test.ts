@@ -51,9 +51,9 @@ async function packets(path: string) {
 
 const payloads = (frames: { payload: Uint8Array }[]) => frames.map((f) => f.payload);
 
-/** One session of a restarted service: input serve --append on `received`, an input send of the Ogg file `source`, ended by Stop, then SIGTERM. */
-async function appendedSession(socket: string, received: string, source: string): Promise<void> {
-  const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", received, "--format", "ogg", "--append"]);
+/** One session of a service: input serve (with `flags`, such as --append) on `received`, an input send of the Ogg file `source`, ended by Stop, then SIGTERM. */
+async function stoppedSession(socket: string, received: string, source: string, ...flags: string[]): Promise<void> {
+  const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", received, "--format", "ogg", ...flags]);
   await server.waitForStderr("listening");
   const client = spawnAgent(["input", "send", "--socket", socket, "--source", source, "--format", "ogg"]);
   expect(await client.exited).toBe(0);
@@ -317,13 +317,7 @@ describe("the end of what the Ogg sink writes", () => {
     const source = fx.opus.get(key(2, 20))!;
     const socket = join(tmp.dir, "eos-daemon.sock");
     const received = join(tmp.dir, "eos-daemon.opus");
-    const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", received, "--format", "ogg"]);
-    await server.waitForStderr("listening");
-    const client = spawnAgent(["input", "send", "--socket", socket, "--source", source, "--format", "ogg"]);
-    expect(await client.exited).toBe(0);
-    await until(() => server.stderr.includes("session ended by Stop"), "the session ended");
-    server.kill("SIGTERM");
-    expect(await server.exited).toBe(0);
+    await stoppedSession(socket, received, source);
 
     // Every packet arrived, in order (read back, the silence the end trims whole is not audio) ...
     const sent = (await packets(source)).frames;
@@ -379,7 +373,7 @@ describe("the end of what the Ogg sink writes", () => {
     const source = fx.opus.get(key(2, 20))!;
     const socket = join(tmp.dir, "append.sock");
     const received = join(tmp.dir, "append.opus");
-    for (let run = 0; run < 2; run++) await appendedSession(socket, received, source);
+    for (let run = 0; run < 2; run++) await stoppedSession(socket, received, source, "--append");
     const sent = (await packets(source)).frames;
     expect(payloads((await packets(received)).frames)).toEqual([...payloads(sent), ...payloads(sent)]);
     const pages = pagesOf(new Uint8Array(readFileSync(received)));
@@ -392,12 +386,12 @@ describe("the end of what the Ogg sink writes", () => {
     const source = fx.opus.get(key(2, 20))!;
     const socket = join(tmp.dir, "append-cut.sock");
     const received = join(tmp.dir, "append-cut.opus");
-    await appendedSession(socket, received, source);
+    await stoppedSession(socket, received, source, "--append");
     const first = new Uint8Array(readFileSync(received));
     const lastPage = pagesOf(first).at(-1)!;
     // The end-of-stream page's last 10 bytes never reached the disk.
     writeFileSync(received, first.subarray(0, first.length - 10));
-    await appendedSession(socket, received, source);
+    await stoppedSession(socket, received, source, "--append");
     const pages = pagesOf(new Uint8Array(readFileSync(received)));
     expect(pages.every((page) => page.crcValid)).toBe(true);
     expect(pages.filter((page) => page.offset < lastPage.offset).length).toBe(pagesOf(first.subarray(0, lastPage.offset)).length);
