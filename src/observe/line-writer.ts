@@ -9,6 +9,8 @@ const BACKLOG_BYTES = 64 * 1024;
 const RETRY_MS = 20;
 /** At exit, how long a reader that is not reading is waited for. */
 const DRAIN_MS = 1000;
+/** Why lines lost to the backlog's bound were. */
+const NOT_READING = "the log's reader was not reading";
 
 /**
  * Writes log lines to a descriptor without ever waiting for its reader: the
@@ -19,12 +21,17 @@ const DRAIN_MS = 1000;
  * is back a notice says how many were. A line is never cut: one begun is
  * finished before the next. At exit the backlog gets DRAIN_MS.
  *
+ * A write that fails (a full disk's ENOSPC, EIO) loses its line, counted:
+ * the next line offered first tries a notice of how many were lost and why,
+ * on a line of its own (a failed write may have left half a line), so a log
+ * on a disk that filled and then got room again says where it has a gap.
+ *
  * Only a descriptor in non-blocking mode can refuse a write; on a blocking
  * one (a file, a socket) this writes as writeSync does.
  */
 export class LineWriter {
   /** The notice of lines lost, as a line of the log's format. */
-  lostNotice: (count: number) => string = (count) => `audio-agent: ${count} log lines lost: the log's reader was not reading`;
+  lostNotice: (count: number, why: string) => string = (count, why) => `audio-agent: ${count} log lines lost: ${why}`;
   /** What waits, in order: lines (or the rest of one begun), and runs of lines lost, told where they were lost. */
   private readonly pending: (Uint8Array | LostLines)[] = [];
   private pendingBytes = 0;
@@ -34,6 +41,8 @@ export class LineWriter {
   private retired = false;
   /** Set by capAt(): the size the file written to is kept under, and who is told of a copy that failed. */
   private cap: { maxBytes: number; failed: (why: string) => void } | undefined;
+  /** Lines lost to writes that failed since the last told; `cut`: a failed write left the log mid-line. */
+  private failed: { count: number; code: string; cut: boolean } | undefined;
 
   constructor(
     private readonly fd: number,
@@ -51,6 +60,11 @@ export class LineWriter {
   write(text: string, always = false): void {
     if (this.retired) return;
     const bytes = Buffer.from(text);
+    if (this.failed && this.pending.length === 0) this.tellFailed();
+    if (this.failed) {
+      this.failed.count++;
+      return;
+    }
     if (this.pending.length > 0) {
       if (always) this.keep(bytes);
       else this.hold(bytes);
@@ -134,7 +148,7 @@ export class LineWriter {
     while (this.pending.length > 0) {
       let head = this.pending[0]!;
       if (head instanceof LostLines) {
-        head = Buffer.from(this.lostNotice(head.count) + "\n");
+        head = Buffer.from(this.lostNotice(head.count, NOT_READING) + "\n");
         this.pending[0] = head;
         this.pendingBytes += head.length;
       }
@@ -152,13 +166,37 @@ export class LineWriter {
     return true;
   }
 
-  /** Writes what the descriptor takes now; returns what it did not take, or undefined when all went (or it failed: then the text is lost). */
+  /** Writes what the descriptor takes now; returns what it did not take, or undefined when all went (or it failed: then the text is lost, counted). */
   private writeNow(bytes: Uint8Array): Uint8Array | undefined {
     const { at, code } = writeFrom(this.fd, bytes);
     if (code === "EAGAIN") return bytes.subarray(at);
+    if (code !== undefined) {
+      this.failed ??= { count: 0, code, cut: false };
+      this.failed.count++;
+      this.failed.code = code;
+      this.failed.cut ||= at > 0;
+      return undefined;
+    }
     // At a line's end only: a file is written whole, each line at once.
     if (this.cap && code === undefined && bytes.at(-1) === 10) this.rotateAtCap(this.cap);
     return undefined;
+  }
+
+  /**
+   * Offers the notice of lines lost to failed writes; told (or begun: its
+   * rest waits, first), they are forgotten. Failing again, they stay counted.
+   */
+  private tellFailed(): void {
+    const { count, code, cut } = this.failed!;
+    const notice = Buffer.from(`${cut ? "\n" : ""}${this.lostNotice(count, `writing the log failed (${code})`)}\n`);
+    const { at, code: again } = writeFrom(this.fd, notice);
+    if (again !== undefined && again !== "EAGAIN") {
+      this.failed!.code = again;
+      this.failed!.cut ||= at > 0;
+      return;
+    }
+    this.failed = undefined;
+    if (at < notice.length) this.keep(notice.subarray(at));
   }
 
   /** Runs `write` with no turn at the cap meanwhile. */

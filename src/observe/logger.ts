@@ -47,7 +47,7 @@ export class Logger {
     } else {
       const stderr = stderrLines();
       // Lines lost while the reader was not reading are told in the log's own format.
-      stderr.lostNotice = (count) => this.line("agent", "warn", `${count} log lines lost: the log's reader was not reading`, { lost: count });
+      stderr.lostNotice = (count, why) => this.line("agent", "warn", `${count} log lines lost: ${why}`, { lost: count });
       this.write = (line, always) => stderr.write(line + "\n", always);
       this.drain = () => stderr.drain();
     }

@@ -3,12 +3,13 @@
  * when it chooses: a log reader that stalls and comes back.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { appendedFile } from "../../src/io/appended-file.ts";
 import { LineWriter } from "../../src/observe/line-writer.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, readAvailableText } from "../support/fifo.ts";
+import { smallFileSystem } from "../support/machine.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -137,6 +138,39 @@ function appendedLog(): { path: string; fd: number } {
   defer(() => closeSync(fd));
   return { path, fd };
 }
+
+test("lines whose writes fail (a full disk) are counted and lost; once the disk has room, a notice on a line of its own says how many and why, before the next line", () => {
+  const t = socketDir(defer, "aa-lw-");
+  const disk = smallFileSystem(t.dir, 64 * 1024);
+  if (!disk) return void console.warn("skipped: cannot mount a tmpfs here");
+  defer(() => disk.release());
+  const fd = openSync(t.path("agent.log"), constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644);
+  defer(() => closeSync(fd));
+  const out = new LineWriter(fd);
+  const before = [line(0), line(1), line(2)];
+  for (const text of before) out.write(text);
+  // The rest of the disk taken: the log's first page is all it has.
+  const filler = t.path("filler");
+  writeFileSync(filler, "");
+  const fill = openSync(filler, "a");
+  try {
+    for (;;) writeSync(fill, Buffer.alloc(4096));
+  } catch (e) {
+    expect((e as NodeJS.ErrnoException).code).toBe("ENOSPC");
+  }
+  closeSync(fill);
+  // Written up to the page's end, then ENOSPC: the log is left mid-line. The next needs a page too.
+  const long = line(3, 4000);
+  out.write(long);
+  out.write(line(4));
+  rmSync(filler);
+  out.write(line(5));
+  const notice = "audio-agent: 2 log lines lost: writing the log failed (ENOSPC)\n";
+  expect(readFileSync(t.path("agent.log"), "utf8")).toBe(before.join("") + long.slice(0, 4096 - 300) + "\n" + notice + line(5));
+  // Told once.
+  out.write(line(6));
+  expect(readFileSync(t.path("agent.log"), "utf8").endsWith(notice + line(5) + line(6))).toBe(true);
+});
 
 describe("a log file kept under a size (capAt)", () => {
   test("past the cap it is copied to FILE.1 and emptied, between lines: the two hold the latest lines whole and in order, none lost at a turn, neither past the cap by more than a line", () => {
