@@ -1,7 +1,11 @@
-import { fstatSync, readFileSync, readlinkSync } from "node:fs";
+import { readFileSync, readlinkSync } from "node:fs";
+import { descriptorKind, type DescriptorKind } from "./descriptor-kind.ts";
 
 /** O_APPEND among a description's flags, as /proc/PID/fdinfo shows them (octal). */
 const O_APPEND = 0o2000;
+
+/** What a log that is not a file is, in its operator's words. */
+const NOT_A_FILE: Record<Exclude<DescriptorKind, "file">, string> = { pipe: "a pipe", socket: "a socket", terminal: "a terminal or device", other: "not a regular file" };
 
 /**
  * The regular file `fd` appends to (a shell's `2>>FILE`): its name now; or
@@ -9,8 +13,8 @@ const O_APPEND = 0o2000;
  */
 export function appendedFile(fd: number): { path: string } | { not: string } {
   try {
-    const stat = fstatSync(fd);
-    if (!stat.isFile()) return { not: stat.isFIFO() ? "a pipe" : stat.isSocket() ? "a socket" : stat.isCharacterDevice() ? "a terminal or device" : "not a regular file" };
+    const kind = descriptorKind(fd);
+    if (kind !== "file") return { not: NOT_A_FILE[kind] };
     const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))?.[1];
     if (flags === undefined || (parseInt(flags, 8) & O_APPEND) === 0) return { not: "a file not opened for appending (2>FILE, where 2>>FILE appends)" };
     const path = fileName(fd);

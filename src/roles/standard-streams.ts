@@ -1,5 +1,6 @@
 import { closeSync, fstatSync } from "node:fs";
 import { appendedFile } from "../io/appended-file.ts";
+import { descriptorKind } from "../io/descriptor-kind.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { stderrLines } from "../observe/line-writer.ts";
 import type { Logger } from "../observe/logger.ts";
@@ -12,8 +13,8 @@ type StreamKind = "pipe" | "terminal" | "socket";
 /** A pipe, a terminal (or another character device) or a socket; undefined: a file, or nothing open. */
 function kindOf(fd: number): StreamKind | undefined {
   try {
-    const stat = fstatSync(fd);
-    return stat.isFIFO() ? "pipe" : stat.isCharacterDevice() ? "terminal" : stat.isSocket() ? "socket" : undefined;
+    const kind = descriptorKind(fd);
+    return kind === "file" || kind === "other" ? undefined : kind;
   } catch {
     return undefined;
   }
