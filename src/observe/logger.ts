@@ -12,6 +12,9 @@ const PINO_LEVEL = { debug: 20, info: 30, warn: 40, error: 50, fatal: 60 } as co
 /** Same shape as the transport layer's Report callback, which the CLI passes down. */
 export type LogFunction = (level: LogLevel, message: string, fields?: Record<string, unknown>) => void;
 
+/** One component's log: the Report lower layers take, and its channel's last line (Logger.last). */
+export type ComponentLog = LogFunction & { last: (message: string, fields?: Record<string, unknown>) => void };
+
 export interface LoggerOptions {
   level: LogLevel;
   format: LogFormat;
@@ -30,7 +33,8 @@ export interface LoggerOptions {
  * key=value fields. JSON: pino's shape (numeric `level`, `time` in epoch ms,
  * `pid`, `hostname`, `msg`, then `component` and the fields), so pino-pretty
  * and the like read it as it is. Lines of one kind are rate-limited.
- * `logger.for(component)` gives the Report callback lower layers take.
+ * `logger.for(component)` gives the Report callback lower layers take, and
+ * the component's last line.
  */
 export class Logger {
   private readonly threshold: number;
@@ -54,8 +58,9 @@ export class Logger {
     this.limiter = new LogRateLimiter(options.rateLimit ?? DEFAULT_LOG_RATE_LIMIT, (s) => this.summary(s));
   }
 
-  for(component: string): LogFunction {
-    return (level, message, fields) => this.log(component, level, message, fields);
+  for(component: string): ComponentLog {
+    const log: LogFunction = (level, message, fields) => this.log(component, level, message, fields);
+    return Object.assign(log, { last: (message: string, fields?: Record<string, unknown>) => this.last(component, message, fields) });
   }
 
   log(component: string, level: LogLevel, message: string, fields?: Record<string, unknown>): void {

@@ -48,7 +48,7 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     if (!source) {
       await opened.close();
       // Stopped before the first frame: nothing was read or sent, and the run says so as every run ends.
-      logger.last("input-client", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
+      report.last("stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
       return;
     }
     client.setConfig(configOf(settings, source, DEFAULT_AUDIO_CONFIG));
@@ -80,7 +80,7 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     } finally {
       client.stop();
       await source.close();
-      logger.last("input-client", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...instruments.latencyFields() });
+      report.last("stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...instruments.latencyFields() });
     }
   } finally {
     // Every way out, the first writer's wait too: a monitor page is told the agent stops.

@@ -73,7 +73,7 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
   });
   const serve = async (shutdown: Shutdown, instruments: ChannelInstruments) => {
     // Every way out, a sink that could not be opened too: each channel ends with its own line.
-    const stopped = () => logger.last("input-server", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
+    const stopped = () => report.last("stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
     try {
       // A FIFO sink (a player) never blocks: late audio is worth nothing, and in `serve` the output channel must not wait.
       const pipeBytes = settings["sink-pipe-bytes"];

@@ -74,7 +74,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     if (shutdown.isRequested) {
       if (fifo !== undefined) closeSync(fifo);
       await instruments.stop();
-      logger.last("output-client", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
+      report.last("stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
       return;
     }
     // The FIFO is written through the descriptor its reader was found with, non-blocking: a slow
@@ -96,7 +96,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
       // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.
       await sink.close();
     } finally {
-      logger.last("output-client", "stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...instruments.latencyFields() });
+      report.last("stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...instruments.latencyFields() });
     }
   }
 }

@@ -95,7 +95,7 @@ export async function streamOutput(
   } finally {
     await server.stop();
     await source.close();
-    logger.last("output-server", "stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
+    report.last("stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
   }
 }
 
