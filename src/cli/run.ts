@@ -230,7 +230,7 @@ async function runCommand(command: Command, args: string[], io: CliIo, run: Run)
   run.logger = logger;
   warnOnce(run, logger);
   const maxLogBytes = settings["log-max-bytes"];
-  if (io === defaultIo && maxLogBytes !== undefined) capStderr(maxLogBytes, logger);
+  if (io === defaultIo && maxLogBytes !== undefined) capStderr(maxLogBytes, logger, origins(run.settings, ["log-max-bytes"], file?.path));
   const shutdown = new Shutdown(logger.for("agent"), io.env);
   try {
     const main = await ROLES[command]();

@@ -115,11 +115,12 @@ export function keepPaceOnStderr(): void {
  * under it (LineWriter.capAt); any other log (a pipe to `logger`, a file
  * opened without appending, where emptying it would leave the writes where
  * they were) is told not to be. A turn that lost lines says so at every
- * turn, never held back: the emptied file's first line.
+ * turn, never held back: the emptied file's first line. `setAt`: where
+ * the setting came from when not from its flag ("from environment X").
  */
-export function capStderr(maxBytes: number, logger: Logger): void {
+export function capStderr(maxBytes: number, logger: Logger, setAt = ""): void {
   const file = appendedFile(2);
-  if ("not" in file) return logger.log("agent", "warn", `--log-max-bytes: the log (stderr) is ${file.not}; it is not rotated`);
+  if ("not" in file) return logger.log("agent", "warn", `--log-max-bytes${setAt ? ` (${setAt})` : ""}: the log (stderr) is ${file.not}; it is not rotated`);
   stderrLines().capAt(maxBytes, (why) => logger.unheld("agent", "warn", why));
 }
 

@@ -86,7 +86,7 @@ describe("--log-max-bytes", () => {
     agent.kill("SIGTERM");
     expect(await agent.exited).toBe(0);
     expect(readFileSync(log, "utf8")).toContain(
-      "WARN  agent: --log-max-bytes: the log (stderr) is a file not opened for appending (2>FILE, where 2>>FILE appends); it is not rotated\n",
+      "WARN  agent: --log-max-bytes (from environment AUDIO_AGENT_LOG_MAX_BYTES): the log (stderr) is a file not opened for appending (2>FILE, where 2>>FILE appends); it is not rotated\n",
     );
     expect(existsSync(`${log}.1`)).toBe(false);
   }, 30_000);
