@@ -598,6 +598,32 @@ function shownValue(value: unknown): string {
   return `${out.slice(0, end)}...`;
 }
 
+/** What the JSON.parse of a reviver is told of a value: its text in the source, for a number. */
+type ParseContext = { source?: string };
+
+/**
+ * The text `text` gives the number at the key path `keys`, as written; undefined
+ * where it cannot be had (a file nested too deep for a reviver's walk).
+ */
+function numberAsWritten(text: string, keys: string[]): string | undefined {
+  const written = new Map<object, Map<string, string>>();
+  let tree: unknown;
+  try {
+    tree = JSON.parse(text, function (this: object, key: string, value: unknown, context?: ParseContext) {
+      if (typeof value === "number" && context?.source !== undefined) {
+        if (!written.has(this)) written.set(this, new Map());
+        written.get(this)!.set(key, context.source);
+      }
+      return value;
+    } as (key: string, value: unknown) => unknown);
+  } catch {
+    return undefined;
+  }
+  let holder = tree;
+  for (const key of keys.slice(0, -1)) holder = (holder as Record<string, unknown> | undefined)?.[key];
+  return typeof holder === "object" && holder !== null ? written.get(holder)?.get(keys.at(-1) ?? "") : undefined;
+}
+
 /**
  * Validates a config file's text. Any problem is a ConfigError naming the
  * file, the key path, the value and what is allowed.
@@ -630,7 +656,9 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
     const keys = (issue.path ?? []).map((item) => String(item.key));
     const key = keys[keys.length - 1] ?? "";
     const keyPath = keys.join(".");
-    const value = shownValue(issue.path?.[issue.path.length - 1]?.value ?? issue.input);
+    const raw = issue.path?.[issue.path.length - 1]?.value ?? issue.input;
+    // A number as the file spells it: JSON.parse reads 9007199254740993 as ...992, and 1e400 as Infinity.
+    const value = (typeof raw === "number" && numberAsWritten(text, keys)) || shownValue(raw);
     const isSection = keys.length === 1 && (key === "output" || key === "input");
     const channel = keys.length > 1 ? (keys[0] as Channel) : undefined;
     // Own keys only: "toString" or "constructor" is in every object, not an option.

@@ -602,8 +602,11 @@ describe("parseConfigFile", () => {
     // A JSON number has no leading zeros: 70 is 070, 0 is 000.
     expect([0, 7, 70].map((mode) => file({ "socket-mode": mode }).top["socket-mode"])).toEqual([0, 0o7, 0o70]);
     for (const bad of [384, 1000, -1, 6.5]) expect(fileError(JSON.stringify({ "socket-mode": bad }))).toContain(`"socket-mode": ${bad} is not allowed: octal 000..777`);
-    // 1e400 is Infinity to JSON.parse: refused, where it was taken (and printed back as null).
-    expect(fileError(`{"connect-timeout": 1e400}`)).toBe('config /etc/bad.json: "connect-timeout": Infinity is not allowed: seconds, 0.001 or more (a decimal: 2.5)');
+    // 1e400 is Infinity to JSON.parse: refused, where it was taken (and printed back as null), and named as written.
+    expect(fileError(`{"connect-timeout": 1e400}`)).toBe('config /etc/bad.json: "connect-timeout": 1e400 is not allowed: seconds, 0.001 or more (a decimal: 2.5)');
+    // A number past 2^53 is named as written, not as the double JSON.parse reads it (9007199254740992).
+    expect(fileError(`{"output": {"max-latency-ms": 9007199254740993}}`)).toBe('config /etc/bad.json: "output.max-latency-ms": 9007199254740993 is not allowed: an integer 10..60000');
+    expect(fileError(`{"input": {"heartbeat-ms": -1.50e1}}`)).toContain('"input.heartbeat-ms": -1.50e1 is not allowed');
     // A socket path sun_path cannot hold, refused before anything listens or connects.
     const long = `/run/${"a".repeat(98)}.sock`;
     expect(fileError(JSON.stringify({ output: { socket: long } }))).toBe(`config /etc/bad.json: "output.socket": "${long}" is not allowed: a file's path of at most 107 bytes`);
