@@ -835,4 +835,32 @@ describe("the monitor's figures", () => {
     agent.endStdin();
     expect(await agent.exited, agent.stderr).toBe(0);
   });
+
+  test("at a receiver, each percentile of the frames' ages is its own, as /metrics has it: one frame 800 ms old among 300 fresh ones is the max, not the p99", async () => {
+    const { path } = socketDir(defer, "aamf-");
+    const socket = path("out.sock");
+    const stampNs = (agoMs: number) => BigInt(Math.round((Date.now() - agoMs) * 1e6));
+    // A frame at a time, each stamped as it is written: a socket buffer's worth at once would be written in part.
+    const server = fakeServer(socket, async (s) => {
+      for (let i = 0; i < 301; i++) {
+        expect(s.write(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, new Uint8Array(160).fill(i & 0xff), stampNs(i === 150 ? 800 : 0)))).toBe(177);
+        await Bun.sleep(1);
+      }
+    });
+    defer(() => server.stop());
+    const recv = spawnAgent(["output", "recv", "--socket", socket, "--sink", "/dev/null", "--monitor", "127.0.0.1:0", "--metrics", "0"]);
+    const base = await metricsUrl(recv);
+    await until(async () => (await figures(base)).frames === 301, "every frame at the receiver", 10_000, 50);
+    const shown = (await figures(base)).latency.frame_age!;
+    const text = await scrape(base);
+    expect(shown.max).toBeGreaterThanOrEqual(0.8);
+    expect(shown.p99).toBeLessThan(0.4);
+    for (const percentile of ["p50", "p95", "p99", "max"] as const) {
+      expect([percentile, shown[percentile]]).toEqual([percentile, value(text, "jetkvm_audio_latency_percentile_seconds", { source: "frame_age", percentile })]);
+    }
+    // The heap the JavaScript engine holds, not the process's resident memory (tens of MiB of Bun's own).
+    const heap = value(text, "audio_agent_heap_used_bytes");
+    expect(heap).toBeGreaterThan(0);
+    expect(heap).toBeLessThan(value(text, "process_resident_memory_bytes") / 2);
+  });
 });
