@@ -11,13 +11,16 @@ import { openForWriting, sinkFollowFlag } from "./sink-path.ts";
  * it took them (false: dropped whole, none of them written). `kept` marks
  * bytes the reader's stream cannot do without (KeptUnit): an output that
  * drops what its reader has no room for holds these instead, ahead of what
- * comes after.
+ * comes after. `opening` marks bytes a file may not end with, carrying no
+ * frame (an Ogg stream's header pages: a link with no audio page after them
+ * makes opusdec refuse the whole file): a file cut short by a failed write
+ * loses them too.
  */
 export interface ByteOutput {
   readonly name: string;
   /** The OpusFrames it dropped itself, by reason (a stream over it adds them to its own). */
   readonly dropped?: Readonly<Record<string, number>>;
-  write(bytes: Uint8Array, frames: number, kept?: KeptUnit): boolean;
+  write(bytes: Uint8Array, frames: number, kept?: KeptUnit, opening?: boolean): boolean;
   flush(): void;
   close(): void | Promise<void>;
   /** While it holds what its reader has not taken yet (ByteSink.waiting). */
@@ -64,7 +67,8 @@ export const LINGER_MS = 1000;
  * reader gone: sink_no_reader; otherwise sink_write_failed), so that each
  * frame received is written or counted. A file cut short by a failed write
  * (ENOSPC) is trimmed back to its last whole unit (a wire message, an Ogg
- * page), so that it stays readable and can be appended to.
+ * page) that is not `opening` (ByteOutput), so that it stays readable and can
+ * be appended to.
  */
 export class ByteSink implements ByteOutput {
   private buffer = new Uint8Array(0);
@@ -72,7 +76,11 @@ export class ByteSink implements ByteOutput {
   /** The buffered units (each write's bytes: a message, a page): where each ends, and the frames buffered up to its end. */
   private unitEnds = new Uint32Array(0);
   private framesThrough = new Uint32Array(0);
+  /** Per buffered unit, 1 for one a file may not end with (ByteOutput.write's `opening`). */
+  private unitOpens = new Uint8Array(0);
   private units = 0;
+  /** Bytes written whole since the end of the last unit that is not `opening`: a failed write takes them back off. */
+  private openingBytes = 0;
   private readonly counts: Record<ByteSinkDrop, number> = { sink_no_reader: 0, sink_write_failed: 0, sink_reader_slow: 0 };
   /** Set by the first failed write: nothing is written after it. */
   private failedFor: ByteSinkDrop | undefined;
@@ -132,7 +140,7 @@ export class ByteSink implements ByteOutput {
   }
 
   /** Takes them (a slow file or reader slows the writer instead), unless a write has failed: then they are dropped. */
-  write(bytes: Uint8Array, frames = 0): boolean {
+  write(bytes: Uint8Array, frames = 0, _kept?: KeptUnit, opening = false): boolean {
     if (this.failedFor) {
       this.counts[this.failedFor] += frames;
       return false;
@@ -149,22 +157,23 @@ export class ByteSink implements ByteOutput {
       if (!this.fits(bytes.length)) {
         // A reader that is behind, or a unit larger than the buffer (written now): held all the same, in a larger one.
         this.grow(this.used + bytes.length);
-        this.append(bytes, frames);
+        this.append(bytes, frames, opening);
         if (!this.held) this.flush();
         return true;
       }
     }
-    this.append(bytes, frames);
+    this.append(bytes, frames, opening);
     return true;
   }
 
-  private append(bytes: Uint8Array, frames: number): void {
+  private append(bytes: Uint8Array, frames: number, opening: boolean): void {
     this.buffer.set(bytes, this.used);
     this.used += bytes.length;
     if (this.units === this.unitEnds.length) this.allocateUnits(2 * this.units);
     const i = this.units++;
     this.unitEnds[i] = this.used;
     this.framesThrough[i] = this.framesIn(i) + frames;
+    this.unitOpens[i] = opening ? 1 : 0;
   }
 
   /**
@@ -180,6 +189,7 @@ export class ByteSink implements ByteOutput {
     // The units written whole reached the kernel; the rest stay buffered, or with a failure their frames are lost.
     let whole = 0;
     while (whole < this.units && this.unitEnds[whole]! <= at) whole++;
+    this.wroteWhole(whole);
     if (code === undefined || code === "EAGAIN") {
       this.forget(at, whole);
       if (code === undefined) this.caughtUp();
@@ -187,13 +197,23 @@ export class ByteSink implements ByteOutput {
       return;
     }
     const lost = this.framesIn(this.units) - this.framesIn(whole);
-    this.trimPartial(at - (whole > 0 ? this.unitEnds[whole - 1]! : 0));
+    // The start of the unit cut short, and the opening units before it (a stream's headers with no audio after them).
+    this.takeBack(at - (whole > 0 ? this.unitEnds[whole - 1]! : 0) + this.openingBytes);
     this.forget(this.used, this.units);
     this.fail(code, lost);
   }
 
-  /** A file's last `bytes`, the start of a unit a failed write cut short, are taken off again (best effort). */
-  private trimPartial(bytes: number): void {
+  /** Counts into openingBytes the first `whole` buffered units, just written whole. */
+  private wroteWhole(whole: number): void {
+    if (whole === 0) return;
+    let last = whole - 1;
+    while (last >= 0 && this.unitOpens[last] === 1) last--;
+    const end = this.unitEnds[whole - 1]!;
+    this.openingBytes = last < 0 ? this.openingBytes + end : end - this.unitEnds[last]!;
+  }
+
+  /** A file's last `bytes`, written before a failed write stopped it, are taken off again (best effort). */
+  private takeBack(bytes: number): void {
     if (!this.trimmable || bytes === 0) return;
     try {
       ftruncateSync(this.fd, fstatSync(this.fd).size - bytes);
@@ -303,6 +323,9 @@ export class ByteSink implements ByteOutput {
     const through = new Uint32Array(most);
     through.set(this.framesThrough.subarray(0, this.units));
     this.framesThrough = through;
+    const opens = new Uint8Array(most);
+    opens.set(this.unitOpens.subarray(0, this.units));
+    this.unitOpens = opens;
   }
 
   /** Drops the first `bytes` from the buffer, and the first `units` (written whole) from its units. */
@@ -321,6 +344,7 @@ export class ByteSink implements ByteOutput {
     for (let i = units; i < this.units; i++) {
       this.unitEnds[i - units] = this.unitEnds[i]! - bytes;
       this.framesThrough[i - units] = this.framesThrough[i]! - framesBefore;
+      this.unitOpens[i - units] = this.unitOpens[i]!;
     }
     this.units -= units;
   }

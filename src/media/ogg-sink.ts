@@ -61,6 +61,8 @@ export class OggSink implements FrameSink {
   private kept: KeptUnit | undefined;
   /** A page written since writeKept began was refused by the output. */
   private refused = false;
+  /** Pages being written now are a stream's OpusHead and OpusTags, which a file may not end with (ByteOutput.write's `opening`). */
+  private opening = false;
   private closed = false;
 
   private constructor(
@@ -79,7 +81,7 @@ export class OggSink implements FrameSink {
     return new OggPageWriter(serial, (page) => {
       const packets = this.pagePackets;
       this.pagePackets = 0;
-      if (!this.bytes.write(page, packets, this.kept)) {
+      if (!this.bytes.write(page, packets, this.kept, this.opening)) {
         // Dropped whole (a FIFO's reader fell behind, or the output has failed): the stream goes on as if the page had never
         // been, with no gap in page numbers or granule, so the reader is a valid stream and a
         // player skips what it missed instead of falling further behind. (Called while the page's
@@ -270,20 +272,25 @@ export class OggSink implements FrameSink {
     // What the stream's head says, so that a Config saying the same later changes nothing.
     this.channels = channels;
     const head = buildOpusHead({ channels, preSkip: this.preSkip, inputSampleRate: this.inputSampleRate });
-    // RFC 7845: each header packet on a page of its own, granule 0.
-    const begun = this.writeKept("begins", () => {
-      this.pages.addPacket(head, 0);
-      this.pages.flushPage();
-    });
-    if (!begun) {
-      // Refused (a FIFO's reader far behind): the output refuses the stream's audio too, and the next packet begins it again.
-      this.headersWritten = false;
-      return;
+    this.opening = true;
+    try {
+      // RFC 7845: each header packet on a page of its own, granule 0.
+      const begun = this.writeKept("begins", () => {
+        this.pages.addPacket(head, 0);
+        this.pages.flushPage();
+      });
+      if (!begun) {
+        // Refused (a FIFO's reader far behind): the output refuses the stream's audio too, and the next packet begins it again.
+        this.headersWritten = false;
+        return;
+      }
+      this.writeKept("completes", () => {
+        this.pages.addPacket(buildOpusTags(), 0);
+        this.pages.flushPage();
+      });
+    } finally {
+      this.opening = false;
     }
-    this.writeKept("completes", () => {
-      this.pages.addPacket(buildOpusTags(), 0);
-      this.pages.flushPage();
-    });
   }
 
   private closePage(): void {

@@ -19,10 +19,10 @@ import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { StdinFeeder } from "../support/feeder.ts";
 import { makeFifo, readAvailableText } from "../support/fifo.ts";
-import { canUnshare } from "../support/machine.ts";
+import { canUnshare, smallDisk } from "../support/machine.ts";
 import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { pagesOf } from "../support/ogg.ts";
-import { opusinfo, TONE } from "../support/opus-fixtures.ts";
+import { decodedSamples, opusinfo, TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, payloadIndex, testPayload } from "../support/payloads.ts";
 import { connectClient, expectServesThenStops, fakeServer, goStyleServerThatMoves, markedAfterRefusal, RecordingClient, writeInPieces } from "../support/peer.ts";
 import { AGENT, agentEnv, BUN, makeStaleSocket, runAgent, spawnAgent, spawnListener, type Spawned, start, stopAgents } from "../support/processes.ts";
@@ -136,6 +136,37 @@ describe("a sink that cannot be written", () => {
     send.kill("SIGTERM");
     expect(await send.exited).toBe(0);
     expectAccountedLine(send.stderr, "input-client");
+  });
+});
+
+describe("a sink on a file system that is full", () => {
+  // The room a file's last block has left is all a full tmpfs takes: for the tone, 1510 bytes, room for a
+  // stream's OpusHead and OpusTags pages (102 bytes), not for a page of 2 s of audio.
+  test.skipIf(!canUnshare("--mount"))("`output recv --append` to an Ogg recording: exit 1 naming ENOSPC, each frame received recorded or counted, and the recording left as players open it: the next stream's header pages, all that fit, taken off again", async () => {
+    const dir = setup();
+    mkdirSync(dir.path("disk"));
+    const disk = await smallDisk(dir.path("disk"), 64 * 1024);
+    defer(disk.release);
+    copyFileSync(TONE, disk.path("rec.opus"));
+    disk.fill();
+    const path = dir.path("out.sock");
+    const server = spawnAgent(["output", "serve", "--socket", path, "--source", TONE, "--format", "ogg"]);
+    await server.waitForStderr("listening");
+    const rec = join(dir.path("disk"), "rec.opus");
+    const recv = start(disk.run([...AGENT, "output", "recv", "--socket", path, "--sink", rec, "--format", "ogg", "--append", "--page-ms", "2000", "--once"]), { env: agentEnv() });
+    expect(await recv.exited).toBe(1);
+    expect(failureLine(recv.stderr)).toBe(`audio-agent: cannot write to sink ${rec}: ENOSPC`);
+
+    const kept = disk.path("rec.opus");
+    const tone = new Uint8Array(readFileSync(TONE));
+    expect(sameBytes(new Uint8Array(readFileSync(kept)).subarray(0, tone.length), tone)).toBe(true);
+    // The agent's own source reads it to its end; opusdec opens it and plays at least what it held.
+    const [before, after] = [await drainFile(TONE), await drainFile(kept)];
+    expect(after.error).toBeUndefined();
+    expect(decodedSamples(kept, dir.dir)).toBeGreaterThanOrEqual(decodedSamples(TONE, dir.dir));
+    const stopped = logFields(recv.stderr, "output-client", "stopped");
+    expect(after.frames.length - before.frames.length + Number(stopped.dropped_sink_write_failed)).toBe(Number(stopped.frames));
+    expect(Number(stopped.frames)).toBe(before.frames.length);
   });
 });
 

@@ -135,6 +135,28 @@ console.log(JSON.stringify(seen));`,
     expect(statSync(out).size).toBe(4096);
   });
 
+  test("a failed write takes off the `opening` units before the unit it cut (a stream's header pages with no audio after them), those an earlier flush wrote whole too: the file ends with its last unit that is not one", () => {
+    const dir = socketDir(defer, "bsk-");
+    const script = byteSinkScript(
+      dir.path("opening.ts"),
+      `const sink = ByteSink.open(process.argv[2]);
+const unit = (n) => new Uint8Array(n).fill(1);
+sink.write(unit(1000), 1);
+sink.flush();
+sink.write(unit(100), 0, "begins", true);
+sink.write(unit(100), 0, "completes", true);
+sink.flush();
+// Past the 4096-byte limit: cut short.
+sink.write(unit(3000), 1);
+try { sink.flush(); } catch (e) { console.log(e.message); }`,
+    );
+    const out = dir.path("opening.out");
+    const run = Bun.spawnSync(["sh", "-c", `trap '' XFSZ; exec prlimit --fsize=4096 "$0" "$@"`, process.execPath, script, out], { stderr: "pipe" });
+    expect(run.stderr.toString()).toBe("");
+    expect(run.stdout.toString()).toBe(`cannot write to sink ${out}: EFBIG\n`);
+    expect(statSync(out).size).toBe(1000);
+  });
+
   test("an Ogg stream over an output that fails counts every packet it was given, the one being added as the page before it failed too", () => {
     for (const capacity of [64, 100, 4096]) {
       const sink = OggSink.over(ByteSink.open("/dev/full", { capacity }));

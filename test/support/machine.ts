@@ -4,7 +4,7 @@
  * loopback, namespaces of its own, a disk slowed for one process, a process
  * held in the kernel.
  */
-import { existsSync, mkdtempSync, readFileSync, rmdirSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmdirSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 
 /** Whether ::1 can be bound: a container whose network has IPv6 disabled has no ::1. */
@@ -24,6 +24,59 @@ export const ipv6Loopback: boolean = (() => {
  */
 export function canUnshare(...options: string[]): boolean {
   return Bun.which("unshare") !== null && Bun.spawnSync(["unshare", ...options, "true"]).exitCode === 0;
+}
+
+/** A file system of a few KiB, seen by the processes run in it: see smallDisk. */
+export interface SmallDisk {
+  /** `cmd` run in the disk's mount namespace (nsenter), so that it sees the disk at its directory. */
+  run: (cmd: string[]) => string[];
+  /** The file `name` on the disk, as this process reaches it (through the holder's /proc/PID/root). */
+  path: (name: string) => string;
+  /** Takes the room left with the file `name`, as another writer filling the disk would; removing it gives it back. */
+  fill: (name?: string) => void;
+  /** Ends the namespace, and the disk with it. */
+  release: () => Promise<void>;
+}
+
+/**
+ * A tmpfs of `bytes` over `dir`, in a mount namespace of its own that a
+ * sleeping process holds: `dir` stays as it was for everyone else, and the
+ * disk goes when the holder does (a test that dies leaves no mount behind).
+ * Needs what canUnshare("--mount") tells, and nsenter.
+ */
+export async function smallDisk(dir: string, bytes: number): Promise<SmallDisk> {
+  const holder = Bun.spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs -o size="$1" tmpfs "$0" && echo mounted && exec sleep 3600', dir, String(bytes)], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const reader = holder.stdout.getReader();
+  let said = "";
+  while (!said.includes("mounted")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`no tmpfs at ${dir}: ${await new Response(holder.stderr).text()}`);
+    said += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  const root = `/proc/${holder.pid}/root`;
+  const path = (name: string) => join(root, dir, name);
+  return {
+    run: (cmd) => ["nsenter", "-t", String(holder.pid), "-m", "--", ...cmd],
+    path,
+    fill: (name = "filler") => {
+      const fd = openSync(path(name), "a");
+      try {
+        for (const block = new Uint8Array(4096); ; ) writeSync(fd, block);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "ENOSPC") throw e;
+      } finally {
+        closeSync(fd);
+      }
+    },
+    release: async () => {
+      holder.kill("SIGKILL");
+      await holder.exited;
+    },
+  };
 }
 
 /** Where cgroup v1 mounts its blkio hierarchy (cgroup v2 has none). */
