@@ -320,11 +320,11 @@ function isFamily0Channels(channels: number): boolean {
  * all reached the disk), or to zero bytes that end it (wholeLengthOf).
  * Undefined for bytes that are not Ogg pages end to end (damage before the
  * last page, another format): not cut there. Players pass over half a page,
- * but the agent's own source (strict) stops at it. BOS pages with no page
- * after them (a stream cut inside its headers, its OpusHead page alone) are
- * cut too: a stream appended would begin in their group, multiplexed with
- * them rather than chained after (RFC 3533), and neither the agent's source
- * nor opusdec would play it.
+ * but the agent's own source (strict) stops at it. A last link with no audio
+ * page (a stream cut inside its headers, or right after them) is cut whole,
+ * from its OpusHead page: a stream appended would begin in the group of BOS
+ * pages, multiplexed with them rather than chained after (RFC 3533), and
+ * opusdec refuses a whole file that holds a link without audio.
  */
 export function wholeOggLength(path: string): number | undefined {
   return wholeLengthOf(path, wholePages);
@@ -337,6 +337,8 @@ function wholePages(fd: number, end: number): number | undefined {
   let whole = 0;
   /** Where the BOS pages the whole ones end with begin, if they do. */
   let group: number | undefined;
+  /** Where the last link begins while no page of it has audio (a granule past 0) or ends it. */
+  let bare: number | undefined;
   /** A page read whose CRC failed: only the last page may be so. */
   let bad = false;
   try {
@@ -347,6 +349,8 @@ function wholePages(fd: number, end: number): number | undefined {
         bad = !page.crcValid();
         if (bad) continue;
         group = page.beginOfStream ? (group ?? page.streamOffset) : undefined;
+        if (page.beginOfStream) bare = group;
+        else if (page.granule > 0 || page.endOfStream) bare = undefined;
         whole = pages.streamOffset;
       }
     }
@@ -354,7 +358,7 @@ function wholePages(fd: number, end: number): number | undefined {
     if (!(e instanceof OggError)) throw e;
     // Zeros where a page should begin, to the end: the pages before them are whole by their CRC,
     // a last one whose body ends in zeros too (wholeLengthOf would cut where its zeros begin).
-    return dataEnd(fd, end) <= e.offset ? (group ?? whole) : undefined;
+    return dataEnd(fd, end) <= e.offset ? (bare ?? whole) : undefined;
   }
   const tail = end - pages.streamOffset;
   // A tail too short to be checked as a page is one cut short only if it begins "OggS", or is zeros.
@@ -363,5 +367,5 @@ function wholePages(fd: number, end: number): number | undefined {
     const cut = readSync(fd, begun, 0, tail, pages.streamOffset) === tail && begun.every((byte, i) => byte === CAPTURE[i]);
     if (!cut && dataEnd(fd, end) > pages.streamOffset) return undefined;
   }
-  return group ?? whole;
+  return bare ?? whole;
 }

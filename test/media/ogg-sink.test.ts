@@ -551,4 +551,25 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     expect(read.frames.map((f) => f.payload)).toEqual([...sent, ...sent].map((f) => f.payload));
     expect(decodedSamples(path, fx.dir)).toBe(decodedSamples(TONE, fx.dir) + decodedSamples(alone, fx.dir));
   });
+
+  test("a recording cut right after its OpusTags page (its headers whole, no audio page; in a chain, the last link's): that link is cut whole, since opusdec refuses a file holding a link without audio, the links appended after it too", async () => {
+    const audio = pages[2]!;
+    expect(audio.granule).toBeGreaterThan(0);
+    expect(lengthOf(tone.subarray(0, audio.offset))).toBe(0);
+    const chain = concatBytes([tone, tone]);
+    const bare = chain.subarray(0, tone.length + audio.offset);
+    expect(lengthOf(bare)).toBe(tone.length);
+    expect(lengthOf(concatBytes([bare, new Uint8Array(4096)]))).toBe(tone.length);
+    // Appended to, the file reads whole, and opusdec plays both streams.
+    const sent = (await drainFile(TONE)).frames;
+    const path = outPath();
+    writeFileSync(path, bare);
+    const sink = openSink("ogg", path, { append: true, channel: "input", preSkip: 312, pageMs: 100 });
+    for (const frame of sent) send(sink as OggSink, MessageType.OpusFrame, frame.payload);
+    await sink.close();
+    const got = await drainFile(path);
+    expect(got.error).toBeUndefined();
+    expect(got.frames.map((f) => f.payload)).toEqual([...sent, ...sent].map((f) => f.payload));
+    expect(decodedSamples(path, fx.dir)).toBeGreaterThan(decodedSamples(TONE, fx.dir));
+  });
 });
