@@ -15,13 +15,18 @@ export function appendedFile(fd: number): { path: string } | { not: string } {
   try {
     const kind = descriptorKind(fd);
     if (kind !== "file") return { not: NOT_A_FILE[kind] };
-    const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))?.[1];
-    if (flags === undefined || (parseInt(flags, 8) & O_APPEND) === 0) return { not: "a file not opened for appending (2>FILE, where 2>>FILE appends)" };
+    if (!appends(fd)) return { not: "a file not opened for appending (2>FILE, where 2>>FILE appends)" };
     const path = fileName(fd);
     return path === undefined ? { not: "a file that has no name left (removed)" } : { path };
   } catch (e) {
     return { not: `not to be looked at (${(e as NodeJS.ErrnoException).code ?? e})` };
   }
+}
+
+/** Whether the description `fd` is open on appends (O_APPEND): each write goes to the file's end, wherever that is now. */
+export function appends(fd: number): boolean {
+  const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))?.[1];
+  return flags !== undefined && (parseInt(flags, 8) & O_APPEND) !== 0;
 }
 
 /** The name the file open on `fd` has now; undefined once it has none (removed) or is not a file of a path. */

@@ -1,5 +1,5 @@
 import { constants, copyFileSync, fstatSync, ftruncateSync, unlinkSync } from "node:fs";
-import { fileName } from "../io/appended-file.ts";
+import { appends, fileName } from "../io/appended-file.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { writeFrom } from "../io/write-from.ts";
 
@@ -21,10 +21,11 @@ const NOT_READING = "the log's reader was not reading";
  * is back a notice says how many were. A line is never cut: one begun is
  * finished before the next. At exit the backlog gets DRAIN_MS.
  *
- * A write that fails (a full disk's ENOSPC, EIO) loses its line, counted:
- * the next line offered first tries a notice of how many were lost and why,
- * on a line of its own (a failed write may have left half a line), so a log
- * on a disk that filled and then got room again says where it has a gap.
+ * A write that fails (a full disk's ENOSPC, EIO) loses its line, counted,
+ * and what a file appended to took of it is taken off again: the next line
+ * offered first tries a notice of how many were lost and why (on a line of
+ * its own where half a line stayed), so a log on a disk that filled and then
+ * got room again says where it has a gap.
  *
  * Only a descriptor in non-blocking mode can refuse a write; on a blocking
  * one (a file, a socket) this writes as writeSync does.
@@ -171,10 +172,7 @@ export class LineWriter {
     const { at, code } = writeFrom(this.fd, bytes);
     if (code === "EAGAIN") return bytes.subarray(at);
     if (code !== undefined) {
-      this.failed ??= { count: 0, code, cut: false };
-      this.failed.count++;
-      this.failed.code = code;
-      this.failed.cut ||= at > 0;
+      this.failedAt(code, at);
       return undefined;
     }
     // At a line's end only: a file is written whole, each line at once.
@@ -190,13 +188,21 @@ export class LineWriter {
     const { count, code, cut } = this.failed!;
     const notice = Buffer.from(`${cut ? "\n" : ""}${this.lostNotice(count, `writing the log failed (${code})`)}\n`);
     const { at, code: again } = writeFrom(this.fd, notice);
-    if (again !== undefined && again !== "EAGAIN") {
-      this.failed!.code = again;
-      this.failed!.cut ||= at > 0;
-      return;
-    }
+    if (again !== undefined && again !== "EAGAIN") return this.failedAt(again, at, false);
     this.failed = undefined;
     if (at < notice.length) this.keep(notice.subarray(at));
+  }
+
+  /**
+   * A write that failed (`code`) once `at` bytes had gone: a line's is lost,
+   * counted. What of it a file took is taken off again where it can be;
+   * else the log is left mid-line, and the notice begins a line of its own.
+   */
+  private failedAt(code: string, at: number, line = true): void {
+    this.failed ??= { count: 0, code, cut: false };
+    if (line) this.failed.count++;
+    this.failed.code = code;
+    if (at > 0 && !takeBack(this.fd, at)) this.failed.cut = true;
   }
 
   /** Runs `write` with no turn at the cap meanwhile. */
@@ -237,6 +243,23 @@ export class LineWriter {
       this.cap = undefined;
       cap.failed(`the log is not rotated from now on: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
+  }
+}
+
+/**
+ * A file's last `bytes`, written before a write failed, taken off again (best
+ * effort); whether it was. Only a file appended to (2>>FILE): one written at
+ * its own offset (2>FILE) would go on writing there, past a gap of zero bytes.
+ */
+function takeBack(fd: number, bytes: number): boolean {
+  try {
+    const file = fstatSync(fd);
+    if (!file.isFile() || !appends(fd)) return false;
+    ftruncateSync(fd, Math.max(0, file.size - bytes));
+    return true;
+  } catch {
+    // Left as it is: nothing more can be done for the line.
+    return false;
   }
 }
 

@@ -4,8 +4,9 @@
  * its older lines in FILE.1, none cut; any other log is told it is not.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { useCleanup } from "../support/cleanup.ts";
+import { canUnshare, smallDisk } from "../support/machine.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { AGENT, agentEnv, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -76,6 +77,34 @@ describe("--log-max-bytes", () => {
     const text = readFileSync(log, "utf8");
     expect(text.slice(24, text.indexOf("\n"))).toBe(` WARN  agent: cannot copy the log to ${log}.1 (EISDIR): the lines before this one are lost`);
     expect(text).not.toContain("more \"cannot copy");
+  }, 60_000);
+
+  test.skipIf(!canUnshare("--mount"))("a log on a disk that fills, then has room again: the agent serves on, and every line is whole, the one the full disk cut short taken off, not followed by the next", async () => {
+    const t = socketDir(defer, "aa-log-");
+    mkdirSync(t.path("disk"));
+    const disk = await smallDisk(t.path("disk"), 64 * 1024);
+    defer(disk.release);
+    defer(stopAgents);
+    const args = ["output", "serve", "--source", TONE, "--format", "ogg", "--realtime", "--loop", "--socket", t.path("o.sock"), "--stats-interval", "0.1", "--log-max-bytes", "16384"];
+    const agent = start(disk.run(["sh", "-c", 'log=$1; shift; exec "$@" 2>>"$log"', "sh", t.path("disk/agent.log"), ...AGENT, ...args]), { env: agentEnv() });
+    const log = disk.path("agent.log");
+    const size = () => (existsSync(log) ? statSync(log).size : 0);
+    await until(() => size() > 1000, "the first lines", 20_000);
+    // Full part-way through the log's page: the stats line that would cross its end fits in part, and the next not at all.
+    disk.fill();
+    let last = -1;
+    await until(() => last === (last = size()), "the log no longer growing", 20_000, 500);
+    rmSync(disk.path("filler"));
+    await until(() => size() > last + 2000, "lines again", 20_000);
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+    const text = readFileSync(log, "utf8");
+    expect(text.endsWith("\n")).toBe(true);
+    for (const line of text.slice(0, -1).split("\n")) {
+      expect(line).toMatch(LOG_LINE);
+      expect(line.match(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /g)).toHaveLength(1);
+    }
+    expect(text.trimEnd().split("\n").at(-1)).toContain("output-server: stopped signal=SIGTERM");
   }, 60_000);
 
   test("from the environment too (AUDIO_AGENT_LOG_MAX_BYTES), and a log written over rather than appended to (2>FILE) is told it is not rotated: emptied, its writes would go on where they were", async () => {

@@ -101,6 +101,24 @@ test("a line the pipe took part of is finished before the next, past the bound t
   expect(read).toBe(long + "audio-agent: 1 log lines lost: the log's reader was not reading\n");
 });
 
+test("a line a file took part of before its write failed (a size limit, a full disk) is taken off again: the file ends with its last whole line, for the next line to follow", () => {
+  const t = socketDir(defer, "aa-lw-");
+  const path = t.path("agent.log");
+  const script = t.path("limited.ts");
+  writeFileSync(
+    script,
+    `import { openSync, constants } from "node:fs";
+import { LineWriter } from ${JSON.stringify(`${import.meta.dir}/../../src/observe/line-writer.ts`)};
+const out = new LineWriter(openSync(process.argv[2], constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644));
+for (let i = 0; i < 40; i++) out.write(\`line \${String(i).padStart(4, "0")} \${"x".repeat(19)}\\n\`);`,
+  );
+  // SIGXFSZ ignored, so the write past 1000 bytes is cut short there and the next fails (EFBIG), as on a full disk.
+  const run = Bun.spawnSync(["sh", "-c", `trap '' XFSZ; exec prlimit --fsize=1000 "$0" "$@"`, process.execPath, script, path], { stderr: "pipe" });
+  expect(run.stderr.toString()).toBe("");
+  // 33 lines of 30 bytes fit whole; the 34th, cut at byte 1000, is not left half written.
+  expect(readFileSync(path, "utf8")).toBe(Array.from({ length: 33 }, (_, i) => line(i, 30)).join(""));
+});
+
 test("drain, at exit, waits a bounded time for a reader that never reads, then gives up on the rest: nothing more is written", async () => {
   const { writer, readAll } = stalledPipe();
   const out = new LineWriter(writer);
