@@ -230,7 +230,7 @@ export class LineWriter {
           // A new file at the name: a link there (to a file elsewhere, or to this one) is not written through.
           removeIfThere(`${path}.1`);
           // Through the descriptor: the file written to, whatever is at its name now.
-          copyFileSync(`/proc/self/fd/${this.fd}`, `${path}.1`, constants.COPYFILE_EXCL);
+          copyWhole(`/proc/self/fd/${this.fd}`, `${path}.1`);
         } catch (e) {
           lost = `cannot copy the log to ${path}.1 (${(e as NodeJS.ErrnoException).code ?? e}): the lines before this one are lost`;
         }
@@ -260,6 +260,27 @@ function takeBack(fd: number, bytes: number): boolean {
   } catch {
     // Left as it is: nothing more can be done for the line.
     return false;
+  }
+}
+
+/**
+ * Copies `from` to a new file `to`; one that fails part-way (no room) is
+ * removed again: it would hold part of the log, its last line cut (or a run
+ * of zero bytes where the copy stopped), and keep the room it took.
+ */
+function copyWhole(from: string, to: string): void {
+  try {
+    copyFileSync(from, to, constants.COPYFILE_EXCL);
+  } catch (e) {
+    // EEXIST: another's file, made since the name was removed; never this copy.
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") {
+      try {
+        unlinkSync(to);
+      } catch {
+        // never made
+      }
+    }
+    throw e;
   }
 }
 

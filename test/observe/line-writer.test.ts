@@ -9,7 +9,8 @@ import { LineWriter } from "../../src/observe/line-writer.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, readAvailableText } from "../support/fifo.ts";
-import { smallFileSystem } from "../support/machine.ts";
+import { canUnshare, smallDisk, smallFileSystem } from "../support/machine.ts";
+import { BUN, run } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -236,6 +237,35 @@ describe("a log file kept under a size (capAt)", () => {
     expect(readFileSync(`${path}.1`, "utf8")).toBe(Array.from({ length: 34 }, (_, i) => line(34 + i, 30)).join(""));
     expect(readFileSync(path, "utf8")).toBe("");
     expect(failures).toEqual([]);
+  });
+
+  test.skipIf(!canUnshare("--mount"))("a copy that runs out of room part-way leaves no FILE.1: no part of the log, its last line cut, taking the room; the file is emptied all the same, its first line saying why", async () => {
+    const t = socketDir(defer, "aa-lw-");
+    mkdirSync(t.path("disk"));
+    const disk = await smallDisk(t.path("disk"), 64 * 1024);
+    defer(disk.release);
+    const script = t.path("turn.ts");
+    // The log's 8100 bytes take two pages of the disk; the rest is filled but for one page, too few for the copy.
+    writeFileSync(
+      script,
+      `import { constants, ftruncateSync, openSync, writeSync } from "node:fs";
+import { LineWriter } from ${JSON.stringify(`${import.meta.dir}/../../src/observe/line-writer.ts`)};
+const [log, filler] = process.argv.slice(2);
+const out = new LineWriter(openSync(log, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644));
+out.capAt(8192, (why) => out.write("warn: " + why + "\\n"));
+const line = (i) => "line " + String(i).padStart(4, "0") + " " + "x".repeat(89) + "\\n";
+for (let i = 0; i < 81; i++) out.write(line(i));
+const fd = openSync(filler, "w");
+let size = 0;
+try { for (;;) size += writeSync(fd, new Uint8Array(4096)); } catch (e) { if (e.code !== "ENOSPC") throw e; }
+ftruncateSync(fd, size - 4096);
+out.write(line(81));`,
+    );
+    const done = await run(disk.run([BUN, script, t.path("disk/agent.log"), t.path("disk/filler")]));
+    expect(done.stderr).toBe("");
+    expect(done.code).toBe(0);
+    expect(existsSync(disk.path("agent.log.1"))).toBe(false);
+    expect(readFileSync(disk.path("agent.log"), "utf8")).toBe(`warn: cannot copy the log to ${t.path("disk/agent.log")}.1 (ENOSPC): the lines before this one are lost\n`);
   });
 
   test("a log removed while written to (its space freed only once the agent exits) is still emptied at the cap, with nothing to copy it to: its size stays bounded", () => {
