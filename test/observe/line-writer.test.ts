@@ -9,7 +9,7 @@ import { LineWriter } from "../../src/observe/line-writer.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, readAvailableText } from "../support/fifo.ts";
-import { canUnshare, smallDisk, smallFileSystem } from "../support/machine.ts";
+import { canUnshare, smallDisk } from "../support/machine.ts";
 import { BUN, run } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -158,37 +158,41 @@ function appendedLog(): { path: string; fd: number } {
   return { path, fd };
 }
 
-test("lines whose writes fail (a full disk) are counted and lost; once the disk has room, a notice on a line of its own says how many and why, before the next line", () => {
-  const t = socketDir(defer, "aa-lw-");
-  const disk = smallFileSystem(t.dir, 64 * 1024);
-  if (!disk) return void console.warn("skipped: cannot mount a tmpfs here");
-  defer(() => disk.release());
-  const fd = openSync(t.path("agent.log"), constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644);
-  defer(() => closeSync(fd));
-  const out = new LineWriter(fd);
-  const before = [line(0), line(1), line(2)];
-  for (const text of before) out.write(text);
-  // The rest of the disk taken: the log's first page is all it has.
-  const filler = t.path("filler");
-  writeFileSync(filler, "");
-  const fill = openSync(filler, "a");
-  try {
-    for (;;) writeSync(fill, Buffer.alloc(4096));
-  } catch (e) {
-    expect((e as NodeJS.ErrnoException).code).toBe("ENOSPC");
+describe.skipIf(!canUnshare("--mount"))("lines whose writes fail (a full disk)", () => {
+  /** A LineWriter on a log of three lines on a disk then full (the log's first page all it has), opened as `flags` say. */
+  async function onFullDisk(flags: number) {
+    const t = socketDir(defer, "aa-lw-");
+    mkdirSync(t.path("disk"));
+    const disk = await smallDisk(t.path("disk"), 64 * 1024);
+    defer(disk.release);
+    const path = disk.path("agent.log");
+    const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | flags, 0o644);
+    defer(() => closeSync(fd));
+    const out = new LineWriter(fd);
+    const before = [line(0), line(1), line(2)];
+    for (const text of before) out.write(text);
+    disk.fill();
+    // Written up to the page's end, then ENOSPC; the next needs a page too. Then the disk has room again.
+    out.write(line(3, 4000));
+    out.write(line(4));
+    rmSync(disk.path("filler"));
+    out.write(line(5));
+    return { path, out, before: before.join("") };
   }
-  closeSync(fill);
-  // Written up to the page's end, then ENOSPC: the log is left mid-line. The next needs a page too.
-  const long = line(3, 4000);
-  out.write(long);
-  out.write(line(4));
-  rmSync(filler);
-  out.write(line(5));
-  const notice = "audio-agent: 2 log lines lost: writing the log failed (ENOSPC)\n";
-  expect(readFileSync(t.path("agent.log"), "utf8")).toBe(before.join("") + long.slice(0, 4096 - 300) + "\n" + notice + line(5));
-  // Told once.
-  out.write(line(6));
-  expect(readFileSync(t.path("agent.log"), "utf8").endsWith(notice + line(5) + line(6))).toBe(true);
+  const notice = (count: number) => `audio-agent: ${count} log lines lost: writing the log failed (ENOSPC)\n`;
+
+  test("are counted and lost, the part of one a file appended to took is taken off, and once the log takes lines again a notice says how many and why, before the next line; once", async () => {
+    const { path, out, before } = await onFullDisk(constants.O_APPEND);
+    // Taken off, the long line left the page's room to the next line, and to the notice before it.
+    expect(readFileSync(path, "utf8")).toBe(before + notice(1) + line(4) + line(5));
+    out.write(line(6));
+    expect(readFileSync(path, "utf8")).toBe(before + notice(1) + line(4) + line(5) + line(6));
+  });
+
+  test("a file written at its own offset (2>FILE) keeps the part it took, and the notice begins a line of its own after it", async () => {
+    const { path, before } = await onFullDisk(0);
+    expect(readFileSync(path, "utf8")).toBe(before + line(3, 4000).slice(0, 4096 - 300) + "\n" + notice(2) + line(5));
+  });
 });
 
 describe("a log file kept under a size (capAt)", () => {

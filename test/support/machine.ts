@@ -194,13 +194,3 @@ export const canFreeze: boolean = (() => {
     return false;
   }
 })();
-
-/**
- * A tmpfs of `bytes` mounted on `dir` (a disk that fills, then gets room
- * again as its files are removed), unmounted by `release()`. Undefined
- * where this machine cannot mount one (not root, no CAP_SYS_ADMIN).
- */
-export function smallFileSystem(dir: string, bytes: number): { release: () => void } | undefined {
-  if (Bun.spawnSync(["mount", "-t", "tmpfs", "-o", `size=${bytes}`, "tmpfs", dir], { stderr: "ignore" }).exitCode !== 0) return undefined;
-  return { release: () => void Bun.spawnSync(["umount", "-l", dir]) };
-}
