@@ -14,7 +14,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { chmodSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync, writeSync, closeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInAgent, standInService } from "../support/init-script.ts";
-import { alive, childrenOf, runningIn } from "../support/proc.ts";
+import { makeFifo } from "../support/fifo.ts";
+import { alive, childrenOf, inSession, runningIn, sessionOf } from "../support/proc.ts";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { cleanEnv, type Result, run } from "../support/processes.ts";
 import { until } from "../support/wait.ts";
@@ -246,6 +247,88 @@ describe("S95audio-agent: LSB exit codes for a start that fails", () => {
   }, 60_000);
 });
 
+/**
+ * A directory to put first on PATH holding a stand-in for command `name` that stalls: it starts a
+ * child (a copy of sleep(1) at `child`, in the test's directory) and waits for it, whatever its arguments.
+ */
+function stalledCommand(name: string): { bin: string; child: string } {
+  const bin = join(dir, "stalled");
+  mkdirSync(bin, { recursive: true });
+  const child = standInAgent(join(dir, "child"));
+  writeFileSync(join(bin, name), `#!${BUSYBOX} sh\n${child} 60 &\nwait\n`);
+  chmodSync(join(bin, name), 0o755);
+  return { bin, child };
+}
+
+/**
+ * `start` with `env` and command `name` stalled (stalledCommand); the session the stalled command is in,
+ * read while the start waits: the one start made, which the stalled command leads.
+ */
+async function startStalled(env: Record<string, string>, name: string): Promise<{ started: Result; session: number }> {
+  const { bin, child } = stalledCommand(name);
+  const starting = initScript("start", { ...env, PATH: `${bin}:${applets}:${process.env.PATH}` });
+  await until(() => agentsIn(dir, child).length === 1, "the stalled command's child", 10_000);
+  const session = sessionOf(agentsIn(dir, child)[0]!)!;
+  expect(inSession(session).length).toBe(2);
+  return { started: await starting, session };
+}
+
+describe("S95audio-agent: a start that gives up leaves nothing it started running", () => {
+  // The log file a FIFO nothing reads: the script's own check that it can write the log opened it, and
+  // blocked there for good, holding the turn. Once past that check, the wrapper shell blocked opening it,
+  // and start, which saw no agent 5 s later, failed and left it there: once something read the FIFO, it
+  // would run the agent with no pid file naming it.
+  test("a log file that is a FIFO nothing reads: start fails (1) saying so, nothing it started runs on, nothing of it is left; a start with a log file then starts", async () => {
+    const env = setup();
+    const fifo = makeFifo(join(dir, "log.fifo"));
+    const starting = initScript("start", { ...env, AUDIO_AGENT_LOG_FILE: fifo });
+    await until(() => existsSync(env.AUDIO_AGENT_PIDFILE) && pidIn(env) > 0, "the wrapper shell's pid file", 10_000);
+    const wrapper = pidIn(env);
+    const session = sessionOf(wrapper)!;
+    expect(inSession(session)).toEqual([wrapper]);
+    const started = await starting;
+    expect({ code: started.code, stdout: started.stdout, stderr: started.stderr }).toEqual({
+      code: 1,
+      stdout: `audio-agent: pid ${wrapper} still does not run ${agent} after 5 s (its log file is a FIFO: does anything read it?); see ${fifo}\n`,
+      stderr: "",
+    });
+    expect(inSession(session)).toEqual([]);
+    expect(runningIn(dir)).toEqual([]);
+    expect(readdirSync(join(dir, "run"))).toEqual([]);
+
+    const again = await initScript("start", env);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(agentsIn(dir, agent)).toEqual([pidIn(env)]);
+    expect((await initScript("stop", env)).code).toBe(0);
+    expect(readdirSync(join(dir, "run"))).toEqual([]);
+  }, 60_000);
+
+  // The wrapper shell (here a stand-in that never execs the agent, with a child of its own) still not the
+  // agent after 5 s: start failed and left it and its child running, the pid file and syslog pipe gone.
+  test("a wrapper shell that has not exec'd the agent within the wait, logging to syslog: start fails (1), and neither it nor its child runs on; no syslog pipe left", async () => {
+    const env: Record<string, string> = { ...setup(), AUDIO_AGENT_LOG_FILE: "" };
+    const { started, session } = await startStalled(env, "sh");
+    expect({ code: started.code, stdout: started.stdout, stderr: started.stderr }).toEqual({
+      code: 1,
+      stdout: `audio-agent: pid ${session} still does not run ${agent} after 5 s; see the system log (logread)\n`,
+      stderr: "",
+    });
+    expect(inSession(session)).toEqual([]);
+    expect(readdirSync(join(dir, "run"))).toEqual([]);
+  }, 60_000);
+
+  // start-stop-daemon (here a stand-in that never writes the pid file, with a child of its own) still
+  // without a pid file after 5 s: start failed, left it running, to write the pid file and run the
+  // agent after start had said it failed, and left the syslog pipe.
+  test("start-stop-daemon without a pid file within the wait, logging to syslog: start fails (1), and neither it nor its child runs on; no syslog pipe left", async () => {
+    const env: Record<string, string> = { ...setup(), AUDIO_AGENT_LOG_FILE: "" };
+    const { started, session } = await startStalled(env, "start-stop-daemon");
+    expect({ code: started.code, stdout: started.stdout, stderr: started.stderr }).toEqual({ code: 1, stdout: `audio-agent: no pid file ${env.AUDIO_AGENT_PIDFILE} after 5 s\n`, stderr: "" });
+    expect(inSession(session)).toEqual([]);
+    expect(readdirSync(join(dir, "run"))).toEqual([]);
+  }, 60_000);
+});
+
 describe("S95audio-agent: a settings file the shell cannot read", () => {
   // A quote left open, a stray "fi": the shell ended the script (2, LSB's "invalid arguments") with a
   // line that named the script's own line of the eval, not the file nor its line.
@@ -337,7 +420,7 @@ describe("S95audio-agent: status of an agent whose logger is gone", () => {
   // Logging to syslog, the agent writes into a pipe that logger reads. With logger gone (killed, OOM) each
   // line the agent wrote was lost, and status said "running" as before: nothing told of the loss.
   test("logging to syslog, its logger killed: status says the agent runs and its log lines are lost (0)", async () => {
-    const env = { ...setup(), AUDIO_AGENT_LOG_FILE: "" };
+    const env: Record<string, string> = { ...setup(), AUDIO_AGENT_LOG_FILE: "" };
     expect((await initScript("start", env)).code).toBe(0);
     const pid = pidIn(env);
     const loggers = childrenOf(pid).filter((child) => child.comm === "logger");

@@ -1,6 +1,7 @@
 /**
  * What Linux reports under /proc: the resident memory and open files of a
- * process, its main thread's wake-ups, whether it lives, the processes that name a directory, the TCP
+ * process, its main thread's wake-ups, whether it lives, the processes that name a directory or
+ * share a session, the TCP
  * sockets listening on a port, the Unix sockets listening at a path (and
  * those accepted there), and the
  * socket buffer sizes it grants.
@@ -68,6 +69,24 @@ export function runningIn(dir: string): number[] {
     }
   }
   return pids;
+}
+
+/** The session process `pid` belongs to (/proc/PID/stat's sixth field); undefined once it is gone. */
+export function sessionOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[3]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The live processes of session `sid`. */
+export function inSession(sid: number): number[] {
+  return readdirSync("/proc")
+    .filter((entry) => /^\d+$/.test(entry))
+    .map(Number)
+    .filter((pid) => sessionOf(pid) === sid && alive(pid));
 }
 
 /** The live children of process `pid`, each with its command name (/proc/PID/stat's second field). */
