@@ -11,6 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { chmodSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { canUnshare } from "../support/machine.ts";
+import { startTimeOf } from "../support/proc.ts";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { agentsIn, BUSYBOX, gonePid, installApplets, SCRIPT, standInService } from "../support/init-script.ts";
 import { cleanEnv, type Result, run, start } from "../support/processes.ts";
@@ -182,6 +183,58 @@ describe("S95audio-agent's lock: what a crash or a power cut leaves", () => {
     expect(waiting.stderr.split("\n").filter((l) => l.includes("can't remove")).length).toBeLessThan(300);
     expect(readdirSync(join(dir, "run"))).toEqual(["audio-agent.lock"]);
   }, 60_000);
+
+  // A run KILLed while it waited for the turn left the name it wrote the lock under ($LOCK.PID), and one
+  // KILLed as it broke a stale lock its marker: nothing ever removed them. Removed once stale as a lock
+  // is (pid and start time), or naming no pid with no process at the pid in the name; kept otherwise.
+  test("the names runs KILLed before they could unlock left (waiting, breaking a lock): the next run that takes the turn removes them, not one naming a live process", async () => {
+    const env = setup();
+    const holding = initScript("start", env, { SLOW_SSD: "3" });
+    await until(() => existsSync(lockFile()), "the start's turn", 10_000);
+    const waiter = start([BUSYBOX!, "sh", SCRIPT, "stop"], { cwd: dir, env: scriptEnv(env), timeoutMs: 30_000 });
+    const waiterName = `${lockFile()}.${waiter.pid}`;
+    await until(() => existsSync(waiterName) && /^\d+ \d+\nturn=\d+\n$/.test(readFileSync(waiterName, "utf8")), "the waiting stop's name for the lock", 10_000);
+    waiter.kill("SIGKILL");
+    expect(await waiter.exited).toBe(137);
+    // Live processes: one named by pid and start time, as a waiting run names itself; one named with
+    // another start time, as a run that had its pid before it did; one named by no pid, as a run that
+    // was writing the name.
+    const [live, reused, writing] = [start(["sleep", "30"]), start(["sleep", "30"]), start(["sleep", "30"])];
+    try {
+      const kept = { [`${lockFile()}.${live.pid}`]: `${live.pid} ${startTimeOf(live.pid)}\nturn=23\n`, [`${lockFile()}.${writing.pid}`]: "" };
+      const gone = gonePid();
+      const removed = {
+        [`${lockFile()}.${gone}`]: `${gone} 1\nturn=23\n`,
+        [`${lockFile()}.${reused.pid}`]: `${reused.pid} 1\nturn=23\n`,
+        [`${lockFile()}.${gonePid()}`]: "",
+        [`${lockFile()}.break.${gonePid()}.1`]: `${gonePid()} 1\nturn=23\n`,
+      };
+      for (const [path, content] of Object.entries({ ...kept, ...removed })) writeFileSync(path, content);
+      expect((await holding).code).toBe(0);
+      // The pid file's new version, which only the turn's holder writes, of a holder KILLed as it wrote it.
+      writeFileSync(`${env.AUDIO_AGENT_PIDFILE}.new`, "1\n");
+      expect(readdirSync(join(dir, "run")).sort()).toEqual(["audio-agent.pid", "audio-agent.pid.new", ...[waiterName, ...Object.keys({ ...kept, ...removed })].map((p) => p.replace(/.*\//, ""))].sort());
+
+      expect((await initScript("stop", env)).code).toBe(0);
+      expect(Object.fromEntries(readdirSync(join(dir, "run")).map((name) => [join(dir, "run", name), readFileSync(join(dir, "run", name), "utf8")]))).toEqual(kept);
+    } finally {
+      for (const sleeping of [live, reused, writing]) sleeping.kill("SIGKILL");
+    }
+  }, 30_000);
+
+  // A holder clearing those can remove a live waiter's name (written anew under a reused pid between its
+  // read and its rm): the waiter's ln had nothing to link, and it waited until its timeout, "still holds" (1).
+  test("a waiting run whose name for the lock is removed under it writes it again and takes its turn", async () => {
+    const env = { ...setup(), AUDIO_AGENT_START_TIMEOUT: "0" };
+    const holding = initScript("start", env, { SLOW_SSD: "2" });
+    await until(() => existsSync(lockFile()), "the start's turn", 10_000);
+    const waiter = start([BUSYBOX!, "sh", SCRIPT, "start"], { cwd: dir, env: scriptEnv(env), timeoutMs: 30_000 });
+    const waiterName = `${lockFile()}.${waiter.pid}`;
+    await until(() => existsSync(waiterName), "the waiting start's name for the lock", 10_000);
+    rmSync(waiterName);
+    const results = [await holding, await waiter.done];
+    await expectOneAgent(results, env);
+  }, 40_000);
 
   // A power cut can leave a lock of the right size full of NUL bytes, not only an empty one.
   test("a lock full of NUL bytes, or of anything but a pid, does not block a start", async () => {

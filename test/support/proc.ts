@@ -71,6 +71,11 @@ export function runningIn(dir: string): number[] {
   return pids;
 }
 
+/** When process `pid` started (clock ticks after boot, /proc/PID/stat's field 22), as the init script reads it. */
+export function startTimeOf(pid: number): string {
+  return readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ")[19]!;
+}
+
 /** The session process `pid` belongs to (/proc/PID/stat's sixth field); undefined once it is gone. */
 export function sessionOf(pid: number): number | undefined {
   try {
