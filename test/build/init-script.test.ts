@@ -1154,3 +1154,79 @@ describe("S95audio-agent under busybox sh", () => {
     expect(alive(pid)).toBe(false);
   }, 30_000);
 });
+
+describe("S95audio-agent run, for a supervisor that starts the agent again whenever it ends", () => {
+  /** `run` as a supervisor starts it: the script's process, with `env`. */
+  function supervised(env: Record<string, string>) {
+    return start([BUSYBOX!, "sh", SCRIPT, "run"], { cwd: t.dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 30_000 });
+  }
+
+  test("the agent takes the script's place (the supervisor's pid is the agent's) with the script's settings, serves, logs to the log file, writes no pid file, and ends 0 on the supervisor's TERM", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    const agent = supervised(env);
+    daemons.add(agent.pid);
+    await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
+    expect(readlinkSync(`/proc/${agent.pid}/exe`)).toBe(realpathSync(agentBin));
+    const environ = readFileSync(`/proc/${agent.pid}/environ`, "utf8").split("\0");
+    for (const setting of ["MIMALLOC_SCAVENGER=0", "AUDIO_AGENT_LOG_MAX_BYTES=1048576"]) expect(environ).toContain(setting);
+    const recv = await run([agentBin, "output", "recv", "--socket", t.path("o.sock"), "--sink", t.path("out.wire"), "--count", "5", "--connect-timeout", "5"], { cwd: t.dir, timeoutMs: 15_000 });
+    expect(recv.code, recv.stderr).toBe(0);
+    expect(wholeWireFrames(t.path("out.wire")).length).toBe(5);
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+    // Not one start started: status knows nothing of it.
+    expect((await initScript("status", env)).code).toBe(3);
+    agent.kill("SIGTERM");
+    expect((await agent.done).code).toBe(0);
+    expect(readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8")).toContain("stopped signal=SIGTERM");
+  }, 60_000);
+
+  test("run again as the supervisor does, after the agent was killed (its socket file left behind): the new one serves", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    const first = supervised(env);
+    daemons.add(first.pid);
+    await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
+    first.kill("SIGKILL");
+    await first.done;
+    expect(existsSync(t.path("o.sock"))).toBe(true);
+    const second = supervised(env);
+    daemons.add(second.pid);
+    const recv = await run([agentBin, "output", "recv", "--socket", t.path("o.sock"), "--sink", t.path("out.wire"), "--count", "5", "--connect-timeout", "10"], { cwd: t.dir, timeoutMs: 20_000 });
+    expect(recv.code, recv.stderr).toBe(0);
+    expect(wholeWireFrames(t.path("out.wire")).length).toBe(5);
+    second.kill("SIGTERM");
+    expect((await second.done).code).toBe(0);
+  }, 60_000);
+
+  test("without a log file, the agent's lines go to the supervisor's stderr", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings({ AUDIO_AGENT_LOG_FILE: "" });
+    const agent = supervised(env);
+    daemons.add(agent.pid);
+    await agent.waitForStderr("listening socket=");
+    agent.kill("SIGTERM");
+    const done = await agent.done;
+    expect(done.code).toBe(0);
+    expect(done.stderr).toContain("stopped signal=SIGTERM");
+  }, 60_000);
+
+  test("refused (1) while an agent start started runs, which it leaves as it is; and (5) where start would refuse the executable", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    expect((await initScript("start", env)).code).toBe(0);
+    const pid = pidIn(env)!;
+    const refused = await supervised(env).done;
+    expect(refused.code, refused.stdout + refused.stderr).toBe(1);
+    expect(refused.stdout).toContain(`already running (pid ${pid}), started by start`);
+    expect(agentsOf(t.dir)).toEqual([pid]);
+    expect((await initScript("stop", env)).code).toBe(0);
+    const missing = await supervised(settings({ AUDIO_AGENT_BIN: t.path("nothing-here") })).done;
+    expect(missing.code).toBe(5);
+    expect(missing.stdout).toContain("is not executable");
+  }, 60_000);
+});
