@@ -1,0 +1,33 @@
+import { fstatSync, statSync, type Stats } from "node:fs";
+
+/**
+ * Where a file open for writing stands against the path it was opened by:
+ * still there (`in_place`); left with no name at all (`removed`: an rm, its
+ * directory removed; its blocks are freed only once its descriptors close);
+ * with a name elsewhere and no file at the path (`moved`: renamed aside, its
+ * directory renamed); or another file at the path (`replaced`).
+ */
+export type FilePlacement = "in_place" | "removed" | "moved" | "replaced";
+
+/**
+ * Where the file open on `fd` stands against `path`: the descriptor's link
+ * count (0: removed), then the (device, inode) the path leads to now,
+ * symbolic links followed as the open followed them. One fstat and at most
+ * one stat; throws as fstat does (EBADF: nothing open there).
+ */
+export function filePlacement(fd: number, path: string): FilePlacement {
+  const file = fstatSync(fd);
+  if (file.nlink === 0) return "removed";
+  const at = statOrNothing(path);
+  if (at === undefined) return "moved";
+  return at.dev === file.dev && at.ino === file.ino ? "in_place" : "replaced";
+}
+
+/** What `path` leads to; undefined where it leads to nothing that can be looked at (missing, its directory gone or out of reach). */
+function statOrNothing(path: string): Stats | undefined {
+  try {
+    return statSync(path, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
+}
