@@ -1,7 +1,10 @@
 import { closeSync, constants, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readSync, statSync } from "node:fs";
+import type { FilePlacement } from "../io/file-placement.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { PassingShortage } from "../io/passing-errno.ts";
 import { writeFrom } from "../io/write-from.ts";
+import type { SinkReport } from "./frame-sink.ts";
+import { SinkFileWatch } from "./sink-file-watch.ts";
 import { openForWriting, sinkFollowFlag } from "./sink-path.ts";
 
 /**
@@ -25,6 +28,8 @@ export interface ByteOutput {
   close(): void | Promise<void>;
   /** While it holds what its reader has not taken yet (ByteSink.waiting). */
   readonly waiting?: Promise<void>;
+  /** A regular file's: where it stands against its path (FrameSink.filePlacement). */
+  filePlacement?(): FilePlacement | undefined;
 }
 
 /**
@@ -98,6 +103,8 @@ export class ByteSink implements ByteOutput {
     private readonly capacity: number,
     /** A regular file: one cut short by a failed write is trimmed back to its last whole unit. */
     private readonly trimmable = false,
+    /** A regular file's look at its path (removed, moved away, replaced). */
+    private readonly watch?: SinkFileWatch,
   ) {
     this.allocate(capacity);
   }
@@ -106,9 +113,13 @@ export class ByteSink implements ByteOutput {
    * "-" is stdout; anything else is created, or truncated (`append`: added
    * to, as `>>` does). A pipe (stdout's too) is written through a
    * description of its own opened non-blocking, so the flag reaches no one
-   * else who shares it.
+   * else who shares it. A regular file is looked at against its path
+   * (SinkFileWatch), what is found told on `report`.
    */
-  static open(path: string, { capacity = 64 * 1024, append = false, whole }: { capacity?: number; append?: boolean; whole?: WholeLength } = {}): ByteSink {
+  static open(
+    path: string,
+    { capacity = 64 * 1024, append = false, whole, report }: { capacity?: number; append?: boolean; whole?: WholeLength; report?: SinkReport } = {},
+  ): ByteSink {
     if (path === "-") {
       const own = ownNonBlockingDescription(1);
       return new ByteSink("stdout", own ?? 1, own !== undefined, capacity);
@@ -116,7 +127,10 @@ export class ByteSink implements ByteOutput {
     const fd = openForWriting(path, append);
     if (append && whole) keepWhole(fd, whole);
     const own = ownNonBlockingDescription(fd);
-    if (own === undefined) return new ByteSink(path, fd, true, capacity, fstatSync(fd).isFile());
+    if (own === undefined) {
+      const file = fstatSync(fd).isFile();
+      return new ByteSink(path, fd, true, capacity, file, file ? new SinkFileWatch(path, fd, report) : undefined);
+    }
     closeSync(fd);
     return new ByteSink(path, own, true, capacity);
   }
@@ -128,6 +142,11 @@ export class ByteSink implements ByteOutput {
 
   get dropped(): Readonly<Record<string, number>> {
     return this.counts;
+  }
+
+  /** A regular file's: where it stands against its path, looked at no more than once every SINK_LOOK_MS; undefined for anything else. */
+  filePlacement(): FilePlacement | undefined {
+    return this.watch?.look();
   }
 
   /**
@@ -230,6 +249,8 @@ export class ByteSink implements ByteOutput {
   close(): void | Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Looked at a last time while its descriptor is open: a file gone since the last look is told too.
+    this.watch?.end();
     try {
       this.flush();
     } catch (e) {

@@ -1,4 +1,5 @@
 import { readSync } from "node:fs";
+import type { FilePlacement } from "../io/file-placement.ts";
 import { decodeConfigPayload, MessageType, type ParsedMessage } from "../protocol/index.ts";
 import { ByteSink, dataEnd, wholeLengthOf, type ByteOutput, type KeptUnit } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
@@ -156,6 +157,11 @@ export class OggSink implements FrameSink {
   /** While its output holds what its reader has not taken (FrameSink.waiting). */
   get waiting(): Promise<void> | undefined {
     return this.bytes.waiting;
+  }
+
+  /** Where the file it records into stands against its path (FrameSink.filePlacement): a regular file's only. */
+  filePlacement(): FilePlacement | undefined {
+    return this.bytes.filePlacement?.();
   }
 
   private onConfig(payload: Uint8Array): void {

@@ -5,7 +5,7 @@ import { openByteSource, type ByteSource } from "./byte-source.ts";
 import { FifoSink, type PipeSizer } from "./fifo-sink.ts";
 import { FifoSource, type FifoReport } from "./fifo-source.ts";
 import { checkAppendFormat, checkFileFormat, type MediaFormat } from "./file-format.ts";
-import type { FrameSink } from "./frame-sink.ts";
+import type { FrameSink, SinkReport } from "./frame-sink.ts";
 import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
 import { OGG_SINK_DROP, OggSink, wholeOggLength, type OggSinkOptions } from "./ogg-sink.ts";
 import { OGG_SOURCE_COUNTS, OggSource } from "./ogg-source.ts";
@@ -49,6 +49,8 @@ export interface SinkOptions {
   append?: boolean;
   /** The channel whose messages a wire sink records: a capture of the other is not appended to. */
   channel?: Channel;
+  /** A regular file's sink tells here when its file is found removed, moved away or replaced at its path, and back (SinkFileWatch). */
+  report?: SinkReport;
 }
 
 /**
@@ -111,7 +113,7 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
   }
   // Appended to, a file cut short is cut back to its last whole message or page first.
   const whole = format === "wire" ? wholeCaptureLength : wholeOggLength;
-  return streamFor(options.fd === undefined ? ByteSink.open(path, { append: options.append, whole }) : ByteSink.adopt(path, options.fd));
+  return streamFor(options.fd === undefined ? ByteSink.open(path, { append: options.append, whole, report: options.report }) : ByteSink.adopt(path, options.fd));
 }
 
 /** Is the source a live stream (stdin, a FIFO) rather than a file that can be read at leisure? */

@@ -1,4 +1,5 @@
 import { readSync } from "node:fs";
+import type { FilePlacement } from "../io/file-placement.ts";
 import {
   FrameParser,
   HEADER_SIZE,
@@ -59,6 +60,11 @@ export class WireSink implements FrameSink {
   /** While its output holds what its reader has not taken (FrameSink.waiting). */
   get waiting(): Promise<void> | undefined {
     return this.bytes.waiting;
+  }
+
+  /** Where the file it records into stands against its path (FrameSink.filePlacement): a regular file's only. */
+  filePlacement(): FilePlacement | undefined {
+    return this.bytes.filePlacement?.();
   }
 }
 
