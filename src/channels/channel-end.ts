@@ -1,3 +1,4 @@
+import type { FilePlacement } from "../io/file-placement.ts";
 import type { AudioConfig, Channel } from "../protocol/index.ts";
 import type { FrameQueue } from "../transport/frame-queue.ts";
 import type { FrameStats } from "../transport/frame-stats.ts";
@@ -61,6 +62,8 @@ interface EndParts {
   /** A receiver's counts, and the frames it received and then dropped (by its sink), by reason. */
   received?: { frames: number; bytes: number; lastFrameUnixMs: number };
   dropped?: Readonly<Record<string, number>>;
+  /** A receiver whose sink records into a regular file: where that file stands against the sink's path. */
+  sinkFile?: FilePlacement;
   counts?: Record<string, number>;
   config?: AudioConfig;
 }
@@ -90,5 +93,7 @@ export function endReadings(parts: EndParts) {
     socketBuffers: parts.tuner.readings(),
     counts: parts.counts ?? {},
     config: parts.config,
+    // Only where there is one: an end with no file sink has no such reading.
+    ...(parts.sinkFile !== undefined ? { sinkFile: parts.sinkFile } : {}),
   };
 }

@@ -1,4 +1,5 @@
 import type { Socket } from "bun";
+import type { FilePlacement } from "../io/file-placement.ts";
 import {
   decodeConfigPayload,
   FrameParser,
@@ -40,6 +41,8 @@ export interface InputServerOptions {
   onFailure: (error: Error) => void;
   /** OpusFrames received and then dropped by the sink (a FIFO's with no reader, say), by reason: part of the readings. */
   droppedBySink?: () => Readonly<Record<string, number>> | undefined;
+  /** Where the file the sink records into stands against its path (a regular file's only): part of the readings. */
+  sinkFile?: () => FilePlacement | undefined;
 }
 
 /** Enough room for the Acks of a burst of Heartbeats from a client that reads slowly. */
@@ -172,6 +175,7 @@ export class InputServer implements ChannelEnd {
       // Every reason from the start, at 0 until its first drop (a series a dashboard can rate from the first scrape).
       dropped: { ...this.options.droppedBySink?.(), session_ended: this.framesAfterSession },
       config: this.config,
+      sinkFile: this.options.sinkFile?.(),
     });
   }
 

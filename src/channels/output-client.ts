@@ -1,4 +1,5 @@
 import type { Socket } from "bun";
+import type { FilePlacement } from "../io/file-placement.ts";
 import {
   FrameParser,
   MessageType,
@@ -32,6 +33,8 @@ export interface OutputClientOptions {
   onDisconnect?: (reason: string) => void;
   /** OpusFrames received and then left out by the sink (an Ogg sink's invalid packets), by reason: part of the readings. */
   droppedBySink?: () => Readonly<Record<string, number>> | undefined;
+  /** Where the file the sink records into stands against its path (a regular file's only): part of the readings. */
+  sinkFile?: () => FilePlacement | undefined;
 }
 
 /**
@@ -145,6 +148,7 @@ export class OutputClient implements ChannelEnd {
       received: { frames: this.framesReceived, bytes: this.bytesReceived, lastFrameUnixMs: this.lastFrameUnixMs },
       counts: { other_messages: this.otherMessages, connect_resets: this.connection.connectResets, frame_stamps_unusable: this.stamps.unusable },
       dropped: this.options.droppedBySink?.(),
+      sinkFile: this.options.sinkFile?.(),
     });
   }
 

@@ -215,6 +215,23 @@ export class AgentMetrics {
     if (servers.length > 0) {
       gaugeFrom("audio_agent_listening", "1 while a server's socket accepts clients; 0 once its channel has ended", servers, (r) => (r.listening ? 1 : 0));
     }
+    const receivers = parts.filter((part) => part.direction === "receive");
+    if (receivers.length > 0) {
+      new Gauge({
+        name: "audio_agent_sink_file_in_place",
+        help: "1 while the regular file a receiver records into is at its sink path; 0 once it is found removed, moved away or replaced (the recording goes on into the file opened). No series for a pipe, a device or stdout",
+        // Labelled even alone: a family with no label would show a series, at 0, where there is no file.
+        labelNames: ["channel"],
+        registers,
+        collect() {
+          this.reset();
+          for (const part of receivers) {
+            const file = part.read().sinkFile;
+            if (file !== undefined) this.set(seriesLabels(receivers, part, true), file === "in_place" ? 1 : 0);
+          }
+        },
+      });
+    }
 
     /** A histogram family of `source`, and the series of each channel end that records it (at zero until its first sample); none if no end does. */
     const histogram = (source: LatencySource, name: string, help: string): Observer[] => {

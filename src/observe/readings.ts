@@ -1,3 +1,4 @@
+import type { FilePlacement } from "../io/file-placement.ts";
 import type { AudioConfig, Channel } from "../protocol/index.ts";
 
 /** Socket buffer sizes as asked for and as the kernel holds them (bytes). */
@@ -57,6 +58,13 @@ export interface ChannelReadings {
   counts: Record<string, number>;
   /** The input channel's Config, as the server last received it. */
   config?: AudioConfig;
+  /**
+   * A receiver whose sink records into a regular file: where that file stands
+   * against the sink's path (removed, moved away, replaced: the recording goes
+   * on into the file opened, no longer at that path). None for a pipe, a
+   * device or stdout, nor before the sink is opened.
+   */
+  sinkFile?: FilePlacement;
 }
 
 export function droppedTotal(r: ChannelReadings): number {
@@ -126,5 +134,6 @@ export function healthFields(r: ChannelReadings): Record<string, unknown> {
     connection_drops: r.connectionDrops,
     ...r.counts,
     ...(r.config ? { config: r.config } : {}),
+    ...(r.sinkFile !== undefined ? { sink_file: r.sinkFile } : {}),
   };
 }

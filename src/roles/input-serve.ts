@@ -70,6 +70,7 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
     onFailure: (error) => finish(error),
     // Read by the instruments from the start: no sink yet before the server listens.
     droppedBySink: () => sink?.dropped,
+    sinkFile: () => sink?.filePlacement?.(),
   });
   const serve = async (shutdown: Shutdown, instruments: ChannelInstruments) => {
     // Every way out, a sink that could not be opened too: each channel ends with its own line.
@@ -88,6 +89,7 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
         // a socket to one (stdout), as far as its send buffer holds (about 200 KiB by default).
         sizePipe: pipeBytes ? (fd) => (stdout === "socket" ? sizedSendBuffer : sizedPipe)(fd, pipeBytes) : undefined,
         liveStdout: stdout !== undefined,
+        report,
       });
     } catch (e) {
       await server.stop();

@@ -15,13 +15,14 @@ import { keepPaceOnStdout } from "./standard-streams.ts";
 /**
  * The output client with its instruments attached: `output recv` as it runs
  * (the benchmark's receiver too). `onMessage` gets every valid message; call
- * `client.run()` to connect.
+ * `client.run()` to connect. `sink`, once opened, is read with the readings:
+ * what it dropped, and where its file stands.
  */
 export async function startOutputClient(
   settings: RoleSettings<"output recv">,
   logger: Logger,
   onMessage: (message: ParsedMessage) => void | Promise<void>,
-  droppedBySink?: () => Readonly<Record<string, number>> | undefined,
+  sink?: () => FrameSink | undefined,
 ): Promise<{ client: OutputClient; instruments: Instruments }> {
   const client = new OutputClient({
     path: settings.socket,
@@ -29,7 +30,8 @@ export async function startOutputClient(
     connectTimeoutMs: settings["connect-timeout"] === undefined ? undefined : settings["connect-timeout"] * 1000,
     socketBuffers: socketBufferSizes(settings["socket-buffers"]),
     onMessage,
-    droppedBySink,
+    droppedBySink: () => sink?.()?.dropped,
+    sinkFile: () => sink?.()?.filePlacement?.(),
   });
   const instruments = await Instruments.attach(client, { role: "output recv", settings, logger });
   await instruments.start();
@@ -62,7 +64,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     }
     // A pipe's reader that is behind holds the reading of the socket until it catches up.
     return sink.waiting;
-  }, () => sink?.dropped);
+  }, () => sink);
   shutdown.ready();
   try {
     const fifo = await holdFifoForWriting(
@@ -80,7 +82,15 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     // The FIFO is written through the descriptor its reader was found with, non-blocking: a slow
     // reader holds up the reading of the socket (the sink's `waiting`), never the process.
     if (settings.sink === "-") keepPaceOnStdout(report);
-    sink = openSink(settings.format, settings.sink, { preSkip: settings["pre-skip"], pageMs: settings["page-ms"], channels: settings.channels, fd: fifo, append: settings.append, channel: "output" });
+    sink = openSink(settings.format, settings.sink, {
+      preSkip: settings["pre-skip"],
+      pageMs: settings["page-ms"],
+      channels: settings.channels,
+      fd: fifo,
+      append: settings.append,
+      channel: "output",
+      report,
+    });
   } catch (e) {
     await instruments.stop();
     throw e;
