@@ -21,11 +21,13 @@ const NOT_READING = "the log's reader was not reading";
  * is back a notice says how many were. A line is never cut: one begun is
  * finished before the next. At exit the backlog gets DRAIN_MS.
  *
- * A write that fails (a full disk's ENOSPC, EIO) loses its line, counted,
- * and what a file appended to took of it is taken off again: the next line
- * offered first tries a notice of how many were lost and why (on a line of
- * its own where half a line stayed), so a log on a disk that filled and then
- * got room again says where it has a gap.
+ * A write that fails (a full disk's ENOSPC, EIO, a reader gone: EPIPE) loses
+ * its line, and what waits behind it, counted; what a file appended to took
+ * of it is taken off again. The next line offered goes in one write with a
+ * notice of how many were lost and why before it (on a line of its own where
+ * half a line stayed), so a log on a disk that filled and then got room
+ * again says where it has a gap, once: a notice is written only with a line
+ * after it.
  *
  * Only a descriptor in non-blocking mode can refuse a write; on a blocking
  * one (a file, a socket) this writes as writeSync does.
@@ -42,8 +44,10 @@ export class LineWriter {
   private retired = false;
   /** Set by capAt(): the size the file written to is kept under, and who is told of a copy that failed. */
   private cap: { maxBytes: number; failed: (why: string) => void } | undefined;
-  /** Lines lost to writes that failed since the last told; `cut`: a failed write left the log mid-line. */
-  private failed: { count: number; code: string; cut: boolean } | undefined;
+  /** Lines lost to writes that failed since the last told, and the last failure's errno name. */
+  private failed: { count: number; code: string } | undefined;
+  /** The log was last left mid-line: a line begun (its rest waiting), or the part of one a failed write left. */
+  private midLine = false;
 
   constructor(
     private readonly fd: number,
@@ -60,21 +64,24 @@ export class LineWriter {
   /** `always`: the line waits whatever the bound (a run's last, failure line), never lost to it. */
   write(text: string, always = false): void {
     if (this.retired) return;
-    const bytes = Buffer.from(text);
-    if (this.failed && this.pending.length === 0) this.tellFailed();
-    if (this.failed) {
-      this.failed.count++;
-      return;
-    }
+    const line = Buffer.from(text);
     if (this.pending.length > 0) {
-      if (always) this.keep(bytes);
-      else this.hold(bytes);
+      if (always) this.keep(line);
+      else this.hold(line);
       return;
     }
+    // Lines lost before: told with this line, in one write, or neither is written.
+    const told = this.failed;
+    this.failed = undefined;
+    const bytes = told ? Buffer.concat([this.failedNotice(told), line]) : line;
     const rest = this.writeNow(bytes);
+    if (rest === FAILED) {
+      if (told) this.failed!.count += told.count;
+      return;
+    }
     if (rest === undefined) return;
-    // Begun: its rest goes first whatever the bound, or the reader would see half a line.
-    if (always || rest.length < bytes.length) this.keep(rest);
+    // Begun (or a notice in it): its rest goes first whatever the bound, or the reader would see half a line.
+    if (always || told || rest.length < bytes.length) this.keep(rest);
     else this.hold(rest);
   }
 
@@ -144,65 +151,73 @@ export class LineWriter {
     this.retry.unref();
   }
 
-  /** Writes what waits, each run of lost lines as a notice where they were lost; true once nothing waits. */
+  /**
+   * Writes what waits, each run of lost lines as a notice where they were
+   * lost; true once nothing waits. A write that fails loses what waits
+   * behind it too, counted: the notice of the failure must come before any
+   * line after it.
+   */
   private resume(): boolean {
     while (this.pending.length > 0) {
-      let head = this.pending[0]!;
-      if (head instanceof LostLines) {
-        head = Buffer.from(this.lostNotice(head.count, NOT_READING) + "\n");
-        this.pending[0] = head;
-        this.pendingBytes += head.length;
+      const head = this.pending[0]!;
+      const bytes = head instanceof LostLines ? Buffer.from(this.lostNotice(head.count, NOT_READING) + "\n") : head;
+      const rest = this.writeNow(bytes, head instanceof LostLines ? head.count : 1);
+      if (rest === FAILED) {
+        this.pending.shift();
+        for (const entry of this.pending) this.failed!.count += entry instanceof LostLines ? entry.count : 1;
+        this.pending.length = 0;
+        this.pendingBytes = 0;
+        break;
       }
-      const rest = this.writeNow(head);
       if (rest !== undefined) {
+        // A notice not begun stays a count, which lines lost after it still join.
+        if (rest.length === bytes.length) return false;
         this.pending[0] = rest;
-        this.pendingBytes -= head.length - rest.length;
+        this.pendingBytes += rest.length - (head instanceof LostLines ? 0 : head.length);
         return false;
       }
       this.pending.shift();
-      this.pendingBytes -= head.length;
+      if (!(head instanceof LostLines)) this.pendingBytes -= head.length;
     }
     clearInterval(this.retry);
     this.retry = undefined;
     return true;
   }
 
-  /** Writes what the descriptor takes now; returns what it did not take, or undefined when all went (or it failed: then the text is lost, counted). */
-  private writeNow(bytes: Uint8Array): Uint8Array | undefined {
+  /**
+   * Writes what the descriptor takes now, which ends a line: returns what it
+   * did not take, undefined when all went, or FAILED: then the `lines` it
+   * held are lost, counted (failedAt).
+   */
+  private writeNow(bytes: Uint8Array, lines = 1): Uint8Array | undefined | typeof FAILED {
+    const wasMidLine = this.midLine;
     const { at, code } = writeFrom(this.fd, bytes);
+    if (at > 0) this.midLine = at < bytes.length;
     if (code === "EAGAIN") return bytes.subarray(at);
     if (code !== undefined) {
-      this.failedAt(code, at);
-      return undefined;
+      this.failedAt(code, at, lines, wasMidLine);
+      return FAILED;
     }
     // At a line's end only: a file is written whole, each line at once.
-    if (this.cap && code === undefined && bytes.at(-1) === 10) this.rotateAtCap(this.cap);
+    if (this.cap && bytes.at(-1) === 10) this.rotateAtCap(this.cap);
     return undefined;
   }
 
-  /**
-   * Offers the notice of lines lost to failed writes; told (or begun: its
-   * rest waits, first), they are forgotten. Failing again, they stay counted.
-   */
-  private tellFailed(): void {
-    const { count, code, cut } = this.failed!;
-    const notice = Buffer.from(`${cut ? "\n" : ""}${this.lostNotice(count, `writing the log failed (${code})`)}\n`);
-    const { at, code: again } = writeFrom(this.fd, notice);
-    if (again !== undefined && again !== "EAGAIN") return this.failedAt(again, at, false);
-    this.failed = undefined;
-    if (at < notice.length) this.keep(notice.subarray(at));
+  /** The notice of lines lost to failed writes, on a line of its own. */
+  private failedNotice({ count, code }: { count: number; code: string }): Uint8Array {
+    return Buffer.from(`${this.midLine ? "\n" : ""}${this.lostNotice(count, `writing the log failed (${code})`)}\n`);
   }
 
   /**
-   * A write that failed (`code`) once `at` bytes had gone: a line's is lost,
-   * counted. What of it a file took is taken off again where it can be;
-   * else the log is left mid-line, and the notice begins a line of its own.
+   * A write that failed (`code`) once `at` bytes had gone: its `lines` are
+   * lost, counted. What of it a file took is taken off again where it can
+   * be, which leaves the log as it was before; else it is left mid-line.
    */
-  private failedAt(code: string, at: number, line = true): void {
-    this.failed ??= { count: 0, code, cut: false };
-    if (line) this.failed.count++;
+  private failedAt(code: string, at: number, lines: number, wasMidLine: boolean): void {
+    this.failed ??= { count: 0, code };
+    this.failed.count += lines;
     this.failed.code = code;
-    if (at > 0 && !takeBack(this.fd, at)) this.failed.cut = true;
+    if (at > 0 && takeBack(this.fd, at)) this.midLine = wasMidLine;
   }
 
   /** Runs `write` with no turn at the cap meanwhile. */
@@ -292,6 +307,9 @@ function removeIfThere(path: string): void {
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
   }
 }
+
+/** What writeNow returns for a write that failed. */
+const FAILED = Symbol("failed");
 
 /** Lines lost in a row while the backlog was full. */
 class LostLines {

@@ -17,16 +17,24 @@ import { until } from "../support/wait.ts";
 const defer = useCleanup();
 const PIPE_BYTES = 4096;
 
-/** A FIFO of PIPE_BYTES: its reader's end (held, read only by readAll) and a non-blocking writer's end. */
-function stalledPipe(): { reader: number; writer: number; readAll: () => string } {
+/**
+ * A FIFO of PIPE_BYTES: a non-blocking writer's end, and its reader's (held,
+ * read only by readAll), which can leave (a `logger` that died: writes then
+ * fail, EPIPE) and be followed by another (one started again), who finds
+ * what the pipe held.
+ */
+function stalledPipe(): { writer: number; readAll: () => string; readerLeaves: () => void; readerComes: () => void } {
   const t = socketDir(defer, "aa-lw-");
   const fifo = makeFifo(t.path("log"));
-  const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  const open = () => openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  let reader: number | undefined = open();
   const writer = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
-  defer(() => (closeSync(writer), closeSync(reader)));
+  defer(() => (closeSync(writer), reader !== undefined && closeSync(reader)));
   expect(setPipeSize(writer, PIPE_BYTES)).toMatchObject({ ok: true, bytes: PIPE_BYTES });
-  const readAll = () => readAvailableText(reader);
-  return { reader, writer, readAll };
+  const readAll = () => readAvailableText(reader!);
+  const readerLeaves = () => (closeSync(reader!), (reader = undefined));
+  const readerComes = () => void (reader = open());
+  return { writer, readAll, readerLeaves, readerComes };
 }
 
 const line = (i: number, bytes = 100) => `line ${String(i).padStart(4, "0")} ${"x".repeat(bytes - 11)}\n`;
@@ -100,6 +108,39 @@ test("a line the pipe took part of is finished before the next, past the bound t
   let read = "";
   await until(() => ((read += readAll()), read.includes("lost")), "the notice", 5000);
   expect(read).toBe(long + "audio-agent: 1 log lines lost: the log's reader was not reading\n");
+});
+
+test("a reader that leaves (EPIPE) while lines wait loses them all, counted, those its bound had lost too: the next reader is told how many, before the next line", async () => {
+  const { writer, readAll, readerLeaves, readerComes } = stalledPipe();
+  const out = new LineWriter(writer, 1000);
+  defer(() => out.drain(0));
+  // 40 lines in the pipe, 10 waiting, 50 lost to the bound.
+  for (let i = 0; i < 100; i++) out.write(line(i));
+  expect(out.backlog).toEqual({ bytes: 1000, lost: 50 });
+  readerLeaves();
+  await until(() => out.backlog.bytes === 0, "the backlog offered to no reader", 5000);
+  readerComes();
+  out.write(line(100));
+  let read = "";
+  await until(() => ((read += readAll()), read.endsWith(line(100))), "the next line", 5000);
+  // What the pipe held when its reader left is the next one's.
+  expect(read).toBe(Array.from({ length: 40 }, (_, i) => line(i)).join("") + "audio-agent: 60 log lines lost: writing the log failed (EPIPE)\n" + line(100));
+});
+
+test("a reader that leaves (EPIPE) with a line begun: the next reader finds the part the pipe held, ended by the notice's own line, never run into it", async () => {
+  const { writer, readAll, readerLeaves, readerComes } = stalledPipe();
+  const out = new LineWriter(writer);
+  defer(() => out.drain(0));
+  const long = line(0, 6000);
+  out.write(long);
+  expect(out.backlog.bytes).toBe(6000 - PIPE_BYTES);
+  readerLeaves();
+  await until(() => out.backlog.bytes === 0, "the rest offered to no reader", 5000);
+  readerComes();
+  out.write(line(1));
+  let read = "";
+  await until(() => ((read += readAll()), read.endsWith(line(1))), "the next line", 5000);
+  expect(read).toBe(long.slice(0, PIPE_BYTES) + "\naudio-agent: 1 log lines lost: writing the log failed (EPIPE)\n" + line(1));
 });
 
 test("a line a file took part of before its write failed (a size limit, a full disk) is taken off again: the file ends with its last whole line, for the next line to follow", () => {
@@ -187,6 +228,24 @@ describe.skipIf(!canUnshare("--mount"))("lines whose writes fail (a full disk)",
     expect(readFileSync(path, "utf8")).toBe(before + notice(1) + line(4) + line(5));
     out.write(line(6));
     expect(readFileSync(path, "utf8")).toBe(before + notice(1) + line(4) + line(5) + line(6));
+  });
+
+  test("while the disk stays full, the lines lost are told in one notice, written only with the line after it: the room a line taken off left is not filled with notices of one line each", async () => {
+    const t = socketDir(defer, "aa-lw-");
+    mkdirSync(t.path("disk"));
+    const disk = await smallDisk(t.path("disk"), 64 * 1024);
+    defer(disk.release);
+    const fd = openSync(disk.path("agent.log"), constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644);
+    defer(() => closeSync(fd));
+    const out = new LineWriter(fd);
+    out.write(line(0));
+    disk.fill();
+    // Each line needs more than the page's room; a notice would fit in it.
+    for (let i = 1; i <= 10; i++) out.write(line(i, 4050));
+    expect(readFileSync(disk.path("agent.log"), "utf8")).toBe(line(0));
+    rmSync(disk.path("filler"));
+    out.write(line(11));
+    expect(readFileSync(disk.path("agent.log"), "utf8")).toBe(line(0) + notice(10) + line(11));
   });
 
   test("a file written at its own offset (2>FILE) keeps the part it took, and the notice begins a line of its own after it", async () => {
