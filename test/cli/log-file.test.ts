@@ -79,7 +79,7 @@ describe("--log-max-bytes", () => {
     expect(text).not.toContain("more \"cannot copy");
   }, 60_000);
 
-  test.skipIf(!canUnshare("--mount"))("a log on a disk that fills, then has room again: the agent serves on, and every line is whole, the one the full disk cut short taken off, not followed by the next", async () => {
+  test.skipIf(!canUnshare("--mount"))("a log on a disk that fills, then has room again: the agent serves on, and every line is whole, the one the full disk cut short taken off, not followed by the next; the lines lost told in one line", async () => {
     const t = socketDir(defer, "aa-log-");
     mkdirSync(t.path("disk"));
     const disk = await smallDisk(t.path("disk"), 64 * 1024);
@@ -105,6 +105,8 @@ describe("--log-max-bytes", () => {
       expect(line.match(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /g)).toHaveLength(1);
     }
     expect(text.trimEnd().split("\n").at(-1)).toContain("output-server: stopped signal=SIGTERM");
+    // The lines the full disk lost are told once, with the first line written after it had room again.
+    expect(text.match(/ log lines lost: writing the log failed \(ENOSPC\)/g)).toHaveLength(1);
   }, 60_000);
 
   test("from the environment too (AUDIO_AGENT_LOG_MAX_BYTES), and a log written over rather than appended to (2>FILE) is told it is not rotated: emptied, its writes would go on where they were", async () => {
