@@ -16,6 +16,7 @@ import { dirname, join } from "node:path";
 import { agentsIn, BUSYBOX, installApplets, SCRIPT, standInAgent, standInService } from "../support/init-script.ts";
 import { makeFifo } from "../support/fifo.ts";
 import { alive, childrenOf, inSession, runningIn, sessionOf } from "../support/proc.ts";
+import { canChoosePid, spawnAt } from "../support/machine.ts";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { cleanEnv, type Result, run } from "../support/processes.ts";
 import { until } from "../support/wait.ts";
@@ -325,6 +326,35 @@ describe("S95audio-agent: a start that gives up leaves nothing it started runnin
     const { started, session } = await startStalled(env, "start-stop-daemon");
     expect({ code: started.code, stdout: started.stdout, stderr: started.stderr }).toEqual({ code: 1, stdout: `audio-agent: no pid file ${env.AUDIO_AGENT_PIDFILE} after 5 s\n`, stderr: "" });
     expect(inSession(session)).toEqual([]);
+    expect(readdirSync(join(dir, "run"))).toEqual([]);
+  }, 60_000);
+
+  // The shell reaps a child that has exited as it waits for a command of its own (here a tick's sleep):
+  // its pid is free then, for the kernel to give again once its pids wrap around. Start asked only whether
+  // a process had that pid: a start-stop-daemon that had failed without a pid file was taken for one still
+  // starting, and 5 s later the pid's new owner, leading a session of its own, was ended with that session.
+  test.skipIf(!canChoosePid)("start-stop-daemon exits without a pid file and its pid goes to another session's leader before start looks again: start says it failed (1) and signals nothing", async () => {
+    const env: Record<string, string> = { ...setup(), AUDIO_AGENT_LOG_FILE: "" };
+    const at = (name: string) => join(dir, name);
+    const bin = at("held");
+    mkdirSync(bin);
+    // start-stop-daemon fails once the start ticks; that tick's sleep lasts until the start has reaped it and the test says so.
+    writeFileSync(join(bin, "start-stop-daemon"), `#!${BUSYBOX} sh\necho $$ >${at("ssd.pid")}\nuntil [ -e ${at("ticking")} ]; do ${BUSYBOX} sleep 0.01; done\nexit 1\n`);
+    writeFileSync(
+      join(bin, "sleep"),
+      `#!${BUSYBOX} sh\nif [ -e ${at("ssd.pid")} ] && [ ! -e ${at("ticking")} ]; then\n: >${at("ticking")}\nwhile [ -e /proc/$(cat ${at("ssd.pid")}) ]; do ${BUSYBOX} sleep 0.01; done\n: >${at("reaped")}\nuntil [ -e ${at("go")} ]; do ${BUSYBOX} sleep 0.01; done\nfi\nexec ${BUSYBOX} sleep "$@"\n`,
+    );
+    for (const shim of ["start-stop-daemon", "sleep"]) chmodSync(join(bin, shim), 0o755);
+    const starting = initScript("start", { ...env, PATH: `${bin}:${applets}:${process.env.PATH}` });
+    await until(() => existsSync(at("reaped")), "start-stop-daemon's end, reaped by the start", 10_000);
+    const freed = Number(readFileSync(at("ssd.pid"), "utf8"));
+    const leader = spawnAt(freed, ["setsid", standInAgent(at("leader")), "60"]);
+    expect(leader?.pid).toBe(freed);
+    await until(() => sessionOf(freed) === freed, "the new owner of the pid leading its session", 10_000);
+    writeFileSync(at("go"), "");
+    const started = await starting;
+    expect({ code: started.code, stdout: started.stdout, stderr: started.stderr }).toEqual({ code: 1, stdout: "audio-agent: start-stop-daemon failed (1)\n", stderr: "" });
+    expect(alive(freed)).toBe(true);
     expect(readdirSync(join(dir, "run"))).toEqual([]);
   }, 60_000);
 });

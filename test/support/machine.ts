@@ -2,8 +2,9 @@
  * What this machine lets a test do beyond the ordinary, for the tests that
  * need it to skip where it cannot be had (a container, a CI runner): IPv6 on
  * loopback, namespaces of its own, a disk slowed for one process, a process
- * held in the kernel.
+ * held in the kernel, a pid chosen for a new process.
  */
+import type { Subprocess } from "bun";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmdirSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 
@@ -194,3 +195,31 @@ export const canFreeze: boolean = (() => {
     return false;
   }
 })();
+
+/** The pid the kernel gave last in this pid namespace: root writes it to choose the next one. */
+const NS_LAST_PID = "/proc/sys/kernel/ns_last_pid";
+
+/** Whether spawnAt can choose a new process's pid here (root in its pid namespace). */
+export const canChoosePid: boolean = (() => {
+  try {
+    writeFileSync(NS_LAST_PID, readFileSync(NS_LAST_PID, "utf8"));
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/**
+ * `cmd` spawned as process `pid`, a pid no process has now (one that exited and was reaped), as the
+ * kernel gives it again once its pids wrap around: the last pid given is set to the one before, and
+ * tried again while another process takes it first. Undefined if it could not be had.
+ */
+export function spawnAt(pid: number, cmd: string[]): Subprocess | undefined {
+  for (let i = 0; i < 100; i++) {
+    writeFileSync(NS_LAST_PID, String(pid - 1));
+    const proc = Bun.spawn(cmd, { stdout: "ignore", stderr: "ignore" });
+    if (proc.pid === pid) return proc;
+    proc.kill("SIGKILL");
+  }
+  return undefined;
+}
