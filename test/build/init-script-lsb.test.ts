@@ -18,7 +18,7 @@ import { makeFifo } from "../support/fifo.ts";
 import { alive, childrenOf, inSession, runningIn, sessionOf } from "../support/proc.ts";
 import { canChoosePid, spawnAt } from "../support/machine.ts";
 import { canSwitchUser, NOBODY } from "../support/nobody.ts";
-import { cleanEnv, type Result, run } from "../support/processes.ts";
+import { cleanEnv, type Result, run, start } from "../support/processes.ts";
 import { until } from "../support/wait.ts";
 
 let applets: string;
@@ -327,6 +327,23 @@ describe("S95audio-agent: a start that gives up leaves nothing it started runnin
     expect({ code: started.code, stdout: started.stdout, stderr: started.stderr }).toEqual({ code: 1, stdout: `audio-agent: no pid file ${env.AUDIO_AGENT_PIDFILE} after 5 s\n`, stderr: "" });
     expect(inSession(session)).toEqual([]);
     expect(readdirSync(join(dir, "run"))).toEqual([]);
+  }, 60_000);
+
+  // A start ended by a signal gave up its turn alone: the wrapper shell waiting to open the log FIFO ran on,
+  // its pid file naming no agent (status 1, and the next start started another), and ran the agent with
+  // no pid file naming it once something read the FIFO.
+  test("a start TERMed, INTed or HUPed while its wrapper shell waits to open a log FIFO nothing reads: exit 1, nothing it started runs on, nothing of it is left", async () => {
+    const env = setup();
+    env.AUDIO_AGENT_LOG_FILE = makeFifo(join(dir, "log.fifo"));
+    for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+      const starting = start([BUSYBOX!, "sh", SCRIPT, "start"], { cwd: dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 30_000 });
+      await until(() => existsSync(env.AUDIO_AGENT_PIDFILE) && pidIn(env) > 0, "the wrapper shell's pid file", 10_000);
+      const session = sessionOf(pidIn(env))!;
+      expect(inSession(session)).toEqual([pidIn(env)]);
+      starting.kill(signal);
+      expect({ signal, code: await starting.exited }).toEqual({ signal, code: 1 });
+      expect({ signal, running: inSession(session), left: readdirSync(join(dir, "run")) }).toEqual({ signal, running: [], left: [] });
+    }
   }, 60_000);
 
   // The shell reaps a child that has exited as it waits for a command of its own (here a tick's sleep):
