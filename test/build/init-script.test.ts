@@ -15,7 +15,7 @@ import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { encodeWith } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
 import { agentsIn, BUSYBOX, gonePid, installApplets, SCRIPT, standInAgent } from "../support/init-script.ts";
-import { alive, runningIn } from "../support/proc.ts";
+import { alive, runningIn, unixListeners } from "../support/proc.ts";
 import { cleanEnv, type Result, run, start } from "../support/processes.ts";
 import { until } from "../support/wait.ts";
 import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
@@ -1199,6 +1199,37 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
     expect(wholeWireFrames(t.path("out.wire")).length).toBe(5);
     second.kill("SIGTERM");
     expect((await second.done).code).toBe(0);
+  }, 60_000);
+
+  // The device's settings (the role from the settings file, the capture FIFO, the sockets at JetKVM's
+  // variables): two sockets for the next agent to take over after a KILL, hidden names beside them.
+  test("AUDIO_AGENT_ROLE=serve with the capture FIFO: run makes the FIFO and serves both channels; run again after a KILL, the new agent takes over both sockets, and after its TERM only the FIFO is left", async () => {
+    tempDir();
+    const fifo = t.path("capture/capture.ogg");
+    const [out, input, sink] = [t.path("o.sock"), t.path("i.sock"), t.path("mic.wire")];
+    const { AUDIO_AGENT_ARGS: _, ...env } = settings({ AUDIO_AGENT_FIFO: fifo, JETKVM_AUDIO_OUTPUT_SOCKET: out, JETKVM_AUDIO_INPUT_SOCKET: input });
+    mkdirSync(t.path("default"));
+    writeFileSync(env.AUDIO_AGENT_DEFAULTS, `AUDIO_AGENT_ROLE=serve\nAUDIO_AGENT_INPUT_SINK=${sink}\n`);
+    const bothListen = () => unixListeners(out) === 1 && unixListeners(input) === 1;
+    const first = supervised(env);
+    daemons.add(first.pid);
+    await until(bothListen, "both sockets", 15_000);
+    expect(statSync(fifo).isFIFO()).toBe(true);
+    first.kill("SIGKILL");
+    await first.done;
+
+    const second = supervised(env);
+    daemons.add(second.pid);
+    await until(bothListen, "both sockets, taken over", 15_000);
+    expect(readFileSync(`/proc/${second.pid}/cmdline`, "utf8").split("\0").slice(0, 2)).toEqual([agentBin, "serve"]);
+    await writeWireFile(t.path("send.wire"), 10);
+    const sent = await run([agentBin, "input", "send", "--socket", input, "--source", t.path("send.wire"), "--connect-timeout", "5"], { cwd: t.dir, timeoutMs: 20_000 });
+    expect(sent.code, sent.stderr).toBe(0);
+    await until(() => readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8").includes("input-server: session ended by Stop"), "the input session's end");
+    expect(wholeWireMessages(sink, INPUT_MAGIC).filter((m) => m.type === MessageType.OpusFrame).length).toBe(10);
+    second.kill("SIGTERM");
+    expect((await second.done).code).toBe(0);
+    expect(readdirSync(t.dir).filter((name) => name.includes(".sock"))).toEqual([]);
   }, 60_000);
 
   test("without a log file, the agent's lines go to the supervisor's stderr", async () => {
