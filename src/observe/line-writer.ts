@@ -48,6 +48,8 @@ export class LineWriter {
   private failed: { count: number; code: string } | undefined;
   /** The log was last left mid-line: a line begun (its rest waiting), or the part of one a failed write left. */
   private midLine = false;
+  /** While turnForRoom tries a line again: a second failure is counted, not turned for. */
+  private turningForRoom = false;
 
   constructor(
     private readonly fd: number,
@@ -77,6 +79,7 @@ export class LineWriter {
     const rest = this.writeNow(bytes);
     if (rest === FAILED) {
       if (told) this.failed!.count += told.count;
+      if (this.cap && !this.turningForRoom && OUT_OF_ROOM.has(this.failed!.code)) this.turnForRoom(this.cap, text, always);
       return;
     }
     if (rest === undefined) return;
@@ -220,6 +223,31 @@ export class LineWriter {
     if (at > 0 && takeBack(this.fd, at)) this.midLine = wasMidLine;
   }
 
+  /**
+   * A log kept under a size (capAt) whose write found no room (its disk
+   * full below the cap: a small /var/log; past `ulimit -f`): turned now,
+   * copied to ".1" if there is room for it (the ".1" before is removed
+   * first, which may make it) and emptied, and `text` tried again once: the
+   * newest lines kept rather than the oldest, and the line that says why a
+   * run ended written. Nothing to empty, nothing is done.
+   */
+  private turnForRoom(cap: { maxBytes: number; failed: (why: string) => void }, text: string, always: boolean): void {
+    try {
+      if (fstatSync(this.fd).size === 0) return;
+    } catch {
+      return;
+    }
+    // Tried again: not lost unless it fails again.
+    if (--this.failed!.count === 0) this.failed = undefined;
+    this.turningForRoom = true;
+    try {
+      this.rotateAtCap(cap, true);
+      this.write(text, always);
+    } finally {
+      this.turningForRoom = false;
+    }
+  }
+
   /** Runs `write` with no turn at the cap meanwhile. */
   private uncapped(write: () => void): void {
     const cap = this.cap;
@@ -231,11 +259,12 @@ export class LineWriter {
     }
   }
 
-  /** Copies the file to its ".1" and empties it, once it has reached the cap (see capAt). */
-  private rotateAtCap(cap: { maxBytes: number; failed: (why: string) => void }): void {
+  /** Copies the file to its ".1" and empties it, once it has reached the cap (see capAt), or now when `forRoom` (turnForRoom). */
+  private rotateAtCap(cap: { maxBytes: number; failed: (why: string) => void }, forRoom = false): void {
     try {
       // Its size, not what this wrote: stdout may share the file (2>&1).
-      if (fstatSync(this.fd).size < cap.maxBytes) return;
+      const size = fstatSync(this.fd).size;
+      if (size < cap.maxBytes && !forRoom) return;
       const path = fileName(this.fd);
       let lost: string | undefined;
       // Removed, it still fills the disk until the agent exits: emptied all the same.
@@ -251,6 +280,8 @@ export class LineWriter {
         }
       }
       ftruncateSync(this.fd, 0);
+      if (forRoom && lost === undefined) lost = `no room for the log's next line: copied to ${path}.1 and emptied at ${size} bytes, below its bound of ${cap.maxBytes}`;
+      else if (forRoom) lost = `no room for the log's next line, so it is emptied at ${size} bytes, below its bound of ${cap.maxBytes}; ${lost}`;
       // Told in the emptied file, its first line; that line alone (a path thousands of bytes long) never turns it again.
       if (lost !== undefined) this.uncapped(() => cap.failed(lost));
     } catch (e) {
@@ -307,6 +338,9 @@ function removeIfThere(path: string): void {
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
   }
 }
+
+/** A write's errno names for want of room: a full disk, a quota, a file size limit. */
+const OUT_OF_ROOM = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
 
 /** What writeNow returns for a write that failed. */
 const FAILED = Symbol("failed");

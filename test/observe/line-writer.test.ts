@@ -222,6 +222,57 @@ describe.skipIf(!canUnshare("--mount"))("lines whose writes fail (a full disk)",
   }
   const notice = (count: number) => `audio-agent: ${count} log lines lost: writing the log failed (ENOSPC)\n`;
 
+  /**
+   * `count` lines of 100 bytes written by a LineWriter kept under 1 MiB (capAt), its turns told in the log,
+   * on a 64 KiB disk holding `old` bytes of an earlier turn's ".1": run in the disk's mount namespace,
+   * where the log's name (that the turn copies by) is the disk's.
+   */
+  async function cappedOnSmallDisk(old: number, count: number) {
+    const t = socketDir(defer, "aa-lw-");
+    mkdirSync(t.path("disk"));
+    const disk = await smallDisk(t.path("disk"), 64 * 1024);
+    defer(disk.release);
+    const path = t.path("disk/agent.log");
+    if (old > 0) writeFileSync(disk.path("agent.log.1"), "o".repeat(old - 1) + "\n");
+    const script = t.path("capped.ts");
+    writeFileSync(
+      script,
+      `import { constants, openSync } from "node:fs";
+import { LineWriter } from ${JSON.stringify(`${import.meta.dir}/../../src/observe/line-writer.ts`)};
+const out = new LineWriter(openSync(process.argv[2], constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644));
+out.capAt(1024 * 1024, (why) => out.write("warn: " + why + "\\n"));
+for (let i = 0; i < ${count}; i++) out.write("line " + String(i).padStart(4, "0") + " " + "x".repeat(89) + "\\n");`,
+    );
+    const done = await run(disk.run([BUN, script, path]));
+    expect(done.stderr).toBe("");
+    expect(done.code).toBe(0);
+    const lines = Array.from({ length: count }, (_, i) => line(i));
+    return { path, lines, older: () => readFileSync(disk.path("agent.log.1"), "utf8"), hasOlder: () => existsSync(disk.path("agent.log.1")), log: () => readFileSync(disk.path("agent.log"), "utf8") };
+  }
+  const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+  test("a log kept under a size (capAt) whose disk fills below it is copied and emptied then, the .1 before removed to make room for the copy: no line lost, the newest in the log", async () => {
+    // About 24 KiB of the disk is the log's: full at about 240 lines, turned once by 300.
+    const { path, lines, older, log } = await cappedOnSmallDisk(40 * 1024, 300);
+    const text = log();
+    const [first, ...after] = text.slice(0, -1).split("\n");
+    expect(first).toMatch(new RegExp(`^warn: no room for the log's next line: copied to ${escaped(path)}\\.1 and emptied at \\d+ bytes, below its bound of 1048576$`));
+    // Every line once, in order, across the two files, the turn's line between them.
+    expect(older() + after.map((l) => l + "\n").join("")).toBe(lines.join(""));
+    expect(text).not.toContain("log lines lost");
+  });
+
+  test("a log kept under a size whose disk has no room for the copy is emptied all the same, its first line saying why and that the lines before are lost: the newest lines get in", async () => {
+    const { path, lines, hasOlder, log } = await cappedOnSmallDisk(0, 1000);
+    expect(hasOlder()).toBe(false);
+    const text = log();
+    const [first, ...after] = text.slice(0, -1).split("\n");
+    expect(first).toMatch(new RegExp(`^warn: no room for the log's next line, so it is emptied at \\d+ bytes, below its bound of 1048576; cannot copy the log to ${escaped(path)}\\.1 \\(ENOSPC\\): the lines before this one are lost$`));
+    // The lines after the last turn, the newest, whole and in order, up to the last.
+    expect(after.length).toBeGreaterThan(0);
+    expect(after.map((l) => l + "\n").join("")).toBe(lines.slice(-after.length).join(""));
+  });
+
   test("are counted and lost, the part of one a file appended to took is taken off, and once the log takes lines again a notice says how many and why, before the next line; once", async () => {
     const { path, out, before } = await onFullDisk(constants.O_APPEND);
     // Taken off, the long line left the page's room to the next line, and to the notice before it.
