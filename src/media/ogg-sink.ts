@@ -7,7 +7,7 @@ import { OggError } from "./ogg-error.ts";
 import { CAPTURE, MAX_PAGE_SIZE } from "./ogg-page.ts";
 import { OggPageReader } from "./ogg-page-reader.ts";
 import { OggPageWriter } from "./ogg-page-writer.ts";
-import { buildOpusHead } from "./opus-head.ts";
+import { buildOpusHead, headPreSkip } from "./opus-head.ts";
 import { buildOpusTags } from "./opus-tags.ts";
 import { checkOpusFraming, opusPacketSamples } from "./opus-toc.ts";
 
@@ -327,10 +327,12 @@ function isFamily0Channels(channels: number): boolean {
  * Undefined for bytes that are not Ogg pages end to end (damage before the
  * last page, another format): not cut there. Players pass over half a page,
  * but the agent's own source (strict) stops at it. A last link with no audio
- * page (a stream cut inside its headers, or right after them) is cut whole,
- * from its OpusHead page: a stream appended would begin in the group of BOS
- * pages, multiplexed with them rather than chained after (RFC 3533), and
- * opusdec refuses a whole file that holds a link without audio.
+ * page (a stream cut inside its headers, or right after them), or whose audio
+ * ends within its pre-skip (none of it played), is cut whole, from its
+ * OpusHead page: a stream appended would begin in the group of BOS pages,
+ * multiplexed with them rather than chained after (RFC 3533), and opusdec
+ * refuses a whole file that holds a link without audio, or one that ends
+ * before its pre-skip is over.
  */
 export function wholeOggLength(path: string): number | undefined {
   return wholeLengthOf(path, wholePages);
@@ -343,8 +345,10 @@ function wholePages(fd: number, end: number): number | undefined {
   let whole = 0;
   /** Where the BOS pages the whole ones end with begin, if they do. */
   let group: number | undefined;
-  /** Where the last link begins while no page of it has audio (a granule past 0) or ends it. */
+  /** Where the last link begins while no page of it has audio past its pre-skip (a granule past it) or ends it. */
   let bare: number | undefined;
+  /** The last link's pre-skip, as its OpusHead gives it (0 for a stream of another codec). */
+  let preSkip = 0;
   /** A page read whose CRC failed: only the last page may be so. */
   let bad = false;
   try {
@@ -355,8 +359,10 @@ function wholePages(fd: number, end: number): number | undefined {
         bad = !page.crcValid();
         if (bad) continue;
         group = page.beginOfStream ? (group ?? page.streamOffset) : undefined;
-        if (page.beginOfStream) bare = group;
-        else if (page.granule > 0 || page.endOfStream) bare = undefined;
+        if (page.beginOfStream) {
+          bare = group;
+          preSkip = headPreSkip(page.bytes.subarray(page.bodyOffset, page.bodyOffset + page.bodySize)) ?? 0;
+        } else if (page.granule > preSkip || page.endOfStream) bare = undefined;
         whole = pages.streamOffset;
       }
     }

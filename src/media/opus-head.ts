@@ -31,6 +31,11 @@ export function isOpusHead(packet: Uint8Array): boolean {
   return packet.length >= 8 && MAGIC.every((b, i) => packet[i] === b);
 }
 
+/** The pre-skip an OpusHead packet gives (samples at 48 kHz), read from its first bytes; undefined for anything else. */
+export function headPreSkip(packet: Uint8Array): number | undefined {
+  return isOpusHead(packet) && packet.length >= 12 ? packet[10]! | (packet[11]! << 8) : undefined;
+}
+
 /** Parses an OpusHead packet; throws with the reason when it is not a usable one. */
 export function parseOpusHead(packet: Uint8Array): OpusHead {
   if (!isOpusHead(packet)) throw new Error("packet is not an OpusHead");

@@ -572,4 +572,29 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     expect(got.frames.map((f) => f.payload)).toEqual([...sent, ...sent].map((f) => f.payload));
     expect(decodedSamples(path, fx.dir)).toBeGreaterThan(decodedSamples(TONE, fx.dir));
   });
+
+  test("a recording whose last link's audio ends within its pre-skip (none of it played): that link is cut whole too, since opusdec refuses a file holding a link that ends before its pre-skip is over, the links appended after it too; one past its pre-skip is kept", async () => {
+    const sent = (await drainFile(TONE)).frames;
+    // --pre-skip 3840 with a page per 20 ms packet: the first four audio pages end within it.
+    const recorded = outPath();
+    const sink = OggSink.open(recorded, { preSkip: 3840, pageMs: 20 });
+    for (const frame of sent.slice(0, 8)) send(sink, MessageType.OpusFrame, frame.payload);
+    await sink.close();
+    const pages = pagesOf(read(recorded));
+    expect(pages.slice(2, 7).map((p) => p.granule)).toEqual([960, 1920, 2880, 3840, 4800]);
+    const cutAfter = (page: number) => concatBytes([tone, read(recorded).subarray(0, pages[page + 1]!.offset)]);
+    for (const page of [2, 3, 4, 5]) expect({ page, at: lengthOf(cutAfter(page)) }).toEqual({ page, at: tone.length });
+    expect(lengthOf(cutAfter(6))).toBe(cutAfter(6).length);
+
+    // Appended to, the file reads whole and opusdec plays both streams.
+    const path = outPath();
+    writeFileSync(path, cutAfter(3));
+    const appended = openSink("ogg", path, { append: true, channel: "input", preSkip: 312, pageMs: 100 });
+    for (const frame of sent) send(appended as OggSink, MessageType.OpusFrame, frame.payload);
+    await appended.close();
+    const got = await drainFile(path);
+    expect(got.error).toBeUndefined();
+    expect(got.frames.map((f) => f.payload)).toEqual([...sent, ...sent].map((f) => f.payload));
+    expect(decodedSamples(path, fx.dir)).toBeGreaterThan(decodedSamples(TONE, fx.dir));
+  });
 });
