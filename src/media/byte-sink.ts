@@ -14,10 +14,10 @@ import { openForWriting, sinkFollowFlag } from "./sink-path.ts";
  * it took them (false: dropped whole, none of them written). `kept` marks
  * bytes the reader's stream cannot do without (KeptUnit): an output that
  * drops what its reader has no room for holds these instead, ahead of what
- * comes after. `opening` marks bytes a file may not end with, carrying no
- * frame (an Ogg stream's header pages: a link with no audio page after them
- * makes opusdec refuse the whole file): a file cut short by a failed write
- * loses them too.
+ * comes after. `opening` marks bytes a file may not end with (an Ogg
+ * stream's header pages, and its audio pages until one passes its pre-skip:
+ * a link that plays nothing makes opusdec refuse the whole file): a file cut
+ * short by a failed write loses them too, their frames counted as dropped.
  */
 export interface ByteOutput {
   readonly name: string;
@@ -73,7 +73,7 @@ export const LINGER_MS = 1000;
  * frame received is written or counted. A file cut short by a failed write
  * (ENOSPC) is trimmed back to its last whole unit (a wire message, an Ogg
  * page) that is not `opening` (ByteOutput), so that it stays readable and can
- * be appended to.
+ * be appended to; the frames of the opening units taken off are counted too.
  */
 export class ByteSink implements ByteOutput {
   private buffer = new Uint8Array(0);
@@ -86,6 +86,8 @@ export class ByteSink implements ByteOutput {
   private units = 0;
   /** Bytes written whole since the end of the last unit that is not `opening`: a failed write takes them back off. */
   private openingBytes = 0;
+  /** The frames those bytes carry: counted as dropped once taken back off. */
+  private openingFrames = 0;
   private readonly counts: Record<ByteSinkDrop, number> = { sink_no_reader: 0, sink_write_failed: 0, sink_reader_slow: 0 };
   /** Set by the first failed write: nothing is written after it. */
   private failedFor: ByteSinkDrop | undefined;
@@ -215,29 +217,38 @@ export class ByteSink implements ByteOutput {
       else this.holdOn();
       return;
     }
-    const lost = this.framesIn(this.units) - this.framesIn(whole);
-    // The start of the unit cut short, and the opening units before it (a stream's headers with no audio after them).
-    this.takeBack(at - (whole > 0 ? this.unitEnds[whole - 1]! : 0) + this.openingBytes);
+    let lost = this.framesIn(this.units) - this.framesIn(whole);
+    // The start of the unit cut short, and the opening units before it (a stream's headers, and audio none of which plays).
+    if (this.takeBack(at - (whole > 0 ? this.unitEnds[whole - 1]! : 0) + this.openingBytes)) lost += this.openingFrames;
     this.forget(this.used, this.units);
     this.fail(code, lost);
   }
 
-  /** Counts into openingBytes the first `whole` buffered units, just written whole. */
+  /** Counts into openingBytes and openingFrames the first `whole` buffered units, just written whole. */
   private wroteWhole(whole: number): void {
     if (whole === 0) return;
     let last = whole - 1;
     while (last >= 0 && this.unitOpens[last] === 1) last--;
     const end = this.unitEnds[whole - 1]!;
-    this.openingBytes = last < 0 ? this.openingBytes + end : end - this.unitEnds[last]!;
+    const frames = this.framesIn(whole);
+    if (last < 0) {
+      this.openingBytes += end;
+      this.openingFrames += frames;
+    } else {
+      this.openingBytes = end - this.unitEnds[last]!;
+      this.openingFrames = frames - this.framesIn(last + 1);
+    }
   }
 
-  /** A file's last `bytes`, written before a failed write stopped it, are taken off again (best effort). */
-  private takeBack(bytes: number): void {
-    if (!this.trimmable || bytes === 0) return;
+  /** A file's last `bytes`, written before a failed write stopped it, are taken off again (best effort): whether they were. */
+  private takeBack(bytes: number): boolean {
+    if (!this.trimmable || bytes === 0) return false;
     try {
       ftruncateSync(this.fd, fstatSync(this.fd).size - bytes);
+      return true;
     } catch {
       // Left as it is: the failure that stopped the write is the one told.
+      return false;
     }
   }
 

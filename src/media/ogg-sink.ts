@@ -4,7 +4,7 @@ import { decodeConfigPayload, MessageType, type ParsedMessage } from "../protoco
 import { ByteSink, dataEnd, wholeLengthOf, type ByteOutput, type KeptUnit } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import { OggError } from "./ogg-error.ts";
-import { CAPTURE, MAX_PAGE_SIZE } from "./ogg-page.ts";
+import { CAPTURE, MAX_PAGE_SIZE, OggPage } from "./ogg-page.ts";
 import { OggPageReader } from "./ogg-page-reader.ts";
 import { OggPageWriter } from "./ogg-page-writer.ts";
 import { buildOpusHead, headPreSkip } from "./opus-head.ts";
@@ -64,6 +64,15 @@ export class OggSink implements FrameSink {
   private refused = false;
   /** Pages being written now are a stream's OpusHead and OpusTags, which a file may not end with (ByteOutput.write's `opening`). */
   private opening = false;
+  /**
+   * A page of this stream past its pre-skip (or its end) was written: until
+   * then a file may not end with its audio pages either, none of which is
+   * played (opusdec refuses a file holding a link that ends before its
+   * pre-skip is over).
+   */
+  private heard = false;
+  /** A view of the page just made, to read its granule. */
+  private readonly made = new OggPage();
   private closed = false;
 
   private constructor(
@@ -82,7 +91,8 @@ export class OggSink implements FrameSink {
     return new OggPageWriter(serial, (page) => {
       const packets = this.pagePackets;
       this.pagePackets = 0;
-      if (!this.bytes.write(page, packets, this.kept, this.opening)) {
+      const heard = this.heard || this.playsPastPreSkip(page);
+      if (!this.bytes.write(page, packets, this.kept, this.opening || !heard)) {
         // Dropped whole (a FIFO's reader fell behind, or the output has failed): the stream goes on as if the page had never
         // been, with no gap in page numbers or granule, so the reader is a valid stream and a
         // player skips what it missed instead of falling further behind. (Called while the page's
@@ -90,7 +100,9 @@ export class OggSink implements FrameSink {
         this.pages.sequence--;
         this.granule -= this.pendingSamples;
         this.refused = true;
+        return;
       }
+      this.heard = heard;
     });
   }
 
@@ -186,8 +198,15 @@ export class OggSink implements FrameSink {
     this.endStream();
     this.pages = this.stream(otherSerial(this.pages.serial));
     this.headersWritten = false;
+    this.heard = false;
     this.granule = 0;
     this.pendingSamples = 0;
+  }
+
+  /** Whether a player plays some of `page`'s stream once it has that page: its granule is past the pre-skip, or it ends the stream. */
+  private playsPastPreSkip(page: Uint8Array): boolean {
+    const made = this.made.at(page, 0, 0);
+    return made.endOfStream || made.granule > this.preSkip;
   }
 
   private onPacket(packet: Uint8Array): void {

@@ -14,6 +14,8 @@ import { FileFormatError } from "../../src/media/file-format.ts";
 import { openSink } from "../../src/media/open.ts";
 import { encodeMessage, FrameParser, INPUT_MAGIC, MessageType, OUTPUT_MAGIC, type ParsedMessage } from "../../src/protocol/index.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
+import { pagesOf } from "../support/ogg.ts";
+import { TONE } from "../support/opus-fixtures.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, readAvailable } from "../support/fifo.ts";
 import { openFiles } from "../support/proc.ts";
@@ -155,6 +157,41 @@ try { sink.flush(); } catch (e) { console.log(e.message); }`,
     expect(run.stderr.toString()).toBe("");
     expect(run.stdout.toString()).toBe(`cannot write to sink ${out}: EFBIG\n`);
     expect(statSync(out).size).toBe(1000);
+  });
+
+  test("an Ogg stream appended to a file that fails before its audio passes its pre-skip (none of it played yet): its audio pages go with its headers, their frames counted as dropped, and the file is the recording before it", () => {
+    const dir = socketDir(defer, "bsk-");
+    const src = `${import.meta.dir}/../../src`;
+    // --pre-skip 3840, a page per 20 ms packet, each flushed: the first four audio pages end within the pre-skip.
+    const script = byteSinkScript(
+      dir.path("pre-skip.ts"),
+      `import { OggSink } from ${JSON.stringify(`${src}/media/ogg-sink.ts`)};
+import { encodeMessage, FrameParser, MessageType, OUTPUT_MAGIC } from ${JSON.stringify(`${src}/protocol/index.ts`)};
+const sink = OggSink.over(ByteSink.open(process.argv[2], { append: true }), { preSkip: 3840, pageMs: 20 });
+const parser = new FrameParser(OUTPUT_MAGIC);
+const failures = new Set();
+for (let i = 0; i < 8; i++) {
+  parser.push(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, Uint8Array.of(0xfc, 0xff, 0xfe)));
+  sink.write(parser.next());
+  try { sink.flush(); } catch (e) { failures.add(e.message); }
+}
+try { await sink.close(); } catch (e) { failures.add(e.message); }
+console.log([...failures].join(" | "), sink.dropped.sink_write_failed);`,
+    );
+    // Where its pages begin when written whole: OpusHead, OpusTags, then one audio page after another.
+    const whole = dir.path("whole.opus");
+    expect(Bun.spawnSync([process.execPath, script, whole]).stdout.toString()).toBe(" 0\n");
+    const pages = pagesOf(new Uint8Array(readFileSync(whole)));
+    expect(pages.slice(2, 7).map((p) => p.granule)).toEqual([960, 1920, 2880, 3840, 4800]);
+    const before = new Uint8Array(readFileSync(TONE));
+    const out = dir.path("pre-skip.opus");
+    writeFileSync(out, before);
+    // Room for the headers, two audio pages and part of the third.
+    const limit = before.length + pages[4]!.offset + 10;
+    const run = Bun.spawnSync(["sh", "-c", `trap '' XFSZ; exec prlimit --fsize=${limit} "$0" "$@"`, process.execPath, script, out], { stderr: "pipe" });
+    expect(run.stderr.toString()).toBe("");
+    expect(run.stdout.toString()).toBe(`cannot write to sink ${out}: EFBIG 8\n`);
+    expect(sameBytes(new Uint8Array(readFileSync(out)), before)).toBe(true);
   });
 
   test("an Ogg stream over an output that fails counts every packet it was given, the one being added as the page before it failed too", () => {
