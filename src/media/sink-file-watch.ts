@@ -22,12 +22,22 @@ export class SinkFileWatch {
   private placement: FilePlacement = "in_place";
   private lookedAt = -Infinity;
   private ended = false;
+  /**
+   * The path looked at: a relative one under the working directory's name
+   * when the file was opened (not normalised: "link/.." is left to the
+   * kernel, as the open left it). Looked up relative to the directory
+   * itself, it would still lead to the file once that directory is renamed,
+   * where no one looking at the path given finds it any more.
+   */
+  private readonly at: string;
 
   constructor(
     private readonly path: string,
     private readonly fd: number,
     private readonly report: SinkReport | undefined,
-  ) {}
+  ) {
+    this.at = path.startsWith("/") ? path : `${process.cwd()}/${path}`;
+  }
 
   /** Where the file stands: looked at now if the last look is SINK_LOOK_MS old, as last found otherwise. */
   look(now = performance.now()): FilePlacement {
@@ -35,7 +45,7 @@ export class SinkFileWatch {
     this.lookedAt = now;
     let found: FilePlacement;
     try {
-      found = filePlacement(this.fd, this.path);
+      found = filePlacement(this.fd, this.at);
     } catch {
       return this.placement;
     }

@@ -8,7 +8,8 @@
  * never looked at so.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, linkSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import type { Socket } from "bun";
 import { SINK_LOOK_MS } from "../../src/media/sink-file-watch.ts";
 import { DEFAULT_AUDIO_CONFIG, encodeConfigPayload, encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
@@ -159,6 +160,40 @@ describe("a recording's file moved aside or replaced, and back", () => {
     expect(agent.stderr.indexOf("the sink file was moved away")).toBeLessThan(agent.stderr.indexOf("the sink file is at its path again"));
     expect(audioPacketsOf(new Uint8Array(readFileSync(rec)))).toEqual(Array.from({ length: 120 }, (_, i) => tonePacket(i)));
     expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ frames: "120", dropped: "0" });
+  }, 60_000);
+
+  test("`output recv --sink link/../rec.wire`, a path relative to the agent's working directory, that directory renamed: told moved away, as the same path given whole is, naming where the file is now; back in place once renamed back", async () => {
+    const t = setup();
+    const dir = t.path("rec-dir");
+    const moved = t.path("rec-dir.moved");
+    // The path as the kernel follows it: "link/.." is the link's target's parent (deep), not the working directory.
+    mkdirSync(join(dir, "deep/x"), { recursive: true });
+    symlinkSync("deep/x", join(dir, "link"));
+    let socket: Socket<undefined> | undefined;
+    const server = fakeServer(t.sock, (s) => (socket = s));
+    defer(() => server.stop());
+    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", "link/../rec.wire", "--once", "--metrics", "127.0.0.1:0"], { cwd: dir });
+    const base = await metricsUrl(recv);
+    await until(() => socket !== undefined, "the agent to connect");
+    socket!.write(frames(OUTPUT_MAGIC, 0, 20, testPayload));
+    await framesReach(base, 20);
+    expect(await healthz(base)).toMatchObject({ sink_file: "in_place" });
+
+    renameSync(dir, moved);
+    await sinkFileBecomes(base, "moved");
+    await recv.waitForStderr(/WARN +output-client: the sink file was moved away/);
+    renameSync(moved, dir);
+    await sinkFileBecomes(base, "in_place");
+    await recv.waitForStderr(/INFO +output-client: the sink file is at its path again/);
+    socket!.write(frames(OUTPUT_MAGIC, 20, 40, testPayload));
+    await framesReach(base, 40);
+    socket!.end();
+    expect(await recv.exited, recv.stderr).toBe(0);
+
+    // Named as it was given, and where the rename took it.
+    const warning = logFields(recv.stderr, "output-client", "the sink file was moved away: no file is at its path now; what is recorded goes on into the file opened, which is no longer at that path");
+    expect(warning).toEqual({ sink: "link/../rec.wire", now_at: join(moved, "deep/rec.wire") });
+    expect(wholeWireFrames(join(dir, "deep/rec.wire"))).toEqual(Array.from({ length: 40 }, (_, i) => testPayload(i)));
   }, 60_000);
 
   test("`serve --input-sink FILE` replaced (linked aside, another file renamed over its path): a warning that the path leads to another file now, shown in /healthz and /metrics; the other file is left as it was", async () => {
