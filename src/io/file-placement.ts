@@ -13,7 +13,9 @@ export type FilePlacement = "in_place" | "removed" | "moved" | "replaced";
  * Where the file open on `fd` stands against `path`: the descriptor's link
  * count (0: removed), then the (device, inode) the path leads to now,
  * symbolic links followed as the open followed them. One fstat and at most
- * one stat; throws as fstat does (EBADF: nothing open there).
+ * one stat; throws as fstat does (EBADF: nothing open there), and as stat
+ * does where it cannot tell what the path leads to (EACCES: a directory on
+ * the way no longer searchable; EIO).
  */
 export function filePlacement(fd: number, path: string): FilePlacement {
   const file = fstatSync(fd);
@@ -23,11 +25,15 @@ export function filePlacement(fd: number, path: string): FilePlacement {
   return at.dev === file.dev && at.ino === file.ino ? "in_place" : "replaced";
 }
 
-/** What `path` leads to; undefined where it leads to nothing that can be looked at (missing, its directory gone or out of reach). */
+/** Errors of a stat that say the path leads to no file: nothing there, a file where a directory should be, a loop of symbolic links. */
+const NOTHING_THERE = new Set(["ENOENT", "ENOTDIR", "ELOOP"]);
+
+/** What `path` leads to; undefined where it leads to nothing (missing, its directory gone); throws where that cannot be told. */
 function statOrNothing(path: string): Stats | undefined {
   try {
-    return statSync(path, { throwIfNoEntry: false });
-  } catch {
-    return undefined;
+    return statSync(path);
+  } catch (e) {
+    if (NOTHING_THERE.has((e as NodeJS.ErrnoException).code ?? "")) return undefined;
+    throw e;
   }
 }

@@ -47,6 +47,7 @@ export class SinkFileWatch {
     try {
       found = filePlacement(this.fd, this.at);
     } catch {
+      // Cannot be told now (the path out of reach): as last found, until a look can tell.
       return this.placement;
     }
     if (found !== this.placement) this.tell(found);

@@ -8,7 +8,7 @@
  * never looked at so.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
 import { SINK_LOOK_MS } from "../../src/media/sink-file-watch.ts";
@@ -17,12 +17,13 @@ import { logFields } from "../support/agent-log.ts";
 import { concatBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo } from "../support/fifo.ts";
+import { asNobody, canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { healthz, metricsUrl, samples, scrape, value } from "../support/metrics.ts";
 import { audioPacketsOf, packetsOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
 import { connectClient, fakeServer } from "../support/peer.ts";
-import { spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
+import { AGENT, agentEnv, spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, wholeWireMessages, wireFileFrames } from "../support/wire.ts";
@@ -296,4 +297,38 @@ describe("sinks that are not a file the agent opened by its path", () => {
       expect(agent.stderr).not.toContain("the sink file");
     }, 60_000);
   }
+});
+
+describe("a recording's path the agent can no longer look at", () => {
+  test.skipIf(!canSwitchUser)("an agent run as nobody, its sink's directory made unsearchable (mode 000): where the file stands cannot be told, so it stays as last found and nothing is told; a removal once it can look again is told", async () => {
+    const t = setup();
+    chmodSync(t.dir, 0o755);
+    const dir = t.path("rec-dir");
+    mkdirSync(dir);
+    chownSync(dir, NOBODY, NOBODY);
+    const rec = join(dir, "rec.wire");
+    let socket: Socket<undefined> | undefined;
+    const server = fakeServer(t.sock, (s) => (socket = s));
+    defer(() => server.stop());
+    chmodSync(t.sock, 0o666);
+    const recv = start([...asNobody(t.dir, AGENT), "output", "recv", "--socket", t.sock, "--sink", rec, "--metrics", "127.0.0.1:0"], { env: agentEnv(), cwd: t.dir });
+    const base = await metricsUrl(recv);
+    await until(() => socket !== undefined, "the agent to connect");
+    socket!.write(frames(OUTPUT_MAGIC, 0, 20, testPayload));
+    await framesReach(base, 20);
+    expect(await healthz(base)).toMatchObject({ sink_file: "in_place" });
+
+    chmodSync(dir, 0o000);
+    // Asked over two looks' time: a look that takes "cannot search" for "nothing there" would tell it moved.
+    for (const end = Date.now() + 2 * SINK_LOOK_MS + 500; Date.now() < end; await Bun.sleep(100)) {
+      expect(await healthz(base)).toMatchObject({ sink_file: "in_place" });
+    }
+    chmodSync(dir, 0o755);
+    rmSync(rec);
+    await sinkFileBecomes(base, "removed");
+    await recv.waitForStderr(/WARN +output-client: the sink file was removed/);
+    recv.kill("SIGTERM");
+    expect(await recv.exited, recv.stderr).toBe(0);
+    expect(linesWith(recv.stderr, "the sink file")).toBe(1);
+  }, 60_000);
 });

@@ -46,6 +46,12 @@ describe("filePlacement: where a file open for writing stands against its path",
     defer(() => closeSync(fd));
     renameSync(sub, t.path("sub2"));
     expect(filePlacement(fd, `${sub}/rec`)).toBe("moved");
+    // Nothing there either: a file where its directory was (ENOTDIR), a loop of symbolic links at its path (ELOOP).
+    writeFileSync(sub, "");
+    expect(filePlacement(fd, `${sub}/rec`)).toBe("moved");
+    renameSync(t.file, t.path("aside"));
+    symlinkSync(t.file, t.file);
+    expect(filePlacement(t.fd, t.file)).toBe("moved");
   });
 
   test("replaced: another file at the path while it has a name elsewhere", () => {
