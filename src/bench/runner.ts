@@ -7,6 +7,7 @@
 import { existsSync, watch } from "node:fs";
 import { join } from "node:path";
 import { within } from "../io/within.ts";
+import { wallClockMs } from "../protocol/index.ts";
 import { DEVICE_RUNTIME_ENV } from "./device-runtime.ts";
 import type { DriverResult } from "./driver.ts";
 import { clearReferenced, residentKiB, sampleProcess, statusKiB, used, type ProcessUse } from "./process-figures.ts";
@@ -257,6 +258,10 @@ export class Runner {
     const before = started.map((s) => sampleProcess(s.proc.pid));
     const counting = started.map((s) => clearReferenced(s.proc.pid));
     const t0 = performance.now();
+    // The wall clock now, as the programs' own stamps read it: this process may have run for
+    // minutes (a test run), and its start-up offset (performance.timeOrigin) no longer holds once
+    // the system clock has been stepped (a virtual machine resumed, NTP).
+    const openedAtMs = wallClockMs();
     await Bun.sleep(options.windowMs);
     const after = started.map((s) => sampleProcess(s.proc.pid));
     const windowMs = performance.now() - t0;
@@ -305,7 +310,7 @@ export class Runner {
       };
     }
     const windowFrames = framesBefore && framesAfter?.map((n, i) => n - framesBefore[i]!);
-    return { openedAtMs: performance.timeOrigin + t0, windowMs, windowFrames, processes, failures };
+    return { openedAtMs, windowMs, windowFrames, processes, failures };
   }
 
   /**
