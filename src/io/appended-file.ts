@@ -1,5 +1,6 @@
-import { readFileSync, readlinkSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { descriptorKind, type DescriptorKind } from "./descriptor-kind.ts";
+import { fileName } from "./file-placement.ts";
 
 /** O_APPEND among a description's flags, as /proc/PID/fdinfo shows them (octal). */
 const O_APPEND = 0o2000;
@@ -27,10 +28,4 @@ export function appendedFile(fd: number): { path: string } | { not: string } {
 export function appends(fd: number): boolean {
   const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))?.[1];
   return flags !== undefined && (parseInt(flags, 8) & O_APPEND) !== 0;
-}
-
-/** The name the file open on `fd` has now; undefined once it has none (removed) or is not a file of a path. */
-export function fileName(fd: number): string | undefined {
-  const target = readlinkSync(`/proc/self/fd/${fd}`);
-  return target.startsWith("/") && !target.endsWith(" (deleted)") ? target : undefined;
 }

@@ -1,4 +1,4 @@
-import { fstatSync, statSync, type Stats } from "node:fs";
+import { fstatSync, readlinkSync, statSync, type Stats } from "node:fs";
 
 /**
  * Where a file open for writing stands against the path it was opened by:
@@ -36,4 +36,10 @@ function statOrNothing(path: string): Stats | undefined {
     if (NOTHING_THERE.has((e as NodeJS.ErrnoException).code ?? "")) return undefined;
     throw e;
   }
+}
+
+/** The name the file open on `fd` has now; undefined once it has none (removed) or is not a file of a path. */
+export function fileName(fd: number): string | undefined {
+  const target = readlinkSync(`/proc/self/fd/${fd}`);
+  return target.startsWith("/") && !target.endsWith(" (deleted)") ? target : undefined;
 }

@@ -1,5 +1,4 @@
-import { readlinkSync } from "node:fs";
-import { filePlacement, type FilePlacement } from "../io/file-placement.ts";
+import { fileName, filePlacement, type FilePlacement } from "../io/file-placement.ts";
 import type { SinkReport } from "./frame-sink.ts";
 
 /**
@@ -84,16 +83,16 @@ export class SinkFileWatch {
   /**
    * Where the file has a name now, as the kernel tells it: the name it was
    * opened by, wherever a rename took it. Nothing where that name itself is
-   * gone (" (deleted)": the file kept only by another hard link, renamed
-   * over) or cannot be read.
+   * gone (the file kept only by another hard link, renamed over) or cannot
+   * be read.
    */
   private whereNow(): { now_at?: string } {
-    let name: string;
+    let name: string | undefined;
     try {
-      name = readlinkSync(`/proc/self/fd/${this.fd}`);
+      name = fileName(this.fd);
     } catch {
       return {};
     }
-    return name.endsWith(" (deleted)") ? {} : { now_at: name };
+    return name === undefined ? {} : { now_at: name };
   }
 }
