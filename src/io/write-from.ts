@@ -1,4 +1,4 @@
-import { writeSync } from "node:fs";
+import { fstatSync, ftruncateSync, writeSync } from "node:fs";
 
 /**
  * Writes `bytes` to `fd` from `at` on until all of it is written or a write
@@ -15,4 +15,19 @@ export function writeFrom(fd: number, bytes: Uint8Array, at = 0, end = bytes.len
     }
   }
   return { at };
+}
+
+/**
+ * The last `bytes` of the file `fd` is open on, which a write stopped
+ * part-way by a failure had written, taken off again (best effort): whether
+ * they were. The file is left as it is where they cannot be (fewer bytes
+ * than that in it: someone else emptied it meanwhile).
+ */
+export function takeBack(fd: number, bytes: number): boolean {
+  try {
+    ftruncateSync(fd, fstatSync(fd).size - bytes);
+    return true;
+  } catch {
+    return false;
+  }
 }

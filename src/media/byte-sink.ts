@@ -2,7 +2,7 @@ import { closeSync, constants, fstatSync, fsync, fsyncSync, ftruncateSync, openS
 import type { FilePlacement } from "../io/file-placement.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { PassingShortage } from "../io/passing-errno.ts";
-import { writeFrom } from "../io/write-from.ts";
+import { takeBack, writeFrom } from "../io/write-from.ts";
 import type { SinkReport } from "./frame-sink.ts";
 import { SinkFileWatch } from "./sink-file-watch.ts";
 import { openForWriting, sinkFollowFlag } from "./sink-path.ts";
@@ -242,14 +242,8 @@ export class ByteSink implements ByteOutput {
 
   /** A file's last `bytes`, written before a failed write stopped it, are taken off again (best effort): whether they were. */
   private takeBack(bytes: number): boolean {
-    if (!this.trimmable || bytes === 0) return false;
-    try {
-      ftruncateSync(this.fd, fstatSync(this.fd).size - bytes);
-      return true;
-    } catch {
-      // Left as it is: the failure that stopped the write is the one told.
-      return false;
-    }
+    // Left as it is where they cannot be: the failure that stopped the write is the one told.
+    return this.trimmable && bytes > 0 && takeBack(this.fd, bytes);
   }
 
   /**

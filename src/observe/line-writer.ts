@@ -1,7 +1,8 @@
 import { constants, copyFileSync, fstatSync, ftruncateSync, unlinkSync } from "node:fs";
-import { appends, fileName } from "../io/appended-file.ts";
+import { appends } from "../io/appended-file.ts";
+import { fileName } from "../io/file-placement.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
-import { writeFrom } from "../io/write-from.ts";
+import { takeBack, writeFrom } from "../io/write-from.ts";
 
 /** What waits for a reader that is not reading, at most; lines beyond it are counted and lost. */
 const BACKLOG_BYTES = 64 * 1024;
@@ -220,7 +221,7 @@ export class LineWriter {
     this.failed ??= { count: 0, code };
     this.failed.count += lines;
     this.failed.code = code;
-    if (at > 0 && takeBack(this.fd, at)) this.midLine = wasMidLine;
+    if (at > 0 && takeBackLine(this.fd, at)) this.midLine = wasMidLine;
   }
 
   /**
@@ -293,20 +294,21 @@ export class LineWriter {
 }
 
 /**
- * A file's last `bytes`, written before a write failed, taken off again (best
- * effort); whether it was. Only a file appended to (2>>FILE): one written at
- * its own offset (2>FILE) would go on writing there, past a gap of zero bytes.
+ * A line's part a file took before its write failed, taken off again (takeBack);
+ * whether it was. Only a file appended to (2>>FILE): one written at its own
+ * offset (2>FILE) would go on writing there, past a gap of zero bytes.
  */
-function takeBack(fd: number, bytes: number): boolean {
+function takeBackLine(fd: number, bytes: number): boolean {
+  let size: number;
   try {
     const file = fstatSync(fd);
     if (!file.isFile() || !appends(fd)) return false;
-    ftruncateSync(fd, Math.max(0, file.size - bytes));
-    return true;
+    size = file.size;
   } catch {
-    // Left as it is: nothing more can be done for the line.
     return false;
   }
+  // Emptied meanwhile (a turn, stdout's 2>&1 writer): what is left goes.
+  return takeBack(fd, Math.min(bytes, size));
 }
 
 /**
