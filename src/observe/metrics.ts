@@ -144,14 +144,20 @@ export class AgentMetrics {
         },
       });
     };
-    const gaugeFrom = (name: string, help: string, of: Part[], value: (r: ChannelReadings) => number) => {
+    /** A gauge of each part's `value`; a part whose value is undefined has no series (and `always` labels a lone part too). */
+    const gaugeFrom = (name: string, help: string, of: Part[], value: (r: ChannelReadings) => number | undefined, always = false) => {
       new Gauge({
         name,
         help,
-        labelNames: of.length > 1 ? ["channel"] : [],
+        labelNames: always || of.length > 1 ? ["channel"] : [],
         registers,
         collect() {
-          for (const part of of) this.set(seriesLabels(of, part), value(part.read()));
+          // A series whose part has no value now is gone, not left at its last.
+          this.reset();
+          for (const part of of) {
+            const v = value(part.read());
+            if (v !== undefined) this.set(seriesLabels(of, part, always), v);
+          }
         },
       });
     };
@@ -217,20 +223,14 @@ export class AgentMetrics {
     }
     const receivers = parts.filter((part) => part.direction === "receive");
     if (receivers.length > 0) {
-      new Gauge({
-        name: "audio_agent_sink_file_in_place",
-        help: "1 while the regular file a receiver records into is at its sink path; 0 once it is found removed, moved away or replaced (the recording goes on into the file opened). No series for a pipe, a device or stdout",
+      gaugeFrom(
+        "audio_agent_sink_file_in_place",
+        "1 while the regular file a receiver records into is at its sink path; 0 once it is found removed, moved away or replaced (the recording goes on into the file opened). No series for a pipe, a device or stdout",
+        receivers,
+        (r) => (r.sinkFile === undefined ? undefined : r.sinkFile === "in_place" ? 1 : 0),
         // Labelled even alone: a family with no label would show a series, at 0, where there is no file.
-        labelNames: ["channel"],
-        registers,
-        collect() {
-          this.reset();
-          for (const part of receivers) {
-            const file = part.read().sinkFile;
-            if (file !== undefined) this.set(seriesLabels(receivers, part, true), file === "in_place" ? 1 : 0);
-          }
-        },
-      });
+        true,
+      );
     }
 
     /** A histogram family of `source`, and the series of each channel end that records it (at zero until its first sample); none if no end does. */
