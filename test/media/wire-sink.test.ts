@@ -18,6 +18,7 @@ import { pagesOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, readAvailable } from "../support/fifo.ts";
+import { withFileSizeLimit } from "../support/machine.ts";
 import { openFiles } from "../support/proc.ts";
 import { socketDir } from "../support/temp.ts";
 import { indexedWire } from "../support/wire.ts";
@@ -125,8 +126,7 @@ seen.push({ ...sink.dropped }, sink.bytesWritten);
 console.log(JSON.stringify(seen));`,
     );
     const out = dir.path("limited.out");
-    // SIGXFSZ ignored (kept across exec), so a write past the limit fails with EFBIG instead of killing.
-    const run = Bun.spawnSync(["sh", "-c", `trap '' XFSZ; exec prlimit --fsize=4096 "$0" "$@"`, process.execPath, script, out], { stderr: "pipe" });
+    const run = withFileSizeLimit(4096, script, out);
     expect(run.stderr.toString()).toBe("");
     expect(JSON.parse(run.stdout.toString())).toEqual([
       { sink_no_reader: 0, sink_write_failed: 0, sink_reader_slow: 0 },
@@ -153,7 +153,7 @@ sink.write(unit(3000), 1);
 try { sink.flush(); } catch (e) { console.log(e.message); }`,
     );
     const out = dir.path("opening.out");
-    const run = Bun.spawnSync(["sh", "-c", `trap '' XFSZ; exec prlimit --fsize=4096 "$0" "$@"`, process.execPath, script, out], { stderr: "pipe" });
+    const run = withFileSizeLimit(4096, script, out);
     expect(run.stderr.toString()).toBe("");
     expect(run.stdout.toString()).toBe(`cannot write to sink ${out}: EFBIG\n`);
     expect(statSync(out).size).toBe(1000);
@@ -188,7 +188,7 @@ console.log([...failures].join(" | "), sink.dropped.sink_write_failed);`,
     writeFileSync(out, before);
     // Room for the headers, two audio pages and part of the third.
     const limit = before.length + pages[4]!.offset + 10;
-    const run = Bun.spawnSync(["sh", "-c", `trap '' XFSZ; exec prlimit --fsize=${limit} "$0" "$@"`, process.execPath, script, out], { stderr: "pipe" });
+    const run = withFileSizeLimit(limit, script, out);
     expect(run.stderr.toString()).toBe("");
     expect(run.stdout.toString()).toBe(`cannot write to sink ${out}: EFBIG 8\n`);
     expect(sameBytes(new Uint8Array(readFileSync(out)), before)).toBe(true);

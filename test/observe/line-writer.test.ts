@@ -9,7 +9,7 @@ import { LineWriter } from "../../src/observe/line-writer.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, readAvailableText } from "../support/fifo.ts";
-import { canUnshare, smallDisk } from "../support/machine.ts";
+import { canUnshare, smallDisk, withFileSizeLimit } from "../support/machine.ts";
 import { BUN, run } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -38,6 +38,36 @@ function stalledPipe(): { writer: number; readAll: () => string; readerLeaves: (
 }
 
 const line = (i: number, bytes = 100) => `line ${String(i).padStart(4, "0")} ${"x".repeat(bytes - 11)}\n`;
+
+/**
+ * The pipe's reader leaves (EPIPE) once `out` has offered it what waits; a
+ * new one comes and `next` is written: what the new reader reads, up to it.
+ */
+async function readAfterReaderReturns(out: LineWriter, pipe: ReturnType<typeof stalledPipe>, next: string): Promise<string> {
+  pipe.readerLeaves();
+  await until(() => out.backlog.bytes === 0, "what waits offered to no reader", 5000);
+  pipe.readerComes();
+  out.write(next);
+  let read = "";
+  await until(() => ((read += pipe.readAll()), read.endsWith(next)), "the next line", 5000);
+  return read;
+}
+
+/**
+ * A script at `path` for a LineWriter run as a process of its own (under a
+ * file size limit, in a small disk's mount namespace): `out` appends to the
+ * file its first argument names, then `body` runs.
+ */
+function lineWriterScript(path: string, body: string): string {
+  writeFileSync(
+    path,
+    `import * as fs from "node:fs";
+import { LineWriter } from ${JSON.stringify(`${import.meta.dir}/../../src/observe/line-writer.ts`)};
+const out = new LineWriter(fs.openSync(process.argv[2], fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o644));
+${body}`,
+  );
+  return path;
+}
 
 test("lines the pipe cannot take wait, in order, and follow once the reader reads; writing never waits", async () => {
   const { writer, readAll } = stalledPipe();
@@ -111,35 +141,25 @@ test("a line the pipe took part of is finished before the next, past the bound t
 });
 
 test("a reader that leaves (EPIPE) while lines wait loses them all, counted, those its bound had lost too: the next reader is told how many, before the next line", async () => {
-  const { writer, readAll, readerLeaves, readerComes } = stalledPipe();
-  const out = new LineWriter(writer, 1000);
+  const pipe = stalledPipe();
+  const out = new LineWriter(pipe.writer, 1000);
   defer(() => out.drain(0));
   // 40 lines in the pipe, 10 waiting, 50 lost to the bound.
   for (let i = 0; i < 100; i++) out.write(line(i));
   expect(out.backlog).toEqual({ bytes: 1000, lost: 50 });
-  readerLeaves();
-  await until(() => out.backlog.bytes === 0, "the backlog offered to no reader", 5000);
-  readerComes();
-  out.write(line(100));
-  let read = "";
-  await until(() => ((read += readAll()), read.endsWith(line(100))), "the next line", 5000);
+  const read = await readAfterReaderReturns(out, pipe, line(100));
   // What the pipe held when its reader left is the next one's.
   expect(read).toBe(Array.from({ length: 40 }, (_, i) => line(i)).join("") + "audio-agent: 60 log lines lost: writing the log failed (EPIPE)\n" + line(100));
 });
 
 test("a reader that leaves (EPIPE) with a line begun: the next reader finds the part the pipe held, ended by the notice's own line, never run into it", async () => {
-  const { writer, readAll, readerLeaves, readerComes } = stalledPipe();
-  const out = new LineWriter(writer);
+  const pipe = stalledPipe();
+  const out = new LineWriter(pipe.writer);
   defer(() => out.drain(0));
   const long = line(0, 6000);
   out.write(long);
   expect(out.backlog.bytes).toBe(6000 - PIPE_BYTES);
-  readerLeaves();
-  await until(() => out.backlog.bytes === 0, "the rest offered to no reader", 5000);
-  readerComes();
-  out.write(line(1));
-  let read = "";
-  await until(() => ((read += readAll()), read.endsWith(line(1))), "the next line", 5000);
+  const read = await readAfterReaderReturns(out, pipe, line(1));
   expect(read).toBe(long.slice(0, PIPE_BYTES) + "\naudio-agent: 1 log lines lost: writing the log failed (EPIPE)\n" + line(1));
 });
 
@@ -147,15 +167,12 @@ test("a line a file took part of before its write failed (a size limit, a full d
   const t = socketDir(defer, "aa-lw-");
   const path = t.path("agent.log");
   const script = t.path("limited.ts");
-  writeFileSync(
+  lineWriterScript(
     script,
-    `import { openSync, constants } from "node:fs";
-import { LineWriter } from ${JSON.stringify(`${import.meta.dir}/../../src/observe/line-writer.ts`)};
-const out = new LineWriter(openSync(process.argv[2], constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644));
-for (let i = 0; i < 40; i++) out.write(\`line \${String(i).padStart(4, "0")} \${"x".repeat(19)}\\n\`);`,
+    `for (let i = 0; i < 40; i++) out.write(\`line \${String(i).padStart(4, "0")} \${"x".repeat(19)}\\n\`);`,
   );
-  // SIGXFSZ ignored, so the write past 1000 bytes is cut short there and the next fails (EFBIG), as on a full disk.
-  const run = Bun.spawnSync(["sh", "-c", `trap '' XFSZ; exec prlimit --fsize=1000 "$0" "$@"`, process.execPath, script, path], { stderr: "pipe" });
+  // The write past 1000 bytes is cut short there and the next fails (EFBIG), as on a full disk.
+  const run = withFileSizeLimit(1000, script, path);
   expect(run.stderr.toString()).toBe("");
   // 33 lines of 30 bytes fit whole; the 34th, cut at byte 1000, is not left half written.
   expect(readFileSync(path, "utf8")).toBe(Array.from({ length: 33 }, (_, i) => line(i, 30)).join(""));
@@ -235,12 +252,9 @@ describe.skipIf(!canUnshare("--mount"))("lines whose writes fail (a full disk)",
     const path = t.path("disk/agent.log");
     if (old > 0) writeFileSync(disk.path("agent.log.1"), "o".repeat(old - 1) + "\n");
     const script = t.path("capped.ts");
-    writeFileSync(
+    lineWriterScript(
       script,
-      `import { constants, openSync } from "node:fs";
-import { LineWriter } from ${JSON.stringify(`${import.meta.dir}/../../src/observe/line-writer.ts`)};
-const out = new LineWriter(openSync(process.argv[2], constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644));
-out.capAt(1024 * 1024, (why) => out.write("warn: " + why + "\\n"));
+      `out.capAt(1024 * 1024, (why) => out.write("warn: " + why + "\\n"));
 for (let i = 0; i < ${count}; i++) out.write("line " + String(i).padStart(4, "0") + " " + "x".repeat(89) + "\\n");`,
     );
     const done = await run(disk.run([BUN, script, path]));
@@ -360,12 +374,10 @@ describe("a log file kept under a size (capAt)", () => {
     defer(disk.release);
     const script = t.path("turn.ts");
     // The log's 8100 bytes take two pages of the disk; the rest is filled but for one page, too few for the copy.
-    writeFileSync(
+    lineWriterScript(
       script,
-      `import { constants, ftruncateSync, openSync, writeSync } from "node:fs";
-import { LineWriter } from ${JSON.stringify(`${import.meta.dir}/../../src/observe/line-writer.ts`)};
-const [log, filler] = process.argv.slice(2);
-const out = new LineWriter(openSync(log, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644));
+      `import { ftruncateSync, openSync, writeSync } from "node:fs";
+const filler = process.argv[3];
 out.capAt(8192, (why) => out.write("warn: " + why + "\\n"));
 const line = (i) => "line " + String(i).padStart(4, "0") + " " + "x".repeat(89) + "\\n";
 for (let i = 0; i < 81; i++) out.write(line(i));

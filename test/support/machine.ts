@@ -223,3 +223,13 @@ export function spawnAt(pid: number, cmd: string[]): Subprocess | undefined {
   }
   return undefined;
 }
+
+/**
+ * Runs Bun's `script` with `args` under a file size limit of `bytes`
+ * (RLIMIT_FSIZE, by prlimit), SIGXFSZ ignored (kept across exec), so that a
+ * write past the limit is cut short there and the next fails with EFBIG, as
+ * on a full disk, instead of killing the process.
+ */
+export function withFileSizeLimit(bytes: number, script: string, ...args: string[]) {
+  return Bun.spawnSync(["sh", "-c", `trap '' XFSZ; exec prlimit --fsize=${bytes} "$0" "$@"`, process.execPath, script, ...args], { stderr: "pipe" });
+}
