@@ -73,6 +73,21 @@ function settings(extra: Record<string, string> = {}): Record<string, string> {
   };
 }
 
+/**
+ * In a new temp dir, a device's settings for `serve`: the role and the input
+ * sink from the settings file, the capture FIFO, the sockets at JetKVM's
+ * variables; the rest are the script's defaults (no AUDIO_AGENT_ARGS).
+ */
+function deviceServeSettings(): { fifo: string; out: string; input: string; sink: string; env: Record<string, string> } {
+  tempDir();
+  const fifo = t.path("capture/capture.ogg");
+  const [out, input, sink] = [t.path("o.sock"), t.path("i.sock"), t.path("mic.wire")];
+  const { AUDIO_AGENT_ARGS: _, ...env } = settings({ AUDIO_AGENT_FIFO: fifo, JETKVM_AUDIO_OUTPUT_SOCKET: out, JETKVM_AUDIO_INPUT_SOCKET: input });
+  mkdirSync(t.path("default"));
+  writeFileSync(env.AUDIO_AGENT_DEFAULTS, `AUDIO_AGENT_ROLE=serve\nAUDIO_AGENT_INPUT_SINK=${sink}\n`);
+  return { fifo, out, input, sink, env };
+}
+
 /** Runs the script's `action`; `prefix` runs it through a command first (setpriv, as another user or with fewer capabilities). */
 async function initScript(action: string, env: Record<string, string>, prefix: string[] = [], timeoutMs = 20_000): Promise<Result> {
   const result = await run([...prefix, BUSYBOX!, "sh", SCRIPT, action], {
@@ -292,13 +307,7 @@ describe("S95audio-agent under busybox sh", () => {
   }, 60_000);
 
   test("AUDIO_AGENT_ROLE=serve: one process serves the capture FIFO on the output socket and the input socket into its sink", async () => {
-    tempDir();
-    const fifo = t.path("capture/capture.ogg");
-    const [out, input, sink] = [t.path("o.sock"), t.path("i.sock"), t.path("mic.wire")];
-    const { AUDIO_AGENT_ARGS: _, ...env } = settings({ AUDIO_AGENT_FIFO: fifo, JETKVM_AUDIO_OUTPUT_SOCKET: out, JETKVM_AUDIO_INPUT_SOCKET: input });
-    mkdirSync(t.path("default"));
-    // The role and the input sink from the settings file, as on a device; the rest are the script's defaults.
-    writeFileSync(env.AUDIO_AGENT_DEFAULTS, `AUDIO_AGENT_ROLE=serve\nAUDIO_AGENT_INPUT_SINK=${sink}\n`);
+    const { fifo, out, input, sink, env } = deviceServeSettings();
 
     const started = await initScript("start", env);
     expect(started.code, started.stdout + started.stderr).toBe(0);
@@ -1204,12 +1213,7 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
   // The device's settings (the role from the settings file, the capture FIFO, the sockets at JetKVM's
   // variables): two sockets for the next agent to take over after a KILL, hidden names beside them.
   test("AUDIO_AGENT_ROLE=serve with the capture FIFO: run makes the FIFO and serves both channels; run again after a KILL, the new agent takes over both sockets, and after its TERM only the FIFO is left", async () => {
-    tempDir();
-    const fifo = t.path("capture/capture.ogg");
-    const [out, input, sink] = [t.path("o.sock"), t.path("i.sock"), t.path("mic.wire")];
-    const { AUDIO_AGENT_ARGS: _, ...env } = settings({ AUDIO_AGENT_FIFO: fifo, JETKVM_AUDIO_OUTPUT_SOCKET: out, JETKVM_AUDIO_INPUT_SOCKET: input });
-    mkdirSync(t.path("default"));
-    writeFileSync(env.AUDIO_AGENT_DEFAULTS, `AUDIO_AGENT_ROLE=serve\nAUDIO_AGENT_INPUT_SINK=${sink}\n`);
+    const { fifo, out, input, sink, env } = deviceServeSettings();
     const bothListen = () => unixListeners(out) === 1 && unixListeners(input) === 1;
     const first = supervised(env);
     daemons.add(first.pid);

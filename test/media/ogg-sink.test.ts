@@ -552,6 +552,24 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     expect(decodedSamples(path, fx.dir)).toBe(decodedSamples(TONE, fx.dir) + decodedSamples(alone, fx.dir));
   });
 
+  /**
+   * A file of `bytes` (a recording of the tone, then a link cut off) appended
+   * to with the tone's frames: it reads whole, both streams' frames, and
+   * opusdec plays both.
+   */
+  async function expectToneAppendedPlays(bytes: Uint8Array): Promise<void> {
+    const sent = (await drainFile(TONE)).frames;
+    const path = outPath();
+    writeFileSync(path, bytes);
+    const sink = openSink("ogg", path, { append: true, channel: "input", preSkip: 312, pageMs: 100 });
+    for (const frame of sent) send(sink as OggSink, MessageType.OpusFrame, frame.payload);
+    await sink.close();
+    const got = await drainFile(path);
+    expect(got.error).toBeUndefined();
+    expect(got.frames.map((f) => f.payload)).toEqual([...sent, ...sent].map((f) => f.payload));
+    expect(decodedSamples(path, fx.dir)).toBeGreaterThan(decodedSamples(TONE, fx.dir));
+  }
+
   test("a recording cut right after its OpusTags page (its headers whole, no audio page; in a chain, the last link's): that link is cut whole, since opusdec refuses a file holding a link without audio, the links appended after it too", async () => {
     const audio = pages[2]!;
     expect(audio.granule).toBeGreaterThan(0);
@@ -560,17 +578,7 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     const bare = chain.subarray(0, tone.length + audio.offset);
     expect(lengthOf(bare)).toBe(tone.length);
     expect(lengthOf(concatBytes([bare, new Uint8Array(4096)]))).toBe(tone.length);
-    // Appended to, the file reads whole, and opusdec plays both streams.
-    const sent = (await drainFile(TONE)).frames;
-    const path = outPath();
-    writeFileSync(path, bare);
-    const sink = openSink("ogg", path, { append: true, channel: "input", preSkip: 312, pageMs: 100 });
-    for (const frame of sent) send(sink as OggSink, MessageType.OpusFrame, frame.payload);
-    await sink.close();
-    const got = await drainFile(path);
-    expect(got.error).toBeUndefined();
-    expect(got.frames.map((f) => f.payload)).toEqual([...sent, ...sent].map((f) => f.payload));
-    expect(decodedSamples(path, fx.dir)).toBeGreaterThan(decodedSamples(TONE, fx.dir));
+    await expectToneAppendedPlays(bare);
   });
 
   test("a recording whose last link's audio ends within its pre-skip (none of it played): that link is cut whole too, since opusdec refuses a file holding a link that ends before its pre-skip is over, the links appended after it too; one past its pre-skip is kept", async () => {
@@ -586,15 +594,6 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     for (const page of [2, 3, 4, 5]) expect({ page, at: lengthOf(cutAfter(page)) }).toEqual({ page, at: tone.length });
     expect(lengthOf(cutAfter(6))).toBe(cutAfter(6).length);
 
-    // Appended to, the file reads whole and opusdec plays both streams.
-    const path = outPath();
-    writeFileSync(path, cutAfter(3));
-    const appended = openSink("ogg", path, { append: true, channel: "input", preSkip: 312, pageMs: 100 });
-    for (const frame of sent) send(appended as OggSink, MessageType.OpusFrame, frame.payload);
-    await appended.close();
-    const got = await drainFile(path);
-    expect(got.error).toBeUndefined();
-    expect(got.frames.map((f) => f.payload)).toEqual([...sent, ...sent].map((f) => f.payload));
-    expect(decodedSamples(path, fx.dir)).toBeGreaterThan(decodedSamples(TONE, fx.dir));
+    await expectToneAppendedPlays(cutAfter(3));
   });
 });
