@@ -50,7 +50,7 @@ export class Logger {
       this.write = options.write;
     } else {
       const stderr = stderrLines();
-      // Lines lost while the reader was not reading are told in the log's own format.
+      // Lines lost (a reader not reading, a write that failed) are told in the log's own format.
       stderr.lostNotice = (count, why) => this.line("agent", "warn", `${count} log lines lost: ${why}`, { lost: count });
       this.write = (line, always) => stderr.write(line + "\n", always);
       this.drain = () => stderr.drain();
