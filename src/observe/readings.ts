@@ -91,7 +91,8 @@ export function utilizationPercent(r: ChannelReadings, buffer: "send" | "receive
 }
 
 /**
- * The accounting as log fields (the final "stopped" line): a sender's
+ * The accounting as log fields (the final "stopped" line's, each stats
+ * line's as a change): a sender's
  * submitted, delivered, dropped and dropped_<reason> for each reason seen,
  * write_calls and short_writes; a receiver's dropped ones where its sink can
  * drop (a FIFO's); the frames and the peer's protocol errors; then connects
@@ -116,6 +117,21 @@ export function summaryFields(r: ChannelReadings): Record<string, number> {
   fields.protocol_errors = r.protocolErrors;
   fields.connects = r.connects;
   return Object.assign(fields, r.counts);
+}
+
+/**
+ * Where a recording's file stands, as a log field, while it is not at its
+ * path (removed, moved away, replaced): the stats lines and the final
+ * "stopped" line say so for as long as it lasts, beside the one warning
+ * told as it changed. Nothing while it is in place, or for no file.
+ */
+export function sinkFileField(r: ChannelReadings): { sink_file?: FilePlacement } {
+  return r.sinkFile !== undefined && r.sinkFile !== "in_place" ? { sink_file: r.sinkFile } : {};
+}
+
+/** The final "stopped" line's fields: the accounting, and where a recording's file stands if not at its path. */
+export function stoppedFields(r: ChannelReadings): Record<string, number | string> {
+  return { ...summaryFields(r), ...sinkFileField(r) };
 }
 
 /** What /healthz says of a channel end. */

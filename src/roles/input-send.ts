@@ -5,7 +5,7 @@ import { Pacer } from "../media/pacer.ts";
 import type { FrameSource } from "../media/frame-source.ts";
 import { pumpSource, type PumpTarget } from "../media/pump.ts";
 import type { Logger } from "../observe/logger.ts";
-import { summaryFields } from "../observe/readings.ts";
+import { stoppedFields } from "../observe/readings.ts";
 import { DEFAULT_AUDIO_CONFIG, type AudioConfig } from "../protocol/index.ts";
 import { within } from "../io/within.ts";
 import { Instruments } from "./instruments.ts";
@@ -48,7 +48,7 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     if (!source) {
       await opened.close();
       // Stopped before the first frame: nothing was read or sent, and the run says so as every run ends.
-      report.last("stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
+      report.last("stopped", { signal: shutdown.signal, ...stoppedFields(client.readings()) });
       return;
     }
     client.setConfig(configOf(settings, source, DEFAULT_AUDIO_CONFIG));
@@ -80,7 +80,7 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     } finally {
       client.stop();
       await source.close();
-      report.last("stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...instruments.latencyFields() });
+      report.last("stopped", { signal: shutdown.signal, ...stoppedFields(client.readings()), ...instruments.latencyFields() });
     }
   } finally {
     // Every way out, the first writer's wait too: a monitor page is told the agent stops.

@@ -4,7 +4,7 @@ import type { FrameSink } from "../media/frame-sink.ts";
 import { checkSink, openSink } from "../media/open.ts";
 import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
-import { summaryFields } from "../observe/readings.ts";
+import { stoppedFields } from "../observe/readings.ts";
 import { sizedPipe, sizedSendBuffer } from "../transport/socket-options.ts";
 import { Instruments, type ChannelInstruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
@@ -74,7 +74,7 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
   });
   const serve = async (shutdown: Shutdown, instruments: ChannelInstruments) => {
     // Every way out, a sink that could not be opened too: each channel ends with its own line.
-    const stopped = () => report.last("stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
+    const stopped = () => report.last("stopped", { signal: shutdown.signal, ...stoppedFields(server.readings()), ...instruments.latencyFields() });
     try {
       // A FIFO sink (a player) never blocks: late audio is worth nothing, and in `serve` the output channel must not wait.
       const pipeBytes = settings["sink-pipe-bytes"];

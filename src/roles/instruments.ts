@@ -7,7 +7,7 @@ import { LatencyMonitor, type LatencyOperation } from "../observe/latency-monito
 import type { Logger } from "../observe/logger.ts";
 import type { AgentMetrics, ChannelMetrics } from "../observe/metrics.ts";
 import { MonitorHub, monitorFigures, type ChannelFigures, type MonitorIdentity, type RoleFigures } from "../observe/monitor/hub.ts";
-import { healthFields, summaryFields, type ChannelReadings } from "../observe/readings.ts";
+import { healthFields, sinkFileField, summaryFields, type ChannelReadings } from "../observe/readings.ts";
 import type { Report } from "../transport/report.ts";
 import type { SocketFileIdentity } from "../transport/socket-file.ts";
 import { DropReason } from "../transport/frame-stats.ts";
@@ -424,6 +424,7 @@ export class ChannelInstruments implements ChannelObserver {
       fields[key] = delta;
     }
     fields.connected = r.connected;
+    Object.assign(fields, sinkFileField(r));
     const samples = new Map<string, number>();
     for (const operation of this.latency.operations()) {
       const count = this.latency.recorded(operation);

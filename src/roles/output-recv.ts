@@ -6,7 +6,7 @@ import type { FrameSink } from "../media/frame-sink.ts";
 import { openSink } from "../media/open.ts";
 import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
-import { summaryFields } from "../observe/readings.ts";
+import { stoppedFields } from "../observe/readings.ts";
 import { MessageType, type ParsedMessage } from "../protocol/index.ts";
 import { Instruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
@@ -76,7 +76,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     if (shutdown.isRequested) {
       if (fifo !== undefined) closeSync(fifo);
       await instruments.stop();
-      report.last("stopped", { signal: shutdown.signal, ...summaryFields(client.readings()) });
+      report.last("stopped", { signal: shutdown.signal, ...stoppedFields(client.readings()) });
       return;
     }
     // The FIFO is written through the descriptor its reader was found with, non-blocking: a slow
@@ -106,7 +106,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
       // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.
       await sink.close();
     } finally {
-      report.last("stopped", { signal: shutdown.signal, ...summaryFields(client.readings()), ...instruments.latencyFields() });
+      report.last("stopped", { signal: shutdown.signal, ...stoppedFields(client.readings()), ...instruments.latencyFields() });
     }
   }
 }

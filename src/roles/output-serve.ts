@@ -5,7 +5,7 @@ import { isLiveSource, openSource } from "../media/open.ts";
 import { Pacer } from "../media/pacer.ts";
 import { pumpSource } from "../media/pump.ts";
 import type { Logger } from "../observe/logger.ts";
-import { summaryFields } from "../observe/readings.ts";
+import { stoppedFields } from "../observe/readings.ts";
 import { Instruments, type ChannelInstruments } from "./instruments.ts";
 import { senderOptions } from "./sender-options.ts";
 import type { Shutdown } from "./shutdown.ts";
@@ -95,7 +95,7 @@ export async function streamOutput(
   } finally {
     await server.stop();
     await source.close();
-    report.last("stopped", { signal: shutdown.signal, ...summaryFields(server.readings()), ...instruments.latencyFields() });
+    report.last("stopped", { signal: shutdown.signal, ...stoppedFields(server.readings()), ...instruments.latencyFields() });
   }
 }
 

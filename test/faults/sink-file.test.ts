@@ -96,10 +96,11 @@ describe("a recording's file removed while the agent writes it", () => {
     let socket: Socket<undefined> | undefined;
     const server = fakeServer(t.sock, (s) => (socket = s));
     defer(() => server.stop());
-    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", rec, "--once", "--metrics", "127.0.0.1:0"]);
+    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", rec, "--once", "--metrics", "127.0.0.1:0", "--stats-interval", "0.2"]);
     const base = await metricsUrl(recv);
     await until(() => socket !== undefined, "the agent to connect");
     socket!.write(frames(OUTPUT_MAGIC, 0, 50, testPayload));
+    await recv.waitForStderr(/instruments: stats .*frames=/);
     await framesReach(base, 50);
     expect(await healthz(base)).toMatchObject({ healthy: true, sink_file: "in_place" });
     expect(value(await scrape(base), "audio_agent_sink_file_in_place", { channel: "output" })).toBe(1);
@@ -110,6 +111,8 @@ describe("a recording's file removed while the agent writes it", () => {
     expect(value(await scrape(base), "audio_agent_sink_file_in_place", { channel: "output" })).toBe(0);
     // Still healthy: the client runs, and an agent started again in its place would only begin a new file.
     expect(await healthz(base)).toMatchObject({ healthy: true });
+    // Each stats line says so while it lasts, beside the one warning.
+    await recv.waitForStderr(/instruments: stats .* sink_file=removed/);
     socket!.write(frames(OUTPUT_MAGIC, 50, 100, testPayload));
     // Written on into the file it opened, which no name leads to any more.
     const opened = removedFileOf(recv.pid, rec);
@@ -122,7 +125,10 @@ describe("a recording's file removed while the agent writes it", () => {
     expect(linesWith(recv.stderr, "the sink file")).toBe(1);
     const warning = logFields(recv.stderr, "output-client", "the sink file was removed: what is recorded goes on into the file opened, which is no longer at that path (its space is freed at exit)");
     expect(warning).toEqual({ sink: rec });
-    expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "100", dropped: "0" });
+    expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "100", dropped: "0", sink_file: "removed" });
+    // The lines before the removal, the file in place, say nothing of it.
+    const statsLines = recv.stderr.split("\n").filter((line) => line.includes("instruments: stats"));
+    expect(statsLines[0]).not.toContain("sink_file");
   }, 60_000);
 });
 
@@ -161,6 +167,8 @@ describe("a recording's file moved aside or replaced, and back", () => {
     expect(agent.stderr.indexOf("the sink file was moved away")).toBeLessThan(agent.stderr.indexOf("the sink file is at its path again"));
     expect(audioPacketsOf(new Uint8Array(readFileSync(rec)))).toEqual(Array.from({ length: 120 }, (_, i) => tonePacket(i)));
     expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ frames: "120", dropped: "0" });
+    // Back in place by the end: the last line says nothing of it.
+    expect(logFields(agent.stderr, "input-server", "stopped")).not.toHaveProperty("sink_file");
   }, 60_000);
 
   test("`output recv --sink link/../rec.wire`, a path relative to the agent's working directory, that directory renamed: told moved away, as the same path given whole is, naming where the file is now; back in place once renamed back", async () => {
