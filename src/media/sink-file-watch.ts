@@ -84,7 +84,9 @@ export class SinkFileWatch {
    * Where the file has a name now, as the kernel tells it: the name it was
    * opened by, wherever a rename took it. Nothing where that name itself is
    * gone (the file kept only by another hard link, renamed over) or cannot
-   * be read.
+   * be read, nor where it is the path looked at: the file is still there by
+   * name, hidden by a file system mounted over its directory (or another
+   * file bind-mounted over it), which no rename of it tells.
    */
   private whereNow(): { now_at?: string } {
     let name: string | undefined;
@@ -93,6 +95,6 @@ export class SinkFileWatch {
     } catch {
       return {};
     }
-    return name === undefined ? {} : { now_at: name };
+    return name === undefined || name === this.at ? {} : { now_at: name };
   }
 }

@@ -18,12 +18,13 @@ import { concatBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo } from "../support/fifo.ts";
 import { asNobody, canSwitchUser, NOBODY } from "../support/nobody.ts";
+import { canUnshare, smallDisk } from "../support/machine.ts";
 import { healthz, metricsUrl, samples, scrape, value } from "../support/metrics.ts";
 import { audioPacketsOf, packetsOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
 import { connectClient, fakeServer } from "../support/peer.ts";
-import { AGENT, agentEnv, spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
+import { AGENT, agentEnv, run, spawnAgent, start, stopAgents, type Spawned } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, wholeWireMessages, wireFileFrames } from "../support/wire.ts";
@@ -203,6 +204,41 @@ describe("a recording's file moved aside or replaced, and back", () => {
     const warning = logFields(recv.stderr, "output-client", "the sink file was moved away: no file is at its path now; what is recorded goes on into the file opened, which is no longer at that path");
     expect(warning).toEqual({ sink: "link/../rec.wire", now_at: join(moved, "deep/rec.wire") });
     expect(wholeWireFrames(join(dir, "deep/rec.wire"))).toEqual(Array.from({ length: 40 }, (_, i) => testPayload(i)));
+  }, 60_000);
+
+  test.skipIf(!canUnshare("--mount"))("`output recv --sink FILE`, a file system mounted over the file's directory: told moved away, with no now_at, the name the file keeps being its path, hidden by the mount; back in place once unmounted", async () => {
+    const t = setup();
+    const dir = t.path("disk");
+    mkdirSync(dir);
+    // The agent runs in a mount namespace of its own, where the mount is made: nothing outside sees it.
+    const disk = await smallDisk(dir, 1024 * 1024);
+    defer(disk.release);
+    mkdirSync(disk.path("sub"));
+    const sub = join(dir, "sub");
+    const rec = join(sub, "rec.wire");
+    let socket: Socket<undefined> | undefined;
+    const server = fakeServer(t.sock, (s) => (socket = s));
+    defer(() => server.stop());
+    const recv = start(disk.run([...AGENT, "output", "recv", "--socket", t.sock, "--sink", rec, "--once", "--metrics", "127.0.0.1:0"]), { env: agentEnv() });
+    const base = await metricsUrl(recv);
+    await until(() => socket !== undefined, "the agent to connect");
+    socket!.write(frames(OUTPUT_MAGIC, 0, 20, testPayload));
+    await framesReach(base, 20);
+    expect(await healthz(base)).toMatchObject({ sink_file: "in_place" });
+
+    expect((await run(disk.run(["mount", "-t", "tmpfs", "tmpfs", sub]))).code).toBe(0);
+    await sinkFileBecomes(base, "moved");
+    await recv.waitForStderr(/WARN +output-client: the sink file was moved away/);
+    expect((await run(disk.run(["umount", sub]))).code).toBe(0);
+    await sinkFileBecomes(base, "in_place");
+    socket!.write(frames(OUTPUT_MAGIC, 20, 40, testPayload));
+    await framesReach(base, 40);
+    socket!.end();
+    expect(await recv.exited, recv.stderr).toBe(0);
+
+    const moved = logFields(recv.stderr, "output-client", "the sink file was moved away: no file is at its path now; what is recorded goes on into the file opened, which is no longer at that path");
+    expect(moved).toEqual({ sink: rec });
+    expect(wholeWireFrames(disk.path("sub/rec.wire"))).toEqual(Array.from({ length: 40 }, (_, i) => testPayload(i)));
   }, 60_000);
 
   test("`serve --input-sink FILE` replaced (linked aside, another file renamed over its path): a warning that the path leads to another file now, shown in /healthz and /metrics; the other file is left as it was", async () => {
