@@ -43,6 +43,8 @@ check() {
 	need util-linux setpriv                      # another user on the socket
 	need util-linux-extra fincore                # page-cache residency (the benchmark drops it)
 	need strace strace                           # the mode each bind() creates
+	need socat socat                             # README's readers that shut down their sending side
+	need netcat-openbsd nc.openbsd               # (socat's, and OpenBSD netcat's -N)
 	if [ -e "$go_ipc" ]; then need golang-go go; fi  # the Go original as a peer
 }
 

@@ -26,7 +26,7 @@ export interface UnixServerOptions {
   report: Report;
   /**
    * A client that has shut down its sending side is still served: the end of
-   * what it sends is not the end of what it reads (`socat -u`, `nc -U sock
+   * what it sends is not the end of what it reads (`nc -N -U sock
    * </dev/null`). For a channel whose client only reads. Without it, the end
    * of a client's data is the end of the client.
    */

@@ -5,13 +5,14 @@
  */
 import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, MAX_MESSAGE, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { heldUp, metricsUrl, scrapeUntil, value } from "../support/metrics.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { fullFifo, HELD_READER, heldPlayer, makeFifo, releaseReader } from "../support/fifo.ts";
+import { fullFifo, HELD_READER, heldPlayer, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
 import { asNobody, NOBODY } from "../support/nobody.ts";
 import { outOfDescriptors, wakeUps } from "../support/proc.ts";
 import { heldSocketPlayer, readToEnd, socketPair } from "../support/player-sockets.ts";
@@ -19,7 +20,7 @@ import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { decodedSamples, TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
 import { connectClient, connectOutcome, fakeServer } from "../support/peer.ts";
-import { AGENT, agentEnv, BUN, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, BUN, REPO, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { parseWire, scanWireFile, wholeWireFrames, wireBytes, wireFileFrames, type WireMessage, writeWireFile } from "../support/wire.ts";
@@ -397,6 +398,46 @@ describe("output serve live: a client that stops reading while nothing new comes
     const stopped = expectAccountedLine(serve.stderr);
     expect(stopped.submitted).toBe(60);
   }, 30_000);
+});
+
+describe("output serve: readers that shut down their sending side", () => {
+  // The readers README names, run as it writes them: each must really shut down its sending side
+  // (seen by strace) and then get every frame that comes after, to the server's clean stop.
+  const readme = readFileSync(join(REPO, "README.md"), "utf8").replace(/\s+/g, " ");
+  const named = /A client that shuts down its sending side \(([^)]*)\)/.exec(readme)?.[1] ?? "";
+  const readers = [...named.matchAll(/`((?:nc|socat) [^`]*)`/g)].map((m) => m[1]!);
+
+  test("README names two such readers", () => {
+    expect(readers.length).toBe(2);
+  });
+
+  for (const reader of readers) {
+    test(`\`${reader}\` shuts down its sending side, then gets every frame to the end`, async () => {
+      const t = setup();
+      const fifo = makeFifo(t.path("capture.wire"));
+      const frames = t.path("frames.wire");
+      await writeWireFile(frames, 50);
+      // No budget or deadline drops on a slow machine: every frame written must reach the reader.
+      const serve = spawnAgent(["output", "serve", "--source", fifo, "--socket", t.sock, "--max-latency-ms", "60000", "--write-deadline-ms", "0"]);
+      await serve.waitForStderr("source: waiting for a writer");
+      // Debian's OpenBSD netcat, whatever `nc` names here.
+      const command = reader.replace(/^nc /, "nc.openbsd ").replace(/\bsock\b/, t.sock);
+      const trace = t.path("reader.trace");
+      const client = start(["strace", "-f", "-e", "trace=shutdown", "-o", trace, "sh", "-c", `${command} > ${t.sink}`]);
+      await serve.waitForStderr("client connected");
+      await until(() => existsSync(trace) && /shutdown\(\d+, SHUT_WR\) += 0/.test(readFileSync(trace, "utf8")), "the reader's end of sending", 10_000);
+      expect(await writeIntoFifo(fifo, frames)).toBe(0);
+      await until(() => wireFileFrames(t.sink).frames.length === 50, "50 frames at the reader");
+      serve.kill("SIGTERM");
+      expect(await serve.exited, serve.stderr).toBe(0);
+      // It read to the end the server's stop made, and left of itself.
+      expect(await client.exited, client.stderr).toBe(0);
+      expect(firstMismatch(wholeWireFrames(t.sink), 0)).toBe(-1);
+      expect(wholeWireFrames(t.sink).length).toBe(50);
+      expect(expectAccountedLine(serve.stderr)).toMatchObject({ submitted: 50, delivered: 50, dropped: 0 });
+      expect(serve.stderr).toContain('reason="server stopping"');
+    }, 30_000);
+  }
 });
 
 describe("exit codes and messages", () => {

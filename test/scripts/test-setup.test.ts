@@ -28,7 +28,7 @@ describe("scripts/test-setup.sh", () => {
     const ipc = join(bin, "ipc.go");
     writeFileSync(ipc, "package audio\n");
     try {
-      // On PATH: the opus tools, ffmpeg, oggz-validate and busybox; not promtool, qemu, systemd-analyze, setpriv, fincore, strace, apt-get.
+      // On PATH: the opus tools, ffmpeg, oggz-validate and busybox; not promtool, qemu, systemd-analyze, setpriv, fincore, strace, socat, nc.openbsd, apt-get.
       for (const tool of ["opusenc", "opusinfo", "opusdec", "ffmpeg", "oggz-validate", "busybox"]) symlinkSync(Bun.which(tool)!, join(bin, tool));
       const byPath: [string, string][] = [
         ["libc6-arm64-cross", "/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1"],
@@ -36,7 +36,7 @@ describe("scripts/test-setup.sh", () => {
         ["fonts-dejavu-core", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"],
       ];
       const absent = (pkg: string) => byPath.some(([p, file]) => p === pkg && !existsSync(file));
-      const missing = ["prometheus", "qemu-user-static", ...["libc6-arm64-cross", "chromium", "fonts-dejavu-core"].filter(absent), "systemd", "util-linux", "util-linux-extra", "strace"].join(" ");
+      const missing = ["prometheus", "qemu-user-static", ...["libc6-arm64-cross", "chromium", "fonts-dejavu-core"].filter(absent), "systemd", "util-linux", "util-linux-extra", "strace", "socat", "netcat-openbsd"].join(" ");
       const told = (missing: string) => ({
         code: 1,
         stdout: "",
@@ -54,7 +54,7 @@ describe("scripts/test-setup.sh", () => {
   test.skipIf(process.getuid?.() !== 0)("as root with apt-get: updates, installs just the missing packages, checks again, exit 0", () => {
     const bin = mkdtempSync("/tmp/aa-setup-");
     try {
-      for (const tool of ["sh", "id", "opusenc", "opusinfo", "opusdec", "ffmpeg", "oggz-validate", "busybox", "qemu-aarch64-static", "systemd-analyze", "fincore", "strace"]) {
+      for (const tool of ["sh", "id", "opusenc", "opusinfo", "opusdec", "ffmpeg", "oggz-validate", "busybox", "qemu-aarch64-static", "systemd-analyze", "fincore", "strace", "socat", "nc.openbsd"]) {
         symlinkSync(Bun.which(tool)!, join(bin, tool));
       }
       // A stand-in for the package manager (not what is tested): it records its calls, and

@@ -285,7 +285,7 @@ describe("UnixServer: one client at a time", () => {
 });
 
 describe("OutputServer and a client that shuts down its sending side", () => {
-  test("it is still served: a reader such as `socat -u` or `nc -U sock </dev/null` gets every frame after its end of sending", async () => {
+  test("it is still served: a reader such as `nc -N -U sock </dev/null` gets every frame after its end of sending", async () => {
     const { path, server } = await startOutputServer(defer, { queueFrames: 100 });
     const client = await connectClient(defer, path);
     await until(() => server.connected, "accepted");
