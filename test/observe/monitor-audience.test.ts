@@ -112,6 +112,30 @@ describe.skipIf(!canSwitchUser)("the monitor's audience", () => {
     for (const uid of [NOBODY, STRANGER]) expect([uid, await statusesAs(uid, port, ["/", "/figures"])]).toEqual([uid, all(["/", "/figures"], 200)]);
   });
 
+  test("a chmod of the socket file while the agent runs moves the audience with it: wider lets others in, narrower again keeps them out", async () => {
+    const dir = socketDir(defer, "aud-chmod-");
+    const { agent, port } = await agentWithMonitor([], [], "127.0.0.1:0", dir.path("out.sock"));
+    await agent.waitForStderr(/listening socket=/);
+    expect(await statusesAs(NOBODY, port, ["/figures"])).toEqual({ "/figures": 403 });
+    chmodSync(dir.path("out.sock"), 0o666);
+    expect(await statusesAs(NOBODY, port, ["/figures", "/"])).toEqual(all(["/figures", "/"], 200));
+    chmodSync(dir.path("out.sock"), 0o660);
+    expect(await statusesAs(NOBODY, port, ["/figures", "/"])).toEqual(all(["/figures", "/"], 403));
+  });
+
+  test("a client role, which makes no socket, is judged as the default 0660 would be: root and the agent's group are served, others are not", async () => {
+    // output recv of a server that never comes, run as root with nobody's group (nogroup), nobody's primary group.
+    defer(stopAgents);
+    const dir = socketDir(defer, "aud-client-");
+    const args = ["output", "recv", "--socket", dir.path("none.sock"), "--sink", "/dev/null", "--monitor", "127.0.0.1:0", "--metrics", "127.0.0.1:0"];
+    const agent = start(["setpriv", `--regid=${NOBODY}`, "--clear-groups", "--", ...AGENT, ...args], { env: agentEnv(), timeoutMs: 120_000 });
+    await agent.waitForStderr(/http listening url=http/);
+    const port = Number(new URL(/http listening url=(\S+)/.exec(agent.stderr)![1]!).port);
+    expect(await statusesAs(0, port, ["/figures"])).toEqual({ "/figures": 200 });
+    expect(await statusesAs(NOBODY, port, ["/figures"])).toEqual({ "/figures": 200 });
+    expect(await statusesAs(STRANGER, port, [...MONITOR_PATHS, ...OPEN_PATHS])).toEqual({ ...all(MONITOR_PATHS, 403), ...all(OPEN_PATHS, 200) });
+  });
+
   test("a member of the agent's group (by /etc/passwd) is served with 0660, not with 0600; others are not", async () => {
     // The agent as root with nobody's group (nogroup), which /etc/passwd gives nobody as its primary group.
     const asGroup = ["setpriv", `--regid=${NOBODY}`, "--clear-groups", "--"];
