@@ -16,12 +16,16 @@ import type { FrameWriter } from "../transport/frame-writer.ts";
 import type { Report } from "../transport/report.ts";
 import { ReconnectingConnection, SERVER_LOOK_MS } from "../transport/reconnecting-connection.ts";
 import { SocketTuner } from "../transport/socket-tuner.ts";
+import { receiveQueueBytes } from "../transport/socket-options.ts";
 import { within } from "../io/within.ts";
 import { endReadings, type ChannelEnd } from "./channel-end.ts";
 import { SendingEnd, type SenderOptions } from "./sending-end.ts";
 
 /** At most this long after the Stop for the Ack still owed (a server on the same board answers in well under a ms). */
 const LAST_ACK_MS = 500;
+
+/** An overdue Ack with the server's bytes still unread is looked for again this soon, once they are read. */
+const UNREAD_ACK_RECHECK_MS = 5;
 
 export interface InputClientOptions extends SenderOptions {
   path: string;
@@ -288,6 +292,15 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private ackOverdue(): boolean {
     const socket = this.connection.socket;
     if (!socket || this.unacked === 0 || performance.now() - this.oldestUnackedAt <= this.options.ackTimeoutMs) return false;
+    // The server's bytes wait unread: it answered while this process was held up (stopped, starved of the CPU),
+    // and after such a hold the timers due may run before the socket is read. Judge once they are read.
+    const unread = receiveQueueBytes(socket.fd);
+    if (unread.ok && unread.bytes > 0) {
+      clearTimeout(this.ackDeadline);
+      this.ackDeadline = setTimeout(() => this.ackOverdue(), UNREAD_ACK_RECHECK_MS);
+      this.ackDeadline.unref();
+      return false;
+    }
     this.ackTimeouts++;
     this.drop(socket, `no Ack within ${this.options.ackTimeoutMs} ms`);
     return true;

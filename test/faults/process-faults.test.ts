@@ -229,6 +229,38 @@ describe("a live input server that stops reading and acking", () => {
   });
 });
 
+describe("`input send` stopped (SIGSTOP) while its server's Ack waits unread for it", () => {
+  // The server answered in time; the sender's own stall kept it from reading the Ack. On SIGCONT the Ack
+  // deadline fell due before the socket was read, and the connection was dropped for a server that had answered.
+  // Which comes first after SIGCONT, the due timers or the socket's read, depends on where the stop caught the
+  // event loop: eight stalls, each with an Ack waiting, give the timers first turn at least once as a rule.
+  test("once it goes on it reads the Ack before judging the server: eight stalls, no Ack timeout, one connection, every frame accounted for", async () => {
+    const { server, sender } = await liveInputSender(["--loop", "--heartbeat-ms", "100", "--ack-timeout-ms", "400"]);
+    defer(() => sender.kill("SIGCONT"));
+    await until(() => server.acks >= 2 && server.frames.length > 0, "the Config and a Heartbeat answered");
+    for (let stall = 0; stall < 8; stall++) {
+      server.holdAcks();
+      const heard = server.heartbeats;
+      await until(() => server.heartbeats > heard, "a Heartbeat awaiting its Ack");
+      sender.kill("SIGSTOP");
+      server.releaseAcks();
+      // Over twice the Ack timeout: the Heartbeat's Ack waits in the stopped sender's socket all along.
+      await Bun.sleep(1000);
+      const beforeResume = server.frames.length;
+      sender.kill("SIGCONT");
+      await until(() => server.frames.length >= beforeResume + 10, "audio after the stall");
+    }
+    sender.kill("SIGTERM");
+    expect(await sender.exited, sender.stderr).toBe(0);
+
+    expect(sender.stderr).not.toContain("no Ack within");
+    expect(logFields(sender.stderr, "input-client", "stopped").ack_timeouts).toBe("0");
+    expect(server.connections).toBe(1);
+    expect(server.stopped).toBe(true);
+    expectAccountedLine(sender.stderr, "input-client", true);
+  });
+});
+
 describe("an input server restarted again and again under a live `input send`", () => {
   test("each connection's Heartbeats end with it: on the last of 12 servers they come at their own pace among the frames, and the sender holds no more descriptors than on the first", async () => {
     const dir = setup("pf-");

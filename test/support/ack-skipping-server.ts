@@ -3,7 +3,8 @@
  * skips the Ack of every `skipEvery`-th Heartbeat, as a Go input server
  * under load may: what an input client must ride out. With `skipEvery`
  * Infinity it answers every one; pause() makes it stop reading, like a
- * playback process that stalls with its socket open.
+ * playback process that stalls with its socket open; holdAcks() makes it
+ * read on but keep its Acks until releaseAcks() writes them.
  */
 import type { Socket, UnixSocketListener } from "bun";
 import { encodeMessage, FrameParser, INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
@@ -25,12 +26,21 @@ export interface AckSkippingServer {
   /** Stops and resumes reading the current connection. */
   pause(): void;
   resume(): void;
+  /** Keeps the Acks owed from now on; releaseAcks() writes them all. */
+  holdAcks(): void;
+  releaseAcks(): void;
   stop(): void;
 }
 
 export function ackSkippingServer(path: string, skipEvery = 3): AckSkippingServer {
   let parser = new FrameParser(INPUT_MAGIC);
   let current: Socket<undefined> | undefined;
+  let holding = false;
+  let held = 0;
+  const ack = (socket: Socket<undefined>) => {
+    socket.write(encodeMessage(INPUT_MAGIC, MessageType.Ack, undefined, BigInt(Date.now()) * 1_000_000n));
+    state.acks++;
+  };
   const state = {
     connections: 0,
     closed: 0,
@@ -60,8 +70,8 @@ export function ackSkippingServer(path: string, skipEvery = 3): AckSkippingServe
           if (m.type === MessageType.Stop) state.stopped = true;
           if (m.type === MessageType.Heartbeat && ++state.heartbeats % skipEvery === 0) continue;
           if (m.type === MessageType.Config || m.type === MessageType.Heartbeat) {
-            socket.write(encodeMessage(INPUT_MAGIC, MessageType.Ack, undefined, BigInt(Date.now()) * 1_000_000n));
-            state.acks++;
+            if (holding) held++;
+            else ack(socket);
           }
         }
       },
@@ -76,6 +86,13 @@ export function ackSkippingServer(path: string, skipEvery = 3): AckSkippingServe
     listener,
     pause: () => current?.pause(),
     resume: () => current?.resume(),
+    holdAcks: () => {
+      holding = true;
+    },
+    releaseAcks: () => {
+      holding = false;
+      for (; held > 0; held--) if (current) ack(current);
+    },
     stop: () => listener.stop(true),
   });
 }
