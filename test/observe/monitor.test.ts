@@ -747,6 +747,26 @@ describe("a hostile viewer", () => {
   }, 60_000);
 });
 
+describe("a monitor held up", () => {
+  test("a hub held up past the idle timeout (its event loop blocked, as a stopped or starved agent's is) keeps a viewer that answered every ping, asked nothing meanwhile; one that answers none is still closed", async () => {
+    const idleSeconds = 2;
+    const { hub, server, url } = await hubOnHttp({ ...VIEWER_LIMITS, idleSeconds }, 1000);
+    const quiet = await viewer(url);
+    let closes = 0;
+    quiet.onclose = () => void closes++;
+    await stalledPeer(server.port);
+    await until(() => hub.viewerCount === 2, "the peer upgraded", 5000);
+    // A ping or two answered, then the hub's thread held for longer than the idle timeout.
+    await Bun.sleep(idleSeconds * 1000);
+    Bun.sleepSync(idleSeconds * 1000 + 500);
+    // Checks after it: the first after the hold, the next once the viewer could answer.
+    await until(() => hub.viewerCount === 1, "the peer that answers nothing closed", 20_000);
+    await Bun.sleep(idleSeconds * 1000);
+    expect(closes).toBe(0);
+    expect(hub.viewerCount).toBe(1);
+  }, 30_000);
+});
+
 describe("a listener that stops reading", () => {
   /** A bare TCP peer that opens /ws, asks to listen, then never reads again. */
   async function stalledListener(port: number): Promise<void> {

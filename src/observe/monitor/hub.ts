@@ -87,6 +87,8 @@ const HISTORY = 300;
 const EVENTS = 100;
 /** A listener further behind than this (bytes queued in its WebSocket) misses frames. */
 const LISTENER_BACKLOG_BYTES = 64 * 1024;
+/** A liveness check this many idle timeouts after the one before (they run every half of one) comes late: the agent was held up. */
+const LATE_CHECK = 0.75;
 
 /**
  * What one viewer may cost. The page sends only `{"listen":true|false}`, so
@@ -124,6 +126,8 @@ export class MonitorHub {
   private timer: ReturnType<typeof setInterval> | undefined;
   /** Pings the viewers and closes those that answered none within the idle timeout. */
   private liveness: ReturnType<typeof setInterval> | undefined;
+  /** When the liveness check last ran (performance.now()). */
+  private lastCheck = performance.now();
   private frameBuffer = new Uint8Array(9 + 4096);
   private frameView = new DataView(this.frameBuffer.buffer);
   /** Set while at least one browser listens; roles call it for every frame. */
@@ -252,8 +256,12 @@ export class MonitorHub {
    */
   private checkLiveness(): void {
     const now = performance.now();
+    // A check due long ago: the agent was held up (stopped, starved of the CPU), so it asked no viewer
+    // anything meanwhile, and their answers to the last pings may wait unread. Ask again; judge next time.
+    const heldUp = now - this.lastCheck > this.limits.idleSeconds * 1000 * LATE_CHECK;
+    this.lastCheck = now;
     for (const ws of this.viewers) {
-      if (now - (ws.data.heard ?? now) >= this.limits.idleSeconds * 1000) ws.terminate();
+      if (!heldUp && now - (ws.data.heard ?? now) >= this.limits.idleSeconds * 1000) ws.terminate();
       else ws.ping();
     }
   }
