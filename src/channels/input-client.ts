@@ -75,6 +75,8 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   /** Fires when the oldest Config/Heartbeat awaiting an Ack is overdue. */
   private ackDeadline: ReturnType<typeof setTimeout> | undefined;
+  /** The overdue Ack was looked for again once, the server's bytes then unread (ackOverdue). */
+  private ackLookedAgain = false;
   private connectedWaiters: (() => void)[] = [];
   /** Woken when nothing awaits an Ack any more, or the connection closes. */
   private ackWaiters: (() => void)[] = [];
@@ -281,6 +283,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   private awaitAck(type: MessageType): void {
     if (this.unacked++ === 0) {
       this.oldestUnackedAt = performance.now();
+      this.ackLookedAgain = false;
       this.oldestUnackedType = type;
       clearTimeout(this.ackDeadline);
       this.ackDeadline = setTimeout(() => this.ackOverdue(), this.options.ackTimeoutMs + 1);
@@ -293,9 +296,11 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     const socket = this.connection.socket;
     if (!socket || this.unacked === 0 || performance.now() - this.oldestUnackedAt <= this.options.ackTimeoutMs) return false;
     // The server's bytes wait unread: it answered while this process was held up (stopped, starved of the CPU),
-    // and after such a hold the timers due may run before the socket is read. Judge once they are read.
-    const unread = receiveQueueBytes(socket.fd);
-    if (unread.ok && unread.bytes > 0) {
+    // and after such a hold the timers due may run before the socket is read. Judge once they are read: once,
+    // as a server that keeps the socket full of anything but Acks would otherwise never be judged.
+    const unread = this.ackLookedAgain ? undefined : receiveQueueBytes(socket.fd);
+    if (unread?.ok && unread.bytes > 0) {
+      this.ackLookedAgain = true;
       clearTimeout(this.ackDeadline);
       this.ackDeadline = setTimeout(() => this.ackOverdue(), UNREAD_ACK_RECHECK_MS);
       this.ackDeadline.unref();

@@ -21,7 +21,7 @@ import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { payloadOfSize, testPayload } from "../support/payloads.ts";
 import { connectClient, fakeServer, silentServer, writeInPieces } from "../support/peer.ts";
-import { start, stopAgents } from "../support/processes.ts";
+import { BUN, start, stopAgents } from "../support/processes.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { recordingObserver, recordingReport, type Reported } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
@@ -341,6 +341,29 @@ describe("input channel in-process", () => {
     const heartbeats = server.heartbeats;
     await until(() => server.heartbeats >= heartbeats + 3 && client.stats.lastDeliveredUnixMs > last, "later heartbeats");
     expect(client.lastFrameUnixMs).toBe(last);
+  });
+
+  test("a server that never acks but keeps the client's socket full of other messages: still given up after ack-timeout (bytes waiting unread are no Ack)", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    // Heartbeats, not Acks, as fast as the client's socket takes them, from a process of its own (so
+    // they come while the client runs its timers): there is always something unread.
+    const heartbeats = concatBytes(Array.from({ length: 1024 }, () => encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, new Uint8Array(0))));
+    const flooder = start([BUN, "-e", `
+      const flood = new Uint8Array(${JSON.stringify([...heartbeats])});
+      const pour = (socket) => { while (socket.write(flood) === flood.length); };
+      Bun.listen({ unix: ${JSON.stringify(sock)}, socket: { open: pour, drain: pour, data() {} } });
+      console.error("listening");
+    `]);
+    defer(() => flooder.kill());
+    await flooder.waitForStderr("listening");
+    const disconnects: string[] = [];
+    const client = newClient(sock, { heartbeatMs: 10, ackTimeoutMs: 100, onDisconnect: (r) => disconnects.push(r) });
+    void client.start();
+    await until(() => client.ackTimeouts >= 1, "the server given up for its missing Acks", 10_000);
+    expect(disconnects[0]).toBe("no Ack within 100 ms");
+    expect(client.acks).toBe(0);
+    client.stop();
   });
 
   test("a server that never acks: the client gives up after ack-timeout, reconnects and sends a fresh Config", async () => {
