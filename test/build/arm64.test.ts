@@ -1,21 +1,34 @@
 /**
  * The device build (linux-arm64, glibc), cross-compiled by build.ts and run
  * under qemu user-mode emulation: it starts, and two of them really stream
- * frames to each other over a Unix socket, and its monitor tells users apart
- * by the look-up a kernel without socket diagnostics gets (/proc/net/tcp).
+ * frames to each other over a Unix socket; `serve` as the device runs it
+ * gives what the x64 build gives where it goes through libc by bun:ffi
+ * (socket buffers, the kernel's unsent and unread bytes, the accept queue's
+ * bound, a player's pipe, the service manager's notify socket) and /proc
+ * (the log's turn); and its monitor tells users apart by the look-up a
+ * kernel without socket diagnostics gets (/proc/net/tcp).
  * Needs qemu-aarch64-static and the aarch64 glibc (Debian: qemu-user-static,
  * libc6-arm64-cross; npm test installs them).
  */
 import { afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, readdirSync } from "node:fs";
+import { chmodSync, existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
+import { ACCEPT_QUEUE } from "../../src/io/accept-queue.ts";
 import { built, type Built } from "../support/binaries.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { expectAccountedLine, findLogFields, logFields } from "../support/agent-log.ts";
+import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
+import { samples, scrapeUntil, value } from "../support/metrics.ts";
 import { asUser, canSwitchUser, NOBODY } from "../support/nobody.ts";
+import { notifyReceiver } from "../support/notify-receiver.ts";
+import { audioPacketsOf } from "../support/ogg.ts";
+import { TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch } from "../support/payloads.ts";
-import { BUN, stopAgents, run, start } from "../support/processes.ts";
+import { kernelBufferBytes } from "../support/proc.ts";
+import { agentEnv, BUN, spawnAgent, stopAgents, run, start } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 
 const QEMU = Bun.which("qemu-aarch64-static");
@@ -66,6 +79,82 @@ describe("compiled arm64 binary under qemu", () => {
     expect(firstMismatch(frames)).toBe(-1);
     expect(readdirSync(dir).sort()).toEqual(["in.wire", "out.wire"]);
   }, 45_000);
+
+  test("serve as the device runs it (Ogg from a FIFO, the microphone into a player's FIFO, --metrics, NOTIFY_SOCKET, a log appended to and turned): ready once listening with no warning, the accept queue bounded, the buffers asked for, the kernel's queues read, every frame through", async () => {
+    const { dir, path } = socketDir(defer, "aa-arm-");
+    const [capture, mic, log] = [makeFifo(path("capture.ogg")), makeFifo(path("mic.ogg")), path("agent.log")];
+    const notify = notifyReceiver(path("notify"));
+    defer(() => notify.close());
+    const tone = audioPacketsOf(readFileSync(TONE)).length;
+    const args = [
+      "serve", "--output-source", capture, "--output-format", "ogg", "--output-socket", path("o.sock"), "--output-socket-buffers", "high-load",
+      "--input-socket", path("i.sock"), "--input-sink", mic, "--input-format", "ogg", "--input-socket-buffers", "65536",
+      "--metrics", "127.0.0.1:0", "--stats-interval", "1", "--log-max-bytes", "4096",
+    ];
+    // The init script's way: stderr appended to the log file.
+    const serve = start(["sh", "-c", 'log=$1; shift; exec "$@" 2>>"$log"', "sh", log, ...qemu(args)], { cwd: dir, env: agentEnv({ NOTIFY_SOCKET: notify.name }), timeoutMs: 90_000 });
+
+    // Told ready once both sockets listen, and nothing warned of by then (a libc call that failed is a warning).
+    let started = "";
+    await until(() => notify.messages().includes("READY=1") && (started = readFileSync(log, "utf8")) !== "", "READY=1 on the notify socket", 40_000);
+    expect(started).toContain(`output-server: listening socket=${path("o.sock")}`);
+    expect(started).toContain(`input-server: listening socket=${path("i.sock")}`);
+    expect(started.split("\n").filter((line) => / (WARN|ERROR) /.test(line))).toEqual([]);
+    const base = /http listening url=(http:\/\/\S+?)\/?(?:\s|$)/.exec(started)![1]!;
+
+    // listen(2) again through libc bounds the kernel's queue: while the agent takes none, one more than the bound completes.
+    serve.kill("SIGSTOP");
+    const outcomes = await Promise.all(
+      Array.from({ length: 3 * ACCEPT_QUEUE }, () =>
+        Bun.connect({ unix: path("i.sock"), socket: { data() {}, error() {}, close() {} } }).then((socket) => (socket.terminate(), "connected"), () => "refused"),
+      ),
+    );
+    serve.kill("SIGCONT");
+    expect(outcomes.filter((o) => o === "connected").length).toBe(ACCEPT_QUEUE + 1);
+    await scrapeUntil(base, (text) => value(text, "audio_agent_sessions_total", { channel: "input" }) === ACCEPT_QUEUE + 1, "the queued clients taken");
+
+    // The player waits on the FIFO (its output file made as it starts) before the first frame comes.
+    const player = start(["sh", "-c", 'exec cat "$0" > "$1"', mic, path("heard.ogg")], { cwd: dir });
+    await until(() => existsSync(path("heard.ogg")), "the player started");
+    const recv = spawnAgent(["output", "recv", "--socket", path("o.sock"), "--sink", path("out.ogg"), "--format", "ogg", "--count", String(tone), "--connect-timeout", "30"], { cwd: dir });
+    const send = spawnAgent(["input", "send", "--socket", path("i.sock"), "--source", TONE, "--format", "ogg", "--realtime", "--connect-timeout", "30"], { cwd: dir });
+
+    // Both clients on: the kernel's buffers as asked for (doubled), and every setsockopt, getsockopt and queue ioctl answered.
+    // A channel without a client has no buffer sizes to show yet.
+    const buffers = (text: string, component: string) =>
+      ["send", "receive"].map((type) => samples(text, "jetkvm_audio_socket_buffer_size_bytes", { component, buffer_type: type })[0]?.value ?? 0);
+    const connected = await scrapeUntil(base, (text) => buffers(text, "audio-output")[0]! > 0 && buffers(text, "audio-input")[0]! > 0, "both clients' buffers", 30_000);
+    expect({ output: buffers(connected, "audio-output"), input: buffers(connected, "audio-input") }).toEqual({
+      output: [kernelBufferBytes(256 * 1024, "send"), kernelBufferBytes(256 * 1024, "receive")],
+      input: [kernelBufferBytes(65536, "send"), kernelBufferBytes(65536, "receive")],
+    });
+
+    // The player's pipe sized through fcntl (--input-sink-pipe-bytes, 8 KiB by default), as the first frame opens it.
+    const logged = () => [`${log}.1`, log].map((file) => (existsSync(file) ? readFileSync(file, "utf8") : "")).join("");
+    let opened: Record<string, string> | undefined;
+    await until(() => (opened = findLogFields(logged(), "input-server", "sink FIFO opened by a reader")) !== undefined, "the player's FIFO opened", 30_000);
+    expect(opened!.pipe_bytes).toBe("8192");
+
+    expect(await writeIntoFifo(capture, TONE)).toBe(0);
+    const [received, sent] = await Promise.all([recv.done, send.done]);
+    expect(received.code, received.stderr).toBe(0);
+    expect(sent.code, sent.stderr).toBe(0);
+    const failures = samples(await scrapeUntil(base, () => true, "a scrape"), "audio_agent_socket_option_failures_total");
+    expect(failures.filter((s) => s.value > 0)).toEqual([]);
+
+    serve.kill("SIGTERM");
+    expect((await serve.done).code).toBe(0);
+    expect(notify.messages()).toEqual(["READY=1", "STOPPING=1"]);
+    expect((await player.done).code).toBe(0);
+    expect(audioPacketsOf(readFileSync(path("out.ogg"))).length).toBe(tone);
+    expect(audioPacketsOf(readFileSync(path("heard.ogg"))).length).toBe(tone);
+
+    // The log turned at its bound (copied through /proc/self/fd to FILE.1); the stopped lines account for every frame.
+    expect(existsSync(`${log}.1`)).toBe(true);
+    const ended = logged();
+    expect(expectAccountedLine(ended)).toEqual({ submitted: tone, delivered: tone, dropped: 0, byReason: {} });
+    expect(logFields(ended, "input-server", "stopped")).toMatchObject({ frames: String(tone), dropped: "0", sessions: String(ACCEPT_QUEUE + 2), clean_sessions: "1" });
+  }, 100_000);
 
   test.skipIf(!canSwitchUser)("--monitor where qemu gives no socket diagnostics (no NETLINK_SOCK_DIAG): said at start, and each peer's user found in /proc/net/tcp: root is served the monitor, nobody only /metrics", async () => {
     const { dir } = socketDir(defer, "aa-arm-");
