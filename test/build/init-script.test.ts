@@ -15,7 +15,7 @@ import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { encodeWith } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
 import { agentsIn, BUSYBOX, gonePid, installApplets, SCRIPT, standInAgent } from "../support/init-script.ts";
-import { alive, runningIn, unixListeners } from "../support/proc.ts";
+import { alive, childrenOf, runningIn, startTimeOf, unixListeners } from "../support/proc.ts";
 import { cleanEnv, type Result, run, start } from "../support/processes.ts";
 import { until } from "../support/wait.ts";
 import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
@@ -1165,12 +1165,27 @@ describe("S95audio-agent under busybox sh", () => {
 });
 
 describe("S95audio-agent run, for a supervisor that starts the agent again whenever it ends", () => {
-  /** `run` as a supervisor starts it: the script's process, with `env`. */
+  const scriptEnv = (env: Record<string, string>) => ({ ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env });
+
+  /** `run` as a supervisor starts it: the script's process, with `env`, this test's process its parent. */
   function supervised(env: Record<string, string>) {
-    return start([BUSYBOX!, "sh", SCRIPT, "run"], { cwd: t.dir, env: { ...cleanEnv(), PATH: `${applets}:${process.env.PATH}`, ...env }, timeoutMs: 30_000 });
+    return start([BUSYBOX!, "sh", SCRIPT, "run"], { cwd: t.dir, env: scriptEnv(env), timeoutMs: 30_000 });
   }
 
-  test("the agent takes the script's place (the supervisor's pid is the agent's) with the script's settings, serves, logs to the log file, writes no pid file, and ends 0 on the supervisor's TERM", async () => {
+  /** A supervisor that starts `run` again whenever it ends, as BusyBox init's respawn line does: a shell loop (comm "busybox"). */
+  function respawning(env: Record<string, string>) {
+    const loop = start([BUSYBOX!, "sh", "-c", 'while :; do "$0" sh "$1" run; sleep 0.2; done', BUSYBOX!, SCRIPT], { cwd: t.dir, env: scriptEnv(env), timeoutMs: 60_000 });
+    daemons.add(loop.pid);
+    return loop;
+  }
+
+  /** The pid file run writes for agent `pid` whose parent, the supervisor, is `supervisor`. */
+  function supervisedPidFile(pid: number, supervisor: number): string {
+    const name = readFileSync(`/proc/${supervisor}/comm`, "utf8").trim();
+    return `${pid}\nstarttime=${startTimeOf(pid)}\nexe=${realpathSync(agentBin)}\nsupervisor=${supervisor} ${startTimeOf(supervisor)} ${name}\n`;
+  }
+
+  test("the agent takes the script's place (the supervisor's pid is the agent's) with the script's settings, serves, logs to the log file, and ends 0 on the supervisor's TERM", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
     const env = settings();
@@ -1183,15 +1198,153 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
     const recv = await run([agentBin, "output", "recv", "--socket", t.path("o.sock"), "--sink", t.path("out.wire"), "--count", "5", "--connect-timeout", "5"], { cwd: t.dir, timeoutMs: 15_000 });
     expect(recv.code, recv.stderr).toBe(0);
     expect(wholeWireFrames(t.path("out.wire")).length).toBe(5);
-    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
-    // Not one start started: status knows nothing of it.
-    expect((await initScript("status", env)).code).toBe(3);
     agent.kill("SIGTERM");
     expect((await agent.done).code).toBe(0);
     expect(readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8")).toContain("stopped signal=SIGTERM");
   }, 60_000);
 
-  test("run again as the supervisor does, after the agent was killed (its socket file left behind): the new one serves", async () => {
+  test("the agent is in the pid file (pid, start time, executable) with its supervisor (its parent): status says who runs it (0), and once it is gone, that its pid file is left (1)", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    const agent = supervised(env);
+    daemons.add(agent.pid);
+    await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8")).toBe(supervisedPidFile(agent.pid, process.pid));
+    const name = readFileSync(`/proc/${process.pid}/comm`, "utf8").trim();
+    const status = await initScript("status", env);
+    expect(status.code, status.stdout).toBe(0);
+    expect(status.stdout).toBe(`audio-agent: running (pid ${agent.pid}), supervised by ${name} (pid ${process.pid})\n`);
+    agent.kill("SIGKILL");
+    await agent.done;
+    const dead = await initScript("status", env);
+    expect(dead.code, dead.stdout).toBe(1);
+    expect(dead.stdout).toContain(`not running, but ${env.AUDIO_AGENT_PIDFILE} exists`);
+  }, 60_000);
+
+  test("start while a supervised agent runs says it runs under its supervisor (0) and starts nothing; a second run (another supervisor) is refused (1)", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    const agent = supervised(env);
+    daemons.add(agent.pid);
+    await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
+    const pidFile = readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8");
+    const name = readFileSync(`/proc/${process.pid}/comm`, "utf8").trim();
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    expect(started.stdout).toBe(`audio-agent: already running (pid ${agent.pid}), supervised by ${name} (pid ${process.pid})\n`);
+    const second = await supervised(env).done;
+    expect(second.code, second.stdout + second.stderr).toBe(1);
+    expect(second.stdout).toContain(`already running (pid ${agent.pid}), supervised by ${name} (pid ${process.pid})`);
+    expect(agentsOf(t.dir)).toEqual([agent.pid]);
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8")).toBe(pidFile);
+    agent.kill("SIGTERM");
+    expect((await agent.done).code).toBe(0);
+  }, 60_000);
+
+  test("stop while a supervisor runs the agent is refused (1) in one line naming the supervisor and where to stop it; the agent runs on, its pid file as it was", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    const agent = supervised(env);
+    daemons.add(agent.pid);
+    await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
+    const pidFile = readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8");
+    const name = readFileSync(`/proc/${process.pid}/comm`, "utf8").trim();
+    const stopped = await initScript("stop", env);
+    expect(stopped.code, stopped.stdout + stopped.stderr).toBe(1);
+    const lines = stopped.stdout.trimEnd().split("\n");
+    expect(lines.length, stopped.stdout).toBe(1);
+    expect(lines[0]).toStartWith(`audio-agent: pid ${agent.pid} is supervised by ${name} (pid ${process.pid}), which would start it again: stop it there (`);
+    expect(lines[0]).toContain("sv down");
+    expect(alive(agent.pid)).toBe(true);
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8")).toBe(pidFile);
+    agent.kill("SIGTERM");
+    expect((await agent.done).code).toBe(0);
+  }, 60_000);
+
+  test("an agent whose supervisor is gone (nothing starts it again): status says so (0), and stop stops it", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings();
+    // The supervisor is a shell whose child is run; the shell is KILLed, the agent runs on, orphaned.
+    const shell = start([BUSYBOX!, "sh", "-c", '"$0" sh "$1" run & wait', BUSYBOX!, SCRIPT], { cwd: t.dir, env: scriptEnv(env), timeoutMs: 30_000 });
+    daemons.add(shell.pid);
+    await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
+    const pid = pidIn(env)!;
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8")).toBe(supervisedPidFile(pid, shell.pid));
+    shell.kill("SIGKILL");
+    await shell.done;
+    const status = await initScript("status", env);
+    expect(status.code, status.stdout).toBe(0);
+    expect(status.stdout).toBe(`audio-agent: running (pid ${pid}), but its supervisor busybox (pid ${shell.pid}) is gone: nothing starts it again when it ends\n`);
+    const stopped = await initScript("stop", env);
+    expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
+    expect(stopped.stdout).toContain("stopped");
+    expect(alive(pid)).toBe(false);
+    expect(existsSync(env.AUDIO_AGENT_PIDFILE)).toBe(false);
+  }, 60_000);
+
+  test("a run caught between its pid file and its exec (the same process, the shell still): start waits for it to become the agent, and finds it running under its supervisor (0), starting no other", async () => {
+    tempDir();
+    const agent = standInAgent(t.path("agent"));
+    const env = settings({ AUDIO_AGENT_BIN: agent, AUDIO_AGENT_ARGS: "300" });
+    // What run does, held between the two until the test says go: the pid file names the shell, which then execs the agent.
+    const shell = start([BUSYBOX!, "sh", "-c", 'until [ -e "$1" ]; do sleep 0.1; done; exec "$0" 300', agent, t.path("go")], { cwd: t.dir, env: scriptEnv(env), timeoutMs: 30_000 });
+    daemons.add(shell.pid);
+    mkdirSync(t.path("run"));
+    writeFileSync(env.AUDIO_AGENT_PIDFILE, supervisedPidFile(shell.pid, process.pid).replace(realpathSync(agentBin), realpathSync(agent)));
+    const starting = start([BUSYBOX!, "sh", SCRIPT, "start"], { cwd: t.dir, env: scriptEnv(env), timeoutMs: 20_000 });
+    await until(() => childrenOf(starting.pid).some((child) => child.comm === "sleep"), "the start's wait", 10_000);
+    writeFileSync(t.path("go"), "");
+    const started = await starting.done;
+    const name = readFileSync(`/proc/${process.pid}/comm`, "utf8").trim();
+    expect(started.stdout).toBe(`audio-agent: already running (pid ${shell.pid}), supervised by ${name} (pid ${process.pid})\n`);
+    expect(started.code).toBe(0);
+    expect(agentsIn(t.dir, agent)).toEqual([shell.pid]);
+  }, 60_000);
+
+  for (const action of ["restart", "force-reload"]) {
+    test(`${action} of a supervised agent TERMs it and waits for the one its supervisor starts next to record itself and listen (0); the pid file names that one`, async () => {
+      tempDir();
+      await writeWireFile(t.path("in.wire"), 50);
+      const env = settings();
+      const supervisor = respawning(env);
+      await until(() => unixListeners(t.path("o.sock")) === 1 && pidIn(env) !== undefined, "the agent's socket", 15_000);
+      const first = pidIn(env)!;
+      const restarted = await initScript(action, env, [], 40_000);
+      expect(restarted.code, restarted.stdout + restarted.stderr).toBe(0);
+      const next = pidIn(env)!;
+      expect(next).not.toBe(first);
+      expect(alive(first)).toBe(false);
+      expect(restarted.stdout).toBe(`audio-agent: stopped\naudio-agent: started (pid ${next}) by its supervisor busybox (pid ${supervisor.pid})\n`);
+      // Recorded and listening by the time it said so.
+      expect(unixListeners(t.path("o.sock"))).toBe(1);
+      expect(agentsOf(t.dir)).toEqual([next]);
+      expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8")).toBe(supervisedPidFile(next, supervisor.pid));
+      expect(readFileSync(env.AUDIO_AGENT_LOG_FILE, "utf8")).toContain("stopped signal=SIGTERM");
+      supervisor.kill("SIGKILL");
+      await supervisor.done;
+    }, 90_000);
+  }
+
+  test("restart of a supervised agent whose supervisor starts no other: it says so (1) within AUDIO_AGENT_START_TIMEOUT", async () => {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings({ AUDIO_AGENT_START_TIMEOUT: "2" });
+    const agent = supervised(env);
+    daemons.add(agent.pid);
+    await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
+    const name = readFileSync(`/proc/${process.pid}/comm`, "utf8").trim();
+    const restarted = await initScript("restart", env, [], 40_000);
+    expect(restarted.code, restarted.stdout + restarted.stderr).toBe(1);
+    expect(restarted.stdout).toBe(`audio-agent: stopped\naudio-agent: its supervisor ${name} (pid ${process.pid}) started no agent within 2 s\n`);
+    expect((await agent.done).code).toBe(0);
+    expect(agentsOf(t.dir)).toEqual([]);
+  }, 60_000);
+
+  test("run again as the supervisor does, after the agent was killed (its socket file and pid file left behind): the new one serves and takes over the pid file", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
     const env = settings();
@@ -1201,11 +1354,14 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
     first.kill("SIGKILL");
     await first.done;
     expect(existsSync(t.path("o.sock"))).toBe(true);
+    expect(pidIn(env)).toBe(first.pid);
     const second = supervised(env);
     daemons.add(second.pid);
     const recv = await run([agentBin, "output", "recv", "--socket", t.path("o.sock"), "--sink", t.path("out.wire"), "--count", "5", "--connect-timeout", "10"], { cwd: t.dir, timeoutMs: 20_000 });
     expect(recv.code, recv.stderr).toBe(0);
     expect(wholeWireFrames(t.path("out.wire")).length).toBe(5);
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8")).toBe(supervisedPidFile(second.pid, process.pid));
+    expect((await initScript("status", env)).code).toBe(0);
     second.kill("SIGTERM");
     expect((await second.done).code).toBe(0);
   }, 60_000);
