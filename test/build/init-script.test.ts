@@ -1211,6 +1211,8 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
     daemons.add(agent.pid);
     await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
     expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8")).toBe(supervisedPidFile(agent.pid, process.pid));
+    // The turn given back before the exec: no lock held in the agent's name.
+    expect(readdirSync(t.path("run"))).toEqual(["audio-agent.pid"]);
     const name = readFileSync(`/proc/${process.pid}/comm`, "utf8").trim();
     const status = await initScript("status", env);
     expect(status.code, status.stdout).toBe(0);
