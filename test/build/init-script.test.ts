@@ -15,7 +15,7 @@ import { canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { encodeWith } from "../support/opus-fixtures.ts";
 import { testPayload } from "../support/payloads.ts";
 import { agentsIn, BUSYBOX, gonePid, installApplets, SCRIPT, standInAgent } from "../support/init-script.ts";
-import { alive, childrenOf, runningIn, startTimeOf, unixListeners } from "../support/proc.ts";
+import { alive, childrenOf, openingFifo, runningIn, startTimeOf, unixListeners } from "../support/proc.ts";
 import { cleanEnv, type Result, run, start } from "../support/processes.ts";
 import { until } from "../support/wait.ts";
 import { INPUT_MAGIC, MessageType } from "../../src/protocol/index.ts";
@@ -1405,6 +1405,42 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
     const done = await agent.done;
     expect(done.code).toBe(0);
     expect(done.stderr).toContain("stopped signal=SIGTERM");
+  }, 60_000);
+
+  // Its log a FIFO that nothing reads yet: run wrote the pid file and gave the turn back, then blocked in
+  // the exec's open of the log. A start, or another supervisor's run, took the blocked shell for no agent
+  // after 5 s and went on; once something read the FIFO, each blocked shell ran an agent, none of them
+  // the one the pid file named.
+  test("a log file that is a FIFO nothing reads yet: run waits for a reader before it takes the turn, so a start and a second run meanwhile leave no agent behind; once it is read, one agent runs, the pid file naming it", async () => {
+    tempDir();
+    const agent = standInAgent(t.path("agent"));
+    const log = makeFifo(t.path("log.fifo"));
+    const env = settings({ AUDIO_AGENT_BIN: agent, AUDIO_AGENT_ARGS: "300", AUDIO_AGENT_LOG_FILE: log });
+    // One run, then another (a second supervisor), each once it waits to open the FIFO.
+    const runs: ReturnType<typeof supervised>[] = [];
+    while (runs.length < 2) {
+      const r = supervised(env);
+      runs.push(r);
+      daemons.add(r.pid);
+      await until(() => openingFifo(r.pid), "the run's open of the log FIFO", 20_000);
+    }
+    // Its own wrapper shell blocks on the FIFO as well: start gives up (1) and ends it.
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(1);
+    expect(started.stdout).toContain("its log file is a FIFO: does anything read it?");
+    const reader = start(["cat", log], { timeoutMs: 30_000 });
+    daemons.add(reader.pid);
+    const isAgent = (pid: number) => agentsIn(t.dir, agent).includes(pid);
+    await until(() => runs.every((r) => !alive(r.pid) || isAgent(r.pid)), "each run the agent or gone", 20_000);
+    const [ran, refused] = isAgent(runs[0]!.pid) ? runs : [runs[1]!, runs[0]!];
+    expect(agentsIn(t.dir, agent)).toEqual([ran!.pid]);
+    expect(pidIn(env)).toBe(ran!.pid);
+    const done = await refused!.done;
+    expect(done.code, done.stdout + done.stderr).toBe(1);
+    expect(done.stdout).toContain(`already running (pid ${ran!.pid}), supervised by`);
+    ran!.kill("SIGTERM");
+    await ran!.done;
+    reader.kill("SIGKILL");
   }, 60_000);
 
   test("refused (1) while an agent start started runs, which it leaves as it is; and (5) where start would refuse the executable", async () => {

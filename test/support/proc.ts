@@ -214,6 +214,15 @@ export function outOfDescriptors(pid: number): () => void {
   return () => set(soft!);
 }
 
+/** Whether `pid` is blocked opening a FIFO that has no process at its other end yet (the kernel's wait_for_partner). */
+export function openingFifo(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/wchan`, "latin1") === "wait_for_partner";
+  } catch {
+    return false; // gone
+  }
+}
+
 /** fsync(2) and fdatasync(2) by their numbers on this machine's processor. */
 const SYNC_CALLS: Record<string, string[]> = { x64: ["74", "75"], arm64: ["82", "83"] };
 
