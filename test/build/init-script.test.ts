@@ -1266,7 +1266,7 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
     expect((await agent.done).code).toBe(0);
   }, 60_000);
 
-  test("an agent whose supervisor is gone (nothing starts it again): status says so (0), and stop stops it", async () => {
+  test("an agent whose supervisor is gone (nothing starts it again): status says so (0), a run under another supervisor is refused (1) naming the one gone, and stop stops it", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
     const env = settings();
@@ -1281,6 +1281,13 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
     const status = await initScript("status", env);
     expect(status.code, status.stdout).toBe(0);
     expect(status.stdout).toBe(`audio-agent: running (pid ${pid}), but its supervisor busybox (pid ${shell.pid}) is gone: nothing starts it again when it ends\n`);
+    // A new supervisor (the old one started again) finds it running: no start started it.
+    const pidFile = readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8");
+    const refused = await supervised(env).done;
+    expect(refused.code, refused.stdout + refused.stderr).toBe(1);
+    expect(refused.stdout).toBe(`audio-agent: already running (pid ${pid}), run by a supervisor that is gone, busybox (pid ${shell.pid}): stop it first, so that only this supervisor starts it\n`);
+    expect(agentsOf(t.dir)).toEqual([pid]);
+    expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8")).toBe(pidFile);
     const stopped = await initScript("stop", env);
     expect(stopped.code, stopped.stdout + stopped.stderr).toBe(0);
     expect(stopped.stdout).toContain("stopped");
