@@ -1338,6 +1338,32 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
     }, 90_000);
   }
 
+  // restart gives the turn back for the supervisor's run; a start that took it first started an agent of
+  // its own, which restart reported as its supervisor's, while the supervisor's run was refused.
+  test("restart of a supervised agent where a start takes the turn before the supervisor's run: it says the agent is not the supervisor's (1), whose run is then refused", async () => {
+    tempDir();
+    const agent = standInAgent(t.path("agent"));
+    const env = settings({ AUDIO_AGENT_BIN: agent, AUDIO_AGENT_ARGS: "300", AUDIO_AGENT_START_TIMEOUT: "30" });
+    // A supervisor that starts run again only once the test says go.
+    const loop = start([BUSYBOX!, "sh", "-c", 'while :; do "$0" sh "$1" run; until [ -e "$2" ]; do sleep 0.1; done; rm "$2"; done', BUSYBOX!, SCRIPT, t.path("go")], { cwd: t.dir, env: scriptEnv(env), timeoutMs: 60_000 });
+    daemons.add(loop.pid);
+    await until(() => agentsIn(t.dir, agent).length === 1 && pidIn(env) !== undefined, "the supervised agent", 15_000);
+    const first = pidIn(env)!;
+    const restarting = start([BUSYBOX!, "sh", SCRIPT, "restart"], { cwd: t.dir, env: scriptEnv(env), timeoutMs: 50_000 });
+    await until(() => !alive(first) && readdirSync(t.path("run")).length === 0, "the agent stopped, the turn given back", 15_000);
+    const started = await initScript("start", env);
+    expect(started.code, started.stdout + started.stderr).toBe(0);
+    const second = pidIn(env)!;
+    const restarted = await restarting.done;
+    expect(restarted.code, restarted.stdout + restarted.stderr).toBe(1);
+    expect(restarted.stdout).toBe(`audio-agent: stopped\naudio-agent: pid ${second} was started meanwhile, not by its supervisor busybox (pid ${loop.pid}), whose run is refused while it runs\n`);
+    writeFileSync(t.path("go"), "");
+    await until(() => loop.stdout.includes(`already running (pid ${second}), started by start`), "the supervisor's next run refused", 15_000);
+    expect(agentsIn(t.dir, agent)).toEqual([second]);
+    loop.kill("SIGKILL");
+    await loop.done;
+  }, 90_000);
+
   test("restart of a supervised agent whose supervisor starts no other: it says so (1) within AUDIO_AGENT_START_TIMEOUT", async () => {
     tempDir();
     await writeWireFile(t.path("in.wire"), 50);
