@@ -492,7 +492,8 @@ describe("S95audio-agent under busybox sh", () => {
     await writeWireFile(t.path("in.wire"), 50);
     // A config FIFO no one writes: the agent waits on it, alive and not listening, so the start holds its turn for 30 s.
     const config = makeFifo(t.path("config.json"));
-    const env = settings({ AUDIO_AGENT_ARGS: `${settings().AUDIO_AGENT_ARGS} --config ${config}`, AUDIO_AGENT_START_TIMEOUT: "30", AUDIO_AGENT_STOP_TIMEOUT: "0" });
+    const env = settings({ AUDIO_AGENT_ARGS: `${settings().AUDIO_AGENT_ARGS} --config ${config}`, AUDIO_AGENT_START_TIMEOUT: "30", AUDIO_AGENT_STOP_TIMEOUT: "2" });
+    // TERM ends the agent waiting on its config (2 s to die in, where none would race the kernel's delivery).
     for (const stopStartTimeout of ["30", "0"]) {
       const starting = initScript("start", env, [], 60_000);
       await until(() => pidIn(env) !== undefined, "the pid file", 10_000);
