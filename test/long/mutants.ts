@@ -16,7 +16,7 @@
  * equivalent mutants (each with the reason it cannot change behaviour, in
  * curated-mutants.ts).
  *
- *   --only protocol,transport   folders (default: protocol, transport, channels, media)
+ *   --only protocol,transport   folders (default: protocol, io, transport, channels, media, observe)
  *   --max-per-file N            generated mutants per file (default 10; 0: curated only)
  *   --seed N                    sampling seed (default 1)
  *   --jobs N                    mutants run in parallel, each in its own copy (default 2)
@@ -30,7 +30,7 @@ import { CURATED, EQUIVALENT, type CuratedMutant } from "./curated-mutants.ts";
 import { Rng } from "./rng.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
-const FOLDERS = ["protocol", "transport", "channels", "media"] as const;
+const FOLDERS = ["protocol", "io", "transport", "channels", "media", "observe"] as const;
 type Folder = (typeof FOLDERS)[number];
 /** A mutant's tests may take this many times the unmutated run (a hang counts as killed). */
 const TIMEOUT_FACTOR = 4;
@@ -131,9 +131,10 @@ function isCode(line: string): boolean {
   );
 }
 
+/** A folder's sources, its subfolders' included (observe/monitor/hub.ts is observe's, tested in test/observe). */
 function sourceFiles(folder: Folder): string[] {
   const dir = join(ROOT, "src", folder);
-  return readdirSync(dir)
+  return readdirSync(dir, { recursive: true, encoding: "utf8" })
     .filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))
     .map((f) => relative(ROOT, join(dir, f)))
     .sort();
