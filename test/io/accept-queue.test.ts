@@ -1,0 +1,69 @@
+import { describe, expect, test } from "bun:test";
+import { ptr } from "bun:ffi";
+import { ACCEPT_QUEUE, boundAcceptQueue } from "../../src/io/accept-queue.ts";
+import { AF_UNIX, openLibc, SOCK_STREAM, unixAddress } from "../../src/io/libc.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { socketDir } from "../support/temp.ts";
+
+const defer = useCleanup();
+const SOCK_NONBLOCK = 0o4000;
+const opened = openLibc({
+  socket: { args: ["i32", "i32", "i32"], returns: "i32" },
+  connect: { args: ["i32", "ptr", "u32"], returns: "i32" },
+  close: { args: ["i32"], returns: "i32" },
+});
+
+/**
+ * How many connections to `path` the kernel completes while nobody takes
+ * them: non-blocking connects, made without yielding to the loop (so the
+ * listener in this process accepts none), until one is refused.
+ */
+function completedUntaken(path: string, atMost: number): number {
+  if (!opened.library) throw new Error(opened.detail);
+  const libc = opened.library.symbols;
+  const address = unixAddress(path);
+  const held: number[] = [];
+  try {
+    while (held.length < atMost) {
+      const fd = libc.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      if (fd < 0) throw new Error("socket() failed");
+      if (libc.connect(fd, ptr(address), address.length) !== 0) {
+        libc.close(fd);
+        break;
+      }
+      held.push(fd);
+    }
+    return held.length;
+  } finally {
+    for (const fd of held) libc.close(fd);
+  }
+}
+
+function listening(): { path: string; listener: ReturnType<typeof Bun.listen> } {
+  const path = socketDir(defer, "aq-").path("s.sock");
+  const listener = Bun.listen({ unix: path, socket: { data() {} } });
+  defer(() => listener.stop(true));
+  return { path, listener };
+}
+
+describe("boundAcceptQueue: the kernel's queue of connections not yet taken", () => {
+  test("bounded to the backlog asked for (Linux keeps one more than it), where Bun's own keeps 512", () => {
+    const unbounded = listening();
+    expect(completedUntaken(unbounded.path, 600)).toBeGreaterThan(512);
+    const bounded = listening();
+    expect(boundAcceptQueue(bounded.listener)).toBeUndefined();
+    expect(completedUntaken(bounded.path, 600)).toBe(ACCEPT_QUEUE + 1);
+    // Those completed stay queued, closed or not, until taken: another listener for another bound.
+    const three = listening();
+    expect(boundAcceptQueue(three.listener, 3)).toBeUndefined();
+    expect(completedUntaken(three.path, 600)).toBe(4);
+  });
+
+  test("a listener with no descriptor (stopped: -1; none, or not a whole number) is told so; descriptor 0 is a descriptor, tried", () => {
+    for (const fd of [-1, undefined, "3", 2.5, Number.NaN]) {
+      expect(boundAcceptQueue({ fd })).toBe("Bun's listener has no descriptor");
+    }
+    // Descriptor 0 is the test's stdin, no socket: listen(2) itself says why.
+    expect(boundAcceptQueue({ fd: 0 })).toMatch(/^listen\(0, 16\) failed: E[A-Z]+$/);
+  });
+});

@@ -1,0 +1,43 @@
+import { describe, expect, test } from "bun:test";
+import { closeSync, fstatSync, openSync, readFileSync } from "node:fs";
+import { takeBack, writeFrom } from "../../src/io/write-from.ts";
+import { useCleanup } from "../support/cleanup.ts";
+import { fullFifo } from "../support/fifo.ts";
+import { socketDir } from "../support/temp.ts";
+
+const defer = useCleanup();
+
+describe("writeFrom: writes until all is written or a write fails", () => {
+  test("all of it from `at` to `end`, and how far it got", () => {
+    const t = socketDir(defer, "wf-");
+    const fd = openSync(t.path("f"), "w");
+    defer(() => closeSync(fd));
+    expect(writeFrom(fd, Buffer.from("0123456789"), 2, 8)).toEqual({ at: 8 });
+    expect(writeFrom(fd, Buffer.from("ab"))).toEqual({ at: 2 });
+    expect(readFileSync(t.path("f"), "utf8")).toBe("234567ab");
+  });
+
+  test("a write that fails stops it: how far it got and the errno (a full pipe's EAGAIN, a closed descriptor's EBADF)", () => {
+    const t = socketDir(defer, "wf-");
+    const { reader, writer } = fullFifo(t.path("p"));
+    defer(() => closeSync(reader));
+    defer(() => closeSync(writer));
+    expect(writeFrom(writer, new Uint8Array(100), 40)).toEqual({ at: 40, code: "EAGAIN" });
+    const closed = openSync(t.path("g"), "w");
+    closeSync(closed);
+    expect(writeFrom(closed, new Uint8Array(10))).toEqual({ at: 0, code: "EBADF" });
+  });
+});
+
+describe("takeBack: a failed write's bytes taken off the file's end again", () => {
+  test("the last bytes taken off", () => {
+    const t = socketDir(defer, "wf-");
+    const fd = openSync(t.path("f"), "a+");
+    defer(() => closeSync(fd));
+    writeFrom(fd, Buffer.from("line one\nline tw"));
+    expect(takeBack(fd, 7)).toBe(true);
+    expect(readFileSync(t.path("f"), "utf8")).toBe("line one\n");
+    expect(takeBack(fd, 9)).toBe(true);
+    expect(fstatSync(fd).size).toBe(0);
+  });
+});
