@@ -25,7 +25,10 @@ export function writeFrom(fd: number, bytes: Uint8Array, at = 0, end = bytes.len
  */
 export function takeBack(fd: number, bytes: number): boolean {
   try {
-    ftruncateSync(fd, fstatSync(fd).size - bytes);
+    const size = fstatSync(fd).size;
+    // ftruncate takes a negative length as 0: it would empty the file, taking off what others wrote.
+    if (size < bytes) return false;
+    ftruncateSync(fd, size - bytes);
     return true;
   } catch {
     return false;

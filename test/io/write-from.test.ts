@@ -40,4 +40,13 @@ describe("takeBack: a failed write's bytes taken off the file's end again", () =
     expect(takeBack(fd, 9)).toBe(true);
     expect(fstatSync(fd).size).toBe(0);
   });
+
+  test("where the file holds fewer bytes than that (emptied by another meanwhile, then written again), it is left as it is, not emptied", () => {
+    const t = socketDir(defer, "wf-");
+    const fd = openSync(t.path("f"), "a+");
+    defer(() => closeSync(fd));
+    writeFrom(fd, Buffer.from("whole\n"));
+    expect(takeBack(fd, 7)).toBe(false);
+    expect(readFileSync(t.path("f"), "utf8")).toBe("whole\n");
+  });
 });
