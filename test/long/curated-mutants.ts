@@ -91,6 +91,12 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: "return;",
   },
   {
+    name: "a failed write's bytes taken back off a file holding fewer, which ftruncate's negative length empties",
+    file: "src/io/write-from.ts",
+    find: "if (size < bytes) return false;",
+    replace: ";",
+  },
+  {
     name: "Heartbeats allowed after Stop",
     file: "src/channels/input-client.ts",
     find: "if (this.queue.isFull || this.finishing) return;",
