@@ -9,7 +9,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
-import { readdirSync, rmSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { ACCEPT_QUEUE } from "../../src/io/accept-queue.ts";
 import { IDLE_MS, MAX_HTTP_CONNECTIONS } from "../../src/observe/http-front.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -392,5 +392,25 @@ describe("the HTTP servers' own directory", () => {
     next.kill("SIGTERM");
     expect(await next.exited).toBe(0);
     expect(readdirSync(tmp.dir)).toEqual([]);
+  }, 30_000);
+
+  test("a directory of a process that lives (an agent starting, its servers not listening yet) is left to it; one of a pid that is gone, removed", async () => {
+    const t = socketDir(defer, "aahd-");
+    const tmp = socketDir(defer, "aahd-tmp-");
+    defer(stopAgents);
+    await writeWireFile(t.path("in.wire"), 50);
+    const gone = Bun.spawn(["true"]);
+    await gone.exited;
+    // This test's own process lives, and nothing listens in its directory yet.
+    const starting = `audio-agent-http-${process.pid}-aaaaaa`;
+    const left = `audio-agent-http-${gone.pid}-bbbbbb`;
+    mkdirSync(tmp.path(starting), { mode: 0o700 });
+    mkdirSync(tmp.path(left), { mode: 0o700 });
+    const agent = start([...AGENT, "output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0"], { env: agentEnv({ TMPDIR: tmp.dir }) });
+    await metricsUrl(agent);
+    expect(readdirSync(tmp.dir).filter((name) => !name.startsWith(`audio-agent-http-${agent.proc.pid}-`))).toEqual([starting]);
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+    expect(readdirSync(tmp.dir)).toEqual([starting]);
   }, 30_000);
 });
