@@ -18,7 +18,8 @@ import { metricsUrl } from "../support/metrics.ts";
 import { connectClient } from "../support/peer.ts";
 import { resetOnClose } from "../support/player-sockets.ts";
 import { fdCount } from "../support/proc.ts";
-import { AGENT, agentEnv, runAgent, start, stopAgents } from "../support/processes.ts";
+import { canUnshare } from "../support/machine.ts";
+import { AGENT, agentEnv, run, runAgent, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
@@ -392,6 +393,17 @@ describe("the HTTP servers' own directory", () => {
     next.kill("SIGTERM");
     expect(await next.exited).toBe(0);
     expect(readdirSync(tmp.dir)).toEqual([]);
+  }, 30_000);
+
+  test.skipIf(!canUnshare("--mount"))("neither TMPDIR nor /tmp can take it (one names nothing, the other is read-only): the failure line names each and why, exit 1", async () => {
+    const t = socketDir(defer, "aahd-");
+    await writeWireFile(t.path("in.wire"), 50);
+    // /tmp read-only for the agent alone, in a mount namespace of its own.
+    const readOnlyTmp = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", 'mount --bind /tmp /tmp && mount -o remount,bind,ro /tmp && exec "$@"', "sh"];
+    const args = ["output", "serve", "--source", t.path("in.wire"), "--socket", t.path("o.sock"), "--metrics", "127.0.0.1:0"];
+    const result = await run([...readOnlyTmp, ...AGENT, ...args], { env: agentEnv({ TMPDIR: t.path("missing") }) });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`cannot make a directory for the sockets of the HTTP servers (--metrics, --monitor) in ${t.path("missing")} (ENOENT) or /tmp (EROFS): set TMPDIR`);
   }, 30_000);
 
   test("a directory of a process that lives (an agent starting, its servers not listening yet) is left to it; one of a pid that is gone, removed", async () => {
