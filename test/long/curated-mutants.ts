@@ -97,6 +97,18 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: ";",
   },
   {
+    name: "an HTTP client that stops reading never cut: what waits for it arms no stall timer",
+    file: "src/observe/http-front.ts",
+    find: "from.pause();",
+    replace: "from.pause(); return;",
+  },
+  {
+    name: "a left-behind HTTP directory judged by its server alone, so a starting agent's is removed",
+    file: "src/observe/http-server.ts",
+    find: "if (!pid || pid === process.pid || alive(pid)) continue;",
+    replace: "if (!pid || pid === process.pid) continue;",
+  },
+  {
     name: "Heartbeats allowed after Stop",
     file: "src/channels/input-client.ts",
     find: "if (this.queue.isFull || this.finishing) return;",
@@ -248,5 +260,11 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     before: "return packet.length > 0 && (packet[0]! & 0x04) !== 0 ? 2 : 1;",
     after: "return packet.length >= 0 && (packet[0]! & 0x04) !== 0 ? 2 : 1;",
     why: "for an empty packet packet[0] is undefined, and undefined & 4 is 0: mono either way",
+  },
+  {
+    file: "src/observe/http-server.ts",
+    before: "if (!pid || pid === process.pid || alive(pid)) continue;",
+    after: "if (!pid && pid === process.pid || alive(pid)) continue;",
+    why: "alive() passes over the names !pid stands for: process.kill(NaN, 0) throws ERR_INVALID_ARG_TYPE (not ESRCH), and kill(0, 0) reaches our own group",
   },
 ];
