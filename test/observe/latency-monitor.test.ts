@@ -312,16 +312,17 @@ describe("warnings", () => {
     expect(calls.every(([, level]) => level === "target")).toBe(true);
   });
 
-  test("crossed hears of every sample above the target or the maximum, at its level, however the warnings are rate limited", () => {
+  test("crossed hears of every sample above the target or the maximum, at its level, however the warnings are rate limited; one equal to the maximum is above the target only", () => {
     const crossings: [string, LatencyWarningLevel][] = [];
     const { m, calls } = setup({ crossed: (operation, level) => crossings.push([operation, level]) });
-    for (const v of [0.01, 0.06, 0.3, 0.06, 0.3, 0.05]) m.record("frame_age", v);
+    for (const v of [0.01, 0.06, 0.3, 0.06, 0.3, 0.05, 0.2]) m.record("frame_age", v);
     expect(calls.length).toBe(2);
     expect(crossings).toEqual([
       ["frame_age", "target"],
       ["frame_age", "max"],
       ["frame_age", "target"],
       ["frame_age", "max"],
+      ["frame_age", "target"],
     ]);
   });
 
