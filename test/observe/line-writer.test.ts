@@ -10,7 +10,7 @@ import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, readAvailableText } from "../support/fifo.ts";
 import { canUnshare, smallDisk, withFileSizeLimit } from "../support/machine.ts";
-import { BUN, run } from "../support/processes.ts";
+import { BUN, run, start } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -23,7 +23,7 @@ const PIPE_BYTES = 4096;
  * fail, EPIPE) and be followed by another (one started again), who finds
  * what the pipe held.
  */
-function stalledPipe(): { writer: number; readAll: () => string; readerLeaves: () => void; readerComes: () => void } {
+function stalledPipe(): { path: string; writer: number; readAll: () => string; readerLeaves: () => void; readerComes: () => void } {
   const t = socketDir(defer, "aa-lw-");
   const fifo = makeFifo(t.path("log"));
   const open = () => openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
@@ -34,7 +34,7 @@ function stalledPipe(): { writer: number; readAll: () => string; readerLeaves: (
   const readAll = () => readAvailableText(reader!);
   const readerLeaves = () => (closeSync(reader!), (reader = undefined));
   const readerComes = () => void (reader = open());
-  return { writer, readAll, readerLeaves, readerComes };
+  return { path: fifo, writer, readAll, readerLeaves, readerComes };
 }
 
 const line = (i: number, bytes = 100) => `line ${String(i).padStart(4, "0")} ${"x".repeat(bytes - 11)}\n`;
@@ -55,15 +55,17 @@ async function readAfterReaderReturns(out: LineWriter, pipe: ReturnType<typeof s
 
 /**
  * A script at `path` for a LineWriter run as a process of its own (under a
- * file size limit, in a small disk's mount namespace): `out` appends to the
- * file its first argument names, then `body` runs.
+ * file size limit, in a small disk's mount namespace, or exiting at once):
+ * `out` appends to the file its first argument names (or writes to the pipe
+ * it names without blocking, with `pipe`), then `body` runs.
  */
-function lineWriterScript(path: string, body: string): string {
+function lineWriterScript(path: string, body: string, pipe = false): string {
+  const flags = pipe ? "fs.constants.O_WRONLY | fs.constants.O_NONBLOCK" : "fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND";
   writeFileSync(
     path,
     `import * as fs from "node:fs";
 import { LineWriter } from ${JSON.stringify(`${import.meta.dir}/../../src/observe/line-writer.ts`)};
-const out = new LineWriter(fs.openSync(process.argv[2], fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o644));
+const out = new LineWriter(fs.openSync(process.argv[2], ${flags}, 0o644));
 ${body}`,
   );
   return path;
@@ -189,6 +191,29 @@ test("drain, at exit, waits a bounded time for a reader that never reads, then g
   // No retry left behind: a descriptor closed and its number reused must never get these lines.
   await Bun.sleep(250);
   expect(readAll()).toBe("");
+});
+
+test("a process that exits at once (process.exit, as on a second signal) with lines waiting still offers them at exit: a reader that reads then gets each, whole", async () => {
+  const pipe = stalledPipe();
+  const t = socketDir(defer, "aa-lw-");
+  // 100 lines into a pipe that holds 40, then, with the 60 others waiting, an exit as soon as the test says so.
+  const script = lineWriterScript(
+    t.path("exit.ts"),
+    `for (let i = 0; i < 100; i++) out.write("line " + String(i).padStart(4, "0") + " " + "x".repeat(89) + "\\n");
+fs.writeFileSync(${JSON.stringify(t.path("written"))}, String(out.backlog.bytes));
+while (!fs.existsSync(${JSON.stringify(t.path("go"))})) Bun.sleepSync(5);
+process.exit(0);`,
+    true,
+  );
+  const child = start([BUN, script, pipe.path]);
+  await until(() => existsSync(t.path("written")), "the lines written", 20_000);
+  expect(readFileSync(t.path("written"), "utf8")).toBe("6000");
+  writeFileSync(t.path("go"), "");
+  const lines = Array.from({ length: 100 }, (_, i) => line(i)).join("");
+  let read = "";
+  await until(() => ((read += pipe.readAll()), read.length >= lines.length), "every line", 10_000).catch(() => {});
+  expect((await child.done).code).toBe(0);
+  expect(read).toBe(lines);
 });
 
 test("retire, at exit once the descriptor is blocking again, gives up what waits and writes nothing more, a line `always` neither, whether the pipe has room or not", async () => {
