@@ -109,6 +109,12 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: "if (!pid || pid === process.pid) continue;",
   },
   {
+    name: "a log's waiting lines given up when the process exits at once: no drain hooked to its exit",
+    file: "src/observe/line-writer.ts",
+    find: "private drainAtExit = false;",
+    replace: "private drainAtExit = true;",
+  },
+  {
     name: "Heartbeats allowed after Stop",
     file: "src/channels/input-client.ts",
     find: "if (this.queue.isFull || this.finishing) return;",
