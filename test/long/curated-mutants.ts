@@ -268,6 +268,12 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     why: "for an empty packet packet[0] is undefined, and undefined & 4 is 0: mono either way",
   },
   {
+    file: "src/observe/local-peer.ts",
+    before: "const [uid, inode] = [answer.getUint32(80, true), answer.getUint32(84, true)];",
+    after: "const [uid, inode] = [answer.getUint32(80, true), answer.getUint32(84, false)];",
+    why: "the inode is only compared with 0, and four bytes read in either order are 0 only when all are",
+  },
+  {
     file: "src/observe/http-server.ts",
     before: "if (!pid || pid === process.pid || alive(pid)) continue;",
     after: "if (!pid && pid === process.pid || alive(pid)) continue;",
