@@ -11,6 +11,7 @@ import { startOutputServer } from "../support/output-server.ts";
 import { testPayload } from "../support/payloads.ts";
 import { connectClient } from "../support/peer.ts";
 import { kernelBufferBytes, listeners } from "../support/proc.ts";
+import { idleSenderReadings } from "../support/readings.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -182,6 +183,19 @@ describe("socket buffer gauges", () => {
     expect(size("send")).toBe(kernelBufferBytes(8192, "send"));
     expect(size("receive")).toBe(kernelBufferBytes(16384, "receive"));
     expect(samples(after, "jetkvm_audio_socket_buffer_utilization_percent", { component: "audio-output" }).length).toBe(2);
+  });
+});
+
+describe("the sink file gauge", () => {
+  test("1 while a receiver's recording is at its path, 0 once it is not; no series for a sink that is no file", async () => {
+    let readings = idleSenderReadings({ direction: "receive", sinkFile: "in_place" });
+    const metrics = new AgentMetrics([{ read: () => readings, latency: new LatencyMonitor() }]);
+    const gauge = async () => samples(await metrics.registry.metrics(), "audio_agent_sink_file_in_place").map((s) => s.value);
+    expect(await gauge()).toEqual([1]);
+    readings = { ...readings, sinkFile: "moved" };
+    expect(await gauge()).toEqual([0]);
+    readings = { ...readings, sinkFile: undefined };
+    expect(await gauge()).toEqual([]);
   });
 });
 
