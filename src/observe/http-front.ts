@@ -58,10 +58,13 @@ const RESERVED_DESCRIPTORS = 32;
 export class HttpConnectionBound {
   /** The clients carried now, by every front sharing this bound, oldest first, each with its front. */
   private readonly carried = new Map<Socket<Side>, HttpFront>();
+  /** Clients seen by every front sharing this bound, carried or turned away: a burst of them is what the process collects after (roles/connection-burst.ts). */
+  connections = 0;
   constructor(readonly cap = MAX_HTTP_CONNECTIONS) {}
 
   /** A place for `client` of `front`: false when every place is taken and none of them is idle. */
   take(client: Socket<Side>, front: HttpFront): boolean {
+    this.connections++;
     if (this.carried.size >= this.cap) {
       const idle = this.idlest();
       if (!idle) return false;

@@ -2,6 +2,7 @@ import type { ChannelEnd, ChannelObserver } from "../channels/channel-end.ts";
 import { defaultOf, SOCKET_BUFFER_PRESETS, socketBufferSizes, type Role, type Settings } from "../config.ts";
 import { AdaptiveOptimizer, DEFAULT_ADAPTIVE, type AdaptiveState } from "../observe/adaptive-optimizer.ts";
 import { oneSocket } from "../observe/http-listen-error.ts";
+import type { HttpConnectionBound } from "../observe/http-front.ts";
 import type { AgentHttpServer, HealthReport } from "../observe/http-server.ts";
 import { LatencyMonitor, type LatencyOperation } from "../observe/latency-monitor.ts";
 import type { Logger } from "../observe/logger.ts";
@@ -11,6 +12,7 @@ import { healthFields, sinkFileField, summaryFields, type ChannelReadings } from
 import type { Report } from "../transport/report.ts";
 import type { SocketFileIdentity } from "../transport/socket-file.ts";
 import { DropReason } from "../transport/frame-stats.ts";
+import { ConnectionBurst } from "./connection-burst.ts";
 import { JitPolicy } from "./jit-policy.ts";
 import { Sampler } from "./sampler.ts";
 
@@ -62,6 +64,10 @@ export class Instruments {
   private readonly sampler: Sampler;
   /** Hands the process back to the JIT's normal thresholds when it floods. */
   private readonly jit: JitPolicy;
+  /** Collects once after a burst of connections has subsided. */
+  private readonly burst: ConnectionBurst;
+  /** The HTTP endpoints' bound, which counts their connections; once started. */
+  private httpBound: HttpConnectionBound | undefined;
   /** The --stats-interval timer. */
   private readonly statsTimer: ReturnType<typeof setInterval> | undefined;
   private readonly report: Report;
@@ -123,7 +129,8 @@ export class Instruments {
     });
     const every = samplePeriodMs(ends.map(({ settings: s }) => s));
     this.jit = new JitPolicy(this.report, this.frames());
-    this.sampler = new Sampler(every, () => this.tick(), () => this.channels.some((c) => c.unsettled()));
+    this.burst = new ConnectionBurst(this.connections(), performance.now(), (connections) => this.collectAfterBurst(connections));
+    this.sampler = new Sampler(every, () => this.tick(), () => this.burst.pending || this.channels.some((c) => c.unsettled()));
     const statsMs = settings["stats-interval"] * 1000;
     if (statsMs > 0) {
       this.statsTimer = setInterval(() => {
@@ -147,6 +154,7 @@ export class Instruments {
     const { AgentHttpServer, descriptorLimit, HttpConnectionBound, MAX_HTTP_CONNECTIONS } = await import("../observe/http-server.ts");
     // One bound for the process: two addresses do not double the connections (and descriptors) a peer may hold.
     const bound = HttpConnectionBound.within();
+    this.httpBound = bound;
     if (bound.cap < MAX_HTTP_CONNECTIONS) {
       this.report("warn", `the descriptor limit leaves room for fewer HTTP connections at once than ${MAX_HTTP_CONNECTIONS}`, { limit: descriptorLimit(), connections: bound.cap });
     }
@@ -196,10 +204,21 @@ export class Instruments {
     return this.channels[0]!.latencyFields();
   }
 
-  /** The sampler's tick: every channel's optimizer, and the JIT's flood check. */
+  /** The sampler's tick: every channel's optimizer, the JIT's flood check, and the connections' bursts. */
   private tick(): void {
     for (const channel of this.channels) channel.sample();
     this.jit.sample(() => this.frames());
+    this.burst.sample(() => this.connections());
+  }
+
+  /**
+   * A burst of connections has subsided: what they left (their objects, and
+   * the pages freed with them) goes back to the system now, not at Bun's next
+   * collection, up to BUN_GC_TIMER_INTERVAL later (30 s on the device).
+   */
+  private collectAfterBurst(connections: number): void {
+    const collected = collectGarbage();
+    this.report("info", "connections subsided: collected", { connections, heap_used_bytes: collected.heapUsedBytes, collect_ms: collected.ms });
   }
 
   async stop(): Promise<void> {
@@ -207,6 +226,13 @@ export class Instruments {
     clearInterval(this.statsTimer);
     this.monitor?.stop();
     await Promise.all(this.servers.splice(0).map((s) => s.stop()));
+  }
+
+  /** Connections so far: every channel end's (accepted, or made) and the HTTP endpoints'. */
+  private connections(): number {
+    let connections = this.httpBound?.connections ?? 0;
+    for (const channel of this.channels) connections += channel.end.readings().connects;
+    return connections;
   }
 
   /** OpusFrames so far over all channel ends (delivered or received). */
