@@ -214,10 +214,11 @@ export class Instruments {
   /**
    * A burst of connections has subsided: what they left (their objects, and
    * the pages freed with them) goes back to the system now, not at Bun's next
-   * collection, up to BUN_GC_TIMER_INTERVAL later (30 s on the device).
+   * collection, up to BUN_GC_TIMER_INTERVAL later (30 s on the device), and
+   * the code they compiled with it.
    */
   private collectAfterBurst(connections: number): void {
-    const collected = collectGarbage();
+    const collected = collectGarbage(true);
     this.report("info", "connections subsided: collected", { connections, heap_used_bytes: collected.heapUsedBytes, collect_ms: collected.ms });
   }
 
@@ -498,10 +499,16 @@ export function thousandths(value: number): number {
  * A full, synchronous collection (JavaScriptCore's heap, then mimalloc's
  * freed pages back to the system): the JavaScript heap in use after it, as
  * audio_agent_heap_used_bytes reads it, and how long it held the thread.
+ * With `dropCode`, the compiled code goes too (Bun.shrink): 1.5-2 MiB that a
+ * burst of connections compiled and a collection alone leaves; the frames'
+ * own code is compiled again as they come (bench/FINDINGS.md). Bun's types
+ * call Bun.shrink deprecated: a Bun without it gets the collection alone.
  */
-function collectGarbage(): { heapUsedBytes: number; ms: number } {
+function collectGarbage(dropCode = false): { heapUsedBytes: number; ms: number } {
   const start = performance.now();
   Bun.gc(true);
+  const shrink = (Bun as { shrink?: unknown }).shrink;
+  if (dropCode && typeof shrink === "function") shrink.call(Bun);
   const ms = thousandths(performance.now() - start);
   return { heapUsedBytes: process.memoryUsage().heapUsed, ms };
 }
