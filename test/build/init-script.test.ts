@@ -1173,6 +1173,17 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
     return start([BUSYBOX!, "sh", SCRIPT, "run"], { cwd: t.dir, env: scriptEnv(env), timeoutMs: 30_000 });
   }
 
+  /** A fresh directory with a file to serve, and the agent run under this test's process as its supervisor, serving: its settings, its process, and the supervisor's name. */
+  async function supervisedServing(overrides: Record<string, string> = {}) {
+    tempDir();
+    await writeWireFile(t.path("in.wire"), 50);
+    const env = settings(overrides);
+    const agent = supervised(env);
+    daemons.add(agent.pid);
+    await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
+    return { env, agent, name: readFileSync(`/proc/${process.pid}/comm`, "utf8").trim() };
+  }
+
   /** A supervisor that starts `run` again whenever it ends, as BusyBox init's respawn line does: a shell loop (comm "busybox"). */
   function respawning(env: Record<string, string>) {
     const loop = start([BUSYBOX!, "sh", "-c", 'while :; do "$0" sh "$1" run; sleep 0.2; done', BUSYBOX!, SCRIPT], { cwd: t.dir, env: scriptEnv(env), timeoutMs: 60_000 });
@@ -1187,12 +1198,7 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
   }
 
   test("the agent takes the script's place (the supervisor's pid is the agent's) with the script's settings, serves, logs to the log file, and ends 0 on the supervisor's TERM", async () => {
-    tempDir();
-    await writeWireFile(t.path("in.wire"), 50);
-    const env = settings();
-    const agent = supervised(env);
-    daemons.add(agent.pid);
-    await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
+    const { env, agent } = await supervisedServing();
     expect(readlinkSync(`/proc/${agent.pid}/exe`)).toBe(realpathSync(agentBin));
     const environ = readFileSync(`/proc/${agent.pid}/environ`, "utf8").split("\0");
     for (const setting of ["MIMALLOC_SCAVENGER=0", "AUDIO_AGENT_LOG_MAX_BYTES=1048576"]) expect(environ).toContain(setting);
@@ -1205,16 +1211,10 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
   }, 60_000);
 
   test("the agent is in the pid file (pid, start time, executable) with its supervisor (its parent): status says who runs it (0), and once it is gone, that its pid file is left (1)", async () => {
-    tempDir();
-    await writeWireFile(t.path("in.wire"), 50);
-    const env = settings();
-    const agent = supervised(env);
-    daemons.add(agent.pid);
-    await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
+    const { env, agent, name } = await supervisedServing();
     expect(readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8")).toBe(supervisedPidFile(agent.pid, process.pid));
     // The turn given back before the exec: no lock held in the agent's name.
     expect(readdirSync(t.path("run"))).toEqual(["audio-agent.pid"]);
-    const name = readFileSync(`/proc/${process.pid}/comm`, "utf8").trim();
     const status = await initScript("status", env);
     expect(status.code, status.stdout).toBe(0);
     expect(status.stdout).toBe(`audio-agent: running (pid ${agent.pid}), supervised by ${name} (pid ${process.pid})\n`);
@@ -1226,14 +1226,8 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
   }, 60_000);
 
   test("start while a supervised agent runs says it runs under its supervisor (0) and starts nothing; a second run (another supervisor) is refused (1)", async () => {
-    tempDir();
-    await writeWireFile(t.path("in.wire"), 50);
-    const env = settings();
-    const agent = supervised(env);
-    daemons.add(agent.pid);
-    await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
+    const { env, agent, name } = await supervisedServing();
     const pidFile = readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8");
-    const name = readFileSync(`/proc/${process.pid}/comm`, "utf8").trim();
     const started = await initScript("start", env);
     expect(started.code, started.stdout + started.stderr).toBe(0);
     expect(started.stdout).toBe(`audio-agent: already running (pid ${agent.pid}), supervised by ${name} (pid ${process.pid})\n`);
@@ -1247,14 +1241,8 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
   }, 60_000);
 
   test("stop while a supervisor runs the agent is refused (1) in one line naming the supervisor and where to stop it; the agent runs on, its pid file as it was", async () => {
-    tempDir();
-    await writeWireFile(t.path("in.wire"), 50);
-    const env = settings();
-    const agent = supervised(env);
-    daemons.add(agent.pid);
-    await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
+    const { env, agent, name } = await supervisedServing();
     const pidFile = readFileSync(env.AUDIO_AGENT_PIDFILE, "utf8");
-    const name = readFileSync(`/proc/${process.pid}/comm`, "utf8").trim();
     const stopped = await initScript("stop", env);
     expect(stopped.code, stopped.stdout + stopped.stderr).toBe(1);
     const lines = stopped.stdout.trimEnd().split("\n");
@@ -1366,13 +1354,7 @@ describe("S95audio-agent run, for a supervisor that starts the agent again whene
   }, 90_000);
 
   test("restart of a supervised agent whose supervisor starts no other: it says so (1) within AUDIO_AGENT_START_TIMEOUT", async () => {
-    tempDir();
-    await writeWireFile(t.path("in.wire"), 50);
-    const env = settings({ AUDIO_AGENT_START_TIMEOUT: "2" });
-    const agent = supervised(env);
-    daemons.add(agent.pid);
-    await until(() => existsSync(t.path("o.sock")), "the agent's socket", 15_000);
-    const name = readFileSync(`/proc/${process.pid}/comm`, "utf8").trim();
+    const { env, agent, name } = await supervisedServing({ AUDIO_AGENT_START_TIMEOUT: "2" });
     const restarted = await initScript("restart", env, [], 40_000);
     expect(restarted.code, restarted.stdout + restarted.stderr).toBe(1);
     expect(restarted.stdout).toBe(`audio-agent: stopped\naudio-agent: its supervisor ${name} (pid ${process.pid}) started no agent within 2 s\n`);
