@@ -296,7 +296,7 @@ describe("a client that resets its connection", () => {
       socket.terminate();
     }
     // Given time to see every reset (a few seconds), the agent holds what it held before them (a leak holds them for good).
-    await until(() => fdCount(agent.pid) <= before + 3, "the reset connections' descriptors closed", 10_000).catch(() => {});
+    await until(() => fdCount(agent.pid) <= before + 3, "the reset connections' descriptors closed", 30_000).catch(() => {});
     expect(fdCount(agent.pid)).toBeLessThanOrEqual(before + 3);
     await expectAudioServed(t.path("o.sock"), t.path("out.wire"));
   }, 60_000);
