@@ -1,3 +1,5 @@
+import { CounterRate } from "./counter-rate.ts";
+
 /**
  * A peer connecting and closing in a loop (on an audio socket, or the HTTP
  * port) leaves the process megabytes of what its connections allocated: 10
@@ -36,8 +38,7 @@ export const COLLECT_SPACING_MS = 60_000;
  * COLLECT_SPACING_MS.
  */
 export class ConnectionBurst {
-  private seen: number;
-  private at: number;
+  private readonly connections: CounterRate;
   /** Connections of the burst so far that no collection has followed yet. */
   private burst = 0;
   private collectedAt = -Infinity;
@@ -48,8 +49,7 @@ export class ConnectionBurst {
     /** The collection, told how many connections the burst held. */
     private readonly collect: (connections: number) => void,
   ) {
-    this.seen = connections;
-    this.at = now;
+    this.connections = new CounterRate(connections, now, BURST_JUDGED_OVER_MS);
   }
 
   /** A burst has been seen that no collection has followed yet: the sampler ticks on for it without frames. */
@@ -59,12 +59,9 @@ export class ConnectionBurst {
 
   /** `connections`: the process's connections so far (every listener's and client's), read only when a rate is judged. */
   sample(connections: () => number, now = performance.now()): void {
-    if (now - this.at < BURST_JUDGED_OVER_MS) return;
-    const count = connections();
-    const fresh = count - this.seen;
-    const seconds = (now - this.at) / 1000;
-    this.seen = count;
-    this.at = now;
+    const judged = this.connections.judge(connections, now);
+    if (!judged) return;
+    const { fresh, seconds } = judged;
     if (fresh >= QUIET_PER_SECOND * seconds) {
       this.burst += fresh;
       return;

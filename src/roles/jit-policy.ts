@@ -1,4 +1,5 @@
 import type { Report } from "../transport/report.ts";
+import { CounterRate } from "./counter-rate.ts";
 
 /**
  * JavaScriptCore's tier-up thresholds, scaled, that the executable starts
@@ -34,8 +35,7 @@ export const FLOOD_JUDGED_OVER_MS = 1000;
  * lean start, bulk transfers get compiled code within a sample's interval.
  */
 export class JitPolicy {
-  private frames: number;
-  private at: number;
+  private readonly frames: CounterRate;
   private normal = false;
 
   constructor(
@@ -44,8 +44,7 @@ export class JitPolicy {
     now = performance.now(),
     private readonly apply: (scale: number) => void = (scale) => Bun.unsafe.setJITPolicy(scale),
   ) {
-    this.frames = frames;
-    this.at = now;
+    this.frames = new CounterRate(frames, now, FLOOD_JUDGED_OVER_MS);
   }
 
   /** Whether the process has been handed back to the normal thresholds. */
@@ -58,11 +57,10 @@ export class JitPolicy {
    * all channels), read only when a rate is judged.
    */
   sample(frames: () => number, now = performance.now()): void {
-    if (this.normal || now - this.at < FLOOD_JUDGED_OVER_MS) return;
-    const count = frames();
-    const rate = (count - this.frames) / ((now - this.at) / 1000);
-    this.frames = count;
-    this.at = now;
+    if (this.normal) return;
+    const judged = this.frames.judge(frames, now);
+    if (!judged) return;
+    const rate = judged.fresh / judged.seconds;
     if (rate <= FLOOD_FRAMES_PER_SECOND) return;
     this.normal = true;
     this.apply(NORMAL_JIT_POLICY);
