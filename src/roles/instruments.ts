@@ -128,8 +128,9 @@ export class Instruments {
       });
     });
     const every = samplePeriodMs(ends.map(({ settings: s }) => s));
-    this.jit = new JitPolicy(this.report, this.frames());
-    this.burst = new ConnectionBurst(this.connections(), performance.now(), (connections) => this.collectAfterBurst(connections));
+    const counted = this.counts();
+    this.jit = new JitPolicy(this.report, counted.frames);
+    this.burst = new ConnectionBurst(counted.connections, performance.now(), (connections) => this.collectAfterBurst(connections));
     this.sampler = new Sampler(every, () => this.tick(), () => this.burst.pending || this.channels.some((c) => c.unsettled()));
     const statsMs = settings["stats-interval"] * 1000;
     if (statsMs > 0) {
@@ -207,8 +208,11 @@ export class Instruments {
   /** The sampler's tick: every channel's optimizer, the JIT's flood check, and the connections' bursts. */
   private tick(): void {
     for (const channel of this.channels) channel.sample();
-    this.jit.sample(() => this.frames());
-    this.burst.sample(() => this.connections());
+    // Read when a rate is judged, and then once for both (each judges a second apart, mostly in the same tick).
+    let counted: { frames: number; connections: number } | undefined;
+    const counts = () => (counted ??= this.counts());
+    this.jit.sample(() => counts().frames);
+    this.burst.sample(() => counts().connections);
   }
 
   /**
@@ -229,18 +233,20 @@ export class Instruments {
     await Promise.all(this.servers.splice(0).map((s) => s.stop()));
   }
 
-  /** Connections so far: every channel end's (accepted, or made) and the HTTP endpoints'. */
-  private connections(): number {
-    let connections = this.httpBound?.connections ?? 0;
-    for (const channel of this.channels) connections += channel.end.readings().connects;
-    return connections;
-  }
-
-  /** OpusFrames so far over all channel ends (delivered or received). */
-  private frames(): number {
+  /**
+   * OpusFrames so far over all channel ends (delivered or received), and
+   * connections: every channel end's (accepted, or made) and the HTTP
+   * endpoints'. Each end's readings read once.
+   */
+  private counts(): { frames: number; connections: number } {
     let frames = 0;
-    for (const channel of this.channels) frames += channel.end.readings().frames;
-    return frames;
+    let connections = this.httpBound?.connections ?? 0;
+    for (const channel of this.channels) {
+      const r = channel.end.readings();
+      frames += r.frames;
+      connections += r.connects;
+    }
+    return { frames, connections };
   }
 
   /**
