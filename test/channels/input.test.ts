@@ -346,22 +346,34 @@ describe("input channel in-process", () => {
   test("a server that never acks but keeps the client's socket full of other messages: still given up after ack-timeout (bytes waiting unread are no Ack)", async () => {
     const { path } = socketDir(defer);
     const sock = path("in.sock");
-    // Heartbeats, not Acks, as fast as the client's socket takes them, from a process of its own (so
-    // they come while the client runs its timers): there is always something unread.
-    const heartbeats = concatBytes(Array.from({ length: 1024 }, () => encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, new Uint8Array(0))));
-    const flooder = start([BUN, "-e", `
-      const flood = new Uint8Array(${JSON.stringify([...heartbeats])});
-      const pour = (socket) => { while (socket.write(flood) === flood.length); };
-      Bun.listen({ unix: ${JSON.stringify(sock)}, socket: { open: pour, drain: pour, data() {} } });
-      console.error("listening");
-    `]);
+    // Heartbeats, not Acks, from a process of its own whose send buffer (which bounds what waits in
+    // the client's socket) is set far above what the client takes in one read: after every
+    // read more waits unread, so a look at the unread bytes always finds some.
+    const heartbeat = encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, new Uint8Array(0));
+    const flooder = start(["python3", "-c", String.raw`
+import socket, sys
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(sys.argv[1]); server.listen(1)
+sys.stderr.write("listening\n"); sys.stderr.flush()
+conn, _ = server.accept()
+# SO_SNDBUFFORCE (32) passes the system's bound, for root; SO_SNDBUF (capped at wmem_max) otherwise.
+try: conn.setsockopt(socket.SOL_SOCKET, 32, 32 << 20)
+except OSError: conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 << 20)
+sys.stderr.write("sndbuf %d\n" % conn.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)); sys.stderr.flush()
+flood = bytes.fromhex(sys.argv[2]) * 4096
+try:
+    while True: conn.sendall(flood)
+except OSError: pass
+`, sock, Buffer.from(heartbeat).toString("hex")]);
     defer(() => flooder.kill());
     await flooder.waitForStderr("listening");
+    // A second to answer: time enough for the flood to be under way on a busy machine.
     const disconnects: string[] = [];
-    const client = newClient(sock, { heartbeatMs: 10, ackTimeoutMs: 100, onDisconnect: (r) => disconnects.push(r) });
+    const client = newClient(sock, { heartbeatMs: 10, ackTimeoutMs: 1000, onDisconnect: (r) => disconnects.push(r) });
     void client.start();
+    await flooder.waitForStderr("sndbuf");
     await until(() => client.ackTimeouts >= 1, "the server given up for its missing Acks", 10_000);
-    expect(disconnects[0]).toBe("no Ack within 100 ms");
+    expect(disconnects[0]).toBe("no Ack within 1000 ms");
     expect(client.acks).toBe(0);
     client.stop();
   });
