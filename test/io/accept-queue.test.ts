@@ -1,42 +1,20 @@
 import { describe, expect, test } from "bun:test";
-import { ptr } from "bun:ffi";
 import { ACCEPT_QUEUE, boundAcceptQueue } from "../../src/io/accept-queue.ts";
-import { AF_UNIX, openLibc, SOCK_STREAM, unixAddress } from "../../src/io/libc.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { closeConnections, queueConnections } from "../support/queued-connections.ts";
 import { socketDir } from "../support/temp.ts";
 
 const defer = useCleanup();
-const SOCK_NONBLOCK = 0o4000;
-const opened = openLibc({
-  socket: { args: ["i32", "i32", "i32"], returns: "i32" },
-  connect: { args: ["i32", "ptr", "u32"], returns: "i32" },
-  close: { args: ["i32"], returns: "i32" },
-});
 
 /**
  * How many connections to `path` the kernel completes while nobody takes
- * them: non-blocking connects, made without yielding to the loop (so the
- * listener in this process accepts none), until one is refused.
+ * them (see queueConnections).
  */
 function completedUntaken(path: string, atMost: number): number {
-  if (!opened.library) throw new Error(opened.detail);
-  const libc = opened.library.symbols;
-  const address = unixAddress(path);
-  const held: number[] = [];
-  try {
-    while (held.length < atMost) {
-      const fd = libc.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
-      if (fd < 0) throw new Error("socket() failed");
-      if (libc.connect(fd, ptr(address), address.length) !== 0) {
-        libc.close(fd);
-        break;
-      }
-      held.push(fd);
-    }
-    return held.length;
-  } finally {
-    for (const fd of held) libc.close(fd);
-  }
+  const held = queueConnections(path, atMost);
+  const count = held.length;
+  closeConnections(held);
+  return count;
 }
 
 function listening(): { path: string; listener: ReturnType<typeof Bun.listen> } {
