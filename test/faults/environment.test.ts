@@ -24,6 +24,7 @@ import { metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { pagesOf } from "../support/ogg.ts";
 import { decodedSamples, opusinfo, TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, payloadIndex, testPayload } from "../support/payloads.ts";
+import { closeConnections, queueConnections } from "../support/queued-connections.ts";
 import { connectClient, expectServesThenStops, fakeServer, goStyleServerThatMoves, markedAfterRefusal, RecordingClient, writeInPieces } from "../support/peer.ts";
 import { AGENT, agentEnv, BUN, makeStaleSocket, runAgent, spawnAgent, spawnListener, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { drain, drainFile } from "../support/sources.ts";
@@ -481,6 +482,37 @@ describe("a socket path another mount namespace also uses", () => {
     expect(agent.stderr).not.toContain("in use by a live server");
     await expectServesThenStops(defer, agent, path);
   });
+});
+
+describe("a live server in another network namespace", () => {
+  // /proc/net/unix lists only this network namespace's sockets: a server in another (a container,
+  // systemd's PrivateNetwork=) reached through a shared directory is found only by connecting, and
+  // while its accept queue is full (the server stopped or busy) the kernel turns that connect away
+  // with EAGAIN, as it turns a dead socket's away with ECONNREFUSED.
+  test.skipIf(!canUnshare("--net"))("`output serve` stopped there, its accept queue full: another at its path refuses it (exit 2) and leaves its socket, which it serves once resumed", async () => {
+    const dir = setup();
+    const path = dir.path("out.sock");
+    const live = start(["unshare", "--net", ...AGENT, "output", "serve", "--socket", path, "--source", "-"], { env: agentEnv(), stdin: "pipe" });
+    await live.waitForStderr("listening");
+    const socket = lstatSync(path);
+    expect(readFileSync("/proc/net/unix", "utf8")).not.toContain(path);
+    live.kill("SIGSTOP");
+    defer(() => live.kill("SIGCONT"));
+    const queued = queueConnections(path, 1000);
+    defer(() => closeConnections(queued));
+    // Turned away before 1000: the queue is full.
+    expect(queued.length).toBeLessThan(1000);
+
+    // Bounded: one that took the path serves it until killed.
+    const intruder = await runAgent(["output", "serve", "--socket", path, "--source", writeSource(dir.dir)], { timeoutMs: 30_000 });
+    expect(intruder.code, intruder.stderr).toBe(2);
+    expect(failureLine(intruder.stderr)).toBe(`audio-agent: --socket: socket ${path} is in use by a live server; stop it first`);
+    expect(lstatSync(path)).toMatchObject({ dev: socket.dev, ino: socket.ino });
+
+    closeConnections(queued);
+    live.kill("SIGCONT");
+    await expectServesThenStops(defer, live, path);
+  }, 90_000);
 });
 
 /** A stale socket at here/s.sock, and a live server elsewhere/ bound by the relative name "s.sock". */
