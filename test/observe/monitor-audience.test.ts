@@ -11,13 +11,16 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
+import { SOCK_STREAM } from "../../src/io/libc.ts";
 import { type Endpoint, localPeerUid, peerLookupUnavailable, peerUidFromTable, socketDiagnosticsMissing } from "../../src/observe/local-peer.ts";
 import { connectAndReset } from "../support/blocking-client.ts";
+import { bindSocket } from "../support/bound-socket.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { canUnshare, ipv6Loopback } from "../support/machine.ts";
 import { asUser, canSwitchUser, NOBODY } from "../support/nobody.ts";
 import { fdCount } from "../support/proc.ts";
 import { AGENT, agentEnv, BUN, type Result, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
+import { closeConnections, queueConnections } from "../support/queued-connections.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -309,6 +312,24 @@ describe.skipIf(!canSwitchUser)("the servers behind the port", () => {
     let answer = "";
     await new Promise<void>((closed, failed) => void Bun.connect({ unix: join(live, "all"), socket: { data: (_, chunk) => void (answer += chunk), close: () => closed() } }).catch(failed));
     expect(answer).toBe("still here\n");
+  });
+
+  test("a left-behind directory whose pid is gone and whose server takes no connection now (stopped, its accept queue full) is left to it too", async () => {
+    const tmp = socketDir(defer, "aud-tmp-");
+    const gone = Bun.spawnSync(["true"]).pid;
+    const live = join(tmp.dir, `audio-agent-http-${gone}-stopped`);
+    mkdirSync(live, { mode: 0o700 });
+    const all = join(live, "all");
+    defer(bindSocket(all, SOCK_STREAM, 0));
+    const queued = queueConnections(all, 100);
+    defer(() => closeConnections(queued));
+    // Turned away before 100: the queue is full.
+    expect(queued.length).toBeLessThan(100);
+    const socket = lstatSync(all);
+    defer(stopAgents);
+    const agent = spawnAgent(["output", "serve", "--socket", tmp.path("out.sock"), "--source", "-", "--monitor", "127.0.0.1:0"], { stdin: "pipe", env: agentEnv({ TMPDIR: tmp.dir }) });
+    await agent.waitForStderr(/http listening url=http/);
+    expect(lstatSync(all)).toMatchObject({ dev: socket.dev, ino: socket.ino });
   });
 });
 
