@@ -1,11 +1,12 @@
 import { describe, expect, test } from "bun:test";
-import { chmodSync, cpSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SOCK_DGRAM, SOCK_STREAM } from "../../src/io/libc.ts";
 import { probeUnixSocket, useProbeLibc } from "../../src/io/unix-probe.ts";
 import { bindSocket } from "../support/bound-socket.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { asNobody, canSwitchUser } from "../support/nobody.ts";
+import { fdCount } from "../support/proc.ts";
 import { BUN, makeStaleSocket, REPO, run } from "../support/processes.ts";
 import { closeConnections, queueConnections } from "../support/queued-connections.ts";
 import { socketDir } from "../support/temp.ts";
@@ -30,10 +31,6 @@ function fullQueue(): string {
   // Linux keeps one more than the backlog.
   expect(held.length).toBe(1);
   return path;
-}
-
-function openDescriptors(): number {
-  return readdirSync("/proc/self/fd").length;
 }
 
 describe("probeUnixSocket: whether a server listens at a Unix socket path", () => {
@@ -86,7 +83,7 @@ describe("probeUnixSocket: whether a server listens at a Unix socket path", () =
     defer(bindSocket(datagram, SOCK_DGRAM));
     // Longer than sun_path holds: the kernel's EINVAL.
     const tooLong = `${t.dir}/${"x".repeat(120)}`;
-    const before = openDescriptors();
+    const before = fdCount(process.pid);
     const answers = new Set<boolean | string>();
     for (let i = 0; i < 50; i++) {
       for (const path of [live, full, t.path("stale.sock"), t.path("none.sock"), datagram, tooLong]) answers.add(await probeUnixSocket(path, 10_000));
@@ -95,7 +92,7 @@ describe("probeUnixSocket: whether a server listens at a Unix socket path", () =
     // The live server's ends of the probes' connections close as it sees them closed.
     for (let i = 0; i < 500 && counts.closed < 50; i++) await Bun.sleep(10);
     expect(counts).toEqual({ opened: 50, closed: 50 });
-    expect(openDescriptors()).toBe(before);
+    expect(fdCount(process.pid)).toBe(before);
   });
 });
 
