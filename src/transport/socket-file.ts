@@ -26,6 +26,10 @@ function errno(e: unknown): string {
 /** Does a live server answer on the socket at `path`? One that cannot be asked is taken for one. */
 async function answers(path: string, timeoutMs: number): Promise<boolean> {
   const answer = await probeUnixSocket(path, timeoutMs);
+  if (answer === "EPROTOTYPE") {
+    // Bound by a live process all the same: a datagram or packet server, not ours to replace.
+    throw new SocketPathError("InUse", path, `socket ${path} is a live ${notAStreamSocket(path) ?? "socket of another type than a stream (EPROTOTYPE)"}; refusing to replace it`);
+  }
   if (typeof answer === "string") throw new SocketPathError("InUse", path, `socket ${path} cannot be probed (${answer}); refusing to replace it`);
   return answer;
 }

@@ -6,10 +6,12 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { SOCK_DGRAM } from "../../src/io/libc.ts";
 import { bindSocketFile, prepareSocketPath, removeSocketFile, removeStaleHiddenNames, restoreSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
 import { type ClientHandler, UnixServer } from "../../src/transport/unix-server.ts";
 import { type Report, silent } from "../../src/transport/report.ts";
 import { setDefaultAcl } from "../support/acl.ts";
+import { bindSocket } from "../support/bound-socket.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo } from "../support/fifo.ts";
 import { asNobody, canSwitchUser, NOBODY } from "../support/nobody.ts";
@@ -290,6 +292,20 @@ describe("refusals leave the path intact", () => {
     expect(error.problem).toBe("InUse");
     expect(lstatSync(path).isSocket()).toBe(true);
     expect(await answers(path)).toBe(true);
+  });
+
+  test("a live datagram socket at the path is refused naming its type and left; once closed it is stale and removed", async () => {
+    const path = socketDir(defer, "sf-").path("d.sock");
+    const close = bindSocket(path, SOCK_DGRAM);
+    defer(close);
+    const before = lstatSync(path);
+    const error = await refusal(prepareSocketPath(path));
+    expect(error.problem).toBe("InUse");
+    expect(error.message).toBe(`socket ${path} is a live datagram socket (SOCK_DGRAM); refusing to replace it`);
+    expect(lstatSync(path)).toMatchObject({ dev: before.dev, ino: before.ino });
+    close();
+    expect(await prepareSocketPath(path)).toBe(true);
+    expect(existsSync(path)).toBe(false);
   });
 
   test("a missing directory gives a clear BadDirectory error", async () => {
