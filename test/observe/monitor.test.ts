@@ -767,6 +767,74 @@ describe("a monitor held up", () => {
   }, 30_000);
 });
 
+/**
+ * A bare TCP viewer that answers each of the hub's pings with a pong at once; after the `holdAfter`-th
+ * pong it holds this whole process (the hub with it) for `holdMs`, so that pong waits unread by the hub.
+ * `closed` turns true once the hub closes it.
+ */
+async function pongingViewerThatHolds(port: number, holdAfter: number, holdMs: number) {
+  const state = { pongs: 0, closed: false };
+  let buffered = new Uint8Array(0);
+  let upgraded = false;
+  const socket = await Bun.connect({
+    hostname: "127.0.0.1",
+    port,
+    socket: {
+      data(s, chunk) {
+        const all = new Uint8Array(buffered.length + chunk.length);
+        all.set(buffered);
+        all.set(chunk, buffered.length);
+        let at = 0;
+        if (!upgraded) {
+          const end = Buffer.from(all).indexOf("\r\n\r\n");
+          if (end < 0) return void (buffered = all);
+          upgraded = true;
+          at = end + 4;
+        }
+        // The server's frames are unmasked: opcode, a 7-bit length or its 16/64-bit extension, the payload.
+        while (all.length - at >= 2) {
+          let length = all[at + 1]! & 0x7f;
+          let head = 2;
+          if (length === 126) [length, head] = [(all[at + 2]! << 8) | all[at + 3]!, 4];
+          else if (length === 127) [length, head] = [Number(new DataView(all.buffer, all.byteOffset + at + 2, 8).getBigUint64(0)), 10];
+          if (all.length - at < head + length) break;
+          if ((all[at]! & 0x0f) === 0x9) {
+            const payload = all.subarray(at + head, at + head + length);
+            // A pong from a client: masked, with a zero mask that leaves the payload as it is.
+            s.write(new Uint8Array([0x8a, 0x80 | payload.length, 0, 0, 0, 0, ...payload]));
+            if (++state.pongs === holdAfter) Bun.sleepSync(holdMs);
+          }
+          at += head + length;
+        }
+        buffered = all.slice(at);
+      },
+      close() {
+        state.closed = true;
+      },
+      error() {},
+    },
+  });
+  defer(() => socket.terminate());
+  socket.write(
+    `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+  );
+  return state;
+}
+
+describe("a monitor held up for less than the idle timeout", () => {
+  // Checks every half idle timeout: a hold from just after a ping until past the next check leaves that
+  // ping's pong unread when the check runs, and the viewer looked unheard since the ping before.
+  test("a viewer that answered the ping before the hold at once is kept, and answers the pings after it", async () => {
+    const idleSeconds = 4;
+    const { hub, server } = await hubOnHttp({ ...VIEWER_LIMITS, idleSeconds }, 1000);
+    const viewer = await pongingViewerThatHolds(server.port, 2, (idleSeconds * 1000) / 2 + 600);
+    await until(() => viewer.pongs >= 4 || viewer.closed, "two pings answered after the hold, or the viewer closed", 30_000);
+    expect({ closed: viewer.closed, pongs: viewer.pongs }).toEqual({ closed: false, pongs: 4 });
+    expect(hub.viewerCount).toBe(1);
+  }, 40_000);
+});
+
 describe("a listener that stops reading", () => {
   /** A bare TCP peer that opens /ws, asks to listen, then never reads again. */
   async function stalledListener(port: number): Promise<void> {

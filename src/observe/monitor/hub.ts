@@ -89,6 +89,12 @@ const EVENTS = 100;
 const LISTENER_BACKLOG_BYTES = 64 * 1024;
 /** A liveness check this many idle timeouts after the one before (they run every half of one) comes late: the agent was held up. */
 const LATE_CHECK = 0.75;
+/**
+ * A check judges its viewers this long after it runs, once the loop has read
+ * their sockets: after a hold shorter than a late check's, the timers due run
+ * before the sockets are read, and the pongs to the last pings wait unread.
+ */
+const JUDGE_AFTER_READ_MS = 5;
 
 /**
  * What one viewer may cost. The page sends only `{"listen":true|false}`, so
@@ -126,6 +132,8 @@ export class MonitorHub {
   private timer: ReturnType<typeof setInterval> | undefined;
   /** Pings the viewers and closes those that answered none within the idle timeout. */
   private liveness: ReturnType<typeof setInterval> | undefined;
+  /** A check's judgement of the viewers, once their sockets are read. */
+  private judgement: ReturnType<typeof setTimeout> | undefined;
   /** When the liveness check last ran (performance.now()). */
   private lastCheck = performance.now();
   private frameBuffer = new Uint8Array(9 + 4096);
@@ -230,6 +238,7 @@ export class MonitorHub {
     this.timer = undefined;
     clearInterval(this.liveness);
     this.liveness = undefined;
+    clearTimeout(this.judgement);
     this.frameTap = undefined;
     for (const ws of this.viewers) ws.close(1001, "agent stopping");
   }
@@ -260,8 +269,19 @@ export class MonitorHub {
     // anything meanwhile, and their answers to the last pings may wait unread. Ask again; judge next time.
     const heldUp = now - this.lastCheck > this.limits.idleSeconds * 1000 * LATE_CHECK;
     this.lastCheck = now;
+    if (heldUp) {
+      for (const ws of this.viewers) ws.ping();
+      return;
+    }
+    clearTimeout(this.judgement);
+    this.judgement = setTimeout(() => this.judgeViewers(), JUDGE_AFTER_READ_MS);
+    this.judgement.unref?.();
+  }
+
+  private judgeViewers(): void {
+    const now = performance.now();
     for (const ws of this.viewers) {
-      if (!heldUp && now - (ws.data.heard ?? now) >= this.limits.idleSeconds * 1000) ws.terminate();
+      if (now - (ws.data.heard ?? now) >= this.limits.idleSeconds * 1000) ws.terminate();
       else ws.ping();
     }
   }
