@@ -55,6 +55,16 @@ describe("ConnectionBurst", () => {
     expect(burst.pending).toBe(false);
   });
 
+  test(`exactly ${QUIET_PER_SECOND} connections a second is a burst, not quiet: ${BURST_CONNECTIONS} of them are collected after once they stop`, () => {
+    const { burst, collected, tick } = burstOf();
+    const seconds = BURST_CONNECTIONS / QUIET_PER_SECOND;
+    for (let i = 0; i < seconds; i++) tick(QUIET_PER_SECOND);
+    expect(collected).toEqual([]);
+    expect(burst.pending).toBe(true);
+    tick(QUIET_PER_SECOND - 1);
+    expect(collected).toEqual([BURST_CONNECTIONS]);
+  });
+
   test(`bursts closer than ${COLLECT_SPACING_MS / 1000} s: the second is collected after once the spacing has passed, pending until then`, () => {
     const { burst, collected, tick } = burstOf();
     tick(5000);
