@@ -45,6 +45,7 @@ check() {
 	need strace strace                           # the mode each bind() creates
 	need socat socat                             # README's readers that shut down their sending side
 	need netcat-openbsd nc.openbsd               # (socat's, and OpenBSD netcat's -N)
+	need faketime /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1  # the wall clock stepped under a running agent
 	if [ -e "$go_ipc" ]; then need golang-go go; fi  # the Go original as a peer
 }
 

@@ -34,9 +34,10 @@ describe("scripts/test-setup.sh", () => {
         ["libc6-arm64-cross", "/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1"],
         ["chromium", "/usr/bin/chromium"],
         ["fonts-dejavu-core", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"],
+        ["faketime", "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"],
       ];
       const absent = (pkg: string) => byPath.some(([p, file]) => p === pkg && !existsSync(file));
-      const missing = ["prometheus", "qemu-user-static", ...["libc6-arm64-cross", "chromium", "fonts-dejavu-core"].filter(absent), "systemd", "util-linux", "util-linux-extra", "strace", "socat", "netcat-openbsd"].join(" ");
+      const missing = ["prometheus", "qemu-user-static", ...["libc6-arm64-cross", "chromium", "fonts-dejavu-core"].filter(absent), "systemd", "util-linux", "util-linux-extra", "strace", "socat", "netcat-openbsd", ...["faketime"].filter(absent)].join(" ");
       const told = (missing: string) => ({
         code: 1,
         stdout: "",
