@@ -46,6 +46,12 @@ export class WallClock {
   private checkedAt = -Infinity;
   /** Pairs of clock reads skipped in a row (see recheck). */
   private unpaired = 0;
+  /** Steps of the wall clock followed (not the first reading, which only sets the offset). */
+  steps = 0;
+  /** The monotonic reading (ms) at which the last step was followed; -Infinity before any. */
+  steppedAt = -Infinity;
+  /** How far (ms) the last step moved the offset: forwards positive. */
+  stepMs = 0;
 
   constructor(
     sources: ClockSources = {},
@@ -67,6 +73,22 @@ export class WallClock {
     return this.offset + monotonicMs;
   }
 
+  /**
+   * Reads the wall clock again now, for a reading that looks off (a peer's
+   * stamp far from ours: the clock may have stepped since the last re-read),
+   * at most every AGAIN_MS; true when that found a step.
+   */
+  checkAgain(): boolean {
+    const steps = this.steps;
+    if (this.monotonic() - this.checkedAt >= AGAIN_MS) this.recheck();
+    return this.steps !== steps;
+  }
+
+  /** Ms of monotonic time since the last step was followed (Infinity before any). */
+  sinceStepMs(): number {
+    return this.monotonic() - this.steppedAt;
+  }
+
   private recheck(): void {
     // The wall clock is paired with monotonic reads of its own, just before and after: the
     // caller's may be older, and a thread taken off the CPU between two reads (a busy machine)
@@ -77,6 +99,7 @@ export class WallClock {
     const realtimeMs = this.realtime();
     if (this.monotonic() - monotonicMs > PAIRED_WITHIN_MS && ++this.unpaired < UNPAIRED_TRIES) return;
     this.unpaired = 0;
+    const first = this.checkedAt === -Infinity;
     this.checkedAt = monotonicMs;
     // Date.now() truncates to whole ms: the offsets that agree with this reading
     // are [low, low + 1). One that still agrees is kept (re-reading adds no
@@ -89,8 +112,14 @@ export class WallClock {
     if (!Number.isFinite(low)) return;
     const high = low + 1 - 1e-3;
     if (this.offset >= low && this.offset <= high) return;
-    if (this.offset < low - STEP_MS || this.offset > high + STEP_MS) this.offset = low + 0.5;
-    else this.offset = this.offset < low ? low : high;
+    if (this.offset < low - STEP_MS || this.offset > high + STEP_MS) {
+      if (!first) {
+        this.steps++;
+        this.steppedAt = monotonicMs;
+        this.stepMs = low + 0.5 - this.offset;
+      }
+      this.offset = low + 0.5;
+    } else this.offset = this.offset < low ? low : high;
   }
 }
 
@@ -99,6 +128,9 @@ const STEP_MS = 2;
 
 /** The most (ms) the monotonic clock may move across a read of the wall clock for the two to be taken as one instant. */
 const PAIRED_WITHIN_MS = 0.25;
+
+/** The least time (ms) between two reads of the wall clock that checkAgain asks for: a flood of odd stamps reads it 100 times a second at most. */
+const AGAIN_MS = 10;
 
 /** How many pairs in a row may be skipped as too wide before the last of them is used anyway. */
 const UNPAIRED_TRIES = 3;

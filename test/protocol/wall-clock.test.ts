@@ -204,6 +204,43 @@ describe("WallClock", () => {
     expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(2);
   });
 
+  test("a step is counted with when (monotonic) and how far it moved the offset; the first reading, drift and a step of a few ms are not", () => {
+    const { c, sources } = clocks();
+    const clock = new WallClock(sources);
+    clock.now();
+    expect([clock.steps, clock.steppedAt, clock.sinceStepMs()]).toEqual([0, -Infinity, Infinity]);
+    c.monotonic += 1000;
+    c.offset += 1.5;
+    clock.now();
+    expect(clock.steps).toBe(0);
+    c.offset -= 1_800_000;
+    c.monotonic += 1000;
+    clock.now();
+    expect(clock.steps).toBe(1);
+    expect(clock.steppedAt).toBe(c.monotonic);
+    expect(clock.stepMs).toBeCloseTo(-1_800_000, -1);
+    c.monotonic += 250;
+    expect(clock.sinceStepMs()).toBe(250);
+  });
+
+  test("checkAgain reads the wall clock at once, not a second later, and says whether it stepped; at most every 10 ms", () => {
+    const { c, sources, truth } = clocks();
+    let realtimeReads = 0;
+    const clock = new WallClock({ ...sources, realtimeMs: () => (realtimeReads++, sources.realtimeMs()) });
+    clock.now();
+    c.monotonic += 5;
+    expect(clock.checkAgain()).toBe(false);
+    expect(realtimeReads).toBe(1);
+    c.monotonic += 5;
+    expect(clock.checkAgain()).toBe(false);
+    expect(realtimeReads).toBe(2);
+    c.offset += 600_000;
+    c.monotonic += 10;
+    expect(clock.checkAgain()).toBe(true);
+    expect(Math.abs(clock.now() - truth())).toBeLessThanOrEqual(0.5);
+    expect(clock.steps).toBe(1);
+  });
+
   test("a wall clock that reads NaN (an injected source) leaves the offset as it was", () => {
     const { c, sources, truth } = clocks();
     let broken = false;
