@@ -1,3 +1,4 @@
+import { wallClock, type WallClock } from "../protocol/index.ts";
 import type { Report } from "../transport/report.ts";
 
 /** How far (ms) ahead of this machine's clock a peer's stamp may lie and still give a frame age (of 0): clock reads a ms apart, a small step. */
@@ -5,6 +6,23 @@ const STAMP_AHEAD_MS = 1000;
 
 /** How far (ms) behind it: an hour, far past any queue and socket buffer a live frame can wait in. */
 const STAMP_BEHIND_MS = 3_600_000;
+
+/**
+ * How long (ms) after a step of this machine's wall clock a stamp may be of
+ * either side of it: a sender of ours follows a step within a second (its
+ * WallClock re-reads the clock that often), and its frames stamped before
+ * then wait in its queue and the socket a little longer.
+ */
+const ACROSS_STEP_MS = 2000;
+
+/**
+ * An age outside [-AHEAD_MS, LATE_MS] sends this machine's clock to be read
+ * again first: the sender may have followed a step that we have not yet.
+ * AHEAD_MS: two clocks each within half a ms of the truth; LATE_MS: the
+ * latency target.
+ */
+const AHEAD_MS = 1;
+const LATE_MS = 50;
 
 /** The warning about such stamps is written at most this often (ms), with how many came since the last. */
 const TELL_EVERY_MS = 10_000;
@@ -15,17 +33,26 @@ const TELL_EVERY_MS = 10_000;
  * latency it met; a stamp far outside what a queue and a socket can hold
  * (a peer's 0, or i64 max) is not of this clock: it gives no age, and is
  * counted and told of instead of warned about as a latency of decades.
+ * Nor does a frame read within ACROSS_STEP_MS of a step of the clock: its
+ * stamp may be of the other side of the step, and its age off by the step
+ * (minutes, or years), a latency no frame met.
  */
 export class PeerStamps {
   /** Frames whose stamp gave no age. */
   unusable = 0;
   private told = 0;
   private toldAt = -Infinity;
+  /** The last step of the clock whose frames were told of (its steppedAt). */
+  private toldStep = -Infinity;
+  /** A step whose ACROSS_STEP_MS are over (its steppedAt): no need to look at the clock for it again. */
+  private settledStep = -Infinity;
 
   constructor(
     private readonly report: Report,
     /** Paces the warning; a test may drive it by hand. */
     private readonly monotonicMs: () => number = () => performance.now(),
+    /** The clock `nowMs` is read from, whose steps are followed. */
+    private readonly clock: WallClock = wallClock,
   ) {}
 
   /**
@@ -34,6 +61,12 @@ export class PeerStamps {
    */
   age(nowMs: number, stampMs: number): number {
     const age = nowMs - stampMs;
+    if (age < -AHEAD_MS || age > LATE_MS) this.clock.checkAgain();
+    const steppedAt = this.clock.steppedAt;
+    if (steppedAt !== this.settledStep) {
+      if (this.clock.sinceStepMs() < ACROSS_STEP_MS) return this.acrossStep(steppedAt);
+      this.settledStep = steppedAt;
+    }
     if (age >= 0 && age <= STAMP_BEHIND_MS) return age;
     if (age < 0 && age >= -STAMP_AHEAD_MS) return 0;
     this.unusable++;
@@ -42,6 +75,15 @@ export class PeerStamps {
       this.report("warn", "frame stamp not of this machine's clock: no age taken", { age_ms: Math.round(age), frames: this.unusable - this.told });
       this.told = this.unusable;
       this.toldAt = at;
+    }
+    return Number.NaN;
+  }
+
+  private acrossStep(steppedAt: number): number {
+    this.unusable++;
+    if (steppedAt !== this.toldStep) {
+      this.toldStep = steppedAt;
+      this.report("warn", "this machine's clock stepped: frames stamped across the step give no age", { step_ms: Math.round(this.clock.stepMs), for_ms: ACROSS_STEP_MS });
     }
     return Number.NaN;
   }

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { PeerStamps } from "../../src/channels/peer-stamps.ts";
+import { WallClock } from "../../src/protocol/index.ts";
 import { recordingReport } from "../support/reports.ts";
 
 const NOW = 1_800_000_000_000;
@@ -42,5 +43,59 @@ describe("PeerStamps", () => {
     stamps.age(NOW, NOW - 20);
     expect(reports).toHaveLength(2);
     expect(stamps.unusable).toBe(502);
+  });
+
+  describe("a step of this machine's wall clock, sender and receiver each following it within a second", () => {
+    /** A receiver's clock on a hand-driven monotonic clock and a wall clock that steps; the sender's stamps are made by hand. */
+    function receiver() {
+      const c = { monotonic: 10_000, offset: NOW - 10_000 };
+      const clock = new WallClock({ monotonicMs: () => c.monotonic, realtimeMs: () => Math.floor(c.offset + c.monotonic) });
+      const { reports, report } = recordingReport();
+      const stamps = new PeerStamps(report, () => c.monotonic, clock);
+      const read = (sentAgoMs: number, senderOffset: number) => stamps.age(clock.now(), senderOffset + c.monotonic - sentAgoMs);
+      return { c, clock, stamps, reports, read };
+    }
+
+    test("the receiver follows first (the sender's stamps still of before): no age of the step's size, counted, one warning naming the step", () => {
+      const r = receiver();
+      const before = r.c.offset;
+      expect(Math.abs(r.read(2, before) - 2)).toBeLessThanOrEqual(1);
+      // 10 minutes forward; the receiver's next re-read (a second on) finds it.
+      r.c.offset += 600_000;
+      r.c.monotonic += 1000;
+      const ages = [];
+      for (let i = 0; i < 25; i++, r.c.monotonic += 20) ages.push(r.read(2, before));
+      expect(ages.filter((a) => a === a)).toEqual([]);
+      // The sender follows too: once the step's 2 s are over, ages are taken again.
+      r.c.monotonic += 1500;
+      expect(Math.abs(r.read(2, r.c.offset) - 2)).toBeLessThanOrEqual(1);
+      expect(r.stamps.unusable).toBe(25);
+      expect(r.reports).toEqual([{ level: "warn", message: "this machine's clock stepped: frames stamped across the step give no age", fields: { step_ms: 600_000, for_ms: 2000 } }]);
+    });
+
+    test("the sender follows first (a step back of half an hour): the first stamp far from ours has the receiver read its clock at once, and gives no age", () => {
+      const r = receiver();
+      r.read(2, r.c.offset);
+      r.c.monotonic += 400;
+      r.c.offset -= 1_800_000;
+      // Stamped after the step, aged on the receiver's clock of before: 30 minutes, unless it looks again.
+      expect(r.read(2, r.c.offset)).toBeNaN();
+      expect(r.clock.steps).toBe(1);
+      for (let i = 0; i < 50; i++, r.c.monotonic += 20) expect(r.read(2, r.c.offset)).toBeNaN();
+      r.c.monotonic += 1000;
+      expect(Math.abs(r.read(3, r.c.offset) - 3)).toBeLessThanOrEqual(1);
+      expect(r.stamps.unusable).toBe(51);
+      expect(r.reports).toHaveLength(1);
+    });
+
+    test("without a step a late frame (a backlog, a second) keeps its age, and the wall clock is read again at most every 10 ms for it", () => {
+      let realtimeReads = 0;
+      const c = { monotonic: 10_000 };
+      const clock = new WallClock({ monotonicMs: () => c.monotonic, realtimeMs: () => (realtimeReads++, Math.floor(NOW - 10_000 + c.monotonic)) });
+      const stamps = new PeerStamps(recordingReport().report, () => c.monotonic, clock);
+      for (let i = 0; i < 100; i++, c.monotonic += 1) expect(stamps.age(clock.now(), clock.now() - 1000)).toBeCloseTo(1000, 0);
+      expect(realtimeReads).toBeLessThanOrEqual(11);
+      expect(stamps.unusable).toBe(0);
+    });
   });
 });
