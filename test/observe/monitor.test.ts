@@ -15,6 +15,7 @@ import { setSocketBuffers } from "../../src/transport/socket-options.ts";
 import { type MonitorFigures, MonitorHub, VIEWER_LIMITS, type ViewerLimits } from "../../src/observe/monitor/hub.ts";
 import { encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { faketimeMissing, SteppedClock } from "../support/faketime.ts";
 import { rawRequest, rawUpgrade } from "../support/http.ts";
 import { metricsUrl, samples, scrape, scrapeValue, value } from "../support/metrics.ts";
 import { TONE } from "../support/opus-fixtures.ts";
@@ -22,7 +23,7 @@ import { expectIntactInOrder } from "../support/payloads.ts";
 import { connectClient, fakeServer, RecordingClient } from "../support/peer.ts";
 import { packetsOf } from "../support/ogg.ts";
 import { resetOnClose } from "../support/player-sockets.ts";
-import { BUN, REPO, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { agentEnv, BUN, REPO, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { stillFigures } from "../support/readings.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -255,6 +256,42 @@ describe("monitor page at a receiver whose peer stamps its frames off this machi
       expect(pageErrors).toEqual([]);
     },
     40_000,
+  );
+});
+
+describe.skipIf(faketimeMissing !== undefined)(`monitor page of an agent whose wall clock steps${faketimeMissing ? ` (skipped: ${faketimeMissing})` : ""}`, () => {
+  test(
+    "how long the peer has been connected counts the time that passed, not the step: not days after the clock is set 3 days forward (a board's first sync), still growing after it is set back an hour",
+    async () => {
+      const sockets = socketDir(defer);
+      const socket = sockets.path("out.sock");
+      const clock = new SteppedClock(sockets.path("clock"));
+      clock.step("-259200");
+      const serve = spawnAgent(["output", "serve", "--socket", socket, "--source", TONE, "--format", "ogg", "--realtime", "--loop", "--monitor", "127.0.0.1:0"], { env: agentEnv(clock.env()) });
+      const base = await metricsUrl(serve);
+      spawnAgent(["output", "recv", "--socket", socket, "--sink", "/dev/null"]);
+      await until(async () => (await figures(base)).connected, "the receiver to connect", 10_000, 50);
+      const { page, pageErrors } = await openPage(base);
+      await page.waitForFunction(() => /^connected for \d+ s$/.test(document.querySelector("#peer")!.textContent!), null, { polling: 50, timeout: 10_000 });
+      /** Waits for two more figures from the agent (one taken wholly after whatever came before), then reads the badge. */
+      const badgeAfterFigures = async () => {
+        const n = (await pageState(page)).figuresReceived;
+        await page.waitForFunction((n) => (window as any).monitorState.figuresReceived >= n + 2, n, { polling: 50, timeout: 10_000 });
+        return (await page.textContent("#peer"))!;
+      };
+      clock.step("+0");
+      const forward = await badgeAfterFigures();
+      expect(forward).toMatch(/^connected for \d+ s$/);
+      clock.step("-3600");
+      const back = await badgeAfterFigures();
+      expect(back).toMatch(/^connected for \d+ s$/);
+      const seconds = (text: string) => Number(/(\d+) s$/.exec(text)![1]);
+      expect(seconds(back)).toBeGreaterThanOrEqual(seconds(forward));
+      // And it goes on counting.
+      await page.waitForFunction((s) => Number(/(\d+) s$/.exec(document.querySelector("#peer")!.textContent!)?.[1]) > s, seconds(back), { polling: 100, timeout: 10_000 });
+      expect(pageErrors).toEqual([]);
+    },
+    60_000,
   );
 });
 

@@ -27,8 +27,10 @@ export interface ChannelFigures {
 export type RoleFigures = ChannelFigures & { channels?: Record<string, ChannelFigures> };
 
 export interface MonitorFigures extends RoleFigures {
-  /** Unix ms when the figures were taken. */
+  /** Unix ms when the figures were taken (shown as a time of day; it steps with the wall clock). */
   t: number;
+  /** When, in ms of the agent's monotonic clock (performance.now()): what the page measures intervals by, as a step of the wall clock does not move it. */
+  at: number;
   /** Frames the browser listeners missed because they could not keep up. */
   listenerDrops: number;
   listeners: number;
@@ -59,7 +61,10 @@ export function monitorFigures(r: ChannelReadings, latency: LatencyMonitor, adap
 }
 
 export interface ConnectionEvent {
+  /** Unix ms (shown as a time of day). */
   t: number;
+  /** Ms of the agent's monotonic clock, as MonitorFigures.at. */
+  at: number;
   kind: "connected" | "disconnected";
   detail: string;
   /** Set for a channel other than the one the page shows. */
@@ -156,7 +161,7 @@ export class MonitorHub {
   }
 
   event(kind: ConnectionEvent["kind"], detail: string, channel?: string): void {
-    const e: ConnectionEvent = { t: Date.now(), kind, detail, ...(channel ? { channel } : {}) };
+    const e: ConnectionEvent = { t: Date.now(), at: performance.now(), kind, detail, ...(channel ? { channel } : {}) };
     this.events.push(e);
     if (this.events.length > EVENTS) this.events.shift();
     this.broadcast(JSON.stringify({ type: "event", event: e }));
@@ -244,7 +249,7 @@ export class MonitorHub {
   }
 
   current(): MonitorFigures {
-    return { t: Date.now(), ...this.figures(), listenerDrops: this.listenerDrops, listeners: this.listening };
+    return { t: Date.now(), at: performance.now(), ...this.figures(), listenerDrops: this.listenerDrops, listeners: this.listening };
   }
 
   private tick(): void {
