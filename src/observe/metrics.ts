@@ -65,7 +65,7 @@ const COUNT_HELP: Record<string, string> = {
   other_messages: "Messages of a type the channel's peer does not send here, ignored",
   connect_resets: "Connections the server reset as they were made",
   frame_stamps_unusable:
-    "Frames received whose header timestamp lies more than a second ahead of this machine's clock or more than an hour behind it: no frame age taken (frames a receiver drops after a session or a failed sink are not judged)",
+    "Frames received whose header timestamp lies more than a second ahead of this machine's clock or more than an hour behind it, or read within 2 s of a step of that clock: no frame age taken (frames a receiver drops after a session or a failed sink are not judged)",
   source_skipped_pages: "Source pages skipped for a bad CRC, their packets dropped (--lenient)",
   source_missing_pages: "Source pages missing from the stream by their sequence numbers, their packets lost (--lenient)",
   source_repeated_pages: "Source pages read again (the same sequence number and CRC) and dropped (--lenient)",
