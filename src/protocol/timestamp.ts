@@ -97,7 +97,8 @@ export class WallClock {
     // pair is that wide, a step of the clock is still followed, to within the pair's width.
     const monotonicMs = this.monotonic();
     const realtimeMs = this.realtime();
-    if (this.monotonic() - monotonicMs > PAIRED_WITHIN_MS && ++this.unpaired < UNPAIRED_TRIES) return;
+    const width = this.monotonic() - monotonicMs;
+    if (width > PAIRED_WITHIN_MS && ++this.unpaired < UNPAIRED_TRIES) return;
     this.unpaired = 0;
     const first = this.checkedAt === -Infinity;
     this.checkedAt = monotonicMs;
@@ -113,7 +114,8 @@ export class WallClock {
     const high = low + 1 - 1e-3;
     if (this.offset >= low && this.offset <= high) return;
     if (this.offset < low - STEP_MS || this.offset > high + STEP_MS) {
-      if (!first) {
+      // A wide pair used anyway may be off by its width: a move within that is the pair, not a step.
+      if (!first && Math.abs(low + 0.5 - this.offset) > STEP_MS + width) {
         this.steps++;
         this.steppedAt = monotonicMs;
         this.stepMs = low + 0.5 - this.offset;

@@ -223,6 +223,27 @@ describe("WallClock", () => {
     expect(clock.sinceStepMs()).toBe(250);
   });
 
+  test("a wide pair used anyway (every try preempted) moves the offset by its width but is no step; a step beyond the width still is", () => {
+    const { c, clock, preemptNextRead } = preemptible();
+    clock.now();
+    c.monotonic += 1000;
+    for (let i = 0; i < 3; i++) {
+      preemptNextRead(6);
+      clock.now();
+      c.monotonic += 20;
+    }
+    expect(clock.steps).toBe(0);
+    c.offset += 60_000;
+    c.monotonic += 1000;
+    for (let i = 0; i < 3; i++) {
+      preemptNextRead(6);
+      clock.now();
+      c.monotonic += 20;
+    }
+    expect(clock.steps).toBe(1);
+    expect(clock.stepMs).toBeGreaterThan(59_990);
+  });
+
   test("checkAgain reads the wall clock at once, not a second later, and says whether it stepped; at most every 10 ms", () => {
     const { c, sources, truth } = clocks();
     let realtimeReads = 0;
