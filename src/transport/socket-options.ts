@@ -7,6 +7,7 @@
 
 import { read, type Library } from "bun:ffi";
 import { errnoName, LIBC_CANDIDATES, openLibc, SOCK_STREAM } from "../io/libc.ts";
+import { SIOCOUTQ } from "../io/unsent-bytes.ts";
 
 // Linux values, identical on x86_64 and aarch64 (asm-generic); not valid on other kernels.
 export const SOL_SOCKET = 1;
@@ -17,7 +18,7 @@ export const SO_TYPE = 3;
 /** SO_TYPE's values by name, for a message about a socket of another type. */
 const SOCKET_TYPE_NAMES: Record<number, string> = { 1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 5: "SOCK_SEQPACKET" };
 /** ioctl: bytes in the send queue not yet consumed by the peer (SIOCOUTQ). */
-export const TIOCOUTQ = 0x5411;
+export const TIOCOUTQ = SIOCOUTQ;
 /** ioctl: bytes waiting in the receive queue (SIOCINQ). */
 export const FIONREAD = 0x541b;
 /** fcntl: a descriptor's status flags, and the one that makes its writes return EAGAIN instead of waiting. */
@@ -236,12 +237,7 @@ export function sendQueueBytes(fd: number): BytesResult {
  * sendQueueBytes for the writer's hot path: no result object, just the count,
  * or -1 when it cannot be had (no libc, a closed fd).
  */
-export function sendQueueBytesNow(fd: number): number {
-  const { libc } = loadLibc();
-  if (!libc || !Number.isInteger(fd) || fd < 0) return -1;
-  intValue[0] = 0;
-  return libc.ioctl(fd, TIOCOUTQ, intValue) === 0 ? intValue[0] : -1;
-}
+export { unsentBytes as sendQueueBytesNow } from "../io/unsent-bytes.ts";
 
 /** Bytes waiting to be read on this socket (ioctl FIONREAD). */
 export function receiveQueueBytes(fd: number): BytesResult {
