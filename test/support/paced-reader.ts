@@ -16,6 +16,7 @@ const opened = openLibc({
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },
   connect: { args: ["i32", "ptr", "u32"], returns: "i32" },
   recv: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
+  setsockopt: { args: ["i32", "i32", "i32", "ptr", "u32"], returns: "i32" },
   close: { args: ["i32"], returns: "i32" },
 });
 
@@ -24,6 +25,8 @@ export interface PacedReader {
   bytes(): Uint8Array;
   /** Reads up to `max` bytes now (what the kernel holds; none when it holds none); how many were read. */
   read(max: number): number;
+  /** Stops the steady reads, leaving the connection open and what arrives unread. */
+  pause(): void;
   /** Reads on at full speed until the server ends the connection. */
   readToEnd(timeoutMs?: number): Promise<Uint8Array>;
 }
@@ -42,6 +45,36 @@ export function pacedReader(defer: (cleanup: () => unknown) => void, path: strin
     libc.close(fd);
     throw new Error(`connect to ${path} failed`);
   }
+  return readerOn(defer, fd, chunk, everyMs);
+}
+
+/**
+ * pacedReader over TCP to 127.0.0.1:`port`, its receive buffer set to
+ * `receiveBytes` before it connects (SO_RCVBUF; the kernel doubles it), so
+ * that the window it offers, and what it holds unread, stay that small.
+ */
+export function pacedTcpReader(defer: (cleanup: () => unknown) => void, port: number, receiveBytes: number, chunk: number, everyMs: number): PacedReader {
+  if (!opened.library) throw new Error(opened.detail);
+  const libc = opened.library.symbols;
+  const [AF_INET, SOL_SOCKET, SO_RCVBUF] = [2, 1, 8];
+  const address = new Uint8Array(16);
+  const view = new DataView(address.buffer);
+  view.setUint16(0, AF_INET, true);
+  view.setUint16(2, port, false);
+  address.set([127, 0, 0, 1], 4);
+  const fd = libc.socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw new Error("socket() failed");
+  const size = new Int32Array([receiveBytes]);
+  if (libc.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, ptr(size), 4) !== 0 || libc.connect(fd, ptr(address), address.length) !== 0) {
+    libc.close(fd);
+    throw new Error(`cannot connect to 127.0.0.1:${port} with a ${receiveBytes}-byte receive buffer`);
+  }
+  return readerOn(defer, fd, chunk, everyMs);
+}
+
+/** The PacedReader of the connected socket `fd`. */
+function readerOn(defer: (cleanup: () => unknown) => void, fd: number, chunk: number, everyMs: number): PacedReader {
+  const libc = opened.library!.symbols;
   const chunks: Uint8Array[] = [];
   const buffer = new Uint8Array(64 * 1024);
   let ended = false;
@@ -65,6 +98,10 @@ export function pacedReader(defer: (cleanup: () => unknown) => void, path: strin
   defer(close);
   return {
     bytes: () => concatBytes(chunks),
+    pause() {
+      clearInterval(timer);
+      timer = undefined;
+    },
     read(max) {
       const before = chunks.length;
       readOnce(max);
