@@ -17,6 +17,9 @@ const opened = openLibc({
   connect: { args: ["i32", "ptr", "u32"], returns: "i32" },
   recv: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
   setsockopt: { args: ["i32", "i32", "i32", "ptr", "u32"], returns: "i32" },
+  bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
+  listen: { args: ["i32", "i32"], returns: "i32" },
+  accept4: { args: ["i32", "ptr", "ptr", "i32"], returns: "i32" },
   close: { args: ["i32"], returns: "i32" },
 });
 
@@ -70,6 +73,30 @@ export function pacedTcpReader(defer: (cleanup: () => unknown) => void, port: nu
     throw new Error(`cannot connect to 127.0.0.1:${port} with a ${receiveBytes}-byte receive buffer`);
   }
   return readerOn(defer, fd, chunk, everyMs);
+}
+
+/**
+ * A Unix server at `path` whose one client is read as pacedReader reads:
+ * `chunk` bytes every `everyMs`. accepted() resolves with the reader once a
+ * client has connected; `defer` closes both.
+ */
+export function pacedServer(defer: (cleanup: () => unknown) => void, path: string, chunk: number, everyMs: number): { accepted(timeoutMs?: number): Promise<PacedReader> } {
+  if (!opened.library) throw new Error(opened.detail);
+  const libc = opened.library.symbols;
+  const SOCK_NONBLOCK = 0o4000;
+  const address = unixAddress(path);
+  // Non-blocking, so that looking for a client never holds up the loop the front runs on.
+  const listening = libc.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (listening < 0) throw new Error("socket() failed");
+  defer(() => libc.close(listening));
+  if (libc.bind(listening, ptr(address), address.length) !== 0 || libc.listen(listening, 1) !== 0) throw new Error(`cannot listen at ${path}`);
+  return {
+    async accepted(timeoutMs = 10_000) {
+      let fd = -1;
+      await until(() => (fd = libc.accept4(listening, null, null, 0)) >= 0, `a client at ${path}`, timeoutMs);
+      return readerOn(defer, fd, chunk, everyMs);
+    },
+  };
 }
 
 /** The PacedReader of the connected socket `fd`. */
