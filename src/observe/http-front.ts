@@ -1,6 +1,7 @@
 import type { Socket, TCPSocketListener } from "bun";
 import { readFileSync } from "node:fs";
 import { boundAcceptQueue } from "../io/accept-queue.ts";
+import { unsentBytes } from "../io/unsent-bytes.ts";
 
 /** HTTP connections served at once; past that a newcomer takes the place of an idle one (IDLE_MS), or is answered 503 and closed. */
 export const MAX_HTTP_CONNECTIONS = 32;
@@ -25,6 +26,15 @@ const LINGER_MS = 5000;
  * viewer closed for its backlog) could otherwise wait on it for good.
  */
 export const STALL_MS = 30_000;
+/**
+ * How often a side whose bytes wait is looked at for movement: what the
+ * front wrote to its other side since, and whether the kernel's count of
+ * what that side's peer has not taken yet fell. Bun's `drain` alone does not
+ * tell: a TCP client reading slowly through a small receive buffer empties a
+ * send buffer grown large so slowly that the kernel may not call the socket
+ * writable again for longer than STALL_MS, though the client reads all along.
+ */
+const STALL_CHECK_MS = 3000;
 
 const BUSY = new TextEncoder().encode(
   `HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 38\r\nRetry-After: 1\r\n\r\ntoo many connections; try again later\n`,
@@ -39,8 +49,14 @@ interface Side {
   /** It has sent its last (a client that half-closes after its request, as `nc -N` does): passed on once what waits is taken. */
   ended: boolean;
   closed: boolean;
-  /** While what waits has not moved: cuts the connection at STALL_MS. */
+  /** While bytes wait: looks every STALL_CHECK_MS whether they move, and cuts the connection once they have not for STALL_MS. */
   stall: ReturnType<typeof setTimeout> | undefined;
+  /** performance.now() when what waits last moved (or began to wait). */
+  moved: number;
+  /** The other side's unsent bytes (io/unsent-bytes.ts) at the last look; -1 when the kernel did not say. */
+  unsent: number;
+  /** Bytes of what waits the other side has taken since the last look. */
+  taken: number;
   /** A client's: performance.now() when its server side last sent it anything, or when it came. */
   heard: number;
 }
@@ -119,7 +135,18 @@ export function descriptorLimit(): number | undefined {
   }
 }
 
-const newSide = (client: boolean, other?: Socket<Side>): Side => ({ client, other, waiting: [], ended: false, closed: false, stall: undefined, heard: performance.now() });
+const newSide = (client: boolean, other?: Socket<Side>): Side => ({
+  client,
+  other,
+  waiting: [],
+  ended: false,
+  closed: false,
+  stall: undefined,
+  moved: 0,
+  unsent: -1,
+  taken: 0,
+  heard: performance.now(),
+});
 
 /**
  * A TCP listener in front of the HTTP server (which listens on a Unix
@@ -263,17 +290,46 @@ function forward(from: Socket<Side>, chunk: Uint8Array): void {
   if (written < chunk.length) hold(from, chunk.slice(Math.max(0, written)));
 }
 
-/** Keeps `bytes` from `from` until its other side takes them; `from` is not read meanwhile, for STALL_MS at most. */
+/** Keeps `bytes` from `from` until its other side takes them; `from` is not read meanwhile, and is cut with its other side once they have not moved for STALL_MS. */
 function hold(from: Socket<Side>, bytes: Uint8Array): void {
   from.data.waiting.push(bytes);
   from.pause();
   stalling(from);
 }
 
-/** Arms the stall timer of `from`, whose bytes wait, unless it is armed. */
+/** Starts looking whether the bytes of `from`, which now wait, move (unless it looks already): from now and from what its other side has not taken yet. */
 function stalling(from: Socket<Side>): void {
-  from.data.stall ??= setTimeout(() => cut(from), STALL_MS);
+  if (from.data.stall) return;
+  from.data.moved = performance.now();
+  from.data.unsent = unsentOf(from.data.other);
+  from.data.taken = 0;
+  lookLater(from);
+}
+
+function lookLater(from: Socket<Side>): void {
+  from.data.stall = setTimeout(() => look(from), STALL_CHECK_MS);
   from.data.stall.unref();
+}
+
+/**
+ * Whether what waits from `from` moved since the last look: its other side
+ * took some, or that side's peer took some of what the kernel holds for it
+ * (its count of unsent bytes fell; where the kernel does not say, taking is
+ * all that counts). Not moved for STALL_MS: the connection is cut.
+ */
+function look(from: Socket<Side>): void {
+  const side = from.data;
+  const unsent = unsentOf(side.other);
+  if (side.taken > 0 || (unsent >= 0 && side.unsent >= 0 && unsent < side.unsent)) side.moved = performance.now();
+  side.unsent = unsent;
+  side.taken = 0;
+  if (performance.now() - side.moved >= STALL_MS) return cut(from);
+  lookLater(from);
+}
+
+/** What `to`'s peer has not taken yet of what was written to it; -1 when unknown (not connected yet, closed, or the kernel did not say). */
+function unsentOf(to: Socket<Side> | undefined): number {
+  return to && !to.data.closed ? unsentBytes(to.fd) : -1;
 }
 
 function unstalled(from: Socket<Side>): void {
@@ -291,18 +347,18 @@ function flush(to: Socket<Side>): void {
   const from = to.data.other;
   if (!from) return;
   const waiting = from.data.waiting;
-  let moved = false;
+  let taken = 0;
   while (waiting.length > 0) {
     const chunk = waiting[0]!;
     const written = to.write(chunk);
     if (written < chunk.length) {
       waiting[0] = chunk.subarray(Math.max(0, written));
-      // Taken in part: the stall counts from now.
-      if (moved || written > 0) unstalled(from);
       stalling(from);
+      // Taken in part: it moved, as the next look sees.
+      from.data.taken += taken + Math.max(0, written);
       return;
     }
-    moved = true;
+    taken += written;
     waiting.shift();
   }
   unstalled(from);

@@ -4,8 +4,11 @@
  */
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
+import { loadUnsentBytesFrom } from "../../src/io/unsent-bytes.ts";
 import { HttpFront, STALL_MS } from "../../src/observe/http-front.ts";
+import { setSendBuffer } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { pacedServer, pacedTcpReader } from "../support/paced-reader.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -43,4 +46,69 @@ describe("a client that stops reading what its server sends", () => {
     await until(() => closed, "the client cut", STALL_MS + 20_000, 100);
     await until(() => server.gone() === 1, "its server side closed", 10_000);
   }, STALL_MS + 60_000);
+});
+
+describe("a client that reads slowly through a small receive buffer", () => {
+  // 8 KiB a second through an 8 KiB receive buffer: the front's send buffer, grown large, empties so slowly that the kernel may not call it writable again for longer than STALL_MS.
+  const PIECE = 8 * 1024;
+  const EVERY_MS = 1000;
+  /** More than it can read in STALL_MS and ten seconds at that pace. */
+  const PAST_STALL = PIECE * (STALL_MS / EVERY_MS + 10);
+
+  test(`reading all along: carried past STALL_MS (${STALL_MS} ms); once it stops, cut within STALL_MS and some, its server side with it`, async () => {
+    const backend = socketDir(defer, "hf-").path("b.sock");
+    const server = endlessServer(backend);
+    const front = HttpFront.listen("127.0.0.1", 0, () => backend);
+    defer(() => front.stop(0));
+    const reader = pacedTcpReader(defer, front.port, PIECE, PIECE, EVERY_MS);
+    await until(() => reader.bytes().length >= PAST_STALL || server.gone() > 0, "the client reading", STALL_MS * 3, 100);
+    expect({ read: reader.bytes().length >= PAST_STALL, serverSidesGone: server.gone() }).toEqual({ read: true, serverSidesGone: 0 });
+    reader.pause();
+    await until(() => server.gone() === 1, "the client cut once it stopped reading", STALL_MS + 20_000, 100);
+  }, STALL_MS * 3 + STALL_MS + 60_000);
+
+  test("where the kernel does not say what its peer has not taken: carried past STALL_MS while each drain takes part of what waits; cut once it stops", async () => {
+    // No libc to ask: what the front writes at each drain is all that tells that the client reads.
+    expect(loadUnsentBytesFrom(["/nonexistent/libc.so"])).toBe(false);
+    defer(() => loadUnsentBytesFrom());
+    const backend = socketDir(defer, "hf-").path("b.sock");
+    const server = endlessServer(backend);
+    // The front's send buffer kept small: each drain takes a few KiB, less than the piece that waits.
+    const front = HttpFront.listen("127.0.0.1", 0, (client) => (setSendBuffer(client.fd, PIECE), backend));
+    defer(() => front.stop(0));
+    const reader = pacedTcpReader(defer, front.port, PIECE, PIECE, EVERY_MS);
+    await until(() => reader.bytes().length >= PAST_STALL || server.gone() > 0, "the client reading", STALL_MS * 3, 100);
+    expect({ read: reader.bytes().length >= PAST_STALL, serverSidesGone: server.gone() }).toEqual({ read: true, serverSidesGone: 0 });
+    reader.pause();
+    await until(() => server.gone() === 1, "the client cut once it stopped reading", STALL_MS + 20_000, 100);
+  }, STALL_MS * 3 + STALL_MS + 60_000);
+});
+
+describe("a server side that reads slowly what its client sends", () => {
+  test(`reading 4 KiB a second: carried past STALL_MS (${STALL_MS} ms) while it reads; once it stops, cut within STALL_MS and some, its client with it`, async () => {
+    // A Unix socket is called writable again once a quarter of its send buffer (200 KiB or so) is used: at 4 KiB a second, later than STALL_MS.
+    const PIECE = 4 * 1024;
+    const EVERY_MS = 1000;
+    const PAST_STALL = PIECE * (STALL_MS / EVERY_MS + 10);
+    const backend = socketDir(defer, "hf-").path("b.sock");
+    const server = pacedServer(defer, backend, PIECE, EVERY_MS);
+    const front = HttpFront.listen("127.0.0.1", 0, () => backend);
+    defer(() => front.stop(0));
+    const piece = new Uint8Array(64 * 1024);
+    const send = (socket: Socket<undefined>) => {
+      while (socket.write(piece) === piece.length);
+    };
+    let cut = false;
+    const client = await Bun.connect({
+      hostname: "127.0.0.1",
+      port: front.port,
+      socket: { open: send, drain: send, data() {}, close: () => void (cut = true), error() {} },
+    });
+    defer(() => client.terminate());
+    const reader = await server.accepted();
+    await until(() => reader.bytes().length >= PAST_STALL || cut, "the server side reading", STALL_MS * 3, 100);
+    expect({ read: reader.bytes().length >= PAST_STALL, cut }).toEqual({ read: true, cut: false });
+    reader.pause();
+    await until(() => cut, "the client cut once its server side stopped reading", STALL_MS + 20_000, 100);
+  }, STALL_MS * 3 + STALL_MS + 60_000);
 });
