@@ -1,6 +1,7 @@
 /**
  * The TCP front of the HTTP servers, in this process: a Unix server behind
- * it that sends without end, and a client that stops reading.
+ * it that sends without end, and a client that stops reading, or reads
+ * slowly; a client that sends without end to a server side that reads slowly.
  */
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
@@ -14,14 +15,17 @@ import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
 
+const PIECE_64K = new Uint8Array(64 * 1024);
+
+/** Writes 64 KiB pieces to `socket` until it takes no more: from open and from each drain, a peer that sends without end. */
+function sendWithoutEnd(socket: Socket<undefined>): void {
+  while (socket.write(PIECE_64K) === PIECE_64K.length);
+}
+
 /** A Unix server at `path` that sends each client 64 KiB pieces as fast as it takes them; counts its clients gone. */
 function endlessServer(path: string): { gone: () => number } {
-  const piece = new Uint8Array(64 * 1024);
   let gone = 0;
-  const send = (socket: Socket<undefined>) => {
-    while (socket.write(piece) === piece.length);
-  };
-  const listener = Bun.listen({ unix: path, socket: { open: send, drain: send, data() {}, close: () => void gone++ } });
+  const listener = Bun.listen({ unix: path, socket: { open: sendWithoutEnd, drain: sendWithoutEnd, data() {}, close: () => void gone++ } });
   defer(() => listener.stop(true));
   return { gone: () => gone };
 }
@@ -94,15 +98,11 @@ describe("a server side that reads slowly what its client sends", () => {
     const server = pacedServer(defer, backend, PIECE, EVERY_MS);
     const front = HttpFront.listen("127.0.0.1", 0, () => backend);
     defer(() => front.stop(0));
-    const piece = new Uint8Array(64 * 1024);
-    const send = (socket: Socket<undefined>) => {
-      while (socket.write(piece) === piece.length);
-    };
     let cut = false;
     const client = await Bun.connect({
       hostname: "127.0.0.1",
       port: front.port,
-      socket: { open: send, drain: send, data() {}, close: () => void (cut = true), error() {} },
+      socket: { open: sendWithoutEnd, drain: sendWithoutEnd, data() {}, close: () => void (cut = true), error() {} },
     });
     defer(() => client.terminate());
     const reader = await server.accepted();
