@@ -160,6 +160,11 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     return this.connection.firstAttempt;
   }
 
+  /** Resolves once no connect is under way: made (its Config written) or failed (see ReconnectingConnection.attemptDecided). */
+  connectDecided(): Promise<void> {
+    return this.connection.attemptDecided();
+  }
+
   waitForConnection(): Promise<void> {
     if (this.connected) return Promise.resolve();
     return new Promise((resolve) => this.connectedWaiters.push(resolve));

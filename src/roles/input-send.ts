@@ -74,8 +74,12 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
       })();
       // A connect timeout rejects `connection`; otherwise the run ends when sending does.
       await shutdown.race(Promise.race([sending, connection.then(() => sending)]));
-      // A signal stops the source mid-stream, but the session still ends with Stop (bounded wait).
-      if (shutdown.isRequested && client.connected) await within(client.finish(), FINAL_FLUSH_MS, undefined);
+      if (shutdown.isRequested) {
+        // A connect under way as the signal came is seen through: a server that accepted it gets a session like any other.
+        await within(client.connectDecided(), FINAL_FLUSH_MS, undefined);
+        // A signal stops the source mid-stream, but the session still ends with Stop (bounded wait).
+        if (client.connected) await within(client.finish(), FINAL_FLUSH_MS, undefined);
+      }
       if (sourceFailure !== undefined) throw sourceFailure;
     } finally {
       client.stop();

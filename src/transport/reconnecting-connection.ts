@@ -82,6 +82,8 @@ export class ReconnectingConnection {
   private replacing = false;
   /** Whether the current connection brought data since the look's connect began. */
   private heard = false;
+  /** The connect under way, settled once it failed or its connection is taken (onOpen has run): see attemptDecided. */
+  private attempt: PromiseWithResolvers<void> | undefined;
   private readonly handler: ConnectionHandler = {
     data: (s, chunk) => {
       if (s === this.current) {
@@ -156,6 +158,7 @@ export class ReconnectingConnection {
         if (this.held) socket.pause();
         this.watchServer(socket, next?.file);
         this.options.onOpen(socket);
+        this.attemptDone();
         this.settle();
         if (next) this.replay(socket, next);
         const reason = await ended;
@@ -167,8 +170,25 @@ export class ReconnectingConnection {
       }
     } finally {
       this.endReplacement();
+      this.attemptDone();
       this.settle();
     }
+  }
+
+  /**
+   * Resolves once no connect is under way: the one under way now has failed,
+   * or its connection is taken (the owner's onOpen has run). An owner that
+   * stops waits for it first, so that a connection the server has already
+   * accepted ends as a session does (input send: its Config, then the Stop),
+   * not cut without a word, which the server counts as a dropped connection.
+   */
+  attemptDecided(): Promise<void> {
+    return this.attempt?.promise ?? Promise.resolve();
+  }
+
+  private attemptDone(): void {
+    this.attempt?.resolve();
+    this.attempt = undefined;
   }
 
   /** Connects, retrying while there is no server; undefined when stopped meanwhile. */
@@ -188,6 +208,11 @@ export class ReconnectingConnection {
           this.settle();
         },
         beforeAttempt: this.options.serverLookMs === undefined ? undefined : () => (this.atAttempt = socketReachedBy(this.options.path)),
+        onAttempt: (connecting) => {
+          const attempt = Promise.withResolvers<void>();
+          this.attempt = attempt;
+          connecting.catch(() => attempt.resolve());
+        },
         handler: this.handler,
       });
     } catch (e) {
@@ -196,6 +221,7 @@ export class ReconnectingConnection {
     }
     if (this.stopping) {
       socket.end();
+      this.attemptDone();
       return undefined;
     }
     return socket;

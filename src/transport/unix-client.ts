@@ -59,6 +59,8 @@ export interface ConnectOptions {
   onReset?: () => void;
   /** Called just before each attempt's connect, to see what the path leads to as it is made. */
   beforeAttempt?: () => void;
+  /** Called with each attempt's connect as it begins; it settles with the connection or connect(2)'s error. */
+  onAttempt?: (connecting: Promise<Socket<unknown>>) => void;
 }
 
 /** How often a client still without a server says so. */
@@ -95,7 +97,9 @@ export async function connectWithBackoff(options: ConnectOptions): Promise<Socke
     if (signal?.aborted) throw new ConnectTimeoutError(path, performance.now() - started, "aborted");
     options.beforeAttempt?.();
     try {
-      const socket = await connectOnce(path, handler);
+      const connecting = connectOnce(path, handler);
+      options.onAttempt?.(connecting);
+      const socket = await connecting;
       if (attempt > 0) report("debug", "connected after retries", { socket: path, attempts: attempt + 1 });
       return socket;
     } catch (e) {
