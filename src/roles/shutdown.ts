@@ -50,7 +50,12 @@ export class Shutdown {
     this.requested = new Promise((resolve) => (this.resolve = resolve));
     for (const name of ["SIGTERM", "SIGINT"] as const) {
       const handler = () => {
-        if (this.signal) process.exit(EXIT_BY_SIGNAL[name]);
+        if (this.signal) {
+          // Said last, after what the exit closes on its way (a client cut off): a log
+          // without its "stopped" lines does not just end.
+          process.once("exit", () => report?.("warn", `${name} again during the stop: exiting at once`, { exit_code: EXIT_BY_SIGNAL[name] }));
+          process.exit(EXIT_BY_SIGNAL[name]);
+        }
         this.signal = name;
         this.request(name);
       };

@@ -135,6 +135,8 @@ export class UnixServer {
    * name it was bound by: neither is left for the next start to find.
    */
   private readonly removeAtExit = () => {
+    // Its client is cut off by the exit, not gone by itself: its close line says so.
+    if (this.current) this.current.data.closeReason ??= "the process exits at once";
     this.listener.stop(true);
     removeSocketFile(this.options.path, this.file);
   };
