@@ -21,18 +21,44 @@ export interface PumpOptions {
 }
 
 /**
+ * How long the pump may go on reading chunks that came without the event
+ * loop turning (a regular file on stdin, a pipe or FIFO written faster than
+ * it is read: each read resolves at once) before it lets the loop turn: a
+ * signal, a client, a scrape are taken at least that often.
+ */
+export const PUMP_TURN_MS = 4;
+
+/**
  * Moves every frame of a source into a send queue. Runs synchronously while
  * frames are buffered and the queue has room, so that a burst is queued in
- * one go and the writer coalesces it into few large writes.
+ * one go and the writer coalesces it into few large writes; a source that
+ * floods lets the event loop turn every PUMP_TURN_MS.
  */
 export async function pumpSource(source: FrameSource, target: PumpTarget, options: PumpOptions): Promise<number> {
   let frames = 0;
   /** Frames at the last start from the beginning (--loop): a pass that added none would repeat forever. */
   let framesAtPass = 0;
+  // Whether a turn of the event loop is awaited (an immediate set after a chunk), and when the last one came.
+  let awaitingTurn = false;
+  let turnedAt = performance.now();
+  const turned = () => {
+    awaitingTurn = false;
+    turnedAt = performance.now();
+  };
   while (!options.isStopped()) {
     const frame = source.next();
     if (!frame) {
-      if (await source.fill()) continue;
+      if (await source.fill()) {
+        // One immediate per chunk read after a turn: live audio, whose reads wait, costs no more.
+        if (!awaitingTurn) {
+          awaitingTurn = true;
+          setImmediate(turned);
+        } else if (performance.now() - turnedAt >= PUMP_TURN_MS) {
+          // Chunks kept coming without a turn: this one lets the loop turn (the immediate set first, runs first).
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        continue;
+      }
       if (options.loop && source.rewind()) {
         if (frames === framesAtPass) throw new Error(`source ${source.name} has no audio frames to loop`);
         framesAtPass = frames;

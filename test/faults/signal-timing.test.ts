@@ -1,16 +1,19 @@
 /**
  * Signals that land at an awkward moment of a spawned agent's run: while a
- * connect of a client is under way. A process held with SIGSTOP has its
+ * connect of a client is under way (a process held with SIGSTOP has its
  * timers come due and its signal wait together, so that one turn of its
  * event loop begins the connect and the next one has the signal beside the
- * connection being made.
+ * connection being made), and while a live source floods in faster than it
+ * can be sent.
  */
 import { describe, expect, test } from "bun:test";
+import { closeSync, openSync } from "node:fs";
 import { allLogFields, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
+import { writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -47,4 +50,30 @@ describe("`input send` signalled while its connect to a server that has just com
     }
     expect(made).toBeGreaterThan(0);
   }, 60_000);
+});
+
+describe("a live source that floods in (stdin a regular file: every read has data at once)", () => {
+  // 400,000 frames (47 MB): read to its end, with no client to take them, in the better part of a second.
+  const FRAMES = 400_000;
+  for (const role of ["output serve", "input send"] as const) {
+    test(`\`${role} --source -\`: SIGTERM is acted on while the source is still being read, not once it has run dry`, async () => {
+      defer(stopAgents);
+      const dir = socketDir(defer, "st-");
+      const source = dir.path("flood.wire");
+      const payload = new Uint8Array(100);
+      await writeWireFile(source, FRAMES, () => payload);
+      const stdin = openSync(source, "r");
+      defer(() => closeSync(stdin));
+      const agent = spawnAgent([...role.split(" "), "--socket", dir.path("s.sock"), "--source", "-"], { stdin });
+      // Up and reading: the server listens before it reads its source, the client reads once its first connect failed.
+      await agent.waitForStderr(role === "output serve" ? "listening socket=" : "waiting for the server");
+      agent.kill("SIGTERM");
+      expect(await agent.exited).toBe(0);
+      const stopped = logFields(agent.stderr, role === "output serve" ? "output-server" : "input-client", "stopped");
+      expect(stopped.signal).toBe("SIGTERM");
+      // Every frame read is accounted for, and the read ended with the stop, well before the source's end.
+      expect(Number(stopped.submitted)).toBe(Number(stopped.delivered) + Number(stopped.dropped));
+      expect(Number(stopped.submitted)).toBeLessThan(FRAMES);
+    }, 60_000);
+  }
 });
