@@ -73,10 +73,18 @@ export class OggSource implements FrameSource {
   private stage: Stage = "head";
   /** Samples at 48 kHz before the next packet. */
   private samples = 0;
-  /** Samples of the current stream's audio packets so far, against which its end trims (RFC 7845 4.4). */
+  /** Samples of the current stream's audio packets so far. */
   private streamSamples = 0;
   /** The granule of the current stream's end-of-stream page, once that page is read. */
   private endGranule: number | undefined;
+  /** The granule of the current stream's last page read that ends a packet (-1: none): where the packets ending on the next begin. */
+  private lastGranule = -1;
+  /**
+   * Where the packet read next begins on the stream's timeline, once its end-of-stream page is read:
+   * the granule of the page before it (RFC 7845 4.4, as libopusfile counts), not the samples read,
+   * which differ for a stream that starts past zero (joined mid-broadcast) or below it (`ffmpeg -ss` with `-c copy`).
+   */
+  private endPageAt = 0;
   private endOfStream = false;
   /** The bytes have ended; the input has once what the page reader held is read too. */
   private bytesEnded = false;
@@ -234,7 +242,12 @@ export class OggSource implements FrameSource {
     this.endOfStream = page.endOfStream;
     // A granule below zero other than -1 (none) is read as libopusfile reads it, unsigned: past every
     // sample, so it trims nothing, where taken as signed it trimmed the page's packets whole, unsaid.
-    if (page.endOfStream && page.granule >= 0) this.endGranule = page.granule;
+    if (page.endOfStream && page.granule >= 0) {
+      this.endGranule = page.granule;
+      // The headers' pages carry granule 0: an end's page that is the first audio page counts from there.
+      this.endPageAt = this.lastGranule === -1 ? this.streamSamples : this.lastGranule;
+    }
+    if (page.granule !== -1) this.lastGranule = page.granule;
   }
 
   /**
@@ -362,6 +375,7 @@ export class OggSource implements FrameSource {
     this.endOfStream = false;
     this.streamSamples = 0;
     this.endGranule = undefined;
+    this.lastGranule = -1;
     this.packets.reset();
   }
 
@@ -400,7 +414,10 @@ export class OggSource implements FrameSource {
     const samples = this.located(packet, opusPacketSamples);
     // A packet the stream's end trims whole (the silence a recorder ends with once its last
     // audio went out) holds nothing to play: a decoder discards it, so it is not sent.
-    if (this.endGranule !== undefined && this.streamSamples >= this.endGranule) return false;
+    if (this.endGranule !== undefined) {
+      if (this.endPageAt >= this.endGranule) return false;
+      this.endPageAt += samples;
+    }
     this.streamSamples += samples;
     const config = this.audioConfig!;
     // Opus counts a packet's samples at 48 kHz; a Config counts them at its own rate.

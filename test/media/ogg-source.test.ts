@@ -65,6 +65,25 @@ describe("OggSource on files made by opusenc", () => {
     }
   }
 
+  test("a file cut with `ffmpeg -ss 1.3 -c copy` (granules that begin below zero): every packet ffmpeg's demuxer reads is sent, the end's page trimmed from the granule of the page before it", async () => {
+    const whole = encodeWith(fx.dir, "to-cut", ["--framesize", "20"], { channels: 2, samples: 120000 });
+    const cut = join(fx.dir, "cut.opus");
+    const made = runTool([requireTool("ffmpeg", "ffmpeg"), "-hide_banner", "-loglevel", "error", "-y", "-ss", "1.3", "-i", whole, "-c", "copy", cut]);
+    expect(made.exitCode).toBe(0);
+    // The shape: ffmpeg keeps the whole page it seeked into, its packets before the cut timed below
+    // zero, and the end's page holds many packets, the last trimmed in part only.
+    const pages = pagesOf(read(cut));
+    const [firstAudio, beforeEnd, end] = [pages[2]!, pages.at(-2)!, pages.at(-1)!];
+    expect(firstAudio.granule).toBeLessThan(firstAudio.table.filter((l) => l < 255).length * 960);
+    const onEnd = end.table.filter((l) => l < 255).length;
+    expect(onEnd).toBeGreaterThan(10);
+    expect(beforeEnd.granule + onEnd * 960 - end.granule).toBeLessThan(960);
+
+    const { frames, error } = await drainFile(cut);
+    expect(error).toBeUndefined();
+    expect(frames.map((f) => ({ size: f.payload.length, md5: md5(f.payload) }))).toEqual(ffmpegPackets(cut));
+  });
+
   test("chunk boundaries anywhere give the same frames", async () => {
     const bytes = read(fx.opus.get(key(2, 20))!);
     const whole = await drain(source(bytes));
@@ -214,6 +233,21 @@ describe("OggSource on hand-built streams", () => {
     writer.flushPage();
     // The end's page: one packet, whose granule is the page before's: every sample of it trimmed.
     writer.addPacket(packets[2]!, 2 * samples);
+    writer.flushPage(true);
+    const { frames, error } = await drain(source(concatBytes(pages)));
+    expect(error).toBeUndefined();
+    expect(frames.map((f) => f.payload)).toEqual(packets.slice(0, 2));
+  });
+
+  test("a stream that starts at a granule past zero (joined mid-broadcast): the end's page is trimmed from the granule of the page before it, so its silence trimmed whole is not sent", async () => {
+    const packets = [audioPacket(100, 1), audioPacket(100, 2), audioPacket(100, 3)];
+    const samples = opusPacketSamples(packets[0]!);
+    const start = 48000 * 3600;
+    const { writer, pages } = headersWritten();
+    writer.addPacket(packets[0]!, start + samples);
+    writer.addPacket(packets[1]!, start + 2 * samples);
+    writer.flushPage();
+    writer.addPacket(packets[2]!, start + 2 * samples);
     writer.flushPage(true);
     const { frames, error } = await drain(source(concatBytes(pages)));
     expect(error).toBeUndefined();
