@@ -9,6 +9,8 @@ export interface SourceFrame {
   payload: Uint8Array;
   /** Position on the source's own timeline in ms (drives --realtime pacing). */
   timeMs: number;
+  /** How long it plays (ms), where the source knows (an Ogg packet's samples; the wire carries none). */
+  durationMs?: number;
 }
 
 /**

@@ -424,6 +424,7 @@ export class OggSource implements FrameSource {
     config.frameSize ??= (samples * config.sampleRate!) / 48000;
     this.frame.payload = packet.data;
     this.frame.timeMs = this.samples / 48;
+    this.frame.durationMs = samples / 48;
     this.samples += samples;
     return true;
   }

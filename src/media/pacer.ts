@@ -15,7 +15,8 @@ export interface PacerOptions {
  * `maxLateMs` behind (a stalled socket, a suspended process), the schedule is
  * re-anchored at that frame: the lag is dropped, not caught up in a burst.
  * A timeline that jumps backwards (a --loop restart, wire timestamps) also
- * re-anchors, the new frame due one frame step after the previous one.
+ * re-anchors, the new frame due once the previous one has played: its
+ * duration where the source knows it, else the step between the two before.
  */
 export class Pacer {
   /** Times the schedule was restarted: too late, or the timeline went backwards. */
@@ -30,6 +31,8 @@ export class Pacer {
   private lastTime = 0;
   private lastDue = 0;
   private lastStep = 0;
+  /** The last frame's duration, where its source gave one. */
+  private lastDuration: number | undefined;
 
   constructor(options: PacerOptions = {}) {
     this.now = options.now ?? (() => performance.now());
@@ -37,19 +40,20 @@ export class Pacer {
     this.maxLateMs = options.maxLateMs ?? 200;
   }
 
-  /** Ms to wait before sending the frame at `timeMs` on the source timeline; 0 when it is due. */
-  delayFor(timeMs: number): number {
+  /** Ms to wait before sending the frame at `timeMs` on the source timeline (playing `durationMs`, where known); 0 when it is due. */
+  delayFor(timeMs: number, durationMs?: number): number {
     const now = this.now();
     if (!this.started) {
       this.started = true;
       this.anchor(now, timeMs);
     } else if (timeMs < this.lastTime) {
       this.reanchors++;
-      this.anchor(Math.max(now, this.lastDue + this.lastStep), timeMs);
+      this.anchor(Math.max(now, this.lastDue + (this.lastDuration ?? this.lastStep)), timeMs);
     } else {
       this.lastStep = timeMs - this.lastTime;
     }
     this.lastTime = timeMs;
+    this.lastDuration = durationMs;
     let due = this.anchorClock + (timeMs - this.anchorTime);
     if (now - due > this.maxLateMs) {
       this.reanchors++;
@@ -61,8 +65,8 @@ export class Pacer {
   }
 
   /** Resolves when the frame at `timeMs` is due. */
-  async wait(timeMs: number): Promise<void> {
-    const delay = this.delayFor(timeMs);
+  async wait(timeMs: number, durationMs?: number): Promise<void> {
+    const delay = this.delayFor(timeMs, durationMs);
     if (delay > 0) await this.sleep(delay);
   }
 

@@ -77,7 +77,7 @@ export async function pumpSource(source: FrameSource, target: PumpTarget, option
     if (options.lossless && !target.hasSpace()) await target.waitForSpace();
     let slept = false;
     if (options.pacer) {
-      const delay = options.pacer.delayFor(frame.timeMs);
+      const delay = options.pacer.delayFor(frame.timeMs, frame.durationMs);
       if (delay > 0) {
         await Bun.sleep(delay);
         slept = true;

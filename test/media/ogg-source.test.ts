@@ -55,6 +55,7 @@ describe("OggSource on files made by opusenc", () => {
         expect(reference.length).toBe((FIXTURE_SAMPLES + 312) / (48 * frameMs));
         expect(frames.map((f) => ({ size: f.payload.length, md5: md5(f.payload) }))).toEqual(reference);
         expect(frames.map((f) => f.timeMs)).toEqual(frames.map((_, i) => i * frameMs));
+        expect(frames.every((f) => f.durationMs === frameMs)).toBe(true);
         expect(src.audioConfig).toEqual({ sampleRate: 48000, channels, frameSize: 48 * frameMs });
         expect(src.preSkip).toBe(312);
 

@@ -90,6 +90,17 @@ describe("Pacer", () => {
     expect(pacer.reanchors).toBe(1);
   });
 
+  test("a --loop restart after a last frame longer than the step before it (a chain ending in a 120 ms packet) waits until that frame has played", async () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now, sleep: c.sleep });
+    for (const t of [0, 20, 40]) await pacer.wait(t, 20);
+    await pacer.wait(60, 120);
+    expect(c.sleeps).toEqual([20, 20, 20]);
+    await pacer.wait(0, 20); // the next pass, due 120 ms after the last frame went
+    expect(c.sleeps).toEqual([20, 20, 20, 120]);
+    expect(pacer.reanchors).toBe(1);
+  });
+
   test("a jump back in wire timestamps does not stall for the difference", () => {
     const c = fakeClock();
     const pacer = new Pacer({ now: c.now });

@@ -33,7 +33,7 @@ export function chunkedSource(bytes: Uint8Array, sizes: number[], name = "test",
 }
 
 export interface Drained {
-  frames: { payload: Uint8Array; timeMs: number }[];
+  frames: { payload: Uint8Array; timeMs: number; durationMs?: number }[];
   error?: Error;
 }
 
@@ -44,7 +44,7 @@ export async function drain(source: FrameSource): Promise<Drained> {
     for (;;) {
       const frame = source.next();
       if (frame) {
-        frames.push({ payload: frame.payload.slice(), timeMs: frame.timeMs });
+        frames.push({ payload: frame.payload.slice(), timeMs: frame.timeMs, durationMs: frame.durationMs });
         continue;
       }
       if (!(await source.fill())) return { frames };
