@@ -16,6 +16,15 @@ const STAMP_BEHIND_MS = 3_600_000;
 const ACROSS_STEP_MS = 2000;
 
 /**
+ * A step of the clock smaller than this (ms) gives frames stamped across it
+ * an age off by less than the spacing of the age buckets where live audio
+ * lives: they keep it, and the step is not told of. A clock kept by small
+ * steps (a few ms every second, where it is not slewed) would otherwise leave
+ * no frame an age at all, and a warning every second.
+ */
+const SMALL_STEP_MS = 10;
+
+/**
  * An age outside [-AHEAD_MS, LATE_MS] sends this machine's clock to be read
  * again first: the sender may have followed a step that we have not yet.
  * AHEAD_MS: two clocks each within half a ms of the truth; LATE_MS: the
@@ -42,8 +51,14 @@ export class PeerStamps {
   unusable = 0;
   private told = 0;
   private toldAt = -Infinity;
-  /** The last step of the clock whose frames were told of (its steppedAt). */
-  private toldStep = -Infinity;
+  /** The clock's steps counted when it was last looked at. */
+  private stepsSeen = 0;
+  /** The last step not small (SMALL_STEP_MS): its steppedAt, and how far it moved the clock. */
+  private largeStepAt = -Infinity;
+  private largeStepMs = 0;
+  /** Steps not small since the last warning about them, and when (monotonicMs) that was. */
+  private stepsUntold = 0;
+  private stepToldAt = -Infinity;
   /** A step whose ACROSS_STEP_MS are over (its steppedAt): no need to look at the clock for it again. */
   private settledStep = -Infinity;
 
@@ -62,10 +77,11 @@ export class PeerStamps {
   age(nowMs: number, stampMs: number): number {
     const age = nowMs - stampMs;
     if (age < -AHEAD_MS || age > LATE_MS) this.clock.checkAgain();
-    const steppedAt = this.clock.steppedAt;
-    if (steppedAt !== this.settledStep) {
-      if (this.clock.sinceStepMs() < ACROSS_STEP_MS) return this.acrossStep(steppedAt);
-      this.settledStep = steppedAt;
+    if (this.clock.steps !== this.stepsSeen) this.sawSteps();
+    if (this.largeStepAt !== this.settledStep) {
+      // The clock's time since its last step, which may be a small one after the large.
+      if (this.clock.sinceStepMs() + this.clock.steppedAt - this.largeStepAt < ACROSS_STEP_MS) return this.acrossStep();
+      this.settledStep = this.largeStepAt;
     }
     if (age >= 0 && age <= STAMP_BEHIND_MS) return age;
     if (age < 0 && age >= -STAMP_AHEAD_MS) return 0;
@@ -79,11 +95,25 @@ export class PeerStamps {
     return Number.NaN;
   }
 
-  private acrossStep(steppedAt: number): number {
+  /** The clock counted steps since it was last looked at: the last of them, unless small, starts ACROSS_STEP_MS without ages. */
+  private sawSteps(): void {
+    const steps = this.clock.steps - this.stepsSeen;
+    this.stepsSeen = this.clock.steps;
+    // Of several steps found at once only the last one's size is known: the others may have been large.
+    if (steps === 1 && Math.abs(this.clock.stepMs) < SMALL_STEP_MS) return;
+    this.largeStepAt = this.clock.steppedAt;
+    this.largeStepMs = this.clock.stepMs;
+    this.stepsUntold += steps;
+  }
+
+  /** A frame read within ACROSS_STEP_MS of a step: no age; the steps told of at most every TELL_EVERY_MS, as a clock may step every second. */
+  private acrossStep(): number {
     this.unusable++;
-    if (steppedAt !== this.toldStep) {
-      this.toldStep = steppedAt;
-      this.report("warn", "this machine's clock stepped: frames stamped across the step give no age", { step_ms: Math.round(this.clock.stepMs), for_ms: ACROSS_STEP_MS });
+    const at = this.monotonicMs();
+    if (this.stepsUntold > 0 && at - this.stepToldAt >= TELL_EVERY_MS) {
+      this.report("warn", "this machine's clock stepped: frames stamped across the step give no age", { step_ms: Math.round(this.largeStepMs), for_ms: ACROSS_STEP_MS, steps: this.stepsUntold });
+      this.stepsUntold = 0;
+      this.stepToldAt = at;
     }
     return Number.NaN;
   }

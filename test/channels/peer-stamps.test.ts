@@ -70,7 +70,7 @@ describe("PeerStamps", () => {
       r.c.monotonic += 1500;
       expect(Math.abs(r.read(2, r.c.offset) - 2)).toBeLessThanOrEqual(1);
       expect(r.stamps.unusable).toBe(25);
-      expect(r.reports).toEqual([{ level: "warn", message: "this machine's clock stepped: frames stamped across the step give no age", fields: { step_ms: 600_000, for_ms: 2000 } }]);
+      expect(r.reports).toEqual([{ level: "warn", message: "this machine's clock stepped: frames stamped across the step give no age", fields: { step_ms: 600_000, for_ms: 2000, steps: 1 } }]);
     });
 
     test("the sender follows first (a step back of half an hour): the first stamp far from ours has the receiver read its clock at once, and gives no age", () => {
@@ -86,6 +86,55 @@ describe("PeerStamps", () => {
       expect(Math.abs(r.read(3, r.c.offset) - 3)).toBeLessThanOrEqual(1);
       expect(r.stamps.unusable).toBe(51);
       expect(r.reports).toHaveLength(1);
+    });
+
+    test("small steps every second (a clock disciplined by steps of 3 to 9 ms): every frame keeps its age, off by no more than the step, and nothing is told", () => {
+      const r = receiver();
+      const ages: number[] = [r.read(5, r.c.offset)];
+      for (let second = 0; second < 60; second++) {
+        const before = r.c.offset;
+        r.c.offset += second % 2 ? -(3 + (second % 7)) : 3 + (second % 7);
+        // The sender follows half a second later than the receiver, or earlier: its stamps are of either side.
+        for (let i = 0; i < 50; i++, r.c.monotonic += 20) ages.push(r.read(5, i < 25 ? before : r.c.offset));
+      }
+      expect(r.clock.steps).toBeGreaterThan(50);
+      expect(ages.filter((a) => !(Math.abs(a - 5) <= 9 + 1))).toEqual([]);
+      expect(r.stamps.unusable).toBe(0);
+      expect(r.reports).toEqual([]);
+    });
+
+    test("large steps every second: told at most every 10 s with how many came since, not at every step", () => {
+      const r = receiver();
+      r.read(5, r.c.offset);
+      for (let second = 0; second < 60; second++) {
+        const before = r.c.offset;
+        r.c.offset += second % 2 ? -60_000 : 60_000;
+        for (let i = 0; i < 50; i++, r.c.monotonic += 20) r.read(5, i < 25 ? before : r.c.offset);
+      }
+      expect(r.clock.steps).toBeGreaterThan(50);
+      expect(r.reports.length).toBeGreaterThanOrEqual(5);
+      expect(r.reports.length).toBeLessThanOrEqual(7);
+      expect(r.reports[0]!.fields).toEqual({ step_ms: 60_000, for_ms: 2000, steps: 1 });
+      // Every step told of, in the counts of the lines after the first.
+      expect(r.reports.reduce((sum, { fields }) => sum + (fields!.steps as number), 0)).toBeLessThanOrEqual(r.clock.steps);
+      expect(r.reports.reduce((sum, { fields }) => sum + (fields!.steps as number), 0)).toBeGreaterThan(r.clock.steps - 11);
+    });
+
+    test("a small step soon after a large one neither ends the large one's 2 s nor starts 2 s of its own", () => {
+      const r = receiver();
+      const before = r.c.offset;
+      expect(Math.abs(r.read(2, before) - 2)).toBeLessThanOrEqual(1);
+      r.c.offset += 600_000;
+      r.c.monotonic += 1000;
+      expect(r.read(2, before)).toBeNaN();
+      r.c.offset += 4;
+      r.c.monotonic += 1000;
+      // The receiver's re-read finds the small step; the sender has not followed the large one yet.
+      expect(r.read(2, before)).toBeNaN();
+      expect(r.clock.steps).toBe(2);
+      // The large step's 2 s are over (the small one's are not: it counts for nothing).
+      r.c.monotonic += 1500;
+      expect(Math.abs(r.read(2, r.c.offset) - 2)).toBeLessThanOrEqual(1);
     });
 
     test("without a step a late frame (a backlog, a second) keeps its age, and the wall clock is read again at most every 10 ms for it", () => {
