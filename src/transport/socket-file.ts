@@ -1,6 +1,7 @@
 import { accessSync, chmodSync, closeSync, constants, fstatSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync, type Stats } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { MAX_SOCKET_DIRECTORY, MAX_SOCKET_PATH } from "../protocol/index.ts";
+import { SOCK_STREAM } from "../io/libc.ts";
 import { probeUnixSocket } from "../io/unix-probe.ts";
 
 export type SocketPathProblem = "NotASocket" | "InUse" | "BadDirectory" | "TooLong" | "CannotListen";
@@ -46,8 +47,22 @@ const SO_ACCEPTCON = 0x10000;
  * or bound by a name its process can no longer be asked about); the
  * connect probe then decides.
  */
-function listedAsListening(path: string, file: SocketFileIdentity): boolean {
-  return listingsOf(path, file).some(({ flags }) => (flags & SO_ACCEPTCON) !== 0);
+function listedAsListening(listings: readonly Listing[]): boolean {
+  return listings.some(({ flags }) => (flags & SO_ACCEPTCON) !== 0);
+}
+
+/** The St column of /proc/net/unix for a socket that is not connected: a listener, or one bound and yet to listen. */
+const SS_UNCONNECTED = 1;
+
+/**
+ * Is a stream socket listed as bound to the file and neither listening nor
+ * connected: a server bound there and yet to call listen() (its connect is
+ * refused as at a stale socket, for a moment or for as long as it waits)?
+ * A dead process's socket is not listed at all, and a connection its server
+ * accepted is listed connected.
+ */
+function listedAsBoundOnly(listings: readonly Listing[]): boolean {
+  return listings.some(({ flags, type, state }) => type === SOCK_STREAM && state === SS_UNCONNECTED && (flags & SO_ACCEPTCON) === 0);
 }
 
 /** /proc/net/unix's socket types that are not a stream, by their number there. */
@@ -75,6 +90,8 @@ export function notAStreamSocket(path: string): string | undefined {
 interface Listing {
   flags: number;
   type: number;
+  /** St: 1 not connected, 3 connected, ... */
+  state: number;
   inode: number;
   name: string;
 }
@@ -159,7 +176,7 @@ function boundSockets(): Listing[] {
   for (const line of table.split("\n").slice(1)) {
     const fields = line.trim().split(/\s+/);
     if (fields.length < 8) continue;
-    sockets.push({ flags: parseInt(fields[3]!, 16), type: parseInt(fields[4]!, 16), inode: Number(fields[6]), name: fields.slice(7).join(" ") });
+    sockets.push({ flags: parseInt(fields[3]!, 16), type: parseInt(fields[4]!, 16), state: parseInt(fields[5]!, 16), inode: Number(fields[6]), name: fields.slice(7).join(" ") });
   }
   return sockets;
 }
@@ -268,9 +285,18 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
   return removed;
 }
 
-/** Does a live server listen or answer on the socket file at `path` (`stat`, its lstat)? Listed first: a probe would replace its client. */
+/**
+ * Does a live server listen or answer on the socket file at `path` (`stat`,
+ * its lstat)? Listed first: a probe would replace its client. One bound and
+ * yet to listen is refused.
+ */
 async function live(path: string, stat: SocketFileIdentity, probeTimeoutMs: number): Promise<boolean> {
-  return listedAsListening(path, stat) || (await answers(path, probeTimeoutMs));
+  const listings = listingsOf(path, stat);
+  if (listedAsListening(listings) || (await answers(path, probeTimeoutMs))) return true;
+  if (listedAsBoundOnly(listings)) {
+    throw new SocketPathError("InUse", path, `socket ${path} is bound by a live process that does not listen on it yet (a server starting?); refusing to replace it`);
+  }
+  return false;
 }
 
 /**

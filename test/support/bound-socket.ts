@@ -11,10 +11,11 @@ export const SOCK_SEQPACKET = 5;
 
 /**
  * A socket of `type` bound at `path` (relative to this process's directory,
- * or absolute), listening with `backlog` if SOCK_SEQPACKET or SOCK_STREAM;
+ * or absolute), listening with `backlog` if SOCK_SEQPACKET or SOCK_STREAM
+ * (unless `backlog` is "not listening": a server bound and yet to listen);
  * returns its close.
  */
-export function bindSocket(path: string, type: number, backlog = 4): () => void {
+export function bindSocket(path: string, type: number, backlog: number | "not listening" = 4): () => void {
   const opened = openLibc({
     socket: { args: ["i32", "i32", "i32"], returns: "i32" },
     bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
@@ -25,7 +26,7 @@ export function bindSocket(path: string, type: number, backlog = 4): () => void 
   const libc = opened.library.symbols;
   const address = unixAddress(path);
   const fd = libc.socket(AF_UNIX, type, 0);
-  if (fd < 0 || libc.bind(fd, ptr(address), address.length) !== 0 || ((type === SOCK_SEQPACKET || type === SOCK_STREAM) && libc.listen(fd, backlog) !== 0)) {
+  if (fd < 0 || libc.bind(fd, ptr(address), address.length) !== 0 || ((type === SOCK_SEQPACKET || type === SOCK_STREAM) && backlog !== "not listening" && libc.listen(fd, backlog) !== 0)) {
     throw new Error(`cannot bind a socket of type ${type} at ${path}`);
   }
   return () => {

@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { SOCK_DGRAM } from "../../src/io/libc.ts";
+import { SOCK_DGRAM, SOCK_STREAM } from "../../src/io/libc.ts";
 import { bindSocketFile, prepareSocketPath, removeSocketFile, removeStaleHiddenNames, restoreSocketFile, SocketPathError } from "../../src/transport/socket-file.ts";
 import { type ClientHandler, UnixServer } from "../../src/transport/unix-server.ts";
 import { type Report, silent } from "../../src/transport/report.ts";
@@ -302,6 +302,22 @@ describe("refusals leave the path intact", () => {
     const error = await refusal(prepareSocketPath(path));
     expect(error.problem).toBe("InUse");
     expect(error.message).toBe(`socket ${path} is a live datagram socket (SOCK_DGRAM); refusing to replace it`);
+    expect(lstatSync(path)).toMatchObject({ dev: before.dev, ino: before.ino });
+    close();
+    expect(await prepareSocketPath(path)).toBe(true);
+    expect(existsSync(path)).toBe(false);
+  });
+
+  test("a stream socket another process bound at the path and has yet to listen on (a server starting) is refused and left; once closed it is stale and removed", async () => {
+    const path = socketDir(defer, "sf-").path("b.sock");
+    const close = bindSocket(path, SOCK_STREAM, "not listening");
+    defer(close);
+    const before = lstatSync(path);
+    // A connect is refused, as at a stale socket: only its listing tells that a process holds it.
+    expect(await answers(path)).toBe(false);
+    const error = await refusal(prepareSocketPath(path));
+    expect(error.problem).toBe("InUse");
+    expect(error.message).toBe(`socket ${path} is bound by a live process that does not listen on it yet (a server starting?); refusing to replace it`);
     expect(lstatSync(path)).toMatchObject({ dev: before.dev, ino: before.ino });
     close();
     expect(await prepareSocketPath(path)).toBe(true);
