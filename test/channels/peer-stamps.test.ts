@@ -137,6 +137,22 @@ describe("PeerStamps", () => {
       expect(Math.abs(r.read(2, r.c.offset) - 2)).toBeLessThanOrEqual(1);
     });
 
+    test("a large step and then a small one, both found by other reads of the clock (no frame between): the frames after them give no age", () => {
+      const r = receiver();
+      const before = r.c.offset;
+      expect(Math.abs(r.read(2, before) - 2)).toBeLessThanOrEqual(1);
+      r.c.offset += 600_000;
+      r.c.monotonic += 1000;
+      r.clock.now();
+      r.c.offset += 4;
+      r.c.monotonic += 1000;
+      r.clock.now();
+      expect(r.clock.steps).toBe(2);
+      // The sender has not followed yet: of the two steps, only the last one's size is known to the receiver.
+      expect(r.read(2, before + 4)).toBeNaN();
+      expect(r.reports.map(({ fields }) => fields)).toEqual([{ step_ms: 4, for_ms: 2000, steps: 2 }]);
+    });
+
     test("without a step a late frame (a backlog, a second) keeps its age, and the wall clock is read again at most every 10 ms for it", () => {
       let realtimeReads = 0;
       const c = { monotonic: 10_000 };
