@@ -153,6 +153,27 @@ describe("PeerStamps", () => {
       expect(r.reports.map(({ fields }) => fields)).toEqual([{ step_ms: 4, for_ms: 2000, steps: 2 }]);
     });
 
+    test("once a step's 2 s are over, a frame's age reads no clock: the hot path costs what it did before any step", () => {
+      const c = { monotonic: 10_000, offset: NOW - 10_000 };
+      let monotonicReads = 0;
+      const clock = new WallClock({ monotonicMs: () => (monotonicReads++, c.monotonic), realtimeMs: () => Math.floor(c.offset + c.monotonic) });
+      const stamps = new PeerStamps(recordingReport().report, () => (monotonicReads++, c.monotonic), clock);
+      const readsPerFrame = () => {
+        const now = clock.now();
+        const before = monotonicReads;
+        stamps.age(now, now - 5);
+        return monotonicReads - before;
+      };
+      expect(readsPerFrame()).toBe(0);
+      c.offset += 600_000;
+      c.monotonic += 1000;
+      for (let i = 0; i < 150; i++, c.monotonic += 20) readsPerFrame();
+      expect(clock.steps).toBe(1);
+      const reads = [];
+      for (let i = 0; i < 100; i++, c.monotonic += 1) reads.push(readsPerFrame());
+      expect(reads.filter((n) => n !== 0)).toEqual([]);
+    });
+
     test("without a step a late frame (a backlog, a second) keeps its age, and the wall clock is read again at most every 10 ms for it", () => {
       let realtimeReads = 0;
       const c = { monotonic: 10_000 };
