@@ -11,7 +11,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
-import { SOCK_STREAM } from "../../src/io/libc.ts";
+import { SOCK_DGRAM, SOCK_STREAM } from "../../src/io/libc.ts";
 import { type Endpoint, localPeerUid, peerLookupUnavailable, peerUidFromTable, socketDiagnosticsMissing } from "../../src/observe/local-peer.ts";
 import { connectAndReset } from "../support/blocking-client.ts";
 import { bindSocket } from "../support/bound-socket.ts";
@@ -325,6 +325,20 @@ describe.skipIf(!canSwitchUser)("the servers behind the port", () => {
     defer(() => closeConnections(queued));
     // Turned away before 100: the queue is full.
     expect(queued.length).toBeLessThan(100);
+    const socket = lstatSync(all);
+    defer(stopAgents);
+    const agent = spawnAgent(["output", "serve", "--socket", tmp.path("out.sock"), "--source", "-", "--monitor", "127.0.0.1:0"], { stdin: "pipe", env: agentEnv({ TMPDIR: tmp.dir }) });
+    await agent.waitForStderr(/http listening url=http/);
+    expect(lstatSync(all)).toMatchObject({ dev: socket.dev, ino: socket.ino });
+  });
+
+  test("a left-behind directory whose pid is gone and whose socket cannot be told stale (a live datagram socket there: EPROTOTYPE) is left too", async () => {
+    const tmp = socketDir(defer, "aud-tmp-");
+    const gone = Bun.spawnSync(["true"]).pid;
+    const other = join(tmp.dir, `audio-agent-http-${gone}-other`);
+    mkdirSync(other, { mode: 0o700 });
+    const all = join(other, "all");
+    defer(bindSocket(all, SOCK_DGRAM));
     const socket = lstatSync(all);
     defer(stopAgents);
     const agent = spawnAgent(["output", "serve", "--socket", tmp.path("out.sock"), "--source", "-", "--monitor", "127.0.0.1:0"], { stdin: "pipe", env: agentEnv({ TMPDIR: tmp.dir }) });
