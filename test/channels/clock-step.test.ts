@@ -72,6 +72,31 @@ describe.skipIf(faketimeMissing !== undefined)(`a step of the wall clock mid-str
     expect(scanWireFile(sink, () => {}).messages).toBe(sent.delivered);
   }, 120_000);
 
+  test("steps of a few ms every half second (a clock kept by small steps): every frame keeps its age, no step is told of, every frame delivered", async () => {
+    const t = setup();
+    const sock = t.path("o.sock");
+    const serve = spawnAgent(["output", "serve", "--source", TONE, "--format", "ogg", "--realtime", "--loop", "--socket", sock, "--stats-interval", "0.5"], { env: t.env });
+    await serve.waitForStderr("listening");
+    const recv = spawnAgent(["output", "recv", "--socket", sock, "--sink", t.path("rx.wire"), "--stats-interval", "0.5"], { env: t.env });
+    await recv.waitForStderr("connected");
+    await statsLines([serve, recv], 3);
+    for (let i = 0; i < 20; i++) {
+      t.clock.step(i % 2 ? "+0" : "+0.006");
+      await Bun.sleep(500);
+    }
+    await statsLines([serve, recv], 2);
+    serve.kill();
+    expect(await serve.exited).toBe(0);
+    await recv.waitForStderr("disconnected");
+    recv.kill();
+    expect(await recv.exited).toBe(0);
+
+    const stopped = logFields(recv.stderr, "output-client", "stopped");
+    expect(recv.stderr).not.toContain("clock stepped");
+    expect(Number(stopped.frame_stamps_unusable)).toBe(0);
+    expect(Number(stopped.frames)).toBe(expectAccountedLine(serve.stderr).delivered);
+  }, 120_000);
+
   test("`input send --realtime` -> `input serve`: no frame age of the step's size; Heartbeats answered throughout, no Ack timeout; every frame delivered", async () => {
     const t = setup();
     const sock = t.path("i.sock");
