@@ -50,6 +50,17 @@ describe("a client that stops reading what its server sends", () => {
     await until(() => closed, "the client cut", STALL_MS + 20_000, 100);
     await until(() => server.gone() === 1, "its server side closed", 10_000);
   }, STALL_MS + 60_000);
+
+  test("reading a byte every 2.9 s, too little for its kernel to open the TCP window again: it takes nothing the front can see, and is cut within STALL_MS and some", async () => {
+    const backend = socketDir(defer, "hf-").path("b.sock");
+    const server = endlessServer(backend);
+    const front = HttpFront.listen("127.0.0.1", 0, () => backend);
+    defer(() => front.stop(0));
+    const reader = pacedTcpReader(defer, front.port, 8 * 1024, 1, 2900);
+    await until(() => server.gone() === 1, "the client cut", STALL_MS + 20_000, 100);
+    // It read all along: one byte at each of its reads until the cut.
+    expect(reader.bytes().length).toBeGreaterThanOrEqual(Math.floor(STALL_MS / 2900) - 1);
+  }, STALL_MS + 60_000);
 });
 
 describe("a client that reads slowly through a small receive buffer", () => {
