@@ -265,7 +265,9 @@ export async function prepareSocketPath(path: string, probeTimeoutMs = 1000): Pr
     throw new SocketPathError("NotASocket", path, `socket path ${path} is ${fileKind(stat)}; refusing to replace it`);
   }
   if (await live(path, stat, probeTimeoutMs)) {
-    throw new SocketPathError("InUse", path, `socket ${path} is in use by a live server; stop it first`);
+    // A packet server is found listening by its listing, before any probe could say EPROTOTYPE.
+    const other = notAStreamSocket(path);
+    throw new SocketPathError("InUse", path, other ? `socket ${path} is a live ${other}; refusing to replace it` : `socket ${path} is in use by a live server; stop it first`);
   }
   // The probe took a while: the stale socket may have gone since (its server removed it as it stopped:
   // the path is free), or another file taken the path (another server starting there), which is not ours to remove.

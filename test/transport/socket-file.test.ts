@@ -11,7 +11,7 @@ import { bindSocketFile, prepareSocketPath, removeSocketFile, removeStaleHiddenN
 import { type ClientHandler, UnixServer } from "../../src/transport/unix-server.ts";
 import { type Report, silent } from "../../src/transport/report.ts";
 import { setDefaultAcl } from "../support/acl.ts";
-import { bindSocket } from "../support/bound-socket.ts";
+import { bindSocket, SOCK_SEQPACKET } from "../support/bound-socket.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo } from "../support/fifo.ts";
 import { asNobody, canSwitchUser, NOBODY } from "../support/nobody.ts";
@@ -306,6 +306,16 @@ describe("refusals leave the path intact", () => {
     close();
     expect(await prepareSocketPath(path)).toBe(true);
     expect(existsSync(path)).toBe(false);
+  });
+
+  test("a listening packet socket (SOCK_SEQPACKET) at the path, found by its listing, is refused naming its type, and left", async () => {
+    const path = socketDir(defer, "sf-").path("p.sock");
+    defer(bindSocket(path, SOCK_SEQPACKET));
+    const before = lstatSync(path);
+    const error = await refusal(prepareSocketPath(path));
+    expect(error.problem).toBe("InUse");
+    expect(error.message).toBe(`socket ${path} is a live packet socket (SOCK_SEQPACKET); refusing to replace it`);
+    expect(lstatSync(path)).toMatchObject({ dev: before.dev, ino: before.ino });
   });
 
   test("a stream socket another process bound at the path and has yet to listen on (a server starting) is refused and left; once closed it is stale and removed", async () => {
