@@ -59,6 +59,8 @@ interface EndParts {
   /** A sender's counters and queue. */
   stats?: FrameStats;
   queue?: FrameQueue;
+  /** A sender's messages neither delivered nor dropped yet: queued, or half-written (FrameWriter.inHand). */
+  held?: number;
   /** A receiver's counts, and the frames it received and then dropped (by its sink), by reason. */
   received?: { frames: number; bytes: number; lastFrameUnixMs: number };
   dropped?: Readonly<Record<string, number>>;
@@ -85,6 +87,7 @@ export function endReadings(parts: EndParts) {
     connectionDrops: parts.connectionDrops,
     protocolErrors: parts.protocolErrors,
     queueDepth: queue?.length ?? 0,
+    held: parts.held ?? 0,
     queueCapacity: queue?.capacity ?? 0,
     queueAllocatedBytes: queue?.allocatedBytes ?? 0,
     lastFrameUnixMs: received?.lastFrameUnixMs ?? stats?.lastFrameUnixMs ?? 0,

@@ -440,7 +440,8 @@ export class ChannelInstruments implements ChannelObserver {
 
   /**
    * The --stats-interval line: what happened since the last one (frames,
-   * bytes, drops by reason, connects, the end's own counts) and each
+   * bytes, drops by reason, connects, the end's own counts), a sender's
+   * messages still in its hands (queued), and each
    * latency's p99 over the samples taken since (as far as the window holds).
    * Runs on its own timer; nothing is added to the audio path.
    */
@@ -456,6 +457,8 @@ export class ChannelInstruments implements ChannelObserver {
       if (delta === 0 && key.startsWith("dropped_")) continue;
       fields[key] = delta;
     }
+    // A level, not a change: a sender's line adds up as submitted = delivered + dropped + (queued - the last line's queued).
+    if (r.direction === "send") fields.queued = r.held;
     fields.connected = r.connected;
     Object.assign(fields, sinkFileField(r));
     const samples = new Map<string, number>();

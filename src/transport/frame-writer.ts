@@ -129,6 +129,11 @@ export class FrameWriter {
     return this.socket !== undefined;
   }
 
+  /** Messages in its hands, neither delivered nor dropped yet: those queued, and one half-written. */
+  get inHand(): number {
+    return this.queue.length + (this.tailSize > 0 ? 1 : 0);
+  }
+
   /** True when nothing is queued or half-written. */
   get idle(): boolean {
     return this.queue.length === 0 && this.tailSize === 0;

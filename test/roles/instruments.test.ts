@@ -93,6 +93,35 @@ describe("--stats-interval", () => {
     expect(Object.keys(written)).toEqual(example.split(" ").map((field) => field.split("=")[0]));
   }, 60_000);
 
+  test("each line adds up on its own: submitted = delivered + dropped + queued less the line before's queued, while a stopped reader holds frames in the queue", async () => {
+    const t = socketDir(defer, "aa-stats-");
+    defer(() => stopAgents());
+    const source = t.path("capture.wire");
+    await writeWireFile(source, 20_000);
+    const sock = t.path("o.sock");
+    // Lossless: the queue stays full while the reader is stopped (more frames than the socket holds),
+    // so the lines end with frames in it.
+    const serve = spawnAgent(["output", "serve", "--source", source, "--socket", sock, "--stats-interval", "0.1"]);
+    await serve.waitForStderr("listening");
+    const recv = spawnAgent(["output", "recv", "--socket", sock, "--sink", t.path("out.wire"), "--count", "20000"]);
+    await serve.waitForStderr("client connected");
+    recv.kill("SIGSTOP");
+    const stoppedAt = statsLines(serve).length;
+    await until(() => statsLines(serve).length >= stoppedAt + 3, "lines while the reader is stopped");
+    recv.kill("SIGCONT");
+    expect(await recv.exited, recv.stderr).toBe(0);
+    expect(await serve.exited, serve.stderr).toBe(0);
+    const lines = statsLines(serve);
+    let queued = 0;
+    for (const line of lines) {
+      const { submitted, delivered, dropped } = line as Record<string, number>;
+      expect({ line, balance: submitted - delivered - dropped }).toEqual({ line, balance: (line.queued as number) - queued });
+      queued = line.queued as number;
+    }
+    expect(lines.filter((line) => (line.queued as number) > 0).length).toBeGreaterThanOrEqual(3);
+    expect(expectAccountedLine(serve.stderr)).toMatchObject({ submitted: 20_000, delivered: 20_000, dropped: 0 });
+  }, 60_000);
+
   test("lines closer together than the log's rate limit allows are all written: none is held back", async () => {
     const t = socketDir(defer, "aa-stats-");
     defer(() => stopAgents());
