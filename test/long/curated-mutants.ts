@@ -33,8 +33,8 @@ export const CURATED: readonly CuratedMutant[] = [
   {
     name: "live server probed by connecting, without the /proc/net/unix check",
     file: "src/transport/socket-file.ts",
-    find: "return listedAsListening(path, stat) || (await answers(path, probeTimeoutMs));",
-    replace: "return answers(path, probeTimeoutMs);",
+    find: "if (listedAsListening(listings) || (await answers(path, probeTimeoutMs))) return true;",
+    replace: "if (await answers(path, probeTimeoutMs)) return true;",
   },
   {
     name: "a live server's hidden name probed by connecting at start, its client replaced by the probe",
