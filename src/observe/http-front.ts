@@ -36,6 +36,13 @@ export const STALL_MS = 30_000;
  */
 const STALL_CHECK_MS = 3000;
 
+/** How long a side may take nothing while bytes wait (STALL_MS), and how often it is looked at (STALL_CHECK_MS): a bound's, which a test may shorten. */
+export interface StallTimes {
+  stallMs: number;
+  checkMs: number;
+}
+const STALL_TIMES: StallTimes = { stallMs: STALL_MS, checkMs: STALL_CHECK_MS };
+
 const BUSY = new TextEncoder().encode(
   `HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 38\r\nRetry-After: 1\r\n\r\ntoo many connections; try again later\n`,
 );
@@ -49,8 +56,10 @@ interface Side {
   /** It has sent its last (a client that half-closes after its request, as `nc -N` does): passed on once what waits is taken. */
   ended: boolean;
   closed: boolean;
-  /** While bytes wait: looks every STALL_CHECK_MS whether they move, and cuts the connection once they have not for STALL_MS. */
+  /** While bytes wait: looks every `times.checkMs` whether they move, and cuts the connection once they have not for `times.stallMs`. */
   stall: ReturnType<typeof setTimeout> | undefined;
+  /** Its bound's stall times. */
+  times: StallTimes;
   /** performance.now() when what waits last moved (or began to wait). */
   moved: number;
   /** The other side's unsent bytes (io/unsent-bytes.ts) at the last look; -1 when the kernel did not say. */
@@ -76,7 +85,10 @@ export class HttpConnectionBound {
   private readonly carried = new Map<Socket<Side>, HttpFront>();
   /** Clients seen by every front sharing this bound, carried or turned away: a burst of them is what the process collects after (roles/connection-burst.ts). */
   connections = 0;
-  constructor(readonly cap = MAX_HTTP_CONNECTIONS) {}
+  constructor(
+    readonly cap = MAX_HTTP_CONNECTIONS,
+    readonly stallTimes: StallTimes = STALL_TIMES,
+  ) {}
 
   /** A place for `client` of `front`: false when every place is taken and none of them is idle. */
   take(client: Socket<Side>, front: HttpFront): boolean {
@@ -135,9 +147,10 @@ export function descriptorLimit(): number | undefined {
   }
 }
 
-const newSide = (client: boolean, other?: Socket<Side>): Side => ({
+const newSide = (times: StallTimes, client: boolean, other?: Socket<Side>): Side => ({
   client,
   other,
+  times,
   waiting: [],
   ended: false,
   closed: false,
@@ -215,7 +228,7 @@ export class HttpFront {
 
   /** A client first seen: carried to the server, or with no place left in the bound answered 503 and closed. */
   private accept(client: Socket<Side>, backendFor: (client: Socket<unknown>) => string): void {
-    client.data = newSide(true);
+    client.data = newSide(this.bound.stallTimes, true);
     if (!this.bound.take(client, this)) {
       client.data.closed = true;
       client.end(BUSY);
@@ -261,11 +274,11 @@ export class HttpFront {
   private carry(client: Socket<Side>, backend: string): void {
     Bun.connect<Side>({
       unix: backend,
-      data: newSide(false, client),
+      data: newSide(this.bound.stallTimes, false, client),
       socket: {
         binaryType: "uint8array",
         open: (server) => {
-          server.data = newSide(false, client);
+          server.data = newSide(this.bound.stallTimes, false, client);
           if (client.data.closed) return void server.terminate();
           client.data.other = server;
           flush(server);
@@ -307,7 +320,7 @@ function stalling(from: Socket<Side>): void {
 }
 
 function lookLater(from: Socket<Side>): void {
-  from.data.stall = setTimeout(() => look(from), STALL_CHECK_MS);
+  from.data.stall = setTimeout(() => look(from), from.data.times.checkMs);
   from.data.stall.unref();
 }
 
@@ -323,7 +336,7 @@ function look(from: Socket<Side>): void {
   if (side.taken > 0 || (unsent >= 0 && side.unsent >= 0 && unsent < side.unsent)) side.moved = performance.now();
   side.unsent = unsent;
   side.taken = 0;
-  if (performance.now() - side.moved >= STALL_MS) return cut(from);
+  if (performance.now() - side.moved >= side.times.stallMs) return cut(from);
   lookLater(from);
 }
 
