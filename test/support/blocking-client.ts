@@ -6,6 +6,7 @@
  */
 import { ptr } from "bun:ffi";
 import { AF_UNIX, openLibc, SOCK_STREAM, unixAddress } from "../../src/io/libc.ts";
+import { AF_INET, loopbackAddress } from "./loopback-address.ts";
 
 const opened = openLibc({
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },
@@ -23,12 +24,8 @@ const opened = openLibc({
 export function connectAndReset(port: number): void {
   if (!opened.library) throw new Error(opened.detail);
   const libc = opened.library.symbols;
-  const [AF_INET, SOL_SOCKET, SO_LINGER] = [2, 1, 13];
-  const address = new Uint8Array(16);
-  const view = new DataView(address.buffer);
-  view.setUint16(0, AF_INET, true);
-  view.setUint16(2, port, false);
-  address.set([127, 0, 0, 1], 4);
+  const [SOL_SOCKET, SO_LINGER] = [1, 13];
+  const address = loopbackAddress(port);
   const fd = libc.socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw new Error("socket() failed");
   try {

@@ -11,6 +11,7 @@ import { ptr } from "bun:ffi";
 import { AF_UNIX, MSG_DONTWAIT, openLibc, SOCK_STREAM, unixAddress } from "../../src/io/libc.ts";
 import { concatBytes } from "./bytes.ts";
 import { until } from "./wait.ts";
+import { AF_INET, loopbackAddress } from "./loopback-address.ts";
 
 const opened = openLibc({
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },
@@ -59,12 +60,8 @@ export function pacedReader(defer: (cleanup: () => unknown) => void, path: strin
 export function pacedTcpReader(defer: (cleanup: () => unknown) => void, port: number, receiveBytes: number, chunk: number, everyMs: number): PacedReader {
   if (!opened.library) throw new Error(opened.detail);
   const libc = opened.library.symbols;
-  const [AF_INET, SOL_SOCKET, SO_RCVBUF] = [2, 1, 8];
-  const address = new Uint8Array(16);
-  const view = new DataView(address.buffer);
-  view.setUint16(0, AF_INET, true);
-  view.setUint16(2, port, false);
-  address.set([127, 0, 0, 1], 4);
+  const [SOL_SOCKET, SO_RCVBUF] = [1, 8];
+  const address = loopbackAddress(port);
   const fd = libc.socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw new Error("socket() failed");
   const size = new Int32Array([receiveBytes]);
