@@ -1,10 +1,13 @@
 /**
  * The mutation run: `npm run mutants [-- options]`. Not part of `npm test`.
  *
- * Puts small deliberate bugs into a copy of src/, one at a time, and runs the
- * unit tests of the mutated file's folder against each: a mutant the tests
- * fail on is killed, one they pass with survived (a missing test, or dead
- * code). Prints the score per folder and every survivor.
+ * Puts small deliberate bugs into a copy of the repository's src/, one at a
+ * time, and runs the unit tests of the mutated file's folder against each
+ * (test/FOLDER/; for a folder whose tests take minutes, the fast subset of
+ * them that exercises it, FAST_TESTS): a mutant the tests fail on is killed,
+ * one they pass with survived (a missing test, or dead code). Prints the
+ * score per folder and every survivor. A "folder" may be one file:
+ * src/config.ts, tested by test/config.test.ts.
  *
  * Mutants come from two places: a curated list (test/long/curated-mutants.ts:
  * bugs that once went unnoticed, each kept so it stays caught) and mutants
@@ -16,21 +19,23 @@
  * equivalent mutants (each with the reason it cannot change behaviour, in
  * curated-mutants.ts).
  *
- *   --only protocol,transport   folders (default: protocol, io, transport, channels, media, observe)
+ *   --only protocol,transport   folders (default: protocol, io, transport, channels, media, observe,
+ *                               roles, cli, config)
  *   --max-per-file N            generated mutants per file (default 10; 0: curated only)
  *   --seed N                    sampling seed (default 1)
  *   --jobs N                    mutants run in parallel, each in its own copy (default 2)
  *   --list                      print the mutants without running them
  */
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { CURATED, EQUIVALENT, type CuratedMutant } from "./curated-mutants.ts";
 import { Rng } from "./rng.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
-const FOLDERS = ["protocol", "io", "transport", "channels", "media", "observe"] as const;
+/** src/FOLDER/ (or the one file src/FOLDER.ts, as config), tested by test/FOLDER/ (or test/FOLDER.test.ts). */
+const FOLDERS = ["protocol", "io", "transport", "channels", "media", "observe", "roles", "cli", "config"] as const;
 type Folder = (typeof FOLDERS)[number];
 /** A mutant's tests may take this many times the unmutated run (a hang counts as killed). */
 const TIMEOUT_FACTOR = 4;
@@ -131,8 +136,59 @@ function isCode(line: string): boolean {
   );
 }
 
+/**
+ * Each line of `source` as code alone: the text of strings and template
+ * literals blanked to "_", comments to spaces (same length, so a column in
+ * one is the column in the other). A template's text may span lines, as a
+ * help text does, and its "<" is no comparison; its `${...}` stays code.
+ */
+function codeLines(source: string): string[] {
+  let out = "";
+  // The templates open around this point, and the braces open inside their ${ }.
+  const open: ("template" | "brace")[] = [];
+  const blankedTo = (from: number, to: number, fill: string) => source.slice(from, to).replace(/[^\n]/g, fill);
+  for (let i = 0; i < source.length; ) {
+    const c = source[i]!;
+    if (open.at(-1) === "template") {
+      if (c === "`") open.pop();
+      else if (c === "$" && source[i + 1] === "{") {
+        open.push("brace");
+        out += "${";
+        i += 2;
+        continue;
+      }
+      const step = c === "\\" ? 2 : 1;
+      out += blankedTo(i, i + step, "_");
+      i += step;
+      continue;
+    }
+    let end = i + 1;
+    if (c === "/" && source[i + 1] === "/") {
+      end = source.indexOf("\n", i);
+      if (end < 0) end = source.length;
+      out += blankedTo(i, end, " ");
+    } else if (c === "/" && source[i + 1] === "*") {
+      end = source.indexOf("*/", i + 2);
+      end = end < 0 ? source.length : end + 2;
+      out += blankedTo(i, end, " ");
+    } else if (c === '"' || c === "'") {
+      while (end < source.length && source[end] !== c && source[end] !== "\n") end += source[end] === "\\" ? 2 : 1;
+      end = Math.min(end + 1, source.length);
+      out += blankedTo(i, end, "_");
+    } else {
+      if (c === "`") open.push("template");
+      else if (c === "{" && open.length > 0) open.push("brace");
+      else if (c === "}" && open.at(-1) === "brace") open.pop();
+      out += c === "`" ? "_" : c;
+    }
+    i = end;
+  }
+  return out.split("\n");
+}
+
 /** A folder's sources, its subfolders' included (observe/monitor/hub.ts is observe's, tested in test/observe). */
 function sourceFiles(folder: Folder): string[] {
+  if (existsSync(join(ROOT, "src", `${folder}.ts`))) return [`src/${folder}.ts`];
   const dir = join(ROOT, "src", folder);
   return readdirSync(dir, { recursive: true, encoding: "utf8" })
     .filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))
@@ -142,11 +198,13 @@ function sourceFiles(folder: Folder): string[] {
 
 /** Every mutant the operators give for `file`, in source order. */
 function generated(folder: Folder, file: string): Mutant[] {
-  const lines = readFileSync(join(ROOT, file), "utf8").split("\n");
+  const source = readFileSync(join(ROOT, file), "utf8");
+  const lines = source.split("\n");
+  const codes = codeLines(source);
   const out: Mutant[] = [];
   lines.forEach((line, i) => {
     if (!isCode(line)) return;
-    const code = line.replace(/\/\/.*$/, "").replace(/"(?:[^"\\]|\\.)*"|`(?:[^`\\]|\\.)*`|'(?:[^'\\]|\\.)*'/g, (s) => "_".repeat(s.length));
+    const code = codes[i]!;
     for (const op of OPERATORS) {
       for (const m of code.matchAll(op.pattern)) {
         const at = m.index!;
@@ -216,17 +274,55 @@ function planMutants(): Mutant[] {
   return all;
 }
 
-/** A copy of what the tests need: src, test, the config files; node_modules linked. */
+/**
+ * A copy of the repository as its tests see it: every file git tracks or
+ * would (test/roles reads README.md, test/config.test.ts greps the tracked
+ * files), as the working tree has them, in a git repository of its own;
+ * node_modules linked.
+ */
 function makeCopy(): string {
   const dir = mkdtempSync(join(tmpdir(), "aa-mut-"));
-  for (const entry of ["src", "test", "package.json", "bunfig.toml", "tsconfig.json", "examples"]) {
-    if (existsSync(join(ROOT, entry))) cpSync(join(ROOT, entry), join(dir, entry), { recursive: true });
+  const git = (args: string[], cwd: string) => {
+    const r = Bun.spawnSync(["git", ...args], { cwd, stderr: "pipe" });
+    if (r.exitCode !== 0) throw new Error(`git ${args.join(" ")} in ${cwd}: ${r.stderr.toString().trim()}`);
+    return r.stdout.toString();
+  };
+  for (const file of git(["ls-files", "-z", "--cached", "--others", "--exclude-standard"], ROOT).split("\0")) {
+    // A tracked file deleted from the working tree is left out, as the tests would find it.
+    if (file === "" || !existsSync(join(ROOT, file))) continue;
+    mkdirSync(dirname(join(dir, file)), { recursive: true });
+    cpSync(join(ROOT, file), join(dir, file));
   }
+  git(["init", "-q"], dir);
+  git(["add", "-A"], dir);
   symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
   return dir;
 }
 
+/**
+ * A folder whose own tests take minutes per mutant is run against the fast
+ * subset of them that exercises it. test/cli's input, output and Ogg files
+ * carry audio through spawned roles for two minutes and hold the roles more
+ * than the command line; the files here (about 4 s) parse flags, the
+ * environment and config files, print help and versions and tell bad input,
+ * through runCli and the agent spawned. config.ts is read through the same
+ * command line, so its own unit tests run with them.
+ */
+const CLI_TESTS = [
+  "test/cli/config.test.ts",
+  "test/cli/help.test.ts",
+  "test/cli/environment-names.test.ts",
+  "test/cli/socket-path-flag.test.ts",
+  "test/cli/config-port-origin.test.ts",
+];
+const FAST_TESTS: Partial<Record<Folder, string[]>> = {
+  cli: CLI_TESTS,
+  config: ["test/config.test.ts", ...CLI_TESTS],
+};
+
 function testsOf(folder: Folder): string[] {
+  if (FAST_TESTS[folder]) return FAST_TESTS[folder];
+  if (existsSync(join(ROOT, "test", `${folder}.test.ts`))) return [`test/${folder}.test.ts`];
   return readdirSync(join(ROOT, "test", folder))
     .filter((f) => f.endsWith(".test.ts"))
     .map((f) => `test/${folder}/${f}`);
