@@ -428,6 +428,33 @@ describe("roles refuse bad configuration with exit 2 before doing anything", () 
     expect(badFlag.stderr).toContain("--bogus");
   });
 
+  test("a bad flag value's failure line takes its format from the role's own section of the config file: input's for input roles, output's for output roles, either for serve", async () => {
+    const { write, path } = setup();
+    const bad = ["--stats-interval", "-1"];
+    const message = '--stats-interval "-1" is not allowed';
+    const failure = async (argv: string[]) => {
+      const r = await cli(argv);
+      expect({ code: r.code, stdout: r.stdout }).toEqual({ code: 2, stdout: "" });
+      return r.stderr;
+    };
+    const inputJson = write("input-json.json", JSON.stringify({ input: { "log-format": "json" } }));
+    const outputJson = write("output-json.json", JSON.stringify({ output: { "log-format": "json" } }));
+    const inputServe = ["input", "serve", "--socket", path("i.sock"), "--sink", path("x.wire"), ...bad];
+    const inputSend = ["input", "send", "--socket", path("i.sock"), "--source", path("x.wire"), ...bad];
+    const outputServe = ["output", "serve", "--socket", path("o.sock"), "--source", "/dev/null", ...bad];
+    const serve = ["serve", "--output-source", "/dev/null", "--input-sink", path("x.wire"), ...bad];
+    for (const argv of [inputServe, inputSend]) {
+      expect(JSON.parse(await failure([...argv, "--config", inputJson]))).toMatchObject({ level: 60, exit_code: 2 });
+      expect(await failure([...argv, "--config", outputJson])).toStartWith(`audio-agent: ${message}`);
+    }
+    expect(JSON.parse(await failure([...outputServe, "--config", outputJson]))).toMatchObject({ level: 60, exit_code: 2 });
+    expect(await failure([...outputServe, "--config", inputJson])).toStartWith(`audio-agent: ${message}`);
+    for (const file of [inputJson, outputJson]) {
+      expect(JSON.parse(await failure([...serve, "--config", file]))).toMatchObject({ level: 60, exit_code: 2 });
+    }
+    expect(existsSync(path("x.wire"))).toBe(false);
+  });
+
   test('--config "" names no file: exit 2 naming the flag, the value and what is allowed, as any empty value', async () => {
     const { path } = setup();
     const expected = 'audio-agent: --config "" is not allowed: a JSON file\n';
