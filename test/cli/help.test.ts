@@ -60,6 +60,10 @@ describe("--help", () => {
       const channel = role.split(" ")[0] as Channel;
       const { code, stdout } = await runAgent([...role.split(" "), "--help"]);
       expect(code).toBe(0);
+      // The usage line, then the option rows under their heading.
+      const lines = stdout.split("\n");
+      expect(lines[0]).toBe(`Usage: audio-agent ${role} [options]`);
+      expect({ role, heading: lines.indexOf("Options:") }).toEqual({ role, heading: lines.findIndex((line) => line.startsWith("  --")) - 1 });
       for (const option of ROLE_OPTIONS[role] as readonly OptionName[]) {
         const value = defaultOf(option, channel);
         const text = row(stdout, option);
