@@ -3,8 +3,8 @@
  *
  * Puts small deliberate bugs into a copy of the repository's src/, one at a
  * time, and runs the unit tests of the mutated file's folder against each
- * (test/FOLDER/; for a folder whose tests take minutes, the fast subset of
- * them that exercises it, FAST_TESTS): a mutant the tests fail on is killed,
+ * (test/FOLDER/, or where a folder's tests live elsewhere too or take
+ * minutes, the files TESTS names): a mutant the tests fail on is killed,
  * one they pass with survived (a missing test, or dead code). Prints the
  * score per folder and every survivor. A "folder" may be one file:
  * src/config.ts, tested by test/config.test.ts.
@@ -299,14 +299,19 @@ function makeCopy(): string {
   return dir;
 }
 
+/** test/FOLDER/*.test.ts, or test/FOLDER.test.ts for a folder that is one file. */
+function folderTests(folder: Folder): string[] {
+  if (existsSync(join(ROOT, "test", `${folder}.test.ts`))) return [`test/${folder}.test.ts`];
+  return readdirSync(join(ROOT, "test", folder))
+    .filter((f) => f.endsWith(".test.ts"))
+    .map((f) => `test/${folder}/${f}`);
+}
+
 /**
- * A folder whose own tests take minutes per mutant is run against the fast
- * subset of them that exercises it. test/cli's input, output and Ogg files
- * carry audio through spawned roles for two minutes and hold the roles more
- * than the command line; the files here (about 4 s) parse flags, the
- * environment and config files, print help and versions and tell bad input,
- * through runCli and the agent spawned. config.ts is read through the same
- * command line, so its own unit tests run with them.
+ * The files of test/cli that parse flags, the environment and config files,
+ * print help and versions and tell bad input, through runCli and the agent
+ * spawned: about 4 s. The whole folder takes two minutes a mutant, its input,
+ * output and Ogg files carrying audio through the roles.
  */
 const CLI_TESTS = [
   "test/cli/config.test.ts",
@@ -315,17 +320,33 @@ const CLI_TESTS = [
   "test/cli/socket-path-flag.test.ts",
   "test/cli/config-port-origin.test.ts",
 ];
-const FAST_TESTS: Partial<Record<Folder, string[]>> = {
-  cli: CLI_TESTS,
-  config: ["test/config.test.ts", ...CLI_TESTS],
+
+/**
+ * Folders whose tests are not test/FOLDER/ alone. The roles run as processes
+ * in test/cli's input and output files ("input serve / input send as
+ * processes"), which test/roles leaves to them. cli runs against its fast
+ * subset (CLI_TESTS); config.ts is read through that command line, so its own
+ * unit tests run with them.
+ */
+const TESTS: Partial<Record<Folder, () => string[]>> = {
+  roles: () => [...folderTests("roles"), "test/cli/input.test.ts", "test/cli/output.test.ts"],
+  cli: () => CLI_TESTS,
+  config: () => [...folderTests("config"), ...CLI_TESTS],
 };
 
 function testsOf(folder: Folder): string[] {
-  if (FAST_TESTS[folder]) return FAST_TESTS[folder];
-  if (existsSync(join(ROOT, "test", `${folder}.test.ts`))) return [`test/${folder}.test.ts`];
-  return readdirSync(join(ROOT, "test", folder))
-    .filter((f) => f.endsWith(".test.ts"))
-    .map((f) => `test/${folder}/${f}`);
+  return TESTS[folder]?.() ?? folderTests(folder);
+}
+
+/** The process groups of the tests running now: each is killed whole, the agents its tests spawned with it. */
+const running = new Set<number>();
+
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    // The group has gone already.
+  }
 }
 
 async function runTests(copy: string, folder: Folder, timeoutMs: number): Promise<{ ok: boolean; timedOut: boolean; ms: number }> {
@@ -335,14 +356,19 @@ async function runTests(copy: string, folder: Folder, timeoutMs: number): Promis
     stdout: "ignore",
     stderr: "ignore",
     env: { ...process.env, AUDIO_AGENT_BIN: "" },
+    // A group of its own: a test that hangs or is cut leaves no agent behind, running against the next mutant.
+    detached: true,
   });
+  running.add(proc.pid);
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    proc.kill("SIGKILL");
+    killGroup(proc.pid);
   }, timeoutMs);
   const code = await proc.exited;
   clearTimeout(timer);
+  killGroup(proc.pid);
+  running.delete(proc.pid);
   return { ok: code === 0 && !timedOut, timedOut, ms: performance.now() - started };
 }
 
@@ -359,6 +385,14 @@ if (values.list) {
 
 const toRun = mutants.filter((m) => !m.skip);
 const copies = Array.from({ length: jobs }, makeCopy);
+// Stopped by hand: the tests under way and the copies go too.
+for (const [signal, number] of [["SIGINT", 2], ["SIGTERM", 15]] as const) {
+  process.on(signal, () => {
+    for (const pid of running) killGroup(pid);
+    for (const copy of copies) rmSync(copy, { recursive: true, force: true });
+    process.exit(128 + number);
+  });
+}
 const baselineMs: Partial<Record<Folder, number>> = {};
 try {
   console.log(
