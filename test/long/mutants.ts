@@ -26,7 +26,7 @@
  *   --jobs N                    mutants run in parallel, each in its own copy (default 2)
  *   --list                      print the mutants without running them
  */
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -277,11 +277,14 @@ function planMutants(): Mutant[] {
 /**
  * A copy of the repository as its tests see it: every file git tracks or
  * would (test/roles reads README.md, test/config.test.ts greps the tracked
- * files), as the working tree has them, in a git repository of its own;
+ * files; test/cli runs the agent as nobody from it), as the working tree has
+ * them, in a git repository of its own;
  * node_modules linked.
  */
 function makeCopy(): string {
   const dir = mkdtempSync(join(tmpdir(), "aa-mut-"));
+  // Open to others as a checkout is (mkdtemp makes it 0700): tests run the agent as nobody from it.
+  chmodSync(dir, 0o755);
   const git = (args: string[], cwd: string) => {
     const r = Bun.spawnSync(["git", ...args], { cwd, stderr: "pipe" });
     if (r.exitCode !== 0) throw new Error(`git ${args.join(" ")} in ${cwd}: ${r.stderr.toString().trim()}`);
@@ -349,12 +352,13 @@ function killGroup(pid: number): void {
   }
 }
 
-async function runTests(copy: string, folder: Folder, timeoutMs: number): Promise<{ ok: boolean; timedOut: boolean; ms: number }> {
+/** Runs `folder`'s tests in `copy`; `failed` is bun test's "(fail)" lines, for the unmutated run to tell. */
+async function runTests(copy: string, folder: Folder, timeoutMs: number): Promise<{ ok: boolean; timedOut: boolean; ms: number; failed: string[] }> {
   const started = performance.now();
   const proc = Bun.spawn([process.execPath, "test", "--bail", "--timeout", "60000", ...testsOf(folder)], {
     cwd: copy,
     stdout: "ignore",
-    stderr: "ignore",
+    stderr: "pipe",
     env: { ...process.env, AUDIO_AGENT_BIN: "" },
     // A group of its own: a test that hangs or is cut leaves no agent behind, running against the next mutant.
     detached: true,
@@ -365,11 +369,14 @@ async function runTests(copy: string, folder: Folder, timeoutMs: number): Promis
     timedOut = true;
     killGroup(proc.pid);
   }, timeoutMs);
+  // Read as it comes (a full pipe would hold the tests up), and to its end once the group has gone with its agents.
+  const output = new Response(proc.stderr).text();
   const code = await proc.exited;
   clearTimeout(timer);
   killGroup(proc.pid);
   running.delete(proc.pid);
-  return { ok: code === 0 && !timedOut, timedOut, ms: performance.now() - started };
+  const failed = (await output).split("\n").filter((line) => line.startsWith("(fail)"));
+  return { ok: code === 0 && !timedOut, timedOut, ms: performance.now() - started, failed };
 }
 
 /** One mutant as the report shows it: where, which operator, the line before and after. */
@@ -400,7 +407,7 @@ try {
   );
   for (const folder of folders) {
     const base = await runTests(copies[0]!, folder, 600_000);
-    if (!base.ok) throw new Error(`the unmutated tests of ${folder} fail; fix them before a mutation run`);
+    if (!base.ok) throw new Error(`the unmutated tests of ${folder} fail; fix them before a mutation run\n${base.failed.join("\n")}`);
     baselineMs[folder] = base.ms;
   }
   const results = new Map<Mutant, Outcome>();
