@@ -56,6 +56,13 @@ describe("NOTIFY_SOCKET (systemd Type=notify)", () => {
     await stopsTelling(agent, t.notify);
   }, 30_000);
 
+  test("input serve: READY=1 once its socket listens, STOPPING=1 at SIGTERM, then exit 0", async () => {
+    const t = await setup();
+    const agent = agentTold(t.notify, ["input", "serve", "--socket", t.in, "--sink", "/dev/null"]);
+    expect(await whenTold(t.notify, "READY=1", () => existsSync(t.in))).toBe(true);
+    await stopsTelling(agent, t.notify);
+  }, 30_000);
+
   test("serve: READY=1 once, when both channels' sockets listen", async () => {
     const t = await setup();
     const agent = agentTold(t.notify, ["serve", "--output-socket", t.out, "--output-source", t.path("in.wire"), "--output-realtime", "--output-loop", "--input-socket", t.in, "--input-sink", "/dev/null"]);
