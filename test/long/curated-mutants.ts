@@ -120,6 +120,18 @@ export const CURATED: readonly CuratedMutant[] = [
     find: "if (this.queue.isFull || this.finishing) return;",
     replace: "if (this.queue.isFull) return;",
   },
+  {
+    name: "input serve never tells systemd READY=1: a Type=notify unit of it times out starting",
+    file: "src/roles/input-serve.ts",
+    find: "shutdown.ready();",
+    replace: ";",
+  },
+  {
+    name: "an input role's failure before its settings exist written without the log format of the config file's input section",
+    file: "src/cli/run.ts",
+    find: 'command === "output" || command === "input" ? [command] : []',
+    replace: 'command === "output" || command !== "input" ? [command] : []',
+  },
 ];
 
 /**
