@@ -17,6 +17,7 @@ import { sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { HELD_READER, heldPlayer, makeFifo, readAvailable, releaseReader, writeIntoFifo } from "../support/fifo.ts";
 import { heldSocketPlayer } from "../support/player-sockets.ts";
+import { monitorViewer } from "../support/monitor-viewer.ts";
 import { healthz, heldUp, metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { audioPacketsOf, packetsOf, pagesOf } from "../support/ogg.ts";
 import { encodeWith, requireTool, runTool, TONE, wav } from "../support/opus-fixtures.ts";
@@ -88,24 +89,6 @@ function checkSession(
   expect(mismatch).toBe(-1);
   expect(n).toBe(frames);
   return { heartbeats };
-}
-
-/**
- * A monitor page on `agent` (started with --monitor): resolves once its hello came, with how the
- * agent ends the connection later ("1001 agent stopping" when it stops its endpoints; 1006 when
- * the process just goes).
- */
-async function monitorViewer(agent: Spawned): Promise<{ closed: Promise<string> }> {
-  const ws = new WebSocket(`${(await metricsUrl(agent)).replace(/^http/, "ws")}/ws`);
-  defer(() => ws.close());
-  const closed = new Promise<string>((resolve) => (ws.onclose = (e) => resolve(`${e.code} ${e.reason}`)));
-  await new Promise<void>((resolve, reject) => {
-    ws.onmessage = (e) => {
-      if (typeof e.data === "string" && JSON.parse(e.data).type === "hello") resolve();
-    };
-    void closed.then((how) => reject(new Error(`closed before hello: ${how}`)));
-  });
-  return { closed };
 }
 
 describe("input serve / input send as processes", () => {
@@ -870,7 +853,7 @@ describe("input send stops its HTTP endpoints on every way out: a monitor page i
     const { sock, path } = setup();
     const fifo = makeFifo(path("mic.fifo"));
     const sender = spawnAgent(["input", "send", "--socket", sock, "--source", fifo, "--format", "ogg", "--monitor", "127.0.0.1:0"]);
-    const { closed } = await monitorViewer(sender);
+    const { closed } = await monitorViewer(sender, defer);
     await sender.waitForStderr("source: waiting for a writer");
     sender.kill("SIGTERM");
     expect(await sender.exited).toBe(0);
@@ -881,7 +864,7 @@ describe("input send stops its HTTP endpoints on every way out: a monitor page i
   test("a source that is not Ogg, found before its first frame: exit 1 with one line saying so", async () => {
     const { sock } = setup();
     const sender = spawnAgent(["input", "send", "--socket", sock, "--source", "-", "--format", "ogg", "--monitor", "127.0.0.1:0"], { stdin: "pipe" });
-    const { closed } = await monitorViewer(sender);
+    const { closed } = await monitorViewer(sender, defer);
     await sender.writeStdin(new TextEncoder().encode("not an Ogg stream\n"));
     sender.endStdin();
     expect(await sender.exited).toBe(1);
@@ -894,7 +877,7 @@ describe("input send stops its HTTP endpoints on every way out: a monitor page i
     const packets = packetsOf(new Uint8Array(readFileSync(TONE))).length - 2;
     // A file waits for the server: the page is up before the run can end.
     const sender = spawnAgent(["input", "send", "--socket", sock, "--source", TONE, "--format", "ogg", "--monitor", "127.0.0.1:0"]);
-    const { closed } = await monitorViewer(sender);
+    const { closed } = await monitorViewer(sender, defer);
     const server = await serve(sock, sink, ["--once"]);
     expect(await sender.exited).toBe(0);
     expect(await server.exited).toBe(0);

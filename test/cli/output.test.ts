@@ -11,6 +11,7 @@ import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, MAX_MESSAGE, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { heldUp, metricsUrl, scrapeUntil, value } from "../support/metrics.ts";
+import { monitorViewer } from "../support/monitor-viewer.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { fullFifo, HELD_READER, heldPlayer, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
 import { asNobody, NOBODY } from "../support/nobody.ts";
@@ -671,6 +672,19 @@ describe("output recv to a FIFO", () => {
     serve.kill("SIGTERM");
     expect(await serve.exited).toBe(0);
   }, 30_000);
+
+  test("a signal while it waits for the FIFO's reader stops its HTTP endpoints: a monitor page is told the agent stops (1001), not cut off; exit 0", async () => {
+    const t = setup();
+    const fifo = makeFifo(t.path("player"));
+    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", fifo, "--monitor", "127.0.0.1:0"]);
+    const { closed } = await monitorViewer(recv, defer);
+    await recv.waitForStderr("waiting for a reader of the sink FIFO");
+    recv.kill("SIGTERM");
+    expect(await recv.exited, recv.stderr).toBe(0);
+    // The process exits either way; only a stop of its endpoints gives the page the hub's close, else 1006.
+    expect(await closed).toBe("1001 agent stopping");
+    expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ signal: "SIGTERM", frames: "0" });
+  });
 
   test("out of descriptors (EMFILE) while it waits for the FIFO's reader: it goes on waiting, says why once; once descriptors are free the reader that came gets every frame, exit 0", async () => {
     const t = setup();
