@@ -12,6 +12,7 @@ import { encodeConfigPayload, encodeMessage, MAX_MESSAGE, MessageType, OUTPUT_MA
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
 import { heldUp, metricsUrl, scrapeUntil, value } from "../support/metrics.ts";
 import { monitorViewer } from "../support/monitor-viewer.ts";
+import { notifyReceiver } from "../support/notify-receiver.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { fullFifo, HELD_READER, heldPlayer, makeFifo, releaseReader, writeIntoFifo } from "../support/fifo.ts";
 import { asNobody, NOBODY } from "../support/nobody.ts";
@@ -589,6 +590,25 @@ describe("signals", () => {
     const stopped = logFields(serve.stderr, "output-server", "stopped");
     expect(reader.frames.length).toBe(Number(stopped.delivered));
     expect(firstMismatch(reader.frames)).toBe(-1);
+  });
+
+  test("SIGTERM to a lossless output serve whose client is not reading: from the moment it tells its manager STOPPING=1, a client coming is refused, not let in to replace the one taking the last frames", async () => {
+    const t = setup();
+    await writeWireFile(t.source, 300);
+    const notify = notifyReceiver(t.path("notify"));
+    defer(() => notify.close());
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--socket-buffers", "32k"], { env: agentEnv({ NOTIFY_SOCKET: notify.name }) });
+    await until(() => notify.messages().includes("READY=1"), "READY=1");
+    const reader = await connectClient(defer, t.sock, { paused: true });
+    await serve.waitForStderr("client connected");
+    serve.kill("SIGTERM");
+    // Told in the signal's own turn; the stop of accepting follows before any connection is taken,
+    // while the paused reader still holds the last frames for up to a second.
+    await until(() => notify.messages().includes("STOPPING=1"), "STOPPING=1", 20_000, 1);
+    expect(await connectOutcome(defer, t.sock)).toBe("refused");
+    reader.socket.resume();
+    expect(await serve.exited, serve.stderr).toBe(0);
+    expect(serve.stderr).not.toContain("replaced by a new client");
   });
 
   test("a SIGTERM sent the moment the server logs that it stopped on its own (its file played out to its one client) leaves its exit code 0, round after round: caught to the end, not ended 143 by the default action", async () => {
