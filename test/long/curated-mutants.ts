@@ -132,6 +132,12 @@ export const CURATED: readonly CuratedMutant[] = [
     find: 'command === "output" || command === "input" ? [command] : []',
     replace: 'command === "output" || command !== "input" ? [command] : []',
   },
+  {
+    name: "output serve accepting through its final flush: a client coming after SIGTERM replaces the one taking the last frames",
+    file: "src/roles/output-serve.ts",
+    find: "server.stopAccepting();",
+    replace: ";",
+  },
 ];
 
 /**
