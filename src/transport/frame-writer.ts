@@ -136,7 +136,7 @@ export class FrameWriter {
 
   /** True when nothing is queued or half-written. */
   get idle(): boolean {
-    return this.queue.length === 0 && this.tailSize === 0;
+    return this.inHand === 0;
   }
 
   /** Starts writing to `socket` (replacing any previous client). */
