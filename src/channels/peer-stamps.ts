@@ -79,8 +79,8 @@ export class PeerStamps {
     if (age < -AHEAD_MS || age > LATE_MS) this.clock.checkAgain();
     if (this.clock.steps !== this.stepsSeen) this.sawSteps();
     if (this.largeStepAt !== this.settledStep) {
-      // The clock's time since its last step, which may be a small one after the large.
-      if (this.clock.sinceStepMs() + this.clock.steppedAt - this.largeStepAt < ACROSS_STEP_MS) return this.acrossStep();
+      // Since the large step: a small one may have come after it.
+      if (this.clock.sinceMs(this.largeStepAt) < ACROSS_STEP_MS) return this.acrossStep();
       this.settledStep = this.largeStepAt;
     }
     if (age >= 0 && age <= STAMP_BEHIND_MS) return age;

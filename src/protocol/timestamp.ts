@@ -84,9 +84,9 @@ export class WallClock {
     return this.steps !== steps;
   }
 
-  /** Ms of monotonic time since the last step was followed (Infinity before any). */
-  sinceStepMs(): number {
-    return this.monotonic() - this.steppedAt;
+  /** Ms of this clock's monotonic time since `monotonicMs` (Infinity since -Infinity: since steppedAt before any step). */
+  sinceMs(monotonicMs: number): number {
+    return this.monotonic() - monotonicMs;
   }
 
   private recheck(): void {
