@@ -60,7 +60,7 @@ interface EndParts {
   stats?: FrameStats;
   queue?: FrameQueue;
   /** A sender's messages neither delivered nor dropped yet: queued, or half-written (FrameWriter.inHand). */
-  held?: number;
+  inHand?: number;
   /** A receiver's counts, and the frames it received and then dropped (by its sink), by reason. */
   received?: { frames: number; bytes: number; lastFrameUnixMs: number };
   dropped?: Readonly<Record<string, number>>;
@@ -87,7 +87,7 @@ export function endReadings(parts: EndParts) {
     connectionDrops: parts.connectionDrops,
     protocolErrors: parts.protocolErrors,
     queueDepth: queue?.length ?? 0,
-    held: parts.held ?? 0,
+    inHand: parts.inHand ?? 0,
     queueCapacity: queue?.capacity ?? 0,
     queueAllocatedBytes: queue?.allocatedBytes ?? 0,
     lastFrameUnixMs: received?.lastFrameUnixMs ?? stats?.lastFrameUnixMs ?? 0,

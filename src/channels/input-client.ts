@@ -199,7 +199,7 @@ export class InputClient extends SendingEnd implements ChannelEnd {
       tuner: this.tuner,
       stats: this.stats,
       queue: this.queue,
-      held: this.writer.inHand,
+      inHand: this.writer.inHand,
       counts: {
         acks: this.acks,
         ack_timeouts: this.ackTimeouts,

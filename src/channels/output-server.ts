@@ -135,7 +135,7 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
       tuner: this.tuner,
       stats: this.stats,
       queue: this.queue,
-      held: this.writer.inHand,
+      inHand: this.writer.inHand,
       counts: this.sourceCounts(),
     });
   }

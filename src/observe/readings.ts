@@ -38,7 +38,7 @@ export interface ChannelReadings {
   protocolErrors: number;
   queueDepth: number;
   /** A sender's messages in its hands, neither delivered nor dropped yet (queued, or half-written): what submitted less delivered and dropped leaves. */
-  held: number;
+  inHand: number;
   queueCapacity: number;
   /** Bytes the send queue holds allocated (its ring, grown under pressure, given back after a lowered bound). */
   queueAllocatedBytes: number;

@@ -458,7 +458,7 @@ export class ChannelInstruments implements ChannelObserver {
       fields[key] = delta;
     }
     // A level, not a change: a sender's line adds up as submitted = delivered + dropped + (queued - the last line's queued).
-    if (r.direction === "send") fields.queued = r.held;
+    if (r.direction === "send") fields.queued = r.inHand;
     fields.connected = r.connected;
     Object.assign(fields, sinkFileField(r));
     const samples = new Map<string, number>();

@@ -20,7 +20,7 @@ export function idleSenderReadings(changes: Partial<ChannelReadings> = {}): Chan
     connectionDrops: 0,
     protocolErrors: 0,
     queueDepth: 0,
-    held: 0,
+    inHand: 0,
     queueCapacity: 0,
     queueAllocatedBytes: 0,
     lastFrameUnixMs: 0,
