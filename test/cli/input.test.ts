@@ -1034,8 +1034,12 @@ describe("input serve --sink - to a pipe whose reader is behind", () => {
     expect(wire.trailing).toBeLessThan(MAX_MESSAGE);
     const whole = wire.messages.filter((m) => m.type === MessageType.OpusFrame);
     expect(whole.length + Number(stopped.dropped)).toBe(Number(stopped.frames));
-    // Held in memory at the stop: bounded by what one held-up client brought, not by how many came.
-    expect(Number(stopped.dropped_sink_reader_slow ?? 0)).toBeLessThan(2 * held);
+    // Held at the stop (in the pipe, or in memory and counted): at most what the first brought and all of
+    // the one that took over before the hold began (its close hands whatever was read of it; how much it
+    // sent depends on how fast it was read meanwhile), not what the 99 after it brought.
+    const sinkHeld = whole.length + Number(stopped.dropped_sink_reader_slow ?? 0);
+    expect(sinkHeld).toBeLessThanOrEqual(held + Math.max(...counts));
+    expect(counts.reduce((a, b) => a + b)).toBeGreaterThan(10 * (held + Math.max(...counts)));
   }, 60_000);
 
   test("a client let go while the reader is behind: the frames it sends after its session ended are counted session_ended, none lost uncounted", async () => {
