@@ -1,5 +1,5 @@
-import { read, type Library } from "bun:ffi";
-import { errnoName, openLibc } from "./libc.ts";
+import type { Library } from "bun:ffi";
+import { ERRNO_LOCATION, errnoName, lastErrno, openLibc } from "./libc.ts";
 
 /**
  * Connections the kernel completes for a listener and keeps until the
@@ -14,7 +14,7 @@ export const ACCEPT_QUEUE = 16;
 
 const LISTEN_SYMBOLS = {
   listen: { args: ["i32", "i32"], returns: "i32" },
-  __errno_location: { args: [], returns: "ptr" },
+  __errno_location: ERRNO_LOCATION,
 } as const;
 
 let listenCall: Library<typeof LISTEN_SYMBOLS> | string | undefined;
@@ -34,5 +34,5 @@ export function boundAcceptQueue(listener: object, backlog = ACCEPT_QUEUE): stri
   }
   if (typeof listenCall === "string") return listenCall;
   if (listenCall.symbols.listen(fd, backlog) === 0) return undefined;
-  return `listen(${fd}, ${backlog}) failed: ${errnoName(read.i32(listenCall.symbols.__errno_location()!, 0))}`;
+  return `listen(${fd}, ${backlog}) failed: ${errnoName(lastErrno(listenCall.symbols))}`;
 }

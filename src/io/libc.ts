@@ -1,4 +1,4 @@
-import { dlopen, type Library, type Symbols } from "bun:ffi";
+import { dlopen, read, type Library, type Pointer, type Symbols } from "bun:ffi";
 
 // libc through bun:ffi, for every layer that calls it: transport (socket tuning, the notify
 // socket), observe (who owns a monitor peer's socket), which may not import transport, and the benchmark.
@@ -55,6 +55,15 @@ export function openLibc<S extends Symbols>(
     }
   }
   return { library: null, detail: `no libc could be loaded (${errors.join("; ")})` };
+}
+
+/** `int *__errno_location(void)`, exported by glibc and musl alike: among a caller's symbols, for lastErrno. */
+export const ERRNO_LOCATION = { args: [], returns: "ptr" } as const;
+
+/** errno as the last failed call left it: read straight after that call, before anything else can overwrite it. */
+export function lastErrno(symbols: { __errno_location: () => unknown }): number {
+  // Never null: errno's address in this thread.
+  return read.i32(symbols.__errno_location() as Pointer, 0);
 }
 
 let errnoNames: Map<number, string> | undefined;

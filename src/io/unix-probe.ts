@@ -1,5 +1,5 @@
-import { ptr, read, type Library } from "bun:ffi";
-import { AF_UNIX, errnoName, LIBC_CANDIDATES, openLibc, SOCK_CLOEXEC, SOCK_STREAM, unixAddress } from "./libc.ts";
+import { ptr, type Library } from "bun:ffi";
+import { AF_UNIX, ERRNO_LOCATION, errnoName, lastErrno, LIBC_CANDIDATES, openLibc, SOCK_CLOEXEC, SOCK_STREAM, unixAddress } from "./libc.ts";
 import { within } from "./within.ts";
 
 /** O_NONBLOCK as a socket() flag: the same on x86-64 and aarch64. */
@@ -9,7 +9,7 @@ const SYMBOLS = {
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },
   connect: { args: ["i32", "ptr", "u32"], returns: "i32" },
   close: { args: ["i32"], returns: "i32" },
-  __errno_location: { args: [], returns: "ptr" },
+  __errno_location: ERRNO_LOCATION,
 } as const;
 
 /** libc once loaded, or why it could not be: then the probe asks through Bun.connect. */
@@ -43,14 +43,14 @@ export async function probeUnixSocket(path: string, timeoutMs: number): Promise<
 }
 
 function connectOnce(library: Library<typeof SYMBOLS>, path: string): boolean | string {
-  const { socket, connect, close, __errno_location } = library.symbols;
+  const { socket, connect, close } = library.symbols;
   const fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return errnoName(read.i32(__errno_location()!, 0));
+  if (fd < 0) return errnoName(lastErrno(library.symbols));
   try {
     // A relative path beginning with "@" is a file, not an abstract name: "./" keeps it one.
     const address = unixAddress(path.startsWith("@") ? `./${path}` : path);
     if (connect(fd, ptr(address), address.length) === 0) return true;
-    const code = errnoName(read.i32(__errno_location()!, 0));
+    const code = errnoName(lastErrno(library.symbols));
     // EAGAIN (named EWOULDBLOCK too, one number): the server's accept queue is full. EINPROGRESS:
     // Linux never answers it for a Unix socket, another kernel would for a connection the server
     // has yet to complete. Alive, both.

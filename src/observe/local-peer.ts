@@ -1,7 +1,7 @@
-import { ptr, read, type Library } from "bun:ffi";
+import { ptr, type Library } from "bun:ffi";
 import { lstatSync, readFileSync } from "node:fs";
 import { endianness, networkInterfaces } from "node:os";
-import { errnoName, MSG_DONTWAIT, openLibc, SOCK_CLOEXEC, SOCK_DGRAM } from "../io/libc.ts";
+import { ERRNO_LOCATION, errnoName, lastErrno, MSG_DONTWAIT, openLibc, SOCK_CLOEXEC, SOCK_DGRAM } from "../io/libc.ts";
 
 /**
  * Who is at the other end of a TCP connection from this machine, and whether
@@ -45,7 +45,7 @@ const SYMBOLS = {
   // ssize_t recv(int fd, void *buf, size_t len, int flags)
   recv: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
   close: { args: ["i32"], returns: "i32" },
-  __errno_location: { args: [], returns: "ptr" },
+  __errno_location: ERRNO_LOCATION,
 } as const;
 
 /** libc, once loaded; or why the kernel cannot be asked. */
@@ -88,7 +88,7 @@ export function socketDiagnosticsMissing(family: number, protocol: number): stri
   const libc = library();
   if (typeof libc === "string") return libc;
   const fd = libc.symbols.socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (fd < 0) return `socket(AF_NETLINK, NETLINK_SOCK_DIAG) failed: ${errnoName(read.i32(libc.symbols.__errno_location()!, 0))}`;
+  if (fd < 0) return `socket(AF_NETLINK, NETLINK_SOCK_DIAG) failed: ${errnoName(lastErrno(libc.symbols))}`;
   try {
     request.fill(0);
     const header = new DataView(request.buffer);
@@ -99,7 +99,7 @@ export function socketDiagnosticsMissing(family: number, protocol: number): stri
     request[17] = protocol;
     // Every other field 0: the states wanted too, so that nothing is listed.
     if (Number(libc.symbols.sendto(fd, ptr(request), REQUEST_BYTES, 0, ptr(KERNEL), KERNEL.length)) !== REQUEST_BYTES) {
-      return `sock_diag refused a request: ${errnoName(read.i32(libc.symbols.__errno_location()!, 0))}`;
+      return `sock_diag refused a request: ${errnoName(lastErrno(libc.symbols))}`;
     }
     // The reply is queued before sendto returns (the kernel answers in the sender's call): never wait for it.
     const got = Number(libc.symbols.recv(fd, ptr(reply), reply.length, MSG_DONTWAIT));

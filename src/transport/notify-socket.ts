@@ -1,5 +1,5 @@
-import { ptr, read, type Library } from "bun:ffi";
-import { AF_UNIX, errnoName, MSG_DONTWAIT, openLibc, SOCK_CLOEXEC, SOCK_DGRAM, unixAddress } from "../io/libc.ts";
+import { ptr, type Library } from "bun:ffi";
+import { AF_UNIX, ERRNO_LOCATION, errnoName, lastErrno, MSG_DONTWAIT, openLibc, SOCK_CLOEXEC, SOCK_DGRAM, unixAddress } from "../io/libc.ts";
 
 /** With MSG_DONTWAIT: never wait for a receiver whose queue is full (the message is lost, not the process's time), never SIGPIPE. */
 const MSG_NOSIGNAL = 0x4000;
@@ -11,7 +11,7 @@ const SYMBOLS = {
   // ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen)
   sendto: { args: ["i32", "ptr", "u64", "i32", "ptr", "u32"], returns: "i64" },
   close: { args: ["i32"], returns: "i32" },
-  __errno_location: { args: [], returns: "ptr" },
+  __errno_location: ERRNO_LOCATION,
 } as const;
 
 /**
@@ -39,7 +39,7 @@ export class NotifySocket {
     if (!opened.library) return `NOTIFY_SOCKET: ${opened.detail}`;
     const fd = opened.library.symbols.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-      const code = errnoName(lastErrno(opened.library));
+      const code = errnoName(lastErrno(opened.library.symbols));
       opened.library.close();
       return `NOTIFY_SOCKET: socket(AF_UNIX, SOCK_DGRAM) failed: ${code}`;
     }
@@ -50,16 +50,11 @@ export class NotifySocket {
   send(text: string): string | undefined {
     const bytes = Buffer.from(text);
     const sent = this.library.symbols.sendto(this.fd, ptr(bytes), bytes.length, MSG_DONTWAIT | MSG_NOSIGNAL, ptr(this.address), this.address.length);
-    return Number(sent) === bytes.length ? undefined : errnoName(lastErrno(this.library));
+    return Number(sent) === bytes.length ? undefined : errnoName(lastErrno(this.library.symbols));
   }
 
   dispose(): void {
     this.library.symbols.close(this.fd);
     this.library.close();
   }
-}
-
-/** errno, read straight after the failing call. */
-function lastErrno(library: Library<typeof SYMBOLS>): number {
-  return read.i32(library.symbols.__errno_location()!, 0);
 }

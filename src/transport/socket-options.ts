@@ -5,8 +5,8 @@
 // (and fcntl for a pipe) ourselves. Every function returns a result value and never throws: buffer tuning is an
 // optimisation, and a missing libc (or a closed fd) must not take the audio path down.
 
-import { read, type Library } from "bun:ffi";
-import { errnoName, LIBC_CANDIDATES, openLibc, SOCK_STREAM } from "../io/libc.ts";
+import type { Library } from "bun:ffi";
+import { ERRNO_LOCATION, errnoName, lastErrno, LIBC_CANDIDATES, openLibc, SOCK_STREAM } from "../io/libc.ts";
 import { SIOCOUTQ } from "../io/unsent-bytes.ts";
 
 // Linux values, identical on x86_64 and aarch64 (asm-generic); not valid on other kernels.
@@ -81,8 +81,7 @@ const SYMBOLS = {
   fcntl: { args: ["i32", "i32", "i32"], returns: "i32" },
   // int shutdown(int fd, int how)
   shutdown: { args: ["i32", "i32"], returns: "i32" },
-  // int *__errno_location(void): exported by glibc and musl alike.
-  __errno_location: { args: [], returns: "ptr" },
+  __errno_location: ERRNO_LOCATION,
 } as const;
 
 type Libc = Library<typeof SYMBOLS>["symbols"];
@@ -140,8 +139,7 @@ function unavailable(call: SocketOptionCall, fd: number, reason: string): Socket
 }
 
 function syscallFailed(libc: Libc, call: SocketOptionCall, fd: number): SocketOptionFailure {
-  // Read errno straight after the failing call, before anything else can overwrite it.
-  const errno = read.i32(libc.__errno_location()!, 0);
+  const errno = lastErrno(libc);
   const code = errnoName(errno);
   return failure("SyscallFailed", call, fd, errno, code, `${call} on fd ${fd} failed: ${code}`);
 }
