@@ -138,6 +138,12 @@ export const CURATED: readonly CuratedMutant[] = [
     find: "server.stopAccepting();",
     replace: ";",
   },
+  {
+    name: "READY=1 told after STOPPING=1 when a stop comes during the start: the service manager takes a stopping agent for started",
+    file: "src/roles/shutdown.ts",
+    find: "if (this.isReady || this.stopping) return;",
+    replace: "if (this.isReady) return;",
+  },
 ];
 
 /**

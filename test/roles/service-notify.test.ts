@@ -13,7 +13,7 @@ import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
 import { within } from "../../src/io/within.ts";
-import { watchdogInterval } from "../../src/roles/shutdown.ts";
+import { Shutdown, watchdogInterval } from "../../src/roles/shutdown.ts";
 
 const defer = useCleanup();
 
@@ -155,5 +155,26 @@ describe("the watchdog's interval", () => {
     expect(watchdogInterval({ WATCHDOG_USEC: "30000000", WATCHDOG_PID: String(process.pid) })).toBe(30_000);
     for (const usec of [undefined, "", "0", "-5", "1.5", "x"]) expect(watchdogInterval({ WATCHDOG_USEC: usec })).toBeUndefined();
     expect(watchdogInterval({ WATCHDOG_USEC: "200000", WATCHDOG_PID: "1" })).toBeUndefined();
+  });
+});
+
+describe("what a role tells its service manager, whatever order its start and a stop come in", () => {
+  test("READY=1 once however often the role says it is up; a stop asked for before it is up (a signal during its start) is told STOPPING=1, and READY=1 never after it", () => {
+    const t = socketDir(defer, "aasn-");
+    const notify = notifyReceiver(t.path("notify"));
+    defer(() => notify.close());
+    const up = new Shutdown(undefined, { NOTIFY_SOCKET: notify.name });
+    up.ready();
+    up.ready();
+    up.dispose();
+    expect(notify.messages()).toEqual(["READY=1"]);
+
+    const early = notifyReceiver(t.path("notify-early"));
+    defer(() => early.close());
+    const stopping = new Shutdown(undefined, { NOTIFY_SOCKET: early.name });
+    stopping.request("SIGTERM");
+    stopping.ready();
+    stopping.dispose();
+    expect(early.messages()).toEqual(["STOPPING=1"]);
   });
 });
