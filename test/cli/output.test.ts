@@ -1044,8 +1044,7 @@ describe("output serve's log to a pipe it cannot open again", () => {
     // A client that reads nothing: the first signal's stop waits for it.
     await connectClient(defer, t.sock, { paused: true });
     await Bun.sleep(500);
-    serve.kill("SIGTERM");
-    await Bun.sleep(200);
+    await serve.signalTaken("SIGTERM");
     serve.kill("SIGTERM");
     // The reader reads again once the agent waits in its exit for the log's reader (a sleep: its loop no longer
     // turns): the lines held since the pipe filled are offered then, before the pipe is given up.
@@ -1080,8 +1079,7 @@ describe("output recv to stdout with stderr on it (2>&1)", () => {
     await heldUp(await metricsUrl(serve), "jetkvm_audio_frames_sent_total", 20_000);
     // A stats line comes due while the reader reads nothing: it waits in the agent's log.
     await Bun.sleep(1500);
-    recv.kill("SIGTERM");
-    await Bun.sleep(100);
+    await recv.signalTaken("SIGTERM");
     recv.kill("SIGTERM");
     // The second signal exits at once (README: 143), not held at exit writing the waiting log lines into a
     // socket made blocking again (stdout's flags put back first): a parent waiting on it would wait forever.

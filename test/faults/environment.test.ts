@@ -955,8 +955,7 @@ describe("a log reader that is not reading as the agent exits", () => {
     const before = descriptors();
     await connectClient(defer, sock, { paused: true });
     await until(() => descriptors() > before, "the client accepted");
-    agent.kill("SIGTERM");
-    await Bun.sleep(100);
+    await agent.signalTaken("SIGTERM");
     agent.kill("SIGTERM");
     // The reader is back at once; the agent, exiting, has a second to hand it what waits.
     let read = "";
@@ -1022,10 +1021,10 @@ describe("what a clean exit still owes", () => {
     makeFifo(dir.path("source.fifo"));
     const agent = spawnAgent(args.map((arg) => (/\.(sock|fifo|wire)$/.test(arg) ? dir.path(arg) : arg)));
     await agent.waitForStderr(waiting);
+    // Each SIGHUP taken before the next is sent: two pending at once would be one.
     for (let i = 0; i < 15; i++) {
-      agent.kill("SIGHUP");
+      await agent.signalTaken("SIGHUP");
       if (i < 10) await until(() => agent.stderr.split("SIGHUP ignored").length === i + 2, `SIGHUP line ${i + 1}`);
-      else await Bun.sleep(50);
     }
     agent.kill("SIGTERM");
     expect(await agent.exited).toBe(0);

@@ -7,6 +7,7 @@
  * socket buffer sizes it grants.
  */
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { constants } from "node:os";
 import { statusKiB } from "../../src/bench/process-figures.ts";
 
 /** VmRSS of a process in KiB, 0 when it is gone (the bench's own reader). */
@@ -43,6 +44,23 @@ export async function peakRss(pid: number, until: Promise<unknown>, everyMs = 10
     await Bun.sleep(everyMs);
   }
   return peak;
+}
+
+/**
+ * Whether `signal` sent to process `pid` still waits in the kernel (ShdPnd):
+ * a process held off the CPU takes it only when it runs again, and the same
+ * signal sent meanwhile is merged into it (Linux keeps one of each pending).
+ * False once the process is gone.
+ */
+export function signalPending(pid: number, signal: NodeJS.Signals): boolean {
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    return false;
+  }
+  const pending = BigInt(`0x${/^ShdPnd:\s+([0-9a-f]+)$/m.exec(status)![1]}`);
+  return ((pending >> BigInt(constants.signals[signal] - 1)) & 1n) === 1n;
 }
 
 /** Live and not a zombie (nothing may reap the daemon's orphans in a container). */

@@ -7,6 +7,8 @@
 import type { FileSink, Subprocess } from "bun";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { signalPending } from "./proc.ts";
+import { until } from "./wait.ts";
 
 export const REPO = resolve(import.meta.dir, "../..");
 const PINNED_BUN = join(REPO, "node_modules/.bin/bun");
@@ -106,6 +108,16 @@ export class Spawned {
 
   kill(signal: NodeJS.Signals = "SIGTERM"): void {
     if (!this.hasExited) this.proc.kill(signal);
+  }
+
+  /**
+   * Sends `signal` and resolves once the process has taken it (the kernel no longer holds it pending),
+   * or has exited: the next one of the same kind is then its own, not merged into this one, however
+   * long a busy machine keeps the process off the CPU.
+   */
+  async signalTaken(signal: NodeJS.Signals, timeoutMs = 20000): Promise<void> {
+    this.kill(signal);
+    await until(() => this.hasExited || !signalPending(this.pid, signal), `${signal} taken by ${this.cmd.join(" ")}`, timeoutMs, 1);
   }
 
   /** Resolves once stderr contains `pattern` (e.g. a log line); rejects if the process exits first. */

@@ -21,10 +21,9 @@ export async function agentWithQueue(defer: (cleanup: () => unknown) => void, di
   return server;
 }
 
-/** `signal` twice, spaced so that the two are not merged into one: the second comes while the first's stop still flushes. */
+/** `signal` twice, the second once the first is taken (never merged into it): it comes while the first's stop still flushes. */
 export async function signalTwice(server: Spawned, signal: NodeJS.Signals): Promise<void> {
   await Bun.sleep(200);
-  server.kill(signal);
-  await Bun.sleep(100);
+  await server.signalTaken(signal);
   server.kill(signal);
 }
