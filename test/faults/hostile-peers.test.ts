@@ -268,15 +268,24 @@ describe("a server breaking the framing, against `output recv`", () => {
     await Bun.sleep(8000);
     recv.kill("SIGTERM");
     expect(await recv.exited).toBe(0);
-    const connects = Number(logFields(recv.stderr, "output-client", "stopped")!.connects);
+    const stopped = logFields(recv.stderr, "output-client", "stopped")!;
+    // A connection the server ends at once is, to the client, one made and then ended, or one reset as it
+    // was made (the end came before its connect completed): which depends on how soon each side ran, so
+    // a loaded machine turns many into resets. Both back off alike; each the server took is one of them.
+    const connects = Number(stopped.connects);
+    const resets = Number(stopped.connect_resets ?? 0);
     // Short sessions back off (50 ms doubling, up to 5 s): a few connections, not thousands.
-    expect(connects).toBeGreaterThanOrEqual(3);
+    expect(connects + resets).toBeGreaterThanOrEqual(3);
+    expect(connects + resets).toBeLessThanOrEqual(fake.connections.length);
     expect(fake.connections.length).toBeLessThanOrEqual(40);
     const said = (message: string) => recv.stderr.split("\n").filter((l) => l.endsWith(`output-client: ${message}`) || l.includes(`output-client: ${message} `));
     const heldBack = (message: string) =>
       [...recv.stderr.matchAll(new RegExp(`output-client: (\\d+) more "${message}" lines`, "g"))].reduce((sum, m) => sum + Number(m[1]), 0);
-    // Each connection is one "reconnected" (the first one "connected") and one "disconnected": logged or held back and counted.
-    expect(said("reconnected").length + heldBack("reconnected")).toBe(connects - 1);
+    // Each connection is one "reconnected" (the first one "connected") and one "disconnected", each reset
+    // its own warning: logged or held back and counted.
+    expect(said("reconnected").length + heldBack("reconnected")).toBe(Math.max(0, connects - 1));
+    const reset = "the server closed the connection as it was made: whatever it sent on it is lost";
+    expect(said(reset).length + heldBack(reset)).toBe(resets);
     expect(said("disconnected").length + heldBack("disconnected")).toBeGreaterThanOrEqual(connects - 1);
     expect(recv.stderr.trimEnd().split("\n").length).toBeLessThanOrEqual(100);
   }, 60_000);
