@@ -301,6 +301,9 @@ describe("a server breaking the framing, against `output recv`", () => {
       });
       await recv.waitForStderr("framing violation from server; disconnecting");
       await until(() => fake.connections.length >= 3, "reconnected after the good server closed");
+      // The third connection taken by the client too, not only accepted by the server: a stop that comes
+      // before the client has run since its connect ends that connection uncounted.
+      await until(() => (recv.stderr.match(/ output-client: reconnected /g) ?? []).length === 2, "the client's third connection");
       recv.kill("SIGTERM");
       expect(await recv.exited).toBe(0);
 
