@@ -56,6 +56,9 @@ function target(room = Infinity) {
 
 const running = { lossless: false, loop: false, isStopped: () => false };
 
+/** A pacer whose clock stands at 0: each frame's wait is its whole time on the source's timeline. */
+const stillPacer = () => new Pacer({ now: () => 0 });
+
 describe("pumpSource", () => {
   test("sends every frame of the source once, in order, and returns the count", async () => {
     const to = target();
@@ -124,12 +127,14 @@ describe("pumpSource", () => {
     let stopped = false;
     const sendFrame = to.sendFrame;
     // Frames 100 ms apart; 10 ms after the second is sent, during the wait for the third, the role stops.
+    // The pacer's clock stands still, so the wait for the third is its whole 200 ms however late the
+    // second went out: a stall past the third's time on a real clock made it due, and sent it.
     to.sendFrame = (payload) => {
       if (to.sent.length === 1) setTimeout(() => (stopped = true), 10);
       return sendFrame(payload);
     };
     const wire = await source(wireBytes(0, 5, (i) => Uint8Array.of(i, 0, 0, 0), OUTPUT_MAGIC, 100));
-    expect(await pumpSource(wire, to, { ...running, pacer: new Pacer(), isStopped: () => stopped })).toBe(2);
+    expect(await pumpSource(wire, to, { ...running, pacer: stillPacer(), isStopped: () => stopped })).toBe(2);
     expect(to.sent).toEqual([0, 1]);
   });
 
@@ -178,7 +183,9 @@ describe("pumpSource", () => {
 
   test("with a pacer, a frame waited for is written (the writer's microtask) before the next frame is read", async () => {
     const { events, reading, writing } = await logged(3, 5);
-    expect(await pumpSource(reading, writing, { ...running, pacer: new Pacer() })).toBe(3);
+    // A pacer whose clock stands still: the second and third are waited for whatever the machine's
+    // stalls (on a real clock a stall of 5 ms between the first two reads made the second due at once).
+    expect(await pumpSource(reading, writing, { ...running, pacer: stillPacer() })).toBe(3);
     // The first frame is due at once (written while the pacer waits for the second); the next two are waited for.
     expect(events).toEqual(["read 0", "read 1", "write 0", "write 1", "read 2", "write 2"]);
   });
