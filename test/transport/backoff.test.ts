@@ -103,7 +103,8 @@ describe("connectWithBackoff", () => {
     const path = dir.path("late.sock");
     const { reports, report } = recordingReport();
     const connecting = connectWithBackoff({ path, handler: ignore, report, timeoutMs: 20_000 });
-    await Bun.sleep(150);
+    // The server comes up once an attempt has failed, not after a pause a loaded machine may not reach it in.
+    await until(() => reports.some((r) => r.message === "waiting for the server"), "the first attempt to fail");
     const listener = Bun.listen({ unix: path, socket: { data() {} } });
     defer(() => listener.stop(true));
     const socket = await connecting;
