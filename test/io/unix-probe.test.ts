@@ -10,6 +10,7 @@ import { fdCount } from "../support/proc.ts";
 import { BUN, makeStaleSocket, REPO, run } from "../support/processes.ts";
 import { closeConnections, queueConnections } from "../support/queued-connections.ts";
 import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
 
@@ -37,7 +38,7 @@ describe("probeUnixSocket: whether a server listens at a Unix socket path", () =
   test("a live server: true, and the probe's connection is closed at once", async () => {
     const { path, counts } = countingListener();
     expect(await probeUnixSocket(path, 10_000)).toBe(true);
-    for (let i = 0; i < 500 && counts.closed < 1; i++) await Bun.sleep(10);
+    await until(() => counts.closed >= 1, "the probe's connection closed at the server");
     expect(counts).toEqual({ opened: 1, closed: 1 });
   });
 
@@ -90,7 +91,7 @@ describe("probeUnixSocket: whether a server listens at a Unix socket path", () =
     }
     expect(answers).toEqual(new Set([true, false, "EPROTOTYPE", "EINVAL"]));
     // The live server's ends of the probes' connections close as it sees them closed.
-    for (let i = 0; i < 500 && counts.closed < 50; i++) await Bun.sleep(10);
+    await until(() => counts.closed >= 50, "the probes' connections closed at the server");
     expect(counts).toEqual({ opened: 50, closed: 50 });
     expect(fdCount(process.pid)).toBe(before);
   });
