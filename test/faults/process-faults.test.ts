@@ -64,7 +64,8 @@ function expectOldAudioWithinBudget(resumed: { timestampMs: number }[], resumedA
   const isOld = (m: { timestampMs: number }) => m.timestampMs < resumedAt - 300;
   const old = resumed.filter(isOld);
   expect(resumed.slice(old.length).filter(isOld).length).toBe(0);
-  if (old.length > 0) expect(old.at(-1)!.timestampMs - old[0]!.timestampMs).toBeLessThanOrEqual(BUDGET_MS);
+  // The hold goes by monotonic enqueue times, the stamps by the wall clock, whose offset a re-read may move by up to a ms.
+  if (old.length > 0) expect(old.at(-1)!.timestampMs - old[0]!.timestampMs).toBeLessThanOrEqual(BUDGET_MS + 1);
 }
 
 /** Frames in a wire sink written by a running `output recv` (it flushes every 100 ms). */
