@@ -1,5 +1,5 @@
 import type { Library } from "bun:ffi";
-import { ERRNO_LOCATION, errnoName, lastErrno, openLibc } from "./libc.ts";
+import { ERRNO_LOCATION, lastErrnoName, openLibc } from "./libc.ts";
 
 /**
  * Connections the kernel completes for a listener and keeps until the
@@ -34,5 +34,5 @@ export function boundAcceptQueue(listener: object, backlog = ACCEPT_QUEUE): stri
   }
   if (typeof listenCall === "string") return listenCall;
   if (listenCall.symbols.listen(fd, backlog) === 0) return undefined;
-  return `listen(${fd}, ${backlog}) failed: ${errnoName(lastErrno(listenCall.symbols))}`;
+  return `listen(${fd}, ${backlog}) failed: ${lastErrnoName(listenCall.symbols)}`;
 }

@@ -5,6 +5,7 @@ import { dlopen, read, type Library, type Pointer, type Symbols } from "bun:ffi"
 
 /** Linux's values (the same on x86-64 and aarch64), for the sockets the callers open through libc. */
 export const AF_UNIX = 1;
+export const AF_INET = 2;
 export const SOCK_STREAM = 1;
 export const SOCK_DGRAM = 2;
 export const SOCK_CLOEXEC = 0o2000000;
@@ -64,6 +65,11 @@ export const ERRNO_LOCATION = { args: [], returns: "ptr" } as const;
 export function lastErrno(symbols: { __errno_location: () => unknown }): number {
   // Never null: errno's address in this thread.
   return read.i32(symbols.__errno_location() as Pointer, 0);
+}
+
+/** The name of errno as the last failed call left it (see lastErrno and errnoName). */
+export function lastErrnoName(symbols: { __errno_location: () => unknown }): string {
+  return errnoName(lastErrno(symbols));
 }
 
 let errnoNames: Map<number, string> | undefined;

@@ -1,5 +1,5 @@
 import { ptr, type Library } from "bun:ffi";
-import { AF_UNIX, ERRNO_LOCATION, errnoName, lastErrno, LIBC_CANDIDATES, openLibc, SOCK_CLOEXEC, SOCK_STREAM, unixAddress } from "./libc.ts";
+import { AF_UNIX, ERRNO_LOCATION, lastErrnoName, LIBC_CANDIDATES, openLibc, SOCK_CLOEXEC, SOCK_STREAM, unixAddress } from "./libc.ts";
 import { within } from "./within.ts";
 
 /** O_NONBLOCK as a socket() flag: the same on x86-64 and aarch64. */
@@ -45,12 +45,12 @@ export async function probeUnixSocket(path: string, timeoutMs: number): Promise<
 function connectOnce(library: Library<typeof SYMBOLS>, path: string): boolean | string {
   const { socket, connect, close } = library.symbols;
   const fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return errnoName(lastErrno(library.symbols));
+  if (fd < 0) return lastErrnoName(library.symbols);
   try {
     // A relative path beginning with "@" is a file, not an abstract name: "./" keeps it one.
     const address = unixAddress(path.startsWith("@") ? `./${path}` : path);
     if (connect(fd, ptr(address), address.length) === 0) return true;
-    const code = errnoName(lastErrno(library.symbols));
+    const code = lastErrnoName(library.symbols);
     // EAGAIN (named EWOULDBLOCK too, one number): the server's accept queue is full. EINPROGRESS:
     // Linux never answers it for a Unix socket, another kernel would for a connection the server
     // has yet to complete. Alive, both.

@@ -1,7 +1,7 @@
 import { ptr, type Library } from "bun:ffi";
 import { lstatSync, readFileSync } from "node:fs";
 import { endianness, networkInterfaces } from "node:os";
-import { ERRNO_LOCATION, errnoName, lastErrno, MSG_DONTWAIT, openLibc, SOCK_CLOEXEC, SOCK_DGRAM } from "../io/libc.ts";
+import { AF_INET, ERRNO_LOCATION, errnoName, lastErrnoName, MSG_DONTWAIT, openLibc, SOCK_CLOEXEC, SOCK_DGRAM } from "../io/libc.ts";
 
 /**
  * Who is at the other end of a TCP connection from this machine, and whether
@@ -21,7 +21,6 @@ export interface Endpoint {
   port: number;
 }
 
-const AF_INET = 2;
 const AF_INET6 = 10;
 const AF_NETLINK = 16;
 const NETLINK_SOCK_DIAG = 4;
@@ -88,7 +87,7 @@ export function socketDiagnosticsMissing(family: number, protocol: number): stri
   const libc = library();
   if (typeof libc === "string") return libc;
   const fd = libc.symbols.socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (fd < 0) return `socket(AF_NETLINK, NETLINK_SOCK_DIAG) failed: ${errnoName(lastErrno(libc.symbols))}`;
+  if (fd < 0) return `socket(AF_NETLINK, NETLINK_SOCK_DIAG) failed: ${lastErrnoName(libc.symbols)}`;
   try {
     request.fill(0);
     const header = new DataView(request.buffer);
@@ -99,7 +98,7 @@ export function socketDiagnosticsMissing(family: number, protocol: number): stri
     request[17] = protocol;
     // Every other field 0: the states wanted too, so that nothing is listed.
     if (Number(libc.symbols.sendto(fd, ptr(request), REQUEST_BYTES, 0, ptr(KERNEL), KERNEL.length)) !== REQUEST_BYTES) {
-      return `sock_diag refused a request: ${errnoName(lastErrno(libc.symbols))}`;
+      return `sock_diag refused a request: ${lastErrnoName(libc.symbols)}`;
     }
     // The reply is queued before sendto returns (the kernel answers in the sender's call): never wait for it.
     const got = Number(libc.symbols.recv(fd, ptr(reply), reply.length, MSG_DONTWAIT));

@@ -1,5 +1,5 @@
 import { ptr, type Library } from "bun:ffi";
-import { AF_UNIX, ERRNO_LOCATION, errnoName, lastErrno, MSG_DONTWAIT, openLibc, SOCK_CLOEXEC, SOCK_DGRAM, unixAddress } from "../io/libc.ts";
+import { AF_UNIX, ERRNO_LOCATION, lastErrnoName, MSG_DONTWAIT, openLibc, SOCK_CLOEXEC, SOCK_DGRAM, unixAddress } from "../io/libc.ts";
 
 /** With MSG_DONTWAIT: never wait for a receiver whose queue is full (the message is lost, not the process's time), never SIGPIPE. */
 const MSG_NOSIGNAL = 0x4000;
@@ -39,7 +39,7 @@ export class NotifySocket {
     if (!opened.library) return `NOTIFY_SOCKET: ${opened.detail}`;
     const fd = opened.library.symbols.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-      const code = errnoName(lastErrno(opened.library.symbols));
+      const code = lastErrnoName(opened.library.symbols);
       opened.library.close();
       return `NOTIFY_SOCKET: socket(AF_UNIX, SOCK_DGRAM) failed: ${code}`;
     }
@@ -50,7 +50,7 @@ export class NotifySocket {
   send(text: string): string | undefined {
     const bytes = Buffer.from(text);
     const sent = this.library.symbols.sendto(this.fd, ptr(bytes), bytes.length, MSG_DONTWAIT | MSG_NOSIGNAL, ptr(this.address), this.address.length);
-    return Number(sent) === bytes.length ? undefined : errnoName(lastErrno(this.library.symbols));
+    return Number(sent) === bytes.length ? undefined : lastErrnoName(this.library.symbols);
   }
 
   dispose(): void {

@@ -1,8 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { copyFileSync } from "node:fs";
 import { clearReferenced, residentKiB, statusKiB, used } from "../../src/bench/process-figures.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { BUN, start, type Spawned } from "../support/processes.ts";
+import { BUN, copyOfBun, start, type Spawned } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 
 const defer = useCleanup();
@@ -17,9 +16,7 @@ afterEach(() => {
  * touches some 20 MiB of Bun's binary: a process counted from the shared binary showed them.
  */
 function ownBun(): string {
-  const path = socketDir(defer, "pf-").path("bun");
-  copyFileSync(BUN, path);
-  return path;
+  return copyOfBun(socketDir(defer, "pf-").path("bun"));
 }
 
 /**

@@ -5,8 +5,8 @@
  * waits in the kernel's accept queue meanwhile.
  */
 import { ptr } from "bun:ffi";
-import { AF_UNIX, openLibc, SOCK_STREAM, unixAddress } from "../../src/io/libc.ts";
-import { AF_INET, loopbackAddress } from "./loopback-address.ts";
+import { AF_INET, AF_UNIX, openLibc, SOCK_STREAM, unixAddress } from "../../src/io/libc.ts";
+import { loopbackAddress } from "./loopback-address.ts";
 
 const opened = openLibc({
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },

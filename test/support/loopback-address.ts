@@ -1,5 +1,4 @@
-/** AF_INET, as struct sockaddr_in's family holds it on Linux. */
-export const AF_INET = 2;
+import { AF_INET } from "../../src/io/libc.ts";
 
 /** A struct sockaddr_in for 127.0.0.1:`port`, as libc's connect() takes it: the family little-endian, the port in network order. */
 export function loopbackAddress(port: number): Uint8Array {

@@ -1,7 +1,6 @@
 /** Running a command as another user: nobody (uid/gid 65534, no groups) via setpriv (util-linux), which needs root. */
-import { chmodSync, copyFileSync } from "node:fs";
 import { join } from "node:path";
-import { BUN } from "./processes.ts";
+import { BUN, copyOfBun } from "./processes.ts";
 
 export const NOBODY = 65534;
 const setpriv = Bun.which("setpriv");
@@ -25,10 +24,7 @@ export function asUser(uid: number, gid: number, dir: string, command: string[],
   const prefix = [setpriv!, `--reuid=${uid}`, `--regid=${gid}`, login ? "--init-groups" : "--clear-groups", "--"];
   const probe = Bun.spawnSync([...prefix, command[0]!, "--version"], { cwd: dir, stdout: "pipe", stderr: "pipe" });
   if (probe.exitCode !== 0 && command[0] === BUN) {
-    const copy = join(dir, "bun");
-    copyFileSync(BUN, copy);
-    chmodSync(copy, 0o755);
-    return [...prefix, copy, ...command.slice(1)];
+    return [...prefix, copyOfBun(join(dir, "bun")), ...command.slice(1)];
   }
   return [...prefix, ...command];
 }

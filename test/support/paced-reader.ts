@@ -8,10 +8,10 @@
  * socket polls writable once a quarter of its send buffer is used).
  */
 import { ptr } from "bun:ffi";
-import { AF_UNIX, MSG_DONTWAIT, openLibc, SOCK_STREAM, unixAddress } from "../../src/io/libc.ts";
+import { AF_INET, AF_UNIX, MSG_DONTWAIT, openLibc, SOCK_STREAM, unixAddress } from "../../src/io/libc.ts";
 import { concatBytes } from "./bytes.ts";
 import { until } from "./wait.ts";
-import { AF_INET, loopbackAddress } from "./loopback-address.ts";
+import { loopbackAddress } from "./loopback-address.ts";
 
 const opened = openLibc({
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },

@@ -5,7 +5,7 @@
  * collected as it comes; stopAgents() kills whatever is left after a test.
  */
 import type { FileSink, Subprocess } from "bun";
-import { existsSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { signalPending } from "./proc.ts";
 import { until } from "./wait.ts";
@@ -15,6 +15,16 @@ const PINNED_BUN = join(REPO, "node_modules/.bin/bun");
 
 /** The Bun that runs helper child processes (and the agent from source). */
 export const BUN = existsSync(PINNED_BUN) ? PINNED_BUN : process.execPath;
+
+/**
+ * A copy of BUN at `path`, executable by everyone: for a process another user runs (BUN may sit
+ * in a directory they cannot enter) or one that must not share the binary's pages with others.
+ */
+export function copyOfBun(path: string): string {
+  copyFileSync(BUN, path);
+  chmodSync(path, 0o755);
+  return path;
+}
 
 /** The benchmark's bare Bun floor program, run from its source by the tests. */
 export const BARE_BUN_FLOOR = join(REPO, "src/bench/floors/bare-bun.js");
