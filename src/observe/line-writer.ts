@@ -1,4 +1,5 @@
-import { constants, copyFileSync, fstatSync, ftruncateSync, unlinkSync } from "node:fs";
+import { constants, copyFileSync, fstatSync, ftruncateSync, renameSync, unlinkSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { appends } from "../io/appended-file.ts";
 import { fileName } from "../io/file-placement.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
@@ -102,8 +103,8 @@ export class LineWriter {
   /**
    * Keeps the file this writes to, which it appends to (appendedFile), under
    * `maxBytes`: the line that takes it there is the last before the file is
-   * copied to its name with ".1" added (the copy before, or a link there,
-   * replaced: never written through) and emptied
+   * copied to its name with ".1" added (copyToOlder: the copy before, or a
+   * link there, replaced, never written through) and emptied
    * (logrotate's copytruncate, between two lines, so none is cut, and none
    * lost while the copy is made: no other line is written meanwhile). A copy
    * that fails, or a file removed (no name to copy to), is emptied all the
@@ -272,10 +273,7 @@ export class LineWriter {
       if (path === undefined) lost = "the log file has no name left (removed), so no copy is made: the lines before this one are lost";
       else {
         try {
-          // A new file at the name: a link there (to a file elsewhere, or to this one) is not written through.
-          removeIfThere(`${path}.1`);
-          // Through the descriptor: the file written to, whatever is at its name now.
-          copyWhole(`/proc/self/fd/${this.fd}`, `${path}.1`);
+          copyToOlder(`/proc/self/fd/${this.fd}`, path, forRoom);
         } catch (e) {
           lost = `cannot copy the log to ${path}.1 (${(e as NodeJS.ErrnoException).code ?? e}): the lines before this one are lost`;
         }
@@ -309,6 +307,42 @@ function takeBackLine(fd: number, bytes: number): boolean {
   }
   // Emptied meanwhile (a turn, stdout's 2>&1 writer): what is left goes.
   return takeBack(fd, Math.min(bytes, size));
+}
+
+/**
+ * Copies `from` (through the descriptor: the file written to, whatever is at
+ * its name now) to a new file at `path`.1, which replaces the one before (or
+ * a link there, to a file elsewhere or to this one: never written through).
+ * Made under a hidden name and renamed over it, so a reader (`tail -F`, a
+ * log shipper) finds the old copy or the new one, whole, never none or part
+ * of one. Where the disk has no room for both (`short`, or the copy runs out
+ * of room), the old one is removed first to make room.
+ */
+function copyToOlder(from: string, path: string, short: boolean): void {
+  const older = `${path}.1`;
+  if (!short) {
+    const made = join(dirname(path), `.${basename(path)}.1.new`);
+    // Left by an agent that ended mid-copy, or another's file: only its name is taken away.
+    removeIfThere(made);
+    let copied = true;
+    try {
+      copyWhole(from, made);
+    } catch (e) {
+      if (!OUT_OF_ROOM.has((e as NodeJS.ErrnoException).code ?? "")) throw e;
+      copied = false;
+    }
+    if (copied) {
+      try {
+        renameSync(made, older);
+      } catch (e) {
+        removeIfThere(made);
+        throw e;
+      }
+      return;
+    }
+  }
+  removeIfThere(older);
+  copyWhole(from, older);
 }
 
 /**

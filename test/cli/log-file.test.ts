@@ -34,15 +34,8 @@ describe("--log-max-bytes", () => {
     const t = socketDir(defer, "aa-log-");
     const log = t.path("agent.log");
     const agent = serveLoggingTo(log, t.path(""), ["--log-max-bytes", "4096"]);
-    // FILE.1 as it is now, "" while a turn has it removed and not yet copied again (the copy is made at the name, as
-    // logrotate's copytruncate makes its own): looked at while the agent runs, so caught at any moment of a turn.
-    const olderNow = () => {
-      try {
-        return readFileSync(`${log}.1`, "utf8");
-      } catch {
-        return "";
-      }
-    };
+    // FILE.1 as it is now, "" before the first turn: each turn renames a whole copy over it.
+    const olderNow = () => (existsSync(`${log}.1`) ? readFileSync(`${log}.1`, "utf8") : "");
     let firstOlder = "";
     await until(() => (firstOlder ||= olderNow()).length > 0, "a first turn", 20_000);
     // A second turn puts later lines in FILE.1.

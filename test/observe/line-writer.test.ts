@@ -3,7 +3,7 @@
  * when it chooses: a log reader that stalls and comes back.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { appendedFile } from "../../src/io/appended-file.ts";
 import { LineWriter } from "../../src/observe/line-writer.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
@@ -417,6 +417,82 @@ out.write(line(81));`,
     expect(done.code).toBe(0);
     expect(existsSync(disk.path("agent.log.1"))).toBe(false);
     expect(readFileSync(disk.path("agent.log"), "utf8")).toBe(`warn: cannot copy the log to ${t.path("disk/agent.log")}.1 (ENOSPC): the lines before this one are lost\n`);
+  });
+
+  test("a reader of FILE.1 while the log turns finds the copy before or the new one, whole: never no FILE.1 nor part of one (each made aside and renamed over it)", async () => {
+    const { path, fd } = appendedLog();
+    const out = new LineWriter(fd);
+    const failures: string[] = [];
+    // 8 MiB a turn: a copy of some milliseconds, a window the watcher cannot miss if there is one.
+    const [lineBytes, perTurn] = [8192, 1024];
+    out.capAt(lineBytes * perTurn, (why) => failures.push(why));
+    const t = socketDir(defer, "aa-lw-");
+    const watcher = t.path("watch.js");
+    writeFileSync(
+      watcher,
+      `import { existsSync, statSync } from "node:fs";
+const [older, size, stop] = [process.argv[2], Number(process.argv[3]), process.argv[4]];
+const counts = { whole: 0, missing: 0, partial: 0 };
+let seen = false;
+console.error("watching");
+while (!existsSync(stop)) {
+  let bytes;
+  try {
+    bytes = statSync(older).size;
+  } catch (e) {
+    if (e.code !== "ENOENT") throw e;
+    if (seen) counts.missing++;
+    continue;
+  }
+  seen = true;
+  counts[bytes === size ? "whole" : "partial"]++;
+}
+console.log(JSON.stringify(counts));`,
+    );
+    const watching = start([BUN, watcher, `${path}.1`, String(lineBytes * perTurn), t.path("stop")]);
+    await watching.waitForStderr("watching");
+    // Five turns, the last made as the line after them is written.
+    for (let i = 0; i <= 5 * perTurn; i++) out.write(line(i, lineBytes));
+    writeFileSync(t.path("stop"), "");
+    const done = await watching.done;
+    expect(done.code).toBe(0);
+    const counts = JSON.parse(done.stdout);
+    expect(counts.whole).toBeGreaterThan(0);
+    expect(counts).toEqual({ whole: counts.whole, missing: 0, partial: 0 });
+    expect(readFileSync(`${path}.1`, "utf8")).toBe(Array.from({ length: perTurn }, (_, i) => line(4 * perTurn + i, lineBytes)).join(""));
+    expect(readFileSync(path, "utf8")).toBe(line(5 * perTurn, lineBytes));
+    expect(failures).toEqual([]);
+  });
+
+  test.skipIf(!canUnshare("--mount"))("a disk with room for one copy but not two: the copy before is removed first to make room, and the new one is made (and no hidden copy left)", async () => {
+    const t = socketDir(defer, "aa-lw-");
+    mkdirSync(t.path("disk"));
+    const disk = await smallDisk(t.path("disk"), 64 * 1024);
+    defer(disk.release);
+    writeFileSync(disk.path("agent.log.1"), "o".repeat(8099) + "\n");
+    const script = t.path("turn.ts");
+    // The log's 8100 bytes and the copy before take two pages each; the rest is filled but for two pages.
+    // The 82nd line takes the log to a third page and to its cap: one page is too few for a copy
+    // beside the one before, three are enough once it is gone.
+    lineWriterScript(
+      script,
+      `import { ftruncateSync, openSync, writeSync } from "node:fs";
+const filler = process.argv[3];
+out.capAt(8192, (why) => out.write("warn: " + why + "\\n"));
+const line = (i) => "line " + String(i).padStart(4, "0") + " " + "x".repeat(89) + "\\n";
+for (let i = 0; i < 81; i++) out.write(line(i));
+const fd = openSync(filler, "w");
+let size = 0;
+try { for (;;) size += writeSync(fd, new Uint8Array(4096)); } catch (e) { if (e.code !== "ENOSPC") throw e; }
+ftruncateSync(fd, size - 8192);
+out.write(line(81));`,
+    );
+    const done = await run(disk.run([BUN, script, t.path("disk/agent.log"), t.path("disk/filler")]));
+    expect(done.stderr).toBe("");
+    expect(done.code).toBe(0);
+    expect(readFileSync(disk.path("agent.log.1"), "utf8")).toBe(Array.from({ length: 82 }, (_, i) => line(i)).join(""));
+    expect(readFileSync(disk.path("agent.log"), "utf8")).toBe("");
+    expect(readdirSync(disk.path("")).sort()).toEqual(["agent.log", "agent.log.1", "filler"]);
   });
 
   test("a log removed while written to (its space freed only once the agent exits) is still emptied at the cap, with nothing to copy it to: its size stays bounded", () => {
