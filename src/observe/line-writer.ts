@@ -315,34 +315,37 @@ function takeBackLine(fd: number, bytes: number): boolean {
  * a link there, to a file elsewhere or to this one: never written through).
  * Made under a hidden name and renamed over it, so a reader (`tail -F`, a
  * log shipper) finds the old copy or the new one, whole, never none or part
- * of one. Where the disk has no room for both (`short`, or the copy runs out
- * of room), the old one is removed first to make room.
+ * of one. Where that cannot be done (no room for both, `short` when the disk
+ * is known full; a name too long), the old one is removed first and the copy
+ * made at its name, whose failure is the one thrown.
  */
 function copyToOlder(from: string, path: string, short: boolean): void {
   const older = `${path}.1`;
-  if (!short) {
-    const made = join(dirname(path), `.${basename(path)}.1.new`);
-    // Left by an agent that ended mid-copy, or another's file: only its name is taken away.
-    removeIfThere(made);
-    let copied = true;
-    try {
-      copyWhole(from, made);
-    } catch (e) {
-      if (!OUT_OF_ROOM.has((e as NodeJS.ErrnoException).code ?? "")) throw e;
-      copied = false;
-    }
-    if (copied) {
-      try {
-        renameSync(made, older);
-      } catch (e) {
-        removeIfThere(made);
-        throw e;
-      }
-      return;
-    }
-  }
+  if (!short && copiedAside(from, join(dirname(path), `.${basename(path)}.1.new`), older)) return;
   removeIfThere(older);
   copyWhole(from, older);
+}
+
+/** Whether `from` was copied to `aside` and that renamed to `to`; if not, no copy is left at `aside`. */
+function copiedAside(from: string, aside: string, to: string): boolean {
+  try {
+    // Left by an agent that ended mid-copy, or another's file: only its name is taken away.
+    removeIfThere(aside);
+    copyWhole(from, aside);
+  } catch {
+    return false;
+  }
+  try {
+    renameSync(aside, to);
+    return true;
+  } catch {
+    try {
+      unlinkSync(aside);
+    } catch {
+      // gone already
+    }
+    return false;
+  }
 }
 
 /**

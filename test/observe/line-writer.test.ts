@@ -464,6 +464,22 @@ console.log(JSON.stringify(counts));`,
     expect(failures).toEqual([]);
   });
 
+  test("a log whose name leaves no room for the hidden copy's (255 bytes at most) is still copied, at FILE.1 itself", () => {
+    const t = socketDir(defer, "aa-lw-");
+    // FILE.1's name fits; ".FILE.1.new" does not.
+    const path = t.path("l".repeat(250));
+    const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644);
+    defer(() => closeSync(fd));
+    const out = new LineWriter(fd);
+    const failures: string[] = [];
+    out.capAt(1000, (why) => failures.push(why));
+    const lines = Array.from({ length: 40 }, (_, i) => line(i, 30));
+    for (const text of lines) out.write(text);
+    expect(readFileSync(`${path}.1`, "utf8")).toBe(lines.slice(0, 34).join(""));
+    expect(readFileSync(path, "utf8")).toBe(lines.slice(34).join(""));
+    expect(failures).toEqual([]);
+  });
+
   test.skipIf(!canUnshare("--mount"))("a disk with room for one copy but not two: the copy before is removed first to make room, and the new one is made (and no hidden copy left)", async () => {
     const t = socketDir(defer, "aa-lw-");
     mkdirSync(t.path("disk"));
