@@ -392,13 +392,18 @@ describe("a log file kept under a size (capAt)", () => {
     expect(failures).toEqual([]);
   });
 
-  test.skipIf(!canUnshare("--mount"))("a copy that runs out of room part-way leaves no FILE.1: no part of the log, its last line cut, taking the room; the file is emptied all the same, its first line saying why", async () => {
+  /**
+   * 81 lines of 100 bytes (8100: two pages) logged under a cap of 8192 on a 64 KiB disk that holds
+   * `older` bytes of an earlier turn's FILE.1; then the disk filled but for `pagesLeft` pages, and an
+   * 82nd line written, which takes the log to a third page and past its cap: a turn.
+   */
+  async function turnOnFullDisk(pagesLeft: number, older = 0) {
     const t = socketDir(defer, "aa-lw-");
     mkdirSync(t.path("disk"));
     const disk = await smallDisk(t.path("disk"), 64 * 1024);
     defer(disk.release);
+    if (older > 0) writeFileSync(disk.path("agent.log.1"), "o".repeat(older - 1) + "\n");
     const script = t.path("turn.ts");
-    // The log's 8100 bytes take two pages of the disk; the rest is filled but for one page, too few for the copy.
     lineWriterScript(
       script,
       `import { ftruncateSync, openSync, writeSync } from "node:fs";
@@ -409,14 +414,20 @@ for (let i = 0; i < 81; i++) out.write(line(i));
 const fd = openSync(filler, "w");
 let size = 0;
 try { for (;;) size += writeSync(fd, new Uint8Array(4096)); } catch (e) { if (e.code !== "ENOSPC") throw e; }
-ftruncateSync(fd, size - 4096);
+ftruncateSync(fd, size - ${pagesLeft} * 4096);
 out.write(line(81));`,
     );
     const done = await run(disk.run([BUN, script, t.path("disk/agent.log"), t.path("disk/filler")]));
     expect(done.stderr).toBe("");
     expect(done.code).toBe(0);
+    return { log: t.path("disk/agent.log"), disk };
+  }
+
+  test.skipIf(!canUnshare("--mount"))("a copy that runs out of room part-way leaves no FILE.1: no part of the log, its last line cut, taking the room; the file is emptied all the same, its first line saying why", async () => {
+    // One page left: too few for the copy's three.
+    const { log, disk } = await turnOnFullDisk(1);
     expect(existsSync(disk.path("agent.log.1"))).toBe(false);
-    expect(readFileSync(disk.path("agent.log"), "utf8")).toBe(`warn: cannot copy the log to ${t.path("disk/agent.log")}.1 (ENOSPC): the lines before this one are lost\n`);
+    expect(readFileSync(disk.path("agent.log"), "utf8")).toBe(`warn: cannot copy the log to ${log}.1 (ENOSPC): the lines before this one are lost\n`);
   });
 
   test("a reader of FILE.1 while the log turns finds the copy before or the new one, whole: never no FILE.1 nor part of one (each made aside and renamed over it)", async () => {
@@ -481,31 +492,9 @@ console.log(JSON.stringify(counts));`,
   });
 
   test.skipIf(!canUnshare("--mount"))("a disk with room for one copy but not two: the copy before is removed first to make room, and the new one is made (and no hidden copy left)", async () => {
-    const t = socketDir(defer, "aa-lw-");
-    mkdirSync(t.path("disk"));
-    const disk = await smallDisk(t.path("disk"), 64 * 1024);
-    defer(disk.release);
-    writeFileSync(disk.path("agent.log.1"), "o".repeat(8099) + "\n");
-    const script = t.path("turn.ts");
-    // The log's 8100 bytes and the copy before take two pages each; the rest is filled but for two pages.
-    // The 82nd line takes the log to a third page and to its cap: one page is too few for a copy
-    // beside the one before, three are enough once it is gone.
-    lineWriterScript(
-      script,
-      `import { ftruncateSync, openSync, writeSync } from "node:fs";
-const filler = process.argv[3];
-out.capAt(8192, (why) => out.write("warn: " + why + "\\n"));
-const line = (i) => "line " + String(i).padStart(4, "0") + " " + "x".repeat(89) + "\\n";
-for (let i = 0; i < 81; i++) out.write(line(i));
-const fd = openSync(filler, "w");
-let size = 0;
-try { for (;;) size += writeSync(fd, new Uint8Array(4096)); } catch (e) { if (e.code !== "ENOSPC") throw e; }
-ftruncateSync(fd, size - 8192);
-out.write(line(81));`,
-    );
-    const done = await run(disk.run([BUN, script, t.path("disk/agent.log"), t.path("disk/filler")]));
-    expect(done.stderr).toBe("");
-    expect(done.code).toBe(0);
+    // The copy before takes two pages; two are left, one once the 82nd line is in: too few for a
+    // copy of three pages beside the one before, enough once it is gone.
+    const { disk } = await turnOnFullDisk(2, 8100);
     expect(readFileSync(disk.path("agent.log.1"), "utf8")).toBe(Array.from({ length: 82 }, (_, i) => line(i)).join(""));
     expect(readFileSync(disk.path("agent.log"), "utf8")).toBe("");
     expect(readdirSync(disk.path("")).sort()).toEqual(["agent.log", "agent.log.1", "filler"]);
