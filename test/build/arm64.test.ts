@@ -15,7 +15,9 @@ import { chmodSync, existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { ACCEPT_QUEUE } from "../../src/io/accept-queue.ts";
+import { SOCK_DGRAM, SOCK_STREAM } from "../../src/io/libc.ts";
 import { built, type Built } from "../support/binaries.ts";
+import { bindSocket } from "../support/bound-socket.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { expectAccountedLine, findLogFields, logFields } from "../support/agent-log.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
@@ -26,7 +28,8 @@ import { audioPacketsOf } from "../support/ogg.ts";
 import { TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch } from "../support/payloads.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
-import { agentEnv, BUN, spawnAgent, stopAgents, run, start } from "../support/processes.ts";
+import { agentEnv, BUN, makeStaleSocket, spawnAgent, stopAgents, run, start } from "../support/processes.ts";
+import { closeConnections, queueConnections } from "../support/queued-connections.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { wholeWireFrames, writeWireFile } from "../support/wire.ts";
@@ -155,6 +158,30 @@ describe("compiled arm64 binary under qemu", () => {
     expect(expectAccountedLine(ended)).toEqual({ submitted: tone, delivered: tone, dropped: 0, byReason: {} });
     expect(logFields(ended, "input-server", "stopped")).toMatchObject({ frames: String(tone), dropped: "0", sessions: String(ACCEPT_QUEUE + 2), clean_sessions: "1" });
   }, 100_000);
+
+  test("what is at --socket, told as the x64 build tells it (its listing in /proc/net/unix, then a connect through libc): a live server whose accept queue is full, a datagram socket and one bound but not listening yet are refused (exit 2, each named); a stale one is removed and served on", async () => {
+    const { path } = socketDir(defer, "aa-arm-");
+    defer(bindSocket(path("full.sock"), SOCK_STREAM, 0));
+    const held = queueConnections(path("full.sock"), 100);
+    defer(() => closeConnections(held));
+    defer(bindSocket(path("dgram.sock"), SOCK_DGRAM));
+    defer(bindSocket(path("starting.sock"), SOCK_STREAM, "not listening"));
+    await makeStaleSocket(path("stale.sock"));
+    const serveAt = (name: string) => qemu(["output", "serve", "--socket", path(name), "--source", TONE, "--format", "ogg"]);
+
+    const refused = await Promise.all(["full.sock", "dgram.sock", "starting.sock"].map((name) => run(serveAt(name), { timeoutMs: 40_000 })));
+    expect(refused.map(({ code, stderr }) => [code, stderr.trimEnd()])).toEqual([
+      [2, `audio-agent: --socket: socket ${path("full.sock")} is in use by a live server; stop it first`],
+      [2, `audio-agent: --socket: socket ${path("dgram.sock")} is a live datagram socket (SOCK_DGRAM); refusing to replace it`],
+      [2, `audio-agent: --socket: socket ${path("starting.sock")} is bound by a live process that does not listen on it yet (a server starting?); refusing to replace it`],
+    ]);
+
+    const serve = start(serveAt("stale.sock"), { timeoutMs: 40_000 });
+    await serve.waitForStderr(`listening socket=${path("stale.sock")}`, 30_000);
+    expect(serve.stderr).toContain(`output-server: removed stale socket socket=${path("stale.sock")}`);
+    serve.kill("SIGTERM");
+    expect((await serve.done).code).toBe(0);
+  }, 60_000);
 
   test.skipIf(!canSwitchUser)("--monitor where qemu gives no socket diagnostics (no NETLINK_SOCK_DIAG): said at start, and each peer's user found in /proc/net/tcp: root is served the monitor, nobody only /metrics", async () => {
     const { dir } = socketDir(defer, "aa-arm-");
