@@ -5,7 +5,8 @@
  * gives what the x64 build gives where it goes through libc by bun:ffi
  * (socket buffers, the kernel's unsent and unread bytes, the accept queue's
  * bound, a player's pipe, the service manager's notify socket) and /proc
- * (the log's turn); and its monitor tells users apart by the look-up a
+ * (the log's turn); what is at a socket path is told as on x64 (a connect
+ * through libc); and its monitor tells users apart by the look-up a
  * kernel without socket diagnostics gets (/proc/net/tcp).
  * Needs qemu-aarch64-static and the aarch64 glibc (Debian: qemu-user-static,
  * libc6-arm64-cross; npm test installs them).
