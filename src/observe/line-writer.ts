@@ -1,4 +1,4 @@
-import { constants, copyFileSync, fstatSync, ftruncateSync, renameSync, unlinkSync } from "node:fs";
+import { constants, copyFileSync, fstatSync, ftruncateSync, renameSync, statfsSync, unlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { appends } from "../io/appended-file.ts";
 import { fileName } from "../io/file-placement.ts";
@@ -273,7 +273,7 @@ export class LineWriter {
       if (path === undefined) lost = "the log file has no name left (removed), so no copy is made: the lines before this one are lost";
       else {
         try {
-          copyToOlder(`/proc/self/fd/${this.fd}`, path, forRoom);
+          copyToOlder(`/proc/self/fd/${this.fd}`, path, !forRoom && roomFor(path, 2 * size));
         } catch (e) {
           lost = `cannot copy the log to ${path}.1 (${(e as NodeJS.ErrnoException).code ?? e}): the lines before this one are lost`;
         }
@@ -313,17 +313,31 @@ function takeBackLine(fd: number, bytes: number): boolean {
  * Copies `from` (through the descriptor: the file written to, whatever is at
  * its name now) to a new file at `path`.1, which replaces the one before (or
  * a link there, to a file elsewhere or to this one: never written through).
- * Made under a hidden name and renamed over it, so a reader (`tail -F`, a
- * log shipper) finds the old copy or the new one, whole, never none or part
- * of one. Where that cannot be done (no room for both, `short` when the disk
- * is known full; a name too long), the old one is removed first and the copy
+ * When `roomy`, made under a hidden name and renamed over it, so a reader
+ * (`tail -F`, a log shipper) finds the old copy or the new one, whole, never
+ * none or part of one. Otherwise, or where that fails (a name too long, a
+ * directory at the hidden name), the old one is removed first and the copy
  * made at its name, whose failure is the one thrown.
  */
-function copyToOlder(from: string, path: string, short: boolean): void {
+function copyToOlder(from: string, path: string, roomy: boolean): void {
   const older = `${path}.1`;
-  if (!short && copiedAside(from, join(dirname(path), `.${basename(path)}.1.new`), older)) return;
+  if (roomy && copiedAside(from, join(dirname(path), `.${basename(path)}.1.new`), older)) return;
   removeIfThere(older);
   copyWhole(from, older);
+}
+
+/**
+ * Whether the file system of `path` has `bytes` free: a copy beside the one
+ * before may take half, so a turn never fills a disk it shares (a small
+ * /var/log, where syslogd and the rest would lose lines meanwhile).
+ */
+function roomFor(path: string, bytes: number): boolean {
+  try {
+    const disk = statfsSync(dirname(path));
+    return disk.bavail * disk.bsize >= bytes;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether `from` was copied to `aside` and that renamed to `to`; if not, no copy is left at `aside`. */

@@ -395,7 +395,8 @@ describe("a log file kept under a size (capAt)", () => {
   /**
    * 81 lines of 100 bytes (8100: two pages) logged under a cap of 8192 on a 64 KiB disk that holds
    * `older` bytes of an earlier turn's FILE.1; then the disk filled but for `pagesLeft` pages, and an
-   * 82nd line written, which takes the log to a third page and past its cap: a turn.
+   * 82nd line written, which takes the log to a third page and past its cap: a turn. `made`: the
+   * names the turn made or renamed in the disk's directory (inotify), in order.
    */
   async function turnOnFullDisk(pagesLeft: number, older = 0) {
     const t = socketDir(defer, "aa-lw-");
@@ -415,12 +416,17 @@ const fd = openSync(filler, "w");
 let size = 0;
 try { for (;;) size += writeSync(fd, new Uint8Array(4096)); } catch (e) { if (e.code !== "ENOSPC") throw e; }
 ftruncateSync(fd, size - ${pagesLeft} * 4096);
-out.write(line(81));`,
+const made = [];
+const watcher = fs.watch(process.argv[4], (event, name) => made.push(name));
+out.write(line(81));
+await Bun.sleep(100);
+watcher.close();
+console.log(JSON.stringify(made.filter((name) => name !== "agent.log" && name !== "filler")));`,
     );
-    const done = await run(disk.run([BUN, script, t.path("disk/agent.log"), t.path("disk/filler")]));
+    const done = await run(disk.run([BUN, script, t.path("disk/agent.log"), t.path("disk/filler"), t.path("disk")]));
     expect(done.stderr).toBe("");
     expect(done.code).toBe(0);
-    return { log: t.path("disk/agent.log"), disk };
+    return { log: t.path("disk/agent.log"), disk, made: [...new Set(JSON.parse(done.stdout) as string[])] };
   }
 
   test.skipIf(!canUnshare("--mount"))("a copy that runs out of room part-way leaves no FILE.1: no part of the log, its last line cut, taking the room; the file is emptied all the same, its first line saying why", async () => {
@@ -491,12 +497,29 @@ console.log(JSON.stringify(counts));`,
     expect(failures).toEqual([]);
   });
 
+  // The copy before takes two pages, the log three once the 82nd line is in.
+  const turned = Array.from({ length: 82 }, (_, i) => line(i)).join("");
   test.skipIf(!canUnshare("--mount"))("a disk with room for one copy but not two: the copy before is removed first to make room, and the new one is made (and no hidden copy left)", async () => {
-    // The copy before takes two pages; two are left, one once the 82nd line is in: too few for a
-    // copy of three pages beside the one before, enough once it is gone.
-    const { disk } = await turnOnFullDisk(2, 8100);
-    expect(readFileSync(disk.path("agent.log.1"), "utf8")).toBe(Array.from({ length: 82 }, (_, i) => line(i)).join(""));
+    // One page left: too few for a copy beside the one before, enough once it is gone.
+    const { disk, made } = await turnOnFullDisk(2, 8100);
+    expect(made).toEqual(["agent.log.1"]);
+    expect(readFileSync(disk.path("agent.log.1"), "utf8")).toBe(turned);
     expect(readFileSync(disk.path("agent.log"), "utf8")).toBe("");
+    expect(readdirSync(disk.path("")).sort()).toEqual(["agent.log", "agent.log.1", "filler"]);
+  });
+
+  test.skipIf(!canUnshare("--mount"))("a disk with room for the copy beside the one before, but not for as much again: the copy before goes first all the same, so a turn never fills a disk others write to", async () => {
+    // Four pages left: the copy's three would fit, and leave one.
+    const { disk, made } = await turnOnFullDisk(5, 8100);
+    expect(made).toEqual(["agent.log.1"]);
+    expect(readFileSync(disk.path("agent.log.1"), "utf8")).toBe(turned);
+  });
+
+  test.skipIf(!canUnshare("--mount"))("a disk with room for the copy beside the one before and as much again: made under the hidden name, then renamed over FILE.1", async () => {
+    // Seven pages left: the copy's three, and four after it.
+    const { disk, made } = await turnOnFullDisk(8, 8100);
+    expect(made).toEqual([".agent.log.1.new", "agent.log.1"]);
+    expect(readFileSync(disk.path("agent.log.1"), "utf8")).toBe(turned);
     expect(readdirSync(disk.path("")).sort()).toEqual(["agent.log", "agent.log.1", "filler"]);
   });
 
