@@ -7,13 +7,11 @@
  */
 import { ptr } from "bun:ffi";
 import { closeSync, readSync, writeFileSync } from "node:fs";
-import { openLibc } from "../../src/io/libc.ts";
-import { setNonBlocking } from "../../src/transport/socket-options.ts";
+import { AF_UNIX, openLibc, SOCK_STREAM } from "../../src/io/libc.ts";
+import { setNonBlocking, SOL_SOCKET } from "../../src/transport/socket-options.ts";
 import { spawnAgent, type Spawned } from "./processes.ts";
 
-const AF_UNIX = 1;
-const SOCKET_TYPE = { stream: 1, seqpacket: 5 } as const;
-const SOL_SOCKET = 1;
+const SOCKET_TYPE = { stream: SOCK_STREAM, seqpacket: 5 } as const;
 const SO_LINGER = 13;
 
 /** Two connected descriptors: the child's end, and the player's (the test's). */
