@@ -321,7 +321,10 @@ function takeBackLine(fd: number, bytes: number): boolean {
  */
 function copyToOlder(from: string, path: string, roomy: boolean): void {
   const older = `${path}.1`;
-  if (roomy && copiedAside(from, join(dirname(path), `.${basename(path)}.1.new`), older)) return;
+  const aside = join(dirname(path), `.${basename(path)}.1.new`);
+  // Left by an agent that ended mid-copy (its room wanted most on a full disk), or another's file: only its name is taken away.
+  const asideFree = removedIfThere(aside);
+  if (roomy && asideFree && copiedAside(from, aside, older)) return;
   removeIfThere(older);
   copyWhole(from, older);
 }
@@ -340,11 +343,9 @@ function roomFor(path: string, bytes: number): boolean {
   }
 }
 
-/** Whether `from` was copied to `aside` and that renamed to `to`; if not, no copy is left at `aside`. */
+/** Whether `from` was copied to the free name `aside` and that renamed to `to`; if not, no copy is left at `aside`. */
 function copiedAside(from: string, aside: string, to: string): boolean {
   try {
-    // Left by an agent that ended mid-copy, or another's file: only its name is taken away.
-    removeIfThere(aside);
     copyWhole(from, aside);
   } catch {
     return false;
@@ -380,6 +381,16 @@ function copyWhole(from: string, to: string): void {
       }
     }
     throw e;
+  }
+}
+
+/** Whether nothing is left at `path` (see removeIfThere): a directory, or another's file in a sticky directory, stays. */
+function removedIfThere(path: string): boolean {
+  try {
+    removeIfThere(path);
+    return true;
+  } catch {
+    return false;
   }
 }
 

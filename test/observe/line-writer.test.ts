@@ -266,16 +266,18 @@ describe.skipIf(!canUnshare("--mount"))("lines whose writes fail (a full disk)",
 
   /**
    * `count` lines of 100 bytes written by a LineWriter kept under 1 MiB (capAt), its turns told in the log,
-   * on a 64 KiB disk holding `old` bytes of an earlier turn's ".1": run in the disk's mount namespace,
-   * where the log's name (that the turn copies by) is the disk's.
+   * on a 64 KiB disk holding `old` bytes of an earlier turn's ".1" and `aside` bytes of a copy left under
+   * the hidden name (by an agent that ended mid-copy): run in the disk's mount namespace, where the log's
+   * name (that the turn copies by) is the disk's.
    */
-  async function cappedOnSmallDisk(old: number, count: number) {
+  async function cappedOnSmallDisk(old: number, count: number, aside = 0) {
     const t = socketDir(defer, "aa-lw-");
     mkdirSync(t.path("disk"));
     const disk = await smallDisk(t.path("disk"), 64 * 1024);
     defer(disk.release);
     const path = t.path("disk/agent.log");
     if (old > 0) writeFileSync(disk.path("agent.log.1"), "o".repeat(old - 1) + "\n");
+    if (aside > 0) writeFileSync(disk.path(".agent.log.1.new"), "a".repeat(aside));
     const script = t.path("capped.ts");
     lineWriterScript(
       script,
@@ -286,7 +288,7 @@ for (let i = 0; i < ${count}; i++) out.write("line " + String(i).padStart(4, "0"
     expect(done.stderr).toBe("");
     expect(done.code).toBe(0);
     const lines = Array.from({ length: count }, (_, i) => line(i));
-    return { path, lines, older: () => readFileSync(disk.path("agent.log.1"), "utf8"), hasOlder: () => existsSync(disk.path("agent.log.1")), log: () => readFileSync(disk.path("agent.log"), "utf8") };
+    return { path, lines, names: () => readdirSync(disk.path("")).sort(), older: () => readFileSync(disk.path("agent.log.1"), "utf8"), hasOlder: () => existsSync(disk.path("agent.log.1")), log: () => readFileSync(disk.path("agent.log"), "utf8") };
   }
   const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
@@ -299,6 +301,16 @@ for (let i = 0; i < ${count}; i++) out.write("line " + String(i).padStart(4, "0"
     // Every line once, in order, across the two files, the turn's line between them.
     expect(older() + after.map((l) => l + "\n").join("")).toBe(lines.join(""));
     expect(text).not.toContain("log lines lost");
+  });
+
+  test("a log whose disk fills below its size, taken by a copy left under the hidden name (an agent ended mid-copy), is copied once that is removed: no line lost", async () => {
+    // The left copy takes 40 KiB of the 64: the log fills the rest at about 240 lines, too few for its copy beside it.
+    const { path, lines, older, log, names } = await cappedOnSmallDisk(0, 300, 40 * 1024);
+    const text = log();
+    const [first, ...after] = text.slice(0, -1).split("\n");
+    expect(first).toMatch(new RegExp(`^warn: no room for the log's next line: copied to ${escaped(path)}\\.1 and emptied at \\d+ bytes, below its bound of 1048576$`));
+    expect(older() + after.map((l) => l + "\n").join("")).toBe(lines.join(""));
+    expect(names()).toEqual(["agent.log", "agent.log.1"]);
   });
 
   test("a log kept under a size whose disk has no room for the copy is emptied all the same, its first line saying why and that the lines before are lost: the newest lines get in", async () => {
