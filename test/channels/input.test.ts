@@ -274,6 +274,32 @@ describe("input channel in-process", () => {
     expect(serverSeen.events.filter((e) => !e.startsWith("written"))).toEqual([`connected ${sock}`, "disconnected Stop"]);
   });
 
+  test("a Stop right after connecting: the Config's Ack is read before the connection closes, and gives the Config's round trip", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    const { server, ends } = await startServer(sock);
+    const trips: MessageType[] = [];
+    const client = newClient(sock, { heartbeatMs: 60_000, onRoundTrip: (_ms, type) => trips.push(type) });
+    const running = client.start();
+    await client.waitForConnection();
+    // The Config is written, its Ack not yet read: the Stop follows at once (a source with nothing in it).
+    await client.finish();
+    await running;
+    await until(() => ends.length === 1, "the session's end");
+    expect(server.ackStats.delivered).toBe(1);
+    expect(client.acks).toBe(1);
+    expect(trips).toEqual([MessageType.Config]);
+    expect(client.ackTimeouts).toBe(0);
+  });
+
+  test("the sink file's placement is in a receiver's readings where its owner gives one, and absent where it gives none", async () => {
+    const { path } = socketDir(defer);
+    const { server: withFile } = await startServer(path("file.sock"), { sinkFile: () => "moved" });
+    const { server: withoutFile } = await startServer(path("none.sock"));
+    expect(withFile.readings().sinkFile).toBe("moved");
+    expect("sinkFile" in withoutFile.readings()).toBe(false);
+  });
+
   test("a message the server's owner cannot take (the sink failed) is reported through onFailure", async () => {
     const { path } = socketDir(defer);
     const sock = path("in.sock");
@@ -290,6 +316,27 @@ describe("input channel in-process", () => {
     client.sendFrame(testPayload(0));
     await until(() => failures.length === 1, "the failure");
     expect(failures).toEqual(["cannot write to sink in.wire: ENOSPC"]);
+  });
+
+  test("a sink that holds up the reading for several frames of one read and then fails is reported through onFailure once", async () => {
+    const { path } = socketDir(defer);
+    const sock = path("in.sock");
+    let fail!: (e: Error) => void;
+    const held = new Promise<void>((_, reject) => (fail = reject));
+    const failures: string[] = [];
+    let frames = 0;
+    await startServer(sock, {
+      // Every frame returns the one promise of the sink's hold, as a sink whose reader is behind does.
+      onMessage: (m) => (m.type === MessageType.OpusFrame ? (frames++, held) : undefined),
+      onFailure: (e) => failures.push(e.message),
+    });
+    const client = await connectClient(defer, sock, { magic: INPUT_MAGIC });
+    client.socket.write(concatBytes([0, 1, 2].map((i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(i)))));
+    await until(() => frames === 3, "the read's three frames given to the sink");
+    fail(new Error("cannot write to sink stdout: EPIPE"));
+    await until(() => failures.length > 0, "the failure");
+    await Bun.sleep(50);
+    expect(failures).toEqual(["cannot write to sink stdout: EPIPE"]);
   });
 
   test("Ack round trip: every Config/Heartbeat is acked; a round trip for each Ack that answers the one message outstanding", async () => {
@@ -761,6 +808,39 @@ describe("what a client sends once its session has ended is counted, never read 
     expect(failures.map((e) => e.message)).toEqual(["ENOSPC"]);
     // The five the sink was given (the third failed it), and the two after.
     expect(server.readings().frames).toBe(7);
+  });
+
+  test("a client let go that breaks the framing is read no more: a whole frame it sends after is not taken up afresh (no resync)", async () => {
+    const path = socketDir(defer, "in-").path("in.sock");
+    const { server, ends } = await startServer(path);
+    const client = await halfOpenClient(path);
+    const session = concatBytes([config(), opus(0), stop()]);
+    client.write(session);
+    await until(() => ends.length === 1, "the session's end");
+    // The other channel's magic: broken framing.
+    const broken = encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(1));
+    client.write(broken);
+    await until(() => server.readings().bytes === session.length + broken.length, "the broken message read");
+    const whole = opus(2);
+    client.write(whole);
+    await until(() => server.readings().bytes === session.length + broken.length + whole.length, "the frame after it read");
+    expect(server.readings().frames).toBe(1);
+    expect(server.readings().dropped.session_ended).toBe(0);
+  });
+
+  test("a sink that failed outside a read (its flush at a session's end): what the client sends while let go is given to it to count, not counted session_ended", async () => {
+    const path = socketDir(defer, "in-").path("in.sock");
+    const given: MessageType[] = [];
+    const { server, ends } = await startServer(path, { onMessage: (m) => void given.push(m.type) });
+    const client = await halfOpenClient(path);
+    client.write(concatBytes([config(), opus(0), stop()]));
+    await until(() => ends.length === 1, "the session's end");
+    // As the role does when the sink's flush at the session's end throws.
+    server.sinkFailed();
+    client.write(concatBytes([opus(1), heartbeat(), opus(2)]));
+    await until(() => server.readings().frames === 3, "the frames sent while let go, received");
+    expect(given).toEqual([MessageType.Config, MessageType.OpusFrame, MessageType.Stop, MessageType.OpusFrame, MessageType.OpusFrame]);
+    expect(server.readings().dropped.session_ended).toBe(0);
   });
 
   test("a Config naming audio Opus does not have is taken, acked and warned of; an Opus one is not warned of", async () => {
