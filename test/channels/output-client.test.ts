@@ -152,6 +152,22 @@ describe("OutputClient reconnects", () => {
     expect(usable[0]).toBeLessThan(1000);
   });
 
+  test("a read that brings no frame (a server's Heartbeat alone) gives the observer no frame age; the next read's frame gives one", async () => {
+    const path = socketDir(defer, "oc-").path("hb.sock");
+    const server = fakeServer(path, (socket) => socket.write(wireHeader(OUTPUT_MAGIC, MessageType.Heartbeat, 0)));
+    defer(server.stop);
+    const { client, frames } = recordingClient(path);
+    const { ages, observer } = recordingObserver();
+    client.observe(observer);
+    void client.run();
+    await until(() => client.readings().counts.other_messages === 1, "the Heartbeat");
+    server.connections[0]!.write(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payload(0), BigInt(Date.now()) * 1_000_000n));
+    await until(() => frames().length === 1, "the frame");
+    expect(client.reads).toBe(2);
+    expect(ages).toHaveLength(1);
+    expect(ages[0]).toBeGreaterThanOrEqual(0);
+  });
+
   test("started before any server, it waits for one and then receives", async () => {
     const path = socketDir(defer, "oc-").path("out.sock");
     const { client, frames } = recordingClient(path);

@@ -12,7 +12,7 @@ import { connectClient, connectOutcome } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { recordingObserver, recordingReport } from "../support/reports.ts";
 import { until } from "../support/wait.ts";
-import { FrameParser, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { encodeMessage, FrameParser, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import type { OutputServer } from "../../src/channels/output-server.ts";
 import { within } from "../../src/io/within.ts";
 
@@ -40,6 +40,52 @@ describe("OutputServer", () => {
       "disconnected peer closed",
       `connected ${path}`,
     ]);
+  });
+
+  test("a client whose bytes break the framing (the input channel's magic) is disconnected, counted and told of; the next client is served", async () => {
+    const { reports, report } = recordingReport();
+    const { path, server } = await startOutputServer(defer, { report });
+    const broken = await connectClient(defer, path);
+    await until(() => server.connected, "the client accepted");
+    broken.socket.write(encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, new Uint8Array(0)));
+    await until(() => server.protocolErrors === 1, "the framing violation counted");
+    await within(broken.closed, 5000, undefined);
+    expect(broken.isClosed).toBe(true);
+    expect(reports.filter((r) => r.level === "warn").map((r) => r.message)).toEqual(["framing violation from client; disconnecting"]);
+    const next = await connectClient(defer, path);
+    await until(() => server.connected, "the next client accepted");
+    server.sendFrame(indexedPayload(0, 100));
+    await until(() => next.frames.length === 1, "a frame to the next client");
+    expect(server.protocolErrors).toBe(1);
+  });
+
+  test("its observer hears of every frame given to it, queued or dropped, as the stats count it submitted", async () => {
+    const { path, server } = await startOutputServer(defer, { queueFrames: 2 });
+    let submitted = 0;
+    server.observe({ ...recordingObserver().observer, submitted: () => void submitted++ });
+    // No client yet: live, nothing is kept for one, and a queue of 2 drops the oldest of three anyway.
+    for (let i = 0; i < 3; i++) server.sendFrame(indexedPayload(i, 100));
+    expect(submitted).toBe(3);
+    const client = await connectClient(defer, path);
+    await until(() => server.connected, "the client accepted");
+    server.sendFrame(indexedPayload(3, 100));
+    await until(() => client.frames.length > 0, "a frame to the client");
+    expect(submitted).toBe(4);
+    expect(server.stats.submitted).toBe(4);
+    expect(server.stats.droppedTotal).toBe(3);
+  });
+
+  test("waitForClient() waits for a client to connect, and resolves at once while one is connected", async () => {
+    const { path, server } = await startOutputServer(defer);
+    let waited = false;
+    const waiting = server.waitForClient().then(() => (waited = true));
+    // Turns of the event loop with no client: it still waits.
+    for (let i = 0; i < 10; i++) await tick();
+    expect(waited).toBe(false);
+    await connectClient(defer, path);
+    await waiting;
+    expect(server.connected).toBe(true);
+    expect(await within(server.waitForClient().then(() => true), 5000, false)).toBe(true);
   });
 
   test("live: frames queued for a client that leaves are dropped at once as no_client; the next client gets only new ones", async () => {
