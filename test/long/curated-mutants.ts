@@ -121,6 +121,30 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: "if (this.queue.isFull) return;",
   },
   {
+    name: "the input client closes at once after its Stop: a short run's Config Ack goes unread, as if the server never answered",
+    file: "src/channels/input-client.ts",
+    find: "if (out && this.unacked > 0 && this.connected) {",
+    replace: "if (false) {",
+  },
+  {
+    name: "a sink whose flush failed outside a read left uncounted by it: what a client sends while let go counted session_ended",
+    file: "src/channels/input-server.ts",
+    find: "sinkFailed(): void {",
+    replace: "sinkFailed(): void { return;",
+  },
+  {
+    name: "a client let go that broke the framing read again with a fresh parser: its stream resynced at a read's edge",
+    file: "src/channels/input-server.ts",
+    find: "this.unreadable.add(socket);",
+    replace: ";",
+  },
+  {
+    name: "what an output client sends never parsed: bytes that break the framing never disconnect it",
+    file: "src/channels/output-server.ts",
+    find: "parser.push(chunk);",
+    replace: ";",
+  },
+  {
     name: "input serve never tells systemd READY=1: a Type=notify unit of it times out starting",
     file: "src/roles/input-serve.ts",
     find: "shutdown.ready();",
@@ -290,6 +314,18 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     before: "return packet.length > 0 && (packet[0]! & 0x04) !== 0 ? 2 : 1;",
     after: "return packet.length >= 0 && (packet[0]! & 0x04) !== 0 ? 2 : 1;",
     why: "for an empty packet packet[0] is undefined, and undefined & 4 is 0: mono either way",
+  },
+  {
+    file: "src/channels/input-client.ts",
+    before: "private ackLookedAgain = false;",
+    after: "private ackLookedAgain = true;",
+    why: "read only while a Config/Heartbeat awaits its Ack, and awaitAck sets it false as the first of them starts to",
+  },
+  {
+    file: "src/channels/output-client.ts",
+    before: "if (this.failure && !this.stopped) this.toFailedSink(parser);",
+    after: "if (this.failure || !this.stopped) this.toFailedSink(parser);",
+    why: "the connection passes on only its current socket's reads, so the socket changes under onMessage only by stop() (stopped) or fail() (failure); where both are set, toFailedSink takes nothing once stopped",
   },
   {
     file: "src/observe/local-peer.ts",
