@@ -13,10 +13,11 @@ import { silent } from "../../src/transport/report.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
 import { within } from "../../src/io/within.ts";
 import { expectAccountedStats } from "../support/agent-log.ts";
-import { sameBytes } from "../support/bytes.ts";
+import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { startOutputServer } from "../support/output-server.ts";
 import { expectIntactInOrder, indexedPayload, payloadOfSize } from "../support/payloads.ts";
+import { pacedReader, type PacedReader } from "../support/paced-reader.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -385,6 +386,63 @@ describe("FrameWriter latency budget", () => {
   });
 });
 
+describe("FrameWriter looking for room while the socket is full (a Unix socket drains only at three quarters free)", () => {
+  /** A server with 64 KiB socket buffers and a libc reader that reads only when told, accepted; its buffer filled, `queued` frames waiting behind it. */
+  async function fullClientOf(options: Partial<OutputServerOptions>, queued: number) {
+    const { path, server } = await startOutputServer(defer, { stuckFrames: 100_000, socketBuffers: { sendBytes: 65536, receiveBytes: 65536 }, ...options });
+    const reader = pacedReader(defer, path, 0, 0);
+    await until(() => server.connected, "client accepted");
+    let next = 0;
+    while (server.stats.shortWrites === 0) {
+      if (next > 10_000) throw new Error("the socket never filled");
+      server.sendFrame(indexedPayload(next++, 4096));
+      await tick();
+    }
+    for (let k = 0; k < queued; k++) server.sendFrame(indexedPayload(next++, 4096));
+    return { server, reader, next };
+  }
+
+  /** Reads half of what the kernel holds for the client (twice the 64 KiB asked for): room, and no drain yet. */
+  function readHalf(reader: PacedReader): void {
+    let read = 0;
+    for (let n = -1; n !== 0 && read < 65536; read += n) n = reader.read(65536 - read);
+    expect(read).toBeGreaterThan(32 * 1024);
+  }
+
+  test("live with a latency budget and no write deadline: frames queued behind a full socket go out once the client reads half of it, without a drain", async () => {
+    const { server, reader, next } = await fullClientOf({ writeDeadlineMs: 0, maxLatencyMs: 60_000 }, 5);
+    readHalf(reader);
+    await until(() => server.idle, "the queued frames to go out");
+    const s = server.stats;
+    expect(s.droppedTotal).toBe(0);
+    expect(s.submitted).toBe(next);
+    expect(s.delivered).toBe(next);
+  });
+
+  test("live: once the queued frames are past the write deadline the writer stops looking; room the client makes then waits for a new frame, which drops them and goes out", async () => {
+    const { server, reader, next } = await fullClientOf({ writeDeadlineMs: 50 }, 5);
+    // Past the deadline: the next look finds nothing worth sending and the looks stop (each comes before this sleep ends).
+    await Bun.sleep(200);
+    const { writeCalls } = server.stats;
+    // The 5, and the one that found the socket full where it took none of it.
+    const waiting = server.readings().queueDepth;
+    expect(waiting).toBeGreaterThanOrEqual(5);
+    readHalf(reader);
+    await Bun.sleep(200);
+    expect(server.stats.writeCalls).toBe(writeCalls);
+    expect(server.stats.dropped.write_deadline).toBe(0);
+    expect(server.idle).toBe(false);
+
+    server.sendFrame(indexedPayload(next, 4096));
+    expect(server.stats.dropped.write_deadline).toBe(waiting);
+    await until(() => server.idle, "the new frame (and any begun one) to go out");
+    const s = server.stats;
+    expect(s.submitted).toBe(next + 1);
+    expect(s.delivered).toBe(next + 1 - waiting);
+    expect(s.droppedTotal).toBe(waiting);
+  });
+});
+
 describe("FrameWriter lossless mode", () => {
   test("a frame submitted by a waiter that the shutdown itself woke is counted as dropped (shutdown), not lost", async () => {
     const { server } = await startOutputServer(defer, { lossless: true, writeDeadlineMs: 0, queueFrames: 4 });
@@ -628,6 +686,51 @@ describe("FrameWriter short writes at chosen bytes (a socket that takes what it 
     expect(queue.stats.delivered).toBe(2);
     expect(queue.stats.framesDelivered).toBe(1);
     expect(controls).toEqual([MessageType.Heartbeat]);
+  });
+
+  test("a message set aside cut short again is a short write again, counted each time; it goes out whole", () => {
+    const queue = new FrameQueue(16, OUTPUT_MAGIC);
+    const writer = new FrameWriter(queue, { lossless: true, writeDeadlineMs: 0, stuckFrames: 50 });
+    const { socket, received } = scriptedSocket([FRAME + 5, 3]);
+    writer.attach(socket);
+    writer.submit(MessageType.OpusFrame, payloadOfSize(0, 100), 0);
+    writer.submit(MessageType.OpusFrame, payloadOfSize(1, 100), 0);
+    writer.pump();
+    expect(queue.stats.shortWrites).toBe(1);
+    writer.onDrain(socket);
+    expect(queue.stats.shortWrites).toBe(2);
+    expect(queue.stats.delivered).toBe(1);
+    expect(received.length).toBe(FRAME + 8);
+    writer.onDrain(socket);
+    expect(queue.stats.shortWrites).toBe(2);
+    expect(queue.stats.delivered).toBe(2);
+    const sent = [0, 1].map((i) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payloadOfSize(i, 100)));
+    expect(sameBytes(new Uint8Array(received), concatBytes(sent))).toBe(true);
+    expect(writer.idle).toBe(true);
+  });
+
+  test("live: a write the socket takes nothing of is no progress: the client is judged stuck at exactly stuckFrames drops, a begun message's write and a fresh run's alike", () => {
+    // Each take list: the first write, then what every write after it takes (nothing).
+    for (const takes of [[FRAME + 5, 0, 0], [0, 0, 0]]) {
+      const queue = new FrameQueue(4, OUTPUT_MAGIC);
+      const stuck: Socket<unknown>[] = [];
+      const writer = new FrameWriter(queue, { lossless: false, writeDeadlineMs: 0, stuckFrames: 3, onStuck: (s) => void stuck.push(s) });
+      const { socket } = scriptedSocket(takes);
+      writer.attach(socket);
+      let next = 0;
+      for (; next < 4; next++) writer.submit(MessageType.OpusFrame, payloadOfSize(next, 100));
+      writer.pump();
+      expect(queue.stats.shortWrites).toBe(1);
+      // The queue (4) fills, then two frames are dropped for the client: not yet stuck.
+      while (queue.stats.dropped.queue_full < 2) writer.submit(MessageType.OpusFrame, payloadOfSize(next++, 100));
+      expect(stuck).toEqual([]);
+      // The kernel says there is room, and then takes nothing.
+      writer.onDrain(socket);
+      expect(queue.stats.shortWrites).toBe(2);
+      writer.submit(MessageType.OpusFrame, payloadOfSize(next, 100));
+      expect(queue.stats.dropped.queue_full).toBe(3);
+      expect(stuck).toEqual([socket]);
+    }
   });
 });
 
