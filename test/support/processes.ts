@@ -222,31 +222,45 @@ export async function stopAgents(): Promise<void> {
 /**
  * A child process listening on `bindName` (resolved against `cwd`, so a
  * relative name binds the way another program started elsewhere would).
- * Resolves once it listens; kill it with the returned function.
+ * Resolves once it listens; `events` is what it saw since, in order: "open"
+ * for each connection, "data N" for each read of N bytes. Kill it with the
+ * returned function.
  */
-export async function spawnListener(bindName: string, cwd = "/tmp"): Promise<{ kill: () => Promise<void> }> {
+export async function spawnListener(bindName: string, cwd = "/tmp"): Promise<{ kill: () => Promise<void>; events: () => string[] }> {
   const child = Bun.spawn(
-    [BUN, "-e", `Bun.listen({ unix: ${JSON.stringify(bindName)}, socket: { data() {} } }); console.log("listening");`],
+    [
+      BUN,
+      "-e",
+      `Bun.listen({ unix: ${JSON.stringify(bindName)}, socket: { open() { console.log("open"); }, data(_s, chunk) { console.log("data " + chunk.length); } } }); console.log("listening");`,
+    ],
     { cwd, stdout: "pipe", stderr: "pipe", env: agentEnv() },
   );
   const kill = async () => {
     child.kill("SIGKILL");
     await child.exited;
   };
+  const reader = child.stdout.getReader();
+  const decoder = new TextDecoder();
+  let seen = "";
+  /** Reads on; false at the end of its output. */
+  const more = async () => {
+    const { value, done } = await reader.read();
+    if (!done) seen += decoder.decode(value, { stream: true });
+    return !done;
+  };
   try {
-    const reader = child.stdout.getReader();
-    let seen = "";
-    while (!seen.includes("listening")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`listener child exited early: ${await new Response(child.stderr).text()}`);
-      seen += new TextDecoder().decode(value);
+    while (!seen.includes("listening\n")) {
+      if (!(await more())) throw new Error(`listener child exited early: ${await new Response(child.stderr).text()}`);
     }
-    reader.releaseLock();
   } catch (e) {
     await kill();
     throw e;
   }
-  return { kill };
+  void (async () => {
+    while (await more());
+  })().catch(() => {});
+  const start = seen.indexOf("listening\n") + "listening\n".length;
+  return { kill, events: () => seen.slice(start).split("\n").filter((line) => line !== "") };
 }
 
 /**

@@ -136,6 +136,15 @@ describe("stale hidden names beside the path", () => {
     expect(events).toEqual(["open 1", "data 3"]);
   });
 
+  test("only a stale socket named by this path's hidden pattern exactly is removed: one of another length, or another path's of the same length, is left", async () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    const lookAlikes = [".s.sock.abc", ".s.sock.abcdefghi", ".t.sock.abcdefgh", "xs.sock.abcdefgh"];
+    for (const name of [".s.sock.abcdefgh", ...lookAlikes]) await makeStaleSocket(dir.path(name));
+    expect(await removeStaleHiddenNames(path)).toBe(1);
+    expect(readdirSync(dir.dir).sort()).toEqual([...lookAlikes].sort());
+  });
+
   test("a stale hidden name that another file takes while it is probed is left, though the file got the socket's inode back: a regular file, a live server's socket", async () => {
     const dir = socketDir(defer, "sf-");
     const path = dir.path("s.sock");
@@ -283,7 +292,7 @@ describe("refusals leave the path intact", () => {
     await served.closed;
   });
 
-  test("a live socket another process bound by a relative name is found by probing, and refused", async () => {
+  test("a live socket another process bound by a relative name is found by its listing, the name asked of that process, and refused without a probe connection", async () => {
     const dir = socketDir(defer, "sf-");
     const listener = await spawnListener("rel.sock", dir.dir);
     defer(listener.kill);
@@ -291,7 +300,11 @@ describe("refusals leave the path intact", () => {
     const error = await refusal(prepareSocketPath(path));
     expect(error.problem).toBe("InUse");
     expect(lstatSync(path).isSocket()).toBe(true);
-    expect(await answers(path)).toBe(true);
+    // A marker connection: had the check probed, the server would have seen that connection first.
+    const marker = await connectClient(defer, path);
+    marker.socket.write(new Uint8Array(3));
+    await until(() => listener.events().includes("data 3"), "the marker's bytes");
+    expect(listener.events()).toEqual(["open", "data 3"]);
   });
 
   test("a live datagram socket at the path is refused naming its type and left; once closed it is stale and removed", async () => {
@@ -530,6 +543,27 @@ describe("socket file mode and removal", () => {
     expect(lstatSync(theirs).isSocket()).toBe(true);
     await removeSocketFile(ours, identity);
     expect(existsSync(ours)).toBe(false);
+  });
+
+  test("a hidden name another file already holds is given up for a fresh one: the socket is bound and linked all the same, the file left", () => {
+    const dir = socketDir(defer, "sf-");
+    const path = dir.path("s.sock");
+    // The names drawn, stubbed: every random character the alphabet's first ("a"), then its second.
+    writeFileSync(dir.path(".s.sock.aaaaaaaa"), "theirs\n");
+    const real = crypto.getRandomValues;
+    let draws = 0;
+    crypto.getRandomValues = (<T extends ArrayBufferView | null>(bytes: T) => ((bytes as unknown as Uint8Array).fill(draws++), bytes)) as typeof crypto.getRandomValues;
+    let bound: ReturnType<typeof bindSocketFile<Bun.UnixSocketListener<undefined>>>;
+    try {
+      bound = bindSocketFile(path, 0o660, (name) => Bun.listen({ unix: name, socket: { data() {} } }));
+    } finally {
+      crypto.getRandomValues = real;
+    }
+    defer(() => bound.listener.stop(true));
+    expect(draws).toBe(2);
+    expect(bound.identity.hidden).toBe(dir.path(".s.sock.bbbbbbbb"));
+    expect(lstatSync(path).ino).toBe(lstatSync(dir.path(".s.sock.bbbbbbbb")).ino);
+    expect(readFileSync(dir.path(".s.sock.aaaaaaaa"), "utf8")).toBe("theirs\n");
   });
 
   test("restoreSocketFile puts the socket back at its path from the hidden name it was bound by; a path taken since, or a hidden name gone too, is left as it is", () => {
