@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { closeSync, constants, openSync } from "node:fs";
+import { ptr } from "bun:ffi";
+import { closeSync, constants, openSync, readFileSync, readSync } from "node:fs";
 import {
   getPipeSize,
   getSocketBuffers,
@@ -8,10 +9,11 @@ import {
   receiveQueueBytes,
   sendQueueBytes,
   setPipeSize,
+  setNonBlocking,
   setSendBuffer,
   setSocketBuffers,
 } from "../../src/transport/socket-options.ts";
-import { LIBC_CANDIDATES } from "../../src/io/libc.ts";
+import { LIBC_CANDIDATES, openLibc } from "../../src/io/libc.ts";
 import { MAX_SOCKET_BUFFER_BYTES, MIN_SOCKET_BUFFER_BYTES, SOCKET_BUFFER_PRESETS } from "../../src/config.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo } from "../support/fifo.ts";
@@ -148,6 +150,54 @@ describe("setPipeSize / getPipeSize on a real pipe", () => {
       expect(fromWriter).toEqual({ ok: true, fd: writer, bytes: pages * PAGE });
       expect(fromReader).toEqual({ ok: true, fd: reader, bytes: pages * PAGE });
     }
+  });
+});
+
+describe("setNonBlocking on a real pipe", () => {
+  /** A pipe(2): its read end's flags are O_RDONLY alone, 0 (a file open()ed on 64-bit Linux carries O_LARGEFILE). */
+  function pipe(): { reader: number; writer: number } {
+    const opened = openLibc({ pipe: { args: ["ptr"], returns: "i32" } });
+    if (!opened.library) throw new Error(opened.detail);
+    try {
+      const fds = new Int32Array(2);
+      if (opened.library.symbols.pipe(ptr(fds)) !== 0) throw new Error("pipe() failed");
+      defer(() => fds.forEach((fd) => closeSync(fd)));
+      return { reader: fds[0]!, writer: fds[1]! };
+    } finally {
+      opened.library.close();
+    }
+  }
+
+  /** The descriptor's file status flags as the kernel shows them (/proc/self/fdinfo, octal). */
+  function flagsOf(fd: number): number {
+    const line = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8").match(/^flags:\s*([0-7]+)$/m);
+    if (!line) throw new Error(`no flags for fd ${fd}`);
+    return parseInt(line[1]!, 8);
+  }
+
+  test("sets O_NONBLOCK on either end, the read end's flags 0 before it; a read of an empty pipe then says EAGAIN; restore puts the flags back", () => {
+    const { reader, writer } = pipe();
+    expect(flagsOf(reader)).toBe(0);
+    for (const fd of [reader, writer]) {
+      const before = flagsOf(fd);
+      const set = setNonBlocking(fd);
+      if (!set.ok) throw new Error(set.message);
+      expect(flagsOf(fd)).toBe(before | constants.O_NONBLOCK);
+      if (fd === reader) expect(() => readSync(reader, new Uint8Array(1))).toThrow(expect.objectContaining({ code: "EAGAIN" }));
+      set.restore();
+      expect(flagsOf(fd)).toBe(before);
+    }
+    const off = setNonBlocking(reader, false);
+    expect(off.ok).toBe(true);
+    expect(flagsOf(reader) & constants.O_NONBLOCK).toBe(0);
+  });
+
+  test("a closed descriptor fails naming the call and EBADF", () => {
+    const fd = openSync("/dev/null", "r");
+    closeSync(fd);
+    // Synchronous right after close, so nothing in this test can have reused the number.
+    const r = setNonBlocking(fd);
+    expect(!r.ok && [r.call, r.code]).toEqual(["fcntl(F_SETFL)", "EBADF"]);
   });
 });
 
