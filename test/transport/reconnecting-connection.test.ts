@@ -12,6 +12,7 @@ import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { fakeServer, type FakeServer } from "../support/peer.ts";
 import { makeStaleSocket } from "../support/processes.ts";
+import { recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -353,13 +354,16 @@ describe("ReconnectingConnection", () => {
     expect(second.connections.length).toBe(0);
   });
 
-  test("run(true) returns when its one connection ends, without connecting again", async () => {
+  test("run(true) returns when its one connection ends, without connecting again, and its log promises no reconnect", async () => {
     const { path, server } = serve((socket) => socket.end());
-    const { conn, events } = connection(path);
+    const { reports, report } = recordingReport();
+    const { conn, events } = connection(path, { report });
     await conn.run(true);
     expect(events).toEqual(["open 1", "close server closed"]);
     expect(conn.connects).toBe(1);
     expect(server.connections.length).toBe(1);
+    // A session that short earns a wait before the next connect, but there is no next one to announce.
+    expect(reports.filter((r) => r.message === "disconnected")).toEqual([{ level: "info", message: "disconnected", fields: { socket: path, reason: "server closed" } }]);
   });
 
   test("no server within connectTimeoutMs: run() rejects with ConnectTimeoutError; a stop while waiting ends it quietly", async () => {
