@@ -85,6 +85,18 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: ";",
   },
   {
+    name: "a listing's process looked for among every socket's owners, so the search stops at the first owner found and a relative-bound live server is probed",
+    file: "src/transport/socket-file.ts",
+    find: "if (inodes.has(inode) && !owners.has(inode)) owners.set(inode, Number(pid));",
+    replace: "if (inodes.has(inode) || !owners.has(inode)) owners.set(inode, Number(pid));",
+  },
+  {
+    name: "room never looked for under a latency budget alone: frames wait for a drain that a slow reader never brings",
+    file: "src/transport/frame-writer.ts",
+    find: "if (this.roomTimer || !(this.deadlineMs > 0 || this.budgetMs > 0 || this.closedFor)) return;",
+    replace: "if (this.roomTimer || !(this.deadlineMs > 0 || this.closedFor)) return;",
+  },
+  {
     name: "a new FIFO made at the source's path never followed",
     file: "src/media/fifo-source.ts",
     find: "if (stat && stat.dev === this.fifo.dev && stat.ino === this.fifo.ino) return;",
