@@ -296,6 +296,10 @@ describe("refusals leave the path intact", () => {
     const dir = socketDir(defer, "sf-");
     const listener = await spawnListener("rel.sock", dir.dir);
     defer(listener.kill);
+    // Sockets of this process's own (as an agent serving its other channel holds): owners of other
+    // sockets, met before the listener's (a lower pid), must not end the search for its process.
+    const own = Bun.listen({ unix: dir.path("own.sock"), socket: { data() {} } });
+    defer(() => own.stop(true));
     const path = dir.path("rel.sock");
     const error = await refusal(prepareSocketPath(path));
     expect(error.problem).toBe("InUse");
