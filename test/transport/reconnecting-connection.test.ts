@@ -9,6 +9,7 @@ import { ReconnectingConnection, SERVER_REPLACED, type ReconnectingConnectionOpt
 import { mkdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { silent } from "../../src/transport/report.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
+import { within } from "../../src/io/within.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { fakeServer, type FakeServer } from "../support/peer.ts";
 import { makeStaleSocket } from "../support/processes.ts";
@@ -352,6 +353,16 @@ describe("ReconnectingConnection", () => {
     await Bun.sleep(300);
     expect(conn.connects).toBe(1);
     expect(second.connections.length).toBe(0);
+  });
+
+  test("firstAttempt resolves once the first connection is taken (its onOpen has run), with the server there from the start", async () => {
+    const { path } = serve(() => {});
+    const { conn, events } = connection(path);
+    const running = conn.run();
+    expect(await within(conn.firstAttempt.then(() => "decided"), 10_000, "still waiting")).toBe("decided");
+    expect(events).toEqual(["open 1"]);
+    conn.stop();
+    await running;
   });
 
   test("run(true) returns when its one connection ends, without connecting again, and its log promises no reconnect", async () => {
