@@ -723,6 +723,16 @@ describe("what a client sends once its session has ended is counted, never read 
     defer(() => socket.terminate());
     return socket;
   }
+  /** A server at a fresh path, and a halfOpenClient whose session (a Config, an OpusFrame, a Stop) it has ended: the client is let go. */
+  async function clientLetGo() {
+    const path = socketDir(defer, "in-").path("in.sock");
+    const { server, ends } = await startServer(path);
+    const client = await halfOpenClient(path);
+    const session = concatBytes([config(), opus(0), stop()]);
+    client.write(session);
+    await until(() => ends.length === 1, "the session's end");
+    return { server, client, session };
+  }
 
   test("OpusFrames after a Stop in the same write: dropped as session_ended, not lost uncounted", async () => {
     const path = socketDir(defer, "in-").path("in.sock");
@@ -741,12 +751,7 @@ describe("what a client sends once its session has ended is counted, never read 
   });
 
   test("OpusFrames written after the Stop, while the server lets the client go: dropped as session_ended", async () => {
-    const path = socketDir(defer, "in-").path("in.sock");
-    const { server, ends } = await startServer(path);
-    const client = await halfOpenClient(path);
-    const session = concatBytes([config(), opus(0), stop()]);
-    client.write(session);
-    await until(() => ends.length === 1, "the session's end");
+    const { server, client, session } = await clientLetGo();
     const late = concatBytes([opus(1), opus(2), heartbeat(), opus(3)]);
     client.write(late);
     await until(() => server.readings().dropped.session_ended === 3, "the late frames counted");
@@ -811,12 +816,7 @@ describe("what a client sends once its session has ended is counted, never read 
   });
 
   test("a client let go that breaks the framing is read no more: a whole frame it sends after is not taken up afresh (no resync)", async () => {
-    const path = socketDir(defer, "in-").path("in.sock");
-    const { server, ends } = await startServer(path);
-    const client = await halfOpenClient(path);
-    const session = concatBytes([config(), opus(0), stop()]);
-    client.write(session);
-    await until(() => ends.length === 1, "the session's end");
+    const { server, client, session } = await clientLetGo();
     // The other channel's magic: broken framing.
     const broken = encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(1));
     client.write(broken);
