@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { closeSync, fstatSync, openSync, readFileSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { takeBack, writeFrom } from "../../src/io/write-from.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { fullFifo } from "../support/fifo.ts";
@@ -48,5 +48,19 @@ describe("takeBack: a failed write's bytes taken off the file's end again", () =
     writeFrom(fd, Buffer.from("whole\n"));
     expect(takeBack(fd, 7)).toBe(false);
     expect(readFileSync(t.path("f"), "utf8")).toBe("whole\n");
+  });
+
+  test("where the file cannot be cut (a descriptor open for reading only; a closed one), it says so and the file is as it was", () => {
+    // ftruncate refuses a file appended to as well where it is append-only (chattr +a): EPERM.
+    const t = socketDir(defer, "wf-");
+    writeFileSync(t.path("f"), "line one\nline tw");
+    const reading = openSync(t.path("f"), "r");
+    defer(() => closeSync(reading));
+    expect(takeBack(reading, 7)).toBe(false);
+    expect(readFileSync(t.path("f"), "utf8")).toBe("line one\nline tw");
+    const closed = openSync(t.path("f"), "a");
+    closeSync(closed);
+    expect(takeBack(closed, 7)).toBe(false);
+    expect(readFileSync(t.path("f"), "utf8")).toBe("line one\nline tw");
   });
 });
