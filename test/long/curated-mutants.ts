@@ -109,6 +109,24 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: ";",
   },
   {
+    name: "a failed ftruncate told as a failed write's bytes taken back, so the sink counts frames lost that the file still holds",
+    file: "src/io/write-from.ts",
+    find: "} catch {",
+    replace: "} catch { return true;",
+  },
+  {
+    name: "descriptor 0 taken for no descriptor: a socket a process has as its stdin is never asked for its unsent bytes",
+    file: "src/io/unsent-bytes.ts",
+    find: "if (!Number.isInteger(fd) || fd < 0) return -1;",
+    replace: "if (!Number.isInteger(fd) || fd <= 0) return -1;",
+  },
+  {
+    name: "the ioctl's failure not looked at: a closed descriptor or a file reads as a socket with nothing unsent",
+    file: "src/io/unsent-bytes.ts",
+    find: "return ioctlCall.symbols.ioctl(fd, SIOCOUTQ, count) === 0 ? count[0]! : -1;",
+    replace: "ioctlCall.symbols.ioctl(fd, SIOCOUTQ, count); return count[0]!;",
+  },
+  {
     name: "an HTTP client that stops reading never cut: what waits for it arms no stall timer",
     file: "src/observe/http-front.ts",
     find: "from.pause();",
