@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { decodeConfigPayload, encodeConfigPayload, isOpusConfig } from "../../src/protocol/index.ts";
+import { decodeConfigPayload, encodeConfigPayload, isOpusConfig, sameAudioConfig } from "../../src/protocol/index.ts";
 import { protocolErrorOf } from "../support/wire.ts";
 
 describe("Config payload", () => {
@@ -51,5 +51,19 @@ describe("isOpusConfig", () => {
     for (const [kind, configs] of Object.entries(cases)) {
       for (const config of configs) expect([config, isOpusConfig(config)]).toEqual([config, kind === "opus"]);
     }
+  });
+});
+
+describe("sameAudioConfig", () => {
+  // The input client sends a Config again only when this says the audio changed.
+  test("the same rate, channels and frame size are the same audio; a difference in any one field is not", () => {
+    const config = { sampleRate: 48000, channels: 2, frameSize: 960 };
+    expect(sameAudioConfig(config, { ...config })).toBe(true);
+    for (const change of [{ sampleRate: 16000 }, { channels: 1 }, { frameSize: 480 }]) {
+      expect([change, sameAudioConfig(config, { ...config, ...change })]).toEqual([change, false]);
+      expect([change, sameAudioConfig({ ...config, ...change }, config)]).toEqual([change, false]);
+    }
+    // Two fields changed, one kept: still different audio.
+    expect(sameAudioConfig(config, { sampleRate: 48000, channels: 1, frameSize: 480 })).toBe(false);
   });
 });
