@@ -127,6 +127,30 @@ describe("FrameParser", () => {
     expect(() => parser.finish()).not.toThrow();
   });
 
+  test("a message whole inside a chunk is viewed in place; only one split across chunks is copied", () => {
+    const parser = new FrameParser(OUTPUT_MAGIC);
+    // Message 1 (20 bytes) whole in the first chunk, the Heartbeat (17) split at byte 30, the rest whole in the second.
+    const first = whole.subarray(0, 30);
+    const second = whole.subarray(30);
+    const seen: { stream: number; inPlace: boolean; at: number }[] = [];
+    const look = (chunk: Uint8Array, chunkStart: number) => {
+      parser.push(chunk);
+      for (let m = parser.next(); m; m = parser.next()) {
+        const inPlace = m.raw.buffer === whole.buffer;
+        seen.push({ stream: m.streamOffset, inPlace, at: inPlace ? m.raw.byteOffset - chunk.byteOffset + chunkStart : -1 });
+      }
+    };
+    look(first, 0);
+    look(second, 30);
+    expect(seen).toEqual([
+      { stream: 0, inPlace: true, at: 0 },
+      { stream: 20, inPlace: false, at: -1 },
+      { stream: 37, inPlace: true, at: 37 },
+      { stream: 94, inPlace: true, at: 94 },
+      { stream: 111, inPlace: true, at: 111 },
+    ]);
+  });
+
   test("raw gives the message exactly as on the wire", () => {
     const parser = new FrameParser(OUTPUT_MAGIC);
     parser.push(whole.subarray(0, 30));
