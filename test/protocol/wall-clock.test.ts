@@ -244,6 +244,24 @@ describe("WallClock", () => {
     expect(clock.stepMs).toBeGreaterThan(59_990);
   });
 
+  test("a wide pair used anyway with the wall clock stepped by STEP_MS (2 ms) is no step; by more it is, as far as the offset moved", () => {
+    // A 6 ms pair moves the offset by 6 ms of its own: up to STEP_MS beyond that is not taken for a step.
+    const stepped = (ms: number) => {
+      const { c, clock, preemptNextRead } = preemptible();
+      clock.now();
+      c.monotonic += 1000;
+      c.offset += ms;
+      for (let i = 0; i < 3; i++) {
+        preemptNextRead(6);
+        clock.now();
+        c.monotonic += 20;
+      }
+      return { ms, steps: clock.steps, stepMs: clock.stepMs };
+    };
+    expect(stepped(2)).toEqual({ ms: 2, steps: 0, stepMs: 0 });
+    expect(stepped(3)).toEqual({ ms: 3, steps: 1, stepMs: 9 });
+  });
+
   test("checkAgain reads the wall clock at once, not a second later, and says whether it stepped; at most every 10 ms", () => {
     const { c, sources, truth } = clocks();
     let realtimeReads = 0;
