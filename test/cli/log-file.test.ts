@@ -132,6 +132,18 @@ describe("--log-max-bytes", () => {
     expect(await agent.exited).toBe(0);
   }, 30_000);
 
+  test("without --log-max-bytes a log that cannot be rotated is told nothing of rotation", async () => {
+    const t = socketDir(defer, "aa-log-");
+    defer(stopAgents);
+    const agent = start([...AGENT, "output", "serve", "--source", TONE, "--format", "ogg", "--realtime", "--loop", "--socket", t.path("o.sock")], { env: agentEnv() });
+    await agent.waitForStderr("listening socket=");
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+    expect(agent.stderr).toContain("output-server: listening socket=");
+    expect(agent.stderr).not.toContain("log-max-bytes");
+    expect(agent.stderr).not.toContain("WARN ");
+  }, 30_000);
+
   test("a size under 4096 is refused at start, exit 2, naming the value and what is allowed", async () => {
     const t = socketDir(defer, "aa-log-");
     const agent = start([...AGENT, "output", "serve", "--source", TONE, "--socket", t.path("o.sock"), "--log-max-bytes", "100"], { env: agentEnv() });

@@ -322,6 +322,8 @@ const CLI_TESTS = [
   "test/cli/environment-names.test.ts",
   "test/cli/socket-path-flag.test.ts",
   "test/cli/config-port-origin.test.ts",
+  // Where --log-max-bytes is applied to stderr, or not: only a spawned agent's own stderr shows it.
+  "test/cli/log-file.test.ts",
 ];
 
 /**
