@@ -131,6 +131,17 @@ describe("--help", () => {
     const top = await runAgent(["--help"]);
     expect(top.stdout).toContain("audio-agent serve --output-source PATH|- --input-sink PATH|-");
   }, 30_000);
+
+  test("serve's help says, before its options, how its two channels share the process; a role's help does not", async () => {
+    const said = "Runs output serve and input serve in one process.";
+    const [serve, output] = await Promise.all([runAgent(["serve", "--help"]), runAgent(["output", "serve", "--help"])]);
+    expect([serve.code, output.code]).toEqual([0, 0]);
+    expect(serve.stdout.indexOf(said)).toBeGreaterThan(0);
+    expect(serve.stdout.indexOf(said)).toBeLessThan(serve.stdout.indexOf("Options:"));
+    expect(serve.stdout).toContain("a failure of either\nstops the other and ends the process with that failure.");
+    expect(output.stdout).toStartWith("Usage: audio-agent output serve [options]\n\nOptions:\n");
+    expect(output.stdout).not.toContain(said);
+  }, 30_000);
 });
 
 describe("usage errors", () => {
