@@ -191,6 +191,12 @@ describe("config check", () => {
     expect(role).toEqual({ code: 2, stdout: "", stderr: expected });
     expect(readdirSync(dir).filter((name) => name.startsWith("caf") || name.endsWith(".sock"))).toEqual([]);
     expect(existsSync(sink)).toBe(false);
+    // A byte order mark first is three bytes of the file: the offset counts them.
+    const marked = path("marked.json");
+    writeFileSync(marked, Buffer.concat([Buffer.from("\uFEFF"), Buffer.from(before), Buffer.from([0xe9]), Buffer.from(`.wire"}}`)]));
+    expect((await cli(["config", "check", marked])).stderr).toBe(
+      `audio-agent: config ${marked}: byte 0xe9 at offset ${3 + Buffer.byteLength(before)} (line 2) is not UTF-8, which a JSON file is\n`,
+    );
     // UTF-8 itself, U+FFFD included, is read as written.
     writeFileSync(file, JSON.stringify({ input: { sink: `${sink}\uFFFD` } }));
     expect(JSON.parse((await cli(["config", "print", "input", "serve", "--config", file])).stdout).sink).toBe(`${sink}\uFFFD`);
