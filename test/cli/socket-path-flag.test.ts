@@ -27,9 +27,8 @@ describe("a socket path that cannot be used names the option it came from", () =
     await writeWireFile(t.path("in.wire"), 3);
     const result = await spawnAgent(["output", "serve", "--source", t.path("in.wire"), "--socket", t.path("gone/out.sock")]).done;
     expect(result.code).toBe(2);
-    const line = failureLine(result.stderr);
-    expect(line).toContain(t.path("gone"));
-    expect(line).toContain("--socket");
+    // Typed on the command line, the flag is named with no origin after it.
+    expect(failureLine(result.stderr)).toBe(`audio-agent: --socket: socket directory ${t.path("gone")} does not exist`);
   });
 
   test("serve with --input-socket a regular file: exit 2, the line names --input-socket, not just a path", async () => {
