@@ -52,3 +52,16 @@ test("serve with the metrics port from the config file's \"output\" section, ano
   expect(line).toContain(config);
   expect(line).toContain('config "output.metrics"');
 });
+
+test("--metrics on a port another process holds, --monitor on another address: the line names --metrics alone, with no origin (both typed)", async () => {
+  const t = socketDir(defer, "aacp-");
+  defer(() => stopAgents());
+  const holder = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("another's") });
+  defer(() => holder.stop(true));
+  const agent = spawnAgent(
+    ["output", "recv", "--socket", t.path("out.sock"), "--sink", t.path("out.wire"), "--metrics", `127.0.0.1:${holder.port}`, "--monitor", "127.0.0.2:0"],
+    { env: agentEnv() },
+  );
+  expect(await agent.exited).toBe(2);
+  expect(failureLine(agent.stderr)).toBe(`audio-agent: --metrics 127.0.0.1:${holder.port}: cannot listen: address in use (EADDRINUSE)`);
+});
