@@ -198,6 +198,24 @@ export const CURATED: readonly CuratedMutant[] = [
     find: "if (this.isReady || this.stopping) return;",
     replace: "if (this.isReady) return;",
   },
+  {
+    name: "every message copied through the parser's own buffer, even one whole in its chunk",
+    file: "src/protocol/frame-parser.ts",
+    find: "if (this.held > 0) return this.continuePartial();",
+    replace: "if (this.held >= 0) return this.continuePartial();",
+  },
+  {
+    name: "a Config changed in its channels or frame size alone taken for the same audio: the input client never sends it",
+    file: "src/protocol/config-payload.ts",
+    find: "return a.sampleRate === b.sampleRate && a.channels === b.channels",
+    replace: "return a.sampleRate === b.sampleRate || a.channels === b.channels",
+  },
+  {
+    name: "every run told its log is not rotated, --log-max-bytes set or not",
+    file: "src/cli/run.ts",
+    find: "if (io === defaultIo && maxLogBytes !== undefined)",
+    replace: "if (io === defaultIo || maxLogBytes !== undefined)",
+  },
 ];
 
 /**
@@ -398,5 +416,17 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     before: "if (!pid || pid === process.pid || alive(pid)) continue;",
     after: "if (!pid && pid === process.pid || alive(pid)) continue;",
     why: "alive() passes over the names !pid stands for: process.kill(NaN, 0) throws ERR_INVALID_ARG_TYPE (not ESRCH), and kill(0, 0) reaches our own group",
+  },
+  {
+    file: "src/protocol/timestamp.ts",
+    before: "if (this.offset >= low && this.offset <= high) return;",
+    after: "if (this.offset >= low && this.offset < high) return;",
+    why: "an offset exactly at high goes on to the last branch, which sets it to high again: nothing else is touched",
+  },
+  {
+    file: "src/cli/run.ts",
+    before: "return `${flagsOf(names)}${names.length > 0 && from ? ` (${from})` : \"\"}`;",
+    after: "return `${flagsOf(names)}${names.length >= 0 && from ? ` (${from})` : \"\"}`;",
+    why: "with no names, origins() of none is \"\", so `from` is falsy either way",
   },
 ];
