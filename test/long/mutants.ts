@@ -313,8 +313,9 @@ function folderTests(folder: Folder): string[] {
 /**
  * The files of test/cli that parse flags, the environment and config files,
  * print help and versions and tell bad input, through runCli and the agent
- * spawned: about 4 s. The whole folder takes two minutes a mutant, its input,
- * output and Ogg files carrying audio through the roles.
+ * spawned, and the two elsewhere that hold a line the CLI words: about 15 s.
+ * The whole folder takes two minutes a mutant, its input, output and Ogg
+ * files carrying audio through the roles.
  */
 const CLI_TESTS = [
   "test/cli/config.test.ts",
@@ -322,8 +323,11 @@ const CLI_TESTS = [
   "test/cli/environment-names.test.ts",
   "test/cli/socket-path-flag.test.ts",
   "test/cli/config-port-origin.test.ts",
+  "test/cli/path-failure.test.ts",
   // Where --log-max-bytes is applied to stderr, or not: only a spawned agent's own stderr shows it.
   "test/cli/log-file.test.ts",
+  // A format error names the flag the command has for it (serve: --output-format), which the CLI picks.
+  "test/media/file-format.test.ts",
 ];
 
 /**
