@@ -216,6 +216,18 @@ export const CURATED: readonly CuratedMutant[] = [
     find: "if (io === defaultIo && maxLogBytes !== undefined)",
     replace: "if (io === defaultIo || maxLogBytes !== undefined)",
   },
+  {
+    name: "serve's format error naming --format, a flag serve does not have, for --output-format",
+    file: "src/cli/run.ts",
+    find: "name.endsWith(end) && settings[name] === path",
+    replace: "name.endsWith(end) && settings[name] !== path",
+  },
+  {
+    name: "a source or sink that is not there told without the directory or link target that is missing",
+    file: "src/cli/run.ts",
+    find: 'if (code === "ENOENT") {',
+    replace: 'if (code !== "ENOENT") {',
+  },
 ];
 
 /**
