@@ -70,6 +70,17 @@ describe("Pacer", () => {
     expect(pacer.reanchors).toBe(1);
   });
 
+  test("exactly 200 ms behind is within the limit: no re-anchoring, the schedule holds", () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now });
+    pacer.delayFor(0);
+    c.t += 220; // the frame at 20 is due at 20: 200 ms late
+    expect(pacer.delayFor(20)).toBe(0);
+    expect(pacer.reanchors).toBe(0);
+    // still on the original schedule: the frame at 230 is due 10 ms from now
+    expect(pacer.delayFor(230)).toBe(10);
+  });
+
   test("the lateness limit is configurable", () => {
     const c = fakeClock();
     const pacer = new Pacer({ now: c.now, maxLateMs: 50 });
