@@ -373,6 +373,30 @@ describe("FifoSource", () => {
     await reading;
   }, 60_000);
 
+  test("the same FIFO still at its path while it waits for a writer is kept: no look at the path tells it replaced, and the writer's stream is read whole", async () => {
+    const t = setup();
+    const reports: string[] = [];
+    const source = await openSource("ogg", t.fifo, { lenient: false, report: (level, message) => reports.push(`${level} ${message}`) });
+    defer(() => source.close());
+    let frames = 0;
+    const reading = (async () => {
+      for (;;) {
+        if (source.next()) frames++;
+        else if (!(await source.fill())) return;
+      }
+    })();
+    await until(() => reports.includes("info waiting for a writer"), "the wait for a writer");
+    // Long enough for the path to be looked at more than once, the FIFO there unchanged.
+    await Bun.sleep(2 * PATH_CHECK_WAIT_MS);
+    expect(reports).toEqual(["info waiting for a writer"]);
+    expect(await writeIntoFifo(t.fifo, t.first)).toBe(0);
+    await until(() => reports.includes("info writer closed the stream"), "the writer's end");
+    expect(frames).toBe(audioPackets(t.first).length);
+    expect(reports.filter((r) => r.startsWith("warn"))).toEqual([]);
+    await source.close();
+    await reading;
+  });
+
   test("closed while waiting for a writer: fill resolves false, and no reader is left on the FIFO", async () => {
     const t = setup();
     const source = await openSource("wire", t.fifo, { lenient: false, report: () => {} });
