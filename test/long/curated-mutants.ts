@@ -228,6 +228,12 @@ export const CURATED: readonly CuratedMutant[] = [
     find: 'if (code === "ENOENT") {',
     replace: 'if (code !== "ENOENT") {',
   },
+  {
+    name: "another user's symbolic link in a world-writable sticky directory (as /tmp) followed by a sink's open",
+    file: "src/media/sink-path.ts",
+    find: 'return dir?.kind === "world-writable" ? dir : undefined;',
+    replace: 'return dir?.kind !== "world-writable" ? dir : undefined;',
+  },
 ];
 
 /**
@@ -350,6 +356,24 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     before: "for (let i = 0; i < 256; i++) {",
     after: "for (let i = 0; i <= 256; i++) {",
     why: "the table is a Uint32Array(256): the write at index 256 is ignored",
+  },
+  {
+    file: "src/media/ogg-crc.ts",
+    before: "const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;",
+    after: "const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] !== 1;",
+    why: "on the little-endian machines this runs on (x64, arm64) the flag turns false, sending every byte through the byte-at-a-time loop: the same CRC as the word loop, only slower",
+  },
+  {
+    file: "src/media/ogg-crc.ts",
+    before: "if (end > bytes.length) end = bytes.length;",
+    after: "if (end >= bytes.length) end = bytes.length;",
+    why: "where end is bytes.length already, setting it to bytes.length changes nothing",
+  },
+  {
+    file: "src/media/ogg-page-reader.ts",
+    before: "const to = found < 0 ? this.chunk.length : found;",
+    after: "const to = found <= 0 ? this.chunk.length : found;",
+    why: "the search starts at pos + 1, so found is -1 or at least 1, never 0",
   },
   {
     file: "src/media/ogg-packet-reader.ts",
