@@ -2,7 +2,7 @@
  * What the agent's HTTP server answers, in process, over real sockets:
  * methods (GET and HEAD only), a request the Host check must refuse (no Host,
  * sent raw since fetch never sends one), and the exact Prometheus content
- * type of /metrics.
+ * type of /metrics, and what a stop takes back.
  */
 import { describe, expect, spyOn, test } from "bun:test";
 import type { Socket } from "bun";
@@ -175,5 +175,18 @@ describe("/metrics content type", () => {
     // HEAD: the same type.
     const head = await fetch(`http://127.0.0.1:${port}/metrics`, { method: "HEAD" });
     expect(head.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
+  });
+});
+
+describe("stop", () => {
+  // A process that runs roles one after another (the benchmark) starts and stops servers again and again.
+  test("takes back the exit hook that removes the servers' directory: started and stopped three times, the process holds none of them", async () => {
+    const before = process.listenerCount("exit");
+    for (let i = 0; i < 3; i++) {
+      const server = await AgentHttpServer.start({ host: "127.0.0.1", port: 0 }, { metrics: { registry: new AgentMetrics([{ read: idleReadings, latency: new LatencyMonitor() }]), health: () => ({ role: "output serve", healthy: true, channel: "output", uptime_seconds: 1 }) } });
+      expect(process.listenerCount("exit")).toBe(before + 1);
+      await server.stop();
+      expect(process.listenerCount("exit")).toBe(before);
+    }
   });
 });
