@@ -65,6 +65,16 @@ describe("Host: only the server's own names", () => {
     expect(refused.body).not.toContain("jetkvm_");
   });
 
+  test("a bind to the loopback name localhost or ::1 answers every loopback name too, not only the one it was given", async () => {
+    for (const [listen, connectTo] of [["localhost:0", "127.0.0.1"], ["[::1]:0", "::1"]] as const) {
+      const { port } = await agentWithHttp(listen);
+      for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`]) {
+        expect([listen, host, await statusOf(connectTo, port, "/metrics", host)]).toEqual([listen, host, 200]);
+      }
+      expect([listen, await statusOf(connectTo, port, "/metrics", `rebound.example:${port}`)]).toEqual([listen, 421]);
+    }
+  });
+
   test("--http-allow-host adds names: alone (the server's port, or none behind a proxy) or with a port (a tunnel)", async () => {
     const { port } = await agentWithHttp("127.0.0.1:0", ["--http-allow-host", "monitor.example, localhost:9000"]);
     for (const host of [`monitor.example:${port}`, "monitor.example", "localhost:9000", `localhost:${port}`]) {
