@@ -145,6 +145,12 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: "private drainAtExit = true;",
   },
   {
+    name: "an HTTP server's exit hook kept after its stop: one more held at every start in a process that runs roles one after another",
+    file: "src/observe/http-server.ts",
+    find: 'process.off("exit", this.removeAtExit);',
+    replace: ";",
+  },
+  {
     name: "Heartbeats allowed after Stop",
     file: "src/channels/input-client.ts",
     find: "if (this.queue.isFull || this.finishing) return;",
@@ -452,6 +458,12 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     before: "if (!pid || pid === process.pid || alive(pid)) continue;",
     after: "if (!pid && pid === process.pid || alive(pid)) continue;",
     why: "alive() passes over the names !pid stands for: process.kill(NaN, 0) throws ERR_INVALID_ARG_TYPE (not ESRCH), and kill(0, 0) reaches our own group",
+  },
+  {
+    file: "src/observe/http-server.ts",
+    before: "rmSync(dir, { recursive: true, force: true });",
+    after: "rmSync(dir, { recursive: true, force: false });",
+    why: "force only passes over a path that is missing, and this one is there: mkdtemp made it just before, 0700 and ours, and another agent's sweep spares the directory of a pid that lives",
   },
   {
     file: "src/protocol/timestamp.ts",
