@@ -35,6 +35,21 @@ function setup() {
   return { ...t, fifo: makeFifo(t.path("capture.ogg")), sock: t.path("o.sock"), first, second };
 }
 
+/** The FIFO's source, opened and read from now on: what it reported ("level message"), and how many frames it gave so far. */
+async function countingReader(t: ReturnType<typeof setup>) {
+  const reports: string[] = [];
+  const source = await openSource("ogg", t.fifo, { lenient: false, report: (level, message) => reports.push(`${level} ${message}`) });
+  defer(() => source.close());
+  let frames = 0;
+  const reading = (async () => {
+    for (;;) {
+      if (source.next()) frames++;
+      else if (!(await source.fill())) return;
+    }
+  })();
+  return { source, reports, reading, frames: () => frames };
+}
+
 /**
  * The FIFO's source, opened and read while each of `files` is written into
  * the FIFO in turn; once the last writer's stream has been read to its end
@@ -329,19 +344,10 @@ describe("FifoSource", () => {
     defer(() => thread.terminate());
     const writer = new Promise((resolve) => (thread.onmessage = (e) => resolve(e.data)));
     await Bun.sleep(200);
-    const reports: string[] = [];
-    const source = await openSource("ogg", t.fifo, { lenient: false, report: (level, message) => reports.push(`${level} ${message}`) });
-    defer(() => source.close());
-    let frames = 0;
-    const reading = (async () => {
-      for (;;) {
-        if (source.next()) frames++;
-        else if (!(await source.fill())) return;
-      }
-    })();
+    const { source, reports, reading, frames } = await countingReader(t);
     expect(await writer).toBe("done");
     await until(() => reports.includes("info writer closed the stream"), "the writer's end");
-    expect(frames).toBe(audioPackets(t.first).length);
+    expect(frames()).toBe(audioPackets(t.first).length);
     await source.close();
     await reading;
   });
@@ -375,23 +381,14 @@ describe("FifoSource", () => {
 
   test("the same FIFO still at its path while it waits for a writer is kept: no look at the path tells it replaced, and the writer's stream is read whole", async () => {
     const t = setup();
-    const reports: string[] = [];
-    const source = await openSource("ogg", t.fifo, { lenient: false, report: (level, message) => reports.push(`${level} ${message}`) });
-    defer(() => source.close());
-    let frames = 0;
-    const reading = (async () => {
-      for (;;) {
-        if (source.next()) frames++;
-        else if (!(await source.fill())) return;
-      }
-    })();
+    const { source, reports, reading, frames } = await countingReader(t);
     await until(() => reports.includes("info waiting for a writer"), "the wait for a writer");
     // Long enough for the path to be looked at more than once, the FIFO there unchanged.
     await Bun.sleep(2 * PATH_CHECK_WAIT_MS);
     expect(reports).toEqual(["info waiting for a writer"]);
     expect(await writeIntoFifo(t.fifo, t.first)).toBe(0);
     await until(() => reports.includes("info writer closed the stream"), "the writer's end");
-    expect(frames).toBe(audioPackets(t.first).length);
+    expect(frames()).toBe(audioPackets(t.first).length);
     expect(reports.filter((r) => r.startsWith("warn"))).toEqual([]);
     await source.close();
     await reading;
