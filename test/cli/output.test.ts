@@ -21,7 +21,7 @@ import { heldSocketPlayer, readToEnd, socketPair } from "../support/player-socke
 import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { decodedSamples, TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
-import { connectClient, connectOutcome, fakeServer } from "../support/peer.ts";
+import { connectClient, connectOutcome, fakeServer, RecordingClient } from "../support/peer.ts";
 import { AGENT, agentEnv, BUN, REPO, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -592,7 +592,7 @@ describe("signals", () => {
     expect(firstMismatch(reader.frames)).toBe(-1);
   });
 
-  test("SIGTERM to a lossless output serve whose client is not reading: from the moment it tells its manager STOPPING=1, a client coming is refused, not let in to replace the one taking the last frames", async () => {
+  test("SIGTERM to a lossless output serve whose client is not reading: from the moment it tells its manager STOPPING=1, a client coming is not let in to replace the one taking the last frames", async () => {
     const t = setup();
     await writeWireFile(t.source, 300);
     const notify = notifyReceiver(t.path("notify"));
@@ -605,10 +605,17 @@ describe("signals", () => {
     // Told in the signal's own turn; the stop of accepting follows before any connection is taken,
     // while the paused reader still holds the last frames for up to a second.
     await until(() => notify.messages().includes("STOPPING=1"), "STOPPING=1", 20_000, 1);
-    expect(await connectOutcome(defer, t.sock)).toBe("refused");
+    // Refused, or (the agent kept off the CPU between the two) completed by the kernel into the
+    // listener's queue just before the listener closed, and reset with it: never taken.
+    const late = await RecordingClient.connect(t.sock).catch(() => undefined);
     reader.socket.resume();
     expect(await serve.exited, serve.stderr).toBe(0);
     expect(serve.stderr).not.toContain("replaced by a new client");
+    expect(serve.stderr.match(/output-server: client connected /g)?.length).toBe(1);
+    if (late) {
+      await late.closed;
+      expect(late.messages.length).toBe(0);
+    }
   });
 
   test("a SIGTERM sent the moment the server logs that it stopped on its own (its file played out to its one client) leaves its exit code 0, round after round: caught to the end, not ended 143 by the default action", async () => {
