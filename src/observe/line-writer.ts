@@ -354,11 +354,7 @@ function copiedAside(from: string, aside: string, to: string): boolean {
     renameSync(aside, to);
     return true;
   } catch {
-    try {
-      unlinkSync(aside);
-    } catch {
-      // gone already
-    }
+    removedIfThere(aside);
     return false;
   }
 }
