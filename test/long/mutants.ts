@@ -21,6 +21,8 @@
  *
  *   --only protocol,transport   folders (default: protocol, io, transport, channels, media, observe,
  *                               roles, cli, config)
+ *   --files pump.ts,monitor/hub.ts  only these files of the folders (paths below src/FOLDER/,
+ *                               or the whole path); curated mutants in them too
  *   --max-per-file N            generated mutants per file (default 10; 0: curated only)
  *   --seed N                    sampling seed (default 1)
  *   --jobs N                    mutants run in parallel, each in its own copy (default 2)
@@ -60,6 +62,7 @@ const { values } = parseArgs({
   args: process.argv.slice(2),
   options: {
     only: { type: "string" },
+    files: { type: "string" },
     "max-per-file": { type: "string", default: "10" },
     seed: { type: "string", default: "1" },
     jobs: { type: "string", default: "2" },
@@ -79,6 +82,11 @@ for (const f of folders) {
   }
 }
 const maxPerFile = Number(values["max-per-file"]);
+const fileNames = values.files?.split(",").map((s) => s.trim()).filter((s) => s !== "");
+/** Whether --files leaves `file` (a path from the repository root) in the run. */
+function chosen(file: string): boolean {
+  return fileNames === undefined || fileNames.some((name) => file === name || file.endsWith(`/${name}`));
+}
 const jobs = Math.max(1, Number(values.jobs));
 const seed = Number(values.seed);
 
@@ -188,11 +196,12 @@ function codeLines(source: string): string[] {
 
 /** A folder's sources, its subfolders' included (observe/monitor/hub.ts is observe's, tested in test/observe). */
 function sourceFiles(folder: Folder): string[] {
-  if (existsSync(join(ROOT, "src", `${folder}.ts`))) return [`src/${folder}.ts`];
+  if (existsSync(join(ROOT, "src", `${folder}.ts`))) return [`src/${folder}.ts`].filter(chosen);
   const dir = join(ROOT, "src", folder);
   return readdirSync(dir, { recursive: true, encoding: "utf8" })
     .filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))
     .map((f) => relative(ROOT, join(dir, f)))
+    .filter(chosen)
     .sort();
 }
 
@@ -222,7 +231,7 @@ function generated(folder: Folder, file: string): Mutant[] {
 }
 
 function curated(folder: Folder): Mutant[] {
-  return CURATED.filter((c) => c.file.startsWith(`src/${folder}/`)).map((c) => {
+  return CURATED.filter((c) => c.file.startsWith(`src/${folder}/`) && chosen(c.file)).map((c) => {
     const lines = readFileSync(join(ROOT, c.file), "utf8").split("\n");
     const i = lines.findIndex((l) => l.includes(c.find));
     if (i < 0) throw new Error(`curated mutant "${c.name}": "${c.find}" not found in ${c.file}; update test/long/curated-mutants.ts`);
@@ -267,6 +276,12 @@ function planMutants(): Mutant[] {
       const picked = new Set<number>();
       while (picked.size < Math.min(maxPerFile, candidates.length)) picked.add(rng.int(0, candidates.length - 1));
       all.push(...[...picked].sort((a, b) => a - b).map((k) => candidates[k]!));
+    }
+  }
+  for (const name of fileNames ?? []) {
+    if (!folders.some((folder) => sourceFiles(folder).some((file) => file === name || file.endsWith(`/${name}`)))) {
+      console.error(`--files: "${name}" is no source file of ${folders.join(", ")}`);
+      process.exit(2);
     }
   }
   all.forEach((m, k) => (m.id = `M${String(k + 1).padStart(3, "0")}`));
