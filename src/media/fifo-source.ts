@@ -1,4 +1,5 @@
 import { closeSync, constants, fstatSync, openSync, statSync, type Stats } from "node:fs";
+import { O_PATH } from "../io/open-flags.ts";
 import { PassingShortage } from "../io/passing-errno.ts";
 import { streamByteSource, type ByteSource } from "./byte-source.ts";
 import type { FrameSource, SourceFrame, SourceReport } from "./frame-source.ts";
@@ -263,9 +264,6 @@ function openFifo(path: string): { stat: Stats; bytes: ByteSource } {
     closeSync(fd);
   }
 }
-
-/** Linux's O_PATH (node:fs has no constant for it): a descriptor for fstat and /proc/self/fd that neither reads nor writes. */
-const O_PATH = 0o10000000;
 
 function notAFifo(path: string): Error {
   return new Error(`source ${path} is no longer a named pipe (FIFO)`);

@@ -2,6 +2,7 @@ import { accessSync, chmodSync, closeSync, constants, fstatSync, linkSync, lstat
 import { basename, dirname, join, resolve } from "node:path";
 import { MAX_SOCKET_DIRECTORY, MAX_SOCKET_PATH } from "../protocol/index.ts";
 import { SOCK_STREAM } from "../io/libc.ts";
+import { O_PATH } from "../io/open-flags.ts";
 import { probeUnixSocket } from "../io/unix-probe.ts";
 
 export type SocketPathProblem = "NotASocket" | "InUse" | "BadDirectory" | "TooLong" | "CannotListen";
@@ -376,9 +377,6 @@ export interface SocketFileIdentity {
   /** The hidden name it was bound by, which stays while its listener lives (bindSocketFile). */
   hidden?: string;
 }
-
-/** Linux's O_PATH (node:fs has no constant for it): a descriptor for fstat and /proc/self/fd that neither reads nor writes. */
-const O_PATH = 0o10000000;
 
 function replaced(path: string, hidden: string): SocketPathError {
   return new SocketPathError("InUse", path, `socket path ${path}: the name it was bound by (${hidden}) was replaced by another process while binding; refusing to go on`);
