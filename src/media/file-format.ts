@@ -35,7 +35,7 @@ export class FileFormatError extends Error {
 type Refusal = (problem: (formatFlag: string) => string) => FileFormatError;
 
 /** What a file's first bytes (at least 12) look like: Ogg, WAV or a wire capture; undefined when none of these. */
-export function recognise(head: Uint8Array): MediaFormat | "wav" | undefined {
+function recognise(head: Uint8Array): MediaFormat | "wav" | undefined {
   if (head.length < 4) return undefined;
   if (hasCapturePattern(head, 0)) return "ogg";
   const ascii = (from: number, to: number) => String.fromCharCode(...head.subarray(from, to));

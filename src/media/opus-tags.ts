@@ -8,7 +8,7 @@
 
 const MAGIC = [0x4f, 0x70, 0x75, 0x73, 0x54, 0x61, 0x67, 0x73]; // "OpusTags"
 
-export const VENDOR = "audio-agent";
+const VENDOR = "audio-agent";
 
 export function isOpusTags(packet: Uint8Array): boolean {
   return packet.length >= 8 && MAGIC.every((b, i) => packet[i] === b);

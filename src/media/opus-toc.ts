@@ -14,7 +14,7 @@ const FRAME_SAMPLES = Uint16Array.from({ length: 32 }, (_, config) => {
 });
 
 /** RFC 6716: a packet carries at most 120 ms of audio. */
-export const MAX_PACKET_SAMPLES = 5760;
+const MAX_PACKET_SAMPLES = 5760;
 
 export function opusFrameSamples(toc: number): number {
   return FRAME_SAMPLES[toc >> 3]!;

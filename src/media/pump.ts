@@ -26,7 +26,7 @@ export interface PumpOptions {
  * it is read: each read resolves at once) before it lets the loop turn: a
  * signal, a client, a scrape are taken at least that often.
  */
-export const PUMP_TURN_MS = 4;
+const PUMP_TURN_MS = 4;
 
 /**
  * Moves every frame of a source into a send queue. Runs synchronously while

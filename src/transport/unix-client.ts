@@ -64,7 +64,7 @@ export interface ConnectOptions {
 }
 
 /** How often a client still without a server says so. */
-export const WAITING_REMINDER_MS = 30_000;
+const WAITING_REMINDER_MS = 30_000;
 
 const RETRYABLE = new Set(["ENOENT", "ECONNREFUSED", "ECONNRESET", "EAGAIN"]);
 
