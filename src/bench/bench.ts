@@ -59,15 +59,15 @@ export interface BenchPlan {
   floodRepeats: number;
 }
 
-export const PLANS: Record<BenchPlan["name"], BenchPlan> = {
+const PLANS: Record<BenchPlan["name"], BenchPlan> = {
   full: { name: "full", flood160: 2_000_000, flood4096: 300_000, liveSeconds: 30, liveWarmupSeconds: 5, soakFrames: 5_000_000, startupRuns: 9, floodRepeats: 3 },
   quick: { name: "quick", flood160: 200_000, flood4096: 30_000, liveSeconds: 3, liveWarmupSeconds: 1, soakFrames: 500_000, startupRuns: 3, floodRepeats: 1 },
 };
 
 /** Heap sampling period of the soak (each sample is a full GC, which slows the flood a little). */
-export const SOAK_SAMPLE_MS = 100;
+const SOAK_SAMPLE_MS = 100;
 
-export const SCENARIOS = ["flood160", "flood4096", "live", "soak", "startup"] as const;
+const SCENARIOS = ["flood160", "flood4096", "live", "soak", "startup"] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 /**
@@ -351,7 +351,7 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
 }
 
 /** How to start this program again as a bench driver. */
-export function selfCommand(): string[] {
+function selfCommand(): string[] {
   const compiled = Bun.main.startsWith("/$bunfs/") || import.meta.path.startsWith("/$bunfs/");
   // Compiled: argv is [binary, ...args]. From source: [bun, entry script, ...args]; both entries take "bench" first.
   return compiled ? [process.execPath, "bench"] : [process.execPath, Bun.main, "bench"];

@@ -444,7 +444,7 @@ async function runReceiver(args: DriverArgs): Promise<DriverResult> {
 }
 
 /** Nearest-rank percentiles over the frames after warm-up; maxAll over every frame. */
-export function latencyFigures(all: Float64Array, warmup: number): NonNullable<DriverResult["latencyMs"]> {
+function latencyFigures(all: Float64Array, warmup: number): NonNullable<DriverResult["latencyMs"]> {
   let maxAll = 0;
   for (const x of all) if (x > maxAll) maxAll = x;
   const from = warmup < all.length ? warmup : 0;

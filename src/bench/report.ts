@@ -109,7 +109,7 @@ function row(scenario: string, metric: string, unit: string, f: Figures, target 
  * third), their difference, and the trend in bytes per million frames (a
  * leak keeps climbing; a warm-up step does not).
  */
-export function heapGrowth(samples: HeapSample[] | undefined, totalFrames: number) {
+function heapGrowth(samples: HeapSample[] | undefined, totalFrames: number) {
   if (!samples || samples.length < 3) return null;
   const warm = samples.filter((s) => s.frames >= totalFrames * 0.1);
   const use = warm.length >= 3 ? warm : samples;
