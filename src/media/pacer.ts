@@ -1,7 +1,6 @@
 export interface PacerOptions {
   /** Monotonic clock in ms; injectable for tests. */
   now?: () => number;
-  sleep?: (ms: number) => Promise<void>;
   /** Lateness beyond which the schedule restarts from now instead of bursting to catch up. */
   maxLateMs?: number;
 }
@@ -23,7 +22,6 @@ export class Pacer {
   reanchors = 0;
 
   private readonly now: () => number;
-  private readonly sleep: (ms: number) => Promise<void>;
   private readonly maxLateMs: number;
   private anchorClock = 0;
   private anchorTime = 0;
@@ -36,7 +34,6 @@ export class Pacer {
 
   constructor(options: PacerOptions = {}) {
     this.now = options.now ?? (() => performance.now());
-    this.sleep = options.sleep ?? ((ms) => Bun.sleep(ms));
     this.maxLateMs = options.maxLateMs ?? 200;
   }
 
@@ -62,12 +59,6 @@ export class Pacer {
     }
     this.lastDue = due;
     return Math.max(0, due - now);
-  }
-
-  /** Resolves when the frame at `timeMs` is due. */
-  async wait(timeMs: number, durationMs?: number): Promise<void> {
-    const delay = this.delayFor(timeMs, durationMs);
-    if (delay > 0) await this.sleep(delay);
   }
 
   private anchor(clock: number, timeMs: number): void {

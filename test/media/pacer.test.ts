@@ -1,15 +1,18 @@
 import { describe, expect, test } from "bun:test";
 import { Pacer } from "../../src/media/pacer.ts";
 
-/** A clock the test moves by hand; sleep() advances it by exactly the delay asked. */
-function fakeClock(start = 1000) {
+/** A clock the test moves by hand; a wait advances it by the delay asked, plus `overshootMs` as a timer may. */
+function fakeClock(start = 1000, overshootMs = 0) {
   const clock = {
     t: start,
     now: () => clock.t,
     sleeps: [] as number[],
-    sleep: async (ms: number) => {
+    /** Sends the frame at `timeMs` as the pump does: after waiting the delay the pacer gives, if any. */
+    send: (pacer: Pacer, timeMs: number, durationMs?: number) => {
+      const ms = pacer.delayFor(timeMs, durationMs);
+      if (ms <= 0) return;
       clock.sleeps.push(ms);
-      clock.t += ms;
+      clock.t += ms + overshootMs;
     },
   };
   return clock;
@@ -26,12 +29,12 @@ describe("Pacer", () => {
     expect(pacer.reanchors).toBe(0);
   });
 
-  test("schedules against the start, so oversleeping does not accumulate over a long file", async () => {
-    const c = fakeClock();
+  test("schedules against the start, so oversleeping does not accumulate over a long file", () => {
     // every sleep overshoots by 3 ms, as timers do
-    const pacer = new Pacer({ now: c.now, sleep: async (ms) => void (c.t += ms + 3) });
+    const c = fakeClock(1000, 3);
+    const pacer = new Pacer({ now: c.now });
     const start = c.t;
-    for (let i = 0; i <= 3000; i++) await pacer.wait(i * 20); // 60 s of 20 ms frames
+    for (let i = 0; i <= 3000; i++) c.send(pacer, i * 20); // 60 s of 20 ms frames
     // frame-to-frame sleeps would be 3000 x 3 ms = 9 s late; this is one overshoot late
     expect(c.t - start).toBe(60_000 + 3);
     expect(pacer.reanchors).toBe(0);
@@ -90,24 +93,24 @@ describe("Pacer", () => {
     expect(pacer.reanchors).toBe(1);
   });
 
-  test("a timeline that jumps back (--loop) re-anchors one frame step after the last frame", async () => {
+  test("a timeline that jumps back (--loop) re-anchors one frame step after the last frame", () => {
     const c = fakeClock();
-    const pacer = new Pacer({ now: c.now, sleep: c.sleep });
-    for (const t of [0, 20, 40, 60]) await pacer.wait(t);
+    const pacer = new Pacer({ now: c.now });
+    for (const t of [0, 20, 40, 60]) c.send(pacer, t);
     expect(c.sleeps).toEqual([20, 20, 20]);
-    await pacer.wait(0); // loop restarts at 0
-    await pacer.wait(20);
+    c.send(pacer, 0); // loop restarts at 0
+    c.send(pacer, 20);
     expect(c.sleeps).toEqual([20, 20, 20, 20, 20]);
     expect(pacer.reanchors).toBe(1);
   });
 
-  test("a --loop restart after a last frame longer than the step before it (a chain ending in a 120 ms packet) waits until that frame has played", async () => {
+  test("a --loop restart after a last frame longer than the step before it (a chain ending in a 120 ms packet) waits until that frame has played", () => {
     const c = fakeClock();
-    const pacer = new Pacer({ now: c.now, sleep: c.sleep });
-    for (const t of [0, 20, 40]) await pacer.wait(t, 20);
-    await pacer.wait(60, 120);
+    const pacer = new Pacer({ now: c.now });
+    for (const t of [0, 20, 40]) c.send(pacer, t, 20);
+    c.send(pacer, 60, 120);
     expect(c.sleeps).toEqual([20, 20, 20]);
-    await pacer.wait(0, 20); // the next pass, due 120 ms after the last frame went
+    c.send(pacer, 0, 20); // the next pass, due 120 ms after the last frame went
     expect(c.sleeps).toEqual([20, 20, 20, 120]);
     expect(pacer.reanchors).toBe(1);
   });
