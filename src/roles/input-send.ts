@@ -9,11 +9,8 @@ import { stoppedFields } from "../observe/readings.ts";
 import { DEFAULT_AUDIO_CONFIG, type AudioConfig } from "../protocol/index.ts";
 import { within } from "../io/within.ts";
 import { Instruments } from "./instruments.ts";
-import { senderOptions } from "./sender-options.ts";
+import { FINAL_FLUSH_MS, senderOptions } from "./sender-options.ts";
 import type { Shutdown } from "./shutdown.ts";
-
-/** Bound on writing out what is queued, and the Stop, after a signal. */
-const FINAL_FLUSH_MS = 1000;
 
 /**
  * `input send`: source -> input client. Config comes from the flags, else the

@@ -7,13 +7,10 @@ import { pumpSource } from "../media/pump.ts";
 import type { Logger } from "../observe/logger.ts";
 import { stoppedFields } from "../observe/readings.ts";
 import { Instruments, type ChannelInstruments } from "./instruments.ts";
-import { senderOptions } from "./sender-options.ts";
+import { FINAL_FLUSH_MS, senderOptions } from "./sender-options.ts";
 import type { Shutdown } from "./shutdown.ts";
 
 type Settings = RoleSettings<"output serve">;
-
-/** Bound on writing out queued frames at shutdown. */
-const FINAL_FLUSH_MS = 1000;
 
 /**
  * The output server `settings` ask for, not listening yet; `live` drops what
