@@ -325,7 +325,7 @@ function serveChannelOptions(channel: Channel): OptionName[] {
  * where the option has one (JETKVM_AUDIO_OUTPUT_SOCKET), else
  * AUDIO_AGENT_<CHANNEL>_<NAME> (AUDIO_AGENT_OUTPUT_SOURCE).
  */
-export function serveEnvName(option: OptionName, channel: Channel): string {
+function serveEnvName(option: OptionName, channel: Channel): string {
   const spec: OptionSpec = OPTIONS[option];
   return spec.env?.[channel] ?? agentVariable(`${channel}-${option}`);
 }
@@ -372,7 +372,7 @@ function agentVariable(flag: string): string {
 }
 
 /** The environment variable of `option` for a role of `channel` (options that differ per channel need one). */
-export function envName(option: OptionName, channel?: Channel): string {
+function envName(option: OptionName, channel?: Channel): string {
   const spec: OptionSpec = OPTIONS[option];
   return (channel && spec.env?.[channel]) || agentVariable(option);
 }

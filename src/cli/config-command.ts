@@ -19,7 +19,7 @@ import { EXIT_OK, EXIT_USAGE, refuseExtra, UsageError } from "./errors.ts";
 
 const COMMANDS = [...Object.keys(ROLE_OPTIONS), "serve"] as Command[];
 
-export const CONFIG_HELP = `audio-agent config: check and show configuration
+const CONFIG_HELP = `audio-agent config: check and show configuration
 
   audio-agent config check FILE                 validate a config file (exit 0 ok, 2 with the first problem);
                                                 warn of AUDIO_AGENT_* names in the environment no role reads

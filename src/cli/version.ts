@@ -3,8 +3,8 @@ import pkg from "../../package.json" with { type: "json" };
 // Baked in by build.ts (`define`); absent when running from source.
 declare const AUDIO_AGENT_COMMIT: string | undefined;
 
-export const VERSION: string = pkg.version;
-export const COMMIT: string = typeof AUDIO_AGENT_COMMIT === "string" ? AUDIO_AGENT_COMMIT : "source";
+const VERSION: string = pkg.version;
+const COMMIT: string = typeof AUDIO_AGENT_COMMIT === "string" ? AUDIO_AGENT_COMMIT : "source";
 
 export function versionLine(): string {
   return `audio-agent ${VERSION} (commit ${COMMIT}, bun ${Bun.version})`;
