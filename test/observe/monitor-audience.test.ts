@@ -545,6 +545,38 @@ describe.skipIf(!canSwitchUser).each([
     expect(result.stderr.replace(/^port \d+\n/, "")).toBe("");
     expect(JSON.parse(result.stdout)).toEqual([-1, 0]);
   });
+
+  test.skipIf(!canUnshare("--mount"))("names nobody where the process's uid_map cannot be read (a kernel without user namespaces has none): every uid is then its own", async () => {
+    // The listener's uid_map hidden under a socket, which no one can open (ENXIO), in a mount namespace of its own.
+    const dir = socketDir(defer, "aud-nomap-");
+    chmodSync(dir.dir, 0o755);
+    defer(bindSocket(dir.path("mask.sock"), SOCK_STREAM));
+    const script = `
+      import { readFileSync } from "node:fs";
+      import { ${name} as lookUp } from ${JSON.stringify(join(import.meta.dir, "../../src/observe/local-peer.ts"))};
+      let uidMap = "read";
+      try { readFileSync("/proc/self/uid_map"); } catch (e) { uidMap = e.code; }
+      const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: {
+        open: (s) => {
+          const uid = lookUp({ address: s.remoteAddress, port: s.remotePort }, { address: s.localAddress, port: s.localPort }) ?? -1;
+          s.end();
+          console.log(JSON.stringify({ uidMap, uid }));
+          process.exit(0);
+        },
+        data() {},
+      } });
+      console.error("port " + listener.port);`;
+    writeFileSync(dir.path("listen.ts"), script);
+    // exec keeps the shell's pid, so the mount covers the listener's own /proc/self/uid_map.
+    const inside = start(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", 'mount --bind "$0" /proc/$$/uid_map && exec "$1" "$2"', dir.path("mask.sock"), BUN, dir.path("listen.ts")], { cwd: dir.dir, timeoutMs: 30_000 });
+    defer(() => inside.kill("SIGKILL"));
+    await inside.waitForStderr(/port \d+/);
+    const port = Number(/port (\d+)/.exec(inside.stderr)![1]);
+    await bunAs(NOBODY, dir.dir, `await new Promise((done) => Bun.connect({ hostname: "127.0.0.1", port: ${port}, socket: { data() {}, close: done } }));`);
+    const result = await inside.done;
+    expect(result.stderr.replace(/^port \d+\n/, "")).toBe("");
+    expect(JSON.parse(result.stdout)).toEqual({ uidMap: "ENXIO", uid: NOBODY });
+  });
 });
 
 describe("socketDiagnosticsMissing", () => {
