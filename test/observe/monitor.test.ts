@@ -782,6 +782,15 @@ describe("a hostile viewer", () => {
     // Well past the timeout (8 s with no answer), with room on a loaded machine.
     await until(() => hub.viewerCount === 0, "the idle peer closed", 40_000);
   }, 60_000);
+
+  test("stop() lets every viewer go at once, a peer that reads nothing among them: none is left for the idle check to ping or cut", async () => {
+    const { hub, server, url } = await hubOnHttp();
+    await viewer(url);
+    await stalledPeer(server.port);
+    await until(() => hub.viewerCount === 2, "both upgraded", 5000);
+    hub.stop();
+    expect(hub.viewerCount).toBe(0);
+  });
 });
 
 describe("a monitor held up", () => {
