@@ -186,7 +186,7 @@ export class LineWriter {
     }
     clearInterval(this.retry);
     this.retry = undefined;
-    return true;
+    return true; // nothing waits
   }
 
   /**

@@ -466,6 +466,18 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     why: "force only passes over a path that is missing, and this one is there: mkdtemp made it just before, 0700 and ours, and another agent's sweep spares the directory of a pid that lives",
   },
   {
+    file: "src/observe/line-writer.ts",
+    before: "return true; // nothing waits",
+    after: "return false; // nothing waits",
+    why: "resume()'s answer is read by drain() alone, whose loop asks waiting() first: with nothing left waiting it ends either way, one 1 ms sleep later",
+  },
+  {
+    file: "src/observe/monitor/hub.ts",
+    before: "clearInterval(this.liveness);",
+    after: ";",
+    why: "stop() closes every viewer, and Bun runs the close handler inside ws.close() (a peer that reads nothing too), so the check left running walks an empty set; Instruments.stop() stops the HTTP server in the same turn, so no viewer comes after, and the interval is unref'd: it holds no exit",
+  },
+  {
     file: "src/protocol/timestamp.ts",
     before: "if (this.offset >= low && this.offset <= high) return;",
     after: "if (this.offset >= low && this.offset < high) return;",
