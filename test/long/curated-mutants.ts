@@ -274,12 +274,6 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     why: "done() removes the listener itself",
   },
   {
-    file: "src/transport/unix-server.ts",
-    before: "await removeSocketFile(this.options.path);",
-    after: ";",
-    why: "Bun's listener.stop() already unlinks the socket path; the call is a guard should a Bun version stop doing so",
-  },
-  {
     file: "src/transport/socket-tuner.ts",
     before: "if (this.socket && this.socket.readyState > 0) this.apply(this.socket);",
     after: "if (this.socket && this.socket.readyState >= 0) this.apply(this.socket);",
@@ -418,22 +412,10 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     why: "the header is a fresh, zero-filled buffer: byte 18 is 0 already",
   },
   {
-    file: "src/media/pump.ts",
-    before: "if (delay > 0) await Bun.sleep(delay);",
-    after: "if (delay >= 0) await Bun.sleep(delay);",
-    why: "Bun.sleep(0) only yields once to the event loop",
-  },
-  {
     file: "src/media/opus-toc.ts",
     before: "if (config < 12) return [480, 960, 1920, 2880][config & 3]!;",
     after: "if (config <= 12) return [480, 960, 1920, 2880][config & 3]!;",
     why: "config 12 (hybrid, 10 ms) is 480 samples either way",
-  },
-  {
-    file: "src/media/opus-toc.ts",
-    before: "return packet.length > 0 && (packet[0]! & 0x04) !== 0 ? 2 : 1;",
-    after: "return packet.length >= 0 && (packet[0]! & 0x04) !== 0 ? 2 : 1;",
-    why: "for an empty packet packet[0] is undefined, and undefined & 4 is 0: mono either way",
   },
   {
     file: "src/channels/input-client.ts",

@@ -1,12 +1,13 @@
 /**
  * The mutation run's curated mutants must still apply: each names a line of
  * src/ that the code may have moved away from, which would silently drop a
- * bug the suite once missed from `npm run mutants`.
+ * bug the suite once missed from `npm run mutants`. A reviewed equivalent
+ * names its line too, so the reason given stands for code that is there.
  */
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { CURATED } from "../long/curated-mutants.ts";
+import { CURATED, EQUIVALENT } from "../long/curated-mutants.ts";
 import { REPO } from "../support/processes.ts";
 
 test("every curated mutant finds its line in src/, and one line only: the run mutates the first that holds it", () => {
@@ -14,4 +15,9 @@ test("every curated mutant finds its line in src/, and one line only: the run mu
   const lines = (c: (typeof CURATED)[number]) => readFileSync(join(REPO, c.file), "utf8").split("\n").filter((line) => line.includes(c.find)).length;
   const notOnce = CURATED.map((c) => ({ mutant: `${c.name} (${c.file})`, lines: lines(c) })).filter(({ lines }) => lines !== 1);
   expect(notOnce).toEqual([]);
+});
+
+test("every reviewed equivalent mutant names a line still in its file: one the code moved away from leaves a reason standing for code that is gone", () => {
+  const there = (e: (typeof EQUIVALENT)[number]) => readFileSync(join(REPO, e.file), "utf8").split("\n").some((line) => line.trim() === e.before);
+  expect(EQUIVALENT.filter((e) => !there(e)).map((e) => `${e.file}: ${e.before}`)).toEqual([]);
 });
