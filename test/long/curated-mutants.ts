@@ -471,4 +471,10 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     after: "return `${flagsOf(names)}${names.length >= 0 && from ? ` (${from})` : \"\"}`;",
     why: "with no names, origins() of none is \"\", so `from` is falsy either way",
   },
+  {
+    file: "src/roles/sampler.ts",
+    before: "private byFrames = false;",
+    after: "private byFrames = true;",
+    why: "the first value is never read: only tick() reads it, and both ways to a tick set it first, frame() to true before it queues the tick, the fallback to false before it ticks",
+  },
 ];
