@@ -9,7 +9,7 @@
  * frames in order.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { OPTIONS } from "../../src/config.ts";
 import { SERVER_LOOK_MS, SERVER_REPLACED } from "../../src/transport/reconnecting-connection.ts";
@@ -23,7 +23,6 @@ import { connectClient, fakeServer } from "../support/peer.ts";
 import { metricsUrl, parseSamples } from "../support/metrics.ts";
 import { fdCount, rssKiB, wakeUps, wakeUpsOver } from "../support/proc.ts";
 import { agentEnv, spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
-import { agentWithQueue, signalTwice } from "../support/queued-agent.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 import { indexedWire, wholeWireMessages, wireFileFrames, writeWireFile } from "../support/wire.ts";
@@ -392,24 +391,6 @@ describe("a lossless server whose client never reads", () => {
     // Lossless until the signal: nothing was dropped but what was queued at shutdown.
     expect(acc.dropped).toBe(acc.byReason.shutdown ?? 0);
   });
-});
-
-describe("a second signal while the server is still writing out its queue", () => {
-  for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
-    test(`${signal} twice: it exits at once with ${code} (128 + the signal's number), not after the flush, saying so last, its socket file removed`, async () => {
-      const dir = setup("pf-");
-      const server = await agentWithQueue(defer, dir, dir.path("out.sock"));
-      await signalTwice(server, signal);
-      expect(await server.exited).toBe(code);
-      expect(server.stderr).not.toContain(" stopped ");
-      // Its client is cut off by the exit, and told so, not as one that left.
-      expect(logFields(server.stderr, "output-server", "client disconnected").reason).toBe("the process exits at once");
-      // The log does not just end: its last line says why there is no "stopped" line.
-      expect(server.stderr.trimEnd().split("\n").at(-1)).toContain(`agent: ${signal} again during the stop: exiting at once exit_code=${code}`);
-      // Neither the socket's path nor the hidden name it was bound by is left behind.
-      expect(readdirSync(dir.dir)).toEqual(["queued.wire"]);
-    });
-  }
 });
 
 describe("a client killed with SIGKILL while receiving a flood", () => {
