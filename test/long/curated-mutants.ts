@@ -205,6 +205,12 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: "if (this.isReady) return;",
   },
   {
+    name: "input send's connect under way as a signal lands not seen through: the connection the server accepted ends without Config or Stop, a dropped connection",
+    file: "src/roles/input-send.ts",
+    find: "await within(client.connectDecided(), FINAL_FLUSH_MS, undefined);",
+    replace: ";",
+  },
+  {
     name: "every message copied through the parser's own buffer, even one whole in its chunk",
     file: "src/protocol/frame-parser.ts",
     find: "if (this.held > 0) return this.continuePartial();",

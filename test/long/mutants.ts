@@ -350,10 +350,11 @@ const CLI_TESTS = [
  * hold parts of a role's assembly: one HTTP server for --metrics and
  * --monitor at one address (http-server), `sink_file=` on the stats line
  * (sink-file), the source's counts in output serve's stopped line
- * (ogg-roundtrip). About 40 s together, on the three minutes a roles
- * mutant's run takes.
+ * (ogg-roundtrip), input send seeing through a connect under way as a
+ * signal lands (signal-timing). About 40 s together, on the three minutes
+ * a roles mutant's run takes.
  */
-const ROLE_EDGE_TESTS = ["test/observe/http-server.test.ts", "test/faults/sink-file.test.ts", "test/cli/ogg-roundtrip.test.ts"];
+const ROLE_EDGE_TESTS = ["test/observe/http-server.test.ts", "test/faults/sink-file.test.ts", "test/cli/ogg-roundtrip.test.ts", "test/faults/signal-timing.test.ts"];
 
 /**
  * Folders whose tests are not test/FOLDER/ alone. The roles run as processes
