@@ -4,7 +4,7 @@
  * codes and one-line messages, signals, socket file mode and clean-up.
  */
 import { describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
@@ -711,6 +711,20 @@ describe("output recv to a FIFO", () => {
     // The process exits either way; only a stop of its endpoints gives the page the hub's close, else 1006.
     expect(await closed).toBe("1001 agent stopping");
     expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ signal: "SIGTERM", frames: "0" });
+  });
+
+  test("the FIFO it waits at replaced by a directory: the sink's own open fails, exit 1 with one line naming the path, its HTTP endpoints stopped first: a monitor page is told the agent stops (1001), not cut off", async () => {
+    const t = setup();
+    const fifo = makeFifo(t.path("player"));
+    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", fifo, "--monitor", "127.0.0.1:0"]);
+    const { closed } = await monitorViewer(recv, defer);
+    await recv.waitForStderr("waiting for a reader of the sink FIFO");
+    unlinkSync(fifo);
+    mkdirSync(fifo);
+    expect(await recv.exited, recv.stderr).toBe(1);
+    expect(failureLine(recv.stderr)).toContain(fifo);
+    // The process exits either way; only a stop of its endpoints gives the page the hub's close, else 1006.
+    expect(await closed).toBe("1001 agent stopping");
   });
 
   test("out of descriptors (EMFILE) while it waits for the FIFO's reader: it goes on waiting, says why once; once descriptors are free the reader that came gets every frame, exit 0", async () => {
