@@ -377,6 +377,28 @@ describe("output serve: a lossless file served to a client slow to see its conne
   }, 30_000);
 });
 
+describe("output serve: a lossless file queued whole while its client reads nothing", () => {
+  test("every frame still reaches it once it reads: the server waits for its queue to drain however long that takes, not only the second its final flush is given", async () => {
+    const t = setup();
+    const N = 1000;
+    await writeWireFile(t.source, N);
+    // A queue that holds the whole file (about 2 MB, far more than the socket's buffers): the source is read to its end at once.
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--queue-frames", String(N), "--metrics", "127.0.0.1:0"]);
+    const base = await metricsUrl(serve);
+    await serve.waitForStderr("waiting for a client");
+    const client = await connectClient(defer, t.sock, { paused: true });
+    await scrapeUntil(base, (text) => value(text, "audio_agent_frames_submitted_total") === N, "the whole file queued");
+    // Longer than the final flush's second: a server gone on to its stop would drop by then what its client did not take.
+    await Bun.sleep(2000);
+    client.socket.resume();
+    await client.closed;
+    expect(await serve.exited, serve.stderr).toBe(0);
+    expect(client.frames.length).toBe(N);
+    expect(firstMismatch(client.frames)).toBe(-1);
+    expect(expectAccountedLine(serve.stderr)).toMatchObject({ delivered: N, dropped: 0 });
+  }, 30_000);
+});
+
 describe("output serve live: a client that stops reading while nothing new comes", () => {
   test("once what is queued for it is past the latency budget, the server sleeps: it looks for the client's room only while something could still go", async () => {
     const t = setup();

@@ -199,6 +199,12 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: ";",
   },
   {
+    name: "a lossless output serve going on to its stop once its source is read, not once its queue has drained: a client slower than the final flush's second loses the rest",
+    file: "src/roles/output-serve.ts",
+    find: "if (!shutdown.isRequested && !live) await shutdown.race(server.waitForIdle());",
+    replace: ";",
+  },
+  {
     name: "READY=1 told after STOPPING=1 when a stop comes during the start: the service manager takes a stopping agent for started",
     file: "src/roles/shutdown.ts",
     find: "if (this.isReady || this.stopping) return;",
