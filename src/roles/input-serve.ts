@@ -6,7 +6,8 @@ import { SinkFlusher } from "../media/sink-flusher.ts";
 import type { Logger } from "../observe/logger.ts";
 import { stoppedFields } from "../observe/readings.ts";
 import { sizedPipe, sizedSendBuffer } from "../transport/socket-options.ts";
-import { Instruments, type ChannelInstruments } from "./instruments.ts";
+import type { ChannelInstruments } from "./channel-instruments.ts";
+import { Instruments } from "./instruments.ts";
 import type { Shutdown } from "./shutdown.ts";
 import { keepPaceOnStdout, liveStdout } from "./standard-streams.ts";
 

@@ -6,7 +6,8 @@ import { Pacer } from "../media/pacer.ts";
 import { pumpSource } from "../media/pump.ts";
 import type { Logger } from "../observe/logger.ts";
 import { stoppedFields } from "../observe/readings.ts";
-import { Instruments, type ChannelInstruments } from "./instruments.ts";
+import type { ChannelInstruments } from "./channel-instruments.ts";
+import { Instruments } from "./instruments.ts";
 import { FINAL_FLUSH_MS, senderOptions } from "./sender-options.ts";
 import type { Shutdown } from "./shutdown.ts";
 
