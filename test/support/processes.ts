@@ -223,15 +223,18 @@ export async function stopAgents(): Promise<void> {
  * A child process listening on `bindName` (resolved against `cwd`, so a
  * relative name binds the way another program started elsewhere would).
  * Resolves once it listens; `events` is what it saw since, in order: "open"
- * for each connection, "data N" for each read of N bytes. Kill it with the
- * returned function.
+ * for each connection, "data N" for each read of N bytes. With `sendEveryMs`,
+ * it writes one byte (1) to each connection that often: a server that keeps
+ * talking however long the test's own process is kept off the CPU. Kill it
+ * with the returned function.
  */
-export async function spawnListener(bindName: string, cwd = "/tmp"): Promise<{ kill: () => Promise<void>; events: () => string[] }> {
+export async function spawnListener(bindName: string, cwd = "/tmp", sendEveryMs?: number): Promise<{ kill: () => Promise<void>; events: () => string[] }> {
+  const talk = sendEveryMs === undefined ? "" : `setInterval(() => s.write(Uint8Array.of(1)), ${sendEveryMs});`;
   const child = Bun.spawn(
     [
       BUN,
       "-e",
-      `Bun.listen({ unix: ${JSON.stringify(bindName)}, socket: { open() { console.log("open"); }, data(_s, chunk) { console.log("data " + chunk.length); } } }); console.log("listening");`,
+      `Bun.listen({ unix: ${JSON.stringify(bindName)}, socket: { open(s) { console.log("open"); ${talk} }, data(_s, chunk) { console.log("data " + chunk.length); } } }); console.log("listening");`,
     ],
     { cwd, stdout: "pipe", stderr: "pipe", env: agentEnv() },
   );

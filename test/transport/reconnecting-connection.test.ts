@@ -12,7 +12,7 @@ import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { within } from "../../src/io/within.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { fakeServer, type FakeServer } from "../support/peer.ts";
-import { makeStaleSocket } from "../support/processes.ts";
+import { makeStaleSocket, spawnListener } from "../support/processes.ts";
 import { recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
@@ -340,10 +340,11 @@ describe("ReconnectingConnection", () => {
   });
 
   test("serverLookMs: a connection that keeps bringing data is kept though another server is at the path", async () => {
-    const { path } = serve((socket) => {
-      const timer = setInterval(() => socket.write(Uint8Array.of(1)), 10);
-      defer(() => clearInterval(timer));
-    });
+    // In a process of its own: a pause of the test's (a busy machine) would hold up its bytes too, and
+    // the connection would be silent for that long. Its bytes wait in the kernel, read before any timer.
+    const path = socketDir(defer, "rc-").path("s.sock");
+    const talking = await spawnListener(path, "/tmp", 10);
+    defer(talking.kill);
     const { conn } = connection(path, { serverLookMs: 50 });
     void conn.run();
     await until(() => conn.connects === 1, "connected");
