@@ -690,6 +690,16 @@ describe("signals", () => {
   });
 });
 
+/** `output recv` with a monitor page open on it, waiting for a reader of its sink FIFO. */
+async function waitingForFifoReader() {
+  const t = setup();
+  const fifo = makeFifo(t.path("player"));
+  const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", fifo, "--monitor", "127.0.0.1:0"]);
+  const { closed } = await monitorViewer(recv, defer);
+  await recv.waitForStderr("waiting for a reader of the sink FIFO");
+  return { fifo, recv, closed };
+}
+
 describe("output recv to a FIFO", () => {
   test("no reader yet: it says it waits, SIGTERM stops it (exit 0); a reader that comes gets every frame, whole", async () => {
     const t = setup();
@@ -723,11 +733,7 @@ describe("output recv to a FIFO", () => {
   }, 30_000);
 
   test("a signal while it waits for the FIFO's reader stops its HTTP endpoints: a monitor page is told the agent stops (1001), not cut off; exit 0", async () => {
-    const t = setup();
-    const fifo = makeFifo(t.path("player"));
-    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", fifo, "--monitor", "127.0.0.1:0"]);
-    const { closed } = await monitorViewer(recv, defer);
-    await recv.waitForStderr("waiting for a reader of the sink FIFO");
+    const { recv, closed } = await waitingForFifoReader();
     recv.kill("SIGTERM");
     expect(await recv.exited, recv.stderr).toBe(0);
     // The process exits either way; only a stop of its endpoints gives the page the hub's close, else 1006.
@@ -736,11 +742,7 @@ describe("output recv to a FIFO", () => {
   });
 
   test("the FIFO it waits at replaced by a directory: the sink's own open fails, exit 1 with one line naming the path, its HTTP endpoints stopped first: a monitor page is told the agent stops (1001), not cut off", async () => {
-    const t = setup();
-    const fifo = makeFifo(t.path("player"));
-    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", fifo, "--monitor", "127.0.0.1:0"]);
-    const { closed } = await monitorViewer(recv, defer);
-    await recv.waitForStderr("waiting for a reader of the sink FIFO");
+    const { fifo, recv, closed } = await waitingForFifoReader();
     unlinkSync(fifo);
     mkdirSync(fifo);
     expect(await recv.exited, recv.stderr).toBe(1);
