@@ -83,6 +83,11 @@ for (const f of folders) {
 }
 const maxPerFile = Number(values["max-per-file"]);
 const fileNames = values.files?.split(",").map((s) => s.trim()).filter((s) => s !== "");
+// Naming nothing would keep no file and run an empty sample as if it were the rest of a run.
+if (fileNames?.length === 0) {
+  console.error(`--files: "${values.files}" names no file; give source files of the folders run, comma-separated (pump.ts,monitor/hub.ts)`);
+  process.exit(2);
+}
 /** Whether --files leaves `file` (a path from the repository root) in the run. */
 function chosen(file: string): boolean {
   return fileNames === undefined || fileNames.some((name) => file === name || file.endsWith(`/${name}`));

@@ -28,3 +28,12 @@ test("--files naming no source file of the folders run is refused, naming it", (
   expect(run.exitCode).toBe(2);
   expect(run.err.trim()).toBe('--files: "hub.ts" is no source file of media');
 });
+
+test("--files naming nothing (empty, or commas alone) is refused, not run as a sample of no file", () => {
+  for (const value of ["", " , "]) {
+    const run = list("--only", "media", "--files", value);
+    expect(run.exitCode).toBe(2);
+    expect(run.err.trim()).toBe(`--files: "${value}" names no file; give source files of the folders run, comma-separated (pump.ts,monitor/hub.ts)`);
+    expect(run.out).toBe("");
+  }
+});
