@@ -341,6 +341,28 @@ describe("ByteSink over a pipe whose reader is behind", () => {
     expect(sink.dropped).toEqual({ sink_no_reader: 0, sink_write_failed: 0, sink_reader_slow: 0 });
   });
 
+  // Room for units is kept at one per SMALLEST_UNIT bytes; units smaller than that (one byte
+  // each here) outnumber it, so the larger buffer a backlog grows into must count them, not its size.
+  test("units smaller than a wire message, held while the reader is behind: the buffer grows past them, and they all arrive once and in order", async () => {
+    const { sink, reader } = pipeSink("small.fifo");
+    // 64 KiB in the pipe, 64 KiB in the buffer, then the backlog past it.
+    const units = 200_000;
+    for (let i = 0; i < units; i++) sink.write(Uint8Array.of(i & 0xff), 1);
+    expect(sink.waiting).toBeInstanceOf(Promise);
+    const read: number[] = [];
+    let closed = false;
+    const closing = Promise.resolve(sink.close()).then(() => (closed = true));
+    while (!closed) {
+      readNow(reader, read);
+      await Bun.sleep(5);
+    }
+    await closing;
+    readNow(reader, read);
+    expect(read.length).toBe(units);
+    expect(read.every((b, i) => b === (i & 0xff))).toBe(true);
+    expect(sink.dropped).toEqual({ sink_no_reader: 0, sink_write_failed: 0, sink_reader_slow: 0 });
+  });
+
   test("closed while its reader reads nothing: close settles after LINGER_MS, the units not wholly in the pipe counted sink_reader_slow", async () => {
     const { sink, reader } = pipeSink("stalled.fifo");
     for (let i = 0; i < 100; i++) sink.write(numbered(i), 2);
