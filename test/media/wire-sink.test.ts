@@ -458,6 +458,21 @@ describe("a wire capture appended to", () => {
     expect(appended(damaged)).toEqual(concatBytes([damaged, next]));
   });
 
+  // The format is looked at only to add to a file: without --append the file is truncated, as `>` truncates it.
+  test("without --append, a file of another format or the other channel's capture is not refused: it is replaced by the new capture", () => {
+    const path = socketDir(defer, "wsk-").path("rec.wire");
+    for (const [what, before] of [
+      ["ogg", new TextEncoder().encode("OggS\0\x02 not a capture at all")],
+      ["input capture", indexedWire(0, 3, 100, INPUT_MAGIC)],
+    ] as const) {
+      writeFileSync(path, before);
+      const sink = openSink("wire", path, { append: false, channel: "output", preSkip: 312, pageMs: 100 });
+      sink.write(opusMessage(new Uint8Array([7, 7, 7])));
+      void sink.close();
+      expect({ what, bytes: new Uint8Array(readFileSync(path)) }).toEqual({ what, bytes: next });
+    }
+  });
+
   test("zero bytes to the end (a power loss that kept the file's length, not its last blocks) are cut as a tail cut short: after whole messages, half a message, or alone", () => {
     const whole = indexedWire(0, 5, 300);
     const half = indexedWire(5, 6, 300).subarray(0, 9);
