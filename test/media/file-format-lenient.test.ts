@@ -10,7 +10,7 @@ import { checkFileFormat } from "../../src/media/file-format.ts";
 import { MAX_PAGE_SIZE, PageFlag } from "../../src/media/ogg-page.ts";
 import { write32LE } from "../../src/protocol/index.ts";
 import { concatBytes } from "../support/bytes.ts";
-import { sealPage } from "../support/ogg.ts";
+import { pagesOf, sealPage } from "../support/ogg.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { encodeWith, ffmpegFrom } from "../support/opus-fixtures.ts";
 import { runAgent } from "../support/processes.ts";
@@ -173,6 +173,24 @@ describe("--lenient: the start-up check reads pages as the lenient source does",
     damaged[300]! ^= 1;
     expect(await verdict(t.write("damaged-vorbis", [ascii("junk"), damaged, vorbis]))).toBe('is Ogg but not Opus (its first packet begins "\\x01vorbis\\x00")');
     expect(await verdict(t.write("damaged-opus", [ascii("junk"), damaged, t.opus]))).toBe("ok");
+  });
+
+  // A bad page's length may be what was damaged: read on from where it says it ends, the check
+  // passed over the real first page and refused, as cut mid-stream, a file the source streams.
+  test("a page with a bad CRC whose length runs over the real first pages: the next page is sought from its second byte, as the source seeks it, and the Opus after it passes", async () => {
+    const t = setup();
+    // A page header whose one segment of 255 bytes takes in the OpusHead page after it (47 bytes) and more; CRC 0, so bad.
+    const damaged = new Uint8Array(28);
+    damaged.set(ascii("OggS"), 0);
+    damaged[26] = 1;
+    damaged[27] = 255;
+    const path = t.write("overlong", [damaged, t.opus]);
+    expect(pagesOf(t.opus)[0]!.size).toBeLessThan(255);
+    const drained = await drainFile(path, { lenient: true });
+    expect(drained.error).toBeUndefined();
+    expect(drained.source.counts).toMatchObject({ skipped_pages: 1, skipped_bytes: damaged.length });
+    expect(drained.frames.length).toBe((await drainFile(t.write("plain", [t.opus]))).frames.length);
+    expect(await verdict(path)).toBe("ok");
   });
 
   test("a file of junk shorter than the window names its own length", async () => {
