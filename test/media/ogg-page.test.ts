@@ -324,4 +324,22 @@ describe("OggPacketReader", () => {
     expect(strict.next()).toBeUndefined();
     expect(() => strict.push(pageAt(pages[3]!))).toThrow("packet begun at byte 29 is not continued on the next page at byte 0");
   });
+
+  // A rewind resets the reader after whatever the pass before it met: a page lost there must not
+  // reach into the pass after it, whose pages are read as a new reader reads them.
+  test("reset() after a lost page starts afresh: the first page's orphaned tail is counted as a new reader counts it, and nothing is taken as interrupted", () => {
+    const { writer, pages } = collectingWriter(1, { maxSegments: 2 });
+    writer.addPacket(packet(600, 1), 1); // pages 0 [255,255], 1 [90, 30]
+    writer.addPacket(packet(30, 2), 2);
+    writer.flushPage();
+    const fresh = new OggPacketReader(4096);
+    fresh.push(pageAt(pages[1]!));
+    const reader = new OggPacketReader(4096);
+    reader.lost();
+    reader.reset();
+    expect(reader.interrupted).toBe(false);
+    reader.push(pageAt(pages[1]!));
+    expect({ orphanTails: reader.orphanTails, size: reader.next()?.size }).toEqual({ orphanTails: fresh.orphanTails, size: 30 });
+    expect(reader.orphanTails).toBe(1);
+  });
 });
