@@ -190,6 +190,28 @@ describe("pumpSource", () => {
     expect(events).toEqual(["read 0", "read 1", "write 0", "write 1", "read 2", "write 2"]);
   });
 
+  // A chunk read after a turn of the event loop only sets an immediate; the pump waits for a turn
+  // only once chunks came PUMP_TURN_MS without one. Waiting at every chunk doubled the turns here.
+  test("a short file looped (held in memory, each read at once): the event loop turns once a pass, the turn after its chunk taken with the pass's own", async () => {
+    const passes = 2000;
+    const wire = await source(indexedWire(0, 5));
+    const to = target();
+    let ticks = 0;
+    let ticking = true;
+    const tick = () => {
+      ticks++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const n = await pumpSource(wire, to, { lossless: false, loop: true, isStopped: () => to.sent.length >= passes * 5 });
+    ticking = false;
+    expect(n).toBe(passes * 5);
+    expect(to.sent.slice(-5)).toEqual([0, 1, 2, 3, 4]);
+    // One turn for each start again (passes - 1), give or take the ticker's first and last.
+    expect(ticks).toBeGreaterThanOrEqual(passes - 1);
+    expect(ticks).toBeLessThanOrEqual(passes + 2);
+  });
+
   test("frames already due, paced or not, are queued together and go out in one write", async () => {
     for (const pacer of [new Pacer(), undefined]) {
       const { events, reading, writing } = await logged(10, 0);
