@@ -252,6 +252,18 @@ export const CURATED: readonly CuratedMutant[] = [
     find: 'return dir?.kind === "world-writable" ? dir : undefined;',
     replace: 'return dir?.kind !== "world-writable" ? dir : undefined;',
   },
+  {
+    name: "the lenient start-up check reading on where a bad page's length says it ends, refusing a file its source streams",
+    file: "src/media/file-format.ts",
+    find: "pages.resync();",
+    replace: ";",
+  },
+  {
+    name: "a sink's file looked at for its format without --append, refused where it is only replaced",
+    file: "src/media/open.ts",
+    find: 'if (options.append && options.fd === undefined && path !== "-") checkAppendFormat(path, format, options.channel);',
+    replace: 'if (options.append && options.fd === undefined || path !== "-") checkAppendFormat(path, format, options.channel);',
+  },
 ];
 
 /**
@@ -382,6 +394,12 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     why: "where end is bytes.length already, setting it to bytes.length changes nothing",
   },
   {
+    file: "src/media/ogg-crc.ts",
+    before: "for (let k = 1; k < 8; k++) {",
+    after: "for (let k = 1; k <= 8; k++) {",
+    why: "a ninth table is built once at load and never read: only the first eight are taken out of TABLES",
+  },
+  {
     file: "src/media/ogg-page-reader.ts",
     before: "const to = found < 0 ? this.chunk.length : found;",
     after: "const to = found <= 0 ? this.chunk.length : found;",
@@ -401,9 +419,21 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
   },
   {
     file: "src/media/ogg-packet-reader.ts",
+    before: "if (this.carried < 0) {",
+    after: "if (this.carried <= 0) {",
+    why: "a packet is carried only once its first page gave it a byte at least (pieceStart < bodyPos), and carry() only adds: carried is -1 or above 0, never 0, on both lines that hold this test",
+  },
+  {
+    file: "src/media/ogg-packet-reader.ts",
     before: "if (room > 0) this.buffer.set(page.bytes.subarray(start, start + Math.min(room, this.bodyPos - start)), this.carried);",
     after: "if (room >= 0) this.buffer.set(page.bytes.subarray(start, start + Math.min(room, this.bodyPos - start)), this.carried);",
     why: "with no room the subarray is empty, and setting it copies nothing",
+  },
+  {
+    file: "src/media/ogg-source.ts",
+    before: "this.pages.finish();",
+    after: ";",
+    why: "checkEnd() runs only straight after fill()'s own pages.finish() returned false, which holds nothing and has not failed: called again it returns false and changes nothing",
   },
   {
     file: "src/media/ogg-page-writer.ts",
