@@ -429,8 +429,8 @@ export class OggSource implements FrameSource {
     return true;
   }
 
+  /** What the input's end says of the stream: called once the page reader's finish() found nothing held. */
   private checkEnd(): void {
-    this.pages.finish();
     this.passedOver(this.pages.streamOffset);
     // A packet a lost page cut (lenient) is counted with that page: the input ending after it is no truncation.
     if (this.packets.open && !this.packets.interrupted) {
