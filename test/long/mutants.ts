@@ -88,9 +88,13 @@ if (fileNames?.length === 0) {
   console.error(`--files: "${values.files}" names no file; give source files of the folders run, comma-separated (pump.ts,monitor/hub.ts)`);
   process.exit(2);
 }
-/** Whether --files leaves `file` (a path from the repository root) in the run. */
+/** Whether `name`, as --files gives it (a path below the folder, or the whole path), names `file` (a path from the repository root). */
+function names(name: string, file: string): boolean {
+  return file === name || file.endsWith(`/${name}`);
+}
+/** Whether --files leaves `file` in the run. */
 function chosen(file: string): boolean {
-  return fileNames === undefined || fileNames.some((name) => file === name || file.endsWith(`/${name}`));
+  return fileNames === undefined || fileNames.some((name) => names(name, file));
 }
 const jobs = Math.max(1, Number(values.jobs));
 const seed = Number(values.seed);
@@ -284,7 +288,7 @@ function planMutants(): Mutant[] {
     }
   }
   for (const name of fileNames ?? []) {
-    if (!folders.some((folder) => sourceFiles(folder).some((file) => file === name || file.endsWith(`/${name}`)))) {
+    if (!folders.some((folder) => sourceFiles(folder).some((file) => names(name, file)))) {
       console.error(`--files: "${name}" is no source file of ${folders.join(", ")}`);
       process.exit(2);
     }

@@ -10,14 +10,17 @@ import { join } from "node:path";
 import { CURATED, EQUIVALENT } from "../long/curated-mutants.ts";
 import { REPO } from "../support/processes.ts";
 
+/** The lines of a file of the repository, as the run reads them. */
+const sourceLines = (file: string) => readFileSync(join(REPO, file), "utf8").split("\n");
+
 test("every curated mutant finds its line in src/, and one line only: the run mutates the first that holds it", () => {
   expect(CURATED.length).toBeGreaterThan(0);
-  const lines = (c: (typeof CURATED)[number]) => readFileSync(join(REPO, c.file), "utf8").split("\n").filter((line) => line.includes(c.find)).length;
+  const lines = (c: (typeof CURATED)[number]) => sourceLines(c.file).filter((line) => line.includes(c.find)).length;
   const notOnce = CURATED.map((c) => ({ mutant: `${c.name} (${c.file})`, lines: lines(c) })).filter(({ lines }) => lines !== 1);
   expect(notOnce).toEqual([]);
 });
 
 test("every reviewed equivalent mutant names a line still in its file: one the code moved away from leaves a reason standing for code that is gone", () => {
-  const there = (e: (typeof EQUIVALENT)[number]) => readFileSync(join(REPO, e.file), "utf8").split("\n").some((line) => line.trim() === e.before);
+  const there = (e: (typeof EQUIVALENT)[number]) => sourceLines(e.file).some((line) => line.trim() === e.before);
   expect(EQUIVALENT.filter((e) => !there(e)).map((e) => `${e.file}: ${e.before}`)).toEqual([]);
 });
