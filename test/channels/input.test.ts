@@ -394,8 +394,8 @@ describe("input channel in-process", () => {
     const { path } = socketDir(defer);
     const sock = path("in.sock");
     // Heartbeats, not Acks, from a process of its own whose send buffer (which bounds what waits in
-    // the client's socket) is set far above what the client takes in one read: after every
-    // read more waits unread, so a look at the unread bytes always finds some.
+    // the client's socket) is set far above what the client takes in one read, so that a backlog
+    // can build up in it.
     const heartbeat = encodeMessage(INPUT_MAGIC, MessageType.Heartbeat, new Uint8Array(0));
     const flooder = start(["python3", "-c", String.raw`
 import socket, sys
@@ -419,6 +419,13 @@ except OSError: pass
     const client = newClient(sock, { heartbeatMs: 10, ackTimeoutMs: 1000, onDisconnect: (r) => disconnects.push(r) });
     void client.start();
     await flooder.waitForStderr("sndbuf");
+    // The client's process busy four fifths of the time, as on a loaded device: it reads slower
+    // than the flooder writes, so every look finds bytes unread, not only the first.
+    const busy = setInterval(() => {
+      const until = performance.now() + 4;
+      while (performance.now() < until);
+    }, 1);
+    defer(() => clearInterval(busy));
     await until(() => client.ackTimeouts >= 1, "the server given up for its missing Acks", 10_000);
     expect(disconnects[0]).toBe("no Ack within 1000 ms");
     expect(client.acks).toBe(0);

@@ -151,6 +151,12 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: ";",
   },
   {
+    name: "unread bytes looked at again and again: a server that floods without acking is never given up",
+    file: "src/channels/input-client.ts",
+    find: "this.ackLookedAgain = true;",
+    replace: "this.ackLookedAgain = false;",
+  },
+  {
     name: "Heartbeats allowed after Stop",
     file: "src/channels/input-client.ts",
     find: "if (this.queue.isFull || this.finishing) return;",
