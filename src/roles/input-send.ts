@@ -40,14 +40,20 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
   // frame size once the first audio packet is: unless the flags give all three, read up to that
   // packet (from a FIFO: its first writer's) before connecting with the Config; a signal ends the wait.
   const configFromFlags = settings["sample-rate"] !== undefined && settings.channels !== undefined && settings["frame-size"] !== undefined;
+  // Every way out, a source that fails before its first frame too: the run's log ends with its accounting.
+  const stopped = () => report.last("stopped", { signal: shutdown.signal, ...stoppedFields(client.readings()), ...instruments.latencyFields() });
   try {
-    const source = settings.format === "ogg" && !configFromFlags ? await shutdown.race(readUpToFirstFrame(opened)) : opened;
-    if (!source) {
-      await opened.close();
-      // Stopped before the first frame: nothing was read or sent, and the run says so as every run ends.
-      report.last("stopped", { signal: shutdown.signal, ...stoppedFields(client.readings()) });
-      return;
+    let source: FrameSource | undefined;
+    try {
+      source = settings.format === "ogg" && !configFromFlags ? await shutdown.race(readUpToFirstFrame(opened)) : opened;
+    } finally {
+      // Stopped or failed before the first frame: nothing was sent, and the run says so as every run ends.
+      if (!source) {
+        await opened.close();
+        stopped();
+      }
     }
+    if (!source) return;
     client.setConfig(configOf(settings, source, DEFAULT_AUDIO_CONFIG));
     const connection = client.start();
     // A source that fails part-way still ends the run with an error, but only after the
@@ -81,7 +87,7 @@ export async function inputSend(settings: RoleSettings<"input send">, logger: Lo
     } finally {
       client.stop();
       await source.close();
-      report.last("stopped", { signal: shutdown.signal, ...stoppedFields(client.readings()), ...instruments.latencyFields() });
+      stopped();
     }
   } finally {
     // Every way out, the first writer's wait too: a monitor page is told the agent stops.

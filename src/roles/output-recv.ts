@@ -66,6 +66,8 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     return sink.waiting;
   }, () => sink);
   shutdown.ready();
+  // Every way out, a sink that could not be opened too: the run's log ends with its accounting.
+  const stopped = () => report.last("stopped", { signal: shutdown.signal, ...stoppedFields(client.readings()), ...instruments.latencyFields() });
   try {
     const fifo = await holdFifoForWriting(
       settings.sink,
@@ -76,7 +78,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     if (shutdown.isRequested) {
       if (fifo !== undefined) closeSync(fifo);
       await instruments.stop();
-      report.last("stopped", { signal: shutdown.signal, ...stoppedFields(client.readings()) });
+      stopped();
       return;
     }
     // The FIFO is written through the descriptor its reader was found with, non-blocking: a slow
@@ -93,6 +95,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     });
   } catch (e) {
     await instruments.stop();
+    stopped();
     throw e;
   }
   flusher = new SinkFlusher(sink, settings["page-ms"], (error) => client.fail(error));
@@ -106,7 +109,7 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
       // Completes the file (an Ogg sink: its end-of-stream page); on a full disk this throws.
       await sink.close();
     } finally {
-      report.last("stopped", { signal: shutdown.signal, ...stoppedFields(client.readings()), ...instruments.latencyFields() });
+      stopped();
     }
   }
 }

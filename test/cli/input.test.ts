@@ -861,7 +861,7 @@ describe("input send stops its HTTP endpoints on every way out: a monitor page i
     expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ signal: "SIGTERM", submitted: "0", connects: "0" });
   });
 
-  test("a source that is not Ogg, found before its first frame: exit 1 with one line saying so", async () => {
+  test("a source that is not Ogg, found before its first frame: exit 1 with one line saying so, after its stopped line", async () => {
     const { sock } = setup();
     const sender = spawnAgent(["input", "send", "--socket", sock, "--source", "-", "--format", "ogg", "--monitor", "127.0.0.1:0"], { stdin: "pipe" });
     const { closed } = await monitorViewer(sender, defer);
@@ -870,6 +870,7 @@ describe("input send stops its HTTP endpoints on every way out: a monitor page i
     expect(await sender.exited).toBe(1);
     expect(await closed).toBe("1001 agent stopping");
     expect(failureLine(sender.stderr)).toBe('audio-agent: ogg source stdin: no Ogg capture pattern "OggS" at byte 0');
+    expect(logFields(sender.stderr, "input-client", "stopped")).toMatchObject({ submitted: "0", connects: "0" });
   });
 
   test("a file sent to its end: exit 0, every packet delivered", async () => {

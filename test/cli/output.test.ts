@@ -741,12 +741,13 @@ describe("output recv to a FIFO", () => {
     expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ signal: "SIGTERM", frames: "0" });
   });
 
-  test("the FIFO it waits at replaced by a directory: the sink's own open fails, exit 1 with one line naming the path, its HTTP endpoints stopped first: a monitor page is told the agent stops (1001), not cut off", async () => {
+  test("the FIFO it waits at replaced by a directory: the sink's own open fails, exit 1 with one line naming the path after its stopped line, its HTTP endpoints stopped first: a monitor page is told the agent stops (1001), not cut off", async () => {
     const { fifo, recv, closed } = await waitingForFifoReader();
     unlinkSync(fifo);
     mkdirSync(fifo);
     expect(await recv.exited, recv.stderr).toBe(1);
     expect(failureLine(recv.stderr)).toContain(fifo);
+    expect(logFields(recv.stderr, "output-client", "stopped")).toMatchObject({ frames: "0", connects: "0" });
     // The process exits either way; only a stop of its endpoints gives the page the hub's close, else 1006.
     expect(await closed).toBe("1001 agent stopping");
   });
