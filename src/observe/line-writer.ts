@@ -186,7 +186,7 @@ export class LineWriter {
     }
     clearInterval(this.retry);
     this.retry = undefined;
-    return true; // nothing waits
+    return true;
   }
 
   /**

@@ -282,6 +282,22 @@ export interface EquivalentMutant {
   before: string;
   after: string;
   why: string;
+  /**
+   * Where `before` stands on several lines and the reason holds for one:
+   * text of a line above it, which the file holds once; the entry is for
+   * the first line after that one which is `before`.
+   */
+  within?: string;
+}
+
+/** The lines (1-based) of `lines`, the file's, that an entry stands for: none once the code moved away from it. */
+export function reviewedLines(e: EquivalentMutant, lines: readonly string[]): number[] {
+  const at = lines.flatMap((line, i) => (line.trim() === e.before ? [i + 1] : []));
+  if (e.within === undefined) return at;
+  const marks = lines.flatMap((line, i) => (line.includes(e.within!) ? [i + 1] : []));
+  if (marks.length !== 1) return [];
+  const first = at.find((n) => n > marks[0]!);
+  return first === undefined ? [] : [first];
 }
 
 export const EQUIVALENT: readonly EquivalentMutant[] = [
@@ -490,9 +506,17 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     why: "force only passes over a path that is missing, and this one is there: mkdtemp made it just before, 0700 and ours, and another agent's sweep spares the directory of a pid that lives",
   },
   {
+    file: "src/transport/frame-writer.ts",
+    before: "this.blocked = false;",
+    after: "this.blocked = true;",
+    within: "private release(dropQueued: boolean",
+    why: "released, the writer has no socket until attach(), which clears it; meanwhile every reader of it asks for a socket too (pump, schedule, the stale drop and the stuck report of submit) or stops at once without one (the room check a lossless submit may start)",
+  },
+  {
     file: "src/observe/line-writer.ts",
-    before: "return true; // nothing waits",
-    after: "return false; // nothing waits",
+    before: "return true;",
+    after: "return false;",
+    within: "private resume(): boolean {",
     why: "resume()'s answer is read by drain() alone, whose loop asks waiting() first: with nothing left waiting it ends either way, one 1 ms sleep later",
   },
   {

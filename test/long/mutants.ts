@@ -32,7 +32,7 @@ import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rea
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { CURATED, EQUIVALENT, type CuratedMutant } from "./curated-mutants.ts";
+import { CURATED, EQUIVALENT, reviewedLines, type CuratedMutant } from "./curated-mutants.ts";
 import { Rng } from "./rng.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
@@ -264,9 +264,9 @@ function classify(mutants: Mutant[]): void {
     const source = readFileSync(join(ROOT, m.file), "utf8");
     if (!output.has(m.file)) output.set(m.file, compiled(m.file, source));
     const lines = source.split("\n");
+    const reviewed = EQUIVALENT.find((e) => e.file === m.file && e.after === m.after.trim() && reviewedLines(e, lines).includes(m.line));
     lines[m.line - 1] = m.after;
     const mutated = compiled(m.file, lines.join("\n"));
-    const reviewed = EQUIVALENT.find((e) => e.file === m.file && e.before === m.before.trim() && e.after === m.after.trim());
     if (mutated === undefined) m.skip = "does not parse";
     else if (mutated === output.get(m.file)) m.skip = "changes only types";
     else if (reviewed) m.skip = `equivalent: ${reviewed.why}`;
