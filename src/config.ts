@@ -761,7 +761,7 @@ export function configText(bytes: Uint8Array, path: string): string {
 }
 
 /** The offset of the first byte of `bytes` that begins no UTF-8 character: where a lenient decoder's first U+FFFD stands for no EF BF BD. */
-function firstNonUtf8(bytes: Uint8Array): number {
+export function firstNonUtf8(bytes: Uint8Array): number {
   const text = new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes);
   let at = 0;
   for (const char of text) {

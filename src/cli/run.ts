@@ -34,6 +34,7 @@ import { Logger, writeText, type LogFormat } from "../observe/logger.ts";
 import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";
 import { ConnectError, ConnectTimeoutError } from "../transport/unix-client.ts";
+import { refuseNonUtf8 } from "./argument-bytes.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, refuseExtra, UsageError } from "./errors.ts";
 import { CHANNEL_HELP, roleHelp, TOP_HELP } from "./help.ts";
 import { Shutdown } from "../roles/shutdown.ts";
@@ -164,6 +165,7 @@ function plainConfigFile(path: string): Pick<ConfigFile, "top" | "sections"> | u
 }
 
 async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
+  refuseNonUtf8(argv, io.env);
   const [first, second] = argv;
   if (first === "--version" || first === "-V" || first === "version") {
     refuseExtra(first, argv.slice(1), "--help");
