@@ -633,7 +633,8 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new ConfigError(`config ${path}: not valid JSON (${(e as Error).message})`);
+    const at = jsonErrorAt(text);
+    throw new ConfigError(`config ${path}: not valid JSON (${(e as Error).message})${at ? ` at line ${at.line}, column ${at.column}` : ""}`);
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw new ConfigError(`config ${path}: expected a JSON object of settings, found ${Array.isArray(json) ? "an array" : shownValue(json)}`);
@@ -1065,6 +1066,85 @@ export function readFlags(args: string[], flags: FlagSpecs, command: string): { 
     values[name] = value;
   }
   return { values, positionals };
+}
+
+/**
+ * Where `text` stops being JSON (RFC 8259): the line and column (1-based) of
+ * the first character that cannot be there, or of its end where it ends too
+ * soon; undefined where it is JSON. JSON.parse's message here says what, never
+ * where. A loop with a stack of the open objects and arrays, not recursion: a
+ * file may nest 500,000 deep.
+ */
+function jsonErrorAt(text: string): { line: number; column: number } | undefined {
+  const open: string[] = [];
+  /** What may come next: a value (or, first in an array, its end), a key (or, first in an object, its end), the colon, a comma or the end, nothing more. */
+  let next: "value" | "value or ]" | "key" | "key or }" | ":" | "," | "end" = "value";
+  const afterValue = (): typeof next => (open.length > 0 ? "," : "end");
+  const number = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+  let i = 0;
+  const fail = (at: number) => {
+    const before = text.slice(0, at);
+    return { line: before.split("\n").length, column: at - before.lastIndexOf("\n") };
+  };
+  /** The offset after the string opening at `i`, or the failure where it breaks (a raw control character, a bad escape, the end). */
+  const stringEnd = (): number | ReturnType<typeof fail> => {
+    for (let j = i + 1; j < text.length; j++) {
+      const c = text.charCodeAt(j);
+      if (c === 0x22) return j + 1;
+      if (c < 0x20) return fail(j);
+      if (c !== 0x5c) continue;
+      j++;
+      if (text[j] === "u") {
+        if (!/^[0-9a-fA-F]{4}$/.test(text.slice(j + 1, j + 5))) return fail(j);
+        j += 4;
+      } else if (j >= text.length || !'"\\/bfnrt'.includes(text[j]!)) return fail(j);
+    }
+    return fail(text.length);
+  };
+  for (;;) {
+    while (i < text.length && " \t\n\r".includes(text[i]!)) i++;
+    if (i >= text.length) return next === "end" ? undefined : fail(i);
+    const c = text[i]!;
+    if (next === "end") return fail(i);
+    if (next === ":" || next === ",") {
+      const close = open.at(-1) === "{" ? "}" : "]";
+      if (next === ":" && c === ":") next = "value";
+      else if (next === "," && c === ",") next = close === "}" ? "key" : "value";
+      else if (next === "," && c === close) {
+        open.pop();
+        next = afterValue();
+      } else return fail(i);
+      i++;
+      continue;
+    }
+    if ((next === "value or ]" && c === "]") || (next === "key or }" && c === "}")) {
+      open.pop();
+      next = afterValue();
+      i++;
+      continue;
+    }
+    if (c === '"') {
+      const end = stringEnd();
+      if (typeof end !== "number") return end;
+      i = end;
+      if (next === "key" || next === "key or }") next = ":";
+      else next = afterValue();
+      continue;
+    }
+    if (next === "key" || next === "key or }") return fail(i);
+    if (c === "{" || c === "[") {
+      open.push(c);
+      next = c === "{" ? "key or }" : "value or ]";
+      i++;
+      continue;
+    }
+    const word = ["true", "false", "null"].find((w) => text.startsWith(w, i));
+    number.lastIndex = i;
+    if (word) i += word.length;
+    else if (number.test(text)) i = number.lastIndex;
+    else return fail(i);
+    next = afterValue();
+  }
 }
 
 /**

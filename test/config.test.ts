@@ -672,6 +672,28 @@ describe("parseConfigFile", () => {
     expect(fileError(`{"queue-frames": 5,`)).toStartWith("config /etc/bad.json: not valid JSON (");
     expect(fileError(``)).toStartWith("config /etc/bad.json: not valid JSON (");
   });
+
+  test("invalid JSON is told with the line and column where it goes wrong (JSON.parse's own message gives neither)", () => {
+    const at = (text: string) => / at line \d+, column \d+$/.exec(fileError(text))?.[0];
+    // A comma missing between two keys: the second key, on line 4.
+    expect(at(`{\n  "queue-frames": 5,\n  "log-level": "debug"\n  "drop": "oldest"\n}\n`)).toBe(" at line 4, column 3");
+    // A comma after the last key: the brace that follows it.
+    expect(at(`{\n  "queue-frames": 5,\n}\n`)).toBe(" at line 3, column 1");
+    // A number with a leading zero: the digit after the 0.
+    expect(at(`{\n  "queue-frames": 05\n}`)).toBe(" at line 2, column 20");
+    // A raw tab inside a string; a bad escape; single quotes.
+    expect(at(`{"drop": "old\test"}`)).toBe(" at line 1, column 14");
+    expect(at(`{"drop": "old\\xest"}`)).toBe(" at line 1, column 15");
+    expect(at(`{\n'drop': 1}`)).toBe(" at line 2, column 1");
+    // Something after the object; the file ending inside it; nothing at all.
+    expect(at(`{"drop": "oldest"}}`)).toBe(" at line 1, column 19");
+    expect(at(`{"drop":`)).toBe(" at line 1, column 9");
+    expect(at(``)).toBe(" at line 1, column 1");
+    // Deep nesting is walked without recursion: the stray comma 100,000 levels in.
+    expect(at(`${"[".repeat(100_000)},${"]".repeat(100_000)}`)).toBe(" at line 1, column 100001");
+    // JSON.parse's words stay, before the place.
+    expect(fileError(`{"drop": "oldest",}`)).toStartWith("config /etc/bad.json: not valid JSON (JSON Parse error: ");
+  });
 });
 
 describe("loadConfigFile", () => {

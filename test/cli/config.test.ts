@@ -202,6 +202,18 @@ describe("config check", () => {
     expect(JSON.parse((await cli(["config", "print", "input", "serve", "--config", file])).stdout).sink).toBe(`${sink}\uFFFD`);
   });
 
+  test("a file that is not JSON (a comma missing on line 3): exit 2, one line naming the line and column, in config check and a role", async () => {
+    const { write, path, dir } = setup();
+    const file = write("comma.json", `{\n  "input": {\n    "sink": "${path("got.wire")}"\n    "once": true\n  }\n}\n`);
+    const checked = await runAgent(["config", "check", file], { cwd: dir, env: agentEnv() });
+    expect(checked.code).toBe(2);
+    expect(checked.stdout).toBe("");
+    expect(checked.stderr).toMatch(new RegExp(`^audio-agent: config ${file}: not valid JSON \\(.+\\) at line 4, column 5\n$`));
+    const role = await runAgent(["input", "serve", "--socket", path("i.sock"), "--config", file], { cwd: dir, env: agentEnv() });
+    expect(role).toEqual({ code: 2, stdout: "", stderr: checked.stderr });
+    expect(readdirSync(dir)).toEqual(["comma.json"]);
+  });
+
   test("a missing file, or no file named: exit 2", async () => {
     const { path, dir } = setup();
     const missing = await cli(["config", "check", path("nope.json")]);

@@ -279,7 +279,7 @@ describe("text messages", () => {
     writeFileSync(nul, new Uint8Array(3));
     const bad = await runAgent(["output", "serve", "--config", nul, "--source", "-"]);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toBe(`audio-agent: config ${nul}: not valid JSON (JSON Parse error: Unrecognized token '\\u0000')\n`);
+    expect(bad.stderr).toBe(`audio-agent: config ${nul}: not valid JSON (JSON Parse error: Unrecognized token '\\u0000') at line 1, column 1\n`);
     const newline = dir.path("a\nb.opus");
     const missing = await runAgent(["output", "serve", "--socket", dir.path("o.sock"), "--source", newline]);
     expect(missing.code).toBe(1);
