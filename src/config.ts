@@ -451,6 +451,22 @@ function variableStandIns(command: Command | undefined): Map<string, string> {
   return standIns;
 }
 
+/**
+ * The variables meant by a name with a channel's prefix that is none of the
+ * agent's: the ones `command` reads with the other prefix or none (serve's
+ * process-wide AUDIO_AGENT_LOG_LEVEL for the log level with INPUT_ before it,
+ * its AUDIO_AGENT_INPUT_SINK for the sink with OUTPUT_), else those any
+ * command reads (output recv's AUDIO_AGENT_COUNT); as flagMeant tells a flag's.
+ */
+function channelVariants(name: string, command: Command | undefined): string | undefined {
+  const rest = /^AUDIO_AGENT_(?:OUTPUT|INPUT)_(.+)$/.exec(name)?.[1];
+  if (rest === undefined) return undefined;
+  const variants = ["OUTPUT_", "INPUT_", ""].map((prefix) => `AUDIO_AGENT_${prefix}${rest}`).filter((variant) => variant !== name);
+  const read = command === undefined ? [] : commandFlags(command).map((flag) => flag.env);
+  const meant = variants.filter((variant) => read.includes(variant));
+  return (meant.length > 0 ? meant : variants.filter((variant) => allKnownVariables().has(variant))).join(" or ") || undefined;
+}
+
 /** Levenshtein distance of `a` and `b`, given up (Infinity) past `most`. */
 function editDistance(a: string, b: string, most: number): number {
   if (Math.abs(a.length - b.length) > most) return Infinity;
@@ -501,7 +517,7 @@ export function environmentWarnings(env: Record<string, string | undefined>, com
     if (known.has(name)) continue;
     // A known name suggests itself; a stand-in, the variable that is read instead.
     suggestions ??= new Map([...[...known].map((name) => [name, name] as const), ...variableStandIns(command)]);
-    const near = suggestions.get(nearestName(name, suggestions.keys()) ?? "");
+    const near = suggestions.get(nearestName(name, suggestions.keys()) ?? "") ?? channelVariants(name, command);
     warnings.push(`environment ${name} is no setting of the agent's, ignored${near ? `: did you mean ${near}?` : " (--help names each option's variable)"}`);
   }
   const initScripts = env.INVOCATION_ID ? INIT_SCRIPT_ONLY.filter((name) => env[name]) : [];

@@ -148,3 +148,26 @@ describe("config print", () => {
     expect(r.code).toBe(0);
   });
 });
+
+describe("a channel's prefix where the command reads none, or the other channel's", () => {
+  // As for flags (serve --output-metrics: --metrics; --output-sink: --input-sink): the variable the command reads for it.
+  test("names the variable read instead: serve's process-wide option unprefixed, the other channel's own, a single role's unprefixed", async () => {
+    const warned = (name: string, meant: string) => `environment ${name} is no setting of the agent's, ignored: did you mean ${meant}?\n`;
+    const serve = await runAgent(["config", "print", "serve"], {
+      env: agentEnv({ AUDIO_AGENT_INPUT_LOG_LEVEL: "debug", AUDIO_AGENT_OUTPUT_SINK: "/dev/null", AUDIO_AGENT_OUTPUT_HEARTBEAT_MS: "250" }),
+    });
+    expect(serve.code).toBe(0);
+    expect(serve.stderr.split("audio-agent: config print: ").filter(Boolean).sort()).toEqual(
+      [
+        warned("AUDIO_AGENT_INPUT_LOG_LEVEL", "AUDIO_AGENT_LOG_LEVEL"),
+        warned("AUDIO_AGENT_OUTPUT_SINK", "AUDIO_AGENT_INPUT_SINK"),
+        // Read by no channel of serve: the role that reads it.
+        warned("AUDIO_AGENT_OUTPUT_HEARTBEAT_MS", "AUDIO_AGENT_HEARTBEAT_MS"),
+      ].sort(),
+    );
+    expect(JSON.parse(serve.stdout)["log-level"]).toBe("info");
+    const recv = await runAgent(["config", "print", "output recv"], { env: agentEnv({ AUDIO_AGENT_OUTPUT_COUNT: "3" }) });
+    expect(recv.stderr).toBe(`audio-agent: config print: ${warned("AUDIO_AGENT_OUTPUT_COUNT", "AUDIO_AGENT_COUNT")}`);
+    expect(JSON.parse(recv.stdout).count).toBeUndefined();
+  });
+});
