@@ -897,8 +897,20 @@ function resolveOptions(
   if (out.loop === true && out.source === "-") {
     throw new ConfigError(`${naming.command}: ${named("loop")} replays a file; ${named("source")} - (stdin) can be read only once`);
   }
+  for (const end of ["source", "sink"] as const) refuseSocketAsFile(out[end], named(end), out.socket, named("socket"));
   ORIGINS.set(out, from);
   return out;
+}
+
+/**
+ * A source or sink at a socket's path (the role's own, or in serve the other
+ * channel's) would open the socket file as a file: ENXIO at best, once the
+ * socket is bound. Refused before anything starts.
+ */
+function refuseSocketAsFile(path: unknown, pathFlag: string, socket: unknown, socketFlag: string): void {
+  if (typeof path !== "string" || typeof socket !== "string" || path === "-" || basename(path) !== basename(socket)) return;
+  if (socketFile(path) !== socketFile(socket)) return;
+  throw new ConfigError(`${pathFlag} ${path} is the socket's path (${socketFlag} ${socket}): a source or sink is a file, a FIFO or "-", never a socket`);
 }
 
 /**
@@ -970,12 +982,16 @@ function serveNaming(c: Channel): Naming {
 export function checkServeSockets(settings: ServeSettings, sources: ConfigSources): void {
   const file = sources.file;
   const [output, input] = [settings.output.socket, settings.input.socket];
-  if (socketFile(output) !== socketFile(input)) return;
   // Each flag named with where its value came from when that was not the flag (a default: from nowhere).
-  const named = (c: Channel) => {
-    const from = pick("socket", c, file?.sections[c], sources, serveNaming(c))?.from;
-    return `--${c}-socket${from ? ` (from ${from})` : ""}`;
+  const flagOf = (c: Channel, option: "socket" | "source" | "sink") => {
+    const from = pick(option, c, file?.sections[c], sources, serveNaming(c))?.from;
+    return `--${c}-${option}${from ? ` (from ${from})` : ""}`;
   };
+  const named = (c: Channel) => flagOf(c, "socket");
+  // Each channel's own socket is refused as its file by resolveOptions; here the other channel's.
+  refuseSocketAsFile(settings.output.source, flagOf("output", "source"), input, named("input"));
+  refuseSocketAsFile(settings.input.sink, flagOf("input", "sink"), output, named("output"));
+  if (socketFile(output) !== socketFile(input)) return;
   // Blamed only where it can be the cause: it is the path, and a channel's section leaves it in force.
   const top = file?.top.socket;
   const inForce = file?.sections.output?.socket === undefined || file?.sections.input?.socket === undefined;

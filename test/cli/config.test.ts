@@ -473,6 +473,28 @@ describe("roles refuse bad configuration with exit 2 before doing anything", () 
     expect(existsSync(path("x.wire"))).toBe(false);
   });
 
+  test("a source or sink at the socket's own path (as given, by another spelling, or from a file): exit 2 naming both; no socket, no file made", async () => {
+    const { path, dir, write } = setup();
+    const sock = path("a.sock");
+    const other = path("b.sock");
+    const fromFile = write("same.json", JSON.stringify({ input: { socket: sock, sink: sock } }));
+    const cases: [string[], string][] = [
+      [["input", "serve", "--socket", sock, "--sink", sock], `--sink ${sock} is the socket's path (--socket ${sock})`],
+      [["output", "recv", "--connect-timeout", "0.1", "--socket", sock, "--sink", `${dir}/./a.sock`], `--sink ${dir}/./a.sock is the socket's path (--socket ${sock})`],
+      [["output", "serve", "--socket", sock, "--source", sock], `--source ${sock} is the socket's path (--socket ${sock})`],
+      [["input", "send", "--connect-timeout", "0.1", "--socket", "a.sock", "--source", sock], `--source ${sock} is the socket's path (--socket a.sock)`],
+      [["input", "serve", "--config", fromFile], `--sink (from config "input.sink") ${sock} is the socket's path (--socket (from config "input.socket") ${sock})`],
+      // serve: a channel's file at the other channel's socket.
+      [["serve", "--output-socket", sock, "--input-socket", other, "--output-source", other, "--input-sink", path("x.wire")], `--output-source ${other} is the socket's path (--input-socket ${other})`],
+      [["serve", "--output-socket", sock, "--input-socket", other, "--output-source", "/dev/null", "--input-sink", sock], `--input-sink ${sock} is the socket's path (--output-socket ${sock})`],
+    ];
+    for (const [args, named] of cases) {
+      const r = await runAgent(args, { cwd: dir, env: agentEnv() });
+      expect({ args, ...r }).toEqual({ args, code: 2, stdout: "", stderr: `audio-agent: ${named}: a source or sink is a file, a FIFO or "-", never a socket\n` });
+      expect(readdirSync(dir)).toEqual(["same.json"]);
+    }
+  });
+
   test('--config "" names no file: exit 2 naming the flag, the value and what is allowed, as any empty value', async () => {
     const { path } = setup();
     const expected = 'audio-agent: --config "" is not allowed: a JSON file\n';
