@@ -1063,9 +1063,10 @@ export function readFlags(args: string[], flags: FlagSpecs, command: string): { 
       continue;
     }
     const long = arg.startsWith("--");
+    // "--=x" has no name before its "=": unknown as a whole, not as "--".
     const at = long ? arg.indexOf("=") : -1;
-    const rawName = at > 0 ? arg.slice(0, at) : arg;
-    const inline = at > 0 ? arg.slice(at + 1) : undefined;
+    const rawName = at > 2 ? arg.slice(0, at) : arg;
+    const inline = at > 2 ? arg.slice(at + 1) : undefined;
     // --no-NAME turns a switch off (as GNU tools and parseArgs' allowNegative read it), against a file or the environment.
     const negated = long ? switchNegated(rawName.slice(2), flags) : undefined;
     if (negated !== undefined) {

@@ -170,6 +170,8 @@ describe("usage errors", () => {
       [["output", "recv", "--sink", "x", "--constructor", "y"], "audio-agent: output recv: unknown option --constructor (see audio-agent output recv --help)"],
       [["output", "recv", "--sink", "x", "--toString"], "audio-agent: output recv: unknown option --toString (see audio-agent output recv --help)"],
       [["output", "recv", "--sink", "x", "--__proto__=1"], "audio-agent: output recv: unknown option --__proto__ (see audio-agent output recv --help)"],
+      // No name before the "=": the argument itself is what is unknown.
+      [["output", "recv", "--sink", "x", "--=x"], "audio-agent: output recv: unknown option --=x (see audio-agent output recv --help)"],
       [["output", "recv", "--sink", "x", "--count"], "audio-agent: output recv: --count needs a value (an integer 1..9007199254740991)"],
       [["output", "recv", "--sink", "x", "--count", "--once"], "audio-agent: output recv: --count needs a value (an integer 1..9007199254740991)"],
       [["input", "serve", "--sink", "x", "--once=yes"], 'audio-agent: input serve: --once is a switch: takes true or false, found "yes" (see audio-agent input serve --help)'],
