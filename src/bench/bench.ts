@@ -146,6 +146,10 @@ export function parseOptions(argv: string[]): { values: BenchOptions; only: stri
     const { values: read, positionals } = readFlags(argv, OPTIONS, "bench");
     if (positionals.length > 0) throw new Error(`unexpected argument "${positionals[0]}" (see audio-agent bench --help)`);
     const values = read as BenchOptions;
+    // Empty is no value ("--only=$LIST" with LIST unset would run every scenario), as for every flag of the agent's.
+    for (const [name, value] of Object.entries(read)) {
+      if (value === "") throw new ConfigError(`bench: --${name} "" is not allowed: ${OPTIONS[name]!.allowed}`);
+    }
     const only = values.only ? values.only.split(",").map((s) => s.trim()) : [...SCENARIOS];
     for (const name of only) {
       if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`--only: unknown scenario "${name}"; allowed: ${SCENARIOS.join(", ")}`);

@@ -24,6 +24,20 @@ describe("bench --quick against AUDIO_AGENT_BENCH_QUICK", () => {
   });
 });
 
+describe("bench's flags", () => {
+  // "--only=$LIST" with LIST empty would otherwise run every scenario, the longest run there is.
+  test("an empty value (--only=, --out \"\", --binary=) is refused naming the flag and what is allowed, as every empty flag is", () => {
+    const refused = (argv: string[]) => {
+      const parsed = parseOptions(argv);
+      return parsed instanceof Error ? parsed.message : "accepted";
+    };
+    expect(refused(["--only="])).toBe('bench: --only "" is not allowed: a comma-separated list of flood160, flood4096, live, soak, startup');
+    expect(refused(["--out", ""])).toBe('bench: --out "" is not allowed: a directory');
+    expect(refused(["--binary="])).toBe('bench: --binary "" is not allowed: a path');
+    expect(refused(["--only", "live"])).toBe("accepted");
+  });
+});
+
 describe("bench's own run, AUDIO_AGENT_BENCH_QUICK=1", () => {
   // The plan bench() runs, not only isQuick's answer: its report is named and filled after it.
   test("--no-quick writes a full run's report; no flag, a quick one's", async () => {
