@@ -374,6 +374,8 @@ function fileProblem(path: string, code: string): string {
     const dir = dirname(path);
     return existsSync(dir) ? `no such file (ENOENT)` : `directory ${dir} does not exist (ENOENT)`;
   }
+  // open(2) of a socket file: there is no file behind it to read or write.
+  if (code === "ENXIO" && statSync(path, { throwIfNoEntry: false })?.isSocket()) return "a socket, not a file to read or write (ENXIO)";
   // open(2) of a missing "x.opus/" for writing: no directory is there, the trailing slash asks for one.
   if (code === "EISDIR" && path.endsWith("/") && !existsSync(path)) return "ends in /, which names a directory; a file was expected (EISDIR)";
   return (ERRNO_WORDS[code] ?? "failed") + ` (${code})`;

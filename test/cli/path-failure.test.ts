@@ -7,7 +7,9 @@
 import { describe, expect, test } from "bun:test";
 import { readdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { SOCK_STREAM } from "../../src/io/libc.ts";
 import { failureLine } from "../support/agent-log.ts";
+import { bindSocket } from "../support/bound-socket.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { agentEnv, spawnAgent, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -77,5 +79,18 @@ describe("a source or sink path that cannot be opened: one line naming the flag,
     expect(await trailing.exited).toBe(1);
     expect(failureLine(trailing.stderr)).toBe(`audio-agent: --sink ${slash}: ends in /, which names a directory; a file was expected (EISDIR)`);
     expect(readdirSync(dir.dir).sort()).toEqual(["sink.wire", "tone.opus"]);
+  });
+
+  test("a source or sink that is another program's socket: exit 1 saying it is a socket, not just that the open failed", async () => {
+    const dir = setup();
+    const other = dir.path("other.sock");
+    defer(bindSocket(other, SOCK_STREAM));
+    const sink = spawnAgent(["input", "serve", "--socket", dir.path("i.sock"), "--sink", other]);
+    expect(await sink.exited).toBe(1);
+    expect(failureLine(sink.stderr)).toBe(`audio-agent: --sink ${other}: a socket, not a file to read or write (ENXIO)`);
+    const source = spawnAgent(["output", "serve", "--socket", dir.path("o.sock"), "--source", other]);
+    expect(await source.exited).toBe(1);
+    expect(failureLine(source.stderr)).toBe(`audio-agent: --source ${other}: a socket, not a file to read or write (ENXIO)`);
+    expect(readdirSync(dir.dir)).toEqual(["other.sock"]);
   });
 });
