@@ -583,7 +583,7 @@ const SHOWN_LENGTH = 200;
  * goes deeper than it. A number JSON cannot write (1e400 is Infinity to
  * JSON.parse) is shown as itself, not as null.
  */
-function shownValue(value: unknown): string {
+export function shownValue(value: unknown): string {
   let out = "";
   const show = (item: unknown): void => {
     if (out.length > SHOWN_LENGTH) return;
@@ -1070,7 +1070,7 @@ export function readFlags(args: string[], flags: FlagSpecs, command: string): { 
     // --no-NAME turns a switch off (as GNU tools and parseArgs' allowNegative read it), against a file or the environment.
     const negated = long ? switchNegated(rawName.slice(2), flags) : undefined;
     if (negated !== undefined) {
-      if (inline !== undefined) throw new ConfigError(`${command}: ${rawName} takes no value, found "${inline}" (${see})`);
+      if (inline !== undefined) throw new ConfigError(`${command}: ${rawName} takes no value, found ${shownValue(inline)} (${see})`);
       values[negated] = false;
       continue;
     }
@@ -1079,13 +1079,15 @@ export function readFlags(args: string[], flags: FlagSpecs, command: string): { 
     const spec = name === undefined || !Object.hasOwn(flags, name) ? undefined : flags[name];
     if (name === undefined || !spec) {
       const near = long ? flagMeant(rawName.slice(2), flags) : undefined;
-      throw new ConfigError(`${command}: unknown option ${rawName} (${near ? `did you mean ${near}? ` : ""}${see})`);
+      // Cut short as a value is: a word of a megabyte is named, not echoed.
+      const shown = rawName.length > SHOWN_LENGTH ? `${rawName.slice(0, SHOWN_LENGTH)}...` : rawName;
+      throw new ConfigError(`${command}: unknown option ${shown} (${near ? `did you mean ${near}? ` : ""}${see})`);
     }
     if (spec.type === "boolean") {
       // Blanks around it are not part of it, as around any value but a path.
       const word = inline?.trim();
       if (word !== undefined && word !== "true" && word !== "false") {
-        throw new ConfigError(`${command}: ${rawName} is a switch: takes true or false, found "${inline}" (${see})`);
+        throw new ConfigError(`${command}: ${rawName} is a switch: takes true or false, found ${shownValue(inline)} (${see})`);
       }
       values[name] = word !== "false";
       continue;

@@ -19,7 +19,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { basename, join } from "node:path";
-import { ConfigError, readFlags, type FlagSpecs } from "../config.ts";
+import { ConfigError, readFlags, shownValue, type FlagSpecs } from "../config.ts";
 import { DEVICE_RUNTIME_ENV } from "./device-runtime.ts";
 import { parseDriverArgs, runDriver, type HeapSample } from "./driver.ts";
 import { buildBareBun, floorModuleArgs } from "./floor.ts";
@@ -144,7 +144,7 @@ interface BenchOptions {
 export function parseOptions(argv: string[]): { values: BenchOptions; only: string[] } | Error {
   try {
     const { values: read, positionals } = readFlags(argv, OPTIONS, "bench");
-    if (positionals.length > 0) throw new Error(`unexpected argument "${positionals[0]}" (see audio-agent bench --help)`);
+    if (positionals.length > 0) throw new Error(`unexpected argument ${shownValue(positionals[0])} (see audio-agent bench --help)`);
     const values = read as BenchOptions;
     // Empty is no value ("--only=$LIST" with LIST unset would run every scenario), as for every flag of the agent's.
     for (const [name, value] of Object.entries(read)) {
@@ -152,7 +152,7 @@ export function parseOptions(argv: string[]): { values: BenchOptions; only: stri
     }
     const only = values.only ? values.only.split(",").map((s) => s.trim()) : [...SCENARIOS];
     for (const name of only) {
-      if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`--only: unknown scenario "${name}"; allowed: ${SCENARIOS.join(", ")}`);
+      if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`--only: unknown scenario ${shownValue(name)}; allowed: ${SCENARIOS.join(", ")}`);
     }
     return { values, only };
   } catch (e) {

@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { firstNonUtf8 } from "../config.ts";
+import { firstNonUtf8, shownValue } from "../config.ts";
 import { UsageError } from "./errors.ts";
 
 /**
@@ -16,7 +16,7 @@ export function refuseNonUtf8(argv: readonly string[], env: Record<string, strin
     const raw = entries("/proc/self/cmdline")?.slice(-argv.length);
     if (raw?.length === argv.length && raw.every((bytes, i) => bytes.toString("utf8") === argv[i])) {
       const i = raw.findIndex((bytes) => !isUtf8(bytes));
-      if (i >= 0) throw notUtf8(`argument ${i + 1} of the command line, "${argv[i]}"`, raw[i]!);
+      if (i >= 0) throw notUtf8(`argument ${i + 1} of the command line, ${shownValue(argv[i])}`, raw[i]!);
     }
   }
   const names = Object.keys(env).filter((name) => (name.startsWith("AUDIO_AGENT_") || name.startsWith("JETKVM_AUDIO_")) && env[name]?.includes("\uFFFD"));
@@ -26,7 +26,7 @@ export function refuseNonUtf8(argv: readonly string[], env: Record<string, strin
     const name = entry.subarray(0, at).toString("utf8");
     const value = entry.subarray(at + 1);
     if (at > 0 && names.includes(name) && value.toString("utf8") === env[name] && !isUtf8(value)) {
-      throw notUtf8(`environment ${name}="${env[name]}"`, value);
+      throw notUtf8(`environment ${name}=${shownValue(env[name])}`, value);
     }
   }
 }

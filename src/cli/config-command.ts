@@ -10,6 +10,7 @@ import {
   resolveSettings,
   ROLE_OPTIONS,
   SERVE_ROLES,
+  shownValue,
   writtenValue,
   type Command,
   type ConfigSources,
@@ -73,7 +74,7 @@ export async function configCommand(args: string[], io: ConfigIo): Promise<numbe
     const roles = positionals.length === 0 ? COMMANDS : [positionals.join(" ") as Command];
     for (const role of roles) {
       if (!COMMANDS.includes(role)) {
-        throw new UsageError(`config print: unknown role "${role}"; allowed: ${COMMANDS.join(", ")}`);
+        throw new UsageError(`config print: unknown role ${shownValue(role)}; allowed: ${COMMANDS.join(", ")}`);
       }
     }
     // What is printed is what the environment gives: a name that gives nothing is said, as a role's start says it.
@@ -100,7 +101,7 @@ export async function configCommand(args: string[], io: ConfigIo): Promise<numbe
     io.out(JSON.stringify(shown, null, 2) + "\n");
     return EXIT_OK;
   }
-  throw new UsageError(`unknown config command "${verb}"; allowed: check, print`);
+  throw new UsageError(`unknown config command ${shownValue(verb)}; allowed: check, print`);
 }
 
 /** Settings as a config file writes them. */

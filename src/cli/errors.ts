@@ -1,3 +1,5 @@
+import { shownValue } from "../config.ts";
+
 /** Bad usage or configuration: exit code 2. */
 export class UsageError extends Error {
   constructor(message: string) {
@@ -8,7 +10,7 @@ export class UsageError extends Error {
 
 /** `asked` (a version or help request) takes no words after it: the first of `extra` is a mistake to tell, not to pass over. */
 export function refuseExtra(asked: string, extra: readonly (string | undefined)[], see: string): void {
-  if (extra[0] !== undefined) throw new UsageError(`${asked} takes no arguments, found "${extra[0]}" (see ${see})`);
+  if (extra[0] !== undefined) throw new UsageError(`${asked} takes no arguments, found ${shownValue(extra[0])} (see ${see})`);
 }
 
 export const EXIT_OK = 0;

@@ -16,6 +16,7 @@ import {
   resolveSettings,
   ROLE_OPTIONS,
   settingOrigin,
+  shownValue,
   withOrigins,
   writtenValue,
   type Channel,
@@ -190,7 +191,7 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
   if (first === "bench") return (await import("../bench/bench.ts")).bench(argv.slice(1));
   if (first === "serve") return runCommand("serve", argv.slice(1), io, run);
   if (first !== "output" && first !== "input") {
-    throw new UsageError(`unknown command "${first}"; allowed: output, input, serve, config, bench (see --help)`);
+    throw new UsageError(`unknown command ${shownValue(first)}; allowed: output, input, serve, config, bench (see --help)`);
   }
   if (second === undefined) {
     io.err(CHANNEL_HELP[first]);
@@ -204,7 +205,7 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
   const role = `${first} ${second}` as Role;
   if (!(role in ROLE_OPTIONS)) {
     const allowed = first === "output" ? "serve, recv" : "serve, send";
-    throw new UsageError(`unknown ${first} command "${second}"; allowed: ${allowed}`);
+    throw new UsageError(`unknown ${first} command ${shownValue(second)}; allowed: ${allowed}`);
   }
   return runCommand(role, argv.slice(2), io, run);
 }
@@ -261,7 +262,7 @@ function parseFlags(command: Command, args: string[]): Record<string, unknown> {
   const flags: FlagSpecs = { help: { type: "boolean", short: "h" }, config: { type: "string", allowed: "a JSON file" } };
   for (const { flag, option } of commandFlags(command)) flags[flag] = { type: OPTIONS[option].flag, allowed: OPTIONS[option].allowed };
   const { values, positionals } = readFlags(args, flags, command);
-  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (see audio-agent ${command} --help)`);
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${shownValue(positionals[0])} (see audio-agent ${command} --help)`);
   return values;
 }
 

@@ -214,4 +214,26 @@ describe("usage errors", () => {
       expect({ args, code: result.code, stderr: result.stderr, stdout: result.stdout }).toEqual({ args, code: 2, stderr: `${message}\n`, stdout: "" });
     });
   }, 30_000);
+
+  // As a value is shown (a megabyte's first 200 characters): a word of 100,000 is a mistake to name, not to echo whole.
+  test("a very long word where a flag, a value, a command or a role was expected is shown cut short, in one line", async () => {
+    const word = "y".repeat(100_000);
+    const shown = `${"y".repeat(199)}...`;
+    const cases: [string[], string][] = [
+      [["output", "serve", `--${word}`], `audio-agent: output serve: unknown option --${"y".repeat(198)}... (see audio-agent output serve --help)`],
+      [["input", "serve", `--once=${word}`], `audio-agent: input serve: --once is a switch: takes true or false, found "${shown} (see audio-agent input serve --help)`],
+      [["input", "serve", `--no-once=${word}`], `audio-agent: input serve: --no-once takes no value, found "${shown} (see audio-agent input serve --help)`],
+      [["output", "serve", word], `audio-agent: unexpected argument "${shown} (see audio-agent output serve --help)`],
+      [["config", "print", word], `audio-agent: config print: unknown role "${shown}; allowed: output serve, output recv, input serve, input send, serve`],
+      [[word], `audio-agent: unknown command "${shown}; allowed: output, input, serve, config, bench (see --help)`],
+      [["output", word], `audio-agent: unknown output command "${shown}; allowed: serve, recv`],
+      [["config", word], `audio-agent: unknown config command "${shown}; allowed: check, print`],
+      [["--version", word], `audio-agent: --version takes no arguments, found "${shown} (see --help)`],
+    ];
+    const results = await Promise.all(cases.map(([args]) => runAgent(args)));
+    results.forEach((result, k) => {
+      const [args, message] = cases[k]!;
+      expect({ args: args.map((arg) => arg.slice(0, 20)), ...result }).toEqual({ args: args.map((arg) => arg.slice(0, 20)), code: 2, stderr: `${message}\n`, stdout: "" });
+    });
+  }, 30_000);
 });
