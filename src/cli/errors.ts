@@ -13,6 +13,14 @@ export function refuseExtra(asked: string, extra: readonly (string | undefined)[
   if (extra[0] !== undefined) throw new UsageError(`${asked} takes no arguments, found ${shownValue(extra[0])} (see ${see})`);
 }
 
+/** stdout did not take what a command prints (a full disk, a reader gone): `code`, the errno. */
+export class StdoutError extends Error {
+  constructor(readonly code: string) {
+    super(`stdout: cannot write (${code})`);
+    this.name = "StdoutError";
+  }
+}
+
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;

@@ -36,7 +36,7 @@ import { ProtocolError } from "../protocol/index.ts";
 import { SocketPathError } from "../transport/socket-file.ts";
 import { ConnectError, ConnectTimeoutError } from "../transport/unix-client.ts";
 import { refuseNonUtf8 } from "./argument-bytes.ts";
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, refuseExtra, UsageError } from "./errors.ts";
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, refuseExtra, StdoutError, UsageError } from "./errors.ts";
 import { CHANNEL_HELP, roleHelp, TOP_HELP } from "./help.ts";
 import { Shutdown } from "../roles/shutdown.ts";
 import { capStderr, keepPaceOnStderr } from "../roles/standard-streams.ts";
@@ -63,7 +63,11 @@ export interface CliIo {
 }
 
 const defaultIo: CliIo = {
-  out: (text) => writeText(1, text),
+  // What a command prints is its result (config print > file): lost, the exit code must say so.
+  out: (text) => {
+    const lost = writeText(1, text);
+    if (lost !== undefined) throw new StdoutError(lost);
+  },
   // Through the log's own writer, so that a message keeps its place among the log's lines.
   err: (text) => stderrLines().write(text),
   env: process.env,
@@ -292,6 +296,7 @@ function describeFailure(e: unknown, settings: Record<string, unknown> = {}, con
     return { code: EXIT_FAILURE, message: option ? `${option} ${e.path}: ${e.problem}` : e.message };
   }
   if (e instanceof ProtocolError) return { code: EXIT_FAILURE, message: e.message };
+  if (e instanceof StdoutError) return { code: EXIT_FAILURE, message: `stdout: cannot write${errnoWords(e.code)}` };
   const err = e as NodeJS.ErrnoException;
   if (err?.code && err.path) {
     // A source or sink named by its option, and by where it was set when the user never typed it.
@@ -354,6 +359,7 @@ const ERRNO_WORDS: Record<string, string> = {
   EROFS: "read-only file system",
   ENOSPC: "no space left on the device",
   EISDIR: "is a directory",
+  EPIPE: "its reader is gone",
   // Not an errno: the resolver's, as Node names it.
   ENOTFOUND: "the host resolves to no address",
 };

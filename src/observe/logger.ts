@@ -229,8 +229,9 @@ function needsQuotes(text: string): boolean {
  * order of lines, and the last ones before an exit, are kept. node:fs rather
  * than process.stdout/stderr: the stream machinery behind them costs every
  * process megabytes, and its first write several milliseconds of start-up.
+ * Returns the error code (EAGAIN: a pipe full for a second) where text was lost.
  */
-export function writeText(fd: number, text: string): void {
+export function writeText(fd: number, text: string): string | undefined {
   const bytes = Buffer.from(text);
   let at = 0;
   for (let tries = 0; at < bytes.length && tries < 1000; tries++) {
@@ -238,10 +239,12 @@ export function writeText(fd: number, text: string): void {
       at += writeSync(fd, bytes, at, bytes.length - at);
     } catch (e) {
       // A non-blocking pipe that is full: wait a moment; anything else: the text is lost.
-      if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return;
+      const code = (e as NodeJS.ErrnoException).code ?? String(e);
+      if (code !== "EAGAIN") return code;
       Bun.sleepSync(1);
     }
   }
+  return at < bytes.length ? "EAGAIN" : undefined;
 }
 
 /** The machine's name for JSON lines, read only in JSON mode (node:os costs memory). */

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { runCli } from "../../src/cli/run.ts";
 import { OPTIONS } from "../../src/config.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -405,6 +405,20 @@ describe("config print", () => {
     expect(role.code).toBe(2);
     expect(r.stderr).toBe(`audio-agent: config ${bad}: "output.queue-frames": 0 is not allowed: an integer 1..100000\n`);
     expect(r.code).toBe(2);
+  });
+});
+
+describe("what a command prints on stdout", () => {
+  // `config print ROLE > file` on a full disk must not pass for a file written: the exit code says it was not.
+  test("a stdout that cannot take it (a full disk: /dev/full): exit 1, one line naming stdout and why; config print, config check, --help, --version", async () => {
+    const { write } = setup();
+    const good = write("good.json", GOOD);
+    const full = openSync("/dev/full", "w");
+    defer(() => closeSync(full));
+    for (const args of [["config", "print", "output serve", "--config", good], ["config", "check", good], ["output", "serve", "--help"], ["--help"], ["--version"]]) {
+      const r = await runAgent(args, { stdout: full });
+      expect({ args, code: r.code, stderr: r.stderr }).toEqual({ args, code: 1, stderr: "audio-agent: stdout: cannot write: no space left on the device (ENOSPC)\n" });
+    }
   });
 });
 
