@@ -1114,7 +1114,7 @@ describe("output recv to stdout with stderr on it (2>&1)", () => {
   test("a socket stderr shares, whose reader stops reading: a second SIGTERM exits at once (143), its log lines waiting or not", async () => {
     const t = setup();
     await writeWireFile(t.source, 20_000);
-    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--metrics", "127.0.0.1:0"]);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--metrics", "127.0.0.1:0"], { timeoutMs: 30_000 });
     await serve.waitForStderr("waiting for a client");
     const pair = socketPair();
     // A stats line a second: once the socket is full, the log's lines wait in the agent for the reader too.
@@ -1132,7 +1132,8 @@ describe("output recv to stdout with stderr on it (2>&1)", () => {
     expect(await recv.exited).toBe(143);
     await readToEnd(pair.playerEnd);
     serve.kill("SIGTERM");
-    await serve.exited;
+    // Its client gone, the server stops at once (not 137: the SIGKILL after 30 s).
+    expect(await serve.exited, serve.stderr).toBe(0);
   }, 60_000);
 });
 

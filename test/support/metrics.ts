@@ -12,16 +12,27 @@ export async function metricsUrl(agent: Spawned): Promise<string> {
   return pattern.exec(agent.stderr)![1].replace(/\/$/, "");
 }
 
+/** How long a scrape may take: an agent held off the CPU (stopped, hung) leaves a fetch waiting for good. */
+const ANSWER_MS = 10_000;
+
+/** GET `url` within ANSWER_MS, or an error naming it; the body read in the same bound. */
+async function answered<T>(url: string, read: (response: Response) => Promise<T>): Promise<T> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(ANSWER_MS) });
+    if (response.status !== 200) throw new Error(`GET ${url}: ${response.status}`);
+    return await read(response);
+  } catch (e) {
+    if ((e as Error).name === "TimeoutError") throw new Error(`GET ${url}: no answer within ${ANSWER_MS} ms`);
+    throw e;
+  }
+}
+
 export async function scrape(base: string): Promise<string> {
-  const response = await fetch(`${base}/metrics`);
-  if (response.status !== 200) throw new Error(`GET ${base}/metrics: ${response.status}`);
-  return response.text();
+  return answered(`${base}/metrics`, (response) => response.text());
 }
 
 export async function healthz(base: string): Promise<Record<string, unknown>> {
-  const response = await fetch(`${base}/healthz`);
-  if (response.status !== 200) throw new Error(`GET ${base}/healthz: ${response.status}`);
-  return (await response.json()) as Record<string, unknown>;
+  return answered(`${base}/healthz`, async (response) => (await response.json()) as Record<string, unknown>);
 }
 
 export interface Sample {
@@ -102,9 +113,10 @@ export async function scrapeUntil(base: string, check: (text: string) => boolean
  * Waits until an agent has received some of the `total` frames a peer sends
  * (counted by the metric `name`) and then no more for a while: what it writes
  * them to is not being read, and it reads no more of its socket. Returns how
- * many it received.
+ * many it received; fails after `timeoutMs` with the last count seen.
  */
-export async function heldUp(base: string, name: string, total: number): Promise<number> {
+export async function heldUp(base: string, name: string, total: number, timeoutMs = 30_000): Promise<number> {
+  const start = Date.now();
   let last = -1;
   for (;;) {
     const now = await scrapeValue(base, name);
@@ -112,6 +124,7 @@ export async function heldUp(base: string, name: string, total: number): Promise
       if (now >= total) throw new Error(`${name} reached ${now} of ${total}: nothing held it up`);
       return now;
     }
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${name} to stop rising: ${now} after ${timeoutMs} ms`);
     last = now;
     await Bun.sleep(300);
   }
