@@ -11,6 +11,7 @@ import { silent } from "../../src/transport/report.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { within } from "../../src/io/within.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { hookConnects } from "../support/connect-hooks.ts";
 import { fakeServer, type FakeServer } from "../support/peer.ts";
 import { makeStaleSocket, spawnListener } from "../support/processes.ts";
 import { recordingReport } from "../support/reports.ts";
@@ -44,29 +45,13 @@ function connection(path: string, over: Partial<ReconnectingConnectionOptions> =
   return { conn, events };
 }
 
-/**
- * Each connect from here on resolves 100 ms after it is made, as on a busy loop: `before` runs as
- * it begins, `made` once the connection is made (its bytes may already be coming). Undone after the test.
- */
-function slowConnects(hooks: { before?: () => void; made?: () => void } = {}): void {
-  const real = Bun.connect;
-  Bun.connect = (async (options: Parameters<typeof Bun.connect>[0]) => {
-    hooks.before?.();
-    const socket = await real(options);
-    hooks.made?.();
-    await Bun.sleep(100);
-    return socket;
-  }) as unknown as typeof Bun.connect;
-  defer(() => void (Bun.connect = real));
-}
-
-/** A connection looked at every 50 ms, silent on its first server, with another server started in that one's place. */
-async function silentThenReplaced(onOpen: (socket: Socket<undefined>, n: number) => void, hooks: Parameters<typeof slowConnects>[0] = {}) {
+/** A connection looked at every 50 ms, silent on its first server, with another server started in that one's place (connects hooked, and slowed by `slowMs`: hookConnects). */
+async function silentThenReplaced(onOpen: (socket: Socket<undefined>, n: number) => void, hooks: Parameters<typeof hookConnects>[1] = {}, slowMs = 100) {
   const { path, server } = serve(() => {});
   const { conn, events } = connection(path, { serverLookMs: 50 });
   const running = conn.run();
   await until(() => conn.connects === 1, "connected");
-  slowConnects(hooks);
+  hookConnects(defer, hooks, slowMs);
   unlinkSync(path);
   const second = fakeServer(path, onOpen);
   defer(() => second.stop());
@@ -266,7 +251,7 @@ describe("ReconnectingConnection", () => {
     server.connections[0]!.write(Uint8Array.of(5));
     await until(() => events.includes("data 5"), "the kept server's byte");
     // The connect resolves late, as on a busy loop: the bytes come before it, and are kept for it.
-    slowConnects();
+    hookConnects(defer, {}, 100);
     unlinkSync(path);
     const second = fakeServer(path, (socket) => void socket.write(Uint8Array.of(7, 8, 9)));
     defer(() => second.stop());
