@@ -77,9 +77,16 @@ export class ReconnectingConnection {
   private look: ReturnType<typeof setInterval> | undefined;
   /** Whether the look has said it found a socket file no server answers on, once a connection. */
   private toldNoAnswer = false;
-  /** The look's connect to the server now at the path: made while the silent one is still open, taken by run() next. */
+  /**
+   * The look's connect to the server now at the path: made while the silent one is still open, taken by
+   * run() next; or kept aside, unread, when the silent one spoke as it was made (see lookAtServer).
+   */
   private replacement: Replacement | undefined;
   private replacing = false;
+  /** The look's connect under way, settled once its outcome is handled: run() waits for it rather than connect again. */
+  private looking: Promise<void> | undefined;
+  /** While run() runs: a look's connection made after it returned is taken by no one. */
+  private running = false;
   /** Whether the current connection brought data since the look's connect began. */
   private heard = false;
   /** The connect under way, settled once it failed or its connection is taken (onOpen has run): see attemptDecided. */
@@ -144,9 +151,13 @@ export class ReconnectingConnection {
     /** Sessions in a row that ended early, and the wait they earned. */
     let early = 0;
     let wait = 0;
+    this.running = true;
     try {
       while (!this.stopping) {
         if (wait > 0) await sleep(wait, this.abort.signal);
+        // The connection ended while the look's connect was under way: the look's connection, with
+        // what its server sent at once, is the one to take; another would leave that unread.
+        if (this.looking && !this.replacement) await this.looking;
         const next = this.replacement;
         this.replacement = undefined;
         const socket = this.stopping ? undefined : (next?.socket ?? (await this.connect()));
@@ -156,6 +167,7 @@ export class ReconnectingConnection {
         this.current = socket;
         this.connects++;
         if (this.held) socket.pause();
+        else if (next) socket.resume(); // kept aside unread until now
         this.watchServer(socket, next?.file);
         this.options.onOpen(socket);
         this.attemptDone();
@@ -164,11 +176,12 @@ export class ReconnectingConnection {
         const reason = await ended;
         early = performance.now() - openedAt >= HEALTHY_SESSION_MS ? 0 : early + 1;
         // A server found by the look is already connected: nothing to wait for.
-        wait = once || this.stopping || this.replacement ? 0 : sessionBackoffMs(early);
+        wait = once || this.stopping || this.replacement || this.looking ? 0 : sessionBackoffMs(early);
         report("info", "disconnected", { socket: path, reason, ...(wait > 0 ? { reconnect_in_ms: wait } : {}) });
         if (once) return;
       }
     } finally {
+      this.running = false;
       this.endReplacement();
       this.attemptDone();
       this.settle();
@@ -260,6 +273,9 @@ export class ReconnectingConnection {
   private lookAtServer(socket: Socket<unknown>): void {
     // Held, it is silent by its owner's doing.
     if (socket !== this.current || this.held || this.reached === undefined || this.replacing) return;
+    // A connection kept aside at an earlier look, its server's bytes unread (its socket file may be
+    // gone since: a server that sent all it had and left): the silent one is given up for it.
+    if (this.replacement) return void this.close(socket, SERVER_REPLACED);
     const { path, report } = this.options;
     const now = socketReachedBy(path);
     // Gone, or a file no server listens by (a regular file, a directory): there is no one else
@@ -272,22 +288,31 @@ export class ReconnectingConnection {
     this.heard = false;
     // Kept from the moment it is made (its open), before the connect resolves: its first bytes may come first.
     const keep = (next: Socket<unknown>) => void (this.replacement ??= { socket: next, file: now, chunks: [] });
-    connectOnce(path, { ...this.handler, open: keep }).then(
+    this.looking = connectOnce(path, { ...this.handler, open: keep }).then(
       (next) => {
         this.replacing = false;
+        this.looking = undefined;
         // Taken already: the silent one ended by itself meanwhile, and run() found this one.
         if (next === this.current) return;
-        // Heard from meanwhile, the silent one is silent no more: kept, as one that brings data is.
-        if (this.stopping || socket !== this.current || this.heard) {
+        if (this.stopping || !this.running) {
           if (this.replacement?.socket === next) this.replacement = undefined;
           next.end();
           return;
         }
         keep(next);
+        // The silent one ended meanwhile: run() takes this one, waiting for this look to be decided.
+        if (socket !== this.current) return;
+        // Heard from meanwhile, the silent one is silent no more: kept, as one that brings data is. This one
+        // is kept aside, unread, not ended: its server has already sent on it (an output server, frames it
+        // counts as delivered). Taken once the silent one ends, or at the next look that finds it silent.
+        if (this.heard) return void next.pause();
         this.close(socket, SERVER_REPLACED);
       },
       (e: NodeJS.ErrnoException) => {
         this.replacing = false;
+        this.looking = undefined;
+        // Kept at its open, then failed (a reset as it was made): nothing to take, now or at a later look.
+        this.endReplacement();
         if (this.toldNoAnswer || socket !== this.current) return;
         this.toldNoAnswer = true;
         // A reset is a server there that closed the connection as it was made (see connectWithBackoff).

@@ -4,6 +4,7 @@
  * violations that end the connection (then a reconnect), and how run() ends.
  */
 import { describe, expect, test } from "bun:test";
+import { unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { OutputClient, type OutputClientOptions } from "../../src/channels/output-client.ts";
 import { OutputServer } from "../../src/channels/output-server.ts";
@@ -19,14 +20,16 @@ import { silent } from "../../src/transport/report.ts";
 import { within } from "../../src/io/within.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { concatBytes } from "../support/bytes.ts";
+import { logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { hookConnects } from "../support/connect-hooks.ts";
 import { indexedPayload, isIntactIndexedPayload, payloadIndex } from "../support/payloads.ts";
 import { fakeServer, writeInPieces } from "../support/peer.ts";
-import { BUN, start } from "../support/processes.ts";
+import { BUN, spawnAgent, start, stopAgents } from "../support/processes.ts";
 import { recordingObserver, recordingReport } from "../support/reports.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { indexedWire, wireHeader } from "../support/wire.ts";
+import { indexedWire, wireHeader, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -102,6 +105,32 @@ describe("OutputClient reconnects", () => {
     client.stop();
     await running;
   });
+
+  test("a silent server that speaks as the look's connect begins, then an output server that sends all it has and leaves: every frame that server counts as delivered is received", async () => {
+    const dir = socketDir(defer, "oc-");
+    const path = dir.path("out.sock");
+    const silentOne = fakeServer(path, () => {});
+    defer(silentOne.stop);
+    const { client, frames } = recordingClient(path);
+    const running = client.run();
+    await until(() => client.connects === 1 && silentOne.connections.length === 1, "connected to the first server");
+    // Its one frame waits in the kernel as the look's connection to the next server is made.
+    let spoke = false;
+    hookConnects(defer, { before: () => void (spoke || ((spoke = true), silentOne.connections[0]!.write(frame(1000)))) });
+    // The next server at the path: a lossless output serve, which writes its 50 frames at once on the connection it takes.
+    await writeWireFile(dir.path("in.wire"), 50, payload);
+    unlinkSync(path);
+    defer(() => stopAgents());
+    const serve = spawnAgent(["output", "serve", "--source", dir.path("in.wire"), "--socket", path], { timeoutMs: 30_000 });
+    expect(await serve.exited, serve.stderr).toBe(0);
+    expect(logFields(serve.stderr, "output-server", "stopped").delivered).toBe("50");
+    expect(serve.stderr.match(/client connected/g)).toHaveLength(1);
+    await until(() => frames().length === 51, "the first server's frame and the 50 the next one delivered", 10_000);
+    expect(frames()).toEqual([1000, ...Array(50).keys()]);
+    expect(client.connects).toBe(2);
+    client.stop();
+    await running;
+  }, 30_000);
 
   test("it says connected, then reconnected; its observer sees each connection, each end, and frame ages", async () => {
     const path = socketDir(defer, "oc-").path("raw.sock");

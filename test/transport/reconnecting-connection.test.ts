@@ -300,17 +300,73 @@ describe("ReconnectingConnection", () => {
     expect(second.closedCount()).toBe(0);
   });
 
-  test("serverLookMs: a silent server that speaks while the look's connect is under way is kept, and the look's connection ended", async () => {
+  test("serverLookMs: a silent server that speaks while the look's connect is under way is kept; the look's connection is kept aside unread, and taken at the next look that finds the silent one silent", async () => {
     let first: FakeServer | undefined;
     let n = 0;
     // It speaks during every look's connect: it was silent when each look began, never once the connect is made.
-    const setup = await silentThenReplaced(() => {}, { made: () => void first!.connections[0]!.write(Uint8Array.of(n++)) });
+    const setup = await silentThenReplaced((socket) => void socket.write(Uint8Array.of(9)), { made: () => void first!.connections[0]!.write(Uint8Array.of(n++)) });
     first = setup.server;
     const { events, conn, second } = setup;
-    await until(() => second.closedCount() >= 2 || conn.connects > 1, "two looks' connections ended, or the silent one given up", 5000);
-    expect(conn.connects).toBe(1);
-    expect(events.filter((e) => e.startsWith("close"))).toEqual([]);
-    expect(first.closedCount()).toBe(0);
+    await until(() => conn.connects === 2, "the silent one given up at the next look", 5000);
+    await until(() => events.includes("data 9"), "the new server's byte, sent as the look's connection was made", 5000);
+    // Turns of the loop in which later looks find the path unchanged.
+    await Bun.sleep(300);
+    // The next look made no connection of its own: the one kept aside is the one taken, never ended.
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "data 0", `close ${SERVER_REPLACED}`, "open 2", "data 9"]);
+    expect(second.connections.length).toBe(1);
+    expect(second.closedCount()).toBe(0);
+    await until(() => first!.closedCount() === 1, "the silent one's connection ended", 5000);
+  });
+
+  test("serverLookMs: a silent server that speaks as the look's connect begins is kept; what the new server sent at once on the look's connection is passed on once the silent one is given up, none of it lost", async () => {
+    let first: FakeServer | undefined;
+    let spoke = false;
+    // Its byte waits in the kernel before the look's connection is made: read first, in the same turn of the loop.
+    const speak = () => void (spoke || ((spoke = true), first!.connections[0]!.write(Uint8Array.of(1))));
+    // Each connection the new server takes gets three bytes of its own at once, as an output server sends frames.
+    const setup = await silentThenReplaced((socket, n) => void socket.write(Uint8Array.of(7 + n, 7 + n, 7 + n)), { before: speak }, 0);
+    first = setup.server;
+    const { events, conn, second } = setup;
+    await until(() => conn.connects === 2, "given up for the server now at the path once silent again", 5000);
+    await until(() => events.filter((e) => e.startsWith("data")).length === 2, "the new server's bytes", 5000);
+    // Turns of the loop in which later looks find the path unchanged.
+    await Bun.sleep(300);
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "data 1", `close ${SERVER_REPLACED}`, "open 2", "data 7,7,7"]);
+    // One connection to the new server, the look's own, and never ended: nothing it sent was left unread.
+    expect(second.connections.length).toBe(1);
+    expect(second.closedCount()).toBe(0);
+  });
+
+  test("serverLookMs: a connection kept aside whose server then sent its last and left (its socket file gone) is still taken at the next look, with what it sent", async () => {
+    let first: FakeServer | undefined;
+    let spoke = false;
+    const speak = () => void (spoke || ((spoke = true), first!.connections[0]!.write(Uint8Array.of(1))));
+    const setup = await silentThenReplaced((socket) => void socket.write(Uint8Array.of(7, 7, 7)), { before: speak }, 0);
+    first = setup.server;
+    const { path, events, conn, second } = setup;
+    await until(() => second.connections.length === 1 && events.includes("data 1"), "the look's connection made, as the silent one spoke", 5000);
+    // Kept aside by now (decided in the turn that made it): its server ends it and goes, the path with it.
+    unlinkSync(path);
+    second.connections[0]!.end();
+    await until(() => events.includes("close server closed"), "the kept connection taken and read to its end", 5000);
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "data 1", `close ${SERVER_REPLACED}`, "open 2", "data 7,7,7", "close server closed"]);
+    expect(conn.connects).toBe(2);
+  });
+
+  test("serverLookMs: a silent server that closes as the look's connect begins: the look's connection is taken, with what the new server sent on it, not ended for another", async () => {
+    let first: FakeServer | undefined;
+    let closed = false;
+    // Its end waits in the kernel before the look's connection is made: read first, in the same turn of the loop.
+    const close = () => void (closed || ((closed = true), first!.connections[0]!.end()));
+    const setup = await silentThenReplaced((socket, n) => void socket.write(Uint8Array.of(7 + n, 7 + n, 7 + n)), { before: close }, 0);
+    first = setup.server;
+    const { events, conn, second } = setup;
+    await until(() => events.some((e) => e.startsWith("data")), "the new server's bytes", 5000);
+    await Bun.sleep(300);
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "close server closed", "open 2", "data 7,7,7"]);
+    expect(conn.connects).toBe(2);
+    expect(second.connections.length).toBe(1);
+    expect(second.closedCount()).toBe(0);
   });
 
   test("serverLookMs: a stop while the look's connect is under way leaves no connection open", async () => {
