@@ -287,13 +287,19 @@ export class ReconnectingConnection {
     this.replacing = true;
     this.heard = false;
     // Kept from the moment it is made (its open), before the connect resolves: its first bytes may come first.
+    let opened: Socket<unknown> | undefined;
     const keep = (next: Socket<unknown>) => void (this.replacement ??= { socket: next, file: now, chunks: [] });
-    this.looking = connectOnce(path, { ...this.handler, open: keep }).then(
+    const open = (next: Socket<unknown>) => {
+      opened = next;
+      keep(next);
+    };
+    this.looking = connectOnce(path, { ...this.handler, open }).then(
       (next) => {
         this.replacing = false;
         this.looking = undefined;
-        // Taken already: the silent one ended by itself meanwhile, and run() found this one.
-        if (next === this.current) return;
+        // Taken already: the silent one ended by itself meanwhile, and run() found this one; it may have
+        // ended since (its server closed it), and kept again it would be waited on for good.
+        if (next === this.current || (next === opened && this.replacement?.socket !== next)) return;
         if (this.stopping || !this.running) {
           if (this.replacement?.socket === next) this.replacement = undefined;
           next.end();

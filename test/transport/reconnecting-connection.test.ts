@@ -369,6 +369,26 @@ describe("ReconnectingConnection", () => {
     expect(second.closedCount()).toBe(0);
   });
 
+  test("serverLookMs: the look's connection, taken as the silent one ended during its connect and ended by its server before that connect resolved, is not taken again: the client connects anew", async () => {
+    let first: FakeServer | undefined;
+    // The new server's first connection brings a byte and is ended 20 ms later, within the look's slowed
+    // connect; the next stays, and its byte comes once that connect too has resolved.
+    const setup = await silentThenReplaced(
+      (socket, n) => {
+        if (n > 0) return void setTimeout(() => socket.write(Uint8Array.of(8)), 300);
+        socket.write(Uint8Array.of(7));
+        setTimeout(() => socket.end(), 20);
+      },
+      { made: () => first!.connections[0]!.end() },
+    );
+    first = setup.server;
+    const { events, conn, second } = setup;
+    await until(() => events.includes("data 8"), "the byte of the next connection to the new server", 5000);
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "close server closed", "open 2", "data 7", "close server closed", "open 3", "data 8"]);
+    expect(conn.connects).toBe(3);
+    expect(second.connections.length).toBe(2);
+  });
+
   test("serverLookMs: a stop while the look's connect is under way leaves no connection open", async () => {
     let conn: ReconnectingConnection | undefined;
     const setup = await silentThenReplaced(() => {}, { before: () => conn!.stop() });
