@@ -45,11 +45,19 @@ function connection(path: string, over: Partial<ReconnectingConnectionOptions> =
   return { conn, events };
 }
 
-/** A connection looked at every 50 ms, silent on its first server, with another server started in that one's place (connects hooked, and slowed by `slowMs`: hookConnects). */
-async function silentThenReplaced(onOpen: (socket: Socket<undefined>, n: number) => void, hooks: Parameters<typeof hookConnects>[1] = {}, slowMs = 100) {
+/**
+ * A connection looked at every 50 ms (or `serverLookMs`), silent on its first server, with another server started in that
+ * one's place (connects hooked, and slowed by `slowMs`: hookConnects); with `once`, run(true).
+ */
+async function silentThenReplaced(
+  onOpen: (socket: Socket<undefined>, n: number) => void,
+  hooks: Parameters<typeof hookConnects>[1] = {},
+  slowMs = 100,
+  { once = false, serverLookMs = 50 } = {},
+) {
   const { path, server } = serve(() => {});
-  const { conn, events } = connection(path, { serverLookMs: 50 });
-  const running = conn.run();
+  const { conn, events } = connection(path, { serverLookMs });
+  const running = conn.run(once);
   await until(() => conn.connects === 1, "connected");
   hookConnects(defer, hooks, slowMs);
   unlinkSync(path);
@@ -388,6 +396,65 @@ describe("ReconnectingConnection", () => {
     expect(conn.connects).toBe(3);
     expect(second.connections.length).toBe(2);
   });
+
+  test("serverLookMs: run(true) whose one connection ends as the look's connect begins returns, and the look's connection, made after, is ended", async () => {
+    let first: FakeServer | undefined;
+    let closed = false;
+    // Its end waits in the kernel before the look's connect: read, and run(true) returned, before that connection is made.
+    const close = () => void (closed || ((closed = true), first!.connections[0]!.end()));
+    const setup = await silentThenReplaced(() => {}, { before: close }, 0, { once: true });
+    first = setup.server;
+    await setup.running;
+    expect(setup.events).toEqual(["open 1", "close server closed"]);
+    // Taken by no one, it would stay open for good (and keep a process waiting on it from exiting).
+    await until(() => setup.second.connections.length === 1 && setup.second.closedCount() === 1, "the look's connection ended", 5000);
+    expect(setup.conn.connects).toBe(1);
+  });
+
+  test("serverLookMs: the connection kept aside is not read while the silent one keeps speaking: its server can pour no more than the kernel holds, and every byte it poured is passed on once it is taken", async () => {
+    let first: FakeServer | undefined;
+    let speaking: ReturnType<typeof setInterval> | undefined;
+    // It speaks as the look's connect begins, and on every 10 ms after, until told to stop.
+    const say = () => void first!.connections[0]!.write(Uint8Array.of(1));
+    const speak = () => void (speaking ??= (say(), setInterval(say, 10)));
+    defer(() => clearInterval(speaking));
+    const total = 4 << 20;
+    let poured = 0;
+    // The new server pours 4 MiB on the look's connection, as fast as the kernel takes it.
+    const pour = async (socket: Socket<undefined>) => {
+      const chunk = new Uint8Array(64 << 10).fill(7);
+      while (poured < total) {
+        const n = socket.write(chunk, 0, Math.min(chunk.length, total - poured));
+        if (n < 0) return;
+        poured += n;
+        if (n === 0) await Bun.sleep(1);
+      }
+    };
+    // Looked at every 2 s as in the agent: the silent one, speaking every 10 ms, is never found silent meanwhile.
+    const setup = await silentThenReplaced((socket) => void pour(socket), { before: speak }, 0, { serverLookMs: 2000 });
+    first = setup.server;
+    const { events, conn, second } = setup;
+    let received = 0;
+    // Bytes of the new server passed on: each of its events reads "data 7,7,...,7".
+    const sevens = () => events.filter((e) => e.startsWith("data 7")).reduce((sum, e) => sum + (e.length - 4) / 2, 0);
+    await until(() => second.connections.length === 1 && events.some((e) => e.startsWith("data 1")), "the look's connection made as the silent one spoke", 10_000);
+    // The kernel's buffers fill and the pour stalls: nothing reads the connection kept aside.
+    let last = -1;
+    await until(async () => {
+      const still = poured === last;
+      last = poured;
+      await Bun.sleep(200);
+      return still || poured === total;
+    }, "the pour to stall or finish", 10_000);
+    expect(conn.connects).toBe(1);
+    expect(poured).toBeLessThan(total);
+    // The silent one falls silent: the connection kept aside is taken at the next look, and read to the last byte poured.
+    clearInterval(speaking);
+    await until(() => conn.connects === 2, "the connection kept aside taken", 10_000);
+    await until(() => poured === total && (received = sevens()) === total, "every byte the new server poured", 20_000);
+    expect(received).toBe(total);
+    expect(second.connections.length).toBe(1);
+  }, 60_000);
 
   test("serverLookMs: a stop while the look's connect is under way leaves no connection open", async () => {
     let conn: ReconnectingConnection | undefined;
