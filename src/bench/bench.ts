@@ -32,6 +32,8 @@ import { childEnv, Runner, type Pair, type StartupFigures } from "./runner.ts";
 export interface BenchHost {
   /** The command that re-enters `bench` in a child process (the agent drivers). */
   self?: string[];
+  /** What bench prints as its result (help, the table): the command line's stdout, which throws where it is lost. */
+  out?: (text: string) => void;
   /** Where `<timestamp>.json` and `latest.md` are written; none: print only. */
   resultsDir?: string;
   /** The compiled agent for the live and start-up scenarios (built into `workDir`, removed after the run, or found). */
@@ -179,8 +181,9 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
   const parsed = parseOptions(argv);
   if (parsed instanceof Error) return usage(parsed);
   const { values, only } = parsed;
+  const out = host.out ?? ((text: string) => void process.stdout.write(text));
   if (values.help) {
-    process.stdout.write(HELP);
+    out(HELP);
     return 0;
   }
   const plan = PLANS[isQuick(values.quick, process.env.AUDIO_AGENT_BENCH_QUICK) ? "quick" : "full"];
@@ -336,9 +339,14 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
   report.machine.loadAverageAtEnd = loadAverage() ?? "unknown";
 
   const table = formatTable(report.rows);
-  process.stdout.write(`\n${describeMachine(report)}\n\n${table}\n`);
-  for (const note of report.notes) process.stdout.write(`note: ${note}\n`);
-  for (const failure of report.failures) process.stdout.write(`FAILED: ${failure}\n`);
+  const printed = [`\n${describeMachine(report)}\n\n${table}\n`, ...report.notes.map((note) => `note: ${note}\n`), ...report.failures.map((failure) => `FAILED: ${failure}\n`)];
+  // A stdout that did not take the table fails the run, once the results are written: they are not lost with it.
+  let lost: unknown;
+  try {
+    out(printed.join(""));
+  } catch (e) {
+    lost = e;
+  }
   const outDir = values.out ?? host.resultsDir;
   if (outDir) {
     mkdirSync(outDir, { recursive: true });
@@ -351,6 +359,7 @@ export async function bench(argv: string[], host: BenchHost = {}): Promise<numbe
       log(`wrote ${json} and ${join(outDir, "latest.md")}`);
     } else log(`wrote ${json} (latest.md is only written by a complete full run of every scenario)`);
   }
+  if (lost !== undefined) throw lost;
   return report.failures.length > 0 ? 1 : 0;
 }
 

@@ -192,7 +192,7 @@ async function dispatch(argv: string[], io: CliIo, run: Run): Promise<number> {
     return EXIT_OK;
   }
   if (first === "config") return (await import("./config-command.ts")).configCommand(argv.slice(1), io);
-  if (first === "bench") return (await import("../bench/bench.ts")).bench(argv.slice(1));
+  if (first === "bench") return (await import("../bench/bench.ts")).bench(argv.slice(1), { out: io.out });
   if (first === "serve") return runCommand("serve", argv.slice(1), io, run);
   if (first !== "output" && first !== "input") {
     throw new UsageError(`unknown command ${shownValue(first)}; allowed: output, input, serve, config, bench (see --help)`);

@@ -65,4 +65,29 @@ describe("bench's own run, AUDIO_AGENT_BENCH_QUICK=1", () => {
       rmSync(out, { recursive: true, force: true });
     }
   }, 60_000);
+
+  test("a stdout that does not take the table fails the run with its error, and the report is written all the same", async () => {
+    const saved = process.env.AUDIO_AGENT_BENCH_QUICK;
+    const write = process.stderr.write;
+    const dir = mkdtempSync(join(tmpdir(), "aa-bench-out-"));
+    process.env.AUDIO_AGENT_BENCH_QUICK = "1";
+    process.stderr.write = (() => true) as typeof process.stderr.write;
+    const lost = new Error("stdout: cannot write (ENOSPC)");
+    let printed = 0;
+    const out = () => {
+      printed++;
+      throw lost;
+    };
+    try {
+      const run = bench(["--no-native", "--only", "flood160", "--out", dir], { self: ["false"], out });
+      expect(await run.then(() => "resolved", (e) => e)).toBe(lost);
+      expect(printed).toBe(1);
+      expect(readdirSync(dir).filter((f) => f.endsWith("-quick.json"))).toHaveLength(1);
+    } finally {
+      process.stderr.write = write;
+      if (saved === undefined) delete process.env.AUDIO_AGENT_BENCH_QUICK;
+      else process.env.AUDIO_AGENT_BENCH_QUICK = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

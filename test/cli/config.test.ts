@@ -410,12 +410,12 @@ describe("config print", () => {
 
 describe("what a command prints on stdout", () => {
   // `config print ROLE > file` on a full disk must not pass for a file written: the exit code says it was not.
-  test("a stdout that cannot take it (a full disk: /dev/full): exit 1, one line naming stdout and why; config print, config check, --help, --version", async () => {
+  test("a stdout that cannot take it (a full disk: /dev/full): exit 1, one line naming stdout and why; config print, config check, --help, --version, bench --help", async () => {
     const { write } = setup();
     const good = write("good.json", GOOD);
     const full = openSync("/dev/full", "w");
     defer(() => closeSync(full));
-    for (const args of [["config", "print", "output serve", "--config", good], ["config", "check", good], ["output", "serve", "--help"], ["--help"], ["--version"]]) {
+    for (const args of [["config", "print", "output serve", "--config", good], ["config", "check", good], ["output", "serve", "--help"], ["--help"], ["--version"], ["bench", "--help"]]) {
       const r = await runAgent(args, { stdout: full });
       expect({ args, code: r.code, stderr: r.stderr }).toEqual({ args, code: 1, stderr: "audio-agent: stdout: cannot write: no space left on the device (ENOSPC)\n" });
     }
