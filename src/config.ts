@@ -1110,7 +1110,7 @@ export function readFlags(args: string[], flags: FlagSpecs, command: string): { 
  * where. A loop with a stack of the open objects and arrays, not recursion: a
  * file may nest 500,000 deep.
  */
-function jsonErrorAt(text: string): { line: number; column: number } | undefined {
+export function jsonErrorAt(text: string): { line: number; column: number } | undefined {
   const open: string[] = [];
   /** What may come next: a value (or, first in an array, its end), a key (or, first in an object, its end), the colon, a comma or the end, nothing more. */
   let next: "value" | "value or ]" | "key" | "key or }" | ":" | "," | "end" = "value";
