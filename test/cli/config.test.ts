@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { closeSync, existsSync, openSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { runCli } from "../../src/cli/run.ts";
 import { OPTIONS } from "../../src/config.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -507,6 +507,23 @@ describe("roles refuse bad configuration with exit 2 before doing anything", () 
       expect({ args, ...r }).toEqual({ args, code: 2, stdout: "", stderr: `audio-agent: ${named}: a source or sink is a file, a FIFO or "-", never a socket\n` });
       expect(readdirSync(dir)).toEqual(["same.json"]);
     }
+  });
+
+  test("the socket's path is its file: a FIFO of the socket's name in another directory is a sink; the socket's directory by a symbolic link is the socket's path", async () => {
+    const { path, dir } = setup();
+    const sock = path("a.sock");
+    mkdirSync(path("sub"));
+    const fifo = makeFifo(path("sub/a.sock"));
+    symlinkSync(dir, path("here"));
+    const print = (sink: string) => runAgent(["config", "print", "output recv"], { env: agentEnv({ JETKVM_AUDIO_OUTPUT_SOCKET: sock, AUDIO_AGENT_SINK: sink }) });
+    const taken = await print(fifo);
+    expect({ code: taken.code, stderr: taken.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(JSON.parse(taken.stdout)).toMatchObject({ socket: sock, sink: fifo });
+    expect(await print(path("here/a.sock"))).toEqual({
+      code: 2,
+      stdout: "",
+      stderr: `audio-agent: --sink (from environment AUDIO_AGENT_SINK) ${path("here/a.sock")} is the socket's path (--socket (from environment JETKVM_AUDIO_OUTPUT_SOCKET) ${sock}): a source or sink is a file, a FIFO or "-", never a socket\n`,
+    });
   });
 
   test('--config "" names no file: exit 2 naming the flag, the value and what is allowed, as any empty value', async () => {
