@@ -649,13 +649,13 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
   try {
     json = JSON.parse(text);
   } catch (e) {
-    const at = jsonErrorAt(text);
+    const at = walkJson(text).fault;
     throw new ConfigError(`config ${path}: not valid JSON (${(e as Error).message})${at ? ` at line ${at.line}, column ${at.column}` : ""}`);
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw new ConfigError(`config ${path}: expected a JSON object of settings, found ${Array.isArray(json) ? "an array" : shownValue(json)}`);
   }
-  const twice = firstDuplicateKey(text);
+  const { twice } = walkJson(text);
   if (twice) {
     throw new ConfigError(
       `config ${path}: key ${shownValue(twice.keyPath)} is given twice (${twice.firstLine === twice.line ? `both on line ${twice.line}` : `lines ${twice.firstLine} and ${twice.line}`}); JSON keeps only the last, so the other would do nothing: give it once`,
@@ -1103,26 +1103,43 @@ export function readFlags(args: string[], flags: FlagSpecs, command: string): { 
   return { values, positionals };
 }
 
+/** A place in a text, both 1-based. */
+export interface TextPlace {
+  line: number;
+  column: number;
+}
+
+/** What walkJson finds in a config file's text. */
+export interface JsonWalk {
+  /** Where it stops being JSON: the first character that cannot be there, or its end where it ends too soon. */
+  fault?: TextPlace;
+  /** The first key given twice in one object (its path from the top, dotted), and the lines of both. */
+  twice?: { keyPath: string; firstLine: number; line: number };
+}
+
 /**
- * Where `text` stops being JSON (RFC 8259): the line and column (1-based) of
- * the first character that cannot be there, or of its end where it ends too
- * soon; undefined where it is JSON. JSON.parse's message here says what, never
- * where. A loop with a stack of the open objects and arrays, not recursion: a
- * file may nest 500,000 deep.
+ * One walk of `text` as JSON (RFC 8259), for what JSON.parse does not say:
+ * where a text it refuses goes wrong (its message says what, never where),
+ * and which key a text it takes gives twice in one object (it keeps the last
+ * without a word). A loop with a stack of the open objects and arrays, not
+ * recursion: a file may nest 500,000 deep.
  */
-export function jsonErrorAt(text: string): { line: number; column: number } | undefined {
-  const open: string[] = [];
+export function walkJson(text: string): JsonWalk {
+  /** Each object or array open: an object's keys so far (the offset of each), its key in its parent, the key read last. */
+  const open: { keys?: Map<string, number>; name?: string; last?: string }[] = [];
   /** What may come next: a value (or, first in an array, its end), a key (or, first in an object, its end), the colon, a comma or the end, nothing more. */
   let next: "value" | "value or ]" | "key" | "key or }" | ":" | "," | "end" = "value";
   const afterValue = (): typeof next => (open.length > 0 ? "," : "end");
   const number = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+  let twice: JsonWalk["twice"];
   let i = 0;
-  const fail = (at: number) => {
+  const place = (at: number): TextPlace => {
     const before = text.slice(0, at);
     return { line: before.split("\n").length, column: at - before.lastIndexOf("\n") };
   };
+  const fail = (at: number): JsonWalk => ({ fault: place(at), twice });
   /** The offset after the string opening at `i`, or the failure where it breaks (a raw control character, a bad escape, the end). */
-  const stringEnd = (): number | ReturnType<typeof fail> => {
+  const stringEnd = (): number | JsonWalk => {
     for (let j = i + 1; j < text.length; j++) {
       const c = text.charCodeAt(j);
       if (c === 0x22) return j + 1;
@@ -1136,13 +1153,25 @@ export function jsonErrorAt(text: string): { line: number; column: number } | un
     }
     return fail(text.length);
   };
+  /** Notes the key just read (at `at`, to `end`) in its object, and the first one given twice. */
+  const key = (at: number, end: number) => {
+    const top = open.at(-1)!;
+    const name = JSON.parse(text.slice(at, end)) as string;
+    const first = top.keys!.get(name);
+    if (first !== undefined && twice === undefined) {
+      const keyPath = [...open.map((o) => o.name), name].filter((n) => n !== undefined).join(".");
+      twice = { keyPath, firstLine: place(first).line, line: place(at).line };
+    }
+    top.keys!.set(name, at);
+    top.last = name;
+  };
   for (;;) {
     while (i < text.length && " \t\n\r".includes(text[i]!)) i++;
-    if (i >= text.length) return next === "end" ? undefined : fail(i);
+    if (i >= text.length) return next === "end" ? { twice } : fail(i);
     const c = text[i]!;
     if (next === "end") return fail(i);
     if (next === ":" || next === ",") {
-      const close = open.at(-1) === "{" ? "}" : "]";
+      const close = open.at(-1)!.keys ? "}" : "]";
       if (next === ":" && c === ":") next = "value";
       else if (next === "," && c === ",") next = close === "}" ? "key" : "value";
       else if (next === "," && c === close) {
@@ -1161,14 +1190,17 @@ export function jsonErrorAt(text: string): { line: number; column: number } | un
     if (c === '"') {
       const end = stringEnd();
       if (typeof end !== "number") return end;
+      if (next === "key" || next === "key or }") {
+        key(i, end);
+        next = ":";
+      } else next = afterValue();
       i = end;
-      if (next === "key" || next === "key or }") next = ":";
-      else next = afterValue();
       continue;
     }
     if (next === "key" || next === "key or }") return fail(i);
     if (c === "{" || c === "[") {
-      open.push(c);
+      const parent = open.at(-1);
+      open.push({ keys: c === "{" ? new Map() : undefined, name: parent?.keys ? parent.last : undefined });
       next = c === "{" ? "key or }" : "value or ]";
       i++;
       continue;
@@ -1180,36 +1212,4 @@ export function jsonErrorAt(text: string): { line: number; column: number } | un
     else return fail(i);
     next = afterValue();
   }
-}
-
-/**
- * The first key given twice in one object of `text`, valid JSON, with the
- * lines of both: JSON.parse keeps the last without a word.
- */
-function firstDuplicateKey(text: string): { keyPath: string; firstLine: number; line: number } | undefined {
-  /** Each object or array open at this point: an object's keys so far (the line of each), and whether a key comes next. */
-  const open: { keys?: Map<string, number>; name?: string; last?: string; keyNext: boolean }[] = [];
-  let line = 1;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    const top = open[open.length - 1];
-    if (c === "\n") line++;
-    else if (c === '"') {
-      // A string holds no raw line break in valid JSON; an escape takes the character after it.
-      let end = i + 1;
-      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
-      if (top?.keys && top.keyNext) {
-        const key = JSON.parse(text.slice(i, end + 1)) as string;
-        const firstLine = top.keys.get(key);
-        if (firstLine !== undefined) return { keyPath: [...open.map((o) => o.name), key].filter((n) => n !== undefined).join("."), firstLine, line };
-        top.keys.set(key, line);
-        top.last = key;
-        top.keyNext = false;
-      }
-      i = end;
-    } else if (c === "{" || c === "[") open.push({ keys: c === "{" ? new Map() : undefined, name: top?.keys ? top.last : undefined, keyNext: c === "{" });
-    else if (c === "}" || c === "]") open.pop();
-    else if (c === "," && top?.keys) top.keyNext = true;
-  }
-  return undefined;
 }

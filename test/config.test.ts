@@ -4,7 +4,7 @@ import {
   ConfigError,
   defaultOf,
   environmentWarnings,
-  jsonErrorAt,
+  walkJson,
   loadConfigFile,
   nearestName,
   OPTIONS,
@@ -742,7 +742,7 @@ describe("parseConfigFile", () => {
       const text = random() < 0.4 ? whole : mutated(whole);
       const ok = parses(text);
       if (ok) valid++;
-      if (ok !== (jsonErrorAt(text) === undefined)) wrong.push(text);
+      if (ok !== (walkJson(text).fault === undefined)) wrong.push(text);
     }
     expect(wrong.slice(0, 5)).toEqual([]);
     // Both kinds in numbers: neither answer alone passes.
