@@ -61,6 +61,30 @@ describe("InFlight", () => {
     expect(inFlight.clientRead).toBe(false); // nothing read since the last look
   });
 
+  test("a write the peer has read is forgotten once newer writes cover what the kernel holds unread", async () => {
+    const { writer, reader, read } = await pair();
+    expect(setSocketBuffers(writer.fd, { sendBytes: 256 * 1024, receiveBytes: 256 * 1024 }).ok).toBe(true);
+    const inFlight = new InFlight();
+    inFlight.reset(writer.fd);
+    const small = new Uint8Array(177);
+    const large = new Uint8Array(64 * 1024);
+    // Read by the peer: a small write, then a large one.
+    expect(writer.write(small)).toBe(small.length);
+    inFlight.wrote(small.length, 1000);
+    expect(writer.write(large)).toBe(large.length);
+    inFlight.wrote(large.length, 2000);
+    reader.resume();
+    await until(() => read() === small.length + large.length, "the first two writes read");
+    reader.pause();
+    // Unread: one large write. The kernel counts a little more than its bytes, which the
+    // large write read before it covers; the small one before that is certainly read.
+    expect(writer.write(large)).toBe(large.length);
+    inFlight.wrote(large.length, 3000);
+    expect(inFlight.olderThan(1500)).toBe(false);
+    // Never too young: the read large write is kept with the unread one.
+    expect(inFlight.olderThan(2500)).toBe(true);
+  });
+
   test("without a socket to ask, nothing is held back", () => {
     const inFlight = new InFlight();
     inFlight.reset(-1);
