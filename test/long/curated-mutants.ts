@@ -97,6 +97,12 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: "if (this.roomTimer || !(this.deadlineMs > 0 || this.closedFor)) return;",
   },
   {
+    name: "the look back over a connection's writes started two past the newest, so writes the client has read count as unread and live writing holds past the budget",
+    file: "src/transport/in-flight.ts",
+    find: "covered += this.bytes[this.slot(this.count - 1 - keep)];",
+    replace: "covered += this.bytes[this.slot(this.count + 1 - keep)];",
+  },
+  {
     name: "a new FIFO made at the source's path never followed",
     file: "src/media/fifo-source.ts",
     find: "if (stat && stat.dev === this.fifo.dev && stat.ino === this.fifo.ino) return;",
@@ -368,6 +374,12 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     why: "libc stays mapped for the process's life (Bun links it): the close only drops a reference, and dispose is the last use",
   },
   {
+    file: "src/transport/notify-socket.ts",
+    before: "opened.library.close();",
+    after: ";",
+    why: "libc stays mapped for the process's life (Bun links it): the close only drops a reference, and open() returns its reason at once, never using the library again",
+  },
+  {
     file: "src/transport/frame-writer.ts",
     before: "while (queue.length > 0) {",
     after: "while (queue.length >= 0) {",
@@ -378,6 +390,18 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     before: "this.scheduled = true;",
     after: "this.scheduled = false;",
     why: "only more pump calls per burst: the first writes the whole run, the others find the queue empty",
+  },
+  {
+    file: "src/transport/frame-writer.ts",
+    before: "private blocked = false;",
+    after: "private blocked = true;",
+    why: "attach() clears it before the first socket is written to; until then every read of it is behind a look for a socket, or in lossless mode's watchRoom, which has no live limit to look for room under",
+  },
+  {
+    file: "src/transport/frame-writer.ts",
+    before: "if (this.unreadWhenBlocked > 0) this.roomTimer = setInterval(this.roomTask, ROOM_RECHECK_MS);",
+    after: "if (this.unreadWhenBlocked >= 0) this.roomTimer = setInterval(this.roomTask, ROOM_RECHECK_MS);",
+    why: "nothing unread at the block means the client read it all just after the short write: the socket is writable, so drain comes; until then the timer's looks never find less than 0 unread and act on nothing, and the first after the drain stops it",
   },
   {
     file: "src/transport/reconnecting-connection.ts",
