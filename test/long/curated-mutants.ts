@@ -103,6 +103,12 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: "covered += this.bytes[this.slot(this.count + 1 - keep)];",
   },
   {
+    name: "a file another user swapped in for the hidden name while binding left linked at the socket path",
+    file: "src/transport/socket-file.ts",
+    find: "if (!sameFile(path, stat)) {",
+    replace: "if (!sameFile(path, stat)) { throw replaced(path, hidden);",
+  },
+  {
     name: "a new FIFO made at the source's path never followed",
     file: "src/media/fifo-source.ts",
     find: "if (stat && stat.dev === this.fifo.dev && stat.ino === this.fifo.ino) return;",
