@@ -467,6 +467,45 @@ describe("ReconnectingConnection", () => {
     await until(() => setup.server.closedCount() === 1, "the first connection ended", 5000);
   });
 
+  test("serverLookMs: an owner that stops as the silent connection is given up (in its onClose) leaves no connection open, the look's neither", async () => {
+    const { path, server } = serve(() => {});
+    let conn: ReconnectingConnection | undefined;
+    const made = connection(path, {
+      serverLookMs: 50,
+      onClose: (_socket, reason) => {
+        made.events.push(`close ${reason}`);
+        if (reason === SERVER_REPLACED) conn!.stop();
+      },
+    });
+    conn = made.conn;
+    const running = conn.run();
+    await until(() => conn.connects === 1, "connected");
+    unlinkSync(path);
+    const second = fakeServer(path, () => {});
+    defer(() => second.stop());
+    await running;
+    expect(made.events.filter((e) => e !== "drain")).toEqual(["open 1", `close ${SERVER_REPLACED}`]);
+    expect(conn.connects).toBe(1);
+    // The look's connection, made before the stop and not yet taken by run(), is ended with it.
+    await until(() => second.connections.length === 1 && second.closedCount() === 1, "the look's connection ended", 5000);
+    await until(() => server.closedCount() === 1, "the first connection ended", 5000);
+  });
+
+  test("serverLookMs: run(once) ends with the session the look gave up, and the look's connection, never taken, is ended with it", async () => {
+    const { path, server } = serve(() => {});
+    const { conn, events } = connection(path, { serverLookMs: 50 });
+    const running = conn.run(true);
+    await until(() => conn.connects === 1, "connected");
+    unlinkSync(path);
+    const second = fakeServer(path, () => {});
+    defer(() => second.stop());
+    await running;
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", `close ${SERVER_REPLACED}`]);
+    expect(conn.connects).toBe(1);
+    await until(() => second.connections.length === 1 && second.closedCount() === 1, "the look's connection ended", 5000);
+    await until(() => server.closedCount() === 1, "the first connection ended", 5000);
+  });
+
   test("serverLookMs: a connection that keeps bringing data is kept though another server is at the path", async () => {
     // In a process of its own: a pause of the test's (a busy machine) would hold up its bytes too, and
     // the connection would be silent for that long. Its bytes wait in the kernel, read before any timer.
