@@ -410,6 +410,12 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     why: "nothing unread at the block means the client read it all just after the short write: the socket is writable, so drain comes; until then the timer's looks never find less than 0 unread and act on nothing, and the first after the drain stops it",
   },
   {
+    file: "src/transport/frame-writer.ts",
+    before: "if (this.budgetMs > 0) this.inFlight.wrote(written, this.tailEnqueuedAt);",
+    after: "if (this.budgetMs >= 0) this.inFlight.wrote(written, this.tailEnqueuedAt);",
+    why: "what InFlight records is read only by overBudget(), under a latency budget; without one the records are only kept, RECORDS at most, and reset with each connection",
+  },
+  {
     file: "src/transport/reconnecting-connection.ts",
     before: "close(socket: Socket<unknown>, reason: string, graceful = false): void {",
     after: "close(socket: Socket<unknown>, reason: string, graceful = true): void {",
