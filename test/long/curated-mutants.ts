@@ -549,6 +549,13 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     why: "released, the writer has no socket until attach(), which clears it; meanwhile every reader of it asks for a socket too (pump, schedule, the stale drop and the stuck report of submit) or stops at once without one (the room check a lossless submit may start)",
   },
   {
+    file: "src/transport/reconnecting-connection.ts",
+    before: "this.endReplacement();",
+    after: ";",
+    within: "  stop(): void {",
+    why: "a look's connection not taken yet is ended all the same, a few turns later: by run()'s finally, which a stop always reaches (its sleep and connect are aborted, the connection it waits on closed), or by the look's own continuation once stopping is set; and with run() over, its finally has ended it already",
+  },
+  {
     file: "src/observe/line-writer.ts",
     before: "return true;",
     after: "return false;",
