@@ -27,6 +27,7 @@
  *   --seed N                    sampling seed (default 1)
  *   --jobs N                    mutants run in parallel, each in its own copy (default 2)
  *   --list                      print the mutants without running them
+ *   --tests                     print the test files each folder's mutants run against
  */
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -67,6 +68,7 @@ const { values } = parseArgs({
     seed: { type: "string", default: "1" },
     jobs: { type: "string", default: "2" },
     list: { type: "boolean", default: false },
+    tests: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
 });
@@ -348,6 +350,8 @@ const CLI_TESTS = [
   "test/cli/socket-path-flag.test.ts",
   "test/cli/config-port-origin.test.ts",
   "test/cli/path-failure.test.ts",
+  // The refusal of an argument or variable whose bytes are not UTF-8: only a process's own /proc shows those bytes.
+  "test/cli/argument-bytes.test.ts",
   // Where --log-max-bytes is applied to stderr, or not: only a spawned agent's own stderr shows it.
   "test/cli/log-file.test.ts",
   // A format error names the flag the command has for it (serve: --output-format), which the CLI picks.
@@ -435,6 +439,11 @@ async function runTests(copy: string, folder: Folder, timeoutMs: number): Promis
 /** One mutant as the report shows it: where, which operator, the line before and after. */
 function describe(m: Mutant): string {
   return `${m.id} ${m.file}:${m.line} [${m.operator}]\n  - ${m.before.trim()}\n  + ${m.after.trim()}`;
+}
+
+if (values.tests) {
+  for (const folder of folders) console.log(`${folder}: ${testsOf(folder).join(" ")}`);
+  process.exit(0);
 }
 
 const mutants = planMutants();

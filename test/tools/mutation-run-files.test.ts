@@ -4,6 +4,8 @@
  * sample of each file is the same as in the whole folder's run.
  */
 import { expect, test } from "bun:test";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
 import { REPO } from "../support/processes.ts";
 
 function list(...args: string[]) {
@@ -36,4 +38,24 @@ test("--files naming nothing (empty, or commas alone) is refused, not run as a s
     expect(run.err.trim()).toBe(`--files: "${value}" names no file; give source files of the folders run, comma-separated (pump.ts,monitor/hub.ts)`);
     expect(run.out).toBe("");
   }
+});
+
+test("a folder's mutants run against each test file named after one of its source files, whatever other files the folder's run picks", () => {
+  const run = Bun.spawnSync([process.execPath, "test/long/mutants.ts", "--tests"], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+  expect(run.exitCode).toBe(0);
+  const runs = new Map(run.stdout.toString().trim().split("\n").map((line) => {
+    const [folder, files] = line.split(": ");
+    return [folder!, files!.split(" ")];
+  }));
+  expect([...runs.keys()]).toEqual(["protocol", "io", "transport", "channels", "media", "observe", "roles", "cli", "config"]);
+  // A folder's own test of a file left out of its run: every mutant of that file survives, however well the test holds it.
+  const missing: string[] = [];
+  for (const [folder, files] of runs) {
+    const sources = existsSync(join(REPO, "src", `${folder}.ts`)) ? [`${folder}.ts`] : readdirSync(join(REPO, "src", folder), { recursive: true }).map(String).map((f) => `${folder}/${f}`);
+    for (const source of sources.filter((f) => f.endsWith(".ts"))) {
+      const own = `test/${source.replace(/\.ts$/, ".test.ts")}`;
+      if (existsSync(join(REPO, own)) && !files.includes(own)) missing.push(`${folder}: ${own}`);
+    }
+  }
+  expect(missing).toEqual([]);
 });
