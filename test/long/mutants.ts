@@ -42,6 +42,14 @@ const FOLDERS = ["protocol", "io", "transport", "channels", "media", "observe", 
 type Folder = (typeof FOLDERS)[number];
 /** A mutant's tests may take this many times the unmutated run (a hang counts as killed). */
 const TIMEOUT_FACTOR = 4;
+/**
+ * Each test process, and each agent it starts, may hold this much data
+ * (RLIMIT_DATA, by util-linux's prlimit where it is there): a mutant that makes
+ * a loop endless as it allocates ends out of memory, killed, in seconds, not
+ * after filling the machine's memory until its test's time limit.
+ */
+const MAX_DATA_BYTES = 4 * 1024 ** 3;
+const DATA_LIMIT = Bun.which("prlimit") ? ["prlimit", `--data=${MAX_DATA_BYTES}`, "--"] : [];
 
 interface Mutant {
   id: string;
@@ -412,7 +420,7 @@ function killGroup(pid: number): void {
 /** Runs `folder`'s tests in `copy`; `failed` is bun test's "(fail)" lines, for the unmutated run to tell. */
 async function runTests(copy: string, folder: Folder, timeoutMs: number): Promise<{ ok: boolean; timedOut: boolean; ms: number; failed: string[] }> {
   const started = performance.now();
-  const proc = Bun.spawn([process.execPath, "test", "--bail", "--timeout", "60000", ...testsOf(folder)], {
+  const proc = Bun.spawn([...DATA_LIMIT, process.execPath, "test", "--bail", "--timeout", "60000", ...testsOf(folder)], {
     cwd: copy,
     stdout: "ignore",
     stderr: "pipe",
