@@ -282,6 +282,12 @@ export const CURATED: readonly CuratedMutant[] = [
     find: 'if (options.append && options.fd === undefined && path !== "-") checkAppendFormat(path, format, options.channel);',
     replace: 'if (options.append && options.fd === undefined || path !== "-") checkAppendFormat(path, format, options.channel);',
   },
+  {
+    name: "a JETKVM_AUDIO_ variable's bytes not looked at: a socket path that is not UTF-8 taken as another path",
+    file: "src/cli/argument-bytes.ts",
+    find: '(name.startsWith("AUDIO_AGENT_") || name.startsWith("JETKVM_AUDIO_"))',
+    replace: 'name.startsWith("AUDIO_AGENT_")',
+  },
 ];
 
 /**
