@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
+import { NO_OBSERVER } from "../../src/channels/channel-end.ts";
 import { InputClient, type InputClientOptions } from "../../src/channels/input-client.ts";
 import { InputServer, type InputServerOptions } from "../../src/channels/input-server.ts";
 import {
@@ -938,22 +939,24 @@ describe("frame stamps across sessions", () => {
 /**
  * A raw input server in python that reads its client a little at a time, steadily (`piece`
  * bytes every `every` s, as a playback process paced by its device does), answers each Config
- * and Heartbeat with an Ack as soon as it reads it, and lets a new client replace the last
- * (PROTOCOL.md). Once a client that sent Stop has left, it prints what it got as JSON.
+ * and Heartbeat with an Ack as soon as it reads it (or `delay` s later, where given), and lets a
+ * new client replace the last (PROTOCOL.md). Once a client that sent Stop has left, it prints
+ * what it got as JSON.
  */
 const STEADY_INPUT_SERVER = String.raw`
 import json, socket, struct, sys, time
 path, piece, every = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+delay = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
 MAGIC = 0x4a4b4d49
 srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); srv.bind(path); srv.listen(8); srv.setblocking(False)
 print(json.dumps({"listening": True}), flush=True)
 got = {"connections": 0, "frames": [], "stops": 0}
-conn, buf = None, b""
+conn, buf, owed = None, b"", []
 while True:
     try:
         c, _ = srv.accept()
         if conn: conn.close()
-        conn, buf = c, b""; conn.setblocking(False); got["connections"] += 1; got["frames"].append(0)
+        conn, buf, owed = c, b"", []; conn.setblocking(False); got["connections"] += 1; got["frames"].append(0)
     except BlockingIOError: pass
     if conn:
         try: data = conn.recv(piece)
@@ -969,7 +972,9 @@ while True:
                 buf = buf[17 + n:]
                 if kind == 0: got["frames"][-1] += 1
                 if kind == 2: got["stops"] += 1
-                if kind in (1, 3): conn.sendall(struct.pack("<IBIq", MAGIC, 4, 0, time.time_ns()))
+                if kind in (1, 3): owed.append(time.time() + delay)
+    while conn and owed and owed[0] <= time.time():
+        owed.pop(0); conn.sendall(struct.pack("<IBIq", MAGIC, 4, 0, time.time_ns()))
     time.sleep(every)
 print(json.dumps(got), flush=True)
 `;
@@ -1118,6 +1123,36 @@ describe("a server that has read and answered everything, while the source sends
     await until(() => messages.length === 22 && client.acks === 2, "both Configs and the frames taken, both Configs acked");
     // Five times the Ack timeout with nothing to send: the server owes nothing.
     await Bun.sleep(1000);
+    expect({ ackTimeouts: client.ackTimeouts, connects: client.connects, disconnects }).toEqual({ ackTimeouts: 0, connects: 1, disconnects: [] });
+  });
+});
+
+describe("a client stopped (SIGSTOP) while its server's Ack waits unread for it", () => {
+  // The server, a process of its own, answers each Heartbeat 150 ms after reading it; this process is
+  // stopped from outside straight after writing one, for over three Ack timeouts. On SIGCONT the Ack
+  // deadline, long due, may run before the socket is read: the client looks at what waits unread first,
+  // and finds the Ack there. Which comes first depends on where the stop caught the event loop: eight
+  // stops give the deadline first turn at least once as a rule.
+  test("eight stops, each past the Ack timeout: the Ack waiting unread is read before the server is judged: one connection, no Ack timeout", async () => {
+    defer(() => stopAgents());
+    const sock = socketDir(defer, "in-").path("in.sock");
+    const server = start(["python3", "-c", STEADY_INPUT_SERVER, sock, "4096", "0.001", "0.15"]);
+    await until(() => server.stdout.includes("listening"), "the server to listen");
+    const disconnects: string[] = [];
+    const client = newClient(sock, { heartbeatMs: 100, ackTimeoutMs: 300, onDisconnect: (r) => disconnects.push(r) });
+    const stops: Promise<number>[] = [];
+    // Every write after the Config (written apart) is a Heartbeat's: its Ack deadline is set as it goes out.
+    client.observe({
+      ...NO_OBSERVER,
+      written: () => {
+        if (stops.length >= 8) return;
+        const pid = process.pid;
+        stops.push(Bun.spawn(["sh", "-c", `kill -STOP ${pid}; sleep 1; kill -CONT ${pid}`]).exited);
+      },
+    });
+    void client.start();
+    await until(() => stops.length === 8 && client.acks >= 10, "eight stops, and Acks after them", 60_000);
+    expect(await Promise.all(stops)).toEqual(Array(8).fill(0));
     expect({ ackTimeouts: client.ackTimeouts, connects: client.connects, disconnects }).toEqual({ ackTimeouts: 0, connects: 1, disconnects: [] });
   });
 });
