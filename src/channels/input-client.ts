@@ -318,7 +318,9 @@ export class InputClient extends SendingEnd implements ChannelEnd {
   }
 
   private tick(): void {
-    if (!this.connection.socket || this.ackOverdue()) return;
+    // Once the unread bytes were looked at, the recheck due in a moment judges, after they are read: a tick
+    // due with the overdue deadline (Heartbeats further apart than the Ack timeout) would judge before the read.
+    if (!this.connection.socket || (!this.ackLookedAgain && this.ackOverdue())) return;
     // Frames are flowing but queued: a Heartbeat now would only push one out (or be dropped itself).
     if (this.queue.isFull || this.finishing) return;
     this.writer.submit(MessageType.Heartbeat, this.empty);
