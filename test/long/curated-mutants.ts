@@ -169,6 +169,18 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: "this.ackLookedAgain = false;",
   },
   {
+    name: "the look at unread bytes taken once for good, never again for a later Ack: a client stopped past its Ack timeout drops a server that answered",
+    file: "src/channels/input-client.ts",
+    find: "this.ackLookedAgain = false;",
+    replace: "this.ackLookedAgain = true;",
+  },
+  {
+    name: "a Heartbeat tick due with an overdue Ack judges it before the unread bytes are read: Heartbeats further apart than the Ack timeout drop, after a stall, a server that answered",
+    file: "src/channels/input-client.ts",
+    find: "if (!this.connection.socket || (!this.ackLookedAgain && this.ackOverdue())) return;",
+    replace: "if (!this.connection.socket || this.ackOverdue()) return;",
+  },
+  {
     name: "Heartbeats allowed after Stop",
     file: "src/channels/input-client.ts",
     find: "if (this.queue.isFull || this.finishing) return;",
@@ -521,7 +533,7 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     file: "src/channels/input-client.ts",
     before: "private ackLookedAgain = false;",
     after: "private ackLookedAgain = true;",
-    why: "read only while a Config/Heartbeat awaits its Ack, and awaitAck sets it false as the first of them starts to",
+    why: "it matters only while a Config/Heartbeat awaits its Ack (with none, ackOverdue judges nothing, whoever asks), and awaitAck sets it false as the first of them starts to",
   },
   {
     file: "src/channels/output-client.ts",
