@@ -961,6 +961,7 @@ while True:
     if conn:
         try: data = conn.recv(piece)
         except BlockingIOError: data = None
+        except OSError: data = b""
         if data == b"":
             conn.close(); conn = None
             if got["stops"]: break
@@ -974,7 +975,10 @@ while True:
                 if kind == 2: got["stops"] += 1
                 if kind in (1, 3): owed.append(time.time() + delay)
     while conn and owed and owed[0] <= time.time():
-        owed.pop(0); conn.sendall(struct.pack("<IBIq", MAGIC, 4, 0, time.time_ns()))
+        owed.pop(0)
+        # A client gone meanwhile (it gave up on us) is no end of the server: the next one is served.
+        try: conn.sendall(struct.pack("<IBIq", MAGIC, 4, 0, time.time_ns()))
+        except OSError: pass
     time.sleep(every)
 print(json.dumps(got), flush=True)
 `;
