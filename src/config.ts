@@ -765,16 +765,20 @@ export async function loadConfigFile(explicit: string | undefined, defaultPath =
  */
 export function configText(bytes: Uint8Array, path: string): string {
   // Decoded by the global Buffer, which every role has loaded (TextDecoder, or node:buffer's isUtf8,
-  // would add their code to each process's memory: bench/FINDINGS.md). UTF-8 encodes back to the same
-  // bytes; a byte that is not UTF-8 comes back as U+FFFD's three.
-  const whole = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
-  const text = whole.toString("utf8");
-  if (!Buffer.from(text, "utf8").equals(whole)) {
+  // would add their code to each process's memory: bench/FINDINGS.md).
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("utf8");
+  if (!isUtf8(bytes)) {
     const at = firstNonUtf8(bytes);
     const line = bytes.subarray(0, at).filter((byte) => byte === 0x0a).length + 1;
     throw new ConfigError(`config ${path}: byte 0x${bytes[at]!.toString(16).padStart(2, "0")} at offset ${at} (line ${line}) is not UTF-8, which a JSON file is`);
   }
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+/** Whether `bytes` are UTF-8: they encode back to themselves, where a byte that is not comes back as U+FFFD's three. */
+export function isUtf8(bytes: Uint8Array): boolean {
+  const whole = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  return Buffer.from(whole.toString("utf8"), "utf8").equals(whole);
 }
 
 /** The offset of the first byte of `bytes` that begins no UTF-8 character: where a lenient decoder's first U+FFFD stands for no EF BF BD. */

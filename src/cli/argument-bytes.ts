@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { firstNonUtf8, shownValue } from "../config.ts";
+import { firstNonUtf8, isUtf8, shownValue } from "../config.ts";
 import { UsageError } from "./errors.ts";
 
 /**
@@ -34,10 +34,6 @@ export function refuseNonUtf8(argv: readonly string[], env: Record<string, strin
 function notUtf8(what: string, bytes: Buffer): UsageError {
   const at = firstNonUtf8(bytes);
   return new UsageError(`${what}: byte 0x${bytes[at]!.toString(16).padStart(2, "0")} at offset ${at} is not UTF-8; read as UTF-8, a path would name another file`);
-}
-
-function isUtf8(bytes: Buffer): boolean {
-  return Buffer.from(bytes.toString("utf8"), "utf8").equals(bytes);
 }
 
 /** The NUL-terminated entries of a /proc file; undefined where it cannot be read. */
