@@ -38,16 +38,30 @@ describe("bench's flags", () => {
   });
 });
 
+/**
+ * Runs `body` with a directory of its own for reports, AUDIO_AGENT_BENCH_QUICK=1 and stderr quiet
+ * (bench's drivers, "false", never listen, so each scenario fails at once), and puts all three back.
+ */
+async function quickBenchQuietly(prefix: string, body: (dir: string) => Promise<void>): Promise<void> {
+  const saved = process.env.AUDIO_AGENT_BENCH_QUICK;
+  const write = process.stderr.write;
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  process.env.AUDIO_AGENT_BENCH_QUICK = "1";
+  process.stderr.write = (() => true) as typeof process.stderr.write;
+  try {
+    await body(dir);
+  } finally {
+    process.stderr.write = write;
+    if (saved === undefined) delete process.env.AUDIO_AGENT_BENCH_QUICK;
+    else process.env.AUDIO_AGENT_BENCH_QUICK = saved;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe("bench's own run, AUDIO_AGENT_BENCH_QUICK=1", () => {
   // The plan bench() runs, not only isQuick's answer: its report is named and filled after it.
   test("--no-quick writes a full run's report; no flag, a quick one's", async () => {
-    const saved = process.env.AUDIO_AGENT_BENCH_QUICK;
-    const write = process.stderr.write;
-    const out = mkdtempSync(join(tmpdir(), "aa-bench-plan-"));
-    process.env.AUDIO_AGENT_BENCH_QUICK = "1";
-    // Quiet: its drivers ("false") never listen, so each scenario fails at once; only the plan matters.
-    process.stderr.write = (() => true) as typeof process.stderr.write;
-    try {
+    await quickBenchQuietly("aa-bench-plan-", async (out) => {
       const planOf = async (flags: string[]) => {
         const dir = mkdtempSync(join(out, "run-"));
         await bench([...flags, "--no-native", "--only", "flood160", "--out", dir], { self: ["false"] });
@@ -58,36 +72,21 @@ describe("bench's own run, AUDIO_AGENT_BENCH_QUICK=1", () => {
       expect(await planOf(["--no-quick"])).toEqual({ file: "full.json", plan: "full" });
       expect(await planOf(["--quick=false"])).toEqual({ file: "full.json", plan: "full" });
       expect(await planOf([])).toEqual({ file: "quick.json", plan: "quick" });
-    } finally {
-      process.stderr.write = write;
-      if (saved === undefined) delete process.env.AUDIO_AGENT_BENCH_QUICK;
-      else process.env.AUDIO_AGENT_BENCH_QUICK = saved;
-      rmSync(out, { recursive: true, force: true });
-    }
+    });
   }, 60_000);
 
   test("a stdout that does not take the table fails the run with its error, and the report is written all the same", async () => {
-    const saved = process.env.AUDIO_AGENT_BENCH_QUICK;
-    const write = process.stderr.write;
-    const dir = mkdtempSync(join(tmpdir(), "aa-bench-out-"));
-    process.env.AUDIO_AGENT_BENCH_QUICK = "1";
-    process.stderr.write = (() => true) as typeof process.stderr.write;
     const lost = new Error("stdout: cannot write (ENOSPC)");
     let printed = 0;
     const out = () => {
       printed++;
       throw lost;
     };
-    try {
+    await quickBenchQuietly("aa-bench-out-", async (dir) => {
       const run = bench(["--no-native", "--only", "flood160", "--out", dir], { self: ["false"], out });
       expect(await run.then(() => "resolved", (e) => e)).toBe(lost);
       expect(printed).toBe(1);
       expect(readdirSync(dir).filter((f) => f.endsWith("-quick.json"))).toHaveLength(1);
-    } finally {
-      process.stderr.write = write;
-      if (saved === undefined) delete process.env.AUDIO_AGENT_BENCH_QUICK;
-      else process.env.AUDIO_AGENT_BENCH_QUICK = saved;
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   }, 60_000);
 });
