@@ -78,6 +78,9 @@ export interface Result {
   stderr: string;
 }
 
+/** How long a process's pipes may stay open after it exited before its waiters stop waiting for them. */
+const PIPES_CLOSE_MS = 10_000;
+
 /** A running process whose stdout and stderr are collected as they come (so pipes never fill). */
 export class Spawned {
   stdout = "";
@@ -102,7 +105,17 @@ export class Spawned {
     ]).then(() => {});
     this.exited = proc.exited.then(async (code) => {
       clearTimeout(timer);
-      await this.collected;
+      // A process it started and left running may hold its pipes open for good: wait a while, then
+      // say so in its stderr rather than leave every waiter hanging.
+      let held: ReturnType<typeof setTimeout> | undefined;
+      const holding = new Promise<void>((resolve) => {
+        held = setTimeout(() => {
+          this.stderr += `\n[its stdout or stderr still open ${PIPES_CLOSE_MS / 1000} s after it exited: held by a process it started]\n`;
+          resolve();
+        }, PIPES_CLOSE_MS);
+      });
+      await Promise.race([this.collected, holding]);
+      clearTimeout(held);
       return code;
     });
     this.done = this.exited.then((code) => ({ code: proc.signalCode ? -1 : code, stdout: this.stdout, stderr: this.stderr }));
