@@ -2,6 +2,7 @@ import type { Socket } from "bun";
 import { HEALTHY_SESSION_MS, sessionBackoffMs } from "./backoff.ts";
 import type { Report } from "./report.ts";
 import { socketReachedBy, sameIdentity, type SocketFileIdentity } from "./socket-file.ts";
+import { shutDownReading } from "./socket-options.ts";
 import { connectOnce, connectWithBackoff, sleep, type ConnectionHandler } from "./unix-client.ts";
 
 /** How long the clients' connections may bring nothing before the path is looked at (serverLookMs). */
@@ -89,6 +90,8 @@ export class ReconnectingConnection {
   private running = false;
   /** Whether the current connection brought data since the look's connect began. */
   private heard = false;
+  /** The connection the look gave up: its reading shut down, what came before the end still read (see giveUp). */
+  private givenUp: Socket<unknown> | undefined;
   /** The connect under way, settled once it failed or its connection is taken (onOpen has run): see attemptDecided. */
   private attempt: PromiseWithResolvers<void> | undefined;
   private readonly handler: ConnectionHandler = {
@@ -105,7 +108,7 @@ export class ReconnectingConnection {
     },
     close: (s, reason) => {
       if (s === this.replacement?.socket) this.replacement.ended ??= reason;
-      else this.closed(s, reason);
+      else this.closed(s, s === this.givenUp ? SERVER_REPLACED : reason);
     },
   };
   /** Resolves once the first connection attempt has an outcome: connected, or no server there yet. */
@@ -275,7 +278,7 @@ export class ReconnectingConnection {
     if (socket !== this.current || this.held || this.reached === undefined || this.replacing) return;
     // A connection kept aside at an earlier look, its server's bytes unread (its socket file may be
     // gone since: a server that sent all it had and left): the silent one is given up for it.
-    if (this.replacement) return void this.close(socket, SERVER_REPLACED);
+    if (this.replacement) return this.giveUp(socket);
     const { path, report } = this.options;
     const now = socketReachedBy(path);
     // Gone, or a file no server listens by (a regular file, a directory): there is no one else
@@ -312,7 +315,7 @@ export class ReconnectingConnection {
         // is kept aside, unread, not ended: its server has already sent on it (an output server, frames it
         // counts as delivered). Taken once the silent one ends, or at the next look that finds it silent.
         if (this.heard) return void next.pause();
-        this.close(socket, SERVER_REPLACED);
+        this.giveUp(socket);
       },
       (e: NodeJS.ErrnoException) => {
         this.replacing = false;
@@ -326,6 +329,19 @@ export class ReconnectingConnection {
         report("info", `the server sends nothing, and ${there}: staying connected`, { socket: path, error: e?.code ?? String(e) });
       },
     );
+  }
+
+  /**
+   * Gives up a silent connection for the look's one, kept aside (paused) until run() takes it. Its
+   * server's writes fail from here on, and what it wrote before, though not read yet, still is, then
+   * the end: closed at once, a silent server that spoke just now would lose what it counts as sent.
+   */
+  private giveUp(socket: Socket<unknown>): void {
+    clearInterval(this.look);
+    this.look = undefined;
+    this.replacement?.socket.pause();
+    if (shutDownReading(socket.fd).ok) this.givenUp = socket;
+    else this.close(socket, SERVER_REPLACED);
   }
 
   /** Passes on what the look's connection brought before run() took it, and its end if it came. */
@@ -345,6 +361,7 @@ export class ReconnectingConnection {
   private closed(socket: Socket<unknown>, reason: string): boolean {
     if (socket !== this.current) return false;
     this.current = undefined;
+    this.givenUp = undefined;
     clearInterval(this.look);
     this.look = undefined;
     if (!this.stopping) this.connectionDrops++;

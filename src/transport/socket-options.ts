@@ -344,6 +344,16 @@ export function setNonBlocking(fd: number, on = true): { ok: true; fd: number; r
  * queue holds, and the bytes its clients wrote are lost unseen.
  */
 export function refuseConnections(fd: number): { ok: true; fd: number } | SocketOptionFailure {
+  return shutDownReading(fd);
+}
+
+/**
+ * Shuts down the receiving side of a connected Unix socket: the peer's writes
+ * fail from then on (EPIPE), while what it wrote before is still read, then
+ * the end. Closing instead discards what is unread, which the peer counted as
+ * sent.
+ */
+export function shutDownReading(fd: number): { ok: true; fd: number } | SocketOptionFailure {
   const call = "shutdown(SHUT_RD)";
   return withLibc(call, fd, (libc) => (libc.shutdown(fd, SHUT_RD) === 0 ? { ok: true as const, fd } : syscallFailed(libc, call, fd)));
 }

@@ -10,6 +10,7 @@ import { mkdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { silent } from "../../src/transport/report.ts";
 import { ConnectTimeoutError } from "../../src/transport/unix-client.ts";
 import { within } from "../../src/io/within.ts";
+import { loadLibcFrom } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { hookConnects } from "../support/connect-hooks.ts";
 import { fakeServer, type FakeServer } from "../support/peer.ts";
@@ -267,6 +268,35 @@ describe("ReconnectingConnection", () => {
     expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "data 5", "close the server sent nothing for a while, and the socket path now leads to another server", "open 2", "data 7,8,9"]);
     expect(second.connections.length).toBe(1);
     await until(() => server.closedCount() === 1, "the first server saw its connection end", 5000);
+  });
+
+  test("serverLookMs: what the silent server sends as it is given up is still passed on, ahead of the new server's", async () => {
+    // The silent server writes once the look's connect is made, in the turn the client gives it up,
+    // before the client has read it: bytes it counts as sent.
+    let spoke = false;
+    const { events, conn, server } = await silentThenReplaced(
+      (socket) => void socket.write(Uint8Array.of(7)),
+      {
+        made: () => {
+          if (spoke) return;
+          spoke = true;
+          server.connections[0]!.write(Uint8Array.of(1, 2, 3));
+        },
+      },
+      0,
+    );
+    await until(() => events.includes("data 7"), "the new server's byte", 5000);
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "data 1,2,3", `close ${SERVER_REPLACED}`, "open 2", "data 7"]);
+    expect(conn.connectionDrops).toBe(1);
+  });
+
+  test("serverLookMs: with no libc to shut its reading down, the silent connection is still given up, closed at once", async () => {
+    expect(loadLibcFrom(["/nonexistent/libc.so"]).loaded).toBe(false);
+    defer(() => loadLibcFrom());
+    const { events, conn } = await silentThenReplaced((socket) => void socket.write(Uint8Array.of(7)), {}, 0);
+    await until(() => events.includes("data 7"), "the new server's byte", 5000);
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", `close ${SERVER_REPLACED}`, "open 2", "data 7"]);
+    expect(conn.connectionDrops).toBe(1);
   });
 
   test("serverLookMs: what the new server sends in pieces before its connection is taken comes whole, once, in order", async () => {
