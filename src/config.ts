@@ -1139,7 +1139,8 @@ export function walkJson(text: string): JsonWalk {
   let i = 0;
   const place = (at: number): TextPlace => {
     const before = text.slice(0, at);
-    return { line: before.split("\n").length, column: at - before.lastIndexOf("\n") };
+    // Columns in characters, as an editor shows them: one beyond U+FFFF is two UTF-16 units.
+    return { line: before.split("\n").length, column: [...before.slice(before.lastIndexOf("\n") + 1)].length + 1 };
   };
   const fail = (at: number): JsonWalk => ({ fault: place(at), twice });
   /** The offset after the string opening at `i`, or the failure where it breaks (a raw control character, a bad escape, the end). */

@@ -696,11 +696,12 @@ describe("parseConfigFile", () => {
     expect(fileError(`{"drop": "oldest",}`)).toStartWith("config /etc/bad.json: not valid JSON (JSON Parse error: ");
   });
 
-  test("the place counts a CRLF line end as one line, a tab and a non-ASCII character as one column", () => {
+  test("the place counts a CRLF line end as one line, a tab and a non-ASCII character (one beyond U+FFFF too) as one column", () => {
     const at = (text: string) => / at line \d+, column \d+$/.exec(fileError(text))?.[0];
     expect(at(`{\r\n  "queue-frames": 5\r\n  "drop": "oldest"\r\n}\r\n`)).toBe(" at line 3, column 3");
     expect(at(`{\n\t"queue-frames": 5\n\t"drop": "oldest"}`)).toBe(" at line 3, column 2");
     expect(at(`{"sink": "café.wire" "drop": "oldest"}`)).toBe(" at line 1, column 22");
+    expect(at(`{"sink": "🎵.wire" "drop": "oldest"}`)).toBe(" at line 1, column 19");
   });
 
   test("the walk that finds the place calls valid exactly the texts JSON.parse takes, over 20,000 generated and mutated texts", () => {
