@@ -17,6 +17,7 @@ import {
   type OptionName,
 } from "../config.ts";
 import { EXIT_OK, EXIT_USAGE, refuseExtra, UsageError } from "./errors.ts";
+import { oneLine } from "../observe/logger.ts";
 
 const COMMANDS = [...Object.keys(ROLE_OPTIONS), "serve"] as Command[];
 
@@ -65,7 +66,8 @@ export async function configCommand(args: string[], io: ConfigIo): Promise<numbe
     for (const warning of environmentWarnings(io.env)) io.err(`audio-agent: config check: ${warning}\n`);
     const file = await loadConfigFile(positionals[0]);
     const count = Object.keys(file!.top).length + Object.values(file!.sections).reduce((n, s) => n + Object.keys(s ?? {}).length, 0);
-    io.out(`${positionals[0]}: ok (${count} setting${count === 1 ? "" : "s"})\n`);
+    // The path as an error line would show it: a newline in a file's name does not split the line.
+    io.out(`${oneLine(positionals[0])}: ok (${count} setting${count === 1 ? "" : "s"})\n`);
     return EXIT_OK;
   }
   if (verb === "print") {

@@ -179,7 +179,7 @@ function quoted(text: string): string {
  * that held a newline. Other backslashes stay, so a value the message quotes
  * as JSON ("a\nb") reads as JSON.
  */
-function oneLine(message: string): string {
+export function oneLine(message: string): string {
   return escaped(message, (c, i) => isControl(c) || (c === 0x5c && message.charCodeAt(i + 1) === 0x75));
 }
 

@@ -47,6 +47,14 @@ describe("config check", () => {
     expect(r.code).toBe(0);
   });
 
+  test("a valid file whose name holds a newline: one line, the newline shown as \\u000a as an error line shows it", async () => {
+    const { write, dir } = setup();
+    const path = write("good\n.json", GOOD);
+    const r = await runAgent(["config", "check", path], { cwd: dir, env: agentEnv() });
+    expect(r.stdout).toBe(`${path.replace("\n", "\\u000a")}: ok (6 settings)\n`);
+    expect(r.code).toBe(0);
+  });
+
   test("an invalid file: exit 2 naming the key path, the value and what is allowed", async () => {
     const { write, dir } = setup();
     const cases: [string, string][] = [
