@@ -32,22 +32,19 @@ function hostForm(host: string): string {
 }
 
 /**
- * Every Host header value the server at `bound` answers to. Its own names
- * count with its port (and alone on port 80, where browsers leave the port
- * out); an allowed name given with a port counts as given, one without a
- * port with the server's port or alone (behind a proxy on 80 or 443).
+ * Every Host header value the server at `bound` answers to, but for a
+ * wildcard bind's addresses of this machine, which misdirected() looks up as
+ * each request comes (an address a DHCP lease gives after the start, or takes
+ * back, counts from then on). Its own names count with its port (and alone
+ * on port 80, where browsers leave the port out); an allowed name given with
+ * a port counts as given, one without a port with the server's port or alone
+ * (behind a proxy on 80 or 443).
  */
 export function allowedHosts(bound: BoundAddress, allowed: readonly string[] = []): Set<string> {
   const own = [hostForm(bound.host)];
   if (isLoopback(bound.host) || isWildcard(bound.host)) own.push(...LOOPBACK_NAMES);
-  if (isWildcard(bound.host)) {
-    for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) own.push(hostForm(a.address));
-  }
   const hosts = new Set<string>();
-  for (const name of own) {
-    hosts.add(`${name}:${bound.port}`);
-    if (bound.port === 80) hosts.add(name);
-  }
+  for (const name of own) withPort(hosts, name, bound.port);
   for (const entry of allowed) {
     const name = entry.toLowerCase();
     if (/:\d+$/.test(name)) hosts.add(name);
@@ -56,10 +53,28 @@ export function allowedHosts(bound: BoundAddress, allowed: readonly string[] = [
   return hosts;
 }
 
-/** 421 for a request whose Host is not one this server answers to; undefined when it is. */
-export function misdirected(request: Request, hosts: ReadonlySet<string>): Response | undefined {
+/** Adds `name` with `port`, and alone on port 80. */
+function withPort(hosts: Set<string>, name: string, port: number): Set<string> {
+  hosts.add(`${name}:${port}`);
+  if (port === 80) hosts.add(name);
+  return hosts;
+}
+
+/** An address in a Host header (IPv4, or IPv6 in brackets), with a port or none: a rebinding name never costs a look at the interfaces. */
+const ADDRESS_HOST = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\])(:\d+)?$/;
+
+/** Whether `host` is one of this machine's addresses now, with the port of `bound`, a wildcard bind. */
+function machineAddress(host: string, bound: BoundAddress): boolean {
+  if (!isWildcard(bound.host) || !ADDRESS_HOST.test(host)) return false;
+  const now = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) withPort(now, hostForm(a.address), bound.port);
+  return now.has(host);
+}
+
+/** 421 for a request whose Host is not one this server at `bound` answers to; undefined when it is. */
+export function misdirected(request: Request, hosts: ReadonlySet<string>, bound?: BoundAddress): Response | undefined {
   const host = request.headers.get("host")?.toLowerCase();
-  if (host !== undefined && hosts.has(host)) return undefined;
+  if (host !== undefined && (hosts.has(host) || (bound !== undefined && machineAddress(host, bound)))) return undefined;
   return new Response(`misdirected request: Host ${JSON.stringify(host ?? "")} is not this server's (see --http-allow-host)\n`, {
     status: 421,
   });

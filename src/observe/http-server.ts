@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { probeUnixSocket } from "../io/unix-probe.ts";
 import { descriptorLimit, HttpConnectionBound, HttpFront, MAX_HTTP_CONNECTIONS } from "./http-front.ts";
 import { HttpListenError, resolvedAddress, type ListenAddress } from "./http-listen-error.ts";
-import { allowedHosts, crossOrigin, misdirected } from "./host-check.ts";
+import { allowedHosts, type BoundAddress, crossOrigin, misdirected } from "./host-check.ts";
 import { agentOwner, localPeerUid, mayConnect, thisMachine } from "./local-peer.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { MonitorHub } from "./monitor/hub.ts";
@@ -90,6 +90,7 @@ export class AgentHttpServer {
   static async start(address: ListenAddress, routes: HttpRoutes, allowHosts: readonly string[] = [], bound = new HttpConnectionBound()): Promise<AgentHttpServer> {
     // Known once bound (port 0 picks the port); no request is handled before.
     let hosts = new Set<string>();
+    let at: BoundAddress | undefined;
     const dir = await ownDirectory();
     const sockets = { all: join(dir, "all"), outsiders: join(dir, "outsiders") };
     const audience = routes.audience ?? ((uid: number) => mayConnect(uid, 0o600));
@@ -115,7 +116,7 @@ export class AgentHttpServer {
       Bun.serve<{ listening: boolean; dropped: number }>({
         unix,
         fetch: async (request, srv) => {
-          const response = misdirected(request, hosts) ?? notAllowed(request) ?? (refused ? notAudience(request) : undefined) ?? (await route(request, srv, served));
+          const response = misdirected(request, hosts, at) ?? notAllowed(request) ?? (refused ? notAudience(request) : undefined) ?? (await route(request, srv, served));
           // Bun adds its implicit text type to a GET's answer only: HEAD must carry the same headers.
           if (response && !response.headers.has("content-type")) response.headers.set("content-type", "text/plain; charset=utf-8");
           return response;
@@ -133,7 +134,8 @@ export class AgentHttpServer {
       rmSync(dir, { recursive: true, force: true });
       throw e;
     }
-    hosts = allowedHosts({ host: address.host, port: front.port }, allowHosts);
+    at = { host: address.host, port: front.port };
+    hosts = allowedHosts(at, allowHosts);
     return new AgentHttpServer(server, front, address.host, outsiders, dir);
   }
 

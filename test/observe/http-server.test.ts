@@ -11,10 +11,10 @@ import { describe, expect, test } from "bun:test";
 import { networkInterfaces } from "node:os";
 import { allowedHosts } from "../../src/observe/host-check.ts";
 import { indexedWire } from "../support/wire.ts";
-import { ipv6Loopback } from "../support/machine.ts";
+import { canUnshare, ipv6Loopback } from "../support/machine.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { rawRequest, rawUpgrade } from "../support/http.ts";
-import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, run, spawnAgent, start, type Spawned, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -101,6 +101,40 @@ describe("Host: only the server's own names", () => {
     expect(await statusOf("127.0.0.1", wildcard.port, "/metrics", `localhost:${wildcard.port}`)).toBe(200);
     expect(await statusOf(outside!, wildcard.port, "/metrics", `rebound.example:${wildcard.port}`)).toBe(421);
   });
+});
+
+describe("a wildcard bind and the machine's addresses as they change", () => {
+  // A network namespace of the agent's own: an address given to it and taken back there, as DHCP
+  // does after a boot, touches nothing of this machine's.
+  test.skipIf(!canUnshare("--net") || !Bun.which("nsenter") || !Bun.which("ip"))("an address the machine gains after the start (a DHCP lease) is answered; one it has lost is not", async () => {
+    const dir = socketDir(defer, "http-");
+    defer(stopAgents);
+    const port = 9101;
+    const agent = start(
+      ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", ...AGENT, "output", "serve", "--socket", dir.path("out.sock"), "--source", "-", "--metrics", `0.0.0.0:${port}`],
+      { env: agentEnv(), stdin: "pipe" },
+    );
+    defer(() => agent.kill("SIGKILL"));
+    await agent.waitForStderr(/http listening url=http/);
+    const inside = (...cmd: string[]) => run(["nsenter", `--net=/proc/${agent.proc.pid}/ns/net`, ...cmd]);
+    const status = async (address: string) => {
+      const request = `GET /metrics HTTP/1.1\r\nHost: ${address}:${port}\r\nConnection: close\r\n\r\n`;
+      const answer = await inside("sh", "-c", `printf '${request}' | nc -N ${address} ${port}`);
+      return Number(/^HTTP\/1\.1 (\d+)/.exec(answer.stdout)?.[1]);
+    };
+    expect(await status("127.0.0.1")).toBe(200);
+    expect((await inside("ip", "addr", "add", "10.77.0.1/32", "dev", "lo")).code).toBe(0);
+    expect(await status("10.77.0.1")).toBe(200);
+    expect((await inside("ip", "addr", "add", "10.77.0.2/32", "dev", "lo")).code).toBe(0);
+    expect((await inside("ip", "addr", "del", "10.77.0.1/32", "dev", "lo")).code).toBe(0);
+    expect(await status("10.77.0.2")).toBe(200);
+    // Reached through an address still held, with the name of the one let go.
+    const request = `GET /metrics HTTP/1.1\r\nHost: 10.77.0.1:${port}\r\nConnection: close\r\n\r\n`;
+    expect((await inside("sh", "-c", `printf '${request}' | nc -N 10.77.0.2 ${port}`)).stdout).toStartWith("HTTP/1.1 421");
+    agent.kill("SIGTERM");
+    const done = await agent.done;
+    expect(done.code, done.stderr).toBe(0);
+  }, 30_000);
 });
 
 describe("WebSocket upgrades: Origin must be the Host", () => {
