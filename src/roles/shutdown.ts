@@ -1,6 +1,9 @@
 import { NotifySocket } from "../transport/notify-socket.ts";
 import type { Report } from "../transport/report.ts";
 
+/** The longest a timer waits (2^31 - 1 ms, about 24.8 days): a longer delay is taken as 1 ms. */
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
+
 /** 128 + the signal's number (the same on x86-64 and arm64 Linux). */
 const EXIT_BY_SIGNAL = { SIGINT: 128 + 2, SIGTERM: 128 + 15 } as const;
 
@@ -39,7 +42,8 @@ export class Shutdown {
     const watchdogMs = this.notify ? watchdogInterval(env) : undefined;
     if (watchdogMs !== undefined) {
       this.tell("WATCHDOG=1");
-      this.watchdog = setInterval(() => this.tell("WATCHDOG=1"), watchdogMs / 2);
+      // A watchdog of 50 days or more (WatchdogSec=60d) is pinged more often than asked, never every millisecond.
+      this.watchdog = setInterval(() => this.tell("WATCHDOG=1"), Math.min(watchdogMs / 2, LONGEST_TIMER_MS));
       this.watchdog.unref();
     }
     for (const name of ["SIGHUP", "SIGUSR1", "SIGUSR2"] as const) {

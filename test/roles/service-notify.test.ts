@@ -108,6 +108,18 @@ describe("NOTIFY_SOCKET (systemd Type=notify)", () => {
     await stopsTelling(elsewhere, other);
   }, 30_000);
 
+  test("a watchdog interval longer than a timer holds (WatchdogSec=60d): pinged at the longest a timer waits, not every millisecond; no runtime warning in the log", async () => {
+    const t = await setup();
+    const agent = agentTold(t.notify, ["output", "serve", "--source", t.path("in.wire"), "--realtime", "--loop", "--socket", t.out], { WATCHDOG_USEC: String(60 * 86_400 * 1_000_000) });
+    await whenTold(t.notify, "READY=1", () => true);
+    await Bun.sleep(500);
+    agent.kill("SIGTERM");
+    expect(await agent.exited, agent.stderr).toBe(0);
+    // The one ping as the agent starts.
+    expect(t.notify.messages()).toEqual(["WATCHDOG=1", "READY=1", "STOPPING=1"]);
+    expect(agent.stderr).not.toContain("TimeoutOverflowWarning");
+  }, 30_000);
+
   test("a NOTIFY_SOCKET path of 107 bytes, the longest sun_path holds with its NUL, is reached: READY=1, STOPPING=1", async () => {
     const t = await setup();
     const name = t.path("n".repeat(107 - t.dir.length - 1));
