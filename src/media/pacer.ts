@@ -3,6 +3,8 @@ export interface PacerOptions {
   now?: () => number;
   /** Lateness beyond which the schedule restarts from now instead of bursting to catch up. */
   maxLateMs?: number;
+  /** A step forward in the timeline beyond which the schedule goes on from the last frame instead of waiting it out. */
+  maxGapMs?: number;
 }
 
 /**
@@ -16,6 +18,11 @@ export interface PacerOptions {
  * A timeline that jumps backwards (a --loop restart, wire timestamps) also
  * re-anchors, the new frame due once the previous one has played: its
  * duration where the source knows it, else the step between the two before.
+ * So does one that jumps forward by more than `maxGapMs` (wire timestamps
+ * across a step of the clock that stamped them, as NTP's first sync on a
+ * board that booted in 1970, or a capture appended to after a restart):
+ * waited out, it would hold the stream for as long as the step; a shorter
+ * gap (frames dropped where it was recorded) is kept.
  */
 export class Pacer {
   /** Times the schedule was restarted: too late, or the timeline went backwards. */
@@ -23,6 +30,7 @@ export class Pacer {
 
   private readonly now: () => number;
   private readonly maxLateMs: number;
+  private readonly maxGapMs: number;
   private anchorClock = 0;
   private anchorTime = 0;
   private started = false;
@@ -35,6 +43,7 @@ export class Pacer {
   constructor(options: PacerOptions = {}) {
     this.now = options.now ?? (() => performance.now());
     this.maxLateMs = options.maxLateMs ?? 200;
+    this.maxGapMs = options.maxGapMs ?? 1000;
   }
 
   /** Ms to wait before sending the frame at `timeMs` on the source timeline (playing `durationMs`, where known); 0 when it is due. */
@@ -43,7 +52,7 @@ export class Pacer {
     if (!this.started) {
       this.started = true;
       this.anchor(now, timeMs);
-    } else if (timeMs < this.lastTime) {
+    } else if (timeMs < this.lastTime || timeMs - this.lastTime > this.maxGapMs) {
       this.reanchors++;
       this.anchor(Math.max(now, this.lastDue + (this.lastDuration ?? this.lastStep)), timeMs);
     } else {

@@ -556,6 +556,22 @@ describe("exit codes and messages", () => {
   });
 });
 
+describe("output serve --realtime of a wire capture", () => {
+  test("--realtime of a capture whose stamps jump 56 years ahead half-way (its recorder's clock set by NTP's first sync) goes on past the jump", async () => {
+    const t = setup();
+    const stampNs = (i: number) => (i < 50 ? 10_000_000_000n : 1_796_000_000_000_000_000n) + BigInt(i) * 20_000_000n;
+    writeFileSync(t.source, Buffer.concat([...Array(100).keys()].map((i) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i), stampNs(i)))));
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--realtime", "--loop"], { timeoutMs: 20_000 });
+    await serve.waitForStderr("listening");
+    const client = await connectClient(defer, t.sock);
+    // A frame from after the jump, whichever pass of the loop the client joined in.
+    await until(() => client.frames.some((p) => Buffer.from(p).equals(testPayload(99))), "the last frame, after the jump, at the client", 10_000);
+    serve.kill("SIGTERM");
+    expect(await serve.exited, serve.stderr).toBe(0);
+    expectAccountedLine(serve.stderr);
+  });
+});
+
 describe("signals", () => {
   test("SIGTERM to output serve reading stdin (pipe still open) exits 0 and removes the socket", async () => {
     const t = setup();

@@ -125,4 +125,26 @@ describe("Pacer", () => {
     expect(pacer.delayFor(unixMs - 60_000)).toBe(20); // one step after the last, not a minute
     expect(pacer.reanchors).toBe(1);
   });
+
+  test("a jump forward in wire timestamps (a clock stepped where they were stamped: NTP's first sync on a board that booted in 1970) does not stall for the difference", () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now });
+    for (const t of [10_000, 10_020, 10_040]) c.send(pacer, t);
+    c.send(pacer, 1_796_000_000_000); // one step after the last, not 56 years
+    c.send(pacer, 1_796_000_000_020);
+    expect(c.sleeps).toEqual([20, 20, 20, 20]);
+    expect(pacer.reanchors).toBe(1);
+  });
+
+  test("a gap in the timeline up to 1 s (frames dropped where it was recorded) is kept; a longer one goes on one step after the last frame", () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now });
+    for (const t of [0, 20, 1020, 1040]) c.send(pacer, t);
+    expect(c.sleeps).toEqual([20, 1000, 20]);
+    expect(pacer.reanchors).toBe(0);
+    c.send(pacer, 2041, 20); // 1001 ms on
+    c.send(pacer, 2061, 20);
+    expect(c.sleeps).toEqual([20, 1000, 20, 20, 20]);
+    expect(pacer.reanchors).toBe(1);
+  });
 });
