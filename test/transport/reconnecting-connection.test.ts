@@ -290,6 +290,93 @@ describe("ReconnectingConnection", () => {
     expect(conn.connectionDrops).toBe(1);
   });
 
+  test("serverLookMs: a silent connection given up while its owner holds it: the new server's connection is not read meanwhile, and every byte of both is passed on once the hold settles", async () => {
+    // The silent server speaks as it is given up; its bytes make the owner hold (a sink whose reader stalls),
+    // so the given-up connection is not read to its end until the hold settles.
+    const settle = Promise.withResolvers<void>();
+    const { path, server } = serve(() => {});
+    const { conn, events } = connection(path, {
+      serverLookMs: 50,
+      data: (_socket, chunk) => {
+        events.push(`data ${[...chunk]}`);
+        if (conn.connects === 1) conn.hold(settle.promise);
+      },
+    });
+    void conn.run();
+    await until(() => conn.connects === 1, "connected");
+    let spoke = false;
+    hookConnects(
+      defer,
+      {
+        made: () => {
+          if (spoke) return;
+          spoke = true;
+          server.connections[0]!.write(Uint8Array.of(1, 2, 3));
+        },
+      },
+      0,
+    );
+    const total = 4 << 20;
+    let poured = 0;
+    // The new server pours 4 MiB on the look's connection, as fast as the kernel takes it.
+    const pour = async (socket: Socket<undefined>) => {
+      const chunk = new Uint8Array(64 << 10).fill(7);
+      while (poured < total) {
+        const n = socket.write(chunk, 0, Math.min(chunk.length, total - poured));
+        if (n < 0) return;
+        poured += n;
+        if (n === 0) await Bun.sleep(1);
+      }
+    };
+    unlinkSync(path);
+    const second = fakeServer(path, (socket) => void pour(socket));
+    defer(() => second.stop());
+    await until(() => events.includes("data 1,2,3") && second.connections.length === 1, "the silent server's bytes, held", 5000);
+    // The kernel's buffers fill and the pour stalls: nothing reads the new server's connection while the hold lasts.
+    let last = -1;
+    await until(async () => {
+      const still = poured === last;
+      last = poured;
+      await Bun.sleep(200);
+      return still || poured === total;
+    }, "the pour to stall or finish", 10_000);
+    expect(poured).toBeLessThan(total);
+    expect(conn.connects).toBe(1);
+    settle.resolve();
+    const sevens = () => events.filter((e) => e.startsWith("data 7")).reduce((sum, e) => sum + (e.length - 4) / 2, 0);
+    await until(() => poured === total && sevens() === total, "every byte the new server poured", 20_000);
+    expect(events.filter((e) => e !== "drain" && !e.startsWith("data 7"))).toEqual(["open 1", "data 1,2,3", `close ${SERVER_REPLACED}`, "open 2"]);
+    expect(conn.connectionDrops).toBe(1);
+  }, 60_000);
+
+  test("serverLookMs: what the silent server sends as a later look gives it up for the connection kept aside is still passed on", async () => {
+    // The silent one speaks as the look's connect begins: kept, the look's connection kept aside. Looked at every second.
+    let first: FakeServer | undefined;
+    let spoke = false;
+    const setup = await silentThenReplaced(
+      (socket) => void socket.write(Uint8Array.of(7)),
+      {
+        before: () => {
+          if (spoke) return;
+          spoke = true;
+          first!.connections[0]!.write(Uint8Array.of(1));
+        },
+      },
+      0,
+      { serverLookMs: 1000 },
+    );
+    first = setup.server;
+    const { events, conn, second } = setup;
+    await until(() => events.includes("data 1") && second.connections.length === 1, "the look's connection kept aside", 5000);
+    // The silent server writes in the turn of the next look, just before it (timers due together run in the
+    // order they fall due): the look gives the silent one up with those bytes still unread.
+    setTimeout(() => first!.connections[0]!.write(Uint8Array.of(2, 3)), 0);
+    Bun.sleepSync(1200);
+    await until(() => events.includes("data 7"), "the new server's byte", 5000);
+    expect(events.filter((e) => e !== "drain")).toEqual(["open 1", "data 1", "data 2,3", `close ${SERVER_REPLACED}`, "open 2", "data 7"]);
+    expect(conn.connects).toBe(2);
+  });
+
   test("serverLookMs: with no libc to shut its reading down, the silent connection is still given up, closed at once", async () => {
     expect(loadLibcFrom(["/nonexistent/libc.so"]).loaded).toBe(false);
     defer(() => loadLibcFrom());
