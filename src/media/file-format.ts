@@ -89,13 +89,13 @@ export async function checkFileFormat(path: string, format: MediaFormat, lenient
 
 /**
  * A sink file appended to (`--append`) must hold what the sink writes: Ogg
- * pages after a wire capture, a capture after Ogg, either after WAV, make a
- * file no reader of either format reads to its end. Told at start, the file
- * left as it is. A file that is new, empty, not a regular file, one the agent
- * may write but not read (mode 0200), or of no format it knows is added to
- * as `>>` adds. A wire capture of the other channel is refused too (given
- * `channel`): a reader takes a capture's magic from its first message, and
- * stops at the first of the other's.
+ * pages after a wire capture, a capture after Ogg, either after WAV, Ogg Opus
+ * after Ogg of another codec, make a file no reader of either format reads to
+ * its end. Told at start, the file left as it is. A file that is new, empty,
+ * not a regular file, one the agent may write but not read (mode 0200), or of
+ * no format it knows is added to as `>>` adds. A wire capture of the other
+ * channel is refused too (given `channel`): a reader takes a capture's magic
+ * from its first message, and stops at the first of the other's.
  */
 export function checkAppendFormat(path: string, format: MediaFormat, channel?: Channel): void {
   if (!statSync(path, { throwIfNoEntry: false })?.isFile()) return;
@@ -115,6 +115,16 @@ export function checkAppendFormat(path: string, format: MediaFormat, channel?: C
     throw new FileFormatError("sink", path, (flag, setAt, appendSetAt) => {
       const append = appendFlag(flag, appendSetAt);
       return `sink ${path} (${flag} wire${setAt ? `, ${setAt}` : ""}) holds a capture of the ${other} channel (${magicBytes(found)}), and ${append} adds to one of the ${channel} channel (${magicBytes(own)}) only: use another file`;
+    });
+  }
+  if (seen === "ogg" && format === "ogg") {
+    // Ogg of another codec (Vorbis, FLAC): no Opus reader (opusdec, ffmpeg, the agent's source)
+    // opens a chain whose first link holds no Opus stream, so what would be recorded is lost.
+    const link = firstLink(path, 0, false);
+    if (link === undefined || !("notOpus" in link)) return;
+    throw new FileFormatError("sink", path, (flag, setAt, appendSetAt) => {
+      const append = appendFlag(flag, appendSetAt);
+      return `sink ${path} (${flag} ogg${setAt ? `, ${setAt}` : ""}) holds Ogg that is not Opus (${firstPacketSaid(link.notOpus)}), and ${append} adds to Ogg Opus only: use another file`;
     });
   }
   if (seen === undefined || seen === format) return;
@@ -153,6 +163,28 @@ const BOS_GROUP_BYTES = 4 * MAX_PAGE_SIZE;
  * bytes that begin none, so what it would stream is what is checked.
  */
 function checkOggOpus(path: string, refuse: Refusal, from: number, lenient: boolean): void {
+  const link = firstLink(path, from, lenient);
+  if (link === undefined) return;
+  if ("opusHead" in link) return checkOpusHead(link.opusHead, refuse);
+  if ("notOpus" in link) throw refuse(() => `is Ogg but not Opus (${firstPacketSaid(link.notOpus)})`);
+  throw refuse(() => link.fault);
+}
+
+/** What the BOS pages of an Ogg file's first link hold (firstLink). */
+type FirstLink =
+  /** The first OpusHead among them. */
+  | { opusHead: Uint8Array }
+  /** None of them begins an Opus stream: the first packet of the first. */
+  | { notOpus: Uint8Array }
+  /** There are none to read, and why: the message's end, after the file's name. */
+  | { fault: string };
+
+/**
+ * Reads the BOS pages of the Ogg file at `path` from byte `from`: what its first link's streams
+ * are. Undefined when that cannot be told from its first BOS_GROUP_BYTES: damage after the first
+ * page (strict), or a group longer than that, left to the reader that meets it.
+ */
+function firstLink(path: string, from: number, lenient: boolean): FirstLink | undefined {
   const bytes = readHead(path, from + BOS_GROUP_BYTES).subarray(from);
   const whole = bytes.length < BOS_GROUP_BYTES; // the file ends inside what was read
   const pages = new OggPageReader(lenient);
@@ -164,33 +196,34 @@ function checkOggOpus(path: string, refuse: Refusal, from: number, lenient: bool
       page = pages.next();
     } catch (e) {
       // The first page (its "OggS" seen) of a version no reader knows (RFC 3533 defines 0): told now, not at the first client.
-      if (first) throw refuse(() => `is not Ogg this agent reads: ${(e as Error).message}`);
-      return; // strict: no capture pattern or an unknown version at a later page: damage
+      if (first) return { fault: `is not Ogg this agent reads: ${(e as Error).message}` };
+      return undefined; // strict: no capture pattern or an unknown version at a later page: damage
     }
     if (!page) {
-      if (!whole) return; // a BOS group longer than looked at: left to the source
+      if (!whole) return undefined; // a BOS group longer than looked at: left to the source
       if (lenient && pages.finish()) continue; // bytes held for a page that never came whole: read again
-      if (firstPacket) break;
-      throw refuse(() => `is Ogg but ends inside its first page, before any OpusHead`);
+      if (firstPacket) return { notOpus: firstPacket };
+      return { fault: `is Ogg but ends inside its first page, before any OpusHead` };
     }
     if (!page.crcValid()) {
-      if (!lenient) return;
+      if (!lenient) return undefined;
       pages.resync();
       continue;
     }
     if (!page.beginOfStream) {
-      if (firstPacket) break;
+      if (firstPacket) return { notOpus: firstPacket };
       // A capture cut mid-stream: its headers are gone, and the source would fail at byte 0.
-      throw refuse(() => `is Ogg but its first page does not begin a stream (no OpusHead: cut from the middle of a recording?)`);
+      return { fault: `is Ogg but its first page does not begin a stream (no OpusHead: cut from the middle of a recording?)` };
     }
     const packet = firstPacketOf(page);
-    if (isOpusHead(packet)) {
-      checkOpusHead(packet, refuse);
-      return;
-    }
+    if (isOpusHead(packet)) return { opusHead: packet };
     firstPacket ??= packet;
   }
-  throw refuse(() => `is Ogg but not Opus (its first packet begins "${escaped(firstPacket!.subarray(0, 8))}")`);
+}
+
+/** How a file whose first link has no Opus stream is told by the first packet of its first stream. */
+function firstPacketSaid(firstPacket: Uint8Array): string {
+  return `its first packet begins "${escaped(firstPacket.subarray(0, 8))}"`;
 }
 
 function checkOpusHead(packet: Uint8Array, refuse: Refusal): void {

@@ -19,7 +19,7 @@ import { asNobody, NOBODY } from "../support/nobody.ts";
 import { outOfDescriptors, wakeUps } from "../support/proc.ts";
 import { heldSocketPlayer, readToEnd, socketPair } from "../support/player-sockets.ts";
 import { packetsOf, pagesOf } from "../support/ogg.ts";
-import { decodedSamples, TONE } from "../support/opus-fixtures.ts";
+import { decodedSamples, ffmpegFrom, TONE } from "../support/opus-fixtures.ts";
 import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
 import { connectClient, connectOutcome, fakeServer, RecordingClient } from "../support/peer.ts";
 import { AGENT, agentEnv, BUN, REPO, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
@@ -976,6 +976,24 @@ describe("output recv to stdout", () => {
       `audio-agent: sink ${wav} (--format ogg) holds WAV, and --append (from environment AUDIO_AGENT_APPEND) adds to a file of its own format only: use another file`,
     );
     expect([readFileSync(ogg), readFileSync(wav)]).toEqual(before);
+  });
+
+  test("--append onto Ogg that is not Opus (Vorbis, FLAC) under an Ogg sink exits 2 before connecting, naming the file and its first packet, the file left as it was: no Opus reader opens a chain whose first link holds no Opus stream", async () => {
+    const t = setup();
+    const vorbis = ffmpegFrom(t.path("take.ogg"), "sine=duration=0.3", ["-c:a", "libvorbis", "-f", "ogg"]);
+    const flac = ffmpegFrom(t.path("take.oga"), "sine=duration=0.3", ["-c:a", "flac", "-f", "ogg"]);
+    const before = [readFileSync(vorbis), readFileSync(flac)];
+    const refused = (path: string, begins: string) =>
+      `audio-agent: sink ${path} (--format ogg) holds Ogg that is not Opus (its first packet begins "${begins}"), and --append adds to Ogg Opus only: use another file`;
+    for (const [path, begins] of [
+      [vorbis, "\\x01vorbis\\x00"],
+      [flac, "\\x7fFLAC\\x01\\x00\\x00"],
+    ] as const) {
+      const recv = await runAgent(["output", "recv", "--socket", t.sock, "--sink", path, "--format", "ogg", "--append", "--connect-timeout", "1"]);
+      expect({ path, code: recv.code }).toEqual({ path, code: 2 });
+      expect(failureLine(recv.stderr)).toBe(refused(path, begins));
+    }
+    expect([readFileSync(vorbis), readFileSync(flac)]).toEqual(before);
   });
 
   test("--append to a file the agent may write but not read (mode 0200, the agent another user): added to as >> adds, exit 0; the run did not fail on the look for a message cut short", async () => {
