@@ -35,6 +35,12 @@ type OggSourceCount = (typeof OGG_SOURCE_COUNTS)[number];
 export const REPEAT_WINDOW = 256;
 
 /**
+ * Lenient: how many other streams' serials are remembered, to tell a bad page of theirs from one
+ * of ours. Past that (a file multiplexing more), a bad page is taken as possibly ours, as before.
+ */
+const OTHER_SERIALS = 64;
+
+/**
  * Reads an Ogg Opus file (RFC 7845) and yields each audio packet as one
  * frame, timed by the packets' TOC durations. It reads the first Opus
  * logical stream and each Opus stream chained after it (RFC 3533: a new
@@ -106,6 +112,8 @@ export class OggSource implements FrameSource {
   private readonly readCrcs = new Uint32Array(REPEAT_WINDOW);
   /** Pages skipped for a bad CRC since our stream's last page: a gap they explain is counted already. */
   private skippedSinceOurs = 0;
+  /** Serials of the other streams whose good pages were read since ours began (at most OTHER_SERIALS). */
+  private readonly otherSerials = new Set<number>();
   /** Since our stream began: a page that is not a BOS page was seen, so the BOS group is over. */
   private pastBosGroup = false;
   private toldOtherStream = false;
@@ -206,7 +214,9 @@ export class OggSource implements FrameSource {
         this.passedOver(page.streamOffset);
         this.firstBad = Math.min(this.firstBad, page.streamOffset);
         this.skippedPages++;
-        this.skippedSinceOurs++;
+        // One that reads as another stream's (multiplexed with ours) is that stream's: a gap in ours
+        // is pages of ours missing. One of ours, or of no stream read (its serial what was damaged), may be it.
+        if (!this.otherSerials.has(page.serial)) this.skippedSinceOurs++;
         this.report?.("warn", "skipped a page with a bad CRC", { source: this.name, offset: page.streamOffset, skipped_pages: this.skippedPages });
         if (page.serial === this.serial) this.packets.lost();
         // Its length may be what was damaged: the next page is sought from its second byte.
@@ -227,6 +237,7 @@ export class OggSource implements FrameSource {
     // Other streams multiplexed with ours, and what follows our end that is not a new Opus stream.
     if (page.serial !== this.serial || this.endOfStream) {
       this.otherStreamPages++;
+      if (page.serial !== this.serial && this.otherSerials.size < OTHER_SERIALS) this.otherSerials.add(page.serial);
       if (!this.toldOtherStream) {
         this.toldOtherStream = true;
         this.report?.("info", "skipping the pages of another logical stream", { source: this.name, serial: serialName(page.serial), offset: page.streamOffset });
@@ -370,6 +381,7 @@ export class OggSource implements FrameSource {
     this.nextSequence = undefined;
     this.readSequences.fill(-1);
     this.skippedSinceOurs = 0;
+    this.otherSerials.clear();
     this.pastBosGroup = false;
     this.stage = "head";
     this.endOfStream = false;

@@ -713,6 +713,40 @@ describe("OggSource: what the wire cannot carry, and damage", () => {
     ]);
   });
 
+  test("--lenient, multiplexed: a bad page of the other stream does not stand for a page missing from ours; one whose serial no stream has (damaged there) still may", async () => {
+    const ours = buildStream([1, 2, 3, 4, 5].map((s) => audioPacket(60, s)), 1, 255, 1);
+    const theirs = buildStream([6, 7, 8, 9, 10].map((s) => audioPacket(90, s)), 1, 255, 2);
+    /** BOS pages first, then the rest interleaved page by page: ours, theirs (`edit` may change or leave out a page). */
+    const mixed = (edit: (page: Uint8Array, serial: number, index: number) => Uint8Array | undefined) => {
+      const pages: (Uint8Array | undefined)[] = [edit(ours.pages[0]!, 1, 0), edit(theirs.pages[0]!, 2, 0)];
+      for (let i = 1; i < ours.pages.length; i++) pages.push(edit(ours.pages[i]!, 1, i), edit(theirs.pages[i]!, 2, i));
+      return concatBytes(pages.filter((p) => p !== undefined));
+    };
+    const damaged = (page: Uint8Array, at: number) => page.map((b, k) => (k === at ? b ^ 0xff : b));
+    const run = async (bytes: Uint8Array) => {
+      const { reports, report } = reporting();
+      const src = OggSource.from(chunkedSource(bytes, [65536], "t.opus"), { lenient: true, report });
+      const { frames, error } = await drain(src);
+      expect(error).toBeUndefined();
+      return { sent: frames.map((f) => f.payload[1]), counts: src.counts, missing: reports.filter((r) => r.message === "pages missing from the stream").length };
+    };
+    const sent = (...seeds: number[]) => seeds.map((s) => audioPacket(10, s)[1]);
+    // Theirs' page 3 damaged in its body, ours' page 4 (audio packet 3) lost on the way: two pages, two counts.
+    const otherBad = mixed((page, serial, i) => (serial === 2 && i === 3 ? damaged(page, page.length - 1) : serial === 1 && i === 4 ? undefined : page));
+    expect(await run(otherBad)).toEqual({
+      sent: sent(1, 2, 4, 5),
+      counts: { skipped_pages: 1, missing_pages: 1, repeated_pages: 0, other_stream_pages: theirs.pages.length - 1, skipped_bytes: expect.any(Number) },
+      missing: 1,
+    });
+    // Ours' page 4 damaged in its serial (read as no stream's): it is the page missing, counted once.
+    const oursBad = mixed((page, serial, i) => (serial === 1 && i === 4 ? damaged(page, 15) : page));
+    expect(await run(oursBad)).toEqual({
+      sent: sent(1, 2, 4, 5),
+      counts: { skipped_pages: 1, missing_pages: 0, repeated_pages: 0, other_stream_pages: theirs.pages.length, skipped_bytes: expect.any(Number) },
+      missing: 0,
+    });
+  });
+
   // Before, a page written twice had its packets sent twice.
   test("--lenient, a page written twice: the second copy is dropped and counted, each packet read once; strict fails there", async () => {
     const bytes = read(live("twice", 1));
