@@ -15,15 +15,21 @@ export interface PacerOptions {
  * A frame that is due goes at once. When the sender falls more than
  * `maxLateMs` behind (a stalled socket, a suspended process), the schedule is
  * re-anchored at that frame: the lag is dropped, not caught up in a burst.
- * A timeline that jumps backwards (a --loop restart, wire timestamps) also
- * re-anchors, the new frame due once the previous one has played: its
- * duration where the source knows it, else the step between the two before.
+ * A timeline that jumps backwards (a --loop restart, wire timestamps) or
+ * stays (wire timestamps that never advance: a capture whose sender stamped
+ * nothing) also re-anchors, the new frame due once the previous one has
+ * played: its duration where the source knows it, else the step between the
+ * two before, else Opus's default 20 ms; due at once, a capture stamped 0
+ * throughout would go out as fast as it is read.
  * So does one that jumps forward by more than `maxGapMs` (wire timestamps
  * across a step of the clock that stamped them, as NTP's first sync on a
  * board that booted in 1970, or a capture appended to after a restart):
  * waited out, it would hold the stream for as long as the step; a shorter
  * gap (frames dropped where it was recorded) is kept.
  */
+/** What a frame plays for where neither its source nor the steps before tell: Opus's default frame. */
+const DEFAULT_STEP_MS = 20;
+
 export class Pacer {
   /** Times the schedule was restarted: too late, or the timeline went backwards. */
   reanchors = 0;
@@ -52,9 +58,9 @@ export class Pacer {
     if (!this.started) {
       this.started = true;
       this.anchor(now, timeMs);
-    } else if (timeMs < this.lastTime || timeMs - this.lastTime > this.maxGapMs) {
+    } else if (timeMs <= this.lastTime || timeMs - this.lastTime > this.maxGapMs) {
       this.reanchors++;
-      this.anchor(Math.max(now, this.lastDue + (this.lastDuration ?? this.lastStep)), timeMs);
+      this.anchor(Math.max(now, this.lastDue + (this.lastDuration ?? (this.lastStep || DEFAULT_STEP_MS))), timeMs);
     } else {
       this.lastStep = timeMs - this.lastTime;
     }

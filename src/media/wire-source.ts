@@ -8,6 +8,7 @@ import {
 } from "../protocol/index.ts";
 import { openByteSource, type ByteSource } from "./byte-source.ts";
 import type { FrameSource, SourceFrame } from "./frame-source.ts";
+import { opusPacketSamples } from "./opus-toc.ts";
 
 /**
  * Reads a wire capture (README, Formats: "wire") and yields the payloads of
@@ -44,6 +45,7 @@ export class WireSource implements FrameSource {
       if (m.type !== MessageType.OpusFrame) continue;
       this.frame.payload = m.payload;
       this.frame.timeMs = m.timestampMs;
+      this.frame.durationMs = playedMs(m.payload);
       return this.frame;
     }
     return undefined;
@@ -128,4 +130,13 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   out.set(a, 0);
   out.set(b, a.length);
   return out;
+}
+
+/** How long an Opus payload plays (its TOC), for --realtime; none for one whose TOC cannot be valid: the wire carries any payload. */
+function playedMs(payload: Uint8Array): number | undefined {
+  try {
+    return opusPacketSamples(payload) / 48;
+  } catch {
+    return undefined;
+  }
 }

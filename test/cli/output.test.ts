@@ -570,6 +570,22 @@ describe("output serve --realtime of a wire capture", () => {
     expect(await serve.exited, serve.stderr).toBe(0);
     expectAccountedLine(serve.stderr);
   });
+
+  test("--realtime of a capture stamped 0 throughout is paced by its frames' Opus durations, not sent as fast as it is read", async () => {
+    const t = setup();
+    // Ten 20 ms CELT frames (TOC 0xfc), every stamp 0, looped.
+    writeFileSync(t.source, Buffer.concat([...Array(10).keys()].map((i) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, Uint8Array.of(0xfc, i), 0n))));
+    const began = performance.now();
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--realtime", "--loop"], { timeoutMs: 20_000 });
+    await serve.waitForStderr("listening");
+    const client = await connectClient(defer, t.sock);
+    await until(() => client.frames.length >= 10, "a pass of the file at the client", 10_000);
+    serve.kill("SIGTERM");
+    expect(await serve.exited, serve.stderr).toBe(0);
+    // However slow the machine, no more than one frame per 20 ms of the agent's whole life (unpaced: millions).
+    const { submitted } = expectAccountedLine(serve.stderr);
+    expect(submitted).toBeLessThanOrEqual((performance.now() - began) / 20 + 2);
+  });
 });
 
 describe("signals", () => {
@@ -591,7 +607,7 @@ describe("signals", () => {
     expect(client.frames.every((p, i) => Buffer.from(p).equals(testPayload(i)))).toBe(true);
   });
 
-  test("SIGTERM stops a --realtime --loop whose frames all carry one timestamp (nothing to pace by)", async () => {
+  test("SIGTERM stops a --realtime --loop whose frames all carry one timestamp", async () => {
     const t = setup();
     writeFileSync(t.source, Buffer.concat([...Array(50).keys()].map((i) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, testPayload(i), 0n))));
     const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--realtime", "--loop"], { timeoutMs: 20_000 });

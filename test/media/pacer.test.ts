@@ -40,13 +40,28 @@ describe("Pacer", () => {
     expect(pacer.reanchors).toBe(0);
   });
 
-  test("a frame with the same time as the one before is due with it: no re-anchoring, no extra step", () => {
+  test("a frame with the same time as the one before is due once that one has played: its duration, else the step before", () => {
     const c = fakeClock();
     const pacer = new Pacer({ now: c.now });
     expect(pacer.delayFor(0)).toBe(0);
     expect(pacer.delayFor(20)).toBe(20);
-    expect(pacer.delayFor(20)).toBe(20);
-    expect(pacer.reanchors).toBe(0);
+    expect(pacer.delayFor(20)).toBe(40);
+    expect(pacer.reanchors).toBe(1);
+    const timed = new Pacer({ now: c.now });
+    for (const t of [0, 20, 20]) c.send(timed, t, 60);
+    expect(c.sleeps.slice(-2)).toEqual([20, 60]);
+  });
+
+  test("wire timestamps that never advance (a capture stamped 0 throughout) are paced by each frame's duration, or 20 ms where none is known, not sent as fast as read", () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now });
+    const start = c.t;
+    for (let i = 0; i < 50; i++) c.send(pacer, 0, 40);
+    expect(c.t - start).toBe(49 * 40);
+    const unknown = new Pacer({ now: c.now });
+    const from = c.t;
+    for (let i = 0; i < 50; i++) c.send(unknown, 0);
+    expect(c.t - from).toBe(49 * 20);
   });
 
   test("late frames go at once; a small lag is made up, not carried", () => {

@@ -213,8 +213,11 @@ describe("pumpSource", () => {
   });
 
   test("frames already due, paced or not, are queued together and go out in one write", async () => {
-    for (const pacer of [new Pacer(), undefined]) {
-      const { events, reading, writing } = await logged(10, 0);
+    // Frames 10 ms apart, the pacer's clock 150 ms on from the first: all of them due by then (a burst after a stall).
+    let calls = 0;
+    const behind = new Pacer({ now: () => 1000 + (calls++ === 0 ? 0 : 150) });
+    for (const pacer of [behind, undefined]) {
+      const { events, reading, writing } = await logged(10, 10);
       expect(await pumpSource(reading, writing, { ...running, pacer })).toBe(10);
       expect(events.filter((e) => e.startsWith("write"))).toEqual(["write 0,1,2,3,4,5,6,7,8,9"]);
     }

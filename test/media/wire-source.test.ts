@@ -36,6 +36,15 @@ describe("WireSource", () => {
     expect(frames.map((f) => f.timeMs)).toEqual([...Array(N).keys()].map((i) => Number(frameTimestampNs(i)) / 1e6));
   });
 
+  test("each frame's duration is what its Opus TOC says it plays, none for a payload whose TOC cannot be valid (the wire carries any)", async () => {
+    // TOC 0xfc: CELT 20 ms, one frame; 0x19: SILK 60 ms, two frames; 0x03 with a count of 0: no valid packet.
+    const payloads = [Uint8Array.of(0xfc, 1, 2), Uint8Array.of(0x19, 1, 2), Uint8Array.of(0x03, 0x00)];
+    const source = await sourceOf(concatBytes(payloads.map((p) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, p, 0n))));
+    const { frames, error } = await drain(source);
+    expect(error).toBeUndefined();
+    expect(frames.map((f) => f.durationMs)).toEqual([20, 120, undefined]);
+  });
+
   test("an input capture whose first read brings fewer than 4 bytes (stdin, a FIFO) is still read as the input channel", async () => {
     const bytes = wireBytes(0, 3, testPayload, INPUT_MAGIC);
     for (const chunks of [[2, 65536], [1, 1, 1, 65536], [3, 2, 7]]) {
