@@ -67,6 +67,39 @@ async function silentThenReplaced(
   return { path, server, second, conn, events, running };
 }
 
+/** What a new server pours on the look's connection in the tests of a connection kept aside: 4 MiB. */
+const POURED = 4 << 20;
+
+/** A server's pour of POURED bytes of 7 on a connection, as fast as the kernel takes them; `stalled` once the kernel takes no more (or all went). */
+function pourer() {
+  const pouring = {
+    poured: 0,
+    async pour(socket: Socket<undefined>) {
+      const chunk = new Uint8Array(64 << 10).fill(7);
+      while (pouring.poured < POURED) {
+        const n = socket.write(chunk, 0, Math.min(chunk.length, POURED - pouring.poured));
+        if (n < 0) return;
+        pouring.poured += n;
+        if (n === 0) await Bun.sleep(1);
+      }
+    },
+    /** Bytes of the pour passed on: each of its events reads "data 7,7,...,7". */
+    passedOn(events: string[]) {
+      return events.filter((e) => e.startsWith("data 7")).reduce((sum, e) => sum + (e.length - 4) / 2, 0);
+    },
+    async stalled() {
+      let last = -1;
+      await until(async () => {
+        const still = pouring.poured === last;
+        last = pouring.poured;
+        await Bun.sleep(200);
+        return still || pouring.poured === POURED;
+      }, "the pour to stall or finish", 10_000);
+    },
+  };
+  return pouring;
+}
+
 describe("ReconnectingConnection", () => {
   test("passes on the current connection's bytes; after the server ends it, connects again and counts one drop", async () => {
     // The first connection gets one byte and is ended; the second gets one byte and stays.
@@ -316,35 +349,17 @@ describe("ReconnectingConnection", () => {
       },
       0,
     );
-    const total = 4 << 20;
-    let poured = 0;
-    // The new server pours 4 MiB on the look's connection, as fast as the kernel takes it.
-    const pour = async (socket: Socket<undefined>) => {
-      const chunk = new Uint8Array(64 << 10).fill(7);
-      while (poured < total) {
-        const n = socket.write(chunk, 0, Math.min(chunk.length, total - poured));
-        if (n < 0) return;
-        poured += n;
-        if (n === 0) await Bun.sleep(1);
-      }
-    };
+    const pouring = pourer();
     unlinkSync(path);
-    const second = fakeServer(path, (socket) => void pour(socket));
+    const second = fakeServer(path, (socket) => void pouring.pour(socket));
     defer(() => second.stop());
     await until(() => events.includes("data 1,2,3") && second.connections.length === 1, "the silent server's bytes, held", 5000);
     // The kernel's buffers fill and the pour stalls: nothing reads the new server's connection while the hold lasts.
-    let last = -1;
-    await until(async () => {
-      const still = poured === last;
-      last = poured;
-      await Bun.sleep(200);
-      return still || poured === total;
-    }, "the pour to stall or finish", 10_000);
-    expect(poured).toBeLessThan(total);
+    await pouring.stalled();
+    expect(pouring.poured).toBeLessThan(POURED);
     expect(conn.connects).toBe(1);
     settle.resolve();
-    const sevens = () => events.filter((e) => e.startsWith("data 7")).reduce((sum, e) => sum + (e.length - 4) / 2, 0);
-    await until(() => poured === total && sevens() === total, "every byte the new server poured", 20_000);
+    await until(() => pouring.poured === POURED && pouring.passedOn(events) === POURED, "every byte the new server poured", 20_000);
     expect(events.filter((e) => e !== "drain" && !e.startsWith("data 7"))).toEqual(["open 1", "data 1,2,3", `close ${SERVER_REPLACED}`, "open 2"]);
     expect(conn.connectionDrops).toBe(1);
   }, 60_000);
@@ -535,41 +550,22 @@ describe("ReconnectingConnection", () => {
     const say = () => void first!.connections[0]!.write(Uint8Array.of(1));
     const speak = () => void (speaking ??= (say(), setInterval(say, 10)));
     defer(() => clearInterval(speaking));
-    const total = 4 << 20;
-    let poured = 0;
-    // The new server pours 4 MiB on the look's connection, as fast as the kernel takes it.
-    const pour = async (socket: Socket<undefined>) => {
-      const chunk = new Uint8Array(64 << 10).fill(7);
-      while (poured < total) {
-        const n = socket.write(chunk, 0, Math.min(chunk.length, total - poured));
-        if (n < 0) return;
-        poured += n;
-        if (n === 0) await Bun.sleep(1);
-      }
-    };
+    const pouring = pourer();
     // Looked at every 2 s as in the agent: the silent one, speaking every 10 ms, is never found silent meanwhile.
-    const setup = await silentThenReplaced((socket) => void pour(socket), { before: speak }, 0, { serverLookMs: 2000 });
+    const setup = await silentThenReplaced((socket) => void pouring.pour(socket), { before: speak }, 0, { serverLookMs: 2000 });
     first = setup.server;
     const { events, conn, second } = setup;
     let received = 0;
-    // Bytes of the new server passed on: each of its events reads "data 7,7,...,7".
-    const sevens = () => events.filter((e) => e.startsWith("data 7")).reduce((sum, e) => sum + (e.length - 4) / 2, 0);
     await until(() => second.connections.length === 1 && events.some((e) => e.startsWith("data 1")), "the look's connection made as the silent one spoke", 10_000);
     // The kernel's buffers fill and the pour stalls: nothing reads the connection kept aside.
-    let last = -1;
-    await until(async () => {
-      const still = poured === last;
-      last = poured;
-      await Bun.sleep(200);
-      return still || poured === total;
-    }, "the pour to stall or finish", 10_000);
+    await pouring.stalled();
     expect(conn.connects).toBe(1);
-    expect(poured).toBeLessThan(total);
+    expect(pouring.poured).toBeLessThan(POURED);
     // The silent one falls silent: the connection kept aside is taken at the next look, and read to the last byte poured.
     clearInterval(speaking);
     await until(() => conn.connects === 2, "the connection kept aside taken", 10_000);
-    await until(() => poured === total && (received = sevens()) === total, "every byte the new server poured", 20_000);
-    expect(received).toBe(total);
+    await until(() => pouring.poured === POURED && (received = pouring.passedOn(events)) === POURED, "every byte the new server poured", 20_000);
+    expect(received).toBe(POURED);
     expect(second.connections.length).toBe(1);
   }, 60_000);
 
