@@ -15,12 +15,15 @@ export interface PacerOptions {
  * A frame that is due goes at once. When the sender falls more than
  * `maxLateMs` behind (a stalled socket, a suspended process), the schedule is
  * re-anchored at that frame: the lag is dropped, not caught up in a burst.
- * A timeline that jumps backwards (a --loop restart, wire timestamps) or
- * stays (wire timestamps that never advance: a capture whose sender stamped
- * nothing) also re-anchors, the new frame due once the previous one has
- * played: its duration where the source knows it, else the step between the
- * two before, else Opus's default 20 ms; due at once, a capture stamped 0
- * throughout would go out as fast as it is read.
+ * A timeline that jumps backwards (a --loop restart, wire timestamps) also
+ * re-anchors, the new frame due once the previous one has played: its
+ * duration where the source knows it, else the step between the two before,
+ * else Opus's default 20 ms. A frame whose time does not advance (wire
+ * timestamps: a capture whose sender stamped nothing, or stamped the frames
+ * of one read alike) is due then too, but the schedule stays: due at once, a
+ * capture stamped 0 throughout would go out as fast as it is read;
+ * re-anchored, every pair stamped alike would push the stamps after it back
+ * by a frame, and the capture would play ever later.
  * So does one that jumps forward by more than `maxGapMs` (wire timestamps
  * across a step of the clock that stamped them, as NTP's first sync on a
  * board that booted in 1970, or a capture appended to after a restart):
@@ -55,18 +58,21 @@ export class Pacer {
   /** Ms to wait before sending the frame at `timeMs` on the source timeline (playing `durationMs`, where known); 0 when it is due. */
   delayFor(timeMs: number, durationMs?: number): number {
     const now = this.now();
+    /** When the frame before has played. */
+    const played = this.lastDue + (this.lastDuration ?? (this.lastStep || DEFAULT_STEP_MS));
+    const stays = this.started && timeMs === this.lastTime;
     if (!this.started) {
       this.started = true;
       this.anchor(now, timeMs);
-    } else if (timeMs <= this.lastTime || timeMs - this.lastTime > this.maxGapMs) {
+    } else if (timeMs < this.lastTime || timeMs - this.lastTime > this.maxGapMs) {
       this.reanchors++;
-      this.anchor(Math.max(now, this.lastDue + (this.lastDuration ?? (this.lastStep || DEFAULT_STEP_MS))), timeMs);
-    } else {
+      this.anchor(Math.max(now, played), timeMs);
+    } else if (!stays) {
       this.lastStep = timeMs - this.lastTime;
     }
     this.lastTime = timeMs;
     this.lastDuration = durationMs;
-    let due = this.anchorClock + (timeMs - this.anchorTime);
+    let due = stays ? played : this.anchorClock + (timeMs - this.anchorTime);
     if (now - due > this.maxLateMs) {
       this.reanchors++;
       this.anchor(now, timeMs);

@@ -46,7 +46,7 @@ describe("Pacer", () => {
     expect(pacer.delayFor(0)).toBe(0);
     expect(pacer.delayFor(20)).toBe(20);
     expect(pacer.delayFor(20)).toBe(40);
-    expect(pacer.reanchors).toBe(1);
+    expect(pacer.reanchors).toBe(0); // the schedule stays: the stamps after it keep their times
     const timed = new Pacer({ now: c.now });
     for (const t of [0, 20, 20]) c.send(timed, t, 60);
     expect(c.sleeps.slice(-2)).toEqual([20, 60]);
@@ -62,6 +62,16 @@ describe("Pacer", () => {
     const from = c.t;
     for (let i = 0; i < 50; i++) c.send(unknown, 0);
     expect(c.t - from).toBe(49 * 20);
+  });
+
+  test("frames stamped alike in an advancing capture (a sender that stamps the frames of one read with one time) keep the stamps' pace: each is due once the one before has played, not that much later than the stamps after it", () => {
+    const c = fakeClock();
+    const pacer = new Pacer({ now: c.now });
+    const start = c.t;
+    // 20 ms frames, two to a stamp: 0, 0, 40, 40, 80, 80, ...
+    for (let i = 0; i < 300; i++) c.send(pacer, Math.floor(i / 2) * 40, 20);
+    expect(c.t - start).toBe(299 * 20);
+    expect(c.sleeps.every((ms) => ms === 20)).toBe(true);
   });
 
   test("late frames go at once; a small lag is made up, not carried", () => {
