@@ -132,7 +132,7 @@ export async function readUpToFirstFrame(source: FrameSource): Promise<FrameSour
   for (;;) {
     const frame = source.next();
     if (frame) {
-      first = { payload: frame.payload.slice(), timeMs: frame.timeMs };
+      first = { payload: frame.payload.slice(), timeMs: frame.timeMs, durationMs: frame.durationMs };
       break;
     }
     if (!(await source.fill())) break;

@@ -4,6 +4,7 @@ import { openByteSource } from "../../src/media/byte-source.ts";
 import { isLiveSource, openSource, readUpToFirstFrame } from "../../src/media/open.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { payloadIndex } from "../support/payloads.ts";
+import { buildStream } from "../support/ogg.ts";
 import { openFiles } from "../support/proc.ts";
 import { drain } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
@@ -87,6 +88,20 @@ describe("readUpToFirstFrame", () => {
     const { frames, error } = await drain(source);
     expect(error).toBeUndefined();
     expect(frames.map((f) => payloadIndex(f.payload))).toEqual([0, 1, 2, 3, 4]);
+  });
+
+  test("the first frame keeps its duration, as every other frame does (--realtime waits it out at a --loop restart)", async () => {
+    const path = socketDir(defer, "open-").path("in.opus");
+    // 60 ms SILK packets (TOC 0x18).
+    await Bun.write(path, buildStream([Uint8Array.of(0x18, 1), Uint8Array.of(0x18, 2)], 1).bytes);
+    const opened = await openSource("ogg", path, { lenient: false, report: () => {} });
+    defer(() => opened.close());
+    const { frames, error } = await drain(await readUpToFirstFrame(opened));
+    expect(error).toBeUndefined();
+    expect(frames.map((f) => [f.timeMs, f.durationMs])).toEqual([
+      [0, 60],
+      [60, 60],
+    ]);
   });
 
   test("a source without frames yields none", async () => {
