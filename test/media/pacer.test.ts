@@ -50,6 +50,10 @@ describe("Pacer", () => {
     const timed = new Pacer({ now: c.now });
     for (const t of [0, 20, 20]) c.send(timed, t, 60);
     expect(c.sleeps.slice(-2)).toEqual([20, 60]);
+    // Without durations, a run stamped alike goes on at the step before it, not at 20 ms.
+    const stepped = new Pacer({ now: c.now });
+    for (const t of [0, 30, 30, 30]) c.send(stepped, t);
+    expect(c.sleeps.slice(-3)).toEqual([30, 30, 30]);
   });
 
   test("wire timestamps that never advance (a capture stamped 0 throughout) are paced by each frame's duration, or 20 ms where none is known, not sent as fast as read", () => {
