@@ -18,17 +18,29 @@ export interface BoundAddress {
 
 const LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]"];
 
-function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+/** Whether a host in its Host form (hostForm) is a loopback one. */
+function isLoopback(form: string): boolean {
+  return form === "localhost" || form === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(form);
 }
 
-function isWildcard(host: string): boolean {
-  return host === "" || host === "0.0.0.0" || host === "::";
+/** Whether a host in its Host form (hostForm) binds every address. */
+function isWildcard(form: string): boolean {
+  return form === "" || form === "0.0.0.0" || form === "[::]";
 }
 
-/** A host as it appears in a Host header: IPv6 in brackets, lower case. */
+/**
+ * A host as a browser writes it in a Host header: IPv6 in brackets, lower
+ * case, an address in its one canonical spelling. A bind takes "0", "127.1"
+ * or "[0:0:0:0:0:0:0:0]" as 0.0.0.0, 127.0.0.1 or [::]; named as given, such
+ * a server would be neither loopback nor wildcard, and answer no request.
+ */
 function hostForm(host: string): string {
-  return (host.includes(":") && !host.startsWith("[") ? `[${host}]` : host).toLowerCase();
+  const bracketed = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+  try {
+    return new URL(`http://${bracketed}/`).hostname;
+  } catch {
+    return bracketed.toLowerCase();
+  }
 }
 
 /**
@@ -42,7 +54,7 @@ function hostForm(host: string): string {
  */
 export function allowedHosts(bound: BoundAddress, allowed: readonly string[] = []): Set<string> {
   const own = [hostForm(bound.host)];
-  if (isLoopback(bound.host) || isWildcard(bound.host)) own.push(...LOOPBACK_NAMES);
+  if (isLoopback(own[0]!) || isWildcard(own[0]!)) own.push(...LOOPBACK_NAMES);
   const hosts = new Set<string>();
   for (const name of own) withPort(hosts, name, bound.port);
   for (const entry of allowed) {
@@ -65,7 +77,7 @@ const ADDRESS_HOST = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\])(:\d+)?$/;
 
 /** Whether `host` is one of this machine's addresses now, with the port of `bound`, a wildcard bind. */
 function machineAddress(host: string, bound: BoundAddress): boolean {
-  if (!isWildcard(bound.host) || !ADDRESS_HOST.test(host)) return false;
+  if (!ADDRESS_HOST.test(host) || !isWildcard(hostForm(bound.host))) return false;
   const now = new Set<string>();
   for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) withPort(now, hostForm(a.address), bound.port);
   return now.has(host);

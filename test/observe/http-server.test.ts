@@ -89,6 +89,24 @@ describe("Host: only the server's own names", () => {
     }
   });
 
+  test("a bind spelled otherwise than the usual way (0 for 0.0.0.0, 127.1, [::0], [0:0:0:0:0:0:0:1]) answers as the address it binds: loopback names, and for a wildcard this machine's addresses", async () => {
+    const outside = nonLoopbackAddress();
+    const binds: (readonly [string, string])[] = [
+      ["0:0", "127.0.0.1"],
+      ["127.1:0", "127.0.0.1"],
+      ...(ipv6Loopback ? [["[::0]:0", "::1"] as const, ["[0:0:0:0:0:0:0:1]:0", "::1"] as const] : []),
+    ];
+    for (const [listen, connectTo] of binds) {
+      const { port } = await agentWithHttp(listen);
+      for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`]) {
+        expect([listen, host, await statusOf(connectTo, port, "/metrics", host)]).toEqual([listen, host, 200]);
+      }
+      const wildcard = listen === "0:0" || listen === "[::0]:0";
+      if (outside && wildcard) expect([listen, await statusOf(outside, port, "/metrics", `${outside}:${port}`)]).toEqual([listen, 200]);
+      expect([listen, await statusOf(connectTo, port, "/metrics", `rebound.example:${port}`)]).toEqual([listen, 421]);
+    }
+  });
+
   const outside = nonLoopbackAddress();
   test.skipIf(!outside)("a non-loopback bind answers its own address only; a wildcard bind also this machine's addresses and loopback", async () => {
     const own = await agentWithHttp(`${outside}:0`);
