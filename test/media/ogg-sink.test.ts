@@ -552,6 +552,20 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     expect(decodedSamples(path, fx.dir)).toBe(decodedSamples(TONE, fx.dir) + decodedSamples(alone, fx.dir));
   });
 
+  test("a recording cut inside its very first page (the OpusHead's) is appended to, not refused as Ogg of another codec: that page is cut, and the stream appended is the whole file", async () => {
+    const sent = (await drainFile(TONE)).frames;
+    for (const keep of [4, 30]) {
+      const path = outPath();
+      writeFileSync(path, tone.subarray(0, keep));
+      const sink = openSink("ogg", path, { append: true, channel: "input", preSkip: 312, pageMs: 100 });
+      for (const frame of sent) send(sink as OggSink, MessageType.OpusFrame, frame.payload);
+      await sink.close();
+      const read = await drainFile(path);
+      expect(read.error).toBeUndefined();
+      expect(read.frames.map((f) => f.payload)).toEqual(sent.map((f) => f.payload));
+    }
+  });
+
   /**
    * A file of `bytes` (a recording of the tone, then a link cut off) appended
    * to with the tone's frames: it reads whole, both streams' frames, and
