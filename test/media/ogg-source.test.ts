@@ -713,7 +713,7 @@ describe("OggSource: what the wire cannot carry, and damage", () => {
     ]);
   });
 
-  test("--lenient, multiplexed: a bad page of the other stream does not stand for a page missing from ours; one whose serial no stream has (damaged there) still may", async () => {
+  test("--lenient, multiplexed: a bad page of the other stream does not stand for a page missing from ours; one whose serial no stream has (damaged there) still may, and so does one of a stream of ours chained after that took the other's serial", async () => {
     const ours = buildStream([1, 2, 3, 4, 5].map((s) => audioPacket(60, s)), 1, 255, 1);
     const theirs = buildStream([6, 7, 8, 9, 10].map((s) => audioPacket(90, s)), 1, 255, 2);
     /** BOS pages first, then the rest interleaved page by page: ours, theirs (`edit` may change or leave out a page). */
@@ -742,6 +742,14 @@ describe("OggSource: what the wire cannot carry, and damage", () => {
     const oursBad = mixed((page, serial, i) => (serial === 1 && i === 4 ? damaged(page, 15) : page));
     expect(await run(oursBad)).toEqual({
       sent: sent(1, 2, 4, 5),
+      counts: { skipped_pages: 1, missing_pages: 0, repeated_pages: 0, other_stream_pages: theirs.pages.length, skipped_bytes: expect.any(Number) },
+      missing: 0,
+    });
+    // A link chained after, its Opus stream serial 2 as theirs was: its page 4 damaged in its body is ours, counted once.
+    const next = buildStream([11, 12, 13, 14, 15].map((s) => audioPacket(60, s)), 1, 255, 2);
+    const reused = concatBytes([mixed((page) => page), ...next.pages.map((page, i) => (i === 4 ? damaged(page, page.length - 1) : page))]);
+    expect(await run(reused)).toEqual({
+      sent: sent(1, 2, 3, 4, 5, 11, 12, 14, 15),
       counts: { skipped_pages: 1, missing_pages: 0, repeated_pages: 0, other_stream_pages: theirs.pages.length, skipped_bytes: expect.any(Number) },
       missing: 0,
     });
