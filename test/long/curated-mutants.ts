@@ -300,6 +300,12 @@ export const CURATED: readonly CuratedMutant[] = [
     find: '(name.startsWith("AUDIO_AGENT_") || name.startsWith("JETKVM_AUDIO_"))',
     replace: 'name.startsWith("AUDIO_AGENT_")',
   },
+  {
+    name: "descriptor 0 taken for a failed socket(): where the process has closed its stdin no local peer is named, and the monitor refuses every one",
+    file: "src/observe/local-peer.ts",
+    find: "if (fd < 0) return undefined;",
+    replace: "if (fd <= 0) return undefined;",
+  },
 ];
 
 /**

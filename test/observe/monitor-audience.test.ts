@@ -577,6 +577,36 @@ describe.skipIf(!canSwitchUser).each([
     expect(result.stderr.replace(/^port \d+\n/, "")).toBe("");
     expect(JSON.parse(result.stdout)).toEqual({ uidMap: "ENXIO", uid: NOBODY });
   });
+
+  test("names the peer in a process whose stdin is closed, where what the look-up opens gets descriptor 0", async () => {
+    const dir = socketDir(defer, "aud-fd0-");
+    chmodSync(dir.dir, 0o755);
+    // Bun opens /dev/null for a stdin closed at its start, and the connection accepted takes the lowest free
+    // descriptor: the script closes 0 itself, once it has accepted.
+    const script = `
+      import { closeSync } from "node:fs";
+      import { ${name} as lookUp } from ${JSON.stringify(join(import.meta.dir, "../../src/observe/local-peer.ts"))};
+      const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: {
+        open: (s) => {
+          closeSync(0);
+          const uid = lookUp({ address: s.remoteAddress, port: s.remotePort }, { address: s.localAddress, port: s.localPort }) ?? -1;
+          s.end();
+          console.log(JSON.stringify({ uid }));
+          process.exit(0);
+        },
+        data() {},
+      } });
+      console.error("port " + listener.port);`;
+    writeFileSync(dir.path("listen.ts"), script);
+    const inside = start([BUN, dir.path("listen.ts")], { cwd: dir.dir, timeoutMs: 30_000 });
+    defer(() => inside.kill("SIGKILL"));
+    await inside.waitForStderr(/port \d+/);
+    const port = Number(/port (\d+)/.exec(inside.stderr)![1]);
+    await bunAs(NOBODY, dir.dir, `await new Promise((done) => Bun.connect({ hostname: "127.0.0.1", port: ${port}, socket: { data() {}, close: done } }));`);
+    const result = await inside.done;
+    expect(result.stderr.replace(/^port \d+\n/, "")).toBe("");
+    expect(JSON.parse(result.stdout)).toEqual({ uid: NOBODY });
+  });
 });
 
 describe("socketDiagnosticsMissing", () => {
