@@ -306,6 +306,12 @@ export const CURATED: readonly CuratedMutant[] = [
     find: "if (fd < 0) return undefined;",
     replace: "if (fd <= 0) return undefined;",
   },
+  {
+    name: "/healthz without where a recording's file stands: sink_file given only to an end without one, which JSON leaves out",
+    file: "src/observe/readings.ts",
+    find: "...(r.sinkFile !== undefined ? { sink_file: r.sinkFile } : {}),",
+    replace: "...(r.sinkFile === undefined ? { sink_file: r.sinkFile } : {}),",
+  },
 ];
 
 /**

@@ -18,6 +18,15 @@ describe("summaryFields: the accounting of the stopped line", () => {
   });
 });
 
+describe("healthFields: what /healthz says of a channel end", () => {
+  test("a recording's file where it stands, in place too (the stopped line tells it only while away); nothing for an end without one", () => {
+    for (const sinkFile of ["in_place", "removed", "moved", "replaced"] as const) {
+      expect(healthFields(idleSenderReadings({ direction: "receive", sinkFile }))).toMatchObject({ sink_file: sinkFile });
+    }
+    expect(healthFields(idleSenderReadings({ direction: "receive" }))).not.toHaveProperty("sink_file");
+  });
+});
+
 describe("utilizationPercent: how full a kernel socket buffer was", () => {
   const buffers = (sendQueueBytes: number, receiveQueueBytes: number) =>
     idleSenderReadings({
