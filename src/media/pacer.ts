@@ -18,17 +18,17 @@ export interface PacerOptions {
  * A timeline that jumps backwards (a --loop restart, wire timestamps) also
  * re-anchors, the new frame due once the previous one has played: its
  * duration where the source knows it, else the step between the two before,
- * else Opus's default 20 ms. A frame whose time does not advance (wire
- * timestamps: a capture whose sender stamped nothing, or stamped the frames
- * of one read alike) is due then too, but the schedule stays: due at once, a
- * capture stamped 0 throughout would go out as fast as it is read;
+ * else Opus's default 20 ms. So does one that jumps forward by more than
+ * `maxGapMs` (wire timestamps across a step of the clock that stamped them,
+ * as NTP's first sync on a board that booted in 1970, or a capture appended
+ * to after a restart): waited out, it would hold the stream for as long as
+ * the step; a shorter gap (frames dropped where it was recorded) is kept.
+ * A frame whose time does not advance (wire timestamps: a capture whose
+ * sender stamped nothing, or stamped the frames of one read alike) is due
+ * once the previous one has played too, but the schedule stays: due at once,
+ * a capture stamped 0 throughout would go out as fast as it is read;
  * re-anchored, every pair stamped alike would push the stamps after it back
  * by a frame, and the capture would play ever later.
- * So does one that jumps forward by more than `maxGapMs` (wire timestamps
- * across a step of the clock that stamped them, as NTP's first sync on a
- * board that booted in 1970, or a capture appended to after a restart):
- * waited out, it would hold the stream for as long as the step; a shorter
- * gap (frames dropped where it was recorded) is kept.
  */
 /** What a frame plays for where neither its source nor the steps before tell: Opus's default frame. */
 const DEFAULT_STEP_MS = 20;
