@@ -97,6 +97,25 @@ function judgingListener(hostname: string, lookUp: typeof localPeerUid): { port:
   return { port: listener.port, seen };
 }
 
+/**
+ * Runs `script`, a listener that says "port N" on stderr, prints its look-ups on stdout and exits,
+ * as `BUN listen.ts` after `prefix` (a namespace of its own), connects to it as each of `uids` in
+ * turn, and returns what it printed; its stderr must hold nothing else.
+ */
+async function lookUpsOf(dir: ReturnType<typeof socketDir>, prefix: string[], script: string, uids: number[]): Promise<unknown> {
+  writeFileSync(dir.path("listen.ts"), script);
+  const inside = start([...prefix, BUN, dir.path("listen.ts")], { cwd: dir.dir, timeoutMs: 30_000 });
+  defer(() => inside.kill("SIGKILL"));
+  await inside.waitForStderr(/port \d+/);
+  const port = Number(/port (\d+)/.exec(inside.stderr)![1]);
+  for (const uid of uids) {
+    await bunAs(uid, dir.dir, `await new Promise((done) => Bun.connect({ hostname: "127.0.0.1", port: ${port}, socket: { data() {}, close: done } }));`);
+  }
+  const result = await inside.done;
+  expect(result.stderr.replace(/^port \d+\n/, "")).toBe("");
+  return JSON.parse(result.stdout);
+}
+
 const all = (paths: string[], status: number) => Object.fromEntries(paths.map((p) => [p, status]));
 /** The loopback addresses this machine has: ::1 only where IPv6 is on. */
 const LOOPBACKS = ["127.0.0.1", ...(ipv6Loopback ? ["::1"] : [])];
@@ -532,18 +551,7 @@ describe.skipIf(!canSwitchUser).each([
         data() {},
       } });
       console.error("port " + listener.port);`;
-    writeFileSync(dir.path("listen.ts"), script);
-    const inside = start(["unshare", "--user", "--map-root-user", "--", BUN, dir.path("listen.ts")], { cwd: dir.dir, timeoutMs: 30_000 });
-    defer(() => inside.kill("SIGKILL"));
-    await inside.waitForStderr(/port \d+/);
-    const port = Number(/port (\d+)/.exec(inside.stderr)![1]);
-    const connect = `await new Promise((done) => Bun.connect({ hostname: "127.0.0.1", port: ${port}, socket: { data() {}, close: done } }));`;
-    for (const uid of [STRANGER, 0]) {
-      await bunAs(uid, dir.dir, connect);
-    }
-    const result = await inside.done;
-    expect(result.stderr.replace(/^port \d+\n/, "")).toBe("");
-    expect(JSON.parse(result.stdout)).toEqual([-1, 0]);
+    expect(await lookUpsOf(dir, ["unshare", "--user", "--map-root-user", "--"], script, [STRANGER, 0])).toEqual([-1, 0]);
   });
 
   test.skipIf(!canUnshare("--mount"))("names nobody where the process's uid_map cannot be read (a kernel without user namespaces has none): every uid is then its own", async () => {
@@ -566,16 +574,9 @@ describe.skipIf(!canSwitchUser).each([
         data() {},
       } });
       console.error("port " + listener.port);`;
-    writeFileSync(dir.path("listen.ts"), script);
     // exec keeps the shell's pid, so the mount covers the listener's own /proc/self/uid_map.
-    const inside = start(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", 'mount --bind "$0" /proc/$$/uid_map && exec "$1" "$2"', dir.path("mask.sock"), BUN, dir.path("listen.ts")], { cwd: dir.dir, timeoutMs: 30_000 });
-    defer(() => inside.kill("SIGKILL"));
-    await inside.waitForStderr(/port \d+/);
-    const port = Number(/port (\d+)/.exec(inside.stderr)![1]);
-    await bunAs(NOBODY, dir.dir, `await new Promise((done) => Bun.connect({ hostname: "127.0.0.1", port: ${port}, socket: { data() {}, close: done } }));`);
-    const result = await inside.done;
-    expect(result.stderr.replace(/^port \d+\n/, "")).toBe("");
-    expect(JSON.parse(result.stdout)).toEqual({ uidMap: "ENXIO", uid: NOBODY });
+    const masked = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", 'mount --bind "$0" /proc/$$/uid_map && exec "$1" "$2"', dir.path("mask.sock")];
+    expect(await lookUpsOf(dir, masked, script, [NOBODY])).toEqual({ uidMap: "ENXIO", uid: NOBODY });
   });
 
   test("names the peer in a process whose stdin is closed, where what the look-up opens gets descriptor 0", async () => {
@@ -597,15 +598,7 @@ describe.skipIf(!canSwitchUser).each([
         data() {},
       } });
       console.error("port " + listener.port);`;
-    writeFileSync(dir.path("listen.ts"), script);
-    const inside = start([BUN, dir.path("listen.ts")], { cwd: dir.dir, timeoutMs: 30_000 });
-    defer(() => inside.kill("SIGKILL"));
-    await inside.waitForStderr(/port \d+/);
-    const port = Number(/port (\d+)/.exec(inside.stderr)![1]);
-    await bunAs(NOBODY, dir.dir, `await new Promise((done) => Bun.connect({ hostname: "127.0.0.1", port: ${port}, socket: { data() {}, close: done } }));`);
-    const result = await inside.done;
-    expect(result.stderr.replace(/^port \d+\n/, "")).toBe("");
-    expect(JSON.parse(result.stdout)).toEqual({ uid: NOBODY });
+    expect(await lookUpsOf(dir, [], script, [NOBODY])).toEqual({ uid: NOBODY });
   });
 });
 
