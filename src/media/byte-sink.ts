@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readSync, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readSync, statSync, writeSync } from "node:fs";
 import type { FilePlacement } from "../io/file-placement.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { PassingShortage } from "../io/passing-errno.ts";
@@ -412,11 +412,22 @@ export class ByteSink implements ByteOutput {
 }
 
 /**
- * How many of a file's first bytes are whole units (messages, pages), read
- * from `path` (the file open for appending, by /proc/self/fd); undefined when
- * it cannot tell (the bytes are not of its format), and the file is left as it is.
+ * What of a file appended to is kept: its first `length` bytes, whole units
+ * (messages, pages), with `endings` written over bytes of them in place, so
+ * that what they hold ends as its format wants (an Ogg stream that its
+ * writer, killed, left without an end-of-stream page gets one).
  */
-export type WholeLength = (path: string) => number | undefined;
+export interface Kept {
+  length: number;
+  endings?: readonly { at: number; bytes: Uint8Array }[];
+}
+
+/**
+ * What of a file is kept (Kept), read from `path` (the file open for
+ * appending, by /proc/self/fd); undefined when it cannot tell (the bytes are
+ * not of its format), and the file is left as it is.
+ */
+export type WholeLength = (path: string) => Kept | undefined;
 
 /**
  * Where the whole units of the file at `path` end (a WholeLength), by
@@ -428,7 +439,7 @@ export type WholeLength = (path: string) => number | undefined;
  * (a magic, "OggS"), and a file whole to its end is never cut for the zeros
  * its last unit may end with.
  */
-export function wholeLengthOf(path: string, measure: (fd: number, end: number) => number | undefined): number | undefined {
+export function wholeLengthOf(path: string, measure: (fd: number, end: number) => Kept | undefined): Kept | undefined {
   const fd = openSync(path, "r");
   try {
     const size = fstatSync(fd).size;
@@ -436,7 +447,7 @@ export function wholeLengthOf(path: string, measure: (fd: number, end: number) =
     if (whole !== undefined) return whole;
     const data = dataEnd(fd, size);
     if (data === size) return undefined;
-    return data === 0 ? 0 : measure(fd, data);
+    return data === 0 ? { length: 0 } : measure(fd, data);
   } finally {
     closeSync(fd);
   }
@@ -464,15 +475,40 @@ export function dataEnd(fd: number, size: number): number {
 function keepWhole(fd: number, whole: WholeLength): void {
   const file = fstatSync(fd);
   if (!file.isFile() || file.size === 0) return;
-  let length: number | undefined;
+  let kept: Kept | undefined;
   try {
-    length = whole(`/proc/self/fd/${fd}`);
+    kept = whole(`/proc/self/fd/${fd}`);
   } catch (e) {
     // One it may write but not read (mode 0200, EACCES): it cannot tell, and adds to it as >> does.
     if ((e as NodeJS.ErrnoException)?.code === undefined) throw e;
     return;
   }
-  if (length !== undefined && length < file.size) ftruncateSync(fd, length);
+  if (kept === undefined) return;
+  if (kept.length < file.size) ftruncateSync(fd, kept.length);
+  if (kept.endings?.length) writeOver(fd, kept.endings);
+}
+
+/**
+ * Writes `endings` over the file `fd` appends to, each in one write: through
+ * a description of its own, since every write through one open for
+ * appending goes to the end, whatever its position. One that fails leaves
+ * the file as it was there (an ending is what a reader goes on without).
+ */
+function writeOver(fd: number, endings: readonly { at: number; bytes: Uint8Array }[]): void {
+  let own: number;
+  try {
+    own = openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException)?.code === undefined) throw e;
+    return;
+  }
+  try {
+    for (const { at, bytes } of endings) writeSync(own, bytes, 0, bytes.length, at);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException)?.code === undefined) throw e;
+  } finally {
+    closeSync(own);
+  }
 }
 
 /** A write's errno that says the reader has gone: EPIPE, or ECONNRESET from a socket's reader. */

@@ -23,7 +23,10 @@ export const PageFlag = {
 export const NO_GRANULE = -1;
 
 export const CAPTURE = [0x4f, 0x67, 0x67, 0x53]; // "OggS"
+/** Where the header's flags are, and where its CRC ends: a page's flags marked anew change the bytes between, and only those. */
+export const FLAGS_OFFSET = 5;
 const CRC_OFFSET = 22;
+export const CRC_END = CRC_OFFSET + 4;
 const ZERO_CRC = new Uint8Array(4);
 const TWO_32 = 4294967296;
 
@@ -72,7 +75,7 @@ export class OggPage {
     this.offset = offset;
     this.streamOffset = streamOffset;
     this.version = bytes[offset + 4]!;
-    this.flags = bytes[offset + 5]!;
+    this.flags = bytes[offset + FLAGS_OFFSET]!;
     this.granule = readInt32LE(bytes, offset + 10) * TWO_32 + readUint32LE(bytes, offset + 6);
     this.serial = readUint32LE(bytes, offset + 14);
     this.sequence = readUint32LE(bytes, offset + 18);
@@ -127,11 +130,17 @@ export function sealPage(
   const view = new DataView(page.buffer, page.byteOffset, PAGE_HEADER_SIZE);
   page.set(CAPTURE, 0);
   view.setUint8(4, 0);
-  view.setUint8(5, flags);
+  view.setUint8(FLAGS_OFFSET, flags);
   const hi = Math.floor(granule / TWO_32);
   view.setUint32(6, granule - hi * TWO_32, true);
   view.setInt32(10, hi, true);
   view.setUint32(14, serial, true);
   view.setUint32(18, sequence, true);
   view.setUint32(CRC_OFFSET, computePageCrc(page, 0, size), true);
+}
+
+/** Adds `flag` to the flags of `page` (one whole page) and seals its CRC anew. */
+export function flagPage(page: Uint8Array, flag: number): void {
+  page[FLAGS_OFFSET]! |= flag;
+  new DataView(page.buffer, page.byteOffset, PAGE_HEADER_SIZE).setUint32(CRC_OFFSET, computePageCrc(page, 0, page.length), true);
 }

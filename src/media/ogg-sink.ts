@@ -1,10 +1,10 @@
 import { readSync } from "node:fs";
 import type { FilePlacement } from "../io/file-placement.ts";
 import { decodeConfigPayload, MessageType, type ParsedMessage } from "../protocol/index.ts";
-import { ByteSink, dataEnd, wholeLengthOf, type ByteOutput, type KeptUnit } from "./byte-sink.ts";
+import { ByteSink, dataEnd, wholeLengthOf, type ByteOutput, type Kept, type KeptUnit } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import { OggError } from "./ogg-error.ts";
-import { CAPTURE, MAX_PAGE_SIZE, OggPage } from "./ogg-page.ts";
+import { CAPTURE, CRC_END, FLAGS_OFFSET, flagPage, MAX_PAGE_SIZE, OggPage, PageFlag } from "./ogg-page.ts";
 import { OggPageReader } from "./ogg-page-reader.ts";
 import { OggPageWriter } from "./ogg-page-writer.ts";
 import { buildOpusHead, headPreSkip } from "./opus-head.ts";
@@ -351,14 +351,24 @@ function isFamily0Channels(channels: number): boolean {
  * OpusHead page: a stream appended would begin in the group of BOS pages,
  * multiplexed with them rather than chained after (RFC 3533), and opusdec
  * refuses a whole file that holds a link without audio, or one that ends
- * before its pre-skip is over.
+ * before its pre-skip is over. A stream kept that has no end-of-stream page
+ * (its writer killed, the power lost) has its last page marked as one, if a
+ * packet ends on it: RFC 3533 wants each link's streams ended before the
+ * next begins, and a validator refuses the chain otherwise.
  */
-export function wholeOggLength(path: string): number | undefined {
+export function wholeOggLength(path: string): Kept | undefined {
   return wholeLengthOf(path, wholePages);
 }
 
-/** Where the whole pages in `fd`'s first `end` bytes end (see wholeOggLength); undefined when they are not Ogg pages. */
-function wholePages(fd: number, end: number): number | undefined {
+/** A stream's last page seen, while none has ended it: where it is, and whether a packet ends on it. */
+interface LastPage {
+  at: number;
+  size: number;
+  endsPacket: boolean;
+}
+
+/** What of the Ogg pages in `fd`'s first `end` bytes is kept (see wholeOggLength); undefined when they are not Ogg pages. */
+function wholePages(fd: number, end: number): Kept | undefined {
   const pages = new OggPageReader();
   const chunk = new Uint8Array(MAX_PAGE_SIZE);
   let whole = 0;
@@ -370,6 +380,11 @@ function wholePages(fd: number, end: number): number | undefined {
   let preSkip = 0;
   /** A page read whose CRC failed: only the last page may be so. */
   let bad = false;
+  /** The last link's streams not ended yet, by serial; and those of the links before it, which none will end now. */
+  let open = new Map<number, LastPage>();
+  const unended: LastPage[] = [];
+  // The last link cut whole (bare), the one before it ends the file.
+  const kept = (length: number): Kept => ({ length, endings: endingsOf(fd, [...unended, ...(bare === undefined ? open.values() : [])]) });
   try {
     for (let at = 0, n; at < end && (n = readSync(fd, chunk, 0, Math.min(chunk.length, end - at), at)) > 0; at += n) {
       pages.push(chunk.subarray(0, n));
@@ -377,11 +392,17 @@ function wholePages(fd: number, end: number): number | undefined {
         if (bad) return undefined;
         bad = !page.crcValid();
         if (bad) continue;
+        if (page.beginOfStream && group === undefined) {
+          unended.push(...open.values());
+          open = new Map();
+        }
         group = page.beginOfStream ? (group ?? page.streamOffset) : undefined;
         if (page.beginOfStream) {
           bare = group;
           preSkip = headPreSkip(page.bytes.subarray(page.bodyOffset, page.bodyOffset + page.bodySize)) ?? 0;
         } else if (page.granule > preSkip || page.endOfStream) bare = undefined;
+        if (page.endOfStream) open.delete(page.serial);
+        else open.set(page.serial, { at: page.streamOffset, size: page.size, endsPacket: page.segments > 0 && page.lacing(page.segments - 1) < 255 });
         whole = pages.streamOffset;
       }
     }
@@ -389,7 +410,7 @@ function wholePages(fd: number, end: number): number | undefined {
     if (!(e instanceof OggError)) throw e;
     // Zeros where a page should begin, to the end: the pages before them are whole by their CRC,
     // a last one whose body ends in zeros too (wholeLengthOf would cut where its zeros begin).
-    return dataEnd(fd, end) <= e.offset ? (bare ?? whole) : undefined;
+    return dataEnd(fd, end) <= e.offset ? kept(bare ?? whole) : undefined;
   }
   const tail = end - pages.streamOffset;
   // A tail too short to be checked as a page is one cut short only if it begins "OggS", or is zeros.
@@ -398,5 +419,23 @@ function wholePages(fd: number, end: number): number | undefined {
     const cut = readSync(fd, begun, 0, tail, pages.streamOffset) === tail && begun.every((byte, i) => byte === CAPTURE[i]);
     if (!cut && dataEnd(fd, end) > pages.streamOffset) return undefined;
   }
-  return bare ?? whole;
+  return kept(bare ?? whole);
+}
+
+/**
+ * Each of `last` pages that a packet ends on, marked as its stream's end: its
+ * header from the flags to the CRC, read again and sealed anew, to write over
+ * the old in one write. One on which no packet ends is left (marking it would
+ * end its stream inside a packet).
+ */
+function endingsOf(fd: number, last: readonly LastPage[]): { at: number; bytes: Uint8Array }[] {
+  const endings = [];
+  for (const { at, size, endsPacket } of last) {
+    if (!endsPacket) continue;
+    const page = new Uint8Array(size);
+    if (readSync(fd, page, 0, size, at) !== size) continue;
+    flagPage(page, PageFlag.EndOfStream);
+    endings.push({ at: at + FLAGS_OFFSET, bytes: page.subarray(FLAGS_OFFSET, CRC_END) });
+  }
+  return endings;
 }

@@ -12,7 +12,7 @@ import {
   writeHeader,
   type ParsedMessage,
 } from "../protocol/index.ts";
-import { ByteSink, wholeLengthOf, type ByteOutput } from "./byte-sink.ts";
+import { ByteSink, wholeLengthOf, type ByteOutput, type Kept } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 
 /** Records every message exactly as received: the lossless wire capture format. */
@@ -75,8 +75,11 @@ export class WireSink implements FrameSink {
  * bytes that are not a capture's (another magic, a header a capture cannot
  * have): damage or another format, not cut there.
  */
-export function wholeCaptureLength(path: string): number | undefined {
-  return wholeLengthOf(path, wholeMessages);
+export function wholeCaptureLength(path: string): Kept | undefined {
+  return wholeLengthOf(path, (fd, end) => {
+    const length = wholeMessages(fd, end);
+    return length === undefined ? undefined : { length };
+  });
 }
 
 /** Where the whole messages of the capture in `fd`'s first `end` bytes end; undefined when they are not a capture's. */

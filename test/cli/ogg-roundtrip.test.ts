@@ -23,6 +23,7 @@ import {
   key,
   makeFixtures,
   opusinfo,
+  OPUSINFO_CLEAN,
   requireTool,
   type Fixtures,
 } from "../support/opus-fixtures.ts";
@@ -379,6 +380,29 @@ describe("the end of what the Ogg sink writes", () => {
     const pages = pagesOf(new Uint8Array(readFileSync(received)));
     expect(new Set(pages.map((p) => p.serial)).size).toBe(2);
     expectOggzValid(received);
+    expect(decodedSamples(received, tmp.dir)).toBe(2 * (sent.length * 960 - 312));
+  }, 60_000);
+
+  test("input serve --append, killed (SIGKILL) after a session and started again on its recording: the first stream's last page is marked as its end first, so oggz-validate accepts the file; opusdec plays both", async () => {
+    const source = fx.opus.get(key(2, 20))!;
+    const socket = join(tmp.dir, "append-killed.sock");
+    const received = join(tmp.dir, "append-killed.opus");
+    const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", received, "--format", "ogg", "--append"]);
+    await server.waitForStderr("listening");
+    const client = spawnAgent(["input", "send", "--socket", socket, "--source", source, "--format", "ogg"]);
+    expect(await client.exited).toBe(0);
+    await until(() => server.stderr.includes("session ended by Stop"), "the session ended");
+    server.kill("SIGKILL");
+    await server.exited;
+    const killed = pagesOf(new Uint8Array(readFileSync(received)));
+    expect(killed.some((page) => (page.flags & 4) !== 0)).toBe(false);
+    await stoppedSession(socket, received, source, "--append");
+    const sent = (await packets(source)).frames;
+    expect(payloads((await packets(received)).frames)).toEqual([...payloads(sent), ...payloads(sent)]);
+    const pages = pagesOf(new Uint8Array(readFileSync(received)));
+    expect(pages.filter((page) => (page.flags & 4) !== 0).map((page) => page.offset)).toEqual([killed.at(-1)!.offset, pages.at(-1)!.offset]);
+    expectOggzValid(received);
+    expect(opusinfo(received).verdict).toEqual(OPUSINFO_CLEAN);
     expect(decodedSamples(received, tmp.dir)).toBe(2 * (sent.length * 960 - 312));
   }, 60_000);
 

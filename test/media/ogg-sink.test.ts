@@ -29,7 +29,7 @@ import {
   type Fixtures,
 } from "../support/opus-fixtures.ts";
 import { drainFile } from "../support/sources.ts";
-import { packetsOf, pagesOf, sealPage } from "../support/ogg.ts";
+import { buildStream, packetsOf, pagesOf, sealPage } from "../support/ogg.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 
 let fx: Fixtures;
@@ -484,7 +484,7 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
   const lengthOf = (bytes: Uint8Array) => {
     const path = outPath();
     writeFileSync(path, bytes);
-    return wholeOggLength(path);
+    return wholeOggLength(path)?.length;
   };
   const withBadCrc = (bytes: Uint8Array, at: number) => {
     const copy = bytes.slice();
@@ -564,6 +564,57 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
       expect(read.error).toBeUndefined();
       expect(read.frames.map((f) => f.payload)).toEqual(sent.map((f) => f.payload));
     }
+  });
+
+  test("a recording with no end-of-stream page (its writer killed, the power lost): its last page is marked as its stream's end, its CRC sealed anew, in each link of a chain; appended to, oggz-validate accepts the file, whose bytes are otherwise the same", async () => {
+    const unended = tone.subarray(0, last.offset);
+    const end = pages.at(-2)!;
+    const endingAt = (bytes: Uint8Array) => {
+      const path = outPath();
+      writeFileSync(path, bytes);
+      return wholeOggLength(path)?.endings?.map((ending) => ending.at);
+    };
+    expect(endingAt(tone)).toEqual([]);
+    expect(endingAt(unended)).toEqual([end.offset + 5]);
+    // Cut short after it, or zeros after it: the same page. A last link cut whole (no audio): the one before it ends the file.
+    expect(endingAt(tone.subarray(0, last.offset + 30))).toEqual([end.offset + 5]);
+    expect(endingAt(concatBytes([unended, new Uint8Array(4096)]))).toEqual([end.offset + 5]);
+    expect(endingAt(concatBytes([unended, tone.subarray(0, pages[2]!.offset)]))).toEqual([end.offset + 5]);
+    expect(endingAt(concatBytes([unended, unended]))).toEqual([end.offset + 5, unended.length + end.offset + 5]);
+    expect(endingAt(concatBytes([unended, tone]))).toEqual([end.offset + 5]);
+
+    const path = outPath();
+    const before = concatBytes([unended, unended]);
+    writeFileSync(path, before);
+    const sent = (await drainFile(TONE)).frames;
+    const sink = openSink("ogg", path, { append: true, channel: "input", preSkip: 312, pageMs: 100 });
+    for (const frame of sent) send(sink as OggSink, MessageType.OpusFrame, frame.payload);
+    await sink.close();
+    expectOggzValid(path);
+    const after = read(path);
+    const marked = pagesOf(after).filter((page) => page.offset < before.length && (page.flags & PageFlag.EndOfStream) !== 0);
+    expect(marked.map((page) => [page.offset, page.crcValid])).toEqual([
+      [end.offset, true],
+      [unended.length + end.offset, true],
+    ]);
+    for (const page of marked) after.set(before.subarray(page.offset + 5, page.offset + 26), page.offset + 5);
+    expect(sameBytes(after.subarray(0, before.length), before)).toBe(true);
+    const kept = packetsOf(unended).slice(2);
+    const got = await drainFile(path);
+    expect(got.error).toBeUndefined();
+    expect(got.frames.map((f) => f.payload)).toEqual([...kept, ...kept, ...sent.map((f) => f.payload)]);
+  });
+
+  test("a stream whose last page ends inside a packet (one running on to a page never written) is not marked: its end would fall inside the packet", () => {
+    // 600-byte packets, two lacing values a page: packet k begins on page 2 + 2k (255 + 255) and ends on the next (90).
+    const stream = buildStream(Array.from({ length: 4 }, () => new Uint8Array(600).fill(0xfc, 0, 1)), 1, 2);
+    const kept = (pageCount: number) => {
+      const path = outPath();
+      writeFileSync(path, stream.bytes.subarray(0, stream.offsets[pageCount]));
+      return wholeOggLength(path)?.endings?.map((ending) => ending.at);
+    };
+    expect(kept(6)).toEqual([stream.offsets[5]! + 5]);
+    expect(kept(7)).toEqual([]);
   });
 
   /**
