@@ -430,6 +430,15 @@ export interface Kept {
 export type WholeLength = (path: string) => Kept | undefined;
 
 /**
+ * A file appended to that is longer is looked at from the first whole unit
+ * in its last TAIL_BYTES, not from its start: what it ends with decides what
+ * is cut, and a recording kept for days would otherwise be read whole at
+ * every start, from a board's flash (256 KiB is about half a minute of 64
+ * kbit/s audio, and four times the largest unit of either format).
+ */
+export const TAIL_BYTES = 256 * 1024;
+
+/**
  * Where the whole units of the file at `path` end (a WholeLength), by
  * `measure`: `fd` read up to `end`, the end of its last whole unit, or
  * undefined when the bytes are not of its format. Measured to the file's end

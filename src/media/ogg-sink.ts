@@ -1,7 +1,7 @@
 import { readSync } from "node:fs";
 import type { FilePlacement } from "../io/file-placement.ts";
 import { decodeConfigPayload, MessageType, type ParsedMessage } from "../protocol/index.ts";
-import { ByteSink, dataEnd, wholeLengthOf, type ByteOutput, type Kept, type KeptUnit } from "./byte-sink.ts";
+import { ByteSink, dataEnd, TAIL_BYTES, wholeLengthOf, type ByteOutput, type Kept, type KeptUnit } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import { OggError } from "./ogg-error.ts";
 import { CAPTURE, CRC_END, FLAGS_OFFSET, flagPage, MAX_PAGE_SIZE, OggPage, PageFlag } from "./ogg-page.ts";
@@ -354,7 +354,10 @@ function isFamily0Channels(channels: number): boolean {
  * before its pre-skip is over. A stream kept that has no end-of-stream page
  * (its writer killed, the power lost) has its last page marked as one, if a
  * packet ends on it: RFC 3533 wants each link's streams ended before the
- * next begins, and a validator refuses the chain otherwise.
+ * next begins, and a validator refuses the chain otherwise. A file over
+ * TAIL_BYTES is read from the first page in its last TAIL_BYTES (the CRC
+ * tells a page from bytes in a body that read as one), from its start only
+ * if those pages cannot tell whether its last link is cut whole.
  */
 export function wholeOggLength(path: string): Kept | undefined {
   return wholeLengthOf(path, wholePages);
@@ -369,57 +372,97 @@ interface LastPage {
 
 /** What of the Ogg pages in `fd`'s first `end` bytes is kept (see wholeOggLength); undefined when they are not Ogg pages. */
 function wholePages(fd: number, end: number): Kept | undefined {
+  if (end > TAIL_BYTES) {
+    const from = firstPageIn(fd, end - TAIL_BYTES, end);
+    const kept = from === undefined ? undefined : pagesFrom(fd, from, end);
+    if (kept !== UNTOLD) return kept;
+  }
+  return pagesFrom(fd, 0, end) as Kept | undefined;
+}
+
+/** The largest pre-skip an OpusHead can give (a u16): a granule past it is audio past any link's pre-skip. */
+const MAX_PRE_SKIP = 0xffff;
+/** pagesFrom's answer when, begun inside the last link, it could not tell whether that link is cut whole. */
+const UNTOLD = null;
+
+/**
+ * pagesFrom `from`, the offset of a page (0, or one found by firstPageIn):
+ * begun after the file's start, UNTOLD when its pages hold no link's start,
+ * no end-of-stream page and no granule past any pre-skip, as the last link's
+ * beginning, before `from`, would then decide whether it is cut whole. Only
+ * the streams seen from `from` on are marked ended.
+ */
+function pagesFrom(fd: number, from: number, end: number): Kept | undefined | typeof UNTOLD {
   const pages = new OggPageReader();
   const chunk = new Uint8Array(MAX_PAGE_SIZE);
-  let whole = 0;
+  let whole = from;
   /** Where the BOS pages the whole ones end with begin, if they do. */
   let group: number | undefined;
   /** Where the last link begins while no page of it has audio past its pre-skip (a granule past it) or ends it. */
   let bare: number | undefined;
   /** The last link's pre-skip, as its OpusHead gives it (0 for a stream of another codec). */
   let preSkip = 0;
+  /** Whether the pages tell the last link's state (always, from the file's start). */
+  let told = from === 0;
   /** A page read whose CRC failed: only the last page may be so. */
   let bad = false;
   /** The last link's streams not ended yet, by serial; and those of the links before it, which none will end now. */
   let open = new Map<number, LastPage>();
   const unended: LastPage[] = [];
   // The last link cut whole (bare), the one before it ends the file.
-  const kept = (length: number): Kept => ({ length, endings: endingsOf(fd, [...unended, ...(bare === undefined ? open.values() : [])]) });
+  const kept = (length: number): Kept | typeof UNTOLD =>
+    told ? { length, endings: endingsOf(fd, [...unended, ...(bare === undefined ? open.values() : [])]) } : UNTOLD;
   try {
-    for (let at = 0, n; at < end && (n = readSync(fd, chunk, 0, Math.min(chunk.length, end - at), at)) > 0; at += n) {
+    for (let at = from, n; at < end && (n = readSync(fd, chunk, 0, Math.min(chunk.length, end - at), at)) > 0; at += n) {
       pages.push(chunk.subarray(0, n));
       for (let page; (page = pages.next()); ) {
         if (bad) return undefined;
         bad = !page.crcValid();
         if (bad) continue;
+        const offset = from + page.streamOffset;
         if (page.beginOfStream && group === undefined) {
           unended.push(...open.values());
           open = new Map();
         }
-        group = page.beginOfStream ? (group ?? page.streamOffset) : undefined;
+        group = page.beginOfStream ? (group ?? offset) : undefined;
         if (page.beginOfStream) {
           bare = group;
           preSkip = headPreSkip(page.bytes.subarray(page.bodyOffset, page.bodyOffset + page.bodySize)) ?? 0;
         } else if (page.granule > preSkip || page.endOfStream) bare = undefined;
+        told ||= page.beginOfStream || page.endOfStream || page.granule > MAX_PRE_SKIP;
         if (page.endOfStream) open.delete(page.serial);
-        else open.set(page.serial, { at: page.streamOffset, size: page.size, endsPacket: page.segments > 0 && page.lacing(page.segments - 1) < 255 });
-        whole = pages.streamOffset;
+        else open.set(page.serial, { at: offset, size: page.size, endsPacket: page.segments > 0 && page.lacing(page.segments - 1) < 255 });
+        whole = from + pages.streamOffset;
       }
     }
   } catch (e) {
     if (!(e instanceof OggError)) throw e;
     // Zeros where a page should begin, to the end: the pages before them are whole by their CRC,
     // a last one whose body ends in zeros too (wholeLengthOf would cut where its zeros begin).
-    return dataEnd(fd, end) <= e.offset ? kept(bare ?? whole) : undefined;
+    return dataEnd(fd, end) <= from + e.offset ? kept(bare ?? whole) : undefined;
   }
-  const tail = end - pages.streamOffset;
+  const read = from + pages.streamOffset;
+  const tail = end - read;
   // A tail too short to be checked as a page is one cut short only if it begins "OggS", or is zeros.
   if (tail > 0 && tail < CAPTURE.length) {
     const begun = new Uint8Array(tail);
-    const cut = readSync(fd, begun, 0, tail, pages.streamOffset) === tail && begun.every((byte, i) => byte === CAPTURE[i]);
-    if (!cut && dataEnd(fd, end) > pages.streamOffset) return undefined;
+    const cut = readSync(fd, begun, 0, tail, read) === tail && begun.every((byte, i) => byte === CAPTURE[i]);
+    if (!cut && dataEnd(fd, end) > read) return undefined;
   }
   return kept(bare ?? whole);
+}
+
+/** Where the first whole page with a valid CRC between `from` and `end` begins; undefined if none does. */
+function firstPageIn(fd: number, from: number, end: number): number | undefined {
+  const bytes = new Uint8Array(end - from);
+  if (readSync(fd, bytes, 0, bytes.length, from) !== bytes.length) return undefined;
+  const pages = new OggPageReader(true);
+  pages.push(bytes);
+  for (let page; (page = pages.next()); ) {
+    if (page.crcValid()) return from + page.streamOffset;
+    pages.resync();
+  }
+  return undefined;
 }
 
 /**

@@ -12,7 +12,7 @@ import {
   writeHeader,
   type ParsedMessage,
 } from "../protocol/index.ts";
-import { ByteSink, wholeLengthOf, type ByteOutput, type Kept } from "./byte-sink.ts";
+import { ByteSink, TAIL_BYTES, wholeLengthOf, type ByteOutput, type Kept } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 
 /** Records every message exactly as received: the lossless wire capture format. */
@@ -73,7 +73,10 @@ export class WireSink implements FrameSink {
  * capture of either channel read message by message, up to a last message
  * cut short, or to zero bytes that end it (wholeLengthOf). Undefined for
  * bytes that are not a capture's (another magic, a header a capture cannot
- * have): damage or another format, not cut there.
+ * have): damage or another format, not cut there. A capture over
+ * TAIL_BYTES is read from the first header in its last TAIL_BYTES that leads
+ * message by message to its end (one found in a payload leads to bytes that
+ * are not a header), from its start if none of the first few does.
  */
 export function wholeCaptureLength(path: string): Kept | undefined {
   return wholeLengthOf(path, (fd, end) => {
@@ -84,13 +87,49 @@ export function wholeCaptureLength(path: string): Kept | undefined {
 
 /** Where the whole messages of the capture in `fd`'s first `end` bytes end; undefined when they are not a capture's. */
 function wholeMessages(fd: number, end: number): number | undefined {
+  if (end > TAIL_BYTES) {
+    const magic = new Uint8Array(4);
+    readSync(fd, magic, 0, 4, 0);
+    for (const from of headersIn(fd, end - TAIL_BYTES, end, readUint32LE(magic, 0))) {
+      const whole = messagesFrom(fd, from, end);
+      if (whole !== BROKEN) return whole;
+    }
+  }
+  return messagesFrom(fd, 0, end) as number | undefined;
+}
+
+/** messagesFrom's answer when a message from there on is not one a capture can have (a header looked for, found in a payload). */
+const BROKEN = null;
+/** At most so many headers are looked for in a capture's tail before it is read from its start (damage in it breaks each). */
+const TAIL_HEADERS = 16;
+
+/** Where each of the first TAIL_HEADERS places between `from` and `end` that a header of `magic` could begin is. */
+function* headersIn(fd: number, from: number, end: number, magic: number): Generator<number> {
+  if (magic !== OUTPUT_MAGIC && magic !== INPUT_MAGIC) return;
+  const bytes = new Uint8Array(end - from);
+  if (readSync(fd, bytes, 0, bytes.length, from) !== bytes.length) return;
+  for (let at = 0, found = 0; at + HEADER_SIZE <= bytes.length && found < TAIL_HEADERS; at++) {
+    if (validateHeader(bytes, at, magic) === undefined) {
+      found++;
+      yield from + at;
+    }
+  }
+}
+
+/**
+ * Where the whole messages from `from`, the start of a message (0, or one
+ * headersIn found), up to `end` end; undefined when the bytes are not a
+ * capture's. Begun after the file's start, BROKEN for a message that is not
+ * one a capture can have: the header looked for was found in a payload.
+ */
+function messagesFrom(fd: number, from: number, end: number): number | undefined | typeof BROKEN {
   const chunk = new Uint8Array(1 << 20);
   let parser: FrameParser | undefined;
   try {
-    for (let at = 0, n; at < end && (n = readSync(fd, chunk, 0, Math.min(chunk.length, end - at), at)) > 0; at += n) {
+    for (let at = from, n; at < end && (n = readSync(fd, chunk, 0, Math.min(chunk.length, end - at), at)) > 0; at += n) {
       if (!parser) {
         // Cut inside its first magic: nothing whole in it, if the bytes begin either channel's.
-        if (n < 4) return [OUTPUT_MAGIC, INPUT_MAGIC].some((magic) => beginsHeader(fd, 0, n, magic)) ? 0 : undefined;
+        if (n < 4) return [OUTPUT_MAGIC, INPUT_MAGIC].some((magic) => beginsHeader(fd, from, n, magic)) ? from : undefined;
         const magic = readUint32LE(chunk, 0);
         if (magic !== OUTPUT_MAGIC && magic !== INPUT_MAGIC) return undefined;
         parser = new FrameParser(magic);
@@ -99,11 +138,11 @@ function wholeMessages(fd: number, end: number): number | undefined {
       while (parser.next());
     }
   } catch (e) {
-    if (e instanceof ProtocolError) return undefined;
+    if (e instanceof ProtocolError) return from === 0 ? undefined : BROKEN;
     throw e;
   }
   if (!parser) return undefined;
-  const whole = parser.streamOffset;
+  const whole = from + parser.streamOffset;
   // A tail too short to be checked as a header is one cut short only if it begins one of this channel's.
   const tail = parser.pending;
   if (tail > 0 && tail < HEADER_SIZE && !beginsHeader(fd, whole, tail, parser.magic)) return undefined;

@@ -6,7 +6,8 @@ import { OggSink, wholeOggLength, type OggSinkOptions } from "../../src/media/og
 import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
 import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
 import { PageFlag } from "../../src/media/ogg-page.ts";
-import { parseOpusHead } from "../../src/media/opus-head.ts";
+import { buildOpusHead, parseOpusHead } from "../../src/media/opus-head.ts";
+import { buildOpusTags } from "../../src/media/opus-tags.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import {
   encodeConfigPayload,
@@ -29,7 +30,7 @@ import {
   type Fixtures,
 } from "../support/opus-fixtures.ts";
 import { drainFile } from "../support/sources.ts";
-import { buildStream, packetsOf, pagesOf, sealPage } from "../support/ogg.ts";
+import { buildStream, collectingWriter, packetsOf, pagesOf, sealPage } from "../support/ogg.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
 
 let fx: Fixtures;
@@ -615,6 +616,33 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     };
     expect(kept(6)).toEqual([stream.offsets[5]! + 5]);
     expect(kept(7)).toEqual([]);
+  });
+
+  test("a file longer than the tail looked at (its last 256 KiB) is read from the first whole page there: damage before it is not read, and its tail is cut and its last stream marked ended as a short file's", () => {
+    const chain = concatBytes(Array.from({ length: 64 }, () => tone));
+    expect(chain.length).toBeGreaterThan(2 << 20);
+    // A page early in the file fails its CRC: read from the start, the file would be left as it is.
+    const damaged = withBadCrc(chain, pages[3]!.offset);
+    expect(lengthOf(damaged.subarray(0, tone.length * 2))).toBeUndefined();
+    const lastLink = chain.length - tone.length;
+    const end = pages.at(-2)!;
+    const path = outPath();
+    writeFileSync(path, concatBytes([damaged.subarray(0, lastLink + last.offset), tone.subarray(last.offset, last.offset + 30)]));
+    expect(wholeOggLength(path)).toEqual({ length: lastLink + last.offset, endings: [{ at: lastLink + end.offset + 5, bytes: expect.any(Uint8Array) }] });
+    // A last link cut right after its headers is cut whole, its OpusHead in the tail.
+    expect(lengthOf(concatBytes([damaged, tone.subarray(0, pages[2]!.offset)]))).toBe(chain.length);
+  });
+
+  test("a file whose tail looked at lies inside the last link's headers (OpusTags of 2 MiB) is read from its start: where that link begins decides that it is cut whole", () => {
+    const { writer, pages: headers } = collectingWriter(0x5151);
+    writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 }), 0);
+    writer.flushPage();
+    writer.addPacket(buildOpusTags("a vendor", ["COMMENT=" + "x".repeat(2 << 20)]), 0);
+    writer.flushPage();
+    const link = concatBytes(headers);
+    expect(link.length - headers[0]!.length).toBeGreaterThan(2 << 20);
+    expect(lengthOf(concatBytes([tone, link]))).toBe(tone.length);
+    expect(lengthOf(concatBytes([tone, link.subarray(0, link.length - 100)]))).toBe(tone.length);
   });
 
   /**

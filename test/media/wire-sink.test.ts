@@ -7,7 +7,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { closeSync, constants, openSync, readFileSync, readSync, statSync, writeFileSync } from "node:fs";
-import { ByteSink } from "../../src/media/byte-sink.ts";
+import { ByteSink, TAIL_BYTES } from "../../src/media/byte-sink.ts";
 import { OggSink } from "../../src/media/ogg-sink.ts";
 import { WireSink } from "../../src/media/wire-sink.ts";
 import { FileFormatError } from "../../src/media/file-format.ts";
@@ -21,7 +21,7 @@ import { makeFifo, readAvailable } from "../support/fifo.ts";
 import { withFileSizeLimit } from "../support/machine.ts";
 import { openFiles } from "../support/proc.ts";
 import { socketDir } from "../support/temp.ts";
-import { indexedWire } from "../support/wire.ts";
+import { indexedWire, wireHeader } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -501,6 +501,40 @@ describe("a wire capture appended to", () => {
         expect(sameBytes(kept, concatBytes([whole, next]))).toBe(true);
       }
     }
+  });
+
+  test("a capture longer than the tail looked at (its last TAIL_BYTES) is read from the first header found there that leads to its end: damage before it is not read, its tail is cut as a short one's; headers found inside a payload are passed over; damage inside the tail leaves it as it is", () => {
+    const message = (fill: number, size = 4096) => encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, new Uint8Array(size).fill(fill));
+    const damage = new TextEncoder().encode("garbage in the middle");
+    const before = concatBytes([message(1, 300), damage, message(2, 300)]);
+    // Whole messages of 4113 bytes, as many as the tail holds: it begins inside the message before them.
+    const suffix = concatBytes(Array.from({ length: Math.floor(TAIL_BYTES / 4113) }, () => message(0x33)));
+    const half = message(0x44).subarray(0, 100);
+    // The tail looked at begins inside the payload of `bearer`, where bytes that read as headers lie after it.
+    const bearerAt = before.length;
+    const total = bearerAt + message(0, 4080).length + suffix.length + half.length;
+    const tailFrom = total - TAIL_BYTES;
+    const payloadAt = bearerAt + 17;
+    expect(tailFrom).toBeGreaterThan(payloadAt);
+    const payload = new Uint8Array(4080).fill(0x55);
+    const fakes = [10, 500, 1500].map((after) => tailFrom - payloadAt + after);
+    for (const at of fakes) payload.set(wireHeader(OUTPUT_MAGIC, MessageType.OpusFrame, 4000), at);
+    const bearer = encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, payload);
+    const whole = concatBytes([before, bearer, suffix]);
+    const bytes = concatBytes([whole, half]);
+    expect(bytes.length).toBe(total);
+    // Each header found in the payload leads to bytes that are not one.
+    for (const at of fakes) {
+      const parser = new FrameParser(OUTPUT_MAGIC);
+      parser.push(bytes.subarray(payloadAt + at));
+      expect(() => {
+        while (parser.next());
+      }).toThrow();
+    }
+    expect(sameBytes(appended(bytes), concatBytes([whole, next]))).toBe(true);
+    // Damage inside the tail: nothing there leads to the end, so it is read from its start, as a short one is.
+    const damagedTail = concatBytes([before, bearer, suffix.subarray(0, 4113 * 30), damage, suffix.subarray(4113 * 30), half]);
+    expect(sameBytes(appended(damagedTail), concatBytes([damagedTail, next]))).toBe(true);
   });
 
   test("a tail shorter than a header that does not begin a message of the capture's channel (the other channel's magic, text) is left as it is, as a longer one is", () => {
