@@ -387,8 +387,9 @@ const UNTOLD = null;
 
 /**
  * pagesFrom `from`, the offset of a page (0, or one found by firstPageIn):
- * begun after the file's start, UNTOLD when its pages hold no link's start,
- * no end-of-stream page and no granule past any pre-skip, as the last link's
+ * begun after the file's start, UNTOLD when its pages hold no link's start
+ * (a group of BOS pages at `from` may be the end of one begun before it), no
+ * end-of-stream page and no granule past any pre-skip, as the last link's
  * beginning, before `from`, would then decide whether it is cut whole. Only
  * the streams seen from `from` on are marked ended.
  */
@@ -429,7 +430,8 @@ function pagesFrom(fd: number, from: number, end: number): Kept | undefined | ty
           bare = group;
           preSkip = headPreSkip(page.bytes.subarray(page.bodyOffset, page.bodyOffset + page.bodySize)) ?? 0;
         } else if (page.granule > preSkip || page.endOfStream) bare = undefined;
-        told ||= page.beginOfStream || page.endOfStream || page.granule > MAX_PRE_SKIP;
+        // A group of BOS pages that the walk begins with may have begun before it: its start is not told.
+        told ||= (page.beginOfStream && group !== from) || page.endOfStream || page.granule > MAX_PRE_SKIP;
         if (page.endOfStream) open.delete(page.serial);
         else open.set(page.serial, { at: offset, size: page.size, endsPacket: page.segments > 0 && page.lacing(page.segments - 1) < 255 });
         whole = from + pages.streamOffset;

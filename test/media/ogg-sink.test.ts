@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { openSink } from "../../src/media/open.ts";
+import { TAIL_BYTES } from "../../src/media/byte-sink.ts";
 import { OggSink, wholeOggLength, type OggSinkOptions } from "../../src/media/ogg-sink.ts";
 import { OggPacketReader } from "../../src/media/ogg-packet-reader.ts";
 import { OggPageReader } from "../../src/media/ogg-page-reader.ts";
@@ -643,6 +644,28 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     expect(link.length - headers[0]!.length).toBeGreaterThan(2 << 20);
     expect(lengthOf(concatBytes([tone, link]))).toBe(tone.length);
     expect(lengthOf(concatBytes([tone, link.subarray(0, link.length - 100)]))).toBe(tone.length);
+  });
+
+  test("a file whose tail looked at begins inside the first of a last link's BOS pages (two streams multiplexed, OpusTags filling the tail, no audio): that link is cut whole from its first BOS page, not from the next one, and a stream appended follows the link before it", async () => {
+    const link = (comment: number) => {
+      const [a, b] = [collectingWriter(0xa1), collectingWriter(0xb2)];
+      for (const { writer } of [a, b]) {
+        writer.addPacket(buildOpusHead({ channels: 2, preSkip: 312, inputSampleRate: 48000 }), 0);
+        writer.flushPage();
+      }
+      a.writer.addPacket(buildOpusTags("a vendor", ["COMMENT=" + "x".repeat(comment)]), 0);
+      a.writer.flushPage();
+      b.writer.addPacket(buildOpusTags("a vendor", []), 0);
+      b.writer.flushPage();
+      return { first: a.pages[0]!, rest: concatBytes([b.pages[0]!, ...a.pages.slice(1), ...b.pages.slice(1)]) };
+    };
+    // The tail begins 10 bytes into the first BOS page: the second is the first whole page there.
+    let comment = TAIL_BYTES;
+    let made = link(comment);
+    while (made.rest.length !== TAIL_BYTES - 10) made = link((comment += TAIL_BYTES - 10 - made.rest.length));
+    const bytes = concatBytes([tone, made.first, made.rest]);
+    expect(lengthOf(bytes)).toBe(tone.length);
+    await expectToneAppendedPlays(bytes);
   });
 
   /**
