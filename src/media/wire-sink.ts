@@ -12,7 +12,7 @@ import {
   writeHeader,
   type ParsedMessage,
 } from "../protocol/index.ts";
-import { ByteSink, TAIL_BYTES, wholeLengthOf, type ByteOutput, type Kept } from "./byte-sink.ts";
+import { ByteSink, dataEnd, TAIL_BYTES, wholeLengthOf, type ByteOutput, type Kept } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 
 /** Records every message exactly as received: the lossless wire capture format. */
@@ -76,7 +76,9 @@ export class WireSink implements FrameSink {
  * have): damage or another format, not cut there. A capture over
  * TAIL_BYTES is read from the first header in its last TAIL_BYTES that leads
  * message by message to its end (one found in a payload leads to bytes that
- * are not a header), from its start if none of the first few does.
+ * are not a header), from its start if none of the first few does; one that
+ * leads to zeros that end it, or a tail with no header at all, is looked at
+ * again where its zeros begin (wholeLengthOf), not read from its start.
  */
 export function wholeCaptureLength(path: string): Kept | undefined {
   return wholeLengthOf(path, (fd, end) => {
@@ -90,10 +92,14 @@ function wholeMessages(fd: number, end: number): number | undefined {
   if (end > TAIL_BYTES) {
     const magic = new Uint8Array(4);
     readSync(fd, magic, 0, 4, 0);
+    let found = 0;
     for (const from of headersIn(fd, end - TAIL_BYTES, end, readUint32LE(magic, 0))) {
+      found++;
       const whole = messagesFrom(fd, from, end);
       if (whole !== BROKEN) return whole;
     }
+    // No header in the tail (zeros, damage): the last message, whole or cut short, would begin there, read from the start or not.
+    if (found === 0) return undefined;
   }
   return messagesFrom(fd, 0, end) as number | undefined;
 }
@@ -138,8 +144,10 @@ function messagesFrom(fd: number, from: number, end: number): number | undefined
       while (parser.next());
     }
   } catch (e) {
-    if (e instanceof ProtocolError) return from === 0 ? undefined : BROKEN;
-    throw e;
+    if (!(e instanceof ProtocolError)) throw e;
+    // A header in the zeros that end the file (a power loss) is no sign of one found in a payload:
+    // wholeLengthOf looks again where they begin, rather than at the file's start.
+    return from === 0 || dataEnd(fd, end) <= from + parser!.streamOffset ? undefined : BROKEN;
   }
   if (!parser) return undefined;
   const whole = from + parser.streamOffset;

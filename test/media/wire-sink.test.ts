@@ -19,7 +19,7 @@ import { TONE } from "../support/opus-fixtures.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, readAvailable } from "../support/fifo.ts";
 import { withFileSizeLimit } from "../support/machine.ts";
-import { openFiles } from "../support/proc.ts";
+import { bytesReadHere, openFiles } from "../support/proc.ts";
 import { socketDir } from "../support/temp.ts";
 import { indexedWire, wireHeader } from "../support/wire.ts";
 
@@ -535,6 +535,23 @@ describe("a wire capture appended to", () => {
     // Damage inside the tail: nothing there leads to the end, so it is read from its start, as a short one is.
     const damagedTail = concatBytes([before, bearer, suffix.subarray(0, 4113 * 30), damage, suffix.subarray(4113 * 30), half]);
     expect(sameBytes(appended(damagedTail), concatBytes([damagedTail, next]))).toBe(true);
+  });
+
+  test("a capture longer than the tail looked at, ending in zero bytes (a power loss that kept its length), is not read from its start: its tail is looked at again where the zeros begin, as a whole one's is", async () => {
+    const whole = indexedWire(0, 4000, 4000);
+    expect(whole.length).toBeGreaterThan(16 * TAIL_BYTES);
+    const half = indexedWire(4000, 4001, 4000).subarray(0, 1000);
+    for (const tail of [new Uint8Array(4096), concatBytes([half, new Uint8Array(4096)]), new Uint8Array(TAIL_BYTES + 4096)]) {
+      const path = socketDir(defer, "wsk-").path("rec.wire");
+      writeFileSync(path, concatBytes([whole, tail]));
+      const before = bytesReadHere();
+      const sink = openSink("wire", path, { append: true, preSkip: 312, pageMs: 100 });
+      const read = bytesReadHere() - before;
+      sink.write(opusMessage(new Uint8Array([7, 7, 7])));
+      await sink.close();
+      expect({ tail: tail.length, readWhole: read >= whole.length / 2 }).toEqual({ tail: tail.length, readWhole: false });
+      expect(sameBytes(new Uint8Array(readFileSync(path)), concatBytes([whole, next]))).toBe(true);
+    }
   });
 
   test("a tail shorter than a header that does not begin a message of the capture's channel (the other channel's magic, text) is left as it is, as a longer one is", () => {

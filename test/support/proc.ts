@@ -1,6 +1,6 @@
 /**
  * What Linux reports under /proc: the resident memory and open files of a
- * process, its main thread's wake-ups, whether it lives, the processes that name a directory or
+ * process, the bytes this one has read, its main thread's wake-ups, whether it lives, the processes that name a directory or
  * share a session, the TCP
  * sockets listening on a port, the Unix sockets listening at a path (and
  * those accepted there), and the
@@ -13,6 +13,11 @@ import { statusKiB } from "../../src/bench/process-figures.ts";
 /** VmRSS of a process in KiB, 0 when it is gone (the bench's own reader). */
 export function rssKiB(pid: number): number {
   return statusKiB(pid, "VmRSS");
+}
+
+/** The bytes this process has read so far (rchar: by every read, those the page cache answered too). */
+export function bytesReadHere(): number {
+  return Number(/^rchar:\s+(\d+)$/m.exec(readFileSync("/proc/self/io", "utf8"))![1]);
 }
 
 /** Voluntary context switches of `pid`'s main thread: each is a wake-up after the thread slept. */
