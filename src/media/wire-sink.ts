@@ -4,6 +4,7 @@ import {
   FrameParser,
   HEADER_SIZE,
   INPUT_MAGIC,
+  MAX_MESSAGE,
   MessageType,
   OUTPUT_MAGIC,
   ProtocolError,
@@ -90,36 +91,54 @@ export function wholeCaptureLength(path: string): Kept | undefined {
 /** Where the whole messages of the capture in `fd`'s first `end` bytes end; undefined when they are not a capture's. */
 function wholeMessages(fd: number, end: number): number | undefined {
   if (end > TAIL_BYTES) {
-    const magic = new Uint8Array(4);
-    readSync(fd, magic, 0, 4, 0);
-    let found = 0;
-    for (const from of headersIn(fd, end - TAIL_BYTES, end, readUint32LE(magic, 0))) {
-      found++;
-      const whole = messagesFrom(fd, from, end);
-      if (whole !== BROKEN) return whole;
-    }
-    // No header in the tail (zeros, damage): the last message, whole or cut short, would begin there, read from the start or not.
-    if (found === 0) return undefined;
+    const told = tailMessages(fd, end - TAIL_BYTES, end);
+    if (told !== BROKEN) return told;
   }
   return messagesFrom(fd, 0, end) as number | undefined;
 }
 
 /** messagesFrom's answer when a message from there on is not one a capture can have (a header looked for, found in a payload). */
 const BROKEN = null;
-/** At most so many headers are looked for in a capture's tail before it is read from its start (damage in it breaks each). */
+/** At most so many headers found in a capture's tail are followed to its end before it is read from its start (damage in it breaks each). */
 const TAIL_HEADERS = 16;
 
-/** Where each of the first TAIL_HEADERS places between `from` and `end` that a header of `magic` could begin is. */
-function* headersIn(fd: number, from: number, end: number, magic: number): Generator<number> {
-  if (magic !== OUTPUT_MAGIC && magic !== INPUT_MAGIC) return;
-  const bytes = new Uint8Array(end - from);
-  if (readSync(fd, bytes, 0, bytes.length, from) !== bytes.length) return;
-  for (let at = 0, found = 0; at + HEADER_SIZE <= bytes.length && found < TAIL_HEADERS; at++) {
-    if (validateHeader(bytes, at, magic) === undefined) {
-      found++;
-      yield from + at;
+/**
+ * Where the whole messages end, as the headers found between `from` (the
+ * tail's start) and `end` tell: the first that leads message by message to
+ * the end decides, unless another in the tail's first MAX_MESSAGE bytes,
+ * where the capture's own first message there begins, that its messages do
+ * not begin at leads to the end elsewhere (headers carried in payloads lead
+ * one to the next too). BROKEN when the tail cannot tell: the capture is read
+ * from its start. Undefined with no header in the tail (zeros, damage), as the
+ * walk from the start, which the last message would begin in the tail for, says too.
+ */
+function tailMessages(fd: number, from: number, end: number): number | undefined | typeof BROKEN {
+  const first = new Uint8Array(4);
+  const tail = new Uint8Array(end - from);
+  if (readSync(fd, first, 0, 4, 0) !== 4 || readSync(fd, tail, 0, tail.length, from) !== tail.length) return BROKEN;
+  const magic = readUint32LE(first, 0);
+  if (magic !== OUTPUT_MAGIC && magic !== INPUT_MAGIC) return BROKEN;
+  let told: number | undefined | typeof BROKEN = BROKEN;
+  /** The told chain's next message in the tail, past the last header found. */
+  let chain = 0;
+  let followed = 0;
+  let found = false;
+  for (let at = 0; at + HEADER_SIZE <= tail.length; at++) {
+    if (validateHeader(tail, at, magic) !== undefined) continue;
+    found = true;
+    if (told !== BROKEN) {
+      if (at >= MAX_MESSAGE) break;
+      while (chain < at) chain += HEADER_SIZE + readUint32LE(tail, chain + 5);
+      if (chain === at) continue;
     }
+    if (followed++ === TAIL_HEADERS) return BROKEN;
+    const whole = messagesFrom(fd, from + at, end);
+    if (whole === BROKEN) continue;
+    if (told !== BROKEN && whole !== told) return BROKEN;
+    if (told === BROKEN) chain = at;
+    told = whole;
   }
+  return found ? told : undefined;
 }
 
 /**

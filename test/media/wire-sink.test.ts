@@ -537,6 +537,18 @@ describe("a wire capture appended to", () => {
     expect(sameBytes(appended(damagedTail), concatBytes([damagedTail, next]))).toBe(true);
   });
 
+  test("a capture longer than the tail looked at whose payloads each begin with bytes that read as a header of their length (a capture carried as payload) is cut where its messages end, not where the headers inside their payloads lead", () => {
+    // Each header found in a payload leads to the one in the next payload, 17 bytes past its message's start, and to the end.
+    const carrying = (size: number) =>
+      encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, concatBytes([wireHeader(OUTPUT_MAGIC, MessageType.OpusFrame, 4000), new Uint8Array(size - 17).fill(0x33)]));
+    const whole = concatBytes([...Array.from({ length: 80 }, () => carrying(4000)), carrying(1027)]);
+    // The tail looked at begins 5 bytes into a message: the first header found there is the one in its payload.
+    expect((whole.length - TAIL_BYTES) % 4017).toBe(5);
+    expect(sameBytes(appended(whole), concatBytes([whole, next]))).toBe(true);
+    const torn = concatBytes([whole, carrying(4000).subarray(0, 3000)]);
+    expect(sameBytes(appended(torn), concatBytes([whole, next]))).toBe(true);
+  });
+
   test("a capture longer than the tail looked at, ending in zero bytes (a power loss that kept its length), is not read from its start: its tail is looked at again where the zeros begin, as a whole one's is", async () => {
     const whole = indexedWire(0, 4000, 4000);
     expect(whole.length).toBeGreaterThan(16 * TAIL_BYTES);
