@@ -142,8 +142,8 @@ function tailMessages(fd: number, from: number, end: number): number | undefined
 }
 
 /**
- * Where the whole messages from `from`, the start of a message (0, or one
- * headersIn found), up to `end` end; undefined when the bytes are not a
+ * Where the whole messages from `from`, the start of a message (0, or a
+ * header tailMessages found), up to `end` end; undefined when the bytes are not a
  * capture's. Begun after the file's start, BROKEN for a message that is not
  * one a capture can have: the header looked for was found in a payload.
  */
