@@ -461,7 +461,7 @@ function markdownReport(report: BenchReport, table: string): string {
       ` live ${LIVE_RATE} frames/s, a ${p.liveSeconds} s window after ${p.liveWarmupSeconds} s of warm-up: the compiled agent's` +
       ` \`output serve --source ${live?.source ? basename(live.source) : "FILE"} --format ogg --realtime --loop\` -> \`output recv --sink FILE --format ogg\`` +
       `${live?.bare && live.agent ? " side by side with the bare Bun pair, in one window" : ""} (no --metrics; a stats line every ${p.liveWarmupSeconds} s, the first as the window opens, as a long-running process writes one every 60 s), each process measured from outside (/proc: schedstat, voluntary switches, VmHWM), latency over` +
-      ` each receiver's last 1024 frames; start-up median of ${p.startupRuns} warm rounds. Bare Bun: src/bench/floors/bare-bun.js, compiled in the run like the agent.` +
+      ` each receiver's last 1024 reads (one age a read, its first frame's); start-up median of ${p.startupRuns} warm rounds. Bare Bun: src/bench/floors/bare-bun.js, compiled in the run like the agent.` +
       " Native: src/bench/native-baseline.c, cc -O2. \"agent vs\" sets the agent against bare Bun where there is a figure, else native." +
       ` Every process the run starts has ${runtimeSettings()}, as the device's service starts the agent (src/bench/device-runtime.ts).`,
     "",

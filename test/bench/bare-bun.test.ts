@@ -24,6 +24,52 @@ function hasClient(path: string): boolean {
     .some((line) => line.endsWith(` ${path}`) && line.trim().split(/\s+/)[5] === "03");
 }
 
+/** 1..n in an order of their own, the same every run. */
+function shuffled(n: number): number[] {
+  const ks = Array.from({ length: n }, (_, i) => i + 1);
+  for (let i = n - 1, seed = 7; i > 0; i--) {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    const j = seed % (i + 1);
+    [ks[i], ks[j]] = [ks[j]!, ks[i]!];
+  }
+  return ks;
+}
+
+/**
+ * The bare receiver's "stopped" fields after a hand-written sender on `socket` wrote `reads`:
+ * each a list of frame ages (s), its frames stamped that long ago and written at once, the next
+ * written only once the receiver has read every byte of it (nothing left in its queue: TIOCOUTQ 0),
+ * so that each comes to the receiver in a read of its own.
+ */
+async function stoppedFields(socket: string, reads: number[][]): Promise<Record<string, number>> {
+  const sender = start([
+    "python3",
+    "-c",
+    `
+import json, socket, struct, sys, termios, fcntl, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); s.listen(1)
+print("listening", file=sys.stderr, flush=True)
+c, _ = s.accept()
+now = time.time_ns()
+for ages in json.loads(sys.argv[2]):
+    c.sendall(b"".join(struct.pack("<IBIq", 0x4a4b4f55, 0, 4, now - a * 10**9) + bytes(4) for a in ages))
+    while struct.unpack("i", fcntl.ioctl(c, termios.TIOCOUTQ, bytes(4)))[0] > 0: time.sleep(0.0002)
+print("drained", file=sys.stderr, flush=True)
+time.sleep(60)
+`,
+    socket,
+    JSON.stringify(reads),
+  ]);
+  await sender.waitForStderr("listening\n");
+  const recv = start([BUN, BARE_BUN_FLOOR, "recv", socket]);
+  await sender.waitForStderr("drained\n");
+  recv.kill("SIGTERM");
+  const done = await recv.done;
+  sender.kill("SIGKILL");
+  expect(done.code).toBe(0);
+  return Object.fromEntries([...done.stderr.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1]!, Number(m[2])]));
+}
+
 /** The floor's "loaded" line, once it has said it. */
 async function loadedLine(args: string[]): Promise<string> {
   const floor = start([BUN, BARE_BUN_FLOOR, ...args]);
@@ -96,38 +142,12 @@ describe("bare-bun floor", () => {
     }
   });
 
-  test("the receiver's latency is each frame's age from its header stamp, p50 / p99 / max by nearest rank over its last 1024 frames, as the agent's monitor takes them", async () => {
+  test("the receiver's latency is each read's age from its header stamp, p50 / p99 / max by nearest rank over its last 1024 reads, as the agent's monitor takes them", async () => {
     const dir = socketDir(defer, "aab-");
     const socket = dir.path("ages.sock");
     // A hand-written sender: 76 frames stamped 20000 s ago (older than the window keeps), then
-    // 1024 stamped k * 10 s ago for k = 1..1024 in a shuffled order; once the receiver has read
-    // every byte (nothing of them left in its queue: TIOCOUTQ 0), it says so.
-    const sender = start([
-      "python3",
-      "-c",
-      `
-import os, random, socket, struct, sys, termios, fcntl, time
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); s.listen(1)
-print("listening", file=sys.stderr, flush=True)
-c, _ = s.accept()
-now = time.time_ns()
-ks = list(range(1, 1025)); random.Random(7).shuffle(ks)
-ages = [20000] * 76 + [k * 10 for k in ks]
-c.sendall(b"".join(struct.pack("<IBIq", 0x4a4b4f55, 0, 4, now - a * 10**9) + bytes(4) for a in ages))
-while struct.unpack("i", fcntl.ioctl(c, termios.TIOCOUTQ, bytes(4)))[0] > 0: time.sleep(0.01)
-print("drained", file=sys.stderr, flush=True)
-time.sleep(60)
-`,
-      socket,
-    ]);
-    await sender.waitForStderr("listening\n");
-    const recv = start([BUN, BARE_BUN_FLOOR, "recv", socket]);
-    await sender.waitForStderr("drained\n");
-    recv.kill("SIGTERM");
-    const done = await recv.done;
-    sender.kill("SIGKILL");
-    expect(done.code).toBe(0);
-    const fields = Object.fromEntries([...done.stderr.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1]!, Number(m[2])]));
+    // 1024 stamped k * 10 s ago for k = 1..1024 in a shuffled order, each frame read on its own.
+    const fields = await stoppedFields(dir.path("ages.sock"), [...Array(76).fill([20000]), ...shuffled(1024).map((k) => [k * 10])]);
     expect(fields.frames).toBe(1100);
     // Ranks 512, 1014 and 1024 of the last 1024: k * 10 s, plus the moment it took to arrive.
     const tens = (ms: number) => Math.round(ms / 10_000);
@@ -137,6 +157,17 @@ time.sleep(60)
     for (const k of [...Array(76).fill(2000), ...Array.from({ length: 1024 }, (_, i) => 1024 - i)]) monitor.record("frame_age", k * 10);
     const agent = monitor.snapshot("frame_age")!;
     expect([agent.p50 / 10, agent.p99 / 10, agent.max / 10]).toEqual([512, 1014, 1024]);
+  });
+
+  test("frames that come in one read give that read one age, its first frame's, as the agent's receiver takes them: a burst after a stall counts once", async () => {
+    const dir = socketDir(defer, "aab-");
+    // 20 reads of 5 frames: the first of read k stamped k * 10 s ago, the other four 1 s ago.
+    const reads = Array.from({ length: 20 }, (_, i) => [(i + 1) * 10, 1, 1, 1, 1]);
+    const fields = await stoppedFields(dir.path("burst.sock"), reads);
+    expect(fields.frames).toBe(100);
+    // Ranks 10, 20 and 20 of the 20 reads' ages (each frame's age would give 1 s for p50, 190 s for p99).
+    const tens = (ms: number) => Math.round(ms / 10_000);
+    expect([tens(fields.frame_age_p50_ms!), tens(fields.frame_age_p99_ms!), tens(fields.frame_age_max_ms!)]).toEqual([10, 20, 20]);
   });
 
   test("the pair loads its modules too, and frames still flow from sender to receiver", async () => {

@@ -11,11 +11,11 @@
  *                                  program that needs them, before any of its own code
  *   bare-bun send SOCKET [MODULE...]  Bun.listen; every 20 ms one OpusFrame (17-byte header + 160 bytes)
  *                                  to the client
- *   bare-bun recv SOCKET [MODULE...]  Bun.connect; parses the frames, records each one's age (arrival minus
- *                                  header timestamp); on SIGTERM logs "stopped" with frames=,
- *                                  first_frame_unix_ms= (when the first arrived: with frames=, how the
- *                                  rate is checked) and frame_age_p50_ms / _p99_ms / _max_ms over the
- *                                  last 1024 frames, as the agent does
+ *   bare-bun recv SOCKET [MODULE...]  Bun.connect; parses the frames, records each read's age (arrival
+ *                                  minus the header timestamp of its first frame); on SIGTERM logs
+ *                                  "stopped" with frames=, first_frame_unix_ms= (when the first arrived:
+ *                                  with frames=, how the rate is checked) and frame_age_p50_ms / _p99_ms
+ *                                  / _max_ms over the last 1024 reads, as the agent does
  *
  * A MODULE is a name (node:fs) or, for bun:ffi, `bun:ffi=LIB,LIB...`: the
  * libc names to try in turn, as the agent does (the first that opens is used;
@@ -88,6 +88,7 @@ function send(path) {
 function recv(path, modules) {
   const ages = new Float64Array(WINDOW);
   let frames = 0;
+  let aged = 0;
   let firstFrameMs = NaN;
   let held = new Uint8Array(0);
   const onData = (chunk) => {
@@ -99,6 +100,7 @@ function recv(path, modules) {
       bytes.set(chunk, held.length);
     }
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const before = frames;
     let at = 0;
     while (bytes.length - at >= HEADER) {
       // A throw here would go to the socket's error handler and the bad bytes be skipped
@@ -113,8 +115,12 @@ function recv(path, modules) {
       if (bytes.length - at < HEADER + length) break;
       if (type === 0) {
         if (frames === 0) firstFrameMs = now;
-        const sentMs = (view.getInt32(at + 13, true) * TWO_32 + view.getUint32(at + 9, true)) / 1e6;
-        ages[frames++ % WINDOW] = now - sentMs;
+        // One age per read, its first (oldest) frame's, as the agent's receiver takes them: frames
+        // queued behind a stall and read together would otherwise each add a sample of it.
+        if (frames++ === before) {
+          const sentMs = (view.getInt32(at + 13, true) * TWO_32 + view.getUint32(at + 9, true)) / 1e6;
+          ages[aged++ % WINDOW] = now - sentMs;
+        }
       }
       at += HEADER + length;
     }
@@ -122,7 +128,7 @@ function recv(path, modules) {
   };
   // The handler first: a SIGTERM that came before it would end the process without its line.
   process.on("SIGTERM", () => {
-    const sorted = ages.slice(0, Math.min(frames, WINDOW)).sort();
+    const sorted = ages.slice(0, Math.min(aged, WINDOW)).sort();
     const rank = (p) => sorted[Math.max(1, Math.ceil((p * sorted.length) / 100)) - 1] ?? 0;
     const ms = (x) => +x.toFixed(3);
     // Written synchronously: console.error to a pipe may still be buffered when process.exit() runs.
