@@ -26,6 +26,7 @@ export interface ProcessUse {
   voluntarySwitches: number;
   /** Those of the main (JavaScript) thread alone. */
   mainThreadSwitches: number;
+  /** Threads in the later sample (with withEnded, those seen within the window). */
   threads: number;
   byThread: Record<string, { cpuMs: number; voluntarySwitches: number }>;
 }
@@ -103,10 +104,21 @@ export function sampleProcess(pid: number): ProcessSample | undefined {
 }
 
 /**
+ * `now` with the threads of `seen` that have ended since, as they were last
+ * seen: samples taken through a window, each folded into the last this way,
+ * keep the share of a thread that ends within it (a JavaScriptCore helper
+ * that Bun lets go) up to its last sample, where `now` alone would lose it.
+ */
+export function withEnded(seen: ProcessSample, now: ProcessSample): ProcessSample {
+  const all = new Map(now);
+  for (const [tid, use] of seen) if (!all.has(tid)) all.set(tid, use);
+  return all;
+}
+
+/**
  * What a process used between two samples, thread by thread: a thread born
  * in between counts from zero; one that ended in between takes its share
- * with it (the runtime's threads live as long as the process; a GC helper
- * may come and go).
+ * with it, unless `after` keeps it (withEnded).
  */
 export function used(before: ProcessSample, after: ProcessSample): ProcessUse {
   const use: ProcessUse = { cpuNs: 0, voluntarySwitches: 0, mainThreadSwitches: 0, threads: after.size, byThread: {} };

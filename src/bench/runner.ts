@@ -10,7 +10,10 @@ import { within } from "../io/within.ts";
 import { wallClockMs } from "../protocol/index.ts";
 import { DEVICE_RUNTIME_ENV } from "./device-runtime.ts";
 import type { DriverResult } from "./driver.ts";
-import { clearReferenced, residentKiB, sampleProcess, statusKiB, used, type ProcessUse } from "./process-figures.ts";
+import { clearReferenced, residentKiB, sampleProcess, statusKiB, used, withEnded, type ProcessSample, type ProcessUse } from "./process-figures.ts";
+
+/** How often a live run samples its programs' threads within the window (withEnded). */
+const WINDOW_SAMPLE_MS = 250;
 
 export interface Pair {
   send: DriverResult;
@@ -262,7 +265,16 @@ export class Runner {
     // minutes (a test run), and its start-up offset (performance.timeOrigin) no longer holds once
     // the system clock has been stepped (a virtual machine resumed, NTP).
     const openedAtMs = wallClockMs();
-    await Bun.sleep(options.windowMs);
+    // Sampled along the way too, so that a thread that ends within the window keeps its share of it.
+    const seen: (ProcessSample | undefined)[] = [...before];
+    while (options.windowMs - (performance.now() - t0) > WINDOW_SAMPLE_MS) {
+      await Bun.sleep(WINDOW_SAMPLE_MS);
+      started.forEach((s, i) => {
+        const now = sampleProcess(s.proc.pid);
+        if (now && seen[i]) seen[i] = withEnded(seen[i]!, now);
+      });
+    }
+    await Bun.sleep(Math.max(0, options.windowMs - (performance.now() - t0)));
     const after = started.map((s) => sampleProcess(s.proc.pid));
     const windowMs = performance.now() - t0;
     const framesAfter = options.frames?.();
@@ -270,6 +282,7 @@ export class Runner {
       ...s,
       before: before[i],
       after: after[i],
+      seen: seen[i],
       counting: counting[i],
       peakKiB: statusKiB(s.proc.pid, "VmHWM"),
       resident: residentKiB(s.proc.pid),
@@ -298,7 +311,7 @@ export class Runner {
       this.running.delete(m.proc);
       processes[m.program.name] = {
         name: m.program.name,
-        used: used(m.before!, m.after!),
+        used: used(m.before!, withEnded(m.seen!, m.after!)),
         peakRssKiB: m.peakKiB,
         workingSetKiB: m.counting ? (m.resident?.referenced ?? null) : null,
         anonymousKiB: m.resident?.anonymous ?? null,

@@ -7,7 +7,7 @@
  * are theirs alone.
  */
 import { expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { Runner, type LiveProgram } from "../../src/bench/runner.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { runningIn } from "../support/proc.ts";
@@ -66,4 +66,46 @@ test("the frames of each channel are those counted within the window: its count 
   expect(looks).toBe(2);
   expect(run.windowFrames).toEqual([7, 0]);
   expect(run.windowMs).toBeGreaterThan(0);
+});
+
+test("a thread that ends within the window keeps what it used there: a runtime's helper thread may come and go", async () => {
+  const t = setup();
+  const name = t.dir.path("helper");
+  // On SIGUSR1 (sent as the window opens) a thread sleeps 100 times and once more for a second, then
+  // ends; the main thread sleeps throughout.
+  const program: LiveProgram = {
+    name: "helper",
+    cmd: [
+      "python3",
+      "-c",
+      `import os, signal, sys, threading, time
+def helper():
+    for _ in range(100): time.sleep(0.001)
+    time.sleep(1)
+    open(sys.argv[1] + ".ended", "w").close()
+signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=helper).start())
+open(sys.argv[1] + ".ready", "w").write(str(os.getpid()))
+while True: signal.pause()`,
+      name,
+    ],
+    ready: () => existsSync(`${name}.ready`),
+    ends: "signal",
+  };
+  const endedInTheWindow: boolean[] = [];
+  let looks = 0;
+  const run = await t.runner.live([program], {
+    warmupMs: 100,
+    windowMs: 3000,
+    frames: () => {
+      if (looks++ === 0) process.kill(Number(readFileSync(`${name}.ready`, "utf8")), "SIGUSR1");
+      else endedInTheWindow.push(existsSync(`${name}.ended`));
+      return [0];
+    },
+  });
+  expect(run.failures).toEqual({});
+  expect(endedInTheWindow).toEqual([true]);
+  // The helper's 100 sleeps (a few may fall before the window opens), though it was gone at the window's end.
+  const used = run.processes.helper!.used;
+  expect(used.voluntarySwitches - used.mainThreadSwitches).toBeGreaterThanOrEqual(90);
+  expect(runningIn(t.dir.dir)).toEqual([]);
 });

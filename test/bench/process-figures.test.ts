@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { clearReferenced, residentKiB, statusKiB, used } from "../../src/bench/process-figures.ts";
+import { clearReferenced, residentKiB, statusKiB, used, withEnded } from "../../src/bench/process-figures.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { BUN, copyOfBun, start, type Spawned } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -100,5 +100,18 @@ describe("what a process used between two samples", () => {
       threads: 3,
       byThread: { "audio-agent": { cpuMs: 30, voluntarySwitches: 1500 }, JITWorker: { cpuMs: 1.25, voluntarySwitches: 6 } },
     });
+  });
+
+  test("a thread gone by the later sample keeps what it had used when last seen in between (withEnded)", () => {
+    const before = new Map([
+      ["100", thread("audio-agent", true, 5_000_000, 40)],
+      ["102", thread("JSCWarmUp", false, 1_000_000, 3)],
+    ]);
+    // Seen along the way: the helper had slept 4 more times; then it ended.
+    const between = withEnded(before, new Map([...before, ["102", thread("JSCWarmUp", false, 3_000_000, 7)]]));
+    const after = new Map([["100", thread("audio-agent", true, 35_000_000, 1540)]]);
+    expect(used(before, withEnded(between, after))).toMatchObject({ cpuNs: 32_000_000, voluntarySwitches: 1504, mainThreadSwitches: 1500, threads: 2 });
+    // A thread seen now is taken as it is now.
+    expect(withEnded(between, new Map([["102", thread("JSCWarmUp", false, 4_000_000, 9)]])).get("102")!.voluntarySwitches).toBe(9);
   });
 });
