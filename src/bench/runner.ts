@@ -18,7 +18,7 @@ const WINDOW_SAMPLE_MS = 250;
 export interface Pair {
   send: DriverResult;
   recv: DriverResult;
-  /** Largest VmRSS (KiB) sampled from outside while the pair ran. */
+  /** Peak RSS (KiB): the VmHWM each side reported at its end, or the largest VmRSS sampled from outside where that is more. */
   rssKiB: { send: number; recv: number };
   wallMs: number;
 }
@@ -199,9 +199,11 @@ export class Runner {
     if (!send || sender.exitCode !== 0) problems.push(`sender exit ${sender.exitCode}: ${send?.errors?.join("; ") ?? ""} ${tail(await senderErr)}`);
     if (!recv || receiver.exitCode !== 0) problems.push(`receiver exit ${receiver.exitCode}: ${recv?.errors?.join("; ") ?? ""} ${tail(await receiverErr)}`);
     if (problems.length > 0 || !send || !recv) throw new Error(problems.join(" | "));
-    // A run shorter than one sampling period: fall back to the peak the process reported itself.
-    if (rss.send === 0) rss.send = send.maxRssKiB;
-    if (rss.recv === 0) rss.recv = recv.maxRssKiB;
+    // The peak each reported at its end (VmHWM) holds every sample's RSS and what came and went
+    // between them (a soak's garbage before each collection); a report read without procfs is only
+    // its RSS of that moment, which a sample may top.
+    rss.send = Math.max(rss.send, send.maxRssKiB);
+    rss.recv = Math.max(rss.recv, recv.maxRssKiB);
     return { send, recv, rssKiB: rss, wallMs: performance.now() - started };
   }
 
