@@ -26,16 +26,35 @@ export class OggPageWriter {
   private continued = false;
   /** Sequence number of the next page. */
   sequence = 0;
+  private streamSerial: number;
 
   constructor(
-    readonly serial: number,
+    serial: number,
     private readonly emit: (page: Uint8Array) => void,
     options: OggPageWriterOptions = {},
   ) {
+    this.streamSerial = serial;
     this.maxSegments = options.maxSegments ?? MAX_SEGMENTS;
     if (!(this.maxSegments >= 1 && this.maxSegments <= MAX_SEGMENTS)) {
       throw new Error(`maxSegments must be 1..${MAX_SEGMENTS}, got ${this.maxSegments}`);
     }
+  }
+
+  /** The logical stream's serial number. */
+  get serial(): number {
+    return this.streamSerial;
+  }
+
+  /**
+   * Begins the next logical stream, `serial`, after this one's end (a chained
+   * link, RFC 7845 section 3): its pages numbered from 0, the first flagged
+   * BOS. The page buffer is kept, so a peer changing the audio before every
+   * frame costs no 64 KiB a link. Called once the end-of-stream page is out,
+   * with nothing pending (flushPage leaves none).
+   */
+  begin(serial: number): void {
+    this.streamSerial = serial;
+    this.sequence = 0;
   }
 
   /** Segments held for the page not yet emitted. */

@@ -47,7 +47,7 @@ export class OggSink implements FrameSink {
   /** OpusFrame payloads dropped: empty or with an impossible TOC. */
   invalidPackets = 0;
 
-  private pages: OggPageWriter;
+  private readonly pages: OggPageWriter;
   private readonly preSkip: number;
   private readonly pageSamples: number;
   private channels: number | undefined;
@@ -86,7 +86,7 @@ export class OggSink implements FrameSink {
     this.pages = this.stream(options.serial ?? randomSerial());
   }
 
-  /** The page writer of one logical stream, `serial`. */
+  /** The page writer of the first logical stream, `serial`, and of each chained after it (chain). */
   private stream(serial: number): OggPageWriter {
     return new OggPageWriter(serial, (page) => {
       const packets = this.pagePackets;
@@ -196,7 +196,7 @@ export class OggSink implements FrameSink {
   /** Ends this stream (end-of-stream page) and begins the next, chained: another serial, a timeline from 0. */
   private chain(): void {
     this.endStream();
-    this.pages = this.stream(otherSerial(this.pages.serial));
+    this.pages.begin(otherSerial(this.pages.serial));
     this.headersWritten = false;
     this.heard = false;
     this.granule = 0;

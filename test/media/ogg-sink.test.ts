@@ -397,6 +397,34 @@ describe("OggSink", () => {
     expect(opusinfo(path).verdict).toEqual(OPUSINFO_CLEAN);
   });
 
+  test("a Config with other audio before every frame: each link's pages come from the one page buffer, not one of 64 KiB allocated per link; each link is numbered from 0 under a serial other than the one before", () => {
+    const LINKS = 200;
+    const buffers = new Set<ArrayBufferLike>();
+    const pages: Uint8Array[] = [];
+    const sink = OggSink.over({
+      name: "pages",
+      write: (page) => {
+        buffers.add(page.buffer);
+        pages.push(page.slice());
+        return true;
+      },
+      flush: () => {},
+      close: () => {},
+    });
+    for (let i = 0; i < LINKS; i++) {
+      send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 48000, channels: 1 + (i % 2), frameSize: 960 }));
+      send(sink, MessageType.OpusFrame, i % 2 ? stereo20 : mono10);
+    }
+    sink.close();
+    const summary = pagesOf(concatBytes(pages));
+    const begins = summary.filter((p) => p.flags & PageFlag.BeginOfStream);
+    expect(begins.length).toBe(LINKS);
+    expect(begins.every((p) => p.sequence === 0)).toBe(true);
+    expect(begins.every((p, k) => k === 0 || p.serial !== begins[k - 1]!.serial)).toBe(true);
+    expect(summary.filter((p) => p.flags & PageFlag.EndOfStream).length).toBe(LINKS);
+    expect(buffers.size).toBe(1);
+  });
+
   test("drops and counts packets that cannot be timed or decoded; writes nothing after close", () => {
     const path = outPath();
     const sink = OggSink.open(path);
