@@ -594,9 +594,9 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
   },
   {
     file: "src/observe/monitor/hub.ts",
-    before: "clearInterval(this.liveness);",
+    before: "clearTimeout(this.liveness);",
     after: ";",
-    why: "stop() closes every viewer, and Bun runs the close handler inside ws.close() (a peer that reads nothing too), so the check left running walks an empty set; Instruments.stop() stops the HTTP server in the same turn, so no viewer comes after, and the interval is unref'd: it holds no exit",
+    why: "stop() closes every viewer, and Bun runs the close handler inside ws.close() (a peer that reads nothing too), so the check left running walks an empty set; Instruments.stop() stops the HTTP server in the same turn, so no viewer comes after, and each of its timers is unref'd: it holds no exit",
   },
   {
     file: "src/protocol/timestamp.ts",

@@ -12,7 +12,7 @@ import { chromium, type Page } from "playwright-core";
 import { STALL_MS } from "../../src/observe/http-front.ts";
 import { AgentHttpServer } from "../../src/observe/http-server.ts";
 import { setSocketBuffers } from "../../src/transport/socket-options.ts";
-import { type MonitorFigures, MonitorHub, VIEWER_LIMITS, type ViewerLimits } from "../../src/observe/monitor/hub.ts";
+import { JUDGE_AFTER_READ_MS, type MonitorFigures, MonitorHub, VIEWER_LIMITS, type ViewerLimits } from "../../src/observe/monitor/hub.ts";
 import { encodeMessage, INPUT_MAGIC, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { faketimeMissing, SteppedClock } from "../support/faketime.ts";
@@ -817,11 +817,11 @@ describe("a monitor held up", () => {
 });
 
 /**
- * A bare TCP viewer that answers each of the hub's pings with a pong at once; after the `holdAfter`-th
- * pong it holds this whole process (the hub with it) for `holdMs`, so that pong waits unread by the hub.
+ * A bare TCP viewer that answers each of the hub's pings with a pong at once; after the `hold.after`-th
+ * pong it holds this whole process (the hub with it) for `hold.ms`, so that pong waits unread by the hub.
  * `closed` turns true once the hub closes it.
  */
-async function pongingViewerThatHolds(port: number, holdAfter: number, holdMs: number) {
+async function pongingViewer(port: number, hold?: { after: number; ms: number }) {
   const state = { pongs: 0, closed: false };
   let buffered = new Uint8Array(0);
   let upgraded = false;
@@ -851,7 +851,7 @@ async function pongingViewerThatHolds(port: number, holdAfter: number, holdMs: n
             const payload = all.subarray(at + head, at + head + length);
             // A pong from a client: masked, with a zero mask that leaves the payload as it is.
             s.write(new Uint8Array([0x8a, 0x80 | payload.length, 0, 0, 0, 0, ...payload]));
-            if (++state.pongs === holdAfter) Bun.sleepSync(holdMs);
+            if (++state.pongs === hold?.after) Bun.sleepSync(hold.ms);
           }
           at += head + length;
         }
@@ -877,11 +877,37 @@ describe("a monitor held up for less than the idle timeout", () => {
   test("a viewer that answered the ping before the hold at once is kept, and answers the pings after it", async () => {
     const idleSeconds = 4;
     const { hub, server } = await hubOnHttp({ ...VIEWER_LIMITS, idleSeconds }, 1000);
-    const viewer = await pongingViewerThatHolds(server.port, 2, (idleSeconds * 1000) / 2 + 600);
+    const viewer = await pongingViewer(server.port, { after: 2, ms: (idleSeconds * 1000) / 2 + 600 });
     await until(() => viewer.pongs >= 4 || viewer.closed, "two pings answered after the hold, or the viewer closed", 30_000);
     expect({ closed: viewer.closed, pongs: viewer.pongs }).toEqual({ closed: false, pongs: 4 });
     expect(hub.viewerCount).toBe(1);
   }, { timeout: 40_000, retry: 1 });
+
+  // As an agent stopped just after a check has run, before its judgement: the judgement comes after the
+  // hold, before the loop has read what the viewers sent meanwhile, their last pongs read 2 s before it.
+  test("a hold between a check and its judgement: the viewers are asked again, not judged; the viewer that answered is kept, one that answers none is still closed", async () => {
+    const idleSeconds = 4;
+    const { hub, server } = await hubOnHttp({ ...VIEWER_LIMITS, idleSeconds }, 1000);
+    const realSetTimeout = globalThis.setTimeout;
+    let judgements = 0;
+    globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+      const timer = realSetTimeout(...args);
+      // The second check's judgement is due: the agent is held now, for less than a late check's time.
+      if (args[1] === JUDGE_AFTER_READ_MS && ++judgements === 2) Bun.sleepSync((idleSeconds * 1000) / 2 + 600);
+      return timer;
+    }) as typeof setTimeout;
+    defer(() => (globalThis.setTimeout = realSetTimeout));
+    const viewer = await pongingViewer(server.port);
+    await stalledPeer(server.port);
+    await until(() => hub.viewerCount === 2, "the peer upgraded", 5000);
+    await until(() => judgements >= 2, "the hold", 20_000);
+    const pongs = viewer.pongs;
+    expect(pongs).toBeGreaterThan(0);
+    await until(() => hub.viewerCount < 2, "a viewer closed", 20_000);
+    await until(() => viewer.closed || viewer.pongs >= pongs + 2, "two pings answered after the hold, or the viewer closed", 20_000);
+    expect(viewer.closed).toBe(false);
+    expect(hub.viewerCount).toBe(1);
+  }, 60_000);
 });
 
 describe("a listener that stops reading", () => {

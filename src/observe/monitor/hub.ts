@@ -92,14 +92,14 @@ const HISTORY = 300;
 const EVENTS = 100;
 /** A listener further behind than this (bytes queued in its WebSocket) misses frames. */
 const LISTENER_BACKLOG_BYTES = 64 * 1024;
-/** A liveness check this many idle timeouts after the one before (they run every half of one) comes late: the agent was held up. */
+/** A judgement this many idle timeouts after the viewers were last asked (the next check runs half of one after) comes late: the agent was held up. */
 const LATE_CHECK = 0.75;
 /**
  * A check judges its viewers this long after it runs, once the loop has read
  * their sockets: after a hold shorter than a late check's, the timers due run
  * before the sockets are read, and the pongs to the last pings wait unread.
  */
-const JUDGE_AFTER_READ_MS = 5;
+export const JUDGE_AFTER_READ_MS = 5;
 
 /**
  * What one viewer may cost. The page sends only `{"listen":true|false}`, so
@@ -135,12 +135,13 @@ export class MonitorHub {
   private listening = 0;
   private listenerDrops = 0;
   private timer: ReturnType<typeof setInterval> | undefined;
-  /** Pings the viewers and closes those that answered none within the idle timeout. */
-  private liveness: ReturnType<typeof setInterval> | undefined;
-  /** A check's judgement of the viewers, once their sockets are read. */
-  private judgement: ReturnType<typeof setTimeout> | undefined;
-  /** When the liveness check last ran (performance.now()). */
-  private lastCheck = performance.now();
+  /**
+   * The liveness check's next step, a check or its judgement: one at a time, each timed from the one
+   * before, so that after a hold no check left due meanwhile judges at once what was just asked.
+   */
+  private liveness: ReturnType<typeof setTimeout> | undefined;
+  /** When the viewers were last asked (pinged) by the liveness check (performance.now()). */
+  private lastAsked = performance.now();
   private frameBuffer = new Uint8Array(9 + 4096);
   private frameView = new DataView(this.frameBuffer.buffer);
   /** Set while at least one browser listens; roles call it for every frame. */
@@ -155,8 +156,7 @@ export class MonitorHub {
     this.timer = setInterval(() => this.tick(), intervalMs);
     // Bun's own idle timeout is put off by every send, and the figures go to every viewer each
     // second: a peer that answers nothing would never be closed by it.
-    this.liveness = setInterval(() => this.checkLiveness(), (limits.idleSeconds * 1000) / 2);
-    this.liveness.unref?.();
+    this.checkLater();
     this.websocket = this.handlers();
   }
 
@@ -241,9 +241,8 @@ export class MonitorHub {
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
-    clearInterval(this.liveness);
+    clearTimeout(this.liveness);
     this.liveness = undefined;
-    clearTimeout(this.judgement);
     this.frameTap = undefined;
     for (const ws of this.viewers) ws.close(1001, "agent stopping");
   }
@@ -263,32 +262,34 @@ export class MonitorHub {
     }
   }
 
+  /** The next liveness check, half an idle timeout from now. */
+  private checkLater(): void {
+    this.liveness = setTimeout(() => this.checkLiveness(), (this.limits.idleSeconds * 1000) / 2);
+    this.liveness.unref?.();
+  }
+
+  private checkLiveness(): void {
+    this.liveness = setTimeout(() => this.judgeViewers(), JUDGE_AFTER_READ_MS);
+    this.liveness.unref?.();
+  }
+
   /**
    * A viewer not heard from (no pong, no message) for the idle timeout is
    * cut off (it answers no close either); the others are pinged, and a page
    * answers each ping with a pong.
    */
-  private checkLiveness(): void {
-    const now = performance.now();
-    // A check due long ago: the agent was held up (stopped, starved of the CPU), so it asked no viewer
-    // anything meanwhile, and their answers to the last pings may wait unread. Ask again; judge next time.
-    const heldUp = now - this.lastCheck > this.limits.idleSeconds * 1000 * LATE_CHECK;
-    this.lastCheck = now;
-    if (heldUp) {
-      for (const ws of this.viewers) ws.ping();
-      return;
-    }
-    clearTimeout(this.judgement);
-    this.judgement = setTimeout(() => this.judgeViewers(), JUDGE_AFTER_READ_MS);
-    this.judgement.unref?.();
-  }
-
   private judgeViewers(): void {
     const now = performance.now();
+    // Asked long ago: the agent was held up (stopped, starved of the CPU) since, before the check or after
+    // it, so it asked no viewer anything meanwhile, and their answers to the last pings may wait unread
+    // (the judgement then runs before the loop reads them). Ask again; judge next time.
+    const heldUp = now - this.lastAsked > this.limits.idleSeconds * 1000 * LATE_CHECK;
+    this.lastAsked = now;
     for (const ws of this.viewers) {
-      if (now - (ws.data.heard ?? now) >= this.limits.idleSeconds * 1000) ws.terminate();
+      if (!heldUp && now - (ws.data.heard ?? now) >= this.limits.idleSeconds * 1000) ws.terminate();
       else ws.ping();
     }
+    this.checkLater();
   }
 
   private broadcast(text: string): void {
