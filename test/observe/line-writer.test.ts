@@ -206,7 +206,8 @@ process.exit(0);`,
     true,
   );
   const child = start([BUN, script, pipe.path]);
-  await until(() => existsSync(t.path("written")), "the lines written", 20_000);
+  // writeFileSync makes the file before it writes its bytes: its content, not its being there, says the child wrote it.
+  await until(() => existsSync(t.path("written")) && readFileSync(t.path("written"), "utf8") !== "", "the lines written", 20_000);
   expect(readFileSync(t.path("written"), "utf8")).toBe("6000");
   writeFileSync(t.path("go"), "");
   const lines = Array.from({ length: 100 }, (_, i) => line(i)).join("");
