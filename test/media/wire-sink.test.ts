@@ -295,7 +295,7 @@ sys.exit(child.wait())`;
 
 describe("ByteSink over a pipe whose reader is behind", () => {
   /** A FIFO with a reader's end (non-blocking, read by the test) and a sink over its non-blocking writer's end. */
-  function pipeSink(name: string): { sink: ByteSink; reader: number; leave: () => void } {
+  function pipeSink(name: string): { sink: ByteSink; reader: number; leave: () => void; path: string } {
     const path = makeFifo(socketDir(defer, "bsk-").path(name));
     const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
     let open = true;
@@ -304,7 +304,7 @@ describe("ByteSink over a pipe whose reader is behind", () => {
       open = false;
     };
     defer(leave);
-    return { sink: ByteSink.adopt(path, openSync(path, constants.O_WRONLY | constants.O_NONBLOCK)), reader, leave };
+    return { sink: ByteSink.adopt(path, openSync(path, constants.O_WRONLY | constants.O_NONBLOCK)), reader, leave, path };
   }
 
   /** Unit `i`: 1000 bytes of i's low byte, so that order shows in what is read. */
@@ -363,12 +363,17 @@ describe("ByteSink over a pipe whose reader is behind", () => {
     expect(sink.dropped).toEqual({ sink_no_reader: 0, sink_write_failed: 0, sink_reader_slow: 0 });
   });
 
-  test("closed while its reader reads nothing: close settles after LINGER_MS, the units not wholly in the pipe counted sink_reader_slow", async () => {
-    const { sink, reader } = pipeSink("stalled.fifo");
+  /** How many of this process's descriptors are open on `path`: the test's reader, and the sink's writer until it is closed. */
+  const openOn = (path: string) => openFiles(process.pid).filter((file) => file === path).length;
+
+  test("closed while its reader reads nothing: close settles after LINGER_MS, the units not wholly in the pipe counted sink_reader_slow, and its descriptor is closed", async () => {
+    const { sink, reader, path } = pipeSink("stalled.fifo");
     for (let i = 0; i < 100; i++) sink.write(numbered(i), 2);
+    expect(openOn(path)).toBe(2);
     const closing = sink.close();
     expect(closing).toBeInstanceOf(Promise);
     await closing;
+    expect(openOn(path)).toBe(1);
     const read: number[] = [];
     readNow(reader, read);
     // The pipe took 65 units whole and 536 bytes of the 66th: the 35 after them (2 frames each) were the reader's to miss.
@@ -378,8 +383,8 @@ describe("ByteSink over a pipe whose reader is behind", () => {
     expect(whole).toBeLessThan(100);
   });
 
-  test("closed while its reader reads slowly: close waits as long as it keeps reading (here about 2 s, past LINGER_MS), and nothing is dropped", async () => {
-    const { sink, reader } = pipeSink("slow.fifo");
+  test("closed while its reader reads slowly: close waits as long as it keeps reading (here about 2 s, past LINGER_MS), nothing is dropped, and its descriptor is closed", async () => {
+    const { sink, reader, path } = pipeSink("slow.fifo");
     // 300 000 bytes, taken 16 KiB every 150 ms: some 2 s of reading, each read well within LINGER_MS of the last.
     for (let i = 0; i < 300; i++) sink.write(numbered(i), 1);
     let closed = false;
@@ -396,6 +401,7 @@ describe("ByteSink over a pipe whose reader is behind", () => {
       }
     }
     await closing;
+    expect(openOn(path)).toBe(1);
     readNow(reader, read);
     expect(read.length).toBe(300_000);
     for (let i = 0; i < 300; i++) expect(read[i * 1000]).toBe(i & 0xff);
