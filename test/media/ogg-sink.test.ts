@@ -33,6 +33,7 @@ import {
 import { drainFile } from "../support/sources.ts";
 import { buildStream, collectingWriter, packetsOf, pagesOf, sealPage } from "../support/ogg.ts";
 import { concatBytes, sameBytes } from "../support/bytes.ts";
+import { openFiles } from "../support/proc.ts";
 
 let fx: Fixtures;
 let count = 0;
@@ -596,7 +597,7 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     }
   });
 
-  test("a recording with no end-of-stream page (its writer killed, the power lost): its last page is marked as its stream's end, its CRC sealed anew, in each link of a chain; appended to, oggz-validate accepts the file, whose bytes are otherwise the same", async () => {
+  test("a recording with no end-of-stream page (its writer killed, the power lost): its last page is marked as its stream's end, its CRC sealed anew, in each link of a chain, through a descriptor closed once it is; appended to, oggz-validate accepts the file, whose bytes are otherwise the same", async () => {
     const unended = tone.subarray(0, last.offset);
     const end = pages.at(-2)!;
     const endingAt = (bytes: Uint8Array) => {
@@ -618,8 +619,11 @@ describe("wholeOggLength: where an Ogg file appended to is cut back to", () => {
     writeFileSync(path, before);
     const sent = (await drainFile(TONE)).frames;
     const sink = openSink("ogg", path, { append: true, channel: "input", preSkip: 312, pageMs: 100 });
+    // The endings are written through a descriptor of their own, closed once they are: the sink's alone is left.
+    expect(openFiles(process.pid).filter((file) => file === path)).toHaveLength(1);
     for (const frame of sent) send(sink as OggSink, MessageType.OpusFrame, frame.payload);
     await sink.close();
+    expect(openFiles(process.pid)).not.toContain(path);
     expectOggzValid(path);
     const after = read(path);
     const marked = pagesOf(after).filter((page) => page.offset < before.length && (page.flags & PageFlag.EndOfStream) !== 0);
