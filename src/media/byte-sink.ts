@@ -3,6 +3,7 @@ import type { FilePlacement } from "../io/file-placement.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { PassingShortage } from "../io/passing-errno.ts";
 import { takeBack, writeFrom } from "../io/write-from.ts";
+import { appendFlag, FileFormatError } from "./file-format.ts";
 import type { SinkReport } from "./frame-sink.ts";
 import { SinkFileWatch } from "./sink-file-watch.ts";
 import { openForWriting, sinkFollowFlag } from "./sink-path.ts";
@@ -127,7 +128,14 @@ export class ByteSink implements ByteOutput {
       return new ByteSink("stdout", own ?? 1, own !== undefined, capacity);
     }
     const fd = openForWriting(path, append);
-    if (append && whole) keepWhole(fd, whole);
+    if (append && whole) {
+      try {
+        keepWhole(path, fd, whole);
+      } catch (e) {
+        closeSync(fd);
+        throw e;
+      }
+    }
     const own = ownNonBlockingDescription(fd);
     if (own === undefined) {
       const file = fstatSync(fd).isFile();
@@ -479,9 +487,10 @@ export function dataEnd(fd: number, size: number): number {
  * short (the agent killed mid-write, the power lost) would otherwise have
  * what is appended follow part of a unit, where a reader that never
  * resynchronises (a wire capture's) stops for good. One that cannot be read
- * again (the agent may write it, not read it) is left as it is.
+ * again (the agent may write it, not read it) is left as it is; one that
+ * needs cutting and cannot be cut (append-only) is refused, left as it is.
  */
-function keepWhole(fd: number, whole: WholeLength): void {
+function keepWhole(path: string, fd: number, whole: WholeLength): void {
   const file = fstatSync(fd);
   if (!file.isFile() || file.size === 0) return;
   let kept: Kept | undefined;
@@ -493,7 +502,20 @@ function keepWhole(fd: number, whole: WholeLength): void {
     return;
   }
   if (kept === undefined) return;
-  if (kept.length < file.size) ftruncateSync(fd, kept.length);
+  if (kept.length < file.size) {
+    const cut = file.size - kept.length;
+    try {
+      ftruncateSync(fd, kept.length);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException)?.code;
+      if (code === undefined) throw e;
+      // Added to as it is, what is appended would follow the unit cut short, where a reader stops for good.
+      const why = code === "EPERM" ? `${code}: the file is append-only, chattr +a` : code;
+      throw new FileFormatError("sink", path, (flag, _setAt, appendSetAt) =>
+        `sink ${path}: its last ${cut} bytes are no whole message or page, and ${appendFlag(flag, appendSetAt)} cannot cut them off (${why}): what it adds would follow them, where a reader stops; use another file`,
+      );
+    }
+  }
   if (kept.endings?.length) writeOver(fd, kept.endings);
 }
 

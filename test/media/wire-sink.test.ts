@@ -572,6 +572,45 @@ describe("a wire capture appended to", () => {
     }
   });
 
+  /** Makes the file at `path` append-only (chattr +a: ftruncate refuses it, EPERM), undone at the test's end; false where that cannot be done. */
+  function appendOnly(path: string): boolean {
+    if (Bun.spawnSync(["chattr", "+a", path], { stderr: "ignore" }).exitCode !== 0) return false;
+    defer(() => Bun.spawnSync(["chattr", "-a", path]));
+    return true;
+  }
+  const canAppendOnly = (() => {
+    const path = socketDir(defer, "wsk-").path("probe");
+    writeFileSync(path, "");
+    return appendOnly(path);
+  })();
+
+  test.skipIf(!canAppendOnly)("an append-only file (chattr +a) whole to its end is added to, never cut; one ending in a message cut short is refused naming it, which ftruncate cannot cut, and left as it is with no descriptor open on it", () => {
+    const whole = indexedWire(0, 5, 300);
+    const path = socketDir(defer, "wsk-").path("rec.wire");
+    writeFileSync(path, whole);
+    expect(appendOnly(path)).toBe(true);
+    const sink = openSink("wire", path, { append: true, preSkip: 312, pageMs: 100 });
+    sink.write(opusMessage(new Uint8Array([7, 7, 7])));
+    void sink.close();
+    expect(new Uint8Array(readFileSync(path))).toEqual(concatBytes([whole, next]));
+    const torn = concatBytes([whole, indexedWire(5, 6, 300).subarray(0, 9)]);
+    const cut = socketDir(defer, "wsk-").path("cut.wire");
+    writeFileSync(cut, torn);
+    expect(appendOnly(cut)).toBe(true);
+    let refusal: unknown;
+    try {
+      openSink("wire", cut, { append: true, preSkip: 312, pageMs: 100 });
+    } catch (e) {
+      refusal = e;
+    }
+    expect(refusal).toBeInstanceOf(FileFormatError);
+    expect((refusal as FileFormatError).naming("--format")).toBe(
+      `sink ${cut}: its last 9 bytes are no whole message or page, and --append cannot cut them off (EPERM: the file is append-only, chattr +a): what it adds would follow them, where a reader stops; use another file`,
+    );
+    expect(new Uint8Array(readFileSync(cut))).toEqual(torn);
+    expect(openFiles(process.pid)).not.toContain(cut);
+  });
+
   test("a tail shorter than a header that does not begin a message of the capture's channel (the other channel's magic, text) is left as it is, as a longer one is", () => {
     const whole = indexedWire(0, 5, 300);
     const input = indexedWire(0, 1, 300, INPUT_MAGIC);
