@@ -312,6 +312,24 @@ export const CURATED: readonly CuratedMutant[] = [
     find: "...(r.sinkFile !== undefined ? { sink_file: r.sinkFile } : {}),",
     replace: "...(r.sinkFile === undefined ? { sink_file: r.sinkFile } : {}),",
   },
+  {
+    name: "a pipe sink closed while its reader is behind never closing its descriptor once it lingers no more",
+    file: "src/media/byte-sink.ts",
+    find: "await this.release();",
+    replace: ";",
+  },
+  {
+    name: "a whole file appended to cut to its own length: an append-only one (chattr +a) refused, ftruncate failing with EPERM",
+    file: "src/media/byte-sink.ts",
+    find: "if (kept.length < file.size) {",
+    replace: "if (kept.length <= file.size) {",
+  },
+  {
+    name: "the descriptor an Ogg file's stream endings are written through left open, one more at each start",
+    file: "src/media/byte-sink.ts",
+    find: "closeSync(own);",
+    replace: ";",
+  },
 ];
 
 /**
@@ -540,6 +558,18 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     before: "if (config < 12) return [480, 960, 1920, 2880][config & 3]!;",
     after: "if (config <= 12) return [480, 960, 1920, 2880][config & 3]!;",
     why: "config 12 (hybrid, 10 ms) is 480 samples either way",
+  },
+  {
+    file: "src/media/byte-sink.ts",
+    before: "return this.trimmable && bytes > 0 && takeBack(this.fd, bytes);",
+    after: "return this.trimmable && bytes >= 0 && takeBack(this.fd, bytes);",
+    why: "bytes is 0 only when the failed write took nothing of the unit it cut and no opening unit is counted, and then openingFrames is 0 too (every unit a sink writes holds bytes: a page, a message); takeBack of 0 bytes truncates the file to its own length",
+  },
+  {
+    file: "src/media/wire-sink.ts",
+    before: "if (n < 4) return [OUTPUT_MAGIC, INPUT_MAGIC].some((magic) => beginsHeader(fd, from, n, magic)) ? from : undefined;",
+    after: "if (n <= 4) return [OUTPUT_MAGIC, INPUT_MAGIC].some((magic) => beginsHeader(fd, from, n, magic)) ? from : undefined;",
+    why: "four bytes read are a magic alone: the parser made for a channel's magic holds them pending, its own header begun (from), as the look for either channel's finds; any other four bytes are undefined either way",
   },
   {
     file: "src/channels/input-client.ts",
