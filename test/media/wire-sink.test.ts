@@ -366,14 +366,19 @@ describe("ByteSink over a pipe whose reader is behind", () => {
   /** How many of this process's descriptors are open on `path`: the test's reader, and the sink's writer until it is closed. */
   const openOn = (path: string) => openFiles(process.pid).filter((file) => file === path).length;
 
-  test("closed while its reader reads nothing: close settles after LINGER_MS, the units not wholly in the pipe counted sink_reader_slow, and its descriptor is closed", async () => {
+  test("closed while its reader reads nothing: close settles after LINGER_MS, the units not wholly in the pipe counted sink_reader_slow, its descriptor is closed, and what waited on it goes on", async () => {
     const { sink, reader, path } = pipeSink("stalled.fifo");
     for (let i = 0; i < 100; i++) sink.write(numbered(i), 2);
     expect(openOn(path)).toBe(2);
+    // The pipe full, the rest waits: a reading of the socket paused until the sink has room (the client's) is let go by the close.
+    sink.flush();
+    let settled = false;
+    void sink.waiting!.then(() => (settled = true));
     const closing = sink.close();
     expect(closing).toBeInstanceOf(Promise);
     await closing;
     expect(openOn(path)).toBe(1);
+    expect({ settled, waiting: sink.waiting }).toEqual({ settled: true, waiting: undefined });
     const read: number[] = [];
     readNow(reader, read);
     // The pipe took 65 units whole and 536 bytes of the 66th: the 35 after them (2 frames each) were the reader's to miss.
