@@ -194,6 +194,38 @@ console.log([...failures].join(" | "), sink.dropped.sink_write_failed);`,
     expect(sameBytes(new Uint8Array(readFileSync(out)), before)).toBe(true);
   });
 
+  test("an Ogg recording appended to whose stream's ending cannot be written (its last page past a file size limit): the file is left unmarked, and the write after it fails as any past the limit does", () => {
+    const dir = socketDir(defer, "bsk-");
+    const src = `${import.meta.dir}/../../src`;
+    const script = byteSinkScript(
+      dir.path("ending.ts"),
+      `import { openSink } from ${JSON.stringify(`${src}/media/open.ts`)};
+import { encodeMessage, FrameParser, MessageType, OUTPUT_MAGIC } from ${JSON.stringify(`${src}/protocol/index.ts`)};
+const seen = [];
+try {
+  const sink = openSink("ogg", process.argv[2], { append: true, preSkip: 312, pageMs: 20 });
+  seen.push("opened");
+  const parser = new FrameParser(OUTPUT_MAGIC);
+  parser.push(encodeMessage(OUTPUT_MAGIC, MessageType.OpusFrame, Uint8Array.of(0xfc, 0xff, 0xfe)));
+  sink.write(parser.next());
+  try { sink.flush(); } catch (e) { seen.push(e.message); }
+} catch (e) {
+  seen.push(e.message);
+}
+console.log(JSON.stringify(seen));`,
+    );
+    const tone = new Uint8Array(readFileSync(TONE));
+    const pages = pagesOf(tone);
+    // Without its end-of-stream page: the page before is the one marked, where the limit forbids a write.
+    const unended = tone.subarray(0, pages.at(-1)!.offset);
+    const out = dir.path("unended.opus");
+    writeFileSync(out, unended);
+    const run = withFileSizeLimit(pages.at(-2)!.offset, script, out);
+    expect(run.stderr.toString()).toBe("");
+    expect(JSON.parse(run.stdout.toString())).toEqual(["opened", `cannot write to sink ${out}: EFBIG`]);
+    expect(sameBytes(new Uint8Array(readFileSync(out)), unended)).toBe(true);
+  });
+
   test("an Ogg stream over an output that fails counts every packet it was given, the one being added as the page before it failed too", () => {
     for (const capacity of [64, 100, 4096]) {
       const sink = OggSink.over(ByteSink.open("/dev/full", { capacity }));
