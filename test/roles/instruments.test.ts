@@ -16,6 +16,7 @@ import { samplePeriodMs } from "../../src/roles/instruments.ts";
 import { SocketTuner } from "../../src/transport/socket-tuner.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { useCleanup } from "../support/cleanup.ts";
+import { connectClient } from "../support/peer.ts";
 import { idleSenderReadings } from "../support/readings.ts";
 import { makeFifo, writeIntoFifo } from "../support/fifo.ts";
 import { wakeUps } from "../support/proc.ts";
@@ -94,23 +95,24 @@ describe("--stats-interval", () => {
     expect(Object.keys(written)).toEqual(example.split(" ").map((field) => field.split("=")[0]));
   }, 60_000);
 
-  test("each line adds up on its own: submitted = delivered + dropped + queued less the line before's queued, while a stopped reader holds frames in the queue", async () => {
+  test("each line adds up on its own: submitted = delivered + dropped + queued less the line before's queued, while a reader that reads nothing holds frames in the queue", async () => {
     const t = socketDir(defer, "aa-stats-");
     defer(() => stopAgents());
     const source = t.path("capture.wire");
     await writeWireFile(source, 20_000);
     const sock = t.path("o.sock");
-    // Lossless: the queue stays full while the reader is stopped (more frames than the socket holds),
+    // Lossless: the queue stays full while the reader reads nothing (more frames than the socket holds),
     // so the lines end with frames in it.
     const serve = spawnAgent(["output", "serve", "--source", source, "--socket", sock, "--stats-interval", "0.1"]);
     await serve.waitForStderr("listening");
-    const recv = spawnAgent(["output", "recv", "--socket", sock, "--sink", t.path("out.wire"), "--count", "20000"]);
+    // Paused from its connection on: a reader stopped only once it is seen connected may have read all by then.
+    const reader = await connectClient(defer, sock, { paused: true });
     await serve.waitForStderr("client connected");
-    recv.kill("SIGSTOP");
     const stoppedAt = statsLines(serve).length;
-    await until(() => statsLines(serve).length >= stoppedAt + 3, "lines while the reader is stopped");
-    recv.kill("SIGCONT");
-    expect(await recv.exited, recv.stderr).toBe(0);
+    await until(() => statsLines(serve).length >= stoppedAt + 3, "lines while the reader reads nothing");
+    reader.socket.resume();
+    await until(() => reader.frames.length === 20_000, "every frame read", 30_000);
+    reader.close();
     expect(await serve.exited, serve.stderr).toBe(0);
     const lines = statsLines(serve);
     let queued = 0;
