@@ -427,7 +427,13 @@ export class ByteSink implements ByteOutput {
  */
 export interface Kept {
   length: number;
-  endings?: readonly { at: number; bytes: Uint8Array }[];
+  endings?: readonly Ending[];
+}
+
+/** Bytes written over a file's at `at`, in one write. */
+export interface Ending {
+  at: number;
+  bytes: Uint8Array;
 }
 
 /**
@@ -525,20 +531,15 @@ function keepWhole(path: string, fd: number, whole: WholeLength): void {
  * appending goes to the end, whatever its position. One that fails leaves
  * the file as it was there (an ending is what a reader goes on without).
  */
-function writeOver(fd: number, endings: readonly { at: number; bytes: Uint8Array }[]): void {
-  let own: number;
+function writeOver(fd: number, endings: readonly Ending[]): void {
+  let own: number | undefined;
   try {
     own = openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException)?.code === undefined) throw e;
-    return;
-  }
-  try {
     for (const { at, bytes } of endings) writeSync(own, bytes, 0, bytes.length, at);
   } catch (e) {
     if ((e as NodeJS.ErrnoException)?.code === undefined) throw e;
   } finally {
-    closeSync(own);
+    if (own !== undefined) closeSync(own);
   }
 }
 

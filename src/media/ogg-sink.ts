@@ -1,7 +1,7 @@
 import { readSync } from "node:fs";
 import type { FilePlacement } from "../io/file-placement.ts";
 import { decodeConfigPayload, MessageType, type ParsedMessage } from "../protocol/index.ts";
-import { ByteSink, dataEnd, TAIL_BYTES, wholeLengthOf, type ByteOutput, type Kept, type KeptUnit } from "./byte-sink.ts";
+import { ByteSink, dataEnd, TAIL_BYTES, wholeLengthOf, type ByteOutput, type Ending, type Kept, type KeptUnit } from "./byte-sink.ts";
 import type { FrameSink } from "./frame-sink.ts";
 import { OggError } from "./ogg-error.ts";
 import { CAPTURE, CRC_END, FLAGS_OFFSET, flagPage, MAX_PAGE_SIZE, OggPage, PageFlag } from "./ogg-page.ts";
@@ -473,8 +473,8 @@ function firstPageIn(fd: number, from: number, end: number): number | undefined 
  * the old in one write. One on which no packet ends is left (marking it would
  * end its stream inside a packet).
  */
-function endingsOf(fd: number, last: readonly LastPage[]): { at: number; bytes: Uint8Array }[] {
-  const endings = [];
+function endingsOf(fd: number, last: readonly LastPage[]): Ending[] {
+  const endings: Ending[] = [];
   for (const { at, size, endsPacket } of last) {
     if (!endsPacket) continue;
     const page = new Uint8Array(size);

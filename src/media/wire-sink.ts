@@ -148,7 +148,8 @@ function tailMessages(fd: number, from: number, end: number): number | undefined
  * one a capture can have: the header looked for was found in a payload.
  */
 function messagesFrom(fd: number, from: number, end: number): number | undefined | typeof BROKEN {
-  const chunk = new Uint8Array(1 << 20);
+  // A MiB at a time, or the tail's bytes: each header followed there would otherwise take a MiB of its own.
+  const chunk = new Uint8Array(Math.min(1 << 20, end - from));
   let parser: FrameParser | undefined;
   try {
     for (let at = from, n; at < end && (n = readSync(fd, chunk, 0, Math.min(chunk.length, end - at), at)) > 0; at += n) {
