@@ -31,6 +31,8 @@ export interface ByteOutput {
   readonly waiting?: Promise<void>;
   /** A regular file's: where it stands against its path (FrameSink.filePlacement). */
   filePlacement?(): FilePlacement | undefined;
+  /** It goes on from a recording already there (a file appended to that keeps bytes): a stream that got no audio adds nothing to it. */
+  readonly continues?: boolean;
 }
 
 /**
@@ -98,6 +100,8 @@ export class ByteSink implements ByteOutput {
   private held: PromiseWithResolvers<void> | undefined;
   private retry: ReturnType<typeof setTimeout> | undefined;
   bytesWritten = 0;
+  /** A file appended to that keeps bytes (what is whole of them): ByteOutput.continues. */
+  continues = false;
 
   private constructor(
     readonly name: string,
@@ -138,8 +142,11 @@ export class ByteSink implements ByteOutput {
     }
     const own = ownNonBlockingDescription(fd);
     if (own === undefined) {
-      const file = fstatSync(fd).isFile();
-      return new ByteSink(path, fd, true, capacity, file, file ? new SinkFileWatch(path, fd, report) : undefined);
+      const stat = fstatSync(fd);
+      const file = stat.isFile();
+      const sink = new ByteSink(path, fd, true, capacity, file, file ? new SinkFileWatch(path, fd, report) : undefined);
+      sink.continues = append && file && stat.size > 0;
+      return sink;
     }
     closeSync(fd);
     return new ByteSink(path, own, true, capacity);

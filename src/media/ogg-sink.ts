@@ -53,6 +53,8 @@ export class OggSink implements FrameSink {
   private channels: number | undefined;
   private inputSampleRate: number;
   private headersWritten = false;
+  /** A stream's headers were taken by the output: the file or pipe holds a stream of this sink's. */
+  private begun = false;
   /** Granule position: samples at 48 kHz decoded up to the end of the last packet. */
   private granule = 0;
   private pendingSamples = 0;
@@ -152,13 +154,21 @@ export class OggSink implements FrameSink {
     this.bytes.flush();
   }
 
-  /** Writes the last page, flagged end-of-stream, and closes the output. A stream with no audio, or less than its pre-skip, is still valid. */
+  /**
+   * Writes the last page, flagged end-of-stream, and closes the output. A
+   * stream with no audio, or less than its pre-skip, is still valid; one with
+   * no audio is left out where the output holds a stream already (a link begun
+   * by a Config after the last audio, a file appended to), which it would
+   * only lengthen by a link of silence each time.
+   */
   close(): void | Promise<void> {
     if (this.closed) return;
     this.closed = true;
     try {
-      this.writeHeaders(this.channels ?? 2);
-      this.endStream();
+      if (this.headersWritten || !(this.begun || this.bytes.continues)) {
+        this.writeHeaders(this.channels ?? 2);
+        this.endStream();
+      }
     } catch (e) {
       this.bytes.close();
       throw e;
@@ -309,6 +319,7 @@ export class OggSink implements FrameSink {
         this.headersWritten = false;
         return;
       }
+      this.begun = true;
       this.writeKept("completes", () => {
         this.pages.addPacket(buildOpusTags(), 0);
         this.pages.flushPage();

@@ -383,6 +383,21 @@ describe("the end of what the Ogg sink writes", () => {
     expect(decodedSamples(received, tmp.dir)).toBe(2 * (sent.length * 960 - 312));
   }, 60_000);
 
+  test("input serve --append, started and stopped with no session in between (a service restarted while nobody speaks): the recording is left byte for byte", async () => {
+    const source = fx.opus.get(key(2, 20))!;
+    const socket = join(tmp.dir, "append-idle.sock");
+    const received = join(tmp.dir, "append-idle.opus");
+    await stoppedSession(socket, received, source, "--append");
+    const recorded = readFileSync(received);
+    for (let run = 0; run < 2; run++) {
+      const server = spawnAgent(["input", "serve", "--socket", socket, "--sink", received, "--format", "ogg", "--append"]);
+      await server.waitForStderr("listening");
+      server.kill("SIGTERM");
+      expect(await server.exited).toBe(0);
+    }
+    expect(readFileSync(received).equals(recorded)).toBe(true);
+  }, 60_000);
+
   test("input serve --append, killed (SIGKILL) after a session and started again on its recording: the first stream's last page is marked as its end first, so oggz-validate accepts the file; opusdec plays both", async () => {
     const source = fx.opus.get(key(2, 20))!;
     const socket = join(tmp.dir, "append-killed.sock");

@@ -350,6 +350,33 @@ describe("OggSink", () => {
     }
   });
 
+  test("with no audio, nothing is added where a recording is already there: a file appended to (a service started and stopped with no session) is left byte for byte; a link begun by a Config after the last audio ends with no link of silence after it", async () => {
+    const tone = read(TONE);
+    const path = outPath();
+    writeFileSync(path, tone);
+    for (let run = 0; run < 3; run++) {
+      const sink = openSink("ogg", path, { append: true, channel: "input", preSkip: 312, pageMs: 100 });
+      send(sink as OggSink, MessageType.Config, encodeConfigPayload({ sampleRate: 16000, channels: 1, frameSize: 320 }));
+      await sink.close();
+    }
+    expect(sameBytes(read(path), tone)).toBe(true);
+    // An append onto a file cut back to nothing is a recording's start: it gets its stream, as a new file does.
+    const cut = outPath();
+    writeFileSync(cut, tone.subarray(0, 30));
+    await openSink("ogg", cut, { append: true, channel: "input", preSkip: 312, pageMs: 100 }).close();
+    expect(summarize(read(cut)).map((p) => p.flags)).toEqual([PageFlag.BeginOfStream, 0, PageFlag.EndOfStream]);
+
+    const chained = outPath();
+    const sink = OggSink.open(chained, { serial: 1 });
+    send(sink, MessageType.OpusFrame, stereo20);
+    send(sink, MessageType.Config, encodeConfigPayload({ sampleRate: 16000, channels: 1, frameSize: 320 }));
+    sink.close();
+    const pages = summarize(read(chained));
+    expect(new Set(pages.map((p) => p.serial))).toEqual(new Set([1]));
+    expect(pages.at(-1)!.flags).toBe(PageFlag.EndOfStream);
+    expectOggzValid(chained);
+  });
+
   test("a stream that ends before its pre-skip is over gets silence up to it, so the end granule is not before the pre-skip (RFC 7845), and players open it", async () => {
     const stereo2_5 = Uint8Array.of(0xe4, 0xff, 0xfe); // CELT FB 2.5 ms, stereo, one frame
     for (const [packet, count, preSkip, silence] of [
