@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readSync, statSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readSync, statSync, write, writeSync } from "node:fs";
 import type { FilePlacement } from "../io/file-placement.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { PassingShortage } from "../io/passing-errno.ts";
@@ -63,7 +63,11 @@ export const LINGER_MS = 1000;
  * A buffered byte writer over a file, stdout ("-") or a pipe, that keeps
  * the reader's pace: a slow sink slows the reading of the socket
  * (backpressure) instead of piling up memory or dropping frames. A file is
- * written synchronously. A pipe (a FIFO, stdout to a player or `cat`) is
+ * written synchronously, or (`offLoop`) in the thread pool: a disk that stops
+ * taking writes (a frozen file system, a card stalled in its write) then holds
+ * a thread of the pool, not the event loop and with it, in `serve`, the other
+ * channel; `waiting` tells the caller to stop reading while the buffer is
+ * past its size. A pipe (a FIFO, stdout to a player or `cat`) is
  * written non-blocking: what its full pipe does not take waits in the buffer,
  * offered again every RETRY_MS, and `waiting` tells the caller to stop
  * reading until it is taken, while the process stays free to act on a signal.
@@ -102,6 +106,12 @@ export class ByteSink implements ByteOutput {
   bytesWritten = 0;
   /** A file appended to that keeps bytes (what is whole of them): ByteOutput.continues. */
   continues = false;
+  /** A regular file written in the thread pool (open's `offLoop`). */
+  private offLoop = false;
+  /** While a write in the thread pool has not ended: settles when none is under way and none asked for, rejects when one fails. */
+  private writing: PromiseWithResolvers<void> | undefined;
+  /** A flush asked for while a write was under way: the next write follows it. */
+  private again = false;
 
   private constructor(
     readonly name: string,
@@ -125,7 +135,13 @@ export class ByteSink implements ByteOutput {
    */
   static open(
     path: string,
-    { capacity = 64 * 1024, append = false, whole, report }: { capacity?: number; append?: boolean; whole?: WholeLength; report?: SinkReport } = {},
+    {
+      capacity = 64 * 1024,
+      append = false,
+      whole,
+      report,
+      offLoop = false,
+    }: { capacity?: number; append?: boolean; whole?: WholeLength; report?: SinkReport; offLoop?: boolean } = {},
   ): ByteSink {
     if (path === "-") {
       const own = ownNonBlockingDescription(1);
@@ -146,6 +162,7 @@ export class ByteSink implements ByteOutput {
       const file = stat.isFile();
       const sink = new ByteSink(path, fd, true, capacity, file, file ? new SinkFileWatch(path, fd, report) : undefined);
       sink.continues = append && file && stat.size > 0;
+      sink.offLoop = offLoop && file;
       return sink;
     }
     closeSync(fd);
@@ -194,7 +211,9 @@ export class ByteSink implements ByteOutput {
         // A reader that is behind, or a unit larger than the buffer (written now): held all the same, in a larger one.
         this.grow(this.used + bytes.length);
         this.append(bytes, frames, opening);
-        if (!this.held) this.flush();
+        // A file's write still under way: the caller stops reading until it has ended (a disk that stopped).
+        if (this.writing) this.hold();
+        else if (!this.held) this.flush();
         return true;
       }
     }
@@ -219,8 +238,53 @@ export class ByteSink implements ByteOutput {
    */
   flush(): void {
     if (this.failure) throw this.failure;
+    if (this.writing) {
+      this.again = true;
+      return;
+    }
     if (this.used === 0) return;
+    if (this.offLoop) return this.writeOffLoop();
     const { at, code } = writeFrom(this.fd, this.buffer, 0, this.used);
+    this.wrote(at, code);
+  }
+
+  /**
+   * Writes what the buffer holds in the thread pool, all of it (a signal's
+   * EINTR, a short write: the rest again), then settles it as flush does;
+   * meanwhile more is buffered after it. A flush asked for meanwhile is
+   * made once it ends; a failure rejects `writing` and a holder's wait, and
+   * is raised by the next flush or close.
+   */
+  private writeOffLoop(): void {
+    const writing = (this.writing = Promise.withResolvers<void>());
+    writing.promise.catch(() => {});
+    const end = this.used;
+    const step = (at: number) =>
+      write(this.fd, this.buffer, at, end - at, null, (error, n) => {
+        const code = error ? (error.code ?? String(error)) : undefined;
+        if (code === "EINTR" || (code === undefined && at + n < end)) return step(code ? at : at + n);
+        this.writing = undefined;
+        try {
+          this.wrote(code ? at : end, code);
+          if (this.again) {
+            this.again = false;
+            this.flush();
+          }
+        } catch (e) {
+          writing.reject(e);
+          this.caughtUp(e as Error);
+          return;
+        }
+        // A flush asked for meanwhile began the next write: this one's waiters wait for it too.
+        const next = this.writing as PromiseWithResolvers<void> | undefined;
+        if (next) next.promise.then(writing.resolve, writing.reject);
+        else writing.resolve();
+      });
+    step(0);
+  }
+
+  /** What a write of the buffer's first `at` bytes did: `code`, the errno that stopped it short. */
+  private wrote(at: number, code: string | undefined): void {
     this.bytesWritten += at;
     // The units written whole reached the kernel; the rest stay buffered, or with a failure their frames are lost.
     let whole = 0;
@@ -277,8 +341,20 @@ export class ByteSink implements ByteOutput {
       this.releaseNow();
       throw e;
     }
+    if (this.writing) return this.written(this.writing.promise);
     if (!this.held) return this.release();
     return this.linger();
+  }
+
+  /** Closes once the writes under way in the thread pool have ended: a file's bytes all written, or its failure raised. */
+  private async written(writing: Promise<void>): Promise<void> {
+    try {
+      await writing;
+    } catch (e) {
+      this.releaseNow();
+      throw e;
+    }
+    await this.release();
   }
 
   /** Waits while the reader takes what is left; one that takes nothing for LINGER_MS has the rest counted. */
@@ -392,18 +468,24 @@ export class ByteSink implements ByteOutput {
 
   /** The pipe is full: what it did not take is offered again, and the caller told to wait. */
   private holdOn(): void {
-    if (!this.held) {
-      this.held = Promise.withResolvers<void>();
-      // Rejected where no one waits (a flush between reads filled the pipe): the failure is raised by the next call anyway.
-      this.held.promise.catch(() => {});
-    }
+    this.hold();
     this.retry ??= setTimeout(this.offerAgain, RETRY_MS);
   }
 
-  private caughtUp(): void {
+  /** The caller is told to wait (`waiting`) until the buffer is taken. */
+  private hold(): void {
+    if (this.held) return;
+    this.held = Promise.withResolvers<void>();
+    // Rejected where no one waits (a flush between reads filled the pipe): the failure is raised by the next call anyway.
+    this.held.promise.catch(() => {});
+  }
+
+  /** The caller may read on; with `failure`, its wait ends with it. */
+  private caughtUp(failure?: Error): void {
     const held = this.held;
     this.held = undefined;
-    held?.resolve();
+    if (failure) held?.reject(failure);
+    else held?.resolve();
   }
 
   private readonly offerAgain = () => {
@@ -411,9 +493,7 @@ export class ByteSink implements ByteOutput {
     try {
       this.flush();
     } catch (e) {
-      const held = this.held;
-      this.held = undefined;
-      held?.reject(e);
+      this.caughtUp(e as Error);
     }
   };
 

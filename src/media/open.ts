@@ -51,6 +51,8 @@ export interface SinkOptions {
   channel?: Channel;
   /** A regular file's sink tells here when its file is found removed, moved away or replaced at its path, and back (SinkFileWatch). */
   report?: SinkReport;
+  /** A regular file is written in the thread pool (ByteSink.open's `offLoop`): a disk that stops taking writes holds no one else up. */
+  offLoop?: boolean;
 }
 
 /**
@@ -113,7 +115,7 @@ export function openSink(format: MediaFormat, path: string, options: SinkOptions
   }
   // Appended to, a file cut short is cut back to its last whole message or page first.
   const whole = format === "wire" ? wholeCaptureLength : wholeOggLength;
-  return streamFor(options.fd === undefined ? ByteSink.open(path, { append: options.append, whole, report: options.report }) : ByteSink.adopt(path, options.fd));
+  return streamFor(options.fd === undefined ? ByteSink.open(path, { append: options.append, whole, report: options.report, offLoop: options.offLoop }) : ByteSink.adopt(path, options.fd));
 }
 
 /** Is the source a live stream (stdin, a FIFO) rather than a file that can be read at leisure? */

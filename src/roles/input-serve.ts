@@ -91,6 +91,8 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
         sizePipe: pipeBytes ? (fd) => (stdout === "socket" ? sizedSendBuffer : sizedPipe)(fd, pipeBytes) : undefined,
         liveStdout: stdout !== undefined,
         report,
+        // A disk that stops taking writes holds up the reading of the client, not the other channel (serve), signals or metrics.
+        offLoop: true,
       });
     } catch (e) {
       await server.stop();

@@ -71,7 +71,7 @@ async function servedOnce(path: string, flags: string[], name: string): Promise<
   const capture = join(tmp.dir, `${name}.wire`);
   const server = spawnAgent(["output", "serve", "--socket", socket, "--source", path, "--format", "ogg", ...flags]);
   const client = spawnAgent(["output", "recv", "--socket", socket, "--sink", capture, "--once"]);
-  expect(await client.exited).toBe(0);
+  expect(await client.exited, client.stderr).toBe(0);
   expect(await server.exited, server.stderr).toBe(0);
   return { server, capture };
 }

@@ -19,8 +19,9 @@ import { concatBytes, sameBytes } from "../support/bytes.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { StdinFeeder } from "../support/feeder.ts";
 import { makeFifo, readAvailableText } from "../support/fifo.ts";
-import { canUnshare, smallDisk } from "../support/machine.ts";
-import { metricsUrl, scrapeValue } from "../support/metrics.ts";
+import { canFreezeDisk, canUnshare, freezableDisk, smallDisk } from "../support/machine.ts";
+import { threadInWrite } from "../support/proc.ts";
+import { healthz, metricsUrl, scrapeValue } from "../support/metrics.ts";
 import { pagesOf } from "../support/ogg.ts";
 import { decodedSamples, opusinfo, TONE } from "../support/opus-fixtures.ts";
 import { expectIntactInOrder, payloadIndex, testPayload } from "../support/payloads.ts";
@@ -30,9 +31,12 @@ import { AGENT, agentEnv, BUN, makeStaleSocket, runAgent, spawnAgent, spawnListe
 import { drain, drainFile } from "../support/sources.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { indexedWire, wireFileFrames, writeWireFile } from "../support/wire.ts";
+import { indexedWire, parseWire, wireFileFrames, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
+
+/** Whether this machine can freeze a disk for a test (freezableDisk). */
+const freezable = await canFreezeDisk();
 
 function setup(prefix = "env-") {
   const dir = socketDir(defer, prefix);
@@ -138,6 +142,46 @@ describe("a sink that cannot be written", () => {
     expect(await send.exited).toBe(0);
     expectAccountedLine(send.stderr, "input-client");
   });
+});
+
+describe("a sink on a disk that stops taking writes", () => {
+  test.skipIf(!freezable)("`serve --input-sink FILE` on a frozen file system (fsfreeze: a card stalled in its write): the sink's write waits in a thread of its own, while the output channel streams on, /healthz answers and SIGTERM is taken; once thawed, every frame is in the file", async () => {
+    const dir = setup();
+    mkdirSync(dir.path("disk"));
+    const disk = await freezableDisk(dir.path("disk"));
+    defer(disk.release);
+    const rec = join(dir.path("disk"), "mic.wire");
+    const [out, mic] = [dir.path("o.sock"), dir.path("i.sock")];
+    const agent = start(
+      disk.run([...AGENT, "serve", "--output-socket", out, "--output-source", TONE, "--output-format", "ogg", "--output-realtime", "--output-loop", "--input-socket", mic, "--input-sink", rec, "--input-page-ms", "20", "--metrics", "127.0.0.1:0"]),
+      { env: agentEnv() },
+    );
+    const base = await metricsUrl(agent);
+    await agent.waitForStderr("input-server: listening");
+    const listener = await connectClient(defer, out);
+    const client = await connectClient(defer, mic, { magic: INPUT_MAGIC });
+    const micFrames = (from: number, to: number) => concatBytes(Array.from({ length: to - from }, (_, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(from + i))));
+    client.socket.write(concatBytes([encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG)), micFrames(0, 20)]));
+    // What the file holds of the microphone's frames (a capture of the input channel).
+    const recorded = () => parseWire(new Uint8Array(readFileSync(disk.path("mic.wire"))), INPUT_MAGIC).messages.filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload);
+    await until(() => recorded().length === 20, "the first frames in the file");
+
+    disk.freeze();
+    client.socket.write(micFrames(20, 40));
+    await until(() => threadInWrite(agent.pid) !== undefined, "the sink's write held by the frozen disk");
+    // Before, the event loop itself waited in that write: nothing more of either channel, no answer, no signal taken.
+    const heard = listener.messages.length;
+    await until(() => listener.messages.length >= heard + 25, "the output channel's frames while the disk is frozen", 10_000);
+    expect(threadInWrite(agent.pid)).not.toBe(agent.pid);
+    expect(await healthz(base)).toMatchObject({ healthy: true });
+    agent.kill("SIGTERM");
+    await until(() => listener.isClosed, "the output channel stopped by SIGTERM while the disk is frozen", 10_000);
+
+    disk.thaw();
+    expect(await agent.exited, agent.stderr).toBe(0);
+    expect(recorded()).toEqual(Array.from({ length: 40 }, (_, i) => testPayload(i)));
+    expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ signal: "SIGTERM", frames: "40", dropped: "0" });
+  }, 60_000);
 });
 
 describe("a sink on a file system that is full", () => {

@@ -137,6 +137,42 @@ console.log(JSON.stringify(seen));`,
     expect(statSync(out).size).toBe(4096);
   });
 
+  test("written in the thread pool (offLoop, as the roles write a file): the same bytes and counts; a buffer past its size while a write is under way has the caller wait (`waiting`), and a write stopped part-way is raised by close, the frames after it counted", () => {
+    const dir = socketDir(defer, "bsk-");
+    const script = byteSinkScript(
+      dir.path("off-loop.ts"),
+      `const sink = ByteSink.open(process.argv[2], { offLoop: true, capacity: 1024 });
+const unit = (n) => new Uint8Array(n).fill(1);
+const seen = [];
+// The second unit finds the buffer full: the first goes to the thread pool, and the caller is told to wait for it.
+for (let i = 0; i < 3; i++) sink.write(unit(1000), 1);
+const waiting = sink.waiting;
+seen.push(waiting !== undefined);
+await waiting;
+// Then 2 frames of 548 (the second ends exactly at the 4096-byte limit) and a unit without a frame, cut.
+sink.write(unit(548), 1);
+sink.write(unit(548), 1);
+sink.write(unit(100), 0);
+sink.flush();
+try { await sink.close(); } catch (e) { seen.push(e.message); }
+seen.push({ ...sink.dropped }, sink.bytesWritten);
+for (let i = 0; i < 3; i++) sink.write(unit(512), 1);
+seen.push({ ...sink.dropped });
+console.log(JSON.stringify(seen));`,
+    );
+    const out = dir.path("off-loop.out");
+    const run = withFileSizeLimit(4096, script, out);
+    expect(run.stderr.toString()).toBe("");
+    expect(JSON.parse(run.stdout.toString())).toEqual([
+      true,
+      `cannot write to sink ${out}: EFBIG`,
+      { sink_no_reader: 0, sink_write_failed: 0, sink_reader_slow: 0 },
+      4096,
+      { sink_no_reader: 0, sink_write_failed: 3, sink_reader_slow: 0 },
+    ]);
+    expect(statSync(out).size).toBe(4096);
+  });
+
   test("a failed write takes off the `opening` units before the unit it cut (a stream's header pages with no audio after them), those an earlier flush wrote whole too: the file ends with its last unit that is not one", () => {
     const dir = socketDir(defer, "bsk-");
     const script = byteSinkScript(

@@ -1,12 +1,13 @@
 /**
  * What this machine lets a test do beyond the ordinary, for the tests that
  * need it to skip where it cannot be had (a container, a CI runner): IPv6 on
- * loopback, namespaces of its own, a disk slowed for one process, a process
+ * loopback, namespaces of its own, a disk slowed for one process or frozen, a process
  * held in the kernel, a pid chosen for a new process.
  */
 import type { Subprocess } from "bun";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmdirSync, statSync, writeFileSync, writeSync } from "node:fs";
-import { join } from "node:path";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmdirSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 
 /** Whether ::1 can be bound: a container whose network has IPv6 disabled has no ::1. */
 export const ipv6Loopback: boolean = (() => {
@@ -46,22 +47,9 @@ export interface SmallDisk {
  * Needs what canUnshare("--mount") tells, and nsenter.
  */
 export async function smallDisk(dir: string, bytes: number): Promise<SmallDisk> {
-  const holder = Bun.spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs -o size="$1" tmpfs "$0" && echo mounted && exec sleep 3600', dir, String(bytes)], {
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const reader = holder.stdout.getReader();
-  let said = "";
-  while (!said.includes("mounted")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`no tmpfs at ${dir}: ${await new Response(holder.stderr).text()}`);
-    said += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  const root = `/proc/${holder.pid}/root`;
-  const path = (name: string) => join(root, dir, name);
+  const { holder, run, path } = await mountedAt(dir, 'mount -t tmpfs -o size="$1" tmpfs "$0"', String(bytes));
   return {
-    run: (cmd) => ["nsenter", "-t", String(holder.pid), "-m", "--", ...cmd],
+    run,
     path,
     fill: (name = "filler") => {
       const fd = openSync(path(name), "a");
@@ -78,6 +66,104 @@ export async function smallDisk(dir: string, bytes: number): Promise<SmallDisk> 
       await holder.exited;
     },
   };
+}
+
+/**
+ * `mount`, a shell command given `dir` as $0 and `arg` as $1, run in a mount
+ * namespace of its own that a sleeping process (`holder`) keeps: what is
+ * mounted goes when the holder does.
+ */
+async function mountedAt(dir: string, mount: string, arg: string) {
+  const holder = Bun.spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c", `${mount} && echo mounted && exec sleep 3600`, dir, arg], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const reader = holder.stdout.getReader();
+  let said = "";
+  while (!said.includes("mounted")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`nothing mounted at ${dir}: ${await new Response(holder.stderr).text()}`);
+    said += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  const root = `/proc/${holder.pid}/root`;
+  return {
+    holder,
+    run: (cmd: string[]) => ["nsenter", "-t", String(holder.pid), "-m", "--", ...cmd],
+    path: (name: string) => join(root, dir, name),
+  };
+}
+
+/** A disk whose writes can be stopped and let go again: see freezableDisk. */
+export interface FreezableDisk {
+  /** `cmd` run in the disk's mount namespace (nsenter), so that it sees the disk at its directory. */
+  run: (cmd: string[]) => string[];
+  /** The file `name` on the disk, as this process reaches it. */
+  path: (name: string) => string;
+  /** Stops every write to the disk (fsfreeze): a writer waits in the kernel until thaw. */
+  freeze: () => void;
+  thaw: () => void;
+  /** Thaws it, and ends the namespace, the disk and its image with it. */
+  release: () => Promise<void>;
+}
+
+/**
+ * An ext4 file system of 16 MiB in a loop-mounted image, over `dir` in a
+ * mount namespace of its own (see smallDisk), that `freeze()` stops taking
+ * writes as a disk stalled in its write does (tmpfs cannot be frozen). Needs
+ * root, loop devices, mkfs.ext4 and fsfreeze: see canFreezeDisk.
+ */
+export async function freezableDisk(dir: string): Promise<FreezableDisk> {
+  const image = join(mkdtempSync(join(tmpdir(), "audio-agent-disk-")), "disk.img");
+  writeFileSync(image, "");
+  truncateSync(image, 16 << 20);
+  const made = Bun.spawnSync(["mkfs.ext4", "-q", "-F", image]);
+  if (made.exitCode !== 0) throw new Error(`mkfs.ext4 ${image}: ${made.stderr.toString()}`);
+  const { holder, run, path } = await mountedAt(dir, 'mount -o loop "$1" "$0"', image);
+  const fsfreeze = (flag: string) => {
+    const done = Bun.spawnSync(run(["fsfreeze", flag, dir]));
+    if (done.exitCode !== 0) throw new Error(`fsfreeze ${flag} ${dir}: ${done.stderr.toString()}`);
+  };
+  let frozen = false;
+  return {
+    run,
+    path,
+    freeze: () => {
+      fsfreeze("-f");
+      frozen = true;
+    },
+    thaw: () => {
+      if (frozen) fsfreeze("-u");
+      frozen = false;
+    },
+    release: async () => {
+      // A process held by the freeze could not end, nor the mount go.
+      if (frozen) Bun.spawnSync(run(["fsfreeze", "-u", dir]));
+      holder.kill("SIGKILL");
+      await holder.exited;
+      rmSync(dirname(image), { recursive: true, force: true });
+    },
+  };
+}
+
+/** Whether freezableDisk can be had here. */
+export async function canFreezeDisk(): Promise<boolean> {
+  if (!canUnshare("--mount") || !Bun.which("mkfs.ext4") || !Bun.which("fsfreeze") || !Bun.which("nsenter")) return false;
+  const dir = mkdtempSync(join(tmpdir(), "audio-agent-freeze-"));
+  try {
+    const disk = await freezableDisk(dir);
+    try {
+      disk.freeze();
+      disk.thaw();
+      return true;
+    } finally {
+      await disk.release();
+    }
+  } catch {
+    return false;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Where cgroup v1 mounts its blkio hierarchy (cgroup v2 has none). */

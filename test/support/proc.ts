@@ -248,10 +248,22 @@ export function openingFifo(pid: number): boolean {
 
 /** fsync(2) and fdatasync(2) by their numbers on this machine's processor. */
 const SYNC_CALLS: Record<string, string[]> = { x64: ["74", "75"], arm64: ["82", "83"] };
+/** write(2) and pwrite64(2) by their numbers on this machine's processor. */
+const WRITE_CALLS: Record<string, string[]> = { x64: ["1", "18"], arm64: ["64", "68"] };
 
 /** A thread of `pid` inside fsync or fdatasync now (its id: `pid` itself is the main thread's, the event loop's); undefined if none is. */
 export function threadInSync(pid: number): number | undefined {
-  const calls = SYNC_CALLS[process.arch] ?? [];
+  return threadIn(pid, SYNC_CALLS);
+}
+
+/** A thread of `pid` inside write or pwrite now (as threadInSync). */
+export function threadInWrite(pid: number): number | undefined {
+  return threadIn(pid, WRITE_CALLS);
+}
+
+/** A thread of `pid` inside one of the system calls `byArch` numbers for this processor now. */
+function threadIn(pid: number, byArch: Record<string, string[]>): number | undefined {
+  const calls = byArch[process.arch] ?? [];
   let tasks: string[];
   try {
     tasks = readdirSync(`/proc/${pid}/task`);
