@@ -130,6 +130,15 @@ export class OutputClient implements ChannelEnd {
     this.connection.stop();
   }
 
+  /**
+   * Stops receiving once what the server has written is read and passed on
+   * (ReconnectingConnection.finish): the server counts it as delivered.
+   * Resolves once the connection is closed; stop() meanwhile ends it at once.
+   */
+  finish(): Promise<void> {
+    return this.connection.finish();
+  }
+
   /** Ends the run with `error` (e.g. the sink failed): run() rejects with it. */
   fail(error: Error): void {
     this.failure ??= error;

@@ -1,6 +1,7 @@
 import { closeSync } from "node:fs";
 import { OutputClient } from "../channels/output-client.ts";
 import { socketBufferSizes, type RoleSettings } from "../config.ts";
+import { within } from "../io/within.ts";
 import { holdFifoForWriting } from "../media/byte-sink.ts";
 import type { FrameSink } from "../media/frame-sink.ts";
 import { openSink } from "../media/open.ts";
@@ -9,6 +10,7 @@ import type { Logger } from "../observe/logger.ts";
 import { stoppedFields } from "../observe/readings.ts";
 import { MessageType, type ParsedMessage } from "../protocol/index.ts";
 import { Instruments } from "./instruments.ts";
+import { FINAL_FLUSH_MS } from "./sender-options.ts";
 import type { Shutdown } from "./shutdown.ts";
 import { keepPaceOnStdout } from "./standard-streams.ts";
 
@@ -101,8 +103,17 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
     throw e;
   }
   flusher = new SinkFlusher(sink, settings["page-ms"], (error) => client.fail(error));
+  const running = client.run(settings.once);
+  // Settled after the signal too (a sink that fails while the rest is read): awaited below.
+  running.catch(() => {});
   try {
-    await shutdown.race(client.run(settings.once));
+    await shutdown.race(running);
+    if (shutdown.isRequested) {
+      // What the server wrote before the signal, which it counts as delivered, is recorded too (bounded wait).
+      await within(client.finish(), FINAL_FLUSH_MS, undefined);
+      client.stop();
+      await running;
+    }
   } finally {
     flusher.stop();
     client.stop();

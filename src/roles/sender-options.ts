@@ -1,7 +1,7 @@
 import type { SenderOptions } from "../channels/sending-end.ts";
 import { socketBufferSizes, type Settings } from "../config.ts";
 
-/** How long a sender at its stop may take writing out what is queued (and, a client, its Stop). */
+/** How long a sender at its stop may take writing out what is queued (and, a client, its Stop); `output recv`, reading what its server wrote before. */
 export const FINAL_FLUSH_MS = 1000;
 
 type SenderSettings = Settings<"queue-frames" | "drop" | "write-deadline-ms" | "max-latency-ms" | "stuck-frames" | "socket-buffers">;

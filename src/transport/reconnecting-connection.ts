@@ -92,6 +92,8 @@ export class ReconnectingConnection {
   private heard = false;
   /** The connection the look gave up: its reading shut down, what came before the end still read (see giveUp). */
   private givenUp: Socket<unknown> | undefined;
+  /** The connection finish() reads to its end, and what it resolves once that one is closed. */
+  private finishing: { socket: Socket<unknown>; closed: () => void } | undefined;
   /** The connect under way, settled once it failed or its connection is taken (onOpen has run): see attemptDecided. */
   private attempt: PromiseWithResolvers<void> | undefined;
   private readonly handler: ConnectionHandler = {
@@ -108,7 +110,7 @@ export class ReconnectingConnection {
     },
     close: (s, reason) => {
       if (s === this.replacement?.socket) this.replacement.ended ??= reason;
-      else this.closed(s, s === this.givenUp ? SERVER_REPLACED : reason);
+      else this.closed(s, s === this.givenUp ? SERVER_REPLACED : s === this.finishing?.socket ? "stopped" : reason);
     },
   };
   /** Resolves once the first connection attempt has an outcome: connected, or no server there yet. */
@@ -259,6 +261,29 @@ export class ReconnectingConnection {
     this.endReplacement();
   }
 
+  /**
+   * Stops for good as stop() does, once the connection is read to its end:
+   * its reading is shut down, so the server's writes fail from here on, and
+   * what it wrote before, which it counts as delivered, is still passed on.
+   * Resolves once it is closed; stop() meanwhile closes it at once, the rest
+   * unread (its owner's hold that lasts). With no connection, stops at once.
+   */
+  finish(): Promise<void> {
+    const socket = this.current;
+    if (!socket || this.stopping || !shutDownReading(socket.fd).ok) {
+      this.stop();
+      return Promise.resolve();
+    }
+    this.stopping = true;
+    this.abort.abort();
+    clearInterval(this.look);
+    this.look = undefined;
+    this.endReplacement();
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.finishing = { socket, closed: resolve };
+    return promise;
+  }
+
   /** `file`: what the path led to as the look's connect began, for a connection the look made. */
   private watchServer(socket: Socket<unknown>, file?: SocketFileIdentity): void {
     const every = this.options.serverLookMs;
@@ -362,6 +387,8 @@ export class ReconnectingConnection {
     if (socket !== this.current) return false;
     this.current = undefined;
     this.givenUp = undefined;
+    const finishing = this.finishing;
+    this.finishing = undefined;
     clearInterval(this.look);
     this.look = undefined;
     if (!this.stopping) this.connectionDrops++;
@@ -369,6 +396,7 @@ export class ReconnectingConnection {
     const wake = this.closedWaiter;
     this.closedWaiter = undefined;
     wake?.(precise);
+    finishing?.closed();
     return true;
   }
 }

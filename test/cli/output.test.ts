@@ -20,7 +20,7 @@ import { outOfDescriptors, wakeUps } from "../support/proc.ts";
 import { heldSocketPlayer, readToEnd, socketPair } from "../support/player-sockets.ts";
 import { packetsOf, pagesOf } from "../support/ogg.ts";
 import { decodedSamples, ffmpegFrom, TONE } from "../support/opus-fixtures.ts";
-import { firstMismatch, isTestPayload, testPayload } from "../support/payloads.ts";
+import { firstMismatch, indexedPayload, isTestPayload, payloadIndex, testPayload } from "../support/payloads.ts";
 import { connectClient, connectOutcome, fakeServer, RecordingClient } from "../support/peer.ts";
 import { AGENT, agentEnv, BUN, REPO, runAgent, spawnAgent, type Spawned, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -719,6 +719,30 @@ describe("signals", () => {
     serve.kill("SIGTERM");
     expect(await serve.exited, serve.stderr).toBe(0);
     expect(existsSync(t.sock)).toBe(false);
+  });
+
+  test("SIGTERM to output recv while its socket is full: every frame its server counts delivered is in the sink, what the socket held as the signal came too", async () => {
+    const t = setup();
+    const N = 2000;
+    await writeWireFile(t.source, N, (i) => indexedPayload(i));
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--loop", "--metrics", "127.0.0.1:0"]);
+    const base = await metricsUrl(serve);
+    const recv = spawnAgent(["output", "recv", "--socket", t.sock, "--sink", t.sink]);
+    await recv.waitForStderr("connected");
+    // Held off the CPU, the receiver reads nothing: the lossless server fills the socket's buffers and waits.
+    recv.kill("SIGSTOP");
+    await heldUp(base, "jetkvm_audio_frames_sent_total", Infinity);
+    recv.kill("SIGTERM");
+    recv.kill("SIGCONT");
+    expect(await recv.exited, recv.stderr).toBe(0);
+    // Lossless, the server now waits for another client: what it delivered stays as it was.
+    serve.kill("SIGTERM");
+    expect(await serve.exited, serve.stderr).toBe(0);
+
+    const frames = wholeWireFrames(t.sink);
+    expect(frames.map((f) => payloadIndex(f)).findIndex((index, k) => index !== k % N)).toBe(-1);
+    expect(logFields(recv.stderr, "output-client", "stopped").frames).toBe(String(frames.length));
+    expect(logFields(serve.stderr, "output-server", "stopped").delivered).toBe(String(frames.length));
   });
 });
 
