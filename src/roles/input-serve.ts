@@ -91,8 +91,9 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
         sizePipe: pipeBytes ? (fd) => (stdout === "socket" ? sizedSendBuffer : sizedPipe)(fd, pipeBytes) : undefined,
         liveStdout: stdout !== undefined,
         report,
-        // A disk that stops taking writes holds up the reading of the client, not the other channel (serve), signals or metrics.
-        offLoop: true,
+        // Beside the output channel, a file's disk that stops taking writes must not hold it up: written in the
+        // thread pool (about three wake-ups a write, a third of one a frame at the default page-ms: paid there only).
+        offLoop: beside === "output",
       });
     } catch (e) {
       await server.stop();

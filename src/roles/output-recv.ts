@@ -94,8 +94,6 @@ export async function outputRecv(settings: RoleSettings<"output recv">, logger: 
       append: settings.append,
       channel: "output",
       report,
-      // A disk that stops taking writes holds up the reading of the socket, not the process's signals and metrics.
-      offLoop: true,
     });
   } catch (e) {
     await instruments.stop();
