@@ -106,8 +106,8 @@ export class ByteSink implements ByteOutput {
   bytesWritten = 0;
   /** A file appended to that keeps bytes (what is whole of them): ByteOutput.continues. */
   continues = false;
-  /** A regular file written in the thread pool (open's `offLoop`). */
-  private offLoop = false;
+  /** A regular file written in the thread pool (open's `offLoop`): told of a write that fails there. */
+  private offLoop: ((failure: Error) => void) | undefined;
   /** While a write in the thread pool has not ended: settles when none is under way and none asked for, rejects when one fails. */
   private writing: PromiseWithResolvers<void> | undefined;
   /** A flush asked for while a write was under way: the next write follows it. */
@@ -131,7 +131,10 @@ export class ByteSink implements ByteOutput {
    * to, as `>>` does). A pipe (stdout's too) is written through a
    * description of its own opened non-blocking, so the flag reaches no one
    * else who shares it. A regular file is looked at against its path
-   * (SinkFileWatch), what is found told on `report`.
+   * (SinkFileWatch), what is found told on `report`; given `offLoop`, it is
+   * written in the thread pool, and a write that fails there is told to
+   * `offLoop` once found, since no flush or close may come to raise it (a
+   * session ended, no frame after it).
    */
   static open(
     path: string,
@@ -140,8 +143,8 @@ export class ByteSink implements ByteOutput {
       append = false,
       whole,
       report,
-      offLoop = false,
-    }: { capacity?: number; append?: boolean; whole?: WholeLength; report?: SinkReport; offLoop?: boolean } = {},
+      offLoop,
+    }: { capacity?: number; append?: boolean; whole?: WholeLength; report?: SinkReport; offLoop?: (failure: Error) => void } = {},
   ): ByteSink {
     if (path === "-") {
       const own = ownNonBlockingDescription(1);
@@ -162,7 +165,7 @@ export class ByteSink implements ByteOutput {
       const file = stat.isFile();
       const sink = new ByteSink(path, fd, true, capacity, file, file ? new SinkFileWatch(path, fd, report) : undefined);
       sink.continues = append && file && stat.size > 0;
-      sink.offLoop = offLoop && file;
+      if (file) sink.offLoop = offLoop;
       return sink;
     }
     closeSync(fd);
@@ -252,8 +255,8 @@ export class ByteSink implements ByteOutput {
    * Writes what the buffer holds in the thread pool, all of it (a signal's
    * EINTR, a short write: the rest again), then settles it as flush does;
    * meanwhile more is buffered after it. A flush asked for meanwhile is
-   * made once it ends; a failure rejects `writing` and a holder's wait, and
-   * is raised by the next flush or close.
+   * made once it ends; a failure rejects `writing` and a holder's wait, is
+   * told to `offLoop`, and is raised by the next flush or close.
    */
   private writeOffLoop(): void {
     const writing = (this.writing = Promise.withResolvers<void>());
@@ -273,6 +276,8 @@ export class ByteSink implements ByteOutput {
         } catch (e) {
           writing.reject(e);
           this.caughtUp(e as Error);
+          // The run ends now: nothing else may call on the sink again (a session ended, a sender gone silent).
+          this.offLoop?.(e as Error);
           return;
         }
         // A flush asked for meanwhile began the next write: this one's waiters wait for it too.

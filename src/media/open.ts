@@ -51,8 +51,8 @@ export interface SinkOptions {
   channel?: Channel;
   /** A regular file's sink tells here when its file is found removed, moved away or replaced at its path, and back (SinkFileWatch). */
   report?: SinkReport;
-  /** A regular file is written in the thread pool (ByteSink.open's `offLoop`): a disk that stops taking writes holds no one else up. */
-  offLoop?: boolean;
+  /** A regular file is written in the thread pool (ByteSink.open's `offLoop`): a disk that stops taking writes holds no one else up; a write that fails there is told here, to end the run. */
+  offLoop?: (failure: Error) => void;
 }
 
 /**

@@ -92,8 +92,9 @@ export function inputChannel(settings: Settings, logger: Logger, beside?: "outpu
         liveStdout: stdout !== undefined,
         report,
         // Beside the output channel, a file's disk that stops taking writes must not hold it up: written in the
-        // thread pool (about three wake-ups a write, a third of one a frame at the default page-ms: paid there only).
-        offLoop: beside === "output",
+        // thread pool (about three wake-ups a write, a third of one a frame at the default page-ms: paid there
+        // only), its failure ending the run when it is found.
+        offLoop: beside === "output" ? (error) => finish(error) : undefined,
       });
     } catch (e) {
       await server.stop();

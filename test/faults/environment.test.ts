@@ -215,6 +215,34 @@ describe("a sink on a file system that is full", () => {
   });
 });
 
+describe("a sink on a file system that is full, failing in the thread pool", () => {
+  test.skipIf(!canUnshare("--mount"))("`input serve --sink FILE`, a client that leaves without Stop: the session's last write, failing after its flush returned, still ends the run (exit 1 naming ENOSPC), every frame counted", async () => {
+    const dir = setup();
+    mkdirSync(dir.path("disk"));
+    const disk = await smallDisk(dir.path("disk"), 64 * 1024);
+    defer(disk.release);
+    disk.fill();
+    const rec = join(dir.path("disk"), "mic.wire");
+    const path = dir.path("in.sock");
+    // Nothing is written while the session lasts: the file's one write is the session end's, and nothing calls on the sink after
+    // it but the write-out --page-ms later (10 s, past this test's time), which raised the failure before it was told as found.
+    const server = start(disk.run([...AGENT, "input", "serve", "--socket", path, "--sink", rec, "--page-ms", "10000"]), { env: agentEnv() });
+    await server.waitForStderr("listening");
+    const client = await connectClient(defer, path, { magic: INPUT_MAGIC });
+    client.socket.write(
+      concatBytes([
+        encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG)),
+        ...Array.from({ length: 20 }, (_, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(i))),
+      ]),
+    );
+    await server.waitForStderr("config");
+    client.close();
+    expect(await server.exited).toBe(1);
+    expect(failureLine(server.stderr)).toBe(`audio-agent: cannot write to sink ${rec}: ENOSPC`);
+    expect(logFields(server.stderr, "input-server", "stopped")).toMatchObject({ frames: "20", dropped_sink_write_failed: "20" });
+  }, 8000);
+});
+
 describe("a sink that fails when a session ends (flushed from the connection's close, not a read)", () => {
   const session = (from: number, to: number, stop: boolean) =>
     concatBytes([
