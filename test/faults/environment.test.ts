@@ -145,7 +145,7 @@ describe("a sink that cannot be written", () => {
 });
 
 describe("a sink on a disk that stops taking writes", () => {
-  test.skipIf(!freezable)("`serve --input-sink FILE` on a frozen file system (fsfreeze: a card stalled in its write): the sink's write waits in a thread of its own, while the output channel streams on, /healthz answers and SIGTERM is taken; once thawed, every frame is in the file", async () => {
+  test.skipIf(!freezable)("`serve --input-sink FILE` on a frozen file system (fsfreeze: a card stalled in its write): the sink's write waits in a thread of its own, while the output channel streams on, /healthz answers and SIGTERM is taken; once thawed, every frame is in the file, those received while the write was held too", async () => {
     const dir = setup();
     mkdirSync(dir.path("disk"));
     const disk = await freezableDisk(dir.path("disk"));
@@ -169,6 +169,9 @@ describe("a sink on a disk that stops taking writes", () => {
     disk.freeze();
     client.socket.write(micFrames(20, 40));
     await until(() => threadInWrite(agent.pid) !== undefined, "the sink's write held by the frozen disk");
+    // Received while that write is under way: buffered after it, and written by the write that follows it, before the close.
+    client.socket.write(micFrames(40, 45));
+    await until(async () => (await scrapeValue(base, "jetkvm_microphone_frames_received_total")) === 45, "the frames sent during the held write received");
     // Before, the event loop itself waited in that write: nothing more of either channel, no answer, no signal taken.
     const heard = listener.messages.length;
     await until(() => listener.messages.length >= heard + 25, "the output channel's frames while the disk is frozen", 10_000);
@@ -179,8 +182,8 @@ describe("a sink on a disk that stops taking writes", () => {
 
     disk.thaw();
     expect(await agent.exited, agent.stderr).toBe(0);
-    expect(recorded()).toEqual(Array.from({ length: 40 }, (_, i) => testPayload(i)));
-    expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ signal: "SIGTERM", frames: "40", dropped: "0" });
+    expect(recorded()).toEqual(Array.from({ length: 45 }, (_, i) => testPayload(i)));
+    expect(logFields(agent.stderr, "input-server", "stopped")).toMatchObject({ signal: "SIGTERM", frames: "45", dropped: "0" });
   }, 60_000);
 });
 

@@ -176,6 +176,35 @@ console.log(JSON.stringify(seen));`,
     expect(statSync(out).size).toBe(4096);
   });
 
+  test("written in the thread pool: a flush asked for while a write is under way follows it, and close settles with what that next write did (cut short, then stopped: the unit taken back off, its frame counted, the failure raised)", () => {
+    const dir = socketDir(defer, "bsk-");
+    const script = byteSinkScript(
+      dir.path("off-loop-next.ts"),
+      `const told = [];
+const sink = ByteSink.open(process.argv[2], { offLoop: (e) => told.push(e.message), capacity: 1024 });
+const unit = (n) => new Uint8Array(n).fill(1);
+const seen = [];
+sink.write(unit(1000), 1);
+sink.flush();
+// Buffered while the first write is under way, and flushed by the close: written once that write ends, 3096 bytes of it under the 4096-byte limit.
+sink.write(unit(3500), 1);
+try { await sink.close(); seen.push("closed"); } catch (e) { seen.push(e.message); }
+seen.push({ ...sink.dropped }, sink.bytesWritten, told);
+console.log(JSON.stringify(seen));`,
+    );
+    const out = dir.path("off-loop-next.out");
+    const run = withFileSizeLimit(4096, script, out);
+    expect(run.stderr.toString()).toBe("");
+    expect(JSON.parse(run.stdout.toString())).toEqual([
+      `cannot write to sink ${out}: EFBIG`,
+      { sink_no_reader: 0, sink_write_failed: 1, sink_reader_slow: 0 },
+      4096,
+      [`cannot write to sink ${out}: EFBIG`],
+    ]);
+    // The unit cut short is taken back off: the file ends with the last one written whole.
+    expect(statSync(out).size).toBe(1000);
+  });
+
   test("a failed write takes off the `opening` units before the unit it cut (a stream's header pages with no audio after them), those an earlier flush wrote whole too: the file ends with its last unit that is not one", () => {
     const dir = socketDir(defer, "bsk-");
     const script = byteSinkScript(
