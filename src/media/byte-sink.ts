@@ -269,7 +269,8 @@ export class ByteSink implements ByteOutput {
         this.writing = undefined;
         try {
           this.wrote(code ? at : end, code);
-          if (this.again) {
+          // A flush asked for meanwhile, or a buffer still past its size (its caller waiting), is written next.
+          if (this.again || this.used > this.capacity) {
             this.again = false;
             this.flush();
           }
@@ -280,6 +281,8 @@ export class ByteSink implements ByteOutput {
           this.offLoop?.(e as Error);
           return;
         }
+        // The caller reads on once what the buffer holds is within its size: a flood holds no more than that.
+        if (this.used <= this.capacity) this.caughtUp();
         // A flush asked for meanwhile began the next write: this one's waiters wait for it too.
         const next = this.writing as PromiseWithResolvers<void> | undefined;
         if (next) next.promise.then(writing.resolve, writing.reject);
@@ -297,8 +300,9 @@ export class ByteSink implements ByteOutput {
     this.wroteWhole(whole);
     if (code === undefined || code === "EAGAIN") {
       this.forget(at, whole);
-      if (code === undefined) this.caughtUp();
-      else this.holdOn();
+      if (code === "EAGAIN") this.holdOn();
+      // Written in the thread pool, its caller is let go once the buffer is within its size (writeOffLoop).
+      else if (!this.offLoop) this.caughtUp();
       return;
     }
     let lost = this.framesIn(this.units) - this.framesIn(whole);
@@ -469,6 +473,8 @@ export class ByteSink implements ByteOutput {
       this.unitOpens[i - units] = this.unitOpens[i]!;
     }
     this.units -= units;
+    // So is one once what is left of it fits in the buffer's own size: filled again, it would only grow.
+    if (this.buffer.length > this.capacity && this.used <= this.capacity) this.allocate(this.capacity);
   }
 
   /** The pipe is full: what it did not take is offered again, and the caller told to wait. */

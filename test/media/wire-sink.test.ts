@@ -176,6 +176,33 @@ console.log(JSON.stringify(seen));`,
     expect(statSync(out).size).toBe(4096);
   });
 
+  test("written in the thread pool, fed as fast as it lets its caller (a flood): what it holds unwritten stays within its buffer's size and what one read brings, however much goes through", () => {
+    const dir = socketDir(defer, "bsk-");
+    const script = byteSinkScript(
+      dir.path("off-loop-flood.ts"),
+      `const sink = ByteSink.open(process.argv[2], { offLoop: () => {}, capacity: 64 * 1024 });
+const unit = new Uint8Array(1000).fill(1);
+let given = 0;
+let most = 0;
+// A reader of the socket: each read brings 100 units, and it reads on unless told to wait.
+for (let read = 0; read < 200; read++) {
+  for (let i = 0; i < 100; i++) sink.write(unit, 1);
+  given += 100 * unit.length;
+  most = Math.max(most, given - sink.bytesWritten);
+  if (sink.waiting) await sink.waiting;
+}
+await sink.close();
+console.log(JSON.stringify({ most, written: sink.bytesWritten }));`,
+    );
+    const out = dir.path("off-loop-flood.out");
+    const run = Bun.spawnSync([process.execPath, script, out], { stderr: "pipe" });
+    expect(run.stderr.toString()).toBe("");
+    const { most, written } = JSON.parse(run.stdout.toString());
+    expect(written).toBe(20_000_000);
+    expect(statSync(out).size).toBe(20_000_000);
+    expect(most).toBeLessThanOrEqual(64 * 1024 + 100 * 1000);
+  });
+
   test("written in the thread pool: a flush asked for while a write is under way follows it, and close settles with what that next write did (cut short, then stopped: the unit taken back off, its frame counted, the failure raised)", () => {
     const dir = socketDir(defer, "bsk-");
     const script = byteSinkScript(
