@@ -407,12 +407,14 @@ describe("the end of what the Ogg sink writes", () => {
     const client = spawnAgent(["input", "send", "--socket", socket, "--source", source, "--format", "ogg"]);
     expect(await client.exited).toBe(0);
     await until(() => server.stderr.includes("session ended by Stop"), "the session ended");
+    // The session's end writes its last page in the thread pool: killed once the file holds it all.
+    const sent = (await packets(source)).frames;
+    await until(async () => (await drainFile(received)).frames.length === sent.length, "the session's audio in the file");
     server.kill("SIGKILL");
     await server.exited;
     const killed = pagesOf(new Uint8Array(readFileSync(received)));
     expect(killed.some((page) => (page.flags & 4) !== 0)).toBe(false);
     await stoppedSession(socket, received, source, "--append");
-    const sent = (await packets(source)).frames;
     expect(payloads((await packets(received)).frames)).toEqual([...payloads(sent), ...payloads(sent)]);
     const pages = pagesOf(new Uint8Array(readFileSync(received)));
     expect(pages.filter((page) => (page.flags & 4) !== 0).map((page) => page.offset)).toEqual([killed.at(-1)!.offset, pages.at(-1)!.offset]);
