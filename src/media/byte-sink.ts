@@ -363,7 +363,7 @@ export class ByteSink implements ByteOutput {
       this.releaseNow();
       throw e;
     }
-    await this.release();
+    return this.release();
   }
 
   /** Waits while the reader takes what is left; one that takes nothing for LINGER_MS has the rest counted. */
