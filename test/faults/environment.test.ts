@@ -219,7 +219,7 @@ describe("a sink on a file system that is full", () => {
 });
 
 describe("a sink on a file system that is full, failing in the thread pool", () => {
-  test.skipIf(!canUnshare("--mount"))("`input serve --sink FILE`, a client that leaves without Stop: the session's last write, failing after its flush returned, still ends the run (exit 1 naming ENOSPC), every frame counted", async () => {
+  test.skipIf(!canUnshare("--mount"))("`serve --input-sink FILE`, a client that leaves without Stop: the session's last write, failing after its flush returned, still ends the run (exit 1 naming ENOSPC), every frame counted", async () => {
     const dir = setup();
     mkdirSync(dir.path("disk"));
     const disk = await smallDisk(dir.path("disk"), 64 * 1024);
@@ -229,8 +229,11 @@ describe("a sink on a file system that is full, failing in the thread pool", () 
     const path = dir.path("in.sock");
     // Nothing is written while the session lasts: the file's one write is the session end's, and nothing calls on the sink after
     // it but the write-out --page-ms later (10 s, past this test's time), which raised the failure before it was told as found.
-    const server = start(disk.run([...AGENT, "input", "serve", "--socket", path, "--sink", rec, "--page-ms", "10000"]), { env: agentEnv() });
-    await server.waitForStderr("listening");
+    const server = start(
+      disk.run([...AGENT, "serve", "--output-socket", dir.path("out.sock"), "--output-source", TONE, "--output-format", "ogg", "--input-socket", path, "--input-sink", rec, "--input-page-ms", "10000"]),
+      { env: agentEnv() },
+    );
+    await server.waitForStderr("input-server: listening");
     const client = await connectClient(defer, path, { magic: INPUT_MAGIC });
     client.socket.write(
       concatBytes([
