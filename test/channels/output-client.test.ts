@@ -3,6 +3,7 @@
  * server writing encoded bytes: tolerated control messages, framing
  * violations that end the connection (then a reconnect), and how run() ends.
  */
+import type { Socket } from "bun";
 import { describe, expect, test } from "bun:test";
 import { unlinkSync } from "node:fs";
 import { join } from "node:path";
@@ -405,6 +406,34 @@ describe("OutputClient run() endings", () => {
     expect(await within(running, 10_000, "still running")).toBe("cannot write to sink stdout: EPIPE");
     expect(client.readings().frames).toBe(2);
     expect(client.connects).toBe(1);
+  });
+
+  test("a sink whose reader is behind holds up the reading: what the server sends meanwhile is read only once the sink has caught up", async () => {
+    const path = socketDir(defer, "oc-").path("raw.sock");
+    let serverSide!: Socket<undefined>;
+    const server = fakeServer(path, (socket) => {
+      serverSide = socket;
+      socket.write(frame(0));
+    });
+    defer(server.stop);
+    let caughtUp!: () => void;
+    const behind = new Promise<void>((resolve) => (caughtUp = resolve));
+    let isCaughtUp = false;
+    // For each frame, whether the sink had caught up when it came.
+    const given: boolean[] = [];
+    const client = new OutputClient({ path, report: silent, onMessage: () => (given.push(isCaughtUp), isCaughtUp ? undefined : behind) });
+    defer(() => client.stop());
+    void client.run();
+    await until(() => given.length === 1, "the first frame given to the sink");
+    serverSide.write(concatBytes([frame(1), frame(2)]));
+    // Long enough for a client that reads on to take both; this one reads nothing until the sink catches up.
+    await Bun.sleep(300);
+    expect(given).toEqual([false]);
+    isCaughtUp = true;
+    caughtUp();
+    await until(() => given.length === 3, "the frames sent while the sink was behind");
+    expect(given).toEqual([false, true, true]);
+    expect(client.readings().frames).toBe(3);
   });
 
   test("a failing onMessage (e.g. the sink) ends run() with that error instead of reconnecting; the rest of that read still goes to it, received, for the failed sink to count", async () => {

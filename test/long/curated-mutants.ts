@@ -211,6 +211,12 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: ";",
   },
   {
+    name: "the output client reads on while its sink's reader is behind: what the server sends piles up in the sink instead of in the socket",
+    file: "src/channels/output-client.ts",
+    find: "this.connection.hold(waiting);",
+    replace: ";",
+  },
+  {
     name: "input serve never tells systemd READY=1: a Type=notify unit of it times out starting",
     file: "src/roles/input-serve.ts",
     find: "shutdown.ready();",
