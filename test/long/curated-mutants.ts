@@ -652,4 +652,10 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     after: "private byFrames = true;",
     why: "the first value is never read: only tick() reads it, and both ways to a tick set it first, frame() to true before it queues the tick, the fallback to false before it ticks",
   },
+  {
+    file: "src/roles/channel-instruments.ts",
+    before: "if (state.queueFrames > 0) end.resizeQueue?.(state.queueFrames);",
+    after: "if (state.queueFrames >= 0) end.resizeQueue?.(state.queueFrames);",
+    why: "the optimizer's queue is 0 frames only where it started from 0, an end without a send queue (queueCapacity 0, doubled still 0), and such an end (a receiver) has no resizeQueue: a sender's queue holds at least one frame",
+  },
 ];
