@@ -162,8 +162,11 @@ describe("a sink on a disk that stops taking writes", () => {
     const client = await connectClient(defer, mic, { magic: INPUT_MAGIC });
     const micFrames = (from: number, to: number) => concatBytes(Array.from({ length: to - from }, (_, i) => encodeMessage(INPUT_MAGIC, MessageType.OpusFrame, testPayload(from + i))));
     client.socket.write(concatBytes([encodeMessage(INPUT_MAGIC, MessageType.Config, encodeConfigPayload(DEFAULT_AUDIO_CONFIG)), micFrames(0, 20)]));
-    // What the file holds of the microphone's frames (a capture of the input channel).
-    const recorded = () => parseWire(new Uint8Array(readFileSync(disk.path("mic.wire"))), INPUT_MAGIC).messages.filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload);
+    // What the file holds of the microphone's frames (a capture of the input channel); none before the sink has opened it.
+    const recorded = () =>
+      existsSync(disk.path("mic.wire"))
+        ? parseWire(new Uint8Array(readFileSync(disk.path("mic.wire"))), INPUT_MAGIC).messages.filter((m) => m.type === MessageType.OpusFrame).map((m) => m.payload)
+        : [];
     await until(() => recorded().length === 20, "the first frames in the file");
 
     disk.freeze();
