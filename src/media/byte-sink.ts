@@ -108,7 +108,7 @@ export class ByteSink implements ByteOutput {
   continues = false;
   /** A regular file written in the thread pool (open's `offLoop`): told of a write that fails there. */
   private offLoop: ((failure: Error) => void) | undefined;
-  /** While a write in the thread pool has not ended: settles when none is under way and none asked for, rejects when one fails. */
+  /** While a write in the thread pool has not ended: settles when it has, rejects when it failed. */
   private writing: PromiseWithResolvers<void> | undefined;
   /** A flush asked for while a write was under way: the next write follows it. */
   private again = false;
@@ -255,8 +255,9 @@ export class ByteSink implements ByteOutput {
    * Writes what the buffer holds in the thread pool, all of it (a signal's
    * EINTR, a short write: the rest again), then settles it as flush does;
    * meanwhile more is buffered after it. A flush asked for meanwhile is
-   * made once it ends; a failure rejects `writing` and a holder's wait, is
-   * told to `offLoop`, and is raised by the next flush or close.
+   * made once it ends, a write of its own; a failure rejects `writing` and a
+   * holder's wait, is told to `offLoop`, and is raised by the next flush or
+   * close.
    */
   private writeOffLoop(): void {
     const writing = (this.writing = Promise.withResolvers<void>());
@@ -283,10 +284,7 @@ export class ByteSink implements ByteOutput {
         }
         // The caller reads on once what the buffer holds is within its size: a flood holds no more than that.
         if (this.used <= this.capacity) this.caughtUp();
-        // A flush asked for meanwhile began the next write: this one's waiters wait for it too.
-        const next = this.writing as PromiseWithResolvers<void> | undefined;
-        if (next) next.promise.then(writing.resolve, writing.reject);
-        else writing.resolve();
+        writing.resolve();
       });
     step(0);
   }
@@ -350,15 +348,16 @@ export class ByteSink implements ByteOutput {
       this.releaseNow();
       throw e;
     }
-    if (this.writing) return this.written(this.writing.promise);
+    if (this.writing) return this.written();
     if (!this.held) return this.release();
     return this.linger();
   }
 
   /** Closes once the writes under way in the thread pool have ended: a file's bytes all written, or its failure raised. */
-  private async written(writing: Promise<void>): Promise<void> {
+  private async written(): Promise<void> {
     try {
-      await writing;
+      // One that ends with more asked for (the close's own flush) begins the next: each is waited for.
+      while (this.writing) await this.writing.promise;
     } catch (e) {
       this.releaseNow();
       throw e;
