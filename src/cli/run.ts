@@ -95,6 +95,7 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
   try {
     const code = await dispatch(argv, io, run);
     run.logger?.flush();
+    await logWritten(io);
     return code;
   } catch (e) {
     const { code, message } = describeFailure(e, run.settings, run.configFile?.path);
@@ -103,8 +104,14 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
     const logger = run.logger ?? new Logger({ level: "warn", format: requestedLogFormat(argv, io.env, run.configFile), write: writeLine(io) });
     warnOnce(run, logger);
     logger.fatal(message, { exit_code: code });
+    await logWritten(io);
     return code;
   }
+}
+
+/** A log file's last lines, written in the thread pool, on its disk before the process exits (LineWriter.settled). */
+function logWritten(io: CliIo): Promise<void> {
+  return io === defaultIo ? stderrLines().settled() : Promise.resolve();
 }
 
 /** Where a logger writes: the process's stderr is the Logger's own default (stderrLines, lines lost told in the log's format). */

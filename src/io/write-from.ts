@@ -1,4 +1,4 @@
-import { fstatSync, ftruncateSync, writeSync } from "node:fs";
+import { fstatSync, ftruncateSync, write, writeSync } from "node:fs";
 
 /**
  * Writes `bytes` to `fd` from `at` on until all of it is written or a write
@@ -15,6 +15,20 @@ export function writeFrom(fd: number, bytes: Uint8Array, at = 0, end = bytes.len
     }
   }
   return { at };
+}
+
+/**
+ * writeFrom in the thread pool (fs.write), for a file on a disk that may
+ * stop taking writes (frozen, a card stalled in its write, a hung mount):
+ * that holds up a thread of the pool, not the event loop. `done` is told
+ * how far it got and the errno name of the failure that stopped it short.
+ */
+export function writeFromOffLoop(fd: number, bytes: Uint8Array, at: number, end: number, done: (at: number, code?: string) => void): void {
+  write(fd, bytes, at, end - at, null, (error, n) => {
+    const code = error ? (error.code ?? String(error)) : undefined;
+    if (code === "EINTR" || (code === undefined && at + n < end)) return writeFromOffLoop(fd, bytes, code ? at : at + n, end, done);
+    done(code ? at : end, code);
+  });
 }
 
 /**

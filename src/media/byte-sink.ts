@@ -1,8 +1,8 @@
-import { closeSync, constants, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readSync, statSync, write, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readSync, statSync, writeSync } from "node:fs";
 import type { FilePlacement } from "../io/file-placement.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
 import { PassingShortage } from "../io/passing-errno.ts";
-import { takeBack, writeFrom } from "../io/write-from.ts";
+import { takeBack, writeFrom, writeFromOffLoop } from "../io/write-from.ts";
 import { appendFlag, FileFormatError } from "./file-format.ts";
 import type { SinkReport } from "./frame-sink.ts";
 import { SinkFileWatch } from "./sink-file-watch.ts";
@@ -262,31 +262,26 @@ export class ByteSink implements ByteOutput {
   private writeOffLoop(): void {
     const writing = (this.writing = Promise.withResolvers<void>());
     writing.promise.catch(() => {});
-    const end = this.used;
-    const step = (at: number) =>
-      write(this.fd, this.buffer, at, end - at, null, (error, n) => {
-        const code = error ? (error.code ?? String(error)) : undefined;
-        if (code === "EINTR" || (code === undefined && at + n < end)) return step(code ? at : at + n);
-        this.writing = undefined;
-        try {
-          this.wrote(code ? at : end, code);
-          // A flush asked for meanwhile, or a buffer still past its size (its caller waiting), is written next.
-          if (this.again || this.used > this.capacity) {
-            this.again = false;
-            this.flush();
-          }
-        } catch (e) {
-          writing.reject(e);
-          this.caughtUp(e as Error);
-          // The run ends now: nothing else may call on the sink again (a session ended, a sender gone silent).
-          this.offLoop?.(e as Error);
-          return;
+    writeFromOffLoop(this.fd, this.buffer, 0, this.used, (at, code) => {
+      this.writing = undefined;
+      try {
+        this.wrote(at, code);
+        // A flush asked for meanwhile, or a buffer still past its size (its caller waiting), is written next.
+        if (this.again || this.used > this.capacity) {
+          this.again = false;
+          this.flush();
         }
-        // The caller reads on once what the buffer holds is within its size: a flood holds no more than that.
-        if (this.used <= this.capacity) this.caughtUp();
-        writing.resolve();
-      });
-    step(0);
+      } catch (e) {
+        writing.reject(e);
+        this.caughtUp(e as Error);
+        // The run ends now: nothing else may call on the sink again (a session ended, a sender gone silent).
+        this.offLoop?.(e as Error);
+        return;
+      }
+      // The caller reads on once what the buffer holds is within its size: a flood holds no more than that.
+      if (this.used <= this.capacity) this.caughtUp();
+      writing.resolve();
+    });
   }
 
   /** What a write of the buffer's first `at` bytes did: `code`, the errno that stopped it short. */

@@ -3,7 +3,7 @@ import { basename, dirname, join } from "node:path";
 import { appends } from "../io/appended-file.ts";
 import { fileName } from "../io/file-placement.ts";
 import { ownNonBlockingDescription } from "../io/own-description.ts";
-import { takeBack, writeFrom } from "../io/write-from.ts";
+import { takeBack, writeFrom, writeFromOffLoop } from "../io/write-from.ts";
 
 /** What waits for a reader that is not reading, at most; lines beyond it are counted and lost. */
 const BACKLOG_BYTES = 64 * 1024;
@@ -11,8 +11,9 @@ const BACKLOG_BYTES = 64 * 1024;
 const RETRY_MS = 20;
 /** At exit, how long a reader that is not reading is waited for. */
 const DRAIN_MS = 1000;
-/** Why lines lost to the backlog's bound were. */
+/** Why lines lost to the backlog's bound were: a reader behind, or a disk (offLoop). */
 const NOT_READING = "the log's reader was not reading";
+const NOT_TAKING = "the log's disk was not taking writes";
 
 /**
  * Writes log lines to a descriptor without ever waiting for its reader: the
@@ -32,7 +33,12 @@ const NOT_READING = "the log's reader was not reading";
  * after it.
  *
  * Only a descriptor in non-blocking mode can refuse a write; on a blocking
- * one (a file, a socket) this writes as writeSync does.
+ * one (a socket) this writes as writeSync does. A file (`offLoop`) is
+ * written in the thread pool, a line at a time: a disk that stops taking
+ * writes (frozen, a card stalled in its write) holds up a thread of the
+ * pool, not the audio, and the lines meanwhile wait as for a reader not
+ * reading. The run awaits `settled()` before it exits; a process that
+ * exits at once writes what waits on the event loop, as at its last.
  */
 export class LineWriter {
   /** The notice of lines lost, as a line of the log's format. */
@@ -45,18 +51,41 @@ export class LineWriter {
   /** Set by retire(): nothing more is written. */
   private retired = false;
   /** Set by capAt(): the size the file written to is kept under, and who is told of a copy that failed. */
-  private cap: { maxBytes: number; failed: (why: string) => void } | undefined;
+  private cap: Cap | undefined;
   /** Lines lost to writes that failed since the last told, and the last failure's errno name. */
   private failed: { count: number; code: string } | undefined;
   /** The log was last left mid-line: a line begun (its rest waiting), or the part of one a failed write left. */
   private midLine = false;
   /** While turnForRoom tries a line again: a second failure is counted, not turned for. */
   private turningForRoom = false;
+  /** offLoop: what waits to be tried again after a turn for room, which may not turn the log again. */
+  private triedAgain: Uint8Array | LostLines | undefined;
+  /** offLoop: a write under way in the thread pool, which what follows waits for. */
+  private inFlight = false;
+  /** offLoop: the size the file will have once the write under way has ended, as far as this can tell. */
+  private inFlightEnd = 0;
+  /** offLoop: set as the process exits, when no thread-pool write would be waited for: written on the event loop. */
+  private exiting = false;
+  /** Who waits for settled(). */
+  private settling: (() => void)[] = [];
 
   constructor(
     private readonly fd: number,
     private readonly limitBytes = BACKLOG_BYTES,
-  ) {}
+    private readonly offLoop = false,
+  ) {
+    if (offLoop) {
+      this.drainAtExit = true;
+      process.once("exit", () => {
+        // No callback comes now: the write under way is looked for in the file's size, what waits written after it.
+        this.exiting = true;
+        const end = performance.now() + DRAIN_MS;
+        while (this.inFlight && fileSize(this.fd) < this.inFlightEnd && performance.now() < end) Bun.sleepSync(1);
+        this.inFlight = false;
+        this.drain();
+      });
+    }
+  }
 
   /** Lines waiting for the reader, and lines lost to the bound so far and not yet told. */
   get backlog(): { bytes: number; lost: number } {
@@ -69,29 +98,32 @@ export class LineWriter {
   write(text: string, always = false): void {
     if (this.retired) return;
     const line = Buffer.from(text);
-    if (this.pending.length > 0) {
+    if (this.pending.length > 0 || this.inFlight) {
       if (always) this.keep(line);
       else this.hold(line);
+      // The line a turn for room tries again (offLoop): it may not turn the log again.
+      if (this.turningForRoom) this.triedAgain = line;
       return;
     }
-    // Lines lost before: told with this line, in one write, or neither is written.
+    // Lines lost before: told with this line, in one write, or neither is written (and both counted lost).
     const told = this.failed;
     this.failed = undefined;
     const bytes = told ? Buffer.concat([this.failedNotice(told), line]) : line;
-    const rest = this.writeNow(bytes);
-    if (rest === FAILED) {
-      if (told) this.failed!.count += told.count;
-      if (this.cap && !this.turningForRoom && OUT_OF_ROOM.has(this.failed!.code)) this.turnForRoom(this.cap, text, always);
-      return;
-    }
-    if (rest === undefined) return;
+    const rest = this.writeNow(bytes, 1 + (told?.count ?? 0), this.turnsForRoom(!this.turningForRoom, () => this.write(text, always)));
+    if (rest === undefined || rest === FAILED) return;
     // Begun (or a notice in it): its rest goes first whatever the bound, or the reader would see half a line.
     if (always || told || rest.length < bytes.length) this.keep(rest);
     else this.hold(rest);
   }
 
-  /** Offers the backlog to the reader until it is written or DRAIN_MS have passed; what is left then is given up. */
+  /**
+   * Offers the backlog to the reader until it is written or DRAIN_MS have
+   * passed; what is left then is given up. Written in the thread pool
+   * (offLoop), it follows the write under way: nothing is done here but as
+   * the process exits.
+   */
   drain(ms = DRAIN_MS): void {
+    if (this.offLoop && !this.exiting) return;
     const end = performance.now() + ms;
     while (this.waiting() && !this.resume() && performance.now() < end) Bun.sleepSync(1);
     this.pending.length = 0;
@@ -112,6 +144,12 @@ export class LineWriter {
    */
   capAt(maxBytes: number, failed: (why: string) => void): void {
     this.cap = { maxBytes, failed };
+  }
+
+  /** Once nothing waits and no write is under way (offLoop: the run's last lines on the disk). */
+  settled(): Promise<void> {
+    if (!this.inFlight && !this.waiting()) return Promise.resolve();
+    return new Promise((resolve) => this.settling.push(resolve));
   }
 
   /**
@@ -151,7 +189,8 @@ export class LineWriter {
       // A process that exits at once (a second signal) still offers its last lines.
       process.once("exit", () => this.drain());
     }
-    if (this.retry) return;
+    // Written in the thread pool, what waits follows each write as it ends.
+    if (this.retry || this.offLoop) return;
     this.retry = setInterval(() => this.resume(), RETRY_MS);
     this.retry.unref();
   }
@@ -163,27 +202,29 @@ export class LineWriter {
    * line after it.
    */
   private resume(): boolean {
-    while (this.pending.length > 0) {
-      const head = this.pending[0]!;
-      const bytes = head instanceof LostLines ? Buffer.from(this.lostNotice(head.count, NOT_READING) + "\n") : head;
-      const rest = this.writeNow(bytes, head instanceof LostLines ? head.count : 1);
-      if (rest === FAILED) {
-        this.pending.shift();
-        for (const entry of this.pending) this.failed!.count += entry instanceof LostLines ? entry.count : 1;
-        this.pending.length = 0;
-        this.pendingBytes = 0;
-        break;
-      }
+    while (this.pending.length > 0 && !this.inFlight) {
+      const head = this.pending.shift()!;
+      const lost = head instanceof LostLines;
+      const bytes = lost ? Buffer.from(this.lostNotice(head.count, this.offLoop ? NOT_TAKING : NOT_READING) + "\n") : head;
+      if (!lost) this.pendingBytes -= head.length;
+      const again = () => {
+        this.pending.unshift(head);
+        if (!lost) this.pendingBytes += head.length;
+        this.triedAgain = head;
+      };
+      const rest = this.writeNow(bytes, lost ? head.count : 1, this.turnsForRoom(head !== this.triedAgain, again));
+      // Lost, and all behind it; or the log turned for room, and it is offered again first.
+      if (rest === FAILED) continue;
       if (rest !== undefined) {
         // A notice not begun stays a count, which lines lost after it still join.
-        if (rest.length === bytes.length) return false;
-        this.pending[0] = rest;
-        this.pendingBytes += rest.length - (head instanceof LostLines ? 0 : head.length);
+        const back = lost && rest.length === bytes.length ? head : rest;
+        this.pending.unshift(back);
+        if (!(back instanceof LostLines)) this.pendingBytes += back.length;
         return false;
       }
-      this.pending.shift();
-      if (!(head instanceof LostLines)) this.pendingBytes -= head.length;
     }
+    // Written in the thread pool: the rest follows the write under way.
+    if (this.inFlight) return false;
     clearInterval(this.retry);
     this.retry = undefined;
     return true;
@@ -192,19 +233,47 @@ export class LineWriter {
   /**
    * Writes what the descriptor takes now, which ends a line: returns what it
    * did not take, undefined when all went, or FAILED: then the `lines` it
-   * held are lost, counted (failedAt).
+   * held are lost, counted (failedAt), and what waits behind them too,
+   * unless `turned` says the log was turned for room (turnForRoom). In the
+   * thread pool (offLoop) it returns undefined at once, as if all went, and
+   * what the write did is settled as it ends.
    */
-  private writeNow(bytes: Uint8Array, lines = 1): Uint8Array | undefined | typeof FAILED {
+  private writeNow(bytes: Uint8Array, lines = 1, turned?: () => boolean): Uint8Array | undefined | typeof FAILED {
     const wasMidLine = this.midLine;
+    // The cap as it is now: a line written uncapped (a turn's notice) turns nothing as it ends.
+    const cap = this.cap;
+    if (this.offLoop && !this.exiting) {
+      this.inFlight = true;
+      this.inFlightEnd = fileSize(this.fd) + bytes.length;
+      writeFromOffLoop(this.fd, bytes, 0, bytes.length, (at, code) => {
+        this.inFlight = false;
+        if (this.exiting) return;
+        // A file never refuses a write for now (EAGAIN): what it did not take is lost, as at a failure.
+        this.wrote(bytes, at, code === "EAGAIN" ? "EIO" : code, lines, wasMidLine, cap, turned);
+        this.resume();
+        if (!this.inFlight) for (const settled of this.settling.splice(0)) settled();
+      });
+      return undefined;
+    }
     const { at, code } = writeFrom(this.fd, bytes);
+    return this.wrote(bytes, at, code, lines, wasMidLine, cap, turned);
+  }
+
+  /** What a write of `bytes` that got as far as `at`, stopped short by `code` (an errno name), leaves: see writeNow. */
+  private wrote(bytes: Uint8Array, at: number, code: string | undefined, lines: number, wasMidLine: boolean, cap: Cap | undefined, turned?: () => boolean): Uint8Array | undefined | typeof FAILED {
     if (at > 0) this.midLine = at < bytes.length;
     if (code === "EAGAIN") return bytes.subarray(at);
     if (code !== undefined) {
       this.failedAt(code, at, lines, wasMidLine);
+      if (turned?.()) return FAILED;
+      // The notice of the failure must come before any line after it: those waiting are lost too.
+      for (const entry of this.pending) this.failed!.count += entry instanceof LostLines ? entry.count : 1;
+      this.pending.length = 0;
+      this.pendingBytes = 0;
       return FAILED;
     }
     // At a line's end only: a file is written whole, each line at once.
-    if (this.cap && bytes.at(-1) === 10) this.rotateAtCap(this.cap);
+    if (cap && this.cap && bytes.at(-1) === 10) this.rotateAtCap(this.cap);
     return undefined;
   }
 
@@ -225,29 +294,42 @@ export class LineWriter {
     if (at > 0 && takeBackLine(this.fd, at)) this.midLine = wasMidLine;
   }
 
+  /** What tells writeNow whether a write that failed turned the log for room (turnForRoom), when it `may`. */
+  private turnsForRoom(may: boolean, again: () => void): () => boolean {
+    return () => may && this.cap !== undefined && OUT_OF_ROOM.has(this.failed!.code) && this.turnForRoom(this.cap, again);
+  }
+
   /**
    * A log kept under a size (capAt) whose write found no room (its disk
    * full below the cap: a small /var/log; past `ulimit -f`): turned now,
    * copied to ".1" if there is room for it (the ".1" before is removed
-   * first, which may make it) and emptied, and `text` tried again once: the
-   * newest lines kept rather than the oldest, and the line that says why a
-   * run ended written. Nothing to empty, nothing is done.
+   * first, which may make it) and emptied, and what failed offered `again`
+   * once: the newest lines kept rather than the oldest, and the line that
+   * says why a run ended written; what waited behind it (offLoop) follows.
+   * Whether it was turned: nothing to empty, nothing is done.
    */
-  private turnForRoom(cap: { maxBytes: number; failed: (why: string) => void }, text: string, always: boolean): void {
+  private turnForRoom(cap: Cap, again: () => void): boolean {
     try {
-      if (fstatSync(this.fd).size === 0) return;
+      if (fstatSync(this.fd).size === 0) return false;
     } catch {
-      return;
+      return false;
     }
     // Tried again: not lost unless it fails again.
     if (--this.failed!.count === 0) this.failed = undefined;
     this.turningForRoom = true;
+    // Set aside: the turn's notice is the emptied file's first line, and the line tried again its next.
+    const waiting = this.pending.splice(0);
+    const waitingBytes = this.pendingBytes;
+    this.pendingBytes = 0;
     try {
       this.rotateAtCap(cap, true);
-      this.write(text, always);
+      again();
     } finally {
       this.turningForRoom = false;
+      this.pending.push(...waiting);
+      this.pendingBytes += waitingBytes;
     }
+    return true;
   }
 
   /** Runs `write` with no turn at the cap meanwhile. */
@@ -262,7 +344,7 @@ export class LineWriter {
   }
 
   /** Copies the file to its ".1" and empties it, once it has reached the cap (see capAt), or now when `forRoom` (turnForRoom). */
-  private rotateAtCap(cap: { maxBytes: number; failed: (why: string) => void }, forRoom = false): void {
+  private rotateAtCap(cap: Cap, forRoom = false): void {
     try {
       // Its size, not what this wrote: stdout may share the file (2>&1).
       const size = fstatSync(this.fd).size;
@@ -402,6 +484,12 @@ function removeIfThere(path: string): void {
 /** A write's errno names for want of room: a full disk, a quota, a file size limit. */
 const OUT_OF_ROOM = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
 
+/** The size a log file is kept under (capAt), and who is told of a copy that failed. */
+interface Cap {
+  maxBytes: number;
+  failed: (why: string) => void;
+}
+
 /** What writeNow returns for a write that failed. */
 const FAILED = Symbol("failed");
 
@@ -419,5 +507,25 @@ let stderr: LineWriter | undefined;
  * else who shares it; a file or a socket (journald) is written as it is.
  */
 export function stderrLines(): LineWriter {
-  return (stderr ??= new LineWriter(ownNonBlockingDescription(2) ?? 2));
+  if (stderr) return stderr;
+  const pipe = ownNonBlockingDescription(2);
+  return (stderr = pipe === undefined ? new LineWriter(2, BACKLOG_BYTES, isFile(2)) : new LineWriter(pipe));
+}
+
+/** The size of the file `fd` is open on; 0 when it cannot be told. */
+function fileSize(fd: number): number {
+  try {
+    return fstatSync(fd).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** Whether `fd` is open on a regular file (a log opened with 2>> or 2>): written in the thread pool. */
+function isFile(fd: number): boolean {
+  try {
+    return fstatSync(fd).isFile();
+  } catch {
+    return false;
+  }
 }

@@ -190,6 +190,48 @@ describe("a sink on a disk that stops taking writes", () => {
   }, 60_000);
 });
 
+describe("a log file on a disk that stops taking writes", () => {
+  test.skipIf(!freezable)("`output serve 2>>FILE` on a frozen file system: the log's write waits in a thread of its own, while the audio streams on to a client that connects meanwhile (a line of the log), /healthz answers and SIGTERM is taken; once thawed every line is in the log, the stop's last", async () => {
+    const dir = setup();
+    mkdirSync(dir.path("disk"));
+    const disk = await freezableDisk(dir.path("disk"));
+    defer(disk.release);
+    const out = dir.path("o.sock");
+    const agent = start(
+      disk.run(["sh", "-c", 'exec "$@" 2>>"$0"', join(dir.path("disk"), "agent.log"), ...AGENT, "output", "serve", "--socket", out, "--source", TONE, "--format", "ogg", "--realtime", "--loop", "--metrics", "127.0.0.1:0"]),
+      { env: agentEnv() },
+    );
+    const log = () => (existsSync(disk.path("agent.log")) ? readFileSync(disk.path("agent.log"), "utf8") : "");
+    await until(() => / output-server: listening /.test(log()) && /http listening url=/.test(log()), "the agent listening, in its log");
+    const base = /http listening url=(http:\/\/[^\s"]+)/.exec(log())![1]!.replace(/\/$/, "");
+    const first = await connectClient(defer, out);
+    await until(() => first.messages.length >= 5, "the first client's frames");
+    await until(() => (log().match(/ client connected /g) ?? []).length === 1, "the first client's line in the log");
+
+    disk.freeze();
+    // Its "client connected" line (and the first client's "replaced") wait for the disk; the audio does not.
+    const second = await connectClient(defer, out);
+    await until(() => second.messages.length >= 25, "frames to the client that connected while the log's disk is frozen", 10_000);
+    const writer = threadInWrite(agent.pid);
+    expect(writer).toBeDefined();
+    expect(writer).not.toBe(agent.pid);
+    expect(await healthz(base)).toMatchObject({ healthy: true });
+    expect((log().match(/ client connected /g) ?? []).length).toBe(1);
+    agent.kill("SIGTERM");
+    await until(() => second.isClosed, "the output channel stopped by SIGTERM while the log's disk is frozen", 10_000);
+
+    disk.thaw();
+    expect(await agent.exited, log()).toBe(0);
+    const lines = log().trimEnd().split("\n");
+    expect(lines.filter((l) => / client connected /.test(l)).length).toBe(2);
+    expect(lines.at(-1)).toMatch(/ stopped /);
+    // Each line whole and once, in time order.
+    const times = lines.map((l) => l.split(" ")[0]!);
+    expect(times).toEqual([...times].sort());
+    expect(new Set(lines).size).toBe(lines.length);
+  }, 60_000);
+});
+
 describe("a sink on a file system that is full", () => {
   // The room a file's last block has left is all a full tmpfs takes: for the tone, 1510 bytes, room for a
   // stream's OpusHead and OpusTags pages (102 bytes), not for a page of 2 s of audio.

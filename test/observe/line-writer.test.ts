@@ -9,13 +9,15 @@ import { LineWriter } from "../../src/observe/line-writer.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, readAvailableText } from "../support/fifo.ts";
-import { canUnshare, smallDisk, withFileSizeLimit } from "../support/machine.ts";
+import { canFreezeDisk, canUnshare, freezableDisk, smallDisk, withFileSizeLimit } from "../support/machine.ts";
 import { BUN, run, start } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
 const defer = useCleanup();
 const PIPE_BYTES = 4096;
+/** Whether this machine can freeze a disk for a test (freezableDisk). */
+const freezable = await canFreezeDisk();
 
 /**
  * A FIFO of PIPE_BYTES: a non-blocking writer's end, and its reader's (held,
@@ -57,15 +59,16 @@ async function readAfterReaderReturns(out: LineWriter, pipe: ReturnType<typeof s
  * A script at `path` for a LineWriter run as a process of its own (under a
  * file size limit, in a small disk's mount namespace, or exiting at once):
  * `out` appends to the file its first argument names (or writes to the pipe
- * it names without blocking, with `pipe`), then `body` runs.
+ * it names without blocking, with `pipe`; in the thread pool, with
+ * `offLoop`), then `body` runs.
  */
-function lineWriterScript(path: string, body: string, pipe = false): string {
+function lineWriterScript(path: string, body: string, pipe = false, offLoop = false): string {
   const flags = pipe ? "fs.constants.O_WRONLY | fs.constants.O_NONBLOCK" : "fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND";
   writeFileSync(
     path,
     `import * as fs from "node:fs";
 import { LineWriter } from ${JSON.stringify(`${import.meta.dir}/../../src/observe/line-writer.ts`)};
-const out = new LineWriter(fs.openSync(process.argv[2], ${flags}, 0o644));
+const out = new LineWriter(fs.openSync(process.argv[2], ${flags}, 0o644), undefined, ${offLoop});
 ${body}`,
   );
   return path;
@@ -271,7 +274,7 @@ describe.skipIf(!canUnshare("--mount"))("lines whose writes fail (a full disk)",
    * the hidden name (by an agent that ended mid-copy): run in the disk's mount namespace, where the log's
    * name (that the turn copies by) is the disk's.
    */
-  async function cappedOnSmallDisk(old: number, count: number, aside = 0) {
+  async function cappedOnSmallDisk(old: number, count: number, aside = 0, offLoop = false) {
     const t = socketDir(defer, "aa-lw-");
     mkdirSync(t.path("disk"));
     const disk = await smallDisk(t.path("disk"), 64 * 1024);
@@ -284,6 +287,8 @@ describe.skipIf(!canUnshare("--mount"))("lines whose writes fail (a full disk)",
       script,
       `out.capAt(1024 * 1024, (why) => out.write("warn: " + why + "\\n"));
 for (let i = 0; i < ${count}; i++) out.write("line " + String(i).padStart(4, "0") + " " + "x".repeat(89) + "\\n");`,
+      false,
+      offLoop,
     );
     const done = await run(disk.run([BUN, script, path]));
     expect(done.stderr).toBe("");
@@ -293,9 +298,9 @@ for (let i = 0; i < ${count}; i++) out.write("line " + String(i).padStart(4, "0"
   }
   const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
-  test("a log kept under a size (capAt) whose disk fills below it is copied and emptied then, the .1 before removed to make room for the copy: no line lost, the newest in the log", async () => {
+  test.each([false, true])("a log kept under a size (capAt) whose disk fills below it is copied and emptied then, the .1 before removed to make room for the copy: no line lost, the newest in the log (written in the thread pool: %p)", async (offLoop) => {
     // About 24 KiB of the disk is the log's: full at about 240 lines, turned once by 300.
-    const { path, lines, older, log } = await cappedOnSmallDisk(40 * 1024, 300);
+    const { path, lines, older, log } = await cappedOnSmallDisk(40 * 1024, 300, 0, offLoop);
     const text = log();
     const [first, ...after] = text.slice(0, -1).split("\n");
     expect(first).toMatch(new RegExp(`^warn: no room for the log's next line: copied to ${escaped(path)}\\.1 and emptied at \\d+ bytes, below its bound of 1048576$`));
@@ -576,5 +581,94 @@ console.log(JSON.stringify(counts));`,
     expect(appendedFile(truncating)).toEqual({ not: "a file not opened for appending (2>FILE, where 2>>FILE appends)" });
     const { writer } = stalledPipe();
     expect(appendedFile(writer)).toEqual({ not: "a pipe" });
+  });
+});
+
+describe("a log file written in the thread pool (offLoop)", () => {
+  test.skipIf(!freezable)("on a disk that stops taking writes (fsfreeze: a card stalled in its write) the write waits in a thread of the pool, not on the event loop: lines written meanwhile wait, in order, settled() with them, and all are in the file once the disk takes writes again", async () => {
+    const t = socketDir(defer, "aa-lw-");
+    mkdirSync(t.path("disk"));
+    const disk = await freezableDisk(t.path("disk"));
+    defer(disk.release);
+    const [ready, go, ticks, settled] = [t.path("ready"), t.path("go"), t.path("ticks"), t.path("settled")];
+    const script = lineWriterScript(
+      t.path("frozen.ts"),
+      `const line = (i) => "line " + String(i).padStart(4, "0") + " " + "x".repeat(89) + "\\n";
+out.write(line(0));
+await out.settled();
+fs.writeFileSync(${JSON.stringify(ready)}, "");
+while (!fs.existsSync(${JSON.stringify(go)})) await Bun.sleep(5);
+for (let i = 1; i < 4; i++) out.write(line(i));
+// The event loop's timers run on while the disk holds the write.
+for (let tick = 1; tick <= 20; tick++) {
+  await Bun.sleep(10);
+  fs.writeFileSync(${JSON.stringify(ticks)}, String(tick));
+}
+out.write(line(4));
+await out.settled();
+fs.writeFileSync(${JSON.stringify(settled)}, "");`,
+      false,
+      true,
+    );
+    const child = start(disk.run([BUN, script, t.path("disk/agent.log")]));
+    await until(() => existsSync(ready), "the first line written", 20_000);
+    disk.freeze();
+    writeFileSync(go, "");
+    await until(() => existsSync(ticks) && readFileSync(ticks, "utf8") === "20", "the timers' ticks while the disk is frozen", 10_000);
+    expect(existsSync(settled)).toBe(false);
+    expect(readFileSync(disk.path("agent.log"), "utf8")).toBe(line(0));
+    disk.thaw();
+    const done = await child.done;
+    expect(done.stderr).toBe("");
+    expect(done.code).toBe(0);
+    expect(existsSync(settled)).toBe(true);
+    expect(readFileSync(disk.path("agent.log"), "utf8")).toBe(Array.from({ length: 5 }, (_, i) => line(i)).join(""));
+  }, 60_000);
+
+  test("a process that exits at once (process.exit, as on a second signal) with a line under way in the thread pool and more waiting: each is in the file, once, in order", async () => {
+    const t = socketDir(defer, "aa-lw-");
+    const path = t.path("agent.log");
+    const script = lineWriterScript(
+      t.path("exit.ts"),
+      `for (let i = 0; i < 100; i++) out.write("line " + String(i).padStart(4, "0") + " " + "x".repeat(89) + "\\n");
+process.exit(0);`,
+      false,
+      true,
+    );
+    const done = await run([BUN, script, path]);
+    expect(done.stderr).toBe("");
+    expect(done.code).toBe(0);
+    expect(readFileSync(path, "utf8")).toBe(Array.from({ length: 100 }, (_, i) => line(i)).join(""));
+  });
+
+  test("a line a file took part of before its write failed (a size limit) is taken off again, and the lines waiting behind it are lost with it: the file ends with its last whole line", () => {
+    const t = socketDir(defer, "aa-lw-");
+    const path = t.path("agent.log");
+    const script = t.path("limited.ts");
+    lineWriterScript(
+      script,
+      `for (let i = 0; i < 40; i++) out.write(\`line \${String(i).padStart(4, "0")} \${"x".repeat(19)}\\n\`);`,
+      false,
+      true,
+    );
+    const run = withFileSizeLimit(1000, script, path);
+    expect(run.stderr.toString()).toBe("");
+    expect(readFileSync(path, "utf8")).toBe(Array.from({ length: 33 }, (_, i) => line(i, 30)).join(""));
+  });
+
+  test("past the cap it is copied to FILE.1 and emptied as each line ends: the two hold the latest lines whole and in order, none lost at a turn", async () => {
+    const { path, fd } = appendedLog();
+    const out = new LineWriter(fd, undefined, true);
+    const failures: string[] = [];
+    out.capAt(1000, (why) => failures.push(why));
+    const lines = Array.from({ length: 95 }, (_, i) => line(i, 30));
+    for (const text of lines) out.write(text);
+    // Nothing written yet but the first line, under way in the thread pool.
+    expect(out.backlog.bytes).toBe(94 * 30);
+    await out.settled();
+    expect(out.backlog.bytes).toBe(0);
+    expect(readFileSync(`${path}.1`, "utf8")).toBe(lines.slice(34, 68).join(""));
+    expect(readFileSync(path, "utf8")).toBe(lines.slice(68).join(""));
+    expect(failures).toEqual([]);
   });
 });
