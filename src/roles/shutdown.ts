@@ -52,7 +52,7 @@ export class Shutdown {
       this.handlers.push([name, ignored]);
     }
     this.requested = new Promise((resolve) => (this.resolve = resolve));
-    for (const name of ["SIGTERM", "SIGINT"] as const) {
+    for (const name of STOP_SIGNALS) {
       const handler = () => {
         if (this.signal) {
           // Said last, after what the exit closes on its way (a client cut off): a log
@@ -99,17 +99,28 @@ export class Shutdown {
 
   /**
    * Lets go of its handlers and the service manager's socket. `processEnds`:
-   * the process exits next, with the run's code; a SIGTERM or SIGINT meanwhile
-   * (a stop that raced the run's own end) is caught and ignored, where the
-   * default action, back once the last handler goes, would end it 143 or 130.
+   * the process exits next, with the run's code, once its log file's last
+   * lines are on the disk (LineWriter.settled), which takes as long as the
+   * disk does: its handlers stay, so a SIGHUP meanwhile is still ignored and
+   * a stop's second signal still exits at once, where the default action,
+   * back once the last handler goes, would end it 129, 143 or 130. A SIGTERM
+   * or SIGINT that comes once the run ended on its own (a stop that raced
+   * the run's own end) is caught and ignored.
    */
   dispose(processEnds = false): void {
-    if (processEnds) for (const name of ["SIGTERM", "SIGINT"] as const) process.on(name, ignoredAtEnd);
-    for (const [name, handler] of this.handlers) process.off(name, handler);
+    if (processEnds && this.signal === undefined) for (const name of STOP_SIGNALS) process.on(name, ignoredAtEnd);
+    for (const [name, handler] of this.handlers) {
+      if (processEnds && (this.signal !== undefined || !STOP_SIGNALS.includes(name as StopSignal))) continue;
+      process.off(name, handler);
+    }
     clearInterval(this.watchdog);
     this.notify?.dispose();
   }
 }
+
+/** The signals that stop a run: a second one exits at once. */
+const STOP_SIGNALS = ["SIGTERM", "SIGINT"] as const;
+type StopSignal = (typeof STOP_SIGNALS)[number];
 
 /** A signal that comes once the run has ended: its exit code is the run's. */
 function ignoredAtEnd(): void {}

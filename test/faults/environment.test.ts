@@ -230,6 +230,41 @@ describe("a log file on a disk that stops taking writes", () => {
     expect(times).toEqual([...times].sort());
     expect(new Set(lines).size).toBe(lines.length);
   }, 60_000);
+
+  test.skipIf(!freezable)("`output serve 2>>FILE` stopped by SIGTERM while the log's disk is frozen waits for its last lines: a SIGHUP meanwhile is ignored, a second SIGTERM exits 143, the log's last line saying so once thawed", async () => {
+    const dir = setup();
+    mkdirSync(dir.path("disk"));
+    const disk = await freezableDisk(dir.path("disk"));
+    defer(disk.release);
+    const out = dir.path("o.sock");
+    const agent = start(
+      disk.run(["sh", "-c", 'exec "$@" 2>>"$0"', join(dir.path("disk"), "agent.log"), ...AGENT, "output", "serve", "--socket", out, "--source", TONE, "--format", "ogg", "--realtime", "--loop"]),
+      { env: agentEnv() },
+    );
+    const log = () => (existsSync(disk.path("agent.log")) ? readFileSync(disk.path("agent.log"), "utf8") : "");
+    await until(() => / output-server: listening /.test(log()), "the agent listening, in its log");
+    disk.freeze();
+    // Its "client connected" line waits for the disk, and the stop's lines after it.
+    const client = await connectClient(defer, out);
+    await until(() => client.messages.length >= 5, "frames to the client that connected while the log's disk is frozen", 10_000);
+    agent.kill("SIGTERM");
+    await until(() => client.isClosed, "the output channel stopped by SIGTERM", 10_000);
+    // The run has ended; the process waits for its log's disk.
+    await Bun.sleep(200);
+    agent.kill("SIGHUP");
+    await Bun.sleep(200);
+    agent.kill("SIGTERM");
+    await Bun.sleep(200);
+    disk.thaw();
+    expect(await agent.exited, log()).toBe(143);
+    const lines = log().trimEnd().split("\n");
+    expect(lines.filter((l) => / stopped signal=SIGTERM /.test(l)).length).toBe(1);
+    expect(lines.filter((l) => / SIGHUP ignored/.test(l)).length).toBe(1);
+    expect(lines.at(-1)).toMatch(/ SIGTERM again during the stop: exiting at once exit_code=143$/);
+    const times = lines.map((l) => l.split(" ")[0]!);
+    expect(times).toEqual([...times].sort());
+    expect(new Set(lines).size).toBe(lines.length);
+  }, 60_000);
 });
 
 describe("a sink on a file system that is full", () => {
