@@ -4,11 +4,11 @@
  * its older lines in FILE.1, none cut; any other log is told it is not.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { useCleanup } from "../support/cleanup.ts";
 import { canUnshare, smallDisk } from "../support/machine.ts";
 import { TONE } from "../support/opus-fixtures.ts";
-import { AGENT, agentEnv, start, stopAgents } from "../support/processes.ts";
+import { AGENT, agentEnv, run, start, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -107,6 +107,23 @@ describe("--log-max-bytes", () => {
       expect(line.match(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /g)).toHaveLength(1);
     }
     expect(lines.trimEnd().split("\n").at(-1)).toContain("output-server: stopped signal=SIGTERM");
+  }, 60_000);
+
+  test.skipIf(!canUnshare("--mount"))("a run that fails with its log on a full disk (exit 1): the log is turned for room and its failure line is the emptied file's, after the notice, before the process exits", async () => {
+    const t = socketDir(defer, "aa-log-");
+    mkdirSync(t.path("disk"));
+    const disk = await smallDisk(t.path("disk"), 64 * 1024);
+    defer(disk.release);
+    const log = disk.path("agent.log");
+    // A page's worth: no room left in its last page for part of a line.
+    writeFileSync(log, Array.from({ length: 256 }, (_, i) => `older line ${String(i).padStart(4, "0")}\n`).join(""));
+    disk.fill();
+    const args = ["output", "serve", "--source", t.path("missing.ogg"), "--format", "ogg", "--socket", t.path("o.sock"), "--log-max-bytes", "16384"];
+    const done = await run(disk.run(["sh", "-c", 'log=$1; shift; exec "$@" 2>>"$log"', "sh", t.path("disk/agent.log"), ...AGENT, ...args]), { env: agentEnv() });
+    expect(done.code).toBe(1);
+    const lines = readFileSync(log, "utf8").trimEnd().split("\n");
+    expect(lines[0]).toMatch(/ agent: no room for the log's next line, so it is emptied at 4096 bytes, below its bound of 16384; cannot copy the log to .*\.1 \(ENOSPC\)/);
+    expect(lines.at(-1)).toBe(`audio-agent: --source ${t.path("missing.ogg")}: no such file (ENOENT)`);
   }, 60_000);
 
   test("from the environment too (AUDIO_AGENT_LOG_MAX_BYTES), and a log written over rather than appended to (2>FILE) is told it is not rotated: emptied, its writes would go on where they were", async () => {
