@@ -309,6 +309,33 @@ for (let i = 0; i < ${count}; i++) out.write("line " + String(i).padStart(4, "0"
     expect(text).not.toContain("log lines lost");
   });
 
+  test("a line too long for the room a turn for room makes (written in the thread pool) is lost, counted, once: the log is not turned again for it, and the next line follows the turn's notice", async () => {
+    const t = socketDir(defer, "aa-lw-");
+    mkdirSync(t.path("disk"));
+    const disk = await smallDisk(t.path("disk"), 64 * 1024);
+    defer(disk.release);
+    // A page of the log, and the rest of the disk another's: emptied, the log has that page's room, no more.
+    writeFileSync(disk.path("agent.log"), Array.from({ length: 40 }, (_, i) => line(i)).join("") + "o".repeat(4096 - 40 * 100 - 1) + "\n");
+    disk.fill();
+    const script = lineWriterScript(
+      t.path("long.ts"),
+      `out.capAt(1024 * 1024, (why) => out.write("warn: " + why + "\\n"));
+out.write("long " + "x".repeat(8 * 1024) + "\\n");
+await out.settled();
+out.write("after\\n");
+await out.settled();`,
+      false,
+      true,
+    );
+    const done = await run(disk.run([BUN, script, t.path("disk/agent.log")]), { timeoutMs: 20_000 });
+    expect(done.stderr).toBe("");
+    expect(done.code).toBe(0);
+    const [first, ...after] = readFileSync(disk.path("agent.log"), "utf8").slice(0, -1).split("\n");
+    expect(first).toMatch(/^warn: no room for the log's next line, so it is emptied at 4096 bytes, below its bound of 1048576; cannot copy the log to .*\.1 \(ENOSPC\)/);
+    expect(after).toEqual([notice(1).trimEnd(), "after"]);
+    expect(existsSync(disk.path("agent.log.1"))).toBe(false);
+  });
+
   test("a log whose disk fills below its size, taken by a copy left under the hidden name (an agent ended mid-copy), is copied once that is removed: no line lost", async () => {
     // The left copy takes 40 KiB of the 64: the log fills the rest at about 240 lines, too few for its copy beside it.
     const { path, lines, older, log, names } = await cappedOnSmallDisk(0, 300, 40 * 1024);
