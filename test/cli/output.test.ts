@@ -10,7 +10,7 @@ import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { opusPacketSamples } from "../../src/media/opus-toc.ts";
 import { encodeConfigPayload, encodeMessage, MAX_MESSAGE, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
 import { expectAccountedLine, failureLine, logFields } from "../support/agent-log.ts";
-import { heldUp, metricsUrl, scrapeUntil, value } from "../support/metrics.ts";
+import { heldUp, metricsUrl, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { monitorViewer } from "../support/monitor-viewer.ts";
 import { notifyReceiver } from "../support/notify-receiver.ts";
 import { useCleanup } from "../support/cleanup.ts";
@@ -396,6 +396,25 @@ describe("output serve: a lossless file queued whole while its client reads noth
     expect(client.frames.length).toBe(N);
     expect(firstMismatch(client.frames)).toBe(-1);
     expect(expectAccountedLine(serve.stderr)).toMatchObject({ delivered: N, dropped: 0 });
+  }, 30_000);
+});
+
+describe("output serve: a lossless file waiting for its first client", () => {
+  test("is not read until one connects: no frame queued, and stamped, while none is there; the one that comes gets every frame", async () => {
+    const t = setup();
+    const N = 50;
+    await writeWireFile(t.source, N);
+    const serve = spawnAgent(["output", "serve", "--source", t.source, "--socket", t.sock, "--metrics", "127.0.0.1:0"]);
+    const base = await metricsUrl(serve);
+    await serve.waitForStderr("waiting for a client");
+    // Time enough for a server that read on without a client to have queued the whole file (it fits the queue).
+    await Bun.sleep(1000);
+    expect(value(await scrape(base), "audio_agent_frames_submitted_total")).toBe(0);
+    const client = await connectClient(defer, t.sock);
+    await client.closed;
+    expect(await serve.exited, serve.stderr).toBe(0);
+    expect(client.frames.length).toBe(N);
+    expect(firstMismatch(client.frames)).toBe(-1);
   }, 30_000);
 });
 

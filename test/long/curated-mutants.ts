@@ -241,6 +241,12 @@ export const CURATED: readonly CuratedMutant[] = [
     replace: ";",
   },
   {
+    name: "a lossless output serve reading its file before a client connects: frames queued and stamped while none is there, aged by the wait when one comes",
+    file: "src/roles/output-serve.ts",
+    find: "await shutdown.race(server.waitForClient());",
+    replace: ";",
+  },
+  {
     name: "READY=1 told after STOPPING=1 when a stop comes during the start: the service manager takes a stopping agent for started",
     file: "src/roles/shutdown.ts",
     find: "if (this.isReady || this.stopping) return;",
