@@ -191,18 +191,31 @@ describe("a sink on a disk that stops taking writes", () => {
 });
 
 describe("a log file on a disk that stops taking writes", () => {
-  test.skipIf(!freezable)("`output serve 2>>FILE` on a frozen file system: the log's write waits in a thread of its own, while the audio streams on to a client that connects meanwhile (a line of the log), /healthz answers and SIGTERM is taken; once thawed every line is in the log, the stop's last", async () => {
+  /** `output serve` streaming the tone in real time, its stderr appended to agent.log on a disk that can be frozen, once it is listening. */
+  async function servingWithLogOnDisk(extra: string[] = []) {
     const dir = setup();
     mkdirSync(dir.path("disk"));
     const disk = await freezableDisk(dir.path("disk"));
     defer(disk.release);
     const out = dir.path("o.sock");
     const agent = start(
-      disk.run(["sh", "-c", 'exec "$@" 2>>"$0"', join(dir.path("disk"), "agent.log"), ...AGENT, "output", "serve", "--socket", out, "--source", TONE, "--format", "ogg", "--realtime", "--loop", "--metrics", "127.0.0.1:0"]),
+      disk.run(["sh", "-c", 'exec "$@" 2>>"$0"', join(dir.path("disk"), "agent.log"), ...AGENT, "output", "serve", "--socket", out, "--source", TONE, "--format", "ogg", "--realtime", "--loop", ...extra]),
       { env: agentEnv() },
     );
     const log = () => (existsSync(disk.path("agent.log")) ? readFileSync(disk.path("agent.log"), "utf8") : "");
-    await until(() => / output-server: listening /.test(log()) && /http listening url=/.test(log()), "the agent listening, in its log");
+    await until(() => / output-server: listening /.test(log()) && (!extra.includes("--metrics") || /http listening url=/.test(log())), "the agent listening, in its log");
+    return { disk, agent, out, log };
+  }
+
+  /** The log's lines each whole and once, in time order. */
+  function expectWholeInOrder(lines: string[]): void {
+    const times = lines.map((l) => l.split(" ")[0]!);
+    expect(times).toEqual([...times].sort());
+    expect(new Set(lines).size).toBe(lines.length);
+  }
+
+  test.skipIf(!freezable)("`output serve 2>>FILE` on a frozen file system: the log's write waits in a thread of its own, while the audio streams on to a client that connects meanwhile (a line of the log), /healthz answers and SIGTERM is taken; once thawed every line is in the log, the stop's last", async () => {
+    const { disk, agent, out, log } = await servingWithLogOnDisk(["--metrics", "127.0.0.1:0"]);
     const base = /http listening url=(http:\/\/[^\s"]+)/.exec(log())![1]!.replace(/\/$/, "");
     const first = await connectClient(defer, out);
     await until(() => first.messages.length >= 5, "the first client's frames");
@@ -225,24 +238,11 @@ describe("a log file on a disk that stops taking writes", () => {
     const lines = log().trimEnd().split("\n");
     expect(lines.filter((l) => / client connected /.test(l)).length).toBe(2);
     expect(lines.at(-1)).toMatch(/ stopped /);
-    // Each line whole and once, in time order.
-    const times = lines.map((l) => l.split(" ")[0]!);
-    expect(times).toEqual([...times].sort());
-    expect(new Set(lines).size).toBe(lines.length);
+    expectWholeInOrder(lines);
   }, 60_000);
 
   test.skipIf(!freezable)("`output serve 2>>FILE` stopped by SIGTERM while the log's disk is frozen waits for its last lines: a SIGHUP meanwhile is ignored, a second SIGTERM exits 143, the log's last line saying so once thawed", async () => {
-    const dir = setup();
-    mkdirSync(dir.path("disk"));
-    const disk = await freezableDisk(dir.path("disk"));
-    defer(disk.release);
-    const out = dir.path("o.sock");
-    const agent = start(
-      disk.run(["sh", "-c", 'exec "$@" 2>>"$0"', join(dir.path("disk"), "agent.log"), ...AGENT, "output", "serve", "--socket", out, "--source", TONE, "--format", "ogg", "--realtime", "--loop"]),
-      { env: agentEnv() },
-    );
-    const log = () => (existsSync(disk.path("agent.log")) ? readFileSync(disk.path("agent.log"), "utf8") : "");
-    await until(() => / output-server: listening /.test(log()), "the agent listening, in its log");
+    const { disk, agent, out, log } = await servingWithLogOnDisk();
     disk.freeze();
     // Its "client connected" line waits for the disk, and the stop's lines after it.
     const client = await connectClient(defer, out);
@@ -261,9 +261,7 @@ describe("a log file on a disk that stops taking writes", () => {
     expect(lines.filter((l) => / stopped signal=SIGTERM /.test(l)).length).toBe(1);
     expect(lines.filter((l) => / SIGHUP ignored/.test(l)).length).toBe(1);
     expect(lines.at(-1)).toMatch(/ SIGTERM again during the stop: exiting at once exit_code=143$/);
-    const times = lines.map((l) => l.split(" ")[0]!);
-    expect(times).toEqual([...times].sort());
-    expect(new Set(lines).size).toBe(lines.length);
+    expectWholeInOrder(lines);
   }, 60_000);
 });
 

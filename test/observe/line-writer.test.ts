@@ -168,13 +168,15 @@ test("a reader that leaves (EPIPE) with a line begun: the next reader finds the 
   expect(read).toBe(long.slice(0, PIPE_BYTES) + "\naudio-agent: 1 log lines lost: writing the log failed (EPIPE)\n" + line(1));
 });
 
-test("a line a file took part of before its write failed (a size limit, a full disk) is taken off again: the file ends with its last whole line, for the next line to follow", () => {
+test.each([false, true])("a line a file took part of before its write failed (a size limit, a full disk) is taken off again: the file ends with its last whole line, for the next line to follow (written in the thread pool, the lines waiting behind it lost with it: %p)", (offLoop) => {
   const t = socketDir(defer, "aa-lw-");
   const path = t.path("agent.log");
   const script = t.path("limited.ts");
   lineWriterScript(
     script,
     `for (let i = 0; i < 40; i++) out.write(\`line \${String(i).padStart(4, "0")} \${"x".repeat(19)}\\n\`);`,
+    false,
+    offLoop,
   );
   // The write past 1000 bytes is cut short there and the next fails (EFBIG), as on a full disk.
   const run = withFileSizeLimit(1000, script, path);
@@ -666,21 +668,6 @@ process.exit(0);`,
     expect(done.stderr).toBe("");
     expect(done.code).toBe(0);
     expect(readFileSync(path, "utf8")).toBe(Array.from({ length: 100 }, (_, i) => line(i)).join(""));
-  });
-
-  test("a line a file took part of before its write failed (a size limit) is taken off again, and the lines waiting behind it are lost with it: the file ends with its last whole line", () => {
-    const t = socketDir(defer, "aa-lw-");
-    const path = t.path("agent.log");
-    const script = t.path("limited.ts");
-    lineWriterScript(
-      script,
-      `for (let i = 0; i < 40; i++) out.write(\`line \${String(i).padStart(4, "0")} \${"x".repeat(19)}\\n\`);`,
-      false,
-      true,
-    );
-    const run = withFileSizeLimit(1000, script, path);
-    expect(run.stderr.toString()).toBe("");
-    expect(readFileSync(path, "utf8")).toBe(Array.from({ length: 33 }, (_, i) => line(i, 30)).join(""));
   });
 
   test("past the cap it is copied to FILE.1 and emptied as each line ends: the two hold the latest lines whole and in order, none lost at a turn", async () => {
