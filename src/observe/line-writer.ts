@@ -212,7 +212,8 @@ export class LineWriter {
         if (!lost) this.pendingBytes += head.length;
         this.triedAgain = head;
       };
-      const rest = this.writeNow(bytes, lost ? head.count : 1, this.turnsForRoom(head !== this.triedAgain, again));
+      const lines = lost ? head.count : 1;
+      const rest = this.writeNow(bytes, lines, this.turnsForRoom(head !== this.triedAgain, again, lines));
       // Lost, and all behind it; or the log turned for room, and it is offered again first.
       if (rest === FAILED) continue;
       if (rest !== undefined) {
@@ -294,28 +295,29 @@ export class LineWriter {
     if (at > 0 && takeBackLine(this.fd, at)) this.midLine = wasMidLine;
   }
 
-  /** What tells writeNow whether a write that failed turned the log for room (turnForRoom), when it `may`. */
-  private turnsForRoom(may: boolean, again: () => void): () => boolean {
-    return () => may && this.cap !== undefined && OUT_OF_ROOM.has(this.failed!.code) && this.turnForRoom(this.cap, again);
+  /** What tells writeNow whether a write that failed turned the log for room (turnForRoom), when it `may`; `lines`: those offered again. */
+  private turnsForRoom(may: boolean, again: () => void, lines = 1): () => boolean {
+    return () => may && this.cap !== undefined && OUT_OF_ROOM.has(this.failed!.code) && this.turnForRoom(this.cap, again, lines);
   }
 
   /**
    * A log kept under a size (capAt) whose write found no room (its disk
    * full below the cap: a small /var/log; past `ulimit -f`): turned now,
    * copied to ".1" if there is room for it (the ".1" before is removed
-   * first, which may make it) and emptied, and what failed offered `again`
-   * once: the newest lines kept rather than the oldest, and the line that
-   * says why a run ended written; what waited behind it (offLoop) follows.
-   * Whether it was turned: nothing to empty, nothing is done.
+   * first, which may make it) and emptied, and what failed (`lines` of
+   * it) offered `again` once: the newest lines kept rather than the
+   * oldest, and the line that says why a run ended written; what waited
+   * behind it (offLoop) follows. Whether it was turned: nothing to empty,
+   * nothing is done.
    */
-  private turnForRoom(cap: Cap, again: () => void): boolean {
+  private turnForRoom(cap: Cap, again: () => void, lines: number): boolean {
     try {
       if (fstatSync(this.fd).size === 0) return false;
     } catch {
       return false;
     }
     // Tried again: not lost unless it fails again.
-    if (--this.failed!.count === 0) this.failed = undefined;
+    if ((this.failed!.count -= lines) <= 0) this.failed = undefined;
     this.turningForRoom = true;
     // Set aside: the turn's notice is the emptied file's first line, and the line tried again its next.
     const waiting = this.pending.splice(0);

@@ -338,6 +338,32 @@ await out.settled();`,
     expect(existsSync(disk.path("agent.log.1"))).toBe(false);
   });
 
+  test("a notice of lines lost to the backlog's bound that finds no room (written in the thread pool) turns the log and is written after the turn's notice: those lines told once, not again as lost to a failed write", async () => {
+    const t = socketDir(defer, "aa-lw-");
+    mkdirSync(t.path("disk"));
+    const disk = await smallDisk(t.path("disk"), 64 * 1024);
+    defer(disk.release);
+    // The log's page has room for four lines of 100 bytes, and the disk no more.
+    writeFileSync(disk.path("agent.log"), Array.from({ length: 36 }, (_, i) => line(i)).join("") + "o".repeat(95) + "\n");
+    disk.fill();
+    const script = lineWriterScript(
+      t.path("bound.ts"),
+      `const log = new LineWriter(fs.openSync(process.argv[2], fs.constants.O_WRONLY | fs.constants.O_APPEND), 300, true);
+log.capAt(1024 * 1024, (why) => log.write("warn: " + why + "\\n"));
+// One under way, three waiting (the bound), two lost to it: their notice needs a page of its own.
+for (let i = 0; i < 6; i++) log.write("line " + String(i).padStart(4, "0") + " " + "x".repeat(89) + "\\n");
+await log.settled();
+log.write("after\\n");
+await log.settled();`,
+    );
+    const done = await run(disk.run([BUN, script, t.path("disk/agent.log")]), { timeoutMs: 20_000 });
+    expect(done.stderr).toBe("");
+    expect(done.code).toBe(0);
+    const [first, ...after] = readFileSync(disk.path("agent.log"), "utf8").slice(0, -1).split("\n");
+    expect(first).toMatch(/^warn: no room for the log's next line, so it is emptied at 4096 bytes, below its bound of 1048576; cannot copy the log to .*\.1 \(ENOSPC\)/);
+    expect(after).toEqual(["audio-agent: 2 log lines lost: the log's disk was not taking writes", "after"]);
+  });
+
   test("a log whose disk fills below its size, taken by a copy left under the hidden name (an agent ended mid-copy), is copied once that is removed: no line lost", async () => {
     // The left copy takes 40 KiB of the 64: the log fills the rest at about 240 lines, too few for its copy beside it.
     const { path, lines, older, log, names } = await cappedOnSmallDisk(0, 300, 40 * 1024);
