@@ -38,7 +38,9 @@ const NOT_TAKING = "the log's disk was not taking writes";
  * writes (frozen, a card stalled in its write) holds up a thread of the
  * pool, not the audio, and the lines meanwhile wait as for a reader not
  * reading. The run awaits `settled()` before it exits; a process that
- * exits at once writes what waits on the event loop, as at its last.
+ * exits at once writes what waits on the event loop, as at its last, once
+ * the write under way has ended: if it has not in DRAIN_MS, what waits is
+ * given up.
  */
 export class LineWriter {
   /** The notice of lines lost, as a line of the log's format. */
@@ -80,7 +82,10 @@ export class LineWriter {
         // No callback comes now: the write under way is looked for in the file's size, what waits written after it.
         this.exiting = true;
         const end = performance.now() + DRAIN_MS;
-        while (this.inFlight && fileSize(this.fd) < this.inFlightEnd && performance.now() < end) Bun.sleepSync(1);
+        const underWay = () => this.inFlight && fileSize(this.fd) < this.inFlightEnd;
+        while (underWay() && performance.now() < end) Bun.sleepSync(1);
+        // A disk that took nothing in DRAIN_MS: a write on the event loop would hold the exit (the socket file's removal) as long as it does.
+        if (underWay()) return this.retire();
         this.inFlight = false;
         this.drain();
       });

@@ -263,6 +263,36 @@ describe("a log file on a disk that stops taking writes", () => {
     expect(lines.at(-1)).toMatch(/ SIGTERM again during the stop: exiting at once exit_code=143$/);
     expectWholeInOrder(lines);
   }, 60_000);
+
+  test.skipIf(!freezable)("`output serve 2>>FILE` given a second SIGTERM during its stop while the log's disk stays frozen: the log's waiting lines get their second and are given up, and the exit removes the socket file then, not once the disk is thawed", async () => {
+    const dir = setup();
+    mkdirSync(dir.path("disk"));
+    const disk = await freezableDisk(dir.path("disk"));
+    defer(disk.release);
+    const out = dir.path("o.sock");
+    const agent = start(
+      disk.run(["sh", "-c", 'exec "$@" 2>>"$0"', join(dir.path("disk"), "agent.log"), ...AGENT, "output", "serve", "--socket", out, "--source", TONE, "--format", "ogg", "--realtime", "--loop"]),
+      { env: agentEnv() },
+    );
+    const log = () => (existsSync(disk.path("agent.log")) ? readFileSync(disk.path("agent.log"), "utf8") : "");
+    await until(() => / output-server: listening /.test(log()), "the agent listening, in its log");
+    disk.freeze();
+    // Not reading: the stop waits for it to take the queued frames and close, the socket file still there meanwhile.
+    const client = await connectClient(defer, out, { paused: true });
+    await until(() => threadInWrite(agent.pid) !== undefined, "the client's line held by the frozen disk");
+    agent.kill("SIGTERM");
+    await Bun.sleep(100);
+    expect(existsSync(out)).toBe(true);
+    agent.kill("SIGTERM");
+    // Before, the exit wrote the waiting lines on the event loop, into the frozen disk: the socket file stayed until the thaw.
+    await until(() => !existsSync(out), "the socket file removed by the exit while the log's disk is frozen", 10_000);
+    client.close();
+
+    disk.thaw();
+    expect(await agent.exited).toBe(143);
+    // Those given up are not begun: the log ends with a whole line.
+    expect(log()).toMatch(/ output-server: [^\n]*\n$/);
+  }, 60_000);
 });
 
 describe("a sink on a file system that is full", () => {
