@@ -265,17 +265,7 @@ describe("a log file on a disk that stops taking writes", () => {
   }, 60_000);
 
   test.skipIf(!freezable)("`output serve 2>>FILE` given a second SIGTERM during its stop while the log's disk stays frozen: the log's waiting lines get their second and are given up, and the exit removes the socket file then, not once the disk is thawed", async () => {
-    const dir = setup();
-    mkdirSync(dir.path("disk"));
-    const disk = await freezableDisk(dir.path("disk"));
-    defer(disk.release);
-    const out = dir.path("o.sock");
-    const agent = start(
-      disk.run(["sh", "-c", 'exec "$@" 2>>"$0"', join(dir.path("disk"), "agent.log"), ...AGENT, "output", "serve", "--socket", out, "--source", TONE, "--format", "ogg", "--realtime", "--loop"]),
-      { env: agentEnv() },
-    );
-    const log = () => (existsSync(disk.path("agent.log")) ? readFileSync(disk.path("agent.log"), "utf8") : "");
-    await until(() => / output-server: listening /.test(log()), "the agent listening, in its log");
+    const { disk, agent, out, log } = await servingWithLogOnDisk();
     disk.freeze();
     // Not reading: the stop waits for it to take the queued frames and close, the socket file still there meanwhile.
     const client = await connectClient(defer, out, { paused: true });
