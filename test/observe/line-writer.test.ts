@@ -4,13 +4,15 @@
  */
 import { describe, expect, test } from "bun:test";
 import { closeSync, constants, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
+import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { appendedFile } from "../../src/io/appended-file.ts";
 import { LineWriter } from "../../src/observe/line-writer.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, readAvailableText } from "../support/fifo.ts";
 import { canFreezeDisk, canUnshare, freezableDisk, smallDisk, withFileSizeLimit } from "../support/machine.ts";
-import { BUN, run, start } from "../support/processes.ts";
+import { wakeUps } from "../support/proc.ts";
+import { BUN, cleanEnv, run, start } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
 
@@ -678,6 +680,44 @@ fs.writeFileSync(${JSON.stringify(settled)}, "");`,
     expect(done.code).toBe(0);
     expect(existsSync(settled)).toBe(true);
     expect(readFileSync(disk.path("agent.log"), "utf8")).toBe(Array.from({ length: 5 }, (_, i) => line(i)).join(""));
+  }, 60_000);
+
+  test("while the disk holds a line's write, the lines waiting behind it wake nothing: no timer offers them again, the write's end does, and all follow in order", async () => {
+    // A FIFO written blocking holds the pool's write as a frozen disk does, without root.
+    const t = socketDir(defer, "aa-lw-");
+    const fifo = makeFifo(t.path("log"));
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    defer(() => closeSync(reader));
+    expect(setPipeSize(reader, PIPE_BYTES)).toMatchObject({ ok: true, bytes: PIPE_BYTES });
+    const [ready, settled] = [t.path("ready"), t.path("settled")];
+    const held = `${"x".repeat(2 * PIPE_BYTES)}\n`;
+    const script = lineWriterScript(
+      t.path("held.ts"),
+      `out.write(${JSON.stringify(held)});
+for (let i = 1; i < 4; i++) out.write("line " + String(i).padStart(4, "0") + " " + "x".repeat(89) + "\\n");
+fs.writeFileSync(${JSON.stringify(ready)}, "");
+await out.settled();
+fs.writeFileSync(${JSON.stringify(settled)}, "");`,
+      false,
+      true,
+    );
+    // The device's runtime settings: none of Bun's own timers wakes the process either.
+    const child = start([BUN, script, fifo], { env: cleanEnv(DEVICE_RUNTIME_ENV) });
+    await until(() => existsSync(ready), "the lines written", 20_000);
+    await Bun.sleep(300);
+    const before = wakeUps(child.pid);
+    await Bun.sleep(1000);
+    // None here; offered again every 20 ms, some fifty.
+    expect(wakeUps(child.pid) - before).toBeLessThanOrEqual(10);
+    expect(existsSync(settled)).toBe(false);
+    let read = "";
+    const all = held + [1, 2, 3].map((i) => line(i)).join("");
+    await until(() => ((read += readAvailableText(reader)), read.length >= all.length), "every line", 10_000);
+    const done = await child.done;
+    expect(done.stderr).toBe("");
+    expect(done.code).toBe(0);
+    expect(existsSync(settled)).toBe(true);
+    expect(read).toBe(all);
   }, 60_000);
 
   test("a process that exits at once (process.exit, as on a second signal) with a line under way in the thread pool and more waiting: each is in the file, once, in order", async () => {
