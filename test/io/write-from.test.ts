@@ -1,8 +1,8 @@
 import { describe, expect, test } from "bun:test";
-import { closeSync, fstatSync, openSync, readFileSync, writeFileSync } from "node:fs";
-import { takeBack, writeFrom } from "../../src/io/write-from.ts";
+import { closeSync, fstatSync, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
+import { takeBack, writeFrom, writeFromOffLoop } from "../../src/io/write-from.ts";
 import { useCleanup } from "../support/cleanup.ts";
-import { fullFifo } from "../support/fifo.ts";
+import { fullFifo, readAvailable } from "../support/fifo.ts";
 import { socketDir } from "../support/temp.ts";
 
 const defer = useCleanup();
@@ -26,6 +26,54 @@ describe("writeFrom: writes until all is written or a write fails", () => {
     const closed = openSync(t.path("g"), "w");
     closeSync(closed);
     expect(writeFrom(closed, new Uint8Array(10))).toEqual({ at: 0, code: "EBADF" });
+  });
+});
+
+describe("writeFromOffLoop: writeFrom in the thread pool", () => {
+  /** Each time `done` is told, in order: how far the write got, and its errno. */
+  function offLoop(fd: number, bytes: Uint8Array, at: number, end: number): { told: { at: number; code?: string }[]; first: Promise<void> } {
+    const told: { at: number; code?: string }[] = [];
+    const first = new Promise<void>((resolve) =>
+      writeFromOffLoop(fd, bytes, at, end, (at, code) => {
+        told.push(code === undefined ? { at } : { at, code });
+        resolve();
+      }),
+    );
+    return { told, first };
+  }
+
+  test("all of it from `at` to `end`: done told once, how far it got and no errno, and nothing written after", async () => {
+    const t = socketDir(defer, "wf-");
+    const fd = openSync(t.path("f"), "w");
+    defer(() => closeSync(fd));
+    const one = offLoop(fd, Buffer.from("0123456789"), 2, 8);
+    await one.first;
+    // A second write after it: the file holds the first's bytes once, then the second's.
+    const two = offLoop(fd, Buffer.from("ab"), 0, 2);
+    await two.first;
+    expect(one.told).toEqual([{ at: 8 }]);
+    expect(two.told).toEqual([{ at: 2 }]);
+    expect(readFileSync(t.path("f"), "utf8")).toBe("234567ab");
+  });
+
+  test("a write the descriptor takes part of goes on from there; one that fails stops it: how far it got and the errno (a full pipe's EAGAIN, a closed descriptor's EBADF)", async () => {
+    const t = socketDir(defer, "wf-");
+    const { reader, writer } = fullFifo(t.path("p"));
+    defer(() => closeSync(reader));
+    defer(() => closeSync(writer));
+    // Room for part of what is written, which the pipe takes before it is full again.
+    const room = readSync(reader, new Uint8Array(4096));
+    const bytes = new Uint8Array(3 * room).fill(7);
+    const full = offLoop(writer, bytes, 40, bytes.length);
+    await full.first;
+    expect(full.told).toEqual([{ at: 40 + room, code: "EAGAIN" }]);
+    const held = readAvailable(reader);
+    expect(held.subarray(held.length - room)).toEqual(bytes.subarray(40, 40 + room));
+    const closed = openSync(t.path("g"), "w");
+    closeSync(closed);
+    const bad = offLoop(closed, new Uint8Array(10), 0, 10);
+    await bad.first;
+    expect(bad.told).toEqual([{ at: 0, code: "EBADF" }]);
   });
 });
 

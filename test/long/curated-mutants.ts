@@ -348,6 +348,12 @@ export const CURATED: readonly CuratedMutant[] = [
     find: "if (this.retry || this.offLoop) return;",
     replace: "if (this.retry && this.offLoop) return;",
   },
+  {
+    name: "a write in the thread pool that took all of its bytes written again from its end, zero bytes at a time, its done never told",
+    file: "src/io/write-from.ts",
+    find: 'if (code === "EINTR" || (code === undefined && at + n < end)) return writeFromOffLoop(fd, bytes, code ? at : at + n, end, done);',
+    replace: 'if (code === "EINTR" || (code === undefined || at + n < end)) return writeFromOffLoop(fd, bytes, code ? at : at + n, end, done);',
+  },
 ];
 
 /**
