@@ -1,4 +1,4 @@
-import { constants, copyFileSync, fstatSync, ftruncateSync, renameSync, statfsSync, unlinkSync } from "node:fs";
+import { constants, copyFile, fstatSync, ftruncate, rename, statfsSync, unlink } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { appends } from "../io/appended-file.ts";
 import { fileName } from "../io/file-placement.ts";
@@ -62,10 +62,12 @@ export class LineWriter {
   private turningForRoom = false;
   /** offLoop: what waits to be tried again after a turn for room, which may not turn the log again. */
   private triedAgain: Uint8Array | LostLines | undefined;
-  /** offLoop: a write under way in the thread pool, which what follows waits for. */
-  private inFlight = false;
-  /** offLoop: the size the file will have once the write under way has ended, as far as this can tell. */
-  private inFlightEnd = 0;
+  /**
+   * A write (offLoop) or a turn of the log under way in the thread pool,
+   * which what follows waits for: whether it still is, as the file shows it
+   * (at exit, when no callback comes).
+   */
+  private inFlight: (() => boolean) | undefined;
   /** offLoop: set as the process exits, when no thread-pool write would be waited for: written on the event loop. */
   private exiting = false;
   /** Who waits for settled(). */
@@ -79,14 +81,14 @@ export class LineWriter {
     if (offLoop) {
       this.drainAtExit = true;
       process.once("exit", () => {
-        // No callback comes now: the write under way is looked for in the file's size, what waits written after it.
+        // No callback comes now: the write (or the turn's emptying) under way is looked for in the file's size, what waits written after it.
         this.exiting = true;
         const end = performance.now() + DRAIN_MS;
-        const underWay = () => this.inFlight && fileSize(this.fd) < this.inFlightEnd;
+        const underWay = () => this.inFlight?.() === true;
         while (underWay() && performance.now() < end) Bun.sleepSync(1);
         // A disk that took nothing in DRAIN_MS: a write on the event loop would hold the exit (the socket file's removal) as long as it does.
         if (underWay()) return this.retire();
-        this.inFlight = false;
+        this.inFlight = undefined;
         this.drain();
       });
     }
@@ -143,15 +145,21 @@ export class LineWriter {
    * copied to its name with ".1" added (copyToOlder: the copy before, or a
    * link there, replaced, never written through) and emptied
    * (logrotate's copytruncate, between two lines, so none is cut, and none
-   * lost while the copy is made: no other line is written meanwhile). A copy
-   * that fails, or a file removed (no name to copy to), is emptied all the
-   * same, so it stays under the bound, and `failed` is told why.
+   * lost while the copy is made: the lines meanwhile wait, as for a write
+   * under way). The turn is made in the thread pool, so a copy of many
+   * megabytes, or a disk that stops taking writes in the middle of it,
+   * holds up no audio. Its steps follow one another through the event
+   * loop, so as the process exits none is begun, and one under way goes
+   * no further (what waits is given up unless it was the emptying): the
+   * next run's first line turns it. A copy that fails,
+   * or a file removed (no name to copy to), is emptied all the same, so it
+   * stays under the bound, and `failed` is told why.
    */
   capAt(maxBytes: number, failed: (why: string) => void): void {
     this.cap = { maxBytes, failed };
   }
 
-  /** Once nothing waits and no write is under way (offLoop: the run's last lines on the disk). */
+  /** Once nothing waits and no write or turn is under way (the run's last lines on the disk). */
   settled(): Promise<void> {
     if (!this.inFlight && !this.waiting()) return Promise.resolve();
     return new Promise((resolve) => this.settling.push(resolve));
@@ -249,15 +257,14 @@ export class LineWriter {
     // The cap as it is now: a line written uncapped (a turn's notice) turns nothing as it ends.
     const cap = this.cap;
     if (this.offLoop && !this.exiting) {
-      this.inFlight = true;
-      this.inFlightEnd = fileSize(this.fd) + bytes.length;
+      const end = fileSize(this.fd) + bytes.length;
+      this.inFlight = () => fileSize(this.fd) < end;
       writeFromOffLoop(this.fd, bytes, 0, bytes.length, (at, code) => {
-        this.inFlight = false;
+        this.inFlight = undefined;
         if (this.exiting) return;
         // A file never refuses a write for now (EAGAIN): what it did not take is lost, as at a failure.
         this.wrote(bytes, at, code === "EAGAIN" ? "EIO" : code, lines, wasMidLine, cap, turned);
-        this.resume();
-        if (!this.inFlight) for (const settled of this.settling.splice(0)) settled();
+        this.followOn();
       });
       return undefined;
     }
@@ -279,8 +286,14 @@ export class LineWriter {
       return FAILED;
     }
     // At a line's end only: a file is written whole, each line at once.
-    if (cap && this.cap && bytes.at(-1) === 10) this.rotateAtCap(this.cap);
+    if (cap && this.cap && bytes.at(-1) === 10) this.turn(this.cap);
     return undefined;
+  }
+
+  /** Once a write or a turn in the thread pool has ended: what waits follows, and settled() is told once nothing is left. */
+  private followOn(): void {
+    this.resume();
+    if (!this.inFlight && !this.waiting()) for (const settled of this.settling.splice(0)) settled();
   }
 
   /** The notice of lines lost to failed writes, on a line of its own. */
@@ -321,21 +334,9 @@ export class LineWriter {
     } catch {
       return false;
     }
+    if (!this.turn(cap, again)) return false;
     // Tried again: not lost unless it fails again.
     if ((this.failed!.count -= lines) <= 0) this.failed = undefined;
-    this.turningForRoom = true;
-    // Set aside: the turn's notice is the emptied file's first line, and the line tried again its next.
-    const waiting = this.pending.splice(0);
-    const waitingBytes = this.pendingBytes;
-    this.pendingBytes = 0;
-    try {
-      this.rotateAtCap(cap, true);
-      again();
-    } finally {
-      this.turningForRoom = false;
-      this.pending.push(...waiting);
-      this.pendingBytes += waitingBytes;
-    }
     return true;
   }
 
@@ -350,33 +351,57 @@ export class LineWriter {
     }
   }
 
-  /** Copies the file to its ".1" and empties it, once it has reached the cap (see capAt), or now when `forRoom` (turnForRoom). */
-  private rotateAtCap(cap: Cap, forRoom = false): void {
+  /**
+   * Copies the file to its ".1" and empties it, in the thread pool, once it
+   * has reached the cap (see capAt), or now when `again` is given (a turn
+   * for room: turnForRoom, `again` offering what failed once the turn's
+   * notice is written). Whether a turn was begun.
+   */
+  private turn(cap: Cap, again?: () => void): boolean {
+    const forRoom = again !== undefined;
+    let size: number;
     try {
       // Its size, not what this wrote: stdout may share the file (2>&1).
-      const size = fstatSync(this.fd).size;
-      if (size < cap.maxBytes && !forRoom) return;
-      const path = fileName(this.fd);
-      let lost: string | undefined;
-      // Removed, it still fills the disk until the agent exits: emptied all the same.
-      if (path === undefined) lost = "the log file has no name left (removed), so no copy is made: the lines before this one are lost";
-      else {
-        try {
-          copyToOlder(`/proc/self/fd/${this.fd}`, path, !forRoom && roomFor(path, 2 * size));
-        } catch (e) {
-          lost = `cannot copy the log to ${path}.1 (${(e as NodeJS.ErrnoException).code ?? e}): the lines before this one are lost`;
-        }
-      }
-      ftruncateSync(this.fd, 0);
-      if (forRoom && lost === undefined) lost = `no room for the log's next line: copied to ${path}.1 and emptied at ${size} bytes, below its bound of ${cap.maxBytes}`;
-      else if (forRoom) lost = `no room for the log's next line, so it is emptied at ${size} bytes, below its bound of ${cap.maxBytes}; ${lost}`;
-      // Told in the emptied file, its first line; that line alone (a path thousands of bytes long) never turns it again.
-      if (lost !== undefined) this.uncapped(() => cap.failed(lost));
+      size = fstatSync(this.fd).size;
     } catch (e) {
-      // The descriptor itself refuses: nothing to rotate, ever.
-      this.cap = undefined;
-      cap.failed(`the log is not rotated from now on: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      this.refused(cap, e);
+      return false;
     }
+    // As the process exits no callback comes: the next run's first line turns it.
+    if ((size < cap.maxBytes && !forRoom) || this.exiting) return false;
+    const path = fileName(this.fd);
+    // Under way until the file is emptied: what is written meanwhile waits (and at exit, for that).
+    this.inFlight = () => fileSize(this.fd) >= size;
+    copiedAndEmptied(this.fd, path, !forRoom && path !== undefined && roomFor(path, 2 * size)).then(({ lost, error }) => {
+      this.inFlight = undefined;
+      if (this.exiting) return;
+      let why = lost;
+      if (error !== undefined) this.refused(cap, error);
+      else if (forRoom && lost === undefined) why = `no room for the log's next line: copied to ${path}.1 and emptied at ${size} bytes, below its bound of ${cap.maxBytes}`;
+      else if (forRoom) why = `no room for the log's next line, so it is emptied at ${size} bytes, below its bound of ${cap.maxBytes}; ${lost}`;
+      // Set aside: the turn's notice is the emptied file's first line, what failed (for room) its next, and what waited follows.
+      const waiting = this.pending.splice(0);
+      const waitingBytes = this.pendingBytes;
+      this.pendingBytes = 0;
+      this.turningForRoom = forRoom;
+      try {
+        // That line alone (a path thousands of bytes long) never turns it again.
+        if (error === undefined && why !== undefined) this.uncapped(() => cap.failed(why));
+        again?.();
+      } finally {
+        this.turningForRoom = false;
+        this.pending.push(...waiting);
+        this.pendingBytes += waitingBytes;
+      }
+      this.followOn();
+    });
+    return true;
+  }
+
+  /** The descriptor itself refuses (`e`): nothing to turn, ever. */
+  private refused(cap: Cap, e: unknown): void {
+    this.cap = undefined;
+    cap.failed(`the log is not rotated from now on: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
 }
 
@@ -399,6 +424,31 @@ function takeBackLine(fd: number, bytes: number): boolean {
 }
 
 /**
+ * The log `fd` copied to its ".1" (copyToOlder, when it has a `path` left)
+ * and emptied, in the thread pool: `lost` says why the lines before are
+ * lost, when they are (no copy); `error`, that the descriptor itself
+ * refuses to be emptied.
+ */
+async function copiedAndEmptied(fd: number, path: string | undefined, roomy: boolean): Promise<{ lost?: string; error?: unknown }> {
+  let lost: string | undefined;
+  // Removed, it still fills the disk until the agent exits: emptied all the same.
+  if (path === undefined) lost = "the log file has no name left (removed), so no copy is made: the lines before this one are lost";
+  else {
+    try {
+      await copyToOlder(`/proc/self/fd/${fd}`, path, roomy);
+    } catch (e) {
+      lost = `cannot copy the log to ${path}.1 (${(e as NodeJS.ErrnoException).code ?? e}): the lines before this one are lost`;
+    }
+  }
+  try {
+    await inPool((done) => ftruncate(fd, 0, done));
+  } catch (error) {
+    return { error };
+  }
+  return { lost };
+}
+
+/**
  * Copies `from` (through the descriptor: the file written to, whatever is at
  * its name now) to a new file at `path`.1, which replaces the one before (or
  * a link there, to a file elsewhere or to this one: never written through).
@@ -408,14 +458,14 @@ function takeBackLine(fd: number, bytes: number): boolean {
  * directory at the hidden name), the old one is removed first and the copy
  * made at its name, whose failure is the one thrown.
  */
-function copyToOlder(from: string, path: string, roomy: boolean): void {
+async function copyToOlder(from: string, path: string, roomy: boolean): Promise<void> {
   const older = `${path}.1`;
   const aside = join(dirname(path), `.${basename(path)}.1.new`);
   // Left by an agent that ended mid-copy (its room wanted most on a full disk), or another's file: only its name is taken away.
-  const asideFree = removedIfThere(aside);
-  if (roomy && asideFree && copiedAside(from, aside, older)) return;
-  removeIfThere(older);
-  copyWhole(from, older);
+  const asideFree = await removedIfThere(aside);
+  if (roomy && asideFree && (await copiedAside(from, aside, older))) return;
+  await removeIfThere(older);
+  await copyWhole(from, older);
 }
 
 /**
@@ -433,17 +483,17 @@ function roomFor(path: string, bytes: number): boolean {
 }
 
 /** Whether `from` was copied to the free name `aside` and that renamed to `to`; if not, no copy is left at `aside`. */
-function copiedAside(from: string, aside: string, to: string): boolean {
+async function copiedAside(from: string, aside: string, to: string): Promise<boolean> {
   try {
-    copyWhole(from, aside);
+    await copyWhole(from, aside);
   } catch {
     return false;
   }
   try {
-    renameSync(aside, to);
+    await inPool((done) => rename(aside, to, done));
     return true;
   } catch {
-    removedIfThere(aside);
+    await removedIfThere(aside);
     return false;
   }
 }
@@ -453,26 +503,20 @@ function copiedAside(from: string, aside: string, to: string): boolean {
  * removed again: it would hold part of the log, its last line cut (or a run
  * of zero bytes where the copy stopped), and keep the room it took.
  */
-function copyWhole(from: string, to: string): void {
+async function copyWhole(from: string, to: string): Promise<void> {
   try {
-    copyFileSync(from, to, constants.COPYFILE_EXCL);
+    await inPool((done) => copyFile(from, to, constants.COPYFILE_EXCL, done));
   } catch (e) {
     // EEXIST: another's file, made since the name was removed; never this copy.
-    if ((e as NodeJS.ErrnoException).code !== "EEXIST") {
-      try {
-        unlinkSync(to);
-      } catch {
-        // never made
-      }
-    }
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") await removedIfThere(to);
     throw e;
   }
 }
 
 /** Whether nothing is left at `path` (see removeIfThere): a directory, or another's file in a sticky directory, stays. */
-function removedIfThere(path: string): boolean {
+async function removedIfThere(path: string): Promise<boolean> {
   try {
-    removeIfThere(path);
+    await removeIfThere(path);
     return true;
   } catch {
     return false;
@@ -480,12 +524,17 @@ function removedIfThere(path: string): boolean {
 }
 
 /** Removes the name `path` (a directory stays, EISDIR); nothing there is no failure. */
-function removeIfThere(path: string): void {
+async function removeIfThere(path: string): Promise<void> {
   try {
-    unlinkSync(path);
+    await inPool((done) => unlink(path, done));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
   }
+}
+
+/** A node:fs call in its callback form, made in the thread pool, as a promise. */
+function inPool(call: (done: (error: NodeJS.ErrnoException | null) => void) => void): Promise<void> {
+  return new Promise((resolve, reject) => call((error) => (error ? reject(error) : resolve())));
 }
 
 /** A write's errno names for want of room: a full disk, a quota, a file size limit. */

@@ -3,6 +3,7 @@
  * when it chooses: a log reader that stalls and comes back.
  */
 import { describe, expect, test } from "bun:test";
+import { basename, dirname } from "node:path";
 import { closeSync, constants, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { appendedFile } from "../../src/io/appended-file.ts";
@@ -420,41 +421,29 @@ await log.settled();`,
 });
 
 describe("a log file kept under a size (capAt)", () => {
-  test("past the cap it is copied to FILE.1 and emptied, between lines: the two hold the latest lines whole and in order, none lost at a turn, neither past the cap by more than a line", () => {
-    const { path, fd } = appendedLog();
-    const out = new LineWriter(fd);
-    const failures: string[] = [];
-    out.capAt(1000, (why) => failures.push(why));
-    const lines = Array.from({ length: 95 }, (_, i) => line(i, 30));
-    for (const text of lines) out.write(text);
-    const [older, newer] = [readFileSync(`${path}.1`, "utf8"), readFileSync(path, "utf8")];
-    // 34 lines of 30 bytes reach 1000: written, then the turn. 95 lines: two turns, 27 lines after them.
-    expect(older).toBe(lines.slice(34, 68).join(""));
-    expect(newer).toBe(lines.slice(68).join(""));
-    expect(failures).toEqual([]);
-  });
-
-  test("a copy that cannot be made (FILE.1 a directory): the file is emptied all the same, its first line then says why and that the lines before it are lost", () => {
+  test("a copy that cannot be made (FILE.1 a directory): the file is emptied all the same, its first line then says why and that the lines before it are lost", async () => {
     const { path, fd } = appendedLog();
     mkdirSync(`${path}.1`);
-    const out = new LineWriter(fd);
+    const out = new LineWriter(fd, undefined, true);
     out.capAt(1000, (why) => out.write(`warn: ${why}\n`));
     for (let i = 0; i < 40; i++) out.write(line(i, 30));
+    await out.settled();
     const kept = readFileSync(path, "utf8").split("\n");
     expect(kept[0]).toBe(`warn: cannot copy the log to ${path}.1 (EISDIR): the lines before this one are lost`);
     expect(kept.slice(1, -1)).toEqual(Array.from({ length: 6 }, (_, i) => line(34 + i, 30).trimEnd()));
   });
 
-  test("FILE.1 a link (a symbolic one to a file elsewhere, or a hard one to FILE itself) is replaced by the copy, never written through: the file it led to is left as it was", () => {
+  test("FILE.1 a link (a symbolic one to a file elsewhere, or a hard one to FILE itself) is replaced by the copy, never written through: the file it led to is left as it was", async () => {
     const { path, fd } = appendedLog();
     const elsewhere = `${path}.elsewhere`;
     writeFileSync(elsewhere, "kept\n");
     symlinkSync(elsewhere, `${path}.1`);
-    const out = new LineWriter(fd);
+    const out = new LineWriter(fd, undefined, true);
     const failures: string[] = [];
     out.capAt(1000, (why) => failures.push(why));
     const lines = Array.from({ length: 40 }, (_, i) => line(i, 30));
     for (const text of lines) out.write(text);
+    await out.settled();
     expect(readFileSync(elsewhere, "utf8")).toBe("kept\n");
     expect(lstatSync(`${path}.1`).isFile()).toBe(true);
     expect(readFileSync(`${path}.1`, "utf8")).toBe(lines.slice(0, 34).join(""));
@@ -462,6 +451,7 @@ describe("a log file kept under a size (capAt)", () => {
     rmSync(`${path}.1`);
     linkSync(path, `${path}.1`);
     for (let i = 40; i < 68; i++) out.write(line(i, 30));
+    await out.settled();
     expect(readFileSync(`${path}.1`, "utf8")).toBe(Array.from({ length: 34 }, (_, i) => line(34 + i, 30)).join(""));
     expect(readFileSync(path, "utf8")).toBe("");
     expect(failures).toEqual([]);
@@ -487,6 +477,7 @@ const filler = process.argv[3];
 out.capAt(8192, (why) => out.write("warn: " + why + "\\n"));
 const line = (i) => "line " + String(i).padStart(4, "0") + " " + "x".repeat(89) + "\\n";
 for (let i = 0; i < 81; i++) out.write(line(i));
+await out.settled();
 const fd = openSync(filler, "w");
 let size = 0;
 try { for (;;) size += writeSync(fd, new Uint8Array(4096)); } catch (e) { if (e.code !== "ENOSPC") throw e; }
@@ -496,10 +487,13 @@ const made = [];
 const { promise: touched, resolve } = Promise.withResolvers();
 const watcher = fs.watch(process.argv[4], (event, name) => (name === "filler" ? resolve() : made.push(name)));
 out.write(line(81));
+await out.settled();
 fs.futimesSync(fd, new Date(), new Date());
 await touched;
 watcher.close();
 console.log(JSON.stringify(made.filter((name) => name !== "agent.log")));`,
+      false,
+      true,
     );
     const done = await run(disk.run([BUN, script, t.path("disk/agent.log"), t.path("disk/filler"), t.path("disk")]));
     expect(done.stderr).toBe("");
@@ -516,7 +510,7 @@ console.log(JSON.stringify(made.filter((name) => name !== "agent.log")));`,
 
   test("a reader of FILE.1 while the log turns finds the copy before or the new one, whole: never no FILE.1 nor part of one (each made aside and renamed over it)", async () => {
     const { path, fd } = appendedLog();
-    const out = new LineWriter(fd);
+    const out = new LineWriter(fd, undefined, true);
     const failures: string[] = [];
     // 8 MiB a turn: a copy of some milliseconds, a window the watcher cannot miss if there is one.
     const [lineBytes, perTurn] = [8192, 1024];
@@ -547,8 +541,11 @@ console.log(JSON.stringify(counts));`,
     );
     const watching = start([BUN, watcher, `${path}.1`, String(lineBytes * perTurn), t.path("stop")]);
     await watching.waitForStderr("watching");
-    // Five turns, the last made as the line after them is written.
-    for (let i = 0; i <= 5 * perTurn; i++) out.write(line(i, lineBytes));
+    // Five turns, the last made as the line after them is written; each line once the one before is in, none past the backlog's bound.
+    for (let i = 0; i <= 5 * perTurn; i++) {
+      out.write(line(i, lineBytes));
+      await out.settled();
+    }
     // The last turn's copy stays: a watcher kept off the CPU while the log turned sees it whole before it stops.
     await watching.waitForStderr("whole");
     writeFileSync(t.path("stop"), "");
@@ -562,17 +559,98 @@ console.log(JSON.stringify(counts));`,
     expect(failures).toEqual([]);
   });
 
-  test("a log whose name leaves no room for the hidden copy's (255 bytes at most) is still copied, at FILE.1 itself", () => {
+  test("the turn is made in the thread pool: the process's timers run while a copy of megabytes is under way, and the lines they write meanwhile wait and follow it, in order", async () => {
+    const { path, fd } = appendedLog();
+    const out = new LineWriter(fd, undefined, true);
+    const failures: string[] = [];
+    // 16 MiB a turn: a copy of some milliseconds on any disk that copies its bytes.
+    const [lineBytes, perTurn] = [8192, 2048];
+    out.capAt(lineBytes * perTurn, (why) => failures.push(why));
+    const aside = `${dirname(path)}/.${basename(path)}.1.new`;
+    // A timer that finds the copy under its hidden name writes a line then: on the event loop, a copy made there is never found.
+    let written = 0;
+    const during: string[][] = [[], [], []];
+    const timer = setInterval(() => {
+      if (!existsSync(aside)) return;
+      // Of the first turn (made once perTurn lines are in) or the second.
+      const turn = during[Math.floor(written / perTurn)]!;
+      turn.push(`during turn ${Math.floor(written / perTurn)}: ${turn.length}\n`);
+      out.write(turn.at(-1)!);
+    }, 1);
+    defer(() => clearInterval(timer));
+    const lines = Array.from({ length: 2 * perTurn }, (_, i) => line(i, lineBytes));
+    for (const text of lines) {
+      out.write(text);
+      written++;
+      await out.settled();
+    }
+    clearInterval(timer);
+    await out.settled();
+    expect(during[1]!.length + during[2]!.length).toBeGreaterThan(0);
+    expect(failures).toEqual([]);
+    // Each turn's lines after it in the emptied file: the first's before the lines that led to the second.
+    expect(readFileSync(`${path}.1`, "utf8")).toBe(during[1]!.join("") + lines.slice(perTurn).join(""));
+    expect(readFileSync(path, "utf8")).toBe(during[2]!.join(""));
+  });
+
+  test("a process that exits at once (process.exit, as on a second signal) while a turn's copy is under way ends, the lines waiting given up (the turn goes on only through the event loop); the next run's first line turns the log, the copy left under the hidden name removed", async () => {
+    const t = socketDir(defer, "aa-lw-");
+    const path = t.path("agent.log");
+    const [lineBytes, perTurn] = [8192, 2048];
+    const script = (body: string) =>
+      lineWriterScript(
+        t.path("run.ts"),
+        `out.capAt(${lineBytes * perTurn}, () => {});
+const line = (i) => "line " + String(i).padStart(4, "0") + " " + "x".repeat(${lineBytes - 11}) + "\\n";
+${body}`,
+        false,
+        true,
+      );
+    const first = await run([
+      BUN,
+      script(`for (let i = 0; i < ${perTurn - 1}; i++) {
+  out.write(line(i));
+  await out.settled();
+}
+// The line that takes the log to its bound: the turn begins as its write ends, and the process exits while the copy is made.
+const aside = ${JSON.stringify(t.path(".agent.log.1.new"))};
+const timer = setInterval(() => {
+  if (!fs.existsSync(aside)) return;
+  for (let i = 0; i < 3; i++) out.write("after " + i + "\\n");
+  process.exit(0);
+}, 1);
+out.write(line(${perTurn - 1}));
+await out.settled();
+clearInterval(timer);
+console.log("the turn ended before a timer found it under way");`),
+      path,
+    ]);
+    expect(first.stderr).toBe("");
+    expect(first.stdout).toBe("");
+    expect(first.code).toBe(0);
+    const lines = Array.from({ length: perTurn }, (_, i) => line(i, lineBytes)).join("");
+    expect(readFileSync(path, "utf8")).toBe(lines);
+    expect(existsSync(t.path(".agent.log.1.new"))).toBe(true);
+    const next = await run([BUN, script(`out.write("next run\\n");\nawait out.settled();`), path]);
+    expect(next.stderr).toBe("");
+    expect(next.code).toBe(0);
+    expect(readFileSync(`${path}.1`, "utf8")).toBe(lines + "next run\n");
+    expect(readFileSync(path, "utf8")).toBe("");
+    expect(readdirSync(t.path("")).filter((name) => name.startsWith("."))).toEqual([]);
+  });
+
+  test("a log whose name leaves no room for the hidden copy's (255 bytes at most) is still copied, at FILE.1 itself", async () => {
     const t = socketDir(defer, "aa-lw-");
     // FILE.1's name fits; ".FILE.1.new" does not.
     const path = t.path("l".repeat(250));
     const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644);
     defer(() => closeSync(fd));
-    const out = new LineWriter(fd);
+    const out = new LineWriter(fd, undefined, true);
     const failures: string[] = [];
     out.capAt(1000, (why) => failures.push(why));
     const lines = Array.from({ length: 40 }, (_, i) => line(i, 30));
     for (const text of lines) out.write(text);
+    await out.settled();
     expect(readFileSync(`${path}.1`, "utf8")).toBe(lines.slice(0, 34).join(""));
     expect(readFileSync(path, "utf8")).toBe(lines.slice(34).join(""));
     expect(failures).toEqual([]);
@@ -604,12 +682,13 @@ console.log(JSON.stringify(counts));`,
     expect(readdirSync(disk.path("")).sort()).toEqual(["agent.log", "agent.log.1", "filler"]);
   });
 
-  test("a log removed while written to (its space freed only once the agent exits) is still emptied at the cap, with nothing to copy it to: its size stays bounded", () => {
+  test("a log removed while written to (its space freed only once the agent exits) is still emptied at the cap, with nothing to copy it to: its size stays bounded", async () => {
     const { path, fd } = appendedLog();
-    const out = new LineWriter(fd);
+    const out = new LineWriter(fd, undefined, true);
     out.capAt(1000, (why) => out.write(`warn: ${why}\n`));
     rmSync(path);
     for (let i = 0; i < 200; i++) out.write(line(i, 30));
+    await out.settled();
     expect(fstatSync(fd).size).toBeLessThan(1000);
     const kept = readFileSync(`/proc/self/fd/${fd}`, "utf8").split("\n");
     expect(kept[0]).toBe("warn: the log file has no name left (removed), so no copy is made: the lines before this one are lost");
@@ -617,13 +696,14 @@ console.log(JSON.stringify(counts));`,
     expect(existsSync(`${path}.1`)).toBe(false);
   });
 
-  test("a notice of lost lines longer than the cap itself (a log path thousands of bytes long) is written whole, and the next line turns the file as any: no turn within a turn", () => {
+  test("a notice of lost lines longer than the cap itself (a log path thousands of bytes long) is written whole, and the next line turns the file as any: no turn within a turn", async () => {
     const { path, fd } = appendedLog();
     mkdirSync(`${path}.1`);
-    const out = new LineWriter(fd);
+    const out = new LineWriter(fd, undefined, true);
     let notices = 0;
     out.capAt(4096, () => (notices++, out.write(`warn: ${"n".repeat(5000)}\n`)));
     for (let i = 0; i < 140; i++) out.write(line(i, 30));
+    await out.settled();
     // 137 lines reach the cap: a turn, and its notice alone is past the cap; each line after it, another turn and notice.
     expect(notices).toBe(4);
     // The last line turned it too: its notice is all the file holds.
@@ -736,7 +816,7 @@ process.exit(0);`,
     expect(readFileSync(path, "utf8")).toBe(Array.from({ length: 100 }, (_, i) => line(i)).join(""));
   });
 
-  test("past the cap it is copied to FILE.1 and emptied as each line ends: the two hold the latest lines whole and in order, none lost at a turn", async () => {
+  test("past the cap it is copied to FILE.1 and emptied as each line ends: the two hold the latest lines whole and in order, none lost at a turn, neither past the cap by more than a line", async () => {
     const { path, fd } = appendedLog();
     const out = new LineWriter(fd, undefined, true);
     const failures: string[] = [];
