@@ -108,10 +108,13 @@ export class Shutdown {
    * the run's own end) is caught and ignored.
    */
   dispose(processEnds = false): void {
-    if (processEnds && this.signal === undefined) for (const name of STOP_SIGNALS) process.on(name, ignoredAtEnd);
+    const stopped = this.signal !== undefined;
+    // Ended on its own: a stop's signal from now on is ignored (ignoredAtEnd in place of the handler that would stop it).
+    if (processEnds && !stopped) for (const name of STOP_SIGNALS) process.on(name, ignoredAtEnd);
     for (const [name, handler] of this.handlers) {
-      if (processEnds && (this.signal !== undefined || !STOP_SIGNALS.includes(name as StopSignal))) continue;
-      process.off(name, handler);
+      // While the process ends: after a stop every handler stays (a second signal exits at once); else all but the stop's.
+      const stays = processEnds && (stopped || !STOP_SIGNALS.includes(name as StopSignal));
+      if (!stays) process.off(name, handler);
     }
     clearInterval(this.watchdog);
     this.notify?.dispose();
