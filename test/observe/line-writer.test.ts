@@ -242,12 +242,21 @@ test("retire, at exit once the descriptor is blocking again, gives up what waits
 });
 
 /** A file of its own in a temp dir, opened for appending as a shell's `2>>FILE` does, and closed after the test. */
-function appendedLog(): { path: string; fd: number } {
+function appendedLog(name = "agent.log"): { path: string; fd: number } {
   const t = socketDir(defer, "aa-lw-");
-  const path = t.path("agent.log");
+  const path = t.path(name);
   const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644);
   defer(() => closeSync(fd));
   return { path, fd };
+}
+
+/** A log file appended to (appendedLog) in the thread pool, as every capped log is, kept under `maxBytes`: what its turns tell kept in `failures`. */
+function cappedLog(maxBytes: number, name?: string): { path: string; out: LineWriter; failures: string[] } {
+  const { path, fd } = appendedLog(name);
+  const out = new LineWriter(fd, undefined, true);
+  const failures: string[] = [];
+  out.capAt(maxBytes, (why) => failures.push(why));
+  return { path, out, failures };
 }
 
 describe.skipIf(!canUnshare("--mount"))("lines whose writes fail (a full disk)", () => {
@@ -434,13 +443,10 @@ describe("a log file kept under a size (capAt)", () => {
   });
 
   test("FILE.1 a link (a symbolic one to a file elsewhere, or a hard one to FILE itself) is replaced by the copy, never written through: the file it led to is left as it was", async () => {
-    const { path, fd } = appendedLog();
+    const { path, out, failures } = cappedLog(1000);
     const elsewhere = `${path}.elsewhere`;
     writeFileSync(elsewhere, "kept\n");
     symlinkSync(elsewhere, `${path}.1`);
-    const out = new LineWriter(fd, undefined, true);
-    const failures: string[] = [];
-    out.capAt(1000, (why) => failures.push(why));
     const lines = Array.from({ length: 40 }, (_, i) => line(i, 30));
     for (const text of lines) out.write(text);
     await out.settled();
@@ -509,12 +515,9 @@ console.log(JSON.stringify(made.filter((name) => name !== "agent.log")));`,
   });
 
   test("a reader of FILE.1 while the log turns finds the copy before or the new one, whole: never no FILE.1 nor part of one (each made aside and renamed over it)", async () => {
-    const { path, fd } = appendedLog();
-    const out = new LineWriter(fd, undefined, true);
-    const failures: string[] = [];
     // 8 MiB a turn: a copy of some milliseconds, a window the watcher cannot miss if there is one.
     const [lineBytes, perTurn] = [8192, 1024];
-    out.capAt(lineBytes * perTurn, (why) => failures.push(why));
+    const { path, out, failures } = cappedLog(lineBytes * perTurn);
     const t = socketDir(defer, "aa-lw-");
     const watcher = t.path("watch.js");
     writeFileSync(
@@ -560,12 +563,9 @@ console.log(JSON.stringify(counts));`,
   });
 
   test("the turn is made in the thread pool: the process's timers run while a copy of megabytes is under way, and the lines they write meanwhile wait and follow it, in order", async () => {
-    const { path, fd } = appendedLog();
-    const out = new LineWriter(fd, undefined, true);
-    const failures: string[] = [];
     // 16 MiB a turn: a copy of some milliseconds on any disk that copies its bytes.
     const [lineBytes, perTurn] = [8192, 2048];
-    out.capAt(lineBytes * perTurn, (why) => failures.push(why));
+    const { path, out, failures } = cappedLog(lineBytes * perTurn);
     const aside = `${dirname(path)}/.${basename(path)}.1.new`;
     // A timer that finds the copy under its hidden name writes a line then: on the event loop, a copy made there is never found.
     let written = 0;
@@ -640,14 +640,8 @@ console.log("the turn ended before a timer found it under way");`),
   });
 
   test("a log whose name leaves no room for the hidden copy's (255 bytes at most) is still copied, at FILE.1 itself", async () => {
-    const t = socketDir(defer, "aa-lw-");
     // FILE.1's name fits; ".FILE.1.new" does not.
-    const path = t.path("l".repeat(250));
-    const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o644);
-    defer(() => closeSync(fd));
-    const out = new LineWriter(fd, undefined, true);
-    const failures: string[] = [];
-    out.capAt(1000, (why) => failures.push(why));
+    const { path, out, failures } = cappedLog(1000, "l".repeat(250));
     const lines = Array.from({ length: 40 }, (_, i) => line(i, 30));
     for (const text of lines) out.write(text);
     await out.settled();
@@ -817,10 +811,7 @@ process.exit(0);`,
   });
 
   test("past the cap it is copied to FILE.1 and emptied as each line ends: the two hold the latest lines whole and in order, none lost at a turn, neither past the cap by more than a line", async () => {
-    const { path, fd } = appendedLog();
-    const out = new LineWriter(fd, undefined, true);
-    const failures: string[] = [];
-    out.capAt(1000, (why) => failures.push(why));
+    const { path, out, failures } = cappedLog(1000);
     const lines = Array.from({ length: 95 }, (_, i) => line(i, 30));
     for (const text of lines) out.write(text);
     // Nothing written yet but the first line, under way in the thread pool.
