@@ -94,7 +94,8 @@ export class InputClient extends SendingEnd implements ChannelEnd {
     super();
     this.currentConfig = { ...options.config };
     this.budgetMs = options.lossless ? 0 : (options.maxLatencyMs ?? 0);
-    this.tuner = new SocketTuner(options.socketBuffers, options.report);
+    // A larger send buffer is room the writer takes at once (the kernel tells no drain of it).
+    this.tuner = new SocketTuner(options.socketBuffers, options.report, () => this.writer.sendBufferResized());
     this.connection = new ReconnectingConnection({
       path: options.path,
       report: options.report,

@@ -40,7 +40,8 @@ export class OutputServer extends SendingEnd implements ChannelEnd {
   /** Builds the queue and writer; `listen()` opens the socket. */
   constructor(private readonly options: OutputServerOptions) {
     super();
-    this.tuner = new SocketTuner(options.socketBuffers, options.report);
+    // A larger send buffer is room the writer takes at once (the kernel tells no drain of it).
+    this.tuner = new SocketTuner(options.socketBuffers, options.report, () => this.writer.sendBufferResized());
     const { queue, writer } = this.sendPath(OUTPUT_MAGIC, options, {
       onStuck: (socket) => this.dropStuckClient(socket),
       clock: options.clock,

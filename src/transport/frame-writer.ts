@@ -102,17 +102,7 @@ export class FrameWriter {
     if (!socket || !this.blocked || !this.roomWorthFinding()) return this.stopRoomChecks();
     const unread = sendQueueBytesNow(this.fd);
     if (unread >= this.unreadWhenBlocked) return;
-    // The kernel takes a write while what is unread is under the send buffer's size; the last
-    // write may have taken it well past that, and the client may have freed less than that.
-    if (unread >= 0) {
-      const buffers = getSocketBuffers(this.fd);
-      if (buffers.ok && unread >= buffers.sendBytes) {
-        this.unreadWhenBlocked = unread;
-        return;
-      }
-    }
-    this.stopRoomChecks();
-    if (unread >= 0) this.onDrain(socket);
+    this.takeRoom(socket, unread);
   };
 
   constructor(
@@ -242,6 +232,19 @@ export class FrameWriter {
     this.blocked = false;
     this.dropStale(performance.now());
     this.pump();
+  }
+
+  /**
+   * The connection's send buffer was resized (the adaptive optimizer): a
+   * blocked writer takes the room a larger one made at once. The kernel wakes
+   * no `drain` for it, only for what the client reads, so a client that
+   * stalls would leave the larger buffer unused for as long as it stalls.
+   */
+  sendBufferResized(): void {
+    const socket = this.socket;
+    if (!socket || !this.blocked) return;
+    const unread = sendQueueBytesNow(this.fd);
+    if (unread >= 0) this.takeRoom(socket, unread);
   }
 
   /** Writes as much as the kernel takes now (live mode: as the latency budget allows). */
@@ -437,6 +440,24 @@ export class FrameWriter {
     if (newest < 0) return false;
     if (queue.typeAt(newest) === MessageType.Stop) return true;
     return performance.now() - queue.enqueuedAtOf(newest) < this.staleAfterMs;
+  }
+
+  /**
+   * Blocked, with `unread` bytes the client has not read (-1: cannot tell):
+   * room found is taken as a drain is. The kernel takes a write while what is
+   * unread is under the send buffer's size; the last write may have taken it
+   * well past that, and the client may have freed less than that.
+   */
+  private takeRoom(socket: Socket<unknown>, unread: number): void {
+    if (unread >= 0) {
+      const buffers = getSocketBuffers(this.fd);
+      if (buffers.ok && unread >= buffers.sendBytes) {
+        this.unreadWhenBlocked = unread;
+        return;
+      }
+    }
+    this.stopRoomChecks();
+    if (unread >= 0) this.onDrain(socket);
   }
 
   /** Blocked: look for room on a timer too where waiting for `drain` costs (see ROOM_RECHECK_MS). */

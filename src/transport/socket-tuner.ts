@@ -36,10 +36,14 @@ export class SocketTuner {
   private queued = { send: 0, receive: 0 };
   private readonly failures: Partial<Record<SocketOptionCall, number>> = {};
 
-  /** Without `sizes`, connections keep the kernel's defaults (they are still read back and sampled). */
+  /**
+   * Without `sizes`, connections keep the kernel's defaults (they are still read back and sampled).
+   * `resized` hears of each resize that reached the live connection (a writer waiting for room).
+   */
   constructor(
     sizes: SocketBufferSizes | undefined,
     private readonly report: Report,
+    private readonly resized?: () => void,
   ) {
     this.requested = sizes && { ...sizes };
   }
@@ -53,7 +57,9 @@ export class SocketTuner {
   /** Asks for new sizes from now on, applied at once to the live connection. */
   resize(sizes: SocketBufferSizes): void {
     this.requested = { ...sizes };
-    if (this.socket && this.socket.readyState > 0) this.apply(this.socket);
+    if (!this.socket || this.socket.readyState <= 0) return;
+    this.apply(this.socket);
+    this.resized?.();
   }
 
   /** Samples the bytes queued in both directions on the live connection; none without one. */

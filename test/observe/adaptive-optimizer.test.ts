@@ -2,7 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { AdaptiveOptimizer, type AdaptiveOptions, type AdaptiveState } from "../../src/observe/adaptive-optimizer.ts";
 import { LatencyMonitor } from "../../src/observe/latency-monitor.ts";
 import { AgentMetrics } from "../../src/observe/metrics.ts";
-import { encodeMessage, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { encodeMessage, HEADER_SIZE, MessageType, OUTPUT_MAGIC } from "../../src/protocol/index.ts";
+import { receiveQueueBytes } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { metricsUrl, samples, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
@@ -12,6 +13,7 @@ import { kernelBufferBytes } from "../support/proc.ts";
 import { idleSenderReadings } from "../support/readings.ts";
 import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
+import { until } from "../support/wait.ts";
 import { wireBytes, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
@@ -351,6 +353,32 @@ describe("adaptive optimizer under lasting pressure", () => {
     reader.socket.resume();
     await endedAndAccounted(server, reader, N);
     expectIntactInOrder(reader.frames, 2048);
+  });
+});
+
+describe("adaptive optimizer and a reader that stays paused", () => {
+  test("the larger send buffer it escalates to is filled at once, not once the reader reads: the paused reader comes to hold more than the base buffer can; every frame accounted for", async () => {
+    const { server, base, reader } = await pausedReaderServe("aap-", 60_000);
+    // 4 KB frames 1 ms apart: the base buffer is full within a tenth of a second, and frames
+    // keep coming that the escalated one has room for.
+    const N = 3000;
+    const SIZE = 4096;
+    const feeding = server.writeStdin(wireBytes(0, N, (i) => payloadOfSize(i, SIZE), OUTPUT_MAGIC, 1));
+    feeding.catch(() => {});
+    await scrapeUntil(base, (t) => value(t, "audio_agent_adaptive_level") >= 1, "escalation");
+    expect(value(await scrape(base), "jetkvm_audio_socket_buffer_size_bytes", SEND_BUFFER)).toBe(kernelBufferBytes(256 * KiB));
+    // The kernel counts more than a message's bytes against the buffer: at the base size the
+    // reader's socket holds less than the base buffer and one message more.
+    const baseHolds = kernelBufferBytes(128 * KiB) + HEADER_SIZE + SIZE;
+    const unread = () => {
+      const r = receiveQueueBytes(reader.socket.fd);
+      return r.ok ? r.bytes : -1;
+    };
+    await until(() => unread() > baseHolds, `the paused reader holding more than ${baseHolds} bytes`, 10_000);
+    reader.socket.resume();
+    await feeding;
+    await endedAndAccounted(server, reader, N);
+    expect(reader.frames.filter((p, k) => k > 0 && payloadIndex(p) <= payloadIndex(reader.frames[k - 1]!)).length).toBe(0);
   });
 });
 
