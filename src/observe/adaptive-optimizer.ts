@@ -2,7 +2,8 @@
  * Adaptive optimizer: watches socket overflows (writes the kernel could not
  * take whole) and deadline drops; when they crowd a window it escalates the
  * connection (high-load socket buffers, a larger send queue, doubling per
- * level up to a bound); after a calm period it relaxes back to the defaults.
+ * level up to a bound); after a calm period (no pressure, and no more held
+ * than the base buffers take) it relaxes back to the defaults.
  * It decides; `apply` does it for real (setsockopt, queue resize).
  */
 
@@ -81,6 +82,16 @@ export class AdaptiveOptimizer {
     // The oldest of the last `threshold` events is where `next` points now.
     const oldest = this.events[this.next];
     if (at - oldest <= this.options.windowMs) this.escalate(measured);
+  }
+
+  /**
+   * Not calm, though no pressure event came: the connection holds more than
+   * the base buffers take (its owner looks). Relaxing now would leave the
+   * writer no room at once, and the drops that follow escalate again; the
+   * calm period starts over instead.
+   */
+  busy(): void {
+    if (this.state.level > 0) this.lastEventAt = this.now();
   }
 
   /** Called on a timer: relaxes after a calm period. */

@@ -33,6 +33,12 @@ export class ChannelInstruments implements ChannelObserver {
   private statsSeen: { at: number; counts: Record<string, number>; samples: Map<string, number> };
   /** Pressure already fed to the optimizer: short writes and deadline drops. */
   private pressureSeen = { shortWrites: 0, deadlineDrops: 0 };
+  /**
+   * The send buffer the optimizer relaxes to, as the kernel holds it: read back
+   * from the connection when it first escalates, or twice the size asked for
+   * (as Linux grants it) where there was none.
+   */
+  private baseSendBufferBytes = 0;
   /** The per-frame operations' recorders, held so that a sample needs no look-up. */
   private readonly enqueueToWrite: LatencyOperation;
   private readonly writeCall: LatencyOperation;
@@ -65,6 +71,7 @@ export class ChannelInstruments implements ChannelObserver {
       const buffers = socketBufferSizes(settings["socket-buffers"]);
       // The sizes as set: where the optimizer starts from.
       const base = { sendBufferBytes: buffers.sendBytes, receiveBufferBytes: buffers.receiveBytes, queueFrames: first.queueCapacity };
+      this.baseSendBufferBytes = 2 * buffers.sendBytes;
       const high = SOCKET_BUFFER_PRESETS["high-load"];
       this.optimizer = new AdaptiveOptimizer({
         base,
@@ -156,8 +163,9 @@ export class ChannelInstruments implements ChannelObserver {
 
   /**
    * The sampler's tick: the optimizer fed with new pressure and ticked. The
-   * socket queues are not read here: /metrics and the monitor read them as
-   * they are when asked.
+   * socket queues are read here only while it is escalated and finds no
+   * pressure (is the calm real?); /metrics and the monitor read them as they
+   * are when asked.
    */
   sample(): void {
     const optimizer = this.optimizer;
@@ -170,7 +178,17 @@ export class ChannelInstruments implements ChannelObserver {
     this.pressureSeen = { shortWrites: r.shortWrites, deadlineDrops };
     // What one tick finds is one burst: it escalates once, however many events it holds.
     if (overflows + late > 0) optimizer.note({ overflow: overflows, "deadline drop": late });
+    // A reader that keeps the escalated buffer filled past the base one's size is not calm, though
+    // it makes no pressure now: relaxed, the writer would find no room, and its drops escalate again.
+    else if (optimizer.state.level > 0 && this.holdsMoreThanBase()) optimizer.busy();
     optimizer.tick();
+  }
+
+  /** Whether what the peer has not read yet would fill the base send buffer. */
+  private holdsMoreThanBase(): boolean {
+    const tuner = this.end.tuner;
+    tuner.sample();
+    return tuner.readings().sendQueueBytes >= this.baseSendBufferBytes;
   }
 
   /**
@@ -209,6 +227,9 @@ export class ChannelInstruments implements ChannelObserver {
 
   private adapt(state: AdaptiveState, decision: "escalate" | "relax", why: string): void {
     const end = this.end;
+    // The base buffer as the kernel holds it (clamped to net.core.wmem_max, say), before it grows.
+    const before = end.tuner.readings().kernel.sendBytes;
+    if (decision === "escalate" && state.level === 1 && before > 0) this.baseSendBufferBytes = before;
     end.tuner.resize({ sendBytes: state.sendBufferBytes, receiveBytes: state.receiveBufferBytes });
     if (state.queueFrames > 0) end.resizeQueue?.(state.queueFrames);
     // Relaxed, what the escalation left behind (the ring the queue just gave back, if it had

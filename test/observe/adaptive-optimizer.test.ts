@@ -8,13 +8,14 @@ import { useCleanup } from "../support/cleanup.ts";
 import { metricsUrl, samples, scrape, scrapeUntil, value } from "../support/metrics.ts";
 import { expectAccountedLine, logFields } from "../support/agent-log.ts";
 import { expectIntactInOrder, indexedPayload, payloadIndex, payloadOfSize, testPayload } from "../support/payloads.ts";
+import { pacedReader } from "../support/paced-reader.ts";
 import { connectClient, RecordingClient } from "../support/peer.ts";
 import { kernelBufferBytes } from "../support/proc.ts";
 import { idleSenderReadings } from "../support/readings.ts";
 import { spawnAgent, type Spawned, stopAgents } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
 import { until } from "../support/wait.ts";
-import { wireBytes, writeWireFile } from "../support/wire.ts";
+import { parseWire, wireBytes, writeWireFile } from "../support/wire.ts";
 
 const defer = useCleanup();
 
@@ -163,6 +164,24 @@ describe("AdaptiveOptimizer on an injected clock", () => {
     // Already relaxed: nothing more to do.
     tickAt(60_000);
     expect(applied.length).toBe(2);
+  });
+
+  test("escalated, a connection still holding more than the base buffers (busy) starts the calm period over, without escalating; at level 0 it changes nothing", () => {
+    const { opt, clock, applied, at, tickAt } = optimizer({ calmMs: 5000 });
+    clock.now = 0;
+    opt.busy();
+    at(100);
+    at(101);
+    at(102);
+    expect(applied.length).toBe(1);
+    clock.now = 4000;
+    opt.busy();
+    tickAt(8999);
+    expect(applied.length).toBe(1);
+    tickAt(9000);
+    expect(applied.map((a) => a.decision)).toEqual(["escalate", "relax"]);
+    expect(applied[1]!.why).toBe("no pressure for 5000 ms (rule: 5000)");
+    expect(opt.escalations).toBe(1);
   });
 
   test("at level 0 a tick never applies anything", () => {
@@ -382,6 +401,50 @@ describe("adaptive optimizer and a reader that stays paused", () => {
   });
 });
 
+describe("adaptive optimizer and a reader slower than the audio", () => {
+  test("escalated, it does not relax while the socket holds more than the base buffer takes (the writer would have no room at once, and its drops escalate again), only once the reader has caught up; every frame accounted for", async () => {
+    const { path } = socketDir(defer, "aas-");
+    defer(() => stopAgents());
+    const sock = path("out.sock");
+    const server = spawnAgent(
+      [
+        "output", "serve", "--socket", sock, "--source", "-", "--realtime",
+        "--stuck-frames", "100000", "--max-latency-ms", "60000", "--socket-buffers", "default",
+        "--adaptive-threshold", "3", "--adaptive-window-ms", "1000", "--adaptive-calm-ms", "1000",
+        "--metrics", "0",
+      ],
+      { stdin: "pipe" },
+    );
+    const base = await metricsUrl(server);
+    await server.waitForStderr("listening socket=");
+    // About 160 KB/s read of about 200 KB/s sent: the base buffer is full within seconds, and the
+    // escalated one takes what the reader leaves for longer than the calm period.
+    const reader = pacedReader(defer, sock, 16384, 100);
+    await scrapeUntil(base, (t) => value(t, "audio_agent_connected") === 1, "client connected");
+    const N = 400;
+    const SIZE = 4096;
+    const feeding = server.writeStdin(wireBytes(0, N, (i) => payloadOfSize(i, SIZE), OUTPUT_MAGIC, 20));
+    feeding.catch(() => {});
+    await scrapeUntil(base, (t) => value(t, "audio_agent_adaptive_level") >= 1, "escalation");
+    const flowed = await scrapeUntil(base, (t) => value(t, "audio_agent_frames_submitted_total", { channel: "output" }) === N, "every frame submitted", 30_000);
+    expect(value(flowed, "audio_agent_adaptive_decisions_total", { decision: "relax" })).toBe(0);
+    expect(value(flowed, "audio_agent_adaptive_level")).toBeGreaterThanOrEqual(1);
+    // The reader catches up with what the socket holds: then it is calm, and the optimizer relaxes.
+    const relaxed = await scrapeUntil(base, (t) => value(t, "audio_agent_adaptive_level") === 0, "relax once caught up", 30_000);
+    expect(value(relaxed, "audio_agent_adaptive_decisions_total", { decision: "relax" })).toBe(1);
+    await feeding;
+    server.endStdin();
+    const bytes = await reader.readToEnd();
+    expect(await server.exited, server.stderr).toBe(0);
+    const accounting = expectAccountedLine(server.stderr);
+    expect(accounting.submitted).toBe(N);
+    const wire = parseWire(bytes);
+    expect(wire.error).toBeUndefined();
+    expect(wire.trailing).toBe(0);
+    expect(wire.messages.length).toBe(accounting.delivered);
+  });
+});
+
 describe("adaptive optimizer and the send queue's memory", () => {
   test("the room the send queue grew to while escalated is given back once relaxed: its allocated bytes are its first ones again; every frame accounted for", async () => {
     const { server, base, reader } = await pausedReaderServe("aam-", 300);
@@ -537,7 +600,7 @@ describe("adaptive optimizer in live mode with the default latency budget", () =
 });
 
 describe("adaptive optimizer in lossless mode", () => {
-  test("a bursty reader makes it escalate and relax; nothing is dropped and every frame arrives in order", async () => {
+  test("a bursty reader makes it escalate, and a paused one that leaves the socket full is no calm to relax on; nothing is dropped and every frame arrives in order", async () => {
     const { path } = socketDir(defer, "aal-");
     defer(() => stopAgents());
     const FRAMES = 100_000;
@@ -552,13 +615,14 @@ describe("adaptive optimizer in lossless mode", () => {
       "--adaptive-threshold", "1", "--adaptive-window-ms", "200", "--adaptive-calm-ms", "300",
     ]);
     await server.waitForStderr("waiting for a client");
-    // Paused at first: the socket fills (escalate: a doubled queue, filled too), then all is calm
-    // (relax: the queue's bound halves while it is full). Then it reads for 0.3 s and pauses for
-    // 0.8 s in turn, which may make the optimizer go up and down again.
+    // Paused at first: the socket fills (escalate: a doubled queue, filled too). No write comes up
+    // short while the writer waits for room, but the full socket is no calm: three calm periods
+    // later it has not relaxed. Then it reads for 0.3 s and pauses for 0.8 s in turn.
     const reader = await RecordingClient.connect(sock, { paused: true });
     defer(() => reader.close());
     await server.waitForStderr("adaptive: escalate");
-    await server.waitForStderr("adaptive: relax");
+    await Bun.sleep(900);
+    expect(server.stderr).not.toContain("adaptive: relax");
     let toggler: ReturnType<typeof setTimeout> | undefined;
     const read = () => {
       reader.socket.resume();
