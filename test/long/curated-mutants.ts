@@ -405,9 +405,9 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
   },
   {
     file: "src/transport/socket-tuner.ts",
-    before: "if (this.socket && this.socket.readyState > 0) this.apply(this.socket);",
-    after: "if (this.socket && this.socket.readyState >= 0) this.apply(this.socket);",
-    why: "an attached Bun socket is open (1) or closed (-1), never 0; a closed one also has fd -1, which apply() skips",
+    before: "if (!this.socket || this.socket.readyState <= 0) return;",
+    after: "if (!this.socket || this.socket.readyState < 0) return;",
+    why: "an attached Bun socket is open (1) or closed (-1), never 0: a closed one returns either way",
   },
   {
     file: "src/transport/socket-tuner.ts",
