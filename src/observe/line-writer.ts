@@ -452,18 +452,26 @@ async function copiedAndEmptied(fd: number, path: string | undefined, roomy: boo
  * Copies `from` (through the descriptor: the file written to, whatever is at
  * its name now) to a new file at `path`.1, which replaces the one before (or
  * a link there, to a file elsewhere or to this one: never written through).
- * When `roomy`, made under a hidden name and renamed over it, so a reader
+ * The copy is made under a hidden name and renamed over it, so a reader
  * (`tail -F`, a log shipper) finds the old copy or the new one, whole, never
- * none or part of one. Otherwise, or where that fails (a name too long, a
- * directory at the hidden name), the old one is removed first and the copy
- * made at its name, whose failure is the one thrown.
+ * part of one, not even as the process exits at once mid-copy. When not
+ * `roomy`, the old one is removed first (a reader may then find none).
+ * Where the hidden name fails for want of room, so would `path`.1; for
+ * anything else (a name too long, a directory at the hidden name), the old
+ * one is removed and the copy made at its name, whose failure is the one thrown.
  */
 async function copyToOlder(from: string, path: string, roomy: boolean): Promise<void> {
   const older = `${path}.1`;
   const aside = join(dirname(path), `.${basename(path)}.1.new`);
   // Left by an agent that ended mid-copy (its room wanted most on a full disk), or another's file: only its name is taken away.
   const asideFree = await removedIfThere(aside);
-  if (roomy && asideFree && (await copiedAside(from, aside, older))) return;
+  if (!roomy) await removeIfThere(older);
+  if (asideFree) {
+    const failed = await copiedAside(from, aside, older);
+    if (failed === undefined) return;
+    // No room at the hidden name, the one before already gone: none at its name either.
+    if (!roomy && OUT_OF_ROOM.has((failed as NodeJS.ErrnoException).code ?? "")) throw failed;
+  }
   await removeIfThere(older);
   await copyWhole(from, older);
 }
@@ -482,19 +490,19 @@ function roomFor(path: string, bytes: number): boolean {
   }
 }
 
-/** Whether `from` was copied to the free name `aside` and that renamed to `to`; if not, no copy is left at `aside`. */
-async function copiedAside(from: string, aside: string, to: string): Promise<boolean> {
+/** `from` copied to the free name `aside` and that renamed to `to`: undefined once done, else why not (no copy is left at `aside`). */
+async function copiedAside(from: string, aside: string, to: string): Promise<unknown> {
   try {
     await copyWhole(from, aside);
-  } catch {
-    return false;
+  } catch (e) {
+    return e;
   }
   try {
     await inPool((done) => rename(aside, to, done));
-    return true;
-  } catch {
+    return undefined;
+  } catch (e) {
     await removedIfThere(aside);
-    return false;
+    return e;
   }
 }
 

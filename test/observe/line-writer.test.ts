@@ -3,15 +3,16 @@
  * when it chooses: a log reader that stalls and comes back.
  */
 import { describe, expect, test } from "bun:test";
-import { basename, dirname } from "node:path";
-import { closeSync, constants, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, dirname, join } from "node:path";
+import { closeSync, constants, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { DEVICE_RUNTIME_ENV } from "../../src/bench/device-runtime.ts";
 import { appendedFile } from "../../src/io/appended-file.ts";
 import { LineWriter } from "../../src/observe/line-writer.ts";
 import { setPipeSize } from "../../src/transport/socket-options.ts";
 import { useCleanup } from "../support/cleanup.ts";
 import { makeFifo, readAvailableText } from "../support/fifo.ts";
-import { canFreezeDisk, canUnshare, freezableDisk, smallDisk, withFileSizeLimit } from "../support/machine.ts";
+import { canFreezeDisk, canSlowWrites, canUnshare, dropCached, freezableDisk, slowReads, smallDisk, withFileSizeLimit } from "../support/machine.ts";
 import { wakeUps } from "../support/proc.ts";
 import { BUN, cleanEnv, run, start } from "../support/processes.ts";
 import { socketDir } from "../support/temp.ts";
@@ -639,6 +640,63 @@ console.log("the turn ended before a timer found it under way");`),
     expect(readdirSync(t.path("")).filter((name) => name.startsWith("."))).toEqual([]);
   });
 
+  test.skipIf(!freezable || !canSlowWrites(tmpdir()))("a process that exits at once while a turn with no room for a copy beside the one before is copying (a slow disk: longer than the exit waits) leaves no part of the log at FILE.1: the copy is made under the hidden name all the same, which the next run's turn removes", async () => {
+    const t = socketDir(defer, "aa-lw-");
+    mkdirSync(t.path("disk"));
+    const disk = await freezableDisk(t.path("disk"));
+    defer(disk.release);
+    const path = join(t.path("disk"), "agent.log");
+    const [lineBytes, perTurn] = [8192, 512];
+    const lines = Array.from({ length: perTurn }, (_, i) => line(i, lineBytes)).join("");
+    writeFileSync(disk.path("agent.log"), lines.slice(0, -lineBytes));
+    // Room for one copy, not for two: the turn removes the one before first.
+    const free = statfsSync(disk.path("")).bavail * statfsSync(disk.path("")).bsize;
+    writeFileSync(disk.path("filler"), new Uint8Array(free - 1.5 * lines.length));
+    // 4 MiB read at 1 MiB/s: the copy takes longer than the exit waits for it (a second).
+    dropCached(disk.path("agent.log"));
+    const slow = slowReads(disk.path(""), 1 << 20)!;
+    defer(slow.release);
+    const script = (body: string) =>
+      lineWriterScript(
+        t.path("run.ts"),
+        `out.capAt(${lines.length}, () => {});
+${body}`,
+        false,
+        true,
+      );
+    const first = start(
+      disk.run([
+        BUN,
+        script(`const [older, aside, go] = [process.argv[2] + ".1", ${JSON.stringify(join(t.path("disk"), ".agent.log.1.new"))}, ${JSON.stringify(t.path("go"))}];
+while (!fs.existsSync(go)) await Bun.sleep(1);
+// The line that takes the log to its bound: the process exits once the copy has begun.
+const timer = setInterval(() => {
+  if (fs.existsSync(older) || fs.existsSync(aside)) process.exit(0);
+}, 1);
+out.write(${JSON.stringify(lines.slice(-lineBytes))});
+await out.settled();
+clearInterval(timer);
+console.log("the turn ended before a timer found it under way");`),
+        path,
+      ]),
+    );
+    slow.admit(first.pid);
+    writeFileSync(t.path("go"), "");
+    const done = await first.done;
+    expect(done.stderr).toBe("");
+    expect(done.stdout).toBe("");
+    expect(done.code).toBe(0);
+    expect(readFileSync(disk.path("agent.log"), "utf8")).toBe(lines);
+    expect(existsSync(disk.path("agent.log.1"))).toBe(false);
+    expect(existsSync(disk.path(".agent.log.1.new"))).toBe(true);
+    const next = await run(disk.run([BUN, script(`out.write("next run\\n");\nawait out.settled();`), path]));
+    expect(next.stderr).toBe("");
+    expect(next.code).toBe(0);
+    expect(readFileSync(disk.path("agent.log.1"), "utf8")).toBe(lines + "next run\n");
+    expect(readFileSync(disk.path("agent.log"), "utf8")).toBe("");
+    expect(readdirSync(disk.path("")).sort()).toEqual(["agent.log", "agent.log.1", "filler", "lost+found"]);
+  }, 60_000);
+
   test("a log whose name leaves no room for the hidden copy's (255 bytes at most) is still copied, at FILE.1 itself", async () => {
     // FILE.1's name fits; ".FILE.1.new" does not.
     const { path, out, failures } = cappedLog(1000, "l".repeat(250));
@@ -655,7 +713,8 @@ console.log("the turn ended before a timer found it under way");`),
   test.skipIf(!canUnshare("--mount"))("a disk with room for one copy but not two: the copy before is removed first to make room, and the new one is made (and no hidden copy left)", async () => {
     // One page left: too few for a copy beside the one before, enough once it is gone.
     const { disk, made } = await turnOnFullDisk(2, 8100);
-    expect(made).toEqual(["agent.log.1"]);
+    // Its name first as the one before is removed, then the copy made aside and renamed to it.
+    expect(made).toEqual(["agent.log.1", ".agent.log.1.new"]);
     expect(readFileSync(disk.path("agent.log.1"), "utf8")).toBe(turned);
     expect(readFileSync(disk.path("agent.log"), "utf8")).toBe("");
     expect(readdirSync(disk.path("")).sort()).toEqual(["agent.log", "agent.log.1", "filler"]);
@@ -664,7 +723,7 @@ console.log("the turn ended before a timer found it under way");`),
   test.skipIf(!canUnshare("--mount"))("a disk with room for the copy beside the one before, but not for as much again: the copy before goes first all the same, so a turn never fills a disk others write to", async () => {
     // Four pages left: the copy's three would fit, and leave one.
     const { disk, made } = await turnOnFullDisk(5, 8100);
-    expect(made).toEqual(["agent.log.1"]);
+    expect(made).toEqual(["agent.log.1", ".agent.log.1.new"]);
     expect(readFileSync(disk.path("agent.log.1"), "utf8")).toBe(turned);
   });
 

@@ -5,7 +5,7 @@
  * held in the kernel, a pid chosen for a new process.
  */
 import type { Subprocess } from "bun";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmdirSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmdirSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 
@@ -188,11 +188,38 @@ function diskOf(dir: string): string | undefined {
  * on no disk). `release()` lets every process go and removes the cgroup.
  */
 export function slowWrites(dir: string, bytesPerSecond: number): { admit: (pid: number) => void; release: () => void } | undefined {
+  return throttled(dir, bytesPerSecond, "blkio.throttle.write_bps_device");
+}
+
+/**
+ * Reads from the disk that holds `dir` slowed to `bytesPerSecond` for the
+ * processes let in, as slowWrites does writes: only what is not in the page
+ * cache is read from the disk (see dropCached).
+ */
+export function slowReads(dir: string, bytesPerSecond: number): { admit: (pid: number) => void; release: () => void } | undefined {
+  return throttled(dir, bytesPerSecond, "blkio.throttle.read_bps_device");
+}
+
+/** The file `path` on a disk, written to it and dropped from the page cache: the next read of it comes from the disk (slowReads). */
+export function dropCached(path: string): void {
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  // GNU dd's nocache with no count drops the whole file's cached pages.
+  const dropped = Bun.spawnSync(["dd", `if=${path}`, "iflag=nocache", "count=0", "status=none"]);
+  if (dropped.exitCode !== 0) throw new Error(`dd iflag=nocache ${path}: ${dropped.stderr.toString()}`);
+}
+
+/** A blkio cgroup whose `throttle` (a blkio.throttle.* file) slows the disk of `dir` to `bytesPerSecond`: see slowWrites. */
+function throttled(dir: string, bytesPerSecond: number, throttle: string): { admit: (pid: number) => void; release: () => void } | undefined {
   const disk = existsSync(BLKIO) ? diskOf(dir) : undefined;
   if (disk === undefined) return undefined;
   const group = mkdtempSync(join(BLKIO, "audio-agent-test-"));
   try {
-    writeFileSync(join(group, "blkio.throttle.write_bps_device"), `${disk} ${bytesPerSecond}`);
+    writeFileSync(join(group, throttle), `${disk} ${bytesPerSecond}`);
   } catch {
     rmdirSync(group);
     return undefined;
