@@ -369,7 +369,13 @@ export class LineWriter {
     }
     // As the process exits no callback comes: the next run's first line turns it.
     if ((size < cap.maxBytes && !forRoom) || this.exiting) return false;
-    const path = fileName(this.fd);
+    let path: string | undefined;
+    try {
+      path = fileName(this.fd);
+    } catch (e) {
+      this.refused(cap, e);
+      return false;
+    }
     // Under way until the file is emptied: what is written meanwhile waits (and at exit, for that).
     this.inFlight = () => fileSize(this.fd) >= size;
     copiedAndEmptied(this.fd, path, !forRoom && path !== undefined && roomFor(path, 2 * size)).then(({ lost, error }) => {
