@@ -4,7 +4,7 @@
  * real Ogg Opus file, and the hub's promises about the frame path: no
  * listener, no cost; a slow listener loses frames alone.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, spyOn, test } from "bun:test";
 import type { Socket } from "bun";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -91,6 +91,18 @@ async function viewer(url: string): Promise<WebSocket> {
     ws.onclose = (e) => reject(new Error(`closed before hello: ${e.code}`));
   });
   return ws;
+}
+
+/** The hello a new viewer at `url` is sent first, as sent; the viewer is closed once it has it. */
+async function helloText(url: string): Promise<string> {
+  const ws = new WebSocket(url);
+  defer(() => ws.close());
+  const text = await new Promise<string>((resolve, reject) => {
+    ws.onmessage = (e) => resolve(String(e.data));
+    ws.onclose = (e) => reject(new Error(`closed before hello: ${e.code}`));
+  });
+  ws.close();
+  return text;
 }
 
 /** A bare TCP peer that asks for a WebSocket at `port`, then never reads again (nor answers a ping). */
@@ -644,6 +656,29 @@ describe("a hostile viewer", () => {
     await until(() => hub.viewerCount === 15, "a viewer to leave", 5000);
     await viewer(url);
     expect(hub.viewerCount).toBe(16);
+  });
+
+  test("viewers opening one after another: the hello (five minutes of figures, 0.3-0.5 MB) is made once until a tick or an event changes what it holds, not once per viewer", async () => {
+    // A tick far past the test's first part: only the event changes the hello there.
+    const { hub, url } = await hubOnHttp(VIEWER_LIMITS, 600_000);
+    const stringify = spyOn(JSON, "stringify");
+    defer(() => stringify.mockRestore());
+    const made = () => stringify.mock.calls.filter(([value]) => (value as { type?: unknown } | null)?.type === "hello").length;
+    const first = await helloText(url);
+    expect(JSON.parse(first)).toMatchObject({ type: "hello", identity: { role: "output serve" }, events: [] });
+    for (let i = 0; i < 7; i++) expect(await helloText(url)).toBe(first);
+    expect(made()).toBe(1);
+
+    hub.event("connected", "client=2");
+    const after = await helloText(url);
+    expect(JSON.parse(after).events).toMatchObject([{ kind: "connected", detail: "client=2" }]);
+    expect(await helloText(url)).toBe(after);
+    expect(made()).toBe(2);
+
+    // Each tick adds a second of figures: a viewer opening after it has them.
+    const ticking = (await hubOnHttp(VIEWER_LIMITS, 50)).url;
+    const before = JSON.parse(await helloText(ticking)).history.length;
+    await until(async () => JSON.parse(await helloText(ticking)).history.length > before, "a viewer opening after a tick to have its figures", 5000, 50);
   });
 
   test("viewers whose connections end without a close frame (a crash's reset, a FIN) leave the hub at once: their places are free for new viewers, not held until the idle timeout", async () => {

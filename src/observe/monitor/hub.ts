@@ -134,6 +134,8 @@ export class MonitorHub {
   private readonly events: ConnectionEvent[] = [];
   private listening = 0;
   private listenerDrops = 0;
+  /** The hello as sent, made for the history and events as they are now (hello()); undefined once a tick or an event changes them. */
+  private helloText: string | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
   /**
    * The liveness check's next step, a check or its judgement: one at a time, each timed from the one
@@ -164,6 +166,7 @@ export class MonitorHub {
     const e: ConnectionEvent = { t: Date.now(), at: performance.now(), kind, detail, ...(channel ? { channel } : {}) };
     this.events.push(e);
     if (this.events.length > EVENTS) this.events.shift();
+    this.helloText = undefined;
     this.broadcast(JSON.stringify({ type: "event", event: e }));
   }
 
@@ -185,9 +188,7 @@ export class MonitorHub {
         }
         this.viewers.add(ws);
         ws.data.heard = performance.now();
-        ws.send(
-          JSON.stringify({ type: "hello", identity: this.identity, history: this.history, events: this.events }),
-        );
+        ws.send(this.hello());
       },
       message: (ws: ServerWebSocket<Viewer>, message: string | Uint8Array) => {
         if (!this.viewers.has(ws)) return;
@@ -255,11 +256,26 @@ export class MonitorHub {
     const figures = this.current();
     this.history.push(figures);
     if (this.history.length > HISTORY) this.history.shift();
+    this.helloText = undefined;
     if (this.viewers.size > 0) this.broadcast(JSON.stringify({ type: "figures", figures }));
     // Each listening page hears how many frames it alone missed (figures.listenerDrops sums them all).
     for (const ws of this.viewers) {
       if (ws.data.listening) ws.send(JSON.stringify({ type: "listener", dropped: ws.data.dropped }));
     }
+  }
+
+  /**
+   * What a viewer is sent as it opens: its identity, five minutes of figures
+   * and the last events, 0.3-0.5 MB of JSON (serve's two channels), made
+   * once until a tick or an event changes them: made for each viewer, it
+   * took a millisecond of the thread that paces the audio (x86; more on the
+   * device) every time, and the viewers' bound is on how many at once, not
+   * how often, so a peer opening viewers in a loop had it made 200 times a
+   * second.
+   */
+  private hello(): string {
+    this.helloText ??= JSON.stringify({ type: "hello", identity: this.identity, history: this.history, events: this.events });
+    return this.helloText;
   }
 
   /** The next liveness check, half an idle timeout from now. */
