@@ -41,6 +41,8 @@ export class AdaptiveOptimizer {
   private next = 0;
   private filled = 0;
   private lastEventAt = -Infinity;
+  /** When the connection last held more than the base buffers take (busy): the calm starts over then too. */
+  private lastBusyAt = -Infinity;
   private readonly now: () => number;
   state: AdaptiveState;
   escalations = 0;
@@ -91,19 +93,25 @@ export class AdaptiveOptimizer {
    * calm period starts over instead.
    */
   busy(): void {
-    if (this.state.level > 0) this.lastEventAt = this.now();
+    if (this.state.level > 0) this.lastBusyAt = this.now();
   }
 
-  /** Called on a timer: relaxes after a calm period. */
+  /**
+   * Called on a timer: relaxes after a calm period. The decision tells how
+   * long there was no pressure, and, where the connection held more than the
+   * base buffers since, how long it has not (the calm the rule measured).
+   */
   tick(): void {
     if (this.state.level === 0) return;
-    const calm = this.now() - this.lastEventAt;
+    const now = this.now();
+    const calm = now - Math.max(this.lastEventAt, this.lastBusyAt);
     if (calm < this.options.calmMs) return;
     this.relaxations++;
     // Pressure from before the calm period must not count toward the next escalation.
     this.filled = 0;
     this.state = { level: 0, ...this.options.base };
-    this.options.apply(this.state, "relax", `no pressure for ${Math.round(calm)} ms (rule: ${this.options.calmMs})`);
+    const held = this.lastBusyAt > this.lastEventAt ? `, held within the base buffers for ${Math.round(calm)} ms` : "";
+    this.options.apply(this.state, "relax", `no pressure for ${Math.round(now - this.lastEventAt)} ms${held} (rule: ${this.options.calmMs})`);
   }
 
   /** Adds the ring's events within the window that ends at `at` to `counts`, by kind (newest first, so it stops at the first older one). */
