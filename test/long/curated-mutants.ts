@@ -653,6 +653,12 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     why: "stop() closes every viewer, and Bun runs the close handler inside ws.close() (a peer that reads nothing too), so the check left running walks an empty set; Instruments.stop() stops the HTTP server in the same turn, so no viewer comes after, and each of its timers is unref'd: it holds no exit",
   },
   {
+    file: "src/observe/monitor/hub.ts",
+    before: "if (!heldUp && now - (ws.data.heard ?? now) >= this.limits.idleSeconds * 1000) ws.terminate();",
+    after: "if (!heldUp && now - (ws.data.heard ?? now) > this.limits.idleSeconds * 1000) ws.terminate();",
+    why: "heard is set at the viewer's opening, so the two differ only where a judgement comes exactly the idle timeout after the last word to the fraction of a millisecond: the judgement runs on its own timer, the word in a read or pong, both timed by performance.now(); a peer that stays silent is closed at the next check, half an idle timeout later",
+  },
+  {
     file: "src/protocol/timestamp.ts",
     before: "if (this.offset >= low && this.offset <= high) return;",
     after: "if (this.offset >= low && this.offset < high) return;",
