@@ -354,6 +354,12 @@ export const CURATED: readonly CuratedMutant[] = [
     find: 'if (code === "EINTR" || (code === undefined && at + n < end)) return writeFromOffLoop(fd, bytes, code ? at : at + n, end, done);',
     replace: 'if (code === "EINTR" || (code === undefined || at + n < end)) return writeFromOffLoop(fd, bytes, code ? at : at + n, end, done);',
   },
+  {
+    name: "room taken at a resize or a fall in the unread count though the client's unread data still fills the send buffer: a write the kernel refuses",
+    file: "src/transport/frame-writer.ts",
+    find: "if (unread >= 0) {",
+    replace: "if (!(unread >= 0)) {",
+  },
 ];
 
 /**
@@ -420,6 +426,12 @@ export const EQUIVALENT: readonly EquivalentMutant[] = [
     before: 'return typeof fd === "number" && fd >= 0 ? fd : undefined;',
     after: 'return typeof fd === "number" || fd >= 0 ? fd : undefined;',
     why: "only an open socket gets here, and an open Bun socket always has a numeric fd >= 0",
+  },
+  {
+    file: "src/transport/socket-tuner.ts",
+    before: 'if (typeof fd !== "number" || fd < 0) return;',
+    after: 'if (typeof fd !== "number" || fd <= 0) return;',
+    why: "a socket is never descriptor 0: Bun opens /dev/null there when the process starts with it closed (`bun -e` under `0<&-` holds /dev/null at 0), and the agent never closes it (stdin is read through Bun.stdin)",
   },
   {
     file: "src/transport/in-flight.ts",

@@ -419,6 +419,22 @@ describe("FrameWriter looking for room while the socket is full (a Unix socket d
     expect(s.delivered).toBe(next);
   });
 
+  test("a resize that leaves the client's unread data at or over the send buffer (the kernel's cap holding both sizes alike) makes no write: the queued frames wait for the client to read", async () => {
+    const { server, reader, next } = await fullClientOf({ writeDeadlineMs: 0, maxLatencyMs: 60_000 }, 5);
+    const { writeCalls, shortWrites } = server.stats;
+    const waiting = server.readings().queueDepth;
+    // The same sizes again: applied to the live connection and told to the writer, with no room made.
+    server.tuner.resize({ sendBytes: 65536, receiveBytes: 65536 });
+    await tick();
+    expect(server.stats.writeCalls).toBe(writeCalls);
+    expect(server.stats.shortWrites).toBe(shortWrites);
+    expect(server.readings().queueDepth).toBe(waiting);
+    readHalf(reader);
+    await until(() => server.idle, "the queued frames to go out");
+    expect(server.stats.droppedTotal).toBe(0);
+    expect(server.stats.delivered).toBe(next);
+  });
+
   test("live: once the queued frames are past the write deadline the writer stops looking; room the client makes then waits for a new frame, which drops them and goes out", async () => {
     const deadlineMs = 50;
     const { server, reader, next } = await fullClientOf({ writeDeadlineMs: deadlineMs }, 5);
